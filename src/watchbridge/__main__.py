@@ -1,0 +1,3 @@
+from watchbridge.cli import main
+
+main()

@@ -1,0 +1,541 @@
+"""The one YAML file: discovery, `${VAR}` interpolation and validation into typed objects.
+
+Validation walks the YAML node tree (not the loaded dict) so every error can name the file,
+the line, the key path and what was expected, e.g.
+``watchbridge.yaml:14 services.trakt.client_id: required``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from watchbridge.errors import ConfigError
+
+DEFAULT_SEARCH_PATHS = (Path("/config/watchbridge.yaml"), Path("./config/watchbridge.yaml"))
+
+ServiceName = Literal["trakt", "plex", "jellyfin", "emby", "serializd", "anilist"]
+SYNC_SERVICES: tuple[str, ...] = ("trakt", "plex", "jellyfin", "emby", "serializd", "anilist")
+DataKind = Literal["history", "ratings", "watchlist", "collection"]
+AlertKind = Literal[
+    "all",
+    "credentials",
+    "account_limit",
+    "dead_letter",
+    "sync_failing",
+    "webhook_rejects",
+    "service_unreachable",
+    "test",
+]
+
+
+class Secret:
+    """A string that never shows itself in logs, reprs or summaries; ask with `reveal()`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class Duration(float):
+    """Seconds, written in YAML as `90`, `30s`, `15m`, `2h` or `1d`."""
+
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+    @classmethod
+    def parse(cls, text: str) -> Duration | None:
+        match = cls._PATTERN.match(text)
+        if not match:
+            return None
+        number, unit = match.groups()
+        return cls(float(number) * cls._UNITS[unit or "s"])
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8765
+    webhook_port: int | None = None
+    webhook_secret: Secret | None = None
+    api_token: Secret | None = None
+    trusted_proxies: list[str] = field(default_factory=list)
+    shutdown_timeout: Duration = Duration(8)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = "/data/watchbridge.db"
+    durability: Literal["full", "normal"] = "full"
+    busy_timeout: Duration = Duration(5)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    urls: list[Secret] = field(default_factory=list)
+    kinds: list[AlertKind] = field(default_factory=lambda: ["all"])
+    throttle: Duration = Duration(3600)
+    recovery: bool = True
+
+    def wants(self, kind: str) -> bool:
+        return "all" in self.kinds or kind in self.kinds or kind == "test"
+
+
+@dataclass(frozen=True)
+class TraktConfig:
+    client_id: str
+    client_secret: Secret
+    api_url: str = "https://api.trakt.tv"
+    auth_url: str = "https://auth.trakt.tv"
+
+
+@dataclass(frozen=True)
+class PlexConfig:
+    url: str | None = None
+    token: Secret | None = None
+    account_url: str = "https://plex.tv"
+    discover_url: str = "https://discover.provider.plex.tv"
+    metadata_url: str = "https://metadata.provider.plex.tv"
+
+
+@dataclass(frozen=True)
+class JellyfinConfig:
+    url: str
+    api_key: Secret | None = None
+
+
+@dataclass(frozen=True)
+class EmbyConfig:
+    url: str
+    api_key: Secret | None = None
+
+
+@dataclass(frozen=True)
+class SerializdConfig:
+    api_url: str = "https://serializd.onrender.com"
+
+
+@dataclass(frozen=True)
+class AniListConfig:
+    api_url: str = "https://graphql.anilist.co"
+    auth_url: str = "https://anilist.co/api/v2/oauth"
+    client_id: str | None = None
+    client_secret: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    trakt: TraktConfig | None = None
+    plex: PlexConfig | None = None
+    jellyfin: JellyfinConfig | None = None
+    emby: EmbyConfig | None = None
+    serializd: SerializdConfig | None = None
+    anilist: AniListConfig | None = None
+
+    def configured(self) -> list[str]:
+        return [name for name in SYNC_SERVICES if getattr(self, name) is not None]
+
+
+@dataclass(frozen=True)
+class MediaUsers:
+    """Which media-server accounts are this person: account ids or usernames."""
+
+    plex: list[str] = field(default_factory=list)
+    jellyfin: list[str] = field(default_factory=list)
+    emby: list[str] = field(default_factory=list)
+    tautulli: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TraktAccount:
+    refresh_token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class PlexAccount:
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class SerializdAccount:
+    email: str
+    password: Secret
+
+
+@dataclass(frozen=True)
+class AniListAccount:
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Accounts:
+    trakt: TraktAccount | None = None
+    plex: PlexAccount | None = None
+    serializd: SerializdAccount | None = None
+    anilist: AniListAccount | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    default: bool = False
+    completion_threshold: int = 90
+    users: MediaUsers = field(default_factory=MediaUsers)
+    accounts: Accounts = field(default_factory=Accounts)
+
+
+@dataclass(frozen=True)
+class Link:
+    services: list[ServiceName]
+    direction: Literal["two-way", "one-way"] = "two-way"
+    kinds: list[DataKind] = field(default_factory=lambda: ["history", "ratings"])
+    interval: Duration = Duration(1800)
+    prefer: str = "newest-wins"
+    profiles: list[str] = field(default_factory=list)
+    first_run: Literal["dry-run", "apply"] = "dry-run"
+    max_removal_share: float = 0.10
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
+    source: Path = Path("<defaults>")
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this config, for log redaction."""
+        return [s.reveal() for s in _walk_secrets(self) if s]
+
+
+def _walk_secrets(value: object) -> list[Secret]:
+    if isinstance(value, Secret):
+        return [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [s for f in dataclasses.fields(value) for s in _walk_secrets(getattr(value, f.name))]
+    if isinstance(value, list):
+        return [s for item in value for s in _walk_secrets(item)]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _walk_secrets(item)]
+    return []
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The config path per the contract: --config, $WATCHBRIDGE_CONFIG, /config, ./config."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("WATCHBRIDGE_CONFIG"):
+        return Path(environ["WATCHBRIDGE_CONFIG"])
+    for candidate in DEFAULT_SEARCH_PATHS:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(p) for p in DEFAULT_SEARCH_PATHS)
+    raise ConfigError(
+        f"no config file found (looked in $WATCHBRIDGE_CONFIG, {looked}); "
+        "pass --config PATH or copy config/watchbridge.example.yaml"
+    )
+
+
+def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read, interpolate and validate one config file; raises ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    return parse_config(text, path, environ)
+
+
+def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    validator = _Validator(path.name, environ)
+    if root is None:
+        root = yaml.MappingNode("tag:yaml.org,2002:map", [], yaml.Mark(path.name, 0, 0, 0, "", 0))
+    config = validator.build(Config, root, "")
+    if validator.errors:
+        raise ConfigError("\n".join(validator.errors))
+    config = dataclasses.replace(config, source=path)
+    errors = [f"{path.name}:{validator.line_of(key)} {key}: {msg}" for key, msg in cross_check(config)]
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return config
+
+
+def cross_check(config: Config) -> list[tuple[str, str]]:
+    """Rules that span sections: (key path, message) for each broken one."""
+    problems: list[tuple[str, str]] = []
+    server = config.server
+    for key, port in (("server.port", server.port), ("server.webhook_port", server.webhook_port)):
+        if port is not None and not 1 <= port <= 65535:
+            problems.append((key, f"expected a port between 1 and 65535, got {port}"))
+    if server.webhook_port is not None and server.webhook_port == server.port:
+        problems.append(("server.webhook_port", "must differ from server.port (or leave it out)"))
+    defaults = [name for name, p in config.profiles.items() if p.default]
+    if len(defaults) > 1:
+        problems.append((f"profiles.{defaults[1]}.default", f"only one profile can be the default, "
+                         f"{defaults[0]} already is"))
+    for name, profile in config.profiles.items():
+        if not 1 <= profile.completion_threshold <= 100:
+            problems.append((f"profiles.{name}.completion_threshold", "expected a percentage 1-100"))
+        for service in ("trakt", "serializd", "anilist", "plex"):
+            if getattr(profile.accounts, service) is not None and getattr(
+                config.services, service
+            ) is None:
+                problems.append((f"profiles.{name}.accounts.{service}",
+                                 f"services.{service} must be configured too"))
+    for name, link in config.links.items():
+        where = f"links.{name}"
+        if len(link.services) != 2 or link.services[0] == link.services[1]:
+            problems.append((f"{where}.services", "expected two different services, e.g. [trakt, serializd]"))
+            continue
+        for service in link.services:
+            if getattr(config.services, service) is None:
+                problems.append((f"{where}.services", f"services.{service} is not configured"))
+        if link.prefer not in ("newest-wins", *link.services):
+            problems.append((f"{where}.prefer", f"expected newest-wins, {link.services[0]} "
+                             f"or {link.services[1]}, got {link.prefer!r}"))
+        for profile_name in link.profiles:
+            if profile_name not in config.profiles:
+                problems.append((f"{where}.profiles", f"unknown profile {profile_name!r}"))
+        if link.interval < 60:
+            problems.append((f"{where}.interval", "expected at least 60s"))
+        if not 0 <= link.max_removal_share <= 1:
+            problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
+    if config.alerts.throttle < 0:
+        problems.append(("alerts.throttle", "expected a duration such as 1h"))
+    return problems
+
+
+# --------------------------------------------------------------------------- interpolation
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, environ: Mapping[str, str]) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Unset `${VAR}` raises."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if default is not None:
+            return value if value else default
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    return _VAR.sub(replace, text)
+
+
+# --------------------------------------------------------------------------- validation
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+_TRUE = {"true", "yes", "on"}
+_FALSE = {"false", "no", "off"}
+
+
+class _Validator:
+    def __init__(self, filename: str, environ: Mapping[str, str]) -> None:
+        self.filename = filename
+        self.environ = environ
+        self.errors: list[str] = []
+        self.lines: dict[str, int] = {}
+
+    def line_of(self, key: str) -> int:
+        while key and key not in self.lines:
+            key = key.rpartition(".")[0]
+        return self.lines.get(key, 1)
+
+    def fail(self, node: yaml.Node, key: str, message: str) -> None:
+        self.errors.append(f"{self.filename}:{node.start_mark.line + 1} {key or '(top)'}: {message}")
+
+    def build(self, hint: Any, node: yaml.Node, key: str) -> Any:
+        self.lines.setdefault(key, node.start_mark.line + 1)
+        origin = get_origin(hint)
+        if origin in (Union, types.UnionType):
+            options = [a for a in get_args(hint) if a is not type(None)]
+            if _is_null(node):
+                return None
+            return self.build(options[0], node, key)
+        if dataclasses.is_dataclass(hint):
+            return self._dataclass(hint, node, key)
+        if origin is list:
+            return self._list(get_args(hint)[0], node, key)
+        if origin is dict:
+            return self._dict(get_args(hint)[1], node, key)
+        return self._scalar(hint, node, key)
+
+    def _dataclass(self, cls: Any, node: yaml.Node, key: str) -> Any:
+        if _is_null(node):
+            node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark)
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, key, "expected a mapping of keys")
+            return _Invalid
+        hints = get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+        values: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            path = f"{key}.{name}" if key else name
+            if name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(fields)}"
+                self.fail(key_node, path, f"unknown key{hint}")
+                continue
+            if name in values:
+                self.fail(key_node, path, "key given twice")
+                continue
+            values[name] = self.build(hints[name], value_node, path)
+        for name, f in fields.items():
+            if name in values:
+                continue
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                path = f"{key}.{name}" if key else name
+                self.fail(node, path, "required")
+                values[name] = _Invalid
+        if any(v is _Invalid for v in values.values()):
+            return _Invalid
+        return cls(**values)
+
+    def _list(self, item_hint: Any, node: yaml.Node, key: str) -> Any:
+        if _is_null(node):
+            return []
+        if isinstance(node, yaml.ScalarNode):
+            node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark)
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, key, "expected a list")
+            return _Invalid
+        items = [self.build(item_hint, item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        return _Invalid if any(i is _Invalid for i in items) else items
+
+    def _dict(self, value_hint: Any, node: yaml.Node, key: str) -> Any:
+        if _is_null(node):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, key, "expected a mapping of names")
+            return _Invalid
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            path = f"{key}.{name}"
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                self.fail(key_node, path, "names may use letters, digits, - and _ only")
+                continue
+            result[name] = self.build(value_hint, value_node, path)
+        return _Invalid if any(v is _Invalid for v in result.values()) else result
+
+    def _scalar(self, hint: Any, node: yaml.Node, key: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(node, key, f"expected {_describe(hint)}, got a {_kind(node)}")
+            return _Invalid
+        if _is_null(node):
+            self.fail(node, key, f"required: expected {_describe(hint)}")
+            return _Invalid
+        try:
+            text = interpolate(str(node.value), self.environ)
+        except KeyError as missing:
+            name = missing.args[0]
+            self.fail(node, key, f"environment variable {name} is not set "
+                      f"(set it, or write ${{{name}:-default}})")
+            return _Invalid
+        converted = _convert(hint, text)
+        if converted is _Invalid:
+            shown = "********" if hint is Secret else repr(text)
+            self.fail(node, key, f"expected {_describe(hint)}, got {shown}")
+        return converted
+
+
+class _InvalidType:
+    """Marks a value that failed validation, so one bad key does not hide the others."""
+
+
+_Invalid: Any = _InvalidType()
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
+
+
+def _kind(node: yaml.Node) -> str:
+    return {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node), "value")
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(hint))
+    names: dict[Any, str] = {
+        str: "text",
+        Secret: "text",
+        int: "a whole number",
+        float: "a number",
+        bool: "true or false",
+        Duration: "a duration such as 90s, 15m, 2h or 1d",
+    }
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+_CONVERTERS: dict[Any, Callable[[str], Any]] = {
+    str: lambda t: t,
+    Secret: Secret,
+    int: lambda t: int(t) if re.fullmatch(r"[+-]?\d+", t.strip()) else _Invalid,
+    float: lambda t: float(t) if re.fullmatch(r"[+-]?\d+(\.\d+)?", t.strip()) else _Invalid,
+    bool: lambda t: True if t.lower() in _TRUE else (False if t.lower() in _FALSE else _Invalid),
+    Duration: lambda t: _Invalid if (d := Duration.parse(t)) is None else d,
+}
+
+
+def _convert(hint: Any, text: str) -> Any:
+    if get_origin(hint) is Literal:
+        return text if text in get_args(hint) else _Invalid
+    return _CONVERTERS[hint](text)

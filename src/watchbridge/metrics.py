@@ -1,0 +1,106 @@
+"""Prometheus metrics: one registry per app so tests can run many apps side by side."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from watchbridge import __version__
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# `_created` series double the output and Grafana users never chart them.
+disable_created_metrics()
+
+
+class QueueCollector(Collector):
+    """Outbox depth and dead letters, read from the store at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts()
+        depth = GaugeMetricFamily(
+            "watchbridge_outbox_depth", "Outbox rows by status", labels=["status"]
+        )
+        for status in ("pending", "inflight"):
+            depth.add_metric([status], counts.get(status, 0))
+        yield depth
+        yield GaugeMetricFamily(
+            "watchbridge_dead_letters", "Deliveries that gave up", value=counts.get("dead", 0)
+        )
+
+
+class Metrics:
+    """Every metric watchbridge exports; names prefixed `watchbridge_`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Gauge(
+            "watchbridge_build_info",
+            "Build information",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.webhook_events = Counter(
+            "watchbridge_webhook_events",
+            "Webhook requests by source and outcome",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.webhook_seconds = Histogram(
+            "watchbridge_webhook_handling_seconds",
+            "Time from webhook request to acknowledgement",
+            ["source"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "watchbridge_http_requests",
+            "Requests to external services",
+            ["service", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "watchbridge_http_request_seconds",
+            "Latency of requests to external services",
+            ["service"],
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "watchbridge_alerts",
+            "Alerts by kind and result (sent, failed, suppressed, disabled)",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.background_errors = Counter(
+            "watchbridge_background_task_errors",
+            "Unexpected errors in background tasks",
+            ["task"],
+            registry=self.registry,
+        )
+
+    def watch_queue(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(QueueCollector(counts))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

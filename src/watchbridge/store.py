@@ -1,0 +1,587 @@
+"""All state in one SQLite file: events, the outbox, mirrors, cursors, id cache, tokens, runs.
+
+The store knows no network. Every write that acknowledges something to the outside world is
+committed (synchronous=FULL by default) before the caller answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from watchbridge.errors import StoreError
+
+OutboxStatus = Literal["pending", "inflight", "done", "dead"]
+
+migrations = Migrations("watchbridge")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            received_at REAL NOT NULL,
+            source TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            profile TEXT,
+            idempotency_key TEXT UNIQUE,
+            payload TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER REFERENCES events(id),
+            target TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            action TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            ordering_key TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            claimed_by TEXT,
+            last_error TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX outbox_due ON outbox(status, next_attempt_at)")
+    db.execute("CREATE INDEX outbox_order ON outbox(ordering_key, status, id)")
+    db.execute(
+        """CREATE TABLE mirror (
+            service TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            collection TEXT NOT NULL,
+            item_key TEXT NOT NULL,
+            data TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (service, profile, collection, item_key)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE cursors (
+            service TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (service, profile, name)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE id_cache (
+            namespace TEXT NOT NULL,
+            lookup TEXT NOT NULL,
+            result TEXT,
+            fetched_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (namespace, lookup)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE tokens (
+            service TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            data TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (service, profile)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE sync_runs (
+            id INTEGER PRIMARY KEY,
+            link TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            outcome TEXT NOT NULL DEFAULT 'running',
+            counts TEXT NOT NULL DEFAULT '{}',
+            api_calls INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX sync_runs_link ON sync_runs(link, started_at)")
+    # Dead letters are outbox rows that gave up; a view keeps one source of truth for them.
+    db.execute(
+        """CREATE VIEW dead_letters AS
+           SELECT id, target, profile, action, payload, attempts, last_error, updated_at AS died_at
+           FROM outbox WHERE status = 'dead'"""
+    )
+
+
+@migrations()
+def m002_settings(db: sqlite_utils.Database) -> None:
+    # Values the service generates for itself, such as a webhook secret when none is configured.
+    db.execute(
+        """CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One action for one target, as the delivery worker sees it."""
+
+    id: int
+    target: str
+    profile: str
+    action: str
+    payload: dict[str, Any]
+    ordering_key: str
+    idempotency_key: str
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> OutboxItem:
+        return cls(
+            id=row["id"],
+            target=row["target"],
+            profile=row["profile"],
+            action=row["action"],
+            payload=json.loads(row["payload"]),
+            ordering_key=row["ordering_key"],
+            idempotency_key=row["idempotency_key"],
+            status=row["status"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            last_error=row["last_error"],
+        )
+
+
+@dataclass(frozen=True)
+class NewOutboxRow:
+    """An outbox row to create; `idempotency_key` makes re-enqueueing the same action a no-op."""
+
+    target: str
+    profile: str
+    action: str
+    payload: dict[str, Any]
+    ordering_key: str
+    idempotency_key: str
+    not_before: float | None = None
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    id: int
+    link: str
+    started_at: float
+    finished_at: float | None
+    outcome: str
+    counts: dict[str, int]
+    api_calls: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """What `watchbridge status` and `/readyz` need at a glance."""
+
+    outbox: dict[str, int]
+    dead_letters: int
+    oldest_pending_at: float | None
+    cursors: list[tuple[str, str, str, str, float]]
+    last_runs: list[SyncRun]
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it (it holds tokens)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Store:
+    """The SQLite store. Thread-safe: one connection, one lock; writes are short transactions."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.db = sqlite_utils.Database(conn)
+
+    @classmethod
+    def open(cls, path: str | Path, durability: str = "full", busy_timeout: float = 5.0) -> Store:
+        """Open (creating and migrating if needed) the store at `path`."""
+        file = Path(path)
+        try:
+            _create_private_file(file)
+            conn = sqlite3.connect(
+                file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn, file)
+            store.migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
+        return store
+
+    def migrate(self) -> None:
+        with self._lock:
+            migrations.apply(self.db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locking) transaction; commits on success, rolls back on error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, params))
+
+    # ------------------------------------------------------------------ health
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can be taken right now."""
+        try:
+            with self.transaction() as conn:
+                conn.execute("SELECT 1")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database not writable ({exc})") from None
+
+    # ------------------------------------------------------------------ events + outbox
+
+    def record_event(
+        self,
+        *,
+        source: str,
+        kind: str,
+        payload: dict[str, Any],
+        now: float,
+        rows: Sequence[NewOutboxRow] = (),
+        profile: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Store one ingested event and its outbox rows in one transaction; returns the event id.
+
+        A repeated `idempotency_key` returns the first event's id and adds nothing.
+        """
+        with self.transaction() as conn:
+            if idempotency_key is not None:
+                found = conn.execute(
+                    "SELECT id FROM events WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                if found:
+                    return int(found["id"])
+            cursor = conn.execute(
+                "INSERT INTO events (received_at, source, kind, profile, idempotency_key, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (now, source, kind, profile, idempotency_key, json.dumps(payload)),
+            )
+            event_id = int(cursor.lastrowid or 0)
+            self._insert_outbox(conn, rows, now, event_id)
+            return event_id
+
+    def enqueue(self, rows: Sequence[NewOutboxRow], now: float) -> int:
+        """Add outbox rows not tied to an event (reconcile plans); returns how many were new."""
+        with self.transaction() as conn:
+            return self._insert_outbox(conn, rows, now, None)
+
+    @staticmethod
+    def _insert_outbox(
+        conn: sqlite3.Connection, rows: Sequence[NewOutboxRow], now: float, event_id: int | None
+    ) -> int:
+        added = 0
+        for row in rows:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, target, profile, action, payload,"
+                " ordering_key, idempotency_key, next_attempt_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    row.target,
+                    row.profile,
+                    row.action,
+                    json.dumps(row.payload),
+                    row.ordering_key,
+                    row.idempotency_key,
+                    row.not_before if row.not_before is not None else now,
+                    now,
+                    now,
+                ),
+            )
+            added += cursor.rowcount
+        return added
+
+    def claim(self, worker: str, now: float, limit: int = 10) -> list[OutboxItem]:
+        """Atomically claim due rows for `worker`.
+
+        Only the oldest unfinished row of each ordering key is claimable, so per
+        (profile, target, item) order holds: a `stop` never overtakes its `start`.
+        """
+        with self.transaction() as conn:
+            rows = conn.execute(
+                """UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?
+                   WHERE id IN (
+                       SELECT o.id FROM outbox o
+                       WHERE o.status = 'pending' AND o.next_attempt_at <= ?
+                         AND o.id = (SELECT MIN(h.id) FROM outbox h
+                                     WHERE h.ordering_key = o.ordering_key
+                                       AND h.status IN ('pending', 'inflight'))
+                       ORDER BY o.next_attempt_at, o.id
+                       LIMIT ?)
+                   RETURNING *""",
+                (worker, now, now, limit),
+            ).fetchall()
+        return sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
+
+    def complete(self, item_id: int, now: float) -> None:
+        self._set_outcome(item_id, "done", now, None, None)
+
+    def retry_later(self, item_id: int, now: float, next_attempt_at: float, error: str) -> None:
+        self._set_outcome(item_id, "pending", now, next_attempt_at, error)
+
+    def mark_dead(self, item_id: int, now: float, error: str) -> None:
+        self._set_outcome(item_id, "dead", now, None, error)
+
+    def _set_outcome(
+        self, item_id: int, status: OutboxStatus, now: float, next_at: float | None, error: str | None
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE outbox SET status = ?, attempts = attempts + 1, updated_at = ?,
+                   next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
+                   claimed_by = NULL
+                   WHERE id = ?""",
+                (status, now, next_at, error, item_id),
+            )
+
+    def release_claims(self, now: float, worker: str | None = None) -> int:
+        """Return in-flight rows to pending (after a crash, or a worker's shutdown)."""
+        with self.transaction() as conn:
+            sql = "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?"
+            sql += " WHERE status = 'inflight'"
+            params: tuple[Any, ...] = (now,)
+            if worker is not None:
+                sql += " AND claimed_by = ?"
+                params += (worker,)
+            return conn.execute(sql, params).rowcount
+
+    def dead_letters(self) -> list[OutboxItem]:
+        rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")
+        return [OutboxItem.from_row(r) for r in rows]
+
+    def retry_dead(self, item_ids: Sequence[int] | None, now: float) -> int:
+        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts."""
+        where, params = self._dead_filter(item_ids)
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+                f" updated_at = ? {where}",
+                (now, now, *params),
+            ).rowcount
+
+    def discard_dead(self, item_ids: Sequence[int] | None) -> int:
+        where, params = self._dead_filter(item_ids)
+        with self.transaction() as conn:
+            return conn.execute(f"DELETE FROM outbox {where}", params).rowcount
+
+    @staticmethod
+    def _dead_filter(item_ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+        if item_ids is None:
+            return "WHERE status = 'dead'", ()
+        marks = ", ".join("?" for _ in item_ids)
+        return f"WHERE status = 'dead' AND id IN ({marks})", tuple(item_ids)
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "inflight": 0, "done": 0, "dead": 0}
+        for row in self._query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status"):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    # ------------------------------------------------------------------ cursors, cache, tokens
+
+    def get_cursor(self, service: str, profile: str, name: str) -> str | None:
+        rows = self._query(
+            "SELECT value FROM cursors WHERE service = ? AND profile = ? AND name = ?",
+            (service, profile, name),
+        )
+        return str(rows[0]["value"]) if rows else None
+
+    def set_cursor(self, service: str, profile: str, name: str, value: str, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO cursors (service, profile, name, value, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (service, profile, name)"
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (service, profile, name, value, now),
+            )
+
+    def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]:
+        """(hit, value). A cached "not found" is a hit whose value is None."""
+        rows = self._query(
+            "SELECT result FROM id_cache WHERE namespace = ? AND lookup = ? AND expires_at > ?",
+            (namespace, lookup, now),
+        )
+        if not rows:
+            return False, None
+        result = rows[0]["result"]
+        return True, None if result is None else json.loads(result)
+
+    def cache_put(self, namespace: str, lookup: str, value: Any, now: float, ttl: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO id_cache (namespace, lookup, result, fetched_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (namespace, lookup, None if value is None else json.dumps(value), now, now + ttl),
+            )
+
+    def get_token(self, service: str, profile: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT data FROM tokens WHERE service = ? AND profile = ?", (service, profile)
+        )
+        return json.loads(rows[0]["data"]) if rows else None
+
+    def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None:
+        """Store a token set atomically (a refresh token may be single-use: keep the newest)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                (service, profile, json.dumps(data), now),
+            )
+
+    def setting(self, name: str, make: Callable[[], str], now: float) -> str:
+        """The stored value of a generated setting, created with `make()` on first use."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            if row:
+                return str(row["value"])
+            value = make()
+            conn.execute(
+                "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?)", (name, value, now)
+            )
+            return value
+
+    # ------------------------------------------------------------------ mirrors
+
+    def mirror_put(
+        self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
+    ) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (service, profile, collection, key, json.dumps(value), now)
+                    for key, value in items.items()
+                ],
+            )
+
+    def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
+        rows = self._query(
+            "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
+            " AND collection = ?",
+            (service, profile, collection),
+        )
+        return {r["item_key"]: json.loads(r["data"]) for r in rows}
+
+    def mirror_remove(self, service: str, profile: str, collection: str, keys: Sequence[str]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+                " AND item_key = ?",
+                [(service, profile, collection, key) for key in keys],
+            )
+
+    # ------------------------------------------------------------------ sync runs
+
+    def start_run(self, link: str, now: float) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO sync_runs (link, started_at) VALUES (?, ?)", (link, now)
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(
+        self,
+        run_id: int,
+        now: float,
+        outcome: str,
+        counts: dict[str, int],
+        api_calls: int,
+        error: str | None = None,
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE sync_runs SET finished_at = ?, outcome = ?, counts = ?, api_calls = ?,"
+                " error = ? WHERE id = ?",
+                (now, outcome, json.dumps(counts), api_calls, error, run_id),
+            )
+
+    def last_runs(self) -> list[SyncRun]:
+        rows = self._query(
+            "SELECT * FROM sync_runs WHERE id IN (SELECT MAX(id) FROM sync_runs GROUP BY link)"
+            " ORDER BY link"
+        )
+        return [
+            SyncRun(
+                id=r["id"],
+                link=r["link"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                outcome=r["outcome"],
+                counts=json.loads(r["counts"]),
+                api_calls=r["api_calls"],
+                error=r["error"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ overview
+
+    def status(self) -> StoreStatus:
+        oldest = self._query("SELECT MIN(created_at) AS t FROM outbox WHERE status = 'pending'")
+        cursors = [
+            (r["service"], r["profile"], r["name"], r["value"], r["updated_at"])
+            for r in self._query("SELECT * FROM cursors ORDER BY service, profile, name")
+        ]
+        counts = self.outbox_counts()
+        return StoreStatus(
+            outbox=counts,
+            dead_letters=counts["dead"],
+            oldest_pending_at=oldest[0]["t"] if oldest else None,
+            cursors=cursors,
+            last_runs=self.last_runs(),
+        )
+
+    def reset(self) -> None:
+        """Forget all sync state (mirrors, cursors, cache, runs, queue); keep sign-ins."""
+        with self.transaction() as conn:
+            for table in ("outbox", "events", "mirror", "cursors", "id_cache", "sync_runs"):
+                # Table names come from this literal tuple, never from input.
+                conn.execute(f"DELETE FROM {table}")

@@ -1,0 +1,204 @@
+"""The config file: discovery, interpolation, and one clear line per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watchbridge.config import (
+    Config,
+    Duration,
+    Secret,
+    find_config,
+    interpolate,
+    load_config,
+    parse_config,
+)
+from watchbridge.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
+FILE = Path("watchbridge.yaml")
+
+
+def error_of(text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, FILE, environ or {})
+    return caught.value.message
+
+
+def test_example_config_loads_without_any_environment() -> None:
+    config = load_config(EXAMPLE, {})
+    assert config.server.port == 8765
+    assert config.storage.path == "./data/watchbridge.db"
+    assert config.storage.durability == "full"
+
+
+def test_example_config_takes_data_dir_from_environment() -> None:
+    config = load_config(EXAMPLE, {"WATCHBRIDGE_DATA_DIR": "/data"})
+    assert config.storage.path == "/data/watchbridge.db"
+
+
+def test_empty_file_gives_all_defaults() -> None:
+    assert parse_config("", FILE, {}) == Config(source=FILE)
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nothere.yaml: config file not found"):
+        load_config(tmp_path / "nothere.yaml", {})
+
+
+def test_invalid_yaml_names_file_and_line() -> None:
+    assert error_of("server:\n  port: 1\n  host: [a\n").startswith("watchbridge.yaml:4: invalid YAML")
+
+
+def test_wrong_type_names_line_key_and_expectation() -> None:
+    assert error_of("server:\n  port: eighty\n") == (
+        "watchbridge.yaml:2 server.port: expected a whole number, got 'eighty'"
+    )
+
+
+def test_unknown_key_suggests_the_closest_one() -> None:
+    assert error_of("storage:\n  pth: x.db\n") == (
+        "watchbridge.yaml:2 storage.pth: unknown key; did you mean 'path'?"
+    )
+
+
+def test_unknown_key_without_a_close_match_lists_the_valid_ones() -> None:
+    assert "expected one of host, port" in error_of("server:\n  zzz: 1\n")
+
+
+def test_missing_required_key_is_named() -> None:
+    message = error_of("services:\n  trakt:\n    client_secret: s\n")
+    assert message == "watchbridge.yaml:3 services.trakt.client_id: required"
+
+
+def test_unset_environment_variable_is_named() -> None:
+    message = error_of("server:\n  webhook_secret: ${HOOK_SECRET}\n")
+    assert message.startswith("watchbridge.yaml:2 server.webhook_secret: environment variable "
+                              "HOOK_SECRET is not set")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    message = error_of("server:\n  port: x\nlogging:\n  level: loud\n")
+    assert message.splitlines() == [
+        "watchbridge.yaml:2 server.port: expected a whole number, got 'x'",
+        "watchbridge.yaml:4 logging.level: expected one of debug, info, warning, error, got 'loud'",
+    ]
+
+
+def test_a_mapping_where_a_value_belongs_is_an_error() -> None:
+    assert error_of("server:\n  port:\n    a: 1\n") == (
+        "watchbridge.yaml:3 server.port: expected a whole number, got a mapping"
+    )
+
+
+def test_a_wrong_secret_value_is_never_echoed() -> None:
+    message = error_of("services:\n  trakt:\n    client_id: x\n    client_secret: [hunter2]\n")
+    assert "hunter2" not in message
+
+
+def test_link_to_an_unconfigured_service_is_an_error() -> None:
+    message = error_of(
+        "services:\n  serializd: {}\nlinks:\n  a:\n    services: [trakt, serializd]\n"
+    )
+    assert message == "watchbridge.yaml:5 links.a.services: services.trakt is not configured"
+
+
+def test_link_prefer_must_name_one_of_its_services() -> None:
+    message = error_of(
+        "services:\n  serializd: {}\n  anilist: {}\n"
+        "links:\n  a:\n    services: [anilist, serializd]\n    prefer: trakt\n"
+    )
+    assert "links.a.prefer: expected newest-wins, anilist or serializd, got 'trakt'" in message
+
+
+def test_only_one_profile_can_be_default() -> None:
+    message = error_of("profiles:\n  a:\n    default: true\n  b:\n    default: true\n")
+    assert message == (
+        "watchbridge.yaml:5 profiles.b.default: only one profile can be the default, a already is"
+    )
+
+
+def test_webhook_port_must_differ_from_port() -> None:
+    assert "server.webhook_port: must differ from server.port" in error_of(
+        "server:\n  port: 9000\n  webhook_port: 9000\n"
+    )
+
+
+def test_profile_account_needs_its_service() -> None:
+    message = error_of(
+        "profiles:\n  me:\n    accounts:\n      serializd: {email: a@b.c, password: pw}\n"
+    )
+    assert "profiles.me.accounts.serializd: services.serializd must be configured too" in message
+
+
+def test_full_config_builds_typed_objects() -> None:
+    config = parse_config(
+        """
+server: {port: 9000, webhook_port: 9001, webhook_secret: "${SECRET}"}
+alerts: {urls: ["json://127.0.0.1:1/x"], kinds: [dead_letter], throttle: 15m}
+services:
+  trakt: {client_id: id, client_secret: cs, api_url: "http://127.0.0.1:5000"}
+  serializd: {}
+profiles:
+  me:
+    default: true
+    users: {plex: [1, alice]}
+    accounts:
+      trakt: {}
+      serializd: {email: me@example.com, password: "${SZ_PW:-pw}"}
+links:
+  ts:
+    services: [trakt, serializd]
+    direction: one-way
+    interval: 1h
+    prefer: serializd
+""",
+        FILE,
+        {"SECRET": "s3cret"},
+    )
+    assert config.server.webhook_secret == Secret("s3cret")
+    assert config.alerts.throttle == Duration(900)
+    assert config.services.trakt is not None
+    assert config.services.trakt.api_url == "http://127.0.0.1:5000"
+    assert config.services.trakt.auth_url == "https://auth.trakt.tv"
+    assert config.profiles["me"].users.plex == ["1", "alice"]
+    serializd = config.profiles["me"].accounts.serializd
+    assert serializd is not None and serializd.password.reveal() == "pw"
+    assert config.links["ts"].interval == 3600
+    assert sorted(config.secrets()) == ["cs", "json://127.0.0.1:1/x", "pw", "s3cret"]
+
+
+def test_secrets_hide_in_repr_and_str() -> None:
+    secret = Secret("hunter2")
+    assert "hunter2" not in repr(secret) + str(secret) + f"{secret}"
+    assert secret.reveal() == "hunter2"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert Duration.parse(text) == seconds
+
+
+def test_interpolation_default_applies_when_unset_or_empty() -> None:
+    assert interpolate("${A:-x}/${B:-y}", {"B": ""}) == "x/y"
+
+
+def test_interpolation_dollar_dollar_is_a_literal_dollar() -> None:
+    assert interpolate("pa$$word", {}) == "pa$word"
+
+
+def test_find_config_prefers_explicit_then_environment(tmp_path: Path) -> None:
+    assert find_config("a.yaml", {"WATCHBRIDGE_CONFIG": "b.yaml"}) == Path("a.yaml")
+    assert find_config(None, {"WATCHBRIDGE_CONFIG": "b.yaml"}) == Path("b.yaml")
+
+
+def test_find_config_without_any_file_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no config file found"):
+        find_config(None, {})

@@ -1,0 +1,217 @@
+"""The SQLite store: durability settings, migrations, the outbox and its atomic claims."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from watchbridge.errors import StoreError
+from watchbridge.store import NewOutboxRow, Store, migrations
+
+
+def row(key: str, ordering: str = "me:trakt:movie1", action: str = "scrobble") -> NewOutboxRow:
+    return NewOutboxRow("trakt", "me", action, {"key": key}, ordering, key)
+
+
+def test_database_and_its_journal_files_are_private(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db" / "state.db")
+    store.set_cursor("trakt", "me", "history", "x", 1.0)
+    for name in os.listdir(tmp_path / "db"):
+        assert stat.S_IMODE(os.stat(tmp_path / "db" / name).st_mode) == 0o600, name
+    store.close()
+
+
+def test_wal_and_full_durability_by_default(store: Store) -> None:
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_normal_durability_when_configured(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db", durability="normal")
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    store.close()
+
+
+def test_unwritable_path_gives_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match=r"storage.path .*file/state.db: cannot open the database"):
+        Store.open(blocker / "state.db")
+
+
+def test_migration_from_an_older_schema_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m002_settings")
+    old.execute(
+        "INSERT INTO cursors (service, profile, name, value, updated_at)"
+        " VALUES ('trakt', 'me', 'history', '2026-01-01', 1)"
+    )
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    assert store.get_cursor("trakt", "me", "history") == "2026-01-01"
+    assert store.setting("webhook_secret", lambda: "generated", 2.0) == "generated"
+    assert [m.name for m in migrations.pending(store.db)] == []
+    store.close()
+
+
+def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+    Store.open(tmp_path / "s.db").close()
+    store = Store.open(tmp_path / "s.db")
+    assert len(migrations.applied(store.db)) == len(migrations._migrations)
+    store.close()
+
+
+def test_event_and_outbox_rows_commit_together(store: Store) -> None:
+    store.record_event(source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), row("b")])
+    assert store.outbox_counts()["pending"] == 2
+
+
+def test_failed_event_transaction_leaves_nothing(store: Store) -> None:
+    bad = NewOutboxRow("trakt", "me", "scrobble", {"x": object()}, "k", "bad")
+    with pytest.raises(TypeError):
+        store.record_event(source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), bad])
+    assert store.outbox_counts()["pending"] == 0
+    assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def test_same_idempotency_key_is_enqueued_once(store: Store) -> None:
+    assert store.enqueue([row("a")], 1.0) == 1
+    assert store.enqueue([row("a")], 2.0) == 0
+    assert store.outbox_counts()["pending"] == 1
+
+
+def test_repeated_event_key_returns_first_event(store: Store) -> None:
+    first = store.record_event(source="plex", kind="k", payload={}, now=1, idempotency_key="e1")
+    again = store.record_event(source="plex", kind="k", payload={}, now=2, idempotency_key="e1",
+                               rows=[row("a")])
+    assert again == first
+    assert store.outbox_counts()["pending"] == 0
+
+
+def test_claim_takes_only_due_rows(store: Store) -> None:
+    store.enqueue([NewOutboxRow("trakt", "me", "a", {}, "k1", "i1", not_before=100.0)], 1.0)
+    assert store.claim("w", now=50.0) == []
+    assert [i.idempotency_key for i in store.claim("w", now=100.0)] == ["i1"]
+
+
+def test_claim_keeps_order_within_an_ordering_key(store: Store) -> None:
+    store.enqueue([row("start"), row("stop"), row("other", ordering="me:trakt:movie2")], 1.0)
+    first = store.claim("w", 2.0)
+    assert [i.idempotency_key for i in first] == ["start", "other"]
+    assert store.claim("w", 2.0) == []  # "stop" waits for "start"
+    store.complete(first[0].id, 3.0)
+    assert [i.idempotency_key for i in store.claim("w", 3.0)] == ["stop"]
+
+
+def test_a_retrying_row_holds_back_later_rows_of_its_key(store: Store) -> None:
+    store.enqueue([row("start"), row("stop")], 1.0)
+    (start,) = store.claim("w", 2.0)
+    store.retry_later(start.id, 2.0, next_attempt_at=60.0, error="503")
+    assert store.claim("w", 10.0) == []
+    assert [i.idempotency_key for i in store.claim("w", 60.0)] == ["start"]
+
+
+def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    seed = Store.open(path)
+    seed.enqueue([row(f"r{n}", ordering=f"k{n}") for n in range(400)], 1.0)
+    seed.close()
+    claimed: dict[str, list[int]] = {"a": [], "b": []}
+
+    def work(name: str) -> None:
+        store = Store.open(path)  # each worker its own connection, as two processes would
+        while batch := store.claim(name, 2.0, limit=7):
+            claimed[name].extend(item.id for item in batch)
+        store.close()
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = claimed["a"] + claimed["b"]
+    assert len(every) == 400
+    assert len(set(every)) == 400
+    assert claimed["a"] and claimed["b"]
+
+
+def test_released_claims_return_to_pending(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    store.claim("dead-worker", 2.0)
+    assert store.release_claims(3.0) == 1
+    assert [i.idempotency_key for i in store.claim("w", 3.0)] == ["a"]
+
+
+def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:
+    store.enqueue([row("a"), row("b", ordering="k2")], 1.0)
+    a, b = store.claim("w", 2.0)
+    store.mark_dead(a.id, 3.0, "gave up after 10 attempts: 500")
+    store.mark_dead(b.id, 3.0, "404")
+    assert [(d.id, d.last_error) for d in store.dead_letters()] == [
+        (a.id, "gave up after 10 attempts: 500"), (b.id, "404")]
+    assert store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 2
+    assert store.retry_dead([a.id], 4.0) == 1
+    assert store.discard_dead(None) == 1
+    assert store.dead_letters() == []
+    (again,) = store.claim("w", 4.0)
+    assert again.id == a.id and again.attempts == 0
+
+
+def test_tokens_round_trip_and_replace(store: Store) -> None:
+    store.put_token("trakt", "me", {"refresh_token": "r1"}, 1.0)
+    store.put_token("trakt", "me", {"refresh_token": "r2"}, 2.0)
+    assert store.get_token("trakt", "me") == {"refresh_token": "r2"}
+    assert store.get_token("trakt", "you") is None
+
+
+def test_id_cache_remembers_not_found_until_expiry(store: Store) -> None:
+    store.cache_put("trakt-search", "imdb:tt1", None, now=1.0, ttl=10.0)
+    assert store.cache_get("trakt-search", "imdb:tt1", now=5.0) == (True, None)
+    assert store.cache_get("trakt-search", "imdb:tt1", now=12.0) == (False, None)
+
+
+def test_mirror_put_get_remove(store: Store) -> None:
+    store.mirror_put("trakt", "me", "ratings", {"movie:1": {"rating": 8}}, 1.0)
+    assert store.mirror_get("trakt", "me", "ratings") == {"movie:1": {"rating": 8}}
+    store.mirror_remove("trakt", "me", "ratings", ["movie:1"])
+    assert store.mirror_get("trakt", "me", "ratings") == {}
+
+
+def test_sync_runs_report_the_last_one_per_link(store: Store) -> None:
+    first = store.start_run("ts", 1.0)
+    store.finish_run(first, 2.0, "failed", {}, 3, "trakt: 502")
+    second = store.start_run("ts", 10.0)
+    store.finish_run(second, 11.0, "ok", {"added": 4}, 2)
+    (last,) = store.last_runs()
+    assert (last.outcome, last.counts, last.api_calls) == ("ok", {"added": 4}, 2)
+
+
+def test_reset_forgets_sync_state_but_keeps_sign_ins(store: Store) -> None:
+    store.put_token("trakt", "me", {"a": 1}, 1.0)
+    store.enqueue([row("a")], 1.0)
+    store.set_cursor("trakt", "me", "h", "v", 1.0)
+    store.reset()
+    assert store.outbox_counts()["pending"] == 0
+    assert store.get_cursor("trakt", "me", "h") is None
+    assert store.get_token("trakt", "me") == {"a": 1}
+
+
+def test_busy_database_answers_within_the_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    store = Store.open(path, busy_timeout=0.2)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="not writable"):
+        store.check_writable()
+    blocker.execute("ROLLBACK")
+    store.check_writable()
+    store.close()
