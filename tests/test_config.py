@@ -44,12 +44,14 @@ def test_empty_file_gives_all_defaults() -> None:
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nothere.yaml: config file not found"):
+    with pytest.raises(ConfigError, match=r"nothere\.yaml: config file not found"):
         load_config(tmp_path / "nothere.yaml", {})
 
 
 def test_invalid_yaml_names_file_and_line() -> None:
-    assert error_of("server:\n  port: 1\n  host: [a\n").startswith("watchbridge.yaml:4: invalid YAML")
+    assert error_of("server:\n  port: 1\n  host: [a\n").startswith(
+        "watchbridge.yaml:4: invalid YAML"
+    )
 
 
 def test_wrong_type_names_line_key_and_expectation() -> None:
@@ -75,8 +77,9 @@ def test_missing_required_key_is_named() -> None:
 
 def test_unset_environment_variable_is_named() -> None:
     message = error_of("server:\n  webhook_secret: ${HOOK_SECRET}\n")
-    assert message.startswith("watchbridge.yaml:2 server.webhook_secret: environment variable "
-                              "HOOK_SECRET is not set")
+    assert message.startswith(
+        "watchbridge.yaml:2 server.webhook_secret: environment variable HOOK_SECRET is not set"
+    )
 
 
 def test_every_problem_is_reported_at_once() -> None:

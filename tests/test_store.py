@@ -6,6 +6,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -71,14 +72,18 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
 
 
 def test_event_and_outbox_rows_commit_together(store: Store) -> None:
-    store.record_event(source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), row("b")])
+    store.record_event(
+        source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), row("b")]
+    )
     assert store.outbox_counts()["pending"] == 2
 
 
 def test_failed_event_transaction_leaves_nothing(store: Store) -> None:
     bad = NewOutboxRow("trakt", "me", "scrobble", {"x": object()}, "k", "bad")
     with pytest.raises(TypeError):
-        store.record_event(source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), bad])
+        store.record_event(
+            source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), bad]
+        )
     assert store.outbox_counts()["pending"] == 0
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
 
@@ -91,8 +96,9 @@ def test_same_idempotency_key_is_enqueued_once(store: Store) -> None:
 
 def test_repeated_event_key_returns_first_event(store: Store) -> None:
     first = store.record_event(source="plex", kind="k", payload={}, now=1, idempotency_key="e1")
-    again = store.record_event(source="plex", kind="k", payload={}, now=2, idempotency_key="e1",
-                               rows=[row("a")])
+    again = store.record_event(
+        source="plex", kind="k", payload={}, now=2, idempotency_key="e1", rows=[row("a")]
+    )
     assert again == first
     assert store.outbox_counts()["pending"] == 0
 
@@ -126,11 +132,14 @@ def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
     seed.enqueue([row(f"r{n}", ordering=f"k{n}") for n in range(400)], 1.0)
     seed.close()
     claimed: dict[str, list[int]] = {"a": [], "b": []}
+    both_ready = threading.Barrier(2)
 
     def work(name: str) -> None:
         store = Store.open(path)  # each worker its own connection, as two processes would
+        both_ready.wait()
         while batch := store.claim(name, 2.0, limit=7):
             claimed[name].extend(item.id for item in batch)
+            time.sleep(0.001)  # hand the lock over so the workers really interleave
         store.close()
 
     threads = [threading.Thread(target=work, args=(name,)) for name in claimed]
@@ -157,7 +166,9 @@ def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:
     store.mark_dead(a.id, 3.0, "gave up after 10 attempts: 500")
     store.mark_dead(b.id, 3.0, "404")
     assert [(d.id, d.last_error) for d in store.dead_letters()] == [
-        (a.id, "gave up after 10 attempts: 500"), (b.id, "404")]
+        (a.id, "gave up after 10 attempts: 500"),
+        (b.id, "404"),
+    ]
     assert store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 2
     assert store.retry_dead([a.id], 4.0) == 1
     assert store.discard_dead(None) == 1

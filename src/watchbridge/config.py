@@ -301,11 +301,13 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     validator = _Validator(path.name, environ)
     if root is None:
         root = yaml.MappingNode("tag:yaml.org,2002:map", [], yaml.Mark(path.name, 0, 0, 0, "", 0))
-    config = validator.build(Config, root, "")
+    config: Config = validator.build(Config, root, "")
     if validator.errors:
         raise ConfigError("\n".join(validator.errors))
     config = dataclasses.replace(config, source=path)
-    errors = [f"{path.name}:{validator.line_of(key)} {key}: {msg}" for key, msg in cross_check(config)]
+    errors = [
+        f"{path.name}:{validator.line_of(key)} {key}: {msg}" for key, msg in cross_check(config)
+    ]
     if errors:
         raise ConfigError("\n".join(errors))
     return config
@@ -322,28 +324,46 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
         problems.append(("server.webhook_port", "must differ from server.port (or leave it out)"))
     defaults = [name for name, p in config.profiles.items() if p.default]
     if len(defaults) > 1:
-        problems.append((f"profiles.{defaults[1]}.default", f"only one profile can be the default, "
-                         f"{defaults[0]} already is"))
+        problems.append(
+            (
+                f"profiles.{defaults[1]}.default",
+                f"only one profile can be the default, {defaults[0]} already is",
+            )
+        )
     for name, profile in config.profiles.items():
         if not 1 <= profile.completion_threshold <= 100:
-            problems.append((f"profiles.{name}.completion_threshold", "expected a percentage 1-100"))
+            problems.append(
+                (f"profiles.{name}.completion_threshold", "expected a percentage 1-100")
+            )
         for service in ("trakt", "serializd", "anilist", "plex"):
-            if getattr(profile.accounts, service) is not None and getattr(
-                config.services, service
-            ) is None:
-                problems.append((f"profiles.{name}.accounts.{service}",
-                                 f"services.{service} must be configured too"))
+            if (
+                getattr(profile.accounts, service) is not None
+                and getattr(config.services, service) is None
+            ):
+                problems.append(
+                    (
+                        f"profiles.{name}.accounts.{service}",
+                        f"services.{service} must be configured too",
+                    )
+                )
     for name, link in config.links.items():
         where = f"links.{name}"
         if len(link.services) != 2 or link.services[0] == link.services[1]:
-            problems.append((f"{where}.services", "expected two different services, e.g. [trakt, serializd]"))
+            problems.append(
+                (f"{where}.services", "expected two different services, e.g. [trakt, serializd]")
+            )
             continue
         for service in link.services:
             if getattr(config.services, service) is None:
                 problems.append((f"{where}.services", f"services.{service} is not configured"))
         if link.prefer not in ("newest-wins", *link.services):
-            problems.append((f"{where}.prefer", f"expected newest-wins, {link.services[0]} "
-                             f"or {link.services[1]}, got {link.prefer!r}"))
+            problems.append(
+                (
+                    f"{where}.prefer",
+                    f"expected newest-wins, {link.services[0]} "
+                    f"or {link.services[1]}, got {link.prefer!r}",
+                )
+            )
         for profile_name in link.profiles:
             if profile_name not in config.profiles:
                 problems.append((f"{where}.profiles", f"unknown profile {profile_name!r}"))
@@ -398,7 +418,9 @@ class _Validator:
         return self.lines.get(key, 1)
 
     def fail(self, node: yaml.Node, key: str, message: str) -> None:
-        self.errors.append(f"{self.filename}:{node.start_mark.line + 1} {key or '(top)'}: {message}")
+        self.errors.append(
+            f"{self.filename}:{node.start_mark.line + 1} {key or '(top)'}: {message}"
+        )
 
     def build(self, hint: Any, node: yaml.Node, key: str) -> Any:
         self.lines.setdefault(key, node.start_mark.line + 1)
@@ -430,7 +452,11 @@ class _Validator:
             path = f"{key}.{name}" if key else name
             if name not in fields:
                 close = difflib.get_close_matches(name, list(fields), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(fields)}"
+                hint = (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else f"; expected one of {', '.join(fields)}"
+                )
                 self.fail(key_node, path, f"unknown key{hint}")
                 continue
             if name in values:
@@ -486,8 +512,11 @@ class _Validator:
             text = interpolate(str(node.value), self.environ)
         except KeyError as missing:
             name = missing.args[0]
-            self.fail(node, key, f"environment variable {name} is not set "
-                      f"(set it, or write ${{{name}:-default}})")
+            self.fail(
+                node,
+                key,
+                f"environment variable {name} is not set (set it, or write ${{{name}:-default}})",
+            )
             return _Invalid
         converted = _convert(hint, text)
         if converted is _Invalid:
@@ -508,7 +537,9 @@ def _is_null(node: yaml.Node) -> bool:
 
 
 def _kind(node: yaml.Node) -> str:
-    return {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node), "value")
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    return "list" if isinstance(node, yaml.SequenceNode) else "value"
 
 
 def _describe(hint: Any) -> str:

@@ -23,7 +23,8 @@ _PATTERNS = [
     ),
 ]
 
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message`, a copy of msg with terminal colours.
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class Redactor:
@@ -116,7 +117,7 @@ def setup_logging(
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
-    # httpx logs every request URL at info, and URLs may carry tokens; keep it to warnings.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("httpcore").setLevel(max(logging.WARNING, root.level))
+    # These log request URLs (which may carry tokens) at info or debug; keep them to warnings.
+    for chatty in ("httpx", "httpcore", "apprise", "urllib3"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     return redact

@@ -369,7 +369,12 @@ class Store:
         self._set_outcome(item_id, "dead", now, None, error)
 
     def _set_outcome(
-        self, item_id: int, status: OutboxStatus, now: float, next_at: float | None, error: str | None
+        self,
+        item_id: int,
+        status: OutboxStatus,
+        now: float,
+        next_at: float | None,
+        error: str | None,
     ) -> None:
         with self.transaction() as conn:
             conn.execute(
@@ -455,8 +460,8 @@ class Store:
     def cache_put(self, namespace: str, lookup: str, value: Any, now: float, ttl: float) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO id_cache (namespace, lookup, result, fetched_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO id_cache"
+                " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                 (namespace, lookup, None if value is None else json.dumps(value), now, now + ttl),
             )
 
@@ -483,7 +488,8 @@ class Store:
                 return str(row["value"])
             value = make()
             conn.execute(
-                "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?)", (name, value, now)
+                "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
+                (name, value, now),
             )
             return value
 
@@ -510,7 +516,9 @@ class Store:
         )
         return {r["item_key"]: json.loads(r["data"]) for r in rows}
 
-    def mirror_remove(self, service: str, profile: str, collection: str, keys: Sequence[str]) -> None:
+    def mirror_remove(
+        self, service: str, profile: str, collection: str, keys: Sequence[str]
+    ) -> None:
         with self.transaction() as conn:
             conn.executemany(
                 "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?"

@@ -1,0 +1,262 @@
+"""Apprise alerts for conditions that need a human, throttled so an outage sends one message.
+
+`AlertBook` decides (pure, clock passed in); `Notifier` owns the Apprise object and sends.
+Every public call returns one of the result strings below and never raises on delivery
+problems: alerting must not take the sync engine down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import apprise
+
+from watchbridge.config import AlertsConfig, Secret
+
+log = logging.getLogger(__name__)
+
+SENT = "sent"
+FAILED = "failed"
+SUPPRESSED = "suppressed"
+DISABLED = "disabled"
+NOT_RAISED = "not_raised"  # resolve() only: nothing was raised, so there is nothing to resolve
+
+DEFAULT_TIMEOUT = 10.0
+TEST_TITLE = "watchbridge test alert"
+TEST_BODY = "If you can read this, watchbridge alerts reach you."
+
+_SCHEMA = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]{0,31})://")
+_TAG_PREFIX = "watchbridge-url-"
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with one report of a condition."""
+
+    send: bool
+    suppressed: int = 0  # reports held back since the previous alert (when send is True)
+    since: float = 0.0  # seconds since that previous alert
+
+
+@dataclass
+class _Condition:
+    sent_at: float
+    suppressed: int = 0
+    open: bool = True  # the last notice the human got was the alert, not its recovery
+
+
+class AlertBook:
+    """Throttle state per (kind, key): at most one alert per window, one recovery per alert.
+
+    The window also spans recoveries, so a flapping condition cannot bypass the throttle.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._conditions: dict[tuple[str, str], _Condition] = {}
+
+    def report(self, kind: str, key: str, now: float) -> Verdict:
+        """The condition (kind, key) is happening at `now`: send an alert or suppress it?"""
+        self._forget_closed(now)
+        condition = self._conditions.get((kind, key))
+        if condition is None:
+            self._conditions[kind, key] = _Condition(sent_at=now)
+            return Verdict(send=True)
+        if now - condition.sent_at < self.window:
+            condition.suppressed += 1
+            return Verdict(send=False)
+        verdict = Verdict(send=True, suppressed=condition.suppressed, since=now - condition.sent_at)
+        self._conditions[kind, key] = _Condition(sent_at=now)
+        return verdict
+
+    def clear(self, kind: str, key: str) -> bool:
+        """The condition is over: True when a recovery notice is due (an alert is still open)."""
+        condition = self._conditions.get((kind, key))
+        if condition is None:
+            return False
+        was_open = condition.open
+        condition.open = False
+        condition.suppressed = 0
+        return was_open
+
+    def _forget_closed(self, now: float) -> None:
+        # Closed conditions only matter while their window runs; keys may be open-ended.
+        stale = [
+            ident
+            for ident, condition in self._conditions.items()
+            if not condition.open and now - condition.sent_at >= self.window
+        ]
+        for ident in stale:
+            del self._conditions[ident]
+
+
+# --------------------------------------------------------------------------- sending
+
+
+class Notifier:
+    """Sends alerts, recoveries and test messages to every configured Apprise URL."""
+
+    def __init__(
+        self,
+        config: AlertsConfig,
+        clock: Callable[[], float] = time.time,
+        on_sent: Callable[[str, str], None] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._on_sent = on_sent
+        self._timeout = timeout
+        self._book = AlertBook(config.throttle)
+        self._titles: dict[tuple[str, str], str] = {}
+        self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one URL loaded, so alerts can go somewhere."""
+        return len(self._apprise) > 0
+
+    async def notify(self, kind: str, title: str, body: str, key: str = "") -> str:
+        """Raise an alert for condition (kind, key), throttled per `alerts.throttle`."""
+        if not self.config.wants(kind) or not self._can_send(kind):
+            return self._count(kind, DISABLED)
+        verdict = self._book.report(kind, key, self._clock())
+        if not verdict.send:
+            log.debug("alert %s [%s] suppressed by throttle", kind, key)
+            return self._count(kind, SUPPRESSED)
+        self._titles[kind, key] = title
+        if verdict.suppressed:
+            body += (
+                f"\n\n({_similar(verdict.suppressed)} suppressed"
+                f" in the last {format_span(verdict.since)})"
+            )
+        return self._count(kind, await self._send(kind, title, body, apprise.NotifyType.WARNING))
+
+    async def resolve(self, kind: str, body: str, key: str = "") -> str:
+        """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised."""
+        if not self._book.clear(kind, key):
+            return NOT_RAISED
+        title = f"Resolved: {self._titles.pop((kind, key), kind)}"
+        if not self.config.recovery:
+            return self._count(kind, DISABLED)
+        return self._count(kind, await self._send(kind, title, body, apprise.NotifyType.SUCCESS))
+
+    async def send_test(self) -> str:
+        """A test message for `watchbridge test-alert`; never throttled."""
+        if not self._can_send("test"):
+            return self._count("test", DISABLED)
+        result = await self._send("test", TEST_TITLE, TEST_BODY, apprise.NotifyType.INFO)
+        return self._count("test", result)
+
+    def _can_send(self, kind: str) -> bool:
+        if not self.enabled:
+            log.debug("alert %s not sent: no usable alerts.urls configured", kind)
+        return self.enabled
+
+    async def _send(self, kind: str, title: str, body: str, notify_type: str) -> str:
+        try:
+            result = await self._apprise.async_notify(
+                body=body, title=title, notify_type=notify_type, timeout=self._timeout
+            )
+        except Exception as exc:  # Apprise reports failures in its result; this is a backstop
+            log.warning("alert %s not delivered: %s", kind, type(exc).__name__)
+            return FAILED
+        if result:
+            return SENT
+        failures = [
+            f"{_entry_name(service.tag)} ({service.name}: {service.status.name.lower()})"
+            for service in result
+            if not service
+        ]
+        # Never the URL, even masked: generic webhook paths carry tokens unmasked.
+        log.warning(
+            "alert %s not delivered to %s", kind, ", ".join(failures) or result.status.name.lower()
+        )
+        return FAILED
+
+    def _count(self, kind: str, result: str) -> str:
+        if self._on_sent is not None:
+            self._on_sent(kind, result)
+        return result
+
+
+def _build_apprise(urls: list[Secret], timeout: float) -> tuple[apprise.Apprise, list[str]]:
+    """An Apprise loaded with every valid URL, and a message per invalid one (never its text)."""
+    asset = apprise.AppriseAsset(
+        app_id="watchbridge", app_desc="watchbridge alerts", service_timeout=timeout
+    )
+    notifier = apprise.Apprise(asset=asset)
+    problems: list[str] = []
+    with _apprise_logging_muted():
+        for index, url in enumerate(urls):
+            problem = _add_url(notifier, url.reveal(), tag=f"{_TAG_PREFIX}{index}")
+            if problem is not None:
+                problems.append(
+                    f"alerts.urls[{index}]: {problem} (URL hidden: it may hold secrets)"
+                )
+    return notifier, problems
+
+
+def _add_url(notifier: apprise.Apprise, url: str, tag: str) -> str | None:
+    """Load one URL; None when it loaded, else what is wrong, naming at most its schema."""
+    if not url.strip():
+        return "empty"
+    match = _SCHEMA.match(url)
+    if match is None:
+        return "not an Apprise URL; expected schema://..., e.g. ntfys://host/topic"
+    schema = match.group(1).lower()
+    plugins = apprise.NotificationManager()  # type: ignore[no-untyped-call]  # a singleton
+    if schema not in plugins:
+        return f"unknown Apprise service {schema}://"
+    if not notifier.add(url, tag=tag):
+        return f"not a valid {schema}:// URL (missing or malformed parts)"
+    return None
+
+
+@contextmanager
+def _apprise_logging_muted() -> Iterator[None]:
+    # Apprise logs rejected URLs with partial masking (a malformed Telegram URL shows its bot
+    # token as the host); we report rejected entries by index instead.
+    apprise_logger = logging.getLogger(apprise.LOGGER_NAME)
+
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    apprise_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        apprise_logger.removeFilter(drop)
+
+
+def _entry_name(tags: tuple[str, ...]) -> str:
+    for tag in tags:
+        if tag.startswith(_TAG_PREFIX):
+            return f"alerts.urls[{tag.removeprefix(_TAG_PREFIX)}]"
+    return "alerts.urls"
+
+
+def _similar(count: int) -> str:
+    return f"{count} similar alert{'s' if count != 1 else ''}"
+
+
+def format_span(seconds: float) -> str:
+    """A coarse duration for humans: 45s, 1m 30s, 1h, 2h 5m, 1d 3h."""
+    rest = max(int(seconds), 0)
+    parts: list[tuple[int, str]] = []
+    for name, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, rest = divmod(rest, size)
+        parts.append((amount, name))
+    first = next((i for i, (amount, _) in enumerate(parts) if amount), len(parts) - 1)
+    return (
+        " ".join(f"{amount}{name}" for amount, name in parts[first : first + 2] if amount) or "0s"
+    )

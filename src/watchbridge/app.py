@@ -1,0 +1,249 @@
+"""The Litestar app factory: routes, dependencies and the lifespan that runs background work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from litestar import Litestar, Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency, Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from watchbridge import __version__
+from watchbridge.alerts import Notifier
+from watchbridge.config import Config
+from watchbridge.errors import StoreError
+from watchbridge.metrics import CONTENT_TYPE, Metrics
+from watchbridge.store import Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+# Paths the optional second port (server.webhook_port) serves; everything else is on server.port.
+WEBHOOK_PORT_PATHS = ("/webhooks/", "/metrics", "/healthz", "/readyz")
+
+
+class BackgroundTask(Protocol):
+    """Long-running work (delivery worker, sync scheduler) started and stopped by the lifespan."""
+
+    name: str
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then finish the current item and return."""
+
+
+@dataclass
+class Runtime:
+    """What routes and background tasks share; built once per app and injected."""
+
+    config: Config
+    metrics: Metrics
+    notifier: Notifier
+    clock: Clock = time.time
+    store_factory: Callable[[Config], Store] = field(
+        default=lambda c: Store.open(c.storage.path, c.storage.durability, c.storage.busy_timeout)
+    )
+    task_restart_delay: float = 5.0
+    _store: Store | None = None
+    webhook_secret: str = ""
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise StoreError("the store is not open yet")
+        return self._store
+
+    def open(self) -> None:
+        self._store = self.store_factory(self.config)
+        self.metrics.watch_queue(self._store.outbox_counts)
+        self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def webhook_secret(config: Config, store: Store, now: float) -> str:
+    """The configured webhook secret, or one generated once and kept in the store."""
+    configured = config.server.webhook_secret
+    if configured:
+        return configured.reveal()
+    return store.setting("webhook_secret", lambda: secrets.token_urlsafe(24), now)
+
+
+async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event) -> None:
+    """Run a background task; if it crashes, count it, log it and start it again."""
+    while not stop.is_set():
+        try:
+            await task.run(runtime, stop)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            runtime.metrics.background_errors.labels(task.name).inc()
+            log.exception("background task crashed; restarting", extra={"task": task.name})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=runtime.task_restart_delay)
+
+
+def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Litestar], Any]:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        runtime.open()
+        stop = asyncio.Event()
+        running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
+        log.info(
+            "watchbridge started",
+            extra={
+                "version": __version__,
+                "config": str(runtime.config.source),
+                "tasks": ",".join(t.name for t in tasks) or "none",
+            },
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            if running:
+                _finished, late = await asyncio.wait(
+                    running, timeout=runtime.config.server.shutdown_timeout
+                )
+                for pending in late:
+                    log.warning(
+                        "background task did not stop in time", extra={"task": pending.get_name()}
+                    )
+                    pending.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            runtime.close()
+            log.info("watchbridge stopped")
+
+    return lifespan
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@get("/healthz", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """The process is alive and its event loop answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, str]]:
+    """Ready when the config is loaded and the store takes writes."""
+    try:
+        await asyncio.to_thread(runtime.store.check_writable)
+    except StoreError as exc:
+        return Response({"status": "unavailable", "reason": exc.message}, status_code=503)
+    return Response({"status": "ready"})
+
+
+@get("/metrics")
+async def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
+    body = await asyncio.to_thread(runtime.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+def _require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    runtime: Runtime = connection.app.state.runtime
+    server = runtime.config.server
+    if server.api_token is None or not server.api_token:
+        return
+    client = connection.client.host if connection.client else ""
+    if client in server.trusted_proxies:
+        return
+    header = connection.headers.get("authorization", "")
+    supplied = header.removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(supplied.encode(), server.api_token.reveal().encode()):
+        raise NotAuthorizedException("missing or wrong API token (Authorization: Bearer ...)")
+
+
+@get("/api/status", guards=[_require_api_token])
+async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
+    """Queue, dead letters and last sync runs, for the UI and scripts."""
+    status = await asyncio.to_thread(runtime.store.status)
+    return {
+        "version": __version__,
+        "outbox": status.outbox,
+        "dead_letters": status.dead_letters,
+        "oldest_pending_at": status.oldest_pending_at,
+        "links": [
+            {
+                "link": r.link,
+                "outcome": r.outcome,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "counts": r.counts,
+            }
+            for r in status.last_runs
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class WebhookPortMiddleware(ASGIMiddleware):
+    """On server.webhook_port, serve only webhooks, metrics and health; hide the API and UI."""
+
+    def __init__(self, webhook_port: int | None) -> None:
+        self.webhook_port = webhook_port
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if self.webhook_port is not None and scope["type"] == ScopeType.HTTP:
+            server = scope.get("server")
+            if (
+                server
+                and server[1] == self.webhook_port
+                and not scope["path"].startswith(WEBHOOK_PORT_PATHS)
+            ):
+                raise NotFoundException()
+        await next_app(scope, receive, send)
+
+
+def _plain_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Every error answer is one JSON object with a one-line message; never a traceback."""
+    return Response({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unexpected error", exc_info=exc, extra={"path": request.url.path})
+    return Response(
+        {"error": "internal error, see the watchbridge log", "status": 500}, status_code=500
+    )
+
+
+def create_app(
+    runtime: Runtime,
+    tasks: Sequence[BackgroundTask] = (),
+    extra_routes: Sequence[Any] = (),
+) -> Litestar:
+    """Build the app around an injected runtime (config, store factory, clock, notifier)."""
+    app = Litestar(
+        route_handlers=[healthz, readyz, metrics, api_status, *extra_routes],
+        dependencies={"runtime": Provide(lambda: runtime, use_cache=True, sync_to_thread=False)},
+        lifespan=[_lifespan(runtime, tasks)],
+        middleware=[WebhookPortMiddleware(runtime.config.server.webhook_port)],
+        exception_handlers={HTTPException: _plain_error, Exception: _internal_error},
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,270 @@
+"""The `watchbridge` command line. Expected failures print one line; `--debug` shows tracebacks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from watchbridge import __version__
+from watchbridge.config import Config, find_config, load_config
+from watchbridge.errors import StoreError, WatchbridgeError
+from watchbridge.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        metavar="PATH",
+        help="Config file (default: $WATCHBRIDGE_CONFIG, /config/watchbridge.yaml, "
+        "./config/watchbridge.yaml).",
+    )(func)
+
+
+def _load(config_path: str | None) -> Config:
+    return load_config(find_config(config_path))
+
+
+def _open_store(config: Config) -> Store:
+    return Store.open(config.storage.path, config.storage.durability, config.storage.busy_timeout)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="watchbridge")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Keep watch history, ratings and watchlists in sync across your services."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@config_option
+@click.pass_context
+def serve(ctx: click.Context, config_path: str | None) -> None:
+    """Run the service: webhooks, delivery, scheduled syncs, metrics."""
+    from watchbridge.alerts import Notifier
+    from watchbridge.app import Runtime, create_app
+    from watchbridge.logs import setup_logging
+    from watchbridge.metrics import Metrics
+    from watchbridge.server import serve as run_server
+
+    config = _load(config_path)
+    level = "debug" if ctx.obj["debug"] else config.logging.level
+    setup_logging(level, config.logging.format, config.secrets())
+    # Fail before binding ports if the database cannot be opened: one line, no traceback.
+    _open_store(config).close()
+    metrics = Metrics()
+    notifier = Notifier(
+        config.alerts, on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc()
+    )
+    runtime = Runtime(config=config, metrics=metrics, notifier=notifier)
+    run_server(create_app(runtime), config)
+
+
+@cli.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate the config file and print a summary (secrets masked)."""
+    from watchbridge.alerts import Notifier
+
+    config = _load(config_path)
+    problems = list(Notifier(config.alerts).invalid_urls)
+    storage_problem = _storage_problem(Path(config.storage.path))
+    if storage_problem:
+        problems.append(storage_problem)
+    click.echo(_summary(config))
+    if problems:
+        raise WatchbridgeError("\n".join(problems))
+    click.echo("config OK")
+
+
+def _storage_problem(path: Path) -> str | None:
+    """Why the database could not be created or written at `path`, or None."""
+    existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK):
+        return f"storage.path {path}: directory is not writable by this user"
+    if existing.is_file() and existing != path:
+        return f"storage.path {path}: {existing} is a file, not a directory"
+    return None
+
+
+def _summary(config: Config) -> str:
+    server = config.server
+    lines = [
+        f"config file:   {config.source}",
+        f"listening on:  {server.host}:{server.port}"
+        + (
+            f" (webhooks and metrics also on :{server.webhook_port})" if server.webhook_port else ""
+        ),
+        f"webhook secret: {'set' if server.webhook_secret else 'generated on first start'}",
+        f"API token:     {'set' if server.api_token else 'none (API and UI open on this port)'}",
+        f"database:      {config.storage.path} (durability {config.storage.durability})",
+        f"logging:       {config.logging.level}, {config.logging.format}",
+        f"alerts:        {len(config.alerts.urls)} destination(s), "
+        f"kinds {', '.join(config.alerts.kinds)}, throttle {int(config.alerts.throttle)}s",
+    ]
+    services = config.services.configured()
+    lines.append(f"services:      {', '.join(services) if services else 'none yet'}")
+    for name in services:
+        section = getattr(config.services, name)
+        urls = {k: v for k, v in vars(section).items() if k.endswith("url") and v}
+        lines.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in urls.items()))
+    lines.append(f"profiles:      {', '.join(config.profiles) if config.profiles else 'none yet'}")
+    for name, profile in config.profiles.items():
+        accounts = [
+            s for s in ("trakt", "plex", "serializd", "anilist") if getattr(profile.accounts, s)
+        ]
+        users = {k: v for k, v in vars(profile.users).items() if v}
+        lines.append(
+            f"  {name}{' (default)' if profile.default else ''}: accounts "
+            f"{', '.join(accounts) or 'none'}; media users {users or 'none'}"
+        )
+    lines.append(f"links:         {', '.join(config.links) if config.links else 'none yet'}")
+    for name, link in config.links.items():
+        arrow = "<->" if link.direction == "two-way" else "->"
+        lines.append(
+            f"  {name}: {link.services[0]} {arrow} {link.services[1]}, {', '.join(link.kinds)}, "
+            f"every {int(link.interval)}s, prefer {link.prefer}"
+        )
+    return "\n".join(lines)
+
+
+@cli.command()
+@config_option
+def status(config_path: str | None) -> None:
+    """Queue depth, dead letters, cursors and the last run of each link."""
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        state = store.status()
+    finally:
+        store.close()
+    outbox = state.outbox
+    click.echo(f"database:      {config.storage.path}")
+    click.echo(
+        f"queue:         {outbox['pending']} pending, {outbox['inflight']} in flight, "
+        f"{outbox['done']} delivered"
+    )
+    click.echo(f"oldest queued: {_when(state.oldest_pending_at)}")
+    click.echo(
+        f"dead letters:  {state.dead_letters}"
+        + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")
+    )
+    click.echo("cursors:" + ("" if state.cursors else "       none yet"))
+    for service, profile, name, value, updated in state.cursors:
+        click.echo(f"  {service}/{profile} {name} = {value}  ({_when(updated)})")
+    click.echo("last runs:" + ("" if state.last_runs else "     none yet"))
+    for run in state.last_runs:
+        counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
+        click.echo(
+            f"  {run.link}: {run.outcome} at {_when(run.started_at)}; {counts}"
+            + (f"; {run.error}" if run.error else "")
+        )
+
+
+@cli.command("reset-state")
+@config_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset_state(config_path: str | None, yes: bool) -> None:
+    """Forget sync state (queue, mirrors, cursors, cache, runs); sign-ins are kept."""
+    config = _load(config_path)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise WatchbridgeError("reset-state asks for confirmation; pass --yes to skip it")
+        click.confirm(
+            f"Forget all sync state in {config.storage.path}? Queued deliveries are lost",
+            abort=True,
+        )
+    store = _open_store(config)
+    try:
+        store.reset()
+    finally:
+        store.close()
+    click.echo("sync state cleared; the next sync starts from a full comparison")
+
+
+@cli.command("test-alert")
+@config_option
+def test_alert(config_path: str | None) -> None:
+    """Send one test alert to every configured Apprise URL."""
+    from watchbridge.alerts import Notifier
+
+    config = _load(config_path)
+    notifier = Notifier(config.alerts)
+    result = asyncio.run(notifier.send_test())
+    if result == "sent":
+        click.echo(f"test alert sent to {len(config.alerts.urls)} destination(s)")
+        return
+    if result == "disabled":
+        raise WatchbridgeError("no alert destinations: add Apprise URLs under alerts.urls")
+    raise WatchbridgeError("the test alert could not be delivered; see the warning above")
+
+
+@cli.command("webhook-urls")
+@config_option
+@click.option("--host", default=None, help="Host name your media server uses to reach watchbridge.")
+def webhook_urls(config_path: str | None, host: str | None) -> None:
+    """Print the webhook URL to paste into each media server (contains the secret)."""
+    from watchbridge.app import webhook_secret
+
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        secret = webhook_secret(config, store, time.time())
+    finally:
+        store.close()
+    port = config.server.webhook_port or config.server.port
+    base = f"http://{host or 'WATCHBRIDGE-HOST'}:{port}"
+    for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
+        click.echo(f"{source:9} {base}/webhooks/{source}/{secret}")
+    click.echo("Keep these private: anyone with the URL can post plays for your profiles.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning expected errors into one clear line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("WATCHBRIDGE_DEBUG") == "1"
+    try:
+        cli.main(args=args, prog_name="watchbridge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (WatchbridgeError, StoreError) as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            err=True,
+        )
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Run the app under uvicorn on server.port (and server.webhook_port), one process, one lifespan."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import uvicorn
+from litestar import Litestar
+
+from watchbridge.config import Config
+from watchbridge.errors import WatchbridgeError
+
+log = logging.getLogger(__name__)
+
+# Open connections get this long after SIGTERM; background work then gets shutdown_timeout.
+CONNECTION_DRAIN_SECONDS = 2
+
+
+def bind(host: str, port: int, key: str) -> socket.socket:
+    """A listening socket, or one clear error naming the config key."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise WatchbridgeError(
+                f"{key} {port}: address already in use on {host} "
+                "(another watchbridge or program is listening; pick another port)"
+            ) from None
+        raise WatchbridgeError(f"{key} {port}: cannot listen on {host} ({exc.strerror})") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: Litestar, config: Config) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn drains connections, then the lifespan drains tasks."""
+    server_config = config.server
+    sockets = [bind(server_config.host, server_config.port, "server.port")]
+    if server_config.webhook_port is not None:
+        sockets.append(bind(server_config.host, server_config.webhook_port, "server.webhook_port"))
+    uv_config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=CONNECTION_DRAIN_SECONDS,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(uv_config)
+    log.info(
+        "listening",
+        extra={
+            "port": server_config.port,
+            "host": server_config.host,
+            "webhook_port": server_config.webhook_port or "-",
+        },
+    )
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    if not server.started:
+        raise WatchbridgeError("the service did not start; see the log lines above")

@@ -1,0 +1,431 @@
+"""A small, stateful fake HTTP server base for adapter tests ("Fakes, not mocks").
+
+A fake subclasses :class:`FakeServer`, declares routes with :func:`route` and keeps its state on
+the instance. It serves real HTTP/1.1 on ``127.0.0.1`` from a background thread, records every
+request, and can be told to misbehave with queued knobs (:meth:`FakeServer.fail_next`,
+:meth:`FakeServer.delay_next`, :meth:`FakeServer.drop_next`).
+
+Knob rules: each request consumes at most one knob, the oldest queued one that applies to it
+(route-scoped or global). ``fail_next`` and ``drop_next`` act *before* the handler, so a failed
+request never changes the fake's state (``drop_next(after_handler=True)`` is the exception: the
+work is done, then the connection is dropped). ``delay_next`` runs the handler at once and holds
+the answer back, like a slow server that did the work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+HeaderMap = Mapping[str, str] | None
+JSON_TYPE = "application/json; charset=utf-8"
+HTML_TYPE = "text/html; charset=UTF-8"
+_REASONS = {
+    420: "Account Limit Exceeded",
+    423: "Locked User Account",
+    426: "VIP Only",
+    520: "Unknown Error",
+    521: "Web Server Is Down",
+    522: "Connection Timed Out",
+    523: "Origin Is Unreachable",
+    524: "A Timeout Occurred",
+}
+
+
+class FakeServerError(AssertionError):
+    """Raised when a fake's handler crashed during a test (a bug in the fake, not the client)."""
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive read-only headers; ``raw`` keeps the names exactly as sent."""
+
+    def __init__(self, raw: Sequence[tuple[str, str]]) -> None:
+        self.raw = list(raw)
+        self._map = {k.lower(): v for k, v in reversed(self.raw)}  # first value wins
+
+    def __getitem__(self, key: str) -> str:
+        return self._map[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __repr__(self) -> str:
+        return f"Headers({self.raw!r})"
+
+
+@dataclass
+class Request:
+    """One request as received; also the record kept in ``FakeServer.requests``."""
+
+    method: str
+    path: str
+    query: dict[str, str]  # first value of each key
+    headers: Headers
+    body: bytes
+    time: float  # time.monotonic() at arrival
+    route: str | None = None  # matched pattern, e.g. "/search/{id_type}/{id}"
+    params: dict[str, str] = field(default_factory=dict)
+    status: int | None = None  # status answered; None if the connection was dropped
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Response:
+    """What a handler (or a knob) answers."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(data: Any, status: int = 200, headers: HeaderMap = None) -> Response:
+    """``data`` as a JSON answer."""
+    return Response(
+        status, json.dumps(data).encode(), {"Content-Type": JSON_TYPE, **(headers or {})}
+    )
+
+
+def html_response(html: str, status: int = 200, headers: HeaderMap = None) -> Response:
+    """``html`` as an HTML answer (Cloudflare error pages, WAF checkpoints)."""
+    return Response(status, html.encode(), {"Content-Type": HTML_TYPE, **(headers or {})})
+
+
+def cloudflare_page(status: int) -> str:
+    """A Cloudflare-style HTML error page (no ``x-request-id``: not from the application)."""
+    reason = _REASONS.get(status, "Error")
+    return (
+        f"<!DOCTYPE html><html><head><title>{status}: {reason} | Cloudflare</title></head>"
+        f"<body><h1>Error {status}</h1><p>{reason}</p></body></html>"
+    )
+
+
+def paginate(
+    req: Request,
+    items: Sequence[Any],
+    *,
+    default_limit: int = 10,
+    max_limit: int = 250,
+    headers: HeaderMap = None,
+) -> Response:
+    """Answer one page of ``items`` with Trakt-style ``X-Pagination-*`` headers.
+
+    ``page`` is 1-based; ``limit`` above ``max_limit`` is clamped (not rejected) and the
+    effective value is reported; a page past the end is an empty list.
+    """
+
+    def _int(name: str, default: int) -> int:
+        try:
+            return max(1, int(req.query.get(name, default)))
+        except ValueError:
+            return default
+
+    page, limit = _int("page", 1), min(_int("limit", default_limit), max_limit)
+    page_count = max(1, math.ceil(len(items) / limit))
+    pagination = {
+        "X-Pagination-Page": str(page),
+        "X-Pagination-Limit": str(limit),
+        "X-Pagination-Page-Count": str(page_count),
+        "X-Pagination-Item-Count": str(len(items)),
+    }
+    chunk = list(items[(page - 1) * limit : page * limit])
+    return json_response(chunk, headers={**pagination, **(headers or {})})
+
+
+Handler = Callable[[Any, Request], "Response | dict[str, Any] | list[Any] | None"]
+H = TypeVar("H", bound=Handler)
+F = TypeVar("F", bound="FakeServer")
+
+
+def route(method: str, pattern: str) -> Callable[[H], H]:
+    """Mark a ``FakeServer`` method as the handler of ``METHOD pattern`` (``{name}`` = param)."""
+
+    def mark(fn: H) -> H:
+        fn.__dict__.setdefault("_fake_routes", []).append((method.upper(), pattern))
+        return fn
+
+    return mark
+
+
+@dataclass
+class _Route:
+    method: str
+    pattern: str
+    regex: re.Pattern[str]
+    handler: Callable[[Request], Any]
+
+
+@dataclass
+class _Knob:
+    kind: str  # "fail" | "delay" | "drop"
+    remaining: int
+    route: str | None
+    response: Response | None = None
+    seconds: float = 0.0
+    after_handler: bool = False
+
+    def applies(self, req: Request) -> bool:
+        if self.route is None:
+            return True
+        method, _, path = self.route.rpartition(" ")
+        return method.upper() in ("", req.method) and path in (req.path, req.route)
+
+
+class FakeServer:
+    """Base of all fakes; see the module docstring. Subclass, add ``@route`` methods, go."""
+
+    default_headers: dict[str, str] = {}  # added to handler answers, never to knob answers
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.requests: list[Request] = []
+        self.errors: list[BaseException] = []
+        self._knobs: list[_Knob] = []
+        self._routes: list[_Route] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        for name in dir(type(self)):
+            fn = getattr(type(self), name, None)
+            for method, pattern in getattr(fn, "_fake_routes", ()):
+                self.add_route(method, pattern, getattr(self, name))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def add_route(self, method: str, pattern: str, handler: Callable[[Request], Any]) -> None:
+        """Register a route at run time (bound handler taking only the request)."""
+        regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
+        self._routes.append(_Route(method.upper(), pattern, re.compile(regex), handler))
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        if self._server is None:
+            self._server = _Server(("127.0.0.1", 0), _Handler, self)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, args=(0.01,), name=f"{type(self).__name__}"
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut open connections and join every thread. Never raises."""
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        thread.join()
+        server.stopping.set()
+        for conn in list(server.conns):
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        server.server_close()  # closes the listener, joins handler threads
+
+    def check(self) -> None:
+        """Raise ``FakeServerError`` if a handler crashed."""
+        if self.errors:
+            raise FakeServerError(f"{len(self.errors)} fake handler error(s)") from self.errors[0]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.stop()
+        if exc_type is None:
+            self.check()
+
+    # -- inspection --------------------------------------------------------------------------
+    def calls(self, method: str, path: str) -> list[Request]:
+        """Recorded requests for ``method`` whose concrete path or route pattern is ``path``."""
+        with self.lock:
+            return [
+                r for r in self.requests if r.method == method.upper() and path in (r.path, r.route)
+            ]
+
+    def count(self, method: str, path: str) -> int:
+        return len(self.calls(method, path))
+
+    @property
+    def knobs_pending(self) -> int:
+        with self.lock:
+            return sum(k.remaining for k in self._knobs)
+
+    # -- misbehaviour knobs ------------------------------------------------------------------
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        headers: HeaderMap = None,
+        body: bytes | str | dict[str, Any] | list[Any] | None = None,
+        route: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` instead of running the handler.
+
+        ``body``: dict/list are sent as JSON, str as HTML, bytes as is, None as empty.
+        ``route``: ``"/path"``, ``"/pattern/{x}"`` or ``"POST /path"``; None means any request.
+        """
+        if isinstance(body, dict | list):
+            resp = json_response(body, status)
+        elif isinstance(body, str):
+            resp = html_response(body, status)
+        else:
+            resp = Response(status, body or b"")
+        if content_type is not None:
+            resp.headers["Content-Type"] = content_type
+        resp.headers.update(headers or {})
+        self._queue(_Knob("fail", n, route, response=resp))
+
+    def delay_next(self, n: int, seconds: float, route: str | None = None) -> None:
+        """Hold back the answer of the next ``n`` requests (the handler already ran)."""
+        self._queue(_Knob("delay", n, route, seconds=seconds))
+
+    def drop_next(self, n: int, route: str | None = None, *, after_handler: bool = False) -> None:
+        """Close the connection of the next ``n`` requests without answering."""
+        self._queue(_Knob("drop", n, route, after_handler=after_handler))
+
+    def _queue(self, knob: _Knob) -> None:
+        if knob.route is not None:
+            path = knob.route.rpartition(" ")[2]
+            if not any(r.pattern == path or r.regex.fullmatch(path) for r in self._routes):
+                raise ValueError(f"knob for unknown route {knob.route!r}")
+        with self.lock:
+            self._knobs.append(knob)
+
+    # -- dispatch (runs on a handler thread) -------------------------------------------------
+    def _take_knob(self, req: Request) -> _Knob | None:
+        for knob in self._knobs:
+            if knob.applies(req):
+                knob.remaining -= 1
+                if knob.remaining <= 0:
+                    self._knobs.remove(knob)
+                return knob
+        return None
+
+    def _handle(self, req: Request) -> tuple[_Knob | None, Response | None]:
+        """Record ``req``, apply a knob, run the handler; a None response means drop."""
+        with self.lock:
+            matched = [r for r in self._routes if r.regex.fullmatch(req.path)]
+            found = next((r for r in matched if r.method == req.method), None)
+            if found is not None:
+                req.route = found.pattern
+                m = found.regex.fullmatch(req.path)
+                req.params = {k: unquote(v) for k, v in m.groupdict().items()} if m else {}
+            self.requests.append(req)
+            knob = self._take_knob(req)
+            resp = self._answer(req, found, matched, knob)
+            req.status = resp.status if resp is not None else None
+            return knob, resp
+
+    def _answer(
+        self, req: Request, found: _Route | None, matched: list[_Route], knob: _Knob | None
+    ) -> Response | None:
+        kind = knob.kind if knob is not None else None
+        if knob is not None and knob.response is not None:  # fail_next
+            return knob.response
+        if kind == "drop" and not (knob and knob.after_handler):
+            return None
+        if found is None:
+            status = 405 if matched else 404
+            return json_response({"error": "not found", "path": req.path}, status)
+        try:
+            resp = _to_response(found.handler(req))
+        except Exception as exc:
+            self.errors.append(exc)
+            return json_response({"error": f"fake crashed: {exc!r}"}, 500)
+        resp.headers = {**self.default_headers, **resp.headers}
+        return None if kind == "drop" else resp
+
+
+def _to_response(result: Response | dict[str, Any] | list[Any] | None) -> Response:
+    if result is None:
+        return Response(204)
+    return result if isinstance(result, Response) else json_response(result)
+
+
+@contextmanager
+def running(fake: F) -> Iterator[F]:
+    """Start ``fake``, yield it, stop it; raises ``FakeServerError`` if a handler crashed."""
+    with fake:
+        yield fake
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False  # joined in server_close()
+
+    def __init__(self, addr: tuple[str, int], handler: type[_Handler], fake: FakeServer) -> None:
+        self.fake = fake
+        self.conns: set[socket.socket] = set()
+        self.stopping = threading.Event()
+        super().__init__(addr, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients going away (timeouts, drops, stop()); record anything else."""
+        exc = sys.exception()
+        if (
+            exc
+            and not self.stopping.is_set()
+            and not isinstance(exc, ConnectionError | TimeoutError)
+        ):
+            self.fake.errors.append(exc)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms stalls
+    server: _Server
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        req = Request(
+            method=self.command,
+            path=split.path,
+            query={k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()},
+            headers=Headers(list(self.headers.items())),
+            body=self.rfile.read(length) if length else b"",
+            time=time.monotonic(),
+        )
+        knob, resp = self.server.fake._handle(req)
+        if resp is None:  # dropped: close without a single byte
+            self.close_connection = True
+            return
+        if knob is not None and knob.kind == "delay" and self.server.stopping.wait(knob.seconds):
+            self.close_connection = True
+            return
+        self.send_response(resp.status, _REASONS.get(resp.status))
+        for name, value in resp.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(resp.body)))
+        self.end_headers()
+        self.wfile.write(resp.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -1,0 +1,117 @@
+"""Start the real service for tests: as a subprocess (signals, crashes) or in a thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+from litestar import Litestar
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(directory: Path, body: str = "", port: int | None = None) -> Path:
+    """A minimal config in `directory` with its own DB, a free port and `body` appended."""
+    path = directory / "watchbridge.yaml"
+    path.write_text(
+        f"server:\n  host: 127.0.0.1\n  port: {port or free_port()}\n"
+        f"storage:\n  path: {directory / 'watchbridge.db'}\n{body}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def wait_ready(base_url: str, timeout: float = 10.0) -> float:
+    """Poll /readyz until 200; returns seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=0.5).status_code == 200:
+                return time.monotonic() - start
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{base_url} not ready after {timeout}s")
+
+
+@dataclass
+class ServiceProcess:
+    """`watchbridge serve` as a real child process."""
+
+    config: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> ServiceProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "watchbridge", "serve", "--config", str(self.config)],
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if wait:
+            try:
+                wait_ready(self.url)
+            except TimeoutError:
+                self.kill()
+                raise AssertionError(f"service did not start:\n{self.output()}") from None
+        return self
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def output(self) -> str:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.kill()
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+class AppThread:
+    """Serve a Litestar app built in the test (with injected fakes) on a real loopback port."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> AppThread:
+        self.thread.start()
+        wait_ready(self.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

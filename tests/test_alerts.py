@@ -1,0 +1,366 @@
+"""Alerts: delivered through Apprise to a real local webhook, throttled, resolved, never leaked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer, Request, Response, route
+from tests.harness import free_port
+from watchbridge.alerts import AlertBook, Notifier, format_span
+from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
+
+pytestmark = pytest.mark.anyio
+
+HOUR = 3600.0
+TOKEN = "s3cr3t-hook-token"
+PASSWORD = "hunter2"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Receiver(FakeServer):
+    """A generic JSON webhook, as Apprise's json:// posts to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[dict[str, Any]] = []
+
+    @route("POST", "/hook/{token}")
+    def hook(self, req: Request) -> Response:
+        self.messages.append(req.json())
+        return Response(200)
+
+    @property
+    def apprise_url(self) -> str:
+        return f"json://alerts:{PASSWORD}@{self.url.removeprefix('http://')}/hook/{TOKEN}"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as fake:
+        yield fake
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def notifier_for(
+    *urls: str,
+    clock: FakeClock | None = None,
+    kinds: list[AlertKind] | None = None,
+    recovery: bool = True,
+    results: list[tuple[str, str]] | None = None,
+) -> Notifier:
+    config = AlertsConfig(
+        urls=[Secret(url) for url in urls],
+        kinds=kinds or ["all"],
+        throttle=Duration(HOUR),
+        recovery=recovery,
+    )
+    on_sent = None if results is None else lambda kind, result: results.append((kind, result))
+    return Notifier(config, clock=clock or FakeClock(), on_sent=on_sent, timeout=2.0)
+
+
+def titles(receiver: Receiver) -> list[str]:
+    return [message["title"] for message in receiver.messages]
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+async def test_notify_delivers_title_body_and_warning_type(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url)
+
+    result = await notifier.notify("credentials", "Trakt login rejected", "Run watchbridge auth")
+
+    assert result == "sent"
+    [message] = receiver.messages
+    assert message["title"] == "Trakt login rejected"
+    assert message["message"] == "Run watchbridge auth"
+    assert message["type"] == "warning"
+
+
+async def test_on_sent_hears_every_outcome_for_metrics(receiver: Receiver) -> None:
+    results: list[tuple[str, str]] = []
+    notifier = notifier_for(receiver.apprise_url, kinds=["credentials"], results=results)
+
+    await notifier.notify("credentials", "Trakt login rejected", "body")
+    await notifier.notify("credentials", "Trakt login rejected", "body")
+    await notifier.notify("dead_letter", "3 items parked", "body")
+
+    assert results == [
+        ("credentials", "sent"),
+        ("credentials", "suppressed"),
+        ("dead_letter", "disabled"),
+    ]
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+async def test_second_alert_for_same_condition_within_window_is_suppressed(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+
+    first = await notifier.notify("sync_failing", "trakt<->plex failing", "body", key="main")
+    clock.advance(HOUR - 1)
+    second = await notifier.notify("sync_failing", "trakt<->plex failing", "body", key="main")
+
+    assert (first, second) == ("sent", "suppressed")
+    assert len(receiver.messages) == 1
+
+
+async def test_alert_after_window_is_sent_and_counts_what_was_suppressed(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    await notifier.notify("sync_failing", "trakt<->plex failing", "Still failing.", key="main")
+    for _ in range(3):
+        clock.advance(HOUR / 4)
+        await notifier.notify("sync_failing", "trakt<->plex failing", "Still failing.", key="main")
+
+    clock.advance(HOUR / 4)
+    result = await notifier.notify("sync_failing", "trakt<->plex failing", "Still failing.", "main")
+
+    assert result == "sent"
+    assert len(receiver.messages) == 2
+    assert receiver.messages[1]["message"] == (
+        "Still failing.\n\n(3 similar alerts suppressed in the last 1h)"
+    )
+
+
+async def test_different_keys_are_throttled_separately(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url)
+
+    trakt = await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt/ann")
+    plex = await notifier.notify("credentials", "Plex login rejected", "body", key="plex/ann")
+
+    assert (trakt, plex) == ("sent", "sent")
+    assert titles(receiver) == ["Trakt login rejected", "Plex login rejected"]
+
+
+async def test_alert_that_returns_soon_after_recovery_stays_throttled(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    await notifier.notify("service_unreachable", "Plex unreachable", "body", key="plex")
+    await notifier.resolve("service_unreachable", "Plex is back", key="plex")
+
+    clock.advance(60)
+    flapped = await notifier.notify("service_unreachable", "Plex unreachable", "body", key="plex")
+
+    assert flapped == "suppressed"
+    assert titles(receiver) == ["Plex unreachable", "Resolved: Plex unreachable"]
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+async def test_resolve_sends_recovery_after_a_raised_alert(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url)
+    await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt")
+
+    result = await notifier.resolve("credentials", "Trakt accepts the login again.", key="trakt")
+
+    assert result == "sent"
+    recovery = receiver.messages[-1]
+    assert recovery["title"] == "Resolved: Trakt login rejected"
+    assert recovery["message"] == "Trakt accepts the login again."
+    assert recovery["type"] == "success"
+
+
+async def test_resolve_sends_recovery_only_once(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url)
+    await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt")
+    await notifier.resolve("credentials", "ok", key="trakt")
+
+    again = await notifier.resolve("credentials", "ok", key="trakt")
+
+    assert again == "not_raised"
+    assert len(receiver.messages) == 2
+
+
+async def test_resolve_without_a_raised_alert_sends_nothing(receiver: Receiver) -> None:
+    results: list[tuple[str, str]] = []
+    notifier = notifier_for(receiver.apprise_url, results=results)
+    await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt")
+
+    other_key = await notifier.resolve("credentials", "ok", key="plex")
+    other_kind = await notifier.resolve("dead_letter", "ok", key="trakt")
+
+    assert (other_key, other_kind) == ("not_raised", "not_raised")
+    assert len(receiver.messages) == 1
+    assert results == [("credentials", "sent")]
+
+
+async def test_recovery_disabled_sends_no_recovery(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url, recovery=False)
+    await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt")
+
+    result = await notifier.resolve("credentials", "ok", key="trakt")
+
+    assert result == "disabled"
+    assert titles(receiver) == ["Trakt login rejected"]
+
+
+# --------------------------------------------------------------------------- what is wanted
+
+
+async def test_kinds_not_listed_are_disabled(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url, kinds=["credentials", "dead_letter"])
+
+    wanted = await notifier.notify("dead_letter", "3 items parked", "body")
+    unwanted = await notifier.notify("sync_failing", "trakt<->plex failing", "body")
+
+    assert (wanted, unwanted) == ("sent", "disabled")
+    assert titles(receiver) == ["3 items parked"]
+
+
+async def test_no_urls_means_disabled(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="watchbridge.alerts")
+    notifier = notifier_for()
+
+    assert await notifier.notify("credentials", "Trakt login rejected", "body") == "disabled"
+    assert await notifier.send_test() == "disabled"
+    assert "no usable alerts.urls" in caplog.text
+
+
+async def test_send_test_ignores_throttle(receiver: Receiver) -> None:
+    notifier = notifier_for(receiver.apprise_url)
+
+    results = [await notifier.send_test() for _ in range(3)]
+
+    assert results == ["sent", "sent", "sent"]
+    assert titles(receiver) == ["watchbridge test alert"] * 3
+    assert receiver.messages[0]["type"] == "info"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def assert_no_secrets_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing of ours at any level, and nothing from anyone at warning or above."""
+    for record in caplog.records:
+        if record.name.startswith("watchbridge") or record.levelno >= logging.WARNING:
+            text = record.getMessage()
+            assert TOKEN not in text, text
+            assert PASSWORD not in text, text
+            assert "json://" not in text and "http://" not in text, text
+
+
+async def test_receiver_error_is_failed_and_logged_without_url(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    notifier = notifier_for(receiver.apprise_url)
+    receiver.fail_next(1, 500)
+
+    result = await notifier.notify("credentials", "Trakt login rejected", "body")
+
+    assert result == "failed"
+    assert "alert credentials not delivered to alerts.urls[0] (JSON: failure)" in caplog.text
+    assert_no_secrets_logged(caplog)
+
+
+async def test_unreachable_receiver_is_failed_and_logged_without_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    notifier = notifier_for(f"json://alerts:{PASSWORD}@127.0.0.1:{free_port()}/hook/{TOKEN}")
+
+    result = await notifier.notify("credentials", "Trakt login rejected", "body")
+
+    assert result == "failed"
+    assert "not delivered to alerts.urls[0]" in caplog.text
+    assert_no_secrets_logged(caplog)
+
+
+async def test_one_failing_destination_fails_the_send_but_others_still_receive(
+    receiver: Receiver,
+) -> None:
+    dead = f"json://127.0.0.1:{free_port()}/hook/x"
+    notifier = notifier_for(dead, receiver.apprise_url)
+
+    result = await notifier.notify("credentials", "Trakt login rejected", "body")
+
+    assert result == "failed"
+    assert titles(receiver) == ["Trakt login rejected"]
+
+
+# --------------------------------------------------------------------------- invalid URLs
+
+
+def test_invalid_urls_are_reported_by_index_without_their_text(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bad = [f"discord://{TOKEN}", f"nosuchservice://{TOKEN}", TOKEN, ""]
+
+    notifier = notifier_for(receiver.apprise_url, *bad)
+
+    assert [problem.split(":")[0] for problem in notifier.invalid_urls] == [
+        "alerts.urls[1]",
+        "alerts.urls[2]",
+        "alerts.urls[3]",
+        "alerts.urls[4]",
+    ]
+    assert "not a valid discord:// URL" in notifier.invalid_urls[0]
+    assert "unknown Apprise service nosuchservice://" in notifier.invalid_urls[1]
+    assert all(TOKEN not in problem for problem in notifier.invalid_urls)
+    assert TOKEN not in caplog.text
+    assert notifier.enabled
+
+
+def test_all_urls_valid_means_no_problems(receiver: Receiver) -> None:
+    assert notifier_for(receiver.apprise_url, "ntfys://ntfy.example/topic").invalid_urls == []
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_book_sends_first_report_then_suppresses_until_the_window_passes() -> None:
+    book = AlertBook(window=60)
+
+    assert book.report("k", "", now=0).send
+    assert not book.report("k", "", now=59).send
+    later = book.report("k", "", now=60)
+
+    assert later.send and later.suppressed == 1 and later.since == 60
+
+
+def test_book_owes_a_recovery_only_for_an_alert_still_open() -> None:
+    book = AlertBook(window=60)
+    book.report("k", "", now=0)
+
+    assert book.clear("k", "")
+    assert not book.clear("k", "")
+    assert not book.clear("never-reported", "")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (45, "45s"), (90, "1m 30s"), (3600, "1h"), (3612, "1h"), (90000, "1d 1h")],
+)
+def test_spans_read_as_at_most_two_units(seconds: float, text: str) -> None:
+    assert format_span(seconds) == text

@@ -1,0 +1,186 @@
+"""The running service: health, readiness, metrics, API auth, the webhook port, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import AppThread, ServiceProcess, free_port, write_config
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime, create_app
+from watchbridge.config import load_config
+from watchbridge.metrics import Metrics
+
+
+def runtime_for(config_path: Path) -> Runtime:
+    config = load_config(config_path, {})
+    return Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+
+
+class SlowWorker:
+    """A background task that is mid-item when shutdown begins and must be allowed to finish."""
+
+    name = "slow-worker"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.finished_item = False
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.started.set()
+        await stop.wait()
+        await asyncio.sleep(0.5)  # the item in hand
+        self.finished_item = True
+
+
+class CrashOnce:
+    name = "crash-once"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise RuntimeError("boom")
+        await stop.wait()
+
+
+def test_healthz_answers_ok(service: ServiceProcess) -> None:
+    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_once_the_store_is_open(service: ServiceProcess) -> None:
+    response = httpx.get(f"{service.url}/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ready"})
+
+
+def test_metrics_are_prometheus_text_with_our_prefix(service: ServiceProcess) -> None:
+    response = httpx.get(f"{service.url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "watchbridge_build_info{python=" in text
+    assert 'watchbridge_outbox_depth{status="pending"} 0.0' in text
+    assert "process_resident_memory_bytes" in text
+    assert "_created" not in text
+    ours = [
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert all(n.startswith(("watchbridge_", "process_", "python_")) for n in ours)
+
+
+def test_unknown_path_is_a_json_404(service: ServiceProcess) -> None:
+    response = httpx.get(f"{service.url}/nope")
+    assert response.status_code == 404
+    assert response.json()["status"] == 404
+
+
+def test_api_is_open_without_a_token_configured(service: ServiceProcess) -> None:
+    assert httpx.get(f"{service.url}/api/status").json()["outbox"]["pending"] == 0
+
+
+def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_text(path.read_text().replace("server:\n", "server:\n  api_token: tok-123456\n"))
+    with AppThread(create_app(runtime_for(path))) as app:
+        assert httpx.get(f"{app.url}/api/status").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.get(f"{app.url}/api/status", headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer tok-123456"}
+        assert httpx.get(f"{app.url}/api/status", headers=right).status_code == 200
+
+
+def test_trusted_proxy_skips_the_api_token(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_text(
+        path.read_text().replace(
+            "server:\n", "server:\n  api_token: tok-123456\n  trusted_proxies: [127.0.0.1]\n"
+        )
+    )
+    with AppThread(create_app(runtime_for(path))) as app:
+        assert httpx.get(f"{app.url}/api/status").status_code == 200
+
+
+def test_webhook_port_serves_only_webhooks_metrics_and_health(tmp_path: Path) -> None:
+    port, hook_port = free_port(), free_port()
+    path = write_config(tmp_path, port=port)
+    path.write_text(
+        path.read_text().replace("server:\n", f"server:\n  webhook_port: {hook_port}\n")
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        hooks = f"http://127.0.0.1:{hook_port}"
+        assert httpx.get(f"{hooks}/healthz").status_code == 200
+        assert httpx.get(f"{hooks}/metrics").status_code == 200
+        assert httpx.get(f"{hooks}/api/status").status_code == 404
+        assert httpx.get(f"{service.url}/api/status").status_code == 200
+    finally:
+        service.kill()
+
+
+def test_sigterm_stops_the_service_cleanly_within_ten_seconds(service: ServiceProcess) -> None:
+    started = time.monotonic()
+    # uvicorn re-raises the signal after its clean shutdown, as a supervisor expects.
+    assert service.terminate() in (0, -signal.SIGTERM)
+    assert time.monotonic() - started < 10
+    assert "watchbridge stopped" in service.output()
+
+
+def test_shutdown_lets_background_work_finish_its_item(tmp_path: Path) -> None:
+    worker = SlowWorker()
+    app = AppThread(create_app(runtime_for(write_config(tmp_path)), tasks=[worker]))
+    with app:
+        pass
+    assert worker.finished_item
+
+
+def test_a_crashed_background_task_is_restarted_and_counted(tmp_path: Path) -> None:
+    task = CrashOnce()
+    runtime = runtime_for(write_config(tmp_path))
+    runtime.task_restart_delay = 0.05
+    with AppThread(create_app(runtime, tasks=[task])) as app:
+        deadline = time.monotonic() + 10
+        while task.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = httpx.get(f"{app.url}/metrics").text
+    assert task.runs == 2
+    assert 'watchbridge_background_task_errors_total{task="crash-once"} 1.0' in text
+
+
+def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = ServiceProcess(write_config(tmp_path, port=port), port).start(wait=False)
+        assert service.proc is not None
+        code = service.proc.wait(15)
+        output = service.output()
+    assert code != 0
+    assert f"error: server.port {port}: address already in use" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("env", [{}])
+def test_logs_never_contain_the_webhook_secret(tmp_path: Path, env: dict[str, str]) -> None:
+    port = free_port()
+    path = write_config(tmp_path, port=port)
+    path.write_text(
+        path.read_text().replace(
+            "server:\n", "server:\n  webhook_secret: hunter2-hook-secret\n  api_token: tok-abcdef\n"
+        )
+    )
+    service = ServiceProcess(path, port, env=env).start()
+    httpx.get(f"{service.url}/api/status?token=tok-abcdef")
+    service.terminate()
+    output = service.output()
+    assert "hunter2-hook-secret" not in output
+    assert "tok-abcdef" not in output

@@ -1,0 +1,197 @@
+"""The `watchbridge` command as a user types it: clear lines, right exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.harness import write_config
+from watchbridge.store import NewOutboxRow, Store
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
+
+
+def run(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[list[dict[str, object]]]:
+    """A local HTTP endpoint that records Apprise json:// notifications."""
+    received: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    received.append({"port": server.server_address[1]})
+    yield received
+    server.shutdown()
+    server.server_close()
+
+
+def test_version_prints_the_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("watchbridge, version ")
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = run("check-config", "--config", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "services:\n  trakt:\n    client_id: cid\n    client_secret: topsecret-value\n"
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "trakt: api_url=https://api.trakt.tv" in result.stdout
+    assert "topsecret-value" not in result.stdout + result.stderr
+
+
+def test_check_config_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text("server:\n  prot: 1\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == "error: watchbridge.yaml:2 server.prot: unknown key; did you mean 'port'?\n"
+    )
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    result = run("check-config", "--config", str(tmp_path / "none.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("none.yaml: config file not found")
+
+
+def test_config_found_through_the_environment_variable(tmp_path: Path) -> None:
+    result = run("check-config", env={"WATCHBRIDGE_CONFIG": str(write_config(tmp_path))})
+    assert result.returncode == 0, result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run("--debug", "check-config", "--config", str(tmp_path / "none.yaml"))
+    assert "Traceback" in result.stderr
+
+
+def test_unwritable_storage_path_is_reported_by_check_config(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    path = tmp_path / "w.yaml"
+    path.write_text(f"storage:\n  path: {tmp_path / 'blocker' / 'db.sqlite'}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode != 0
+    assert "storage.path" in result.stderr
+
+
+def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            str(tmp_path / "watchbridge.db"), str(tmp_path / "blocker" / "db.sqlite")
+        )
+    )
+    result = run("serve", "--config", str(path))
+    assert result.returncode != 0
+    assert "error: storage.path" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_status_on_a_fresh_database(tmp_path: Path) -> None:
+    result = run("status", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "queue:         0 pending, 0 in flight, 0 delivered" in result.stdout
+    assert "dead letters:  0" in result.stdout
+
+
+def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    store = Store.open(tmp_path / "watchbridge.db")
+    store.enqueue(
+        [
+            NewOutboxRow("trakt", "me", "a", {}, "k1", "i1"),
+            NewOutboxRow("trakt", "me", "a", {}, "k2", "i2"),
+        ],
+        1.0,
+    )
+    item = store.claim("w", 2.0, limit=1)[0]
+    store.mark_dead(item.id, 3.0, "gave up")
+    store.set_cursor("trakt", "me", "history", "2026-11-01T00:00:00Z", 3.0)
+    store.close()
+    result = run("status", "--config", str(path))
+    assert "1 pending" in result.stdout
+    assert "dead letters:  1" in result.stdout
+    assert "trakt/me history = 2026-11-01T00:00:00Z" in result.stdout
+
+
+def test_reset_state_without_yes_refuses_when_not_interactive(tmp_path: Path) -> None:
+    result = run("reset-state", "--config", str(write_config(tmp_path)))
+    assert result.returncode != 0
+    assert "pass --yes" in result.stderr
+
+
+def test_reset_state_with_yes_clears_the_queue(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    store = Store.open(tmp_path / "watchbridge.db")
+    store.enqueue([NewOutboxRow("trakt", "me", "a", {}, "k1", "i1")], 1.0)
+    store.close()
+    assert run("reset-state", "--yes", "--config", str(path)).returncode == 0
+    store = Store.open(tmp_path / "watchbridge.db")
+    assert store.outbox_counts()["pending"] == 0
+    store.close()
+
+
+def test_test_alert_reaches_a_local_receiver(
+    tmp_path: Path, receiver: list[dict[str, object]]
+) -> None:
+    port = receiver[0]["port"]
+    path = write_config(tmp_path, f"alerts:\n  urls: ['json://127.0.0.1:{port}/hook']\n")
+    result = run("test-alert", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert len(receiver) == 2
+    assert "test" in str(receiver[1]["title"]).lower()
+
+
+def test_test_alert_without_destinations_says_what_to_do(tmp_path: Path) -> None:
+    result = run("test-alert", "--config", str(write_config(tmp_path)))
+    assert result.returncode != 0
+    assert "add Apprise URLs under alerts.urls" in result.stderr
+
+
+def test_webhook_urls_use_the_generated_secret_consistently(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    first = run("webhook-urls", "--config", str(path), "--host", "nas.local")
+    second = run("webhook-urls", "--config", str(path), "--host", "nas.local")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert "plex      http://nas.local:" in first.stdout
