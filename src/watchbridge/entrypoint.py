@@ -1,0 +1,358 @@
+"""Container entrypoint: choose and prepare the config file, then exec `watchbridge`.
+
+- Home Assistant (an options file exists, normally /data/options.json): write a config from the
+  app options, or use the user's own YAML named by the `config_file` option.
+- Any other container: on first start copy the shipped example to $WATCHBRIDGE_CONFIG.
+
+Arguments pass through: `docker run IMAGE check-config` runs `watchbridge check-config` on the
+chosen file (exported as $WATCHBRIDGE_CONFIG); no arguments means `serve`. Deciding is pure
+(`plan_start`); `main` reads the inputs, carries out the plan and execs, so signals reach the
+service directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+HA_INGRESS_PORT = 8099
+HA_WEBHOOK_PORT = 8765
+HA_INGRESS_PROXY = "172.30.32.2"
+GENERATED_CONFIG = "watchbridge.options.yaml"
+TOKEN_FILE = "watchbridge.api_token"
+SERVICE_USER = (1000, 1000)
+# Asking for these must work even when no config can be prepared (e.g. read-only mounts).
+NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
+# Environment variables a user's own YAML can reference to pick up the app options.
+OPTION_ENV = {
+    "webhook_secret": "WATCHBRIDGE_WEBHOOK_SECRET",
+    "trakt_client_id": "TRAKT_CLIENT_ID",
+    "trakt_client_secret": "TRAKT_CLIENT_SECRET",
+    "log_level": "WATCHBRIDGE_LOG_LEVEL",
+}
+
+
+class StartError(Exception):
+    """A start-up problem the user can fix; shown as one line, no traceback."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where things live; each overridable from the environment (tests, bare metal)."""
+
+    config: Path  # $WATCHBRIDGE_CONFIG: the config file of a plain container
+    data: Path  # $WATCHBRIDGE_DATA_DIR: state; under Home Assistant the app's /data
+    ha_options: Path  # $WATCHBRIDGE_HA_OPTIONS: exists only under Home Assistant
+    example: Path  # $WATCHBRIDGE_EXAMPLE_CONFIG: the example shipped in the image
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Paths:
+        data = Path(environ.get("WATCHBRIDGE_DATA_DIR") or "/data")
+        return cls(
+            config=Path(environ.get("WATCHBRIDGE_CONFIG") or "/config/watchbridge.yaml"),
+            data=data,
+            ha_options=Path(environ.get("WATCHBRIDGE_HA_OPTIONS") or data / "options.json"),
+            example=Path(
+                environ.get("WATCHBRIDGE_EXAMPLE_CONFIG") or "/app/watchbridge.example.yaml"
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    """What to do before exec'ing `argv` with `env` added to the environment."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    copy_example_to: Path | None = None
+    generated_config: tuple[Path, str] | None = None  # written with mode 0600: holds secrets
+    run_as: tuple[int, int] | None = None  # (uid, gid) to become when started as root
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- pure logic
+
+
+def translate_options(
+    options: Mapping[str, Any], api_token: str, data_dir: Path = Path("/data")
+) -> dict[str, Any]:
+    """The config for the Home Assistant options form: UI via ingress, webhooks on 8765."""
+    server: dict[str, Any] = {
+        "host": "0.0.0.0",
+        "port": HA_INGRESS_PORT,
+        "webhook_port": HA_WEBHOOK_PORT,
+        # Only the ingress proxy skips the token; nobody knows the token, so only ingress gets in.
+        "api_token": api_token,
+        "trusted_proxies": [HA_INGRESS_PROXY],
+    }
+    if secret := _text(options, "webhook_secret"):
+        server["webhook_secret"] = secret
+    config: dict[str, Any] = {
+        "server": server,
+        "storage": {"path": str(data_dir / "watchbridge.db")},
+        "logging": {"level": _text(options, "log_level") or "info"},
+        "alerts": {"urls": _texts(options, "alert_urls")},
+    }
+    client_id = _text(options, "trakt_client_id")
+    client_secret = _text(options, "trakt_client_secret")
+    if client_id and client_secret:
+        config["services"] = {"trakt": {"client_id": client_id, "client_secret": client_secret}}
+    return config
+
+
+def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
+    """Environment for a user's own YAML: each set option under the name it can `${...}`."""
+    env = {"WATCHBRIDGE_API_TOKEN": api_token}
+    env.update({var: value for key, var in OPTION_ENV.items() if (value := _text(options, key))})
+    for number, url in enumerate(_texts(options, "alert_urls"), start=1):
+        env[f"WATCHBRIDGE_ALERT_URL_{number}"] = url
+    return env
+
+
+def option_warnings(options: Mapping[str, Any]) -> list[str]:
+    """Options that are set but cannot take effect."""
+    if bool(_text(options, "trakt_client_id")) != bool(_text(options, "trakt_client_secret")):
+        return ["Trakt needs both trakt_client_id and trakt_client_secret; Trakt is left out"]
+    return []
+
+
+def render_config(config: Mapping[str, Any]) -> str:
+    """YAML for a generated config; `$` is doubled so secrets survive `${VAR}` interpolation."""
+    header = (
+        "# Written by the watchbridge entrypoint from the Home Assistant app options at every\n"
+        "# start; edits here are lost. To write your own YAML, set the config_file option.\n"
+    )
+    return header + yaml.safe_dump(_escape(config), sort_keys=False, allow_unicode=True)
+
+
+def user_config_path(options: Mapping[str, Any], config_dir: Path) -> Path | None:
+    """The file named by the `config_file` option, inside `config_dir`; None when unset."""
+    name = _text(options, "config_file")
+    if not name:
+        return None
+    path = Path(os.path.normpath(config_dir / name))
+    if path != config_dir and config_dir in path.parents:
+        return path
+    raise StartError(f"config_file {name!r}: must name a file inside {config_dir}")
+
+
+def plan_start(
+    args: Sequence[str],
+    paths: Paths,
+    options: Mapping[str, Any] | None = None,
+    api_token: str = "",
+    is_file: Callable[[Path], bool] = Path.is_file,
+) -> StartPlan:
+    """Decide which config to run and what to prepare; `options` is None outside Home Assistant."""
+    if args and args[0] in NO_CONFIG_ARGS:
+        return StartPlan(argv=["watchbridge", *args])
+    if options is not None:
+        return _plan_home_assistant(args, paths, options, api_token, is_file)
+    if is_file(paths.config):
+        return StartPlan(argv=_command(args, paths.config), env=_config_env(paths.config))
+    return StartPlan(
+        argv=_command(args, paths.config),
+        env=_config_env(paths.config),
+        copy_example_to=paths.config,
+        notes=[f"first start: wrote the example config to {paths.config}; edit it and restart"],
+    )
+
+
+def _plan_home_assistant(
+    args: Sequence[str],
+    paths: Paths,
+    options: Mapping[str, Any],
+    api_token: str,
+    is_file: Callable[[Path], bool],
+) -> StartPlan:
+    config_dir = paths.config.parent
+    user_config = user_config_path(options, config_dir)
+    if user_config is not None and is_file(user_config):
+        return StartPlan(
+            argv=_command(args, user_config),
+            env={**options_env(options, api_token), **_config_env(user_config)},
+            run_as=SERVICE_USER,
+            notes=[f"Home Assistant: using {user_config} as written"],
+        )
+    notes = option_warnings(options)
+    if user_config is not None:
+        notes.insert(0, f"config_file {user_config} does not exist; using the app options instead")
+    generated = paths.data / GENERATED_CONFIG
+    text = render_config(translate_options(options, api_token, paths.data))
+    return StartPlan(
+        argv=_command(args, generated),
+        env=_config_env(generated),
+        generated_config=(generated, text),
+        run_as=SERVICE_USER,
+        notes=notes,
+    )
+
+
+def _command(args: Sequence[str], config: Path) -> list[str]:
+    return ["watchbridge", *args] if args else ["watchbridge", "serve", "--config", str(config)]
+
+
+def _config_env(config: Path) -> dict[str, str]:
+    return {"WATCHBRIDGE_CONFIG": str(config)}
+
+
+def _text(options: Mapping[str, Any], key: str) -> str:
+    value = options.get(key)
+    return "" if value is None else str(value).strip()
+
+
+def _texts(options: Mapping[str, Any], key: str) -> list[str]:
+    values = options.get(key) or []
+    if isinstance(values, str):
+        values = [values]
+    return [text for value in values if value is not None and (text := str(value).strip())]
+
+
+def _escape(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, Mapping):
+        return {key: _escape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escape(item) for item in value]
+    return value
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def read_options(path: Path) -> dict[str, Any] | None:
+    """The Home Assistant options, or None when not running under Home Assistant."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StartError(f"cannot read the app options {path} ({exc.strerror})") from None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StartError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(options, dict):
+        raise StartError(f"{path}: expected a JSON object of options")
+    return options
+
+
+def load_or_create_token(path: Path) -> str:
+    """The API token kept in `path`, created (random, mode 0600) on first use."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    except OSError as exc:
+        raise StartError(f"cannot read {path} ({exc.strerror})") from None
+    if not token:
+        token = secrets.token_urlsafe(32)
+        _write(lambda: write_private(path, token + "\n"), path)
+    return token
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)  # the mode given to os.open only applies when it creates the file
+    os.replace(tmp, path)
+
+
+def apply_plan(plan: StartPlan, paths: Paths) -> None:
+    """Copy the example and write the generated config, as the plan says."""
+    if plan.copy_example_to is not None:
+        target = plan.copy_example_to
+        if not paths.example.is_file():
+            raise StartError(
+                f"no config at {target} and no example to copy ({paths.example} is missing); "
+                f"mount your watchbridge.yaml at {target}"
+            )
+
+        def copy() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(paths.example, target)
+
+        _write(copy, target)
+    if plan.generated_config is not None:
+        path, text = plan.generated_config
+        _write(lambda: write_private(path, text), path)
+
+
+def become(run_as: tuple[int, int], data_dir: Path) -> None:
+    """Started as root (the Home Assistant image): hand the data folder over, then drop root."""
+    if os.geteuid() != 0:
+        return
+    uid, gid = run_as
+    try:
+        for path in [data_dir, *data_dir.iterdir()]:
+            os.chown(path, uid, gid, follow_symlinks=False)
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as exc:
+        raise StartError(f"cannot switch to UID {uid} GID {gid} ({exc.strerror})") from None
+
+
+def _write(action: Callable[[], None], target: Path) -> None:
+    try:
+        action()
+    except OSError as exc:
+        uid, gid = os.getuid(), os.getgid()
+        raise StartError(
+            f"cannot write {exc.filename or target} ({exc.strerror}): this container runs as "
+            f"UID {uid} GID {gid}; make the host folder writable by it "
+            f"(e.g. chown -R {uid}:{gid} FOLDER) or mount an existing watchbridge.yaml"
+        ) from None
+
+
+def _cli_program() -> str:
+    """The `watchbridge` script of this interpreter's environment, else whatever PATH finds."""
+    sibling = Path(sys.executable).with_name("watchbridge")
+    return str(sibling) if sibling.is_file() else "watchbridge"
+
+
+def prepare(args: Sequence[str], paths: Paths) -> StartPlan:
+    """Read the inputs, plan and carry out everything before exec."""
+    if args and args[0] in NO_CONFIG_ARGS:
+        return plan_start(args, paths)
+    options = read_options(paths.ha_options)
+    token = load_or_create_token(paths.data / TOKEN_FILE) if options is not None else ""
+    plan = plan_start(args, paths, options, token)
+    apply_plan(plan, paths)
+    if plan.run_as is not None:
+        become(plan.run_as, paths.data)
+    return plan
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Prepare, then replace this process with `watchbridge`; one line and exit 1 on failure."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    program = _cli_program()
+    try:
+        plan = prepare(args, Paths.from_env(os.environ))
+        for note in plan.notes:
+            print(f"watchbridge: {note}", file=sys.stderr, flush=True)
+        os.execvpe(program, plan.argv, {**os.environ, **plan.env})
+    except StartError as exc:
+        print(f"watchbridge: {exc}", file=sys.stderr, flush=True)
+    except OSError as exc:
+        print(f"watchbridge: cannot run {program} ({exc.strerror})", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

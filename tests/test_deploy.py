@@ -1,0 +1,560 @@
+"""Packaging: container entrypoint, Home Assistant app, Unraid, compose, systemd, Dockerfile."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from watchbridge.config import load_config
+from watchbridge.entrypoint import (
+    GENERATED_CONFIG,
+    Paths,
+    StartError,
+    apply_plan,
+    become,
+    load_or_create_token,
+    option_warnings,
+    options_env,
+    plan_start,
+    read_options,
+    render_config,
+    translate_options,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "config" / "watchbridge.example.yaml"
+ADDON = REPO / "addon"
+TOKEN = "generated-token"
+FULL_OPTIONS: dict[str, Any] = {
+    "log_level": "debug",
+    "webhook_secret": "s3cr$t-${not-a-var}",
+    "alert_urls": ["ntfys://ntfy.sh/watchbridge", "", "discord://id/token"],
+    "trakt_client_id": "trakt-id",
+    "trakt_client_secret": "trakt-secret",
+}
+
+
+def _paths(tmp_path: Path) -> Paths:
+    return Paths(
+        config=tmp_path / "config" / "watchbridge.yaml",
+        data=tmp_path / "data",
+        ha_options=tmp_path / "data" / "options.json",
+        example=EXAMPLE,
+    )
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --------------------------------------------------------------------------- options translation
+
+
+def test_options_put_the_ui_on_the_ingress_port_and_webhooks_on_8765() -> None:
+    server = translate_options({}, TOKEN)["server"]
+    assert (server["port"], server["webhook_port"]) == (8099, 8765)
+
+
+def test_options_let_only_the_ingress_proxy_skip_the_generated_token() -> None:
+    server = translate_options({}, TOKEN)["server"]
+    assert server["trusted_proxies"] == ["172.30.32.2"]
+    assert server["api_token"] == TOKEN
+
+
+def test_options_keep_the_database_in_the_data_dir() -> None:
+    config = translate_options({}, TOKEN, Path("/data"))
+    assert config["storage"]["path"] == "/data/watchbridge.db"
+
+
+def test_options_log_level_defaults_to_info() -> None:
+    assert translate_options({}, TOKEN)["logging"]["level"] == "info"
+    assert translate_options({"log_level": "warning"}, TOKEN)["logging"]["level"] == "warning"
+
+
+def test_options_webhook_secret_is_set_only_when_given() -> None:
+    assert translate_options({"webhook_secret": "abc"}, TOKEN)["server"]["webhook_secret"] == "abc"
+    assert "webhook_secret" not in translate_options({"webhook_secret": ""}, TOKEN)["server"]
+
+
+def test_options_alert_urls_skip_blank_entries() -> None:
+    urls = translate_options(FULL_OPTIONS, TOKEN)["alerts"]["urls"]
+    assert urls == ["ntfys://ntfy.sh/watchbridge", "discord://id/token"]
+
+
+def test_options_add_trakt_only_when_both_credentials_are_set() -> None:
+    both = translate_options(FULL_OPTIONS, TOKEN)["services"]["trakt"]
+    assert both == {"client_id": "trakt-id", "client_secret": "trakt-secret"}
+    assert "services" not in translate_options({"trakt_client_id": "trakt-id"}, TOKEN)
+
+
+def test_options_with_one_trakt_credential_give_a_warning() -> None:
+    assert option_warnings({"trakt_client_secret": "x"})
+    assert option_warnings(FULL_OPTIONS) == []
+
+
+def test_generated_config_loads_with_every_option(tmp_path: Path) -> None:
+    path = tmp_path / "generated.yaml"
+    path.write_text(render_config(translate_options(FULL_OPTIONS, TOKEN, tmp_path)))
+    config = load_config(path, environ={})
+    assert config.server.port == 8099
+    assert config.server.webhook_port == 8765
+    assert config.server.trusted_proxies == ["172.30.32.2"]
+    assert config.server.api_token is not None and config.server.api_token.reveal() == TOKEN
+    assert config.server.webhook_secret is not None
+    assert config.server.webhook_secret.reveal() == "s3cr$t-${not-a-var}"
+    assert config.storage.path == str(tmp_path / "watchbridge.db")
+    assert config.logging.level == "debug"
+    assert [u.reveal() for u in config.alerts.urls] == [
+        "ntfys://ntfy.sh/watchbridge",
+        "discord://id/token",
+    ]
+    assert config.services.trakt is not None
+    assert config.services.trakt.client_secret.reveal() == "trakt-secret"
+
+
+def test_generated_config_from_empty_options_loads(tmp_path: Path) -> None:
+    path = tmp_path / "generated.yaml"
+    path.write_text(render_config(translate_options({}, TOKEN, tmp_path)))
+    assert load_config(path, environ={}).services.configured() == []
+
+
+def test_generated_config_is_written_readable_by_owner_only(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    plan = plan_start([], paths, FULL_OPTIONS, TOKEN)
+    apply_plan(plan, paths)
+    generated = paths.data / GENERATED_CONFIG
+    assert _mode(generated) == 0o600
+    assert load_config(generated, environ={}).server.port == 8099
+
+
+def test_home_assistant_start_serves_the_generated_config(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    plan = plan_start([], paths, FULL_OPTIONS, TOKEN)
+    generated = str(paths.data / GENERATED_CONFIG)
+    assert plan.argv == ["watchbridge", "serve", "--config", generated]
+    assert plan.env["WATCHBRIDGE_CONFIG"] == generated
+    assert plan.run_as == (1000, 1000)
+
+
+def test_start_as_root_hands_the_data_dir_to_uid_1000_then_drops_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "watchbridge.db").write_text("")
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid, **_: calls.append(("chown", path)))
+    monkeypatch.setattr(os, "setgroups", lambda groups: calls.append(("setgroups", groups)))
+    monkeypatch.setattr(os, "setgid", lambda gid: calls.append(("setgid", gid)))
+    monkeypatch.setattr(os, "setuid", lambda uid: calls.append(("setuid", uid)))
+    become((1000, 1000), tmp_path)
+    assert calls == [
+        ("chown", tmp_path),
+        ("chown", tmp_path / "watchbridge.db"),
+        ("setgroups", []),
+        ("setgid", 1000),
+        ("setuid", 1000),
+    ]
+
+
+def test_api_token_is_created_once_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "watchbridge.api_token"
+    first = load_or_create_token(path)
+    assert len(first) >= 32
+    assert _mode(path) == 0o600
+    assert load_or_create_token(path) == first
+
+
+def test_user_config_file_wins_over_the_options(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    user = paths.config.parent / "mine.yaml"
+    user.parent.mkdir(parents=True)
+    user.write_text("server: {port: 8099}\n")
+    plan = plan_start([], paths, {**FULL_OPTIONS, "config_file": "mine.yaml"}, TOKEN)
+    assert plan.argv == ["watchbridge", "serve", "--config", str(user)]
+    assert plan.generated_config is None
+
+
+def test_user_config_picks_up_options_through_its_references(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    user = paths.config.parent / "watchbridge.yaml"
+    user.parent.mkdir(parents=True)
+    user.write_text(
+        "server:\n"
+        "  api_token: ${WATCHBRIDGE_API_TOKEN}\n"
+        "  webhook_secret: ${WATCHBRIDGE_WEBHOOK_SECRET}\n"
+        "logging: {level: '${WATCHBRIDGE_LOG_LEVEL}'}\n"
+        "alerts: {urls: ['${WATCHBRIDGE_ALERT_URL_2}']}\n"
+        "services:\n"
+        "  trakt: {client_id: '${TRAKT_CLIENT_ID}', client_secret: '${TRAKT_CLIENT_SECRET}'}\n"
+    )
+    plan = plan_start([], paths, {**FULL_OPTIONS, "config_file": "watchbridge.yaml"}, TOKEN)
+    config = load_config(user, environ=plan.env)
+    assert config.server.api_token is not None and config.server.api_token.reveal() == TOKEN
+    assert config.logging.level == "debug"
+    assert [u.reveal() for u in config.alerts.urls] == ["discord://id/token"]
+    assert config.services.trakt is not None and config.services.trakt.client_id == "trakt-id"
+
+
+def test_options_env_leaves_unset_options_out() -> None:
+    assert options_env({}, TOKEN) == {"WATCHBRIDGE_API_TOKEN": TOKEN}
+
+
+def test_missing_user_config_file_falls_back_to_the_options(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    plan = plan_start([], paths, {"config_file": "missing.yaml"}, TOKEN)
+    assert plan.generated_config is not None
+    assert "does not exist" in plan.notes[0]
+
+
+def test_config_file_outside_the_config_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StartError, match="inside"):
+        plan_start([], _paths(tmp_path), {"config_file": "../data/options.json"}, TOKEN)
+
+
+def test_invalid_options_json_is_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "options.json"
+    path.write_text("{not json")
+    with pytest.raises(StartError) as excinfo:
+        read_options(path)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_no_options_file_means_not_home_assistant(tmp_path: Path) -> None:
+    assert read_options(tmp_path / "options.json") is None
+
+
+# --------------------------------------------------------------------------- start plan
+
+
+def test_first_start_plans_copying_the_example(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    plan = plan_start([], paths)
+    assert plan.copy_example_to == paths.config
+    assert plan.argv == ["watchbridge", "serve", "--config", str(paths.config)]
+    assert len(plan.notes) == 1
+
+
+def test_first_start_copies_the_shipped_example(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    apply_plan(plan_start([], paths), paths)
+    assert paths.config.read_text() == EXAMPLE.read_text()
+
+
+def test_existing_config_is_kept(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    paths.config.parent.mkdir(parents=True)
+    paths.config.write_text("logging: {level: error}\n")
+    plan = plan_start([], paths)
+    apply_plan(plan, paths)
+    assert plan.copy_example_to is None and plan.notes == []
+    assert paths.config.read_text() == "logging: {level: error}\n"
+
+
+def test_arguments_pass_through_with_the_config_in_the_environment(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    plan = plan_start(["check-config"], paths, is_file=lambda _: True)
+    assert plan.argv == ["watchbridge", "check-config"]
+    assert plan.env == {"WATCHBRIDGE_CONFIG": str(paths.config)}
+
+
+def test_version_needs_no_config(tmp_path: Path) -> None:
+    plan = plan_start(["--version"], _paths(tmp_path))
+    assert plan.argv == ["watchbridge", "--version"]
+    assert plan.copy_example_to is None and plan.env == {}
+
+
+def test_unwritable_config_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "config"
+    blocker.write_text("a file where the config folder should be")
+    paths = _paths(tmp_path)
+    with pytest.raises(StartError) as excinfo:
+        apply_plan(plan_start([], paths), paths)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "cannot write" in message and f"UID {os.getuid()}" in message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_config_dir_is_one_clear_line(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    paths.config.parent.mkdir()
+    paths.config.parent.chmod(0o500)
+    try:
+        with pytest.raises(StartError, match="Permission denied"):
+            apply_plan(plan_start([], paths), paths)
+    finally:
+        paths.config.parent.chmod(0o700)
+
+
+def _entrypoint(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+    env.update(
+        WATCHBRIDGE_CONFIG=str(tmp_path / "config" / "watchbridge.yaml"),
+        WATCHBRIDGE_DATA_DIR=str(tmp_path / "data"),
+        WATCHBRIDGE_HA_OPTIONS=str(tmp_path / "data" / "options.json"),
+        WATCHBRIDGE_EXAMPLE_CONFIG=str(EXAMPLE),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge.entrypoint", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_container_first_start_copies_the_example_and_runs_the_real_cli(tmp_path: Path) -> None:
+    result = _entrypoint(tmp_path, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "config" / "watchbridge.yaml").read_text() == EXAMPLE.read_text()
+    assert "wrote the example config" in result.stderr
+    assert "config OK" in result.stdout
+
+
+def test_container_with_unwritable_config_dir_exits_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config").write_text("a file where the config folder should be")
+    result = _entrypoint(tmp_path, "check-config")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("watchbridge: cannot write")
+
+
+# --------------------------------------------------------------------------- Home Assistant app
+
+
+def test_addon_targets_aarch64_and_amd64_exactly() -> None:
+    assert _yaml(ADDON / "config.yaml")["arch"] == ["aarch64", "amd64"]
+
+
+def test_addon_publishes_8765_for_webhooks_and_uses_ingress_for_the_ui() -> None:
+    manifest = _yaml(ADDON / "config.yaml")
+    assert manifest["ingress"] is True and manifest["ingress_port"] == 8099
+    assert manifest["ports"] == {"8765/tcp": 8765}
+    assert "8765/tcp" in manifest["ports_description"]
+    assert manifest["watchdog"] == "http://[HOST]:[PORT:8765]/healthz"
+    assert manifest["map"] == ["addon_config:rw"]
+
+
+def test_addon_manifest_has_the_required_keys() -> None:
+    manifest = _yaml(ADDON / "config.yaml")
+    assert manifest["slug"] == "watchbridge" and manifest["version"] == "0.1.0"
+    for key in ("name", "description", "url", "image", "startup", "boot", "init", "panel_icon"):
+        assert key in manifest, key
+
+
+def test_addon_schema_covers_exactly_the_options_the_entrypoint_reads() -> None:
+    schema = _yaml(ADDON / "config.yaml")["schema"]
+    expected = {"log_level", "webhook_secret", "alert_urls"}
+    expected |= {"trakt_client_id", "trakt_client_secret", "config_file"}
+    assert set(schema) == expected
+    assert schema["webhook_secret"] == "password?" and schema["trakt_client_secret"] == "password?"
+
+
+def test_addon_defaults_translate_to_a_loadable_config(tmp_path: Path) -> None:
+    defaults = _yaml(ADDON / "config.yaml")["options"]
+    path = tmp_path / "generated.yaml"
+    path.write_text(render_config(translate_options(defaults, TOKEN, tmp_path)))
+    assert load_config(path, environ={}).logging.level == "info"
+
+
+def test_addon_translations_name_every_option_and_the_port() -> None:
+    manifest = _yaml(ADDON / "config.yaml")
+    translations = _yaml(ADDON / "translations" / "en.yaml")
+    assert set(translations["configuration"]) == set(manifest["schema"])
+    assert all({"name", "description"} <= set(v) for v in translations["configuration"].values())
+    assert set(translations["network"]) == set(manifest["ports"])
+
+
+def test_addon_folder_has_docs_and_no_build_files() -> None:
+    for name in ("DOCS.md", "README.md", "CHANGELOG.md"):
+        assert (ADDON / name).is_file(), name
+    assert "## [0.1.0]" in (ADDON / "CHANGELOG.md").read_text()
+    assert not (ADDON / "build.yaml").exists() and not (ADDON / "Dockerfile").exists()
+
+
+def test_repository_yaml_names_the_store_repository() -> None:
+    repository = _yaml(REPO / "repository.yaml")
+    assert {"name", "url", "maintainer"} <= set(repository)
+
+
+# --------------------------------------------------------------------------- Unraid
+
+
+def _unraid() -> ET.Element:
+    return ET.parse(ADDON / "unraid" / "watchbridge.xml").getroot()
+
+
+def test_unraid_template_is_well_formed_version_2() -> None:
+    root = _unraid()
+    assert root.tag == "Container" and root.get("version") == "2"
+    for tag in ("Name", "Repository", "Registry", "Support", "Project", "Overview", "Category"):
+        assert (root.findtext(tag) or "").strip(), tag
+    assert root.findtext("WebUI") == "http://[IP]:[PORT:8765]/"
+
+
+def test_unraid_template_maps_config_data_and_port() -> None:
+    configs = {c.get("Target"): c for c in _unraid().findall("Config")}
+    assert configs["/config"].text == "/mnt/user/appdata/watchbridge/config"
+    assert configs["/data"].text == "/mnt/user/appdata/watchbridge/data"
+    assert configs["8765"].get("Type") == "Port"
+    assert "TZ" in configs
+
+
+def test_unraid_template_masks_every_secret() -> None:
+    configs = {c.get("Target"): c for c in _unraid().findall("Config")}
+    for name in ("WATCHBRIDGE_WEBHOOK_SECRET", "TRAKT_CLIENT_SECRET", "WATCHBRIDGE_API_TOKEN"):
+        assert configs[name].get("Mask") == "true", name
+    assert configs["TRAKT_CLIENT_ID"].get("Type") == "Variable"
+
+
+# --------------------------------------------------------------------------- compose + monitoring
+
+
+def _compose() -> Any:
+    return _yaml(REPO / "docker-compose.yml")
+
+
+def test_compose_runs_watchbridge_with_volumes_port_and_optional_env_file() -> None:
+    service = _compose()["services"]["watchbridge"]
+    assert service["build"] == "." and service["image"].startswith("ghcr.io/watchbridge/")
+    assert service["ports"] == ["8765:8765"]
+    assert service["volumes"] == ["./config:/config", "./data:/data"]
+    assert service["env_file"] == [{"path": ".env", "required": False}]
+    assert service["restart"] == "unless-stopped"
+    assert service["user"] == "1000:1000"
+
+
+def test_compose_healthcheck_is_exec_form_python() -> None:
+    test = _compose()["services"]["watchbridge"]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1].endswith("python") and "/healthz" in test[-1]
+
+
+def test_compose_monitoring_stack_is_behind_a_profile() -> None:
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+    assert "profiles" not in services["watchbridge"]
+
+
+def test_prometheus_scrapes_watchbridge_metrics() -> None:
+    job = _yaml(REPO / "config" / "prometheus.yml")["scrape_configs"][0]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["watchbridge:8765"]
+
+
+def test_grafana_provider_reads_the_folder_compose_mounts() -> None:
+    provisioning = REPO / "config" / "grafana" / "provisioning"
+    provider = _yaml(provisioning / "dashboards" / "watchbridge.yml")["providers"][0]
+    mounts = _compose()["services"]["grafana"]["volumes"]
+    assert f"./config/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    datasource = _yaml(provisioning / "datasources" / "prometheus.yml")["datasources"][0]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+
+
+def test_grafana_dashboard_charts_the_core_metrics_via_a_datasource_variable() -> None:
+    dashboard = json.loads((REPO / "config/grafana/dashboards/watchbridge.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in (
+        "watchbridge_webhook_events_total",
+        "watchbridge_outbox_depth",
+        "watchbridge_dead_letters",
+        "watchbridge_http_requests_total",
+        "watchbridge_sync_runs_total",
+        "process_resident_memory_bytes",
+    ):
+        assert metric in exprs, metric
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in dashboard["panels"])
+    assert dashboard["id"] is None and dashboard["uid"]
+
+
+def test_env_example_holds_no_secret_values() -> None:
+    for line in (REPO / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            assert name in {"TZ"} or value == "", line
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def test_systemd_unit_runs_serve_and_restarts_on_failure() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ADDON / "systemd" / "watchbridge.service")
+    service = unit["Service"]
+    assert service["ExecStart"] == (
+        "/opt/watchbridge/.venv/bin/watchbridge serve --config /etc/watchbridge/watchbridge.yaml"
+    )
+    assert service["Restart"] == "on-failure"
+    assert service["User"] == "watchbridge"
+    assert service["TimeoutStopSec"] == "15"
+    assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify insists that ExecStart exists, and /opt/watchbridge is not installed here.
+    text = (ADDON / "systemd" / "watchbridge.service").read_text()
+    unit = tmp_path / "watchbridge.service"
+    unit.write_text(text.replace("/opt/watchbridge/.venv/bin/watchbridge", "/bin/true"))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def _hadolint() -> str | None:
+    sibling = Path(sys.executable).with_name("hadolint")
+    return str(sibling) if sibling.is_file() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint binary not installed (dev extra)")
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = _hadolint()
+    assert hadolint is not None
+    result = subprocess.run(
+        [hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_dockerfile_default_target_runs_as_uid_1000_through_the_entrypoint() -> None:
+    lines = [ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines()]
+    stages = [ln for ln in lines if ln.startswith("FROM ")]
+    assert stages[-1] == "FROM app AS runtime"
+    assert lines[-1] == "USER 1000:1000"
+    assert 'ENTRYPOINT ["/opt/venv/bin/python", "-m", "watchbridge.entrypoint"]' in lines
+    assert 'VOLUME ["/config", "/data"]' in lines
+
+
+def test_dockerignore_keeps_the_build_context_to_an_allow_list() -> None:
+    entries = [
+        ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and ln[0] != "#"
+    ]
+    assert entries[0] == "*"
+    assert "!config/watchbridge.example.yaml" in entries and "!.env" not in entries

@@ -1,0 +1,57 @@
+"""The README is checked against the code: every config key and metric is documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from watchbridge.config import Config
+from watchbridge.metrics import Metrics
+
+README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def config_keys(cls: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        path = f"{prefix}{f.name}"
+        hint = get_type_hints(cls)[f.name]
+        if get_origin(hint) in (Union, types.UnionType):
+            hint = next(a for a in get_args(hint) if a is not type(None))
+        if get_origin(hint) is dict:
+            keys += config_keys(get_args(hint)[1], f"{path}.NAME.")
+        elif dataclasses.is_dataclass(hint):
+            nested = config_keys(hint, f"{path}.")
+            keys += nested if nested else [path]
+        else:
+            keys.append(path)
+    return keys
+
+
+def test_every_config_key_is_in_the_readme_reference() -> None:
+    missing = [key for key in config_keys(Config) if f"`{key}`" not in README]
+    assert missing == []
+
+
+def test_every_watchbridge_metric_is_in_the_readme() -> None:
+    names = {
+        m.name + ("_total" if m.type == "counter" else "")
+        for m in Metrics().registry.collect()
+        if m.name.startswith("watchbridge_")
+    }
+    documented = set(re.findall(r"`(watchbridge_[a-z_]+)`", README))
+    assert names - documented == set()
+
+
+def test_readme_starts_with_the_two_fresh_machine_commands() -> None:
+    blocks = re.findall(r"```sh\n(.+?)\n```", README, flags=re.S)
+    assert blocks[0].startswith("python3 -m venv .venv && .venv/bin/pip install -e . &&")
+    assert (
+        blocks[1]
+        == "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"
+    )
