@@ -45,3 +45,8 @@ def start_fake() -> Iterator[Callable[[FakeServer], FakeServer]]:
     """Start any fake: `trakt = start_fake(FakeTrakt())`; stopped and checked at teardown."""
     with ExitStack() as stack:
         yield lambda fake: stack.enter_context(running(fake))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -58,6 +58,7 @@ class Runtime:
         default=lambda c: Store.open(c.storage.path, c.storage.durability, c.storage.busy_timeout)
     )
     task_restart_delay: float = 5.0
+    on_enqueued: list[Callable[[], None]] = field(default_factory=list)
     _store: Store | None = None
     webhook_secret: str = ""
 

@@ -92,6 +92,16 @@ class ServerConfig:
     api_token: Secret | None = None
     trusted_proxies: list[str] = field(default_factory=list)
     shutdown_timeout: Duration = Duration(8)
+    max_webhook_bytes: int = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    max_attempts: int = 12
+    max_age: Duration = Duration(7 * 86400)
+    retry_after: Duration = Duration(30)
+    max_backoff: Duration = Duration(6 * 3600)
+    late_after: Duration = Duration(600)
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,7 @@ class AlertsConfig:
 @dataclass(frozen=True)
 class TraktConfig:
     client_id: str
-    client_secret: Secret
+    client_secret: Secret | None = None  # deprecated by Trakt for sign-in; sent when set
     api_url: str = "https://api.trakt.tv"
     auth_url: str = "https://auth.trakt.tv"
 
@@ -181,6 +191,7 @@ class MediaUsers:
     jellyfin: list[str] = field(default_factory=list)
     emby: list[str] = field(default_factory=list)
     tautulli: list[str] = field(default_factory=list)
+    generic: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     profiles: dict[str, Profile] = field(default_factory=dict)
@@ -371,6 +383,10 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
+    if config.server.max_webhook_bytes < 64 * 1024:
+        problems.append(("server.max_webhook_bytes", "expected at least 65536 (Plex posters)"))
+    if config.delivery.max_attempts < 1:
+        problems.append(("delivery.max_attempts", "expected at least 1"))
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
     return problems

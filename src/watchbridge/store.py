@@ -20,6 +20,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from watchbridge.errors import StoreError
+from watchbridge.playback import Session
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -133,6 +134,21 @@ def m002_settings(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_playback_sessions(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE playback_sessions (
+            key TEXT PRIMARY KEY,
+            profile TEXT NOT NULL,
+            state TEXT NOT NULL,
+            progress REAL,
+            generation INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX playback_sessions_age ON playback_sessions(updated_at)")
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -148,6 +164,8 @@ class OutboxItem:
     attempts: int
     next_attempt_at: float
     last_error: str | None
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> OutboxItem:
@@ -163,6 +181,8 @@ class OutboxItem:
             attempts=row["attempts"],
             next_attempt_at=row["next_attempt_at"],
             last_error=row["last_error"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
         )
 
 
@@ -177,6 +197,7 @@ class NewOutboxRow:
     ordering_key: str
     idempotency_key: str
     not_before: float | None = None
+    supersedes: tuple[str, ...] = ()  # pending rows of these actions, same ordering key
 
 
 @dataclass(frozen=True)
@@ -306,6 +327,74 @@ class Store:
             self._insert_outbox(conn, rows, now, event_id)
             return event_id
 
+    def ingest(
+        self,
+        *,
+        source: str,
+        kind: str,
+        profile: str,
+        payload: dict[str, Any],
+        now: float,
+        session_key: str,
+        decide: Callable[[Session | None], tuple[Session | None, Sequence[NewOutboxRow]]],
+    ) -> int:
+        """Record a webhook event: read its playback session, let `decide` (pure) say what
+        follows, and write the new session, the event and its outbox rows in one transaction.
+
+        Returns how many outbox rows were added. Newer playback-state rows supersede older,
+        still-pending start/pause rows of the same item (they would only be stale noise).
+        """
+        with self.transaction() as conn:
+            found = conn.execute(
+                "SELECT * FROM playback_sessions WHERE key = ?", (session_key,)
+            ).fetchone()
+            current = (
+                None
+                if found is None
+                else Session(
+                    found["key"],
+                    found["state"],
+                    found["progress"],
+                    found["generation"],
+                    found["updated_at"],
+                )
+            )
+            session, rows = decide(current)
+            if session is not None and session != current:
+                conn.execute(
+                    "INSERT OR REPLACE INTO playback_sessions"
+                    " (key, profile, state, progress, generation, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        session.key,
+                        profile,
+                        session.state,
+                        session.progress,
+                        session.generation,
+                        session.updated_at,
+                    ),
+                )
+            cursor = conn.execute(
+                "INSERT INTO events (received_at, source, kind, profile, payload)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (now, source, kind, profile, json.dumps(payload)),
+            )
+            for row in rows:
+                if row.supersedes:
+                    conn.execute(
+                        "UPDATE outbox SET status = 'done', last_error = 'superseded',"
+                        " updated_at = ? WHERE ordering_key = ? AND status = 'pending'"
+                        f" AND action IN ({', '.join('?' for _ in row.supersedes)})",
+                        (now, row.ordering_key, *row.supersedes),
+                    )
+            return self._insert_outbox(conn, rows, now, int(cursor.lastrowid or 0))
+
+    def prune_sessions(self, older_than: float) -> int:
+        with self.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM playback_sessions WHERE updated_at < ?", (older_than,)
+            ).rowcount
+
     def enqueue(self, rows: Sequence[NewOutboxRow], now: float) -> int:
         """Add outbox rows not tied to an event (reconcile plans); returns how many were new."""
         with self.transaction() as conn:
@@ -337,25 +426,34 @@ class Store:
             added += cursor.rowcount
         return added
 
-    def claim(self, worker: str, now: float, limit: int = 10) -> list[OutboxItem]:
+    def claim(
+        self, worker: str, now: float, limit: int = 10, targets: Sequence[str] | None = None
+    ) -> list[OutboxItem]:
         """Atomically claim due rows for `worker`.
 
         Only the oldest unfinished row of each ordering key is claimable, so per
         (profile, target, item) order holds: a `stop` never overtakes its `start`.
         """
+        target_filter = ""
+        params: list[Any] = [worker, now, now]
+        if targets is not None:
+            if not targets:
+                return []
+            target_filter = f"AND o.target IN ({', '.join('?' for _ in targets)})"
+            params += list(targets)
         with self.transaction() as conn:
             rows = conn.execute(
-                """UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?
+                f"""UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?
                    WHERE id IN (
                        SELECT o.id FROM outbox o
-                       WHERE o.status = 'pending' AND o.next_attempt_at <= ?
+                       WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
                          AND o.id = (SELECT MIN(h.id) FROM outbox h
                                      WHERE h.ordering_key = o.ordering_key
                                        AND h.status IN ('pending', 'inflight'))
                        ORDER BY o.next_attempt_at, o.id
                        LIMIT ?)
                    RETURNING *""",
-                (worker, now, now, limit),
+                (*params, limit),
             ).fetchall()
         return sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
 
@@ -384,6 +482,25 @@ class Store:
                    WHERE id = ?""",
                 (status, now, next_at, error, item_id),
             )
+
+    def hold(self, item_id: int, now: float, next_attempt_at: float, reason: str) -> None:
+        """Back to pending without spending an attempt: the target, not the item, failed."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
+                " next_attempt_at = ?, last_error = ? WHERE id = ?",
+                (now, next_attempt_at, reason, item_id),
+            )
+
+    def next_due(self, targets: Sequence[str] | None = None) -> float | None:
+        """When the earliest pending row becomes due (None when nothing is pending)."""
+        sql = "SELECT MIN(next_attempt_at) AS t FROM outbox WHERE status = 'pending'"
+        params: tuple[Any, ...] = ()
+        if targets is not None:
+            sql += f" AND target IN ({', '.join('?' for _ in targets)})"
+            params = tuple(targets)
+        rows = self._query(sql, params)
+        return rows[0]["t"] if rows else None
 
     def release_claims(self, now: float, worker: str | None = None) -> int:
         """Return in-flight rows to pending (after a crash, or a worker's shutdown)."""
@@ -516,6 +633,21 @@ class Store:
         )
         return {r["item_key"]: json.loads(r["data"]) for r in rows}
 
+    def mirror_has(
+        self, service: str, profile: str, collection: str, keys: Sequence[str]
+    ) -> set[str]:
+        """Which of `keys` the mirror holds."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            rows = self._query(
+                "SELECT item_key FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+                f" AND item_key IN ({', '.join('?' for _ in chunk)})",
+                (service, profile, collection, *chunk),
+            )
+            found |= {r["item_key"] for r in rows}
+        return found
+
     def mirror_remove(
         self, service: str, profile: str, collection: str, keys: Sequence[str]
     ) -> None:
@@ -590,6 +722,14 @@ class Store:
     def reset(self) -> None:
         """Forget all sync state (mirrors, cursors, cache, runs, queue); keep sign-ins."""
         with self.transaction() as conn:
-            for table in ("outbox", "events", "mirror", "cursors", "id_cache", "sync_runs"):
+            for table in (
+                "outbox",
+                "events",
+                "mirror",
+                "cursors",
+                "id_cache",
+                "sync_runs",
+                "playback_sessions",
+            ):
                 # Table names come from this literal tuple, never from input.
                 conn.execute(f"DELETE FROM {table}")

@@ -1,0 +1,291 @@
+"""Delivering outbox rows to Trakt: live scrobbles when fresh, batched history when late.
+
+Exactly-once rules: a completed play is checked against what we know Trakt holds (the
+`trakt/plays` mirror, keyed by item and minute) before any history add; a 409 on a scrobble
+means Trakt already has it; a history add whose outcome is unknown (timeout, dropped
+connection) is verified against Trakt's history before it is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watchbridge import ratings
+from watchbridge.config import DeliveryConfig
+from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry
+from watchbridge.http import RateLimited, Unavailable
+from watchbridge.ids import TraktResolver
+from watchbridge.model import Ids, MediaRef, ref_from_dict
+from watchbridge.services.trakt import (
+    HistoryPlay,
+    RatingWrite,
+    TraktAccountError,
+    TraktAuthError,
+    TraktClient,
+    TraktError,
+    TraktItemError,
+    can_send,
+    parse_iso,
+)
+from watchbridge.store import OutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+NAME = "trakt"
+PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
+UNKNOWN_OUTCOME = "unknown outcome"
+LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
+DUPLICATE_WINDOW_MINUTES = 2
+
+
+def play_key(item: MediaRef, watched_at: float, minute_offset: int = 0) -> str:
+    return f"{item.key()}@{int(watched_at // 60) + minute_offset}"
+
+
+def nearby_keys(item: MediaRef, watched_at: float) -> list[str]:
+    window = range(-DUPLICATE_WINDOW_MINUTES, DUPLICATE_WINDOW_MINUTES + 1)
+    return [play_key(item, watched_at, offset) for offset in window]
+
+
+@dataclass(frozen=True)
+class Row:
+    """An outbox row decoded for Trakt."""
+
+    outbox: OutboxItem
+    item: MediaRef
+    at: float
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.outbox.payload
+
+
+class TraktTarget:
+    name = NAME
+    batch_size = 250
+
+    def __init__(
+        self,
+        client: TraktClient,
+        store: Store,
+        config: DeliveryConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.resolver = TraktResolver(client.search, store, clock)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            by_profile[item.profile].append(item)
+        for profile, rows in by_profile.items():
+            try:
+                outcomes.update(await self._deliver_profile(profile, rows, now))
+            except TraktAuthError as exc:
+                outcomes.update(_all(rows, Hold(exc.message, 900, "credentials", False)))
+            except TraktAccountError as exc:
+                outcomes.update(_all(rows, Hold(exc.message, 6 * 3600, "account_limit", False)))
+            except RateLimited as exc:
+                outcomes.update(_all(rows, Hold(exc.message, exc.retry_after or 60)))
+            except Unavailable as exc:
+                outcomes.update(_all(rows, Hold(exc.message, exc.retry_after or 30)))
+        return outcomes
+
+    async def _deliver_profile(
+        self, profile: str, rows: Sequence[OutboxItem], now: float
+    ) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        resolved: list[Row] = []
+        for outbox in rows:
+            item = ref_from_dict(outbox.payload["item"])
+            if not can_send(item):
+                found = await self.resolver.resolve(item)
+                if found is None or not can_send(found):
+                    outcomes[outbox.id] = Retry(
+                        f"unmatched: Trakt has no id for {item.describe()} yet", after=3600
+                    )
+                    continue
+                item = found
+            resolved.append(Row(outbox, item, float(outbox.payload["at"])))
+
+        history: list[Row] = []
+        rated: list[Row] = []
+        for row in resolved:
+            action = row.outbox.action
+            if action == "rating":
+                rated.append(row)
+            elif action == "watching":
+                outcomes[row.outbox.id] = await self._watching(profile, row, now)
+            elif action == "play":
+                if row.payload.get("live") and now - row.at <= self.config.late_after:
+                    outcome = await self._live_stop(profile, row)
+                    if outcome is not None:
+                        outcomes[row.outbox.id] = outcome
+                        continue
+                history.append(row)
+            else:
+                outcomes[row.outbox.id] = Dead(f"unknown action {action!r} for Trakt")
+        outcomes.update(await self._history(profile, history, now))
+        outcomes.update(await self._ratings(profile, rated))
+        return outcomes
+
+    async def _watching(self, profile: str, row: Row, now: float) -> Outcome:
+        if now - row.at > self.config.late_after:
+            return Delivered("too late for a live status; skipped")
+        action = row.payload.get("scrobble_action", "start")
+        progress = row.payload.get("progress")
+        try:
+            await self.client.scrobble(profile, action, row.item, progress or 1.0)
+        except TraktItemError:
+            return Delivered("Trakt does not know this item; live status skipped")
+        except (TraktAuthError, TraktAccountError, Unavailable):
+            raise
+        except TraktError as exc:
+            return Retry(exc.message)
+        return Delivered()
+
+    async def _live_stop(self, profile: str, row: Row) -> Outcome | None:
+        """Scrobble a fresh completion; None means 'fall back to a history add'."""
+        if self._known_on_trakt(profile, row):
+            return Delivered("already on Trakt")
+        progress = row.payload.get("progress")
+        if progress is None or progress < 80:
+            progress = LIVE_STOP_PROGRESS  # the server said it was watched; Trakt needs >= 80
+        try:
+            result = await self.client.scrobble(profile, "stop", row.item, progress)
+        except TraktItemError:
+            return None
+        except (TraktAuthError, TraktAccountError, Unavailable):
+            raise
+        except TraktError as exc:
+            return Retry(exc.message)
+        if result.action != "scrobble":
+            return None
+        self._remember(profile, [row])
+        return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")
+
+    async def _history(self, profile: str, rows: Sequence[Row], now: float) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        fresh = []
+        for row in rows:
+            if self._known_on_trakt(profile, row):
+                outcomes[row.outbox.id] = Delivered("already on Trakt")
+            else:
+                fresh.append(row)
+        if any((r.outbox.last_error or "").startswith(UNKNOWN_OUTCOME) for r in fresh):
+            await self._learn_history(profile, fresh)
+            confirmed = [r for r in fresh if self._known_on_trakt(profile, r)]
+            outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
+            fresh = [r for r in fresh if r not in confirmed]
+        if not fresh:
+            return outcomes
+        plays = [HistoryPlay(r.item, r.at) for r in fresh]
+        try:
+            result = await self.client.add_history(profile, plays)
+        except Unavailable as exc:
+            # The add may or may not have landed: look before sending it again.
+            return outcomes | _all(
+                [r.outbox for r in fresh],
+                Retry(f"{UNKNOWN_OUTCOME}: {exc.message}", exc.retry_after),
+            )
+        except (TraktAuthError, TraktAccountError):
+            raise
+        except TraktError as exc:
+            return outcomes | _all([r.outbox for r in fresh], Retry(exc.message))
+        missing = {id(ref) for ref in result.not_found}
+        added = [r for r, play in zip(fresh, plays, strict=True) if id(play.item) not in missing]
+        self._remember(profile, added)
+        for row, play in zip(fresh, plays, strict=True):
+            outcomes[row.outbox.id] = (
+                Retry(f"unmatched: Trakt could not find {row.item.describe()}", after=3600)
+                if id(play.item) in missing
+                else Delivered("added to history")
+            )
+        return outcomes
+
+    async def _ratings(self, profile: str, rows: Sequence[Row]) -> dict[int, Outcome]:
+        if not rows:
+            return {}
+        writes = [
+            RatingWrite(r.item, ratings.to_trakt(int(r.payload["rating"])), r.at) for r in rows
+        ]
+        try:
+            result = await self.client.add_ratings(profile, writes)
+        except (TraktAuthError, TraktAccountError, Unavailable):
+            raise
+        except TraktError as exc:
+            return _all([r.outbox for r in rows], Retry(exc.message))
+        missing = {id(ref) for ref in result.not_found}
+        return {
+            r.outbox.id: Retry(f"unmatched: Trakt could not find {r.item.describe()}", after=3600)
+            if id(w.item) in missing
+            else Delivered("rated")
+            for r, w in zip(rows, writes, strict=True)
+        }
+
+    def _known_on_trakt(self, profile: str, row: Row) -> bool:
+        return bool(self.store.mirror_has(NAME, profile, PLAYS, nearby_keys(row.item, row.at)))
+
+    def _remember(self, profile: str, rows: Sequence[Row]) -> None:
+        self.store.mirror_put(
+            NAME,
+            profile,
+            PLAYS,
+            {play_key(r.item, r.at): {"watched_at": r.at} for r in rows},
+            self.clock(),
+        )
+
+    async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
+        """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
+        start = min(r.at for r in rows) - 120
+        end = max(r.at for r in rows) + 120
+        entries: list[dict[str, Any]] = []
+        for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
+            entries += await self.client.history(profile, kind, start_at=start, end_at=end)
+        seen = [
+            row
+            for row in rows
+            if any(
+                history_entry_is(entry, row.item)
+                and abs(parse_iso(entry["watched_at"]) - row.at) <= 120
+                for entry in entries
+            )
+        ]
+        self._remember(profile, seen)
+
+
+def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:
+    return any(
+        raw.get(name) is not None and str(raw[name]) == value
+        for name, value in ids.present().items()
+    )
+
+
+def history_entry_is(entry: dict[str, Any], item: MediaRef) -> bool:
+    """Whether one Trakt history entry is a play of `item`."""
+    if item.kind == "movie":
+        return _shares_id((entry.get("movie") or {}).get("ids") or {}, item.ids)
+    episode = entry.get("episode") or {}
+    if _shares_id(episode.get("ids") or {}, item.ids):
+        return True
+    show = entry.get("show") or {}
+    return (
+        _shares_id(show.get("ids") or {}, item.show_ids)
+        and episode.get("season") == item.season
+        and episode.get("number") == item.number
+    )
+
+
+def _all(rows: Sequence[OutboxItem], outcome: Outcome) -> dict[int, Outcome]:
+    return {row.id: outcome for row in rows}

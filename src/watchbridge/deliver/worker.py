@@ -1,0 +1,254 @@
+"""The delivery worker: claims due outbox rows, hands them to their target, records outcomes.
+
+Targets decide per row (pure mapping of what the service said); the worker owns timing:
+exponential backoff with jitter, `Retry-After`, target-wide holds, dead letters and alerts.
+It sleeps until the next row is due or a webhook wakes it: idle means idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from watchbridge.app import Runtime
+from watchbridge.config import DeliveryConfig
+from watchbridge.store import OutboxItem
+
+log = logging.getLogger(__name__)
+
+IDLE_WAKE_SECONDS = 3600.0  # with nothing queued, look again at least hourly anyway
+UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
+
+
+@dataclass(frozen=True)
+class Delivered:
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """This row failed; try it again later (after `after` seconds if the service said so)."""
+
+    reason: str
+    after: float | None = None
+
+
+@dataclass(frozen=True)
+class Dead:
+    """This row can never succeed as it is."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The target as a whole cannot take anything now (down, rate-limited, sign-in lost).
+
+    Rows go back without spending an attempt; the target is paused for `after` seconds.
+    `alert` names the alert kind to raise, if any.
+    """
+
+    reason: str
+    after: float
+    alert: str = ""
+    target_wide: bool = True  # False: only this row's profile is affected (e.g. its sign-in)
+
+
+Outcome = Delivered | Retry | Dead | Hold
+
+
+class Target(Protocol):
+    """Where outbox rows go: Trakt now; Serializd and AniList in later issues."""
+
+    name: str
+    batch_size: int
+
+    async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
+    """Seconds until the next try: exponential from `retry_after`, jittered, capped."""
+    base = min(config.max_backoff, config.retry_after * 2 ** max(0, attempts - 1))
+    wait = float(base * random.uniform(0.75, 1.25))
+    return max(wait, retry_after or 0.0)
+
+
+class DeliveryWorker:
+    """A background task (see app.BackgroundTask) delivering outbox rows to targets."""
+
+    name = "delivery"
+
+    def __init__(
+        self, make_targets: Callable[[Runtime], Sequence[Target]], config: DeliveryConfig
+    ) -> None:
+        self.make_targets = make_targets
+        self.targets: dict[str, Target] = {}
+        self.config = config
+        self.wake = asyncio.Event()
+        self.worker_id = f"worker-{uuid.uuid4().hex[:8]}"
+        self.held_until: dict[str, float] = {}
+        self.held_reason: dict[str, str] = {}
+        self.held_since: dict[str, float] = {}
+
+    def notify(self) -> None:
+        """New rows were queued: deliver them now rather than at the next timer."""
+        self.wake.set()
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.targets = {t.name: t for t in self.make_targets(runtime)}
+        try:
+            await self._loop(runtime, stop)
+        finally:
+            for target in self.targets.values():
+                await target.aclose()
+
+    async def _loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        store = runtime.store
+        released = await asyncio.to_thread(store.release_claims, runtime.clock())
+        if released:
+            log.info("resuming deliveries claimed before a restart", extra={"rows": released})
+        while not stop.is_set():
+            self.wake.clear()
+            delivered_any = await self.pass_once(runtime)
+            if delivered_any:
+                continue
+            now = runtime.clock()
+            open_targets = self._open_targets(now)
+            due = await asyncio.to_thread(store.next_due, open_targets)
+            wait_until = min(
+                [
+                    due if due is not None else now + IDLE_WAKE_SECONDS,
+                    *[t for t in self.held_until.values() if t > now],
+                ]
+            )
+            await self._sleep(max(0.0, wait_until - now), stop)
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _open_targets(self, now: float) -> list[str]:
+        return [name for name in self.targets if self.held_until.get(name, 0) <= now]
+
+    async def pass_once(self, runtime: Runtime) -> bool:
+        """Claim and deliver one batch per open target; True if anything was claimed."""
+        store, now = runtime.store, runtime.clock()
+        claimed_any = False
+        for name in self._open_targets(now):
+            target = self.targets[name]
+            items = await asyncio.to_thread(
+                store.claim, self.worker_id, now, target.batch_size, [name]
+            )
+            if not items:
+                continue
+            claimed_any = True
+            try:
+                outcomes = await target.deliver(items, now)
+            except Exception as exc:  # a target bug must not lose rows: retry them
+                log.exception("target crashed", extra={"target": name})
+                outcomes = {i.id: Retry(f"internal error: {type(exc).__name__}") for i in items}
+            await self._record(runtime, target, items, outcomes)
+        return claimed_any
+
+    async def _record(
+        self,
+        runtime: Runtime,
+        target: Target,
+        items: Sequence[OutboxItem],
+        outcomes: dict[int, Outcome],
+    ) -> None:
+        store, now = runtime.store, runtime.clock()
+        dead: list[tuple[OutboxItem, str]] = []
+        holds: dict[str, Hold] = {}
+        alerts: dict[tuple[str, str], str] = {}
+        by_outcome: dict[str, int] = defaultdict(int)
+        for item in items:
+            outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
+            by_outcome[type(outcome).__name__.lower()] += 1
+            if isinstance(outcome, Delivered):
+                await asyncio.to_thread(store.complete, item.id, now)
+            elif isinstance(outcome, Hold):
+                holds[f"{item.profile}:{outcome.reason}"] = outcome
+                await asyncio.to_thread(
+                    store.hold, item.id, now, now + outcome.after, outcome.reason
+                )
+                if outcome.alert:
+                    alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
+            elif isinstance(outcome, Dead) or self._exhausted(item, now):
+                reason = outcome.reason if isinstance(outcome, Dead | Retry) else ""
+                if not isinstance(outcome, Dead):
+                    reason = f"gave up after {item.attempts + 1} attempts: {reason}"
+                await asyncio.to_thread(store.mark_dead, item.id, now, reason)
+                dead.append((item, reason))
+            else:
+                wait = backoff(item.attempts + 1, self.config, outcome.after)
+                await asyncio.to_thread(store.retry_later, item.id, now, now + wait, outcome.reason)
+        wide = [h for h in holds.values() if h.target_wide]
+        if wide:
+            hold = max(wide, key=lambda h: h.after)
+            self.held_until[target.name] = now + hold.after
+            self.held_reason[target.name] = hold.reason
+            self.held_since.setdefault(target.name, now)
+            log.warning(
+                "deliveries held",
+                extra={"target": target.name, "reason": hold.reason, "seconds": round(hold.after)},
+            )
+            if now - self.held_since[target.name] >= UNREACHABLE_ALERT_AFTER:
+                alerts[("service_unreachable", target.name)] = (
+                    f"{target.name} has not taken deliveries for "
+                    f"{int((now - self.held_since[target.name]) // 60)} minutes: {hold.reason}. "
+                    "Nothing is lost; queued deliveries go out when it is back."
+                )
+        for (kind, key), reason in alerts.items():
+            log.warning(
+                "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
+            )
+            await runtime.notifier.notify(
+                kind, f"watchbridge: {target.name} deliveries paused", reason, key=key
+            )
+        if by_outcome.get("delivered"):
+            await self._recovered(runtime, target, {i.profile for i in items})
+        for item, reason in dead:
+            log.error(
+                "delivery gave up",
+                extra={
+                    "target": target.name,
+                    "row": item.id,
+                    "action": item.action,
+                    "reason": reason,
+                },
+            )
+            await runtime.notifier.notify(
+                "dead_letter",
+                f"watchbridge: a {target.name} delivery gave up",
+                f"{item.action} for profile {item.profile}: {reason}\n"
+                "See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.",
+                key=target.name,
+            )
+
+    async def _recovered(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
+        """A delivery went through: clear holds and send recovery notices for what was raised."""
+        self.held_until.pop(target.name, None)
+        self.held_reason.pop(target.name, None)
+        self.held_since.pop(target.name, None)
+        message = f"{target.name} deliveries are flowing again"
+        await runtime.notifier.resolve("service_unreachable", message, key=target.name)
+        for profile in profiles:
+            for kind in ("credentials", "account_limit"):
+                await runtime.notifier.resolve(kind, message, key=f"{target.name}:{profile}")
+
+    def _exhausted(self, item: OutboxItem, now: float) -> bool:
+        too_old = now - item.created_at > self.config.max_age
+        return item.attempts + 1 >= self.config.max_attempts or too_old

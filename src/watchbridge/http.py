@@ -1,0 +1,231 @@
+"""The one HTTP policy for every adapter: headers, pacing, retries, Retry-After, metrics, redaction.
+
+Adapters get an `HttpClient` per service and turn its answers into their own typed errors.
+Transient trouble (5xx, Cloudflare 52x, timeouts, dropped connections, short 429s) is retried
+here; anything that needs a decision (401, 403, 420, 423, 426, long 429s) is returned or raised
+for the adapter and the delivery worker to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from watchbridge import __version__
+from watchbridge.errors import WatchbridgeError
+from watchbridge.logs import Redactor
+from watchbridge.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"watchbridge/{__version__}"
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 527, 530})
+
+
+class ServiceError(WatchbridgeError):
+    """A service could not do what we asked; `retry_after` says when trying again makes sense."""
+
+    def __init__(self, service: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+        self.retry_after = retry_after
+
+
+class Unavailable(ServiceError):
+    """Down, overloaded, timing out or unreachable: try again later."""
+
+
+class RateLimited(Unavailable):
+    """429 with a wait longer than we are willing to sleep inline."""
+
+
+@dataclass
+class Bucket:
+    """A token bucket: `capacity` requests at once, refilled at `per_second`."""
+
+    capacity: float
+    per_second: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a token is free (0 when one is), taking it when free."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.capacity, now
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
+
+
+@dataclass
+class Pacer:
+    """Keeps one account under a service's rate limits; a 429 pauses every bucket."""
+
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+    blocked_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def acquire(self, bucket: str | None, clock: Callable[[], float]) -> None:
+        async with self.lock:
+            while True:
+                now = clock()
+                wait = max(0.0, self.blocked_until - now)
+                if not wait and bucket in self.buckets:
+                    wait = self.buckets[bucket].wait_time(now)
+                if not wait:
+                    return
+                await asyncio.sleep(wait)
+
+    def block(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.blocked_until = max(self.blocked_until, clock() + seconds)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Inline retries for transient failures within one call."""
+
+    attempts: int = 3
+    backoff: float = 0.5
+    max_inline_wait: float = 15.0  # longer Retry-After values go back to the caller
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
+    """`Retry-After` as seconds, whether given as seconds or as an HTTP date."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    return max(0.0, parsed.timestamp() - now) if parsed else None
+
+
+def jittered(seconds: float) -> float:
+    return seconds * random.uniform(0.8, 1.2)
+
+
+class HttpClient:
+    """An httpx client for one service with the shared policy applied to every request."""
+
+    def __init__(
+        self,
+        service: str,
+        base_url: str,
+        *,
+        metrics: Metrics | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.retry = retry
+        self.clock = clock
+        self.redact = redactor or Redactor()
+        self.pacers: dict[str, Pacer] = {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"user-agent": USER_AGENT, **(headers or {})},
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def pacer(self, account: str, make: Callable[[], Pacer]) -> Pacer:
+        if account not in self.pacers:
+            self.pacers[account] = make()
+        return self.pacers[account]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        pacer: Pacer | None = None,
+        bucket: str | None = None,
+        base_url: str | None = None,
+        passthrough: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """Send one request; retries transient failures; returns any final HTTP answer.
+
+        Raises Unavailable when transient failures outlast the retries, RateLimited on a 429
+        that asks for a longer wait than `max_inline_wait`. Statuses in `passthrough` are
+        returned as they are (a 429 on Trakt's device poll means "slow down", not a limit).
+        """
+        url = f"{base_url.rstrip('/')}{path}" if base_url else path
+        last_problem = "no attempt made"
+        for attempt in range(1, self.retry.attempts + 1):
+            if pacer is not None:
+                await pacer.acquire(bucket, self.clock)
+            started = time.monotonic()
+            try:
+                response = await self._client.request(
+                    method, url, json=json, params=params, headers=headers
+                )
+            except httpx.TimeoutException:
+                self._count(method, "timeout", started)
+                last_problem = "timed out"
+            except httpx.TransportError as exc:
+                self._count(method, "error", started)
+                last_problem = f"connection failed ({type(exc).__name__})"
+            else:
+                self._count(method, str(response.status_code), started)
+                if response.status_code in passthrough:
+                    return response
+                if response.status_code == 429:
+                    wait = retry_after_seconds(response.headers, self.clock())
+                    # Some 429s (abuse filters) carry no Retry-After: back off on our own.
+                    wait = wait if wait is not None else self.retry.backoff * 2**attempt * 4
+                    if pacer is not None:
+                        pacer.block(wait + 1, self.clock)
+                    if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:
+                        raise RateLimited(self.service, f"rate limited for {wait:.0f}s", wait + 1)
+                    last_problem = "rate limited"
+                    if pacer is None:
+                        await asyncio.sleep(wait)
+                    continue
+                if response.status_code not in TRANSIENT_STATUS:
+                    return response
+                last_problem = f"answered {response.status_code}"
+                retry_after = retry_after_seconds(response.headers, self.clock())
+                if retry_after is not None and retry_after > self.retry.max_inline_wait:
+                    raise Unavailable(self.service, last_problem, retry_after)
+            if attempt < self.retry.attempts:
+                await asyncio.sleep(jittered(self.retry.backoff * 2 ** (attempt - 1)))
+        log.warning(
+            "request failed",
+            extra={
+                "service": self.service,
+                "method": method,
+                "path": self.redact(path),
+                "problem": last_problem,
+            },
+        )
+        raise Unavailable(self.service, f"{last_problem} after {self.retry.attempts} attempts")
+
+    def _count(self, method: str, status: str, started: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.http_requests.labels(self.service, method, status).inc()
+        self.metrics.http_seconds.labels(self.service).observe(time.monotonic() - started)

@@ -1,0 +1,164 @@
+"""The canonical model every source is translated into and every target is written from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal
+
+MediaKind = Literal["movie", "episode", "show", "season"]
+Source = Literal["plex", "jellyfin", "emby", "tautulli", "generic"]
+
+# Webhook actions, after each parser has mapped its own event names:
+#   start/resume/pause/progress/stop: playback; played/unplayed: a manual mark; rate: a rating.
+Action = Literal["start", "resume", "pause", "progress", "stop", "played", "unplayed", "rate"]
+
+# Strongest first: the order ids are trusted when two sources disagree (design: ids).
+ID_ORDER = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "plex_guid", "slug")
+
+
+@dataclass(frozen=True)
+class Ids:
+    """External ids of one item; any may be missing. Numeric ids are kept as digit strings."""
+
+    trakt: str | None = None
+    imdb: str | None = None
+    tmdb: str | None = None
+    tvdb: str | None = None
+    anilist: str | None = None
+    mal: str | None = None
+    anidb: str | None = None
+    plex_guid: str | None = None
+    slug: str | None = None
+
+    def present(self) -> dict[str, str]:
+        """The ids that are known, strongest first."""
+        return {name: value for name in ID_ORDER if (value := getattr(self, name))}
+
+    def merged(self, other: Ids) -> Ids:
+        """These ids, with gaps filled from `other` (ours win where both have one)."""
+        return replace(
+            self, **{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)}
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.present())
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """A movie or an episode (or a show/season, for ratings), identified as well as we can.
+
+    Episodes carry their own ids (often missing or episode-level only) and the show's ids with
+    season and number; `absolute` where the source numbers anime that way.
+    """
+
+    kind: MediaKind
+    ids: Ids = field(default_factory=Ids)
+    title: str | None = None
+    year: int | None = None
+    show_ids: Ids = field(default_factory=Ids)
+    show_title: str | None = None
+    season: int | None = None
+    number: int | None = None
+    absolute: int | None = None
+
+    def key(self) -> str:
+        """A stable identity for ordering and de-duplication: strongest id, else title."""
+        if self.kind == "episode" and self.show_ids and self.season is not None:
+            name, value = next(iter(self.show_ids.present().items()))
+            return f"episode:{name}:{value}:s{self.season}e{self.number}"
+        if self.ids:
+            name, value = next(iter(self.ids.present().items()))
+            return f"{self.kind}:{name}:{value}"
+        if self.kind == "episode":
+            return f"episode:title:{self.show_title}:s{self.season}e{self.number}"
+        return f"{self.kind}:title:{self.title}:{self.year}"
+
+    def describe(self) -> str:
+        """A short human label for logs and the UI."""
+        if self.kind == "episode":
+            return f"{self.show_title or '?'} S{self.season or 0:02d}E{self.number or 0:02d}"
+        return f"{self.title or '?'}" + (f" ({self.year})" if self.year else "")
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who played it on the media server: the server-local id and/or the user name."""
+
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaEvent:
+    """One thing a media server told us, in canonical form.
+
+    `played` is the server's own completion signal (Plex media.scrobble, Jellyfin
+    PlayedToCompletion, Tautulli watched, a manual mark), trusted even without progress.
+    `rating` is on the internal 0-100 scale (see ratings.py).
+    """
+
+    source: Source
+    action: Action
+    item: MediaRef
+    server: str = ""
+    account: Account = field(default_factory=Account)
+    player: str = ""
+    position_ms: int | None = None
+    duration_ms: int | None = None
+    played: bool = False
+    rating: int | None = None
+    occurred_at: float | None = None
+    session_id: str = ""
+
+    @property
+    def progress(self) -> float | None:
+        """Percent watched, from position and duration, when both are known."""
+        if self.position_ms is None or not self.duration_ms:
+            return None
+        return max(0.0, min(100.0, 100.0 * self.position_ms / self.duration_ms))
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The payload is about something we track."""
+
+    events: list[MediaEvent]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Well-formed, but not for us (music, trailers, library events): 2xx, counted by reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Malformed: 400 with this one-line reason."""
+
+    reason: str
+
+
+ParseResult = Accepted | Ignored | Rejected
+
+
+def ref_to_dict(item: MediaRef) -> dict[str, object]:
+    """A MediaRef as plain JSON data for the outbox (empty fields left out)."""
+    data: dict[str, object] = {"kind": item.kind}
+    for f in fields(item):
+        value = getattr(item, f.name)
+        if isinstance(value, Ids):
+            value = value.present()
+        if value not in (None, {}, "") and f.name != "kind":
+            data[f.name] = value
+    return data
+
+
+def ref_from_dict(data: dict[str, object]) -> MediaRef:
+    values = dict(data)
+    for name in ("ids", "show_ids"):
+        raw = values.get(name)
+        values[name] = Ids(**raw) if isinstance(raw, dict) else Ids()
+    return MediaRef(**values)  # type: ignore[arg-type]

@@ -1,0 +1,115 @@
+"""Playback sessions: the pure state machine that turns webhook noise into one play per viewing.
+
+One session per (source, server, account, player, item). Repeated stops, scrobble + stop pairs,
+progress storms and auto-play-next never make a second play: only the first move into
+`completed` does. A completed session followed by a start at <= 5 % is a rewatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from watchbridge.model import MediaEvent
+
+State = Literal["playing", "paused", "stopped", "completed"]
+REWATCH_MAX_PROGRESS = 5.0
+PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
+
+
+@dataclass(frozen=True)
+class Session:
+    key: str
+    state: State
+    progress: float | None
+    generation: int  # counts viewings in this session; part of every idempotency key
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Intent:
+    """Something a target should hear about, before target-specific shaping.
+
+    kind `watching`: live state for scrobblers (action start or pause, with progress).
+    kind `play`: a completed viewing at `at`. kind `rating`: `rating` on the 0-100 scale.
+    """
+
+    kind: Literal["watching", "play", "rating"]
+    key: str  # idempotency key, unique per logical action
+    at: float
+    action: Literal["start", "pause", ""] = ""
+    progress: float | None = None
+    rating: int | None = None
+    live: bool = False  # a play that ended a playback we followed (vs. a manual mark)
+
+
+def session_key(event: MediaEvent) -> str:
+    raw = "|".join(
+        [
+            event.source,
+            event.server,
+            event.account.id or event.account.name or "",
+            event.player,
+            event.item.key(),
+        ]
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def decide(
+    session: Session | None, event: MediaEvent, threshold: float, now: float
+) -> tuple[Session | None, list[Intent]]:
+    """The next session state and the intents this event produces. Pure."""
+    at = event.occurred_at or now
+    if event.action == "rate":
+        if event.rating is None:
+            return session, []
+        key = f"rate:{event.item.key()}:{event.rating}:{int(at // 60)}"
+        return session, [Intent("rating", key, at, rating=event.rating)]
+    if event.action == "unplayed":
+        return session, []
+
+    key = session_key(event)
+    if session is None:
+        session = Session(key, "stopped", None, 0, at)
+    progress = event.progress if event.progress is not None else session.progress
+    if session.state == "completed" and event.action in ("start", "resume"):
+        if progress is not None and progress <= REWATCH_MAX_PROGRESS:
+            session = replace(
+                session, state="stopped", progress=None, generation=session.generation + 1
+            )
+        else:
+            # Back from skipped credits or a restart near the end: still the same viewing.
+            return replace(session, updated_at=at), []
+    if session.state == "completed":
+        return replace(session, updated_at=at, progress=progress), []
+
+    gen = f"{key}:{session.generation}"
+    reached = progress is not None and progress >= threshold
+    # Only a stop (or the server's own completion signal) ends a viewing: someone paused at
+    # 95 % may still be watching the credits.
+    completes = event.played or (event.action == "stop" and reached)
+    if completes:
+        done = replace(session, state="completed", progress=progress, updated_at=at)
+        live = event.action != "played"  # a manual mark is history, not a scrobble
+        return done, [Intent("play", f"play:{gen}", at, progress=progress, live=live)]
+
+    if event.action in ("start", "resume") or (
+        event.action == "progress" and session.state != "playing"
+    ):
+        if session.state == "playing":
+            return replace(session, progress=progress, updated_at=at), []
+        playing = replace(session, state="playing", progress=progress, updated_at=at)
+        return playing, [
+            Intent("watching", f"start:{gen}:{int(at)}", at, action="start", progress=progress)
+        ]
+    if event.action in ("pause", "stop"):
+        state: State = "paused" if event.action == "pause" else "stopped"
+        if session.state == state:
+            return replace(session, progress=progress, updated_at=at), []
+        capped = min(progress, PAUSE_CAP) if progress is not None else None
+        return replace(session, state=state, progress=progress, updated_at=at), [
+            Intent("watching", f"pause:{gen}:{int(at)}", at, action="pause", progress=capped)
+        ]
+    return replace(session, progress=progress, updated_at=at), []

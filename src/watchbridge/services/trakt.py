@@ -1,0 +1,600 @@
+"""Trakt: a typed client with its own errors. Knows nothing of routes, the CLI or the database.
+
+Tokens come and go through an injected `TokenStore`; the clock is injected too. Every request
+goes through the shared HTTP policy (`watchbridge.http`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from watchbridge.config import Secret, TraktConfig
+from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError
+from watchbridge.metrics import Metrics
+from watchbridge.model import Ids, MediaRef
+
+SERVICE = "trakt"
+HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what works (§9)
+UPGRADE_URL = "https://app.trakt.tv/vip"
+
+
+class TraktError(ServiceError):
+    """Trakt refused or failed a request."""
+
+
+class TraktAuthError(TraktError):
+    """The sign-in for a profile is missing or no longer accepted: a human must sign in again."""
+
+
+class TraktAccountError(TraktError):
+    """420 account limit, 423 locked account, 426 VIP only, 403 app refused: no retry helps."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(SERVICE, message)
+        self.status = status
+
+
+class TraktItemError(TraktError):
+    """The request was about an item Trakt does not know or will not take (404, 422)."""
+
+
+class TokenStore(Protocol):
+    def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
+
+    def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str
+    created_at: float
+    expires_in: float
+
+    @classmethod
+    def from_response(cls, data: dict[str, Any], now: float) -> TokenSet:
+        return cls(
+            access_token=str(data["access_token"]),
+            refresh_token=str(data.get("refresh_token") or ""),
+            created_at=float(data.get("created_at") or now),
+            expires_in=float(data.get("expires_in") or 86400),
+        )
+
+    @property
+    def expires_at(self) -> float:
+        return self.created_at + self.expires_in
+
+    def due_for_refresh(self, now: float) -> bool:
+        """Refresh at 75 % of the lifetime Trakt gave us, never on a fixed timer."""
+        return now >= self.created_at + 0.75 * self.expires_in
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "created_at": self.created_at,
+            "expires_in": self.expires_in,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceCode:
+    device_code: str
+    user_code: str
+    verification_url: str
+    expires_in: float
+    interval: float
+
+
+DevicePoll = Literal[
+    "approved", "pending", "slow_down", "invalid", "already_used", "expired", "denied"
+]
+_DEVICE_STATUS: dict[int, DevicePoll] = {
+    200: "approved",
+    400: "pending",
+    404: "invalid",
+    409: "already_used",
+    410: "expired",
+    418: "denied",
+    429: "slow_down",
+}
+
+
+@dataclass(frozen=True)
+class ScrobbleResult:
+    """Trakt's answer to a scrobble: `action` as Trakt decided it (`scrobble` means a play)."""
+
+    action: str
+    history_id: int | None = None
+    duplicate: bool = False  # 409: Trakt already recorded this play moments ago
+
+
+@dataclass(frozen=True)
+class HistoryPlay:
+    item: MediaRef
+    watched_at: float
+
+
+@dataclass(frozen=True)
+class RatingWrite:
+    item: MediaRef
+    rating: int  # Trakt's 1-10
+    rated_at: float
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a sync write really did: counts added and the items Trakt could not find."""
+
+    added: int
+    not_found: list[MediaRef]
+
+
+# --------------------------------------------------------------------------- pure shapes
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def trakt_ids(ids: Ids) -> dict[str, Any]:
+    """Our ids in Trakt's request shape (numbers as numbers, no empty keys)."""
+    shaped: dict[str, Any] = {}
+    for name in ("trakt", "tmdb", "tvdb"):
+        value = getattr(ids, name)
+        if value and str(value).isdigit():
+            shaped[name] = int(value)
+    if ids.imdb:
+        shaped["imdb"] = ids.imdb
+    if ids.slug:
+        shaped["slug"] = ids.slug
+    return shaped
+
+
+def can_send(item: MediaRef) -> bool:
+    """Whether Trakt can match this item without a lookup first."""
+    if item.kind == "episode":
+        episode_ids = trakt_ids(item.ids)
+        by_numbers = bool(trakt_ids(item.show_ids)) and item.season is not None and item.number
+        return "trakt" in episode_ids or "tvdb" in episode_ids or bool(by_numbers)
+    return bool(trakt_ids(item.ids))
+
+
+def media_body(item: MediaRef) -> dict[str, Any]:
+    """The item as a scrobble body: movie by ids; episode by its own ids or show + numbers."""
+    if item.kind == "movie":
+        return {"movie": {"ids": trakt_ids(item.ids)}}
+    episode_ids = {k: v for k, v in trakt_ids(item.ids).items() if k in ("trakt", "tvdb")}
+    if episode_ids:
+        return {"episode": {"ids": episode_ids}}
+    if item.season is None and item.absolute is not None:
+        return {"show": {"ids": trakt_ids(item.show_ids)}, "episode": {"number_abs": item.absolute}}
+    return {
+        "show": {"ids": trakt_ids(item.show_ids)},
+        "episode": {"season": item.season, "number": item.number},
+    }
+
+
+def sync_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Movies and episodes for /sync/history or /sync/ratings, each with its extra fields.
+
+    Episodes known only by show + numbers are nested under their show, as Trakt requires.
+    """
+    movies: list[Any] = []
+    episodes: list[Any] = []
+    shows: dict[str, dict[str, Any]] = {}
+    for item, extra in entries:
+        shaped = media_body(item)
+        if "movie" in shaped:
+            movies.append({**shaped["movie"], **extra})
+        elif "show" not in shaped:
+            episodes.append({**shaped["episode"], **extra})
+        else:
+            show_key = repr(sorted(shaped["show"]["ids"].items()))
+            show = shows.setdefault(show_key, {"ids": shaped["show"]["ids"], "seasons": []})
+            season = next((s for s in show["seasons"] if s["number"] == item.season), None)
+            if season is None:
+                season = {"number": item.season, "episodes": []}
+                show["seasons"].append(season)
+            season["episodes"].append({"number": item.number, **extra})
+    body: dict[str, list[Any]] = {}
+    if movies:
+        body["movies"] = movies
+    if episodes:
+        body["episodes"] = episodes
+    if shows:
+        body["shows"] = list(shows.values())
+    return body
+
+
+def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[MediaRef]:
+    """Match Trakt's echoed `not_found` entries back to the items we sent, by any shared id.
+
+    Episodes sent under their show come back as the show: then all of that show's are missing.
+    """
+    missing = answer.get("not_found") or {}
+    echoed = [
+        {(k, str(v)) for k, v in (entry.get("ids") or {}).items()}
+        for group in ("movies", "episodes", "shows")
+        for entry in missing.get(group) or []
+    ]
+    if not echoed:
+        return []
+
+    def sent_ids(item: MediaRef) -> set[tuple[str, str]]:
+        shaped = media_body(item)
+        ids = (shaped.get("movie") or shaped.get("episode") or {}).get("ids") or {}
+        ids = ids or shaped.get("show", {}).get("ids", {})
+        return {(k, str(v)) for k, v in ids.items()}
+
+    return [item for item in sent if any(sent_ids(item) & entry for entry in echoed)]
+
+
+def added_count(answer: dict[str, Any]) -> int:
+    added = answer.get("added") or {}
+    return sum(int(v) for v in added.values() if isinstance(v, int))
+
+
+# --------------------------------------------------------------------------- client
+
+
+def _pacer() -> Pacer:
+    # Trakt's documented buckets: 1 write per second, 500 reads per 5 minutes (§3); a margin
+    # on writes since field clients see 429s at exactly 1/s.
+    return Pacer({"write": Bucket(1, 1 / 1.1), "read": Bucket(20, 500 / 300)})
+
+
+class TraktClient:
+    """One Trakt app, many profiles (each with its own tokens and rate-limit pacer)."""
+
+    def __init__(
+        self,
+        config: TraktConfig,
+        tokens: TokenStore,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        seeded_refresh_tokens: dict[str, Secret] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.clock = clock
+        self.sleep = sleep
+        self.seeded = seeded_refresh_tokens or {}
+        self.http = HttpClient(
+            SERVICE,
+            config.api_url,
+            metrics=metrics,
+            clock=clock,
+            headers={
+                "content-type": "application/json",
+                "trakt-api-key": config.client_id,
+                "trakt-api-version": "2",
+            },
+        )
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ sign-in
+
+    def _client_auth(self) -> dict[str, str]:
+        auth = {"client_id": self.config.client_id}
+        if self.config.client_secret:
+            # Deprecated for sign-in since 2026-10 but still accepted; sent only when configured.
+            auth["client_secret"] = self.config.client_secret.reveal()
+        return auth
+
+    async def _oauth(
+        self, path: str, body: dict[str, Any], passthrough: frozenset[int] = frozenset()
+    ) -> httpx.Response:
+        return await self.http.request(
+            "POST",
+            f"/oauth/{path}",
+            json=body,
+            base_url=self.config.auth_url,
+            passthrough=passthrough,
+        )
+
+    async def start_device_auth(self) -> DeviceCode:
+        response = await self._oauth("device/code", {"client_id": self.config.client_id})
+        if response.status_code in (401, 403):
+            raise TraktAccountError(
+                f"Trakt refused the app (HTTP {response.status_code}): check "
+                "services.trakt.client_id, and that the app belongs to a VIP account",
+                response.status_code,
+            )
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"device code request answered {response.status_code}")
+        data = response.json()
+        return DeviceCode(
+            device_code=data["device_code"],
+            user_code=data["user_code"],
+            verification_url=data["verification_url"],
+            expires_in=float(data.get("expires_in", 600)),
+            interval=float(data.get("interval", 5)),
+        )
+
+    async def poll_device_auth(self, device_code: str) -> tuple[DevicePoll, TokenSet | None]:
+        response = await self._oauth(
+            "device/token", {"code": device_code, **self._client_auth()}, frozenset({429})
+        )
+        status = _DEVICE_STATUS.get(response.status_code)
+        if status is None:
+            raise TraktError(SERVICE, f"device token poll answered {response.status_code}")
+        if status == "approved":
+            return status, TokenSet.from_response(response.json(), self.clock())
+        return status, None
+
+    async def sign_in(self, profile: str, show: Callable[[DeviceCode], None]) -> TokenSet:
+        """The whole device flow: show the code, poll per the documented statuses, store tokens."""
+        code = await self.start_device_auth()
+        show(code)
+        interval = code.interval
+        deadline = self.clock() + code.expires_in
+        messages = {
+            "invalid": "Trakt did not recognise the device code; run the sign-in again",
+            "already_used": "that code was already used; run the sign-in again",
+            "expired": "the code expired before it was approved; run the sign-in again",
+            "denied": "the sign-in was denied on Trakt",
+        }
+        while self.clock() < deadline:
+            await self.sleep(interval)
+            status, tokens = await self.poll_device_auth(code.device_code)
+            if tokens is not None:
+                self._save(profile, tokens)
+                await self.check_vip(profile)
+                return tokens
+            if status == "slow_down":
+                interval += 5
+            elif status in messages:
+                raise TraktAuthError(SERVICE, messages[status])
+        raise TraktAuthError(SERVICE, messages["expired"])
+
+    async def check_vip(self, profile: str) -> dict[str, Any]:
+        """Read /users/settings once: detects an app or account Trakt will not serve."""
+        response = await self._call(profile, "GET", "/users/settings")
+        return dict(response.json())
+
+    def _save(self, profile: str, tokens: TokenSet) -> None:
+        self.tokens.put_token(SERVICE, profile, tokens.to_dict(), self.clock())
+
+    def _load(self, profile: str) -> TokenSet | None:
+        data = self.tokens.get_token(SERVICE, profile)
+        return TokenSet(**data) if data else None
+
+    async def _access_token(self, profile: str, force_refresh: bool = False) -> str:
+        tokens = self._load(profile)
+        if tokens is not None and not force_refresh and not tokens.due_for_refresh(self.clock()):
+            return tokens.access_token
+        lock = self._refresh_locks.setdefault(profile, asyncio.Lock())
+        async with lock:
+            current = self._load(profile)
+            if (
+                current is not None
+                and current != tokens
+                and not current.due_for_refresh(self.clock())
+            ):
+                return current.access_token  # another task refreshed while we waited
+            refresh_token = current.refresh_token if current else ""
+            if not refresh_token and profile in self.seeded:
+                refresh_token = self.seeded[profile].reveal()
+            if not refresh_token:
+                raise TraktAuthError(
+                    SERVICE,
+                    f"profile {profile} is not signed in to Trakt: "
+                    f"run `watchbridge auth trakt --profile {profile}`",
+                )
+            fresh = await self._refresh(profile, refresh_token)
+            return fresh.access_token
+
+    async def _refresh(self, profile: str, refresh_token: str) -> TokenSet:
+        response = await self._oauth(
+            "token",
+            {
+                "refresh_token": refresh_token,
+                "grant_type": "refresh_token",
+                "redirect_uri": "urn:ietf:wg:oauth:2.0:oob",
+                **self._client_auth(),
+            },
+        )
+        if response.status_code in (400, 401):
+            raise TraktAuthError(
+                SERVICE,
+                f"Trakt no longer accepts the sign-in of profile {profile} "
+                f"({_oauth_error(response)}): run `watchbridge auth trakt --profile {profile}`",
+            )
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"token refresh answered {response.status_code}", 60)
+        tokens = TokenSet.from_response(response.json(), self.clock())
+        # Refresh tokens are single-use: keep the new pair before anything else can fail.
+        self._save(profile, tokens)
+        return tokens
+
+    # ------------------------------------------------------------------ requests
+
+    async def _call(
+        self,
+        profile: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        pacer = self.http.pacer(profile, _pacer)
+        bucket = "read" if method == "GET" else "write"
+        for attempt in (1, 2):
+            token = await self._access_token(profile, force_refresh=attempt == 2)
+            response = await self.http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                pacer=pacer,
+                bucket=bucket,
+                headers={"authorization": f"Bearer {token}"},
+            )
+            if response.status_code != 401:
+                break
+        _raise_for_account(response)
+        if response.status_code == 401:
+            raise TraktAuthError(
+                SERVICE,
+                f"Trakt rejects the sign-in of profile {profile} even after a refresh: "
+                f"run `watchbridge auth trakt --profile {profile}`",
+            )
+        return response
+
+    async def scrobble(
+        self,
+        profile: str,
+        action: Literal["start", "pause", "stop"],
+        item: MediaRef,
+        progress: float,
+    ) -> ScrobbleResult:
+        # Trakt ignores stops below 1 % with a 422; pauses keep progress under 80 %.
+        progress = max(1.0, min(100.0, progress))
+        body = {**media_body(item), "progress": round(progress, 2)}
+        response = await self._call(profile, "POST", f"/scrobble/{action}", json=body)
+        if response.status_code == 409:
+            return ScrobbleResult(action="scrobble", duplicate=True)
+        if response.status_code in (404, 422):
+            raise TraktItemError(
+                SERVICE, f"scrobble {action} of {item.describe()} answered {response.status_code}"
+            )
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"scrobble {action} answered {response.status_code}")
+        data = response.json()
+        history_id = data.get("id") if data.get("action") == "scrobble" else None
+        return ScrobbleResult(action=str(data.get("action", action)), history_id=history_id)
+
+    async def add_history(self, profile: str, plays: Sequence[HistoryPlay]) -> WriteResult:
+        return await self._sync_write(
+            profile,
+            "/sync/history",
+            [(p.item, {"watched_at": iso(p.watched_at)}) for p in plays],
+        )
+
+    async def add_ratings(self, profile: str, ratings: Sequence[RatingWrite]) -> WriteResult:
+        return await self._sync_write(
+            profile,
+            "/sync/ratings",
+            [(r.item, {"rating": r.rating, "rated_at": iso(r.rated_at)}) for r in ratings],
+        )
+
+    async def _sync_write(
+        self, profile: str, path: str, entries: Sequence[tuple[MediaRef, dict[str, Any]]]
+    ) -> WriteResult:
+        added, missing = 0, []
+        for start in range(0, len(entries), HISTORY_BATCH):
+            batch = entries[start : start + HISTORY_BATCH]
+            response = await self._call(profile, "POST", path, json=sync_body(batch))
+            if response.status_code >= 400:
+                raise TraktError(SERVICE, f"{path} answered {response.status_code}")
+            answer = response.json()
+            added += added_count(answer)
+            missing += not_found_refs(answer, [item for item, _ in batch])
+        return WriteResult(added=added, not_found=missing)
+
+    async def history(
+        self,
+        profile: str,
+        item_type: str,
+        trakt_id: str | None = None,
+        start_at: float | None = None,
+        end_at: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """History entries (newest first), every page."""
+        path = f"/sync/history/{item_type}" + (f"/{trakt_id}" if trakt_id else "")
+        params: dict[str, Any] = {"limit": 250}
+        if start_at is not None:
+            params["start_at"] = iso(start_at)
+        if end_at is not None:
+            params["end_at"] = iso(end_at)
+        return await self._pages(profile, path, params)
+
+    async def _pages(self, profile: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = await self._call(profile, "GET", path, params={**params, "page": page})
+            if response.status_code >= 400:
+                raise TraktError(SERVICE, f"GET {path} answered {response.status_code}")
+            entries += response.json()
+            pages = int(response.headers.get("x-pagination-page-count", page))
+            if page >= pages:
+                return entries
+            page += 1
+
+    async def search(self, id_type: str, value: str, kind: str) -> list[dict[str, Any]]:
+        """`/search/{id_type}/{id}?type=...` (no sign-in needed)."""
+        response = await self.http.request(
+            "GET",
+            f"/search/{id_type}/{value}",
+            params={"type": kind},
+            pacer=self.http.pacer("", _pacer),
+            bucket="read",
+        )
+        _raise_for_account(response)
+        if response.status_code == 404:
+            return []
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"search answered {response.status_code}")
+        return list(response.json())
+
+    async def last_activities(self, profile: str) -> dict[str, Any]:
+        response = await self._call(profile, "GET", "/sync/last_activities")
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"last_activities answered {response.status_code}")
+        return dict(response.json())
+
+
+def _oauth_error(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    return str(data.get("error") or f"HTTP {response.status_code}")
+
+
+def _raise_for_account(response: httpx.Response) -> None:
+    status = response.status_code
+    headers = response.headers
+    if status == 420:
+        limit = headers.get("x-account-limit")
+        raise TraktAccountError(
+            "Trakt account limit reached"
+            + (f" ({limit} items)" if limit else "")
+            + ": writes of this kind are paused; upgrade to VIP or make room on Trakt",
+            420,
+        )
+    if status == 423:
+        raise TraktAccountError(
+            "the Trakt account is locked or deactivated: contact Trakt support", 423
+        )
+    if status == 426:
+        url = headers.get("x-upgrade-url") or UPGRADE_URL
+        raise TraktAccountError(f"this needs Trakt VIP ({url})", 426)
+    if status == 403:
+        served_by_trakt = "x-request-id" in headers
+        raise TraktAccountError(
+            "Trakt refused the app (403): check services.trakt.client_id and that the app "
+            "belongs to a VIP account"
+            if served_by_trakt
+            else "Trakt's firewall blocked the request (403 without a Trakt request id)",
+            403,
+        )

@@ -1,0 +1,107 @@
+"""Playback sessions: one play per viewing, whatever the media server repeats."""
+
+from __future__ import annotations
+
+from watchbridge.model import Account, Ids, MediaEvent, MediaRef
+from watchbridge.playback import Intent, Session, decide
+
+MOVIE = MediaRef("movie", Ids(imdb="tt0111161"), title="The Shawshank Redemption", year=1994)
+MINUTE = 60_000
+
+
+def event(
+    action: str,
+    position_min: float | None = None,
+    played: bool = False,
+    item: MediaRef = MOVIE,
+    rating: int | None = None,
+) -> MediaEvent:
+    return MediaEvent(
+        source="plex",
+        action=action,
+        item=item,
+        server="srv",
+        account=Account("1", "owner"),  # type: ignore[arg-type]
+        player="tv",
+        position_ms=None if position_min is None else int(position_min * MINUTE),
+        duration_ms=100 * MINUTE,
+        played=played,
+        rating=rating,
+    )
+
+
+def run(*events: MediaEvent) -> tuple[Session | None, list[Intent]]:
+    session: Session | None = None
+    intents: list[Intent] = []
+    for n, e in enumerate(events):
+        session, produced = decide(session, e, threshold=90, now=1000.0 + n)
+        intents += produced
+    return session, intents
+
+
+def kinds(intents: list[Intent]) -> list[str]:
+    return [f"{i.kind}:{i.action}" if i.action else i.kind for i in intents]
+
+
+def test_play_then_stop_past_threshold_is_one_play() -> None:
+    _, intents = run(event("start", 0), event("stop", 95))
+    assert kinds(intents) == ["watching:start", "play"]
+
+
+def test_scrobble_then_stop_is_still_one_play() -> None:
+    _, intents = run(event("start", 0), event("stop", 91, played=True), event("stop", 99))
+    assert kinds(intents) == ["watching:start", "play"]
+
+
+def test_repeated_stops_make_one_play() -> None:
+    _, intents = run(event("stop", 95), event("stop", 95), event("stop", 96))
+    assert kinds(intents) == ["play"]
+
+
+def test_stop_below_threshold_is_a_pause_capped_under_80() -> None:
+    _, intents = run(event("start", 0), event("stop", 85))
+    assert kinds(intents) == ["watching:start", "watching:pause"]
+    assert intents[-1].progress == 79.9
+
+
+def test_server_completion_signal_counts_without_progress() -> None:
+    _, intents = run(event("stop", None, played=True))
+    assert kinds(intents) == ["play"]
+
+
+def test_progress_storm_starts_once() -> None:
+    _, intents = run(*[event("progress", n) for n in range(10)])
+    assert kinds(intents) == ["watching:start"]
+
+
+def test_pause_and_resume() -> None:
+    _, intents = run(event("start", 0), event("pause", 30), event("pause", 30), event("resume", 30))
+    assert kinds(intents) == ["watching:start", "watching:pause", "watching:start"]
+
+
+def test_restart_near_the_end_after_completion_is_the_same_viewing() -> None:
+    _, intents = run(event("stop", 95), event("start", 92), event("stop", 99))
+    assert kinds(intents) == ["play"]
+
+
+def test_start_from_the_beginning_after_completion_is_a_rewatch() -> None:
+    _, intents = run(event("stop", 95), event("start", 0), event("stop", 97))
+    assert kinds(intents) == ["play", "watching:start", "play"]
+    assert intents[0].key != intents[2].key
+
+
+def test_manual_mark_is_a_play_that_is_not_live() -> None:
+    _, intents = run(event("played", None, played=True))
+    assert kinds(intents) == ["play"] and not intents[0].live
+
+
+def test_rating_needs_no_session() -> None:
+    session, intents = run(event("rate", rating=80))
+    assert session is None
+    assert kinds(intents) == ["rating"] and intents[0].rating == 80
+
+
+def test_idempotency_keys_repeat_for_a_repeated_viewing_signal() -> None:
+    first = decide(None, event("stop", 95), 90, now=1.0)[1]
+    again = decide(None, event("stop", 95), 90, now=1.0)[1]
+    assert [i.key for i in first] == [i.key for i in again]

@@ -1,0 +1,213 @@
+"""The Trakt client against the stateful fake Trakt: sign-in, tokens, writes, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt
+from watchbridge.config import Secret, TraktConfig
+from watchbridge.http import RateLimited, Unavailable
+from watchbridge.model import Ids, MediaRef
+from watchbridge.services.trakt import (
+    DeviceCode,
+    HistoryPlay,
+    RatingWrite,
+    TraktAccountError,
+    TraktAuthError,
+    TraktClient,
+)
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+PROFILE = "me"
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.seed_reference_catalogue()
+    return fake
+
+
+@pytest.fixture
+async def client(trakt: FakeTrakt, store: Store) -> AsyncIterator[TraktClient]:
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(config, store, sleep=no_wait)
+    client.http.retry = type(client.http.retry)(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    yield client
+    await client.aclose()
+
+
+def signed_in(trakt: FakeTrakt, store: Store) -> None:
+    token = trakt.issue_token()
+    store.put_token(
+        "trakt",
+        PROFILE,
+        {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "created_at": token.created_at,
+            "expires_in": token.expires_in,
+        },
+        0,
+    )
+
+
+def a_movie(trakt: FakeTrakt) -> MediaRef:
+    movie = trakt.movies[0]
+    return MediaRef("movie", Ids(imdb=movie.imdb, tmdb=str(movie.tmdb)), title=movie.title)
+
+
+async def test_device_sign_in_stores_tokens(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    def approve(code: DeviceCode) -> None:
+        trakt.approve_device(code.user_code)
+
+    tokens = await client.sign_in(PROFILE, approve)
+    assert store.get_token("trakt", PROFILE)["access_token"] == tokens.access_token
+
+
+async def test_device_sign_in_denied_is_a_clear_error(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    with pytest.raises(TraktAuthError, match="denied"):
+        await client.sign_in(PROFILE, lambda code: trakt.deny_device(code.user_code))
+
+
+async def test_device_sign_in_slow_down_keeps_polling(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    def slow_then_approve(code: DeviceCode) -> None:
+        trakt.slow_down_device(code.user_code, 2)
+        trakt.approve_device(code.user_code)
+
+    assert (await client.sign_in(PROFILE, slow_then_approve)).access_token
+
+
+async def test_sign_in_detects_an_app_without_vip(client: TraktClient, trakt: FakeTrakt) -> None:
+    trakt.vip = False
+    with pytest.raises(TraktAccountError, match="VIP"):
+        await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+
+
+async def test_not_signed_in_says_how_to_sign_in(client: TraktClient) -> None:
+    with pytest.raises(TraktAuthError, match="watchbridge auth trakt --profile me"):
+        await client.last_activities(PROFILE)
+
+
+async def test_expired_access_token_is_refreshed_once_and_stored(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    before = store.get_token("trakt", PROFILE)
+    trakt.expire_tokens()
+    await client.last_activities(PROFILE)
+    after = store.get_token("trakt", PROFILE)
+    assert after["refresh_token"] != before["refresh_token"]
+    assert trakt.count("POST", "/oauth/token") == 1
+
+
+async def test_rejected_refresh_needs_a_new_sign_in(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.revoke_tokens()
+    with pytest.raises(TraktAuthError, match="no longer accepts"):
+        await client.last_activities(PROFILE)
+
+
+async def test_seeded_refresh_token_signs_in(trakt: FakeTrakt, store: Store) -> None:
+    token = trakt.issue_token()
+    config = TraktConfig(CLIENT_ID, None, api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(
+        config, store, seeded_refresh_tokens={PROFILE: Secret(token.refresh_token)}
+    )
+    await client.last_activities(PROFILE)
+    await client.aclose()
+    assert store.get_token("trakt", PROFILE) is not None
+
+
+async def test_scrobble_stop_past_80_adds_one_play(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    movie = a_movie(trakt)
+    first = await client.scrobble(PROFILE, "stop", movie, 95)
+    again = await client.scrobble(PROFILE, "stop", movie, 95)
+    assert first.action == "scrobble" and again.duplicate
+    assert len(trakt.history()) == 1
+
+
+async def test_history_add_reports_unknown_items(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    known, unknown = a_movie(trakt), MediaRef("movie", Ids(imdb="tt9999999"))
+    result = await client.add_history(
+        PROFILE, [HistoryPlay(known, 1_700_000_000), HistoryPlay(unknown, 1_700_000_000)]
+    )
+    assert result.added == 1 and result.not_found == [unknown]
+    assert len(trakt.history()) == 1
+
+
+async def test_ratings_are_written(client: TraktClient, trakt: FakeTrakt, store: Store) -> None:
+    signed_in(trakt, store)
+    await client.add_ratings(PROFILE, [RatingWrite(a_movie(trakt), 8, 1_700_000_000)])
+    assert [r.rating for r in trakt.ratings()] == [8]
+
+
+async def test_trakt_header_names_are_lower_case(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    await client.last_activities(PROFILE)
+    sent = trakt.requests[-1].headers.raw
+    assert {"trakt-api-key", "trakt-api-version", "user-agent"} <= {k for k, _ in sent}
+
+
+async def test_server_errors_are_retried(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.fail_next(1, 502)
+    assert await client.last_activities(PROFILE)
+
+
+async def test_persistent_outage_is_unavailable(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.fail_next(5, 503)
+    with pytest.raises(Unavailable):
+        await client.last_activities(PROFILE)
+
+
+async def test_long_retry_after_is_handed_back(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.throttle_next(1, retry_after=120)
+    with pytest.raises(RateLimited) as caught:
+        await client.last_activities(PROFILE)
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 120
+
+
+@pytest.mark.parametrize(("status", "words"), [(420, "limit"), (423, "locked"), (426, "VIP")])
+async def test_account_problems_are_not_retried(
+    client: TraktClient, trakt: FakeTrakt, store: Store, status: int, words: str
+) -> None:
+    signed_in(trakt, store)
+    trakt.fail_next(1, status)
+    with pytest.raises(TraktAccountError, match=words):
+        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
+    assert trakt.count("POST", "/sync/history") == 1

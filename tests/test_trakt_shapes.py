@@ -1,0 +1,96 @@
+"""Pure request shaping for Trakt: ids, bodies, batching and not_found matching."""
+
+from __future__ import annotations
+
+from watchbridge.model import Ids, MediaRef
+from watchbridge.services.trakt import (
+    TokenSet,
+    can_send,
+    media_body,
+    not_found_refs,
+    sync_body,
+    trakt_ids,
+)
+
+MOVIE = MediaRef("movie", Ids(imdb="tt0111161", tmdb="278"))
+EPISODE_BY_NUMBER = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=5, number=16)
+EPISODE_BY_ID = MediaRef("episode", Ids(tvdb="4245778", imdb="tt2301451"))
+EPISODE_IMDB_ONLY = MediaRef("episode", Ids(imdb="tt2301451"))
+
+
+def test_numeric_ids_are_numbers_and_text_ids_text() -> None:
+    assert trakt_ids(Ids(trakt="1", imdb="tt1", tmdb="2", tvdb="3")) == {
+        "trakt": 1,
+        "tmdb": 2,
+        "tvdb": 3,
+        "imdb": "tt1",
+    }
+
+
+def test_movie_body_uses_its_ids() -> None:
+    assert media_body(MOVIE) == {"movie": {"ids": {"tmdb": 278, "imdb": "tt0111161"}}}
+
+
+def test_episode_with_its_own_tvdb_id_is_sent_by_id() -> None:
+    assert media_body(EPISODE_BY_ID) == {"episode": {"ids": {"tvdb": 4245778}}}
+
+
+def test_episode_without_usable_ids_is_sent_as_show_plus_numbers() -> None:
+    assert media_body(EPISODE_BY_NUMBER) == {
+        "show": {"ids": {"tvdb": 81189}},
+        "episode": {"season": 5, "number": 16},
+    }
+
+
+def test_episode_known_only_by_imdb_needs_a_lookup() -> None:
+    assert can_send(EPISODE_BY_NUMBER) and can_send(EPISODE_BY_ID)
+    assert not can_send(EPISODE_IMDB_ONLY)
+
+
+def test_sync_body_nests_numbered_episodes_under_their_show() -> None:
+    other = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=5, number=17)
+    body = sync_body(
+        [
+            (MOVIE, {"watched_at": "a"}),
+            (EPISODE_BY_NUMBER, {"watched_at": "b"}),
+            (other, {"watched_at": "c"}),
+            (EPISODE_BY_ID, {"watched_at": "d"}),
+        ]
+    )
+    assert body == {
+        "movies": [{"ids": {"tmdb": 278, "imdb": "tt0111161"}, "watched_at": "a"}],
+        "episodes": [{"ids": {"tvdb": 4245778}, "watched_at": "d"}],
+        "shows": [
+            {
+                "ids": {"tvdb": 81189},
+                "seasons": [
+                    {
+                        "number": 5,
+                        "episodes": [
+                            {"number": 16, "watched_at": "b"},
+                            {"number": 17, "watched_at": "c"},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def test_not_found_entries_are_matched_back_to_what_was_sent() -> None:
+    answer = {
+        "added": {"movies": 0, "episodes": 1},
+        "not_found": {"movies": [{"ids": {"imdb": "tt0111161"}}], "episodes": []},
+    }
+    assert not_found_refs(answer, [MOVIE, EPISODE_BY_ID]) == [MOVIE]
+
+
+def test_empty_not_found_means_everything_was_found() -> None:
+    assert not_found_refs({"not_found": {"movies": []}}, [MOVIE]) == []
+
+
+def test_tokens_refresh_at_three_quarters_of_their_lifetime() -> None:
+    tokens = TokenSet("a", "r", created_at=1000.0, expires_in=400.0)
+    assert not tokens.due_for_refresh(1299.0)
+    assert tokens.due_for_refresh(1300.0)
+    assert tokens.expires_at == 1400.0
