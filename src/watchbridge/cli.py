@@ -59,23 +59,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.pass_context
 def serve(ctx: click.Context, config_path: str | None) -> None:
     """Run the service: webhooks, delivery, scheduled syncs, metrics."""
-    from watchbridge.alerts import Notifier
-    from watchbridge.app import Runtime, create_app
     from watchbridge.logs import setup_logging
-    from watchbridge.metrics import Metrics
     from watchbridge.server import serve as run_server
+    from watchbridge.wiring import build_app, build_runtime
 
     config = _load(config_path)
     level = "debug" if ctx.obj["debug"] else config.logging.level
     setup_logging(level, config.logging.format, config.secrets())
     # Fail before binding ports if the database cannot be opened: one line, no traceback.
     _open_store(config).close()
-    metrics = Metrics()
-    notifier = Notifier(
-        config.alerts, on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc()
-    )
-    runtime = Runtime(config=config, metrics=metrics, notifier=notifier)
-    run_server(create_app(runtime), config)
+    run_server(build_app(build_runtime(config)), config)
 
 
 @cli.command("check-config")
@@ -235,6 +228,128 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
     for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
         click.echo(f"{source:9} {base}/webhooks/{source}/{secret}")
     click.echo("Keep these private: anyone with the URL can post plays for your profiles.")
+
+
+@cli.group()
+def auth() -> None:
+    """Sign in to a service."""
+
+
+@auth.command("trakt")
+@config_option
+@click.option(
+    "--profile", "profile_name", default=None, help="Profile to sign in (default: the only one)."
+)
+def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
+    """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
+    from watchbridge.services.trakt import DeviceCode, TraktClient
+
+    config = _load(config_path)
+    if config.services.trakt is None:
+        raise WatchbridgeError("services.trakt is not configured: add client_id and client_secret")
+    name = _pick_profile(config, profile_name, "trakt")
+
+    def show(code: DeviceCode) -> None:
+        click.echo(f"Open {code.verification_url} and enter the code {code.user_code}")
+        click.echo(f"(the code is valid for {int(code.expires_in // 60)} minutes; waiting...)")
+
+    store = _open_store(config)
+    try:
+        client = TraktClient(config.services.trakt, store)
+
+        async def sign_in() -> None:
+            try:
+                await client.sign_in(name, show)
+            finally:
+                await client.aclose()
+
+        asyncio.run(sign_in())
+    finally:
+        store.close()
+    click.echo(f"profile {name} is signed in to Trakt")
+
+
+def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
+    with_account = [n for n, p in config.profiles.items() if getattr(p.accounts, service)]
+    if wanted is not None:
+        if wanted not in config.profiles:
+            raise WatchbridgeError(f"no profile {wanted!r} in {config.source}")
+        if wanted not in with_account:
+            raise WatchbridgeError(
+                f"profiles.{wanted}.accounts.{service} is not set: add `{service}: {{}}` there"
+            )
+        return wanted
+    if len(with_account) == 1:
+        return with_account[0]
+    if not with_account:
+        raise WatchbridgeError(f"no profile has accounts.{service}: add one to {config.source}")
+    raise WatchbridgeError(
+        f"several profiles use {service}: pass --profile ({', '.join(with_account)})"
+    )
+
+
+@cli.group()
+def deadletters() -> None:
+    """Deliveries that gave up: list, retry or discard them."""
+
+
+@deadletters.command("list")
+@config_option
+def deadletters_list(config_path: str | None) -> None:
+    """Show every dead letter with its reason."""
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        dead = store.dead_letters()
+    finally:
+        store.close()
+    if not dead:
+        click.echo("no dead letters")
+        return
+    for item in dead:
+        what = item.payload.get("item", {})
+        label = what.get("title") or what.get("show_title") or what.get("kind", "?")
+        click.echo(
+            f"#{item.id}  {_when(item.updated_at)}  {item.target}/{item.profile}  {item.action} "
+            f"{label}  after {item.attempts} attempts: {item.last_error}"
+        )
+
+
+@deadletters.command("retry")
+@config_option
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Retry every dead letter.")
+def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
+    """Queue dead letters again (by id, or --all); the running service picks them up."""
+    config = _load(config_path)
+    _require_selection(ids, every)
+    store = _open_store(config)
+    try:
+        count = store.retry_dead(None if every else list(ids), time.time())
+    finally:
+        store.close()
+    click.echo(f"{count} dead letter(s) queued again")
+
+
+@deadletters.command("discard")
+@config_option
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Discard every dead letter.")
+def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
+    """Delete dead letters for good (by id, or --all)."""
+    config = _load(config_path)
+    _require_selection(ids, every)
+    store = _open_store(config)
+    try:
+        count = store.discard_dead(None if every else list(ids))
+    finally:
+        store.close()
+    click.echo(f"{count} dead letter(s) discarded")
+
+
+def _require_selection(ids: tuple[int, ...], every: bool) -> None:
+    if not ids and not every:
+        raise WatchbridgeError("name dead letter ids (see `watchbridge deadletters list`) or --all")
 
 
 def main(argv: list[str] | None = None) -> None:

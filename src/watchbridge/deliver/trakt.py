@@ -40,6 +40,7 @@ PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Tr
 UNKNOWN_OUTCOME = "unknown outcome"
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
+LIVE_SCROBBLES_PER_BATCH = 3
 
 
 def play_key(item: MediaRef, watched_at: float, minute_offset: int = 0) -> str:
@@ -99,7 +100,8 @@ class TraktTarget:
             except RateLimited as exc:
                 outcomes.update(_all(rows, Hold(exc.message, exc.retry_after or 60)))
             except Unavailable as exc:
-                outcomes.update(_all(rows, Hold(exc.message, exc.retry_after or 30)))
+                wait = exc.retry_after or self.config.retry_after
+                outcomes.update(_all(rows, Hold(exc.message, wait)))
         return outcomes
 
     async def _deliver_profile(
@@ -121,6 +123,10 @@ class TraktTarget:
 
         history: list[Row] = []
         rated: list[Row] = []
+        # One fresh completion is scrobbled live; a burst of them goes out as one history add
+        # (each scrobble costs a second of Trakt's 1 write/s budget).
+        plays = [r for r in resolved if r.outbox.action == "play"]
+        live_allowed = len(plays) <= LIVE_SCROBBLES_PER_BATCH
         for row in resolved:
             action = row.outbox.action
             if action == "rating":
@@ -128,7 +134,8 @@ class TraktTarget:
             elif action == "watching":
                 outcomes[row.outbox.id] = await self._watching(profile, row, now)
             elif action == "play":
-                if row.payload.get("live") and now - row.at <= self.config.late_after:
+                fresh = now - row.at <= self.config.late_after
+                if live_allowed and row.payload.get("live") and fresh:
                     outcome = await self._live_stop(profile, row)
                     if outcome is not None:
                         outcomes[row.outbox.id] = outcome

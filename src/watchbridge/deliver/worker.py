@@ -23,6 +23,7 @@ from watchbridge.store import OutboxItem
 log = logging.getLogger(__name__)
 
 IDLE_WAKE_SECONDS = 3600.0  # with nothing queued, look again at least hourly anyway
+TARGET_PROBE_MAX = 300.0
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
 
 
@@ -97,6 +98,7 @@ class DeliveryWorker:
         self.held_until: dict[str, float] = {}
         self.held_reason: dict[str, str] = {}
         self.held_since: dict[str, float] = {}
+        self.hold_streak: dict[str, int] = {}
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -198,12 +200,15 @@ class DeliveryWorker:
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
             hold = max(wide, key=lambda h: h.after)
-            self.held_until[target.name] = now + hold.after
+            # Probe a target that stays down less and less often, up to every 5 minutes.
+            streak = self.hold_streak[target.name] = self.hold_streak.get(target.name, 0) + 1
+            pause = max(hold.after, min(TARGET_PROBE_MAX, hold.after * 2 ** (streak - 1)))
+            self.held_until[target.name] = now + pause
             self.held_reason[target.name] = hold.reason
             self.held_since.setdefault(target.name, now)
             log.warning(
                 "deliveries held",
-                extra={"target": target.name, "reason": hold.reason, "seconds": round(hold.after)},
+                extra={"target": target.name, "reason": hold.reason, "seconds": round(pause)},
             )
             if now - self.held_since[target.name] >= UNREACHABLE_ALERT_AFTER:
                 alerts[("service_unreachable", target.name)] = (
@@ -243,6 +248,7 @@ class DeliveryWorker:
         self.held_until.pop(target.name, None)
         self.held_reason.pop(target.name, None)
         self.held_since.pop(target.name, None)
+        self.hold_streak.pop(target.name, None)
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
         for profile in profiles:

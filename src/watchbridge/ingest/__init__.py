@@ -1,0 +1,48 @@
+"""Webhook bodies → canonical events. Pure: no I/O, no clock; the route stores what we return.
+
+`parse(source, body, content_type)` reads the body once (multipart, JSON or form, see body.py)
+and hands the decoded JSON object to the source's parser. Every parser returns Accepted,
+Ignored (well-formed but not for us; the reason is a metric label from common.IGNORE_REASONS)
+or Rejected (malformed; a one-line reason) for any input, and never raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from watchbridge.ingest import emby, generic, jellyfin, plex, tautulli
+from watchbridge.ingest.body import read_body
+from watchbridge.ingest.common import IGNORE_REASONS, Payload
+from watchbridge.model import ParseResult, Rejected
+
+__all__ = ["IGNORE_REASONS", "PARSERS", "SOURCES", "parse"]
+
+Parser = Callable[[bytes, str], ParseResult]
+
+
+def _from_body(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
+    """A source parser that takes the raw body and its Content-Type."""
+
+    def parse_body(body: bytes, content_type: str) -> ParseResult:
+        decoded = read_body(body, content_type)
+        return decoded if isinstance(decoded, Rejected) else parse_payload(decoded)
+
+    return parse_body
+
+
+PARSERS: dict[str, Parser] = {
+    "plex": _from_body(plex.parse),
+    "jellyfin": _from_body(jellyfin.parse),
+    "emby": _from_body(emby.parse),
+    "tautulli": _from_body(tautulli.parse),
+    "generic": _from_body(generic.parse),
+}
+SOURCES = tuple(PARSERS)
+
+
+def parse(source: str, body: bytes, content_type: str) -> ParseResult:
+    """The canonical result of one webhook request for `source`."""
+    parser = PARSERS.get(source)
+    if parser is None:
+        return Rejected(f"unknown webhook source {source[:40]!r}")
+    return parser(body, content_type)

@@ -1,0 +1,198 @@
+"""What every parser shares: lenient value readers, id cleaning and the ignore reasons.
+
+Payloads come from templates, .NET serializers and Python string formatting, so every value
+may be missing, a string where a number belongs, or a .NET boolean ("True"). The readers here
+return None for anything they cannot read instead of raising.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef
+
+Payload = Mapping[str, object]
+
+# Ignore reasons: a small fixed set, because they become a metric label.
+NOT_VIDEO = "not_video"  # music, photos, audiobooks
+UNSUPPORTED_TYPE = "unsupported_type"  # video that is not a movie or an episode: trailers, extras
+LIVE_TV = "live_tv"
+STREAMING_CATALOGUE = "streaming_catalogue"  # Plex's own free movies and shows
+LIBRARY_EVENT = "library_event"  # item added/deleted
+UNSUPPORTED_EVENT = "unsupported_event"  # any event that is not about watching or rating
+NO_RATING = "no_rating"  # a like/favourite change without a numeric rating
+USER_DATA_ECHO = "user_data_echo"  # Jellyfin user data saved by playback we already hear about
+TEST_EVENT = "test_event"  # the "send test" button of the media server
+
+IGNORE_REASONS = frozenset(
+    {
+        NOT_VIDEO,
+        UNSUPPORTED_TYPE,
+        LIVE_TV,
+        STREAMING_CATALOGUE,
+        LIBRARY_EVENT,
+        UNSUPPORTED_EVENT,
+        NO_RATING,
+        USER_DATA_ECHO,
+        TEST_EVENT,
+    }
+)
+
+TICKS_PER_MS = 10_000  # .NET ticks are 100 ns
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}(?:\.0*)?")
+_NUMERIC_ID = re.compile(r"0*([1-9][0-9]{0,11})")
+_IMDB_ID = re.compile(r"tt[0-9]{5,10}")
+_DOTNET_GUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_NUMERIC_IDS = frozenset({"trakt", "tmdb", "tvdb", "anilist", "mal", "anidb"})
+
+
+def obj(value: object) -> Payload:
+    """The value if it is a JSON object, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def text(value: object) -> str | None:
+    """A non-empty string; integral numbers become their digits (ids often arrive as numbers)."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def integer(value: object) -> int | None:
+    """A whole number from an int, an integral float or a digit string ("5", "5.0")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value.strip().split(".")[0])
+    return None
+
+
+def number(value: object) -> float | None:
+    """A finite number from an int, a float or a numeric string ("9", "9.0")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        result = float(value) if abs(value) < 1e300 else math.inf
+    elif isinstance(value, str) and len(value) <= 32:
+        try:
+            result = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def flag(value: object) -> bool | None:
+    """A boolean, also from .NET template text ("True"/"False") and 0/1."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    return None
+
+
+def non_negative(value: object) -> int | None:
+    """A position or duration in ms: a whole number >= 0."""
+    result = integer(value)
+    return result if result is not None and result >= 0 else None
+
+
+def ticks_to_ms(value: object) -> int | None:
+    """.NET ticks (100 ns) to milliseconds."""
+    ticks = non_negative(value)
+    return None if ticks is None else ticks // TICKS_PER_MS
+
+
+def iso_time(value: object) -> float | None:
+    """An ISO-8601 time (7 fractional digits allowed) as epoch seconds; naive means UTC."""
+    raw = text(value) if isinstance(value, str) else None
+    if raw is None or len(raw) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def epoch(value: object) -> float | None:
+    """Epoch seconds from a number or a digit string; 0 and negatives mean unknown."""
+    result = number(value)
+    return result if result is not None and 0 < result < 1e11 else None
+
+
+def server_guid(value: object) -> str | None:
+    """A .NET Guid in one form (32 lower-case hex digits) whether it came with dashes or not."""
+    raw = text(value)
+    if raw is None:
+        return None
+    lowered = raw.lower()
+    return lowered.replace("-", "") if _DOTNET_GUID.fullmatch(lowered) else raw
+
+
+def clean_id(name: str, value: object) -> str | None:
+    """An external id in canonical form (imdb `tt…`, numeric ids as digits), else None."""
+    raw = text(value)
+    if raw is None:
+        return None
+    if name == "imdb":
+        return raw.lower() if _IMDB_ID.fullmatch(raw.lower()) else None
+    if name in _NUMERIC_IDS:
+        match = _NUMERIC_ID.fullmatch(raw)
+        return match.group(1) if match else None
+    return raw
+
+
+def make_ids(raw: Mapping[str, object], warnings: list[str]) -> Ids:
+    """Ids from provider → value pairs; malformed values are dropped with a warning."""
+    found: dict[str, str] = {}
+    for name, value in raw.items():
+        if value is None or value == "":
+            continue
+        cleaned = clean_id(name, value)
+        if cleaned is None:
+            warnings.append(f"ignored malformed {name} id {str(value)[:40]!r}")
+        else:
+            found.setdefault(name, cleaned)
+    return Ids(**found)
+
+
+def id_warnings(item: MediaRef) -> list[str]:
+    """Say what enrichment will have to find, so an unmatched item is explained in the UI."""
+    usable = {name for name in (*item.ids.present(), *item.show_ids.present())}
+    usable.discard("plex_guid")
+    if not usable:
+        return ["no external ids: the item needs enrichment or a title lookup"]
+    if item.kind == "episode" and not item.show_ids.present().keys() - {"plex_guid"}:
+        return ["episode-level ids only: the show's ids need a lookup"]
+    return []
+
+
+def accept(event: MediaEvent, warnings: list[str]) -> Accepted:
+    """One accepted event with the parser's warnings and the id warnings."""
+    return Accepted(events=[event], warnings=[*warnings, *id_warnings(event.item)])

@@ -1,0 +1,164 @@
+"""Emby built-in webhooks → canonical events (JSON, or the `data` part of the multipart form).
+
+Events: playback.start → start, playback.pause → pause, playback.unpause → resume,
+playback.stop → stop with played = PlaybackInfo.PlayedToCompletion, playback.scrobble (handled
+by other receivers, never captured) → stop with played=True, item.markplayed → played,
+item.markunplayed → unplayed, item.rate → rate when Item.UserData.Rating > 0, else
+Ignored(no_rating) (Emby mostly sends favourite/like changes). library.* → library_event,
+system.notificationtest → test_event, the rest → unsupported_event.
+
+`Item.ProviderIds` are the item's own ids (for an episode the episode's, often only Tvdb).
+`User` is absent unless the webhook is limited to users: then Account() stays empty.
+Position comes from `PlaybackInfo.PositionTicks`: on an auto-advancing stop the session state
+may already describe the next item, PlaybackInfo does not.
+"""
+
+from __future__ import annotations
+
+from watchbridge.ingest.common import (
+    LIBRARY_EVENT,
+    NO_RATING,
+    NOT_VIDEO,
+    TEST_EVENT,
+    UNSUPPORTED_EVENT,
+    UNSUPPORTED_TYPE,
+    Payload,
+    accept,
+    flag,
+    integer,
+    iso_time,
+    make_ids,
+    number,
+    obj,
+    server_guid,
+    text,
+    ticks_to_ms,
+)
+from watchbridge.model import (
+    Account,
+    Action,
+    Ignored,
+    MediaEvent,
+    MediaKind,
+    MediaRef,
+    ParseResult,
+    Rejected,
+)
+from watchbridge.ratings import from_ten
+
+ACTIONS: dict[str, Action] = {
+    "playback.start": "start",
+    "playback.pause": "pause",
+    "playback.unpause": "resume",
+    "playback.stop": "stop",
+    "playback.scrobble": "stop",
+    "item.markplayed": "played",
+    "item.markunplayed": "unplayed",
+    "item.rate": "rate",
+}
+KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+NOT_VIDEO_TYPES = frozenset(
+    {"audio", "musicalbum", "musicartist", "audiobook", "book", "photo", "photoalbum"}
+)
+PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
+
+
+def parse(data: Payload) -> ParseResult:
+    """One Emby webhook document → a ParseResult."""
+    event = (text(data.get("Event")) or "").lower()
+    if not event:
+        return Rejected("emby payload has no Event")
+    if event not in ACTIONS:
+        return Ignored(_event_reason(event))
+    item = obj(data.get("Item"))
+    if not item:
+        return Rejected("emby payload has no Item")
+    item_type = (text(item.get("Type")) or "").lower()
+    if not item_type:
+        return Rejected("emby payload has no Item.Type")
+    if item_type not in KINDS:
+        return Ignored(NOT_VIDEO if item_type in NOT_VIDEO_TYPES else UNSUPPORTED_TYPE)
+    rating = _rating(item)
+    if event == "item.rate" and rating is None:
+        return Ignored(NO_RATING)
+    warnings: list[str] = []
+    ref = _media_ref(item, KINDS[item_type], warnings)
+    return accept(_event(data, item, event, ref, rating), warnings)
+
+
+def _event_reason(event: str) -> str:
+    if event.startswith("library."):
+        return LIBRARY_EVENT
+    if event == "system.notificationtest":
+        return TEST_EVENT
+    return UNSUPPORTED_EVENT
+
+
+def _event(
+    data: Payload, item: Payload, event: str, ref: MediaRef, rating: int | None
+) -> MediaEvent:
+    playback = obj(data.get("PlaybackInfo"))
+    session = obj(data.get("Session"))
+    user = obj(data.get("User"))
+    action = ACTIONS[event]
+    return MediaEvent(
+        source="emby",
+        action=action,
+        item=ref,
+        server=server_guid(obj(data.get("Server")).get("Id") or item.get("ServerId")) or "",
+        account=Account(id=server_guid(user.get("Id")), name=text(user.get("Name"))),
+        player=_player(session),
+        position_ms=ticks_to_ms(playback.get("PositionTicks")),
+        duration_ms=ticks_to_ms(item.get("RunTimeTicks")) or None,
+        played=_played(event, playback),
+        rating=rating,
+        occurred_at=_occurred_at(data, item, action),
+        session_id=text(session.get("Id")) or "",
+    )
+
+
+def _played(event: str, playback: Payload) -> bool:
+    if event in ("item.markplayed", "playback.scrobble"):
+        return True
+    return event == "playback.stop" and flag(playback.get("PlayedToCompletion")) is True
+
+
+def _rating(item: Payload) -> int | None:
+    value = number(obj(item.get("UserData")).get("Rating"))
+    return None if value is None else from_ten(value)
+
+
+def _player(session: Payload) -> str:
+    for key in ("DeviceId", "DeviceName", "Client"):
+        if value := text(session.get(key)):
+            return value
+    return ""
+
+
+def _occurred_at(data: Payload, item: Payload, action: Action) -> float | None:
+    """A manual mark is dated by the play it records; everything else by the event's Date."""
+    if action == "played":
+        marked = iso_time(obj(item.get("UserData")).get("LastPlayedDate"))
+        if marked is not None:
+            return marked
+    return iso_time(data.get("Date"))
+
+
+def _media_ref(item: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
+    provider_ids = {key.lower(): value for key, value in obj(item.get("ProviderIds")).items()}
+    ids = make_ids({name: provider_ids.get(name) for name in PROVIDERS}, warnings)
+    if kind == "movie":
+        return MediaRef(
+            kind="movie",
+            ids=ids,
+            title=text(item.get("Name")),
+            year=integer(item.get("ProductionYear")),
+        )
+    return MediaRef(
+        kind="episode",
+        ids=ids,
+        title=text(item.get("Name")),
+        show_title=text(item.get("SeriesName")),
+        season=integer(item.get("ParentIndexNumber")),
+        number=integer(item.get("IndexNumber")),
+    )

@@ -1,0 +1,236 @@
+"""Our own JSON schema, for Kodi scripts, Home Assistant automations and anything with curl.
+
+    {
+      "event": "start|pause|resume|progress|stop|played|unplayed|rate",     required
+      "user": "alice", "user_id": "7", "player": "kodi-livingroom",
+      "server": "kodi", "session": "any id of this playback",                optional
+      "progress": 95.0 (percent) or "position_ms" + "duration_ms",          optional
+      "played": true        on stop: the player counted it as watched         optional
+      "rating": 8           0-10, required for rate; 0 clears the rating
+      "watched_at": "2025-03-14T20:48:02Z"   ISO-8601, no zone means UTC      optional
+      "item": {                                                               required
+        "type": "movie|episode", "title": "…", "year": 2016,
+        "ids": {"imdb": "tt…", "tmdb": 1, "tvdb": 1, "trakt": 1, "anilist": 1, "mal": 1,
+                "anidb": 1, "slug": "…"},
+        "show": {"title": "…", "year": 2008, "ids": {…}},                    episodes
+        "season": 5, "number": 14, "absolute": 62                             episodes
+      }
+    }
+
+A movie needs ids or a title. An episode needs its own ids, or a show (ids or title) with
+season and number (or an absolute number). A broken field gives Rejected("<path>: <problem>").
+`progress` without `duration_ms` is stored over a nominal duration of 100 000 ms (the model
+keeps position and duration, not percent).
+"""
+
+from __future__ import annotations
+
+from watchbridge.ingest.common import (
+    Payload,
+    accept,
+    clean_id,
+    flag,
+    integer,
+    iso_time,
+    number,
+    text,
+)
+from watchbridge.model import (
+    Account,
+    Action,
+    Ids,
+    MediaEvent,
+    MediaKind,
+    MediaRef,
+    ParseResult,
+    Rejected,
+)
+from watchbridge.ratings import from_ten
+
+ACTIONS: dict[str, Action] = {
+    name: name
+    for name in ("start", "pause", "resume", "progress", "stop", "played", "unplayed", "rate")
+}
+KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
+NOMINAL_DURATION_MS = 100_000
+
+
+class Invalid(Exception):
+    """A field that breaks the schema; the message is `<path>: <problem>`."""
+
+
+def parse(data: Payload) -> ParseResult:
+    """One generic webhook document → Accepted, or Rejected naming the broken field."""
+    try:
+        return _parse(data)
+    except Invalid as problem:
+        return Rejected(str(problem))
+
+
+def _parse(data: Payload) -> ParseResult:
+    action = _action(data.get("event"))
+    warnings: list[str] = []
+    item = _item(data.get("item"), warnings)
+    position_ms, duration_ms = _position(data)
+    event = MediaEvent(
+        source="generic",
+        action=action,
+        item=item,
+        server=text(data.get("server")) or "",
+        account=Account(id=text(data.get("user_id")), name=text(data.get("user"))),
+        player=text(data.get("player")) or "",
+        position_ms=position_ms,
+        duration_ms=duration_ms,
+        played=_played(action, data.get("played")),
+        rating=_rating(action, data.get("rating")),
+        occurred_at=_time(data.get("watched_at"), "watched_at"),
+        session_id=text(data.get("session")) or "",
+    )
+    return accept(event, warnings)
+
+
+def _action(value: object) -> Action:
+    if value is None:
+        raise Invalid("event: required")
+    action = ACTIONS.get((text(value) or "").lower())
+    if action is None:
+        raise Invalid(f"event: must be one of {', '.join(ACTIONS)}")
+    return action
+
+
+def _played(action: Action, value: object) -> bool:
+    if action in ("played", "unplayed"):
+        return action == "played"
+    if value is None:
+        return False
+    played = flag(value)
+    if played is None:
+        raise Invalid("played: must be true or false")
+    return played and action == "stop"
+
+
+def _rating(action: Action, value: object) -> int | None:
+    if value is None:
+        if action == "rate":
+            raise Invalid("rating: required for event rate")
+        return None
+    rating = number(value)
+    if rating is None or not 0 <= rating <= 10:
+        raise Invalid("rating: must be a number from 0 to 10")
+    return from_ten(rating)
+
+
+def _position(data: Payload) -> tuple[int | None, int | None]:
+    position = _whole(data, "position_ms", "position_ms")
+    duration = _whole(data, "duration_ms", "duration_ms") or None
+    percent = data.get("progress")
+    if percent is None or position is not None:
+        return position, duration
+    progress = number(percent)
+    if progress is None or not 0 <= progress <= 100:
+        raise Invalid("progress: must be a number from 0 to 100")
+    total = duration or NOMINAL_DURATION_MS
+    return round(total * progress / 100), total
+
+
+def _time(value: object, path: str) -> float | None:
+    if value is None:
+        return None
+    parsed = iso_time(value)
+    if parsed is None:
+        raise Invalid(f"{path}: must be an ISO-8601 time, e.g. 2025-03-14T20:48:02Z")
+    return parsed
+
+
+# --------------------------------------------------------------------------- item
+
+
+def _item(value: object, warnings: list[str]) -> MediaRef:
+    if value is None:
+        raise Invalid("item: required")
+    item = _object(value, "item")
+    if item.get("type") is None:
+        raise Invalid("item.type: required")
+    kind = KINDS.get((text(item.get("type")) or "").lower())
+    if kind is None:
+        raise Invalid("item.type: must be movie or episode")
+    ids = _ids(item.get("ids"), "item.ids", warnings)
+    if kind == "movie":
+        return _movie(item, ids)
+    return _episode(item, ids, warnings)
+
+
+def _movie(item: Payload, ids: Ids) -> MediaRef:
+    title = _text(item, "title", "item.title")
+    if not ids and title is None:
+        raise Invalid("item: a movie needs ids or a title")
+    return MediaRef(kind="movie", ids=ids, title=title, year=_whole(item, "year", "item.year"))
+
+
+def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
+    show = _object(item.get("show", {}), "item.show")
+    show_ids = _ids(show.get("ids"), "item.show.ids", warnings)
+    show_title = _text(show, "title", "item.show.title")
+    season = _whole(item, "season", "item.season")
+    number_ = _whole(item, "number", "item.number")
+    absolute = _whole(item, "absolute", "item.absolute")
+    if not ids:
+        if not show_ids and show_title is None:
+            raise Invalid("item.show: an episode without ids needs show ids or a show title")
+        if absolute is None and (season is None or number_ is None):
+            raise Invalid("item.season, item.number: required for an episode without ids")
+    return MediaRef(
+        kind="episode",
+        ids=ids,
+        title=_text(item, "title", "item.title"),
+        year=_whole(show, "year", "item.show.year"),
+        show_ids=show_ids,
+        show_title=show_title,
+        season=season,
+        number=number_,
+        absolute=absolute,
+    )
+
+
+def _ids(value: object, path: str, warnings: list[str]) -> Ids:
+    if value is None:
+        return Ids()
+    raw = _object(value, path)
+    found: dict[str, str] = {}
+    for name, id_value in raw.items():
+        if name not in ID_NAMES:
+            warnings.append(f"{path}.{name}: unknown id, ignored")
+            continue
+        cleaned = clean_id(name, id_value)
+        if cleaned is None:
+            expected = "an IMDb id like tt2543164" if name == "imdb" else "a positive number"
+            raise Invalid(f"{path}.{name}: must be {expected}")
+        found[name] = cleaned
+    return Ids(**found)
+
+
+def _object(value: object, path: str) -> Payload:
+    if not isinstance(value, dict):
+        raise Invalid(f"{path}: must be an object")
+    return value
+
+
+def _text(data: Payload, key: str, path: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid(f"{path}: must be a string")
+    return value.strip() or None
+
+
+def _whole(data: Payload, key: str, path: str) -> int | None:
+    """An optional whole number >= 0 ("5" is accepted too)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    result = integer(value)
+    if result is None or result < 0:
+        raise Invalid(f"{path}: must be a whole number >= 0")
+    return result

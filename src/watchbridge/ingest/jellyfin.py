@@ -1,0 +1,215 @@
+"""Jellyfin webhook plugin (Generic destination) → canonical events.
+
+Both body shapes are accepted: "Send All Properties" (typed values, Guids as 32 hex digits) and
+our recommended template (every value a string, Guids with dashes, booleans as "True"/"False").
+User and server Guids are normalised to 32 lower-case hex digits either way.
+
+NotificationType → action:
+- PlaybackStart → start; PlaybackStop → stop, played = PlayedToCompletion.
+- PlaybackProgress → pause when IsPaused, else progress. Jellyfin has no pause/resume events;
+  telling a resume from a progress report needs the previous state (the session machine's job).
+- UserDataSaved by SaveReason: TogglePlayed → played/unplayed (from Played); UpdateUserRating →
+  rate when Rating > 0, else Ignored(no_rating) (likes and favourites); the reasons written by
+  playback → Ignored(user_data_echo), since the playback events already tell us.
+- ItemAdded/ItemDeleted → Ignored(library_event); everything else → Ignored(unsupported_event).
+
+Provider_imdb/tmdb/tvdb are the item's own ids: for an episode the **episode's**; the plugin
+has no variables for the series' ids (the SeriesId lookup is enrichment's job). For an episode,
+`year` is the series' year (Jellyfin's `Year` variable).
+"""
+
+from __future__ import annotations
+
+from watchbridge.ingest.common import (
+    LIBRARY_EVENT,
+    NO_RATING,
+    NOT_VIDEO,
+    UNSUPPORTED_EVENT,
+    UNSUPPORTED_TYPE,
+    USER_DATA_ECHO,
+    Payload,
+    accept,
+    flag,
+    integer,
+    iso_time,
+    make_ids,
+    number,
+    server_guid,
+    text,
+    ticks_to_ms,
+)
+from watchbridge.model import (
+    Account,
+    Action,
+    Ignored,
+    MediaEvent,
+    MediaKind,
+    MediaRef,
+    ParseResult,
+    Rejected,
+)
+from watchbridge.ratings import from_ten
+
+PLAYBACK_ACTIONS: dict[str, Action] = {
+    "playbackstart": "start",
+    "playbackprogress": "progress",
+    "playbackstop": "stop",
+}
+LIBRARY = frozenset({"itemadded", "itemdeleted"})
+KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+NOT_VIDEO_TYPES = frozenset(
+    {"audio", "musicalbum", "musicartist", "audiobook", "book", "photo", "photoalbum"}
+)
+# UserDataSaveReason: the plugin sends the name; the numbers are Jellyfin's enum values.
+SAVE_REASONS = {
+    "1": "playbackstart",
+    "2": "playbackprogress",
+    "3": "playbackfinished",
+    "4": "toggleplayed",
+    "5": "updateuserrating",
+    "6": "import",
+    "7": "updateuserdata",
+}
+ECHO_REASONS = frozenset({"playbackstart", "playbackprogress", "playbackfinished"})
+PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
+
+
+def parse(data: Payload) -> ParseResult:
+    """One Jellyfin webhook body (either shape) → a ParseResult."""
+    notification = (text(data.get("NotificationType")) or "").lower()
+    if not notification:
+        return Rejected("jellyfin payload has no NotificationType")
+    if notification in LIBRARY:
+        return Ignored(LIBRARY_EVENT)
+    if notification not in PLAYBACK_ACTIONS and notification != "userdatasaved":
+        return Ignored(UNSUPPORTED_EVENT)
+    item_type = (text(data.get("ItemType")) or "").lower()
+    if not item_type:
+        return Rejected("jellyfin payload has no ItemType")
+    if item_type not in KINDS:
+        return Ignored(NOT_VIDEO if item_type in NOT_VIDEO_TYPES else UNSUPPORTED_TYPE)
+    if notification in PLAYBACK_ACTIONS:
+        return _playback(data, notification, KINDS[item_type])
+    return _user_data(data, KINDS[item_type])
+
+
+def _playback(data: Payload, notification: str, kind: MediaKind) -> ParseResult:
+    warnings: list[str] = []
+    action = PLAYBACK_ACTIONS[notification]
+    if action == "progress" and flag(data.get("IsPaused")):
+        action = "pause"
+    event = _event(
+        data,
+        action,
+        _media_ref(data, kind, warnings),
+        position_ms=ticks_to_ms(data.get("PlaybackPositionTicks")),
+        played=notification == "playbackstop" and flag(data.get("PlayedToCompletion")) is True,
+        occurred_at=_timestamp(data),
+    )
+    return accept(event, warnings)
+
+
+def _user_data(data: Payload, kind: MediaKind) -> ParseResult:
+    raw_reason = text(data.get("SaveReason")) or ""
+    reason = SAVE_REASONS.get(raw_reason, raw_reason.lower())
+    if reason in ECHO_REASONS:
+        return Ignored(USER_DATA_ECHO)
+    if reason == "toggleplayed":
+        return _toggle_played(data, kind)
+    if reason == "updateuserrating":
+        return _rating(data, kind)
+    return Ignored(UNSUPPORTED_EVENT)
+
+
+def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
+    played = flag(data.get("Played"))
+    if played is None:
+        return Rejected("jellyfin UserDataSaved (TogglePlayed) has no Played value")
+    warnings: list[str] = []
+    event = _event(
+        data,
+        "played" if played else "unplayed",
+        _media_ref(data, kind, warnings),
+        played=played,
+        occurred_at=(iso_time(data.get("LastPlayedDate")) if played else None) or _timestamp(data),
+    )
+    return accept(event, warnings)
+
+
+def _rating(data: Payload, kind: MediaKind) -> ParseResult:
+    value = number(data.get("Rating"))
+    rating = None if value is None else from_ten(value)
+    if rating is None:
+        return Ignored(NO_RATING)
+    warnings: list[str] = []
+    item = _media_ref(data, kind, warnings)
+    event = _event(data, "rate", item, rating=rating, occurred_at=_timestamp(data))
+    return accept(event, warnings)
+
+
+def _event(
+    data: Payload,
+    action: Action,
+    item: MediaRef,
+    *,
+    position_ms: int | None = None,
+    played: bool = False,
+    rating: int | None = None,
+    occurred_at: float | None = None,
+) -> MediaEvent:
+    return MediaEvent(
+        source="jellyfin",
+        action=action,
+        item=item,
+        server=server_guid(data.get("ServerId")) or "",
+        account=Account(
+            id=server_guid(data.get("UserId")), name=_text(data.get("NotificationUsername"))
+        ),
+        player=_player(data),
+        position_ms=position_ms,
+        duration_ms=ticks_to_ms(data.get("RunTimeTicks")) or None,
+        played=played,
+        rating=rating,
+        occurred_at=occurred_at,
+        session_id=text(data.get("Id")) or "",
+    )
+
+
+def _player(data: Payload) -> str:
+    for key in ("DeviceId", "DeviceName", "ClientName"):
+        if value := _text(data.get(key)):
+            return value
+    return ""
+
+
+def _timestamp(data: Payload) -> float | None:
+    """UtcTimestamp is ISO-8601 with Send All Properties; template text depends on the server's
+    culture ("03/14/2025 20:48:02"), which we do not guess at: None."""
+    return iso_time(data.get("UtcTimestamp")) or iso_time(data.get("Timestamp"))
+
+
+def _media_ref(data: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
+    ids = make_ids({name: data.get(f"Provider_{name}") for name in PROVIDERS}, warnings)
+    if kind == "movie":
+        return MediaRef(
+            kind="movie", ids=ids, title=_text(data.get("Name")), year=integer(data.get("Year"))
+        )
+    number_ = integer(data.get("EpisodeNumber"))
+    last = integer(data.get("EpisodeNumberEnd"))
+    if number_ is not None and last is not None and last > number_:
+        warnings.append(f"multi-episode file E{number_}-E{last}: only E{number_} is recorded")
+    return MediaRef(
+        kind="episode",
+        ids=ids,
+        title=_text(data.get("Name")),
+        year=integer(data.get("Year")),
+        show_title=_text(data.get("SeriesName")),
+        season=integer(data.get("SeasonNumber")),
+        number=number_,
+    )
+
+
+def _text(value: object) -> str | None:
+    """Free text; with Send All Properties the plugin escapes quotes twice (`Say \\"Hi\\"`)."""
+    raw = text(value)
+    return raw.replace('\\"', '"') if raw is not None else None

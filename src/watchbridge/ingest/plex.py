@@ -1,0 +1,308 @@
+"""Plex webhooks (Plex Pass; Settings → Webhooks) → canonical events.
+
+Events: media.play → start, media.pause → pause, media.resume → resume, media.stop → stop,
+media.scrobble → stop with played=True (Plex's own "watched" signal, usually before the stop),
+media.rate → rate. library.* → Ignored(library_event); admin.*, device.*, playback.started and
+anything unknown → Ignored(unsupported_event).
+
+Ratings: `Metadata.userRating` (0-10), else the top-level `rating` (seen as number and string).
+A media.rate without a positive rating (missing, 0 or -1) is the user clearing it: a `rate`
+event with rating None. Other events carry the user's current rating when Plex includes it.
+
+Ids: new agents give `Guid[]` with the item's own ids; for an episode those are the
+**episode's**, and the show is only `grandparentGuid` (plex://show/…) → show_ids.plex_guid.
+Legacy agents give one guid naming the **show** plus season/episode
+(`com.plexapp.agents.thetvdb://81189/5/16?lang=en`).
+
+Plex sends no session id and no event time; occurred_at comes from `lastViewedAt` on a scrobble
+and `lastRatedAt` on a rating, else it is None.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from watchbridge.ingest.common import (
+    LIBRARY_EVENT,
+    LIVE_TV,
+    NOT_VIDEO,
+    STREAMING_CATALOGUE,
+    UNSUPPORTED_EVENT,
+    UNSUPPORTED_TYPE,
+    Payload,
+    accept,
+    clean_id,
+    epoch,
+    flag,
+    integer,
+    non_negative,
+    number,
+    obj,
+    text,
+)
+from watchbridge.model import (
+    Account,
+    Action,
+    Ids,
+    Ignored,
+    MediaEvent,
+    MediaKind,
+    MediaRef,
+    ParseResult,
+    Rejected,
+)
+from watchbridge.ratings import from_ten
+
+ACTIONS: dict[str, Action] = {
+    "media.play": "start",
+    "media.pause": "pause",
+    "media.resume": "resume",
+    "media.stop": "stop",
+    "media.scrobble": "stop",
+    "media.rate": "rate",
+}
+KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+NOT_VIDEO_TYPES = frozenset({"track", "album", "artist", "photo", "photoalbum", "picture"})
+NOT_VIDEO_SECTIONS = frozenset({"artist", "photo"})
+CATALOGUE_SERVER_PREFIX = "tv.plex.provider."
+
+_AGENT_PREFIXES = ("com.plexapp.agents.", "tv.plex.agents.")
+_PROVIDER_ALIASES = {"themoviedb": "tmdb", "thetvdb": "tvdb", "thetvdbdvdorder": "tvdb"}
+_ID_PROVIDERS = frozenset({"imdb", "tmdb", "tvdb", "anidb"})
+_BARE_IMDB = re.compile(r"tt[0-9]{5,10}")
+_HAMA = re.compile(r"(?:(anidb|tvdb|tmdb|imdb)([2-5]?)-)?([^/]+)(?:/([0-9]+))?(?:/([0-9]+))?")
+_CATALOGUE_KEY = re.compile(r"[0-9a-f]{24}")
+
+
+@dataclass(frozen=True)
+class Guid:
+    """What one Plex guid names: a provider id, and for episode guids the season/episode."""
+
+    provider: str  # imdb, tmdb, tvdb, anidb, plex, or anything we cannot use (local, iva, …)
+    value: str
+    season: int | None = None
+    number: int | None = None
+    absolute: bool = False  # HAMA tvdb3/tvdb4: `number` is an absolute episode number
+
+
+def parse(data: Payload) -> ParseResult:
+    """One Plex webhook payload (the JSON of the `payload` part) → a ParseResult."""
+    event = text(data.get("event"))
+    if event is None:
+        return Rejected("plex payload has no event")
+    if event not in ACTIONS:
+        return Ignored(LIBRARY_EVENT if event.startswith("library.") else UNSUPPORTED_EVENT)
+    metadata = obj(data.get("Metadata"))
+    if not metadata:
+        return Rejected("plex payload has no Metadata")
+    skip = _skip_reason(data, metadata)
+    if skip is not None:
+        return skip
+    warnings: list[str] = []
+    item = _media_ref(KINDS[text(metadata.get("type")) or ""], metadata, warnings)
+    return accept(_event(data, metadata, event, item), warnings)
+
+
+def _skip_reason(data: Payload, metadata: Payload) -> ParseResult | None:
+    """Ignored for anything that is not a movie/episode from a library, Rejected without type."""
+    if _is_catalogue(data, metadata):
+        return Ignored(STREAMING_CATALOGUE)
+    guid = parse_guid(text(metadata.get("guid")) or "")
+    if (guid is not None and guid.provider == "xmltv") or flag(metadata.get("live")):
+        return Ignored(LIVE_TV)
+    kind = text(metadata.get("type"))
+    if kind is None:
+        return Rejected("plex payload has no Metadata.type")
+    if kind in NOT_VIDEO_TYPES or text(metadata.get("librarySectionType")) in NOT_VIDEO_SECTIONS:
+        return Ignored(NOT_VIDEO)
+    if kind not in KINDS or _is_extra(metadata, guid):
+        return Ignored(UNSUPPORTED_TYPE)
+    return None
+
+
+def _is_catalogue(data: Payload, metadata: Payload) -> bool:
+    """Plex's free streaming service: its own server uuid, or a 24-hex key outside any library."""
+    server = text(obj(data.get("Server")).get("uuid")) or ""
+    if server.startswith(CATALOGUE_SERVER_PREFIX):
+        return True
+    key = text(metadata.get("ratingKey")) or ""
+    in_library = "librarySectionID" in metadata or "librarySectionType" in metadata
+    return bool(_CATALOGUE_KEY.fullmatch(key)) and not in_library
+
+
+def _is_extra(metadata: Payload, guid: Guid | None) -> bool:
+    """Trailers and extras, whatever `type` they claim."""
+    has_extra_marker = "extraType" in metadata or text(metadata.get("subtype")) is not None
+    return has_extra_marker or (guid is not None and guid.provider == "iva")
+
+
+def _event(data: Payload, metadata: Payload, event: str, item: MediaRef) -> MediaEvent:
+    return MediaEvent(
+        source="plex",
+        action=ACTIONS[event],
+        item=item,
+        server=text(obj(data.get("Server")).get("uuid")) or "",
+        account=_account(obj(data.get("Account"))),
+        player=text(obj(data.get("Player")).get("uuid")) or "",
+        position_ms=non_negative(metadata.get("viewOffset")),
+        duration_ms=non_negative(metadata.get("duration")) or None,
+        played=event == "media.scrobble",
+        rating=_rating(data, metadata),
+        occurred_at=_occurred_at(event, metadata),
+    )
+
+
+def _account(account: Payload) -> Account:
+    return Account(id=text(account.get("id")), name=text(account.get("title")))
+
+
+def _rating(data: Payload, metadata: Payload) -> int | None:
+    """0-100, or None: unrated/cleared (0, -1, missing)."""
+    value = number(metadata.get("userRating"))
+    if value is None:
+        value = number(data.get("rating"))
+    return None if value is None else from_ten(value)
+
+
+def _occurred_at(event: str, metadata: Payload) -> float | None:
+    if event == "media.scrobble":
+        return epoch(metadata.get("lastViewedAt"))
+    if event == "media.rate":
+        return epoch(metadata.get("lastRatedAt"))
+    return None
+
+
+# --------------------------------------------------------------------------- items and ids
+
+
+def _media_ref(kind: MediaKind, metadata: Payload, warnings: list[str]) -> MediaRef:
+    guid = parse_guid(text(metadata.get("guid")) or "")
+    own_ids = _guid_array_ids(metadata.get("Guid"), warnings)
+    if kind == "movie":
+        return MediaRef(
+            kind="movie",
+            ids=own_ids.merged(guid_ids(guid)),
+            title=text(metadata.get("title")),
+            year=integer(metadata.get("year")),
+        )
+    return _episode_ref(metadata, guid, own_ids, warnings)
+
+
+def _episode_ref(
+    metadata: Payload, guid: Guid | None, own_ids: Ids, warnings: list[str]
+) -> MediaRef:
+    """New agent: the guid is the episode's; legacy agents: the guid names show + numbers."""
+    episode_guid = guid if guid is not None and guid.provider == "plex" else None
+    show_guid = guid if guid is not None and guid.provider != "plex" else None
+    show_ids = guid_ids(show_guid).merged(
+        guid_ids(parse_guid(text(metadata.get("grandparentGuid")) or ""))
+    )
+    if "dvdorder" in (text(metadata.get("guid")) or ""):
+        warnings.append("TheTVDB DVD-order agent: season and episode numbers are in DVD order")
+    season = integer(metadata.get("parentIndex"))
+    number_ = integer(metadata.get("index"))
+    if show_guid is not None:
+        season = season if season is not None else show_guid.season
+        number_ = number_ if number_ is not None else show_guid.number
+    absolute = number_ if show_guid is not None and show_guid.absolute else None
+    return MediaRef(
+        kind="episode",
+        ids=own_ids.merged(guid_ids(episode_guid)),
+        title=text(metadata.get("title")),
+        show_ids=show_ids,
+        show_title=text(metadata.get("grandparentTitle")),
+        season=season,
+        number=None if absolute is not None else number_,
+        absolute=absolute,
+    )
+
+
+def _guid_array_ids(value: object, warnings: list[str]) -> Ids:
+    """`Guid: [{"id": "imdb://tt…"}, …]`; tolerate a bare string or a list of strings."""
+    entries = value if isinstance(value, list) else [value]
+    found: dict[str, str] = {}
+    for entry in entries:
+        raw = text(obj(entry).get("id")) if isinstance(entry, dict) else text(entry)
+        guid = parse_guid(raw or "")
+        if guid is None or guid.provider not in _ID_PROVIDERS:
+            continue
+        cleaned = clean_id(guid.provider, guid.value)
+        if cleaned is None:
+            warnings.append(f"ignored malformed guid {raw!r:.60}")
+        else:
+            found.setdefault(guid.provider, cleaned)
+    return Ids(**found)
+
+
+def guid_ids(guid: Guid | None) -> Ids:
+    """The ids one parsed guid gives (none for local media, YouTube, trailers, …)."""
+    if guid is None:
+        return Ids()
+    if guid.provider == "plex":
+        return Ids(plex_guid=guid.value)
+    if guid.provider in _ID_PROVIDERS:
+        cleaned = clean_id(guid.provider, guid.value)
+        return Ids(**{guid.provider: cleaned}) if cleaned else Ids()
+    return Ids()
+
+
+def parse_guid(raw: str) -> Guid | None:
+    """Any Plex guid form: `plex://…`, legacy/HAMA/NFO agents, or a bare `tt…` IMDb id."""
+    raw = raw.strip()
+    if _BARE_IMDB.fullmatch(raw):
+        return Guid("imdb", raw)
+    scheme, sep, rest = raw.partition("://")
+    if not sep or not scheme:
+        return None
+    path = rest.split("?", 1)[0]
+    provider = _provider(scheme)
+    if provider == "plex":
+        return Guid("plex", f"plex://{path}")
+    if provider == "hama":
+        return _hama_guid(path)
+    if provider.startswith("nfo."):
+        return _nfo_guid(path)
+    return _path_guid(provider, path)
+
+
+def _provider(scheme: str) -> str:
+    scheme = scheme.lower()
+    for prefix in _AGENT_PREFIXES:
+        scheme = scheme.removeprefix(prefix)
+    if scheme.startswith("tv.plex.xmltv"):
+        return "xmltv"
+    return _PROVIDER_ALIASES.get(scheme, scheme)
+
+
+def _path_guid(provider: str, path: str) -> Guid:
+    """`<id>[/<season>[/<episode>]]`, the legacy movie and TV agent form."""
+    segments = path.split("/")
+    numbers = [integer(segment) for segment in segments[1:3]]
+    numbers += [None] * (2 - len(numbers))
+    return Guid(provider, segments[0], season=numbers[0], number=numbers[1])
+
+
+def _hama_guid(path: str) -> Guid | None:
+    """HAMA anime agent: `anidb-123/1/7`, `tvdb3-81189/1/7`, a bare number means AniDB."""
+    match = _HAMA.fullmatch(path)
+    if match is None:
+        return None
+    source, variant, value, season, episode = match.groups()
+    source = source or "anidb"
+    return Guid(
+        source,
+        value,
+        season=integer(season),
+        number=integer(episode),
+        # tvdb3/tvdb4 keep absolute episode numbers inside TVDB seasons (HAMA modes).
+        absolute=source == "tvdb" and variant not in ("", "2"),
+    )
+
+
+def _nfo_guid(path: str) -> Guid | None:
+    """Plex NFO agents: `movie/tmdb_383498`; a last segment without `<provider>_` names nothing."""
+    provider, sep, value = path.rsplit("/", 1)[-1].partition("_")
+    if not sep:
+        return None
+    return Guid(_PROVIDER_ALIASES.get(provider.lower(), provider.lower()), value)

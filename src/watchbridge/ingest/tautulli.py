@@ -1,0 +1,144 @@
+"""Tautulli "Webhook" notification agent → canonical events.
+
+The body is the JSON Data template we document (docs/webhooks.md): every value is a string,
+"" when Tautulli has no value, and an unknown `{parameter}` is left as literal text.
+
+action: play → start, pause → pause, resume → resume, stop → stop, watched → stop with
+played=True (Tautulli's own threshold, 85 % by default). created → Ignored(library_event);
+buffer, error and the other triggers → Ignored(unsupported_event).
+
+Ids: for an episode, imdb_id/themoviedb_id/thetvdb_id are the **show's** (Tautulli takes them
+from the grandparent) → show_ids; a new-agent `guid` adds the episode's plex_guid. For a movie
+they are the movie's. `user_id` is the plex.tv account id, for the owner too, so it differs
+from the owner's Account.id 1 in Plex's own webhooks. `user_rating` (0-10) is carried as the
+user's current rating on every event that has it; Tautulli has no rating trigger.
+"""
+
+from __future__ import annotations
+
+import re
+
+from watchbridge.ingest.common import (
+    LIBRARY_EVENT,
+    NOT_VIDEO,
+    UNSUPPORTED_EVENT,
+    UNSUPPORTED_TYPE,
+    Payload,
+    accept,
+    epoch,
+    integer,
+    iso_time,
+    make_ids,
+    non_negative,
+    number,
+    text,
+)
+from watchbridge.ingest.plex import guid_ids, parse_guid
+from watchbridge.model import (
+    Account,
+    Action,
+    Ids,
+    Ignored,
+    MediaEvent,
+    MediaKind,
+    MediaRef,
+    ParseResult,
+    Rejected,
+)
+from watchbridge.ratings import from_ten
+
+ACTIONS: dict[str, Action] = {
+    "play": "start",
+    "pause": "pause",
+    "resume": "resume",
+    "stop": "stop",
+    "watched": "stop",
+}
+KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+NOT_VIDEO_TYPES = frozenset({"track", "album", "artist", "photo", "photoalbum", "picture"})
+ID_FIELDS = {"imdb": "imdb_id", "tmdb": "themoviedb_id", "tvdb": "thetvdb_id", "anidb": "anidb_id"}
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z0-9_.:!\[\]-]+\}")
+
+
+def parse(data: Payload) -> ParseResult:
+    """One rendered Tautulli webhook body → a ParseResult."""
+    warnings: list[str] = []
+    fields = _filled(data, warnings)
+    action = (text(fields.get("action")) or "").lower()
+    if not action:
+        return Rejected("tautulli payload has no action")
+    if action not in ACTIONS:
+        return Ignored(LIBRARY_EVENT if action == "created" else UNSUPPORTED_EVENT)
+    media_type = (text(fields.get("media_type")) or "").lower()
+    if not media_type:
+        return Rejected("tautulli payload has no media_type")
+    if media_type not in KINDS:
+        return Ignored(NOT_VIDEO if media_type in NOT_VIDEO_TYPES else UNSUPPORTED_TYPE)
+    item = _media_ref(fields, KINDS[media_type], warnings)
+    return accept(_event(fields, action, item), warnings)
+
+
+def _filled(data: Payload, warnings: list[str]) -> dict[str, object]:
+    """The fields Tautulli filled in; a literal `{name}` means the parameter does not exist."""
+    filled: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, str) and _PLACEHOLDER.fullmatch(value.strip()):
+            warnings.append(f"{key}: Tautulli did not fill in {value.strip()[:40]}")
+        else:
+            filled[key] = value
+    return filled
+
+
+def _event(fields: Payload, action: str, item: MediaRef) -> MediaEvent:
+    duration_ms = non_negative(fields.get("duration_ms")) or None
+    rating = number(fields.get("user_rating"))
+    return MediaEvent(
+        source="tautulli",
+        action=ACTIONS[action],
+        item=item,
+        server=text(fields.get("server_machine_id")) or "",
+        account=Account(
+            id=text(fields.get("user_id")),
+            name=text(fields.get("username")) or text(fields.get("user")),
+        ),
+        player=text(fields.get("machine_id")) or text(fields.get("player")) or "",
+        position_ms=_position_ms(fields, duration_ms),
+        duration_ms=duration_ms,
+        played=action == "watched",
+        rating=None if rating is None else from_ten(rating),
+        occurred_at=epoch(fields.get("unixtime")) or iso_time(fields.get("utctime")),
+        session_id=text(fields.get("session_id")) or text(fields.get("session_key")) or "",
+    )
+
+
+def _position_ms(fields: Payload, duration_ms: int | None) -> int | None:
+    """`view_offset`, else `progress_percent` of the duration."""
+    position = non_negative(fields.get("view_offset"))
+    percent = number(fields.get("progress_percent"))
+    if position is None and percent is not None and duration_ms and 0 <= percent <= 100:
+        return round(duration_ms * percent / 100)
+    return position
+
+
+def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
+    external = make_ids({name: fields.get(key) for name, key in ID_FIELDS.items()}, warnings)
+    guid = parse_guid(text(fields.get("guid")) or "")
+    if kind == "movie":
+        return MediaRef(
+            kind="movie",
+            ids=external.merged(guid_ids(guid)),
+            title=text(fields.get("title")),
+            year=integer(fields.get("year")),
+        )
+    is_episode_guid = guid is not None and guid.provider == "plex"
+    return MediaRef(
+        kind="episode",
+        ids=guid_ids(guid) if is_episode_guid else Ids(),
+        title=text(fields.get("episode_name")),
+        year=integer(fields.get("show_year")),
+        show_ids=external if is_episode_guid else external.merged(guid_ids(guid)),
+        show_title=text(fields.get("show_name")),
+        season=integer(fields.get("season_num")),
+        number=integer(fields.get("episode_num")),
+    )

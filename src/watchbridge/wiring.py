@@ -1,0 +1,66 @@
+"""Builds the running service from a config: the runtime, targets, background tasks and routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from litestar import Litestar
+
+from watchbridge import webhooks
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime, create_app
+from watchbridge.config import Config, Secret
+from watchbridge.deliver.trakt import TraktTarget
+from watchbridge.deliver.worker import DeliveryWorker, Target
+from watchbridge.metrics import Metrics
+from watchbridge.services.trakt import TraktClient
+
+
+def seeded_trakt_tokens(config: Config) -> dict[str, Secret]:
+    return {
+        name: profile.accounts.trakt.refresh_token
+        for name, profile in config.profiles.items()
+        if profile.accounts.trakt is not None and profile.accounts.trakt.refresh_token
+    }
+
+
+def trakt_client(config: Config, runtime: Runtime) -> TraktClient | None:
+    if config.services.trakt is None:
+        return None
+    return TraktClient(
+        config.services.trakt,
+        runtime.store,
+        metrics=runtime.metrics,
+        clock=runtime.clock,
+        seeded_refresh_tokens=seeded_trakt_tokens(config),
+    )
+
+
+def make_targets(runtime: Runtime) -> Sequence[Target]:
+    """The delivery targets the config asks for, built once the store is open."""
+    targets: list[Target] = []
+    client = trakt_client(runtime.config, runtime)
+    if client is not None:
+        targets.append(TraktTarget(client, runtime.store, runtime.config.delivery, runtime.clock))
+    return targets
+
+
+def build_runtime(
+    config: Config, clock: Callable[[], float] = time.time, notifier: Notifier | None = None
+) -> Runtime:
+    metrics = Metrics()
+    if notifier is None:
+        notifier = Notifier(
+            config.alerts,
+            clock=clock,
+            on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc(),
+        )
+    return Runtime(config=config, metrics=metrics, notifier=notifier, clock=clock)
+
+
+def build_app(runtime: Runtime) -> Litestar:
+    """The whole service: webhook routes plus the delivery worker."""
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    runtime.on_enqueued.append(worker.notify)
+    return create_app(runtime, tasks=[worker], extra_routes=webhooks.ROUTES)

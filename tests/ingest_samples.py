@@ -1,0 +1,53 @@
+"""Loading the webhook samples in tests/fixtures/{plex,jellyfin,emby,tautulli}/ for ingest tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from watchbridge.model import Accepted, MediaEvent, ParseResult
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SOURCES_WITH_SAMPLES = ("plex", "jellyfin", "emby", "tautulli")
+
+
+def sample_bytes(source: str, name: str) -> bytes:
+    return (FIXTURES / source / name).read_bytes()
+
+
+def sample_json(source: str, name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(sample_bytes(source, name))
+    return loaded
+
+
+def raw_request(source: str, stem: str) -> tuple[bytes, str]:
+    """A captured raw body (`<stem>.bin`) and the Content-Type it was sent with."""
+    headers = sample_json(source, f"{stem}.headers.json")["headers"]
+    return sample_bytes(source, f"{stem}.bin"), headers["content-type"]
+
+
+def payload_names(source: str) -> list[str]:
+    """The JSON payload samples of a source (not headers files or the Tautulli template)."""
+    return sorted(
+        path.name
+        for path in (FIXTURES / source).glob("*.json")
+        if not path.name.endswith(".headers.json")
+        and not path.name.startswith("template_data")
+        and not path.name.startswith("template_headers")
+    )
+
+
+def all_payloads() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (source, sample_json(source, name))
+        for source in SOURCES_WITH_SAMPLES
+        for name in payload_names(source)
+    ]
+
+
+def only_event(result: ParseResult) -> MediaEvent:
+    """The single event of an Accepted result (fails the test otherwise)."""
+    assert isinstance(result, Accepted), result
+    assert len(result.events) == 1
+    return result.events[0]

@@ -1,0 +1,158 @@
+"""The ingest entry point: one parser per source, the body reader first, bounded reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from tests.ingest_samples import SOURCES_WITH_SAMPLES, only_event, payload_names, sample_bytes
+from watchbridge.ingest import IGNORE_REASONS, PARSERS, SOURCES, parse
+from watchbridge.ingest.common import clean_id, flag, integer, iso_time, server_guid
+from watchbridge.model import Ignored, Rejected, Source
+
+
+def test_there_is_a_parser_for_every_source_of_the_model() -> None:
+    assert set(PARSERS) == set(get_args(Source)) == set(SOURCES)
+
+
+def test_unknown_source_is_rejected() -> None:
+    assert parse("kodi", b"{}", "application/json") == Rejected("unknown webhook source 'kodi'")
+
+
+def test_body_reader_runs_before_the_parser() -> None:
+    assert parse("plex", b"<xml/>", "application/xml") == Rejected(
+        "body is not JSON: Expecting value at line 1 column 1"
+    )
+
+
+def test_each_source_parser_takes_the_raw_body_and_content_type() -> None:
+    body = sample_bytes("plex", "movie_media_play.json")
+    assert PARSERS["plex"](body, "application/json") == parse("plex", body, "application/json")
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [(source, name) for source in SOURCES_WITH_SAMPLES for name in payload_names(source)],
+)
+def test_every_sample_fixture_parses_to_accepted_or_ignored(source: str, name: str) -> None:
+    result = parse(source, sample_bytes(source, name), "application/json")
+    assert not isinstance(result, Rejected), result
+    if isinstance(result, Ignored):
+        assert result.reason in IGNORE_REASONS
+
+
+def test_json_object_of_the_wrong_source_is_rejected_not_misread() -> None:
+    body = sample_bytes("jellyfin", "playback_start_episode.json")
+    assert parse("plex", body, "application/json") == Rejected("plex payload has no event")
+
+
+def test_ignore_reasons_are_short_metric_labels() -> None:
+    assert all(reason.isidentifier() and len(reason) <= 24 for reason in IGNORE_REASONS)
+
+
+def test_same_pause_from_plex_and_tautulli_agrees_on_show_episode_and_position() -> None:
+    plex_body = sample_bytes("plex", "episode_legacy_media_pause.json")
+    tautulli_body = sample_bytes("tautulli", "pause_episode.json")
+    from_plex = only_event(parse("plex", plex_body, "application/json"))
+    from_tautulli = only_event(parse("tautulli", tautulli_body, "application/json"))
+    for event in (from_plex, from_tautulli):
+        assert (event.item.show_ids.tvdb, event.item.season, event.item.number) == ("81189", 5, 16)
+    assert from_plex.position_ms == from_tautulli.position_ms
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [("jellyfin", "recommended_template.handlebars"), ("tautulli", "template_data.json")],
+)
+def test_docs_carry_the_templates_we_parse(source: str, name: str) -> None:
+    docs = DOCS.read_text()
+    assert all(line.strip() in docs for line in sample_bytes(source, name).decode().splitlines())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, True),
+        ("True", True),
+        ("true", True),
+        ("1", True),
+        (1, True),
+        ("False", False),
+        (0, False),
+        ("", None),
+        ("maybe", None),
+        (None, None),
+        (2, None),
+    ],
+)
+def test_flags_read_dotnet_text(value: object, expected: bool | None) -> None:
+    assert flag(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (5, 5),
+        ("5", 5),
+        (" 16 ", 16),
+        ("5.0", 5),
+        (5.0, 5),
+        (5.5, None),
+        ("5.5", None),
+        (True, None),
+        ("", None),
+        ("9" * 40, None),
+        (float("nan"), None),
+        (None, None),
+    ],
+)
+def test_integers_are_read_leniently(value: object, expected: int | None) -> None:
+    assert integer(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2025-03-14T20:48:02.8817769Z", 1741985282.881776),
+        ("2025-03-14T21:48:02+01:00", 1741985282.0),
+        ("2025-03-14T20:48:02", 1741985282.0),
+        ("03/14/2025 20:48:02", None),
+        ("", None),
+        (1741985282, None),
+    ],
+)
+def test_iso_times_with_dotnet_precision_are_read(value: object, expected: float | None) -> None:
+    assert iso_time(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("A3F1C9E2-7B5D-4C08-B6E2-F1D0C9B8A7E6", "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6"),
+        ("a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6", "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6"),
+        ("not-a-guid", "not-a-guid"),
+    ],
+)
+def test_dotnet_guids_are_normalised(value: str, expected: str) -> None:
+    assert server_guid(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("imdb", "TT0113277", "tt0113277"),
+        ("imdb", "0113277", None),
+        ("tmdb", 329865, "329865"),
+        ("tmdb", "0042", "42"),
+        ("tvdb", "0", None),
+        ("tvdb", "12a", None),
+        ("slug", "arrival-2016", "arrival-2016"),
+    ],
+)
+def test_ids_are_cleaned_to_canonical_form(name: str, value: object, expected: str | None) -> None:
+    assert clean_id(name, value) == expected

@@ -1,0 +1,190 @@
+"""The shared body reader: multipart (field or file part), JSON under any label, forms."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from tests.ingest_samples import raw_request, sample_bytes, sample_json
+from watchbridge.ingest.body import parse_header, read_body, split_multipart
+from watchbridge.model import Rejected
+
+BOUNDARY = "------------------------Q3mVbN8sLw2XtZ7pKc4RdE"
+DOC = {"event": "media.play", "Metadata": {"title": "Arrival"}}
+
+
+def multipart(*parts: bytes, boundary: str = BOUNDARY, closed: bool = True) -> bytes:
+    delimiter = b"--" + boundary.encode()
+    body = b"".join(delimiter + b"\r\n" + part + b"\r\n" for part in parts)
+    return body + (delimiter + b"--\r\n" if closed else b"")
+
+
+def field(name: str, content: bytes, *extra_headers: str) -> bytes:
+    headers = [f'Content-Disposition: form-data; name="{name}"', *extra_headers]
+    return "\r\n".join(headers).encode() + b"\r\n\r\n" + content
+
+
+def content_type(boundary: str = BOUNDARY) -> str:
+    return f"multipart/form-data; boundary={boundary}"
+
+
+def test_plex_multipart_with_payload_file_part_and_thumb_gives_the_payload() -> None:
+    body, declared = raw_request("plex", "multipart_movie_media_play")
+    assert read_body(body, declared) == sample_json("plex", "movie_media_play.json")
+
+
+def test_plex_multipart_with_payload_as_plain_field_gives_the_payload() -> None:
+    body, declared = raw_request("plex", "multipart_episode_media_pause_plain_field")
+    assert read_body(body, declared) == sample_json("plex", "episode_legacy_media_pause.json")
+
+
+def test_emby_multipart_data_part_gives_the_document() -> None:
+    body, declared = raw_request("emby", "multipart_playback_stop_episode")
+    assert read_body(body, declared) == sample_json("emby", "playback_stop_episode_completed.json")
+
+
+def test_payload_part_sent_as_a_named_file_is_found() -> None:
+    part = field(
+        "payload",
+        json.dumps(DOC).encode(),
+        'Content-Disposition: form-data; name="payload"; filename="payload.json"',
+        "Content-Type: application/json",
+    )
+    assert read_body(multipart(part), content_type()) == DOC
+
+
+def test_thumb_before_payload_is_skipped() -> None:
+    thumb = field("thumb", sample_bytes("plex", "thumb_1x1.jpg"), "Content-Type: image/jpeg")
+    body = multipart(thumb, field("payload", json.dumps(DOC).encode()))
+    assert read_body(body, content_type()) == DOC
+
+
+def test_multipart_with_only_a_thumb_is_rejected_for_missing_payload() -> None:
+    thumb = field("thumb", sample_bytes("plex", "thumb_1x1.jpg"), "Content-Type: image/jpeg")
+    assert read_body(multipart(thumb), content_type()) == Rejected(
+        "multipart body has no payload part"
+    )
+
+
+def test_quoted_boundary_parameter_is_understood() -> None:
+    body = multipart(field("payload", json.dumps(DOC).encode()), boundary="a b;c")
+    assert read_body(body, 'multipart/form-data; boundary="a b;c"') == DOC
+
+
+def test_missing_final_boundary_is_tolerated() -> None:
+    body = multipart(field("payload", json.dumps(DOC).encode()), closed=False)
+    assert read_body(body, content_type()) == DOC
+
+
+def test_lf_only_line_ends_are_tolerated() -> None:
+    body = multipart(field("payload", json.dumps(DOC).encode())).replace(b"\r\n", b"\n")
+    assert read_body(body, content_type()) == DOC
+
+
+def test_missing_boundary_parameter_is_taken_from_the_body() -> None:
+    body = multipart(field("data", json.dumps(DOC).encode()))
+    assert read_body(body, "multipart/form-data") == DOC
+
+
+def test_multipart_body_labelled_as_json_is_still_read_as_multipart() -> None:
+    body = multipart(field("payload", json.dumps(DOC).encode()))
+    assert read_body(body, "application/json") == DOC
+
+
+def test_multipart_part_content_keeps_its_own_line_breaks() -> None:
+    parts = split_multipart(multipart(field("note", b"line 1\r\nline 2\r\n")), BOUNDARY)
+    assert parts[0].content == b"line 1\r\nline 2\r\n"
+
+
+def test_multipart_payload_that_is_not_json_is_rejected_naming_the_part() -> None:
+    body = multipart(field("payload", b"not json"))
+    assert read_body(body, content_type()) == Rejected(
+        "payload part is not JSON: Expecting value at line 1 column 1"
+    )
+
+
+def test_json_labelled_text_plain_is_read_as_json() -> None:
+    body = sample_bytes("jellyfin", "playback_start_episode.json")
+    expected = {key: value for key, value in json.loads(body).items() if value != ""}
+    assert read_body(body, "text/plain; charset=utf-8") == expected
+
+
+def test_json_without_content_type_is_read_as_json() -> None:
+    assert read_body(json.dumps(DOC).encode(), "") == DOC
+
+
+def test_raw_newlines_inside_strings_are_accepted() -> None:
+    body = b'{"NotificationType": "PlaybackStop", "Overview": "line 1\nline 2"}'
+    assert read_body(body, "text/plain") == {
+        "NotificationType": "PlaybackStop",
+        "Overview": "line 1\nline 2",
+    }
+
+
+def test_empty_strings_are_treated_as_absent_at_any_depth() -> None:
+    body = b'{"a": "", "b": "x", "c": {"d": "", "e": [{"f": ""}]}}'
+    assert read_body(body, "application/json") == {"b": "x", "c": {"e": [{}]}}
+
+
+def test_dotnet_boolean_text_is_left_for_the_parsers_to_read() -> None:
+    assert read_body(b'{"IsPaused": "True"}', "text/plain") == {"IsPaused": "True"}
+
+
+def test_utf8_byte_order_mark_is_accepted() -> None:
+    assert read_body(b"\xef\xbb\xbf" + json.dumps(DOC).encode(), "application/json") == DOC
+
+
+def test_form_with_payload_field_is_read() -> None:
+    body = urlencode({"payload": json.dumps(DOC)}).encode()
+    assert read_body(body, "application/x-www-form-urlencoded") == DOC
+
+
+def test_form_with_plain_fields_gives_the_fields() -> None:
+    body = b"action=play&media_type=movie&user_rating="
+    assert read_body(body, "application/x-www-form-urlencoded") == {
+        "action": "play",
+        "media_type": "movie",
+    }
+
+
+def test_not_json_is_rejected_with_the_parser_position() -> None:
+    assert read_body(b"hello", "application/json") == Rejected(
+        "body is not JSON: Expecting value at line 1 column 1"
+    )
+
+
+def test_truncated_json_is_rejected_in_one_line() -> None:
+    result = read_body(b'{"event": "media.play",\n "Metadata": {', "application/json")
+    assert isinstance(result, Rejected)
+    assert result.reason.startswith("body is not JSON: ")
+    assert "\n" not in result.reason
+
+
+def test_json_array_is_rejected() -> None:
+    assert read_body(b"[1, 2]", "application/json") == Rejected("body is JSON but not an object")
+
+
+def test_empty_body_is_rejected() -> None:
+    assert read_body(b"  \r\n", "application/json") == Rejected("empty body")
+
+
+def test_invalid_utf8_is_rejected() -> None:
+    assert read_body(b'{"a": "\xff"}', "application/json") == Rejected(
+        "body is not JSON: not valid UTF-8"
+    )
+
+
+def test_deeply_nested_json_is_rejected_not_raised() -> None:
+    result = read_body(b"[" * 100_000, "application/json")
+    assert isinstance(result, Rejected)
+
+
+def test_content_type_header_parameters_are_parsed_with_quotes() -> None:
+    assert parse_header('Multipart/Form-Data; boundary="x;y"; charset=utf-8') == (
+        "multipart/form-data",
+        {"boundary": "x;y", "charset": "utf-8"},
+    )
+
+
+def test_json_body_mislabelled_as_multipart_is_read_as_json() -> None:
+    assert read_body(json.dumps(DOC).encode(), content_type()) == DOC

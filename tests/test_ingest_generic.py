@@ -1,0 +1,191 @@
+"""Our generic JSON schema: the documented examples parse, broken fields name their path."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ingest_samples import only_event
+from watchbridge.ingest import parse as parse_request
+from watchbridge.ingest.generic import parse
+from watchbridge.model import Accepted, Account, Ids, Rejected
+
+DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
+MOVIE = {
+    "event": "stop",
+    "user": "alice",
+    "player": "kodi-livingroom",
+    "progress": 95.0,
+    "played": True,
+    "watched_at": "2025-03-14T20:48:02Z",
+    "item": {
+        "type": "movie",
+        "title": "Arrival",
+        "year": 2016,
+        "ids": {"imdb": "tt2543164", "tmdb": 329865},
+    },
+}
+EPISODE = {
+    "event": "start",
+    "user": "alice",
+    "player": "kodi-livingroom",
+    "position_ms": 0,
+    "duration_ms": 2856000,
+    "item": {
+        "type": "episode",
+        "title": "Ozymandias",
+        "show": {"title": "Breaking Bad", "year": 2008, "ids": {"tvdb": "81189"}},
+        "season": 5,
+        "number": 14,
+    },
+}
+
+
+def changed(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return payload
+
+
+def with_item(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    payload = changed(base)
+    payload["item"] = changed(payload["item"], **changes)
+    return payload
+
+
+def rejection(payload: dict[str, Any]) -> str:
+    result = parse(payload)
+    assert isinstance(result, Rejected), result
+    return result.reason
+
+
+def test_documented_movie_example_is_a_played_stop() -> None:
+    event = only_event(parse(MOVIE))
+    assert event.source == "generic"
+    assert (event.action, event.played) == ("stop", True)
+    assert event.item.kind == "movie"
+    assert event.item.ids == Ids(imdb="tt2543164", tmdb="329865")
+    assert (event.item.title, event.item.year) == ("Arrival", 2016)
+    assert event.account == Account(name="alice")
+    assert event.player == "kodi-livingroom"
+    assert event.progress == pytest.approx(95.0)
+    assert event.occurred_at == 1741985282
+
+
+def test_documented_episode_example_is_a_start_with_show_ids() -> None:
+    event = only_event(parse(EPISODE))
+    assert event.action == "start"
+    assert event.item.kind == "episode"
+    assert event.item.show_ids == Ids(tvdb="81189")
+    assert (event.item.show_title, event.item.year) == ("Breaking Bad", 2008)
+    assert (event.item.season, event.item.number) == (5, 14)
+    assert (event.position_ms, event.duration_ms) == (0, 2_856_000)
+
+
+def test_request_through_the_body_reader_parses() -> None:
+    result = parse_request("generic", json.dumps(MOVIE).encode(), "application/json")
+    assert only_event(result).item.ids.imdb == "tt2543164"
+
+
+def test_progress_with_duration_gives_the_position() -> None:
+    event = only_event(parse(changed(MOVIE, duration_ms=6_960_000)))
+    assert (event.position_ms, event.duration_ms) == (6_612_000, 6_960_000)
+
+
+def test_played_and_unplayed_events_set_played() -> None:
+    assert only_event(parse(changed(MOVIE, event="played"))).played is True
+    assert only_event(parse(changed(MOVIE, event="unplayed", played=None))).played is False
+
+
+def test_rate_takes_a_zero_to_ten_rating() -> None:
+    event = only_event(parse(changed(MOVIE, event="rate", rating=8)))
+    assert (event.action, event.rating) == ("rate", 80)
+
+
+def test_rate_with_zero_clears_the_rating() -> None:
+    event = only_event(parse(changed(MOVIE, event="rate", rating=0)))
+    assert (event.action, event.rating) == ("rate", None)
+
+
+def test_episode_with_only_its_own_ids_is_accepted() -> None:
+    payload = with_item(EPISODE, show=None, season=None, number=None, ids={"tvdb": 4637661})
+    assert only_event(parse(payload)).item.ids == Ids(tvdb="4637661")
+
+
+def test_episode_with_absolute_number_needs_no_season() -> None:
+    payload = with_item(EPISODE, season=None, number=None, absolute=62)
+    assert only_event(parse(payload)).item.absolute == 62
+
+
+def test_unknown_id_names_are_ignored_with_a_warning() -> None:
+    result = parse(with_item(MOVIE, ids={"imdb": "tt2543164", "tvmaze": 1}))
+    assert isinstance(result, Accepted)
+    assert result.warnings == ["item.ids.tvmaze: unknown id, ignored"]
+
+
+def test_naive_watched_at_is_utc() -> None:
+    event = only_event(parse(changed(MOVIE, watched_at="2025-03-14T20:48:02")))
+    assert event.occurred_at == 1741985282
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (changed(MOVIE, event=None), "event: required"),
+        (
+            changed(MOVIE, event="scrobble"),
+            "event: must be one of start, pause, resume, progress, stop, played, unplayed, rate",
+        ),
+        (changed(MOVIE, item=None), "item: required"),
+        (changed(MOVIE, item=[1]), "item: must be an object"),
+        (with_item(MOVIE, type=None), "item.type: required"),
+        (with_item(MOVIE, type="show"), "item.type: must be movie or episode"),
+        (with_item(MOVIE, ids=None, title=None), "item: a movie needs ids or a title"),
+        (with_item(MOVIE, title=5), "item.title: must be a string"),
+        (with_item(MOVIE, year="soon"), "item.year: must be a whole number >= 0"),
+        (with_item(MOVIE, ids="tt2543164"), "item.ids: must be an object"),
+        (
+            with_item(MOVIE, ids={"imdb": "2543164"}),
+            "item.ids.imdb: must be an IMDb id like tt2543164",
+        ),
+        (with_item(MOVIE, ids={"tmdb": "abc"}), "item.ids.tmdb: must be a positive number"),
+        (
+            with_item(EPISODE, show=None),
+            "item.show: an episode without ids needs show ids or a show title",
+        ),
+        (
+            with_item(EPISODE, number=None),
+            "item.season, item.number: required for an episode without ids",
+        ),
+        (with_item(EPISODE, season=-1), "item.season: must be a whole number >= 0"),
+        (with_item(EPISODE, show="Breaking Bad"), "item.show: must be an object"),
+        (changed(MOVIE, event="rate"), "rating: required for event rate"),
+        (changed(MOVIE, event="rate", rating=11), "rating: must be a number from 0 to 10"),
+        (changed(MOVIE, progress=120), "progress: must be a number from 0 to 100"),
+        (changed(MOVIE, progress="most"), "progress: must be a number from 0 to 100"),
+        (changed(MOVIE, position_ms=-5), "position_ms: must be a whole number >= 0"),
+        (changed(MOVIE, played="maybe"), "played: must be true or false"),
+        (
+            changed(MOVIE, watched_at="yesterday"),
+            "watched_at: must be an ISO-8601 time, e.g. 2025-03-14T20:48:02Z",
+        ),
+    ],
+)
+def test_broken_fields_are_rejected_with_their_path(payload: dict[str, Any], reason: str) -> None:
+    assert rejection(payload) == reason
+
+
+def test_every_curl_example_in_the_docs_is_accepted() -> None:
+    examples = re.findall(r"-d '(\{.*?\})'", DOCS.read_text(), re.S)
+    assert len(examples) >= 4
+    for example in examples:
+        assert isinstance(parse_request("generic", example.encode(), "application/json"), Accepted)

@@ -1,0 +1,212 @@
+"""Jellyfin webhook plugin: Send All Properties and template bodies, user data events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.ingest_samples import only_event, sample_bytes, sample_json
+from watchbridge.ingest import parse as parse_request
+from watchbridge.ingest.jellyfin import parse
+from watchbridge.model import Accepted, Account, Ids, Ignored, MediaEvent, Rejected
+
+OZYMANDIAS = Ids(imdb="tt2301451", tmdb="62161", tvdb="4637661")
+ALEX = Account(id="a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6", name="alex")
+SERVER = "5b6f0e3a2c1d4e8f9a7b6c5d4e3f2a1b"
+DEVICE = (
+    "TW96aWxsYS81LjAgKFgxMTsgTGludXggeDg2XzY0OyBydjoxMjguMCkgR2Vja28vMjAxMDAxMDEgRmlyZWZveC8x"
+    "MjguMHwxNzQxOTgxNjAwMDAw"
+)
+
+
+def sample(name: str, **changes: Any) -> dict[str, Any]:
+    payload = sample_json("jellyfin", name)
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return payload
+
+
+def assert_ozymandias(event: MediaEvent) -> None:
+    assert event.source == "jellyfin"
+    assert event.item.kind == "episode"
+    assert event.item.ids == OZYMANDIAS
+    assert event.item.show_ids == Ids()
+    assert (event.item.show_title, event.item.season, event.item.number) == ("Breaking Bad", 5, 14)
+    assert event.account == ALEX
+    assert (event.server, event.player) == (SERVER, DEVICE)
+
+
+def test_playback_start_is_a_start_at_zero() -> None:
+    event = only_event(parse(sample("playback_start_episode.json")))
+    assert_ozymandias(event)
+    assert event.action == "start"
+    assert event.progress == 0
+    assert event.session_id == "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+
+
+def test_paused_progress_report_is_a_pause_with_ticks_converted_to_ms() -> None:
+    event = only_event(parse(sample("playback_progress_episode_paused.json")))
+    assert_ozymandias(event)
+    assert event.action == "pause"
+    assert (event.position_ms, event.duration_ms) == (1_382_000, 2_856_000)
+    assert event.progress == pytest.approx(48.39, abs=0.01)
+
+
+def test_unpaused_progress_report_is_progress() -> None:
+    event = only_event(parse(sample("playback_progress_episode_paused.json", IsPaused=False)))
+    assert event.action == "progress"
+
+
+def test_stop_played_to_completion_is_a_played_stop() -> None:
+    event = only_event(parse(sample("playback_stop_episode_completed.json")))
+    assert_ozymandias(event)
+    assert (event.action, event.played) == ("stop", True)
+    assert event.progress == pytest.approx(98.0, abs=0.01)
+    assert event.occurred_at == pytest.approx(1741985282.88, abs=0.01)
+
+
+def test_stop_not_played_to_completion_is_a_plain_stop() -> None:
+    payload = sample("playback_stop_episode_completed.json", PlayedToCompletion=False)
+    assert only_event(parse(payload)).played is False
+
+
+def test_template_body_sent_as_text_plain_gives_the_same_event_as_send_all_properties() -> None:
+    body = sample_bytes("jellyfin", "template_rendered_playback_stop.json")
+    event = only_event(parse_request("jellyfin", body, "text/plain; charset=utf-8"))
+    assert_ozymandias(event)
+    assert (event.action, event.played) == ("stop", True)
+    assert (event.position_ms, event.duration_ms) == (2_799_000, 2_856_000)
+    assert event.item.year == 2008
+
+
+def test_template_date_in_culture_text_leaves_the_time_unknown() -> None:
+    event = only_event(parse(sample("template_rendered_playback_stop.json")))
+    assert event.occurred_at is None
+
+
+def test_template_boolean_text_false_is_read_as_false() -> None:
+    payload = sample("template_rendered_playback_stop.json", PlayedToCompletion="False")
+    assert only_event(parse(payload)).played is False
+
+
+def test_template_paused_text_true_gives_a_pause() -> None:
+    payload = sample(
+        "template_rendered_playback_stop.json", NotificationType="PlaybackProgress", IsPaused="True"
+    )
+    assert only_event(parse(payload)).action == "pause"
+
+
+def test_user_and_server_guids_with_dashes_match_the_send_all_properties_form() -> None:
+    template = only_event(parse(sample("template_rendered_playback_stop.json")))
+    typed = only_event(parse(sample("playback_stop_episode_completed.json")))
+    assert (template.account, template.server) == (typed.account, typed.server)
+
+
+def test_toggle_played_is_a_manual_played_mark_dated_by_last_played_date() -> None:
+    event = only_event(parse(sample("user_data_saved_toggle_played_movie.json")))
+    assert (event.action, event.played) == ("played", True)
+    assert event.item.kind == "movie"
+    assert event.item.ids == Ids(imdb="tt2543164", tmdb="329865")
+    assert (event.item.title, event.item.year) == ("Arrival", 2016)
+    assert event.occurred_at == pytest.approx(1742029964.20, abs=0.01)
+    assert event.position_ms is None
+
+
+def test_toggle_played_off_is_unplayed() -> None:
+    payload = sample("user_data_saved_toggle_played_movie.json", Played=False)
+    event = only_event(parse(payload))
+    assert (event.action, event.played) == ("unplayed", False)
+
+
+def test_toggle_played_without_played_value_is_rejected() -> None:
+    payload = sample("user_data_saved_toggle_played_movie.json", Played=None)
+    assert parse(payload) == Rejected("jellyfin UserDataSaved (TogglePlayed) has no Played value")
+
+
+def test_like_or_favourite_without_rating_is_ignored() -> None:
+    assert parse(sample("user_data_saved_update_rating_movie.json")) == Ignored("no_rating")
+
+
+def test_numeric_rating_is_a_rate() -> None:
+    payload = sample("user_data_saved_update_rating_movie.json", Rating=8)
+    event = only_event(parse(payload))
+    assert (event.action, event.rating) == ("rate", 80)
+
+
+@pytest.mark.parametrize("reason", ["PlaybackStart", "PlaybackProgress", "PlaybackFinished", "3"])
+def test_user_data_saved_by_playback_is_an_echo(reason: str) -> None:
+    payload = sample("user_data_saved_toggle_played_movie.json", SaveReason=reason)
+    assert parse(payload) == Ignored("user_data_echo")
+
+
+def test_numeric_save_reason_is_understood() -> None:
+    payload = sample("user_data_saved_toggle_played_movie.json", SaveReason="4")
+    assert only_event(parse(payload)).action == "played"
+
+
+@pytest.mark.parametrize(
+    ("notification", "reason"),
+    [
+        ("ItemAdded", "library_event"),
+        ("ItemDeleted", "library_event"),
+        ("AuthenticationSuccess", "unsupported_event"),
+        ("TaskCompleted", "unsupported_event"),
+    ],
+)
+def test_other_notification_types_are_ignored(notification: str, reason: str) -> None:
+    payload = sample("playback_start_episode.json", NotificationType=notification)
+    assert parse(payload) == Ignored(reason)
+
+
+@pytest.mark.parametrize(
+    ("item_type", "reason"),
+    [
+        ("Audio", "not_video"),
+        ("AudioBook", "not_video"),
+        ("Series", "unsupported_type"),
+        ("Season", "unsupported_type"),
+        ("Video", "unsupported_type"),
+        ("Trailer", "unsupported_type"),
+    ],
+)
+def test_items_that_are_not_movies_or_episodes_are_ignored(item_type: str, reason: str) -> None:
+    payload = sample("playback_start_episode.json", ItemType=item_type)
+    assert parse(payload) == Ignored(reason)
+
+
+def test_missing_notification_type_is_rejected() -> None:
+    payload = sample("playback_start_episode.json", NotificationType=None)
+    assert parse(payload) == Rejected("jellyfin payload has no NotificationType")
+
+
+def test_missing_item_type_is_rejected() -> None:
+    payload = sample("playback_start_episode.json", ItemType=None)
+    assert parse(payload) == Rejected("jellyfin payload has no ItemType")
+
+
+def test_send_all_properties_double_escaped_quotes_are_unescaped() -> None:
+    payload = sample("playback_start_episode.json", Name='Say \\"Hi\\"')
+    assert only_event(parse(payload)).item.title == 'Say "Hi"'
+
+
+def test_multi_episode_file_is_recorded_as_its_first_episode_with_a_warning() -> None:
+    result = parse(sample("playback_start_episode.json", EpisodeNumberEnd=15))
+    assert isinstance(result, Accepted)
+    assert result.events[0].item.number == 14
+    assert "multi-episode file E14-E15: only E14 is recorded" in result.warnings
+
+
+def test_malformed_provider_id_is_dropped_with_a_warning() -> None:
+    result = parse(sample("playback_start_episode.json", Provider_tmdb="abc"))
+    assert isinstance(result, Accepted)
+    assert result.events[0].item.ids == Ids(imdb="tt2301451", tvdb="4637661")
+    assert "ignored malformed tmdb id 'abc'" in result.warnings
+
+
+def test_missing_user_gives_an_empty_account() -> None:
+    payload = sample("playback_start_episode.json", UserId=None, NotificationUsername=None)
+    assert only_event(parse(payload)).account == Account()

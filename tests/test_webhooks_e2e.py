@@ -1,0 +1,235 @@
+"""End to end: webhooks posted to the running service, asserting what the fake Trakt holds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
+from tests.harness import ServiceProcess, free_port
+from tests.ingest_samples import sample_json
+from watchbridge.store import Store
+
+SECRET = "hook-secret-123"
+THUMB = bytes(range(256)) * 120  # a 30 KB poster, as Plex attaches to play and rate
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def plex_multipart(payload: dict[str, Any] | bytes, thumb: bool = True) -> tuple[bytes, str]:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    boundary = "wbboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="payload"\r\n'
+        f"Content-Type: application/json\r\n\r\n".encode()
+        + raw
+        + b"\r\n"
+    ]
+    if thumb:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="thumb"; filename="t.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode()
+            + THUMB
+            + b"\r\n"
+        )
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    fake.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    breaking = fake.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    for n in range(1, 17):
+        fake.add_episode(breaking, 5, n, tvdb=4000000 + n)
+    return fake
+
+
+def service_for(tmp_path: Path, trakt: FakeTrakt, extra: str = "") -> ServiceProcess:
+    port = free_port()
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text(
+        f"""
+server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+delivery: {{retry_after: 1s}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"], jellyfin: [alice], emby: [alice], tautulli: [alex], generic: [alice]}}
+    accounts: {{trakt: {{}}}}
+{extra}""",
+        encoding="utf-8",
+    )
+    token = trakt.issue_token()
+    store = Store.open(tmp_path / "wb.db")
+    store.put_token(
+        "trakt",
+        "me",
+        {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "created_at": time.time(),
+            "expires_in": 7 * 86400,
+        },
+        0,
+    )
+    store.close()
+    return ServiceProcess(config, port)
+
+
+@pytest.fixture
+def service(tmp_path: Path, trakt: FakeTrakt) -> Iterator[ServiceProcess]:
+    proc = service_for(tmp_path, trakt).start()
+    yield proc
+    proc.kill()
+
+
+def post_plex(service: ServiceProcess, payload: dict[str, Any] | bytes) -> httpx.Response:
+    body, content_type = plex_multipart(payload)
+    return httpx.post(
+        f"{service.url}/webhooks/plex/{SECRET}",
+        content=body,
+        headers={"content-type": content_type},
+    )
+
+
+def titles(trakt: FakeTrakt) -> list[str]:
+    return [h.item.title for h in trakt.history()]
+
+
+def test_plex_movie_scrobble_lands_in_history_once(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    payload = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+    assert post_plex(service, payload).status_code == 202
+    wait_for(lambda: titles(trakt) == ["Heat"])
+    stop = dict(payload, event="media.stop")
+    assert post_plex(service, stop).status_code == 202
+    time.sleep(0.5)
+    assert titles(trakt) == ["Heat"]
+
+
+def test_plex_episode_scrobble_lands_by_show_and_numbers(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    assert (
+        post_plex(service, sample_json("plex", "episode_legacy_media_scrobble.json")).status_code
+        == 202
+    )
+    wait_for(lambda: len(trakt.history()) == 1)
+    entry = trakt.history()[0]
+    assert (entry.item.season, entry.item.number) == (5, 16)
+
+
+def test_plex_play_shows_as_watching(service: ServiceProcess, trakt: FakeTrakt) -> None:
+    assert post_plex(service, sample_json("plex", "movie_media_play.json")).status_code == 202
+    wait_for(lambda: trakt.watching() is not None)
+
+
+def test_plex_rating_reaches_trakt(service: ServiceProcess, trakt: FakeTrakt) -> None:
+    assert post_plex(service, sample_json("plex", "movie_media_rate.json")).status_code == 202
+    wait_for(lambda: [r.rating for r in trakt.ratings()] == [9])
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "track_media_play.json",
+        "trailer_clip_media_play.json",
+        "movie_library_new.json",
+        "vod_catalog_media_stop.json",
+    ],
+)
+def test_not_for_us_is_acknowledged_and_nothing_is_sent(
+    service: ServiceProcess, trakt: FakeTrakt, sample: str
+) -> None:
+    response = post_plex(service, sample_json("plex", sample))
+    assert response.status_code == 200
+    assert response.json()["status"].startswith("ignored_")
+    time.sleep(0.3)
+    assert trakt.history() == [] and trakt.count("POST", "/scrobble/start") == 0
+
+
+def test_unmapped_account_is_acknowledged_and_ignored(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    response = post_plex(
+        service, sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+    )
+    assert (response.status_code, response.json()["status"]) == (200, "ignored_unmapped_account")
+
+
+def test_secret_in_header_is_accepted(service: ServiceProcess) -> None:
+    body, content_type = plex_multipart(sample_json("plex", "movie_media_play.json"))
+    response = httpx.post(
+        f"{service.url}/webhooks/plex",
+        content=body,
+        headers={"content-type": content_type, "x-webhook-secret": SECRET},
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("url_secret", ["wrong", None])
+def test_wrong_or_missing_secret_is_401(service: ServiceProcess, url_secret: str | None) -> None:
+    path = f"/webhooks/plex/{url_secret}" if url_secret else "/webhooks/plex"
+    response = httpx.post(f"{service.url}{path}", content=b"{}")
+    assert response.status_code == 401
+    assert "secret" in response.json()["error"]
+
+
+def test_malformed_body_is_400_with_a_reason(service: ServiceProcess) -> None:
+    response = httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", content=b"{not json")
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_body_over_the_limit_is_413(service: ServiceProcess) -> None:
+    response = httpx.post(f"{service.url}/webhooks/plex/{SECRET}", content=b"x" * (6 * 1024 * 1024))
+    assert response.status_code == 413
+
+
+def test_unknown_source_is_404(service: ServiceProcess) -> None:
+    assert httpx.post(f"{service.url}/webhooks/kodi/{SECRET}", content=b"{}").status_code == 404
+
+
+def test_outcomes_are_counted_by_source(service: ServiceProcess) -> None:
+    httpx.post(f"{service.url}/webhooks/plex/wrong", content=b"{}")
+    post_plex(service, sample_json("plex", "track_media_play.json"))
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'watchbridge_webhook_events_total{outcome="unauthorized",source="plex"} 1.0' in metrics
+    assert 'outcome="ignored_not_video",source="plex"' in metrics
+
+
+def test_late_completion_is_added_to_history_with_its_real_time(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    service = service_for(tmp_path, trakt, "").start()
+    try:
+        trakt.fail_next(6, 503)  # Trakt is down for the first tries
+        posted = time.time()
+        payload = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+        assert post_plex(service, payload).status_code == 202
+        wait_for(lambda: titles(trakt) == ["Heat"], timeout=20)
+        assert abs(parse_iso(trakt.history()[0].watched_at) - posted) < 120
+    finally:
+        service.kill()
