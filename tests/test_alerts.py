@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.fakes.base import FakeServer, Request, Response, route
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import free_port
 from watchbridge.alerts import AlertBook, Notifier, format_span
 from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
@@ -25,32 +24,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Receiver(FakeServer):
-    """A generic JSON webhook, as Apprise's json:// posts to it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[dict[str, Any]] = []
-
-    @route("POST", "/hook/{token}")
-    def hook(self, req: Request) -> Response:
-        self.messages.append(req.json())
-        return Response(200)
-
-    @property
-    def apprise_url(self) -> str:
-        return f"json://alerts:{PASSWORD}@{self.url.removeprefix('http://')}/hook/{TOKEN}"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+Receiver = AlertReceiver
 
 
 @pytest.fixture

@@ -226,3 +226,28 @@ def test_busy_database_answers_within_the_timeout(tmp_path: Path) -> None:
     blocker.execute("ROLLBACK")
     store.check_writable()
     store.close()
+
+
+def test_prune_forgets_old_delivered_rows_but_keeps_pending_and_dead(store: Store) -> None:
+    store.record_event(
+        source="plex",
+        kind="k",
+        payload={},
+        now=1.0,
+        rows=[row("a"), row("b", ordering="k2"), row("c", ordering="k3")],
+    )
+    a, b, _ = store.claim("w", 2.0)
+    store.complete(a.id, 3.0)
+    store.mark_dead(b.id, 3.0, "gave up")
+    store.release_claims(3.0)
+    pruned = store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0)
+    assert pruned["outbox"] == 1
+    assert store.outbox_counts() == {"pending": 1, "inflight": 0, "done": 0, "dead": 1}
+    assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+def test_unmatched_rows_are_counted(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    (item,) = store.claim("w", 2.0)
+    store.retry_later(item.id, 2.0, 3.0, "unmatched: Trakt has no id for X yet")
+    assert store.status().unmatched == 1

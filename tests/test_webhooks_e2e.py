@@ -233,3 +233,40 @@ def test_late_completion_is_added_to_history_with_its_real_time(
         assert abs(parse_iso(trakt.history()[0].watched_at) - posted) < 120
     finally:
         service.kill()
+
+
+def test_acknowledged_webhooks_survive_kill_9_and_reach_trakt_exactly_once(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    template = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+    imdb_ids = [f"tt9{n:06d}" for n in range(80)]
+    for n, imdb in enumerate(imdb_ids):
+        trakt.add_movie(f"Flood {n}", 2000, imdb=imdb)
+    service = service_for(tmp_path, trakt).start()
+    acknowledged: list[str] = []
+    with httpx.Client(timeout=5) as client:
+        for n, imdb in enumerate(imdb_ids):
+            if n == 40:
+                service.kill()  # kill -9 in the middle of the flood
+            payload = json.loads(json.dumps(template))
+            payload["Metadata"] |= {
+                "guid": f"com.plexapp.agents.imdb://{imdb}?lang=en",
+                "ratingKey": str(5000 + n),
+                "title": f"Flood {n}",
+            }
+            try:
+                response = client.post(f"{service.url}/webhooks/plex/{SECRET}", json=payload)
+            except httpx.TransportError:
+                continue
+            if response.status_code == 202:
+                acknowledged.append(f"Flood {n}")
+    assert 0 < len(acknowledged) <= 40
+    restarted = ServiceProcess(service.config, service.port).start()
+    try:
+        wait_for(lambda: set(acknowledged) <= set(titles(trakt)), timeout=30)
+        time.sleep(1.0)  # anything sent twice would show up by now
+        landed = titles(trakt)
+        assert len(landed) == len(set(landed)), "a play reached Trakt twice"
+        assert set(landed) <= {f"Flood {n}" for n in range(40)}
+    finally:
+        restarted.kill()

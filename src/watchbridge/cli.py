@@ -156,6 +156,11 @@ def status(config_path: str | None) -> None:
         f"{outbox['done']} delivered"
     )
     click.echo(f"oldest queued: {_when(state.oldest_pending_at)}")
+    if state.unmatched:
+        click.echo(
+            f"unmatched:     {state.unmatched} waiting for ids a service can use "
+            "(retried hourly; see `watchbridge deadletters list` if they give up)"
+        )
     click.echo(
         f"dead letters:  {state.dead_letters}"
         + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")

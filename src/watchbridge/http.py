@@ -40,7 +40,21 @@ class ServiceError(WatchbridgeError):
 
 
 class Unavailable(ServiceError):
-    """Down, overloaded, timing out or unreachable: try again later."""
+    """Down, overloaded, timing out or unreachable: try again later.
+
+    `outcome_unknown` is True when the last try may have reached the service (a timeout or a
+    dropped connection), so a write may have happened after all.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
+        super().__init__(service, message, retry_after)
+        self.outcome_unknown = outcome_unknown
 
 
 class RateLimited(Unavailable):
@@ -76,10 +90,11 @@ class Pacer:
     blocked_until: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def acquire(self, bucket: str | None, clock: Callable[[], float]) -> None:
+    async def acquire(self, bucket: str | None) -> None:
+        # Pacing is about real elapsed time, never an injected (possibly frozen) clock.
         async with self.lock:
             while True:
-                now = clock()
+                now = time.monotonic()
                 wait = max(0.0, self.blocked_until - now)
                 if not wait and bucket in self.buckets:
                     wait = self.buckets[bucket].wait_time(now)
@@ -87,8 +102,8 @@ class Pacer:
                     return
                 await asyncio.sleep(wait)
 
-    def block(self, seconds: float, clock: Callable[[], float]) -> None:
-        self.blocked_until = max(self.blocked_until, clock() + seconds)
+    def block(self, seconds: float) -> None:
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
 
 
 @dataclass(frozen=True)
@@ -175,21 +190,25 @@ class HttpClient:
         """
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
+        unknown = False
         for attempt in range(1, self.retry.attempts + 1):
             if pacer is not None:
-                await pacer.acquire(bucket, self.clock)
+                await pacer.acquire(bucket)
             started = time.monotonic()
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
                 )
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
                 self._count(method, "timeout", started)
                 last_problem = "timed out"
+                unknown = not isinstance(exc, httpx.ConnectTimeout)
             except httpx.TransportError as exc:
                 self._count(method, "error", started)
                 last_problem = f"connection failed ({type(exc).__name__})"
+                unknown = not isinstance(exc, httpx.ConnectError)
             else:
+                unknown = False
                 self._count(method, str(response.status_code), started)
                 if response.status_code in passthrough:
                     return response
@@ -198,7 +217,7 @@ class HttpClient:
                     # Some 429s (abuse filters) carry no Retry-After: back off on our own.
                     wait = wait if wait is not None else self.retry.backoff * 2**attempt * 4
                     if pacer is not None:
-                        pacer.block(wait + 1, self.clock)
+                        pacer.block(wait + 1)
                     if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:
                         raise RateLimited(self.service, f"rate limited for {wait:.0f}s", wait + 1)
                     last_problem = "rate limited"
@@ -222,7 +241,11 @@ class HttpClient:
                 "problem": last_problem,
             },
         )
-        raise Unavailable(self.service, f"{last_problem} after {self.retry.attempts} attempts")
+        raise Unavailable(
+            self.service,
+            f"{last_problem} after {self.retry.attempts} attempts",
+            outcome_unknown=unknown,
+        )
 
     def _count(self, method: str, status: str, started: float) -> None:
         if self.metrics is None:

@@ -218,6 +218,7 @@ class StoreStatus:
 
     outbox: dict[str, int]
     dead_letters: int
+    unmatched: int
     oldest_pending_at: float | None
     cursors: list[tuple[str, str, str, str, float]]
     last_runs: list[SyncRun]
@@ -389,11 +390,29 @@ class Store:
                     )
             return self._insert_outbox(conn, rows, now, int(cursor.lastrowid or 0))
 
-    def prune_sessions(self, older_than: float) -> int:
+    def prune(self, now: float, keep_done: float, keep_sessions: float) -> dict[str, int]:
+        """Forget delivered rows and their events after `keep_done` seconds, idle playback
+        sessions after `keep_sessions`. Pending and dead rows are never pruned."""
         with self.transaction() as conn:
-            return conn.execute(
-                "DELETE FROM playback_sessions WHERE updated_at < ?", (older_than,)
+            done = conn.execute(
+                "DELETE FROM outbox WHERE status = 'done' AND updated_at < ?", (now - keep_done,)
             ).rowcount
+            events = conn.execute(
+                "DELETE FROM events WHERE received_at < ? AND id NOT IN"
+                " (SELECT event_id FROM outbox WHERE event_id IS NOT NULL)",
+                (now - keep_done,),
+            ).rowcount
+            sessions = conn.execute(
+                "DELETE FROM playback_sessions WHERE updated_at < ?", (now - keep_sessions,)
+            ).rowcount
+        return {"outbox": done, "events": events, "sessions": sessions}
+
+    def unmatched_count(self) -> int:
+        rows = self._query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'"
+            " AND last_error LIKE 'unmatched:%'"
+        )
+        return int(rows[0]["n"])
 
     def enqueue(self, rows: Sequence[NewOutboxRow], now: float) -> int:
         """Add outbox rows not tied to an event (reconcile plans); returns how many were new."""
@@ -481,6 +500,14 @@ class Store:
                    claimed_by = NULL
                    WHERE id = ?""",
                 (status, now, next_at, error, item_id),
+            )
+
+    def note(self, item_ids: Sequence[int], message: str, now: float) -> None:
+        """Write down what is about to happen to these rows, so a crash leaves a trace."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
+                [(message, now, item_id) for item_id in item_ids],
             )
 
     def hold(self, item_id: int, now: float, next_attempt_at: float, reason: str) -> None:
@@ -714,6 +741,7 @@ class Store:
         return StoreStatus(
             outbox=counts,
             dead_letters=counts["dead"],
+            unmatched=self.unmatched_count(),
             oldest_pending_at=oldest[0]["t"] if oldest else None,
             cursors=cursors,
             last_runs=self.last_runs(),

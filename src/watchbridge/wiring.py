@@ -13,6 +13,7 @@ from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, Secret
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
+from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
 from watchbridge.services.trakt import TraktClient
 
@@ -63,4 +64,4 @@ def build_app(runtime: Runtime) -> Litestar:
     """The whole service: webhook routes plus the delivery worker."""
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     runtime.on_enqueued.append(worker.notify)
-    return create_app(runtime, tasks=[worker], extra_routes=webhooks.ROUTES)
+    return create_app(runtime, tasks=[worker, Maintenance()], extra_routes=webhooks.ROUTES)

@@ -21,6 +21,7 @@ from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.trakt import (
+    HISTORY_BATCH,
     HistoryPlay,
     RatingWrite,
     TraktAccountError,
@@ -67,7 +68,7 @@ class Row:
 
 class TraktTarget:
     name = NAME
-    batch_size = 250
+    batch_size = HISTORY_BATCH  # one claim, at most one history and one ratings request
 
     def __init__(
         self,
@@ -92,22 +93,31 @@ class TraktTarget:
             by_profile[item.profile].append(item)
         for profile, rows in by_profile.items():
             try:
-                outcomes.update(await self._deliver_profile(profile, rows, now))
-            except TraktAuthError as exc:
-                outcomes.update(_all(rows, Hold(exc.message, 900, "credentials", False)))
-            except TraktAccountError as exc:
-                outcomes.update(_all(rows, Hold(exc.message, 6 * 3600, "account_limit", False)))
-            except RateLimited as exc:
-                outcomes.update(_all(rows, Hold(exc.message, exc.retry_after or 60)))
-            except Unavailable as exc:
-                wait = exc.retry_after or self.config.retry_after
-                outcomes.update(_all(rows, Hold(exc.message, wait)))
+                await self._deliver_profile(profile, rows, now, outcomes)
+            except Exception as exc:
+                # Rows already decided keep their outcome (a play Trakt took stays done);
+                # the rest wait for whatever stopped this profile.
+                undecided = [r for r in rows if r.id not in outcomes]
+                outcomes.update(_all(undecided, self._hold_for(exc)))
         return outcomes
 
+    def _hold_for(self, exc: Exception) -> Outcome:
+        if isinstance(exc, TraktAuthError):
+            return Hold(exc.message, 900, "credentials", target_wide=False)
+        if isinstance(exc, TraktAccountError):
+            return Hold(exc.message, 6 * 3600, "account_limit", target_wide=False)
+        if isinstance(exc, RateLimited):
+            return Hold(exc.message, exc.retry_after or 60)
+        if isinstance(exc, Unavailable):
+            return Hold(exc.message, exc.retry_after or self.config.retry_after)
+        if isinstance(exc, TraktError):
+            return Retry(exc.message)
+        log.error("unexpected error delivering to Trakt", exc_info=exc)
+        return Retry(f"internal error: {type(exc).__name__}")
+
     async def _deliver_profile(
-        self, profile: str, rows: Sequence[OutboxItem], now: float
-    ) -> dict[int, Outcome]:
-        outcomes: dict[int, Outcome] = {}
+        self, profile: str, rows: Sequence[OutboxItem], now: float, outcomes: dict[int, Outcome]
+    ) -> None:
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
@@ -145,7 +155,6 @@ class TraktTarget:
                 outcomes[row.outbox.id] = Dead(f"unknown action {action!r} for Trakt")
         outcomes.update(await self._history(profile, history, now))
         outcomes.update(await self._ratings(profile, rated))
-        return outcomes
 
     async def _watching(self, profile: str, row: Row, now: float) -> Outcome:
         if now - row.at > self.config.late_after:
@@ -198,9 +207,14 @@ class TraktTarget:
         if not fresh:
             return outcomes
         plays = [HistoryPlay(r.item, r.at) for r in fresh]
+        # If we crash before Trakt's answer is recorded, the rows come back marked like this
+        # and are checked against Trakt's history before being sent again.
+        self.store.note([r.outbox.id for r in fresh], f"{UNKNOWN_OUTCOME}: sent", self.clock())
         try:
             result = await self.client.add_history(profile, plays)
         except Unavailable as exc:
+            if not exc.outcome_unknown:
+                raise  # the service said no: the target is held, nothing was written
             # The add may or may not have landed: look before sending it again.
             return outcomes | _all(
                 [r.outbox for r in fresh],

@@ -1,0 +1,233 @@
+"""The delivery worker and the Trakt target, driven pass by pass with a hand-moved clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.ingest_samples import sample_json
+from watchbridge.app import Runtime
+from watchbridge.config import parse_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted
+from watchbridge.webhooks import _store_event
+from watchbridge.wiring import build_runtime, make_targets
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    fake.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    return fake
+
+
+@pytest.fixture
+def receiver(start_fake: Callable[[FakeServer], FakeServer]) -> AlertReceiver:
+    fake = start_fake(AlertReceiver())
+    assert isinstance(fake, AlertReceiver)
+    return fake
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> AsyncIterator[Runtime]:
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+delivery: {{max_attempts: 3}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in(runtime, trakt, clock)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    for target in worker.targets.values():
+        target.client.http.retry = type(target.client.http.retry)(attempts=1)  # type: ignore[attr-defined]
+    yield worker
+    for target in worker.targets.values():
+        await target.aclose()
+
+
+def sign_in(runtime: Runtime, trakt: FakeTrakt, clock: FakeClock) -> None:
+    token = trakt.issue_token()
+    runtime.store.put_token(
+        "trakt",
+        "me",
+        {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "created_at": clock(),
+            "expires_in": 7 * 86400,
+        },
+        clock(),
+    )
+
+
+def webhook(runtime: Runtime, name: str, **metadata: Any) -> None:
+    payload = sample_json("plex", name)
+    payload["Metadata"] |= metadata
+    result = parse("plex", json.dumps(payload).encode(), "application/json")
+    assert isinstance(result, Accepted)
+    for event in result.events:
+        _store_event(runtime, "me", event)
+
+
+async def drain(
+    worker: DeliveryWorker, runtime: Runtime, clock: FakeClock, passes: int = 5, step: float = 0.0
+) -> None:
+    for _ in range(passes):
+        await worker.pass_once(runtime)
+        clock.advance(step)
+
+
+async def test_start_then_completion_arrive_in_order(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    webhook(runtime, "movie_media_play.json")
+    await worker.pass_once(runtime)  # the start is on its way when the completion comes in
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    scrobbles = [r.path for r in trakt.requests if r.path.startswith("/scrobble/")]
+    assert scrobbles == ["/scrobble/start", "/scrobble/stop"]
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+async def test_stale_live_states_are_coalesced_into_the_completion(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    webhook(runtime, "movie_media_play.json")
+    webhook(runtime, "movie_media_pause.json")
+    webhook(runtime, "movie_media_resume.json")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    assert trakt.count("POST", "/scrobble/start") == 0
+    assert trakt.count("POST", "/scrobble/pause") == 0
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+async def test_expired_sign_in_holds_deliveries_and_alerts_once(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.revoke_tokens()
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=3, step=1000)
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert runtime.store.dead_letters() == []
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert "watchbridge auth trakt --profile me" in receiver.messages[0]["message"]
+
+    sign_in(runtime, trakt, clock)
+    await drain(worker, runtime, clock, passes=2, step=1000)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert receiver.titles()[-1].startswith("Resolved")
+
+
+async def test_account_limit_pauses_without_retrying(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.account_limit(5)
+    webhook(runtime, "movie_media_rate.json")
+    await drain(worker, runtime, clock, passes=3, step=60)
+    assert trakt.count("POST", "/sync/ratings") == 1
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert "limit" in receiver.messages[0]["message"]
+
+
+async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.fail_next(3, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    assert worker.held_until["trakt"] > clock()
+    clock.advance(3600)  # an hour later Trakt is back: the play goes to history with its time
+    await drain(worker, runtime, clock, passes=6, step=400)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
+async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    webhook(
+        runtime,
+        "movie_legacy_imdb_media_scrobble.json",
+        guid="com.plexapp.agents.imdb://tt7777777?lang=en",
+        title="Nobody Knows",
+    )
+    await drain(worker, runtime, clock, passes=6, step=7200)
+    (dead,) = runtime.store.dead_letters()
+    assert "unmatched" in (dead.last_error or "")
+    assert any("gave up" in t for t in receiver.titles())
+
+
+async def test_history_add_with_unknown_outcome_is_checked_before_resending(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    for name in ("Heat", "Arrival"):
+        trakt_imdb = {"Heat": "tt0113277", "Arrival": "tt2543164"}[name]
+        webhook(
+            runtime,
+            "movie_legacy_imdb_media_scrobble.json",
+            guid=f"com.plexapp.agents.imdb://{trakt_imdb}?lang=en",
+            title=name,
+        )
+    clock.advance(3600)  # late: both go to history in one request
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)
+    await drain(worker, runtime, clock, passes=4, step=120)
+    assert sorted(h.item.title for h in trakt.history()) == ["Arrival", "Heat"]
+    assert trakt.count("POST", "/sync/history") == 1
+
+
+async def test_a_late_watching_state_is_skipped(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    webhook(runtime, "movie_media_play.json")
+    clock.advance(3600)
+    await drain(worker, runtime, clock, passes=2)
+    assert trakt.count("POST", "/scrobble/start") == 0
+    assert runtime.store.outbox_counts()["pending"] == 0
