@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,86 @@ def test_webhook_urls_use_the_generated_secret_consistently(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert "plex      http://nas.local:" in first.stdout
+
+
+def dead_letter(tmp_path: Path) -> Path:
+    path = write_config(tmp_path)
+    store = Store.open(tmp_path / "watchbridge.db")
+    store.enqueue(
+        [
+            NewOutboxRow(
+                "trakt", "me", "play", {"item": {"kind": "movie", "title": "Heat"}}, "k1", "i1"
+            )
+        ],
+        1.0,
+    )
+    (item,) = store.claim("w", 2.0)
+    store.mark_dead(item.id, 3.0, "gave up after 12 attempts: unmatched")
+    store.close()
+    return path
+
+
+def test_deadletters_list_shows_what_gave_up_and_why(tmp_path: Path) -> None:
+    result = run("deadletters", "list", "--config", str(dead_letter(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "#1" in result.stdout and "Heat" in result.stdout
+    assert "gave up after 12 attempts: unmatched" in result.stdout
+
+
+def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
+    path = dead_letter(tmp_path)
+    assert (
+        "1 dead letter(s) queued again"
+        in run("deadletters", "retry", "1", "--config", str(path)).stdout
+    )
+    assert "no dead letters" in run("deadletters", "list", "--config", str(path)).stdout
+    assert "1 pending" in run("status", "--config", str(path)).stdout
+
+
+def test_deadletters_discard_all(tmp_path: Path) -> None:
+    path = dead_letter(tmp_path)
+    assert (
+        "1 dead letter(s) discarded"
+        in run("deadletters", "discard", "--all", "--config", str(path)).stdout
+    )
+
+
+def test_deadletters_retry_without_ids_says_what_to_do(tmp_path: Path) -> None:
+    result = run("deadletters", "retry", "--config", str(dead_letter(tmp_path)))
+    assert result.returncode != 0
+    assert "--all" in result.stderr
+
+
+def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: Any) -> None:
+    from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+
+    trakt = start_fake(FakeTrakt())
+    trakt.device_interval = 0
+    path = write_config(
+        tmp_path,
+        f"services:\n  trakt:\n    client_id: {CLIENT_ID}\n"
+        f"    api_url: {trakt.url}\n    auth_url: {trakt.url}\n"
+        "profiles:\n  me:\n    accounts:\n      trakt: {}\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchbridge", "auth", "trakt", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    code = first.rsplit(" ", 1)[-1].strip()
+    trakt.approve_device(code)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "profile me is signed in to Trakt" in out
+    store = Store.open(tmp_path / "watchbridge.db")
+    assert store.get_token("trakt", "me") is not None
+    store.close()
+
+
+def test_auth_trakt_without_the_service_configured_says_so(tmp_path: Path) -> None:
+    result = run("auth", "trakt", "--config", str(write_config(tmp_path)))
+    assert result.returncode != 0
+    assert "services.trakt is not configured" in result.stderr

@@ -15,6 +15,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from watchbridge.app import Runtime
 from watchbridge.config import Config, Profile
@@ -215,14 +216,17 @@ def _event_record(event: MediaEvent) -> dict[str, Any]:
 
 @post("/webhooks/{source:str}", status_code=202)
 async def webhook(
-    runtime: NamedDependency[Runtime], request: Request[Any, Any, Any], source: str
+    runtime: NamedDependency[Runtime], request: Request[Any, Any, Any], source: FromPath[str]
 ) -> Response[dict[str, Any]]:
     return await _webhook(runtime, request, source, None)
 
 
 @post("/webhooks/{source:str}/{secret:str}", status_code=202)
 async def webhook_with_secret(
-    runtime: NamedDependency[Runtime], request: Request[Any, Any, Any], source: str, secret: str
+    runtime: NamedDependency[Runtime],
+    request: Request[Any, Any, Any],
+    source: FromPath[str],
+    secret: FromPath[str],
 ) -> Response[dict[str, Any]]:
     return await _webhook(runtime, request, source, secret)
 

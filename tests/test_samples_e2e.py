@@ -1,0 +1,172 @@
+"""Every sample payload of every source, posted to the running app: what does Trakt end up with?
+
+Expectations are stated per kind of event (a completion adds one play, a rating sets a
+rating, a start shows as watching, anything ignored changes nothing) and checked on the fake
+Trakt's state, not on what watchbridge sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread
+from tests.ingest_samples import FIXTURES, payload_names, raw_request, sample_bytes
+from watchbridge import ratings
+from watchbridge.config import parse_config
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted, MediaEvent
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "sample-secret"
+SAMPLES = [
+    (source, name)
+    for source in ("plex", "jellyfin", "emby", "tautulli")
+    for name in payload_names(source)
+]
+RAW = [
+    ("plex", "multipart_movie_media_play"),
+    ("plex", "multipart_episode_media_pause_plain_field"),
+    ("emby", "multipart_playback_stop_episode"),
+]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def seed(trakt: FakeTrakt, event: MediaEvent) -> None:
+    """Put the sample's item into the fake Trakt's catalogue, with the ids the sample has."""
+    item = event.item
+    ids = item.ids
+    if item.kind == "movie":
+        trakt.add_movie(
+            item.title or "?", item.year, imdb=ids.imdb, tmdb=int(ids.tmdb) if ids.tmdb else None
+        )
+        return
+    show_ids = item.show_ids
+    show = trakt.add_show(
+        item.show_title or "?",
+        None,
+        imdb=show_ids.imdb,
+        tmdb=int(show_ids.tmdb) if show_ids.tmdb else None,
+        tvdb=int(show_ids.tvdb) if show_ids.tvdb else None,
+    )
+    trakt.add_episode(
+        show,
+        item.season or 1,
+        item.number or 1,
+        tvdb=int(ids.tvdb) if ids.tvdb else None,
+        imdb=ids.imdb,
+        tmdb=int(ids.tmdb) if ids.tmdb else None,
+    )
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    return fake
+
+
+@pytest.fixture
+def app(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThread]:
+    users = {"plex": ["1", "48151623"], "jellyfin": [], "emby": [], "tautulli": []}
+    for source, name in SAMPLES:
+        for event in _events(source, name):
+            users[source] += [v for v in (event.account.id, event.account.name) if v]
+    config = parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me:
+    default: true
+    users: {users}
+    accounts: {{trakt: {{}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    token = trakt.issue_token()
+    with AppThread(build_app(runtime)) as thread:
+        runtime.store.put_token(
+            "trakt",
+            "me",
+            {
+                "access_token": token.access_token,
+                "refresh_token": token.refresh_token,
+                "created_at": time.time(),
+                "expires_in": 86400,
+            },
+            time.time(),
+        )
+        yield thread
+
+
+def _events(source: str, name: str) -> list[MediaEvent]:
+    result = parse(source, sample_bytes(source, name), "application/json")
+    return result.events if isinstance(result, Accepted) else []
+
+
+def _expect(trakt: FakeTrakt, event: MediaEvent) -> Callable[[], bool]:
+    if event.action == "rate":
+        if event.rating is None:
+            return lambda: trakt.ratings() == []
+        wanted = ratings.to_trakt(event.rating)
+        return lambda: [r.rating for r in trakt.ratings()] == [wanted]
+    if event.played:
+        return lambda: len(trakt.history()) == 1
+    if event.action in ("start", "resume", "progress"):
+        return lambda: trakt.watching() is not None
+    return lambda: trakt.history() == []
+
+
+@pytest.mark.parametrize(("source", "name"), SAMPLES, ids=[f"{s}/{n}" for s, n in SAMPLES])
+def test_sample_reaches_trakt_as_it_should(
+    app: AppThread, trakt: FakeTrakt, source: str, name: str
+) -> None:
+    events = _events(source, name)
+    for event in events:
+        seed(trakt, event)
+    response = httpx.post(
+        f"{app.url}/webhooks/{source}/{SECRET}",
+        content=sample_bytes(source, name),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code in (200, 202), response.text
+    if not events:
+        assert response.status_code == 200
+        time.sleep(0.2)
+        assert trakt.history() == [] and trakt.ratings() == [] and trakt.watching() is None
+        return
+    assert wait_for(_expect(trakt, events[0])), f"Trakt did not end up as expected for {name}"
+
+
+@pytest.mark.parametrize(("source", "stem"), RAW, ids=[f"{s}/{n}" for s, n in RAW])
+def test_captured_multipart_bodies_are_accepted(app: AppThread, source: str, stem: str) -> None:
+    body, content_type = raw_request(source, stem)
+    response = httpx.post(
+        f"{app.url}/webhooks/{source}/{SECRET}",
+        content=body,
+        headers={"content-type": content_type},
+    )
+    assert response.status_code in (200, 202), response.text
+
+
+def test_fixture_folder_is_complete() -> None:
+    assert (FIXTURES / "plex" / "movie_media_scrobble.json").is_file()
