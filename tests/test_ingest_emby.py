@@ -32,6 +32,7 @@ def assert_ozymandias(event: MediaEvent) -> None:
     assert event.item.kind == "episode"
     assert event.item.ids == OZYMANDIAS
     assert (event.item.show_title, event.item.season, event.item.number) == ("Breaking Bad", 5, 14)
+    assert (event.item.source_key, event.item.show_source_key) == ("51873", "51801")
     assert event.account == ALEX
     assert (event.server, event.player) == (SERVER, DEVICE)
     assert event.session_id == "3d2c1b0a9f8e7d6c5b4a39281706f5e4"
@@ -76,6 +77,7 @@ def test_mark_played_is_a_played_mark_dated_by_last_played_date() -> None:
     assert event.item.kind == "movie"
     assert event.item.ids == Ids(imdb="tt2543164", tmdb="329865")
     assert (event.item.title, event.item.year) == ("Arrival", 2016)
+    assert (event.item.source_key, event.item.show_source_key) == ("40127", None)
     assert event.account == ALEX
     assert event.occurred_at == 1742029964
 

@@ -14,6 +14,8 @@ from watchbridge.model import Accepted, Account, Ids, Ignored, MediaEvent, Rejec
 OZYMANDIAS = Ids(imdb="tt2301451", tmdb="62161", tvdb="4637661")
 ALEX = Account(id="a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6", name="alex")
 SERVER = "5b6f0e3a2c1d4e8f9a7b6c5d4e3f2a1b"
+ITEM = "c7d2a91e4b3f4e6a8d0b1c2e3f4a5b6c"
+SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"
 DEVICE = (
     "TW96aWxsYS81LjAgKFgxMTsgTGludXggeDg2XzY0OyBydjoxMjguMCkgR2Vja28vMjAxMDAxMDEgRmlyZWZveC8x"
     "MjguMHwxNzQxOTgxNjAwMDAw"
@@ -36,6 +38,7 @@ def assert_ozymandias(event: MediaEvent) -> None:
     assert event.item.ids == OZYMANDIAS
     assert event.item.show_ids == Ids()
     assert (event.item.show_title, event.item.season, event.item.number) == ("Breaking Bad", 5, 14)
+    assert (event.item.source_key, event.item.show_source_key) == (ITEM, SERIES)
     assert event.account == ALEX
     assert (event.server, event.player) == (SERVER, DEVICE)
 
@@ -104,6 +107,7 @@ def test_user_and_server_guids_with_dashes_match_the_send_all_properties_form() 
     template = only_event(parse(sample("template_rendered_playback_stop.json")))
     typed = only_event(parse(sample("playback_stop_episode_completed.json")))
     assert (template.account, template.server) == (typed.account, typed.server)
+    assert (template.item.source_key, template.item.show_source_key) == (ITEM, SERIES)
 
 
 def test_toggle_played_is_a_manual_played_mark_dated_by_last_played_date() -> None:
@@ -114,6 +118,10 @@ def test_toggle_played_is_a_manual_played_mark_dated_by_last_played_date() -> No
     assert (event.item.title, event.item.year) == ("Arrival", 2016)
     assert event.occurred_at == pytest.approx(1742029964.20, abs=0.01)
     assert event.position_ms is None
+    assert (event.item.source_key, event.item.show_source_key) == (
+        "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4",
+        None,
+    )
 
 
 def test_toggle_played_off_is_unplayed() -> None:

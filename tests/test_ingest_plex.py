@@ -10,7 +10,16 @@ import pytest
 from tests.ingest_samples import only_event, raw_request, sample_json
 from watchbridge.ingest import parse as parse_request
 from watchbridge.ingest.plex import Guid, parse, parse_guid
-from watchbridge.model import Accepted, Account, Ids, Ignored, Rejected
+from watchbridge.model import (
+    Accepted,
+    Account,
+    Ids,
+    Ignored,
+    MediaRef,
+    Rejected,
+    ref_from_dict,
+    ref_to_dict,
+)
 
 SERVER = "d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
 SHIELD = "k2m9x4q7b1z8c3v6n5l0p2r4"
@@ -44,6 +53,7 @@ def test_movie_play_is_a_start_with_new_agent_ids_and_unknown_progress() -> None
     assert event.item.kind == "movie"
     assert event.item.ids == ARRIVAL
     assert (event.item.title, event.item.year) == ("Arrival", 2016)
+    assert (event.item.source_key, event.item.show_source_key) == ("48213", None)
     assert event.account == OWNER
     assert (event.server, event.player) == (SERVER, SHIELD)
     assert event.position_ms is None
@@ -97,6 +107,7 @@ def test_new_agent_movie_without_guid_array_keeps_plex_guid_and_warns() -> None:
     result = parse(sample("movie_new_agent_no_guid_array_media_scrobble.json"))
     assert isinstance(result, Accepted)
     assert result.events[0].item.ids == Ids(plex_guid="plex://movie/5d7768a696b655001fdc0e5c")
+    assert result.events[0].item.source_key == "8372"  # what enrichment reads from PMS
     assert any("enrichment" in warning for warning in result.warnings)
 
 
@@ -124,6 +135,7 @@ def test_legacy_episode_events_give_show_tvdb_id_season_and_number(
     assert event.item.ids == Ids()
     assert (event.item.season, event.item.number) == (5, 16)
     assert (event.item.show_title, event.item.title) == ("Breaking Bad", "Felina")
+    assert (event.item.source_key, event.item.show_source_key) == ("73155", "72962")
     assert event.account == OWNER
     assert event.player == CHROME
     assert event.progress == (None if progress is None else pytest.approx(progress, abs=0.01))
@@ -151,10 +163,38 @@ def test_new_agent_episode_ids_are_the_episodes_and_the_show_is_its_plex_guid() 
     )
     assert event.item.show_ids == Ids(plex_guid="plex://show/60e81fd8d8000e002d7d2976")
     assert (event.item.season, event.item.number) == (1, 1)
+    assert (event.item.source_key, event.item.show_source_key) == ("40294", "40275")
     assert event.account == Account(id="48151623", name="jamie.r")
     assert (event.action, event.played) == ("stop", True)
     assert isinstance(result, Accepted)
     assert result.warnings == ["episode-level ids only: the show's ids need a lookup"]
+
+
+def test_source_keys_take_no_part_in_the_item_key_and_survive_the_outbox() -> None:
+    item = only_event(parse(sample("episode_new_agent_friend_media_scrobble.json"))).item
+    bare = MediaRef(
+        "episode",
+        item.ids,
+        title=item.title,
+        show_ids=item.show_ids,
+        show_title=item.show_title,
+        season=item.season,
+        number=item.number,
+    )
+    assert item.key() == bare.key()
+    stored = ref_to_dict(item)
+    assert (stored["source_key"], stored["show_source_key"]) == ("40294", "40275")
+    assert ref_from_dict(stored) == item
+    assert "source_key" not in ref_to_dict(bare)
+    assert ref_from_dict(ref_to_dict(bare)) == bare  # rows written before the fields existed
+
+
+def test_missing_rating_keys_leave_the_source_keys_empty() -> None:
+    payload = with_metadata(
+        "episode_new_agent_friend_media_scrobble.json", ratingKey=None, grandparentRatingKey=None
+    )
+    item = only_event(parse(payload)).item
+    assert (item.source_key, item.show_source_key) == (None, None)
 
 
 # --------------------------------------------------------------------------- raw requests

@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.plex import TOKEN as PLEX_TOKEN
+from tests.fakes.plex import FakePlex
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread
 from tests.ingest_samples import FIXTURES, payload_names, raw_request, sample_bytes
@@ -25,6 +27,7 @@ from watchbridge.model import Accepted, MediaEvent
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "sample-secret"
+YUMA_IMDB = "tt0050086"
 SAMPLES = [
     (source, name)
     for source in ("plex", "jellyfin", "emby", "tautulli")
@@ -50,6 +53,9 @@ def seed(trakt: FakeTrakt, event: MediaEvent) -> None:
     """Put the sample's item into the fake Trakt's catalogue, with the ids the sample has."""
     item = event.item
     ids = item.ids
+    if item.kind == "movie" and not (ids.imdb or ids.tmdb):
+        trakt.add_movie(item.title or "?", item.year, imdb=YUMA_IMDB)  # known to Plex only
+        return
     if item.kind == "movie":
         trakt.add_movie(
             item.title or "?", item.year, imdb=ids.imdb, tmdb=int(ids.tmdb) if ids.tmdb else None
@@ -81,7 +87,22 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
 
 
 @pytest.fixture
-def app(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThread]:
+def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
+    """The Plex server behind the samples: asked for ids when a payload has only plex:// guids."""
+    fake = start_fake(FakePlex())
+    assert isinstance(fake, FakePlex)
+    fake.add_movie(
+        "8372",
+        "3:10 to Yuma",
+        1957,
+        [f"imdb://{YUMA_IMDB}"],
+        guid="plex://movie/5d7768a696b655001fdc0e5c",
+    )
+    return fake
+
+
+@pytest.fixture
+def app(tmp_path: Path, trakt: FakeTrakt, plex: FakePlex) -> Iterator[AppThread]:
     users = {"plex": ["1", "48151623"], "jellyfin": [], "emby": [], "tautulli": []}
     for source, name in SAMPLES:
         for event in _events(source, name):
@@ -92,6 +113,7 @@ server: {{webhook_secret: {SECRET}}}
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: {PLEX_TOKEN}}}
 profiles:
   me:
     default: true

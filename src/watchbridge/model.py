@@ -50,6 +50,11 @@ class MediaRef:
 
     Episodes carry their own ids (often missing or episode-level only) and the show's ids with
     season and number; `absolute` where the source numbers anime that way.
+
+    `source_key` is the source server's own key for the item (Plex ratingKey, Jellyfin/Emby
+    ItemId) and `show_source_key` the show's (Plex grandparentRatingKey, Jellyfin/Emby
+    SeriesId): what enrichment asks the server about. Neither is an identity: `key()` ignores
+    them, so ordering and idempotency keys do not depend on them.
     """
 
     kind: MediaKind
@@ -61,6 +66,8 @@ class MediaRef:
     season: int | None = None
     number: int | None = None
     absolute: int | None = None
+    source_key: str | None = None
+    show_source_key: str | None = None
 
     def key(self) -> str:
         """A stable identity for ordering and de-duplication: strongest id, else title."""

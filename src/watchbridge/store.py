@@ -201,6 +201,17 @@ class NewOutboxRow:
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """The outcome of one delivery attempt for one outbox row."""
+
+    item_id: int
+    status: OutboxStatus
+    next_attempt_at: float | None = None
+    error: str | None = None
+    spend_attempt: bool = True
+
+
+@dataclass(frozen=True)
 class SyncRun:
     id: int
     link: str
@@ -477,29 +488,30 @@ class Store:
         return sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
 
     def complete(self, item_id: int, now: float) -> None:
-        self._set_outcome(item_id, "done", now, None, None)
+        self.settle(now, [Settlement(item_id, "done")])
 
     def retry_later(self, item_id: int, now: float, next_attempt_at: float, error: str) -> None:
-        self._set_outcome(item_id, "pending", now, next_attempt_at, error)
+        self.settle(now, [Settlement(item_id, "pending", next_attempt_at, error)])
 
     def mark_dead(self, item_id: int, now: float, error: str) -> None:
-        self._set_outcome(item_id, "dead", now, None, error)
+        self.settle(now, [Settlement(item_id, "dead", None, error)])
 
-    def _set_outcome(
-        self,
-        item_id: int,
-        status: OutboxStatus,
-        now: float,
-        next_at: float | None,
-        error: str | None,
-    ) -> None:
+    def hold(self, item_id: int, now: float, next_attempt_at: float, reason: str) -> None:
+        """Back to pending without spending an attempt: the target, not the item, failed."""
+        self.settle(now, [Settlement(item_id, "pending", next_attempt_at, reason, False)])
+
+    def settle(self, now: float, settlements: Sequence[Settlement]) -> None:
+        """Record the outcomes of one delivery batch in one transaction."""
         with self.transaction() as conn:
-            conn.execute(
-                """UPDATE outbox SET status = ?, attempts = attempts + 1, updated_at = ?,
+            conn.executemany(
+                """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
                    claimed_by = NULL
                    WHERE id = ?""",
-                (status, now, next_at, error, item_id),
+                [
+                    (s.status, int(s.spend_attempt), now, s.next_attempt_at, s.error, s.item_id)
+                    for s in settlements
+                ],
             )
 
     def note(self, item_ids: Sequence[int], message: str, now: float) -> None:
@@ -508,15 +520,6 @@ class Store:
             conn.executemany(
                 "UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
                 [(message, now, item_id) for item_id in item_ids],
-            )
-
-    def hold(self, item_id: int, now: float, next_attempt_at: float, reason: str) -> None:
-        """Back to pending without spending an attempt: the target, not the item, failed."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                " next_attempt_at = ?, last_error = ? WHERE id = ?",
-                (now, next_attempt_at, reason, item_id),
             )
 
     def next_due(self, targets: Sequence[str] | None = None) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 from litestar import Litestar
@@ -13,8 +14,10 @@ from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, Secret
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
+from watchbridge.ids import PlexEnricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
+from watchbridge.services.plex import PlexClient
 from watchbridge.services.trakt import TraktClient
 
 
@@ -38,12 +41,35 @@ def trakt_client(config: Config, runtime: Runtime) -> TraktClient | None:
     )
 
 
+def plex_client(config: Config, runtime: Runtime) -> PlexClient | None:
+    plex = config.services.plex
+    if plex is None or not plex.url:
+        return None
+    identifier = runtime.store.setting(
+        "plex_client_identifier", lambda: uuid.uuid4().hex, runtime.clock()
+    )
+    return PlexClient(
+        plex, metrics=runtime.metrics, clock=runtime.clock, client_identifier=identifier
+    )
+
+
 def make_targets(runtime: Runtime) -> Sequence[Target]:
     """The delivery targets the config asks for, built once the store is open."""
     targets: list[Target] = []
     client = trakt_client(runtime.config, runtime)
     if client is not None:
-        targets.append(TraktTarget(client, runtime.store, runtime.config.delivery, runtime.clock))
+        plex = plex_client(runtime.config, runtime)
+        enricher = PlexEnricher(plex.metadata, runtime.store, runtime.clock) if plex else None
+        targets.append(
+            TraktTarget(
+                client,
+                runtime.store,
+                runtime.config.delivery,
+                runtime.clock,
+                plex=enricher,
+                on_close=plex.aclose if plex else None,
+            )
+        )
     return targets
 
 

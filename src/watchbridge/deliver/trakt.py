@@ -8,9 +8,10 @@ connection) is verified against Trakt's history before it is sent again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry
 from watchbridge.http import RateLimited, Unavailable
-from watchbridge.ids import TraktResolver
+from watchbridge.ids import PlexEnricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
@@ -76,7 +77,11 @@ class TraktTarget:
         store: Store,
         config: DeliveryConfig,
         clock: Callable[[], float],
+        plex: PlexEnricher | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.plex = plex
+        self.on_close = on_close
         self.client = client
         self.store = store
         self.config = config
@@ -85,6 +90,8 @@ class TraktTarget:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.on_close is not None:
+            await self.on_close()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {}
@@ -121,6 +128,8 @@ class TraktTarget:
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
+            if self.plex is not None and not can_send(item):
+                item = await self.plex.enrich(item)  # plex:// guids: ask the Plex server
             if not can_send(item):
                 found = await self.resolver.resolve(item)
                 if found is None or not can_send(found):
@@ -173,7 +182,7 @@ class TraktTarget:
 
     async def _live_stop(self, profile: str, row: Row) -> Outcome | None:
         """Scrobble a fresh completion; None means 'fall back to a history add'."""
-        if self._known_on_trakt(profile, row):
+        if await self._known_on_trakt(profile, [row]):
             return Delivered("already on Trakt")
         progress = row.payload.get("progress")
         if progress is None or progress < 80:
@@ -188,20 +197,20 @@ class TraktTarget:
             return Retry(exc.message)
         if result.action != "scrobble":
             return None
-        self._remember(profile, [row])
+        await self._remember(profile, [row])
         return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")
 
     async def _history(self, profile: str, rows: Sequence[Row], now: float) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {}
-        fresh = []
-        for row in rows:
-            if self._known_on_trakt(profile, row):
-                outcomes[row.outbox.id] = Delivered("already on Trakt")
-            else:
-                fresh.append(row)
+        known = await self._known_on_trakt(profile, rows)
+        outcomes.update(
+            _all([r.outbox for r in rows if r.outbox.id in known], Delivered("already on Trakt"))
+        )
+        fresh = [r for r in rows if r.outbox.id not in known]
         if any((r.outbox.last_error or "").startswith(UNKNOWN_OUTCOME) for r in fresh):
             await self._learn_history(profile, fresh)
-            confirmed = [r for r in fresh if self._known_on_trakt(profile, r)]
+            confirmed_ids = await self._known_on_trakt(profile, fresh)
+            confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
             fresh = [r for r in fresh if r not in confirmed]
         if not fresh:
@@ -209,7 +218,9 @@ class TraktTarget:
         plays = [HistoryPlay(r.item, r.at) for r in fresh]
         # If we crash before Trakt's answer is recorded, the rows come back marked like this
         # and are checked against Trakt's history before being sent again.
-        self.store.note([r.outbox.id for r in fresh], f"{UNKNOWN_OUTCOME}: sent", self.clock())
+        await asyncio.to_thread(
+            self.store.note, [r.outbox.id for r in fresh], f"{UNKNOWN_OUTCOME}: sent", self.clock()
+        )
         try:
             result = await self.client.add_history(profile, plays)
         except Unavailable as exc:
@@ -226,7 +237,7 @@ class TraktTarget:
             return outcomes | _all([r.outbox for r in fresh], Retry(exc.message))
         missing = {id(ref) for ref in result.not_found}
         added = [r for r, play in zip(fresh, plays, strict=True) if id(play.item) not in missing]
-        self._remember(profile, added)
+        await self._remember(profile, added)
         for row, play in zip(fresh, plays, strict=True):
             outcomes[row.outbox.id] = (
                 Retry(f"unmatched: Trakt could not find {row.item.describe()}", after=3600)
@@ -255,17 +266,20 @@ class TraktTarget:
             for r, w in zip(rows, writes, strict=True)
         }
 
-    def _known_on_trakt(self, profile: str, row: Row) -> bool:
-        return bool(self.store.mirror_has(NAME, profile, PLAYS, nearby_keys(row.item, row.at)))
+    async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
+        """Outbox ids of the rows whose play we know Trakt already holds (one query)."""
+        keys = {key: row.outbox.id for row in rows for key in nearby_keys(row.item, row.at)}
+        if not keys:
+            return set()
+        found = await asyncio.to_thread(self.store.mirror_has, NAME, profile, PLAYS, list(keys))
+        return {keys[key] for key in found}
 
-    def _remember(self, profile: str, rows: Sequence[Row]) -> None:
-        self.store.mirror_put(
-            NAME,
-            profile,
-            PLAYS,
-            {play_key(r.item, r.at): {"watched_at": r.at} for r in rows},
-            self.clock(),
-        )
+    async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
+        if rows:
+            plays = {play_key(r.item, r.at): {"watched_at": r.at} for r in rows}
+            await asyncio.to_thread(
+                self.store.mirror_put, NAME, profile, PLAYS, plays, self.clock()
+            )
 
     async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
@@ -283,7 +297,7 @@ class TraktTarget:
                 for entry in entries
             )
         ]
-        self._remember(profile, seen)
+        await self._remember(profile, seen)
 
 
 def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from watchbridge.app import Runtime
 from watchbridge.config import DeliveryConfig
-from watchbridge.store import OutboxItem
+from watchbridge.store import OutboxItem, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +176,16 @@ class DeliveryWorker:
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str], str] = {}
         by_outcome: dict[str, int] = defaultdict(int)
+        settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
             by_outcome[type(outcome).__name__.lower()] += 1
             if isinstance(outcome, Delivered):
-                await asyncio.to_thread(store.complete, item.id, now)
+                settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Hold):
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
-                await asyncio.to_thread(
-                    store.hold, item.id, now, now + outcome.after, outcome.reason
+                settled.append(
+                    Settlement(item.id, "pending", now + outcome.after, outcome.reason, False)
                 )
                 if outcome.alert:
                     alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
@@ -192,11 +193,12 @@ class DeliveryWorker:
                 reason = outcome.reason if isinstance(outcome, Dead | Retry) else ""
                 if not isinstance(outcome, Dead):
                     reason = f"gave up after {item.attempts + 1} attempts: {reason}"
-                await asyncio.to_thread(store.mark_dead, item.id, now, reason)
+                settled.append(Settlement(item.id, "dead", None, reason))
                 dead.append((item, reason))
             else:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
-                await asyncio.to_thread(store.retry_later, item.id, now, now + wait, outcome.reason)
+                settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
+        await asyncio.to_thread(store.settle, now, settled)
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
             hold = max(wide, key=lambda h: h.after)

@@ -8,6 +8,8 @@ Ignored(no_rating) (Emby mostly sends favourite/like changes). library.* → lib
 system.notificationtest → test_event, the rest → unsupported_event.
 
 `Item.ProviderIds` are the item's own ids (for an episode the episode's, often only Tvdb).
+`Item.Id` → source_key and, for an episode, `Item.SeriesId` → show_source_key (numeric strings
+in Emby, so they can look like Plex ratingKeys: never hand them to a Plex lookup).
 `User` is absent unless the webhook is limited to users: then Account() stays empty.
 Position comes from `PlaybackInfo.PositionTicks`: on an auto-advancing stop the session state
 may already describe the next item, PlaybackInfo does not.
@@ -153,6 +155,7 @@ def _media_ref(item: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
             ids=ids,
             title=text(item.get("Name")),
             year=integer(item.get("ProductionYear")),
+            source_key=text(item.get("Id")),
         )
     return MediaRef(
         kind="episode",
@@ -161,4 +164,6 @@ def _media_ref(item: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
         show_title=text(item.get("SeriesName")),
         season=integer(item.get("ParentIndexNumber")),
         number=integer(item.get("IndexNumber")),
+        source_key=text(item.get("Id")),
+        show_source_key=text(item.get("SeriesId")),
     )

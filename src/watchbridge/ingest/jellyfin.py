@@ -15,7 +15,9 @@ NotificationType → action:
 
 Provider_imdb/tmdb/tvdb are the item's own ids: for an episode the **episode's**; the plugin
 has no variables for the series' ids (the SeriesId lookup is enrichment's job). For an episode,
-`year` is the series' year (Jellyfin's `Year` variable).
+`year` is the series' year (Jellyfin's `Year` variable). `ItemId` → source_key and, for an
+episode, `SeriesId` → show_source_key, both as 32 lower-case hex digits (templates send them
+with dashes).
 """
 
 from __future__ import annotations
@@ -190,9 +192,14 @@ def _timestamp(data: Payload) -> float | None:
 
 def _media_ref(data: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
     ids = make_ids({name: data.get(f"Provider_{name}") for name in PROVIDERS}, warnings)
+    source_key = server_guid(data.get("ItemId"))
     if kind == "movie":
         return MediaRef(
-            kind="movie", ids=ids, title=_text(data.get("Name")), year=integer(data.get("Year"))
+            kind="movie",
+            ids=ids,
+            title=_text(data.get("Name")),
+            year=integer(data.get("Year")),
+            source_key=source_key,
         )
     number_ = integer(data.get("EpisodeNumber"))
     last = integer(data.get("EpisodeNumberEnd"))
@@ -206,6 +213,8 @@ def _media_ref(data: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
         show_title=_text(data.get("SeriesName")),
         season=integer(data.get("SeasonNumber")),
         number=number_,
+        source_key=source_key,
+        show_source_key=server_guid(data.get("SeriesId")),
     )
 
 

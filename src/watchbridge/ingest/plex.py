@@ -12,7 +12,10 @@ event with rating None. Other events carry the user's current rating when Plex i
 Ids: new agents give `Guid[]` with the item's own ids; for an episode those are the
 **episode's**, and the show is only `grandparentGuid` (plex://show/…) → show_ids.plex_guid.
 Legacy agents give one guid naming the **show** plus season/episode
-(`com.plexapp.agents.thetvdb://81189/5/16?lang=en`).
+(`com.plexapp.agents.thetvdb://81189/5/16?lang=en`). `ratingKey` → source_key and, for an
+episode, `grandparentRatingKey` → show_source_key: what enrichment asks PMS about
+(`GET /library/metadata/{ratingKey}` answers with the same Metadata shape, read by
+`metadata_ref`, so Plex guids are parsed here and nowhere else).
 
 Plex sends no session id and no event time; occurred_at comes from `lastViewedAt` on a scrobble
 and `lastRatedAt` on a rating, else it is None.
@@ -176,17 +179,36 @@ def _occurred_at(event: str, metadata: Payload) -> float | None:
 # --------------------------------------------------------------------------- items and ids
 
 
+def metadata_ref(metadata: Payload, warnings: list[str]) -> MediaRef | None:
+    """One Plex Metadata object (a webhook's, or an item of PMS's `/library/metadata/{key}`)
+    as a MediaRef: movies, episodes and shows; None for any other type."""
+    kind = text(metadata.get("type"))
+    if kind in KINDS:
+        return _media_ref(KINDS[kind], metadata, warnings)
+    if kind == "show":
+        return _titled_ref("show", metadata, warnings)
+    return None
+
+
 def _media_ref(kind: MediaKind, metadata: Payload, warnings: list[str]) -> MediaRef:
+    if kind != "episode":
+        return _titled_ref(kind, metadata, warnings)
     guid = parse_guid(text(metadata.get("guid")) or "")
-    own_ids = _guid_array_ids(metadata.get("Guid"), warnings)
-    if kind == "movie":
-        return MediaRef(
-            kind="movie",
-            ids=own_ids.merged(guid_ids(guid)),
-            title=text(metadata.get("title")),
-            year=integer(metadata.get("year")),
-        )
+    own_ids = guid_array_ids(metadata.get("Guid"), warnings)
     return _episode_ref(metadata, guid, own_ids, warnings)
+
+
+def _titled_ref(kind: MediaKind, metadata: Payload, warnings: list[str]) -> MediaRef:
+    """A movie or a show: its own ids from `Guid[]`, then from its one `guid`."""
+    guid = parse_guid(text(metadata.get("guid")) or "")
+    own_ids = guid_array_ids(metadata.get("Guid"), warnings)
+    return MediaRef(
+        kind=kind,
+        ids=own_ids.merged(guid_ids(guid)),
+        title=text(metadata.get("title")),
+        year=integer(metadata.get("year")),
+        source_key=text(metadata.get("ratingKey")),
+    )
 
 
 def _episode_ref(
@@ -215,10 +237,12 @@ def _episode_ref(
         season=season,
         number=None if absolute is not None else number_,
         absolute=absolute,
+        source_key=text(metadata.get("ratingKey")),
+        show_source_key=text(metadata.get("grandparentRatingKey")),
     )
 
 
-def _guid_array_ids(value: object, warnings: list[str]) -> Ids:
+def guid_array_ids(value: object, warnings: list[str]) -> Ids:
     """`Guid: [{"id": "imdb://tt…"}, …]`; tolerate a bare string or a list of strings."""
     entries = value if isinstance(value, list) else [value]
     found: dict[str, str] = {}

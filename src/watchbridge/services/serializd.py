@@ -1,0 +1,802 @@
+"""Serializd: a typed client with its own errors, for its unofficial API (no public one exists).
+
+What the API is and how it behaves is in `shared/reference/serializd.md` (sections cited as
+§n). In short: the Render host (`services.serializd.api_url`); the app headers on every call;
+login with email + password gives a bearer token (no refresh: log in again on a 401, under a
+lock); request bodies are snake_case, answers camelCase; shows are TMDB tv ids, seasons TMDB
+*season* ids; the watched state (ticks, season marks) and the diary are separate systems.
+
+Tokens come and go through an injected `TokenStore` (service "serializd", per profile, as
+JSON); the clock is injected too. Every request goes through the shared HTTP policy
+(`watchbridge.http`), one at a time per account with a small delay between requests. Answers
+are never assumed to be JSON: an HTML answer (the www host's "Vercel Security Checkpoint") is
+`SerializdUnavailable`, any other non-JSON answer a `SerializdError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from watchbridge.config import SerializdAccount, SerializdConfig
+from watchbridge.http import (
+    Bucket,
+    HttpClient,
+    Pacer,
+    RateLimited,
+    ServiceError,
+    Unavailable,
+    retry_after_seconds,
+)
+from watchbridge.metrics import Metrics
+from watchbridge.ratings import from_ten
+from watchbridge.services.trakt import TokenStore
+
+log = logging.getLogger(__name__)
+
+SERVICE = "serializd"
+APP_ID = "serializd_vercel"  # X-Requested-With: the header that matters (§1)
+SITE = "https://www.serializd.com"  # Origin / Referer (§1: sent by most clients, cheap)
+DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls §4.3)
+REQUESTS_PER_SECOND = 2.0  # §8: "about 1-2 requests per second per account"
+EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry claim
+_RATE_LIMIT = frozenset({429})
+
+
+class SerializdError(ServiceError):
+    """Serializd refused or failed a request."""
+
+
+class SerializdAuthError(SerializdError):
+    """No usable sign-in for a profile (wrong password, no credentials): a human must act."""
+
+
+class SerializdItemError(SerializdError):
+    """The request was about a show or season Serializd does not know or will not take."""
+
+
+class SerializdUnavailable(Unavailable, SerializdError):
+    """Serializd cannot be used now: blocked by a bot checkpoint (an HTML answer).
+
+    Also an `Unavailable`, so callers that queue and retry later treat it the same way.
+    """
+
+
+@dataclass(frozen=True)
+class Session:
+    """A profile's stored sign-in (kept as JSON in the token store)."""
+
+    token: str
+    username: str
+    obtained_at: float
+    expires_at: float | None = None  # from the JWT's own claim, when it has one
+
+    def usable(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "username": self.username,
+            "obtained_at": self.obtained_at,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session | None:
+        token, username = data.get("token"), data.get("username")
+        if not isinstance(token, str) or not token or not isinstance(username, str):
+            return None
+        obtained, expires = data.get("obtained_at"), data.get("expires_at")
+        return cls(
+            token,
+            username,
+            float(obtained) if isinstance(obtained, int | float) else 0.0,
+            float(expires) if isinstance(expires, int | float) else None,
+        )
+
+
+@dataclass(frozen=True)
+class DiaryEntry:
+    """One diary row (§5.1). Scope: episode, season (`episode_number` None) or show
+    (`season_id` None). `rating` is Serializd's 0-10 half stars, 0 = none (§7)."""
+
+    id: int
+    show_id: int  # TMDB tv id
+    season_id: int | None  # TMDB season id
+    season_number: int | None  # resolved from the row's showSeasons
+    episode_number: int | None
+    watched_at: float  # backdate, else dateAdded
+    rating: int
+    is_rewatch: bool
+    review_text: str
+    date_added: float
+    is_log: bool = True
+    tags: tuple[str, ...] = ()
+
+    @property
+    def internal_rating(self) -> int | None:
+        """The rating on watchbridge's 0-100 scale (None when unrated)."""
+        return from_ten(self.rating)
+
+
+# --------------------------------------------------------------------------- pure shapes
+
+
+def iso(timestamp: float) -> str:
+    """A watch date as Serializd takes it: ISO-8601 UTC with `Z`, to the second (§6.2)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: Any) -> float | None:
+    """ISO-8601 (`Z`, offsets, fractions; naive = UTC) to a timestamp; None when unusable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def token_expiry(token: str) -> float | None:
+    """The expiry a JWT claims (`expiry_time` per §2, or the standard `exp`), unverified."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(claims, dict):
+        return None
+    for key in ("expiry_time", "exp"):
+        value = claims.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if (parsed := parse_iso(value)) is not None:
+            return parsed
+    return None
+
+
+def snake_case_only(body: Mapping[str, Any]) -> None:
+    """Refuse camelCase request keys: Serializd answers them with a 500 (§1)."""
+    camel = [key for key in body if key != key.lower()]
+    if camel:
+        raise ValueError(f"Serializd request bodies are snake_case; got {camel}")
+
+
+def login_body(account: SerializdAccount) -> dict[str, Any]:
+    """A plain JSON object (a double-encoded string broke serializd-py's login, §2)."""
+    return {"email": account.email, "password": account.password.reveal()}
+
+
+def episode_log_body(
+    show_id: int, season_id: int, numbers: Iterable[int], *, add: bool = True
+) -> dict[str, Any]:
+    """`episode_log/add` and `/remove` (§6.1); episode numbers inside the TMDB season."""
+    body: dict[str, Any] = {
+        "show_id": show_id,
+        "season_id": season_id,
+        "episode_numbers": sorted(set(numbers)),
+    }
+    if add:
+        body["should_get_next_episode"] = False
+    return body
+
+
+def seasons_body(show_id: int, season_ids: Iterable[int]) -> dict[str, Any]:
+    """`watched_v2` and `watched/remove_v2` (§6.1): TMDB season ids, never numbers."""
+    return {"show_id": show_id, "season_ids": sorted(set(season_ids))}
+
+
+def review_body(
+    show_id: int,
+    season_id: int | None,
+    episode_number: int | None,
+    *,
+    watched_at: float | None,
+    rating: int | None,
+    is_rewatch: bool,
+    review_text: str = "",
+    tags: Iterable[str] = (DEFAULT_TAG,),
+    is_log: bool = True,
+    like: bool = False,
+) -> dict[str, Any]:
+    """`show/reviews/add` (§6.2): a diary entry with its watch date, rating and flags.
+
+    `rating` is Serializd's 0-10 (use `ratings.to_serializd`); None is sent as 0, because a
+    missing rating is a 500 and `null` is unconfirmed. `watched_at` None leaves `backdate`
+    null (the server's "now").
+    """
+    if episode_number is not None and season_id is None:
+        raise ValueError("an episode entry needs its season id")
+    if rating is not None and not 0 <= rating <= 10:
+        raise ValueError(f"Serializd ratings are 0-10, got {rating}")
+    return {
+        "show_id": show_id,
+        "season_id": season_id,
+        "episode_number": episode_number,
+        "backdate": iso(watched_at) if watched_at is not None else None,
+        "rating": rating or 0,
+        "review_text": review_text,
+        "contains_spoiler": False,
+        "is_log": is_log,
+        "is_rewatch": is_rewatch,
+        "tags": list(tags),
+        "allows_comments": True,
+        "like": like,
+    }
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _flag(row: Mapping[str, Any], *names: str) -> bool:
+    """The first of `names` present (§5.1: flag spellings differ between sources)."""
+    return next((bool(row[name]) for name in names if name in row), False)
+
+
+def season_numbers(rows: Any) -> dict[int, int]:
+    """Season id -> season number from `showSeasons` or show `seasons` rows (`id`, else
+    `seasonId`, §3). Rows without a usable id are skipped."""
+    found: dict[int, int] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict):
+            continue
+        season_id = _int(row.get("id"))
+        season_id = season_id if season_id is not None else _int(row.get("seasonId"))
+        number = _int(row.get("seasonNumber"))
+        if season_id is not None and number is not None:
+            found[season_id] = number
+    return found
+
+
+def parse_season_map(show: Any) -> dict[int, int]:
+    """`GET /api/show/{id}` -> season number -> TMDB season id."""
+    rows = show.get("seasons") if isinstance(show, dict) else None
+    return {number: season_id for season_id, number in season_numbers(rows).items()}
+
+
+def parse_diary_entry(row: Any) -> DiaryEntry | None:
+    """One diary row, read loosely; None (logged) when it lacks an id, a show or any date."""
+    if not isinstance(row, dict):
+        return None
+    entry_id, show_id = _int(row.get("id")), _int(row.get("showId"))
+    date_added = parse_iso(row.get("dateAdded"))
+    watched_at = parse_iso(row.get("backdate"))
+    watched_at = watched_at if watched_at is not None else date_added
+    if entry_id is None or show_id is None or watched_at is None:
+        log.warning("skipping an unreadable Serializd diary row", extra={"row_id": row.get("id")})
+        return None
+    season_id = _int(row.get("seasonId"))
+    rating = _int(row.get("rating")) or 0
+    tags = row.get("tags")
+    return DiaryEntry(
+        id=entry_id,
+        show_id=show_id,
+        season_id=season_id,
+        season_number=season_numbers(row.get("showSeasons")).get(season_id)
+        if season_id is not None
+        else None,
+        episode_number=_int(row.get("episodeNumber")),
+        watched_at=watched_at,
+        rating=max(0, min(10, rating)),
+        is_rewatch=_flag(row, "isRewatch", "isRewatched"),
+        review_text=str(row.get("reviewText") or ""),
+        date_added=date_added if date_added is not None else watched_at,
+        is_log=_flag(row, "isLog", "isLogged"),
+        tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+    )
+
+
+def parse_diary_page(data: Any) -> tuple[list[DiaryEntry], int | None]:
+    """`{reviews, totalPages, totalReviews}` -> (entries, total pages or None if missing)."""
+    if not isinstance(data, dict) or not isinstance(data.get("reviews"), list):
+        raise SerializdError(SERVICE, "the diary answer has no `reviews` list")
+    entries = [e for row in data["reviews"] if (e := parse_diary_entry(row)) is not None]
+    return entries, _int(data.get("totalPages"))
+
+
+def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | None]:
+    """`watchedpage_v2` -> ([(show id, season ids)], total pages or None if missing)."""
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise SerializdError(SERVICE, "the watched page answer has no `items` list")
+    shows: list[tuple[int, list[int]]] = []
+    for item in data["items"]:
+        show_id = _int(item.get("showId")) if isinstance(item, dict) else None
+        if show_id is None:
+            continue
+        raw = item.get("seasonIds")
+        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := _int(v)) is not None]
+        shows.append((show_id, ids))
+    return shows, _int(data.get("totalPages"))
+
+
+def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
+    """Whether paging ends after `page`: past `totalPages`, or (when the answer has no
+    `totalPages`) on the first page that adds nothing."""
+    return page >= total_pages if total_pages is not None else not got_new
+
+
+def parse_episode_logs(data: Any) -> set[int]:
+    """`season_v2_part_3` -> the ticked episode numbers of that season."""
+    logs = data.get("episodeLogs") if isinstance(data, dict) else None
+    if not isinstance(logs, list):
+        raise SerializdError(SERVICE, "the season page answer has no `episodeLogs` list")
+    numbers = (_int(row.get("episodeNumber")) for row in logs if isinstance(row, dict))
+    return {n for n in numbers if n is not None}
+
+
+def review_id(data: Any) -> int | None:
+    """The created review's id from a `reviews/add` answer (`id`, else `review_id`, §6.2)."""
+    if not isinstance(data, dict):
+        return None
+    found = _int(data.get("id"))
+    return found if found is not None else _int(data.get("review_id"))
+
+
+def _content_type(response: httpx.Response) -> str:
+    value = str(response.headers.get("content-type", ""))
+    return value.split(";")[0].strip().lower()
+
+
+def _is_html(response: httpx.Response) -> bool:
+    return _content_type(response) in ("text/html", "application/xhtml+xml")
+
+
+def _message(response: httpx.Response) -> str:
+    """Serializd's `{"message": ...}` when the answer is JSON, else the HTTP status."""
+    if _content_type(response).endswith("json"):
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            return f"{data['message']!r} (HTTP {response.status_code})"
+    return f"HTTP {response.status_code}"
+
+
+# --------------------------------------------------------------------------- client
+
+
+class SerializdClient:
+    """One Serializd host, many profiles (each with its own sign-in, pacer and gate).
+
+    Credentials: `accounts` maps profile -> `SerializdAccount` (from
+    `profiles.NAME.accounts.serializd`); `login(profile, account)` also takes one per call.
+    A pasted token can be adopted with `use_token`.
+    """
+
+    def __init__(
+        self,
+        config: SerializdConfig,
+        tokens: TokenStore,
+        *,
+        accounts: Mapping[str, SerializdAccount] | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        requests_per_second: float = REQUESTS_PER_SECOND,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.accounts = dict(accounts or {})
+        self.clock = clock
+        self.requests_per_second = requests_per_second
+        self.http = HttpClient(
+            SERVICE,
+            config.api_url,
+            metrics=metrics,
+            clock=clock,
+            headers={
+                "accept": "application/json",
+                "x-requested-with": APP_ID,
+                "origin": SITE,
+                "referer": SITE,
+            },
+        )
+        self._auth_locks: dict[str, asyncio.Lock] = {}
+        self._gates: dict[str, asyncio.Lock] = {}
+        # Credentials Serializd refused, per profile: never sent again until they change.
+        self._refused: dict[str, SerializdAccount] = {}
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ transport
+
+    def _pacer(self) -> Pacer:
+        # One request at a time (no burst), a small gap between requests (§8).
+        return Pacer({"calls": Bucket(1, self.requests_per_second)})
+
+    async def _send(
+        self,
+        account: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """One request through the shared policy, one at a time for `account`.
+
+        429s are looked at here first: an HTML 429 is the www host's bot checkpoint (no
+        amount of waiting helps), a JSON 429 is a rate limit and backs off as the shared
+        policy would (Retry-After, pausing the account's pacer).
+        """
+        if json is not None:
+            snake_case_only(json)
+        pacer = self.http.pacer(account, self._pacer)
+        gate = self._gates.setdefault(account, asyncio.Lock())
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        policy = self.http.retry
+        for attempt in range(1, policy.attempts + 1):
+            async with gate:
+                response = await self.http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    pacer=pacer,
+                    bucket="calls",
+                    passthrough=_RATE_LIMIT,
+                )
+            if response.status_code != 429:
+                return response
+            if _is_html(response):
+                raise self._blocked(response)
+            wait = retry_after_seconds(response.headers, self.clock())
+            wait = wait if wait is not None else policy.backoff * 2**attempt * 4
+            pacer.block(wait + 1)
+            if wait > policy.max_inline_wait or attempt == policy.attempts:
+                raise RateLimited(SERVICE, f"rate limited for {wait:.0f}s", wait + 1)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _blocked(self, response: httpx.Response) -> SerializdUnavailable:
+        checkpoint = "Vercel Security Checkpoint" in response.text
+        what = "its bot checkpoint page" if checkpoint else "an HTML page"
+        return SerializdUnavailable(
+            SERVICE,
+            f"{self.config.api_url} answered with {what} (HTTP {response.status_code}) "
+            "instead of the API: that host blocks scripted clients; set "
+            "services.serializd.api_url to https://serializd.onrender.com",
+            retry_after=3600,
+        )
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        """The JSON of a successful answer; anything else is an error with a clear cause."""
+        if _is_html(response):
+            raise self._blocked(response)
+        if not _content_type(response).endswith("json"):
+            raise SerializdError(
+                SERVICE,
+                f"{what} answered HTTP {response.status_code} with a non-JSON body "
+                f"({_content_type(response) or 'no content type'})",
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise SerializdError(SERVICE, f"{what} answered with broken JSON") from None
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        """Raise for a refused request (the 401 is handled before this)."""
+        status = response.status_code
+        if status < 400:
+            return
+        if _is_html(response) and status in (404, 405):
+            raise SerializdError(
+                SERVICE,
+                f"{what}: {response.request.url.path} is not a Serializd endpoint (HTTP "
+                f"{status}, HTML): the API may have renamed it (e.g. a new _v3)",
+            )
+        if _is_html(response):
+            raise self._blocked(response)
+        if status in (400, 404):
+            raise SerializdItemError(SERVICE, f"{what} was refused: {_message(response)}")
+        raise SerializdError(SERVICE, f"{what} failed: {_message(response)}")
+
+    # ------------------------------------------------------------------ sign-in
+
+    def _load(self, profile: str) -> Session | None:
+        data = self.tokens.get_token(SERVICE, profile)
+        return Session.from_dict(data) if isinstance(data, dict) else None
+
+    def _save(self, profile: str, token: str, username: str) -> Session:
+        now = self.clock()
+        session = Session(token, username, now, token_expiry(token))
+        self.tokens.put_token(SERVICE, profile, session.to_dict(), now)
+        return session
+
+    async def login(self, profile: str, account: SerializdAccount | None = None) -> str:
+        """Log in with email + password (given, or the profile's configured account);
+        stores the token; returns the Serializd username."""
+        account = account or self.accounts.get(profile)
+        async with self._auth_locks.setdefault(profile, asyncio.Lock()):
+            session = await self._login(profile, account)
+        if account is not None:
+            self.accounts[profile] = account  # for logging in again on a 401
+        return session.username
+
+    async def _login(self, profile: str, account: SerializdAccount | None) -> Session:
+        where = f"profiles.{profile}.accounts.serializd"
+        if account is None:
+            raise SerializdAuthError(
+                SERVICE,
+                f"profile {profile} has no Serializd sign-in: set {where} (email, password)",
+            )
+        if self._refused.get(profile) == account:
+            raise SerializdAuthError(
+                SERVICE,
+                f"Serializd refused the email or password of profile {profile}: "
+                f"check {where} (not retried until it changes)",
+            )
+        response = await self._send(profile, "POST", "/api/login", json=login_body(account))
+        if response.status_code in (401, 403):
+            self._refused[profile] = account
+            raise SerializdAuthError(
+                SERVICE,
+                f"Serializd refused the email or password of profile {profile} "
+                f"({_message(response)}): check {where}",
+            )
+        self._check(response, "login")
+        data = self._json(response, "login")
+        token = data.get("token") if isinstance(data, dict) else None
+        username = data.get("username") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or not isinstance(username, str):
+            raise SerializdError(SERVICE, "login answered without a token and username")
+        self._refused.pop(profile, None)
+        log.info("signed in to Serializd", extra={"profile": profile, "username": username})
+        return self._save(profile, token, username)
+
+    async def use_token(self, profile: str, token: str) -> str:
+        """Adopt a pasted token (or `tvproject_credentials` cookie value) after checking it
+        with `validateauthtoken`; returns the username."""
+        response = await self._send(
+            profile, "POST", "/api/validateauthtoken", json={"token": token}
+        )
+        self._check(response, "token check")
+        data = self._json(response, "token check")
+        username = data.get("username") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or data.get("isValid") is not True or not username:
+            raise SerializdAuthError(
+                SERVICE, f"Serializd does not accept the token given for {profile}"
+            )
+        self._save(profile, token, str(username))
+        return str(username)
+
+    async def _session(self, profile: str) -> Session:
+        current = self._load(profile)
+        if current is not None and current.usable(self.clock()):
+            return current
+        return await self._relogin(profile, current.token if current else None)
+
+    async def _relogin(self, profile: str, stale: str | None) -> Session:
+        """Log in again, once for any number of callers holding the same stale token."""
+        async with self._auth_locks.setdefault(profile, asyncio.Lock()):
+            current = self._load(profile)
+            if current is not None and current.token != stale and current.usable(self.clock()):
+                return current  # another task logged in while we waited
+            account = self.accounts.get(profile)
+            if account is None and current is not None:
+                raise SerializdAuthError(
+                    SERVICE,
+                    f"Serializd no longer accepts the token of profile {profile} and no "
+                    f"password is configured: set profiles.{profile}.accounts.serializd or "
+                    "paste a new token",
+                )
+            return await self._login(profile, account)
+
+    async def username(self, profile: str) -> str:
+        return (await self._session(profile)).username
+
+    # ------------------------------------------------------------------ requests
+
+    async def _call(
+        self,
+        profile: str,
+        method: str,
+        path: str | Callable[[Session], str],
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        """A signed-in request; a 401 logs in again once and retries once."""
+        session = await self._session(profile)
+        for attempt in (1, 2):
+            target = path(session) if callable(path) else path
+            response = await self._send(
+                profile, method, target, json=json, params=params, token=session.token
+            )
+            if response.status_code != 401:
+                return response
+            if attempt == 1:
+                session = await self._relogin(profile, session.token)
+        raise SerializdAuthError(
+            SERVICE,
+            f"Serializd rejects profile {profile} even right after logging in "
+            f"({_message(response)}): check profiles.{profile}.accounts.serializd",
+        )
+
+    async def _read(
+        self,
+        profile: str,
+        path: str | Callable[[Session], str],
+        what: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        response = await self._call(profile, "GET", path, params=params)
+        self._check(response, what)
+        return self._json(response, what)
+
+    async def _write(self, profile: str, path: str, body: dict[str, Any], what: str) -> Any:
+        response = await self._call(profile, "POST", path, json=body)
+        self._check(response, what)
+        if _is_html(response):
+            raise self._blocked(response)
+        # §6.1: do not depend on write answers; a JSON one is returned for callers that look.
+        if not _content_type(response).endswith("json"):
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------------ catalogue
+
+    async def season_map(self, show_id: int) -> dict[int, int]:
+        """Season number -> TMDB season id for a TMDB show (the caller caches it, §4)."""
+        what = f"show {show_id}"
+        response = await self._send("", "GET", f"/api/show/{show_id}")
+        self._check(response, what)
+        return parse_season_map(self._json(response, what))
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def _user_path(suffix: str) -> Callable[[Session], str]:
+        return lambda session: f"/api/user/{quote(session.username, safe='')}/{suffix}"
+
+    async def diary(self, profile: str) -> list[DiaryEntry]:
+        """Every diary entry (all pages; the server's order is not reliable, §5.1), newest
+        watch first, each id once."""
+        return await self._diary_pages(profile, known_ids=None)
+
+    async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
+        """The entries whose ids are not in `known_ids`, reading pages from the first and
+        stopping after the first page that holds nothing new (pages are not reliably sorted,
+        so an old entry on a page never ends the scan by itself)."""
+        return await self._diary_pages(profile, known_ids=known_ids)
+
+    async def _diary_pages(self, profile: str, known_ids: set[int] | None) -> list[DiaryEntry]:
+        found: dict[int, DiaryEntry] = {}
+        page = 1
+        while True:
+            data = await self._read(
+                profile, self._user_path("diary"), f"diary page {page}", {"page": page}
+            )
+            entries, total_pages = parse_diary_page(data)
+            fresh = [e for e in entries if known_ids is None or e.id not in known_ids]
+            before = len(found)
+            for entry in fresh:
+                found.setdefault(entry.id, entry)
+            if not entries or last_page(page, total_pages, len(found) > before):
+                break
+            if known_ids is not None and not fresh:
+                break
+            page += 1
+        return sorted(found.values(), key=lambda e: (e.watched_at, e.id), reverse=True)
+
+    async def watched_seasons(self, profile: str) -> list[tuple[int, list[int]]]:
+        """Every show with seasons marked watched: (TMDB show id, TMDB season ids)."""
+        shows: dict[int, set[int]] = {}
+        page = 1
+        while True:
+            data = await self._read(
+                profile,
+                self._user_path(f"watchedpage_v2/{page}"),
+                f"watched page {page}",
+                {"sort_by": "date_added_desc"},  # required on its sibling pages (§5.2)
+            )
+            items, total_pages = parse_watched_page(data)
+            before = sum(len(ids) for ids in shows.values())
+            for show_id, season_ids in items:
+                shows.setdefault(show_id, set()).update(season_ids)
+            grew = sum(len(ids) for ids in shows.values()) > before
+            if not items or last_page(page, total_pages, grew):
+                break
+            page += 1
+        return [(show_id, sorted(ids)) for show_id, ids in shows.items()]
+
+    async def episode_logs(
+        self, profile: str, show_id: int, season_number: int, season_id: int
+    ) -> set[int]:
+        """The ticked episode numbers of one season (the only per-episode read, §5.2)."""
+        return parse_episode_logs(
+            await self._read(
+                profile,
+                f"/mobile/page/show/{show_id}/season_v2_part_3/{season_number}",
+                f"episode logs of show {show_id} season {season_number}",
+                {"season_id": season_id},
+            )
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    async def log_episodes(
+        self, profile: str, show_id: int, season_id: int, numbers: Iterable[int]
+    ) -> None:
+        """Tick episodes watched (no date, no diary entry; does not mark the season, §6.1)."""
+        body = episode_log_body(show_id, season_id, numbers)
+        if body["episode_numbers"]:
+            await self._write(profile, "/api/episode_log/add", body, "episode_log/add")
+
+    async def unlog_episodes(
+        self, profile: str, show_id: int, season_id: int, numbers: Iterable[int]
+    ) -> None:
+        body = episode_log_body(show_id, season_id, numbers, add=False)
+        if body["episode_numbers"]:
+            await self._write(profile, "/api/episode_log/remove", body, "episode_log/remove")
+
+    async def mark_seasons(self, profile: str, show_id: int, season_ids: Iterable[int]) -> None:
+        """Mark whole seasons watched (TMDB season ids)."""
+        body = seasons_body(show_id, season_ids)
+        if body["season_ids"]:
+            await self._write(profile, "/api/watched_v2", body, "watched_v2")
+
+    async def unmark_seasons(self, profile: str, show_id: int, season_ids: Iterable[int]) -> None:
+        body = seasons_body(show_id, season_ids)
+        if body["season_ids"]:
+            await self._write(profile, "/api/watched/remove_v2", body, "watched/remove_v2")
+
+    async def add_diary_entry(
+        self,
+        profile: str,
+        show_id: int,
+        season_id: int | None,
+        episode_number: int | None,
+        watched_at: float | None,
+        rating: int | None,
+        is_rewatch: bool,
+        *,
+        review_text: str = "",
+        tags: Iterable[str] = (DEFAULT_TAG,),
+        is_log: bool = True,
+    ) -> int | None:
+        """Add a dated diary entry (§6.2); returns the created review id when the answer
+        carries one. It does not tick the episode: call `log_episodes` too.
+
+        Not idempotent: every call is a new entry. Check the diary (or a ledger) first.
+        """
+        body = review_body(
+            show_id,
+            season_id,
+            episode_number,
+            watched_at=watched_at,
+            rating=rating,
+            is_rewatch=is_rewatch,
+            review_text=review_text,
+            tags=tags,
+            is_log=is_log,
+        )
+        return review_id(await self._write(profile, "/api/show/reviews/add", body, "reviews/add"))

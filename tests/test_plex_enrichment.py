@@ -1,0 +1,364 @@
+"""PlexEnricher: ids Plex webhooks leave out, read from the fake PMS and cached in the store."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.ingest_samples import only_event, sample_json
+from watchbridge.config import PlexConfig, Secret
+from watchbridge.http import RetryPolicy
+from watchbridge.ids import (
+    PLEX_FOUND_TTL,
+    PLEX_MISSING_TTL,
+    PlexEnricher,
+    merge_plex_item,
+    merge_plex_show,
+    needs_plex_ids,
+)
+from watchbridge.ingest import emby, jellyfin
+from watchbridge.ingest import plex as plex_ingest
+from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
+from watchbridge.services.plex import PlexClient, PlexItem
+from watchbridge.services.trakt import can_send, media_body
+from watchbridge.store import Store
+
+YUMA_GUID = "plex://movie/5d7768a696b655001fdc0e5c"
+YUMA_GUIDS = ["imdb://tt0050086", "tmdb://14168"]
+BAKI_SHOW_GUID = "plex://show/60e81fd8d8000e002d7d2976"
+BAKI_SHOW_GUIDS = ["imdb://tt14271498", "tmdb://131041", "tvdb://397934"]
+BAKI_EPISODE_GUID = "plex://episode/615580a9fa828e7f1a0caabd"
+BAKI_EPISODE_GUIDS = ["imdb://tt14765720", "tmdb://3087250", "tvdb://8530933"]
+METADATA = "/library/metadata/{key}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_750_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
+    fake = start_fake(FakePlex())
+    assert isinstance(fake, FakePlex)
+    fake.add_movie("8372", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)
+    fake.add_show("40275", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, guid=BAKI_SHOW_GUID)
+    fake.add_episode(
+        "40294",
+        "40275",
+        1,
+        1,
+        BAKI_EPISODE_GUIDS,
+        guid=BAKI_EPISODE_GUID,
+        title="The World's Strongest Senior",
+    )
+    return fake
+
+
+@pytest.fixture
+async def client(plex: FakePlex) -> AsyncIterator[PlexClient]:
+    client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def enricher(client: PlexClient, store: Store, clock: Clock) -> PlexEnricher:
+    return PlexEnricher(client.metadata, store, clock)
+
+
+def plex_item(name: str, **metadata_changes: Any) -> MediaRef:
+    """The item of a Plex sample, as the outbox stores it (through ref_to_dict/ref_from_dict)."""
+    payload = copy.deepcopy(sample_json("plex", name))
+    for key, value in metadata_changes.items():
+        if value is None:
+            payload["Metadata"].pop(key, None)
+        else:
+            payload["Metadata"][key] = value
+    item = only_event(plex_ingest.parse(payload)).item
+    return ref_from_dict(ref_to_dict(item))
+
+
+def yuma() -> MediaRef:
+    return plex_item("movie_new_agent_no_guid_array_media_scrobble.json")
+
+
+# --------------------------------------------------------------------------- movies
+
+
+@pytest.mark.anyio
+async def test_movie_with_only_a_plex_guid_gets_imdb_and_tmdb(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    item = yuma()
+    assert not can_send(item)
+    enriched = await enricher.enrich(item)
+    assert enriched.ids == Ids(imdb="tt0050086", tmdb="14168", plex_guid=YUMA_GUID)
+    assert can_send(enriched)
+    assert media_body(enriched) == {"movie": {"ids": {"imdb": "tt0050086", "tmdb": 14168}}}
+    assert (enriched.source_key, enriched.title, enriched.year) == ("8372", "3:10 to Yuma", 1957)
+    assert plex.count("GET", METADATA) == 1
+    assert plex.requests[0].path == "/library/metadata/8372"
+
+
+@pytest.mark.anyio
+async def test_second_enrichment_is_a_cache_hit(
+    client: PlexClient, store: Store, clock: Clock, plex: FakePlex
+) -> None:
+    first = await PlexEnricher(client.metadata, store, clock).enrich(yuma())
+    clock.now += PLEX_FOUND_TTL - 60
+    # A new enricher on the same store: the cache is the database, not the object.
+    second = await PlexEnricher(client.metadata, store, clock).enrich(yuma())
+    assert second == first
+    assert plex.count("GET", METADATA) == 1
+
+
+@pytest.mark.anyio
+async def test_found_items_are_read_again_after_a_week(
+    enricher: PlexEnricher, clock: Clock, plex: FakePlex
+) -> None:
+    await enricher.enrich(yuma())
+    clock.now += PLEX_FOUND_TTL + 1
+    await enricher.enrich(yuma())
+    assert plex.count("GET", METADATA) == 2
+
+
+@pytest.mark.anyio
+async def test_sendable_movie_makes_no_request(enricher: PlexEnricher, plex: FakePlex) -> None:
+    item = plex_item("movie_media_scrobble.json")  # Arrival with Guid[] imdb + tmdb
+    assert await enricher.enrich(item) is item
+    assert plex.requests == []
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+@pytest.mark.anyio
+async def test_new_agent_episode_gets_show_ids_from_its_show(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    # Episode-level imdb/tmdb only: Trakt matches episodes by tvdb/trakt id or show + numbers.
+    item = plex_item(
+        "episode_new_agent_friend_media_scrobble.json",
+        Guid=[{"id": "imdb://tt14765720"}, {"id": "tmdb://3087250"}],
+    )
+    assert not can_send(item)
+    enriched = await enricher.enrich(item)
+    assert enriched.show_ids == Ids(
+        imdb="tt14271498", tmdb="131041", tvdb="397934", plex_guid=BAKI_SHOW_GUID
+    )
+    assert enriched.ids.tvdb == "8530933"  # the episode's own, from the episode's Guid[]
+    assert can_send(enriched)
+    assert [r.path for r in plex.requests] == ["/library/metadata/40294", "/library/metadata/40275"]
+
+
+@pytest.mark.anyio
+async def test_episode_without_guid_array_gets_episode_and_show_ids(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    item = plex_item("episode_new_agent_friend_media_scrobble.json", Guid=None)
+    assert item.ids == Ids(plex_guid=BAKI_EPISODE_GUID)
+    enriched = await enricher.enrich(item)
+    assert enriched.ids == Ids(
+        imdb="tt14765720", tmdb="3087250", tvdb="8530933", plex_guid=BAKI_EPISODE_GUID
+    )
+    assert enriched.show_ids.tvdb == "397934"
+    assert (enriched.season, enriched.number) == (1, 1)
+    assert plex.count("GET", METADATA) == 2
+
+
+@pytest.mark.anyio
+async def test_show_key_comes_from_the_episode_when_the_webhook_had_none(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    item = plex_item(
+        "episode_new_agent_friend_media_scrobble.json", Guid=None, grandparentRatingKey=None
+    )
+    assert item.show_source_key is None
+    enriched = await enricher.enrich(item)
+    assert enriched.show_source_key == "40275"
+    assert enriched.show_ids.tvdb == "397934"
+
+
+@pytest.mark.anyio
+async def test_episodes_of_one_show_read_the_show_once(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    plex.add_episode("40295", "40275", 1, 2, ["imdb://tt14765721"])
+    first = plex_item("episode_new_agent_friend_media_scrobble.json", Guid=None)
+    second = plex_item(
+        "episode_new_agent_friend_media_scrobble.json",
+        Guid=None,
+        ratingKey="40295",
+        guid="plex://episode/000000000000000000040295",
+        index=2,
+    )
+    await enricher.enrich(first)
+    enriched = await enricher.enrich(second)
+    assert (enriched.show_ids.tvdb, enriched.number) == ("397934", 2)
+    paths = [r.path for r in plex.requests]
+    assert paths.count("/library/metadata/40275") == 1
+    assert len(paths) == 3
+
+
+@pytest.mark.anyio
+async def test_sendable_episode_makes_no_request(enricher: PlexEnricher, plex: FakePlex) -> None:
+    new_agent = plex_item("episode_new_agent_friend_media_scrobble.json")  # episode tvdb id
+    legacy = plex_item("episode_legacy_media_scrobble.json")  # show tvdb + numbers
+    assert await enricher.enrich(new_agent) is new_agent
+    assert await enricher.enrich(legacy) is legacy
+    assert plex.requests == []
+
+
+# --------------------------------------------------------------------------- misses and failures
+
+
+@pytest.mark.anyio
+async def test_unknown_key_leaves_the_item_unchanged_and_is_asked_again_after_an_hour(
+    enricher: PlexEnricher, clock: Clock, plex: FakePlex
+) -> None:
+    item = plex_item("movie_new_agent_no_guid_array_media_scrobble.json", ratingKey="99999")
+    assert await enricher.enrich(item) == item
+    assert await enricher.enrich(item) == item
+    assert plex.count("GET", METADATA) == 1  # the miss is cached
+    clock.now += PLEX_MISSING_TTL + 1
+    plex.add_movie("99999", "3:10 to Yuma", 1957, YUMA_GUIDS)  # PMS finished matching it
+    enriched = await enricher.enrich(item)
+    assert enriched.ids.imdb == "tt0050086"
+    assert plex.count("GET", METADATA) == 2
+
+
+@pytest.mark.anyio
+async def test_plex_down_leaves_the_item_unchanged_and_caches_nothing(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    plex.fail_next(2, 503)
+    assert await enricher.enrich(yuma()) == yuma()
+    enriched = await enricher.enrich(yuma())
+    assert enriched.ids.imdb == "tt0050086"
+    assert plex.count("GET", METADATA) == 3
+
+
+@pytest.mark.anyio
+async def test_rejected_token_leaves_the_item_unchanged(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    plex.token = "rotated"
+    assert await enricher.enrich(yuma()) == yuma()
+    assert plex.count("GET", METADATA) == 1
+
+
+@pytest.mark.anyio
+async def test_show_failure_keeps_what_the_episode_gave(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    plex.fail_next(2, 500, route="/library/metadata/40275")
+    item = plex_item("episode_new_agent_friend_media_scrobble.json", Guid=None)
+    enriched = await enricher.enrich(item)
+    assert enriched.ids.tvdb == "8530933"
+    assert enriched.show_ids == item.show_ids
+
+
+@pytest.mark.anyio
+async def test_jellyfin_and_emby_items_are_never_looked_up_on_plex(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    # Emby's numeric item ids look like Plex ratingKeys: a lookup would find another item.
+    plex.add_movie("40127", "Not this one", 2000, ["imdb://tt0000001"])
+    emby_payload = sample_json("emby", "item_markplayed_movie.json")
+    emby_payload["Item"]["ProviderIds"] = {}
+    emby_item = only_event(emby.parse(emby_payload)).item
+    jellyfin_payload = sample_json("jellyfin", "user_data_saved_toggle_played_movie.json")
+    for key in [k for k in jellyfin_payload if k.startswith("Provider_")]:
+        del jellyfin_payload[key]
+    jellyfin_item = only_event(jellyfin.parse(jellyfin_payload)).item
+    assert emby_item.source_key == "40127"
+    assert await enricher.enrich(emby_item) is emby_item
+    assert await enricher.enrich(jellyfin_item) is jellyfin_item
+    assert plex.requests == []
+
+
+# --------------------------------------------------------------------------- pure rules
+
+
+def test_needs_plex_ids_rules() -> None:
+    plex_movie = MediaRef("movie", Ids(plex_guid=YUMA_GUID), source_key="8372")
+    assert needs_plex_ids(plex_movie)
+    assert not needs_plex_ids(MediaRef("movie", Ids(plex_guid=YUMA_GUID)))  # no key to read
+    assert not needs_plex_ids(MediaRef("movie", Ids(tmdb="14168", plex_guid="p"), source_key="1"))
+    assert not needs_plex_ids(MediaRef("movie", source_key="8372"))  # not known to be Plex's
+    episode = MediaRef(
+        "episode",
+        Ids(imdb="tt14765720", plex_guid=BAKI_EPISODE_GUID),
+        show_ids=Ids(plex_guid=BAKI_SHOW_GUID),
+        season=1,
+        number=1,
+        source_key="40294",
+        show_source_key="40275",
+    )
+    assert needs_plex_ids(episode)
+    assert not needs_plex_ids(
+        MediaRef("episode", Ids(tvdb="8530933", plex_guid="p"), source_key="1")
+    )
+    with_show = MediaRef(
+        "episode", show_ids=Ids(tvdb="397934", plex_guid="p"), season=1, number=1, source_key="1"
+    )
+    assert not needs_plex_ids(with_show)
+    assert needs_plex_ids(
+        MediaRef("episode", show_ids=Ids(tvdb="397934", plex_guid="p"), source_key="1")
+    )
+
+
+def test_merges_keep_our_values() -> None:
+    item = MediaRef(
+        "episode",
+        Ids(imdb="tt1111111", plex_guid="plex://episode/a"),
+        title="Ours",
+        show_ids=Ids(plex_guid="plex://show/s"),
+        season=2,
+        number=3,
+        source_key="10",
+    )
+    found = PlexItem(
+        rating_key="10",
+        type="episode",
+        title="Theirs",
+        ids=Ids(imdb="tt2222222", tvdb="42", plex_guid="plex://episode/b"),
+        season=9,
+        number=9,
+        grandparent_rating_key="5",
+    )
+    merged = merge_plex_item(item, found)
+    assert merged.ids == Ids(imdb="tt1111111", tvdb="42", plex_guid="plex://episode/a")
+    assert (merged.title, merged.season, merged.number) == ("Ours", 2, 3)
+    assert merged.show_source_key == "5"
+    show = PlexItem(rating_key="5", type="show", title="Show", ids=Ids(tvdb="7"))
+    assert merge_plex_show(merged, show).show_ids == Ids(tvdb="7", plex_guid="plex://show/s")
+    not_a_show = PlexItem(rating_key="5", type="season", ids=Ids(tvdb="8"))
+    assert merge_plex_show(merged, not_a_show) is merged
+    reused_key = PlexItem(rating_key="10", type="movie", ids=Ids(imdb="tt3333333"))
+    assert merge_plex_item(item, reused_key) is item
+
+
+@pytest.mark.anyio
+async def test_unreadable_cache_entries_are_read_again(
+    enricher: PlexEnricher, store: Store, clock: Clock, plex: FakePlex
+) -> None:
+    store.cache_put("plex-metadata", "8372", {"rating_key": "8372", "new_field": 1}, clock(), 60)
+    enriched = await enricher.enrich(yuma())
+    assert enriched.ids.imdb == "tt0050086"
+    assert plex.count("GET", METADATA) == 1

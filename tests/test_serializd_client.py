@@ -1,0 +1,372 @@
+"""The Serializd client against the stateful fake Serializd: sign-in, paging, both systems."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.serializd import ALICE, FakeSerializd, parse_iso
+from watchbridge.config import Secret, SerializdAccount, SerializdConfig
+from watchbridge.http import RateLimited, RetryPolicy, Unavailable
+from watchbridge.ratings import to_serializd
+from watchbridge.services.serializd import (
+    SerializdAuthError,
+    SerializdClient,
+    SerializdError,
+    SerializdItemError,
+    SerializdUnavailable,
+    episode_log_body,
+    parse_diary_page,
+    review_body,
+    seasons_body,
+    snake_case_only,
+    token_expiry,
+)
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+FIXTURES = Path(__file__).parent / "fixtures" / "serializd"
+PROFILE = "me"
+EMAIL, PASSWORD, USERNAME = ALICE
+LOGIN = "/api/login"
+DIARY = "/api/user/{username}/diary"
+
+
+def load(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    fake = FakeSerializd()
+    fake.seed_reference_catalogue()
+    start_fake(fake)
+    return fake
+
+
+def make_client(
+    fake: FakeSerializd, store: Store, password: str = PASSWORD, url: str | None = None
+) -> SerializdClient:
+    account = SerializdAccount(EMAIL, Secret(password))
+    client = SerializdClient(
+        SerializdConfig(api_url=url or fake.url),
+        store,
+        accounts={PROFILE: account},
+        requests_per_second=1000,
+    )
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    return client
+
+
+@pytest.fixture
+async def client(fake: FakeSerializd, store: Store) -> AsyncIterator[SerializdClient]:
+    client = make_client(fake, store)
+    yield client
+    await client.aclose()
+
+
+def seed_diary(fake: FakeSerializd, count: int) -> None:
+    """`count` rows, one minute apart (row i is the i-th newest from the end)."""
+    for i in range(count):
+        fake.log_entry(
+            None, 1396, 1, 1 + i % 7, date_added=f"2026-07-01T{10 + i // 60:02d}:{i % 60:02d}:00Z"
+        )
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+async def test_login_stores_the_token(
+    client: SerializdClient, fake: FakeSerializd, store: Store
+) -> None:
+    assert await client.login(PROFILE) == USERNAME
+    stored = store.get_token("serializd", PROFILE)
+    assert stored is not None and stored["token"] in fake.tokens
+    assert stored["username"] == USERNAME
+    assert stored["expires_at"] == pytest.approx(fake.now() + fake.token_lifetime, abs=5)
+
+
+async def test_wrong_password_is_one_clear_error(fake: FakeSerializd, store: Store) -> None:
+    client = make_client(fake, store, password="wrong")
+    with pytest.raises(SerializdAuthError, match=r"profiles\.me\.accounts\.serializd") as caught:
+        await client.diary(PROFILE)
+    assert "Incorrect password." in str(caught.value)
+    for _ in range(3):  # later calls do not hammer login with the same refused password
+        with pytest.raises(SerializdAuthError):
+            await client.mark_seasons(PROFILE, 1396, [3572])
+    await asyncio.gather(*(client.diary(PROFILE) for _ in range(5)), return_exceptions=True)
+    assert fake.count("POST", LOGIN) == 1
+    await client.aclose()
+
+
+async def test_no_credentials_names_the_setting(fake: FakeSerializd, store: Store) -> None:
+    client = SerializdClient(SerializdConfig(api_url=fake.url), store)
+    with pytest.raises(SerializdAuthError, match=r"set profiles\.me\.accounts\.serializd"):
+        await client.diary(PROFILE)
+    assert not fake.requests
+    await client.aclose()
+
+
+async def test_expired_token_logs_in_once_again(
+    client: SerializdClient, fake: FakeSerializd, store: Store
+) -> None:
+    await client.login(PROFILE)
+    before = store.get_token("serializd", PROFILE)
+    fake.expire_tokens()
+    assert await client.diary(PROFILE) == []
+    assert fake.count("POST", LOGIN) == 2
+    assert store.get_token("serializd", PROFILE) != before
+
+
+async def test_parallel_calls_after_expiry_log_in_once(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    await client.login(PROFILE)
+    fake.expire_tokens()
+    results = await asyncio.gather(
+        *(client.episode_logs(PROFILE, 1396, 1, 3572) for _ in range(6)), client.diary(PROFILE)
+    )
+    assert results[0] == set()
+    assert fake.count("POST", LOGIN) == 2
+
+
+async def test_pasted_token_is_adopted(client: SerializdClient, fake: FakeSerializd) -> None:
+    assert await client.use_token(PROFILE, fake.issue_token()) == USERNAME
+    await client.diary(PROFILE)
+    assert fake.count("POST", LOGIN) == 0
+
+
+async def test_token_expiry_claim_is_read() -> None:
+    token = load("login-response.json")["token"]
+    assert token_expiry(token) == parse_iso("2027-07-01T12:00:00Z")
+    assert token_expiry("not-a-jwt") is None
+
+
+# --------------------------------------------------------------------------- transport
+
+
+async def test_checkpoint_page_is_unavailable_not_a_json_crash(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    fake.checkpoint_next(3)
+    with pytest.raises(SerializdUnavailable, match=r"serializd\.onrender\.com") as caught:
+        await client.login(PROFILE)
+    assert isinstance(caught.value, Unavailable) and "checkpoint" in str(caught.value)
+    assert fake.count("POST", LOGIN) == 1  # waiting does not help: not retried
+
+
+async def test_unknown_endpoint_html_404_is_a_clear_error(
+    fake: FakeSerializd, store: Store
+) -> None:
+    client = make_client(fake, store, url=f"{fake.url}/moved")
+    with pytest.raises(SerializdError, match="not a Serializd endpoint"):
+        await client.login(PROFILE)
+    await client.aclose()
+
+
+async def test_server_errors_are_retried(client: SerializdClient, fake: FakeSerializd) -> None:
+    await client.login(PROFILE)
+    fake.fail_next(1, 502, route=DIARY)
+    assert await client.diary(PROFILE) == []
+    fake.fail_next(5, 503, body=b"Service Unavailable", content_type="text/plain")
+    with pytest.raises(Unavailable):
+        await client.diary(PROFILE)
+
+
+async def test_json_429_backs_off_and_long_waits_go_back(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    await client.login(PROFILE)
+    fake.fail_next(1, 429, headers={"Retry-After": "0"}, body={"message": "slow down"})
+    assert await client.diary(PROFILE) == []
+    fake.fail_next(1, 429, headers={"Retry-After": "120"}, body={"message": "slow down"})
+    with pytest.raises(RateLimited):
+        await client.diary(PROFILE)
+
+
+async def test_app_headers_are_sent(client: SerializdClient, fake: FakeSerializd) -> None:
+    fake.require_origin_referer = True
+    await client.login(PROFILE)
+    await client.season_map(1396)
+    for request in fake.requests:
+        assert request.headers["x-requested-with"] == "serializd_vercel"
+        assert request.headers["accept"] == "application/json"
+
+
+# --------------------------------------------------------------------------- reads
+
+
+async def test_diary_collects_every_page_despite_the_order(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    seed_diary(fake, 60)
+    entries = await client.diary(PROFILE)
+    assert sorted(e.id for e in entries) == sorted(r.id for r in fake.diary())
+    assert [e.watched_at for e in entries] == sorted((e.watched_at for e in entries), reverse=True)
+    assert fake.count("GET", DIARY) == 3
+
+
+async def test_diary_entry_fields(client: SerializdClient, fake: FakeSerializd) -> None:
+    fake.flag_spelling = "long"
+    fake.log_entry(
+        None,
+        1396,
+        2,
+        4,
+        backdate="2026-06-30T20:10:00Z",
+        rating=7,
+        is_rewatch=True,
+        review_text="again",
+        tags=["#watchbridge"],
+    )
+    fake.log_entry(None, 1396, None, None, date_added="2026-06-20T17:45:10Z", rating=10)
+    episode, show = await client.diary(PROFILE)
+    assert (episode.season_id, episode.season_number, episode.episode_number) == (3573, 2, 4)
+    assert episode.watched_at == parse_iso("2026-06-30T20:10:00Z")
+    assert (episode.rating, episode.is_rewatch, episode.review_text) == (7, True, "again")
+    assert episode.tags == ("#watchbridge",) and episode.internal_rating == 70
+    assert (show.season_id, show.season_number, show.episode_number) == (None, None, None)
+    assert show.watched_at == parse_iso("2026-06-20T17:45:10Z")  # no backdate: dateAdded
+
+
+async def test_diary_until_stops_only_on_a_page_with_nothing_new(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    fake.diary_order = "newest"  # exact pages: 24 rows each, newest first
+    seed_diary(fake, 120)
+    rows = sorted(fake.diary(), key=lambda r: r.date_added, reverse=True)
+    new = {rows[3].id, rows[30].id}  # one on page 1, one on page 2
+    known = {r.id for r in rows} - new
+    found = await client.diary_until(PROFILE, known)
+    assert {e.id for e in found} == new
+    assert fake.count("GET", DIARY) == 3  # page 3 had nothing new: stop (of 5 pages)
+    assert await client.diary_until(PROFILE, known | new) == []
+    assert fake.count("GET", DIARY) == 4
+
+
+async def test_diary_until_finds_new_rows_in_unsorted_pages(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    seed_diary(fake, 100)
+    known = {r.id for r in fake.diary()}
+    for minute in range(20):  # 20 newer rows, scattered over pages 1-2 by the jitter
+        fake.log_entry(None, 1396, 1, 1, date_added=f"2026-08-01T10:{minute:02d}:00Z")
+    found = await client.diary_until(PROFILE, known)
+    assert {e.id for e in found} == {r.id for r in fake.diary()} - known
+    assert fake.count("GET", DIARY) < 5
+
+
+async def test_season_map_reads_id_then_season_id(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    expected = {0: 3577, 1: 3572, 2: 3573, 3: 3575, 4: 3576, 5: 3578}
+    assert await client.season_map(1396) == expected
+    fake.season_row_keys = ("seasonId",)
+    assert await client.season_map(1396) == expected
+    with pytest.raises(SerializdItemError, match="Show not found"):
+        await client.season_map(424242)
+
+
+# --------------------------------------------------------------------------- writes
+
+
+async def test_ticks_and_season_marks_round_trip(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    await client.log_episodes(PROFILE, 1396, 3572, [3, 1, 2, 2])
+    assert fake.ticks() == {(1396, 3572, 1), (1396, 3572, 2), (1396, 3572, 3)}
+    await client.unlog_episodes(PROFILE, 1396, 3572, [2])
+    assert await client.episode_logs(PROFILE, 1396, 1, 3572) == {1, 3}
+    await client.mark_seasons(PROFILE, 1396, [3572, 3573])
+    assert await client.watched_seasons(PROFILE) == [(1396, [3572, 3573])]
+    await client.unmark_seasons(PROFILE, 1396, [3573])
+    assert fake.season_marks() == {(1396, 3572)}
+    assert fake.diary() == []  # the watched state never writes the diary
+    with pytest.raises(SerializdItemError):
+        await client.log_episodes(PROFILE, 1396, 1, [1])  # a season number is not an id
+
+
+async def test_watched_seasons_pages(client: SerializdClient, fake: FakeSerializd) -> None:
+    fake.watched_page_size = 2
+    for tmdb in range(1, 6):
+        fake.add_show(tmdb, f"Show {tmdb}", {1: 3, 2: 3})
+        fake.mark(None, tmdb, 1, 2)
+    shows = await client.watched_seasons(PROFILE)
+    assert sorted(show for show, _ in shows) == [1, 2, 3, 4, 5]
+    assert fake.count("GET", "/api/user/{username}/watchedpage_v2/{page}") == 3
+
+
+async def test_diary_entry_lands_with_date_rating_and_rewatch(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    watched_at = parse_iso("2026-07-02T20:30:00Z")
+    created = await client.add_diary_entry(
+        PROFILE, 1396, 3572, 5, watched_at, to_serializd(75), is_rewatch=True
+    )
+    (row,) = fake.diary()
+    assert created == row.id
+    assert (row.season_id, row.episode_number, row.backdate) == (3572, 5, "2026-07-02T20:30:00Z")
+    assert (row.rating, row.is_rewatch, row.is_log, row.tags) == (8, True, True, ["#watchbridge"])
+    assert not fake.ticks()  # a diary entry is not a tick: log_episodes does that
+    (entry,) = await client.diary(PROFILE)
+    assert (entry.id, entry.season_number, entry.watched_at) == (row.id, 1, watched_at)
+    assert entry.internal_rating == 80
+
+
+async def test_diary_entry_without_rating_or_id_in_the_answer(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    fake.reviews_add_answer = "message"
+    assert await client.add_diary_entry(PROFILE, 1396, None, None, None, None, False) is None
+    (row,) = fake.diary()
+    assert (row.rating, row.season_id, row.backdate) == (0, None, None)
+
+
+async def test_camel_case_is_never_sent(client: SerializdClient, fake: FakeSerializd) -> None:
+    await client.log_episodes(PROFILE, 1396, 3572, [1])
+    await client.unlog_episodes(PROFILE, 1396, 3572, [1])
+    await client.mark_seasons(PROFILE, 1396, [3572])
+    await client.unmark_seasons(PROFILE, 1396, [3572])
+    await client.add_diary_entry(PROFILE, 1396, 3572, 1, 1_780_000_000, 6, False)
+    posts = [r for r in fake.requests if r.method == "POST"]
+    assert len(posts) == 6 and all(r.status == 200 for r in posts)
+    for request in posts:
+        assert all(key == key.lower() for key in request.json())
+    with pytest.raises(ValueError, match="snake_case"):
+        snake_case_only({"showId": 1396})
+
+
+# --------------------------------------------------------------------------- pure shapes
+
+
+async def test_bodies_match_the_samples() -> None:
+    when = parse_iso("2026-07-02T20:30:00Z")
+    assert episode_log_body(1396, 3572, [5]) == load("episode_log-add-request.json")
+    assert episode_log_body(1396, 3572, [5], add=False) == load("episode_log-remove-request.json")
+    assert seasons_body(1396, [3573, 3572]) == load("watched_v2-request.json")
+    episode = review_body(1396, 3572, 5, watched_at=when, rating=7, is_rewatch=False)
+    assert episode == load("reviews-add-request-episode-log.json")
+    show = review_body(
+        1396, None, None, watched_at=when, rating=10, is_rewatch=False, tags=(), is_log=False
+    )
+    assert show == {**load("reviews-add-request-show-rating.json"), "like": False}
+    with pytest.raises(ValueError):
+        review_body(1396, 3572, 1, watched_at=None, rating=11, is_rewatch=False)
+
+
+async def test_sample_diary_page_parses() -> None:
+    entries, total_pages = parse_diary_page(load("diary-page-1.json"))
+    assert total_pages == 3 and [e.id for e in entries][:2] == [53120001, 53119870]
+    first, rewatch, no_backdate, show_level = entries
+    assert (first.season_number, first.rating, first.tags) == (1, 8, ("#watchbridge",))
+    assert rewatch.is_rewatch and not first.is_rewatch
+    assert no_backdate.watched_at == no_backdate.date_added == parse_iso("2026-06-28T08:00:02Z")
+    assert no_backdate.season_number == 1 and no_backdate.review_text == "That episode."
+    assert show_level.season_id is None and not show_level.is_log
+    assert parse_diary_page(load("diary-page-empty.json")) == ([], 3)
