@@ -1,0 +1,247 @@
+"""Reconciliation planning: two sides' state in, the writes that make them agree out. Pure.
+
+Plays are events, not a watched flag: each side holds a list of plays (item, time, the side's
+own record id), rewatches being several plays. Each side's state from the previous run is its
+baseline, so a removal is "present last time, absent now" and can propagate; propagated
+removals leave tombstones so they do not bounce back. Every action carries its reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from watchbridge.config import Link
+
+MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
+ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
+
+
+@dataclass(frozen=True)
+class Play:
+    item: str  # canonical item key (e.g. "episode:tmdb:1396:s1e1")
+    at: float  # watched at (UTC seconds)
+    record: str  # the side's own id for this play (Trakt history id, Serializd review id)
+
+
+@dataclass(frozen=True)
+class Rated:
+    value: int  # internal 0-100
+    at: float  # rated at
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one service holds for one profile."""
+
+    plays: tuple[Play, ...] = ()
+    ratings: Mapping[str, Rated] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    target: str  # the service to write to
+    item: str
+    reason: str
+    at: float = 0.0
+    value: int | None = None
+    record: str = ""  # for removals: the target's record id
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    tombstones: frozenset[tuple[str, str]]  # (service, record) removals we made, not to re-add
+    held: str = ""  # why removals are held back (mass-removal guard), empty when not
+
+    def counts(self) -> dict[str, int]:
+        counted: dict[str, int] = defaultdict(int)
+        for action in self.actions:
+            counted[f"{action.target}:{action.kind}"] += 1
+        return dict(counted)
+
+    def writes(self) -> tuple[Action, ...]:
+        """What may be applied now: everything unless removals are held."""
+        if not self.held:
+            return self.actions
+        return tuple(a for a in self.actions if not a.kind.startswith("remove"))
+
+
+def flows(link: Link) -> list[tuple[str, str]]:
+    """(from, to) pairs the link's direction allows."""
+    first, second = link.services[0], link.services[1]
+    if link.direction == "one-way":
+        return [(first, second)]
+    return [(first, second), (second, first)]
+
+
+def match_plays(
+    ours: Iterable[Play], theirs: Iterable[Play]
+) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
+    """Pair plays of the same item within MATCH_WINDOW, nearest first in time order.
+
+    Returns (pairs, ours without a partner, theirs without a partner).
+    """
+    by_item: dict[str, list[Play]] = defaultdict(list)
+    for play in theirs:
+        by_item[play.item].append(play)
+    pairs: list[tuple[Play, Play]] = []
+    lonely_ours: list[Play] = []
+    used: set[int] = set()
+    for play in sorted(ours, key=lambda p: (p.item, p.at)):
+        candidates = [
+            (abs(other.at - play.at), n)
+            for n, other in enumerate(by_item.get(play.item, ()))
+            if id(other) not in used and abs(other.at - play.at) <= MATCH_WINDOW
+        ]
+        if not candidates:
+            lonely_ours.append(play)
+            continue
+        _, best = min(candidates)
+        partner = by_item[play.item][best]
+        used.add(id(partner))
+        pairs.append((play, partner))
+    lonely_theirs = [p for group in by_item.values() for p in group if id(p) not in used]
+    return pairs, lonely_ours, lonely_theirs
+
+
+def plan(
+    link: Link,
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+    tombstones: frozenset[tuple[str, str]] = frozenset(),
+) -> Plan:
+    """The writes that bring both sides of `link` into agreement, each with its reason."""
+    actions: list[Action] = []
+    new_tombstones: set[tuple[str, str]] = set()
+    allowed = set(flows(link))
+    if "history" in link.kinds:
+        actions += _plan_history(link, current, baseline, tombstones, allowed, new_tombstones)
+    if "ratings" in link.kinds:
+        actions += _plan_ratings(link, current, baseline, allowed)
+    held = _mass_removal(link, current, actions)
+    return Plan(tuple(actions), frozenset(new_tombstones), held)
+
+
+def _plan_history(
+    link: Link,
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+    tombstones: frozenset[tuple[str, str]],
+    allowed: set[tuple[str, str]],
+    new_tombstones: set[tuple[str, str]],
+) -> list[Action]:
+    a, b = link.services[0], link.services[1]
+    actions: list[Action] = []
+    removed = {
+        side: _removed(baseline.get(side, Side()).plays, current[side].plays) for side in (a, b)
+    }
+    # A play one side removed takes its partner on the other side with it (where allowed),
+    # and that partner must not count as "new" and be copied back.
+    partners_of_removed: dict[str, set[str]] = {a: set(), b: set()}
+    for source, target in ((a, b), (b, a)):
+        pairs, _, _ = match_plays(removed[source], current[target].plays)
+        for gone, partner in pairs:
+            partners_of_removed[target].add(partner.record)
+            if (source, target) in allowed:
+                actions.append(
+                    Action(
+                        "remove_play",
+                        target,
+                        partner.item,
+                        f"removed on {source}",
+                        partner.at,
+                        record=partner.record,
+                    )
+                )
+                new_tombstones.add((target, partner.record))
+            new_tombstones.add((source, gone.record))
+
+    _, only_a, only_b = match_plays(current[a].plays, current[b].plays)
+    for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
+        if (source, target) not in allowed:
+            continue
+        for play in lonely:
+            if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
+                continue
+            actions.append(Action("add_play", target, play.item, f"new on {source}", play.at))
+    return actions
+
+
+def _removed(before: Iterable[Play], now: Iterable[Play]) -> list[Play]:
+    present = {p.record for p in now}
+    return [p for p in before if p.record not in present]
+
+
+def _plan_ratings(
+    link: Link,
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+    allowed: set[tuple[str, str]],
+) -> list[Action]:
+    a, b = link.services[0], link.services[1]
+    actions: list[Action] = []
+    items = set(current[a].ratings) | set(current[b].ratings)
+    for item in sorted(items):
+        decision = _rating_decision(link, item, current, baseline)
+        if decision is None:
+            continue
+        source, target, kind, reason = decision
+        if (source, target) not in allowed:
+            continue
+        rated = current[source].ratings.get(item)
+        actions.append(
+            Action(
+                kind,
+                target,
+                item,
+                reason,
+                rated.at if rated else 0.0,
+                value=rated.value if rated else None,
+            )
+        )
+    return actions
+
+
+def _rating_decision(
+    link: Link, item: str, current: Mapping[str, Side], baseline: Mapping[str, Side]
+) -> tuple[str, str, ActionKind, str] | None:
+    a, b = link.services[0], link.services[1]
+    ra, rb = current[a].ratings.get(item), current[b].ratings.get(item)
+    if ra is not None and rb is not None:
+        if ra.value == rb.value:
+            return None
+        winner = _winner(link, ra, rb)
+        loser = b if winner == a else a
+        why = f"{winner} wins ({'newer' if link.prefer == 'newest-wins' else 'preferred'})"
+        return winner, loser, "set_rating", f"ratings differ: {why}"
+    present, missing = (a, b) if ra is not None else (b, a)
+    if item in baseline.get(missing, Side()).ratings:
+        return missing, present, "remove_rating", f"rating removed on {missing}"
+    return present, missing, "set_rating", f"rated on {present}"
+
+
+def _winner(link: Link, ra: Rated, rb: Rated) -> str:
+    a, b = link.services[0], link.services[1]
+    if link.direction == "one-way":
+        return a
+    if link.prefer in (a, b):
+        return link.prefer
+    return a if ra.at >= rb.at else b
+
+
+def _mass_removal(link: Link, current: Mapping[str, Side], actions: list[Action]) -> str:
+    """Why this plan's removals must wait for confirmation, if they would empty a side."""
+    for side in link.services:
+        removals = sum(1 for x in actions if x.target == side and x.kind == "remove_play")
+        size = len(current[side].plays)
+        if removals and size and removals / size > link.max_removal_share:
+            return (
+                f"{removals} of {size} plays on {side} would be removed "
+                f"(more than {link.max_removal_share:.0%}); confirm with "
+                "`watchbridge sync --confirm-removals`"
+            )
+    return ""

@@ -1,0 +1,153 @@
+"""Reconciliation planning (pure): adds, removals that stick, rewatches, ratings, the guard."""
+
+from __future__ import annotations
+
+from watchbridge.config import Link
+from watchbridge.reconcile import Plan, Play, Rated, Side, match_plays, plan
+
+DAY = 86400.0
+TWO_WAY = Link(services=["trakt", "serializd"])
+ONE_WAY = Link(services=["trakt", "serializd"], direction="one-way")
+EP1, EP2 = "episode:tmdb:1396:s1e1", "episode:tmdb:1396:s1e2"
+
+
+def side(*plays: Play, ratings: dict[str, Rated] | None = None) -> Side:
+    return Side(plays=plays, ratings=ratings or {})
+
+
+def kinds(result: Plan) -> list[tuple[str, str, str]]:
+    return sorted((a.kind, a.target, a.item) for a in result.actions)
+
+
+def test_a_play_on_one_side_is_added_to_the_other() -> None:
+    result = plan(TWO_WAY, {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side()}, {})
+    assert kinds(result) == [("add_play", "serializd", EP1)]
+    assert result.actions[0].reason == "new on trakt" and result.actions[0].at == 1000
+
+
+def test_the_same_viewing_on_both_sides_needs_nothing() -> None:
+    current = {
+        "trakt": side(Play(EP1, 1000, "t1")),
+        "serializd": side(Play(EP1, 1000 + 3600, "s1")),
+    }
+    assert plan(TWO_WAY, current, {}).actions == ()
+
+
+def test_a_rewatch_is_a_second_play() -> None:
+    current = {
+        "trakt": side(Play(EP1, 1000, "t1"), Play(EP1, 1000 + 30 * DAY, "t2")),
+        "serializd": side(Play(EP1, 1000, "s1")),
+    }
+    result = plan(TWO_WAY, current, {})
+    assert kinds(result) == [("add_play", "serializd", EP1)]
+    assert result.actions[0].at == 1000 + 30 * DAY
+
+
+def test_one_way_never_writes_back_to_the_source() -> None:
+    current = {"trakt": side(), "serializd": side(Play(EP1, 1000, "s1"))}
+    assert plan(ONE_WAY, current, {}).actions == ()
+
+
+def test_a_removal_propagates_and_leaves_tombstones() -> None:
+    baseline = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(Play(EP1, 1000, "s1"))}
+    current = {
+        "trakt": side(Play(EP2, 5000, "t2")),
+        "serializd": side(Play(EP1, 1000, "s1"), Play(EP2, 5000, "s2")),
+    }
+    result = plan(TWO_WAY, current, baseline)
+    assert kinds(result) == [("remove_play", "serializd", EP1)]
+    assert result.actions[0].record == "s1" and result.actions[0].reason == "removed on trakt"
+    assert ("serializd", "s1") in result.tombstones
+
+
+def test_a_removal_is_not_copied_back_from_the_other_side() -> None:
+    baseline = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(Play(EP1, 1000, "s1"))}
+    current = {"trakt": side(), "serializd": side(Play(EP1, 1000, "s1"))}
+    assert ("add_play", "trakt", EP1) not in kinds(plan(TWO_WAY, current, baseline))
+
+
+def test_a_tombstoned_play_is_not_added_again() -> None:
+    current = {"trakt": side(), "serializd": side(Play(EP1, 1000, "s1"))}
+    result = plan(TWO_WAY, current, {}, tombstones=frozenset({("serializd", "s1")}))
+    assert result.actions == ()
+
+
+def test_mass_removal_is_held_until_confirmed() -> None:
+    plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
+    mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]
+    baseline = {"trakt": side(*plays), "serializd": side(*mirror)}
+    current = {"trakt": side(*plays[:15]), "serializd": side(*mirror)}
+    result = plan(TWO_WAY, current, baseline)
+    assert "5 of 20 plays on serializd" in result.held
+    assert result.writes() == ()
+
+
+def test_small_removals_are_not_held() -> None:
+    plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
+    mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]
+    result = plan(
+        TWO_WAY,
+        {"trakt": side(*plays[1:]), "serializd": side(*mirror)},
+        {"trakt": side(*plays), "serializd": side(*mirror)},
+    )
+    assert not result.held and len(result.writes()) == 1
+
+
+def test_rating_on_one_side_is_copied() -> None:
+    current = {"trakt": side(ratings={EP1: Rated(80, 10)}), "serializd": side()}
+    (action,) = plan(TWO_WAY, current, {}).actions
+    assert (action.kind, action.target, action.value) == ("set_rating", "serializd", 80)
+
+
+def test_conflicting_ratings_newest_wins() -> None:
+    current = {
+        "trakt": side(ratings={EP1: Rated(80, 10)}),
+        "serializd": side(ratings={EP1: Rated(60, 20)}),
+    }
+    (action,) = plan(TWO_WAY, current, {}).actions
+    assert (action.target, action.value) == ("trakt", 60)
+    assert "serializd wins (newer)" in action.reason
+
+
+def test_conflicting_ratings_preferred_side_wins() -> None:
+    link = Link(services=["trakt", "serializd"], prefer="trakt")
+    current = {
+        "trakt": side(ratings={EP1: Rated(80, 10)}),
+        "serializd": side(ratings={EP1: Rated(60, 20)}),
+    }
+    (action,) = plan(link, current, {}).actions
+    assert (action.target, action.value) == ("serializd", 80)
+
+
+def test_removed_rating_propagates() -> None:
+    baseline = {
+        "trakt": side(ratings={EP1: Rated(80, 10)}),
+        "serializd": side(ratings={EP1: Rated(80, 10)}),
+    }
+    current = {"trakt": side(), "serializd": side(ratings={EP1: Rated(80, 10)})}
+    (action,) = plan(TWO_WAY, current, baseline).actions
+    assert (action.kind, action.target) == ("remove_rating", "serializd")
+
+
+def test_history_only_link_ignores_ratings() -> None:
+    link = Link(services=["trakt", "serializd"], kinds=["history"])
+    current = {"trakt": side(ratings={EP1: Rated(80, 10)}), "serializd": side()}
+    assert plan(link, current, {}).actions == ()
+
+
+def test_matching_pairs_nearest_plays_first() -> None:
+    pairs, ours, theirs = match_plays(
+        [Play(EP1, 1000, "a"), Play(EP1, 50 * DAY, "b")], [Play(EP1, 50 * DAY + 60, "x")]
+    )
+    assert [(p.record, q.record) for p, q in pairs] == [("b", "x")]
+    assert [p.record for p in ours] == ["a"] and theirs == []
+
+
+def test_running_the_plan_twice_changes_nothing_the_second_time() -> None:
+    current = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side()}
+    first = plan(TWO_WAY, current, {})
+    applied = {
+        "trakt": current["trakt"],
+        "serializd": side(*[Play(a.item, a.at, "new") for a in first.actions]),
+    }
+    assert plan(TWO_WAY, applied, applied).actions == ()
