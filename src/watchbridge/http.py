@@ -181,13 +181,21 @@ class HttpClient:
         bucket: str | None = None,
         base_url: str | None = None,
         passthrough: frozenset[int] = frozenset(),
+        inspect: Callable[[httpx.Response], None] | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send one request; retries transient failures; returns any final HTTP answer.
 
         Raises Unavailable when transient failures outlast the retries, RateLimited on a 429
         that asks for a longer wait than `max_inline_wait`. Statuses in `passthrough` are
         returned as they are (a 429 on Trakt's device poll means "slow down", not a limit).
+        `inspect` sees every answer first and may raise the adapter's own error (an HTML bot
+        checkpoint is not a rate limit). A request that is not `idempotent` (POST by default)
+        is not sent again after a timeout or a dropped connection: it may have landed, so
+        the caller gets Unavailable with `outcome_unknown` and decides.
         """
+        if idempotent is None:
+            idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
         unknown = False
@@ -210,6 +218,8 @@ class HttpClient:
             else:
                 unknown = False
                 self._count(method, str(response.status_code), started)
+                if inspect is not None:
+                    inspect(response)
                 if response.status_code in passthrough:
                     return response
                 if response.status_code == 429:
@@ -230,6 +240,8 @@ class HttpClient:
                 retry_after = retry_after_seconds(response.headers, self.clock())
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     raise Unavailable(self.service, last_problem, retry_after)
+            if unknown and not idempotent:
+                break
             if attempt < self.retry.attempts:
                 await asyncio.sleep(jittered(self.retry.backoff * 2 ** (attempt - 1)))
         log.warning(
@@ -243,7 +255,7 @@ class HttpClient:
         )
         raise Unavailable(
             self.service,
-            f"{last_problem} after {self.retry.attempts} attempts",
+            f"{last_problem} after {attempt} attempt(s)",
             outcome_unknown=unknown,
         )
 

@@ -33,10 +33,8 @@ from watchbridge.http import (
     Bucket,
     HttpClient,
     Pacer,
-    RateLimited,
     ServiceError,
     Unavailable,
-    retry_after_seconds,
 )
 from watchbridge.metrics import Metrics
 from watchbridge.ratings import from_ten
@@ -50,7 +48,6 @@ SITE = "https://www.serializd.com"  # Origin / Referer (§1: sent by most client
 DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls §4.3)
 REQUESTS_PER_SECOND = 2.0  # §8: "about 1-2 requests per second per account"
 EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry claim
-_RATE_LIMIT = frozenset({429})
 
 
 class SerializdError(ServiceError):
@@ -437,41 +434,35 @@ class SerializdClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         token: str | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """One request through the shared policy, one at a time for `account`.
 
-        429s are looked at here first: an HTML 429 is the www host's bot checkpoint (no
-        amount of waiting helps), a JSON 429 is a rate limit and backs off as the shared
-        policy would (Retry-After, pausing the account's pacer).
+        An HTML 429 is the www host's bot checkpoint and fails at once; a JSON 429 is a rate
+        limit, handled by the shared policy.
         """
         if json is not None:
             snake_case_only(json)
         pacer = self.http.pacer(account, self._pacer)
         gate = self._gates.setdefault(account, asyncio.Lock())
         headers = {"authorization": f"Bearer {token}"} if token else None
-        policy = self.http.retry
-        for attempt in range(1, policy.attempts + 1):
-            async with gate:
-                response = await self.http.request(
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    headers=headers,
-                    pacer=pacer,
-                    bucket="calls",
-                    passthrough=_RATE_LIMIT,
-                )
-            if response.status_code != 429:
-                return response
-            if _is_html(response):
-                raise self._blocked(response)
-            wait = retry_after_seconds(response.headers, self.clock())
-            wait = wait if wait is not None else policy.backoff * 2**attempt * 4
-            pacer.block(wait + 1)
-            if wait > policy.max_inline_wait or attempt == policy.attempts:
-                raise RateLimited(SERVICE, f"rate limited for {wait:.0f}s", wait + 1)
-        raise AssertionError("unreachable")  # pragma: no cover
+        async with gate:
+            return await self.http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+                pacer=pacer,
+                bucket="calls",
+                inspect=self._refuse_checkpoint,
+                idempotent=idempotent,
+            )
+
+    def _refuse_checkpoint(self, response: httpx.Response) -> None:
+        """An HTML 429 is the www host's bot checkpoint: no amount of waiting helps."""
+        if response.status_code == 429 and _is_html(response):
+            raise self._blocked(response)
 
     def _blocked(self, response: httpx.Response) -> SerializdUnavailable:
         checkpoint = "Vercel Security Checkpoint" in response.text

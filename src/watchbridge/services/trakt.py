@@ -434,6 +434,7 @@ class TraktClient:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         pacer = self.http.pacer(profile, _pacer)
         bucket = "read" if method == "GET" else "write"
@@ -447,6 +448,7 @@ class TraktClient:
                 pacer=pacer,
                 bucket=bucket,
                 headers={"authorization": f"Bearer {token}"},
+                idempotent=idempotent,
             )
             if response.status_code != 401:
                 break
@@ -469,7 +471,10 @@ class TraktClient:
         # Trakt ignores stops below 1 % with a 422; pauses keep progress under 80 %.
         progress = max(1.0, min(100.0, progress))
         body = {**media_body(item), "progress": round(progress, 2)}
-        response = await self._call(profile, "POST", f"/scrobble/{action}", json=body)
+        # Safe to resend: Trakt answers 409 to a repeated stop instead of adding a play.
+        response = await self._call(
+            profile, "POST", f"/scrobble/{action}", json=body, idempotent=True
+        )
         if response.status_code == 409:
             return ScrobbleResult(action="scrobble", duplicate=True)
         if response.status_code in (404, 422):
@@ -502,7 +507,11 @@ class TraktClient:
         added, missing = 0, []
         for start in range(0, len(entries), HISTORY_BATCH):
             batch = entries[start : start + HISTORY_BATCH]
-            response = await self._call(profile, "POST", path, json=sync_body(batch))
+            # A rating written twice is the same rating; a history add written twice is two
+            # plays, so it is never resent blindly (the delivery target checks first).
+            response = await self._call(
+                profile, "POST", path, json=sync_body(batch), idempotent=path == "/sync/ratings"
+            )
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
             answer = response.json()

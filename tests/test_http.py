@@ -1,0 +1,90 @@
+"""The one HTTP policy: what is retried, what is handed back, and what is never sent twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.echo import EchoFake
+from watchbridge.http import HttpClient, Pacer, RateLimited, RetryPolicy, Unavailable
+from watchbridge.metrics import Metrics
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def echo(start_fake: Callable[[FakeServer], FakeServer]) -> EchoFake:
+    fake = start_fake(EchoFake())
+    assert isinstance(fake, EchoFake)
+    return fake
+
+
+@pytest.fixture
+async def client(echo: EchoFake) -> AsyncIterator[HttpClient]:
+    http = HttpClient(
+        "echo",
+        echo.url,
+        metrics=Metrics(),
+        timeout=1.0,
+        retry=RetryPolicy(attempts=3, backoff=0.01, max_inline_wait=1.0),
+    )
+    yield http
+    await http.aclose()
+
+
+async def test_server_errors_are_retried(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(2, 502)
+    assert (await client.request("GET", "/items")).status_code == 200
+    assert echo.count("GET", "/items") == 3
+
+
+async def test_a_dropped_post_is_not_sent_again(client: HttpClient, echo: EchoFake) -> None:
+    echo.drop_next(1, route="POST /items", after_handler=True)
+    with pytest.raises(Unavailable) as caught:
+        await client.request("POST", "/items", json={"n": 1})
+    assert caught.value.outcome_unknown
+    assert len(echo.items) == 1 and echo.count("POST", "/items") == 1
+
+
+async def test_an_idempotent_post_is_retried_after_a_drop(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.drop_next(1, route="POST /items")
+    response = await client.request("POST", "/items", json={"n": 1}, idempotent=True)
+    assert response.status_code == 201
+
+
+async def test_a_short_retry_after_is_waited_out(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(1, 429, headers={"Retry-After": "0"})
+    assert (await client.request("GET", "/items", pacer=Pacer())).status_code == 200
+
+
+async def test_a_long_retry_after_is_handed_back(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(1, 429, headers={"Retry-After": "120"})
+    with pytest.raises(RateLimited) as caught:
+        await client.request("GET", "/items")
+    assert caught.value.retry_after is not None and caught.value.retry_after > 120
+
+
+async def test_inspect_may_refuse_an_answer_first(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(1, 429, body="<html>checkpoint</html>")
+
+    def refuse(response: httpx.Response) -> None:
+        if "html" in response.headers.get("content-type", ""):
+            raise Unavailable("echo", "bot checkpoint")
+
+    with pytest.raises(Unavailable, match="bot checkpoint"):
+        await client.request("GET", "/items", inspect=refuse)
+    assert echo.count("GET", "/items") == 1
+
+
+async def test_requests_are_counted_by_status(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(1, 503)
+    await client.request("GET", "/items")
+    assert client.metrics is not None
+    text = client.metrics.render().decode()
+    assert 'watchbridge_http_requests_total{method="GET",service="echo",status="503"} 1.0' in text
+    assert 'watchbridge_http_requests_total{method="GET",service="echo",status="200"} 1.0' in text
