@@ -293,6 +293,43 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
     )
 
 
+@cli.command()
+@config_option
+@click.option("--link", "link_name", required=True, help="The link to plan (links.NAME).")
+@click.option("--dry-run", is_flag=True, help="Show the plan with reasons; write nothing.")
+@click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
+def sync(config_path: str | None, link_name: str, dry_run: bool, limit: int) -> None:
+    """Compare both sides of a link and show what a sync would write, and why."""
+    from watchbridge.sync import plan_link
+
+    config = _load(config_path)
+    if not dry_run:
+        raise WatchbridgeError(
+            "this release plans syncs but does not write them yet: run with --dry-run "
+            "to see the plan"
+        )
+    store = _open_store(config)
+    try:
+        plans = asyncio.run(plan_link(config, store, link_name))
+    finally:
+        store.close()
+    for result in plans:
+        sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
+        click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
+        if result.plan.held:
+            click.echo(f"  held: {result.plan.held}")
+        for action in result.plan.actions[:limit]:
+            when = f" {_when(action.at)}" if action.at else ""
+            value = f" = {action.value}/100" if action.value is not None else ""
+            click.echo(
+                f"  {action.kind} {action.target} {action.item}{when}{value}  ({action.reason})"
+            )
+        if len(result.plan.actions) > limit:
+            click.echo(f"  ... and {len(result.plan.actions) - limit} more")
+    click.echo("dry run: nothing was written")
+
+
 @cli.group()
 def deadletters() -> None:
     """Deliveries that gave up: list, retry or discard them."""

@@ -549,6 +549,10 @@ class TraktClient:
                 return entries
             page += 1
 
+    async def ratings(self, profile: str, item_type: str = "all") -> list[dict[str, Any]]:
+        """Every rating of one type (`all`, `movies`, `shows`, `seasons`, `episodes`)."""
+        return await self._pages(profile, f"/sync/ratings/{item_type}", {"limit": 250})
+
     async def search(self, id_type: str, value: str, kind: str) -> list[dict[str, Any]]:
         """`/search/{id_type}/{id}?type=...` (no sign-in needed)."""
         response = await self.http.request(

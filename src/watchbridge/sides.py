@@ -1,0 +1,72 @@
+"""What each service holds, as reconciliation `Side`s. Pure: service answers in, Side out.
+
+Serializd and Trakt both number episodes the TMDB way, so an episode is keyed by the show's
+TMDB id, season and number on both sides (`episode_key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from watchbridge import ratings
+from watchbridge.reconcile import Play, Rated, Side
+from watchbridge.services.serializd import DiaryEntry
+from watchbridge.services.trakt import parse_iso
+
+
+def episode_key(show_tmdb: int | str, season: int, number: int) -> str:
+    return f"episode:tmdb:{show_tmdb}:s{season}e{number}"
+
+
+def show_key(show_tmdb: int | str, season: int | None = None) -> str:
+    return f"show:tmdb:{show_tmdb}" + (f":s{season}" if season is not None else "")
+
+
+def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]]) -> Side:
+    """Trakt episode history and ratings; entries whose show has no TMDB id cannot be linked."""
+    plays = []
+    for entry in history:
+        key = _trakt_key(entry)
+        if key and entry.get("watched_at"):
+            plays.append(Play(key, parse_iso(entry["watched_at"]), str(entry.get("id", ""))))
+    scores: dict[str, Rated] = {}
+    for entry in rated:
+        key = _trakt_key(entry)
+        value = ratings.from_ten(entry.get("rating"))
+        if key and value is not None:
+            scores[key] = Rated(value, parse_iso(entry.get("rated_at") or "1970-01-01T00:00:00Z"))
+    return Side(tuple(plays), scores)
+
+
+def _trakt_key(entry: dict[str, Any]) -> str | None:
+    show_tmdb = ((entry.get("show") or {}).get("ids") or {}).get("tmdb")
+    if not show_tmdb:
+        return None
+    kind = entry.get("type")
+    if kind == "episode":
+        episode = entry.get("episode") or {}
+        if episode.get("season") is None or episode.get("number") is None:
+            return None
+        return episode_key(show_tmdb, episode["season"], episode["number"])
+    if kind == "season":
+        return show_key(show_tmdb, (entry.get("season") or {}).get("number"))
+    if kind == "show":
+        return show_key(show_tmdb)
+    return None
+
+
+def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
+    """Diary entries as plays (episode entries) and ratings (episode, season and show)."""
+    plays = []
+    scores: dict[str, Rated] = {}
+    for entry in diary:
+        if entry.season_number is not None and entry.episode_number is not None:
+            key = episode_key(entry.show_id, entry.season_number, entry.episode_number)
+            plays.append(Play(key, entry.watched_at, str(entry.id)))
+        else:
+            key = show_key(entry.show_id, entry.season_number)
+        value = entry.internal_rating
+        if value is not None and (key not in scores or scores[key].at < entry.date_added):
+            scores[key] = Rated(value, entry.date_added)
+    return Side(tuple(plays), scores)

@@ -1,0 +1,91 @@
+"""`watchbridge sync --dry-run`: both sides read through their adapters, the plan shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import write_config
+from watchbridge.store import Store
+
+
+def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakeTrakt, FakeSerializd]:
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    show = trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 7})
+    trakt.add_history(show.seasons[1].episodes[1], "2024-01-01T20:00:00.000Z")
+    serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
+    serializd.log_entry(None, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z", rating=8)
+    serializd.log_entry(None, 1396, 1, 1, backdate="2024-01-01T21:00:00.000Z")
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  trakt-serializd: {{services: [trakt, serializd]}}
+""",
+    )
+    token = trakt.issue_token()
+    store = Store.open(tmp_path / "watchbridge.db")
+    store.put_token(
+        "trakt",
+        "me",
+        {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "created_at": time.time(),
+            "expires_in": 86400,
+        },
+        0,
+    )
+    store.close()
+    return path, trakt, serializd
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_dry_run_shows_each_write_with_its_reason(tmp_path: Path, start_fake: Any) -> None:
+    path, _, _ = setup(tmp_path, start_fake)
+    result = run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "profile me: trakt 1 plays, serializd 2 plays" in out
+    assert (
+        "add_play trakt episode:tmdb:1396:s1e2 2024-01-02 20:00:00 UTC  (new on serializd)" in out
+    )
+    assert "set_rating trakt episode:tmdb:1396:s1e2" in out and "= 80/100" in out
+    assert "episode:tmdb:1396:s1e1" not in out  # the same viewing on both sides
+    assert out.rstrip().endswith("dry run: nothing was written")
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, serializd = setup(tmp_path, start_fake)
+    run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
+    assert len(trakt.history()) == 1 and trakt.ratings() == []
+    assert not [r for r in serializd.requests if r.method == "POST" and r.path != "/api/login"]
+
+
+def test_sync_without_dry_run_says_it_only_plans_for_now(tmp_path: Path, start_fake: Any) -> None:
+    path, _, _ = setup(tmp_path, start_fake)
+    result = run("sync", "--link", "trakt-serializd", "--config", str(path))
+    assert result.returncode != 0 and "--dry-run" in result.stderr
+
+
+def test_unknown_link_is_named(tmp_path: Path, start_fake: Any) -> None:
+    path, _, _ = setup(tmp_path, start_fake)
+    result = run("sync", "--link", "nope", "--dry-run", "--config", str(path))
+    assert "no link 'nope'" in result.stderr and "trakt-serializd" in result.stderr
