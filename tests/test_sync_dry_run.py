@@ -79,10 +79,38 @@ def test_dry_run_writes_nothing(tmp_path: Path, start_fake: Any) -> None:
     assert not [r for r in serializd.requests if r.method == "POST" and r.path != "/api/login"]
 
 
-def test_sync_without_dry_run_says_it_only_plans_for_now(tmp_path: Path, start_fake: Any) -> None:
-    path, _, _ = setup(tmp_path, start_fake)
+def test_a_first_run_asks_for_a_review_before_writing(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
     result = run("sync", "--link", "trakt-serializd", "--config", str(path))
-    assert result.returncode != 0 and "--dry-run" in result.stderr
+    assert result.returncode != 0
+    assert "--yes" in result.stderr and "first_run: apply" in result.stderr
+    assert len(trakt.history()) == 1
+
+
+def test_sync_writes_what_the_other_side_lacks(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
+    result = run("sync", "--link", "trakt-serializd", "--yes", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    episodes = sorted((h.item.season, h.item.number) for h in trakt.history())
+    assert episodes == [(1, 1), (1, 2)]
+    assert [r.rating for r in trakt.ratings()] == [8]
+
+
+def test_a_second_sync_writes_nothing_more(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
+    run("sync", "--link", "trakt-serializd", "--yes", "--config", str(path))
+    writes_before = [r for r in trakt.requests if r.method == "POST"]
+    result = run("sync", "--link", "trakt-serializd", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "trakt:" not in result.stdout.split("plan:")[1].splitlines()[0]
+    assert [r for r in trakt.requests if r.method == "POST"] == writes_before
+
+
+def test_runs_are_recorded_for_status(tmp_path: Path, start_fake: Any) -> None:
+    path, _, _ = setup(tmp_path, start_fake)
+    run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
+    status = run("status", "--config", str(path))
+    assert "trakt-serializd: dry-run" in status.stdout
 
 
 def test_unknown_link_is_named(tmp_path: Path, start_fake: Any) -> None:

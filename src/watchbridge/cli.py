@@ -295,24 +295,80 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
 
 @cli.command()
 @config_option
-@click.option("--link", "link_name", required=True, help="The link to plan (links.NAME).")
+@click.option("--link", "link_name", required=True, help="The link to sync (links.NAME).")
 @click.option("--dry-run", is_flag=True, help="Show the plan with reasons; write nothing.")
+@click.option("--yes", is_flag=True, help="Write a first run's plan without a dry run first.")
+@click.option("--confirm-removals", is_flag=True, help="Write removals the guard held back.")
 @click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
-def sync(config_path: str | None, link_name: str, dry_run: bool, limit: int) -> None:
-    """Compare both sides of a link and show what a sync would write, and why."""
-    from watchbridge.sync import plan_link
+def sync(
+    config_path: str | None,
+    link_name: str,
+    dry_run: bool,
+    yes: bool,
+    confirm_removals: bool,
+    limit: int,
+) -> None:
+    """Compare both sides of a link, show what differs and why, and write the changes."""
+    from watchbridge.sync import apply_plan, plan_link
+    from watchbridge.wiring import build_runtime
 
     config = _load(config_path)
-    if not dry_run:
-        raise WatchbridgeError(
-            "this release plans syncs but does not write them yet: run with --dry-run "
-            "to see the plan"
-        )
-    store = _open_store(config)
+    runtime = build_runtime(config)
+    runtime.open()
+    store = runtime.store
+    run_id = store.start_run(link_name, time.time())
     try:
-        plans = asyncio.run(plan_link(config, store, link_name))
+        plans, calls = asyncio.run(plan_link(config, store, link_name))
+        _show_plans(plans, limit)
+        if dry_run:
+            store.finish_run(run_id, time.time(), "dry-run", _plan_counts(plans), calls)
+            click.echo("dry run: nothing was written")
+            return
+        link = config.links[link_name]
+        first = [p for p in plans if p.first_run and p.plan.actions]
+        if first and link.first_run == "dry-run" and not yes:
+            raise WatchbridgeError(
+                f"this is the first sync of links.{link_name}: review the plan above, then run "
+                f"`watchbridge sync --link {link_name} --yes` (or set "
+                f"links.{link_name}.first_run: apply)"
+            )
+        queued = 0
+        for result in plans:
+            applied = apply_plan(store, link, link_name, result, confirm_removals, time.time())
+            queued += applied.queued
+            if applied.skipped:
+                click.echo(f"  {applied.skipped} show/season rating(s) are not written yet")
+            if applied.held:
+                click.echo(f"  held: {applied.held}")
+        delivered = asyncio.run(_deliver_now(runtime))
+        store.finish_run(run_id, time.time(), "ok", _plan_counts(plans), calls)
+        click.echo(
+            f"{queued} change(s) queued, {delivered} delivered now; the rest follow "
+            "from the running service (see `watchbridge status`)"
+        )
+    except BaseException as exc:
+        store.finish_run(
+            run_id,
+            time.time(),
+            "failed",
+            {},
+            0,
+            exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__,
+        )
+        raise
     finally:
-        store.close()
+        runtime.close()
+
+
+def _plan_counts(plans: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in plans:
+        for key, value in result.plan.counts().items():
+            counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+def _show_plans(plans: list[Any], limit: int) -> None:
     for result in plans:
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
@@ -327,7 +383,25 @@ def sync(config_path: str | None, link_name: str, dry_run: bool, limit: int) -> 
             )
         if len(result.plan.actions) > limit:
             click.echo(f"  ... and {len(result.plan.actions) - limit} more")
-    click.echo("dry run: nothing was written")
+
+
+async def _deliver_now(runtime: Any) -> int:
+    """Deliver what is due right away, as the running service would (claims are atomic, so
+    both can work side by side); returns how many rows were settled."""
+    from watchbridge.deliver.worker import DeliveryWorker
+    from watchbridge.wiring import make_targets
+
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    before = runtime.store.outbox_counts()["done"]
+    try:
+        for _ in range(1000):
+            if not await worker.pass_once(runtime):
+                break
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+    return int(runtime.store.outbox_counts()["done"] - before)
 
 
 @cli.group()

@@ -153,6 +153,7 @@ class HttpClient:
         self.clock = clock
         self.redact = redactor or Redactor()
         self.pacers: dict[str, Pacer] = {}
+        self.requests_sent = 0  # for sync run records: API calls per run
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -203,6 +204,7 @@ class HttpClient:
             if pacer is not None:
                 await pacer.acquire(bucket)
             started = time.monotonic()
+            self.requests_sent += 1
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from watchbridge import ratings
+from watchbridge.model import Ids, MediaRef
 from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.serializd import DiaryEntry
 from watchbridge.services.trakt import parse_iso
@@ -70,3 +71,14 @@ def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
         if value is not None and (key not in scores or scores[key].at < entry.date_added):
             scores[key] = Rated(value, entry.date_added)
     return Side(tuple(plays), scores)
+
+
+def ref_for_key(key: str) -> MediaRef | None:
+    """The MediaRef an `episode_key` names (None for show/season keys)."""
+    parts = key.split(":")
+    if len(parts) != 4 or parts[:2] != ["episode", "tmdb"]:
+        return None
+    season, _, number = parts[3].removeprefix("s").partition("e")
+    if not (season.isdigit() and number.isdigit()):
+        return None
+    return MediaRef("episode", show_ids=Ids(tmdb=parts[2]), season=int(season), number=int(number))

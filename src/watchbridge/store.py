@@ -678,6 +678,21 @@ class Store:
             found |= {r["item_key"] for r in rows}
         return found
 
+    def mirror_replace(
+        self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
+    ) -> None:
+        """Make a mirror collection hold exactly `items` (one transaction)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?",
+                (service, profile, collection),
+            )
+            conn.executemany(
+                "INSERT INTO mirror (service, profile, collection, item_key, data, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(service, profile, collection, k, json.dumps(v), now) for k, v in items.items()],
+            )
+
     def mirror_remove(
         self, service: str, profile: str, collection: str, keys: Sequence[str]
     ) -> None:

@@ -142,6 +142,8 @@ class TraktTarget:
 
         history: list[Row] = []
         rated: list[Row] = []
+        removed_plays: list[Row] = []
+        removed_ratings: list[Row] = []
         # One fresh completion is scrobbled live; a burst of them goes out as one history add
         # (each scrobble costs a second of Trakt's 1 write/s budget).
         plays = [r for r in resolved if r.outbox.action == "play"]
@@ -150,6 +152,10 @@ class TraktTarget:
             action = row.outbox.action
             if action == "rating":
                 rated.append(row)
+            elif action == "remove_play":
+                removed_plays.append(row)
+            elif action == "remove_rating":
+                removed_ratings.append(row)
             elif action == "watching":
                 outcomes[row.outbox.id] = await self._watching(profile, row, now)
             elif action == "play":
@@ -164,6 +170,7 @@ class TraktTarget:
                 outcomes[row.outbox.id] = Dead(f"unknown action {action!r} for Trakt")
         outcomes.update(await self._history(profile, history, now))
         outcomes.update(await self._ratings(profile, rated))
+        outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
 
     async def _watching(self, profile: str, row: Row, now: float) -> Outcome:
         if now - row.at > self.config.late_after:
@@ -265,6 +272,20 @@ class TraktTarget:
             else Delivered("rated")
             for r, w in zip(rows, writes, strict=True)
         }
+
+    async def _removals(
+        self, profile: str, plays: Sequence[Row], rated: Sequence[Row]
+    ) -> dict[int, Outcome]:
+        """Removals a reconcile plan decided (a play or rating removed on the other side)."""
+        outcomes: dict[int, Outcome] = {}
+        if plays:
+            ids = [int(r.payload["record"]) for r in plays]
+            await self.client.remove_history(profile, ids)
+            outcomes |= _all([r.outbox for r in plays], Delivered("removed from history"))
+        if rated:
+            await self.client.remove_ratings(profile, [r.item for r in rated])
+            outcomes |= _all([r.outbox for r in rated], Delivered("rating removed"))
+        return outcomes
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the rows whose play we know Trakt already holds (one query)."""

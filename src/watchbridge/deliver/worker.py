@@ -22,7 +22,7 @@ from watchbridge.store import OutboxItem, Settlement
 
 log = logging.getLogger(__name__)
 
-IDLE_WAKE_SECONDS = 3600.0  # with nothing queued, look again at least hourly anyway
+IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
 

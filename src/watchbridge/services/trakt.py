@@ -501,6 +501,34 @@ class TraktClient:
             [(r.item, {"rating": r.rating, "rated_at": iso(r.rated_at)}) for r in ratings],
         )
 
+    async def remove_history(self, profile: str, history_ids: Sequence[int]) -> int:
+        """Remove plays by their Trakt history ids; returns how many Trakt deleted."""
+        response = await self._call(
+            profile,
+            "POST",
+            "/sync/history/remove",
+            json={"ids": list(history_ids)},
+            idempotent=True,
+        )
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"/sync/history/remove answered {response.status_code}")
+        deleted = response.json().get("deleted") or {}
+        return sum(int(v) for v in deleted.values() if isinstance(v, int))
+
+    async def remove_ratings(self, profile: str, items: Sequence[MediaRef]) -> int:
+        """Remove ratings (a rating written twice is the same rating: safe to resend)."""
+        response = await self._call(
+            profile,
+            "POST",
+            "/sync/ratings/remove",
+            json=sync_body([(item, {}) for item in items]),
+            idempotent=True,
+        )
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"/sync/ratings/remove answered {response.status_code}")
+        deleted = response.json().get("deleted") or {}
+        return sum(int(v) for v in deleted.values() if isinstance(v, int))
+
     async def _sync_write(
         self, profile: str, path: str, entries: Sequence[tuple[MediaRef, dict[str, Any]]]
     ) -> WriteResult:
