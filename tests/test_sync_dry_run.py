@@ -117,3 +117,17 @@ def test_unknown_link_is_named(tmp_path: Path, start_fake: Any) -> None:
     path, _, _ = setup(tmp_path, start_fake)
     result = run("sync", "--link", "nope", "--dry-run", "--config", str(path))
     assert "no link 'nope'" in result.stderr and "trakt-serializd" in result.stderr
+
+
+def test_two_way_sync_fills_both_sides(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, serializd = setup(tmp_path, start_fake)
+    show = trakt.shows[0]
+    trakt.add_history(show.seasons[1].episodes[3], "2024-01-03T20:00:00.000Z")
+    result = run("sync", "--link", "trakt-serializd", "--yes", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert sorted(r.episode_number or 0 for r in serializd.diary() if r.is_log) == [1, 2, 3]
+    assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+    ]

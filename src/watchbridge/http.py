@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"watchbridge/{__version__}"
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 527, 530})
+# A proxy's answer: the origin may have done the work before the gateway gave up.
+AMBIGUOUS_STATUS = frozenset({502, 504, 520, 522, 523, 524, 530})
 
 
 class ServiceError(WatchbridgeError):
@@ -239,6 +241,7 @@ class HttpClient:
                 if response.status_code not in TRANSIENT_STATUS:
                     return response
                 last_problem = f"answered {response.status_code}"
+                unknown = response.status_code in AMBIGUOUS_STATUS
                 retry_after = retry_after_seconds(response.headers, self.clock())
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     raise Unavailable(self.service, last_problem, retry_after)

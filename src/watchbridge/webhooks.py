@@ -57,6 +57,10 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
     targets = []
     if profile.accounts.trakt is not None and config.services.trakt is not None:
         targets.append("trakt")
+    # A household without Trakt still gets its plays logged on Serializd (episodes only;
+    # the target skips movies).
+    if profile.accounts.serializd is not None and config.services.serializd is not None:
+        targets.append("serializd")
     return targets
 
 

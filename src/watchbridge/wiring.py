@@ -12,12 +12,14 @@ from watchbridge import webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, Secret
+from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.ids import PlexEnricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
 from watchbridge.services.plex import PlexClient
+from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TraktClient
 
 
@@ -53,6 +55,23 @@ def plex_client(config: Config, runtime: Runtime) -> PlexClient | None:
     )
 
 
+def serializd_client(config: Config, runtime: Runtime) -> SerializdClient | None:
+    if config.services.serializd is None:
+        return None
+    accounts = {
+        name: profile.accounts.serializd
+        for name, profile in config.profiles.items()
+        if profile.accounts.serializd is not None
+    }
+    return SerializdClient(
+        config.services.serializd,
+        runtime.store,
+        accounts=accounts,
+        metrics=runtime.metrics,
+        clock=runtime.clock,
+    )
+
+
 def make_targets(runtime: Runtime) -> Sequence[Target]:
     """The delivery targets the config asks for, built once the store is open."""
     targets: list[Target] = []
@@ -69,6 +88,11 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
                 plex=enricher,
                 on_close=plex.aclose if plex else None,
             )
+        )
+    serializd = serializd_client(runtime.config, runtime)
+    if serializd is not None:
+        targets.append(
+            SerializdTarget(serializd, runtime.store, runtime.config.delivery, runtime.clock)
         )
     return targets
 

@@ -1,0 +1,336 @@
+"""The Serializd target against the stateful fake, driven pass by pass with a hand-moved clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.serializd import ALICE, FakeSerializd, iso
+from watchbridge.app import Runtime
+from watchbridge.config import Secret, SerializdAccount, parse_config
+from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.worker import DeliveryWorker, Hold
+from watchbridge.http import RetryPolicy
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.ratings import to_serializd
+from watchbridge.services.serializd import SerializdClient
+from watchbridge.store import NewOutboxRow, OutboxItem
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+EMAIL, PASSWORD, USERNAME = ALICE
+SHOW, SEASON_1 = 1396, 3572  # Breaking Bad and its season 1 (TMDB ids, as Serializd keys them)
+REVIEWS_ADD = "/api/show/reviews/add"
+EPISODE_LOG_ADD = "/api/episode_log/add"
+DAY = 86400.0
+
+
+def episode(number: int = 4, season: int = 1) -> MediaRef:
+    return MediaRef(
+        "episode",
+        show_ids=Ids(tmdb=str(SHOW), tvdb="81189"),
+        show_title="Breaking Bad",
+        season=season,
+        number=number,
+    )
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    fake = FakeSerializd()
+    fake.seed_reference_catalogue()
+    start_fake(fake)
+    return fake
+
+
+@pytest.fixture
+def receiver(start_fake: Callable[[FakeServer], FakeServer]) -> AlertReceiver:
+    fake = start_fake(AlertReceiver())
+    assert isinstance(fake, AlertReceiver)
+    return fake
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
+) -> AsyncIterator[Runtime]:
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+delivery: {{max_attempts: 5}}
+services:
+  serializd: {{api_url: "{fake.url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"]}}
+    accounts: {{serializd: {{email: "{EMAIL}", password: "{PASSWORD}"}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def target(runtime: Runtime, clock: FakeClock) -> AsyncIterator[SerializdTarget]:
+    services = runtime.config.services.serializd
+    assert services is not None
+    client = SerializdClient(
+        services,
+        runtime.store,
+        accounts={"me": SerializdAccount(EMAIL, Secret(PASSWORD))},
+        clock=clock,
+        requests_per_second=1000,
+    )
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    target = SerializdTarget(client, runtime.store, runtime.config.delivery, clock)
+    yield target
+    await target.aclose()
+
+
+@pytest.fixture
+def worker(runtime: Runtime, target: SerializdTarget) -> DeliveryWorker:
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker.targets = {target.name: target}
+    return worker
+
+
+def enqueue(runtime: Runtime, action: str, item: MediaRef, at: float, **extra: Any) -> None:
+    payload = {"item": ref_to_dict(item), "at": at, **extra}
+    row = NewOutboxRow(
+        "serializd",
+        "me",
+        action,
+        payload,
+        ordering_key=f"me:serializd:{item.key()}",
+        idempotency_key=f"me:serializd:{action}:{item.key()}:{at}:{extra}",
+    )
+    assert runtime.store.enqueue([row], runtime.clock()) == 1
+
+
+def claim(runtime: Runtime) -> list[OutboxItem]:
+    return runtime.store.claim("test", runtime.clock(), 10, ["serializd"])
+
+
+async def drain(
+    worker: DeliveryWorker, runtime: Runtime, clock: FakeClock, passes: int = 4, step: float = 0.0
+) -> None:
+    for _ in range(passes):
+        await worker.pass_once(runtime)
+        clock.advance(step)
+
+
+async def test_a_completed_episode_is_one_dated_diary_entry_and_one_tick(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at, progress=97.0)
+    await drain(worker, runtime, clock)
+    (entry,) = fake.diary()
+    assert (entry.show_id, entry.season_id, entry.episode_number) == (SHOW, SEASON_1, 4)
+    assert entry.backdate == iso(at)
+    assert entry.is_log and not entry.is_rewatch
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_two_rows_for_the_same_viewing_make_one_entry(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at)
+    enqueue(runtime, "play", episode(4), at + 60)  # e.g. Plex and Tautulli both reported it
+    await drain(worker, runtime, clock)
+    assert len(fake.diary()) == 1
+    assert fake.count("POST", REVIEWS_ADD) == 1
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
+async def test_a_row_delivered_again_makes_no_second_entry(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    rows = claim(runtime)
+    first = await target.deliver(rows, clock())
+    again = await target.deliver(rows, clock())  # as if its outcome had never been recorded
+    assert [type(o).__name__ for o in (*first.values(), *again.values())] == ["Delivered"] * 2
+    assert len(fake.diary()) == 1
+    assert fake.count("POST", EPISODE_LOG_ADD) == 1
+
+
+async def test_a_rewatch_a_month_later_is_a_second_entry_flagged_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at)
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(30 * DAY)
+    enqueue(runtime, "play", episode(4), at + 30 * DAY)
+    await drain(worker, runtime, clock, passes=2)
+    assert [(e.backdate, e.is_rewatch) for e in fake.diary()] == [
+        (iso(at), False),
+        (iso(at + 30 * DAY), True),
+    ]
+
+
+async def test_a_movie_is_skipped_without_asking_serializd(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    movie = MediaRef("movie", ids=Ids(imdb="tt0113277", tmdb="949"), title="Heat", year=1995)
+    enqueue(runtime, "play", movie, clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    assert fake.requests == []
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_an_episode_without_a_tmdb_show_id_waits_as_unmatched(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    item = MediaRef("episode", show_ids=Ids(tvdb="81189"), show_title="Breaking Bad", season=1)
+    enqueue(runtime, "play", item, clock())
+    (outcome,) = (await target.deliver(claim(runtime), clock())).values()
+    assert "unmatched" in getattr(outcome, "reason", "")
+    assert fake.requests == []
+
+
+async def test_a_connection_dropped_after_the_add_lands_makes_one_entry_and_the_tick(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1, step=120)
+    assert "serializd" not in worker.held_until  # only this row waits
+    await drain(worker, runtime, clock, passes=3, step=120)
+    assert len(fake.diary()) == 1
+    assert fake.count("POST", REVIEWS_ADD) == 1  # the retry found the entry in the diary
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_tick_failing_past_the_retries_is_finished_with_a_tick_only(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    fake.fail_next(2, 500, route=f"POST {EPISODE_LOG_ADD}")  # both inline attempts
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    assert len(fake.diary()) == 1 and fake.ticks() == set()
+    assert worker.held_until["serializd"] > clock()
+    await drain(worker, runtime, clock, passes=4, step=120)
+    assert len(fake.diary()) == 1
+    assert fake.count("POST", REVIEWS_ADD) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_row_left_by_a_crash_during_the_add_finds_its_entry_in_the_diary(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at)
+    # The state a crash right after Serializd took the entry leaves: the write-ahead note
+    # on the row, the entry in the diary, nothing in the ledger, no tick.
+    (row,) = claim(runtime)
+    runtime.store.note([row.id], "unknown outcome: diary entry sent", clock())
+    runtime.store.release_claims(clock())
+    fake.log_entry(None, SHOW, 1, 4, backdate=iso(at + 30), is_log=True)
+    outcomes = await target.deliver(claim(runtime), clock())
+    assert [type(o).__name__ for o in outcomes.values()] == ["Delivered"]
+    assert fake.count("POST", REVIEWS_ADD) == 0
+    assert len(fake.diary()) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+
+
+async def test_a_wrong_password_holds_the_profile_with_a_credentials_alert(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    (outcome,) = (await target.deliver(claim(runtime), clock())).values()
+    assert isinstance(outcome, Hold)
+    assert (outcome.alert, outcome.target_wide) == ("credentials", False)
+    assert "profiles.me.accounts.serializd" in outcome.reason
+
+
+async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    target: SerializdTarget,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=3, step=1000)  # claimed again at +2000 s
+    assert fake.count("POST", "/api/login") == 1
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert runtime.store.dead_letters() == []
+    assert receiver.titles() == ["watchbridge: serializd deliveries paused"]
+
+
+@pytest.mark.parametrize("outage", ["checkpoint", "5xx"])
+async def test_an_outage_holds_the_target_and_nothing_is_lost(
+    outage: str,
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+) -> None:
+    if outage == "checkpoint":
+        fake.checkpoint_next(1)
+    else:
+        fake.fail_next(2, 503)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    assert worker.held_until["serializd"] > clock()
+    assert runtime.store.outbox_counts()["pending"] == 1
+    await drain(worker, runtime, clock, passes=2)  # still held: nothing is sent
+    assert fake.diary() == []
+    clock.advance(3600)
+    await drain(worker, runtime, clock, passes=2)
+    assert len(fake.diary()) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_rating_is_a_diary_entry_that_is_not_a_play(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=75)
+    await drain(worker, runtime, clock, passes=2)
+    (entry,) = fake.diary()
+    assert (entry.episode_number, entry.rating, entry.is_log) == (4, to_serializd(75), False)
+    assert fake.ticks() == set()
+
+
+async def test_the_same_rating_twice_is_sent_once(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=80)
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=80)
+    await drain(worker, runtime, clock, passes=3)
+    assert len(fake.diary()) == 1
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
+async def test_an_unknown_action_is_a_dead_letter(
+    runtime: Runtime, target: SerializdTarget, clock: FakeClock
+) -> None:
+    enqueue(runtime, "watching", episode(4), clock())
+    (outcome,) = (await target.deliver(claim(runtime), clock())).values()
+    assert type(outcome).__name__ == "Dead"
