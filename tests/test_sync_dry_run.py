@@ -131,3 +131,17 @@ def test_two_way_sync_fills_both_sides(tmp_path: Path, start_fake: Any) -> None:
         (1, 2),
         (1, 3),
     ]
+
+
+def test_a_sync_with_no_changes_makes_one_cheap_request_per_service(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, serializd = setup(tmp_path, start_fake)
+    run("sync", "--link", "trakt-serializd", "--yes", "--config", str(path))
+    run("sync", "--link", "trakt-serializd", "--config", str(path))  # sees our own writes
+    trakt_before, serializd_before = len(trakt.requests), len(serializd.requests)
+    result = run("sync", "--link", "trakt-serializd", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "nothing changed on either side" in result.stdout
+    assert [r.path for r in trakt.requests[trakt_before:]] == ["/sync/last_activities"]
+    assert len(serializd.requests) - serializd_before == 1

@@ -299,6 +299,7 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
 @click.option("--dry-run", is_flag=True, help="Show the plan with reasons; write nothing.")
 @click.option("--yes", is_flag=True, help="Write a first run's plan without a dry run first.")
 @click.option("--confirm-removals", is_flag=True, help="Write removals the guard held back.")
+@click.option("--full", is_flag=True, help="Read everything, skipping the cheap change checks.")
 @click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
 def sync(
     config_path: str | None,
@@ -306,70 +307,52 @@ def sync(
     dry_run: bool,
     yes: bool,
     confirm_removals: bool,
+    full: bool,
     limit: int,
 ) -> None:
     """Compare both sides of a link, show what differs and why, and write the changes."""
-    from watchbridge.sync import apply_plan, plan_link
+    from watchbridge.sync import run_link
     from watchbridge.wiring import build_runtime
 
     config = _load(config_path)
     runtime = build_runtime(config)
     runtime.open()
-    store = runtime.store
-    run_id = store.start_run(link_name, time.time())
     try:
-        plans, calls = asyncio.run(plan_link(config, store, link_name))
-        _show_plans(plans, limit)
+        result = asyncio.run(
+            run_link(
+                config,
+                runtime.store,
+                link_name,
+                dry_run=dry_run,
+                yes=yes,
+                confirm_removals=confirm_removals,
+                full=full,
+            )
+        )
+        _show_plans(result.plans, limit)
         if dry_run:
-            store.finish_run(run_id, time.time(), "dry-run", _plan_counts(plans), calls)
             click.echo("dry run: nothing was written")
             return
-        link = config.links[link_name]
-        first = [p for p in plans if p.first_run and p.plan.actions]
-        if first and link.first_run == "dry-run" and not yes:
-            raise WatchbridgeError(
-                f"this is the first sync of links.{link_name}: review the plan above, then run "
-                f"`watchbridge sync --link {link_name} --yes` (or set "
-                f"links.{link_name}.first_run: apply)"
-            )
-        queued = 0
-        for result in plans:
-            applied = apply_plan(store, link, link_name, result, confirm_removals, time.time())
-            queued += applied.queued
-            if applied.skipped:
-                click.echo(f"  {applied.skipped} show/season rating(s) are not written yet")
-            if applied.held:
-                click.echo(f"  held: {applied.held}")
+        if result.skipped:
+            click.echo(f"{result.skipped} show/season rating(s) are not written yet")
+        for held in result.held:
+            click.echo(f"held: {held}")
         delivered = asyncio.run(_deliver_now(runtime))
-        store.finish_run(run_id, time.time(), "ok", _plan_counts(plans), calls)
         click.echo(
-            f"{queued} change(s) queued, {delivered} delivered now; the rest follow "
-            "from the running service (see `watchbridge status`)"
+            f"{result.queued} change(s) queued, {delivered} delivered now; the rest "
+            "follow from the running service (see `watchbridge status`)"
         )
-    except BaseException as exc:
-        store.finish_run(
-            run_id,
-            time.time(),
-            "failed",
-            {},
-            0,
-            exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__,
-        )
-        raise
     finally:
         runtime.close()
 
 
-def _plan_counts(plans: list[Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for result in plans:
-        for key, value in result.plan.counts().items():
-            counts[key] = counts.get(key, 0) + value
-    return counts
-
-
 def _show_plans(plans: list[Any], limit: int) -> None:
     for result in plans:
+        if result.unchanged:
+            click.echo(
+                f"profile {result.profile}: nothing changed on either side since the last sync"
+            )
+            continue
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
         click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")

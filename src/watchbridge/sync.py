@@ -5,9 +5,11 @@ webhooks). This is where the store and the adapters meet for reconciliation.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from watchbridge.config import Config, Link
@@ -29,6 +31,15 @@ class ProfilePlan:
     sizes: dict[str, int]  # plays each side holds
     current: dict[str, Side]
     first_run: bool
+    cursors: dict[str, str] = field(default_factory=dict)  # saved once the plan is applied
+    unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
+
+
+FULL_READ_EVERY = 86400.0  # removals on Serializd leave no trace in a cheap check
+
+
+def _unchanged_plan(profile: str) -> ProfilePlan:
+    return ProfilePlan(profile, Plan((), frozenset()), {}, {}, first_run=False, unchanged=True)
 
 
 # --------------------------------------------------------------------------- baseline (store)
@@ -149,11 +160,17 @@ def link_profiles(config: Config, link: Link) -> list[str]:
 
 
 async def plan_link(
-    config: Config, store: Store, name: str, clock: Callable[[], float] = time.time
+    config: Config,
+    store: Store,
+    name: str,
+    clock: Callable[[], float] = time.time,
+    full: bool = False,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
-    Returns the plans and how many API requests reading took."""
+    Unless `full`, each profile first asks each side cheaply whether anything changed since
+    the last applied run (Trakt `last_activities`, Serializd's newest diary page) and stops
+    there when nothing did. Returns the plans and how many API requests it took."""
     if name not in config.links:
         known = ", ".join(config.links) or "none configured"
         raise WatchbridgeError(f"no link {name!r} in {config.source} (links: {known})")
@@ -172,27 +189,65 @@ async def plan_link(
     try:
         plans = []
         for profile in profiles:
+            baseline = await asyncio.to_thread(
+                load_baseline, store, name, profile, list(link.services)
+            )
+            cursor = _Cursors(store, name, profile)
+            stamp = str((await trakt.last_activities(profile)).get("all", ""))
+            if not full and baseline and clock() - cursor.full_at() < FULL_READ_EVERY:
+                fresh = await serializd.diary_until(profile, cursor.diary_ids())
+                if stamp == cursor.get("trakt_all") and not fresh:
+                    plans.append(_unchanged_plan(profile))
+                    continue
+            diary = await serializd.diary(profile)
             current = {
                 "trakt": trakt_side(
                     await trakt.history(profile, "episodes"), await trakt.ratings(profile)
                 ),
-                "serializd": serializd_side(await serializd.diary(profile)),
+                "serializd": serializd_side(diary),
             }
-            baseline = load_baseline(store, name, profile, list(link.services))
             tombstones = load_tombstones(store, name, profile)
+            planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
             plans.append(
                 ProfilePlan(
                     profile,
-                    plan(link, current, baseline, tombstones),
+                    planned,
                     {side: len(state.plays) for side, state in current.items()},
                     current,
                     first_run=not baseline,
+                    cursors={
+                        "trakt_all": stamp,
+                        "diary_ids": json.dumps(sorted(e.id for e in diary)),
+                        "full_at": str(clock()),
+                    },
                 )
             )
         return plans, trakt.http.requests_sent + serializd.http.requests_sent
     finally:
         await trakt.aclose()
         await serializd.aclose()
+
+
+class _Cursors:
+    """A link's cursors for one profile, kept in the store's cursors table."""
+
+    def __init__(self, store: Store, link: str, profile: str) -> None:
+        self.store, self.link, self.profile = store, link, profile
+
+    def get(self, name: str) -> str | None:
+        return self.store.get_cursor("watchbridge", self.profile, f"link:{self.link}:{name}")
+
+    def full_at(self) -> float:
+        return float(self.get("full_at") or 0)
+
+    def diary_ids(self) -> set[int]:
+        return set(json.loads(self.get("diary_ids") or "[]"))
+
+    def save(self, values: dict[str, str], now: float) -> None:
+        for name, value in values.items():
+            self.store.set_cursor(
+                "watchbridge", self.profile, f"link:{self.link}:{name}", value, now
+            )
 
 
 def apply_plan(
@@ -204,12 +259,91 @@ def apply_plan(
     now: float,
 ) -> Applied:
     """Queue a plan's writes and remember this run's state as the next run's baseline."""
+    if result.unchanged:
+        return Applied(0, 0, "")
     held = "" if confirm_removals else result.plan.held
     actions = result.plan.actions if confirm_removals else result.plan.writes()
     rows, skipped = outbox_rows(name, result.profile, actions)
     queued = store.enqueue(rows, now)
     if not held:
-        # With removals held, keep the old baseline so they are found again next time.
+        # With removals held, keep the old baseline (and cursors) so they are found again.
         save_baseline(store, name, result.profile, result.current, now)
+        _Cursors(store, name, result.profile).save(result.cursors, now)
     save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return Applied(queued, skipped, held)
+
+
+class NeedsReview(WatchbridgeError):
+    """A first run that would write, on a link whose `first_run` is `dry-run`."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    plans: list[ProfilePlan]
+    api_calls: int
+    queued: int = 0
+    held: tuple[str, ...] = ()
+    skipped: int = 0
+
+    @property
+    def outcome(self) -> str:
+        return "held" if self.held else "ok"
+
+
+def plan_counts(plans: list[ProfilePlan]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in plans:
+        for key, value in result.plan.counts().items():
+            counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+async def run_link(
+    config: Config,
+    store: Store,
+    name: str,
+    *,
+    dry_run: bool = False,
+    yes: bool = False,
+    confirm_removals: bool = False,
+    full: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> RunResult:
+    """One run of a link, recorded in the run history: plan, then (unless a dry run) queue."""
+    running = [r for r in store.last_runs() if r.link == name and r.outcome == "running"]
+    if running and clock() - running[0].started_at < 3600:
+        raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
+    run_id = await asyncio.to_thread(store.start_run, name, clock())
+    try:
+        plans, calls = await plan_link(config, store, name, clock, full=full)
+        if dry_run:
+            store.finish_run(run_id, clock(), "dry-run", plan_counts(plans), calls)
+            return RunResult(plans, calls)
+        link = config.links[name]
+        if (
+            link.first_run == "dry-run"
+            and not yes
+            and any(p.first_run and p.plan.actions for p in plans)
+        ):
+            raise NeedsReview(
+                f"this is the first sync of links.{name}: review the plan "
+                f"(`watchbridge sync --link {name} --dry-run`), then run "
+                f"`watchbridge sync --link {name} --yes` (or set links.{name}.first_run: apply)"
+            )
+        queued, skipped, held = 0, 0, []
+        for result in plans:
+            applied = await asyncio.to_thread(
+                apply_plan, store, link, name, result, confirm_removals, clock()
+            )
+            queued += applied.queued
+            skipped += applied.skipped
+            if applied.held:
+                held.append(f"{result.profile}: {applied.held}")
+        outcome = RunResult(plans, calls, queued, tuple(held), skipped)
+        store.finish_run(run_id, clock(), outcome.outcome, plan_counts(plans), calls)
+        return outcome
+    except BaseException as exc:
+        outcome_name = "needs-review" if isinstance(exc, NeedsReview) else "failed"
+        error = exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__
+        store.finish_run(run_id, clock(), outcome_name, {}, 0, error)
+        raise

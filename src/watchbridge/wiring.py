@@ -10,7 +10,7 @@ from litestar import Litestar
 
 from watchbridge import webhooks
 from watchbridge.alerts import Notifier
-from watchbridge.app import Runtime, create_app
+from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.config import Config, Secret
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
@@ -18,6 +18,7 @@ from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.ids import PlexEnricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
+from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.plex import PlexClient
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TraktClient
@@ -114,4 +115,5 @@ def build_app(runtime: Runtime) -> Litestar:
     """The whole service: webhook routes plus the delivery worker."""
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     runtime.on_enqueued.append(worker.notify)
-    return create_app(runtime, tasks=[worker, Maintenance()], extra_routes=webhooks.ROUTES)
+    tasks: list[BackgroundTask] = [worker, Maintenance(), SyncScheduler()]
+    return create_app(runtime, tasks=tasks, extra_routes=webhooks.ROUTES)

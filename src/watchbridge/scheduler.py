@@ -1,0 +1,95 @@
+"""Runs every link on its interval, with jitter; alerts when a link keeps failing.
+
+A background task of the service. Never two runs of one link at once (the run history says
+when one is going on); runs that fail three times in a row raise a `sync_failing` alert and the
+next success sends the recovery notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from watchbridge.app import Runtime
+from watchbridge.sync import SUPPORTED, NeedsReview, run_link
+
+log = logging.getLogger(__name__)
+
+FAILURES_BEFORE_ALERT = 3
+FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
+
+
+def jittered(seconds: float) -> float:
+    return seconds * random.uniform(0.9, 1.1)
+
+
+class SyncScheduler:
+    name = "sync-scheduler"
+
+    def __init__(self, first_delay: float = FIRST_RUN_DELAY) -> None:
+        self.first_delay = first_delay
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        links = [
+            name for name, link in runtime.config.links.items() if set(link.services) == SUPPORTED
+        ]
+        for name, link in runtime.config.links.items():
+            if name not in links:
+                log.warning(
+                    "link not scheduled: only trakt <-> serializd links run so far",
+                    extra={"link": name, "services": ",".join(link.services)},
+                )
+        await asyncio.gather(*(self._loop(runtime, stop, name) for name in links))
+
+    async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
+        interval = runtime.config.links[name].interval
+        failures = 0
+        delay = jittered(self.first_delay)
+        while not await _stopped_within(stop, delay):
+            delay = jittered(interval)
+            try:
+                result = await run_link(runtime.config, runtime.store, name, clock=runtime.clock)
+            except NeedsReview as exc:
+                log.warning(
+                    "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
+                )
+                continue
+            except Exception as exc:
+                failures += 1
+                message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "sync run failed", extra={"link": name, "failures": failures, "reason": message}
+                )
+                if failures >= FAILURES_BEFORE_ALERT:
+                    await runtime.notifier.notify(
+                        "sync_failing",
+                        f"watchbridge: link {name} keeps failing",
+                        f"{failures} runs in a row failed; the last one: {message}",
+                        key=name,
+                    )
+                continue
+            if failures:
+                await runtime.notifier.resolve("sync_failing", f"link {name} syncs again", key=name)
+            failures = 0
+            if result.queued:
+                for wake in runtime.on_enqueued:
+                    wake()
+            for held in result.held:
+                await runtime.notifier.notify(
+                    "sync_failing",
+                    f"watchbridge: link {name} holds removals",
+                    held,
+                    key=f"{name}:removals",
+                )
+            log.info(
+                "sync run",
+                extra={"link": name, "queued": result.queued, "api_calls": result.api_calls},
+            )
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()

@@ -1,0 +1,129 @@
+"""Scheduled link runs: they sync on their own, and a link that keeps failing says so."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.receiver import AlertReceiver
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from watchbridge.app import Runtime
+from watchbridge.config import Duration, parse_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.scheduler import SyncScheduler
+from watchbridge.wiring import build_runtime, make_targets
+
+pytestmark = pytest.mark.anyio
+
+
+def runtime_for(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    interval: float,
+) -> Runtime:
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  ts: {{services: [trakt, serializd], first_run: apply}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    link = dataclasses.replace(config.links["ts"], interval=Duration(interval))
+    config = dataclasses.replace(config, links={"ts": link})
+    runtime = build_runtime(config)
+    runtime.open()
+    token = trakt.issue_token()
+    runtime.store.put_token(
+        "trakt",
+        "me",
+        {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "created_at": time.time(),
+            "expires_in": 86400,
+        },
+        time.time(),
+    )
+    return runtime
+
+
+async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def fakes(start_fake: Any) -> tuple[FakeTrakt, FakeSerializd, AlertReceiver]:
+    trakt, serializd, receiver = (
+        start_fake(FakeTrakt()),
+        start_fake(FakeSerializd()),
+        start_fake(AlertReceiver()),
+    )
+    trakt.add_show("Breaking Bad", 2008, tmdb=1396, seasons={1: 7})
+    serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
+    serializd.log_entry(None, 1396, 1, 4, backdate="2024-01-04T20:00:00.000Z")
+    return trakt, serializd, receiver
+
+
+async def test_a_scheduled_run_syncs_the_link(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    runtime.on_enqueued.append(worker.notify)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop)),
+        asyncio.create_task(worker.run(runtime, stop)),
+    ]
+    try:
+        await until(lambda: [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 4)])
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        runtime.close()
+
+
+async def test_a_link_failing_three_times_alerts_once(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    serializd.fail_next(100, 404, body="<html>Not Found</html>")
+    stop = asyncio.Event()
+    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    try:
+        await until(lambda: any("keeps failing" in t for t in receiver.titles()))
+        await asyncio.sleep(0.3)
+        assert sum("keeps failing" in t for t in receiver.titles()) == 1  # throttled
+        runs = runtime.store.db.execute("SELECT outcome, error FROM sync_runs").fetchall()
+        assert {r[0] for r in runs} <= {"failed", "running"} and ("failed",) in [
+            r[:1] for r in runs
+        ]
+    finally:
+        stop.set()
+        await task
+        runtime.close()
