@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fakes.base import JSON_TYPE, Request, Response  # noqa: E402
 from tests.fakes.base import _Knob as Knob  # noqa: E402
 from tests.fakes.base import _Route as Route  # noqa: E402
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Movie  # noqa: E402
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt  # noqa: E402
 
 SECRET = "bench-secret-123"
 THUMB = bytes(range(256)) * 120  # a 30 KB poster, as Plex attaches to a scrobble
@@ -55,10 +55,9 @@ TARGET_REQUESTS = 50
 
 
 class OutageTrakt(FakeTrakt):
-    """FakeTrakt that answers 503 to everything while `down`, with indexed movie lookups."""
+    """FakeTrakt that answers 503 to everything while `down`."""
 
     def __init__(self) -> None:
-        self._movie_index: dict[tuple[str, str], Movie] = {}
         self.down = False
         super().__init__()
 
@@ -68,29 +67,6 @@ class OutageTrakt(FakeTrakt):
         if self.down:  # the request is recorded (base _handle) but never reaches Trakt
             return Response(503, b'{"error":"service unavailable"}', {"Content-Type": JSON_TYPE})
         return super()._answer(req, found, matched, knob)
-
-    def add_movie(self, title: str, year: int | None = None, **kwargs: Any) -> Movie:
-        movie = super().add_movie(title, year, **kwargs)
-        with self.lock:
-            for key, value in movie.ids().items():
-                if value not in (None, ""):
-                    self._movie_index.setdefault((key, str(value)), movie)
-        return movie
-
-    def find_movie(self, obj: Any) -> Movie | None:
-        """The base's rules (ids in trakt, imdb, tmdb, slug order; first added wins)."""
-        ids = obj.get("ids") if isinstance(obj, dict) else None
-        if not isinstance(ids, dict):
-            return super().find_movie(obj)
-        order = ("trakt", "imdb", "tmdb", "slug")
-        wanted = [(k, ids[k]) for k in order if ids.get(k) not in (None, "")]
-        if not wanted:
-            return super().find_movie(obj)
-        for key, value in wanted:
-            found = self._movie_index.get((key, str(value)))
-            if found is not None:
-                return found
-        return None
 
     def play_count(self) -> int:
         with self.lock:

@@ -53,7 +53,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Movie  # noqa: E402
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt  # noqa: E402
 
 SECRET = "bench-secret-123"
 THUMB = bytes(range(256)) * 120  # a 30 KB poster, as Plex attaches to play and scrobble
@@ -220,37 +220,6 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-class IndexedTrakt(FakeTrakt):
-    """FakeTrakt with a dict index for movie lookups (same first-match rules as the base)."""
-
-    def __init__(self) -> None:
-        self._movie_index: dict[tuple[str, str], Movie] = {}
-        super().__init__()
-
-    def add_movie(self, title: str, year: int | None = None, **kwargs: Any) -> Movie:
-        movie = super().add_movie(title, year, **kwargs)
-        with self.lock:
-            for key, value in movie.ids().items():
-                if value not in (None, ""):
-                    self._movie_index.setdefault((key, str(value)), movie)
-        return movie
-
-    def find_movie(self, obj: Any) -> Movie | None:
-        ids = obj.get("ids") if isinstance(obj, dict) else None
-        if not isinstance(ids, dict):
-            return super().find_movie(obj)
-        wanted = [
-            (k, ids[k]) for k in ("trakt", "imdb", "tmdb", "slug") if ids.get(k) not in (None, "")
-        ]
-        if not wanted:
-            return super().find_movie(obj)
-        for key, value in wanted:
-            found = self._movie_index.get((key, str(value)))
-            if found is not None:
-                return found
-        return None
 
 
 @dataclass
@@ -598,12 +567,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="wb-ingest-", dir=args.dir))
     write_body_parts(work)
-    fake: IndexedTrakt | None = None
+    fake: FakeTrakt | None = None
     servers: list[Server] = []
     try:
         trakt_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         if args.trakt == "fake":
-            fake = IndexedTrakt().start()
+            fake = FakeTrakt().start()
             trakt_url = fake.url
         service, db = start_service(work, trakt_url, fake, args.tcp_nodelay, args.durability)
         servers.append(service)
@@ -697,7 +666,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def seed_catalogue(fake: IndexedTrakt | None) -> Callable[[int, int, int], None]:
+def seed_catalogue(fake: FakeTrakt | None) -> Callable[[int, int, int], None]:
     """Add the movies a phase will post to the FakeTrakt, so deliveries find them."""
 
     def seed(connections: int, first: int, items: int) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.base import FakeServer, running
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
 from watchbridge.store import Store
@@ -50,3 +51,16 @@ def start_fake() -> Iterator[Callable[[FakeServer], FakeServer]]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def receiver(start_fake: Callable[[FakeServer], FakeServer]) -> AlertReceiver:
+    """A local endpoint that records the alerts Apprise sends to `receiver.apprise_url`."""
+    fake = start_fake(AlertReceiver())
+    assert isinstance(fake, AlertReceiver)
+    return fake
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -115,3 +116,19 @@ class AppThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+def sign_in_trakt(store: Any, trakt: Any, profile: str = "me", now: float | None = None) -> None:
+    """Give `profile` a Trakt sign-in the fake Trakt accepts, as `watchbridge auth trakt` would."""
+    token = trakt.issue_token()
+    store.put_token(
+        "trakt",
+        profile,
+        {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "created_at": token.created_at if now is None else now,
+            "expires_in": token.expires_in,
+        },
+        token.created_at if now is None else now,
+    )

@@ -50,18 +50,6 @@ def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
 
 
 @pytest.fixture
-def receiver(start_fake: Callable[[FakeServer], FakeServer]) -> AlertReceiver:
-    fake = start_fake(AlertReceiver())
-    assert isinstance(fake, AlertReceiver)
-    return fake
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def runtime(
     tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
 ) -> AsyncIterator[Runtime]:

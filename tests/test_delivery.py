@@ -12,6 +12,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
@@ -31,18 +32,6 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
     fake.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
     fake.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
     return fake
-
-
-@pytest.fixture
-def receiver(start_fake: Callable[[FakeServer], FakeServer]) -> AlertReceiver:
-    fake = start_fake(AlertReceiver())
-    assert isinstance(fake, AlertReceiver)
-    return fake
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -81,18 +70,7 @@ async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
 
 
 def sign_in(runtime: Runtime, trakt: FakeTrakt, clock: FakeClock) -> None:
-    token = trakt.issue_token()
-    runtime.store.put_token(
-        "trakt",
-        "me",
-        {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": clock(),
-            "expires_in": 7 * 86400,
-        },
-        clock(),
-    )
+    sign_in_trakt(runtime.store, trakt, "me", now=clock())
 
 
 def webhook(runtime: Runtime, name: str, **metadata: Any) -> None:

@@ -18,7 +18,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread
+from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import FIXTURES, payload_names, raw_request, sample_bytes
 from watchbridge import ratings
 from watchbridge.config import parse_config
@@ -124,19 +124,8 @@ profiles:
         {},
     )
     runtime = build_runtime(config)
-    token = trakt.issue_token()
     with AppThread(build_app(runtime)) as thread:
-        runtime.store.put_token(
-            "trakt",
-            "me",
-            {
-                "access_token": token.access_token,
-                "refresh_token": token.refresh_token,
-                "created_at": time.time(),
-                "expires_in": 86400,
-            },
-            time.time(),
-        )
+        sign_in_trakt(runtime.store, trakt, now=time.time())
         yield thread
 
 

@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -52,18 +53,7 @@ links:
     config = dataclasses.replace(config, links={"ts": link})
     runtime = build_runtime(config)
     runtime.open()
-    token = trakt.issue_token()
-    runtime.store.put_token(
-        "trakt",
-        "me",
-        {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": time.time(),
-            "expires_in": 86400,
-        },
-        time.time(),
-    )
+    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
     return runtime
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import write_config
+from tests.harness import sign_in_trakt, write_config
 from watchbridge.store import Store
 
 
@@ -35,19 +35,8 @@ links:
   trakt-serializd: {{services: [trakt, serializd]}}
 """,
     )
-    token = trakt.issue_token()
     store = Store.open(tmp_path / "watchbridge.db")
-    store.put_token(
-        "trakt",
-        "me",
-        {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": time.time(),
-            "expires_in": 86400,
-        },
-        0,
-    )
+    sign_in_trakt(store, trakt, "me", now=time.time())
     store.close()
     return path, trakt, serializd
 

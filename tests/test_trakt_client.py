@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt
+from tests.harness import sign_in_trakt
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
@@ -48,18 +49,7 @@ async def client(trakt: FakeTrakt, store: Store) -> AsyncIterator[TraktClient]:
 
 
 def signed_in(trakt: FakeTrakt, store: Store) -> None:
-    token = trakt.issue_token()
-    store.put_token(
-        "trakt",
-        PROFILE,
-        {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": token.created_at,
-            "expires_in": token.expires_in,
-        },
-        0,
-    )
+    sign_in_trakt(store, trakt, PROFILE)
 
 
 def a_movie(trakt: FakeTrakt) -> MediaRef:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
-from tests.harness import ServiceProcess, free_port
+from tests.harness import ServiceProcess, free_port, sign_in_trakt
 from tests.ingest_samples import sample_json
 from watchbridge.store import Store
 
@@ -80,19 +80,8 @@ profiles:
 {extra}""",
         encoding="utf-8",
     )
-    token = trakt.issue_token()
     store = Store.open(tmp_path / "wb.db")
-    store.put_token(
-        "trakt",
-        "me",
-        {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": time.time(),
-            "expires_in": 7 * 86400,
-        },
-        0,
-    )
+    sign_in_trakt(store, trakt, "me", now=time.time())
     store.close()
     return ServiceProcess(config, port)
 
