@@ -24,9 +24,8 @@ CPU used by the server and by wrk. Targets: ingest >= 0.5 x bare requests/s, ing
 
     .venv/bin/python bench/ingest.py [--seconds 20] [--connections 16] [--trakt fake|unreachable]
 
-Diagnostics (not the target configuration): `--tcp-nodelay` runs both servers with TCP_NODELAY
-on their connections (what a one-line fix in `watchbridge.server.bind` would give),
-`--durability normal`, `--profile FILE [--profile-gil]` (py-spy of the service's timed run).
+Diagnostics (not the target configuration): `--durability normal`, `--profile FILE
+[--profile-gil]` (py-spy of the service's timed run).
 """
 
 from __future__ import annotations
@@ -169,35 +168,6 @@ def serve_bare(config_path: str) -> None:
         route_handlers=[webhook, readyz], openapi_config=None, logging_config=None, debug=False
     )
     serve(app, load_config(Path(config_path)))
-
-
-def patch_tcp_nodelay() -> None:
-    """Diagnostic only (--tcp-nodelay): listening sockets created with proto IPPROTO_TCP.
-
-    `watchbridge.server.bind` creates `socket.socket(family, SOCK_STREAM)` (proto 0); asyncio
-    sets TCP_NODELAY on accepted connections only when proto is IPPROTO_TCP, and uvicorn's h11
-    writes a response's head and body separately, so every keep-alive answer waits for the
-    peer's delayed ACK (~40 ms on Linux). This simulates the one-line fix in src/.
-    """
-    import socket
-
-    import watchbridge.server as server
-
-    original = server.bind
-
-    def bind(host: str, port: int, key: str) -> socket.socket:
-        sock = original(host, port, key)
-        return socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, sock.detach())
-
-    server.bind = bind
-
-
-def serve_service(config_path: str) -> None:
-    """`watchbridge serve` exactly as `python -m watchbridge serve`, after patch_tcp_nodelay()."""
-    from watchbridge.cli import main
-
-    patch_tcp_nodelay()
-    main(["serve", "--config", config_path])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -537,11 +507,6 @@ def main() -> None:
     parser.add_argument("--dir", help="where the database goes (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
-        "--tcp-nodelay",
-        action="store_true",
-        help="diagnostic: run both servers with TCP_NODELAY on (simulates a fix in server.py)",
-    )
-    parser.add_argument(
         "--profile",
         metavar="FILE",
         help="py-spy the service during its timed run (collapsed stacks to FILE) and summarize",
@@ -552,15 +517,9 @@ def main() -> None:
         help="with --profile: sample only the GIL holder (CPU), not every busy thread (wall)",
     )
     parser.add_argument("--serve-bare", metavar="CONFIG", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-service", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        if args.tcp_nodelay:
-            patch_tcp_nodelay()
         serve_bare(args.serve_bare)
-        return
-    if args.serve_service:
-        serve_service(args.serve_service)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
@@ -574,9 +533,9 @@ def main() -> None:
         if args.trakt == "fake":
             fake = FakeTrakt().start()
             trakt_url = fake.url
-        service, db = start_service(work, trakt_url, fake, args.tcp_nodelay, args.durability)
+        service, db = start_service(work, trakt_url, fake, args.durability)
         servers.append(service)
-        bare = start_bare(work, args.tcp_nodelay)
+        bare = start_bare(work)
         servers.append(bare)
         fs = subprocess.run(
             ["df", "--output=fstype", str(work)], capture_output=True, text=True
@@ -589,7 +548,6 @@ def main() -> None:
         print(
             f"service: storage.durability {args.durability} on {fs} ({work}), Trakt: "
             f"{'in-process FakeTrakt' if fake else 'unreachable port'}"
-            + ("; DIAGNOSTIC: both servers patched with TCP_NODELAY" if args.tcp_nodelay else "")
         )
 
         results = {
@@ -617,14 +575,6 @@ def main() -> None:
             print(describe(f"{args.connections} conns", m.load))
             print(describe("1 conn", m.single))
         ratio = results["ingest"].load.rate / results["bare"].load.rate
-        stalled = results["bare"].single
-        if stalled.p50 > 30 and (stalled.server_user + stalled.server_sys) / stalled.seconds < 0.5:
-            print(
-                f"note: the bare endpoint takes {stalled.p50:.0f} ms per answer on one connection "
-                "while its CPU idles: both servers wait ~40 ms per keep-alive answer (Nagle + "
-                "delayed ACK, no TCP_NODELAY), so throughput is connections / 40 ms for both and "
-                "the ratio says little; see --tcp-nodelay"
-            )
         p99 = results["ingest"].load.p99
         print()
         print(
@@ -681,7 +631,7 @@ def seed_catalogue(fake: FakeTrakt | None) -> Callable[[int, int, int], None]:
 
 
 def start_service(
-    work: Path, trakt_url: str, fake: FakeTrakt | None, nodelay: bool, durability: str
+    work: Path, trakt_url: str, fake: FakeTrakt | None, durability: str
 ) -> tuple[Server, Path]:
     from watchbridge.store import Store
 
@@ -720,12 +670,10 @@ profiles:
     )
     store.close()
     argv = [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)]
-    if nodelay:
-        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-service", str(config)]
     return start_server("ingest", argv, port, work / "service.log"), db
 
 
-def start_bare(work: Path, nodelay: bool) -> Server:
+def start_bare(work: Path) -> Server:
     port = free_port()
     config = work / "bare.yaml"
     config.write_text(
@@ -733,8 +681,6 @@ def start_bare(work: Path, nodelay: bool) -> Server:
         encoding="utf-8",
     )
     argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(config)]
-    if nodelay:
-        argv.append("--tcp-nodelay")
     return start_server("bare", argv, port, work / "bare.log")
 
 
