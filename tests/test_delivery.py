@@ -19,7 +19,7 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
-from watchbridge.webhooks import _store_event
+from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -79,7 +79,7 @@ def webhook(runtime: Runtime, name: str, **metadata: Any) -> None:
     result = parse("plex", json.dumps(payload).encode(), "application/json")
     assert isinstance(result, Accepted)
     for event in result.events:
-        _store_event(runtime, "me", event)
+        runtime.store.ingest(ingest_job(runtime, "me", event))
 
 
 async def drain(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
@@ -13,7 +14,8 @@ import pytest
 import sqlite_utils
 
 from watchbridge.errors import StoreError
-from watchbridge.store import NewOutboxRow, Store, migrations
+from watchbridge.playback import Session
+from watchbridge.store import IngestJob, IngestWriter, NewOutboxRow, Store, migrations
 
 
 def row(key: str, ordering: str = "me:trakt:movie1", action: str = "scrobble") -> NewOutboxRow:
@@ -251,3 +253,32 @@ def test_unmatched_rows_are_counted(store: Store) -> None:
     (item,) = store.claim("w", 2.0)
     store.retry_later(item.id, 2.0, 3.0, "unmatched: Trakt has no id for X yet")
     assert store.status().unmatched == 1
+
+
+def _job(key: str, fail: bool = False) -> IngestJob:
+    def decide(session: Session | None) -> tuple[Session | None, list[NewOutboxRow]]:
+        if fail:
+            raise ValueError("a bug in one decision")
+        return Session(key, "playing", 1.0, 0, 1.0), [row(key, ordering=key)]
+
+    return IngestJob("plex", "start", "me", {}, 1.0, key, decide)
+
+
+def test_a_failing_event_in_a_group_is_rolled_back_alone(store: Store) -> None:
+    results = store.ingest_many([_job("a"), _job("b", fail=True), _job("c")])
+    assert results[0] == 1 and isinstance(results[1], ValueError) and results[2] == 1
+    assert store.outbox_counts()["pending"] == 2
+    assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
+
+
+def test_the_writer_answers_each_event_after_its_commit(store: Store) -> None:
+    writer = IngestWriter(store)
+
+    async def write_many() -> list[int]:
+        return await asyncio.gather(*(writer.write(_job(f"k{n}")) for n in range(50)))
+
+    try:
+        assert asyncio.run(write_many()) == [1] * 50
+    finally:
+        writer.close()
+    assert store.outbox_counts()["pending"] == 50

@@ -27,7 +27,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.config import Config
 from watchbridge.errors import StoreError
 from watchbridge.metrics import CONTENT_TYPE, Metrics
-from watchbridge.store import Store
+from watchbridge.store import IngestWriter, Store
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Runtime:
     task_restart_delay: float = 5.0
     on_enqueued: list[Callable[[], None]] = field(default_factory=list)
     _store: Store | None = None
+    _writer: IngestWriter | None = None
     webhook_secret: str = ""
 
     @property
@@ -68,12 +69,22 @@ class Runtime:
             raise StoreError("the store is not open yet")
         return self._store
 
+    @property
+    def writer(self) -> IngestWriter:
+        """The one thread that records webhook events (group commits under load)."""
+        if self._writer is None:
+            self._writer = IngestWriter(self.store)
+        return self._writer
+
     def open(self) -> None:
         self._store = self.store_factory(self.config)
         self.metrics.watch_queue(self._store.outbox_counts)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -6,8 +6,10 @@ committed (synchronous=FULL by default) before the caller answers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -201,6 +203,76 @@ class NewOutboxRow:
 
 
 @dataclass(frozen=True)
+class IngestJob:
+    """One webhook event to record with its playback session and outbox rows."""
+
+    source: str
+    kind: str
+    profile: str
+    payload: dict[str, Any]
+    now: float
+    session_key: str
+    decide: Callable[[Session | None], tuple[Session | None, Sequence[NewOutboxRow]]]
+
+
+class IngestWriter:
+    """One thread that writes webhook events for the whole app, committing whatever has
+    queued up meanwhile in one transaction: under load many webhooks share one disk sync,
+    and each still gets its answer only after its own rows are committed."""
+
+    MAX_GROUP = 128
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._jobs: queue.SimpleQueue[
+            tuple[IngestJob, asyncio.Future[int], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread.start()
+
+    async def write(self, job: IngestJob) -> int:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        self._jobs.put((job, done, loop))
+        return await done
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while (first := self._jobs.get()) is not None:
+            group = [first]
+            stop = False
+            while len(group) < self.MAX_GROUP:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            try:
+                results = self.store.ingest_many([job for job, _, _ in group])
+            except Exception as exc:  # the database itself failed: every job in the group
+                results = [exc] * len(group)
+            for (_, done, loop), result in zip(group, results, strict=True):
+                loop.call_soon_threadsafe(_settle, done, result)
+            if stop:
+                return
+
+
+def _settle(done: asyncio.Future[int], result: int | Exception) -> None:
+    if done.cancelled():
+        return
+    if isinstance(result, Exception):
+        done.set_exception(result)
+    else:
+        done.set_result(result)
+
+
+@dataclass(frozen=True)
 class Settlement:
     """The outcome of one delivery attempt for one outbox row."""
 
@@ -339,67 +411,77 @@ class Store:
             self._insert_outbox(conn, rows, now, event_id)
             return event_id
 
-    def ingest(
-        self,
-        *,
-        source: str,
-        kind: str,
-        profile: str,
-        payload: dict[str, Any],
-        now: float,
-        session_key: str,
-        decide: Callable[[Session | None], tuple[Session | None, Sequence[NewOutboxRow]]],
-    ) -> int:
-        """Record a webhook event: read its playback session, let `decide` (pure) say what
-        follows, and write the new session, the event and its outbox rows in one transaction.
+    def ingest(self, job: IngestJob) -> int:
+        """Record one webhook event (see `ingest_many`); returns the outbox rows added."""
+        result = self.ingest_many([job])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        Returns how many outbox rows were added. Newer playback-state rows supersede older,
-        still-pending start/pause rows of the same item (they would only be stale noise).
+    def ingest_many(self, jobs: Sequence[IngestJob]) -> list[int | Exception]:
+        """Record webhook events in one transaction (one disk sync for the whole group).
+
+        For each: read its playback session, let `decide` (pure) say what follows, write the
+        new session, the event and its outbox rows. A job that fails is rolled back alone
+        (savepoint) and its exception returned in its place. Newer playback-state rows
+        supersede older, still-pending start/pause rows of the same item.
         """
+        results: list[int | Exception] = []
         with self.transaction() as conn:
-            found = conn.execute(
-                "SELECT * FROM playback_sessions WHERE key = ?", (session_key,)
-            ).fetchone()
-            current = (
-                None
-                if found is None
-                else Session(
-                    found["key"],
-                    found["state"],
-                    found["progress"],
-                    found["generation"],
-                    found["updated_at"],
-                )
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append(self._ingest_one(conn, job))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
+                    results.append(exc)
+                conn.execute("RELEASE SAVEPOINT job")
+        return results
+
+    def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
+        found = conn.execute(
+            "SELECT * FROM playback_sessions WHERE key = ?", (job.session_key,)
+        ).fetchone()
+        current = (
+            None
+            if found is None
+            else Session(
+                found["key"],
+                found["state"],
+                found["progress"],
+                found["generation"],
+                found["updated_at"],
             )
-            session, rows = decide(current)
-            if session is not None and session != current:
+        )
+        session, rows = job.decide(current)
+        if session is not None and session != current:
+            conn.execute(
+                "INSERT OR REPLACE INTO playback_sessions"
+                " (key, profile, state, progress, generation, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    session.key,
+                    job.profile,
+                    session.state,
+                    session.progress,
+                    session.generation,
+                    session.updated_at,
+                ),
+            )
+        cursor = conn.execute(
+            "INSERT INTO events (received_at, source, kind, profile, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (job.now, job.source, job.kind, job.profile, json.dumps(job.payload)),
+        )
+        for row in rows:
+            if row.supersedes:
                 conn.execute(
-                    "INSERT OR REPLACE INTO playback_sessions"
-                    " (key, profile, state, progress, generation, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        session.key,
-                        profile,
-                        session.state,
-                        session.progress,
-                        session.generation,
-                        session.updated_at,
-                    ),
+                    "UPDATE outbox SET status = 'done', last_error = 'superseded',"
+                    " updated_at = ? WHERE ordering_key = ? AND status = 'pending'"
+                    f" AND action IN ({', '.join('?' for _ in row.supersedes)})",
+                    (job.now, row.ordering_key, *row.supersedes),
                 )
-            cursor = conn.execute(
-                "INSERT INTO events (received_at, source, kind, profile, payload)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (now, source, kind, profile, json.dumps(payload)),
-            )
-            for row in rows:
-                if row.supersedes:
-                    conn.execute(
-                        "UPDATE outbox SET status = 'done', last_error = 'superseded',"
-                        " updated_at = ? WHERE ordering_key = ? AND status = 'pending'"
-                        f" AND action IN ({', '.join('?' for _ in row.supersedes)})",
-                        (now, row.ordering_key, *row.supersedes),
-                    )
-            return self._insert_outbox(conn, rows, now, int(cursor.lastrowid or 0))
+        return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0))
 
     def prune(self, now: float, keep_done: float, keep_sessions: float) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback

@@ -6,7 +6,6 @@ row per target are written in one transaction, then the delivery worker is woken
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import time
@@ -22,7 +21,7 @@ from watchbridge.config import Config, Profile
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, Ignored, MediaEvent, ref_to_dict
 from watchbridge.playback import Intent, Session, decide, session_key
-from watchbridge.store import NewOutboxRow
+from watchbridge.store import IngestJob, NewOutboxRow
 
 SOURCES = ("plex", "jellyfin", "emby", "tautulli", "generic")
 SECRET_HEADER = "x-webhook-secret"
@@ -171,7 +170,7 @@ async def _webhook(
         if name is None:
             unmapped += 1
             continue
-        queued += await asyncio.to_thread(_store_event, runtime, name, event)
+        queued += await runtime.writer.write(ingest_job(runtime, name, event))
     if unmapped == len(result.events):
         return _answer(
             runtime,
@@ -187,7 +186,8 @@ async def _webhook(
     return _answer(runtime, source, "accepted", 202, started, queued=queued)
 
 
-def _store_event(runtime: Runtime, profile_name: str, event: MediaEvent) -> int:
+def ingest_job(runtime: Runtime, profile_name: str, event: MediaEvent) -> IngestJob:
+    """What to record for one event: the event, and a pure decision over its session."""
     if event.source != "generic":
         # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
         # an earlier viewing. Only our generic schema may carry an explicit time.
@@ -201,7 +201,7 @@ def _store_event(runtime: Runtime, profile_name: str, event: MediaEvent) -> int:
         new_session, intents = decide(session, event, threshold, now)
         return new_session, rows_for(profile_name, targets, event, intents)
 
-    return runtime.store.ingest(
+    return IngestJob(
         source=event.source,
         kind=event.action,
         profile=profile_name,
