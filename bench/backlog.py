@@ -46,6 +46,7 @@ from tests.fakes.base import JSON_TYPE, Request, Response  # noqa: E402
 from tests.fakes.base import _Knob as Knob  # noqa: E402
 from tests.fakes.base import _Route as Route  # noqa: E402
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt  # noqa: E402
+from tests.harness import sign_in_trakt, start_logged  # noqa: E402
 
 SECRET = "bench-secret-123"
 THUMB = bytes(range(256)) * 120  # a 30 KB poster, as Plex attaches to a scrobble
@@ -122,39 +123,12 @@ profiles:
 """,
         encoding="utf-8",
     )
-    token = fake.issue_token()
     store = Store.open(db)
-    store.put_token(
-        "trakt",
-        "me",
-        {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": time.time(),
-            "expires_in": 7 * 86400,
-        },
-        0,
-    )
+    sign_in_trakt(store, fake, now=time.time())
     store.close()
     url = f"http://127.0.0.1:{port}"
-    with (work / "service.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited:\n{(work / 'service.log').read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=0.5).status_code == 200:
-                return proc, url, db
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit("the service did not become ready in 15 s")
+    argv = [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)]
+    return start_logged(argv, url, work / "service.log"), url, db
 
 
 async def post_all(url: str, plays: int, concurrency: int, limit_s: float) -> dict[int, int]:

@@ -47,12 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt  # noqa: E402
+from tests.harness import sign_in_trakt, start_logged  # noqa: E402
 
 SECRET = "bench-secret-123"
 THUMB = bytes(range(256)) * 120  # a 30 KB poster, as Plex attaches to play and scrobble
@@ -210,21 +209,8 @@ class Server:
 
 
 def start_server(name: str, argv: list[str], port: int, log: Path) -> Server:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited during start-up:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=0.5).status_code == 200:
-                return Server(name, proc, url, log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit(f"{name} not ready after 15 s:\n{log.read_text()}")
+    return Server(name, start_logged(argv, url, log), url, log)
 
 
 def write_body_parts(directory: Path) -> None:
@@ -652,22 +638,8 @@ profiles:
         encoding="utf-8",
     )
     store = Store.open(db)
-    if fake is not None:
-        token = fake.issue_token()
-        access, refresh = token.access_token, token.refresh_token
-    else:
-        access, refresh = "unused-access", "unused-refresh"
-    store.put_token(
-        "trakt",
-        "me",
-        {
-            "access_token": access,
-            "refresh_token": refresh,
-            "created_at": time.time(),
-            "expires_in": 7 * 86400,
-        },
-        0,
-    )
+    # With Trakt unreachable the sign-in only has to exist; any fake can mint it.
+    sign_in_trakt(store, fake or FakeTrakt(), now=time.time())
     store.close()
     argv = [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)]
     return start_server("ingest", argv, port, work / "service.log"), db

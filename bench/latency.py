@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fakes.base import Request, Response  # noqa: E402
 from tests.fakes.base import _Knob as Knob  # noqa: E402
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt  # noqa: E402
+from tests.harness import sign_in_trakt, start_logged  # noqa: E402
 
 SECRET = "bench-secret-123"
 THUMB = bytes(range(256)) * 120  # a 30 KB poster, as Plex attaches to play and scrobble
@@ -124,36 +125,13 @@ def start_service(
     store = Store.open(db)
     for k in range(1, profiles + 1):
         lines.append(f'  p{k}: {{users: {{plex: ["{k}"]}}, accounts: {{trakt: {{}}}}}}')
-        token = fake.issue_token(fake.add_user(f"viewer{k}"))
-        tokens = {
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "created_at": time.time(),
-            "expires_in": 7 * 86400,
-        }
-        store.put_token("trakt", f"p{k}", tokens, 0)
+        sign_in_trakt(store, fake, f"p{k}", now=time.time(), user=fake.add_user(f"viewer{k}"))
     store.close()
     config = work / "watchbridge.yaml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     url = f"http://127.0.0.1:{port}"
-    with (work / "service.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited:\n{(work / 'service.log').read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit("the service did not become ready in 15 s")
+    argv = [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)]
+    return start_logged(argv, url, work / "service.log"), url
 
 
 @dataclass

@@ -48,6 +48,26 @@ def wait_ready(base_url: str, timeout: float = 10.0) -> float:
     raise TimeoutError(f"{base_url} not ready after {timeout}s")
 
 
+def start_logged(
+    argv: list[str], url: str, log: Path, timeout: float = 15.0
+) -> subprocess.Popen[bytes]:
+    """Start a server writing to `log` and wait for its /readyz (benches: long runs, big logs)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{argv[-1]}: the server exited during start-up:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    raise SystemExit(f"the server was not ready after {timeout:.0f} s:\n{log.read_text()}")
+
+
 @dataclass
 class ServiceProcess:
     """`watchbridge serve` as a real child process."""
@@ -118,9 +138,12 @@ class AppThread:
         self.thread.join(timeout=15)
 
 
-def sign_in_trakt(store: Any, trakt: Any, profile: str = "me", now: float | None = None) -> None:
-    """Give `profile` a Trakt sign-in the fake Trakt accepts, as `watchbridge auth trakt` would."""
-    token = trakt.issue_token()
+def sign_in_trakt(
+    store: Any, trakt: Any, profile: str = "me", now: float | None = None, user: Any = None
+) -> None:
+    """Give `profile` a Trakt sign-in the fake Trakt accepts (as fake `user`), as
+    `watchbridge auth trakt` would."""
+    token = trakt.issue_token(user)
     store.put_token(
         "trakt",
         profile,
