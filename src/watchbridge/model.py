@@ -74,6 +74,9 @@ class MediaRef:
         if self.kind == "episode" and self.show_ids and self.season is not None:
             name, value = next(iter(self.show_ids.present().items()))
             return f"episode:{name}:{value}:s{self.season}e{self.number}"
+        if self.kind == "season" and self.show_ids and self.season is not None:
+            name, value = next(iter(self.show_ids.present().items()))
+            return f"season:{name}:{value}:s{self.season}"
         if self.ids:
             name, value = next(iter(self.ids.present().items()))
             return f"{self.kind}:{name}:{value}"

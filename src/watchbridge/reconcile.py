@@ -16,6 +16,7 @@ from typing import Literal
 from watchbridge.config import Link
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
+EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 
 
@@ -173,7 +174,31 @@ def _plan_history(
 
 def _removed(before: Iterable[Play], now: Iterable[Play]) -> list[Play]:
     present = {p.record for p in now}
-    return [p for p in before if p.record not in present]
+    return [p for p in before if p.record not in present and not p.record.startswith(EXPECTED)]
+
+
+def expect(side: Side, adds: Iterable[Action]) -> Side:
+    """`side` with the plays we just queued for it, until a read shows them for real.
+
+    A delta read may not reach back to a back-dated play we wrote, so without this the next
+    run would find it missing and plan it again."""
+    expected = tuple(Play(a.item, a.at, f"{EXPECTED}{a.item}@{a.at:.0f}") for a in adds)
+    return Side(side.plays + expected, side.ratings)
+
+
+def settle_expected(side: Side) -> Side:
+    """Drop expected plays that a real play of the same item now stands for."""
+    real: dict[str, list[float]] = defaultdict(list)
+    for play in side.plays:
+        if not play.record.startswith(EXPECTED):
+            real[play.item].append(play.at)
+    kept = tuple(
+        p
+        for p in side.plays
+        if not p.record.startswith(EXPECTED)
+        or not any(abs(at - p.at) <= MATCH_WINDOW for at in real.get(p.item, ()))
+    )
+    return side if len(kept) == len(side.plays) else Side(kept, side.ratings)
 
 
 def _plan_ratings(

@@ -13,7 +13,7 @@ import logging
 import random
 
 from watchbridge.app import Runtime
-from watchbridge.sync import SUPPORTED, NeedsReview, run_link
+from watchbridge.sync import NeedsReview, run_link, syncable
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ class SyncScheduler:
         self.first_delay = first_delay
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
-        links = [
-            name for name, link in runtime.config.links.items() if set(link.services) == SUPPORTED
-        ]
+        links = [name for name, link in runtime.config.links.items() if syncable(link)]
         for name, link in runtime.config.links.items():
             if name not in links:
                 log.warning(

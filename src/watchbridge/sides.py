@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.model import Ids, MediaRef
+from watchbridge.model import ID_ORDER, Ids, MediaRef
 from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.serializd import DiaryEntry
 from watchbridge.services.trakt import parse_iso
@@ -74,11 +74,21 @@ def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
 
 
 def ref_for_key(key: str) -> MediaRef | None:
-    """The MediaRef an `episode_key` names (None for show/season keys)."""
+    """The MediaRef a canonical item key names: `episode:ID:SHOW:sSeN`, `show:ID:SHOW`,
+    `show:ID:SHOW:sN` (a season), `movie:ID:MOVIE` (ID: tmdb, tvdb, imdb, ...)."""
     parts = key.split(":")
-    if len(parts) != 4 or parts[:2] != ["episode", "tmdb"]:
+    if len(parts) < 3 or parts[1] not in ID_ORDER or not parts[2]:
         return None
-    season, _, number = parts[3].removeprefix("s").partition("e")
-    if not (season.isdigit() and number.isdigit()):
-        return None
-    return MediaRef("episode", show_ids=Ids(tmdb=parts[2]), season=int(season), number=int(number))
+    kind, id_name, value, rest = parts[0], parts[1], parts[2], parts[3:]
+    ids = Ids(**{id_name: value})
+    if kind == "movie" and not rest:
+        return MediaRef("movie", ids=ids)
+    if kind == "show" and not rest:
+        return MediaRef("show", ids=ids)
+    if kind == "show" and len(rest) == 1 and rest[0][1:].isdigit() and rest[0][0] == "s":
+        return MediaRef("season", show_ids=ids, season=int(rest[0][1:]))
+    if kind == "episode" and len(rest) == 1:
+        season, _, number = rest[0].removeprefix("s").partition("e")
+        if season.isdigit() and number.isdigit():
+            return MediaRef("episode", show_ids=ids, season=int(season), number=int(number))
+    return None

@@ -15,13 +15,19 @@ from typing import Any
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
 from watchbridge.model import ref_to_dict
-from watchbridge.reconcile import Action, Plan, Play, Rated, Side, plan
-from watchbridge.services.serializd import SerializdClient
-from watchbridge.services.trakt import TraktClient
-from watchbridge.sides import ref_for_key, serializd_side, trakt_side
+from watchbridge.readers import READERS, SideRead, SideReader, reader_for
+from watchbridge.reconcile import (
+    Action,
+    Plan,
+    Play,
+    Rated,
+    Side,
+    expect,
+    plan,
+    settle_expected,
+)
+from watchbridge.sides import ref_for_key
 from watchbridge.store import NewOutboxRow, Store
-
-SUPPORTED = frozenset({"trakt", "serializd"})
 
 
 @dataclass(frozen=True)
@@ -31,11 +37,12 @@ class ProfilePlan:
     sizes: dict[str, int]  # plays each side holds
     current: dict[str, Side]
     first_run: bool
-    cursors: dict[str, str] = field(default_factory=dict)  # saved once the plan is applied
+    # per service, saved once the plan is applied
+    cursors: dict[str, dict[str, str]] = field(default_factory=dict)
     unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
 
 
-FULL_READ_EVERY = 86400.0  # removals on Serializd leave no trace in a cheap check
+FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
 
 
 def _unchanged_plan(profile: str) -> ProfilePlan:
@@ -118,7 +125,7 @@ def outbox_rows(
     rows, skipped = [], 0
     for action in actions:
         item = ref_for_key(action.item)
-        if item is None:
+        if item is None or item.kind in ("show", "season"):
             skipped += 1
             continue
         payload: dict[str, Any] = {"item": ref_to_dict(item), "at": action.at, "link": link}
@@ -168,86 +175,115 @@ async def plan_link(
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
-    Unless `full`, each profile first asks each side cheaply whether anything changed since
-    the last applied run (Trakt `last_activities`, Serializd's newest diary page) and stops
-    there when nothing did. Returns the plans and how many API requests it took."""
+    Unless a full read is asked for or due (daily, and on a first run), each side is first
+    asked cheaply whether anything changed since the last applied run, and a profile stops
+    there when nothing did; otherwise each side reads its delta onto the baseline. Returns the
+    plans and how many API requests it took."""
+    link = _link(config, name)
+    profiles = link_profiles(config, link)
+    if not profiles:
+        raise WatchbridgeError(
+            f"links.{name}: no profile has both a {link.services[0]} and a "
+            f"{link.services[1]} account"
+        )
+    readers = [
+        _reader(config, store, link, name, service, profiles, clock) for service in link.services
+    ]
+    try:
+        plans = [
+            await _plan_profile(store, link, name, profile, readers, clock, full)
+            for profile in profiles
+        ]
+        return plans, sum(reader.requests_sent for reader in readers)
+    finally:
+        for reader in readers:
+            await reader.aclose()
+
+
+def _link(config: Config, name: str) -> Link:
     if name not in config.links:
         known = ", ".join(config.links) or "none configured"
         raise WatchbridgeError(f"no link {name!r} in {config.source} (links: {known})")
-    link = config.links[name]
-    if set(link.services) != SUPPORTED:
-        raise WatchbridgeError(
-            f"links.{name}: only trakt <-> serializd links can be planned in this release"
-        )
-    assert config.services.trakt is not None and config.services.serializd is not None
-    profiles = link_profiles(config, link)
-    if not profiles:
-        raise WatchbridgeError(f"links.{name}: no profile has both a trakt and a serializd account")
-    accounts = {p: account for p in profiles if (account := config.profiles[p].accounts.serializd)}
-    trakt = TraktClient(config.services.trakt, store, clock=clock)
-    serializd = SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock)
-    try:
-        plans = []
-        for profile in profiles:
-            baseline = await asyncio.to_thread(
-                load_baseline, store, name, profile, list(link.services)
-            )
-            cursor = _Cursors(store, name, profile)
-            stamp = str((await trakt.last_activities(profile)).get("all", ""))
-            if not full and baseline and clock() - cursor.full_at() < FULL_READ_EVERY:
-                fresh = await serializd.diary_until(profile, cursor.diary_ids())
-                if stamp == cursor.get("trakt_all") and not fresh:
-                    plans.append(_unchanged_plan(profile))
-                    continue
-            diary = await serializd.diary(profile)
-            current = {
-                "trakt": trakt_side(
-                    await trakt.history(profile, "episodes"), await trakt.ratings(profile)
-                ),
-                "serializd": serializd_side(diary),
-            }
-            tombstones = load_tombstones(store, name, profile)
-            planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
-            plans.append(
-                ProfilePlan(
-                    profile,
-                    planned,
-                    {side: len(state.plays) for side, state in current.items()},
-                    current,
-                    first_run=not baseline,
-                    cursors={
-                        "trakt_all": stamp,
-                        "diary_ids": json.dumps(sorted(e.id for e in diary)),
-                        "full_at": str(clock()),
-                    },
-                )
-            )
-        return plans, trakt.http.requests_sent + serializd.http.requests_sent
-    finally:
-        await trakt.aclose()
-        await serializd.aclose()
+    return config.links[name]
 
 
-class _Cursors:
-    """A link's cursors for one profile, kept in the store's cursors table."""
+def _reader(
+    config: Config,
+    store: Store,
+    link: Link,
+    name: str,
+    service: str,
+    profiles: list[str],
+    clock: Callable[[], float],
+) -> SideReader:
+    reader = reader_for(service, config, store, link, profiles, clock)
+    if reader is None:
+        raise WatchbridgeError(f"links.{name}: {service} cannot be synced in this release")
+    return reader
 
-    def __init__(self, store: Store, link: str, profile: str) -> None:
-        self.store, self.link, self.profile = store, link, profile
 
-    def get(self, name: str) -> str | None:
-        return self.store.get_cursor("watchbridge", self.profile, f"link:{self.link}:{name}")
+def syncable(link: Link) -> bool:
+    """Whether every service of `link` has a reader."""
+    return all(service in READERS for service in link.services)
 
-    def full_at(self) -> float:
-        return float(self.get("full_at") or 0)
 
-    def diary_ids(self) -> set[int]:
-        return set(json.loads(self.get("diary_ids") or "[]"))
+async def _plan_profile(
+    store: Store,
+    link: Link,
+    name: str,
+    profile: str,
+    readers: list[SideReader],
+    clock: Callable[[], float],
+    full: bool,
+) -> ProfilePlan:
+    services = [reader.service for reader in readers]
+    baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
+    saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
+    full_at = float(saved[ENGINE].get("full_at", 0))
+    full = full or not baseline or clock() - full_at >= FULL_READ_EVERY
+    if not full:
+        # Every side is asked, even after one said "changed": the reads reuse the answers.
+        checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
+        if all(checks):
+            return _unchanged_plan(profile)
+    reads = {
+        r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
+        for r in readers
+    }
+    a, b = readers
+    reads = {s: SideRead(settle_expected(r.side), r.cursors) for s, r in reads.items()}
+    current = {
+        a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
+        b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side),
+    }
+    tombstones = load_tombstones(store, name, profile)
+    planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
+    cursors = {service: read.cursors for service, read in reads.items()}
+    cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
+    return ProfilePlan(
+        profile,
+        planned,
+        {side: len(state.plays) for side, state in current.items()},
+        current,
+        first_run=not baseline,
+        cursors=cursors,
+    )
 
-    def save(self, values: dict[str, str], now: float) -> None:
-        for name, value in values.items():
-            self.store.set_cursor(
-                "watchbridge", self.profile, f"link:{self.link}:{name}", value, now
-            )
+
+ENGINE = "watchbridge"  # cursors of the engine itself (when the last full read was)
+
+
+def load_cursors(store: Store, link: str, service: str, profile: str) -> dict[str, str]:
+    """A side's cursors for one link and profile (one JSON value in the cursors table)."""
+    value = store.get_cursor(service, profile, f"link:{link}")
+    return dict(json.loads(value)) if value else {}
+
+
+def save_cursors(
+    store: Store, link: str, profile: str, cursors: dict[str, dict[str, str]], now: float
+) -> None:
+    for service, values in cursors.items():
+        store.set_cursor(service, profile, f"link:{link}", json.dumps(values, sort_keys=True), now)
 
 
 def apply_plan(
@@ -267,10 +303,17 @@ def apply_plan(
     queued = store.enqueue(rows, now)
     if not held:
         # With removals held, keep the old baseline (and cursors) so they are found again.
-        save_baseline(store, name, result.profile, result.current, now)
-        _Cursors(store, name, result.profile).save(result.cursors, now)
+        save_baseline(store, name, result.profile, _with_expected(result.current, actions), now)
+        save_cursors(store, name, result.profile, result.cursors, now)
     save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return Applied(queued, skipped, held)
+
+
+def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dict[str, Side]:
+    return {
+        service: expect(side, [a for a in actions if a.kind == "add_play" and a.target == service])
+        for service, side in current.items()
+    }
 
 
 class NeedsReview(WatchbridgeError):

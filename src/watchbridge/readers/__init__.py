@@ -1,0 +1,71 @@
+"""How a service takes part in a link: a `SideReader` turns its answers into a `Side`.
+
+The engine (`watchbridge.sync`) asks every reader of a link the cheap question first
+(`unchanged`, at most one request), reads only when something moved (`read`, a delta merged onto
+the last run's baseline unless a full read is due), lets each reader look closer where the two
+sides disagree (`refine`), then plans. Readers hold their clients; the engine saves the cursors a
+read returns once its plan is applied.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from watchbridge.config import Config, Link
+from watchbridge.reconcile import Side
+from watchbridge.store import Store
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class SideRead:
+    side: Side
+    cursors: dict[str, str]  # saved by the engine once the plan is applied
+
+
+class SideReader(Protocol):
+    service: str
+
+    @property
+    def requests_sent(self) -> int: ...
+
+    async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
+        """The cheap "anything changed since `cursors`?" check: at most one request."""
+        ...
+
+    async def read(
+        self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
+    ) -> SideRead:
+        """The side's current state: a delta merged onto `baseline` unless `full`."""
+        ...
+
+    async def refine(self, profile: str, own: Side, other: Side) -> Side:
+        """Detail read only where the two sides disagree (most readers return `own`)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+ReaderFactory = Callable[[Config, Store, Link, list[str], Clock], SideReader]
+
+
+# service -> module exposing `make_reader: ReaderFactory` (imported only when a link uses it)
+READERS: dict[str, str] = {
+    "trakt": "watchbridge.readers.trakt",
+    "serializd": "watchbridge.readers.serializd",
+}
+
+
+def reader_for(
+    service: str, config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+) -> SideReader | None:
+    """The reader of `service` for `link`, or None when the service cannot take part yet."""
+    module = READERS.get(service)
+    if module is None:
+        return None
+    factory: ReaderFactory = importlib.import_module(module).make_reader
+    return factory(config, store, link, profiles, clock)

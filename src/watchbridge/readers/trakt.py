@@ -1,0 +1,123 @@
+"""Trakt's side of a link: `/sync/last_activities` first, then only what moved.
+
+History has no delete feed, so a delta read re-reads a rolling window (the last week, or since
+the previous read if that is older) and the plays of the baseline inside that window that are
+gone count as removed; older plays are kept from the baseline until the daily full read.
+Ratings are re-read whole (one short listing) only when their activity stamp moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from watchbridge.config import Config, Link
+from watchbridge.readers import Clock, SideRead
+from watchbridge.reconcile import EXPECTED, Play, Side
+from watchbridge.services.trakt import TraktClient
+from watchbridge.sides import trakt_side
+from watchbridge.store import Store
+
+OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
+RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
+TV_ONLY = frozenset({"serializd", "anilist"})
+
+
+def media_types(link: Link) -> tuple[str, ...]:
+    """The Trakt history types the other side of `link` can hold."""
+    other = next(s for s in link.services if s != "trakt")
+    return ("episodes",) if other in TV_ONLY else ("movies", "episodes")
+
+
+def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
+    """The activity stamps a read depends on: watched per type, rated for every level."""
+
+    def at(section: str, field: str) -> str:
+        return str((activities.get(section) or {}).get(field) or "")
+
+    rated_sections = ("shows", "seasons", *types)
+    return {
+        "all": str(activities.get("all") or ""),
+        "watched": ",".join(at(t, "watched_at") for t in types),
+        "rated": ",".join(at(s, "rated_at") for s in rated_sections),
+    }
+
+
+def delta_since(history_at: float, now: float) -> float:
+    return min(history_at - OVERLAP, now - RECONCILE_WINDOW)
+
+
+def merge_history(baseline: Side, recent: Side, since: float) -> tuple[Play, ...]:
+    """Baseline plays older than `since` (and plays we queued ourselves), and everything the
+    delta read found after it."""
+    kept = tuple(p for p in baseline.plays if p.at < since or p.record.startswith(EXPECTED))
+    return kept + tuple(
+        p for p in recent.plays if p.at >= since
+    )
+
+
+class TraktReader:
+    service = "trakt"
+
+    def __init__(self, client: TraktClient, types: tuple[str, ...], clock: Clock) -> None:
+        self.client = client
+        self.types = types
+        self.clock = clock
+        self._activities: dict[str, dict[str, Any]] = {}
+
+    @property
+    def requests_sent(self) -> int:
+        return self.client.http.requests_sent
+
+    async def _stamps(self, profile: str) -> dict[str, str]:
+        if profile not in self._activities:
+            self._activities[profile] = await self.client.last_activities(profile)
+        return stamps(self._activities[profile], self.types)
+
+    async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
+        return (await self._stamps(profile))["all"] == cursors.get("all")
+
+    async def read(
+        self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
+    ) -> SideRead:
+        now = self.clock()
+        moved = await self._stamps(profile)
+        saved = {**moved, "history_at": str(now)}
+        if full or baseline is None or "history_at" not in cursors:
+            return SideRead(await self._read_all(profile), saved)
+        plays = baseline.plays
+        if moved["watched"] != cursors.get("watched"):
+            since = delta_since(float(cursors["history_at"]), now)
+            recent = trakt_side(await self._history(profile, since), ())
+            plays = merge_history(baseline, recent, since)
+        scores = baseline.ratings
+        if moved["rated"] != cursors.get("rated"):
+            scores = trakt_side((), await self.client.ratings(profile)).ratings
+        return SideRead(Side(plays, scores), saved)
+
+    async def _read_all(self, profile: str) -> Side:
+        return trakt_side(await self._history(profile, None), await self.client.ratings(profile))
+
+    async def _history(self, profile: str, since: float | None) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for kind in self.types:
+            entries += await self.client.history(profile, kind, start_at=since)
+        return entries
+
+    async def refine(self, profile: str, own: Side, other: Side) -> Side:
+        return own
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def make_reader(
+    config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+) -> TraktReader:
+    from watchbridge.wiring import seeded_trakt_tokens
+
+    assert config.services.trakt is not None
+    client = TraktClient(
+        config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
+    )
+    return TraktReader(client, media_types(link), clock)
