@@ -1,0 +1,180 @@
+"""Side readers: the cheap check, delta reads merged onto the baseline, expected plays."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
+from watchbridge.config import Link, TraktConfig
+from watchbridge.model import Ids, MediaRef
+from watchbridge.readers.serializd import merge_diary
+from watchbridge.readers.trakt import (
+    RECONCILE_WINDOW,
+    TraktReader,
+    delta_since,
+    media_types,
+    merge_history,
+    stamps,
+)
+from watchbridge.reconcile import EXPECTED, Action, Play, Rated, Side, expect, settle_expected
+from watchbridge.services.trakt import HistoryPlay, TraktClient
+from watchbridge.sides import ref_for_key
+from watchbridge.store import Store
+
+DAY = 86400.0
+E1 = "episode:tmdb:1396:s1e1"
+E2 = "episode:tmdb:1396:s1e2"
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_a_tv_only_partner_means_trakt_reads_episodes_only() -> None:
+    assert media_types(Link(["trakt", "serializd"])) == ("episodes",)
+    assert media_types(Link(["plex", "trakt"])) == ("movies", "episodes")
+
+
+def test_stamps_follow_watched_and_rated_activity_of_the_types_read() -> None:
+    activities = {
+        "all": "A",
+        "episodes": {"watched_at": "W", "rated_at": "R1"},
+        "shows": {"rated_at": "R2"},
+        "seasons": {"rated_at": "R3"},
+        "movies": {"watched_at": "MOVIE"},
+    }
+    assert stamps(activities, ("episodes",)) == {"all": "A", "watched": "W", "rated": "R2,R3,R1"}
+
+
+def test_a_delta_reaches_back_a_week_or_to_the_last_read_if_older() -> None:
+    now = 100 * DAY
+    assert delta_since(now - 3600, now) == now - RECONCILE_WINDOW
+    assert delta_since(now - 30 * DAY, now) < now - 30 * DAY
+
+
+def test_a_delta_replaces_the_window_and_keeps_older_plays() -> None:
+    old, in_window = Play(E1, 10.0, "1"), Play(E2, 500.0, "2")
+    recent = Side((Play(E2, 600.0, "3"),))
+    merged = merge_history(Side((old, in_window)), recent, since=100.0)
+    assert merged == (old, Play(E2, 600.0, "3"))  # "2" was removed on Trakt
+
+
+def test_a_delta_keeps_plays_we_queued_whatever_their_date() -> None:
+    queued = Play(E2, 500.0, f"{EXPECTED}x")
+    assert merge_history(Side((queued,)), Side(), since=100.0) == (queued,)
+
+
+def test_new_diary_entries_join_the_baseline_and_newer_ratings_win() -> None:
+    baseline = Side((Play(E1, 10.0, "1"),), {E1: Rated(60, 10.0)})
+    fresh = Side((Play(E2, 20.0, "2"), Play(E1, 10.0, "1")), {E1: Rated(80, 20.0)})
+    merged = merge_diary(baseline, fresh)
+    assert [p.record for p in merged.plays] == ["1", "2"]
+    assert merged.ratings[E1] == Rated(80, 20.0)
+
+
+def test_a_queued_play_is_expected_until_a_real_play_stands_for_it() -> None:
+    side = expect(Side((Play(E1, 10.0, "1"),)), [Action("add_play", "trakt", E2, "new", 500.0)])
+    assert [p.record.startswith(EXPECTED) for p in side.plays] == [False, True]
+    assert settle_expected(side) == side  # not read back yet
+    read_back = Side((*side.plays, Play(E2, 560.0, "99")))
+    assert [p.record for p in settle_expected(read_back).plays] == ["1", "99"]
+
+
+@pytest.mark.parametrize(
+    ("key", "ref"),
+    [
+        (E1, MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=1)),
+        ("show:tmdb:1396", MediaRef("show", ids=Ids(tmdb="1396"))),
+        ("show:tmdb:1396:s2", MediaRef("season", show_ids=Ids(tmdb="1396"), season=2)),
+        ("movie:imdb:tt0372784", MediaRef("movie", ids=Ids(imdb="tt0372784"))),
+        ("movie:tmdb:", None),
+        ("episode:nope:1:s1e1", None),
+        ("episode:tmdb:1:s1", None),
+    ],
+)
+def test_every_item_key_names_its_media_ref(key: str, ref: MediaRef | None) -> None:
+    assert ref_for_key(key) == ref
+
+
+# --------------------------------------------------------------------------- against fake Trakt
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    fake: FakeTrakt = start_fake(FakeTrakt())
+    fake.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 7})
+    return fake
+
+
+@pytest.fixture
+def client(trakt: FakeTrakt, store: Store) -> TraktClient:
+    sign_in_trakt(store, trakt, "me", now=time.time())
+    return TraktClient(
+        TraktConfig(client_id=CLIENT_ID, api_url=trakt.url, auth_url=trakt.url), store
+    )
+
+
+def reader(client: TraktClient) -> TraktReader:
+    return TraktReader(client, ("episodes",), time.time)
+
+
+def episode(number: int) -> MediaRef:
+    return MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=number)
+
+
+async def add_play(client: TraktClient, number: int, at: float) -> None:
+    await client.add_history("me", [HistoryPlay(episode(number), at)])
+
+
+def history_requests(trakt: FakeTrakt) -> list[Any]:
+    return [r for r in trakt.requests if r.path.startswith("/sync/history")]
+
+
+@pytest.mark.anyio
+async def test_a_delta_read_asks_trakt_only_for_the_recent_window(
+    trakt: FakeTrakt, client: TraktClient
+) -> None:
+    await add_play(client, 1, time.time() - 30 * DAY)
+    first = await reader(client).read("me", {}, None, full=True)
+    await add_play(client, 2, time.time() - 60)
+    trakt.requests.clear()
+    second = await reader(client).read("me", first.cursors, first.side, full=False)
+    assert sorted(p.item for p in second.side.plays) == [E1, E2]
+    (request,) = history_requests(trakt)
+    assert "start_at" in request.query
+
+
+@pytest.mark.anyio
+async def test_ratings_are_not_read_again_while_their_stamp_stands(
+    trakt: FakeTrakt, client: TraktClient
+) -> None:
+    first = await reader(client).read("me", {}, None, full=True)
+    await add_play(client, 2, time.time() - 60)
+    trakt.requests.clear()
+    await reader(client).read("me", first.cursors, first.side, full=False)
+    assert not [r for r in trakt.requests if r.path.startswith("/sync/ratings")]
+
+
+@pytest.mark.anyio
+async def test_a_play_removed_on_trakt_this_week_is_gone_from_the_delta(
+    trakt: FakeTrakt, client: TraktClient
+) -> None:
+    await add_play(client, 1, time.time() - 2 * DAY)
+    first = await reader(client).read("me", {}, None, full=True)
+    (play,) = first.side.plays
+    await client.remove_history("me", [int(play.record)])
+    second = await reader(client).read("me", first.cursors, first.side, full=False)
+    assert second.side.plays == ()
+
+
+@pytest.mark.anyio
+async def test_nothing_moved_on_trakt_costs_one_request(
+    trakt: FakeTrakt, client: TraktClient
+) -> None:
+    first = await reader(client).read("me", {}, None, full=True)
+    trakt.requests.clear()
+    assert await reader(client).unchanged("me", first.cursors)
+    assert [r.path for r in trakt.requests] == ["/sync/last_activities"]
