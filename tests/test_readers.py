@@ -23,7 +23,7 @@ from watchbridge.readers.trakt import (
 )
 from watchbridge.reconcile import EXPECTED, Action, Play, Rated, Side, expect, settle_expected
 from watchbridge.services.trakt import HistoryPlay, TraktClient
-from watchbridge.sides import ref_for_key
+from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
 
 DAY = 86400.0
@@ -178,3 +178,24 @@ async def test_nothing_moved_on_trakt_costs_one_request(
     trakt.requests.clear()
     assert await reader(client).unchanged("me", first.cursors)
     assert [r.path for r in trakt.requests] == ["/sync/last_activities"]
+
+
+def test_trakt_movies_are_keyed_by_tmdb_else_imdb() -> None:
+    side = trakt_side(
+        [
+            {
+                "id": 1,
+                "type": "movie",
+                "watched_at": "2024-01-01T00:00:00.000Z",
+                "movie": {"ids": {"tmdb": 272, "imdb": "tt0372784"}},
+            },
+            {
+                "id": 2,
+                "type": "movie",
+                "watched_at": "2024-01-01T00:00:00.000Z",
+                "movie": {"ids": {"imdb": "tt1104001"}},
+            },
+        ],
+        [],
+    )
+    assert [p.item for p in side.plays] == ["movie:tmdb:272", "movie:imdb:tt1104001"]

@@ -40,11 +40,21 @@ def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]
     return Side(tuple(plays), scores)
 
 
+def movie_key(ids: dict[str, Any]) -> str | None:
+    """A movie by TMDB id, else IMDb id (None when it has neither)."""
+    for name in ("tmdb", "imdb"):
+        if ids.get(name):
+            return f"movie:{name}:{ids[name]}"
+    return None
+
+
 def _trakt_key(entry: dict[str, Any]) -> str | None:
+    kind = entry.get("type")
+    if kind == "movie":
+        return movie_key((entry.get("movie") or {}).get("ids") or {})
     show_tmdb = ((entry.get("show") or {}).get("ids") or {}).get("tmdb")
     if not show_tmdb:
         return None
-    kind = entry.get("type")
     if kind == "episode":
         episode = entry.get("episode") or {}
         if episode.get("season") is None or episode.get("number") is None:
