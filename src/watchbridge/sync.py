@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge.config import Config, Link
@@ -39,6 +39,7 @@ class ProfilePlan:
     first_run: bool
     # per service, saved once the plan is applied
     cursors: dict[str, dict[str, str]] = field(default_factory=dict)
+    frozen: frozenset[str] = frozenset()  # sides whose baseline this run must not move
     unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
 
 
@@ -172,26 +173,29 @@ async def plan_link(
     name: str,
     clock: Callable[[], float] = time.time,
     full: bool = False,
+    direction: str | None = None,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
     Unless a full read is asked for or due (daily, and on a first run), each side is first
     asked cheaply whether anything changed since the last applied run, and a profile stops
     there when nothing did; otherwise each side reads its delta onto the baseline. Returns the
-    plans and how many API requests it took."""
-    link = _link(config, name)
+    plans and how many API requests it took. `direction` overrides the link's for this run
+    (`two-way` or `A-to-B`)."""
+    link = with_direction(_link(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
         raise WatchbridgeError(
             f"links.{name}: no profile has both a {link.services[0]} and a "
             f"{link.services[1]} account"
         )
+    frozen = frozen_sides(config.links[name], link)
     readers = [
         _reader(config, store, link, name, service, profiles, clock) for service in link.services
     ]
     try:
         plans = [
-            await _plan_profile(store, link, name, profile, readers, clock, full)
+            await _plan_profile(store, link, name, profile, readers, clock, full, frozen)
             for profile in profiles
         ]
         return plans, sum(reader.requests_sent for reader in readers)
@@ -205,6 +209,29 @@ def _link(config: Config, name: str) -> Link:
         known = ", ".join(config.links) or "none configured"
         raise WatchbridgeError(f"no link {name!r} in {config.source} (links: {known})")
     return config.links[name]
+
+
+def with_direction(link: Link, name: str, direction: str | None) -> Link:
+    """`link` as one run of it asked for another direction."""
+    a, b = link.services
+    if direction is None:
+        return link
+    if direction == "two-way":
+        return replace(link, direction="two-way")
+    for source, target in ((a, b), (b, a)):
+        if direction == f"{source}-to-{target}":
+            return replace(link, services=[source, target], direction="one-way")
+    raise WatchbridgeError(
+        f"links.{name}: --direction expects two-way, {a}-to-{b} or {b}-to-{a}, got {direction!r}"
+    )
+
+
+def frozen_sides(configured: Link, run: Link) -> frozenset[str]:
+    """Sides whose changes a run does not carry across: their baseline and cursors must stay,
+    so that a later run still sees those changes (only when a run narrows the direction)."""
+    if run.direction == "two-way" or configured.direction == "one-way":
+        return frozenset()
+    return frozenset({run.services[1]})
 
 
 def _reader(
@@ -235,6 +262,7 @@ async def _plan_profile(
     readers: list[SideReader],
     clock: Callable[[], float],
     full: bool,
+    frozen: frozenset[str],
 ) -> ProfilePlan:
     services = [reader.service for reader in readers]
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
@@ -266,7 +294,8 @@ async def _plan_profile(
         {side: len(state.plays) for side, state in current.items()},
         current,
         first_run=not baseline,
-        cursors=cursors,
+        cursors={s: c for s, c in cursors.items() if s not in frozen},
+        frozen=frozen,
     )
 
 
@@ -303,7 +332,8 @@ def apply_plan(
     queued = store.enqueue(rows, now)
     if not held:
         # With removals held, keep the old baseline (and cursors) so they are found again.
-        save_baseline(store, name, result.profile, _with_expected(result.current, actions), now)
+        moved = {s: v for s, v in result.current.items() if s not in result.frozen}
+        save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
         save_cursors(store, name, result.profile, result.cursors, now)
     save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return Applied(queued, skipped, held)
@@ -350,6 +380,7 @@ async def run_link(
     yes: bool = False,
     confirm_removals: bool = False,
     full: bool = False,
+    direction: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RunResult:
     """One run of a link, recorded in the run history: plan, then (unless a dry run) queue."""
@@ -358,7 +389,7 @@ async def run_link(
         raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     try:
-        plans, calls = await plan_link(config, store, name, clock, full=full)
+        plans, calls = await plan_link(config, store, name, clock, full=full, direction=direction)
         if dry_run:
             store.finish_run(run_id, clock(), "dry-run", plan_counts(plans), calls)
             return RunResult(plans, calls)
