@@ -51,9 +51,7 @@ def merge_history(baseline: Side, recent: Side, since: float) -> tuple[Play, ...
     """Baseline plays older than `since` (and plays we queued ourselves), and everything the
     delta read found after it."""
     kept = tuple(p for p in baseline.plays if p.at < since or p.record.startswith(EXPECTED))
-    return kept + tuple(
-        p for p in recent.plays if p.at >= since
-    )
+    return kept + tuple(p for p in recent.plays if p.at >= since)
 
 
 class TraktReader:
