@@ -535,6 +535,7 @@ def main() -> None:
             f"service: storage.durability {args.durability} on {fs} ({work}), Trakt: "
             f"{'in-process FakeTrakt' if fake else 'unreachable port'}"
         )
+        print(f"disk: {fsync_latency(work)}; load average {os.getloadavg()[0]:.1f}")
 
         results = {
             "bare": measure(work, bare, args.connections, args.seconds, lambda *_: None),
@@ -654,6 +655,29 @@ def start_bare(work: Path) -> Server:
     )
     argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(config)]
     return start_server("bare", argv, port, work / "bare.log")
+
+
+def fsync_latency(directory: Path, samples: int = 100) -> str:
+    """fsync of an 8 KB append where the database lives: what each group commit waits for.
+
+    Other work on the machine shows up here first; ingest p99 cannot beat the disk's."""
+    path = directory / "fsync.probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    times = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 8192)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1e3)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    return (
+        f"fsync p50 {times[samples // 2]:.2f} ms, p99 {times[samples * 99 // 100]:.2f} ms, "
+        f"max {times[-1]:.2f} ms"
+    )
 
 
 def count_rows(db: Path) -> tuple[int, int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import socket
 
@@ -79,6 +80,9 @@ def serve(app: Litestar, config: Config) -> None:
             "webhook_port": server_config.webhook_port or "-",
         },
     )
+    # Everything imported and built so far lives as long as the process; without this, each
+    # full garbage collection walks it all and stalls the event loop for ~60 ms under load.
+    gc.freeze()
     try:
         server.run(sockets=sockets)
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -24,6 +25,9 @@ PAYLOAD_NAMES = ("payload", "data")  # Plex, Emby
 
 _CRLF = re.compile(rb"\r?\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_CONTAINERS = (dict, list)
+_DECODER = json.JSONDecoder(strict=False)  # raw control characters inside strings are allowed
+_JSON_START = re.compile(rb"[ \t\n\r\x0b\x0c]*\{")  # body.lstrip().startswith(b"{"), no copy
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Part:
 
 def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
     """The JSON object a media server sent, or why it cannot be read (one line)."""
-    if not body.strip():
+    if not body or body.isspace():  # not body.strip(): no copy of a large body
         return Rejected("empty body")
     media_type, params = parse_header(content_type)
     declared_multipart = media_type.startswith("multipart/") and not _looks_json(body)
@@ -74,18 +78,21 @@ def parse_header(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _split_unquoted(value: str, separator: str) -> list[str]:
-    """Split on `separator` where it is not inside double quotes."""
+    """Split on `separator` where it is not inside double quotes (`separator` is not `"`)."""
     pieces: list[str] = []
     current: list[str] = []
-    quoted = False
-    for char in value:
-        if char == '"':
-            quoted = not quoted
-        if char == separator and not quoted:
+    # Between quotes are the odd segments: kept whole, quotes included.
+    for index, segment in enumerate(value.split('"')):
+        if index:
+            current.append('"')
+        if index % 2:
+            current.append(segment)
+            continue
+        first, *rest = segment.split(separator)
+        current.append(first)
+        for piece in rest:
             pieces.append("".join(current))
-            current = []
-        else:
-            current.append(char)
+            current = [piece]
     pieces.append("".join(current))
     return pieces
 
@@ -97,7 +104,7 @@ def _unquote(value: str) -> str:
 
 
 def _looks_json(body: bytes) -> bool:
-    return body.lstrip().startswith(b"{")
+    return _JSON_START.match(body) is not None
 
 
 def _looks_form(media_type: str, body: bytes) -> bool:
@@ -114,18 +121,34 @@ def _looks_multipart(body: bytes) -> bool:
 
 def split_multipart(body: bytes, boundary: str) -> list[Part]:
     """The parts of a multipart body; a missing final boundary ends the last part at the end."""
+    return [Part(headers, body[start:end]) for headers, start, end in _scan_parts(body, boundary)]
+
+
+def _scan_parts(body: bytes, boundary: str) -> Iterator[tuple[dict[str, str], int, int]]:
+    """Each part's headers and where its content starts and ends, in order.
+
+    Works on offsets into `body` so that a part nobody reads (a 30 KB thumb) is never copied,
+    and stops wherever the caller stops. Splits exactly like `body.split(delimiter)`.
+    """
     boundary = boundary or _boundary_from_body(body)
     if not boundary:
-        return []
+        return
     delimiter = b"--" + boundary.encode("latin-1", "replace")
-    parts: list[Part] = []
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        part = _parse_part(chunk)
+    found = body.find(delimiter)
+    if found < 0:
+        return
+    pos = found + len(delimiter)
+    while True:
+        following = body.find(delimiter, pos)
+        end = len(body) if following < 0 else following
+        if body.startswith(b"--", pos, end):
+            return  # the close delimiter
+        part = _locate_part(body, pos, end)
         if part is not None:
-            parts.append(part)
-    return parts
+            yield part
+        if following < 0:
+            return
+        pos = following + len(delimiter)
 
 
 def _boundary_from_body(body: bytes) -> str:
@@ -133,26 +156,25 @@ def _boundary_from_body(body: bytes) -> str:
     return first_line[2:].strip().decode("latin-1") if first_line.startswith(b"--") else ""
 
 
-def _parse_part(chunk: bytes) -> Part | None:
-    """`<rest of delimiter line> CRLF headers CRLF CRLF content CRLF` after one delimiter."""
-    _, newline, rest = chunk.partition(b"\n")
-    if not newline:
+def _locate_part(body: bytes, pos: int, end: int) -> tuple[dict[str, str], int, int] | None:
+    """`<rest of delimiter line> CRLF headers CRLF CRLF content CRLF` in body[pos:end]."""
+    newline = body.find(b"\n", pos, end)
+    if newline < 0:
         return None
-    if rest.startswith((b"\r\n", b"\n")):
-        header_block, content = b"", rest.partition(b"\n")[2]
+    rest = newline + 1
+    if body.startswith((b"\r\n", b"\n"), rest, end):
+        header_block, start = b"", body.index(b"\n", rest, end) + 1
     else:
-        end = _HEADER_END.search(rest)
-        if end is None:
+        header_end = _HEADER_END.search(body, rest, end)
+        if header_end is None:
             return None
-        header_block, content = rest[: end.start()], rest[end.end() :]
-    return Part(_parse_part_headers(header_block), _without_line_end(content))
-
-
-def _without_line_end(content: bytes) -> bytes:
-    """The line break before the next delimiter belongs to the delimiter, not the content."""
-    if content.endswith(b"\r\n"):
-        return content[:-2]
-    return content.removesuffix(b"\n")
+        header_block, start = body[rest : header_end.start()], header_end.end()
+    # The line break before the next delimiter belongs to the delimiter, not the content.
+    if body.endswith(b"\r\n", start, end):
+        end -= 2
+    elif body.endswith(b"\n", start, end):
+        end -= 1
+    return _parse_part_headers(header_block), start, end
 
 
 def _parse_part_headers(block: bytes) -> dict[str, str]:
@@ -166,14 +188,37 @@ def _parse_part_headers(block: bytes) -> dict[str, str]:
 
 def _from_multipart(body: bytes, boundary: str) -> dict[str, object] | Rejected:
     # A wrong boundary parameter is rarer than a missing one, but costs nothing to survive.
-    parts = split_multipart(body, boundary) or split_multipart(body, "")
-    if not parts:
+    found = _payload_part(body, boundary)
+    if found is None:
+        found = _payload_part(body, "")
+    if found is None:
         return Rejected("multipart body has no parts (boundary missing or wrong)")
-    for name in PAYLOAD_NAMES:
-        for part in parts:
-            if part.name == name and not part.content_type.startswith("image/"):
-                return decode_json(part.content, f"{name} part")
-    return Rejected("multipart body has no payload part")
+    if not found:
+        return Rejected("multipart body has no payload part")
+    name, start, end = found
+    return decode_json(body[start:end], f"{name} part")
+
+
+def _payload_part(body: bytes, boundary: str) -> tuple[str, int, int] | tuple[()] | None:
+    """The first part named like PAYLOAD_NAMES[0] that is not an image, else the first named
+    like PAYLOAD_NAMES[1], ...: (name, start, end); () if there are parts but none of those;
+    None if there are no parts. Stops at a part of the first name: Plex sends it first."""
+    best: tuple[int, int, int] | None = None  # (rank, start, end)
+    any_part = False
+    for headers, start, end in _scan_parts(body, boundary):
+        any_part = True
+        part = Part(headers, b"")
+        name = part.name
+        if name not in PAYLOAD_NAMES or part.content_type.startswith("image/"):
+            continue
+        rank = PAYLOAD_NAMES.index(name)
+        if best is None or rank < best[0]:
+            best = (rank, start, end)
+            if rank == 0:
+                break
+    if best is None:
+        return () if any_part else None
+    return PAYLOAD_NAMES[best[0]], best[1], best[2]
 
 
 def _from_form(body: bytes) -> dict[str, object] | Rejected:
@@ -191,7 +236,8 @@ def _from_form(body: bytes) -> dict[str, object] | Rejected:
 def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
     """A JSON object from bytes (UTF-8/16/32, BOM allowed, raw control characters allowed)."""
     try:
-        decoded = json.loads(raw, strict=False)
+        # json.loads(raw, strict=False), without building a decoder per call
+        decoded = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except json.JSONDecodeError as error:
         return Rejected(
             f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
@@ -214,12 +260,21 @@ def _one_line(message: str) -> str:
 def _drop_empty_strings(root: dict[str, object]) -> dict[str, object]:
     """Remove keys whose value is "" at any depth: templates render unknown variables as ""."""
     stack: list[object] = [root]
+    push, pop = stack.append, stack.pop  # a loop, not recursion: JSON may nest very deeply
     while stack:
-        node = stack.pop()
+        node = pop()
         if isinstance(node, dict):
-            for key in [key for key, value in node.items() if value == ""]:
+            empty = []
+            for key, value in node.items():
+                if isinstance(value, str):
+                    if not value:
+                        empty.append(key)
+                elif isinstance(value, _CONTAINERS):
+                    push(value)
+            for key in empty:
                 del node[key]
-            stack.extend(value for value in node.values() if isinstance(value, dict | list))
         elif isinstance(node, list):
-            stack.extend(value for value in node if isinstance(value, dict | list))
+            for value in node:
+                if isinstance(value, _CONTAINERS):
+                    push(value)
     return root

@@ -1,0 +1,147 @@
+"""The webhook route's HTTP contract, served before Litestar's router (app.App)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import AppThread
+from tests.ingest_samples import sample_bytes
+from watchbridge.config import parse_config
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted, ref_to_dict
+from watchbridge.playback import Session
+from watchbridge.store import IngestJob, IngestWriter, NewOutboxRow, Store
+from watchbridge.webhooks import event_record
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "route-secret-123"
+LIMIT = 65536  # the smallest limit the config allows
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
+    path = tmp_path_factory.mktemp("route") / "wb.db"
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}, max_webhook_bytes: {LIMIT}}}\n"
+        f"storage: {{path: {path}}}\nprofiles: {{me: {{default: true}}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as thread:
+        yield thread
+
+
+def generic_play() -> dict[str, object]:
+    return {
+        "event": "start",
+        "user": "alice",
+        "item": {"type": "movie", "ids": {"imdb": "tt0113277"}},
+    }
+
+
+def test_an_accepted_webhook_is_202_with_the_rows_queued(app: AppThread) -> None:
+    response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=generic_play())
+    assert response.status_code == 202, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "accepted", "queued": 0}  # no target configured
+
+
+def test_a_trailing_slash_is_the_same_url(app: AppThread) -> None:
+    response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}/", json=generic_play())
+    assert response.status_code == 202
+
+
+def test_other_methods_are_405_with_a_json_error(app: AppThread) -> None:
+    response = httpx.get(f"{app.url}/webhooks/plex/{SECRET}")
+    assert (response.status_code, response.json()["status"]) == (405, 405)
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/webhooks", "/webhooks/", f"/webhooks/plex/{SECRET}/more"])
+def test_paths_that_name_no_webhook_are_a_json_404(app: AppThread, path: str) -> None:
+    response = httpx.post(f"{app.url}{path}", content=b"{}")
+    assert response.status_code == 404
+    assert response.json()["error"]
+
+
+def test_a_body_without_length_is_cut_off_at_the_limit(app: AppThread) -> None:
+    def chunks() -> Iterator[bytes]:  # chunked transfer: no Content-Length to refuse early
+        for _ in range(3):
+            yield b" " * (LIMIT // 2)
+
+    response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", content=chunks())
+    assert response.status_code == 413
+    assert str(LIMIT) in response.json()["error"]
+
+
+def test_health_and_metrics_still_go_through_the_router(app: AppThread) -> None:
+    assert httpx.get(f"{app.url}/healthz").json() == {"status": "ok"}
+    assert "watchbridge_webhook_events_total" in httpx.get(f"{app.url}/metrics").text
+
+
+def test_the_stored_event_record_is_the_event_as_a_dict() -> None:
+    result = parse("plex", sample_bytes("plex", "movie_media_scrobble.json"), "")
+    assert isinstance(result, Accepted)
+    event = result.events[0]
+    expected = dataclasses.asdict(event) | {"item": ref_to_dict(event.item)}
+    assert event_record(event) == expected
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def _job(key: str) -> IngestJob:
+    def decide(session: Session | None) -> tuple[Session | None, list[NewOutboxRow]]:
+        row = NewOutboxRow("trakt", "me", "watching", {}, key, key)
+        return Session(key, "playing", 1.0, 0, 1.0), [row]
+
+    return IngestJob("plex", "start", "me", {}, 1.0, key, decide)
+
+
+def test_the_writer_commits_even_while_the_loop_itself_waits_for_the_store(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "wb.db")
+    writer = IngestWriter(store)
+
+    async def scenario() -> int:
+        pending = asyncio.ensure_future(writer.write(_job("a")))
+        await asyncio.sleep(0)  # the job is queued
+        time.sleep(0.2)  # without yielding: the writer now holds the store, waiting for us
+        store.outbox_counts()  # blocks this loop until the writer inserts by itself
+        return await pending
+
+    results: list[int] = []
+    runner = threading.Thread(target=lambda: results.append(asyncio.run(scenario())), daemon=True)
+    runner.start()
+    runner.join(timeout=5)
+    assert not runner.is_alive(), "the writer and the event loop wait for each other"
+    writer.close()
+    store.close()
+    assert results == [1]
+    assert Store.open(tmp_path / "wb.db").outbox_counts()["pending"] == 1
+
+
+def test_a_group_that_cannot_start_its_transaction_fails_its_webhooks(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "wb.db", busy_timeout=0.1)
+    other = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    writer = IngestWriter(store)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            asyncio.run(writer.write(_job("a")))
+        other.execute("ROLLBACK")
+        assert asyncio.run(writer.write(_job("b"))) == 1  # and the writer carries on
+    finally:
+        writer.close()
+        other.close()
+        store.close()
