@@ -4,6 +4,13 @@ Plays are events, not a watched flag: each side holds a list of plays (item, tim
 own record id), rewatches being several plays. Each side's state from the previous run is its
 baseline, so a removal is "present last time, absent now" and can propagate; propagated
 removals leave tombstones so they do not bounce back. Every action carries its reason.
+
+Undated plays: a play whose `at` is `UNDATED` (0) says "watched, date unknown" (a Serializd
+episode ticked without a diary entry, a Trakt play with `watched_at` null). It matches one play
+of the same item on the other side whatever its time, but only after every dated play has
+found its dated partner, so it never takes the place of a real viewing. It counts as removed
+only when its side holds no play of the item any more (it is a watched flag, not an event),
+and then takes every play of the item on the other side with it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from watchbridge.config import Link
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
 EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
+UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 
 
@@ -31,6 +39,7 @@ class Play:
 class Rated:
     value: int  # internal 0-100
     at: float  # rated at
+    record: str = ""  # the side's own ids of the rows holding it, when a removal needs them
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,8 @@ def flows(link: Link) -> list[tuple[str, str]]:
 def match_plays(
     ours: Iterable[Play], theirs: Iterable[Play]
 ) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
-    """Pair plays of the same item within MATCH_WINDOW, nearest first in time order.
+    """Pair plays of the same item within MATCH_WINDOW, nearest first in time order; then
+    pair undated plays with what is left of the same item (earliest first).
 
     Returns (pairs, ours without a partner, theirs without a partner).
     """
@@ -91,22 +101,42 @@ def match_plays(
         by_item[play.item].append(play)
     pairs: list[tuple[Play, Play]] = []
     lonely_ours: list[Play] = []
+    undated_ours: list[Play] = []
     used: set[int] = set()
     for play in sorted(ours, key=lambda p: (p.item, p.at)):
-        candidates = [
-            (abs(other.at - play.at), n)
-            for n, other in enumerate(by_item.get(play.item, ()))
-            if id(other) not in used and abs(other.at - play.at) <= MATCH_WINDOW
-        ]
-        if not candidates:
+        if play.at == UNDATED:
+            undated_ours.append(play)
+            continue
+        best: Play | None = None
+        best_gap = MATCH_WINDOW
+        for other in by_item.get(play.item, ()):
+            if other.at == UNDATED or id(other) in used:
+                continue
+            gap = abs(other.at - play.at)
+            if gap <= best_gap and (best is None or gap < best_gap):
+                best, best_gap = other, gap
+        if best is None:
             lonely_ours.append(play)
             continue
-        _, best = min(candidates)
-        partner = by_item[play.item][best]
+        used.add(id(best))
+        pairs.append((play, best))
+    # Undated plays of ours take what is left of the item on their side (earliest first);
+    # lonely plays of ours may still be taken by an undated play of theirs.
+    still_lonely: list[Play] = []
+    for play in undated_ours + lonely_ours:
+        rest = [
+            o
+            for o in by_item.get(play.item, ())
+            if id(o) not in used and (play.at == UNDATED or o.at == UNDATED)
+        ]
+        if not rest:
+            still_lonely.append(play)
+            continue
+        partner = min(rest, key=lambda o: (o.at != UNDATED, o.at))
         used.add(id(partner))
         pairs.append((play, partner))
     lonely_theirs = [p for group in by_item.values() for p in group if id(p) not in used]
-    return pairs, lonely_ours, lonely_theirs
+    return pairs, still_lonely, lonely_theirs
 
 
 def plan(
@@ -145,9 +175,15 @@ def _plan_history(
     partners_of_removed: dict[str, set[str]] = {a: set(), b: set()}
     for source, target in ((a, b), (b, a)):
         pairs, _, _ = match_plays(removed[source], current[target].plays)
+        pairs += _unwatched_partners(removed[source], current[target].plays, pairs)
+        watched = {p.item for p in current[source].plays}
         for gone, partner in pairs:
             partners_of_removed[target].add(partner.record)
-            if (source, target) in allowed:
+            if partner.at == UNDATED and gone.at != UNDATED and gone.item in watched:
+                # One viewing gone while others remain: the item is still watched, so its
+                # undated partner (a tick) stays, and is not copied back either.
+                new_tombstones.add((target, partner.record))
+            elif (source, target) in allowed:
                 actions.append(
                     Action(
                         "remove_play",
@@ -173,8 +209,29 @@ def _plan_history(
 
 
 def _removed(before: Iterable[Play], now: Iterable[Play]) -> list[Play]:
+    """Plays of the baseline that are gone. An undated play is a watched flag: it is gone
+    only when no play of its item is left (a diary entry replacing a tick is no removal)."""
     present = {p.record for p in now}
-    return [p for p in before if p.record not in present and not p.record.startswith(EXPECTED)]
+    items_now = {p.item for p in now}
+    return [
+        p
+        for p in before
+        if p.record not in present
+        and not p.record.startswith(EXPECTED)
+        and not (p.at == UNDATED and p.item in items_now)
+    ]
+
+
+def _unwatched_partners(
+    removed: Iterable[Play], target: Iterable[Play], pairs: list[tuple[Play, Play]]
+) -> list[tuple[Play, Play]]:
+    """An item marked unwatched (an undated play removed) takes every play of it on the
+    other side, not only the one it was paired with."""
+    cleared = {p.item: p for p in removed if p.at == UNDATED}
+    if not cleared:
+        return []
+    taken = {id(partner) for _, partner in pairs}
+    return [(cleared[p.item], p) for p in target if p.item in cleared and id(p) not in taken]
 
 
 def expect(side: Side, adds: Iterable[Action]) -> Side:
@@ -187,7 +244,8 @@ def expect(side: Side, adds: Iterable[Action]) -> Side:
 
 
 def settle_expected(side: Side) -> Side:
-    """Drop expected plays that a real play of the same item now stands for."""
+    """Drop expected plays that a real play of the same item now stands for (for an undated
+    one, any real play of the item: the target chose its date, e.g. Trakt's `released`)."""
     real: dict[str, list[float]] = defaultdict(list)
     for play in side.plays:
         if not play.record.startswith(EXPECTED):
@@ -196,7 +254,7 @@ def settle_expected(side: Side) -> Side:
         p
         for p in side.plays
         if not p.record.startswith(EXPECTED)
-        or not any(abs(at - p.at) <= MATCH_WINDOW for at in real.get(p.item, ()))
+        or not any(p.at == UNDATED or abs(at - p.at) <= MATCH_WINDOW for at in real.get(p.item, ()))
     )
     return side if len(kept) == len(side.plays) else Side(kept, side.ratings)
 
@@ -218,6 +276,7 @@ def _plan_ratings(
         if (source, target) not in allowed:
             continue
         rated = current[source].ratings.get(item)
+        held = current[target].ratings.get(item)
         actions.append(
             Action(
                 kind,
@@ -226,6 +285,7 @@ def _plan_ratings(
                 reason,
                 rated.at if rated else 0.0,
                 value=rated.value if rated else None,
+                record=held.record if kind == "remove_rating" and held else "",
             )
         )
     return actions

@@ -7,11 +7,12 @@ TMDB id, season and number on both sides (`episode_key`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from watchbridge import ratings
 from watchbridge.model import ID_ORDER, Ids, MediaRef
-from watchbridge.reconcile import Play, Rated, Side
+from watchbridge.reconcile import UNDATED, Play, Rated, Side
 from watchbridge.services.serializd import DiaryEntry
 from watchbridge.services.trakt import parse_iso
 
@@ -25,12 +26,16 @@ def show_key(show_tmdb: int | str, season: int | None = None) -> str:
 
 
 def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]]) -> Side:
-    """Trakt episode history and ratings; entries whose show has no TMDB id cannot be linked."""
+    """Trakt episode history and ratings; entries whose show has no TMDB id cannot be linked.
+    A play with `watched_at` null (added as `unknown`, or `released` without an air date) is
+    undated."""
     plays = []
     for entry in history:
         key = _trakt_key(entry)
-        if key and entry.get("watched_at"):
-            plays.append(Play(key, parse_iso(entry["watched_at"]), str(entry.get("id", ""))))
+        if key:
+            stamp = entry.get("watched_at")
+            at = parse_iso(stamp) if stamp else UNDATED
+            plays.append(Play(key, at, str(entry.get("id", ""))))
     scores: dict[str, Rated] = {}
     for entry in rated:
         key = _trakt_key(entry)
@@ -68,18 +73,34 @@ def _trakt_key(entry: dict[str, Any]) -> str | None:
 
 
 def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
-    """Diary entries as plays (episode entries) and ratings (episode, season and show)."""
+    """Diary entries as plays (episode entries) and ratings (episode, season and show).
+
+    A rating's record lists the rating-only rows (not diary logs) holding a rating for the
+    item, oldest first: what removing the rating deletes (a log is a play; it stays)."""
     plays = []
     scores: dict[str, Rated] = {}
+    rows: dict[str, list[DiaryEntry]] = {}
     for entry in diary:
         if entry.season_number is not None and entry.episode_number is not None:
             key = episode_key(entry.show_id, entry.season_number, entry.episode_number)
-            plays.append(Play(key, entry.watched_at, str(entry.id)))
-        else:
+            if entry.is_log or entry.internal_rating is None:
+                plays.append(Play(key, entry.watched_at, str(entry.id)))
+        elif entry.season_id is None:
+            key = show_key(entry.show_id)
+        elif entry.season_number is not None:
             key = show_key(entry.show_id, entry.season_number)
+        else:
+            continue  # a season this row does not name: nothing to key it by
         value = entry.internal_rating
-        if value is not None and (key not in scores or scores[key].at < entry.date_added):
+        if value is None:
+            continue
+        if not entry.is_log:
+            rows.setdefault(key, []).append(entry)
+        if key not in scores or scores[key].at < entry.date_added:
             scores[key] = Rated(value, entry.date_added)
+    for key, held in rows.items():
+        ids = ",".join(str(e.id) for e in sorted(held, key=lambda e: (e.date_added, e.id)))
+        scores[key] = replace(scores[key], record=ids)
     return Side(tuple(plays), scores)
 
 

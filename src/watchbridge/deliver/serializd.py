@@ -16,15 +16,16 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry
+from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
 from watchbridge.http import Unavailable
 from watchbridge.model import Ids, MediaRef, ref_from_dict
+from watchbridge.reconcile import UNDATED
 from watchbridge.services.serializd import (
     DiaryEntry,
     SerializdAuthError,
@@ -46,6 +47,12 @@ DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
 TV_ONLY = "Serializd is TV-only; skipped"
+TICK_RECORD = "tick:"  # a play the reader made of a ticked episode (readers/serializd.py)
+MARK_RECORD = "mark:"  # ... of an episode in a season marked watched
+CANNOT_DELETE = (
+    "Serializd answered that it has no endpoint for deleting diary entries (reviews/delete "
+    "is unconfirmed): delete the entry on serializd.com"
+)
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,13 @@ class Place:
 
 @dataclass
 class Ledger:
-    """One profile's ledgers for one batch, read once and kept in step with every write."""
+    """The ledger entries of the items one batch touches (loaded per item, never the whole
+    ledger: a backfill grows it to every play), kept in step with every write."""
 
     profile: str
-    plays: dict[str, Any]
-    rated: dict[str, Any]
+    plays: dict[str, Any] = field(default_factory=dict)
+    rated: dict[str, Any] = field(default_factory=dict)
+    loaded: set[tuple[str, str]] = field(default_factory=set)  # (collection, key prefix)
     diary: list[DiaryEntry] | None = None  # read only when a row's outcome is unknown
 
 
@@ -83,10 +92,23 @@ class AddUncertain(Exception):
         self.cause = cause
 
 
+@dataclass(frozen=True)
+class Tick:
+    """A play whose diary part is done (or not needed) and whose episode still needs its
+    tick: ticks of one season go out together in one `episode_log/add`."""
+
+    place: Place
+    key: str  # ledger key of the play
+    value: dict[str, Any]  # its ledger value (ticked: false until the tick lands)
+    done: str  # the outcome's reason once ticked
+
+
 class SerializdTarget:
     name = NAME
-    # Each play costs 2-4 paced requests (~2/s); a small batch keeps one pass short.
-    batch_size = 5
+    # A play costs one diary entry plus its share of one tick per season. A batch holds about
+    # a season (rows of one season are queued together) yet keeps one pass near 7 s at 2
+    # requests/s: the worker serves targets in turn, so a long pass delays live scrobbles.
+    batch_size = 12
 
     def __init__(
         self,
@@ -104,21 +126,9 @@ class SerializdTarget:
         await self.client.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
-        outcomes: dict[int, Outcome] = {}
-        by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
-        for item in items:
-            by_profile[item.profile].append(item)
-        for profile, rows in by_profile.items():
-            try:
-                await self._deliver_profile(profile, rows, outcomes)
-            except Exception as exc:
-                # Rows already decided keep their outcome (an entry Serializd took stays
-                # done); the rest wait for whatever stopped this profile.
-                undecided = [r for r in rows if r.id not in outcomes]
-                outcomes.update({r.id: self._hold_for(exc) for r in undecided})
-        return outcomes
+        return await per_profile(items, self._deliver_profile, self._hold_for)
 
-    def _hold_for(self, exc: Exception) -> Outcome:
+    def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, SerializdAuthError):
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False)
         if isinstance(exc, Unavailable):  # SerializdUnavailable (bot checkpoint) included
@@ -131,14 +141,28 @@ class SerializdTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        ledger = Ledger(
-            profile,
-            plays=await asyncio.to_thread(self.store.mirror_get, NAME, profile, PLAYS),
-            rated=await asyncio.to_thread(self.store.mirror_get, NAME, profile, RATINGS),
-        )
+        ledger = Ledger(profile)
+        ticks: dict[tuple[int, int], list[tuple[OutboxItem, Tick]]] = defaultdict(list)
+        # A failure that stops the batch leaves the plays waiting for their tick undecided:
+        # held with the rest, they come back and (their diary entry in the ledger) only tick.
+        await self._deliver_rows(ledger, rows, outcomes, ticks)
+        await self._send_ticks(ledger, ticks, outcomes)
+
+    async def _deliver_rows(
+        self,
+        ledger: Ledger,
+        rows: Sequence[OutboxItem],
+        outcomes: dict[int, Outcome],
+        ticks: dict[tuple[int, int], list[tuple[OutboxItem, Tick]]],
+    ) -> None:
         for row in rows:
             try:
-                outcomes[row.id] = await self._deliver_row(ledger, row)
+                outcome = await self._deliver_row(ledger, row)
+                if isinstance(outcome, Tick):
+                    season = outcome.place.season_id
+                    ticks[(outcome.place.show_id, season or 0)].append((row, outcome))
+                else:
+                    outcomes[row.id] = outcome
             except AddUncertain as exc:
                 # The row keeps the `unknown outcome` mark whatever happens next, so the
                 # diary is read before this entry is ever sent again.
@@ -152,23 +176,55 @@ class SerializdTarget:
                 if isinstance(cause, Unavailable):
                     raise cause from None  # the service answered with errors: hold it
 
-    async def _deliver_row(self, ledger: Ledger, row: OutboxItem) -> Outcome:
+    async def _send_ticks(
+        self,
+        ledger: Ledger,
+        ticks: dict[tuple[int, int], list[tuple[OutboxItem, Tick]]],
+        outcomes: dict[int, Outcome],
+    ) -> None:
+        """One `episode_log/add` per season for every play of the batch waiting for its tick.
+        A failure leaves those plays `ticked: false` in the ledger: a retry only ticks."""
+        for (show_id, season_id), waiting in ticks.items():
+            numbers = [t.place.episode_number for _, t in waiting]
+            try:
+                await self.client.log_episodes(
+                    ledger.profile, show_id, season_id, [n for n in numbers if n is not None]
+                )
+            except SerializdItemError as exc:
+                await self._forget_seasons(waiting[0][1].place.ref)
+                outcomes.update({row.id: Retry(exc.message, UNMATCHED_RETRY) for row, _ in waiting})
+                continue
+            except (SerializdAuthError, Unavailable):
+                raise
+            except SerializdError as exc:
+                outcomes.update({row.id: Retry(exc.message) for row, _ in waiting})
+                continue
+            await self._record(
+                ledger, PLAYS, {t.key: {**t.value, "ticked": True} for _, t in waiting}
+            )
+            outcomes.update({row.id: Delivered(t.done) for row, t in waiting})
+
+    async def _deliver_row(self, ledger: Ledger, row: OutboxItem) -> Outcome | Tick:
         try:
             item = ref_from_dict(row.payload["item"])
             at = float(row.payload["at"])
             rating = int(row.payload["rating"]) if row.action == "rating" else None
         except (KeyError, TypeError, ValueError) as exc:
             return Dead(f"unreadable {row.action} row for Serializd: {exc!r}")
-        if row.action not in ("play", "rating"):
+        if row.action not in ("play", "rating", "remove_play", "remove_rating"):
             return Dead(f"unknown action {row.action!r} for Serializd")
         if item.kind == "movie":
             return Delivered(TV_ONLY)
-        if row.action == "play" and item.kind != "episode":
+        if row.action in ("play", "remove_play") and item.kind != "episode":
             return Dead(f"a play of a whole {item.kind} cannot be logged on Serializd")
         try:
             place = await self._place(item)
             if isinstance(place, Retry):
                 return place
+            if row.action == "remove_play":
+                return await self._remove_play(ledger, row, place)
+            if row.action == "remove_rating":
+                return await self._remove_rating(ledger, row, place)
             if rating is None:
                 return await self._play(ledger, row, place, at)
             return await self._rating(ledger, row, place, ratings.to_serializd(rating), at)
@@ -185,35 +241,77 @@ class SerializdTarget:
 
     # ------------------------------------------------------------------ plays
 
-    async def _play(self, ledger: Ledger, row: OutboxItem, place: Place, at: float) -> Outcome:
+    async def _play(
+        self, ledger: Ledger, row: OutboxItem, place: Place, at: float
+    ) -> Outcome | Tick:
         key = play_key(place.ref, at)
+        await self._load(ledger, PLAYS, f"{place.ref.key()}@")
         known = _near(ledger.plays, place.ref, at)
         if known is None and _is_unsure(row):
             entry = await self._find_in_diary(ledger, place, at, is_log=True)
             if entry is not None:
                 known = key, {"review_id": entry.id, "ticked": False}
                 await self._record(ledger, PLAYS, {key: known[1]})
+        if known is not None and known[1].get("removed"):
+            known = None  # we deleted that entry: this is a new viewing
         if known is not None:
             found_key, value = known
             if value.get("ticked"):
                 return Delivered("already on Serializd")
-            await self._tick(ledger.profile, place)
-            await self._record(ledger, PLAYS, {found_key: {**value, "ticked": True}})
-            return Delivered("ticked; the diary entry was already there")
+            return Tick(place, found_key, value, "ticked; the diary entry was already there")
+        if at == UNDATED:
+            # Watched, date unknown (e.g. a Trakt play without a date): the tick says exactly
+            # that; a diary entry would need a date we do not have.
+            return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
 
         rewatch = _watched_before(ledger.plays, place.ref, at)
         review = await self._add(
             ledger, row, place, at, rating=None, rewatch=rewatch, into=(PLAYS, key)
         )
-        await self._tick(ledger.profile, place)
-        await self._record(ledger, PLAYS, {key: {"review_id": review, "ticked": True}})
-        return Delivered("rewatch logged" if rewatch else "logged")
+        value = {"review_id": review, "ticked": False}
+        return Tick(place, key, value, "rewatch logged" if rewatch else "logged")
 
-    async def _tick(self, profile: str, place: Place) -> None:
-        if place.season_id is not None and place.episode_number is not None:
-            await self.client.log_episodes(
-                profile, place.show_id, place.season_id, [place.episode_number]
+    async def _remove_play(self, ledger: Ledger, row: OutboxItem, place: Place) -> Outcome:
+        """A play removed on the other side: its tick (`tick:` records), or its diary entry
+        (a review id; `reviews/delete` is unconfirmed, reference §6.3)."""
+        record = str(row.payload.get("record") or "")
+        if record.startswith(MARK_RECORD):
+            return Delivered(
+                "the season stays marked watched on Serializd (unmarking it would unwatch "
+                "every episode of it): unmark it there if it should go"
             )
+        if place.season_id is None or place.episode_number is None:
+            return Dead(f"no Serializd episode for {place.ref.key()}")
+        if not record.startswith(TICK_RECORD):
+            if not record.isdigit():
+                return Dead(f"no Serializd diary entry id in the removal of {place.ref.key()}")
+            if not await self._delete_review(ledger.profile, int(record)):
+                return Dead(CANNOT_DELETE)
+            prefix = f"{place.ref.key()}@"
+            await self._load(ledger, PLAYS, prefix)
+            plays = {k: v for k, v in ledger.plays.items() if k.startswith(prefix)}
+            mine = [k for k, v in plays.items() if v.get("review_id") == int(record)]
+            gone = {k: {"review_id": None, "removed": True} for k in mine}
+            await self._record(ledger, PLAYS, gone)
+            others = [k for k, v in plays.items() if k not in gone and not v.get("removed")]
+            if others:
+                return Delivered("diary entry deleted; other plays keep the episode ticked")
+        await self.client.unlog_episodes(
+            ledger.profile, place.show_id, place.season_id, [place.episode_number]
+        )
+        return Delivered("unticked" if record.startswith(TICK_RECORD) else "deleted, unticked")
+
+    async def _delete_review(self, profile: str, review: int) -> bool:
+        """Delete one diary row; False when Serializd has no delete endpoint (§6.3)."""
+        try:
+            await self.client.delete_review(profile, review)
+        except SerializdItemError:
+            return True  # already gone
+        except SerializdError as exc:
+            if "is not a Serializd endpoint" in exc.message:
+                return False
+            raise
+        return True
 
     # ------------------------------------------------------------------ ratings
 
@@ -221,6 +319,7 @@ class SerializdTarget:
         self, ledger: Ledger, row: OutboxItem, place: Place, value: int, at: float
     ) -> Outcome:
         key = place.ref.key()
+        await self._load(ledger, RATINGS, key)
         # Keyed by item, not by (item, value): rating 7, then 8, then 7 again must send the
         # last 7, and only a repeat of the rating Serializd shows now is skipped.
         if (ledger.rated.get(key) or {}).get("rating") == value:
@@ -232,6 +331,26 @@ class SerializdTarget:
                 return Delivered("already rated on Serializd")
         await self._add(ledger, row, place, at, rating=value, rewatch=False, into=(RATINGS, key))
         return Delivered("rated")
+
+    async def _remove_rating(self, ledger: Ledger, row: OutboxItem, place: Place) -> Outcome:
+        """Delete the rating-only diary rows holding the item's rating: those the plan named,
+        those we wrote, else (a rating the reader no longer knows the rows of) the diary's."""
+        key = place.ref.key()
+        await self._load(ledger, RATINGS, key)
+        record = str(row.payload.get("record") or "")
+        ids = {int(i) for i in record.split(",") if i.isdigit()}
+        ours = (ledger.rated.get(key) or {}).get("review_id")
+        if isinstance(ours, int):
+            ids.add(ours)
+        if not ids:
+            if ledger.diary is None:
+                ledger.diary = await self.client.diary(ledger.profile)
+            ids = {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
+        for review in sorted(ids):
+            if not await self._delete_review(ledger.profile, review):
+                return Dead(CANNOT_DELETE)
+        await self._record(ledger, RATINGS, {key: {"rating": None, "review_id": None}})
+        return Delivered(f"rating removed ({len(ids)} diary row(s) deleted)")
 
     # ------------------------------------------------------------------ shared steps
 
@@ -277,6 +396,19 @@ class SerializdTarget:
             raise AddUncertain(exc) from exc  # the entry exists; only the diary can tell
         return review
 
+    async def _load(self, ledger: Ledger, collection: str, prefix: str) -> None:
+        """Bring the ledger entries under `prefix` (one item's) into `ledger`, once."""
+        if (collection, prefix) in ledger.loaded:
+            return
+        found = await asyncio.to_thread(
+            self.store.mirror_get_prefixed, NAME, ledger.profile, collection, prefix
+        )
+        if collection == RATINGS:
+            found = {k: v for k, v in found.items() if k == prefix}
+        for key, value in found.items():
+            (ledger.plays if collection == PLAYS else ledger.rated).setdefault(key, value)
+        ledger.loaded.add((collection, prefix))
+
     async def _record(self, ledger: Ledger, collection: str, values: dict[str, Any]) -> None:
         await asyncio.to_thread(
             self.store.mirror_put, NAME, ledger.profile, collection, values, self.clock()
@@ -294,9 +426,9 @@ class SerializdTarget:
     ) -> DiaryEntry | None:
         if ledger.diary is None:
             ledger.diary = await self.client.diary(ledger.profile)
-        taken = {
-            v.get("review_id") for v in (*ledger.plays.values(), *ledger.rated.values())
-        }  # an entry already accounted for is another play of the same episode
+        # An entry already accounted for is another play of the same item (whose ledger
+        # entries the caller loaded).
+        taken = {v.get("review_id") for v in (*ledger.plays.values(), *ledger.rated.values())}
         for entry in ledger.diary:
             if (
                 place.holds(entry)
@@ -351,22 +483,7 @@ class SerializdTarget:
         return season_id
 
     async def _season_id(self, show_id: int, number: int) -> int | None:
-        lookup = str(show_id)
-        hit, cached = await asyncio.to_thread(
-            self.store.cache_get, SEASONS_CACHE, lookup, self.clock()
-        )
-        if hit and isinstance(cached, dict) and str(number) in cached:
-            return int(cached[str(number)])
-        # Not cached, or a season that aired after the map was cached: read it again.
-        seasons = await self.client.season_map(show_id)
-        await asyncio.to_thread(
-            self.store.cache_put,
-            SEASONS_CACHE,
-            lookup,
-            {str(n): season_id for n, season_id in seasons.items()},
-            self.clock(),
-            SEASONS_TTL,
-        )
+        seasons = await season_map(self.client, self.store, show_id, self.clock, need=number)
         return seasons.get(number)
 
     async def _forget_seasons(self, item: MediaRef) -> None:
@@ -375,6 +492,31 @@ class SerializdTarget:
             await asyncio.to_thread(
                 self.store.cache_put, SEASONS_CACHE, tmdb, None, self.clock(), 0.0
             )
+
+
+async def season_map(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    clock: Callable[[], float],
+    need: int | None = None,
+) -> dict[int, int]:
+    """Season number -> TMDB season id of a show, cached for days (§4: it changes only when
+    TMDB adds seasons); read again when season `need` is missing from the cached map."""
+    lookup = str(show_id)
+    hit, cached = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, lookup, clock())
+    if hit and isinstance(cached, dict) and (need is None or str(need) in cached):
+        return {int(n): int(season_id) for n, season_id in cached.items()}
+    seasons = await client.season_map(show_id)
+    await asyncio.to_thread(
+        store.cache_put,
+        SEASONS_CACHE,
+        lookup,
+        {str(n): season_id for n, season_id in seasons.items()},
+        clock(),
+        SEASONS_TTL,
+    )
+    return seasons
 
 
 def _is_unsure(row: OutboxItem) -> bool:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry
+from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import PlexEnricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
+from watchbridge.reconcile import UNDATED
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
     HistoryPlay,
@@ -32,6 +32,7 @@ from watchbridge.services.trakt import (
     TraktItemError,
     can_send,
     parse_iso,
+    trakt_ids,
 )
 from watchbridge.store import OutboxItem, Store
 
@@ -94,21 +95,14 @@ class TraktTarget:
             await self.on_close()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
-        outcomes: dict[int, Outcome] = {}
-        by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
-        for item in items:
-            by_profile[item.profile].append(item)
-        for profile, rows in by_profile.items():
-            try:
-                await self._deliver_profile(profile, rows, now, outcomes)
-            except Exception as exc:
-                # Rows already decided keep their outcome (a play Trakt took stays done);
-                # the rest wait for whatever stopped this profile.
-                undecided = [r for r in rows if r.id not in outcomes]
-                outcomes.update(_all(undecided, self._hold_for(exc)))
-        return outcomes
+        async def deliver_profile(
+            profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]
+        ) -> None:
+            await self._deliver_profile(profile, rows, now, outcomes)
 
-    def _hold_for(self, exc: Exception) -> Outcome:
+        return await per_profile(items, deliver_profile, self._hold_for)
+
+    def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, TraktAuthError):
             return Hold(exc.message, 900, "credentials", target_wide=False)
         if isinstance(exc, TraktAccountError):
@@ -128,6 +122,15 @@ class TraktTarget:
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
+            if item.kind in ("show", "season"):
+                # Ratings of a whole show or season (reconcile plans them), by the show's ids.
+                if outbox.action not in ("rating", "remove_rating"):
+                    outcomes[outbox.id] = Dead(f"a {item.kind} can only be rated on Trakt here")
+                elif not trakt_ids(item.ids if item.kind == "show" else item.show_ids):
+                    outcomes[outbox.id] = Dead(f"no Trakt-usable id for {item.key()}")
+                else:
+                    resolved.append(Row(outbox, item, float(outbox.payload["at"])))
+                continue
             if self.plex is not None and not can_send(item):
                 item = await self.plex.enrich(item)  # plex:// guids: ask the Plex server
             if not can_send(item):
@@ -222,7 +225,8 @@ class TraktTarget:
             fresh = [r for r in fresh if r not in confirmed]
         if not fresh:
             return outcomes
-        plays = [HistoryPlay(r.item, r.at) for r in fresh]
+        # An undated play (reconcile.UNDATED, e.g. a Serializd tick) goes out as `released`.
+        plays = [HistoryPlay(r.item, r.at if r.at != UNDATED else None) for r in fresh]
         # If we crash before Trakt's answer is recorded, the rows come back marked like this
         # and are checked against Trakt's history before being sent again.
         await asyncio.to_thread(
@@ -278,6 +282,12 @@ class TraktTarget:
     ) -> dict[int, Outcome]:
         """Removals a reconcile plan decided (a play or rating removed on the other side)."""
         outcomes: dict[int, Outcome] = {}
+        unnamed = [r for r in plays if not str(r.payload.get("record", "")).isdigit()]
+        outcomes |= {
+            r.outbox.id: Dead(f"no Trakt history id in the removal of {r.item.describe()}")
+            for r in unnamed
+        }
+        plays = [r for r in plays if r not in unnamed]
         if plays:
             ids = [int(r.payload["record"]) for r in plays]
             await self.client.remove_history(profile, ids)

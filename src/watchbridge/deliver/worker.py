@@ -12,7 +12,7 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,7 +65,7 @@ Outcome = Delivered | Retry | Dead | Hold
 
 
 class Target(Protocol):
-    """Where outbox rows go: Trakt now; Serializd and AniList in later issues."""
+    """Where outbox rows go: Trakt, Serializd, Plex, AniList."""
 
     name: str
     batch_size: int
@@ -73,6 +73,27 @@ class Target(Protocol):
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]: ...
 
     async def aclose(self) -> None: ...
+
+
+async def per_profile(
+    items: Sequence[OutboxItem],
+    deliver_profile: Callable[[str, list[OutboxItem], dict[int, Outcome]], Awaitable[None]],
+    hold_for: Callable[[Exception, str], Outcome],
+) -> dict[int, Outcome]:
+    """Deliver `items` one profile at a time. When something stops a profile, the rows it
+    already decided keep their outcome (a write the service took stays done) and the rest
+    get what `hold_for` makes of the error."""
+    outcomes: dict[int, Outcome] = {}
+    by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
+    for item in items:
+        by_profile[item.profile].append(item)
+    for profile, rows in by_profile.items():
+        try:
+            await deliver_profile(profile, rows, outcomes)
+        except Exception as exc:
+            outcome = hold_for(exc, profile)
+            outcomes.update({r.id: outcome for r in rows if r.id not in outcomes})
+    return outcomes
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:

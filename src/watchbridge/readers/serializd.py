@@ -1,21 +1,39 @@
-"""Serializd's side of a link: the diary, read newest-first only until nothing is new.
+"""Serializd's side of a link: the diary, read newest-first only until nothing is new, and the
+watched state (ticks, marked seasons) only where the two sides disagree.
 
 Serializd has no change feed and its diary pages are not reliably sorted, so the cheap check
 reads pages until one holds no entry it has not seen (`diary_until`); a delta read adds those
 entries to the baseline. Removals leave no trace in that check: the daily full read finds them.
+
+Ticks and season marks are a second system the diary does not show (reference §5.2, §6.1):
+reading them costs one request per season, so `refine` reads them only for the seasons where
+the other side holds plays the diary does not explain. An episode ticked (or in a season marked
+watched) without a diary play is an undated play (`reconcile.UNDATED`: watched, date unknown),
+recorded `tick:<item>` (or `mark:<item>`). Those plays live in the baseline between reads (the
+diary reads do not see them) and are replaced only when their season is read again, so a tick
+disappears from the side only when Serializd shows it gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import replace
 
 from watchbridge.config import Config, Link
+from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD, season_map
 from watchbridge.readers import Clock, SideRead
-from watchbridge.reconcile import Rated, Side
-from watchbridge.services.serializd import DiaryEntry, SerializdClient
-from watchbridge.sides import serializd_side
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, match_plays
+from watchbridge.services.serializd import DiaryEntry, SerializdClient, SerializdItemError
+from watchbridge.sides import episode_key, serializd_side
 from watchbridge.store import Store
+
+_EPISODE = re.compile(r"^episode:tmdb:(\d+):s(\d+)e(\d+)$")
+WATCHED_STATE = (TICK_RECORD, MARK_RECORD)
 
 
 def known_ids(cursors: Mapping[str, str]) -> set[int]:
@@ -32,12 +50,107 @@ def merge_diary(baseline: Side, fresh: Side) -> Side:
     return Side(baseline.plays + tuple(p for p in fresh.plays if p.record not in seen), scores)
 
 
+def resolve_expected(side: Side, written: Mapping[str, int]) -> Side:
+    """Plays we queued (expected) whose diary entry the delivery ledger now names become plays
+    of that entry; the rest stay expected."""
+    known = {p.record for p in side.plays}
+    plays: list[Play] = []
+    for play in side.plays:
+        if play.record.startswith(EXPECTED) and play.at != UNDATED:
+            minute = int(play.at // 60)
+            review = next(
+                (
+                    written[key]
+                    for offset in (0, -1, 1, -2, 2)
+                    if (key := f"{play.item}@{minute + offset}") in written
+                ),
+                None,
+            )
+            if review is not None:
+                if str(review) not in known:
+                    plays.append(Play(play.item, play.at, str(review)))
+                    known.add(str(review))
+                continue
+        plays.append(play)
+    return Side(tuple(plays), side.ratings)
+
+
+def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
+    """Item -> ids of the rating-only diary rows holding its rating (comma-separated): the
+    rows known before plus those a read found."""
+    rows = dict(known)
+    for item, rated in fresh.ratings.items():
+        if rated.record:
+            ids = [*rows.get(item, "").split(","), *rated.record.split(",")]
+            rows[item] = ",".join(dict.fromkeys(i for i in ids if i))
+    return rows
+
+
+def watched_state(side: Side | None) -> tuple[Play, ...]:
+    """The plays a diary read cannot see (ticks and marks found by `refine`)."""
+    return tuple(p for p in side.plays if p.record.startswith(WATCHED_STATE)) if side else ()
+
+
+def unexplained(own: Side, other: Side) -> tuple[dict[int, dict[int, set[int]]], set[str]]:
+    """Show -> season -> episode numbers of the other side's plays that no play of `own`
+    explains (the only seasons worth a watched-state read), and the items among them that
+    the other side holds undated."""
+    _, lonely, _ = match_plays(other.plays, own.plays)
+    found: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    undated: set[str] = set()
+    for play in lonely:
+        parts = _EPISODE.match(play.item)
+        if parts:
+            show, season, number = (int(x) for x in parts.groups())
+            found[show][season].add(number)
+            if play.at == UNDATED:
+                undated.add(play.item)
+    return found, undated
+
+
+def season_state(
+    show: int,
+    season: int,
+    watched: set[int] | None,
+    wanted: set[int],
+    own: Side,
+    other_undated: AbstractSet[str] = frozenset(),
+) -> tuple[list[Play], set[str]]:
+    """The undated plays of one season after reading it, and the records they replace.
+
+    `watched`: the ticked episode numbers, or None when the whole season is marked watched
+    (then the episodes the other side holds count as watched). A tick already known keeps its
+    play; a new one becomes a play when the diary holds no play of the episode, or when the
+    other side holds an undated play of it that nothing else explains (watched = watched)."""
+    prefix = episode_key(show, season, 0)[:-1]  # "episode:tmdb:SHOW:sSEASONe"
+    in_season = [p for p in own.plays if p.item.startswith(prefix)]
+    dated = {p.item for p in in_season if not p.record.startswith(WATCHED_STATE)}
+    before = {p.record: p for p in in_season if p.record.startswith(WATCHED_STATE)}
+    kind, numbers = (MARK_RECORD, wanted) if watched is None else (TICK_RECORD, watched)
+    plays = []
+    for number in sorted(numbers):
+        item = episode_key(show, season, number)
+        record = f"{kind}{item}"
+        if record in before:
+            plays.append(before[record])
+        elif item not in dated or item in other_undated:
+            plays.append(Play(item, UNDATED, record))
+    replaced = {r for r in before if r.startswith(kind)}
+    return plays, replaced
+
+
 class SerializdReader:
     service = "serializd"
 
-    def __init__(self, client: SerializdClient) -> None:
+    def __init__(self, client: SerializdClient, store: Store, clock: Callable[[], float]) -> None:
         self.client = client
+        self.store = store
+        self.clock = clock
         self._fresh: dict[str, list[DiaryEntry]] = {}
+        self._ledger: dict[str, dict[str, int]] = {}
+        self._cursors: dict[str, dict[str, str]] = {}  # what read() returned, per profile
+        self._full: dict[str, bool] = {}
+        self.seasons_read = 0  # watched-state reads of single seasons (reported by the bench)
 
     @property
     def requests_sent(self) -> int:
@@ -45,27 +158,104 @@ class SerializdReader:
 
     async def _new_entries(self, profile: str, cursors: Mapping[str, str]) -> list[DiaryEntry]:
         if profile not in self._fresh:
-            self._fresh[profile] = await self.client.diary_until(profile, known_ids(cursors))
+            written = await self._written(profile)
+            known = known_ids(cursors) | set(written.values())
+            self._fresh[profile] = await self.client.diary_until(profile, known)
         return self._fresh[profile]
 
+    async def _written(self, profile: str) -> dict[str, int]:
+        """The diary plays we wrote (delivery ledger key `item@minute` -> review id): not news
+        to a delta read, which would otherwise page through a whole backfill again. The plays
+        queued for them (expected) take their review ids instead (`resolve_expected`), so a
+        removal on either side finds them. (Ratings we wrote are read back as usual.)"""
+        if profile not in self._ledger:
+            plays = await asyncio.to_thread(self.store.mirror_get, NAME, profile, PLAYS)
+            self._ledger[profile] = {
+                key: v["review_id"]
+                for key, v in plays.items()
+                if isinstance(v, dict) and isinstance(v.get("review_id"), int)
+            }
+        return self._ledger[profile]
+
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
-        return not await self._new_entries(profile, cursors)
+        """Nothing new in the diary, and nothing delivered since the last read (a delivered
+        play's review id must replace its expected play in the baseline, or a removal of it
+        would go unseen): no request beyond the first diary page."""
+        fresh = await self._new_entries(profile, cursors)
+        delivered = len(await self._written(profile))
+        return not fresh and str(delivered) == cursors.get("written")
 
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
-        if full or baseline is None or "diary_ids" not in cursors:
+        full = full or baseline is None or "diary_ids" not in cursors
+        if full:
             diary = await self.client.diary(profile)
             ids = {e.id for e in diary}
-            side = serializd_side(diary)
+            read = serializd_side(diary)
+            side = Side(read.plays + watched_state(baseline), read.ratings)
+            rows = rating_rows({}, side)
         else:
             fresh = await self._new_entries(profile, cursors)
-            ids = known_ids(cursors) | {e.id for e in fresh}
-            side = merge_diary(baseline, serializd_side(fresh))
-        return SideRead(side, {"diary_ids": json.dumps(sorted(ids))})
+            ids = known_ids(cursors) | {e.id for e in fresh}  # ours stay out: see _written
+            read = serializd_side(fresh)
+            merged = merge_diary(baseline or Side(), read)
+            side = resolve_expected(merged, await self._written(profile))
+            rows = rating_rows(json.loads(cursors.get("rating_rows") or "{}"), read)
+        # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
+        # only its value and time.
+        side = Side(
+            side.plays,
+            {k: replace(r, record=rows.get(k, "")) for k, r in side.ratings.items()},
+        )
+        saved = {
+            "diary_ids": json.dumps(sorted(ids)),
+            "written": str(len(await self._written(profile))),
+            "rating_rows": json.dumps(rows, sort_keys=True),
+        }
+        if "marks" in cursors:
+            saved["marks"] = cursors["marks"]
+        # refine() adds to these (the engine saves the dict once the plan is applied)
+        self._cursors[profile], self._full[profile] = saved, full
+        return SideRead(side, saved)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
-        return own
+        """Read ticks (or season marks) of the seasons where `other` holds plays the diary does
+        not explain, and turn them into undated plays."""
+        wanted, other_undated = unexplained(own, other)
+        if not wanted:
+            return own
+        marks = await self._marks(profile)
+        fresh: list[Play] = []
+        replaced: set[str] = set()
+        for show, seasons in sorted(wanted.items()):
+            try:
+                numbers = await season_map(self.client, self.store, show, self.clock)
+            except SerializdItemError:
+                continue  # a show Serializd does not know: nothing of it is watched there
+            for season, episodes in sorted(seasons.items()):
+                season_id = numbers.get(season)
+                if season_id is None:
+                    continue
+                watched: set[int] | None = None
+                if season_id not in marks.get(show, ()):
+                    watched = await self.client.episode_logs(profile, show, season, season_id)
+                    self.seasons_read += 1
+                plays, gone = season_state(show, season, watched, episodes, own, other_undated)
+                fresh += plays
+                replaced |= gone
+        kept = tuple(p for p in own.plays if p.record not in replaced)
+        known = {p.record for p in kept}
+        return Side(kept + tuple(p for p in fresh if p.record not in known), own.ratings)
+
+    async def _marks(self, profile: str) -> dict[int, set[int]]:
+        """Show -> season ids marked watched: read on a full read (one paged listing of every
+        marked show), else taken from the cursors."""
+        cursors = self._cursors.setdefault(profile, {})
+        if self._full.get(profile, True) or "marks" not in cursors:
+            shows = await self.client.watched_seasons(profile)
+            cursors["marks"] = json.dumps({str(s): ids for s, ids in shows}, sort_keys=True)
+        return {int(s): set(ids) for s, ids in json.loads(cursors["marks"]).items()}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -77,5 +267,7 @@ def make_reader(
     assert config.services.serializd is not None
     accounts = {p: a for p in profiles if (a := config.profiles[p].accounts.serializd)}
     return SerializdReader(
-        SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock)
+        SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock),
+        store,
+        clock,
     )

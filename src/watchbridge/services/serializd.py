@@ -301,7 +301,9 @@ def parse_diary_entry(row: Any) -> DiaryEntry | None:
         is_rewatch=_flag(row, "isRewatch", "isRewatched"),
         review_text=str(row.get("reviewText") or ""),
         date_added=date_added if date_added is not None else watched_at,
-        is_log=_flag(row, "isLog", "isLogged"),
+        # A row that does not say is taken as a log (a play): losing a play is worse than
+        # reading a bare rating as one.
+        is_log=_flag(row, "isLog", "isLogged") if {"isLog", "isLogged"} & set(row) else True,
         tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
     )
 
@@ -759,6 +761,13 @@ class SerializdClient:
         body = seasons_body(show_id, season_ids)
         if body["season_ids"]:
             await self._write(profile, "/api/watched/remove_v2", body, "watched/remove_v2")
+
+    async def delete_review(self, profile: str, review: int) -> None:
+        """Delete one diary row by id: `show/reviews/delete` [unconfirmed, §6.3]. A missing
+        endpoint answers Django's HTML 404 (a SerializdError naming the path)."""
+        await self._write(
+            profile, "/api/show/reviews/delete", {"review_id": review}, "reviews/delete"
+        )
 
     async def add_diary_entry(
         self,

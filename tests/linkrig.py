@@ -1,0 +1,150 @@
+"""A Trakt <-> Serializd link run in-process against both fakes: sync, then drain the outbox
+through the real delivery targets. Readers and targets are the real ones; only their pacing is
+lifted (the fakes need no politeness), which `use_fast_readers` does by pointing the engine's
+reader registry at `tests.linkrig_trakt` / `tests.linkrig_serializd` (factories below).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
+from watchbridge import readers
+from watchbridge.app import Runtime
+from watchbridge.config import Config, Link, parse_config
+from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.trakt import TraktTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.http import Bucket, Pacer, RetryPolicy
+from watchbridge.readers.serializd import SerializdReader
+from watchbridge.readers.trakt import TraktReader, media_types
+from watchbridge.services.serializd import SerializdClient
+from watchbridge.services.trakt import TraktClient
+from watchbridge.store import Store
+from watchbridge.sync import RunResult, run_link
+from watchbridge.wiring import build_runtime
+
+LINK = "trakt-serializd"
+FAST = 1000.0  # requests per second: the fakes need no pacing
+PROFILE = "me"
+
+
+def fast_trakt(config: Config, store: Store, rate: float = FAST) -> TraktClient:
+    assert config.services.trakt is not None
+    client = TraktClient(config.services.trakt, store)
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    for profile in config.profiles:
+        client.http.pacers[profile] = Pacer(
+            {"write": Bucket(rate, rate), "read": Bucket(rate, rate)}
+        )
+    return client
+
+
+def fast_serializd(config: Config, store: Store, rate: float = FAST) -> SerializdClient:
+    assert config.services.serializd is not None
+    accounts = {p: a for p, prof in config.profiles.items() if (a := prof.accounts.serializd)}
+    client = SerializdClient(
+        config.services.serializd, store, accounts=accounts, requests_per_second=rate
+    )
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    return client
+
+
+READ_RATE = {"rate": FAST}  # the bench sets its own
+LAST_READERS: list[Any] = []  # the readers of the last run (their request counts)
+
+
+def trakt_reader(
+    config: Config, store: Store, link: Link, profiles: list[str], clock: Any
+) -> TraktReader:
+    reader = TraktReader(fast_trakt(config, store, READ_RATE["rate"]), media_types(link), clock)
+    LAST_READERS.append(reader)
+    return reader
+
+
+def serializd_reader(
+    config: Config, store: Store, link: Link, profiles: list[str], clock: Any
+) -> SerializdReader:
+    reader = SerializdReader(fast_serializd(config, store, READ_RATE["rate"]), store, clock)
+    LAST_READERS.append(reader)
+    return reader
+
+
+def use_fast_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+
+
+@dataclass
+class Rig:
+    trakt: FakeTrakt
+    serializd: FakeSerializd
+    runtime: Runtime
+    targets: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    async def sync(self, **options: Any) -> RunResult:
+        return await run_link(
+            self.runtime.config, self.store, LINK, yes=True, clock=time.time, **options
+        )
+
+    async def deliver(self, passes: int = 50) -> None:
+        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
+        worker.targets = dict(self.targets)
+        for _ in range(passes):
+            if not await worker.pass_once(self.runtime):
+                return
+
+    async def sync_and_deliver(self, **options: Any) -> RunResult:
+        result = await self.sync(**options)
+        await self.deliver()
+        return result
+
+    async def aclose(self) -> None:
+        for target in self.targets.values():
+            await target.aclose()
+        self.runtime.close()
+
+
+def open_rig(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, link_options: str = ""
+) -> Rig:
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  {PROFILE}:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  {LINK}: {{services: [trakt, serializd]{link_options}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, PROFILE, now=time.time())
+    rig = Rig(trakt, serializd, runtime)
+    delivery = config.delivery
+    rig.targets = {
+        "trakt": TraktTarget(fast_trakt(config, runtime.store), runtime.store, delivery, time.time),
+        "serializd": SerializdTarget(
+            fast_serializd(config, runtime.store), runtime.store, delivery, time.time
+        ),
+    }
+    return rig

@@ -1,0 +1,177 @@
+"""Ratings of whole shows and seasons over a Trakt <-> Serializd link, both ways, against both
+fakes: planned, queued, delivered by the real targets, removed again, and never flapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt, Rating, key_of
+from tests.fakes.trakt import iso as trakt_iso
+from tests.linkrig import Rig, open_rig, use_fast_readers
+from watchbridge.model import Ids, MediaRef
+from watchbridge.reconcile import Action
+from watchbridge.services.trakt import sync_body
+from watchbridge.sync import outbox_rows
+
+pytestmark = pytest.mark.anyio
+
+SHOW, SEASON_2_ID = 1396, 3573  # Breaking Bad and its season 2 (TMDB ids)
+RATINGS_ADD = "/api/show/reviews/add"
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, start_fake: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    use_fast_readers(monkeypatch)
+    trakt: FakeTrakt = start_fake(FakeTrakt())
+    trakt.add_show("Breaking Bad", 2008, tmdb=SHOW, tvdb=81189, seasons={1: 7, 2: 13})
+    serializd: FakeSerializd = start_fake(FakeSerializd())
+    serializd.seed_reference_catalogue()
+    rig = open_rig(tmp_path, trakt, serializd)
+    yield rig
+    await rig.aclose()
+
+
+def rate_on_trakt(rig: Rig, value: int, season: int | None = None) -> None:
+    show = rig.trakt.shows[0]
+    item = show if season is None else show.seasons[season]
+    with rig.trakt.lock:
+        rig.trakt.user.ratings[key_of(item)] = Rating(item, value, trakt_iso(time.time() - 600))
+        rig.trakt._touch(rig.trakt.user, f"{'shows' if season is None else 'seasons'}.rated_at")
+
+
+def trakt_ratings(rig: Rig) -> dict[tuple[str, int | None], int]:
+    return {
+        (r.item.kind, getattr(r.item, "number", None) if r.item.kind == "season" else None): (
+            r.rating
+        )
+        for r in rig.trakt.ratings()
+    }
+
+
+def serializd_ratings(rig: Rig) -> list[tuple[int | None, int | None, int, bool]]:
+    return [
+        (r.season_id, r.episode_number, r.rating, r.is_log)
+        for r in rig.serializd.diary()
+        if r.rating
+    ]
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_show_and_season_ratings_become_outbox_rows() -> None:
+    actions = (
+        Action("set_rating", "trakt", f"show:tmdb:{SHOW}", "rated on serializd", 10.0, 90),
+        Action("set_rating", "serializd", f"show:tmdb:{SHOW}:s2", "rated on trakt", 10.0, 70),
+    )
+    rows, skipped = outbox_rows("l", "me", actions)
+    assert skipped == 0
+    assert [(r.target, r.action, r.payload["item"]["kind"]) for r in rows] == [
+        ("trakt", "rating", "show"),
+        ("serializd", "rating", "season"),
+    ]
+
+
+def test_trakt_rates_a_show_bare_and_a_season_nested_under_its_show() -> None:
+    show = MediaRef("show", ids=Ids(tmdb=str(SHOW)))
+    season = MediaRef("season", show_ids=Ids(tmdb=str(SHOW)), season=2)
+    body = sync_body([(show, {"rating": 9}), (season, {"rating": 7})])
+    assert body == {
+        "shows": [{"ids": {"tmdb": SHOW}, "rating": 9, "seasons": [{"number": 2, "rating": 7}]}]
+    }
+    assert sync_body([(show, {})]) == {"shows": [{"ids": {"tmdb": SHOW}}]}  # only the show
+
+
+# --------------------------------------------------------------------------- Trakt -> Serializd
+
+
+async def test_a_show_rating_on_trakt_reaches_serializd_without_any_episode_data(
+    rig: Rig,
+) -> None:
+    rate_on_trakt(rig, 9)
+    await rig.sync_and_deliver()
+    assert serializd_ratings(rig) == [(None, None, 9, False)]
+    assert rig.serializd.ticks() == set()
+
+
+async def test_a_season_rating_on_trakt_is_written_to_the_tmdb_season_id(rig: Rig) -> None:
+    rate_on_trakt(rig, 7, season=2)
+    await rig.sync_and_deliver()
+    assert serializd_ratings(rig) == [(SEASON_2_ID, None, 7, False)]
+
+
+async def test_a_show_rating_removed_on_trakt_is_deleted_on_serializd(rig: Rig) -> None:
+    rate_on_trakt(rig, 9)
+    await rig.sync_and_deliver()
+    with rig.trakt.lock:
+        rig.trakt.user.ratings.clear()
+        rig.trakt._touch(rig.trakt.user, "shows.rated_at")
+    await rig.sync_and_deliver(full=True)
+    assert serializd_ratings(rig) == []
+    assert rig.serializd.count("POST", "/api/show/reviews/delete") == 1
+
+
+# --------------------------------------------------------------------------- Serializd -> Trakt
+
+
+async def test_a_show_rating_on_serializd_reaches_trakt_without_any_episode_data(
+    rig: Rig,
+) -> None:
+    rig.serializd.log_entry(None, SHOW, None, None, rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    assert trakt_ratings(rig) == {("show", None): 8}
+    assert rig.trakt.history() == []
+
+
+async def test_a_season_rating_on_serializd_reaches_trakt_as_that_season(rig: Rig) -> None:
+    rig.serializd.log_entry(None, SHOW, 2, None, rating=6, is_log=False)
+    await rig.sync_and_deliver()
+    assert trakt_ratings(rig) == {("season", 2): 6}
+
+
+async def test_a_season_rating_removed_on_serializd_is_removed_on_trakt(rig: Rig) -> None:
+    entry = rig.serializd.log_entry(None, SHOW, 2, None, rating=6, is_log=False)
+    await rig.sync_and_deliver()
+    with rig.serializd.lock:
+        rig.serializd.user.reviews.remove(entry)
+    await rig.sync_and_deliver(full=True)
+    assert trakt_ratings(rig) == {}
+
+
+async def test_show_and_season_ratings_once_in_sync_are_not_written_again(rig: Rig) -> None:
+    rate_on_trakt(rig, 9)
+    rig.serializd.log_entry(None, SHOW, 2, None, rating=6, is_log=False)
+    await rig.sync_and_deliver()
+    writes = rig.serializd.count("POST", RATINGS_ADD), rig.trakt.count("POST", "/sync/ratings")
+    second = await rig.sync_and_deliver(full=True)
+    assert [p.plan.actions for p in second.plans] == [()]
+    assert (
+        rig.serializd.count("POST", RATINGS_ADD),
+        rig.trakt.count("POST", "/sync/ratings"),
+    ) == writes
+
+
+async def test_a_rating_removed_on_trakt_deletes_the_users_rows_without_a_full_diary_read(
+    rig: Rig,
+) -> None:
+    rig.serializd.diary_page_size = 1
+    rig.serializd.log_entry(None, SHOW, None, None, rating=8, is_log=False)  # the user's
+    rig.serializd.log_entry(None, SHOW, 1, 1, backdate="2024-01-01T20:00:00Z")
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()  # the run after learns the rating it wrote to Trakt
+    assert trakt_ratings(rig) == {("show", None): 8}
+    with rig.trakt.lock:
+        rig.trakt.user.ratings.clear()
+        rig.trakt._touch(rig.trakt.user, "shows.rated_at")
+    pages = rig.serializd.count("GET", "/api/user/{username}/diary")
+    await rig.sync_and_deliver()  # a delta read: the rows come from the cursors
+    assert serializd_ratings(rig) == []
+    assert rig.serializd.count("GET", "/api/user/{username}/diary") - pages == 1
