@@ -16,7 +16,7 @@ import click
 from watchbridge import __version__
 from watchbridge.config import Config, find_config, load_config
 from watchbridge.errors import StoreError, WatchbridgeError
-from watchbridge.store import Store
+from watchbridge.store import Store, StoreStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,6 +147,7 @@ def status(config_path: str | None) -> None:
     store = _open_store(config)
     try:
         state = store.status()
+        anilist = _anilist_sign_ins(config, store)
     finally:
         store.close()
     outbox = state.outbox
@@ -165,16 +166,58 @@ def status(config_path: str | None) -> None:
         f"dead letters:  {state.dead_letters}"
         + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")
     )
-    click.echo("cursors:" + ("" if state.cursors else "       none yet"))
-    for service, profile, name, value, updated in state.cursors:
-        click.echo(f"  {service}/{profile} {name} = {value}  ({_when(updated)})")
-    click.echo("last runs:" + ("" if state.last_runs else "     none yet"))
-    for run in state.last_runs:
-        counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
-        click.echo(
-            f"  {run.link}: {run.outcome} at {_when(run.started_at)}; {counts}"
-            + (f"; {run.error}" if run.error else "")
-        )
+    if anilist:
+        click.echo("AniList:")
+    for line in anilist:
+        click.echo(f"  {line}")
+    _show_links(config, state)
+
+
+def _show_links(config: Config, state: StoreStatus) -> None:
+    """Each link's last run with its cursors (JSON per service and profile, shown short)."""
+    from watchbridge.progress import short_cursor
+
+    link_cursors = [c for c in state.cursors if c[2].startswith("link:")]
+    other = [c for c in state.cursors if not c[2].startswith("link:")]
+    if other:
+        click.echo("cursors:")
+    for service, profile, name, value, updated in other:
+        click.echo(f"  {service}/{profile} {name} = {short_cursor(value)}  ({_when(updated)})")
+    runs = {run.link: run for run in state.last_runs}
+    names = list(config.links) + [n for n in runs if n not in config.links]
+    click.echo("last runs:" + ("" if names else "     none yet (no links configured)"))
+    for link in names:
+        run = runs.get(link)
+        if run is None:
+            click.echo(f"  {link}: not run yet")
+        else:
+            counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
+            took = (
+                f" ({run.finished_at - run.started_at:.1f} s, {run.api_calls} API requests)"
+                if run.finished_at is not None
+                else ""
+            )
+            click.echo(
+                f"  {link}: {run.outcome} at {_when(run.started_at)}{took}; {counts}"
+                + (f"; {run.error}" if run.error else "")
+            )
+        for service, profile, cursor, value, _ in link_cursors:
+            if cursor == f"link:{link}":
+                click.echo(f"    cursor {service}/{profile}: {short_cursor(value)}")
+
+
+def _anilist_sign_ins(config: Config, store: Store) -> list[str]:
+    """Each AniList profile's sign-in, with the expiry warning 30 days ahead (no refresh)."""
+    from watchbridge.services.anilist import token_status
+
+    lines = []
+    for name, profile in config.profiles.items():
+        account = profile.accounts.anilist
+        if account is not None:
+            configured = account.token.reveal() if account.token else None
+            stored = store.get_token("anilist", name)
+            lines.append(f"{name}: {token_status(stored, configured, time.time(), name)}")
+    return lines
 
 
 @cli.command("reset-state")
@@ -274,6 +317,116 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     click.echo(f"profile {name} is signed in to Trakt")
 
 
+@auth.command("plex")
+@config_option
+@click.option(
+    "--profile", "profile_name", default=None, help="Profile to sign in (default: the only one)."
+)
+@click.option(
+    "--home-user",
+    "home_user",
+    default=None,
+    help="Sign in as this Plex Home member (e.g. a managed user) with the owner's token.",
+)
+@click.option("--pin", "home_pin", default=None, help="The home member's PIN, if protected.")
+def auth_plex(
+    config_path: str | None,
+    profile_name: str | None,
+    home_user: str | None,
+    home_pin: str | None,
+) -> None:
+    """Sign in to plex.tv with a link shown here (PIN flow); the token stays in the database."""
+    import uuid
+
+    from watchbridge.services.plextv import Pin, PlexTvClient
+
+    config = _load(config_path)
+    if config.services.plex is None:
+        raise WatchbridgeError("services.plex is not configured: add a `plex:` section")
+    name = _pick_profile(config, profile_name, "plex")
+    owner_token = config.services.plex.token
+    if home_user is not None and owner_token is None:
+        raise WatchbridgeError("--home-user needs the owner's token in services.plex.token")
+
+    def show(pin: Pin, url: str) -> None:
+        click.echo(f"Open {url}")
+        minutes = int((pin.expires_in or 1800) // 60)
+        click.echo(f"and sign in to Plex to approve (valid for {minutes} minutes; waiting...)")
+
+    store = _open_store(config)
+    try:
+        # Tokens are bound to the client identifier: the one the server adapter uses, forever.
+        identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, time.time())
+        client = PlexTvClient(config.services.plex, store, client_identifier=identifier)
+
+        async def sign_in() -> str:
+            try:
+                if home_user is not None and owner_token is not None:
+                    member = await client.sign_in_home_user(
+                        name, owner_token.reveal(), home_user, home_pin
+                    )
+                    return member.title
+                return (await client.sign_in(name, show)).username
+            finally:
+                await client.aclose()
+
+        username = asyncio.run(sign_in())
+    finally:
+        store.close()
+    click.echo(f"profile {name} is signed in to plex.tv as {username}")
+
+
+@auth.command("anilist")
+@config_option
+@click.option(
+    "--profile", "profile_name", default=None, help="Profile to sign in (default: the only one)."
+)
+@click.option(
+    "--token",
+    "pasted",
+    default=None,
+    help="A token (or the pin page's whole URL) to store, instead of asking for it.",
+)
+def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str | None) -> None:
+    """Sign in to AniList: open the link shown, approve, paste what the page shows.
+
+    With services.anilist.client_secret set the page shows a code (authorization-code grant);
+    without it the page shows the token itself (implicit grant). Tokens last a year and cannot
+    be refreshed: run this again when watchbridge warns that the token expires soon."""
+    from watchbridge.services.anilist import AniListClient, Viewer
+
+    config = _load(config_path)
+    anilist = config.services.anilist
+    if anilist is None:
+        raise WatchbridgeError(
+            "services.anilist is not configured: add `anilist: {client_id: ...}` under services"
+        )
+    name = _pick_profile(config, profile_name, "anilist")
+    code_flow = anilist.client_secret is not None
+    store = _open_store(config)
+    try:
+        client = AniListClient(anilist, store)
+        if pasted is None:
+            click.echo(f"Open {client.authorize_url('code' if code_flow else 'token')}")
+            click.echo("approve watchbridge, then paste what the page shows here")
+            pasted = str(click.prompt("code" if code_flow else "token", hide_input=True))
+
+        async def sign_in(text: str) -> Viewer:
+            try:
+                if code_flow and text.strip().count(".") != 2:  # a code, not a JWT
+                    return await client.exchange_code(name, text)
+                return await client.use_token(name, text)
+            finally:
+                await client.aclose()
+
+        viewer = asyncio.run(sign_in(pasted))
+        days = client.expires_in_days(name)
+    finally:
+        store.close()
+    until = f"; the token expires in {int(days)} days" if days is not None else ""
+    click.echo(f"profile {name} is signed in to AniList as {viewer.name}{until}")
+
+
 def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
     with_account = [n for n, p in config.profiles.items() if getattr(p.accounts, service)]
     if wanted is not None:
@@ -295,7 +448,13 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
 
 @cli.command()
 @config_option
-@click.option("--link", "link_name", required=True, help="The link to sync (links.NAME).")
+@click.option("--link", "link_name", default=None, help="The link to sync (default: every link).")
+@click.option(
+    "--direction",
+    default=None,
+    metavar="WAY",
+    help="This run only: two-way, or one way such as trakt-to-serializd.",
+)
 @click.option("--dry-run", is_flag=True, help="Show the plan with reasons; write nothing.")
 @click.option("--yes", is_flag=True, help="Write a first run's plan without a dry run first.")
 @click.option("--confirm-removals", is_flag=True, help="Write removals the guard held back.")
@@ -303,50 +462,137 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
 @click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
 def sync(
     config_path: str | None,
-    link_name: str,
+    link_name: str | None,
+    direction: str | None,
     dry_run: bool,
     yes: bool,
     confirm_removals: bool,
     full: bool,
     limit: int,
 ) -> None:
-    """Compare both sides of a link, show what differs and why, and write the changes."""
-    from watchbridge.sync import run_link
+    """Compare both sides of a link, show what differs and why, and write the changes.
+
+    On a terminal a progress bar follows the reads and a table sums the run up; elsewhere
+    (cron, pipes) the same summary comes as one `summary PROFILE SIDE: key=value ...` line per
+    profile and side."""
+    from watchbridge.sync import syncable
     from watchbridge.wiring import build_runtime
 
     config = _load(config_path)
+    if link_name is None and direction is not None:
+        raise WatchbridgeError("--direction names a link's services: pass --link NAME with it")
+    names = [link_name] if link_name else [n for n, ln in config.links.items() if syncable(ln)]
+    if not names:
+        raise WatchbridgeError(f"no link to sync: add one under links in {config.source}")
     runtime = build_runtime(config)
     runtime.open()
+    failed = []
     try:
+        for name in names:
+            try:
+                _sync_link(runtime, name, direction, dry_run, yes, confirm_removals, full, limit)
+            except WatchbridgeError as exc:
+                if len(names) == 1:
+                    raise
+                click.echo(f"error: {exc.message}", err=True)  # the other links still run
+                failed.append(name)
+    finally:
+        runtime.close()
+    if failed:
+        raise WatchbridgeError(f"{len(failed)} of {len(names)} links failed: {', '.join(failed)}")
+
+
+def _sync_link(
+    runtime: Any,
+    name: str,
+    direction: str | None,
+    dry_run: bool,
+    yes: bool,
+    confirm_removals: bool,
+    full: bool,
+    limit: int,
+) -> None:
+    from contextlib import nullcontext
+
+    from rich.console import Console
+
+    from watchbridge.progress import (
+        DeliveryBar,
+        LiveProgress,
+        RunStats,
+        render_table,
+        summary_rows,
+    )
+    from watchbridge.sync import link_profiles, outbox_rows, run_link
+
+    config = runtime.config
+    terminal = sys.stdout.isatty()
+    console = Console(highlight=False)
+    profiles = link_profiles(config, config.links[name]) if name in config.links else []
+    stats = LiveProgress(console, name, profiles) if terminal else RunStats()
+    started = time.monotonic()
+    with stats if isinstance(stats, LiveProgress) else nullcontext():
         result = asyncio.run(
             run_link(
                 config,
                 runtime.store,
-                link_name,
+                name,
                 dry_run=dry_run,
                 yes=yes,
                 confirm_removals=confirm_removals,
                 full=full,
+                direction=direction,
+                progress=stats,
             )
         )
-        _show_plans(result.plans, limit)
-        if dry_run:
-            click.echo("dry run: nothing was written")
-            return
-        if result.skipped:
-            click.echo(f"{result.skipped} show/season rating(s) are not written yet")
+    seconds = time.monotonic() - started
+    _show_plans(result.plans, limit, confirm_removals)
+    for held in result.held:
+        click.echo(f"held: {held}")
+    if result.held and not dry_run:
+        click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
         for held in result.held:
-            click.echo(f"held: {held}")
+            asyncio.run(
+                runtime.notifier.notify(
+                    "sync_failing",
+                    f"watchbridge: link {name} holds removals",
+                    held,
+                    key=f"{name}:removals",
+                )
+            )
+    rows = summary_rows(
+        result.plans,
+        config.links[name].services,
+        stats,
+        lambda profile, actions: len(outbox_rows(name, profile, actions)[0]),
+        applied=not dry_run,
+        confirm_removals=confirm_removals,
+    )
+    outcome = "dry run" if dry_run else result.outcome
+    title = f"{name}: {outcome}, {result.api_calls} API requests in {seconds:.1f} s"
+    if terminal:
+        render_table(console, title, rows)
+    else:
+        for row in rows:
+            click.echo(row.plain())
+        click.echo(f"run {title}")
+    if dry_run:
+        click.echo("dry run: nothing was written")
+        return
+    if result.skipped:
+        click.echo(f"{result.skipped} planned write(s) name items no service can take yet")
+    if terminal and result.queued:
+        with DeliveryBar(console, result.queued) as bar:
+            delivered = asyncio.run(_deliver_now(runtime, bar.update))
+    else:
         delivered = asyncio.run(_deliver_now(runtime))
-        click.echo(
-            f"{result.queued} change(s) queued, {delivered} delivered now; the rest "
-            "follow from the running service (see `watchbridge status`)"
-        )
-    finally:
-        runtime.close()
+    click.echo(
+        f"{result.queued} change(s) queued, {delivered} delivered now; the rest "
+        "follow from the running service (see `watchbridge status`)"
+    )
 
 
-def _show_plans(plans: list[Any], limit: int) -> None:
+def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
     for result in plans:
         if result.unchanged:
             click.echo(
@@ -357,7 +603,7 @@ def _show_plans(plans: list[Any], limit: int) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
         click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
         if result.plan.held:
-            click.echo(f"  held: {result.plan.held}")
+            click.echo(f"  {'confirmed' if confirmed else 'held'}: {result.plan.held}")
         for action in result.plan.actions[:limit]:
             when = f" {_when(action.at)}" if action.at else ""
             value = f" = {action.value}/100" if action.value is not None else ""
@@ -368,9 +614,10 @@ def _show_plans(plans: list[Any], limit: int) -> None:
             click.echo(f"  ... and {len(result.plan.actions) - limit} more")
 
 
-async def _deliver_now(runtime: Any) -> int:
+async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = None) -> int:
     """Deliver what is due right away, as the running service would (claims are atomic, so
-    both can work side by side); returns how many rows were settled."""
+    both can work side by side); returns how many rows were settled. `on_pass` hears how many
+    so far after each pass (a progress bar)."""
     from watchbridge.deliver.worker import DeliveryWorker
     from watchbridge.wiring import make_targets
 
@@ -381,6 +628,8 @@ async def _deliver_now(runtime: Any) -> int:
         for _ in range(1000):
             if not await worker.pass_once(runtime):
                 break
+            if on_pass is not None:
+                on_pass(int(runtime.store.outbox_counts()["done"] - before))
     finally:
         for target in worker.targets.values():
             await target.aclose()
@@ -449,6 +698,98 @@ def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bo
 def _require_selection(ids: tuple[int, ...], every: bool) -> None:
     if not ids and not every:
         raise WatchbridgeError("name dead letter ids (see `watchbridge deadletters list`) or --all")
+
+
+@cli.group()
+def anime() -> None:
+    """Anime mapping (AniList ⇄ TMDB/TVDB): why an entry maps where it does, what does not."""
+
+
+async def _anime_index(config: Config, offline: bool) -> Any:
+    from watchbridge.anime_data import from_config
+
+    data = from_config(config)
+    try:
+        index = data.cached_index() if offline else await data.index()
+    finally:
+        await data.aclose()
+    for status in data.status():
+        if status.error:
+            click.echo(f"warning: {status.error}", err=True)
+        elif not status.cached:
+            click.echo(f"warning: anime dataset {status.name} is not downloaded yet", err=True)
+    return index
+
+
+@anime.command("explain")
+@config_option
+@click.argument("anilist_id", type=int)
+@click.option("--offline", is_flag=True, help="Use the cached datasets; download nothing.")
+def anime_explain(config_path: str | None, anilist_id: int, offline: bool) -> None:
+    """Show the mapping chain used for one AniList id, with every dataset's answer."""
+    config = _load(config_path)
+    index = asyncio.run(_anime_index(config, offline))
+    for line in index.explain(anilist_id):
+        click.echo(line)
+
+
+@anime.command("unmatched")
+@config_option
+def anime_unmatched(config_path: str | None) -> None:
+    """List AniList entries and plays that could not be mapped, and why."""
+    from watchbridge.anime_data import unmatched_records
+
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        records = unmatched_records(store, list(config.profiles) or ["default"])
+    finally:
+        store.close()
+    if not records:
+        click.echo("nothing unmatched")
+        return
+    from watchbridge.anime import Unmatched
+    from watchbridge.anime_data import from_config
+
+    index = from_config(config).cached_index()  # datasets may have caught up since
+    for record in records:
+        label = f" {record.title!r}" if record.title else ""
+        now = "" if record.anilist_id is None else index.resolve(record.anilist_id)
+        hint = "" if isinstance(now, Unmatched | str) else "  -> maps now; the next sync uses it"
+        click.echo(
+            f"{record.profile}  {record.key}{label}  [{record.code}]  {record.reason}"
+            f"  (seen {_when(record.seen_at)}){hint}"
+        )
+    click.echo(
+        "fix with an override (services.anilist.mapping_overrides), then check it with "
+        "`watchbridge anime explain ANILIST_ID`"
+    )
+
+
+@anime.command("refresh")
+@config_option
+def anime_refresh(config_path: str | None) -> None:
+    """Download the anime mapping datasets now (the cached copies stay if a download fails)."""
+    from watchbridge.anime_data import from_config
+
+    config = _load(config_path)
+    data = from_config(config)
+
+    async def run() -> list[Any]:
+        try:
+            return await data.refresh(force=True)
+        finally:
+            await data.aclose()
+
+    statuses = asyncio.run(run())
+    for status in statuses:
+        state = status.error or f"{status.rows} rows, fetched {_when(status.fetched_at)}"
+        click.echo(f"{status.name}: {state}")
+    failed = [s.name for s in statuses if s.error]
+    if failed:
+        raise WatchbridgeError(
+            f"could not refresh {', '.join(failed)}; the cached copies stay in use"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

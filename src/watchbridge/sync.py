@@ -15,6 +15,7 @@ from typing import Any
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
 from watchbridge.model import ref_to_dict
+from watchbridge.progress import SyncProgress, observed
 from watchbridge.readers import READERS, SideRead, SideReader, reader_for
 from watchbridge.reconcile import (
     Action,
@@ -121,12 +122,12 @@ _OUTBOX_ACTION = {
 def outbox_rows(
     link: str, profile: str, actions: tuple[Action, ...]
 ) -> tuple[list[NewOutboxRow], int]:
-    """The outbox rows for a plan's actions, and how many actions cannot be written yet
-    (ratings of whole shows and seasons)."""
+    """The outbox rows for a plan's actions (episodes, movies, and ratings of whole shows and
+    seasons), and how many actions name an item no row can carry (an unreadable key)."""
     rows, skipped = [], 0
     for action in actions:
         item = ref_for_key(action.item)
-        if item is None or item.kind in ("show", "season"):
+        if item is None:
             skipped += 1
             continue
         payload: dict[str, Any] = {"item": ref_to_dict(item), "at": action.at, "link": link}
@@ -174,6 +175,7 @@ async def plan_link(
     clock: Callable[[], float] = time.time,
     full: bool = False,
     direction: str | None = None,
+    progress: SyncProgress | None = None,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
@@ -193,6 +195,7 @@ async def plan_link(
     readers = [
         _reader(config, store, link, name, service, profiles, clock) for service in link.services
     ]
+    readers = observed(readers, progress)  # reports each step to a progress display, if any
     try:
         plans = [
             await _plan_profile(store, link, name, profile, readers, clock, full, frozen)
@@ -382,6 +385,7 @@ async def run_link(
     full: bool = False,
     direction: str | None = None,
     clock: Callable[[], float] = time.time,
+    progress: SyncProgress | None = None,
 ) -> RunResult:
     """One run of a link, recorded in the run history: plan, then (unless a dry run) queue."""
     running = [r for r in store.last_runs() if r.link == name and r.outcome == "running"]
@@ -389,7 +393,9 @@ async def run_link(
         raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     try:
-        plans, calls = await plan_link(config, store, name, clock, full=full, direction=direction)
+        plans, calls = await plan_link(
+            config, store, name, clock, full=full, direction=direction, progress=progress
+        )
         if dry_run:
             store.finish_run(run_id, clock(), "dry-run", plan_counts(plans), calls)
             return RunResult(plans, calls)

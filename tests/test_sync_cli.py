@@ -1,0 +1,223 @@
+"""`watchbridge sync` and `watchbridge status` as a user sees them: run in-process through the
+real command (reads over HTTP against the fakes, the command's own delivery drains the outbox).
+Reads have their pacing lifted (`tests.linkrig`); what the command prints is the subject here,
+the scenarios themselves are in `test_sync_scenarios.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from rich.console import Console
+
+from tests.fakes.receiver import AlertReceiver
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt, write_config
+from tests.linkrig import use_fast_readers
+from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
+from watchbridge.cli import cli
+from watchbridge.config import load_config
+from watchbridge.errors import WatchbridgeError
+from watchbridge.progress import LiveProgress
+from watchbridge.store import Store
+from watchbridge.sync import run_link
+
+LINK = "ts"
+
+
+class World:
+    def __init__(self, tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, alerts: str):
+        self.trakt, self.serializd = trakt, serializd
+        self.app = TraktApp(trakt)  # the user's changes on Trakt
+        self.config = write_config(
+            tmp_path,
+            f"""alerts: {{urls: ["{alerts}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  {LINK}: {{services: [trakt, serializd], first_run: apply}}
+""",
+        )
+        store = Store.open(tmp_path / "watchbridge.db")
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        store.close()
+
+    def run(self, *args: str, catch: bool = False) -> Result:
+        return CliRunner().invoke(
+            cli, [*args, "--config", str(self.config)], catch_exceptions=catch
+        )
+
+    def sync(self, *args: str) -> str:
+        result = self.run("sync", *args)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    def same_plays_on_both_sides(self, count: int) -> None:
+        """`count` recent plays, already the same on both sides, and a first run that saw them."""
+        show = next(s for s in self.trakt.shows if s.tmdb == BB)
+        for number in range(1, count + 1):
+            at = ago(3 - number / 10)
+            self.trakt.add_history(show.seasons[1].episodes[number], at)
+            self.serializd.log_entry(None, BB, 1, number, backdate=at)
+        assert "plan: nothing to do" in self.sync()
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path,
+    start_fake: Callable[[Any], Any],
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
+    use_fast_readers(monkeypatch)
+    trakt: FakeTrakt = start_fake(FakeTrakt())
+    serializd: FakeSerializd = start_fake(FakeSerializd())
+    trakt.add_show("Breaking Bad", 2008, tmdb=BB, tvdb=81189, seasons={1: 7})
+    serializd.add_show(BB, "Breaking Bad", seasons={1: 7})
+    world = World(tmp_path, trakt, serializd, receiver.apprise_url)
+    yield world
+    world.app.http.close()
+
+
+# --------------------------------------------------------------------------- sync output
+
+
+def test_a_run_ends_with_one_summary_line_per_profile_and_side(world: World) -> None:
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z", rating=8)
+    out = world.sync("--link", LINK)
+    lines = out.splitlines()
+    trakt = next(line for line in lines if line.startswith("summary me trakt:"))
+    serializd = next(line for line in lines if line.startswith("summary me serializd:"))
+    assert "plays=1 adds=1 removals=0 ratings=1 queued=2 held=0 skipped=0" in trakt
+    assert "plays=1 adds=1 removals=0 ratings=0 queued=1 held=0 skipped=0" in serializd
+    assert any(line.startswith(f"run {LINK}: ok, ") for line in lines)
+    assert lines[-1].startswith("3 change(s) queued, 3 delivered now")
+
+
+def test_a_dry_run_lists_the_plan_with_reasons_and_queues_nothing(world: World) -> None:
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    out = world.sync("--link", LINK, "--dry-run")
+    assert (
+        "  add_play trakt episode:tmdb:1396:s1e2 2024-01-02 20:00:00 UTC  (new on serializd)" in out
+    )
+    assert "summary me trakt: plays=0 adds=1 removals=0 ratings=0 queued=0" in out
+    assert out.splitlines()[-1] == "dry run: nothing was written"
+    assert world.trakt.history() == []
+
+
+def test_a_quiet_run_says_so_and_reads_nothing(world: World) -> None:
+    world.same_plays_on_both_sides(1)
+    out = world.sync("--link", LINK)
+    assert "profile me: nothing changed on either side since the last sync" in out
+    assert "summary me trakt: plays=unchanged adds=0" in out and "requests=1 " in out
+
+
+def test_without_link_every_link_is_synced(world: World) -> None:
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    out = world.sync()
+    assert f"run {LINK}: ok" in out
+    assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 2)]
+
+
+def test_without_link_a_failing_link_does_not_stop_the_others(world: World) -> None:
+    text = world.config.read_text(encoding="utf-8")
+    world.config.write_text(
+        text.replace("profiles:\n", "profiles:\n  you: {accounts: {trakt: {}}}\n").replace(
+            "links:\n", "links:\n  broken: {services: [trakt, serializd], profiles: [you]}\n"
+        ),
+        encoding="utf-8",
+    )
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    result = world.run("sync", catch=True)
+    assert isinstance(result.exception, WatchbridgeError)
+    assert result.exception.message == "1 of 2 links failed: broken"
+    assert "links.broken: no profile has both" in result.stderr
+    assert f"run {LINK}: ok" in result.stdout
+    assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 2)]
+
+
+def test_a_run_can_carry_changes_one_way_only(world: World) -> None:
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    world.sync("--link", LINK, "--direction", "trakt-to-serializd")
+    assert [p[:2] for p in diary_plays(world.serializd)] == [(1, 1), (1, 2)]
+    assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 1)]
+
+
+def test_a_direction_needs_the_link_it_names(world: World) -> None:
+    with pytest.raises(WatchbridgeError, match="pass --link NAME"):
+        world.run("sync", "--direction", "trakt-to-serializd")
+
+
+# --------------------------------------------------------------------------- removal guard
+
+
+def test_held_removals_are_shown_and_alerted(world: World, receiver: AlertReceiver) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    out = world.sync("--link", LINK)
+    assert "held: me: 1 of 2 plays on serializd would be removed (more than 10%)" in out
+    assert f"`watchbridge sync --link {LINK} --confirm-removals`" in out
+    assert "held=1" in next(line for line in out.splitlines() if "me serializd" in line)
+    assert len(diary_plays(world.serializd)) == 2
+    alert = next(m for m in receiver.messages if "holds removals" in m["title"])
+    assert "1 of 2 plays on serializd would be removed" in alert["message"]
+
+
+def test_confirming_removals_applies_what_was_held(world: World) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    world.sync("--link", LINK)
+    out = world.sync("--link", LINK, "--confirm-removals")
+    assert "held:" not in out
+    assert len(diary_plays(world.serializd)) == 1
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_each_links_last_run_and_its_cursors_in_short(world: World) -> None:
+    world.same_plays_on_both_sides(2)
+    out = world.run("status").stdout
+    assert f"  {LINK}: ok at " in out and "API requests)" in out
+    assert "    cursor serializd/me: diary_ids 2 ids" in out
+    trakt = next(line for line in out.splitlines() if "cursor trakt/me:" in line)
+    assert "history_at 20" in trakt and len(trakt) < 160
+
+
+def test_status_names_links_that_have_not_run_yet(world: World) -> None:
+    assert f"  {LINK}: not run yet" in world.run("status").stdout
+
+
+# --------------------------------------------------------------------------- terminal display
+
+
+def test_on_a_terminal_a_progress_bar_follows_each_side(world: World) -> None:
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    config = load_config(world.config, {})
+    store = Store.open(config.storage.path)
+    screen = io.StringIO()
+    live = LiveProgress(Console(file=screen, force_terminal=True, width=100), LINK, ["me"])
+    try:
+        with live:
+            asyncio.run(run_link(config, store, LINK, dry_run=True, progress=live))
+    finally:
+        store.close()
+    assert "ts · me: reading serializd" in screen.getvalue()
+    assert {side for _, side in live.sides} == {"trakt", "serializd"}
+    assert all(stats.requests > 0 and "read" in stats.steps for stats in live.sides.values())
