@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 MediaKind = Literal["movie", "episode", "show", "season"]
@@ -36,12 +36,14 @@ class Ids:
 
     def merged(self, other: Ids) -> Ids:
         """These ids, with gaps filled from `other` (ours win where both have one)."""
-        return replace(
-            self, **{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)}
-        )
+        # Positional and without dataclasses.replace: called for every item of a library read.
+        return Ids(*[getattr(self, n) or getattr(other, n) for n in _ID_FIELDS])
 
     def __bool__(self) -> bool:
         return bool(self.present())
+
+
+_ID_FIELDS = tuple(f.name for f in fields(Ids))
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,65 @@
-"""Stateful fake of a Plex Media Server's library metadata endpoint.
+"""Stateful fake of a Plex Media Server: library listings, per-account state, history, writes.
 
-Follows ``shared/reference/plex.md`` §2-3: ``GET /library/metadata/{ratingKey}`` answers
-``{"MediaContainer": {"size": 1, ..., "Metadata": [item]}}`` where the item has the webhook
-Metadata shape (``ratingKey`` as a string, ``guid``, ``Guid: [{"id": "imdb://..."}]``, and for
-episodes ``parentIndex``/``index``/``grandparentRatingKey``/``grandparentGuid``).
+Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContainer": {...}}``:
+
+- ``GET /library/metadata/{ratingKey}``: one item in the webhook Metadata shape (``ratingKey``
+  as a string, ``guid``, ``Guid: [{"id": "imdb://..."}]``, for episodes
+  ``parentIndex``/``index``/``grandparentRatingKey``/``grandparentGuid``).
+- ``GET /library/sections``: ``Directory[]`` with ``key``, ``type``, ``title``, ``agent``, ``uuid``.
+- ``GET /library/sections/{key}/all?type=1|2|3|4``: movies, shows, seasons or episodes of a
+  section; ``Guid[]`` only with ``includeGuids=1``. Paged by ``X-Plex-Container-Start`` /
+  ``X-Plex-Container-Size`` (headers or query); the container says ``size``, ``totalSize``,
+  ``offset``; no size means everything.
+- ``GET /status/sessions/history/all``: history rows (``historyKey``, ``ratingKey``,
+  ``viewedAt``, ``accountID``, ``deviceID``, ...), ``sort=viewedAt:desc|asc``, filters
+  ``accountID``, ``librarySectionID``, ``metadataItemID`` and ``viewedAt>=<epoch>``; paged.
+  ``DELETE /status/sessions/history/{id}`` removes one row.
+- ``GET /:/scrobble`` / ``GET /:/unscrobble`` (``key``, ``identifier``), ``PUT /:/rate``
+  (``rating`` 0-10, ``-1`` clears): they change the calling account's state. A scrobble adds
+  one view stamped *now* (``fake.clock``) with a history row; an unscrobble resets
+  ``viewCount`` and ``lastViewedAt``.
+- ``GET /accounts``: the server-local accounts (owner = 1).
+
+Per account: ``viewCount``, ``lastViewedAt``, ``userRating`` and ``lastRatedAt`` belong to the
+account whose token is sent (the owner's ``fake.token`` is account 1; ``add_user`` adds
+others), so one person's state never shows in another's answers.
 
 Every request passes, in this order:
 
-1. Token: ``X-Plex-Token`` header (or query parameter, which PMS also accepts) missing or not
-   ``fake.token`` -> ``401`` with PMS's HTML body. ``fake.token = None`` serves without one.
-2. ``Accept`` without ``application/json`` -> the answer as XML (PMS's default), which a JSON
-   client cannot read.
-3. Unknown ratingKey -> ``404`` (HTML body, as PMS).
+1. Token: ``X-Plex-Token`` header (or query parameter, which PMS also accepts) missing or not a
+   known token -> ``401`` with PMS's HTML body. ``fake.token = None`` serves the owner without one.
+2. ``Accept`` without ``application/json`` on the metadata route -> XML (PMS's default).
+3. Unknown ratingKey/section -> ``404`` (HTML body, as PMS).
 
-SILENT: PMS's exact 404 body for a missing item; an HTML page is assumed.
+SILENT (assumed, not documented): PMS's exact 404 body; that history, its deletion and
+``/accounts`` need the owner's token (a managed user's token is refused with 401 there); that
+an unscrobble keeps the item's history rows (history and watched state are separate in PMS);
+that deleting a history row leaves ``viewCount`` alone; that listings carry ``lastRatedAt``.
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from .base import FakeServer, Request, Response, html_response, json_response, route
 
 TOKEN = "fAkE-pLeX-tOkEn-9q8w7e6r"
+OWNER_ID = 1
 SECTION_MOVIES = (1, "Movies", "movie")
 SECTION_SHOWS = (2, "TV Shows", "show")
 UNAUTHORIZED = (
     "<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"
 )
 NOT_FOUND = "<html><head><title>Not Found</title></head><body><h1>404 Not Found</h1></body></html>"
+BAD_REQUEST = "<html><head><title>Bad Request</title></head><body><h1>400</h1></body></html>"
 PLEX_HEADERS = {"X-Plex-Protocol": "1.0"}
+LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
+LISTING_TYPES = {"1": "movie", "2": "show", "3": "season", "4": "episode"}
+USER_STATE = ("viewCount", "lastViewedAt", "userRating", "lastRatedAt")
 _ADDED_AT = 1691115281
 
 
@@ -41,16 +69,44 @@ def guid_list(guids: list[str]) -> list[dict[str, str]]:
 
 
 class FakePlex(FakeServer):
-    """One PMS with movies, shows and episodes added by the test."""
+    """One PMS with sections, items, accounts and their state, all added by the test."""
 
     default_headers = PLEX_HEADERS
 
     def __init__(self, token: str | None = TOKEN) -> None:
         super().__init__()
         self.token = token
+        self.clock: Callable[[], float] = time.time  # "now" for scrobbles and ratings
         self.items: dict[str, dict[str, Any]] = {}
+        self.sections: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, tuple[int, str]] = {}  # token -> (account id, name)
+        self.state: dict[tuple[int, str], dict[str, Any]] = {}  # (account, ratingKey) -> state
+        self.history: dict[int, dict[str, Any]] = {}  # history id -> row
+        self._listing: dict[tuple[str, str], list[str]] = {}  # (section, type) -> ratingKeys
+        self._next_history = 1
+        for key, title, kind in (SECTION_MOVIES, SECTION_SHOWS):
+            self.add_section(str(key), title, kind)
 
     # -- catalogue ---------------------------------------------------------------------------
+    def add_section(self, key: str, title: str, kind: str, agent: str | None = None) -> None:
+        """A library section (``movie`` or ``show``; ``artist``/``photo`` for the rest)."""
+        agents = {"movie": "tv.plex.agents.movie", "show": "tv.plex.agents.series"}
+        self.sections[key] = {
+            "key": key,
+            "type": kind,
+            "title": title,
+            "agent": agent or agents.get(kind, "tv.plex.agents.none"),
+            "scanner": "Plex Movie" if kind == "movie" else "Plex TV Series",
+            "language": "en-US",
+            "uuid": f"{int(key):08d}-0000-4000-8000-000000000000",
+            "updatedAt": _ADDED_AT,
+            "createdAt": _ADDED_AT,
+        }
+
+    def add_user(self, token: str, account_id: int, name: str) -> None:
+        """Another account (a managed or shared user) with its own token for this server."""
+        self.users[token] = (account_id, name)
+
     def add_movie(
         self,
         rating_key: str,
@@ -59,13 +115,14 @@ class FakePlex(FakeServer):
         guids: list[str] | None = None,
         *,
         guid: str | None = None,
+        section: str = "1",
     ) -> dict[str, Any]:
         """A movie; ``guids`` become ``Guid[]`` (left out when empty, as for legacy agents)."""
-        item = self._base(rating_key, "movie", title, guid, guids, SECTION_MOVIES)
+        item = self._base(rating_key, "movie", title, guid, guids, section)
         item["year"] = year
         item["duration"] = 6_960_000
         item["Media"] = [{"id": int(rating_key) * 10, "duration": 6_960_000, "container": "mkv"}]
-        self.items[rating_key] = item
+        self._add(item)
         return item
 
     def add_show(
@@ -76,13 +133,14 @@ class FakePlex(FakeServer):
         guids: list[str] | None = None,
         *,
         guid: str | None = None,
+        section: str = "2",
     ) -> dict[str, Any]:
-        item = self._base(rating_key, "show", title, guid, guids, SECTION_SHOWS)
+        item = self._base(rating_key, "show", title, guid, guids, section)
         item["key"] = f"/library/metadata/{rating_key}/children"
         item["year"] = year
-        item["childCount"] = 1
+        item["childCount"] = 0
         item["leafCount"] = 0
-        self.items[rating_key] = item
+        self._add(item)
         return item
 
     def add_episode(
@@ -96,17 +154,14 @@ class FakePlex(FakeServer):
         guid: str | None = None,
         title: str | None = None,
     ) -> dict[str, Any]:
-        """An episode of an added show (its title and guid become the ``grandparent*`` fields)."""
+        """An episode of an added show (its title and guid become the ``grandparent*`` fields);
+        its season is created on first use."""
         show = self.items.get(show_key, {})
+        section = str(show.get("librarySectionID", SECTION_SHOWS[0]))
         season_key = f"{show_key}{season:03d}"
-        item = self._base(
-            rating_key,
-            "episode",
-            title or f"Episode {number}",
-            guid,
-            guids,
-            SECTION_SHOWS,
-        )
+        if show and season_key not in self.items:
+            self._add_season(season_key, show, season)
+        item = self._base(rating_key, "episode", title or f"Episode {number}", guid, guids, section)
         item |= {
             "parentRatingKey": season_key,
             "grandparentRatingKey": show_key,
@@ -122,28 +177,53 @@ class FakePlex(FakeServer):
         }
         if show:
             show["leafCount"] += 1
-        self.items[rating_key] = item
+        self._add(item)
         return item
 
-    @staticmethod
+    def _add_season(self, season_key: str, show: dict[str, Any], season: int) -> None:
+        item = self._base(
+            season_key,
+            "season",
+            f"Season {season}",
+            f"plex://season/{season_key:0>24}",
+            None,
+            str(show["librarySectionID"]),
+        )
+        item |= {
+            "parentRatingKey": show["ratingKey"],
+            "parentGuid": show["guid"],
+            "parentTitle": show["title"],
+            "index": season,
+        }
+        show["childCount"] += 1
+        self._add(item)
+
+    def _add(self, item: dict[str, Any]) -> None:
+        key = item["ratingKey"]
+        if key not in self.items:
+            listing = (str(item["librarySectionID"]), item["type"])
+            self._listing.setdefault(listing, []).append(key)
+        self.items[key] = item
+
     def _base(
+        self,
         rating_key: str,
         kind: str,
         title: str,
         guid: str | None,
         guids: list[str] | None,
-        section: tuple[int, str, str],
+        section: str,
     ) -> dict[str, Any]:
-        section_id, section_title, _ = section
+        info = self.sections[section]
         item: dict[str, Any] = {
             "ratingKey": rating_key,
             "key": f"/library/metadata/{rating_key}",
             "guid": guid or f"plex://{kind}/{rating_key:0>24}",
             "type": kind,
             "title": title,
-            "librarySectionTitle": section_title,
-            "librarySectionID": section_id,
-            "librarySectionKey": f"/library/sections/{section_id}",
+            "librarySectionTitle": info["title"],
+            "librarySectionID": int(section),
+            "librarySectionKey": f"/library/sections/{section}",
             "addedAt": _ADDED_AT,
             "updatedAt": _ADDED_AT + 3600,
         }
@@ -151,40 +231,263 @@ class FakePlex(FakeServer):
             item["Guid"] = guid_list(guids)
         return item
 
+    # -- per-account state -------------------------------------------------------------------
+    def watch(
+        self, rating_key: str, at: float, account: int = OWNER_ID, *, history: bool = True
+    ) -> int | None:
+        """The account watched the item at `at`: a view, and a history row unless `history` is
+        False (a mark-watched that left no row). Returns the history id."""
+        state = self.state.setdefault((account, rating_key), {})
+        state["viewCount"] = state.get("viewCount", 0) + 1
+        state["lastViewedAt"] = max(int(at), state.get("lastViewedAt", 0))
+        return self._history_row(rating_key, int(at), account) if history else None
+
+    def rate(
+        self, rating_key: str, rating: float | None, at: float, account: int = OWNER_ID
+    ) -> None:
+        state = self.state.setdefault((account, rating_key), {})
+        if rating is None:
+            state.pop("userRating", None)
+            state.pop("lastRatedAt", None)
+        else:
+            state["userRating"] = float(rating)
+            state["lastRatedAt"] = int(at)
+
+    def user_state(self, rating_key: str, account: int = OWNER_ID) -> dict[str, Any]:
+        return dict(self.state.get((account, rating_key), {}))
+
+    def history_of(self, rating_key: str, account: int = OWNER_ID) -> list[int]:
+        """viewedAt of the account's history rows for one item, oldest first."""
+        return sorted(
+            row["viewedAt"]
+            for row in self.history.values()
+            if row["ratingKey"] == rating_key and row["accountID"] == account
+        )
+
+    def _history_row(self, rating_key: str, at: int, account: int) -> int:
+        item = self.items[rating_key]
+        number = self._next_history
+        self._next_history += 1
+        row = {
+            "historyKey": f"/status/sessions/history/{number}",
+            "key": item["key"] if item["type"] != "show" else f"/library/metadata/{rating_key}",
+            "ratingKey": rating_key,
+            "librarySectionID": str(item["librarySectionID"]),
+            "title": item["title"],
+            "type": item["type"],
+            "thumb": f"/library/metadata/{rating_key}/thumb/{_ADDED_AT}",
+            "originallyAvailableAt": "2016-11-11",
+            "viewedAt": at,
+            "accountID": account,
+            "deviceID": 7,
+        }
+        for name in ("parentKey", "grandparentKey", "grandparentTitle", "parentIndex", "index"):
+            if name in item:
+                row[name] = item[name]
+        self.history[number] = row
+        return number
+
     # -- routes ------------------------------------------------------------------------------
     @route("GET", "/library/metadata/{key}")
     def metadata(self, req: Request) -> Response:
-        denied = self._auth(req)
-        if denied is not None:
-            return denied
+        account = self._account(req)
+        if account is None:
+            return html_response(UNAUTHORIZED, 401)
         item = self.items.get(req.params["key"])
         if item is None:
             return html_response(NOT_FOUND, 404)
-        _, section_title, section_type = (
-            SECTION_MOVIES if item["type"] == "movie" else SECTION_SHOWS
-        )
+        section = self.sections[str(item["librarySectionID"])]
         container = {
             "size": 1,
             "allowSync": True,
-            "identifier": "com.plexapp.plugins.library",
+            "identifier": LIBRARY_IDENTIFIER,
             "librarySectionID": item["librarySectionID"],
-            "librarySectionTitle": section_title,
-            "librarySectionUUID": f"{section_type}-0000-4000-8000-000000000000",
+            "librarySectionTitle": section["title"],
+            "librarySectionUUID": section["uuid"],
             "mediaTagPrefix": "/system/bundle/media/flags/",
             "mediaTagVersion": 1700000000,
-            "Metadata": [copy.deepcopy(item)],
+            "Metadata": [self._view(item, account, guids=True)],
         }
         if "application/json" not in req.headers.get("accept", ""):
             return _xml(container)
         return json_response({"MediaContainer": container})
 
-    def _auth(self, req: Request) -> Response | None:
-        if self.token is None:
-            return None
-        sent = req.headers.get("x-plex-token") or req.query.get("X-Plex-Token")
-        if sent != self.token:
+    @route("GET", "/library/sections")
+    def library_sections(self, req: Request) -> Response:
+        if self._account(req) is None:
             return html_response(UNAUTHORIZED, 401)
-        return None
+        sections = [copy.deepcopy(s) for s in self.sections.values()]
+        return json_response(
+            {
+                "MediaContainer": {
+                    "size": len(sections),
+                    "allowSync": False,
+                    "title1": "Plex Library",
+                    "Directory": sections,
+                }
+            }
+        )
+
+    @route("GET", "/library/sections/{key}/all")
+    def section_all(self, req: Request) -> Response:
+        account = self._account(req)
+        if account is None:
+            return html_response(UNAUTHORIZED, 401)
+        section = self.sections.get(req.params["key"])
+        if section is None:
+            return html_response(NOT_FOUND, 404)
+        default = "1" if section["type"] == "movie" else "2"
+        kind = LISTING_TYPES.get(req.query.get("type", default))
+        if kind is None:
+            return html_response(BAD_REQUEST, 400)
+        keys = self._listing.get((section["key"], kind), [])
+        start, size = _paging(req, len(keys))
+        guids = req.query.get("includeGuids") == "1"
+        page = [self._view(self.items[k], account, guids=guids) for k in keys[start : start + size]]
+        return json_response(
+            {
+                "MediaContainer": {
+                    "size": len(page),
+                    "totalSize": len(keys),
+                    "offset": start,
+                    "allowSync": True,
+                    "librarySectionID": int(section["key"]),
+                    "librarySectionTitle": section["title"],
+                    "librarySectionUUID": section["uuid"],
+                    "viewGroup": kind,
+                    "Metadata": page,
+                }
+            }
+        )
+
+    @route("GET", "/status/sessions/history/all")
+    def history_all(self, req: Request) -> Response:
+        account = self._account(req)
+        if account is None or account != OWNER_ID:
+            return html_response(UNAUTHORIZED, 401)
+        rows = list(self.history.values())
+        for name, field in (
+            ("accountID", "accountID"),
+            ("librarySectionID", "librarySectionID"),
+            ("metadataItemID", "ratingKey"),
+        ):
+            if name in req.query:
+                rows = [r for r in rows if str(r[field]) == req.query[name]]
+        if "viewedAt>" in req.query:  # `viewedAt>=<epoch>`, split by the query parser at "="
+            since = int(req.query["viewedAt>"])
+            rows = [r for r in rows if r["viewedAt"] >= since]
+        descending = req.query.get("sort", "viewedAt:desc") != "viewedAt:asc"
+        rows.sort(key=lambda r: (r["viewedAt"], r["historyKey"]), reverse=descending)
+        start, size = _paging(req, len(rows))
+        page = [dict(r) for r in rows[start : start + size]]
+        return json_response(
+            {
+                "MediaContainer": {
+                    "size": len(page),
+                    "totalSize": len(rows),
+                    "offset": start,
+                    "Metadata": page,
+                }
+            }
+        )
+
+    @route("DELETE", "/status/sessions/history/{id}")
+    def history_delete(self, req: Request) -> Response:
+        if self._account(req) != OWNER_ID:
+            return html_response(UNAUTHORIZED, 401)
+        number = int(req.params["id"]) if req.params["id"].isdigit() else -1
+        if self.history.pop(number, None) is None:
+            return html_response(NOT_FOUND, 404)
+        return Response(200)
+
+    @route("GET", "/accounts")
+    def accounts(self, req: Request) -> Response:
+        if self._account(req) != OWNER_ID:
+            return html_response(UNAUTHORIZED, 401)
+        accounts = [{"id": 0, "key": "/accounts/0", "name": "", "defaultAudioLanguage": "en"}]
+        accounts.append({"id": OWNER_ID, "key": "/accounts/1", "name": "owner"})
+        accounts += [
+            {"id": number, "key": f"/accounts/{number}", "name": name}
+            for number, name in self.users.values()
+        ]
+        return json_response({"MediaContainer": {"size": len(accounts), "Account": accounts}})
+
+    @route("GET", "/:/scrobble")
+    def scrobble(self, req: Request) -> Response:
+        found = self._write_target(req)
+        if isinstance(found, Response):
+            return found
+        account, key = found
+        self.watch(key, self.clock(), account)
+        return Response(200)
+
+    @route("GET", "/:/unscrobble")
+    def unscrobble(self, req: Request) -> Response:
+        found = self._write_target(req)
+        if isinstance(found, Response):
+            return found
+        account, key = found
+        state = self.state.setdefault((account, key), {})
+        for name in ("viewCount", "lastViewedAt", "viewOffset"):
+            state.pop(name, None)
+        return Response(200)
+
+    @route("PUT", "/:/rate")
+    def rate_route(self, req: Request) -> Response:
+        found = self._write_target(req)
+        if isinstance(found, Response):
+            return found
+        account, key = found
+        try:
+            rating = float(req.query.get("rating", ""))
+        except ValueError:
+            return html_response(BAD_REQUEST, 400)
+        if rating != -1 and not 0 <= rating <= 10:
+            return html_response(BAD_REQUEST, 400)
+        self.rate(key, None if rating == -1 else rating, self.clock(), account)
+        return Response(200)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _write_target(self, req: Request) -> tuple[int, str] | Response:
+        account = self._account(req)
+        if account is None:
+            return html_response(UNAUTHORIZED, 401)
+        if req.query.get("identifier") != LIBRARY_IDENTIFIER:
+            return html_response(BAD_REQUEST, 400)
+        key = req.query.get("key", "")
+        if key not in self.items:
+            return html_response(NOT_FOUND, 404)
+        return account, key
+
+    def _view(self, item: dict[str, Any], account: int, *, guids: bool) -> dict[str, Any]:
+        """The item as `account` sees it: its own state merged in."""
+        view = copy.deepcopy(item)
+        if not guids:
+            view.pop("Guid", None)
+        view.update(self.state.get((account, item["ratingKey"]), {}))
+        return view
+
+    def _account(self, req: Request) -> int | None:
+        """The account of the sent token (None: refused)."""
+        if self.token is None:
+            return OWNER_ID
+        sent = req.headers.get("x-plex-token") or req.query.get("X-Plex-Token")
+        if sent == self.token:
+            return OWNER_ID
+        user = self.users.get(sent or "")
+        return user[0] if user else None
+
+
+def _paging(req: Request, total: int) -> tuple[int, int]:
+    """(start, size) from the X-Plex-Container-* headers or query; no size means all."""
+
+    def value(name: str) -> str | None:
+        return req.headers.get(name) or req.query.get(name)
+
+    start = int(value("X-Plex-Container-Start") or 0)
+    size_text = value("X-Plex-Container-Size")
+    size = int(size_text) if size_text is not None else total
+    return max(0, start), max(0, size)
 
 
 def _xml(container: dict[str, Any]) -> Response:

@@ -57,6 +57,8 @@ ReaderFactory = Callable[[Config, Store, Link, list[str], Clock], SideReader]
 READERS: dict[str, str] = {
     "trakt": "watchbridge.readers.trakt",
     "serializd": "watchbridge.readers.serializd",
+    "plex": "watchbridge.readers.plex",
+    "anilist": "watchbridge.readers.anilist",
 }
 
 

@@ -1,10 +1,18 @@
-"""Plex Media Server: a typed client with its own errors, for reading library items.
+"""Plex Media Server: a typed client with its own errors, for library items, state and writes.
 
-Only what enrichment needs: `GET /library/metadata/{ratingKey}` with the token in the
-`X-Plex-Token` header (never in the query string, where it would land in logs) and
-`Accept: application/json` (PMS answers XML otherwise). The answer's Metadata has the same shape
-as a webhook's, so its guids are read by the webhook parser (`watchbridge.ingest.plex`): one
-place parses Plex guids. Every request goes through the shared HTTP policy (`watchbridge.http`).
+Reads: one item (`GET /library/metadata/{ratingKey}`, for webhook enrichment), the sections,
+whole sections in pages (`/library/sections/{key}/all?type=…&includeGuids=1` with
+`X-Plex-Container-Start/Size` headers, never one request per item or show) and the watch history
+(`/status/sessions/history/all`, newest first, since a time). Writes: `/:/scrobble`,
+`/:/unscrobble`, `/:/rate`, and deleting one history row.
+
+Watched state and ratings belong to the account whose token is sent (reference §3), so every
+call takes the token to use (`token=`; the configured server token when None). Tokens go in the
+`X-Plex-Token` header (never the query string, where they would land in logs) and are redacted
+from logs and errors. `Accept: application/json` (PMS answers XML otherwise). Metadata has the
+same shape as a webhook's, so its guids are read by the webhook parser
+(`watchbridge.ingest.plex`): one place parses Plex guids. Every request goes through the shared
+HTTP policy (`watchbridge.http`).
 """
 
 from __future__ import annotations
@@ -22,14 +30,17 @@ from watchbridge import __version__
 from watchbridge.config import PlexConfig
 from watchbridge.errors import ConfigError
 from watchbridge.http import HttpClient, ServiceError
-from watchbridge.ingest.common import obj, text
-from watchbridge.ingest.plex import metadata_ref
+from watchbridge.ingest.common import epoch, integer, number, obj, text
+from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 
 SERVICE = "plex"
 PRODUCT = "watchbridge"
+LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
+PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfortably
+LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
 
 
 class PlexError(ServiceError):
@@ -38,6 +49,115 @@ class PlexError(ServiceError):
 
 class PlexAuthError(PlexError):
     """The server does not accept the token (401): a new token is needed."""
+
+
+class PlexItemError(PlexError):
+    """The server has no such item (404 on a write): it left the library."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One library section (`type`: movie, show, artist, photo)."""
+
+    key: str
+    title: str
+    type: str
+
+
+@dataclass(frozen=True)
+class LibraryItem:
+    """One entry of a section listing, with the calling account's state.
+
+    `ids` are the item's own (an episode's own ids for new agents); `show_ids` only where the
+    guid names the show (legacy agents). `season`/`number`: an episode's parentIndex/index, a
+    season's index. `parent_rating_key`: a season's show, an episode's season.
+    """
+
+    rating_key: str
+    type: str
+    title: str | None = None
+    ids: Ids = field(default_factory=Ids)
+    show_ids: Ids = field(default_factory=Ids)
+    season: int | None = None
+    number: int | None = None
+    parent_rating_key: str | None = None
+    grandparent_rating_key: str | None = None
+    view_count: int = 0
+    last_viewed_at: float | None = None
+    user_rating: float | None = None  # 0-10, None: not rated
+    last_rated_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One dated play in the server's history (`id` from its `historyKey`)."""
+
+    id: str
+    rating_key: str
+    viewed_at: float
+    account_id: str
+
+
+def library_item(metadata: Mapping[str, object]) -> LibraryItem | None:
+    """One Metadata object of a section listing as a LibraryItem (None without a ratingKey)."""
+    rating_key = text(metadata.get("ratingKey"))
+    kind = text(metadata.get("type")) or ""
+    if rating_key is None:
+        return None
+    ref = metadata_ref(metadata, [])
+    if ref is not None:
+        ids, show_ids = ref.ids, ref.show_ids
+        # Absolute numbers (HAMA tvdb3/tvdb4) are no season numbering: left unkeyed.
+        season, number_ = ref.season, ref.number
+    else:  # a season: its own guid, its index
+        ids = guid_array_ids(metadata.get("Guid"), []).merged(
+            guid_ids(parse_guid(text(metadata.get("guid")) or ""))
+        )
+        show_ids, season, number_ = Ids(), integer(metadata.get("index")), None
+    rating = number(metadata.get("userRating"))
+    return LibraryItem(
+        rating_key=rating_key,
+        type=kind,
+        title=text(metadata.get("title")),
+        ids=ids,
+        show_ids=show_ids,
+        season=season,
+        number=number_,
+        parent_rating_key=text(metadata.get("parentRatingKey")),
+        grandparent_rating_key=text(metadata.get("grandparentRatingKey")),
+        view_count=integer(metadata.get("viewCount")) or 0,
+        last_viewed_at=epoch(metadata.get("lastViewedAt")),
+        user_rating=rating if rating is not None and rating > 0 else None,
+        last_rated_at=epoch(metadata.get("lastRatedAt")),
+    )
+
+
+def history_entry(row: Mapping[str, object]) -> HistoryEntry | None:
+    """One history row; None when it lacks what identifies a play."""
+    key = text(row.get("historyKey")) or ""
+    rating_key = text(row.get("ratingKey"))
+    viewed_at = epoch(row.get("viewedAt"))
+    if not key or rating_key is None or viewed_at is None:
+        return None
+    return HistoryEntry(
+        id=key.rstrip("/").rpartition("/")[2],
+        rating_key=rating_key,
+        viewed_at=viewed_at,
+        account_id=text(row.get("accountID")) or "",
+    )
+
+
+def entries(answer: object, name: str = "Metadata") -> tuple[list[Mapping[str, object]], int]:
+    """A container's entries (`Metadata`, or `Video`/`Directory`) and its `totalSize`."""
+    container = obj(obj(answer).get("MediaContainer"))
+    found: list[Mapping[str, object]] = []
+    for candidate in (name, "Metadata", "Video", "Directory"):
+        value = container.get(candidate)
+        if isinstance(value, list):
+            found = [obj(entry) for entry in value]
+            break
+    total = integer(container.get("totalSize"))
+    return found, total if total is not None else len(found)
 
 
 @dataclass(frozen=True)
@@ -161,6 +281,7 @@ class PlexClient:
         }
         if token:
             headers["x-plex-token"] = token
+        self.token: str | None = token or None  # None: no server token configured
         self.http = HttpClient(
             SERVICE,
             config.url,
@@ -173,6 +294,10 @@ class PlexClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    @property
+    def requests_sent(self) -> int:
+        return self.http.requests_sent
 
     async def metadata(self, rating_key: str) -> PlexItem | None:
         """The library item with this ratingKey; None when the server does not have it (404).
@@ -202,3 +327,187 @@ class PlexClient:
             kind = response.headers.get("content-type", "?")
             raise PlexError(SERVICE, f"reading item {key} gave no JSON ({kind})") from None
         return item_from_metadata(key, first_metadata(answer))
+
+    # ------------------------------------------------------------------ library reads
+
+    async def sections(self, token: str | None = None) -> list[Section]:
+        """The libraries the token's account can see."""
+        answer = await self._get("/library/sections", "listing the libraries", token)
+        found, _ = entries(answer, "Directory")
+        return [
+            Section(key, text(d.get("title")) or key, text(d.get("type")) or "")
+            for d in found
+            if (key := text(d.get("key")))
+        ]
+
+    async def listing(
+        self, section: str, kind: str, token: str | None = None, page_size: int = PAGE_SIZE
+    ) -> list[LibraryItem]:
+        """Every movie, show, season or episode (`kind`) of one section, page by page."""
+        rows = await self.listing_rows(section, kind, token, page_size)
+        return [item for row in rows if (item := library_item(row)) is not None]
+
+    async def listing_rows(
+        self, section: str, kind: str, token: str | None = None, page_size: int = PAGE_SIZE
+    ) -> list[Mapping[str, object]]:
+        """`listing` as PMS's Metadata objects (with `Media`, for the collection)."""
+        path = f"/library/sections/{quote(section, safe='')}/all"
+        params = {"type": LISTING_TYPES[kind], "includeGuids": 1}
+        return await self._pages(path, params, f"listing library {section}", token, page_size)
+
+    async def history(
+        self,
+        account_id: str,
+        since: float | None = None,
+        token: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> list[HistoryEntry]:
+        """One account's dated plays, newest first; only those at or after `since` if given."""
+        rows = await self._pages(
+            "/status/sessions/history/all",
+            _history_params(account_id, since),
+            "reading the watch history",
+            token,
+            page_size,
+        )
+        return [entry for row in rows if (entry := history_entry(row)) is not None]
+
+    async def history_head(
+        self, account_id: str, token: str | None = None
+    ) -> tuple[int, HistoryEntry | None]:
+        """(how many history rows the account has, its newest): one request."""
+        answer = await self._get(
+            "/status/sessions/history/all",
+            "reading the watch history",
+            token,
+            params=_history_params(account_id, None),
+            headers={"x-plex-container-start": "0", "x-plex-container-size": "1"},
+        )
+        rows, total = entries(answer)
+        newest = history_entry(rows[0]) if rows else None
+        return total, newest
+
+    async def accounts(self, token: str | None = None) -> dict[str, str]:
+        """The server's accounts: server-local id -> name (owner token only)."""
+        answer = await self._get("/accounts", "listing the server's accounts", token)
+        found, _ = entries(answer, "Account")
+        return {
+            key: text(a.get("name")) or ""
+            for a in found
+            if (key := text(a.get("id"))) and key != "0"
+        }
+
+    # ------------------------------------------------------------------ writes
+
+    async def scrobble(self, rating_key: str, token: str | None = None) -> None:
+        """Mark watched: Plex adds one view stamped *now* (it cannot back-date)."""
+        # Each call adds a view: never resent after an ambiguous failure (it may have landed).
+        await self._write(
+            "GET", "/:/scrobble", rating_key, "marking watched", token, idempotent=False
+        )
+
+    async def unscrobble(self, rating_key: str, token: str | None = None) -> None:
+        """Mark unwatched: the view count and last-viewed date are reset."""
+        await self._write("GET", "/:/unscrobble", rating_key, "marking unwatched", token)
+
+    async def rate(self, rating_key: str, rating: float | None, token: str | None = None) -> None:
+        """Set the user rating (0-10 in halves); None clears it (`rating=-1`)."""
+        value = "-1" if rating is None else f"{rating:g}"
+        await self._write("PUT", "/:/rate", rating_key, "rating", token, {"rating": value})
+
+    async def delete_history(self, history_id: str, token: str | None = None) -> bool:
+        """Remove one history row; False when it was already gone."""
+        path = f"/status/sessions/history/{quote(history_id, safe='')}"
+        response = await self.http.request("DELETE", path, headers=self._headers(token))
+        if response.status_code == 404:
+            return False
+        self._check(response, f"deleting history row {history_id}")
+        return True
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _headers(self, token: str | None) -> dict[str, str] | None:
+        if token is None:
+            return None
+        self.http.redact.add([token])
+        return {"x-plex-token": token}
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if status == 401:
+            raise PlexAuthError(
+                SERVICE,
+                f"{what}: the Plex server does not accept the token (401); sign in again "
+                "(`watchbridge auth plex`) or set a current token (plex.tv JWTs expire "
+                "after 7 days)",
+            )
+        if status >= 400:
+            raise PlexError(SERVICE, f"{what} answered {status}")
+
+    async def _get(
+        self,
+        path: str,
+        what: str,
+        token: str | None,
+        *,
+        params: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> object:
+        sent = {**(self._headers(token) or {}), **(headers or {})}
+        response = await self.http.request("GET", path, params=params, headers=sent or None)
+        self._check(response, what)
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "?")
+            raise PlexError(SERVICE, f"{what} gave no JSON ({kind})") from None
+
+    async def _pages(
+        self,
+        path: str,
+        params: Mapping[str, object],
+        what: str,
+        token: str | None,
+        page_size: int,
+    ) -> list[Mapping[str, object]]:
+        """Every entry of a paged listing: pages of `page_size` until `totalSize` is reached."""
+        found: list[Mapping[str, object]] = []
+        start = 0
+        while True:
+            paging = {
+                "x-plex-container-start": str(start),
+                "x-plex-container-size": str(page_size),
+            }
+            answer = await self._get(path, what, token, params=params, headers=paging)
+            rows, total = entries(answer)
+            found += rows
+            start += len(rows)
+            if not rows or start >= total:
+                return found
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        rating_key: str,
+        what: str,
+        token: str | None,
+        extra: Mapping[str, str] | None = None,
+        *,
+        idempotent: bool = True,
+    ) -> None:
+        params = {"key": rating_key, "identifier": LIBRARY_IDENTIFIER, **(extra or {})}
+        response = await self.http.request(
+            method, path, params=params, headers=self._headers(token), idempotent=idempotent
+        )
+        if response.status_code == 404:
+            raise PlexItemError(SERVICE, f"{what}: the server has no item {rating_key}")
+        self._check(response, f"{what} item {rating_key}")
+
+
+def _history_params(account_id: str, since: float | None) -> dict[str, object]:
+    params: dict[str, object] = {"sort": "viewedAt:desc", "accountID": account_id}
+    if since is not None:
+        # plexapi sends `viewedAt>=<epoch>`: the field name carries the operator.
+        params["viewedAt>"] = int(since)
+    return params

@@ -1,0 +1,230 @@
+"""Delivering a link's plan to Plex: mark watched/unwatched and rate, with each person's token.
+
+Rows (from `sync.outbox_rows`): `play`, `remove_play`, `rating`, `remove_rating`. Items are
+found through the reader's map (`plex/keys`: canonical key -> ratingKeys, several when one
+title sits in more than one library; all copies are written).
+
+Plays: Plex keeps one watched flag per item and stamps a scrobble *now*. A play is scrobbled
+unless Plex already shows the item watched at or after the play's time; either way it is
+written down first (`plex/written`, keyed by ratingKey and minute) so the reader recognises the
+history row the scrobble makes and reads the play back at its real time, never as a new play
+"today". A scrobble is never resent after an ambiguous failure by the HTTP policy; the row is
+retried and its new attempt recorded, so an echo of either attempt is recognised.
+
+Removals: the row names the Plex play (`record`). A history play's row is deleted from the
+server's history; a play we wrote or one read from the watched flag is marked removed in our
+memory. The item is unscrobbled only when no other play of it remains on the plan's Plex side
+(the reader's `plex/plays`): removing one of several viewings must not unwatch the item, and
+removing the last one must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from watchbridge import ratings
+from watchbridge.config import Config
+from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
+from watchbridge.http import Unavailable
+from watchbridge.model import ref_from_dict
+from watchbridge.readers.plex import (
+    HISTORY_PREFIX,
+    KEYS,
+    PLAYS,
+    RETIRED,
+    SERVICE,
+    SYNTHETIC,
+    WATCHED_PREFIX,
+    WRITTEN,
+    WRITTEN_PREFIX,
+    Written,
+    key_for_ref,
+    profile_token,
+    written_record,
+)
+from watchbridge.reconcile import EXPECTED
+from watchbridge.services.plex import PlexAuthError, PlexClient, PlexError, PlexItemError
+from watchbridge.store import OutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+NAME = SERVICE
+AUTH_HOLD = 1800.0
+NOT_READ_RETRY = 1800.0
+GONE_RETRY = 3600.0
+ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
+
+
+@dataclass
+class Person:
+    """One profile's token and the reader's memory, kept in step with every write."""
+
+    profile: str
+    token: str | None  # None: the server token
+    keys: dict[str, Any]
+    plays: dict[str, Any]
+    written: dict[str, Written]
+    synthetic: dict[str, Any]
+
+
+class PlexTarget:
+    name = NAME
+    batch_size = 200  # a local server, one or two requests per row; the maps load per batch
+
+    def __init__(
+        self, client: PlexClient, config: Config, store: Store, clock: Callable[[], float]
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.store = store
+        self.clock = clock
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
+        return await per_profile(items, self._deliver_profile, self._hold_for)
+
+    async def _deliver_profile(
+        self, profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]
+    ) -> None:
+        person = await asyncio.to_thread(self._person, profile)
+        for row in rows:
+            outcomes[row.id] = await self._row(person, row)
+
+    def _hold_for(self, exc: Exception, profile: str) -> Outcome:
+        if isinstance(exc, PlexAuthError):
+            message = f"profile {profile}: {exc.message}"
+            return Hold(message, AUTH_HOLD, "credentials", target_wide=False)
+        if isinstance(exc, Unavailable):
+            return Hold(exc.message, exc.retry_after or self.config.delivery.retry_after)
+        if isinstance(exc, PlexError):
+            return Retry(exc.message)
+        log.error("unexpected error delivering to Plex", exc_info=exc)
+        return Retry(f"internal error: {type(exc).__name__}")
+
+    def _person(self, profile: str) -> Person:
+        get = self.store.mirror_get
+        return Person(
+            profile,
+            profile_token(self.config, self.store, profile),
+            get(SERVICE, profile, KEYS),
+            get(SERVICE, profile, PLAYS),
+            {r: Written.from_dict(v) for r, v in get(SERVICE, profile, WRITTEN).items()},
+            get(SERVICE, profile, SYNTHETIC),
+        )
+
+    async def _row(self, person: Person, row: OutboxItem) -> Outcome:
+        if row.action not in ACTIONS:
+            return Dead(f"unknown action {row.action!r} for Plex")
+        try:
+            item = ref_from_dict(row.payload["item"])
+            at = float(row.payload.get("at") or 0.0)
+            value = int(row.payload["rating"]) if row.action == "rating" else None
+        except (KeyError, TypeError, ValueError) as exc:
+            return Dead(f"unreadable {row.action} row for Plex: {exc!r}")
+        if not person.keys:
+            return Retry(
+                "the Plex libraries of this profile have not been read yet", NOT_READ_RETRY
+            )
+        key = key_for_ref(item)
+        entry = person.keys.get(key or "")
+        if row.action == "remove_play":
+            return await self._remove_play(person, str(row.payload.get("record") or ""))
+        if entry is None:
+            return Delivered(f"{item.describe()} is in none of the synced Plex libraries: skipped")
+        rating_keys = [str(rk) for rk in entry["rating_keys"]]
+        try:
+            if row.action == "play":
+                return await self._play(person, str(key), rating_keys, entry.get("watched_at"), at)
+            for rk in rating_keys:
+                stars = None if value is None else ratings.to_ten_halves(value)
+                await self.client.rate(rk, stars, person.token)
+        except PlexItemError as exc:
+            return Retry(f"{exc.message} (it left the library?)", GONE_RETRY)
+        return Delivered("rated" if value is not None else "rating cleared")
+
+    async def _play(
+        self, person: Person, key: str, rating_keys: list[str], watched_at: Any, at: float
+    ) -> Outcome:
+        notes: set[str] = set()
+        for rk in rating_keys:
+            record = written_record(rk, at)
+            known = person.written.get(record)
+            if known is not None and not known.pending and not known.removed:
+                notes.add("already written")
+                continue
+            if known is None and watched_at is not None and float(watched_at) >= at:
+                # Watched at or after this play: a scrobble would only add a view "today".
+                await self._remember(person, record, Written(rk, key, at))
+                notes.add("already watched in Plex")
+                continue
+            # Written down before the scrobble: a crash after it still knows its echo.
+            attempts = (known.attempts if known else ()) + (self.clock(),)
+            await self._remember(person, record, Written(rk, key, at, attempts, pending=True))
+            await self.client.scrobble(rk, person.token)
+            await self._remember(person, record, Written(rk, key, at, attempts))
+            notes.add("marked watched")
+        return Delivered(", ".join(sorted(notes)))
+
+    async def _remove_play(self, person: Person, record: str) -> Outcome:
+        if record.startswith(EXPECTED):
+            record = _written_for(person, record.removeprefix(EXPECTED)) or record
+        play = person.plays.get(record)
+        if play is None and record in person.written:  # written after the last read
+            w = person.written[record]
+            play = {"item": w.item, "at": w.at, "rating_key": w.rating_key}
+        if play is None:
+            return Delivered("no such play on Plex (already gone)")
+        rk, item = str(play["rating_key"]), str(play["item"])
+        if record.startswith(HISTORY_PREFIX):
+            number = record.removeprefix(HISTORY_PREFIX)
+            history_token = None if self.client.token else person.token
+            await self.client.delete_history(number, history_token)
+            await self._put(person.profile, RETIRED, {number: {}})
+        elif record.startswith(WRITTEN_PREFIX) and record in person.written:
+            await self._remember(person, record, replace(person.written[record], removed=True))
+        elif record.startswith(WATCHED_PREFIX) and record in person.synthetic:
+            person.synthetic[record] = {**person.synthetic[record], "removed": True}
+            await self._put(person.profile, SYNTHETIC, {record: person.synthetic[record]})
+        person.plays.pop(record, None)
+        await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
+        if any(p["item"] == item for p in person.plays.values()):
+            return Delivered("play removed; other plays of the item remain, it stays watched")
+        entry = person.keys.get(item) or {"rating_keys": [rk]}
+        try:
+            for copy in entry["rating_keys"]:
+                await self.client.unscrobble(str(copy), person.token)
+        except PlexItemError:
+            return Delivered("play removed; the item has left the library")
+        return Delivered("marked unwatched (its last play was removed)")
+
+    async def _remember(self, person: Person, record: str, written: Written) -> None:
+        person.written[record] = written
+        await self._put(person.profile, WRITTEN, {record: written.to_dict()})
+
+    async def _put(self, profile: str, collection: str, values: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self.store.mirror_put, SERVICE, profile, collection, values, self.clock()
+        )
+
+
+def _written_for(person: Person, expected: str) -> str | None:
+    """The play we wrote for an expected play (`ITEM@AT`) the engine has not seen read back."""
+    item, _, at = expected.rpartition("@")
+    try:
+        when = float(at)
+    except ValueError:
+        return None
+    return next(
+        (
+            record
+            for record, w in person.written.items()
+            if w.item == item and abs(w.at - when) < 60 and not w.removed
+        ),
+        None,
+    )

@@ -1,0 +1,303 @@
+"""Delivering a link's plan to Plex: watched, unwatched and ratings against the fake PMS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.receiver import FakeClock
+from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
+from watchbridge.config import Config, Link
+from watchbridge.deliver.plex import PlexTarget
+from watchbridge.deliver.worker import Delivered, Hold, Outcome, Retry
+from watchbridge.http import RetryPolicy
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.readers.plex import PlexReader, make_reader, plex_client, written_record
+from watchbridge.reconcile import Play
+from watchbridge.sides import ref_for_key
+from watchbridge.store import NewOutboxRow, OutboxItem, Store
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000
+DAY = 86400
+NOW = T0 + 30 * DAY
+ARRIVAL = "movie:tmdb:329865"
+BB = "show:tmdb:1396"
+BB_S1E1 = "episode:tmdb:1396:s1e1"
+LINK = Link(["plex", "trakt"])
+
+
+@pytest.fixture
+def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
+    fake = start_fake(FakePlex())
+    assert isinstance(fake, FakePlex)
+    fake.add_movie("100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    fake.add_show("200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    fake.add_episode("201", "200", 1, 1)
+    fake.add_episode("202", "200", 1, 2)
+    fake.add_user(JAMIE_TOKEN, JAMIE, "jamie")
+    fake.clock = lambda: NOW
+    return fake
+
+
+@pytest.fixture
+def config(plex: FakePlex) -> Config:
+    return make_config(plex)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+async def reader(config: Config, store: Store, clock: FakeClock) -> AsyncIterator[PlexReader]:
+    reader = make_reader(config, store, LINK, ["alex", "jamie"], clock)
+    yield reader
+    await reader.aclose()
+
+
+@pytest.fixture
+async def target(config: Config, store: Store, clock: FakeClock) -> AsyncIterator[PlexTarget]:
+    client = plex_client(config, store, clock)
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    target = PlexTarget(client, config, store, clock)
+    yield target
+    await target.aclose()
+
+
+def row(
+    store: Store, action: str, key: str, at: float, profile: str = "alex", **extra: Any
+) -> OutboxItem:
+    item = ref_for_key(key)
+    assert item is not None
+    payload = {"item": ref_to_dict(item), "at": at, "link": "plex-trakt", **extra}
+    new = NewOutboxRow(
+        "plex", profile, action, payload, f"{action}{key}{at}{extra}", f"{key}{at}{extra}"
+    )
+    assert store.enqueue([new], NOW) == 1
+    (claimed,) = store.claim("test", NOW, 1, ["plex"])
+    return claimed
+
+
+async def deliver(
+    target: PlexTarget, store: Store, action: str, key: str, at: float, **extra: Any
+) -> Outcome:
+    item = row(store, action, key, at, **extra)
+    return (await target.deliver([item], NOW))[item.id]
+
+
+async def plays(reader: PlexReader, profile: str = "alex") -> list[Play]:
+    result = await reader.read(profile, {}, None, True)
+    return sorted(result.side.plays, key=lambda p: (p.item, p.at))
+
+
+# --------------------------------------------------------------------------- plays
+
+
+async def test_a_play_marks_the_item_watched(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    outcome = await deliver(target, store, "play", ARRIVAL, T0)
+    assert outcome == Delivered("marked watched")
+    assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
+
+
+async def test_a_play_we_wrote_is_read_back_at_its_own_time_not_today(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    await deliver(target, store, "play", ARRIVAL, T0)
+    assert plex.history_of("100") == [NOW]  # Plex stamped it now
+    assert await plays(reader) == [Play(ARRIVAL, T0, written_record("100", T0))]
+
+
+async def test_a_play_is_not_scrobbled_when_plex_shows_it_watched_after_that_time(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    plex.watch("100", T0 + DAY)
+    await plays(reader)
+    outcome = await deliver(target, store, "play", ARRIVAL, T0)
+    assert outcome == Delivered("already watched in Plex")
+    assert plex.count("GET", "/:/scrobble") == 0
+    assert [p.at for p in await plays(reader)] == [T0, T0 + DAY]  # both viewings now read
+
+
+async def test_the_same_play_delivered_twice_scrobbles_once(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    await deliver(target, store, "play", ARRIVAL, T0)
+    assert await deliver(target, store, "play", ARRIVAL, T0 + 1) == Delivered("already written")
+    assert plex.count("GET", "/:/scrobble") == 1
+
+
+async def test_every_copy_of_a_title_is_marked(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    plex.add_section("3", "Movies 4K", "movie")
+    plex.add_movie("400", "Arrival", 2016, ["tmdb://329865"], section="3")
+    await plays(reader)
+    await deliver(target, store, "play", ARRIVAL, T0)
+    assert plex.user_state("100")["viewCount"] == plex.user_state("400")["viewCount"] == 1
+    assert [p.at for p in await plays(reader)] == [T0]
+
+
+async def test_a_scrobble_that_may_have_landed_is_retried_and_both_echoes_recognised(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    await plays(reader)
+    plex.drop_next(1, "/:/scrobble", after_handler=True)
+    item = row(store, "play", ARRIVAL, T0)
+    first = (await target.deliver([item], NOW))[item.id]
+    assert isinstance(first, Hold)
+    clock.advance(3600)
+    plex.clock = lambda: NOW + 3600
+    assert (await target.deliver([item], clock()))[item.id] == Delivered("marked watched")
+    assert plex.history_of("100") == [NOW, NOW + 3600]
+    assert await plays(reader) == [Play(ARRIVAL, T0, written_record("100", T0))]
+
+
+async def test_an_item_in_no_synced_library_is_skipped(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    outcome = await deliver(target, store, "play", "movie:tmdb:949", T0)
+    assert isinstance(outcome, Delivered) and "none of the synced Plex libraries" in outcome.note
+    assert plex.count("GET", "/:/scrobble") == 0
+
+
+async def test_rows_wait_until_the_libraries_were_read(
+    target: PlexTarget, plex: FakePlex, store: Store
+) -> None:
+    outcome = await deliver(target, store, "play", ARRIVAL, T0)
+    assert isinstance(outcome, Retry) and "not been read" in outcome.reason
+    assert plex.requests == []
+
+
+# --------------------------------------------------------------------------- removals
+
+
+async def test_removing_one_of_several_plays_keeps_the_item_watched(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    first = plex.watch("201", T0)
+    plex.watch("201", T0 + DAY)
+    await plays(reader)
+    outcome = await deliver(target, store, "remove_play", BB_S1E1, T0, record=f"history:{first}")
+    assert isinstance(outcome, Delivered)
+    assert plex.history_of("201") == [T0 + DAY]
+    assert plex.user_state("201")["viewCount"] == 2
+    assert [p.at for p in await plays(reader)] == [T0 + DAY]
+
+
+async def test_removing_the_last_play_marks_the_item_unwatched(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    only = plex.watch("201", T0)
+    await plays(reader)
+    outcome = await deliver(target, store, "remove_play", BB_S1E1, T0, record=f"history:{only}")
+    assert outcome == Delivered("marked unwatched (its last play was removed)")
+    assert plex.user_state("201") == {}
+    assert await plays(reader) == []
+
+
+async def test_removing_a_play_we_wrote_forgets_it_and_unwatches(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    await deliver(target, store, "play", ARRIVAL, T0)
+    await plays(reader)
+    record = written_record("100", T0)
+    await deliver(target, store, "remove_play", ARRIVAL, T0, record=record)
+    assert plex.user_state("100") == {}
+    assert await plays(reader) == []
+
+
+async def test_removing_a_play_plex_no_longer_has_is_done(
+    target: PlexTarget, reader: PlexReader, store: Store
+) -> None:
+    await plays(reader)
+    outcome = await deliver(target, store, "remove_play", ARRIVAL, T0, record="history:999")
+    assert outcome == Delivered("no such play on Plex (already gone)")
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+async def test_a_rating_is_written_in_plex_halves(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    assert await deliver(target, store, "rating", ARRIVAL, T0, rating=75) == Delivered("rated")
+    assert plex.user_state("100")["userRating"] == 7.5
+
+
+async def test_show_and_season_ratings_go_to_their_own_items(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    await deliver(target, store, "rating", BB, T0, rating=80)
+    await deliver(target, store, "rating", f"{BB}:s1", T0, rating=60)
+    assert plex.user_state("200")["userRating"] == 8.0
+    assert plex.user_state("200001")["userRating"] == 6.0
+
+
+async def test_removing_a_rating_clears_it(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    plex.rate("100", 9.0, T0)
+    await plays(reader)
+    assert await deliver(target, store, "remove_rating", ARRIVAL, T0) == Delivered("rating cleared")
+    assert "userRating" not in plex.user_state("100")
+
+
+# --------------------------------------------------------------------------- per person
+
+
+async def test_a_managed_users_writes_stay_theirs(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader, "jamie")
+    item = row(store, "play", BB_S1E1, T0, profile="jamie")
+    await target.deliver([item], NOW)
+    assert plex.user_state("201", JAMIE)["viewCount"] == 1
+    assert plex.user_state("201") == {}
+    sent = plex.calls("GET", "/:/scrobble")[0]
+    assert sent.headers["x-plex-token"] == JAMIE_TOKEN != TOKEN
+
+
+async def test_a_refused_token_holds_that_profiles_rows_with_a_credentials_alert(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader, "jamie")
+    del plex.users[JAMIE_TOKEN]
+    item = row(store, "play", BB_S1E1, T0, profile="jamie")
+    outcome = (await target.deliver([item], NOW))[item.id]
+    assert isinstance(outcome, Hold)
+    assert (outcome.alert, outcome.target_wide) == ("credentials", False)
+    assert "jamie" in outcome.reason and "401" in outcome.reason
+    assert JAMIE_TOKEN not in outcome.reason
+
+
+def test_movie_refs_from_the_outbox_resolve_to_reader_keys() -> None:
+    ref = MediaRef("movie", ids=Ids(tmdb="329865"))
+    assert ref_for_key(ARRIVAL) == ref
+
+
+async def test_removing_a_play_the_engine_still_expects_unwatches_what_we_wrote(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    await deliver(target, store, "play", ARRIVAL, T0)  # not read back yet
+    expected = f"expect:{ARRIVAL}@{T0}"
+    outcome = await deliver(target, store, "remove_play", ARRIVAL, T0, record=expected)
+    assert outcome == Delivered("marked unwatched (its last play was removed)")
+    assert plex.user_state("100") == {}
+    assert await plays(reader) == []

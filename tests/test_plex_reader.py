@@ -1,0 +1,462 @@
+"""Plex's side of a link, read from the stateful fake PMS: keys, plays, ratings, per person."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.receiver import FakeClock
+from watchbridge.config import (
+    Accounts,
+    Config,
+    Link,
+    MediaUsers,
+    PlexAccount,
+    PlexConfig,
+    Profile,
+    Secret,
+    ServicesConfig,
+    parse_config,
+)
+from watchbridge.errors import ConfigError
+from watchbridge.model import Ids, MediaRef
+from watchbridge.readers.plex import (
+    KEYS,
+    Library,
+    Memory,
+    PlexReader,
+    Written,
+    build_side,
+    key_for_ref,
+    make_reader,
+    written_record,
+)
+from watchbridge.reconcile import Play, Rated
+from watchbridge.services.plex import HistoryEntry, LibraryItem, PlexAuthError
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000
+DAY = 86400
+ARRIVAL = "movie:tmdb:329865"
+HEAT_IMDB = "movie:imdb:tt0113277"
+BB = "show:tmdb:1396"
+BB_S1E1 = "episode:tmdb:1396:s1e1"
+BB_S1E2 = "episode:tmdb:1396:s1e2"
+JAMIE_TOKEN = "managed-user-token-5d4c3b2a"
+JAMIE = 48151623
+
+
+@pytest.fixture
+def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
+    fake = start_fake(FakePlex())
+    assert isinstance(fake, FakePlex)
+    fake.add_movie("100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    fake.add_movie("101", "Heat", 1995, guid="com.plexapp.agents.imdb://tt0113277?lang=en")
+    fake.add_show("200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    fake.add_episode("201", "200", 1, 1, ["tvdb://349232"])
+    fake.add_episode("202", "200", 1, 2, ["tvdb://349235"])
+    fake.add_user(JAMIE_TOKEN, JAMIE, "jamie")
+    fake.clock = lambda: T0 + 30 * DAY
+    return fake
+
+
+def make_config(plex: FakePlex, libraries: list[str] | None = None) -> Config:
+    return Config(
+        services=ServicesConfig(
+            plex=PlexConfig(url=plex.url, token=Secret(TOKEN), libraries=libraries or [])
+        ),
+        profiles={
+            "alex": Profile(accounts=Accounts(plex=PlexAccount())),
+            "jamie": Profile(
+                users=MediaUsers(plex=["jamie"]),
+                accounts=Accounts(plex=PlexAccount(token=Secret(JAMIE_TOKEN))),
+            ),
+        },
+    )
+
+
+LINK = Link(["plex", "trakt"])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0 + 30 * DAY)
+
+
+@pytest.fixture
+async def reader(plex: FakePlex, store: Store, clock: FakeClock) -> AsyncIterator[PlexReader]:
+    reader = make_reader(make_config(plex), store, LINK, ["alex", "jamie"], clock)
+    yield reader
+    await reader.aclose()
+
+
+async def read(reader: PlexReader, profile: str = "alex", full: bool = True) -> list[Play]:
+    result = await reader.read(profile, {}, None, full)
+    return sorted(result.side.plays, key=lambda p: (p.item, p.at))
+
+
+# --------------------------------------------------------------------------- keys
+
+
+async def test_movies_are_keyed_by_tmdb_else_imdb(reader: PlexReader, plex: FakePlex) -> None:
+    plex.watch("100", T0)
+    plex.watch("101", T0)
+    assert {p.item for p in await read(reader)} == {ARRIVAL, HEAT_IMDB}
+
+
+async def test_episodes_are_keyed_by_their_shows_tmdb_id_from_the_show_listing(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.watch("201", T0)
+    assert [p.item for p in await read(reader)] == [BB_S1E1]
+
+
+async def test_an_episode_falls_back_to_the_shows_tvdb_id(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.add_show("300", "Legacy Show", guid="com.plexapp.agents.thetvdb://81797?lang=en")
+    plex.add_episode("301", "300", 2, 5, guid="com.plexapp.agents.thetvdb://81797/2/5?lang=en")
+    plex.watch("301", T0)
+    assert [p.item for p in await read(reader)] == ["episode:tvdb:81797:s2e5"]
+
+
+def test_outbox_items_map_back_to_the_same_keys() -> None:
+    assert key_for_ref(MediaRef("movie", ids=Ids(tmdb="329865", imdb="tt2543164"))) == ARRIVAL
+    assert key_for_ref(MediaRef("season", show_ids=Ids(tmdb="1396"), season=2)) == f"{BB}:s2"
+    episode = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=2)
+    assert key_for_ref(episode) == BB_S1E2
+
+
+# --------------------------------------------------------------------------- plays
+
+
+async def test_history_rows_are_plays_at_their_time(reader: PlexReader, plex: FakePlex) -> None:
+    number = plex.watch("100", T0)
+    assert await read(reader) == [Play(ARRIVAL, T0, f"history:{number}")]
+
+
+async def test_rewatches_are_several_plays(reader: PlexReader, plex: FakePlex) -> None:
+    plex.watch("201", T0)
+    plex.watch("201", T0 + DAY)
+    assert [p.at for p in await read(reader)] == [T0, T0 + DAY]
+
+
+async def test_a_watched_item_without_history_is_one_play_at_last_viewed_at(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.watch("100", T0, history=False)
+    assert await read(reader) == [Play(ARRIVAL, T0, f"watched:100:{T0}")]
+
+
+async def test_that_play_keeps_its_record_when_the_item_is_watched_again(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.watch("100", T0, history=False)
+    first = await read(reader)
+    plex.watch("100", T0 + DAY)
+    assert first[0] in await read(reader)
+    assert len(await read(reader)) == 2
+
+
+async def test_unwatching_in_plex_takes_the_items_plays_away_for_good(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.watch("100", T0)
+    await read(reader)
+    plex.state[(1, "100")] = {}  # marked unwatched in Plex: history rows stay on the server
+    assert await read(reader) == []
+    number = plex.watch("100", T0 + DAY)
+    assert await read(reader) == [Play(ARRIVAL, T0 + DAY, f"history:{number}")]
+
+
+async def test_a_title_in_two_libraries_watched_once_is_one_play(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.add_section("3", "Movies 4K", "movie")
+    plex.add_movie("400", "Arrival", 2016, ["tmdb://329865"], section="3")
+    plex.watch("100", T0, history=False)
+    plex.watch("400", T0 + 30, history=False)
+    assert [p.item for p in await read(reader)] == [ARRIVAL]
+
+
+async def test_a_play_we_wrote_is_not_read_back_as_new(
+    reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    trakt_time = T0 - 400 * DAY
+    scrobbled_at = T0 + 30 * DAY  # Plex stamps the scrobble "now"
+    record = written_record("100", trakt_time)
+    written = Written("100", ARRIVAL, trakt_time, (scrobbled_at + 3,))
+    store.mirror_put("plex", "alex", "written", {record: written.to_dict()}, T0)
+    plex.watch("100", scrobbled_at)  # what our scrobble did on the server
+    assert await read(reader) == [Play(ARRIVAL, trakt_time, record)]
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+async def test_ratings_are_read_on_every_level(reader: PlexReader, plex: FakePlex) -> None:
+    plex.rate("100", 9.0, T0)
+    plex.rate("200", 7.5, T0 + 1)
+    plex.rate("200001", 6.0, T0 + 2)  # season 1
+    plex.rate("202", 10.0, T0 + 3)
+    result = await reader.read("alex", {}, None, True)
+    assert result.side.ratings == {
+        ARRIVAL: Rated(90, T0),
+        BB: Rated(75, T0 + 1),
+        f"{BB}:s1": Rated(60, T0 + 2),
+        BB_S1E2: Rated(100, T0 + 3),
+    }
+
+
+async def test_seasons_are_not_listed_when_the_link_syncs_no_ratings(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    reader = make_reader(
+        make_config(plex), store, Link(["plex", "trakt"], kinds=["history"]), [], clock
+    )
+    try:
+        result = await reader.read("alex", {}, None, True)
+    finally:
+        await reader.aclose()
+    assert result.side.ratings == {}
+    assert all(r.query.get("type") != "3" for r in plex.requests)
+
+
+# --------------------------------------------------------------------------- per person
+
+
+async def test_a_managed_users_state_stays_theirs(reader: PlexReader, plex: FakePlex) -> None:
+    plex.watch("100", T0)
+    plex.rate("100", 9.0, T0)
+    jamie_play = plex.watch("201", T0 + 5, account=JAMIE)
+    plex.rate("201", 4.0, T0 + 5, account=JAMIE)
+    alex = await reader.read("alex", {}, None, True)
+    jamie = await reader.read("jamie", {}, None, True)
+    assert [p.item for p in alex.side.plays] == [ARRIVAL]
+    assert list(alex.side.ratings) == [ARRIVAL]
+    assert jamie.side.plays == (Play(BB_S1E1, T0 + 5, f"history:{jamie_play}"),)
+    assert list(jamie.side.ratings) == [BB_S1E1]
+    listings = plex.calls("GET", "/library/sections/{key}/all")
+    assert {r.headers["x-plex-token"] for r in listings} == {TOKEN, JAMIE_TOKEN}
+    history = plex.calls("GET", "/status/sessions/history/all")
+    assert [r.query["accountID"] for r in history] == ["1", str(JAMIE)]
+
+
+async def test_a_profile_token_stored_by_sign_in_is_used(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    config = make_config(plex)
+    config.profiles["sam"] = Profile(accounts=Accounts(plex=PlexAccount()))
+    store.put_token("plex", "sam", {"token": JAMIE_TOKEN, "account_id": JAMIE}, T0)
+    plex.watch("202", T0, account=JAMIE)
+    reader = make_reader(config, store, LINK, ["sam"], clock)
+    try:
+        plays = await read(reader, "sam")
+    finally:
+        await reader.aclose()
+    assert [p.item for p in plays] == [BB_S1E2]
+
+
+async def test_a_refused_profile_token_is_an_auth_error(reader: PlexReader, plex: FakePlex) -> None:
+    del plex.users[JAMIE_TOKEN]
+    with pytest.raises(PlexAuthError):
+        await reader.read("jamie", {}, None, True)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+async def test_a_read_asks_per_page_never_per_item(reader: PlexReader, plex: FakePlex) -> None:
+    for n in range(3, 40):
+        plex.add_episode(f"2{n:02d}", "200", 1, n)
+        plex.watch(f"2{n:02d}", T0 + n)
+    await reader.read("alex", {}, None, True)
+    routes = sorted({r.route or r.path for r in plex.requests})
+    assert routes == [
+        "/library/sections",
+        "/library/sections/{key}/all",
+        "/status/sessions/history/all",
+    ]
+    # movies, shows, episodes, seasons and the history: one page each at this size
+    assert len(plex.requests) == 6
+
+
+async def test_libraries_are_chosen_by_name(plex: FakePlex, store: Store, clock: FakeClock) -> None:
+    plex.watch("100", T0)
+    plex.watch("201", T0)
+    reader = make_reader(make_config(plex, ["tv shows"]), store, LINK, [], clock)
+    try:
+        plays = await read(reader)
+    finally:
+        await reader.aclose()
+    assert [p.item for p in plays] == [BB_S1E1]
+    assert {r.path for r in plex.calls("GET", "/library/sections/{key}/all")} == {
+        "/library/sections/2/all"
+    }
+
+
+async def test_an_unknown_library_name_is_an_error_naming_it(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    reader = make_reader(make_config(plex, ["Movies", "Films"]), store, LINK, [], clock)
+    try:
+        with pytest.raises(ConfigError, match=r"services\.plex\.libraries.*'Films'.*Movies"):
+            await reader.read("alex", {}, None, True)
+    finally:
+        await reader.aclose()
+
+
+async def test_the_reader_saves_where_each_item_lives(
+    reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    plex.watch("100", T0)
+    await reader.read("alex", {}, None, True)
+    keys = store.mirror_get("plex", "alex", KEYS)
+    assert keys[ARRIVAL] == {"rating_keys": ["100"], "watched_at": T0}
+    assert keys[BB_S1E2] == {"rating_keys": ["202"], "watched_at": None}
+
+
+async def test_nothing_changed_is_one_request(reader: PlexReader, plex: FakePlex) -> None:
+    plex.watch("100", T0)
+    cursors = (await reader.read("alex", {}, None, True)).cursors
+    plex.requests.clear()
+    assert await reader.unchanged("alex", cursors) is True
+    assert len(plex.requests) == 1
+
+
+async def test_a_new_play_is_a_change(reader: PlexReader, plex: FakePlex) -> None:
+    cursors = (await reader.read("alex", {}, None, True)).cursors
+    plex.watch("201", T0 + DAY)
+    assert await reader.unchanged("alex", cursors) is False
+
+
+async def test_a_delta_read_asks_history_only_since_the_newest_row(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.watch("100", T0)
+    await reader.read("alex", {}, None, True)
+    later = plex.watch("201", T0 + 3 * DAY)
+    plays = await read(reader, full=False)
+    since = plex.calls("GET", "/status/sessions/history/all")[-1].query["viewedAt>"]
+    assert int(since) == T0 - DAY
+    assert Play(BB_S1E1, T0 + 3 * DAY, f"history:{later}") in plays
+    assert len(plays) == 2
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_an_echo_of_a_retried_scrobble_is_recognised_too() -> None:
+    movie = LibraryItem("100", "movie", ids=Ids(tmdb="329865"), view_count=2)
+    rows = [HistoryEntry("1", "100", 5000.0, "1"), HistoryEntry("2", "100", 9000.0, "1")]
+    written = Written("100", ARRIVAL, 10.0, (5000.0, 9000.0))
+    memory = Memory(written={written_record("100", 10.0): written})
+    built = build_side(Library(movies=[movie]), rows, memory, with_ratings=False)
+    assert built.side.plays == (Play(ARRIVAL, 10.0, written_record("100", 10.0)),)
+
+
+async def test_without_an_account_id_plays_come_from_watched_state_alone(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    config = make_config(plex)
+    config.profiles["sam"] = Profile(accounts=Accounts(plex=PlexAccount(Secret(JAMIE_TOKEN))))
+    plex.watch("100", T0, account=JAMIE)
+    reader = make_reader(config, store, LINK, ["sam"], clock)
+    try:
+        plays = await read(reader, "sam")
+    finally:
+        await reader.aclose()
+    assert plays == [Play(ARRIVAL, T0, f"watched:100:{T0}")]
+    assert plex.count("GET", "/status/sessions/history/all") == 0
+
+
+def test_a_row_newer_than_the_listing_is_not_retired_with_an_unwatched_item() -> None:
+    """The listing may have been taken just before the play: the next read counts it."""
+    unwatched = LibraryItem("100", "movie", ids=Ids(tmdb="329865"))
+    row = HistoryEntry("7", "100", 5000.0, "1")
+    built = build_side(Library(movies=[unwatched]), [row], Memory(), False, listed_at=4900.0)
+    assert built.side.plays == () and built.memory.retired == frozenset()
+    watched = replace(unwatched, view_count=1, last_viewed_at=5000.0)
+    again = build_side(Library(movies=[watched]), [row], built.memory, False, listed_at=9000.0)
+    assert again.side.plays == (Play(ARRIVAL, 5000.0, "history:7"),)
+
+
+def test_a_history_row_for_a_play_first_read_from_the_watched_flag_keeps_its_record() -> None:
+    watched = LibraryItem("100", "movie", ids=Ids(tmdb="329865"), view_count=1, last_viewed_at=50.0)
+    first = build_side(Library(movies=[watched]), [], Memory(), False)
+    row = HistoryEntry("7", "100", 50.0, "1")
+    second = build_side(Library(movies=[watched]), [row], first.memory, False)
+    assert second.side.plays == first.side.plays == (Play(ARRIVAL, 50.0, "watched:100:50"),)
+
+
+async def test_an_account_named_by_username_is_looked_up_once(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    for _ in range(2):
+        reader = make_reader(make_config(plex), store, LINK, ["jamie"], clock)
+        try:
+            await reader.read("jamie", {}, None, True)
+        finally:
+            await reader.aclose()
+    assert plex.count("GET", "/accounts") == 1
+    history = plex.calls("GET", "/status/sessions/history/all")
+    assert {r.query["accountID"] for r in history} == {str(JAMIE)}
+
+
+async def test_an_episode_numbered_absolutely_is_not_linked(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.add_show("500", "One Piece", guid="com.plexapp.agents.hama://tvdb3-81797?lang=en")
+    plex.add_episode("501", "500", 2, 80, guid="com.plexapp.agents.hama://tvdb3-81797/2/80")
+    plex.watch("501", T0)
+    assert await read(reader) == []
+
+
+async def test_a_plex_sign_in_is_matched_to_its_server_account_by_username(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    config = make_config(plex)
+    config.profiles["sam"] = Profile(accounts=Accounts(plex=PlexAccount()))
+    signed_in = {"token": JAMIE_TOKEN, "plextv_id": 999, "username": "Jamie"}
+    store.put_token("plex", "sam", signed_in, T0)
+    reader = make_reader(config, store, LINK, ["sam"], clock)
+    try:
+        await reader.read("sam", {}, None, True)
+    finally:
+        await reader.aclose()
+    (history,) = plex.calls("GET", "/status/sessions/history/all")
+    assert history.query["accountID"] == str(JAMIE)
+
+
+def test_libraries_are_named_in_the_config_file() -> None:
+    text = 'services: {plex: {url: "http://pms:32400", libraries: [Movies, "TV Shows"]}}'
+    config = parse_config(text, Path("watchbridge.yaml"), {})
+    assert config.services.plex is not None
+    assert config.services.plex.libraries == ["Movies", "TV Shows"]
+
+
+async def test_without_the_owners_token_a_person_falls_back_to_watched_state(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    sam = Profile(
+        users=MediaUsers(plex=[str(JAMIE)]),
+        accounts=Accounts(plex=PlexAccount(Secret(JAMIE_TOKEN))),
+    )
+    config = Config(services=ServicesConfig(plex=PlexConfig(url=plex.url)), profiles={"sam": sam})
+    plex.watch("100", T0, account=JAMIE)
+    reader = make_reader(config, store, LINK, ["sam"], clock)
+    try:
+        plays = await read(reader, "sam")
+        assert await reader.unchanged("sam", {"history": "1:1"}) is False
+    finally:
+        await reader.aclose()
+    assert plays == [Play(ARRIVAL, T0, f"watched:100:{T0}")]
+    refused = plex.calls("GET", "/status/sessions/history/all")
+    assert len(refused) == 2 and all(r.status == 401 for r in refused)

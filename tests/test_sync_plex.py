@@ -1,0 +1,187 @@
+"""The Plex <-> Trakt link end to end: `watchbridge sync` against the fake PMS and fake Trakt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
+from tests.harness import sign_in_trakt, write_config
+from watchbridge.services.trakt import parse_iso
+from watchbridge.store import Store
+
+JAMIE_TOKEN = "managed-user-token-5d4c3b2a"
+JAMIE = 48151623
+ARRIVAL_SEEN = "2024-01-01T20:00:00.000Z"
+FELINA_SEEN = parse_iso("2024-02-01T21:00:00.000Z")
+
+
+def setup(
+    tmp_path: Path, start_fake: Any, jamie: bool = False, link: str = ""
+) -> tuple[Path, FakeTrakt, FakePlex]:
+    trakt, plex = start_fake(FakeTrakt()), start_fake(FakePlex())
+    arrival = trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 2})
+    trakt.add_history(arrival, ARRIVAL_SEEN)
+    plex.add_movie("100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    plex.add_show("200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    plex.add_episode("201", "200", 1, 1)
+    plex.add_episode("202", "200", 1, 2)
+    plex.watch("201", FELINA_SEEN)
+    plex.add_user(JAMIE_TOKEN, JAMIE, "jamie")
+    jamie_profile = (
+        f"""
+  jamie:
+    users: {{plex: ["{JAMIE}"]}}
+    accounts:
+      trakt: {{}}
+      plex: {{token: "{JAMIE_TOKEN}"}}"""
+        if jamie
+        else ""
+    )
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex:
+    accounts:
+      trakt: {{}}
+      plex: {{}}{jamie_profile}
+links:
+  plex-trakt: {{services: [plex, trakt], first_run: apply{link}}}
+""",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "alex", now=time.time())
+    if jamie:
+        sign_in_trakt(store, trakt, "jamie", now=time.time(), user=trakt.add_user("jamie"))
+    store.close()
+    return path, trakt, plex
+
+
+def sync(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "watchbridge",
+            "sync",
+            "--link",
+            "plex-trakt",
+            "--config",
+            str(path),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def trakt_plays(trakt: FakeTrakt, user: str | None = None) -> list[tuple[str, str | None]]:
+    return sorted((type(h.item).__name__, h.watched_at) for h in trakt.history(user))
+
+
+def test_the_first_sync_fills_both_sides(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    sync(path)
+    assert plex.user_state("100")["viewCount"] == 1  # Trakt's play, marked watched in Plex
+    assert trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),  # Plex's play with its real time
+        ("Movie", "2024-01-01T20:00:00.000Z"),
+    ]
+
+
+def test_the_round_trip_makes_no_duplicate_play(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    sync(path)
+    trakt_writes = [r for r in trakt.requests if r.method == "POST"]
+    scrobbles = plex.count("GET", "/:/scrobble")
+    second = sync(path, "--full")  # a full read sees the Plex play we wrote "today"
+    assert "plan: nothing to do" in second.stdout
+    assert [r for r in trakt.requests if r.method == "POST"] == trakt_writes
+    assert plex.count("GET", "/:/scrobble") == scrobbles
+    assert len(trakt.history()) == 2
+
+
+def test_a_second_run_with_nothing_new_asks_plex_once(tmp_path: Path, start_fake: Any) -> None:
+    path, _, plex = setup(tmp_path, start_fake)
+    sync(path)
+    sync(path)  # reads once more: our own scrobble moved the history
+    before = len(plex.requests)
+    third = sync(path)
+    assert "nothing changed" in third.stdout
+    assert len(plex.requests) - before == 1
+
+
+def test_a_rating_made_in_plex_reaches_trakt(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.rate("202", 7.0, time.time())
+    sync(path)
+    assert [r.rating for r in trakt.ratings()] == [7]
+
+
+def test_a_managed_users_state_stays_theirs(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, jamie=True)
+    plex.watch("202", FELINA_SEEN + 3600, account=JAMIE)
+    sync(path)
+    assert trakt_plays(trakt, "jamie") == [
+        ("Episode", "2024-02-01T22:00:00.000Z"),
+    ]
+    assert ("Episode", "2024-02-01T22:00:00.000Z") not in trakt_plays(trakt)
+    assert plex.user_state("100", JAMIE) == {}  # alex's Trakt play stays alex's
+    assert plex.user_state("100")["viewCount"] == 1
+
+
+def test_an_unwatch_in_plex_removes_the_play_from_trakt_once_confirmed(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    sync(path)
+    plex.state[(1, "201")] = {}  # marked unwatched in Plex
+    held = sync(path)
+    assert "held:" in held.stdout and len(trakt.history()) == 2  # the mass-removal guard
+    sync(path, "--full", "--confirm-removals")
+    assert trakt_plays(trakt) == [("Movie", "2024-01-01T20:00:00.000Z")]
+
+
+def test_a_play_removed_on_trakt_marks_the_item_unwatched_in_plex(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    sync(path)
+    trakt.user.history = [h for h in trakt.user.history if type(h.item).__name__ != "Movie"]
+    sync(path, "--full", "--confirm-removals")
+    assert plex.user_state("100") == {}
+    assert len(trakt.history()) == 1
+
+
+def rate_on_trakt(trakt: FakeTrakt, title: str, value: int, rated_at: str) -> None:
+    movie = next(m for m in trakt.movies if m.title == title)
+    trakt.user.ratings[key_of(movie)] = Rating(movie, value, rated_at)
+
+
+def test_a_rating_conflict_goes_to_the_newer_rating(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    rate_on_trakt(trakt, "Arrival", 9, "2024-01-01T00:00:00.000Z")
+    plex.rate("100", 6.0, time.time())
+    sync(path)
+    assert [r.rating for r in trakt.ratings()] == [6]
+    assert plex.user_state("100")["userRating"] == 6.0
+
+
+def test_a_rating_conflict_goes_to_the_preferred_service(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", prefer: trakt")
+    rate_on_trakt(trakt, "Arrival", 9, "2024-01-01T00:00:00.000Z")
+    plex.rate("100", 6.0, time.time())
+    sync(path)
+    assert plex.user_state("100")["userRating"] == 9.0
+    assert [r.rating for r in trakt.ratings()] == [9]
