@@ -254,6 +254,31 @@ class WatchlistEntry:
 
 
 @dataclass
+class CollectionEntry:
+    item: Playable
+    collected_at: str
+    updated_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# §13 allowed values of collection metadata fields (3d: boolean on write)
+COLLECTION_VALUES: dict[str, frozenset[str]] = {
+    name: frozenset(values.split())
+    for name, values in {
+        "media_type": "digital bluray hddvd dvd vcd vhs betamax laserdisc",
+        "resolution": "uhd_4k hd_1080p hd_1080i hd_720p sd_480p sd_480i sd_576p sd_576i",
+        "hdr": "dolby_vision hdr10 hdr10_plus hlg",
+        "audio": "lpcm mp3 mp2 aac ogg ogg_opus wma flac dts dts_ma dts_hr dts_x auro_3d "
+        "dolby_digital dolby_digital_plus dolby_digital_plus_atmos dolby_atmos dolby_truehd "
+        "dolby_prologic",
+        "audio_channels": "1.0 2.0 2.1 3.0 3.1 4.0 4.1 5.0 5.1 5.1.2 5.1.4 6.1 7.1 7.1.2 7.1.4 "
+        "9.1 10.1",
+    }.items()
+}
+COLLECTION_FIELDS = frozenset({*COLLECTION_VALUES, "3d", "collected_at"})
+
+
+@dataclass
 class Playback:
     id: int
     item: Playable
@@ -336,6 +361,7 @@ class User:
     history: list[HistoryEntry] = field(default_factory=list)
     ratings: dict[tuple[str, int], Rating] = field(default_factory=dict)
     watchlist: dict[tuple[str, int], WatchlistEntry] = field(default_factory=dict)
+    collection: dict[tuple[str, int], CollectionEntry] = field(default_factory=dict)
     playback: dict[tuple[str, int], Playback] = field(default_factory=dict)
     watching: Watching | None = None
     scrobbled: dict[tuple[str, int], Scrobbled] = field(default_factory=dict)
@@ -884,6 +910,10 @@ class FakeTrakt(FakeServer):
         with self.lock:
             return list(self._user(user).watchlist.values())
 
+    def collection(self, user: User | str | None = None) -> list[CollectionEntry]:
+        with self.lock:
+            return list(self._user(user).collection.values())
+
     def watching(self, user: User | str | None = None) -> Watching | None:
         with self.lock:
             return self._current_watching(self._user(user))
@@ -907,6 +937,23 @@ class FakeTrakt(FakeServer):
         with self.lock:
             u = self._user(user)
             u.locked = u.deactivated = False
+
+    def set_limits(
+        self,
+        user: User | str | None = None,
+        *,
+        vip: bool | None = None,
+        limits: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Change a user's VIP status and/or item limits, as an upgrade or a Trakt change would;
+        moves ``account.settings_at`` (§8)."""
+        with self.lock:
+            u = self._user(user)
+            if vip is not None:
+                u.vip = vip
+            if limits is not None:
+                u.limits = copy.deepcopy(dict(limits))
+            self._touch(u, "account.settings_at")
 
     def account_limit(
         self, n: int = 1, *, route: str | None = None, limit: int = 250, headers: bool = True
@@ -1795,6 +1842,130 @@ class FakeTrakt(FakeServer):
             "X-Applied-Sort-How": sort_how,
         }
         return paginate(req, rows, default_limit=100, headers=headers)
+
+    # ======================================================================================
+    # collection (§13) — movies and episodes; a bare show or season names all its episodes
+    # ======================================================================================
+    def _collection_targets(
+        self, body: Mapping[str, Any], not_found: dict[str, list[Any]]
+    ) -> list[tuple[Playable, dict[str, Any]]]:
+        """(item, its fields: metadata and collected_at, inherited show -> season -> episode)."""
+        out = []
+        for item, path in self._episodes_named(body, not_found):
+            fields: dict[str, Any] = {}
+            for level in path:
+                fields.update({k: v for k, v in level.items() if k in COLLECTION_FIELDS})
+            for name, allowed in COLLECTION_VALUES.items():
+                if name in fields and fields[name] is not None and fields[name] not in allowed:
+                    raise _fail(422)  # SILENT: an unknown metadata value rejects the request
+            out.append((item, fields))
+        return out
+
+    def _collection_limit(self, user: User) -> int:
+        return int(user.limits.get("collection", {}).get("item_count", 10**9))
+
+    @api("POST", "/sync/collection")
+    def sync_collection_add(self, req: Request, user: User) -> Response:
+        body = self._body(req)
+        not_found: dict[str, list[Any]] = {"movies": [], "shows": [], "seasons": [], "episodes": []}
+        targets = self._collection_targets(body, not_found)
+        fresh = {key_of(i) for i, _ in targets if key_of(i) not in user.collection}
+        limit = self._collection_limit(user)
+        # §15: library items count movies + episodes; SILENT: all-or-nothing, like the watchlist
+        if fresh and len(user.collection) + len(fresh) > limit:
+            raise _fail(420, headers=self._limit_headers(user, limit))
+        counts = {
+            name: dict.fromkeys(("movies", "episodes"), 0)
+            for name in ("added", "updated", "existing")
+        }
+        stamp = iso(to_minute(self.now()))
+        for item, fields in targets:
+            collected = fields.get("collected_at")
+            try:
+                when = iso(to_minute(parse_iso(str(collected)))) if collected else stamp
+            except ValueError:
+                raise _fail(400) from None
+            metadata = {k: v for k, v in fields.items() if k != "collected_at"}
+            old = user.collection.get(key_of(item))
+            group = PLURAL[item.kind]
+            if old is None:
+                user.collection[key_of(item)] = CollectionEntry(item, when, stamp, metadata)
+                counts["added"][group] += 1
+            elif old.metadata != metadata or (collected and old.collected_at != when):
+                old.metadata, old.updated_at = metadata, stamp
+                old.collected_at = when if collected else old.collected_at
+                counts["updated"][group] += 1
+            else:
+                counts["existing"][group] += 1
+        if any(counts["added"].values()) or any(counts["updated"].values()):
+            kinds = {PLURAL[i.kind] for i, _ in targets}
+            self._touch(user, *{f"{k}.collected_at" for k in kinds})
+        return json_response({**counts, "not_found": not_found}, 201)
+
+    @api("POST", "/sync/collection/remove")
+    def sync_collection_remove(self, req: Request, user: User) -> Response:
+        body = self._body(req)
+        not_found: dict[str, list[Any]] = {"movies": [], "shows": [], "seasons": [], "episodes": []}
+        named = {key_of(item) for item, _ in self._episodes_named(body, not_found)}
+        gone = [user.collection.pop(k) for k in named if k in user.collection]
+        if gone:
+            self._touch(user, *{f"{PLURAL[e.item.kind]}.collected_at" for e in gone})
+        deleted = {
+            k: sum(1 for e in gone if PLURAL[e.item.kind] == k) for k in ("movies", "episodes")
+        }
+        return json_response({"deleted": deleted, "not_found": not_found})
+
+    @api("GET", "/sync/collection/{type}")
+    def sync_collection(self, req: Request, user: User) -> Response:
+        kind = req.params["type"]
+        with_metadata = "metadata" in req.query.get("extended", "")
+        entries = sorted(user.collection.values(), key=lambda e: e.collected_at, reverse=True)
+
+        def meta(e: CollectionEntry) -> dict[str, Any]:
+            return {"metadata": dict(e.metadata) or None} if with_metadata else {}
+
+        if kind == "movies":
+            rows = [
+                {
+                    "collected_at": e.collected_at,
+                    "updated_at": e.updated_at,
+                    "movie": e.item.to_json(),
+                    **meta(e),
+                }
+                for e in entries
+                if isinstance(e.item, Movie)
+            ]
+        elif kind == "shows":
+            shows: dict[int, list[CollectionEntry]] = {}
+            for e in entries:
+                if isinstance(e.item, Episode):
+                    shows.setdefault(e.item.show.trakt, []).append(e)
+            rows = []
+            for es in shows.values():
+                seasons: dict[int, list[dict[str, Any]]] = {}
+                for e in es:
+                    ep = e.item
+                    assert isinstance(ep, Episode)
+                    seasons.setdefault(ep.season, []).append(
+                        {"number": ep.number, "collected_at": e.collected_at, **meta(e)}
+                    )
+                first = es[0].item
+                assert isinstance(first, Episode)
+                rows.append(
+                    {
+                        "last_collected_at": max(e.collected_at for e in es),
+                        "last_updated_at": max(e.updated_at for e in es),
+                        "show": first.show.to_json(),
+                        "seasons": [
+                            {"number": n, "episodes": sorted(eps, key=lambda x: x["number"])}
+                            for n, eps in sorted(seasons.items())
+                        ],
+                    }
+                )
+        else:
+            raise _fail(404)
+        # trakt-api.md §4: library endpoints require pagination since 2026
+        return paginate(req, rows, default_limit=100)
 
     # ======================================================================================
     # last activities (§8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -17,6 +17,7 @@ import httpx
 
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError
+from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
 
@@ -39,6 +40,14 @@ class TraktAccountError(TraktError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(SERVICE, message)
         self.status = status
+
+
+class TraktLimitError(TraktAccountError):
+    """420: the account's item limit for this kind is reached; `hit` holds what Trakt said."""
+
+    def __init__(self, message: str, hit: LimitHit) -> None:
+        super().__init__(message, 420)
+        self.hit = hit
 
 
 class TraktItemError(TraktError):
@@ -119,7 +128,7 @@ class ScrobbleResult:
 @dataclass(frozen=True)
 class HistoryPlay:
     item: MediaRef
-    watched_at: float
+    watched_at: float | None  # None: date unknown, sent as `released` (air date + runtime)
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,31 @@ class WriteResult:
     not_found: list[MediaRef]
 
 
+@dataclass(frozen=True)
+class CollectionWrite:
+    """One movie or episode for the collection with its media details (`collection.py`)."""
+
+    item: MediaRef
+    metadata: dict[str, str]
+    collected_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ListWriteResult:
+    """A collection or watchlist write: what Trakt did, and whether the account limit stopped it.
+
+    When `limit_hit` is set, the batches before it were written and the rest were not sent.
+    """
+
+    added: int = 0
+    updated: int = 0
+    existing: int = 0
+    deleted: int = 0
+    not_found: list[MediaRef] = field(default_factory=list)
+    limit_hit: LimitHit | None = None
+    item_count: int | None = None  # the watchlist's size after the write, when Trakt says
+
+
 # --------------------------------------------------------------------------- pure shapes
 
 
@@ -146,6 +180,12 @@ def iso(timestamp: float) -> str:
 
 def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _watched_at(at: float | None) -> str:
+    # §9: `released` is the episode's air date + runtime; an item Trakt knows no air date of
+    # is stored without one (read back with `watched_at` null).
+    return iso(at) if at is not None else "released"
 
 
 def trakt_ids(ids: Ids) -> dict[str, Any]:
@@ -195,6 +235,9 @@ def sync_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, l
     episodes: list[Any] = []
     shows: dict[str, dict[str, Any]] = {}
     for item, extra in entries:
+        if item.kind in ("show", "season"):
+            _nest_show_or_season(shows, item, extra)
+            continue
         shaped = media_body(item)
         if "movie" in shaped:
             movies.append({**shaped["movie"], **extra})
@@ -214,8 +257,31 @@ def sync_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, l
     if episodes:
         body["episodes"] = episodes
     if shows:
-        body["shows"] = list(shows.values())
+        body["shows"] = [_without_empty(show) for show in shows.values()]
     return body
+
+
+def _without_empty(show: dict[str, Any]) -> dict[str, Any]:
+    """A show item without empty `seasons`/`episodes` lists (a bare show or season names
+    itself, not all of its episodes)."""
+    seasons = [
+        {k: v for k, v in season.items() if k != "episodes" or v} for season in show["seasons"]
+    ]
+    return {k: v for k, v in show.items() if k != "seasons"} | (
+        {"seasons": seasons} if seasons else {}
+    )
+
+
+def _nest_show_or_season(
+    shows: dict[str, dict[str, Any]], item: MediaRef, extra: dict[str, Any]
+) -> None:
+    """A whole show (its own fields, e.g. a rating) or one season nested under its show."""
+    ids = trakt_ids(item.ids if item.kind == "show" else item.show_ids)
+    show = shows.setdefault(repr(sorted(ids.items())), {"ids": ids, "seasons": []})
+    if item.kind == "show":
+        show.update(extra)
+    else:
+        show["seasons"].append({"number": item.season, "episodes": [], **extra})
 
 
 def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[MediaRef]:
@@ -233,6 +299,9 @@ def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[Med
         return []
 
     def sent_ids(item: MediaRef) -> set[tuple[str, str]]:
+        if item.kind in ("show", "season"):
+            ids = trakt_ids(item.ids if item.kind == "show" else item.show_ids)
+            return {(k, str(v)) for k, v in ids.items()}
         shaped = media_body(item)
         ids = (shaped.get("movie") or shaped.get("episode") or {}).get("ids") or {}
         ids = ids or shaped.get("show", {}).get("ids", {})
@@ -491,7 +560,7 @@ class TraktClient:
         return await self._sync_write(
             profile,
             "/sync/history",
-            [(p.item, {"watched_at": iso(p.watched_at)}) for p in plays],
+            [(p.item, {"watched_at": _watched_at(p.watched_at)}) for p in plays],
         )
 
     async def add_ratings(self, profile: str, ratings: Sequence[RatingWrite]) -> WriteResult:
@@ -603,6 +672,138 @@ class TraktClient:
             raise TraktError(SERVICE, f"last_activities answered {response.status_code}")
         return dict(response.json())
 
+    # ------------------------------------------------------------------ account, lists
+
+    async def settings(self, profile: str) -> AccountLimits:
+        """`/users/settings` as VIP flag and per-kind item limits (`limits.py`)."""
+        response = await self._call(profile, "GET", "/users/settings")
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"/users/settings answered {response.status_code}")
+        return parse_settings(response.json())
+
+    async def collection(self, profile: str, item_type: str) -> list[dict[str, Any]]:
+        """The collection (`movies` or `shows`) with media details, every page."""
+        return await self._pages(
+            profile, f"/sync/collection/{item_type}", {"limit": 250, "extended": "metadata"}
+        )
+
+    async def watchlist(self, profile: str, item_type: str | None = None) -> list[dict[str, Any]]:
+        """The watchlist (all of it, or `movies`, `shows`, ...), every page."""
+        path = "/sync/watchlist" + (f"/{item_type}" if item_type else "")
+        return await self._pages(profile, path, {"limit": 250})
+
+    async def add_collection(
+        self, profile: str, entries: Sequence[CollectionWrite]
+    ) -> ListWriteResult:
+        """Add or update collection items; stops at the account limit (see `limit_hit`)."""
+        shaped = [(e.item, _collected(e)) for e in entries]
+        return await self._list_write(profile, "/sync/collection", shaped, collection_body)
+
+    async def remove_collection(self, profile: str, items: Sequence[MediaRef]) -> ListWriteResult:
+        shaped: list[tuple[MediaRef, dict[str, Any]]] = [(item, {}) for item in items]
+        return await self._list_write(profile, "/sync/collection/remove", shaped, collection_body)
+
+    async def add_watchlist(self, profile: str, items: Sequence[MediaRef]) -> ListWriteResult:
+        """Add movies/shows to the watchlist; stops at the account limit (see `limit_hit`)."""
+        shaped: list[tuple[MediaRef, dict[str, Any]]] = [(item, {}) for item in items]
+        return await self._list_write(profile, "/sync/watchlist", shaped, watchlist_body)
+
+    async def remove_watchlist(self, profile: str, items: Sequence[MediaRef]) -> ListWriteResult:
+        shaped: list[tuple[MediaRef, dict[str, Any]]] = [(item, {}) for item in items]
+        return await self._list_write(profile, "/sync/watchlist/remove", shaped, watchlist_body)
+
+    async def _list_write(
+        self,
+        profile: str,
+        path: str,
+        entries: Sequence[tuple[MediaRef, dict[str, Any]]],
+        shape: Callable[[Sequence[tuple[MediaRef, dict[str, Any]]]], dict[str, list[Any]]],
+    ) -> ListWriteResult:
+        counts = dict.fromkeys(("added", "updated", "existing", "deleted"), 0)
+        missing: list[MediaRef] = []
+        item_count = None
+        for start in range(0, len(entries), HISTORY_BATCH):
+            batch = entries[start : start + HISTORY_BATCH]
+            try:
+                # Collection and watchlist writes say what they hold, not what to add to:
+                # sending one twice changes nothing, so a lost answer may be resent.
+                response = await self._call(
+                    profile, "POST", path, json=shape(batch), idempotent=True
+                )
+            except TraktLimitError as exc:
+                return _list_result(counts, missing, item_count, exc.hit)
+            if response.status_code >= 400:
+                raise TraktError(SERVICE, f"{path} answered {response.status_code}")
+            answer = response.json()
+            for name in counts:
+                counts[name] += _count_of(answer.get(name))
+            missing += _list_not_found(answer, [item for item, _ in batch])
+            listed = (answer.get("list") or {}).get("item_count")
+            item_count = int(listed) if isinstance(listed, int) else item_count
+        return _list_result(counts, missing, item_count, None)
+
+
+def _collected(entry: CollectionWrite) -> dict[str, Any]:
+    extra: dict[str, Any] = dict(entry.metadata)
+    if entry.collected_at is not None:
+        extra["collected_at"] = iso(entry.collected_at)
+    return extra
+
+
+def _list_result(
+    counts: dict[str, int], missing: list[MediaRef], item_count: int | None, hit: LimitHit | None
+) -> ListWriteResult:
+    return ListWriteResult(
+        added=counts["added"],
+        updated=counts["updated"],
+        existing=counts["existing"],
+        deleted=counts["deleted"],
+        not_found=missing,
+        limit_hit=hit,
+        item_count=item_count,
+    )
+
+
+def _list_not_found(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[MediaRef]:
+    """Items Trakt echoed as not found: movies/shows by their ids, episodes by theirs or by
+    their show's (episodes sent under a show come back as that show)."""
+    missing = answer.get("not_found") or {}
+    echoed = [
+        {(k, str(v)) for k, v in (entry.get("ids") or {}).items() if v not in (None, "")}
+        for group in ("movies", "shows", "episodes")
+        for entry in missing.get(group) or []
+    ]
+    if not echoed:
+        return []
+
+    def sent_ids(item: MediaRef) -> set[tuple[str, str]]:
+        ids = trakt_ids(item.ids) if item.kind != "episode" else {}
+        if item.kind == "episode":
+            ids = trakt_ids(item.show_ids) or trakt_ids(item.ids)
+        return {(k, str(v)) for k, v in ids.items()}
+
+    return [item for item in sent if any(sent_ids(item) & entry for entry in echoed)]
+
+
+def _count_of(value: Any) -> int:
+    if not isinstance(value, dict):
+        return 0
+    return sum(int(v) for v in value.values() if isinstance(v, int) and not isinstance(v, bool))
+
+
+def collection_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Movies by ids; episodes under their show by season/number (their own ids otherwise)."""
+    return sync_body(entries)
+
+
+def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Movies and shows by their ids (the only kinds both watchlists hold)."""
+    body: dict[str, list[Any]] = {}
+    for item, extra in entries:
+        group = "shows" if item.kind == "show" else "movies"
+        body.setdefault(group, []).append({"ids": trakt_ids(item.ids), **extra})
+    return body
+
 
 def _oauth_error(response: httpx.Response) -> str:
     try:
@@ -616,12 +817,13 @@ def _raise_for_account(response: httpx.Response) -> None:
     status = response.status_code
     headers = response.headers
     if status == 420:
-        limit = headers.get("x-account-limit")
-        raise TraktAccountError(
+        hit = LimitHit.from_headers(headers)
+        raise TraktLimitError(
             "Trakt account limit reached"
-            + (f" ({limit} items)" if limit else "")
-            + ": writes of this kind are paused; upgrade to VIP or make room on Trakt",
-            420,
+            + (f" ({hit.limit} items)" if hit.limit is not None else "")
+            + ": writes of this kind are paused; upgrade to VIP "
+            + f"({hit.upgrade_url or DEFAULT_UPGRADE_URL}) or make room on Trakt",
+            hit,
         )
     if status == 423:
         raise TraktAccountError(

@@ -1,0 +1,198 @@
+"""Trakt account limits: when to pause a data kind for a person, and when to try it again. Pure.
+
+Free Trakt accounts have item limits per kind (watchlist, collection, ...; `trakt-api.md` §15).
+Once a kind is full, every further add answers 420: retrying cannot help, so that kind is paused
+for that person with one alert (naming the upgrade URL), the rest of the link keeps running, and
+the kind is tried again only when the account's limit changes (an upgrade, or Trakt changing the
+limits). Data over the limit stays readable; only writes fail.
+
+`decide` is the whole policy: stored pause state + what we know now in, a `Decision` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from watchbridge.ingest.common import flag, integer, obj, text
+
+DEFAULT_UPGRADE_URL = "https://app.trakt.tv/vip"  # 2026 guide: when X-Upgrade-URL is absent
+LimitedKind = Literal["watchlist", "collection"]
+Action = Literal["run", "pause", "stay_paused", "resume"]
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """`/users/settings` reduced to what limits decisions need."""
+
+    vip: bool
+    item_limits: Mapping[str, int]  # kind -> items allowed ("watchlist", "collection", "list")
+
+    def limit(self, kind: str) -> int | None:
+        return self.item_limits.get(kind)
+
+
+def parse_settings(settings: Mapping[str, Any]) -> AccountLimits:
+    """`/users/settings` leniently: limit keys vary by account and over time."""
+    user = obj(settings.get("user"))
+    vip = bool(flag(user.get("vip")) or flag(user.get("vip_ep")) or flag(user.get("vip_og")))
+    item_limits: dict[str, int] = {}
+    for kind, raw in obj(settings.get("limits")).items():
+        count = integer(obj(raw).get("item_count"))
+        if count is not None:
+            item_limits[str(kind)] = count
+    return AccountLimits(vip=vip, item_limits=item_limits)
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """What a 420 said; every field may be missing (the 2026 bare 420 has no headers)."""
+
+    limit: int | None = None
+    vip: bool | None = None
+    upgrade_url: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> LimitHit:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        return cls(
+            limit=integer(lowered.get("x-account-limit")),
+            vip=flag(lowered.get("x-vip-user")),
+            upgrade_url=text(lowered.get("x-upgrade-url")),
+        )
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A paused kind for one person, as stored between runs."""
+
+    kind: str
+    profile: str
+    limit: int | None  # the limit in force when paused: a different one ends the pause
+    vip: bool
+    upgrade_url: str
+    since: float
+    count: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "profile": self.profile,
+            "limit": self.limit,
+            "vip": self.vip,
+            "upgrade_url": self.upgrade_url,
+            "since": self.since,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pause:
+        return cls(
+            kind=str(data["kind"]),
+            profile=str(data["profile"]),
+            limit=integer(data.get("limit")),
+            vip=bool(data.get("vip")),
+            upgrade_url=str(data.get("upgrade_url") or DEFAULT_UPGRADE_URL),
+            since=float(data.get("since") or 0.0),
+            count=integer(data.get("count")),
+        )
+
+    def alert_text(self) -> str:
+        """The one alert a pause sends."""
+        size = f" ({self.limit} items)" if self.limit is not None else ""
+        fix = (
+            f"upgrade to Trakt VIP at {self.upgrade_url} to raise the limit"
+            if not self.vip
+            else f"the account's limit is reached even with VIP (see {self.upgrade_url})"
+        )
+        return (
+            f"Trakt {self.kind} of profile {self.profile} is at its account limit{size}: "
+            f"syncing the {self.kind} to Trakt is paused for {self.profile}, everything else "
+            f"keeps running. To go on, {fix}; watchbridge tries again by itself once the "
+            "limit changes."
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one kind for one person in this run.
+
+    `pause` is the state to store afterwards (None: no pause). `alert` is sent once, when a
+    pause starts; `resolved` is the recovery notice when a pause ends. `capacity` is how many
+    more items fit (None: no known limit).
+    """
+
+    action: Action
+    pause: Pause | None
+    alert: str | None = None
+    resolved: str | None = None
+    capacity: int | None = None
+
+    @property
+    def may_write(self) -> bool:
+        return self.action in ("run", "resume")
+
+
+def decide(
+    kind: str,
+    profile: str,
+    *,
+    paused: Pause | None,
+    limits: AccountLimits | None,
+    count: int | None = None,
+    wanted: int = 0,
+    hit: LimitHit | None = None,
+    now: float,
+) -> Decision:
+    """The policy, given the stored pause (if any), the account's limits (if read this run),
+    how many items the kind holds on Trakt and how many we want to add, or a 420 just received.
+    """
+    resolved = None
+    if paused is not None and hit is None:
+        if limits is None or not _limit_changed(paused, limits, kind):
+            return Decision("stay_paused", paused)
+        resolved = (
+            f"Trakt {kind} limit of profile {profile} changed "
+            f"({_describe(paused.limit)} -> {_describe(limits.limit(kind))}): "
+            f"syncing the {kind} to Trakt resumes"
+        )
+        paused = None
+    limit = limits.limit(kind) if limits is not None else None
+    if hit is not None:
+        vip = hit.vip if hit.vip is not None else bool(limits and limits.vip)
+        pause = Pause(
+            kind=kind,
+            profile=profile,
+            limit=hit.limit if hit.limit is not None else limit,
+            vip=vip,
+            upgrade_url=hit.upgrade_url or DEFAULT_UPGRADE_URL,
+            since=now,
+            count=count,
+        )
+        if paused is not None:  # already paused and alerted: keep the first pause and alert
+            return Decision("stay_paused", paused)
+        return Decision("pause", pause, alert=pause.alert_text())
+    capacity = max(0, limit - count) if limit is not None and count is not None else None
+    if capacity == 0 and wanted > 0 and limits is not None:
+        pause = Pause(
+            kind=kind,
+            profile=profile,
+            limit=limit,
+            vip=limits.vip,
+            upgrade_url=DEFAULT_UPGRADE_URL,
+            since=now,
+            count=count,
+        )
+        return Decision("pause", pause, alert=pause.alert_text(), resolved=resolved)
+    return Decision("resume" if resolved else "run", None, resolved=resolved, capacity=capacity)
+
+
+def _limit_changed(paused: Pause, limits: AccountLimits, kind: str) -> bool:
+    # A bare 420 names no limit: the first limit read afterwards is the one that was hit.
+    limit_moved = paused.limit is not None and limits.limit(kind) != paused.limit
+    return limit_moved or limits.vip != paused.vip
+
+
+def _describe(limit: int | None) -> str:
+    return "unknown" if limit is None else str(limit)

@@ -1,0 +1,675 @@
+"""The Plex <-> Trakt link's watchlist and collection runs: read both sides, plan, write, record.
+
+Callable units for the scheduler/link runner: each takes the clients, the store and one profile
+and returns what it did. Planning is pure (`watchlist.py`, `collection.py`, `limits.py`); this
+module only joins it to I/O.
+
+- `sync_watchlist`: two-way (or one-way, `only_to`) through plex.tv discover, titles in no
+  library included. A failed or 404 Plex read raises `WatchlistUnavailable` before anything is
+  written (a 404 also sends a `service_unreachable` alert: the endpoint moved).
+- `sync_collection`: Plex -> Trakt with media details, from PMS listing items.
+- Both respect Trakt account limits: a full watchlist/collection pauses adding to it for that
+  person (one `account_limit` alert with the upgrade URL) until the account's limit changes;
+  everything else keeps running.
+- Both take the run's `/sync/last_activities` (`activities`) when the caller has it: an
+  unchanged collection then costs no request, an unchanged watchlist one Plex list read.
+
+State kept in the store: baselines in the mirror table (`link:{link}` / `watchlist`,
+`collection`); cursors under (`trakt`, profile): `limit_pause:{kind}` (a pause),
+`watchlist_check:{link}` / `collection_check:{link}` (what the last run saw); discover details
+and negative matches in the id cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from watchbridge import limits
+from watchbridge.collection import Collected, CollectionPlan, plan_collection, plex_collected
+from watchbridge.collection import trakt_collected as trakt_collection_items
+from watchbridge.config import Config, Secret
+from watchbridge.ingest.common import integer, obj, text
+from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
+from watchbridge.metrics import Metrics
+from watchbridge.model import Ids, MediaRef
+from watchbridge.services.plextv import (
+    DiscoverItem,
+    PlexTvAuthError,
+    PlexTvClient,
+    PlexTvError,
+    WatchlistUnavailable,
+)
+from watchbridge.services.trakt import CollectionWrite, TraktClient, parse_iso
+from watchbridge.store import Store
+from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
+
+log = logging.getLogger(__name__)
+
+DETAILS_TTL = 30 * 86400.0  # a discover title's external ids hardly ever change
+NO_MATCH_TTL = 86400.0  # titles discover does not know yet: ask again tomorrow
+ALERT_KIND = "account_limit"
+UNREACHABLE = "service_unreachable"
+WATCHLIST_ALERT_KEY = "plextv:watchlist"
+
+
+class Alerts(Protocol):
+    """What the runs need of `alerts.Notifier`."""
+
+    async def notify(self, kind: str, title: str, body: str, key: str = "") -> str: ...
+
+    async def resolve(self, kind: str, body: str, key: str = "") -> str: ...
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """Where a limited kind stands for a person after a run."""
+
+    kind: str
+    paused: bool
+    alert: str | None = None  # sent when a pause started in this run
+    resolved: str | None = None  # sent when a pause ended in this run
+    not_sent: int = 0  # items left for later because of the limit
+
+
+@dataclass(frozen=True)
+class WatchlistResult:
+    profile: str
+    plan: WatchlistPlan
+    added_to_plex: int = 0
+    added_to_trakt: int = 0
+    removed_from_plex: int = 0
+    removed_from_trakt: int = 0
+    unresolved: tuple[str, ...] = ()  # titles the other side could not identify
+    limit: LimitState | None = None
+    dry_run: bool = False
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    profile: str
+    plan: CollectionPlan
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unresolved: tuple[str, ...] = ()  # Trakt could not identify (not_found)
+    skipped: tuple[str, ...] = ()  # no usable ids in Plex
+    limit: LimitState | None = None
+    dry_run: bool = False
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+def plextv_client(
+    config: Config,
+    store: Store,
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PlexTvClient | None:
+    """The plex.tv/discover client for the config (None without `services.plex`).
+
+    Each profile's plex.tv token: `accounts.plex.token`, else the one `watchbridge auth plex`
+    stored; a profile with `accounts.plex: {}` is the owner and falls back to
+    `services.plex.token`. The client identifier is the install's one (shared with the server
+    adapter): plex.tv binds tokens to it.
+    """
+    plex = config.services.plex
+    if plex is None:
+        return None
+    tokens: dict[str, Secret] = {}
+    for name, person in config.profiles.items():
+        account = person.accounts.plex
+        if account is not None and account.token:
+            tokens[name] = account.token
+        elif account is not None and plex.token and not store.get_token("plex", name):
+            tokens[name] = plex.token
+    identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, clock())
+    return PlexTvClient(
+        plex,
+        store,
+        client_identifier=identifier,
+        account_tokens=tokens,
+        metrics=metrics,
+        clock=clock,
+    )
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def plex_watch_items(items: Iterable[DiscoverItem]) -> list[WatchItem]:
+    return [
+        WatchItem(
+            kind="movie" if i.kind == "movie" else "show",
+            ids=i.ids,
+            title=i.title,
+            year=i.year,
+            plex_key=i.rating_key,
+            listed_at=i.watchlisted_at,
+        )
+        for i in items
+    ]
+
+
+def trakt_watch_items(rows: Iterable[Mapping[str, Any]]) -> list[WatchItem]:
+    """Trakt watchlist rows: movies and shows (seasons and episodes have no Plex counterpart)."""
+    found = []
+    for row in rows:
+        kind = text(row.get("type"))
+        if kind not in ("movie", "show"):
+            continue
+        media = obj(row.get(kind))
+        raw = obj(media.get("ids"))
+        ids = Ids(
+            trakt=text(raw.get("trakt")),
+            imdb=text(raw.get("imdb")),
+            tmdb=text(raw.get("tmdb")),
+            tvdb=text(raw.get("tvdb")) if kind == "show" else None,
+            slug=text(raw.get("slug")),
+        )
+        listed = text(row.get("listed_at"))
+        found.append(
+            WatchItem(
+                kind="movie" if kind == "movie" else "show",
+                ids=ids,
+                title=text(media.get("title")),
+                year=integer(media.get("year")),
+                listed_at=parse_iso(listed) if listed else None,
+            )
+        )
+    return found
+
+
+def watch_ref(item: WatchItem) -> MediaRef:
+    return MediaRef(item.kind, ids=item.ids, title=item.title, year=item.year)
+
+
+# --------------------------------------------------------------------------- limits state
+
+
+def _pause_cursor(kind: str) -> str:
+    return f"limit_pause:{kind}"
+
+
+def load_pause(store: Store, profile: str, kind: str) -> Pause | None:
+    raw = store.get_cursor("trakt", profile, _pause_cursor(kind))
+    return Pause.from_dict(json.loads(raw)) if raw else None
+
+
+def save_pause(store: Store, profile: str, kind: str, pause: Pause | None, now: float) -> None:
+    value = json.dumps(pause.to_dict()) if pause is not None else ""
+    store.set_cursor("trakt", profile, _pause_cursor(kind), value, now)
+
+
+async def _settle_limit(
+    store: Store,
+    alerts: Alerts | None,
+    profile: str,
+    kind: str,
+    decision: Decision,
+    now: float,
+    not_sent: int,
+    dry_run: bool,
+) -> LimitState:
+    """Store the pause state a decision leaves, and send its alert or recovery notice once."""
+    if not dry_run:
+        save_pause(store, profile, kind, decision.pause, now)
+        key = f"trakt:{profile}:{kind}"
+        if alerts is not None and decision.alert:
+            await alerts.notify(ALERT_KIND, f"Trakt {kind} full for {profile}", decision.alert, key)
+        if alerts is not None and decision.resolved:
+            await alerts.resolve(ALERT_KIND, decision.resolved, key)
+        if decision.alert:
+            log.warning("trakt limit reached", extra={"profile": profile, "kind": kind})
+    return LimitState(
+        kind=kind,
+        paused=decision.pause is not None,
+        alert=decision.alert,
+        resolved=decision.resolved,
+        not_sent=not_sent,
+    )
+
+
+def _full_after(
+    decision: Decision,
+    kind: str,
+    profile: str,
+    settings: AccountLimits | None,
+    count: int,
+    not_sent: int,
+    now: float,
+) -> Decision:
+    """When only part of the additions fit, the kind is full once they are in: pause it."""
+    if not decision.may_write or not not_sent:
+        return decision
+    return limits.decide(
+        kind, profile, paused=None, limits=settings, count=count, wanted=not_sent, now=now
+    )
+
+
+def _hit_decision(
+    kind: str,
+    profile: str,
+    hit: LimitHit,
+    settings: AccountLimits | None,
+    count: int,
+    now: float,
+) -> Decision:
+    return limits.decide(kind, profile, paused=None, limits=settings, count=count, hit=hit, now=now)
+
+
+# --------------------------------------------------------------------------- watchlist
+
+
+async def _plex_watchlist(
+    plextv: PlexTvClient, store: Store, profile: str, now: float
+) -> tuple[list[WatchItem], list[str]]:
+    """The Plex watchlist; entries without external ids get them from the metadata host."""
+    entries = await plextv.watchlist(profile)
+    complete: list[DiscoverItem] = []
+    for entry in entries:
+        if entry.ids:
+            complete.append(entry)
+            continue
+        hit, cached = store.cache_get("plex-discover", entry.rating_key, now)
+        if not hit:
+            details = await plextv.details(profile, entry.rating_key)
+            cached = details.ids.present() if details is not None else None
+            store.cache_put("plex-discover", entry.rating_key, cached, now, DETAILS_TTL)
+        ids = Ids(**cached) if isinstance(cached, dict) else Ids()
+        complete.append(
+            DiscoverItem(
+                entry.rating_key,
+                entry.kind,
+                entry.title,
+                entry.year,
+                entry.guid,
+                ids,
+                entry.watchlisted_at,
+            )
+        )
+    items = plex_watch_items(complete)
+    # Without an external id a title cannot be matched on Trakt: left out of the plan (so
+    # never removed anywhere either) and named in the run's summary.
+    return [i for i in items if i.ids], [i.describe() for i in items if not i.ids]
+
+
+async def _resolve_on_plex(
+    plextv: PlexTvClient, store: Store, profile: str, item: WatchItem, now: float
+) -> str | None:
+    """The discover ratingKey of a Trakt title (match by external id, negative answers cached)."""
+    lookup = f"{item.kind}:{sorted(item.aliases)}"
+    hit, cached = store.cache_get("plex-match", lookup, now)
+    if hit:
+        return str(cached) if cached else None
+    found = await plextv.match(profile, item.kind, item.ids)
+    key = found.rating_key if found is not None else None
+    store.cache_put("plex-match", lookup, key, now, DETAILS_TTL if key else NO_MATCH_TTL)
+    return key
+
+
+def _baseline_store(link: str) -> str:
+    return f"link:{link}"
+
+
+async def sync_watchlist(
+    plextv: PlexTvClient,
+    trakt: TraktClient,
+    store: Store,
+    profile: str,
+    *,
+    link: str = "plex-trakt",
+    clock: Callable[[], float] = time.time,
+    dry_run: bool = False,
+    confirm_removals: bool = False,
+    max_removal_share: float = 0.10,
+    only_to: Literal["plex", "trakt"] | None = None,
+    alerts: Alerts | None = None,
+    activities: Mapping[str, Any] | None = None,
+) -> WatchlistResult:
+    """One watchlist run for one person; see the module docstring. Two-way unless `only_to`
+    names the one side to write (a one-way link).
+
+    Raises `WatchlistUnavailable` (Plex) or a `TraktError` when a side cannot be read; nothing
+    is written then. Write failures of single titles are reported in `unresolved`.
+
+    `activities`: Trakt's `/sync/last_activities` as the run already read it. With it, a run
+    whose Plex watchlist and Trakt watchlist stamps are as the last run left them stops after
+    reading the Plex watchlist (Plex has no cheaper change check).
+    """
+    now = clock()
+    plex_before, trakt_before = plextv.requests_sent, trakt.http.requests_sent
+    try:
+        plex_items, unidentified = await _plex_watchlist(plextv, store, profile, now)
+    except WatchlistUnavailable as exc:
+        if exc.moved and alerts is not None:  # a moved endpoint needs a human now
+            title = "Plex watchlist not found"
+            await alerts.notify(UNREACHABLE, title, exc.message, WATCHLIST_ALERT_KEY)
+        raise
+    if alerts is not None:
+        await alerts.resolve(UNREACHABLE, "the Plex watchlist answers again", WATCHLIST_ALERT_KEY)
+    check_name = f"watchlist_check:{link}"
+    check = json.dumps([watchlist_fingerprint(plex_items, only_to), watchlist_stamps(activities)])
+    if (
+        activities is not None
+        and not dry_run
+        and store.get_cursor("trakt", profile, check_name) == check
+    ):
+        unchanged = WatchlistPlan(counts={"plex": len(plex_items)})
+        requests = {"plextv": plextv.requests_sent - plex_before, "trakt": 0}
+        return WatchlistResult(profile, unchanged, requests=requests)
+    trakt_rows = await trakt.watchlist(profile)
+    trakt_items = trakt_watch_items(trakt_rows)
+    stored = store.mirror_get(_baseline_store(link), profile, "watchlist")
+    baseline = {key: list(value.get("aliases") or []) for key, value in stored.items()}
+    plan = plan_watchlist(
+        plex_items,
+        trakt_items,
+        baseline,
+        max_removal_share=max_removal_share,
+        confirm_removals=confirm_removals,
+        only_to=only_to,
+    )
+    paused = load_pause(store, profile, "watchlist")
+    # The limits matter only with something to add, or to see whether a pause can end.
+    needed = bool(plan.add_to_trakt) or paused is not None
+    settings = await trakt.settings(profile) if needed else None
+    # Removals from Trakt happen first and make room for the additions.
+    count = len(trakt_rows) - len(plan.remove_from_trakt)
+    decision = limits.decide(
+        "watchlist",
+        profile,
+        paused=paused,
+        limits=settings,
+        count=count,
+        wanted=len(plan.add_to_trakt),
+        now=now,
+    )
+    to_trakt = list(plan.add_to_trakt) if decision.may_write else []
+    if decision.capacity is not None and len(to_trakt) > decision.capacity:
+        to_trakt = sorted(to_trakt, key=lambda i: i.listed_at or 0.0)[: decision.capacity]
+    not_sent = len(plan.add_to_trakt) - len(to_trakt)
+    decision = _full_after(
+        decision, "watchlist", profile, settings, count + len(to_trakt), not_sent, now
+    )
+    if dry_run:
+        limit = await _settle_limit(
+            store, alerts, profile, "watchlist", decision, now, not_sent, True
+        )
+        return WatchlistResult(profile, plan, limit=limit, dry_run=True)
+
+    unresolved = [f"{name} (Plex knows no external id for it)" for name in unidentified]
+    new_baseline: dict[str, Any] = {}
+    if plan.held:  # held removals stay in the baseline so a confirmed run can still do them
+        forgotten = set(plan.forgotten)
+        new_baseline = {k: {"aliases": v} for k, v in baseline.items() if k not in forgotten}
+    for plex_item, trakt_item in plan.on_both:
+        key, keys = baseline_entry(plex_item, trakt_item)
+        new_baseline[key] = {"aliases": keys}
+
+    removed_trakt = 0
+    if plan.remove_from_trakt:
+        result = await trakt.remove_watchlist(
+            profile, [watch_ref(i) for i in plan.remove_from_trakt]
+        )
+        removed_trakt = result.deleted
+    removed_plex = 0
+    for item in plan.remove_from_plex:
+        try:
+            if item.plex_key and await plextv.remove_from_watchlist(profile, item.plex_key):
+                removed_plex += 1
+        except PlexTvAuthError:
+            raise
+        except PlexTvError as exc:
+            unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
+
+    added_trakt = 0
+    if to_trakt:
+        refs = [watch_ref(i) for i in to_trakt]
+        written = await trakt.add_watchlist(profile, refs)
+        if written.limit_hit is not None:
+            decision = _hit_decision("watchlist", profile, written.limit_hit, settings, count, now)
+            not_sent = len(plan.add_to_trakt)
+        else:
+            missing = {id(ref) for ref in written.not_found}
+            for item, ref in zip(to_trakt, refs, strict=True):
+                if id(ref) in missing:
+                    unresolved.append(f"{item.describe()} (Trakt does not know it)")
+                    continue
+                key, keys = baseline_entry(item)
+                new_baseline[key] = {"aliases": keys}
+                added_trakt += 1
+
+    added_plex = 0
+    for item in plan.add_to_plex:
+        rating_key = await _resolve_on_plex(plextv, store, profile, item, now)
+        if rating_key is None:
+            unresolved.append(f"{item.describe()} (Plex discover does not know it)")
+            continue
+        try:
+            await plextv.add_to_watchlist(profile, rating_key)
+        except PlexTvAuthError:
+            raise
+        except PlexTvError as exc:
+            unresolved.append(f"{item.describe()} (not added to Plex: {exc.message})")
+            continue
+        key, keys = baseline_entry(item)
+        new_baseline[key] = {"aliases": keys}
+        added_plex += 1
+
+    store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
+    if activities is not None:
+        wrote = added_plex or added_trakt or removed_plex or removed_trakt
+        if added_plex or removed_plex:  # our Plex writes change what the next read sees
+            plex_items, unidentified = await _plex_watchlist(plextv, store, profile, now)
+        if wrote:  # and our Trakt writes move its stamps
+            activities = await trakt.last_activities(profile)
+        check = json.dumps(
+            [watchlist_fingerprint(plex_items, only_to), watchlist_stamps(activities)]
+        )
+        # Held removals and titles a side could not take are worth a full look next run.
+        settled = not plan.held and len(unresolved) == len(unidentified)
+        store.set_cursor("trakt", profile, check_name, check if settled else "", now)
+    limit = await _settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
+    return WatchlistResult(
+        profile,
+        plan,
+        added_to_plex=added_plex,
+        added_to_trakt=added_trakt,
+        removed_from_plex=removed_plex,
+        removed_from_trakt=removed_trakt,
+        unresolved=tuple(unresolved),
+        limit=limit,
+        requests={
+            "plextv": plextv.requests_sent - plex_before,
+            "trakt": trakt.http.requests_sent - trakt_before,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- collection
+
+
+async def sync_collection(
+    trakt: TraktClient,
+    store: Store,
+    profile: str,
+    *,
+    movies: Sequence[Mapping[str, Any]],
+    episodes: Sequence[Mapping[str, Any]] = (),
+    shows: Sequence[Mapping[str, Any]] = (),
+    link: str = "plex-trakt",
+    remove_missing: bool = False,
+    clock: Callable[[], float] = time.time,
+    dry_run: bool = False,
+    alerts: Alerts | None = None,
+    activities: Mapping[str, Any] | None = None,
+) -> CollectionResult:
+    """Plex -> Trakt collection for one person, from PMS listing items.
+
+    `movies`/`episodes`/`shows`: `Metadata` items of `/library/sections/{key}/all` (types 1, 4
+    and 2, `includeGuids=1`) with their `Media` elements; `shows` supply the show ids of
+    new-agent episodes. `remove_missing` removes from Trakt what this link once added and the
+    server no longer has (never anything added to Trakt some other way).
+
+    `activities`: Trakt's `/sync/last_activities` as the run already read it. With it, a run
+    whose Plex items (ids and details) and Trakt stamps (collected, account settings) are as
+    the last run left them makes no request at all.
+    """
+    now = clock()
+    trakt_before = trakt.http.requests_sent
+    check_name = f"collection_check:{link}"
+    fingerprint = collection_fingerprint(movies, episodes, shows, remove_missing)
+    if activities is not None and not dry_run:
+        last = store.get_cursor("trakt", profile, check_name)
+        if last == json.dumps([fingerprint, collection_stamps(activities)]):
+            # Nothing to parse or plan: the same listings gave nothing to do last time.
+            unchanged = CollectionPlan(unchanged=len(movies) + len(episodes))
+            return CollectionResult(profile, unchanged, requests={"trakt": 0})
+    plex_items, skipped = plex_collected(movies, episodes, shows)
+    trakt_items = trakt_collection_items(
+        await trakt.collection(profile, "movies"),
+        await trakt.collection(profile, "shows") if episodes else [],
+    )
+    stored = store.mirror_get(_baseline_store(link), profile, "collection")
+    ours = {a for key, value in stored.items() for a in (key, *(value.get("aliases") or []))}
+    plan = plan_collection(plex_items, trakt_items, ours, remove_missing=remove_missing)
+    paused = load_pause(store, profile, "collection")
+    needed = bool(plan.add) or paused is not None
+    settings = await trakt.settings(profile) if needed else None
+    count = len(trakt_items) - len(plan.remove)
+    decision = limits.decide(
+        "collection",
+        profile,
+        paused=paused,
+        limits=settings,
+        count=count,
+        wanted=len(plan.add),
+        now=now,
+    )
+    to_add = list(plan.add) if decision.may_write else []
+    if decision.capacity is not None and len(to_add) > decision.capacity:
+        to_add = to_add[: decision.capacity]  # oldest in the library first
+    not_sent = len(plan.add) - len(to_add)
+    decision = _full_after(
+        decision, "collection", profile, settings, count + len(to_add), not_sent, now
+    )
+    if dry_run:
+        limit = await _settle_limit(
+            store, alerts, profile, "collection", decision, now, not_sent, True
+        )
+        return CollectionResult(profile, plan, skipped=tuple(skipped), limit=limit, dry_run=True)
+
+    removed = 0
+    if plan.remove:
+        result = await trakt.remove_collection(profile, [c.ref for c in plan.remove])
+        removed = result.deleted
+    updated = 0
+    if plan.update:
+        result = await trakt.add_collection(profile, [_write(c) for c in plan.update])
+        updated = result.updated + result.added
+    added = 0
+    unresolved: list[str] = []
+    sent: list[Collected] = []
+    if to_add:
+        result = await trakt.add_collection(profile, [_write(c) for c in to_add])
+        added = result.added
+        missing = {ref.key() for ref in result.not_found}
+        unresolved = [c.ref.describe() for c in to_add if c.ref.key() in missing]
+        sent = [c for c in to_add if c.ref.key() not in missing]
+        if result.limit_hit is not None:
+            decision = _hit_decision("collection", profile, result.limit_hit, settings, count, now)
+            written = result.added + result.existing + result.updated
+            sent = sent[:written]
+            not_sent = len(plan.add) - written
+    # Ours: what Trakt now holds because of this link (kept across runs for removals).
+    pending = {c.key for c in plan.add} - {c.key for c in sent}
+    baseline = {c.key: {"aliases": sorted(c.aliases)} for c in plan.synced if c.key not in pending}
+    store.mirror_replace(_baseline_store(link), profile, "collection", baseline, now)
+    if activities is not None:
+        # Our own writes move the stamps: read them once more so the next run can stop early.
+        wrote = added or updated or removed or sent
+        stamps = collection_stamps(await trakt.last_activities(profile) if wrote else activities)
+        store.set_cursor("trakt", profile, check_name, json.dumps([fingerprint, stamps]), now)
+    limit = await _settle_limit(
+        store, alerts, profile, "collection", decision, now, not_sent, False
+    )
+    return CollectionResult(
+        profile,
+        plan,
+        added=added,
+        updated=updated,
+        removed=removed,
+        unresolved=tuple(unresolved),
+        skipped=tuple(skipped),
+        limit=limit,
+        requests={"trakt": trakt.http.requests_sent - trakt_before},
+    )
+
+
+def watchlist_fingerprint(items: Sequence[WatchItem], only_to: str | None) -> str:
+    """What the Plex side of a watchlist run depends on: the titles listed."""
+    keys = sorted("|".join(sorted(item.aliases)) for item in items)
+    return hashlib.sha256(f"{only_to}:{keys}".encode()).hexdigest()
+
+
+def watchlist_stamps(activities: Mapping[str, Any] | None) -> str:
+    """The Trakt stamps a watchlist run depends on (the limits move `account.settings_at`)."""
+    if activities is None:
+        return ""
+    fields = (
+        ("watchlist", "updated_at"),
+        ("movies", "watchlisted_at"),
+        ("shows", "watchlisted_at"),
+        ("account", "settings_at"),
+    )
+    return ",".join(str(obj(activities.get(s)).get(f) or "") for s, f in fields)
+
+
+# The listing fields `collection.plex_collected` reads: equal projections, equal items.
+FINGERPRINT_FIELDS = (
+    "type",
+    "ratingKey",
+    "guid",
+    "Guid",
+    "grandparentGuid",
+    "grandparentRatingKey",
+    "parentIndex",
+    "index",
+    "addedAt",
+    "Media",
+)
+
+
+def collection_fingerprint(
+    movies: Iterable[Mapping[str, Any]],
+    episodes: Iterable[Mapping[str, Any]],
+    shows: Iterable[Mapping[str, Any]],
+    remove_missing: bool,
+) -> str:
+    """What the Plex side of a collection run depends on, hashed from the raw listings (far
+    cheaper than parsing them; watched state and other per-account fields are left out)."""
+    digest = hashlib.sha256(b"remove" if remove_missing else b"keep")
+    for rows in (movies, episodes, shows):
+        projected = [[row.get(f) for f in FINGERPRINT_FIELDS] for row in rows]
+        digest.update(json.dumps(projected, separators=(",", ":"), default=str).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def collection_stamps(activities: Mapping[str, Any]) -> str:
+    """The Trakt stamps a collection run depends on (the limits move `account.settings_at`)."""
+    fields = (("movies", "collected_at"), ("episodes", "collected_at"), ("account", "settings_at"))
+    return ",".join(str(obj(activities.get(s)).get(f) or "") for s, f in fields)
+
+
+def _write(item: Collected) -> CollectionWrite:
+    metadata = item.metadata.to_trakt() if item.metadata is not None else {}
+    return CollectionWrite(item.ref, metadata, item.added_at)

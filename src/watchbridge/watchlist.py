@@ -1,0 +1,168 @@
+"""Two-way watchlist planning between Plex (plex.tv discover) and Trakt. Pure.
+
+A baseline holds the titles that were on both watchlists after the last run. Then:
+- on one side only, not in the baseline: it was added there -> add it to the other side;
+- on one side only, in the baseline: it was removed from the other side -> remove it here too;
+- on both sides: nothing to do. Titles need no library presence: a watchlist is account-wide.
+
+Titles are matched by any shared external id (`aliases`), since one side may lack the TMDB id
+the canonical key prefers. Only movies and shows take part (Plex's watchlist holds nothing
+else). A plan that would remove more than `max_removal_share` of a side is held back, like the
+engine's mass-removal guard: a watchlist that suddenly reads as empty is far more likely a
+broken read than a human emptying it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from watchbridge.model import Ids
+
+WatchKind = Literal["movie", "show"]
+KEY_IDS = ("tmdb", "imdb", "tvdb")  # canonical key preference (tmdb first, as sides.py)
+# Removing one or two titles from a short watchlist is ordinary; the guard is for mass removals.
+MIN_HELD = 3
+
+
+def aliases(kind: str, ids: Ids) -> frozenset[str]:
+    """Every key this title can be known by: one per external id it has."""
+    return frozenset(f"{kind}:{name}:{value}" for name in KEY_IDS if (value := getattr(ids, name)))
+
+
+def watch_key(kind: str, ids: Ids) -> str | None:
+    """The canonical key: `movie:tmdb:{id}` / `show:tmdb:{id}`, else by IMDb, else by TVDB."""
+    for name in KEY_IDS:
+        value = getattr(ids, name)
+        if value:
+            return f"{kind}:{name}:{value}"
+    return None
+
+
+@dataclass(frozen=True)
+class WatchItem:
+    """One title on one side's watchlist. `plex_key`: the discover ratingKey (Plex side)."""
+
+    kind: WatchKind
+    ids: Ids
+    title: str | None = None
+    year: int | None = None
+    plex_key: str | None = None
+    listed_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return watch_key(self.kind, self.ids) or f"{self.kind}:title:{self.title}:{self.year}"
+
+    @property
+    def aliases(self) -> frozenset[str]:
+        return aliases(self.kind, self.ids) or frozenset({self.key})
+
+    def describe(self) -> str:
+        return f"{self.title or self.key}" + (f" ({self.year})" if self.year else "")
+
+
+@dataclass(frozen=True)
+class WatchlistPlan:
+    """What to write where, and why removals might be held."""
+
+    add_to_plex: tuple[WatchItem, ...] = ()  # Trakt's items: resolve on discover, then add
+    add_to_trakt: tuple[WatchItem, ...] = ()  # Plex's items
+    remove_from_plex: tuple[WatchItem, ...] = ()  # Plex's items (they carry plex_key)
+    remove_from_trakt: tuple[WatchItem, ...] = ()  # Trakt's items
+    on_both: tuple[tuple[WatchItem, WatchItem], ...] = ()  # (plex, trakt) already in step
+    forgotten: tuple[str, ...] = ()  # baseline keys gone from both sides
+    held: str = ""  # why removals wait (mass-removal guard); empty when they do not
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> int:
+        return len(self.add_to_plex) + len(self.add_to_trakt) + self.removals
+
+    @property
+    def removals(self) -> int:
+        return len(self.remove_from_plex) + len(self.remove_from_trakt)
+
+
+def _index(items: Iterable[WatchItem]) -> dict[str, WatchItem]:
+    index: dict[str, WatchItem] = {}
+    for item in items:
+        for alias in item.aliases:
+            index.setdefault(alias, item)
+    return index
+
+
+def plan_watchlist(
+    plex: Sequence[WatchItem],
+    trakt: Sequence[WatchItem],
+    baseline: Mapping[str, Iterable[str]],
+    *,
+    max_removal_share: float = 0.10,
+    confirm_removals: bool = False,
+    only_to: Literal["plex", "trakt"] | None = None,
+) -> WatchlistPlan:
+    """The plan for one person. `baseline`: key -> aliases of the titles on both sides last run.
+
+    `only_to` makes the link one-way: the other side is the source and is never written; a
+    title the target lost is put back, one the source lost is removed from the target, and
+    titles only the target has (never synced) are left alone.
+    """
+    known = {alias for keys in baseline.values() for alias in keys} | set(baseline)
+    trakt_index = _index(trakt)
+    matched_trakt: set[int] = set()
+    add_to_trakt: list[WatchItem] = []
+    remove_from_plex: list[WatchItem] = []
+    on_both: list[tuple[WatchItem, WatchItem]] = []
+    for item in plex:
+        match = next((trakt_index[a] for a in sorted(item.aliases) if a in trakt_index), None)
+        if match is not None:
+            matched_trakt.add(id(match))
+            on_both.append((item, match))
+        elif item.aliases & known:
+            remove_from_plex.append(item)
+        else:
+            add_to_trakt.append(item)
+    add_to_plex: list[WatchItem] = []
+    remove_from_trakt: list[WatchItem] = []
+    for item in trakt:
+        if id(item) in matched_trakt:
+            continue
+        (remove_from_trakt if item.aliases & known else add_to_plex).append(item)
+    if only_to == "trakt":  # Plex is the source: what Trakt lost comes back
+        add_to_trakt += remove_from_plex
+        remove_from_plex, add_to_plex = [], []
+    elif only_to == "plex":
+        add_to_plex += remove_from_trakt
+        remove_from_trakt, add_to_trakt = [], []
+    present = {a for item in (*plex, *trakt) for a in item.aliases}
+    forgotten = tuple(key for key, keys in baseline.items() if not ({key, *keys} & present))
+    held = ""
+    if not confirm_removals:
+        for side, removals, size in (
+            ("Plex", len(remove_from_plex), len(plex)),
+            ("Trakt", len(remove_from_trakt), len(trakt)),
+        ):
+            if removals >= MIN_HELD and removals / size > max_removal_share:
+                held = (
+                    f"{removals} of {size} watchlist titles on {side} would be removed "
+                    f"(more than {max_removal_share:.0%}); confirm with "
+                    "`watchbridge sync --confirm-removals`"
+                )
+                break
+    return WatchlistPlan(
+        add_to_plex=tuple(add_to_plex),
+        add_to_trakt=tuple(add_to_trakt),
+        remove_from_plex=() if held else tuple(remove_from_plex),
+        remove_from_trakt=() if held else tuple(remove_from_trakt),
+        on_both=tuple(on_both),
+        forgotten=forgotten,
+        held=held,
+        counts={"plex": len(plex), "trakt": len(trakt), "baseline": len(baseline)},
+    )
+
+
+def baseline_entry(*items: WatchItem) -> tuple[str, list[str]]:
+    """A baseline row for a title now on both sides: its key and every alias either side knows."""
+    keys = sorted({a for item in items for a in item.aliases})
+    return items[0].key, keys

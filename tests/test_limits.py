@@ -1,0 +1,128 @@
+"""Trakt account limits: parsing settings and 420s, and the pause/resume policy (pure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from watchbridge.limits import (
+    DEFAULT_UPGRADE_URL,
+    AccountLimits,
+    LimitHit,
+    Pause,
+    decide,
+    parse_settings,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "trakt"
+FREE = AccountLimits(vip=False, item_limits={"watchlist": 250, "collection": 1000})
+VIP = AccountLimits(vip=True, item_limits={"watchlist": 5000, "collection": 100000})
+NOW = 1_800_000_000.0
+
+
+def test_settings_sample_gives_vip_flag_and_item_limits() -> None:
+    settings = json.loads((FIXTURES / "users_settings.json").read_text())
+    parsed = parse_settings(settings)
+    assert parsed.vip is False
+    assert parsed.limit("watchlist") == 250
+    assert parsed.limit("collection") == 1000
+    assert parsed.limit("list") == 250
+    assert parsed.limit("search") is None  # recent_count, not an item limit
+
+
+def test_settings_without_limits_are_read_leniently() -> None:
+    parsed = parse_settings({"user": {"vip": True}, "limits": {"watchlist": "oops"}})
+    assert parsed == AccountLimits(vip=True, item_limits={})
+
+
+def test_420_sample_headers_give_limit_vip_flag_and_upgrade_url() -> None:
+    sample = json.loads((FIXTURES / "error_420_account_limit.http.json").read_text())
+    hit = LimitHit.from_headers(sample["headers"])
+    assert hit == LimitHit(limit=250, vip=False, upgrade_url="https://trakt.tv/vip")
+
+
+def test_bare_420_of_2026_parses_to_unknowns() -> None:
+    assert LimitHit.from_headers({}) == LimitHit()
+
+
+def test_room_left_means_run_with_the_capacity_known() -> None:
+    decision = decide("watchlist", "me", paused=None, limits=FREE, count=240, wanted=5, now=NOW)
+    assert decision.action == "run" and decision.may_write
+    assert decision.capacity == 10 and decision.alert is None
+
+
+def test_a_full_kind_with_something_to_add_pauses_with_one_alert() -> None:
+    decision = decide("watchlist", "me", paused=None, limits=FREE, count=250, wanted=1, now=NOW)
+    assert decision.action == "pause" and not decision.may_write
+    assert decision.pause is not None and decision.pause.limit == 250
+    assert decision.alert is not None
+    assert DEFAULT_UPGRADE_URL in decision.alert
+    assert "watchlist" in decision.alert and "me" in decision.alert
+
+
+def test_a_full_kind_with_nothing_to_add_keeps_running() -> None:
+    decision = decide("watchlist", "me", paused=None, limits=FREE, count=250, now=NOW)
+    assert decision.action == "run"
+
+
+def test_a_420_pauses_with_its_upgrade_url() -> None:
+    hit = LimitHit(limit=250, vip=False, upgrade_url="https://trakt.tv/vip")
+    decision = decide("watchlist", "me", paused=None, limits=FREE, hit=hit, now=NOW)
+    assert decision.action == "pause"
+    assert decision.alert is not None and "https://trakt.tv/vip" in decision.alert
+
+
+def test_a_bare_420_pauses_with_the_limit_from_settings_and_the_default_url() -> None:
+    decision = decide("collection", "me", paused=None, limits=FREE, hit=LimitHit(), now=NOW)
+    assert decision.pause is not None
+    assert decision.pause.limit == 1000
+    assert decision.pause.upgrade_url == DEFAULT_UPGRADE_URL
+
+
+def paused_at(limit: int | None, vip: bool = False) -> Pause:
+    return Pause("watchlist", "me", limit, vip, "https://trakt.tv/vip", NOW - 3600)
+
+
+def test_a_pause_stays_while_the_limit_is_unchanged_without_a_new_alert() -> None:
+    pause = paused_at(250)
+    decision = decide("watchlist", "me", paused=pause, limits=FREE, count=100, wanted=3, now=NOW)
+    assert decision.action == "stay_paused"
+    assert decision.pause == pause and decision.alert is None and not decision.may_write
+
+
+def test_a_pause_stays_when_the_limits_were_not_read() -> None:
+    decision = decide("watchlist", "me", paused=paused_at(250), limits=None, now=NOW)
+    assert decision.action == "stay_paused"
+
+
+def test_upgrading_to_vip_resumes_with_a_recovery_notice() -> None:
+    decision = decide(
+        "watchlist", "me", paused=paused_at(250), limits=VIP, count=250, wanted=3, now=NOW
+    )
+    assert decision.action == "resume" and decision.may_write and decision.pause is None
+    assert decision.resolved is not None and "250 -> 5000" in decision.resolved
+
+
+def test_a_raised_limit_that_is_still_too_small_pauses_again_at_the_new_limit() -> None:
+    bigger = AccountLimits(vip=False, item_limits={"watchlist": 260})
+    decision = decide(
+        "watchlist", "me", paused=paused_at(250), limits=bigger, count=260, wanted=3, now=NOW
+    )
+    assert decision.action == "pause"
+    assert decision.pause is not None and decision.pause.limit == 260
+
+
+def test_a_pause_from_a_bare_420_adopts_the_first_limit_read_afterwards() -> None:
+    decision = decide("watchlist", "me", paused=paused_at(None), limits=FREE, wanted=1, now=NOW)
+    assert decision.action == "stay_paused"
+
+
+def test_a_second_420_while_paused_sends_no_second_alert() -> None:
+    pause = paused_at(250)
+    decision = decide("watchlist", "me", paused=pause, limits=FREE, hit=LimitHit(250), now=NOW)
+    assert decision.action == "stay_paused" and decision.alert is None
+
+
+def test_pause_state_survives_a_round_trip_through_storage() -> None:
+    pause = paused_at(250)
+    assert Pause.from_dict(json.loads(json.dumps(pause.to_dict()))) == pause

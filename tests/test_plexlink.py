@@ -1,0 +1,515 @@
+"""The Plex <-> Trakt watchlist and collection runs, end to end against the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plextv import FakePlexTv, Title
+from tests.fakes.receiver import AlertReceiver
+from tests.fakes.trakt import CLIENT_ID, VIP_LIMITS, FakeTrakt
+from tests.harness import sign_in_trakt
+from watchbridge.alerts import Notifier
+from watchbridge.config import AlertsConfig, PlexConfig, Secret, TraktConfig
+from watchbridge.http import Pacer, RetryPolicy
+from watchbridge.model import Ids, MediaRef
+from watchbridge.plexlink import load_pause, sync_collection, sync_watchlist
+from watchbridge.services.plextv import PlexTvClient, WatchlistUnavailable, container_entries
+from watchbridge.services.trakt import TraktClient
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+PROFILE = "me"
+PLEX_FIXTURES = Path(__file__).parent / "fixtures" / "plex_library"
+ARRIVAL = ["imdb://tt2543164", "tmdb://329865", "tvdb://1204"]
+HEAT = ["imdb://tt0113277", "tmdb://949"]
+GOT = ["imdb://tt0944947", "tmdb://1399", "tvdb://121361"]
+GUARDIANS = ["imdb://tt2015381", "tmdb://118340"]
+BATMAN = ["imdb://tt0372784", "tmdb://272"]
+
+
+@dataclass
+class Link:
+    plextv: FakePlexTv
+    trakt: FakeTrakt
+    plex_client: PlexTvClient
+    trakt_client: TraktClient
+    store: Store
+    titles: dict[str, Title]
+
+    async def watchlist(self, **options: Any) -> Any:
+        return await sync_watchlist(
+            self.plex_client,
+            self.trakt_client,
+            self.store,
+            PROFILE,
+            clock=lambda: 1_800_000_000.0,
+            **options,
+        )
+
+    def plex_watchlist(self) -> set[str]:
+        return {t.title for t in self.plextv.watchlist()}
+
+    def trakt_watchlist(self) -> set[str]:
+        return {str(getattr(e.item, "title", "")) for e in self.trakt.watchlist()}
+
+
+@pytest.fixture
+async def link(start_fake: Callable[[FakeServer], FakeServer], store: Store) -> AsyncIterator[Link]:
+    plextv = start_fake(FakePlexTv())
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(plextv, FakePlexTv) and isinstance(trakt, FakeTrakt)
+    trakt.seed_reference_catalogue()
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    titles = {
+        "Arrival": plextv.add_title("movie", "Arrival", 2016, ARRIVAL),
+        "Heat": plextv.add_title("movie", "Heat", 1995, HEAT),
+        "Game of Thrones": plextv.add_title("show", "Game of Thrones", 2011, GOT),
+        "Guardians of the Galaxy": plextv.add_title(
+            "movie", "Guardians of the Galaxy", 2014, GUARDIANS
+        ),
+        "Batman Begins": plextv.add_title("movie", "Batman Begins", 2005, BATMAN),
+    }
+    config = PlexConfig(account_url=plextv.url, discover_url=plextv.url, metadata_url=plextv.url)
+    plex_client = PlexTvClient(
+        config,
+        store,
+        client_identifier="test-install",
+        account_tokens={PROFILE: Secret(plextv.owner.token)},
+    )
+    plex_client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    trakt_config = TraktConfig(CLIENT_ID, None, api_url=trakt.url, auth_url=trakt.url)
+    trakt_client = TraktClient(trakt_config, store, sleep=no_wait)
+    trakt_client.http.pacers[PROFILE] = Pacer()  # pacing is http.py's, tested there
+    sign_in_trakt(store, trakt, PROFILE)
+    yield Link(plextv, trakt, plex_client, trakt_client, store, titles)
+    await plex_client.aclose()
+    await trakt_client.aclose()
+
+
+def plex_add(link: Link, *names: str) -> None:
+    for name in names:
+        link.plextv.watchlist_add(link.plextv.owner, link.titles[name])
+
+
+def trakt_add(link: Link, *names: str) -> None:
+    user = link.trakt.user
+    from tests.fakes.trakt import WatchlistEntry, key_of
+
+    for name in names:
+        item = next((m for m in link.trakt.movies if m.title == name), None) or next(
+            s for s in link.trakt.shows if s.title == name
+        )
+        user.watchlist[key_of(item)] = WatchlistEntry(
+            len(user.watchlist) + 1, item, "2026-09-01T08:00:00.000Z"
+        )
+
+
+# --------------------------------------------------------------------------- watchlist
+
+
+async def test_first_run_merges_both_watchlists(link: Link) -> None:
+    plex_add(link, "Arrival")
+    trakt_add(link, "Game of Thrones", "Guardians of the Galaxy")
+    result = await link.watchlist()
+    assert (result.added_to_plex, result.added_to_trakt) == (2, 1)
+    assert link.plex_watchlist() == {"Arrival", "Game of Thrones", "Guardians of the Galaxy"}
+    assert link.trakt_watchlist() == {"Arrival", "Game of Thrones", "Guardians of the Galaxy"}
+
+
+async def test_titles_in_no_library_are_found_on_discover_by_external_id(link: Link) -> None:
+    trakt_add(link, "Heat")  # on no Plex server at all: only discover knows it
+    await link.watchlist()
+    assert link.plex_watchlist() == {"Heat"}
+    (match,) = [r for r in link.plextv.requests if r.query.get("guid")]
+    assert match.query == {"type": "1", "guid": "tmdb://949"}
+
+
+async def test_a_second_run_without_changes_writes_nothing(link: Link) -> None:
+    plex_add(link, "Arrival")
+    trakt_add(link, "Heat")
+    await link.watchlist()
+    before = len(link.plextv.requests), len(link.trakt.requests)
+    result = await link.watchlist()
+    assert result.plan.changes == 0
+    assert result.requests == {"plextv": 1, "trakt": 1}  # the two lists, nothing else
+    assert len(link.plextv.requests) - before[0] == 1
+
+
+async def test_with_trakts_activity_stamps_an_unchanged_run_only_reads_the_plex_list(
+    link: Link,
+) -> None:
+    plex_add(link, "Arrival")
+    trakt_add(link, "Heat")
+    await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
+    before = len(link.trakt.requests)
+    quiet = await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
+    assert quiet.requests == {"plextv": 1, "trakt": 0}
+    assert len(link.trakt.requests) - before == 1  # only the test's own last_activities
+    await link.trakt_client.remove_watchlist(PROFILE, [MediaRef("movie", ids=Ids(tmdb="949"))])
+    moved = await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
+    assert moved.removed_from_plex == 1  # the Trakt stamp moved: a full run
+    plex_add(link, "Batman Begins")
+    grown = await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
+    assert grown.added_to_trakt == 1  # the Plex list changed: a full run
+
+
+async def test_removal_on_plex_removes_from_trakt(link: Link) -> None:
+    plex_add(link, "Arrival", "Heat")
+    await link.watchlist()
+    await link.plex_client.remove_from_watchlist(PROFILE, link.titles["Heat"].rating_key)
+    result = await link.watchlist()
+    assert result.removed_from_trakt == 1
+    assert link.trakt_watchlist() == {"Arrival"}
+
+
+async def test_removal_on_trakt_removes_from_plex(link: Link) -> None:
+    trakt_add(link, "Arrival", "Heat")
+    await link.watchlist()
+    link.trakt.user.watchlist = {
+        k: v for k, v in link.trakt.user.watchlist.items() if v.item.title != "Arrival"
+    }
+    result = await link.watchlist()
+    assert result.removed_from_plex == 1
+    assert link.plex_watchlist() == {"Heat"}
+
+
+async def test_a_watchlist_404_stops_the_run_before_anything_is_written(link: Link) -> None:
+    plex_add(link, "Arrival", "Heat", "Batman Begins")
+    await link.watchlist()
+    link.plextv.watchlist_moved = True
+    with pytest.raises(WatchlistUnavailable, match="404"):
+        await link.watchlist()
+    assert link.trakt_watchlist() == {"Arrival", "Heat", "Batman Begins"}
+    assert link.trakt.count("POST", "/sync/watchlist/remove") == 0
+    link.plextv.watchlist_moved = False
+    result = await link.watchlist()  # the baseline survived the failed run
+    assert result.plan.changes == 0
+
+
+async def test_an_empty_read_that_would_remove_everything_is_held(link: Link) -> None:
+    plex_add(link, "Arrival", "Heat", "Batman Begins")
+    await link.watchlist()
+    link.plextv.owner.watchlist.clear()  # e.g. a new host that answers an empty list
+    result = await link.watchlist()
+    assert result.plan.held and result.removed_from_trakt == 0
+    assert link.trakt_watchlist() == {"Arrival", "Heat", "Batman Begins"}
+    confirmed = await link.watchlist(confirm_removals=True)  # the baseline kept them
+    assert confirmed.removed_from_trakt == 3
+
+
+async def test_entries_without_ids_are_identified_once_and_cached(link: Link) -> None:
+    plex_add(link, "Arrival")
+    link.plextv.watchlist_guids = False
+    await link.watchlist()
+    await link.watchlist()
+    assert link.trakt_watchlist() == {"Arrival"}
+    details = [
+        r for r in link.plextv.requests if r.path.endswith(link.titles["Arrival"].rating_key)
+    ]
+    assert len(details) == 1
+
+
+async def test_titles_one_side_cannot_identify_are_reported(link: Link) -> None:
+    trakt_add(link, "Parks and Recreation")  # discover does not know it here
+    result = await link.watchlist()
+    assert result.unresolved == ("Parks and Recreation (2009) (Plex discover does not know it)",)
+    again = await link.watchlist()  # the negative match is cached for a day
+    assert again.unresolved and link.plextv.count("GET", "/library/metadata/{id}") == 3
+
+
+async def test_a_plex_title_without_external_ids_is_named_and_left_alone(link: Link) -> None:
+    home_video = link.plextv.add_title("movie", "Our Wedding", 2019, [])
+    link.plextv.watchlist_add(link.plextv.owner, home_video)
+    result = await link.watchlist()
+    assert result.unresolved == ("Our Wedding (2019) (Plex knows no external id for it)",)
+    assert result.plan.changes == 0 and link.trakt.count("POST", "/sync/watchlist") == 0
+    assert link.plex_watchlist() == {"Our Wedding"}
+
+
+async def test_a_title_plex_refuses_is_reported_and_the_run_goes_on(link: Link) -> None:
+    trakt_add(link, "Heat", "Arrival")
+    link.plextv.fail_next(1, 400, route="PUT /actions/addToWatchlist")
+    result = await link.watchlist()
+    assert result.added_to_plex == 1 and len(result.unresolved) == 1
+    assert "not added to Plex" in result.unresolved[0]
+    again = await link.watchlist()  # not in the baseline: tried again
+    assert again.added_to_plex == 1
+    assert link.plex_watchlist() == {"Heat", "Arrival"}
+
+
+async def test_dry_run_writes_nothing(link: Link) -> None:
+    plex_add(link, "Arrival")
+    trakt_add(link, "Heat")
+    result = await link.watchlist(dry_run=True)
+    assert result.dry_run and result.plan.changes == 2
+    assert link.plex_watchlist() == {"Arrival"} and link.trakt_watchlist() == {"Heat"}
+    assert link.store.mirror_get("link:plex-trakt", PROFILE, "watchlist") == {}
+
+
+@pytest.fixture
+def notifier(receiver: AlertReceiver) -> Notifier:
+    return Notifier(AlertsConfig(urls=[Secret(receiver.apprise_url)]), timeout=2.0)
+
+
+async def test_a_free_watchlist_at_its_limit_pauses_with_one_alert_until_the_limit_changes(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(link, "Heat")
+    plex_add(link, "Arrival", "Batman Begins")
+    first = await link.watchlist(alerts=notifier)
+    assert first.limit is not None and first.limit.paused and first.limit.not_sent == 2
+    assert link.trakt_watchlist() == {"Heat"}
+    assert link.plex_watchlist() == {"Arrival", "Batman Begins", "Heat"}  # the rest runs
+    (alert,) = receiver.messages
+    assert "https://app.trakt.tv/vip" in alert["message"] and PROFILE in alert["message"]
+    posts = link.trakt.count("POST", "/sync/watchlist")
+
+    second = await link.watchlist(alerts=notifier)
+    assert second.limit is not None and second.limit.paused
+    assert link.trakt.count("POST", "/sync/watchlist") == posts  # no retry against the limit
+    assert len(receiver.messages) == 1
+
+    link.trakt.set_limits(vip=True, limits=VIP_LIMITS)
+    third = await link.watchlist(alerts=notifier)
+    assert third.limit is not None and not third.limit.paused and third.limit.resolved
+    assert link.trakt_watchlist() == {"Heat", "Arrival", "Batman Begins"}
+    assert load_pause(link.store, PROFILE, "watchlist") is None
+    assert receiver.titles()[-1].startswith("Resolved")
+
+
+async def test_a_watchlist_404_alerts_at_once_and_recovers(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.plextv.watchlist_moved = True
+    with pytest.raises(WatchlistUnavailable):
+        await link.watchlist(alerts=notifier)
+    (alert,) = receiver.messages
+    assert alert["title"] == "Plex watchlist not found"
+    assert "services.plex.discover_url" in alert["message"]
+    link.plextv.watchlist_moved = False
+    await link.watchlist(alerts=notifier)
+    assert receiver.titles()[-1] == "Resolved: Plex watchlist not found"
+
+
+async def test_a_420_from_trakt_pauses_with_its_upgrade_url(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    plex_add(link, "Arrival")
+    link.trakt.account_limit(route="POST /sync/watchlist", limit=250)
+    result = await link.watchlist(alerts=notifier)
+    assert result.limit is not None and result.limit.paused
+    pause = load_pause(link.store, PROFILE, "watchlist")
+    assert pause is not None and pause.upgrade_url == "https://trakt.tv/vip"
+    assert "https://trakt.tv/vip" in receiver.messages[0]["message"]
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def listing(name: str) -> list[dict[str, Any]]:
+    entries, _ = container_entries(json.loads((PLEX_FIXTURES / name).read_text()))
+    return [dict(e) for e in entries]
+
+
+async def collect(link: Link, **options: Any) -> Any:
+    return await sync_collection(
+        link.trakt_client,
+        link.store,
+        PROFILE,
+        movies=options.pop("movies", listing("library_movies_all.json")),
+        episodes=options.pop("episodes", listing("library_episodes_all.json")),
+        shows=listing("library_shows_all.json"),
+        clock=lambda: 1_800_000_000.0,
+        **options,
+    )
+
+
+def collected(link: Link) -> dict[str, dict[str, Any]]:
+    out = {}
+    for entry in link.trakt.collection():
+        item = entry.item
+        name = getattr(item, "title", None) if entry.item.kind == "movie" else None
+        name = name or f"{item.show.title} S{item.season:02d}E{item.number:02d}"  # type: ignore[union-attr]
+        out[name] = entry.metadata
+    return out
+
+
+async def test_first_collection_run_sends_the_library_with_media_details(link: Link) -> None:
+    result = await collect(link)
+    assert (result.added, result.updated, result.removed) == (5, 0, 0)
+    assert collected(link) == {
+        "Batman Begins": {
+            "media_type": "digital",
+            "resolution": "uhd_4k",
+            "hdr": "dolby_vision",
+            "audio": "dolby_atmos",
+            "audio_channels": "7.1",
+        },
+        "TRON: Legacy": {  # the better of two versions
+            "media_type": "digital",
+            "resolution": "uhd_4k",
+            "hdr": "hdr10",
+            "audio": "dolby_digital_plus_atmos",
+            "audio_channels": "5.1",
+        },
+        "Guardians of the Galaxy": {
+            "media_type": "digital",
+            "resolution": "hd_1080p",
+            "audio": "dts_ma",
+            "audio_channels": "7.1",
+        },
+        "Breaking Bad S04E01": {
+            "media_type": "digital",
+            "resolution": "hd_1080p",
+            "audio": "aac",
+            "audio_channels": "2.0",
+        },
+        "Breaking Bad S04E08": {
+            "media_type": "digital",
+            "resolution": "hd_720p",
+            "audio": "dolby_digital_plus",
+            "audio_channels": "5.1",
+        },
+    }
+    assert link.trakt.count("POST", "/sync/collection") == 1  # one batch, not per item
+
+
+async def test_a_collection_run_without_changes_only_reads(link: Link) -> None:
+    await collect(link)
+    posts = link.trakt.count("POST", "/sync/collection")
+    result = await collect(link)
+    assert result.plan.unchanged == 5 and (result.added, result.updated) == (0, 0)
+    assert link.trakt.count("POST", "/sync/collection") == posts
+    assert result.requests == {"trakt": 2}  # movies and shows; no limits needed
+
+
+async def test_a_better_version_updates_the_details(link: Link) -> None:
+    await collect(link)
+    movies = listing("library_movies_all.json")
+    guardians = movies[2]["Media"][0]
+    guardians["width"], guardians["videoResolution"] = 3840, "4k"
+    result = await collect(link, movies=movies)
+    assert result.updated == 1
+    assert collected(link)["Guardians of the Galaxy"]["resolution"] == "uhd_4k"
+
+
+async def test_items_gone_from_the_server_are_removed_only_when_asked_and_only_ours(
+    link: Link,
+) -> None:
+    await collect(link)
+    from tests.fakes.trakt import CollectionEntry, key_of
+
+    heat = next(m for m in link.trakt.movies if m.title == "Heat")
+    link.trakt.user.collection[key_of(heat)] = CollectionEntry(
+        heat, "2025-01-01T00:00:00.000Z", "2025-01-01T00:00:00.000Z"
+    )
+    fewer = listing("library_movies_all.json")[:2]
+    kept = await collect(link, movies=fewer)
+    assert kept.removed == 0 and "Guardians of the Galaxy" in collected(link)
+    await collect(link)  # Guardians is back on the server
+    removed = await collect(link, movies=fewer, remove_missing=True)
+    assert removed.removed == 1
+    assert "Guardians of the Galaxy" not in collected(link)
+    assert "Heat" in collected(link)  # not ours: never removed
+
+
+async def test_a_free_collection_at_its_limit_sends_what_fits_then_pauses(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.user.limits["collection"] = {"item_count": 3}
+    result = await collect(link, alerts=notifier)
+    assert result.added == 3
+    assert result.limit is not None and result.limit.paused and result.limit.not_sent == 2
+    assert len(link.trakt.collection()) == 3
+    assert "collection" in receiver.messages[0]["message"]
+    again = await collect(link, alerts=notifier)
+    assert again.added == 0 and len(receiver.messages) == 1
+    link.trakt.set_limits(limits={"collection": {"item_count": 1000}})  # Trakt raised it
+    resumed = await collect(link, alerts=notifier)
+    assert resumed.added == 2 and resumed.limit is not None and not resumed.limit.paused
+
+
+async def test_with_trakts_activity_stamps_a_run_without_changes_asks_nothing(
+    link: Link,
+) -> None:
+    activities = await link.trakt_client.last_activities(PROFILE)
+    await collect(link, activities=activities)  # writes, then reads the stamps it moved
+    activities = await link.trakt_client.last_activities(PROFILE)
+    before = len(link.trakt.requests)
+    result = await collect(link, activities=activities)
+    assert result.requests == {"trakt": 0} and result.plan.unchanged == 5
+    assert len(link.trakt.requests) == before
+
+
+async def test_a_library_change_or_a_trakt_change_makes_the_run_read_again(link: Link) -> None:
+    await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
+    movies = listing("library_movies_all.json")
+    movies[0]["Media"][0]["width"] = 1920  # a new, smaller copy
+    changed = await collect(
+        link, movies=movies, activities=await link.trakt_client.last_activities(PROFILE)
+    )
+    assert changed.updated == 1
+    batman = MediaRef("movie", ids=Ids(tmdb="272"))
+    await link.trakt_client.remove_collection(PROFILE, [batman])  # elsewhere: stamps move
+    again = await collect(
+        link, movies=movies, activities=await link.trakt_client.last_activities(PROFILE)
+    )
+    assert again.added == 1
+
+
+async def test_a_paused_collection_resumes_when_the_account_settings_change(
+    link: Link,
+) -> None:
+    link.trakt.user.limits["collection"] = {"item_count": 3}
+    first = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
+    assert first.limit is not None and first.limit.paused
+    quiet = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
+    assert quiet.requests == {"trakt": 0}  # paused, nothing moved: not even the limits read
+    link.trakt.set_limits(vip=True, limits=VIP_LIMITS)
+    resumed = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
+    assert resumed.added == 2 and resumed.limit is not None and not resumed.limit.paused
+
+
+async def test_collection_dry_run_writes_nothing(link: Link) -> None:
+    result = await collect(link, dry_run=True)
+    assert result.dry_run and len(result.plan.add) == 5
+    assert link.trakt.collection() == []
+
+
+def test_the_plextv_client_takes_each_persons_token_and_the_installs_identifier(
+    store: Store,
+) -> None:
+    from watchbridge.config import Accounts, Config, PlexAccount, Profile, ServicesConfig
+    from watchbridge.plexlink import plextv_client
+
+    config = Config(
+        services=ServicesConfig(plex=PlexConfig(token=Secret("owner-token"))),
+        profiles={
+            "me": Profile(accounts=Accounts(plex=PlexAccount())),
+            "kid": Profile(accounts=Accounts(plex=PlexAccount(token=Secret("kid-token")))),
+            "signed": Profile(accounts=Accounts(plex=PlexAccount())),
+            "none": Profile(),
+        },
+    )
+    store.put_token("plex", "signed", {"token": "pin-token"}, 0.0)
+    client = plextv_client(config, store)
+    assert client is not None
+    assert client.account_token("me") == "owner-token"  # `plex: {}` is the owner
+    assert client.account_token("kid") == "kid-token"
+    assert client.account_token("signed") == "pin-token"
+    assert client.client_identifier == store.setting("plex_client_identifier", str, 0.0)
+    asyncio.run(client.aclose())

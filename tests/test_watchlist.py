@@ -1,0 +1,104 @@
+"""Two-way watchlist planning with baselines (pure)."""
+
+from __future__ import annotations
+
+from watchbridge.model import Ids
+from watchbridge.watchlist import WatchItem, aliases, baseline_entry, plan_watchlist, watch_key
+
+ARRIVAL = Ids(tmdb="329865", imdb="tt2543164")
+HEAT = Ids(tmdb="949", imdb="tt0113277")
+GOT = Ids(tmdb="1399", tvdb="121361", imdb="tt0944947")
+DUNE = Ids(tmdb="438631")
+
+
+def plex(ids: Ids, kind: str = "movie") -> WatchItem:
+    return WatchItem(kind, ids, plex_key=f"p{ids.tmdb}")  # type: ignore[arg-type]
+
+
+def trakt(ids: Ids, kind: str = "movie") -> WatchItem:
+    return WatchItem(kind, ids)  # type: ignore[arg-type]
+
+
+def base(*items: WatchItem) -> dict[str, list[str]]:
+    return dict(baseline_entry(i) for i in items)
+
+
+def test_keys_prefer_tmdb_then_imdb_then_tvdb() -> None:
+    assert watch_key("movie", ARRIVAL) == "movie:tmdb:329865"
+    assert watch_key("show", Ids(imdb="tt0944947", tvdb="121361")) == "show:imdb:tt0944947"
+    assert watch_key("show", Ids(tvdb="121361")) == "show:tvdb:121361"
+    assert aliases("show", GOT) == {"show:tmdb:1399", "show:tvdb:121361", "show:imdb:tt0944947"}
+
+
+def test_first_run_adds_each_side_to_the_other() -> None:
+    plan = plan_watchlist([plex(ARRIVAL)], [trakt(HEAT), trakt(GOT, "show")], {})
+    assert [i.ids for i in plan.add_to_trakt] == [ARRIVAL]
+    assert [i.ids for i in plan.add_to_plex] == [HEAT, GOT]
+    assert plan.removals == 0
+
+
+def test_titles_on_both_sides_match_by_any_shared_id() -> None:
+    plan = plan_watchlist([plex(Ids(imdb="tt2543164"))], [trakt(ARRIVAL)], {})
+    assert plan.changes == 0 and len(plan.on_both) == 1
+
+
+def test_removal_on_trakt_removes_from_plex() -> None:
+    plan = plan_watchlist([plex(ARRIVAL), plex(HEAT)], [trakt(HEAT)], base(plex(ARRIVAL)))
+    assert [i.plex_key for i in plan.remove_from_plex] == ["p329865"]
+    assert plan.add_to_trakt == ()
+
+
+def test_removal_on_plex_removes_from_trakt() -> None:
+    plan = plan_watchlist([plex(HEAT)], [trakt(ARRIVAL), trakt(HEAT)], base(trakt(ARRIVAL)))
+    assert [i.ids for i in plan.remove_from_trakt] == [ARRIVAL]
+    assert plan.add_to_plex == ()
+
+
+def test_a_title_gone_from_both_sides_is_forgotten() -> None:
+    plan = plan_watchlist([], [], base(trakt(ARRIVAL)))
+    assert plan.forgotten == ("movie:tmdb:329865",) and plan.changes == 0
+
+
+def test_baseline_knows_a_title_by_any_of_its_aliases() -> None:
+    # Trakt's item had both ids last run; Plex now lists it by IMDb only.
+    plan = plan_watchlist([plex(Ids(imdb="tt2543164"))], [], base(trakt(ARRIVAL)))
+    assert len(plan.remove_from_plex) == 1
+
+
+def test_a_watchlist_that_suddenly_reads_empty_holds_the_removals() -> None:
+    titles = [ARRIVAL, HEAT, DUNE, Ids(tmdb="1"), Ids(tmdb="2")]
+    plan = plan_watchlist([plex(i) for i in titles], [], base(*[trakt(i) for i in titles]))
+    assert plan.held and "5 of 5" in plan.held and "--confirm-removals" in plan.held
+    assert plan.remove_from_plex == () and plan.add_to_trakt == ()
+
+
+def test_confirmed_removals_are_not_held() -> None:
+    titles = [ARRIVAL, HEAT, DUNE]
+    plan = plan_watchlist(
+        [plex(i) for i in titles], [], base(*[trakt(i) for i in titles]), confirm_removals=True
+    )
+    assert not plan.held and len(plan.remove_from_plex) == 3
+
+
+def test_removing_one_title_from_a_short_list_is_ordinary() -> None:
+    plan = plan_watchlist([plex(ARRIVAL), plex(HEAT)], [trakt(HEAT)], base(plex(ARRIVAL)))
+    assert not plan.held and len(plan.remove_from_plex) == 1
+
+
+def test_one_way_to_trakt_never_writes_plex_and_puts_back_what_trakt_lost() -> None:
+    plan = plan_watchlist(
+        [plex(ARRIVAL), plex(HEAT)],
+        [trakt(DUNE), trakt(GOT, "show")],
+        base(plex(ARRIVAL), trakt(GOT, "show")),
+        only_to="trakt",
+    )
+    assert {i.ids.tmdb for i in plan.add_to_trakt} == {"329865", "949"}
+    assert [i.ids for i in plan.remove_from_trakt] == [GOT]  # Plex lost it
+    assert plan.add_to_plex == () and plan.remove_from_plex == ()  # Dune stays Trakt's own
+
+
+def test_one_way_to_plex_never_writes_trakt() -> None:
+    plan = plan_watchlist([plex(ARRIVAL)], [trakt(HEAT)], base(plex(ARRIVAL)), only_to="plex")
+    assert [i.ids for i in plan.remove_from_plex] == [ARRIVAL]
+    assert [i.ids for i in plan.add_to_plex] == [HEAT]
+    assert plan.add_to_trakt == () and plan.remove_from_trakt == ()
