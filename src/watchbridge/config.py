@@ -143,6 +143,7 @@ class PlexConfig:
     account_url: str = "https://plex.tv"
     discover_url: str = "https://discover.provider.plex.tv"
     metadata_url: str = "https://metadata.provider.plex.tv"
+    libraries: list[str] = field(default_factory=list)  # by name; empty: every movie/show one
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,24 @@ class SerializdConfig:
 
 
 @dataclass(frozen=True)
+class AnimeMappingUrls:
+    """Where each anime mapping dataset is downloaded from; "" switches one off."""
+
+    anibridge: str | None = None
+    kometa: str | None = None
+    fribb: str | None = None
+    animelists: str | None = None
+
+
+@dataclass(frozen=True)
 class AniListConfig:
     api_url: str = "https://graphql.anilist.co"
     auth_url: str = "https://anilist.co/api/v2/oauth"
     client_id: str | None = None
     client_secret: Secret | None = None
+    mapping_refresh: Duration = Duration(7 * 86400)  # anime mapping datasets, see anime_data
+    mapping_overrides: str | None = None  # YAML file, relative to the config file
+    mapping_urls: AnimeMappingUrls = field(default_factory=AnimeMappingUrls)
 
 
 @dataclass(frozen=True)
@@ -383,12 +397,27 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
+    problems.extend(_anilist_problems(config.services.anilist))
     if config.server.max_webhook_bytes < 64 * 1024:
         problems.append(("server.max_webhook_bytes", "expected at least 65536 (Plex posters)"))
     if config.delivery.max_attempts < 1:
         problems.append(("delivery.max_attempts", "expected at least 1"))
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
+    return problems
+
+
+def _anilist_problems(anilist: AniListConfig | None) -> list[tuple[str, str]]:
+    if anilist is None:
+        return []
+    problems = []
+    if anilist.mapping_refresh < 3600:
+        problems.append(("services.anilist.mapping_refresh", "expected at least 1h (e.g. 1d, 7d)"))
+    for name, url in vars(anilist.mapping_urls).items():
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(
+                (f"services.anilist.mapping_urls.{name}", "expected an http(s) URL, or '' for off")
+            )
     return problems
 
 

@@ -46,3 +46,65 @@ def from_point_100(value: int) -> int | None:
 
 def to_point_100(internal: int) -> int:
     return _clamp(internal, 1, 100)
+
+
+# AniList: every score format, as the user sees it (reference anilist.md §8). Reading should
+# ask for `score(format: POINT_100)` (the raw value, lossless) and writing should use
+# `scoreRaw`; these conversions exist to compare in the user's visible format (no flapping:
+# raw 70 and 80 are both 4 stars) and for the rare answer given in the user's format.
+ANILIST_SCORE_FORMATS = ("POINT_100", "POINT_10_DECIMAL", "POINT_10", "POINT_5", "POINT_3")
+# POINT_3 smileys (1 = sad, 2 = neutral, 3 = happy) as the 1-10 values 3, 6, 9 (§8 table);
+# the cut-offs on raw are Mihon's (<= 35 sad, <= 60 neutral).
+_SMILEY_RAW = {1: 30, 2: 60, 3: 90}
+
+
+def to_anilist(internal: int, score_format: str) -> float:
+    """0-100 (1..100) to a score in an AniList format: what a user of that format sees."""
+    value = _clamp(internal, 1, 100)
+    if score_format == "POINT_100":
+        return value
+    if score_format == "POINT_10_DECIMAL":
+        return value / 10
+    if score_format == "POINT_10":
+        return _clamp(_round_half_up(value / 10), 1, 10)
+    if score_format == "POINT_5":
+        return _clamp(_round_half_up(value / 20), 1, 5)
+    if score_format == "POINT_3":
+        return 1 if value <= 35 else 2 if value <= 60 else 3
+    raise ValueError(f"unknown AniList score format {score_format!r}")
+
+
+def from_anilist(score: float | None, score_format: str) -> int | None:
+    """A score in an AniList format to 0-100; 0 (or none) means unrated in every format."""
+    if score is None or score <= 0:
+        return None
+    if score_format == "POINT_100":
+        return _clamp(_round_half_up(score), 1, 100)
+    if score_format == "POINT_10_DECIMAL":
+        return _clamp(_round_half_up(score * 10), 1, 100)
+    if score_format == "POINT_10":
+        return _clamp(_round_half_up(score) * 10, 1, 100)
+    if score_format == "POINT_5":
+        return _clamp(_round_half_up(score) * 20, 1, 100)
+    if score_format == "POINT_3":
+        return _SMILEY_RAW[_clamp(_round_half_up(score), 1, 3)]
+    raise ValueError(f"unknown AniList score format {score_format!r}")
+
+
+def anilist_values(score_format: str) -> list[float]:
+    """Every non-zero score a user of `score_format` can give (for tests and validation)."""
+    if score_format == "POINT_100":
+        return list(range(1, 101))
+    if score_format == "POINT_10_DECIMAL":
+        return [n / 10 for n in range(1, 101)]
+    top = {"POINT_10": 10, "POINT_5": 5, "POINT_3": 3}.get(score_format)
+    if top is None:
+        raise ValueError(f"unknown AniList score format {score_format!r}")
+    return list(range(1, top + 1))
+
+
+def anilist_same(a: int | None, b: int | None, score_format: str) -> bool:
+    """Whether two 0-100 ratings look the same to a user of `score_format` (None = unrated)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return to_anilist(a, score_format) == to_anilist(b, score_format)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from litestar import Litestar
 
@@ -12,6 +13,9 @@ from watchbridge import webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.config import Config, Secret
+from watchbridge.deliver.anilist import AniListTarget
+from watchbridge.deliver.anilist import index_source as anilist_reverse
+from watchbridge.deliver.plex import PlexTarget
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
@@ -19,9 +23,10 @@ from watchbridge.ids import PlexEnricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
 from watchbridge.scheduler import SyncScheduler
+from watchbridge.services.anilist import AniListClient
 from watchbridge.services.plex import PlexClient
 from watchbridge.services.serializd import SerializdClient
-from watchbridge.services.trakt import TraktClient
+from watchbridge.services.trakt import TokenStore, TraktClient
 
 
 def seeded_trakt_tokens(config: Config) -> dict[str, Secret]:
@@ -73,6 +78,21 @@ def serializd_client(config: Config, runtime: Runtime) -> SerializdClient | None
     )
 
 
+def anilist_client(
+    config: Config, tokens: TokenStore, clock: Callable[[], float], **kwargs: Any
+) -> AniListClient:
+    """One AniList client (one pacer: AniList limits per IP) with the config's tokens."""
+    assert config.services.anilist is not None
+    seeded = {
+        name: profile.accounts.anilist.token
+        for name, profile in config.profiles.items()
+        if profile.accounts.anilist is not None and profile.accounts.anilist.token
+    }
+    return AniListClient(
+        config.services.anilist, tokens, seeded_tokens=seeded, clock=clock, **kwargs
+    )
+
+
 def make_targets(runtime: Runtime) -> Sequence[Target]:
     """The delivery targets the config asks for, built once the store is open."""
     targets: list[Target] = []
@@ -94,6 +114,27 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
     if serializd is not None:
         targets.append(
             SerializdTarget(serializd, runtime.store, runtime.config.delivery, runtime.clock)
+        )
+    plex_writer = plex_client(runtime.config, runtime)  # its own client: per-profile tokens
+    if plex_writer is not None:
+        targets.append(PlexTarget(plex_writer, runtime.config, runtime.store, runtime.clock))
+    if runtime.config.services.anilist is not None:
+        # Deliveries wait out at most 15 s inline; longer 429 timeouts hold the target.
+        anilist = anilist_client(
+            runtime.config,
+            runtime.store,
+            runtime.clock,
+            metrics=runtime.metrics,
+            max_inline_wait=15,
+        )
+        targets.append(
+            AniListTarget(
+                anilist,
+                runtime.store,
+                runtime.config.delivery,
+                runtime.clock,
+                anilist_reverse(runtime.config),
+            )
         )
     return targets
 

@@ -1,0 +1,383 @@
+"""Delivering outbox rows to AniList: plays become progress, ratings become scores.
+
+AniList keeps one entry per cour or part with its highest episode (reference anilist.md §7), so
+a play of a TMDB episode goes through the anime mapping (reverse: show, season, episode ->
+AniList id and episode) and sets progress to max(current, episode): never lower, whatever
+order plays arrive in. Reaching the episode count completes the entry (a rewatch pass is
+counted in `repeat`); a live play of episode 1 of a completed entry starts a rewatch. Scores
+go as `scoreRaw` and are skipped when the user would see no difference in their format
+(raw 70 and 80 are both 4 stars: no flapping). Removals lower progress only when the removed
+episode is the highest one (AniList cannot unwatch an episode in the middle).
+
+Items that are not anime (in no mapping dataset) are done at once with a note; anime that
+cannot be mapped are recorded for `watchbridge anime unmatched` and not retried blindly.
+Every batch starts from a fresh view of the list: the entries updated since the last batch
+(one request), or the whole list the first time (a few requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from watchbridge import ratings
+from watchbridge.anime import AnimeIndex, Unmatched
+from watchbridge.config import DeliveryConfig
+from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
+from watchbridge.http import Unavailable
+from watchbridge.model import MediaRef, ref_from_dict
+from watchbridge.reconcile import UNDATED
+from watchbridge.services.anilist import (
+    AniListAuthError,
+    AniListClient,
+    AniListError,
+    AniListNotFound,
+    AniListValidationError,
+    EntryWrite,
+    FuzzyDate,
+    ListEntry,
+    entry_from_dict,
+    entry_to_dict,
+)
+from watchbridge.store import OutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+NAME = "anilist"
+ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
+CURSOR = "entries_updated_at"
+AUTH_HOLD = 1800.0
+MAPPING_HOLD = 3600.0
+LIVE_REWATCH = 7 * 86400.0  # a play this recent of episode 1 of a finished entry is a rewatch
+
+# MediaRef -> (AniList id, AniList episode), or why not
+Reverse = Callable[[MediaRef], "tuple[int, int] | Unmatched"]
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def _day(at: float) -> FuzzyDate | None:
+    return FuzzyDate.of(at) if at > UNDATED else None
+
+
+def play_write(
+    current: ListEntry | None, media_id: int, episode: int, at: float, *, rewatch: bool
+) -> EntryWrite | None:
+    """What a play of AniList episode `episode` changes (None: nothing, it is counted).
+
+    `rewatch`: the play is live and recent, so episode 1 of a finished entry starts a
+    rewatch; a play copied from old history never does."""
+    day = _day(at)
+    if current is None:
+        return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=day)
+    total = current.episodes
+    if total is not None:
+        episode = min(episode, total)
+    if current.status == "COMPLETED":
+        if rewatch and episode == 1 and total != 1:
+            return EntryWrite(media_id, status="REPEATING", progress=1)
+        return None
+    if episode <= current.progress:
+        return None
+    if current.status == "REPEATING":
+        if total is not None and episode >= total:
+            return EntryWrite(
+                media_id, status="COMPLETED", progress=total, repeat=current.repeat + 1
+            )
+        return EntryWrite(media_id, progress=episode)
+    started = None if current.started_at else day
+    if total is not None and episode >= total:
+        completed = None if current.completed_at else day
+        return EntryWrite(
+            media_id,
+            status="COMPLETED",
+            progress=total,
+            started_at=started,
+            completed_at=completed,
+        )
+    return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=started)
+
+
+def finish_write(saved: ListEntry, at: float) -> EntryWrite | None:
+    """A new entry learns its episode count only from the save: complete it if reached."""
+    if saved.episodes is None or saved.progress < saved.episodes:
+        return None
+    if saved.status == "CURRENT":
+        return EntryWrite(saved.media_id, status="COMPLETED", completed_at=_day(at))
+    return None
+
+
+def rating_write(current: ListEntry, value: int | None, score_format: str) -> EntryWrite | None:
+    """The score write for internal `value` (None: remove), unless the user would see no
+    change in their own format."""
+    have = current.score or None
+    if ratings.anilist_same(have, value, score_format):
+        return None
+    return EntryWrite(current.media_id, score_raw=value or 0)
+
+
+def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
+    """An unwatch propagated on purpose: only the highest episode can go (progress - 1)."""
+    if current is None or current.status in ("REPEATING", "PLANNING"):
+        return None
+    if episode != current.progress:
+        return None
+    status = "CURRENT" if current.status == "COMPLETED" else None
+    return EntryWrite(current.media_id, status=status, progress=episode - 1)
+
+
+def index_reverse(index: AnimeIndex) -> Reverse:
+    """`Reverse` from the mapping index (`watchbridge.anime.AnimeIndex`)."""
+
+    def reverse(item: MediaRef) -> tuple[int, int] | Unmatched:
+        if item.kind == "movie":
+            tmdb = item.ids.tmdb
+            if tmdb and tmdb.isdigit():
+                return index.anilist_for_movie(int(tmdb))
+            return Unmatched(f"{item.describe()} has no TMDB id", "unknown")
+        ids = item.ids if item.kind == "show" else item.show_ids
+        for scheme in ("tmdb", "tvdb"):
+            show = getattr(ids, scheme)
+            if not (show and show.isdigit()):
+                continue
+            if item.kind == "episode":
+                if item.season is None and item.absolute is not None:
+                    return index.anilist_for(int(show), None, item.absolute, scheme)
+                if item.season is None or item.number is None:
+                    continue
+                return index.anilist_for(int(show), item.season, item.number, scheme)
+            return index.anilist_for(int(show), item.season or 1, 1, scheme)
+        return Unmatched(f"{item.describe()} has no TMDB or TVDB show id", "unknown")
+
+    return reverse
+
+
+# --------------------------------------------------------------------------- the target
+
+
+class AniListTarget:
+    name = NAME
+    # A row costs one paced write (~2.3 s at the served 30/min); small batches keep a pass short.
+    batch_size = 5
+
+    def __init__(
+        self,
+        client: AniListClient,
+        store: Store,
+        config: DeliveryConfig,
+        clock: Callable[[], float],
+        reverse: Callable[[], Awaitable[Reverse]],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.reverse = reverse
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
+        return await per_profile(items, self._deliver_profile, self._hold_for)
+
+    def _hold_for(self, exc: Exception, profile: str) -> Outcome:
+        if isinstance(exc, MappingUnavailable):
+            return Hold(str(exc), MAPPING_HOLD)
+        if isinstance(exc, AniListAuthError):
+            return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False)
+        if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
+            return Hold(exc.message, exc.retry_after or self.config.retry_after)
+        if isinstance(exc, AniListError):
+            return Retry(exc.message)
+        log.error("unexpected error delivering to AniList", exc_info=exc)
+        return Retry(f"internal error: {type(exc).__name__}")
+
+    async def _deliver_profile(
+        self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
+    ) -> None:
+        reverse = await self.reverse()
+        entries: dict[int, ListEntry] | None = None
+        for row in rows:
+            decoded = _decode(row)
+            if not isinstance(decoded, MediaRef):
+                outcomes[row.id] = decoded
+                continue
+            if row.action == "watching":
+                outcomes[row.id] = Delivered("AniList counts finished episodes only")
+                continue
+            if row.action in ("rating", "remove_rating") and decoded.kind == "episode":
+                outcomes[row.id] = Delivered("AniList has no episode ratings: skipped")
+                continue
+            target = reverse(decoded)
+            if isinstance(target, Unmatched):
+                outcomes[row.id] = await self._unmatched(profile, decoded, target)
+                continue
+            if entries is None:
+                entries = await self._entries(profile)
+            try:
+                outcomes[row.id] = await self._row(profile, row, target, entries)
+            except (AniListValidationError, AniListNotFound) as exc:
+                outcomes[row.id] = Dead(exc.message)
+
+    async def _unmatched(self, profile: str, item: MediaRef, why: Unmatched) -> Outcome:
+        if why.code == "unknown":
+            return Delivered("not anime (in no mapping dataset): skipped")
+        from watchbridge.anime_data import note_unmatched
+
+        await asyncio.to_thread(
+            note_unmatched,
+            self.store,
+            profile,
+            item.key(),
+            why,
+            self.clock(),
+            title=item.show_title or item.title,
+        )
+        return Delivered(f"unmatched, see `watchbridge anime unmatched`: {why.reason}")
+
+    async def _row(
+        self,
+        profile: str,
+        row: OutboxItem,
+        target: tuple[int, int],
+        entries: dict[int, ListEntry],
+    ) -> Outcome:
+        media_id, episode = target
+        current = entries.get(media_id)
+        at = float(row.payload.get("at") or UNDATED)
+        if row.action == "play":
+            live = "link" not in row.payload and self.clock() - at <= LIVE_REWATCH
+            write = play_write(current, media_id, episode, at, rewatch=live)
+            if write is None:
+                return Delivered(
+                    f"already counted (AniList progress {current and current.progress})"
+                )
+            saved = await self._save(profile, write, current, entries)
+            finish = finish_write(saved, at) if current is None else None
+            if finish is not None:
+                saved = await self._save(profile, finish, saved, entries)
+            return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
+        if row.action in ("rating", "remove_rating"):
+            if current is None:
+                return Delivered("not on the AniList list: a score needs an entry; skipped")
+            value = int(row.payload["rating"]) if row.action == "rating" else None
+            viewer = await self.client.viewer(profile)
+            write = rating_write(current, value, viewer.score_format)
+            if write is None:
+                return Delivered("AniList already shows this score")
+            await self._save(profile, write, current, entries)
+            return Delivered("score removed" if value is None else "scored")
+        if row.action == "remove_play":
+            write = removal_write(current, episode)
+            if write is None:
+                return Delivered("AniList keeps only the highest episode: nothing to remove")
+            await self._save(profile, write, current, entries, allow_lower=True)
+            return Delivered(f"progress lowered to {episode - 1}")
+        return Dead(f"unknown action {row.action!r} for AniList")
+
+    async def _save(
+        self,
+        profile: str,
+        write: EntryWrite,
+        current: ListEntry | None,
+        entries: dict[int, ListEntry],
+        allow_lower: bool = False,
+    ) -> ListEntry:
+        try:
+            saved = await self.client.save_entry(
+                profile, write, current=current, allow_lower=allow_lower
+            )
+        except AniListValidationError as exc:
+            if current is None or "id" not in exc.fields:
+                raise
+            # The entry was deleted on AniList since we last saw it: create it again.
+            saved = await self.client.save_entry(profile, write, current=None)
+        assert saved is not None
+        entries[saved.media_id] = saved
+        await asyncio.to_thread(
+            self.store.mirror_put,
+            NAME,
+            profile,
+            ENTRIES,
+            {str(saved.media_id): entry_to_dict(saved)},
+            self.clock(),
+        )
+        return saved
+
+    async def _entries(self, profile: str) -> dict[int, ListEntry]:
+        """The list as AniList has it now: the mirror refreshed with what changed since."""
+        mirror, since = await asyncio.to_thread(self._load_mirror, profile)
+        if since is None:
+            fresh = await self.client.entries(profile)
+            entries = {e.media_id: e for e in fresh}
+            replace_all = True
+        else:
+            fresh = await self.client.updated_since(profile, since)
+            entries = {**mirror, **{e.media_id: e for e in fresh}}
+            replace_all = False
+        newest = max([e.updated_at for e in fresh], default=since or 0.0)
+        await asyncio.to_thread(self._save_mirror, profile, entries, fresh, replace_all, newest)
+        return entries
+
+    def _load_mirror(self, profile: str) -> tuple[dict[int, ListEntry], float | None]:
+        raw = self.store.mirror_get(NAME, profile, ENTRIES)
+        cursor = self.store.get_cursor(NAME, profile, CURSOR)
+        entries = {}
+        for key, value in raw.items():
+            entry = entry_from_dict(value) if isinstance(value, dict) else None
+            if entry is not None and key.isdigit():
+                entries[int(key)] = entry
+        return entries, float(cursor) if cursor else None
+
+    def _save_mirror(
+        self,
+        profile: str,
+        entries: dict[int, ListEntry],
+        fresh: list[ListEntry],
+        replace_all: bool,
+        newest: float,
+    ) -> None:
+        now = self.clock()
+        if replace_all:
+            values = {str(k): entry_to_dict(e) for k, e in entries.items()}
+            self.store.mirror_replace(NAME, profile, ENTRIES, values, now)
+        elif fresh:
+            values = {str(e.media_id): entry_to_dict(e) for e in fresh}
+            self.store.mirror_put(NAME, profile, ENTRIES, values, now)
+        self.store.set_cursor(NAME, profile, CURSOR, str(newest), now)
+
+
+def _decode(row: OutboxItem) -> MediaRef | Outcome:
+    try:
+        return ref_from_dict(row.payload["item"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return Dead(f"unreadable {row.action} row for AniList: {exc!r}")
+
+
+class MappingUnavailable(Exception):
+    """No anime mapping dataset is on disk yet: nothing can be told apart from anime."""
+
+
+def index_source(config: Any) -> Callable[[], Awaitable[Reverse]]:
+    """The reverse mapping from the datasets cache, refreshed when due (a failed download
+    keeps the cache); raises MappingUnavailable while no dataset has been downloaded."""
+    from watchbridge import anime_data
+
+    data = anime_data.from_config(config)
+
+    async def load() -> Reverse:
+        try:
+            index = await data.index()
+        finally:
+            await data.aclose()
+        if len(index) == 0:
+            raise MappingUnavailable(
+                "no anime mapping dataset is downloaded yet: AniList deliveries wait for it "
+                "(`watchbridge anime refresh` downloads them now)"
+            )
+        return index_reverse(index)
+
+    return load

@@ -1,0 +1,838 @@
+"""AniList: a typed GraphQL client with its own errors. Knows nothing of routes, the CLI or the
+database.
+
+Facts are from `shared/reference/anilist.md` (sections cited as §n). In short: one endpoint
+(`services.anilist.api_url`), POST only; errors come in an `errors` array even with HTTP 200
+(§1); the user is never inferred, so list queries pass the viewer's id; the whole list is one
+chunked `MediaListCollection` (§5.2), changes since a time are entries sorted by `updatedAt`
+(§5.4); `SaveMediaListEntry` sends only what changes and scores go as `scoreRaw` 0-100 (§6).
+Tokens are one-year JWTs without refresh (§2): expiry is read from the token and warned about.
+The limit is per IP, so one pacer serves every profile (§3).
+
+Tokens come and go through an injected `TokenStore` (service "anilist", per profile); the
+clock is injected too. Every request goes through the shared HTTP policy (`watchbridge.http`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import httpx
+
+from watchbridge.config import AniListConfig, Secret
+from watchbridge.http import Bucket, HttpClient, Pacer, RetryPolicy, ServiceError, Unavailable
+from watchbridge.metrics import Metrics
+from watchbridge.services.trakt import TokenStore
+
+SERVICE = "anilist"
+PIN_REDIRECT = "https://anilist.co/api/v2/oauth/pin"
+SERVED_PER_MINUTE = 30  # §3: "currently degraded: 30 per minute" (nominal 90)
+BURST = 3  # requests at once; the burst limiter trips at ~10/s or ~30 quick calls (§3)
+# Kept back from the served limit per minute, so a burst plus a minute of pacing stays under it.
+MARGIN = BURST + 1
+DISABLED_HOLD = 900.0  # §3: API disabled: pause the link, look again in 15 minutes
+RATE_LIMIT_WAIT = 60.0  # §3: "a 1-minute timeout" when a 429 says nothing else
+EXPIRY_WARNING_DAYS = 30  # §2: re-prompt about 30 days before `exp`
+TOKEN_LIFETIME = 365 * 86400.0  # §2: tokens last a year
+VIEWER_TTL = 3600.0  # §5.1: re-read the score format from time to time
+PER_CHUNK = 500  # §5.2: perChunk max 500
+PER_PAGE = 50  # §1: perPage max 50
+OVERLAP = 5.0  # seconds of overlap when polling by updatedAt (§5.4)
+
+STATUSES: tuple[str, ...] = ("CURRENT", "PLANNING", "COMPLETED", "DROPPED", "PAUSED", "REPEATING")
+
+VIEWER_QUERY = """query Viewer {
+  Viewer {
+    id name
+    mediaListOptions { scoreFormat animeList { customLists advancedScoringEnabled } }
+  }
+}"""
+
+_ENTRY_FIELDS = """id mediaId status progress repeat score(format: POINT_100) private
+        hiddenFromStatusLists notes startedAt { year month day } completedAt { year month day }
+        updatedAt createdAt media { id idMal format episodes status title { romaji english } }"""
+
+COLLECTION_QUERY = f"""query ListChunk($userId: Int!, $chunk: Int, $perChunk: Int) {{
+  MediaListCollection(userId: $userId, type: ANIME, chunk: $chunk, perChunk: $perChunk,
+                      forceSingleCompletedList: true) {{
+    hasNextChunk
+    lists {{ name status isCustomList entries {{ {_ENTRY_FIELDS} }} }}
+  }}
+}}"""
+
+UPDATED_SINCE_QUERY = f"""query UpdatedSince($userId: Int!, $page: Int) {{
+  Page(page: $page, perPage: {PER_PAGE}) {{
+    pageInfo {{ hasNextPage }}
+    mediaList(userId: $userId, type: ANIME, sort: UPDATED_TIME_DESC) {{ {_ENTRY_FIELDS} }}
+  }}
+}}"""
+
+SAVE_MUTATION = """mutation Save($id: Int, $mediaId: Int, $status: MediaListStatus, $progress: Int,
+              $repeat: Int, $scoreRaw: Int, $startedAt: FuzzyDateInput,
+              $completedAt: FuzzyDateInput) {
+  SaveMediaListEntry(id: $id, mediaId: $mediaId, status: $status, progress: $progress,
+                     repeat: $repeat, scoreRaw: $scoreRaw, startedAt: $startedAt,
+                     completedAt: $completedAt) {
+    id mediaId status progress repeat score(format: POINT_100) private hiddenFromStatusLists
+    notes startedAt { year month day } completedAt { year month day } updatedAt createdAt
+    media { id idMal format episodes status title { romaji english } }
+  }
+}"""
+
+DELETE_MUTATION = """mutation Delete($id: Int!) {
+  DeleteMediaListEntry(id: $id) { deleted }
+}"""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class AniListError(ServiceError):
+    """AniList refused or failed a request (an `errors` array, with any HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(SERVICE, message)
+        self.status = status
+
+
+class AniListAuthError(AniListError):
+    """No usable token for a profile (missing, expired, revoked): a human must sign in again."""
+
+
+class AniListValidationError(AniListError):
+    """AniList rejected the values of a write (`message: "validation"`, §1)."""
+
+    def __init__(self, message: str, fields: Mapping[str, list[str]]) -> None:
+        super().__init__(message, 400)
+        self.fields = dict(fields)
+
+
+class AniListNotFound(AniListError):
+    """The media or list entry does not exist (404 inside the answer)."""
+
+
+class AniListDisabled(AniListError, Unavailable):
+    """403 "API temporarily disabled" (§3): the whole service is paused, not the sign-in."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 403)  # on through Unavailable to ServiceError
+        self.retry_after = DISABLED_HOLD
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class FuzzyDate:
+    """AniList's date with optional parts (§5.2); all None means "not set"."""
+
+    year: int | None = None
+    month: int | None = None
+    day: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.year is not None
+
+    def timestamp(self) -> float | None:
+        """Noon UTC of the date (missing month/day: the first), None when not set."""
+        if self.year is None:
+            return None
+        try:
+            day = datetime(self.year, self.month or 1, self.day or 1, 12, tzinfo=UTC)
+        except ValueError:
+            return None
+        return day.timestamp()
+
+    def to_input(self) -> dict[str, int | None]:
+        return {"year": self.year, "month": self.month, "day": self.day}
+
+    @classmethod
+    def of(cls, timestamp: float) -> FuzzyDate:
+        day = datetime.fromtimestamp(timestamp, UTC)
+        return cls(day.year, day.month, day.day)
+
+    @classmethod
+    def parse(cls, raw: Any) -> FuzzyDate:
+        if not isinstance(raw, Mapping):
+            return cls()
+        return cls(_int(raw.get("year")), _int(raw.get("month")), _int(raw.get("day")))
+
+
+@dataclass(frozen=True)
+class Viewer:
+    id: int
+    name: str
+    score_format: str
+    custom_lists: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One anime list entry. `score` is raw 0-100 (0 = unscored), whatever the user's format."""
+
+    id: int
+    media_id: int
+    status: str
+    progress: int = 0
+    repeat: int = 0
+    score: int = 0
+    updated_at: float = 0.0
+    started_at: FuzzyDate = field(default_factory=FuzzyDate)
+    completed_at: FuzzyDate = field(default_factory=FuzzyDate)
+    episodes: int | None = None  # None while airing with no final count (§9)
+    format: str | None = None
+    mal_id: int | None = None
+    title: str = ""
+    hidden: bool = False
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class EntryWrite:
+    """What to change on one entry: fields left None are not sent, so AniList leaves them."""
+
+    media_id: int
+    status: str | None = None
+    progress: int | None = None
+    score_raw: int | None = None  # 0-100 whatever the user's format (§6); 0 clears
+    repeat: int | None = None
+    started_at: FuzzyDate | None = None
+    completed_at: FuzzyDate | None = None
+
+    def variables(self, entry_id: int | None = None) -> dict[str, Any]:
+        values: dict[str, Any] = {"mediaId": self.media_id}
+        if entry_id is not None:
+            values = {"id": entry_id}
+        for name, value in (
+            ("status", self.status),
+            ("progress", self.progress),
+            ("scoreRaw", self.score_raw),
+            ("repeat", self.repeat),
+        ):
+            if value is not None:
+                values[name] = value
+        if self.started_at is not None:
+            values["startedAt"] = self.started_at.to_input()
+        if self.completed_at is not None:
+            values["completedAt"] = self.completed_at.to_input()
+        return values
+
+    def changes(self, current: ListEntry | None) -> EntryWrite | None:
+        """Only what differs from `current` (None: nothing to send)."""
+        if current is None:
+            return self
+        same = replace(
+            self,
+            status=None if self.status == current.status else self.status,
+            progress=None if self.progress == current.progress else self.progress,
+            score_raw=None if self.score_raw == current.score else self.score_raw,
+            repeat=None if self.repeat == current.repeat else self.repeat,
+            started_at=None if self.started_at == current.started_at else self.started_at,
+            completed_at=None if self.completed_at == current.completed_at else self.completed_at,
+        )
+        return None if same == EntryWrite(self.media_id) else same
+
+
+@dataclass(frozen=True)
+class AniListToken:
+    """A profile's stored token. No refresh exists (§2): when it expires, sign in again."""
+
+    access_token: str
+    obtained_at: float
+    expires_at: float | None = None  # from the JWT's `exp`, else the token answer's expires_in
+    user_id: int | None = None  # the JWT's `sub`
+
+    def expires_in_days(self, now: float) -> float | None:
+        return None if self.expires_at is None else (self.expires_at - now) / 86400
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "obtained_at": self.obtained_at,
+            "expires_at": self.expires_at,
+            "user_id": self.user_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AniListToken | None:
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            return None
+        expires = data.get("expires_at")
+        return cls(
+            token,
+            float(data.get("obtained_at") or 0.0),
+            float(expires) if isinstance(expires, int | float) else None,
+            _int(data.get("user_id")),
+        )
+
+    @classmethod
+    def from_access_token(
+        cls, token: str, now: float, expires_in: float | None = None
+    ) -> AniListToken:
+        claims = jwt_claims(token)
+        expires = _number(claims.get("exp"))
+        if expires is None and expires_in:
+            expires = now + expires_in
+        return cls(token, now, expires, _int(claims.get("sub")))
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The (unverified) claims of a JWT; {} when the token is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def expiry_warning(token: AniListToken, now: float, profile: str) -> str | None:
+    """A message when the token expires within EXPIRY_WARNING_DAYS (or has), else None."""
+    days = token.expires_in_days(now)
+    if days is None or days > EXPIRY_WARNING_DAYS:
+        return None
+    when = datetime.fromtimestamp(token.expires_at or now, UTC).strftime("%Y-%m-%d")
+    if days <= 0:
+        return (
+            f"the AniList token of profile {profile} expired on {when}: "
+            f"run `watchbridge auth anilist --profile {profile}`"
+        )
+    return (
+        f"the AniList token of profile {profile} expires on {when} (in {math.ceil(days)} days; "
+        f"AniList tokens cannot be refreshed): run `watchbridge auth anilist --profile {profile}`"
+    )
+
+
+def pick_token(
+    stored: Mapping[str, Any] | None, configured: str | None, now: float
+) -> tuple[AniListToken | None, bool]:
+    """The token to use: the stored one, or the config's when it lasts longer (a new one was
+    pasted into the config). The flag says the config's token should be stored."""
+    token = AniListToken.from_dict(stored) if stored else None
+    if configured and (token is None or token.access_token != configured):
+        candidate = AniListToken.from_access_token(configured, now)
+        if token is None or (candidate.expires_at or 0) > (token.expires_at or 0):
+            return candidate, True
+    return token, False
+
+
+def token_status(
+    stored: Mapping[str, Any] | None, configured: str | None, now: float, profile: str
+) -> str:
+    """One line about a profile's AniList sign-in, for `watchbridge status`."""
+    token, _ = pick_token(stored, configured, now)
+    if token is None:
+        return f"not signed in: run `watchbridge auth anilist --profile {profile}`"
+    warning = expiry_warning(token, now, profile)
+    if warning is not None:
+        return warning
+    days = token.expires_in_days(now)
+    return "signed in" + (f", the token is good for {int(days)} more days" if days else "")
+
+
+def authorize_url(
+    auth_url: str, client_id: str, response_type: Literal["code", "token"], redirect_uri: str
+) -> str:
+    """The page the user opens to approve watchbridge (§2)."""
+    params = {"client_id": client_id, "response_type": response_type}
+    if response_type == "code":
+        params["redirect_uri"] = redirect_uri
+    return f"{auth_url.rstrip('/')}/authorize?{urlencode(params)}"
+
+
+def pasted_token(text: str) -> str:
+    """The token from what a user pasted: the token, or the whole `#access_token=...` URL."""
+    text = text.strip()
+    if "access_token=" in text:
+        text = text.split("access_token=", 1)[1].split("&", 1)[0]
+    return text
+
+
+def parse_viewer(data: Any) -> Viewer:
+    viewer = (data or {}).get("Viewer") if isinstance(data, Mapping) else None
+    if not isinstance(viewer, Mapping) or _int(viewer.get("id")) is None:
+        raise AniListError("the Viewer answer has no user id")
+    options = viewer.get("mediaListOptions") or {}
+    lists = (options.get("animeList") or {}).get("customLists") or []
+    return Viewer(
+        id=int(viewer["id"]),
+        name=str(viewer.get("name") or ""),
+        score_format=str(options.get("scoreFormat") or "POINT_100"),
+        custom_lists=tuple(str(name) for name in lists if isinstance(name, str)),
+    )
+
+
+def parse_entry(raw: Any) -> ListEntry | None:
+    """One MediaList object; None when it lacks the ids every use needs."""
+    if not isinstance(raw, Mapping):
+        return None
+    media = _map(raw.get("media"))
+    entry_id = _int(raw.get("id"))
+    media_id = _int(raw.get("mediaId")) or _int(media.get("id"))
+    status = raw.get("status")
+    if entry_id is None or media_id is None or status not in STATUSES:
+        return None
+    title = _map(media.get("title"))
+    score = _number(raw.get("score")) or 0.0
+    return ListEntry(
+        id=entry_id,
+        media_id=media_id,
+        status=str(status),
+        progress=_int(raw.get("progress")) or 0,
+        repeat=_int(raw.get("repeat")) or 0,
+        score=max(0, min(100, int(score + 0.5))),  # a Float even in POINT_100 (§5.2)
+        updated_at=_number(raw.get("updatedAt")) or 0.0,
+        started_at=FuzzyDate.parse(raw.get("startedAt")),
+        completed_at=FuzzyDate.parse(raw.get("completedAt")),
+        episodes=_int(media.get("episodes")),
+        format=media.get("format") if isinstance(media.get("format"), str) else None,
+        mal_id=_int(media.get("idMal")),
+        title=str(title.get("english") or title.get("romaji") or ""),
+        hidden=bool(raw.get("hiddenFromStatusLists")),
+        private=bool(raw.get("private")),
+    )
+
+
+def parse_collection(data: Any) -> tuple[list[ListEntry], bool]:
+    """One MediaListCollection chunk: entries of every group (custom lists too, §5.2), and
+    whether another chunk follows. Duplicates across groups are left to `dedupe`."""
+    collection = (data or {}).get("MediaListCollection") if isinstance(data, Mapping) else None
+    if not isinstance(collection, Mapping):
+        raise AniListError("the MediaListCollection answer is missing")
+    entries = [
+        entry
+        for group in collection.get("lists") or []
+        if isinstance(group, Mapping)
+        for raw in group.get("entries") or []
+        if (entry := parse_entry(raw)) is not None
+    ]
+    return entries, bool(collection.get("hasNextChunk"))
+
+
+def parse_page(data: Any) -> tuple[list[ListEntry], bool]:
+    page = (data or {}).get("Page") if isinstance(data, Mapping) else None
+    if not isinstance(page, Mapping):
+        raise AniListError("the Page answer is missing")
+    entries = [e for raw in page.get("mediaList") or [] if (e := parse_entry(raw)) is not None]
+    return entries, bool((page.get("pageInfo") or {}).get("hasNextPage"))
+
+
+def dedupe(entries: Iterable[ListEntry]) -> list[ListEntry]:
+    """One entry per list-entry id, in first-seen order."""
+    seen: dict[int, ListEntry] = {}
+    for entry in entries:
+        seen.setdefault(entry.id, entry)
+    return list(seen.values())
+
+
+def entry_to_dict(entry: ListEntry) -> dict[str, Any]:
+    """A list entry as plain JSON (for mirrors in the store)."""
+    return asdict(entry)
+
+
+def entry_from_dict(data: Mapping[str, Any]) -> ListEntry | None:
+    try:
+        values = dict(data)
+        values["started_at"] = FuzzyDate(**(values.get("started_at") or {}))
+        values["completed_at"] = FuzzyDate(**(values.get("completed_at") or {}))
+        return ListEntry(**values)
+    except (TypeError, ValueError):
+        return None
+
+
+def guard_progress(write: EntryWrite, current: ListEntry | None, allow_lower: bool) -> EntryWrite:
+    """Never lower progress by accident: a lower value is dropped from the write unless
+    `allow_lower` (a removal propagated on purpose) or a new rewatch pass starts."""
+    if (
+        allow_lower
+        or current is None
+        or write.progress is None
+        or write.progress >= current.progress
+    ):
+        return write
+    if write.status == "REPEATING" and current.status in ("COMPLETED", "REPEATING"):
+        return write  # a rewatch counts its own pass from episode 1 (§7)
+    return replace(write, progress=None)
+
+
+def classify_errors(status: int, body: Any) -> AniListError | None:
+    """The error an answer carries (`errors[]`, any HTTP status, §1), or None."""
+    errors = body.get("errors") if isinstance(body, Mapping) else None
+    if not errors:
+        if status >= 400:
+            return AniListError(f"answered HTTP {status}", status)
+        return None
+    first = errors[0] if isinstance(errors[0], Mapping) else {}
+    message = str(first.get("message") or "unknown error")
+    code = _int(first.get("status")) or status
+    lowered = message.lower()
+    if status == 403 or code == 403:
+        if "disabled" in lowered:
+            return AniListDisabled(f"the AniList API is disabled for now ({message})")
+        return AniListError(f"refused (403): {message}", 403)
+    if code == 401 or "invalid token" in lowered or lowered.startswith("unauthorized"):
+        return AniListAuthError(f"the token is not accepted ({message})", code)
+    if lowered == "validation":
+        details = _map(first.get("validation"))
+        fields = {str(k): [str(m) for m in v] for k, v in details.items() if isinstance(v, list)}
+        text = "; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items()) or message
+        return AniListValidationError(f"AniList rejected the values ({text})", fields)
+    if code == 404:
+        return AniListNotFound(f"not found ({message})", 404)
+    if code == 429:
+        return AniListError(f"rate limited ({message})", 429)
+    return AniListError(f"GraphQL error: {message}", code)
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class AniListPacer(Pacer):
+    """One pacer per IP: spreads requests evenly under the served limit, learns the limit from
+    `X-RateLimit-Limit`, and counts the time spent waiting (reported apart from the work)."""
+
+    def __init__(self, per_minute: float, burst: int = BURST) -> None:
+        super().__init__({"api": Bucket(burst, per_minute / 60)})
+        self.ceiling = per_minute
+        self.waited = 0.0
+
+    async def acquire(self, bucket: str | None) -> None:
+        started = time.monotonic()
+        try:
+            await super().acquire(bucket)
+        finally:
+            self.waited += time.monotonic() - started
+
+    def observe(self, response: httpx.Response, now: float) -> None:
+        """Adapt to the rate-limit headers (tolerating their absence, §3)."""
+        headers = response.headers
+        limit = _int(headers.get("x-ratelimit-limit"))
+        remaining = _int(headers.get("x-ratelimit-remaining"))
+        if limit is not None and limit > 0:
+            per_minute = max(1.0, min(self.ceiling, limit - MARGIN))
+            self.buckets["api"].per_second = per_minute / 60
+        if response.status_code == 429 and "retry-after" not in headers:
+            # The shared policy honours Retry-After only; AniList may give just the reset time
+            # (unix seconds), and without either the timeout is a minute (§3).
+            reset = _number(headers.get("x-ratelimit-reset"))
+            wait = max(1.0, reset - now) if reset is not None else RATE_LIMIT_WAIT
+            headers["retry-after"] = str(math.ceil(wait))
+        elif remaining is not None and remaining <= 0 and response.status_code != 429:
+            self.block(RATE_LIMIT_WAIT)  # the next request would start a 1-minute timeout
+
+
+# --------------------------------------------------------------------------- client
+
+
+class AniListClient:
+    """One AniList API client (one pacer for the IP), many profiles (each with its token)."""
+
+    def __init__(
+        self,
+        config: AniListConfig,
+        tokens: TokenStore,
+        *,
+        seeded_tokens: Mapping[str, Secret] | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        per_minute: float = SERVED_PER_MINUTE - MARGIN,
+        max_inline_wait: float = RATE_LIMIT_WAIT + 5,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.seeded = dict(seeded_tokens or {})
+        self.clock = clock
+        self.http = HttpClient(
+            SERVICE,
+            config.api_url,
+            metrics=metrics,
+            clock=clock,
+            retry=RetryPolicy(attempts=3, backoff=1.0, max_inline_wait=max_inline_wait),
+            headers={"content-type": "application/json", "accept": "application/json"},
+        )
+        self.pacer = self.http.pacer("ip", lambda: AniListPacer(per_minute))
+        self._viewers: dict[str, tuple[float, Viewer]] = {}
+
+    @property
+    def requests_sent(self) -> int:
+        return self.http.requests_sent
+
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting for the rate limit (pacing and 429 timeouts) so far."""
+        assert isinstance(self.pacer, AniListPacer)
+        return self.pacer.waited
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ tokens
+
+    def token(self, profile: str) -> AniListToken:
+        """The profile's token: the stored one or the config's, whichever lasts longer."""
+        data = self.tokens.get_token(SERVICE, profile)
+        seeded = self.seeded.get(profile)
+        configured = seeded.reveal() if seeded is not None else None
+        stored, adopt = pick_token(data, configured, self.clock())
+        if stored is not None and adopt:
+            self._save(profile, stored)
+        if stored is None:
+            raise AniListAuthError(
+                f"profile {profile} has no AniList token: run "
+                f"`watchbridge auth anilist --profile {profile}` "
+                f"or set profiles.{profile}.accounts.anilist.token"
+            )
+        if stored.expired(self.clock()):
+            raise AniListAuthError(expiry_warning(stored, self.clock(), profile) or "expired")
+        return stored
+
+    def expires_in_days(self, profile: str) -> float | None:
+        """Days until the profile's token expires (None: unknown or no token)."""
+        try:
+            return self.token(profile).expires_in_days(self.clock())
+        except AniListAuthError:
+            return None
+
+    def expiry_warning(self, profile: str) -> str | None:
+        """The message to show or alert when the token expires within 30 days, else None."""
+        try:
+            token = self.token(profile)
+        except AniListAuthError as exc:
+            return exc.message if "expired" in exc.message else None
+        return expiry_warning(token, self.clock(), profile)
+
+    def _save(self, profile: str, token: AniListToken) -> AniListToken:
+        self.tokens.put_token(SERVICE, profile, token.to_dict(), self.clock())
+        return token
+
+    def authorize_url(self, response_type: Literal["code", "token"] = "token") -> str:
+        if not self.config.client_id:
+            raise AniListAuthError(
+                "services.anilist.client_id is not set: create a client at "
+                "https://anilist.co/settings/developer with the redirect URL "
+                f"{PIN_REDIRECT} and put its id there"
+            )
+        return authorize_url(
+            self.config.auth_url, self.config.client_id, response_type, PIN_REDIRECT
+        )
+
+    async def exchange_code(self, profile: str, code: str) -> Viewer:
+        """Authorization-code grant (§2): trade the code from the pin page for a token."""
+        if not self.config.client_id or self.config.client_secret is None:
+            raise AniListAuthError(
+                "the code flow needs services.anilist.client_id and client_secret"
+            )
+        response = await self.http.request(
+            "POST",
+            "/token",
+            base_url=self.config.auth_url,
+            json={
+                "grant_type": "authorization_code",
+                "client_id": self.config.client_id,
+                "client_secret": self.config.client_secret.reveal(),
+                "redirect_uri": PIN_REDIRECT,
+                "code": code.strip(),
+            },
+        )
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        token = data.get("access_token") if isinstance(data, Mapping) else None
+        if response.status_code >= 400 or not isinstance(token, str) or not token:
+            reason = data.get("error") or data.get("message") if isinstance(data, Mapping) else ""
+            raise AniListAuthError(
+                f"AniList did not accept the code (HTTP {response.status_code}"
+                + (f", {reason}" if reason else "")
+                + "): open the link again and copy a fresh code"
+            )
+        expires_in = _number(data.get("expires_in"))
+        return await self.use_token(profile, token, expires_in)
+
+    async def use_token(
+        self, profile: str, access_token: str, expires_in: float | None = None
+    ) -> Viewer:
+        """Adopt a token (implicit grant or pasted): checked with `Viewer`, then stored."""
+        token = AniListToken.from_access_token(
+            pasted_token(access_token), self.clock(), expires_in or TOKEN_LIFETIME
+        )
+        viewer = parse_viewer(await self._send(token.access_token, VIEWER_QUERY, {}))
+        self._save(profile, replace(token, user_id=viewer.id))
+        self._viewers[profile] = (self.clock(), viewer)
+        return viewer
+
+    # ------------------------------------------------------------------ transport
+
+    async def graphql(self, profile: str, query: str, variables: Mapping[str, Any]) -> Any:
+        """One GraphQL request with the profile's token; returns `data` or raises."""
+        try:
+            return await self._send(self.token(profile).access_token, query, variables)
+        except AniListAuthError as exc:
+            if "auth anilist" in exc.message:
+                raise
+            raise AniListAuthError(
+                f"AniList no longer accepts the token of profile {profile} "
+                f"({exc.message.removeprefix(f'{SERVICE}: ')}): run "
+                f"`watchbridge auth anilist --profile {profile}`",
+                exc.status,
+            ) from None
+
+    async def _send(self, token: str, query: str, variables: Mapping[str, Any]) -> Any:
+        response = await self.http.request(
+            "POST",
+            "/",
+            json={"query": query, "variables": dict(variables)},
+            headers={"authorization": f"Bearer {token}"},
+            pacer=self.pacer,
+            bucket="api",
+            inspect=self._observe,
+            # Reads are safe to resend, and every write sets absolute values (progress 5,
+            # status COMPLETED): sending one twice changes nothing.
+            idempotent=True,
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            raise AniListError(
+                f"answered HTTP {response.status_code} without JSON", response.status_code
+            ) from None
+        error = classify_errors(response.status_code, body)
+        if error is not None:
+            raise error
+        data = body.get("data") if isinstance(body, Mapping) else None
+        if data is None:
+            raise AniListError("answered without data", response.status_code)
+        return data
+
+    def _observe(self, response: httpx.Response) -> None:
+        assert isinstance(self.pacer, AniListPacer)
+        self.pacer.observe(response, self.clock())
+
+    # ------------------------------------------------------------------ reads
+
+    async def viewer(self, profile: str, refresh: bool = False) -> Viewer:
+        """Who the token belongs to and their score format (cached for VIEWER_TTL)."""
+        cached = self._viewers.get(profile)
+        if cached and not refresh and self.clock() - cached[0] < VIEWER_TTL:
+            return cached[1]
+        viewer = parse_viewer(await self.graphql(profile, VIEWER_QUERY, {}))
+        self._viewers[profile] = (self.clock(), viewer)
+        return viewer
+
+    async def user_id(self, profile: str) -> int:
+        """The profile's AniList user id: the token's `sub` claim, else asked (`Viewer`)."""
+        return self.token(profile).user_id or (await self.viewer(profile)).id
+
+    async def entries(self, profile: str) -> list[ListEntry]:
+        """The whole anime list: one request per 500 entries (§5.2), deduplicated."""
+        user_id = await self.user_id(profile)
+        found: list[ListEntry] = []
+        chunk = 1
+        while True:
+            data = await self.graphql(
+                profile,
+                COLLECTION_QUERY,
+                {"userId": user_id, "chunk": chunk, "perChunk": PER_CHUNK},
+            )
+            entries, more = parse_collection(data)
+            found += entries
+            if not more or not entries:
+                return dedupe(found)
+            chunk += 1
+
+    async def updated_since(self, profile: str, since: float) -> list[ListEntry]:
+        """Entries updated after `since` (newest first): usually one request (§5.4).
+
+        Shows current state, not history, and no deletions (the full read finds those)."""
+        user_id = await self.user_id(profile)
+        found: list[ListEntry] = []
+        page = 1
+        while True:
+            data = await self.graphql(
+                profile, UPDATED_SINCE_QUERY, {"userId": user_id, "page": page}
+            )
+            entries, more = parse_page(data)
+            fresh = [e for e in entries if e.updated_at > since - OVERLAP]
+            found += fresh
+            if not more or len(fresh) < len(entries) or not entries:
+                return dedupe(found)
+            page += 1
+
+    async def newest_update(self, profile: str) -> float:
+        """The newest `updatedAt` on the list (one request; 0 for an empty list)."""
+        user_id = await self.user_id(profile)
+        data = await self.graphql(profile, UPDATED_SINCE_QUERY, {"userId": user_id, "page": 1})
+        entries, _ = parse_page(data)
+        return max((e.updated_at for e in entries), default=0.0)
+
+    # ------------------------------------------------------------------ writes
+
+    async def save_entry(
+        self,
+        profile: str,
+        write: EntryWrite,
+        *,
+        current: ListEntry | None,
+        allow_lower: bool = False,
+    ) -> ListEntry | None:
+        """Create or update an entry, sending only what differs from `current` (the entry as
+        last read, None when there is none). Progress is never lowered unless `allow_lower`.
+        Returns the entry as AniList now has it (`current` when nothing needed sending)."""
+        guarded = guard_progress(write, current, allow_lower)
+        changes = guarded.changes(current)
+        if changes is None:
+            return current
+        variables = changes.variables(current.id if current else None)
+        data = await self.graphql(profile, SAVE_MUTATION, variables)
+        saved = parse_entry((data or {}).get("SaveMediaListEntry"))
+        if saved is None:
+            raise AniListError("SaveMediaListEntry answered without the entry")
+        return saved
+
+    async def delete_entry(self, profile: str, entry_id: int) -> bool:
+        """Delete by LIST ENTRY id (not media id, §6); True when AniList deleted it."""
+        data = await self.graphql(profile, DELETE_MUTATION, {"id": entry_id})
+        answer = (data or {}).get("DeleteMediaListEntry") or {}
+        return bool(answer.get("deleted"))

@@ -1,0 +1,98 @@
+"""`watchbridge auth anilist`: the pin-page code or token ends up stored for the profile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList
+from tests.harness import write_config
+from watchbridge.store import Store
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+
+
+def config(tmp_path: Path, fake: FakeAniList, secret: bool) -> Path:
+    return write_config(
+        tmp_path,
+        f"services:\n  anilist:\n    api_url: {fake.url}\n    auth_url: {fake.auth_url}\n"
+        f"    client_id: '{CLIENT_ID}'\n"
+        + (f"    client_secret: {CLIENT_SECRET}\n" if secret else "")
+        + "profiles:\n  me:\n    accounts:\n      anilist: {}\n",
+    )
+
+
+def stored(tmp_path: Path) -> dict[str, Any] | None:
+    store = Store.open(tmp_path / "watchbridge.db")
+    try:
+        return store.get_token("anilist", "me")
+    finally:
+        store.close()
+
+
+def test_auth_anilist_trades_the_pin_code_for_a_token(tmp_path: Path, start_fake: Any) -> None:
+    fake = start_fake(FakeAniList())
+    path = config(tmp_path, fake, secret=True)
+    result = run("auth", "anilist", "--config", str(path), "--token", fake.authorize())
+    assert result.returncode == 0, result.stderr
+    assert "profile me is signed in to AniList as alice_tv" in result.stdout
+    assert "expires in 36" in result.stdout
+    token = stored(tmp_path)
+    assert token is not None and token["user_id"] == fake.viewer.id
+
+
+def test_auth_anilist_stores_a_pasted_token_from_the_pin_page_url(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    fake = start_fake(FakeAniList())
+    path = config(tmp_path, fake, secret=False)
+    token = fake.issue_token()
+    url = f"https://anilist.co/api/v2/oauth/pin#access_token={token}&token_type=Bearer"
+    result = run("auth", "anilist", "--config", str(path), "--token", url)
+    assert result.returncode == 0, result.stderr
+    assert stored(tmp_path) is not None
+    assert token.split(".")[1] not in result.stdout + result.stderr  # never echoed
+
+
+def test_auth_anilist_shows_the_link_to_open(tmp_path: Path, start_fake: Any) -> None:
+    fake = start_fake(FakeAniList())
+    path = config(tmp_path, fake, secret=False)
+    result = run("auth", "anilist", "--config", str(path), stdin="not-a-token\n")
+    assert f"{fake.auth_url}/authorize?client_id={CLIENT_ID}&response_type=token" in result.stdout
+    assert result.returncode != 0
+    assert "not accepted" in result.stderr
+    assert stored(tmp_path) is None
+
+
+def test_auth_anilist_without_the_service_configured_says_so(tmp_path: Path) -> None:
+    result = run("auth", "anilist", "--config", str(write_config(tmp_path)))
+    assert result.returncode != 0
+    assert "services.anilist is not configured" in result.stderr
+
+
+def test_status_warns_a_month_before_the_anilist_token_expires(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    fake = start_fake(FakeAniList())
+    soon = fake.issue_token(lifetime=20 * 86400)
+    path = write_config(
+        tmp_path,
+        f"services:\n  anilist:\n    api_url: {fake.url}\n"
+        f"profiles:\n  me:\n    accounts:\n      anilist: {{token: '{soon}'}}\n",
+    )
+    result = run("status", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "me: the AniList token of profile me expires on" in result.stdout
+    assert "in 20 days" in result.stdout and "auth anilist --profile me" in result.stdout

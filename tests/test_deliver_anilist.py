@@ -1,0 +1,427 @@
+"""The AniList target: plays become progress (never lower), ratings become scores, against the
+stateful fake, driven through the delivery worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import FakeClock
+from watchbridge.anime import Unmatched
+from watchbridge.anime_data import unmatched_records
+from watchbridge.app import Runtime
+from watchbridge.config import AniListConfig, Secret, parse_config
+from watchbridge.deliver.anilist import (
+    AniListTarget,
+    Reverse,
+    finish_write,
+    play_write,
+    rating_write,
+    removal_write,
+)
+from watchbridge.deliver.worker import DeliveryWorker, Hold
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.reconcile import UNDATED
+from watchbridge.services.anilist import AniListClient, EntryWrite, FuzzyDate, ListEntry
+from watchbridge.store import NewOutboxRow
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+REZERO = 65942  # TMDB show; season 1 episodes 38-49 are AniList 119661 (S2 Part 2) 1-12
+PART_2 = 119661
+AMBIGUOUS_SHOW = 777
+DAY = 86400.0
+
+
+def reverse_table(item: MediaRef) -> tuple[int, int] | Unmatched:
+    show = item.ids.tmdb if item.kind == "show" else item.show_ids.tmdb
+    number = item.number or 0
+    if show == str(REZERO) and item.kind == "episode" and item.season == 1 and 38 <= number <= 49:
+        return PART_2, number - 37
+    if show == str(REZERO) and item.kind in ("show", "season"):
+        return PART_2, 1
+    if show == str(AMBIGUOUS_SHOW):
+        return Unmatched("TMDB 777 S1E1 is claimed by AniList 1 and 2", "ambiguous")
+    return Unmatched("in no mapping dataset range", "unknown")
+
+
+def episode(number: int, show: int = REZERO) -> MediaRef:
+    return MediaRef(
+        "episode", show_ids=Ids(tmdb=str(show)), show_title="Re:Zero", season=1, number=number
+    )
+
+
+def current(**fields: Any) -> ListEntry:
+    values: dict[str, Any] = {"id": 1, "media_id": PART_2, "status": "CURRENT", "episodes": 12}
+    return ListEntry(**{**values, **fields})
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+AT = 1_782_640_802.0
+TODAY = FuzzyDate.of(AT)
+
+
+@pytest.mark.parametrize(
+    ("entry", "episode", "rewatch", "write"),
+    [
+        (None, 3, False, EntryWrite(PART_2, status="CURRENT", progress=3, started_at=TODAY)),
+        (
+            current(progress=3),
+            5,
+            False,
+            EntryWrite(PART_2, status="CURRENT", progress=5, started_at=TODAY),
+        ),
+        (current(progress=7), 5, False, None),  # never lower
+        (current(progress=7), 7, False, None),
+        (
+            current(progress=11, started_at=FuzzyDate(2026, 1, 1)),
+            12,
+            False,
+            EntryWrite(PART_2, status="COMPLETED", progress=12, completed_at=TODAY),
+        ),
+        (
+            current(status="PLANNING"),
+            1,
+            False,
+            EntryWrite(PART_2, status="CURRENT", progress=1, started_at=TODAY),
+        ),
+        (
+            current(status="PAUSED", progress=4, started_at=FuzzyDate(2026)),
+            5,
+            False,
+            EntryWrite(PART_2, status="CURRENT", progress=5),
+        ),
+        (
+            current(status="COMPLETED", progress=12),
+            1,
+            True,
+            EntryWrite(PART_2, status="REPEATING", progress=1),
+        ),
+        (current(status="COMPLETED", progress=12), 1, False, None),  # old history: no rewatch
+        (current(status="COMPLETED", progress=12), 4, True, None),
+        (current(status="REPEATING", progress=2), 3, True, EntryWrite(PART_2, progress=3)),
+        (
+            current(status="REPEATING", progress=11, repeat=1),
+            12,
+            True,
+            EntryWrite(PART_2, status="COMPLETED", progress=12, repeat=2),
+        ),
+    ],
+)
+def test_a_play_sets_progress_status_and_dates(
+    entry: ListEntry | None, episode: int, rewatch: bool, write: EntryWrite | None
+) -> None:
+    assert play_write(entry, PART_2, episode, AT, rewatch=rewatch) == write
+
+
+def test_an_undated_play_sets_no_dates() -> None:
+    assert play_write(None, PART_2, 2, UNDATED, rewatch=False) == EntryWrite(
+        PART_2, status="CURRENT", progress=2
+    )
+
+
+def test_a_new_entry_is_completed_once_its_episode_count_is_known() -> None:
+    saved = current(progress=12)
+    assert finish_write(saved, AT) == EntryWrite(PART_2, status="COMPLETED", completed_at=TODAY)
+    assert finish_write(current(progress=3), AT) is None
+    assert finish_write(current(progress=3, episodes=None), AT) is None
+
+
+def test_a_score_is_written_only_when_the_user_would_see_a_change() -> None:
+    assert rating_write(current(score=70), 80, "POINT_5") is None  # 4 stars either way
+    assert rating_write(current(score=70), 80, "POINT_100") == EntryWrite(PART_2, score_raw=80)
+    assert rating_write(current(score=0), 60, "POINT_3") == EntryWrite(PART_2, score_raw=60)
+    assert rating_write(current(score=70), None, "POINT_5") == EntryWrite(PART_2, score_raw=0)
+
+
+def test_only_the_highest_episode_can_be_unwatched() -> None:
+    assert removal_write(current(progress=5), 5) == EntryWrite(PART_2, progress=4)
+    assert removal_write(current(progress=5), 3) is None
+    assert removal_write(current(status="COMPLETED", progress=12), 12) == EntryWrite(
+        PART_2, status="CURRENT", progress=11
+    )
+
+
+# --------------------------------------------------------------------------- against the fake
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    fake.limit = fake.burst_limit = 100_000
+    fake.add_media(PART_2, episodes=12)
+    return fake
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, fake: FakeAniList, clock: FakeClock) -> AsyncIterator[Runtime]:
+    clock.now = fake.now()
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  anilist: {{api_url: "{fake.url}", auth_url: "{fake.auth_url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"]}}
+    accounts: {{anilist: {{token: "{fake.issue_token()}"}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def target(runtime: Runtime, clock: FakeClock) -> AsyncIterator[AniListTarget]:
+    services = runtime.config.services.anilist
+    assert services is not None
+    token = runtime.config.profiles["me"].accounts.anilist
+    assert token is not None and token.token is not None
+    client = AniListClient(
+        services,
+        runtime.store,
+        seeded_tokens={"me": Secret(token.token.reveal())},
+        clock=clock,
+        per_minute=100_000,
+    )
+
+    async def reverse() -> Reverse:
+        return reverse_table
+
+    target = AniListTarget(client, runtime.store, runtime.config.delivery, clock, reverse)
+    yield target
+    await target.aclose()
+
+
+@pytest.fixture
+def worker(runtime: Runtime, target: AniListTarget) -> DeliveryWorker:
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker.targets = {target.name: target}
+    return worker
+
+
+def enqueue(runtime: Runtime, action: str, item: MediaRef, at: float, **extra: Any) -> None:
+    payload = {"item": ref_to_dict(item), "at": at, **extra}
+    row = NewOutboxRow(
+        "anilist",
+        "me",
+        action,
+        payload,
+        ordering_key=f"me:anilist:{item.key()}",
+        idempotency_key=f"me:anilist:{action}:{item.key()}:{at}:{extra}",
+    )
+    assert runtime.store.enqueue([row], runtime.clock()) == 1
+
+
+async def drain(worker: DeliveryWorker, runtime: Runtime, passes: int = 4) -> None:
+    for _ in range(passes):
+        await worker.pass_once(runtime)
+
+
+async def test_a_play_of_a_mapped_episode_sets_anilist_progress(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("CURRENT", 3)
+    assert entry["startedAt"]["year"] is not None
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_plays_out_of_order_never_lower_progress(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(44), clock() - 3600)
+    await drain(worker, runtime)
+    enqueue(runtime, "play", episode(41), clock() - 7200)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 7
+    assert fake.operations.count("SaveMediaListEntry") == 1
+
+
+async def test_the_last_episode_completes_a_new_entry(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(49), clock() - 3600)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("COMPLETED", 12)
+    assert entry["completedAt"]["year"] is not None
+
+
+async def test_a_progress_made_on_anilist_meanwhile_is_respected(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(39), clock() - 3600)
+    await drain(worker, runtime)
+    fake.user().by_media(PART_2).progress = 9  # type: ignore[union-attr]
+    fake.user().by_media(PART_2).updated_at = int(fake.now()) + 10  # type: ignore[union-attr]
+    enqueue(runtime, "play", episode(42), clock() - 60)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 9
+
+
+async def test_an_entry_deleted_on_anilist_is_created_again(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(39), clock() - 3600)
+    await drain(worker, runtime)
+    fake.user().entries.clear()
+    enqueue(runtime, "play", episode(42), clock() - 60)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 5
+
+
+async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="CURRENT", progress=3, score=70)  # viewer scores in POINT_5
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
+    enqueue(runtime, "rating", season, clock(), rating=80)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 70  # 4 stars either way
+    enqueue(runtime, "rating", season, clock() + 1, rating=95)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 95
+
+
+async def test_a_show_that_is_not_anime_is_done_without_a_request(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(4, show=1396), clock())
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert fake.requests == []
+    assert unmatched_records(runtime.store, ["me"]) == []
+
+
+async def test_an_anime_episode_that_cannot_be_mapped_is_reported_not_guessed(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(1, show=AMBIGUOUS_SHOW), clock())
+    await drain(worker, runtime)
+    (record,) = unmatched_records(runtime.store, ["me"])
+    assert record.code == "ambiguous"
+    assert fake.snapshot() == {}
+
+
+async def test_a_deliberate_removal_lowers_progress_by_the_highest_episode(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="CURRENT", progress=5)
+    enqueue(runtime, "remove_play", episode(42), clock(), link="trakt-anilist")
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 4
+
+
+async def test_a_lost_sign_in_holds_only_that_profile(
+    runtime: Runtime, target: AniListTarget, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.expire_tokens()
+    enqueue(runtime, "play", episode(40), clock())
+    rows = runtime.store.claim("test", clock(), 10, ["anilist"])
+    (outcome,) = (await target.deliver(rows, clock())).values()
+    assert isinstance(outcome, Hold)
+    assert outcome.alert == "credentials" and not outcome.target_wide
+    assert "auth anilist" in outcome.reason
+
+
+async def test_the_api_being_disabled_holds_the_whole_target(
+    runtime: Runtime, target: AniListTarget, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.disabled = True
+    enqueue(runtime, "play", episode(40), clock())
+    rows = runtime.store.claim("test", clock(), 10, ["anilist"])
+    (outcome,) = (await target.deliver(rows, clock())).values()
+    assert isinstance(outcome, Hold)
+    assert outcome.target_wide and outcome.after >= 600
+
+
+async def test_the_list_is_read_once_then_only_its_changes(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.generate_list(600, 3000)
+    enqueue(runtime, "play", episode(39), clock() - 3600)
+    await drain(worker, runtime)
+    enqueue(runtime, "play", episode(40), clock() - 60)
+    await drain(worker, runtime)
+    assert fake.operations.count("MediaListCollection") == 2  # 600 entries: two chunks, once
+    assert fake.operations.count("Page.mediaList") == 1
+    assert fake.snapshot()[PART_2]["progress"] == 3
+
+
+def test_the_reverse_mapping_uses_the_anime_index_worked_examples() -> None:
+    from tests.fakes.anime_datasets import sample_bodies
+    from watchbridge.anime import load_index
+    from watchbridge.deliver.anilist import index_reverse
+
+    reverse = index_reverse(load_index(sample_bodies()))
+    aot = MediaRef("episode", show_ids=Ids(tmdb="1429"), season=4, number=21)
+    assert reverse(aot) == (131681, 5)
+    assert reverse(episode(41)) == (PART_2, 3)  # Re:Zero S2 Part 2 ep 3 is TMDB S1E41
+    not_anime = reverse(episode(4, show=1396))
+    assert isinstance(not_anime, Unmatched) and not_anime.code == "unknown"
+
+
+async def test_deliveries_wait_while_no_mapping_dataset_is_downloaded(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    from watchbridge.deliver.anilist import index_source
+
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  anilist:
+    mapping_urls: {{anibridge: "", kometa: "", fribb: "", animelists: ""}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    try:
+        target = AniListTarget(
+            AniListClient(AniListConfig(), runtime.store),
+            runtime.store,
+            config.delivery,
+            clock,
+            index_source(config),
+        )
+        enqueue(runtime, "play", episode(40), clock())
+        rows = runtime.store.claim("test", clock(), 10, ["anilist"])
+        (outcome,) = (await target.deliver(rows, clock())).values()
+        await target.aclose()
+    finally:
+        runtime.close()
+    assert isinstance(outcome, Hold) and "anime refresh" in outcome.reason
+
+
+async def test_webhook_plays_of_a_profile_with_anilist_are_queued_for_it(runtime: Runtime) -> None:
+    from watchbridge.webhooks import targets_for
+
+    config = runtime.config
+    assert targets_for(config, config.profiles["me"]) == ["anilist"]
+
+
+async def test_an_episode_rating_is_not_taken_for_the_whole_entry(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="CURRENT", progress=3, score=70)
+    enqueue(runtime, "rating", episode(40), clock(), rating=20)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 70
+    assert runtime.store.outbox_counts()["done"] == 1

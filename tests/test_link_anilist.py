@@ -1,0 +1,207 @@
+"""AniList ⇄ Trakt end to end: the real runner reads both fakes, maps anime numbering through
+the pinned dataset samples, plans, queues, and the real targets deliver. Pacing is lifted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt
+from tests.harness import sign_in_trakt
+from tests.linkrig import fast_trakt
+from tests.linkrig_anilist import sample_index
+from watchbridge import readers
+from watchbridge.app import Runtime
+from watchbridge.config import parse_config
+from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
+from watchbridge.deliver.trakt import TraktTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.services.trakt import parse_iso
+from watchbridge.sync import RunResult, run_link
+from watchbridge.wiring import anilist_client, build_runtime
+
+pytestmark = pytest.mark.anyio
+
+LINK = "anilist-trakt"
+REZERO, AOT = 65942, 1429  # TMDB shows
+REZERO_P2, AOT_P2 = (
+    119661,
+    131681,
+)  # AniList: Re:Zero S2 Part 2 = TMDB S1E38-, AoT FS Part 2 = S4E17-
+DAY = 86400.0
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class Rig:
+    def __init__(self, runtime: Runtime, targets: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.targets = targets
+
+    async def sync(self) -> RunResult:
+        return await run_link(
+            self.runtime.config, self.runtime.store, LINK, yes=True, clock=time.time
+        )
+
+    async def sync_and_deliver(self) -> RunResult:
+        result = await self.sync()
+        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
+        worker.targets = dict(self.targets)
+        for _ in range(20):
+            if not await worker.pass_once(self.runtime):
+                break
+        return result
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_show("Re:ZERO", 2016, tmdb=REZERO, seasons={1: 60})
+    fake.add_show("Attack on Titan", 2013, tmdb=AOT, seasons={4: 30})
+    return fake
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    fake.limit = fake.burst_limit = 100_000
+    fake.add_media(REZERO_P2, episodes=12)
+    fake.add_media(AOT_P2, episodes=12)
+    return fake
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
+    monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      anilist: {{token: "{anilist.issue_token()}"}}
+links:
+  {LINK}: {{services: [anilist, trakt]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
+
+    async def reverse() -> Reverse:
+        return index_reverse(sample_index())
+
+    targets: dict[str, Any] = {
+        "trakt": TraktTarget(
+            fast_trakt(config, runtime.store), runtime.store, config.delivery, time.time
+        ),
+        "anilist": AniListTarget(
+            anilist_client(config, runtime.store, time.time, per_minute=100_000),
+            runtime.store,
+            config.delivery,
+            time.time,
+            reverse,
+        ),
+    }
+    yield Rig(runtime, targets)
+    for target in targets.values():
+        await target.aclose()
+    runtime.close()
+
+
+def trakt_plays(trakt: FakeTrakt, show: int) -> list[tuple[int, int, float | None]]:
+    plays = []
+    for entry in trakt.history():
+        item = entry.item
+        if isinstance(item, Episode) and item.show.tmdb == show:
+            at = parse_iso(entry.watched_at) if entry.watched_at else None
+            plays.append((item.season, item.number, at))
+    return sorted(plays, key=lambda p: (p[0], p[1]))
+
+
+async def test_trakt_plays_become_anilist_progress_and_anilist_steps_become_trakt_plays(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == REZERO)
+    watched = time.time() - 30 * DAY
+    for number in (39, 40, 41):  # Re:Zero S2 Part 2 episodes 1-3 on TMDB
+        trakt.add_history(show.seasons[1].episodes[number], iso(watched + number * 60))
+    updated = int(time.time() - 2 * DAY)
+    aot = anilist.add_entry(AOT_P2, status="CURRENT", progress=1, updated_at=updated)
+
+    await rig.sync_and_deliver()
+
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 3
+    assert trakt_plays(trakt, AOT) == [(4, 17, float(updated // 60 * 60))]
+
+    quiet = await rig.sync_and_deliver()
+    assert quiet.queued == 0  # nothing echoes back
+
+    aot.progress, aot.updated_at = 3, int(anilist.now()) + 5  # the user watched two more
+    await rig.sync_and_deliver()
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, AOT)] == [(4, 17), (4, 18), (4, 19)]
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+async def test_a_back_dated_trakt_play_sent_to_anilist_does_not_come_back_as_a_new_play(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    trakt.add_history(show.seasons[4].episodes[17], iso(time.time() - 400 * DAY))
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[AOT_P2]["progress"] == 1
+    for _ in range(2):
+        assert (await rig.sync_and_deliver()).queued == 0
+    assert len(trakt_plays(trakt, AOT)) == 1
+
+
+async def test_a_first_sync_sends_earlier_episodes_undated_rather_than_inventing_dates(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    updated = int(time.time() - 2 * DAY)
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=3, updated_at=updated)
+    await rig.sync_and_deliver()
+    assert trakt_plays(trakt, AOT) == [
+        (4, 17, None),
+        (4, 18, None),
+        (4, 19, float(updated // 60 * 60)),
+    ]
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+async def test_an_anilist_score_becomes_the_trakt_rating_of_its_season_and_back(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    from tests.fakes.trakt import Season
+
+    entry = anilist.add_entry(AOT_P2, status="COMPLETED", progress=12, score=85)
+    await rig.sync_and_deliver()
+    (rating,) = trakt.ratings()
+    assert isinstance(rating.item, Season) and rating.item.show.tmdb == AOT
+    assert (rating.item.number, rating.rating) == (4, 9)  # raw 85 is 8.5: halves up
+    assert (await rig.sync_and_deliver()).queued == 0  # 9 on Trakt reads back as 90: no flap
+
+    entry.score = 40  # the user lowers it on AniList
+    entry.updated_at = int(anilist.now()) + 5
+    await rig.sync_and_deliver()
+    assert [r.rating for r in trakt.ratings()] == [4]

@@ -1,0 +1,279 @@
+"""AniList list state as plays on TMDB episodes: progress steps, first reads, rewatches, mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from watchbridge.anime import EpisodeRef, Forward, MovieRef, Unmatched
+from watchbridge.anime_data import unmatched_records
+from watchbridge.config import AniListConfig, Secret
+from watchbridge.readers.anilist import (
+    AniListReader,
+    EntryState,
+    anilist_side,
+    states_from,
+)
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side
+from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry
+from watchbridge.store import Store
+
+REZERO_P2 = 119661  # TMDB 65942, Re:Zero S2 Part 2 runs on in season 1 from episode 38
+AOT_FINAL = 131681
+MOVIE = 164
+ABSOLUTE = 21
+DOUBLE = 500
+# anilist id -> (tmdb show, season, offset)
+TABLE: dict[int, tuple[int, int, int]] = {REZERO_P2: (65942, 1, 37), AOT_FINAL: (1429, 4, 16)}
+UPDATED = 1_782_640_802.0
+
+
+def table(anilist: int, episode: int, total: int | None) -> Forward:
+    if anilist == MOVIE:
+        return MovieRef(128, None, "test")
+    if anilist == ABSOLUTE:
+        return EpisodeRef("tmdb", 37854, None, episode, True, "test")
+    if anilist == DOUBLE:
+        return EpisodeRef(
+            "tmdb", 9, 1, 2 * episode - 1, False, "test", (2 * episode - 1, 2 * episode)
+        )
+    if anilist not in TABLE:
+        return Unmatched(f"AniList {anilist} is in no mapping dataset", "unknown")
+    show, season, offset = TABLE[anilist]
+    return EpisodeRef("tmdb", show, season, episode + offset, False, "test")
+
+
+def entry(media: int = REZERO_P2, **fields: Any) -> ListEntry:
+    values: dict[str, Any] = {
+        "id": 7000 + media,
+        "media_id": media,
+        "status": "CURRENT",
+        "episodes": 12,
+        "updated_at": UPDATED,
+    }
+    values.update(fields)
+    return ListEntry(**values)
+
+
+def key(episode: int) -> str:
+    return f"episode:tmdb:65942:s1e{episode + 37}"
+
+
+def plays_of(side: Side) -> list[tuple[str, float, str]]:
+    return sorted((p.item, p.at, p.record) for p in side.plays)
+
+
+# --------------------------------------------------------------------------- pure conversion
+
+
+def test_a_first_read_dates_the_last_episode_and_leaves_earlier_ones_undated() -> None:
+    side = anilist_side([entry(progress=3)], {}, None, table).side
+    assert plays_of(side) == [
+        (key(1), UNDATED, "126661:1"),
+        (key(2), UNDATED, "126661:2"),
+        (key(3), UPDATED, "126661:3"),
+    ]
+
+
+def test_a_completed_entry_dates_its_last_episode_with_completed_at() -> None:
+    done = entry(status="COMPLETED", progress=12, completed_at=FuzzyDate(2026, 7, 1))
+    side = anilist_side([done], {}, None, table).side
+    last = max(side.plays, key=lambda p: p.item)
+    assert last.item == key(12) and last.at == FuzzyDate(2026, 7, 1).timestamp()
+
+
+def test_a_progress_step_becomes_dated_plays_of_the_new_episodes() -> None:
+    first = anilist_side([entry(progress=3)], {}, None, table)
+    later = entry(progress=5, updated_at=UPDATED + 86400)
+    side = anilist_side([later], first.states, first.side, table).side
+    assert plays_of(side)[:3] == plays_of(first.side)  # kept as they were
+    assert plays_of(side)[3:] == [
+        (key(4), UPDATED + 86400, "126661:4"),
+        (key(5), UPDATED + 86400, "126661:5"),
+    ]
+
+
+def test_an_unchanged_list_reads_the_same_every_time() -> None:
+    first = anilist_side([entry(progress=5)], {}, None, table)
+    again = anilist_side([entry(progress=5)], first.states, first.side, table)
+    assert again.side == first.side
+
+
+def test_lowered_progress_drops_the_plays_past_it() -> None:
+    first = anilist_side([entry(progress=5)], {}, None, table)
+    lower = anilist_side([entry(progress=3)], first.states, first.side, table)
+    assert [p.record for p in lower.side.plays] == ["126661:1", "126661:2", "126661:3"]
+
+
+def test_a_rewatch_adds_a_second_pass_and_keeps_the_first() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    rewatch = entry(status="REPEATING", progress=2, updated_at=UPDATED + 100)
+    side = anilist_side([rewatch], done.states, done.side, table).side
+    assert len(side.plays) == 14
+    second = sorted((p for p in side.plays if ":r1:" in p.record), key=lambda p: p.item)
+    assert [(p.item, p.at) for p in second] == [(key(1), UPDATED + 100), (key(2), UPDATED + 100)]
+
+
+def test_a_finished_rewatch_counts_the_whole_pass() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    watching = anilist_side(
+        [entry(status="REPEATING", progress=11, updated_at=UPDATED + 100)],
+        done.states,
+        done.side,
+        table,
+    )
+    finished = entry(status="COMPLETED", progress=12, repeat=1, updated_at=UPDATED + 200)
+    side = anilist_side([finished], watching.states, watching.side, table).side
+    second = {p.record: p.at for p in side.plays if ":r1:" in p.record}
+    assert len(second) == 12
+    assert second["126661:r1:11"] == UPDATED + 100 and second["126661:r1:12"] == UPDATED + 200
+
+
+def test_rewatches_finished_before_the_first_sync_are_not_invented() -> None:
+    side = anilist_side([entry(status="COMPLETED", progress=12, repeat=2)], {}, None, table).side
+    assert len(side.plays) == 12
+
+
+def test_planning_entries_have_no_plays() -> None:
+    assert anilist_side([entry(status="PLANNING")], {}, None, table).side.plays == ()
+
+
+def test_an_unmapped_entry_is_reported_and_the_others_still_count() -> None:
+    converted = anilist_side([entry(progress=2), entry(media=999, progress=4)], {}, None, table)
+    assert {p.record.split(":")[0] for p in converted.side.plays} == {"126661"}
+    assert converted.unmatched[999][1].code == "unknown"
+    assert converted.mapped == frozenset({REZERO_P2})
+
+
+def test_an_absolute_only_answer_is_unmatched_rather_than_guessed() -> None:
+    converted = anilist_side([entry(media=ABSOLUTE, progress=4)], {}, None, table)
+    assert converted.side.plays == ()
+    assert converted.unmatched[ABSOLUTE][1].code == "absolute"
+
+
+def test_movies_are_left_out_of_episode_links_without_a_report() -> None:
+    converted = anilist_side([entry(media=MOVIE, status="COMPLETED", progress=1)], {}, None, table)
+    assert converted.side.plays == () and converted.unmatched == {}
+
+
+def test_one_anilist_episode_spanning_two_tmdb_episodes_plays_both() -> None:
+    side = anilist_side([entry(media=DOUBLE, progress=1)], {}, None, table).side
+    assert sorted(p.item for p in side.plays) == ["episode:tmdb:9:s1e1", "episode:tmdb:9:s1e2"]
+
+
+def test_scores_are_ratings_of_the_tmdb_season_on_the_raw_scale() -> None:
+    side = anilist_side([entry(progress=2, score=85)], {}, None, table).side
+    assert dict(side.ratings) == {"show:tmdb:65942:s1": side.ratings["show:tmdb:65942:s1"]}
+    assert side.ratings["show:tmdb:65942:s1"].value == 85
+
+
+def test_entry_states_survive_the_cursor_round_trip() -> None:
+    converted = anilist_side([entry(status="REPEATING", progress=3, repeat=1)], {}, None, table)
+    from watchbridge.readers.anilist import states_json
+
+    assert states_from({"entries": states_json(converted.states)}) == {
+        126661: EntryState(3, 1, "REPEATING")
+    }
+
+
+# --------------------------------------------------------------------------- against the fake
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    fake.limit = fake.burst_limit = 100_000
+    return fake
+
+
+async def _table() -> Callable[[int, int, int | None], Forward]:
+    return table
+
+
+@pytest.fixture
+async def reader(fake: FakeAniList, store: Store) -> Any:
+    config = AniListConfig(api_url=fake.url, auth_url=fake.auth_url)
+    client = AniListClient(
+        config, store, seeded_tokens={"alice": Secret(fake.issue_token())}, per_minute=100_000
+    )
+    reader = AniListReader(client, _table, store=store, clock=fake.now)
+    yield reader
+    await reader.aclose()
+
+
+@pytest.mark.anyio
+async def test_reads_full_then_checks_cheaply_then_reads_only_what_moved(
+    fake: FakeAniList, reader: AniListReader
+) -> None:
+    watching = fake.add_entry(REZERO_P2, status="CURRENT", progress=3, updated_at=UPDATED)
+    fake.add_entry(999, status="COMPLETED", progress=12, updated_at=UPDATED - 10)
+    first = await reader.read("alice", {}, None, full=True)
+    assert len(first.side.plays) == 3
+    assert await reader.unchanged("alice", first.cursors) is True
+
+    sent = reader.requests_sent
+    watching.progress, watching.updated_at = 5, int(UPDATED + 3600)
+    assert await reader.unchanged("alice", first.cursors) is False
+    second = await reader.read("alice", first.cursors, first.side, full=False)
+    assert reader.requests_sent - sent == 2  # the cheap check and one page of changes
+    new = [p for p in second.side.plays if p.record in (f"{watching.id}:4", f"{watching.id}:5")]
+    assert [p.at for p in new] == [UPDATED + 3600, UPDATED + 3600]
+    assert len(second.side.plays) == 5
+
+
+@pytest.mark.anyio
+async def test_unmatched_entries_are_listed_for_the_user_and_cleared_once_mapped(
+    fake: FakeAniList, reader: AniListReader, store: Store
+) -> None:
+    fake.add_entry(999, status="CURRENT", progress=2)
+    await reader.read("alice", {}, None, full=True)
+    (record,) = unmatched_records(store, ["alice"])
+    assert record.key == "anilist:999" and record.code == "unknown"
+    TABLE[999] = (1, 1, 0)
+    try:
+        await reader.read("alice", {}, None, full=True)
+    finally:
+        del TABLE[999]
+    assert unmatched_records(store, ["alice"]) == []
+
+
+@pytest.mark.anyio
+async def test_plays_we_queued_for_anilist_stay_claimed_until_read_back(
+    fake: FakeAniList, reader: AniListReader
+) -> None:
+    fake.add_entry(REZERO_P2, status="CURRENT", progress=1)
+    expected = Play(key(9), UPDATED, f"{EXPECTED}{key(9)}@{UPDATED:.0f}")
+    read = await reader.read("alice", {}, Side((expected,)), full=True)
+    assert expected in read.side.plays
+
+
+def test_a_back_dated_play_we_sent_keeps_its_date_when_read_back() -> None:
+    first = anilist_side([entry(progress=3)], {}, None, table)
+    sent_at = 1_577_836_800.0  # a 2020 Trakt play copied to AniList
+    queued = Play(key(4), sent_at, f"{EXPECTED}{key(4)}@{sent_at:.0f}")
+    baseline = Side((*first.side.plays, queued))
+    later = anilist_side(
+        [entry(progress=4, updated_at=UPDATED + 50)], first.states, baseline, table
+    )
+    (fourth,) = [p for p in later.side.plays if p.item == key(4)]
+    assert fourth.at == sent_at and fourth.record == "126661:4"
+
+
+def test_the_anime_index_places_anilist_episodes_on_tmdb_seasons() -> None:
+    from tests.fakes.anime_datasets import sample_bodies
+    from watchbridge.anime import load_index
+
+    index = load_index(sample_bodies())
+
+    def mapper(anilist: int, episode: int, total: int | None) -> Forward:
+        return index.episode_for(anilist, episode, "tmdb", total)
+
+    side = anilist_side([entry(media=AOT_FINAL, progress=5)], {}, None, mapper).side
+    assert sorted(p.item for p in side.plays)[-1] == "episode:tmdb:1429:s4e21"
+    rezero = anilist_side([entry(progress=3)], {}, None, mapper).side
+    assert "episode:tmdb:65942:s1e41" in {p.item for p in rezero.plays}
