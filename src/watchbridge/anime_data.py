@@ -1,0 +1,406 @@
+"""Anime mapping datasets on disk: download, validate, cache, refresh; the unmatched log.
+
+Datasets are fetched at run time from upstream (Anime-Lists and Fribb carry no licence, so
+they are never shipped), kept under the data dir next to the database, refreshed when older
+than `services.anilist.mapping_refresh`, and replaced only by a download that parses and is
+not much smaller than the last good copy. When a download fails the cached copy keeps
+working and the failure is logged; when there is no copy yet, or the copy is two refresh periods
+old, it is also handed to `on_problem` (an alert through `alerts.urls` by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+from watchbridge.anime import (
+    DATASETS,
+    AnimeIndex,
+    DatasetError,
+    Unmatched,
+    count_rows,
+    parse_overrides,
+)
+from watchbridge.anime import load_index as build_index
+from watchbridge.errors import ConfigError
+from watchbridge.http import HttpClient, ServiceError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URLS: dict[str, str] = {
+    # MIT, AniList-keyed episode ranges (v3 release asset, redirects to GitHub's asset host).
+    "anibridge": "https://github.com/anibridge/anibridge-mappings/releases/download/v3/mappings.min.json",
+    # MIT, AniDB-keyed ids with TVDB season and offset.
+    "kometa": "https://raw.githubusercontent.com/Kometa-Team/Anime-IDs/master/anime_ids.json",
+    # No licence upstream: download only.
+    "fribb": "https://raw.githubusercontent.com/Fribb/anime-lists/master/anime-list-full.json",
+    # No licence upstream: download only.
+    "animelists": "https://raw.githubusercontent.com/Anime-Lists/anime-lists/master/anime-list-master.xml",
+}
+_FILES = {
+    "anibridge": "anibridge.json",
+    "kometa": "kometa.json",
+    "fribb": "fribb.json",
+    "animelists": "animelists.xml",
+}
+MIN_SHARE = 0.9  # a refresh must keep at least this share of the last good row count
+RETRY_FAILED = 3600.0  # after a failed download, try again at most hourly
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+Problem = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """What the cache holds for one dataset and how the last refresh went."""
+
+    name: str
+    url: str
+    cached: bool
+    rows: int = 0
+    fetched_at: float | None = None  # last new copy written
+    checked_at: float | None = None  # last time upstream was asked (ok, 304 or failed)
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None  # the last refresh failed with this; the cache is in use
+
+
+class AnimeData:
+    """The datasets cache for one data dir, and the index built from it."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        urls: Mapping[str, str] | None = None,
+        refresh: float = 7 * 86400,
+        overrides_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        http: HttpClient | None = None,
+        on_problem: Problem | None = None,
+    ) -> None:
+        self.directory = directory
+        merged = {**DEFAULT_URLS, **(urls or {})}
+        # An empty URL switches a dataset off.
+        self.urls = {name: url for name, url in merged.items() if name in DATASETS and url}
+        self.refresh_every = refresh
+        self.overrides_path = overrides_path
+        self.clock = clock
+        self._http = http
+        self._own_http = http is None
+        self.on_problem = on_problem
+        self._index: AnimeIndex | None = None
+        self._index_key: tuple[Any, ...] | None = None
+
+    # ------------------------------------------------------------------ state on disk
+
+    def _meta_path(self) -> Path:
+        return self.directory / "datasets.json"
+
+    def _read_meta(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._meta_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_meta(self, meta: Mapping[str, Any]) -> None:
+        _write_atomic(self._meta_path(), json.dumps(meta, indent=1, sort_keys=True).encode())
+
+    def path(self, name: str) -> Path:
+        return self.directory / _FILES[name]
+
+    def status(self) -> list[DatasetStatus]:
+        meta = self._read_meta()
+        result = []
+        for name, url in self.urls.items():
+            known = {k: v for k, v in meta.get(name, {}).items() if k in _STATUS_FIELDS}
+            known.update(name=name, url=url, cached=self.path(name).is_file())
+            result.append(DatasetStatus(**known))
+        return result
+
+    def due(self, status: DatasetStatus, now: float) -> bool:
+        if not status.cached or status.checked_at is None:
+            return True
+        wait = min(self.refresh_every, RETRY_FAILED) if status.error else self.refresh_every
+        return now - status.checked_at >= wait
+
+    # ------------------------------------------------------------------ refresh
+
+    async def refresh(self, force: bool = False) -> list[DatasetStatus]:
+        """Download every dataset that is due (all with `force`); never raises for a
+        download problem: the cached copy stays and the status says what went wrong."""
+        now = self.clock()
+        for status in self.status():
+            if force or self.due(status, now):
+                await self._refresh_one(status, now)
+        return self.status()
+
+    async def _refresh_one(self, status: DatasetStatus, now: float) -> None:
+        meta = self._read_meta()
+        entry = dict(meta.get(status.name, {}))
+        entry["url"] = status.url
+        try:
+            body, headers = await self._download(status)
+            if body is not None:
+                last = status.rows if status.cached else 0
+                rows = await asyncio.to_thread(_validate, status.name, body, last)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                _write_atomic(self.path(status.name), body)
+                entry.update(rows=rows, fetched_at=now)
+                entry["etag"] = headers.get("etag")
+                entry["last_modified"] = headers.get("last-modified")
+                log.info(
+                    "anime dataset updated",
+                    extra={"dataset": status.name, "rows": rows, "bytes": len(body)},
+                )
+            entry["error"] = None
+        except (ServiceError, DatasetError, OSError) as exc:
+            message = _problem(status, exc)
+            entry["error"] = message
+            log.warning(message, extra={"dataset": status.name})
+            # Alert only when it matters: no copy at all, or one two refresh periods old.
+            age = now - (status.fetched_at or 0) if status.cached else None
+            if self.on_problem is not None and (age is None or age >= 2 * self.refresh_every):
+                await self.on_problem(message)
+        entry["checked_at"] = now
+        meta[status.name] = entry
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write_meta(meta)
+
+    async def _download(self, status: DatasetStatus) -> tuple[bytes | None, Mapping[str, str]]:
+        """The new body (None: unchanged since our copy, a 304) and the answer's headers."""
+        headers: dict[str, str] = {}
+        if status.cached and status.etag:
+            headers["if-none-match"] = status.etag
+        if status.cached and status.last_modified:
+            headers["if-modified-since"] = status.last_modified
+        url = status.url
+        for _ in range(5):
+            response = await self.http.request("GET", url, headers=headers)
+            if response.status_code in _REDIRECTS and "location" in response.headers:
+                url = urljoin(url, response.headers["location"])
+                continue
+            if response.status_code == 304 and status.cached:
+                return None, response.headers
+            if response.status_code != 200:
+                raise ServiceError(status.name, f"{url} answered HTTP {response.status_code}")
+            return response.content, response.headers
+        raise ServiceError(status.name, f"{status.url}: too many redirects")
+
+    @property
+    def http(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient("anime-datasets", "", timeout=120.0)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # ------------------------------------------------------------------ the index
+
+    async def index(self) -> AnimeIndex:
+        """The index from the cache, refreshing datasets that are due first."""
+        await self.refresh()
+        # Parsing full-size datasets takes a second or two: keep the event loop free.
+        return await asyncio.to_thread(self.cached_index)
+
+    def cached_index(self) -> AnimeIndex:
+        """The index from whatever is on disk now (no network); rebuilt only when a file or
+        the overrides changed. Raises ConfigError for a broken overrides file."""
+        files = [(name, self.path(name)) for name in self.urls]
+        overrides_mtime = _mtime(self.overrides_path) if self.overrides_path else None
+        key = (*((name, _mtime(path)) for name, path in files), ("overrides", overrides_mtime))
+        if self._index is not None and key == self._index_key:
+            return self._index
+        shared = _BUILT.get(self.directory)
+        if shared is not None and shared[0] == (key, tuple(self.urls)):
+            self._index, self._index_key = shared[1], key
+            return shared[1]
+        overrides = self.load_overrides()
+        index = build_index(_Files({n: p for n, p in files if p.is_file()}), overrides)
+        for problem in index.problems:
+            log.warning("anime dataset unreadable", extra={"problem": problem})
+        self._index, self._index_key = index, key
+        # Each sync run makes its own AnimeData: share the built index while files are unchanged.
+        _BUILT[self.directory] = ((key, tuple(self.urls)), index)
+        return index
+
+    def load_overrides(self) -> str | None:
+        """The overrides file's text, validated; None when none is configured."""
+        if self.overrides_path is None:
+            return None
+        where = "services.anilist.mapping_overrides"
+        try:
+            text = self.overrides_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: {self.overrides_path} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read {self.overrides_path} ({exc})") from None
+        try:
+            parse_overrides(text, self.overrides_path.name)
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
+        return text
+
+
+class _Files(Mapping[str, bytes]):
+    """Dataset bodies read only when asked for, so one file at a time is in memory."""
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+
+    def __getitem__(self, name: str) -> bytes:
+        return self.paths[name].read_bytes()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+_BUILT: dict[Path, tuple[tuple[Any, ...], AnimeIndex]] = {}
+
+
+_STATUS_FIELDS = frozenset(("rows", "fetched_at", "checked_at", "etag", "last_modified", "error"))
+
+
+def from_config(config: Any, **kwargs: Any) -> AnimeData:
+    """AnimeData for a loaded Config: data dir next to the database, AniList mapping keys."""
+    anilist = config.services.anilist
+    directory = Path(config.storage.path).parent / "anime-datasets"
+    overrides = getattr(anilist, "mapping_overrides", None) if anilist else None
+    overrides_path = Path(overrides) if overrides else None
+    if overrides_path is not None and not overrides_path.is_absolute():
+        overrides_path = Path(config.source).parent / overrides_path
+    if "on_problem" not in kwargs and config.alerts.urls:
+        kwargs["on_problem"] = _alert(config)
+    return AnimeData(
+        directory,
+        urls=_configured_urls(getattr(anilist, "mapping_urls", None)),
+        refresh=float(getattr(anilist, "mapping_refresh", 7 * 86400)) if anilist else 7 * 86400,
+        overrides_path=overrides_path,
+        **kwargs,
+    )
+
+
+def _alert(config: Any) -> Problem:
+    from watchbridge.alerts import Notifier
+
+    notifier = Notifier(config.alerts)
+
+    async def send(message: str) -> None:
+        await notifier.notify(
+            "service_unreachable", "Anime mapping datasets out of date", message, "anime-datasets"
+        )
+
+    return send
+
+
+def _configured_urls(urls: Any) -> dict[str, str]:
+    """The URLs set in config (None = upstream default, "" = off)."""
+    if urls is None:
+        return {}
+    return {name: url for name, url in vars(urls).items() if url is not None}
+
+
+def _validate(name: str, body: bytes, last_rows: int) -> int:
+    try:
+        rows = count_rows(name, body)
+    except DatasetError as exc:
+        raise DatasetError(f"download does not parse ({exc})") from None
+    if rows == 0:
+        raise DatasetError("download holds no rows")
+    if last_rows and rows < last_rows * MIN_SHARE:
+        raise DatasetError(
+            f"download holds {rows} rows, the cached copy {last_rows}: looks truncated"
+        )
+    return rows
+
+
+def _problem(status: DatasetStatus, exc: Exception) -> str:
+    detail = exc.message if isinstance(exc, ServiceError) else str(exc)
+    if status.cached:
+        when = time.strftime("%Y-%m-%d", time.gmtime(status.fetched_at or 0))
+        fallback = f"using the cached copy from {when}"
+    else:
+        fallback = "no cached copy yet: mapping works from the other datasets only"
+    return f"anime dataset {status.name}: refresh failed ({detail}); {fallback}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _mtime(path: Path | None) -> tuple[int, int] | None:
+    """Modification time and size: file times tick coarsely, two quick writes can share one."""
+    try:
+        stat = path.stat() if path else None
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+
+# --------------------------------------------------------------------------- unmatched log
+
+_SERVICE, _COLLECTION = "anime", "unmatched"
+
+
+@dataclass(frozen=True)
+class UnmatchedRecord:
+    """One AniList entry or play that could not be mapped, for `watchbridge anime unmatched`."""
+
+    profile: str
+    key: str  # "anilist:<id>" or the play's item key
+    reason: str
+    code: str
+    title: str | None
+    anilist_id: int | None
+    seen_at: float
+
+
+def note_unmatched(
+    store: Any,
+    profile: str,
+    key: str,
+    unmatched: Unmatched,
+    now: float,
+    *,
+    title: str | None = None,
+    anilist_id: int | None = None,
+) -> None:
+    """Record (or refresh) why `key` could not be mapped; the run goes on without it."""
+    record = UnmatchedRecord(profile, key, unmatched.reason, unmatched.code, title, anilist_id, now)
+    store.mirror_put(_SERVICE, profile, _COLLECTION, {key: asdict(record)}, now)
+
+
+def clear_unmatched(store: Any, profile: str, keys: Iterable[str]) -> None:
+    """Forget entries that map now."""
+    store.mirror_remove(_SERVICE, profile, _COLLECTION, list(keys))
+
+
+def unmatched_records(store: Any, profiles: Iterable[str]) -> list[UnmatchedRecord]:
+    """Every recorded unmatched item of these profiles, newest first."""
+    records = []
+    for profile in profiles:
+        for key, data in store.mirror_get(_SERVICE, profile, _COLLECTION).items():
+            fields = {k: data.get(k) for k in UnmatchedRecord.__dataclass_fields__}
+            fields.update(profile=profile, key=key)
+            fields["reason"] = str(fields.get("reason") or "")
+            fields["code"] = str(fields.get("code") or "unknown")
+            fields["seen_at"] = float(fields.get("seen_at") or 0)
+            records.append(UnmatchedRecord(**fields))
+    return sorted(records, key=lambda r: -r.seen_at)

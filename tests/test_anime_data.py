@@ -1,0 +1,385 @@
+"""Anime mapping datasets on disk: downloaded from (fake) upstream, cached, refreshed on a
+schedule, and still used when a refresh fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.anime_datasets import PATHS, FakeDatasets
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import write_config
+from watchbridge.anime import EpisodeRef, Unmatched
+from watchbridge.anime_data import (
+    AnimeData,
+    clear_unmatched,
+    from_config,
+    note_unmatched,
+    unmatched_records,
+)
+from watchbridge.config import load_config
+from watchbridge.errors import ConfigError
+from watchbridge.http import HttpClient, RetryPolicy
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeDatasets:
+    server = start_fake(FakeDatasets())
+    assert isinstance(server, FakeDatasets)
+    return server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    client = HttpClient("anime-datasets", "", retry=RetryPolicy(attempts=2, backoff=0.01))
+    yield client
+    await client.aclose()
+
+
+def make_data(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock, **kwargs: object
+) -> AnimeData:
+    return AnimeData(
+        tmp_path / "anime-datasets",
+        urls=fake.urls(),
+        refresh=DAY,
+        clock=clock,
+        http=http,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_first_use_downloads_every_dataset_and_maps(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    index = await data.index()
+    assert index.loaded == ("anibridge", "kometa", "fribb", "animelists")
+    ref = index.episode_for(119661, 3, "tmdb")
+    assert isinstance(ref, EpisodeRef) and (ref.show, ref.season, ref.number) == (65942, 1, 41)
+    assert {s.name: s.rows for s in data.status()} == {
+        "anibridge": 18,
+        "kometa": 19,
+        "fribb": 18,
+        "animelists": 18,
+    }
+    # The anibridge release download answers with a redirect first, like GitHub does.
+    assert fake.count("GET", PATHS["anibridge"]) == 1
+
+
+async def test_no_download_before_the_refresh_interval(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    sent = len(fake.requests)
+    clock.advance(DAY - 60)
+    await data.index()
+    assert len(fake.requests) == sent
+
+
+async def test_a_due_refresh_asks_with_the_etag_and_keeps_an_unchanged_copy(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    fetched = {s.name: s.fetched_at for s in data.status()}
+    clock.advance(DAY)
+    await data.index()
+    kometa = fake.calls("GET", PATHS["kometa"])
+    assert kometa[-1].headers.get("if-none-match") and kometa[-1].status == 304
+    assert {s.name: s.fetched_at for s in data.status()} == fetched
+
+
+async def test_a_new_upstream_version_replaces_the_cache(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    kometa = json.loads(fake.bodies["kometa"])
+    kometa["99001"] = {"tvdb_id": 1, "tvdb_season": 1, "tvdb_epoffset": 0, "anilist_id": 99001}
+    fake.bodies["kometa"] = json.dumps(kometa).encode()
+    clock.advance(DAY)
+    index = await data.index()
+    assert isinstance(index.episode_for(99001, 1, "tvdb"), EpisodeRef)
+
+
+async def test_runs_share_one_built_index_until_a_dataset_changes(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    first = await make_data(tmp_path, fake, http, clock).index()
+    second_run = make_data(tmp_path, fake, http, clock)
+    assert second_run.cached_index() is first
+    fake.bodies["kometa"] = fake.bodies["kometa"].replace(b"42203", b"42204")
+    await second_run.refresh(force=True)
+    assert second_run.cached_index() is not first
+
+
+async def test_a_failing_download_keeps_the_cached_copy_and_says_so(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    problems: list[str] = []
+
+    async def on_problem(message: str) -> None:
+        problems.append(message)
+
+    data = make_data(tmp_path, fake, http, clock, on_problem=on_problem)
+    await data.index()
+    clock.advance(DAY)
+    fake.fail_next(8, 503)  # every dataset host is down (2 tries each)
+    index = await data.index()
+    ref = index.episode_for(119661, 3, "tmdb")
+    assert isinstance(ref, EpisodeRef) and ref.number == 41
+    assert all(s.error and "using the cached copy from" in s.error for s in data.status())
+    assert problems == []  # logged only: the copy is one refresh period old
+
+
+async def test_an_alert_once_the_cache_is_two_refresh_periods_old(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    problems: list[str] = []
+
+    async def on_problem(message: str) -> None:
+        problems.append(message)
+
+    data = make_data(tmp_path, fake, http, clock, on_problem=on_problem)
+    await data.index()
+    clock.advance(2 * DAY)
+    fake.fail_next(8, 503)
+    await data.index()
+    assert len(problems) == 4
+    assert problems[0].startswith("anime dataset anibridge: refresh failed (")
+    assert "using the cached copy from 2023-11-14" in problems[0]
+
+
+async def test_the_alert_goes_to_the_configured_apprise_urls(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, receiver: AlertReceiver
+) -> None:
+    urls = "".join(f"      {name}: {url}\n" for name, url in fake.urls().items())
+    path = write_config(
+        tmp_path,
+        f"alerts:\n  urls: [{receiver.apprise_url}]\n"
+        f"services:\n  anilist:\n    mapping_urls:\n{urls}",
+    )
+    fake.fail_next(8, 503)
+    data = from_config(load_config(path, {}), http=http)
+    await data.index()
+    assert receiver.titles() == ["Anime mapping datasets out of date"]
+
+
+async def test_a_failed_refresh_is_retried_within_the_hour_not_at_once(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    clock.advance(DAY)
+    fake.fail_next(8, 503)
+    await data.index()
+    sent = len(fake.requests)
+    await data.index()
+    assert len(fake.requests) == sent
+    clock.advance(3600)
+    await data.index()
+    assert len(fake.requests) > sent
+    assert not any(s.error for s in data.status())
+
+
+async def test_with_no_cache_a_failing_dataset_leaves_the_others_working(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    del fake.bodies["anibridge"]  # upstream answers 404
+    data = make_data(tmp_path, fake, http, clock)
+    index = await data.index()
+    assert index.loaded == ("kometa", "fribb", "animelists")
+    status = {s.name: s for s in data.status()}["anibridge"]
+    assert not status.cached
+    assert status.error is not None and "HTTP 404" in status.error
+    assert "no cached copy yet" in status.error
+    ref = index.episode_for(119661, 3, "tmdb")
+    assert isinstance(ref, EpisodeRef) and ref.number == 41
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"<!DOCTYPE html><html>Rate limit</html>", "does not parse"),
+        (b"{}", "holds no rows"),
+        (json.dumps({"69": {"tvdb_id": 81797, "anilist_id": 21}}).encode(), "looks truncated"),
+    ],
+)
+async def test_a_bad_download_never_replaces_the_last_good_copy(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock, body: bytes, why: str
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    fake.bodies["kometa"] = body
+    clock.advance(DAY)
+    await data.index()
+    status = {s.name: s for s in data.status()}["kometa"]
+    assert status.error is not None and why in status.error
+    assert status.rows == 19
+    assert b"42203" in data.path("kometa").read_bytes()
+
+
+async def test_an_empty_url_switches_a_dataset_off(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    urls = {**fake.urls(), "fribb": ""}
+    data = AnimeData(tmp_path, urls=urls, refresh=DAY, clock=clock, http=http)
+    index = await data.index()
+    assert "fribb" not in index.loaded
+    assert fake.count("GET", PATHS["fribb"]) == 0
+
+
+async def test_overrides_file_is_read_and_changes_are_picked_up(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    overrides = tmp_path / "anime-overrides.yaml"
+    overrides.write_text("119661: {tmdb: {show: 65942, season: 2, offset: 0}}\n")
+    data = make_data(tmp_path, fake, http, clock, overrides_path=overrides)
+    ref = (await data.index()).episode_for(119661, 3, "tmdb")
+    assert isinstance(ref, EpisodeRef) and (ref.season, ref.source) == (2, "override")
+    overrides.write_text("119661: skip\n")
+    assert isinstance(data.cached_index().episode_for(119661, 3, "tmdb"), Unmatched)
+
+
+async def test_a_broken_overrides_file_is_a_config_error(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    overrides = tmp_path / "anime-overrides.yaml"
+    overrides.write_text("119661: {tmdb: {show: 65942, season: two}}\n")
+    data = make_data(tmp_path, fake, http, clock, overrides_path=overrides)
+    with pytest.raises(ConfigError, match=r"anime-overrides.yaml: 119661.tmdb.season: expected"):
+        await data.index()
+    overrides.unlink()
+    with pytest.raises(ConfigError, match=r"services\.anilist\.mapping_overrides: .* not found"):
+        data.cached_index()
+
+
+def test_config_keys_place_the_cache_next_to_the_database(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "services:\n  anilist:\n    mapping_refresh: 1d\n"
+        "    mapping_overrides: anime-overrides.yaml\n"
+        "    mapping_urls:\n      kometa: http://127.0.0.1:9/anime_ids.json\n      fribb: ''\n",
+    )
+    data = from_config(load_config(path, {}))
+    assert data.directory == tmp_path / "anime-datasets"
+    assert data.overrides_path == tmp_path / "anime-overrides.yaml"
+    assert data.refresh_every == DAY
+    assert data.urls["kometa"] == "http://127.0.0.1:9/anime_ids.json"
+    assert "fribb" not in data.urls
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    mapping_urls:\n      mal: https://x\n", "mapping_urls.mal: unknown key"),
+        ("    mapping_urls:\n      kometa: ftp://x\n", r"kometa: expected an http\(s\) URL"),
+        ("    mapping_refresh: 10m\n", "mapping_refresh: expected at least 1h"),
+    ],
+)
+def test_bad_mapping_config_names_the_key(tmp_path: Path, body: str, message: str) -> None:
+    path = write_config(tmp_path, "services:\n  anilist:\n" + body)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, {})
+
+
+def test_unmatched_entries_are_recorded_listed_and_cleared(store: Store) -> None:
+    why = Unmatched("AniList 189046 is in none of the mapping datasets", "unknown")
+    note_unmatched(store, "me", "anilist:189046", why, 100.0, title="Re:Zero", anilist_id=189046)
+    note_unmatched(store, "me", "episode:tmdb:1:s1e1", Unmatched("no range", "outside"), 200.0)
+    records = unmatched_records(store, ["me", "other"])
+    assert [r.key for r in records] == ["episode:tmdb:1:s1e1", "anilist:189046"]
+    assert records[1].title == "Re:Zero" and records[1].code == "unknown"
+    clear_unmatched(store, "me", ["anilist:189046"])
+    assert [r.key for r in unmatched_records(store, ["me"])] == ["episode:tmdb:1:s1e1"]
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def anime_config(tmp_path: Path, fake: FakeDatasets) -> Path:
+    urls = "".join(f"      {name}: {url}\n" for name, url in fake.urls().items())
+    return write_config(tmp_path, f"services:\n  anilist:\n    mapping_urls:\n{urls}")
+
+
+def test_anime_explain_prints_the_chain(tmp_path: Path, fake: FakeDatasets) -> None:
+    result = run_cli("anime", "explain", "119661", "--config", str(anime_config(tmp_path, fake)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "AniList 119661"
+    assert "anibridge: show 65942: S1 1-12 → 39-50" in result.stdout
+    assert "result TMDB: episode 1 → show 65942 S1E39 via anibridge" in lines
+
+
+def test_anime_explain_offline_without_a_cache_warns(tmp_path: Path, fake: FakeDatasets) -> None:
+    path = anime_config(tmp_path, fake)
+    result = run_cli("anime", "explain", "119661", "--offline", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "warning: anime dataset kometa is not downloaded yet" in result.stderr
+    assert "result: unmatched: AniList 119661 is in none of the mapping datasets" in result.stdout
+    assert not fake.requests
+
+
+def test_anime_refresh_reports_a_failed_download(tmp_path: Path, fake: FakeDatasets) -> None:
+    del fake.bodies["fribb"]
+    result = run_cli("anime", "refresh", "--config", str(anime_config(tmp_path, fake)))
+    assert result.returncode == 1
+    assert "kometa: 19 rows, fetched" in result.stdout
+    assert "fribb: anime dataset fribb: refresh failed" in result.stdout
+    assert "error: could not refresh fribb; the cached copies stay in use" in result.stderr
+
+
+def test_anime_unmatched_lists_what_could_not_be_mapped(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "profiles:\n  me:\n    default: true\n")
+    store = Store.open(tmp_path / "watchbridge.db")
+    why = Unmatched("AniList 189046 is in none of the mapping datasets", "unknown")
+    note_unmatched(store, "me", "anilist:189046", why, 100.0, title="Re:Zero S3")
+    store.close()
+    result = run_cli("anime", "unmatched", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "me  anilist:189046 'Re:Zero S3'  [unknown]  AniList 189046 is in none of the mapping"
+        in result.stdout
+    )
+
+
+async def test_anime_unmatched_says_when_a_dataset_refresh_mapped_an_entry(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient
+) -> None:
+    path = anime_config(tmp_path, fake)
+    await from_config(load_config(path, {}), http=http).refresh()
+    store = Store.open(tmp_path / "watchbridge.db")
+    why = Unmatched("AniList 119661 is in none of the mapping datasets", "unknown")
+    note_unmatched(store, "default", "anilist:119661", why, 100.0, anilist_id=119661)
+    store.close()
+    result = run_cli("anime", "unmatched", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "-> maps now; the next sync uses it" in result.stdout
+
+
+def test_anime_unmatched_when_everything_maps(tmp_path: Path) -> None:
+    result = run_cli("anime", "unmatched", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "nothing unmatched"
