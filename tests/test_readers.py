@@ -21,7 +21,16 @@ from watchbridge.readers.trakt import (
     merge_history,
     stamps,
 )
-from watchbridge.reconcile import EXPECTED, Action, Play, Rated, Side, expect, settle_expected
+from watchbridge.reconcile import (
+    EXPECTED,
+    Action,
+    Play,
+    Rated,
+    Side,
+    carry_expected,
+    expect,
+    settle_expected,
+)
 from watchbridge.services.trakt import HistoryPlay, TraktClient
 from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
@@ -81,6 +90,27 @@ def test_a_queued_play_is_expected_until_a_real_play_stands_for_it() -> None:
     assert settle_expected(side) == side  # not read back yet
     read_back = Side((*side.plays, Play(E2, 560.0, "99")))
     assert [p.record for p in settle_expected(read_back).plays] == ["1", "99"]
+
+
+QUEUED = Play(E2, 500.0, f"{EXPECTED}{E2}@500")
+
+
+def test_a_full_read_without_a_delivered_expected_play_makes_it_a_removal() -> None:
+    baseline, read = carry_expected(Side((QUEUED,)), Side(), delivered=lambda play: True)
+    assert baseline.plays == (Play(E2, 500.0, f"{E2}@500"),) and read == Side()
+
+
+def test_a_full_read_keeps_an_expected_play_that_waits_for_delivery_on_both() -> None:
+    baseline, read = carry_expected(Side((QUEUED,)), Side(), delivered=lambda play: False)
+    assert baseline.plays == read.plays == (QUEUED,)
+
+
+def test_a_full_read_showing_the_expected_play_changes_nothing() -> None:
+    shown = Side((Play(E2, 530.0, "99"),))
+    assert carry_expected(Side((QUEUED,)), shown, delivered=lambda play: True) == (
+        Side((QUEUED,)),
+        shown,
+    )
 
 
 @pytest.mark.parametrize(

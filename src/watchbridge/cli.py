@@ -457,7 +457,11 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan with reasons; write nothing.")
 @click.option("--yes", is_flag=True, help="Write a first run's plan without a dry run first.")
-@click.option("--confirm-removals", is_flag=True, help="Write removals the guard held back.")
+@click.option(
+    "--confirm-removals",
+    is_flag=True,
+    help="Write removals the guard held back (reads everything again to find them).",
+)
 @click.option("--full", is_flag=True, help="Read everything, skipping the cheap change checks.")
 @click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
 def sync(

@@ -16,7 +16,7 @@ and then takes every play of the item on the other side with it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -246,17 +246,44 @@ def expect(side: Side, adds: Iterable[Action]) -> Side:
 def settle_expected(side: Side) -> Side:
     """Drop expected plays that a real play of the same item now stands for (for an undated
     one, any real play of the item: the target chose its date, e.g. Trakt's `released`)."""
+    real = _real_dates(side.plays)
+    kept = tuple(p for p in side.plays if not p.record.startswith(EXPECTED) or not real(p))
+    return side if len(kept) == len(side.plays) else Side(kept, side.ratings)
+
+
+def carry_expected(
+    baseline: Side, read: Side, delivered: Callable[[Play], bool]
+) -> tuple[Side, Side]:
+    """The baseline and the read of a side that was just read in full, with the expected
+    plays of the baseline that the read does not show accounted for. One that was delivered
+    reached the side and was removed there since: it becomes an ordinary play of the
+    baseline, so the plan carries that removal across. One still waiting (or dead, or
+    discarded) stays expected, on both: its original on the other side must stay."""
+    real = _real_dates(read.plays)
+    missing = [p for p in baseline.plays if p.record.startswith(EXPECTED) and not real(p)]
+    if not missing:
+        return baseline, read
+    gone = {p.record for p in missing if delivered(p)}
+    plays = tuple(
+        Play(p.item, p.at, p.record.removeprefix(EXPECTED)) if p.record in gone else p
+        for p in baseline.plays
+    )
+    waiting = tuple(p for p in missing if p.record not in gone)
+    return Side(plays, baseline.ratings), Side(read.plays + waiting, read.ratings)
+
+
+def _real_dates(plays: Iterable[Play]) -> Callable[[Play], bool]:
+    """Whether a real play of `plays` stands for a given (expected) play."""
     real: dict[str, list[float]] = defaultdict(list)
-    for play in side.plays:
+    for play in plays:
         if not play.record.startswith(EXPECTED):
             real[play.item].append(play.at)
-    kept = tuple(
-        p
-        for p in side.plays
-        if not p.record.startswith(EXPECTED)
-        or not any(p.at == UNDATED or abs(at - p.at) <= MATCH_WINDOW for at in real.get(p.item, ()))
-    )
-    return side if len(kept) == len(side.plays) else Side(kept, side.ratings)
+
+    def stands_for(expected: Play) -> bool:
+        dates = real.get(expected.item, ())
+        return any(expected.at == UNDATED or abs(at - expected.at) <= MATCH_WINDOW for at in dates)
+
+    return stands_for
 
 
 def _plan_ratings(

@@ -708,6 +708,16 @@ class Store:
                 params += (worker,)
             return conn.execute(sql, params).rowcount
 
+    def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
+        """Sorted idempotency keys of the rows delivered to `target` for `profile` that start
+        with `prefix` (delivered rows are kept a week, see maintenance)."""
+        rows = self._query(
+            "SELECT idempotency_key AS k FROM outbox WHERE status = 'done' AND profile = ?"
+            " AND target = ? AND substr(idempotency_key, 1, ?) = ? ORDER BY idempotency_key",
+            (profile, target, len(prefix), prefix),
+        )
+        return [row["k"] for row in rows]
+
     def dead_letters(self) -> list[OutboxItem]:
         rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")
         return [OutboxItem.from_row(r) for r in rows]

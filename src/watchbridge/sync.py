@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +24,7 @@ from watchbridge.reconcile import (
     Play,
     Rated,
     Side,
+    carry_expected,
     expect,
     plan,
     settle_expected,
@@ -119,6 +121,14 @@ _OUTBOX_ACTION = {
 }
 
 
+def sync_key(profile: str, target: str, kind: str = "", item: str = "", at: float = 0) -> str:
+    """The start of the idempotency key of a sync's outbox row (all of it that names the
+    action, the item and the minute; with defaults, the start shared by a target's rows)."""
+    if not kind:
+        return f"{profile}:{target}:sync:"
+    return f"{profile}:{target}:sync:{kind}:{item}:{int(at // 60)}:"
+
+
 def outbox_rows(
     link: str, profile: str, actions: tuple[Action, ...]
 ) -> tuple[list[NewOutboxRow], int]:
@@ -131,11 +141,11 @@ def outbox_rows(
             skipped += 1
             continue
         payload: dict[str, Any] = {"item": ref_to_dict(item), "at": action.at, "link": link}
+        action_key = sync_key(profile, action.target, action.kind, action.item, action.at)
         if action.value is not None:
             payload["rating"] = action.value
         if action.record:
             payload["record"] = action.record
-        minute = int(action.at // 60)
         rows.append(
             NewOutboxRow(
                 target=action.target,
@@ -144,8 +154,7 @@ def outbox_rows(
                 payload=payload,
                 # The same ordering key as webhook rows, so a sync never overtakes a live play.
                 ordering_key=f"{profile}:{action.target}:{item.key()}",
-                idempotency_key=f"{profile}:{action.target}:sync:{action.kind}:{action.item}:"
-                f"{minute}:{action.value or ''}:{action.record}",
+                idempotency_key=f"{action_key}{action.value or ''}:{action.record}",
             )
         )
     return rows, skipped
@@ -268,21 +277,27 @@ async def _plan_profile(
     frozen: frozenset[str],
 ) -> ProfilePlan:
     services = [reader.service for reader in readers]
-    baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
+    # No engine cursor: no run of this link was applied yet, so read everything.
     full_at = float(saved[ENGINE].get("full_at", 0))
-    full = full or not baseline or clock() - full_at >= FULL_READ_EVERY
+    full = full or clock() - full_at >= FULL_READ_EVERY
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
         if all(checks):
             return _unchanged_plan(profile)
+    baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
+    full = full or not baseline
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
     }
     a, b = readers
     reads = {s: SideRead(settle_expected(r.side), r.cursors) for s, r in reads.items()}
+    if full:
+        for s, side in baseline.items():
+            baseline[s], read = carry_expected(side, reads[s].side, _delivered(store, profile, s))
+            reads[s] = SideRead(read, reads[s].cursors)
     current = {
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
         b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side),
@@ -342,6 +357,18 @@ def apply_plan(
     return Applied(queued, skipped, held)
 
 
+def _delivered(store: Store, profile: str, service: str) -> Callable[[Play], bool]:
+    """Whether the sync's add of an (expected) play to `service` was delivered."""
+    keys = store.delivered_keys(profile, service, sync_key(profile, service))
+
+    def delivered(play: Play) -> bool:
+        prefix = sync_key(profile, service, "add_play", play.item, play.at)
+        at = bisect_left(keys, prefix)
+        return at < len(keys) and keys[at].startswith(prefix)
+
+    return delivered
+
+
 def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dict[str, Side]:
     return {
         service: expect(side, [a for a in actions if a.kind == "add_play" and a.target == service])
@@ -393,6 +420,8 @@ async def run_link(
         raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     try:
+        # Removals held by an earlier run may have been found by a full read only.
+        full = full or confirm_removals
         plans, calls = await plan_link(
             config, store, name, clock, full=full, direction=direction, progress=progress
         )
