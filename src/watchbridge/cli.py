@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -520,6 +520,7 @@ def _sync_link(
 
     from rich.console import Console
 
+    from watchbridge.plexlink import lists_summary
     from watchbridge.progress import (
         DeliveryBar,
         LiveProgress,
@@ -547,10 +548,13 @@ def _sync_link(
                 full=full,
                 direction=direction,
                 progress=stats,
+                alerts=runtime.notifier,
             )
         )
     seconds = time.monotonic() - started
     _show_plans(result.plans, limit, confirm_removals)
+    for line in lists_summary(result.lists):
+        click.echo(line)
     for held in result.held:
         click.echo(f"held: {held}")
     if result.held and not dry_run:
@@ -582,6 +586,7 @@ def _sync_link(
         click.echo(f"run {title}")
     if dry_run:
         click.echo("dry run: nothing was written")
+        _lists_failed(name, result.lists.errors)
         return
     if result.skipped:
         click.echo(f"{result.skipped} planned write(s) name items no service can take yet")
@@ -594,6 +599,15 @@ def _sync_link(
         f"{result.queued} change(s) queued, {delivered} delivered now; the rest "
         "follow from the running service (see `watchbridge status`)"
     )
+    _lists_failed(name, result.lists.errors)
+
+
+def _lists_failed(name: str, errors: Sequence[str]) -> None:
+    if errors:
+        raise WatchbridgeError(
+            f"links.{name}: history and ratings are done, but not the watchlist or collection "
+            f"of {'; '.join(errors)}"
+        )
 
 
 def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:

@@ -255,6 +255,8 @@ class Link:
     profiles: list[str] = field(default_factory=list)
     first_run: Literal["dry-run", "apply"] = "dry-run"
     max_removal_share: float = 0.10
+    # collection kind: also remove from Trakt what this link added and the server lost
+    collection_removals: bool = False
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,11 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
+        lists = [k for k in link.kinds if k in ("watchlist", "collection")]
+        if lists and set(link.services) != {"plex", "trakt"}:
+            problems.append(
+                (f"{where}.kinds", f"{' and '.join(lists)} can only be synced by a plex-trakt link")
+            )
     problems.extend(_anilist_problems(config.services.anilist))
     if config.server.max_webhook_bytes < 64 * 1024:
         problems.append(("server.max_webhook_bytes", "expected at least 65536 (Plex posters)"))

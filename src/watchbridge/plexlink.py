@@ -27,14 +27,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from watchbridge import limits
 from watchbridge.collection import Collected, CollectionPlan, plan_collection, plex_collected
 from watchbridge.collection import trakt_collected as trakt_collection_items
-from watchbridge.config import Config, Secret
+from watchbridge.config import Config, Link, Secret
 from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
@@ -46,7 +46,7 @@ from watchbridge.services.plextv import (
     PlexTvError,
     WatchlistUnavailable,
 )
-from watchbridge.services.trakt import CollectionWrite, TraktClient, parse_iso
+from watchbridge.services.trakt import CollectionWrite, TraktClient, TraktError, parse_iso
 from watchbridge.store import Store
 from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
 
@@ -139,6 +139,130 @@ def plextv_client(
         metrics=metrics,
         clock=clock,
     )
+
+
+# --------------------------------------------------------------------------- in a link run
+
+LIST_KINDS = ("watchlist", "collection")
+Listings = Mapping[str, Sequence[Mapping[str, Any]]]  # raw PMS listings by kind
+
+
+@dataclass(frozen=True)
+class ListsRun:
+    """What a link run's watchlist and collection parts did, per person."""
+
+    results: tuple[WatchlistResult | CollectionResult, ...] = ()
+    errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
+
+
+def lists_summary(run: ListsRun) -> list[str]:
+    """One line per person and list, for `watchbridge sync`."""
+    lines = []
+    for result in run.results:
+        plan = result.plan
+        if isinstance(result, WatchlistResult):
+            assert isinstance(plan, WatchlistPlan)
+            added = f"+{len(plan.add_to_plex)} to plex, +{len(plan.add_to_trakt)} to trakt"
+            removed = f"-{len(plan.remove_from_plex)} from plex, -{len(plan.remove_from_trakt)}"
+            counts = f"{added}, {removed} from trakt"
+            held = f" (held: {plan.held})" if plan.held else ""
+            lines.append(f"watchlist {result.profile}: {counts}{held}")
+        else:
+            assert isinstance(plan, CollectionPlan)
+            lines.append(
+                f"collection {result.profile}: +{len(plan.add)} to trakt, "
+                f"{len(plan.update)} with better details, -{len(plan.remove)} from trakt, "
+                f"{plan.unchanged} unchanged"
+            )
+        if result.limit is not None and result.limit.paused:
+            lines.append(f"  paused at the Trakt account's limit: {result.limit.not_sent} wait")
+        for title in result.unresolved:
+            lines.append(f"  not identified: {title}")
+    return lines
+
+
+def wants_lists(link: Link) -> bool:
+    return set(link.services) == {"plex", "trakt"} and any(k in link.kinds for k in LIST_KINDS)
+
+
+async def run_lists(
+    config: Config,
+    store: Store,
+    name: str,
+    link: Link,
+    listings: Mapping[str, Listings | None],
+    *,
+    dry_run: bool = False,
+    confirm_removals: bool = False,
+    clock: Callable[[], float] = time.time,
+    alerts: Alerts | None = None,
+) -> ListsRun:
+    """The watchlist and collection parts of one run of a plex-trakt link, for each profile in
+    `listings`. The collection is planned from the listings the Plex reader took for the
+    history (None: Plex was not read this run, so there is nothing new to collect)."""
+    from watchbridge.wiring import seeded_trakt_tokens
+
+    assert config.services.trakt is not None
+    trakt = TraktClient(
+        config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
+    )
+    plextv = plextv_client(config, store, clock=clock)
+    only_to: Literal["plex", "trakt"] | None = None
+    if link.direction == "one-way":
+        only_to = "plex" if link.services[1] == "plex" else "trakt"
+    results: list[WatchlistResult | CollectionResult] = []
+    errors: list[str] = []
+
+    async def attempt(profile: str, part: Awaitable[WatchlistResult | CollectionResult]) -> None:
+        try:
+            results.append(await part)
+        except (PlexTvError, TraktError) as exc:  # nothing of that part was written
+            errors.append(f"{profile}: {exc.message}")
+
+    try:
+        for profile, rows in listings.items():
+            try:
+                activities = await trakt.last_activities(profile)
+            except TraktError as exc:
+                errors.append(f"{profile}: {exc.message}")
+                continue
+            if "watchlist" in link.kinds and plextv is not None:
+                watchlist = sync_watchlist(
+                    plextv,
+                    trakt,
+                    store,
+                    profile,
+                    link=name,
+                    clock=clock,
+                    dry_run=dry_run,
+                    confirm_removals=confirm_removals,
+                    max_removal_share=link.max_removal_share,
+                    only_to=only_to,
+                    alerts=alerts,
+                    activities=activities,
+                )
+                await attempt(profile, watchlist)
+            if "collection" in link.kinds and only_to != "plex" and rows is not None:
+                collection = sync_collection(
+                    trakt,
+                    store,
+                    profile,
+                    movies=rows.get("movie", ()),
+                    episodes=rows.get("episode", ()),
+                    shows=rows.get("show", ()),
+                    link=name,
+                    remove_missing=link.collection_removals,
+                    clock=clock,
+                    dry_run=dry_run,
+                    alerts=alerts,
+                    activities=activities,
+                )
+                await attempt(profile, collection)
+    finally:
+        await trakt.aclose()
+        if plextv is not None:
+            await plextv.aclose()
+    return ListsRun(tuple(results), tuple(errors))
 
 
 # --------------------------------------------------------------------------- pure helpers

@@ -13,6 +13,7 @@ import logging
 import random
 
 from watchbridge.app import Runtime
+from watchbridge.errors import WatchbridgeError
 from watchbridge.sync import NeedsReview, run_link, syncable
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class SyncScheduler:
         for name, link in runtime.config.links.items():
             if name not in links:
                 log.warning(
-                    "link not scheduled: only trakt <-> serializd links run so far",
+                    "link not scheduled: one of its services cannot be synced in this release",
                     extra={"link": name, "services": ",".join(link.services)},
                 )
         await asyncio.gather(*(self._loop(runtime, stop, name) for name in links))
@@ -48,7 +49,18 @@ class SyncScheduler:
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
             try:
-                result = await run_link(runtime.config, runtime.store, name, clock=runtime.clock)
+                result = await run_link(
+                    runtime.config,
+                    runtime.store,
+                    name,
+                    clock=runtime.clock,
+                    alerts=runtime.notifier,
+                )
+                if result.queued:
+                    for wake in runtime.on_enqueued:
+                        wake()
+                if result.lists.errors:  # history went through; a watchlist or collection did not
+                    raise WatchbridgeError("; ".join(result.lists.errors))
             except NeedsReview as exc:
                 log.warning(
                     "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
@@ -71,9 +83,6 @@ class SyncScheduler:
             if failures:
                 await runtime.notifier.resolve("sync_failing", f"link {name} syncs again", key=name)
             failures = 0
-            if result.queued:
-                for wake in runtime.on_enqueued:
-                    wake()
             for held in result.held:
                 await runtime.notifier.notify(
                     "sync_failing",

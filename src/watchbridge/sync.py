@@ -9,15 +9,16 @@ import asyncio
 import json
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
 from watchbridge.model import ref_to_dict
+from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
-from watchbridge.readers import READERS, SideRead, SideReader, reader_for
+from watchbridge.readers import READERS, SideReader, reader_for
 from watchbridge.reconcile import (
     Action,
     Plan,
@@ -44,6 +45,7 @@ class ProfilePlan:
     cursors: dict[str, dict[str, str]] = field(default_factory=dict)
     frozen: frozenset[str] = frozenset()  # sides whose baseline this run must not move
     unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
+    listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None  # see SideRead
 
 
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
@@ -293,11 +295,11 @@ async def _plan_profile(
         for r in readers
     }
     a, b = readers
-    reads = {s: SideRead(settle_expected(r.side), r.cursors) for s, r in reads.items()}
+    reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
     if full:
         for s, side in baseline.items():
             baseline[s], read = carry_expected(side, reads[s].side, _delivered(store, profile, s))
-            reads[s] = SideRead(read, reads[s].cursors)
+            reads[s] = replace(reads[s], side=read)
     current = {
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
         b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side),
@@ -314,6 +316,7 @@ async def _plan_profile(
         first_run=not baseline,
         cursors={s: c for s, c in cursors.items() if s not in frozen},
         frozen=frozen,
+        listings=next((r.listings for r in reads.values() if r.listings is not None), None),
     )
 
 
@@ -387,10 +390,11 @@ class RunResult:
     queued: int = 0
     held: tuple[str, ...] = ()
     skipped: int = 0
+    lists: ListsRun = field(default_factory=ListsRun)  # watchlist and collection (plex-trakt links)
 
     @property
     def outcome(self) -> str:
-        return "held" if self.held else "ok"
+        return "failed" if self.lists.errors else "held" if self.held else "ok"
 
 
 def plan_counts(plans: list[ProfilePlan]) -> dict[str, int]:
@@ -413,8 +417,10 @@ async def run_link(
     direction: str | None = None,
     clock: Callable[[], float] = time.time,
     progress: SyncProgress | None = None,
+    alerts: Alerts | None = None,
 ) -> RunResult:
-    """One run of a link, recorded in the run history: plan, then (unless a dry run) queue."""
+    """One run of a link, recorded in the run history: plan, then (unless a dry run) queue;
+    then a plex-trakt link's watchlist and collection parts, which write directly."""
     running = [r for r in store.last_runs() if r.link == name and r.outcome == "running"]
     if running and clock() - running[0].started_at < 3600:
         raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
@@ -425,10 +431,27 @@ async def run_link(
         plans, calls = await plan_link(
             config, store, name, clock, full=full, direction=direction, progress=progress
         )
+        link = with_direction(config.links[name], name, direction)
+
+        async def lists() -> ListsRun:
+            if not wants_lists(link):
+                return ListsRun()
+            listings = {p.profile: p.listings for p in plans}
+            return await run_lists(
+                config,
+                store,
+                name,
+                link,
+                listings,
+                dry_run=dry_run,
+                confirm_removals=confirm_removals,
+                clock=clock,
+                alerts=alerts,
+            )
+
         if dry_run:
             store.finish_run(run_id, clock(), "dry-run", plan_counts(plans), calls)
-            return RunResult(plans, calls)
-        link = config.links[name]
+            return RunResult(plans, calls, lists=await lists())
         if (
             link.first_run == "dry-run"
             and not yes
@@ -448,8 +471,10 @@ async def run_link(
             skipped += applied.skipped
             if applied.held:
                 held.append(f"{result.profile}: {applied.held}")
-        outcome = RunResult(plans, calls, queued, tuple(held), skipped)
-        store.finish_run(run_id, clock(), outcome.outcome, plan_counts(plans), calls)
+        listed = await lists()
+        outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed)
+        error = "; ".join(listed.errors) or None
+        store.finish_run(run_id, clock(), outcome.outcome, plan_counts(plans), calls, error)
         return outcome
     except BaseException as exc:
         outcome_name = "needs-review" if isinstance(exc, NeedsReview) else "failed"

@@ -10,7 +10,7 @@ read returns once its plan is applied.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +25,9 @@ Clock = Callable[[], float]
 class SideRead:
     side: Side
     cursors: dict[str, str]  # saved by the engine once the plan is applied
+    # Raw library listings by kind (movie, show, episode) when the link's collection run
+    # needs them (Plex): read once for both.
+    listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None
 
 
 class SideReader(Protocol):

@@ -53,6 +53,7 @@ from watchbridge.services.plex import (
     PlexAuthError,
     PlexClient,
     Section,
+    library_item,
 )
 from watchbridge.store import Store
 
@@ -479,11 +480,12 @@ class PlexReader:
         # not look unwatched in a listing taken before it.
         memory = await asyncio.to_thread(self._memory, profile)
         listed_at = self.clock()
-        library = await self._library(profile, access.token)
+        library, listings = await self._library(profile, access.token)
         history, cursor = await self._history(profile, access, full)
         built = build_side(library, history, memory, "ratings" in self.link.kinds, listed_at)
         await asyncio.to_thread(self._remember, profile, built)
-        return SideRead(built.side, {"history": cursor})
+        keep = "collection" in self.link.kinds
+        return SideRead(built.side, {"history": cursor}, listings if keep else None)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
         return own
@@ -493,18 +495,26 @@ class PlexReader:
 
     # ------------------------------------------------------------------ reads
 
-    async def _library(self, profile: str, token: str | None) -> Library:
+    async def _library(
+        self, profile: str, token: str | None
+    ) -> tuple[Library, dict[str, list[Mapping[str, object]]]]:
+        """The chosen libraries' items, and the raw listings they were read from."""
         plex = self.config.services.plex
         names = plex.libraries if plex else []
         chosen = choose_sections(await self.client.sections(token), names, profile)
-        found: dict[str, list[LibraryItem]] = defaultdict(list)
+        rows: dict[str, list[Mapping[str, object]]] = defaultdict(list)
         for section in chosen:
             kinds = ["movie"] if section.type == "movie" else ["show", "episode"]
             if section.type == "show" and "ratings" in self.link.kinds:
                 kinds.append("season")
             for kind in kinds:
-                found[kind] += await self.client.listing(section.key, kind, token)
-        return Library(found["movie"], found["show"], found["season"], found["episode"])
+                rows[kind] += await self.client.listing_rows(section.key, kind, token)
+        found = {
+            kind: [item for row in listed if (item := library_item(row)) is not None]
+            for kind, listed in rows.items()
+        }
+        library = Library(*(found.get(k, []) for k in ("movie", "show", "season", "episode")))
+        return library, rows
 
     def _history_token(self, access: Access) -> str | None:
         """History is the admin's view: the server token, else the profile's own."""

@@ -1,0 +1,129 @@
+"""A plex-trakt link with watchlist and collection kinds: `run_link` does them in the same run,
+against the fake PMS, fake plex.tv and fake Trakt."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plextv import FakePlexTv
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt, write_config
+from watchbridge.config import load_config
+from watchbridge.errors import ConfigError
+from watchbridge.store import Store
+from watchbridge.sync import run_link
+
+pytestmark = pytest.mark.anyio
+ARRIVAL = ["imdb://tt2543164", "tmdb://329865"]
+HEAT = ["imdb://tt0113277", "tmdb://949"]
+LINK = "plex-trakt"
+
+
+class Household:
+    def __init__(self, tmp_path: Path, start_fake: Any, kinds: str) -> None:
+        self.trakt: FakeTrakt = start_fake(FakeTrakt())
+        self.plex: FakePlex = start_fake(FakePlex())
+        self.plextv: FakePlexTv = start_fake(FakePlexTv())
+        self.plextv.owner.token = TOKEN  # the owner's one token, for the server and plex.tv
+        self.trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+        self.trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+        self.plex.add_movie("100", "Arrival", 2016, ARRIVAL)
+        self.heat = self.plextv.add_title("movie", "Heat", 1995, HEAT)
+        url = self.plextv.url
+        path = write_config(
+            tmp_path,
+            f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{self.trakt.url}", auth_url: "{self.trakt.url}"}}
+  plex:
+    url: "{self.plex.url}"
+    token: "{TOKEN}"
+    account_url: "{url}"
+    discover_url: "{url}"
+    metadata_url: "{url}"
+profiles:
+  alex: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:
+  {LINK}: {{services: [plex, trakt], kinds: [{kinds}], first_run: apply}}
+""",
+        )
+        self.config = load_config(path)
+        self.store = Store.open(tmp_path / "watchbridge.db")
+        sign_in_trakt(self.store, self.trakt, "alex", now=time.time())
+
+    async def run(self, **options: Any) -> Any:
+        return await run_link(self.config, self.store, LINK, **options)
+
+    def trakt_watchlist(self) -> set[str]:
+        return {str(getattr(e.item, "title", "")) for e in self.trakt.watchlist()}
+
+    def trakt_collection(self) -> list[Any]:
+        return self.trakt.collection()
+
+
+@pytest.fixture
+def house(tmp_path: Path, start_fake: Any) -> Any:
+    household = Household(tmp_path, start_fake, "history, watchlist, collection")
+    yield household
+    household.store.close()
+
+
+async def test_a_plex_watchlist_title_reaches_trakt_in_the_link_run(house: Household) -> None:
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    result = await house.run()
+    assert result.outcome == "ok"
+    assert house.trakt_watchlist() == {"Heat"}
+
+
+async def test_the_link_run_collects_the_server_movies_on_trakt(house: Household) -> None:
+    await house.run()
+    assert [str(getattr(e.item, "title", "")) for e in house.trakt_collection()] == ["Arrival"]
+
+
+async def test_a_dry_run_writes_no_watchlist_or_collection(house: Household) -> None:
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    result = await house.run(dry_run=True)
+    assert house.trakt_watchlist() == set() and house.trakt_collection() == []
+    assert [type(r).__name__ for r in result.lists.results] == [
+        "WatchlistResult",
+        "CollectionResult",
+    ]
+
+
+async def test_a_moved_plex_watchlist_fails_the_run_but_not_the_history(house: Household) -> None:
+    house.plextv.watchlist_moved = True
+    result = await house.run()
+    assert result.outcome == "failed"
+    assert "alex:" in result.lists.errors[0] and "watchlist" in result.lists.errors[0]
+    assert house.trakt_collection()  # the rest of the link still ran
+    assert house.store.last_runs()[0].outcome == "failed"
+
+
+async def test_a_quiet_run_does_not_read_the_library_for_the_collection(
+    house: Household,
+) -> None:
+    await house.run()
+    await house.run()  # our own writes moved the stamps
+    listings_before = house.plex.count("GET", "/library/sections/1/all")
+    await house.run()
+    assert house.plex.count("GET", "/library/sections/1/all") == listings_before
+
+
+def test_watchlist_on_a_link_without_plex_is_a_config_error(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """services:
+  trakt: {client_id: abc}
+  serializd: {}
+profiles:
+  alex: {accounts: {trakt: {}, serializd: {email: a@b.c, password: pw}}}
+links:
+  ts: {services: [trakt, serializd], kinds: [history, watchlist]}
+""",
+    )
+    with pytest.raises(ConfigError, match=r"links\.ts\.kinds: watchlist can only be synced by a"):
+        load_config(path)
