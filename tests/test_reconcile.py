@@ -72,6 +72,18 @@ def test_a_tombstoned_play_is_not_added_again() -> None:
     assert result.actions == ()
 
 
+def test_a_play_we_removed_ourselves_takes_no_other_play_back_with_it() -> None:
+    # Run 1 carried the user's removal of t1 over to s1; s1 is now gone, and the user has a
+    # rewatch of the same episode on Trakt the next day that must stay.
+    baseline = {
+        "trakt": side(Play(EP1, 1000 + DAY, "t2")),
+        "serializd": side(Play(EP1, 1000, "s1")),
+    }
+    current = {"trakt": side(Play(EP1, 1000 + DAY, "t2")), "serializd": side()}
+    result = plan(TWO_WAY, current, baseline, tombstones=frozenset({("serializd", "s1")}))
+    assert ("remove_play", "trakt", EP1) not in kinds(result)
+
+
 def test_mass_removal_is_held_until_confirmed() -> None:
     plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
     mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]

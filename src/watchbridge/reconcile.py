@@ -167,8 +167,14 @@ def _plan_history(
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
+    # A play we removed ourselves (its tombstone) is no new removal to carry back.
     removed = {
-        side: _removed(baseline.get(side, Side()).plays, current[side].plays) for side in (a, b)
+        side: [
+            p
+            for p in _removed(baseline.get(side, Side()).plays, current[side].plays)
+            if (side, p.record) not in tombstones
+        ]
+        for side in (a, b)
     }
     # A play one side removed takes its partner on the other side with it (where allowed),
     # and that partner must not count as "new" and be copied back.
