@@ -84,6 +84,14 @@ def test_a_play_we_removed_ourselves_takes_no_other_play_back_with_it() -> None:
     assert ("remove_play", "trakt", EP1) not in kinds(result)
 
 
+def test_a_play_of_an_item_the_target_cannot_hold_is_counted_not_planned() -> None:
+    plex = Side(catalog=frozenset({EP2}))  # EP1 is in none of its libraries
+    current = {"trakt": side(Play(EP1, 1000, "t1"), Play(EP2, 2000, "t2")), "plex": plex}
+    result = plan(Link(services=["trakt", "plex"]), current, {})
+    assert kinds(result) == [("add_play", "plex", EP2)]
+    assert result.out_of_catalog == {"plex": 1}
+
+
 def test_mass_removal_is_held_until_confirmed() -> None:
     plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
     mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]

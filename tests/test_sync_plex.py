@@ -112,6 +112,18 @@ def test_the_round_trip_makes_no_duplicate_play(tmp_path: Path, start_fake: Any)
     assert len(trakt.history()) == 2
 
 
+def test_a_trakt_play_of_a_title_in_no_plex_library_is_not_planned_again_and_again(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
+    heat = trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    trakt.add_history(heat, "2024-03-01T20:00:00.000Z")
+    sync(path)
+    again = sync(path, "--full")
+    assert "plan: nothing to do" in again.stdout
+    assert "1 play(s) or rating(s) not written to plex: not in its libraries" in again.stdout
+
+
 def test_a_second_run_with_nothing_new_asks_plex_once(tmp_path: Path, start_fake: Any) -> None:
     path, _, plex = setup(tmp_path, start_fake)
     sync(path)

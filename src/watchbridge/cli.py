@@ -620,6 +620,10 @@ def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
         click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
+        for side, count in sorted(result.plan.out_of_catalog.items()):
+            click.echo(
+                f"  {count} play(s) or rating(s) not written to {side}: not in its libraries"
+            )
         if result.plan.held:
             click.echo(f"  {'confirmed' if confirmed else 'held'}: {result.plan.held}")
         for action in result.plan.actions[:limit]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from watchbridge.config import Link
@@ -48,6 +48,9 @@ class Side:
 
     plays: tuple[Play, ...] = ()
     ratings: Mapping[str, Rated] = field(default_factory=dict)
+    # The items this side can hold at all (a media server: what is in its libraries);
+    # None: anything. Plays and ratings of other items are not planned for it.
+    catalog: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Plan:
     actions: tuple[Action, ...]
     tombstones: frozenset[tuple[str, str]]  # (service, record) removals we made, not to re-add
     held: str = ""  # why removals are held back (mass-removal guard), empty when not
+    # per target: writes left out because the item is not in its catalog
+    out_of_catalog: Mapping[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -153,8 +158,26 @@ def plan(
         actions += _plan_history(link, current, baseline, tombstones, allowed, new_tombstones)
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
+    actions, left_out = _within_catalogs(actions, current)
     held = _mass_removal(link, current, actions)
-    return Plan(tuple(actions), frozenset(new_tombstones), held)
+    return Plan(tuple(actions), frozenset(new_tombstones), held, left_out)
+
+
+def _within_catalogs(
+    actions: list[Action], current: Mapping[str, Side]
+) -> tuple[list[Action], dict[str, int]]:
+    """Adds and ratings for items their target cannot hold are left out (and counted):
+    planning them every run would only ever end in "not in any library"."""
+    kept: list[Action] = []
+    left_out: defaultdict[str, int] = defaultdict(int)
+    for action in actions:
+        catalog = current[action.target].catalog
+        adding = action.kind in ("add_play", "set_rating")
+        if adding and catalog is not None and action.item not in catalog:
+            left_out[action.target] += 1
+        else:
+            kept.append(action)
+    return kept, dict(left_out)
 
 
 def _plan_history(
@@ -246,7 +269,7 @@ def expect(side: Side, adds: Iterable[Action]) -> Side:
     A delta read may not reach back to a back-dated play we wrote, so without this the next
     run would find it missing and plan it again."""
     expected = tuple(Play(a.item, a.at, f"{EXPECTED}{a.item}@{a.at:.0f}") for a in adds)
-    return Side(side.plays + expected, side.ratings)
+    return replace(side, plays=side.plays + expected)
 
 
 def settle_expected(side: Side) -> Side:
@@ -254,7 +277,7 @@ def settle_expected(side: Side) -> Side:
     one, any real play of the item: the target chose its date, e.g. Trakt's `released`)."""
     real = _real_dates(side.plays)
     kept = tuple(p for p in side.plays if not p.record.startswith(EXPECTED) or not real(p))
-    return side if len(kept) == len(side.plays) else Side(kept, side.ratings)
+    return side if len(kept) == len(side.plays) else replace(side, plays=kept)
 
 
 def carry_expected(
@@ -275,7 +298,7 @@ def carry_expected(
         for p in baseline.plays
     )
     waiting = tuple(p for p in missing if p.record not in gone)
-    return Side(plays, baseline.ratings), Side(read.plays + waiting, read.ratings)
+    return replace(baseline, plays=plays), replace(read, plays=read.plays + waiting)
 
 
 def _real_dates(plays: Iterable[Play]) -> Callable[[Play], bool]:

@@ -356,7 +356,8 @@ def apply_plan(
         moved = {s: v for s, v in result.current.items() if s not in result.frozen}
         save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
         save_cursors(store, name, result.profile, result.cursors, now)
-    save_tombstones(store, name, result.profile, result.plan.tombstones, now)
+        # Held removals were not made: their tombstones would hide them from the next run.
+        save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return Applied(queued, skipped, held)
 
 

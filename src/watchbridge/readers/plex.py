@@ -259,6 +259,7 @@ def build_side(
     side = Side(
         tuple(p for p, _ in kept),
         _ratings(keyed.values()) if with_ratings else {},
+        catalog=frozenset(key for key, _ in keyed.values()),
     )
     return Built(
         side,
