@@ -165,6 +165,21 @@ def test_an_unwatch_in_plex_removes_the_play_from_trakt_once_confirmed(
     assert trakt_plays(trakt) == [("Movie", "2024-01-01T20:00:00.000Z")]
 
 
+def test_an_unwatch_in_plex_removes_an_old_play_trakt_has_not_been_read_back_for(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Plex's play is from months ago: the delta reads of Trakt never reach back to the copy
+    # we wrote, so the removal names it by item and time, and the Trakt target finds its id.
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    sync(path)
+    sync(path)
+    plex.state[(1, "201")] = {}  # marked unwatched in Plex ...
+    plex.watch("202", time.time() - 3600)  # ... and a new play, so Plex is read again
+    sync(path)
+    assert [kind for kind, _ in trakt_plays(trakt)] == ["Episode", "Movie"]
+    assert getattr(trakt.history()[0].item, "number", None) == 2
+
+
 def test_a_play_removed_on_trakt_marks_the_item_unwatched_in_plex(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -20,7 +20,7 @@ from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, pe
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import PlexEnricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
-from watchbridge.reconcile import UNDATED
+from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
     HistoryPlay,
@@ -282,20 +282,44 @@ class TraktTarget:
     ) -> dict[int, Outcome]:
         """Removals a reconcile plan decided (a play or rating removed on the other side)."""
         outcomes: dict[int, Outcome] = {}
-        unnamed = [r for r in plays if not str(r.payload.get("record", "")).isdigit()]
-        outcomes |= {
-            r.outbox.id: Dead(f"no Trakt history id in the removal of {r.item.describe()}")
-            for r in unnamed
-        }
-        plays = [r for r in plays if r not in unnamed]
-        if plays:
-            ids = [int(r.payload["record"]) for r in plays]
-            await self.client.remove_history(profile, ids)
-            outcomes |= _all([r.outbox for r in plays], Delivered("removed from history"))
+        ids: dict[int, int] = {}  # outbox id -> Trakt history id
+        for row in plays:
+            record = str(row.payload.get("record", ""))
+            if record.isdigit():
+                ids[row.outbox.id] = int(record)
+            elif record.startswith(EXPECTED):
+                # A play we wrote and the engine has not read back yet: find its id.
+                found = await self._history_id(profile, row)
+                if found is None:
+                    outcomes[row.outbox.id] = Delivered("no such play on Trakt (already gone)")
+                else:
+                    ids[row.outbox.id] = found
+            else:
+                message = f"no Trakt history id in the removal of {row.item.describe()}"
+                outcomes[row.outbox.id] = Dead(message)
+        named = [r for r in plays if r.outbox.id in ids]
+        if named:
+            await self.client.remove_history(profile, sorted(set(ids.values())))
+            outcomes |= _all([r.outbox for r in named], Delivered("removed from history"))
         if rated:
             await self.client.remove_ratings(profile, [r.item for r in rated])
             outcomes |= _all([r.outbox for r in rated], Delivered("rating removed"))
         return outcomes
+
+    async def _history_id(self, profile: str, row: Row) -> int | None:
+        """The id of the play of `row.item` nearest to `row.at` (within a day and a half)."""
+        kind = "movies" if row.item.kind == "movie" else "episodes"
+        entries = await self.client.history(
+            profile, kind, start_at=row.at - MATCH_WINDOW, end_at=row.at + MATCH_WINDOW
+        )
+        plays = [
+            (abs(parse_iso(str(e.get("watched_at"))) - row.at), int(e["id"]))
+            for e in entries
+            if history_entry_is(e, row.item)
+            and str(e.get("id", "")).isdigit()
+            and e.get("watched_at")
+        ]
+        return min(plays)[1] if plays else None
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the rows whose play we know Trakt already holds (one query)."""
