@@ -564,7 +564,9 @@ class Store:
                     f" AND action IN ({', '.join('?' for _ in row.supersedes)})",
                     (job.now, row.ordering_key, *row.supersedes),
                 )
-        return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0))
+        # Webhook payloads hold only finite numbers (progress is clamped), so the fast
+        # encoder writes the same JSON data as json.dumps.
+        return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0), _json_text)
 
     def prune(self, now: float, keep_done: float, keep_sessions: float) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
@@ -597,7 +599,11 @@ class Store:
 
     @staticmethod
     def _insert_outbox(
-        conn: sqlite3.Connection, rows: Sequence[NewOutboxRow], now: float, event_id: int | None
+        conn: sqlite3.Connection,
+        rows: Sequence[NewOutboxRow],
+        now: float,
+        event_id: int | None,
+        encode: Callable[[dict[str, Any]], str] = json.dumps,
     ) -> int:
         added = 0
         for row in rows:
@@ -610,7 +616,7 @@ class Store:
                     row.target,
                     row.profile,
                     row.action,
-                    json.dumps(row.payload),
+                    encode(row.payload),
                     row.ordering_key,
                     row.idempotency_key,
                     row.not_before if row.not_before is not None else now,

@@ -294,15 +294,18 @@ async def _webhook(
 
 def ingest_job(runtime: Runtime, profile_name: str, event: MediaEvent) -> IngestJob:
     """What to record for one event: the event, and a pure decision over its session."""
+    item = ref_to_dict(event.item)
+    record = event_record(event, item)
     if event.source != "generic" and event.occurred_at is not None:
         # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
         # an earlier viewing. Only our generic schema may carry an explicit time.
-        event = dataclasses.replace(event, occurred_at=None)
+        # (Rebuilt from the record's fields: dataclasses.replace costs several times more.)
+        record["occurred_at"] = None
+        event = MediaEvent(**{name: getattr(event, name) for name in _EVENT_FIELDS} | _NO_TIME)
     profile = runtime.config.profiles[profile_name]
     targets = targets_for(runtime.config, profile)
     now = runtime.clock()
     threshold = float(profile.completion_threshold)
-    item = ref_to_dict(event.item)
 
     def plan(session: Session | None) -> tuple[Session | None, list[NewOutboxRow]]:
         new_session, intents = decide(session, event, threshold, now)
@@ -312,7 +315,7 @@ def ingest_job(runtime: Runtime, profile_name: str, event: MediaEvent) -> Ingest
         source=event.source,
         kind=event.action,
         profile=profile_name,
-        payload=event_record(event, item),
+        payload=record,
         now=now,
         session_key=session_key(event),
         decide=plan,
@@ -321,6 +324,7 @@ def ingest_job(runtime: Runtime, profile_name: str, event: MediaEvent) -> Ingest
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(MediaEvent))
 _ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Account))
+_NO_TIME: dict[str, Any] = {"occurred_at": None}
 
 
 def event_record(event: MediaEvent, item: dict[str, object] | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ are read by `common.flag`, not rewritten here, so a title that is literally "Tru
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -26,7 +27,20 @@ PAYLOAD_NAMES = ("payload", "data")  # Plex, Emby
 _CRLF = re.compile(rb"\r?\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _CONTAINERS = (dict, list)
-_DECODER = json.JSONDecoder(strict=False)  # raw control characters inside strings are allowed
+
+
+def _without_empty_strings(node: dict[str, object]) -> dict[str, object]:
+    """The decoder's object hook: drop keys whose value is "" (see _drop_empty_strings)."""
+    if "" in node.values():  # one C-level scan; templates seldom leave a variable empty
+        for key in [k for k, v in node.items() if isinstance(v, str) and not v]:
+            del node[key]
+    return node
+
+
+# Raw control characters inside strings are allowed; empty strings are dropped while decoding
+# (the hook sees every object, innermost first, after duplicate keys are resolved), which
+# costs a third of a separate walk over the decoded tree.
+_DECODER = json.JSONDecoder(strict=False, object_hook=_without_empty_strings)
 _JSON_START = re.compile(rb"[ \t\n\r\x0b\x0c]*\{")  # body.lstrip().startswith(b"{"), no copy
 
 
@@ -68,6 +82,14 @@ def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
 
 def parse_header(value: str) -> tuple[str, dict[str, str]]:
     """`type/subtype; key=value; key="quoted; value"` → lower-case type and parameters."""
+    media_type, params = _parse_header(value)
+    return media_type, dict(params)  # the cached dict stays unshared
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_header(value: str) -> tuple[str, dict[str, str]]:
+    # A media server sends the same few header values with every webhook; bounded, so odd
+    # values only evict each other.
     media_type, *pairs = _split_unquoted(value, ";")
     params: dict[str, str] = {}
     for pair in pairs:
@@ -250,7 +272,7 @@ def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
         return Rejected(f"{what} is not JSON we accept: {_one_line(str(error))}")
     if not isinstance(decoded, dict):
         return Rejected(f"{what} is JSON but not an object")
-    return _drop_empty_strings(decoded)
+    return decoded  # empty strings were dropped while decoding
 
 
 def _one_line(message: str) -> str:

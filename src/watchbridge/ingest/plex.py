@@ -23,6 +23,7 @@ and `lastRatedAt` on a rating, else it is None.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -271,6 +272,7 @@ def guid_ids(guid: Guid | None) -> Ids:
     return Ids()
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and Guid is frozen: a webhook parses its guids twice
 def parse_guid(raw: str) -> Guid | None:
     """Any Plex guid form: `plex://…`, legacy/HAMA/NFO agents, or a bare `tt…` IMDb id."""
     raw = raw.strip()
