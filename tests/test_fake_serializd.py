@@ -129,6 +129,31 @@ def test_ticks_and_diary_are_separate_systems(fake: FakeSerializd, http: httpx.C
     assert http.get("/api/user/alice_tv/watchedpage_v2/1").status_code == 500  # no sort_by
 
 
+def test_watchlist_page_needs_sort_by_and_has_the_fixture_shape(
+    fake: FakeSerializd, http: httpx.Client
+) -> None:
+    assert http.post("/api/watchlist_v2", json=load("watchlist_v2-request.json")).status_code == 200
+    page = http.get("/api/user/alice_tv/watchlistpage_v2/1", params={"sort_by": "date_added_desc"})
+    item = page.json()["items"][0]
+    assert item.keys() == load("watchlistpage_v2-page-1.json")["items"][0].keys()
+    assert item["seasonIds"] == [3575, 3576]
+    bare = http.get("/api/user/alice_tv/watchlistpage_v2/1")  # §5.2: sort_by is required
+    assert bare.status_code == 500 and bare.headers["content-type"].startswith("text/plain")
+    removed = http.post("/api/watchlist/remove_v2", json=load("watchlist-remove_v2-request.json"))
+    assert removed.status_code == 200 and fake.watchlisted() == {1396: {3576}}
+    assert http.post("/api/watchlist/remove", json={"show_id": 1396}).status_code == 404
+
+
+def test_a_season_is_never_both_watched_and_watchlisted(
+    fake: FakeSerializd, http: httpx.Client
+) -> None:
+    fake.mark(None, 1396, 3)
+    http.post("/api/watchlist_v2", json={"show_id": 1396, "season_ids": [3575, 3576]})
+    assert fake.season_marks() == set()  # UNCONFIRMED side effect, modelled on purpose
+    http.post("/api/watched_v2", json={"show_id": 1396, "season_ids": [3576]})
+    assert fake.watchlisted() == {1396: {3575}}
+
+
 def test_review_without_rating_is_a_500(http: httpx.Client) -> None:
     body = load("reviews-add-request-episode-log.json")
     del body["rating"]

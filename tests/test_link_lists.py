@@ -113,7 +113,7 @@ async def test_a_quiet_run_does_not_read_the_library_for_the_collection(
     assert house.plex.count("GET", "/library/sections/1/all") == listings_before
 
 
-def test_watchlist_on_a_link_without_plex_is_a_config_error(tmp_path: Path) -> None:
+def test_collection_on_a_trakt_serializd_link_is_a_config_error(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         """services:
@@ -122,8 +122,30 @@ def test_watchlist_on_a_link_without_plex_is_a_config_error(tmp_path: Path) -> N
 profiles:
   alex: {accounts: {trakt: {}, serializd: {email: a@b.c, password: pw}}}
 links:
-  ts: {services: [trakt, serializd], kinds: [history, watchlist]}
+  ts: {services: [trakt, serializd], kinds: [history, watchlist, collection]}
 """,
     )
-    with pytest.raises(ConfigError, match=r"links\.ts\.kinds: watchlist can only be synced by a"):
+    with pytest.raises(
+        ConfigError, match=r"links\.ts\.kinds: collection can only be synced by a plex-trakt link"
+    ):
+        load_config(path)
+
+
+def test_watchlist_on_an_anilist_link_is_a_config_error(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """services:
+  trakt: {client_id: abc}
+  anilist: {client_id: "1"}
+profiles:
+  alex: {accounts: {trakt: {}, anilist: {}}}
+links:
+  ta: {services: [trakt, anilist], kinds: [history, watchlist]}
+""",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"links\.ta\.kinds: watchlist can only be synced by a plex-trakt or "
+        r"trakt-serializd link",
+    ):
         load_config(path)

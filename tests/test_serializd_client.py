@@ -21,12 +21,15 @@ from watchbridge.services.serializd import (
     SerializdError,
     SerializdItemError,
     SerializdUnavailable,
+    WatchlistShow,
     episode_log_body,
     parse_diary_page,
+    parse_watchlist_page,
     review_body,
     seasons_body,
     snake_case_only,
     token_expiry,
+    watchlist_remove_body,
 )
 from watchbridge.store import Store
 
@@ -302,6 +305,42 @@ async def test_watched_seasons_pages(client: SerializdClient, fake: FakeSerializ
     assert fake.count("GET", "/api/user/{username}/watchedpage_v2/{page}") == 3
 
 
+async def test_watchlist_reads_every_page_sorted_by_date_added(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    fake.watchlist_page_size = 2
+    for tmdb in range(1, 6):
+        fake.add_show(tmdb, f"Show {tmdb}", {1: 3, 2: 3})
+        fake.add_to_watchlist(None, tmdb, 2)
+    shows = await client.watchlist(PROFILE)
+    assert sorted(s.show_id for s in shows) == [1, 2, 3, 4, 5]
+    assert all(len(s.season_ids) == 1 and s.name for s in shows)
+    pages = fake.calls("GET", "/api/user/{username}/watchlistpage_v2/{page}")
+    assert len(pages) == 3 and {r.query.get("sort_by") for r in pages} == {"date_added_desc"}
+
+
+async def test_watchlist_writes_take_season_ids(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    await client.add_to_watchlist(PROFILE, 1396, [3576, 3575])
+    assert fake.watchlisted() == {1396: {3575, 3576}}
+    await client.remove_from_watchlist(PROFILE, 1396, [3575])
+    assert fake.watchlisted() == {1396: {3576}}
+    assert json.loads(fake.calls("POST", "/api/watchlist/remove_v2")[0].body) == load(
+        "watchlist-remove_v2-request.json"
+    )
+
+
+async def test_a_watchlist_answer_without_items_is_an_error_not_empty(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    fake.fail_next(
+        1, 200, body={"message": "ok"}, route="/api/user/{username}/watchlistpage_v2/{page}"
+    )
+    with pytest.raises(SerializdError, match="watchlist page"):
+        await client.watchlist(PROFILE)
+
+
 async def test_diary_entry_lands_with_date_rating_and_rewatch(
     client: SerializdClient, fake: FakeSerializd
 ) -> None:
@@ -358,6 +397,17 @@ async def test_bodies_match_the_samples() -> None:
     assert show == {**load("reviews-add-request-show-rating.json"), "like": False}
     with pytest.raises(ValueError):
         review_body(1396, 3572, 1, watched_at=None, rating=11, is_rewatch=False)
+    assert seasons_body(1396, [3576, 3575]) == load("watchlist_v2-request.json")
+    assert watchlist_remove_body(1396, [3575]) == load("watchlist-remove_v2-request.json")
+
+
+async def test_sample_watchlist_page_parses() -> None:
+    shows, total_pages = parse_watchlist_page(load("watchlistpage_v2-page-1.json"))
+    assert total_pages == 1
+    assert shows == [
+        WatchlistShow(95479, (134232,), "Jujutsu Kaisen", parse_iso("2026-01-10T09:00:00Z")),
+        WatchlistShow(1396, (3575, 3576, 3578), "Breaking Bad", parse_iso("2025-12-01T20:00:00Z")),
+    ]
 
 
 async def test_sample_diary_page_parses() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from watchbridge.model import Ids
 from watchbridge.watchlist import WatchItem, aliases, baseline_entry, plan_watchlist, watch_key
 
@@ -102,3 +104,23 @@ def test_one_way_to_plex_never_writes_trakt() -> None:
     assert [i.ids for i in plan.remove_from_plex] == [ARRIVAL]
     assert [i.ids for i in plan.add_to_plex] == [HEAT]
     assert plan.add_to_trakt == () and plan.remove_from_trakt == ()
+
+
+def test_held_removals_name_the_peer_service() -> None:
+    titles = [Ids(tmdb=str(n)) for n in range(1, 5)]
+    shows = [trakt(i, "show") for i in titles]
+    plan = plan_watchlist(shows, [], base(*shows), peer="serializd")
+    assert "4 of 4 watchlist titles on Serializd" in plan.held
+    assert plan.counts["serializd"] == 4
+
+
+def test_one_way_to_the_peer_never_writes_trakt() -> None:
+    plan = plan_watchlist(
+        [trakt(GOT, "show")], [trakt(HEAT)], {}, only_to="serializd", peer="serializd"
+    )
+    assert [i.ids for i in plan.add_to_peer] == [HEAT] and plan.add_to_trakt == ()
+
+
+def test_only_to_must_name_one_of_the_two_sides() -> None:
+    with pytest.raises(ValueError, match="only_to"):
+        plan_watchlist([], [], {}, only_to="plex", peer="serializd")

@@ -399,11 +399,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
-        lists = [k for k in link.kinds if k in ("watchlist", "collection")]
-        if lists and set(link.services) != {"plex", "trakt"}:
-            problems.append(
-                (f"{where}.kinds", f"{' and '.join(lists)} can only be synced by a plex-trakt link")
-            )
+        problems.extend(_list_kind_problems(where, link))
     problems.extend(_anilist_problems(config.services.anilist))
     if config.server.max_webhook_bytes < 64 * 1024:
         problems.append(("server.max_webhook_bytes", "expected at least 65536 (Plex posters)"))
@@ -411,6 +407,25 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
         problems.append(("delivery.max_attempts", "expected at least 1"))
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
+    return problems
+
+
+# The links that sync each list kind, by the names the README uses for them.
+LIST_KIND_LINKS: dict[str, dict[str, frozenset[str]]] = {
+    "watchlist": {
+        "plex-trakt": frozenset({"plex", "trakt"}),
+        "trakt-serializd": frozenset({"trakt", "serializd"}),
+    },
+    "collection": {"plex-trakt": frozenset({"plex", "trakt"})},
+}
+
+
+def _list_kind_problems(where: str, link: Link) -> list[tuple[str, str]]:
+    problems = []
+    for kind, pairs in LIST_KIND_LINKS.items():
+        if kind in link.kinds and frozenset(link.services) not in pairs.values():
+            names = " or ".join(pairs)
+            problems.append((f"{where}.kinds", f"{kind} can only be synced by a {names} link"))
     return problems
 
 

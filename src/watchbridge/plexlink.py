@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from watchbridge import limits
 from watchbridge.collection import Collected, CollectionPlan, plan_collection, plex_collected
@@ -49,6 +49,9 @@ from watchbridge.services.plextv import (
 from watchbridge.services.trakt import CollectionWrite, TraktClient, TraktError, parse_iso
 from watchbridge.store import Store
 from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
+
+if TYPE_CHECKING:
+    from watchbridge.serializdlist import SerializdWatchlistResult
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +152,10 @@ Listings = Mapping[str, Sequence[Mapping[str, Any]]]  # raw PMS listings by kind
 
 @dataclass(frozen=True)
 class ListsRun:
-    """What a link run's watchlist and collection parts did, per person."""
+    """What a link run's watchlist and collection parts did, per person (the Serializd
+    watchlist of a trakt-serializd link: `serializdlist.py`)."""
 
-    results: tuple[WatchlistResult | CollectionResult, ...] = ()
+    results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
     errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
 
 
@@ -167,13 +171,15 @@ def lists_summary(run: ListsRun) -> list[str]:
             counts = f"{added}, {removed} from trakt"
             held = f" (held: {plan.held})" if plan.held else ""
             lines.append(f"watchlist {result.profile}: {counts}{held}")
-        else:
+        elif isinstance(result, CollectionResult):
             assert isinstance(plan, CollectionPlan)
             lines.append(
                 f"collection {result.profile}: +{len(plan.add)} to trakt, "
                 f"{len(plan.update)} with better details, -{len(plan.remove)} from trakt, "
                 f"{plan.unchanged} unchanged"
             )
+        else:  # a trakt-serializd link's watchlist
+            lines += result.summary()
         if result.limit is not None and result.limit.paused:
             lines.append(f"  paused at the Trakt account's limit: {result.limit.not_sent} wait")
         for title in result.unresolved:
@@ -182,6 +188,10 @@ def lists_summary(run: ListsRun) -> list[str]:
 
 
 def wants_lists(link: Link) -> bool:
+    """Whether a link run has watchlist or collection parts: plex-trakt links (both kinds) and
+    trakt-serializd links (the watchlist)."""
+    if set(link.services) == {"trakt", "serializd"}:
+        return "watchlist" in link.kinds
     return set(link.services) == {"plex", "trakt"} and any(k in link.kinds for k in LIST_KINDS)
 
 
@@ -199,9 +209,24 @@ async def run_lists(
 ) -> ListsRun:
     """The watchlist and collection parts of one run of a plex-trakt link, for each profile in
     `listings`. The collection is planned from the listings the Plex reader took for the
-    history (None: Plex was not read this run, so there is nothing new to collect)."""
+    history (None: Plex was not read this run, so there is nothing new to collect).
+    A trakt-serializd link's watchlist part runs in `serializdlist.run_serializd_lists`."""
     from watchbridge.wiring import seeded_trakt_tokens
 
+    if set(link.services) == {"trakt", "serializd"}:
+        from watchbridge.serializdlist import run_serializd_lists
+
+        return await run_serializd_lists(
+            config,
+            store,
+            name,
+            link,
+            list(listings),
+            dry_run=dry_run,
+            confirm_removals=confirm_removals,
+            clock=clock,
+            alerts=alerts,
+        )
     assert config.services.trakt is not None
     trakt = TraktClient(
         config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
@@ -332,7 +357,7 @@ def save_pause(store: Store, profile: str, kind: str, pause: Pause | None, now: 
     store.set_cursor("trakt", profile, _pause_cursor(kind), value, now)
 
 
-async def _settle_limit(
+async def settle_limit(
     store: Store,
     alerts: Alerts | None,
     profile: str,
@@ -361,7 +386,7 @@ async def _settle_limit(
     )
 
 
-def _full_after(
+def full_after(
     decision: Decision,
     kind: str,
     profile: str,
@@ -378,7 +403,7 @@ def _full_after(
     )
 
 
-def _hit_decision(
+def hit_decision(
     kind: str,
     profile: str,
     hit: LimitHit,
@@ -520,11 +545,11 @@ async def sync_watchlist(
     if decision.capacity is not None and len(to_trakt) > decision.capacity:
         to_trakt = sorted(to_trakt, key=lambda i: i.listed_at or 0.0)[: decision.capacity]
     not_sent = len(plan.add_to_trakt) - len(to_trakt)
-    decision = _full_after(
+    decision = full_after(
         decision, "watchlist", profile, settings, count + len(to_trakt), not_sent, now
     )
     if dry_run:
-        limit = await _settle_limit(
+        limit = await settle_limit(
             store, alerts, profile, "watchlist", decision, now, not_sent, True
         )
         return WatchlistResult(profile, plan, limit=limit, dry_run=True)
@@ -559,7 +584,7 @@ async def sync_watchlist(
         refs = [watch_ref(i) for i in to_trakt]
         written = await trakt.add_watchlist(profile, refs)
         if written.limit_hit is not None:
-            decision = _hit_decision("watchlist", profile, written.limit_hit, settings, count, now)
+            decision = hit_decision("watchlist", profile, written.limit_hit, settings, count, now)
             not_sent = len(plan.add_to_trakt)
         else:
             missing = {id(ref) for ref in written.not_found}
@@ -601,7 +626,7 @@ async def sync_watchlist(
         # Held removals and titles a side could not take are worth a full look next run.
         settled = not plan.held and len(unresolved) == len(unidentified)
         store.set_cursor("trakt", profile, check_name, check if settled else "", now)
-    limit = await _settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
+    limit = await settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
     return WatchlistResult(
         profile,
         plan,
@@ -682,11 +707,11 @@ async def sync_collection(
     if decision.capacity is not None and len(to_add) > decision.capacity:
         to_add = to_add[: decision.capacity]  # oldest in the library first
     not_sent = len(plan.add) - len(to_add)
-    decision = _full_after(
+    decision = full_after(
         decision, "collection", profile, settings, count + len(to_add), not_sent, now
     )
     if dry_run:
-        limit = await _settle_limit(
+        limit = await settle_limit(
             store, alerts, profile, "collection", decision, now, not_sent, True
         )
         return CollectionResult(profile, plan, skipped=tuple(skipped), limit=limit, dry_run=True)
@@ -709,7 +734,7 @@ async def sync_collection(
         unresolved = [c.ref.describe() for c in to_add if c.ref.key() in missing]
         sent = [c for c in to_add if c.ref.key() not in missing]
         if result.limit_hit is not None:
-            decision = _hit_decision("collection", profile, result.limit_hit, settings, count, now)
+            decision = hit_decision("collection", profile, result.limit_hit, settings, count, now)
             written = result.added + result.existing + result.updated
             sent = sent[:written]
             not_sent = len(plan.add) - written
@@ -722,9 +747,7 @@ async def sync_collection(
         wrote = added or updated or removed or sent
         stamps = collection_stamps(await trakt.last_activities(profile) if wrote else activities)
         store.set_cursor("trakt", profile, check_name, json.dumps([fingerprint, stamps]), now)
-    limit = await _settle_limit(
-        store, alerts, profile, "collection", decision, now, not_sent, False
-    )
+    limit = await settle_limit(store, alerts, profile, "collection", decision, now, not_sent, False)
     return CollectionResult(
         profile,
         plan,

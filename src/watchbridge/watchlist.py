@@ -1,4 +1,4 @@
-"""Two-way watchlist planning between Plex (plex.tv discover) and Trakt. Pure.
+"""Two-way watchlist planning between Trakt and a peer (Plex's discover, or Serializd). Pure.
 
 A baseline holds the titles that were on both watchlists after the last run. Then:
 - on one side only, not in the baseline: it was added there -> add it to the other side;
@@ -7,9 +7,10 @@ A baseline holds the titles that were on both watchlists after the last run. The
 
 Titles are matched by any shared external id (`aliases`), since one side may lack the TMDB id
 the canonical key prefers. Only movies and shows take part (Plex's watchlist holds nothing
-else). A plan that would remove more than `max_removal_share` of a side is held back, like the
-engine's mass-removal guard: a watchlist that suddenly reads as empty is far more likely a
-broken read than a human emptying it.
+else; Serializd's holds only shows, so its caller leaves Trakt's movies out). A plan that would
+remove more than `max_removal_share` of a side is held back, like the engine's mass-removal
+guard: a watchlist that suddenly reads as empty is far more likely a broken read than a human
+emptying it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ WatchKind = Literal["movie", "show"]
 KEY_IDS = ("tmdb", "imdb", "tvdb")  # canonical key preference (tmdb first, as sides.py)
 # Removing one or two titles from a short watchlist is ordinary; the guard is for mass removals.
 MIN_HELD = 3
+PEER_NAMES = {"plex": "Plex", "serializd": "Serializd"}  # for messages
 
 
 def aliases(kind: str, ids: Ids) -> frozenset[str]:
@@ -65,24 +67,34 @@ class WatchItem:
 
 @dataclass(frozen=True)
 class WatchlistPlan:
-    """What to write where, and why removals might be held."""
+    """What to write where, and why removals might be held. The peer is `peer` (Plex by
+    default; `add_to_plex`/`remove_from_plex` name its lists on a plex-trakt link)."""
 
-    add_to_plex: tuple[WatchItem, ...] = ()  # Trakt's items: resolve on discover, then add
-    add_to_trakt: tuple[WatchItem, ...] = ()  # Plex's items
-    remove_from_plex: tuple[WatchItem, ...] = ()  # Plex's items (they carry plex_key)
+    add_to_peer: tuple[WatchItem, ...] = ()  # Trakt's items (Plex: resolve on discover first)
+    add_to_trakt: tuple[WatchItem, ...] = ()  # the peer's items
+    remove_from_peer: tuple[WatchItem, ...] = ()  # the peer's items (Plex's carry plex_key)
     remove_from_trakt: tuple[WatchItem, ...] = ()  # Trakt's items
-    on_both: tuple[tuple[WatchItem, WatchItem], ...] = ()  # (plex, trakt) already in step
+    on_both: tuple[tuple[WatchItem, WatchItem], ...] = ()  # (peer, trakt) already in step
     forgotten: tuple[str, ...] = ()  # baseline keys gone from both sides
     held: str = ""  # why removals wait (mass-removal guard); empty when they do not
     counts: dict[str, int] = field(default_factory=dict)
+    peer: str = "plex"
+
+    @property
+    def add_to_plex(self) -> tuple[WatchItem, ...]:
+        return self.add_to_peer
+
+    @property
+    def remove_from_plex(self) -> tuple[WatchItem, ...]:
+        return self.remove_from_peer
 
     @property
     def changes(self) -> int:
-        return len(self.add_to_plex) + len(self.add_to_trakt) + self.removals
+        return len(self.add_to_peer) + len(self.add_to_trakt) + self.removals
 
     @property
     def removals(self) -> int:
-        return len(self.remove_from_plex) + len(self.remove_from_trakt)
+        return len(self.remove_from_peer) + len(self.remove_from_trakt)
 
 
 def _index(items: Iterable[WatchItem]) -> dict[str, WatchItem]:
@@ -100,14 +112,18 @@ def plan_watchlist(
     *,
     max_removal_share: float = 0.10,
     confirm_removals: bool = False,
-    only_to: Literal["plex", "trakt"] | None = None,
+    only_to: str | None = None,
+    peer: str = "plex",
 ) -> WatchlistPlan:
-    """The plan for one person. `baseline`: key -> aliases of the titles on both sides last run.
+    """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
+    named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
 
-    `only_to` makes the link one-way: the other side is the source and is never written; a
-    title the target lost is put back, one the source lost is removed from the target, and
-    titles only the target has (never synced) are left alone.
+    `only_to` ("trakt" or the peer's name) makes the link one-way: the other side is the
+    source and is never written; a title the target lost is put back, one the source lost is
+    removed from the target, and titles only the target has (never synced) are left alone.
     """
+    if only_to not in (None, "trakt", peer):
+        raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
     known = {alias for keys in baseline.values() for alias in keys} | set(baseline)
     trakt_index = _index(trakt)
     matched_trakt: set[int] = set()
@@ -129,10 +145,10 @@ def plan_watchlist(
         if id(item) in matched_trakt:
             continue
         (remove_from_trakt if item.aliases & known else add_to_plex).append(item)
-    if only_to == "trakt":  # Plex is the source: what Trakt lost comes back
+    if only_to == "trakt":  # the peer is the source: what Trakt lost comes back
         add_to_trakt += remove_from_plex
         remove_from_plex, add_to_plex = [], []
-    elif only_to == "plex":
+    elif only_to == peer:
         add_to_plex += remove_from_trakt
         remove_from_trakt, add_to_trakt = [], []
     present = {a for item in (*plex, *trakt) for a in item.aliases}
@@ -140,7 +156,7 @@ def plan_watchlist(
     held = ""
     if not confirm_removals:
         for side, removals, size in (
-            ("Plex", len(remove_from_plex), len(plex)),
+            (PEER_NAMES.get(peer, peer), len(remove_from_plex), len(plex)),
             ("Trakt", len(remove_from_trakt), len(trakt)),
         ):
             if removals >= MIN_HELD and removals / size > max_removal_share:
@@ -151,14 +167,15 @@ def plan_watchlist(
                 )
                 break
     return WatchlistPlan(
-        add_to_plex=tuple(add_to_plex),
+        add_to_peer=tuple(add_to_plex),
         add_to_trakt=tuple(add_to_trakt),
-        remove_from_plex=() if held else tuple(remove_from_plex),
+        remove_from_peer=() if held else tuple(remove_from_plex),
         remove_from_trakt=() if held else tuple(remove_from_trakt),
         on_both=tuple(on_both),
         forgotten=forgotten,
         held=held,
-        counts={"plex": len(plex), "trakt": len(trakt), "baseline": len(baseline)},
+        counts={peer: len(plex), "trakt": len(trakt), "baseline": len(baseline)},
+        peer=peer,
     )
 
 

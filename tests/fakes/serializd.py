@@ -22,7 +22,9 @@ Every request passes, in this order (each step can answer instead of the handler
 
 User state is kept as **two separate systems** (§5.2, §6): *ticks* (``episode_log/add``,
 per episode) plus *season marks* (``watched_v2``), and the *diary* (``show/reviews/add``).
-Neither system ever writes the other.
+Neither system ever writes the other. The *watchlist* (``watchlist_v2``, per season) is a
+third: a season is never both marked watched and watchlisted (§6.1, "the web bundle says"), so
+each write takes the season off the other list (``watchlist_clears_watched``).
 
 Choices made where the reference is silent are marked ``SILENT:`` in comments; things the
 reference lists as unconfirmed are marked ``UNCONFIRMED:``. Time comes from ``fake.now()``
@@ -154,6 +156,7 @@ class User:
     ticks: dict[tuple[int, int, int], str] = field(default_factory=dict)  # (show, season, ep)
     marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (show, season id)
     reviews: list[Review] = field(default_factory=list)
+    watchlist: dict[tuple[int, int], str] = field(default_factory=dict)  # (show, season id)
 
 
 @dataclass(eq=False)
@@ -245,12 +248,13 @@ class FakeSerializd(FakeServer):
 
     Seed: ``add_show(tmdb_id, name, seasons={1: 10})`` (auto season ids), ``seed_reference_
     catalogue()`` (Breaking Bad as in show-1396.json), ``add_user``, ``log_entry`` (a diary
-    row), ``tick`` / ``mark`` (watched state), ``issue_token``.
-    Inspect: ``diary(user)``, ``ticks(user)``, ``season_marks(user)`` (plus the base's
-    ``requests``/``calls``/``count``).
+    row), ``tick`` / ``mark`` (watched state), ``add_to_watchlist``, ``issue_token``.
+    Inspect: ``diary(user)``, ``ticks(user)``, ``season_marks(user)``, ``watchlisted(user)``
+    (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``expire_tokens``, ``checkpoint_next``, ``require_origin_referer``,
     ``diary_order``, ``flag_spelling``, ``season_row_keys``, ``reviews_add_answer``,
-    ``accept_null_rating`` (plus the base's ``fail_next``/``delay_next``/``drop_next``).
+    ``accept_null_rating``, ``watchlist_clears_watched`` (plus the base's ``fail_next``/
+    ``delay_next``/``drop_next``).
     Clock: ``now``, ``advance``.
     """
 
@@ -277,6 +281,11 @@ class FakeSerializd(FakeServer):
         # §6.2: ``"rating": null`` is [unconfirmed]; SILENT: rejected like a missing rating.
         self.accept_null_rating = False
         self.watched_page_size = 24  # SILENT: no source gives the watchedpage_v2 page size
+        self.watchlist_page_size = 24  # SILENT: nor the watchlistpage_v2 one
+        # UNCONFIRMED (§6.1): "a season cannot be both Watched and Watchlisted, so a watchlist
+        # write may clear watched state". True: watchlisting a watched season unmarks it, and
+        # marking a watchlisted season watched takes it off the watchlist.
+        self.watchlist_clears_watched = True
         # state
         self._offset = 0.0
         self._next_review_id = 53_121_777  # samples: reviews-add-response.json
@@ -409,6 +418,23 @@ class FakeSerializd(FakeServer):
             for number in season_numbers:
                 season = self.shows[show_id].seasons[number]
                 (user or self.user).marks[(show_id, season.id)] = iso(self.now())
+
+    def add_to_watchlist(self, user: User | None, show_id: int, *season_numbers: int) -> None:
+        """Seed seasons on the watchlist (by number; none given: every regular season)."""
+        with self.lock:
+            show = self.shows[show_id]
+            numbers = season_numbers or tuple(n for n in show.seasons if n > 0)
+            for number in numbers:
+                season = show.seasons[number]
+                (user or self.user).watchlist[(show_id, season.id)] = iso(self.now())
+
+    def watchlisted(self, user: User | None = None) -> dict[int, set[int]]:
+        """Show id -> the season ids on the watchlist."""
+        with self.lock:
+            shows: dict[int, set[int]] = {}
+            for show_id, season_id in (user or self.user).watchlist:
+                shows.setdefault(show_id, set()).add(season_id)
+            return shows
 
     def diary(self, user: User | None = None) -> list[Review]:
         """Diary rows in the order they were created."""
@@ -722,6 +748,41 @@ class FakeSerializd(FakeServer):
             "numberOfSeasons": len(owner.marks),
         }
 
+    @profile("GET", "/api/user/{username}/watchlistpage_v2/{page}")
+    def watchlist_page(self, req: Request, owner: User, body: dict[str, Any]) -> Any:
+        sort_by = req.query.get("sort_by")
+        if sort_by not in self._WATCHED_SORTS:
+            # §5.2 (Shinobu, live): without sort_by this page answers a bare-text 500.
+            # SILENT: values the fake does not know answer the same.
+            raise _crash(req.path, f"KeyError: sort_by {sort_by!r}")
+        page = self._path_int(req, "page")
+        by_show: dict[int, list[tuple[int, str]]] = {}
+        for (show_id, season_id), added in owner.watchlist.items():
+            by_show.setdefault(show_id, []).append((season_id, added))
+        pairs = [(self.shows[s], max(a for _, a in rows)) for s, rows in by_show.items()]
+        key, reverse = self._WATCHED_SORTS[sort_by]
+        pairs.sort(key=key, reverse=reverse)
+        size = self.watchlist_page_size
+        # §5.2 [Skyth3r only]: rows like the watched page's, without ``premierDate``.
+        items = [
+            {
+                "showId": show.id,
+                "seasonIds": sorted(sid for sid, _ in by_show[show.id]),
+                "dateAdded": added,
+                "showName": show.name,
+                "bannerImage": None,
+                "numSeasons": len([s for s in show.seasons if s > 0]),
+                "numEpisodes": sum(s.episode_count for s in show.seasons.values()),
+            }
+            for show, added in pairs[(page - 1) * size : page * size]
+        ]
+        return {
+            "items": items,
+            "totalPages": max(1, math.ceil(len(pairs) / size)),
+            "numberOfShows": len(pairs),
+            "numberOfSeasons": len(owner.watchlist),
+        }
+
     @authed("GET", "/mobile/page/show/{id}/season_v2_part_3/{number}")
     def season_page(self, req: Request, user: User, body: dict[str, Any]) -> Any:
         show = self._show(self._path_int(req, "id"))
@@ -782,6 +843,8 @@ class FakeSerializd(FakeServer):
         # SILENT: marking a season does not tick its episodes (the systems stay separate).
         for season in seasons:
             user.marks.setdefault((show.id, season.id), iso(self.now()))
+            if self.watchlist_clears_watched:  # UNCONFIRMED: see the knob
+                user.watchlist.pop((show.id, season.id), None)
         return {"message": "Successfully added to watched"}  # samples (text invented there)
 
     @authed("POST", "/api/watched/remove_v2")
@@ -790,6 +853,29 @@ class FakeSerializd(FakeServer):
         for sid in _int_list(body, "season_ids", req.path):
             user.marks.pop((show.id, sid), None)
         return {"message": "Successfully removed from watched"}  # SILENT: text
+
+    @authed("POST", "/api/watchlist_v2")
+    def watchlist_add(self, req: Request, user: User, body: dict[str, Any]) -> Any:
+        # §6.1 [confirmed body]: {show_id, season_ids}.
+        show = self._show(_int(body, "show_id", req.path))
+        seasons = [self._season_of(show, sid) for sid in _int_list(body, "season_ids", req.path)]
+        for season in seasons:
+            user.watchlist.setdefault((show.id, season.id), iso(self.now()))
+            if self.watchlist_clears_watched:  # UNCONFIRMED: see the knob
+                user.marks.pop((show.id, season.id), None)
+        return {"message": "Successfully added to watchlist"}  # SILENT: text
+
+    @authed("POST", "/api/watchlist/remove_v2")
+    def watchlist_remove(self, req: Request, user: User, body: dict[str, Any]) -> Any:
+        # §6.1: {show_id, season_ids, async}; SILENT: ``async`` may be left out (the site's
+        # bundle defaults it to false); season ids not on the watchlist are ignored.
+        show = self._show(_int(body, "show_id", req.path))
+        season_ids = _int_list(body, "season_ids", req.path)
+        if "async" in body and not isinstance(body["async"], bool):
+            raise _crash(req.path, "TypeError: async must be a boolean")
+        for season_id in season_ids:
+            user.watchlist.pop((show.id, season_id), None)
+        return {"message": "Successfully removed from watchlist"}  # SILENT: text
 
     @authed("POST", "/api/show/reviews/add")
     def reviews_add(self, req: Request, user: User, body: dict[str, Any]) -> Any:

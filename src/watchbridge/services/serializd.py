@@ -127,6 +127,17 @@ class DiaryEntry:
         return from_ten(self.rating)
 
 
+@dataclass(frozen=True)
+class WatchlistShow:
+    """One show on a user's watchlist (§5.2 `watchlistpage_v2`): watchlisted seasons by TMDB
+    season id (a season cannot be both watched and watchlisted, §6.1)."""
+
+    show_id: int  # TMDB tv id
+    season_ids: tuple[int, ...]
+    name: str | None = None
+    date_added: float | None = None
+
+
 # --------------------------------------------------------------------------- pure shapes
 
 
@@ -329,6 +340,37 @@ def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | No
         ids = [i for v in (raw if isinstance(raw, list) else []) if (i := _int(v)) is not None]
         shows.append((show_id, ids))
     return shows, _int(data.get("totalPages"))
+
+
+def parse_watchlist_page(data: Any) -> tuple[list[WatchlistShow], int | None]:
+    """`watchlistpage_v2` -> (shows, total pages or None if missing). An answer without an
+    `items` list is an error: a broken read must never look like an empty watchlist."""
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise SerializdError(SERVICE, "the watchlist page answer has no `items` list")
+    shows: list[WatchlistShow] = []
+    for item in data["items"]:
+        show_id = _int(item.get("showId")) if isinstance(item, dict) else None
+        if show_id is None:
+            log.warning("skipping an unreadable Serializd watchlist row")
+            continue
+        raw = item.get("seasonIds")
+        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := _int(v)) is not None]
+        name = item.get("showName")
+        shows.append(
+            WatchlistShow(
+                show_id,
+                tuple(sorted(set(ids))),
+                name if isinstance(name, str) and name else None,
+                parse_iso(item.get("dateAdded")),
+            )
+        )
+    return shows, _int(data.get("totalPages"))
+
+
+def watchlist_remove_body(show_id: int, season_ids: Iterable[int]) -> dict[str, Any]:
+    """`watchlist/remove_v2` (§6.1): like `watchlist_v2` plus `async` (false, as the site's
+    own bundle sends it)."""
+    return {**seasons_body(show_id, season_ids), "async": False}
 
 
 def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
@@ -721,6 +763,33 @@ class SerializdClient:
             page += 1
         return [(show_id, sorted(ids)) for show_id, ids in shows.items()]
 
+    async def watchlist(self, profile: str) -> list[WatchlistShow]:
+        """Every show on the watchlist, all pages (newest first as the server sorts them).
+
+        Raises a `SerializdError` (never answers "empty") when a page cannot be read.
+        """
+        shows: dict[int, WatchlistShow] = {}
+        page = 1
+        while True:
+            data = await self._read(
+                profile,
+                self._user_path(f"watchlistpage_v2/{page}"),
+                f"watchlist page {page}",
+                {"sort_by": "date_added_desc"},  # required: a bare-text 500 without it (§5.2)
+            )
+            items, total_pages = parse_watchlist_page(data)
+            before = len(shows)
+            for item in items:
+                known = shows.get(item.show_id)
+                if known is not None:  # a show split over pages: join its seasons
+                    seasons = tuple(sorted({*known.season_ids, *item.season_ids}))
+                    item = WatchlistShow(known.show_id, seasons, known.name, known.date_added)
+                shows[item.show_id] = item
+            if not items or last_page(page, total_pages, len(shows) > before):
+                break
+            page += 1
+        return list(shows.values())
+
     async def episode_logs(
         self, profile: str, show_id: int, season_number: int, season_id: int
     ) -> set[int]:
@@ -761,6 +830,21 @@ class SerializdClient:
         body = seasons_body(show_id, season_ids)
         if body["season_ids"]:
             await self._write(profile, "/api/watched/remove_v2", body, "watched/remove_v2")
+
+    async def add_to_watchlist(self, profile: str, show_id: int, season_ids: Iterable[int]) -> None:
+        """Put seasons of a show on the watchlist (`watchlist_v2`, §6.1). A season cannot be
+        both watched and watchlisted there: callers leave watched seasons out."""
+        body = seasons_body(show_id, season_ids)
+        if body["season_ids"]:
+            await self._write(profile, "/api/watchlist_v2", body, "watchlist_v2")
+
+    async def remove_from_watchlist(
+        self, profile: str, show_id: int, season_ids: Iterable[int]
+    ) -> None:
+        """Take seasons of a show off the watchlist (`watchlist/remove_v2`; no `_v2`-less
+        route exists, §6.1)."""
+        body = watchlist_remove_body(show_id, season_ids)
+        await self._write(profile, "/api/watchlist/remove_v2", body, "watchlist/remove_v2")
 
     async def delete_review(self, profile: str, review: int) -> None:
         """Delete one diary row by id: `show/reviews/delete` [unconfirmed, §6.3]. A missing

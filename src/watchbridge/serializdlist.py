@@ -1,0 +1,386 @@
+"""The Trakt <-> Serializd link's watchlist run: read both sides, plan, write, record.
+
+Planning is `watchlist.plan_watchlist` with Serializd as the peer; this module joins it to I/O.
+
+- Shows only, at show level: a show on Serializd's watchlist with any of its seasons is the
+  show on Trakt's watchlist, and the other way round. Trakt's movies (Serializd has none),
+  seasons and episodes stay out of the plan: never copied, never removed.
+- Adding a show to Serializd watchlists its regular seasons (specials left out) that are not
+  marked watched there: a season cannot be both watched and watchlisted on Serializd, so a
+  watchlist write could clear its watched state (`serializd.md` §6.1). A show with every such
+  season watched is not added at all and is named in the run's summary (`kept_off`).
+- Removing a show from Serializd takes off the seasons its watchlist row lists.
+- Both sides are read before anything is written: a failed read raises (a `ServiceError`)
+  and nothing is written for that person. Removals go through the mass-removal guard.
+- Adding to Trakt respects the account's watchlist limit (`limits.py`, the same pause and
+  alert as the plex-trakt link: the limit is the account's, whichever link fills it).
+
+State: the baseline in the mirror table (`link:{link}` / `watchlist`, per profile), season
+maps in the id cache (shared with Serializd delivery), the limit pause under (`trakt`,
+profile, `limit_pause:watchlist`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from watchbridge import limits
+from watchbridge.config import Config, Link
+from watchbridge.deliver.serializd import season_map
+from watchbridge.http import ServiceError
+from watchbridge.model import Ids
+from watchbridge.plexlink import (
+    Alerts,
+    LimitState,
+    ListsRun,
+    full_after,
+    hit_decision,
+    load_pause,
+    settle_limit,
+    trakt_watch_items,
+    watch_ref,
+)
+from watchbridge.services.serializd import (
+    SerializdAuthError,
+    SerializdClient,
+    SerializdItemError,
+    SerializdUnavailable,
+    WatchlistShow,
+)
+from watchbridge.services.trakt import TraktClient
+from watchbridge.store import Store
+from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
+
+PEER = "serializd"
+
+
+@dataclass(frozen=True)
+class SerializdWatchlistResult:
+    """What one person's Trakt <-> Serializd watchlist run did (or, dry, would do)."""
+
+    profile: str
+    plan: WatchlistPlan
+    added_to_serializd: int = 0
+    added_to_trakt: int = 0
+    removed_from_serializd: int = 0
+    removed_from_trakt: int = 0
+    unresolved: tuple[str, ...] = ()  # titles a side could not identify or take
+    kept_off: tuple[str, ...] = ()  # Trakt shows already watched on Serializd: not added there
+    limit: LimitState | None = None
+    dry_run: bool = False
+    requests: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> list[str]:
+        """The run's lines for `watchbridge sync` (limit and unresolved lines come after)."""
+        plan = self.plan
+        counts = (
+            f"+{len(plan.add_to_peer)} to serializd, +{len(plan.add_to_trakt)} to trakt, "
+            f"-{len(plan.remove_from_peer)} from serializd, "
+            f"-{len(plan.remove_from_trakt)} from trakt"
+        )
+        held = f" (held: {plan.held})" if plan.held else ""
+        lines = [f"watchlist {self.profile}: {counts}{held}"]
+        lines += [
+            f"  already watched on Serializd, not put on its watchlist: {title}"
+            for title in self.kept_off
+        ]
+        return lines
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def serializd_watch_items(shows: Iterable[WatchlistShow]) -> list[WatchItem]:
+    """Serializd's watchlist as show items, known by their TMDB id."""
+    return [
+        WatchItem(kind="show", ids=Ids(tmdb=str(s.show_id)), title=s.name, listed_at=s.date_added)
+        for s in shows
+    ]
+
+
+def trakt_show_items(rows: Iterable[Mapping[str, Any]]) -> tuple[list[WatchItem], list[str]]:
+    """Trakt's watchlist shows that Serializd can know (a TMDB id), and the names of those
+    without one. Movies, seasons and episodes are not returned: this link leaves them alone."""
+    shows = [item for item in trakt_watch_items(rows) if item.kind == "show"]
+    return [i for i in shows if i.ids.tmdb], [i.describe() for i in shows if not i.ids.tmdb]
+
+
+def seasons_to_watchlist(seasons: Mapping[int, int], watched: Iterable[int]) -> list[int]:
+    """The season ids to watchlist for a show: its regular seasons (number -> id) not marked
+    watched (`watched`: season ids), so the write never touches watched state."""
+    done = set(watched)
+    return sorted(sid for number, sid in seasons.items() if number > 0 and sid not in done)
+
+
+def only_to_for(link: Link) -> Literal["serializd", "trakt"] | None:
+    """The one side a one-way link writes (its second service), None when two-way."""
+    if link.direction != "one-way":
+        return None
+    return "serializd" if link.services[1] == PEER else "trakt"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class _Addition:
+    item: WatchItem
+    show_id: int
+    season_ids: tuple[int, ...]
+
+
+async def _serializd_additions(
+    serializd: SerializdClient,
+    store: Store,
+    profile: str,
+    items: Sequence[WatchItem],
+    clock: Callable[[], float],
+) -> tuple[list[_Addition], list[str], list[str]]:
+    """What each Trakt show adds to Serializd: (additions, kept off, unresolved). Reads only."""
+    if not items:
+        return [], [], []
+    watched = {show: set(ids) for show, ids in await serializd.watched_seasons(profile)}
+    additions: list[_Addition] = []
+    kept_off: list[str] = []
+    unresolved: list[str] = []
+    for item in items:
+        show_id = int(str(item.ids.tmdb))
+        try:
+            seasons = await season_map(serializd, store, show_id, clock)
+        except SerializdItemError as exc:
+            unresolved.append(f"{item.describe()} (Serializd does not know it: {exc.message})")
+            continue
+        season_ids = seasons_to_watchlist(seasons, watched.get(show_id, ()))
+        if season_ids:
+            additions.append(_Addition(item, show_id, tuple(season_ids)))
+        elif any(number > 0 for number in seasons):
+            kept_off.append(item.describe())
+        else:
+            unresolved.append(f"{item.describe()} (Serializd lists no seasons for it)")
+    return additions, kept_off, unresolved
+
+
+def _baseline_store(link: str) -> str:
+    return f"link:{link}"
+
+
+async def sync_serializd_watchlist(
+    serializd: SerializdClient,
+    trakt: TraktClient,
+    store: Store,
+    profile: str,
+    *,
+    link: str = "trakt-serializd",
+    clock: Callable[[], float] = time.time,
+    dry_run: bool = False,
+    confirm_removals: bool = False,
+    max_removal_share: float = 0.10,
+    only_to: Literal["serializd", "trakt"] | None = None,
+    alerts: Alerts | None = None,
+) -> SerializdWatchlistResult:
+    """One watchlist run for one person; see the module docstring. Two-way unless `only_to`
+    names the one side to write (a one-way link).
+
+    Raises a `ServiceError` (Serializd or Trakt) when a side cannot be read, before anything is
+    written; also when Serializd stops taking writes (sign-in, checkpoint). Single titles a
+    side will not take are reported in `unresolved`.
+    """
+    now = clock()
+    serializd_before, trakt_before = serializd.http.requests_sent, trakt.http.requests_sent
+    listed = await serializd.watchlist(profile)
+    trakt_rows = await trakt.watchlist(profile)
+    serializd_items = serializd_watch_items(listed)
+    seasons_of = {s.show_id: s.season_ids for s in listed}
+    trakt_items, unidentified = trakt_show_items(trakt_rows)
+    stored = store.mirror_get(_baseline_store(link), profile, "watchlist")
+    baseline = {key: list(value.get("aliases") or []) for key, value in stored.items()}
+    plan = plan_watchlist(
+        serializd_items,
+        trakt_items,
+        baseline,
+        max_removal_share=max_removal_share,
+        confirm_removals=confirm_removals,
+        only_to=only_to,
+        peer=PEER,
+    )
+    additions, kept_off, unresolved = await _serializd_additions(
+        serializd, store, profile, plan.add_to_peer, clock
+    )
+    unresolved = [f"{name} (Trakt has no TMDB id for it)" for name in unidentified] + unresolved
+
+    paused = load_pause(store, profile, "watchlist")
+    # The limits matter only with something to add, or to see whether a pause can end.
+    needed = bool(plan.add_to_trakt) or paused is not None
+    settings = await trakt.settings(profile) if needed else None
+    # Removals from Trakt happen first and make room for the additions.
+    count = len(trakt_rows) - len(plan.remove_from_trakt)
+    decision = limits.decide(
+        "watchlist",
+        profile,
+        paused=paused,
+        limits=settings,
+        count=count,
+        wanted=len(plan.add_to_trakt),
+        now=now,
+    )
+    to_trakt = list(plan.add_to_trakt) if decision.may_write else []
+    if decision.capacity is not None and len(to_trakt) > decision.capacity:
+        to_trakt = sorted(to_trakt, key=lambda i: i.listed_at or 0.0)[: decision.capacity]
+    not_sent = len(plan.add_to_trakt) - len(to_trakt)
+    decision = full_after(
+        decision, "watchlist", profile, settings, count + len(to_trakt), not_sent, now
+    )
+    if dry_run:
+        limit = await settle_limit(
+            store, alerts, profile, "watchlist", decision, now, not_sent, True
+        )
+        return SerializdWatchlistResult(
+            profile,
+            plan,
+            unresolved=tuple(unresolved),
+            kept_off=tuple(kept_off),
+            limit=limit,
+            dry_run=True,
+        )
+
+    new_baseline: dict[str, Any] = {}
+    if plan.held:  # held removals stay in the baseline so a confirmed run can still do them
+        forgotten = set(plan.forgotten)
+        new_baseline = {k: {"aliases": v} for k, v in baseline.items() if k not in forgotten}
+    for serializd_item, trakt_item in plan.on_both:
+        key, keys = baseline_entry(serializd_item, trakt_item)
+        new_baseline[key] = {"aliases": keys}
+
+    removed_trakt = 0
+    if plan.remove_from_trakt:
+        result = await trakt.remove_watchlist(
+            profile, [watch_ref(i) for i in plan.remove_from_trakt]
+        )
+        removed_trakt = result.deleted
+    removed_serializd = 0
+    for item in plan.remove_from_peer:
+        show_id = int(str(item.ids.tmdb))
+        try:
+            await serializd.remove_from_watchlist(profile, show_id, seasons_of.get(show_id, ()))
+        except (SerializdAuthError, SerializdUnavailable):
+            raise
+        except ServiceError as exc:
+            unresolved.append(f"{item.describe()} (not removed from Serializd: {exc.message})")
+            continue
+        removed_serializd += 1
+
+    added_trakt = 0
+    if to_trakt:
+        refs = [watch_ref(i) for i in to_trakt]
+        written = await trakt.add_watchlist(profile, refs)
+        if written.limit_hit is not None:
+            decision = hit_decision("watchlist", profile, written.limit_hit, settings, count, now)
+            not_sent = len(plan.add_to_trakt)
+        else:
+            missing = {id(ref) for ref in written.not_found}
+            for item, ref in zip(to_trakt, refs, strict=True):
+                if id(ref) in missing:
+                    unresolved.append(f"{item.describe()} (Trakt does not know it)")
+                    continue
+                key, keys = baseline_entry(item)
+                new_baseline[key] = {"aliases": keys}
+                added_trakt += 1
+
+    added_serializd = 0
+    for addition in additions:
+        try:
+            await serializd.add_to_watchlist(profile, addition.show_id, addition.season_ids)
+        except (SerializdAuthError, SerializdUnavailable):
+            raise
+        except ServiceError as exc:
+            name = addition.item.describe()
+            unresolved.append(f"{name} (not added to Serializd: {exc.message})")
+            continue
+        key, keys = baseline_entry(addition.item)
+        new_baseline[key] = {"aliases": keys}
+        added_serializd += 1
+
+    store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
+    limit = await settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
+    return SerializdWatchlistResult(
+        profile,
+        plan,
+        added_to_serializd=added_serializd,
+        added_to_trakt=added_trakt,
+        removed_from_serializd=removed_serializd,
+        removed_from_trakt=removed_trakt,
+        unresolved=tuple(unresolved),
+        kept_off=tuple(kept_off),
+        limit=limit,
+        requests={
+            "serializd": serializd.http.requests_sent - serializd_before,
+            "trakt": trakt.http.requests_sent - trakt_before,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- in a link run
+
+
+def serializd_client(config: Config, store: Store, clock: Callable[[], float]) -> SerializdClient:
+    """The link run's Serializd client: each profile's configured sign-in, the store's tokens."""
+    assert config.services.serializd is not None
+    accounts = {
+        name: person.accounts.serializd
+        for name, person in config.profiles.items()
+        if person.accounts.serializd is not None
+    }
+    return SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock)
+
+
+async def run_serializd_lists(
+    config: Config,
+    store: Store,
+    name: str,
+    link: Link,
+    profiles: Iterable[str],
+    *,
+    dry_run: bool = False,
+    confirm_removals: bool = False,
+    clock: Callable[[], float] = time.time,
+    alerts: Alerts | None = None,
+) -> ListsRun:
+    """The watchlist part of one run of a trakt-serializd link, for each of `profiles`. A
+    person whose run fails is named in `errors` (nothing was written for them if a read
+    failed); the others still run."""
+    from watchbridge.wiring import seeded_trakt_tokens
+
+    assert config.services.trakt is not None
+    trakt = TraktClient(
+        config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
+    )
+    serializd = serializd_client(config, store, clock)
+    results: list[SerializdWatchlistResult] = []
+    errors: list[str] = []
+    try:
+        for profile in profiles:
+            try:
+                result = await sync_serializd_watchlist(
+                    serializd,
+                    trakt,
+                    store,
+                    profile,
+                    link=name,
+                    clock=clock,
+                    dry_run=dry_run,
+                    confirm_removals=confirm_removals,
+                    max_removal_share=link.max_removal_share,
+                    only_to=only_to_for(link),
+                    alerts=alerts,
+                )
+            except ServiceError as exc:
+                errors.append(f"{profile}: watchlist: {exc.message}")
+                continue
+            results.append(result)
+    finally:
+        await trakt.aclose()
+        await serializd.aclose()
+    return ListsRun(tuple(results), tuple(errors))

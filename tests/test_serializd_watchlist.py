@@ -1,0 +1,278 @@
+"""The Trakt <-> Serializd watchlist run, end to end against both fakes over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Movie, Show, WatchlistEntry, key_of
+from tests.harness import sign_in_trakt
+from tests.linkrig import PROFILE, open_rig, use_fast_readers
+from watchbridge.config import Secret, SerializdAccount, SerializdConfig, TraktConfig
+from watchbridge.http import Pacer, RetryPolicy, ServiceError
+from watchbridge.plexlink import lists_summary
+from watchbridge.serializdlist import SerializdWatchlistResult, sync_serializd_watchlist
+from watchbridge.services.serializd import SerializdClient
+from watchbridge.services.trakt import TraktClient
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+WATCHLIST_PAGE = "/api/user/{username}/watchlistpage_v2/{page}"
+# TMDB ids, and each show's Serializd seasons (number -> episodes; 0 = specials)
+SHOWS = {
+    "Breaking Bad": (1396, {0: 11, 1: 7, 2: 13, 3: 13, 4: 13, 5: 16}),
+    "Severance": (95396, {1: 9, 2: 10}),
+    "The Bear": (136315, {1: 8, 2: 10, 3: 10}),
+    "Andor": (83867, {1: 12, 2: 12}),
+}
+
+
+@dataclass
+class Link:
+    trakt: FakeTrakt
+    serializd: FakeSerializd
+    trakt_client: TraktClient
+    serializd_client: SerializdClient
+    store: Store
+    shows: dict[str, Show]
+    arrival: Movie
+
+    async def watchlist(self, **options: Any) -> SerializdWatchlistResult:
+        return await sync_serializd_watchlist(
+            self.serializd_client,
+            self.trakt_client,
+            self.store,
+            PROFILE,
+            clock=lambda: 1_800_000_000.0,
+            **options,
+        )
+
+    def trakt_add(self, *names: str) -> None:
+        user = self.trakt.user
+        for name in names:
+            item = self.arrival if name == "Arrival" else self.shows[name]
+            entry = WatchlistEntry(len(user.watchlist) + 1, item, "2026-09-01T08:00:00.000Z")
+            user.watchlist[key_of(item)] = entry
+
+    def trakt_watchlist(self) -> set[str]:
+        return {str(getattr(e.item, "title", "")) for e in self.trakt.watchlist()}
+
+    def serializd_add(self, *names: str) -> None:
+        for name in names:
+            self.serializd.add_to_watchlist(None, SHOWS[name][0])
+
+    def serializd_remove(self, *names: str) -> None:
+        ids = {SHOWS[name][0] for name in names}
+        for key in [k for k in self.serializd.user.watchlist if k[0] in ids]:
+            del self.serializd.user.watchlist[key]
+
+    def serializd_watchlist(self) -> set[str]:
+        titles = {tmdb: name for name, (tmdb, _) in SHOWS.items()}
+        return {titles[show] for show in self.serializd.watchlisted()}
+
+    def writes(self) -> int:
+        """Watchlist writes either fake has taken so far."""
+        return sum(
+            fake.count("POST", path)
+            for fake, path in (
+                (self.serializd, "/api/watchlist_v2"),
+                (self.serializd, "/api/watchlist/remove_v2"),
+                (self.trakt, "/sync/watchlist"),
+                (self.trakt, "/sync/watchlist/remove"),
+            )
+        )
+
+
+def seed(trakt: FakeTrakt, serializd: FakeSerializd) -> tuple[dict[str, Show], Movie]:
+    shows = {}
+    for name, (tmdb, seasons) in SHOWS.items():
+        shows[name] = trakt.add_show(name, tmdb=tmdb, seasons={n: c for n, c in seasons.items()})
+        serializd.add_show(tmdb, name, seasons)
+    serializd.seed_reference_catalogue()  # Breaking Bad with the samples' season ids
+    arrival = trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    return shows, arrival
+
+
+@pytest.fixture
+async def link(start_fake: Callable[[FakeServer], FakeServer], store: Store) -> AsyncIterator[Link]:
+    trakt = start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    shows, arrival = seed(trakt, serializd)
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    trakt_config = TraktConfig(CLIENT_ID, None, api_url=trakt.url, auth_url=trakt.url)
+    trakt_client = TraktClient(trakt_config, store, sleep=no_wait)
+    trakt_client.http.pacers[PROFILE] = Pacer()  # pacing is http.py's, tested there
+    sign_in_trakt(store, trakt, PROFILE)
+    serializd_client = SerializdClient(
+        SerializdConfig(api_url=serializd.url),
+        store,
+        accounts={PROFILE: SerializdAccount(ALICE[0], Secret(ALICE[1]))},
+        requests_per_second=1000,
+    )
+    serializd_client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    yield Link(trakt, serializd, trakt_client, serializd_client, store, shows, arrival)
+    await trakt_client.aclose()
+    await serializd_client.aclose()
+
+
+async def test_first_run_merges_both_watchlists(link: Link) -> None:
+    link.serializd_add("Severance")
+    link.trakt_add("Breaking Bad", "The Bear")
+    result = await link.watchlist()
+    assert (result.added_to_trakt, result.added_to_serializd) == (1, 2)
+    assert link.trakt_watchlist() == {"Severance", "Breaking Bad", "The Bear"}
+    assert link.serializd_watchlist() == {"Severance", "Breaking Bad", "The Bear"}
+
+
+async def test_a_show_goes_on_serializd_with_its_regular_seasons(link: Link) -> None:
+    link.trakt_add("Breaking Bad")
+    await link.watchlist()
+    assert link.serializd.watchlisted() == {1396: {3572, 3573, 3575, 3576, 3578}}  # no specials
+
+
+async def test_a_show_removed_from_serializd_leaves_the_trakt_watchlist(link: Link) -> None:
+    link.serializd_add("Severance", "Andor")
+    await link.watchlist()
+    link.serializd_remove("Andor")
+    result = await link.watchlist()
+    assert result.removed_from_trakt == 1
+    assert link.trakt_watchlist() == {"Severance"}
+
+
+async def test_a_show_removed_from_trakt_leaves_the_serializd_watchlist(link: Link) -> None:
+    link.trakt_add("The Bear", "Andor")
+    await link.watchlist()
+    link.trakt.user.watchlist.pop(key_of(link.shows["The Bear"]))
+    result = await link.watchlist()
+    assert result.removed_from_serializd == 1
+    assert link.serializd_watchlist() == {"Andor"}
+
+
+async def test_a_mass_removal_waits_for_confirm_removals(link: Link) -> None:
+    link.serializd_add(*SHOWS)
+    await link.watchlist()
+    link.serializd_remove(*SHOWS)  # an empty read is more likely broken than true
+    held = await link.watchlist()
+    assert "4 of 4 watchlist titles on Trakt" in held.plan.held
+    assert link.trakt_watchlist() == set(SHOWS)
+    confirmed = await link.watchlist(confirm_removals=True)
+    assert confirmed.removed_from_trakt == 4 and link.trakt_watchlist() == set()
+
+
+async def test_a_failing_serializd_watchlist_read_writes_nothing(link: Link) -> None:
+    link.trakt_add("The Bear")
+    link.serializd.fail_next(2, 500, route=WATCHLIST_PAGE)  # every try of the read fails
+    with pytest.raises(ServiceError, match="serializd"):
+        await link.watchlist()
+    assert link.writes() == 0
+    assert link.store.mirror_get("link:trakt-serializd", PROFILE, "watchlist") == {}
+
+
+async def test_a_trakt_movie_on_the_watchlist_is_left_alone(link: Link) -> None:
+    link.trakt_add("Arrival", "Andor")
+    link.serializd_add("Andor")
+    await link.watchlist()
+    link.serializd_remove("Andor")
+    result = await link.watchlist()
+    assert result.removed_from_trakt == 1
+    assert link.trakt_watchlist() == {"Arrival"}  # never copied, never removed
+
+
+async def test_a_dry_run_writes_nothing(link: Link) -> None:
+    link.serializd_add("Severance")
+    link.trakt_add("The Bear")
+    result = await link.watchlist(dry_run=True)
+    assert result.dry_run and result.plan.changes == 2
+    assert link.writes() == 0
+    assert link.store.mirror_get("link:trakt-serializd", PROFILE, "watchlist") == {}
+
+
+async def test_a_quiet_second_run_writes_nothing(link: Link) -> None:
+    link.serializd_add("Severance")
+    link.trakt_add("The Bear", "Arrival")
+    await link.watchlist()
+    writes = link.writes()
+    result = await link.watchlist()
+    assert result.plan.changes == 0 and link.writes() == writes
+
+
+async def test_watched_seasons_are_never_put_on_the_serializd_watchlist(link: Link) -> None:
+    link.serializd.mark(None, 1396, 1, 2)  # Breaking Bad half watched
+    link.serializd.mark(None, 95396, 1, 2)  # Severance all watched
+    link.trakt_add("Breaking Bad", "Severance")
+    result = await link.watchlist()
+    assert link.serializd.watchlisted() == {1396: {3575, 3576, 3578}}
+    assert {(1396, 3572), (1396, 3573)} <= link.serializd.season_marks()  # still watched
+    assert result.kept_off == ("Severance",)
+    assert link.trakt_watchlist() == {"Breaking Bad", "Severance"}  # kept on Trakt
+
+
+async def test_one_way_to_serializd_never_writes_trakt(link: Link) -> None:
+    link.serializd_add("Severance")
+    link.trakt_add("The Bear")
+    result = await link.watchlist(only_to="serializd")
+    assert result.added_to_serializd == 1 and result.added_to_trakt == 0
+    assert link.trakt_watchlist() == {"The Bear"}
+
+
+async def test_a_show_serializd_does_not_know_is_named_not_written(link: Link) -> None:
+    unknown = link.trakt.add_show("Unaired", tmdb=999999)
+    link.trakt.user.watchlist[key_of(unknown)] = WatchlistEntry(99, unknown, "2026-09-01T08:00Z")
+    result = await link.watchlist()
+    assert any("Unaired" in line and "does not know" in line for line in result.unresolved)
+    assert link.serializd.watchlisted() == {}
+
+
+async def test_an_expired_serializd_sign_in_logs_in_again(link: Link) -> None:
+    await link.watchlist()
+    link.serializd.expire_tokens()
+    link.trakt_add("Andor")
+    await link.watchlist()
+    assert link.serializd_watchlist() == {"Andor"}
+    assert link.serializd.count("POST", "/api/login") == 2
+
+
+# --------------------------------------------------------------------------- in a link run
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], monkeypatch: Any
+) -> AsyncIterator[Any]:
+    use_fast_readers(monkeypatch)
+    trakt = start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    seed(trakt, serializd)
+    options = ", kinds: [history, watchlist], first_run: apply"
+    rig = open_rig(tmp_path, trakt, serializd, options)
+    yield rig
+    await rig.aclose()
+
+
+async def test_the_link_run_syncs_the_watchlist(rig: Any) -> None:
+    rig.serializd.add_to_watchlist(None, 95396)
+    result = await rig.sync()
+    assert result.outcome == "ok"
+    assert {str(getattr(e.item, "title", "")) for e in rig.trakt.watchlist()} == {"Severance"}
+    assert "watchlist me: +0 to serializd, +1 to trakt" in lists_summary(result.lists)[0]
+
+
+async def test_a_failing_serializd_watchlist_read_fails_the_run(rig: Any) -> None:
+    rig.serializd.add_to_watchlist(None, 95396)
+    rig.serializd.fail_next(1, 403, body={"message": "Nope"}, route=WATCHLIST_PAGE)
+    result = await rig.sync()
+    assert result.outcome == "failed" and result.lists.errors[0].startswith("me: watchlist:")
+    assert rig.trakt.watchlist() == []
+    assert rig.store.last_runs()[0].outcome == "failed"
