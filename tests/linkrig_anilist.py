@@ -8,7 +8,8 @@ from typing import Any
 from tests.fakes.anime_datasets import sample_bodies
 from watchbridge.anime import AnimeIndex, Forward, load_index
 from watchbridge.config import Config, Link
-from watchbridge.readers.anilist import AniListReader, Mapper
+from watchbridge.deliver.anilist import index_reverse
+from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper
 from watchbridge.store import Store
 from watchbridge.wiring import anilist_client
 
@@ -30,8 +31,12 @@ async def sample_mapper() -> Mapper:
     return mapper
 
 
+async def sample_reverse() -> ReverseMapper:
+    return index_reverse(sample_index())
+
+
 def make_reader(
     config: Config, store: Store, link: Link, profiles: list[str], clock: Any
 ) -> AniListReader:
     client = anilist_client(config, store, clock, per_minute=100_000)
-    return AniListReader(client, sample_mapper, store=store, clock=clock)
+    return AniListReader(client, sample_mapper, store=store, clock=clock, reverse=sample_reverse)

@@ -3,6 +3,7 @@ the pinned dataset samples, plans, queues, and the real targets deliver. Pacing 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
@@ -19,12 +21,14 @@ from tests.linkrig import fast_trakt
 from tests.linkrig_anilist import sample_index
 from watchbridge import readers
 from watchbridge.app import Runtime
+from watchbridge.cli import cli
 from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.narrow import Narrowing
 from watchbridge.services.trakt import parse_iso
-from watchbridge.sync import RunResult, run_link
+from watchbridge.sync import RunResult, plan_link, run_link
 from watchbridge.wiring import anilist_client, build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -43,17 +47,23 @@ def iso(at: float) -> str:
 
 
 class Rig:
-    def __init__(self, runtime: Runtime, targets: dict[str, Any]) -> None:
+    def __init__(self, runtime: Runtime, targets: dict[str, Any], config_path: Path) -> None:
         self.runtime = runtime
         self.targets = targets
+        self.config_path = config_path
 
-    async def sync(self) -> RunResult:
+    async def sync(self, narrowing: Narrowing | None = None) -> RunResult:
         return await run_link(
-            self.runtime.config, self.runtime.store, LINK, yes=True, clock=time.time
+            self.runtime.config,
+            self.runtime.store,
+            LINK,
+            yes=True,
+            clock=time.time,
+            narrowing=narrowing,
         )
 
-    async def sync_and_deliver(self) -> RunResult:
-        result = await self.sync()
+    async def sync_and_deliver(self, narrowing: Narrowing | None = None) -> RunResult:
+        result = await self.sync(narrowing)
         worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
         worker.targets = dict(self.targets)
         for _ in range(20):
@@ -87,8 +97,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
     monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
-    config = parse_config(
-        f"""
+    text = f"""
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
@@ -100,10 +109,10 @@ profiles:
       anilist: {{token: "{anilist.issue_token()}"}}
 links:
   {LINK}: {{services: [anilist, trakt]}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
+"""
+    config_path = tmp_path / "watchbridge.yaml"
+    config_path.write_text(text)
+    config = parse_config(text, config_path, {})
     runtime = build_runtime(config)
     runtime.open()
     sign_in_trakt(runtime.store, trakt, "me", now=time.time())
@@ -123,7 +132,7 @@ links:
             reverse,
         ),
     }
-    yield Rig(runtime, targets)
+    yield Rig(runtime, targets, config_path)
     for target in targets.values():
         await target.aclose()
     runtime.close()
@@ -205,3 +214,95 @@ async def test_an_anilist_score_becomes_the_trakt_rating_of_its_season_and_back(
     entry.updated_at = int(anilist.now()) + 5
     await rig.sync_and_deliver()
     assert [r.rating for r in trakt.ratings()] == [4]
+
+
+# --------------------------------------------------------------------------- narrowed runs
+
+
+def two_titles(trakt: FakeTrakt, anilist: FakeAniList) -> None:
+    """AoT on AniList only (CURRENT, 2 episodes); Re:Zero on Trakt only (episodes 1-2 of the
+    part AniList keeps apart) and on AniList as a COMPLETED entry of another part."""
+    show = next(s for s in trakt.shows if s.tmdb == REZERO)
+    for number in (39, 40):
+        trakt.add_history(show.seasons[1].episodes[number], iso(time.time() - 3600 + number))
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=2, updated_at=int(time.time() - DAY))
+
+
+async def test_a_run_narrowed_to_one_anilist_id_writes_only_that_title(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    two_titles(trakt, anilist)
+    result = await rig.sync_and_deliver(Narrowing(anilist_ids=frozenset({AOT_P2})))
+    assert {a.item.split(":")[2] for p in result.plans for a in p.plan.actions} == {str(AOT)}
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, AOT)] == [(4, 17), (4, 18)]
+    assert REZERO_P2 not in anilist.snapshot()
+
+
+async def test_a_run_narrowed_to_an_anilist_id_also_carries_that_title_from_the_other_side(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    two_titles(trakt, anilist)
+    await rig.sync_and_deliver(Narrowing(anilist_ids=frozenset({REZERO_P2})))
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 2
+    assert trakt_plays(trakt, AOT) == []
+
+
+async def test_a_run_narrowed_to_a_status_writes_only_entries_in_that_status(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=1, updated_at=int(time.time() - DAY))
+    anilist.add_entry(REZERO_P2, status="COMPLETED", progress=12, updated_at=int(time.time()))
+    await rig.sync_and_deliver(Narrowing(statuses=frozenset({"COMPLETED"})))
+    assert len(trakt_plays(trakt, REZERO)) == 12
+    assert trakt_plays(trakt, AOT) == []
+
+
+async def test_after_a_narrowed_run_the_next_run_sees_everything_and_removes_nothing(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await rig.sync_and_deliver()  # a normal run first: the link has a baseline
+    two_titles(trakt, anilist)
+    await rig.sync_and_deliver(Narrowing(anilist_ids=frozenset({AOT_P2})))
+
+    after = await rig.sync_and_deliver()
+    kinds = {a.kind for p in after.plans for a in p.plan.actions}
+    assert kinds == {"add_play"}  # the rest of the changes, and no removal
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 2
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, AOT)] == [(4, 17), (4, 18)]
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+async def test_a_back_dated_play_a_narrowed_run_sent_to_anilist_is_not_copied_back_later(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await rig.sync_and_deliver()
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    trakt.add_history(show.seasons[4].episodes[17], iso(time.time() - 3 * DAY))
+    anilist.add_entry(REZERO_P2, status="PLANNING")  # the seeded play moves no Trakt activity
+    await rig.sync_and_deliver(Narrowing(anilist_ids=frozenset({AOT_P2})))
+    assert anilist.snapshot()[AOT_P2]["progress"] == 1
+    for _ in range(2):
+        assert (await rig.sync_and_deliver()).queued == 0
+    assert len(trakt_plays(trakt, AOT)) == 1
+
+
+async def test_a_narrowed_first_run_does_not_count_as_the_links_first_run(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    two_titles(trakt, anilist)
+    await rig.sync_and_deliver(Narrowing(anilist_ids=frozenset({REZERO_P2})))
+    plans, _ = await plan_link(rig.runtime.config, rig.runtime.store, LINK)
+    assert all(p.first_run for p in plans)
+
+
+async def test_sync_narrowed_by_anilist_id_shows_only_that_title(
+    rig: Rig, anilist: FakeAniList
+) -> None:
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=1, updated_at=int(time.time() - DAY))
+    anilist.add_entry(REZERO_P2, status="CURRENT", progress=1, updated_at=int(time.time() - DAY))
+    args = ["sync", "--config", str(rig.config_path), "--dry-run", "--anilist-id", str(AOT_P2)]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"episode:tmdb:{AOT}:s4e17" in result.stdout
+    assert f"tmdb:{REZERO}:" not in result.stdout
+    assert f"narrowed to AniList {AOT_P2}" in result.stdout

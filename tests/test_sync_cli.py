@@ -164,6 +164,11 @@ def test_a_direction_needs_the_link_it_names(world: World) -> None:
         world.run("sync", "--direction", "trakt-to-serializd")
 
 
+def test_an_anilist_narrowing_needs_a_link_with_an_anilist_side(world: World) -> None:
+    with pytest.raises(WatchbridgeError, match="need a link with an anilist side"):
+        world.run("sync", "--link", LINK, "--anilist-id", "21")
+
+
 # --------------------------------------------------------------------------- removal guard
 
 

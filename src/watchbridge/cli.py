@@ -16,6 +16,7 @@ import click
 from watchbridge import __version__
 from watchbridge.config import Config, find_config, load_config
 from watchbridge.errors import StoreError, WatchbridgeError
+from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.store import Store, StoreStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -463,6 +464,23 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
     help="Write removals the guard held back (reads everything again to find them).",
 )
 @click.option("--full", is_flag=True, help="Read everything, skipping the cheap change checks.")
+@click.option(
+    "--anilist-id",
+    "anilist_ids",
+    type=int,
+    multiple=True,
+    metavar="ID",
+    help="This run only: just this AniList title (repeatable); links with an anilist side. "
+    "Moves no baseline or cursor: the next normal run still compares everything.",
+)
+@click.option(
+    "--anilist-status",
+    "anilist_statuses",
+    type=click.Choice(ANILIST_STATUSES, case_sensitive=False),
+    multiple=True,
+    help="This run only: just the AniList entries in this list status (repeatable), "
+    "e.g. completed or current; like --anilist-id otherwise.",
+)
 @click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
 def sync(
     config_path: str | None,
@@ -472,20 +490,31 @@ def sync(
     yes: bool,
     confirm_removals: bool,
     full: bool,
+    anilist_ids: tuple[int, ...],
+    anilist_statuses: tuple[str, ...],
     limit: int,
 ) -> None:
     """Compare both sides of a link, show what differs and why, and write the changes.
 
     On a terminal a progress bar follows the reads and a table sums the run up; elsewhere
     (cron, pipes) the same summary comes as one `summary PROFILE SIDE: key=value ...` line per
-    profile and side."""
+    profile and side.
+
+    --anilist-id and --anilist-status narrow the run to those AniList entries, both ways: only
+    their plays and ratings are planned and queued. Such a run saves no baseline or cursor
+    (only the plays it queued, so they are known when read back), so the next normal run
+    still sees every other change and removes nothing."""
+    from watchbridge.narrow import narrowing
     from watchbridge.sync import syncable
     from watchbridge.wiring import build_runtime
 
     config = _load(config_path)
     if link_name is None and direction is not None:
         raise WatchbridgeError("--direction names a link's services: pass --link NAME with it")
+    narrowed = narrowing(anilist_ids, anilist_statuses)
     names = [link_name] if link_name else [n for n, ln in config.links.items() if syncable(ln)]
+    if narrowed is not None and link_name is None:
+        names = [n for n in names if "anilist" in config.links[n].services]
     if not names:
         raise WatchbridgeError(f"no link to sync: add one under links in {config.source}")
     runtime = build_runtime(config)
@@ -494,7 +523,9 @@ def sync(
     try:
         for name in names:
             try:
-                _sync_link(runtime, name, direction, dry_run, yes, confirm_removals, full, limit)
+                _sync_link(
+                    runtime, name, direction, dry_run, yes, confirm_removals, full, limit, narrowed
+                )
             except WatchbridgeError as exc:
                 if len(names) == 1:
                     raise
@@ -515,6 +546,7 @@ def _sync_link(
     confirm_removals: bool,
     full: bool,
     limit: int,
+    narrowed: Narrowing | None = None,
 ) -> None:
     from contextlib import nullcontext
 
@@ -549,9 +581,12 @@ def _sync_link(
                 direction=direction,
                 progress=stats,
                 alerts=runtime.notifier,
+                narrowing=narrowed,
             )
         )
     seconds = time.monotonic() - started
+    if narrowed is not None:
+        click.echo(f"narrowed to {narrowed.describe()}: no baseline or cursor was moved")
     _show_plans(result.plans, limit, confirm_removals)
     for line in lists_summary(result.lists):
         click.echo(line)

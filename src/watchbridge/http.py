@@ -204,7 +204,9 @@ class HttpClient:
         unknown = False
         for attempt in range(1, self.retry.attempts + 1):
             if pacer is not None:
+                paced = time.monotonic()
                 await pacer.acquire(bucket)
+                self._waited(time.monotonic() - paced)
             started = time.monotonic()
             self.requests_sent += 1
             try:
@@ -237,6 +239,7 @@ class HttpClient:
                     last_problem = "rate limited"
                     if pacer is None:
                         await asyncio.sleep(wait)
+                        self._waited(wait)
                     continue
                 if response.status_code not in TRANSIENT_STATUS:
                     return response
@@ -263,6 +266,11 @@ class HttpClient:
             f"{last_problem} after {attempt} attempt(s)",
             outcome_unknown=unknown,
         )
+
+    def _waited(self, seconds: float) -> None:
+        """Time spent waiting for the rate limit, apart from the requests' own latency."""
+        if self.metrics is not None and seconds > 0:
+            self.metrics.rate_limit_wait.labels(self.service).inc(seconds)
 
     def _count(self, method: str, status: str, started: float) -> None:
         if self.metrics is None:

@@ -1,10 +1,12 @@
-"""Housekeeping that keeps the database small over months: a background task, once an hour."""
+"""Housekeeping that keeps the database small over months, and the AniList sign-in check:
+a background task, once an hour."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from watchbridge.alerts import FAILED
 from watchbridge.app import Runtime
 
 log = logging.getLogger(__name__)
@@ -12,6 +14,8 @@ log = logging.getLogger(__name__)
 EVERY = 3600.0
 KEEP_DONE = 7 * 86400.0  # delivered rows and their events stay a week, for diagnosis
 KEEP_SESSIONS = 86400.0  # a playback session idle for a day is over
+ALERTED = "alerted"  # cache namespace: alerts already sent, by key
+ALERTED_TTL = 400 * 86400.0  # longer than a token lives
 
 
 class Maintenance:
@@ -25,6 +29,35 @@ class Maintenance:
             if any(pruned.values()):
                 log.info("pruned old rows", extra=pruned)
             try:
+                await check_anilist_tokens(runtime)
+            except Exception as exc:  # the pruning above must go on hourly regardless
+                log.warning("AniList sign-in check failed: %s", type(exc).__name__)
+                runtime.metrics.background_errors.labels("anilist-token-check").inc()
+            try:
                 await asyncio.wait_for(stop.wait(), timeout=EVERY)
             except TimeoutError:
                 continue
+
+
+async def check_anilist_tokens(runtime: Runtime) -> list[str]:
+    """Alert (kind `credentials`) once per token when an AniList token is 14 days from expiry,
+    and once more when it has expired: AniList tokens cannot be refreshed. Returns the keys
+    of the alerts dealt with (sent, or not wanted by `alerts.kinds`)."""
+    from watchbridge.services.anilist import SERVICE, expiry_alert, pick_token
+
+    store, now = runtime.store, runtime.clock()
+    sent = []
+    for name, profile in runtime.config.profiles.items():
+        account = profile.accounts.anilist
+        if account is None:
+            continue
+        configured = account.token.reveal() if account.token else None
+        token, _ = pick_token(store.get_token(SERVICE, name), configured, now)
+        alert = expiry_alert(token, now, name) if token is not None else None
+        if alert is None or store.cache_get(ALERTED, alert.key, now)[0]:
+            continue
+        result = await runtime.notifier.notify("credentials", alert.title, alert.body, alert.key)
+        if result != FAILED:  # a failed one is tried again at the next check
+            store.cache_put(ALERTED, alert.key, result, now, ALERTED_TTL)
+            sent.append(alert.key)
+    return sent

@@ -86,6 +86,12 @@ class Metrics:
             ["service"],
             registry=self.registry,
         )
+        self.rate_limit_wait = Counter(
+            "watchbridge_rate_limit_wait_seconds",
+            "Seconds requests waited for a service's rate limit (pacing and 429 timeouts)",
+            ["service"],
+            registry=self.registry,
+        )
         self.alerts = Counter(
             "watchbridge_alerts",
             "Alerts by kind and result (sent, failed, suppressed, disabled)",

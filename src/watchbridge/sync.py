@@ -16,10 +16,12 @@ from typing import Any
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
 from watchbridge.model import ref_to_dict
+from watchbridge.narrow import Narrower, Narrowing, narrow_sides
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
 from watchbridge.readers import READERS, SideReader, reader_for
 from watchbridge.reconcile import (
+    EXPECTED,
     Action,
     Plan,
     Play,
@@ -46,6 +48,7 @@ class ProfilePlan:
     frozen: frozenset[str] = frozenset()  # sides whose baseline this run must not move
     unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None  # see SideRead
+    narrowed: bool = False  # planned for some AniList entries only: moves no baseline
 
 
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
@@ -187,6 +190,7 @@ async def plan_link(
     full: bool = False,
     direction: str | None = None,
     progress: SyncProgress | None = None,
+    narrowing: Narrowing | None = None,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
@@ -194,7 +198,7 @@ async def plan_link(
     asked cheaply whether anything changed since the last applied run, and a profile stops
     there when nothing did; otherwise each side reads its delta onto the baseline. Returns the
     plans and how many API requests it took. `direction` overrides the link's for this run
-    (`two-way` or `A-to-B`)."""
+    (`two-way` or `A-to-B`); `narrowing` plans only the items of some AniList entries."""
     link = with_direction(_link(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
@@ -206,16 +210,31 @@ async def plan_link(
     readers = [
         _reader(config, store, link, name, service, profiles, clock) for service in link.services
     ]
+    narrow = _narrower(readers, name, narrowing)
     readers = observed(readers, progress)  # reports each step to a progress display, if any
     try:
         plans = [
-            await _plan_profile(store, link, name, profile, readers, clock, full, frozen)
+            await _plan_profile(store, link, name, profile, readers, clock, full, frozen, narrow)
             for profile in profiles
         ]
         return plans, sum(reader.requests_sent for reader in readers)
     finally:
         for reader in readers:
             await reader.aclose()
+
+
+def _narrower(
+    readers: list[SideReader], name: str, narrowing: Narrowing | None
+) -> tuple[Narrower, Narrowing] | None:
+    """The reader that tells which items `narrowing` covers (the AniList side)."""
+    if narrowing is None:
+        return None
+    found = next((r for r in readers if isinstance(r, Narrower)), None)
+    if found is None:
+        raise WatchbridgeError(
+            f"links.{name}: --anilist-id and --anilist-status need a link with an anilist side"
+        )
+    return found, narrowing
 
 
 def _link(config: Config, name: str) -> Link:
@@ -277,6 +296,7 @@ async def _plan_profile(
     clock: Callable[[], float],
     full: bool,
     frozen: frozenset[str],
+    narrow: tuple[Narrower, Narrowing] | None = None,
 ) -> ProfilePlan:
     services = [reader.service for reader in readers]
     saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
@@ -289,6 +309,7 @@ async def _plan_profile(
         if all(checks):
             return _unchanged_plan(profile)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
+    first_run = not any(_holds_state(side) for side in baseline.values())
     full = full or not baseline
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
@@ -304,6 +325,10 @@ async def _plan_profile(
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
         b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side),
     }
+    if narrow is not None:  # the one place a narrowed run is narrowed: both sides, both ways
+        narrower, wanted = narrow
+        keep = await narrower.selection(profile, wanted, current[narrower.service])
+        current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
     tombstones = load_tombstones(store, name, profile)
     planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
     cursors = {service: read.cursors for service, read in reads.items()}
@@ -313,11 +338,18 @@ async def _plan_profile(
         planned,
         {side: len(state.plays) for side, state in current.items()},
         current,
-        first_run=not baseline,
+        first_run=first_run,
         cursors={s: c for s, c in cursors.items() if s not in frozen},
         frozen=frozen,
         listings=next((r.listings for r in reads.values() if r.listings is not None), None),
+        narrowed=narrow is not None,
     )
+
+
+def _holds_state(side: Side) -> bool:
+    """Whether a baseline side comes from an applied run (not only plays a narrowed run
+    queued for it)."""
+    return bool(side.ratings) or any(not p.record.startswith(EXPECTED) for p in side.plays)
 
 
 ENGINE = "watchbridge"  # cursors of the engine itself (when the last full read was)
@@ -344,13 +376,26 @@ def apply_plan(
     confirm_removals: bool,
     now: float,
 ) -> Applied:
-    """Queue a plan's writes and remember this run's state as the next run's baseline."""
+    """Queue a plan's writes and remember this run's state as the next run's baseline.
+
+    A narrowed run saw only some items: it keeps the baseline and cursors as they are (the
+    next run compares everything against the last full state), adding only the plays it
+    queued as expected (so they are recognised when read back) and its tombstones."""
     if result.unchanged:
         return Applied(0, 0, "")
     held = "" if confirm_removals else result.plan.held
     actions = result.plan.actions if confirm_removals else result.plan.writes()
     rows, skipped = outbox_rows(name, result.profile, actions)
     queued = store.enqueue(rows, now)
+    if result.narrowed:
+        if any(a.kind == "add_play" for a in actions):
+            services: list[str] = [str(s) for s in link.services]
+            stored = load_baseline(store, name, result.profile, services)
+            sides = {s: stored.get(s, Side()) for s in services}
+            save_baseline(store, name, result.profile, _with_expected(sides, actions), now)
+        if not held:
+            save_tombstones(store, name, result.profile, result.plan.tombstones, now)
+        return Applied(queued, skipped, held)
     if not held:
         # With removals held, keep the old baseline (and cursors) so they are found again.
         moved = {s: v for s, v in result.current.items() if s not in result.frozen}
@@ -391,7 +436,7 @@ class RunResult:
     queued: int = 0
     held: tuple[str, ...] = ()
     skipped: int = 0
-    lists: ListsRun = field(default_factory=ListsRun)  # watchlist and collection (plex-trakt links)
+    lists: ListsRun = field(default_factory=ListsRun)  # the watchlist and collection parts
 
     @property
     def outcome(self) -> str:
@@ -419,9 +464,11 @@ async def run_link(
     clock: Callable[[], float] = time.time,
     progress: SyncProgress | None = None,
     alerts: Alerts | None = None,
+    narrowing: Narrowing | None = None,
 ) -> RunResult:
     """One run of a link, recorded in the run history: plan, then (unless a dry run) queue;
-    then a plex-trakt link's watchlist and collection parts, which write directly."""
+    then the link's watchlist and collection parts (if any), which write directly. A run
+    with a `narrowing` plans only those AniList entries' items (see `apply_plan`)."""
     running = [r for r in store.last_runs() if r.link == name and r.outcome == "running"]
     if running and clock() - running[0].started_at < 3600:
         raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
@@ -430,12 +477,19 @@ async def run_link(
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
         plans, calls = await plan_link(
-            config, store, name, clock, full=full, direction=direction, progress=progress
+            config,
+            store,
+            name,
+            clock,
+            full=full,
+            direction=direction,
+            progress=progress,
+            narrowing=narrowing,
         )
         link = with_direction(config.links[name], name, direction)
 
         async def lists() -> ListsRun:
-            if not wants_lists(link):
+            if narrowing is not None or not wants_lists(link):
                 return ListsRun()
             listings = {p.profile: p.listings for p in plans}
             return await run_lists(

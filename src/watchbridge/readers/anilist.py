@@ -28,18 +28,22 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from watchbridge.anime import EpisodeRef, Forward, MovieRef, Unmatched
+from watchbridge.anime import AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.config import Config, Link
+from watchbridge.model import MediaRef
+from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
 from watchbridge.services.anilist import AniListClient, ListEntry
-from watchbridge.sides import episode_key, show_key
+from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
 
 # (AniList id, AniList episode, AniList episode count or None) -> where it lands on TMDB
 Mapper = Callable[[int, int, int | None], Forward]
+# an item of the other side -> (AniList id, AniList episode), as the delivery target maps it
+ReverseMapper = Callable[[MediaRef], tuple[int, int] | Unmatched]
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,47 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
     return states
 
 
+def selected_media(entries: Iterable[ListEntry], wanted: Narrowing) -> frozenset[int]:
+    """The AniList media ids a narrowed run is about: those named, and every list entry in
+    one of the statuses asked for."""
+    by_status = {e.media_id for e in entries if e.status in wanted.statuses}
+    return wanted.anilist_ids | frozenset(by_status)
+
+
+def selection_keep(
+    media: frozenset[int],
+    entries: Iterable[ListEntry],
+    own: Side,
+    mapper: Mapper,
+    reverse: ReverseMapper | None,
+) -> Keep:
+    """Whether an item key belongs to one of `media`: the items this side's plays of those
+    entries landed on and their seasons' ratings, and (through the reverse mapping, the
+    one deliveries use) any item of the other side that maps back to one of them."""
+    chosen = [e for e in entries if e.media_id in media]
+    entry_ids = {e.id for e in chosen}
+    direct = {p.item for p in own.plays if entry_of(p.record) in entry_ids}
+    direct |= {k for e in chosen if (k := rating_key(e, mapper)) is not None}
+    for media_id in media - {e.media_id for e in chosen}:  # not on the list (yet)
+        forward = mapper(media_id, 1, None)
+        if isinstance(forward, EpisodeRef) and forward.season is not None:
+            direct.add(show_key(forward.show, forward.season))
+    answers: dict[str, bool] = {}
+
+    def keep(key: str) -> bool:
+        if key in direct:
+            return True
+        if reverse is None:
+            return False
+        if key not in answers:
+            ref = ref_for_key(key)
+            hit = reverse(ref) if ref is not None else None
+            answers[key] = isinstance(hit, tuple) and hit[0] in media
+        return answers[key]
+
+    return keep
+
+
 # --------------------------------------------------------------------------- the reader
 
 
@@ -264,12 +309,15 @@ class AniListReader:
         *,
         store: Store | None = None,
         clock: Clock,
+        reverse: Callable[[], Awaitable[ReverseMapper]] | None = None,
     ) -> None:
         self.client = client
         self.mapper = mapper
+        self.reverse = reverse
         self.store = store
         self.clock = clock
         self._newest: dict[str, float] = {}
+        self._listed: dict[str, list[ListEntry]] = {}  # the whole list, when the read had it
 
     @property
     def requests_sent(self) -> int:
@@ -292,6 +340,7 @@ class AniListReader:
         before = states_from(cursors)
         if full or baseline is None or "updated_at" not in cursors:
             entries = await self.client.entries(profile)
+            self._listed[profile] = entries
             converted = anilist_side(entries, before, baseline, mapper)
             side = converted.side
             states = converted.states
@@ -328,27 +377,59 @@ class AniListReader:
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
         return own
 
+    async def selection(self, profile: str, wanted: Narrowing, own: Side) -> Keep:
+        """The items of the entries `wanted` names (the whole list is read for it when this
+        run's read was a delta: one request per 500 entries)."""
+        entries = self._listed.get(profile)
+        if entries is None:
+            entries = self._listed[profile] = await self.client.entries(profile)
+        reverse = await self.reverse() if self.reverse is not None else None
+        media = selected_media(entries, wanted)
+        return selection_keep(media, entries, own, await self.mapper(), reverse)
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def index_mapper(config: Config) -> Callable[[], Awaitable[Mapper]]:
+def index_loader(config: Config) -> Callable[[], Awaitable[AnimeIndex]]:
     """The mapping index from the datasets cache (refreshed when due), loaded once."""
     from watchbridge import anime_data
 
-    loaded: list[Mapper] = []
+    loaded: list[AnimeIndex] = []
 
-    async def load() -> Mapper:
+    async def load() -> AnimeIndex:
         if not loaded:
             data = anime_data.from_config(config)
             try:
-                index = await data.index()
+                loaded.append(await data.index())
             finally:
                 await data.aclose()
-            loaded.append(
-                lambda anilist, episode, total: index.episode_for(anilist, episode, "tmdb", total)
-            )
         return loaded[0]
+
+    return load
+
+
+def index_mapper(
+    config: Config, index: Callable[[], Awaitable[AnimeIndex]] | None = None
+) -> Callable[[], Awaitable[Mapper]]:
+    """The forward mapping (AniList episode -> TMDB) of the index."""
+    load_index = index or index_loader(config)
+
+    async def load() -> Mapper:
+        found = await load_index()
+        return lambda anilist, episode, total: found.episode_for(anilist, episode, "tmdb", total)
+
+    return load
+
+
+def index_reverse_mapper(
+    index: Callable[[], Awaitable[AnimeIndex]],
+) -> Callable[[], Awaitable[ReverseMapper]]:
+    """The reverse mapping (an item -> AniList id and episode) deliveries use."""
+    from watchbridge.deliver.anilist import index_reverse
+
+    async def load() -> ReverseMapper:
+        return index_reverse(await index())
 
     return load
 
@@ -359,4 +440,11 @@ def make_reader(
     from watchbridge.wiring import anilist_client
 
     client = anilist_client(config, store, clock)
-    return AniListReader(client, index_mapper(config), store=store, clock=clock)
+    index = index_loader(config)
+    return AniListReader(
+        client,
+        index_mapper(config, index),
+        store=store,
+        clock=clock,
+        reverse=index_reverse_mapper(index),
+    )

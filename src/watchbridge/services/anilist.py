@@ -41,6 +41,7 @@ MARGIN = BURST + 1
 DISABLED_HOLD = 900.0  # §3: API disabled: pause the link, look again in 15 minutes
 RATE_LIMIT_WAIT = 60.0  # §3: "a 1-minute timeout" when a 429 says nothing else
 EXPIRY_WARNING_DAYS = 30  # §2: re-prompt about 30 days before `exp`
+EXPIRY_ALERT_DAYS = 14  # one Apprise alert this long before `exp` (and one once it passed)
 TOKEN_LIFETIME = 365 * 86400.0  # §2: tokens last a year
 VIEWER_TTL = 3600.0  # §5.1: re-read the score format from time to time
 PER_CHUNK = 500  # §5.2: perChunk max 500
@@ -342,6 +343,31 @@ def expiry_warning(token: AniListToken, now: float, profile: str) -> str | None:
     return (
         f"the AniList token of profile {profile} expires on {when} (in {math.ceil(days)} days; "
         f"AniList tokens cannot be refreshed): run `watchbridge auth anilist --profile {profile}`"
+    )
+
+
+@dataclass(frozen=True)
+class ExpiryAlert:
+    """One alert about a token's expiry; `key` names the token and the stage, so each is
+    sent once."""
+
+    key: str
+    title: str
+    body: str
+
+
+def expiry_alert(
+    token: AniListToken, now: float, profile: str, days: float = EXPIRY_ALERT_DAYS
+) -> ExpiryAlert | None:
+    """The alert due for `token` at `now`: within `days` of expiry, or expired; else None."""
+    left = token.expires_in_days(now)
+    if left is None or left > days or token.expires_at is None:
+        return None
+    stage, what = ("expired", "has expired") if left <= 0 else ("expiring", "expires soon")
+    return ExpiryAlert(
+        f"anilist:{profile}:{int(token.expires_at)}:{stage}",
+        f"watchbridge: the AniList sign-in of {profile} {what}",
+        expiry_warning(token, now, profile) or "",
     )
 
 

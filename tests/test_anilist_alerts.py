@@ -1,0 +1,117 @@
+"""AniList sign-in expiry alerts (the hourly maintenance check) and the rate-limit wait metric,
+against the fakes over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime
+from watchbridge.config import AniListConfig, Secret, parse_config
+from watchbridge.maintenance import check_anilist_tokens
+from watchbridge.metrics import Metrics
+from watchbridge.services.anilist import AniListClient
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    return fake
+
+
+def runtime_for(
+    tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver, days: float
+) -> Iterator[Runtime]:
+    token = anilist.issue_token(lifetime=days * DAY)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+profiles:
+  me: {{accounts: {{anilist: {{token: "{token}"}}}}}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+    clock = FakeClock(anilist.now())
+    notifier = Notifier(config.alerts, clock=clock, timeout=2.0)
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=notifier, clock=clock)
+    runtime.open()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def expiring(tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver) -> Iterator[Runtime]:
+    yield from runtime_for(tmp_path, anilist, receiver, days=10)
+
+
+async def test_a_token_two_weeks_from_expiry_raises_one_alert(
+    expiring: Runtime, receiver: AlertReceiver
+) -> None:
+    for _ in range(3):  # three hourly checks
+        await check_anilist_tokens(expiring)
+        assert isinstance(expiring.clock, FakeClock)
+        expiring.clock.advance(3600)
+    (alert,) = receiver.messages
+    assert "expires soon" in alert["title"]
+    assert "watchbridge auth anilist --profile me" in alert["message"]
+
+
+async def test_an_expired_token_raises_one_more_alert(
+    expiring: Runtime, receiver: AlertReceiver
+) -> None:
+    await check_anilist_tokens(expiring)
+    assert isinstance(expiring.clock, FakeClock)
+    expiring.clock.advance(11 * DAY)
+    await check_anilist_tokens(expiring)
+    await check_anilist_tokens(expiring)
+    assert ["expires soon" in t for t in receiver.titles()] == [True, False]
+    assert "has expired" in receiver.titles()[1]
+
+
+async def test_a_token_with_a_month_left_raises_no_alert(
+    tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    for runtime in runtime_for(tmp_path, anilist, receiver, days=30):
+        assert await check_anilist_tokens(runtime) == []
+    assert receiver.messages == []
+
+
+async def test_time_spent_waiting_on_the_anilist_pacer_is_a_metric(
+    tmp_path: Path, anilist: FakeAniList
+) -> None:
+    metrics = Metrics()
+    store = Store.open(tmp_path / "wb.db")
+    client = AniListClient(
+        AniListConfig(api_url=anilist.url, auth_url=anilist.auth_url),
+        store,
+        seeded_tokens={"me": Secret(anilist.issue_token())},
+        metrics=metrics,
+        per_minute=600,  # a burst of 3, then one every 0.1 s
+    )
+    try:
+        for _ in range(6):
+            await client.viewer("me", refresh=True)
+    finally:
+        await client.aclose()
+        store.close()
+    seconds = metrics.registry.get_sample_value(
+        "watchbridge_rate_limit_wait_seconds_total", {"service": "anilist"}
+    )
+    assert seconds is not None and seconds >= 0.2
+    assert seconds == pytest.approx(client.waited, abs=0.05)
