@@ -113,6 +113,27 @@ def test_small_removals_are_not_held() -> None:
     assert not result.held and len(result.writes()) == 1
 
 
+def test_mass_rating_removal_is_held_until_confirmed() -> None:
+    rated = {f"episode:tmdb:1:s1e{n}": Rated(80, 10) for n in range(20)}
+    baseline = {"trakt": side(ratings=rated), "serializd": side(ratings=rated)}
+    current = {"trakt": side(), "serializd": side(ratings=rated)}
+    result = plan(TWO_WAY, current, baseline)
+    assert "20 of 20 ratings on serializd" in result.held
+    assert result.writes() == ()
+
+
+def test_a_few_rating_removals_are_not_held() -> None:
+    rated = {f"episode:tmdb:1:s1e{n}": Rated(80, 10) for n in range(20)}
+    fewer = {item: r for item, r in rated.items() if not item.endswith("e0")}
+    result = plan(
+        TWO_WAY,
+        {"trakt": side(ratings=fewer), "serializd": side(ratings=rated)},
+        {"trakt": side(ratings=rated), "serializd": side(ratings=rated)},
+    )
+    assert not result.held
+    assert [(a.kind, a.target) for a in result.writes()] == [("remove_rating", "serializd")]
+
+
 def test_rating_on_one_side_is_copied() -> None:
     current = {"trakt": side(ratings={EP1: Rated(80, 10)}), "serializd": side()}
     (action,) = plan(TWO_WAY, current, {}).actions

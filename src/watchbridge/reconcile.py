@@ -375,14 +375,21 @@ def _winner(link: Link, ra: Rated, rb: Rated) -> str:
 
 
 def _mass_removal(link: Link, current: Mapping[str, Side], actions: list[Action]) -> str:
-    """Why this plan's removals must wait for confirmation, if they would empty a side."""
+    """Why this plan's removals must wait for confirmation, if they would empty a side.
+
+    Plays and ratings are weighed apart: a side whose ratings read empty (an expired session,
+    an endpoint that moved) must not take every rating on the other side with it."""
     for side in link.services:
-        removals = sum(1 for x in actions if x.target == side and x.kind == "remove_play")
-        size = len(current[side].plays)
-        if removals and size and removals / size > link.max_removal_share:
-            return (
-                f"{removals} of {size} plays on {side} would be removed "
-                f"(more than {link.max_removal_share:.0%}); confirm with "
-                "`watchbridge sync --confirm-removals`"
-            )
+        held = current[side]
+        for kind, noun, size in (
+            ("remove_play", "plays", len(held.plays)),
+            ("remove_rating", "ratings", len(held.ratings)),
+        ):
+            removals = sum(1 for x in actions if x.target == side and x.kind == kind)
+            if removals and size and removals / size > link.max_removal_share:
+                return (
+                    f"{removals} of {size} {noun} on {side} would be removed "
+                    f"(more than {link.max_removal_share:.0%}); confirm with "
+                    "`watchbridge sync --confirm-removals`"
+                )
     return ""
