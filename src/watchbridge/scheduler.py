@@ -14,7 +14,7 @@ import random
 
 from watchbridge.app import Runtime
 from watchbridge.errors import WatchbridgeError
-from watchbridge.sync import NeedsReview, run_link, syncable
+from watchbridge.sync import LinkBusy, NeedsReview, run_link, syncable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ class SyncScheduler:
                         wake()
                 if result.lists.errors:  # history went through; a watchlist or collection did not
                     raise WatchbridgeError("; ".join(result.lists.errors))
+            except LinkBusy:
+                # A long `watchbridge sync` (a first backfill) holds the link: not a failure.
+                log.info("sync run skipped: the link is busy", extra={"link": name})
+                continue
             except NeedsReview as exc:
                 log.warning(
                     "sync waits for a first-run review", extra={"link": name, "hint": exc.message}

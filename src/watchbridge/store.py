@@ -28,6 +28,7 @@ from watchbridge.playback import Session
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
 migrations = Migrations("watchbridge")
+RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
 
 
 @migrations()
@@ -150,6 +151,13 @@ def m003_playback_sessions(db: sqlite_utils.Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX playback_sessions_age ON playback_sessions(updated_at)")
+
+
+@migrations()
+def m004_sync_run_heartbeat(db: sqlite_utils.Database) -> None:
+    # A running sync stamps this while it works, so a run left "running" by a process that
+    # died can be told from one that is still going.
+    db.execute("ALTER TABLE sync_runs ADD COLUMN heartbeat_at REAL")
 
 
 @dataclass(frozen=True)
@@ -897,12 +905,32 @@ class Store:
 
     # ------------------------------------------------------------------ sync runs
 
-    def start_run(self, link: str, now: float) -> int:
+    def start_run(self, link: str, now: float, lease: float = RUN_LEASE) -> int | None:
+        """Record a new run of `link`, or None while another one is alive (its heartbeat is
+        younger than `lease`). Check and insert are one write transaction, so two processes
+        can never both start. Runs whose process died are closed as "interrupted"."""
         with self.transaction() as conn:
+            alive = conn.execute(
+                "SELECT 1 FROM sync_runs WHERE link = ? AND outcome = 'running'"
+                " AND COALESCE(heartbeat_at, started_at) > ?",
+                (link, now - lease),
+            ).fetchone()
+            if alive:
+                return None
+            conn.execute(
+                "UPDATE sync_runs SET outcome = 'interrupted', finished_at = ?,"
+                " error = 'the process running it stopped' WHERE link = ? AND outcome = 'running'",
+                (now, link),
+            )
             cursor = conn.execute(
-                "INSERT INTO sync_runs (link, started_at) VALUES (?, ?)", (link, now)
+                "INSERT INTO sync_runs (link, started_at, heartbeat_at) VALUES (?, ?, ?)",
+                (link, now, now),
             )
             return int(cursor.lastrowid or 0)
+
+    def heartbeat_run(self, run_id: int, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE sync_runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
 
     def finish_run(
         self,

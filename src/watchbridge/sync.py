@@ -51,6 +51,7 @@ class ProfilePlan:
     narrowed: bool = False  # planned for some AniList entries only: moves no baseline
 
 
+HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
 
 
@@ -429,6 +430,10 @@ class NeedsReview(WatchbridgeError):
     """A first run that would write, on a link whose `first_run` is `dry-run`."""
 
 
+class LinkBusy(WatchbridgeError):
+    """Another run of the link is alive (this process or another: `watchbridge sync`)."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     plans: list[ProfilePlan]
@@ -469,10 +474,10 @@ async def run_link(
     """One run of a link, recorded in the run history: plan, then (unless a dry run) queue;
     then the link's watchlist and collection parts (if any), which write directly. A run
     with a `narrowing` plans only those AniList entries' items (see `apply_plan`)."""
-    running = [r for r in store.last_runs() if r.link == name and r.outcome == "running"]
-    if running and clock() - running[0].started_at < 3600:
-        raise WatchbridgeError(f"links.{name}: another sync of this link is still running")
     run_id = await asyncio.to_thread(store.start_run, name, clock())
+    if run_id is None:
+        raise LinkBusy(f"links.{name}: another sync of this link is still running")
+    heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
     try:
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
@@ -536,3 +541,12 @@ async def run_link(
         error = exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__
         store.finish_run(run_id, clock(), outcome_name, {}, 0, error)
         raise
+    finally:
+        heartbeat.cancel()
+
+
+async def _heartbeat(store: Store, run_id: int, clock: Callable[[], float]) -> None:
+    """Keep the run's lease while it works (a first backfill can take an hour of reads)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY)
+        await asyncio.to_thread(store.heartbeat_run, run_id, clock())

@@ -1,0 +1,99 @@
+"""One run of a link at a time, across processes: a lease with a heartbeat in the run history."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.receiver import AlertReceiver
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.linkrig import LINK, Rig, open_rig, use_fast_readers
+from watchbridge import sync
+from watchbridge.alerts import Notifier
+from watchbridge.config import Duration, Secret
+from watchbridge.errors import WatchbridgeError
+from watchbridge.scheduler import SyncScheduler
+from watchbridge.store import RUN_LEASE, Store
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path, start_fake: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Rig]:
+    use_fast_readers(monkeypatch)
+    trakt: FakeTrakt = start_fake(FakeTrakt())
+    serializd: FakeSerializd = start_fake(FakeSerializd())
+    rig = open_rig(tmp_path, trakt, serializd)
+    yield rig
+    asyncio.run(rig.aclose())
+
+
+def test_a_second_start_is_refused_while_the_first_run_is_alive(store: Store) -> None:
+    assert store.start_run("ts", 100.0) is not None
+    assert store.start_run("ts", 100.0 + RUN_LEASE - 1) is None
+
+
+def test_runs_of_different_links_do_not_exclude_each_other(store: Store) -> None:
+    assert store.start_run("ts", 100.0) is not None
+    assert store.start_run("pt", 100.0) is not None
+
+
+def test_a_heartbeat_keeps_the_lease(store: Store) -> None:
+    run = store.start_run("ts", 100.0)
+    assert run is not None
+    store.heartbeat_run(run, 100.0 + RUN_LEASE)
+    assert store.start_run("ts", 100.0 + RUN_LEASE + 1) is None
+
+
+def test_a_run_whose_process_died_is_closed_as_interrupted(store: Store) -> None:
+    dead = store.start_run("ts", 100.0)
+    assert store.start_run("ts", 100.0 + RUN_LEASE + 1) not in (None, dead)
+    closed = store.db.execute("SELECT outcome, error FROM sync_runs WHERE id = ?", [dead])
+    assert tuple(closed.fetchone()) == ("interrupted", "the process running it stopped")
+
+
+async def test_a_sync_is_refused_while_another_process_runs_the_link(rig: Rig) -> None:
+    rig.store.start_run(LINK, time.time())  # another process's live run
+    with pytest.raises(WatchbridgeError, match="another sync of this link is still running"):
+        await rig.sync()
+    assert rig.trakt.requests == [] and rig.serializd.requests == []
+
+
+async def test_a_long_run_stamps_its_heartbeat(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "HEARTBEAT_EVERY", 0.05)
+    rig.trakt.delay_next(1, 0.5)  # the run's first request answers slowly
+    await rig.sync()
+    started, beat, finished = tuple(
+        rig.store.db.execute(
+            "SELECT started_at, heartbeat_at, finished_at FROM sync_runs"
+        ).fetchone()
+    )
+    assert started < beat <= finished
+
+
+async def test_the_scheduler_skips_a_busy_link_without_counting_a_failure(
+    rig: Rig, start_fake: Callable[[Any], Any]
+) -> None:
+    receiver: AlertReceiver = start_fake(AlertReceiver())
+    runtime = rig.runtime
+    link = dataclasses.replace(runtime.config.links[LINK], interval=Duration(0.02))
+    alerts = dataclasses.replace(runtime.config.alerts, urls=[Secret(receiver.apprise_url)])
+    runtime.config = dataclasses.replace(runtime.config, links={LINK: link}, alerts=alerts)
+    runtime.notifier = Notifier(alerts)
+    rig.store.start_run(LINK, time.time())  # a `watchbridge sync` in another process
+    stop = asyncio.Event()
+    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    await asyncio.sleep(0.5)  # ~25 scheduled attempts
+    stop.set()
+    await task
+    assert receiver.titles() == []
+    assert rig.trakt.requests == []
