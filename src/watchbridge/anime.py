@@ -17,6 +17,15 @@ API used by the AniList adapter (kept stable):
         -> EpisodeRef | MovieRef | Unmatched
     AnimeIndex.anilist_for(show, season, number, scheme="tmdb") -> (anilist_id, ep) | Unmatched
     AnimeIndex.anilist_for_movie(tmdb_movie) -> (anilist_id, ep) | Unmatched
+    AnimeIndex.anilist_by_ids(anidb=, mal=) -> anilist_id | Unmatched
+    AnimeIndex.season_entries(show, season, scheme="tmdb") -> ((anilist_id, first), ...)
+    AnimeIndex.adopt(anilist_id, mal_id) -> bool
+    AnimeIndex.episode_count(anilist_id) -> int | None
+
+Episode counts: AniList-keyed ranges (overrides, anibridge) are written with AniList's episode
+counts, so where they close an entry's episodes, an open-ended "season + offset" row of a
+lesser dataset for the same entry ends there too: TMDB 65942 S1E51 is not Re:Zero S2 Part 2
+episode 13 when anibridge says that part has 12.
     AnimeIndex.explain(anilist_id) -> list[str]
 """
 
@@ -46,6 +55,8 @@ _RANKS = {
     "animelists": 5,
 }
 _ABSOLUTE_RANK = 10
+# Sources whose ranges are keyed by AniList episodes (written with AniList's episode counts).
+_ANILIST_KEYED = frozenset({"override", "anibridge"})
 
 
 # --------------------------------------------------------------------------- public values
@@ -105,8 +116,10 @@ class MovieRef:
 class Unmatched:
     """Why no target could be given. `code` groups reasons for reports:
 
-    unknown (in no dataset), no-target (known, but no show/movie for this scheme), outside
-    (episode outside every mapped range), unmapped (a dataset or override says "no
+    unknown (in no dataset: not anime), no-target (known, but no show/movie for this
+    scheme), outside (episode outside every mapped range, or past an entry's end), new-season
+    (a season of a show the datasets know, in no range yet: a dataset refresh may bring
+    it), unmapped (a dataset or override says "no
     counterpart"), partial (part of a movie: counted once the last part is watched),
     ambiguous (two entries claim the same target episode).
     """
@@ -840,7 +853,7 @@ def load_index(
             entry.movies[:0] = list(overrides.movies.get(anilist, ()))
             if anilist in overrides.skip:
                 entry.skip = overrides.skip[anilist]
-    for entry in index._entries.values():
+    for entry in [*index._entries.values(), *index._orphans.values()]:
         entry.shows.sort(key=lambda m: _RANKS.get(m.source, 9))
         entry.movies.sort(key=lambda m: _RANKS.get(m.source, 9))
         if entry.movies:
@@ -860,6 +873,16 @@ def _merge_anibridge(index: AnimeIndex, parsed: Mapping[int, Any]) -> None:
 
 def _merge_ids(index: AnimeIndex, name: str, rows: list[_IdRow]) -> None:
     for row in rows:
+        if not row.anilist and len(row.mal) == 1:
+            # No AniList id yet (new titles lack one for a while): kept by MAL id, for an
+            # entry whose MAL id AniList tells us (`AnimeIndex.adopt`).
+            orphan = index._orphans.setdefault(row.mal[0], _Entry(0))
+            _add(orphan.id_sources, (name,))
+            if row.anidb:
+                _add(orphan.anidb, (row.anidb,))
+            _add(orphan.mal, row.mal)
+            orphan.shows.extend(row.shows)
+            orphan.movies.extend(row.movies)
         for anilist in row.anilist:
             entry = index._entry(anilist)
             _add(entry.id_sources, (name,))
@@ -872,7 +895,7 @@ def _merge_ids(index: AnimeIndex, name: str, rows: list[_IdRow]) -> None:
 
 
 def _merge_animelists(index: AnimeIndex, lists: Mapping[int, _AniDbRow]) -> None:
-    for entry in index._entries.values():
+    for entry in [*index._entries.values(), *index._orphans.values()]:
         for anidb in sorted(entry.anidb):
             row = lists.get(anidb)
             if row is not None:
@@ -923,6 +946,10 @@ class AnimeIndex:
         self._names: dict[int, str] = {}
         self._reverse: dict[tuple[str, int, int | None], list[_Interval]] | None = None
         self._movies: dict[int, list[tuple[int, int, MovieMap]]] | None = None
+        self._shows: set[tuple[str, int]] = set()  # (scheme, show) with any reverse row
+        self._orphans: dict[int, _Entry] = {}  # by MAL id: dataset rows without an AniList id
+        self._by_ids: dict[tuple[str, int], list[int]] | None = None  # ("anidb"|"mal", id)
+        self._counts: dict[int, int | None] = {}
         self.overrides = Overrides()
         self.loaded: tuple[str, ...] = ()
         self.problems: list[str] = []
@@ -1034,6 +1061,13 @@ class AnimeIndex:
         entry = self._known(anilist_id)
         if isinstance(entry, Unmatched):
             return entry
+        count = self.episode_count(anilist_id)
+        if count is not None and episode > count:
+            return Unmatched(
+                f"AniList {anilist_id} has {count} episodes in the AniList-keyed ranges; episode "
+                f"{episode} is past its end (add an override if AniList now has more)",
+                "outside",
+            )
         absolute: EpisodeRef | None = None
         answered: Unmatched | None = None
         override_scheme = False  # overrides sort first: once seen, nothing else counts
@@ -1117,32 +1151,120 @@ class AnimeIndex:
             )
         return MovieRef(movie.tmdb, movie.imdb, movie.source)
 
+    def episode_count(self, anilist_id: int) -> int | None:
+        """The entry's episode count as its AniList-keyed ranges (override, anibridge) close
+        it; None when they are open-ended or absent."""
+        if anilist_id not in self._counts:
+            entry = self._entries.get(anilist_id)
+            self._counts[anilist_id] = _count(entry) if entry is not None else None
+        return self._counts[anilist_id]
+
     # ------------------------------------------------------------------ reverse
 
     def _build_reverse(self) -> None:
         reverse: dict[tuple[str, int, int | None], list[_Interval]] = {}
         movies: dict[int, list[tuple[int, int, MovieMap]]] = {}
+        self._shows = set()
         for entry in self._entries.values():
-            if entry.skip:
-                continue
-            override_schemes = {m.scheme for m in entry.shows if m.source == "override"}
-            for show in entry.shows:
-                if show.show == 0 or (
-                    show.scheme in override_schemes and show.source != "override"
-                ):
-                    continue
-                for season, span in show.spans:
-                    rank = show.rank + (_ABSOLUTE_RANK if season is None else 0)
-                    for first, last in span.dst:
-                        reverse.setdefault((show.scheme, show.show, season), []).append(
-                            (first, last, entry.anilist_id, span, rank)
-                        )
-            for movie in entry.movies:
-                if movie.tmdb is not None:
-                    movies.setdefault(movie.tmdb, []).append(
-                        (_RANKS.get(movie.source, 9), entry.anilist_id, movie)
-                    )
+            self._add_reverse(entry, reverse, movies)
         self._reverse, self._movies = reverse, movies
+
+    def _add_reverse(
+        self,
+        entry: _Entry,
+        reverse: dict[tuple[str, int, int | None], list[_Interval]],
+        movies: dict[int, list[tuple[int, int, MovieMap]]],
+    ) -> None:
+        if entry.skip:
+            return
+        count = self.episode_count(entry.anilist_id)
+        override_schemes = {m.scheme for m in entry.shows if m.source == "override"}
+        for show in entry.shows:
+            if show.show == 0 or (show.scheme in override_schemes and show.source != "override"):
+                continue
+            for season, span in show.spans:
+                capped = span if count is None else _capped(span, count)
+                if capped is None:
+                    continue
+                rank = show.rank + (_ABSOLUTE_RANK if season is None else 0)
+                self._shows.add((show.scheme, show.show))
+                for first, last in capped.dst:
+                    reverse.setdefault((show.scheme, show.show, season), []).append(
+                        (first, last, entry.anilist_id, capped, rank)
+                    )
+        for movie in entry.movies:
+            if movie.tmdb is not None:
+                movies.setdefault(movie.tmdb, []).append(
+                    (_RANKS.get(movie.source, 9), entry.anilist_id, movie)
+                )
+
+    def adopt(self, anilist_id: int, mal_id: int | None) -> bool:
+        """Map `anilist_id` through a dataset row that names its title by MAL id only (AniList
+        gave us the MAL id). Rows of another AniList id are never borrowed: two entries would
+        claim the same episodes. True when the entry maps now and did not before."""
+        if mal_id is None or anilist_id in self._entries:
+            return False
+        orphan = self._orphans.get(mal_id)
+        if orphan is None:
+            return False
+        entry = _Entry(
+            anilist_id,
+            list(orphan.anidb),
+            list(orphan.mal),
+            [*orphan.id_sources, "MAL id"],
+            list(orphan.shows),
+            list(orphan.movies),
+            [*orphan.notes, f"found by MAL id {mal_id} (the datasets have no AniList id yet)"],
+        )
+        self._entries[anilist_id] = entry
+        self._counts.pop(anilist_id, None)
+        self._by_ids = None
+        if self._reverse is not None and self._movies is not None:
+            self._add_reverse(entry, self._reverse, self._movies)
+        return True
+
+    def anilist_by_ids(
+        self, *, anidb: int | None = None, mal: int | None = None
+    ) -> int | Unmatched:
+        """The AniList entry an AniDB or MAL id names (HAMA guids, webhooks with anime ids)."""
+        if self._by_ids is None:
+            found: dict[tuple[str, int], list[int]] = {}
+            for entry in self._entries.values():
+                for value in entry.anidb:
+                    found.setdefault(("anidb", value), []).append(entry.anilist_id)
+                for value in entry.mal:
+                    found.setdefault(("mal", value), []).append(entry.anilist_id)
+            self._by_ids = found
+        for name, wanted in (("anidb", anidb), ("mal", mal)):
+            if wanted is None:
+                continue
+            hits = self._by_ids.get((name, wanted), [])
+            if len(hits) == 1:
+                return hits[0]
+            if hits:
+                return Unmatched(
+                    f"{'AniDB' if name == 'anidb' else 'MAL'} {wanted} is AniList "
+                    f"{', '.join(map(str, sorted(hits)))}; add an override to settle it",
+                    "ambiguous",
+                )
+        named = ", ".join(
+            f"{label} {v}" for label, v in (("AniDB", anidb), ("MAL", mal)) if v is not None
+        )
+        return Unmatched(f"{named or 'no anime id'} is in no mapping dataset", "unknown")
+
+    def season_entries(
+        self, show: int, season: int, scheme: Scheme = "tmdb"
+    ) -> tuple[tuple[int, int], ...]:
+        """(AniList id, first target episode) of every entry mapped into one season, in
+        episode order (Re:Zero TMDB S1: 21355 from 1, 108632 from 26, 119661 from 39)."""
+        if self._reverse is None:
+            self._build_reverse()
+        assert self._reverse is not None
+        best: dict[int, tuple[int, int]] = {}
+        for first, _, anilist, _, rank in self._reverse.get((scheme, show, season), ()):
+            if anilist not in best or (rank, first) < best[anilist]:
+                best[anilist] = (rank, first)
+        return tuple(sorted(((a, f) for a, (_, f) in best.items()), key=lambda h: (h[1], h[0])))
 
     def anilist_for(
         self, show: int, season: int | None, number: int, scheme: Scheme = "tmdb"
@@ -1183,6 +1305,21 @@ class AnimeIndex:
                     "ambiguous",
                 )
             return anilist, src
+        if rows:
+            entries = ", ".join(str(a) for a in sorted({row[2] for row in rows})[:4])
+            return Unmatched(
+                f"{where} is past every range the datasets map in this season (AniList "
+                f"{entries}): a part newer than the datasets, or past an entry's last episode; "
+                "a dataset refresh or an override maps it",
+                "outside",
+            )
+        if (scheme, show) in self._shows:
+            return Unmatched(
+                f"{where}: the datasets know this show but not this season yet (new seasons "
+                "take days or weeks to appear); retried after a dataset refresh, or add an "
+                "override",
+                "new-season",
+            )
         return Unmatched(f"{where} is in no mapping dataset range", "unknown")
 
     def anilist_for_movie(self, tmdb_movie: int) -> tuple[int, int] | Unmatched:
@@ -1276,6 +1413,30 @@ class AnimeIndex:
 
     def anilist_ids(self) -> Iterator[int]:
         return iter(self._entries)
+
+
+def _count(entry: _Entry) -> int | None:
+    spans = [
+        span
+        for show in entry.shows
+        if show.source in _ANILIST_KEYED and show.show != 0
+        for _, span in show.spans
+    ]
+    if not spans or any(span.src_last is None for span in spans):
+        return None
+    return max(span.src_last for span in spans if span.src_last is not None)
+
+
+def _capped(span: Span, count: int) -> Span | None:
+    """An open-ended span ended at the entry's last episode (None: it starts past it)."""
+    if span.src_last is not None:
+        return span
+    if span.src_first > count:
+        return None
+    if span.ratio == 1 and len(span.dst) == 1 and span.dst[0][1] is None:
+        first = span.dst[0][0]
+        return _span(span.src_first, count, ((first, first + count - span.src_first),))
+    return _span(span.src_first, count, span.dst, span.ratio)
 
 
 def _offset(span: Span | None) -> int:
