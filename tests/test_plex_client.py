@@ -266,3 +266,9 @@ def test_the_client_and_the_webhook_parser_read_guids_the_same_way() -> None:
     assert ref is not None and item is not None
     assert (item.show_ids, item.absolute, item.number) == (ref.show_ids, 80, None)
     assert item.grandparent_rating_key == "6"
+
+
+async def test_identity_names_the_servers_machine_identifier(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    assert await client.identity() == plex.machine_id

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.receiver import FakeClock
 from watchbridge.config import (
     Accounts,
@@ -249,19 +250,85 @@ async def test_a_managed_users_state_stays_theirs(reader: PlexReader, plex: Fake
     assert [r.query["accountID"] for r in history] == ["1", str(JAMIE)]
 
 
-async def test_a_profile_token_stored_by_sign_in_is_used(
-    plex: FakePlex, store: Store, clock: FakeClock
-) -> None:
+@pytest.fixture
+def plextv(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlexTv:
+    fake = start_fake(FakePlexTv())
+    assert isinstance(fake, FakePlexTv)
+    fake.owner.token = TOKEN  # the owner's one token, for the server and plex.tv
+    return fake
+
+
+def with_plextv(plex: FakePlex, plextv: FakePlexTv, **profiles: Profile) -> Config:
+    """`make_config` with plex.tv on the fake and more profiles."""
     config = make_config(plex)
-    config.profiles["sam"] = Profile(accounts=Accounts(plex=PlexAccount()))
-    store.put_token("plex", "sam", {"token": JAMIE_TOKEN, "account_id": JAMIE}, T0)
-    plex.watch("202", T0, account=JAMIE)
-    reader = make_reader(config, store, LINK, ["sam"], clock)
+    assert config.services.plex is not None
+    services = replace(config.services, plex=replace(config.services.plex, account_url=plextv.url))
+    return replace(config, services=services, profiles={**config.profiles, **profiles})
+
+
+def sign_in(store: Store, profile: str, account: Account) -> None:
+    """What `watchbridge auth plex` keeps: the person's plex.tv token and id."""
+    data = {"token": account.token, "plextv_id": account.id, "username": account.title}
+    store.put_token("plex", profile, data, T0)
+
+
+async def read_as(config: Config, store: Store, clock: FakeClock, profile: str) -> list[Play]:
+    reader = make_reader(config, store, LINK, [profile], clock)
     try:
-        plays = await read(reader, "sam")
+        return await read(reader, profile)
     finally:
         await reader.aclose()
-    assert [p.item for p in plays] == [BB_S1E2]
+
+
+async def test_a_signed_in_friend_is_read_with_their_server_token_from_plex_tv(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    friend = plextv.add_account("sam.k")
+    server_token = plextv.share_on(plex, friend)
+    sign_in(store, "sam", friend)
+    plex.watch("202", T0, account=friend.id)
+    config = with_plextv(plex, plextv, sam=Profile(accounts=Accounts(plex=PlexAccount())))
+    assert [p.item for p in await read_as(config, store, clock, "sam")] == [BB_S1E2]
+    listings = plex.calls("GET", "/library/sections/{key}/all")
+    assert {r.headers["x-plex-token"] for r in listings} == {server_token}  # not friend.token
+    assert plextv.count("GET", "/api/servers/{machine}/shared_servers") == 1
+
+
+async def test_a_found_server_token_is_kept_for_the_next_runs(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    friend = plextv.add_account("sam.k")
+    plextv.share_on(plex, friend)
+    sign_in(store, "sam", friend)
+    config = with_plextv(plex, plextv, sam=Profile(accounts=Accounts(plex=PlexAccount())))
+    await read_as(config, store, clock, "sam")
+    asked = len(plextv.requests)
+    await read_as(config, store, clock, "sam")
+    assert len(plextv.requests) == asked
+
+
+async def test_a_pasted_server_token_is_used_as_is_without_asking_plex_tv(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    plex.watch("201", T0, account=JAMIE)
+    config = with_plextv(plex, plextv)
+    assert [p.item for p in await read_as(config, store, clock, "jamie")] == [BB_S1E1]
+    assert plextv.requests == []
+
+
+async def test_a_refused_pasted_token_is_replaced_through_the_persons_sign_in(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    jamie = plextv.add_account("jamie")
+    plex.users.clear()  # the pasted token was revoked
+    server_token = plextv.share_on(plex, jamie)
+    sign_in(store, "jamie", jamie)
+    plex.watch("201", T0, account=jamie.id)
+    config = with_plextv(plex, plextv)
+    assert [p.item for p in await read_as(config, store, clock, "jamie")] == [BB_S1E1]
+    refused = [r for r in plex.requests if r.status == 401]
+    assert [r.headers["x-plex-token"] for r in refused] == [JAMIE_TOKEN]
+    assert (store.get_token("plex-server", "jamie") or {}).get("token") == server_token
 
 
 async def test_a_refused_profile_token_is_an_auth_error(reader: PlexReader, plex: FakePlex) -> None:
@@ -420,19 +487,16 @@ async def test_an_episode_numbered_absolutely_is_not_linked(
 
 
 async def test_a_plex_sign_in_is_matched_to_its_server_account_by_username(
-    plex: FakePlex, store: Store, clock: FakeClock
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
 ) -> None:
-    config = make_config(plex)
-    config.profiles["sam"] = Profile(accounts=Accounts(plex=PlexAccount()))
-    signed_in = {"token": JAMIE_TOKEN, "plextv_id": 999, "username": "Jamie"}
+    friend = plextv.add_account("Robin")
+    plextv.share_on(plex, friend)
+    signed_in = {"token": friend.token, "plextv_id": 999, "username": "Robin"}
     store.put_token("plex", "sam", signed_in, T0)
-    reader = make_reader(config, store, LINK, ["sam"], clock)
-    try:
-        await reader.read("sam", {}, None, True)
-    finally:
-        await reader.aclose()
+    config = with_plextv(plex, plextv, sam=Profile(accounts=Accounts(plex=PlexAccount())))
+    await read_as(config, store, clock, "sam")
     (history,) = plex.calls("GET", "/status/sessions/history/all")
-    assert history.query["accountID"] == str(JAMIE)
+    assert history.query["accountID"] == str(friend.id)
 
 
 def test_libraries_are_named_in_the_config_file() -> None:

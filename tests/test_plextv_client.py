@@ -200,12 +200,45 @@ async def test_a_user_without_access_to_the_server_is_an_error(
         await client.server_token_for(plextv.owner.token, MACHINE, "stranger")
 
 
+async def test_a_home_user_the_server_is_not_shared_with_gets_no_token_for_it(
+    client: PlexTvClient, plextv: FakePlexTv
+) -> None:
+    plextv.add_server(MACHINE)
+    plextv.add_account("Kid", managed=True)
+    with pytest.raises(PlexTvError, match="no access to server"):  # not their switch token
+        await client.server_token_for(plextv.owner.token, MACHINE, "kid")
+
+
 async def test_a_rejected_token_is_an_auth_error(client: PlexTvClient) -> None:
     with pytest.raises(PlexTvAuthError, match="401"):
         await client.account("not-a-token")
 
 
 # --------------------------------------------------------------------------- watchlist
+
+
+async def test_a_sign_in_is_the_plex_tv_token_even_when_a_token_is_pasted(
+    plextv: FakePlexTv, store: Store
+) -> None:
+    client = make_client(plextv, store, me="a-token-for-the-server")
+    store.put_token("plex", "me", {"token": plextv.owner.token}, 0.0)
+    try:
+        assert await client.watchlist("me") == []
+    finally:
+        await client.aclose()
+
+
+async def test_a_pasted_server_token_refused_by_plex_tv_says_to_sign_in(
+    plextv: FakePlexTv, store: Store
+) -> None:
+    client = make_client(plextv, store, me="a-token-for-the-server")
+    try:
+        with pytest.raises(PlexTvAuthError) as refused:
+            await client.watchlist("me")
+    finally:
+        await client.aclose()
+    assert "accounts.plex.token may be a token for the Plex server" in refused.value.message
+    assert "`watchbridge auth plex --profile me`" in refused.value.message
 
 
 async def test_watchlist_is_read_in_pages_with_external_ids(

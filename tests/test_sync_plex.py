@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
+from watchbridge.config import PlexConfig
+from watchbridge.services.plextv import Pin, PlexTvClient
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import Store
 
@@ -21,8 +26,10 @@ FELINA_SEEN = parse_iso("2024-02-01T21:00:00.000Z")
 
 
 def setup(
-    tmp_path: Path, start_fake: Any, jamie: bool = False, link: str = ""
+    tmp_path: Path, start_fake: Any, jamie: bool = False, link: str = "", plextv: str = ""
 ) -> tuple[Path, FakeTrakt, FakePlex]:
+    """Alex (the server owner) and, with `jamie`, a person whose server token is pasted; with
+    `plextv` (its URL), profile sam, whose Plex tokens come from there (see `setup_sam`)."""
     trakt, plex = start_fake(FakeTrakt()), start_fake(FakePlex())
     arrival = trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
     trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 2})
@@ -43,11 +50,16 @@ def setup(
         if jamie
         else ""
     )
+    if plextv:
+        jamie_profile += """
+  sam:
+    accounts: {trakt: {}, plex: {}}"""
+    account_url = f', account_url: "{plextv}"' if plextv else ""
     path = write_config(
         tmp_path,
         f"""services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"{account_url}}}
 profiles:
   alex:
     accounts:
@@ -212,3 +224,105 @@ def test_a_rating_conflict_goes_to_the_preferred_service(tmp_path: Path, start_f
     sync(path)
     assert plex.user_state("100")["userRating"] == 9.0
     assert [r.rating for r in trakt.ratings()] == [9]
+
+
+# --------------------------------------------------------------------------- tokens via plex.tv
+
+
+@dataclass
+class Sam:
+    """A second person whose Plex tokens come from plex.tv: a friend the server is shared
+    with (signed in with the PIN) or a managed home user (signed in by switching)."""
+
+    path: Path
+    trakt: FakeTrakt
+    plex: FakePlex
+    plextv: FakePlexTv
+    account: Account
+
+    def server_tokens(self) -> set[str]:
+        """The tokens sent to the server for sam's state (listings and writes)."""
+        sent = self.plex.calls("GET", "/library/sections/{key}/all")
+        sent += self.plex.calls("GET", "/:/scrobble") + self.plex.calls("PUT", "/:/rate")
+        tokens = {r.headers.get("x-plex-token") for r in sent}
+        return {t for t in tokens if t and t != TOKEN}
+
+
+def setup_sam(tmp_path: Path, start_fake: Any, managed: bool = False) -> Sam:
+    plextv = start_fake(FakePlexTv())
+    plextv.owner.token = TOKEN  # the owner's one token, for the server and plex.tv
+    path, trakt, plex = setup(tmp_path, start_fake, plextv=plextv.url)
+    sam = plextv.add_account("sam", managed=managed)
+    plextv.share_on(plex, sam)
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "sam", now=time.time(), user=trakt.add_user("sam"))
+    identifier = store.setting("plex_client_identifier", lambda: "install", time.time())
+    client = PlexTvClient(PlexConfig(account_url=plextv.url), store, client_identifier=identifier)
+
+    def approve(pin: Pin, _: str) -> None:  # sam opens the link and approves
+        plextv.approve_pin(pin.id, sam)
+
+    async def sign_in() -> None:  # what `watchbridge auth plex` does
+        try:
+            if managed:
+                await client.sign_in_home_user("sam", TOKEN, "sam")
+            else:
+                await client.sign_in("sam", approve, interval=0.01)
+        finally:
+            await client.aclose()
+
+    asyncio.run(sign_in())
+    store.close()
+    return Sam(path, trakt, plex, plextv, sam)
+
+
+def sams_state_stays_theirs(sam: Sam) -> None:
+    """Sam watched and rated S01E02 in Plex and Heat on Trakt; alex has Arrival on Trakt."""
+    plex, trakt, me = sam.plex, sam.trakt, sam.account.id
+    heat = trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    trakt.add_history(heat, "2024-03-01T20:00:00.000Z", user="sam")
+    plex.add_movie("101", "Heat", 1995, ["imdb://tt0113277", "tmdb://949"])
+    plex.watch("202", FELINA_SEEN + 3600, account=me)
+    plex.rate("202", 8.0, time.time(), account=me)
+    sync(sam.path)
+    assert trakt_plays(trakt, "sam") == [
+        ("Episode", "2024-02-01T22:00:00.000Z"),
+        ("Movie", "2024-03-01T20:00:00.000Z"),
+    ]
+    assert [r.rating for r in trakt.ratings("sam")] == [8] and trakt.ratings() == []
+    assert ("Episode", "2024-02-01T22:00:00.000Z") not in trakt_plays(trakt)
+    assert plex.user_state("101", me)["viewCount"] == 1 and plex.user_state("101") == {}
+    assert plex.user_state("100", me) == {}  # alex's Trakt play stays alex's
+    assert sam.server_tokens() == {sam.plextv.servers[plex.machine_id].token_of(sam.account)}
+
+
+def test_a_friends_state_stays_theirs_with_the_server_token_plex_tv_gives(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    sam = setup_sam(tmp_path, start_fake)
+    sams_state_stays_theirs(sam)
+    assert sam.account.token not in sam.server_tokens()  # their plex.tv token stays on plex.tv
+
+
+def test_a_managed_users_state_stays_theirs_with_the_server_token_plex_tv_gives(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    sam = setup_sam(tmp_path, start_fake, managed=True)
+    sams_state_stays_theirs(sam)
+    assert sam.account.token not in sam.server_tokens()  # the switch token is no server token
+
+
+def test_a_rotated_server_token_is_found_again_once(tmp_path: Path, start_fake: Any) -> None:
+    sam = setup_sam(tmp_path, start_fake)
+    sync(sam.path)
+    asked = sam.plextv.count("GET", "/api/servers/{machine}/shared_servers")
+    new_token = sam.plextv.share_on(sam.plex, sam.account)  # the old one is refused now
+    sam.plex.watch("202", FELINA_SEEN + 3600, account=sam.account.id)
+    sync(sam.path)
+    assert [r.status for r in sam.plex.requests].count(401) == 1
+    assert sam.plextv.count("GET", "/api/servers/{machine}/shared_servers") == asked + 1
+    assert ("Episode", "2024-02-01T22:00:00.000Z") in trakt_plays(sam.trakt, "sam")
+    sync(sam.path, "--full")  # and the new token is kept: no 401, no plex.tv question
+    assert [r.status for r in sam.plex.requests].count(401) == 1
+    assert sam.plextv.count("GET", "/api/servers/{machine}/shared_servers") == asked + 1
+    assert new_token in sam.server_tokens()

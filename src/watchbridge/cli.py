@@ -336,9 +336,14 @@ def auth_plex(
     home_user: str | None,
     home_pin: str | None,
 ) -> None:
-    """Sign in to plex.tv with a link shown here (PIN flow); the token stays in the database."""
+    """Sign in to plex.tv with a link shown here (PIN flow); the token stays in the database.
+
+    With services.plex.url set, the person's own token for that server is then found through
+    plex.tv and kept as well (their plex.tv token is not one)."""
     import uuid
 
+    from watchbridge.http import ServiceError
+    from watchbridge.readers.plex import ServerTokens, identity, plex_client
     from watchbridge.services.plextv import Pin, PlexTvClient
 
     config = _load(config_path)
@@ -372,9 +377,25 @@ def auth_plex(
                 await client.aclose()
 
         username = asyncio.run(sign_in())
+        click.echo(f"profile {name} is signed in to plex.tv as {username}")
+        if config.services.plex.url and not identity(config, store, name).pasted:
+
+            async def server_token() -> None:
+                plex = plex_client(config, store, time.time)
+                tokens = ServerTokens(config, store, plex, time.time)
+                try:
+                    await tokens.find(name)
+                finally:
+                    await tokens.aclose()
+                    await plex.aclose()
+
+            try:
+                asyncio.run(server_token())
+                click.echo("their token for the Plex server was found through plex.tv and kept")
+            except ServiceError as exc:  # signed in all the same; the link run tries again
+                click.echo(f"no token for the Plex server yet: {exc.message}", err=True)
     finally:
         store.close()
-    click.echo(f"profile {name} is signed in to plex.tv as {username}")
 
 
 @auth.command("anilist")

@@ -118,8 +118,9 @@ def plextv_client(
 ) -> PlexTvClient | None:
     """The plex.tv/discover client for the config (None without `services.plex`).
 
-    Each profile's plex.tv token: `accounts.plex.token`, else the one `watchbridge auth plex`
-    stored; a profile with `accounts.plex: {}` is the owner and falls back to
+    Each profile's plex.tv token: the one `watchbridge auth plex` stored, else
+    `accounts.plex.token` (a plex.tv token works; a token for the server gets a 401 that says
+    to sign in); a profile with `accounts.plex: {}` is the owner and falls back to
     `services.plex.token`. The client identifier is the install's one (shared with the server
     adapter): plex.tv binds tokens to it.
     """

@@ -2,14 +2,17 @@
 
 Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContainer": {...}}``:
 
+- ``GET /identity``: ``machineIdentifier`` (``fake.machine_id``) and ``version``; no token needed.
 - ``GET /library/metadata/{ratingKey}``: one item in the webhook Metadata shape (``ratingKey``
   as a string, ``guid``, ``Guid: [{"id": "imdb://..."}]``, for episodes
-  ``parentIndex``/``index``/``grandparentRatingKey``/``grandparentGuid``).
+  ``parentIndex``/``index``/``grandparentRatingKey``/``grandparentGuid``) with its full
+  ``Media[].Part[].Stream[]``; ``{k1,k2,...}`` (comma-separated) answers every item.
 - ``GET /library/sections``: ``Directory[]`` with ``key``, ``type``, ``title``, ``agent``, ``uuid``.
 - ``GET /library/sections/{key}/all?type=1|2|3|4``: movies, shows, seasons or episodes of a
-  section; ``Guid[]`` only with ``includeGuids=1``. Paged by ``X-Plex-Container-Start`` /
-  ``X-Plex-Container-Size`` (headers or query); the container says ``size``, ``totalSize``,
-  ``offset``; no size means everything.
+  section; ``Guid[]`` only with ``includeGuids=1``; ``Media`` and ``Part`` without ``Stream``
+  (streams, where HDR and audio details live, only in the item's own answer). Paged by
+  ``X-Plex-Container-Start`` / ``X-Plex-Container-Size`` (headers or query); the container
+  says ``size``, ``totalSize``, ``offset``; no size means everything.
 - ``GET /status/sessions/history/all``: history rows (``historyKey``, ``ratingKey``,
   ``viewedAt``, ``accountID``, ``deviceID``, ...), ``sort=viewedAt:desc|asc``, filters
   ``accountID``, ``librarySectionID``, ``metadataItemID`` and ``viewedAt>=<epoch>``; paged.
@@ -31,7 +34,8 @@ Every request passes, in this order:
 2. ``Accept`` without ``application/json`` on the metadata route -> XML (PMS's default).
 3. Unknown ratingKey/section -> ``404`` (HTML body, as PMS).
 
-SILENT (assumed, not documented): PMS's exact 404 body; that history, its deletion and
+SILENT (assumed, not documented): PMS's exact 404 body; that a comma-separated metadata
+request with one unknown key answers 404 as a whole; that history, its deletion and
 ``/accounts`` need the owner's token (a managed user's token is refused with 401 there); that
 an unscrobble keeps the item's history rows (history and watched state are separate in PMS);
 that deleting a history row leaves ``viewCount`` alone; that listings carry ``lastRatedAt``.
@@ -48,6 +52,7 @@ from xml.sax.saxutils import quoteattr
 from .base import FakeServer, Request, Response, html_response, json_response, route
 
 TOKEN = "fAkE-pLeX-tOkEn-9q8w7e6r"
+MACHINE_ID = "5e1f0c3d9a7b4e2f8c6d0a1b3c5e7f9a2b4d6e8f"
 OWNER_ID = 1
 SECTION_MOVIES = (1, "Movies", "movie")
 SECTION_SHOWS = (2, "TV Shows", "show")
@@ -73,9 +78,10 @@ class FakePlex(FakeServer):
 
     default_headers = PLEX_HEADERS
 
-    def __init__(self, token: str | None = TOKEN) -> None:
+    def __init__(self, token: str | None = TOKEN, machine_id: str = MACHINE_ID) -> None:
         super().__init__()
         self.token = token
+        self.machine_id = machine_id
         self.clock: Callable[[], float] = time.time  # "now" for scrobbles and ratings
         self.items: dict[str, dict[str, Any]] = {}
         self.sections: dict[str, dict[str, Any]] = {}
@@ -116,14 +122,23 @@ class FakePlex(FakeServer):
         *,
         guid: str | None = None,
         section: str = "1",
+        media: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """A movie; ``guids`` become ``Guid[]`` (left out when empty, as for legacy agents)."""
+        """A movie; ``guids`` become ``Guid[]`` (left out when empty, as for legacy agents).
+        ``media``: its versions as PMS has them (``Media[]`` with ``Part[]`` and ``Stream[]``);
+        one plain version without streams when None."""
         item = self._base(rating_key, "movie", title, guid, guids, section)
         item["year"] = year
         item["duration"] = 6_960_000
-        item["Media"] = [{"id": int(rating_key) * 10, "duration": 6_960_000, "container": "mkv"}]
+        item["Media"] = copy.deepcopy(media) if media is not None else _plain_media(rating_key)
         self._add(item)
         return item
+
+    def replace_media(self, rating_key: str, media: list[dict[str, Any]], at: int) -> None:
+        """New files for an item (an upgrade): its ``Media`` and ``updatedAt`` change."""
+        with self.lock:
+            self.items[rating_key]["Media"] = copy.deepcopy(media)
+            self.items[rating_key]["updatedAt"] = at
 
     def add_show(
         self,
@@ -153,9 +168,10 @@ class FakePlex(FakeServer):
         *,
         guid: str | None = None,
         title: str | None = None,
+        media: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """An episode of an added show (its title and guid become the ``grandparent*`` fields);
-        its season is created on first use."""
+        its season is created on first use. ``media`` as for ``add_movie``."""
         show = self.items.get(show_key, {})
         section = str(show.get("librarySectionID", SECTION_SHOWS[0]))
         season_key = f"{show_key}{season:03d}"
@@ -174,6 +190,7 @@ class FakePlex(FakeServer):
             "parentIndex": season,
             "index": number,
             "duration": 1_500_000,
+            "Media": copy.deepcopy(media) if media is not None else _plain_media(rating_key),
         }
         if show:
             show["leafCount"] += 1
@@ -288,17 +305,31 @@ class FakePlex(FakeServer):
         return number
 
     # -- routes ------------------------------------------------------------------------------
+    @route("GET", "/identity")
+    def identity(self, req: Request) -> Response:
+        return json_response(
+            {
+                "MediaContainer": {
+                    "size": 0,
+                    "claimed": True,
+                    "machineIdentifier": self.machine_id,
+                    "version": "1.41.3.9314-a0bfb8370",
+                }
+            }
+        )
+
     @route("GET", "/library/metadata/{key}")
     def metadata(self, req: Request) -> Response:
         account = self._account(req)
         if account is None:
             return html_response(UNAUTHORIZED, 401)
-        item = self.items.get(req.params["key"])
-        if item is None:
+        keys = req.params["key"].split(",")
+        if any(key not in self.items for key in keys):
             return html_response(NOT_FOUND, 404)
+        item = self.items[keys[0]]
         section = self.sections[str(item["librarySectionID"])]
         container = {
-            "size": 1,
+            "size": len(keys),
             "allowSync": True,
             "identifier": LIBRARY_IDENTIFIER,
             "librarySectionID": item["librarySectionID"],
@@ -306,7 +337,7 @@ class FakePlex(FakeServer):
             "librarySectionUUID": section["uuid"],
             "mediaTagPrefix": "/system/bundle/media/flags/",
             "mediaTagVersion": 1700000000,
-            "Metadata": [self._view(item, account, guids=True)],
+            "Metadata": [self._view(self.items[k], account, guids=True) for k in keys],
         }
         if "application/json" not in req.headers.get("accept", ""):
             return _xml(container)
@@ -343,7 +374,10 @@ class FakePlex(FakeServer):
         keys = self._listing.get((section["key"], kind), [])
         start, size = _paging(req, len(keys))
         guids = req.query.get("includeGuids") == "1"
-        page = [self._view(self.items[k], account, guids=guids) for k in keys[start : start + size]]
+        page = [
+            self._view(self.items[k], account, guids=guids, streams=False)
+            for k in keys[start : start + size]
+        ]
         return json_response(
             {
                 "MediaContainer": {
@@ -459,11 +493,17 @@ class FakePlex(FakeServer):
             return html_response(NOT_FOUND, 404)
         return account, key
 
-    def _view(self, item: dict[str, Any], account: int, *, guids: bool) -> dict[str, Any]:
-        """The item as `account` sees it: its own state merged in."""
+    def _view(
+        self, item: dict[str, Any], account: int, *, guids: bool, streams: bool = True
+    ) -> dict[str, Any]:
+        """The item as `account` sees it: its own state merged in (listings: no streams)."""
         view = copy.deepcopy(item)
         if not guids:
             view.pop("Guid", None)
+        if not streams:
+            for media in view.get("Media", []):
+                for part in media.get("Part", []):
+                    part.pop("Stream", None)
         view.update(self.state.get((account, item["ratingKey"]), {}))
         return view
 
@@ -476,6 +516,13 @@ class FakePlex(FakeServer):
             return OWNER_ID
         user = self.users.get(sent or "")
         return user[0] if user else None
+
+
+def _plain_media(rating_key: str) -> list[dict[str, Any]]:
+    """One version with no stream details."""
+    number = int(rating_key) if rating_key.isdigit() else 1
+    part = {"id": number * 10 + 1, "file": f"/media/{rating_key}.mkv", "container": "mkv"}
+    return [{"id": number * 10, "duration": 6_960_000, "container": "mkv", "Part": [part]}]
 
 
 def _paging(req: Request, total: int) -> tuple[int, int]:

@@ -89,11 +89,16 @@ class Server:
     shares: dict[int, str] = field(default_factory=dict)  # friend's user id -> access token
     home_tokens: dict[int, str] = field(default_factory=dict)  # home user id -> access token
 
+    def token_of(self, account: Account) -> str | None:
+        """The account's current token for this server."""
+        return self.shares.get(account.id) or self.home_tokens.get(account.id)
+
 
 class FakePlexTv(FakeServer):
     """plex.tv + discover. Default owner account ``fake.owner`` ("alex", Plex Home admin).
 
-    Seed: ``add_account``, ``add_title``, ``add_server``, ``share_server``, ``watchlist_add``.
+    Seed: ``add_account``, ``add_title``, ``add_server``, ``share_server`` (``share_on`` for a
+    ``FakePlex``: the server learns the token), ``watchlist_add``.
     Sign-in: ``approve_pin``. Inspect: ``watchlist``, ``pins`` (plus ``requests``/``calls``).
     Misbehave: ``watchlist_moved``, ``watchlist_guids``, base knobs.
     """
@@ -170,6 +175,17 @@ class FakePlexTv(FakeServer):
             else:
                 server.shares[account.id] = token
             return token
+
+    def share_on(self, plex: Any, account: Account) -> str:
+        """Share a fake PMS (``FakePlex``) with ``account``, or rotate their token for it: the
+        server learns the new token and forgets the old one. Returns the new token."""
+        with self.lock:
+            server = self.servers.get(plex.machine_id) or self.add_server(plex.machine_id)
+            old = server.home_tokens.get(account.id) or server.shares.get(account.id)
+        plex.users.pop(old, None)
+        token = self.share_server(plex.machine_id, account)
+        plex.add_user(token, account.id, account.username or account.title)
+        return token
 
     def watchlist_add(self, account: Account, title: Title) -> None:
         with self.lock:

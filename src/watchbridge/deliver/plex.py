@@ -1,5 +1,8 @@
 """Delivering a link's plan to Plex: mark watched/unwatched and rate, with each person's token.
 
+Tokens come from the reader's `ServerTokens`: a token the server refuses (401) is found again
+through plex.tv once, and the row retried with it; only then are the person's rows held.
+
 Rows (from `sync.outbox_rows`): `play`, `remove_play`, `rating`, `remove_rating`. Items are
 found through the reader's map (`plex/keys`: canonical key -> ratingKeys, several when one
 title sits in more than one library; all copies are written).
@@ -41,9 +44,9 @@ from watchbridge.readers.plex import (
     WATCHED_PREFIX,
     WRITTEN,
     WRITTEN_PREFIX,
+    ServerTokens,
     Written,
     key_for_ref,
-    profile_token,
     written_record,
 )
 from watchbridge.reconcile import EXPECTED
@@ -82,19 +85,30 @@ class PlexTarget:
         self.config = config
         self.store = store
         self.clock = clock
+        self.tokens = ServerTokens(config, store, client, clock)
 
     async def aclose(self) -> None:
+        await self.tokens.aclose()
         await self.client.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
+        self.tokens.new_round()  # a token revoked tomorrow is found again tomorrow
         return await per_profile(items, self._deliver_profile, self._hold_for)
 
     async def _deliver_profile(
         self, profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        person = await asyncio.to_thread(self._person, profile)
+        token = await self.tokens.token(profile)
+        person = await asyncio.to_thread(self._person, profile, token)
         for row in rows:
-            outcomes[row.id] = await self._row(person, row)
+            try:
+                outcomes[row.id] = await self._row(person, row)
+            except PlexAuthError:
+                if person.token is None:
+                    raise
+                # Nothing was written with a refused token: retry the row with a new one.
+                person.token = await self.tokens.renew(profile, person.token)
+                outcomes[row.id] = await self._row(person, row)
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):
@@ -107,11 +121,11 @@ class PlexTarget:
         log.error("unexpected error delivering to Plex", exc_info=exc)
         return Retry(f"internal error: {type(exc).__name__}")
 
-    def _person(self, profile: str) -> Person:
+    def _person(self, profile: str, token: str | None) -> Person:
         get = self.store.mirror_get
         return Person(
             profile,
-            profile_token(self.config, self.store, profile),
+            token,
             get(SERVICE, profile, KEYS),
             get(SERVICE, profile, PLAYS),
             {r: Written.from_dict(v) for r, v in get(SERVICE, profile, WRITTEN).items()},

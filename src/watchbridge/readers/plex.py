@@ -6,8 +6,11 @@ episodes); seasons (only for ratings); all episodes in one listing — and the p
 since the last read. Requests grow with pages, never with items.
 
 Whose state: watched state and ratings are per Plex account, so listings and writes use the
-profile's own token (`profiles.X.accounts.plex.token`, or the one `watchbridge auth plex`
-stored); a profile without one is the server owner (the server token). The history is read with
+person's own token for this server (`ServerTokens`): `profiles.X.accounts.plex.token` as given,
+else the one found through plex.tv for the person `watchbridge auth plex` signed in (plex.md §3:
+a friend's from the owner's shared-servers list, a home user's by switching to them and reading
+their resources; their plex.tv token is not a server token). A profile with neither is the
+server owner (the server token). The history is read with
 the server token filtered by the profile's server-local account id (owner = 1): PMS serves it to
 the admin. The id comes from the sign-in, a number in `users.plex`, or a username there (or the
 sign-in's) looked up in `/accounts` once a week. Without an id or the owner's token a person's
@@ -34,16 +37,18 @@ library scans, not with a person's watching.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchbridge import ratings
 from watchbridge.config import Config, Link, PlexConfig
 from watchbridge.errors import ConfigError
+from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import Play, Rated, Side
@@ -55,7 +60,12 @@ from watchbridge.services.plex import (
     Section,
     library_item,
 )
+from watchbridge.services.plextv import TOKEN_SERVICE as SIGN_IN
+from watchbridge.services.plextv import PlexTvError
 from watchbridge.store import Store
+
+if TYPE_CHECKING:
+    from watchbridge.services.plextv import PlexTvClient
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,7 @@ DUPLICATE_WINDOW = 120.0  # two copies of one item (4K + HD libraries) watched t
 HISTORY_OVERLAP = 86400.0  # delta history reads look back this far past the newest row
 ACCOUNTS = "plex-accounts"  # id cache: profile + configured names -> server-local account id
 ACCOUNTS_TTL = 7 * 86400.0
+SERVER_TOKEN = "plex-server"  # store tokens: a person's token for this server, from plex.tv
 CLOCK_MARGIN = 600.0  # the server's clock may differ from ours by this much
 WATCHED_PREFIX = "watched:"
 WRITTEN_PREFIX = "written:"
@@ -364,15 +375,168 @@ class Access:
     account_id: str | None  # server-local id for the history; None: unknown
 
 
-def profile_token(config: Config, store: Store, profile: str) -> str | None:
-    """The profile's own token (config first, then the one sign-in stored); None: the owner."""
+@dataclass(frozen=True)
+class Identity:
+    """What config and sign-in say about a profile's Plex tokens (no request made).
+
+    `pasted`: `accounts.plex.token`, a token for this server, used as is. `signed_in`: the
+    plex.tv token `watchbridge auth plex` stored (for a home user, the one switching gave),
+    never sent to the server: their server token is found through plex.tv.
+    """
+
+    pasted: str | None = field(default=None, repr=False)
+    signed_in: str | None = field(default=None, repr=False)
+    plextv_id: str | None = None
+
+    @property
+    def owner(self) -> bool:
+        return not self.pasted and not self.signed_in
+
+    def source(self) -> str:
+        """What a found server token belongs to: a new paste or a sign-in as someone else
+        makes the stored one stale."""
+        return hashlib.sha256(f"{self.pasted or ''}\0{self.plextv_id or ''}".encode()).hexdigest()
+
+
+def identity(config: Config, store: Store, profile: str) -> Identity:
     person = config.profiles.get(profile)
     account = person.accounts.plex if person else None
-    if account is not None and account.token:
-        return account.token.reveal()
-    stored = store.get_token(SERVICE, profile) or {}
-    token = stored.get("token")
-    return str(token) if token else None
+    pasted = account.token.reveal() if account is not None and account.token else None
+    stored = store.get_token(SIGN_IN, profile) or {}
+    plextv_id = stored.get("plextv_id")
+    return Identity(
+        pasted,
+        str(stored["token"]) if stored.get("token") else None,
+        str(plextv_id) if plextv_id not in (None, "") else None,
+    )
+
+
+class ServerTokens:
+    """Each person's token for this server (None: the owner's, the client's own token).
+
+    In order: a token plex.tv gave for the person before (kept 0600 in the store like every
+    token, under `plex-server`), `accounts.plex.token`, else one found now through plex.tv with
+    the owner's `services.plex.token` (`server_token_for`), or failing that with the person's
+    own plex.tv sign-in (their resources). When the server refuses a token (401: revoked,
+    rotated), `renew` finds it again, once per profile for the life of this object.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        client: PlexClient,
+        clock: Clock,
+        plextv: PlexTvClient | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self._plextv = plextv
+        self._own_plextv = plextv is None
+        self._renewed: set[str] = set()
+
+    async def token(self, profile: str) -> str | None:
+        person = await asyncio.to_thread(identity, self.config, self.store, profile)
+        if person.owner:
+            return None
+        found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
+        if found.get("token") and found.get("source") == person.source():
+            return self._redacted(str(found["token"]))
+        if person.pasted:
+            return person.pasted
+        return await self._find(profile, person)
+
+    async def renew(self, profile: str, refused: str | None) -> str:
+        """A new token after the server refused `refused`; PlexAuthError when there is none."""
+        person = await asyncio.to_thread(identity, self.config, self.store, profile)
+        if profile in self._renewed or person.owner or person.signed_in is None:
+            where = (
+                "accounts.plex.token"
+                if person.signed_in is None
+                else "the token plex.tv gave for them"
+            )
+            raise PlexAuthError(
+                SERVICE,
+                f"profile {profile}: the Plex server refuses {where} (401); paste a current "
+                f"token for this server, or sign them in: `watchbridge auth plex --profile "
+                f"{profile}` (their server token is then found through plex.tv)",
+            )
+        self._renewed.add(profile)
+        found = await self._find(profile, person)
+        if found == refused:
+            raise PlexAuthError(
+                SERVICE,
+                f"profile {profile}: the Plex server refuses the token plex.tv gives for them "
+                "(401); check that the server is still shared with them",
+            )
+        return found
+
+    async def find(self, profile: str) -> str:
+        """Ask plex.tv for the person's server token now (after a sign-in)."""
+        person = await asyncio.to_thread(identity, self.config, self.store, profile)
+        return await self._find(profile, person)
+
+    def new_round(self) -> None:
+        """Allow each profile one more renewal (a long-lived deliverer, per batch)."""
+        self._renewed.clear()
+
+    async def _find(self, profile: str, person: Identity) -> str:
+        """The person's token for this server, through plex.tv; stored for the next runs."""
+        plex = self.config.services.plex
+        owner = plex.token.reveal() if plex is not None and plex.token else None
+        machine = await self.client.identity()
+        plextv = self._client()
+        who, own = person.plextv_id, person.signed_in
+        reasons: list[str] = []
+        if who is None and own is not None:  # a sign-in from before plextv_id was kept
+            who = str((await plextv.account(own)).id)
+        token: str | None = None
+        if owner and who:
+            try:
+                token = await plextv.server_token_for(owner, machine, who)
+            except PlexTvError as exc:  # not a friend or home user, or the owner token refused
+                reasons.append(exc.message)
+        if token is None and own is not None:
+            try:
+                token = await plextv.server_access_token(own, machine)
+            except PlexTvError as exc:
+                reasons.append(exc.message)
+            if token is None and not reasons:
+                reasons.append("their plex.tv resources do not list this server")
+        if not token:
+            raise PlexAuthError(
+                SERVICE,
+                f"profile {profile}: plex.tv gives no token of theirs for this Plex server "
+                f"({'; '.join(reasons) or 'no plex.tv sign-in'}): share the server with them "
+                "or add them to your Plex Home, then sign them in with `watchbridge auth plex "
+                f"--profile {profile}`",
+            )
+        data = {"token": token, "machine_id": machine, "plextv_id": who, "source": person.source()}
+        await asyncio.to_thread(self.store.put_token, SERVER_TOKEN, profile, data, self.clock())
+        log.info("found the Plex server token through plex.tv", extra={"profile": profile})
+        return self._redacted(token)
+
+    def _redacted(self, token: str) -> str:
+        self.client.http.redact.add([token])
+        return token
+
+    def _client(self) -> PlexTvClient:
+        if self._plextv is None:
+            from watchbridge.plexlink import plextv_client
+
+            self._plextv = plextv_client(
+                self.config, self.store, metrics=self.client.http.metrics, clock=self.clock
+            )
+            if self._plextv is None:
+                raise PlexAuthError(SERVICE, "services.plex is needed to find server tokens")
+        return self._plextv
+
+    async def aclose(self) -> None:
+        if self._own_plextv and self._plextv is not None:
+            await self._plextv.aclose()
+            self._plextv = None
 
 
 def known_account_id(config: Config, store: Store, profile: str, token: str | None) -> str | None:
@@ -387,12 +551,14 @@ def known_account_id(config: Config, store: Store, profile: str, token: str | No
     return OWNER_ACCOUNT if token is None else None
 
 
-def plex_client(config: Config, store: Store, clock: Clock) -> PlexClient:
+def plex_client(
+    config: Config, store: Store, clock: Clock, metrics: Metrics | None = None
+) -> PlexClient:
     plex: PlexConfig | None = config.services.plex
     if plex is None or not plex.url:
         raise ConfigError("services.plex.url is needed to sync with the Plex server")
     identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, clock())
-    return PlexClient(plex, clock=clock, client_identifier=identifier)
+    return PlexClient(plex, metrics=metrics, clock=clock, client_identifier=identifier)
 
 
 # --------------------------------------------------------------------------- the reader
@@ -409,6 +575,7 @@ class PlexReader:
         self.store = store
         self.link = link
         self.clock = clock
+        self.tokens = ServerTokens(config, store, client, clock)
         self._access: dict[str, Access] = {}
         self._server_accounts: dict[str, str] | None = None
 
@@ -418,17 +585,19 @@ class PlexReader:
 
     async def access(self, profile: str) -> Access:
         if profile not in self._access:
-            token = await asyncio.to_thread(profile_token, self.config, self.store, profile)
+            token = await self.tokens.token(profile)
             account = await asyncio.to_thread(
                 known_account_id, self.config, self.store, profile, token
             )
             stored = await asyncio.to_thread(self.store.get_token, SERVICE, profile) or {}
+            found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
             if account is None:
                 account = await self._account_by_name(profile, stored.get("username"))
-            if account is None and stored.get("plextv_id") not in (None, ""):
+            plextv_id = stored.get("plextv_id") or found.get("plextv_id")
+            if account is None and plextv_id not in (None, ""):
                 # A shared or managed user's server-local id is their plex.tv id (reference
                 # §2); only the owner differs (1), and the owner is found by name above.
-                account = str(stored["plextv_id"])
+                account = str(plextv_id)
             if account is None:
                 log.warning(
                     "no Plex account id for this profile: plays come from watched state only; "
@@ -481,7 +650,16 @@ class PlexReader:
         # not look unwatched in a listing taken before it.
         memory = await asyncio.to_thread(self._memory, profile)
         listed_at = self.clock()
-        library, listings = await self._library(profile, access.token)
+        try:
+            library, listings = await self._library(profile, access.token)
+        except PlexAuthError:
+            if access.token is None:
+                raise
+            # Revoked or rotated: find the person's token again (once), then read with it.
+            await self.tokens.renew(profile, access.token)
+            del self._access[profile]
+            access = await self.access(profile)
+            library, listings = await self._library(profile, access.token)
         history, cursor = await self._history(profile, access, full)
         built = build_side(library, history, memory, "ratings" in self.link.kinds, listed_at)
         await asyncio.to_thread(self._remember, profile, built)
@@ -492,6 +670,7 @@ class PlexReader:
         return own
 
     async def aclose(self) -> None:
+        await self.tokens.aclose()
         await self.client.aclose()
 
     # ------------------------------------------------------------------ reads
@@ -592,6 +771,11 @@ def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
 
 
 def make_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Clock,
+    metrics: Metrics | None = None,
 ) -> PlexReader:
-    return PlexReader(plex_client(config, store, clock), config, store, link, clock)
+    return PlexReader(plex_client(config, store, clock, metrics), config, store, link, clock)

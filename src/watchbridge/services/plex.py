@@ -1,6 +1,8 @@
 """Plex Media Server: a typed client with its own errors, for library items, state and writes.
 
-Reads: one item (`GET /library/metadata/{ratingKey}`, for webhook enrichment), the sections,
+Reads: the server's identity (`GET /identity`: plex.tv names servers by its machineIdentifier),
+one item (`GET /library/metadata/{ratingKey}`, for webhook enrichment), many items' full details
+in batches (`GET /library/metadata/{k1,k2,…}`, for the collection's stream details), the sections,
 whole sections in pages (`/library/sections/{key}/all?type=…&includeGuids=1` with
 `X-Plex-Container-Start/Size` headers, never one request per item or show) and the watch history
 (`/status/sessions/history/all`, newest first, since a time). Writes: `/:/scrobble`,
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +42,7 @@ SERVICE = "plex"
 PRODUCT = "watchbridge"
 LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
 PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfortably
+DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi joins lists so)
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
 
 
@@ -327,6 +330,49 @@ class PlexClient:
             kind = response.headers.get("content-type", "?")
             raise PlexError(SERVICE, f"reading item {key} gave no JSON ({kind})") from None
         return item_from_metadata(key, first_metadata(answer))
+
+    async def identity(self) -> str:
+        """The server's machineIdentifier (`GET /identity`), how plex.tv names this server."""
+        answer = await self._get("/identity", "reading the server's identity", None)
+        machine = text(obj(obj(answer).get("MediaContainer")).get("machineIdentifier"))
+        if not machine:
+            raise PlexError(SERVICE, "the Plex server's /identity names no machineIdentifier")
+        return machine
+
+    async def details(
+        self, rating_keys: Sequence[str], token: str | None = None, batch: int = DETAILS_BATCH
+    ) -> dict[str, Mapping[str, object]]:
+        """Full Metadata (with `Media/Part/Stream`) of many items, `batch` ratingKeys per
+        request (`/library/metadata/1,2,3`, as plexapi's fetchItems asks); items the server no
+        longer has are left out."""
+        found: dict[str, Mapping[str, object]] = {}
+        keys = [k for k in dict.fromkeys(rating_keys) if k.strip()]
+        for start in range(0, len(keys), batch):
+            await self._details(keys[start : start + batch], token, found)
+        return found
+
+    async def _details(
+        self, keys: list[str], token: str | None, found: dict[str, Mapping[str, object]]
+    ) -> None:
+        path = "/library/metadata/" + ",".join(quote(k, safe="") for k in keys)
+        response = await self.http.request("GET", path, headers=self._headers(token))
+        if response.status_code == 404:
+            # One key gone since the listing can fail the batch: halve it to find the rest.
+            if len(keys) > 1:
+                middle = len(keys) // 2
+                await self._details(keys[:middle], token, found)
+                await self._details(keys[middle:], token, found)
+            return
+        self._check(response, f"reading the details of {len(keys)} item(s)")
+        try:
+            answer = response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "?")
+            raise PlexError(SERVICE, f"reading item details gave no JSON ({kind})") from None
+        rows, _ = entries(answer)
+        for row in rows:
+            if (key := text(row.get("ratingKey"))) is not None:
+                found[key] = row
 
     # ------------------------------------------------------------------ library reads
 

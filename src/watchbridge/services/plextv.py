@@ -306,13 +306,14 @@ class PlexTvClient:
         return member
 
     def account_token(self, profile: str) -> str:
-        """The profile's plex.tv token: from the config, else from `watchbridge auth plex`
-        (the same order the Plex server reader uses)."""
-        if profile in self.account_tokens:
-            return self.account_tokens[profile].reveal()
+        """The profile's plex.tv token: the one `watchbridge auth plex` stored, else the one
+        the config gives (`account_tokens`: `accounts.plex.token`, which serves here only when
+        it is a plex.tv token, or the owner's `services.plex.token`)."""
         stored = self.tokens.get_token(TOKEN_SERVICE, profile)
         if stored and stored.get("token"):
             return str(stored["token"])
+        if profile in self.account_tokens:
+            return self.account_tokens[profile].reveal()
         raise PlexTvAuthError(
             SERVICE,
             f"profile {profile} is not signed in to plex.tv: "
@@ -330,13 +331,27 @@ class PlexTvClient:
         self._check_auth(response, what or path)
         return response
 
-    def _check_auth(self, response: httpx.Response, what: str) -> None:
-        if response.status_code == 401:
+    def _check_auth(self, response: httpx.Response, what: str, profile: str = "") -> None:
+        if response.status_code != 401:
+            return
+        if not profile:
             raise PlexTvAuthError(
                 SERVICE,
                 f"plex.tv does not accept the token ({what} answered 401): sign in again with "
                 "`watchbridge auth plex`",
             )
+        signed_in = bool((self.tokens.get_token(TOKEN_SERVICE, profile) or {}).get("token"))
+        hint = (
+            ""
+            if signed_in
+            else " (accounts.plex.token may be a token for the Plex server: those do not "
+            "work on plex.tv)"
+        )
+        raise PlexTvAuthError(
+            SERVICE,
+            f"plex.tv does not accept profile {profile}'s token ({what} answered 401){hint}: "
+            f"sign in with `watchbridge auth plex --profile {profile}`",
+        )
 
     async def account(self, token: str) -> PlexAccount:
         """Who this token belongs to (`/api/v2/user`)."""
@@ -451,7 +466,11 @@ class PlexTvClient:
         for member in await self.home_users(owner_token):
             if named(member.id, member.username, member.title) and not member.admin:
                 own = await self.switch_home_user(owner_token, member.id)
-                return await self.server_access_token(own, machine_id) or own
+                # Their switch token is a plex.tv token, not one for this server (§3).
+                found = await self.server_access_token(own, machine_id)
+                if found:
+                    return found
+                break
         raise PlexTvError(
             SERVICE,
             f"Plex user {user!r} has no access to server {machine_id} (neither a friend the "
@@ -486,7 +505,7 @@ class PlexTvClient:
                 raise WatchlistUnavailable(
                     SERVICE, f"the Plex watchlist could not be read ({exc.message})"
                 ) from exc
-            self._check_auth(response, "reading the watchlist")
+            self._check_auth(response, "reading the watchlist", profile)
             status = response.status_code
             if status == 404:
                 raise WatchlistUnavailable(
@@ -531,7 +550,7 @@ class PlexTvClient:
             headers={"x-plex-token": self.account_token(profile)},
             base_url=self.config.discover_url,
         )
-        self._check_auth(response, f"{action}")
+        self._check_auth(response, action, profile)
         if response.status_code == 404 and action == "removeFromWatchlist":
             return False
         if response.status_code >= 400:
@@ -552,7 +571,7 @@ class PlexTvClient:
                 headers={"x-plex-token": token},
                 base_url=self.config.discover_url,
             )
-            self._check_auth(response, "matching a title")
+            self._check_auth(response, "matching a title", profile)
             if response.status_code == 404:
                 continue
             if response.status_code >= 400:
@@ -577,7 +596,7 @@ class PlexTvClient:
             headers={"x-plex-token": self.account_token(profile)},
             base_url=self.config.metadata_url,
         )
-        self._check_auth(response, "reading a title")
+        self._check_auth(response, "reading a title", profile)
         if response.status_code == 404:
             return None
         if response.status_code >= 400:

@@ -1,0 +1,96 @@
+"""Writes to Plex for a person whose server token comes from plex.tv: a refused (rotated or
+revoked) token is found again once, and the write goes through with the new one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plextv import Account, FakePlexTv
+from tests.fakes.receiver import FakeClock
+from tests.test_deliver_plex import BB_S1E1, LINK, NOW, T0, row
+from tests.test_plex_reader import sign_in, with_plextv
+from watchbridge.config import Accounts, Config, PlexAccount, Profile
+from watchbridge.deliver.plex import PlexTarget
+from watchbridge.deliver.worker import Delivered, Hold
+from watchbridge.readers.plex import make_reader, plex_client
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def plex(start_fake: Any) -> FakePlex:
+    fake: FakePlex = start_fake(FakePlex())
+    fake.add_show("200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    fake.add_episode("201", "200", 1, 1)
+    fake.clock = lambda: NOW
+    return fake
+
+
+@pytest.fixture
+def plextv(start_fake: Any) -> FakePlexTv:
+    fake: FakePlexTv = start_fake(FakePlexTv())
+    fake.owner.token = TOKEN  # the owner's one token, for the server and plex.tv
+    return fake
+
+
+@pytest.fixture
+def friend(plex: FakePlex, plextv: FakePlexTv, store: Store) -> Account:
+    sam = plextv.add_account("sam.k")
+    plextv.share_on(plex, sam)
+    sign_in(store, "sam", sam)
+    return sam
+
+
+@pytest.fixture
+def config(plex: FakePlex, plextv: FakePlexTv) -> Config:
+    return with_plextv(plex, plextv, sam=Profile(accounts=Accounts(plex=PlexAccount())))
+
+
+async def read_sam(config: Config, store: Store) -> None:
+    """The reader lists sam's libraries (with the token plex.tv gave) and keeps the token."""
+    reader = make_reader(config, store, LINK, ["sam"], FakeClock(NOW))
+    try:
+        await reader.read("sam", {}, None, True)
+    finally:
+        await reader.aclose()
+
+
+async def deliver_play(config: Config, store: Store) -> object:
+    target = PlexTarget(plex_client(config, store, FakeClock(NOW)), config, store, FakeClock(NOW))
+    try:
+        item = row(store, "play", BB_S1E1, T0, profile="sam")
+        return (await target.deliver([item], NOW))[item.id]
+    finally:
+        await target.aclose()
+
+
+async def test_a_write_refused_for_a_rotated_token_is_retried_with_the_new_one(
+    config: Config, store: Store, plex: FakePlex, plextv: FakePlexTv, friend: Account
+) -> None:
+    await read_sam(config, store)
+    asked = plextv.count("GET", "/api/servers/{machine}/shared_servers")
+    new_token = plextv.share_on(plex, friend)  # the kept token is refused from now on
+    assert isinstance(await deliver_play(config, store), Delivered)
+    assert plex.user_state("201", friend.id)["viewCount"] == 1
+    scrobbles = plex.calls("GET", "/:/scrobble")
+    assert [(r.status, r.headers["x-plex-token"] == new_token) for r in scrobbles] == [
+        (401, False),
+        (200, True),
+    ]
+    assert plextv.count("GET", "/api/servers/{machine}/shared_servers") == asked + 1
+
+
+async def test_a_person_no_longer_shared_with_is_held_with_a_credentials_alert(
+    config: Config, store: Store, plex: FakePlex, plextv: FakePlexTv, friend: Account
+) -> None:
+    await read_sam(config, store)
+    plextv.servers[plex.machine_id].shares.clear()  # the owner stopped sharing
+    plex.users.clear()
+    outcome = await deliver_play(config, store)
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    assert "profile sam: plex.tv gives no token of theirs for this Plex server" in outcome.reason
+    assert len(plex.calls("GET", "/:/scrobble")) == 1  # one refused try, no loop
