@@ -13,7 +13,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
 from watchbridge.app import Runtime
 from watchbridge.config import Secret, SerializdAccount, parse_config
-from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.serializd import SEASONS_CACHE, SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
@@ -322,3 +322,14 @@ async def test_an_unknown_action_is_a_dead_letter(
     enqueue(runtime, "watching", episode(4), clock())
     (outcome,) = (await target.deliver(claim(runtime), clock())).values()
     assert type(outcome).__name__ == "Dead"
+
+
+async def test_a_season_map_cached_without_episode_counts_still_places_deliveries(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # An entry cached before the catalogue's episode counts were kept: {number: season id}.
+    runtime.store.cache_put(SEASONS_CACHE, str(SHOW), {"1": SEASON_1}, clock(), DAY)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock)
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert fake.count("GET", "/api/show/{id}") == 0

@@ -24,6 +24,9 @@ from watchbridge.services.serializd import (
     WatchlistShow,
     episode_log_body,
     parse_diary_page,
+    parse_season_episodes,
+    parse_show_page,
+    parse_show_seasons,
     parse_watchlist_page,
     review_body,
     seasons_body,
@@ -305,6 +308,25 @@ async def test_watched_seasons_pages(client: SerializdClient, fake: FakeSerializ
     assert fake.count("GET", "/api/user/{username}/watchedpage_v2/{page}") == 3
 
 
+async def test_currently_watching_reads_every_page(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    fake.watched_page_size = 2
+    for tmdb in range(1, 6):
+        fake.add_show(tmdb, f"Show {tmdb}", {1: 3})
+        fake.start_watching(None, tmdb)
+    assert sorted(await client.currently_watching(PROFILE)) == [1, 2, 3, 4, 5]
+    assert fake.count("GET", "/api/user/{username}/currently_watching_page/{page}") == 3
+
+
+async def test_show_seasons_give_season_ids_and_episode_counts(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    seasons = await client.show_seasons(1396)
+    assert seasons.ids[1] == 3572 and seasons.episodes == {0: 11, 1: 7, 2: 13, 3: 13, 4: 13, 5: 16}
+    assert await client.season_episodes(1396, 1) == list(range(1, 8))
+
+
 async def test_watchlist_reads_every_page_sorted_by_date_added(
     client: SerializdClient, fake: FakeSerializd
 ) -> None:
@@ -408,6 +430,18 @@ async def test_sample_watchlist_page_parses() -> None:
         WatchlistShow(95479, (134232,), "Jujutsu Kaisen", parse_iso("2026-01-10T09:00:00Z")),
         WatchlistShow(1396, (3575, 3576, 3578), "Breaking Bad", parse_iso("2025-12-01T20:00:00Z")),
     ]
+
+
+async def test_sample_currently_watching_page_parses() -> None:
+    data = load("currently_watching_page-page-1.json")
+    assert parse_show_page(data, "currently watching page 1") == ([65942], 1)
+
+
+async def test_sample_show_and_season_give_episode_counts_and_numbers() -> None:
+    seasons = parse_show_seasons(load("show-1396.json"))
+    assert (seasons.ids[1], seasons.episodes[1]) == (3572, 7)
+    assert parse_season_episodes(load("season-1396-1.json")) == list(range(1, 8))
+    assert parse_season_episodes(load("season-empty-response.json")) == []
 
 
 async def test_sample_diary_page_parses() -> None:

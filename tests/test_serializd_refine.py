@@ -3,7 +3,9 @@ undated plays ("watched, date unknown") in the planner: matched, copied, never d
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
 from tests.linkrig import Rig, open_rig, use_fast_readers
 from watchbridge.config import Link
-from watchbridge.readers.serializd import season_state, unexplained
+from watchbridge.readers.serializd import (
+    discovery_seasons,
+    make_reader,
+    named_seasons,
+    season_state,
+    unexplained,
+    worth_reading,
+)
 from watchbridge.reconcile import UNDATED, Action, Play, Side, expect, plan, settle_expected
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +126,51 @@ def test_a_season_marked_watched_explains_the_episodes_the_other_side_holds() ->
     assert plays == [Play(E2, UNDATED, f"mark:{E2}")]
 
 
+def test_a_ticked_season_marked_since_keeps_one_play_per_episode() -> None:
+    own = Side((Play(E1, UNDATED, f"tick:{E1}"),))
+    plays, replaced = season_state(SHOW, 1, None, {1, 2}, own)
+    assert plays == [Play(E1, UNDATED, f"mark:{E1}"), Play(E2, UNDATED, f"mark:{E2}")]
+    assert replaced == {f"tick:{E1}"}
+
+
+def test_a_season_is_worth_a_tick_read_while_an_episode_is_missing_on_both_sides() -> None:
+    assert worth_reading(3, {1, 2}, was_marked=False)
+    assert not worth_reading(3, {1, 2, 3}, was_marked=False)
+
+
+def test_a_season_without_an_episode_count_is_worth_a_tick_read() -> None:
+    assert worth_reading(None, {1, 2, 3}, was_marked=False)
+
+
+def test_a_season_no_longer_marked_is_read_again_even_when_both_sides_hold_it() -> None:
+    assert worth_reading(3, {1, 2, 3}, was_marked=True)
+
+
+def test_a_full_read_looks_at_the_seasons_touched_and_the_one_after() -> None:
+    assert discovery_seasons({0, 1, 2, 3, 4}, {0, 2}, watching=False) == {0, 2, 3}
+    assert discovery_seasons({1, 2}, {2}, watching=False) == {2}  # no season 3 (yet)
+
+
+def test_an_untouched_show_has_no_season_worth_looking_at() -> None:
+    assert discovery_seasons({1, 2}, set(), watching=False) == set()
+
+
+def test_every_regular_season_of_a_show_being_watched_is_looked_at() -> None:
+    assert discovery_seasons({0, 1, 2, 3}, set(), watching=True) == {1, 2, 3}
+
+
+def test_seasons_touched_are_the_users_own_not_the_entries_we_wrote() -> None:
+    own = Side(
+        (
+            Play(E1, T, "100"),  # the user's diary entry
+            Play("episode:tmdb:1396:s2e1", T, "200"),  # one we wrote
+            Play("episode:tmdb:1396:s3e1", T, "expect:1"),  # one we queued
+            Play("episode:tmdb:7:s4e1", UNDATED, "tick:episode:tmdb:7:s4e1"),
+        )
+    )
+    assert named_seasons(own, {"200"}) == {SHOW: {1}, 7: {4}}
+
+
 # --------------------------------------------------------------------------- against the fakes
 
 
@@ -139,7 +193,9 @@ async def rig(
 
 def watch_on_trakt(rig: Rig, show: int, season: int, number: int, when: str) -> None:
     item = next(s for s in rig.trakt.shows if s.tmdb == show).seasons[season].episodes[number]
-    rig.trakt.add_history(item, when)
+    with rig.trakt.lock:
+        rig.trakt.add_history(item, when)
+        rig.trakt._touch(rig.trakt.user, "episodes.watched_at")  # as Trakt's own apps do
 
 
 def trakt_plays(rig: Rig) -> list[tuple[int, int, str | None]]:
@@ -149,8 +205,16 @@ def trakt_plays(rig: Rig) -> list[tuple[int, int, str | None]]:
     )
 
 
-def season_reads(rig: Rig) -> list[str]:
-    return [r.path for r in rig.serializd.calls("GET", SEASON_PAGE)]
+def season_reads(rig: Rig, season: int | None = None) -> list[str]:
+    """The paths of the per-season watched-state reads (of one season number, if given)."""
+    paths = [r.path for r in rig.serializd.calls("GET", SEASON_PAGE)]
+    return [p for p in paths if season is None or p.endswith(f"/season_v2_part_3/{season}")]
+
+
+def recent(days: float) -> str:
+    """An ISO time `days` ago, inside a delta read's window."""
+    at = datetime.fromtimestamp(time.time() - days * 86400, UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:00.000Z")
 
 
 async def test_a_ticked_episode_is_not_logged_again_nor_played_again_on_trakt(
@@ -209,25 +273,31 @@ async def test_a_season_marked_watched_explains_trakt_plays_of_it(rig: Rig) -> N
     watch_on_trakt(rig, SHOW, 2, 5, "2024-01-01T20:00:00.000Z")
     await rig.sync_and_deliver()
     assert rig.serializd.diary() == [] and rig.serializd.ticks() == set()
-    assert season_reads(rig) == []  # a marked season needs no episode read
+    assert season_reads(rig, 2) == []  # a marked season needs no episode read
 
 
-async def test_watched_state_is_read_only_for_seasons_where_the_sides_disagree(
-    rig: Rig,
-) -> None:
+async def test_a_delta_run_reads_watched_state_only_where_the_sides_disagree(rig: Rig) -> None:
     rig.serializd.log_entry(None, OTHER_SHOW, 1, 1, backdate="2024-01-01T20:00:00Z")
-    watch_on_trakt(rig, OTHER_SHOW, 1, 1, "2024-01-01T20:00:00.000Z")  # explained
-    watch_on_trakt(rig, SHOW, 2, 3, "2024-02-01T20:00:00.000Z")  # not explained
+    watch_on_trakt(rig, OTHER_SHOW, 1, 1, "2024-01-01T20:00:00.000Z")
     await rig.sync_and_deliver()
-    assert season_reads(rig) == [f"/mobile/page/show/{SHOW}/season_v2_part_3/2"]
+    before = len(season_reads(rig))
+    rig.serializd.log_entry(None, OTHER_SHOW, 1, 2, backdate=recent(2))
+    watch_on_trakt(rig, OTHER_SHOW, 1, 2, recent(2))  # explained
+    watch_on_trakt(rig, SHOW, 2, 3, recent(1))  # not explained
+    await rig.sync_and_deliver()
+    assert season_reads(rig)[before:] == [f"/mobile/page/show/{SHOW}/season_v2_part_3/2"]
 
 
-async def test_sides_that_agree_need_no_watched_state_read(rig: Rig) -> None:
+async def test_a_delta_run_where_the_sides_agree_reads_no_watched_state(rig: Rig) -> None:
     rig.serializd.log_entry(None, SHOW, 1, 1, backdate="2024-01-01T20:00:00Z")
     watch_on_trakt(rig, SHOW, 1, 1, "2024-01-01T20:00:00.000Z")
     await rig.sync_and_deliver()
-    assert season_reads(rig) == []
-    assert rig.serializd.count("GET", "/api/user/alice_tv/watchedpage_v2/1") == 0
+    before = len(rig.serializd.requests)
+    rig.serializd.log_entry(None, SHOW, 1, 2, backdate=recent(1))
+    watch_on_trakt(rig, SHOW, 1, 2, recent(1))
+    result = await rig.sync_and_deliver()
+    assert [p.plan.actions for p in result.plans] == [()]
+    assert [r.route for r in rig.serializd.requests[before:]] == ["/api/user/{username}/diary"]
 
 
 async def test_plays_of_one_season_share_one_tick_request(rig: Rig) -> None:
@@ -299,3 +369,72 @@ async def test_an_entry_we_wrote_and_the_user_deleted_is_removed_on_trakt(rig: R
         rig.serializd.user.reviews.pop(0)  # the user deletes episode 1's entry
     await rig.sync_and_deliver(full=True, confirm_removals=True)
     assert [(s, n) for s, n, _ in trakt_plays(rig)] == [(1, 2)]
+
+
+# --------------------------------------------------------------------------- full reads
+
+
+async def test_a_full_read_finds_ticks_in_the_season_after_the_users_last_logged_one(
+    rig: Rig,
+) -> None:
+    rig.serializd.log_entry(None, SHOW, 1, 7, backdate="2024-01-07T20:00:00Z")
+    rig.serializd.tick(None, SHOW, 2, 1, 2, 3)  # no diary entries
+    await rig.sync_and_deliver()
+    assert trakt_plays(rig) == [
+        (1, 7, "2024-01-07T20:00:00.000Z"),
+        (2, 1, None),
+        (2, 2, None),
+        (2, 3, None),
+    ]
+
+
+async def test_a_full_read_reads_no_ticks_of_a_season_both_sides_hold_whole(rig: Rig) -> None:
+    for number in range(1, 8):  # all of season 1 (7 episodes), in the diary and on Trakt
+        when = f"2024-01-0{number}T20:00:00"
+        rig.serializd.log_entry(None, SHOW, 1, number, backdate=f"{when}Z")
+        watch_on_trakt(rig, SHOW, 1, number, f"{when}.000Z")
+    await rig.sync_and_deliver(full=True)
+    assert season_reads(rig, 1) == []
+    assert season_reads(rig, 2) != []  # the next season might hold ticks
+
+
+async def test_ticks_of_a_show_on_the_currently_watching_list_reach_trakt(rig: Rig) -> None:
+    rig.serializd.tick(None, OTHER_SHOW, 1, 4, 5)
+    rig.serializd.start_watching(None, OTHER_SHOW)
+    await rig.sync_and_deliver()
+    assert [(s, n) for s, n, _ in trakt_plays(rig)] == [(1, 4), (1, 5)]
+
+
+async def test_a_marked_season_without_an_episode_count_is_listed_by_its_season_page(
+    rig: Rig,
+) -> None:
+    rig.serializd.show_episode_counts = False
+    rig.serializd.mark(None, SHOW, 1)
+    await rig.sync_and_deliver()
+    assert [(s, n) for s, n, _ in trakt_plays(rig)] == [(1, n) for n in range(1, 8)]
+    assert rig.serializd.count("GET", "/api/show/{id}/season/{number}") == 1
+
+
+async def test_a_season_unmarked_on_serializd_is_removed_from_trakt(rig: Rig) -> None:
+    rig.serializd.mark(None, SHOW, 1)
+    await rig.sync_and_deliver()
+    assert len(trakt_plays(rig)) == 7
+    with rig.serializd.lock:
+        rig.serializd.user.marks.clear()
+    await rig.sync_and_deliver(full=True, confirm_removals=True)
+    assert trakt_plays(rig) == []
+
+
+@pytest.mark.parametrize(
+    ("services", "discovers"),
+    [(["trakt", "serializd"], False), (["serializd", "trakt"], True)],
+)
+async def test_only_a_link_carrying_serializd_plays_over_looks_for_ticks(
+    rig: Rig, services: list[str], discovers: bool
+) -> None:
+    link = Link(services=services, direction="one-way")
+    reader = make_reader(rig.runtime.config, rig.store, link, ["me"], time.time)
+    try:
+        assert reader.discover is discovers
+    finally:
+        await reader.aclose()

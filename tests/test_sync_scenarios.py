@@ -76,6 +76,11 @@ def trakt_plays(trakt: FakeTrakt) -> list[tuple[int, int, str]]:
     return sorted(plays)
 
 
+def trakt_episodes(trakt: FakeTrakt) -> list[tuple[int, int]]:
+    """(season, number) of every Trakt play, dated or not, in order."""
+    return sorted((e.item.season, e.item.number) for e in trakt.history())
+
+
 def trakt_rating(trakt: FakeTrakt, season: int, number: int) -> int | None:
     found = [
         r.rating
@@ -214,6 +219,43 @@ async def test_a_first_run_copies_serializd_into_an_empty_trakt(
     assert trakt_plays(trakt) == [(1, 1, "2024-01-01"), (1, 2, "2024-01-02"), (2, 1, "2024-02-01")]
     assert trakt_rating(trakt, 1, 2) == 7
     assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_first_run_copies_seasons_marked_on_serializd_into_an_empty_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    serializd.mark(None, BB, 1)  # 7 episodes, no diary entry, no tick
+    await rig.sync_and_deliver()
+    assert trakt_episodes(trakt) == [(1, n) for n in range(1, 8)]
+    assert serializd.diary() == [] and serializd.ticks() == set()
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_first_run_copies_ticks_without_diary_entries_into_an_empty_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    serializd.tick(None, BB, 1, 1, 2, 3)  # 2 and 3 ticked only
+    serializd.tick(None, BB, 2, 1)  # the next season, ticked only
+    await rig.sync_and_deliver()
+    assert trakt_episodes(trakt) == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+
+
+@pytest.mark.parametrize("full", [False, True])
+async def test_the_run_after_a_backfill_from_marks_and_ticks_writes_nothing(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, full: bool
+) -> None:
+    serializd.mark(None, BB, 1)
+    serializd.tick(None, BB, 2, 1, 2)
+    serializd.start_watching(None, BB)
+    await rig.sync_and_deliver()
+    trakt_before, serializd_before = len(trakt.requests), len(serializd.requests)
+    result = await rig.sync_and_deliver(full=full)  # full: the daily read, marks and ticks again
+    assert [a for p in result.plans for a in p.plan.actions] == []
+    assert trakt_writes(trakt, trakt_before) == []
+    assert serializd_writes(serializd, serializd_before) == []
+    assert len(trakt.history()) == 9
 
 
 # --------------------------------------------------------------------------- incremental

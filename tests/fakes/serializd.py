@@ -157,6 +157,7 @@ class User:
     marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (show, season id)
     reviews: list[Review] = field(default_factory=list)
     watchlist: dict[tuple[int, int], str] = field(default_factory=dict)  # (show, season id)
+    watching: dict[int, str] = field(default_factory=dict)  # "currently watching": show id
 
 
 @dataclass(eq=False)
@@ -248,13 +249,14 @@ class FakeSerializd(FakeServer):
 
     Seed: ``add_show(tmdb_id, name, seasons={1: 10})`` (auto season ids), ``seed_reference_
     catalogue()`` (Breaking Bad as in show-1396.json), ``add_user``, ``log_entry`` (a diary
-    row), ``tick`` / ``mark`` (watched state), ``add_to_watchlist``, ``issue_token``.
+    row), ``tick`` / ``mark`` (watched state), ``add_to_watchlist``, ``start_watching`` (the
+    "currently watching" list), ``issue_token``.
     Inspect: ``diary(user)``, ``ticks(user)``, ``season_marks(user)``, ``watchlisted(user)``
     (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``expire_tokens``, ``checkpoint_next``, ``require_origin_referer``,
-    ``diary_order``, ``flag_spelling``, ``season_row_keys``, ``reviews_add_answer``,
-    ``accept_null_rating``, ``watchlist_clears_watched`` (plus the base's ``fail_next``/
-    ``delay_next``/``drop_next``).
+    ``diary_order``, ``flag_spelling``, ``season_row_keys``, ``show_episode_counts``,
+    ``reviews_add_answer``, ``accept_null_rating``, ``watchlist_clears_watched`` (plus the
+    base's ``fail_next``/``delay_next``/``drop_next``).
     Clock: ``now``, ``advance``.
     """
 
@@ -275,6 +277,9 @@ class FakeSerializd(FakeServer):
         self.flag_spelling: Literal["short", "long"] = "short"
         # §3: show ``seasons[]`` rows carry ``id`` (confirmed) and ``seasonId`` (anibridge).
         self.season_row_keys: tuple[str, ...] = ("id", "seasonId")
+        # §4: show ``seasons[]`` rows carry ``episodeCount`` [confirmed]; False leaves it out,
+        # for clients that must cope with a row without it (fields "can be null", §4).
+        self.show_episode_counts = True
         # §6.2: the answer is the created review (single source); "message" answers only
         # ``{"message": ...}`` for clients that must cope without an id.
         self.reviews_add_answer: Literal["review", "message"] = "review"
@@ -428,6 +433,13 @@ class FakeSerializd(FakeServer):
                 season = show.seasons[number]
                 (user or self.user).watchlist[(show_id, season.id)] = iso(self.now())
 
+    def start_watching(self, user: User | None, *show_ids: int) -> None:
+        """Seed shows on the "currently watching" list (SILENT: ticking an episode does not
+        put its show there; the reference does not say whether it does)."""
+        with self.lock:
+            for show_id in show_ids:
+                (user or self.user).watching[show_id] = iso(self.now())
+
     def watchlisted(self, user: User | None = None) -> dict[int, set[int]]:
         """Show id -> the season ids on the watchlist."""
         with self.lock:
@@ -579,17 +591,18 @@ class FakeSerializd(FakeServer):
         rows = []
         for s in seasons:
             keys = dict.fromkeys(self.season_row_keys, s.id)
-            rows.append(
-                {
-                    **keys,
-                    "seasonNumber": s.number,
-                    "name": s.name,
-                    "episodeCount": s.episode_count,
-                    "airDate": None,
-                    "overview": "",
-                    "posterPath": None,
-                }
-            )
+            row = {
+                **keys,
+                "seasonNumber": s.number,
+                "name": s.name,
+                "episodeCount": s.episode_count,
+                "airDate": None,
+                "overview": "",
+                "posterPath": None,
+            }
+            if not self.show_episode_counts:
+                del row["episodeCount"]
+            rows.append(row)
         regular = [s for s in seasons if s.number > 0]
         return {
             "id": show.id,
@@ -746,6 +759,28 @@ class FakeSerializd(FakeServer):
             "totalPages": max(1, math.ceil(len(pairs) / size)),
             "numberOfShows": len(pairs),
             "numberOfSeasons": len(owner.marks),
+        }
+
+    @profile("GET", "/api/user/{username}/currently_watching_page/{page}")
+    def currently_watching_page(self, req: Request, owner: User, body: dict[str, Any]) -> Any:
+        sort_by = req.query.get("sort_by")
+        if sort_by not in self._WATCHED_SORTS:
+            # SILENT: §5.2 proves the bare-text 500 for watchlistpage_v2 only; applied here too.
+            raise _crash(req.path, f"KeyError: sort_by {sort_by!r}")
+        page = self._path_int(req, "page")
+        pairs = [(self.shows[s], added) for s, added in owner.watching.items()]
+        key, reverse = self._WATCHED_SORTS[sort_by]
+        pairs.sort(key=key, reverse=reverse)
+        size = self.watched_page_size  # SILENT: no source gives this page's size either
+        # §5.2 (samples: currently_watching_page-page-1.json): rows and envelope.
+        items = [
+            {"showId": show.id, "dateAdded": added, "showName": show.name, "bannerImage": None}
+            for show, added in pairs[(page - 1) * size : page * size]
+        ]
+        return {
+            "items": items,
+            "totalItems": len(pairs),
+            "totalPages": max(1, math.ceil(len(pairs) / size)),
         }
 
     @profile("GET", "/api/user/{username}/watchlistpage_v2/{page}")

@@ -32,6 +32,7 @@ from watchbridge.services.serializd import (
     SerializdClient,
     SerializdError,
     SerializdItemError,
+    ShowSeasons,
 )
 from watchbridge.store import OutboxItem, Store
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 NAME = "serializd"
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
-SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {season number: season id}
+SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episodes"} by season
 SEASONS_TTL = 7 * 86400.0
 UNKNOWN_OUTCOME = "unknown outcome"
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
@@ -503,20 +504,47 @@ async def season_map(
 ) -> dict[int, int]:
     """Season number -> TMDB season id of a show, cached for days (§4: it changes only when
     TMDB adds seasons); read again when season `need` is missing from the cached map."""
+    return (await show_seasons(client, store, show_id, clock, need=need)).ids
+
+
+async def show_seasons(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    clock: Callable[[], float],
+    need: int | None = None,
+    counts: bool = False,
+) -> ShowSeasons:
+    """A show's season ids (and, with `counts`, episode counts), cached like `season_map`.
+    Entries cached before counts were kept hold ids only: one read fills them in."""
     lookup = str(show_id)
     hit, cached = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, lookup, clock())
-    if hit and isinstance(cached, dict) and (need is None or str(need) in cached):
-        return {int(n): int(season_id) for n, season_id in cached.items()}
-    seasons = await client.season_map(show_id)
-    await asyncio.to_thread(
-        store.cache_put,
-        SEASONS_CACHE,
-        lookup,
-        {str(n): season_id for n, season_id in seasons.items()},
-        clock(),
-        SEASONS_TTL,
-    )
+    known, with_counts = _cached_seasons(cached) if hit else (None, False)
+    if known is not None and (need is None or need in known.ids) and (with_counts or not counts):
+        return known
+    seasons = await client.show_seasons(show_id)
+    value = {
+        "ids": {str(n): season_id for n, season_id in seasons.ids.items()},
+        "episodes": {str(n): count for n, count in seasons.episodes.items()},
+    }
+    await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
     return seasons
+
+
+def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:
+    """A cached season map, and whether it holds episode counts: `{"ids", "episodes"}`, or
+    the older `{number: season id}` (ids only)."""
+    if not isinstance(cached, dict):
+        return None, False
+    with_counts = "ids" in cached
+    ids, episodes = (cached.get("ids"), cached.get("episodes")) if with_counts else (cached, {})
+    if not isinstance(ids, dict) or not isinstance(episodes, dict):
+        return None, False
+    seasons = ShowSeasons(
+        {int(n): int(v) for n, v in ids.items()},
+        {int(n): int(v) for n, v in episodes.items()},
+    )
+    return seasons, with_counts
 
 
 def _is_unsure(row: OutboxItem) -> bool:

@@ -1,17 +1,21 @@
 """Serializd's side of a link: the diary, read newest-first only until nothing is new, and the
-watched state (ticks, marked seasons) only where the two sides disagree.
+watched state (ticks, marked seasons) where it can tell the other side something.
 
 Serializd has no change feed and its diary pages are not reliably sorted, so the cheap check
 reads pages until one holds no entry it has not seen (`diary_until`); a delta read adds those
 entries to the baseline. Removals leave no trace in that check: the daily full read finds them.
 
-Ticks and season marks are a second system the diary does not show (reference §5.2, §6.1):
-reading them costs one request per season, so `refine` reads them only for the seasons where
-the other side holds plays the diary does not explain. An episode ticked (or in a season marked
-watched) without a diary play is an undated play (`reconcile.UNDATED`: watched, date unknown),
-recorded `tick:<item>` (or `mark:<item>`). Those plays live in the baseline between reads (the
-diary reads do not see them) and are replaced only when their season is read again, so a tick
-disappears from the side only when Serializd shows it gone.
+Ticks and season marks are a second system the diary does not show (reference §5.2, §6.1).
+Marked seasons come in one paged listing; ticks only one season per request, and no listing
+says which seasons hold any. So every run reads the ticks of the seasons where the other side
+holds plays the diary does not explain (not to log them again), and a full read (first run,
+daily, `--full`) also turns every marked season into plays and reads the ticks of the seasons
+the user touched on Serializd where an episode is missing on both sides (`refine`). An episode
+ticked (or in a season marked watched) without a diary play is an undated play
+(`reconcile.UNDATED`: watched, date unknown), recorded `tick:<item>` (or `mark:<item>`). Those
+plays live in the baseline between reads (the diary reads do not see them) and are replaced
+only when their season is read again, so a tick disappears from the side only when Serializd
+shows it gone.
 """
 
 from __future__ import annotations
@@ -20,15 +24,20 @@ import asyncio
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 from watchbridge.config import Config, Link
-from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD, season_map
+from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD, show_seasons
 from watchbridge.readers import Clock, SideRead
-from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, match_plays
-from watchbridge.services.serializd import DiaryEntry, SerializdClient, SerializdItemError
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
+from watchbridge.services.serializd import (
+    DiaryEntry,
+    SerializdClient,
+    SerializdItemError,
+    ShowSeasons,
+)
 from watchbridge.sides import episode_key, serializd_side
 from watchbridge.store import Store
 
@@ -116,16 +125,19 @@ def season_state(
     own: Side,
     other_undated: AbstractSet[str] = frozenset(),
 ) -> tuple[list[Play], set[str]]:
-    """The undated plays of one season after reading it, and the records they replace.
+    """The undated plays of one season after reading it, and the records they replace (every
+    tick and mark of the season: what the read says now is the whole watched state).
 
     `watched`: the ticked episode numbers, or None when the whole season is marked watched
-    (then the episodes the other side holds count as watched). A tick already known keeps its
-    play; a new one becomes a play when the diary holds no play of the episode, or when the
-    other side holds an undated play of it that nothing else explains (watched = watched)."""
+    (then `wanted` names its episodes). A tick or mark already known keeps its play; a new one
+    becomes a play when the diary holds no play of the episode, when the other side holds an
+    undated play of it that nothing else explains (watched = watched), or when the episode was
+    ticked or marked before (a tick that became a mark stays a watched episode)."""
     prefix = episode_key(show, season, 0)[:-1]  # "episode:tmdb:SHOW:sSEASONe"
     in_season = [p for p in own.plays if p.item.startswith(prefix)]
     dated = {p.item for p in in_season if not p.record.startswith(WATCHED_STATE)}
     before = {p.record: p for p in in_season if p.record.startswith(WATCHED_STATE)}
+    held_before = {p.item for p in before.values()}
     kind, numbers = (MARK_RECORD, wanted) if watched is None else (TICK_RECORD, watched)
     plays = []
     for number in sorted(numbers):
@@ -133,19 +145,86 @@ def season_state(
         record = f"{kind}{item}"
         if record in before:
             plays.append(before[record])
-        elif item not in dated or item in other_undated:
+        elif item not in dated or item in other_undated or item in held_before:
             plays.append(Play(item, UNDATED, record))
-    replaced = {r for r in before if r.startswith(kind)}
-    return plays, replaced
+    return plays, set(before)
+
+
+def named_seasons(own: Side, ours: AbstractSet[str]) -> dict[int, set[int]]:
+    """Show -> season numbers where the user did something on Serializd: their own diary
+    plays, and the ticks and marks read before (not the entries we wrote, records `ours`, nor
+    plays we queued: those say nothing about what the user does there)."""
+    shows: dict[int, set[int]] = defaultdict(set)
+    for play in own.plays:
+        if play.record in ours or play.record.startswith(EXPECTED):
+            continue
+        parts = _EPISODE.match(play.item)
+        if parts:
+            shows[int(parts[1])].add(int(parts[2]))
+    return dict(shows)
+
+
+def marked_before(own: Side) -> set[tuple[int, int]]:
+    """(show, season) of the seasons whose episodes `own` holds as marked watched."""
+    found = set()
+    for play in own.plays:
+        parts = _EPISODE.match(play.item) if play.record.startswith(MARK_RECORD) else None
+        if parts:
+            found.add((int(parts[1]), int(parts[2])))
+    return found
+
+
+def discovery_seasons(
+    season_numbers: Iterable[int], touched: AbstractSet[int], watching: bool
+) -> set[int]:
+    """The seasons of a show whose ticks a full read may read: every regular one of a show on
+    the "currently watching" list; else those the user touched (`touched`: diary plays, ticks
+    and marks) and the one after the last of them (watching goes on into the next season)."""
+    numbers = set(season_numbers)
+    if watching:
+        return {n for n in numbers if n > 0}
+    after = {max(touched) + 1} if touched else set()
+    return (set(touched) | after) & numbers
+
+
+def episodes_held(*sides: Side) -> dict[tuple[int, int], set[int]]:
+    """(show, season) -> the episode numbers any of `sides` holds a play of."""
+    held: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for side in sides:
+        for play in side.plays:
+            parts = _EPISODE.match(play.item)
+            if parts:
+                show, season, number = (int(x) for x in parts.groups())
+                held[(show, season)].add(number)
+    return held
+
+
+def worth_reading(count: int | None, held: AbstractSet[int], was_marked: bool) -> bool:
+    """Whether a full read reads the ticks of a season nobody asked about: only when a tick
+    there could tell the other side something (an episode neither side holds a play of; all
+    of them when the catalogue gives no count), or when the season was marked watched and is
+    not any more (its ticks are what is left)."""
+    if was_marked or count is None:
+        return True
+    return any(number not in held for number in range(1, count + 1))
 
 
 class SerializdReader:
     service = "serializd"
 
-    def __init__(self, client: SerializdClient, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        client: SerializdClient,
+        store: Store,
+        clock: Callable[[], float],
+        discover: bool = True,
+    ) -> None:
         self.client = client
         self.store = store
         self.clock = clock
+        # Whether full reads look for watched state beyond the seasons the sides disagree on:
+        # only worth it when Serializd's plays flow to the other side.
+        self.discover = discover
         self._fresh: dict[str, list[DiaryEntry]] = {}
         self._ledger: dict[str, dict[str, int]] = {}
         self._cursors: dict[str, dict[str, str]] = {}  # what read() returned, per profile
@@ -220,33 +299,78 @@ class SerializdReader:
         return SideRead(side, saved)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
-        """Read ticks (or season marks) of the seasons where `other` holds plays the diary does
-        not explain, and turn them into undated plays."""
-        wanted, other_undated = unexplained(own, other)
-        if not wanted:
+        """Turn Serializd's watched state into undated plays where it matters.
+
+        Every run: the ticks (or marks) of the seasons where `other` holds plays the diary does
+        not explain. A full read, when Serializd's plays flow to the other side, also turns
+        every season marked watched into plays (one per episode, no extra read) and reads the
+        ticks of the seasons the user touched on Serializd (`discovery_seasons`) wherever an
+        episode is still missing on both sides (`worth_reading`): Serializd lists ticks one
+        season per request and has no listing of the seasons holding any.
+        """
+        asked, other_undated = unexplained(own, other)
+        discover = self.discover and self._full.get(profile, False)
+        if not asked and not discover:
             return own
         marks = await self._marks(profile)
+        touched: dict[int, set[int]] = {}
+        watching: set[int] = set()
+        if discover:
+            ours = {str(review) for review in (await self._written(profile)).values()}
+            touched = named_seasons(own, ours)
+            watching = set(await self.client.currently_watching(profile))
+        held = episodes_held(own, other)
+        was_marked = marked_before(own)
         fresh: list[Play] = []
         replaced: set[str] = set()
-        for show, seasons in sorted(wanted.items()):
+        shows = {*asked, *marks, *touched, *watching} if discover else {*asked}
+        for show in sorted(shows):
             try:
-                numbers = await season_map(self.client, self.store, show, self.clock)
+                seasons = await show_seasons(self.client, self.store, show, self.clock, counts=True)
             except SerializdItemError:
                 continue  # a show Serializd does not know: nothing of it is watched there
-            for season, episodes in sorted(seasons.items()):
-                season_id = numbers.get(season)
+            marked = {n for n, i in seasons.ids.items() if i in marks.get(show, ())}
+            candidates = set(asked.get(show, {}))
+            if discover:
+                numbers = touched.get(show, set()) | marked
+                candidates |= marked | discovery_seasons(seasons.ids, numbers, show in watching)
+            for season in sorted(candidates):
+                season_id = seasons.ids.get(season)
                 if season_id is None:
                     continue
+                episodes = set(asked.get(show, {}).get(season, ()))
                 watched: set[int] | None = None
-                if season_id not in marks.get(show, ()):
+                if season in marked:
+                    episodes |= await self._episodes(show, season, seasons)
+                elif episodes or (
+                    discover
+                    and worth_reading(
+                        seasons.episodes.get(season),
+                        held.get((show, season), set()),
+                        (show, season) in was_marked,
+                    )
+                ):
                     watched = await self.client.episode_logs(profile, show, season, season_id)
                     self.seasons_read += 1
+                else:
+                    continue
                 plays, gone = season_state(show, season, watched, episodes, own, other_undated)
                 fresh += plays
                 replaced |= gone
         kept = tuple(p for p in own.plays if p.record not in replaced)
         known = {p.record for p in kept}
         return Side(kept + tuple(p for p in fresh if p.record not in known), own.ratings)
+
+    async def _episodes(self, show: int, season: int, seasons: ShowSeasons) -> set[int]:
+        """Every episode number of a season: its count in the catalogue, else the season's
+        own listing (one more read)."""
+        count = seasons.episodes.get(season)
+        if count is not None:
+            return set(range(1, count + 1))
+        try:
+            return set(await self.client.season_episodes(show, season))
+        except SerializdItemError:
+            return set()
 
     async def _marks(self, profile: str) -> dict[int, set[int]]:
         """Show -> season ids marked watched: read on a full read (one paged listing of every
@@ -270,4 +394,5 @@ def make_reader(
         SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock),
         store,
         clock,
+        discover=any(source == "serializd" for source, _ in flows(link)),
     )

@@ -281,8 +281,37 @@ def season_numbers(rows: Any) -> dict[int, int]:
 
 def parse_season_map(show: Any) -> dict[int, int]:
     """`GET /api/show/{id}` -> season number -> TMDB season id."""
+    return parse_show_seasons(show).ids
+
+
+@dataclass(frozen=True)
+class ShowSeasons:
+    """A show's seasons as the catalogue lists them (§4)."""
+
+    ids: dict[int, int]  # season number -> TMDB season id
+    episodes: dict[int, int]  # season number -> episode count, where the answer gives one
+
+
+def parse_show_seasons(show: Any) -> ShowSeasons:
+    """`GET /api/show/{id}` -> season ids and episode counts by season number."""
     rows = show.get("seasons") if isinstance(show, dict) else None
-    return {number: season_id for season_id, number in season_numbers(rows).items()}
+    ids = {number: season_id for season_id, number in season_numbers(rows).items()}
+    episodes: dict[int, int] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict):
+            number, count = _int(row.get("seasonNumber")), _int(row.get("episodeCount"))
+            if number in ids and count is not None and count >= 0:
+                episodes[number] = count
+    return ShowSeasons(ids, episodes)
+
+
+def parse_season_episodes(data: Any) -> list[int]:
+    """`GET /api/show/{id}/season/{n}` -> its episode numbers (none for an empty season)."""
+    rows = data.get("episodes") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise SerializdError(SERVICE, "the season answer has no `episodes` list")
+    numbers = (_int(row.get("episodeNumber")) for row in rows if isinstance(row, dict))
+    return sorted({n for n in numbers if n is not None})
 
 
 def parse_diary_entry(row: Any) -> DiaryEntry | None:
@@ -340,6 +369,15 @@ def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | No
         ids = [i for v in (raw if isinstance(raw, list) else []) if (i := _int(v)) is not None]
         shows.append((show_id, ids))
     return shows, _int(data.get("totalPages"))
+
+
+def parse_show_page(data: Any, what: str) -> tuple[list[int], int | None]:
+    """`currently_watching_page` (and its paused/dropped siblings, §5.2) -> (TMDB show ids,
+    total pages or None if missing). No `items` list is an error, never "no shows"."""
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise SerializdError(SERVICE, f"the {what} answer has no `items` list")
+    shows = [_int(item.get("showId")) for item in data["items"] if isinstance(item, dict)]
+    return [s for s in shows if s is not None], _int(data.get("totalPages"))
 
 
 def parse_watchlist_page(data: Any) -> tuple[list[WatchlistShow], int | None]:
@@ -701,10 +739,22 @@ class SerializdClient:
 
     async def season_map(self, show_id: int) -> dict[int, int]:
         """Season number -> TMDB season id for a TMDB show (the caller caches it, §4)."""
+        return (await self.show_seasons(show_id)).ids
+
+    async def show_seasons(self, show_id: int) -> ShowSeasons:
+        """A TMDB show's season ids and episode counts (one catalogue read; cache it, §4)."""
         what = f"show {show_id}"
         response = await self._send("", "GET", f"/api/show/{show_id}")
         self._check(response, what)
-        return parse_season_map(self._json(response, what))
+        return parse_show_seasons(self._json(response, what))
+
+    async def season_episodes(self, show_id: int, season_number: int) -> list[int]:
+        """The episode numbers of one season (`GET /api/show/{id}/season/{n}`, §4): for when
+        the show answer gives no episode count."""
+        what = f"show {show_id} season {season_number}"
+        response = await self._send("", "GET", f"/api/show/{show_id}/season/{season_number}")
+        self._check(response, what)
+        return parse_season_episodes(self._json(response, what))
 
     # ------------------------------------------------------------------ reads
 
@@ -762,6 +812,26 @@ class SerializdClient:
                 break
             page += 1
         return [(show_id, sorted(ids)) for show_id, ids in shows.items()]
+
+    async def currently_watching(self, profile: str) -> list[int]:
+        """The TMDB ids of the shows on the "currently watching" list, all pages (§5.2)."""
+        shows: dict[int, None] = {}
+        page = 1
+        while True:
+            what = f"currently watching page {page}"
+            data = await self._read(
+                profile,
+                self._user_path(f"currently_watching_page/{page}"),
+                what,
+                {"sort_by": "date_added_desc"},  # every known client sends it (§5.2)
+            )
+            items, total_pages = parse_show_page(data, what)
+            before = len(shows)
+            shows.update(dict.fromkeys(items))
+            if not items or last_page(page, total_pages, len(shows) > before):
+                break
+            page += 1
+        return list(shows)
 
     async def watchlist(self, profile: str) -> list[WatchlistShow]:
         """Every show on the watchlist, all pages (newest first as the server sorts them).
