@@ -3,7 +3,7 @@ stateful fake, driven through the delivery worker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ from watchbridge.app import Runtime
 from watchbridge.config import AniListConfig, Secret, parse_config
 from watchbridge.deliver.anilist import (
     AniListTarget,
+    IndexReverse,
     Reverse,
     finish_write,
+    index_reverse,
     play_write,
     rating_write,
     removal_write,
+    season_owner,
 )
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.model import Ids, MediaRef, ref_to_dict
@@ -39,9 +42,26 @@ AMBIGUOUS_SHOW = 777
 DAY = 86400.0
 
 
+OPEN_SHOW = 888  # an open-ended "offset 0" row onto PART_2, as Kometa/Fribb write them
+# (show, season, number) -> (AniList id, episode) the datasets learn later (a refresh)
+LATER: dict[tuple[str | None, int | None, int | None], tuple[int, int]] = {}
+
+
+@pytest.fixture(autouse=True)
+def _no_refresh_yet() -> Iterator[None]:
+    yield
+    LATER.clear()
+
+
 def reverse_table(item: MediaRef) -> tuple[int, int] | Unmatched:
     show = item.ids.tmdb if item.kind == "show" else item.show_ids.tmdb
     number = item.number or 0
+    if (show, item.season, item.number) in LATER:
+        return LATER[(show, item.season, item.number)]
+    if show == str(REZERO) and item.kind == "episode" and item.season == 3:
+        return Unmatched("TMDB 65942 S3: the datasets know the show, not the season", "new-season")
+    if show == str(OPEN_SHOW) and item.kind == "episode":
+        return PART_2, number
     if show == str(REZERO) and item.kind == "episode" and item.season == 1 and 38 <= number <= 49:
         return PART_2, number - 37
     if show == str(REZERO) and item.kind in ("show", "season"):
@@ -318,6 +338,55 @@ async def test_an_anime_episode_that_cannot_be_mapped_is_reported_not_guessed(
     assert fake.snapshot() == {}
 
 
+async def test_a_play_past_the_entrys_episode_count_is_recorded_and_never_completes_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="CURRENT", progress=11)
+    enqueue(runtime, "play", episode(13, show=OPEN_SHOW), clock())
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("CURRENT", 11)
+    (record,) = unmatched_records(runtime.store, ["me"])
+    assert record.code == "outside" and "has 12" in record.reason
+
+
+async def test_a_play_past_the_end_of_a_title_not_on_the_list_creates_no_entry(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(14, show=OPEN_SHOW), clock())
+    await drain(worker, runtime)
+    assert fake.snapshot() == {}
+    assert fake.operations.count("Page.media") == 1
+    assert [r.code for r in unmatched_records(runtime.store, ["me"])] == ["outside"]
+
+
+async def test_a_play_a_link_queued_is_never_done_without_its_write(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(4, show=1396), clock(), link="anilist-trakt")
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts().get("done", 0) == 0
+    assert runtime.store.outbox_counts()["pending"] == 1
+
+
+async def test_a_new_season_play_is_listed_and_delivered_after_the_datasets_catch_up(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    new_season = MediaRef(
+        "episode", show_ids=Ids(tmdb=str(REZERO)), show_title="Re:Zero", season=3, number=2
+    )
+    enqueue(runtime, "play", new_season, clock() - 60)
+    await drain(worker, runtime)
+    assert [r.code for r in unmatched_records(runtime.store, ["me"])] == ["new-season"]
+    assert (runtime.store.next_due() or 0) >= clock() + 86400
+
+    LATER[(str(REZERO), 3, 2)] = (PART_2, 2)  # a dataset refresh maps it
+    clock.now += 86400 * 1.3
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 2
+    assert unmatched_records(runtime.store, ["me"]) == []
+
+
 async def test_a_deliberate_removal_lowers_progress_by_the_highest_episode(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:
@@ -374,6 +443,55 @@ def test_the_reverse_mapping_uses_the_anime_index_worked_examples() -> None:
     assert reverse(episode(41)) == (PART_2, 3)  # Re:Zero S2 Part 2 ep 3 is TMDB S1E41
     not_anime = reverse(episode(4, show=1396))
     assert isinstance(not_anime, Unmatched) and not_anime.code == "unknown"
+
+
+def sample_reverse() -> IndexReverse:
+    from tests.fakes.anime_datasets import sample_bodies
+    from watchbridge.anime import load_index
+
+    return index_reverse(load_index(sample_bodies()))
+
+
+@pytest.mark.parametrize(
+    ("ids", "season", "number", "found"),
+    [
+        (Ids(anidb="15593"), 1, 3, (PART_2, 3)),  # Plex HAMA: anidb-15593/1/3
+        (Ids(mal="42203"), 1, 3, (PART_2, 3)),
+        (Ids(anilist="119661"), None, 3, (PART_2, 3)),  # a webhook's show.ids.anilist
+        (Ids(tmdb=str(REZERO), anilist="21355"), 1, 41, (PART_2, 3)),  # TMDB numbering first
+    ],
+)
+def test_anime_ids_name_the_entry_when_no_dataset_range_holds_the_item(
+    ids: Ids, season: int | None, number: int, found: tuple[int, int]
+) -> None:
+    item = MediaRef("episode", show_ids=ids, season=season, number=number)
+    assert sample_reverse()(item) == found
+
+
+def test_a_later_season_of_a_show_named_by_its_anime_id_is_not_guessed() -> None:
+    item = MediaRef("episode", show_ids=Ids(anidb="15593"), season=2, number=3)
+    found = sample_reverse()(item)
+    assert isinstance(found, Unmatched) and found.code == "unmapped"
+
+
+def test_a_seasons_entries_come_in_episode_order() -> None:
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
+    assert sample_reverse().season_entries(season) == (21355, 108632, PART_2)
+
+
+@pytest.mark.parametrize(
+    ("listed", "owner"),
+    [
+        ({108632: 0, PART_2: 80}, PART_2),  # the first scored entry on the list
+        ({108632: 0, PART_2: 0}, 108632),  # none scored: the first on the list
+        ({}, 21355),  # none on the list: the season's first entry
+    ],
+)
+def test_a_season_rating_goes_to_the_first_scored_entry_of_the_season(
+    listed: dict[int, int], owner: int
+) -> None:
+    entries = {m: current(media_id=m, score=score) for m, score in listed.items()}
+    assert season_owner((21355, 108632, PART_2), entries, 21355) == owner
 
 
 async def test_deliveries_wait_while_no_mapping_dataset_is_downloaded(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,20 +16,23 @@ from click.testing import CliRunner
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
-from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt
 from tests.linkrig import fast_trakt
 from tests.linkrig_anilist import sample_index
 from watchbridge import readers
+from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
 from watchbridge.cli import cli
 from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
 from watchbridge.deliver.trakt import TraktTarget
-from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.deliver.worker import Delivered, DeliveryWorker, Outcome
 from watchbridge.narrow import Narrowing
+from watchbridge.reconcile import Action
 from watchbridge.services.trakt import parse_iso
-from watchbridge.sync import RunResult, plan_link, run_link
+from watchbridge.store import OutboxItem
+from watchbridge.sync import RunResult, apply_plan, plan_link, run_link
 from watchbridge.wiring import anilist_client, build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +44,9 @@ REZERO_P2, AOT_P2 = (
     131681,
 )  # AniList: Re:Zero S2 Part 2 = TMDB S1E38-, AoT FS Part 2 = S4E17-
 DAY = 86400.0
+BREAKING_BAD = 1396  # TMDB: in no anime dataset
+REZERO_P1 = 108632  # Re:Zero S2 Part 1: TMDB S1E26-38, Part 2 (REZERO_P2) goes on from E39
+FRIEREN, FRIEREN_2026 = 209867, 182255  # TMDB S1 from E29, open-ended in every dataset
 
 
 def iso(at: float) -> str:
@@ -52,7 +59,7 @@ class Rig:
         self.targets = targets
         self.config_path = config_path
 
-    async def sync(self, narrowing: Narrowing | None = None) -> RunResult:
+    async def sync(self, narrowing: Narrowing | None = None, full: bool = False) -> RunResult:
         return await run_link(
             self.runtime.config,
             self.runtime.store,
@@ -60,10 +67,13 @@ class Rig:
             yes=True,
             clock=time.time,
             narrowing=narrowing,
+            full=full,
         )
 
-    async def sync_and_deliver(self, narrowing: Narrowing | None = None) -> RunResult:
-        result = await self.sync(narrowing)
+    async def sync_and_deliver(
+        self, narrowing: Narrowing | None = None, full: bool = False
+    ) -> RunResult:
+        result = await self.sync(narrowing, full)
         worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
         worker.targets = dict(self.targets)
         for _ in range(20):
@@ -92,8 +102,18 @@ def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
 
 
 @pytest.fixture
+def link_options() -> str:
+    """Extra link settings; a test parametrizes it (`prefer: anilist`)."""
+    return ""
+
+
+@pytest.fixture
 async def rig(
-    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    anilist: FakeAniList,
+    monkeypatch: pytest.MonkeyPatch,
+    link_options: str,
 ) -> AsyncIterator[Rig]:
     monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
     monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
@@ -108,7 +128,7 @@ profiles:
       trakt: {{}}
       anilist: {{token: "{anilist.issue_token()}"}}
 links:
-  {LINK}: {{services: [anilist, trakt]}}
+  {LINK}: {{services: [anilist, trakt]{", " + link_options if link_options else ""}}}
 """
     config_path = tmp_path / "watchbridge.yaml"
     config_path.write_text(text)
@@ -136,6 +156,12 @@ links:
     for target in targets.values():
         await target.aclose()
     runtime.close()
+
+
+def rate_on_trakt(trakt: FakeTrakt, item: Any, value: int) -> None:
+    with trakt.lock:
+        trakt.user.ratings[key_of(item)] = Rating(item, value, iso(time.time() - 600))
+        trakt._touch(trakt.user, f"{item.kind}s.rated_at")
 
 
 def trakt_plays(trakt: FakeTrakt, show: int) -> list[tuple[int, int, float | None]]:
@@ -214,6 +240,165 @@ async def test_an_anilist_score_becomes_the_trakt_rating_of_its_season_and_back(
     entry.updated_at = int(anilist.now()) + 5
     await rig.sync_and_deliver()
     assert [r.rating for r in trakt.ratings()] == [4]
+
+
+# --------------------------------------------------------------------------- score conflicts
+
+
+async def rated_both_ways(trakt: FakeTrakt, anilist: FakeAniList, rig: Rig) -> Any:
+    """AoT Final Season Part 2 scored 60 on AniList, synced to Trakt's S4 as 6; then the user
+    rates S4 9 on Trakt and, later, watches an episode on AniList (its updatedAt moves)."""
+    entry = anilist.add_entry(
+        AOT_P2, status="CURRENT", progress=3, score=60, updated_at=int(time.time() - 3 * DAY)
+    )
+    await rig.sync_and_deliver()
+    assert [r.rating for r in trakt.ratings()] == [6]
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    rate_on_trakt(trakt, show.seasons[4], 9)
+    entry.progress, entry.updated_at = 4, int(anilist.now()) + 5
+    return entry
+
+
+async def test_newest_wins_a_later_trakt_rating_beats_an_old_score_after_a_progress_step(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await rated_both_ways(trakt, anilist, rig)
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[AOT_P2]["score"] == 90
+    assert [r.rating for r in trakt.ratings()] == [9]
+
+
+@pytest.mark.parametrize("link_options", ["prefer: anilist"])
+async def test_prefer_anilist_keeps_the_anilist_score_over_a_later_trakt_rating(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    entry = await rated_both_ways(trakt, anilist, rig)
+    entry.score = 40  # changed on AniList an hour ago, before the Trakt rating
+    entry.updated_at = int(time.time() - 3600)
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[AOT_P2]["score"] == 40
+    assert [r.rating for r in trakt.ratings()] == [4]
+
+
+@pytest.mark.parametrize("link_options", ["prefer: trakt"])
+async def test_prefer_trakt_keeps_the_trakt_rating_over_a_later_anilist_score(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    entry = await rated_both_ways(trakt, anilist, rig)
+    entry.score = 40  # and the user changes the score on AniList too, after the Trakt rating
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[AOT_P2]["score"] == 90
+    assert [r.rating for r in trakt.ratings()] == [9]
+
+
+async def test_a_season_shared_by_several_entries_rates_by_its_first_scored_entry(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    for media in (REZERO_P1, REZERO_P2):
+        anilist.add_media(media, episodes=13 if media == REZERO_P1 else 12)
+    earlier = int(time.time() - 3 * DAY)
+    anilist.add_entry(REZERO_P1, status="COMPLETED", progress=13, score=70, updated_at=earlier)
+    anilist.add_entry(REZERO_P2, status="COMPLETED", progress=12, score=90, updated_at=earlier)
+    await rig.sync_and_deliver()
+    assert [r.rating for r in trakt.ratings()] == [7]  # S1 is Part 1's score, not Part 2's
+
+    show = next(s for s in trakt.shows if s.tmdb == REZERO)
+    rate_on_trakt(trakt, show.seasons[1], 5)
+    await rig.sync_and_deliver()
+    assert (anilist.snapshot()[REZERO_P1]["score"], anilist.snapshot()[REZERO_P2]["score"]) == (
+        50,
+        90,
+    )
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+# --------------------------------------------------------------------------- what AniList can hold
+
+
+def actions_for(result: RunResult, target: str) -> list[tuple[str, str]]:
+    return [(a.kind, a.item) for p in result.plans for a in p.plan.actions if a.target == target]
+
+
+async def test_full_runs_never_plan_a_non_anime_show_to_anilist_nor_remove_it_from_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    anime = next(s for s in trakt.shows if s.tmdb == AOT)
+    other = trakt.add_show("Breaking Bad", 2008, tmdb=BREAKING_BAD, seasons={1: 7})
+    for number in range(17, 29):
+        trakt.add_history(anime.seasons[4].episodes[number], iso(time.time() - DAY + number))
+    trakt.add_history(other.seasons[1].episodes[1], iso(time.time() - 2 * DAY))
+    rate_on_trakt(trakt, other.seasons[1], 9)
+
+    for _ in range(3):
+        result = await rig.sync_and_deliver(full=True)
+        assert not any(str(BREAKING_BAD) in item for _, item in actions_for(result, "anilist"))
+        assert actions_for(result, "trakt") == []
+    assert anilist.snapshot()[AOT_P2]["status"] == "COMPLETED"
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, BREAKING_BAD)] == [(1, 1)]
+    assert len(trakt.ratings()) == 1
+
+
+class SkipEverything:
+    """The AniList target of earlier releases, as far as this matters: every link row it
+    could not map was settled as done ("not anime: skipped")."""
+
+    name = "anilist"
+    batch_size = 50
+
+    async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
+        return {item.id: Delivered("not anime (in no mapping dataset): skipped") for item in items}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_non_anime_play_an_earlier_release_settled_as_done_is_not_removed_later(
+    rig: Rig, trakt: FakeTrakt
+) -> None:
+    other = trakt.add_show("Breaking Bad", 2008, tmdb=BREAKING_BAD, seasons={1: 7})
+    watched = float(int(time.time() - 2 * DAY) // 60 * 60)
+    trakt.add_history(other.seasons[1].episodes[1], iso(watched))
+    config, store = rig.runtime.config, rig.runtime.store
+    (planned,), _ = await plan_link(config, store, LINK, full=True)
+    add = Action(
+        "add_play", "anilist", f"episode:tmdb:{BREAKING_BAD}:s1e1", "new on trakt", watched
+    )
+    old = replace(planned, plan=replace(planned.plan, actions=(*planned.plan.actions, add)))
+    apply_plan(store, config.links[LINK], LINK, old, False, time.time())
+    worker = DeliveryWorker(lambda _: [], config.delivery)
+    worker.targets = {"anilist": SkipEverything()}
+    await worker.pass_once(rig.runtime)
+
+    for _ in range(2):
+        result = await rig.sync_and_deliver(full=True)
+        assert actions_for(result, "trakt") == []
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, BREAKING_BAD)] == [(1, 1)]
+
+
+async def test_a_play_past_the_episode_count_of_a_listed_entry_is_listed_and_not_planned(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = trakt.add_show("Frieren", 2023, tmdb=FRIEREN, seasons={1: 45})
+    anilist.add_entry(FRIEREN_2026, episodes=10, status="CURRENT", progress=9)
+    trakt.add_history(show.seasons[1].episodes[28 + 11], iso(time.time() - DAY))  # "episode 11"
+    result = await rig.sync_and_deliver()
+    assert actions_for(result, "anilist") == []
+    assert anilist.snapshot()[FRIEREN_2026]["progress"] == 9
+    records = unmatched_records(rig.runtime.store, ["me"])
+    assert [(r.key, r.code) for r in records] == [(f"episode:tmdb:{FRIEREN}:s1e39", "outside")]
+
+
+async def test_plays_of_a_season_the_datasets_do_not_know_yet_are_listed_and_not_planned(
+    rig: Rig, trakt: FakeTrakt
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    trakt.add_season(show, 5)
+    trakt.add_episode(show, 5, 1)
+    trakt.add_history(show.seasons[5].episodes[1], iso(time.time() - DAY))
+    result = await rig.sync_and_deliver()
+    assert actions_for(result, "anilist") == []
+    records = unmatched_records(rig.runtime.store, ["me"])
+    assert [(r.key, r.code) for r in records] == [(f"episode:tmdb:{AOT}:s5e1", "new-season")]
 
 
 # --------------------------------------------------------------------------- narrowed runs

@@ -12,13 +12,16 @@ from tests.fakes.base import FakeServer
 from watchbridge.anime import EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.anime_data import unmatched_records
 from watchbridge.config import AniListConfig, Secret
+from watchbridge.model import MediaRef
 from watchbridge.readers.anilist import (
     AniListReader,
     EntryState,
     anilist_side,
+    catalog_for,
+    merge,
     states_from,
 )
-from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
 from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry
 from watchbridge.store import Store
 
@@ -176,8 +179,102 @@ def test_entry_states_survive_the_cursor_round_trip() -> None:
     from watchbridge.readers.anilist import states_json
 
     assert states_from({"entries": states_json(converted.states)}) == {
+        126661: EntryState(3, 1, "REPEATING", REZERO_P2, 12)
+    }
+
+
+def test_states_saved_by_an_earlier_release_still_read() -> None:
+    assert states_from({"entries": '{"126661":[3,1,"REPEATING"]}'}) == {
         126661: EntryState(3, 1, "REPEATING")
     }
+
+
+# --------------------------------------------------------------------------- score dates
+
+SEASON = "show:tmdb:65942:s1"
+
+
+def test_a_score_keeps_its_date_while_only_progress_moves() -> None:
+    first = anilist_side([entry(progress=3, score=60)], {}, None, table)
+    later = entry(progress=4, score=60, updated_at=UPDATED + 86400)
+    side = anilist_side([later], first.states, first.side, table).side
+    assert side.ratings[SEASON].at == first.side.ratings[SEASON].at == UPDATED
+
+
+def test_a_changed_score_is_dated_by_the_update_that_changed_it() -> None:
+    first = anilist_side([entry(progress=3, score=60)], {}, None, table)
+    later = entry(progress=3, score=80, updated_at=UPDATED + 86400)
+    side = anilist_side([later], first.states, first.side, table).side
+    assert (side.ratings[SEASON].value, side.ratings[SEASON].at) == (80, UPDATED + 86400)
+
+
+def test_a_score_first_seen_is_dated_by_the_finish_date_when_there_is_one() -> None:
+    done = entry(status="COMPLETED", progress=12, score=70, completed_at=FuzzyDate(2024, 3, 1))
+    side = anilist_side([done], {}, None, table).side
+    assert side.ratings[SEASON].at == FuzzyDate(2024, 3, 1).timestamp()
+
+
+def test_a_delta_read_keeps_the_season_rating_of_entries_it_did_not_see() -> None:
+    first = anilist_side([entry(progress=3, score=60)], {}, None, table)
+    other = entry(media=AOT_FINAL, progress=1)
+    fresh = anilist_side([other], first.states, first.side, table)
+    states = {**first.states, **fresh.states}
+    side = merge(first.side, fresh, {other.id}, states, table)
+    assert side.ratings[SEASON].value == 60
+
+
+# --------------------------------------------------------------------------- what AniList holds
+
+
+def reverse(item: MediaRef) -> tuple[int, int] | Unmatched:
+    ids, season, number = item.show_ids, item.season, item.number or 0
+    if ids.tmdb == "65942" and season == 1 and number >= 38:
+        return REZERO_P2, number - 37  # open-ended, as an "offset" row reads
+    if ids.tmdb == "65942":
+        return Unmatched("the datasets know the show, not this season", "new-season")
+    return Unmatched("in no mapping dataset", "unknown")
+
+
+def trakt(*items: str, rated: tuple[str, ...] = ()) -> Side:
+    return Side(
+        tuple(Play(item, UPDATED, str(n)) for n, item in enumerate(items)),
+        {item: Rated(80, UPDATED) for item in rated},
+    )
+
+
+def test_anilist_holds_anime_episodes_that_map_back_and_not_other_shows() -> None:
+    listed = anilist_side([entry(progress=1)], {}, None, table)
+    other = trakt(key(2), "episode:tmdb:1396:s1e1")
+    catalog = catalog_for(listed.side, other, reverse, listed.states, table)
+    assert key(2) in catalog.items and "episode:tmdb:1396:s1e1" not in catalog.items
+    assert catalog.unmatched == {}  # not anime: nothing to report
+
+
+def test_an_episode_past_the_listed_entrys_count_is_not_held_and_is_reported() -> None:
+    listed = anilist_side([entry(progress=1, episodes=12)], {}, None, table)
+    catalog = catalog_for(listed.side, trakt(key(13)), reverse, listed.states, table)
+    assert key(13) not in catalog.items
+    assert catalog.unmatched[key(13)].code == "outside"
+
+
+def test_a_new_season_of_a_known_show_is_not_held_and_is_reported() -> None:
+    new = "episode:tmdb:65942:s3e1"
+    catalog = catalog_for(Side(), trakt(new), reverse, {}, table)
+    assert new not in catalog.items and catalog.unmatched[new].code == "new-season"
+
+
+def test_a_season_rating_is_held_only_where_an_entry_can_take_it() -> None:
+    other = trakt(rated=(SEASON, "show:tmdb:1396:s1"))
+    assert catalog_for(Side(), other, reverse, {}, table).items == frozenset()
+    listed = anilist_side([entry(progress=1)], {}, None, table)
+    catalog = catalog_for(listed.side, other, reverse, listed.states, table)
+    assert SEASON in catalog.items and "show:tmdb:1396:s1" not in catalog.items
+
+
+def test_a_play_only_queued_for_anilist_does_not_make_its_item_holdable() -> None:
+    queued = Play("episode:tmdb:1396:s1e1", UPDATED, f"{EXPECTED}episode:tmdb:1396:s1e1@1")
+    catalog = catalog_for(Side((queued,)), Side(), reverse, {}, table)
+    assert catalog.items == frozenset()
 
 
 # --------------------------------------------------------------------------- against the fake

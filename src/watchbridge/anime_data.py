@@ -387,6 +387,18 @@ def note_unmatched(
     store.mirror_put(_SERVICE, profile, _COLLECTION, {key: asdict(record)}, now)
 
 
+def note_unmatched_plays(
+    store: Any, profile: str, found: Mapping[str, Unmatched], now: float
+) -> None:
+    """Record several plays (by item key) at once: a link run reports all of them each run."""
+    if found:
+        records = {
+            key: asdict(UnmatchedRecord(profile, key, why.reason, why.code, None, None, now))
+            for key, why in found.items()
+        }
+        store.mirror_put(_SERVICE, profile, _COLLECTION, records, now)
+
+
 def clear_unmatched(store: Any, profile: str, keys: Iterable[str]) -> None:
     """Forget entries that map now."""
     store.mirror_remove(_SERVICE, profile, _COLLECTION, list(keys))

@@ -158,7 +158,12 @@ def plan(
         actions += _plan_history(link, current, baseline, tombstones, allowed, new_tombstones)
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
+    planned = actions
     actions, left_out = _within_catalogs(actions, current)
+    # A removal left out changes nothing: its partner gets no tombstone.
+    new_tombstones -= {
+        (a.target, a.record) for a in set(planned) - set(actions) if a.kind == "remove_play"
+    }
     held = _mass_removal(link, current, actions)
     return Plan(tuple(actions), frozenset(new_tombstones), held, left_out)
 
@@ -167,7 +172,9 @@ def _within_catalogs(
     actions: list[Action], current: Mapping[str, Side]
 ) -> tuple[list[Action], dict[str, int]]:
     """Adds and ratings for items their target cannot hold are left out (and counted):
-    planning them every run would only ever end in "not in any library"."""
+    planning them every run would only ever end in "not in any library". A play "removed" from
+    a side that cannot hold its item was never really there (an add it skipped, then read as
+    gone), so it takes nothing from the other side."""
     kept: list[Action] = []
     left_out: defaultdict[str, int] = defaultdict(int)
     for action in actions:
@@ -175,9 +182,17 @@ def _within_catalogs(
         adding = action.kind in ("add_play", "set_rating")
         if adding and catalog is not None and action.item not in catalog:
             left_out[action.target] += 1
+        elif action.kind == "remove_play" and not _could_hold(action, current):
+            continue
         else:
             kept.append(action)
     return kept, dict(left_out)
+
+
+def _could_hold(removal: Action, current: Mapping[str, Side]) -> bool:
+    """Whether the side a removal comes from could hold the removed item."""
+    sources = [side for name, side in current.items() if name != removal.target]
+    return all(side.catalog is None or removal.item in side.catalog for side in sources)
 
 
 def _plan_history(

@@ -2,9 +2,10 @@
 
 Follows ``shared/reference/anilist.md`` (sections cited as §n). It does not implement GraphQL:
 it recognises the operations watchbridge sends by their content (``Viewer``,
-``MediaListCollection``, ``Page``/``mediaList`` sorted by update time, ``SaveMediaListEntry``,
-``DeleteMediaListEntry``) and answers in the documented shapes. Point ``services.anilist.api_url``
-at ``fake.url`` and ``services.anilist.auth_url`` at ``fake.auth_url``.
+``MediaListCollection``, ``Page``/``mediaList`` sorted by update time, ``Page``/``media`` by
+ids, ``SaveMediaListEntry``, ``DeleteMediaListEntry``) and answers in the documented shapes.
+Point ``services.anilist.api_url`` at ``fake.url`` and ``services.anilist.auth_url`` at
+``fake.auth_url``.
 
 Every GraphQL request passes, in this order (each step can answer instead of the handler):
 
@@ -432,6 +433,9 @@ class FakeAniList(FakeServer):
         if "mediaList(" in text and "Page" in text:
             self.operations.append("Page.mediaList")
             return {"Page": self._page(req, variables, text)}
+        if "media(" in text and "Page" in text:
+            self.operations.append("Page.media")
+            return {"Page": self._media_page(variables)}
         if "Viewer" in text:
             self.operations.append("Viewer")
             user = self._caller(req, required=True)
@@ -511,6 +515,14 @@ class FakeAniList(FakeServer):
             "pageInfo": {"hasNextPage": page * per_page < len(ordered)},
             "mediaList": [e.to_json(owner.score_format, raw) for e in part],
         }
+
+    def _media_page(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """`Page { media(id_in: $ids) }`: titles whether on a list or not (no token needed)."""
+        ids = variables.get("ids") or variables.get("id_in") or []
+        if not isinstance(ids, list) or len(ids) > 50:
+            raise _errors("validation", 400, validation={"ids": ["at most 50 ids per page"]})
+        found = [self.media[i].to_json() for i in ids if isinstance(i, int) and i in self.media]
+        return {"pageInfo": {"hasNextPage": False}, "media": found}
 
     def _save(self, user: User, variables: dict[str, Any], text: str) -> dict[str, Any]:
         validation: dict[str, list[str]] = {}

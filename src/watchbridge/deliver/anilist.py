@@ -2,15 +2,23 @@
 
 AniList keeps one entry per cour or part with its highest episode (reference anilist.md §7), so
 a play of a TMDB episode goes through the anime mapping (reverse: show, season, episode ->
-AniList id and episode) and sets progress to max(current, episode): never lower, whatever
-order plays arrive in. Reaching the episode count completes the entry (a rewatch pass is
-counted in `repeat`); a live play of episode 1 of a completed entry starts a rewatch. Scores
-go as `scoreRaw` and are skipped when the user would see no difference in their format
-(raw 70 and 80 are both 4 stars: no flapping). Removals lower progress only when the removed
-episode is the highest one (AniList cannot unwatch an episode in the middle).
+AniList id and episode; an item with only anime ids, a HAMA `anidb-` guid or a webhook's
+`ids.anilist`, by those) and sets progress to max(current, episode): never lower, whatever
+order plays arrive in. An episode past the entry's episode count is never written (the
+mapping is off there: it is recorded as unmatched). Reaching the episode count completes the
+entry (a rewatch pass is counted in `repeat`); a live play of episode 1 of a completed entry
+starts a rewatch. Scores go as `scoreRaw` and are skipped when the user would see no
+difference in their format (raw 70 and 80 are both 4 stars: no flapping); a season shared by
+several entries is scored on its first scored entry on the list (else its first entry on the
+list), as the link reader reads it. Removals lower progress only when the removed episode is
+the highest one (AniList cannot unwatch an episode in the middle).
 
-Items that are not anime (in no mapping dataset) are done at once with a note; anime that
-cannot be mapped are recorded for `watchbridge anime unmatched` and not retried blindly.
+Items that are not anime (in no mapping dataset) from a webhook are done at once with a note.
+Anime that cannot be mapped are recorded for `watchbridge anime unmatched`; where a dataset
+refresh may map them (a new season, an episode past every range, two entries claiming it) the
+row is tried again a day later, and gives up (a dead letter) after `delivery.max_age`. A row
+a link queued is never settled as done without its write: the link would count the play as
+delivered and, not finding it on AniList, remove it from the other side.
 Every batch starts from a fresh view of the list: the entries updated since the last batch
 (one request), or the whole list the first time (a few requests).
 """
@@ -19,11 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.anime import AnimeIndex, Unmatched
+from watchbridge.anime import SCHEMES, AnimeIndex, Unmatched
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
 from watchbridge.http import Unavailable
@@ -50,6 +58,9 @@ ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
 CURSOR = "entries_updated_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
+MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
+# Unmatched codes a dataset refresh (or an override) may turn into a mapping.
+REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute"})
 LIVE_REWATCH = 7 * 86400.0  # a play this recent of episode 1 of a finished entry is a rewatch
 
 # MediaRef -> (AniList id, AniList episode), or why not
@@ -74,8 +85,6 @@ def play_write(
     if current is None:
         return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=day)
     total = current.episodes
-    if total is not None:
-        episode = min(episode, total)
     if current.status == "COMPLETED":
         if rewatch and episode == 1 and total != 1:
             return EntryWrite(media_id, status="REPEATING", progress=1)
@@ -99,6 +108,27 @@ def play_write(
             completed_at=completed,
         )
     return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=started)
+
+
+def past_the_end(media_id: int, episode: int, total: int | None) -> Unmatched | None:
+    """An episode the entry does not have: the mapping is off there, so nothing is written
+    (clamping it would complete the entry on a guess)."""
+    if total is None or episode <= total:
+        return None
+    return Unmatched(
+        f"maps to episode {episode} of AniList {media_id}, which has {total}: a part newer "
+        "than the mapping datasets, or a dataset off by some episodes; add an override",
+        "outside",
+    )
+
+
+def season_owner(candidates: Sequence[int], entries: Mapping[int, ListEntry], fallback: int) -> int:
+    """The entry a season's rating belongs to: of the entries mapped into the season (in
+    episode order), the first scored one on the list, else the first on the list; `fallback`
+    (the entry holding the season's first episode) when none is on the list."""
+    listed = [media for media in candidates if media in entries]
+    scored = [media for media in listed if entries[media].score > 0]
+    return (scored or listed or [fallback])[0]
 
 
 def finish_write(saved: ListEntry, at: float) -> EntryWrite | None:
@@ -129,30 +159,92 @@ def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
     return EntryWrite(current.media_id, status=status, progress=episode - 1)
 
 
-def index_reverse(index: AnimeIndex) -> Reverse:
-    """`Reverse` from the mapping index (`watchbridge.anime.AnimeIndex`)."""
+class IndexReverse:
+    """`Reverse` from the mapping index (`watchbridge.anime.AnimeIndex`): TMDB, then TVDB
+    numbering; an item no dataset range holds falls back to its anime ids (AniList, AniDB,
+    MAL: HAMA guids, webhooks), which name the entry itself."""
 
-    def reverse(item: MediaRef) -> tuple[int, int] | Unmatched:
+    def __init__(self, index: AnimeIndex) -> None:
+        self.index = index
+
+    def __call__(self, item: MediaRef) -> tuple[int, int] | Unmatched:
         if item.kind == "movie":
             tmdb = item.ids.tmdb
             if tmdb and tmdb.isdigit():
-                return index.anilist_for_movie(int(tmdb))
-            return Unmatched(f"{item.describe()} has no TMDB id", "unknown")
+                found = self.index.anilist_for_movie(int(tmdb))
+                return found if isinstance(found, tuple) else self._by_anime_ids(item, found)
+            return self._by_anime_ids(item, Unmatched(f"{item.describe()} has no TMDB id"))
         ids = item.ids if item.kind == "show" else item.show_ids
-        for scheme in ("tmdb", "tvdb"):
+        answer: Unmatched | None = None
+        for scheme in SCHEMES:
             show = getattr(ids, scheme)
             if not (show and show.isdigit()):
                 continue
             if item.kind == "episode":
                 if item.season is None and item.absolute is not None:
-                    return index.anilist_for(int(show), None, item.absolute, scheme)
-                if item.season is None or item.number is None:
+                    found = self.index.anilist_for(int(show), None, item.absolute, scheme)
+                elif item.season is None or item.number is None:
                     continue
-                return index.anilist_for(int(show), item.season, item.number, scheme)
-            return index.anilist_for(int(show), item.season or 1, 1, scheme)
-        return Unmatched(f"{item.describe()} has no TMDB or TVDB show id", "unknown")
+                else:
+                    found = self.index.anilist_for(int(show), item.season, item.number, scheme)
+            else:
+                found = self.index.anilist_for(int(show), item.season or 1, 1, scheme)
+            if isinstance(found, tuple) or found.code != "unknown":
+                return found
+            answer = answer or found
+        why = answer or Unmatched(f"{item.describe()} has no TMDB or TVDB show id", "unknown")
+        return self._by_anime_ids(item, why)
 
-    return reverse
+    def _by_anime_ids(self, item: MediaRef, why: Unmatched) -> tuple[int, int] | Unmatched:
+        """The entry an AniList, AniDB or MAL id names, with the episode within it: an
+        episode numbered in the entry's own (AniDB season 1 = regular episodes) numbering.
+        A later season of an id-named show cannot be placed without the datasets."""
+        media: int | Unmatched | None = None
+        for ids in (item.ids, item.show_ids):
+            if ids.anilist and ids.anilist.isdigit():
+                media = int(ids.anilist)
+                break
+            anidb = int(ids.anidb) if ids.anidb and ids.anidb.isdigit() else None
+            mal = int(ids.mal) if ids.mal and ids.mal.isdigit() else None
+            if anidb is not None or mal is not None:
+                media = self.index.anilist_by_ids(anidb=anidb, mal=mal)
+                if isinstance(media, int):
+                    break
+        if media is None:
+            return why
+        if isinstance(media, Unmatched):
+            return media if media.code != "unknown" else why
+        if item.kind in ("movie", "show"):
+            return media, 1
+        if item.kind == "season":
+            if item.season in (None, 1):
+                return media, 1
+        elif item.season in (None, 1) and (number := item.number or item.absolute):
+            return media, number
+        elif item.season is None and item.absolute:
+            return media, item.absolute
+        return Unmatched(
+            f"{item.describe()} names AniList {media} by its anime id, but season "
+            f"{item.season} of it is not that entry's numbering; add an override",
+            "unmapped",
+        )
+
+    def season_entries(self, item: MediaRef) -> tuple[int, ...]:
+        """The entries mapped into a season item's TMDB season, in episode order."""
+        tmdb = item.show_ids.tmdb
+        if item.kind != "season" or item.season is None or not (tmdb and tmdb.isdigit()):
+            return ()
+        return tuple(media for media, _ in self.index.season_entries(int(tmdb), item.season))
+
+    def adopt(self, entries: Iterable[ListEntry]) -> None:
+        """Titles the datasets know by MAL id only, mapped for the list's entries."""
+        for entry in entries:
+            if entry.mal_id is not None and entry.media_id not in self.index:
+                self.index.adopt(entry.media_id, entry.mal_id)
+
+
+def index_reverse(index: AnimeIndex) -> IndexReverse:
+    return IndexReverse(index)
 
 
 # --------------------------------------------------------------------------- the target
@@ -200,6 +292,8 @@ class AniListTarget:
     ) -> None:
         reverse = await self.reverse()
         entries: dict[int, ListEntry] | None = None
+        targets: dict[int, tuple[MediaRef, tuple[int, int]]] = {}
+        unknown: list[tuple[OutboxItem, MediaRef, Unmatched]] = []
         for row in rows:
             decoded = _decode(row)
             if not isinstance(decoded, MediaRef):
@@ -212,18 +306,60 @@ class AniListTarget:
                 outcomes[row.id] = Delivered("AniList has no episode ratings: skipped")
                 continue
             target = reverse(decoded)
+            if isinstance(target, Unmatched) and target.code == "unknown" and entries is None:
+                unknown.append((row, decoded, target))  # not anime, or known by MAL id only
+            elif isinstance(target, Unmatched):
+                outcomes[row.id] = await self._unmatched(profile, row, decoded, target)
+            else:
+                if entries is None:
+                    entries = await self._entries(profile)
+                    adopt = getattr(reverse, "adopt", None)
+                    if adopt is not None:
+                        adopt(entries.values())
+                targets[row.id] = (decoded, target)
+        for row, decoded, why in unknown:
+            target = reverse(decoded) if entries is not None else why
             if isinstance(target, Unmatched):
-                outcomes[row.id] = await self._unmatched(profile, decoded, target)
+                outcomes[row.id] = await self._unmatched(profile, row, decoded, target)
+            else:
+                targets[row.id] = (decoded, target)
+        if entries is None:
+            return
+        # Episode counts of titles a play would add to the list: one request for the batch.
+        new = {t[0] for r in rows if (t := targets.get(r.id, (None, None))[1]) is not None}
+        counts = await self._counts(profile, new - set(entries))
+        for row in rows:
+            if row.id not in targets:
                 continue
-            if entries is None:
-                entries = await self._entries(profile)
+            decoded, (media_id, episode) = targets[row.id]
+            if row.action in ("rating", "remove_rating") and decoded.kind == "season":
+                seasons = getattr(reverse, "season_entries", None)
+                candidates = seasons(decoded) if seasons is not None else ()
+                media_id = season_owner(candidates, entries, media_id)
+            if row.action == "play":
+                current = entries.get(media_id)
+                total = current.episodes if current else counts.get(media_id)
+                beyond = past_the_end(media_id, episode, total)
+                if beyond is not None:
+                    outcomes[row.id] = await self._unmatched(profile, row, decoded, beyond)
+                    continue
             try:
-                outcomes[row.id] = await self._row(profile, row, target, entries)
+                outcomes[row.id] = await self._row(profile, row, (media_id, episode), entries)
             except (AniListValidationError, AniListNotFound) as exc:
                 outcomes[row.id] = Dead(exc.message)
 
-    async def _unmatched(self, profile: str, item: MediaRef, why: Unmatched) -> Outcome:
-        if why.code == "unknown":
+    async def _counts(self, profile: str, media_ids: set[int]) -> dict[int, int | None]:
+        if not media_ids:
+            return {}
+        return await self.client.episode_counts(profile, media_ids)
+
+    async def _unmatched(
+        self, profile: str, row: OutboxItem, item: MediaRef, why: Unmatched
+    ) -> Outcome:
+        """A row the mapping cannot place. A link's row is never settled as done (see the
+        module doc); a webhook's is done when a refresh cannot help, else tried again."""
+        link = "link" in row.payload
+        if why.code == "unknown" and not link:
             return Delivered("not anime (in no mapping dataset): skipped")
         from watchbridge.anime_data import note_unmatched
 
@@ -236,7 +372,10 @@ class AniListTarget:
             self.clock(),
             title=item.show_title or item.title,
         )
-        return Delivered(f"unmatched, see `watchbridge anime unmatched`: {why.reason}")
+        message = f"unmatched, see `watchbridge anime unmatched`: {why.reason}"
+        if link or why.code in REFRESHABLE:
+            return Retry(message, after=MAPPING_RETRY)
+        return Delivered(message)
 
     async def _row(
         self,
@@ -259,6 +398,7 @@ class AniListTarget:
             finish = finish_write(saved, at) if current is None else None
             if finish is not None:
                 saved = await self._save(profile, finish, saved, entries)
+            await self._clear_unmatched(profile, row)
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
         if row.action in ("rating", "remove_rating"):
             if current is None:
@@ -277,6 +417,16 @@ class AniListTarget:
             await self._save(profile, write, current, entries, allow_lower=True)
             return Delivered(f"progress lowered to {episode - 1}")
         return Dead(f"unknown action {row.action!r} for AniList")
+
+    async def _clear_unmatched(self, profile: str, row: OutboxItem) -> None:
+        """A play that maps now is no longer unmatched (after a dataset refresh)."""
+        if row.attempts == 0:
+            return  # first try: it was never recorded
+        from watchbridge.anime_data import clear_unmatched
+
+        item = _decode(row)
+        if isinstance(item, MediaRef):
+            await asyncio.to_thread(clear_unmatched, self.store, profile, [item.key()])
 
     async def _save(
         self,

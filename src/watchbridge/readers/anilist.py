@@ -19,6 +19,20 @@ Plays keep their record (`<entry id>:<episode>`, `<entry id>:r<pass>:<episode>`)
 across reads, so an unchanged list reads the same every time. A delta read asks only for the
 entries updated since the last read (one request, §5.4); deletions and lowered progress show up
 in the daily full read.
+
+Scores: an entry's score is the rating of the TMDB season its first episode lands on. Several
+entries can share a season (Re:Zero's three parts are all TMDB S1): the season's rating is the
+score of the first *scored* entry in episode order, the same entry a rating from the other side
+is written to (`deliver.anilist.season_owner`). `updatedAt` moves with every progress step, so
+a score is dated by the read that saw it change (`updatedAt` then); on first sight, by the
+entry's finish date, else its start date, else its last update.
+
+What AniList can hold (the side's catalog, `refine`): its own items, and the other side's
+episodes that map back to an AniList entry, no further than the entry's episode count;
+season ratings only for seasons an entry on the list or one of those episodes lands on.
+Anything else (not anime, a season the datasets do not know yet, an episode past an entry's
+end, a movie) is never planned to AniList; anime among them is listed by `watchbridge anime
+unmatched` and picked up on the first run after the datasets catch up.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from watchbridge.anime import AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.config import Config, Link
@@ -48,11 +62,17 @@ ReverseMapper = Callable[[MediaRef], tuple[int, int] | Unmatched]
 
 @dataclass(frozen=True)
 class EntryState:
-    """What the last read saw of one entry (kept in the cursors to spot steps and rewatches)."""
+    """What the last read saw of one entry (kept in the cursors to spot steps, rewatches and
+    score changes). `media`/`episodes`/`score`/`score_at` are 0/None in states saved by
+    older releases: their score then counts as first seen."""
 
     progress: int
     repeat: int
     status: str
+    media: int = 0
+    episodes: int | None = None
+    score: int = 0
+    score_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,31 @@ def _keys(forward: Forward) -> list[str] | Unmatched | None:
     return [episode_key(forward.show, forward.season, n) for n in numbers]
 
 
+def score_date(entry: ListEntry, before: EntryState | None) -> float:
+    """When the entry's current score was given, as well as AniList lets us know."""
+    if before is not None and before.media == entry.media_id and before.score == entry.score:
+        return before.score_at
+    if before is not None and before.media == entry.media_id:
+        return entry.updated_at  # changed since the last read: by this update at the latest
+    for day in (entry.completed_at, entry.started_at):
+        at = day.timestamp()
+        if at is not None:
+            return at
+    return entry.updated_at
+
+
+def entry_state(entry: ListEntry, before: EntryState | None) -> EntryState:
+    return EntryState(
+        entry.progress,
+        entry.repeat,
+        entry.status,
+        entry.media_id,
+        entry.episodes,
+        entry.score,
+        score_date(entry, before) if entry.score > 0 else 0.0,
+    )
+
+
 def entry_plays(
     entry: ListEntry,
     before: EntryState | None,
@@ -177,12 +222,33 @@ def entry_plays(
     return plays, problem
 
 
-def rating_key(entry: ListEntry, mapper: Mapper) -> str | None:
-    """An entry's score is about its TMDB season (an AniList entry is one cour or part)."""
-    forward = mapper(entry.media_id, 1, entry.episodes)
+def _season_start(media: int, episodes: int | None, mapper: Mapper) -> tuple[str, int] | None:
+    """(season key, TMDB episode) where an entry's first episode lands."""
+    forward = mapper(media, 1, episodes)
     if isinstance(forward, EpisodeRef) and forward.season is not None:
-        return show_key(forward.show, forward.season)
+        return show_key(forward.show, forward.season), forward.number
     return None
+
+
+def rating_key(entry: ListEntry, mapper: Mapper) -> str | None:
+    """The TMDB season an entry's score is about (an AniList entry is one cour or part)."""
+    start = _season_start(entry.media_id, entry.episodes, mapper)
+    return start[0] if start else None
+
+
+def season_ratings(states: Iterable[EntryState], mapper: Mapper) -> dict[str, Rated]:
+    """One rating per TMDB season: the score of the first scored entry in it."""
+    best: dict[str, tuple[int, int, Rated]] = {}
+    for state in states:
+        if state.score <= 0 or not state.media:
+            continue
+        start = _season_start(state.media, state.episodes, mapper)
+        if start is None:
+            continue
+        key, number = start
+        if key not in best or (number, state.media) < best[key][:2]:
+            best[key] = (number, state.media, Rated(state.score, state.score_at))
+    return {key: rated for key, (_, _, rated) in best.items()}
 
 
 def anilist_side(
@@ -201,12 +267,11 @@ def anilist_side(
         elif entry_id is not None:
             known.setdefault(entry_id, {})[play.record] = play
     plays: list[Play] = []
-    scores: dict[str, Rated] = {}
     states: dict[int, EntryState] = {}
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = {}
     mapped: set[int] = set()
     for entry in entries:
-        states[entry.id] = EntryState(entry.progress, entry.repeat, entry.status)
+        states[entry.id] = entry_state(entry, before.get(entry.id))
         made, problem = entry_plays(
             entry, before.get(entry.id), known.get(entry.id, {}), mapper, claims
         )
@@ -215,30 +280,37 @@ def anilist_side(
             unmatched[entry.media_id] = (entry, problem)
         else:
             mapped.add(entry.media_id)
-        key = rating_key(entry, mapper) if entry.score > 0 else None
-        if key is not None and (key not in scores or scores[key].at < entry.updated_at):
-            scores[key] = Rated(entry.score, entry.updated_at)
     # Queued plays not read back yet stay claimed (the engine settles or tombstones them).
     plays += [play for waiting in claims.values() for play in waiting]
+    scores = season_ratings(states.values(), mapper)
     return Converted(Side(tuple(plays), scores), states, unmatched, frozenset(mapped))
 
 
-def merge(baseline: Side, fresh: Converted, changed: set[int]) -> Side:
+def merge(
+    baseline: Side,
+    fresh: Converted,
+    changed: set[int],
+    states: Mapping[int, EntryState],
+    mapper: Mapper,
+) -> Side:
     """A delta read: entries in `changed` replaced by their fresh plays, the rest as before
-    (`fresh` carries the queued plays still waiting). Ratings are keyed by season, so fresh
-    ones go over the old."""
+    (`fresh` carries the queued plays still waiting). Ratings come from every entry's state
+    (`states`: the saved ones with the fresh ones over them), so a season shared by several
+    entries still rates by its first scored one."""
     kept = tuple(
         p
         for p in baseline.plays
         if not p.record.startswith(EXPECTED) and entry_of(p.record) not in changed
     )
-    scores = {**baseline.ratings, **fresh.side.ratings}
-    return Side(kept + fresh.side.plays, scores)
+    return Side(kept + fresh.side.plays, season_ratings(states.values(), mapper))
 
 
 def states_json(states: Mapping[int, EntryState]) -> str:
     return json.dumps(
-        {str(k): [s.progress, s.repeat, s.status] for k, s in sorted(states.items())},
+        {
+            str(k): [s.progress, s.repeat, s.status, s.media, s.episodes, s.score, s.score_at]
+            for k, s in sorted(states.items())
+        },
         separators=(",", ":"),
     )
 
@@ -250,8 +322,22 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
         return {}
     states = {}
     for key, value in raw.items() if isinstance(raw, dict) else ():
-        if key.isdigit() and isinstance(value, list) and len(value) == 3:
-            states[int(key)] = EntryState(int(value[0]), int(value[1]), str(value[2]))
+        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7):
+            continue
+        try:
+            head = EntryState(int(value[0]), int(value[1]), str(value[2]))
+            if len(value) == 7:
+                episodes = None if value[4] is None else int(value[4])
+                head = replace(
+                    head,
+                    media=int(value[3]),
+                    episodes=episodes,
+                    score=int(value[5]),
+                    score_at=float(value[6]),
+                )
+        except (TypeError, ValueError):
+            continue
+        states[int(key)] = head
     return states
 
 
@@ -296,6 +382,73 @@ def selection_keep(
     return keep
 
 
+@dataclass(frozen=True)
+class Catalog:
+    """What the AniList side can hold, and the other side's anime plays it cannot (why)."""
+
+    items: frozenset[str]
+    unmatched: dict[str, Unmatched] = field(default_factory=dict)
+
+
+def catalog_for(
+    own: Side,
+    other: Side,
+    reverse: ReverseMapper,
+    states: Mapping[int, EntryState],
+    mapper: Mapper,
+) -> Catalog:
+    """The items AniList can hold (see the module doc). `states` are the entries on the list:
+    their episode counts end what an entry can take, their seasons can take a rating."""
+    items = {p.item for p in own.plays if not p.record.startswith(EXPECTED)} | set(own.ratings)
+    totals = {s.media: s.episodes for s in states.values() if s.media}
+    seasons = {
+        start[0]
+        for s in states.values()
+        if s.media and (start := _season_start(s.media, s.episodes, mapper)) is not None
+    }
+    unmatched: dict[str, Unmatched] = {}
+    for item in {p.item for p in other.plays} - items:
+        ref = ref_for_key(item)
+        if ref is None or ref.kind != "episode" or ref.season is None:
+            continue  # movies are not part of the link
+        hit = reverse(ref)
+        if isinstance(hit, Unmatched):
+            if hit.code != "unknown":  # "unknown": not anime, nothing to report
+                unmatched[item] = hit
+            continue
+        media, episode = hit
+        total = totals.get(media)
+        if total is not None and episode > total:
+            unmatched[item] = Unmatched(
+                f"{item} would be episode {episode} of AniList {media}, which has {total}: "
+                "a part newer than the datasets, or a dataset off by some episodes; "
+                "add an override to map it",
+                "outside",
+            )
+            continue
+        items.add(item)
+        if ref.show_ids.tmdb:
+            seasons.add(show_key(ref.show_ids.tmdb, ref.season))
+    items |= {key for key in other.ratings if key in seasons}
+    return Catalog(frozenset(items), unmatched)
+
+
+def same_in_format(own: Side, other: Side, score_format: str) -> Side:
+    """`own` with each rating the user would see as the other side's (raw 70 and 80 are both
+    4 stars in POINT_5) given the other side's value: the target would not write it, so
+    planning it would only queue it again every run."""
+    from watchbridge import ratings
+
+    snapped = dict(own.ratings)
+    for key, rated in own.ratings.items():
+        theirs = other.ratings.get(key)
+        if theirs is None or theirs.value == rated.value:
+            continue
+        if ratings.anilist_same(rated.value, theirs.value, score_format):
+            snapped[key] = replace(rated, value=theirs.value)
+    return own if snapped == dict(own.ratings) else replace(own, ratings=snapped)
+
+
 # --------------------------------------------------------------------------- the reader
 
 
@@ -310,14 +463,17 @@ class AniListReader:
         store: Store | None = None,
         clock: Clock,
         reverse: Callable[[], Awaitable[ReverseMapper]] | None = None,
+        index: Callable[[], Awaitable[AnimeIndex]] | None = None,
     ) -> None:
         self.client = client
         self.mapper = mapper
         self.reverse = reverse
+        self.index = index  # to map titles the datasets know by MAL id only
         self.store = store
         self.clock = clock
         self._newest: dict[str, float] = {}
         self._listed: dict[str, list[ListEntry]] = {}  # the whole list, when the read had it
+        self._states: dict[str, dict[int, EntryState]] = {}  # every entry, after the read
 
     @property
     def requests_sent(self) -> int:
@@ -341,15 +497,18 @@ class AniListReader:
         if full or baseline is None or "updated_at" not in cursors:
             entries = await self.client.entries(profile)
             self._listed[profile] = entries
+            await self._adopt(entries)
             converted = anilist_side(entries, before, baseline, mapper)
             side = converted.side
             states = converted.states
         else:
             since = float(cursors["updated_at"])
             entries = await self.client.updated_since(profile, since)
+            await self._adopt(entries)
             converted = anilist_side(entries, before, baseline, mapper)
-            side = merge(baseline, converted, {e.id for e in entries})
             states = {**before, **converted.states}
+            side = merge(baseline, converted, {e.id for e in entries}, states, mapper)
+        self._states[profile] = states
         newest = max([e.updated_at for e in entries], default=0.0)
         newest = max(newest, float(cursors.get("updated_at") or 0), self._newest.get(profile, 0.0))
         self._report(profile, converted)
@@ -374,8 +533,47 @@ class AniListReader:
         if converted.mapped:
             clear_unmatched(self.store, profile, [f"anilist:{m}" for m in converted.mapped])
 
+    async def _adopt(self, entries: Iterable[ListEntry]) -> None:
+        if self.index is None:
+            return
+        index = await self.index()
+        for entry in entries:
+            if entry.mal_id is not None and entry.media_id not in index:
+                index.adopt(entry.media_id, entry.mal_id)
+
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
-        return own
+        """Say what AniList can hold (see the module doc), and give a score the user would
+        see as the other side's rating that rating's value."""
+        if any(
+            key in other.ratings and other.ratings[key].value != rated.value
+            for key, rated in own.ratings.items()
+        ):
+            viewer = await self.client.viewer(profile)
+            own = same_in_format(own, other, viewer.score_format)
+        if self.reverse is None:
+            return own
+        catalog = catalog_for(
+            own, other, await self.reverse(), self._states.get(profile, {}), await self.mapper()
+        )
+        self._report_plays(profile, catalog)
+        # A play queued for AniList that it cannot hold (an earlier release queued some) is no
+        # write to wait for.
+        waiting = tuple(
+            p for p in own.plays if not p.record.startswith(EXPECTED) or p.item in catalog.items
+        )
+        return replace(own, plays=waiting, catalog=catalog.items)
+
+    def _report_plays(self, profile: str, catalog: Catalog) -> None:
+        """The other side's anime plays AniList cannot take, for `watchbridge anime
+        unmatched`; those that map now are cleared."""
+        if self.store is None:
+            return
+        from watchbridge.anime_data import clear_unmatched, note_unmatched_plays, unmatched_records
+
+        note_unmatched_plays(self.store, profile, catalog.unmatched, self.clock())
+        mapped = [r.key for r in unmatched_records(self.store, [profile]) if r.key in catalog.items]
+        if mapped:
+            clear_unmatched(self.store, profile, mapped)
 
     async def selection(self, profile: str, wanted: Narrowing, own: Side) -> Keep:
         """The items of the entries `wanted` names (the whole list is read for it when this
@@ -447,4 +645,5 @@ def make_reader(
         store=store,
         clock=clock,
         reverse=index_reverse_mapper(index),
+        index=index,
     )

@@ -88,6 +88,13 @@ SAVE_MUTATION = """mutation Save($id: Int, $mediaId: Int, $status: MediaListStat
   }
 }"""
 
+# Episode counts of titles not on the list (before a play creates an entry): 50 per request.
+MEDIA_QUERY = f"""query Media($ids: [Int]) {{
+  Page(page: 1, perPage: {PER_PAGE}) {{
+    media(id_in: $ids, type: ANIME) {{ id idMal format episodes }}
+  }}
+}}"""
+
 DELETE_MUTATION = """mutation Delete($id: Int!) {
   DeleteMediaListEntry(id: $id) { deleted }
 }"""
@@ -832,6 +839,21 @@ class AniListClient:
         data = await self.graphql(profile, UPDATED_SINCE_QUERY, {"userId": user_id, "page": 1})
         entries, _ = parse_page(data)
         return max((e.updated_at for e in entries), default=0.0)
+
+    async def episode_counts(self, profile: str, media_ids: Iterable[int]) -> dict[int, int | None]:
+        """AniList's episode count of each title (None while unknown, e.g. still airing); one
+        request per 50 titles. Titles AniList does not know are left out."""
+        wanted = sorted(set(media_ids))
+        counts: dict[int, int | None] = {}
+        for start in range(0, len(wanted), PER_PAGE):
+            ids = wanted[start : start + PER_PAGE]
+            data = await self.graphql(profile, MEDIA_QUERY, {"ids": ids})
+            for raw in _map(_map(data).get("Page")).get("media") or ():
+                media = _map(raw)
+                media_id = _int(media.get("id"))
+                if media_id is not None:
+                    counts[media_id] = _int(media.get("episodes"))
+        return counts
 
     # ------------------------------------------------------------------ writes
 
