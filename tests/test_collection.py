@@ -10,6 +10,7 @@ from watchbridge.collection import (
     CollectionMetadata,
     best_version,
     item_metadata,
+    needs_details,
     plan_collection,
     plex_collected,
     trakt_collected,
@@ -327,3 +328,28 @@ def test_trakt_episodes_are_read_from_the_nested_show_listing() -> None:
     assert episode.key == "episode:tmdb:1396:s5e16"
     assert "episode:tvdb:81189:s5e16" in episode.aliases
     assert episode.metadata is not None and episode.metadata.resolution == "hd_720p"
+
+
+def test_only_listing_items_without_a_video_stream_need_their_details() -> None:
+    with_streams = {"ratingKey": "1", "Media": [media(video={"colorTrc": "smpte2084"})]}
+    listed = media()
+    listed["Part"][0].pop("Stream")
+    audio_only = media()
+    audio_only["Part"][0]["Stream"] = [{"streamType": 2, "codec": "aac"}]
+    assert not needs_details(with_streams)
+    assert needs_details({"ratingKey": "2", "Media": [listed]})
+    assert needs_details({"ratingKey": "3", "Media": [audio_only]})
+    assert needs_details({"ratingKey": "4"})
+
+
+def test_an_items_details_stand_in_for_its_listing() -> None:
+    movie = {
+        "ratingKey": "7",
+        "type": "movie",
+        "title": "Arrival",
+        "Guid": [{"id": "tmdb://329865"}],
+        "Media": [media()],
+    }
+    better = CollectionMetadata(resolution="uhd_4k", hdr="dolby_vision")
+    (found,), _ = plex_collected([movie], [], [], {"7": better})
+    assert found.metadata == better

@@ -13,6 +13,7 @@ from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.plextv import FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
+from tests.test_plexlink import FIXTURES_COLLECTED, collected, listing
 from watchbridge.config import load_config
 from watchbridge.errors import ConfigError
 from watchbridge.store import Store
@@ -149,3 +150,68 @@ links:
         r"trakt-serializd link",
     ):
         load_config(path)
+
+
+# --------------------------------------------------------------------------- collection details
+
+
+def guids(item: dict[str, Any]) -> list[str]:
+    return [g["id"] for g in item.get("Guid", [])]
+
+
+def stock_library(plex: FakePlex) -> None:
+    """The collection fixtures (two versions, Dolby Vision, HDR10, Atmos, DTS-HD MA) on the
+    stateful fake, streams and all: its listings leave the streams out, as real servers do."""
+    for movie in listing("library_movies_all.json"):
+        key, title, year = movie["ratingKey"], movie["title"], movie["year"]
+        plex.add_movie(key, title, year, guids(movie), guid=movie["guid"], media=movie["Media"])
+    for show in listing("library_shows_all.json"):
+        plex.add_show(show["ratingKey"], show["title"], show["year"], guids(show))
+    for ep in listing("library_episodes_all.json"):
+        plex.add_episode(
+            ep["ratingKey"],
+            ep["grandparentRatingKey"],
+            ep["parentIndex"],
+            ep["index"],
+            guids(ep),
+            guid=ep["guid"],
+            media=ep["Media"],
+        )
+
+
+@pytest.fixture
+def library(tmp_path: Path, start_fake: Any) -> Any:
+    household = Household(tmp_path, start_fake, "history, collection")
+    household.trakt.seed_reference_catalogue()
+    stock_library(household.plex)
+    yield household
+    household.store.close()
+
+
+def details_asked(plex: FakePlex) -> list[list[str]]:
+    """The ratingKeys of each item-details request."""
+    return [
+        r.path.rpartition("/")[2].split(",") for r in plex.calls("GET", "/library/metadata/{key}")
+    ]
+
+
+async def test_hdr_and_audio_come_from_the_items_details_when_listings_have_no_streams(
+    library: Household,
+) -> None:
+    await library.run()
+    found = collected(library.trakt)
+    assert {title: found.get(title) for title in FIXTURES_COLLECTED} == FIXTURES_COLLECTED
+    assert len(details_asked(library.plex)) == 1  # every item in one batch
+
+
+async def test_item_details_are_asked_again_only_for_new_or_changed_items(
+    library: Household,
+) -> None:
+    await library.run()
+    tron = next(m for m in listing("library_movies_all.json") if m["title"] == "TRON: Legacy")
+    library.plex.replace_media("51002", tron["Media"][:1], at=1_800_000_000)  # 4K copy deleted
+    library.plex.add_movie("300", "Heat", 1995, HEAT)
+    asked = len(details_asked(library.plex))
+    await library.run(full=True)
+    assert [sorted(keys) for keys in details_asked(library.plex)[asked:]] == [["300", "51002"]]
+    assert collected(library.trakt)["TRON: Legacy"]["resolution"] == "hd_1080p"

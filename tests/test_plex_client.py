@@ -272,3 +272,15 @@ async def test_identity_names_the_servers_machine_identifier(
     client: PlexClient, plex: FakePlex
 ) -> None:
     assert await client.identity() == plex.machine_id
+
+
+async def test_item_details_are_read_in_batches_and_a_gone_item_is_left_out(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    for key in range(100, 105):
+        plex.add_movie(str(key), f"Movie {key}", 2000)
+    found = await client.details([str(k) for k in range(100, 105)] + ["999"], batch=3)
+    assert sorted(found) == ["100", "101", "102", "103", "104"]
+    assert found["100"]["Media"][0]["Part"][0]["file"] == "/media/100.mkv"
+    # 100,101,102 | 103,104,999 (404) -> 103 | 104,999 (404) -> 104 | 999
+    assert len(plex.calls("GET", "/library/metadata/{key}")) == 6

@@ -338,9 +338,10 @@ async def collect(link: Link, **options: Any) -> Any:
     )
 
 
-def collected(link: Link) -> dict[str, dict[str, Any]]:
+def collected(trakt: FakeTrakt) -> dict[str, dict[str, Any]]:
+    """Trakt's collection by title (episodes as "Show S01E02") with each entry's metadata."""
     out = {}
-    for entry in link.trakt.collection():
+    for entry in trakt.collection():
         item = entry.item
         name = getattr(item, "title", None) if entry.item.kind == "movie" else None
         name = name or f"{item.show.title} S{item.season:02d}E{item.number:02d}"  # type: ignore[union-attr]
@@ -348,43 +349,47 @@ def collected(link: Link) -> dict[str, dict[str, Any]]:
     return out
 
 
+# What the listings in PLEX_FIXTURES are on Trakt (their README names each case).
+FIXTURES_COLLECTED = {
+    "Batman Begins": {
+        "media_type": "digital",
+        "resolution": "uhd_4k",
+        "hdr": "dolby_vision",
+        "audio": "dolby_atmos",
+        "audio_channels": "7.1",
+    },
+    "TRON: Legacy": {  # the better of two versions
+        "media_type": "digital",
+        "resolution": "uhd_4k",
+        "hdr": "hdr10",
+        "audio": "dolby_digital_plus_atmos",
+        "audio_channels": "5.1",
+    },
+    "Guardians of the Galaxy": {
+        "media_type": "digital",
+        "resolution": "hd_1080p",
+        "audio": "dts_ma",
+        "audio_channels": "7.1",
+    },
+    "Breaking Bad S04E01": {
+        "media_type": "digital",
+        "resolution": "hd_1080p",
+        "audio": "aac",
+        "audio_channels": "2.0",
+    },
+    "Breaking Bad S04E08": {
+        "media_type": "digital",
+        "resolution": "hd_720p",
+        "audio": "dolby_digital_plus",
+        "audio_channels": "5.1",
+    },
+}
+
+
 async def test_first_collection_run_sends_the_library_with_media_details(link: Link) -> None:
     result = await collect(link)
     assert (result.added, result.updated, result.removed) == (5, 0, 0)
-    assert collected(link) == {
-        "Batman Begins": {
-            "media_type": "digital",
-            "resolution": "uhd_4k",
-            "hdr": "dolby_vision",
-            "audio": "dolby_atmos",
-            "audio_channels": "7.1",
-        },
-        "TRON: Legacy": {  # the better of two versions
-            "media_type": "digital",
-            "resolution": "uhd_4k",
-            "hdr": "hdr10",
-            "audio": "dolby_digital_plus_atmos",
-            "audio_channels": "5.1",
-        },
-        "Guardians of the Galaxy": {
-            "media_type": "digital",
-            "resolution": "hd_1080p",
-            "audio": "dts_ma",
-            "audio_channels": "7.1",
-        },
-        "Breaking Bad S04E01": {
-            "media_type": "digital",
-            "resolution": "hd_1080p",
-            "audio": "aac",
-            "audio_channels": "2.0",
-        },
-        "Breaking Bad S04E08": {
-            "media_type": "digital",
-            "resolution": "hd_720p",
-            "audio": "dolby_digital_plus",
-            "audio_channels": "5.1",
-        },
-    }
+    assert collected(link.trakt) == FIXTURES_COLLECTED
     assert link.trakt.count("POST", "/sync/collection") == 1  # one batch, not per item
 
 
@@ -404,7 +409,7 @@ async def test_a_better_version_updates_the_details(link: Link) -> None:
     guardians["width"], guardians["videoResolution"] = 3840, "4k"
     result = await collect(link, movies=movies)
     assert result.updated == 1
-    assert collected(link)["Guardians of the Galaxy"]["resolution"] == "uhd_4k"
+    assert collected(link.trakt)["Guardians of the Galaxy"]["resolution"] == "uhd_4k"
 
 
 async def test_items_gone_from_the_server_are_removed_only_when_asked_and_only_ours(
@@ -419,12 +424,12 @@ async def test_items_gone_from_the_server_are_removed_only_when_asked_and_only_o
     )
     fewer = listing("library_movies_all.json")[:2]
     kept = await collect(link, movies=fewer)
-    assert kept.removed == 0 and "Guardians of the Galaxy" in collected(link)
+    assert kept.removed == 0 and "Guardians of the Galaxy" in collected(link.trakt)
     await collect(link)  # Guardians is back on the server
     removed = await collect(link, movies=fewer, remove_missing=True)
     assert removed.removed == 1
-    assert "Guardians of the Galaxy" not in collected(link)
-    assert "Heat" in collected(link)  # not ours: never removed
+    assert "Guardians of the Galaxy" not in collected(link.trakt)
+    assert "Heat" in collected(link.trakt)  # not ours: never removed
 
 
 async def test_a_free_collection_at_its_limit_sends_what_fits_then_pauses(

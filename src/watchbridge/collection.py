@@ -299,6 +299,16 @@ def item_metadata(metadata: Payload) -> CollectionMetadata | None:
     return best_version(_list(metadata.get("Media")))
 
 
+def needs_details(metadata: Payload) -> bool:
+    """Whether a listing item lacks the video stream HDR lives on (listings carry `Media` but
+    not always `Stream`, plex.md §4): its own `/library/metadata` answer has it."""
+    for media in _list(metadata.get("Media")):
+        video, _ = _streams(obj(media))
+        if video:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- planning
 
 KEY_IDS = ("tmdb", "tvdb", "imdb")  # canonical key preference for collection items
@@ -330,14 +340,20 @@ def episode_aliases(show_ids: Ids, season: int, number: int) -> list[str]:
 
 
 def plex_collected(
-    movies: Iterable[Payload], episodes: Iterable[Payload], shows: Iterable[Payload]
+    movies: Iterable[Payload],
+    episodes: Iterable[Payload],
+    shows: Iterable[Payload],
+    details: Mapping[str, CollectionMetadata | None] | None = None,
 ) -> tuple[list[Collected], list[str]]:
     """PMS listing items (movies, episodes, and the shows the episodes belong to) as collection
     items; second: titles that cannot go to Trakt (no usable ids), for the run summary.
 
     Episodes take their show's ids from the show listing (`grandparentRatingKey`), so a
-    new-agent episode (episode-level guids only) needs no extra request.
+    new-agent episode (episode-level guids only) needs no extra request. `details`: by
+    ratingKey, what the items' own answers (with streams) say, for listing items without
+    streams (`needs_details`); the listing's `Media` otherwise.
     """
+    details = details or {}
     show_ids: dict[str, Ids] = {}
     for show in shows:
         ref = metadata_ref(show, [])
@@ -372,9 +388,9 @@ def plex_collected(
         if not aliases:
             skipped.append(ref.describe())
             continue
-        found.append(
-            Collected(aliases[0], frozenset(aliases), item, item_metadata(entry), added_at)
-        )
+        key = text(entry.get("ratingKey")) or ""
+        metadata = details[key] if key in details else item_metadata(entry)
+        found.append(Collected(aliases[0], frozenset(aliases), item, metadata, added_at))
     return found, skipped
 
 

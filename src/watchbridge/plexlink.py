@@ -7,7 +7,9 @@ module only joins it to I/O.
 - `sync_watchlist`: two-way (or one-way, `only_to`) through plex.tv discover, titles in no
   library included. A failed or 404 Plex read raises `WatchlistUnavailable` before anything is
   written (a 404 also sends a `service_unreachable` alert: the endpoint moved).
-- `sync_collection`: Plex -> Trakt with media details, from PMS listing items.
+- `sync_collection`: Plex -> Trakt with media details, from PMS listing items; HDR and the
+  audio stream's details come from the items' own answers where the listing has no streams
+  (`media_details`, fetched in batches, cached by ratingKey and `updatedAt`).
 - Both respect Trakt account limits: a full watchlist/collection pauses adding to it for that
   person (one `account_limit` alert with the upgrade URL) until the account's limit changes;
   everything else keeps running.
@@ -22,6 +24,7 @@ and negative matches in the id cache.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -32,13 +35,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from watchbridge import limits
-from watchbridge.collection import Collected, CollectionPlan, plan_collection, plex_collected
+from watchbridge.collection import (
+    Collected,
+    CollectionMetadata,
+    CollectionPlan,
+    item_metadata,
+    needs_details,
+    plan_collection,
+    plex_collected,
+)
 from watchbridge.collection import trakt_collected as trakt_collection_items
 from watchbridge.config import Config, Link, Secret
 from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
+from watchbridge.services.plex import PlexClient, PlexError
 from watchbridge.services.plextv import (
     DiscoverItem,
     PlexTvAuthError,
@@ -58,6 +70,7 @@ log = logging.getLogger(__name__)
 DETAILS_TTL = 30 * 86400.0  # a discover title's external ids hardly ever change
 NO_MATCH_TTL = 86400.0  # titles discover does not know yet: ask again tomorrow
 ALERT_KIND = "account_limit"
+MEDIA = "media"  # mirror ("plex", profile): ratingKey -> {"stamp", "metadata"} from item details
 UNREACHABLE = "service_unreachable"
 WATCHLIST_ALERT_KEY = "plextv:watchlist"
 
@@ -207,11 +220,13 @@ async def run_lists(
     confirm_removals: bool = False,
     clock: Callable[[], float] = time.time,
     alerts: Alerts | None = None,
+    metrics: Metrics | None = None,
 ) -> ListsRun:
     """The watchlist and collection parts of one run of a plex-trakt link, for each profile in
     `listings`. The collection is planned from the listings the Plex reader took for the
     history (None: Plex was not read this run, so there is nothing new to collect).
     A trakt-serializd link's watchlist part runs in `serializdlist.run_serializd_lists`."""
+    from watchbridge.readers.plex import ServerTokens, plex_client
     from watchbridge.wiring import seeded_trakt_tokens
 
     if set(link.services) == {"trakt", "serializd"}:
@@ -230,9 +245,16 @@ async def run_lists(
         )
     assert config.services.trakt is not None
     trakt = TraktClient(
-        config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
+        config.services.trakt,
+        store,
+        metrics=metrics,
+        clock=clock,
+        seeded_refresh_tokens=seeded_trakt_tokens(config),
     )
-    plextv = plextv_client(config, store, clock=clock)
+    plextv = plextv_client(config, store, metrics=metrics, clock=clock)
+    collecting = "collection" in link.kinds and any(r is not None for r in listings.values())
+    plex = plex_client(config, store, clock, metrics) if collecting else None
+    tokens = ServerTokens(config, store, plex, clock, plextv) if plex is not None else None
     only_to: Literal["plex", "trakt"] | None = None
     if link.direction == "one-way":
         only_to = "plex" if link.services[1] == "plex" else "trakt"
@@ -242,8 +264,30 @@ async def run_lists(
     async def attempt(profile: str, part: Awaitable[WatchlistResult | CollectionResult]) -> None:
         try:
             results.append(await part)
-        except (PlexTvError, TraktError) as exc:  # nothing of that part was written
+        except (PlexTvError, TraktError, PlexError) as exc:  # nothing of that part was written
             errors.append(f"{profile}: {exc.message}")
+
+    async def collect(profile: str, rows: Listings) -> CollectionResult:
+        assert plex is not None and tokens is not None
+        # Item details are the same for everyone: the server token reads them all.
+        token = None if plex.token else await tokens.token(profile)
+        items = [*rows.get("movie", ()), *rows.get("episode", ())]
+        details = await media_details(plex, store, profile, items, token, clock())
+        return await sync_collection(
+            trakt,
+            store,
+            profile,
+            movies=rows.get("movie", ()),
+            episodes=rows.get("episode", ()),
+            shows=rows.get("show", ()),
+            details=details,
+            link=name,
+            remove_missing=link.collection_removals,
+            clock=clock,
+            dry_run=dry_run,
+            alerts=alerts,
+            activities=activities,
+        )
 
     try:
         for profile, rows in listings.items():
@@ -269,25 +313,13 @@ async def run_lists(
                 )
                 await attempt(profile, watchlist)
             if "collection" in link.kinds and only_to != "plex" and rows is not None:
-                collection = sync_collection(
-                    trakt,
-                    store,
-                    profile,
-                    movies=rows.get("movie", ()),
-                    episodes=rows.get("episode", ()),
-                    shows=rows.get("show", ()),
-                    link=name,
-                    remove_missing=link.collection_removals,
-                    clock=clock,
-                    dry_run=dry_run,
-                    alerts=alerts,
-                    activities=activities,
-                )
-                await attempt(profile, collection)
+                await attempt(profile, collect(profile, rows))
     finally:
         await trakt.aclose()
         if plextv is not None:
             await plextv.aclose()
+        if plex is not None:
+            await plex.aclose()
     return ListsRun(tuple(results), tuple(errors))
 
 
@@ -655,6 +687,7 @@ async def sync_collection(
     movies: Sequence[Mapping[str, Any]],
     episodes: Sequence[Mapping[str, Any]] = (),
     shows: Sequence[Mapping[str, Any]] = (),
+    details: Mapping[str, CollectionMetadata | None] | None = None,
     link: str = "plex-trakt",
     remove_missing: bool = False,
     clock: Callable[[], float] = time.time,
@@ -666,8 +699,9 @@ async def sync_collection(
 
     `movies`/`episodes`/`shows`: `Metadata` items of `/library/sections/{key}/all` (types 1, 4
     and 2, `includeGuids=1`) with their `Media` elements; `shows` supply the show ids of
-    new-agent episodes. `remove_missing` removes from Trakt what this link once added and the
-    server no longer has (never anything added to Trakt some other way).
+    new-agent episodes. `details`: what `media_details` found for items whose listing has no
+    streams. `remove_missing` removes from Trakt what this link once added and the server no
+    longer has (never anything added to Trakt some other way).
 
     `activities`: Trakt's `/sync/last_activities` as the run already read it. With it, a run
     whose Plex items (ids and details) and Trakt stamps (collected, account settings) are as
@@ -676,14 +710,14 @@ async def sync_collection(
     now = clock()
     trakt_before = trakt.http.requests_sent
     check_name = f"collection_check:{link}"
-    fingerprint = collection_fingerprint(movies, episodes, shows, remove_missing)
+    fingerprint = collection_fingerprint(movies, episodes, shows, remove_missing, details)
     if activities is not None and not dry_run:
         last = store.get_cursor("trakt", profile, check_name)
         if last == json.dumps([fingerprint, collection_stamps(activities)]):
             # Nothing to parse or plan: the same listings gave nothing to do last time.
             unchanged = CollectionPlan(unchanged=len(movies) + len(episodes))
             return CollectionResult(profile, unchanged, requests={"trakt": 0})
-    plex_items, skipped = plex_collected(movies, episodes, shows)
+    plex_items, skipped = plex_collected(movies, episodes, shows, details)
     trakt_items = trakt_collection_items(
         await trakt.collection(profile, "movies"),
         await trakt.collection(profile, "shows") if episodes else [],
@@ -801,15 +835,69 @@ def collection_fingerprint(
     episodes: Iterable[Mapping[str, Any]],
     shows: Iterable[Mapping[str, Any]],
     remove_missing: bool,
+    details: Mapping[str, CollectionMetadata | None] | None = None,
 ) -> str:
     """What the Plex side of a collection run depends on, hashed from the raw listings (far
-    cheaper than parsing them; watched state and other per-account fields are left out)."""
+    cheaper than parsing them; watched state and other per-account fields are left out) and
+    the items' details."""
     digest = hashlib.sha256(b"remove" if remove_missing else b"keep")
     for rows in (movies, episodes, shows):
         projected = [[row.get(f) for f in FINGERPRINT_FIELDS] for row in rows]
         digest.update(json.dumps(projected, separators=(",", ":"), default=str).encode())
         digest.update(b"\x00")
+    found = sorted((k, m.to_trakt() if m else None) for k, m in (details or {}).items())
+    digest.update(json.dumps(found, separators=(",", ":")).encode())
     return digest.hexdigest()
+
+
+def media_stamp(row: Mapping[str, Any]) -> str:
+    """When a listing item's details were last valid: its `updatedAt` and its versions'
+    listing (a replaced file has new Media/Part ids)."""
+    media = json.dumps(row.get("Media"), sort_keys=True, separators=(",", ":"), default=str)
+    return f"{row.get('updatedAt')}:{hashlib.sha256(media.encode()).hexdigest()[:16]}"
+
+
+async def media_details(
+    plex: PlexClient,
+    store: Store,
+    profile: str,
+    rows: Iterable[Mapping[str, Any]],
+    token: str | None,
+    now: float,
+) -> dict[str, CollectionMetadata | None]:
+    """Collection details (by ratingKey) of the listing items without streams, from their own
+    `/library/metadata` answers in batches. Kept per person by ratingKey and `media_stamp`:
+    a run asks only about items new or changed since, and forgets items gone from the
+    listing."""
+    wanted = {
+        key: media_stamp(row)
+        for row in rows
+        if needs_details(row) and (key := text(row.get("ratingKey")))
+    }
+    cached = await asyncio.to_thread(store.mirror_get, "plex", profile, MEDIA)
+    found: dict[str, CollectionMetadata | None] = {}
+    missing: list[str] = []
+    for key, stamp in wanted.items():
+        entry = cached.get(key)
+        if entry is not None and entry.get("stamp") == stamp:
+            found[key] = CollectionMetadata.from_trakt(entry.get("metadata"))
+        else:
+            missing.append(key)
+    answers = await plex.details(missing, token) if missing else {}
+    fresh: dict[str, Any] = {}
+    for key in missing:
+        if key in answers:  # else gone since the listing: the listing's Media stand
+            found[key] = metadata = item_metadata(answers[key])
+            fresh[key] = {
+                "stamp": wanted[key],
+                "metadata": metadata.to_trakt() if metadata else None,
+            }
+    gone = [key for key in cached if key not in wanted]
+    if fresh:
+        await asyncio.to_thread(store.mirror_put, "plex", profile, MEDIA, fresh, now)
+    if gone:
+        await asyncio.to_thread(store.mirror_remove, "plex", profile, MEDIA, gone)
+    return found
 
 
 def collection_stamps(activities: Mapping[str, Any]) -> str:
