@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +13,18 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
+from watchbridge import serializdlist
 from watchbridge.app import Runtime
-from watchbridge.config import Secret, SerializdAccount, parse_config
+from watchbridge.config import Link, Secret, SerializdAccount, parse_config
 from watchbridge.deliver.serializd import SEASONS_CACHE, SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
+from watchbridge.readers.serializd import SerializdReader, make_reader
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.store import NewOutboxRow, OutboxItem
-from watchbridge.wiring import build_runtime
+from watchbridge.wiring import build_runtime, serializd_client
 
 pytestmark = pytest.mark.anyio
 
@@ -333,3 +337,77 @@ async def test_a_season_map_cached_without_episode_counts_still_places_deliverie
     await drain(worker, runtime, clock)
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert fake.count("GET", "/api/show/{id}") == 0
+
+
+# --------------------------------------------------------------------------- one account, one lane
+
+
+def client_at(runtime: Runtime, clock: FakeClock, rate: float) -> SerializdClient:
+    services = runtime.config.services.serializd
+    assert services is not None
+    account = SerializdAccount(EMAIL, Secret(PASSWORD))
+    return SerializdClient(
+        services, runtime.store, accounts={"me": account}, clock=clock, requests_per_second=rate
+    )
+
+
+async def read_and_deliver_at_once(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock, rate: float
+) -> list[float]:
+    """A full diary read and the delivery of a play for one account, started together, each
+    through its own client paced at `rate`: when their requests reached Serializd."""
+    fake.diary_page_size = 1
+    for number in (1, 2, 3):
+        fake.log_entry(None, SHOW, 1, number, backdate=iso(clock() - number * DAY))
+    # The season map is cached: catalogue reads are no account's (they need no sign-in).
+    runtime.store.cache_put(SEASONS_CACHE, str(SHOW), {"1": SEASON_1}, clock(), DAY)
+    enqueue(runtime, "play", episode(5), clock() - 3600)
+    reader = SerializdReader(client_at(runtime, clock, rate), runtime.store, clock)
+    target = SerializdTarget(
+        client_at(runtime, clock, rate), runtime.store, runtime.config.delivery, clock
+    )
+    try:
+        await asyncio.gather(
+            reader.read("me", {}, None, full=True), target.deliver(claim(runtime), clock())
+        )
+    finally:
+        await reader.aclose()
+        await target.aclose()
+    routes = {r.route for r in fake.requests}
+    assert {"/api/user/{username}/diary", REVIEWS_ADD, EPISODE_LOG_ADD} <= routes
+    return [r.time for r in fake.requests]
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in pairwise(times)]
+
+
+async def test_a_read_and_a_delivery_for_one_account_never_overlap(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    fake.delay_next(50, 0.1)  # every answer takes 0.1 s: a request sent meanwhile overlaps
+    arrivals = await read_and_deliver_at_once(runtime, fake, clock, rate=1000)
+    assert min(gaps(arrivals)) >= 0.095
+
+
+async def test_a_read_and_a_delivery_for_one_account_share_its_pacing(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    arrivals = await read_and_deliver_at_once(runtime, fake, clock, rate=8)
+    assert min(gaps(arrivals)) >= 0.11  # 8 requests/s: 0.125 s apart, both clients together
+
+
+async def test_the_services_serializd_clients_share_one_lane_per_account(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    link = Link(services=["trakt", "serializd"])
+    delivery = serializd_client(runtime.config, runtime)
+    reader = make_reader(runtime.config, runtime.store, link, ["me"], clock)
+    watchlist = serializdlist.serializd_client(runtime.config, runtime.store, clock)
+    assert delivery is not None
+    try:
+        assert delivery.lane("me") is reader.client.lane("me") is watchlist.lane("me")
+        assert delivery.lane("me") is not delivery.lane("someone else")
+    finally:
+        for client in (delivery, reader.client, watchlist):
+            await client.aclose()

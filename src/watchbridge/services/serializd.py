@@ -8,7 +8,8 @@ lock); request bodies are snake_case, answers camelCase; shows are TMDB tv ids, 
 
 Tokens come and go through an injected `TokenStore` (service "serializd", per profile, as
 JSON); the clock is injected too. Every request goes through the shared HTTP policy
-(`watchbridge.http`), one at a time per account with a small delay between requests. Answers
+(`watchbridge.http`), one at a time per account with a small delay between requests, whichever
+client sends it (`lane`: the clients of one event loop share each account's lane). Answers
 are never assumed to be JSON: an HTML answer (the www host's "Vercel Security Checkpoint") is
 `SerializdUnavailable`, any other non-JSON answer a `SerializdError`.
 """
@@ -20,6 +21,7 @@ import base64
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -458,8 +460,38 @@ def _message(response: httpx.Response) -> str:
 # --------------------------------------------------------------------------- client
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One account's way to Serializd: one request at a time with a small gap (§8), and one
+    sign-in at a time."""
+
+    gate: asyncio.Lock
+    pacer: Pacer
+    auth: asyncio.Lock
+
+
+# Pacing is per account, not per client: every client of one event loop (in the service: the
+# scheduled reads, the watchlist runs and the deliveries) takes the same lane per account.
+# Keyed by loop because asyncio locks belong to one; by rate so that a client paced
+# differently (tests, benchmarks) never slows down or speeds up the others.
+_LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, float], Lane]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def lane(api_url: str, account: str, requests_per_second: float) -> Lane:
+    """The lane of `account` on `api_url` in the running event loop."""
+    lanes = _LANES.setdefault(asyncio.get_running_loop(), {})
+    key = (api_url.rstrip("/"), account, requests_per_second)
+    if key not in lanes:
+        # One request at a time (no burst), a small gap between requests.
+        pacer = Pacer({"calls": Bucket(1, requests_per_second)})
+        lanes[key] = Lane(asyncio.Lock(), pacer, asyncio.Lock())
+    return lanes[key]
+
+
 class SerializdClient:
-    """One Serializd host, many profiles (each with its own sign-in, pacer and gate).
+    """One Serializd host, many profiles (each with its own sign-in and `lane`).
 
     Credentials: `accounts` maps profile -> `SerializdAccount` (from
     `profiles.NAME.accounts.serializd`); `login(profile, account)` also takes one per call.
@@ -493,8 +525,6 @@ class SerializdClient:
                 "referer": SITE,
             },
         )
-        self._auth_locks: dict[str, asyncio.Lock] = {}
-        self._gates: dict[str, asyncio.Lock] = {}
         # Credentials Serializd refused, per profile: never sent again until they change.
         self._refused: dict[str, SerializdAccount] = {}
 
@@ -503,9 +533,9 @@ class SerializdClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _pacer(self) -> Pacer:
-        # One request at a time (no burst), a small gap between requests (§8).
-        return Pacer({"calls": Bucket(1, self.requests_per_second)})
+    def lane(self, account: str) -> Lane:
+        """The account's lane, shared with every other client of this loop (see `lane`)."""
+        return lane(self.config.api_url, account, self.requests_per_second)
 
     async def _send(
         self,
@@ -525,17 +555,16 @@ class SerializdClient:
         """
         if json is not None:
             snake_case_only(json)
-        pacer = self.http.pacer(account, self._pacer)
-        gate = self._gates.setdefault(account, asyncio.Lock())
+        way = self.lane(account)
         headers = {"authorization": f"Bearer {token}"} if token else None
-        async with gate:
+        async with way.gate:
             return await self.http.request(
                 method,
                 path,
                 json=json,
                 params=params,
                 headers=headers,
-                pacer=pacer,
+                pacer=way.pacer,
                 bucket="calls",
                 inspect=self._refuse_checkpoint,
                 idempotent=idempotent,
@@ -605,7 +634,7 @@ class SerializdClient:
         """Log in with email + password (given, or the profile's configured account);
         stores the token; returns the Serializd username."""
         account = account or self.accounts.get(profile)
-        async with self._auth_locks.setdefault(profile, asyncio.Lock()):
+        async with self.lane(profile).auth:
             session = await self._login(profile, account)
         if account is not None:
             self.accounts[profile] = account  # for logging in again on a 401
@@ -666,7 +695,7 @@ class SerializdClient:
 
     async def _relogin(self, profile: str, stale: str | None) -> Session:
         """Log in again, once for any number of callers holding the same stale token."""
-        async with self._auth_locks.setdefault(profile, asyncio.Lock()):
+        async with self.lane(profile).auth:
             current = self._load(profile)
             if current is not None and current.token != stale and current.usable(self.clock()):
                 return current  # another task logged in while we waited
