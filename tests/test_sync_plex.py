@@ -226,6 +226,36 @@ def test_a_rating_conflict_goes_to_the_preferred_service(tmp_path: Path, start_f
     assert [r.rating for r in trakt.ratings()] == [9]
 
 
+def test_a_rating_conflict_goes_to_plex_when_it_is_preferred(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", prefer: plex")
+    plex.rate("100", 6.0, parse_iso("2024-01-01T00:00:00.000Z"))
+    rate_on_trakt(trakt, "Arrival", 9, "2024-06-01T00:00:00.000Z")  # newer, all the same
+    sync(path)
+    assert [r.rating for r in trakt.ratings()] == [6]
+    assert plex.user_state("100")["userRating"] == 6.0
+
+
+def test_a_trakt_rewatch_goes_to_plex_and_reads_back_without_a_duplicate(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    arrival = next(m for m in trakt.movies if m.title == "Arrival")
+    trakt.add_history(arrival, "2024-05-01T20:00:00.000Z")  # the second viewing
+    sync(path)
+    assert plex.user_state("100")["viewCount"] == 2  # one scrobble per play
+    scrobbles = plex.count("GET", "/:/scrobble")
+    again = sync(path, "--full")
+    assert "plan: nothing to do" in again.stdout
+    assert plex.count("GET", "/:/scrobble") == scrobbles
+    assert trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Movie", "2024-01-01T20:00:00.000Z"),
+        ("Movie", "2024-05-01T20:00:00.000Z"),
+    ]
+
+
 # --------------------------------------------------------------------------- tokens via plex.tv
 
 
