@@ -374,3 +374,39 @@ def test_the_anime_index_places_anilist_episodes_on_tmdb_seasons() -> None:
     assert sorted(p.item for p in side.plays)[-1] == "episode:tmdb:1429:s4e21"
     rezero = anilist_side([entry(progress=3)], {}, None, mapper).side
     assert "episode:tmdb:65942:s1e41" in {p.item for p in rezero.plays}
+
+
+@pytest.mark.anyio
+async def test_an_entry_the_datasets_know_only_by_its_mal_id_maps_through_it(
+    fake: FakeAniList, store: Store
+) -> None:
+    import json
+
+    from watchbridge.anime import AnimeIndex, load_index
+
+    row = {"anidb_id": 99_001, "mal_id": 55_501, "themoviedb_id": {"tv": 800_001}}
+    index = load_index({"fribb": json.dumps([{**row, "season": {"tmdb": 2}}])})
+
+    async def loaded() -> AnimeIndex:
+        return index
+
+    async def mapper() -> Callable[[int, int, int | None], Forward]:
+        return lambda media, episode, total: index.episode_for(media, episode, "tmdb", total)
+
+    fake.add_media(777, episodes=12, id_mal=55_501)
+    fake.add_entry(777, status="CURRENT", progress=2)
+    client = AniListClient(
+        AniListConfig(api_url=fake.url, auth_url=fake.auth_url),
+        store,
+        seeded_tokens={"alice": Secret(fake.issue_token())},
+        per_minute=100_000,
+    )
+    reader = AniListReader(client, mapper, store=store, clock=fake.now, index=loaded)
+    try:
+        read = await reader.read("alice", {}, None, full=True)
+    finally:
+        await reader.aclose()
+    assert sorted(p.item for p in read.side.plays) == [
+        "episode:tmdb:800001:s2e1",
+        "episode:tmdb:800001:s2e2",
+    ]

@@ -1,0 +1,205 @@
+"""AniList ⇄ Serializd end to end: the real runner reads both fakes, maps anime numbering through
+the pinned dataset samples (Serializd numbers by TMDB, like Trakt), plans, queues, and the real
+targets deliver. Pacing is lifted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.linkrig import fast_serializd, use_fast_readers
+from tests.linkrig_anilist import sample_index
+from watchbridge import readers
+from watchbridge.app import Runtime
+from watchbridge.config import parse_config
+from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
+from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.sync import RunResult, run_link
+from watchbridge.wiring import anilist_client, build_runtime
+
+pytestmark = pytest.mark.anyio
+
+LINK = "anilist-serializd"
+REZERO, BREAKING_BAD = 65942, 1396  # TMDB = Serializd show ids
+REZERO_P2 = 119661  # AniList: Re:Zero S2 Part 2 = TMDB S1E39-50
+MONONOKE = 164  # AniList: a movie (TMDB movie 128): Serializd holds TV only
+DAY = 86400.0
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class Rig:
+    def __init__(self, runtime: Runtime, targets: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.targets = targets
+
+    async def sync_and_deliver(self, full: bool = False) -> RunResult:
+        result = await run_link(
+            self.runtime.config, self.runtime.store, LINK, yes=True, clock=time.time, full=full
+        )
+        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
+        worker.targets = dict(self.targets)
+        for _ in range(20):
+            if not await worker.pass_once(self.runtime):
+                break
+        return result
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    fake = start_fake(FakeSerializd())
+    assert isinstance(fake, FakeSerializd)
+    fake.add_show(REZERO, "Re:ZERO", {1: 66, 2: 25})
+    fake.seed_reference_catalogue()  # Breaking Bad
+    return fake
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    fake.limit = fake.burst_limit = 100_000
+    fake.add_media(REZERO_P2, episodes=12)
+    fake.add_media(MONONOKE, episodes=1, format="MOVIE")
+    return fake
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    anilist: FakeAniList,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Rig]:
+    use_fast_readers(monkeypatch)
+    monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
+    text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+profiles:
+  me:
+    accounts:
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+      anilist: {{token: "{anilist.issue_token()}"}}
+links:
+  {LINK}: {{services: [anilist, serializd]}}
+"""
+    config = parse_config(text, tmp_path / "watchbridge.yaml", {})
+    runtime = build_runtime(config)
+    runtime.open()
+
+    async def reverse() -> Reverse:
+        return index_reverse(sample_index())
+
+    targets: dict[str, Any] = {
+        "serializd": SerializdTarget(
+            fast_serializd(config, runtime.store), runtime.store, config.delivery, time.time
+        ),
+        "anilist": AniListTarget(
+            anilist_client(config, runtime.store, time.time, per_minute=100_000),
+            runtime.store,
+            config.delivery,
+            time.time,
+            reverse,
+        ),
+    }
+    yield Rig(runtime, targets)
+    for target in targets.values():
+        await target.aclose()
+    runtime.close()
+
+
+def logged(serializd: FakeSerializd, show: int) -> list[tuple[int | None, int | None]]:
+    """(season, episode) of every diary log of one show."""
+    seasons = {s.id: s.number for s in serializd.shows[show].seasons.values()}
+    return sorted(
+        (seasons.get(r.season_id) if r.season_id else None, r.episode_number)
+        for r in serializd.diary()
+        if r.show_id == show and r.is_log
+    )
+
+
+def season_rating(serializd: FakeSerializd, show: int, season: int) -> int | None:
+    season_id = serializd.shows[show].seasons[season].id
+    rows = [r for r in serializd.diary() if r.season_id == season_id and r.episode_number is None]
+    return rows[-1].rating if rows else None
+
+
+async def test_serializd_logs_of_rezero_s1e39_to_41_become_anilist_progress_3(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    for number in (39, 40, 41):  # Re:Zero S2 Part 2 episodes 1-3 on TMDB (S1E41 is ep 3)
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(time.time() - 5 * DAY))
+    await rig.sync_and_deliver()
+    entry = anilist.snapshot()[REZERO_P2]
+    assert (entry["status"], entry["progress"]) == ("CURRENT", 3)
+    assert (await rig.sync_and_deliver()).queued == 0  # nothing echoes back
+
+
+async def test_anilist_progress_becomes_serializd_episodes_of_the_tmdb_season(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    anilist.add_entry(REZERO_P2, status="CURRENT", progress=3, updated_at=int(time.time() - DAY))
+    await rig.sync_and_deliver()
+    season = serializd.shows[REZERO].seasons[1].id
+    assert {(show, s, n) for show, s, n in serializd.ticks() if show == REZERO} >= {
+        (REZERO, season, 39),  # earlier episodes: watched, date unknown
+        (REZERO, season, 40),
+    }
+    assert logged(serializd, REZERO) == [(1, 41)]  # the last one, dated
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+async def test_an_anime_movie_on_anilist_is_not_sent_to_serializd(
+    rig: Rig, anilist: FakeAniList
+) -> None:
+    anilist.add_entry(MONONOKE, status="COMPLETED", progress=1, score=90)
+    result = await rig.sync_and_deliver()
+    assert result.queued == 0
+
+
+async def test_an_anilist_score_becomes_the_serializd_season_rating_and_back(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    entry = anilist.add_entry(
+        REZERO_P2, status="COMPLETED", progress=12, score=80, updated_at=int(time.time() - DAY)
+    )
+    await rig.sync_and_deliver()
+    assert season_rating(serializd, REZERO, 1) == 8  # four stars
+    assert (await rig.sync_and_deliver()).queued == 0
+
+    serializd.log_entry(None, REZERO, 1, None, rating=5, is_log=False)  # rated again, later
+    await rig.sync_and_deliver()
+    assert entry.score == 50
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+async def test_full_runs_never_plan_a_non_anime_show_to_anilist_nor_remove_it_from_serializd(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    serializd.log_entry(None, REZERO, 1, 39, backdate=iso(time.time() - 3 * DAY))
+    serializd.log_entry(None, BREAKING_BAD, 1, 1, backdate=iso(time.time() - 2 * DAY))
+    serializd.log_entry(None, BREAKING_BAD, 1, None, rating=9, is_log=False)
+    for _ in range(3):
+        result = await rig.sync_and_deliver(full=True)
+        actions = [(a.target, a.kind, a.item) for p in result.plans for a in p.plan.actions]
+        assert not any(
+            str(BREAKING_BAD) in item for target, _, item in actions if target == "anilist"
+        )
+        assert not any(target == "serializd" for target, _, _ in actions)
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 1
+    assert logged(serializd, BREAKING_BAD) == [(1, 1)]
+    assert season_rating(serializd, BREAKING_BAD, 1) == 9
