@@ -16,6 +16,7 @@ from tests.harness import sign_in_trakt, write_config
 from tests.test_plexlink import FIXTURES_COLLECTED, collected, listing
 from watchbridge.config import load_config
 from watchbridge.errors import ConfigError
+from watchbridge.metrics import Metrics
 from watchbridge.store import Store
 from watchbridge.sync import run_link
 
@@ -102,6 +103,29 @@ async def test_a_moved_plex_watchlist_fails_the_run_but_not_the_history(house: H
     assert "alex:" in result.lists.errors[0] and "watchlist" in result.lists.errors[0]
     assert house.trakt_collection()  # the rest of the link still ran
     assert house.store.last_runs()[0].outcome == "failed"
+
+
+def counted(metrics: Metrics) -> dict[str, float]:
+    """watchbridge_http_requests_total by service."""
+    totals: dict[str, float] = {}
+    for family in metrics.http_requests.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                service = sample.labels["service"]
+                totals[service] = totals.get(service, 0.0) + sample.value
+    return totals
+
+
+async def test_a_link_runs_requests_are_counted_in_the_runtimes_metrics(
+    house: Household,
+) -> None:
+    metrics = Metrics()
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    await house.run(metrics=metrics)
+    totals = counted(metrics)
+    assert totals["plex"] == len(house.plex.requests)  # the reader's and the collection's
+    assert totals["plextv"] == len(house.plextv.requests)
+    assert totals["trakt"] > 0
 
 
 async def test_a_quiet_run_does_not_read_the_library_for_the_collection(

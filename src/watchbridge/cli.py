@@ -603,6 +603,7 @@ def _sync_link(
                 progress=stats,
                 alerts=runtime.notifier,
                 narrowing=narrowed,
+                metrics=runtime.metrics,
             )
         )
     seconds = time.monotonic() - started

@@ -55,6 +55,7 @@ class SyncScheduler:
                     name,
                     clock=runtime.clock,
                     alerts=runtime.notifier,
+                    metrics=runtime.metrics,
                 )
                 if result.queued:
                     for wake in runtime.on_enqueued:

@@ -15,6 +15,7 @@ from typing import Any
 
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
+from watchbridge.metrics import Metrics
 from watchbridge.model import ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
@@ -192,6 +193,7 @@ async def plan_link(
     direction: str | None = None,
     progress: SyncProgress | None = None,
     narrowing: Narrowing | None = None,
+    metrics: Metrics | None = None,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
@@ -209,7 +211,8 @@ async def plan_link(
         )
     frozen = frozen_sides(config.links[name], link)
     readers = [
-        _reader(config, store, link, name, service, profiles, clock) for service in link.services
+        _reader(config, store, link, name, service, profiles, clock, metrics)
+        for service in link.services
     ]
     narrow = _narrower(readers, name, narrowing)
     readers = observed(readers, progress)  # reports each step to a progress display, if any
@@ -276,8 +279,9 @@ def _reader(
     service: str,
     profiles: list[str],
     clock: Callable[[], float],
+    metrics: Metrics | None = None,
 ) -> SideReader:
-    reader = reader_for(service, config, store, link, profiles, clock)
+    reader = reader_for(service, config, store, link, profiles, clock, metrics)
     if reader is None:
         raise WatchbridgeError(f"links.{name}: {service} cannot be synced in this release")
     return reader
@@ -470,10 +474,12 @@ async def run_link(
     progress: SyncProgress | None = None,
     alerts: Alerts | None = None,
     narrowing: Narrowing | None = None,
+    metrics: Metrics | None = None,
 ) -> RunResult:
     """One run of a link, recorded in the run history: plan, then (unless a dry run) queue;
     then the link's watchlist and collection parts (if any), which write directly. A run
-    with a `narrowing` plans only those AniList entries' items (see `apply_plan`)."""
+    with a `narrowing` plans only those AniList entries' items (see `apply_plan`).
+    `metrics`: the runtime's, counting the run's requests with the service's others."""
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     if run_id is None:
         raise LinkBusy(f"links.{name}: another sync of this link is still running")
@@ -490,6 +496,7 @@ async def run_link(
             direction=direction,
             progress=progress,
             narrowing=narrowing,
+            metrics=metrics,
         )
         link = with_direction(config.links[name], name, direction)
 
@@ -507,6 +514,7 @@ async def run_link(
                 confirm_removals=confirm_removals,
                 clock=clock,
                 alerts=alerts,
+                metrics=metrics,
             )
 
         if dry_run:

@@ -10,11 +10,13 @@ read returns once its plan is applied.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from watchbridge.config import Config, Link
+from watchbridge.metrics import Metrics
 from watchbridge.reconcile import Side
 from watchbridge.store import Store
 
@@ -66,11 +68,20 @@ READERS: dict[str, str] = {
 
 
 def reader_for(
-    service: str, config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+    service: str,
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Clock,
+    metrics: Metrics | None = None,
 ) -> SideReader | None:
-    """The reader of `service` for `link`, or None when the service cannot take part yet."""
+    """The reader of `service` for `link`, or None when the service cannot take part yet.
+    `metrics` goes to factories that take it (`make_reader(..., metrics=None)`)."""
     module = READERS.get(service)
     if module is None:
         return None
     factory: ReaderFactory = importlib.import_module(module).make_reader
+    if metrics is not None and "metrics" in inspect.signature(factory).parameters:
+        return factory(config, store, link, profiles, clock, metrics=metrics)  # type: ignore[call-arg]
     return factory(config, store, link, profiles, clock)
