@@ -19,6 +19,7 @@ from watchbridge.readers.anilist import (
     anilist_side,
     catalog_for,
     merge,
+    same_in_format,
     states_from,
 )
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
@@ -221,6 +222,23 @@ def test_a_delta_read_keeps_the_season_rating_of_entries_it_did_not_see() -> Non
     states = {**first.states, **fresh.states}
     side = merge(first.side, fresh, {other.id}, states, table)
     assert side.ratings[SEASON].value == 60
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "score_format", "same"),
+    [
+        (85, 90, "POINT_100", True),  # Trakt keeps tens: 85 is written there as 9
+        (70, 80, "POINT_5", True),  # both four stars
+        (70, 80, "POINT_100", False),
+        (85, 80, "POINT_100", False),
+    ],
+)
+def test_a_score_that_already_agrees_with_the_other_side_is_not_planned_again(
+    ours: int, theirs: int, score_format: str, same: bool
+) -> None:
+    own = Side((), {SEASON: Rated(ours, UPDATED)})
+    snapped = same_in_format(own, Side((), {SEASON: Rated(theirs, UPDATED)}), score_format)
+    assert (snapped.ratings[SEASON].value == theirs) is same
 
 
 # --------------------------------------------------------------------------- what AniList holds

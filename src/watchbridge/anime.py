@@ -873,7 +873,7 @@ def _merge_anibridge(index: AnimeIndex, parsed: Mapping[int, Any]) -> None:
 
 def _merge_ids(index: AnimeIndex, name: str, rows: list[_IdRow]) -> None:
     for row in rows:
-        if not row.anilist and len(row.mal) == 1:
+        if not row.anilist and len(row.mal) == 1 and (row.shows or row.movies or row.anidb):
             # No AniList id yet (new titles lack one for a while): kept by MAL id, for an
             # entry whose MAL id AniList tells us (`AnimeIndex.adopt`).
             orphan = index._orphans.setdefault(row.mal[0], _Entry(0))

@@ -434,9 +434,11 @@ def catalog_for(
 
 
 def same_in_format(own: Side, other: Side, score_format: str) -> Side:
-    """`own` with each rating the user would see as the other side's (raw 70 and 80 are both
-    4 stars in POINT_5) given the other side's value: the target would not write it, so
-    planning it would only queue it again every run."""
+    """`own` with each rating that already agrees with the other side's given the other
+    side's value, so it is not planned again every run: the user would see no difference in
+    their own format (raw 70 and 80 are both 4 stars in POINT_5: the target writes nothing),
+    or the other side holds what our score becomes in its tens (Trakt and Serializd keep 90
+    for a raw 85)."""
     from watchbridge import ratings
 
     snapped = dict(own.ratings)
@@ -444,7 +446,8 @@ def same_in_format(own: Side, other: Side, score_format: str) -> Side:
         theirs = other.ratings.get(key)
         if theirs is None or theirs.value == rated.value:
             continue
-        if ratings.anilist_same(rated.value, theirs.value, score_format):
+        in_tens = ratings.to_trakt(rated.value) * 10 == theirs.value
+        if in_tens or ratings.anilist_same(rated.value, theirs.value, score_format):
             snapped[key] = replace(rated, value=theirs.value)
     return own if snapped == dict(own.ratings) else replace(own, ratings=snapped)
 
