@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.serializd import ALICE as SERIALIZD_USER
+from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
 from tests.harness import ServiceProcess, free_port, sign_in_trakt
 from tests.ingest_samples import sample_json
@@ -259,3 +261,73 @@ def test_acknowledged_webhooks_survive_kill_9_and_reach_trakt_exactly_once(
         assert set(landed) <= {f"Flood {n}" for n in range(40)}
     finally:
         restarted.kill()
+
+
+# --------------------------------------------------------------------------- Serializd, no Trakt
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    fake = start_fake(FakeSerializd())
+    assert isinstance(fake, FakeSerializd)
+    fake.seed_reference_catalogue()  # Breaking Bad (TMDB 1396) with its TMDB season ids
+    return fake
+
+
+@pytest.fixture
+def serializd_only(tmp_path: Path, serializd: FakeSerializd) -> Iterator[ServiceProcess]:
+    """The service for a household with a Serializd account and no Trakt at all."""
+    port = free_port()
+    config = tmp_path / "watchbridge.yaml"
+    email, password, _ = SERIALIZD_USER
+    config.write_text(
+        f"""
+server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+delivery: {{retry_after: 1s}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"], jellyfin: [alex]}}
+    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
+""",
+        encoding="utf-8",
+    )
+    proc = ServiceProcess(config, port).start()
+    yield proc
+    proc.kill()
+
+
+def logged(serializd: FakeSerializd) -> list[tuple[int, int | None, int | None, bool]]:
+    return [(r.show_id, r.season_id, r.episode_number, r.is_log) for r in serializd.diary()]
+
+
+def test_a_plex_episode_scrobble_is_one_diary_entry_and_one_tick_on_serializd(
+    serializd_only: ServiceProcess, serializd: FakeSerializd
+) -> None:
+    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+    # The legacy TMDB agent names the show by its TMDB id, as Serializd keys shows.
+    payload["Metadata"]["guid"] = "com.plexapp.agents.themoviedb://1396/5/16?lang=en"
+    assert post_plex(serializd_only, payload).status_code == 202
+    wait_for(lambda: serializd.ticks() == {(1396, 3578, 16)})
+    stop = dict(payload, event="media.stop")  # the stop after the scrobble: no second play
+    assert post_plex(serializd_only, stop).status_code == 202
+    time.sleep(1.0)  # paced at 2 requests/s: a second entry would show by now
+    assert logged(serializd) == [(1396, 3578, 16, True)]
+    assert serializd.ticks() == {(1396, 3578, 16)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Jellyfin sends the episode's TMDB id, not the series'; without Trakt nothing "
+    "finds the show's TMDB id Serializd keys shows by (no Jellyfin enrichment)",
+)
+def test_a_jellyfin_episode_completion_is_one_diary_entry_and_one_tick_on_serializd(
+    serializd_only: ServiceProcess, serializd: FakeSerializd
+) -> None:
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    response = httpx.post(f"{serializd_only.url}/webhooks/jellyfin/{SECRET}", json=payload)
+    assert response.status_code == 202
+    wait_for(lambda: serializd.ticks() == {(1396, 3578, 14)}, timeout=5)
+    assert logged(serializd) == [(1396, 3578, 14, True)]
