@@ -117,3 +117,57 @@ async def test_a_link_failing_three_times_alerts_once(
         stop.set()
         await task
         runtime.close()
+
+
+async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery_notice(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    # Each of the first three runs fails at its first Serializd request (the sign-in).
+    serializd.fail_next(3, 404, body="<html>Not Found</html>")
+    stop = asyncio.Event()
+    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    try:
+        await until(lambda: any(t.startswith("Resolved:") for t in receiver.titles()))
+        await asyncio.sleep(0.3)  # later successful runs resolve nothing more
+        assert receiver.titles() == [
+            "watchbridge: link ts keeps failing",
+            "Resolved: watchbridge: link ts keeps failing",
+        ]
+    finally:
+        stop.set()
+        await task
+        runtime.close()
+
+
+async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_command(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    show = trakt.shows[0]
+    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
+    with trakt.lock:
+        trakt.add_history(show.seasons[1].episodes[1], recent)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    runtime.on_enqueued.append(worker.notify)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop)),
+        asyncio.create_task(worker.run(runtime, stop)),
+    ]
+    try:
+        # Both plays on both sides: s1e4 from the diary, s1e1 from Trakt.
+        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+        with trakt.lock:  # the user removes s1e1 on Trakt: half of Serializd's plays
+            trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
+            trakt._touch(trakt.user, "episodes.watched_at")
+        await until(lambda: any("holds removals" in t for t in receiver.titles()))
+        held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
+        assert "--confirm-removals" in str(held.get("message"))
+        assert len(serializd.diary()) == 2  # nothing removed
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        runtime.close()
