@@ -492,3 +492,19 @@ async def test_sync_narrowed_by_anilist_id_shows_only_that_title(
     assert f"episode:tmdb:{AOT}:s4e17" in result.stdout
     assert f"tmdb:{REZERO}:" not in result.stdout
     assert f"narrowed to AniList {AOT_P2}" in result.stdout
+
+
+async def test_a_second_viewing_anilist_already_counts_is_not_removed_from_trakt_later(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    episode = show.seasons[4].episodes[17]
+    trakt.add_history(episode, iso(time.time() - 400 * DAY))
+    trakt.add_history(episode, iso(time.time() - 10 * DAY))
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=1, updated_at=int(time.time() - 2 * DAY))
+    await rig.sync_and_deliver()
+    for _ in range(2):
+        result = await rig.sync_and_deliver(full=True)
+        assert [k for k, _ in actions_for(result, "trakt")] == []
+    assert len(trakt_plays(trakt, AOT)) >= 2
+    assert anilist.snapshot()[AOT_P2]["progress"] == 1

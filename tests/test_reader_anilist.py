@@ -14,8 +14,10 @@ from watchbridge.anime_data import unmatched_records
 from watchbridge.config import AniListConfig, Secret
 from watchbridge.model import MediaRef
 from watchbridge.readers.anilist import (
+    ABSORBED,
     AniListReader,
     EntryState,
+    absorb,
     anilist_side,
     catalog_for,
     merge,
@@ -239,6 +241,40 @@ def test_a_score_that_already_agrees_with_the_other_side_is_not_planned_again(
     own = Side((), {SEASON: Rated(ours, UPDATED)})
     snapped = same_in_format(own, Side((), {SEASON: Rated(theirs, UPDATED)}), score_format)
     assert (snapped.ratings[SEASON].value == theirs) is same
+
+
+# --------------------------------------------------------------------------- second viewings
+
+
+def queued(episode: int, at: float = UPDATED - 9 * 86400) -> Play:
+    return Play(key(episode), at, f"{EXPECTED}{key(episode)}@{at:.0f}")
+
+
+def test_a_queued_second_viewing_of_a_counted_episode_is_absorbed() -> None:
+    first = anilist_side([entry(progress=3)], {}, None, table)
+    baseline = Side((*first.side.plays, queued(2)))
+    read = anilist_side([entry(progress=3)], first.states, baseline, table)
+    side = absorb(read.side, baseline, read.states)
+    (absorbed,) = [p for p in side.plays if not p.record.startswith("126661:")]
+    assert absorbed.item == key(2) and absorbed.record.startswith(ABSORBED)
+    assert absorb(side, side, read.states) == side  # and kept on the next read
+
+
+def test_an_absorbed_play_goes_once_the_entry_no_longer_counts_its_episode() -> None:
+    first = anilist_side([entry(progress=3)], {}, None, table)
+    held = absorb(Side((*first.side.plays, queued(3))), None, first.states)
+    lower = anilist_side([entry(progress=2)], first.states, held, table)
+    side = absorb(lower.side, held, lower.states)
+    assert [p for p in side.plays if p.record.startswith(ABSORBED)] == []
+
+
+def test_a_queued_play_past_a_rewatchs_progress_stays_queued() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    rewatch = entry(status="REPEATING", progress=1, updated_at=UPDATED + 100)
+    baseline = Side((*done.side.plays, queued(2)))
+    read = anilist_side([rewatch], done.states, baseline, table)
+    side = absorb(read.side, baseline, read.states)
+    assert queued(2) in side.plays  # the rewatch's next episode: a write AniList will take
 
 
 # --------------------------------------------------------------------------- what AniList holds

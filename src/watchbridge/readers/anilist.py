@@ -15,6 +15,11 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   anime unmatched`) and left out; they never stop the run. Movies and absolute-only answers
   are left out too (the link keys episodes by TMDB season).
 
+A play queued for AniList of an episode the entry's current pass already counts (a second
+viewing on the other side: AniList keeps one per pass) is absorbed: it stays a play of this
+side (record `held:…`) for as long as the entry holds the episode, so it is never mistaken for
+a play AniList took and then lost (which would remove it from the other side).
+
 Plays keep their record (`<entry id>:<episode>`, `<entry id>:r<pass>:<episode>`) and date
 across reads, so an unchanged list reads the same every time. A delta read asks only for the
 entries updated since the last read (one request, §5.4); deletions and lowered progress show up
@@ -286,6 +291,40 @@ def anilist_side(
     return Converted(Side(tuple(plays), scores), states, unmatched, frozenset(mapped))
 
 
+ABSORBED = "held:"  # record prefix of a play AniList already counted (see the module doc)
+
+
+def _current_pass(record: str, states: Mapping[int, EntryState]) -> bool:
+    """Whether a play record belongs to its entry's pass under way (or its only one)."""
+    state = states.get(entry_of(record) or 0)
+    if state is None or state.status == "PLANNING":
+        return False
+    rest = record.split(":", 1)[1]
+    if state.status == "REPEATING":
+        return rest.startswith(f"r{state.repeat + 1}:")
+    return not rest.startswith("r")
+
+
+def absorb(side: Side, baseline: Side | None, states: Mapping[int, EntryState]) -> Side:
+    """`side` with its queued plays of episodes the current passes already count turned into
+    absorbed plays, and the absorbed plays of `baseline` (a full read starts from scratch)
+    kept while their episode is still counted."""
+    held = {p.item for p in side.plays if _current_pass(p.record, states)}
+    plays: list[Play] = []
+    records = set()
+    for play in side.plays:
+        if play.record.startswith(EXPECTED) and play.item in held:
+            play = Play(play.item, play.at, ABSORBED + play.record.removeprefix(EXPECTED))
+        elif play.record.startswith(ABSORBED) and play.item not in held:
+            continue  # the entry no longer counts it: that viewing goes with it
+        plays.append(play)
+        records.add(play.record)
+    for play in baseline.plays if baseline else ():
+        if play.record.startswith(ABSORBED) and play.item in held and play.record not in records:
+            plays.append(play)
+    return replace(side, plays=tuple(plays))
+
+
 def merge(
     baseline: Side,
     fresh: Converted,
@@ -502,15 +541,17 @@ class AniListReader:
             self._listed[profile] = entries
             await self._adopt(entries)
             converted = anilist_side(entries, before, baseline, mapper)
-            side = converted.side
             states = converted.states
+            side = absorb(converted.side, baseline, states)
         else:
             since = float(cursors["updated_at"])
             entries = await self.client.updated_since(profile, since)
             await self._adopt(entries)
             converted = anilist_side(entries, before, baseline, mapper)
             states = {**before, **converted.states}
-            side = merge(baseline, converted, {e.id for e in entries}, states, mapper)
+            side = absorb(
+                merge(baseline, converted, {e.id for e in entries}, states, mapper), None, states
+            )
         self._states[profile] = states
         newest = max([e.updated_at for e in entries], default=0.0)
         newest = max(newest, float(cursors.get("updated_at") or 0), self._newest.get(profile, 0.0))
