@@ -126,6 +126,7 @@ TODAY = FuzzyDate.of(AT)
         ),
         (current(status="COMPLETED", progress=12), 1, False, None),  # old history: no rewatch
         (current(status="COMPLETED", progress=12), 4, True, None),
+        (current(status="COMPLETED", progress=10), 11, False, EntryWrite(PART_2, progress=11)),
         (current(status="REPEATING", progress=2), 3, True, EntryWrite(PART_2, progress=3)),
         (
             current(status="REPEATING", progress=11, repeat=1),

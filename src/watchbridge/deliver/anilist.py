@@ -88,6 +88,8 @@ def play_write(
     if current.status == "COMPLETED":
         if rewatch and episode == 1 and total != 1:
             return EntryWrite(media_id, status="REPEATING", progress=1)
+        if episode > current.progress:  # finished short of its count: the episode is news
+            return EntryWrite(media_id, progress=episode)
         return None
     if episode <= current.progress:
         return None
