@@ -6,6 +6,8 @@ fakes. Only pacing is lifted (`tests.linkrig`), so the whole file runs in second
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -552,3 +554,32 @@ async def test_a_show_rating_on_serializd_reaches_trakt_without_any_plays(
     serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
     await rig.sync_and_deliver()
     assert [(r.item.kind, r.rating) for r in trakt.ratings()] == [("show", 7)]
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+async def test_a_crash_between_the_diary_entry_and_its_tick_ends_with_one_entry_and_the_tick(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    rig = await make_rig()
+    app.watch(1, 1, ago(2))
+    await rig.sync()
+    # Serializd takes the entry and then the process dies, before the answer (so before the
+    # ledger knows the entry) and before the tick.
+    serializd.delay_next(1, 5.0, route="POST /api/show/reviews/add")
+    delivery = asyncio.create_task(rig.deliver())
+    while serializd.count("POST", "/api/show/reviews/add") == 0:
+        await asyncio.sleep(0.01)
+    delivery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivery
+    assert (len(serializd.diary()), serializd.ticks()) == (1, set())
+    restarted = await make_rig()  # the same database, new clients and targets
+    restarted.store.release_claims(time.time())  # as the delivery worker does when it starts
+    await restarted.sync_and_deliver()
+    second = await restarted.sync_and_deliver(full=True)
+    assert [a for p in second.plans for a in p.plan.actions] == []
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+    assert serializd.ticks() == {(BB, serializd.shows[BB].seasons[1].id, 1)}
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)]
