@@ -242,6 +242,7 @@ async def run_lists(
             confirm_removals=confirm_removals,
             clock=clock,
             alerts=alerts,
+            metrics=metrics,
         )
     assert config.services.trakt is not None
     trakt = TraktClient(

@@ -31,6 +31,7 @@ from watchbridge import limits
 from watchbridge.config import Config, Link
 from watchbridge.deliver.serializd import season_map
 from watchbridge.http import ServiceError
+from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 from watchbridge.plexlink import (
     Alerts,
@@ -325,7 +326,9 @@ async def sync_serializd_watchlist(
 # --------------------------------------------------------------------------- in a link run
 
 
-def serializd_client(config: Config, store: Store, clock: Callable[[], float]) -> SerializdClient:
+def serializd_client(
+    config: Config, store: Store, clock: Callable[[], float], metrics: Metrics | None = None
+) -> SerializdClient:
     """The link run's Serializd client: each profile's configured sign-in, the store's tokens."""
     assert config.services.serializd is not None
     accounts = {
@@ -333,7 +336,9 @@ def serializd_client(config: Config, store: Store, clock: Callable[[], float]) -
         for name, person in config.profiles.items()
         if person.accounts.serializd is not None
     }
-    return SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock)
+    return SerializdClient(
+        config.services.serializd, store, accounts=accounts, clock=clock, metrics=metrics
+    )
 
 
 async def run_serializd_lists(
@@ -347,6 +352,7 @@ async def run_serializd_lists(
     confirm_removals: bool = False,
     clock: Callable[[], float] = time.time,
     alerts: Alerts | None = None,
+    metrics: Metrics | None = None,
 ) -> ListsRun:
     """The watchlist part of one run of a trakt-serializd link, for each of `profiles`. A
     person whose run fails is named in `errors` (nothing was written for them if a read
@@ -355,9 +361,13 @@ async def run_serializd_lists(
 
     assert config.services.trakt is not None
     trakt = TraktClient(
-        config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
+        config.services.trakt,
+        store,
+        metrics=metrics,
+        clock=clock,
+        seeded_refresh_tokens=seeded_trakt_tokens(config),
     )
-    serializd = serializd_client(config, store, clock)
+    serializd = serializd_client(config, store, clock, metrics)
     results: list[SerializdWatchlistResult] = []
     errors: list[str] = []
     try:

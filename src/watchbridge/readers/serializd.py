@@ -30,6 +30,7 @@ from dataclasses import replace
 
 from watchbridge.config import Config, Link
 from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD, show_seasons
+from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
 from watchbridge.services.serializd import (
@@ -386,12 +387,20 @@ class SerializdReader:
 
 
 def make_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Clock,
+    metrics: Metrics | None = None,
 ) -> SerializdReader:
     assert config.services.serializd is not None
     accounts = {p: a for p in profiles if (a := config.profiles[p].accounts.serializd)}
+    client = SerializdClient(
+        config.services.serializd, store, accounts=accounts, clock=clock, metrics=metrics
+    )
     return SerializdReader(
-        SerializdClient(config.services.serializd, store, accounts=accounts, clock=clock),
+        client,
         store,
         clock,
         discover=any(source == "serializd" for source, _ in flows(link)),

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from watchbridge.config import Config, Link
+from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, Play, Side
 from watchbridge.services.trakt import TraktClient
@@ -110,12 +111,21 @@ class TraktReader:
 
 
 def make_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Clock,
+    metrics: Metrics | None = None,
 ) -> TraktReader:
     from watchbridge.wiring import seeded_trakt_tokens
 
     assert config.services.trakt is not None
     client = TraktClient(
-        config.services.trakt, store, clock=clock, seeded_refresh_tokens=seeded_trakt_tokens(config)
+        config.services.trakt,
+        store,
+        metrics=metrics,
+        clock=clock,
+        seeded_refresh_tokens=seeded_trakt_tokens(config),
     )
     return TraktReader(client, media_types(link), clock)
