@@ -62,6 +62,11 @@ class Action:
     at: float = 0.0
     value: int | None = None
     record: str = ""  # for removals: the target's record id
+    # What makes this write one logical action among others of the item (its idempotency):
+    # for an add, the source's record of the play (two undated plays of one episode are two
+    # adds); for a rating, the value it replaces (so a preferred side can assert its value
+    # again after the other side changed it).
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,11 @@ def _plan_history(
         for play in lonely:
             if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
                 continue
-            actions.append(Action("add_play", target, play.item, f"new on {source}", play.at))
+            actions.append(
+                Action(
+                    "add_play", target, play.item, f"new on {source}", play.at, source=play.record
+                )
+            )
     return actions
 
 
@@ -357,6 +366,7 @@ def _plan_ratings(
                 rated.at if rated else 0.0,
                 value=rated.value if rated else None,
                 record=held.record if kind == "remove_rating" and held else "",
+                source=f"over:{held.value}@{held.at:.0f}" if kind == "set_rating" and held else "",
             )
         )
     return actions

@@ -161,7 +161,7 @@ def outbox_rows(
                 payload=payload,
                 # The same ordering key as webhook rows, so a sync never overtakes a live play.
                 ordering_key=f"{profile}:{action.target}:{item.key()}",
-                idempotency_key=f"{action_key}{action.value or ''}:{action.record}",
+                idempotency_key=f"{action_key}{action.value or ''}:{action.record}:{action.source}",
             )
         )
     return rows, skipped

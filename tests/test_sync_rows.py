@@ -1,0 +1,39 @@
+"""A plan's outbox rows: one row per logical write, none lost to a shared idempotency key."""
+
+from __future__ import annotations
+
+from watchbridge.config import Link
+from watchbridge.reconcile import UNDATED, Play, Rated, Side, plan
+from watchbridge.store import Store
+from watchbridge.sync import outbox_rows
+
+EP1 = "episode:tmdb:1396:s1e1"
+TWO_WAY = Link(services=["trakt", "serializd"])
+
+
+def queue(store: Store, link: Link, current: dict[str, Side], now: float = 1.0) -> int:
+    rows, skipped = outbox_rows("ts", "me", plan(link, current, {}).actions)
+    assert skipped == 0
+    return store.enqueue(rows, now)
+
+
+def test_two_undated_plays_of_one_episode_are_two_writes(store: Store) -> None:
+    rewatched = Side(plays=(Play(EP1, UNDATED, "t1"), Play(EP1, UNDATED, "t2")))
+    assert queue(store, TWO_WAY, {"trakt": rewatched, "serializd": Side()}) == 2
+
+
+def test_planning_the_same_play_again_queues_nothing_new(store: Store) -> None:
+    current = {"trakt": Side(plays=(Play(EP1, 1000.0, "t1"),)), "serializd": Side()}
+    assert queue(store, TWO_WAY, current) == 1
+    assert queue(store, TWO_WAY, current, now=2.0) == 0
+
+
+def test_a_preferred_rating_is_written_again_after_the_other_side_changes_it(
+    store: Store,
+) -> None:
+    link = Link(services=["trakt", "serializd"], prefer="trakt")
+    trakt = Side(ratings={EP1: Rated(80, 10.0)})
+    assert queue(store, link, {"trakt": trakt, "serializd": Side(ratings={EP1: Rated(60, 20.0)})})
+    # Delivered; later the user changes it on Serializd, and Trakt (preferred) wins again.
+    changed = Side(ratings={EP1: Rated(40, 30.0)})
+    assert queue(store, link, {"trakt": trakt, "serializd": changed}, now=2.0) == 1
