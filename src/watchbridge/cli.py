@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -667,6 +668,14 @@ def _lists_failed(name: str, errors: Sequence[str]) -> None:
         )
 
 
+# Why a side's catalog leaves an item out, in words its user knows.
+_CANNOT_HOLD: defaultdict[str, str] = defaultdict(
+    lambda: "it cannot hold the title",
+    plex="not in its libraries",
+    anilist="not anime it can map (see `watchbridge anime unmatched`)",
+)
+
+
 def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
     for result in plans:
         if result.unchanged:
@@ -679,7 +688,7 @@ def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
         click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
         for side, count in sorted(result.plan.out_of_catalog.items()):
             click.echo(
-                f"  {count} play(s) or rating(s) not written to {side}: not in its libraries"
+                f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
             )
         if result.plan.held:
             click.echo(f"  {'confirmed' if confirmed else 'held'}: {result.plan.held}")
