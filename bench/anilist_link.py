@@ -106,7 +106,12 @@ def reader_module(index: AnimeIndex) -> types.ModuleType:
         return index_reverse(index)
 
     def make_reader(
-        config: Config, store: Store, link: Link, profiles: list[str], clock: Any
+        config: Config,
+        store: Store,
+        link: Link,
+        profiles: list[str],
+        clock: Any,
+        metrics: Any = None,
     ) -> AniListReader:
         client = anilist_client(config, store, clock)  # the real pacing
         READ_CLIENTS.append(client)

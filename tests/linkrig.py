@@ -23,6 +23,7 @@ from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Bucket, Pacer, RetryPolicy
+from watchbridge.metrics import Metrics
 from watchbridge.readers.serializd import SerializdReader
 from watchbridge.readers.trakt import TraktReader, media_types
 from watchbridge.services.serializd import SerializdClient
@@ -62,7 +63,12 @@ LAST_READERS: list[Any] = []  # the readers of the last run (their request count
 
 
 def trakt_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Any
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Any,
+    metrics: Metrics | None = None,
 ) -> TraktReader:
     reader = TraktReader(fast_trakt(config, store, READ_RATE["rate"]), media_types(link), clock)
     LAST_READERS.append(reader)
@@ -70,7 +76,12 @@ def trakt_reader(
 
 
 def serializd_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Any
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Any,
+    metrics: Metrics | None = None,
 ) -> SerializdReader:
     reader = SerializdReader(fast_serializd(config, store, READ_RATE["rate"]), store, clock)
     LAST_READERS.append(reader)

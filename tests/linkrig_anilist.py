@@ -9,6 +9,7 @@ from tests.fakes.anime_datasets import sample_bodies
 from watchbridge.anime import AnimeIndex, Forward, load_index
 from watchbridge.config import Config, Link
 from watchbridge.deliver.anilist import index_reverse
+from watchbridge.metrics import Metrics
 from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper
 from watchbridge.store import Store
 from watchbridge.wiring import anilist_client
@@ -36,7 +37,12 @@ async def sample_reverse() -> ReverseMapper:
 
 
 def make_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Any
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Any,
+    metrics: Metrics | None = None,
 ) -> AniListReader:
     client = anilist_client(config, store, clock, per_minute=100_000)
     return AniListReader(client, sample_mapper, store=store, clock=clock, reverse=sample_reverse)

@@ -10,7 +10,6 @@ read returns once its plan is applied.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,7 +54,7 @@ class SideReader(Protocol):
     async def aclose(self) -> None: ...
 
 
-ReaderFactory = Callable[[Config, Store, Link, list[str], Clock], SideReader]
+ReaderFactory = Callable[[Config, Store, Link, list[str], Clock, Metrics | None], SideReader]
 
 
 # service -> module exposing `make_reader: ReaderFactory` (imported only when a link uses it)
@@ -76,12 +75,9 @@ def reader_for(
     clock: Clock,
     metrics: Metrics | None = None,
 ) -> SideReader | None:
-    """The reader of `service` for `link`, or None when the service cannot take part yet.
-    `metrics` goes to factories that take it (`make_reader(..., metrics=None)`)."""
+    """The reader of `service` for `link`, or None when the service cannot take part yet."""
     module = READERS.get(service)
     if module is None:
         return None
     factory: ReaderFactory = importlib.import_module(module).make_reader
-    if metrics is not None and "metrics" in inspect.signature(factory).parameters:
-        return factory(config, store, link, profiles, clock, metrics=metrics)  # type: ignore[call-arg]
-    return factory(config, store, link, profiles, clock)
+    return factory(config, store, link, profiles, clock, metrics)

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field, replace
 
 from watchbridge.anime import AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.config import Config, Link
+from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
@@ -677,11 +678,16 @@ def index_reverse_mapper(
 
 
 def make_reader(
-    config: Config, store: Store, link: Link, profiles: list[str], clock: Clock
+    config: Config,
+    store: Store,
+    link: Link,
+    profiles: list[str],
+    clock: Clock,
+    metrics: Metrics | None = None,
 ) -> AniListReader:
     from watchbridge.wiring import anilist_client
 
-    client = anilist_client(config, store, clock)
+    client = anilist_client(config, store, clock, metrics=metrics)
     index = index_loader(config)
     return AniListReader(
         client,
