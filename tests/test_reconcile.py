@@ -92,6 +92,15 @@ def test_a_play_of_an_item_the_target_cannot_hold_is_counted_not_planned() -> No
     assert result.out_of_catalog == {"plex": 1}
 
 
+def test_a_play_gone_with_its_title_from_the_library_stays_on_the_other_side() -> None:
+    # Deleting a file is not unwatching it: the title left Plex's libraries (its catalog).
+    link = Link(services=["trakt", "plex"])
+    baseline = {"trakt": side(Play(EP1, 1000, "t1")), "plex": side(Play(EP1, 1000, "p1"))}
+    current = {"trakt": side(Play(EP1, 1000, "t1")), "plex": Side(catalog=frozenset())}
+    result = plan(link, current, baseline)
+    assert result.actions == () and ("trakt", "t1") not in result.tombstones
+
+
 def test_mass_removal_is_held_until_confirmed() -> None:
     plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
     mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]
