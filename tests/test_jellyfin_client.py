@@ -1,0 +1,151 @@
+"""The Jellyfin/Emby client against the fake server: a series' provider ids by its server id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from watchbridge.config import EmbyConfig, JellyfinConfig, Secret
+from watchbridge.errors import ConfigError
+from watchbridge.http import RetryPolicy, Unavailable
+from watchbridge.model import Ids
+from watchbridge.services.jellyfin import (
+    MediaServerAuthError,
+    MediaServerClient,
+    media_server_client,
+)
+
+pytestmark = pytest.mark.anyio
+
+JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"  # Breaking Bad in the Jellyfin sample
+EMBY_SERIES = "51801"  # ... and in the Emby sample
+BREAKING_BAD = Ids(imdb="tt0903747", tmdb="1396", tvdb="81189")
+
+
+def start_server(
+    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
+) -> FakeJellyfin:
+    fake = FakeJellyfin(flavour)
+    start_fake(fake)
+    series = JELLYFIN_SERIES if flavour == "jellyfin" else EMBY_SERIES
+    fake.add_series(series, "Breaking Bad", Tmdb="1396", Tvdb="81189", Imdb="tt0903747")
+    return fake
+
+
+@pytest.fixture
+def jellyfin(start_fake: Callable[[FakeServer], FakeServer]) -> FakeJellyfin:
+    return start_server(start_fake, "jellyfin")
+
+
+@pytest.fixture
+def emby(start_fake: Callable[[FakeServer], FakeServer]) -> FakeJellyfin:
+    return start_server(start_fake, "emby")
+
+
+def config_for(fake: FakeJellyfin, key: str = API_KEY) -> JellyfinConfig | EmbyConfig:
+    kind = JellyfinConfig if fake.flavour == "jellyfin" else EmbyConfig
+    return kind(url=fake.url, api_key=Secret(key))
+
+
+async def client_for(fake: FakeJellyfin, key: str = API_KEY) -> MediaServerClient:
+    client = MediaServerClient(config_for(fake, key))
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    return client
+
+
+@pytest.fixture
+async def jellyfin_client(jellyfin: FakeJellyfin) -> AsyncIterator[MediaServerClient]:
+    client = await client_for(jellyfin)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def emby_client(emby: FakeJellyfin) -> AsyncIterator[MediaServerClient]:
+    client = await client_for(emby)
+    yield client
+    await client.aclose()
+
+
+async def test_jellyfin_series_ids_come_from_items_by_id_with_the_mediabrowser_header(
+    jellyfin_client: MediaServerClient, jellyfin: FakeJellyfin
+) -> None:
+    series = await jellyfin_client.series(JELLYFIN_SERIES)
+    assert series is not None
+    assert (series.title, series.ids) == ("Breaking Bad", BREAKING_BAD)
+    (request,) = jellyfin.requests
+    assert request.path == f"/Items/{JELLYFIN_SERIES}"
+    assert request.headers["authorization"] == f'MediaBrowser Token="{API_KEY}"'
+    assert "x-emby-token" not in request.headers and "api_key" not in request.query
+
+
+async def test_emby_series_ids_come_from_an_items_query_with_the_emby_token(
+    emby_client: MediaServerClient, emby: FakeJellyfin
+) -> None:
+    series = await emby_client.series(EMBY_SERIES)
+    assert series is not None
+    assert series.ids == BREAKING_BAD
+    (request,) = emby.requests
+    assert (request.path, request.query["Ids"]) == ("/Items", EMBY_SERIES)
+    assert request.headers["x-emby-token"] == API_KEY
+    assert "api_key" not in request.query  # keys stay out of URLs (and so out of logs)
+
+
+async def test_an_unknown_series_is_none(
+    jellyfin_client: MediaServerClient, emby_client: MediaServerClient
+) -> None:
+    assert await jellyfin_client.series("00000000000000000000000000000000") is None
+    assert await emby_client.series("99999") is None
+
+
+async def test_an_item_that_is_not_a_series_is_none(
+    jellyfin_client: MediaServerClient, jellyfin: FakeJellyfin
+) -> None:
+    jellyfin.add_item("c7d2a91e4b3f4e6a8d0b1c2e3f4a5b6c", "Ozymandias", "Episode")
+    assert await jellyfin_client.series("c7d2a91e4b3f4e6a8d0b1c2e3f4a5b6c") is None
+
+
+async def test_malformed_provider_ids_are_dropped(
+    jellyfin_client: MediaServerClient, jellyfin: FakeJellyfin
+) -> None:
+    jellyfin.add_series("ab" * 16, "Odd", Tmdb="not-a-number", Imdb="tt0903747", Zap2It="x")
+    series = await jellyfin_client.series("ab" * 16)
+    assert series is not None and series.ids == Ids(imdb="tt0903747")
+
+
+@pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
+async def test_a_wrong_api_key_is_a_credentials_error_after_one_request(
+    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
+) -> None:
+    fake = start_server(start_fake, flavour)
+    client = await client_for(fake, key="f" * 32)
+    try:
+        with pytest.raises(MediaServerAuthError) as raised:
+            await client.series(JELLYFIN_SERIES if flavour == "jellyfin" else EMBY_SERIES)
+    finally:
+        await client.aclose()
+    assert f"services.{flavour}.api_key" in raised.value.message
+    assert "f" * 32 not in raised.value.message
+    assert len(fake.requests) == 1  # not retried: only a new key helps
+
+
+async def test_a_failing_server_is_unavailable_after_the_inline_retries(
+    jellyfin_client: MediaServerClient, jellyfin: FakeJellyfin
+) -> None:
+    jellyfin.fail_next(2, 503)
+    with pytest.raises(Unavailable):
+        await jellyfin_client.series(JELLYFIN_SERIES)
+    assert len(jellyfin.requests) == 2
+    assert await jellyfin_client.series(JELLYFIN_SERIES) is not None  # back: nothing stuck
+
+
+def test_a_server_without_url_or_key_has_no_client() -> None:
+    assert media_server_client(None) is None
+    assert media_server_client(JellyfinConfig(url="http://jellyfin:8096")) is None
+    assert media_server_client(EmbyConfig(url="", api_key=Secret("k"))) is None
+    with pytest.raises(ConfigError, match=r"services\.emby\.api_key"):
+        MediaServerClient(EmbyConfig(url="http://emby:8096"))
