@@ -6,12 +6,16 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
+from tests.fakes.jellyfin import FakeJellyfin
+from tests.fakes.plex import TOKEN as PLEX_TOKEN
+from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
@@ -274,9 +278,11 @@ def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
     return fake
 
 
-@pytest.fixture
-def serializd_only(tmp_path: Path, serializd: FakeSerializd) -> Iterator[ServiceProcess]:
-    """The service for a household with a Serializd account and no Trakt at all."""
+def serializd_service(
+    tmp_path: Path, serializd: FakeSerializd, servers: str = ""
+) -> ServiceProcess:
+    """The service for a household with a Serializd account and no Trakt at all; `servers`
+    adds media servers under `services` (YAML lines)."""
     port = free_port()
     config = tmp_path / "watchbridge.yaml"
     email, password, _ = SERIALIZD_USER
@@ -287,14 +293,20 @@ storage: {{path: {tmp_path / "wb.db"}}}
 delivery: {{retry_after: 1s}}
 services:
   serializd: {{api_url: "{serializd.url}"}}
+{servers}
 profiles:
   me:
-    users: {{plex: ["1"], jellyfin: [alex]}}
+    users: {{plex: ["1"], jellyfin: [alex], emby: [alex]}}
     accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
 """,
         encoding="utf-8",
     )
-    proc = ServiceProcess(config, port).start()
+    return ServiceProcess(config, port).start()
+
+
+@pytest.fixture
+def serializd_only(tmp_path: Path, serializd: FakeSerializd) -> Iterator[ServiceProcess]:
+    proc = serializd_service(tmp_path, serializd)
     yield proc
     proc.kill()
 
@@ -318,16 +330,64 @@ def test_a_plex_episode_scrobble_is_one_diary_entry_and_one_tick_on_serializd(
     assert serializd.ticks() == {(1396, 3578, 16)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Jellyfin sends the episode's TMDB id, not the series'; without Trakt nothing "
-    "finds the show's TMDB id Serializd keys shows by (no Jellyfin enrichment)",
-)
-def test_a_jellyfin_episode_completion_is_one_diary_entry_and_one_tick_on_serializd(
-    serializd_only: ServiceProcess, serializd: FakeSerializd
+# Jellyfin, Emby and Plex's new agent name only the episode's ids: the show's TMDB id Serializd
+# keys shows by is read from the server the play came from (services.jellyfin/emby/plex).
+
+
+def media_server(
+    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
+) -> FakeJellyfin:
+    fake = FakeJellyfin(flavour)
+    start_fake(fake)
+    series = "1f0e2d3c4b5a69788796a5b4c3d2e1f0" if flavour == "jellyfin" else "51801"
+    fake.add_series(series, "Breaking Bad", Tmdb="1396", Tvdb="81189", Imdb="tt0903747")
+    return fake
+
+
+@pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
+def test_a_jellyfin_or_emby_episode_completion_is_one_diary_entry_and_one_tick_on_serializd(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+    flavour: Literal["jellyfin", "emby"],
 ) -> None:
-    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
-    response = httpx.post(f"{serializd_only.url}/webhooks/jellyfin/{SECRET}", json=payload)
-    assert response.status_code == 202
-    wait_for(lambda: serializd.ticks() == {(1396, 3578, 14)}, timeout=5)
-    assert logged(serializd) == [(1396, 3578, 14, True)]
+    server = media_server(start_fake, flavour)
+    servers = f'  {flavour}: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
+    service = serializd_service(tmp_path, serializd, servers)
+    try:
+        payload = sample_json(flavour, "playback_stop_episode_completed.json")
+        response = httpx.post(f"{service.url}/webhooks/{flavour}/{SECRET}", json=payload)
+        assert response.status_code == 202
+        wait_for(lambda: serializd.ticks() == {(1396, 3578, 14)})
+        time.sleep(0.5)  # paced at 2 requests/s: a second entry would show by now
+        assert logged(serializd) == [(1396, 3578, 14, True)]
+        assert len(server.requests) == 1  # the series, read once
+    finally:
+        service.kill()
+
+
+def test_a_plex_new_agent_episode_scrobble_reaches_serializd_through_the_plex_server(
+    tmp_path: Path, serializd: FakeSerializd, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show(
+        "40275",
+        "Baki Hanma",
+        2021,
+        ["imdb://tt14271498", "tmdb://131041", "tvdb://397934"],
+        guid="plex://show/60e81fd8d8000e002d7d2976",
+    )
+    serializd.add_show(131041, "Baki Hanma", {1: 13}, season_ids={1: 197430})
+    servers = f'  plex: {{url: "{plex.url}", token: "{PLEX_TOKEN}"}}'
+    service = serializd_service(tmp_path, serializd, servers)
+    try:
+        payload = sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+        payload["Account"]["id"] = 1  # the owner's play (the sample's friend is not mapped)
+        assert post_plex(service, payload).status_code == 202
+        wait_for(lambda: serializd.ticks() == {(131041, 197430, 1)})
+        time.sleep(0.5)
+        assert logged(serializd) == [(131041, 197430, 1, True)]
+        assert [r.path for r in plex.requests] == ["/library/metadata/40275"]
+    finally:
+        service.kill()

@@ -1,18 +1,24 @@
 """Identity resolution: turn what a source gave us into ids a target can use, with a cache.
 
 Pure rules decide which lookups to try; the lookup itself and the cache are injected.
+
+`Enricher` is the one place every delivery target fills in ids a webhook left out: it asks the
+media server the item came from (Plex by ratingKey, Jellyfin/Emby by SeriesId), then, where
+services.trakt is configured, Trakt's id search. Each target says what it needs (`Need`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from watchbridge.http import ServiceError
+from watchbridge.http import ServiceError, Unavailable
 from watchbridge.model import Ids, MediaRef
-from watchbridge.services.plex import PlexItem
+from watchbridge.services.jellyfin import MediaServerAuthError, Series
+from watchbridge.services.plex import PlexAuthError, PlexItem
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +26,12 @@ FOUND_TTL = 30 * 86400.0
 MISSING_TTL = 86400.0  # a fresh episode may be added on Trakt within a day
 PLEX_FOUND_TTL = 7 * 86400.0
 PLEX_MISSING_TTL = 3600.0  # PMS may still be matching a freshly added file
+SERIES_FOUND_TTL = 7 * 86400.0
+SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its ids soon
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
+SeriesLookup = Callable[[str], Awaitable[Series | None]]
 TRAKT_ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "slug")  # what Trakt matches items by
 
 
@@ -101,26 +110,89 @@ def episode_sendable(item: MediaRef) -> bool:
     return bool(item.ids.tvdb or item.ids.trakt) or by_numbers
 
 
+def trakt_ready(item: MediaRef) -> bool:
+    """Trakt can take it: a movie by its ids, an episode by its own or its show's ids."""
+    if item.kind == "movie":
+        return movie_sendable(item)
+    if item.kind == "episode":
+        return episode_sendable(item)
+    return True  # show and season ratings go by the show's ids, which nothing here adds
+
+
+def _digits(value: str | None) -> bool:
+    return bool(value and value.isdigit())
+
+
+def show_tmdb_ready(item: MediaRef) -> bool:
+    """Serializd can place it: it keys shows by TMDB id (movies it skips need nothing)."""
+    if item.kind == "movie":
+        return True
+    return _digits(item.ids.tmdb if item.kind == "show" else item.show_ids.tmdb)
+
+
+def _anime_ids(ids: Ids) -> bool:
+    return any(_digits(getattr(ids, name)) for name in ("anilist", "anidb", "mal"))
+
+
+def anime_ready(item: MediaRef) -> bool:
+    """The anime mapping can place it: by TMDB/TVDB show ids (TMDB for a movie) or anime ids."""
+    if _anime_ids(item.ids) or _anime_ids(item.show_ids):
+        return True
+    if item.kind == "movie":
+        return _digits(item.ids.tmdb)
+    ids = item.ids if item.kind == "show" else item.show_ids
+    return _digits(ids.tmdb) or _digits(ids.tvdb)
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a target must know of an item before it can write it (pure predicates).
+
+    `show_met`: a show's ids are enough (its show item need not be read). `episode_ids_help`:
+    an episode's own ids can meet the need, so reading the episode itself is worth it."""
+
+    label: str
+    met: Callable[[MediaRef], bool]
+    show_met: Callable[[Ids], bool]
+    episode_ids_help: bool
+
+
+TRAKT = Need("an id Trakt can match", trakt_ready, has_trakt_ids, episode_ids_help=True)
+SHOW_TMDB = Need(
+    "the show's TMDB id", show_tmdb_ready, lambda ids: _digits(ids.tmdb), episode_ids_help=False
+)
+ANIME = Need(
+    "the show's TMDB or TVDB id",
+    anime_ready,
+    lambda ids: _digits(ids.tmdb) or _digits(ids.tvdb),
+    episode_ids_help=False,
+)
+
+
 def from_plex(item: MediaRef) -> bool:
     """Only items Plex identified (a plex:// guid) are looked up on Plex: Emby's item ids are
     numeric strings too, and the same key on the Plex server is a different item."""
     return bool(item.ids.plex_guid or item.show_ids.plex_guid)
 
 
-def needs_plex_ids(item: MediaRef) -> bool:
-    """A Plex item with a key to read and no ids Trakt can use yet."""
+def needs_plex_ids(item: MediaRef, need: Need = TRAKT) -> bool:
+    """A Plex movie or episode with a key to read and without what `need` asks for yet."""
     if not (item.source_key or item.show_source_key) or not from_plex(item):
         return False
-    if item.kind == "movie":
-        return not movie_sendable(item)
-    if item.kind == "episode":
-        return not episode_sendable(item)
-    return False
+    return item.kind in ("movie", "episode") and not need.met(item)
 
 
-def show_key_to_read(item: MediaRef) -> str | None:
-    """The show to read: an episode's, while it has no show ids Trakt can use."""
-    if item.kind != "episode" or has_trakt_ids(item.show_ids):
+def item_key_to_read(item: MediaRef, need: Need = TRAKT) -> str | None:
+    """The item itself to read: a movie, or an episode whose own ids may help (or whose
+    show key only the episode can tell)."""
+    if item.kind == "episode" and item.show_source_key and not need.episode_ids_help:
+        return None
+    return item.source_key
+
+
+def show_key_to_read(item: MediaRef, need: Need = TRAKT) -> str | None:
+    """The show to read: an episode's, while its show ids do not meet `need`."""
+    if item.kind != "episode" or need.show_met(item.show_ids):
         return None
     return item.show_source_key
 
@@ -181,15 +253,22 @@ class PlexEnricher:
         self.cache = cache
         self.clock = clock
 
-    async def enrich(self, item: MediaRef) -> MediaRef:
-        if not needs_plex_ids(item):
-            return item
+    async def enrich(self, item: MediaRef, need: Need = TRAKT) -> MediaRef:
+        return (await self.lookup(item, need))[0]
+
+    async def lookup(
+        self, item: MediaRef, need: Need = TRAKT
+    ) -> tuple[MediaRef, ServiceError | None]:
+        """The item with what PMS told us, and the error that stopped a read (if one did)."""
+        if not needs_plex_ids(item, need):
+            return item, None
         try:
-            if item.source_key:
-                found = await self._read(item.source_key)
+            item_key = item_key_to_read(item, need)
+            if item_key:
+                found = await self._read(item_key)
                 if found is not None:
                     item = merge_plex_item(item, found)
-            show_key = show_key_to_read(item)
+            show_key = show_key_to_read(item, need)
             if show_key:
                 show = await self._read(show_key)
                 if show is not None:
@@ -199,7 +278,8 @@ class PlexEnricher:
                 "plex lookup failed",
                 extra={"item": item.describe(), "problem": exc.message},
             )
-        return item
+            return item, exc
+        return item, None
 
     async def _read(self, rating_key: str) -> PlexItem | None:
         hit, cached = self.cache.cache_get(self.namespace, rating_key, self.clock())
@@ -215,3 +295,227 @@ class PlexEnricher:
         value = None if found is None else found.to_dict()
         self.cache.cache_put(self.namespace, rating_key, value, self.clock(), ttl)
         return found
+
+
+# --------------------------------------------------------------------------- Jellyfin / Emby
+
+
+def merge_series(item: MediaRef, series: Series) -> MediaRef:
+    """An episode with its series' ids (read from the Jellyfin/Emby server) filled in."""
+    return replace(
+        item,
+        show_ids=item.show_ids.merged(series.ids),
+        show_title=item.show_title or series.title,
+    )
+
+
+class SeriesEnricher:
+    """Fills in an episode's show ids from the Jellyfin or Emby server it came from.
+
+    Their webhooks carry the episode's provider ids only, and the series by its server id
+    (`SeriesId` = `show_source_key`). Each series is read once and cached (misses for an hour:
+    the server may still be identifying it). A failing read caches nothing.
+    """
+
+    namespace = "media-server-series"
+
+    def __init__(
+        self, server: str, series: SeriesLookup, cache: IdCache, clock: Callable[[], float]
+    ) -> None:
+        self.server = server
+        self.series = series
+        self.cache = cache
+        self.clock = clock
+
+    async def lookup(self, item: MediaRef, need: Need) -> tuple[MediaRef, ServiceError | None]:
+        key = item.show_source_key
+        if item.kind != "episode" or not key or need.show_met(item.show_ids):
+            return item, None
+        try:
+            found = await self._read(key)
+        except ServiceError as exc:
+            log.warning(
+                "series lookup failed",
+                extra={"server": self.server, "item": item.describe(), "problem": exc.message},
+            )
+            return item, exc
+        return (item if found is None else merge_series(item, found)), None
+
+    async def _read(self, series_id: str) -> Series | None:
+        lookup = f"{self.server}:{series_id}"
+        hit, cached = self.cache.cache_get(self.namespace, lookup, self.clock())
+        if hit and cached is None:
+            return None
+        if hit and isinstance(cached, dict) and isinstance(cached.get("ids"), dict):
+            try:
+                return Series(series_id, cached.get("title"), Ids(**cached["ids"]))
+            except TypeError:
+                pass  # written by another version: read the series again
+        found = await self.series(series_id)
+        # A series without a TMDB id is usually one the server is still identifying.
+        ttl = SERIES_FOUND_TTL if found is not None and found.ids.tmdb else SERIES_MISSING_TTL
+        value = None if found is None else {"title": found.title, "ids": found.ids.present()}
+        self.cache.cache_put(self.namespace, lookup, value, self.clock(), ttl)
+        return found
+
+
+# --------------------------------------------------------------------------- one enricher
+
+SERVER_NAMES = {"plex": "Plex", "jellyfin": "Jellyfin", "emby": "Emby"}
+SERVER_SETTINGS = {
+    "plex": "services.plex.url and services.plex.token",
+    "jellyfin": "services.jellyfin.url and services.jellyfin.api_key",
+    "emby": "services.emby.url and services.emby.api_key",
+}
+_JELLYFIN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an item still lacks what a target needs, in words the user can act on.
+
+    `credentials`: a server refused our key or token (hold the row and alert; retrying will
+    not help until it is fixed). `transient`: the server was down or failing (try again soon).
+    """
+
+    message: str
+    credentials: bool = False
+    transient: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Enriched:
+    """The item with every id found; `problem` is set while the need is still unmet."""
+
+    item: MediaRef
+    problem: Problem | None = None
+
+
+def origin(item: MediaRef, source: str | None) -> str | None:
+    """The media server to ask about an item: the webhook source it came from, when known.
+
+    Plex only for items Plex identified (plex:// guids) with a ratingKey to read, whatever the
+    source: Emby's numeric item ids look like Plex ratingKeys. Rows queued without a source
+    (older releases, reconcile plans) are Jellyfin's only when the series key is a Jellyfin
+    Guid (32 hex digits), a shape no other server uses."""
+    if source in ("jellyfin", "emby"):
+        return source
+    if from_plex(item) and (item.source_key or item.show_source_key):
+        return "plex"
+    key = item.show_source_key
+    if source is None and key and _JELLYFIN_ID.fullmatch(key):
+        return "jellyfin"
+    return None
+
+
+def problem_from(server: str, exc: ServiceError) -> Problem:
+    name = SERVER_NAMES.get(server, server)
+    if isinstance(exc, MediaServerAuthError | PlexAuthError):
+        return Problem(exc.message, credentials=True)
+    if isinstance(exc, Unavailable):
+        return Problem(
+            f"{name} could not be asked for the show's ids: {exc.message}",
+            transient=True,
+            retry_after=exc.retry_after,
+        )
+    return Problem(f"{name} could not be asked for the show's ids: {exc.message}")
+
+
+def not_configured(server: str, item: MediaRef, need: Need) -> Problem:
+    name = SERVER_NAMES.get(server, server)
+    return Problem(
+        f"{item.describe()} came from {name} without {need.label}; set "
+        f"{SERVER_SETTINGS.get(server, f'services.{server}')} so watchbridge can read it there"
+    )
+
+
+def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
+    if server is None:
+        return Problem(f"nothing names {need.label} for {item.describe()}")
+    name = SERVER_NAMES.get(server, server)
+    show = item.show_title or item.title or "the show"
+    return Problem(
+        f"{name} does not know {need.label} for {show}: identify it there (Identify / "
+        "Refresh metadata) and the next try will find it"
+    )
+
+
+class Enricher:
+    """The one place delivery targets fill in ids: the media server the item came from, then
+    (when services.trakt is configured) Trakt's id search, all cached in the store.
+
+    `enrich` never raises for a lookup that failed: the failure comes back as a Problem for
+    the target to turn into its outcome (hold, retry or unmatched)."""
+
+    def __init__(
+        self,
+        cache: IdCache,
+        clock: Callable[[], float],
+        *,
+        plex: PlexMetadata | None = None,
+        jellyfin: SeriesLookup | None = None,
+        emby: SeriesLookup | None = None,
+        search: Search | None = None,
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        self.series = {
+            server: SeriesEnricher(server, lookup, cache, clock)
+            for server, lookup in (("jellyfin", jellyfin), ("emby", emby))
+            if lookup is not None
+        }
+        self.trakt = TraktResolver(search, cache, clock) if search is not None else None
+        self._closers = list(closers)
+
+    async def aclose(self) -> None:
+        """Close the media server clients (once, whichever target asks first)."""
+        closers, self._closers = self._closers, []
+        for close in closers:
+            await close()
+
+    async def enrich(
+        self, item: MediaRef, need: Need, source: str | None = None, *, search_trakt: bool = True
+    ) -> Enriched:
+        """`item` with what `need` asks for, if anyone knows it. `source` is the webhook
+        source the row came from (the outbox payload's `source`); `search_trakt=False` for a
+        caller that searches Trakt itself."""
+        if need.met(item):
+            return Enriched(item)
+        server = origin(item, source)
+        problem: Problem | None = None
+        if server is not None:
+            item, problem = await self._ask(server, item, need)
+            if need.met(item):
+                return Enriched(item)
+        if search_trakt and self.trakt is not None:
+            try:
+                found = await self.trakt.resolve(item)
+            except ServiceError as exc:
+                log.warning(
+                    "trakt id search failed",
+                    extra={"item": item.describe(), "problem": exc.message},
+                )
+                if problem is None and isinstance(exc, Unavailable):
+                    message = f"Trakt's id search failed: {exc.message}"
+                    problem = Problem(message, transient=True, retry_after=exc.retry_after)
+            else:
+                if found is not None and need.met(found):
+                    return Enriched(found)
+        return Enriched(item, problem or not_known(server, item, need))
+
+    async def _ask(
+        self, server: str, item: MediaRef, need: Need
+    ) -> tuple[MediaRef, Problem | None]:
+        if server == "plex":
+            if self.plex is None:
+                return item, not_configured(server, item, need)
+            item, error = await self.plex.lookup(item, need)
+        else:
+            series = self.series.get(server)
+            if series is None:
+                if item.kind != "episode" or need.show_met(item.show_ids):
+                    return item, None  # nothing a series read could add
+                return item, not_configured(server, item, need)
+            item, error = await series.lookup(item, need)
+        return item, (problem_from(server, error) if error is not None else None)

@@ -86,7 +86,8 @@ def rows_for(
     item = ref_to_dict(event.item) if item is None else item
     item_key = event.item.key()
     for intent in intents:
-        payload: dict[str, Any] = {"item": item, "at": intent.at}
+        # `source`: which media server to ask for ids the webhook left out (ids.Enricher).
+        payload: dict[str, Any] = {"item": item, "at": intent.at, "source": event.source}
         if intent.kind == "watching":
             payload |= {"scrobble_action": intent.action, "progress": intent.progress}
         elif intent.kind == "play":

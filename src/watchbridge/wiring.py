@@ -19,11 +19,12 @@ from watchbridge.deliver.plex import PlexTarget
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
-from watchbridge.ids import PlexEnricher
+from watchbridge.ids import Enricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
+from watchbridge.services.jellyfin import media_server_client
 from watchbridge.services.plex import PlexClient
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TokenStore, TraktClient
@@ -93,27 +94,41 @@ def anilist_client(
     )
 
 
+def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
+    """The one id enricher the targets share: the configured media servers (their own
+    clients, closed by whichever target closes first) and Trakt's id search when configured."""
+    config = runtime.config
+    plex = plex_client(config, runtime)
+    jellyfin, emby = (
+        media_server_client(server, metrics=runtime.metrics, clock=runtime.clock)
+        for server in (config.services.jellyfin, config.services.emby)
+    )
+    return Enricher(
+        runtime.store,
+        runtime.clock,
+        plex=plex.metadata if plex else None,
+        jellyfin=jellyfin.series if jellyfin else None,
+        emby=emby.series if emby else None,
+        search=trakt.search if trakt else None,
+        closers=[c.aclose for c in (plex, jellyfin, emby) if c is not None],
+    )
+
+
 def make_targets(runtime: Runtime) -> Sequence[Target]:
     """The delivery targets the config asks for, built once the store is open."""
     targets: list[Target] = []
     client = trakt_client(runtime.config, runtime)
-    if client is not None:
-        plex = plex_client(runtime.config, runtime)
-        enricher = PlexEnricher(plex.metadata, runtime.store, runtime.clock) if plex else None
-        targets.append(
-            TraktTarget(
-                client,
-                runtime.store,
-                runtime.config.delivery,
-                runtime.clock,
-                plex=enricher,
-                on_close=plex.aclose if plex else None,
-            )
-        )
     serializd = serializd_client(runtime.config, runtime)
+    ids = enricher(runtime, client) if client is not None or serializd is not None else None
+    if client is not None:
+        targets.append(
+            TraktTarget(client, runtime.store, runtime.config.delivery, runtime.clock, enricher=ids)
+        )
     if serializd is not None:
         targets.append(
-            SerializdTarget(serializd, runtime.store, runtime.config.delivery, runtime.clock)
+            SerializdTarget(
+                serializd, runtime.store, runtime.config.delivery, runtime.clock, enricher=ids
+            )
         )
     plex_writer = plex_client(runtime.config, runtime)  # its own client: per-profile tokens
     if plex_writer is not None:

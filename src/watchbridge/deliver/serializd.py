@@ -24,6 +24,7 @@ from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
 from watchbridge.http import Unavailable
+from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.serializd import (
@@ -117,14 +118,18 @@ class SerializdTarget:
         store: Store,
         config: DeliveryConfig,
         clock: Callable[[], float],
+        enricher: Enricher | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.config = config
         self.clock = clock
+        self.enricher = enricher  # finds the show's TMDB id webhooks leave out
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.enricher is not None:
+            await self.enricher.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         return await per_profile(items, self._deliver_profile, self._hold_for)
@@ -218,6 +223,9 @@ class SerializdTarget:
             return Delivered(TV_ONLY)
         if row.action in ("play", "remove_play") and item.kind != "episode":
             return Dead(f"a play of a whole {item.kind} cannot be logged on Serializd")
+        item, waiting = await self._enrich(item, row.payload.get("source"))
+        if waiting is not None:
+            return waiting
         try:
             place = await self._place(item)
             if isinstance(place, Retry):
@@ -440,6 +448,23 @@ class SerializdTarget:
             ):
                 return entry
         return None
+
+    async def _enrich(self, item: MediaRef, source: str | None) -> tuple[MediaRef, Outcome | None]:
+        """The item with its show's TMDB id, asked of the server it came from when the webhook
+        named only the episode (Jellyfin, Emby, Plex's new agent); or what to do while it
+        cannot be known: hold on a refused key (alert, no attempts spent), retry otherwise."""
+        if self.enricher is None or SHOW_TMDB.met(item):
+            return item, None
+        enriched = await self.enricher.enrich(item, SHOW_TMDB, source)
+        problem = enriched.problem
+        if problem is None:
+            return enriched.item, None
+        if problem.credentials:
+            return enriched.item, Hold(problem.message, AUTH_HOLD, "credentials", False)
+        if problem.transient:
+            return enriched.item, Retry(problem.message, problem.retry_after)
+        reason = f"unmatched: {problem.message} (Serializd keys shows by TMDB id)"
+        return enriched.item, Retry(reason, after=UNMATCHED_RETRY)
 
     async def _place(self, item: MediaRef) -> Place | Retry:
         """The item's Serializd coordinates, or a Retry when they cannot be known yet."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
 from watchbridge.http import RateLimited, Unavailable
-from watchbridge.ids import PlexEnricher, TraktResolver
+from watchbridge.ids import TRAKT, Enricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
 from watchbridge.services.trakt import (
@@ -78,11 +78,9 @@ class TraktTarget:
         store: Store,
         config: DeliveryConfig,
         clock: Callable[[], float],
-        plex: PlexEnricher | None = None,
-        on_close: Callable[[], Awaitable[None]] | None = None,
+        enricher: Enricher | None = None,
     ) -> None:
-        self.plex = plex
-        self.on_close = on_close
+        self.enricher = enricher
         self.client = client
         self.store = store
         self.config = config
@@ -91,8 +89,8 @@ class TraktTarget:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        if self.on_close is not None:
-            await self.on_close()
+        if self.enricher is not None:
+            await self.enricher.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         async def deliver_profile(
@@ -131,13 +129,19 @@ class TraktTarget:
                 else:
                     resolved.append(Row(outbox, item, float(outbox.payload["at"])))
                 continue
-            if self.plex is not None and not can_send(item):
-                item = await self.plex.enrich(item)  # plex:// guids: ask the Plex server
+            problem = ""
+            if self.enricher is not None and not can_send(item):
+                # Ask the media server it came from; Trakt's search (below) is ours to make.
+                source = outbox.payload.get("source")
+                enriched = await self.enricher.enrich(item, TRAKT, source, search_trakt=False)
+                item = enriched.item
+                problem = f" ({enriched.problem.message})" if enriched.problem else ""
             if not can_send(item):
                 found = await self.resolver.resolve(item)
                 if found is None or not can_send(found):
                     outcomes[outbox.id] = Retry(
-                        f"unmatched: Trakt has no id for {item.describe()} yet", after=3600
+                        f"unmatched: Trakt has no id for {item.describe()} yet{problem}",
+                        after=3600,
                     )
                     continue
                 item = found

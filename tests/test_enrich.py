@@ -1,0 +1,382 @@
+"""The one id enricher: the show ids Jellyfin, Emby and Plex new-agent webhooks leave out, read
+from the server each item came from (fake servers over HTTP), cached in the store; and what the
+Serializd target makes of what it could not find."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.ingest_samples import only_event, sample_json
+from watchbridge.app import Runtime
+from watchbridge.config import (
+    EmbyConfig,
+    JellyfinConfig,
+    PlexConfig,
+    Secret,
+    TraktConfig,
+    parse_config,
+)
+from watchbridge.deliver.serializd import AUTH_HOLD, SerializdTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.http import RetryPolicy
+from watchbridge.ids import (
+    SERIES_MISSING_TTL,
+    SHOW_TMDB,
+    TRAKT,
+    Enricher,
+    origin,
+)
+from watchbridge.ingest import emby, jellyfin, parse
+from watchbridge.ingest import plex as plex_ingest
+from watchbridge.model import Accepted, Ids, MediaRef
+from watchbridge.services.jellyfin import MediaServerClient
+from watchbridge.services.plex import PlexClient
+from watchbridge.services.trakt import TraktClient
+from watchbridge.store import OutboxItem, Store
+from watchbridge.webhooks import ingest_job
+from watchbridge.wiring import build_runtime, make_targets
+
+pytestmark = pytest.mark.anyio
+
+JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"  # Breaking Bad in the Jellyfin sample
+EMBY_SERIES = "51801"  # ... and in the Emby sample
+BREAKING_BAD = {"Tmdb": "1396", "Tvdb": "81189", "Imdb": "tt0903747"}
+EMAIL, PASSWORD, _ = ALICE
+FAST = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+
+
+COMPLETED = "playback_stop_episode_completed.json"
+
+
+def jellyfin_episode() -> MediaRef:
+    return only_event(jellyfin.parse(sample_json("jellyfin", COMPLETED))).item
+
+
+def emby_episode() -> MediaRef:
+    return only_event(emby.parse(sample_json("emby", COMPLETED))).item
+
+
+def fake_server(
+    start_fake: Callable[[FakeServer], FakeServer], flavour: str, series: str
+) -> FakeJellyfin:
+    fake = FakeJellyfin("emby" if flavour == "emby" else "jellyfin")
+    start_fake(fake)
+    fake.add_series(series, "Breaking Bad", **BREAKING_BAD)
+    return fake
+
+
+@pytest.fixture
+def jellyfin_server(start_fake: Callable[[FakeServer], FakeServer]) -> FakeJellyfin:
+    return fake_server(start_fake, "jellyfin", JELLYFIN_SERIES)
+
+
+@pytest.fixture
+async def jellyfin_client(jellyfin_server: FakeJellyfin) -> AsyncIterator[MediaServerClient]:
+    client = MediaServerClient(JellyfinConfig(url=jellyfin_server.url, api_key=Secret(API_KEY)))
+    client.http.retry = FAST
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def enricher(jellyfin_client: MediaServerClient, store: Store, clock: FakeClock) -> Enricher:
+    return Enricher(store, clock, jellyfin=jellyfin_client.series)
+
+
+# --------------------------------------------------------------------------- Jellyfin / Emby
+
+
+async def test_a_jellyfin_episode_gets_its_show_ids_from_its_series(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    item = jellyfin_episode()
+    assert item.show_ids == Ids() and item.ids.tmdb == "62161"  # the episode's TMDB id
+    enriched = await enricher.enrich(item, SHOW_TMDB, "jellyfin")
+    assert enriched.problem is None
+    assert enriched.item.show_ids == Ids(imdb="tt0903747", tmdb="1396", tvdb="81189")
+    assert enriched.item.ids == item.ids
+    assert [r.path for r in jellyfin_server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
+
+
+async def test_a_series_is_read_once_the_store_remembers_it(
+    jellyfin_client: MediaServerClient,
+    jellyfin_server: FakeJellyfin,
+    store: Store,
+    clock: FakeClock,
+) -> None:
+    first = await Enricher(store, clock, jellyfin=jellyfin_client.series).enrich(
+        jellyfin_episode(), SHOW_TMDB, "jellyfin"
+    )
+    second = await Enricher(store, clock, jellyfin=jellyfin_client.series).enrich(
+        jellyfin_episode(), SHOW_TMDB, "jellyfin"
+    )
+    assert second == first
+    assert len(jellyfin_server.requests) == 1
+
+
+async def test_an_emby_episode_gets_its_show_ids_from_emby(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    server = fake_server(start_fake, "emby", EMBY_SERIES)
+    client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
+    try:
+        enriched = await Enricher(store, clock, emby=client.series).enrich(
+            emby_episode(), SHOW_TMDB, "emby"
+        )
+    finally:
+        await client.aclose()
+    assert enriched.item.show_ids.tmdb == "1396"
+    assert [r.query.get("Ids") for r in server.requests] == [EMBY_SERIES]
+
+
+async def test_an_item_the_target_can_already_use_makes_no_request(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    item = jellyfin_episode()  # Trakt takes an episode by its own TVDB id
+    assert (await enricher.enrich(item, TRAKT, "jellyfin")).item is item
+    assert jellyfin_server.requests == []
+
+
+async def test_an_unconfigured_server_is_a_problem_naming_its_settings(
+    store: Store, clock: FakeClock
+) -> None:
+    enriched = await Enricher(store, clock).enrich(emby_episode(), SHOW_TMDB, "emby")
+    assert enriched.problem is not None
+    assert "services.emby.url and services.emby.api_key" in enriched.problem.message
+    assert not (enriched.problem.credentials or enriched.problem.transient)
+
+
+async def test_a_refused_key_is_a_credentials_problem_and_nothing_is_cached(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    jellyfin_server.api_key = "rotated-on-the-server"
+    refused = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert refused.problem is not None and refused.problem.credentials
+    assert "services.jellyfin.api_key" in refused.problem.message
+    jellyfin_server.api_key = API_KEY
+    assert (await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")).problem is None
+
+
+async def test_a_failing_server_is_a_transient_problem(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    jellyfin_server.fail_next(2, 500)
+    enriched = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert enriched.problem is not None and enriched.problem.transient
+    assert enriched.item.show_ids == Ids()
+
+
+async def test_a_series_without_a_tmdb_id_is_asked_again_after_an_hour(
+    enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
+) -> None:
+    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
+    missing = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert missing.problem is not None
+    assert "Jellyfin does not know the show's TMDB id for Breaking Bad" in missing.problem.message
+    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", **BREAKING_BAD)  # identified
+    clock.advance(SERIES_MISSING_TTL + 1)
+    found = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert found.item.show_ids.tmdb == "1396"
+    assert len(jellyfin_server.requests) == 2
+
+
+async def test_trakt_search_finds_the_show_when_no_media_server_is_configured(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14, tvdb=4637661, imdb="tt2301451")
+    client = TraktClient(TraktConfig(CLIENT_ID, api_url=trakt.url, auth_url=trakt.url), store)
+    try:
+        enriched = await Enricher(store, clock, search=client.search).enrich(
+            jellyfin_episode(), SHOW_TMDB, "jellyfin"
+        )
+    finally:
+        await client.aclose()
+    assert enriched.problem is None
+    assert enriched.item.show_ids.tmdb == "1396"
+
+
+# --------------------------------------------------------------------------- Plex
+
+
+async def test_a_plex_new_agent_episode_reads_only_its_show_for_the_show_tmdb_id(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show(
+        "40275",
+        "Baki Hanma",
+        2021,
+        ["imdb://tt14271498", "tmdb://131041", "tvdb://397934"],
+        guid="plex://show/60e81fd8d8000e002d7d2976",
+    )
+    payload = sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+    item = only_event(plex_ingest.parse(payload)).item
+    client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))
+    try:
+        enriched = await Enricher(store, clock, plex=client.metadata).enrich(
+            item, SHOW_TMDB, "plex"
+        )
+    finally:
+        await client.aclose()
+    assert enriched.item.show_ids.tmdb == "131041"
+    assert [r.path for r in plex.requests] == ["/library/metadata/40275"]
+
+
+# --------------------------------------------------------------------------- which server
+
+
+def test_each_item_is_asked_of_the_server_it_came_from() -> None:
+    jellyfin_item = jellyfin_episode()
+    emby_item = emby_episode()
+    plex_item = MediaRef(
+        "episode", show_ids=Ids(plex_guid="plex://show/x"), show_source_key="40275"
+    )
+    assert origin(jellyfin_item, "jellyfin") == "jellyfin"
+    assert origin(emby_item, "emby") == "emby"
+    assert origin(plex_item, "plex") == "plex"
+    assert origin(plex_item, None) == "plex"
+    assert origin(jellyfin_item, None) == "jellyfin"  # a Jellyfin Guid: no other server's shape
+    # Emby's numeric ids look like Plex ratingKeys: without a source nobody is asked.
+    assert origin(emby_item, None) is None
+    assert origin(MediaRef("episode", show_source_key="40275"), "plex") is None  # not Plex's
+    assert origin(MediaRef("episode", show_ids=Ids(plex_guid="plex://show/x")), None) is None
+
+
+# --------------------------------------------------------------------------- Serializd target
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    fake = FakeSerializd()
+    fake.seed_reference_catalogue()
+    start_fake(fake)
+    return fake
+
+
+def serializd_runtime(
+    tmp_path: Path, serializd: FakeSerializd, receiver: AlertReceiver, clock: FakeClock, extra: str
+) -> Runtime:
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+{extra}
+profiles:
+  me:
+    users: {{jellyfin: [alex]}}
+    accounts: {{serializd: {{email: "{EMAIL}", password: "{PASSWORD}"}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    return runtime
+
+
+async def worker_for(runtime: Runtime) -> DeliveryWorker:
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    target = worker.targets["serializd"]
+    assert isinstance(target, SerializdTarget)
+    target.client.requests_per_second = 1000
+    target.client.http.retry = FAST
+    return worker
+
+
+def post_jellyfin(runtime: Runtime) -> None:
+    """The Jellyfin sample completion, as the webhook route would queue it."""
+    body = json.dumps(sample_json("jellyfin", COMPLETED)).encode()
+    result = parse("jellyfin", body, "application/json")
+    assert isinstance(result, Accepted)
+    for event in result.events:
+        runtime.store.ingest(ingest_job(runtime, "me", event))
+
+
+def waiting_rows(runtime: Runtime, clock: FakeClock) -> list[OutboxItem]:
+    """Every pending Serializd row, however far off its next try."""
+    return runtime.store.claim("test", clock() + 365 * 86400, 10, ["serializd"])
+
+
+async def drain(worker: DeliveryWorker, runtime: Runtime, passes: int = 3) -> None:
+    for _ in range(passes):
+        await worker.pass_once(runtime)
+
+
+@pytest.fixture
+async def close_targets() -> AsyncIterator[list[DeliveryWorker]]:
+    workers: list[DeliveryWorker] = []
+    yield workers
+    for worker in workers:
+        for target in worker.targets.values():
+            await target.aclose()
+
+
+async def test_a_jellyfin_play_without_jellyfin_configured_waits_unmatched_naming_the_settings(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, "")
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_jellyfin(runtime)
+        await drain(worker, runtime)
+        assert runtime.store.unmatched_count() == 1
+        (row,) = waiting_rows(runtime, clock)
+        error = row.last_error or ""
+        assert error.startswith("unmatched: Breaking Bad S05E14 came from Jellyfin")
+        assert "set services.jellyfin.url and services.jellyfin.api_key" in error
+        assert serializd.diary() == [] and serializd.ticks() == set()
+    finally:
+        runtime.close()
+
+
+async def test_a_refused_jellyfin_key_holds_the_play_with_one_credentials_alert_until_fixed(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    jellyfin_server.api_key = "a-new-key-made-on-the-server"
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_jellyfin(runtime)
+        await drain(worker, runtime)
+        assert len(jellyfin_server.requests) == 1  # held, not retried in a loop
+        (alert,) = receiver.messages
+        assert alert["title"] == "watchbridge: serializd deliveries paused"
+        assert "does not accept services.jellyfin.api_key (401)" in alert["message"]
+        assert serializd.diary() == []
+        jellyfin_server.api_key = API_KEY  # the user sets the server's current key
+        clock.advance(AUTH_HOLD + 1)
+        await drain(worker, runtime)
+        assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+        assert serializd.ticks() == {(1396, 3578, 14)}
+        assert runtime.store.outbox_counts()["dead"] == 0
+    finally:
+        runtime.close()
