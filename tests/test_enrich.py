@@ -16,6 +16,7 @@ from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import (
@@ -30,6 +31,7 @@ from watchbridge.deliver.serializd import AUTH_HOLD, SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import RetryPolicy
 from watchbridge.ids import (
+    ANIME,
     SERIES_MISSING_TTL,
     SHOW_TMDB,
     TRAKT,
@@ -256,6 +258,20 @@ def test_each_item_is_asked_of_the_server_it_came_from() -> None:
     assert origin(MediaRef("episode", show_ids=Ids(plex_guid="plex://show/x")), None) is None
 
 
+def test_what_each_target_needs() -> None:
+    episode_ids_only = MediaRef("episode", Ids(tmdb="62161", tvdb="4637661"), season=5, number=14)
+    with_show_tvdb = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=5, number=14)
+    with_show_tmdb = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=5, number=14)
+    assert TRAKT.met(episode_ids_only) and TRAKT.met(with_show_tvdb)
+    assert not SHOW_TMDB.met(episode_ids_only) and not SHOW_TMDB.met(with_show_tvdb)
+    assert SHOW_TMDB.met(with_show_tmdb)
+    assert SHOW_TMDB.met(MediaRef("movie"))  # Serializd skips movies: nothing to look up
+    assert not ANIME.met(episode_ids_only)
+    assert ANIME.met(with_show_tvdb) and ANIME.met(with_show_tmdb)
+    assert ANIME.met(MediaRef("episode", Ids(anidb="8692"), number=3))
+    assert ANIME.met(MediaRef("movie", Ids(tmdb="372058")))
+
+
 # --------------------------------------------------------------------------- Serializd target
 
 
@@ -378,5 +394,52 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_credentials_alert_
         assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
         assert serializd.ticks() == {(1396, 3578, 14)}
         assert runtime.store.outbox_counts()["dead"] == 0
+    finally:
+        runtime.close()
+
+
+# --------------------------------------------------------------------------- Trakt target
+
+
+async def test_the_trakt_target_places_a_jellyfin_episode_by_the_series_ids(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14)  # Trakt knows no episode-level ids for it
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}
+profiles:
+  me: {{users: {{jellyfin: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        worker = DeliveryWorker(make_targets, runtime.config.delivery)
+        worker.targets = {t.name: t for t in make_targets(runtime)}
+        close_targets.append(worker)
+        payload = sample_json("jellyfin", COMPLETED)
+        del payload["Provider_tvdb"]  # the episode's imdb/tmdb ids only: Trakt needs the show
+        result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
+        assert isinstance(result, Accepted)
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(result)))
+        await drain(worker, runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 14)
+        assert [r.path for r in jellyfin_server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
     finally:
         runtime.close()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
-from watchbridge.config import PlexConfig, Secret
+from watchbridge.config import PlexConfig, Secret, parse_config
+from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import RetryPolicy
 from watchbridge.ids import (
     PLEX_FOUND_TTL,
@@ -27,6 +31,8 @@ from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.services.plex import PlexClient, PlexItem
 from watchbridge.services.trakt import can_send, media_body
 from watchbridge.store import Store
+from watchbridge.webhooks import ingest_job
+from watchbridge.wiring import build_runtime, make_targets
 
 YUMA_GUID = "plex://movie/5d7768a696b655001fdc0e5c"
 YUMA_GUIDS = ["imdb://tt0050086", "tmdb://14168"]
@@ -362,3 +368,46 @@ async def test_unreadable_cache_entries_are_read_again(
     enriched = await enricher.enrich(yuma())
     assert enriched.ids.imdb == "tt0050086"
     assert plex.count("GET", METADATA) == 1
+
+
+# --------------------------------------------------------------------------- the Trakt target
+
+
+@pytest.mark.anyio
+async def test_the_trakt_target_adds_a_plex_guid_only_movie_read_from_plex(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    plex: FakePlex,
+    clock: Clock,
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        for _ in range(3):
+            await worker.pass_once(runtime)
+        assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
+        assert plex.count("GET", METADATA) == 1
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
