@@ -121,7 +121,8 @@ class Unmatched:
     (a season of a show the datasets know, in no range yet: a dataset refresh may bring
     it), unmapped (a dataset or override says "no
     counterpart"), partial (part of a movie: counted once the last part is watched),
-    ambiguous (two entries claim the same target episode).
+    ambiguous (two entries claim the same target episode), seasons (`PENDING`: an absolute
+    number needs the show's season list, which could not be read yet: tried again next run).
     """
 
     reason: str
@@ -130,6 +131,7 @@ class Unmatched:
 
 Resolution = AnimeTarget | Unmatched
 Forward = EpisodeRef | MovieRef | Unmatched
+PENDING = "seasons"  # Unmatched code: the season list an absolute number needs is not read yet
 
 
 class DatasetError(ValueError):
@@ -1385,9 +1387,16 @@ class AnimeIndex:
         if isinstance(result, Unmatched):
             lines.append(f"result: unmatched: {result.reason}")
             return lines
+        absolute = False
         for scheme in SCHEMES:
             ref = self.episode_for(anilist_id, 1, scheme)
             lines.append(f"result {scheme.upper()}: episode 1 → {_describe_forward(ref)}")
+            absolute = absolute or (isinstance(ref, EpisodeRef) and ref.season is None)
+        if absolute:
+            lines.append(
+                "   note: an absolute number is placed on the season list of the link's other "
+                "side (Trakt's, with its number_abs, or Serializd's), read when a sync needs it"
+            )
         return lines
 
     def _disagreements(self, entry: _Entry) -> list[str]:
@@ -1413,6 +1422,160 @@ class AnimeIndex:
 
     def anilist_ids(self) -> Iterator[int]:
         return iter(self._entries)
+
+    def has_absolute(self, show: int, scheme: Scheme = "tmdb") -> bool:
+        """Whether some entry maps onto `show` by absolute numbers (a play numbered by season
+        there needs the show's season list to be placed)."""
+        if self._reverse is None:
+            self._build_reverse()
+        assert self._reverse is not None
+        return (scheme, show, None) in self._reverse
+
+
+# --------------------------------------------------------------------------- absolute numbers
+
+
+@dataclass(frozen=True)
+class SeasonTable:
+    """One show's regular seasons as a live source lists them (Trakt, Serializd), to turn an
+    absolute episode number into season and episode and back.
+
+    `counts` holds (season, episode count) for every regular season in order; specials
+    (season 0) have no absolute number and are left out. A count of None: the source gave
+    none, so nothing from that season on can be counted. `numbered` holds (absolute, season,
+    number) for every episode the source numbers absolutely (Trakt's `number_abs`, often
+    missing). Those win; otherwise an episode's absolute number is the episodes of the seasons
+    before it plus its number. An answer that contradicts an absolute number the source gives
+    is refused, never guessed.
+    """
+
+    counts: tuple[tuple[int, int | None], ...]
+    numbered: tuple[tuple[int, int, int], ...] = ()
+    source: str = "the season list"
+
+    @functools.cached_property
+    def _by_absolute(self) -> dict[int, tuple[int, int]]:
+        return {a: (s, n) for a, s, n in self.numbered}
+
+    @functools.cached_property
+    def _by_episode(self) -> dict[tuple[int, int], int]:
+        return {(s, n): a for a, s, n in self.numbered}
+
+    @functools.cached_property
+    def last(self) -> int:
+        """The highest absolute number the table can answer."""
+        counted = 0
+        for _, count in self.counts:
+            if count is None:
+                break
+            counted += count
+        return max([counted, *self._by_absolute])
+
+    def covers(self, want: int | tuple[int, int] | None) -> bool:
+        """Whether an absolute number, or a (season, number), is inside what the table lists
+        (None: nothing in particular is wanted)."""
+        if want is None:
+            return True
+        if isinstance(want, int):
+            return want <= self.last
+        if want in self._by_episode:
+            return True
+        season, number = want
+        return any(
+            s > season or (s == season and (c is None or number <= c)) for s, c in self.counts
+        )
+
+    def season_of(self, absolute: int) -> tuple[int, int] | Unmatched:
+        """(season, episode) of absolute episode `absolute`."""
+        given = self._by_absolute.get(absolute)
+        if given is not None:
+            return given
+        before = 0
+        for season, count in self.counts:
+            if count is None:
+                return Unmatched(
+                    f"{self.source} gives no episode count for season {season}, so absolute "
+                    f"episode {absolute} cannot be counted",
+                    "outside",
+                )
+            if 0 < absolute <= before + count:
+                number = absolute - before
+                other = self._by_episode.get((season, number))
+                if other is not None and other != absolute:
+                    return Unmatched(
+                        f"counting {self.source}'s seasons puts absolute episode {absolute} at "
+                        f"S{season}E{number}, which it numbers {other}: add an override",
+                        "ambiguous",
+                    )
+                return season, number
+            before += count
+        return Unmatched(
+            f"absolute episode {absolute} is past the last one {self.source} lists "
+            f"({self.last}): a newer episode, placed once the list has it",
+            "outside",
+        )
+
+    def absolute_of(self, season: int, number: int) -> int | Unmatched:
+        """The absolute number of episode `number` of `season`."""
+        given = self._by_episode.get((season, number))
+        if given is not None:
+            return given
+        if season < 1:
+            return Unmatched(
+                f"S{season}E{number} is a special: specials have no absolute number", "unmapped"
+            )
+        before = 0
+        for listed, count in self.counts:
+            if count is None:
+                break
+            if listed == season:
+                if not 0 < number <= count:
+                    break
+                absolute = before + number
+                other = self._by_absolute.get(absolute)
+                if other is not None and other != (season, number):
+                    return Unmatched(
+                        f"counting {self.source}'s seasons makes S{season}E{number} absolute "
+                        f"episode {absolute}, which it gives to S{other[0]}E{other[1]}: add an "
+                        "override",
+                        "ambiguous",
+                    )
+                return absolute
+            before += count
+        return Unmatched(
+            f"S{season}E{number} is not in {self.source} (or a season before it has no "
+            "episode count): a newer episode, placed once the list has it",
+            "outside",
+        )
+
+
+def seasonal(ref: EpisodeRef, table: SeasonTable) -> EpisodeRef | Unmatched:
+    """An absolute answer of the mapping placed on the show's seasons. Every target episode of
+    it must land in one season: a ratio range split by a season break is not guessed at."""
+    if ref.season is not None:
+        return ref
+    places = [table.season_of(n) for n in ref.numbers or (ref.number,)]
+    found: list[tuple[int, int]] = []
+    for place in places:
+        if isinstance(place, Unmatched):
+            return Unmatched(f"show {ref.show}: {place.reason}", place.code)
+        found.append(place)
+    if len({season for season, _ in found}) > 1:
+        return Unmatched(
+            f"show {ref.show}: absolute episodes {ref.numbers} fall in two seasons of "
+            f"{table.source}: add an override",
+            "ambiguous",
+        )
+    numbers = tuple(number for _, number in found)
+    return EpisodeRef(
+        ref.scheme,
+        ref.show,
+        found[0][0],
+        numbers[0],
+        False,
+        f"{ref.source}, absolute {ref.number} on {table.source}",
+        numbers if ref.numbers else (),
+    )
 
 
 def _count(entry: _Entry) -> int | None:

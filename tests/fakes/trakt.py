@@ -2011,13 +2011,20 @@ class FakeTrakt(FakeServer):
     @public("GET", "/shows/{id}/seasons")
     def show_seasons(self, req: Request, user: User | None) -> Response:
         show = self._show_by_path_id(req.params["id"])
-        with_eps = "episodes" in req.query.get("extended", "")
+        extended = req.query.get("extended", "").split(",")
+        with_eps, full = "episodes" in extended, "full" in extended
         rows = []
         for n in sorted(show.seasons):
             season = show.seasons[n]
             row = season.to_json()
+            if full:  # §14: counts; trakt/trakt-api#424: number_abs on listed episodes
+                count = len(season.episodes)
+                row |= {"episode_count": count, "aired_episodes": count}
             if with_eps:
-                row["episodes"] = [e.to_json() for e in season.sorted_episodes()]
+                row["episodes"] = [
+                    e.to_json() | ({"number_abs": e.number_abs} if full else {})
+                    for e in season.sorted_episodes()
+                ]
             rows.append(row)
         return json_response(rows)
 

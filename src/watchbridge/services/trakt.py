@@ -171,6 +171,26 @@ class ListWriteResult:
     item_count: int | None = None  # the watchlist's size after the write, when Trakt says
 
 
+@dataclass(frozen=True)
+class ListedEpisode:
+    """One episode of a show's season list: its number and Trakt's absolute number (often
+    null, reference trakt-api.md §14)."""
+
+    number: int
+    number_abs: int | None = None
+
+
+@dataclass(frozen=True)
+class ListedSeason:
+    """One season of `GET /shows/{id}/seasons?extended=full,episodes`. `episode_count` is
+    Trakt's count (`full`), there even when the episodes list comes back empty
+    (trakt/trakt-api#799)."""
+
+    number: int
+    episode_count: int | None
+    episodes: tuple[ListedEpisode, ...] = ()
+
+
 # --------------------------------------------------------------------------- pure shapes
 
 
@@ -316,6 +336,35 @@ def added_count(answer: dict[str, Any]) -> int:
 
 
 # --------------------------------------------------------------------------- client
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def parse_seasons(data: Any) -> list[ListedSeason]:
+    """A show's season list, read loosely: rows or episodes without a number are skipped."""
+    seasons: list[ListedSeason] = []
+    for row in data if isinstance(data, list) else []:
+        number = _whole(row.get("number")) if isinstance(row, dict) else None
+        if number is None:
+            continue
+        episodes = tuple(
+            ListedEpisode(n, _whole(e.get("number_abs")))
+            for e in row.get("episodes") or []
+            if isinstance(e, dict) and (n := _whole(e.get("number"))) is not None
+        )
+        count = _whole(row.get("episode_count"))
+        if count is None:
+            count = _whole(row.get("aired_episodes"))
+        seasons.append(ListedSeason(number, count, episodes))
+    return seasons
 
 
 def _pacer() -> Pacer:
@@ -665,6 +714,40 @@ class TraktClient:
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"search answered {response.status_code}")
         return list(response.json())
+
+    async def show_id(self, id_type: str, value: str) -> int | None:
+        """The Trakt id of the show a TMDB/TVDB/IMDb id names (`/search`), None when Trakt has
+        none."""
+        for hit in await self.search(id_type, value, "show"):
+            show = hit.get("show") if isinstance(hit, dict) else None
+            ids = show.get("ids") if isinstance(show, dict) else None
+            trakt = _whole(ids.get("trakt")) if isinstance(ids, dict) else None
+            if trakt is not None:
+                return trakt
+        return None
+
+    async def show_seasons(self, show: int | str) -> list[ListedSeason]:
+        """Every season of a show with its episodes and their absolute numbers:
+        `/shows/{id}/seasons?extended=full,episodes` (no sign-in; `{id}` is the Trakt id, slug
+        or IMDb id). Raises TraktItemError when Trakt does not know the show."""
+        response = await self.http.request(
+            "GET",
+            f"/shows/{show}/seasons",
+            params={"extended": "full,episodes"},
+            pacer=self.http.pacer("", _pacer),
+            bucket="read",
+        )
+        _raise_for_account(response)
+        if response.status_code == 404:
+            raise TraktItemError(SERVICE, f"Trakt has no show {show}")
+        if response.status_code >= 400:
+            raise TraktError(
+                SERVICE, f"the season list of show {show} answered {response.status_code}"
+            )
+        try:
+            return parse_seasons(response.json())
+        except ValueError:
+            raise TraktError(SERVICE, f"the season list of show {show} is not JSON") from None
 
     async def last_activities(self, profile: str) -> dict[str, Any]:
         response = await self._call(profile, "GET", "/sync/last_activities")
