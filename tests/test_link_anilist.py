@@ -19,7 +19,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt
 from tests.linkrig import fast_trakt
-from tests.linkrig_anilist import sample_index
+from tests.linkrig_anilist import sample_index, season_sources
 from watchbridge import readers
 from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
@@ -150,6 +150,7 @@ links:
             config.delivery,
             time.time,
             reverse,
+            seasons=season_sources(config, runtime.store, LINK, time.time),
         ),
     }
     yield Rig(runtime, targets, config_path)
@@ -508,3 +509,163 @@ async def test_a_second_viewing_anilist_already_counts_is_not_removed_from_trakt
         assert [k for k, _ in actions_for(result, "trakt")] == []
     assert len(trakt_plays(trakt, AOT)) >= 2
     assert anilist.snapshot()[AOT_P2]["progress"] == 1
+
+
+# --------------------------------------------------------------------------- absolute numbering
+
+ONE_PIECE, GINTAMA = 37854, 57041  # TMDB shows the datasets map by absolute number
+OP, GIN = 21, 918  # AniList: One Piece (ongoing), Gintama (201 episodes)
+# TMDB-shaped seasons (S1 = 1-61, S2 = 62-77 as the sample anibridge ranges have them; the
+# later ones made up): absolute 1100 is S23E12.
+OP_SEASONS = (61, 16, 14, 39, 13, 52, 33, 35, 73, 45, 26, 14, 101, 56, 100, 35, 62, 50, 118, 33,
+              98, 14, 194)  # fmt: skip
+
+
+def add_one_piece(trakt: FakeTrakt, seasons: Sequence[tuple[int, int]] = ()) -> Any:
+    """One Piece on Trakt with `number_abs` on every episode: `seasons` as (season, first
+    episode number) overrides where a season's numbering starts (1 by default)."""
+    show = trakt.add_show("One Piece", 1999, tmdb=ONE_PIECE)
+    starts = dict(seasons)
+    absolute = 0
+    for season, count in enumerate(OP_SEASONS, 1):
+        first = starts.get(season, 1)
+        for number in range(first, first + count):
+            absolute += 1
+            trakt.add_episode(show, season, number, number_abs=absolute)
+    return show
+
+
+def add_gintama(trakt: FakeTrakt) -> Any:
+    """Gintama on Trakt in TVDB's four seasons, with specials and no `number_abs`."""
+    return trakt.add_show("Gintama", 2006, tmdb=GINTAMA, seasons={0: 3, 1: 49, 2: 50, 3: 51, 4: 51})
+
+
+def dated(plays: list[tuple[int, int, float | None]]) -> list[tuple[int, int]]:
+    return [(season, number) for season, number, at in plays if at is not None]
+
+
+def season_lists_read(trakt: FakeTrakt) -> int:
+    return trakt.count("GET", "/shows/{id}/seasons") + trakt.count("GET", "/search/{id_type}/{id}")
+
+
+async def test_one_piece_episode_1100_on_anilist_becomes_trakts_s23e12(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    add_one_piece(trakt)
+    anilist.add_entry(
+        OP, episodes=None, status="CURRENT", progress=1100, updated_at=int(time.time())
+    )
+    await rig.sync_and_deliver()
+    plays = trakt_plays(trakt, ONE_PIECE)
+    assert dated(plays) == [(23, 12)]
+    assert len(plays) == 1100
+    assert unmatched_records(rig.runtime.store, ["me"]) == []
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
+async def test_a_trakt_play_of_one_piece_s23e12_becomes_anilist_progress_1100(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = add_one_piece(trakt)
+    anilist.add_media(OP, episodes=None)
+    trakt.add_history(show.seasons[23].episodes[12], iso(time.time() - DAY))
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[OP]["progress"] == 1100
+
+
+async def test_gintama_episode_120_on_anilist_is_trakts_s3e21_counted_without_number_abs(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    add_gintama(trakt)
+    anilist.add_entry(
+        GIN, episodes=201, status="CURRENT", progress=120, updated_at=int(time.time())
+    )
+    await rig.sync_and_deliver()
+    plays = trakt_plays(trakt, GINTAMA)
+    assert dated(plays) == [(3, 21)]
+    expected = {(1, n) for n in range(1, 50)} | {(2, n) for n in range(1, 51)}
+    assert {(s, n) for s, n, _ in plays} == expected | {(3, n) for n in range(1, 22)}
+
+
+async def test_an_override_to_absolute_numbers_wins_over_the_datasets_seasonal_ranges(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tests.linkrig_anilist as linkrig_anilist
+    from tests.fakes.anime_datasets import sample_bodies
+    from watchbridge.anime import load_index
+
+    overridden = load_index(sample_bodies(), "21: {tmdb: {show: 37854, absolute: true}}")
+    monkeypatch.setattr(linkrig_anilist, "_INDEX", [overridden])
+    add_one_piece(trakt, seasons=[(2, 62)])  # Trakt numbers season 2 on from 62 (§6 D)
+    anilist.add_entry(OP, episodes=None, status="CURRENT", progress=66, updated_at=int(time.time()))
+    await rig.sync_and_deliver()
+    plays = trakt_plays(trakt, ONE_PIECE)
+    assert dated(plays) == [(2, 66)]  # the sample anibridge ranges alone say S2E5
+    assert len(plays) == 66
+
+
+async def test_when_trakts_season_list_cannot_be_read_the_title_waits_and_the_next_run_retries(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    add_gintama(trakt)
+    anilist.add_entry(GIN, episodes=201, status="CURRENT", progress=3, updated_at=int(time.time()))
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=1, updated_at=int(time.time()))
+    trakt.fail_next(2, 503, route="/shows/{id}/seasons")  # the request and its one retry
+    await rig.sync_and_deliver()
+    assert trakt.knobs_pending == 0
+    assert trakt_plays(trakt, GINTAMA) == []
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, AOT)] == [(4, 17)]  # the rest went on
+    records = unmatched_records(rig.runtime.store, ["me"])
+    assert [(r.key, r.code) for r in records] == [(f"anilist:{GIN}", "seasons")]
+
+    await rig.sync_and_deliver()  # nothing changed on either side: tried again all the same
+    assert dated(trakt_plays(trakt, GINTAMA)) == [(1, 3)]
+    assert unmatched_records(rig.runtime.store, ["me"]) == []
+
+
+async def test_later_runs_even_full_ones_read_no_season_list_again(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    add_gintama(trakt)
+    anilist.add_entry(GIN, episodes=201, status="CURRENT", progress=5, updated_at=int(time.time()))
+    await rig.sync_and_deliver()
+    assert season_lists_read(trakt) == 2  # the TMDB-id search and the list
+    assert (await rig.sync_and_deliver()).queued == 0
+    assert (await rig.sync_and_deliver(full=True)).queued == 0
+    assert season_lists_read(trakt) == 2
+
+
+async def test_a_webhook_play_of_gintama_s3e21_sets_anilist_progress_120(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    from watchbridge.model import Ids, MediaRef, ref_to_dict
+    from watchbridge.store import NewOutboxRow
+
+    add_gintama(trakt)
+    anilist.add_media(GIN, episodes=201)
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(GINTAMA)), season=3, number=21)
+    payload = {"item": ref_to_dict(item), "at": time.time() - 60}
+    row = NewOutboxRow("anilist", "me", "play", payload, f"me:anilist:{item.key()}", "webhook-1")
+    assert rig.runtime.store.enqueue([row], time.time()) == 1
+    worker = DeliveryWorker(lambda _: [], rig.runtime.config.delivery)
+    worker.targets = {"anilist": rig.targets["anilist"]}
+    await worker.pass_once(rig.runtime)
+    assert anilist.snapshot()[GIN]["progress"] == 120
+
+
+async def test_a_gintama_score_is_the_rating_of_trakts_first_season_and_back(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    from tests.fakes.trakt import Season
+
+    show = add_gintama(trakt)
+    entry = anilist.add_entry(
+        GIN, episodes=201, status="CURRENT", progress=2, score=80, updated_at=int(time.time() - DAY)
+    )
+    await rig.sync_and_deliver()
+    (rating,) = trakt.ratings()
+    assert isinstance(rating.item, Season) and (rating.item.number, rating.rating) == (1, 8)
+
+    rate_on_trakt(trakt, show.seasons[1], 5)
+    await rig.sync_and_deliver()
+    assert entry.score == 50

@@ -16,14 +16,14 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.linkrig import fast_serializd, use_fast_readers
-from tests.linkrig_anilist import sample_index
+from tests.linkrig_anilist import sample_index, season_sources
 from watchbridge import readers
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.sync import RunResult, run_link
+from watchbridge.sync import RunResult, plan_link, run_link
 from watchbridge.wiring import anilist_client, build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -114,6 +114,7 @@ links:
             config.delivery,
             time.time,
             reverse,
+            seasons=season_sources(config, runtime.store, LINK, time.time),
         ),
     }
     yield Rig(runtime, targets)
@@ -203,3 +204,34 @@ async def test_full_runs_never_plan_a_non_anime_show_to_anilist_nor_remove_it_fr
     assert anilist.snapshot()[REZERO_P2]["progress"] == 1
     assert logged(serializd, BREAKING_BAD) == [(1, 1)]
     assert season_rating(serializd, BREAKING_BAD, 1) == 9
+
+
+# --------------------------------------------------------------------------- absolute numbering
+
+ONE_PIECE, OP = 37854, 21  # TMDB (= Serializd) show, AniList entry: mapped by absolute number
+# TMDB's seasons as Serializd's show answer gives them (S1 = 1-61, S2 = 62-77 as the sample
+# anibridge ranges have them; the later ones made up), after 10 specials: absolute 1100 is S23E12.
+OP_SEASONS = {0: 10} | dict(enumerate((61, 16, 14, 39, 13, 52, 33, 35, 73, 45, 26, 14, 101, 56,
+                                       100, 35, 62, 50, 118, 33, 98, 14, 194), 1))  # fmt: skip
+
+
+async def test_one_piece_episode_1100_on_anilist_is_planned_as_serializds_s23e12(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    serializd.add_show(ONE_PIECE, "One Piece", OP_SEASONS)
+    updated = int(time.time() - DAY)
+    anilist.add_entry(OP, episodes=None, status="CURRENT", progress=1100, updated_at=updated)
+    (planned,), _ = await plan_link(rig.runtime.config, rig.runtime.store, LINK)
+    adds = [a for a in planned.plan.actions if a.target == "serializd" and a.kind == "add_play"]
+    assert len(adds) == 1100
+    assert [a.item for a in adds if a.at == updated] == [f"episode:tmdb:{ONE_PIECE}:s23e12"]
+
+
+async def test_a_serializd_log_of_one_piece_s23e12_becomes_anilist_progress_1100(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    serializd.add_show(ONE_PIECE, "One Piece", OP_SEASONS)
+    anilist.add_media(OP, episodes=None)
+    serializd.log_entry(None, ONE_PIECE, 23, 12, backdate=iso(time.time() - DAY))
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[OP]["progress"] == 1100

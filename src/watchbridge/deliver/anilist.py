@@ -13,6 +13,11 @@ several entries is scored on its first scored entry on the list (else its first 
 list), as the link reader reads it. Removals lower progress only when the removed episode is
 the highest one (AniList cannot unwatch an episode in the middle).
 
+A play numbered by season of a show some entry maps by absolute number (One Piece, Gintama on
+TMDB), where no seasonal range holds it, is counted to its absolute number on a season list
+(`watchbridge.anime_seasons`): the list of the other side of the row's link, for a webhook's
+row Trakt's, else Serializd's. While no list can be read the row is tried again hourly.
+
 Items that are not anime (in no mapping dataset) from a webhook are done at once with a note.
 Anime that cannot be mapped are recorded for `watchbridge anime unmatched`; where a dataset
 refresh may map them (a new season, an episode past every range, two entries claiming it) the
@@ -31,7 +36,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.anime import SCHEMES, AnimeIndex, Unmatched
+from watchbridge.anime import PENDING, SCHEMES, AnimeIndex, Unmatched
+from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
 from watchbridge.http import Unavailable
@@ -60,7 +66,8 @@ AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
 # Unmatched codes a dataset refresh (or an override) may turn into a mapping.
-REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute"})
+REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
+SEASONS_RETRY = 3600.0  # a play waiting for a season list that could not be read
 LIVE_REWATCH = 7 * 86400.0  # a play this recent of episode 1 of a finished entry is a rewatch
 
 # MediaRef -> (AniList id, AniList episode), or why not
@@ -164,10 +171,55 @@ def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
 class IndexReverse:
     """`Reverse` from the mapping index (`watchbridge.anime.AnimeIndex`): TMDB, then TVDB
     numbering; an item no dataset range holds falls back to its anime ids (AniList, AniDB,
-    MAL: HAMA guids, webhooks), which name the entry itself."""
+    MAL: HAMA guids, webhooks), which name the entry itself.
 
-    def __init__(self, index: AnimeIndex) -> None:
+    With `seasons`, a TMDB play numbered by season of a show some entry maps by absolute
+    number (One Piece) that no seasonal range holds is placed by its absolute number on the
+    show's season list (`prepare` those first: `wants`)."""
+
+    def __init__(self, index: AnimeIndex, seasons: AbsoluteSeasons | None = None) -> None:
         self.index = index
+        self.seasons = seasons
+
+    def with_seasons(self, seasons: AbsoluteSeasons | None) -> IndexReverse:
+        return self if seasons is self.seasons else IndexReverse(self.index, seasons)
+
+    def wants(self, items: Iterable[MediaRef]) -> dict[int, Want]:
+        """The TMDB shows (and the highest season and episode) whose season lists placing
+        `items` needs."""
+        wants: dict[int, Want] = {}
+        for item in items:
+            show = _absolute_show(self.index, item)
+            place = _place(item)
+            if show is None or place is None or item.absolute:
+                continue
+            if isinstance(self.index.anilist_for(show, *place), tuple):
+                continue
+            want = place
+            held = wants.get(show)
+            wants[show] = want if not isinstance(held, tuple) else max(held, want)
+        return wants
+
+    def _by_absolute(self, show: int, item: MediaRef) -> tuple[int, int] | Unmatched:
+        """An episode (or a season, by its first episode) of an absolutely mapped show that
+        no seasonal range holds, by its absolute number on the season list (its own, when
+        the play carries one)."""
+        place = _place(item)
+        assert place is not None
+        absolute: int | Unmatched
+        if item.absolute is not None and item.kind == "episode":
+            absolute = item.absolute
+        elif self.seasons is None:
+            return Unmatched(
+                f"{item.describe()}: TMDB {show} is mapped by absolute number and no season "
+                "list is at hand to count it (links with Trakt or Serializd read one)",
+                "absolute",
+            )
+        else:
+            absolute = self.seasons.absolute_of(show, *place)
+        if isinstance(absolute, Unmatched):
+            return absolute
+        return self.index.anilist_for(show, None, absolute)
 
     def __call__(self, item: MediaRef) -> tuple[int, int] | Unmatched:
         if item.kind == "movie":
@@ -189,8 +241,23 @@ class IndexReverse:
                     continue
                 else:
                     found = self.index.anilist_for(int(show), item.season, item.number, scheme)
+                    if (
+                        isinstance(found, Unmatched)
+                        and found.code != "ambiguous"
+                        and scheme == "tmdb"
+                        and self.index.has_absolute(int(show))
+                    ):
+                        found = self._by_absolute(int(show), item)
             else:
                 found = self.index.anilist_for(int(show), item.season or 1, 1, scheme)
+                if (
+                    isinstance(found, Unmatched)
+                    and found.code != "ambiguous"
+                    and scheme == "tmdb"
+                    and item.kind == "season"
+                    and self.index.has_absolute(int(show))
+                ):
+                    found = self._by_absolute(int(show), item)
             if isinstance(found, tuple) or found.code != "unknown":
                 return found
             answer = answer or found
@@ -245,8 +312,26 @@ class IndexReverse:
                 self.index.adopt(entry.media_id, entry.mal_id)
 
 
-def index_reverse(index: AnimeIndex) -> IndexReverse:
-    return IndexReverse(index)
+def _absolute_show(index: AnimeIndex, item: MediaRef) -> int | None:
+    """The TMDB show of an episode or season when some entry maps that show by absolute
+    number."""
+    tmdb = item.show_ids.tmdb
+    if item.kind not in ("episode", "season") or not (tmdb and tmdb.isdigit()):
+        return None
+    return int(tmdb) if index.has_absolute(int(tmdb)) else None
+
+
+def _place(item: MediaRef) -> tuple[int, int] | None:
+    """(season, episode) an episode names, or a season by its first episode."""
+    if item.kind == "season" and item.season is not None:
+        return item.season, 1
+    if item.kind == "episode" and item.season is not None and item.number is not None:
+        return item.season, item.number
+    return None
+
+
+def index_reverse(index: AnimeIndex, seasons: AbsoluteSeasons | None = None) -> IndexReverse:
+    return IndexReverse(index, seasons)
 
 
 # --------------------------------------------------------------------------- the target
@@ -264,15 +349,42 @@ class AniListTarget:
         config: DeliveryConfig,
         clock: Callable[[], float],
         reverse: Callable[[], Awaitable[Reverse]],
+        seasons: SeasonSources | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.config = config
         self.clock = clock
         self.reverse = reverse
+        self.seasons = seasons
+        if seasons is None and isinstance(reverse, IndexSource):
+            self.seasons = reverse.season_sources(store, clock)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.seasons is not None:
+            await self.seasons.aclose()
+
+    async def _placing(
+        self, reverse: Reverse, rows: Sequence[tuple[OutboxItem, MediaRef]]
+    ) -> dict[int, Reverse]:
+        """Each row's reverse mapping, with the season lists its absolute plays need read
+        (a link's row on its other side's lists, a webhook's on Trakt's, else Serializd's)."""
+        if self.seasons is None or not isinstance(reverse, IndexReverse):
+            return {}
+        groups: dict[int, tuple[AbsoluteSeasons, list[MediaRef]]] = {}
+        placing: dict[int, Reverse] = {}
+        for row, item in rows:
+            seasons = self.seasons.for_payload(row.payload)
+            if seasons is None:
+                continue
+            groups.setdefault(id(seasons), (seasons, []))[1].append(item)
+            placing[row.id] = reverse.with_seasons(seasons)
+        for seasons, items in groups.values():
+            wants = reverse.wants(items)
+            if wants:
+                await seasons.prepare(wants)
+        return placing
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         return await per_profile(items, self._deliver_profile, self._hold_for)
@@ -292,12 +404,17 @@ class AniListTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        reverse = await self.reverse()
+        shared = await self.reverse()
         entries: dict[int, ListEntry] | None = None
         targets: dict[int, tuple[MediaRef, tuple[int, int]]] = {}
         unknown: list[tuple[OutboxItem, MediaRef, Unmatched]] = []
-        for row in rows:
-            decoded = _decode(row)
+        decoded_rows = [(row, _decode(row)) for row in rows]
+        placing = await self._placing(
+            shared,
+            [(r, d) for r, d in decoded_rows if isinstance(d, MediaRef) and r.action != "watching"],
+        )
+        for row, decoded in decoded_rows:
+            reverse = placing.get(row.id, shared)
             if not isinstance(decoded, MediaRef):
                 outcomes[row.id] = decoded
                 continue
@@ -315,12 +432,12 @@ class AniListTarget:
             else:
                 if entries is None:
                     entries = await self._entries(profile)
-                    adopt = getattr(reverse, "adopt", None)
+                    adopt = getattr(shared, "adopt", None)
                     if adopt is not None:
                         adopt(entries.values())
                 targets[row.id] = (decoded, target)
         for row, decoded, why in unknown:
-            target = reverse(decoded) if entries is not None else why
+            target = placing.get(row.id, shared)(decoded) if entries is not None else why
             if isinstance(target, Unmatched):
                 outcomes[row.id] = await self._unmatched(profile, row, decoded, target)
             else:
@@ -335,7 +452,7 @@ class AniListTarget:
                 continue
             decoded, (media_id, episode) = targets[row.id]
             if row.action in ("rating", "remove_rating") and decoded.kind == "season":
-                seasons = getattr(reverse, "season_entries", None)
+                seasons = getattr(shared, "season_entries", None)
                 candidates = seasons(decoded) if seasons is not None else ()
                 media_id = season_owner(candidates, entries, media_id)
             if row.action == "play":
@@ -375,6 +492,8 @@ class AniListTarget:
             title=item.show_title or item.title,
         )
         message = f"unmatched, see `watchbridge anime unmatched`: {why.reason}"
+        if why.code == PENDING:
+            return Retry(message, after=SEASONS_RETRY)
         if link or why.code in REFRESHABLE:
             return Retry(message, after=MAPPING_RETRY)
         return Delivered(message)
@@ -513,18 +632,22 @@ class MappingUnavailable(Exception):
     """No anime mapping dataset is on disk yet: nothing can be told apart from anime."""
 
 
-def index_source(config: Any) -> Callable[[], Awaitable[Reverse]]:
+class IndexSource:
     """The reverse mapping from the datasets cache, refreshed when due (a failed download
-    keeps the cache); raises MappingUnavailable while no dataset has been downloaded."""
-    from watchbridge import anime_data
+    keeps the cache); raises MappingUnavailable while no dataset has been downloaded. It
+    also knows, from the config, where the target reads season lists (`season_sources`)."""
 
-    data = anime_data.from_config(config)
+    def __init__(self, config: Any) -> None:
+        from watchbridge import anime_data
 
-    async def load() -> Reverse:
+        self.config = config
+        self.data = anime_data.from_config(config)
+
+    async def __call__(self) -> Reverse:
         try:
-            index = await data.index()
+            index = await self.data.index()
         finally:
-            await data.aclose()
+            await self.data.aclose()
         if len(index) == 0:
             raise MappingUnavailable(
                 "no anime mapping dataset is downloaded yet: AniList deliveries wait for it "
@@ -532,4 +655,11 @@ def index_source(config: Any) -> Callable[[], Awaitable[Reverse]]:
             )
         return index_reverse(index)
 
-    return load
+    def season_sources(self, store: Store, clock: Callable[[], float]) -> SeasonSources:
+        from watchbridge.anime_seasons import season_sources
+
+        return season_sources(self.config, store, clock)
+
+
+def index_source(config: Any) -> IndexSource:
+    return IndexSource(config)

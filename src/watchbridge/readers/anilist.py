@@ -12,8 +12,13 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   are not invented (AniList keeps a count, not dates).
 - Each AniList episode goes through the mapping (`watchbridge.anime`) to the TMDB show, season
   and episode the other side uses. Entries that cannot be mapped are reported (`watchbridge
-  anime unmatched`) and left out; they never stop the run. Movies and absolute-only answers
-  are left out too (the link keys episodes by TMDB season).
+  anime unmatched`) and left out; they never stop the run. Movies are left out too.
+- An answer by absolute number (One Piece, Gintama) is placed on the other side's season list
+  (`watchbridge.anime_seasons`: Trakt's or Serializd's, read only for shows such an answer
+  touches, cached a week); the other side's plays of such a show that no seasonal range holds
+  are counted back to an absolute number the same way. When the list cannot be read (and no
+  earlier copy is kept), those episodes stay unmatched (`seasons`) and the next run tries
+  again: it does not count as unchanged, and reads the whole list.
 
 A play queued for AniList of an episode the entry's current pass already counts (a second
 viewing on the other side: AniList keeps one per pass) is absorbed: it stays a play of this
@@ -46,8 +51,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from watchbridge.anime import AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
+from watchbridge.anime import PENDING, AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
+from watchbridge.anime_seasons import AbsoluteSeasons, forward_wants, placed
 from watchbridge.config import Config, Link
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
@@ -59,6 +66,9 @@ from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+WAITING = "seasons_waiting"  # cursor: entries whose season list could not be read
+RETRY = "seasons_retry"  # cursor: the other side has plays waiting for a season list
 
 # (AniList id, AniList episode, AniList episode count or None) -> where it lands on TMDB
 Mapper = Callable[[int, int, int | None], Forward]
@@ -138,10 +148,10 @@ def _keys(forward: Forward) -> list[str] | Unmatched | None:
         return forward
     if isinstance(forward, MovieRef):
         return None
-    if forward.season is None:
+    if forward.season is None:  # no season list at hand to place it (see the module doc)
         return Unmatched(
             f"only an absolute TMDB number is known (show {forward.show} episode "
-            f"{forward.number}); the link needs season and episode: add an override",
+            f"{forward.number}) and no season list to place it on: add an override",
             "absolute",
         )
     numbers = forward.numbers or (forward.number,)
@@ -507,24 +517,28 @@ class AniListReader:
         clock: Clock,
         reverse: Callable[[], Awaitable[ReverseMapper]] | None = None,
         index: Callable[[], Awaitable[AnimeIndex]] | None = None,
+        seasons: AbsoluteSeasons | None = None,
     ) -> None:
         self.client = client
         self.mapper = mapper
         self.reverse = reverse
+        self.seasons = seasons  # the other side's season lists, for absolute numbers
         self.index = index  # to map titles the datasets know by MAL id only
         self.store = store
         self.clock = clock
         self._newest: dict[str, float] = {}
         self._listed: dict[str, list[ListEntry]] = {}  # the whole list, when the read had it
         self._states: dict[str, dict[int, EntryState]] = {}  # every entry, after the read
+        self._cursors: dict[str, dict[str, str]] = {}  # this run's, until the engine saves them
 
     @property
     def requests_sent(self) -> int:
-        return self.client.requests_sent
+        seasons = self.seasons.requests_sent if self.seasons is not None else 0
+        return self.client.requests_sent + seasons
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """One request: the newest `updatedAt` on the list against the saved one."""
-        if "updated_at" not in cursors:
+        if "updated_at" not in cursors or WAITING in cursors or RETRY in cursors:
             return False
         self._newest[profile] = await self.client.newest_update(profile)
         return self._newest[profile] <= float(cursors["updated_at"])
@@ -535,29 +549,94 @@ class AniListReader:
         warning = self.client.expiry_warning(profile)
         if warning is not None:
             log.warning("AniList sign-in expires soon", extra={"profile": profile, "why": warning})
-        mapper = await self.mapper()
+        raw = await self.mapper()
+        mapper = placed(raw, self.seasons)
         before = states_from(cursors)
-        if full or baseline is None or "updated_at" not in cursors:
+        # Entries waiting for a season list changed nothing on AniList: only a whole read
+        # brings them back.
+        whole = WAITING in cursors
+        if full or whole or baseline is None or "updated_at" not in cursors:
             entries = await self.client.entries(profile)
             self._listed[profile] = entries
             await self._adopt(entries)
-            converted = anilist_side(entries, before, baseline, mapper)
+            await self._prepare(raw, entries, before.values())
+            converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
             states = converted.states
             side = absorb(converted.side, baseline, states)
         else:
             since = float(cursors["updated_at"])
             entries = await self.client.updated_since(profile, since)
             await self._adopt(entries)
-            converted = anilist_side(entries, before, baseline, mapper)
+            await self._prepare(raw, entries, before.values())
+            converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
             states = {**before, **converted.states}
-            side = absorb(
-                merge(baseline, converted, {e.id for e in entries}, states, mapper), None, states
+            changed = {e.id for e in entries}
+            side = await self._settled(
+                lambda: absorb(merge(baseline, converted, changed, states, mapper), None, states)
             )
         self._states[profile] = states
         newest = max([e.updated_at for e in entries], default=0.0)
         newest = max(newest, float(cursors.get("updated_at") or 0), self._newest.get(profile, 0.0))
         self._report(profile, converted)
-        return SideRead(side, {"updated_at": str(newest), "entries": states_json(states)})
+        saved = {"updated_at": str(newest), "entries": states_json(states)}
+        waiting = sorted(m for m, (_, why) in converted.unmatched.items() if why.code == PENDING)
+        if waiting:
+            saved[WAITING] = json.dumps(waiting)
+        self._cursors[profile] = saved
+        return SideRead(side, saved)
+
+    async def _prepare(
+        self, raw: Mapper, entries: Iterable[ListEntry], states: Iterable[EntryState]
+    ) -> None:
+        """Read the season lists the entries' absolute answers need: each entry's last
+        episode, and the first (where its score lands) of every entry on the list."""
+        if self.seasons is None:
+            return
+        episodes: list[tuple[int, int, int | None]] = []
+        for entry in entries:
+            again = entry.status == "REPEATING" or entry.repeat > 0
+            top = max(entry.progress, entry.episodes or 0) if again else entry.progress
+            episodes += [(entry.media_id, top, entry.episodes), (entry.media_id, 1, entry.episodes)]
+        episodes += [(state.media, 1, state.episodes) for state in states if state.media]
+        wants = forward_wants(raw, episodes)
+        if wants:
+            await self.seasons.prepare(wants)
+
+    async def _settled(self, compute: Callable[[], T]) -> T:
+        """`compute()`, once more after reading the season lists it asked for and `_prepare`
+        did not foresee (an absolute answer in the middle of an entry)."""
+        result = compute()
+        if self.seasons is not None and self.seasons.missing:
+            await self.seasons.prepare(dict.fromkeys(self.seasons.missing))
+            result = compute()
+        return result
+
+    async def _mapper(self) -> Mapper:
+        return placed(await self.mapper(), self.seasons)
+
+    async def _reverse(self, other: Side | None = None) -> ReverseMapper | None:
+        """The reverse mapping, placing absolute shows on this link's season lists; the
+        lists the other side's plays need are read first."""
+        from watchbridge.deliver.anilist import IndexReverse
+
+        if self.reverse is None:
+            return None
+        reverse = await self.reverse()
+        if self.seasons is None or not isinstance(reverse, IndexReverse):
+            return reverse
+        reverse = reverse.with_seasons(self.seasons)
+        if other is not None:
+            refs = []
+            for key in {p.item for p in other.plays} | set(other.ratings):
+                parts = key.split(":")
+                if len(parts) < 3 or parts[1] != "tmdb" or not parts[2].isdigit():
+                    continue
+                if reverse.index.has_absolute(int(parts[2])) and (ref := ref_for_key(key)):
+                    refs.append(ref)
+            wants = reverse.wants(refs)
+            if wants:
+                await self.seasons.prepare(wants)
+        return reverse
 
     def _report(self, profile: str, converted: Converted) -> None:
         if self.store is None:
@@ -595,12 +674,16 @@ class AniListReader:
         ):
             viewer = await self.client.viewer(profile)
             own = same_in_format(own, other, viewer.score_format)
-        if self.reverse is None:
+        reverse = await self._reverse(other)
+        if reverse is None:
             return own
         catalog = catalog_for(
-            own, other, await self.reverse(), self._states.get(profile, {}), await self.mapper()
+            own, other, reverse, self._states.get(profile, {}), await self._mapper()
         )
         self._report_plays(profile, catalog)
+        if any(why.code == PENDING for why in catalog.unmatched.values()):
+            # The engine saves this run's cursors after refining: the next run reads again.
+            self._cursors.get(profile, {})[RETRY] = "1"
         # A play queued for AniList that it cannot hold (an earlier release queued some) is no
         # write to wait for.
         waiting = tuple(
@@ -626,12 +709,14 @@ class AniListReader:
         entries = self._listed.get(profile)
         if entries is None:
             entries = self._listed[profile] = await self.client.entries(profile)
-        reverse = await self.reverse() if self.reverse is not None else None
+        reverse = await self._reverse()
         media = selected_media(entries, wanted)
-        return selection_keep(media, entries, own, await self.mapper(), reverse)
+        return selection_keep(media, entries, own, await self._mapper(), reverse)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.seasons is not None:
+            await self.seasons.aclose()
 
 
 def index_loader(config: Config) -> Callable[[], Awaitable[AnimeIndex]]:
@@ -685,6 +770,7 @@ def make_reader(
     clock: Clock,
     metrics: Metrics | None = None,
 ) -> AniListReader:
+    from watchbridge.anime_seasons import for_link
     from watchbridge.wiring import anilist_client
 
     client = anilist_client(config, store, clock, metrics=metrics)
@@ -696,4 +782,5 @@ def make_reader(
         clock=clock,
         reverse=index_reverse_mapper(index),
         index=index,
+        seasons=for_link(config, store, link, clock, metrics),
     )
