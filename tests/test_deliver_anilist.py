@@ -11,11 +11,12 @@ import pytest
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.receiver import FakeClock
 from watchbridge.anime import Unmatched
 from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
-from watchbridge.config import AniListConfig, Secret, parse_config
+from watchbridge.config import AniListConfig, JellyfinConfig, Secret, parse_config
 from watchbridge.deliver.anilist import (
     AniListTarget,
     IndexReverse,
@@ -28,9 +29,11 @@ from watchbridge.deliver.anilist import (
     season_owner,
 )
 from watchbridge.deliver.worker import DeliveryWorker, Hold
+from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import AniListClient, EntryWrite, FuzzyDate, ListEntry
+from watchbridge.services.jellyfin import MediaServerClient
 from watchbridge.store import NewOutboxRow
 from watchbridge.wiring import build_runtime
 
@@ -544,3 +547,64 @@ async def test_an_episode_rating_is_not_taken_for_the_whole_entry(
     await drain(worker, runtime)
     assert fake.snapshot()[PART_2]["score"] == 70
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+# --------------------------------------------------------------------------- show ids webhooks omit
+
+JELLYFIN_SERIES = "0123456789abcdef0123456789abcdef"
+
+
+def jellyfin_episode(number: int) -> MediaRef:
+    """A Jellyfin webhook's episode: its own ids and the series' server id, no show ids."""
+    return MediaRef(
+        "episode",
+        ids=Ids(tmdb="1857230"),
+        show_title="Re:Zero",
+        season=1,
+        number=number,
+        show_source_key=JELLYFIN_SERIES,
+    )
+
+
+def with_enricher(
+    target: AniListTarget, runtime: Runtime, clock: FakeClock, server: FakeJellyfin | None
+) -> None:
+    """The target with the service's enricher: Jellyfin's series lookup when `server` is
+    configured, nothing else (no services.trakt here)."""
+    if server is None:
+        target.enricher = Enricher(runtime.store, clock)
+        return
+    client = MediaServerClient(JellyfinConfig(url=server.url, api_key=Secret(API_KEY)))
+    target.enricher = Enricher(
+        runtime.store, clock, jellyfin=client.series, closers=[client.aclose]
+    )
+
+
+async def test_a_jellyfin_play_gets_its_show_from_jellyfin_then_sets_progress(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(server, FakeJellyfin)
+    server.add_series(JELLYFIN_SERIES, "Re:Zero", Tmdb=str(REZERO))
+    with_enricher(target, runtime, clock, server)
+    enqueue(runtime, "play", jellyfin_episode(40), clock() - 3600, live=True, source="jellyfin")
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 3
+    assert [r.path for r in server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
+
+
+async def test_a_jellyfin_play_without_jellyfin_configured_waits_naming_the_settings(
+    runtime: Runtime, target: AniListTarget, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    with_enricher(target, runtime, clock, None)
+    enqueue(runtime, "play", jellyfin_episode(40), clock() - 3600, live=True, source="jellyfin")
+    await drain(worker, runtime)
+    counts = runtime.store.outbox_counts()
+    assert counts["done"] == 0 and counts["pending"] == 1  # not settled as "not anime"
+    (error,) = [r[0] for r in runtime.store.db.execute("SELECT last_error FROM outbox")]
+    assert "set services.jellyfin.url and services.jellyfin.api_key" in error

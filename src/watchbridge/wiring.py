@@ -119,7 +119,9 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
     targets: list[Target] = []
     client = trakt_client(runtime.config, runtime)
     serializd = serializd_client(runtime.config, runtime)
-    ids = enricher(runtime, client) if client is not None or serializd is not None else None
+    anilist_wanted = runtime.config.services.anilist is not None
+    wanted = client is not None or serializd is not None or anilist_wanted
+    ids = enricher(runtime, client) if wanted else None
     if client is not None:
         targets.append(
             TraktTarget(client, runtime.store, runtime.config.delivery, runtime.clock, enricher=ids)
@@ -149,6 +151,7 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
                 runtime.config.delivery,
                 runtime.clock,
                 anilist_reverse(runtime.config),
+                enricher=ids,
             )
         )
     return targets

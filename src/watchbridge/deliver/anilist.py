@@ -39,8 +39,17 @@ from watchbridge import ratings
 from watchbridge.anime import PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.config import DeliveryConfig
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
+from watchbridge.deliver.worker import (
+    Dead,
+    Delivered,
+    Hold,
+    Outcome,
+    Retry,
+    enriched,
+    per_profile,
+)
 from watchbridge.http import Unavailable
+from watchbridge.ids import ANIME, Enricher
 from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import (
@@ -350,6 +359,7 @@ class AniListTarget:
         clock: Callable[[], float],
         reverse: Callable[[], Awaitable[Reverse]],
         seasons: SeasonSources | None = None,
+        enricher: Enricher | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -357,6 +367,7 @@ class AniListTarget:
         self.clock = clock
         self.reverse = reverse
         self.seasons = seasons
+        self.enricher = enricher  # finds the show ids webhooks leave out
         if seasons is None and isinstance(reverse, IndexSource):
             self.seasons = reverse.season_sources(store, clock)
 
@@ -364,6 +375,8 @@ class AniListTarget:
         await self.client.aclose()
         if self.seasons is not None:
             await self.seasons.aclose()
+        if self.enricher is not None:
+            await self.enricher.aclose()
 
     async def _placing(
         self, reverse: Reverse, rows: Sequence[tuple[OutboxItem, MediaRef]]
@@ -408,7 +421,23 @@ class AniListTarget:
         entries: dict[int, ListEntry] | None = None
         targets: dict[int, tuple[MediaRef, tuple[int, int]]] = {}
         unknown: list[tuple[OutboxItem, MediaRef, Unmatched]] = []
-        decoded_rows = [(row, _decode(row)) for row in rows]
+        decoded_rows = []
+        for row in rows:
+            decoded = _decode(row)
+            if isinstance(decoded, MediaRef) and row.action != "watching":
+                decoded, waiting = await enriched(
+                    self.enricher,
+                    decoded,
+                    ANIME,
+                    row.payload.get("source"),
+                    credentials_hold=AUTH_HOLD,
+                    unmatched_retry=MAPPING_RETRY,
+                    why="AniList entries are found by the show's TMDB or TVDB id",
+                )
+                if waiting is not None:
+                    outcomes[row.id] = waiting
+                    continue
+            decoded_rows.append((row, decoded))
         placing = await self._placing(
             shared,
             [(r, d) for r, d in decoded_rows if isinstance(d, MediaRef) and r.action != "watching"],

@@ -22,7 +22,15 @@ from typing import Any
 from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
+from watchbridge.deliver.worker import (
+    Dead,
+    Delivered,
+    Hold,
+    Outcome,
+    Retry,
+    enriched,
+    per_profile,
+)
 from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -223,7 +231,15 @@ class SerializdTarget:
             return Delivered(TV_ONLY)
         if row.action in ("play", "remove_play") and item.kind != "episode":
             return Dead(f"a play of a whole {item.kind} cannot be logged on Serializd")
-        item, waiting = await self._enrich(item, row.payload.get("source"))
+        item, waiting = await enriched(
+            self.enricher,
+            item,
+            SHOW_TMDB,
+            row.payload.get("source"),
+            credentials_hold=AUTH_HOLD,
+            unmatched_retry=UNMATCHED_RETRY,
+            why="Serializd keys shows by TMDB id",
+        )
         if waiting is not None:
             return waiting
         try:
@@ -448,23 +464,6 @@ class SerializdTarget:
             ):
                 return entry
         return None
-
-    async def _enrich(self, item: MediaRef, source: str | None) -> tuple[MediaRef, Outcome | None]:
-        """The item with its show's TMDB id, asked of the server it came from when the webhook
-        named only the episode (Jellyfin, Emby, Plex's new agent); or what to do while it
-        cannot be known: hold on a refused key (alert, no attempts spent), retry otherwise."""
-        if self.enricher is None or SHOW_TMDB.met(item):
-            return item, None
-        enriched = await self.enricher.enrich(item, SHOW_TMDB, source)
-        problem = enriched.problem
-        if problem is None:
-            return enriched.item, None
-        if problem.credentials:
-            return enriched.item, Hold(problem.message, AUTH_HOLD, "credentials", False)
-        if problem.transient:
-            return enriched.item, Retry(problem.message, problem.retry_after)
-        reason = f"unmatched: {problem.message} (Serializd keys shows by TMDB id)"
-        return enriched.item, Retry(reason, after=UNMATCHED_RETRY)
 
     async def _place(self, item: MediaRef) -> Place | Retry:
         """The item's Serializd coordinates, or a Retry when they cannot be known yet."""

@@ -18,6 +18,8 @@ from typing import Protocol
 
 from watchbridge.app import Runtime
 from watchbridge.config import DeliveryConfig
+from watchbridge.ids import Enricher, Need
+from watchbridge.model import MediaRef
 from watchbridge.store import OutboxItem, Settlement
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,33 @@ async def per_profile(
             outcome = hold_for(exc, profile)
             outcomes.update({r.id: outcome for r in rows if r.id not in outcomes})
     return outcomes
+
+
+async def enriched(
+    enricher: Enricher | None,
+    item: MediaRef,
+    need: Need,
+    source: str | None,
+    *,
+    credentials_hold: float,
+    unmatched_retry: float,
+    why: str,
+) -> tuple[MediaRef, Outcome | None]:
+    """`item` with the ids `need` asks for, found through the enricher (the media server the
+    play came from, then Trakt); or what the row should do while they cannot be known: hold on
+    a refused key (one alert, no attempts spent), retry soon after an outage, and otherwise wait
+    as unmatched with the enricher's actionable reason (`why`: what the target keys items by)."""
+    if enricher is None or need.met(item):
+        return item, None
+    found = await enricher.enrich(item, need, source)
+    problem = found.problem
+    if problem is None:
+        return found.item, None
+    if problem.credentials:
+        return found.item, Hold(problem.message, credentials_hold, "credentials", False)
+    if problem.transient:
+        return found.item, Retry(problem.message, problem.retry_after)
+    return found.item, Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
