@@ -669,3 +669,17 @@ async def test_a_gintama_score_is_the_rating_of_trakts_first_season_and_back(
     rate_on_trakt(trakt, show.seasons[1], 5)
     await rig.sync_and_deliver()
     assert entry.score == 50
+
+
+async def test_a_rewatch_in_progress_on_a_first_sync_is_a_second_play_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    anilist.add_entry(
+        AOT_P2, status="REPEATING", progress=2, repeat=0, updated_at=int(time.time() - DAY)
+    )
+    await rig.sync_and_deliver()
+    played = [(s, n) for s, n, _ in trakt_plays(trakt, AOT)]
+    assert played.count((4, 17)) == 2 and played.count((4, 18)) == 2  # watched, and again
+    assert len(played) == 12 + 2
+    second = await rig.sync_and_deliver()
+    assert [p.plan.actions for p in second.plans] == [()]

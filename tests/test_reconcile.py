@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from watchbridge.config import Link
-from watchbridge.reconcile import Plan, Play, Rated, Side, match_plays, plan
+from watchbridge.reconcile import (
+    UNDATED,
+    Action,
+    Plan,
+    Play,
+    Rated,
+    Side,
+    expect,
+    match_plays,
+    plan,
+    settle_expected,
+)
 
 DAY = 86400.0
 TWO_WAY = Link(services=["trakt", "serializd"])
@@ -201,3 +214,16 @@ def test_running_the_plan_twice_changes_nothing_the_second_time() -> None:
         "serializd": side(*[Play(a.item, a.at, "new") for a in first.actions]),
     }
     assert plan(TWO_WAY, applied, applied).actions == ()
+
+
+def test_each_play_read_back_settles_one_play_we_queued() -> None:
+    queued = (
+        Action("add_play", "trakt", EP1, "new", UNDATED, source="a:1"),
+        Action("add_play", "trakt", EP1, "new", UNDATED, source="a:r1:1"),
+    )
+    side = expect(Side(), queued)
+    assert len(side.plays) == 2  # two expected plays, not one
+    one_back = replace(side, plays=(*side.plays, Play(EP1, 5000.0, "t1")))
+    assert len([p for p in settle_expected(one_back).plays if p.record != "t1"]) == 1
+    both_back = replace(one_back, plays=(*one_back.plays, Play(EP1, UNDATED, "t2")))
+    assert {p.record for p in settle_expected(both_back).plays} == {"t1", "t2"}

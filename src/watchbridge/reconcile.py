@@ -292,15 +292,24 @@ def expect(side: Side, adds: Iterable[Action]) -> Side:
 
     A delta read may not reach back to a back-dated play we wrote, so without this the next
     run would find it missing and plan it again."""
-    expected = tuple(Play(a.item, a.at, f"{EXPECTED}{a.item}@{a.at:.0f}") for a in adds)
+    # `#source` keeps two expected plays of one item and time apart (an undated rewatch).
+    expected = tuple(
+        Play(a.item, a.at, f"{EXPECTED}{a.item}@{a.at:.0f}" + (f"#{a.source}" if a.source else ""))
+        for a in adds
+    )
     return replace(side, plays=side.plays + expected)
 
 
 def settle_expected(side: Side) -> Side:
     """Drop expected plays that a real play of the same item now stands for (for an undated
-    one, any real play of the item: the target chose its date, e.g. Trakt's `released`)."""
-    real = _real_dates(side.plays)
-    kept = tuple(p for p in side.plays if not p.record.startswith(EXPECTED) or not real(p))
+    one, any real play of the item: the target chose its date, e.g. Trakt's `released`).
+    Each real play stands for one expected play: two plays we queued of one item (a rewatch)
+    need two read back."""
+    expected = [p for p in side.plays if p.record.startswith(EXPECTED)]
+    if not expected:
+        return side
+    settled = _stood_for(expected, side.plays)
+    kept = tuple(p for p in side.plays if p.record not in settled)
     return side if len(kept) == len(side.plays) else replace(side, plays=kept)
 
 
@@ -312,8 +321,9 @@ def carry_expected(
     reached the side and was removed there since: it becomes an ordinary play of the
     baseline, so the plan carries that removal across. One still waiting (or dead, or
     discarded) stays expected, on both: its original on the other side must stay."""
-    real = _real_dates(read.plays)
-    missing = [p for p in baseline.plays if p.record.startswith(EXPECTED) and not real(p)]
+    expected = [p for p in baseline.plays if p.record.startswith(EXPECTED)]
+    settled = _stood_for(expected, read.plays)
+    missing = [p for p in expected if p.record not in settled]
     if not missing:
         return baseline, read
     gone = {p.record for p in missing if delivered(p)}
@@ -325,18 +335,29 @@ def carry_expected(
     return replace(baseline, plays=plays), replace(read, plays=read.plays + waiting)
 
 
-def _real_dates(plays: Iterable[Play]) -> Callable[[Play], bool]:
-    """Whether a real play of `plays` stands for a given (expected) play."""
+def _stood_for(expected: Iterable[Play], plays: Iterable[Play]) -> set[str]:
+    """Records of the expected plays a real play of `plays` stands for, one each: a dated one
+    by the nearest real play within MATCH_WINDOW, then an undated one by any left."""
     real: dict[str, list[float]] = defaultdict(list)
     for play in plays:
         if not play.record.startswith(EXPECTED):
             real[play.item].append(play.at)
-
-    def stands_for(expected: Play) -> bool:
-        dates = real.get(expected.item, ())
-        return any(expected.at == UNDATED or abs(at - expected.at) <= MATCH_WINDOW for at in dates)
-
-    return stands_for
+    settled: set[str] = set()
+    undated: list[Play] = []
+    for play in sorted(expected, key=lambda p: p.at):
+        if play.at == UNDATED:
+            undated.append(play)
+            continue
+        dates = real.get(play.item, [])
+        near = [at for at in dates if abs(at - play.at) <= MATCH_WINDOW]
+        if near:
+            dates.remove(min(near, key=lambda at: abs(at - play.at)))
+            settled.add(play.record)
+    for play in undated:
+        if real.get(play.item):
+            real[play.item].pop()
+            settled.add(play.record)
+    return settled
 
 
 def _plan_ratings(

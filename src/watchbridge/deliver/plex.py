@@ -228,8 +228,9 @@ class PlexTarget:
 
 
 def _written_for(person: Person, expected: str) -> str | None:
-    """The play we wrote for an expected play (`ITEM@AT`) the engine has not seen read back."""
-    item, _, at = expected.rpartition("@")
+    """The play we wrote for an expected play (`ITEM@AT[#SOURCE]`) the engine has not seen
+    read back."""
+    item, _, at = expected.split("#", 1)[0].rpartition("@")  # ITEM@AT[#SOURCE]
     try:
         when = float(at)
     except ValueError:

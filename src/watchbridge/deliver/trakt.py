@@ -216,7 +216,10 @@ class TraktTarget:
 
     async def _history(self, profile: str, rows: Sequence[Row], now: float) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {}
-        known = await self._known_on_trakt(profile, rows)
+        # An undated play (a link's "watched, date unknown") has no minute to recognise it
+        # by: a second one of the same episode (a rewatch) is a play of its own, counted by
+        # the planner and kept once by its outbox key, so only dated plays are looked up.
+        known = await self._known_on_trakt(profile, [r for r in rows if r.at != UNDATED])
         outcomes.update(
             _all([r.outbox for r in rows if r.outbox.id in known], Delivered("already on Trakt"))
         )
