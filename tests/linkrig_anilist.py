@@ -19,7 +19,7 @@ from watchbridge.anime_seasons import (
 from watchbridge.config import Config, Link
 from watchbridge.deliver.anilist import index_reverse
 from watchbridge.metrics import Metrics
-from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper
+from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper, holds_movies
 from watchbridge.store import Store
 from watchbridge.wiring import anilist_client
 
@@ -71,5 +71,11 @@ def make_reader(
     other = other_side(link)
     seasons = season_lists(config, store, other, clock) if other else None
     return AniListReader(
-        client, sample_mapper, store=store, clock=clock, reverse=sample_reverse, seasons=seasons
+        client,
+        sample_mapper,
+        store=store,
+        clock=clock,
+        reverse=sample_reverse,
+        seasons=seasons,
+        movies=holds_movies(link),
     )

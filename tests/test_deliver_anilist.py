@@ -18,11 +18,14 @@ from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
 from watchbridge.config import AniListConfig, JellyfinConfig, Secret, parse_config
 from watchbridge.deliver.anilist import (
+    REWATCH_WAIT,
     AniListTarget,
     IndexReverse,
     Reverse,
     finish_write,
+    finished_by,
     index_reverse,
+    new_viewing,
     play_write,
     rating_write,
     removal_write,
@@ -143,6 +146,56 @@ def test_a_play_sets_progress_status_and_dates(
     entry: ListEntry | None, episode: int, rewatch: bool, write: EntryWrite | None
 ) -> None:
     assert play_write(entry, PART_2, episode, AT, rewatch=rewatch) == write
+
+
+def test_a_play_of_a_completed_one_episode_entry_that_is_a_new_viewing_counts_a_rewatch() -> None:
+    done = current(status="COMPLETED", progress=1, episodes=1, repeat=2)
+    assert play_write(done, PART_2, 1, AT, rewatch=True) == EntryWrite(PART_2, repeat=3)
+    assert play_write(done, PART_2, 1, AT, rewatch=False) is None
+
+
+def test_a_movie_play_completes_a_new_entry_at_once() -> None:
+    assert play_write(None, PART_2, 1, AT, rewatch=False, whole=True) == EntryWrite(
+        PART_2, status="COMPLETED", progress=1, started_at=TODAY, completed_at=TODAY
+    )
+
+
+def test_an_older_viewing_never_advances_a_rewatch() -> None:
+    assert play_write(current(status="REPEATING", progress=2), PART_2, 5, AT, rewatch=False) is None
+
+
+FINISHED = FuzzyDate(2026, 6, 20)  # AT is eight days later
+
+
+@pytest.mark.parametrize(
+    ("entry", "at", "new"),
+    [
+        (current(status="COMPLETED", completed_at=FINISHED), UNDATED, False),
+        # 2026-06-21 11:00 UTC is still June 20 at UTC-12
+        (current(status="COMPLETED", completed_at=FINISHED), 1_782_039_600.0, False),
+        (current(status="COMPLETED", completed_at=FINISHED), 1_782_046_800.0, True),  # 13:00
+        (current(status="COMPLETED", completed_at=FINISHED, updated_at=AT), AT - 60, True),
+        (current(status="COMPLETED", updated_at=AT), AT - 60, False),  # no finish date
+        (current(status="COMPLETED", updated_at=AT), AT + 60, True),
+        (
+            current(status="COMPLETED", completed_at=FINISHED, repeat=1, updated_at=AT),
+            AT - 60,
+            False,
+        ),
+        (current(status="REPEATING", completed_at=FINISHED, updated_at=AT), AT - 60, True),
+        (current(status="REPEATING", completed_at=FINISHED), FINISHED.timestamp() or 0.0, False),
+    ],
+)
+def test_a_links_play_is_a_new_viewing_only_when_dated_after_the_entry_was_finished(
+    entry: ListEntry, at: float, new: bool
+) -> None:
+    assert new_viewing(entry, at) is new
+
+
+def test_a_finish_date_missing_its_day_or_month_stands_for_the_whole_month_or_year() -> None:
+    assert finished_by(FuzzyDate(2026, 2)) == finished_by(FuzzyDate(2026, 2, 28))
+    assert finished_by(FuzzyDate(2026)) == finished_by(FuzzyDate(2026, 12, 31))
+    assert finished_by(FuzzyDate()) is None
 
 
 def test_an_undated_play_sets_no_dates() -> None:
@@ -371,6 +424,52 @@ async def test_a_play_a_link_queued_is_never_done_without_its_write(
     await drain(worker, runtime)
     assert runtime.store.outbox_counts().get("done", 0) == 0
     assert runtime.store.outbox_counts()["pending"] == 1
+
+
+def finished_long_ago(fake: FakeAniList, clock: FakeClock) -> None:
+    finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
+    fake.add_entry(PART_2, status="COMPLETED", progress=12, completed_at=finished)
+
+
+async def test_a_links_rewatch_queued_from_a_later_episode_first_still_starts_at_episode_1(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    finished_long_ago(fake, clock)
+    enqueue(runtime, "play", episode(39), clock() - 3600, link="anilist-trakt")
+    await drain(worker, runtime)  # episode 2 waits for the episode 1 queued behind it
+    enqueue(runtime, "play", episode(38), clock() - 7200, link="anilist-trakt")
+    await drain(worker, runtime)
+    clock.now += REWATCH_WAIT
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 2, 0)
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
+async def test_a_links_new_viewing_of_a_later_episode_alone_is_counted_after_waiting_once(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    finished_long_ago(fake, clock)
+    enqueue(runtime, "play", episode(42), clock() - 3600, link="anilist-trakt")
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts()["pending"] == 1
+    clock.now += REWATCH_WAIT
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts()["done"] == 1
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("COMPLETED", 12)
+    assert fake.operations.count("SaveMediaListEntry") == 0
+
+
+async def test_a_links_rewatch_in_one_batch_goes_in_the_order_it_was_watched(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    finished_long_ago(fake, clock)
+    for number, ago in ((40, 60), (39, 1800), (38, 3600)):  # queued newest first
+        enqueue(runtime, "play", episode(number), clock() - ago, link="anilist-trakt")
+    await drain(worker, runtime, passes=1)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("REPEATING", 3)
 
 
 async def test_a_new_season_play_is_listed_and_delivered_after_the_datasets_catch_up(

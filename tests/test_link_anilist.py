@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
-from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, key_of
+from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie, Rating, key_of
 from tests.harness import sign_in_trakt
 from tests.linkrig import fast_trakt
 from tests.linkrig_anilist import sample_index, season_sources
@@ -30,6 +30,7 @@ from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import Delivered, DeliveryWorker, Outcome
 from watchbridge.narrow import Narrowing
 from watchbridge.reconcile import Action
+from watchbridge.services.anilist import FuzzyDate
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import OutboxItem
 from watchbridge.sync import RunResult, apply_plan, plan_link, run_link
@@ -683,3 +684,229 @@ async def test_a_rewatch_in_progress_on_a_first_sync_is_a_second_play_on_trakt(
     assert len(played) == 12 + 2
     second = await rig.sync_and_deliver()
     assert [p.plan.actions for p in second.plans] == [()]
+
+
+# --------------------------------------------------------------------------- rewatches on Trakt
+
+
+async def completed_on_both(rig: Rig, trakt: FakeTrakt, anilist: FakeAniList) -> Any:
+    """AoT Final Season Part 2 finished on AniList a month ago and synced to Trakt (episodes
+    1-11 undated, 12 dated), then read back whole: its Trakt show."""
+    finished = time.time() - 30 * DAY
+    anilist.add_entry(
+        AOT_P2,
+        status="COMPLETED",
+        progress=12,
+        completed_at=FuzzyDate.of(finished).to_input(),
+        updated_at=int(finished),
+    )
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # a delta read never sees Trakt's undated plays
+    assert len(trakt_plays(trakt, AOT)) == 12
+    return next(s for s in trakt.shows if s.tmdb == AOT)
+
+
+def rewatch_on_trakt(trakt: FakeTrakt, show: Any, numbers: range, start: float) -> None:
+    for n, number in enumerate(numbers):
+        trakt.log_play(show.seasons[4].episodes[number], iso(start + n * 1500))
+
+
+def status_of(anilist: FakeAniList, media: int) -> tuple[str, int, int]:
+    entry = anilist.snapshot()[media]
+    return entry["status"], entry["progress"], entry["repeat"]
+
+
+async def test_a_trakt_rewatch_of_episodes_1_and_2_of_a_completed_entry_starts_one_on_anilist(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    rewatch_on_trakt(trakt, show, range(17, 19), time.time() - 3 * 3600)
+    await rig.sync_and_deliver()
+    assert status_of(anilist, AOT_P2) == ("REPEATING", 2, 0)
+
+
+async def test_a_rewatch_started_from_trakt_is_not_copied_back_and_then_plans_nothing(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    rewatch_on_trakt(trakt, show, range(17, 19), time.time() - 3 * DAY)  # logged late
+    await rig.sync_and_deliver()
+    for full in (False, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert [p.plan.actions for p in result.plans] == [()]
+    assert len(trakt_plays(trakt, AOT)) == 14
+
+
+async def test_finishing_a_rewatch_on_trakt_completes_it_on_anilist_with_one_more_rewatch(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    rewatch_on_trakt(trakt, show, range(17, 19), time.time() - 4 * DAY)
+    await rig.sync_and_deliver()
+    rewatch_on_trakt(trakt, show, range(19, 29), time.time() - 3 * DAY)
+    await rig.sync_and_deliver()
+    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 1)
+    for full in (False, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert [p.plan.actions for p in result.plans] == [()]
+    assert len(trakt_plays(trakt, AOT)) == 24
+
+
+async def test_a_second_trakt_play_older_than_the_entrys_completion_stays_absorbed(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    trakt.log_play(show.seasons[4].episodes[17], iso(time.time() - 40 * DAY))
+    for full in (False, True, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert actions_for(result, "trakt") == []
+    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 0)
+    assert len(trakt_plays(trakt, AOT)) == 13
+
+
+async def test_an_undated_second_trakt_play_never_starts_a_rewatch(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    trakt.log_play(show.seasons[4].episodes[17], None)
+    for full in (False, True, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert actions_for(result, "trakt") == []
+    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 0)
+    assert len(trakt_plays(trakt, AOT)) == 13
+
+
+async def test_a_rewatch_starting_keeps_an_older_absorbed_second_play_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    trakt.log_play(show.seasons[4].episodes[19], iso(time.time() - 40 * DAY))
+    await rig.sync_and_deliver()
+    rewatch_on_trakt(trakt, show, range(17, 19), time.time() - 3 * DAY)
+    for full in (False, True, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert actions_for(result, "trakt") == []
+    assert status_of(anilist, AOT_P2) == ("REPEATING", 2, 0)
+    assert len(trakt_plays(trakt, AOT)) == 15
+
+
+# --------------------------------------------------------------------------- anime movies
+
+MONONOKE, MONONOKE_TMDB = 164, 128  # AniList entry, TMDB movie (worked examples)
+KAGUYA, KAGUYA_TMDB = 151384, 997317  # AniList 1-4 make one TMDB movie (anime-mapping §6 F)
+FIGHT_CLUB = 550  # TMDB movie in no anime dataset
+
+
+def movie_plays(trakt: FakeTrakt, tmdb: int) -> list[float | None]:
+    return [
+        parse_iso(e.watched_at) if e.watched_at else None
+        for e in trakt.history()
+        if isinstance(e.item, Movie) and e.item.tmdb == tmdb
+    ]
+
+
+async def test_a_completed_anime_movie_on_anilist_is_one_movie_play_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
+    anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
+    finished = FuzzyDate.of(time.time() - 10 * DAY)
+    anilist.add_entry(MONONOKE, status="COMPLETED", progress=1, completed_at=finished.to_input())
+    await rig.sync_and_deliver()
+    assert movie_plays(trakt, MONONOKE_TMDB) == [finished.timestamp()]
+    for full in (False, True):
+        assert (await rig.sync_and_deliver(full=full)).queued == 0
+    assert len(movie_plays(trakt, MONONOKE_TMDB)) == 1
+
+
+async def test_a_trakt_play_of_an_anime_movie_completes_its_anilist_entry(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    movie = trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
+    anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
+    trakt.add_history(movie, iso(time.time() - 2 * DAY))
+    await rig.sync_and_deliver()
+    assert status_of(anilist, MONONOKE) == ("COMPLETED", 1, 0)
+    for full in (False, True):
+        assert (await rig.sync_and_deliver(full=full)).queued == 0
+    assert len(movie_plays(trakt, MONONOKE_TMDB)) == 1
+
+
+async def test_an_anime_movie_watched_short_of_its_episode_count_is_not_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    trakt.add_movie("Kaguya-sama: The First Kiss Never Ends", 2022, tmdb=KAGUYA_TMDB)
+    anilist.add_media(KAGUYA, episodes=4, format="MOVIE")
+    entry = anilist.add_entry(KAGUYA, status="CURRENT", progress=3)
+    await rig.sync_and_deliver()
+    assert movie_plays(trakt, KAGUYA_TMDB) == []
+    assert unmatched_records(rig.runtime.store, ["me"]) == []
+    entry.status, entry.progress, entry.updated_at = "COMPLETED", 4, int(anilist.now()) + 5
+    await rig.sync_and_deliver()
+    assert len(movie_plays(trakt, KAGUYA_TMDB)) == 1
+
+
+async def test_an_anime_movies_score_and_its_trakt_rating_sync_both_ways(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    movie = trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
+    anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
+    entry = anilist.add_entry(
+        MONONOKE, status="COMPLETED", progress=1, score=90, updated_at=int(time.time() - DAY)
+    )
+    await rig.sync_and_deliver()
+    assert [(r.item, r.rating) for r in trakt.ratings()] == [(movie, 9)]
+    rate_on_trakt(trakt, movie, 7)
+    await rig.sync_and_deliver()
+    assert entry.score == 70
+
+
+async def test_full_runs_never_plan_a_non_anime_movie_to_anilist_nor_touch_it_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    movie = trakt.add_movie("Fight Club", 1999, tmdb=FIGHT_CLUB)
+    trakt.add_history(movie, iso(time.time() - 2 * DAY))
+    rate_on_trakt(trakt, movie, 8)
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=1, updated_at=int(time.time() - DAY))
+    for _ in range(3):
+        result = await rig.sync_and_deliver(full=True)
+        assert not any("movie" in item for _, item in actions_for(result, "anilist"))
+        assert not any("movie" in item for _, item in actions_for(result, "trakt"))
+    assert len(movie_plays(trakt, FIGHT_CLUB)) == 1 and len(trakt.ratings()) == 1
+    assert list(anilist.snapshot()) == [AOT_P2]
+
+
+async def test_a_new_trakt_viewing_of_a_finished_anime_movie_counts_one_more_rewatch(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    movie = trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
+    anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
+    finished = time.time() - 30 * DAY
+    anilist.add_entry(
+        MONONOKE,
+        status="COMPLETED",
+        progress=1,
+        completed_at=FuzzyDate.of(finished).to_input(),
+        updated_at=int(finished),
+    )
+    trakt.add_history(movie, iso(finished))
+    await rig.sync_and_deliver()
+    trakt.log_play(movie, iso(time.time() - 3 * DAY))
+    await rig.sync_and_deliver()
+    assert status_of(anilist, MONONOKE) == ("COMPLETED", 1, 1)
+    for full in (False, True):
+        assert (await rig.sync_and_deliver(full=full)).queued == 0
+    assert len(movie_plays(trakt, MONONOKE_TMDB)) == 2
+
+
+async def test_trakts_movie_history_costs_one_request_on_runs_that_read_history_and_none_else(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    await rig.sync_and_deliver()
+    assert trakt.count("GET", "/sync/history/movies") == 1  # the first, full read
+    await rig.sync_and_deliver()  # nothing changed: the cheap checks end the run
+    assert trakt.count("GET", "/sync/history/movies") == 1
+    trakt.log_play(show.seasons[4].episodes[17], iso(time.time() - 3600))
+    await rig.sync_and_deliver()  # plays moved: one delta read of each history
+    assert trakt.count("GET", "/sync/history/movies") == 2

@@ -23,6 +23,7 @@ from watchbridge.readers.anilist import (
     merge,
     same_in_format,
     states_from,
+    tv_only,
 )
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
 from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry
@@ -161,11 +162,6 @@ def test_an_absolute_only_answer_is_unmatched_rather_than_guessed() -> None:
     assert converted.unmatched[ABSOLUTE][1].code == "absolute"
 
 
-def test_movies_are_left_out_of_episode_links_without_a_report() -> None:
-    converted = anilist_side([entry(media=MOVIE, status="COMPLETED", progress=1)], {}, None, table)
-    assert converted.side.plays == () and converted.unmatched == {}
-
-
 def test_one_anilist_episode_spanning_two_tmdb_episodes_plays_both() -> None:
     side = anilist_side([entry(media=DOUBLE, progress=1)], {}, None, table).side
     assert sorted(p.item for p in side.plays) == ["episode:tmdb:9:s1e1", "episode:tmdb:9:s1e2"]
@@ -250,37 +246,94 @@ def queued(episode: int, at: float = UPDATED - 9 * 86400) -> Play:
     return Play(key(episode), at, f"{EXPECTED}{key(episode)}@{at:.0f}")
 
 
-def test_a_queued_second_viewing_of_a_counted_episode_is_absorbed() -> None:
+def test_a_queued_second_viewing_of_a_counted_episode_is_absorbed_once_its_row_is_done() -> None:
     first = anilist_side([entry(progress=3)], {}, None, table)
     baseline = Side((*first.side.plays, queued(2)))
     read = anilist_side([entry(progress=3)], first.states, baseline, table)
-    side = absorb(read.side, baseline, read.states)
+    side = absorb(read.side, baseline, delivered=lambda _: True)
     (absorbed,) = [p for p in side.plays if not p.record.startswith("126661:")]
     assert absorbed.item == key(2) and absorbed.record.startswith(ABSORBED)
-    assert absorb(side, side, read.states) == side  # and kept on the next read
+    assert absorb(side, side) == side  # and kept on the next read
+
+
+def test_a_queued_play_whose_row_still_waits_stays_queued() -> None:
+    first = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    baseline = Side((*first.side.plays, queued(1, UPDATED + 86400)))
+    read = anilist_side([entry(status="COMPLETED", progress=12)], first.states, baseline, table)
+    side = absorb(read.side, baseline, delivered=lambda _: False)
+    assert queued(1, UPDATED + 86400) in side.plays  # it may yet start a rewatch
 
 
 def test_an_absorbed_play_goes_once_the_entry_no_longer_counts_its_episode() -> None:
     first = anilist_side([entry(progress=3)], {}, None, table)
-    held = absorb(Side((*first.side.plays, queued(3))), None, first.states)
+    held = absorb(Side((*first.side.plays, queued(3))), None)
     lower = anilist_side([entry(progress=2)], first.states, held, table)
-    side = absorb(lower.side, held, lower.states)
+    side = absorb(lower.side, held)
     assert [p for p in side.plays if p.record.startswith(ABSORBED)] == []
 
 
-def test_a_queued_play_past_a_rewatchs_progress_stays_queued() -> None:
+def test_an_absorbed_play_stays_when_a_rewatch_starts() -> None:
     done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    held = absorb(Side((*done.side.plays, queued(5))), None)
     rewatch = entry(status="REPEATING", progress=1, updated_at=UPDATED + 100)
-    baseline = Side((*done.side.plays, queued(2)))
+    read = anilist_side([rewatch], done.states, held, table)
+    side = absorb(read.side, held)
+    assert [p.item for p in side.plays if p.record.startswith(ABSORBED)] == [key(5)]
+
+
+def test_a_rewatch_read_back_takes_the_date_of_the_newest_play_queued_of_its_episode() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    old, new = queued(1, UPDATED - 86400), queued(1, UPDATED + 86400)
+    baseline = Side((*done.side.plays, new, old))
+    rewatch = entry(status="REPEATING", progress=1, updated_at=UPDATED + 2 * 86400)
     read = anilist_side([rewatch], done.states, baseline, table)
-    side = absorb(read.side, baseline, read.states)
-    assert queued(2) in side.plays  # the rewatch's next episode: a write AniList will take
+    (again,) = [p for p in read.side.plays if p.record == "126661:r1:1"]
+    assert again.at == new.at
+    assert old in read.side.plays  # still queued: absorbed once its row is done
+
+
+# --------------------------------------------------------------------------- movies
+
+MOVIE_KEY = "movie:tmdb:128"
+
+
+def test_a_completed_movie_is_one_movie_play_dated_when_it_was_finished() -> None:
+    done = entry(
+        MOVIE, episodes=1, status="COMPLETED", progress=1, completed_at=FuzzyDate(2026, 7, 1)
+    )
+    side = anilist_side([done], {}, None, table).side
+    assert plays_of(side) == [(MOVIE_KEY, FuzzyDate(2026, 7, 1).timestamp(), "7164:1")]
+
+
+def test_a_movie_watched_short_of_its_episode_count_is_no_play_and_not_unmatched() -> None:
+    def parts(anilist: int, episode: int, total: int | None) -> Forward:
+        if episode < 4:
+            return Unmatched("episodes 1-4 make one movie", "partial")
+        return MovieRef(997317, None, "test")
+
+    started = anilist_side([entry(MOVIE, episodes=4, progress=3)], {}, None, parts)
+    assert started.side.plays == () and started.unmatched == {}
+    done = anilist_side([entry(MOVIE, episodes=4, status="COMPLETED", progress=4)], {}, None, parts)
+    assert [p.item for p in done.side.plays] == ["movie:tmdb:997317"]
+
+
+def test_a_movies_score_is_the_rating_of_the_movie() -> None:
+    scored = entry(MOVIE, episodes=1, status="COMPLETED", progress=1, score=90)
+    assert set(anilist_side([scored], {}, None, table).side.ratings) == {MOVIE_KEY}
+
+
+def test_a_tv_only_link_leaves_movies_out_without_reporting_them() -> None:
+    scored = entry(MOVIE, episodes=1, status="COMPLETED", progress=1, score=90)
+    converted = anilist_side([scored], {}, None, tv_only(table))
+    assert converted.side == Side() and converted.unmatched == {}
 
 
 # --------------------------------------------------------------------------- what AniList holds
 
 
 def reverse(item: MediaRef) -> tuple[int, int] | Unmatched:
+    if item.kind == "movie":
+        return (MOVIE, 1) if item.ids.tmdb == "128" else Unmatched("in no dataset", "unknown")
     ids, season, number = item.show_ids, item.season, item.number or 0
     if ids.tmdb == "65942" and season == 1 and number >= 38:
         return REZERO_P2, number - 37  # open-ended, as an "offset" row reads
@@ -323,6 +376,12 @@ def test_a_season_rating_is_held_only_where_an_entry_can_take_it() -> None:
     listed = anilist_side([entry(progress=1)], {}, None, table)
     catalog = catalog_for(listed.side, other, reverse, listed.states, table)
     assert SEASON in catalog.items and "show:tmdb:1396:s1" not in catalog.items
+
+
+def test_anilist_holds_anime_movies_and_their_ratings_and_not_other_movies() -> None:
+    other = trakt(MOVIE_KEY, "movie:tmdb:550", rated=(MOVIE_KEY, "movie:tmdb:550"))
+    catalog = catalog_for(Side(), other, reverse, {}, table)
+    assert catalog.items == frozenset({MOVIE_KEY}) and catalog.unmatched == {}
 
 
 def test_a_play_only_queued_for_anilist_does_not_make_its_item_holdable() -> None:

@@ -902,6 +902,17 @@ class FakeTrakt(FakeServer):
             self._user(user).history.append(entry)
             return entry
 
+    def log_play(
+        self, item: Playable, watched_at: str | None, *, user: User | str | None = None
+    ) -> HistoryEntry:
+        """A play the user adds in an app: moves last_activities (``watched_at`` None: a play
+        of unknown date, as ``"unknown"`` adds one)."""
+        with self.lock:
+            owner = self._user(user)
+            stamp = iso(to_minute(parse_iso(watched_at))) if watched_at else None
+            (entry,) = self._add_plays(owner, [(item, stamp, "watch")])
+            return entry
+
     def ratings(self, user: User | str | None = None) -> list[Rating]:
         with self.lock:
             return sorted(self._user(user).ratings.values(), key=lambda r: r.rated_at, reverse=True)

@@ -6,8 +6,22 @@ AniList id and episode; an item with only anime ids, a HAMA `anidb-` guid or a w
 `ids.anilist`, by those) and sets progress to max(current, episode): never lower, whatever
 order plays arrive in. An episode past the entry's episode count is never written (the
 mapping is off there: it is recorded as unmatched). Reaching the episode count completes the
-entry (a rewatch pass is counted in `repeat`); a live play of episode 1 of a completed entry
-starts a rewatch. Scores go as `scoreRaw` and are skipped when the user would see no
+entry (a rewatch pass is counted in `repeat`). A play of a movie is the whole entry: it
+completes it (progress = its episode count, usually 1).
+
+Rewatches: a play that is a new viewing starts a rewatch when it is of episode 1 of a
+completed entry (REPEATING; a one-episode entry or a movie counts one more rewatch at once),
+advances it, and its last episode completes it (`repeat` + 1). A webhook's play is a new
+viewing when it is live (a week at most); a link's when it is dated after the entry was
+finished (`new_viewing`: after the end of its finish date in every time zone, and after its
+last update where that is all AniList tells). Any other play of an episode a finished or
+rewatched entry holds (an undated one, one older than the finish) is counted already: the
+link reader keeps it as an absorbed play once its row is done. A link queues a rewatch in no
+particular order, so the rows of a batch go in the order they were watched, and a new
+viewing of a later episode of a completed entry waits once (`REWATCH_WAIT`) before it is
+counted, letting the episode 1 queued behind it start the rewatch first.
+
+Scores go as `scoreRaw` and are skipped when the user would see no
 difference in their format (raw 70 and 80 are both 4 stars: no flapping); a season shared by
 several entries is scored on its first scored entry on the list (else its first entry on the
 list), as the link reader reads it. Removals lower progress only when the removed episode is
@@ -32,7 +46,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from watchbridge import ratings
@@ -77,7 +93,9 @@ MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dat
 # Unmatched codes a dataset refresh (or an override) may turn into a mapping.
 REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
 SEASONS_RETRY = 3600.0  # a play waiting for a season list that could not be read
-LIVE_REWATCH = 7 * 86400.0  # a play this recent of episode 1 of a finished entry is a rewatch
+LIVE_REWATCH = 7 * 86400.0  # a webhook play this recent of a finished entry is a new viewing
+REWATCH_WAIT = 300.0  # a link's later episode of a rewatch waits this long once for episode 1
+WESTMOST = 12 * 3600.0  # a day ends this long after midnight UTC in the furthest time zone
 
 # MediaRef -> (AniList id, AniList episode), or why not
 Reverse = Callable[[MediaRef], "tuple[int, int] | Unmatched"]
@@ -90,42 +108,95 @@ def _day(at: float) -> FuzzyDate | None:
     return FuzzyDate.of(at) if at > UNDATED else None
 
 
+def finished_by(day: FuzzyDate) -> float | None:
+    """The latest moment (UTC) a finish date can stand for: the end of that day (of the month
+    or year when the day or month is missing) in the time zone furthest west."""
+    if day.year is None:
+        return None
+    try:
+        if day.month is None:
+            end = datetime(day.year + 1, 1, 1, tzinfo=UTC)
+        else:
+            last = day.day or monthrange(day.year, day.month)[1]
+            end = datetime(day.year, day.month, last, tzinfo=UTC) + timedelta(days=1)
+    except ValueError:
+        return None
+    return end.timestamp() + WESTMOST
+
+
+def new_viewing(entry: ListEntry, at: float) -> bool:
+    """Whether a link's play at `at` is clearly a viewing after the entry was finished, so it
+    may start, advance or finish a rewatch: dated, after the finish date (anywhere on Earth),
+    and for a finished entry without a finish date, or whose rewatches were counted (AniList
+    dates none of them), after its last update."""
+    if at <= UNDATED:
+        return False
+    finished = finished_by(entry.completed_at)
+    if finished is not None and at <= finished:
+        return False
+    if entry.status == "COMPLETED" and (finished is None or entry.repeat > 0):
+        return at > entry.updated_at
+    return True
+
+
 def play_write(
-    current: ListEntry | None, media_id: int, episode: int, at: float, *, rewatch: bool
+    current: ListEntry | None,
+    media_id: int,
+    episode: int,
+    at: float,
+    *,
+    rewatch: bool,
+    whole: bool = False,
 ) -> EntryWrite | None:
     """What a play of AniList episode `episode` changes (None: nothing, it is counted).
 
-    `rewatch`: the play is live and recent, so episode 1 of a finished entry starts a
-    rewatch; a play copied from old history never does."""
+    `rewatch`: the play is a new viewing (see the module doc), so it may start (episode 1),
+    advance and finish a rewatch of a finished entry; any other play of an episode a finished
+    or rewatched entry holds is counted. `whole`: the play is of the whole entry (a movie)."""
     day = _day(at)
     if current is None:
+        if whole:
+            return EntryWrite(
+                media_id, status="COMPLETED", progress=episode, started_at=day, completed_at=day
+            )
         return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=day)
     total = current.episodes
     if current.status == "COMPLETED":
-        if rewatch and episode == 1 and total != 1:
+        if rewatch and (whole or total == 1):
+            return EntryWrite(media_id, repeat=current.repeat + 1)
+        if rewatch and episode == 1:
             return EntryWrite(media_id, status="REPEATING", progress=1)
         if episode > current.progress:  # finished short of its count: the episode is news
             return EntryWrite(media_id, progress=episode)
         return None
     if episode <= current.progress:
         return None
+    ends = whole or (total is not None and episode >= total)
     if current.status == "REPEATING":
-        if total is not None and episode >= total:
+        if not rewatch:
+            return None  # an older viewing: the first pass holds it
+        if ends:
             return EntryWrite(
-                media_id, status="COMPLETED", progress=total, repeat=current.repeat + 1
+                media_id, status="COMPLETED", progress=total or episode, repeat=current.repeat + 1
             )
         return EntryWrite(media_id, progress=episode)
     started = None if current.started_at else day
-    if total is not None and episode >= total:
+    if ends:
         completed = None if current.completed_at else day
         return EntryWrite(
             media_id,
             status="COMPLETED",
-            progress=total,
+            progress=total or episode,
             started_at=started,
             completed_at=completed,
         )
     return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=started)
+
+
+def waits_for_start(current: ListEntry | None, episode: int, rewatch: bool) -> bool:
+    """Whether a new viewing of a later episode of a completed entry should wait for the
+    episode 1 that would start its rewatch (a link queues a rewatch in no particular order)."""
+    return current is not None and current.status == "COMPLETED" and rewatch and episode > 1
 
 
 def past_the_end(media_id: int, episode: int, total: int | None) -> Unmatched | None:
@@ -476,7 +547,8 @@ class AniListTarget:
         # Episode counts of titles a play would add to the list: one request for the batch.
         new = {t[0] for r in rows if (t := targets.get(r.id, (None, None))[1]) is not None}
         counts = await self._counts(profile, new - set(entries))
-        for row in rows:
+        # In the order they were watched: a rewatch starts with its episode 1.
+        for row in sorted(rows, key=lambda r: float(r.payload.get("at") or UNDATED)):
             if row.id not in targets:
                 continue
             decoded, (media_id, episode) = targets[row.id]
@@ -487,12 +559,16 @@ class AniListTarget:
             if row.action == "play":
                 current = entries.get(media_id)
                 total = current.episodes if current else counts.get(media_id)
+                if decoded.kind == "movie" and total:
+                    episode = total  # the movie is the whole entry
                 beyond = past_the_end(media_id, episode, total)
                 if beyond is not None:
                     outcomes[row.id] = await self._unmatched(profile, row, decoded, beyond)
                     continue
             try:
-                outcomes[row.id] = await self._row(profile, row, (media_id, episode), entries)
+                outcomes[row.id] = await self._row(
+                    profile, row, (media_id, episode), entries, whole=decoded.kind == "movie"
+                )
             except (AniListValidationError, AniListNotFound) as exc:
                 outcomes[row.id] = Dead(exc.message)
 
@@ -533,13 +609,21 @@ class AniListTarget:
         row: OutboxItem,
         target: tuple[int, int],
         entries: dict[int, ListEntry],
+        whole: bool = False,
     ) -> Outcome:
         media_id, episode = target
         current = entries.get(media_id)
         at = float(row.payload.get("at") or UNDATED)
         if row.action == "play":
-            live = "link" not in row.payload and self.clock() - at <= LIVE_REWATCH
-            write = play_write(current, media_id, episode, at, rewatch=live)
+            link = "link" in row.payload
+            if link:
+                rewatch = current is not None and new_viewing(current, at)
+            else:
+                rewatch = self.clock() - at <= LIVE_REWATCH
+            write = play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
+            first_try = link and row.attempts == 0
+            if write is None and first_try and waits_for_start(current, episode, rewatch):
+                return Retry("a rewatch on the other side: waiting for its episode 1", REWATCH_WAIT)
             if write is None:
                 return Delivered(
                     f"already counted (AniList progress {current and current.progress})"

@@ -10,9 +10,14 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   them with any play of the same episode on the other side instead of inventing a date.
 - A rewatch (REPEATING) adds a second pass of plays; passes completed before the first sync
   are not invented (AniList keeps a count, not dates).
+- A movie (an entry the mapping gives a TMDB movie) is one movie play once the entry is
+  watched to its end (progress short of its episode count is nothing: anime-mapping.md §6 F),
+  and one more per rewatch; its score is the movie's rating. Only on a link with Trakt: the
+  reader of a link with a TV-only side (Serializd) leaves movies out (`tv_only`).
 - Each AniList episode goes through the mapping (`watchbridge.anime`) to the TMDB show, season
   and episode the other side uses. Entries that cannot be mapped are reported (`watchbridge
-  anime unmatched`) and left out; they never stop the run. Movies are left out too.
+  anime unmatched`) and left out; they never stop the run. An episode that is only part of a
+  target (of a movie, or of a longer episode) is no play on its own: its last part carries it.
 - An answer by absolute number (One Piece, Gintama) is placed on the other side's season list
   (`watchbridge.anime_seasons`: Trakt's or Serializd's, read only for shows such an answer
   touches, cached a week); the other side's plays of such a show that no seasonal range holds
@@ -20,10 +25,13 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   earlier copy is kept), those episodes stay unmatched (`seasons`) and the next run tries
   again: it does not count as unchanged, and reads the whole list.
 
-A play queued for AniList of an episode the entry's current pass already counts (a second
-viewing on the other side: AniList keeps one per pass) is absorbed: it stays a play of this
-side (record `held:…`) for as long as the entry holds the episode, so it is never mistaken for
-a play AniList took and then lost (which would remove it from the other side).
+A play queued for AniList that the target took without a write (a second viewing on the
+other side of an episode the entry counts: AniList keeps one per pass) is absorbed once its
+row is done: it stays a play of this side (record `held:…`) for as long as the entry holds
+the episode (in any pass), so it is never mistaken for a play AniList took and then lost
+(which would remove it from the other side). A queued play still waiting stays queued: it may
+yet start or carry on a rewatch (`deliver.anilist`), and the rewatch's plays read back take
+its date (the newest one queued of the episode), so they pair with the plays that caused them.
 
 Plays keep their record (`<entry id>:<episode>`, `<entry id>:r<pass>:<episode>`) and date
 across reads, so an unchanged list reads the same every time. A delta read asks only for the
@@ -40,15 +48,17 @@ entry's finish date, else its start date, else its last update.
 What AniList can hold (the side's catalog, `refine`): its own items, and the other side's
 episodes that map back to an AniList entry, no further than the entry's episode count;
 season ratings only for seasons an entry on the list or one of those episodes lands on.
-Anything else (not anime, a season the datasets do not know yet, an episode past an entry's
-end, a movie) is never planned to AniList; anime among them is listed by `watchbridge anime
-unmatched` and picked up on the first run after the datasets catch up.
+Movies that map to an entry count as that entry (and their ratings as its score). Anything
+else (not anime, a season the datasets do not know yet, an episode past an entry's end) is
+never planned to AniList; anime among them is listed by `watchbridge anime unmatched` and
+picked up on the first run after the datasets catch up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -69,6 +79,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING = "seasons_waiting"  # cursor: entries whose season list could not be read
 RETRY = "seasons_retry"  # cursor: the other side has plays waiting for a season list
+PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
+TV_ONLY = "tv-only"  # Unmatched code: a movie, for a link whose other side holds TV only
 
 # (AniList id, AniList episode, AniList episode count or None) -> where it lands on TMDB
 Mapper = Callable[[int, int, int | None], Forward]
@@ -142,12 +154,18 @@ def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
     return entry.updated_at or UNDATED
 
 
-def _keys(forward: Forward) -> list[str] | Unmatched | None:
-    """Item keys for one mapped AniList episode; None for a movie (not part of the link)."""
+def _keys(forward: Forward, episode: int, total: int | None) -> list[str] | Unmatched:
+    """Item keys for one mapped AniList episode (of an entry of `total` episodes); none when
+    it is no play on its own: part of a movie or of a longer episode (its last part counts),
+    a movie for a TV-only side, or a movie before the entry's last episode."""
     if isinstance(forward, Unmatched):
-        return forward
+        return [] if forward.code in (PARTIAL, TV_ONLY) else forward
     if isinstance(forward, MovieRef):
-        return None
+        if forward.tmdb is None:  # `sides.movie_key` keys a movie by its TMDB id first
+            return Unmatched(
+                f"only an IMDb id is known for this movie ({forward.imdb})", "no-target"
+            )
+        return [f"movie:tmdb:{forward.tmdb}"] if episode >= (total or episode) else []
     if forward.season is None:  # no season list at hand to place it (see the module doc)
         return Unmatched(
             f"only an absolute TMDB number is known (show {forward.show} episode "
@@ -156,6 +174,18 @@ def _keys(forward: Forward) -> list[str] | Unmatched | None:
         )
     numbers = forward.numbers or (forward.number,)
     return [episode_key(forward.show, forward.season, n) for n in numbers]
+
+
+def tv_only(mapper: Mapper) -> Mapper:
+    """`mapper` for a link whose other side holds TV only (Serializd): movies are left out."""
+
+    def mapped(anilist: int, episode: int, total: int | None) -> Forward:
+        forward = mapper(anilist, episode, total)
+        if isinstance(forward, MovieRef):
+            return Unmatched(f"AniList {anilist} is a movie: the other side holds TV only", TV_ONLY)
+        return forward
+
+    return mapped
 
 
 def score_date(entry: ListEntry, before: EntryState | None) -> float:
@@ -192,27 +222,30 @@ def entry_plays(
 ) -> tuple[list[Play], Unmatched | None]:
     """One entry's plays: `known` are its plays from the last read, by record.
 
-    `claims` are plays we queued for AniList (by item): a new play of such an item is that
-    write read back, so it takes the queued play's date (and uses the claim up); without
-    this, a back-dated play sent to AniList would come back dated today and be copied again."""
+    `claims` are plays we queued for AniList (by item, oldest first): a new play of such an
+    item is that write read back, so it takes the queued play's date (and uses the claim up);
+    without this, a back-dated play sent to AniList would come back dated today and be copied
+    again."""
     plays: list[Play] = []
     problem: Unmatched | None = None
-    cache: dict[int, list[str] | Unmatched | None] = {}
+    cache: dict[int, list[str] | Unmatched] = {}
 
     def add(record: str, episode: int, at: float) -> None:
         nonlocal problem
         if episode not in cache:
-            cache[episode] = _keys(mapper(entry.media_id, episode, entry.episodes))
+            forward = mapper(entry.media_id, episode, entry.episodes)
+            cache[episode] = _keys(forward, episode, entry.episodes)
         keys = cache[episode]
         if isinstance(keys, Unmatched):
             problem = problem or keys
             return
-        for n, key in enumerate(keys or ()):
+        for n, key in enumerate(keys):
             full = record if n == 0 else f"{record}.{n}"
             old = known.get(full)
             when = old.at if old is not None else at
             if old is None and claims and claims.get(key):
-                when = claims[key].pop(0).at
+                # A rewatch is the newest viewing queued; the first pass the oldest.
+                when = claims[key].pop(-1 if ":r" in full else 0).at
             plays.append(Play(key, when, full))
 
     first = first_pass_count(entry, known)
@@ -238,27 +271,32 @@ def entry_plays(
     return plays, problem
 
 
-def _season_start(media: int, episodes: int | None, mapper: Mapper) -> tuple[str, int] | None:
-    """(season key, TMDB episode) where an entry's first episode lands."""
+def _rated(media: int, episodes: int | None, mapper: Mapper) -> tuple[str, int] | None:
+    """(item key, TMDB episode) an entry's score is the rating of: the TMDB season its first
+    episode lands on, or the movie it is."""
     forward = mapper(media, 1, episodes)
+    if isinstance(forward, Unmatched) and forward.code == PARTIAL and episodes:
+        forward = mapper(media, episodes, episodes)  # a movie in parts: by its last one
     if isinstance(forward, EpisodeRef) and forward.season is not None:
         return show_key(forward.show, forward.season), forward.number
+    if isinstance(forward, MovieRef) and forward.tmdb is not None:
+        return f"movie:tmdb:{forward.tmdb}", 0  # as `sides.movie_key` keys it
     return None
 
 
 def rating_key(entry: ListEntry, mapper: Mapper) -> str | None:
-    """The TMDB season an entry's score is about (an AniList entry is one cour or part)."""
-    start = _season_start(entry.media_id, entry.episodes, mapper)
+    """The TMDB season (or movie) an entry's score is about (an entry is one cour or part)."""
+    start = _rated(entry.media_id, entry.episodes, mapper)
     return start[0] if start else None
 
 
 def season_ratings(states: Iterable[EntryState], mapper: Mapper) -> dict[str, Rated]:
-    """One rating per TMDB season: the score of the first scored entry in it."""
+    """One rating per TMDB season (or movie): the score of the first scored entry in it."""
     best: dict[str, tuple[int, int, Rated]] = {}
     for state in states:
         if state.score <= 0 or not state.media:
             continue
-        start = _season_start(state.media, state.episodes, mapper)
+        start = _rated(state.media, state.episodes, mapper)
         if start is None:
             continue
         key, number = start
@@ -282,6 +320,8 @@ def anilist_side(
             claims.setdefault(play.item, []).append(play)
         elif entry_id is not None:
             known.setdefault(entry_id, {})[play.record] = play
+    for waiting in claims.values():
+        waiting.sort(key=lambda p: p.at)
     plays: list[Play] = []
     states: dict[int, EntryState] = {}
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = {}
@@ -305,26 +345,18 @@ def anilist_side(
 ABSORBED = "held:"  # record prefix of a play AniList already counted (see the module doc)
 
 
-def _current_pass(record: str, states: Mapping[int, EntryState]) -> bool:
-    """Whether a play record belongs to its entry's pass under way (or its only one)."""
-    state = states.get(entry_of(record) or 0)
-    if state is None or state.status == "PLANNING":
-        return False
-    rest = record.split(":", 1)[1]
-    if state.status == "REPEATING":
-        return rest.startswith(f"r{state.repeat + 1}:")
-    return not rest.startswith("r")
-
-
-def absorb(side: Side, baseline: Side | None, states: Mapping[int, EntryState]) -> Side:
-    """`side` with its queued plays of episodes the current passes already count turned into
-    absorbed plays, and the absorbed plays of `baseline` (a full read starts from scratch)
-    kept while their episode is still counted."""
-    held = {p.item for p in side.plays if _current_pass(p.record, states)}
+def absorb(
+    side: Side, baseline: Side | None, delivered: Callable[[Play], bool] = lambda _: True
+) -> Side:
+    """`side` with its queued plays whose row is done (`delivered`) and whose episode the
+    list holds turned into absorbed plays (AniList took them without a write), and the
+    absorbed plays of `baseline` (a full read starts from scratch) kept while their episode
+    is still held."""
+    held = {p.item for p in side.plays if entry_of(p.record) is not None}
     plays: list[Play] = []
     records = set()
     for play in side.plays:
-        if play.record.startswith(EXPECTED) and play.item in held:
+        if play.record.startswith(EXPECTED) and play.item in held and delivered(play):
             play = Play(play.item, play.at, ABSORBED + play.record.removeprefix(EXPECTED))
         elif play.record.startswith(ABSORBED) and play.item not in held:
             continue  # the entry no longer counts it: that viewing goes with it
@@ -413,9 +445,9 @@ def selection_keep(
     direct = {p.item for p in own.plays if entry_of(p.record) in entry_ids}
     direct |= {k for e in chosen if (k := rating_key(e, mapper)) is not None}
     for media_id in media - {e.media_id for e in chosen}:  # not on the list (yet)
-        forward = mapper(media_id, 1, None)
-        if isinstance(forward, EpisodeRef) and forward.season is not None:
-            direct.add(show_key(forward.show, forward.season))
+        start = _rated(media_id, None, mapper)
+        if start is not None:
+            direct.add(start[0])
     answers: dict[str, bool] = {}
 
     def keep(key: str) -> bool:
@@ -448,19 +480,20 @@ def catalog_for(
     mapper: Mapper,
 ) -> Catalog:
     """The items AniList can hold (see the module doc). `states` are the entries on the list:
-    their episode counts end what an entry can take, their seasons can take a rating."""
+    their episode counts end what an entry can take, their seasons (or movies) can take a
+    rating."""
     items = {p.item for p in own.plays if not p.record.startswith(EXPECTED)} | set(own.ratings)
     totals = {s.media: s.episodes for s in states.values() if s.media}
-    seasons = {
+    rated = {
         start[0]
         for s in states.values()
-        if s.media and (start := _season_start(s.media, s.episodes, mapper)) is not None
+        if s.media and (start := _rated(s.media, s.episodes, mapper)) is not None
     }
     unmatched: dict[str, Unmatched] = {}
     for item in {p.item for p in other.plays} - items:
         ref = ref_for_key(item)
-        if ref is None or ref.kind != "episode" or ref.season is None:
-            continue  # movies are not part of the link
+        if ref is None or (ref.kind != "movie" and (ref.kind != "episode" or ref.season is None)):
+            continue
         hit = reverse(ref)
         if isinstance(hit, Unmatched):
             if hit.code != "unknown":  # "unknown": not anime, nothing to report
@@ -477,9 +510,11 @@ def catalog_for(
             )
             continue
         items.add(item)
-        if ref.show_ids.tmdb:
-            seasons.add(show_key(ref.show_ids.tmdb, ref.season))
-    items |= {key for key in other.ratings if key in seasons}
+        if ref.kind == "movie":
+            rated.add(item)
+        elif ref.show_ids.tmdb:
+            rated.add(show_key(ref.show_ids.tmdb, ref.season))
+    items |= {key for key in other.ratings if key in rated}
     return Catalog(frozenset(items), unmatched)
 
 
@@ -518,9 +553,11 @@ class AniListReader:
         reverse: Callable[[], Awaitable[ReverseMapper]] | None = None,
         index: Callable[[], Awaitable[AnimeIndex]] | None = None,
         seasons: AbsoluteSeasons | None = None,
+        movies: bool = False,
     ) -> None:
         self.client = client
         self.mapper = mapper
+        self.movies = movies  # whether the other side holds movies (Trakt does)
         self.reverse = reverse
         self.seasons = seasons  # the other side's season lists, for absolute numbers
         self.index = index  # to map titles the datasets know by MAL id only
@@ -550,8 +587,9 @@ class AniListReader:
         if warning is not None:
             log.warning("AniList sign-in expires soon", extra={"profile": profile, "why": warning})
         raw = await self.mapper()
-        mapper = placed(raw, self.seasons)
+        mapper = self._placed(raw)
         before = states_from(cursors)
+        delivered = self._delivered(profile)
         # Entries waiting for a season list changed nothing on AniList: only a whole read
         # brings them back.
         whole = WAITING in cursors
@@ -562,7 +600,7 @@ class AniListReader:
             await self._prepare(raw, entries, before.values())
             converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
             states = converted.states
-            side = absorb(converted.side, baseline, states)
+            side = absorb(converted.side, baseline, delivered)
         else:
             since = float(cursors["updated_at"])
             entries = await self.client.updated_since(profile, since)
@@ -572,7 +610,7 @@ class AniListReader:
             states = {**before, **converted.states}
             changed = {e.id for e in entries}
             side = await self._settled(
-                lambda: absorb(merge(baseline, converted, changed, states, mapper), None, states)
+                lambda: absorb(merge(baseline, converted, changed, states, mapper), None, delivered)
             )
         self._states[profile] = states
         newest = max([e.updated_at for e in entries], default=0.0)
@@ -612,7 +650,27 @@ class AniListReader:
         return result
 
     async def _mapper(self) -> Mapper:
-        return placed(await self.mapper(), self.seasons)
+        return self._placed(await self.mapper())
+
+    def _placed(self, raw: Mapper) -> Mapper:
+        """`raw` with absolute numbers placed on the season lists, movies only for Trakt."""
+        mapper = placed(raw, self.seasons)
+        return mapper if self.movies else tv_only(mapper)
+
+    def _delivered(self, profile: str) -> Callable[[Play], bool]:
+        """Whether the row of a play we queued for AniList is done (all are without a store)."""
+        if self.store is None:
+            return lambda _: True
+        from watchbridge.sync import sync_key
+
+        keys = self.store.delivered_keys(profile, self.service, sync_key(profile, self.service))
+
+        def delivered(play: Play) -> bool:
+            prefix = sync_key(profile, self.service, "add_play", play.item, play.at)
+            at = bisect_left(keys, prefix)
+            return at < len(keys) and keys[at].startswith(prefix)
+
+        return delivered
 
     async def _reverse(self, other: Side | None = None) -> ReverseMapper | None:
         """The reverse mapping, placing absolute shows on this link's season lists; the
@@ -783,4 +841,10 @@ def make_reader(
         reverse=index_reverse_mapper(index),
         index=index,
         seasons=for_link(config, store, link, clock, metrics),
+        movies=holds_movies(link),
     )
+
+
+def holds_movies(link: Link) -> bool:
+    """Whether the other side of an AniList link holds movies (Trakt; Serializd is TV only)."""
+    return "trakt" in link.services

@@ -21,7 +21,7 @@ from watchbridge.store import Store
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
-TV_ONLY = frozenset({"serializd", "anilist"})
+TV_ONLY = frozenset({"serializd"})  # AniList takes the anime movies the mapping knows
 
 
 def media_types(link: Link) -> tuple[str, ...]:
