@@ -23,6 +23,7 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.services.anilist import FuzzyDate
 from watchbridge.sync import RunResult, plan_link, run_link
 from watchbridge.wiring import anilist_client, build_runtime
 
@@ -235,3 +236,28 @@ async def test_a_serializd_log_of_one_piece_s23e12_becomes_anilist_progress_1100
     serializd.log_entry(None, ONE_PIECE, 23, 12, backdate=iso(time.time() - DAY))
     await rig.sync_and_deliver()
     assert anilist.snapshot()[OP]["progress"] == 1100
+
+
+async def test_a_serializd_rewatch_of_a_completed_entry_starts_one_on_anilist_and_settles(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    finished = time.time() - 30 * DAY
+    for number in range(39, 51):  # Re:Zero S2 Part 2 episodes 1-12 on TMDB, a month ago
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+    anilist.add_entry(
+        REZERO_P2,
+        status="COMPLETED",
+        progress=12,
+        completed_at=FuzzyDate.of(finished).to_input(),
+        updated_at=int(finished),
+    )
+    await rig.sync_and_deliver()
+    for number in (39, 40):  # watched again three days ago
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(time.time() - 3 * DAY + number))
+    await rig.sync_and_deliver()
+    entry = anilist.snapshot()[REZERO_P2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 2, 0)
+    for full in (False, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert [p.plan.actions for p in result.plans] == [()]
+    assert len(logged(serializd, REZERO)) == 14
