@@ -163,35 +163,34 @@ def plan(
         actions += _plan_history(link, current, baseline, tombstones, allowed, new_tombstones)
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
-    planned = actions
-    actions, left_out = _within_catalogs(actions, current)
-    # A removal left out changes nothing: its partner gets no tombstone.
-    new_tombstones -= {
-        (a.target, a.record) for a in set(planned) - set(actions) if a.kind == "remove_play"
-    }
+    actions, left_out, void = _within_catalogs(actions, current)
+    new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions)
     return Plan(tuple(actions), frozenset(new_tombstones), held, left_out)
 
 
 def _within_catalogs(
     actions: list[Action], current: Mapping[str, Side]
-) -> tuple[list[Action], dict[str, int]]:
+) -> tuple[list[Action], dict[str, int], list[Action]]:
     """Adds and ratings for items their target cannot hold are left out (and counted):
     planning them every run would only ever end in "not in any library". A play "removed" from
     a side that cannot hold its item was never really there (an add it skipped, then read as
-    gone), so it takes nothing from the other side."""
+    gone), so it takes nothing from the other side.
+
+    Returns the actions kept, the adds left out per target, and the removals dropped."""
     kept: list[Action] = []
     left_out: defaultdict[str, int] = defaultdict(int)
+    void: list[Action] = []
     for action in actions:
         catalog = current[action.target].catalog
         adding = action.kind in ("add_play", "set_rating")
         if adding and catalog is not None and action.item not in catalog:
             left_out[action.target] += 1
         elif action.kind == "remove_play" and not _could_hold(action, current):
-            continue
+            void.append(action)
         else:
             kept.append(action)
-    return kept, dict(left_out)
+    return kept, dict(left_out), void
 
 
 def _could_hold(removal: Action, current: Mapping[str, Side]) -> bool:

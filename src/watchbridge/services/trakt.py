@@ -18,6 +18,7 @@ import httpx
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
+from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
 
@@ -338,31 +339,21 @@ def added_count(answer: dict[str, Any]) -> int:
 # --------------------------------------------------------------------------- client
 
 
-def _whole(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
 def parse_seasons(data: Any) -> list[ListedSeason]:
     """A show's season list, read loosely: rows or episodes without a number are skipped."""
     seasons: list[ListedSeason] = []
     for row in data if isinstance(data, list) else []:
-        number = _whole(row.get("number")) if isinstance(row, dict) else None
+        number = whole(row.get("number")) if isinstance(row, dict) else None
         if number is None:
             continue
         episodes = tuple(
-            ListedEpisode(n, _whole(e.get("number_abs")))
+            ListedEpisode(n, whole(e.get("number_abs")))
             for e in row.get("episodes") or []
-            if isinstance(e, dict) and (n := _whole(e.get("number"))) is not None
+            if isinstance(e, dict) and (n := whole(e.get("number"))) is not None
         )
-        count = _whole(row.get("episode_count"))
+        count = whole(row.get("episode_count"))
         if count is None:
-            count = _whole(row.get("aired_episodes"))
+            count = whole(row.get("aired_episodes"))
         seasons.append(ListedSeason(number, count, episodes))
     return seasons
 
@@ -721,7 +712,7 @@ class TraktClient:
         for hit in await self.search(id_type, value, "show"):
             show = hit.get("show") if isinstance(hit, dict) else None
             ids = show.get("ids") if isinstance(show, dict) else None
-            trakt = _whole(ids.get("trakt")) if isinstance(ids, dict) else None
+            trakt = whole(ids.get("trakt")) if isinstance(ids, dict) else None
             if trakt is not None:
                 return trakt
         return None
