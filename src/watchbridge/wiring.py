@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from watchbridge import webhooks
 from watchbridge.alerts import Notifier
+from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.config import Config, Secret
 from watchbridge.deliver.anilist import AniListTarget
@@ -151,6 +152,9 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
                 runtime.config.delivery,
                 runtime.clock,
                 anilist_reverse(runtime.config),
+                seasons=season_sources(
+                    runtime.config, runtime.store, runtime.clock, runtime.metrics
+                ),
                 enricher=ids,
             )
         )

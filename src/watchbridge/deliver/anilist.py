@@ -439,8 +439,6 @@ class AniListTarget:
         self.reverse = reverse
         self.seasons = seasons
         self.enricher = enricher  # finds the show ids webhooks leave out
-        if seasons is None and isinstance(reverse, IndexSource):
-            self.seasons = reverse.season_sources(store, clock)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -745,22 +743,18 @@ class MappingUnavailable(Exception):
     """No anime mapping dataset is on disk yet: nothing can be told apart from anime."""
 
 
-class IndexSource:
+def index_source(config: Any) -> Callable[[], Awaitable[Reverse]]:
     """The reverse mapping from the datasets cache, refreshed when due (a failed download
-    keeps the cache); raises MappingUnavailable while no dataset has been downloaded. It
-    also knows, from the config, where the target reads season lists (`season_sources`)."""
+    keeps the cache); raises MappingUnavailable while no dataset has been downloaded."""
+    from watchbridge import anime_data
 
-    def __init__(self, config: Any) -> None:
-        from watchbridge import anime_data
+    data = anime_data.from_config(config)
 
-        self.config = config
-        self.data = anime_data.from_config(config)
-
-    async def __call__(self) -> Reverse:
+    async def load() -> Reverse:
         try:
-            index = await self.data.index()
+            index = await data.index()
         finally:
-            await self.data.aclose()
+            await data.aclose()
         if len(index) == 0:
             raise MappingUnavailable(
                 "no anime mapping dataset is downloaded yet: AniList deliveries wait for it "
@@ -768,11 +762,4 @@ class IndexSource:
             )
         return index_reverse(index)
 
-    def season_sources(self, store: Store, clock: Callable[[], float]) -> SeasonSources:
-        from watchbridge.anime_seasons import season_sources
-
-        return season_sources(self.config, store, clock)
-
-
-def index_source(config: Any) -> IndexSource:
-    return IndexSource(config)
+    return load
