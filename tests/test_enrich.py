@@ -11,13 +11,21 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from tests.fakes.jellyfin import (
+    API_KEY,
+    BREAKING_BAD_PROVIDER_IDS,
+    EMBY_SERIES,
+    JELLYFIN_SERIES,
+    FakeJellyfin,
+    sample_server,
+)
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
+from tests.test_plex_enrichment import add_baki_hanma
 from watchbridge.app import Runtime
 from watchbridge.config import (
     EmbyConfig,
@@ -50,9 +58,6 @@ from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
 
-JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"  # Breaking Bad in the Jellyfin sample
-EMBY_SERIES = "51801"  # ... and in the Emby sample
-BREAKING_BAD = {"Tmdb": "1396", "Tvdb": "81189", "Imdb": "tt0903747"}
 EMAIL, PASSWORD, _ = ALICE
 FAST = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
 
@@ -68,18 +73,9 @@ def emby_episode() -> MediaRef:
     return only_event(emby.parse(sample_json("emby", COMPLETED))).item
 
 
-def fake_server(
-    start_fake: Callable[[FakeServer], FakeServer], flavour: str, series: str
-) -> FakeJellyfin:
-    fake = FakeJellyfin("emby" if flavour == "emby" else "jellyfin")
-    start_fake(fake)
-    fake.add_series(series, "Breaking Bad", **BREAKING_BAD)
-    return fake
-
-
 @pytest.fixture
 def jellyfin_server(start_fake: Callable[[FakeServer], FakeServer]) -> FakeJellyfin:
-    return fake_server(start_fake, "jellyfin", JELLYFIN_SERIES)
+    return sample_server(start_fake, "jellyfin")
 
 
 @pytest.fixture
@@ -129,7 +125,7 @@ async def test_a_series_is_read_once_the_store_remembers_it(
 async def test_an_emby_episode_gets_its_show_ids_from_emby(
     start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
 ) -> None:
-    server = fake_server(start_fake, "emby", EMBY_SERIES)
+    server = sample_server(start_fake, "emby")
     client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
     try:
         enriched = await Enricher(store, clock, emby=client.series).enrich(
@@ -185,7 +181,9 @@ async def test_a_series_without_a_tmdb_id_is_asked_again_after_an_hour(
     missing = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     assert missing.problem is not None
     assert "Jellyfin does not know the show's TMDB id for Breaking Bad" in missing.problem.message
-    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", **BREAKING_BAD)  # identified
+    jellyfin_server.add_series(
+        JELLYFIN_SERIES, "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS
+    )  # identified
     clock.advance(SERIES_MISSING_TTL + 1)
     found = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     assert found.item.show_ids.tmdb == "1396"
@@ -218,13 +216,7 @@ async def test_a_plex_new_agent_episode_reads_only_its_show_for_the_show_tmdb_id
 ) -> None:
     plex = start_fake(FakePlex())
     assert isinstance(plex, FakePlex)
-    plex.add_show(
-        "40275",
-        "Baki Hanma",
-        2021,
-        ["imdb://tt14271498", "tmdb://131041", "tvdb://397934"],
-        guid="plex://show/60e81fd8d8000e002d7d2976",
-    )
+    add_baki_hanma(plex)
     payload = sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
     item = only_event(plex_ingest.parse(payload)).item
     client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from tests.fakes.jellyfin import API_KEY, EMBY_SERIES, JELLYFIN_SERIES, FakeJellyfin, sample_server
 from watchbridge.config import EmbyConfig, JellyfinConfig, Secret
 from watchbridge.errors import ConfigError
 from watchbridge.http import RetryPolicy, Unavailable
@@ -21,29 +21,17 @@ from watchbridge.services.jellyfin import (
 
 pytestmark = pytest.mark.anyio
 
-JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"  # Breaking Bad in the Jellyfin sample
-EMBY_SERIES = "51801"  # ... and in the Emby sample
 BREAKING_BAD = Ids(imdb="tt0903747", tmdb="1396", tvdb="81189")
-
-
-def start_server(
-    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
-) -> FakeJellyfin:
-    fake = FakeJellyfin(flavour)
-    start_fake(fake)
-    series = JELLYFIN_SERIES if flavour == "jellyfin" else EMBY_SERIES
-    fake.add_series(series, "Breaking Bad", Tmdb="1396", Tvdb="81189", Imdb="tt0903747")
-    return fake
 
 
 @pytest.fixture
 def jellyfin(start_fake: Callable[[FakeServer], FakeServer]) -> FakeJellyfin:
-    return start_server(start_fake, "jellyfin")
+    return sample_server(start_fake, "jellyfin")
 
 
 @pytest.fixture
 def emby(start_fake: Callable[[FakeServer], FakeServer]) -> FakeJellyfin:
-    return start_server(start_fake, "emby")
+    return sample_server(start_fake, "emby")
 
 
 def config_for(fake: FakeJellyfin, key: str = API_KEY) -> JellyfinConfig | EmbyConfig:
@@ -121,7 +109,7 @@ async def test_malformed_provider_ids_are_dropped(
 async def test_a_wrong_api_key_is_a_credentials_error_after_one_request(
     start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
 ) -> None:
-    fake = start_server(start_fake, flavour)
+    fake = sample_server(start_fake, flavour)
     client = await client_for(fake, key="f" * 32)
     try:
         with pytest.raises(MediaServerAuthError) as raised:

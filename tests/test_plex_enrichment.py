@@ -51,12 +51,17 @@ class Clock:
         return self.now
 
 
+def add_baki_hanma(fake: FakePlex) -> None:
+    """The show the new-agent episode samples name by grandparentRatingKey, with its ids."""
+    fake.add_show("40275", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, guid=BAKI_SHOW_GUID)
+
+
 @pytest.fixture
 def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
     fake = start_fake(FakePlex())
     assert isinstance(fake, FakePlex)
     fake.add_movie("8372", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)
-    fake.add_show("40275", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, guid=BAKI_SHOW_GUID)
+    add_baki_hanma(fake)
     fake.add_episode(
         "40294",
         "40275",

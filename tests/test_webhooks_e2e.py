@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
-from tests.fakes.jellyfin import FakeJellyfin
+from tests.fakes.jellyfin import sample_server
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
@@ -21,6 +21,7 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
 from tests.harness import ServiceProcess, free_port, sign_in_trakt
 from tests.ingest_samples import sample_json
+from tests.test_plex_enrichment import add_baki_hanma
 from watchbridge.store import Store
 
 SECRET = "hook-secret-123"
@@ -334,16 +335,6 @@ def test_a_plex_episode_scrobble_is_one_diary_entry_and_one_tick_on_serializd(
 # keys shows by is read from the server the play came from (services.jellyfin/emby/plex).
 
 
-def media_server(
-    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
-) -> FakeJellyfin:
-    fake = FakeJellyfin(flavour)
-    start_fake(fake)
-    series = "1f0e2d3c4b5a69788796a5b4c3d2e1f0" if flavour == "jellyfin" else "51801"
-    fake.add_series(series, "Breaking Bad", Tmdb="1396", Tvdb="81189", Imdb="tt0903747")
-    return fake
-
-
 @pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
 def test_a_jellyfin_or_emby_episode_completion_is_one_diary_entry_and_one_tick_on_serializd(
     tmp_path: Path,
@@ -351,7 +342,7 @@ def test_a_jellyfin_or_emby_episode_completion_is_one_diary_entry_and_one_tick_o
     start_fake: Callable[[FakeServer], FakeServer],
     flavour: Literal["jellyfin", "emby"],
 ) -> None:
-    server = media_server(start_fake, flavour)
+    server = sample_server(start_fake, flavour)
     servers = f'  {flavour}: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
     service = serializd_service(tmp_path, serializd, servers)
     try:
@@ -371,13 +362,7 @@ def test_a_plex_new_agent_episode_scrobble_reaches_serializd_through_the_plex_se
 ) -> None:
     plex = start_fake(FakePlex())
     assert isinstance(plex, FakePlex)
-    plex.add_show(
-        "40275",
-        "Baki Hanma",
-        2021,
-        ["imdb://tt14271498", "tmdb://131041", "tvdb://397934"],
-        guid="plex://show/60e81fd8d8000e002d7d2976",
-    )
+    add_baki_hanma(plex)
     serializd.add_show(131041, "Baki Hanma", {1: 13}, season_ids={1: 197430})
     servers = f'  plex: {{url: "{plex.url}", token: "{PLEX_TOKEN}"}}'
     service = serializd_service(tmp_path, serializd, servers)

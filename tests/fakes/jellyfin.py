@@ -15,11 +15,16 @@ come from the base knobs (``fail_next(1, 503)``, ``drop_next``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from .base import FakeServer, Request, Response, json_response, route
 
 API_KEY = "0123456789abcdef0123456789abcdef"
+# The series the webhook samples (tests/fixtures/{jellyfin,emby}/*_episode*.json) name by SeriesId.
+JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"
+EMBY_SERIES = "51801"
+BREAKING_BAD_PROVIDER_IDS = {"Tmdb": "1396", "Tvdb": "81189", "Imdb": "tt0903747"}
 _MEDIABROWSER_TOKEN = re.compile(r'^MediaBrowser\s+.*\bToken="([^"]*)"', re.IGNORECASE)
 
 
@@ -103,3 +108,15 @@ class FakeJellyfin(FakeServer):
         if fields is not None and self.flavour == "emby" and "providerids" not in fields:
             dto.pop("ProviderIds", None)
         return dto
+
+
+def sample_server(
+    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
+) -> FakeJellyfin:
+    """A started server of this flavour holding the series its webhook samples name, identified
+    (Breaking Bad with its TMDB, TVDB and IMDb ids)."""
+    fake = FakeJellyfin(flavour)
+    start_fake(fake)
+    series = JELLYFIN_SERIES if flavour == "jellyfin" else EMBY_SERIES
+    fake.add_series(series, "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
+    return fake
