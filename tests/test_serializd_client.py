@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from watchbridge.services.serializd import (
     SerializdUnavailable,
     WatchlistShow,
     episode_log_body,
+    lane,
     parse_diary_page,
     parse_season_episodes,
     parse_show_page,
@@ -206,6 +209,25 @@ async def test_app_headers_are_sent(client: SerializdClient, fake: FakeSerializd
 
 
 # --------------------------------------------------------------------------- reads
+
+
+def test_a_finished_event_loop_is_not_kept_alive_by_its_lanes() -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def contend() -> None:  # two requests at once: one waits at the account's gate
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        way = lane("http://serializd.invalid", PROFILE, 1000.0)
+
+        async def hold() -> None:
+            async with way.gate:
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(hold(), hold())
+
+    asyncio.run(contend())
+    asyncio.run(contend())
+    gc.collect()
+    assert loops[0]() is None
 
 
 async def test_diary_collects_every_page_despite_the_order(

@@ -481,7 +481,13 @@ _LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str
 
 def lane(api_url: str, account: str, requests_per_second: float) -> Lane:
     """The lane of `account` on `api_url` in the running event loop."""
-    lanes = _LANES.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    if loop not in _LANES:
+        # A lock that ever made a task wait refers to its loop, so the weak key alone would
+        # keep every finished loop (each `asyncio.run`, each test) alive: drop closed ones.
+        for closed in [other for other in _LANES if other.is_closed()]:
+            del _LANES[closed]
+    lanes = _LANES.setdefault(loop, {})
     key = (api_url.rstrip("/"), account, requests_per_second)
     if key not in lanes:
         # One request at a time (no burst), a small gap between requests.
