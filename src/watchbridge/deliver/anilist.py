@@ -275,9 +275,8 @@ class IndexReverse:
                 continue
             if isinstance(self.index.anilist_for(show, *place), tuple):
                 continue
-            want = place
             held = wants.get(show)
-            wants[show] = want if not isinstance(held, tuple) else max(held, want)
+            wants[show] = place if not isinstance(held, tuple) else max(held, place)
         return wants
 
     def _by_absolute(self, show: int, item: MediaRef) -> tuple[int, int] | Unmatched:
@@ -321,23 +320,16 @@ class IndexReverse:
                     continue
                 else:
                     found = self.index.anilist_for(int(show), item.season, item.number, scheme)
-                    if (
-                        isinstance(found, Unmatched)
-                        and found.code != "ambiguous"
-                        and scheme == "tmdb"
-                        and self.index.has_absolute(int(show))
-                    ):
-                        found = self._by_absolute(int(show), item)
             else:
                 found = self.index.anilist_for(int(show), item.season or 1, 1, scheme)
-                if (
-                    isinstance(found, Unmatched)
-                    and found.code != "ambiguous"
-                    and scheme == "tmdb"
-                    and item.kind == "season"
-                    and self.index.has_absolute(int(show))
-                ):
-                    found = self._by_absolute(int(show), item)
+            if (
+                scheme == "tmdb"
+                and isinstance(found, Unmatched)
+                and found.code != "ambiguous"
+                and _place(item) is not None
+                and _absolute_show(self.index, item) is not None
+            ):
+                found = self._by_absolute(int(show), item)
             if isinstance(found, tuple) or found.code != "unknown":
                 return found
             answer = answer or found
@@ -388,8 +380,7 @@ class IndexReverse:
     def adopt(self, entries: Iterable[ListEntry]) -> None:
         """Titles the datasets know by MAL id only, mapped for the list's entries."""
         for entry in entries:
-            if entry.mal_id is not None and entry.media_id not in self.index:
-                self.index.adopt(entry.media_id, entry.mal_id)
+            self.index.adopt(entry.media_id, entry.mal_id)
 
 
 def _absolute_show(index: AnimeIndex, item: MediaRef) -> int | None:

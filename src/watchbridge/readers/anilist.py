@@ -592,21 +592,19 @@ class AniListReader:
         delivered = self._delivered(profile)
         # Entries waiting for a season list changed nothing on AniList: only a whole read
         # brings them back.
-        whole = WAITING in cursors
-        if full or whole or baseline is None or "updated_at" not in cursors:
+        whole = full or WAITING in cursors or baseline is None or "updated_at" not in cursors
+        if whole:
             entries = await self.client.entries(profile)
             self._listed[profile] = entries
-            await self._adopt(entries)
-            await self._prepare(raw, entries, before.values())
-            converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
+        else:
+            entries = await self.client.updated_since(profile, float(cursors["updated_at"]))
+        await self._adopt(entries)
+        await self._prepare(raw, entries, before.values())
+        converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
+        if whole or baseline is None:
             states = converted.states
             side = absorb(converted.side, baseline, delivered)
         else:
-            since = float(cursors["updated_at"])
-            entries = await self.client.updated_since(profile, since)
-            await self._adopt(entries)
-            await self._prepare(raw, entries, before.values())
-            converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
             states = {**before, **converted.states}
             changed = {e.id for e in entries}
             side = await self._settled(
@@ -720,8 +718,7 @@ class AniListReader:
             return
         index = await self.index()
         for entry in entries:
-            if entry.mal_id is not None and entry.media_id not in index:
-                index.adopt(entry.media_id, entry.mal_id)
+            index.adopt(entry.media_id, entry.mal_id)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
         """Say what AniList can hold (see the module doc), and give a score the user would
