@@ -726,21 +726,28 @@ class FakeSerializd(FakeServer):
         "name_desc": (lambda p: p[0].name.lower(), True),
     }
 
-    @profile("GET", "/api/user/{username}/watchedpage_v2/{page}")
-    def watched_page(self, req: Request, owner: User, body: dict[str, Any]) -> Any:
+    def _show_page(
+        self, req: Request, pairs: list[tuple[Show, str]], size: int
+    ) -> tuple[list[tuple[Show, str]], int]:
+        """The requested page of (show, date added) pairs in the order `sort_by` asks, and the
+        number of pages. §5.2 (Shinobu, live): without sort_by watchlistpage_v2 answers a
+        bare-text 500; SILENT: the fake answers so on every show page, and for values it does
+        not know."""
         sort_by = req.query.get("sort_by")
         if sort_by not in self._WATCHED_SORTS:
-            # §5.2: proven for watchlistpage_v2 only (bare-text 500 without sort_by); SILENT:
-            # the fake applies it to watchedpage_v2 too, and to values it does not know.
             raise _crash(req.path, f"KeyError: sort_by {sort_by!r}")
         page = self._path_int(req, "page")
+        key, reverse = self._WATCHED_SORTS[sort_by]
+        ordered = sorted(pairs, key=key, reverse=reverse)
+        return ordered[(page - 1) * size : page * size], max(1, math.ceil(len(pairs) / size))
+
+    @profile("GET", "/api/user/{username}/watchedpage_v2/{page}")
+    def watched_page(self, req: Request, owner: User, body: dict[str, Any]) -> Any:
         by_show: dict[int, list[tuple[int, str]]] = {}
         for (show_id, season_id), added in owner.marks.items():
             by_show.setdefault(show_id, []).append((season_id, added))
         pairs = [(self.shows[s], max(a for _, a in marks)) for s, marks in by_show.items()]
-        key, reverse = self._WATCHED_SORTS[sort_by]
-        pairs.sort(key=key, reverse=reverse)
-        size = self.watched_page_size
+        shown, pages = self._show_page(req, pairs, self.watched_page_size)
         items = [
             {
                 "showId": show.id,
@@ -752,52 +759,34 @@ class FakeSerializd(FakeServer):
                 "numEpisodes": sum(s.episode_count for s in show.seasons.values()),
                 "premierDate": show.premiere_date,  # sic (§5.2)
             }
-            for show, added in pairs[(page - 1) * size : page * size]
+            for show, added in shown
         ]
         return {
             "items": items,
-            "totalPages": max(1, math.ceil(len(pairs) / size)),
+            "totalPages": pages,
             "numberOfShows": len(pairs),
             "numberOfSeasons": len(owner.marks),
         }
 
     @profile("GET", "/api/user/{username}/currently_watching_page/{page}")
     def currently_watching_page(self, req: Request, owner: User, body: dict[str, Any]) -> Any:
-        sort_by = req.query.get("sort_by")
-        if sort_by not in self._WATCHED_SORTS:
-            # SILENT: §5.2 proves the bare-text 500 for watchlistpage_v2 only; applied here too.
-            raise _crash(req.path, f"KeyError: sort_by {sort_by!r}")
-        page = self._path_int(req, "page")
         pairs = [(self.shows[s], added) for s, added in owner.watching.items()]
-        key, reverse = self._WATCHED_SORTS[sort_by]
-        pairs.sort(key=key, reverse=reverse)
-        size = self.watched_page_size  # SILENT: no source gives this page's size either
+        # SILENT: no source gives this page's size either
+        shown, pages = self._show_page(req, pairs, self.watched_page_size)
         # §5.2 (samples: currently_watching_page-page-1.json): rows and envelope.
         items = [
             {"showId": show.id, "dateAdded": added, "showName": show.name, "bannerImage": None}
-            for show, added in pairs[(page - 1) * size : page * size]
+            for show, added in shown
         ]
-        return {
-            "items": items,
-            "totalItems": len(pairs),
-            "totalPages": max(1, math.ceil(len(pairs) / size)),
-        }
+        return {"items": items, "totalItems": len(pairs), "totalPages": pages}
 
     @profile("GET", "/api/user/{username}/watchlistpage_v2/{page}")
     def watchlist_page(self, req: Request, owner: User, body: dict[str, Any]) -> Any:
-        sort_by = req.query.get("sort_by")
-        if sort_by not in self._WATCHED_SORTS:
-            # §5.2 (Shinobu, live): without sort_by this page answers a bare-text 500.
-            # SILENT: values the fake does not know answer the same.
-            raise _crash(req.path, f"KeyError: sort_by {sort_by!r}")
-        page = self._path_int(req, "page")
         by_show: dict[int, list[tuple[int, str]]] = {}
         for (show_id, season_id), added in owner.watchlist.items():
             by_show.setdefault(show_id, []).append((season_id, added))
         pairs = [(self.shows[s], max(a for _, a in rows)) for s, rows in by_show.items()]
-        key, reverse = self._WATCHED_SORTS[sort_by]
-        pairs.sort(key=key, reverse=reverse)
-        size = self.watchlist_page_size
+        shown, pages = self._show_page(req, pairs, self.watchlist_page_size)
         # §5.2 [Skyth3r only]: rows like the watched page's, without ``premierDate``.
         items = [
             {
@@ -809,11 +798,11 @@ class FakeSerializd(FakeServer):
                 "numSeasons": len([s for s in show.seasons if s > 0]),
                 "numEpisodes": sum(s.episode_count for s in show.seasons.values()),
             }
-            for show, added in pairs[(page - 1) * size : page * size]
+            for show, added in shown
         ]
         return {
             "items": items,
-            "totalPages": max(1, math.ceil(len(pairs) / size)),
+            "totalPages": pages,
             "numberOfShows": len(pairs),
             "numberOfSeasons": len(owner.watchlist),
         }
