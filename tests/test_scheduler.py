@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,25 @@ links:
     return runtime
 
 
+@contextlib.asynccontextmanager
+async def scheduled(runtime: Runtime, deliver: bool = False) -> AsyncIterator[None]:
+    """The scheduler (and with `deliver`, the delivery worker) running on `runtime` for the
+    block; then both stop and the runtime closes."""
+    stop = asyncio.Event()
+    runs = [SyncScheduler(first_delay=0).run(runtime, stop)]
+    if deliver:
+        worker = DeliveryWorker(make_targets, runtime.config.delivery)
+        runtime.on_enqueued.append(worker.notify)
+        runs.append(worker.run(runtime, stop))
+    tasks = [asyncio.create_task(run) for run in runs]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        runtime.close()
+
+
 async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -82,19 +102,8 @@ async def test_a_scheduled_run_syncs_the_link(
 ) -> None:
     trakt, serializd, receiver = fakes
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
-    worker = DeliveryWorker(make_targets, runtime.config.delivery)
-    runtime.on_enqueued.append(worker.notify)
-    stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop)),
-        asyncio.create_task(worker.run(runtime, stop)),
-    ]
-    try:
+    async with scheduled(runtime, deliver=True):
         await until(lambda: [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 4)])
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        runtime.close()
 
 
 async def test_a_link_failing_three_times_alerts_once(
@@ -103,9 +112,7 @@ async def test_a_link_failing_three_times_alerts_once(
     trakt, serializd, receiver = fakes
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
     serializd.fail_next(100, 404, body="<html>Not Found</html>")
-    stop = asyncio.Event()
-    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
-    try:
+    async with scheduled(runtime):
         await until(lambda: any("keeps failing" in t for t in receiver.titles()))
         await asyncio.sleep(0.3)
         assert sum("keeps failing" in t for t in receiver.titles()) == 1  # throttled
@@ -113,10 +120,6 @@ async def test_a_link_failing_three_times_alerts_once(
         assert {r[0] for r in runs} <= {"failed", "running"} and ("failed",) in [
             r[:1] for r in runs
         ]
-    finally:
-        stop.set()
-        await task
-        runtime.close()
 
 
 async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery_notice(
@@ -126,19 +129,13 @@ async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
     # Each of the first three runs fails at its first Serializd request (the sign-in).
     serializd.fail_next(3, 404, body="<html>Not Found</html>")
-    stop = asyncio.Event()
-    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
-    try:
+    async with scheduled(runtime):
         await until(lambda: any(t.startswith("Resolved:") for t in receiver.titles()))
         await asyncio.sleep(0.3)  # later successful runs resolve nothing more
         assert receiver.titles() == [
             "watchbridge: link ts keeps failing",
             "Resolved: watchbridge: link ts keeps failing",
         ]
-    finally:
-        stop.set()
-        await task
-        runtime.close()
 
 
 async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_command(
@@ -150,14 +147,7 @@ async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_comma
     with trakt.lock:
         trakt.add_history(show.seasons[1].episodes[1], recent)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
-    worker = DeliveryWorker(make_targets, runtime.config.delivery)
-    runtime.on_enqueued.append(worker.notify)
-    stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop)),
-        asyncio.create_task(worker.run(runtime, stop)),
-    ]
-    try:
+    async with scheduled(runtime, deliver=True):
         # Both plays on both sides: s1e4 from the diary, s1e1 from Trakt.
         await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
         with trakt.lock:  # the user removes s1e1 on Trakt: half of Serializd's plays
@@ -167,7 +157,3 @@ async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_comma
         held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
         assert "--confirm-removals" in str(held.get("message"))
         assert len(serializd.diary()) == 2  # nothing removed
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        runtime.close()
