@@ -13,6 +13,12 @@ from tests.harness import write_config
 from watchbridge.store import Store
 
 
+def auth_plex(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`watchbridge auth plex --config CONFIG ARGS…` run to the end, output captured."""
+    command = [sys.executable, "-m", "watchbridge", "auth", "plex", "--config", str(config)]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+
+
 def plex_config(tmp_path: Path, plextv: FakePlexTv) -> Path:
     return write_config(
         tmp_path,
@@ -55,20 +61,7 @@ def test_auth_plex_shows_the_link_polls_and_stores_the_token(
 
 
 def test_auth_plex_without_the_service_configured_says_so(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "watchbridge",
-            "auth",
-            "plex",
-            "--config",
-            str(write_config(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = auth_plex(write_config(tmp_path))
     assert result.returncode != 0
     assert "services.plex is not configured" in result.stderr
 
@@ -84,13 +77,7 @@ def test_auth_plex_signs_a_managed_home_user_in_with_the_owners_token(
         f"    account_url: {plextv.url}\n"
         "profiles:\n  kid:\n    accounts:\n      plex: {}\n",
     )
-    command = [sys.executable, "-m", "watchbridge", "auth", "plex", "--config", str(path)]
-    result = subprocess.run(
-        [*command, "--home-user", "kid", "--pin", "4321"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = auth_plex(path, "--home-user", "kid", "--pin", "4321")
     assert result.returncode == 0, result.stderr
     assert "profile kid is signed in to plex.tv as Kid" in result.stdout
     store = Store.open(tmp_path / "watchbridge.db")
@@ -102,7 +89,5 @@ def test_auth_plex_signs_a_managed_home_user_in_with_the_owners_token(
         }
     finally:
         store.close()
-    wrong = subprocess.run(
-        [*command, "--home-user", "nobody"], capture_output=True, text=True, timeout=30
-    )
+    wrong = auth_plex(path, "--home-user", "nobody")
     assert wrong.returncode != 0 and "no Plex Home user 'nobody' (home users: Kid)" in wrong.stderr

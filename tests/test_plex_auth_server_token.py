@@ -3,14 +3,13 @@ found through plex.tv and kept next to their plex.tv token."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.plextv import FakePlexTv
 from tests.harness import write_config
+from tests.test_cli_auth_plex import auth_plex
 from watchbridge.store import Store
 
 
@@ -28,13 +27,7 @@ def sign_in_kid(tmp_path: Path, start_fake: Any, shared: bool) -> tuple[str, str
         f"    account_url: {plextv.url}\n"
         "profiles:\n  kid:\n    accounts:\n      plex: {}\n",
     )
-    command = [sys.executable, "-m", "watchbridge", "auth", "plex", "--config", str(path)]
-    result = subprocess.run(
-        [*command, "--home-user", "kid"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = auth_plex(path, "--home-user", "kid")
     assert result.returncode == 0, result.stderr
     return result.stdout, result.stderr, server_token
 
