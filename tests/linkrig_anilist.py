@@ -1,11 +1,16 @@
 """The engine's AniList reader factory with pacing lifted and the pinned mapping samples as the
 mapping (see `tests.test_link_anilist`); absolute numbers are placed on the season lists of the
-link's other side, read through fast clients (`season_lists`)."""
+link's other side, read through fast clients (`season_lists`). `Rig` runs an AniList link
+in-process against the fakes: sync, then drain the outbox through the real targets."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from tests.fakes.anilist import Entry, FakeAniList
 from tests.fakes.anime_datasets import sample_bodies
 from tests.linkrig import fast_serializd, fast_trakt
 from watchbridge.anime import AnimeIndex, Forward, load_index
@@ -16,11 +21,16 @@ from watchbridge.anime_seasons import (
     TraktSeasons,
     other_side,
 )
+from watchbridge.app import Runtime
 from watchbridge.config import Config, Link
-from watchbridge.deliver.anilist import index_reverse
+from watchbridge.deliver.anilist import AniListTarget, index_reverse
+from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.metrics import Metrics
+from watchbridge.narrow import Narrowing
 from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper, holds_movies
+from watchbridge.services.anilist import FuzzyDate
 from watchbridge.store import Store
+from watchbridge.sync import RunResult, run_link
 from watchbridge.wiring import anilist_client
 
 _INDEX: list[AnimeIndex] = []
@@ -79,3 +89,74 @@ def make_reader(
         seasons=seasons,
         movies=holds_movies(link),
     )
+
+
+def anilist_target(config: Config, store: Store, link: str) -> AniListTarget:
+    """The AniList delivery target without pacing, mapping through the pinned samples and
+    placing absolute numbers on the season lists of `link`'s other side."""
+    return AniListTarget(
+        anilist_client(config, store, time.time, per_minute=100_000),
+        store,
+        config.delivery,
+        time.time,
+        sample_reverse,
+        seasons=season_sources(config, store, link, time.time),
+    )
+
+
+class Rig:
+    def __init__(
+        self,
+        runtime: Runtime,
+        targets: dict[str, Any],
+        link: str,
+        config_path: Path | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.targets = targets
+        self.link = link
+        self.config_path = config_path
+
+    async def sync_and_deliver(
+        self, narrowing: Narrowing | None = None, full: bool = False
+    ) -> RunResult:
+        result = await run_link(
+            self.runtime.config,
+            self.runtime.store,
+            self.link,
+            yes=True,
+            clock=time.time,
+            narrowing=narrowing,
+            full=full,
+        )
+        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
+        worker.targets = dict(self.targets)
+        for _ in range(20):
+            if not await worker.pass_once(self.runtime):
+                break
+        return result
+
+    async def aclose(self) -> None:
+        for target in self.targets.values():
+            await target.aclose()
+        self.runtime.close()
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def completed_entry(anilist: FakeAniList, media: int, progress: int, finished: float) -> Entry:
+    """An entry completed at `finished` (its finish date that day, last updated then)."""
+    return anilist.add_entry(
+        media,
+        status="COMPLETED",
+        progress=progress,
+        completed_at=FuzzyDate.of(finished).to_input(),
+        updated_at=int(finished),
+    )
+
+
+def status_of(anilist: FakeAniList, media: int) -> tuple[str, int, int]:
+    entry = anilist.snapshot()[media]
+    return entry["status"], entry["progress"], entry["repeat"]

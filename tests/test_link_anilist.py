@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,11 @@ from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie, Rating, key_of
 from tests.harness import sign_in_trakt
 from tests.linkrig import fast_trakt
-from tests.linkrig_anilist import sample_index, season_sources
+from tests.linkrig_anilist import Rig, anilist_target, completed_entry, iso, status_of
 from watchbridge import readers
 from watchbridge.anime_data import unmatched_records
-from watchbridge.app import Runtime
 from watchbridge.cli import cli
 from watchbridge.config import parse_config
-from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import Delivered, DeliveryWorker, Outcome
 from watchbridge.narrow import Narrowing
@@ -33,8 +30,8 @@ from watchbridge.reconcile import Action
 from watchbridge.services.anilist import FuzzyDate
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import OutboxItem
-from watchbridge.sync import RunResult, apply_plan, plan_link, run_link
-from watchbridge.wiring import anilist_client, build_runtime
+from watchbridge.sync import RunResult, apply_plan, plan_link
+from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -48,39 +45,6 @@ DAY = 86400.0
 BREAKING_BAD = 1396  # TMDB: in no anime dataset
 REZERO_P1 = 108632  # Re:Zero S2 Part 1: TMDB S1E26-38, Part 2 (REZERO_P2) goes on from E39
 FRIEREN, FRIEREN_2026 = 209867, 182255  # TMDB S1 from E29, open-ended in every dataset
-
-
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-class Rig:
-    def __init__(self, runtime: Runtime, targets: dict[str, Any], config_path: Path) -> None:
-        self.runtime = runtime
-        self.targets = targets
-        self.config_path = config_path
-
-    async def sync(self, narrowing: Narrowing | None = None, full: bool = False) -> RunResult:
-        return await run_link(
-            self.runtime.config,
-            self.runtime.store,
-            LINK,
-            yes=True,
-            clock=time.time,
-            narrowing=narrowing,
-            full=full,
-        )
-
-    async def sync_and_deliver(
-        self, narrowing: Narrowing | None = None, full: bool = False
-    ) -> RunResult:
-        result = await self.sync(narrowing, full)
-        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
-        worker.targets = dict(self.targets)
-        for _ in range(20):
-            if not await worker.pass_once(self.runtime):
-                break
-        return result
 
 
 @pytest.fixture
@@ -138,26 +102,15 @@ links:
     runtime.open()
     sign_in_trakt(runtime.store, trakt, "me", now=time.time())
 
-    async def reverse() -> Reverse:
-        return index_reverse(sample_index())
-
     targets: dict[str, Any] = {
         "trakt": TraktTarget(
             fast_trakt(config, runtime.store), runtime.store, config.delivery, time.time
         ),
-        "anilist": AniListTarget(
-            anilist_client(config, runtime.store, time.time, per_minute=100_000),
-            runtime.store,
-            config.delivery,
-            time.time,
-            reverse,
-            seasons=season_sources(config, runtime.store, LINK, time.time),
-        ),
+        "anilist": anilist_target(config, runtime.store, LINK),
     }
-    yield Rig(runtime, targets, config_path)
-    for target in targets.values():
-        await target.aclose()
-    runtime.close()
+    rig = Rig(runtime, targets, LINK, config_path)
+    yield rig
+    await rig.aclose()
 
 
 def rate_on_trakt(trakt: FakeTrakt, item: Any, value: int) -> None:
@@ -693,13 +646,7 @@ async def completed_on_both(rig: Rig, trakt: FakeTrakt, anilist: FakeAniList) ->
     """AoT Final Season Part 2 finished on AniList a month ago and synced to Trakt (episodes
     1-11 undated, 12 dated), then read back whole: its Trakt show."""
     finished = time.time() - 30 * DAY
-    anilist.add_entry(
-        AOT_P2,
-        status="COMPLETED",
-        progress=12,
-        completed_at=FuzzyDate.of(finished).to_input(),
-        updated_at=int(finished),
-    )
+    completed_entry(anilist, AOT_P2, 12, finished)
     await rig.sync_and_deliver()
     await rig.sync_and_deliver(full=True)  # a delta read never sees Trakt's undated plays
     assert len(trakt_plays(trakt, AOT)) == 12
@@ -709,11 +656,6 @@ async def completed_on_both(rig: Rig, trakt: FakeTrakt, anilist: FakeAniList) ->
 def rewatch_on_trakt(trakt: FakeTrakt, show: Any, numbers: range, start: float) -> None:
     for n, number in enumerate(numbers):
         trakt.log_play(show.seasons[4].episodes[number], iso(start + n * 1500))
-
-
-def status_of(anilist: FakeAniList, media: int) -> tuple[str, int, int]:
-    entry = anilist.snapshot()[media]
-    return entry["status"], entry["progress"], entry["repeat"]
 
 
 async def test_a_trakt_rewatch_of_episodes_1_and_2_of_a_completed_entry_starts_one_on_anilist(
@@ -882,13 +824,7 @@ async def test_a_new_trakt_viewing_of_a_finished_anime_movie_counts_one_more_rew
     movie = trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
     anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
     finished = time.time() - 30 * DAY
-    anilist.add_entry(
-        MONONOKE,
-        status="COMPLETED",
-        progress=1,
-        completed_at=FuzzyDate.of(finished).to_input(),
-        updated_at=int(finished),
-    )
+    completed_entry(anilist, MONONOKE, 1, finished)
     trakt.add_history(movie, iso(finished))
     await rig.sync_and_deliver()
     trakt.log_play(movie, iso(time.time() - 3 * DAY))

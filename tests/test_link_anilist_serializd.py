@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,12 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.linkrig import fast_serializd, use_fast_readers
-from tests.linkrig_anilist import sample_index, season_sources
+from tests.linkrig_anilist import Rig, anilist_target, completed_entry, iso, status_of
 from watchbridge import readers
-from watchbridge.app import Runtime
 from watchbridge.config import parse_config
-from watchbridge.deliver.anilist import AniListTarget, Reverse, index_reverse
 from watchbridge.deliver.serializd import SerializdTarget
-from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.services.anilist import FuzzyDate
-from watchbridge.sync import RunResult, plan_link, run_link
-from watchbridge.wiring import anilist_client, build_runtime
+from watchbridge.sync import plan_link
+from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -34,27 +29,6 @@ REZERO, BREAKING_BAD = 65942, 1396  # TMDB = Serializd show ids
 REZERO_P2 = 119661  # AniList: Re:Zero S2 Part 2 = TMDB S1E39-50
 MONONOKE = 164  # AniList: a movie (TMDB movie 128): Serializd holds TV only
 DAY = 86400.0
-
-
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-class Rig:
-    def __init__(self, runtime: Runtime, targets: dict[str, Any]) -> None:
-        self.runtime = runtime
-        self.targets = targets
-
-    async def sync_and_deliver(self, full: bool = False) -> RunResult:
-        result = await run_link(
-            self.runtime.config, self.runtime.store, LINK, yes=True, clock=time.time, full=full
-        )
-        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
-        worker.targets = dict(self.targets)
-        for _ in range(20):
-            if not await worker.pass_once(self.runtime):
-                break
-        return result
 
 
 @pytest.fixture
@@ -102,26 +76,15 @@ links:
     runtime = build_runtime(config)
     runtime.open()
 
-    async def reverse() -> Reverse:
-        return index_reverse(sample_index())
-
     targets: dict[str, Any] = {
         "serializd": SerializdTarget(
             fast_serializd(config, runtime.store), runtime.store, config.delivery, time.time
         ),
-        "anilist": AniListTarget(
-            anilist_client(config, runtime.store, time.time, per_minute=100_000),
-            runtime.store,
-            config.delivery,
-            time.time,
-            reverse,
-            seasons=season_sources(config, runtime.store, LINK, time.time),
-        ),
+        "anilist": anilist_target(config, runtime.store, LINK),
     }
-    yield Rig(runtime, targets)
-    for target in targets.values():
-        await target.aclose()
-    runtime.close()
+    rig = Rig(runtime, targets, LINK)
+    yield rig
+    await rig.aclose()
 
 
 def logged(serializd: FakeSerializd, show: int) -> list[tuple[int | None, int | None]]:
@@ -244,19 +207,12 @@ async def test_a_serializd_rewatch_of_a_completed_entry_starts_one_on_anilist_an
     finished = time.time() - 30 * DAY
     for number in range(39, 51):  # Re:Zero S2 Part 2 episodes 1-12 on TMDB, a month ago
         serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
-    anilist.add_entry(
-        REZERO_P2,
-        status="COMPLETED",
-        progress=12,
-        completed_at=FuzzyDate.of(finished).to_input(),
-        updated_at=int(finished),
-    )
+    completed_entry(anilist, REZERO_P2, 12, finished)
     await rig.sync_and_deliver()
     for number in (39, 40):  # watched again three days ago
         serializd.log_entry(None, REZERO, 1, number, backdate=iso(time.time() - 3 * DAY + number))
     await rig.sync_and_deliver()
-    entry = anilist.snapshot()[REZERO_P2]
-    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 2, 0)
+    assert status_of(anilist, REZERO_P2) == ("REPEATING", 2, 0)
     for full in (False, True):
         result = await rig.sync_and_deliver(full=full)
         assert [p.plan.actions for p in result.plans] == [()]
