@@ -33,6 +33,8 @@ pytestmark = pytest.mark.anyio
 
 # Gintama as one long show with TVDB's four seasons (counted, no absolute numbers given).
 GINTAMA = SeasonTable(((1, 49), (2, 50), (3, 51), (4, 51)))
+GINTAMA_PLACES = [(1, (1, 1)), (49, (1, 49)), (50, (2, 1)), (99, (2, 50)), (120, (3, 21)),
+                  (151, (4, 1)), (201, (4, 51))]  # fmt: skip
 # A source that lists one episode too few in season 1 but numbers season 2 absolutely.
 GAPPED = SeasonTable(((1, 7), (2, 3)), ((9, 2, 1), (10, 2, 2), (11, 2, 3)))
 
@@ -40,22 +42,14 @@ GAPPED = SeasonTable(((1, 7), (2, 3)), ((9, 2, 1), (10, 2, 2), (11, 2, 3)))
 # --------------------------------------------------------------------------- the converter
 
 
-@pytest.mark.parametrize(
-    ("absolute", "place"),
-    [(1, (1, 1)), (49, (1, 49)), (50, (2, 1)), (99, (2, 50)), (120, (3, 21)), (151, (4, 1)),
-     (201, (4, 51))],
-)  # fmt: skip
+@pytest.mark.parametrize(("absolute", "place"), GINTAMA_PLACES)
 def test_counted_seasons_turn_an_absolute_number_into_season_and_episode(
     absolute: int, place: tuple[int, int]
 ) -> None:
     assert GINTAMA.season_of(absolute) == place
 
 
-@pytest.mark.parametrize(
-    ("absolute", "place"),
-    [(1, (1, 1)), (49, (1, 49)), (50, (2, 1)), (99, (2, 50)), (120, (3, 21)), (151, (4, 1)),
-     (201, (4, 51))],
-)  # fmt: skip
+@pytest.mark.parametrize(("absolute", "place"), GINTAMA_PLACES)
 def test_counted_seasons_turn_season_and_episode_into_an_absolute_number(
     absolute: int, place: tuple[int, int]
 ) -> None:
