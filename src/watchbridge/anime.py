@@ -41,6 +41,8 @@ from typing import Any, Literal
 
 import yaml
 
+from watchbridge.loose import whole
+
 Scheme = Literal["tmdb", "tvdb"]
 SCHEMES: tuple[Scheme, ...] = ("tmdb", "tvdb")
 DATASETS: tuple[str, ...] = ("anibridge", "kometa", "fribb", "animelists")
@@ -358,19 +360,6 @@ def first_id(value: Any) -> int | None:
     return found[0] if found else None
 
 
-def _int(value: Any) -> int | None:
-    """A signed whole number from int or string, else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    return None
-
-
 def _imdb(value: Any) -> str | None:
     if isinstance(value, list | tuple):
         return next((i for i in (_imdb(v) for v in value) if i), None)
@@ -408,7 +397,7 @@ def parse_anibridge(
     result: dict[int, tuple[list[ShowMap], list[MovieMap], set[int], set[int]]] = {}
     for key, targets in root.items():
         provider, _, rest = str(key).partition(":")
-        anilist = _int(rest.split(":")[0]) if provider == "anilist" else None
+        anilist = whole(rest.split(":")[0]) if provider == "anilist" else None
         if anilist is None or not isinstance(targets, dict):
             continue
         result[anilist] = _anibridge_targets(targets, "anibridge")
@@ -434,17 +423,17 @@ def _anibridge_targets(
         scope = parts[2] if len(parts) > 2 else ""
         spans = _spans(ranges)
         if provider in ("tvdb_show", "tmdb_show"):
-            show = _int(ident)
-            season = _int(scope[1:]) if scope.startswith("s") else None
+            show = whole(ident)
+            season = whole(scope[1:]) if scope.startswith("s") else None
             if show is None or season is None or spans is None:
                 continue
             scheme: Scheme = "tvdb" if provider == "tvdb_show" else "tmdb"
             seasons.setdefault((scheme, show), []).extend((season, s) for s in spans)
-        elif provider == "tmdb_movie" and (movie := _int(ident)) is not None:
+        elif provider == "tmdb_movie" and (movie := whole(ident)) is not None:
             # "1": "1" is the whole entry; "1-4": "1|-4" says which episodes make the movie.
             part = spans[0] if spans else None
-            whole = part is None or (part.ratio == 1 and part.src_last == part.src_first)
-            movies.append(MovieMap(movie, None, None if whole else part, source))
+            entire = part is None or (part.ratio == 1 and part.src_last == part.src_first)
+            movies.append(MovieMap(movie, None, None if entire else part, source))
         elif provider == "imdb_movie":
             imdb_movie = _imdb(ident)
         elif provider == "anidb":
@@ -495,20 +484,20 @@ def parse_kometa(data: bytes | str) -> list[_IdRow]:
         raise DatasetError("expected a JSON object keyed by AniDB id")
     rows: list[_IdRow] = []
     for key, row in root.items():
-        anidb = _int(key)
+        anidb = whole(key)
         if anidb is None or not isinstance(row, dict):
             continue
         shows: list[ShowMap] = []
         via = f"AniDB {anidb}"
         tvdb = first_id(_pick(row, "tvdb_id", "thetvdb_id"))
-        season = _int(row.get("tvdb_season"))
-        offset = _int(row.get("tvdb_epoffset")) or 0
+        season = whole(row.get("tvdb_season"))
+        offset = whole(row.get("tvdb_epoffset")) or 0
         if tvdb is not None and season is not None:
             shows.append(_season_map("tvdb", tvdb, season, offset, "kometa", via))
         tmdb_show = first_id(_pick(row, "tmdb_show_id", "tmdb_tv_id"))
-        tmdb_season = _int(row.get("tmdb_season"))
+        tmdb_season = whole(row.get("tmdb_season"))
         if tmdb_show is not None and tmdb_season is not None:
-            tmdb_offset = _int(row.get("tmdb_epoffset")) or 0
+            tmdb_offset = whole(row.get("tmdb_epoffset")) or 0
             shows.append(_season_map("tmdb", tmdb_show, tmdb_season, tmdb_offset, "kometa", via))
         movies = []
         tmdb_movie = first_id(row.get("tmdb_movie_id"))
@@ -561,16 +550,16 @@ def parse_fribb(data: bytes | str) -> list[_IdRow]:
         seasons = row.get("season")
         offsets = row.get("episode_offset")
         if not isinstance(seasons, dict):  # pre-2026: one number meant the TVDB season
-            seasons = {"tvdb": seasons} if _int(seasons) is not None else {}
+            seasons = {"tvdb": seasons} if whole(seasons) is not None else {}
         if not isinstance(offsets, dict):
-            offsets = {"tvdb": offsets} if _int(offsets) is not None else {}
+            offsets = {"tvdb": offsets} if whole(offsets) is not None else {}
         shows: list[ShowMap] = []
         pairs: tuple[tuple[Scheme, int | None], ...] = (("tvdb", tvdb), ("tmdb", tmdb_tv))
         for scheme, show in pairs:
             if show is None:
                 continue
-            season = _int(seasons.get(scheme))
-            offset = _int(offsets.get(scheme)) or 0  # a missing offset key means 0
+            season = whole(seasons.get(scheme))
+            offset = whole(offsets.get(scheme)) or 0  # a missing offset key means 0
             # No season at all is how Fribb writes Anime-Lists' "a" (absolute).
             season = -1 if season is None else season
             shows.append(_season_map(scheme, show, season, offset, "fribb", via))
@@ -599,7 +588,7 @@ def parse_animelists(data: bytes | str) -> dict[int, _AniDbRow]:
         raise DatasetError(f"not valid XML ({exc})") from None
     result: dict[int, _AniDbRow] = {}
     for node in root.iter("anime"):
-        anidb = _int(node.get("anidbid"))
+        anidb = whole(node.get("anidbid"))
         if anidb is None:
             continue
         result[anidb] = _animelists_row(anidb, node)
@@ -617,7 +606,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
         if mapping.get("anidbseason") != "1":
             continue  # specials/other belong to their own AniDB (and AniList) entries
         for scheme in SCHEMES:
-            season = _int(mapping.get(f"{scheme}season"))
+            season = whole(mapping.get(f"{scheme}season"))
             if season is None:
                 continue
             pairs = _PAIR.findall(mapping.text or "")
@@ -629,17 +618,17 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
                 else:
                     span = _span(src, src, tuple((t, t) for t in targets), len(targets))
                 explicit[scheme].setdefault(src, []).append((season, span))
-            start = _int(mapping.get("start"))
+            start = whole(mapping.get("start"))
             if pairs and start is None:
                 continue
-            offset = _int(mapping.get("offset")) or 0
-            end = _int(mapping.get("end"))
+            offset = whole(mapping.get("offset")) or 0
+            end = whole(mapping.get("end"))
             first = start if start is not None else 1
             dst_last = None if end is None else end + offset
             ranged[scheme].append((season, _span(first, end, ((first + offset, dst_last),))))
     shows: list[ShowMap] = []
     tvdb_text = (node.get("tvdbid") or "").strip()
-    tvdb = _int(tvdb_text)
+    tvdb = whole(tvdb_text)
     if tvdb is None and tvdb_text:
         notes.append(f"Anime-Lists {via}: tvdbid is {tvdb_text!r}, not a TVDB series")
     tmdb = first_id(node.get("tmdbtv"))
@@ -649,7 +638,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
     ):
         if show is None:
             continue
-        offset = _int(offset_text) or 0
+        offset = whole(offset_text) or 0
         absolute = (season_text or "").strip().lower() == "a"
         listed = [
             (season, span) for spans in explicit[scheme].values() for season, span in spans
@@ -663,7 +652,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
             listed = []
         if listed:
             shows.append(ShowMap(scheme, show, tuple(listed), "animelists-list", via))
-        season = _int(season_text)
+        season = whole(season_text)
         if absolute:
             shows.append(ShowMap(scheme, show, _one(None, offset_span(offset)), "animelists", via))
         elif season is not None:
@@ -706,7 +695,7 @@ def parse_overrides(text: str, name: str = "overrides") -> Overrides:
     for key, value in root.items():
         text_key = str(key)
         if text_key.startswith("anilist:"):  # anibridge edits grammar, verbatim
-            anilist = _int(text_key.split(":")[1])
+            anilist = whole(text_key.split(":")[1])
             if anilist is None or not isinstance(value, dict):
                 raise DatasetError(f"{name}: {text_key}: expected anibridge descriptors")
             found, found_movies, _, _ = _anibridge_targets(value, "override")
@@ -715,7 +704,7 @@ def parse_overrides(text: str, name: str = "overrides") -> Overrides:
             )
             movies[anilist] = tuple(found_movies)
             continue
-        anilist = _int(key)
+        anilist = whole(key)
         if anilist is None or anilist <= 0:
             raise DatasetError(f"{name}: {text_key}: expected an AniList id (a number)")
         if value in ("skip", None, False):
@@ -753,7 +742,7 @@ def parse_overrides(text: str, name: str = "overrides") -> Overrides:
 def _override_show(scheme: Scheme, spec: Any, where: str, name: str) -> ShowMap:
     if not isinstance(spec, dict):
         raise DatasetError(f"{where}: expected show, season and offset or episodes")
-    show = _int(spec.get("show"))
+    show = whole(spec.get("show"))
     if show is None or show <= 0:
         raise DatasetError(f"{where}.show: expected a {scheme.upper()} show id")
     unknown = set(spec) - {"show", "season", "offset", "episodes", "seasons", "absolute"}
@@ -784,7 +773,7 @@ def _override_show(scheme: Scheme, spec: Any, where: str, name: str) -> ShowMap:
                 (season, s) for s in _override_ranges(spec["episodes"], f"{where}.episodes")
             )
         else:
-            offset = _int(spec.get("offset", 0))
+            offset = whole(spec.get("offset", 0))
             if offset is None:
                 raise DatasetError(f"{where}.offset: expected a whole number (may be negative)")
             spans.append((season, offset_span(offset)))
@@ -792,7 +781,7 @@ def _override_show(scheme: Scheme, spec: Any, where: str, name: str) -> ShowMap:
 
 
 def _season_value(value: Any, where: str) -> int:
-    season = _int(value)
+    season = whole(value)
     if season is None or season < 0:
         raise DatasetError(f"{where}: expected a season number (0 = specials) or 'absolute'")
     return season

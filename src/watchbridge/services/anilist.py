@@ -29,6 +29,7 @@ import httpx
 
 from watchbridge.config import AniListConfig, Secret
 from watchbridge.http import Bucket, HttpClient, Pacer, RetryPolicy, ServiceError, Unavailable
+from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.services.trakt import TokenStore
 
@@ -171,7 +172,7 @@ class FuzzyDate:
     def parse(cls, raw: Any) -> FuzzyDate:
         if not isinstance(raw, Mapping):
             return cls()
-        return cls(_int(raw.get("year")), _int(raw.get("month")), _int(raw.get("day")))
+        return cls(whole(raw.get("year")), whole(raw.get("month")), whole(raw.get("day")))
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ class AniListToken:
             token,
             float(data.get("obtained_at") or 0.0),
             float(expires) if isinstance(expires, int | float) else None,
-            _int(data.get("user_id")),
+            whole(data.get("user_id")),
         )
 
     @classmethod
@@ -293,22 +294,10 @@ class AniListToken:
         expires = _number(claims.get("exp"))
         if expires is None and expires_in:
             expires = now + expires_in
-        return cls(token, now, expires, _int(claims.get("sub")))
+        return cls(token, now, expires, whole(claims.get("sub")))
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -425,7 +414,7 @@ def pasted_token(text: str) -> str:
 
 def parse_viewer(data: Any) -> Viewer:
     viewer = (data or {}).get("Viewer") if isinstance(data, Mapping) else None
-    if not isinstance(viewer, Mapping) or _int(viewer.get("id")) is None:
+    if not isinstance(viewer, Mapping) or whole(viewer.get("id")) is None:
         raise AniListError("the Viewer answer has no user id")
     options = viewer.get("mediaListOptions") or {}
     lists = (options.get("animeList") or {}).get("customLists") or []
@@ -442,8 +431,8 @@ def parse_entry(raw: Any) -> ListEntry | None:
     if not isinstance(raw, Mapping):
         return None
     media = _map(raw.get("media"))
-    entry_id = _int(raw.get("id"))
-    media_id = _int(raw.get("mediaId")) or _int(media.get("id"))
+    entry_id = whole(raw.get("id"))
+    media_id = whole(raw.get("mediaId")) or whole(media.get("id"))
     status = raw.get("status")
     if entry_id is None or media_id is None or status not in STATUSES:
         return None
@@ -453,15 +442,15 @@ def parse_entry(raw: Any) -> ListEntry | None:
         id=entry_id,
         media_id=media_id,
         status=str(status),
-        progress=_int(raw.get("progress")) or 0,
-        repeat=_int(raw.get("repeat")) or 0,
+        progress=whole(raw.get("progress")) or 0,
+        repeat=whole(raw.get("repeat")) or 0,
         score=max(0, min(100, int(score + 0.5))),  # a Float even in POINT_100 (§5.2)
         updated_at=_number(raw.get("updatedAt")) or 0.0,
         started_at=FuzzyDate.parse(raw.get("startedAt")),
         completed_at=FuzzyDate.parse(raw.get("completedAt")),
-        episodes=_int(media.get("episodes")),
+        episodes=whole(media.get("episodes")),
         format=media.get("format") if isinstance(media.get("format"), str) else None,
-        mal_id=_int(media.get("idMal")),
+        mal_id=whole(media.get("idMal")),
         title=str(title.get("english") or title.get("romaji") or ""),
         hidden=bool(raw.get("hiddenFromStatusLists")),
         private=bool(raw.get("private")),
@@ -539,7 +528,7 @@ def classify_errors(status: int, body: Any) -> AniListError | None:
         return None
     first = errors[0] if isinstance(errors[0], Mapping) else {}
     message = str(first.get("message") or "unknown error")
-    code = _int(first.get("status")) or status
+    code = whole(first.get("status")) or status
     lowered = message.lower()
     if status == 403 or code == 403:
         if "disabled" in lowered:
@@ -581,8 +570,8 @@ class AniListPacer(Pacer):
     def observe(self, response: httpx.Response, now: float) -> None:
         """Adapt to the rate-limit headers (tolerating their absence, §3)."""
         headers = response.headers
-        limit = _int(headers.get("x-ratelimit-limit"))
-        remaining = _int(headers.get("x-ratelimit-remaining"))
+        limit = whole(headers.get("x-ratelimit-limit"))
+        remaining = whole(headers.get("x-ratelimit-remaining"))
         if limit is not None and limit > 0:
             per_minute = max(1.0, min(self.ceiling, limit - MARGIN))
             self.buckets["api"].per_second = per_minute / 60
@@ -850,9 +839,9 @@ class AniListClient:
             data = await self.graphql(profile, MEDIA_QUERY, {"ids": ids})
             for raw in _map(_map(data).get("Page")).get("media") or ():
                 media = _map(raw)
-                media_id = _int(media.get("id"))
+                media_id = whole(media.get("id"))
                 if media_id is not None:
-                    counts[media_id] = _int(media.get("episodes"))
+                    counts[media_id] = whole(media.get("episodes"))
         return counts
 
     # ------------------------------------------------------------------ writes
