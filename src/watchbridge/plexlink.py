@@ -252,13 +252,17 @@ async def run_lists(
         clock=clock,
         seeded_refresh_tokens=seeded_trakt_tokens(config),
     )
-    plextv = plextv_client(config, store, metrics=metrics, clock=clock)
-    collecting = "collection" in link.kinds and any(r is not None for r in listings.values())
-    plex = plex_client(config, store, clock, metrics) if collecting else None
-    tokens = ServerTokens(config, store, plex, clock, plextv) if plex is not None else None
     only_to: Literal["plex", "trakt"] | None = None
     if link.direction == "one-way":
         only_to = "plex" if link.services[1] == "plex" else "trakt"
+    plextv = plextv_client(config, store, metrics=metrics, clock=clock)
+    collecting = (
+        "collection" in link.kinds
+        and only_to != "plex"
+        and any(rows is not None for rows in listings.values())
+    )
+    plex = plex_client(config, store, clock, metrics) if collecting else None
+    tokens = ServerTokens(config, store, plex, clock, plextv) if plex is not None else None
     results: list[WatchlistResult | CollectionResult] = []
     errors: list[str] = []
 
@@ -313,7 +317,7 @@ async def run_lists(
                     activities=activities,
                 )
                 await attempt(profile, watchlist)
-            if "collection" in link.kinds and only_to != "plex" and rows is not None:
+            if collecting and rows is not None:
                 await attempt(profile, collect(profile, rows))
     finally:
         await trakt.aclose()
