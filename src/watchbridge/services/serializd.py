@@ -38,6 +38,7 @@ from watchbridge.http import (
     ServiceError,
     Unavailable,
 )
+from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.ratings import from_ten
 from watchbridge.services.trakt import TokenStore
@@ -249,18 +250,6 @@ def review_body(
     }
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
 def _flag(row: Mapping[str, Any], *names: str) -> bool:
     """The first of `names` present (§5.1: flag spellings differ between sources)."""
     return next((bool(row[name]) for name in names if name in row), False)
@@ -273,9 +262,9 @@ def season_numbers(rows: Any) -> dict[int, int]:
     for row in rows if isinstance(rows, list) else []:
         if not isinstance(row, dict):
             continue
-        season_id = _int(row.get("id"))
-        season_id = season_id if season_id is not None else _int(row.get("seasonId"))
-        number = _int(row.get("seasonNumber"))
+        season_id = whole(row.get("id"))
+        season_id = season_id if season_id is not None else whole(row.get("seasonId"))
+        number = whole(row.get("seasonNumber"))
         if season_id is not None and number is not None:
             found[season_id] = number
     return found
@@ -301,7 +290,7 @@ def parse_show_seasons(show: Any) -> ShowSeasons:
     episodes: dict[int, int] = {}
     for row in rows if isinstance(rows, list) else []:
         if isinstance(row, dict):
-            number, count = _int(row.get("seasonNumber")), _int(row.get("episodeCount"))
+            number, count = whole(row.get("seasonNumber")), whole(row.get("episodeCount"))
             if number in ids and count is not None and count >= 0:
                 episodes[number] = count
     return ShowSeasons(ids, episodes)
@@ -312,7 +301,7 @@ def parse_season_episodes(data: Any) -> list[int]:
     rows = data.get("episodes") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise SerializdError(SERVICE, "the season answer has no `episodes` list")
-    numbers = (_int(row.get("episodeNumber")) for row in rows if isinstance(row, dict))
+    numbers = (whole(row.get("episodeNumber")) for row in rows if isinstance(row, dict))
     return sorted({n for n in numbers if n is not None})
 
 
@@ -320,15 +309,15 @@ def parse_diary_entry(row: Any) -> DiaryEntry | None:
     """One diary row, read loosely; None (logged) when it lacks an id, a show or any date."""
     if not isinstance(row, dict):
         return None
-    entry_id, show_id = _int(row.get("id")), _int(row.get("showId"))
+    entry_id, show_id = whole(row.get("id")), whole(row.get("showId"))
     date_added = parse_iso(row.get("dateAdded"))
     watched_at = parse_iso(row.get("backdate"))
     watched_at = watched_at if watched_at is not None else date_added
     if entry_id is None or show_id is None or watched_at is None:
         log.warning("skipping an unreadable Serializd diary row", extra={"row_id": row.get("id")})
         return None
-    season_id = _int(row.get("seasonId"))
-    rating = _int(row.get("rating")) or 0
+    season_id = whole(row.get("seasonId"))
+    rating = whole(row.get("rating")) or 0
     tags = row.get("tags")
     return DiaryEntry(
         id=entry_id,
@@ -337,7 +326,7 @@ def parse_diary_entry(row: Any) -> DiaryEntry | None:
         season_number=season_numbers(row.get("showSeasons")).get(season_id)
         if season_id is not None
         else None,
-        episode_number=_int(row.get("episodeNumber")),
+        episode_number=whole(row.get("episodeNumber")),
         watched_at=watched_at,
         rating=max(0, min(10, rating)),
         is_rewatch=_flag(row, "isRewatch", "isRewatched"),
@@ -355,7 +344,7 @@ def parse_diary_page(data: Any) -> tuple[list[DiaryEntry], int | None]:
     if not isinstance(data, dict) or not isinstance(data.get("reviews"), list):
         raise SerializdError(SERVICE, "the diary answer has no `reviews` list")
     entries = [e for row in data["reviews"] if (e := parse_diary_entry(row)) is not None]
-    return entries, _int(data.get("totalPages"))
+    return entries, whole(data.get("totalPages"))
 
 
 def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | None]:
@@ -364,13 +353,13 @@ def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | No
         raise SerializdError(SERVICE, "the watched page answer has no `items` list")
     shows: list[tuple[int, list[int]]] = []
     for item in data["items"]:
-        show_id = _int(item.get("showId")) if isinstance(item, dict) else None
+        show_id = whole(item.get("showId")) if isinstance(item, dict) else None
         if show_id is None:
             continue
         raw = item.get("seasonIds")
-        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := _int(v)) is not None]
+        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := whole(v)) is not None]
         shows.append((show_id, ids))
-    return shows, _int(data.get("totalPages"))
+    return shows, whole(data.get("totalPages"))
 
 
 def parse_show_page(data: Any, what: str) -> tuple[list[int], int | None]:
@@ -378,8 +367,8 @@ def parse_show_page(data: Any, what: str) -> tuple[list[int], int | None]:
     total pages or None if missing). No `items` list is an error, never "no shows"."""
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise SerializdError(SERVICE, f"the {what} answer has no `items` list")
-    shows = [_int(item.get("showId")) for item in data["items"] if isinstance(item, dict)]
-    return [s for s in shows if s is not None], _int(data.get("totalPages"))
+    shows = [whole(item.get("showId")) for item in data["items"] if isinstance(item, dict)]
+    return [s for s in shows if s is not None], whole(data.get("totalPages"))
 
 
 def parse_watchlist_page(data: Any) -> tuple[list[WatchlistShow], int | None]:
@@ -389,12 +378,12 @@ def parse_watchlist_page(data: Any) -> tuple[list[WatchlistShow], int | None]:
         raise SerializdError(SERVICE, "the watchlist page answer has no `items` list")
     shows: list[WatchlistShow] = []
     for item in data["items"]:
-        show_id = _int(item.get("showId")) if isinstance(item, dict) else None
+        show_id = whole(item.get("showId")) if isinstance(item, dict) else None
         if show_id is None:
             log.warning("skipping an unreadable Serializd watchlist row")
             continue
         raw = item.get("seasonIds")
-        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := _int(v)) is not None]
+        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := whole(v)) is not None]
         name = item.get("showName")
         shows.append(
             WatchlistShow(
@@ -404,7 +393,7 @@ def parse_watchlist_page(data: Any) -> tuple[list[WatchlistShow], int | None]:
                 parse_iso(item.get("dateAdded")),
             )
         )
-    return shows, _int(data.get("totalPages"))
+    return shows, whole(data.get("totalPages"))
 
 
 def watchlist_remove_body(show_id: int, season_ids: Iterable[int]) -> dict[str, Any]:
@@ -424,7 +413,7 @@ def parse_episode_logs(data: Any) -> set[int]:
     logs = data.get("episodeLogs") if isinstance(data, dict) else None
     if not isinstance(logs, list):
         raise SerializdError(SERVICE, "the season page answer has no `episodeLogs` list")
-    numbers = (_int(row.get("episodeNumber")) for row in logs if isinstance(row, dict))
+    numbers = (whole(row.get("episodeNumber")) for row in logs if isinstance(row, dict))
     return {n for n in numbers if n is not None}
 
 
@@ -432,8 +421,8 @@ def review_id(data: Any) -> int | None:
     """The created review's id from a `reviews/add` answer (`id`, else `review_id`, §6.2)."""
     if not isinstance(data, dict):
         return None
-    found = _int(data.get("id"))
-    return found if found is not None else _int(data.get("review_id"))
+    found = whole(data.get("id"))
+    return found if found is not None else whole(data.get("review_id"))
 
 
 def _content_type(response: httpx.Response) -> str:
