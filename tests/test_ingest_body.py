@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from tests.ingest_samples import raw_request, sample_bytes, sample_json
+import pytest
+
+from tests.ingest_samples import (
+    SOURCES_WITH_SAMPLES,
+    payload_names,
+    raw_request,
+    sample_bytes,
+    sample_json,
+)
 from watchbridge.ingest.body import parse_header, read_body, split_multipart
 from watchbridge.model import Rejected
 
@@ -124,6 +132,41 @@ def test_raw_newlines_inside_strings_are_accepted() -> None:
 def test_empty_strings_are_treated_as_absent_at_any_depth() -> None:
     body = b'{"a": "", "b": "x", "c": {"d": "", "e": [{"f": ""}]}}'
     assert read_body(body, "application/json") == {"b": "x", "c": {"e": [{}]}}
+
+
+def the_standard_library_reading(raw: bytes) -> object:
+    """What json.loads(strict=False) gives, with empty strings dropped: the reading we promise."""
+
+    def without_empty_strings(node: dict[str, object]) -> dict[str, object]:
+        return {key: value for key, value in node.items() if value != ""}
+
+    return json.loads(raw, strict=False, object_hook=without_empty_strings)
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [(source, name) for source in SOURCES_WITH_SAMPLES for name in payload_names(source)],
+)
+def test_every_sample_reads_as_the_standard_library_reads_it(source: str, name: str) -> None:
+    raw = sample_bytes(source, name)
+    assert read_body(raw, "application/json") == the_standard_library_reading(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1, "a": 2}',  # duplicate keys: the last wins
+        b'{"a": 1e400, "b": -1e400, "c": NaN}',  # out-of-range numbers and NaN
+        b'{"a": 12345678901234567890123, "b": 0.1, "c": -0.0, "d": 1E5}',
+        b'{"a": "say \\"\\"", "b": "\\u00e9\\ud83c\\udfac", "c": "\\ud800"}',  # escapes
+        b'{"a": "line 1\nline 2\ttab"}',  # raw control characters
+        b'{"a": {"b": ""}, "": "empty key", "c": ["", {"d": ""}]}',
+        '{"a": "caf\u00e9"}'.encode("utf-16"),
+        b'\xef\xbb\xbf{"a": true}',
+    ],
+)
+def test_odd_but_valid_json_reads_as_the_standard_library_reads_it(raw: bytes) -> None:
+    assert read_body(raw, "application/json") == the_standard_library_reading(raw)
 
 
 def test_dotnet_boolean_text_is_left_for_the_parsers_to_read() -> None:

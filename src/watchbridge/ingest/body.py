@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+import msgspec
+
 from watchbridge.model import Rejected
 
 PAYLOAD_NAMES = ("payload", "data")  # Plex, Emby
@@ -37,10 +39,16 @@ def _without_empty_strings(node: dict[str, object]) -> dict[str, object]:
     return node
 
 
-# Raw control characters inside strings are allowed; empty strings are dropped while decoding
-# (the hook sees every object, innermost first, after duplicate keys are resolved), which
-# costs a third of a separate walk over the decoded tree.
+# The fallback decoder: raw control characters inside strings are allowed; empty strings are
+# dropped while decoding (the hook sees every object, innermost first, after duplicate keys are
+# resolved), which costs a third of a separate walk over the decoded tree.
 _DECODER = json.JSONDecoder(strict=False, object_hook=_without_empty_strings)
+# The fast decoder (msgspec comes with Litestar) reads well-formed UTF-8 JSON four times faster
+# and gives the same values: it keeps the last of duplicate keys and reads numbers exactly like
+# the standard library. What it refuses (control characters, NaN, 1e400, lone surrogates,
+# UTF-16, a BOM) goes to the fallback, so what we accept and each error message stay the same.
+_FAST_DECODER = msgspec.json.Decoder()
+_FAST_REFUSED = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _JSON_START = re.compile(rb"[ \t\n\r\x0b\x0c]*\{")  # body.lstrip().startswith(b"{"), no copy
 
 
@@ -257,6 +265,17 @@ def _from_form(body: bytes) -> dict[str, object] | Rejected:
 
 def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
     """A JSON object from bytes (UTF-8/16/32, BOM allowed, raw control characters allowed)."""
+    try:
+        decoded = _FAST_DECODER.decode(raw)
+    except _FAST_REFUSED:
+        return _decode_json_leniently(raw, what)
+    if not isinstance(decoded, dict):
+        return Rejected(f"{what} is JSON but not an object")
+    # An empty string is written `""` whatever escapes are used, so most bodies need no walk.
+    return _drop_empty_strings(decoded) if b'""' in raw else decoded
+
+
+def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejected:
     try:
         # json.loads(raw, strict=False), without building a decoder per call
         decoded = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
