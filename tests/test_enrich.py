@@ -41,6 +41,7 @@ from watchbridge.http import RetryPolicy
 from watchbridge.ids import (
     ANIME,
     SERIES_MISSING_TTL,
+    SERVER_OUTAGE_PAUSE,
     SHOW_TMDB,
     TRAKT,
     Enricher,
@@ -172,6 +173,43 @@ async def test_a_failing_server_is_a_transient_problem(
     enriched = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     assert enriched.problem is not None and enriched.problem.transient
     assert enriched.item.show_ids == Ids()
+
+
+async def test_a_server_that_failed_to_answer_is_left_alone_for_a_minute(
+    enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
+) -> None:
+    jellyfin_server.fail_next(2, 500)  # both tries of the first lookup
+    await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    asked = len(jellyfin_server.requests)
+    clock.advance(10)
+    waiting = [await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin") for _ in range(5)]
+    assert len(jellyfin_server.requests) == asked  # five rows, no request, no timeout each
+    for enriched in waiting:
+        assert enriched.problem is not None and enriched.problem.transient
+        assert "Jellyfin could not be asked for the show's ids" in enriched.problem.message
+        assert enriched.problem.retry_after == pytest.approx(SERVER_OUTAGE_PAUSE - 10)
+    clock.advance(SERVER_OUTAGE_PAUSE)
+    assert (await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")).problem is None
+
+
+async def test_a_server_asking_to_wait_longer_than_a_minute_is_left_alone_that_long(
+    enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
+) -> None:
+    jellyfin_server.fail_next(2, 503, headers={"Retry-After": "600"})
+    await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    clock.advance(SERVER_OUTAGE_PAUSE + 1)
+    waiting = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert waiting.problem is not None and waiting.problem.transient
+    assert waiting.problem.retry_after == pytest.approx(600 - SERVER_OUTAGE_PAUSE - 1)
+
+
+async def test_a_refused_key_does_not_stop_the_next_row_from_asking(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    jellyfin_server.api_key = "rotated-on-the-server"
+    await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    jellyfin_server.api_key = API_KEY  # fixed in the config: the next row finds the ids
+    assert (await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")).problem is None
 
 
 async def test_a_series_without_a_tmdb_id_is_asked_again_after_an_hour(

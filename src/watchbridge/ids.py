@@ -28,6 +28,10 @@ PLEX_FOUND_TTL = 7 * 86400.0
 PLEX_MISSING_TTL = 3600.0  # PMS may still be matching a freshly added file
 SERIES_FOUND_TTL = 7 * 86400.0
 SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its ids soon
+# After a media server failed to answer (down, timing out, 5xx), the rows that need it wait
+# this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
+# every row of a pass its own timeouts and hold up every other delivery behind them.
+SERVER_OUTAGE_PAUSE = 60.0
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
@@ -466,7 +470,9 @@ class Enricher:
             if lookup is not None
         }
         self.trakt = TraktResolver(search, cache, clock) if search is not None else None
+        self.clock = clock
         self._closers = list(closers)
+        self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
 
     async def aclose(self) -> None:
         """Close the media server clients (once, whichever target asks first)."""
@@ -505,6 +511,20 @@ class Enricher:
         return Enriched(item, problem or not_known(server, item, need))
 
     async def _ask(
+        self, server: str, item: MediaRef, need: Need
+    ) -> tuple[MediaRef, Problem | None]:
+        """Ask `server` unless it failed to answer moments ago (see SERVER_OUTAGE_PAUSE)."""
+        now = self.clock()
+        until, problem = self._down_until.get(server, (0.0, None))
+        if problem is not None and now < until:
+            return item, replace(problem, retry_after=until - now)
+        item, problem = await self._ask_now(server, item, need)
+        if problem is not None and problem.transient:
+            pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
+            self._down_until[server] = (self.clock() + pause, problem)
+        return item, problem
+
+    async def _ask_now(
         self, server: str, item: MediaRef, need: Need
     ) -> tuple[MediaRef, Problem | None]:
         if server == "plex":
