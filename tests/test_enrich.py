@@ -397,7 +397,7 @@ async def test_a_jellyfin_play_without_jellyfin_configured_waits_unmatched_namin
         runtime.close()
 
 
-async def test_a_refused_jellyfin_key_holds_the_play_with_one_credentials_alert_until_fixed(
+async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_until_fixed(
     tmp_path: Path,
     serializd: FakeSerializd,
     jellyfin_server: FakeJellyfin,
@@ -415,7 +415,7 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_credentials_alert_
         await drain(worker, runtime)
         assert len(jellyfin_server.requests) == 1  # held, not retried in a loop
         (alert,) = receiver.messages
-        assert alert["title"] == "watchbridge: serializd deliveries paused"
+        assert alert["title"] == "watchbridge: Jellyfin does not accept watchbridge's API key"
         assert "does not accept services.jellyfin.api_key (401)" in alert["message"]
         assert serializd.diary() == []
         jellyfin_server.api_key = API_KEY  # the user sets the server's current key
@@ -424,6 +424,9 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_credentials_alert_
         assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
         assert serializd.ticks() == {(1396, 3578, 14)}
         assert runtime.store.outbox_counts()["dead"] == 0
+        assert receiver.titles()[1:] == [
+            "Resolved: watchbridge: Jellyfin does not accept watchbridge's API key"
+        ]
     finally:
         runtime.close()
 

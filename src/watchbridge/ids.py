@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from watchbridge.alerts import Notifier
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
@@ -256,6 +257,7 @@ class PlexEnricher:
         self.metadata = client_metadata
         self.cache = cache
         self.clock = clock
+        self.answered = 0  # reads PMS answered (found or not): its token works
 
     async def enrich(self, item: MediaRef, need: Need = TRAKT) -> MediaRef:
         return (await self.lookup(item, need))[0]
@@ -295,6 +297,7 @@ class PlexEnricher:
             except TypeError:
                 pass  # written by another version: read the item again
         found = await self.metadata(rating_key)
+        self.answered += 1
         ttl = PLEX_FOUND_TTL if found is not None else PLEX_MISSING_TTL
         value = None if found is None else found.to_dict()
         self.cache.cache_put(self.namespace, rating_key, value, self.clock(), ttl)
@@ -330,6 +333,7 @@ class SeriesEnricher:
         self.series = series
         self.cache = cache
         self.clock = clock
+        self.answered = 0  # reads the server answered (found or not): its key works
 
     async def lookup(self, item: MediaRef, need: Need) -> tuple[MediaRef, ServiceError | None]:
         key = item.show_source_key
@@ -356,6 +360,7 @@ class SeriesEnricher:
             except TypeError:
                 pass  # written by another version: read the series again
         found = await self.series(series_id)
+        self.answered += 1
         # A series without a TMDB id is usually one the server is still identifying.
         ttl = SERIES_FOUND_TTL if found is not None and found.ids.tmdb else SERIES_MISSING_TTL
         value = None if found is None else {"title": found.title, "ids": found.ids.present()}
@@ -462,6 +467,7 @@ class Enricher:
         emby: SeriesLookup | None = None,
         search: Search | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        notifier: Notifier | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
         self.series = {
@@ -473,6 +479,8 @@ class Enricher:
         self.clock = clock
         self._closers = list(closers)
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
+        self.notifier = notifier
+        self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
 
     async def aclose(self) -> None:
         """Close the media server clients (once, whichever target asks first)."""
@@ -518,11 +526,38 @@ class Enricher:
         until, problem = self._down_until.get(server, (0.0, None))
         if problem is not None and now < until:
             return item, replace(problem, retry_after=until - now)
+        lookup = self.plex if server == "plex" else self.series.get(server)
+        answered = lookup.answered if lookup is not None else 0
         item, problem = await self._ask_now(server, item, need)
         if problem is not None and problem.transient:
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
+        elif problem is not None and problem.credentials:
+            await self._key_refused(server, problem)
+        elif lookup is not None and lookup.answered > answered and server in self._refused:
+            await self._key_accepted(server)
         return item, problem
+
+    async def _key_refused(self, server: str, problem: Problem) -> None:
+        """One alert per server, not per row or per target: the fix is in the server's key."""
+        self._refused.add(server)
+        if self.notifier is not None:
+            name = SERVER_NAMES.get(server, server)
+            credential = "token" if server == "plex" else "API key"
+            body = (
+                f"{problem.message.rstrip('.')}. Plays that need {name} to name their show wait "
+                f"(nothing is lost) and go out once the {credential} works."
+            )
+            title = f"watchbridge: {name} does not accept watchbridge's {credential}"
+            await self.notifier.notify("credentials", title, body, key=f"server:{server}")
+
+    async def _key_accepted(self, server: str) -> None:
+        self._refused.discard(server)
+        if self.notifier is not None:
+            name = SERVER_NAMES.get(server, server)
+            credential = "token" if server == "plex" else "API key"
+            message = f"{name} accepts watchbridge's {credential} again; waiting plays go out"
+            await self.notifier.resolve("credentials", message, key=f"server:{server}")
 
     async def _ask_now(
         self, server: str, item: MediaRef, need: Need

@@ -118,8 +118,8 @@ async def enriched(
     problem = found.problem
     if problem is None:
         return found.item, None
-    if problem.credentials:
-        return found.item, Hold(problem.message, credentials_hold, "credentials", False)
+    if problem.credentials:  # the enricher alerts, once per server (not per target)
+        return found.item, Hold(problem.message, credentials_hold, "", False)
     if problem.transient:
         return found.item, Retry(problem.message, problem.retry_after)
     return found.item, Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
