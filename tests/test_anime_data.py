@@ -17,6 +17,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import write_config
 from watchbridge.anime import EpisodeRef, Unmatched
 from watchbridge.anime_data import (
+    SEEN_REFRESH,
     AnimeData,
     clear_unmatched,
     from_config,
@@ -305,6 +306,36 @@ def test_unmatched_entries_are_recorded_listed_and_cleared(store: Store) -> None
     assert records[1].title == "Re:Zero" and records[1].code == "unknown"
     clear_unmatched(store, "me", ["anilist:189046"])
     assert [r.key for r in unmatched_records(store, ["me"])] == ["episode:tmdb:1:s1e1"]
+
+
+def rows_written(store: Store) -> int:
+    """Rows inserted, replaced or deleted on this connection so far."""
+    return store._conn.total_changes
+
+
+def test_an_unmatched_entry_reported_again_unchanged_is_not_written_again(store: Store) -> None:
+    why = Unmatched("AniList 189046 is in none of the mapping datasets", "unknown")
+    note_unmatched(store, "me", "anilist:189046", why, 100.0, title="Re:Zero", anilist_id=189046)
+    before = rows_written(store)
+    note_unmatched(store, "me", "anilist:189046", why, 400.0, title="Re:Zero", anilist_id=189046)
+    clear_unmatched(store, "me", ["anilist:1", "anilist:2"])  # mapped entries never recorded
+    assert rows_written(store) == before
+    (record,) = unmatched_records(store, ["me"])
+    assert record.seen_at == 100.0
+
+
+def test_an_unmatched_entry_is_seen_again_a_day_later_or_when_its_reason_changes(
+    store: Store,
+) -> None:
+    why = Unmatched("AniList 189046 is in none of the mapping datasets", "unknown")
+    note_unmatched(store, "me", "anilist:189046", why, 100.0, title="Re:Zero", anilist_id=189046)
+    later = 100.0 + SEEN_REFRESH
+    note_unmatched(store, "me", "anilist:189046", why, later, title="Re:Zero", anilist_id=189046)
+    assert unmatched_records(store, ["me"])[0].seen_at == later
+    pending = Unmatched("new season not in the datasets yet", "new-season")
+    note_unmatched(store, "me", "anilist:189046", pending, later + 60, title="Re:Zero")
+    (record,) = unmatched_records(store, ["me"])
+    assert (record.code, record.seen_at) == ("new-season", later + 60)
 
 
 # --------------------------------------------------------------------------- the commands

@@ -372,6 +372,9 @@ class UnmatchedRecord:
     seen_at: float
 
 
+SEEN_REFRESH = 86400.0  # "seen" moves daily, not with every run: unchanged records stay put
+
+
 def note_unmatched(
     store: Any,
     profile: str,
@@ -384,24 +387,54 @@ def note_unmatched(
 ) -> None:
     """Record (or refresh) why `key` could not be mapped; the run goes on without it."""
     record = UnmatchedRecord(profile, key, unmatched.reason, unmatched.code, title, anilist_id, now)
-    store.mirror_put(_SERVICE, profile, _COLLECTION, {key: asdict(record)}, now)
+    note_unmatched_records(store, profile, [record], now)
 
 
 def note_unmatched_plays(
     store: Any, profile: str, found: Mapping[str, Unmatched], now: float
 ) -> None:
     """Record several plays (by item key) at once: a link run reports all of them each run."""
-    if found:
-        records = {
-            key: asdict(UnmatchedRecord(profile, key, why.reason, why.code, None, None, now))
-            for key, why in found.items()
-        }
-        store.mirror_put(_SERVICE, profile, _COLLECTION, records, now)
+    records = [
+        UnmatchedRecord(profile, key, why.reason, why.code, None, None, now)
+        for key, why in found.items()
+    ]
+    note_unmatched_records(store, profile, records, now)
+
+
+def note_unmatched_records(
+    store: Any, profile: str, records: Iterable[UnmatchedRecord], now: float
+) -> int:
+    """Record these in one write, leaving out each one already recorded the same way within
+    SEEN_REFRESH (link runs report every unmatched item every few minutes); how many were
+    written."""
+    stored = store.mirror_get(_SERVICE, profile, _COLLECTION)
+    changed = {
+        record.key: asdict(record)
+        for record in records
+        if _needs_writing(stored.get(record.key), record, now)
+    }
+    if changed:
+        store.mirror_put(_SERVICE, profile, _COLLECTION, changed, now)
+    return len(changed)
+
+
+def _needs_writing(stored: object, record: UnmatchedRecord, now: float) -> bool:
+    if not isinstance(stored, dict):
+        return True
+    same = all(
+        stored.get(name) == getattr(record, name)
+        for name in ("reason", "code", "title", "anilist_id")
+    )
+    seen_at = stored.get("seen_at")
+    recent = isinstance(seen_at, int | float) and now - seen_at < SEEN_REFRESH
+    return not (same and recent)
 
 
 def clear_unmatched(store: Any, profile: str, keys: Iterable[str]) -> None:
-    """Forget entries that map now."""
-    store.mirror_remove(_SERVICE, profile, _COLLECTION, list(keys))
+    """Forget entries that map now (no write when none of them was recorded)."""
+    recorded = store.mirror_get(_SERVICE, profile, _COLLECTION).keys() & set(keys)
+    if recorded:
+        store.mirror_remove(_SERVICE, profile, _COLLECTION, sorted(recorded))
 
 
 def unmatched_records(store: Any, profiles: Iterable[str]) -> list[UnmatchedRecord]:

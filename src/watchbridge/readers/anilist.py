@@ -697,19 +697,22 @@ class AniListReader:
     def _report(self, profile: str, converted: Converted) -> None:
         if self.store is None:
             return
-        from watchbridge.anime_data import clear_unmatched, note_unmatched
+        from watchbridge.anime_data import UnmatchedRecord, clear_unmatched, note_unmatched_records
 
         now = self.clock()
-        for media_id, (entry, why) in converted.unmatched.items():
-            note_unmatched(
-                self.store,
+        records = [
+            UnmatchedRecord(
                 profile,
                 f"anilist:{media_id}",
-                why,
+                why.reason,
+                why.code,
+                entry.title or None,
+                media_id,
                 now,
-                title=entry.title or None,
-                anilist_id=media_id,
             )
+            for media_id, (entry, why) in converted.unmatched.items()
+        ]
+        note_unmatched_records(self.store, profile, records, now)
         if converted.mapped:
             clear_unmatched(self.store, profile, [f"anilist:{m}" for m in converted.mapped])
 
