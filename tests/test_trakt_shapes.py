@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from watchbridge.ids import TRAKT
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.trakt import (
     TokenSet,
@@ -45,6 +46,17 @@ def test_episode_without_usable_ids_is_sent_as_show_plus_numbers() -> None:
 def test_episode_known_only_by_imdb_needs_a_lookup() -> None:
     assert can_send(EPISODE_BY_NUMBER) and can_send(EPISODE_BY_ID)
     assert not can_send(EPISODE_IMDB_ONLY)
+
+
+def test_a_movie_known_only_by_a_tvdb_id_needs_a_lookup() -> None:
+    assert can_send(MOVIE) and can_send(MediaRef("movie", Ids(slug="arrival-2016")))
+    assert not can_send(MediaRef("movie", Ids(tvdb="12345")))  # Trakt keys no movie by TVDB
+
+
+def test_the_enricher_asks_for_trakt_ids_exactly_when_trakt_could_not_match() -> None:
+    for item in (MOVIE, EPISODE_BY_NUMBER, EPISODE_BY_ID, EPISODE_IMDB_ONLY):
+        assert TRAKT.met(item) == can_send(item)
+    assert not TRAKT.met(MediaRef("movie", Ids(tvdb="12345")))
 
 
 def test_sync_body_nests_numbered_episodes_under_their_show() -> None:

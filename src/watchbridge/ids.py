@@ -20,6 +20,7 @@ from watchbridge.http import ServiceError, Unavailable
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
 from watchbridge.services.plex import PlexAuthError, PlexItem
+from watchbridge.services.trakt import can_send
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +106,10 @@ def has_trakt_ids(ids: Ids) -> bool:
     return any(getattr(ids, name) for name in TRAKT_ID_NAMES)
 
 
-def movie_sendable(item: MediaRef) -> bool:
-    return bool(item.ids.trakt or item.ids.imdb or item.ids.tmdb)
-
-
-def episode_sendable(item: MediaRef) -> bool:
-    """By the episode's own tvdb/trakt id, or by show ids with season and number."""
-    by_numbers = has_trakt_ids(item.show_ids) and item.season is not None and bool(item.number)
-    return bool(item.ids.tvdb or item.ids.trakt) or by_numbers
-
-
 def trakt_ready(item: MediaRef) -> bool:
-    """Trakt can take it: a movie by its ids, an episode by its own or its show's ids."""
-    if item.kind == "movie":
-        return movie_sendable(item)
-    if item.kind == "episode":
-        return episode_sendable(item)
+    """Trakt can take it as we would send it (services.trakt.can_send decides)."""
+    if item.kind in ("movie", "episode"):
+        return can_send(item)
     return True  # show and season ratings go by the show's ids, which nothing here adds
 
 

@@ -224,12 +224,13 @@ def trakt_ids(ids: Ids) -> dict[str, Any]:
 
 
 def can_send(item: MediaRef) -> bool:
-    """Whether Trakt can match this item without a lookup first."""
+    """Whether Trakt can match this item, as `media_body` sends it, without a lookup first:
+    the one rule (ids.trakt_ready is this, for the enricher)."""
     if item.kind == "episode":
         episode_ids = trakt_ids(item.ids)
         by_numbers = bool(trakt_ids(item.show_ids)) and item.season is not None and item.number
         return "trakt" in episode_ids or "tvdb" in episode_ids or bool(by_numbers)
-    return bool(trakt_ids(item.ids))
+    return bool(trakt_ids(item.ids).keys() - {"tvdb"})  # Trakt finds movies by no TVDB id
 
 
 def media_body(item: MediaRef) -> dict[str, Any]:
