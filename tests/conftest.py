@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import httpx._transports.default as httpx_transports
 import pytest
 
 from tests.fakes.base import FakeServer, running
@@ -11,6 +14,34 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
 from watchbridge.store import Store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context_per_session() -> Iterator[None]:
+    """Build httpx's default TLS context once for the session instead of once per client.
+
+    Every httpx client (each adapter client under test, each `httpx.get` in a test) loads the
+    whole CA bundle (certifi's, or $SSL_CERT_FILE's) into a new context: ~40 ms, thousands of
+    times, roughly a quarter of the suite's time. The shared context is the one httpx would have
+    built (same call, same bundle, same settings); only the repeated loading is saved. Clients
+    asking for anything but the default (`verify=False`, their own context, `cert=`) still get
+    httpx's own answer. Tests only speak plain HTTP to 127.0.0.1, so nothing ever changes the
+    shared context (httpcore sets ALPN on a context only when it opens a TLS connection)."""
+    original = httpx_transports.create_ssl_context
+    shared: dict[bool, ssl.SSLContext] = {}
+
+    def create_ssl_context(
+        verify: ssl.SSLContext | str | bool = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        if trust_env not in shared:
+            shared[trust_env] = original(verify=True, trust_env=trust_env)
+        return shared[trust_env]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx_transports, "create_ssl_context", create_ssl_context)
+        yield
 
 
 @pytest.fixture
