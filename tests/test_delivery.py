@@ -17,6 +17,7 @@ from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.http import Pacer
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
 from watchbridge.webhooks import ingest_job
@@ -64,6 +65,9 @@ async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
     worker.targets = {t.name: t for t in make_targets(runtime)}
     for target in worker.targets.values():
         target.client.http.retry = type(target.client.http.retry)(attempts=1)  # type: ignore[attr-defined]
+        # Trakt's 1 write/s pacing (a real 1.1 s wait per write) is http.py's: lifted, as in
+        # test_trakt_lists; these tests check what reaches Trakt, timed by the hand-moved clock.
+        target.client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
     yield worker
     for target in worker.targets.values():
         await target.aclose()
