@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -52,17 +53,28 @@ class CrashOnce:
         await stop.wait()
 
 
-def test_healthz_answers_ok(service: ServiceProcess) -> None:
-    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One service process for the tests that only read from it (health, readiness, metrics,
+    an unknown path, the status API): started once for them, not once each."""
+    port = free_port()
+    proc = ServiceProcess(write_config(tmp_path_factory.mktemp("shared"), port=port), port)
+    proc.start()
+    yield proc
+    proc.kill()
 
 
-def test_readyz_is_ready_once_the_store_is_open(service: ServiceProcess) -> None:
-    response = httpx.get(f"{service.url}/readyz")
+def test_healthz_answers_ok(shared_service: ServiceProcess) -> None:
+    assert httpx.get(f"{shared_service.url}/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_once_the_store_is_open(shared_service: ServiceProcess) -> None:
+    response = httpx.get(f"{shared_service.url}/readyz")
     assert (response.status_code, response.json()) == (200, {"status": "ready"})
 
 
-def test_metrics_are_prometheus_text_with_our_prefix(service: ServiceProcess) -> None:
-    response = httpx.get(f"{service.url}/metrics")
+def test_metrics_are_prometheus_text_with_our_prefix(shared_service: ServiceProcess) -> None:
+    response = httpx.get(f"{shared_service.url}/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert "watchbridge_build_info{python=" in text
@@ -77,14 +89,14 @@ def test_metrics_are_prometheus_text_with_our_prefix(service: ServiceProcess) ->
     assert all(n.startswith(("watchbridge_", "process_", "python_")) for n in ours)
 
 
-def test_unknown_path_is_a_json_404(service: ServiceProcess) -> None:
-    response = httpx.get(f"{service.url}/nope")
+def test_unknown_path_is_a_json_404(shared_service: ServiceProcess) -> None:
+    response = httpx.get(f"{shared_service.url}/nope")
     assert response.status_code == 404
     assert response.json()["status"] == 404
 
 
-def test_api_is_open_without_a_token_configured(service: ServiceProcess) -> None:
-    assert httpx.get(f"{service.url}/api/status").json()["outbox"]["pending"] == 0
+def test_api_is_open_without_a_token_configured(shared_service: ServiceProcess) -> None:
+    assert httpx.get(f"{shared_service.url}/api/status").json()["outbox"]["pending"] == 0
 
 
 def test_api_token_is_required_when_configured(tmp_path: Path) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.fakes.base import running
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
@@ -47,9 +53,28 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dry_run_shows_each_write_with_its_reason(tmp_path: Path, start_fake: Any) -> None:
-    path, _, _ = setup(tmp_path, start_fake)
-    result = run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
+@dataclass
+class DryRun:
+    path: Path
+    trakt: FakeTrakt
+    serializd: FakeSerializd
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DryRun]:
+    """One `sync --dry-run` on a fresh setup, shared by the tests that only look at what it
+    printed, wrote (nothing: so they can share it) and recorded."""
+    with ExitStack() as stack:
+        path, trakt, serializd = setup(
+            tmp_path_factory.mktemp("dry-run"), lambda fake: stack.enter_context(running(fake))
+        )
+        result = run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
+        yield DryRun(path, trakt, serializd, result)
+
+
+def test_dry_run_shows_each_write_with_its_reason(dry_run: DryRun) -> None:
+    result = dry_run.result
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "profile me: trakt 1 plays, serializd 2 plays" in out
@@ -61,9 +86,8 @@ def test_dry_run_shows_each_write_with_its_reason(tmp_path: Path, start_fake: An
     assert out.rstrip().endswith("dry run: nothing was written")
 
 
-def test_dry_run_writes_nothing(tmp_path: Path, start_fake: Any) -> None:
-    path, trakt, serializd = setup(tmp_path, start_fake)
-    run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
+def test_dry_run_writes_nothing(dry_run: DryRun) -> None:
+    trakt, serializd = dry_run.trakt, dry_run.serializd
     assert len(trakt.history()) == 1 and trakt.ratings() == []
     assert not [r for r in serializd.requests if r.method == "POST" and r.path != "/api/login"]
 
@@ -95,16 +119,13 @@ def test_a_second_sync_writes_nothing_more(tmp_path: Path, start_fake: Any) -> N
     assert [r for r in trakt.requests if r.method == "POST"] == writes_before
 
 
-def test_runs_are_recorded_for_status(tmp_path: Path, start_fake: Any) -> None:
-    path, _, _ = setup(tmp_path, start_fake)
-    run("sync", "--link", "trakt-serializd", "--dry-run", "--config", str(path))
-    status = run("status", "--config", str(path))
+def test_runs_are_recorded_for_status(dry_run: DryRun) -> None:
+    status = run("status", "--config", str(dry_run.path))
     assert "trakt-serializd: dry-run" in status.stdout
 
 
-def test_unknown_link_is_named(tmp_path: Path, start_fake: Any) -> None:
-    path, _, _ = setup(tmp_path, start_fake)
-    result = run("sync", "--link", "nope", "--dry-run", "--config", str(path))
+def test_unknown_link_is_named(dry_run: DryRun) -> None:
+    result = run("sync", "--link", "nope", "--dry-run", "--config", str(dry_run.path))
     assert "no link 'nope'" in result.stderr and "trakt-serializd" in result.stderr
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, running
 from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
 from tests.fakes.jellyfin import sample_server
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
@@ -58,16 +58,20 @@ def plex_multipart(payload: dict[str, Any] | bytes, thumb: bool = True) -> tuple
     ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-@pytest.fixture
-def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
-    fake = start_fake(FakeTrakt())
-    assert isinstance(fake, FakeTrakt)
+def seeded(fake: FakeTrakt) -> FakeTrakt:
     fake.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
     fake.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
     breaking = fake.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
     for n in range(1, 17):
         fake.add_episode(breaking, 5, n, tvdb=4000000 + n)
     return fake
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    return seeded(fake)
 
 
 def service_for(tmp_path: Path, trakt: FakeTrakt, extra: str = "") -> ServiceProcess:
@@ -98,6 +102,29 @@ def service(tmp_path: Path, trakt: FakeTrakt) -> Iterator[ServiceProcess]:
     proc = service_for(tmp_path, trakt).start()
     yield proc
     proc.kill()
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, FakeTrakt]]:
+    """One service and its Trakt, started once, for the tests whose webhooks are refused or
+    ignored: none of them may reach Trakt, so each one's check that Trakt saw nothing covers
+    them all. Tests that count outcomes or send something deliverable get their own."""
+    with running(FakeTrakt()) as fake:
+        proc = service_for(tmp_path_factory.mktemp("quiet"), seeded(fake)).start()
+        try:
+            yield proc, fake
+        finally:
+            proc.kill()
+
+
+@pytest.fixture
+def quiet_service(quiet: tuple[ServiceProcess, FakeTrakt]) -> ServiceProcess:
+    return quiet[0]
+
+
+@pytest.fixture
+def quiet_trakt(quiet: tuple[ServiceProcess, FakeTrakt]) -> FakeTrakt:
+    return quiet[1]
 
 
 def post_plex(service: ServiceProcess, payload: dict[str, Any] | bytes) -> httpx.Response:
@@ -157,20 +184,18 @@ def test_plex_rating_reaches_trakt(service: ServiceProcess, trakt: FakeTrakt) ->
     ],
 )
 def test_not_for_us_is_acknowledged_and_nothing_is_sent(
-    service: ServiceProcess, trakt: FakeTrakt, sample: str
+    quiet_service: ServiceProcess, quiet_trakt: FakeTrakt, sample: str
 ) -> None:
-    response = post_plex(service, sample_json("plex", sample))
+    response = post_plex(quiet_service, sample_json("plex", sample))
     assert response.status_code == 200
     assert response.json()["status"].startswith("ignored_")
     time.sleep(0.3)
-    assert trakt.history() == [] and trakt.count("POST", "/scrobble/start") == 0
+    assert quiet_trakt.history() == [] and quiet_trakt.count("POST", "/scrobble/start") == 0
 
 
-def test_unmapped_account_is_acknowledged_and_ignored(
-    service: ServiceProcess, trakt: FakeTrakt
-) -> None:
+def test_unmapped_account_is_acknowledged_and_ignored(quiet_service: ServiceProcess) -> None:
     response = post_plex(
-        service, sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+        quiet_service, sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
     )
     assert (response.status_code, response.json()["status"]) == (200, "ignored_unmapped_account")
 
@@ -186,26 +211,32 @@ def test_secret_in_header_is_accepted(service: ServiceProcess) -> None:
 
 
 @pytest.mark.parametrize("url_secret", ["wrong", None])
-def test_wrong_or_missing_secret_is_401(service: ServiceProcess, url_secret: str | None) -> None:
+def test_wrong_or_missing_secret_is_401(
+    quiet_service: ServiceProcess, url_secret: str | None
+) -> None:
     path = f"/webhooks/plex/{url_secret}" if url_secret else "/webhooks/plex"
-    response = httpx.post(f"{service.url}{path}", content=b"{}")
+    response = httpx.post(f"{quiet_service.url}{path}", content=b"{}")
     assert response.status_code == 401
     assert "secret" in response.json()["error"]
 
 
-def test_malformed_body_is_400_with_a_reason(service: ServiceProcess) -> None:
-    response = httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", content=b"{not json")
+def test_malformed_body_is_400_with_a_reason(quiet_service: ServiceProcess) -> None:
+    response = httpx.post(f"{quiet_service.url}/webhooks/jellyfin/{SECRET}", content=b"{not json")
     assert response.status_code == 400
     assert response.json()["error"]
 
 
-def test_body_over_the_limit_is_413(service: ServiceProcess) -> None:
-    response = httpx.post(f"{service.url}/webhooks/plex/{SECRET}", content=b"x" * (6 * 1024 * 1024))
+def test_body_over_the_limit_is_413(quiet_service: ServiceProcess) -> None:
+    response = httpx.post(
+        f"{quiet_service.url}/webhooks/plex/{SECRET}", content=b"x" * (6 * 1024 * 1024)
+    )
     assert response.status_code == 413
 
 
-def test_unknown_source_is_404(service: ServiceProcess) -> None:
-    assert httpx.post(f"{service.url}/webhooks/kodi/{SECRET}", content=b"{}").status_code == 404
+def test_unknown_source_is_404(quiet_service: ServiceProcess) -> None:
+    assert (
+        httpx.post(f"{quiet_service.url}/webhooks/kodi/{SECRET}", content=b"{}").status_code == 404
+    )
 
 
 def test_outcomes_are_counted_by_source(service: ServiceProcess) -> None:
