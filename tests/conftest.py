@@ -13,31 +13,28 @@ from tests.fakes.base import FakeServer, running
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
+from watchbridge.http import tls_context
 from watchbridge.store import Store
 
 
 @pytest.fixture(scope="session", autouse=True)
 def one_tls_context_per_session() -> Iterator[None]:
-    """Build httpx's default TLS context once for the session instead of once per client.
+    """Every default httpx client in the tests gets the service's one TLS context
+    (`watchbridge.http.tls_context`), as the service's own clients do.
 
-    Every httpx client (each adapter client under test, each `httpx.get` in a test) loads the
-    whole CA bundle (certifi's, or $SSL_CERT_FILE's) into a new context: ~40 ms, thousands of
-    times, roughly a quarter of the suite's time. The shared context is the one httpx would have
-    built (same call, same bundle, same settings); only the repeated loading is saved. Clients
-    asking for anything but the default (`verify=False`, their own context, `cert=`) still get
-    httpx's own answer. Tests only speak plain HTTP to 127.0.0.1, so nothing ever changes the
-    shared context (httpcore sets ALPN on a context only when it opens a TLS connection)."""
+    Each `httpx.get` or client a test makes would otherwise load the whole CA bundle into a new
+    context (~40 ms, many hundreds of times). Clients asking for anything but the default
+    (`verify=False`, their own context, `cert=`, no trust_env) still get httpx's own answer.
+    Tests only speak plain HTTP to 127.0.0.1, so nothing ever changes the shared context
+    (httpcore sets ALPN on a context only when it opens a TLS connection)."""
     original = httpx_transports.create_ssl_context
-    shared: dict[bool, ssl.SSLContext] = {}
 
     def create_ssl_context(
         verify: ssl.SSLContext | str | bool = True, cert: Any = None, trust_env: bool = True
     ) -> ssl.SSLContext:
-        if verify is not True or cert is not None:
-            return original(verify=verify, cert=cert, trust_env=trust_env)
-        if trust_env not in shared:
-            shared[trust_env] = original(verify=True, trust_env=trust_env)
-        return shared[trust_env]
+        if verify is True and cert is None and trust_env:
+            return tls_context()
+        return original(verify=verify, cert=cert, trust_env=trust_env)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(httpx_transports, "create_ssl_context", create_ssl_context)

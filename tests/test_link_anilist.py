@@ -694,23 +694,16 @@ async def test_finishing_a_rewatch_on_trakt_completes_it_on_anilist_with_one_mor
     assert len(trakt_plays(trakt, AOT)) == 24
 
 
-async def test_a_second_trakt_play_older_than_the_entrys_completion_stays_absorbed(
-    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+@pytest.mark.parametrize(
+    "days_ago",
+    [pytest.param(40, id="older-than-the-completion"), pytest.param(None, id="undated")],
+)
+async def test_a_second_trakt_play_that_is_no_rewatch_stays_absorbed(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, days_ago: int | None
 ) -> None:
     show = await completed_on_both(rig, trakt, anilist)
-    trakt.log_play(show.seasons[4].episodes[17], iso(time.time() - 40 * DAY))
-    for full in (False, True, True):
-        result = await rig.sync_and_deliver(full=full)
-        assert actions_for(result, "trakt") == []
-    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 0)
-    assert len(trakt_plays(trakt, AOT)) == 13
-
-
-async def test_an_undated_second_trakt_play_never_starts_a_rewatch(
-    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
-) -> None:
-    show = await completed_on_both(rig, trakt, anilist)
-    trakt.log_play(show.seasons[4].episodes[17], None)
+    watched_at = None if days_ago is None else iso(time.time() - days_ago * DAY)
+    trakt.log_play(show.seasons[4].episodes[17], watched_at)
     for full in (False, True, True):
         result = await rig.sync_and_deliver(full=full)
         assert actions_for(result, "trakt") == []

@@ -517,7 +517,7 @@ class Enricher:
             return item, replace(problem, retry_after=until - now)
         lookup = self.plex if server == "plex" else self.series.get(server)
         answered = lookup.answered if lookup is not None else 0
-        item, problem = await self._ask_now(server, item, need)
+        item, problem = await self._ask_now(server, lookup, item, need)
         if problem is not None and problem.transient:
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
@@ -527,12 +527,25 @@ class Enricher:
             await self._key_accepted(server)
         return item, problem
 
+    async def _ask_now(
+        self,
+        server: str,
+        lookup: PlexEnricher | SeriesEnricher | None,
+        item: MediaRef,
+        need: Need,
+    ) -> tuple[MediaRef, Problem | None]:
+        if lookup is None:
+            if server != "plex" and (item.kind != "episode" or need.show_met(item.show_ids)):
+                return item, None  # nothing a series read could add
+            return item, not_configured(server, item, need)
+        item, error = await lookup.lookup(item, need)
+        return item, (problem_from(server, error) if error is not None else None)
+
     async def _key_refused(self, server: str, problem: Problem) -> None:
         """One alert per server, not per row or per target: the fix is in the server's key."""
         self._refused.add(server)
         if self.notifier is not None:
-            name = SERVER_NAMES.get(server, server)
-            credential = "token" if server == "plex" else "API key"
+            name, credential = _server_credential(server)
             body = (
                 f"{problem.message.rstrip('.')}. Plays that need {name} to name their show wait "
                 f"(nothing is lost) and go out once the {credential} works."
@@ -543,23 +556,11 @@ class Enricher:
     async def _key_accepted(self, server: str) -> None:
         self._refused.discard(server)
         if self.notifier is not None:
-            name = SERVER_NAMES.get(server, server)
-            credential = "token" if server == "plex" else "API key"
+            name, credential = _server_credential(server)
             message = f"{name} accepts watchbridge's {credential} again; waiting plays go out"
             await self.notifier.resolve("credentials", message, key=f"server:{server}")
 
-    async def _ask_now(
-        self, server: str, item: MediaRef, need: Need
-    ) -> tuple[MediaRef, Problem | None]:
-        if server == "plex":
-            if self.plex is None:
-                return item, not_configured(server, item, need)
-            item, error = await self.plex.lookup(item, need)
-        else:
-            series = self.series.get(server)
-            if series is None:
-                if item.kind != "episode" or need.show_met(item.show_ids):
-                    return item, None  # nothing a series read could add
-                return item, not_configured(server, item, need)
-            item, error = await series.lookup(item, need)
-        return item, (problem_from(server, error) if error is not None else None)
+
+def _server_credential(server: str) -> tuple[str, str]:
+    """The server's name and what it signs us in with, for alerts."""
+    return SERVER_NAMES.get(server, server), "token" if server == "plex" else "API key"

@@ -754,12 +754,10 @@ class AniListReader:
         unmatched`; those that map now are cleared."""
         if self.store is None:
             return
-        from watchbridge.anime_data import clear_unmatched, note_unmatched_plays, unmatched_records
+        from watchbridge.anime_data import clear_unmatched, note_unmatched_plays
 
         note_unmatched_plays(self.store, profile, catalog.unmatched, self.clock())
-        mapped = [r.key for r in unmatched_records(self.store, [profile]) if r.key in catalog.items]
-        if mapped:
-            clear_unmatched(self.store, profile, mapped)
+        clear_unmatched(self.store, profile, catalog.items)  # only what was recorded
 
     async def selection(self, profile: str, wanted: Narrowing, own: Side) -> Keep:
         """The items of the entries `wanted` names (the whole list is read for it when this
