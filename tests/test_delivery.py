@@ -16,10 +16,11 @@ from tests.harness import sign_in_trakt
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
+from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer
 from watchbridge.ingest import parse
-from watchbridge.model import Accepted
+from watchbridge.model import Accepted, Ids, MediaRef
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -213,3 +214,9 @@ async def test_a_late_watching_state_is_skipped(
     await drain(worker, runtime, clock, passes=2)
     assert trakt.count("POST", "/scrobble/start") == 0
     assert runtime.store.outbox_counts()["pending"] == 0
+
+
+def test_a_known_play_is_recognised_two_minutes_either_side() -> None:
+    movie = MediaRef("movie", Ids(imdb="tt0111161"))
+    at = 1_700_000_000.0
+    assert nearby_keys(movie, at) == [play_key(movie, at + 60 * k) for k in range(-2, 3)]

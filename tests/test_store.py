@@ -66,6 +66,21 @@ def test_migration_from_an_older_schema_keeps_data(tmp_path: Path) -> None:
     store.close()
 
 
+def test_one_targets_due_rows_are_found_without_walking_another_targets_backlog(
+    store: Store,
+) -> None:
+    # A held Trakt with thousands of queued plays must not slow every Serializd pass.
+    plan = " ".join(
+        str(r[3])
+        for r in store.db.execute(
+            "EXPLAIN QUERY PLAN SELECT MIN(next_attempt_at) FROM outbox"
+            " WHERE status = 'pending' AND target IN (?)",
+            ("serializd",),
+        )
+    )
+    assert "outbox_due (status=? AND target=?" in plan
+
+
 def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     Store.open(tmp_path / "s.db").close()
     store = Store.open(tmp_path / "s.db")
@@ -282,3 +297,29 @@ def test_the_writer_answers_each_event_after_its_commit(store: Store) -> None:
     finally:
         writer.close()
     assert store.outbox_counts()["pending"] == 50
+
+
+def test_the_loop_reading_the_store_while_the_writer_waits_for_it_does_not_stall(
+    store: Store,
+) -> None:
+    # The writer holds the transaction and waits for the loop to run the inserts; a store read
+    # on that loop (a delivery loading its token) must run them rather than wait out the grace.
+    writer = IngestWriter(store)
+    writer.LOOP_GRACE = 30.0
+
+    async def write_then_read() -> tuple[int, float]:
+        written = asyncio.ensure_future(writer.write(_job("k")))
+        await asyncio.sleep(0)  # the job is queued and the writer woken
+        deadline = time.monotonic() + 5
+        while writer._waiting_for is None and time.monotonic() < deadline:
+            time.sleep(0.001)  # the loop stays busy, as a long callback would
+        started = time.monotonic()
+        store.next_due()
+        return await written, time.monotonic() - started
+
+    try:
+        added, read_seconds = asyncio.run(write_then_read())
+    finally:
+        writer.close()
+    assert added == 1
+    assert read_seconds < 1.0

@@ -28,6 +28,7 @@ from watchbridge.playback import Session
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
 migrations = Migrations("watchbridge")
+LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
 
 
@@ -160,6 +161,14 @@ def m004_sync_run_heartbeat(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE sync_runs ADD COLUMN heartbeat_at REAL")
 
 
+@migrations()
+def m005_outbox_due_per_target(db: sqlite_utils.Database) -> None:
+    # The worker asks per open target: with one target held (an outage backlog), the old index
+    # made every pass walk that target's rows to find another target's first due row.
+    db.execute("DROP INDEX outbox_due")
+    db.execute("CREATE INDEX outbox_due ON outbox(status, target, next_attempt_at)")
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -247,8 +256,9 @@ class IngestWriter:
     process) and commits (the disk sync); the inserts in between run on the event loop, in one
     callback per group. On the writer thread each of a webhook's ~8 statements had to win the
     GIL back from the busy event loop, so a group took many milliseconds; on the loop they cost
-    only their CPU time. If the loop does not get to them in time (it may itself be waiting for
-    the store), the writer thread runs them.
+    only their CPU time. If the loop does not get to them in time, the writer thread runs them.
+    If the loop itself calls the store meanwhile (a delivery reading a token), it would wait for
+    the lock the writer holds while the writer waits for it: it runs the inserts first instead.
     """
 
     LOOP_GRACE = 0.025  # seconds the writer waits for the loop before inserting itself
@@ -260,6 +270,9 @@ class IngestWriter:
         self._pending: list[Waiter] = []
         self._closing = False
         self._wake = threading.Event()
+        # The group whose inserts the writer is waiting for, and the loop asked to run them.
+        self._waiting_for: tuple[_Group, asyncio.AbstractEventLoop] | None = None
+        store.before_waiting = self._help_if_waited_on
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._thread.start()
 
@@ -297,6 +310,7 @@ class IngestWriter:
         group = _Group()
         try:
             with self.store.transaction():
+                self._waiting_for = (group, loop)
                 try:
                     loop.call_soon_threadsafe(self._insert, group)
                     if not group.inserted.wait(self.LOOP_GRACE):
@@ -304,6 +318,7 @@ class IngestWriter:
                 except RuntimeError:  # that loop is closed
                     self._insert(group)
                 group.inserted.wait()
+                self._waiting_for = None
                 if group.error is not None:
                     raise group.error
                 if len(group.results) != len(group.waiters):
@@ -318,6 +333,19 @@ class IngestWriter:
         for waiting, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                 waiting.call_soon_threadsafe(_settle, settled)
+
+    def _help_if_waited_on(self) -> None:
+        """Run the pending group's inserts if this thread runs the loop the writer waits for."""
+        waiting = self._waiting_for
+        if waiting is None:
+            return
+        group, loop = waiting
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # not an event loop's thread
+            return
+        if running is loop:
+            self._insert(group)  # inside the writer's open transaction, like the callback
 
     def _claim(self, group: _Group) -> bool:
         """Make the webhooks queued so far this group's; False if it already has them."""
@@ -345,6 +373,10 @@ class IngestWriter:
 def _json_text(value: dict[str, Any]) -> str:
     """Compact JSON, several times faster than json.dumps (the ingest path runs it per event)."""
     return msgspec.json.encode(value).decode()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _settle(settled: list[tuple[asyncio.Future[int], int | Exception]]) -> None:
@@ -407,6 +439,8 @@ class Store:
         self.path = path
         self._conn = conn
         self._lock = threading.RLock()
+        # What a thread does before it blocks on the lock (see IngestWriter._help_if_waited_on).
+        self.before_waiting: Callable[[], None] = _nothing
         self.db = sqlite_utils.Database(conn)
 
     @classmethod
@@ -429,18 +463,29 @@ class Store:
             raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
         return store
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._lock.acquire(blocking=False):
+            self.before_waiting()
+            while not self._lock.acquire(timeout=LOCK_POLL):
+                self.before_waiting()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def migrate(self) -> None:
-        with self._lock:
+        with self._locked():
             migrations.apply(self.db)
 
     def close(self) -> None:
-        with self._lock:
+        with self._locked():
             self._conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate (write-locking) transaction; commits on success, rolls back on error."""
-        with self._lock:
+        with self._locked():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -450,7 +495,7 @@ class Store:
             self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._locked():
             return list(self._conn.execute(sql, params))
 
     # ------------------------------------------------------------------ health

@@ -46,13 +46,19 @@ DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
 
 
-def play_key(item: MediaRef, watched_at: float, minute_offset: int = 0) -> str:
-    return f"{item.key()}@{int(watched_at // 60) + minute_offset}"
+def play_key(item: MediaRef, watched_at: float) -> str:
+    return _at_minute(item.key(), int(watched_at // 60))
 
 
 def nearby_keys(item: MediaRef, watched_at: float) -> list[str]:
+    """`play_key` for each minute of the duplicate window (the item's key is worked out once)."""
+    item_key, minute = item.key(), int(watched_at // 60)
     window = range(-DUPLICATE_WINDOW_MINUTES, DUPLICATE_WINDOW_MINUTES + 1)
-    return [play_key(item, watched_at, offset) for offset in window]
+    return [_at_minute(item_key, minute + offset) for offset in window]
+
+
+def _at_minute(item_key: str, minute: int) -> str:
+    return f"{item_key}@{minute}"
 
 
 @dataclass(frozen=True)
