@@ -323,3 +323,54 @@ def test_the_loop_reading_the_store_while_the_writer_waits_for_it_does_not_stall
         writer.close()
     assert added == 1
     assert read_seconds < 1.0
+
+
+def test_a_service_store_checkpoints_apart_from_its_commits(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    store.checkpoint_apart(every=10)
+    try:
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for n in range(25):
+            store.set_cursor("trakt", "me", "history", f"v{n}", float(n))
+        checkpointer = store.checkpointer
+        assert checkpointer is not None
+        deadline = time.monotonic() + 5
+        while checkpointer.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.runs == 2
+    finally:
+        store.close()
+    reopened = Store.open(tmp_path / "s.db")
+    assert reopened.get_cursor("trakt", "me", "history") == "v24"
+    reopened.close()
+
+
+@pytest.mark.parametrize(("restart_frames", "restarted"), [(1, True), (10**9, False)])
+def test_a_long_write_ahead_log_is_started_over_once_its_readers_are_done(
+    tmp_path: Path, restart_frames: int, restarted: bool
+) -> None:
+    # A reader pins the log, so the passive copy cannot finish: only a restart, waiting for
+    # that reader, lets the log start over instead of growing.
+    store = Store.open(tmp_path / "s.db")
+    store.checkpoint_apart(every=60, restart_frames=restart_frames)
+    reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+    try:
+        for n in range(50):
+            store.set_cursor("trakt", "me", f"h{n}", "x" * 3000, float(n))
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM cursors").fetchall()
+        threading.Timer(0.2, reader.execute, ("COMMIT",)).start()
+        for n in range(10):  # the 60th commit asks for a checkpoint
+            store.set_cursor("trakt", "me", f"i{n}", "x" * 3000, float(n))
+        checkpointer = store.checkpointer
+        assert checkpointer is not None
+        deadline = time.monotonic() + 5
+        while checkpointer.runs < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # the reader is done either way
+        store.set_cursor("trakt", "me", "after", "x", 1.0)
+        _, log_frames, _ = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        reader.close()
+        store.close()
+    assert (log_frames < 10) is restarted

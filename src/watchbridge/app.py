@@ -89,6 +89,7 @@ class Runtime:
 
     def open(self) -> None:
         self._store = self.store_factory(self.config)
+        self._store.checkpoint_apart()
         self.metrics.watch_queue(self._store.outbox_counts)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
 

@@ -7,6 +7,7 @@ import errno
 import gc
 import logging
 import socket
+import sys
 
 import uvicorn
 from litestar import Litestar
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # Open connections get this long after SIGTERM; background work then gets shutdown_timeout.
 CONNECTION_DRAIN_SECONDS = 2
+GIL_SWITCH_SECONDS = 0.0005
 
 
 class QuietServer(uvicorn.Server):
@@ -87,6 +89,9 @@ def serve(app: Litestar, config: Config) -> None:
     # Everything imported and built so far lives as long as the process; without this, each
     # full garbage collection walks it all and stalls the event loop for ~60 ms under load.
     gc.freeze()
+    # The ingest writer thread needs the GIL back after each disk sync; by default a busy event
+    # loop keeps it for up to 5 ms first, and every webhook in that group waits as long.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     try:
         server.run(sockets=sockets)
     finally:

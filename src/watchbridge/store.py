@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -27,7 +28,12 @@ from watchbridge.playback import Session
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
+log = logging.getLogger(__name__)
+
 migrations = Migrations("watchbridge")
+CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
+WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) is restarted, not only copied
+RESTART_WAIT = 5.0  # seconds a restart waits for the writer and readers of the moment
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
 
@@ -432,6 +438,60 @@ def _create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+class Checkpointer:
+    """Runs SQLite's checkpoints on a thread and connection of its own (see Store.checkpoint_apart).
+
+    A passive checkpoint copies what it can without waiting for, or holding up, any writer.
+    """
+
+    def __init__(self, path: Path, every: int, restart_frames: int = WAL_RESTART_FRAMES) -> None:
+        self.every = every
+        self.restart_frames = restart_frames
+        self.runs = 0
+        self._commits = 0
+        self._due = threading.Event()
+        self._closing = False
+        self._conn = sqlite3.connect(
+            path, timeout=RESTART_WAIT, isolation_level=None, check_same_thread=False
+        )
+        self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Count one commit (called under the store's lock)."""
+        self._commits += 1
+        if self._commits >= self.every:
+            self._commits = 0
+            self._due.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._due.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._closing:
+                    return
+                try:
+                    self._checkpoint()
+                except sqlite3.Error as exc:  # the next one tries again; the log only grows
+                    log.warning("database checkpoint failed", extra={"reason": str(exc)})
+                self.runs += 1
+        finally:
+            self._conn.close()
+
+    def _checkpoint(self) -> None:
+        _, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames >= self.restart_frames:
+            # Under a long flood the passive copies never catch up with the writes, and the log
+            # starts over only once they have: wait for one writer's gap (writers wait briefly).
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+
+
 class Store:
     """The SQLite store. Thread-safe: one connection, one lock; writes are short transactions."""
 
@@ -441,6 +501,7 @@ class Store:
         self._lock = threading.RLock()
         # What a thread does before it blocks on the lock (see IngestWriter._help_if_waited_on).
         self.before_waiting: Callable[[], None] = _nothing
+        self.checkpointer: Checkpointer | None = None
         self.db = sqlite_utils.Database(conn)
 
     @classmethod
@@ -474,13 +535,27 @@ class Store:
         finally:
             self._lock.release()
 
+    def checkpoint_apart(
+        self, every: int = CHECKPOINT_EVERY, restart_frames: int = WAL_RESTART_FRAMES
+    ) -> None:
+        """Copy the write-ahead log into the database on a thread of its own, every `every`
+        commits, instead of in whichever commit fills the log: that commit (a webhook's
+        answer) would wait for it, about 10 ms where a commit takes 1."""
+        if self.path is None or self.checkpointer is not None:
+            return
+        with self._locked():
+            self.checkpointer = Checkpointer(self.path, every, restart_frames)
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+
     def migrate(self) -> None:
         with self._locked():
             migrations.apply(self.db)
 
     def close(self) -> None:
         with self._locked():
-            self._conn.close()
+            if self.checkpointer is not None:
+                self.checkpointer.close()
+            self._conn.close()  # the last connection to close checkpoints what is left
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -493,6 +568,8 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            if self.checkpointer is not None:
+                self.checkpointer.committed()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._locked():

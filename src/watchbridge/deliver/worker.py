@@ -174,7 +174,8 @@ class DeliveryWorker:
                 continue
             now = runtime.clock()
             open_targets = self._open_targets(now)
-            due = await asyncio.to_thread(store.next_due, open_targets)
+            # With every target held a webhook's wake-up has nothing to look up.
+            due = await asyncio.to_thread(store.next_due, open_targets) if open_targets else None
             wait_until = min(
                 [
                     due if due is not None else now + IDLE_WAKE_SECONDS,
