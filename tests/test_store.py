@@ -349,8 +349,8 @@ def test_a_service_store_checkpoints_apart_from_its_commits(tmp_path: Path) -> N
 def test_a_long_write_ahead_log_is_started_over_once_its_readers_are_done(
     tmp_path: Path, restart_frames: int, restarted: bool
 ) -> None:
-    # A reader pins the log, so the passive copy cannot finish: only a restart, waiting for
-    # that reader, lets the log start over instead of growing.
+    # A reader pins the log, so the background copy cannot finish: once the log is long, the
+    # next commit completes the copy (the reader is gone by then) and the log starts over.
     store = Store.open(tmp_path / "s.db")
     store.checkpoint_apart(every=60, restart_frames=restart_frames)
     reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
@@ -368,7 +368,8 @@ def test_a_long_write_ahead_log_is_started_over_once_its_readers_are_done(
         while checkpointer.runs < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)  # the reader is done either way
-        store.set_cursor("trakt", "me", "after", "x", 1.0)
+        store.set_cursor("trakt", "me", "after", "x", 1.0)  # completes the copy if asked to
+        store.set_cursor("trakt", "me", "after", "y", 2.0)  # the log starts over if complete
         _, log_frames, _ = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     finally:
         reader.close()

@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 
 migrations = Migrations("watchbridge")
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
-WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) is restarted, not only copied
-RESTART_WAIT = 5.0  # seconds a restart waits for the writer and readers of the moment
+WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start over soon
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
 
@@ -442,23 +441,28 @@ class Checkpointer:
     """Runs SQLite's checkpoints on a thread and connection of its own (see Store.checkpoint_apart).
 
     A passive checkpoint copies what it can without waiting for, or holding up, any writer.
+    Under a long flood those copies never quite catch up, and the log only starts over once
+    one has: then the next commit finishes the copy itself, a short one, on the store's
+    connection.
     """
 
     def __init__(self, path: Path, every: int, restart_frames: int = WAL_RESTART_FRAMES) -> None:
         self.every = every
         self.restart_frames = restart_frames
         self.runs = 0
+        self.catch_up = False  # the log is long: the next commit completes a checkpoint
         self._commits = 0
         self._due = threading.Event()
         self._closing = False
-        self._conn = sqlite3.connect(
-            path, timeout=RESTART_WAIT, isolation_level=None, check_same_thread=False
-        )
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
         self._thread.start()
 
-    def committed(self) -> None:
-        """Count one commit (called under the store's lock)."""
+    def committed(self, conn: sqlite3.Connection) -> None:
+        """Count one commit made on `conn` (called under the store's lock)."""
+        if self.catch_up:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.catch_up = bool(busy) or copied < frames
         self._commits += 1
         if self._commits >= self.every:
             self._commits = 0
@@ -477,19 +481,14 @@ class Checkpointer:
                 if self._closing:
                     return
                 try:
-                    self._checkpoint()
+                    _, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # the next one tries again; the log only grows
                     log.warning("database checkpoint failed", extra={"reason": str(exc)})
+                else:
+                    self.catch_up = self.catch_up or frames >= self.restart_frames
                 self.runs += 1
         finally:
             self._conn.close()
-
-    def _checkpoint(self) -> None:
-        _, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if frames >= self.restart_frames:
-            # Under a long flood the passive copies never catch up with the writes, and the log
-            # starts over only once they have: wait for one writer's gap (writers wait briefly).
-            self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
 
 class Store:
@@ -569,7 +568,7 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
             if self.checkpointer is not None:
-                self.checkpointer.committed()
+                self.checkpointer.committed(self._conn)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._locked():
