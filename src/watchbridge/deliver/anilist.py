@@ -521,9 +521,8 @@ class AniListTarget:
             else:
                 if entries is None:
                     entries = await self._entries(profile)
-                    adopt = getattr(shared, "adopt", None)
-                    if adopt is not None:
-                        adopt(entries.values())
+                    if isinstance(shared, IndexReverse):
+                        shared.adopt(entries.values())
                 targets[row.id] = (decoded, target)
         for row, decoded, why in unknown:
             target = placing.get(row.id, shared)(decoded) if entries is not None else why
@@ -542,8 +541,9 @@ class AniListTarget:
                 continue
             decoded, (media_id, episode) = targets[row.id]
             if row.action in ("rating", "remove_rating") and decoded.kind == "season":
-                seasons = getattr(shared, "season_entries", None)
-                candidates = seasons(decoded) if seasons is not None else ()
+                candidates = (
+                    shared.season_entries(decoded) if isinstance(shared, IndexReverse) else ()
+                )
                 media_id = season_owner(candidates, entries, media_id)
             if row.action == "play":
                 current = entries.get(media_id)
