@@ -461,8 +461,10 @@ class Checkpointer:
     def committed(self, conn: sqlite3.Connection) -> None:
         """Count one commit made on `conn` (called under the store's lock)."""
         if self.catch_up:
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self.catch_up = bool(busy) or copied < frames
+            # After the commit: a failure here must not make a committed write look failed.
+            with contextlib.suppress(sqlite3.Error):
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.catch_up = bool(busy) or copied < frames
         self._commits += 1
         if self._commits >= self.every:
             self._commits = 0
