@@ -298,6 +298,7 @@ class IngestWriter:
             self._closing = True
         self._wake.set()
         self._thread.join(timeout=10)
+        self.store.before_waiting = _nothing
 
     def _run(self) -> None:
         while True:
@@ -317,13 +318,9 @@ class IngestWriter:
             with self.store.transaction():
                 self._waiting_for = (group, loop)
                 try:
-                    loop.call_soon_threadsafe(self._insert, group)
-                    if not group.inserted.wait(self.LOOP_GRACE):
-                        self._insert(group)
-                except RuntimeError:  # that loop is closed
-                    self._insert(group)
-                group.inserted.wait()
-                self._waiting_for = None
+                    self._inserted_by_loop(group, loop)
+                finally:
+                    self._waiting_for = None
                 if group.error is not None:
                     raise group.error
                 if len(group.results) != len(group.waiters):
@@ -338,6 +335,16 @@ class IngestWriter:
         for waiting, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                 waiting.call_soon_threadsafe(_settle, settled)
+
+    def _inserted_by_loop(self, group: _Group, loop: asyncio.AbstractEventLoop) -> None:
+        """Have `loop` run the group's inserts, or run them here if it does not in time."""
+        try:
+            loop.call_soon_threadsafe(self._insert, group)
+            if not group.inserted.wait(self.LOOP_GRACE):
+                self._insert(group)
+        except RuntimeError:  # that loop is closed
+            self._insert(group)
+        group.inserted.wait()
 
     def _help_if_waited_on(self) -> None:
         """Run the pending group's inserts if this thread runs the loop the writer waits for."""
@@ -484,10 +491,10 @@ class Checkpointer:
                     return
                 try:
                     _, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as exc:  # the next one tries again; the log only grows
+                except Exception as exc:  # the next one tries again; the log only grows
                     log.warning("database checkpoint failed", extra={"reason": str(exc)})
-                else:
-                    self.catch_up = self.catch_up or frames >= self.restart_frames
+                    continue
+                self.catch_up = self.catch_up or frames >= self.restart_frames
                 self.runs += 1
         finally:
             self._conn.close()
@@ -556,6 +563,7 @@ class Store:
         with self._locked():
             if self.checkpointer is not None:
                 self.checkpointer.close()
+                self.checkpointer = None
             self._conn.close()  # the last connection to close checkpoints what is left
 
     @contextmanager
