@@ -66,6 +66,40 @@ def test_migration_from_an_older_schema_keeps_data(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_loop_blocked_on_the_store_before_the_writer_asks_it_still_runs_the_inserts(
+    store: Store,
+) -> None:
+    # The loop may block on the lock in the moment between the writer taking it and asking
+    # the loop for the inserts: it keeps checking while it waits.
+    writer = IngestWriter(store)
+    writer.LOOP_GRACE = 5.0
+    released = threading.Event()
+
+    def hold_the_store() -> None:
+        with store.transaction():
+            released.wait(5)
+
+    holder = threading.Thread(target=hold_the_store)
+    holder.start()
+
+    async def write_then_read() -> tuple[int, float]:
+        written = asyncio.ensure_future(writer.write(_job("k")))
+        await asyncio.sleep(0.05)  # the writer now waits for the lock, as will this loop
+        threading.Timer(0.05, released.set).start()
+        started = time.monotonic()
+        store.next_due()
+        return await written, time.monotonic() - started
+
+    try:
+        added, read_seconds = asyncio.run(write_then_read())
+    finally:
+        released.set()
+        holder.join()
+        writer.close()
+    assert added == 1
+    assert read_seconds < 1.0
+
+
 def test_one_targets_due_rows_are_found_without_walking_another_targets_backlog(
     store: Store,
 ) -> None:
