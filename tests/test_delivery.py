@@ -20,6 +20,7 @@ from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer
 from watchbridge.ingest import parse
+from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
@@ -105,6 +106,35 @@ async def test_start_then_completion_arrive_in_order(
     scrobbles = [r.path for r in trakt.requests if r.path.startswith("/scrobble/")]
     assert scrobbles == ["/scrobble/start", "/scrobble/stop"]
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+async def test_a_rewatch_the_same_evening_is_a_second_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    webhook(runtime, "movie_media_play.json")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    clock.advance(3 * 3600)
+    trakt.advance(3 * 3600)
+    webhook(runtime, "movie_media_play.json")  # from the start: Plex sends no viewOffset
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    assert [h.item.title for h in trakt.history()] == ["Arrival", "Arrival"]
+
+
+async def test_a_rewatch_days_later_after_the_session_was_forgotten_is_a_second_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    webhook(runtime, "movie_media_play.json")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    clock.advance(3 * 86400)
+    trakt.advance(3 * 86400)
+    runtime.store.prune(clock(), KEEP_DONE, KEEP_SESSIONS)  # as the hourly maintenance does
+    webhook(runtime, "movie_media_play.json")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    assert [h.item.title for h in trakt.history()] == ["Arrival", "Arrival"]
 
 
 async def test_stale_live_states_are_coalesced_into_the_completion(

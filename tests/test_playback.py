@@ -105,3 +105,28 @@ def test_idempotency_keys_repeat_for_a_repeated_viewing_signal() -> None:
     first = decide(None, event("stop", 95), 90, now=1.0)[1]
     again = decide(None, event("stop", 95), 90, now=1.0)[1]
     assert [i.key for i in first] == [i.key for i in again]
+
+
+def test_a_start_without_a_position_after_completion_is_a_rewatch() -> None:
+    # Plex leaves viewOffset out of media.play when playback begins at the start.
+    _, intents = run(event("stop", 95), event("start"), event("stop", played=True))
+    assert kinds(intents) == ["play", "watching:start", "play"]
+    assert intents[0].key != intents[2].key
+
+
+def test_a_resume_without_a_position_after_completion_is_the_same_viewing() -> None:
+    _, intents = run(event("stop", 95), event("resume"), event("stop", 99))
+    assert kinds(intents) == ["play"]
+
+
+def test_a_viewing_after_the_session_was_forgotten_has_a_new_play_key() -> None:
+    # Idle sessions are pruned after a day; delivered rows keep their keys for a week.
+    first = decide(None, event("stop", 95), 90, now=1000.0)[1]
+    days_later = decide(None, event("stop", 95), 90, now=1000.0 + 3 * 86400)[1]
+    assert first[0].key != days_later[0].key
+
+
+def test_clearing_a_rating_removes_it() -> None:
+    session, intents = run(event("rate", rating=None))
+    assert session is None
+    assert kinds(intents) == ["remove_rating"]

@@ -174,6 +174,18 @@ def test_plex_rating_reaches_trakt(service: ServiceProcess, trakt: FakeTrakt) ->
     wait_for(lambda: [r.rating for r in trakt.ratings()] == [9])
 
 
+def test_a_plex_rating_cleared_is_removed_from_trakt(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    rated = sample_json("plex", "movie_media_rate.json")
+    assert post_plex(service, rated).status_code == 202
+    wait_for(lambda: [r.rating for r in trakt.ratings()] == [9])
+    cleared = sample_json("plex", "movie_media_rate.json")
+    del cleared["rating"], cleared["Metadata"]["userRating"], cleared["Metadata"]["lastRatedAt"]
+    assert post_plex(service, cleared).status_code == 202
+    wait_for(lambda: trakt.ratings() == [])
+
+
 @pytest.mark.parametrize(
     "sample",
     [

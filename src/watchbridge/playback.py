@@ -2,7 +2,8 @@
 
 One session per (source, server, account, player, item). Repeated stops, scrobble + stop pairs,
 progress storms and auto-play-next never make a second play: only the first move into
-`completed` does. A completed session followed by a start at <= 5 % is a rewatch.
+`completed` does. A completed session followed by a start at <= 5 % (or a start with no
+position: Plex leaves it out when playback begins at the start) is a rewatch.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ class Session:
     key: str
     state: State
     progress: float | None
-    generation: int  # counts viewings in this session; part of every idempotency key
+    # Counts viewings in this session; part of every idempotency key. A new session starts at
+    # the current second, not 0: sessions idle for a day are forgotten while delivered rows
+    # (and their keys) are kept a week, and a rewatch must not reuse a finished play's key.
+    generation: int
     updated_at: float
 
 
@@ -33,9 +37,10 @@ class Intent:
 
     kind `watching`: live state for scrobblers (action start or pause, with progress).
     kind `play`: a completed viewing at `at`. kind `rating`: `rating` on the 0-100 scale.
+    kind `remove_rating`: the user cleared the item's rating.
     """
 
-    kind: Literal["watching", "play", "rating"]
+    kind: Literal["watching", "play", "rating", "remove_rating"]
     key: str  # idempotency key, unique per logical action
     at: float
     action: Literal["start", "pause", ""] = ""
@@ -63,19 +68,22 @@ def decide(
     """The next session state and the intents this event produces. Pure."""
     at = event.occurred_at or now
     if event.action == "rate":
-        if event.rating is None:
-            return session, []
-        key = f"rate:{event.item.key()}:{event.rating}:{int(at // 60)}"
+        minute = int(at // 60)
+        if event.rating is None:  # Plex's media.rate without stars, our generic rating 0
+            return session, [Intent("remove_rating", f"unrate:{event.item.key()}:{minute}", at)]
+        key = f"rate:{event.item.key()}:{event.rating}:{minute}"
         return session, [Intent("rating", key, at, rating=event.rating)]
     if event.action == "unplayed":
         return session, []
 
     key = session_key(event)
     if session is None:
-        session = Session(key, "stopped", None, 0, at)
+        session = Session(key, "stopped", None, int(at), at)
     progress = event.progress if event.progress is not None else session.progress
     if session.state == "completed" and event.action in ("start", "resume"):
-        if progress is not None and progress <= REWATCH_MAX_PROGRESS:
+        from_the_start = event.action == "start" and event.progress is None
+        if from_the_start or (progress is not None and progress <= REWATCH_MAX_PROGRESS):
+            progress = event.progress
             session = replace(
                 session, state="stopped", progress=None, generation=session.generation + 1
             )

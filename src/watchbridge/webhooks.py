@@ -92,7 +92,7 @@ def rows_for(
             payload |= {"scrobble_action": intent.action, "progress": intent.progress}
         elif intent.kind == "play":
             payload |= {"progress": intent.progress, "live": intent.live}
-        else:
+        elif intent.kind == "rating":
             payload |= {"rating": intent.rating}
         for target in targets:
             rows.append(
@@ -103,7 +103,7 @@ def rows_for(
                     payload=payload,
                     ordering_key=f"{profile}:{target}:{item_key}",
                     idempotency_key=f"{profile}:{target}:{intent.key}",
-                    supersedes=("watching",) if intent.kind != "rating" else (),
+                    supersedes=("watching",) if intent.kind in ("watching", "play") else (),
                 )
             )
     return rows
