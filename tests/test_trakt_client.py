@@ -74,6 +74,21 @@ async def test_device_sign_in_denied_is_a_clear_error(
         await client.sign_in(PROFILE, lambda code: trakt.deny_device(code.user_code))
 
 
+@pytest.mark.parametrize(
+    ("misbehave", "message"),
+    [
+        ("expire_device", "expired before it was approved"),  # 410
+        ("use_device", "already used"),  # 409
+        ("forget_device", "did not recognise the device code"),  # 404
+    ],
+)
+async def test_device_sign_in_with_a_spent_code_ends_with_a_clear_error(
+    client: TraktClient, trakt: FakeTrakt, misbehave: str, message: str
+) -> None:
+    with pytest.raises(TraktAuthError, match=message):
+        await client.sign_in(PROFILE, lambda code: getattr(trakt, misbehave)(code.user_code))
+
+
 async def test_device_sign_in_slow_down_keeps_polling(
     client: TraktClient, trakt: FakeTrakt
 ) -> None:
@@ -86,6 +101,14 @@ async def test_device_sign_in_slow_down_keeps_polling(
 
 async def test_sign_in_detects_an_app_without_vip(client: TraktClient, trakt: FakeTrakt) -> None:
     trakt.vip = False
+    with pytest.raises(TraktAccountError, match="VIP"):
+        await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+
+
+async def test_sign_in_says_vip_when_the_device_code_request_is_refused(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    trakt.vip, trakt.vip_gates_sign_in = False, True
     with pytest.raises(TraktAccountError, match="VIP"):
         await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
 

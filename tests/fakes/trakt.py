@@ -562,6 +562,9 @@ class FakeTrakt(FakeServer):
         self.token_lifetime = token_lifetime  # ``expires_in`` of new tokens (§6: 7 days)
         # app-level switches
         self.vip = True  # False: the app owner lacks VIP -> every API call answers 426
+        # True with vip False: the device-code request answers 426 too (not in the reference;
+        # a client must say "VIP" whichever route refuses first)
+        self.vip_gates_sign_in = False
         self.app_deleted = False  # True: client_id unknown -> 403 / 401 invalid_client
         self.require_client_secret = False  # §6: secret optional since 2026-10
         self.refresh_error_status = 400  # §6: 400 (2026 docs); older docs/clients saw 401
@@ -862,6 +865,16 @@ class FakeTrakt(FakeServer):
         with self.lock:
             self._device(user_code).expired = True
 
+    def use_device(self, user_code: str) -> None:
+        """The code was already exchanged for tokens (another client got there first)."""
+        with self.lock:
+            self._device(user_code).state = "used"
+
+    def forget_device(self, user_code: str) -> None:
+        """Trakt no longer knows the code at all."""
+        with self.lock:
+            del self.devices[self._device(user_code).device_code]
+
     def slow_down_device(self, user_code: str, n: int = 1) -> None:
         """The next ``n`` polls of this code answer 429 (polling too fast)."""
         with self.lock:
@@ -1139,6 +1152,8 @@ class FakeTrakt(FakeServer):
     @oauth("POST", "/oauth/device/code")
     def oauth_device_code(self, req: Request, body: dict[str, Any]) -> Response:
         self._check_client(body, secret=False)
+        if not self.vip and self.vip_gates_sign_in:
+            raise _fail(426, headers={"X-Upgrade-URL": self.upgrade_url})
         dc = DeviceCode(
             secrets.token_hex(32),
             secrets.token_hex(4).upper(),

@@ -421,7 +421,7 @@ class TraktClient:
 
     async def start_device_auth(self) -> DeviceCode:
         response = await self._oauth("device/code", {"client_id": self.config.client_id})
-        if response.status_code in (401, 403):
+        if response.status_code in (401, 403, 426):
             raise TraktAccountError(
                 f"Trakt refused the app (HTTP {response.status_code}): check "
                 "services.trakt.client_id, and that the app belongs to a VIP account",
