@@ -130,6 +130,23 @@ async def test_expired_access_token_is_refreshed_once_and_stored(
     assert trakt.count("POST", "/oauth/token") == 1
 
 
+async def test_two_processes_refreshing_at_once_both_keep_the_sign_in(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # The service and a `watchbridge sync` share the database and each refresh on a 401;
+    # Trakt's refresh tokens are single-use, so one of them is refused.
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    other = TraktClient(config, store, sleep=no_wait)
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    try:
+        await asyncio.gather(client.last_activities(PROFILE), other.last_activities(PROFILE))
+    finally:
+        await other.aclose()
+    assert trakt.count("POST", "/oauth/token") == 2  # one of them was refused
+    await client.last_activities(PROFILE)  # the stored pair is the one Trakt accepted
+
+
 async def test_rejected_refresh_needs_a_new_sign_in(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

@@ -106,6 +106,7 @@ class DeviceCode:
 DevicePoll = Literal[
     "approved", "pending", "slow_down", "invalid", "already_used", "expired", "denied"
 ]
+REFRESH_RACE_SECONDS = 2.0  # how long another process may take to store a pair it refreshed
 _DEVICE_STATUS: dict[int, DevicePoll] = {
     200: "approved",
     400: "pending",
@@ -522,6 +523,9 @@ class TraktClient:
             },
         )
         if response.status_code in (400, 401):
+            elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
+            if elsewhere is not None:
+                return elsewhere
             raise TraktAuthError(
                 SERVICE,
                 f"Trakt no longer accepts the sign-in of profile {profile} "
@@ -533,6 +537,18 @@ class TraktClient:
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
         self._save(profile, tokens)
         return tokens
+
+    async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
+        """The pair another process stored after using this single-use refresh token first
+        (a `watchbridge sync` beside the service), looked for now and once more a moment later
+        (it may be saving it)."""
+        for wait in (0.0, REFRESH_RACE_SECONDS):
+            if wait:
+                await self.sleep(wait)
+            current = self._load(profile)
+            if current is not None and current.refresh_token != used:
+                return current
+        return None
 
     # ------------------------------------------------------------------ requests
 
