@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -88,3 +90,23 @@ async def test_requests_are_counted_by_status(client: HttpClient, echo: EchoFake
     text = client.metrics.render().decode()
     assert 'watchbridge_http_requests_total{method="GET",service="echo",status="503"} 1.0' in text
     assert 'watchbridge_http_requests_total{method="GET",service="echo",status="200"} 1.0' in text
+
+
+async def test_a_429_with_only_trakts_ratelimit_header_waits_until_its_until(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
+    limit = {"name": "AUTHED_API_POST_LIMIT", "period": 1, "limit": 1, "remaining": 0}
+    echo.fail_next(1, 429, headers={"X-Ratelimit": json.dumps(limit | {"until": until})})
+    with pytest.raises(RateLimited) as caught:
+        await client.request("GET", "/items")
+    assert caught.value.retry_after is not None and caught.value.retry_after > 290
+
+
+async def test_a_short_retry_after_on_a_server_error_is_waited_out(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.fail_next(1, 503, headers={"Retry-After": "0.4"})
+    started = time.monotonic()
+    assert (await client.request("GET", "/items")).status_code == 200
+    assert time.monotonic() - started >= 0.4

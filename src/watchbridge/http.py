@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import json
 import logging
 import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -120,15 +122,32 @@ class RetryPolicy:
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
-    """`Retry-After` as seconds, whether given as seconds or as an HTTP date."""
+    """How long the service asks us to wait: `Retry-After` (seconds or an HTTP date), else
+    the `until` of Trakt's `X-Ratelimit` (JSON naming the bucket that ran out)."""
     value = headers.get("retry-after")
     if value is None:
-        return None
+        return _ratelimit_until(headers.get("x-ratelimit"), now)
     value = value.strip()
     if value.replace(".", "", 1).isdigit():
         return float(value)
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+    except ValueError:
+        return None
     return max(0.0, parsed.timestamp() - now) if parsed else None
+
+
+def _ratelimit_until(value: str | None, now: float) -> float | None:
+    try:
+        until = json.loads(value)["until"] if value else None
+        moment = datetime.fromisoformat(str(until).replace("Z", "+00:00")) if until else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
 
 
 def jittered(seconds: float) -> float:
@@ -219,6 +238,7 @@ class HttpClient:
                 self._waited(time.monotonic() - paced)
             started = time.monotonic()
             self.requests_sent += 1
+            retry_after: float | None = None
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
@@ -261,7 +281,8 @@ class HttpClient:
             if unknown and not idempotent:
                 break
             if attempt < self.retry.attempts:
-                await asyncio.sleep(jittered(self.retry.backoff * 2 ** (attempt - 1)))
+                pause = jittered(self.retry.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(max(pause, retry_after or 0.0))
         log.warning(
             "request failed",
             extra={
