@@ -215,6 +215,33 @@ def dead_letter(tmp_path: Path) -> Path:
     return path
 
 
+def test_unmatched_lists_each_waiting_play_with_its_reason_and_event(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    store = Store.open(tmp_path / "watchbridge.db")
+    item = {"kind": "episode", "show_title": "Frieren", "season": 1, "number": 3}
+    store.record_event(
+        source="plex",
+        kind="stop",
+        payload={"item": item, "server": "nas"},
+        now=1.0,
+        rows=[NewOutboxRow("serializd", "me", "play", {"item": item}, "k1", "i1")],
+    )
+    (row,) = store.claim("w", 2.0)
+    store.retry_later(row.id, 2.0, 3602.0, "unmatched: set services.plex to read its ids")
+    store.close()
+    result = run("unmatched", "--payload", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "#1" in result.stdout and "serializd/me  play Frieren S01E03" in result.stdout
+    assert "unmatched: set services.plex to read its ids" in result.stdout
+    assert '"server": "nas"' in result.stdout or '"server":"nas"' in result.stdout
+
+
+def test_unmatched_says_when_nothing_waits(tmp_path: Path) -> None:
+    result = run("unmatched", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "nothing unmatched" in result.stdout
+
+
 def test_deadletters_list_shows_what_gave_up_and_why(tmp_path: Path) -> None:
     result = run("deadletters", "list", "--config", str(dead_letter(tmp_path)))
     assert result.returncode == 0, result.stderr

@@ -162,7 +162,7 @@ def status(config_path: str | None) -> None:
     if state.unmatched:
         click.echo(
             f"unmatched:     {state.unmatched} waiting for ids a service can use "
-            "(retried hourly; see `watchbridge deadletters list` if they give up)"
+            "(retried hourly; `watchbridge unmatched` lists them)"
         )
     click.echo(
         f"dead letters:  {state.dead_letters}"
@@ -727,6 +727,32 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
 @cli.group()
 def deadletters() -> None:
     """Deliveries that gave up: list, retry or discard them."""
+
+
+@cli.command()
+@config_option
+@click.option("--payload", is_flag=True, help="Also print each webhook event as received.")
+def unmatched(config_path: str | None, payload: bool) -> None:
+    """Show deliveries waiting for ids a service can use, with the reason."""
+    from watchbridge.model import ref_from_dict
+
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        waiting = store.unmatched()
+    finally:
+        store.close()
+    if not waiting:
+        click.echo("nothing unmatched")
+        return
+    for item, event in waiting:
+        what = ref_from_dict(item.payload.get("item", {}))
+        click.echo(
+            f"#{item.id}  {_when(item.created_at)}  {item.target}/{item.profile}  {item.action} "
+            f"{what.describe()}  next try {_when(item.next_attempt_at)}: {item.last_error}"
+        )
+        if payload and event is not None:
+            click.echo(f"    event: {event}")
 
 
 @deadletters.command("list")

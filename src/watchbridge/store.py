@@ -863,6 +863,16 @@ class Store:
         )
         return [row["k"] for row in rows]
 
+    def unmatched(self) -> list[tuple[OutboxItem, str | None]]:
+        """Queued rows waiting for ids a target can use, each with the webhook event it came
+        from as stored (None for rows a sync planned)."""
+        rows = self._query(
+            "SELECT o.*, e.payload AS event_payload FROM outbox o"
+            " LEFT JOIN events e ON e.id = o.event_id"
+            " WHERE o.status = 'pending' AND o.last_error LIKE 'unmatched:%' ORDER BY o.id"
+        )
+        return [(OutboxItem.from_row(r), r["event_payload"]) for r in rows]
+
     def dead_letters(self) -> list[OutboxItem]:
         rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")
         return [OutboxItem.from_row(r) for r in rows]
