@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -277,36 +278,49 @@ def test_late_completion_is_added_to_history_with_its_real_time(
 def test_acknowledged_webhooks_survive_kill_9_and_reach_trakt_exactly_once(
     tmp_path: Path, trakt: FakeTrakt
 ) -> None:
+    # Six senders at once, so the kill lands while requests are in flight and group commits
+    # are open, not between two requests.
     template = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
-    imdb_ids = [f"tt9{n:06d}" for n in range(80)]
-    for n, imdb in enumerate(imdb_ids):
-        trakt.add_movie(f"Flood {n}", 2000, imdb=imdb)
+    posted = [f"Flood {n}" for n in range(150)]
+    for n, title in enumerate(posted):
+        trakt.add_movie(title, 2000, imdb=f"tt9{n:06d}")
     service = service_for(tmp_path, trakt).start()
     acknowledged: list[str] = []
-    with httpx.Client(timeout=5) as client:
-        for n, imdb in enumerate(imdb_ids):
-            if n == 40:
-                service.kill()  # kill -9 in the middle of the flood
-            payload = json.loads(json.dumps(template))
-            payload["Metadata"] |= {
-                "guid": f"com.plexapp.agents.imdb://{imdb}?lang=en",
-                "ratingKey": str(5000 + n),
-                "title": f"Flood {n}",
-            }
-            try:
-                response = client.post(f"{service.url}/webhooks/plex/{SECRET}", json=payload)
-            except httpx.TransportError:
-                continue
-            if response.status_code == 202:
-                acknowledged.append(f"Flood {n}")
-    assert 0 < len(acknowledged) <= 40
+    lock = threading.Lock()
+
+    def send(numbers: range) -> None:
+        with httpx.Client(timeout=5) as client:
+            for n in numbers:
+                payload = json.loads(json.dumps(template))
+                payload["Metadata"] |= {
+                    "guid": f"com.plexapp.agents.imdb://tt9{n:06d}?lang=en",
+                    "ratingKey": str(5000 + n),
+                    "title": posted[n],
+                }
+                try:
+                    response = client.post(f"{service.url}/webhooks/plex/{SECRET}", json=payload)
+                except httpx.TransportError:
+                    return  # the service is gone
+                if response.status_code == 202:
+                    with lock:
+                        acknowledged.append(posted[n])
+
+    senders = [threading.Thread(target=send, args=(range(k, 150, 6),)) for k in range(6)]
+    for sender in senders:
+        sender.start()
+    wait_for(lambda: len(acknowledged) >= 40, timeout=20)
+    service.kill()  # kill -9 in the middle of the flood
+    for sender in senders:
+        sender.join()
+    assert 40 <= len(acknowledged) < len(posted)
     restarted = ServiceProcess(service.config, service.port).start()
     try:
         wait_for(lambda: set(acknowledged) <= set(titles(trakt)), timeout=30)
         time.sleep(1.0)  # anything sent twice would show up by now
         landed = titles(trakt)
+        assert set(acknowledged) <= set(landed)
         assert len(landed) == len(set(landed)), "a play reached Trakt twice"
-        assert set(landed) <= {f"Flood {n}" for n in range(40)}
+        assert set(landed) <= set(posted)
     finally:
         restarted.kill()
 
