@@ -17,7 +17,7 @@ from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.trakt import nearby_keys, play_key
-from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.deliver.worker import DeliveryWorker, backoff
 from watchbridge.http import Pacer
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -216,6 +216,42 @@ async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
     (dead,) = runtime.store.dead_letters()
     assert "unmatched" in (dead.last_error or "")
     assert any("gave up" in t for t in receiver.titles())
+
+
+async def test_a_delivery_older_than_max_age_gives_up_before_its_attempts_run_out(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    webhook(
+        runtime,
+        "movie_legacy_imdb_media_scrobble.json",
+        guid="com.plexapp.agents.imdb://tt7777777?lang=en",
+        title="Nobody Knows",
+    )
+    await worker.pass_once(runtime)  # attempt 1 of 3
+    assert runtime.store.dead_letters() == []
+    clock.advance(runtime.config.delivery.max_age + 1)
+    await worker.pass_once(runtime)  # attempt 2 of 3, but a week old
+    (dead,) = runtime.store.dead_letters()
+    assert dead.attempts == 2
+    assert any("gave up" in t for t in receiver.titles())
+
+
+def test_backoff_doubles_within_its_jitter_up_to_the_cap() -> None:
+    config = parse_config("{}", Path("watchbridge.yaml"), {}).delivery
+    first = config.retry_after
+    for attempts in range(1, 6):
+        wait = backoff(attempts, config, None)
+        assert 0.75 * first * 2 ** (attempts - 1) <= wait <= 1.25 * first * 2 ** (attempts - 1)
+    assert backoff(40, config, None) <= 1.25 * config.max_backoff
+
+
+def test_backoff_is_never_sooner_than_the_services_retry_after() -> None:
+    config = parse_config("{}", Path("watchbridge.yaml"), {}).delivery
+    assert backoff(1, config, 900.0) >= 900.0
 
 
 async def test_history_add_with_unknown_outcome_is_checked_before_resending(
