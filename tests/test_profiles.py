@@ -1,0 +1,60 @@
+"""Which profile a webhook belongs to: explicit mapping, per server when asked, default-deny."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from watchbridge.config import Config, parse_config
+from watchbridge.model import Account, MediaEvent, MediaRef
+from watchbridge.webhooks import profile_for
+
+SERVER_A = "a1b2c3d4e5f6"
+SERVER_B = "0f9e8d7c6b5a"
+
+
+def config(users: str, default: str = "") -> Config:
+    return parse_config(
+        f"""
+profiles:
+  alice: {{users: {users}}}
+  guest: {{users: {{}} {default}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+def from_plex(account_id: str, server: str = SERVER_A, name: str = "") -> MediaEvent:
+    return MediaEvent(
+        source="plex",
+        action="stop",
+        item=MediaRef("movie", title="Heat", year=1995),
+        server=server,
+        account=Account(account_id, name),
+    )
+
+
+def test_an_account_id_maps_on_any_server() -> None:
+    mapped = config('{plex: ["1"]}')
+    assert profile_for(mapped, from_plex("1", SERVER_A)) == "alice"
+    assert profile_for(mapped, from_plex("1", SERVER_B)) == "alice"
+
+
+def test_server_and_account_together_map_on_that_server_only() -> None:
+    mapped = config(f'{{plex: ["{SERVER_A}:1"]}}')
+    assert profile_for(mapped, from_plex("1", SERVER_A)) == "alice"
+    assert profile_for(mapped, from_plex("1", SERVER_B)) is None
+
+
+def test_a_user_name_matches_whatever_its_case() -> None:
+    mapped = config('{plex: ["Alice"]}')
+    assert profile_for(mapped, from_plex("7", name="alice")) == "alice"
+
+
+def test_an_unmapped_account_belongs_to_nobody_without_a_default_profile() -> None:
+    assert profile_for(config('{plex: ["1"]}'), from_plex("42")) is None
+
+
+def test_an_unmapped_account_goes_to_the_default_profile() -> None:
+    mapped = config('{plex: ["1"]}', default=", default: true")
+    assert profile_for(mapped, from_plex("42")) == "guest"
