@@ -320,6 +320,21 @@ async def test_the_same_rating_twice_is_sent_once(
     assert runtime.store.outbox_counts()["done"] == 2
 
 
+async def test_a_cleared_rating_removes_every_rating_the_diary_holds_for_the_item(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Each change of a rating is a diary row of its own; Serializd shows the newest one, so
+    # leaving an older row would bring back a rating the user did not keep.
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
+    await drain(worker, runtime, clock, passes=2)
+    enqueue(runtime, "rating", episode(4), clock() - 300, rating=80)
+    await drain(worker, runtime, clock, passes=2)
+    assert len(fake.diary()) == 2
+    enqueue(runtime, "remove_rating", episode(4), clock() - 60)  # from a webhook: no record
+    await drain(worker, runtime, clock, passes=2)
+    assert [e for e in fake.diary() if e.rating] == []
+
+
 async def test_an_unknown_action_is_a_dead_letter(
     runtime: Runtime, target: SerializdTarget, clock: FakeClock
 ) -> None:

@@ -116,7 +116,7 @@ async def test_a_rewatch_the_same_evening_is_a_second_play(
     await drain(worker, runtime, clock)
     clock.advance(3 * 3600)
     trakt.advance(3 * 3600)
-    webhook(runtime, "movie_media_play.json")  # from the start: Plex sends no viewOffset
+    webhook(runtime, "movie_media_play.json", viewOffset=0)  # from the start
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock)
     assert [h.item.title for h in trakt.history()] == ["Arrival", "Arrival"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
-from watchbridge.playback import Intent, Session, decide
+from watchbridge.playback import REWATCH_AFTER_IDLE, Intent, Session, decide
 
 MOVIE = MediaRef("movie", Ids(imdb="tt0111161"), title="The Shawshank Redemption", year=1994)
 MINUTE = 60_000
@@ -107,11 +107,28 @@ def test_idempotency_keys_repeat_for_a_repeated_viewing_signal() -> None:
     assert [i.key for i in first] == [i.key for i in again]
 
 
-def test_a_start_without_a_position_after_completion_is_a_rewatch() -> None:
-    # Plex leaves viewOffset out of media.play when playback begins at the start.
+def test_a_start_without_a_position_minutes_after_completion_is_the_same_viewing() -> None:
+    # Plex sends a second media.play minutes after its scrobble (skipped credits).
     _, intents = run(event("stop", 95), event("start"), event("stop", played=True))
-    assert kinds(intents) == ["play", "watching:start", "play"]
-    assert intents[0].key != intents[2].key
+    assert kinds(intents) == ["play"]
+
+
+def test_a_start_without_a_position_hours_after_completion_is_a_rewatch() -> None:
+    # Plex leaves viewOffset out of media.play when playback begins at the start.
+    session, first = decide(None, event("stop", 95), 90, now=1000.0)
+    later = 1000.0 + REWATCH_AFTER_IDLE
+    session, started = decide(session, event("start"), 90, now=later)
+    _, second = decide(session, event("stop", played=True), 90, now=later + 5400)
+    assert kinds(first + started + second) == ["play", "watching:start", "play"]
+    assert first[0].key != second[0].key
+
+
+def test_rating_changes_within_one_minute_are_each_kept() -> None:
+    keys = [
+        decide(None, e, 90, now=1000.0 + n)[1][0].key
+        for n, e in enumerate([event("rate", rating=80), event("rate"), event("rate", rating=80)])
+    ]
+    assert len(set(keys)) == 3
 
 
 def test_a_resume_without_a_position_after_completion_is_the_same_viewing() -> None:

@@ -122,11 +122,10 @@ class RetryPolicy:
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
-    """How long the service asks us to wait: `Retry-After` (seconds or an HTTP date), else
-    the `until` of Trakt's `X-Ratelimit` (JSON naming the bucket that ran out)."""
+    """`Retry-After` as seconds, whether given as seconds or as an HTTP date."""
     value = headers.get("retry-after")
     if value is None:
-        return _ratelimit_until(headers.get("x-ratelimit"), now)
+        return None
     value = value.strip()
     if value.replace(".", "", 1).isdigit():
         return float(value)
@@ -137,7 +136,9 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     return max(0.0, parsed.timestamp() - now) if parsed else None
 
 
-def _ratelimit_until(value: str | None, now: float) -> float | None:
+def ratelimit_until_seconds(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until the `until` of Trakt's `X-Ratelimit` (JSON naming the bucket that ran out)."""
+    value = headers.get("x-ratelimit")
     try:
         until = json.loads(value)["until"] if value else None
         moment = datetime.fromisoformat(str(until).replace("Z", "+00:00")) if until else None
@@ -260,8 +261,12 @@ class HttpClient:
                     return response
                 if response.status_code == 429:
                     wait = retry_after_seconds(response.headers, self.clock())
-                    # Some 429s (abuse filters) carry no Retry-After: back off on our own.
-                    wait = wait if wait is not None else self.retry.backoff * 2**attempt * 4
+                    if wait is None:
+                        # Abuse filters send no Retry-After, Trakt's limiter sometimes only its
+                        # X-Ratelimit (whose `until` may be a second away): back off on our own,
+                        # and at least until then.
+                        until = ratelimit_until_seconds(response.headers, self.clock()) or 0.0
+                        wait = max(until, self.retry.backoff * 2**attempt * 4)
                     if pacer is not None:
                         pacer.block(wait + 1)
                     if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:

@@ -2,8 +2,8 @@
 
 One session per (source, server, account, player, item). Repeated stops, scrobble + stop pairs,
 progress storms and auto-play-next never make a second play: only the first move into
-`completed` does. A completed session followed by a start at <= 5 % (or a start with no
-position: Plex leaves it out when playback begins at the start) is a rewatch.
+`completed` does. A completed session followed by a start at <= 5 % (or, hours later, a start
+with no position: Plex leaves it out when playback begins at the start) is a rewatch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from watchbridge.model import MediaEvent
 
 State = Literal["playing", "paused", "stopped", "completed"]
 REWATCH_MAX_PROGRESS = 5.0
+REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
 PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
 
 
@@ -68,10 +69,11 @@ def decide(
     """The next session state and the intents this event produces. Pure."""
     at = event.occurred_at or now
     if event.action == "rate":
-        minute = int(at // 60)
+        # To the second: rate 8, clear, rate 8 within a minute are three changes, not two.
+        second = int(at)
         if event.rating is None:  # Plex's media.rate without stars, our generic rating 0
-            return session, [Intent("remove_rating", f"unrate:{event.item.key()}:{minute}", at)]
-        key = f"rate:{event.item.key()}:{event.rating}:{minute}"
+            return session, [Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)]
+        key = f"rate:{event.item.key()}:{event.rating}:{second}"
         return session, [Intent("rating", key, at, rating=event.rating)]
     if event.action == "unplayed":
         return session, []
@@ -81,7 +83,14 @@ def decide(
         session = Session(key, "stopped", None, int(at), at)
     progress = event.progress if event.progress is not None else session.progress
     if session.state == "completed" and event.action in ("start", "resume"):
-        from_the_start = event.action == "start" and event.progress is None
+        # Plex leaves viewOffset out of a media.play from the beginning, but also sends a
+        # second media.play minutes after its scrobble (skipped credits, pitfalls/webhooks
+        # #1): without a position, only a start hours after the viewing ended is a rewatch.
+        from_the_start = (
+            event.action == "start"
+            and event.progress is None
+            and at - session.updated_at >= REWATCH_AFTER_IDLE
+        )
         if from_the_start or (progress is not None and progress <= REWATCH_MAX_PROGRESS):
             progress = event.progress
             session = replace(

@@ -358,8 +358,10 @@ class SerializdTarget:
         return Delivered("rated")
 
     async def _remove_rating(self, ledger: Ledger, row: OutboxItem, place: Place) -> Outcome:
-        """Delete the rating-only diary rows holding the item's rating: those the plan named,
-        those we wrote, else (a rating the reader no longer knows the rows of) the diary's."""
+        """Delete the rating-only diary rows holding the item's rating: those the plan named
+        (a sync read them), else every one the diary holds for the item (a rating cleared in
+        a media server: each earlier change is a row of its own, and Serializd shows the
+        newest left), and those we wrote."""
         key = place.ref.key()
         await self._load(ledger, RATINGS, key)
         record = str(row.payload.get("record") or "")
@@ -367,10 +369,10 @@ class SerializdTarget:
         ours = (ledger.rated.get(key) or {}).get("review_id")
         if isinstance(ours, int):
             ids.add(ours)
-        if not ids:
+        if not record:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
-            ids = {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
+            ids |= {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
         for review in sorted(ids):
             if not await self._delete_review(ledger.profile, review):
                 return Dead(CANNOT_DELETE)
