@@ -147,3 +147,11 @@ def test_clearing_a_rating_removes_it() -> None:
     session, intents = run(event("rate", rating=None))
     assert session is None
     assert kinds(intents) == ["remove_rating"]
+
+
+def test_a_position_less_start_after_completing_from_an_early_start_is_not_a_rewatch() -> None:
+    # Started at 2 %, completed by a scrobble without a position, then Plex's second media.play.
+    _, intents = run(
+        event("start", 2), event("stop", played=True), event("start"), event("stop", 96)
+    )
+    assert kinds(intents) == ["watching:start", "play"]

@@ -91,7 +91,10 @@ def decide(
             and event.progress is None
             and at - session.updated_at >= REWATCH_AFTER_IDLE
         )
-        if from_the_start or (progress is not None and progress <= REWATCH_MAX_PROGRESS):
+        # The event's own position: the session's may be a stale early one (a viewing that
+        # started at 2 % and completed through a position-less scrobble).
+        restarted = event.progress is not None and event.progress <= REWATCH_MAX_PROGRESS
+        if from_the_start or restarted:
             progress = event.progress
             session = replace(
                 session, state="stopped", progress=None, generation=session.generation + 1
