@@ -92,6 +92,12 @@ def test_favourite_toggle_without_rating_is_ignored() -> None:
     assert parse(sample("item_rate_favorite_movie.json")) == Ignored("no_rating")
 
 
+def test_rate_of_a_like_is_not_a_star_rating() -> None:
+    payload = sample("item_rate_favorite_movie.json")
+    payload["Item"]["UserData"] |= {"Likes": True, "Rating": 10}
+    assert parse(payload) == Ignored("no_rating")
+
+
 def test_rate_with_numeric_user_data_rating_is_a_rate() -> None:
     payload = sample("item_rate_favorite_movie.json")
     payload["Item"]["UserData"]["Rating"] = 7

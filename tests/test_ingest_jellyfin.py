@@ -139,6 +139,13 @@ def test_like_or_favourite_without_rating_is_ignored() -> None:
     assert parse(sample("user_data_saved_update_rating_movie.json")) == Ignored("no_rating")
 
 
+@pytest.mark.parametrize(("likes", "stored"), [(True, 10), (False, 1)])
+def test_a_thumbs_up_or_down_is_not_a_star_rating(likes: bool, stored: int) -> None:
+    # Jellyfin stores a like as Rating 10 and a dislike as 1; Trakt must not get 10/10 or 1/10.
+    payload = sample("user_data_saved_update_rating_movie.json", Likes=likes, Rating=stored)
+    assert parse(payload) == Ignored("no_rating")
+
+
 def test_numeric_rating_is_a_rate() -> None:
     payload = sample("user_data_saved_update_rating_movie.json", Rating=8)
     event = only_event(parse(payload))

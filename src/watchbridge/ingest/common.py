@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef
+from watchbridge.ratings import from_ten
 
 Payload = Mapping[str, object]
 
@@ -112,6 +113,17 @@ def flag(value: object) -> bool | None:
         if lowered in _FALSE:
             return False
     return None
+
+
+def star_rating(rating: object, likes: object) -> int | None:
+    """A Jellyfin/Emby user rating on our 0-100 scale, or None when there is none. The servers
+    store a thumbs-up as Rating 10 and a thumbs-down as 1 (and derive Likes from Rating): such
+    a pair is a like, not stars. (A real 10/10 set through the API looks the same.)"""
+    value = number(rating)
+    liked = flag(likes)
+    if (liked is True and value == 10) or (liked is False and value == 1):
+        return None
+    return from_ten(value)
 
 
 def non_negative(value: object) -> int | None:

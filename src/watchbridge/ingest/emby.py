@@ -3,9 +3,9 @@
 Events: playback.start → start, playback.pause → pause, playback.unpause → resume,
 playback.stop → stop with played = PlaybackInfo.PlayedToCompletion, playback.scrobble (handled
 by other receivers, never captured) → stop with played=True, item.markplayed → played,
-item.markunplayed → unplayed, item.rate → rate when Item.UserData.Rating > 0, else
-Ignored(no_rating) (Emby mostly sends favourite/like changes). library.* → library_event,
-system.notificationtest → test_event, the rest → unsupported_event.
+item.markunplayed → unplayed, item.rate → rate when Item.UserData.Rating > 0 and not a like
+(common.star_rating), else Ignored(no_rating) (Emby mostly sends favourite/like changes).
+library.* → library_event, system.notificationtest → test_event, the rest → unsupported_event.
 
 `Item.ProviderIds` are the item's own ids (for an episode the episode's, often only Tvdb).
 `Item.Id` → source_key and, for an episode, `Item.SeriesId` → show_source_key (numeric strings
@@ -30,9 +30,9 @@ from watchbridge.ingest.common import (
     integer,
     iso_time,
     make_ids,
-    number,
     obj,
     server_guid,
+    star_rating,
     text,
     ticks_to_ms,
 )
@@ -46,7 +46,6 @@ from watchbridge.model import (
     ParseResult,
     Rejected,
 )
-from watchbridge.ratings import from_ten
 
 ACTIONS: dict[str, Action] = {
     "playback.start": "start",
@@ -126,8 +125,8 @@ def _played(event: str, playback: Payload) -> bool:
 
 
 def _rating(item: Payload) -> int | None:
-    value = number(obj(item.get("UserData")).get("Rating"))
-    return None if value is None else from_ten(value)
+    user_data = obj(item.get("UserData"))
+    return star_rating(user_data.get("Rating"), user_data.get("Likes"))
 
 
 def _player(session: Payload) -> str:

@@ -9,7 +9,8 @@ NotificationType → action:
 - PlaybackProgress → pause when IsPaused, else progress. Jellyfin has no pause/resume events;
   telling a resume from a progress report needs the previous state (the session machine's job).
 - UserDataSaved by SaveReason: TogglePlayed → played/unplayed (from Played); UpdateUserRating →
-  rate when Rating > 0, else Ignored(no_rating) (likes and favourites); the reasons written by
+  rate when Rating > 0 and not a like (common.star_rating), else Ignored(no_rating) (likes,
+  dislikes and favourites); the reasons written by
   playback → Ignored(user_data_echo), since the playback events already tell us.
 - ItemAdded/ItemDeleted → Ignored(library_event); everything else → Ignored(unsupported_event).
 
@@ -35,8 +36,8 @@ from watchbridge.ingest.common import (
     integer,
     iso_time,
     make_ids,
-    number,
     server_guid,
+    star_rating,
     text,
     ticks_to_ms,
 )
@@ -50,7 +51,6 @@ from watchbridge.model import (
     ParseResult,
     Rejected,
 )
-from watchbridge.ratings import from_ten
 
 PLAYBACK_ACTIONS: dict[str, Action] = {
     "playbackstart": "start",
@@ -139,8 +139,7 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
 
 
 def _rating(data: Payload, kind: MediaKind) -> ParseResult:
-    value = number(data.get("Rating"))
-    rating = None if value is None else from_ten(value)
+    rating = star_rating(data.get("Rating"), data.get("Likes"))
     if rating is None:
         return Ignored(NO_RATING)
     warnings: list[str] = []
