@@ -129,6 +129,28 @@ def test_other_events_are_ignored(event: str, reason: str) -> None:
     assert parse(sample("playback_start_episode.json", Event=event)) == Ignored(reason)
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"", "application/json"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="data"\r\n\r\n\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+        ),
+    ],
+    ids=["empty body", "empty data part"],
+)
+def test_an_older_embys_empty_test_notification_is_acknowledged(
+    body: bytes, content_type: str
+) -> None:
+    # Emby before 4.9.0.37 sent its "Send Test" with nothing in it.
+    assert parse_request("emby", body, content_type) == Ignored("test_event")
+
+
+def test_an_empty_body_from_another_source_is_still_malformed() -> None:
+    assert parse_request("jellyfin", b"", "application/json") == Rejected("empty body")
+
+
 def test_empty_test_notification_body_is_ignored_as_test() -> None:
     assert parse({"Event": "system.notificationtest"}) == Ignored("test_event")
 

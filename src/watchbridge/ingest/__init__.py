@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from watchbridge.ingest import emby, generic, jellyfin, plex, tautulli
-from watchbridge.ingest.body import read_body
-from watchbridge.ingest.common import IGNORE_REASONS, Payload
-from watchbridge.model import ParseResult, Rejected
+from watchbridge.ingest.body import is_blank, read_body
+from watchbridge.ingest.common import IGNORE_REASONS, TEST_EVENT, Payload
+from watchbridge.model import Ignored, ParseResult, Rejected
 
 __all__ = ["IGNORE_REASONS", "PARSERS", "SOURCES", "parse"]
 
@@ -30,10 +30,18 @@ def _from_body(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
     return parse_body
 
 
+def _emby(body: bytes, content_type: str) -> ParseResult:
+    decoded = read_body(body, content_type)
+    if isinstance(decoded, Rejected):
+        # Emby's "Send Test" came with nothing in it before 4.9.0.37: acknowledge it.
+        return Ignored(TEST_EVENT) if is_blank(body, content_type) else decoded
+    return emby.parse(decoded)
+
+
 PARSERS: dict[str, Parser] = {
     "plex": _from_body(plex.parse),
     "jellyfin": _from_body(jellyfin.parse),
-    "emby": _from_body(emby.parse),
+    "emby": _emby,
     "tautulli": _from_body(tautulli.parse),
     "generic": _from_body(generic.parse),
 }

@@ -216,6 +216,21 @@ def _parse_part_headers(block: bytes) -> dict[str, str]:
     return headers
 
 
+def is_blank(body: bytes, content_type: str) -> bool:
+    """An empty body, or a multipart body whose payload part is empty (Emby's test button
+    before 4.9.0.37 sent one of these)."""
+    if not body or body.isspace():
+        return True
+    media_type, params = parse_header(content_type)
+    if not (media_type.startswith("multipart/") or _looks_multipart(body)):
+        return False
+    found = _payload_part(body, params.get("boundary", "")) or _payload_part(body, "")
+    if not found:
+        return False
+    _, start, end = found
+    return not body[start:end].strip()
+
+
 def _from_multipart(body: bytes, boundary: str) -> dict[str, object] | Rejected:
     # A wrong boundary parameter is rarer than a missing one, but costs nothing to survive.
     found = _payload_part(body, boundary)
