@@ -133,3 +133,11 @@ def test_template_data_file_is_the_one_documented() -> None:
     template = sample_json("tautulli", "template_data.json")
     assert template["action"] == "{action}"
     assert set(template) == set(sample_json("tautulli", "play_episode.json"))
+
+
+def test_an_absurd_duration_is_ignored_not_a_crash() -> None:
+    # A broken template can send any number; the position then comes from nowhere.
+    payload = sample("play_episode.json", duration_ms=10**400)
+    payload.pop("view_offset", None)
+    event = only_event(parse(payload))
+    assert event.duration_ms is None and event.progress is None

@@ -126,16 +126,21 @@ def star_rating(rating: object, likes: object) -> int | None:
     return from_ten(value)
 
 
+MAX_MS = 10**13  # ~300 years: anything longer is a broken template, not a position or duration
+
+
 def non_negative(value: object) -> int | None:
-    """A position or duration in ms: a whole number >= 0."""
+    """A position or duration in ms: a whole number from 0 to MAX_MS (ticks: see ticks_to_ms)."""
     result = integer(value)
-    return result if result is not None and result >= 0 else None
+    return result if result is not None and 0 <= result <= MAX_MS else None
 
 
 def ticks_to_ms(value: object) -> int | None:
     """.NET ticks (100 ns) to milliseconds."""
-    ticks = non_negative(value)
-    return None if ticks is None else ticks // TICKS_PER_MS
+    ticks = integer(value)
+    if ticks is None or ticks < 0:
+        return None
+    return non_negative(ticks // TICKS_PER_MS)
 
 
 def iso_time(value: object) -> float | None:
