@@ -110,3 +110,12 @@ async def test_a_short_retry_after_on_a_server_error_is_waited_out(
     started = time.monotonic()
     assert (await client.request("GET", "/items")).status_code == 200
     assert time.monotonic() - started >= 0.4
+
+
+async def test_a_gateway_timeout_with_a_long_retry_after_may_have_written(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.fail_next(1, 504, headers={"Retry-After": "60"})
+    with pytest.raises(Unavailable) as caught:
+        await client.request("POST", "/items", json={"n": 1})
+    assert caught.value.outcome_unknown

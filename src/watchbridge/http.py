@@ -282,7 +282,8 @@ class HttpClient:
                 unknown = response.status_code in AMBIGUOUS_STATUS
                 retry_after = retry_after_seconds(response.headers, self.clock())
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
-                    raise Unavailable(self.service, last_problem, retry_after)
+                    # A gateway's 502/504 may come after the service wrote: say so.
+                    raise Unavailable(self.service, last_problem, retry_after, unknown)
             if unknown and not idempotent:
                 break
             if attempt < self.retry.attempts:
