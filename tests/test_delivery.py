@@ -21,7 +21,8 @@ from watchbridge.deliver.worker import DeliveryWorker, backoff
 from watchbridge.http import Pacer
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
-from watchbridge.model import Accepted, Ids, MediaRef
+from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
+from watchbridge.store import NewOutboxRow
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -252,6 +253,22 @@ def test_backoff_doubles_within_its_jitter_up_to_the_cap() -> None:
 def test_backoff_is_never_sooner_than_the_services_retry_after() -> None:
     config = parse_config("{}", Path("watchbridge.yaml"), {}).delivery
     assert backoff(1, config, 900.0) >= 900.0
+
+
+async def test_an_episode_trakt_lacks_does_not_make_its_batch_mates_go_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    at = clock() - 3600  # late: both go out in one history add, nested under the show
+
+    def play(number: int) -> NewOutboxRow:
+        item = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=number)
+        payload = {"item": ref_to_dict(item), "at": at + number, "source": "plex"}
+        return NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{item.key()}", f"p{number}")
+
+    runtime.store.enqueue([play(1), play(9)], clock())  # Trakt has no S01E09
+    await drain(worker, runtime, clock, passes=4, step=4000)
+    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 1)]
 
 
 async def test_history_add_with_unknown_outcome_is_checked_before_resending(

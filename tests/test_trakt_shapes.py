@@ -97,6 +97,26 @@ def test_not_found_entries_are_matched_back_to_what_was_sent() -> None:
     assert not_found_refs(answer, [MOVIE, EPISODE_BY_ID]) == [MOVIE]
 
 
+def test_an_episode_missing_under_its_show_is_the_only_one_not_found() -> None:
+    # Trakt echoes the show narrowed to what it lacks; the episode it has was added.
+    missing = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=5, number=99)
+    answer = {
+        "added": {"movies": 0, "episodes": 1},
+        "not_found": {
+            "shows": [
+                {"ids": {"tvdb": 81189}, "seasons": [{"number": 5, "episodes": [{"number": 99}]}]}
+            ]
+        },
+    }
+    assert not_found_refs(answer, [EPISODE_BY_NUMBER, missing]) == [missing]
+
+
+def test_a_show_echoed_bare_means_all_of_its_episodes_are_missing() -> None:
+    other = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=1, number=1)
+    answer = {"not_found": {"shows": [{"ids": {"tvdb": 81189}}]}}
+    assert not_found_refs(answer, [EPISODE_BY_NUMBER, other]) == [EPISODE_BY_NUMBER, other]
+
+
 def test_empty_not_found_means_everything_was_found() -> None:
     assert not_found_refs({"not_found": {"movies": []}}, [MOVIE]) == []
 

@@ -310,27 +310,68 @@ def _nest_show_or_season(
 def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[MediaRef]:
     """Match Trakt's echoed `not_found` entries back to the items we sent, by any shared id.
 
-    Episodes sent under their show come back as the show: then all of that show's are missing.
+    Episodes sent under their show come back as that show narrowed to the seasons and
+    episodes it lacks; only a show echoed bare is missing as a whole.
     """
     missing = answer.get("not_found") or {}
     echoed = [
-        {(k, str(v)) for k, v in (entry.get("ids") or {}).items()}
-        for group in ("movies", "episodes", "shows")
+        _id_pairs(entry.get("ids"))
+        for group in ("movies", "episodes")
         for entry in missing.get(group) or []
     ]
-    if not echoed:
+    shows = [(_id_pairs(e.get("ids")), _echoed_places(e)) for e in missing.get("shows") or []]
+    if not echoed and not shows:
         return []
 
     def sent_ids(item: MediaRef) -> set[tuple[str, str]]:
         if item.kind in ("show", "season"):
-            ids = trakt_ids(item.ids if item.kind == "show" else item.show_ids)
-            return {(k, str(v)) for k, v in ids.items()}
+            return _id_pairs(trakt_ids(item.ids if item.kind == "show" else item.show_ids))
         shaped = media_body(item)
         ids = (shaped.get("movie") or shaped.get("episode") or {}).get("ids") or {}
-        ids = ids or shaped.get("show", {}).get("ids", {})
-        return {(k, str(v)) for k, v in ids.items()}
+        return _id_pairs(ids or shaped.get("show", {}).get("ids", {}))
 
-    return [item for item in sent if any(sent_ids(item) & entry for entry in echoed)]
+    def is_missing(item: MediaRef) -> bool:
+        ids = sent_ids(item)
+        if any(ids & entry for entry in echoed):
+            return True
+        for show_ids, places in shows:
+            if not ids & show_ids:
+                continue
+            if places is None:  # the show itself
+                return True
+            if item.kind == "season" and any(season == item.season for season, _ in places):
+                return True
+            if item.kind == "episode" and {(item.season, item.number), (item.season, None)} & (
+                places
+            ):
+                return True
+        return False
+
+    return [item for item in sent if is_missing(item)]
+
+
+def _id_pairs(ids: object) -> set[tuple[str, str]]:
+    return {(k, str(v)) for k, v in ids.items()} if isinstance(ids, dict) else set()
+
+
+def _echoed_places(show: dict[str, Any]) -> set[tuple[object, object]] | None:
+    """(season, episode) pairs an echoed show is narrowed to ((season, None): all of that
+    season); None when it is echoed bare (the show itself was not found)."""
+    seasons = show.get("seasons")
+    if not isinstance(seasons, list) or not seasons:
+        return None
+    places: set[tuple[object, object]] = set()
+    for season in seasons:
+        if not isinstance(season, dict):
+            continue
+        episodes = season.get("episodes")
+        if isinstance(episodes, list) and episodes:
+            places |= {
+                (season.get("number"), e.get("number")) for e in episodes if isinstance(e, dict)
+            }
+        else:
+            places.add((season.get("number"), None))
+    return places
 
 
 def added_count(answer: dict[str, Any]) -> int:
