@@ -271,6 +271,57 @@ async def test_an_episode_trakt_lacks_does_not_make_its_batch_mates_go_again(
     assert [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 1)]
 
 
+def _late_play(item: MediaRef, at: float, key: str) -> NewOutboxRow:
+    payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "progress": 95.0}
+    return NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{item.key()}", key)
+
+
+HEAT = MediaRef("movie", Ids(imdb="tt0113277"), title="Heat", year=1995)
+
+
+async def test_an_account_limit_is_not_declared_over_by_a_play_delivered_beside_it(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.account_limit(100, route="POST /sync/ratings")
+    arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
+    rating = NewOutboxRow(
+        "trakt",
+        "me",
+        "rating",
+        {"item": ref_to_dict(arrival), "at": clock(), "rating": 80},
+        f"me:trakt:{arrival.key()}",
+        "r1",
+    )
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1"), rating], clock())
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]  # and no "Resolved"
+
+
+async def test_a_blip_a_day_after_an_outage_ended_is_not_reported_as_a_long_outage(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    nobody = MediaRef("movie", Ids(imdb="tt7777777"), title="Nobody Knows", year=2001)
+    runtime.store.enqueue([_late_play(nobody, clock() - 3600, "u1")], clock())
+    trakt.fail_next(1, 503)
+    await worker.pass_once(runtime)  # held
+    clock.advance(60)
+    await worker.pass_once(runtime)  # Trakt answers again; the row is only unmatched
+    clock.advance(86400)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "h1")], clock())
+    trakt.fail_next(1, 503)
+    await worker.pass_once(runtime)
+    assert receiver.titles() == []
+
+
 async def test_history_add_with_unknown_outcome_is_checked_before_resending(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -226,14 +226,16 @@ class DeliveryWorker:
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str], str] = {}
-        by_outcome: dict[str, int] = defaultdict(int)
+        delivered_for: set[str] = set()  # profiles with a row through and none held
+        held_for: set[str] = set()
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
-            by_outcome[type(outcome).__name__.lower()] += 1
             if isinstance(outcome, Delivered):
+                delivered_for.add(item.profile)
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Hold):
+                held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
                 settled.append(
                     Settlement(item.id, "pending", now + outcome.after, outcome.reason, False)
@@ -269,6 +271,8 @@ class DeliveryWorker:
                     f"{int((now - self.held_since[target.name]) // 60)} minutes: {hold.reason}. "
                     "Nothing is lost; queued deliveries go out when it is back."
                 )
+        else:
+            await self._reachable(runtime, target)
         for (kind, key), reason in alerts.items():
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
@@ -276,8 +280,7 @@ class DeliveryWorker:
             await runtime.notifier.notify(
                 kind, f"watchbridge: {target.name} deliveries paused", reason, key=key
             )
-        if by_outcome.get("delivered"):
-            await self._recovered(runtime, target, {i.profile for i in items})
+        await self._accepted(runtime, target, delivered_for - held_for)
         for item, reason in dead:
             log.error(
                 "delivery gave up",
@@ -296,14 +299,19 @@ class DeliveryWorker:
                 key=target.name,
             )
 
-    async def _recovered(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
-        """A delivery went through: clear holds and send recovery notices for what was raised."""
+    async def _reachable(self, runtime: Runtime, target: Target) -> None:
+        """The target answered (no target-wide hold): forget its outage and say it is over."""
+        self.held_since.pop(target.name, None)
         self.held_until.pop(target.name, None)
         self.held_reason.pop(target.name, None)
-        self.held_since.pop(target.name, None)
         self.hold_streak.pop(target.name, None)
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
+
+    async def _accepted(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
+        """These profiles' deliveries went through and none was held: their sign-in and
+        account problems are over."""
+        message = f"{target.name} deliveries are flowing again"
         for profile in profiles:
             for kind in ("credentials", "account_limit"):
                 await runtime.notifier.resolve(kind, message, key=f"{target.name}:{profile}")
