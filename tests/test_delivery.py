@@ -18,7 +18,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import DeliveryWorker, backoff
-from watchbridge.http import Pacer
+from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
@@ -320,6 +320,42 @@ async def test_a_blip_a_day_after_an_outage_ended_is_not_reported_as_a_long_outa
     trakt.fail_next(1, 503)
     await worker.pass_once(runtime)
     assert receiver.titles() == []
+
+
+async def test_a_history_add_that_may_have_landed_stays_marked_through_a_hold(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())  # one clock on both sides
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    trakt.fail_next(1, 503, route="GET /sync/history/movies")  # the check is held once
+    await drain(worker, runtime, clock, passes=3, step=400)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+
+
+async def test_a_live_stop_that_may_have_landed_is_checked_once_it_goes_to_history(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    payload = {"item": ref_to_dict(HEAT), "at": clock(), "source": "plex", "progress": 95.0}
+    payload["live"] = True
+    runtime.store.enqueue(
+        [NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{HEAT.key()}", "p1")], clock()
+    )
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # taken, answer lost
+    trakt.fail_next(40, 503)  # then Trakt is down past delivery.late_after
+    for _ in range(7):
+        await worker.pass_once(runtime)
+        clock.advance(130)
+        trakt.advance(130)
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=4, step=301)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
 
 
 async def test_history_add_with_unknown_outcome_is_checked_before_resending(

@@ -119,3 +119,14 @@ async def test_a_gateway_timeout_with_a_long_retry_after_may_have_written(
     with pytest.raises(Unavailable) as caught:
         await client.request("POST", "/items", json={"n": 1})
     assert caught.value.outcome_unknown
+
+
+async def test_a_retried_write_that_may_have_landed_is_reported_so_whatever_came_after(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.drop_next(1, route="POST /items", after_handler=True)  # taken, answer lost
+    echo.fail_next(2, 503, route="POST /items")
+    with pytest.raises(Unavailable) as caught:
+        await client.request("POST", "/items", json={"n": 1}, idempotent=True)
+    assert caught.value.outcome_unknown
+    assert len(echo.items) == 1

@@ -232,7 +232,9 @@ class HttpClient:
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
         unknown = False
+        maybe_written = False  # some try may have reached the service, whatever came after
         for attempt in range(1, self.retry.attempts + 1):
+            maybe_written = maybe_written or unknown
             if pacer is not None:
                 paced = time.monotonic()
                 await pacer.acquire(bucket)
@@ -270,6 +272,11 @@ class HttpClient:
                     if pacer is not None:
                         pacer.block(wait + 1)
                     if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:
+                        if maybe_written:
+                            message = (
+                                f"rate limited for {wait:.0f}s after a try that may have landed"
+                            )
+                            raise Unavailable(self.service, message, wait + 1, True)
                         raise RateLimited(self.service, f"rate limited for {wait:.0f}s", wait + 1)
                     last_problem = "rate limited"
                     if pacer is None:
@@ -283,7 +290,9 @@ class HttpClient:
                 retry_after = retry_after_seconds(response.headers, self.clock())
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     # A gateway's 502/504 may come after the service wrote: say so.
-                    raise Unavailable(self.service, last_problem, retry_after, unknown)
+                    raise Unavailable(
+                        self.service, last_problem, retry_after, unknown or maybe_written
+                    )
             if unknown and not idempotent:
                 break
             if attempt < self.retry.attempts:
@@ -301,7 +310,7 @@ class HttpClient:
         raise Unavailable(
             self.service,
             f"{last_problem} after {attempt} attempt(s)",
-            outcome_unknown=unknown,
+            outcome_unknown=unknown or maybe_written,
         )
 
     def _waited(self, seconds: float) -> None:

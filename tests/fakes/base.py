@@ -301,6 +301,11 @@ class FakeServer:
         """Close the connection of the next ``n`` requests without answering."""
         self._queue(_Knob("drop", n, route, after_handler=after_handler))
 
+    def clear_knobs(self) -> None:
+        """Forget the misbehaviour still queued (the outage is over)."""
+        with self.lock:
+            self._knobs.clear()
+
     def _queue(self, knob: _Knob) -> None:
         if knob.route is not None:
             path = knob.route.rpartition(" ")[2]

@@ -16,13 +16,14 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import (
+    UNKNOWN_OUTCOME,
     Dead,
     Delivered,
     Hold,
@@ -30,6 +31,7 @@ from watchbridge.deliver.worker import (
     Retry,
     enriched,
     per_profile,
+    unsure,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
@@ -52,7 +54,6 @@ PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of en
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episodes"} by season
 SEASONS_TTL = 7 * 86400.0
-UNKNOWN_OUTCOME = "unknown outcome"
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -186,7 +187,7 @@ class SerializdTarget:
                     reason = f"{UNKNOWN_OUTCOME}: {cause.message}"
                     outcomes[row.id] = Retry(reason, cause.retry_after)
                     continue
-                outcomes[row.id] = _unsure(self._hold_for(cause))
+                outcomes[row.id] = unsure(self._hold_for(cause))
                 if isinstance(cause, Unavailable):
                     raise cause from None  # the service answered with errors: hold it
 
@@ -575,12 +576,6 @@ def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:
 
 def _is_unsure(row: OutboxItem) -> bool:
     return (row.last_error or "").startswith(UNKNOWN_OUTCOME)
-
-
-def _unsure(outcome: Outcome) -> Outcome:
-    if isinstance(outcome, Hold | Retry):
-        return replace(outcome, reason=f"{UNKNOWN_OUTCOME}: {outcome.reason}")
-    return outcome
 
 
 def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[str, Any]] | None:

@@ -16,7 +16,16 @@ from typing import Any
 
 from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
+from watchbridge.deliver.worker import (
+    UNKNOWN_OUTCOME,
+    Dead,
+    Delivered,
+    Hold,
+    Outcome,
+    Retry,
+    per_profile,
+    unsure,
+)
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import TRAKT, Enricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -40,7 +49,6 @@ log = logging.getLogger(__name__)
 
 NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
-UNKNOWN_OUTCOME = "unknown outcome"
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
@@ -104,7 +112,14 @@ class TraktTarget:
         ) -> None:
             await self._deliver_profile(profile, rows, now, outcomes)
 
-        return await per_profile(items, deliver_profile, self._hold_for)
+        outcomes = await per_profile(items, deliver_profile, self._hold_for)
+        # A row whose last send may have landed keeps that mark through holds and retries, so
+        # Trakt's history is read before it is ever sent again.
+        marked = {i.id for i in items if (i.last_error or "").startswith(UNKNOWN_OUTCOME)}
+        return {
+            row_id: unsure(outcome) if row_id in marked else outcome
+            for row_id, outcome in outcomes.items()
+        }
 
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, TraktAuthError):
@@ -211,7 +226,13 @@ class TraktTarget:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
         except TraktItemError:
             return None
-        except (TraktAuthError, TraktAccountError, Unavailable):
+        except Unavailable as exc:
+            if not exc.outcome_unknown:
+                raise  # the service said no: the target is held, nothing was written
+            # It may have landed: a later live stop meets Trakt's 409, a later history add
+            # reads Trakt's history first.
+            return Retry(f"{UNKNOWN_OUTCOME}: {exc.message}", exc.retry_after)
+        except (TraktAuthError, TraktAccountError):
             raise
         except TraktError as exc:
             return Retry(exc.message)

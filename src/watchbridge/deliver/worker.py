@@ -13,7 +13,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from watchbridge.app import Runtime
@@ -123,6 +123,16 @@ async def enriched(
     if problem.transient:
         return found.item, Retry(problem.message, problem.retry_after)
     return found.item, Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
+
+
+UNKNOWN_OUTCOME = "unknown outcome"  # a row's last send may have landed: look before resending
+
+
+def unsure(outcome: Outcome) -> Outcome:
+    """`outcome` for a row whose last send may have landed: a hold or retry keeps that mark."""
+    if isinstance(outcome, Hold | Retry) and not outcome.reason.startswith(UNKNOWN_OUTCOME):
+        return replace(outcome, reason=f"{UNKNOWN_OUTCOME}: {outcome.reason}")
+    return outcome
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
