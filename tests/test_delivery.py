@@ -358,6 +358,73 @@ async def test_a_live_stop_that_may_have_landed_is_checked_once_it_goes_to_histo
     assert len(trakt.history()) == 1
 
 
+async def test_a_marked_play_trakt_does_not_know_is_listed_as_unmatched(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    nobody = MediaRef("movie", Ids(imdb="tt7777777"), title="Nobody Knows", year=2001)
+    runtime.store.enqueue([_late_play(nobody, clock() - 3600, "u1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    await worker.pass_once(runtime)  # checked, then Trakt's not_found: a definite answer
+    assert runtime.store.unmatched_count() == 1
+
+
+async def test_a_gateway_error_asking_to_wait_holds_the_target(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1, 504, headers={"Retry-After": "900"}, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    assert worker.held_until["trakt"] >= clock() + 900
+    (row,) = runtime.store.claim("check", clock() + 901, 10, ["trakt"])
+    assert (row.last_error or "").startswith("unknown outcome")
+
+
+async def test_an_outage_is_not_declared_over_by_a_pass_that_delivered_nothing(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 7200, "p1")], clock())
+    for _ in range(8):
+        trakt.fail_next(1, 503)
+        await worker.pass_once(runtime)
+        clock.advance(301)
+    arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
+    runtime.store.enqueue([_late_play(arrival, clock() - 3600, "p2")], clock())
+    trakt.fail_next(5, 504)
+    clock.advance(3600)
+    await worker.pass_once(runtime)
+    assert not any(t.startswith("Resolved") for t in receiver.titles())
+
+
+async def test_a_live_stop_sent_minutes_after_the_play_is_found_by_the_check(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt stamps a scrobble when it is sent, here five minutes after the play ended.
+    trakt.advance(clock() - trakt.now())
+    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    payload = {"item": ref_to_dict(HEAT), "at": clock() - 300, "source": "plex", "live": True}
+    payload["progress"] = 95.0
+    runtime.store.enqueue(
+        [NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{HEAT.key()}", "p1")], clock()
+    )
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)
+    trakt.fail_next(40, 503)
+    for _ in range(7):
+        await worker.pass_once(runtime)
+        clock.advance(130)
+        trakt.advance(130)
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=4, step=301)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+
+
 async def test_history_add_with_unknown_outcome_is_checked_before_resending(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -130,3 +130,13 @@ async def test_a_retried_write_that_may_have_landed_is_reported_so_whatever_came
         await client.request("POST", "/items", json={"n": 1}, idempotent=True)
     assert caught.value.outcome_unknown
     assert len(echo.items) == 1
+
+
+async def test_a_rate_limit_after_a_try_that_may_have_landed_is_reported_as_such(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.drop_next(1, route="POST /items", after_handler=True)
+    echo.fail_next(1, 429, headers={"Retry-After": "120"}, route="POST /items")
+    with pytest.raises(Unavailable) as caught:
+        await client.request("POST", "/items", json={"n": 1}, idempotent=True)
+    assert caught.value.outcome_unknown and caught.value.retry_after is not None

@@ -182,7 +182,11 @@ class SerializdTarget:
                 # The row keeps the `unknown outcome` mark whatever happens next, so the
                 # diary is read before this entry is ever sent again.
                 cause = exc.cause
-                if isinstance(cause, Unavailable) and cause.outcome_unknown:
+                if (
+                    isinstance(cause, Unavailable)
+                    and cause.outcome_unknown
+                    and cause.retry_after is None
+                ):
                     # A dropped connection says nothing about the service: go on.
                     reason = f"{UNKNOWN_OUTCOME}: {cause.message}"
                     outcomes[row.id] = Retry(reason, cause.retry_after)

@@ -54,6 +54,15 @@ DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
 
 
+def _may_have_landed(exc: Unavailable) -> Outcome:
+    """A write whose answer was lost: marked to be checked before it goes again; when Trakt
+    answered (a gateway error asking us to wait) the target is held as well."""
+    reason = f"{UNKNOWN_OUTCOME}: {exc.message}"
+    if exc.retry_after is not None:
+        return Hold(reason, exc.retry_after)
+    return Retry(reason)
+
+
 def play_key(item: MediaRef, watched_at: float) -> str:
     return _at_minute(item.key(), int(watched_at // 60))
 
@@ -113,11 +122,12 @@ class TraktTarget:
             await self._deliver_profile(profile, rows, now, outcomes)
 
         outcomes = await per_profile(items, deliver_profile, self._hold_for)
-        # A row whose last send may have landed keeps that mark through holds and retries, so
-        # Trakt's history is read before it is ever sent again.
+        # A row whose last send may have landed keeps that mark through a hold (the check could
+        # not be made), so Trakt's history is read before it is ever sent again. Other outcomes
+        # came after the check.
         marked = {i.id for i in items if (i.last_error or "").startswith(UNKNOWN_OUTCOME)}
         return {
-            row_id: unsure(outcome) if row_id in marked else outcome
+            row_id: unsure(outcome) if row_id in marked and isinstance(outcome, Hold) else outcome
             for row_id, outcome in outcomes.items()
         }
 
@@ -231,7 +241,7 @@ class TraktTarget:
                 raise  # the service said no: the target is held, nothing was written
             # It may have landed: a later live stop meets Trakt's 409, a later history add
             # reads Trakt's history first.
-            return Retry(f"{UNKNOWN_OUTCOME}: {exc.message}", exc.retry_after)
+            return _may_have_landed(exc)
         except (TraktAuthError, TraktAccountError):
             raise
         except TraktError as exc:
@@ -272,10 +282,7 @@ class TraktTarget:
             if not exc.outcome_unknown:
                 raise  # the service said no: the target is held, nothing was written
             # The add may or may not have landed: look before sending it again.
-            return outcomes | _all(
-                [r.outbox for r in fresh],
-                Retry(f"{UNKNOWN_OUTCOME}: {exc.message}", exc.retry_after),
-            )
+            return outcomes | _all([r.outbox for r in fresh], _may_have_landed(exc))
         except (TraktAuthError, TraktAccountError):
             raise
         except TraktError as exc:
@@ -372,8 +379,10 @@ class TraktTarget:
 
     async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
+        # A live stop is stamped when it was sent, up to delivery.late_after after the play.
+        late = self.config.late_after
         start = min(r.at for r in rows) - 120
-        end = max(r.at for r in rows) + 120
+        end = max(r.at for r in rows) + late + 120
         entries: list[dict[str, Any]] = []
         for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
             entries += await self.client.history(profile, kind, start_at=start, end_at=end)
@@ -382,7 +391,7 @@ class TraktTarget:
             for row in rows
             if any(
                 history_entry_is(entry, row.item)
-                and abs(parse_iso(entry["watched_at"]) - row.at) <= 120
+                and -120 <= parse_iso(entry["watched_at"]) - row.at <= late + 120
                 for entry in entries
             )
         ]

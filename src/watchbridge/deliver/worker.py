@@ -265,6 +265,10 @@ class DeliveryWorker:
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
             hold = max(wide, key=lambda h: h.after)
+            if now > self.held_until.get(target.name, now) + TARGET_PROBE_MAX:
+                # The last hold ran out long ago and passes went on since: a new outage.
+                self.held_since.pop(target.name, None)
+                self.hold_streak.pop(target.name, None)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             streak = self.hold_streak[target.name] = self.hold_streak.get(target.name, 0) + 1
             pause = max(hold.after, min(TARGET_PROBE_MAX, hold.after * 2 ** (streak - 1)))
@@ -281,8 +285,6 @@ class DeliveryWorker:
                     f"{int((now - self.held_since[target.name]) // 60)} minutes: {hold.reason}. "
                     "Nothing is lost; queued deliveries go out when it is back."
                 )
-        else:
-            await self._reachable(runtime, target)
         for (kind, key), reason in alerts.items():
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
@@ -290,6 +292,8 @@ class DeliveryWorker:
             await runtime.notifier.notify(
                 kind, f"watchbridge: {target.name} deliveries paused", reason, key=key
             )
+        if delivered_for:
+            await self._reachable(runtime, target)
         await self._accepted(runtime, target, delivered_for - held_for)
         for item, reason in dead:
             log.error(
@@ -310,7 +314,7 @@ class DeliveryWorker:
             )
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
-        """The target answered (no target-wide hold): forget its outage and say it is over."""
+        """The target took a delivery: forget its outage and say it is over."""
         self.held_since.pop(target.name, None)
         self.held_until.pop(target.name, None)
         self.held_reason.pop(target.name, None)
