@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -82,16 +83,14 @@ def test_a_loop_blocked_on_the_store_before_the_writer_asks_it_still_runs_the_in
     holder = threading.Thread(target=hold_the_store)
     holder.start()
 
-    async def write_then_read() -> tuple[int, float]:
-        written = asyncio.ensure_future(writer.write(_job("k")))
+    async def until_the_writer_waits_for_the_lock() -> None:
         await asyncio.sleep(0.05)  # the writer now waits for the lock, as will this loop
         threading.Timer(0.05, released.set).start()
-        started = time.monotonic()
-        store.next_due()
-        return await written, time.monotonic() - started
 
     try:
-        added, read_seconds = asyncio.run(write_then_read())
+        added, read_seconds = _read_on_the_loop_during_a_write(
+            store, writer, until_the_writer_waits_for_the_lock
+        )
     finally:
         released.set()
         holder.join()
@@ -341,18 +340,16 @@ def test_the_loop_reading_the_store_while_the_writer_waits_for_it_does_not_stall
     writer = IngestWriter(store)
     writer.LOOP_GRACE = 30.0
 
-    async def write_then_read() -> tuple[int, float]:
-        written = asyncio.ensure_future(writer.write(_job("k")))
+    async def until_the_writer_asks_the_loop() -> None:
         await asyncio.sleep(0)  # the job is queued and the writer woken
         deadline = time.monotonic() + 5
         while writer._waiting_for is None and time.monotonic() < deadline:
             time.sleep(0.001)  # the loop stays busy, as a long callback would
-        started = time.monotonic()
-        store.next_due()
-        return await written, time.monotonic() - started
 
     try:
-        added, read_seconds = asyncio.run(write_then_read())
+        added, read_seconds = _read_on_the_loop_during_a_write(
+            store, writer, until_the_writer_asks_the_loop
+        )
     finally:
         writer.close()
     assert added == 1
@@ -431,3 +428,19 @@ def test_a_failing_catch_up_checkpoint_does_not_fail_the_committed_write(
     finally:
         store.db.conn.set_authorizer(None)
         store.close()
+
+
+def _read_on_the_loop_during_a_write(
+    store: Store, writer: IngestWriter, meanwhile: Callable[[], Awaitable[None]]
+) -> tuple[int, float]:
+    """Queue one webhook, run `meanwhile`, then read the store from the same event loop:
+    the rows added and how long the read took."""
+
+    async def write_then_read() -> tuple[int, float]:
+        written = asyncio.ensure_future(writer.write(_job("k")))
+        await meanwhile()
+        started = time.monotonic()
+        store.next_due()
+        return await written, time.monotonic() - started
+
+    return asyncio.run(write_then_read())

@@ -236,8 +236,8 @@ class DeliveryWorker:
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str], str] = {}
-        delivered_for: set[str] = set()  # profiles with a row through and none held
-        held_for: set[str] = set()
+        delivered_for: set[str] = set()  # profiles with a row through
+        held_for: set[str] = set()  # profiles with a row held
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
