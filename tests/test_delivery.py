@@ -16,13 +16,14 @@ from tests.harness import sign_in_trakt
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
-from watchbridge.deliver.trakt import nearby_keys, play_key
+from watchbridge.deliver.trakt import Row as TraktRow
+from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
 from watchbridge.deliver.worker import DeliveryWorker, backoff
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
-from watchbridge.store import NewOutboxRow
+from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -452,3 +453,113 @@ def test_a_known_play_is_recognised_two_minutes_either_side() -> None:
     movie = MediaRef("movie", Ids(imdb="tt0111161"))
     at = 1_700_000_000.0
     assert nearby_keys(movie, at) == [play_key(movie, at + 60 * k) for k in range(-2, 3)]
+
+
+def _undated_play(item: MediaRef, key: str, target_plays: int | None = 0) -> NewOutboxRow:
+    """A sync's add of a play of unknown date (a Serializd tick), as sync.outbox_rows makes it."""
+    payload: dict[str, Any] = {"item": ref_to_dict(item), "at": 0.0, "link": "ts"}
+    if target_plays is not None:
+        payload["target_plays"] = target_plays
+    return NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{item.key()}", key)
+
+
+SEVERANCE_1X1 = MediaRef(
+    "episode", show_ids=Ids(tmdb="95396"), show_title="Severance", season=1, number=1
+)
+
+
+async def _undated_add_with_its_answer_lost(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    *rows: NewOutboxRow,
+) -> None:
+    if not trakt.shows:
+        trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    runtime.store.enqueue(list(rows), clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await drain(worker, runtime, clock, passes=4, step=3600)
+
+
+async def test_an_undated_add_that_may_have_landed_is_not_sent_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    await _undated_add_with_its_answer_lost(
+        runtime, worker, trakt, clock, _undated_play(SEVERANCE_1X1, "u1")
+    )
+    assert len(trakt.history()) == 1
+    assert trakt.count("POST", "/sync/history") == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_an_undated_add_that_did_not_land_is_sent_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    runtime.store.enqueue([_undated_play(SEVERANCE_1X1, "u1")], clock())
+    trakt.drop_next(1, route="POST /sync/history")  # dropped before Trakt read it
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert len(trakt.history()) == 1
+    assert trakt.count("POST", "/sync/history") == 2
+
+
+async def test_an_undated_rewatch_lost_before_trakt_read_it_is_sent_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt already held a play of the episode when the sync planned one more (an AniList
+    # rewatch count): that play is not taken for the lost add.
+    show = trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    trakt.add_history(show.seasons[1].episodes[1], "2025-01-10T20:00:00Z")
+    runtime.store.enqueue([_undated_play(SEVERANCE_1X1, "u1", target_plays=1)], clock())
+    trakt.drop_next(1, route="POST /sync/history")  # dropped before Trakt read it
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert len(trakt.history()) == 2
+    assert trakt.count("POST", "/sync/history") == 2
+
+
+async def test_an_undated_rewatch_that_landed_is_not_sent_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    show = trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    trakt.add_history(show.seasons[1].episodes[1], "2025-01-10T20:00:00Z")
+    await _undated_add_with_its_answer_lost(
+        runtime, worker, trakt, clock, _undated_play(SEVERANCE_1X1, "u1", target_plays=1)
+    )
+    assert len(trakt.history()) == 2
+    assert trakt.count("POST", "/sync/history") == 1
+
+
+def _row(id: int, item: MediaRef, at: float, target_plays: int = 0) -> TraktRow:
+    payload = {"item": ref_to_dict(item), "at": at, "target_plays": target_plays}
+    outbox = OutboxItem(id, "trakt", "me", "play", payload, "o", f"k{id}", "pending", 1, 0.0, None)
+    return TraktRow(outbox, item, at)
+
+
+def _watched_episode(plays: int) -> list[dict[str, Any]]:
+    episodes = [{"number": 1, "plays": plays}]
+    return [
+        {
+            "plays": plays,
+            "show": {"ids": {"tmdb": 95396}},
+            "seasons": [{"number": 1, "episodes": episodes}],
+        }
+    ]
+
+
+def test_plays_beyond_those_held_at_planning_are_the_undated_adds_in_queue_order() -> None:
+    first, second = _row(1, SEVERANCE_1X1, 0.0), _row(2, SEVERANCE_1X1, 0.0)
+    assert undated_landed([second, first], [first, second], set(), _watched_episode(1)) == {1}
+
+
+def test_a_dated_play_of_the_item_in_the_batch_is_not_taken_for_an_undated_one() -> None:
+    undated, dated = _row(1, SEVERANCE_1X1, 0.0), _row(2, SEVERANCE_1X1, 1_700_000_000.0)
+    batch = [undated, dated]
+    assert undated_landed([undated], batch, {2}, _watched_episode(1)) == set()
+    assert undated_landed([undated], batch, {2}, _watched_episode(2)) == {1}
+
+
+def test_an_item_missing_from_the_snapshot_has_no_plays() -> None:
+    other = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=1)
+    assert plays_in_snapshot(_watched_episode(3), other) == 0
+    assert plays_in_snapshot(_watched_episode(3), SEVERANCE_1X1) == 3

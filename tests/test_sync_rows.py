@@ -37,3 +37,16 @@ def test_a_preferred_rating_is_written_again_after_the_other_side_changes_it(
     # Delivered; later the user changes it on Serializd, and Trakt (preferred) wins again.
     changed = Side(ratings={EP1: Rated(40, 30.0)})
     assert queue(store, link, {"trakt": trakt, "serializd": changed}, now=2.0) == 1
+
+
+def test_an_undated_add_carries_the_plays_its_target_held_when_planned() -> None:
+    # Trakt's one dated play pairs with Serializd's dated one; the tick is a second viewing.
+    # A play only queued on Trakt (expected, not read back) is not counted as held.
+    trakt = Side(plays=(Play(EP1, 1000.0, "t1"), Play("episode:tmdb:1396:s1e2", 5.0, "expect:9")))
+    serializd = Side(plays=(Play(EP1, 1000.0, "s1"), Play(EP1, UNDATED, "s2")))
+    link = Link(services=["serializd", "trakt"], direction="one-way")
+    rows, _ = outbox_rows(
+        "st", "me", plan(link, {"serializd": serializd, "trakt": trakt}, {}).actions
+    )
+    (row,) = rows
+    assert row.payload["target_plays"] == 1

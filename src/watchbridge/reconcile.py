@@ -67,6 +67,9 @@ class Action:
     # adds); for a rating, the value it replaces (so a preferred side can assert its value
     # again after the other side changed it).
     source: str = ""
+    # For an add: the plays of the item the target held (read, not merely queued) when this
+    # was planned. An undated add whose answer was lost is recognised by the count growing.
+    target_plays: int = 0
 
 
 @dataclass(frozen=True)
@@ -249,15 +252,31 @@ def _plan_history(
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
         if (source, target) not in allowed:
             continue
+        held = _read_plays_per_item(current[target].plays)
         for play in lonely:
             if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
                 continue
             actions.append(
                 Action(
-                    "add_play", target, play.item, f"new on {source}", play.at, source=play.record
+                    "add_play",
+                    target,
+                    play.item,
+                    f"new on {source}",
+                    play.at,
+                    source=play.record,
+                    target_plays=held.get(play.item, 0),
                 )
             )
     return actions
+
+
+def _read_plays_per_item(plays: Iterable[Play]) -> dict[str, int]:
+    """How many plays of each item a side holds, leaving out the ones only queued."""
+    counts: dict[str, int] = defaultdict(int)
+    for play in plays:
+        if not play.record.startswith(EXPECTED):
+            counts[play.item] += 1
+    return counts
 
 
 def _removed(before: Iterable[Play], now: Iterable[Play]) -> list[Play]:

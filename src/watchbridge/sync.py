@@ -23,6 +23,7 @@ from watchbridge.progress import SyncProgress, observed
 from watchbridge.readers import READERS, SideReader, reader_for
 from watchbridge.reconcile import (
     EXPECTED,
+    UNDATED,
     Action,
     Plan,
     Play,
@@ -153,6 +154,8 @@ def outbox_rows(
             payload["rating"] = action.value
         if action.record:
             payload["record"] = action.record
+        if action.kind == "add_play" and action.at == UNDATED:
+            payload["target_plays"] = action.target_plays
         rows.append(
             NewOutboxRow(
                 target=action.target,

@@ -261,9 +261,12 @@ class TraktTarget:
             _all([r.outbox for r in rows if r.outbox.id in known], Delivered("already on Trakt"))
         )
         fresh = [r for r in rows if r.outbox.id not in known]
-        if any((r.outbox.last_error or "").startswith(UNKNOWN_OUTCOME) for r in fresh):
-            await self._learn_history(profile, fresh)
-            confirmed_ids = await self._known_on_trakt(profile, fresh)
+        if any(_unsure(r) for r in fresh):
+            dated = [r for r in fresh if r.at != UNDATED]
+            if dated:
+                await self._learn_history(profile, dated)
+            confirmed_ids = await self._known_on_trakt(profile, dated)
+            confirmed_ids |= await self._undated_on_trakt(profile, fresh, known | confirmed_ids)
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
             fresh = [r for r in fresh if r not in confirmed]
@@ -377,6 +380,22 @@ class TraktTarget:
                 self.store.mirror_put, NAME, profile, PLAYS, plays, self.clock()
             )
 
+    async def _undated_on_trakt(
+        self, profile: str, rows: Sequence[Row], on_trakt: set[int]
+    ) -> set[int]:
+        """Outbox ids of the unsure undated adds among `rows` that Trakt's play counts show
+        landed (`on_trakt`: the rows already known to be there). An undated play has no time
+        to look for, so the count of the item's plays is compared with the count the sync
+        planned against (one snapshot read per kind)."""
+        undated = [
+            r for r in rows if r.at == UNDATED and _unsure(r) and "target_plays" in r.payload
+        ]
+        if not undated:
+            return set()
+        kinds = sorted({"movies" if r.item.kind == "movie" else "shows" for r in undated})
+        snapshot = [entry for kind in kinds for entry in await self.client.watched(profile, kind)]
+        return undated_landed(undated, rows, on_trakt, snapshot)
+
     async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
         # A live stop is stamped when it was sent, up to delivery.late_after after the play.
@@ -396,6 +415,51 @@ class TraktTarget:
             )
         ]
         await self._remember(profile, seen)
+
+
+def _unsure(row: Row) -> bool:
+    """Whether an earlier send of this row may have landed (see worker.unsure)."""
+    return (row.outbox.last_error or "").startswith(UNKNOWN_OUTCOME)
+
+
+def undated_landed(
+    undated: Sequence[Row], batch: Sequence[Row], on_trakt: set[int], watched: Sequence[Any]
+) -> set[int]:
+    """Which undated adds landed, from Trakt's watched snapshot: the plays of an item beyond
+    the `target_plays` it held when the sync planned them, less the dated plays of the item in
+    this batch that are there, are that many of its undated adds (in queue order). Pure."""
+    landed: set[int] = set()
+    by_item: dict[str, list[Row]] = {}
+    for row in sorted(undated, key=lambda r: r.outbox.id):
+        by_item.setdefault(row.item.key(), []).append(row)
+    for key, group in by_item.items():
+        held = plays_in_snapshot(watched, group[0].item)
+        held -= sum(
+            1 for r in batch if r.at != UNDATED and r.outbox.id in on_trakt and r.item.key() == key
+        )
+        for index, row in enumerate(group):
+            if held - int(row.payload["target_plays"]) > index:
+                landed.add(row.outbox.id)
+    return landed
+
+
+def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int:
+    """How many plays of `item` a `/sync/watched/{movies|shows}` snapshot counts (§10)."""
+    plays = 0
+    for entry in watched:
+        if item.kind == "movie":
+            if _shares_id((entry.get("movie") or {}).get("ids") or {}, item.ids):
+                plays += int(entry.get("plays") or 0)
+            continue
+        if not _shares_id((entry.get("show") or {}).get("ids") or {}, item.show_ids):
+            continue
+        for season in entry.get("seasons") or ():
+            if season.get("number") != item.season:
+                continue
+            for episode in season.get("episodes") or ():
+                if episode.get("number") == item.number:
+                    plays += int(episode.get("plays") or 0)
+    return plays
 
 
 def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:

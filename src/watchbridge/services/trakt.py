@@ -731,6 +731,16 @@ class TraktClient:
             params["end_at"] = iso(end_at)
         return await self._pages(profile, path, params)
 
+    async def watched(self, profile: str, item_type: str) -> list[dict[str, Any]]:
+        """The watched snapshot (§10): every movie, or every show with its seasons and
+        episodes, with its number of plays. One request, not paginated."""
+        path = f"/sync/watched/{item_type}"
+        response = await self._call(profile, "GET", path)
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"GET {path} answered {response.status_code}")
+        entries: list[dict[str, Any]] = response.json()
+        return entries
+
     async def _pages(self, profile: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
         page = 1
