@@ -121,6 +121,13 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_store_used_in_a_with_block_is_closed_after_it(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.db") as store:
+        store.status()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.status()
+
+
 def test_event_and_outbox_rows_commit_together(store: Store) -> None:
     store.record_event(
         source="plex", kind="scrobble", payload={}, now=1.0, rows=[row("a"), row("b")]

@@ -146,12 +146,9 @@ def _summary(config: Config) -> str:
 def status(config_path: str | None) -> None:
     """Queue depth, dead letters, cursors and the last run of each link."""
     config = _load(config_path)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         state = store.status()
         anilist = _anilist_sign_ins(config, store)
-    finally:
-        store.close()
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
     click.echo(
@@ -235,11 +232,8 @@ def reset_state(config_path: str | None, yes: bool) -> None:
             f"Forget all sync state in {config.storage.path}? Queued deliveries are lost",
             abort=True,
         )
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         store.reset()
-    finally:
-        store.close()
     click.echo("sync state cleared; the next sync starts from a full comparison")
 
 
@@ -268,11 +262,8 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
     from watchbridge.app import webhook_secret
 
     config = _load(config_path)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         secret = webhook_secret(config, store, time.time())
-    finally:
-        store.close()
     port = config.server.webhook_port or config.server.port
     base = f"http://{host or 'WATCHBRIDGE-HOST'}:{port}"
     for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
@@ -303,8 +294,7 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
         click.echo(f"Open {code.verification_url} and enter the code {code.user_code}")
         click.echo(f"(the code is valid for {int(code.expires_in // 60)} minutes; waiting...)")
 
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         client = TraktClient(config.services.trakt, store)
 
         async def sign_in() -> None:
@@ -314,8 +304,6 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
                 await client.aclose()
 
         asyncio.run(sign_in())
-    finally:
-        store.close()
     click.echo(f"profile {name} is signed in to Trakt")
 
 
@@ -360,8 +348,7 @@ def auth_plex(
         minutes = int((pin.expires_in or 1800) // 60)
         click.echo(f"and sign in to Plex to approve (valid for {minutes} minutes; waiting...)")
 
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         # Tokens are bound to the client identifier: the one the server adapter uses, forever.
         identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, time.time())
         client = PlexTvClient(config.services.plex, store, client_identifier=identifier)
@@ -395,8 +382,6 @@ def auth_plex(
                 click.echo("their token for the Plex server was found through plex.tv and kept")
             except ServiceError as exc:  # signed in all the same; the link run tries again
                 click.echo(f"no token for the Plex server yet: {exc.message}", err=True)
-    finally:
-        store.close()
 
 
 @auth.command("anilist")
@@ -426,8 +411,7 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
         )
     name = _pick_profile(config, profile_name, "anilist")
     code_flow = anilist.client_secret is not None
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         client = AniListClient(anilist, store)
         if pasted is None:
             click.echo(f"Open {client.authorize_url('code' if code_flow else 'token')}")
@@ -444,8 +428,6 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
 
         viewer = asyncio.run(sign_in(pasted))
         days = client.expires_in_days(name)
-    finally:
-        store.close()
     until = f"; the token expires in {int(days)} days" if days is not None else ""
     click.echo(f"profile {name} is signed in to AniList as {viewer.name}{until}")
 
@@ -737,11 +719,8 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     from watchbridge.model import ref_from_dict
 
     config = _load(config_path)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         waiting = store.unmatched()
-    finally:
-        store.close()
     if not waiting:
         click.echo("nothing unmatched")
         return
@@ -760,11 +739,8 @@ def unmatched(config_path: str | None, payload: bool) -> None:
 def deadletters_list(config_path: str | None) -> None:
     """Show every dead letter with its reason."""
     config = _load(config_path)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         dead = store.dead_letters()
-    finally:
-        store.close()
     if not dead:
         click.echo("no dead letters")
         return
@@ -785,11 +761,8 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
     """Queue dead letters again (by id, or --all); the running service picks them up."""
     config = _load(config_path)
     _require_selection(ids, every)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         count = store.retry_dead(None if every else list(ids), time.time())
-    finally:
-        store.close()
     click.echo(f"{count} dead letter(s) queued again")
 
 
@@ -801,11 +774,8 @@ def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bo
     """Delete dead letters for good (by id, or --all)."""
     config = _load(config_path)
     _require_selection(ids, every)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         count = store.discard_dead(None if every else list(ids))
-    finally:
-        store.close()
     click.echo(f"{count} dead letter(s) discarded")
 
 
@@ -854,11 +824,8 @@ def anime_unmatched(config_path: str | None) -> None:
     from watchbridge.anime_data import unmatched_records
 
     config = _load(config_path)
-    store = _open_store(config)
-    try:
+    with _open_store(config) as store:
         records = unmatched_records(store, list(config.profiles) or ["default"])
-    finally:
-        store.close()
     if not records:
         click.echo("nothing unmatched")
         return

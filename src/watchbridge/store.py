@@ -559,6 +559,12 @@ class Store:
         with self._locked():
             migrations.apply(self.db)
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._locked():
             if self.checkpointer is not None:
