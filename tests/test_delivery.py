@@ -173,6 +173,24 @@ async def test_expired_sign_in_holds_deliveries_and_alerts_once(
     assert receiver.titles()[-1].startswith("Resolved")
 
 
+async def test_a_refresh_the_oauth_host_refuses_holds_deliveries_and_alerts(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.expire_tokens()
+    clock.advance(7 * 86400)  # the access token is due for a refresh
+    trakt.fail_next(50, 404, body={"error": "not found"}, route="POST /oauth/token")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=3, step=1000)  # past each hold, one alert window
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert runtime.store.dead_letters() == []
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert "services.trakt.auth_url" in receiver.messages[0]["message"]
+
+
 async def test_account_limit_pauses_without_retrying(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -83,6 +83,29 @@ async def test_inspect_may_refuse_an_answer_first(client: HttpClient, echo: Echo
     assert echo.count("GET", "/items") == 1
 
 
+async def test_an_answer_that_cannot_be_decoded_is_retried_and_counted(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.fail_next(
+        1, 200, headers={"Content-Encoding": "gzip"}, body=b"not gzip", route="GET /items"
+    )
+    assert (await client.request("GET", "/items")).status_code == 200
+    assert client.metrics is not None
+    text = client.metrics.render().decode()
+    assert 'watchbridge_http_requests_total{method="GET",service="echo",status="error"} 1.0' in text
+
+
+async def test_a_write_whose_answer_cannot_be_decoded_may_have_landed(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.fail_next(
+        1, 201, headers={"Content-Encoding": "gzip"}, body=b"not gzip", route="POST /items"
+    )
+    with pytest.raises(Unavailable) as caught:
+        await client.request("POST", "/items", json={"n": 1})
+    assert caught.value.outcome_unknown
+
+
 async def test_requests_are_counted_by_status(client: HttpClient, echo: EchoFake) -> None:
     echo.fail_next(1, 503)
     await client.request("GET", "/items")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, cloudflare_page
 from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt
 from tests.harness import sign_in_trakt
 from watchbridge.config import Secret, TraktConfig
@@ -154,6 +154,43 @@ async def test_rejected_refresh_needs_a_new_sign_in(
     trakt.revoke_tokens()
     with pytest.raises(TraktAuthError, match="no longer accepts"):
         await client.last_activities(PROFILE)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(403, TraktAccountError), (404, TraktAuthError), (418, TraktAuthError)],
+)
+async def test_a_refresh_refused_for_another_reason_asks_for_a_human(
+    client: TraktClient, trakt: FakeTrakt, store: Store, status: int, error: type[Exception]
+) -> None:
+    # 403: Trakt's firewall; 404: an OAuth host that moved. Neither is worth a retry.
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    body = cloudflare_page(status) if status == 403 else {"error": "nope"}
+    trakt.fail_next(1, status, body=body, route="POST /oauth/token")
+    with pytest.raises(error):
+        await client.last_activities(PROFILE)
+
+
+async def test_a_refresh_answered_by_something_else_than_trakt_is_tried_later(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    trakt.fail_next(1, 200, body="<html>captive portal</html>", route="POST /oauth/token")
+    with pytest.raises(Unavailable, match="not Trakt's"):
+        await client.last_activities(PROFILE)
+    await client.last_activities(PROFILE)  # the sign-in was not spent
+
+
+async def test_device_sign_in_keeps_polling_through_a_gateway_error(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    def approve_after_a_blip(code: DeviceCode) -> None:
+        trakt.fail_next(2, 502, route="POST /oauth/device/token")  # both tries of one poll
+        trakt.approve_device(code.user_code)
+
+    assert (await client.sign_in(PROFILE, approve_after_a_blip)).access_token
 
 
 async def test_seeded_refresh_token_signs_in(trakt: FakeTrakt, store: Store) -> None:

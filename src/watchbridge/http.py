@@ -254,6 +254,10 @@ class HttpClient:
                 self._count(method, "error", started)
                 last_problem = f"connection failed ({type(exc).__name__})"
                 unknown = not isinstance(exc, httpx.ConnectError)
+            except httpx.RequestError as exc:  # e.g. an answer whose body cannot be decoded
+                self._count(method, "error", started)
+                last_problem = f"unreadable answer ({type(exc).__name__})"
+                unknown = True  # the service answered: a write may have happened
             else:
                 unknown = False
                 self._count(method, str(response.status_code), started)

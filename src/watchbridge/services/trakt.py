@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from watchbridge.config import Secret, TraktConfig
-from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError
+from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError, Unavailable
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
@@ -505,7 +505,10 @@ class TraktClient:
         }
         while self.clock() < deadline:
             await self.sleep(interval)
-            status, tokens = await self.poll_device_auth(code.device_code)
+            try:
+                status, tokens = await self.poll_device_auth(code.device_code)
+            except Unavailable:
+                continue  # a gateway blip while the user types the code: keep polling
             if tokens is not None:
                 self._save(profile, tokens)
                 await self.check_vip(profile)
@@ -573,8 +576,22 @@ class TraktClient:
                 f"({_oauth_error(response)}): run `watchbridge auth trakt --profile {profile}`",
             )
         if response.status_code >= 400:
-            raise TraktError(SERVICE, f"token refresh answered {response.status_code}", 60)
-        tokens = TokenSet.from_response(response.json(), self.clock())
+            # Whatever else refuses the refresh (Trakt's firewall, an OAuth host that moved,
+            # a locked account) holds this profile's deliveries and asks for a human.
+            _raise_for_account(response)
+            raise TraktAuthError(
+                SERVICE,
+                f"Trakt's sign-in service answered {response.status_code} to the token refresh "
+                f"of profile {profile}: check services.trakt.auth_url; if it goes on, run "
+                f"`watchbridge auth trakt --profile {profile}`",
+            )
+        try:
+            tokens = TokenSet.from_response(response.json(), self.clock())
+        except (ValueError, KeyError, TypeError):
+            # Not Trakt's answer (a captive portal, a proxy page): nothing to keep; try later.
+            raise Unavailable(
+                SERVICE, "the token refresh got an answer that is not Trakt's"
+            ) from None
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
         self._save(profile, tokens)
         return tokens
