@@ -78,6 +78,17 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
     assert "topsecret-value" not in result.stdout + result.stderr
 
 
+def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "services:\n  plex:\n    url: http://plex.lan:32400/?X-Plex-Token=PLEXSECRET123\n"
+        "  trakt:\n    client_id: cid\n    api_url: https://bob:hunter2pass@proxy.lan/trakt\n",
+    )
+    result = run("check-config", "--config", str(path))
+    assert "plex.lan:32400" in result.stdout and "proxy.lan/trakt" in result.stdout
+    assert "PLEXSECRET123" not in result.stdout and "hunter2pass" not in result.stdout
+
+
 def test_check_config_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
     path = tmp_path / "watchbridge.yaml"
     path.write_text("server:\n  prot: 1\n")

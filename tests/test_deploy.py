@@ -255,6 +255,12 @@ def test_first_start_copies_the_shipped_example(tmp_path: Path) -> None:
     assert paths.config.read_text() == EXAMPLE.read_text()
 
 
+def test_the_copied_example_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    apply_plan(plan_start([], paths), paths)
+    assert stat.S_IMODE(paths.config.stat().st_mode) == 0o600
+
+
 def test_existing_config_is_kept(tmp_path: Path) -> None:
     paths = _paths(tmp_path)
     paths.config.parent.mkdir(parents=True)

@@ -78,13 +78,15 @@ def serve(ctx: click.Context, config_path: str | None) -> None:
 def check_config(config_path: str | None) -> None:
     """Validate the config file and print a summary (secrets masked)."""
     from watchbridge.alerts import Notifier
+    from watchbridge.logs import Redactor
 
     config = _load(config_path)
     problems = list(Notifier(config.alerts).invalid_urls)
     storage_problem = _storage_problem(Path(config.storage.path))
     if storage_problem:
         problems.append(storage_problem)
-    click.echo(_summary(config))
+    # Users paste this into bug reports; a URL may carry a token or a password.
+    click.echo(Redactor(config.secrets())(_summary(config)))
     if problems:
         raise WatchbridgeError("\n".join(problems))
     click.echo("config OK")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -282,11 +281,8 @@ def apply_plan(plan: StartPlan, paths: Paths) -> None:
                 f"mount your watchbridge.yaml at {target}"
             )
 
-        def copy() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(paths.example, target)
-
-        _write(copy, target)
+        # The user adds passwords and tokens to this file: owner-only from the start.
+        _write(lambda: write_private(target, paths.example.read_text(encoding="utf-8")), target)
     if plan.generated_config is not None:
         path, text = plan.generated_config
         _write(lambda: write_private(path, text), path)

@@ -15,7 +15,8 @@ REDACTED = "********"
 # Secrets that may show up without being in the config: bearer tokens, tokens in URLs, and
 # password/secret/token fields written as key=value or JSON.
 _PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(//[^/\s:@]+:)[^@\s/]+(?=@)"),  # the password in https://user:password@host
     re.compile(r"(?i)([?&](?:x-plex-token|token|api_key|apikey|access_token)=)[^&\s]+"),
     re.compile(
         r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
@@ -69,7 +70,9 @@ class KeyValueFormatter(logging.Formatter):
         }
         if record.exc_info:
             parts["exc"] = self.formatException(record.exc_info)
-        line = " ".join(f"{key}={_quote(value)}" for key, value in parts.items())
+        # Each value is redacted before quoting can escape a secret out of recognition, and
+        # the line again for `key=value` fragments the values do not hold on their own.
+        line = " ".join(f"{key}={_quote(self.redact(str(v)))}" for key, v in parts.items())
         return self.redact(line)
 
 
@@ -88,7 +91,15 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(data, default=str))
+        redacted = {key: _redacted(value, self.redact) for key, value in data.items()}
+        return self.redact(json.dumps(redacted, default=str))
+
+
+def _redacted(value: object, redact: Redactor) -> object:
+    """A log field with secrets masked before JSON encoding escapes them."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return redact(str(value))
 
 
 def _quote(value: object) -> str:

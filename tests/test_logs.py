@@ -1,0 +1,68 @@
+"""Log lines never carry a secret, whatever the format and however the secret is escaped."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from watchbridge.logs import setup_logging
+
+SECRETS = ["pässwort-123", 'pa"ss\\word9']
+
+
+@pytest.fixture(params=["text", "json"])
+def logged(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    setup_logging("info", request.param, SECRETS, stream=stream)
+    yield stream
+    logging.getLogger().handlers.clear()
+
+
+def line(stream: io.StringIO, message: str, **extra: object) -> str:
+    logging.getLogger("t").warning(message, extra=extra)
+    return stream.getvalue()
+
+
+def test_a_config_secret_outside_ascii_is_masked(logged: io.StringIO) -> None:
+    assert "sswort-123" not in line(logged, "login failed for pässwort-123")
+
+
+def test_a_config_secret_with_quotes_and_backslashes_is_masked(logged: io.StringIO) -> None:
+    written = line(logged, "x", reason='pw pa"ss\\word9')
+    assert "word9" not in written and "********" in written
+
+
+def test_tokens_in_a_json_text_are_masked(logged: io.StringIO) -> None:
+    assert "RT_HIDE" not in line(logged, "x", reason='{"refresh_token": "RT_HIDE"}')
+
+
+def test_basic_credentials_are_masked(logged: io.StringIO) -> None:
+    assert "dXNlcjpodW50ZXIy" not in line(
+        logged, "x", reason="Authorization: Basic dXNlcjpodW50ZXIy"
+    )
+
+
+def test_the_password_in_a_url_is_masked_and_the_host_kept(logged: io.StringIO) -> None:
+    written = line(logged, "x", reason="GET https://bob:hunter2@proxy.lan/api failed")
+    assert "hunter2" not in written and "proxy.lan" in written
+
+
+def test_a_masked_json_line_is_still_one_json_object() -> None:
+    stream = io.StringIO()
+    setup_logging("info", "json", SECRETS, stream=stream)
+    try:
+        written = line(stream, "x", reason='pw pa"ss\\word9', count=3)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert json.loads(written) | {"ts": 0} == {
+        "ts": 0,
+        "level": "warning",
+        "logger": "t",
+        "msg": "x",
+        "reason": "pw ********",
+        "count": 3,
+    }
