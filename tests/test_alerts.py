@@ -62,6 +62,16 @@ async def test_notify_delivers_title_body_and_warning_type(receiver: Receiver) -
     assert message["type"] == "warning"
 
 
+async def test_an_alert_never_carries_a_secret(receiver: Receiver) -> None:
+    config = AlertsConfig(urls=[Secret(receiver.apprise_url)], throttle=Duration(HOUR))
+    notifier = Notifier(config, clock=FakeClock(), timeout=2.0, secrets=["my-client-secret"])
+    body = "Trakt said: invalid_client my-client-secret (GET /x?access_token=abc123)"
+    await notifier.notify("credentials", "Trakt login rejected", body)
+    [message] = receiver.messages
+    assert "my-client-secret" not in message["message"] and "abc123" not in message["message"]
+    assert message["message"].startswith("Trakt said: invalid_client ********")
+
+
 async def test_on_sent_hears_every_outcome_for_metrics(receiver: Receiver) -> None:
     results: list[tuple[str, str]] = []
     notifier = notifier_for(receiver.apprise_url, kinds=["credentials"], results=results)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import apprise
 
 from watchbridge.config import AlertsConfig, Secret
+from watchbridge.logs import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,12 @@ class Notifier:
         on_sent: Callable[[str, str], None] | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.config = config
+        # Alert texts quote services' error messages: mask the config's secrets and anything
+        # shaped like a credential, as the logs do.
+        self._redact = Redactor(secrets)
         self._clock = clock
         self._on_sent = on_sent
         self._timeout = timeout
@@ -165,7 +170,10 @@ class Notifier:
     async def _send(self, kind: str, title: str, body: str, notify_type: str) -> str:
         try:
             result = await self._apprise.async_notify(
-                body=body, title=title, notify_type=notify_type, timeout=self._timeout
+                body=self._redact(body),
+                title=self._redact(title),
+                notify_type=notify_type,
+                timeout=self._timeout,
             )
         except Exception as exc:  # Apprise reports failures in its result; this is a backstop
             log.warning("alert %s not delivered: %s", kind, type(exc).__name__)

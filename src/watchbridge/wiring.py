@@ -171,6 +171,7 @@ def build_runtime(
             config.alerts,
             clock=clock,
             on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc(),
+            secrets=config.secrets(),
         )
     return Runtime(config=config, metrics=metrics, notifier=notifier, clock=clock)
 
