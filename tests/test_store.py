@@ -241,6 +241,18 @@ def test_tokens_round_trip_and_replace(store: Store) -> None:
     assert store.get_token("trakt", "you") is None
 
 
+def test_a_token_is_synced_to_disk_even_with_normal_durability(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db", durability="normal")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    store.put_token("trakt", "me", {"refresh_token": "r1"}, 1.0)
+    store._conn.set_trace_callback(None)
+    write = next(i for i, s in enumerate(statements) if "INTO tokens" in s)
+    assert "PRAGMA synchronous=FULL" in statements[:write]
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+    store.close()
+
+
 def test_id_cache_remembers_not_found_until_expiry(store: Store) -> None:
     store.cache_put("trakt-search", "imdb:tt1", None, now=1.0, ttl=10.0)
     assert store.cache_get("trakt-search", "imdb:tt1", now=5.0) == (True, None)

@@ -955,13 +955,22 @@ class Store:
         return json.loads(rows[0]["data"]) if rows else None
 
     def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None:
-        """Store a token set atomically (a refresh token may be single-use: keep the newest)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
-                " VALUES (?, ?, ?, ?)",
-                (service, profile, json.dumps(data), now),
-            )
+        """Store a token set atomically (a refresh token may be single-use: keep the newest).
+
+        Synced to disk whatever storage.durability says: after a power cut the old, spent
+        refresh token would need a new sign-in."""
+        with self._locked():
+            synchronous = self._conn.execute("PRAGMA synchronous").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with self.transaction() as conn:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (service, profile, json.dumps(data), now),
+                    )
+            finally:
+                self._conn.execute(f"PRAGMA synchronous={int(synchronous)}")
 
     def setting(self, name: str, make: Callable[[], str], now: float) -> str:
         """The stored value of a generated setting, created with `make()` on first use."""
