@@ -219,6 +219,21 @@ async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
+async def test_a_backlog_older_than_max_age_survives_one_blip_after_a_long_hold(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.revoke_tokens()  # the sign-in is lost while the family is away for a week
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    sign_in(runtime, trakt, clock)
+    trakt.fail_next(1, 400, route="POST /sync/history")  # one bad answer on the way back
+    await worker.pass_once(runtime)
+    assert runtime.store.dead_letters() == []
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
 async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
     runtime: Runtime,
     worker: DeliveryWorker,

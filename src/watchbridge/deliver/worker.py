@@ -331,5 +331,7 @@ class DeliveryWorker:
                 await runtime.notifier.resolve(kind, message, key=f"{target.name}:{profile}")
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
-        too_old = now - item.created_at > self.config.max_age
+        # Age ends only a row that had failed before: holds spend no attempts, so after a
+        # week-long outage or lost sign-in, one blip must not turn the backlog into dead letters.
+        too_old = now - item.created_at > self.config.max_age and item.attempts >= 1
         return item.attempts + 1 >= self.config.max_attempts or too_old
