@@ -87,7 +87,7 @@ def webhook(runtime: Runtime, name: str, **metadata: Any) -> None:
     result = parse("plex", json.dumps(payload).encode(), "application/json")
     assert isinstance(result, Accepted)
     for event in result.events:
-        runtime.store.ingest(ingest_job(runtime, "me", event))
+        runtime.store.ingest(ingest_job(runtime, "me", event, result.document))
 
 
 async def drain(
@@ -251,6 +251,16 @@ async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
     (dead,) = runtime.store.dead_letters()
     assert "unmatched" in (dead.last_error or "")
     assert any("gave up" in t for t in receiver.titles())
+
+
+async def test_an_unmatched_play_is_listed_with_the_json_the_server_sent(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    guid = "com.plexapp.agents.imdb://tt7777777?lang=en"
+    webhook(runtime, "movie_legacy_imdb_media_scrobble.json", guid=guid, title="Nobody Knows")
+    await worker.pass_once(runtime)
+    (waiting,) = runtime.store.unmatched()
+    assert waiting.raw is not None and json.loads(waiting.raw)["Metadata"]["guid"] == guid
 
 
 async def test_a_delivery_older_than_max_age_gives_up_before_its_attempts_run_out(

@@ -331,6 +331,12 @@ def _job(key: str, fail: bool = False) -> IngestJob:
     return IngestJob("plex", "start", "me", {}, 1.0, key, decide)
 
 
+def test_an_event_that_queues_nothing_keeps_only_its_record(store: Store) -> None:
+    job = IngestJob("plex", "progress", "me", {}, 1.0, "s", lambda s: (s, []), {"a": 1})
+    store.ingest(job)
+    assert [tuple(r) for r in store.db.execute("SELECT raw FROM events")] == [(None,)]
+
+
 def test_a_failing_event_in_a_group_is_rolled_back_alone(store: Store) -> None:
     results = store.ingest_many([_job("a"), _job("b", fail=True), _job("c")])
     assert results[0] == 1 and isinstance(results[1], ValueError) and results[2] == 1

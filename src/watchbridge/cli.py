@@ -726,14 +726,17 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     if not waiting:
         click.echo("nothing unmatched")
         return
-    for item, event in waiting:
+    for entry in waiting:
+        item = entry.item
         what = ref_from_dict(item.payload.get("item", {}))
         click.echo(
             f"#{item.id}  {_when(item.created_at)}  {item.target}/{item.profile}  {item.action} "
             f"{what.describe()}  next try {_when(item.next_attempt_at)}: {item.last_error}"
         )
-        if payload and event is not None:
-            click.echo(f"    event: {event}")
+        if payload and entry.event is not None:
+            click.echo(f"    event: {entry.event}")
+        if payload and entry.raw is not None:
+            click.echo(f"    sent:  {entry.raw}")
 
 
 @deadletters.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -137,6 +138,9 @@ class Accepted:
 
     events: list[MediaEvent]
     warnings: list[str] = field(default_factory=list)
+    # The JSON object the server sent (the thumbnail of a multipart body left out), kept with
+    # the events that queue deliveries so an unmatched one can be explained.
+    document: Mapping[str, object] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

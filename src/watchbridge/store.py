@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +174,13 @@ def m005_outbox_due_per_target(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_due ON outbox(status, target, next_attempt_at)")
 
 
+@migrations()
+def m006_event_raw_document(db: sqlite_utils.Database) -> None:
+    # The webhook's JSON as the server sent it, for events that queued deliveries: what
+    # `watchbridge unmatched --payload` shows when a play cannot be matched.
+    db.execute("ALTER TABLE events ADD COLUMN raw TEXT")
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -236,6 +243,8 @@ class IngestJob:
     now: float
     session_key: str
     decide: Callable[[Session | None], tuple[Session | None, Sequence[NewOutboxRow]]]
+    # The webhook's JSON as sent: kept when the event queues deliveries (`unmatched --payload`).
+    document: Mapping[str, Any] | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -382,7 +391,7 @@ class IngestWriter:
             group.inserted.set()
 
 
-def _json_text(value: dict[str, Any]) -> str:
+def _json_text(value: Mapping[str, Any]) -> str:
     """Compact JSON, several times faster than json.dumps (the ingest path runs it per event)."""
     return msgspec.json.encode(value).decode()
 
@@ -399,6 +408,15 @@ def _settle(settled: list[tuple[asyncio.Future[int], int | Exception]]) -> None:
             done.set_exception(result)
         else:
             done.set_result(result)
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """A delivery waiting for ids, with the webhook it came from (None: a sync planned it)."""
+
+    item: OutboxItem
+    event: str | None  # the event as recorded (JSON)
+    raw: str | None  # the webhook's JSON as the server sent it
 
 
 @dataclass(frozen=True)
@@ -696,10 +714,11 @@ class Store:
                     session.updated_at,
                 ),
             )
+        raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
-            "INSERT INTO events (received_at, source, kind, profile, payload)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (job.now, job.source, job.kind, job.profile, _json_text(job.payload)),
+            "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job.now, job.source, job.kind, job.profile, _json_text(job.payload), raw),
         )
         for row in rows:
             if row.supersedes:
@@ -869,15 +888,15 @@ class Store:
         )
         return [row["k"] for row in rows]
 
-    def unmatched(self) -> list[tuple[OutboxItem, str | None]]:
+    def unmatched(self) -> list[Unmatched]:
         """Queued rows waiting for ids a target can use, each with the webhook event it came
-        from as stored (None for rows a sync planned)."""
+        from (as recorded, and as the server sent it); None for rows a sync planned."""
         rows = self._query(
-            "SELECT o.*, e.payload AS event_payload FROM outbox o"
+            "SELECT o.*, e.payload AS event_payload, e.raw AS event_raw FROM outbox o"
             " LEFT JOIN events e ON e.id = o.event_id"
             " WHERE o.status = 'pending' AND o.last_error LIKE 'unmatched:%' ORDER BY o.id"
         )
-        return [(OutboxItem.from_row(r), r["event_payload"]) for r in rows]
+        return [Unmatched(OutboxItem.from_row(r), r["event_payload"], r["event_raw"]) for r in rows]
 
     def dead_letters(self) -> list[OutboxItem]:
         rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")

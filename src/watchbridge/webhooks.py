@@ -11,7 +11,7 @@ import dataclasses
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -274,7 +274,7 @@ async def _webhook(
         if name is None:
             unmapped += 1
             continue
-        queued += await runtime.writer.write(ingest_job(runtime, name, event))
+        queued += await runtime.writer.write(ingest_job(runtime, name, event, result.document))
     if unmapped == len(result.events):
         await _answer(
             runtime,
@@ -293,8 +293,14 @@ async def _webhook(
     await _send(send, _json(202, {"status": "accepted", "queued": queued}))
 
 
-def ingest_job(runtime: Runtime, profile_name: str, event: MediaEvent) -> IngestJob:
-    """What to record for one event: the event, and a pure decision over its session."""
+def ingest_job(
+    runtime: Runtime,
+    profile_name: str,
+    event: MediaEvent,
+    document: Mapping[str, object] | None = None,
+) -> IngestJob:
+    """What to record for one event (and the JSON it came in): the event, and a pure
+    decision over its session."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
     if event.source != "generic" and event.occurred_at is not None:
@@ -320,6 +326,7 @@ def ingest_job(runtime: Runtime, profile_name: str, event: MediaEvent) -> Ingest
         now=now,
         session_key=session_key(event),
         decide=plan,
+        document=document,
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from watchbridge.ingest import emby, generic, jellyfin, plex, tautulli
 from watchbridge.ingest.body import is_blank, read_body
 from watchbridge.ingest.common import IGNORE_REASONS, TEST_EVENT, Payload
-from watchbridge.model import Ignored, ParseResult, Rejected
+from watchbridge.model import Accepted, Ignored, ParseResult, Rejected
 
 __all__ = ["IGNORE_REASONS", "PARSERS", "SOURCES", "parse"]
 
@@ -25,7 +25,7 @@ def _from_body(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
 
     def parse_body(body: bytes, content_type: str) -> ParseResult:
         decoded = read_body(body, content_type)
-        return decoded if isinstance(decoded, Rejected) else parse_payload(decoded)
+        return decoded if isinstance(decoded, Rejected) else _with_document(parse_payload, decoded)
 
     return parse_body
 
@@ -35,7 +35,16 @@ def _emby(body: bytes, content_type: str) -> ParseResult:
     if isinstance(decoded, Rejected):
         # Emby's "Send Test" came with nothing in it before 4.9.0.37: acknowledge it.
         return Ignored(TEST_EVENT) if is_blank(body, content_type) else decoded
-    return emby.parse(decoded)
+    return _with_document(emby.parse, decoded)
+
+
+def _with_document(
+    parse_payload: Callable[[Payload], ParseResult], decoded: Payload
+) -> ParseResult:
+    result = parse_payload(decoded)
+    if isinstance(result, Accepted):
+        return Accepted(result.events, result.warnings, decoded)
+    return result
 
 
 PARSERS: dict[str, Parser] = {
