@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -431,6 +432,25 @@ async def test_an_outage_is_not_declared_over_by_a_pass_that_delivered_nothing(
     clock.advance(3600)
     await worker.pass_once(runtime)
     assert not any(t.startswith("Resolved") for t in receiver.titles())
+
+
+async def test_a_live_stop_cut_off_by_a_crash_is_checked_before_it_goes_to_history(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())  # one clock on both sides
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    claimed = runtime.store.claim("service", clock(), 10, ["trakt"])
+    trakt.delay_next(1, 5.0, route="POST /scrobble/stop")  # Trakt takes it; the answer is slow
+    sending = asyncio.ensure_future(worker.targets["trakt"].deliver(claimed, clock()))
+    while trakt.count("POST", "/scrobble/stop") == 0:
+        await asyncio.sleep(0.01)
+    sending.cancel()  # kill -9 before the answer
+    runtime.store.release_claims(clock())  # the restart
+    clock.advance(3600)
+    trakt.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=120)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 async def test_a_live_stop_sent_minutes_after_the_play_is_found_by_the_check(

@@ -198,7 +198,9 @@ class TraktTarget:
                 outcomes[row.outbox.id] = await self._watching(profile, row, now)
             elif action == "play":
                 fresh = now - row.at <= self.config.late_after
-                if live_allowed and row.payload.get("live") and fresh:
+                # A stop that may have landed goes the way that reads Trakt's history first
+                # (Trakt's 409 window for a repeated scrobble is not documented).
+                if live_allowed and row.payload.get("live") and fresh and not _unsure(row):
                     outcome = await self._live_stop(profile, row)
                     if outcome is not None:
                         outcomes[row.outbox.id] = outcome
@@ -232,6 +234,7 @@ class TraktTarget:
         progress = row.payload.get("progress")
         if progress is None or progress < 80:
             progress = LIVE_STOP_PROGRESS  # the server said it was watched; Trakt needs >= 80
+        await self._note_sending([row])
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
         except TraktItemError:
@@ -274,11 +277,7 @@ class TraktTarget:
             return outcomes
         # An undated play (reconcile.UNDATED, e.g. a Serializd tick) goes out as `released`.
         plays = [HistoryPlay(r.item, r.at if r.at != UNDATED else None) for r in fresh]
-        # If we crash before Trakt's answer is recorded, the rows come back marked like this
-        # and are checked against Trakt's history before being sent again.
-        await asyncio.to_thread(
-            self.store.note, [r.outbox.id for r in fresh], f"{UNKNOWN_OUTCOME}: sent", self.clock()
-        )
+        await self._note_sending(fresh)
         try:
             result = await self.client.add_history(profile, plays)
         except Unavailable as exc:
@@ -372,6 +371,12 @@ class TraktTarget:
             return set()
         found = await asyncio.to_thread(self.store.mirror_has, NAME, profile, PLAYS, list(keys))
         return {keys[key] for key in found}
+
+    async def _note_sending(self, rows: Sequence[Row]) -> None:
+        """If we crash before Trakt's answer is recorded, these rows come back marked, and are
+        checked against Trakt's history before being sent again."""
+        ids = [r.outbox.id for r in rows]
+        await asyncio.to_thread(self.store.note, ids, f"{UNKNOWN_OUTCOME}: sent", self.clock())
 
     async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
         if rows:
