@@ -382,6 +382,20 @@ async def test_a_history_add_that_may_have_landed_stays_marked_through_a_hold(
     assert len(trakt.history()) == 1
 
 
+async def test_a_history_add_that_may_have_landed_stays_marked_when_the_check_fails(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    trakt.fail_next(1, 404, route="GET /sync/history/movies")  # the check fails once
+    await drain(worker, runtime, clock, passes=3, step=4000)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_a_live_stop_that_may_have_landed_is_checked_once_it_goes_to_history(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -84,7 +84,8 @@ async def per_profile(
 ) -> dict[int, Outcome]:
     """Deliver `items` one profile at a time. When something stops a profile, the rows it
     already decided keep their outcome (a write the service took stays done) and the rest
-    get what `hold_for` makes of the error."""
+    get what `hold_for` makes of the error (a row whose last send may have landed keeps
+    that mark: the error came before its check)."""
     outcomes: dict[int, Outcome] = {}
     by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
     for item in items:
@@ -94,7 +95,10 @@ async def per_profile(
             await deliver_profile(profile, rows, outcomes)
         except Exception as exc:
             outcome = hold_for(exc, profile)
-            outcomes.update({r.id: outcome for r in rows if r.id not in outcomes})
+            for row in rows:
+                if row.id not in outcomes:
+                    marked = (row.last_error or "").startswith(UNKNOWN_OUTCOME)
+                    outcomes[row.id] = unsure(outcome) if marked else outcome
     return outcomes
 
 
