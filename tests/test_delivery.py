@@ -467,6 +467,22 @@ async def test_a_live_stop_cut_off_by_a_crash_is_checked_before_it_goes_to_histo
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_sync_stopped_while_delivering_hands_its_rows_back_at_once(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    from watchbridge.cli import _deliver_now
+
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.delay_next(1, 5.0)  # the first request is slow: Ctrl-C comes meanwhile
+    delivering = asyncio.ensure_future(_deliver_now(runtime))
+    while not trakt.requests:
+        await asyncio.sleep(0.01)
+    delivering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivering
+    assert runtime.store.outbox_counts()["inflight"] == 0
+
+
 async def test_a_live_stop_sent_minutes_after_the_play_is_found_by_the_check(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -16,7 +16,7 @@ import sqlite_utils
 
 from watchbridge.errors import StoreError
 from watchbridge.playback import Session
-from watchbridge.store import IngestJob, IngestWriter, NewOutboxRow, Store, migrations
+from watchbridge.store import CLAIM_LEASE, IngestJob, IngestWriter, NewOutboxRow, Store, migrations
 
 
 def row(key: str, ordering: str = "me:trakt:movie1", action: str = "scrobble") -> NewOutboxRow:
@@ -210,11 +210,38 @@ def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
     assert claimed["a"] and claimed["b"]
 
 
-def test_released_claims_return_to_pending(store: Store) -> None:
+def test_released_claims_return_to_pending_with_the_interrupted_try_counted(
+    store: Store,
+) -> None:
     store.enqueue([row("a")], 1.0)
     store.claim("dead-worker", 2.0)
     assert store.release_claims(3.0) == 1
-    assert [i.idempotency_key for i in store.claim("w", 3.0)] == ["a"]
+    (again,) = store.claim("w", 3.0)
+    assert again.idempotency_key == "a" and again.attempts == 1
+
+
+def test_a_restart_takes_back_only_the_claims_of_its_own_kind(store: Store) -> None:
+    store.enqueue([row("a"), row("b", ordering="k2")], 1.0)
+    store.claim("service-0a1b", 2.0, limit=1)
+    store.claim("cli-9f8e", 2.0, limit=1)  # a `watchbridge sync` still delivering
+    assert store.release_claims(3.0, "service-") == 1
+    assert store.outbox_counts()["inflight"] == 1
+
+
+def test_a_claim_older_than_its_lease_is_taken_back(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    store.claim("cli-9f8e", 2.0)  # then the process was killed
+    assert store.release_stale_claims(2.0 + CLAIM_LEASE - 1) == 0
+    assert store.release_stale_claims(2.0 + CLAIM_LEASE + 1) == 1
+    (again,) = store.claim("service-0a1b", 2.0 + CLAIM_LEASE + 1)
+    assert again.attempts == 1
+
+
+def test_a_note_about_a_claimed_row_renews_its_lease(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    (item,) = store.claim("cli-9f8e", 2.0)
+    store.note([item.id], "unknown outcome: sent", 2.0 + CLAIM_LEASE)
+    assert store.release_stale_claims(2.0 + CLAIM_LEASE + 1) == 0
 
 
 def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:

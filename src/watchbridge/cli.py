@@ -693,7 +693,7 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
     from watchbridge.deliver.worker import DeliveryWorker
     from watchbridge.wiring import make_targets
 
-    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
     worker.targets = {t.name: t for t in make_targets(runtime)}
     before = runtime.store.outbox_counts()["done"]
     try:
@@ -703,6 +703,8 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
             if on_pass is not None:
                 on_pass(int(runtime.store.outbox_counts()["done"] - before))
     finally:
+        # Stopped half-way (Ctrl-C): what this run claimed goes back to the service at once.
+        runtime.store.release_claims(runtime.clock(), worker.worker_id)
         for target in worker.targets.values():
             await target.aclose()
     return int(runtime.store.outbox_counts()["done"] - before)

@@ -1,5 +1,5 @@
-"""Housekeeping that keeps the database small over months, and the AniList sign-in check:
-a background task, once an hour."""
+"""Housekeeping that keeps the database small over months, takes back deliveries a stopped
+process had claimed, and the AniList sign-in check: a background task, once an hour."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ class Maintenance:
             )
             if any(pruned.values()):
                 log.info("pruned old rows", extra=pruned)
+            stale = await asyncio.to_thread(runtime.store.release_stale_claims, runtime.clock())
+            if stale:
+                log.warning(
+                    "took back deliveries a stopped process had claimed", extra={"rows": stale}
+                )
+                for wake in runtime.on_enqueued:
+                    wake()
             try:
                 await check_anilist_tokens(runtime)
             except Exception as exc:  # the pruning above must go on hourly regardless

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 migrations = Migrations("watchbridge")
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
 WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start over soon
+CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
 
@@ -867,16 +868,28 @@ class Store:
         rows = self._query(sql, params)
         return rows[0]["t"] if rows else None
 
-    def release_claims(self, now: float, worker: str | None = None) -> int:
-        """Return in-flight rows to pending (after a crash, or a worker's shutdown)."""
+    def release_claims(self, now: float, claimed_by: str = "") -> int:
+        """Return in-flight rows whose claimer's id starts with `claimed_by` ("" for all) to
+        pending: after a crash, or when a worker stops. The interrupted try counts as an
+        attempt, so a row that keeps taking the process down ends as a dead letter."""
         with self.transaction() as conn:
-            sql = "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?"
-            sql += " WHERE status = 'inflight'"
-            params: tuple[Any, ...] = (now,)
-            if worker is not None:
-                sql += " AND claimed_by = ?"
-                params += (worker,)
-            return conn.execute(sql, params).rowcount
+            return conn.execute(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
+                " attempts = attempts + 1"
+                " WHERE status = 'inflight' AND substr(COALESCE(claimed_by, ''), 1, ?) = ?",
+                (now, len(claimed_by), claimed_by),
+            ).rowcount
+
+    def release_stale_claims(self, now: float, lease: float = CLAIM_LEASE) -> int:
+        """Return rows claimed more than `lease` seconds ago (by a process that died: a
+        `watchbridge sync` stopped with Ctrl-C, a killed service) to pending. A worker's
+        store writes about a row (`note`) renew its claim."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
+                " attempts = attempts + 1 WHERE status = 'inflight' AND updated_at < ?",
+                (now, now - lease),
+            ).rowcount
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
         """Sorted idempotency keys of the rows delivered to `target` for `profile` that start

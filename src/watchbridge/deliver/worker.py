@@ -129,6 +129,7 @@ async def enriched(
     return found.item, Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
 
 
+SERVICE_ROLE = "service"
 UNKNOWN_OUTCOME = "unknown outcome"  # a row's last send may have landed: look before resending
 
 
@@ -152,13 +153,18 @@ class DeliveryWorker:
     name = "delivery"
 
     def __init__(
-        self, make_targets: Callable[[Runtime], Sequence[Target]], config: DeliveryConfig
+        self,
+        make_targets: Callable[[Runtime], Sequence[Target]],
+        config: DeliveryConfig,
+        role: str = SERVICE_ROLE,
     ) -> None:
         self.make_targets = make_targets
         self.targets: dict[str, Target] = {}
         self.config = config
         self.wake = asyncio.Event()
-        self.worker_id = f"worker-{uuid.uuid4().hex[:8]}"
+        # The role says whose claims a restart may take back: only one service runs per
+        # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
+        self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
         self.held_until: dict[str, float] = {}
         self.held_reason: dict[str, str] = {}
         self.held_since: dict[str, float] = {}
@@ -178,7 +184,9 @@ class DeliveryWorker:
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
         store = runtime.store
-        released = await asyncio.to_thread(store.release_claims, runtime.clock())
+        released = await asyncio.to_thread(
+            store.release_claims, runtime.clock(), f"{SERVICE_ROLE}-"
+        )
         if released:
             log.info("resuming deliveries claimed before a restart", extra={"rows": released})
         while not stop.is_set():
