@@ -467,6 +467,19 @@ async def test_a_live_stop_cut_off_by_a_crash_is_checked_before_it_goes_to_histo
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_play_that_keeps_taking_the_process_down_ends_as_a_dead_letter(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    for _ in range(runtime.config.delivery.max_attempts):  # claimed, then the process died
+        runtime.store.claim("service-1", clock(), 10, ["trakt"])
+        runtime.store.release_claims(clock(), "service-")
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    assert "interrupted" in (dead.last_error or "")
+    assert any("gave up" in t for t in receiver.titles())
+
+
 async def test_a_sync_stopped_while_delivering_hands_its_rows_back_at_once(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

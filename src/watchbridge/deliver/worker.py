@@ -229,11 +229,20 @@ class DeliveryWorker:
             if not items:
                 continue
             claimed_any = True
+            # Only interrupted tries (the process stopped mid-delivery) leave a pending row at
+            # its last attempt: one that keeps taking the process down gives up here.
+            interrupted = {
+                i.id: Dead(f"gave up after {i.attempts} interrupted attempts")
+                for i in items
+                if i.attempts >= self.config.max_attempts
+            }
+            todo = [i for i in items if i.id not in interrupted]
             try:
-                outcomes = await target.deliver(items, now)
+                outcomes = await target.deliver(todo, now) if todo else {}
             except Exception as exc:  # a target bug must not lose rows: retry them
                 log.exception("target crashed", extra={"target": name})
-                outcomes = {i.id: Retry(f"internal error: {type(exc).__name__}") for i in items}
+                outcomes = {i.id: Retry(f"internal error: {type(exc).__name__}") for i in todo}
+            outcomes |= interrupted
             await self._record(runtime, target, items, outcomes)
         return claimed_any
 
