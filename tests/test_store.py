@@ -312,15 +312,31 @@ def test_reset_forgets_sync_state_but_keeps_sign_ins(store: Store) -> None:
     assert store.get_token("trakt", "me") == {"a": 1}
 
 
+def test_a_failed_write_is_remembered_until_a_write_works(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store.open(path, busy_timeout=0.1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError):
+        store.enqueue([row("a")], 1.0)
+    blocker.execute("ROLLBACK")
+    assert "locked" in (store.write_error or "")
+    assert store.claim("w", 2.0) == []  # a transaction that writes nothing proves nothing
+    assert store.write_error is not None
+    store.check_writable(3.0)  # a real write, since the last one failed
+    assert store.write_error is None
+    store.close()
+
+
 def test_busy_database_answers_within_the_timeout(tmp_path: Path) -> None:
     path = tmp_path / "busy.db"
     store = Store.open(path, busy_timeout=0.2)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     with pytest.raises(StoreError, match="not writable"):
-        store.check_writable()
+        store.check_writable(1.0)
     blocker.execute("ROLLBACK")
-    store.check_writable()
+    store.check_writable(1.0)
     store.close()
 
 

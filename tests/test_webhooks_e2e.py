@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
 from tests.fakes.jellyfin import sample_server
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
+from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
@@ -75,13 +77,15 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
     return seeded(fake)
 
 
-def service_for(tmp_path: Path, trakt: FakeTrakt, extra: str = "") -> ServiceProcess:
+def service_for(
+    tmp_path: Path, trakt: FakeTrakt, extra: str = "", storage: str = ""
+) -> ServiceProcess:
     port = free_port()
     config = tmp_path / "watchbridge.yaml"
     config.write_text(
         f"""
 server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
-storage: {{path: {tmp_path / "wb.db"}}}
+storage: {{path: {tmp_path / "wb.db"}{storage}}}
 delivery: {{retry_after: 1s}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
@@ -258,6 +262,30 @@ def test_outcomes_are_counted_by_source(service: ServiceProcess) -> None:
     metrics = httpx.get(f"{service.url}/metrics").text
     assert 'watchbridge_webhook_events_total{outcome="unauthorized",source="plex"} 1.0' in metrics
     assert 'outcome="ignored_not_video",source="plex"' in metrics
+
+
+def test_a_webhook_the_database_cannot_take_is_503_counted_and_alerted(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    alerts = f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
+    service = service_for(tmp_path, trakt, alerts, storage=", busy_timeout: 0.3").start()
+    blocker = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        response = post_plex(service, sample_json("plex", "movie_media_scrobble.json"))
+        assert response.status_code == 503
+        assert "could not store" in response.json()["error"]
+        assert httpx.get(f"{service.url}/readyz").status_code == 503
+        blocker.execute("ROLLBACK")
+        assert httpx.get(f"{service.url}/readyz").status_code == 200
+        metrics = httpx.get(f"{service.url}/metrics").text
+        assert (
+            'watchbridge_webhook_events_total{outcome="store_error",source="plex"} 1.0' in metrics
+        )
+        wait_for(lambda: "watchbridge is refusing plex webhooks" in receiver.titles())
+    finally:
+        blocker.close()
+        service.kill()
 
 
 def test_late_completion_is_added_to_history_with_its_real_time(

@@ -172,7 +172,7 @@ def healthz() -> dict[str, str]:
 async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, str]]:
     """Ready when the config is loaded and the store takes writes."""
     try:
-        await asyncio.to_thread(runtime.store.check_writable)
+        await asyncio.to_thread(runtime.store.check_writable, runtime.clock())
     except StoreError as exc:
         return Response({"status": "unavailable", "reason": exc.message}, status_code=503)
     return Response({"status": "ready"})

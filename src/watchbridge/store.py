@@ -529,6 +529,8 @@ class Store:
         # What a thread does before it blocks on the lock (see IngestWriter._help_if_waited_on).
         self.before_waiting: Callable[[], None] = _nothing
         self.checkpointer: Checkpointer | None = None
+        # Why the last write failed (a full disk, a read-only file system), until one works.
+        self.write_error: str | None = None
         self.db = sqlite_utils.Database(conn)
 
     @classmethod
@@ -595,13 +597,22 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate (write-locking) transaction; commits on success, rolls back on error."""
         with self._locked():
-            self._conn.execute("BEGIN IMMEDIATE")
+            changes = self._conn.total_changes
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.write_error = str(exc)
                 raise
-            self._conn.execute("COMMIT")
+            if (
+                self._conn.total_changes != changes
+            ):  # a transaction that wrote nothing proves nothing
+                self.write_error = None
             if self.checkpointer is not None:
                 self.checkpointer.committed(self._conn)
 
@@ -611,11 +622,17 @@ class Store:
 
     # ------------------------------------------------------------------ health
 
-    def check_writable(self) -> None:
-        """Raise StoreError unless a write transaction can be taken right now."""
+    def check_writable(self, now: float) -> None:
+        """Raise StoreError unless the store takes writes: the write lock can be taken now,
+        and after a write failed, a real write works again."""
         try:
             with self.transaction() as conn:
-                conn.execute("SELECT 1")
+                if self.write_error is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO settings (name, value, updated_at)"
+                        " VALUES ('write_check', '', ?)",
+                        (now,),
+                    )
         except sqlite3.Error as exc:
             raise StoreError(f"database not writable ({exc})") from None
 

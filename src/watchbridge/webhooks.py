@@ -6,10 +6,12 @@ row per target are written in one transaction, then the delivery worker is woken
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hmac
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +23,7 @@ from litestar.types import Receive, Scope, Send
 
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.config import Config, Profile
+from watchbridge.errors import StoreError
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
 from watchbridge.playback import Intent, Session, decide, session_key
@@ -175,6 +178,38 @@ async def _answer(
 ) -> None:
     _count(runtime, source, outcome, started)
     await _send(send, _json(status, {"status": outcome, **body}))
+    if outcome in REFUSALS:
+        _alert_refused(runtime, source, outcome, str(body.get("error", "")))
+
+
+# What to tell a human when webhooks are refused: media servers never send one again, so each
+# is a play lost unless a link's sync finds it.
+REFUSALS = {
+    "unauthorized": "Copy the URL again from `watchbridge webhook-urls`.",
+    "malformed": "Check the webhook's setup (docs/webhooks.md); `watchbridge_webhook_events_total`"
+    " in /metrics counts them.",
+    "too_large": "Raise server.max_webhook_bytes if this server sends large bodies.",
+    "store_error": "Check the disk that holds storage.path (full? read-only?); /readyz says when"
+    " the database takes writes again.",
+}
+_alerting: set[asyncio.Task[str]] = set()  # alerts being sent, referenced until they finish
+
+
+def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> None:
+    """Raise a `webhook_rejects` alert (throttled per source and outcome) after answering."""
+    title = f"watchbridge is refusing {source} webhooks"
+    body = (
+        f"A {source} webhook was refused: {reason}. {source.capitalize()} does not send it "
+        f"again, so a play it carried is lost unless a link's sync finds it. {REFUSALS[outcome]}"
+    )
+    notify = runtime.notifier.notify("webhook_rejects", title, body, key=f"{source}:{outcome}")
+    task = asyncio.get_running_loop().create_task(notify)
+    _alerting.add(task)
+    task.add_done_callback(_alerting.discard)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 @asgi("/webhooks", is_mount=True, copy_scope=False, opt={BEFORE_ROUTER: True})
@@ -269,12 +304,19 @@ async def _webhook(
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
     queued, unmapped = 0, 0
-    for event in result.events:
-        name = profile_for(runtime.config, event)
-        if name is None:
-            unmapped += 1
-            continue
-        queued += await runtime.writer.write(ingest_job(runtime, name, event, result.document))
+    try:
+        for event in result.events:
+            name = profile_for(runtime.config, event)
+            if name is None:
+                unmapped += 1
+                continue
+            job = ingest_job(runtime, name, event, result.document)
+            queued += await runtime.writer.write(job)
+    except (sqlite3.Error, StoreError) as exc:
+        # 503, not 500: the request was fine and nothing was acknowledged.
+        reason = f"could not store the event ({_one_line(exc)})"
+        await _answer(runtime, send, source, "store_error", 503, started, error=reason)
+        return
     if unmapped == len(result.events):
         await _answer(
             runtime,
