@@ -707,3 +707,24 @@ async def test_a_jellyfin_play_without_jellyfin_configured_waits_naming_the_sett
     assert counts["done"] == 0 and counts["pending"] == 1  # not settled as "not anime"
     (error,) = [r[0] for r in runtime.store.db.execute("SELECT last_error FROM outbox")]
     assert "set services.jellyfin.url and services.jellyfin.api_key" in error
+
+
+async def test_a_rewatch_saved_just_before_a_crash_is_not_counted_again(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    one_episode = 5555
+    LATER[("999", 1, 1)] = (one_episode, 1)
+    fake.add_media(one_episode, episodes=1)
+    finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
+    fake.add_entry(one_episode, episodes=1, status="COMPLETED", progress=1, completed_at=finished)
+    enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)  # a webhook's play
+    claimed = runtime.store.claim(worker.worker_id, clock(), 10, ["anilist"])
+    await target.deliver(claimed, clock())  # AniList saves it; the process dies before settling
+    runtime.store.release_claims(clock())  # the restart
+    await worker.pass_once(runtime)
+    assert fake.snapshot()[one_episode]["repeat"] == 1
+    assert runtime.store.outbox_counts()["done"] == 1

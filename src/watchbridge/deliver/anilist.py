@@ -19,7 +19,9 @@ rewatched entry holds (an undated one, one older than the finish) is counted alr
 link reader keeps it as an absorbed play once its row is done. A link queues a rewatch in no
 particular order, so the rows of a batch go in the order they were watched, and a new
 viewing of a later episode of a completed entry waits once (`REWATCH_WAIT`) before it is
-counted, letting the episode 1 queued behind it start the rewatch first.
+counted, letting the episode 1 queued behind it start the rewatch first. A write that counts
+a rewatch (`repeat`) is relative to what AniList shows, so the count it sets is noted before it
+goes out: after a crash, an entry already showing it is not counted again.
 
 Scores go as `scoreRaw` and are skipped when the user would see no
 difference in their format (raw 70 and 80 are both 4 stars: no flapping); a season shared by
@@ -86,6 +88,7 @@ log = logging.getLogger(__name__)
 
 NAME = "anilist"
 ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
+REPEATS = "repeats_sent"  # mirror: outbox row id -> the rewatch count its write sets
 CURSOR = "entries_updated_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
@@ -617,6 +620,13 @@ class AniListTarget:
                 return Delivered(
                     f"already counted (AniList progress {current and current.progress})"
                 )
+            if write.repeat is not None:
+                # A rewatch count is relative to what AniList shows: one that landed before a
+                # crash kept us from recording it must not be counted again.
+                sent = await self._repeat_sent(profile, row)
+                if sent is not None and current is not None and current.repeat >= sent:
+                    return Delivered(f"already counted (rewatch {sent}, saved before a restart)")
+                await self._note_repeat(profile, row, write.repeat)
             saved = await self._save(profile, write, current, entries)
             finish = finish_write(saved, at) if current is None else None
             if finish is not None:
@@ -640,6 +650,17 @@ class AniListTarget:
             await self._save(profile, write, current, entries, allow_lower=True)
             return Delivered(f"progress lowered to {episode - 1}")
         return Dead(f"unknown action {row.action!r} for AniList")
+
+    async def _repeat_sent(self, profile: str, row: OutboxItem) -> int | None:
+        noted = await asyncio.to_thread(
+            self.store.mirror_get_prefixed, NAME, profile, REPEATS, str(row.id)
+        )
+        value = noted.get(str(row.id))
+        return int(value) if value is not None else None
+
+    async def _note_repeat(self, profile: str, row: OutboxItem, repeat: int) -> None:
+        noted = {str(row.id): repeat}
+        await asyncio.to_thread(self.store.mirror_put, NAME, profile, REPEATS, noted, self.clock())
 
     async def _clear_unmatched(self, profile: str, row: OutboxItem) -> None:
         """A play that maps now is no longer unmatched (after a dataset refresh)."""
