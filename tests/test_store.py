@@ -16,7 +16,15 @@ import sqlite_utils
 
 from watchbridge.errors import StoreError
 from watchbridge.playback import Session
-from watchbridge.store import CLAIM_LEASE, IngestJob, IngestWriter, NewOutboxRow, Store, migrations
+from watchbridge.store import (
+    CLAIM_LEASE,
+    WAL_SIZE_LIMIT,
+    IngestJob,
+    IngestWriter,
+    NewOutboxRow,
+    Store,
+    migrations,
+)
 
 
 def row(key: str, ordering: str = "me:trakt:movie1", action: str = "scrobble") -> NewOutboxRow:
@@ -358,6 +366,24 @@ def test_prune_forgets_old_delivered_rows_but_keeps_pending_and_dead(store: Stor
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
 
 
+def test_prune_forgets_old_sync_runs_but_keeps_each_links_last(store: Store) -> None:
+    for link, started in (("a", 1.0), ("a", 2.0), ("b", 3.0)):
+        run = store.start_run(link, started)
+        assert run is not None
+        store.finish_run(run, started, "ok", {}, 0)
+    pruned = store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0, keep_runs=100.0)
+    assert pruned["sync_runs"] == 1
+    assert [(r.link, r.started_at) for r in store.last_runs()] == [("a", 2.0), ("b", 3.0)]
+
+
+def test_prune_forgets_expired_id_lookups(store: Store) -> None:
+    store.cache_put("trakt-search", "imdb:tt1", None, now=1.0, ttl=10.0)
+    store.cache_put("trakt-search", "imdb:tt2", None, now=1.0, ttl=5000.0)
+    pruned = store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0)
+    assert pruned["id_cache"] == 1
+    assert store.cache_get("trakt-search", "imdb:tt2", now=1000.0) == (True, None)
+
+
 def test_unmatched_rows_are_counted(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("w", 2.0)
@@ -474,6 +500,31 @@ def test_a_long_write_ahead_log_is_started_over_once_its_readers_are_done(
         reader.close()
         store.close()
     assert (log_frames < 10) is restarted
+
+
+def test_a_write_ahead_log_that_grew_is_cut_back_once_it_starts_over(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    store._conn.execute("PRAGMA journal_size_limit=65536")  # the test's limit: 64 KB
+    reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM cursors").fetchall()  # pins the log while it grows
+    for n in range(100):
+        store.set_cursor("trakt", "me", f"h{n}", "x" * 10_000, float(n))
+    wal = tmp_path / "s.db-wal"
+    assert wal.stat().st_size > 1_000_000
+    reader.execute("COMMIT")
+    reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    reader.close()
+    store.set_cursor("trakt", "me", "after", "y", 1.0)  # the log starts over: cut back
+    assert wal.stat().st_size <= 65536 + 2 * 4096
+    assert store._conn.execute("PRAGMA journal_size_limit").fetchone()[0] == 65536
+    store.close()
+
+
+def test_the_store_caps_the_log_it_keeps(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    assert store._conn.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
+    store.close()
 
 
 def test_a_failing_catch_up_checkpoint_does_not_fail_the_committed_write(

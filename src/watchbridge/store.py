@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 migrations = Migrations("watchbridge")
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
 WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start over soon
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
+KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
@@ -544,6 +546,9 @@ class Store:
             )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
+            # The log grows while a reader pins it (a long sync read); once it starts over,
+            # give the disk space back down to this size.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -750,9 +755,13 @@ class Store:
         # encoder writes the same JSON data as json.dumps.
         return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0), _json_text)
 
-    def prune(self, now: float, keep_done: float, keep_sessions: float) -> dict[str, int]:
+    def prune(
+        self, now: float, keep_done: float, keep_sessions: float, keep_runs: float = KEEP_RUNS
+    ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
-        sessions after `keep_sessions`. Pending and dead rows are never pruned."""
+        sessions after `keep_sessions`, finished sync runs after `keep_runs` (each link's last
+        one stays for `status`), and expired id lookups. Pending and dead rows are never
+        pruned."""
         with self.transaction() as conn:
             done = conn.execute(
                 "DELETE FROM outbox WHERE status = 'done' AND updated_at < ?", (now - keep_done,)
@@ -765,7 +774,19 @@ class Store:
             sessions = conn.execute(
                 "DELETE FROM playback_sessions WHERE updated_at < ?", (now - keep_sessions,)
             ).rowcount
-        return {"outbox": done, "events": events, "sessions": sessions}
+            runs = conn.execute(
+                "DELETE FROM sync_runs WHERE finished_at < ? AND id NOT IN"
+                " (SELECT MAX(id) FROM sync_runs GROUP BY link)",
+                (now - keep_runs,),
+            ).rowcount
+            lookups = conn.execute("DELETE FROM id_cache WHERE expires_at < ?", (now,)).rowcount
+        return {
+            "outbox": done,
+            "events": events,
+            "sessions": sessions,
+            "sync_runs": runs,
+            "id_cache": lookups,
+        }
 
     def unmatched_count(self) -> int:
         rows = self._query(
