@@ -624,6 +624,19 @@ async def test_an_undated_rewatch_lost_before_trakt_read_it_is_sent_again(
     assert trakt.count("POST", "/sync/history") == 2
 
 
+async def test_the_second_undated_add_of_an_item_lost_before_trakt_read_it_is_sent_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    first = _undated_play(SEVERANCE_1X1, "u1", target_plays=0)
+    second = _undated_play(SEVERANCE_1X1, "u2", target_plays=1)  # as one sync plans the pair
+    runtime.store.enqueue([first, second], clock())
+    await worker.pass_once(runtime)  # the first lands
+    trakt.drop_next(1, route="POST /sync/history")  # the second is dropped before Trakt reads it
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert len(trakt.history()) == 2
+
+
 async def test_an_undated_rewatch_that_landed_is_not_sent_again(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
@@ -653,16 +666,11 @@ def _watched_episode(plays: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_plays_beyond_those_held_at_planning_are_the_undated_adds_in_queue_order() -> None:
-    first, second = _row(1, SEVERANCE_1X1, 0.0), _row(2, SEVERANCE_1X1, 0.0)
-    assert undated_landed([second, first], [first, second], set(), _watched_episode(1)) == {1}
-
-
-def test_a_dated_play_of_the_item_in_the_batch_is_not_taken_for_an_undated_one() -> None:
-    undated, dated = _row(1, SEVERANCE_1X1, 0.0), _row(2, SEVERANCE_1X1, 1_700_000_000.0)
-    batch = [undated, dated]
-    assert undated_landed([undated], batch, {2}, _watched_episode(1)) == set()
-    assert undated_landed([undated], batch, {2}, _watched_episode(2)) == {1}
+def test_an_undated_add_landed_when_its_item_has_more_plays_than_it_was_planned_against() -> None:
+    first, second = _row(1, SEVERANCE_1X1, 0.0, target_plays=0), _row(2, SEVERANCE_1X1, 0.0, 1)
+    assert undated_landed([first], _watched_episode(1)) == {1}
+    assert undated_landed([second], _watched_episode(1)) == set()  # only the first one is there
+    assert undated_landed([second], _watched_episode(2)) == {2}
 
 
 def test_an_item_missing_from_the_snapshot_has_no_plays() -> None:

@@ -50,3 +50,12 @@ def test_an_undated_add_carries_the_plays_its_target_held_when_planned() -> None
     )
     (row,) = rows
     assert row.payload["target_plays"] == 1
+
+
+def test_each_undated_add_of_an_item_counts_the_adds_planned_before_it() -> None:
+    rewatched = Side(plays=(Play(EP1, UNDATED, "a1"), Play(EP1, UNDATED, "a2")))
+    link = Link(services=["anilist", "trakt"], direction="one-way")
+    rows, _ = outbox_rows(
+        "at", "me", plan(link, {"anilist": rewatched, "trakt": Side()}, {}).actions
+    )
+    assert [r.payload["target_plays"] for r in rows] == [0, 1]

@@ -67,8 +67,10 @@ class Action:
     # adds); for a rating, the value it replaces (so a preferred side can assert its value
     # again after the other side changed it).
     source: str = ""
-    # For an add: the plays of the item the target held (read, not merely queued) when this
-    # was planned. An undated add whose answer was lost is recognised by the count growing.
+    # For an add: the plays of the item the target will hold just before this one lands (what
+    # it held, read and not merely queued, when this was planned, plus the adds of the item
+    # planned before this one, which go out first). An undated add whose answer was lost is
+    # recognised by the count growing past it.
     target_plays: int = 0
 
 
@@ -256,6 +258,7 @@ def _plan_history(
         for play in lonely:
             if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
                 continue
+            held[play.item] += 1
             actions.append(
                 Action(
                     "add_play",
@@ -264,15 +267,15 @@ def _plan_history(
                     f"new on {source}",
                     play.at,
                     source=play.record,
-                    target_plays=held.get(play.item, 0),
+                    target_plays=held[play.item] - 1,
                 )
             )
     return actions
 
 
-def _read_plays_per_item(plays: Iterable[Play]) -> dict[str, int]:
+def _read_plays_per_item(plays: Iterable[Play]) -> defaultdict[str, int]:
     """How many plays of each item a side holds, leaving out the ones only queued."""
-    counts: dict[str, int] = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for play in plays:
         if not play.record.startswith(EXPECTED):
             counts[play.item] += 1

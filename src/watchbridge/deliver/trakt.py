@@ -269,7 +269,7 @@ class TraktTarget:
             if dated:
                 await self._learn_history(profile, dated)
             confirmed_ids = await self._known_on_trakt(profile, dated)
-            confirmed_ids |= await self._undated_on_trakt(profile, fresh, known | confirmed_ids)
+            confirmed_ids |= await self._undated_on_trakt(profile, fresh)
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
             fresh = [r for r in fresh if r not in confirmed]
@@ -385,13 +385,10 @@ class TraktTarget:
                 self.store.mirror_put, NAME, profile, PLAYS, plays, self.clock()
             )
 
-    async def _undated_on_trakt(
-        self, profile: str, rows: Sequence[Row], on_trakt: set[int]
-    ) -> set[int]:
+    async def _undated_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the unsure undated adds among `rows` that Trakt's play counts show
-        landed (`on_trakt`: the rows already known to be there). An undated play has no time
-        to look for, so the count of the item's plays is compared with the count the sync
-        planned against (one snapshot read per kind)."""
+        landed. An undated play has no time to look for, so the count of the item's plays is
+        compared with the count the sync planned against (one snapshot read per kind)."""
         undated = [
             r for r in rows if r.at == UNDATED and _unsure(r) and "target_plays" in r.payload
         ]
@@ -399,7 +396,7 @@ class TraktTarget:
             return set()
         kinds = sorted({"movies" if r.item.kind == "movie" else "shows" for r in undated})
         snapshot = [entry for kind in kinds for entry in await self.client.watched(profile, kind)]
-        return undated_landed(undated, rows, on_trakt, snapshot)
+        return undated_landed(undated, snapshot)
 
     async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
@@ -427,25 +424,16 @@ def _unsure(row: Row) -> bool:
     return (row.outbox.last_error or "").startswith(UNKNOWN_OUTCOME)
 
 
-def undated_landed(
-    undated: Sequence[Row], batch: Sequence[Row], on_trakt: set[int], watched: Sequence[Any]
-) -> set[int]:
-    """Which undated adds landed, from Trakt's watched snapshot: the plays of an item beyond
-    the `target_plays` it held when the sync planned them, less the dated plays of the item in
-    this batch that are there, are that many of its undated adds (in queue order). Pure."""
-    landed: set[int] = set()
-    by_item: dict[str, list[Row]] = {}
-    for row in sorted(undated, key=lambda r: r.outbox.id):
-        by_item.setdefault(row.item.key(), []).append(row)
-    for key, group in by_item.items():
-        held = plays_in_snapshot(watched, group[0].item)
-        held -= sum(
-            1 for r in batch if r.at != UNDATED and r.outbox.id in on_trakt and r.item.key() == key
-        )
-        for index, row in enumerate(group):
-            if held - int(row.payload["target_plays"]) > index:
-                landed.add(row.outbox.id)
-    return landed
+def undated_landed(undated: Sequence[Row], watched: Sequence[Any]) -> set[int]:
+    """Which undated adds landed, from Trakt's watched snapshot: one whose item now has more
+    plays than the `target_plays` the sync planned it against. (A batch holds one row per item:
+    the adds of an item go out one after the other, each counted in the next one's
+    `target_plays`.) Pure."""
+    return {
+        row.outbox.id
+        for row in undated
+        if plays_in_snapshot(watched, row.item) > int(row.payload["target_plays"])
+    }
 
 
 def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int:
