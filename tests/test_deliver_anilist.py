@@ -33,6 +33,7 @@ from watchbridge.deliver.anilist import (
 )
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
+from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import AniListClient, EntryWrite, FuzzyDate, ListEntry
@@ -728,3 +729,23 @@ async def test_a_rewatch_saved_just_before_a_crash_is_not_counted_again(
     await worker.pass_once(runtime)
     assert fake.snapshot()[one_episode]["repeat"] == 1
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_rewatch_after_old_rows_were_pruned_is_counted(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # Row ids come back once old rows are pruned: the note of one rewatch is not another's.
+    finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
+    for media, show, repeat in ((5555, 999, 0), (6666, 998, 1)):
+        LATER[(str(show), 1, 1)] = (media, 1)
+        fake.add_media(media, episodes=1)
+        fake.add_entry(
+            media, episodes=1, status="COMPLETED", progress=1, completed_at=finished, repeat=repeat
+        )
+    enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
+    await worker.pass_once(runtime)
+    clock.now += 8 * DAY
+    runtime.store.prune(clock(), KEEP_DONE, KEEP_SESSIONS)
+    enqueue(runtime, "play", episode(1, show=998), clock() - 60, live=True)
+    await worker.pass_once(runtime)
+    assert fake.snapshot()[6666]["repeat"] == 2

@@ -88,7 +88,10 @@ log = logging.getLogger(__name__)
 
 NAME = "anilist"
 ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
-REPEATS = "repeats_sent"  # mirror: outbox row id -> the rewatch count its write sets
+# mirror: a row's idempotency key -> the rewatch count its write sets (kept: a crash may come
+# any time before the row is settled; one small entry per rewatch of a movie or one-episode
+# entry)
+REPEATS = "repeats_sent"
 CURSOR = "entries_updated_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
@@ -652,14 +655,14 @@ class AniListTarget:
         return Dead(f"unknown action {row.action!r} for AniList")
 
     async def _repeat_sent(self, profile: str, row: OutboxItem) -> int | None:
-        noted = await asyncio.to_thread(
-            self.store.mirror_get_prefixed, NAME, profile, REPEATS, str(row.id)
-        )
-        value = noted.get(str(row.id))
+        # Keyed by the idempotency key: row ids come back after old rows are pruned.
+        key = row.idempotency_key
+        noted = await asyncio.to_thread(self.store.mirror_get_prefixed, NAME, profile, REPEATS, key)
+        value = noted.get(key)
         return int(value) if value is not None else None
 
     async def _note_repeat(self, profile: str, row: OutboxItem, repeat: int) -> None:
-        noted = {str(row.id): repeat}
+        noted = {row.idempotency_key: repeat}
         await asyncio.to_thread(self.store.mirror_put, NAME, profile, REPEATS, noted, self.clock())
 
     async def _clear_unmatched(self, profile: str, row: OutboxItem) -> None:
