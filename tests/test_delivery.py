@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -476,8 +479,53 @@ async def test_a_play_that_keeps_taking_the_process_down_ends_as_a_dead_letter(
         runtime.store.release_claims(clock(), "service-")
     await worker.pass_once(runtime)
     (dead,) = runtime.store.dead_letters()
-    assert "interrupted" in (dead.last_error or "")
+    assert "cut short by the process stopping" in (dead.last_error or "")
     assert any("gave up" in t for t in receiver.titles())
+
+
+async def test_a_dead_letter_whose_last_send_may_have_landed_is_checked_when_retried(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)  # attempt 1
+    clock.advance(3600)
+    for _ in range(2):  # attempts 2 and 3: the process stops mid-delivery
+        runtime.store.claim("service-1", clock(), 10, ["trakt"])
+        runtime.store.release_claims(clock(), "service-")
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    assert (dead.last_error or "").startswith("unknown outcome: gave up")
+    runtime.store.retry_dead(None, clock())  # `watchbridge deadletters retry`
+    await drain(worker, runtime, clock, passes=2)
+    assert len(trakt.history()) == 1
+
+
+async def test_a_send_marked_in_this_attempt_keeps_its_mark_when_a_store_write_fails_after_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, tmp_path: Path
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    runtime.store.db.execute("PRAGMA busy_timeout=200")
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.delay_next(1, 0.5, route="POST /sync/history")  # the add lands; its answer is slow
+
+    def lock_the_database_meanwhile() -> None:  # a `watchbridge sync` writing meanwhile
+        while trakt.count("POST", "/sync/history") == 0:
+            time.sleep(0.01)
+        other = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        while runtime.store.write_error is None:  # until recording Trakt's answer failed
+            time.sleep(0.01)
+        other.execute("ROLLBACK")
+        other.close()
+
+    locker = threading.Thread(target=lock_the_database_meanwhile)
+    locker.start()
+    await worker.pass_once(runtime)  # Trakt's answer comes; recording it fails: locked
+    locker.join()
+    await drain(worker, runtime, clock, passes=3, step=4000)
+    assert len(trakt.history()) == 1
 
 
 async def test_a_sync_stopped_while_delivering_hands_its_rows_back_at_once(

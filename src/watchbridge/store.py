@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 migrations = Migrations("watchbridge")
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
 WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start over soon
+# A row whose last send may have landed has a `last_error` starting with this: it is checked
+# against the service before it is ever sent again.
+UNKNOWN_OUTCOME = "unknown outcome"
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
@@ -887,6 +890,19 @@ class Store:
                     for s in settlements
                 ],
             )
+
+    def marked(self, item_ids: Sequence[int]) -> set[int]:
+        """Which of these rows are marked as possibly sent (`last_error` starts UNKNOWN_OUTCOME)."""
+        found: set[int] = set()
+        for start in range(0, len(item_ids), 500):
+            chunk = list(item_ids[start : start + 500])
+            rows = self._query(
+                f"SELECT id FROM outbox WHERE id IN ({', '.join('?' for _ in chunk)})"
+                " AND substr(last_error, 1, ?) = ?",
+                [*chunk, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME],
+            )
+            found |= {int(r["id"]) for r in rows}
+        return found
 
     def note(self, item_ids: Sequence[int], message: str, now: float) -> None:
         """Write down what is about to happen to these rows, so a crash leaves a trace."""

@@ -466,7 +466,7 @@ class AniListTarget:
         return placing
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
-        return await per_profile(items, self._deliver_profile, self._hold_for)
+        return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, MappingUnavailable):

@@ -93,7 +93,7 @@ class PlexTarget:
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         self.tokens.new_round()  # a token revoked tomorrow is found again tomorrow
-        return await per_profile(items, self._deliver_profile, self._hold_for)
+        return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
 
     async def _deliver_profile(
         self, profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]

@@ -23,7 +23,6 @@ from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import (
-    UNKNOWN_OUTCOME,
     Dead,
     Delivered,
     Hold,
@@ -45,7 +44,7 @@ from watchbridge.services.serializd import (
     SerializdItemError,
     ShowSeasons,
 )
-from watchbridge.store import OutboxItem, Store
+from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ class SerializdTarget:
             await self.enricher.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
-        return await per_profile(items, self._deliver_profile, self._hold_for)
+        return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
 
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, SerializdAuthError):

@@ -17,7 +17,6 @@ from typing import Any
 from watchbridge import ratings
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import (
-    UNKNOWN_OUTCOME,
     Dead,
     Delivered,
     Hold,
@@ -43,7 +42,7 @@ from watchbridge.services.trakt import (
     parse_iso,
     trakt_ids,
 )
-from watchbridge.store import OutboxItem, Store
+from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class TraktTarget:
         ) -> None:
             await self._deliver_profile(profile, rows, now, outcomes)
 
-        outcomes = await per_profile(items, deliver_profile, self._hold_for)
+        outcomes = await per_profile(items, deliver_profile, self._hold_for, self.store)
         # A row whose last send may have landed keeps that mark through a hold (the check could
         # not be made), so Trakt's history is read before it is ever sent again. Other outcomes
         # came after the check.

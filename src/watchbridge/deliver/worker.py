@@ -20,7 +20,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import DeliveryConfig
 from watchbridge.ids import Enricher, Need
 from watchbridge.model import MediaRef
-from watchbridge.store import OutboxItem, Settlement
+from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,12 @@ async def per_profile(
     items: Sequence[OutboxItem],
     deliver_profile: Callable[[str, list[OutboxItem], dict[int, Outcome]], Awaitable[None]],
     hold_for: Callable[[Exception, str], Outcome],
+    store: Store,
 ) -> dict[int, Outcome]:
     """Deliver `items` one profile at a time. When something stops a profile, the rows it
     already decided keep their outcome (a write the service took stays done) and the rest
-    get what `hold_for` makes of the error (a row whose last send may have landed keeps
-    that mark: the error came before its check)."""
+    get what `hold_for` makes of the error, keeping their mark if their send may have landed
+    (see `undecided`)."""
     outcomes: dict[int, Outcome] = {}
     by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
     for item in items:
@@ -94,12 +95,19 @@ async def per_profile(
         try:
             await deliver_profile(profile, rows, outcomes)
         except Exception as exc:
-            outcome = hold_for(exc, profile)
-            for row in rows:
-                if row.id not in outcomes:
-                    marked = (row.last_error or "").startswith(UNKNOWN_OUTCOME)
-                    outcomes[row.id] = unsure(outcome) if marked else outcome
+            rest = [row for row in rows if row.id not in outcomes]
+            outcomes |= await undecided(store, rest, hold_for(exc, profile))
     return outcomes
+
+
+async def undecided(
+    store: Store, rows: Sequence[OutboxItem], outcome: Outcome
+) -> dict[int, Outcome]:
+    """`outcome` for rows an error left undecided; one whose send may have landed keeps that
+    mark. The store says which: this attempt may have marked a row and sent it before the
+    error (a history add that landed, then a store write that failed)."""
+    marked = await asyncio.to_thread(store.marked, [row.id for row in rows])
+    return {row.id: unsure(outcome) if row.id in marked else outcome for row in rows}
 
 
 async def enriched(
@@ -130,7 +138,6 @@ async def enriched(
 
 
 SERVICE_ROLE = "service"
-UNKNOWN_OUTCOME = "unknown outcome"  # a row's last send may have landed: look before resending
 
 
 def unsure(outcome: Outcome) -> Outcome:
@@ -138,6 +145,13 @@ def unsure(outcome: Outcome) -> Outcome:
     if isinstance(outcome, Hold | Retry) and not outcome.reason.startswith(UNKNOWN_OUTCOME):
         return replace(outcome, reason=f"{UNKNOWN_OUTCOME}: {outcome.reason}")
     return outcome
+
+
+def _gave_up_interrupted(item: OutboxItem) -> Dead:
+    reason = f"gave up after {item.attempts} attempts, the last cut short by the process stopping"
+    if (item.last_error or "").startswith(UNKNOWN_OUTCOME):
+        reason = f"{UNKNOWN_OUTCOME}: {reason}"
+    return Dead(reason)
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
@@ -230,9 +244,10 @@ class DeliveryWorker:
                 continue
             claimed_any = True
             # Only interrupted tries (the process stopped mid-delivery) leave a pending row at
-            # its last attempt: one that keeps taking the process down gives up here.
+            # its last attempt: one that keeps taking the process down gives up here. If its
+            # last send may have landed, the dead letter says so (a retry checks first).
             interrupted = {
-                i.id: Dead(f"gave up after {i.attempts} interrupted attempts")
+                i.id: _gave_up_interrupted(i)
                 for i in items
                 if i.attempts >= self.config.max_attempts
             }
@@ -241,7 +256,8 @@ class DeliveryWorker:
                 outcomes = await target.deliver(todo, now) if todo else {}
             except Exception as exc:  # a target bug must not lose rows: retry them
                 log.exception("target crashed", extra={"target": name})
-                outcomes = {i.id: Retry(f"internal error: {type(exc).__name__}") for i in todo}
+                crashed = Retry(f"internal error: {type(exc).__name__}")
+                outcomes = await undecided(store, todo, crashed)
             outcomes |= interrupted
             await self._record(runtime, target, items, outcomes)
         return claimed_any
