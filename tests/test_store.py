@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import stat
@@ -398,6 +399,16 @@ def _job(key: str, fail: bool = False) -> IngestJob:
         return Session(key, "playing", 1.0, 0, 1.0), [row(key, ordering=key)]
 
     return IngestJob("plex", "start", "me", {}, 1.0, key, decide)
+
+
+def test_an_event_with_half_an_emoji_is_stored(store: Store) -> None:
+    # The lenient body reader lets a lone surrogate through (a title cut inside an emoji).
+    document = {"Metadata": {"summary": "\ud83d cut"}}
+    decide = lambda s: (s, [row("a")])  # noqa: E731
+    job = IngestJob("plex", "stop", "me", {"title": "\ud83d"}, 1.0, "s", decide, document)
+    assert store.ingest(job) == 1
+    (raw,) = store.db.execute("SELECT raw FROM events").fetchone()
+    assert json.loads(raw) == document
 
 
 def test_an_event_that_queues_nothing_keeps_only_its_record(store: Store) -> None:

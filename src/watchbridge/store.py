@@ -399,7 +399,10 @@ class IngestWriter:
 
 def _json_text(value: Mapping[str, Any]) -> str:
     """Compact JSON, several times faster than json.dumps (the ingest path runs it per event)."""
-    return msgspec.json.encode(value).decode()
+    try:
+        return msgspec.json.encode(value).decode()
+    except UnicodeEncodeError:  # a lone surrogate the lenient body reader let through
+        return json.dumps(value)
 
 
 def _nothing() -> None:

@@ -191,6 +191,7 @@ REFUSALS = {
     "too_large": "Raise server.max_webhook_bytes if this server sends large bodies.",
     "store_error": "Check the disk that holds storage.path (full? read-only?); /readyz says when"
     " the database takes writes again.",
+    "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
 }
 _alerting: set[asyncio.Task[str]] = set()  # alerts being sent, referenced until they finish
 
@@ -233,11 +234,14 @@ async def webhooks_app(scope: Scope, receive: Receive, send: Send) -> None:
         await _webhook(runtime, scope, receive, send, *segments)
     except _ClientGone:
         return  # nothing was acknowledged, nothing to answer
-    except Exception:
+    except Exception as exc:
         # The path may hold the secret: name only the source.
         log.exception("unexpected error", extra={"path": f"/webhooks/{segments[0]}"})
         with contextlib.suppress(Exception):  # the answer may have started already
             await _send(send, _INTERNAL_ERROR)
+        source = segments[0] if segments[0] in SOURCES else "unknown"
+        runtime.metrics.webhook_events.labels(source, "internal_error").inc()
+        _alert_refused(runtime, source, "internal_error", f"internal error ({type(exc).__name__})")
 
 
 async def _webhook(
