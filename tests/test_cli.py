@@ -87,6 +87,8 @@ def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path)
     result = run("check-config", "--config", str(path))
     assert "plex.lan:32400" in result.stdout and "proxy.lan/trakt" in result.stdout
     assert "PLEXSECRET123" not in result.stdout and "hunter2pass" not in result.stdout
+    assert "webhook secret: generated on first start" in result.stdout  # labels stay readable
+    assert "API token:     none (API and UI open on this port)" in result.stdout
 
 
 def test_check_config_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import click
 from watchbridge import __version__
 from watchbridge.config import Config, find_config, load_config
 from watchbridge.errors import StoreError, WatchbridgeError
+from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.store import Store, StoreStatus
 
@@ -78,15 +79,13 @@ def serve(ctx: click.Context, config_path: str | None) -> None:
 def check_config(config_path: str | None) -> None:
     """Validate the config file and print a summary (secrets masked)."""
     from watchbridge.alerts import Notifier
-    from watchbridge.logs import Redactor
 
     config = _load(config_path)
     problems = list(Notifier(config.alerts).invalid_urls)
     storage_problem = _storage_problem(Path(config.storage.path))
     if storage_problem:
         problems.append(storage_problem)
-    # Users paste this into bug reports; a URL may carry a token or a password.
-    click.echo(Redactor(config.secrets())(_summary(config)))
+    click.echo(_summary(config))
     if problems:
         raise WatchbridgeError("\n".join(problems))
     click.echo("config OK")
@@ -119,9 +118,11 @@ def _summary(config: Config) -> str:
     ]
     services = config.services.configured()
     lines.append(f"services:      {', '.join(services) if services else 'none yet'}")
+    # Users paste this into bug reports; a URL may carry a token or a password.
+    redact = Redactor(config.secrets())
     for name in services:
         section = getattr(config.services, name)
-        urls = {k: v for k, v in vars(section).items() if k.endswith("url") and v}
+        urls = {k: redact(str(v)) for k, v in vars(section).items() if k.endswith("url") and v}
         lines.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in urls.items()))
     lines.append(f"profiles:      {', '.join(config.profiles) if config.profiles else 'none yet'}")
     for name, profile in config.profiles.items():
