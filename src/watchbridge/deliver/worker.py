@@ -198,9 +198,10 @@ class DeliveryWorker:
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
         store = runtime.store
-        released = await asyncio.to_thread(
-            store.release_claims, runtime.clock(), f"{SERVICE_ROLE}-"
-        )
+        released = 0
+        # "worker-": claims of a service that ran a version before claims had roles.
+        for claimer in (f"{SERVICE_ROLE}-", "worker-"):
+            released += await asyncio.to_thread(store.release_claims, runtime.clock(), claimer)
         if released:
             log.info("resuming deliveries claimed before a restart", extra={"rows": released})
         while not stop.is_set():
