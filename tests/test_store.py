@@ -246,6 +246,12 @@ def test_a_claim_older_than_its_lease_is_taken_back(store: Store) -> None:
     assert again.attempts == 1
 
 
+def test_the_lease_spares_the_callers_own_kind_of_claims(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    store.claim("service-0a1b", 2.0)  # the running service's worker, mid-pass
+    assert store.release_stale_claims(2.0 + CLAIM_LEASE + 1, spare="service-") == 0
+
+
 def test_a_note_about_a_claimed_row_renews_its_lease(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("cli-9f8e", 2.0)

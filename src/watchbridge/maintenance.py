@@ -8,6 +8,8 @@ import logging
 
 from watchbridge.alerts import FAILED
 from watchbridge.app import Runtime
+from watchbridge.deliver.worker import SERVICE_ROLE
+from watchbridge.store import CLAIM_LEASE
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,10 @@ class Maintenance:
             )
             if any(pruned.values()):
                 log.info("pruned old rows", extra=pruned)
-            stale = await asyncio.to_thread(runtime.store.release_stale_claims, runtime.clock())
+            # Not this service's own claims: its worker may be mid-pass (or the clock jumped).
+            stale = await asyncio.to_thread(
+                runtime.store.release_stale_claims, runtime.clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-"
+            )
             if stale:
                 log.warning(
                     "took back deliveries a stopped process had claimed", extra={"rows": stale}

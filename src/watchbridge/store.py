@@ -937,15 +937,19 @@ class Store:
                 (now, len(claimed_by), claimed_by),
             ).rowcount
 
-    def release_stale_claims(self, now: float, lease: float = CLAIM_LEASE) -> int:
-        """Return rows claimed more than `lease` seconds ago (by a process that died: a
-        `watchbridge sync` stopped with Ctrl-C, a killed service) to pending. A worker's
-        store writes about a row (`note`) renew its claim."""
+    def release_stale_claims(
+        self, now: float, lease: float = CLAIM_LEASE, spare: str = "\x00"
+    ) -> int:
+        """Return rows claimed more than `lease` seconds ago (by a process that was killed
+        while it delivered, e.g. a `watchbridge sync`) to pending, except those whose
+        claimer's id starts with `spare` (the caller's own kind, which it releases itself).
+        A worker's store writes about a row (`note`) renew its claim."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                " attempts = attempts + 1 WHERE status = 'inflight' AND updated_at < ?",
-                (now, now - lease),
+                " attempts = attempts + 1 WHERE status = 'inflight' AND updated_at < ?"
+                " AND substr(COALESCE(claimed_by, ''), 1, ?) != ?",
+                (now, now - lease, len(spare), spare),
             ).rowcount
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
