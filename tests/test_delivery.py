@@ -385,6 +385,19 @@ async def test_a_history_add_that_may_have_landed_stays_marked_through_a_hold(
     assert len(trakt.history()) == 1
 
 
+async def test_an_add_trakt_refused_outright_goes_again_without_a_check(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A 503 says nothing was written: after the outage no history read is spent on it.
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1, 503, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    await drain(worker, runtime, clock, passes=2, step=400)
+    assert len(trakt.history()) == 1
+    assert trakt.count("GET", "/sync/history/movies") == 0
+
+
 async def test_a_history_add_that_may_have_landed_stays_marked_when_the_check_fails(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

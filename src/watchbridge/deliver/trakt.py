@@ -236,19 +236,23 @@ class TraktTarget:
         await self._note_sending([row])
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
-        except TraktItemError:
+        except TraktItemError as exc:
+            await self._sent_nothing([row], exc.message)
             return None
         except Unavailable as exc:
             if not exc.outcome_unknown:
+                await self._sent_nothing([row], exc.message)
                 raise  # the service said no: the target is held, nothing was written
             # It may have landed: a later live stop meets Trakt's 409, a later history add
             # reads Trakt's history first.
             return _may_have_landed(exc)
-        except (TraktAuthError, TraktAccountError):
+        except (TraktAuthError, TraktAccountError) as exc:
+            await self._sent_nothing([row], exc.message)
             raise
         except TraktError as exc:
             return Retry(exc.message)
         if result.action != "scrobble":
+            await self._sent_nothing([row], f"Trakt took it as {result.action}")
             return None
         await self._remember(profile, [row])
         return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")
@@ -281,10 +285,12 @@ class TraktTarget:
             result = await self.client.add_history(profile, plays)
         except Unavailable as exc:
             if not exc.outcome_unknown:
+                await self._sent_nothing(fresh, exc.message)
                 raise  # the service said no: the target is held, nothing was written
             # The add may or may not have landed: look before sending it again.
             return outcomes | _all([r.outbox for r in fresh], _may_have_landed(exc))
-        except (TraktAuthError, TraktAccountError):
+        except (TraktAuthError, TraktAccountError) as exc:
+            await self._sent_nothing(fresh, exc.message)
             raise
         except TraktError as exc:
             return outcomes | _all([r.outbox for r in fresh], Retry(exc.message))
@@ -376,6 +382,14 @@ class TraktTarget:
         checked against Trakt's history before being sent again."""
         ids = [r.outbox.id for r in rows]
         await asyncio.to_thread(self.store.note, ids, f"{UNKNOWN_OUTCOME}: sent", self.clock())
+
+    async def _sent_nothing(self, rows: Sequence[Row], why: str) -> None:
+        """Take back `_note_sending` for rows Trakt refused outright (nothing was written), so
+        the hold that follows does not keep them marked. A row marked before this attempt
+        stays marked: an earlier send may have landed."""
+        ids = [r.outbox.id for r in rows if not _unsure(r)]
+        if ids:
+            await asyncio.to_thread(self.store.note, ids, f"not sent: {why}", self.clock())
 
     async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
         if rows:
