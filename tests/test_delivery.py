@@ -541,6 +541,43 @@ async def test_a_send_marked_in_this_attempt_keeps_its_mark_when_a_store_write_f
     assert len(trakt.history()) == 1
 
 
+async def test_a_dead_letter_of_a_play_that_may_have_landed_is_checked_when_retried(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1, 400, route="POST /sync/history")  # attempt 1 fails plainly
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)  # then a long hold
+    trakt.advance(clock() - trakt.now())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # lands, answer lost
+    await worker.pass_once(runtime)  # a week old: a dead letter
+    runtime.store.retry_dead(None, clock())  # `watchbridge deadletters retry`
+    await drain(worker, runtime, clock, passes=2)
+    assert len(trakt.history()) == 1
+
+
+@pytest.mark.parametrize("refusal", ["locked account", "refresh, then 503s"])
+async def test_a_live_stop_refused_after_a_try_that_landed_is_checked_later(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, refusal: str
+) -> None:
+    # The client tries a scrobble again by itself: a refusal may follow a try that landed.
+    trakt.advance(clock() - trakt.now())
+    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
+    if refusal == "locked account":
+        trakt.fail_next(1, 423, route="POST /scrobble/stop")
+    else:
+        trakt.fail_next(1, 401, route="POST /scrobble/stop")
+        trakt.fail_next(3, 503, route="POST /scrobble/stop")
+    await worker.pass_once(runtime)
+    clock.advance(7 * 3600)
+    trakt.advance(7 * 3600)
+    worker.held_until.clear()
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert len(trakt.history()) == 1
+
+
 async def test_a_sync_stopped_while_delivering_hands_its_rows_back_at_once(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

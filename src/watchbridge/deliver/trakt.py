@@ -236,23 +236,22 @@ class TraktTarget:
         await self._note_sending([row])
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
-        except TraktItemError as exc:
-            await self._sent_nothing([row], exc.message)
+        # The mark stays whatever Trakt answers: the client tries a scrobble again by itself
+        # (and once more after a token refresh), so a refusal may follow a try that landed.
+        # It costs one history read before the next send.
+        except TraktItemError:
             return None
         except Unavailable as exc:
             if not exc.outcome_unknown:
-                await self._sent_nothing([row], exc.message)
-                raise  # the service said no: the target is held, nothing was written
+                raise  # the service said no: the target is held
             # It may have landed: a later live stop meets Trakt's 409, a later history add
             # reads Trakt's history first.
             return _may_have_landed(exc)
-        except (TraktAuthError, TraktAccountError) as exc:
-            await self._sent_nothing([row], exc.message)
+        except (TraktAuthError, TraktAccountError):
             raise
         except TraktError as exc:
-            return Retry(exc.message)
+            return unsure(Retry(exc.message))
         if result.action != "scrobble":
-            await self._sent_nothing([row], f"Trakt took it as {result.action}")
             return None
         await self._remember(profile, [row])
         return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")

@@ -147,11 +147,21 @@ def unsure(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def _gave_up(attempts: int, reason: str) -> str:
+    """A dead letter's reason; a row whose last send may have landed keeps that mark in front,
+    so `watchbridge deadletters retry` checks before it sends."""
+    marked = reason.startswith(UNKNOWN_OUTCOME)
+    if marked:
+        reason = reason.removeprefix(UNKNOWN_OUTCOME).removeprefix(": ")
+    given_up = f"gave up after {attempts} attempts: {reason}"
+    return f"{UNKNOWN_OUTCOME}: {given_up}" if marked else given_up
+
+
 def _gave_up_interrupted(item: OutboxItem) -> Dead:
-    reason = f"gave up after {item.attempts} attempts, the last cut short by the process stopping"
+    last = "the last cut short by the process stopping"
     if (item.last_error or "").startswith(UNKNOWN_OUTCOME):
-        reason = f"{UNKNOWN_OUTCOME}: {reason}"
-    return Dead(reason)
+        return Dead(_gave_up(item.attempts, f"{UNKNOWN_OUTCOME}: {last}"))
+    return Dead(_gave_up(item.attempts, last))
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
@@ -293,7 +303,7 @@ class DeliveryWorker:
             elif isinstance(outcome, Dead) or self._exhausted(item, now):
                 reason = outcome.reason if isinstance(outcome, Dead | Retry) else ""
                 if not isinstance(outcome, Dead):
-                    reason = f"gave up after {item.attempts + 1} attempts: {reason}"
+                    reason = _gave_up(item.attempts + 1, reason)
                 settled.append(Settlement(item.id, "dead", None, reason))
                 dead.append((item, reason))
             else:
