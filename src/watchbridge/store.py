@@ -205,6 +205,11 @@ class OutboxItem:
     created_at: float = 0.0
     updated_at: float = 0.0
 
+    @property
+    def may_have_landed(self) -> bool:
+        """Whether an earlier send of this row may have landed (it carries UNKNOWN_OUTCOME)."""
+        return (self.last_error or "").startswith(UNKNOWN_OUTCOME)
+
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> OutboxItem:
         return cls(
@@ -620,9 +625,8 @@ class Store:
             except sqlite3.OperationalError as exc:
                 self.write_error = str(exc)
                 raise
-            if (
-                self._conn.total_changes != changes
-            ):  # a transaction that wrote nothing proves nothing
+            # Only a transaction that wrote something proves the store takes writes again.
+            if self._conn.total_changes != changes:
                 self.write_error = None
             if self.checkpointer is not None:
                 self.checkpointer.committed(self._conn)

@@ -276,7 +276,7 @@ class SerializdTarget:
         key = play_key(place.ref, at)
         await self._load(ledger, PLAYS, f"{place.ref.key()}@")
         known = _near(ledger.plays, place.ref, at)
-        if known is None and _is_unsure(row):
+        if known is None and row.may_have_landed:
             entry = await self._find_in_diary(ledger, place, at, is_log=True)
             if entry is not None:
                 known = key, {"review_id": entry.id, "ticked": False}
@@ -353,7 +353,7 @@ class SerializdTarget:
         # last 7, and only a repeat of the rating Serializd shows now is skipped.
         if (ledger.rated.get(key) or {}).get("rating") == value:
             return Delivered("already rated on Serializd")
-        if _is_unsure(row):
+        if row.may_have_landed:
             entry = await self._find_in_diary(ledger, place, at, is_log=False, rating=value)
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
@@ -575,10 +575,6 @@ def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:
         {int(n): int(v) for n, v in episodes.items()},
     )
     return seasons, with_counts
-
-
-def _is_unsure(row: OutboxItem) -> bool:
-    return (row.last_error or "").startswith(UNKNOWN_OUTCOME)
 
 
 def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[str, Any]] | None:

@@ -120,15 +120,8 @@ class TraktTarget:
         ) -> None:
             await self._deliver_profile(profile, rows, now, outcomes)
 
-        outcomes = await per_profile(items, deliver_profile, self._hold_for, self.store)
-        # A row whose last send may have landed keeps that mark through a hold (the check could
-        # not be made), so Trakt's history is read before it is ever sent again. Other outcomes
-        # came after the check.
-        marked = {i.id for i in items if (i.last_error or "").startswith(UNKNOWN_OUTCOME)}
-        return {
-            row_id: unsure(outcome) if row_id in marked and isinstance(outcome, Hold) else outcome
-            for row_id, outcome in outcomes.items()
-        }
+        # A hold keeps the mark of a row whose send may have landed (per_profile's `undecided`).
+        return await per_profile(items, deliver_profile, self._hold_for, self.store)
 
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, TraktAuthError):
@@ -199,7 +192,12 @@ class TraktTarget:
                 fresh = now - row.at <= self.config.late_after
                 # A stop that may have landed goes the way that reads Trakt's history first
                 # (Trakt's 409 window for a repeated scrobble is not documented).
-                if live_allowed and row.payload.get("live") and fresh and not _unsure(row):
+                if (
+                    live_allowed
+                    and row.payload.get("live")
+                    and fresh
+                    and not row.outbox.may_have_landed
+                ):
                     outcome = await self._live_stop(profile, row)
                     if outcome is not None:
                         outcomes[row.outbox.id] = outcome
@@ -266,7 +264,7 @@ class TraktTarget:
             _all([r.outbox for r in rows if r.outbox.id in known], Delivered("already on Trakt"))
         )
         fresh = [r for r in rows if r.outbox.id not in known]
-        if any(_unsure(r) for r in fresh):
+        if any(r.outbox.may_have_landed for r in fresh):
             dated = [r for r in fresh if r.at != UNDATED]
             if dated:
                 await self._learn_history(profile, dated)
@@ -386,7 +384,7 @@ class TraktTarget:
         """Take back `_note_sending` for rows Trakt refused outright (nothing was written), so
         the hold that follows does not keep them marked. A row marked before this attempt
         stays marked: an earlier send may have landed."""
-        ids = [r.outbox.id for r in rows if not _unsure(r)]
+        ids = [r.outbox.id for r in rows if not r.outbox.may_have_landed]
         if ids:
             await asyncio.to_thread(self.store.note, ids, f"not sent: {why}", self.clock())
 
@@ -402,7 +400,9 @@ class TraktTarget:
         landed. An undated play has no time to look for, so the count of the item's plays is
         compared with the count the sync planned against (one snapshot read per kind)."""
         undated = [
-            r for r in rows if r.at == UNDATED and _unsure(r) and "target_plays" in r.payload
+            r
+            for r in rows
+            if r.at == UNDATED and r.outbox.may_have_landed and "target_plays" in r.payload
         ]
         if not undated:
             return set()
@@ -429,11 +429,6 @@ class TraktTarget:
             )
         ]
         await self._remember(profile, seen)
-
-
-def _unsure(row: Row) -> bool:
-    """Whether an earlier send of this row may have landed (see worker.unsure)."""
-    return (row.outbox.last_error or "").startswith(UNKNOWN_OUTCOME)
 
 
 def undated_landed(undated: Sequence[Row], watched: Sequence[Any]) -> set[int]:

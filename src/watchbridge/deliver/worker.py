@@ -159,7 +159,7 @@ def _gave_up(attempts: int, reason: str) -> str:
 
 def _gave_up_interrupted(item: OutboxItem) -> Dead:
     last = "the last cut short by the process stopping"
-    if (item.last_error or "").startswith(UNKNOWN_OUTCOME):
+    if item.may_have_landed:
         return Dead(_gave_up(item.attempts, f"{UNKNOWN_OUTCOME}: {last}"))
     return Dead(_gave_up(item.attempts, last))
 
