@@ -94,6 +94,15 @@ def webhook(runtime: Runtime, name: str, **metadata: Any) -> None:
         runtime.store.ingest(ingest_job(runtime, "me", event, result.document))
 
 
+UNKNOWN_GUID = "com.plexapp.agents.imdb://tt7777777?lang=en"
+
+
+def play_a_movie_trakt_does_not_know(runtime: Runtime) -> None:
+    webhook(
+        runtime, "movie_legacy_imdb_media_scrobble.json", guid=UNKNOWN_GUID, title="Nobody Knows"
+    )
+
+
 async def drain(
     worker: DeliveryWorker, runtime: Runtime, clock: FakeClock, passes: int = 5, step: float = 0.0
 ) -> None:
@@ -245,12 +254,7 @@ async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    webhook(
-        runtime,
-        "movie_legacy_imdb_media_scrobble.json",
-        guid="com.plexapp.agents.imdb://tt7777777?lang=en",
-        title="Nobody Knows",
-    )
+    play_a_movie_trakt_does_not_know(runtime)
     await drain(worker, runtime, clock, passes=6, step=7200)
     (dead,) = runtime.store.dead_letters()
     assert "unmatched" in (dead.last_error or "")
@@ -260,11 +264,10 @@ async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
 async def test_an_unmatched_play_is_listed_with_the_json_the_server_sent(
     runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
 ) -> None:
-    guid = "com.plexapp.agents.imdb://tt7777777?lang=en"
-    webhook(runtime, "movie_legacy_imdb_media_scrobble.json", guid=guid, title="Nobody Knows")
+    play_a_movie_trakt_does_not_know(runtime)
     await worker.pass_once(runtime)
     (waiting,) = runtime.store.unmatched()
-    assert waiting.raw is not None and json.loads(waiting.raw)["Metadata"]["guid"] == guid
+    assert waiting.raw is not None and json.loads(waiting.raw)["Metadata"]["guid"] == UNKNOWN_GUID
 
 
 async def test_a_delivery_older_than_max_age_gives_up_before_its_attempts_run_out(
@@ -274,12 +277,7 @@ async def test_a_delivery_older_than_max_age_gives_up_before_its_attempts_run_ou
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    webhook(
-        runtime,
-        "movie_legacy_imdb_media_scrobble.json",
-        guid="com.plexapp.agents.imdb://tt7777777?lang=en",
-        title="Nobody Knows",
-    )
+    play_a_movie_trakt_does_not_know(runtime)
     await worker.pass_once(runtime)  # attempt 1 of 3
     assert runtime.store.dead_letters() == []
     clock.advance(runtime.config.delivery.max_age + 1)

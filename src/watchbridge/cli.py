@@ -19,7 +19,7 @@ from watchbridge.config import Config, find_config, load_config
 from watchbridge.errors import StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
-from watchbridge.store import Store, StoreStatus
+from watchbridge.store import OutboxItem, Store, StoreStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +40,11 @@ def _load(config_path: str | None) -> Config:
 
 def _open_store(config: Config) -> Store:
     return Store.open(config.storage.path, config.storage.durability, config.storage.busy_timeout)
+
+
+def _delivery(item: OutboxItem, when: float, what: str) -> str:
+    """`#id  time  target/profile  action  what` for the lists of deliveries."""
+    return f"#{item.id}  {_when(when)}  {item.target}/{item.profile}  {item.action} {what}"
 
 
 def _when(timestamp: float | None) -> str:
@@ -731,10 +736,10 @@ def unmatched(config_path: str | None, payload: bool) -> None:
         return
     for entry in waiting:
         item = entry.item
-        what = ref_from_dict(item.payload.get("item", {}))
+        what = ref_from_dict(item.payload.get("item", {})).describe()
         click.echo(
-            f"#{item.id}  {_when(item.created_at)}  {item.target}/{item.profile}  {item.action} "
-            f"{what.describe()}  next try {_when(item.next_attempt_at)}: {item.last_error}"
+            f"{_delivery(item, item.created_at, what)}  next try {_when(item.next_attempt_at)}: "
+            f"{item.last_error}"
         )
         if payload and entry.event is not None:
             click.echo(f"    event: {entry.event}")
@@ -756,8 +761,8 @@ def deadletters_list(config_path: str | None) -> None:
         what = item.payload.get("item", {})
         label = what.get("title") or what.get("show_title") or what.get("kind", "?")
         click.echo(
-            f"#{item.id}  {_when(item.updated_at)}  {item.target}/{item.profile}  {item.action} "
-            f"{label}  after {item.attempts} attempts: {item.last_error}"
+            f"{_delivery(item, item.updated_at, label)}  after {item.attempts} attempts: "
+            f"{item.last_error}"
         )
 
 
