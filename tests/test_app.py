@@ -12,7 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread, ServiceProcess, free_port, write_config
+from tests.ingest_samples import sample_bytes
+from watchbridge import webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import load_config
@@ -165,6 +168,47 @@ def test_a_crashed_background_task_is_restarted_and_counted(tmp_path: Path) -> N
         text = httpx.get(f"{app.url}/metrics").text
     assert task.runs == 2
     assert 'watchbridge_background_task_errors_total{task="crash-once"} 1.0' in text
+
+
+class BrokenClock:
+    """A clock that fails once `broken` is set: a bug the webhook route did not expect."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def __call__(self) -> float:
+        if self.broken:
+            raise RuntimeError("the clock broke")
+        return time.time()
+
+
+def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    path = write_config(
+        tmp_path,
+        f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
+        "profiles:\n  me:\n    users: {jellyfin: [alex]}\n",
+    )
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: s3cret-hook\n")
+    )
+    runtime, clock = runtime_for(path), BrokenClock()
+    runtime.clock = clock
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        clock.broken = True
+        body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+        response = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
+        metrics = httpx.get(f"{app.url}/metrics").text
+        deadline = time.monotonic() + 10
+        while not receiver.titles() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert response.status_code == 500
+    assert "see the watchbridge log" in response.json()["error"]
+    assert 'watchbridge_webhook_events_total{outcome="internal_error",source="jellyfin"} 1.0' in (
+        metrics
+    )
+    assert receiver.titles() == ["watchbridge is refusing jellyfin webhooks"]
 
 
 def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:

@@ -383,6 +383,19 @@ async def test_a_history_add_that_may_have_landed_stays_marked_through_a_hold(
     assert len(trakt.history()) == 1
 
 
+async def test_a_history_add_answered_500_after_trakt_wrote_it_lands_once(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1, 500, route="POST /sync/history", after_handler=True)
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=400)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+
+
 async def test_an_add_trakt_refused_outright_goes_again_without_a_check(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

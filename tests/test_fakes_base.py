@@ -108,6 +108,14 @@ def test_fail_next_does_not_run_the_handler(fake: EchoFake, client: httpx.Client
     assert fake.requests[0].status == 500
 
 
+def test_fail_next_after_handler_does_the_work_then_fails(
+    fake: EchoFake, client: httpx.Client
+) -> None:
+    fake.fail_next(1, 500, route="POST /items", after_handler=True)
+    assert client.post("/items", json={"a": 1}).status_code == 500
+    assert fake.items == [{"a": 1}]
+
+
 def test_fail_next_html_body_is_sent_as_html_without_app_headers(
     fake: EchoFake, client: httpx.Client
 ) -> None:

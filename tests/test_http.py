@@ -51,6 +51,20 @@ async def test_a_dropped_post_is_not_sent_again(client: HttpClient, echo: EchoFa
     assert len(echo.items) == 1 and echo.count("POST", "/items") == 1
 
 
+async def test_a_post_answered_500_is_not_sent_again(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(1, 500, route="POST /items", after_handler=True)  # written, then failed
+    with pytest.raises(Unavailable) as caught:
+        await client.request("POST", "/items", json={"n": 1})
+    assert caught.value.outcome_unknown
+    assert len(echo.items) == 1 and echo.count("POST", "/items") == 1
+
+
+async def test_a_post_answered_503_is_retried(client: HttpClient, echo: EchoFake) -> None:
+    echo.fail_next(1, 503, route="POST /items")
+    assert (await client.request("POST", "/items", json={"n": 1})).status_code == 201
+    assert len(echo.items) == 1
+
+
 async def test_an_idempotent_post_is_retried_after_a_drop(
     client: HttpClient, echo: EchoFake
 ) -> None:

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"watchbridge/{__version__}"
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 527, 530})
-# A proxy's answer: the origin may have done the work before the gateway gave up.
-AMBIGUOUS_STATUS = frozenset({502, 504, 520, 522, 523, 524, 530})
+# A proxy's answer: the origin may have done the work before the gateway gave up. A 500 is the
+# service failing mid-request, possibly after it wrote; a 503 is the service refusing work.
+AMBIGUOUS_STATUS = frozenset({500, 502, 504, 520, 522, 523, 524, 530})
 
 
 class ServiceError(WatchbridgeError):

@@ -7,9 +7,9 @@ request, and can be told to misbehave with queued knobs (:meth:`FakeServer.fail_
 
 Knob rules: each request consumes at most one knob, the oldest queued one that applies to it
 (route-scoped or global). ``fail_next`` and ``drop_next`` act *before* the handler, so a failed
-request never changes the fake's state (``drop_next(after_handler=True)`` is the exception: the
-work is done, then the connection is dropped). ``delay_next`` runs the handler at once and holds
-the answer back, like a slow server that did the work.
+request never changes the fake's state (``after_handler=True`` is the exception: the work is
+done, then the connection is dropped or the failure answered). ``delay_next`` runs the handler
+at once and holds the answer back, like a slow server that did the work.
 """
 
 from __future__ import annotations
@@ -276,11 +276,14 @@ class FakeServer:
         body: bytes | str | dict[str, Any] | list[Any] | None = None,
         route: str | None = None,
         content_type: str | None = None,
+        *,
+        after_handler: bool = False,
     ) -> None:
         """Answer the next ``n`` requests with ``status`` instead of running the handler.
 
         ``body``: dict/list are sent as JSON, str as HTML, bytes as is, None as empty.
         ``route``: ``"/path"``, ``"/pattern/{x}"`` or ``"POST /path"``; None means any request.
+        ``after_handler``: run the handler first (the service did the work, then failed).
         """
         if isinstance(body, dict | list):
             resp = json_response(body, status)
@@ -291,7 +294,7 @@ class FakeServer:
         if content_type is not None:
             resp.headers["Content-Type"] = content_type
         resp.headers.update(headers or {})
-        self._queue(_Knob("fail", n, route, response=resp))
+        self._queue(_Knob("fail", n, route, response=resp, after_handler=after_handler))
 
     def delay_next(self, n: int, seconds: float, route: str | None = None) -> None:
         """Hold back the answer of the next ``n`` requests (the handler already ran)."""
@@ -343,8 +346,8 @@ class FakeServer:
         self, req: Request, found: _Route | None, matched: list[_Route], knob: _Knob | None
     ) -> Response | None:
         kind = knob.kind if knob is not None else None
-        if knob is not None and knob.response is not None:  # fail_next
-            return knob.response
+        if knob is not None and knob.response is not None and not knob.after_handler:
+            return knob.response  # fail_next
         if kind == "drop" and not (knob and knob.after_handler):
             return None
         if found is None:
@@ -356,6 +359,8 @@ class FakeServer:
             self.errors.append(exc)
             return json_response({"error": f"fake crashed: {exc!r}"}, 500)
         resp.headers = {**self.default_headers, **resp.headers}
+        if knob is not None and knob.response is not None:
+            return knob.response  # fail_next(after_handler=True)
         return None if kind == "drop" else resp
 
 
