@@ -155,3 +155,10 @@ def test_a_position_less_start_after_completing_from_an_early_start_is_not_a_rew
         event("start", 2), event("stop", played=True), event("start"), event("stop", 96)
     )
     assert kinds(intents) == ["watching:start", "play"]
+
+
+def test_a_player_name_cut_mid_emoji_still_makes_a_session() -> None:
+    # JSON may carry a lone surrogate ("\ud83d"): a device name truncated by the server.
+    cut = MediaEvent(**{**event("start", 0).__dict__, "player": "Alex's iPhone \ud83d"})
+    session, intents = decide(None, cut, threshold=90, now=1000.0)
+    assert session is not None and kinds(intents) == ["watching:start"]

@@ -60,7 +60,8 @@ def session_key(event: MediaEvent) -> str:
             event.item.key(),
         ]
     )
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+    # surrogatepass: a device name cut mid-emoji arrives as a lone surrogate from JSON.
+    return hashlib.sha256(raw.encode(errors="surrogatepass")).hexdigest()[:24]
 
 
 def decide(
