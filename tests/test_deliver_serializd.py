@@ -338,9 +338,18 @@ async def test_a_cleared_rating_removes_every_rating_the_diary_holds_for_the_ite
 async def test_an_unknown_action_is_a_dead_letter(
     runtime: Runtime, target: SerializdTarget, clock: FakeClock
 ) -> None:
-    enqueue(runtime, "watching", episode(4), clock())
+    enqueue(runtime, "scrobble", episode(4), clock())
     (outcome,) = (await target.deliver(claim(runtime), clock())).values()
     assert type(outcome).__name__ == "Dead"
+
+
+async def test_a_live_state_row_left_by_an_older_version_is_settled_without_a_request(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "watching", episode(4), clock())
+    (outcome,) = (await target.deliver(claim(runtime), clock())).values()
+    assert type(outcome).__name__ == "Delivered"
+    assert fake.requests == []
 
 
 async def test_a_season_map_cached_without_episode_counts_still_places_deliveries(

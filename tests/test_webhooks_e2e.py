@@ -416,6 +416,17 @@ def test_a_plex_episode_scrobble_is_one_diary_entry_and_one_tick_on_serializd(
     assert serializd.ticks() == {(1396, 3578, 16)}
 
 
+def test_a_plex_start_queues_nothing_for_serializd(
+    serializd_only: ServiceProcess, serializd: FakeSerializd, tmp_path: Path
+) -> None:
+    # Serializd logs finished episodes: live state there would only end as dead letters.
+    play = sample_json("plex", "episode_legacy_media_play.json")
+    play["Metadata"]["guid"] = "com.plexapp.agents.themoviedb://1396/5/16?lang=en"
+    assert post_plex(serializd_only, play).status_code == 202
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+
+
 # Jellyfin, Emby and Plex's new agent name only the episode's ids: the show's TMDB id Serializd
 # keys shows by is read from the server the play came from (services.jellyfin/emby/plex).
 

@@ -75,6 +75,10 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
     return targets
 
 
+# Targets that show what is playing right now; the others take finished plays and ratings.
+LIVE_TARGETS = frozenset({"trakt"})
+
+
 def rows_for(
     profile: str,
     targets: Sequence[str],
@@ -82,7 +86,8 @@ def rows_for(
     intents: Sequence[Intent],
     item: dict[str, object] | None = None,
 ) -> list[NewOutboxRow]:
-    """One outbox row per (intent, target); a newer live state supersedes older pending ones.
+    """One outbox row per (intent, target) that takes it; a newer live state supersedes older
+    pending ones.
 
     `item` is `ref_to_dict(event.item)` when the caller has it already."""
     rows = []
@@ -98,6 +103,8 @@ def rows_for(
         elif intent.kind == "rating":
             payload |= {"rating": intent.rating}
         for target in targets:
+            if intent.kind == "watching" and target not in LIVE_TARGETS:
+                continue
             rows.append(
                 NewOutboxRow(
                     target=target,

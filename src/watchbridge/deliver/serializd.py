@@ -229,6 +229,8 @@ class SerializdTarget:
             rating = int(row.payload["rating"]) if row.action == "rating" else None
         except (KeyError, TypeError, ValueError) as exc:
             return Dead(f"unreadable {row.action} row for Serializd: {exc!r}")
+        if row.action == "watching":  # queued by versions that sent live state to every target
+            return Delivered("Serializd logs finished episodes only")
         if row.action not in ("play", "rating", "remove_play", "remove_rating"):
             return Dead(f"unknown action {row.action!r} for Serializd")
         if item.kind == "movie":
