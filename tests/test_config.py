@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from watchbridge.config import (
+    LINK_SERVICES,
     Config,
     Duration,
     Secret,
@@ -16,6 +17,7 @@ from watchbridge.config import (
     parse_config,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.readers import READERS
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 FILE = Path("watchbridge.yaml")
@@ -106,6 +108,19 @@ def test_link_to_an_unconfigured_service_is_an_error() -> None:
         "services:\n  serializd: {}\nlinks:\n  a:\n    services: [trakt, serializd]\n"
     )
     assert message == "watchbridge.yaml:5 links.a.services: services.trakt is not configured"
+
+
+def test_a_link_with_a_service_that_only_sends_webhooks_is_an_error() -> None:
+    message = error_of(
+        "services:\n  jellyfin: {url: 'http://jf:8096', api_key: k}\n  serializd: {}\n"
+        "links:\n  a:\n    services: [jellyfin, serializd]\n"
+    )
+    assert message.startswith("watchbridge.yaml:6 links.a.services: jellyfin cannot be linked yet")
+    assert "by webhook" in message
+
+
+def test_every_linkable_service_has_a_reader() -> None:
+    assert set(LINK_SERVICES) == set(READERS)
 
 
 def test_link_prefer_must_name_one_of_its_services() -> None:

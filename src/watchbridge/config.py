@@ -22,6 +22,8 @@ import yaml
 from watchbridge.errors import ConfigError
 
 DEFAULT_SEARCH_PATHS = (Path("/config/watchbridge.yaml"), Path("./config/watchbridge.yaml"))
+# Services a link can read in full (readers.READERS); Jellyfin and Emby only send webhooks.
+LINK_SERVICES = ("trakt", "serializd", "plex", "anilist")
 
 ServiceName = Literal["trakt", "plex", "jellyfin", "emby", "serializd", "anilist"]
 SYNC_SERVICES: tuple[str, ...] = ("trakt", "plex", "jellyfin", "emby", "serializd", "anilist")
@@ -382,7 +384,15 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             )
             continue
         for service in link.services:
-            if getattr(config.services, service) is None:
+            if service not in LINK_SERVICES:
+                problems.append(
+                    (
+                        f"{where}.services",
+                        f"{service} cannot be linked yet; links take two of "
+                        f"{', '.join(LINK_SERVICES)} ({service} plays still arrive by webhook)",
+                    )
+                )
+            elif getattr(config.services, service) is None:
                 problems.append((f"{where}.services", f"services.{service} is not configured"))
         if link.prefer not in ("newest-wins", *link.services):
             problems.append(
