@@ -286,6 +286,15 @@ def test_deadletters_retry_without_ids_says_what_to_do(tmp_path: Path) -> None:
     assert "--all" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["retry", "discard"])
+def test_deadletters_names_the_ids_that_are_not_dead_letters(tmp_path: Path, command: str) -> None:
+    path = dead_letter(tmp_path)
+    result = run("deadletters", command, "1", "4242", "--config", str(path))
+    assert result.returncode != 0
+    assert "1 dead letter(s)" in result.stdout  # the known one is still done
+    assert "not a dead letter: 4242" in result.stderr
+
+
 def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: Any) -> None:
     from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 

@@ -775,8 +775,10 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
     config = _load(config_path)
     _require_selection(ids, every)
     with _open_store(config) as store:
+        unknown = _not_dead_letters(store, ids)
         count = store.retry_dead(None if every else list(ids), time.time())
     click.echo(f"{count} dead letter(s) queued again")
+    _refuse_unknown(unknown)
 
 
 @deadletters.command("discard")
@@ -788,8 +790,21 @@ def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bo
     config = _load(config_path)
     _require_selection(ids, every)
     with _open_store(config) as store:
+        unknown = _not_dead_letters(store, ids)
         count = store.discard_dead(None if every else list(ids))
     click.echo(f"{count} dead letter(s) discarded")
+    _refuse_unknown(unknown)
+
+
+def _not_dead_letters(store: Store, ids: tuple[int, ...]) -> list[int]:
+    dead = {item.id for item in store.dead_letters()}
+    return [i for i in ids if i not in dead]
+
+
+def _refuse_unknown(ids: list[int]) -> None:
+    if ids:
+        listed = ", ".join(str(i) for i in ids)
+        raise WatchbridgeError(f"not a dead letter: {listed} (see `watchbridge deadletters list`)")
 
 
 def _require_selection(ids: tuple[int, ...], every: bool) -> None:
