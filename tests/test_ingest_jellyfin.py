@@ -103,6 +103,20 @@ def test_template_paused_text_true_gives_a_pause() -> None:
     assert only_event(parse(payload)).action == "pause"
 
 
+def test_template_rating_text_gives_a_rating() -> None:
+    template = sample_bytes("jellyfin", "recommended_template.handlebars").decode()
+    assert '"Rating": "{{Rating}}"' in template  # the template in docs/webhooks.md carries it
+    payload = sample(
+        "template_rendered_playback_stop.json",
+        NotificationType="UserDataSaved",
+        SaveReason="UpdateUserRating",
+        Rating="8",
+        Likes="False",
+    )
+    event = only_event(parse(payload))
+    assert (event.action, event.rating) == ("rate", 80)
+
+
 def test_user_and_server_guids_with_dashes_match_the_send_all_properties_form() -> None:
     template = only_event(parse(sample("template_rendered_playback_stop.json")))
     typed = only_event(parse(sample("playback_stop_episode_completed.json")))
