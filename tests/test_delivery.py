@@ -27,6 +27,7 @@ from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
+from watchbridge.services.trakt import parse_iso
 from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
@@ -587,6 +588,35 @@ async def test_a_live_stop_refused_after_a_try_that_landed_is_checked_later(
     worker.held_until.clear()
     await drain(worker, runtime, clock, passes=3, step=600)
     assert len(trakt.history()) == 1
+
+
+async def test_a_rewatch_inside_trakts_scrobble_window_is_a_second_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(50 * 60)  # watched again straight after: Trakt answers the stop with a 409
+    trakt.advance(50 * 60)
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p2", live=True)], clock())
+    await drain(worker, runtime, clock, passes=2)
+    assert trakt.count("POST", "/scrobble/stop") == 2
+    assert len(trakt.history()) == 2
+    first, second = sorted(parse_iso(h.watched_at) for h in trakt.history())
+    assert round(second - first) == 50 * 60
+
+
+async def test_a_live_stop_whose_first_try_landed_meets_a_409_and_is_done(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
+    await drain(worker, runtime, clock, passes=2)
+    assert trakt.count("POST", "/scrobble/stop") == 2  # the client's own retry: a 409
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 async def test_a_sync_stopped_while_delivering_hands_its_rows_back_at_once(

@@ -33,6 +33,7 @@ from watchbridge.services.trakt import (
     HISTORY_BATCH,
     HistoryPlay,
     RatingWrite,
+    ScrobbleResult,
     TraktAccountError,
     TraktAuthError,
     TraktClient,
@@ -50,7 +51,17 @@ NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
+SHORTEST_VIEWING = 10 * 60.0
 LIVE_SCROBBLES_PER_BATCH = 3
+
+
+def _an_earlier_viewing(result: ScrobbleResult, at: float) -> bool:
+    """Whether a 409 names a play from before this viewing (a rewatch inside Trakt's scrobble
+    window), not this stop sent before: that one is recorded after `at`. The margin is a
+    viewing's least length, and it absorbs a server clock some minutes off Trakt's."""
+    if not result.duplicate or result.recorded_at is None:
+        return False
+    return result.recorded_at < at - SHORTEST_VIEWING
 
 
 def _may_have_landed(exc: Unavailable) -> Outcome:
@@ -249,7 +260,7 @@ class TraktTarget:
             raise
         except TraktError as exc:
             return unsure(Retry(exc.message))
-        if result.action != "scrobble":
+        if result.action != "scrobble" or _an_earlier_viewing(result, row.at):
             return None
         await self._remember(profile, [row])
         return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")

@@ -124,7 +124,8 @@ class ScrobbleResult:
 
     action: str
     history_id: int | None = None
-    duplicate: bool = False  # 409: Trakt already recorded this play moments ago
+    duplicate: bool = False  # 409: Trakt already recorded a play of the item moments ago
+    recorded_at: float | None = None  # with a 409: when that play was watched, if Trakt says
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,14 @@ def iso(timestamp: float) -> str:
 
 def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _conflict_at(response: httpx.Response) -> float | None:
+    """The `watched_at` of the play a 409 names, when its body is readable."""
+    try:
+        return parse_iso(str(response.json()["watched_at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _watched_at(at: float | None) -> str:
@@ -660,7 +669,9 @@ class TraktClient:
             profile, "POST", f"/scrobble/{action}", json=body, idempotent=True
         )
         if response.status_code == 409:
-            return ScrobbleResult(action="scrobble", duplicate=True)
+            return ScrobbleResult(
+                action="scrobble", duplicate=True, recorded_at=_conflict_at(response)
+            )
         if response.status_code in (404, 422):
             raise TraktItemError(
                 SERVICE, f"scrobble {action} of {item.describe()} answered {response.status_code}"
