@@ -123,6 +123,60 @@ def test_a_start_without_a_position_hours_after_completion_is_a_rewatch() -> Non
     assert first[0].key != second[0].key
 
 
+def at_times(*timed: tuple[float, MediaEvent]) -> list[Intent]:
+    session: Session | None = None
+    intents: list[Intent] = []
+    for now, e in timed:
+        session, produced = decide(session, e, threshold=90, now=now)
+        intents += produced
+    return intents
+
+
+def test_a_start_without_a_position_then_an_early_pause_is_a_rewatch() -> None:
+    # Watched again 40 minutes later: Plex's media.play from the start has no viewOffset.
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (2400.0, event("start")),
+        (3000.0, event("pause", 9)),
+        (3060.0, event("resume", 9)),
+        (8400.0, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "watching:pause", "watching:start", "play"]
+    assert intents[0].key != intents[-1].key
+
+
+def test_a_start_without_a_position_then_a_late_position_is_the_same_viewing() -> None:
+    # Back to the credits after the scrobble.
+    intents = at_times(
+        (0.0, event("stop", 95)), (120.0, event("start")), (300.0, event("stop", 99))
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_second_scrobble_a_viewing_after_a_position_less_start_is_a_rewatch() -> None:
+    intents = at_times(
+        (0.0, event("stop", played=True)),
+        (1800.0, event("start")),
+        (1800.0 + 5400, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_played_mark_hours_after_the_last_is_another_play() -> None:
+    later = REWATCH_AFTER_IDLE + 1
+    intents = at_times((0.0, event("played", played=True)), (later, event("played", played=True)))
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_played_mark_toggled_off_and_on_is_one_play() -> None:
+    intents = at_times(
+        (0.0, event("played", played=True)),
+        (30.0, event("unplayed")),
+        (60.0, event("played", played=True)),
+    )
+    assert kinds(intents) == ["play"]
+
+
 def test_rating_changes_within_one_minute_are_each_kept() -> None:
     keys = [
         decide(None, e, 90, now=1000.0 + n)[1][0].key

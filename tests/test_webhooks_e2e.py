@@ -288,6 +288,18 @@ def test_a_webhook_the_database_cannot_take_is_503_counted_and_alerted(
         service.kill()
 
 
+def test_two_dated_plays_of_one_episode_from_the_generic_schema_are_two_plays(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    episode = {"type": "episode", "season": 5, "number": 14, "show": {"ids": {"tvdb": 81189}}}
+    for when in ("2024-01-10T21:00:00Z", "2025-03-14T20:48:02Z"):
+        body = {"event": "played", "user": "alice", "watched_at": when, "item": episode}
+        response = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=body)
+        assert response.json() == {"status": "accepted", "queued": 1}
+    wait_for(lambda: len(trakt.history()) == 2, timeout=20)
+    assert sorted(h.watched_at[:10] for h in trakt.history()) == ["2024-01-10", "2025-03-14"]
+
+
 def test_late_completion_is_added_to_history_with_its_real_time(
     tmp_path: Path, trakt: FakeTrakt
 ) -> None:

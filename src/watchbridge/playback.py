@@ -2,8 +2,10 @@
 
 One session per (source, server, account, player, item). Repeated stops, scrobble + stop pairs,
 progress storms and auto-play-next never make a second play: only the first move into
-`completed` does. A completed session followed by a start at <= 5 % (or, hours later, a start
-with no position: Plex leaves it out when playback begins at the start) is a rewatch.
+`completed` does. A completed session followed by a start at <= 5 % is a rewatch; so is a start
+with no position (Plex leaves it out when playback begins at the start) that hours pass before,
+or that the next position (below half) or a second Plex scrobble confirms, and a `played` mark
+hours after the last one.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Literal
 
 from watchbridge.model import MediaEvent
 
-State = Literal["playing", "paused", "stopped", "completed"]
+# `restarting`: completed, then a start without a position; the next position decides.
+State = Literal["playing", "paused", "stopped", "completed", "restarting"]
 REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
+RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
+SHORTEST_VIEWING = 10 * 60.0  # no two viewings of one item are closer than this
 PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
 
 
@@ -82,29 +87,14 @@ def decide(
     key = session_key(event)
     if session is None:
         session = Session(key, "stopped", None, int(at), at)
-    progress = event.progress if event.progress is not None else session.progress
-    if session.state == "completed" and event.action in ("start", "resume"):
-        # Plex leaves viewOffset out of a media.play from the beginning, but also sends a
-        # second media.play minutes after its scrobble (skipped credits, pitfalls/webhooks
-        # #1): without a position, only a start hours after the viewing ended is a rewatch.
-        from_the_start = (
-            event.action == "start"
-            and event.progress is None
-            and at - session.updated_at >= REWATCH_AFTER_IDLE
+    if session.state in ("completed", "restarting"):
+        settled = _after_completion(session, event, at)
+        if settled is not None:
+            return settled, []
+        session = replace(
+            session, state="stopped", progress=None, generation=session.generation + 1
         )
-        # The event's own position: the session's may be a stale early one (a viewing that
-        # started at 2 % and completed through a position-less scrobble).
-        restarted = event.progress is not None and event.progress <= REWATCH_MAX_PROGRESS
-        if from_the_start or restarted:
-            progress = event.progress
-            session = replace(
-                session, state="stopped", progress=None, generation=session.generation + 1
-            )
-        else:
-            # Back from skipped credits or a restart near the end: still the same viewing.
-            return replace(session, updated_at=at), []
-    if session.state == "completed":
-        return replace(session, updated_at=at, progress=progress), []
+    progress = event.progress if event.progress is not None else session.progress
 
     gen = f"{key}:{session.generation}"
     reached = progress is not None and progress >= threshold
@@ -134,3 +124,36 @@ def decide(
             Intent("watching", f"pause:{gen}:{int(at)}", at, action="pause", progress=capped)
         ]
     return replace(session, progress=progress, updated_at=at), []
+
+
+def _after_completion(session: Session, event: MediaEvent, at: float) -> Session | None:
+    """An event after a completed viewing: the session it leaves when it still belongs to that
+    viewing, or None when it begins a new one (a rewatch)."""
+    idle = abs(at - session.updated_at) >= REWATCH_AFTER_IDLE
+    if session.state == "restarting":
+        # A position-less start came after the viewing: the next position tells a restart
+        # from the start (a rewatch) from a return to the credits.
+        if event.progress is not None:
+            if event.progress <= RESTART_MAX_PROGRESS:
+                return None
+            return replace(session, state="completed", progress=event.progress, updated_at=at)
+        # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
+        # restart is a new one. (`updated_at` stays the restart's time meanwhile.)
+        if (event.played and at - session.updated_at >= SHORTEST_VIEWING) or (
+            event.action == "start" and idle
+        ):
+            return None
+        return session
+    if event.action == "start" and event.progress is None:
+        # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
+        # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
+        return None if idle else replace(session, state="restarting", updated_at=at)
+    if event.action in ("start", "resume"):
+        # The event's own position: the session's may be a stale early one.
+        if event.progress is not None and event.progress <= REWATCH_MAX_PROGRESS:
+            return None
+        return replace(session, updated_at=at)
+    if event.action == "played" and idle:
+        return None  # marked watched again hours later, or a dated play of another day
+    progress = event.progress if event.progress is not None else session.progress
+    return replace(session, updated_at=at, progress=progress)

@@ -28,6 +28,7 @@ from watchbridge.deliver.worker import (
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import TRAKT, Enricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
+from watchbridge.playback import SHORTEST_VIEWING
 from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
@@ -51,7 +52,6 @@ NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
-SHORTEST_VIEWING = 10 * 60.0
 LIVE_SCROBBLES_PER_BATCH = 3
 
 
