@@ -21,7 +21,7 @@ EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 
 
 def run(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "watchbridge", *args],
@@ -30,6 +30,7 @@ def run(
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -142,10 +143,37 @@ def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) 
 
 
 def test_status_on_a_fresh_database(tmp_path: Path) -> None:
-    result = run("status", "--config", str(write_config(tmp_path)))
+    path = write_config(tmp_path)
+    Store.open(tmp_path / "watchbridge.db").close()  # as the service's first start leaves it
+    result = run("status", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "queue:         0 pending, 0 in flight, 0 delivered" in result.stdout
     assert "dead letters:  0" in result.stdout
+
+
+def test_status_never_makes_a_database(tmp_path: Path) -> None:
+    result = run("status", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 1
+    assert f"no database at {tmp_path / 'watchbridge.db'}" in result.stderr
+    assert "the service makes it when it first starts" in result.stderr
+    assert not (tmp_path / "watchbridge.db").exists()
+
+
+def test_a_relative_storage_path_run_from_another_folder_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text("storage: {path: ./data/watchbridge.db}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run("deadletters", "list", "--config", str(config), cwd=elsewhere)
+    assert result.returncode == 1
+    assert f"storage.path data/watchbridge.db is relative to {elsewhere}" in result.stderr
+    assert not (elsewhere / "data").exists()
+
+
+def test_a_command_that_makes_the_database_says_where_it_is(tmp_path: Path) -> None:
+    result = run("webhook-urls", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert f"a new database at {tmp_path / 'watchbridge.db'}" in result.stderr
 
 
 def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
@@ -250,7 +278,9 @@ def test_unmatched_lists_each_waiting_play_with_its_reason_and_event(tmp_path: P
 
 
 def test_unmatched_says_when_nothing_waits(tmp_path: Path) -> None:
-    result = run("unmatched", "--config", str(write_config(tmp_path)))
+    path = write_config(tmp_path)
+    Store.open(tmp_path / "watchbridge.db").close()
+    result = run("unmatched", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "nothing unmatched" in result.stdout
 

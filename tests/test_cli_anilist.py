@@ -92,6 +92,7 @@ def test_status_warns_a_month_before_the_anilist_token_expires(
         f"services:\n  anilist:\n    api_url: {fake.url}\n"
         f"profiles:\n  me:\n    accounts:\n      anilist: {{token: '{soon}'}}\n",
     )
+    Store.open(tmp_path / "watchbridge.db").close()
     result = run("status", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "me: the AniList token of profile me expires on" in result.stdout

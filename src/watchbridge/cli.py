@@ -38,8 +38,26 @@ def _load(config_path: str | None) -> Config:
     return load_config(find_config(config_path))
 
 
-def _open_store(config: Config) -> Store:
-    return Store.open(config.storage.path, config.storage.durability, config.storage.busy_timeout)
+def _open_store(config: Config, create: bool = False) -> Store:
+    """The service's database. Commands that only read or fix its state never make a new one:
+    a relative storage.path run from another folder would answer from an empty database."""
+    path = Path(config.storage.path)
+    new = not path.exists()
+    relative = "" if path.is_absolute() else f" (storage.path {path} is relative to {Path.cwd()})"
+    if new and not create:
+        hint = (
+            "run the command from the service's folder, or make storage.path absolute"
+            if relative
+            else "the service makes it when it first starts"
+        )
+        raise WatchbridgeError(
+            f"no database at {path.resolve()}{relative}: is this the config the service runs "
+            f"with? ({hint})"
+        )
+    store = Store.open(path, config.storage.durability, config.storage.busy_timeout)
+    if new:
+        click.echo(f"watchbridge: a new database at {path.resolve()}{relative}", err=True)
+    return store
 
 
 def _delivery(item: OutboxItem, when: float, what: str) -> str:
@@ -75,7 +93,7 @@ def serve(ctx: click.Context, config_path: str | None) -> None:
     level = "debug" if ctx.obj["debug"] else config.logging.level
     setup_logging(level, config.logging.format, config.secrets())
     # Fail before binding ports if the database cannot be opened: one line, no traceback.
-    _open_store(config).close()
+    _open_store(config, create=True).close()
     run_server(build_app(build_runtime(config)), config)
 
 
@@ -270,7 +288,7 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
     from watchbridge.app import webhook_secret
 
     config = _load(config_path)
-    with _open_store(config) as store:
+    with _open_store(config, create=True) as store:
         secret = webhook_secret(config, store, time.time())
     port = config.server.webhook_port or config.server.port
     base = f"http://{host or 'WATCHBRIDGE-HOST'}:{port}"
@@ -302,7 +320,7 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
         click.echo(f"Open {code.verification_url} and enter the code {code.user_code}")
         click.echo(f"(the code is valid for {int(code.expires_in // 60)} minutes; waiting...)")
 
-    with _open_store(config) as store:
+    with _open_store(config, create=True) as store:
         client = TraktClient(config.services.trakt, store)
 
         async def sign_in() -> None:
@@ -356,7 +374,7 @@ def auth_plex(
         minutes = int((pin.expires_in or 1800) // 60)
         click.echo(f"and sign in to Plex to approve (valid for {minutes} minutes; waiting...)")
 
-    with _open_store(config) as store:
+    with _open_store(config, create=True) as store:
         # Tokens are bound to the client identifier: the one the server adapter uses, forever.
         identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, time.time())
         client = PlexTvClient(config.services.plex, store, client_identifier=identifier)
@@ -419,7 +437,7 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
         )
     name = _pick_profile(config, profile_name, "anilist")
     code_flow = anilist.client_secret is not None
-    with _open_store(config) as store:
+    with _open_store(config, create=True) as store:
         client = AniListClient(anilist, store)
         if pasted is None:
             click.echo(f"Open {client.authorize_url('code' if code_flow else 'token')}")
@@ -529,6 +547,7 @@ def sync(
         names = [n for n in names if "anilist" in config.links[n].services]
     if not names:
         raise WatchbridgeError(f"no link to sync: add one under links in {config.source}")
+    _open_store(config, create=True).close()  # says so when the database is new
     runtime = build_runtime(config)
     runtime.open()
     failed = []
