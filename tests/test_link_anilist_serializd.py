@@ -19,7 +19,10 @@ from tests.linkrig_anilist import Rig, anilist_target, completed_entry, iso, sta
 from watchbridge import readers
 from watchbridge.config import parse_config
 from watchbridge.deliver.serializd import SerializdTarget
-from watchbridge.sync import plan_link
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.model import Account, Ids, MediaEvent, MediaRef
+from watchbridge.sync import plan_link, run_link
+from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -217,3 +220,35 @@ async def test_a_serializd_rewatch_of_a_completed_entry_starts_one_on_anilist_an
         result = await rig.sync_and_deliver(full=full)
         assert [p.plan.actions for p in result.plans] == [()]
     assert len(logged(serializd, REZERO)) == 14
+
+
+async def deliver_to(rig: Rig, names: list[str]) -> None:
+    """Drain the outbox through some targets only (the others are down)."""
+    targets = {name: rig.targets[name] for name in names}
+    worker = DeliveryWorker(lambda _: list(targets.values()), rig.runtime.config.delivery)
+    worker.targets = targets
+    while await worker.pass_once(rig.runtime):
+        pass
+
+
+async def test_a_webhook_play_still_waiting_for_serializd_is_not_added_again_by_the_link(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    anilist.add_entry(
+        REZERO_P2, status="CURRENT", progress=2, updated_at=int(time.time() - 5 * DAY)
+    )
+    for number in (39, 40):
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(time.time() - 5 * DAY))
+    await rig.sync_and_deliver()
+    # Episode 3 (TMDB S1E41) watched two hours ago: the webhook queues it for both targets.
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(REZERO)), season=1, number=41)
+    watched = MediaEvent(
+        "generic", "played", item, account=Account("alice"), played=True,
+        occurred_at=time.time() - 7200,
+    )  # fmt: skip
+    assert rig.runtime.store.ingest(ingest_job(rig.runtime, "me", watched)) == 2
+    await deliver_to(rig, ["anilist"])  # Serializd is down meanwhile
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 3
+    await run_link(rig.runtime.config, rig.runtime.store, LINK, yes=True, clock=time.time)
+    await deliver_to(rig, ["serializd", "anilist"])
+    assert logged(serializd, REZERO) == [(1, 39), (1, 40), (1, 41)]

@@ -16,6 +16,7 @@ from watchbridge.reconcile import (
     match_plays,
     plan,
     settle_expected,
+    without_waiting,
 )
 
 DAY = 86400.0
@@ -227,3 +228,23 @@ def test_each_play_read_back_settles_one_play_we_queued() -> None:
     assert len([p for p in settle_expected(one_back).plays if p.record != "t1"]) == 1
     both_back = replace(one_back, plays=(*one_back.plays, Play(EP1, UNDATED, "t2")))
     assert {p.record for p in settle_expected(both_back).plays} == {"t1", "t2"}
+
+
+def adds(*times: float, item: str = EP1) -> Plan:
+    actions = tuple(Action("add_play", "serializd", item, "new on trakt", at=t) for t in times)
+    return Plan(actions, frozenset())
+
+
+def test_a_play_waiting_for_delivery_stands_for_the_nearest_add_of_its_item() -> None:
+    kept = without_waiting(adds(100 * DAY, 10 * DAY), {("serializd", EP1): [10 * DAY - 7200]})
+    assert [a.at for a in kept.actions] == [100 * DAY]
+
+
+def test_a_waiting_play_stands_for_one_add_only() -> None:
+    kept = without_waiting(adds(10 * DAY, 10 * DAY + 60), {("serializd", EP1): [10 * DAY]})
+    assert [a.at for a in kept.actions] == [10 * DAY + 60]
+
+
+def test_a_waiting_play_of_another_target_or_item_leaves_the_adds() -> None:
+    waiting = {("trakt", EP1): [10 * DAY], ("serializd", EP2): [10 * DAY]}
+    assert without_waiting(adds(10 * DAY), waiting) == adds(10 * DAY)

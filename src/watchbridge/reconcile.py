@@ -16,7 +16,7 @@ and then takes every play of the item on the other side with it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -172,6 +172,27 @@ def plan(
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions)
     return Plan(tuple(actions), frozenset(new_tombstones), held, left_out)
+
+
+def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float]]) -> Plan:
+    """The plan without the play adds that a delivery already waiting will make.
+
+    `waiting`: (target, item) -> times of plays a webhook queued for the target that have not
+    landed yet, so the target's read does not show them. Each stands for the nearest add of
+    its item within MATCH_WINDOW (an undated add: any one left); the others stay."""
+    if not waiting:
+        return plan
+    left = {key: sorted(times) for key, times in waiting.items()}
+    actions = []
+    for action in plan.actions:
+        times = left.get((action.target, action.item)) if action.kind == "add_play" else None
+        if times:
+            near = [t for t in times if action.at == UNDATED or abs(t - action.at) <= MATCH_WINDOW]
+            if near:
+                times.remove(min(near, key=lambda t: abs(t - action.at)))
+                continue
+        actions.append(action)
+    return replace(plan, actions=tuple(actions))
 
 
 def _within_catalogs(

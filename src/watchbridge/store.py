@@ -956,6 +956,20 @@ class Store:
                 (now, now - lease, len(spare), spare),
             ).rowcount
 
+    def waiting_webhook_plays(self, profile: str) -> list[tuple[str, dict[str, Any], float]]:
+        """(target, item, watched at) of the plays webhooks queued for `profile` that are not
+        delivered yet (pending or in flight; dead letters are not waiting)."""
+        rows = self._query(
+            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'play'"
+            " AND event_id IS NOT NULL AND status IN ('pending', 'inflight')",
+            (profile,),
+        )
+        plays = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            plays.append((row["target"], payload.get("item") or {}, float(payload.get("at", 0))))
+        return plays
+
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
         """Sorted idempotency keys of the rows delivered to `target` for `profile` that start
         with `prefix` (delivered rows are kept a week, see maintenance)."""

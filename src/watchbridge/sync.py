@@ -16,11 +16,12 @@ from typing import Any
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
 from watchbridge.metrics import Metrics
-from watchbridge.model import ref_to_dict
+from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
 from watchbridge.readers import READERS, SideReader, reader_for
+from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
     UNDATED,
@@ -33,6 +34,7 @@ from watchbridge.reconcile import (
     expect,
     plan,
     settle_expected,
+    without_waiting,
 )
 from watchbridge.sides import ref_for_key
 from watchbridge.store import NewOutboxRow, Store
@@ -339,6 +341,7 @@ async def _plan_profile(
         current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
     tombstones = load_tombstones(store, name, profile)
     planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
+    planned = without_waiting(planned, await asyncio.to_thread(_waiting, store, profile))
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     return ProfilePlan(
@@ -352,6 +355,20 @@ async def _plan_profile(
         listings=next((r.listings for r in reads.values() if r.listings is not None), None),
         narrowed=narrow is not None,
     )
+
+
+def _waiting(store: Store, profile: str) -> dict[tuple[str, str], list[float]]:
+    """Plays webhooks queued that have not landed, by (target, item key): a side's read does
+    not show them yet, and the link must not add them a second time."""
+    waiting: dict[tuple[str, str], list[float]] = {}
+    for target, item, at in store.waiting_webhook_plays(profile):
+        try:
+            key = key_for_ref(ref_from_dict(item))
+        except (KeyError, TypeError, ValueError):
+            continue  # a row the target will make a dead letter of
+        if key is not None:
+            waiting.setdefault((target, key), []).append(at)
+    return waiting
 
 
 def _holds_state(side: Side) -> bool:
