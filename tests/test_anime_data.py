@@ -411,6 +411,8 @@ async def test_anime_unmatched_says_when_a_dataset_refresh_mapped_an_entry(
 
 
 def test_anime_unmatched_when_everything_maps(tmp_path: Path) -> None:
-    result = run_cli("anime", "unmatched", "--config", str(write_config(tmp_path)))
+    path = write_config(tmp_path)
+    Store.open(tmp_path / "watchbridge.db").close()
+    result = run_cli("anime", "unmatched", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "nothing unmatched"

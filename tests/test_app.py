@@ -211,6 +211,17 @@ def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
     assert receiver.titles() == ["watchbridge is refusing jellyfin webhooks"]
 
 
+def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Path) -> None:
+    port = free_port()
+    path = write_config(tmp_path, 'alerts: {urls: ["not-a-url-hunter2"]}\n', port=port)
+    service = ServiceProcess(path, port).start()
+    service.terminate()
+    output = service.output()
+    assert "alerts are not sent to alerts.urls[0]: not an Apprise URL" in output
+    assert "no profiles are configured: every webhook is answered and ignored" in output
+    assert "hunter2" not in output
+
+
 def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

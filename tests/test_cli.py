@@ -103,6 +103,24 @@ def test_check_config_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None
     )
 
 
+def test_check_config_refuses_a_url_without_a_scheme(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "services:\n  plex: {url: '192.168.1.10:32400'}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "services.plex.url: expected an http(s) URL" in result.stderr
+
+
+def test_check_config_refuses_a_missing_anime_overrides_file(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "services:\n  anilist: {mapping_overrides: anime-overides.yaml}\n"
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert f"services.anilist.mapping_overrides: {tmp_path / 'anime-overides.yaml'} not found" in (
+        result.stderr
+    )
+
+
 def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     result = run("check-config", "--config", str(tmp_path / "none.yaml"))
     assert result.returncode == 2

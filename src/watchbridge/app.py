@@ -125,6 +125,17 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                 await asyncio.wait_for(stop.wait(), timeout=runtime.task_restart_delay)
 
 
+def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[str]:
+    """What a user must hear about at start-up though the service can run."""
+    warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
+    if not config.profiles:
+        warnings.append(
+            "no profiles are configured: every webhook is answered and ignored; map your "
+            "media-server accounts under `profiles` (see the README)"
+        )
+    return warnings
+
+
 def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -139,6 +150,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                 "tasks": ",".join(t.name for t in tasks) or "none",
             },
         )
+        for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
+            log.warning(problem)
         try:
             yield
         finally:

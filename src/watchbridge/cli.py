@@ -16,7 +16,7 @@ import click
 
 from watchbridge import __version__
 from watchbridge.config import Config, find_config, load_config
-from watchbridge.errors import StoreError, WatchbridgeError
+from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.store import OutboxItem, Store, StoreStatus
@@ -108,9 +108,16 @@ def check_config(config_path: str | None) -> None:
     storage_problem = _storage_problem(Path(config.storage.path))
     if storage_problem:
         problems.append(storage_problem)
+    if config.services.anilist is not None and config.services.anilist.mapping_overrides:
+        from watchbridge import anime_data
+
+        try:
+            anime_data.from_config(config).load_overrides()
+        except ConfigError as exc:
+            problems.append(str(exc))
     click.echo(_summary(config))
     if problems:
-        raise WatchbridgeError("\n".join(problems))
+        raise ConfigError("\n".join(problems))
     click.echo("config OK")
 
 

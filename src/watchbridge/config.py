@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import types
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,6 +412,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
         problems.extend(_list_kind_problems(where, link))
     problems.extend(_anilist_problems(config.services.anilist))
+    problems.extend(_url_problems(config.services))
     if config.server.max_webhook_bytes < 64 * 1024:
         problems.append(("server.max_webhook_bytes", "expected at least 65536 (Plex posters)"))
     if config.delivery.max_attempts < 1:
@@ -445,12 +447,33 @@ def _anilist_problems(anilist: AniListConfig | None) -> list[tuple[str, str]]:
     problems = []
     if anilist.mapping_refresh < 3600:
         problems.append(("services.anilist.mapping_refresh", "expected at least 1h (e.g. 1d, 7d)"))
-    for name, url in vars(anilist.mapping_urls).items():
-        if url and not url.startswith(("http://", "https://")):
-            problems.append(
-                (f"services.anilist.mapping_urls.{name}", "expected an http(s) URL, or '' for off")
-            )
     return problems
+
+
+def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
+    """Every service URL must name a scheme and a host (`192.168.1.10:32400` is not a URL)."""
+    problems = []
+    for service, settings in vars(services).items():
+        if settings is None:
+            continue
+        urls = {k: v for k, v in vars(settings).items() if k == "url" or k.endswith("_url")}
+        if service == "anilist":  # the dataset URLs: "" switches one off
+            urls |= {f"mapping_urls.{k}": v for k, v in vars(settings.mapping_urls).items()}
+        for key, url in urls.items():
+            if isinstance(url, str) and url and not _is_http_url(url):
+                off = ", or '' for off" if key.startswith("mapping_urls.") else ""
+                problems.append(
+                    (
+                        f"services.{service}.{key}",
+                        f"expected an http(s) URL such as http://192.168.1.10:8096{off}",
+                    )
+                )
+    return problems
+
+
+def _is_http_url(text: str) -> bool:
+    parts = urllib.parse.urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 # --------------------------------------------------------------------------- interpolation
