@@ -222,6 +222,22 @@ def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Pa
     assert "hunter2" not in output
 
 
+def test_debug_logging_shows_every_webhook_and_refusals_show_at_info(tmp_path: Path) -> None:
+    port = free_port()
+    path = write_config(tmp_path, "logging: {level: debug}\n", port=port)
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: s3cret-hook\n")
+    )
+    service = ServiceProcess(path, port).start()
+    httpx.post(f"{service.url}/webhooks/jellyfin/wrong-secret", content=b"{}")
+    httpx.post(f"{service.url}/webhooks/jellyfin/s3cret-hook", content=b"{not json")
+    service.terminate()
+    output = service.output()
+    assert "webhook refused" in output and "source=jellyfin" in output
+    assert "outcome=unauthorized" in output and "outcome=malformed" in output
+    assert "s3cret-hook" not in output and "wrong-secret" not in output
+
+
 def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -170,8 +170,11 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> by
 
 
 def _count(runtime: Runtime, source: str, outcome: str, started: float) -> None:
+    seconds = time.monotonic() - started
     runtime.metrics.webhook_events.labels(source, outcome).inc()
-    runtime.metrics.webhook_seconds.labels(source).observe(time.monotonic() - started)
+    runtime.metrics.webhook_seconds.labels(source).observe(seconds)
+    if log.isEnabledFor(logging.DEBUG):  # one line per webhook at `logging.level: debug`
+        log.debug("webhook", extra={"source": source, "outcome": outcome, "ms": seconds * 1000})
 
 
 async def _answer(
@@ -186,7 +189,9 @@ async def _answer(
     _count(runtime, source, outcome, started)
     await _send(send, _json(status, {"status": outcome, **body}))
     if outcome in REFUSALS:
-        _alert_refused(runtime, source, outcome, str(body.get("error", "")))
+        reason = str(body.get("error", ""))
+        log.info("webhook refused", extra={"source": source, "status": status, "reason": reason})
+        _alert_refused(runtime, source, outcome, reason)
 
 
 # What to tell a human when webhooks are refused: media servers never send one again, so each
