@@ -197,7 +197,7 @@ async def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-def _require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     runtime: Runtime = connection.app.state.runtime
     server = runtime.config.server
     if server.api_token is None or not server.api_token:
@@ -211,7 +211,7 @@ def _require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
         raise NotAuthorizedException("missing or wrong API token (Authorization: Bearer ...)")
 
 
-@get("/api/status", guards=[_require_api_token])
+@get("/api/status", guards=[require_api_token])
 async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """Queue, dead letters and last sync runs, for the UI and scripts."""
     status = await asyncio.to_thread(runtime.store.status)

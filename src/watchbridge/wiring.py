@@ -9,7 +9,7 @@ from typing import Any
 
 from litestar import Litestar
 
-from watchbridge import webhooks
+from watchbridge import statuspage, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
@@ -181,4 +181,4 @@ def build_app(runtime: Runtime) -> Litestar:
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     runtime.on_enqueued.append(worker.notify)
     tasks: list[BackgroundTask] = [worker, Maintenance(), SyncScheduler()]
-    return create_app(runtime, tasks=tasks, extra_routes=webhooks.ROUTES)
+    return create_app(runtime, tasks=tasks, extra_routes=[*webhooks.ROUTES, *statuspage.ROUTES])

@@ -1,0 +1,143 @@
+"""The status page at `/` (the Home Assistant sidebar, Unraid's WebUI): what `watchbridge status`
+says, as one small HTML page. Pure: state in, HTML out. No secret is ever on it.
+
+Links are relative, so the page works behind Home Assistant's ingress path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from litestar import MediaType, get
+from litestar.di import NamedDependency
+
+from watchbridge import __version__
+from watchbridge.app import Runtime, require_api_token
+from watchbridge.config import Config
+from watchbridge.store import StoreStatus, SyncRun
+from watchbridge.webhooks import SOURCES
+
+
+@get("/", guards=[require_api_token], media_type=MediaType.HTML)
+async def status_page(runtime: NamedDependency[Runtime]) -> str:
+    status = await asyncio.to_thread(runtime.store.status)
+    return render(runtime.config, status, runtime.clock())
+
+
+ROUTES: list[Any] = [status_page]
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:52rem;color:#222}"
+    "table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{padding:.25rem .75rem;"
+    "border-bottom:1px solid #ddd;text-align:left}.bad{color:#b00020;font-weight:600}"
+    "code{background:#f3f3f3;padding:0 .25rem}"
+)
+
+
+def render(config: Config, status: StoreStatus, now: float | None = None) -> str:
+    """The whole page for one moment."""
+    now = time.time() if now is None else now
+    outbox = status.outbox
+    rows = [
+        ("queued", f"{outbox['pending']} pending, {outbox['inflight']} in flight"),
+        ("delivered (last week)", str(outbox["done"])),
+        ("oldest queued", _age(status.oldest_pending_at, now)),
+        (
+            "waiting for ids",
+            _flag(
+                status.unmatched, "retried hourly; <code>watchbridge unmatched</code> lists them"
+            ),
+        ),
+        (
+            "dead letters",
+            _flag(
+                status.dead_letters,
+                "<code>watchbridge deadletters list</code>, then <code>retry</code> or "
+                "<code>discard</code>",
+            ),
+        ),
+    ]
+    sections = [
+        "<h2>Deliveries</h2>" + _table(("", ""), rows),
+        "<h2>Links</h2>" + _links(config, status.last_runs, now),
+        "<h2>Profiles</h2>" + _profiles(config),
+        "<h2>Webhooks</h2>"
+        + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
+        + str(config.server.webhook_port or config.server.port)
+        + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
+        "<code>watchbridge webhook-urls</code> prints the full URLs.</p>",
+    ]
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
+        f"<h1>watchbridge <small>{html.escape(__version__)}</small></h1>"
+        + "".join(sections)
+        + '<p><a href="api/status">api/status</a> · <a href="metrics">metrics</a></p>'
+        "</body></html>"
+    )
+
+
+def _links(config: Config, runs: list[SyncRun], now: float) -> str:
+    if not config.links:
+        return "<p>No links configured.</p>"
+    last = {run.link: run for run in runs}
+    rows = []
+    for name, link in config.links.items():
+        run = last.get(name)
+        arrow = "⇄" if link.direction == "two-way" else "→"
+        services = _e(f"{link.services[0]} {arrow} {link.services[1]}")
+        if run is None:
+            rows.append((_e(name), services, "not run yet", ""))
+            continue
+        outcome = (
+            run.outcome if run.outcome == "ok" else f'<span class="bad">{_e(run.outcome)}</span>'
+        )
+        counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(run.counts.items()) if v)
+        when = _age(run.finished_at or run.started_at, now)
+        rows.append((_e(name), services, f"{outcome} ({when})", counts or "nothing to do"))
+    return _table(("link", "services", "last run", "changes"), rows)
+
+
+def _profiles(config: Config) -> str:
+    if not config.profiles:
+        return (
+            '<p class="bad">No profiles: every webhook is answered and ignored. Map your '
+            "media-server accounts under <code>profiles</code> in the config.</p>"
+        )
+    rows = []
+    for name, profile in config.profiles.items():
+        accounts = [s for s in vars(profile.accounts) if getattr(profile.accounts, s)]
+        users = "; ".join(f"{s}: {', '.join(v)}" for s, v in vars(profile.users).items() if v)
+        label = f"{name} (default)" if profile.default else name
+        rows.append((_e(label), _e(", ".join(accounts) or "none"), _e(users or "none")))
+    return _table(("profile", "accounts", "media-server users"), rows)
+
+
+def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """A table; cells are HTML already (escape text with `_e` before)."""
+    header = "".join(f"<th>{_e(h)}</th>" for h in head) if any(head) else ""
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table>{f'<tr>{header}</tr>' if header else ''}{body}</table>"
+
+
+def _flag(count: int, hint: str) -> str:
+    return f'<span class="bad">{count}</span> ({hint})' if count else "0"
+
+
+def _age(timestamp: float | None, now: float) -> str:
+    if timestamp is None:
+        return "none"
+    seconds = max(0, int(now - timestamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))

@@ -1,0 +1,86 @@
+"""The status page at `/`: what `watchbridge status` says, with no secret on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.harness import ServiceProcess, free_port, write_config
+from watchbridge.config import Config, load_config
+from watchbridge.statuspage import render
+from watchbridge.store import NewOutboxRow, Store
+
+SECRETS = ("hook-secret-9137", "api-token-5521", "trakt-secret-7731")
+
+
+def config_for(tmp_path: Path, body: str = "") -> Config:
+    path = write_config(
+        tmp_path,
+        "services:\n  trakt: {client_id: cid, client_secret: trakt-secret-7731}\n" + body,
+    )
+    path.write_text(
+        path.read_text().replace(
+            "server:\n",
+            "server:\n  webhook_secret: hook-secret-9137\n  api_token: api-token-5521\n",
+        )
+    )
+    return load_config(path, {})
+
+
+def page(config: Config, store: Store) -> str:
+    return render(config, store.status(), now=10_000.0)
+
+
+def test_the_page_shows_the_queue_and_dead_letters_with_what_to_do(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k2", "i2")], 9_000.0)
+        (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+        store.mark_dead(item.id, 9_500.0, "gave up")
+        html = page(config, store)
+    assert "<td>queued</td><td>1 pending, 0 in flight</td>" in html
+    assert "<td>oldest queued</td><td>16 min ago</td>" in html
+    assert '<span class="bad">1</span>' in html and "watchbridge deadletters list" in html
+
+
+def test_the_page_never_shows_a_secret(tmp_path: Path) -> None:
+    config = config_for(tmp_path, "profiles:\n  me:\n    users: {plex: ['1']}\n")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = page(config, store)
+    assert not [s for s in SECRETS if s in html]
+    assert "watchbridge webhook-urls" in html
+
+
+def test_names_from_the_config_are_escaped(tmp_path: Path) -> None:
+    config = config_for(tmp_path, "profiles:\n  me:\n    users: {jellyfin: ['<b>alex</b>']}\n")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = page(config, store)
+    assert "&lt;b&gt;alex&lt;/b&gt;" in html and "<b>alex" not in html
+
+
+def test_a_config_without_profiles_says_webhooks_are_ignored(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = page(config_for(tmp_path), store)
+    assert "No profiles: every webhook is answered and ignored" in html
+
+
+def test_the_service_serves_the_page_at_its_root_behind_the_api_token(tmp_path: Path) -> None:
+    port, hook_port = free_port(), free_port()
+    path = write_config(tmp_path, port=port)
+    path.write_text(
+        path.read_text().replace(
+            "server:\n", f"server:\n  api_token: api-token-5521\n  webhook_port: {hook_port}\n"
+        )
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        assert httpx.get(f"{service.url}/").status_code == 401
+        answer = httpx.get(f"{service.url}/", headers={"Authorization": "Bearer api-token-5521"})
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "<h1>watchbridge" in answer.text
+        assert httpx.get(f"http://127.0.0.1:{hook_port}/").status_code == 404
+    finally:
+        service.kill()
