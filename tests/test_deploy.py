@@ -278,6 +278,23 @@ def test_arguments_pass_through_with_the_config_in_the_environment(tmp_path: Pat
     assert plan.env == {"WATCHBRIDGE_CONFIG": str(paths.config)}
 
 
+def test_a_command_inside_the_app_runs_with_the_services_config_and_user(tmp_path: Path) -> None:
+    # `docker exec ... python -m watchbridge.entrypoint auth trakt` (addon/DOCS.md)
+    paths = _paths(tmp_path)
+    plan = plan_start(["auth", "trakt"], paths, FULL_OPTIONS, TOKEN)
+    assert plan.argv == ["watchbridge", "auth", "trakt"]
+    assert plan.env["WATCHBRIDGE_CONFIG"] == str(paths.data / GENERATED_CONFIG)
+    assert plan.run_as == (1000, 1000)
+
+
+def test_a_command_inside_the_app_gets_the_options_for_the_users_yaml(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    options = {**FULL_OPTIONS, "config_file": "watchbridge.yaml"}
+    plan = plan_start(["status"], paths, options, TOKEN, is_file=lambda _: True)
+    assert plan.argv == ["watchbridge", "status"]
+    assert plan.env["WATCHBRIDGE_API_TOKEN"] == TOKEN
+
+
 def test_version_needs_no_config(tmp_path: Path) -> None:
     plan = plan_start(["--version"], _paths(tmp_path))
     assert plan.argv == ["watchbridge", "--version"]
