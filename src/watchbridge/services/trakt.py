@@ -540,16 +540,22 @@ class TraktClient:
         data = self.tokens.get_token(SERVICE, profile)
         return TokenSet(**data) if data else None
 
-    async def _access_token(self, profile: str, force_refresh: bool = False) -> str:
+    async def _access_token(self, profile: str, rejected: str | None = None) -> str:
+        """A usable access token; `rejected` is one Trakt just answered 401 to."""
         tokens = self._load(profile)
-        if tokens is not None and not force_refresh and not tokens.due_for_refresh(self.clock()):
-            return tokens.access_token
+        if (
+            tokens is not None
+            and tokens.access_token != rejected
+            and not tokens.due_for_refresh(self.clock())
+        ):
+            return tokens.access_token  # fresh, or another process refreshed after the 401
         lock = self._refresh_locks.setdefault(profile, asyncio.Lock())
         async with lock:
             current = self._load(profile)
             if (
                 current is not None
                 and current != tokens
+                and current.access_token != rejected
                 and not current.due_for_refresh(self.clock())
             ):
                 return current.access_token  # another task refreshed while we waited
@@ -631,8 +637,9 @@ class TraktClient:
     ) -> httpx.Response:
         pacer = self.http.pacer(profile, _pacer)
         bucket = "read" if method == "GET" else "write"
+        token: str | None = None
         for attempt in (1, 2):
-            token = await self._access_token(profile, force_refresh=attempt == 2)
+            token = await self._access_token(profile, rejected=token if attempt == 2 else None)
             response = await self.http.request(
                 method,
                 path,
