@@ -226,3 +226,10 @@ def test_on_a_terminal_a_progress_bar_follows_each_side(world: World) -> None:
     assert "ts · me: reading serializd" in screen.getvalue()
     assert {side for _, side in live.sides} == {"trakt", "serializd"}
     assert all(stats.requests > 0 and "read" in stats.steps for stats in live.sides.values())
+
+
+def test_a_failing_service_is_logged_with_its_fields_and_no_secret(world: World) -> None:
+    world.serializd.fail_next(50, 503)
+    result = world.run("sync", "--link", LINK, catch=True)
+    assert "request failed" in result.stderr and "service=serializd" in result.stderr
+    assert ALICE[1] not in result.output + result.stderr

@@ -35,7 +35,15 @@ def config_option(func: F) -> F:
 
 
 def _load(config_path: str | None) -> Config:
-    return load_config(find_config(config_path))
+    """The config; from here on, what commands log goes through the redacting formatter
+    (warnings and worse, everything with --debug)."""
+    from watchbridge.logs import setup_logging
+
+    config = load_config(find_config(config_path))
+    context = click.get_current_context(silent=True)
+    debug = bool(context and context.find_root().obj and context.find_root().obj.get("debug"))
+    setup_logging("debug" if debug else "warning", config.logging.format, config.secrets())
+    return config
 
 
 def _open_store(config: Config, create: bool = False) -> Store:
