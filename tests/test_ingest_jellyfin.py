@@ -222,11 +222,26 @@ def test_send_all_properties_double_escaped_quotes_are_unescaped() -> None:
     assert only_event(parse(payload)).item.title == 'Say "Hi"'
 
 
-def test_multi_episode_file_is_recorded_as_its_first_episode_with_a_warning() -> None:
+def test_a_multi_episode_file_plays_as_its_first_episode() -> None:
     result = parse(sample("playback_start_episode.json", EpisodeNumberEnd=15))
     assert isinstance(result, Accepted)
-    assert result.events[0].item.number == 14
-    assert "multi-episode file E14-E15: only E14 is recorded" in result.warnings
+    assert [e.item.number for e in result.events] == [14]
+
+
+def test_a_multi_episode_file_stopped_completes_each_of_its_episodes() -> None:
+    result = parse(sample("playback_stop_episode_completed.json", EpisodeNumberEnd=16))
+    assert isinstance(result, Accepted)
+    first, *rest = result.events
+    assert [e.item.number for e in result.events] == [14, 15, 16]
+    for event in rest:
+        assert (event.action, event.played, event.position_ms) == ("stop", True, first.position_ms)
+        assert event.item.ids == Ids() and event.item.season == 5
+        assert event.item.show_source_key == first.item.show_source_key
+
+
+def test_an_implausible_episode_range_is_ignored() -> None:
+    result = parse(sample("playback_stop_episode_completed.json", EpisodeNumberEnd=140))
+    assert isinstance(result, Accepted) and len(result.events) == 1
 
 
 def test_malformed_provider_id_is_dropped_with_a_warning() -> None:

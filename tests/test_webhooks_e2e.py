@@ -465,6 +465,29 @@ def test_a_jellyfin_or_emby_episode_completion_is_one_diary_entry_and_one_tick_o
         service.kill()
 
 
+@pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
+def test_a_double_episode_file_watched_to_the_end_logs_both_episodes(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+    flavour: Literal["jellyfin", "emby"],
+) -> None:
+    server = sample_server(start_fake, flavour)
+    servers = f'  {flavour}: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
+    service = serializd_service(tmp_path, serializd, servers)
+    try:
+        payload = sample_json(flavour, "playback_stop_episode_completed.json")
+        if flavour == "jellyfin":
+            payload["EpisodeNumberEnd"] = 15  # one file holding S05E14-E15
+        else:
+            payload["Item"]["IndexNumberEnd"] = 15
+        response = httpx.post(f"{service.url}/webhooks/{flavour}/{SECRET}", json=payload)
+        assert response.json() == {"status": "accepted", "queued": 2}
+        wait_for(lambda: serializd.ticks() == {(1396, 3578, 14), (1396, 3578, 15)})
+    finally:
+        service.kill()
+
+
 def test_a_plex_new_agent_episode_scrobble_reaches_serializd_through_the_plex_server(
     tmp_path: Path, serializd: FakeSerializd, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

@@ -7,6 +7,7 @@ return None for anything they cannot read instead of raising.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -210,6 +211,29 @@ def id_warnings(item: MediaRef) -> list[str]:
     return []
 
 
-def accept(event: MediaEvent, warnings: list[str]) -> Accepted:
-    """One accepted event with the parser's warnings and the id warnings."""
-    return Accepted(events=[event], warnings=[*warnings, *id_warnings(event.item)])
+def accept(event: MediaEvent, warnings: list[str], last_episode: int | None = None) -> Accepted:
+    """The accepted event with the parser's warnings and the id warnings. `last_episode`: the
+    end of a multi-episode file (Jellyfin's EpisodeNumberEnd, Emby's IndexNumberEnd)."""
+    events = [event, *_following_episodes(event, last_episode)]
+    return Accepted(events=events, warnings=[*warnings, *id_warnings(event.item)])
+
+
+MAX_EPISODES_PER_FILE = 10  # a larger range is a tagging mistake, not a file
+
+
+def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]:
+    """For a file holding E15-E16, a completion counts for E16 too: the same event about each
+    further episode. Their own ids are unknown; the show's (looked up by the show's server
+    key) with season and number name them. Live state stays with the first episode."""
+    item = event.item
+    if event.action not in ("stop", "played") or item.kind != "episode" or item.number is None:
+        return []
+    if last is None or not item.number < last < item.number + MAX_EPISODES_PER_FILE:
+        return []
+    return [
+        dataclasses.replace(
+            event,
+            item=dataclasses.replace(item, ids=Ids(), title=None, number=n, source_key=None),
+        )
+        for n in range(item.number + 1, last + 1)
+    ]

@@ -84,7 +84,9 @@ def parse(data: Payload) -> ParseResult:
         return Ignored(NO_RATING)
     warnings: list[str] = []
     ref = _media_ref(item, KINDS[item_type], warnings)
-    return accept(_event(data, item, event, ref, rating), warnings)
+    return accept(
+        _event(data, item, event, ref, rating), warnings, integer(item.get("IndexNumberEnd"))
+    )
 
 
 def _event_reason(event: str) -> str:

@@ -108,7 +108,7 @@ def _playback(data: Payload, notification: str, kind: MediaKind) -> ParseResult:
         played=notification == "playbackstop" and flag(data.get("PlayedToCompletion")) is True,
         occurred_at=_timestamp(data),
     )
-    return accept(event, warnings)
+    return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
 
 
 def _user_data(data: Payload, kind: MediaKind) -> ParseResult:
@@ -135,7 +135,7 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
         played=played,
         occurred_at=(iso_time(data.get("LastPlayedDate")) if played else None) or _timestamp(data),
     )
-    return accept(event, warnings)
+    return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
 
 
 def _rating(data: Payload, kind: MediaKind) -> ParseResult:
@@ -201,9 +201,6 @@ def _media_ref(data: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
             source_key=source_key,
         )
     number_ = integer(data.get("EpisodeNumber"))
-    last = integer(data.get("EpisodeNumberEnd"))
-    if number_ is not None and last is not None and last > number_:
-        warnings.append(f"multi-episode file E{number_}-E{last}: only E{number_} is recorded")
     return MediaRef(
         kind="episode",
         ids=ids,
