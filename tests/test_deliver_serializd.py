@@ -435,3 +435,30 @@ async def test_the_services_serializd_clients_share_one_lane_per_account(
     finally:
         for client in (delivery, reader.client, watchlist):
             await client.aclose()
+
+
+SEASON_TICKS = "GET /mobile/page/show/{id}/season_v2_part_3/{number}"
+
+
+async def test_a_rewatch_of_an_episode_ticked_on_serializd_before_is_logged_as_one(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    first = clock() - 400 * DAY
+    fake.log_entry(None, SHOW, 1, 4, backdate=iso(first))  # in the Serializd app, long ago
+    fake.tick(None, SHOW, 1, 4)
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at)  # from a webhook
+    await drain(worker, runtime, clock, passes=2)
+    assert sorted((e.backdate, e.is_rewatch) for e in fake.diary()) == [
+        (iso(first), False),
+        (iso(at), True),
+    ]
+
+
+async def test_a_sync_says_whether_serializd_held_the_episode_and_nothing_is_read(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(4), clock() - 3600, link="ts", target_plays=1)
+    await drain(worker, runtime, clock, passes=2)
+    assert [e.is_rewatch for e in fake.diary()] == [True]
+    assert fake.count(*SEASON_TICKS.split(" ")) == 0

@@ -156,7 +156,7 @@ def outbox_rows(
             payload["rating"] = action.value
         if action.record:
             payload["record"] = action.record
-        if action.kind == "add_play" and action.at == UNDATED:
+        if action.kind == "add_play":  # a rewatch there, and how to know an undated one landed
             payload["target_plays"] = action.target_plays
         rows.append(
             NewOutboxRow(

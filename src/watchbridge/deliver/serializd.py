@@ -295,12 +295,25 @@ class SerializdTarget:
             # that; a diary entry would need a date we do not have.
             return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
 
-        rewatch = _watched_before(ledger.plays, place.ref, at)
+        rewatch = _watched_before(ledger.plays, place.ref, at) or await self._seen(row, place)
         review = await self._add(
             ledger, row, place, at, rating=None, rewatch=rewatch, into=(PLAYS, key)
         )
         value = {"review_id": review, "ticked": False}
         return Tick(place, key, value, "rewatch logged" if rewatch else "logged")
+
+    async def _seen(self, row: OutboxItem, place: Place) -> bool:
+        """Whether Serializd held this episode as watched before this play (its diary entry is
+        then a rewatch, §6.2), though we logged nothing of it: a sync read the side and says
+        so; for a webhook's play the season's ticks are read."""
+        if "target_plays" in row.payload:
+            return int(row.payload["target_plays"]) > 0
+        if place.season_id is None or place.episode_number is None or place.ref.season is None:
+            return False
+        ticked = await self.client.episode_logs(
+            row.profile, place.show_id, place.ref.season, place.season_id
+        )
+        return place.episode_number in ticked
 
     async def _remove_play(self, ledger: Ledger, row: OutboxItem, place: Place) -> Outcome:
         """A play removed on the other side: its tick (`tick:` records), or its diary entry
