@@ -96,14 +96,17 @@ def test_options_alert_urls_skip_blank_entries() -> None:
     assert urls == ["ntfys://ntfy.sh/watchbridge", "discord://id/token"]
 
 
-def test_options_add_trakt_only_when_both_credentials_are_set() -> None:
+def test_options_add_trakt_with_its_client_id_and_the_secret_when_given() -> None:
     both = translate_options(FULL_OPTIONS, TOKEN)["services"]["trakt"]
     assert both == {"client_id": "trakt-id", "client_secret": "trakt-secret"}
-    assert "services" not in translate_options({"trakt_client_id": "trakt-id"}, TOKEN)
+    alone = translate_options({"trakt_client_id": "trakt-id"}, TOKEN)["services"]["trakt"]
+    assert alone == {"client_id": "trakt-id"}
+    assert "services" not in translate_options({"trakt_client_secret": "x"}, TOKEN)
 
 
-def test_options_with_one_trakt_credential_give_a_warning() -> None:
+def test_options_with_a_trakt_secret_but_no_id_give_a_warning() -> None:
     assert option_warnings({"trakt_client_secret": "x"})
+    assert option_warnings({"trakt_client_id": "trakt-id"}) == []
     assert option_warnings(FULL_OPTIONS) == []
 
 

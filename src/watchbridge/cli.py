@@ -328,7 +328,10 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
 
     config = _load(config_path)
     if config.services.trakt is None:
-        raise WatchbridgeError("services.trakt is not configured: add client_id and client_secret")
+        raise WatchbridgeError(
+            "services.trakt is not configured: add your Trakt app's client_id (and its "
+            "client_secret, if you want it sent)"
+        )
     name = _pick_profile(config, profile_name, "trakt")
 
     def show(code: DeviceCode) -> None:

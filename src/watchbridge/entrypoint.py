@@ -101,10 +101,12 @@ def translate_options(
         "logging": {"level": _text(options, "log_level") or "info"},
         "alerts": {"urls": _texts(options, "alert_urls")},
     }
-    client_id = _text(options, "trakt_client_id")
-    client_secret = _text(options, "trakt_client_secret")
-    if client_id and client_secret:
-        config["services"] = {"trakt": {"client_id": client_id, "client_secret": client_secret}}
+    # Trakt made the client secret optional for sign-in in 2026: the id alone is enough.
+    if client_id := _text(options, "trakt_client_id"):
+        trakt = {"client_id": client_id}
+        if client_secret := _text(options, "trakt_client_secret"):
+            trakt["client_secret"] = client_secret
+        config["services"] = {"trakt": trakt}
     return config
 
 
@@ -119,8 +121,8 @@ def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
 
 def option_warnings(options: Mapping[str, Any]) -> list[str]:
     """Options that are set but cannot take effect."""
-    if bool(_text(options, "trakt_client_id")) != bool(_text(options, "trakt_client_secret")):
-        return ["Trakt needs both trakt_client_id and trakt_client_secret; Trakt is left out"]
+    if _text(options, "trakt_client_secret") and not _text(options, "trakt_client_id"):
+        return ["trakt_client_secret is set without trakt_client_id; Trakt is left out"]
     return []
 
 

@@ -24,7 +24,6 @@ from watchbridge.readers import READERS, SideReader, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
-    UNDATED,
     Action,
     Plan,
     Play,
