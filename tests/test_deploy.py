@@ -42,6 +42,7 @@ FULL_OPTIONS: dict[str, Any] = {
     "alert_urls": ["ntfys://ntfy.sh/watchbridge", "", "discord://id/token"],
     "trakt_client_id": "trakt-id",
     "trakt_client_secret": "trakt-secret",
+    "media_users": ["1", "alex"],
 }
 
 
@@ -105,9 +106,20 @@ def test_options_add_trakt_with_its_client_id_and_the_secret_when_given() -> Non
 
 
 def test_options_with_a_trakt_secret_but_no_id_give_a_warning() -> None:
-    assert option_warnings({"trakt_client_secret": "x"})
-    assert option_warnings({"trakt_client_id": "trakt-id"}) == []
+    assert option_warnings({"trakt_client_secret": "x", "media_users": ["1"]})
+    assert option_warnings({"trakt_client_id": "trakt-id", "media_users": ["1"]}) == []
     assert option_warnings(FULL_OPTIONS) == []
+
+
+def test_options_media_users_become_one_profile_with_the_trakt_account() -> None:
+    profile = translate_options(FULL_OPTIONS, TOKEN)["profiles"]["household"]
+    assert profile["users"]["plex"] == ["1", "alex"] == profile["users"]["jellyfin"]
+    assert profile["accounts"] == {"trakt": {}}
+
+
+def test_options_without_media_users_map_nobody_and_say_so() -> None:
+    assert "profiles" not in translate_options({"trakt_client_id": "x"}, TOKEN)
+    assert option_warnings({}) == ["media_users is empty: every webhook is answered and ignored"]
 
 
 def test_generated_config_loads_with_every_option(tmp_path: Path) -> None:
@@ -389,7 +401,7 @@ def test_addon_manifest_has_the_required_keys() -> None:
 def test_addon_schema_covers_exactly_the_options_the_entrypoint_reads() -> None:
     schema = _yaml(ADDON / "config.yaml")["schema"]
     expected = {"log_level", "webhook_secret", "alert_urls"}
-    expected |= {"trakt_client_id", "trakt_client_secret", "config_file"}
+    expected |= {"trakt_client_id", "trakt_client_secret", "media_users", "config_file"}
     assert set(schema) == expected
     assert schema["webhook_secret"] == "password?" and schema["trakt_client_secret"] == "password?"
 

@@ -32,6 +32,8 @@ SERVICE_USER = (1000, 1000)
 # Asking for these must work even when no config can be prepared (e.g. read-only mounts).
 NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
 # Environment variables a user's own YAML can reference to pick up the app options.
+OPTIONS_PROFILE = "household"  # the profile the options form maps `media_users` to
+MEDIA_SOURCES = ("plex", "jellyfin", "emby", "tautulli", "generic")
 OPTION_ENV = {
     "webhook_secret": "WATCHBRIDGE_WEBHOOK_SECRET",
     "trakt_client_id": "TRAKT_CLIENT_ID",
@@ -107,6 +109,15 @@ def translate_options(
         if client_secret := _text(options, "trakt_client_secret"):
             trakt["client_secret"] = client_secret
         config["services"] = {"trakt": trakt}
+    if users := _texts(options, "media_users"):
+        # One household profile: the same names on every media server (Plex's owner is 1).
+        accounts: dict[str, Any] = {"trakt": {}} if "services" in config else {}
+        config["profiles"] = {
+            OPTIONS_PROFILE: {
+                "users": {source: users for source in MEDIA_SOURCES},
+                "accounts": accounts,
+            }
+        }
     return config
 
 
@@ -121,9 +132,12 @@ def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
 
 def option_warnings(options: Mapping[str, Any]) -> list[str]:
     """Options that are set but cannot take effect."""
+    warnings = []
     if _text(options, "trakt_client_secret") and not _text(options, "trakt_client_id"):
-        return ["trakt_client_secret is set without trakt_client_id; Trakt is left out"]
-    return []
+        warnings.append("trakt_client_secret is set without trakt_client_id; Trakt is left out")
+    if not _texts(options, "media_users"):
+        warnings.append("media_users is empty: every webhook is answered and ignored")
+    return warnings
 
 
 def render_config(config: Mapping[str, Any]) -> str:
