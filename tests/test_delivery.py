@@ -397,6 +397,21 @@ async def test_a_history_add_answered_500_after_trakt_wrote_it_lands_once(
     assert len(trakt.history()) == 1
 
 
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_a_write_outage_holds_plays_instead_of_spending_their_attempts(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, status: int
+) -> None:
+    # Trakt's writes fail for three hours while its reads work; nothing is written meanwhile.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(50, status, route="POST /sync/history")
+    await drain(worker, runtime, clock, passes=12, step=900)
+    assert runtime.store.outbox_counts()["dead"] == 0
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert len(trakt.history()) == 1
+
+
 async def test_an_add_trakt_refused_outright_goes_again_without_a_check(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -49,8 +49,10 @@ class ServiceError(WatchbridgeError):
 class Unavailable(ServiceError):
     """Down, overloaded, timing out or unreachable: try again later.
 
-    `outcome_unknown` is True when the last try may have reached the service (a timeout or a
-    dropped connection), so a write may have happened after all.
+    `outcome_unknown` is True when a try may have reached the service (a timeout, a dropped
+    connection, a 500 or a gateway's error), so a write may have happened after all.
+    `answered` is True when the last try got an HTTP status: the service (or its gateway) is
+    failing, not only one connection, so the caller holds it rather than going on.
     """
 
     def __init__(
@@ -59,9 +61,11 @@ class Unavailable(ServiceError):
         message: str,
         retry_after: float | None = None,
         outcome_unknown: bool = False,
+        answered: bool = False,
     ) -> None:
         super().__init__(service, message, retry_after)
         self.outcome_unknown = outcome_unknown
+        self.answered = answered
 
 
 class RateLimited(Unavailable):
@@ -243,6 +247,7 @@ class HttpClient:
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None
+            answered = False
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
@@ -260,7 +265,7 @@ class HttpClient:
                 last_problem = f"unreadable answer ({type(exc).__name__})"
                 unknown = True  # the service answered: a write may have happened
             else:
-                unknown = False
+                unknown, answered = False, True
                 self._count(method, str(response.status_code), started)
                 if inspect is not None:
                     inspect(response)
@@ -281,8 +286,10 @@ class HttpClient:
                             message = (
                                 f"rate limited for {wait:.0f}s after a try that may have landed"
                             )
-                            raise Unavailable(self.service, message, wait + 1, True)
-                        raise RateLimited(self.service, f"rate limited for {wait:.0f}s", wait + 1)
+                            raise Unavailable(self.service, message, wait + 1, True, True)
+                        raise RateLimited(
+                            self.service, f"rate limited for {wait:.0f}s", wait + 1, answered=True
+                        )
                     last_problem = "rate limited"
                     if pacer is None:
                         await asyncio.sleep(wait)
@@ -296,7 +303,7 @@ class HttpClient:
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     # A gateway's 502/504 may come after the service wrote: say so.
                     raise Unavailable(
-                        self.service, last_problem, retry_after, unknown or maybe_written
+                        self.service, last_problem, retry_after, unknown or maybe_written, True
                     )
             if unknown and not idempotent:
                 break
@@ -316,6 +323,7 @@ class HttpClient:
             self.service,
             f"{last_problem} after {attempt} attempt(s)",
             outcome_unknown=unknown or maybe_written,
+            answered=answered,
         )
 
     def _waited(self, seconds: float) -> None:

@@ -184,6 +184,7 @@ class SerializdTarget:
                 if (
                     isinstance(cause, Unavailable)
                     and cause.outcome_unknown
+                    and not cause.answered
                     and cause.retry_after is None
                 ):
                     # A dropped connection says nothing about the service: go on.

@@ -251,10 +251,10 @@ class TraktTarget:
         except TraktItemError:
             return None
         except Unavailable as exc:
-            if not exc.outcome_unknown:
-                raise  # the service said no: the target is held
-            # It may have landed: a later live stop meets Trakt's 409, a later history add
-            # reads Trakt's history first.
+            if not exc.outcome_unknown or exc.answered:
+                raise  # Trakt is failing: the target is held (the mark stays)
+            # A dropped connection; it may have landed: a later live stop meets Trakt's 409, a
+            # later history add reads Trakt's history first.
             return _may_have_landed(exc)
         except (TraktAuthError, TraktAccountError):
             raise
@@ -295,7 +295,9 @@ class TraktTarget:
             if not exc.outcome_unknown:
                 await self._sent_nothing(fresh, exc.message)
                 raise  # the service said no: the target is held, nothing was written
-            # The add may or may not have landed: look before sending it again.
+            if exc.answered:
+                raise  # a 500 or a gateway's error: held, the marks stay for the check
+            # A dropped connection; the add may have landed: look before sending it again.
             return outcomes | _all([r.outbox for r in fresh], _may_have_landed(exc))
         except (TraktAuthError, TraktAccountError) as exc:
             await self._sent_nothing(fresh, exc.message)
