@@ -621,6 +621,20 @@ async def test_a_rewatch_inside_trakts_scrobble_window_is_a_second_play(
     assert round(second - first) == 50 * 60
 
 
+async def test_a_short_episode_watched_again_straight_after_is_a_second_play_on_trakt(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    for key in ("p1", "p2"):  # a 7-minute item, twice in a row
+        row = _late_play(HEAT, clock(), key, live=True)
+        row.payload["duration"] = 420.0
+        runtime.store.enqueue([row], clock())
+        await drain(worker, runtime, clock, passes=2)
+        clock.advance(8 * 60)
+        trakt.advance(8 * 60)
+    assert len(trakt.history()) == 2
+
+
 async def test_a_live_stop_whose_first_try_landed_meets_a_409_and_is_done(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

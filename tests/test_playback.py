@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.playback import REWATCH_AFTER_IDLE, Intent, Session, decide
 
@@ -151,6 +153,30 @@ def test_a_start_without_a_position_then_a_late_position_is_the_same_viewing() -
         (0.0, event("stop", 95)), (120.0, event("start")), (300.0, event("stop", 99))
     )
     assert kinds(intents) == ["play"]
+
+
+def test_a_start_without_a_position_then_a_late_pause_reached_by_playing_is_a_rewatch() -> None:
+    # Replayed an hour later; first pause 60 minutes in (60 %): that took playing from the start.
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (3600.0, event("start")),
+        (7200.0, event("pause", 60)),
+        (7320.0, event("resume", 60)),
+        (9000.0, event("stop", played=True)),
+    )
+    assert kinds(intents).count("play") == 2
+
+
+def test_a_short_episode_watched_twice_in_a_row_is_two_plays() -> None:
+    seven = MediaRef("episode", show_ids=Ids(tmdb="82728"), season=1, number=3)
+    short = {"item": seven}
+    intents = at_times(
+        (0.0, replace(event("start", 0, **short), duration_ms=7 * MINUTE)),
+        (380.0, replace(event("stop", played=True, **short), duration_ms=7 * MINUTE)),
+        (430.0, replace(event("start", **short), duration_ms=7 * MINUTE)),
+        (810.0, replace(event("stop", played=True, **short), duration_ms=7 * MINUTE)),
+    )
+    assert kinds(intents).count("play") == 2
 
 
 def test_a_second_scrobble_a_viewing_after_a_position_less_start_is_a_rewatch() -> None:

@@ -21,7 +21,7 @@ State = Literal["playing", "paused", "stopped", "completed", "restarting"]
 REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
 RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
-SHORTEST_VIEWING = 10 * 60.0  # no two viewings of one item are closer than this
+SHORTEST_VIEWING = 10 * 60.0  # no two viewings of one item are closer (shorter items: 80 %)
 PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
 
 
@@ -126,20 +126,28 @@ def decide(
     return replace(session, progress=progress, updated_at=at), []
 
 
+def shortest_viewing(duration: float | None) -> float:
+    """How long a viewing of an item of `duration` seconds (None: unknown) takes at least."""
+    return SHORTEST_VIEWING if not duration else min(SHORTEST_VIEWING, 0.8 * duration)
+
+
 def _after_completion(session: Session, event: MediaEvent, at: float) -> Session | None:
     """An event after a completed viewing: the session it leaves when it still belongs to that
     viewing, or None when it begins a new one (a rewatch)."""
     idle = abs(at - session.updated_at) >= REWATCH_AFTER_IDLE
     if session.state == "restarting":
-        # A position-less start came after the viewing: the next position tells a restart
-        # from the start (a rewatch) from a return to the credits.
+        # A position-less start came after the viewing (`updated_at` stays its time): the next
+        # position tells a restart from the start (a rewatch) from a return to the credits.
+        since = at - session.updated_at
         if event.progress is not None:
-            if event.progress <= RESTART_MAX_PROGRESS:
+            played_to_it = event.position_ms is not None and since >= 0.8 * event.position_ms / 1000
+            if event.progress <= RESTART_MAX_PROGRESS or played_to_it:
                 return None
             return replace(session, state="completed", progress=event.progress, updated_at=at)
         # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
-        # restart is a new one. (`updated_at` stays the restart's time meanwhile.)
-        if (event.played and at - session.updated_at >= SHORTEST_VIEWING) or (
+        # restart is a new one.
+        duration = event.duration_ms / 1000 if event.duration_ms else None
+        if (event.played and since >= shortest_viewing(duration)) or (
             event.action == "start" and idle
         ):
             return None

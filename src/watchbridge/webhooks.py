@@ -100,6 +100,8 @@ def rows_for(
             payload |= {"scrobble_action": intent.action, "progress": intent.progress}
         elif intent.kind == "play":
             payload |= {"progress": intent.progress, "live": intent.live}
+            if event.duration_ms:  # how close a rewatch may be (deliver.trakt)
+                payload["duration"] = event.duration_ms / 1000
         elif intent.kind == "rating":
             payload |= {"rating": intent.rating}
         for target in targets:

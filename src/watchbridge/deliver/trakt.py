@@ -28,7 +28,7 @@ from watchbridge.deliver.worker import (
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import TRAKT, Enricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
-from watchbridge.playback import SHORTEST_VIEWING
+from watchbridge.playback import shortest_viewing
 from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
@@ -55,13 +55,15 @@ DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
 
 
-def _an_earlier_viewing(result: ScrobbleResult, at: float) -> bool:
+def _an_earlier_viewing(result: ScrobbleResult, row: Row) -> bool:
     """Whether a 409 names a play from before this viewing (a rewatch inside Trakt's scrobble
-    window), not this stop sent before: that one is recorded after `at`. The margin is a
+    window), not this stop sent before: that one is recorded after the play. The margin is a
     viewing's least length, and it absorbs a server clock some minutes off Trakt's."""
     if not result.duplicate or result.recorded_at is None:
         return False
-    return result.recorded_at < at - SHORTEST_VIEWING
+    duration = row.payload.get("duration")
+    margin = shortest_viewing(float(duration) if isinstance(duration, int | float) else None)
+    return result.recorded_at < row.at - margin
 
 
 def _may_have_landed(exc: Unavailable) -> Outcome:
@@ -260,7 +262,7 @@ class TraktTarget:
             raise
         except TraktError as exc:
             return unsure(Retry(exc.message))
-        if result.action != "scrobble" or _an_earlier_viewing(result, row.at):
+        if result.action != "scrobble" or _an_earlier_viewing(result, row):
             return None
         await self._remember(profile, [row])
         return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")
