@@ -222,10 +222,10 @@ def test_send_all_properties_double_escaped_quotes_are_unescaped() -> None:
     assert only_event(parse(payload)).item.title == 'Say "Hi"'
 
 
-def test_a_multi_episode_file_plays_as_its_first_episode() -> None:
+def test_each_episode_of_a_multi_episode_file_follows_its_playback() -> None:
     result = parse(sample("playback_start_episode.json", EpisodeNumberEnd=15))
     assert isinstance(result, Accepted)
-    assert [e.item.number for e in result.events] == [14]
+    assert [(e.item.number, e.companion) for e in result.events] == [(14, False), (15, True)]
 
 
 def test_a_multi_episode_file_stopped_completes_each_of_its_episodes() -> None:

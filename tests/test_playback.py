@@ -242,3 +242,15 @@ def test_a_player_name_cut_mid_emoji_still_makes_a_session() -> None:
     cut = MediaEvent(**{**event("start", 0).__dict__, "player": "Alex's iPhone \ud83d"})
     session, intents = decide(None, cut, threshold=90, now=1000.0)
     assert session is not None and kinds(intents) == ["watching:start"]
+
+
+def test_a_companion_episode_completes_and_restarts_with_the_file_but_shows_no_live_state() -> None:
+    second = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=5, number=16)
+    companion = {"item": second}
+    intents = at_times(
+        (0.0, replace(event("start", 0, **companion), companion=True)),
+        (3000.0, replace(event("stop", 97, **companion), companion=True)),
+        (3600.0, replace(event("start", 0, **companion), companion=True)),
+        (6600.0, replace(event("stop", 97, **companion), companion=True)),
+    )
+    assert kinds(intents) == ["play", "play"]

@@ -108,7 +108,8 @@ class MediaEvent:
 
     `played` is the server's own completion signal (Plex media.scrobble, Jellyfin
     PlayedToCompletion, Tautulli watched, a manual mark), trusted even without progress.
-    `rating` is on the internal 0-100 scale (see ratings.py).
+    `rating` is on the internal 0-100 scale (see ratings.py). `companion`: a further episode
+    of a multi-episode file, following the first one's playback without live state of its own.
     """
 
     source: Source
@@ -123,6 +124,7 @@ class MediaEvent:
     rating: int | None = None
     occurred_at: float | None = None
     session_id: str = ""
+    companion: bool = False
 
     @property
     def progress(self) -> float | None:

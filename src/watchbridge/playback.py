@@ -4,8 +4,8 @@ One session per (source, server, account, player, item). Repeated stops, scrobbl
 progress storms and auto-play-next never make a second play: only the first move into
 `completed` does. A completed session followed by a start at <= 5 % is a rewatch; so is a start
 with no position (Plex leaves it out when playback begins at the start) that hours pass before,
-or that the next position (below half) or a second Plex scrobble confirms, and a `played` mark
-hours after the last one.
+or that the next position or a second Plex scrobble a viewing later confirms, and a `played`
+mark hours after the last one.
 """
 
 from __future__ import annotations
@@ -73,6 +73,15 @@ def decide(
     session: Session | None, event: MediaEvent, threshold: float, now: float
 ) -> tuple[Session | None, list[Intent]]:
     """The next session state and the intents this event produces. Pure."""
+    new_session, intents = _decide(session, event, threshold, now)
+    if event.companion:  # what is playing now is the file's first episode
+        intents = [i for i in intents if i.kind != "watching"]
+    return new_session, intents
+
+
+def _decide(
+    session: Session | None, event: MediaEvent, threshold: float, now: float
+) -> tuple[Session | None, list[Intent]]:
     at = event.occurred_at or now
     if event.action == "rate":
         # To the second: rate 8, clear, rate 8 within a minute are three changes, not two.

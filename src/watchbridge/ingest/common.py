@@ -222,11 +222,11 @@ MAX_EPISODES_PER_FILE = 10  # a larger range is a tagging mistake, not a file
 
 
 def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]:
-    """For a file holding E15-E16, a completion counts for E16 too: the same event about each
-    further episode. Their own ids are unknown; the show's (looked up by the show's server
-    key) with season and number name them. Live state stays with the first episode."""
+    """For a file holding E15-E16, the same event about each further episode, so E16 has a
+    session that completes (and restarts) with E15's. Their own ids are unknown; the show's
+    (looked up by the show's server key) with season and number name them."""
     item = event.item
-    if event.action not in ("stop", "played") or item.kind != "episode" or item.number is None:
+    if event.action == "rate" or item.kind != "episode" or item.number is None:
         return []
     if last is None or not item.number < last < item.number + MAX_EPISODES_PER_FILE:
         return []
@@ -234,6 +234,7 @@ def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]
         dataclasses.replace(
             event,
             item=dataclasses.replace(item, ids=Ids(), title=None, number=n, source_key=None),
+            companion=True,
         )
         for n in range(item.number + 1, last + 1)
     ]
