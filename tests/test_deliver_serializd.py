@@ -22,6 +22,7 @@ from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers.serializd import SerializdReader, make_reader
+from watchbridge.reconcile import Play, Side, plan
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, serializd_client
@@ -458,7 +459,27 @@ async def test_a_rewatch_of_an_episode_ticked_on_serializd_before_is_logged_as_o
 async def test_a_sync_says_whether_serializd_held_the_episode_and_nothing_is_read(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:
-    enqueue(runtime, "play", episode(4), clock() - 3600, link="ts", target_plays=1)
+    enqueue(runtime, "play", episode(4), clock() - 3600, link="ts", earlier_plays=1)
     await drain(worker, runtime, clock, passes=2)
     assert [e.is_rewatch for e in fake.diary()] == [True]
     assert fake.count(*SEASON_TICKS.split(" ")) == 0
+
+
+async def test_an_older_viewing_a_link_backfills_is_not_a_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    first, second = clock() - 400 * DAY, clock() - 2 * DAY
+    fake.log_entry(None, SHOW, 1, 4, backdate=iso(second))  # Serializd has the recent one only
+    fake.tick(None, SHOW, 1, 4)
+    key = f"episode:tmdb:{SHOW}:s1e4"
+    current = {
+        "trakt": Side(plays=(Play(key, first, "t1"), Play(key, second, "t2"))),
+        "serializd": Side(plays=(Play(key, second, "s2"),)),
+    }
+    (add,) = plan(Link(services=["trakt", "serializd"]), current, {}).actions
+    enqueue(runtime, "play", episode(4), add.at, link="ts", earlier_plays=add.earlier_plays)
+    await drain(worker, runtime, clock, passes=2)
+    assert sorted((e.backdate, e.is_rewatch) for e in fake.diary()) == [
+        (iso(first), False),
+        (iso(second), False),
+    ]

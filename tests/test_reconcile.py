@@ -248,3 +248,11 @@ def test_a_waiting_play_stands_for_one_add_only() -> None:
 def test_a_waiting_play_of_another_target_or_item_leaves_the_adds() -> None:
     waiting = {("trakt", EP1): [10 * DAY], ("serializd", EP2): [10 * DAY]}
     assert without_waiting(adds(10 * DAY), waiting) == adds(10 * DAY)
+
+
+def test_an_add_counts_the_targets_plays_from_before_it() -> None:
+    trakt = side(Play(EP1, 1 * DAY, "t1"), Play(EP1, 50 * DAY, "t2"), Play(EP1, 90 * DAY, "t3"))
+    current = {"trakt": trakt, "serializd": side(Play(EP1, 50 * DAY, "s1"))}
+    adds = sorted(plan(TWO_WAY, current, {}).actions, key=lambda a: a.at)
+    # The add at day 90 comes after the read day-50 play and the day-1 add planned with it.
+    assert [(a.at, a.earlier_plays) for a in adds] == [(1 * DAY, 0), (90 * DAY, 2)]

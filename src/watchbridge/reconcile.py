@@ -72,6 +72,9 @@ class Action:
     # planned before this one, which go out first). An undated add whose answer was lost is
     # recognised by the count growing past it.
     target_plays: int = 0
+    # For an add: the plays of the item the target holds, or will by then, from before this
+    # one (undated ones too): this play is a rewatch there when there are any.
+    earlier_plays: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,10 +279,15 @@ def _plan_history(
         if (source, target) not in allowed:
             continue
         held = _read_plays_per_item(current[target].plays)
+        dates: defaultdict[str, list[float]] = defaultdict(list)
+        for play in current[target].plays:
+            dates[play.item].append(play.at)
         for play in lonely:
             if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
                 continue
             held[play.item] += 1
+            earlier = sum(1 for at in dates[play.item] if at < play.at or at == UNDATED)
+            dates[play.item].append(play.at)
             actions.append(
                 Action(
                     "add_play",
@@ -289,6 +297,7 @@ def _plan_history(
                     play.at,
                     source=play.record,
                     target_plays=held[play.item] - 1,
+                    earlier_plays=earlier,
                 )
             )
     return actions

@@ -24,6 +24,7 @@ from watchbridge.readers import READERS, SideReader, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
+    UNDATED,
     Action,
     Plan,
     Play,
@@ -155,8 +156,10 @@ def outbox_rows(
             payload["rating"] = action.value
         if action.record:
             payload["record"] = action.record
-        if action.kind == "add_play":  # a rewatch there, and how to know an undated one landed
-            payload["target_plays"] = action.target_plays
+        if action.kind == "add_play":
+            payload["earlier_plays"] = action.earlier_plays  # a rewatch there when any
+            if action.at == UNDATED:  # how to know that it landed
+                payload["target_plays"] = action.target_plays
         rows.append(
             NewOutboxRow(
                 target=action.target,

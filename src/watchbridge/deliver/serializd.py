@@ -307,8 +307,8 @@ class SerializdTarget:
         """Whether Serializd held this episode as watched before this play (its diary entry is
         then a rewatch, §6.2), though we logged nothing of it: a sync read the side and says
         so; for a webhook's play the season's ticks are read."""
-        if "target_plays" in row.payload:
-            return int(row.payload["target_plays"]) > 0
+        if "earlier_plays" in row.payload:
+            return int(row.payload["earlier_plays"]) > 0
         if place.season_id is None or place.episode_number is None or place.ref.season is None:
             return False
         ticked = await self.client.episode_logs(
