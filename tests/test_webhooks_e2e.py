@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -443,49 +444,54 @@ def test_a_plex_start_queues_nothing_for_serializd(
 # keys shows by is read from the server the play came from (services.jellyfin/emby/plex).
 
 
-@pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
+@dataclass
+class ServerRig:
+    """The Serializd-only service with a Jellyfin or Emby server to read show ids from."""
+
+    flavour: Literal["jellyfin", "emby"]
+    service: ServiceProcess
+    server: FakeServer
+
+    def post(self, payload: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{self.service.url}/webhooks/{self.flavour}/{SECRET}", json=payload)
+
+
+@pytest.fixture(params=["jellyfin", "emby"])
+def with_server(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> Iterator[ServerRig]:
+    flavour = request.param
+    server = sample_server(start_fake, flavour)
+    servers = f'  {flavour}: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
+    service = serializd_service(tmp_path, serializd, servers)
+    yield ServerRig(flavour, service, server)
+    service.kill()
+
+
 def test_a_jellyfin_or_emby_episode_completion_is_one_diary_entry_and_one_tick_on_serializd(
-    tmp_path: Path,
-    serializd: FakeSerializd,
-    start_fake: Callable[[FakeServer], FakeServer],
-    flavour: Literal["jellyfin", "emby"],
+    with_server: ServerRig, serializd: FakeSerializd
 ) -> None:
-    server = sample_server(start_fake, flavour)
-    servers = f'  {flavour}: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
-    service = serializd_service(tmp_path, serializd, servers)
-    try:
-        payload = sample_json(flavour, "playback_stop_episode_completed.json")
-        response = httpx.post(f"{service.url}/webhooks/{flavour}/{SECRET}", json=payload)
-        assert response.status_code == 202
-        wait_for(lambda: serializd.ticks() == {(1396, 3578, 14)})
-        time.sleep(0.5)  # paced at 2 requests/s: a second entry would show by now
-        assert logged(serializd) == [(1396, 3578, 14, True)]
-        assert len(server.requests) == 1  # the series, read once
-    finally:
-        service.kill()
+    payload = sample_json(with_server.flavour, "playback_stop_episode_completed.json")
+    assert with_server.post(payload).status_code == 202
+    wait_for(lambda: serializd.ticks() == {(1396, 3578, 14)})
+    time.sleep(0.5)  # paced at 2 requests/s: a second entry would show by now
+    assert logged(serializd) == [(1396, 3578, 14, True)]
+    assert len(with_server.server.requests) == 1  # the series, read once
 
 
-@pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
 def test_a_double_episode_file_watched_to_the_end_logs_both_episodes(
-    tmp_path: Path,
-    serializd: FakeSerializd,
-    start_fake: Callable[[FakeServer], FakeServer],
-    flavour: Literal["jellyfin", "emby"],
+    with_server: ServerRig, serializd: FakeSerializd
 ) -> None:
-    server = sample_server(start_fake, flavour)
-    servers = f'  {flavour}: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
-    service = serializd_service(tmp_path, serializd, servers)
-    try:
-        payload = sample_json(flavour, "playback_stop_episode_completed.json")
-        if flavour == "jellyfin":
-            payload["EpisodeNumberEnd"] = 15  # one file holding S05E14-E15
-        else:
-            payload["Item"]["IndexNumberEnd"] = 15
-        response = httpx.post(f"{service.url}/webhooks/{flavour}/{SECRET}", json=payload)
-        assert response.json() == {"status": "accepted", "queued": 2}
-        wait_for(lambda: serializd.ticks() == {(1396, 3578, 14), (1396, 3578, 15)})
-    finally:
-        service.kill()
+    payload = sample_json(with_server.flavour, "playback_stop_episode_completed.json")
+    if with_server.flavour == "jellyfin":
+        payload["EpisodeNumberEnd"] = 15  # one file holding S05E14-E15
+    else:
+        payload["Item"]["IndexNumberEnd"] = 15
+    assert with_server.post(payload).json() == {"status": "accepted", "queued": 2}
+    wait_for(lambda: serializd.ticks() == {(1396, 3578, 14), (1396, 3578, 15)})
 
 
 def test_a_plex_new_agent_episode_scrobble_reaches_serializd_through_the_plex_server(
