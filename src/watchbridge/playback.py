@@ -171,6 +171,6 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
             return None
         return replace(session, updated_at=at)
     if event.action == "played" and idle:
-        return None  # marked watched again hours later, or a dated play of another day
+        return None  # marked watched again hours later (dated ones: hours apart)
     progress = event.progress if event.progress is not None else session.progress
     return replace(session, updated_at=at, progress=progress)
