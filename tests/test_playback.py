@@ -254,3 +254,17 @@ def test_a_companion_episode_completes_and_restarts_with_the_file_but_shows_no_l
         (6600.0, replace(event("stop", 97, **companion), companion=True)),
     )
     assert kinds(intents) == ["play", "play"]
+
+
+def test_a_percent_without_a_position_is_never_taken_for_one_reached_by_playing() -> None:
+    # The generic schema may send only `progress`: back to the credits after a viewing.
+    def generic(action: str, percent: float | None = None) -> MediaEvent:
+        return replace(event(action), position_ms=None, duration_ms=None, percent=percent)
+
+    intents = at_times(
+        (0.0, generic("start", 0)),
+        (3000.0, generic("stop", 95)),
+        (3120.0, generic("start")),
+        (3300.0, generic("stop", 99)),
+    )
+    assert kinds(intents).count("play") == 1

@@ -125,12 +125,13 @@ class MediaEvent:
     occurred_at: float | None = None
     session_id: str = ""
     companion: bool = False
+    percent: float | None = None  # progress a source gave without a position (generic schema)
 
     @property
     def progress(self) -> float | None:
-        """Percent watched, from position and duration, when both are known."""
+        """Percent watched, from position and duration when both are known."""
         if self.position_ms is None or not self.duration_ms:
-            return None
+            return self.percent
         return max(0.0, min(100.0, 100.0 * self.position_ms / self.duration_ms))
 
 

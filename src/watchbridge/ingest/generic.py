@@ -53,7 +53,6 @@ ACTIONS: dict[str, Action] = {
 }
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
-NOMINAL_DURATION_MS = 100_000
 
 
 class Invalid(Exception):
@@ -72,7 +71,7 @@ def _parse(data: Payload) -> ParseResult:
     action = _action(data.get("event"))
     warnings: list[str] = []
     item = _item(data.get("item"), warnings)
-    position_ms, duration_ms = _position(data)
+    position_ms, duration_ms, percent = _position(data)
     event = MediaEvent(
         source="generic",
         action=action,
@@ -86,6 +85,7 @@ def _parse(data: Payload) -> ParseResult:
         rating=_rating(action, data.get("rating")),
         occurred_at=_time(data.get("watched_at"), "watched_at"),
         session_id=text(data.get("session")) or "",
+        percent=percent,
     )
     return accept(event, warnings)
 
@@ -121,17 +121,20 @@ def _rating(action: Action, value: object) -> int | None:
     return from_ten(rating)
 
 
-def _position(data: Payload) -> tuple[int | None, int | None]:
+def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
+    """(position, duration, percent): a percent without a duration stays a percent, since a
+    position made up from it would pass for a real one."""
     position = _whole(data, "position_ms", "position_ms")
     duration = _whole(data, "duration_ms", "duration_ms") or None
     percent = data.get("progress")
     if percent is None or position is not None:
-        return position, duration
+        return position, duration, None
     progress = number(percent)
     if progress is None or not 0 <= progress <= 100:
         raise Invalid("progress: must be a number from 0 to 100")
-    total = duration or NOMINAL_DURATION_MS
-    return round(total * progress / 100), total
+    if duration is None:
+        return None, None, progress
+    return round(duration * progress / 100), duration, None
 
 
 def _time(value: object, path: str) -> float | None:
