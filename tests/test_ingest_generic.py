@@ -101,6 +101,11 @@ def test_progress_with_duration_gives_the_position() -> None:
     assert (event.position_ms, event.duration_ms) == (6_612_000, 6_960_000)
 
 
+def test_progress_without_duration_stays_a_percent() -> None:
+    event = only_event(parse(MOVIE))
+    assert (event.position_ms, event.duration_ms, event.progress) == (None, None, 95.0)
+
+
 def test_played_and_unplayed_events_set_played() -> None:
     assert only_event(parse(changed(MOVIE, event="played"))).played is True
     assert only_event(parse(changed(MOVIE, event="unplayed", played=None))).played is False
