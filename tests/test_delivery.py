@@ -398,18 +398,29 @@ async def test_a_history_add_answered_500_after_trakt_wrote_it_lands_once(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_a_write_outage_holds_plays_instead_of_spending_their_attempts(
+async def test_a_write_outage_holds_plays_and_they_land_once_after_it(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, status: int
 ) -> None:
-    # Trakt's writes fail for three hours while its reads work; nothing is written meanwhile.
+    # Trakt's writes fail while its reads work; nothing is written meanwhile.
     trakt.advance(clock() - trakt.now())
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
-    trakt.fail_next(50, status, route="POST /sync/history")
-    await drain(worker, runtime, clock, passes=12, step=900)
+    trakt.fail_next(2, status, route="POST /sync/history")  # within max_attempts (3)
+    await drain(worker, runtime, clock, passes=6, step=900)
     assert runtime.store.outbox_counts()["dead"] == 0
-    trakt.clear_knobs()
     await drain(worker, runtime, clock, passes=4, step=3600)
     assert len(trakt.history()) == 1
+
+
+async def test_a_write_trakt_answers_500_to_for_good_ends_as_a_dead_letter_keeping_its_mark(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A request Trakt always fails on (a poison batch) must not hold the target forever.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(100, 500, route="POST /sync/history")
+    await drain(worker, runtime, clock, passes=12, step=6 * 3600)
+    (dead,) = runtime.store.dead_letters()
+    assert dead.may_have_landed  # `deadletters retry` reads Trakt's history before sending
 
 
 async def test_an_add_trakt_refused_outright_goes_again_without_a_check(

@@ -146,7 +146,8 @@ class SerializdTarget:
         if isinstance(exc, SerializdAuthError):
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False)
         if isinstance(exc, Unavailable):  # SerializdUnavailable (bot checkpoint) included
-            return Hold(exc.message, exc.retry_after or self.config.retry_after)
+            spends = exc.answered and exc.outcome_unknown
+            return Hold(exc.message, exc.retry_after or self.config.retry_after, spends=spends)
         if isinstance(exc, SerializdError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Serializd", exc_info=exc)

@@ -144,7 +144,8 @@ class TraktTarget:
         if isinstance(exc, RateLimited):
             return Hold(exc.message, exc.retry_after or 60)
         if isinstance(exc, Unavailable):
-            return Hold(exc.message, exc.retry_after or self.config.retry_after)
+            spends = exc.answered and exc.outcome_unknown
+            return Hold(exc.message, exc.retry_after or self.config.retry_after, spends=spends)
         if isinstance(exc, TraktError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Trakt", exc_info=exc)

@@ -54,13 +54,17 @@ class Hold:
     """The target as a whole cannot take anything now (down, rate-limited, sign-in lost).
 
     Rows go back without spending an attempt; the target is paused for `after` seconds.
-    `alert` names the alert kind to raise, if any.
+    `alert` names the alert kind to raise, if any. `spends`: the service answered these rows'
+    request with an error (a 500), which may be the request's own fault, so they spend an
+    attempt and back off as a retry would: a poison batch or an endless outage ends in dead
+    letters instead of holding the target forever.
     """
 
     reason: str
     after: float
     alert: str = ""
     target_wide: bool = True  # False: only this row's profile is affected (e.g. its sign-in)
+    spends: bool = False
 
 
 Outcome = Delivered | Retry | Dead | Hold
@@ -292,16 +296,19 @@ class DeliveryWorker:
             if isinstance(outcome, Delivered):
                 delivered_for.add(item.profile)
                 settled.append(Settlement(item.id, "done"))
-            elif isinstance(outcome, Hold):
+            elif isinstance(outcome, Hold) and not (outcome.spends and self._exhausted(item, now)):
                 held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
+                after = outcome.after
+                if outcome.spends:
+                    after = max(after, backoff(item.attempts + 1, self.config, None))
                 settled.append(
-                    Settlement(item.id, "pending", now + outcome.after, outcome.reason, False)
+                    Settlement(item.id, "pending", now + after, outcome.reason, outcome.spends)
                 )
                 if outcome.alert:
                     alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
-            elif isinstance(outcome, Dead) or self._exhausted(item, now):
-                reason = outcome.reason if isinstance(outcome, Dead | Retry) else ""
+            elif isinstance(outcome, Dead | Hold) or self._exhausted(item, now):
+                reason = outcome.reason if isinstance(outcome, Dead | Retry | Hold) else ""
                 if not isinstance(outcome, Dead):
                     reason = _gave_up(item.attempts + 1, reason)
                 settled.append(Settlement(item.id, "dead", None, reason))
@@ -340,7 +347,7 @@ class DeliveryWorker:
             await runtime.notifier.notify(
                 kind, f"watchbridge: {target.name} deliveries paused", reason, key=key
             )
-        if delivered_for:
+        if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
         await self._accepted(runtime, target, delivered_for - held_for)
         for item, reason in dead:
