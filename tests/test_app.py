@@ -17,7 +17,7 @@ from tests.harness import AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_bytes
 from watchbridge import webhooks
 from watchbridge.alerts import Notifier
-from watchbridge.app import Runtime, create_app
+from watchbridge.app import Runtime, create_app, start_warnings
 from watchbridge.config import load_config
 from watchbridge.metrics import Metrics
 
@@ -236,6 +236,12 @@ def test_debug_logging_shows_every_webhook_and_refusals_show_at_info(tmp_path: P
     assert "webhook refused" in output and "source=jellyfin" in output
     assert "outcome=unauthorized" in output and "outcome=malformed" in output
     assert "s3cret-hook" not in output and "wrong-secret" not in output
+
+
+def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "profiles:\n  kids:\n    users: {plex: [kid]}\n")
+    (warning,) = start_warnings(load_config(path, {}), [])
+    assert warning.startswith("profile kids has no account to deliver to")
 
 
 def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:

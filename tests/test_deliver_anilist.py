@@ -633,7 +633,7 @@ services:
 
 
 async def test_webhook_plays_of_a_profile_with_anilist_are_queued_for_it(runtime: Runtime) -> None:
-    from watchbridge.webhooks import targets_for
+    from watchbridge.config import targets_for
 
     config = runtime.config
     assert targets_for(config, config.profiles["me"]) == ["anilist"]

@@ -117,6 +117,11 @@ def test_options_media_users_become_one_profile_with_the_trakt_account() -> None
     assert profile["accounts"] == {"trakt": {}}
 
 
+def test_options_with_media_users_but_no_trakt_say_plays_have_nowhere_to_go() -> None:
+    (warning,) = option_warnings({"media_users": ["1"]})
+    assert "plays have nowhere to go" in warning
+
+
 def test_options_without_media_users_map_nobody_and_say_so() -> None:
     assert "profiles" not in translate_options({"trakt_client_id": "x"}, TOKEN)
     assert option_warnings({}) == ["media_users is empty: every webhook is answered and ignored"]

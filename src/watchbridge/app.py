@@ -35,7 +35,7 @@ from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
 from watchbridge.alerts import Notifier
-from watchbridge.config import Config
+from watchbridge.config import Config, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.store import IngestWriter, Store
@@ -133,6 +133,12 @@ def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[st
             "no profiles are configured: every webhook is answered and ignored; map your "
             "media-server accounts under `profiles` (see the README)"
         )
+    for name, profile in config.profiles.items():
+        if not targets_for(config, profile):
+            warnings.append(
+                f"profile {name} has no account to deliver to (trakt, serializd or anilist, "
+                "with its service configured): its webhooks are answered and dropped"
+            )
     return warnings
 
 

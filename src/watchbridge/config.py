@@ -344,6 +344,21 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     return config
 
 
+def targets_for(config: Config, profile: Profile) -> list[str]:
+    """Which services this profile's plays go to."""
+    targets = []
+    if profile.accounts.trakt is not None and config.services.trakt is not None:
+        targets.append("trakt")
+    # A household without Trakt still gets its plays logged on Serializd (episodes only;
+    # the target skips movies).
+    if profile.accounts.serializd is not None and config.services.serializd is not None:
+        targets.append("serializd")
+    # AniList takes anime only; its target maps each play and skips the rest without a request.
+    if profile.accounts.anilist is not None and config.services.anilist is not None:
+        targets.append("anilist")
+    return targets
+
+
 def cross_check(config: Config) -> list[tuple[str, str]]:
     """Rules that span sections: (key path, message) for each broken one."""
     problems: list[tuple[str, str]] = []

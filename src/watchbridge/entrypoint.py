@@ -137,6 +137,11 @@ def option_warnings(options: Mapping[str, Any]) -> list[str]:
         warnings.append("trakt_client_secret is set without trakt_client_id; Trakt is left out")
     if not _texts(options, "media_users"):
         warnings.append("media_users is empty: every webhook is answered and ignored")
+    elif not _text(options, "trakt_client_id"):
+        warnings.append(
+            "media_users is set but Trakt is not (trakt_client_id): plays have nowhere to go; "
+            "for Serializd or AniList use your own YAML (config_file)"
+        )
     return warnings
 
 

@@ -22,7 +22,7 @@ from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
 from watchbridge.app import BEFORE_ROUTER, Runtime
-from watchbridge.config import Config, Profile
+from watchbridge.config import Config, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
@@ -58,21 +58,6 @@ def profile_for(config: Config, event: MediaEvent) -> str | None:
 def _same(name: str) -> str:
     """User names match case-insensitively; Jellyfin/Emby ids with or without dashes."""
     return name.lower().replace("-", "")
-
-
-def targets_for(config: Config, profile: Profile) -> list[str]:
-    """Which services this profile's plays go to."""
-    targets = []
-    if profile.accounts.trakt is not None and config.services.trakt is not None:
-        targets.append("trakt")
-    # A household without Trakt still gets its plays logged on Serializd (episodes only;
-    # the target skips movies).
-    if profile.accounts.serializd is not None and config.services.serializd is not None:
-        targets.append("serializd")
-    # AniList takes anime only; its target maps each play and skips the rest without a request.
-    if profile.accounts.anilist is not None and config.services.anilist is not None:
-        targets.append("anilist")
-    return targets
 
 
 # Targets that show what is playing right now; the others take finished plays and ratings.
