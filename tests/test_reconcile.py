@@ -256,3 +256,17 @@ def test_an_add_counts_the_targets_plays_from_before_it() -> None:
     adds = sorted(plan(TWO_WAY, current, {}).actions, key=lambda a: a.at)
     # The add at day 90 comes after the read day-50 play and the day-1 add planned with it.
     assert [(a.at, a.earlier_plays) for a in adds] == [(1 * DAY, 0), (90 * DAY, 2)]
+
+
+def test_a_play_the_plan_removes_from_the_target_does_not_count_as_earlier() -> None:
+    # The date of the only viewing corrected on Trakt: day 10 removed, day 20 added.
+    baseline = {
+        "trakt": side(Play(EP1, 10 * DAY, "h1")),
+        "serializd": side(Play(EP1, 10 * DAY, "s1")),
+    }
+    current = {
+        "trakt": side(Play(EP1, 20 * DAY, "h2")),
+        "serializd": side(Play(EP1, 10 * DAY, "s1")),
+    }
+    (add,) = [a for a in plan(TWO_WAY, current, baseline).actions if a.kind == "add_play"]
+    assert (add.target, add.earlier_plays) == ("serializd", 0)

@@ -281,7 +281,8 @@ def _plan_history(
         held = _read_plays_per_item(current[target].plays)
         dates: defaultdict[str, list[float]] = defaultdict(list)
         for play in current[target].plays:
-            dates[play.item].append(play.at)
+            if play.record not in partners_of_removed[target]:  # going: not watched before
+                dates[play.item].append(play.at)
         for play in lonely:
             if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
                 continue
