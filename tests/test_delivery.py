@@ -411,6 +411,23 @@ async def test_a_write_outage_holds_plays_and_they_land_once_after_it(
     assert len(trakt.history()) == 1
 
 
+async def test_a_long_outage_of_trakts_reads_spends_no_attempts(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The check before resending a play that may have landed reads Trakt's history; a day of
+    # gateway errors there says nothing about the play and must not make it a dead letter.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    trakt.fail_next(500, 502, route="GET /sync/history/movies")
+    await drain(worker, runtime, clock, passes=12, step=2 * 3600)
+    assert runtime.store.outbox_counts()["dead"] == 0
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert len(trakt.history()) == 1
+
+
 async def test_a_write_trakt_answers_500_to_for_good_ends_as_a_dead_letter_keeping_its_mark(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

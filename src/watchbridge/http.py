@@ -51,8 +51,9 @@ class Unavailable(ServiceError):
 
     `outcome_unknown` is True when a try may have reached the service (a timeout, a dropped
     connection, a 500 or a gateway's error), so a write may have happened after all.
-    `answered` is True when the last try got an HTTP status: the service (or its gateway) is
-    failing, not only one connection, so the caller holds it rather than going on.
+    `answered` is True when the last try of a write (a request that is not idempotent) got an
+    HTTP error: the service is failing, or this request makes it fail, not only a connection.
+    A read that fails says nothing about any one row, so it is never `answered`.
     """
 
     def __init__(
@@ -286,10 +287,8 @@ class HttpClient:
                             message = (
                                 f"rate limited for {wait:.0f}s after a try that may have landed"
                             )
-                            raise Unavailable(self.service, message, wait + 1, True, True)
-                        raise RateLimited(
-                            self.service, f"rate limited for {wait:.0f}s", wait + 1, answered=True
-                        )
+                            raise Unavailable(self.service, message, wait + 1, True)
+                        raise RateLimited(self.service, f"rate limited for {wait:.0f}s", wait + 1)
                     last_problem = "rate limited"
                     if pacer is None:
                         await asyncio.sleep(wait)
@@ -303,7 +302,11 @@ class HttpClient:
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     # A gateway's 502/504 may come after the service wrote: say so.
                     raise Unavailable(
-                        self.service, last_problem, retry_after, unknown or maybe_written, True
+                        self.service,
+                        last_problem,
+                        retry_after,
+                        unknown or maybe_written,
+                        not idempotent,
                     )
             if unknown and not idempotent:
                 break
@@ -323,7 +326,7 @@ class HttpClient:
             self.service,
             f"{last_problem} after {attempt} attempt(s)",
             outcome_unknown=unknown or maybe_written,
-            answered=answered,
+            answered=answered and not idempotent,
         )
 
     def _waited(self, seconds: float) -> None:
