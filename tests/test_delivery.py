@@ -440,6 +440,49 @@ async def test_a_write_trakt_answers_500_to_for_good_ends_as_a_dead_letter_keepi
     assert dead.may_have_landed  # `deadletters retry` reads Trakt's history before sending
 
 
+async def test_a_backlog_held_through_a_long_outage_survives_errors_after_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Eight days of 503 (a hold, nothing spent), then two gateway errors as Trakt recovers.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1000, 503, route="POST /sync/history")
+    await drain(worker, runtime, clock, passes=17, step=12 * 3600)
+    trakt.clear_knobs()
+    trakt.fail_next(2, 502, route="POST /sync/history")  # within max_attempts (3)
+    await drain(worker, runtime, clock, passes=6, step=900)
+    assert runtime.store.dead_letters() == []
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert len(trakt.history()) == 1
+
+
+async def test_a_sign_in_host_failing_for_a_day_spends_no_attempts(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    token = runtime.store.get_token("trakt", "me")
+    assert token is not None
+    token["created_at"] = clock() - 0.8 * token["expires_in"]  # due for its refresh
+    runtime.store.put_token("trakt", "me", token, clock())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1000, 502, route="POST /oauth/token")
+    await drain(worker, runtime, clock, passes=12, step=2 * 3600)
+    assert runtime.store.dead_letters() == []
+    assert trakt.count("POST", "/sync/history") == 0
+
+
+async def test_a_rating_trakt_answers_500_to_for_good_ends_as_a_dead_letter(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
+    payload = {"item": ref_to_dict(arrival), "at": clock(), "rating": 80}
+    row = NewOutboxRow("trakt", "me", "rating", payload, f"me:trakt:{arrival.key()}", "r1")
+    runtime.store.enqueue([row], clock())
+    trakt.fail_next(100_000, 500, route="POST /sync/ratings")
+    await drain(worker, runtime, clock, passes=288, step=300)  # a day at the probe pace
+    assert runtime.store.outbox_counts()["dead"] == 1
+
+
 async def test_an_add_trakt_refused_outright_goes_again_without_a_check(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

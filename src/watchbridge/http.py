@@ -51,9 +51,9 @@ class Unavailable(ServiceError):
 
     `outcome_unknown` is True when a try may have reached the service (a timeout, a dropped
     connection, a 500 or a gateway's error), so a write may have happened after all.
-    `answered` is True when the last try of a write (a request that is not idempotent) got an
-    HTTP error: the service is failing, or this request makes it fail, not only a connection.
-    A read that fails says nothing about any one row, so it is never `answered`.
+    `answered` is True when the last try of a write got an HTTP error: the service is failing,
+    or this request makes it fail, not only a connection. A read or a sign-in that fails says
+    nothing about any one row, so it is never `answered`.
     """
 
     def __init__(
@@ -222,6 +222,7 @@ class HttpClient:
         passthrough: frozenset[int] = frozenset(),
         inspect: Callable[[httpx.Response], None] | None = None,
         idempotent: bool | None = None,
+        write: bool | None = None,
     ) -> httpx.Response:
         """Send one request; retries transient failures; returns any final HTTP answer.
 
@@ -231,10 +232,14 @@ class HttpClient:
         `inspect` sees every answer first and may raise the adapter's own error (an HTML bot
         checkpoint is not a rate limit). A request that is not `idempotent` (POST by default)
         is not sent again after a timeout or a dropped connection: it may have landed, so
-        the caller gets Unavailable with `outcome_unknown` and decides.
+        the caller gets Unavailable with `outcome_unknown` and decides. `write` (by default
+        anything but GET, HEAD and OPTIONS; False for a sign-in) says whether the request
+        changes what the service holds for the rows being delivered (see Unavailable).
         """
         if idempotent is None:
             idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        if write is None:
+            write = method.upper() not in ("GET", "HEAD", "OPTIONS")
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
         unknown = False
@@ -306,7 +311,7 @@ class HttpClient:
                         last_problem,
                         retry_after,
                         unknown or maybe_written,
-                        not idempotent,
+                        write,
                     )
             if unknown and not idempotent:
                 break
@@ -326,7 +331,7 @@ class HttpClient:
             self.service,
             f"{last_problem} after {attempt} attempt(s)",
             outcome_unknown=unknown or maybe_written,
-            answered=answered and not idempotent,
+            answered=answered and write,
         )
 
     def _waited(self, seconds: float) -> None:

@@ -296,7 +296,11 @@ class DeliveryWorker:
             if isinstance(outcome, Delivered):
                 delivered_for.add(item.profile)
                 settled.append(Settlement(item.id, "done"))
-            elif isinstance(outcome, Hold) and not (outcome.spends and self._exhausted(item, now)):
+            # A spending hold ends by attempts only: by age, a backlog held through a week-long
+            # outage would die at its first error after it.
+            elif isinstance(outcome, Hold) and not (
+                outcome.spends and item.attempts + 1 >= self.config.max_attempts
+            ):
                 held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
                 after = outcome.after

@@ -19,8 +19,8 @@
 
 A movie needs ids or a title. An episode needs its own ids, or a show (ids or title) with
 season and number (or an absolute number). A broken field gives Rejected("<path>: <problem>").
-`progress` without `duration_ms` is stored over a nominal duration of 100 000 ms (the model
-keeps position and duration, not percent).
+`progress` without `duration_ms` is kept as a percent (MediaEvent.percent): a position made up
+from it would pass for a real one.
 """
 
 from __future__ import annotations

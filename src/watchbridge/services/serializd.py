@@ -542,6 +542,7 @@ class SerializdClient:
         params: Mapping[str, Any] | None = None,
         token: str | None = None,
         idempotent: bool | None = None,
+        write: bool | None = None,
     ) -> httpx.Response:
         """One request through the shared policy, one at a time for `account`.
 
@@ -563,6 +564,7 @@ class SerializdClient:
                 bucket="calls",
                 inspect=self._refuse_checkpoint,
                 idempotent=idempotent,
+                write=write,
             )
 
     def _refuse_checkpoint(self, response: httpx.Response) -> None:
@@ -648,7 +650,9 @@ class SerializdClient:
                 f"Serializd refused the email or password of profile {profile}: "
                 f"check {where} (not retried until it changes)",
             )
-        response = await self._send(profile, "POST", "/api/login", json=login_body(account))
+        response = await self._send(
+            profile, "POST", "/api/login", json=login_body(account), write=False
+        )
         if response.status_code in (401, 403):
             self._refused[profile] = account
             raise SerializdAuthError(
@@ -670,7 +674,7 @@ class SerializdClient:
         """Adopt a pasted token (or `tvproject_credentials` cookie value) after checking it
         with `validateauthtoken`; returns the username."""
         response = await self._send(
-            profile, "POST", "/api/validateauthtoken", json={"token": token}
+            profile, "POST", "/api/validateauthtoken", json={"token": token}, write=False
         )
         self._check(response, "token check")
         data = self._json(response, "token check")

@@ -468,6 +468,7 @@ class TraktClient:
             json=body,
             base_url=self.config.auth_url,
             passthrough=passthrough,
+            write=False,  # a sign-in's failure is no row's fault
         )
 
     async def start_device_auth(self) -> DeviceCode:
