@@ -327,6 +327,12 @@ def _late_play(item: MediaRef, at: float, key: str, live: bool = False) -> NewOu
 HEAT = MediaRef("movie", Ids(imdb="tt0113277"), title="Heat", year=1995)
 
 
+def _heat_an_hour_ago(runtime: Runtime, trakt: FakeTrakt, clock: FakeClock) -> None:
+    """One clock on both sides, and a play of Heat from an hour ago queued (a history add)."""
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+
+
 async def test_an_account_limit_is_not_declared_over_by_a_play_delivered_beside_it(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -387,8 +393,7 @@ async def test_a_history_add_that_may_have_landed_stays_marked_through_a_hold(
 async def test_a_history_add_answered_500_after_trakt_wrote_it_lands_once(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.fail_next(1, 500, route="POST /sync/history", after_handler=True)
     await worker.pass_once(runtime)
     clock.advance(3600)
@@ -402,8 +407,7 @@ async def test_a_write_outage_holds_plays_and_they_land_once_after_it(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, status: int
 ) -> None:
     # Trakt's writes fail while its reads work; nothing is written meanwhile.
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.fail_next(2, status, route="POST /sync/history")  # within max_attempts (3)
     await drain(worker, runtime, clock, passes=6, step=900)
     assert runtime.store.outbox_counts()["dead"] == 0
@@ -416,8 +420,7 @@ async def test_a_long_outage_of_trakts_reads_spends_no_attempts(
 ) -> None:
     # The check before resending a play that may have landed reads Trakt's history; a day of
     # gateway errors there says nothing about the play and must not make it a dead letter.
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
     await worker.pass_once(runtime)
     trakt.fail_next(500, 502, route="GET /sync/history/movies")
@@ -432,8 +435,7 @@ async def test_a_write_trakt_answers_500_to_for_good_ends_as_a_dead_letter_keepi
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     # A request Trakt always fails on (a poison batch) must not hold the target forever.
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.fail_next(100, 500, route="POST /sync/history")
     await drain(worker, runtime, clock, passes=12, step=6 * 3600)
     (dead,) = runtime.store.dead_letters()
@@ -444,8 +446,7 @@ async def test_a_backlog_held_through_a_long_outage_survives_errors_after_it(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     # Eight days of 503 (a hold, nothing spent), then two gateway errors as Trakt recovers.
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.fail_next(1000, 503, route="POST /sync/history")
     await drain(worker, runtime, clock, passes=17, step=12 * 3600)
     trakt.clear_knobs()
@@ -499,8 +500,7 @@ async def test_an_add_trakt_refused_outright_goes_again_without_a_check(
 async def test_a_history_add_that_may_have_landed_stays_marked_when_the_check_fails(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
     await worker.pass_once(runtime)
     clock.advance(3600)
@@ -597,8 +597,7 @@ async def test_a_play_that_keeps_taking_the_process_down_ends_as_a_dead_letter(
 async def test_a_dead_letter_whose_last_send_may_have_landed_is_checked_when_retried(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    trakt.advance(clock() - trakt.now())
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    _heat_an_hour_ago(runtime, trakt, clock)
     trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
     await worker.pass_once(runtime)  # attempt 1
     clock.advance(3600)

@@ -47,25 +47,31 @@ def _load(config_path: str | None) -> Config:
 
 
 def _open_store(config: Config, create: bool = False) -> Store:
-    """The service's database. Commands that only read or fix its state never make a new one:
-    a relative storage.path run from another folder would answer from an empty database."""
+    """The service's database (see `_database`)."""
+    path = _database(config, create)
+    return Store.open(path, config.storage.durability, config.storage.busy_timeout)
+
+
+def _database(config: Config, create: bool) -> Path:
+    """Where the database is. Commands that only read or fix its state never make a new one:
+    a relative storage.path run from another folder would answer from an empty database.
+    Commands that make one say where."""
     path = Path(config.storage.path)
-    new = not path.exists()
+    if path.exists():
+        return path
     relative = "" if path.is_absolute() else f" (storage.path {path} is relative to {Path.cwd()})"
-    if new and not create:
-        hint = (
-            "run the command from the service's folder, or make storage.path absolute"
-            if relative
-            else "the service makes it when it first starts"
-        )
-        raise WatchbridgeError(
-            f"no database at {path.resolve()}{relative}: is this the config the service runs "
-            f"with? ({hint})"
-        )
-    store = Store.open(path, config.storage.durability, config.storage.busy_timeout)
-    if new:
+    if create:
         click.echo(f"watchbridge: a new database at {path.resolve()}{relative}", err=True)
-    return store
+        return path
+    hint = (
+        "run the command from the service's folder, or make storage.path absolute"
+        if relative
+        else "the service makes it when it first starts"
+    )
+    raise WatchbridgeError(
+        f"no database at {path.resolve()}{relative}: is this the config the service runs "
+        f"with? ({hint})"
+    )
 
 
 def _delivery(item: OutboxItem, when: float, what: str) -> str:
@@ -565,7 +571,7 @@ def sync(
         names = [n for n in names if "anilist" in config.links[n].services]
     if not names:
         raise WatchbridgeError(f"no link to sync: add one under links in {config.source}")
-    _open_store(config, create=True).close()  # says so when the database is new
+    _database(config, create=True)  # says so when the database is new
     runtime = build_runtime(config)
     runtime.open()
     failed = []

@@ -30,6 +30,7 @@ from watchbridge.deliver.worker import (
     Retry,
     enriched,
     per_profile,
+    service_hold,
     unsure,
 )
 from watchbridge.http import Unavailable
@@ -146,8 +147,7 @@ class SerializdTarget:
         if isinstance(exc, SerializdAuthError):
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False)
         if isinstance(exc, Unavailable):  # SerializdUnavailable (bot checkpoint) included
-            spends = exc.answered and exc.outcome_unknown
-            return Hold(exc.message, exc.retry_after or self.config.retry_after, spends=spends)
+            return service_hold(exc, self.config.retry_after)
         if isinstance(exc, SerializdError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Serializd", exc_info=exc)

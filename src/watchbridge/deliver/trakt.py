@@ -23,6 +23,7 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     per_profile,
+    service_hold,
     unsure,
 )
 from watchbridge.http import RateLimited, Unavailable
@@ -144,8 +145,7 @@ class TraktTarget:
         if isinstance(exc, RateLimited):
             return Hold(exc.message, exc.retry_after or 60)
         if isinstance(exc, Unavailable):
-            spends = exc.answered and exc.outcome_unknown
-            return Hold(exc.message, exc.retry_after or self.config.retry_after, spends=spends)
+            return service_hold(exc, self.config.retry_after)
         if isinstance(exc, TraktError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Trakt", exc_info=exc)

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from watchbridge.app import Runtime
 from watchbridge.config import DeliveryConfig
+from watchbridge.http import Unavailable
 from watchbridge.ids import Enricher, Need
 from watchbridge.model import MediaRef
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store
@@ -149,6 +150,14 @@ def unsure(outcome: Outcome) -> Outcome:
     if isinstance(outcome, Hold | Retry) and not outcome.reason.startswith(UNKNOWN_OUTCOME):
         return replace(outcome, reason=f"{UNKNOWN_OUTCOME}: {outcome.reason}")
     return outcome
+
+
+def service_hold(exc: Unavailable, retry_after: float) -> Hold:
+    """The hold for a service that cannot take deliveries now. A write it answered with a
+    server error (possibly after writing) may be the request's own fault: its rows spend."""
+    return Hold(
+        exc.message, exc.retry_after or retry_after, spends=exc.answered and exc.outcome_unknown
+    )
 
 
 def _gave_up(attempts: int, reason: str) -> str:
@@ -293,14 +302,14 @@ class DeliveryWorker:
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
+            # A spending hold ends by attempts only: by age, a backlog held through a week-long
+            # outage would die at its first error after it.
+            last_try = item.attempts + 1 >= self.config.max_attempts
+            spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
             if isinstance(outcome, Delivered):
                 delivered_for.add(item.profile)
                 settled.append(Settlement(item.id, "done"))
-            # A spending hold ends by attempts only: by age, a backlog held through a week-long
-            # outage would die at its first error after it.
-            elif isinstance(outcome, Hold) and not (
-                outcome.spends and item.attempts + 1 >= self.config.max_attempts
-            ):
+            elif isinstance(outcome, Hold) and not spent_hold:
                 held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
                 after = outcome.after
@@ -311,8 +320,8 @@ class DeliveryWorker:
                 )
                 if outcome.alert:
                     alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
-            elif isinstance(outcome, Dead | Hold) or self._exhausted(item, now):
-                reason = outcome.reason if isinstance(outcome, Dead | Retry | Hold) else ""
+            elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
+                reason = outcome.reason
                 if not isinstance(outcome, Dead):
                     reason = _gave_up(item.attempts + 1, reason)
                 settled.append(Settlement(item.id, "dead", None, reason))
