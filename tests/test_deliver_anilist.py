@@ -18,7 +18,9 @@ from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
 from watchbridge.config import AniListConfig, JellyfinConfig, Secret, parse_config
 from watchbridge.deliver.anilist import (
+    NAME,
     REWATCH_WAIT,
+    SKIPPED,
     AniListTarget,
     IndexReverse,
     Reverse,
@@ -30,6 +32,7 @@ from watchbridge.deliver.anilist import (
     rating_write,
     removal_write,
     season_owner,
+    skipped_titles,
 )
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
@@ -384,6 +387,48 @@ async def test_a_show_that_is_not_anime_is_done_without_a_request(
     assert runtime.store.outbox_counts()["done"] == 1
     assert fake.requests == []
     assert unmatched_records(runtime.store, ["me"]) == []
+
+
+async def test_a_play_of_an_anime_too_new_for_the_datasets_lands_once_a_refresh_maps_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    brand_new = 4242
+    enqueue(runtime, "play", episode(1, show=brand_new), clock() - 60, live=True)
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts()["done"] == 1  # skipped as "not anime" for now
+    assert fake.snapshot() == {}
+    assert skipped(runtime) == [("Re:Zero", "tmdb 4242", 1)]  # `anime unmatched` names it
+
+    LATER[(str(brand_new), 1, 1)] = (PART_2, 1)  # the datasets catch up
+    clock.now += 2 * 3600
+    enqueue(runtime, "play", episode(2, show=1396), clock())  # anything for AniList
+    await drain(worker, runtime)
+    clock.now += 2 * 3600
+    enqueue(runtime, "play", episode(3, show=1396), clock())
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 1
+    assert len([r for r in fake.requests if b"SaveMediaListEntry" in r.body]) == 1
+    assert [ids for _, ids, _ in skipped(runtime)] == ["tmdb 1396"]  # the mapped one is gone
+
+
+def skipped(runtime: Runtime) -> list[tuple[str, str, int]]:
+    return skipped_titles(runtime.store.mirror_get(NAME, "me", SKIPPED))
+
+
+async def test_a_skipped_play_stops_waiting_for_the_datasets_after_a_month(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(1, show=4242), clock() - 60, live=True)
+    await drain(worker, runtime)
+    clock.now += 31 * DAY
+    enqueue(runtime, "play", episode(2, show=1396), clock())
+    await drain(worker, runtime)  # the look at the skipped rows forgets it
+
+    LATER[("4242", 1, 1)] = (PART_2, 1)
+    clock.now += 2 * 3600
+    enqueue(runtime, "play", episode(3, show=1396), clock())
+    await drain(worker, runtime)
+    assert fake.snapshot() == {}
 
 
 async def test_an_anime_episode_that_cannot_be_mapped_is_reported_not_guessed(

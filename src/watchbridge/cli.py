@@ -893,10 +893,21 @@ def anime_explain(config_path: str | None, anilist_id: int, offline: bool) -> No
 def anime_unmatched(config_path: str | None) -> None:
     """List AniList entries and plays that could not be mapped, and why."""
     from watchbridge.anime_data import unmatched_records
+    from watchbridge.deliver.anilist import NAME, SKIPPED, skipped_titles
 
     config = _load(config_path)
+    profiles = list(config.profiles) or ["default"]
     with _open_store(config) as store:
-        records = unmatched_records(store, list(config.profiles) or ["default"])
+        records = unmatched_records(store, profiles)
+        skipped = {p: skipped_titles(store.mirror_get(NAME, p, SKIPPED)) for p in profiles}
+    for profile, titles in skipped.items():
+        if titles:
+            click.echo(
+                f"{profile}: webhook plays of titles in no mapping dataset, skipped as not anime "
+                "(queued again if a dataset refresh or an override maps them within 30 days):"
+            )
+        for title, ids, plays in titles:
+            click.echo(f"  {title!r} ({ids or 'no ids'}): {plays} play{'s' * (plays != 1)}")
     if not records:
         click.echo("nothing unmatched")
         return

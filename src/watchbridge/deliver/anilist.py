@@ -34,7 +34,10 @@ TMDB), where no seasonal range holds it, is counted to its absolute number on a 
 (`watchbridge.anime_seasons`): the list of the other side of the row's link, for a webhook's
 row Trakt's, else Serializd's. While no list can be read the row is tried again hourly.
 
-Items that are not anime (in no mapping dataset) from a webhook are done at once with a note.
+Items that are not anime (in no mapping dataset) from a webhook are done at once with a note,
+but the row is kept aside for a month (`SKIPPED`): fresh anime often reach the datasets only
+days or weeks after they air (reference anime-mapping.md), so at most hourly the kept rows are
+resolved again and those the mapping (or an override) now places are queued again.
 Anime that cannot be mapped are recorded for `watchbridge anime unmatched`; where a dataset
 refresh may map them (a new season, an episode past every range, two entries claiming it) the
 row is tried again a day later, and gives up (a dead letter) after `delivery.max_age`. A row
@@ -68,7 +71,7 @@ from watchbridge.deliver.worker import (
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher
-from watchbridge.model import MediaRef, ref_from_dict
+from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import (
     AniListAuthError,
@@ -82,7 +85,7 @@ from watchbridge.services.anilist import (
     entry_from_dict,
     entry_to_dict,
 )
-from watchbridge.store import OutboxItem, Store
+from watchbridge.store import NewOutboxRow, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,10 @@ MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dat
 # Unmatched codes a dataset refresh (or an override) may turn into a mapping.
 REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
 SEASONS_RETRY = 3600.0  # a play waiting for a season list that could not be read
+# mirror: a skipped webhook row's idempotency key -> the row (see `recheck_skipped`)
+SKIPPED = "skipped_not_anime"
+SKIPPED_KEEP = 30 * 86400.0  # how long a skipped row waits for the datasets to catch up
+RECHECK_EVERY = 3600.0  # seconds between two looks at the skipped rows of a profile
 LIVE_REWATCH = 7 * 86400.0  # a webhook play this recent of a finished entry is a new viewing
 REWATCH_WAIT = 300.0  # a link's later episode of a rewatch waits this long once for episode 1
 WESTMOST = 12 * 3600.0  # a day ends this long after midnight UTC in the furthest time zone
@@ -411,6 +418,54 @@ def index_reverse(index: AnimeIndex, seasons: AbsoluteSeasons | None = None) -> 
     return IndexReverse(index, seasons)
 
 
+def recheck_skipped(
+    skipped: Mapping[str, Mapping[str, Any]], reverse: Reverse, now: float
+) -> tuple[list[NewOutboxRow], list[str]]:
+    """Skipped "not anime" rows (by idempotency key) the mapping places now, as rows to queue
+    again, and the keys to forget: those, the expired and the unreadable."""
+    again: list[NewOutboxRow] = []
+    forget: list[str] = []
+    for key, kept in skipped.items():
+        try:
+            payload = dict(kept["payload"])
+            item = ref_from_dict(payload["item"])
+            fresh = now - float(payload["skipped_at"]) < SKIPPED_KEEP
+            row = NewOutboxRow(
+                NAME,
+                str(kept["profile"]),
+                str(kept["action"]),
+                payload,
+                str(kept["ordering_key"]),
+                f"{key}:mapped",
+            )
+        except (KeyError, TypeError, ValueError):
+            forget.append(key)
+            continue
+        found = reverse(item)
+        if not isinstance(found, Unmatched) or found.code != "unknown":
+            again.append(row)  # mapped now, or anime the normal path can report
+            forget.append(key)
+        elif not fresh:
+            forget.append(key)
+    return again, forget
+
+
+def skipped_titles(skipped: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, int]]:
+    """(title, its ids, plays) per title of the skipped rows, for `watchbridge anime
+    unmatched`: an anime among them needs an override naming those ids."""
+    titles: dict[tuple[str, str], int] = {}
+    for kept in skipped.values():
+        try:
+            item = ref_from_dict(kept["payload"]["item"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        ids = item.show_ids if item.kind == "episode" else item.ids
+        title = (item.show_title if item.kind == "episode" else item.title) or "?"
+        named = ", ".join(f"{name} {value}" for name, value in ids.present().items())
+        titles[(title, named)] = titles.get((title, named), 0) + 1
+    return sorted((title, named, n) for (title, named), n in titles.items())
+
+
 # --------------------------------------------------------------------------- the target
 
 
@@ -436,6 +491,7 @@ class AniListTarget:
         self.reverse = reverse
         self.seasons = seasons
         self.enricher = enricher  # finds the show ids webhooks leave out
+        self._rechecked_at: dict[str, float] = {}  # profile -> last look at its skipped rows
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -484,6 +540,7 @@ class AniListTarget:
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
         shared = await self.reverse()
+        await self._recheck_skipped(profile, shared)
         entries: dict[int, ListEntry] | None = None
         targets: dict[int, tuple[MediaRef, tuple[int, int]]] = {}
         unknown: list[tuple[OutboxItem, MediaRef, Unmatched]] = []
@@ -579,7 +636,8 @@ class AniListTarget:
         module doc); a webhook's is done when a refresh cannot help, else tried again."""
         link = "link" in row.payload
         if why.code == "unknown" and not link:
-            return Delivered("not anime (in no mapping dataset): skipped")
+            await self._keep_skipped(profile, row, item)
+            return Delivered("not anime (in no mapping dataset): skipped, checked again later")
         from watchbridge.anime_data import note_unmatched
 
         await asyncio.to_thread(
@@ -653,6 +711,34 @@ class AniListTarget:
             await self._save(profile, write, current, entries, allow_lower=True)
             return Delivered(f"progress lowered to {episode - 1}")
         return Dead(f"unknown action {row.action!r} for AniList")
+
+    async def _keep_skipped(self, profile: str, row: OutboxItem, item: MediaRef) -> None:
+        now = self.clock()
+        # The item as enriched (its show ids); a row queued again keeps its first skip's time.
+        payload = row.payload | {"item": ref_to_dict(item)}
+        payload.setdefault("skipped_at", now)
+        kept = {
+            "profile": profile,
+            "action": row.action,
+            "payload": payload,
+            "ordering_key": row.ordering_key,
+        }
+        key = row.idempotency_key
+        await asyncio.to_thread(self.store.mirror_put, NAME, profile, SKIPPED, {key: kept}, now)
+
+    async def _recheck_skipped(self, profile: str, reverse: Reverse) -> None:
+        """At most hourly: queue again the skipped rows whose items the mapping places now."""
+        now = self.clock()
+        if now - self._rechecked_at.get(profile, -RECHECK_EVERY) < RECHECK_EVERY:
+            return
+        self._rechecked_at[profile] = now
+        skipped = await asyncio.to_thread(self.store.mirror_get, NAME, profile, SKIPPED)
+        again, forget = recheck_skipped(skipped, reverse, now)
+        if again:
+            await asyncio.to_thread(self.store.enqueue, again, now)
+            log.info("anime mapped after a dataset refresh", extra={"rows": len(again)})
+        if forget:
+            await asyncio.to_thread(self.store.mirror_remove, NAME, profile, SKIPPED, forget)
 
     async def _repeat_sent(self, profile: str, row: OutboxItem) -> int | None:
         # Keyed by the idempotency key: row ids come back after old rows are pruned.
