@@ -20,6 +20,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
+from watchbridge.sync import run_link
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -31,6 +32,8 @@ def runtime_for(
     serializd: FakeSerializd,
     receiver: AlertReceiver,
     interval: float,
+    first_run: str = "apply",
+    more_profiles: str = "",
 ) -> Runtime:
     config = parse_config(
         f"""
@@ -44,8 +47,9 @@ profiles:
     accounts:
       trakt: {{}}
       serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+{more_profiles}
 links:
-  ts: {{services: [trakt, serializd], first_run: apply}}
+  ts: {{services: [trakt, serializd], first_run: {first_run}}}
 """,
         Path("watchbridge.yaml"),
         {},
@@ -157,3 +161,48 @@ async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_comma
         held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
         assert "--confirm-removals" in str(held.get("message"))
         assert len(serializd.diary()) == 2  # nothing removed
+
+
+async def test_a_first_run_waiting_for_review_alerts_with_the_review_command(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 0.05, first_run="dry-run")
+    async with scheduled(runtime):
+        await until(lambda: bool(receiver.messages))
+        await asyncio.sleep(0.3)
+    (alert,) = receiver.messages  # throttled: once
+    assert alert["title"] == "watchbridge: link ts waits for your review"
+    assert "`watchbridge sync --link ts --dry-run`" in str(alert["message"])
+
+
+BOB = ("bob@example.com", "bobs password", "bob_tv")
+WITH_BOB = f"""
+  bob:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {BOB[0]}, password: "{BOB[1]}"}}
+"""
+
+
+async def test_a_profile_added_later_waits_for_its_review_without_stopping_the_others(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    bob_serializd = serializd.add_user(*BOB)
+    serializd.log_entry(bob_serializd, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 3600, first_run="dry-run")
+    await run_link(runtime.config, runtime.store, "ts", yes=True)  # me's reviewed first run
+    runtime.close()
+
+    runtime = runtime_for(
+        tmp_path, trakt, serializd, receiver, 0.1, first_run="dry-run", more_profiles=WITH_BOB
+    )
+    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=trakt.add_user("bob"))
+    serializd.log_entry(None, 1396, 1, 5, backdate="2024-01-05T20:00:00.000Z")  # me watches
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: (1, 5) in [(h.item.season, h.item.number) for h in trakt.history()])
+        await until(lambda: bool(receiver.messages))
+        bob_rows = runtime.store.db.execute("SELECT COUNT(*) FROM outbox WHERE profile = 'bob'")
+        assert bob_rows.fetchone()[0] == 0  # bob's first plan waits for the review
+    assert "first sync of links.ts for bob" in str(receiver.messages[0]["message"])

@@ -45,6 +45,7 @@ class SyncScheduler:
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
         interval = runtime.config.links[name].interval
         failures = 0
+        reviewing = False  # a first run waits for a review: the user was told
         delay = jittered(self.first_delay)
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
@@ -70,6 +71,15 @@ class SyncScheduler:
                 log.warning(
                     "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
                 )
+                reviewing = True
+                for wake in runtime.on_enqueued:  # the link's other profiles may have queued
+                    wake()
+                await runtime.notifier.notify(
+                    "sync_failing",
+                    f"watchbridge: link {name} waits for your review",
+                    exc.message,
+                    key=f"{name}:review",
+                )
                 continue
             except Exception as exc:
                 failures += 1
@@ -87,7 +97,10 @@ class SyncScheduler:
                 continue
             if failures:
                 await runtime.notifier.resolve("sync_failing", f"link {name} syncs again", key=name)
-            failures = 0
+            if reviewing:
+                message = f"link {name} syncs every profile again"
+                await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
+            failures, reviewing = 0, False
             for held in result.held:
                 await runtime.notifier.notify(
                     "sync_failing",

@@ -521,11 +521,14 @@ async def run_link(
             metrics=metrics,
         )
         link = with_direction(config.links[name], name, direction)
+        # A profile's first run may wait for a review; the link's other profiles go on.
+        waiting = set() if dry_run else awaiting_review(link, plans, yes)
+        applying = [p for p in plans if p.profile not in waiting]
 
         async def lists() -> ListsRun:
             if narrowing is not None or not wants_lists(link):
                 return ListsRun()
-            listings = {p.profile: p.listings for p in plans}
+            listings = {p.profile: p.listings for p in applying}
             return await run_lists(
                 config,
                 store,
@@ -542,18 +545,8 @@ async def run_link(
         if dry_run:
             store.finish_run(run_id, clock(), "dry-run", plan_counts(plans), calls)
             return RunResult(plans, calls, lists=await lists())
-        if (
-            link.first_run == "dry-run"
-            and not yes
-            and any(p.first_run and p.plan.actions for p in plans)
-        ):
-            raise NeedsReview(
-                f"this is the first sync of links.{name}: review the plan "
-                f"(`watchbridge sync --link {name} --dry-run`), then run "
-                f"`watchbridge sync --link {name} --yes` (or set links.{name}.first_run: apply)"
-            )
         queued, skipped, held = 0, 0, []
-        for result in plans:
+        for result in applying:
             applied = await asyncio.to_thread(
                 apply_plan, store, link, name, result, confirm_removals, clock()
             )
@@ -562,17 +555,39 @@ async def run_link(
             if applied.held:
                 held.append(f"{result.profile}: {applied.held}")
         listed = await lists()
+        if waiting:
+            message = review_message(name, waiting, everyone=not applying)
+            store.finish_run(run_id, clock(), "needs-review", plan_counts(applying), calls, message)
+            raise NeedsReview(message)
         outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed)
         error = "; ".join(listed.errors) or None
         store.finish_run(run_id, clock(), outcome.outcome, plan_counts(plans), calls, error)
         return outcome
+    except NeedsReview:
+        raise  # recorded above, with what the other profiles queued
     except BaseException as exc:
-        outcome_name = "needs-review" if isinstance(exc, NeedsReview) else "failed"
         error = exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__
-        store.finish_run(run_id, clock(), outcome_name, {}, 0, error)
+        store.finish_run(run_id, clock(), "failed", {}, 0, error)
         raise
     finally:
         heartbeat.cancel()
+
+
+def awaiting_review(link: Link, plans: Sequence[ProfilePlan], yes: bool) -> set[str]:
+    """Profiles whose first run would write on a link whose `first_run` is `dry-run`."""
+    if link.first_run != "dry-run" or yes:
+        return set()
+    return {p.profile for p in plans if p.first_run and p.plan.actions}
+
+
+def review_message(name: str, profiles: set[str], everyone: bool) -> str:
+    whose = "" if everyone else f" for {', '.join(sorted(profiles))}"
+    others = "" if everyone else "; the link's other profiles sync as usual meanwhile"
+    return (
+        f"this is the first sync of links.{name}{whose}: review the plan "
+        f"(`watchbridge sync --link {name} --dry-run`), then run "
+        f"`watchbridge sync --link {name} --yes` (or set links.{name}.first_run: apply){others}"
+    )
 
 
 async def _heartbeat(store: Store, run_id: int, clock: Callable[[], float]) -> None:
