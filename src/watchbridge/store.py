@@ -771,10 +771,19 @@ class Store:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions`, finished sync runs after `keep_runs` (each link's last
         one stays for `status`), and expired id lookups. Pending and dead rows are never
-        pruned."""
+        pruned, nor a link's delivered add of a play its baseline still lists as expected:
+        that row is how the next full read tells a play removed there from one on its way."""
         with self.transaction() as conn:
             done = conn.execute(
-                "DELETE FROM outbox WHERE status = 'done' AND updated_at < ?", (now - keep_done,)
+                "DELETE FROM outbox AS o WHERE status = 'done' AND updated_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM mirror m WHERE m.service = o.target"
+                " AND m.profile = o.profile"
+                " AND m.collection = 'link:' || json_extract(o.payload, '$.link') || ':plays'"
+                " AND m.item_key >= 'expect:' AND m.item_key < 'expect;'"  # an index range
+                " AND json_extract(m.data, '$.at') = json_extract(o.payload, '$.at')"
+                " AND instr(o.idempotency_key, o.profile || ':' || o.target || ':sync:add_play:'"
+                " || json_extract(m.data, '$.item') || ':') = 1)",
+                (now - keep_done,),
             ).rowcount
             events = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND id NOT IN"
@@ -972,7 +981,8 @@ class Store:
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
         """Sorted idempotency keys of the rows delivered to `target` for `profile` that start
-        with `prefix` (delivered rows are kept a week, see maintenance)."""
+        with `prefix` (delivered rows are kept a week, see maintenance; a link's add of a play
+        it still expects, until the play is settled: see `prune`)."""
         rows = self._query(
             "SELECT idempotency_key AS k FROM outbox WHERE status = 'done' AND profile = ?"
             " AND target = ? AND substr(idempotency_key, 1, ?) = ? ORDER BY idempotency_key",
