@@ -346,7 +346,7 @@ async def test_show_seasons_give_season_ids_and_episode_counts(
 ) -> None:
     seasons = await client.show_seasons(1396)
     assert seasons.ids[1] == 3572 and seasons.episodes == {0: 11, 1: 7, 2: 13, 3: 13, 4: 13, 5: 16}
-    assert await client.season_episodes(1396, 1) == list(range(1, 8))
+    assert list(await client.season_episodes(1396, 1)) == list(range(1, 8))
 
 
 async def test_watchlist_reads_every_page_sorted_by_date_added(
@@ -459,11 +459,13 @@ async def test_sample_currently_watching_page_parses() -> None:
     assert parse_show_page(data, "currently watching page 1") == ([65942], 1)
 
 
-async def test_sample_show_and_season_give_episode_counts_and_numbers() -> None:
+async def test_sample_show_and_season_give_episode_counts_numbers_and_ids() -> None:
     seasons = parse_show_seasons(load("show-1396.json"))
     assert (seasons.ids[1], seasons.episodes[1]) == (3572, 7)
-    assert parse_season_episodes(load("season-1396-1.json")) == list(range(1, 8))
-    assert parse_season_episodes(load("season-empty-response.json")) == []
+    episodes = parse_season_episodes(load("season-1396-1.json"))
+    assert list(episodes) == list(range(1, 8))
+    assert (episodes[1], episodes[7]) == (62085, 62091)  # TMDB episode ids
+    assert parse_season_episodes(load("season-empty-response.json")) == {}
 
 
 async def test_sample_diary_page_parses() -> None:

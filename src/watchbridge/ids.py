@@ -507,6 +507,23 @@ class Enricher:
                     return Enriched(found)
         return Enriched(item, problem or not_known(server, item, need))
 
+    async def episode_tmdb(self, item: MediaRef) -> int | None:
+        """An episode's own TMDB id: from the item, else (best effort, cached) from Trakt's id
+        search by the episode's other ids; None when nobody says."""
+        if _digits(item.ids.tmdb):
+            return int(item.ids.tmdb or 0)
+        if self.trakt is None or item.kind != "episode" or not lookups(item):
+            return None
+        try:
+            found = await self.trakt.resolve(item)
+        except ServiceError as exc:
+            log.warning(
+                "trakt id search failed", extra={"item": item.describe(), "problem": exc.message}
+            )
+            return None
+        tmdb = found.ids.tmdb if found is not None else None
+        return int(tmdb) if tmdb is not None and _digits(tmdb) else None
+
     async def _ask(
         self, server: str, item: MediaRef, need: Need
     ) -> tuple[MediaRef, Problem | None]:

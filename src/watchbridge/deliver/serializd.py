@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge import ratings
@@ -54,6 +54,8 @@ PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of en
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episodes"} by season
 SEASONS_TTL = 7 * 86400.0
+EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {number: TMDB episode id}
+EPISODES_TTL = 86400.0
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -251,6 +253,8 @@ class SerializdTarget:
         if waiting is not None:
             return waiting
         try:
+            if item.kind == "episode" and "link" not in row.payload:
+                item = await self._numbered_by_tmdb(item)
             place = await self._place(item)
             if isinstance(place, Retry):
                 return place
@@ -488,6 +492,32 @@ class SerializdTarget:
                 return entry
         return None
 
+    async def _numbered_by_tmdb(self, item: MediaRef) -> MediaRef:
+        """A webhook's episode with TMDB's season and number, which Serializd keys episodes
+        by. A media server numbers episodes in its library's order (TVDB's aired, DVD or
+        absolute order, or TMDB's), so the episode's own TMDB id, where the webhook or Trakt's
+        id search gives one, is looked up in the show's Serializd seasons. Without one, or
+        when no season holds it, the numbers stay as sent."""
+        show = item.show_ids.tmdb
+        if not (show and show.isdigit()) or item.season is None or item.number is None:
+            return item
+        if self.enricher is not None:
+            episode_id = await self.enricher.episode_tmdb(item)
+        else:
+            episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
+        if episode_id is None:
+            return item
+        found = await find_episode(
+            self.client, self.store, int(show), episode_id, item.season, self.clock
+        )
+        if found is None or found == (item.season, item.number):
+            return item
+        log.info(
+            "episode renumbered as TMDB numbers it",
+            extra={"item": item.describe(), "season": found[0], "number": found[1]},
+        )
+        return replace(item, season=found[0], number=found[1], absolute=None)
+
     async def _place(self, item: MediaRef) -> Place | Retry:
         """The item's Serializd coordinates, or a Retry when they cannot be known yet."""
         tmdb = item.ids.tmdb if item.kind == "show" else item.show_ids.tmdb
@@ -576,6 +606,65 @@ async def show_seasons(
     }
     await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
     return seasons
+
+
+async def find_episode(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    episode_id: int,
+    season: int,
+    clock: Callable[[], float],
+) -> tuple[int, int] | None:
+    """(season, number) of a TMDB episode id in a show's Serializd seasons: the season the
+    sender named first, then the others. Each season's listing is cached for a day and read
+    again once when only cached listings were searched (a new episode airs); an id no season
+    holds is remembered for a day, so its plays cost no more reads."""
+    missing = f"{show_id}:missing:{episode_id}"
+    if (await asyncio.to_thread(store.cache_get, EPISODES_CACHE, missing, clock()))[0]:
+        return None
+    seasons = await season_map(client, store, show_id, clock)
+    order = sorted(seasons, key=lambda n: (n != season, n == 0, n))  # specials last
+    for fresh in (False, True):
+        cached_any = False
+        for number in order:
+            episodes, cached = await season_episodes(client, store, show_id, number, clock, fresh)
+            cached_any |= cached
+            where = episode_at(episodes, episode_id)
+            if where is not None:
+                return number, where
+        if not cached_any:
+            break
+    await asyncio.to_thread(store.cache_put, EPISODES_CACHE, missing, True, clock(), EPISODES_TTL)
+    return None
+
+
+def episode_at(episodes: dict[int, int | None], episode_id: int) -> int | None:
+    return next((n for n, found in episodes.items() if found == episode_id), None)
+
+
+async def season_episodes(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    number: int,
+    clock: Callable[[], float],
+    fresh: bool = False,
+) -> tuple[dict[int, int | None], bool]:
+    """One season's episodes (number -> TMDB episode id) and whether they came from the
+    cache; a season Serializd does not know has none."""
+    lookup = f"{show_id}:{number}"
+    if not fresh:
+        hit, cached = await asyncio.to_thread(store.cache_get, EPISODES_CACHE, lookup, clock())
+        if hit and isinstance(cached, dict):
+            return {int(n): (int(i) if i is not None else None) for n, i in cached.items()}, True
+    try:
+        episodes = await client.season_episodes(show_id, number)
+    except SerializdItemError:
+        episodes = {}
+    value = {str(n): i for n, i in episodes.items()}
+    await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, value, clock(), EPISODES_TTL)
+    return episodes, False
 
 
 def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:

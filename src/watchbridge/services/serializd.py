@@ -296,13 +296,18 @@ def parse_show_seasons(show: Any) -> ShowSeasons:
     return ShowSeasons(ids, episodes)
 
 
-def parse_season_episodes(data: Any) -> list[int]:
-    """`GET /api/show/{id}/season/{n}` -> its episode numbers (none for an empty season)."""
+def parse_season_episodes(data: Any) -> dict[int, int | None]:
+    """`GET /api/show/{id}/season/{n}` -> its episodes: number -> TMDB episode id (None when
+    the row has none); empty for an announced season."""
     rows = data.get("episodes") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise SerializdError(SERVICE, "the season answer has no `episodes` list")
-    numbers = (whole(row.get("episodeNumber")) for row in rows if isinstance(row, dict))
-    return sorted({n for n in numbers if n is not None})
+    episodes: dict[int, int | None] = {}
+    for row in rows:
+        number = whole(row.get("episodeNumber")) if isinstance(row, dict) else None
+        if number is not None:
+            episodes[number] = whole(row.get("episodeId"))
+    return dict(sorted(episodes.items()))
 
 
 def parse_diary_entry(row: Any) -> DiaryEntry | None:
@@ -776,9 +781,9 @@ class SerializdClient:
         self._check(response, what)
         return parse_show_seasons(self._json(response, what))
 
-    async def season_episodes(self, show_id: int, season_number: int) -> list[int]:
-        """The episode numbers of one season (`GET /api/show/{id}/season/{n}`, §4): for when
-        the show answer gives no episode count."""
+    async def season_episodes(self, show_id: int, season_number: int) -> dict[int, int | None]:
+        """One season's episodes, number -> TMDB episode id (`GET /api/show/{id}/season/{n}`,
+        §4): for when the show answer gives no episode count, and to find an episode by id."""
         what = f"show {show_id} season {season_number}"
         response = await self._send("", "GET", f"/api/show/{show_id}/season/{season_number}")
         self._check(response, what)
