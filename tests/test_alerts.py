@@ -280,6 +280,78 @@ async def test_one_failing_destination_fails_the_send_but_others_still_receive(
     assert titles(receiver) == ["Trakt login rejected"]
 
 
+async def test_a_failed_alert_is_sent_again_by_its_next_report_after_a_minute(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    receiver.fail_next(1, 500)
+    results = [await notifier.notify("sync_failing", "trakt<->plex failing", "body", "main")]
+    for _ in range(2):
+        clock.advance(30)
+        results.append(
+            await notifier.notify("sync_failing", "trakt<->plex failing", "body", "main")
+        )
+
+    assert results == ["failed", "suppressed", "sent"]
+    assert titles(receiver) == ["trakt<->plex failing"]
+
+
+async def test_a_failed_one_off_alert_goes_out_with_the_next_alert(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    receiver.fail_next(1, 500)
+    await notifier.notify("dead_letter", "a trakt delivery gave up", "body", key="trakt")
+
+    clock.advance(60)
+    await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt")
+
+    assert titles(receiver) == ["a trakt delivery gave up", "Trakt login rejected"]
+
+
+async def test_a_failed_recovery_is_sent_by_a_resolve_after_a_minute(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    await notifier.notify("service_unreachable", "Plex unreachable", "body", key="plex")
+    receiver.fail_next(1, 500)
+    results = [await notifier.resolve("service_unreachable", "Plex is back", key="plex")]
+    for _ in range(2):
+        clock.advance(30)
+        results.append(await notifier.resolve("service_unreachable", "Plex is back", key="plex"))
+
+    assert results == ["failed", "suppressed", "sent"]
+    assert titles(receiver) == ["Plex unreachable", "Resolved: Plex unreachable"]
+
+
+async def test_no_recovery_is_sent_for_an_alert_that_never_got_through(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    receiver.fail_next(1, 500)
+    await notifier.notify("service_unreachable", "Plex unreachable", "body", key="plex")
+
+    clock.advance(60)
+    result = await notifier.resolve("service_unreachable", "Plex is back", key="plex")
+
+    assert result == "not_raised"
+    assert receiver.messages == []
+
+
+async def test_a_failed_alert_whose_condition_cleared_is_not_sent_again(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    receiver.fail_next(1, 500)
+    await notifier.notify("service_unreachable", "Plex unreachable", "body", key="plex")
+    await notifier.resolve("service_unreachable", "Plex is back", key="plex")
+
+    clock.advance(60)
+    await notifier.notify("dead_letter", "a trakt delivery gave up", "body", key="trakt")
+
+    assert titles(receiver) == ["a trakt delivery gave up"]
+
+
 # --------------------------------------------------------------------------- invalid URLs
 
 

@@ -20,7 +20,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.sync import run_link
+from watchbridge.sync import LinkBusy, run_link
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -161,6 +161,33 @@ async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_comma
         held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
         assert "--confirm-removals" in str(held.get("message"))
         assert len(serializd.diary()) == 2  # nothing removed
+
+
+async def confirm_removals(runtime: Runtime) -> None:
+    while True:  # the scheduler's own run may hold the link for a moment
+        with contextlib.suppress(LinkBusy):
+            await run_link(runtime.config, runtime.store, "ts", confirm_removals=True)
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_held_removals_once_confirmed_send_the_resolved_notice(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    show = trakt.shows[0]
+    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
+    with trakt.lock:
+        trakt.add_history(show.seasons[1].episodes[1], recent)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+        with trakt.lock:
+            trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
+            trakt._touch(trakt.user, "episodes.watched_at")
+        await until(lambda: any("holds removals" in t for t in receiver.titles()))
+        await confirm_removals(runtime)  # `watchbridge sync --confirm-removals`
+        await until(lambda: "Resolved: watchbridge: link ts holds removals" in receiver.titles())
 
 
 async def test_a_first_run_waiting_for_review_alerts_with_the_review_command(

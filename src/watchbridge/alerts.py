@@ -28,6 +28,7 @@ DISABLED = "disabled"
 NOT_RAISED = "not_raised"  # resolve() only: nothing was raised, so there is nothing to resolve
 
 DEFAULT_TIMEOUT = 10.0
+RETRY_FAILED = 60.0  # after a failed send, the condition's next send waits this long
 TEST_TITLE = "watchbridge test alert"
 TEST_BODY = "If you can read this, watchbridge alerts reach you."
 
@@ -45,6 +46,7 @@ class Verdict:
     send: bool
     suppressed: int = 0  # reports held back since the previous alert (when send is True)
     since: float = 0.0  # seconds since that previous alert
+    was_open: bool = False  # an earlier alert reached the human, with no recovery since
 
 
 @dataclass
@@ -52,16 +54,22 @@ class _Condition:
     sent_at: float
     suppressed: int = 0
     open: bool = True  # the last notice the human got was the alert, not its recovery
+    failed_at: float | None = None  # when the last send (alert or recovery) failed
+    unsent: bool = False  # the last alert failed: the next report after the back-off sends
 
 
 class AlertBook:
     """Throttle state per (kind, key): at most one alert per window, one recovery per alert.
 
     The window also spans recoveries, so a flapping condition cannot bypass the throttle.
+    A send that failed is taken back (`failed`, `reopen`): the condition's next report or
+    clear sends again, after a back-off of RETRY_FAILED so a channel that is down is not
+    hammered.
     """
 
     def __init__(self, window: float) -> None:
         self.window = window
+        self.backoff = min(RETRY_FAILED, window)
         self._conditions: dict[tuple[str, str], _Condition] = {}
 
     def report(self, kind: str, key: str, now: float) -> Verdict:
@@ -71,32 +79,76 @@ class AlertBook:
         if condition is None:
             self._conditions[kind, key] = _Condition(sent_at=now)
             return Verdict(send=True)
-        if now - condition.sent_at < self.window:
+        if condition.unsent:
+            held = _held(condition, self.backoff, now)
+        else:
+            held = now - condition.sent_at < self.window
+        if held:
             condition.suppressed += 1
             return Verdict(send=False)
-        verdict = Verdict(send=True, suppressed=condition.suppressed, since=now - condition.sent_at)
+        verdict = Verdict(
+            send=True,
+            suppressed=condition.suppressed,
+            since=now - condition.sent_at,
+            was_open=condition.open,
+        )
         self._conditions[kind, key] = _Condition(sent_at=now)
         return verdict
 
-    def clear(self, kind: str, key: str) -> bool:
-        """The condition is over: True when a recovery notice is due (an alert is still open)."""
+    def failed(self, kind: str, key: str, verdict: Verdict, now: float) -> None:
+        """The alert `verdict` allowed was not delivered: take it back, so that the next report
+        after the back-off sends it (still counting what was suppressed before)."""
         condition = self._conditions.get((kind, key))
         if condition is None:
+            return
+        condition.failed_at, condition.unsent = now, True
+        condition.open = verdict.was_open
+        condition.sent_at -= verdict.since
+        condition.suppressed += verdict.suppressed
+
+    def clear(self, kind: str, key: str, now: float | None = None) -> bool:
+        """The condition is over: True when a recovery notice is due (an alert is still open,
+        and no send for it failed within the back-off)."""
+        condition = self._conditions.get((kind, key))
+        if condition is None or not condition.open:
             return False
-        was_open = condition.open
+        if now is not None and _held(condition, self.backoff, now):
+            return False
         condition.open = False
         condition.suppressed = 0
-        return was_open
+        return True
+
+    def reopen(self, kind: str, key: str, now: float) -> None:
+        """The recovery notice `clear` allowed was not delivered: the alert is still open, and
+        the next clear after the back-off owes the recovery again."""
+        condition = self._conditions.setdefault((kind, key), _Condition(sent_at=now))
+        condition.open, condition.failed_at = True, now
+
+    def is_open(self, kind: str, key: str) -> bool:
+        """True when the last notice the human got for the condition is its alert."""
+        condition = self._conditions.get((kind, key))
+        return condition is not None and condition.open
+
+    def owes_recovery(self, kind: str, key: str, now: float) -> bool:
+        """True when `clear` would say a recovery notice is due (and change nothing)."""
+        condition = self._conditions.get((kind, key))
+        return condition is not None and condition.open and not _held(condition, self.backoff, now)
 
     def _forget_closed(self, now: float) -> None:
         # Closed conditions only matter while their window runs; keys may be open-ended.
         stale = [
             ident
             for ident, condition in self._conditions.items()
-            if not condition.open and now - condition.sent_at >= self.window
+            if not condition.open
+            and now - max(condition.sent_at, condition.failed_at or 0) >= self.window
         ]
         for ident in stale:
             del self._conditions[ident]
+
+
+def _held(condition: _Condition, backoff: float, now: float) -> bool:
+    """True while a condition's last failed send holds its next one back."""
+    return condition.failed_at is not None and now - condition.failed_at < backoff
 
 
 # --------------------------------------------------------------------------- sending
@@ -123,6 +175,8 @@ class Notifier:
         self._timeout = timeout
         self._book = AlertBook(config.throttle)
         self._titles: dict[tuple[str, str], str] = {}
+        # Failed alerts by condition: when they failed, their title and body (see notify).
+        self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
 
     @property
@@ -131,29 +185,81 @@ class Notifier:
         return len(self._apprise) > 0
 
     async def notify(self, kind: str, title: str, body: str, key: str = "") -> str:
-        """Raise an alert for condition (kind, key), throttled per `alerts.throttle`."""
+        """Raise an alert for condition (kind, key), throttled per `alerts.throttle`.
+
+        A failed alert does not count as sent: the condition's next report sends it again
+        after RETRY_FAILED, and so does the next notifier call for one never reported again
+        (a dead letter)."""
         if not self.config.wants(kind) or not self._can_send(kind):
             return self._count(kind, DISABLED)
-        verdict = self._book.report(kind, key, self._clock())
+        if self._unsent:
+            await self._send_unsent(skip=(kind, key))
+        return await self._notify(kind, title, body, key)
+
+    async def _notify(self, kind: str, title: str, body: str, key: str) -> str:
+        now = self._clock()
+        verdict = self._book.report(kind, key, now)
         if not verdict.send:
             log.debug("alert %s [%s] suppressed by throttle", kind, key)
             return self._count(kind, SUPPRESSED)
         self._titles[kind, key] = title
+        text = body
         if verdict.suppressed:
-            body += (
+            text += (
                 f"\n\n({_similar(verdict.suppressed)} suppressed"
                 f" in the last {format_span(verdict.since)})"
             )
-        return self._count(kind, await self._send(kind, title, body, apprise.NotifyType.WARNING))
+        result = await self._send(kind, title, text, apprise.NotifyType.WARNING)
+        if result == FAILED:
+            self._book.failed(kind, key, verdict, self._clock())
+            self._unsent[kind, key] = (self._clock(), title, body)
+        else:
+            self._unsent.pop((kind, key), None)
+        return self._count(kind, result)
+
+    async def _send_unsent(self, skip: tuple[str, str] | None = None) -> None:
+        """Send again the failed alerts whose back-off has passed (but `skip`: its own call
+        is about to report it)."""
+        now = self._clock()
+        due = [
+            ident
+            for ident, (failed_at, _, _) in self._unsent.items()
+            if ident != skip and now - failed_at >= self._book.backoff
+        ]
+        for kind, key in due:
+            entry = self._unsent.pop((kind, key), None)
+            if entry is not None:  # not sent meanwhile by a concurrent call
+                await self._notify(kind, entry[1], entry[2], key)
+
+    def raised(self, kind: str, key: str = "") -> bool:
+        """True when `resolve(kind, key)` has something to do now: a recovery notice is due, or
+        a failed alert waits to be sent again. In memory and cheap, for hot paths."""
+        return (kind, key) in self._unsent or self._book.owes_recovery(kind, key, self._clock())
 
     async def resolve(self, kind: str, body: str, key: str = "") -> str:
-        """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised."""
-        if not self._book.clear(kind, key):
+        """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised.
+
+        A failed recovery notice is owed still: the next resolve() after RETRY_FAILED sends it."""
+        self._unsent.pop((kind, key), None)  # over before its failed alert went out: moot
+        if self._unsent:
+            await self._send_unsent()
+        if not self._book.clear(kind, key, self._clock()):
+            if self._book.is_open(kind, key):  # its last send failed moments ago
+                log.debug("recovery %s [%s] held back after a failed send", kind, key)
+                return self._count(kind, SUPPRESSED)
+            self._titles.pop((kind, key), None)  # an alert that never went out, if any
             return NOT_RAISED
-        title = f"Resolved: {self._titles.pop((kind, key), kind)}"
+        alert_title = self._titles.get((kind, key), kind)
         if not self.config.recovery:
+            self._titles.pop((kind, key), None)
             return self._count(kind, DISABLED)
-        return self._count(kind, await self._send(kind, title, body, apprise.NotifyType.SUCCESS))
+        title = f"Resolved: {alert_title}"
+        result = await self._send(kind, title, body, apprise.NotifyType.SUCCESS)
+        if result == FAILED:
+            self._book.reopen(kind, key, self._clock())
+        else:
+            self._titles.pop((kind, key), None)
+        return self._count(kind, result)
 
     async def send_test(self) -> str:
         """A test message for `watchbridge test-alert`; never throttled."""

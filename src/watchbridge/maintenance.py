@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from watchbridge.alerts import FAILED
+from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
 from watchbridge.deliver.worker import SERVICE_ROLE
 from watchbridge.store import CLAIM_LEASE
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 EVERY = 3600.0
 KEEP_DONE = 7 * 86400.0  # delivered rows and their events stay a week, for diagnosis
+# (a link's delivered add stays while the link still expects the play: `Store.prune`)
 KEEP_SESSIONS = 86400.0  # a playback session idle for a day is over
 ALERTED = "alerted"  # cache namespace: alerts already sent, by key
 ALERTED_TTL = 400 * 86400.0  # longer than a token lives
@@ -69,7 +70,8 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
         if alert is None or store.cache_get(ALERTED, alert.key, now)[0]:
             continue
         result = await runtime.notifier.notify("credentials", alert.title, alert.body, alert.key)
-        if result != FAILED:  # a failed one is tried again at the next check
+        # Failed, or suppressed (held back after a failed send): tried again at the next check.
+        if result in (SENT, DISABLED):
             store.cache_put(ALERTED, alert.key, result, now, ALERTED_TTL)
             sent.append(alert.key)
     return sent

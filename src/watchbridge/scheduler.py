@@ -101,6 +101,9 @@ class SyncScheduler:
                 message = f"link {name} syncs every profile again"
                 await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             failures, reviewing = 0, False
+            if not result.held:  # confirmed, or the plays are back: nothing is held now
+                message = f"link {name} holds no removals any more"
+                await runtime.notifier.resolve("sync_failing", message, key=f"{name}:removals")
             for held in result.held:
                 await runtime.notifier.notify(
                     "sync_failing",

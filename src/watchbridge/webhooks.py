@@ -208,6 +208,28 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
     task.add_done_callback(_alerting.discard)
 
 
+# The `webhook_rejects` keys of each source, and those with a "Resolved" notice being sent.
+_REFUSAL_KEYS = {source: tuple(f"{source}:{outcome}" for outcome in REFUSALS) for source in SOURCES}
+_resolving: dict[str, asyncio.Task[str]] = {}
+
+
+def _resolve_refused(runtime: Runtime, source: str) -> None:
+    """A webhook of `source` was accepted: resolve its `webhook_rejects` alerts after answering.
+
+    On the hot path: a few lookups in memory unless a refusal alert is open."""
+    notifier = runtime.notifier
+    for key in _REFUSAL_KEYS[source]:
+        if not notifier.raised("webhook_rejects", key):
+            continue
+        if key in _resolving and not _resolving[key].done():
+            continue  # already on its way
+        body = f"watchbridge takes {source} webhooks again."
+        task = asyncio.get_running_loop().create_task(
+            notifier.resolve("webhook_rejects", body, key=key)
+        )
+        _resolving[key] = task  # also keeps it referenced until it finishes
+
+
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
@@ -336,6 +358,7 @@ async def _webhook(
             wake()
     _count(runtime, source, "accepted", started)
     await _send(send, _json(202, {"status": "accepted", "queued": queued}))
+    _resolve_refused(runtime, source)
 
 
 def ingest_job(
