@@ -4,8 +4,9 @@ Datasets are fetched at run time from upstream (Anime-Lists and Fribb carry no l
 they are never shipped), kept under the data dir next to the database, refreshed when older
 than `services.anilist.mapping_refresh`, and replaced only by a download that parses and is
 not much smaller than the last good copy. When a download fails the cached copy keeps
-working and the failure is logged; when there is no copy yet, or the copy is two refresh periods
-old, it is also handed to `on_problem` (an alert through `alerts.urls` by default).
+working and the failure is logged; when there is no copy yet, or the copy was last confirmed
+current (a download, or a 304: upstream unchanged) two refresh periods ago, it is also handed to
+`on_problem` (an alert through `alerts.urls` by default).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class DatasetStatus:
     rows: int = 0
     fetched_at: float | None = None  # last new copy written
     checked_at: float | None = None  # last time upstream was asked (ok, 304 or failed)
+    ok_at: float | None = None  # last check that went well (a new copy, or a 304: ours is current)
     etag: str | None = None
     last_modified: str | None = None
     error: str | None = None  # the last refresh failed with this; the cache is in use
@@ -163,12 +165,14 @@ class AnimeData:
                     extra={"dataset": status.name, "rows": rows, "bytes": len(body)},
                 )
             entry["error"] = None
+            entry["ok_at"] = now
         except (ServiceError, DatasetError, OSError) as exc:
             message = _problem(status, exc)
             entry["error"] = message
             log.warning(message, extra={"dataset": status.name})
-            # Alert only when it matters: no copy at all, or one two refresh periods old.
-            age = now - (status.fetched_at or 0) if status.cached else None
+            # Alert only when it matters: no copy at all, or one last confirmed current two
+            # refresh periods ago (a 304 confirms it without a new download).
+            age = now - (_confirmed_at(status) or 0) if status.cached else None
             if self.on_problem is not None and (age is None or age >= 2 * self.refresh_every):
                 await self.on_problem(message)
         entry["checked_at"] = now
@@ -273,7 +277,9 @@ class _Files(Mapping[str, bytes]):
 _BUILT: dict[Path, tuple[tuple[Any, ...], AnimeIndex]] = {}
 
 
-_STATUS_FIELDS = frozenset(("rows", "fetched_at", "checked_at", "etag", "last_modified", "error"))
+_STATUS_FIELDS = frozenset(
+    ("rows", "fetched_at", "checked_at", "ok_at", "etag", "last_modified", "error")
+)
 
 
 def from_config(config: Any, **kwargs: Any) -> AnimeData:
@@ -334,9 +340,18 @@ def _problem(status: DatasetStatus, exc: Exception) -> str:
     if status.cached:
         when = time.strftime("%Y-%m-%d", time.gmtime(status.fetched_at or 0))
         fallback = f"using the cached copy from {when}"
+        confirmed = time.strftime("%Y-%m-%d", time.gmtime(_confirmed_at(status) or 0))
+        if confirmed != when:
+            fallback += f", last confirmed current on {confirmed}"
     else:
         fallback = "no cached copy yet: mapping works from the other datasets only"
     return f"anime dataset {status.name}: refresh failed ({detail}); {fallback}"
+
+
+def _confirmed_at(status: DatasetStatus) -> float | None:
+    """When the cached copy was last known to be upstream's latest (meta from before `ok_at`
+    was recorded: when it was downloaded)."""
+    return status.ok_at if status.ok_at is not None else status.fetched_at
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
