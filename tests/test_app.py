@@ -170,6 +170,26 @@ def test_a_crashed_background_task_is_restarted_and_counted(tmp_path: Path) -> N
     assert 'watchbridge_background_task_errors_total{task="crash-once"} 1.0' in text
 
 
+class AlwaysCrashes:
+    name = "always-crashes"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.runs += 1
+        raise OSError("database or disk is full")
+
+
+def test_a_task_that_keeps_crashing_is_restarted_ever_more_slowly(tmp_path: Path) -> None:
+    task = AlwaysCrashes()
+    runtime = runtime_for(write_config(tmp_path))
+    runtime.task_restart_delay = 0.05
+    with AppThread(create_app(runtime, tasks=[task])):
+        time.sleep(1.0)  # at a steady 0.05 s: 20 runs; doubling: 0, .05, .15, .35, .75
+    assert 4 <= task.runs <= 6
+
+
 class BrokenClock:
     """A clock that fails once `broken` is set: a bug the webhook route did not expect."""
 

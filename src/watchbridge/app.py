@@ -110,19 +110,35 @@ def webhook_secret(config: Config, store: Store, now: float) -> str:
     return store.setting("webhook_secret", lambda: secrets.token_urlsafe(24), now)
 
 
+MAX_RESTART_DELAY = 300.0
+HEALTHY_RUN = 600.0  # a task that ran this long before it crashed starts a new streak
+
+
 async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event) -> None:
-    """Run a background task; if it crashes, count it, log it and start it again."""
+    """Run a background task; if it crashes, count it, log it and start it again. A task that
+    keeps crashing (a full disk) waits twice as long each time, up to MAX_RESTART_DELAY, and
+    logs its traceback once per streak: the log must not fill the disk it is failing on."""
+    crashes = 0
     while not stop.is_set():
+        started = time.monotonic()
         try:
             await task.run(runtime, stop)
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            crashes = 1 if time.monotonic() - started >= HEALTHY_RUN else crashes + 1
             runtime.metrics.background_errors.labels(task.name).inc()
-            log.exception("background task crashed; restarting", extra={"task": task.name})
+            if crashes == 1:
+                log.exception("background task crashed; restarting", extra={"task": task.name})
+            else:
+                log.warning(
+                    "background task crashed again; restarting",
+                    extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
+                )
+            delay = min(runtime.task_restart_delay * 2 ** (crashes - 1), MAX_RESTART_DELAY)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=runtime.task_restart_delay)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
 def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[str]:
