@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +79,26 @@ async def test_a_long_run_stamps_its_heartbeat(rig: Rig, monkeypatch: pytest.Mon
         ).fetchone()
     )
     assert started < beat <= finished
+
+
+async def test_a_lease_renewal_that_fails_is_tried_again_at_the_next_beat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync, "HEARTBEAT_EVERY", 0.05)
+    store = Store.open(tmp_path / "wb.db", busy_timeout=0.01)
+    run = store.start_run(LINK, 100.0)
+    assert run is not None
+    other = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a `watchbridge` command holds the write lock
+    beats = asyncio.create_task(sync._heartbeat(store, run, time.time))
+    await asyncio.sleep(0.3)  # each stamp meanwhile fails: "database is locked"
+    other.execute("ROLLBACK")
+    await asyncio.sleep(0.3)
+    beats.cancel()
+    (beat,) = store.db.execute("SELECT heartbeat_at FROM sync_runs WHERE id = ?", [run]).fetchone()
+    assert beat is not None and beat > 100.0
+    other.close()
+    store.close()
 
 
 async def test_the_scheduler_skips_a_busy_link_without_counting_a_failure(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,8 @@ from watchbridge.reconcile import (
 )
 from watchbridge.sides import ref_for_key
 from watchbridge.store import NewOutboxRow, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -591,7 +595,12 @@ def review_message(name: str, profiles: set[str], everyone: bool) -> str:
 
 
 async def _heartbeat(store: Store, run_id: int, clock: Callable[[], float]) -> None:
-    """Keep the run's lease while it works (a first backfill can take an hour of reads)."""
+    """Keep the run's lease while it works (a first backfill can take an hour of reads). A
+    stamp that fails (the database locked by another process, a full disk) is tried again at
+    the next beat: were the loop to end, a second run could start beside this one."""
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY)
-        await asyncio.to_thread(store.heartbeat_run, run_id, clock())
+        try:
+            await asyncio.to_thread(store.heartbeat_run, run_id, clock())
+        except sqlite3.Error as exc:
+            log.warning("could not renew the sync run's lease", extra={"error": str(exc)})
