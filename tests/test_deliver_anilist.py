@@ -37,11 +37,13 @@ from watchbridge.deliver.anilist import (
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
-from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
+from watchbridge.playback import decide
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import AniListClient, EntryWrite, FuzzyDate, ListEntry
 from watchbridge.services.jellyfin import MediaServerClient
 from watchbridge.store import NewOutboxRow
+from watchbridge.webhooks import rows_for
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -409,6 +411,44 @@ async def test_a_play_of_an_anime_too_new_for_the_datasets_lands_once_a_refresh_
     assert fake.snapshot()[PART_2]["progress"] == 1
     assert len([r for r in fake.requests if b"SaveMediaListEntry" in r.body]) == 1
     assert [ids for _, ids, _ in skipped(runtime)] == ["tmdb 1396"]  # the mapped one is gone
+
+
+def from_webhook(runtime: Runtime, event: MediaEvent) -> None:
+    """Queue the rows the webhook route would for `event`."""
+    _, intents = decide(None, event, 90.0, runtime.clock())
+    assert runtime.store.enqueue(rows_for("me", ["anilist"], event, intents), runtime.clock())
+
+
+async def test_a_skipped_play_queued_again_is_not_a_rewatch_of_the_viewing_a_link_brought(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    movie_entry = 5555
+    fake.add_media(movie_entry, episodes=1)
+    movie = MediaRef("movie", ids=Ids(tmdb="99001"), title="Brand New Movie")
+    at = clock() - 3600
+    from_webhook(runtime, MediaEvent("plex", "played", movie, occurred_at=at, played=True))
+    await drain(worker, runtime)
+    LATER[(None, None, None)] = (movie_entry, 1)  # two days later the datasets know it
+    clock.now += 2 * DAY
+    enqueue(runtime, "play", movie, at, link="trakt-anilist")  # a link copies the same viewing
+    await drain(worker, runtime)
+    assert fake.snapshot()[movie_entry]["status"] == "COMPLETED"
+    assert fake.snapshot()[movie_entry]["repeat"] == 0  # one viewing
+
+
+async def test_skipped_ratings_queued_again_end_with_the_last_one_given(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="CURRENT", progress=3)
+    show = MediaRef("show", ids=Ids(tmdb="4242"), title="Too New")
+    for rating, at in ((90, clock() - 3000), (70, clock() - 2400)):  # 9 stars, then 7
+        from_webhook(runtime, MediaEvent("plex", "rate", show, occurred_at=at, rating=rating))
+    await drain(worker, runtime)
+    LATER[("4242", None, None)] = (PART_2, 1)
+    clock.now += 2 * 3600
+    enqueue(runtime, "play", episode(2, show=1396), clock())  # anything for AniList
+    await drain(worker, runtime, passes=6)
+    assert fake.snapshot()[PART_2]["score"] == 70
 
 
 def skipped(runtime: Runtime) -> list[tuple[str, str, int]]:

@@ -447,6 +447,8 @@ def recheck_skipped(
             forget.append(key)
         elif not fresh:
             forget.append(key)
+    # In the order they were made: a changed rating ends as the last one given.
+    again.sort(key=lambda row: (float(row.payload.get("at") or 0), row.idempotency_key))
     return again, forget
 
 
@@ -669,7 +671,9 @@ class AniListTarget:
         at = float(row.payload.get("at") or UNDATED)
         if row.action == "play":
             link = "link" in row.payload
-            if link:
+            # A skipped row queued again (see recheck_skipped) comes late: the entry may have
+            # counted this viewing meanwhile (a link), so it is dated like a link's play.
+            if link or "skipped_at" in row.payload:
                 rewatch = current is not None and new_viewing(current, at)
             else:
                 rewatch = self.clock() - at <= LIVE_REWATCH
