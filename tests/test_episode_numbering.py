@@ -22,7 +22,7 @@ from tests.harness import sign_in_trakt
 from tests.ingest_samples import sample_json
 from tests.linkrig import LINK, PROFILE, Rig, fast_serializd, fast_trakt, use_fast_readers
 from watchbridge.config import parse_config
-from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.serializd import SerializdTarget, find_episode
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.ids import Enricher
 from watchbridge.ingest import jellyfin
@@ -170,3 +170,16 @@ async def test_an_episode_without_ids_of_its_own_keeps_the_numbers_sent(rig: Rig
     tvdb_ordered_play(rig)
     await rig.deliver()
     assert serializd_episodes(rig.serializd) == [(2, 16)]  # nothing says otherwise
+
+
+async def test_unlisted_episodes_read_a_shows_seasons_again_at_most_hourly(rig: Rig) -> None:
+    long_runner = 4000
+    rig.serializd.add_show(long_runner, "Long Runner", seasons={n: 20 for n in range(1, 31)})
+    target = rig.targets["serializd"]
+    assert isinstance(target, SerializdTarget)
+    for unlisted in range(1, 6):  # an evening of plays of episodes not listed yet
+        episode_id = 10_000_000 + unlisted
+        found = await find_episode(target.client, rig.store, long_runner, episode_id, 30, time.time)
+        assert found is None
+    # The listings once, then once more fresh: not once more per play.
+    assert rig.serializd.count("GET", "/api/show/{id}/season/{number}") == 2 * 30

@@ -56,6 +56,7 @@ SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episod
 SEASONS_TTL = 7 * 86400.0
 EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {number: TMDB episode id}
 EPISODES_TTL = 86400.0
+REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -617,25 +618,38 @@ async def find_episode(
     clock: Callable[[], float],
 ) -> tuple[int, int] | None:
     """(season, number) of a TMDB episode id in a show's Serializd seasons: the season the
-    sender named first, then the others. Each season's listing is cached for a day and read
-    again once when only cached listings were searched (a new episode airs); an id no season
-    holds is remembered for a day, so its plays cost no more reads."""
-    missing = f"{show_id}:missing:{episode_id}"
-    if (await asyncio.to_thread(store.cache_get, EPISODES_CACHE, missing, clock()))[0]:
+    sender named first, then the others. Each season's listing is cached for a day; when only
+    cached listings were searched (a new episode airs), they are read again, at most hourly
+    per show. An id no season holds is remembered for a day: its plays cost no more reads."""
+    missing, refreshed = f"{show_id}:missing:{episode_id}", f"{show_id}:refreshed"
+
+    async def cached(lookup: str) -> bool:
+        return (await asyncio.to_thread(store.cache_get, EPISODES_CACHE, lookup, clock()))[0]
+
+    async def remember(lookup: str, ttl: float) -> None:
+        await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, True, clock(), ttl)
+
+    if await cached(missing):
         return None
     seasons = await season_map(client, store, show_id, clock)
     order = sorted(seasons, key=lambda n: (n != season, n == 0, n))  # specials last
     for fresh in (False, True):
+        if fresh:
+            if await cached(refreshed):
+                break
+            await remember(refreshed, REFRESH_EVERY)
         cached_any = False
         for number in order:
-            episodes, cached = await season_episodes(client, store, show_id, number, clock, fresh)
-            cached_any |= cached
+            episodes, was_cached = await season_episodes(
+                client, store, show_id, number, clock, fresh
+            )
+            cached_any |= was_cached
             where = episode_at(episodes, episode_id)
             if where is not None:
                 return number, where
         if not cached_any:
             break
-    await asyncio.to_thread(store.cache_put, EPISODES_CACHE, missing, True, clock(), EPISODES_TTL)
+    await remember(missing, EPISODES_TTL)
     return None
 
 
@@ -660,7 +674,9 @@ async def season_episodes(
             return {int(n): (int(i) if i is not None else None) for n, i in cached.items()}, True
     try:
         episodes = await client.season_episodes(show_id, number)
-    except SerializdItemError:
+    except SerializdAuthError:
+        raise
+    except SerializdError:  # unknown to Serializd, or an answer we cannot read: no listing
         episodes = {}
     value = {str(n): i for n, i in episodes.items()}
     await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, value, clock(), EPISODES_TTL)
