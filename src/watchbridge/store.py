@@ -774,16 +774,11 @@ class Store:
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way."""
         with self.transaction() as conn:
+            kept = self._expected_link_adds(conn, now - keep_done)
             done = conn.execute(
-                "DELETE FROM outbox AS o WHERE status = 'done' AND updated_at < ?"
-                " AND NOT EXISTS (SELECT 1 FROM mirror m WHERE m.service = o.target"
-                " AND m.profile = o.profile"
-                " AND m.collection = 'link:' || json_extract(o.payload, '$.link') || ':plays'"
-                " AND m.item_key >= 'expect:' AND m.item_key < 'expect;'"  # an index range
-                " AND json_extract(m.data, '$.at') = json_extract(o.payload, '$.at')"
-                " AND instr(o.idempotency_key, o.profile || ':' || o.target || ':sync:add_play:'"
-                " || json_extract(m.data, '$.item') || ':') = 1)",
-                (now - keep_done,),
+                "DELETE FROM outbox WHERE status = 'done' AND updated_at < ?"
+                " AND id NOT IN (SELECT value FROM json_each(?))",
+                (now - keep_done, json.dumps(kept)),
             ).rowcount
             events = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND id NOT IN"
@@ -806,6 +801,36 @@ class Store:
             "sync_runs": runs,
             "id_cache": lookups,
         }
+
+    @staticmethod
+    def _expected_link_adds(conn: sqlite3.Connection, before: float) -> list[int]:
+        """Ids of the link adds delivered before `before` whose plays their link's baseline
+        still expects (`reconcile.expect`: mirror `link:NAME:plays`, records `expect:...`
+        with the item and time). One pass over each table, not one per row."""
+        expected: dict[tuple[str, str, str, float], list[str]] = {}
+        for row in conn.execute(
+            "SELECT service, profile, collection, data FROM mirror WHERE item_key >= 'expect:'"
+            " AND item_key < 'expect;' AND collection LIKE 'link:%:plays'"
+        ):
+            data = json.loads(row["data"])
+            link = row["collection"][len("link:") : -len(":plays")]
+            where = (row["service"], row["profile"], link, data.get("at"))
+            expected.setdefault(where, []).append(str(data.get("item")))
+        if not expected:
+            return []
+        kept = []
+        for row in conn.execute(
+            "SELECT id, target, profile, payload, idempotency_key FROM outbox"
+            " WHERE status = 'done' AND updated_at < ? AND instr(idempotency_key, ?) > 0",
+            (before, ":sync:add_play:"),
+        ):
+            payload = json.loads(row["payload"])
+            where = (row["target"], row["profile"], payload.get("link"), payload.get("at"))
+            start = f"{row['profile']}:{row['target']}:sync:add_play:"
+            key = row["idempotency_key"]
+            if any(key.startswith(f"{start}{item}:") for item in expected.get(where, ())):
+                kept.append(int(row["id"]))
+        return kept
 
     def unmatched_count(self) -> int:
         rows = self._query(
