@@ -233,3 +233,29 @@ async def test_a_profile_added_later_waits_for_its_review_without_stopping_the_o
         bob_rows = runtime.store.db.execute("SELECT COUNT(*) FROM outbox WHERE profile = 'bob'")
         assert bob_rows.fetchone()[0] == 0  # bob's first plan waits for the review
     assert "first sync of links.ts for bob" in str(receiver.messages[0]["message"])
+
+
+async def test_held_removals_are_alerted_while_another_profile_waits_for_review(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    show = trakt.shows[0]
+    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
+    with trakt.lock:
+        trakt.add_history(show.seasons[1].episodes[1], recent)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    async with scheduled(runtime, deliver=True):  # me synced long ago
+        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+    bob_serializd = serializd.add_user(*BOB)
+    serializd.log_entry(bob_serializd, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    runtime = runtime_for(
+        tmp_path, trakt, serializd, receiver, 0.2, first_run="dry-run", more_profiles=WITH_BOB
+    )
+    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=trakt.add_user("bob"))
+    with trakt.lock:  # me removes s1e1 on Trakt: half of me's Serializd plays
+        trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
+        trakt._touch(trakt.user, "episodes.watched_at")
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
+        assert "watchbridge: link ts waits for your review" in receiver.titles()
+        assert len(serializd.diary()) == 2  # held, not removed

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 
 from watchbridge.app import Runtime
 from watchbridge.errors import WatchbridgeError
@@ -80,6 +81,7 @@ class SyncScheduler:
                     exc.message,
                     key=f"{name}:review",
                 )
+                await _report_held(runtime, name, exc.held)
                 continue
             except Exception as exc:
                 failures += 1
@@ -101,20 +103,23 @@ class SyncScheduler:
                 message = f"link {name} syncs every profile again"
                 await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             failures, reviewing = 0, False
-            if not result.held:  # confirmed, or the plays are back: nothing is held now
-                message = f"link {name} holds no removals any more"
-                await runtime.notifier.resolve("sync_failing", message, key=f"{name}:removals")
-            for held in result.held:
-                await runtime.notifier.notify(
-                    "sync_failing",
-                    f"watchbridge: link {name} holds removals",
-                    held,
-                    key=f"{name}:removals",
-                )
+            await _report_held(runtime, name, result.held)
             log.info(
                 "sync run",
                 extra={"link": name, "queued": result.queued, "api_calls": result.api_calls},
             )
+
+
+async def _report_held(runtime: Runtime, name: str, held: Sequence[str]) -> None:
+    """Alert about removals a run holds for confirmation, or resolve that alert once none
+    are held (confirmed, or the plays are back)."""
+    if not held:
+        message = f"link {name} holds no removals any more"
+        await runtime.notifier.resolve("sync_failing", message, key=f"{name}:removals")
+    for what in held:
+        await runtime.notifier.notify(
+            "sync_failing", f"watchbridge: link {name} holds removals", what, key=f"{name}:removals"
+        )
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -457,7 +457,12 @@ def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dic
 
 
 class NeedsReview(WatchbridgeError):
-    """A first run that would write, on a link whose `first_run` is `dry-run`."""
+    """A first run that would write, on a link whose `first_run` is `dry-run`; `held`: the
+    removals the run's other profiles hold for confirmation meanwhile."""
+
+    def __init__(self, message: str, held: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.held = held
 
 
 class LinkBusy(WatchbridgeError):
@@ -562,7 +567,7 @@ async def run_link(
         if waiting:
             message = review_message(name, waiting, everyone=not applying)
             store.finish_run(run_id, clock(), "needs-review", plan_counts(applying), calls, message)
-            raise NeedsReview(message)
+            raise NeedsReview(message, tuple(held))
         outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed)
         error = "; ".join(listed.errors) or None
         store.finish_run(run_id, clock(), outcome.outcome, plan_counts(plans), calls, error)
