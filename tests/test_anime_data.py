@@ -61,6 +61,17 @@ def make_data(
     )
 
 
+def alerting(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock, problems: list[str]
+) -> AnimeData:
+    """`make_data` whose alerts (`on_problem`) land in `problems`."""
+
+    async def on_problem(message: str) -> None:
+        problems.append(message)
+
+    return make_data(tmp_path, fake, http, clock, on_problem=on_problem)
+
+
 async def test_first_use_downloads_every_dataset_and_maps(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
@@ -131,11 +142,7 @@ async def test_a_failing_download_keeps_the_cached_copy_and_says_so(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
     problems: list[str] = []
-
-    async def on_problem(message: str) -> None:
-        problems.append(message)
-
-    data = make_data(tmp_path, fake, http, clock, on_problem=on_problem)
+    data = alerting(tmp_path, fake, http, clock, problems)
     await data.index()
     clock.advance(DAY)
     fake.fail_next(8, 503)  # every dataset host is down (2 tries each)
@@ -150,11 +157,7 @@ async def test_an_alert_once_the_cache_is_two_refresh_periods_old(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
     problems: list[str] = []
-
-    async def on_problem(message: str) -> None:
-        problems.append(message)
-
-    data = make_data(tmp_path, fake, http, clock, on_problem=on_problem)
+    data = alerting(tmp_path, fake, http, clock, problems)
     await data.index()
     clock.advance(2 * DAY)
     fake.fail_next(8, 503)
@@ -162,6 +165,38 @@ async def test_an_alert_once_the_cache_is_two_refresh_periods_old(
     assert len(problems) == 4
     assert problems[0].startswith("anime dataset anibridge: refresh failed (")
     assert "using the cached copy from 2023-11-14" in problems[0]
+
+
+async def test_a_copy_upstream_keeps_confirming_raises_no_alert_for_one_failed_check(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    problems: list[str] = []
+    data = alerting(tmp_path, fake, http, clock, problems)
+    await data.index()
+    for _ in range(2):  # 304 Not Modified: the copy is upstream's latest
+        clock.advance(DAY)
+        await data.index()
+    clock.advance(DAY)
+    fake.fail_next(8, 503)
+    await data.index()
+    assert problems == []
+
+
+async def test_the_out_of_date_alert_says_when_the_copy_was_last_confirmed_current(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    problems: list[str] = []
+    data = alerting(tmp_path, fake, http, clock, problems)
+    await data.index()  # 2023-11-14
+    clock.advance(DAY)
+    await data.index()  # 304 Not Modified on 2023-11-15
+    clock.advance(2 * DAY)
+    fake.fail_next(8, 503)
+    await data.index()
+    assert len(problems) == 4
+    assert problems[0].endswith(
+        "using the cached copy from 2023-11-14, last confirmed current on 2023-11-15"
+    )
 
 
 async def test_the_alert_goes_to_the_configured_apprise_urls(

@@ -142,21 +142,29 @@ async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery
         ]
 
 
+def a_trakt_play_an_hour_ago(trakt: FakeTrakt) -> None:
+    """s1e1 on Trakt, beside the diary's s1e4: once synced, each side has both plays."""
+    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
+    with trakt.lock:
+        trakt.add_history(trakt.shows[0].seasons[1].episodes[1], recent)
+
+
+def remove_it_on_trakt(trakt: FakeTrakt) -> None:
+    """The user removes s1e1 on Trakt: half of Serializd's plays, so the link holds it."""
+    with trakt.lock:
+        trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
+        trakt._touch(trakt.user, "episodes.watched_at")
+
+
 async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_command(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:
     trakt, serializd, receiver = fakes
-    show = trakt.shows[0]
-    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
-    with trakt.lock:
-        trakt.add_history(show.seasons[1].episodes[1], recent)
+    a_trakt_play_an_hour_ago(trakt)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
     async with scheduled(runtime, deliver=True):
-        # Both plays on both sides: s1e4 from the diary, s1e1 from Trakt.
         await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
-        with trakt.lock:  # the user removes s1e1 on Trakt: half of Serializd's plays
-            trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
-            trakt._touch(trakt.user, "episodes.watched_at")
+        remove_it_on_trakt(trakt)
         await until(lambda: any("holds removals" in t for t in receiver.titles()))
         held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
         assert "--confirm-removals" in str(held.get("message"))
@@ -175,16 +183,11 @@ async def test_held_removals_once_confirmed_send_the_resolved_notice(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:
     trakt, serializd, receiver = fakes
-    show = trakt.shows[0]
-    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
-    with trakt.lock:
-        trakt.add_history(show.seasons[1].episodes[1], recent)
+    a_trakt_play_an_hour_ago(trakt)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
     async with scheduled(runtime, deliver=True):
         await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
-        with trakt.lock:
-            trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
-            trakt._touch(trakt.user, "episodes.watched_at")
+        remove_it_on_trakt(trakt)
         await until(lambda: any("holds removals" in t for t in receiver.titles()))
         await confirm_removals(runtime)  # `watchbridge sync --confirm-removals`
         await until(lambda: "Resolved: watchbridge: link ts holds removals" in receiver.titles())
@@ -239,10 +242,7 @@ async def test_held_removals_are_alerted_while_another_profile_waits_for_review(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:
     trakt, serializd, receiver = fakes
-    show = trakt.shows[0]
-    recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))
-    with trakt.lock:
-        trakt.add_history(show.seasons[1].episodes[1], recent)
+    a_trakt_play_an_hour_ago(trakt)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
     async with scheduled(runtime, deliver=True):  # me synced long ago
         await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
@@ -252,9 +252,7 @@ async def test_held_removals_are_alerted_while_another_profile_waits_for_review(
         tmp_path, trakt, serializd, receiver, 0.2, first_run="dry-run", more_profiles=WITH_BOB
     )
     sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=trakt.add_user("bob"))
-    with trakt.lock:  # me removes s1e1 on Trakt: half of me's Serializd plays
-        trakt.user.history = [h for h in trakt.user.history if h.item.number != 1]
-        trakt._touch(trakt.user, "episodes.watched_at")
+    remove_it_on_trakt(trakt)
     async with scheduled(runtime, deliver=True):
         await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
         assert "watchbridge: link ts waits for your review" in receiver.titles()
