@@ -4,6 +4,7 @@ stateful fake, driven through the delivery worker."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,17 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.receiver import FakeClock
+from tests.fakes.serializd import FakeSerializd
 from watchbridge.anime import Unmatched
 from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
-from watchbridge.config import AniListConfig, JellyfinConfig, Secret, parse_config
+from watchbridge.config import (
+    AniListConfig,
+    JellyfinConfig,
+    Secret,
+    SerializdConfig,
+    parse_config,
+)
 from watchbridge.deliver.anilist import (
     NAME,
     REWATCH_WAIT,
@@ -34,6 +42,7 @@ from watchbridge.deliver.anilist import (
     season_owner,
     skipped_titles,
 )
+from watchbridge.deliver.serializd import tmdb_numbered
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -42,6 +51,7 @@ from watchbridge.playback import decide
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import AniListClient, EntryWrite, FuzzyDate, ListEntry
 from watchbridge.services.jellyfin import MediaServerClient
+from watchbridge.services.serializd import SerializdClient
 from watchbridge.store import NewOutboxRow
 from watchbridge.webhooks import rows_for
 from watchbridge.wiring import build_runtime
@@ -379,6 +389,46 @@ async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
     enqueue(runtime, "rating", season, clock() + 1, rating=95)
     await drain(worker, runtime)
     assert fake.snapshot()[PART_2]["score"] == 95
+
+
+async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
+    runtime: Runtime,
+    fake: FakeAniList,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    listed = serializd.add_show(REZERO, "Re:Zero", seasons={1: 50, 2: 16})  # TMDB's seasons
+    catalogue = SerializdClient(
+        SerializdConfig(api_url=serializd.url), runtime.store, clock=clock, requests_per_second=1e3
+    )
+
+    async def renumber(item: MediaRef) -> MediaRef:
+        return await tmdb_numbered(catalogue, runtime.store, None, item, clock)
+
+    async def reverse() -> Reverse:
+        return reverse_table
+
+    client = AniListClient(
+        runtime.config.services.anilist or AniListConfig(),
+        runtime.store,
+        seeded_tokens={"me": Secret(fake.issue_token())},
+        clock=clock,
+        per_minute=100_000,
+    )
+    target = AniListTarget(
+        client, runtime.store, runtime.config.delivery, clock, reverse, renumber=renumber
+    )
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker.targets = {target.name: target}
+    tmdb_s1e41 = listed.seasons[1].first_episode_id + 41
+    tvdb_s2e16 = replace(episode(16), season=2, ids=Ids(tmdb=str(tmdb_s1e41)))
+    enqueue(runtime, "play", tvdb_s2e16, clock() - 60, live=True)
+    await drain(worker, runtime)
+    await target.aclose()
+    await catalogue.aclose()
+    assert fake.snapshot()[PART_2]["progress"] == 4  # TMDB S1E41 is Part 2 episode 4
 
 
 async def test_a_show_that_is_not_anime_is_done_without_a_request(

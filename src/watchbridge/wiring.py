@@ -14,15 +14,16 @@ from watchbridge.alerts import Notifier
 from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.config import Config, Secret
-from watchbridge.deliver.anilist import AniListTarget
+from watchbridge.deliver.anilist import AniListTarget, Renumber
 from watchbridge.deliver.anilist import index_source as anilist_reverse
 from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.serializd import SerializdTarget, tmdb_numbered
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
+from watchbridge.model import MediaRef
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
 from watchbridge.services.jellyfin import media_server_client
@@ -157,9 +158,24 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
                     runtime.config, runtime.store, runtime.clock, runtime.metrics
                 ),
                 enricher=ids,
+                renumber=tmdb_renumber(serializd, runtime, ids),
             )
         )
     return targets
+
+
+def tmdb_renumber(
+    serializd: SerializdClient | None, runtime: Runtime, ids: Enricher | None
+) -> Renumber | None:
+    """Webhook episodes numbered as TMDB does, through Serializd's (TMDB's) catalogue when
+    Serializd is configured (its client, shared with its own target)."""
+    if serializd is None:
+        return None
+
+    async def renumber(item: MediaRef) -> MediaRef:
+        return await tmdb_numbered(serializd, runtime.store, ids, item, runtime.clock)
+
+    return renumber
 
 
 def build_runtime(

@@ -69,7 +69,7 @@ from watchbridge.deliver.worker import (
     enriched,
     per_profile,
 )
-from watchbridge.http import Unavailable
+from watchbridge.http import ServiceError, Unavailable
 from watchbridge.ids import ANIME, Enricher
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
@@ -112,6 +112,7 @@ WESTMOST = 12 * 3600.0  # a day ends this long after midnight UTC in the furthes
 
 # MediaRef -> (AniList id, AniList episode), or why not
 Reverse = Callable[[MediaRef], "tuple[int, int] | Unmatched"]
+Renumber = Callable[[MediaRef], Awaitable[MediaRef]]
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -485,6 +486,7 @@ class AniListTarget:
         reverse: Callable[[], Awaitable[Reverse]],
         seasons: SeasonSources | None = None,
         enricher: Enricher | None = None,
+        renumber: Renumber | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -493,6 +495,9 @@ class AniListTarget:
         self.reverse = reverse
         self.seasons = seasons
         self.enricher = enricher  # finds the show ids webhooks leave out
+        # A webhook's episode as TMDB numbers it (deliver.serializd.tmdb_numbered), when a
+        # TMDB-numbered catalogue can be read: the media server's may be TVDB's order.
+        self.renumber = renumber
         self._rechecked_at: dict[str, float] = {}  # profile -> last look at its skipped rows
 
     async def aclose(self) -> None:
@@ -562,6 +567,8 @@ class AniListTarget:
                 if waiting is not None:
                     outcomes[row.id] = waiting
                     continue
+                if decoded.kind == "episode" and "link" not in row.payload:
+                    decoded = await self._tmdb_numbered(decoded)
             decoded_rows.append((row, decoded))
         placing = await self._placing(
             shared,
@@ -625,6 +632,19 @@ class AniListTarget:
                 )
             except (AniListValidationError, AniListNotFound) as exc:
                 outcomes[row.id] = Dead(exc.message)
+
+    async def _tmdb_numbered(self, item: MediaRef) -> MediaRef:
+        """Best effort: while the catalogue cannot be read, the numbers as sent."""
+        if self.renumber is None:
+            return item
+        try:
+            return await self.renumber(item)
+        except ServiceError as exc:
+            log.warning(
+                "could not number an episode as TMDB does",
+                extra={"item": item.describe(), "problem": exc.message},
+            )
+            return item
 
     async def _counts(self, profile: str, media_ids: set[int]) -> dict[int, int | None]:
         if not media_ids:

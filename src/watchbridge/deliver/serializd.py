@@ -255,7 +255,7 @@ class SerializdTarget:
             return waiting
         try:
             if item.kind == "episode" and "link" not in row.payload:
-                item = await self._numbered_by_tmdb(item)
+                item = await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
             place = await self._place(item)
             if isinstance(place, Retry):
                 return place
@@ -493,32 +493,6 @@ class SerializdTarget:
                 return entry
         return None
 
-    async def _numbered_by_tmdb(self, item: MediaRef) -> MediaRef:
-        """A webhook's episode with TMDB's season and number, which Serializd keys episodes
-        by. A media server numbers episodes in its library's order (TVDB's aired, DVD or
-        absolute order, or TMDB's), so the episode's own TMDB id, where the webhook or Trakt's
-        id search gives one, is looked up in the show's Serializd seasons. Without one, or
-        when no season holds it, the numbers stay as sent."""
-        show = item.show_ids.tmdb
-        if not (show and show.isdigit()) or item.season is None or item.number is None:
-            return item
-        if self.enricher is not None:
-            episode_id = await self.enricher.episode_tmdb(item)
-        else:
-            episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
-        if episode_id is None:
-            return item
-        found = await find_episode(
-            self.client, self.store, int(show), episode_id, item.season, self.clock
-        )
-        if found is None or found == (item.season, item.number):
-            return item
-        log.info(
-            "episode renumbered as TMDB numbers it",
-            extra={"item": item.describe(), "season": found[0], "number": found[1]},
-        )
-        return replace(item, season=found[0], number=found[1], absolute=None)
-
     async def _place(self, item: MediaRef) -> Place | Retry:
         """The item's Serializd coordinates, or a Retry when they cannot be known yet."""
         tmdb = item.ids.tmdb if item.kind == "show" else item.show_ids.tmdb
@@ -607,6 +581,37 @@ async def show_seasons(
     }
     await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
     return seasons
+
+
+async def tmdb_numbered(
+    client: SerializdClient,
+    store: Store,
+    enricher: Enricher | None,
+    item: MediaRef,
+    clock: Callable[[], float],
+) -> MediaRef:
+    """A webhook's episode with TMDB's season and number (Serializd's, and the anime
+    mapping's first numbering). A media server numbers episodes in its library's order
+    (TVDB's aired, DVD or absolute order, or TMDB's), so the episode's own TMDB id, where the
+    webhook or Trakt's id search gives one, is looked up in the show's Serializd seasons.
+    Without one, or when no season holds it, the numbers stay as sent."""
+    show = item.show_ids.tmdb
+    if not (show and show.isdigit()) or item.season is None or item.number is None:
+        return item
+    if enricher is not None:
+        episode_id = await enricher.episode_tmdb(item)
+    else:
+        episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
+    if episode_id is None:
+        return item
+    found = await find_episode(client, store, int(show), episode_id, item.season, clock)
+    if found is None or found == (item.season, item.number):
+        return item
+    log.info(
+        "episode renumbered as TMDB numbers it",
+        extra={"item": item.describe(), "season": found[0], "number": found[1]},
+    )
+    return replace(item, season=found[0], number=found[1])
 
 
 async def find_episode(
