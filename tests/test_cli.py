@@ -137,6 +137,12 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr
 
 
+def test_the_debug_variable_turns_on_debug_logging_like_the_flag(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'alerts: {urls: ["json://127.0.0.1:9/closed"]}\n')
+    result = run("test-alert", "--config", str(path), env={"WATCHBRIDGE_DEBUG": "1"})
+    assert "level=debug" in result.stderr
+
+
 def test_unwritable_storage_path_is_reported_by_check_config(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
     path = tmp_path / "w.yaml"

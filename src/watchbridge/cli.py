@@ -87,7 +87,12 @@ def _when(timestamp: float | None) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="watchbridge")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="WATCHBRIDGE_DEBUG",
+    help="Show tracebacks and debug logs (also WATCHBRIDGE_DEBUG=1).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Keep watch history, ratings and watchlists in sync across your services."""
@@ -206,7 +211,7 @@ def status(config_path: str | None) -> None:
     if state.unmatched:
         click.echo(
             f"unmatched:     {state.unmatched} waiting for ids a service can use "
-            "(retried hourly; `watchbridge unmatched` lists them)"
+            "(retried, hourly at first; `watchbridge unmatched` lists them)"
         )
     click.echo(
         f"dead letters:  {state.dead_letters}"
