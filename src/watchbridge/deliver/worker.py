@@ -178,9 +178,10 @@ def _gave_up_interrupted(item: OutboxItem) -> Dead:
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
-    """Seconds until the next try: exponential from `retry_after`, jittered, capped."""
-    base = min(config.max_backoff, config.retry_after * 2 ** max(0, attempts - 1))
-    wait = float(base * random.uniform(0.75, 1.25))
+    """Seconds until the next try: exponential from `retry_after`, jittered, capped at
+    `max_backoff` (the service's own Retry-After may ask for longer)."""
+    base = config.retry_after * 2 ** max(0, attempts - 1)
+    wait = min(config.max_backoff, float(base * random.uniform(0.75, 1.25)))
     return max(wait, retry_after or 0.0)
 
 
