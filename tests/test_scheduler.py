@@ -126,6 +126,21 @@ async def test_a_link_failing_three_times_alerts_once(
         ]
 
 
+async def test_scheduled_runs_are_counted_by_link_and_result(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    serializd.fail_next(2, 404, body="<html>Not Found</html>")  # two runs fail, then all is well
+
+    def counted(result: str) -> bool:
+        line = f'watchbridge_sync_runs_total{{link="ts",result="{result}"}}'
+        return line in runtime.metrics.render().decode()
+
+    async with scheduled(runtime):
+        await until(lambda: counted("failed") and counted("ok"))
+
+
 async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery_notice(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:

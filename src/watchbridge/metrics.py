@@ -98,6 +98,12 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.sync_runs = Counter(
+            "watchbridge_sync_runs",
+            "Scheduled link runs by result (ok, held, failed, needs-review, busy)",
+            ["link", "result"],
+            registry=self.registry,
+        )
         self.background_errors = Counter(
             "watchbridge_background_task_errors",
             "Unexpected errors in background tasks",

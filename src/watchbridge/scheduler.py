@@ -48,6 +48,7 @@ class SyncScheduler:
         failures = 0
         reviewing = False  # a first run waits for a review: the user was told
         delay = jittered(self.first_delay)
+        runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
             try:
@@ -65,10 +66,12 @@ class SyncScheduler:
                 if result.lists.errors:  # history went through; a watchlist or collection did not
                     raise WatchbridgeError("; ".join(result.lists.errors))
             except LinkBusy:
+                runs.labels(name, "busy").inc()
                 # A long `watchbridge sync` (a first backfill) holds the link: not a failure.
                 log.info("sync run skipped: the link is busy", extra={"link": name})
                 continue
             except NeedsReview as exc:
+                runs.labels(name, "needs-review").inc()
                 log.warning(
                     "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
                 )
@@ -84,6 +87,7 @@ class SyncScheduler:
                 await _report_held(runtime, name, exc.held)
                 continue
             except Exception as exc:
+                runs.labels(name, "failed").inc()
                 failures += 1
                 message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
                 log.warning(
@@ -102,6 +106,7 @@ class SyncScheduler:
             if reviewing:
                 message = f"link {name} syncs every profile again"
                 await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
+            runs.labels(name, result.outcome).inc()
             failures, reviewing = 0, False
             await _report_held(runtime, name, result.held)
             log.info(
