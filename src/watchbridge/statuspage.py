@@ -49,7 +49,8 @@ def render(config: Config, status: StoreStatus, now: float | None = None) -> str
         (
             "waiting for ids",
             _flag(
-                status.unmatched, "retried hourly; <code>watchbridge unmatched</code> lists them"
+                status.unmatched,
+                "retried, hourly at first; <code>watchbridge unmatched</code> lists them",
             ),
         ),
         (
