@@ -143,6 +143,13 @@ def test_the_debug_variable_turns_on_debug_logging_like_the_flag(tmp_path: Path)
     assert "level=debug" in result.stderr
 
 
+def test_the_debug_variable_in_words_shows_the_traceback_too(tmp_path: Path) -> None:
+    result = run(
+        "check-config", "--config", str(tmp_path / "none.yaml"), env={"WATCHBRIDGE_DEBUG": "true"}
+    )
+    assert "Traceback" in result.stderr
+
+
 def test_unwritable_storage_path_is_reported_by_check_config(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
     path = tmp_path / "w.yaml"

@@ -233,3 +233,31 @@ def test_a_failing_service_is_logged_with_its_fields_and_no_secret(world: World)
     result = world.run("sync", "--link", LINK, catch=True)
     assert "request failed" in result.stderr and "service=serializd" in result.stderr
     assert ALICE[1] not in result.output + result.stderr
+
+
+def test_a_profile_waiting_for_its_review_does_not_hold_back_the_others_deliveries(
+    world: World,
+) -> None:
+    world.serializd.log_entry(None, BB, 1, 1, backdate="2024-01-01T21:00:00.000Z")
+    world.sync("--link", LINK)  # me's first run, long ago
+    bob = ("bob@example.com", "bobs password", "bob_tv")
+    world.serializd.log_entry(world.serializd.add_user(*bob), BB, 1, 2, backdate=ago(30))
+    text = world.config.read_text().replace("first_run: apply", "first_run: dry-run")
+    world.config.write_text(
+        text.replace(
+            "links:",
+            "  bob:\n    accounts:\n      trakt: {}\n"
+            f'      serializd: {{email: {bob[0]}, password: "{bob[1]}"}}\nlinks:',
+        )
+    )
+    store = Store.open(world.config.parent / "watchbridge.db")
+    sign_in_trakt(store, world.trakt, "bob", now=time.time(), user=world.trakt.add_user("bob"))
+    store.close()
+    world.serializd.log_entry(None, BB, 1, 5, backdate=ago(1))  # me watches on
+
+    result = world.run("sync", "--link", LINK, catch=True)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, WatchbridgeError)
+    assert "first sync of links.ts for bob" in result.exception.message
+    assert "1 change(s) of the link's other profiles delivered now" in result.stdout
+    assert (1, 5) in [(s, n) for s, n, *_ in trakt_plays(world.trakt)]

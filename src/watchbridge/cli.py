@@ -620,7 +620,7 @@ def _sync_link(
         render_table,
         summary_rows,
     )
-    from watchbridge.sync import link_profiles, outbox_rows, run_link
+    from watchbridge.sync import NeedsReview, link_profiles, outbox_rows, run_link
 
     config = runtime.config
     terminal = sys.stdout.isatty()
@@ -628,42 +628,40 @@ def _sync_link(
     profiles = link_profiles(config, config.links[name]) if name in config.links else []
     stats = LiveProgress(console, name, profiles) if terminal else RunStats()
     started = time.monotonic()
-    with stats if isinstance(stats, LiveProgress) else nullcontext():
-        result = asyncio.run(
-            run_link(
-                config,
-                runtime.store,
-                name,
-                dry_run=dry_run,
-                yes=yes,
-                confirm_removals=confirm_removals,
-                full=full,
-                direction=direction,
-                progress=stats,
-                alerts=runtime.notifier,
-                narrowing=narrowed,
-                metrics=runtime.metrics,
+    try:
+        with stats if isinstance(stats, LiveProgress) else nullcontext():
+            result = asyncio.run(
+                run_link(
+                    config,
+                    runtime.store,
+                    name,
+                    dry_run=dry_run,
+                    yes=yes,
+                    confirm_removals=confirm_removals,
+                    full=full,
+                    direction=direction,
+                    progress=stats,
+                    alerts=runtime.notifier,
+                    narrowing=narrowed,
+                    metrics=runtime.metrics,
+                )
             )
-        )
+    except NeedsReview as exc:  # the link's other profiles were queued: deliver them
+        _held_removals(runtime, name, exc.held)
+        delivered = asyncio.run(_deliver_now(runtime))
+        click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
+        raise
     seconds = time.monotonic() - started
     if narrowed is not None:
         click.echo(f"narrowed to {narrowed.describe()}: no baseline or cursor was moved")
     _show_plans(result.plans, limit, confirm_removals)
     for line in lists_summary(result.lists):
         click.echo(line)
-    for held in result.held:
-        click.echo(f"held: {held}")
-    if result.held and not dry_run:
-        click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
+    if dry_run:
         for held in result.held:
-            asyncio.run(
-                runtime.notifier.notify(
-                    "sync_failing",
-                    f"watchbridge: link {name} holds removals",
-                    held,
-                    key=f"{name}:removals",
-                )
-            )
+            click.echo(f"held: {held}")
+    else:
+        _held_removals(runtime, name, result.held)
     rows = summary_rows(
         result.plans,
         config.links[name].services,
@@ -696,6 +694,17 @@ def _sync_link(
         "follow from the running service (see `watchbridge status`)"
     )
     _lists_failed(name, result.lists.errors)
+
+
+def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
+    """Say which removals a run holds, how to apply them, and alert (as the service does)."""
+    for what in held:
+        click.echo(f"held: {what}")
+    if held:
+        click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
+    for what in held:
+        title = f"watchbridge: link {name} holds removals"
+        asyncio.run(runtime.notifier.notify("sync_failing", title, what, key=f"{name}:removals"))
 
 
 def _lists_failed(name: str, errors: Sequence[str]) -> None:
@@ -963,7 +972,15 @@ def anime_refresh(config_path: str | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected errors into one clear line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or os.environ.get("WATCHBRIDGE_DEBUG") == "1"
+    # As click reads the variable for --debug (its boolean words).
+    debug = "--debug" in args or os.environ.get("WATCHBRIDGE_DEBUG", "").strip().lower() in {
+        "1",
+        "true",
+        "t",
+        "yes",
+        "y",
+        "on",
+    }
     try:
         cli.main(args=args, prog_name="watchbridge", standalone_mode=False)
     except click.exceptions.Abort:
