@@ -3,6 +3,7 @@ stateful fake, driven through the delivery worker."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +43,7 @@ from watchbridge.deliver.anilist import (
     season_owner,
     skipped_titles,
 )
-from watchbridge.deliver.serializd import tmdb_numbered
+from watchbridge.deliver.serializd import CatalogueNumbering
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -82,6 +83,8 @@ def reverse_table(item: MediaRef) -> tuple[int, int] | Unmatched:
         return LATER[(show, item.season, item.number)]
     if show == str(REZERO) and item.kind == "episode" and item.season == 3:
         return Unmatched("TMDB 65942 S3: the datasets know the show, not the season", "new-season")
+    if show == str(REZERO) and item.kind == "episode" and item.season == 2:
+        return Unmatched("TMDB 65942 S2E16 is past every range", "outside")
     if show == str(OPEN_SHOW) and item.kind == "episode":
         return PART_2, number
     if show == str(REZERO) and item.kind == "episode" and item.season == 1 and 38 <= number <= 49:
@@ -391,44 +394,67 @@ async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
     assert fake.snapshot()[PART_2]["score"] == 95
 
 
-async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
-    runtime: Runtime,
-    fake: FakeAniList,
-    clock: FakeClock,
-    start_fake: Callable[[FakeServer], FakeServer],
-) -> None:
-    serializd = start_fake(FakeSerializd())
-    assert isinstance(serializd, FakeSerializd)
-    listed = serializd.add_show(REZERO, "Re:Zero", seasons={1: 50, 2: 16})  # TMDB's seasons
+@pytest.fixture
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    """Serializd's (TMDB's) catalogue: Re:Zero's season 1 has 50 episodes, season 2 16."""
+    server = start_fake(FakeSerializd())
+    assert isinstance(server, FakeSerializd)
+    server.add_show(REZERO, "Re:Zero", seasons={1: 50, 2: 16})
+    return server
+
+
+@pytest.fixture
+async def renumbering(
+    runtime: Runtime, target: AniListTarget, serializd: FakeSerializd, clock: FakeClock
+) -> AsyncIterator[DeliveryWorker]:
+    """The worker with the AniList target numbering webhook episodes through Serializd's
+    catalogue, as the service wires it when Serializd is configured."""
     catalogue = SerializdClient(
         SerializdConfig(api_url=serializd.url), runtime.store, clock=clock, requests_per_second=1e3
     )
-
-    async def renumber(item: MediaRef) -> MediaRef:
-        return await tmdb_numbered(catalogue, runtime.store, None, item, clock)
-
-    async def reverse() -> Reverse:
-        return reverse_table
-
-    client = AniListClient(
-        runtime.config.services.anilist or AniListConfig(),
-        runtime.store,
-        seeded_tokens={"me": Secret(fake.issue_token())},
-        clock=clock,
-        per_minute=100_000,
-    )
-    target = AniListTarget(
-        client, runtime.store, runtime.config.delivery, clock, reverse, renumber=renumber
-    )
+    target.renumber = CatalogueNumbering(catalogue, runtime.store, None, clock)
     worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
     worker.targets = {target.name: target}
-    tmdb_s1e41 = listed.seasons[1].first_episode_id + 41
-    tvdb_s2e16 = replace(episode(16), season=2, ids=Ids(tmdb=str(tmdb_s1e41)))
-    enqueue(runtime, "play", tvdb_s2e16, clock() - 60, live=True)
-    await drain(worker, runtime)
-    await target.aclose()
+    yield worker
     await catalogue.aclose()
-    assert fake.snapshot()[PART_2]["progress"] == 4  # TMDB S1E41 is Part 2 episode 4
+
+
+def tvdb_s2e16(serializd: FakeSerializd, number: int = 16) -> MediaRef:
+    """Re:Zero's TVDB S2E16 (or another of S2), with its own TMDB id: TMDB S1E41 (S2 + 25),
+    AniList Part 2 episode 4."""
+    tmdb_id = serializd.shows[REZERO].seasons[1].first_episode_id + number + 25
+    return replace(episode(number), season=2, ids=Ids(tmdb=str(tmdb_id)))
+
+
+async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
+    runtime: Runtime,
+    renumbering: DeliveryWorker,
+    serializd: FakeSerializd,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    enqueue(runtime, "play", tvdb_s2e16(serializd), clock() - 60, live=True)
+    await drain(renumbering, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 4
+
+
+async def test_plays_of_shows_no_dataset_knows_ask_serializd_nothing(
+    runtime: Runtime, renumbering: DeliveryWorker, serializd: FakeSerializd, clock: FakeClock
+) -> None:
+    not_anime = replace(episode(3, show=1396), ids=Ids(tmdb="62087"))
+    enqueue(runtime, "play", not_anime, clock() - 60, live=True)
+    await drain(renumbering, runtime)
+    assert serializd.requests == []
+
+
+async def test_a_serializd_rate_limit_leaves_episodes_as_numbered_without_waiting(
+    runtime: Runtime, renumbering: DeliveryWorker, serializd: FakeSerializd, clock: FakeClock
+) -> None:
+    for number in (15, 16):  # two plays; Serializd asks the first to wait two minutes
+        enqueue(runtime, "play", tvdb_s2e16(serializd, number), clock() - 60, live=True)
+    serializd.fail_next(1, 429, headers={"Retry-After": "120"}, body={"message": "slow down"})
+    await asyncio.wait_for(drain(renumbering, runtime, passes=1), timeout=10)
+    assert len(serializd.requests) == 1  # the second play did not ask (nor wait)
 
 
 async def test_a_show_that_is_not_anime_is_done_without_a_request(

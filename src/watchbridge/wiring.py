@@ -17,13 +17,12 @@ from watchbridge.config import Config, Secret
 from watchbridge.deliver.anilist import AniListTarget, Renumber
 from watchbridge.deliver.anilist import index_source as anilist_reverse
 from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.serializd import SerializdTarget, tmdb_numbered
+from watchbridge.deliver.serializd import CatalogueNumbering, SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
-from watchbridge.model import MediaRef
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
 from watchbridge.services.jellyfin import media_server_client
@@ -171,11 +170,7 @@ def tmdb_renumber(
     Serializd is configured (its client, shared with its own target)."""
     if serializd is None:
         return None
-
-    async def renumber(item: MediaRef) -> MediaRef:
-        return await tmdb_numbered(serializd, runtime.store, ids, item, runtime.clock)
-
-    return renumber
+    return CatalogueNumbering(serializd, runtime.store, ids, runtime.clock)
 
 
 def build_runtime(

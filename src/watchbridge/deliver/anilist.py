@@ -69,7 +69,7 @@ from watchbridge.deliver.worker import (
     enriched,
     per_profile,
 )
-from watchbridge.http import ServiceError, Unavailable
+from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
@@ -419,6 +419,16 @@ def index_reverse(index: AnimeIndex, seasons: AbsoluteSeasons | None = None) -> 
     return IndexReverse(index, seasons)
 
 
+def renumbers(row: OutboxItem, item: MediaRef, reverse: Reverse) -> bool:
+    """Whether to number this episode as TMDB does before mapping it: a webhook's (a link's
+    side numbers as its service does), of a show some dataset knows (the others are skipped
+    without a request anyway)."""
+    if item.kind != "episode" or "link" in row.payload:
+        return False
+    found = reverse(item)
+    return not (isinstance(found, Unmatched) and found.code == "unknown")
+
+
 def recheck_skipped(
     skipped: Mapping[str, Mapping[str, Any]], reverse: Reverse, now: float
 ) -> tuple[list[NewOutboxRow], list[str]]:
@@ -567,8 +577,8 @@ class AniListTarget:
                 if waiting is not None:
                     outcomes[row.id] = waiting
                     continue
-                if decoded.kind == "episode" and "link" not in row.payload:
-                    decoded = await self._tmdb_numbered(decoded)
+                if self.renumber is not None and renumbers(row, decoded, shared):
+                    decoded = await self.renumber(decoded)
             decoded_rows.append((row, decoded))
         placing = await self._placing(
             shared,
@@ -632,19 +642,6 @@ class AniListTarget:
                 )
             except (AniListValidationError, AniListNotFound) as exc:
                 outcomes[row.id] = Dead(exc.message)
-
-    async def _tmdb_numbered(self, item: MediaRef) -> MediaRef:
-        """Best effort: while the catalogue cannot be read, the numbers as sent."""
-        if self.renumber is None:
-            return item
-        try:
-            return await self.renumber(item)
-        except ServiceError as exc:
-            log.warning(
-                "could not number an episode as TMDB does",
-                extra={"item": item.describe(), "problem": exc.message},
-            )
-            return item
 
     async def _counts(self, profile: str, media_ids: set[int]) -> dict[int, int | None]:
         if not media_ids:

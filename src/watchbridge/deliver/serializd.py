@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,7 @@ from watchbridge.deliver.worker import (
     service_hold,
     unsure,
 )
-from watchbridge.http import Unavailable
+from watchbridge.http import ServiceError, Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import UNDATED
@@ -57,6 +58,7 @@ SEASONS_TTL = 7 * 86400.0
 EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {number: TMDB episode id}
 EPISODES_TTL = 86400.0
 REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
+CATALOGUE_PAUSE = 300.0  # after Serializd failed to answer, other targets leave it alone
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -614,6 +616,37 @@ async def tmdb_numbered(
     return replace(item, season=found[0], number=found[1])
 
 
+class CatalogueNumbering:
+    """`tmdb_numbered` for a target other than Serializd (AniList): best effort, and never
+    waiting for Serializd. While its catalogue is rate-limited, or for a while after it failed
+    to answer, the numbers stay as sent."""
+
+    def __init__(
+        self,
+        client: SerializdClient,
+        store: Store,
+        enricher: Enricher | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.client, self.store, self.enricher, self.clock = client, store, enricher, clock
+        self.paused_until = 0.0  # monotonic
+
+    async def __call__(self, item: MediaRef) -> MediaRef:
+        now = time.monotonic()
+        if now < max(self.paused_until, self.client.lane("").pacer.blocked_until):
+            return item
+        try:
+            return await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
+        except ServiceError as exc:
+            log.warning(
+                "could not number an episode as TMDB does",
+                extra={"item": item.describe(), "problem": exc.message},
+            )
+            if isinstance(exc, Unavailable):
+                self.paused_until = now + (exc.retry_after or CATALOGUE_PAUSE)
+            return item
+
+
 async def find_episode(
     client: SerializdClient,
     store: Store,
@@ -679,7 +712,7 @@ async def season_episodes(
             return {int(n): (int(i) if i is not None else None) for n, i in cached.items()}, True
     try:
         episodes = await client.season_episodes(show_id, number)
-    except SerializdAuthError:
+    except (SerializdAuthError, Unavailable):
         raise
     except SerializdError:  # unknown to Serializd, or an answer we cannot read: no listing
         episodes = {}
