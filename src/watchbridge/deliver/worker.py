@@ -181,7 +181,9 @@ def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) ->
     """Seconds until the next try: exponential from `retry_after`, jittered, capped at
     `max_backoff` (the service's own Retry-After may ask for longer)."""
     base = config.retry_after * 2 ** max(0, attempts - 1)
-    wait = min(config.max_backoff, float(base * random.uniform(0.75, 1.25)))
+    # Jittered below the cap too: rows that reach it together must not all come back at once.
+    cap = config.max_backoff * random.uniform(0.75, 1.0)
+    wait = min(cap, float(base * random.uniform(0.75, 1.25)))
     return max(wait, retry_after or 0.0)
 
 
