@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -126,6 +127,17 @@ async def test_an_episode_falls_back_to_the_shows_tvdb_id(
     plex.add_episode("301", "300", 2, 5, guid="com.plexapp.agents.thetvdb://81797/2/5?lang=en")
     plex.watch("301", T0)
     assert [p.item for p in await read(reader)] == ["episode:tvdb:81797:s2e5"]
+
+
+async def test_a_full_read_names_the_shows_set_to_a_tvdb_episode_ordering(
+    reader: PlexReader, plex: FakePlex, caplog: pytest.LogCaptureFixture
+) -> None:
+    plex.add_show("300", "Re:ZERO", 2016, ["tmdb://65942"])["showOrdering"] = "aired"
+    plex.add_show("400", "Frieren", 2023, ["tmdb://209867"])["showOrdering"] = "tmdbAiring"
+    with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+        await read(reader)
+    (warning,) = [r for r in caplog.records if "TheTVDB episode ordering" in r.getMessage()]
+    assert warning.shows == "Re:ZERO"  # type: ignore[attr-defined]
 
 
 def test_outbox_items_map_back_to_the_same_keys() -> None:

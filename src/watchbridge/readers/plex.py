@@ -159,6 +159,16 @@ def item_keys(library: Library) -> dict[str, tuple[str, LibraryItem]]:
     return keyed
 
 
+TVDB_ORDERINGS = frozenset({"aired", "dvd", "absolute"})  # Plex's `showOrdering` values
+
+
+def tvdb_ordered(library: Library) -> list[str]:
+    """Titles of the shows set to a TheTVDB episode ordering: their season and episode
+    numbers are TVDB's, while links key episodes as TMDB (Trakt, Serializd) numbers them.
+    (A library's own default ordering is not in its listing: only shows set one by one.)"""
+    return sorted(s.title or s.rating_key for s in library.shows if s.ordering in TVDB_ORDERINGS)
+
+
 # --------------------------------------------------------------------------- plays (pure)
 
 
@@ -660,6 +670,13 @@ class PlexReader:
             del self._access[profile]
             access = await self.access(profile)
             library, listings = await self._library(profile, access.token)
+        if full and (titles := tvdb_ordered(library)):
+            log.warning(
+                "plex shows in a TheTVDB episode ordering are linked by Plex's numbers, which "
+                "may name other episodes on the other side: set them to The Movie Database "
+                "ordering in Plex (Edit > Advanced)",
+                extra={"profile": profile, "shows": ", ".join(titles)},
+            )
         history, cursor = await self._history(profile, access, full)
         built = build_side(library, history, memory, "ratings" in self.link.kinds, listed_at)
         await asyncio.to_thread(self._remember, profile, built)

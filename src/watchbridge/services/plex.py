@@ -89,6 +89,9 @@ class LibraryItem:
     last_viewed_at: float | None = None
     user_rating: float | None = None  # 0-10, None: not rated
     last_rated_at: float | None = None
+    # A show's own episode ordering (`showOrdering`: tmdbAiring, aired, dvd, absolute);
+    # None: the library's default.
+    ordering: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def library_item(metadata: Mapping[str, object]) -> LibraryItem | None:
         last_viewed_at=epoch(metadata.get("lastViewedAt")),
         user_rating=rating if rating is not None and rating > 0 else None,
         last_rated_at=epoch(metadata.get("lastRatedAt")),
+        ordering=text(metadata.get("showOrdering")) if kind == "show" else None,
     )
 
 
