@@ -67,11 +67,11 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
         configured = account.token.reveal() if account.token else None
         token, _ = pick_token(store.get_token(SERVICE, name), configured, now)
         alert = expiry_alert(token, now, name) if token is not None else None
-        if alert is None or store.cache_get(ALERTED, alert.key, now)[0]:
+        if alert is None or (await asyncio.to_thread(store.cache_get, ALERTED, alert.key, now))[0]:
             continue
         result = await runtime.notifier.notify("credentials", alert.title, alert.body, alert.key)
         # Failed, or suppressed (held back after a failed send): tried again at the next check.
         if result in (SENT, DISABLED):
-            store.cache_put(ALERTED, alert.key, result, now, ALERTED_TTL)
+            await asyncio.to_thread(store.cache_put, ALERTED, alert.key, result, now, ALERTED_TTL)
             sent.append(alert.key)
     return sent

@@ -552,7 +552,9 @@ async def run_link(
             )
 
         if dry_run:
-            store.finish_run(run_id, clock(), "dry-run", plan_counts(plans), calls)
+            await asyncio.to_thread(
+                store.finish_run, run_id, clock(), "dry-run", plan_counts(plans), calls
+            )
             return RunResult(plans, calls, lists=await lists())
         queued, skipped, held = 0, 0, []
         for result in applying:
@@ -566,11 +568,21 @@ async def run_link(
         listed = await lists()
         if waiting:
             message = review_message(name, waiting, everyone=not applying)
-            store.finish_run(run_id, clock(), "needs-review", plan_counts(applying), calls, message)
+            await asyncio.to_thread(
+                store.finish_run,
+                run_id,
+                clock(),
+                "needs-review",
+                plan_counts(applying),
+                calls,
+                message,
+            )
             raise NeedsReview(message, tuple(held))
         outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed)
         error = "; ".join(listed.errors) or None
-        store.finish_run(run_id, clock(), outcome.outcome, plan_counts(plans), calls, error)
+        await asyncio.to_thread(
+            store.finish_run, run_id, clock(), outcome.outcome, plan_counts(plans), calls, error
+        )
         return outcome
     except NeedsReview:
         raise  # recorded above, with what the other profiles queued
