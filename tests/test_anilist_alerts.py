@@ -119,3 +119,17 @@ async def test_time_spent_waiting_on_the_anilist_pacer_is_a_metric(
     )
     assert seconds is not None and seconds >= 0.2
     assert seconds == pytest.approx(client.waited, abs=0.05)
+
+
+async def test_an_expiry_alert_held_back_after_a_failed_send_goes_out_at_a_later_check(
+    tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    for runtime in runtime_for(tmp_path, anilist, receiver, days=10):
+        assert isinstance(runtime.clock, FakeClock)
+        receiver.fail_next(1, 500)
+        await check_anilist_tokens(runtime)  # the alert channel is down
+        runtime.clock.advance(30)
+        await check_anilist_tokens(runtime)  # held back: the channel failed moments ago
+        runtime.clock.advance(3600)
+        await check_anilist_tokens(runtime)
+    assert ["expires soon" in title for title in receiver.titles()] == [True]

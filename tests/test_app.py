@@ -6,7 +6,7 @@ import asyncio
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -202,9 +202,8 @@ class BrokenClock:
         return time.time()
 
 
-def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
-    tmp_path: Path, receiver: AlertReceiver
-) -> None:
+def jellyfin_config(tmp_path: Path, receiver: AlertReceiver) -> Path:
+    """Jellyfin's `alex` mapped, webhook secret `s3cret-hook`, alerts to `receiver`."""
     path = write_config(
         tmp_path,
         f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
@@ -213,22 +212,49 @@ def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
     path.write_text(
         path.read_text().replace("server:\n", "server:\n  webhook_secret: s3cret-hook\n")
     )
-    runtime, clock = runtime_for(path), BrokenClock()
+    return path
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    runtime, clock = runtime_for(jellyfin_config(tmp_path, receiver)), BrokenClock()
     runtime.clock = clock
     with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
         clock.broken = True
         body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
         response = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
         metrics = httpx.get(f"{app.url}/metrics").text
-        deadline = time.monotonic() + 10
-        while not receiver.titles() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: bool(receiver.titles()))
     assert response.status_code == 500
     assert "see the watchbridge log" in response.json()["error"]
     assert 'watchbridge_webhook_events_total{outcome="internal_error",source="jellyfin"} 1.0' in (
         metrics
     )
     assert receiver.titles() == ["watchbridge is refusing jellyfin webhooks"]
+
+
+REFUSING = "watchbridge is refusing jellyfin webhooks"
+
+
+def test_a_refused_webhooks_alert_is_resolved_when_that_source_is_accepted_again(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    runtime = runtime_for(jellyfin_config(tmp_path, receiver))
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        refused = httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        wait_until(lambda: receiver.titles() == [REFUSING])
+        accepted = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
+        wait_until(lambda: len(receiver.titles()) == 2)
+    assert (refused.status_code, accepted.status_code) == (401, 202)
+    assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
 
 
 def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Path) -> None:

@@ -171,6 +171,15 @@ def remove_it_on_trakt(trakt: FakeTrakt) -> None:
         trakt._touch(trakt.user, "episodes.watched_at")
 
 
+async def until_a_removal_is_held(
+    trakt: FakeTrakt, serializd: FakeSerializd, receiver: AlertReceiver
+) -> None:
+    """Both plays on both sides, then the user removes one on Trakt: the alert comes."""
+    await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+    remove_it_on_trakt(trakt)
+    await until(lambda: any("holds removals" in t for t in receiver.titles()))
+
+
 async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_command(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:
@@ -178,9 +187,7 @@ async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_comma
     a_trakt_play_an_hour_ago(trakt)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
     async with scheduled(runtime, deliver=True):
-        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
-        remove_it_on_trakt(trakt)
-        await until(lambda: any("holds removals" in t for t in receiver.titles()))
+        await until_a_removal_is_held(trakt, serializd, receiver)
         held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
         assert "--confirm-removals" in str(held.get("message"))
         assert len(serializd.diary()) == 2  # nothing removed
@@ -201,9 +208,7 @@ async def test_held_removals_once_confirmed_send_the_resolved_notice(
     a_trakt_play_an_hour_ago(trakt)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
     async with scheduled(runtime, deliver=True):
-        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
-        remove_it_on_trakt(trakt)
-        await until(lambda: any("holds removals" in t for t in receiver.titles()))
+        await until_a_removal_is_held(trakt, serializd, receiver)
         await confirm_removals(runtime)  # `watchbridge sync --confirm-removals`
         await until(lambda: "Resolved: watchbridge: link ts holds removals" in receiver.titles())
 
