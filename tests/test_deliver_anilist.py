@@ -19,6 +19,7 @@ from tests.fakes.serializd import FakeSerializd
 from watchbridge.anime import Unmatched
 from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
+from watchbridge.catalogue import CatalogueNumbering
 from watchbridge.config import (
     AniListConfig,
     JellyfinConfig,
@@ -43,7 +44,6 @@ from watchbridge.deliver.anilist import (
     season_owner,
     skipped_titles,
 )
-from watchbridge.deliver.serializd import CatalogueNumbering
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS

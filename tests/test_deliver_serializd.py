@@ -15,8 +15,9 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
 from watchbridge import serializdlist
 from watchbridge.app import Runtime
+from watchbridge.catalogue import SEASONS_CACHE
 from watchbridge.config import Link, Secret, SerializdAccount, parse_config
-from watchbridge.deliver.serializd import SEASONS_CACHE, SerializdTarget
+from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict

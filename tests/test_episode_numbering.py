@@ -21,8 +21,9 @@ from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import sample_json
 from tests.linkrig import LINK, PROFILE, Rig, fast_serializd, fast_trakt, use_fast_readers
+from watchbridge.catalogue import find_episode
 from watchbridge.config import parse_config
-from watchbridge.deliver.serializd import SerializdTarget, find_episode
+from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.ids import Enricher
 from watchbridge.ingest import jellyfin

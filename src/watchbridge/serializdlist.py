@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from watchbridge import limits
+from watchbridge.catalogue import season_map
 from watchbridge.config import Config, Link
-from watchbridge.deliver.serializd import season_map
 from watchbridge.http import ServiceError
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids

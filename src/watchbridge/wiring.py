@@ -13,11 +13,12 @@ from watchbridge import statuspage, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
+from watchbridge.catalogue import CatalogueNumbering
 from watchbridge.config import Config, Secret
 from watchbridge.deliver.anilist import AniListTarget, Renumber
 from watchbridge.deliver.anilist import index_source as anilist_reverse
 from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.serializd import CatalogueNumbering, SerializdTarget
+from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.ids import Enricher

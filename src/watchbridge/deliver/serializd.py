@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from watchbridge import ratings
+from watchbridge.catalogue import SEASONS_CACHE, season_map, tmdb_numbered
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import (
@@ -34,7 +34,7 @@ from watchbridge.deliver.worker import (
     service_hold,
     unsure,
 )
-from watchbridge.http import ServiceError, Unavailable
+from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import UNDATED
@@ -44,7 +44,6 @@ from watchbridge.services.serializd import (
     SerializdClient,
     SerializdError,
     SerializdItemError,
-    ShowSeasons,
 )
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 
@@ -53,12 +52,6 @@ log = logging.getLogger(__name__)
 NAME = "serializd"
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
-SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episodes"} by season
-SEASONS_TTL = 7 * 86400.0
-EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {number: TMDB episode id}
-EPISODES_TTL = 86400.0
-REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
-CATALOGUE_PAUSE = 300.0  # after Serializd failed to answer, other targets leave it alone
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -547,194 +540,6 @@ class SerializdTarget:
             await asyncio.to_thread(
                 self.store.cache_put, SEASONS_CACHE, tmdb, None, self.clock(), 0.0
             )
-
-
-async def season_map(
-    client: SerializdClient,
-    store: Store,
-    show_id: int,
-    clock: Callable[[], float],
-    need: int | None = None,
-) -> dict[int, int]:
-    """Season number -> TMDB season id of a show, cached for days (§4: it changes only when
-    TMDB adds seasons); read again when season `need` is missing from the cached map."""
-    return (await show_seasons(client, store, show_id, clock, need=need)).ids
-
-
-async def show_seasons(
-    client: SerializdClient,
-    store: Store,
-    show_id: int,
-    clock: Callable[[], float],
-    need: int | None = None,
-    counts: bool = False,
-) -> ShowSeasons:
-    """A show's season ids (and, with `counts`, episode counts), cached like `season_map`.
-    Entries cached before counts were kept hold ids only: one read fills them in."""
-    lookup = str(show_id)
-    hit, cached = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, lookup, clock())
-    known, with_counts = _cached_seasons(cached) if hit else (None, False)
-    if known is not None and (need is None or need in known.ids) and (with_counts or not counts):
-        return known
-    seasons = await client.show_seasons(show_id)
-    value = {
-        "ids": {str(n): season_id for n, season_id in seasons.ids.items()},
-        "episodes": {str(n): count for n, count in seasons.episodes.items()},
-    }
-    await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
-    return seasons
-
-
-async def tmdb_numbered(
-    client: SerializdClient,
-    store: Store,
-    enricher: Enricher | None,
-    item: MediaRef,
-    clock: Callable[[], float],
-) -> MediaRef:
-    """A webhook's episode with TMDB's season and number (Serializd's, and the anime
-    mapping's first numbering). A media server numbers episodes in its library's order
-    (TVDB's aired, DVD or absolute order, or TMDB's), so the episode's own TMDB id, where the
-    webhook or Trakt's id search gives one, is looked up in the show's Serializd seasons.
-    Without one, or when no season holds it, the numbers stay as sent."""
-    show = item.show_ids.tmdb
-    if not (show and show.isdigit()) or item.season is None or item.number is None:
-        return item
-    if enricher is not None:
-        episode_id = await enricher.episode_tmdb(item)
-    else:
-        episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
-    if episode_id is None:
-        return item
-    found = await find_episode(client, store, int(show), episode_id, item.season, clock)
-    if found is None or found == (item.season, item.number):
-        return item
-    log.info(
-        "episode renumbered as TMDB numbers it",
-        extra={"item": item.describe(), "season": found[0], "number": found[1]},
-    )
-    return replace(item, season=found[0], number=found[1])
-
-
-class CatalogueNumbering:
-    """`tmdb_numbered` for a target other than Serializd (AniList): best effort, and never
-    waiting for Serializd. While its catalogue is rate-limited, or for a while after it failed
-    to answer, the numbers stay as sent."""
-
-    def __init__(
-        self,
-        client: SerializdClient,
-        store: Store,
-        enricher: Enricher | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self.client, self.store, self.enricher, self.clock = client, store, enricher, clock
-        self.paused_until = 0.0  # monotonic
-
-    async def __call__(self, item: MediaRef) -> MediaRef:
-        now = time.monotonic()
-        if now < max(self.paused_until, self.client.lane("").pacer.blocked_until):
-            return item
-        try:
-            return await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
-        except ServiceError as exc:
-            log.warning(
-                "could not number an episode as TMDB does",
-                extra={"item": item.describe(), "problem": exc.message},
-            )
-            if isinstance(exc, Unavailable):
-                self.paused_until = now + (exc.retry_after or CATALOGUE_PAUSE)
-            return item
-
-
-async def find_episode(
-    client: SerializdClient,
-    store: Store,
-    show_id: int,
-    episode_id: int,
-    season: int,
-    clock: Callable[[], float],
-) -> tuple[int, int] | None:
-    """(season, number) of a TMDB episode id in a show's Serializd seasons: the season the
-    sender named first, then the others. Each season's listing is cached for a day; when only
-    cached listings were searched (a new episode airs), they are read again, at most hourly
-    per show. An id no season holds is remembered for a day: its plays cost no more reads."""
-    missing, refreshed = f"{show_id}:missing:{episode_id}", f"{show_id}:refreshed"
-
-    async def cached(lookup: str) -> bool:
-        return (await asyncio.to_thread(store.cache_get, EPISODES_CACHE, lookup, clock()))[0]
-
-    async def remember(lookup: str, ttl: float) -> None:
-        await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, True, clock(), ttl)
-
-    if await cached(missing):
-        return None
-    seasons = await season_map(client, store, show_id, clock)
-    order = sorted(seasons, key=lambda n: (n != season, n == 0, n))  # specials last
-    for fresh in (False, True):
-        if fresh:
-            if await cached(refreshed):
-                break
-            await remember(refreshed, REFRESH_EVERY)
-        cached_any = False
-        for number in order:
-            episodes, was_cached = await season_episodes(
-                client, store, show_id, number, clock, fresh
-            )
-            cached_any |= was_cached
-            where = episode_at(episodes, episode_id)
-            if where is not None:
-                return number, where
-        if not cached_any:
-            break
-    await remember(missing, EPISODES_TTL)
-    return None
-
-
-def episode_at(episodes: dict[int, int | None], episode_id: int) -> int | None:
-    return next((n for n, found in episodes.items() if found == episode_id), None)
-
-
-async def season_episodes(
-    client: SerializdClient,
-    store: Store,
-    show_id: int,
-    number: int,
-    clock: Callable[[], float],
-    fresh: bool = False,
-) -> tuple[dict[int, int | None], bool]:
-    """One season's episodes (number -> TMDB episode id) and whether they came from the
-    cache; a season Serializd does not know has none."""
-    lookup = f"{show_id}:{number}"
-    if not fresh:
-        hit, cached = await asyncio.to_thread(store.cache_get, EPISODES_CACHE, lookup, clock())
-        if hit and isinstance(cached, dict):
-            return {int(n): (int(i) if i is not None else None) for n, i in cached.items()}, True
-    try:
-        episodes = await client.season_episodes(show_id, number)
-    except (SerializdAuthError, Unavailable):
-        raise
-    except SerializdError:  # unknown to Serializd, or an answer we cannot read: no listing
-        episodes = {}
-    value = {str(n): i for n, i in episodes.items()}
-    await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, value, clock(), EPISODES_TTL)
-    return episodes, False
-
-
-def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:
-    """A cached season map, and whether it holds episode counts: `{"ids", "episodes"}`, or
-    the older `{number: season id}` (ids only)."""
-    if not isinstance(cached, dict):
-        return None, False
-    with_counts = "ids" in cached
-    ids, episodes = (cached.get("ids"), cached.get("episodes")) if with_counts else (cached, {})
-    if not isinstance(ids, dict) or not isinstance(episodes, dict):
-        return None, False
-    seasons = ShowSeasons(
-        {int(n): int(v) for n, v in ids.items()},
-        {int(n): int(v) for n, v in episodes.items()},
-    )
-    return seasons, with_counts
 
 
 def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[str, Any]] | None:

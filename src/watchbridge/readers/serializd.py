@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
+from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
-from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD, show_seasons
+from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
