@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.receiver import AlertReceiver
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_bytes
 from watchbridge import webhooks
@@ -243,18 +243,33 @@ def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
 REFUSING = "watchbridge is refusing jellyfin webhooks"
 
 
-def test_a_refused_webhooks_alert_is_resolved_when_that_source_is_accepted_again(
+def test_a_refused_webhooks_alert_is_resolved_once_that_source_is_taken_again(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    runtime, clock = runtime_for(jellyfin_config(tmp_path, receiver)), FakeClock(time.time())
+    runtime.clock = clock
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        refused = httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        wait_until(lambda: receiver.titles() == [REFUSING])
+        clock.advance(webhooks.REFUSALS_OVER_AFTER)  # no refusal since
+        accepted = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
+        wait_until(lambda: len(receiver.titles()) == 2)
+    assert (refused.status_code, accepted.status_code) == (401, 202)
+    assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
+
+
+def test_webhooks_taken_while_a_refusal_is_recent_resolve_nothing(
     tmp_path: Path, receiver: AlertReceiver
 ) -> None:
     runtime = runtime_for(jellyfin_config(tmp_path, receiver))
     body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
     with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
-        refused = httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)  # one server
         wait_until(lambda: receiver.titles() == [REFUSING])
-        accepted = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
-        wait_until(lambda: len(receiver.titles()) == 2)
-    assert (refused.status_code, accepted.status_code) == (401, 202)
-    assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
+        httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)  # the other one
+        time.sleep(0.5)
+    assert receiver.titles() == [REFUSING]
 
 
 def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Path) -> None:

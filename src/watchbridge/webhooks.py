@@ -202,25 +202,35 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
         f"A {source} webhook was refused: {reason}. {source.capitalize()} does not send it "
         f"again, so a play it carried is lost unless a link's sync finds it. {REFUSALS[outcome]}"
     )
-    notify = runtime.notifier.notify("webhook_rejects", title, body, key=f"{source}:{outcome}")
+    key = f"{source}:{outcome}"
+    _refused_at[key] = runtime.clock()
+    notify = runtime.notifier.notify("webhook_rejects", title, body, key=key)
     task = asyncio.get_running_loop().create_task(notify)
     _alerting.add(task)
     task.add_done_callback(_alerting.discard)
 
 
-# The `webhook_rejects` keys of each source, and those with a "Resolved" notice being sent.
+# The `webhook_rejects` keys of each source, when each was last refused, and those with a
+# "Resolved" notice being sent.
 _REFUSAL_KEYS = {source: tuple(f"{source}:{outcome}" for outcome in REFUSALS) for source in SOURCES}
+_refused_at: dict[str, float] = {}
 _resolving: dict[str, asyncio.Task[str]] = {}
+# A refusal is over once this long has passed without another: with two servers of one
+# source, one still refused, the other's webhooks must not resolve (and re-raise) it each time.
+REFUSALS_OVER_AFTER = 600.0
 
 
 def _resolve_refused(runtime: Runtime, source: str) -> None:
-    """A webhook of `source` was accepted: resolve its `webhook_rejects` alerts after answering.
+    """A webhook of `source` was accepted: resolve its `webhook_rejects` alerts after answering,
+    unless one was refused within REFUSALS_OVER_AFTER.
 
     On the hot path: a few lookups in memory unless a refusal alert is open."""
     notifier = runtime.notifier
     for key in _REFUSAL_KEYS[source]:
         if not notifier.raised("webhook_rejects", key):
             continue
+        if runtime.clock() - _refused_at.get(key, 0.0) < REFUSALS_OVER_AFTER:
+            continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
             continue  # already on its way
         body = f"watchbridge takes {source} webhooks again."
