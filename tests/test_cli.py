@@ -150,6 +150,15 @@ def test_the_debug_variable_in_words_shows_the_traceback_too(tmp_path: Path) -> 
     assert "Traceback" in result.stderr
 
 
+def test_any_other_debug_value_turns_debug_on_without_refusing_the_command(
+    tmp_path: Path,
+) -> None:
+    result = run(
+        "check-config", "--config", str(write_config(tmp_path)), env={"WATCHBRIDGE_DEBUG": "2"}
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_unwritable_storage_path_is_reported_by_check_config(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
     path = tmp_path / "w.yaml"

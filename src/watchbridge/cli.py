@@ -88,15 +88,18 @@ def _when(timestamp: float | None) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="watchbridge")
 @click.option(
-    "--debug",
-    is_flag=True,
-    envvar="WATCHBRIDGE_DEBUG",
-    help="Show tracebacks and debug logs (also WATCHBRIDGE_DEBUG=1).",
+    "--debug", is_flag=True, help="Show tracebacks and debug logs (also WATCHBRIDGE_DEBUG=1)."
 )
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Keep watch history, ratings and watchlists in sync across your services."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug or debug_from_environment()}
+
+
+def debug_from_environment() -> bool:
+    """WATCHBRIDGE_DEBUG set to anything but an empty or "off" word (0, false, no, off)."""
+    value = os.environ.get("WATCHBRIDGE_DEBUG", "").strip().lower()
+    return value not in {"", "0", "false", "f", "no", "n", "off"}
 
 
 @cli.command()
@@ -972,15 +975,7 @@ def anime_refresh(config_path: str | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected errors into one clear line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
-    # As click reads the variable for --debug (its boolean words).
-    debug = "--debug" in args or os.environ.get("WATCHBRIDGE_DEBUG", "").strip().lower() in {
-        "1",
-        "true",
-        "t",
-        "yes",
-        "y",
-        "on",
-    }
+    debug = "--debug" in args or debug_from_environment()
     try:
         cli.main(args=args, prog_name="watchbridge", standalone_mode=False)
     except click.exceptions.Abort:
