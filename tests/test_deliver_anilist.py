@@ -16,7 +16,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import FakeSerializd
-from watchbridge.anime import Unmatched
+from watchbridge.anime import Unmatched, load_index
 from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
 from watchbridge.catalogue import CatalogueNumbering
@@ -436,6 +436,28 @@ async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
     enqueue(runtime, "play", tvdb_s2e16(serializd), clock() - 60, live=True)
     await drain(renumbering, runtime)
     assert fake.snapshot()[PART_2]["progress"] == 4
+
+
+async def test_an_episode_of_a_show_mapped_by_tvdb_only_keeps_the_numbers_sent(
+    runtime: Runtime,
+    renumbering: DeliveryWorker,
+    target: AniListTarget,
+    serializd: FakeSerializd,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # An override maps Re:Zero Part 2 by TVDB numbering only (TVDB S2E14-25), none by TMDB's.
+    override = '119661: {tvdb: {show: 305089, season: 2, episodes: {"1-12": "14-25"}}, tmdb: skip}'
+    tvdb_only = index_reverse(load_index({}, override))
+
+    async def reverse() -> Reverse:
+        return tvdb_only
+
+    target.reverse = reverse
+    sent = replace(tvdb_s2e16(serializd), show_ids=Ids(tmdb=str(REZERO), tvdb="305089"))
+    enqueue(runtime, "play", sent, clock() - 60, live=True)
+    await drain(renumbering, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 3  # TVDB S2E16 is Part 2 episode 3
 
 
 async def test_plays_of_shows_no_dataset_knows_ask_serializd_nothing(

@@ -429,6 +429,14 @@ def renumbers(row: OutboxItem, item: MediaRef, reverse: Reverse) -> bool:
     return not (isinstance(found, Unmatched) and found.code == "unknown")
 
 
+def better_numbered(renumbered: MediaRef, sent: MediaRef, reverse: Reverse) -> MediaRef:
+    """The episode as TMDB numbers it, unless only the numbers as sent map: a show the
+    datasets (or an override with `tmdb: skip`) map by TVDB only, in a TVDB-ordered library."""
+    if renumbered is sent or not isinstance(reverse(renumbered), Unmatched):
+        return renumbered
+    return sent if not isinstance(reverse(sent), Unmatched) else renumbered
+
+
 def recheck_skipped(
     skipped: Mapping[str, Mapping[str, Any]], reverse: Reverse, now: float
 ) -> tuple[list[NewOutboxRow], list[str]]:
@@ -505,7 +513,7 @@ class AniListTarget:
         self.reverse = reverse
         self.seasons = seasons
         self.enricher = enricher  # finds the show ids webhooks leave out
-        # A webhook's episode as TMDB numbers it (deliver.serializd.tmdb_numbered), when a
+        # A webhook's episode as TMDB numbers it (catalogue.tmdb_numbered), when a
         # TMDB-numbered catalogue can be read: the media server's may be TVDB's order.
         self.renumber = renumber
         self._rechecked_at: dict[str, float] = {}  # profile -> last look at its skipped rows
@@ -578,7 +586,7 @@ class AniListTarget:
                     outcomes[row.id] = waiting
                     continue
                 if self.renumber is not None and renumbers(row, decoded, shared):
-                    decoded = await self.renumber(decoded)
+                    decoded = better_numbered(await self.renumber(decoded), decoded, shared)
             decoded_rows.append((row, decoded))
         placing = await self._placing(
             shared,
