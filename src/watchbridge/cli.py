@@ -705,9 +705,9 @@ def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
         click.echo(f"held: {what}")
     if held:
         click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
-    for what in held:
-        title = f"watchbridge: link {name} holds removals"
-        asyncio.run(runtime.notifier.notify("sync_failing", title, what, key=f"{name}:removals"))
+    if held:
+        title, body = f"watchbridge: link {name} holds removals", "\n".join(held)
+        asyncio.run(runtime.notifier.notify("sync_failing", title, body, key=f"{name}:removals"))
 
 
 def _lists_failed(name: str, errors: Sequence[str]) -> None:

@@ -121,9 +121,12 @@ async def _report_held(runtime: Runtime, name: str, held: Sequence[str]) -> None
     if not held:
         message = f"link {name} holds no removals any more"
         await runtime.notifier.resolve("sync_failing", message, key=f"{name}:removals")
-    for what in held:
+    if held:  # one alert for every profile's: one key, so a second would be throttled away
         await runtime.notifier.notify(
-            "sync_failing", f"watchbridge: link {name} holds removals", what, key=f"{name}:removals"
+            "sync_failing",
+            f"watchbridge: link {name} holds removals",
+            "\n".join(held),
+            key=f"{name}:removals",
         )
 
 
