@@ -203,7 +203,7 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
         f"again, so a play it carried is lost unless a link's sync finds it. {REFUSALS[outcome]}"
     )
     key = f"{source}:{outcome}"
-    _refused_at[key] = runtime.clock()
+    _refused_at[key] = time.monotonic()  # not runtime.clock: this path must survive its bugs
     notify = runtime.notifier.notify("webhook_rejects", title, body, key=key)
     task = asyncio.get_running_loop().create_task(notify)
     _alerting.add(task)
@@ -229,7 +229,7 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
     for key in _REFUSAL_KEYS[source]:
         if not notifier.raised("webhook_rejects", key):
             continue
-        if runtime.clock() - _refused_at.get(key, 0.0) < REFUSALS_OVER_AFTER:
+        if time.monotonic() - _refused_at.get(key, -REFUSALS_OVER_AFTER) < REFUSALS_OVER_AFTER:
             continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
             continue  # already on its way
