@@ -16,6 +16,7 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
+from watchbridge import scheduler
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -277,3 +278,15 @@ async def test_held_removals_are_alerted_while_another_profile_waits_for_review(
         await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
         assert "watchbridge: link ts waits for your review" in receiver.titles()
         assert len(serializd.diary()) == 2  # held, not removed
+
+
+async def test_every_profiles_held_removals_go_out_in_one_alert(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+    held = ["me: 1 of 2 serializd plays", "bob: 1 of 2 serializd plays"]
+    await scheduler._report_held(runtime, "ts", held)
+    (alert,) = receiver.messages
+    assert alert["message"] == "\n".join(held)
+    runtime.close()
