@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ from watchbridge.anime_data import (
     unmatched_records,
 )
 from watchbridge.config import load_config
+from watchbridge.deliver.anilist import NAME, SKIPPED
 from watchbridge.errors import ConfigError
 from watchbridge.http import HttpClient, RetryPolicy
+from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -451,3 +454,23 @@ def test_anime_unmatched_when_everything_maps(tmp_path: Path) -> None:
     result = run_cli("anime", "unmatched", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "nothing unmatched"
+
+
+def test_anime_unmatched_names_the_titles_skipped_as_not_anime(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "profiles:\n  me:\n    default: true\n")
+    store = Store.open(tmp_path / "watchbridge.db")
+    frieren = MediaRef("episode", show_ids=Ids(tmdb="209867"), show_title="Frieren", season=2)
+    kept = {
+        "profile": "me",
+        "action": "play",
+        "payload": {"item": ref_to_dict(replace(frieren, number=1)), "at": 100.0},
+        "ordering_key": "me:anilist:x",
+    }
+    store.mirror_put(
+        NAME, "me", SKIPPED, {"me:anilist:play:1": kept}, 100.0
+    )  # as the target keeps it
+    store.close()
+    result = run_cli("anime", "unmatched", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "skipped as not anime" in result.stdout
+    assert "'Frieren' (tmdb 209867): 1 play" in result.stdout
