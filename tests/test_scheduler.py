@@ -16,12 +16,11 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
-from watchbridge import scheduler
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.sync import LinkBusy, run_link
+from watchbridge.sync import LinkBusy, report_held, run_link
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -286,7 +285,7 @@ async def test_every_profiles_held_removals_go_out_in_one_alert(
     trakt, serializd, receiver = fakes
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
     held = ["me: 1 of 2 serializd plays", "bob: 1 of 2 serializd plays"]
-    await scheduler._report_held(runtime, "ts", held)
+    await report_held(runtime.notifier, "ts", held)
     (alert,) = receiver.messages
     assert alert["message"] == "\n".join(held)
     runtime.close()

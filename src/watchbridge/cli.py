@@ -701,13 +701,13 @@ def _sync_link(
 
 def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
     """Say which removals a run holds, how to apply them, and alert (as the service does)."""
+    from watchbridge.sync import report_held
+
     for what in held:
         click.echo(f"held: {what}")
     if held:
         click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
-    if held:
-        title, body = f"watchbridge: link {name} holds removals", "\n".join(held)
-        asyncio.run(runtime.notifier.notify("sync_failing", title, body, key=f"{name}:removals"))
+        asyncio.run(report_held(runtime.notifier, name, held))
 
 
 def _lists_failed(name: str, errors: Sequence[str]) -> None:

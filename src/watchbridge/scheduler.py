@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
 
 from watchbridge.app import Runtime
 from watchbridge.errors import WatchbridgeError
-from watchbridge.sync import LinkBusy, NeedsReview, run_link, syncable
+from watchbridge.sync import LinkBusy, NeedsReview, report_held, run_link, syncable
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class SyncScheduler:
                     exc.message,
                     key=f"{name}:review",
                 )
-                await _report_held(runtime, name, exc.held)
+                await report_held(runtime.notifier, name, exc.held)
                 continue
             except Exception as exc:
                 runs.labels(name, "failed").inc()
@@ -108,26 +107,11 @@ class SyncScheduler:
                 await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             runs.labels(name, result.outcome).inc()
             failures, reviewing = 0, False
-            await _report_held(runtime, name, result.held)
+            await report_held(runtime.notifier, name, result.held)
             log.info(
                 "sync run",
                 extra={"link": name, "queued": result.queued, "api_calls": result.api_calls},
             )
-
-
-async def _report_held(runtime: Runtime, name: str, held: Sequence[str]) -> None:
-    """Alert about removals a run holds for confirmation, or resolve that alert once none
-    are held (confirmed, or the plays are back)."""
-    if not held:
-        message = f"link {name} holds no removals any more"
-        await runtime.notifier.resolve("sync_failing", message, key=f"{name}:removals")
-    if held:  # one alert for every profile's: one key, so a second would be throttled away
-        await runtime.notifier.notify(
-            "sync_failing",
-            f"watchbridge: link {name} holds removals",
-            "\n".join(held),
-            key=f"{name}:removals",
-        )
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -594,6 +594,18 @@ async def run_link(
         heartbeat.cancel()
 
 
+async def report_held(alerts: Alerts, name: str, held: Sequence[str]) -> None:
+    """Alert about the removals a run holds for confirmation (every profile's in one alert:
+    one key, so a second would be throttled away), or resolve that alert once none are held
+    (confirmed, or the plays are back)."""
+    key = f"{name}:removals"
+    if held:
+        title = f"watchbridge: link {name} holds removals"
+        await alerts.notify("sync_failing", title, "\n".join(held), key=key)
+    else:
+        await alerts.resolve("sync_failing", f"link {name} holds no removals any more", key=key)
+
+
 def awaiting_review(link: Link, plans: Sequence[ProfilePlan], yes: bool) -> set[str]:
     """Profiles whose first run would write on a link whose `first_run` is `dry-run`."""
     if link.first_run != "dry-run" or yes:
