@@ -54,7 +54,7 @@ import logging
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from watchbridge import ratings
 from watchbridge.anime import PENDING, SCHEMES, AnimeIndex, Unmatched
@@ -419,14 +419,19 @@ def index_reverse(index: AnimeIndex, seasons: AbsoluteSeasons | None = None) -> 
     return IndexReverse(index, seasons)
 
 
+def in_no_dataset(found: tuple[int, int] | Unmatched) -> TypeGuard[Unmatched]:
+    """A reverse mapping's answer for an item whose show no dataset knows: not anime, or a
+    fresh one the datasets have not caught up with."""
+    return isinstance(found, Unmatched) and found.code == "unknown"
+
+
 def renumbers(row: OutboxItem, item: MediaRef, reverse: Reverse) -> bool:
     """Whether to number this episode as TMDB does before mapping it: a webhook's (a link's
     side numbers as its service does), of a show some dataset knows (the others are skipped
     without a request anyway)."""
     if item.kind != "episode" or "link" in row.payload:
         return False
-    found = reverse(item)
-    return not (isinstance(found, Unmatched) and found.code == "unknown")
+    return not in_no_dataset(reverse(item))
 
 
 def better_numbered(renumbered: MediaRef, sent: MediaRef, reverse: Reverse) -> MediaRef:
@@ -460,8 +465,7 @@ def recheck_skipped(
         except (KeyError, TypeError, ValueError):
             forget.append(key)
             continue
-        found = reverse(item)
-        if not isinstance(found, Unmatched) or found.code != "unknown":
+        if not in_no_dataset(reverse(item)):
             again.append(row)  # mapped now, or anime the normal path can report
             forget.append(key)
         elif not fresh:
@@ -604,7 +608,7 @@ class AniListTarget:
                 outcomes[row.id] = Delivered("AniList has no episode ratings: skipped")
                 continue
             target = reverse(decoded)
-            if isinstance(target, Unmatched) and target.code == "unknown" and entries is None:
+            if in_no_dataset(target) and entries is None:
                 unknown.append((row, decoded, target))  # not anime, or known by MAL id only
             elif isinstance(target, Unmatched):
                 outcomes[row.id] = await self._unmatched(profile, row, decoded, target)
