@@ -773,8 +773,9 @@ class Store:
         one stays for `status`), and expired id lookups. Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way."""
+        # Read before the write lock is taken: only rows delivered a week ago are looked at.
+        kept = self._expected_link_adds(now - keep_done)
         with self.transaction() as conn:
-            kept = self._expected_link_adds(conn, now - keep_done)
             done = conn.execute(
                 "DELETE FROM outbox WHERE status = 'done' AND updated_at < ?"
                 " AND id NOT IN (SELECT value FROM json_each(?))",
@@ -802,13 +803,12 @@ class Store:
             "id_cache": lookups,
         }
 
-    @staticmethod
-    def _expected_link_adds(conn: sqlite3.Connection, before: float) -> list[int]:
+    def _expected_link_adds(self, before: float) -> list[int]:
         """Ids of the link adds delivered before `before` whose plays their link's baseline
         still expects (`reconcile.expect`: mirror `link:NAME:plays`, records `expect:...`
         with the item and time). One pass over each table, not one per row."""
         expected: dict[tuple[str, str, str, float], list[str]] = {}
-        for row in conn.execute(
+        for row in self._query(
             "SELECT service, profile, collection, data FROM mirror WHERE item_key >= 'expect:'"
             " AND item_key < 'expect;' AND collection LIKE 'link:%:plays'"
         ):
@@ -819,7 +819,7 @@ class Store:
         if not expected:
             return []
         kept = []
-        for row in conn.execute(
+        for row in self._query(
             "SELECT id, target, profile, payload, idempotency_key FROM outbox"
             " WHERE status = 'done' AND updated_at < ? AND instr(idempotency_key, ?) > 0",
             (before, ":sync:add_play:"),
