@@ -174,13 +174,17 @@ class ListWriteResult:
     item_count: int | None = None  # the watchlist's size after the write, when Trakt says
 
 
+EPISODE_IDS = ("tvdb", "tmdb", "imdb")  # an episode's ids other services know it by
+
+
 @dataclass(frozen=True)
 class ListedEpisode:
-    """One episode of a show's season list: its number and Trakt's absolute number (often
-    null, reference trakt-api.md §14)."""
+    """One episode of a show's season list: its number, Trakt's absolute number (often
+    null, reference trakt-api.md §14) and its own TVDB, TMDB and IMDb ids."""
 
     number: int
     number_abs: int | None = None
+    ids: Ids = field(default_factory=Ids)
 
 
 @dataclass(frozen=True)
@@ -399,7 +403,7 @@ def parse_seasons(data: Any) -> list[ListedSeason]:
         if number is None:
             continue
         episodes = tuple(
-            ListedEpisode(n, whole(e.get("number_abs")))
+            ListedEpisode(n, whole(e.get("number_abs")), _episode_ids(e.get("ids")))
             for e in row.get("episodes") or []
             if isinstance(e, dict) and (n := whole(e.get("number"))) is not None
         )
@@ -408,6 +412,12 @@ def parse_seasons(data: Any) -> list[ListedSeason]:
             count = whole(row.get("aired_episodes"))
         seasons.append(ListedSeason(number, count, episodes))
     return seasons
+
+
+def _episode_ids(ids: object) -> Ids:
+    if not isinstance(ids, dict):
+        return Ids()
+    return Ids(**{name: str(ids[name]) for name in EPISODE_IDS if ids.get(name)})
 
 
 def _pacer() -> Pacer:
