@@ -115,6 +115,32 @@ def test_a_play_gone_with_its_title_from_the_library_stays_on_the_other_side() -
     assert result.actions == () and ("trakt", "t1") not in result.tombstones
 
 
+def test_a_play_renumbered_to_another_episode_takes_its_partner_on_the_old_one_with_it() -> None:
+    # Plex now keys its play p1 as EP2 (the show was renumbered); Trakt's t1 on EP1 was our copy.
+    link = Link(services=["plex", "trakt"])
+    baseline = {"plex": side(Play(EP1, 1000, "p1")), "trakt": side(Play(EP1, 1000, "t1"))}
+    plex = Side((Play(EP2, 1000, "p1"),), catalog=frozenset({EP2}), renumbered=frozenset({"p1"}))
+    result = plan(link, {"plex": plex, "trakt": side(Play(EP1, 1000, "t1"))}, baseline)
+    assert kinds(result) == [("add_play", "trakt", EP2), ("remove_play", "trakt", EP1)]
+
+
+def test_a_renumbered_play_is_not_tombstoned_under_its_record() -> None:
+    link = Link(services=["plex", "trakt"])
+    baseline = {"plex": side(Play(EP1, 1000, "p1")), "trakt": side(Play(EP1, 1000, "t1"))}
+    plex = Side((Play(EP2, 1000, "p1"),), renumbered=frozenset({"p1"}))
+    result = plan(link, {"plex": plex, "trakt": side(Play(EP1, 1000, "t1"))}, baseline)
+    assert ("trakt", "t1") in result.tombstones and ("plex", "p1") not in result.tombstones
+
+
+def test_a_play_a_side_keys_as_another_item_for_other_reasons_takes_nothing_with_it() -> None:
+    # e.g. an AniList entry mapped to another episode after a dataset refresh: t1 may be the
+    # real viewing our copy a1 came from.
+    link = Link(services=["anilist", "trakt"])
+    baseline = {"anilist": side(Play(EP1, 1000, "a1")), "trakt": side(Play(EP1, 1000, "t1"))}
+    current = {"anilist": side(Play(EP2, 1000, "a1")), "trakt": side(Play(EP1, 1000, "t1"))}
+    assert ("remove_play", "trakt", EP1) not in kinds(plan(link, current, baseline))
+
+
 def test_mass_removal_is_held_until_confirmed() -> None:
     plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
     mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]

@@ -51,6 +51,10 @@ class Side:
     # The items this side can hold at all (a media server: what is in its libraries);
     # None: anything. Plays and ratings of other items are not planned for it.
     catalog: frozenset[str] | None = None
+    # Records of plays keyed by the other side's episode numbers rather than the library's
+    # own (Plex shows in a TheTVDB ordering): held before under another item, such a play is
+    # gone from that one.
+    renumbered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -166,12 +170,15 @@ def plan(
     """The writes that bring both sides of `link` into agreement, each with its reason."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
+    renumbered: set[tuple[str, str]] = set()
     allowed = set(flows(link))
     if "history" in link.kinds:
-        actions += _plan_history(link, current, baseline, tombstones, allowed, new_tombstones)
+        actions += _plan_history(
+            link, current, baseline, tombstones, allowed, new_tombstones, renumbered
+        )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
-    actions, left_out, void = _within_catalogs(actions, current)
+    actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions)
     return Plan(tuple(actions), frozenset(new_tombstones), held, left_out)
@@ -199,12 +206,13 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
 
 
 def _within_catalogs(
-    actions: list[Action], current: Mapping[str, Side]
+    actions: list[Action], current: Mapping[str, Side], renumbered: set[tuple[str, str]]
 ) -> tuple[list[Action], dict[str, int], list[Action]]:
     """Adds and ratings for items their target cannot hold are left out (and counted):
     planning them every run would only ever end in "not in any library". A play "removed" from
     a side that cannot hold its item was never really there (an add it skipped, then read as
-    gone), so it takes nothing from the other side.
+    gone), so it takes nothing from the other side; unless the play is still there, keyed as
+    another episode (`renumbered`: the removals it makes, by target and record).
 
     Returns the actions kept, the adds left out per target, and the removals dropped."""
     kept: list[Action] = []
@@ -215,7 +223,11 @@ def _within_catalogs(
         adding = action.kind in ("add_play", "set_rating")
         if adding and catalog is not None and action.item not in catalog:
             left_out[action.target] += 1
-        elif action.kind == "remove_play" and not _could_hold(action, current):
+        elif (
+            action.kind == "remove_play"
+            and (action.target, action.record) not in renumbered
+            and not _could_hold(action, current)
+        ):
             void.append(action)
         else:
             kept.append(action)
@@ -235,6 +247,7 @@ def _plan_history(
     tombstones: frozenset[tuple[str, str]],
     allowed: set[tuple[str, str]],
     new_tombstones: set[tuple[str, str]],
+    renumbered: set[tuple[str, str]],
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -242,7 +255,7 @@ def _plan_history(
     removed = {
         side: [
             p
-            for p in _removed(baseline.get(side, Side()).plays, current[side].plays)
+            for p in _removed(baseline.get(side, Side()).plays, current[side])
             if (side, p.record) not in tombstones
         ]
         for side in (a, b)
@@ -251,6 +264,7 @@ def _plan_history(
     # and that partner must not count as "new" and be copied back.
     partners_of_removed: dict[str, set[str]] = {a: set(), b: set()}
     for source, target in ((a, b), (b, a)):
+        still_held = {p.record for p in current[source].plays}  # renumbered: moved, not gone
         pairs, _, _ = match_plays(removed[source], current[target].plays)
         pairs += _unwatched_partners(removed[source], current[target].plays, pairs)
         watched = {p.item for p in current[source].plays}
@@ -272,7 +286,10 @@ def _plan_history(
                     )
                 )
                 new_tombstones.add((target, partner.record))
-            new_tombstones.add((source, gone.record))
+                if gone.record in still_held:
+                    renumbered.add((target, partner.record))
+            if gone.record not in still_held:
+                new_tombstones.add((source, gone.record))
 
     _, only_a, only_b = match_plays(current[a].plays, current[b].plays)
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
@@ -313,15 +330,20 @@ def _read_plays_per_item(plays: Iterable[Play]) -> defaultdict[str, int]:
     return counts
 
 
-def _removed(before: Iterable[Play], now: Iterable[Play]) -> list[Play]:
-    """Plays of the baseline that are gone. An undated play is a watched flag: it is gone
-    only when no play of its item is left (a diary entry replacing a tick is no removal)."""
-    present = {p.record for p in now}
-    items_now = {p.item for p in now}
+def _removed(before: Iterable[Play], now: Side) -> list[Play]:
+    """Plays of the baseline that are gone: their record, or, for a play now renumbered, their
+    record under that item. An undated play is a watched flag: it is gone only when no play of
+    its item is left (a diary entry replacing a tick is no removal)."""
+    present = {p.record for p in now.plays}
+    renumbered = {(p.record, p.item) for p in now.plays if p.record in now.renumbered}
+    items_now = {p.item for p in now.plays}
     return [
         p
         for p in before
-        if p.record not in present
+        if (
+            p.record not in present
+            or (p.record in now.renumbered and (p.record, p.item) not in renumbered)
+        )
         and not p.record.startswith(EXPECTED)
         and not (p.at == UNDATED and p.item in items_now)
     ]
