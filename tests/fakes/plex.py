@@ -149,12 +149,17 @@ class FakePlex(FakeServer):
         *,
         guid: str | None = None,
         section: str = "2",
+        ordering: str | None = None,
     ) -> dict[str, Any]:
+        """A show; ``ordering``: its own ``showOrdering`` (``aired``, ``dvd``, ``absolute``:
+        TheTVDB's; ``tmdbAiring``), left out as PMS does for the library's default."""
         item = self._base(rating_key, "show", title, guid, guids, section)
         item["key"] = f"/library/metadata/{rating_key}/children"
         item["year"] = year
         item["childCount"] = 0
         item["leafCount"] = 0
+        if ordering is not None:
+            item["showOrdering"] = ordering
         self._add(item)
         return item
 

@@ -47,6 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 from watchbridge import ratings
 from watchbridge.config import Config, Link, PlexConfig
+from watchbridge.episode_numbers import (
+    EpisodeNumbering,
+    EpisodeNumbers,
+    numbering_for,
+    numbers_for,
+)
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
@@ -134,8 +140,11 @@ class Library:
     episodes: Sequence[LibraryItem] = ()
 
 
-def item_keys(library: Library) -> dict[str, tuple[str, LibraryItem]]:
-    """ratingKey -> (canonical key, item) for every item that can be linked."""
+def item_keys(
+    library: Library, renumbered: Mapping[str, tuple[int, int]] | None = None
+) -> dict[str, tuple[str, LibraryItem]]:
+    """ratingKey -> (canonical key, item) for every item that can be linked; `renumbered`:
+    episodes keyed by the other side's (season, number) rather than Plex's."""
     shows = {s.rating_key: s for s in library.shows}
     keyed: dict[str, tuple[str, LibraryItem]] = {}
     for movie in library.movies:
@@ -149,24 +158,44 @@ def item_keys(library: Library) -> dict[str, tuple[str, LibraryItem]]:
         if parent is not None and (key := show_key(parent.ids, season.season)):
             keyed[season.rating_key] = (key, season)
     for episode in library.episodes:
-        parent = shows.get(episode.grandparent_rating_key or "")
-        if parent is None:
-            show_ids = episode.show_ids
-        else:  # legacy guids name the show too; new-agent episodes only have the listing's
-            show_ids = parent.ids.merged(episode.show_ids) if episode.show_ids else parent.ids
-        if key := episode_key(show_ids, episode.season, episode.number):
+        season_number, number = (renumbered or {}).get(
+            episode.rating_key, (episode.season, episode.number)
+        )
+        if key := episode_key(_show_ids(episode, shows), season_number, number):
             keyed[episode.rating_key] = (key, episode)
     return keyed
+
+
+def _show_ids(episode: LibraryItem, shows: Mapping[str, LibraryItem]) -> Ids:
+    parent = shows.get(episode.grandparent_rating_key or "")
+    if parent is None:
+        return episode.show_ids
+    # legacy guids name the show too; new-agent episodes only have the listing's
+    return parent.ids.merged(episode.show_ids) if episode.show_ids else parent.ids
 
 
 TVDB_ORDERINGS = frozenset({"aired", "dvd", "absolute"})  # Plex's `showOrdering` values
 
 
-def tvdb_ordered(library: Library) -> list[str]:
-    """Titles of the shows set to a TheTVDB episode ordering: their season and episode
-    numbers are TVDB's, while links key episodes as TMDB (Trakt, Serializd) numbers them.
+def tvdb_ordered(library: Library) -> list[LibraryItem]:
+    """The shows set to a TheTVDB episode ordering: their season and episode numbers are
+    TVDB's, while the other side of a link (Trakt, Serializd) numbers its own way.
     (A library's own default ordering is not in its listing: only shows set one by one.)"""
-    return sorted(s.title or s.rating_key for s in library.shows if s.ordering in TVDB_ORDERINGS)
+    return [s for s in library.shows if s.ordering in TVDB_ORDERINGS]
+
+
+def renumbered(
+    library: Library, numbers: Mapping[str, EpisodeNumbers]
+) -> dict[str, tuple[int, int]]:
+    """ratingKey -> (season, number) on the other side, for the episodes of the shows in
+    `numbers` (by the show's ratingKey) that one of their own ids finds there. The others
+    keep Plex's numbers: leaving them out would read as their plays being removed."""
+    found: dict[str, tuple[int, int]] = {}
+    for episode in library.episodes:
+        table = numbers.get(episode.grandparent_rating_key or "")
+        if table and (where := numbers_for(table, episode.ids)) is not None:
+            found[episode.rating_key] = where
+    return found
 
 
 # --------------------------------------------------------------------------- plays (pure)
@@ -234,12 +263,21 @@ def build_side(
     memory: Memory,
     with_ratings: bool,
     listed_at: float | None = None,
+    renumbered: Mapping[str, tuple[int, int]] | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
     `listed_at`: when the listings were taken; a history row after it (less a margin for the
-    server's clock) may be a play the listing missed, so it is never retired."""
-    keyed = item_keys(library)
+    server's clock) may be a play the listing missed, so it is never retired. `renumbered`:
+    episodes keyed by the other side's numbers (see `item_keys`)."""
+    keyed = item_keys(library, renumbered)
+    plex_numbered = item_keys(library) if renumbered else keyed
+    moved = {
+        rk
+        for rk, (key, _) in keyed.items()
+        if rk not in plex_numbered or plex_numbered[rk][0] != key
+    }
+    pinned = _pinned_writes(moved, plex_numbered, memory.written.values())
     watched = {rk for rk, (_, item) in keyed.items() if item.view_count > 0}
     rows = [h for h in history if h.rating_key in keyed]
     plays: list[tuple[Play, str]] = []
@@ -256,7 +294,8 @@ def build_side(
     echoes = _echoes(rows, written.values())
     for record, w in written.items():
         if not w.removed and w.rating_key in keyed:
-            plays.append((Play(keyed[w.rating_key][0], w.at, record), w.rating_key))
+            key = w.item if (w.rating_key, w.item) in pinned else keyed[w.rating_key][0]
+            plays.append((Play(key, w.at, record), w.rating_key))
     for h in rows:
         if h.rating_key in watched and h.id not in retired and h.id not in echoes:
             plays.append(
@@ -281,6 +320,7 @@ def build_side(
         tuple(p for p, _ in kept),
         _ratings(keyed.values()) if with_ratings else {},
         catalog=frozenset(key for key, _ in keyed.values()),
+        renumbered=frozenset(p.record for p, rk in kept if rk in moved and p.item == keyed[rk][0]),
     )
     return Built(
         side,
@@ -288,6 +328,22 @@ def build_side(
         {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in kept},
         _key_map(keyed.values()),
     )
+
+
+def _pinned_writes(
+    moved: set[str],
+    plex_numbered: Mapping[str, tuple[str, LibraryItem]],
+    written: Iterable[Written],
+) -> set[tuple[str, str]]:
+    """(ratingKey, key) of our writes made while their episode was keyed by Plex's numbers,
+    before it was renumbered (`moved`): such a write is read back under the key it was
+    written for, which is the other side's play it copied. Read under the episode's new key,
+    it would be a play nobody made, and be copied back."""
+    return {
+        (w.rating_key, w.item)
+        for w in written
+        if w.rating_key in moved and plex_numbered.get(w.rating_key, ("",))[0] == w.item
+    }
 
 
 def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
@@ -578,7 +634,13 @@ class PlexReader:
     service = SERVICE
 
     def __init__(
-        self, client: PlexClient, config: Config, store: Store, link: Link, clock: Clock
+        self,
+        client: PlexClient,
+        config: Config,
+        store: Store,
+        link: Link,
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -586,6 +648,10 @@ class PlexReader:
         self.link = link
         self.clock = clock
         self.tokens = ServerTokens(config, store, client, clock)
+        other = next((name for name in link.services if name != SERVICE), "")
+        self.numbering: EpisodeNumbering | None = numbering_for(
+            config, store, other, clock, metrics
+        )
         self._access: dict[str, Access] = {}
         self._server_accounts: dict[str, str] | None = None
 
@@ -670,15 +736,10 @@ class PlexReader:
             del self._access[profile]
             access = await self.access(profile)
             library, listings = await self._library(profile, access.token)
-        if full and (titles := tvdb_ordered(library)):
-            log.warning(
-                "plex shows in a TheTVDB episode ordering are linked by Plex's numbers, which "
-                "may name other episodes on the other side: set them to The Movie Database "
-                "ordering in Plex (Edit > Advanced)",
-                extra={"profile": profile, "shows": ", ".join(titles)},
-            )
+        numbers = await self._renumbered(profile, library, full)
         history, cursor = await self._history(profile, access, full)
-        built = build_side(library, history, memory, "ratings" in self.link.kinds, listed_at)
+        kinds = self.link.kinds
+        built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbers)
         await asyncio.to_thread(self._remember, profile, built)
         keep = "collection" in self.link.kinds
         return SideRead(built.side, {"history": cursor}, listings if keep else None)
@@ -689,6 +750,42 @@ class PlexReader:
     async def aclose(self) -> None:
         await self.tokens.aclose()
         await self.client.aclose()
+        if self.numbering is not None:
+            await self.numbering.aclose()
+
+    async def _renumbered(
+        self, profile: str, library: Library, full: bool
+    ) -> dict[str, tuple[int, int]]:
+        """The episodes of shows in a TheTVDB ordering, numbered as the other side does."""
+        shows = tvdb_ordered(library)
+        if not shows:
+            return {}
+        titles = ", ".join(sorted(s.title or s.rating_key for s in shows))
+        if self.numbering is None:
+            if full:
+                log.warning(
+                    "plex shows in a TheTVDB episode ordering are linked by Plex's numbers, "
+                    "which may name other episodes on the other side: set them to The Movie "
+                    "Database ordering in Plex (Edit > Advanced)",
+                    extra={"profile": profile, "shows": titles},
+                )
+            return {}
+        watched: dict[str, list[Ids]] = defaultdict(list)
+        for episode in library.episodes:
+            if episode.view_count > 0:
+                watched[episode.grandparent_rating_key or ""].append(episode.ids)
+        numbers = {
+            show.rating_key: await self.numbering.numbers(show.ids, watched[show.rating_key])
+            for show in shows
+        }
+        found = renumbered(library, numbers)
+        if full:
+            log.info(
+                "plex shows in a TheTVDB episode ordering are linked by %s's episode numbers",
+                self.numbering.name,
+                extra={"profile": profile, "shows": titles, "episodes": len(found)},
+            )
+        return found
 
     # ------------------------------------------------------------------ reads
 
@@ -795,4 +892,5 @@ def make_reader(
     clock: Clock,
     metrics: Metrics | None = None,
 ) -> PlexReader:
-    return PlexReader(plex_client(config, store, clock, metrics), config, store, link, clock)
+    client = plex_client(config, store, clock, metrics)
+    return PlexReader(client, config, store, link, clock, metrics)

@@ -1,0 +1,345 @@
+"""Plex shows set to a TheTVDB episode ordering are linked by the other side's numbers.
+
+Re:ZERO as the fakes hold it: TVDB (Plex's "aired" ordering) splits it in two seasons, Trakt
+and Serializd (TMDB) number it as one. Plex's S2E1 is the other side's S1E3, found by the
+episode's own TVDB id (Trakt) or TMDB id (Serializd).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.receiver import FakeClock
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt, write_config
+from watchbridge.config import Config, Link, parse_config
+from watchbridge.episode_numbers import REFRESH_MISSING_AFTER
+from watchbridge.http import RetryPolicy, ServiceError
+from watchbridge.model import Ids
+from watchbridge.readers.plex import Library, Memory, PlexReader, Written, build_side, make_reader
+from watchbridge.reconcile import Play
+from watchbridge.services.plex import LibraryItem
+from watchbridge.services.trakt import iso
+from watchbridge.store import Store
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000
+DAY = 86400.0
+TMDB = 65942  # Re:ZERO
+TVDB_IDS = {(1, 1): "5001", (1, 2): "5002", (2, 1): "5003"}  # TVDB's seasons -> episode ids
+PLEX_S2E1 = "303"
+KEY_S1E3 = f"episode:tmdb:{TMDB}:s1e3"  # the other side's numbers
+KEY_S2E1 = f"episode:tmdb:{TMDB}:s2e1"  # Plex's numbers
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0 + 30 * DAY)
+
+
+@pytest.fixture
+def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
+    fake = start_fake(FakePlex())
+    assert isinstance(fake, FakePlex)
+    fake.add_show("300", "Re:ZERO", 2016, [f"tmdb://{TMDB}"], ordering="aired")
+    for rating_key, ((season, number), tvdb) in zip(
+        ("301", "302", PLEX_S2E1), TVDB_IDS.items(), strict=True
+    ):
+        fake.add_episode(rating_key, "300", season, number, [f"tvdb://{tvdb}"])
+    fake.clock = lambda: T0 + 30 * DAY
+    return fake
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    show = fake.add_show("Re:ZERO", 2016, tmdb=TMDB, tvdb=305089)
+    for number, tvdb in enumerate(TVDB_IDS.values(), start=1):
+        fake.add_episode(show, 1, number, tvdb=int(tvdb))
+    return fake
+
+
+def config(plex: FakePlex, other: str, url: str) -> Config:
+    service = (
+        f'trakt: {{client_id: {CLIENT_ID}, api_url: "{url}", auth_url: "{url}"}}'
+        if other == "trakt"
+        else f'serializd: {{api_url: "{url}"}}'
+    )
+    return parse_config(
+        f"""services:
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+  {service}
+profiles:
+  alex: {{accounts: {{plex: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+@pytest.fixture
+async def reader(
+    plex: FakePlex, trakt: FakeTrakt, store: Store, clock: FakeClock
+) -> AsyncIterator[PlexReader]:
+    made = make_reader(config(plex, "trakt", trakt.url), store, Link(["plex", "trakt"]), [], clock)
+    assert made.numbering is not None
+    source = made.numbering.source
+    source.client.http.retry = RetryPolicy(attempts=1)  # type: ignore[attr-defined]
+    yield made
+    await made.aclose()
+
+
+async def items(reader: PlexReader) -> list[str]:
+    result = await reader.read("alex", {}, None, True)
+    return sorted(p.item for p in result.side.plays)
+
+
+async def test_an_episode_is_keyed_by_the_number_trakt_gives_its_tvdb_id(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.watch(PLEX_S2E1, T0)
+    assert await items(reader) == [KEY_S1E3]
+
+
+async def test_an_episode_of_a_show_in_tmdb_order_keeps_plexs_numbers_and_asks_trakt_nothing(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt
+) -> None:
+    del plex.items["300"]["showOrdering"]
+    plex.watch(PLEX_S2E1, T0)
+    assert await items(reader) == [KEY_S2E1]
+    assert trakt.requests == []
+
+
+async def test_an_episode_trakt_does_not_list_keeps_plexs_numbers(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.add_episode("304", "300", 2, 2, ["tvdb://5999"])
+    plex.watch("304", T0)
+    assert await items(reader) == [f"episode:tmdb:{TMDB}:s2e2"]
+
+
+async def test_writes_to_plex_go_to_the_episode_the_other_sides_numbers_name(
+    reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await items(reader)
+    keys = store.mirror_get("plex", "alex", "keys")
+    assert keys[KEY_S1E3]["rating_keys"] == [PLEX_S2E1]
+
+
+async def test_a_shows_numbers_are_read_from_trakt_once_a_day(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    plex.watch(PLEX_S2E1, T0)
+    await items(reader)
+    await items(reader)
+    assert trakt.count("GET", "/shows/{id}/seasons") == 1
+    clock.advance(DAY)
+    await items(reader)
+    assert trakt.count("GET", "/shows/{id}/seasons") == 2
+
+
+async def test_a_newly_watched_episode_missing_from_the_numbers_reads_them_again_once_an_hour(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    await items(reader)
+    plex.add_episode("304", "300", 2, 2, ["tvdb://5004"])
+    plex.watch("304", T0)
+    await items(reader)  # read a moment ago: not yet
+    clock.advance(REFRESH_MISSING_AFTER)
+    trakt.add_episode(trakt.shows[0], 1, 4, tvdb=5004)  # Trakt has it now
+    assert await items(reader) == [f"episode:tmdb:{TMDB}:s1e4"]
+    clock.advance(REFRESH_MISSING_AFTER)
+    await items(reader)  # found: no further read
+    assert trakt.count("GET", "/shows/{id}/seasons") == 2
+
+
+async def test_an_episode_trakt_still_lacks_is_not_asked_for_again_that_day(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    plex.add_episode("304", "300", 0, 1, ["tvdb://5999"])  # a special only TVDB has
+    plex.watch("304", T0)
+    for _ in range(3):
+        await items(reader)
+        clock.advance(REFRESH_MISSING_AFTER)
+    assert trakt.count("GET", "/shows/{id}/seasons") == 1
+
+
+async def test_when_trakt_cannot_answer_the_last_numbers_read_stand(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    plex.watch(PLEX_S2E1, T0)
+    await items(reader)
+    clock.advance(DAY)
+    trakt.fail_next(1, 503, route="/shows/{id}/seasons")
+    assert await items(reader) == [KEY_S1E3]
+    assert trakt.count("GET", "/shows/{id}/seasons") == 2
+
+
+async def test_without_numbers_ever_read_a_failing_trakt_fails_the_read(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt
+) -> None:
+    trakt.fail_next(1, 503, route="/shows/{id}/seasons")
+    with pytest.raises(ServiceError):
+        await items(reader)
+
+
+async def test_a_full_read_says_which_shows_it_numbered_as_trakt_does(
+    reader: PlexReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="watchbridge.readers.plex"):
+        await items(reader)
+    (record,) = [r for r in caplog.records if "TheTVDB episode ordering" in r.getMessage()]
+    assert record.levelno == logging.INFO and "Trakt" in record.getMessage()
+    assert record.shows == "Re:ZERO"  # type: ignore[attr-defined]
+
+
+async def test_serializd_numbers_an_episode_by_its_tmdb_id(
+    plex: FakePlex, store: Store, clock: FakeClock, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    show = serializd.add_show(TMDB, "Re:ZERO", {1: 3})
+    tmdb_id = show.seasons[1].first_episode_id + 3
+    plex.items[PLEX_S2E1]["Guid"].append({"id": f"tmdb://{tmdb_id}"})
+    plex.watch(PLEX_S2E1, T0)
+    link = Link(["plex", "serializd"])
+    reader = make_reader(config(plex, "serializd", serializd.url), store, link, [], clock)
+    try:
+        assert await items(reader) == [KEY_S1E3]
+    finally:
+        await reader.aclose()
+
+
+# --------------------------------------------------------------------------- our past writes
+
+
+def renumbered_library() -> Library:
+    show = LibraryItem("300", "show", "Re:ZERO", ids=Ids(tmdb=str(TMDB)), ordering="aired")
+    episode = LibraryItem(
+        PLEX_S2E1, "episode", ids=Ids(tvdb="5003"), season=2, number=1,
+        grandparent_rating_key="300", view_count=1, last_viewed_at=T0,
+    )  # fmt: skip
+    return Library(shows=[show], episodes=[episode])
+
+
+def test_a_write_made_under_plexs_numbers_is_read_back_under_the_key_it_was_written_for() -> None:
+    # Before renumbering, the other side's S2E1 was written to Plex's S2E1 (the wrong episode).
+    written = Written(PLEX_S2E1, KEY_S2E1, T0, (T0 + 60,))
+    memory = Memory({"written:303:1": written})
+    built = build_side(renumbered_library(), [], memory, False, None, {PLEX_S2E1: (1, 3)})
+    assert built.side.plays == (Play(KEY_S2E1, T0, "written:303:1"),)
+
+
+def test_a_write_made_under_the_other_sides_numbers_follows_the_episodes_key() -> None:
+    written = Written(PLEX_S2E1, KEY_S1E3, T0, (T0 + 60,))
+    memory = Memory({"written:303:1": written})
+    built = build_side(renumbered_library(), [], memory, False, None, {PLEX_S2E1: (1, 3)})
+    assert built.side.plays == (Play(KEY_S1E3, T0, "written:303:1"),)
+
+
+# --------------------------------------------------------------------------- a link, end to end
+
+
+def link_setup(tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]) -> LinkRig:
+    """Plex watched its S2E1 (Trakt's S1E3) an hour ago, and the viewing reached Trakt (a
+    webhook). Trakt also has a season 2 of its own: its S2E1 is another episode."""
+    plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
+    assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Re:ZERO", 2016, tmdb=TMDB, tvdb=305089)
+    for number, tvdb in enumerate(TVDB_IDS.values(), start=1):
+        trakt.add_episode(show, 1, number, tvdb=int(tvdb))
+    trakt.add_episode(show, 2, 1, tvdb=6001)
+    seen = time.time() - 3600
+    trakt.add_history(show.episode(1, 3), iso(seen))
+    plex.add_show("300", "Re:ZERO", 2016, [f"tmdb://{TMDB}"])
+    for rating_key, ((season, number), tvdb) in zip(
+        ("301", "302", PLEX_S2E1), TVDB_IDS.items(), strict=True
+    ):
+        plex.add_episode(rating_key, "300", season, number, [f"tvdb://{tvdb}"])
+    plex.watch(PLEX_S2E1, seen)
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt], first_run: apply, max_removal_share: 1}}
+""",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "alex", now=time.time())
+    store.close()
+    return LinkRig(path, plex, trakt)
+
+
+@dataclass
+class LinkRig:
+    path: Path
+    plex: FakePlex
+    trakt: FakeTrakt
+
+    def sync(self, *args: str) -> None:
+        argv = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt"]
+        result = subprocess.run(
+            [*argv, "--config", str(self.path), "--full", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+
+    def trakt_episodes(self) -> list[tuple[int, int]]:
+        return sorted((h.item.season, h.item.number) for h in self.trakt.history())  # type: ignore[union-attr]
+
+
+def test_a_linked_show_in_tvdb_order_gets_no_copy_on_another_episode(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.sync()
+    assert rig.trakt_episodes() == [(1, 3)]
+    assert rig.plex.user_state("301") == {} and rig.plex.user_state("302") == {}
+
+
+def test_a_trakt_play_marks_the_plex_episode_its_numbers_name_in_tvdb_order(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.trakt.add_history(rig.trakt.shows[0].episode(1, 1), iso(time.time() - 7200))
+    rig.sync()
+    assert rig.plex.user_state("301")["viewCount"] == 1
+    assert rig.trakt_episodes() == [(1, 1), (1, 3)]
+
+
+def test_upgrading_takes_back_the_copy_made_under_plexs_numbers_and_copies_nothing_again(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Linked before shows in TVDB order were renumbered (as if the ordering were unknown):
+    # Plex's S2E1 went to Trakt's S2E1, another episode.
+    rig = link_setup(tmp_path, start_fake)
+    rig.sync()
+    assert rig.trakt_episodes() == [(1, 3), (2, 1)]
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.sync()
+    assert rig.trakt_episodes() == [(1, 3)]
+    assert rig.plex.user_state(PLEX_S2E1)["viewCount"] == 1
+    assert rig.plex.user_state("301") == {} and rig.plex.user_state("302") == {}
