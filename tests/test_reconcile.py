@@ -115,13 +115,19 @@ def test_a_play_gone_with_its_title_from_the_library_stays_on_the_other_side() -
     assert result.actions == () and ("trakt", "t1") not in result.tombstones
 
 
+def renumbered_plex(play: Play) -> Side:
+    return Side((play,), catalog=frozenset({play.item}), renumbered=frozenset({play.record}))
+
+
 def test_a_play_renumbered_to_another_episode_takes_its_partner_on_the_old_one_with_it() -> None:
     # Plex now keys its play p1 as EP2 (the show was renumbered); Trakt's t1 on EP1 was our copy.
     link = Link(services=["plex", "trakt"])
     baseline = {"plex": side(Play(EP1, 1000, "p1")), "trakt": side(Play(EP1, 1000, "t1"))}
-    plex = Side((Play(EP2, 1000, "p1"),), catalog=frozenset({EP2}), renumbered=frozenset({"p1"}))
-    result = plan(link, {"plex": plex, "trakt": side(Play(EP1, 1000, "t1"))}, baseline)
-    assert kinds(result) == [("add_play", "trakt", EP2), ("remove_play", "trakt", EP1)]
+    current = {"plex": renumbered_plex(Play(EP2, 1000, "p1")), "trakt": baseline["trakt"]}
+    assert kinds(plan(link, current, baseline)) == [
+        ("add_play", "trakt", EP2),
+        ("remove_play", "trakt", EP1),
+    ]
 
 
 def test_a_renumbered_play_is_not_tombstoned_under_its_record() -> None:
@@ -130,6 +136,21 @@ def test_a_renumbered_play_is_not_tombstoned_under_its_record() -> None:
     plex = Side((Play(EP2, 1000, "p1"),), renumbered=frozenset({"p1"}))
     result = plan(link, {"plex": plex, "trakt": side(Play(EP1, 1000, "t1"))}, baseline)
     assert ("trakt", "t1") in result.tombstones and ("plex", "p1") not in result.tombstones
+
+
+def test_a_renumbered_play_leaves_an_undated_tick_of_its_old_episode_alone() -> None:
+    # The tick was the user's own (matched, so never copied): it may be a real viewing.
+    link = Link(services=["plex", "trakt"])
+    baseline = {"plex": side(Play(EP1, 1000, "p1")), "trakt": side(Play(EP1, UNDATED, "t1"))}
+    current = {"plex": renumbered_plex(Play(EP2, 1000, "p1")), "trakt": baseline["trakt"]}
+    assert "remove_play" not in [a.kind for a in plan(link, current, baseline).actions]
+
+
+def test_a_renumbered_play_leaves_a_viewing_of_its_old_episode_hours_apart_alone() -> None:
+    link = Link(services=["plex", "trakt"])
+    baseline = {"plex": side(Play(EP1, 1000, "p1")), "trakt": side(Play(EP1, 1000 + 7200, "t1"))}
+    current = {"plex": renumbered_plex(Play(EP2, 1000, "p1")), "trakt": baseline["trakt"]}
+    assert "remove_play" not in [a.kind for a in plan(link, current, baseline).actions]
 
 
 def test_a_play_a_side_keys_as_another_item_for_other_reasons_takes_nothing_with_it() -> None:

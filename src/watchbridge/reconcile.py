@@ -264,11 +264,17 @@ def _plan_history(
     # and that partner must not count as "new" and be copied back.
     partners_of_removed: dict[str, set[str]] = {a: set(), b: set()}
     for source, target in ((a, b), (b, a)):
-        still_held = {p.record for p in current[source].plays}  # renumbered: moved, not gone
-        pairs, _, _ = match_plays(removed[source], current[target].plays)
-        pairs += _unwatched_partners(removed[source], current[target].plays, pairs)
+        renumbered_now = current[source].renumbered
+        gone_plays = [p for p in removed[source] if p.record not in renumbered_now]
+        pairs, _, _ = match_plays(gone_plays, current[target].plays)
+        pairs += _unwatched_partners(gone_plays, current[target].plays, pairs)
+        copies = _copies_of_renumbered(
+            [p for p in removed[source] if p.record in renumbered_now],
+            current[target].plays,
+            {partner.record for _, partner in pairs},
+        )
         watched = {p.item for p in current[source].plays}
-        for gone, partner in pairs:
+        for gone, partner in pairs + copies:
             partners_of_removed[target].add(partner.record)
             if partner.at == UNDATED and gone.at != UNDATED and gone.item in watched:
                 # One viewing gone while others remain: the item is still watched, so its
@@ -286,9 +292,9 @@ def _plan_history(
                     )
                 )
                 new_tombstones.add((target, partner.record))
-                if gone.record in still_held:
+                if gone.record in renumbered_now:
                     renumbered.add((target, partner.record))
-            if gone.record not in still_held:
+            if gone.record not in renumbered_now:
                 new_tombstones.add((source, gone.record))
 
     _, only_a, only_b = match_plays(current[a].plays, current[b].plays)
@@ -319,6 +325,23 @@ def _plan_history(
                 )
             )
     return actions
+
+
+def _copies_of_renumbered(
+    moved: Iterable[Play], target: Iterable[Play], taken: set[str]
+) -> list[tuple[Play, Play]]:
+    """The plays copied from plays a side has renumbered since (now keyed as other episodes):
+    a dated play of the old item at the same minute, as a copy carries its source's time. A
+    play matched only by being near (or undated: a tick) may be a real viewing of that
+    episode, and stays."""
+    by_minute = {(p.item, int(p.at // 60)): p for p in target if p.at != UNDATED}
+    copies: list[tuple[Play, Play]] = []
+    for play in moved:
+        copy = by_minute.get((play.item, int(play.at // 60)))
+        if play.at != UNDATED and copy is not None and copy.record not in taken:
+            taken.add(copy.record)
+            copies.append((play, copy))
+    return copies
 
 
 def _read_plays_per_item(plays: Iterable[Play]) -> defaultdict[str, int]:
