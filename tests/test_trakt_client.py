@@ -20,6 +20,7 @@ from watchbridge.services.trakt import (
     TraktAccountError,
     TraktAuthError,
     TraktClient,
+    TraktError,
 )
 from watchbridge.store import Store
 
@@ -304,3 +305,11 @@ async def test_account_problems_are_not_retried(
     with pytest.raises(TraktAccountError, match=words):
         await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
     assert trakt.count("POST", "/sync/history") == 1
+
+
+async def test_a_search_answered_with_a_page_that_is_not_json_is_a_trakt_error(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    trakt.fail_next(1, 200, body="<html>maintenance</html>", route="/search/{id_type}/{id}")
+    with pytest.raises(TraktError, match="other than JSON"):
+        await client.search("tmdb", "65942", "show")

@@ -818,7 +818,11 @@ class TraktClient:
             return []
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"search answered {response.status_code}")
-        return list(response.json())
+        try:
+            found = response.json()
+        except ValueError:
+            raise TraktError(SERVICE, "search answered with something other than JSON") from None
+        return list(found) if isinstance(found, list) else []
 
     async def show_id(self, id_type: str, value: str) -> int | None:
         """The Trakt id of the show a TMDB/TVDB/IMDb id names (`/search`), None when Trakt has
