@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -24,14 +24,23 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
 from watchbridge.config import Config, Link, parse_config
-from watchbridge.episode_numbers import REFRESH_MISSING_AFTER
-from watchbridge.http import RetryPolicy, ServiceError
-from watchbridge.model import Ids
-from watchbridge.readers.plex import Library, Memory, PlexReader, Written, build_side, make_reader
-from watchbridge.reconcile import Play
-from watchbridge.services.plex import LibraryItem
-from watchbridge.services.trakt import iso
-from watchbridge.store import Store
+from watchbridge.episode_numbers import REFRESH_MISSING_AFTER, EpisodeNumbering, TraktNumbers
+from watchbridge.http import Bucket, Pacer, RetryPolicy, ServiceError
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.readers.plex import (
+    Library,
+    Memory,
+    PlexReader,
+    Renumbering,
+    Written,
+    build_side,
+    make_reader,
+)
+from watchbridge.reconcile import Play, Side, plan, without_waiting
+from watchbridge.services.plex import HistoryEntry, LibraryItem
+from watchbridge.services.trakt import TraktClient, iso
+from watchbridge.store import IngestJob, NewOutboxRow, Store
+from watchbridge.sync import _waiting as sync_waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -90,14 +99,27 @@ profiles:
     )
 
 
+def fast_trakt(trakt: FakeTrakt, store: Store) -> TraktClient:
+    yaml = f'services: {{trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}"}}}}'
+    services = parse_config(yaml, Path("watchbridge.yaml"), {}).services
+    assert services.trakt is not None
+    return unpaced(TraktClient(services.trakt, store))
+
+
+def unpaced(client: TraktClient) -> TraktClient:
+    """No pacing (the fake needs none) and no retries (failures are the point)."""
+    client.http.retry = RetryPolicy(attempts=1)
+    client.http.pacers[""] = Pacer({"read": Bucket(1000.0, 1000.0)})
+    return client
+
+
 @pytest.fixture
 async def reader(
     plex: FakePlex, trakt: FakeTrakt, store: Store, clock: FakeClock
 ) -> AsyncIterator[PlexReader]:
     made = make_reader(config(plex, "trakt", trakt.url), store, Link(["plex", "trakt"]), [], clock)
     assert made.numbering is not None
-    source = made.numbering.source
-    source.client.http.retry = RetryPolicy(attempts=1)  # type: ignore[attr-defined]
+    unpaced(made.numbering.source.client)  # type: ignore[attr-defined]
     yield made
     await made.aclose()
 
@@ -166,15 +188,58 @@ async def test_a_newly_watched_episode_missing_from_the_numbers_reads_them_again
     assert trakt.count("GET", "/shows/{id}/seasons") == 2
 
 
-async def test_an_episode_trakt_still_lacks_is_not_asked_for_again_that_day(
+async def test_a_watched_episode_trakt_lacks_is_asked_for_hourly_on_its_first_day_then_daily(
     reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     plex.add_episode("304", "300", 0, 1, ["tvdb://5999"])  # a special only TVDB has
     plex.watch("304", T0)
-    for _ in range(3):
+    for hours in (1,) * 24 + (6,) * 5:  # hourly for a day, then six-hourly to 48 hours
         await items(reader)
-        clock.advance(REFRESH_MISSING_AFTER)
-    assert trakt.count("GET", "/shows/{id}/seasons") == 1
+        clock.advance(hours * REFRESH_MISSING_AFTER)
+    assert trakt.count("GET", "/shows/{id}/seasons") == 24 + 1
+
+
+async def test_episodes_two_profiles_miss_are_both_remembered_as_missing(
+    trakt: FakeTrakt, store: Store, clock: FakeClock
+) -> None:
+    numbering = EpisodeNumbering(TraktNumbers(fast_trakt(trakt, store)), store, clock)
+    show, alex, sam = Ids(tmdb=str(TMDB)), [Ids(tvdb="5998")], [Ids(tvdb="5999")]
+    for hours in (1,) * 24 + (6,) * 5:
+        await numbering.numbers(show, alex)
+        await numbering.numbers(show, sam)
+        clock.advance(hours * REFRESH_MISSING_AFTER)
+    await numbering.aclose()
+    assert trakt.count("GET", "/shows/{id}/seasons") == 24 + 1
+
+
+async def test_an_episode_found_once_keeps_its_numbers_when_trakts_listing_lacks_it(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    plex.watch(PLEX_S2E1, T0)
+    await items(reader)
+    trakt.shows[0].seasons[1].episodes[3].tvdb = None  # an id edited away on Trakt
+    clock.advance(DAY)
+    assert await items(reader) == [KEY_S1E3]
+    assert trakt.count("GET", "/shows/{id}/seasons") == 2
+
+
+async def test_trakt_no_longer_finding_the_show_keeps_the_last_numbers_read(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    plex.watch(PLEX_S2E1, T0)
+    await items(reader)
+    trakt.shows[0].tmdb = None  # the id search finds nothing (404 on the listing alike)
+    clock.advance(DAY)
+    assert await items(reader) == [KEY_S1E3]
+
+
+async def test_an_episode_trakt_lacks_whose_plex_numbers_name_another_episode_is_not_linked(
+    reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    plex.add_episode("304", "300", 1, 3, ["tvdb://5999"])  # TVDB's recap; Trakt's S1E3 is 303
+    plex.watch("304", T0)
+    assert await items(reader) == []
+    assert store.mirror_get("plex", "alex", "keys")[KEY_S1E3]["rating_keys"] == [PLEX_S2E1]
 
 
 async def test_when_trakt_cannot_answer_the_last_numbers_read_stand(
@@ -226,27 +291,43 @@ async def test_serializd_numbers_an_episode_by_its_tmdb_id(
 # --------------------------------------------------------------------------- our past writes
 
 
+EPISODE_303 = LibraryItem(
+    PLEX_S2E1, "episode", ids=Ids(tvdb="5003"), season=2, number=1,
+    grandparent_rating_key="300", view_count=1, last_viewed_at=T0,
+)  # fmt: skip
+S1E3_FOR_303 = Renumbering({PLEX_S2E1: (1, 3)})
+
+
 def renumbered_library() -> Library:
     show = LibraryItem("300", "show", "Re:ZERO", ids=Ids(tmdb=str(TMDB)), ordering="aired")
-    episode = LibraryItem(
-        PLEX_S2E1, "episode", ids=Ids(tvdb="5003"), season=2, number=1,
-        grandparent_rating_key="300", view_count=1, last_viewed_at=T0,
-    )  # fmt: skip
-    return Library(shows=[show], episodes=[episode])
+    return Library(shows=[show], episodes=[EPISODE_303])
 
 
 def test_a_write_made_under_plexs_numbers_is_read_back_under_the_key_it_was_written_for() -> None:
     # Before renumbering, the other side's S2E1 was written to Plex's S2E1 (the wrong episode).
     written = Written(PLEX_S2E1, KEY_S2E1, T0, (T0 + 60,))
     memory = Memory({"written:303:1": written})
-    built = build_side(renumbered_library(), [], memory, False, None, {PLEX_S2E1: (1, 3)})
+    built = build_side(renumbered_library(), [], memory, False, None, S1E3_FOR_303)
     assert built.side.plays == (Play(KEY_S2E1, T0, "written:303:1"),)
+
+
+def test_a_write_once_read_back_under_its_key_stays_there_when_the_show_is_back_in_tmdb_order() -> (
+    None
+):
+    written = Written(PLEX_S2E1, KEY_S2E1, T0, (T0 + 60,))
+    memory = Memory({"written:303:1": written})
+    first = build_side(renumbered_library(), [], memory, False, None, S1E3_FOR_303)
+    plex_ordered = replace(
+        renumbered_library(), episodes=[replace(EPISODE_303, season=1, number=3)]
+    )
+    again = build_side(plex_ordered, [], first.memory, False)
+    assert again.side.plays == (Play(KEY_S2E1, T0, "written:303:1"),)
 
 
 def test_a_write_made_under_the_other_sides_numbers_follows_the_episodes_key() -> None:
     written = Written(PLEX_S2E1, KEY_S1E3, T0, (T0 + 60,))
     memory = Memory({"written:303:1": written})
-    built = build_side(renumbered_library(), [], memory, False, None, {PLEX_S2E1: (1, 3)})
+    built = build_side(renumbered_library(), [], memory, False, None, S1E3_FOR_303)
     assert built.side.plays == (Play(KEY_S1E3, T0, "written:303:1"),)
 
 
@@ -343,3 +424,51 @@ def test_upgrading_takes_back_the_copy_made_under_plexs_numbers_and_copies_nothi
     assert rig.trakt_episodes() == [(1, 3)]
     assert rig.plex.user_state(PLEX_S2E1)["viewCount"] == 1
     assert rig.plex.user_state("301") == {} and rig.plex.user_state("302") == {}
+
+
+def test_removing_a_trakt_play_written_to_plex_before_upgrading_leaves_the_episodes_own_play(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Before upgrading, Trakt's own S2E1 (another episode) was written to Plex's S2E1 (303),
+    # which the user had watched: after upgrading that write is read back as Trakt's S2E1 and
+    # 303's own play as Trakt's S1E3. Removing Trakt's S2E1 must not unwatch 303.
+    rig = link_setup(tmp_path, start_fake)
+    other = rig.trakt.shows[0].episode(2, 1)
+    rig.trakt.add_history(other, iso(time.time() - 10 * DAY))
+    rig.sync()
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.trakt.user.history = [h for h in rig.trakt.user.history if h.item is not other]
+    rig.sync()
+    rig.sync()
+    assert rig.plex.user_state(PLEX_S2E1)["viewCount"] >= 1
+    assert rig.trakt_episodes() == [(1, 3)]
+
+
+def test_a_webhook_play_waiting_under_plexs_numbers_stands_for_the_links_add(store: Store) -> None:
+    # Plex's webhook for 303 (its ids, Plex's numbers S2E1) is queued for Trakt, not landed.
+    ref = MediaRef(
+        "episode", ids=Ids(tvdb="5003"), show_ids=Ids(tmdb=str(TMDB)), season=2, number=1
+    )
+    row = NewOutboxRow("trakt", "alex", "play", {"item": ref_to_dict(ref), "at": T0}, "o", "i")
+    assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda _: (None, [row])))
+    built = build_side(renumbered_library(), [HistoryEntry("9", PLEX_S2E1, T0, "1")], Memory(),
+                       False, None, S1E3_FOR_303)  # fmt: skip
+    current = {"plex": built.side, "trakt": Side()}
+    waiting = sync_waiting(store, "alex", built.aliases)
+    assert without_waiting(plan(Link(["plex", "trakt"]), current, {}), waiting).actions == ()
+
+
+def test_a_write_read_back_under_its_key_stays_there_when_the_show_goes_back_to_tmdb_order(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.sync()  # before upgrading: Trakt's S2E1 written to Plex's S2E1 (303)
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    del rig.plex.items["300"]["showOrdering"]  # back to TMDB order: 303 is S1E3 in Plex too
+    rig.plex.items[PLEX_S2E1] |= {"parentIndex": 1, "index": 3}
+    rig.sync()
+    rig.sync()
+    assert rig.trakt_episodes() == [(1, 3), (2, 1)]

@@ -6,10 +6,10 @@ does, while Trakt and Serializd number them their own way (TMDB's for Serializd,
 for Trakt: trakt-api.md §14). A link keys such a show's Plex episodes by the other side's
 numbers: each episode's own TVDB, TMDB or IMDb id looked up in that side's season listings.
 
-Listings are cached per show: used for a day, and read again sooner (at most hourly) when a
-watched episode is missing that was not missing at the last read (a new one aired). They are
-kept for 30 days to stand in when the service cannot answer, so a show's keys do not flip back
-to Plex's numbers because one read failed.
+Listings are cached per show: used for a day, and read again hourly while a watched episode
+has been missing from them for less than a day (a new one aired; services list it hours
+later). They are kept for 30 days to stand in when the service cannot answer (or suddenly
+lists nothing for the show), tried again hourly.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.catalogue import season_episodes
@@ -127,6 +128,40 @@ class SerializdNumbers:
         await self.client.aclose()
 
 
+Wanted = tuple[tuple[str, str], ...]  # one watched episode's own ids
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A show's numbers as cached: when they were read and last tried, and the watched
+    episodes they lack, with when each was first found missing."""
+
+    read_at: float
+    tried_at: float
+    numbers: EpisodeNumbers
+    lacking: Mapping[Wanted, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.read_at,
+            "tried": self.tried_at,
+            "episodes": [[name, value, s, n] for (name, value), (s, n) in self.numbers.items()],
+            "lacking": [[[list(p) for p in pairs], at] for pairs, at in self.lacking.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Listing | None:
+        try:
+            numbers = {(str(n), str(v)): (int(s), int(e)) for n, v, s, e in value["episodes"]}
+            lacking = {
+                tuple((str(n), str(v)) for n, v in pairs): float(at)
+                for pairs, at in value["lacking"]
+            }
+            return cls(float(value["at"]), float(value["tried"]), numbers, lacking)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 class EpisodeNumbering:
     """A source's numbers for a show, cached as the module docstring says."""
 
@@ -139,20 +174,24 @@ class EpisodeNumbering:
 
     async def numbers(self, show: Ids, watched: Sequence[Ids]) -> EpisodeNumbers:
         """The show's numbers; `watched`: the ids of its watched episodes, whose absence from
-        the cached listing means a fresh read may be due."""
+        the cached listing may make a fresh read due."""
         lookup = f"{self.source.key}:{_show_lookup(show)}"
         now = self.clock()
         hit, value = await asyncio.to_thread(self.store.cache_get, CACHE, lookup, now)
-        cached = _decoded(value) if hit else None
+        cached = Listing.from_dict(value) if hit else None
+        missing = [pairs for ids in watched if (pairs := _matchable(ids))]
         if cached is not None:
-            at, numbers, lacking = cached
-            age = now - at
-            if age < FRESH_FOR and (
-                age < REFRESH_MISSING_AFTER or _lacking(numbers, watched) <= lacking
-            ):
-                return numbers
+            missing = [pairs for pairs in missing if not _holds(cached.numbers, pairs)]
+            lacking = {pairs: cached.lacking.get(pairs, now) for pairs in missing}
+            lacking = {**cached.lacking, **lacking}
+            if not _due(cached, lacking, now):
+                if lacking != cached.lacking:
+                    await self._keep(lookup, replace(cached, lacking=lacking), now)
+                return cached.numbers
         try:
             numbers = await self.source.fetch(show)
+            if cached is not None and cached.numbers and not numbers:
+                raise ServiceError(self.source.name, "listed no episodes of a show it listed")
         except ServiceError as exc:
             if cached is None:
                 raise
@@ -160,43 +199,39 @@ class EpisodeNumbering:
                 "could not read a show's episode numbers again; using the last ones read",
                 extra={"service": self.source.name, "show": lookup, "problem": exc.message},
             )
-            return cached[1]
-        stored = {
-            "at": now,
-            "episodes": [[name, value, s, n] for (name, value), (s, n) in numbers.items()],
-            "lacking": [[list(p) for p in pairs] for pairs in sorted(_lacking(numbers, watched))],
-        }
-        await asyncio.to_thread(self.store.cache_put, CACHE, lookup, stored, now, KEEP_FOR)
+            await self._keep(lookup, replace(cached, tried_at=now, lacking=lacking), now)
+            return cached.numbers
+        seen = cached.lacking if cached is not None else {}
+        still = {pairs: seen.get(pairs, now) for pairs in {*seen, *missing}}
+        still = {pairs: at for pairs, at in still.items() if not _holds(numbers, pairs)}
+        await self._keep(lookup, Listing(now, now, numbers, still), now)
         return numbers
+
+    async def _keep(self, lookup: str, listing: Listing, now: float) -> None:
+        value = listing.to_dict()
+        await asyncio.to_thread(self.store.cache_put, CACHE, lookup, value, now, KEEP_FOR)
 
     async def aclose(self) -> None:
         await self.source.aclose()
 
 
-def _lacking(numbers: EpisodeNumbers, watched: Sequence[Ids]) -> set[tuple[tuple[str, str], ...]]:
-    """The watched episodes (by their ids) the listing does not hold."""
-    return {
-        pairs for ids in watched if (pairs := _matchable(ids)) and numbers_for(numbers, ids) is None
-    }
+def _due(cached: Listing, lacking: Mapping[Wanted, float], now: float) -> bool:
+    """A fresh read: daily, and hourly while a watched episode has been missing for less than
+    a day (a new one airs and is listed hours later); never sooner than an hour after the
+    last try (an outage)."""
+    if now - cached.tried_at < REFRESH_MISSING_AFTER:
+        return False
+    recent = any(now - at < FRESH_FOR for at in lacking.values())
+    return now - cached.read_at >= FRESH_FOR or recent
+
+
+def _holds(numbers: EpisodeNumbers, pairs: Wanted) -> bool:
+    return any(pair in numbers for pair in pairs)
 
 
 def _show_lookup(show: Ids) -> str:
     name, value = next(iter(show.present().items()), ("none", ""))
     return f"{name}:{value}"
-
-
-def _decoded(
-    value: Any,
-) -> tuple[float, dict[tuple[str, str], tuple[int, int]], set[tuple[tuple[str, str], ...]]] | None:
-    """A cached listing: when it was read, its numbers, and the watched episodes it lacked."""
-    if not isinstance(value, dict):
-        return None
-    try:
-        numbers = {(str(n), str(v)): (int(s), int(e)) for n, v, s, e in value["episodes"]}
-        lacking = {tuple((str(n), str(v)) for n, v in pairs) for pairs in value["lacking"]}
-        return float(value["at"]), numbers, lacking
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- wiring

@@ -347,7 +347,8 @@ async def _plan_profile(
         current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
     tombstones = load_tombstones(store, name, profile)
     planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
-    planned = without_waiting(planned, await asyncio.to_thread(_waiting, store, profile))
+    aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
+    planned = without_waiting(planned, await asyncio.to_thread(_waiting, store, profile, aliases))
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     return ProfilePlan(
@@ -363,9 +364,12 @@ async def _plan_profile(
     )
 
 
-def _waiting(store: Store, profile: str) -> dict[tuple[str, str], list[float]]:
+def _waiting(
+    store: Store, profile: str, aliases: Mapping[str, str]
+) -> dict[tuple[str, str], list[float]]:
     """Plays webhooks queued that have not landed, by (target, item key): a side's read does
-    not show them yet, and the link must not add them a second time."""
+    not show them yet, and the link must not add them a second time. `aliases`: see
+    SideRead.aliases."""
     waiting: dict[tuple[str, str], list[float]] = {}
     for target, item, at in store.waiting_webhook_plays(profile):
         try:
@@ -373,7 +377,7 @@ def _waiting(store: Store, profile: str) -> dict[tuple[str, str], list[float]]:
         except (KeyError, TypeError, ValueError):
             continue  # a row the target will make a dead letter of
         if key is not None:
-            waiting.setdefault((target, key), []).append(at)
+            waiting.setdefault((target, aliases.get(key, key)), []).append(at)
     return waiting
 
 

@@ -209,10 +209,17 @@ class PlexTarget:
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
         if any(p["item"] == item for p in person.plays.values()):
             return Delivered("play removed; other plays of the item remain, it stays watched")
-        entry = person.keys.get(item) or {"rating_keys": [rk]}
+        copies = [str(c) for c in (person.keys.get(item) or {}).get("rating_keys", ())]
+        if rk not in copies:  # a write of ours read back under the key it was written for
+            copies = [rk]
+        # An episode renumbered since holds its own plays under its new key as well.
+        held = {str(p["rating_key"]) for p in person.plays.values()}
+        copies = [c for c in copies if c not in held]
+        if not copies:
+            return Delivered("play removed; the episode has other plays, it stays watched")
         try:
-            for copy in entry["rating_keys"]:
-                await self.client.unscrobble(str(copy), person.token)
+            for copy in copies:
+                await self.client.unscrobble(copy, person.token)
         except PlexItemError:
             return Delivered("play removed; the item has left the library")
         return Delivered("marked unwatched (its last play was removed)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from watchbridge.config import Config, Link
@@ -29,6 +29,10 @@ class SideRead:
     # Raw library listings by kind (movie, show, episode) when the link's collection run
     # needs them (Plex): read once for both.
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None
+    # The key a media server's own numbering gives an episode -> the key this side reads it
+    # under (Plex episodes renumbered as the other side numbers them): webhook plays still
+    # waiting to be delivered carry the server's numbers.
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 class SideReader(Protocol):

@@ -42,6 +42,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,8 @@ KEYS = "keys"  # item key -> {"rating_keys": [...], "watched_at": lastViewedAt o
 PLAYS = "plays"  # record -> {"item", "at", "rating_key"}: the plays of the last read
 WRITTEN = "written"  # record -> Written, see below
 SYNTHETIC = "synthetic"  # record -> {"rating_key", "at", "removed"}: plays with no history row
+# ratingKey -> {"season", "number"}: episodes found in the other side's numbering, per source
+RENUMBERED = "renumbered"
 RETIRED = "retired"  # history id -> {"rating_key"}: rows of items since unwatched
 HISTORY = "history"  # history id -> {"rating_key", "at"}: the server's history, cached
 ECHO_WINDOW = 900.0  # a history row this close to one of our scrobbles is that scrobble
@@ -184,18 +187,39 @@ def tvdb_ordered(library: Library) -> list[LibraryItem]:
     return [s for s in library.shows if s.ordering in TVDB_ORDERINGS]
 
 
-def renumbered(
-    library: Library, numbers: Mapping[str, EpisodeNumbers]
-) -> dict[str, tuple[int, int]]:
-    """ratingKey -> (season, number) on the other side, for the episodes of the shows in
-    `numbers` (by the show's ratingKey) that one of their own ids finds there. The others
-    keep Plex's numbers: leaving them out would read as their plays being removed."""
+@dataclass(frozen=True)
+class Renumbering:
+    """Episodes of shows in a TheTVDB ordering, as the other side of a link numbers them.
+
+    `numbers`: ratingKey -> (season, number) there, found by the episode's own ids (or found
+    before: an episode once found keeps its numbers when a listing lacks it). `withheld`:
+    episodes not found whose Plex numbers name another episode there; they are not linked
+    until found. The other episodes keep Plex's numbers."""
+
+    numbers: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    withheld: frozenset[str] = frozenset()
+
+
+def renumbering(
+    library: Library,
+    numbers: Mapping[str, EpisodeNumbers],
+    remembered: Mapping[str, tuple[int, int]],
+) -> Renumbering:
+    """The Renumbering of the episodes of the shows in `numbers` (by the show's ratingKey).
+    `remembered`: numbers found by earlier reads. Pure."""
     found: dict[str, tuple[int, int]] = {}
+    withheld: set[str] = set()
+    listed = {show: set(table.values()) for show, table in numbers.items()}
     for episode in library.episodes:
-        table = numbers.get(episode.grandparent_rating_key or "")
-        if table and (where := numbers_for(table, episode.ids)) is not None:
+        show = episode.grandparent_rating_key or ""
+        if show not in numbers:
+            continue
+        where = numbers_for(numbers[show], episode.ids) or remembered.get(episode.rating_key)
+        if where is not None:
             found[episode.rating_key] = where
-    return found
+        elif (episode.season, episode.number) in listed[show]:
+            withheld.add(episode.rating_key)
+    return Renumbering(found, frozenset(withheld))
 
 
 # --------------------------------------------------------------------------- plays (pure)
@@ -213,6 +237,7 @@ class Written:
     attempts: tuple[float, ...] = ()
     pending: bool = False
     removed: bool = False
+    pinned: bool = False  # read back under `item` whatever the episode's key (build_side)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +247,7 @@ class Written:
             "attempts": list(self.attempts),
             "pending": self.pending,
             "removed": self.removed,
+            "pinned": self.pinned,
         }
 
     @classmethod
@@ -233,6 +259,7 @@ class Written:
             tuple(float(t) for t in data.get("attempts") or ()),
             bool(data.get("pending")),
             bool(data.get("removed")),
+            bool(data.get("pinned")),
         )
 
 
@@ -255,6 +282,7 @@ class Built:
     memory: Memory
     plays: dict[str, dict[str, Any]]  # record -> {"item", "at", "rating_key"}
     keys: dict[str, dict[str, Any]]  # item key -> {"rating_keys", "watched_at"}
+    aliases: dict[str, str] = field(default_factory=dict)  # see SideRead.aliases
 
 
 def build_side(
@@ -263,21 +291,21 @@ def build_side(
     memory: Memory,
     with_ratings: bool,
     listed_at: float | None = None,
-    renumbered: Mapping[str, tuple[int, int]] | None = None,
+    renumbering: Renumbering | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
     `listed_at`: when the listings were taken; a history row after it (less a margin for the
-    server's clock) may be a play the listing missed, so it is never retired. `renumbered`:
-    episodes keyed by the other side's numbers (see `item_keys`)."""
-    keyed = item_keys(library, renumbered)
-    plex_numbered = item_keys(library) if renumbered else keyed
-    moved = {
+    server's clock) may be a play the listing missed, so it is never retired. `renumbering`:
+    episodes keyed by the other side's numbers, or withheld (see `Renumbering`)."""
+    renumbering = renumbering or Renumbering()
+    keyed = item_keys(library, renumbering.numbers)
+    plex_numbered = item_keys(library) if renumbering.numbers else keyed
+    moved = renumbering.withheld | {
         rk
         for rk, (key, _) in keyed.items()
         if rk not in plex_numbered or plex_numbered[rk][0] != key
     }
-    pinned = _pinned_writes(moved, plex_numbered, memory.written.values())
     watched = {rk for rk, (_, item) in keyed.items() if item.view_count > 0}
     rows = [h for h in history if h.rating_key in keyed]
     plays: list[tuple[Play, str]] = []
@@ -288,13 +316,15 @@ def build_side(
         h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled
     }
     written = {
-        record: replace(w, removed=True) if _unwatched(w, watched, settled) else w
+        record: _pin(
+            replace(w, removed=True) if _unwatched(w, watched, settled) else w, moved, plex_numbered
+        )
         for record, w in memory.written.items()
     }
     echoes = _echoes(rows, written.values())
     for record, w in written.items():
         if not w.removed and w.rating_key in keyed:
-            key = w.item if (w.rating_key, w.item) in pinned else keyed[w.rating_key][0]
+            key = w.item if w.pinned else keyed[w.rating_key][0]
             plays.append((Play(key, w.at, record), w.rating_key))
     for h in rows:
         if h.rating_key in watched and h.id not in retired and h.id not in echoes:
@@ -316,34 +346,36 @@ def build_side(
             plays.append((Play(keyed[s["rating_key"]][0], float(s["at"]), record), s["rating_key"]))
 
     kept = _without_copies(plays)
+    pinned = {record for record, w in written.items() if w.pinned}
+    # Plays of withheld episodes wait until the other side lists them; writes of ours stay.
+    linked = [(p, rk) for p, rk in kept if rk not in renumbering.withheld or p.record in pinned]
+    listed = [entry for rk, entry in keyed.items() if rk not in renumbering.withheld]
     side = Side(
-        tuple(p for p, _ in kept),
-        _ratings(keyed.values()) if with_ratings else {},
-        catalog=frozenset(key for key, _ in keyed.values()),
-        renumbered=frozenset(p.record for p, rk in kept if rk in moved and p.item == keyed[rk][0]),
+        tuple(p for p, _ in linked),
+        _ratings(listed) if with_ratings else {},
+        catalog=frozenset(key for key, _ in listed),
+        renumbered=frozenset(p.record for p, rk in kept if rk in moved and p.record not in pinned),
     )
     return Built(
         side,
         Memory(written, synthetic, frozenset(retired)),
-        {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in kept},
-        _key_map(keyed.values()),
+        {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in linked},
+        _key_map(listed),
+        {plex_numbered[rk][0]: keyed[rk][0] for rk in moved - renumbering.withheld},
     )
 
 
-def _pinned_writes(
-    moved: set[str],
-    plex_numbered: Mapping[str, tuple[str, LibraryItem]],
-    written: Iterable[Written],
-) -> set[tuple[str, str]]:
-    """(ratingKey, key) of our writes made while their episode was keyed by Plex's numbers,
-    before it was renumbered (`moved`): such a write is read back under the key it was
-    written for, which is the other side's play it copied. Read under the episode's new key,
-    it would be a play nobody made, and be copied back."""
-    return {
-        (w.rating_key, w.item)
-        for w in written
-        if w.rating_key in moved and plex_numbered.get(w.rating_key, ("",))[0] == w.item
-    }
+def _pin(
+    written: Written, moved: AbstractSet[str], plex_numbered: Mapping[str, tuple[str, LibraryItem]]
+) -> Written:
+    """A write made while its episode was keyed by Plex's numbers, before it was renumbered
+    (`moved`), is read back under the key it was written for, the other side's play it
+    copied, from then on: under the episode's new key it would be a play nobody made, and be
+    copied back."""
+    if written.pinned or written.rating_key not in moved:
+        return written
+    was = plex_numbered.get(written.rating_key)
+    return replace(written, pinned=True) if was is not None and was[0] == written.item else written
 
 
 def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
@@ -742,7 +774,8 @@ class PlexReader:
         built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbers)
         await asyncio.to_thread(self._remember, profile, built)
         keep = "collection" in self.link.kinds
-        return SideRead(built.side, {"history": cursor}, listings if keep else None)
+        listed = listings if keep else None
+        return SideRead(built.side, {"history": cursor}, listed, built.aliases)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
         return own
@@ -753,13 +786,11 @@ class PlexReader:
         if self.numbering is not None:
             await self.numbering.aclose()
 
-    async def _renumbered(
-        self, profile: str, library: Library, full: bool
-    ) -> dict[str, tuple[int, int]]:
+    async def _renumbered(self, profile: str, library: Library, full: bool) -> Renumbering:
         """The episodes of shows in a TheTVDB ordering, numbered as the other side does."""
         shows = tvdb_ordered(library)
         if not shows:
-            return {}
+            return Renumbering()
         titles = ", ".join(sorted(s.title or s.rating_key for s in shows))
         if self.numbering is None:
             if full:
@@ -769,7 +800,7 @@ class PlexReader:
                     "Database ordering in Plex (Edit > Advanced)",
                     extra={"profile": profile, "shows": titles},
                 )
-            return {}
+            return Renumbering()
         watched: dict[str, list[Ids]] = defaultdict(list)
         for episode in library.episodes:
             if episode.view_count > 0:
@@ -778,12 +809,25 @@ class PlexReader:
             show.rating_key: await self.numbering.numbers(show.ids, watched[show.rating_key])
             for show in shows
         }
-        found = renumbered(library, numbers)
+        collection = f"{RENUMBERED}:{self.numbering.source.key}"
+        stored = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, collection)
+        remembered = {rk: (int(v["season"]), int(v["number"])) for rk, v in stored.items()}
+        found = renumbering(library, numbers, remembered)
+        values = {rk: {"season": s, "number": n} for rk, (s, n) in found.numbers.items()}
+        if values != stored:
+            await asyncio.to_thread(
+                self.store.mirror_replace, SERVICE, profile, collection, values, self.clock()
+            )
         if full:
             log.info(
                 "plex shows in a TheTVDB episode ordering are linked by %s's episode numbers",
                 self.numbering.name,
-                extra={"profile": profile, "shows": titles, "episodes": len(found)},
+                extra={
+                    "profile": profile,
+                    "shows": titles,
+                    "episodes": len(found.numbers),
+                    "withheld": len(found.withheld),
+                },
             )
         return found
 
