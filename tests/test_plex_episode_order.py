@@ -271,6 +271,21 @@ async def test_a_full_read_says_which_shows_it_numbered_as_trakt_does(
     assert record.shows == "Re:ZERO"  # type: ignore[attr-defined]
 
 
+async def test_the_collection_run_gets_episodes_as_trakt_numbers_them(
+    plex: FakePlex, trakt: FakeTrakt, store: Store, clock: FakeClock
+) -> None:
+    plex.add_episode("304", "300", 1, 3, ["tvdb://5999"])  # withheld: Trakt's S1E3 is 303
+    link = Link(["plex", "trakt"], kinds=["history", "collection"])
+    reader = make_reader(config(plex, "trakt", trakt.url), store, link, [], clock)
+    try:
+        listings = (await reader.read("alex", {}, None, True)).listings
+    finally:
+        await reader.aclose()
+    assert listings is not None
+    numbered = {row["ratingKey"]: (row["parentIndex"], row["index"]) for row in listings["episode"]}
+    assert numbered == {"301": (1, 1), "302": (1, 2), PLEX_S2E1: (1, 3)}
+
+
 async def test_serializd_numbers_an_episode_by_its_tmdb_id(
     plex: FakePlex, store: Store, clock: FakeClock, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

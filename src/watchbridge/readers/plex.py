@@ -222,6 +222,25 @@ def renumbering(
     return Renumbering(found, frozenset(withheld))
 
 
+def numbered_listings(
+    listings: Mapping[str, Sequence[Mapping[str, object]]], renumbering: Renumbering
+) -> Mapping[str, Sequence[Mapping[str, object]]]:
+    """The raw listings with episodes numbered as the link numbers them, withheld ones left
+    out: what the collection run sends to Trakt by show, season and number."""
+    if not renumbering.numbers and not renumbering.withheld:
+        return listings
+    episodes: list[Mapping[str, object]] = []
+    for row in listings.get("episode", ()):
+        rating_key = str(row.get("ratingKey"))
+        if rating_key in renumbering.withheld:
+            continue
+        if rating_key in renumbering.numbers:
+            season, number = renumbering.numbers[rating_key]
+            row = {**row, "parentIndex": season, "index": number}
+        episodes.append(row)
+    return {**listings, "episode": episodes}
+
+
 # --------------------------------------------------------------------------- plays (pure)
 
 
@@ -774,7 +793,7 @@ class PlexReader:
         built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbers)
         await asyncio.to_thread(self._remember, profile, built)
         keep = "collection" in self.link.kinds
-        listed = listings if keep else None
+        listed = numbered_listings(listings, numbers) if keep else None
         return SideRead(built.side, {"history": cursor}, listed, built.aliases)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
