@@ -21,7 +21,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
 from watchbridge.config import Config, Link, parse_config
 from watchbridge.episode_numbers import REFRESH_MISSING_AFTER, EpisodeNumbering, TraktNumbers
@@ -318,25 +318,40 @@ def renumbered_library() -> Library:
     return Library(shows=[show], episodes=[EPISODE_303])
 
 
-def test_a_write_made_under_plexs_numbers_is_read_back_under_the_key_it_was_written_for() -> None:
+def test_a_write_made_to_an_episode_under_plexs_numbers_before_it_was_renumbered_is_forgotten() -> (
+    None
+):
     # Before renumbering, the other side's S2E1 was written to Plex's S2E1 (the wrong episode).
     written = Written(PLEX_S2E1, KEY_S2E1, T0, (T0 + 60,))
     memory = Memory({"written:303:1": written})
     built = build_side(renumbered_library(), [], memory, False, None, S1E3_FOR_303)
-    assert built.side.plays == (Play(KEY_S2E1, T0, "written:303:1"),)
+    assert built.side.plays == ()
+    assert built.side.forgotten == (Play(KEY_S2E1, T0, "written:303:1"),)
 
 
-def test_a_write_once_read_back_under_its_key_stays_there_when_the_show_is_back_in_tmdb_order() -> (
-    None
-):
+def test_a_forgotten_write_stays_forgotten_when_the_show_is_back_in_tmdb_order() -> None:
     written = Written(PLEX_S2E1, KEY_S2E1, T0, (T0 + 60,))
     memory = Memory({"written:303:1": written})
     first = build_side(renumbered_library(), [], memory, False, None, S1E3_FOR_303)
     plex_ordered = replace(
         renumbered_library(), episodes=[replace(EPISODE_303, season=1, number=3)]
     )
-    again = build_side(plex_ordered, [], first.memory, False)
-    assert again.side.plays == (Play(KEY_S2E1, T0, "written:303:1"),)
+    assert build_side(plex_ordered, [], first.memory, False).side.plays == ()
+
+
+def test_a_rating_given_before_its_episode_was_renumbered_is_left_out_not_removed() -> None:
+    rated = replace(EPISODE_303, user_rating=8.0, last_rated_at=T0)
+    library = replace(renumbered_library(), episodes=[rated])
+    since = Renumbering({PLEX_S2E1: (1, 3)}, {PLEX_S2E1: T0 + 60})
+    side = build_side(library, [], Memory(), True, None, since).side
+    assert side.ratings == {} and side.renumbered_ratings == {KEY_S2E1, KEY_S1E3}
+
+
+def test_a_rating_given_after_its_episode_was_renumbered_is_linked_by_the_new_key() -> None:
+    rated = replace(EPISODE_303, user_rating=8.0, last_rated_at=T0 + 120)
+    library = replace(renumbered_library(), episodes=[rated])
+    since = Renumbering({PLEX_S2E1: (1, 3)}, {PLEX_S2E1: T0 + 60})
+    assert list(build_side(library, [], Memory(), True, None, since).side.ratings) == [KEY_S1E3]
 
 
 def test_a_write_made_under_the_other_sides_numbers_follows_the_episodes_key() -> None:
@@ -349,9 +364,11 @@ def test_a_write_made_under_the_other_sides_numbers_follows_the_episodes_key() -
 # --------------------------------------------------------------------------- a link, end to end
 
 
-def link_setup(tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]) -> LinkRig:
-    """Plex watched its S2E1 (Trakt's S1E3) an hour ago, and the viewing reached Trakt (a
-    webhook). Trakt also has a season 2 of its own: its S2E1 is another episode."""
+def link_setup(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], plex_watched: bool = True
+) -> LinkRig:
+    """Trakt's S1E3 was watched an hour ago: on Plex, as its S2E1 (with `plex_watched`), and
+    the viewing reached Trakt (a webhook). Trakt's S2E1 is another episode, Plex's S2E2."""
     plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
     assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
     show = trakt.add_show("Re:ZERO", 2016, tmdb=TMDB, tvdb=305089)
@@ -365,7 +382,9 @@ def link_setup(tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]) -
         ("301", "302", PLEX_S2E1), TVDB_IDS.items(), strict=True
     ):
         plex.add_episode(rating_key, "300", season, number, [f"tvdb://{tvdb}"])
-    plex.watch(PLEX_S2E1, seen)
+    plex.add_episode("304", "300", 2, 2, ["tvdb://6001"])  # Trakt's S2E1
+    if plex_watched:
+        plex.watch(PLEX_S2E1, seen)
     path = write_config(
         tmp_path,
         f"""services:
@@ -441,7 +460,7 @@ def test_upgrading_takes_back_the_copy_made_under_plexs_numbers_and_copies_nothi
     assert rig.plex.user_state("301") == {} and rig.plex.user_state("302") == {}
 
 
-def test_removing_a_trakt_play_written_to_plex_before_upgrading_leaves_the_episodes_own_play(
+def test_a_trakt_play_written_to_plex_before_upgrading_and_removed_leaves_the_episodes_own_play(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     # Before upgrading, Trakt's own S2E1 (another episode) was written to Plex's S2E1 (303),
@@ -451,6 +470,7 @@ def test_removing_a_trakt_play_written_to_plex_before_upgrading_leaves_the_episo
     other = rig.trakt.shows[0].episode(2, 1)
     rig.trakt.add_history(other, iso(time.time() - 10 * DAY))
     rig.sync()
+    rig.sync()  # the write read back
     rig.plex.items["300"]["showOrdering"] = "aired"
     rig.sync()
     rig.trakt.user.history = [h for h in rig.trakt.user.history if h.item is not other]
@@ -463,8 +483,9 @@ def test_removing_a_trakt_play_written_to_plex_before_upgrading_leaves_the_episo
 def test_a_webhook_play_waiting_under_plexs_numbers_stands_for_the_links_add(store: Store) -> None:
     # Plex's webhook for 303 (its ids, Plex's numbers S2E1) is queued for Trakt, not landed.
     ref = MediaRef(
-        "episode", ids=Ids(tvdb="5003"), show_ids=Ids(tmdb=str(TMDB)), season=2, number=1
-    )
+        "episode", Ids(tvdb="5003"), show_ids=Ids(tmdb=str(TMDB)), season=2, number=1,
+        source_key=PLEX_S2E1,
+    )  # fmt: skip
     row = NewOutboxRow("trakt", "alex", "play", {"item": ref_to_dict(ref), "at": T0}, "o", "i")
     assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda _: (None, [row])))
     built = build_side(renumbered_library(), [HistoryEntry("9", PLEX_S2E1, T0, "1")], Memory(),
@@ -474,16 +495,105 @@ def test_a_webhook_play_waiting_under_plexs_numbers_stands_for_the_links_add(sto
     assert without_waiting(plan(Link(["plex", "trakt"]), current, {}), waiting).actions == ()
 
 
-def test_a_write_read_back_under_its_key_stays_there_when_the_show_goes_back_to_tmdb_order(
+def test_a_write_made_before_upgrading_copies_nothing_when_the_show_goes_back_to_tmdb_order(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
     rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
     rig.sync()  # before upgrading: Trakt's S2E1 written to Plex's S2E1 (303)
+    rig.sync()
     rig.plex.items["300"]["showOrdering"] = "aired"
     rig.sync()
     del rig.plex.items["300"]["showOrdering"]  # back to TMDB order: 303 is S1E3 in Plex too
     rig.plex.items[PLEX_S2E1] |= {"parentIndex": 1, "index": 3}
     rig.sync()
     rig.sync()
+    assert rig.trakt_episodes() == [(1, 3), (2, 1)]
+
+
+def test_unwatching_in_plex_an_episode_written_to_before_upgrading_leaves_trakts_play_of_it(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.sync()  # Trakt's S2E1 written to Plex's S2E1 (303), which the user had watched
+    rig.sync()
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.plex.state[(1, PLEX_S2E1)] = {}  # the user unwatches 303 (Trakt's S1E3)
+    rig.sync()
+    rig.sync()
+    assert rig.trakt_episodes() == [(2, 1)]
+
+
+def test_a_trakt_season_marked_in_one_minute_keeps_every_play_after_upgrading(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Trakt's S1E3 and S2E1 at one minute: before upgrading S2E1 went to Plex's S2E1 (303);
+    # after, S1E3 is 303 too, and its write takes the record of the old one.
+    rig = link_setup(tmp_path, start_fake, plex_watched=False)
+    seen = rig.trakt.history()[0].watched_at
+    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), seen)
+    rig.sync()
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    for _ in range(3):
+        rig.sync()
+    assert rig.trakt_episodes() == [(1, 3), (2, 1)]
+
+
+def test_a_trakt_rating_written_to_plex_before_upgrading_stays_on_trakt_and_goes_nowhere_else(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    other = rig.trakt.shows[0].episode(2, 1)
+    rig.trakt.user.ratings[key_of(other)] = Rating(other, 8, iso(time.time() - 10 * DAY))
+    rig.sync()  # Trakt's S2E1 rating written to Plex's S2E1 (303)
+    assert rig.plex.user_state(PLEX_S2E1)["userRating"] == 8.0
+    rig.sync()
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.sync()
+    assert [(r.item.season, r.item.number) for r in rig.trakt.ratings()] == [(2, 1)]  # type: ignore[union-attr]
+
+
+async def test_episodes_watched_together_keep_the_linked_ones_play_beside_a_withheld_one(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    plex.add_episode("299", "300", 1, 3, ["tvdb://5999"])  # TVDB's recap: Trakt's S1E3 is 303
+    plex.watch("299", T0, history=False)  # the show marked watched at once
+    plex.watch(PLEX_S2E1, T0, history=False)
+    assert await items(reader) == [KEY_S1E3]
+
+
+async def test_an_unfound_episode_whose_plex_numbers_trakt_lists_without_comparable_ids_is_linked(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt
+) -> None:
+    s1e1 = trakt.shows[0].seasons[1].episodes[1]
+    s1e1.tvdb, s1e1.tmdb = None, 777  # Trakt knows its TMDB id only; Plex its TVDB id only
+    plex.watch("301", T0)
+    assert await items(reader) == [f"episode:tmdb:{TMDB}:s1e1"]
+
+
+async def test_numbers_found_before_yield_to_another_episode_found_there_now(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt, store: Store, clock: FakeClock
+) -> None:
+    await items(reader)  # 303 is Trakt's S1E3
+    plex.add_episode("304", "300", 2, 2, ["tvdb://5998"])
+    trakt.shows[0].seasons[1].episodes[3].tvdb = 5998  # Trakt's S1E3 turns out to be 304
+    clock.advance(DAY)
+    await items(reader)
+    assert store.mirror_get("plex", "alex", "keys")[KEY_S1E3]["rating_keys"] == ["304"]
+
+
+def test_a_trakt_play_written_to_the_wrong_plex_episode_before_upgrading_goes_to_the_right_one(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.sync()  # Trakt's S2E1 written to Plex's S2E1 (303); it is Plex's S2E2 (304)
+    rig.sync()
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.sync()
+    assert rig.plex.user_state("304")["viewCount"] == 1
     assert rig.trakt_episodes() == [(1, 3), (2, 1)]

@@ -162,6 +162,23 @@ def test_a_play_a_side_keys_as_another_item_for_other_reasons_takes_nothing_with
     assert ("remove_play", "trakt", EP1) not in kinds(plan(link, current, baseline))
 
 
+def test_a_play_a_side_forgot_is_no_removal_and_is_added_to_it_again_as_a_new_action() -> None:
+    link = Link(services=["plex", "trakt"])
+    copy = Play(EP1, 1000, "w1")  # our copy of t1, made to an episode renumbered since
+    baseline = {"plex": side(copy), "trakt": side(Play(EP1, 1000, "t1"))}
+    current = {"plex": Side(forgotten=(copy,)), "trakt": side(Play(EP1, 1000, "t1"))}
+    (action,) = plan(link, current, baseline).actions
+    assert (action.kind, action.target, action.source) == ("add_play", "plex", "t1:again")
+
+
+def test_a_rating_a_side_left_out_on_purpose_is_not_removed_from_the_other() -> None:
+    link = Link(services=["plex", "trakt"])
+    rated = {EP1: Rated(80, 1000)}
+    baseline = {"plex": side(ratings=rated), "trakt": side(ratings=rated)}
+    current = {"plex": Side(renumbered_ratings=frozenset({EP1})), "trakt": side(ratings=rated)}
+    assert plan(link, current, baseline).actions == ()
+
+
 def test_mass_removal_is_held_until_confirmed() -> None:
     plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
     mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]

@@ -55,6 +55,12 @@ class Side:
     # own (Plex shows in a TheTVDB ordering): held before under another item, such a play is
     # gone from that one.
     renumbered: frozenset[str] = frozenset()
+    # Plays this side no longer holds that are not removals (a copy of ours made to an episode
+    # since renumbered: the play it copied is added again, to the right episode).
+    forgotten: tuple[Play, ...] = ()
+    # Items whose rating this side leaves out on purpose (episodes renumbered since they were
+    # rated): no removal of the rating is read from them.
+    renumbered_ratings: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -302,6 +308,8 @@ def _plan_history(
         if (source, target) not in allowed:
             continue
         held = _read_plays_per_item(current[target].plays)
+        # Adding again a play whose copy the target forgot is a new action (its own key).
+        again = {(p.item, int(p.at // 60)) for p in current[target].forgotten}
         dates: defaultdict[str, list[float]] = defaultdict(list)
         for play in current[target].plays:
             if play.record not in partners_of_removed[target]:  # going: not watched before
@@ -319,7 +327,8 @@ def _plan_history(
                     play.item,
                     f"new on {source}",
                     play.at,
-                    source=play.record,
+                    source=play.record
+                    + (":again" if (play.item, int(play.at // 60)) in again else ""),
                     target_plays=held[play.item] - 1,
                     earlier_plays=earlier,
                 )
@@ -357,7 +366,7 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
     """Plays of the baseline that are gone: their record, or, for a play now renumbered, their
     record under that item. An undated play is a watched flag: it is gone only when no play of
     its item is left (a diary entry replacing a tick is no removal)."""
-    present = {p.record for p in now.plays}
+    present = {p.record for p in now.plays} | {p.record for p in now.forgotten}
     renumbered = {(p.record, p.item) for p in now.plays if p.record in now.renumbered}
     items_now = {p.item for p in now.plays}
     return [
@@ -417,9 +426,10 @@ def carry_expected(
     plays of the baseline that the read does not show accounted for. One that was delivered
     reached the side and was removed there since: it becomes an ordinary play of the
     baseline, so the plan carries that removal across. One still waiting (or dead, or
-    discarded) stays expected, on both: its original on the other side must stay."""
+    discarded) stays expected, on both: its original on the other side must stay. One the
+    side forgot (`Side.forgotten`) is settled: it is added again."""
     expected = [p for p in baseline.plays if p.record.startswith(EXPECTED)]
-    settled = _stood_for(expected, read.plays)
+    settled = _stood_for(expected, (*read.plays, *read.forgotten))
     missing = [p for p in expected if p.record not in settled]
     if not missing:
         return baseline, read
@@ -503,6 +513,8 @@ def _rating_decision(
         why = f"{winner} wins ({'newer' if link.prefer == 'newest-wins' else 'preferred'})"
         return winner, loser, "set_rating", f"ratings differ: {why}"
     present, missing = (a, b) if ra is not None else (b, a)
+    if item in current[missing].renumbered_ratings:
+        return None
     if item in baseline.get(missing, Side()).ratings:
         return missing, present, "remove_rating", f"rating removed on {missing}"
     return present, missing, "set_rating", f"rated on {present}"

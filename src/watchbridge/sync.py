@@ -373,11 +373,12 @@ def _waiting(
     waiting: dict[tuple[str, str], list[float]] = {}
     for target, item, at in store.waiting_webhook_plays(profile):
         try:
-            key = key_for_ref(ref_from_dict(item))
+            ref = ref_from_dict(item)
         except (KeyError, TypeError, ValueError):
             continue  # a row the target will make a dead letter of
+        key = aliases.get(ref.source_key or "") or key_for_ref(ref)
         if key is not None:
-            waiting.setdefault((target, aliases.get(key, key)), []).append(at)
+            waiting.setdefault((target, key), []).append(at)
     return waiting
 
 

@@ -169,16 +169,20 @@ class PlexTarget:
         for rk in rating_keys:
             record = written_record(rk, at)
             known = person.written.get(record)
+            # Our scrobbles so far, whose history rows are echoes of ours.
+            earlier = known.attempts if known is not None else ()
+            if known is not None and known.item != key:
+                known = None  # another item's write (renumbered since): this one is written
             if known is not None and not known.pending and not known.removed:
                 notes.add("already written")
                 continue
             if known is None and watched_at is not None and float(watched_at) >= at:
                 # Watched at or after this play: a scrobble would only add a view "today".
-                await self._remember(person, record, Written(rk, key, at))
+                await self._remember(person, record, Written(rk, key, at, earlier))
                 notes.add("already watched in Plex")
                 continue
             # Written down before the scrobble: a crash after it still knows its echo.
-            attempts = (known.attempts if known else ()) + (self.clock(),)
+            attempts = (*earlier, self.clock())
             await self._remember(person, record, Written(rk, key, at, attempts, pending=True))
             await self.client.scrobble(rk, person.token)
             await self._remember(person, record, Written(rk, key, at, attempts))
@@ -209,10 +213,8 @@ class PlexTarget:
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
         if any(p["item"] == item for p in person.plays.values()):
             return Delivered("play removed; other plays of the item remain, it stays watched")
-        copies = [str(c) for c in (person.keys.get(item) or {}).get("rating_keys", ())]
-        if rk not in copies:  # a write of ours read back under the key it was written for
-            copies = [rk]
-        # An episode renumbered since holds its own plays under its new key as well.
+        copies = [str(c) for c in (person.keys.get(item) or {"rating_keys": [rk]})["rating_keys"]]
+        # Never unwatch an episode that holds another play (under another key: renumbered).
         held = {str(p["rating_key"]) for p in person.plays.values()}
         copies = [c for c in copies if c not in held]
         if not copies:

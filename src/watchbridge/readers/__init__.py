@@ -29,9 +29,9 @@ class SideRead:
     # Raw library listings by kind (movie, show, episode) when the link's collection run
     # needs them (Plex): read once for both.
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None
-    # The key a media server's own numbering gives an episode -> the key this side reads it
-    # under (Plex episodes renumbered as the other side numbers them): webhook plays still
-    # waiting to be delivered carry the server's numbers.
+    # A media server's own key for an episode (Plex ratingKey) -> the key this side reads it
+    # under, for episodes renumbered as the other side numbers them: webhook plays still
+    # waiting to be delivered carry the server's numbers, and its key as `source_key`.
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 

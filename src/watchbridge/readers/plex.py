@@ -192,34 +192,53 @@ class Renumbering:
     """Episodes of shows in a TheTVDB ordering, as the other side of a link numbers them.
 
     `numbers`: ratingKey -> (season, number) there, found by the episode's own ids (or found
-    before: an episode once found keeps its numbers when a listing lacks it). `withheld`:
-    episodes not found whose Plex numbers name another episode there; they are not linked
-    until found. The other episodes keep Plex's numbers."""
+    before: an episode once found keeps its numbers while no other episode is found there).
+    `since`: when each was first found. `withheld`: episodes not found whose Plex numbers name
+    another episode there (one with an id of the same kind and another value); they are not
+    linked until found. The other episodes keep Plex's numbers."""
 
     numbers: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    since: Mapping[str, float] = field(default_factory=dict)
     withheld: frozenset[str] = frozenset()
 
 
 def renumbering(
     library: Library,
     numbers: Mapping[str, EpisodeNumbers],
-    remembered: Mapping[str, tuple[int, int]],
+    remembered: Mapping[str, tuple[int, int, float]],
+    now: float,
 ) -> Renumbering:
     """The Renumbering of the episodes of the shows in `numbers` (by the show's ratingKey).
-    `remembered`: numbers found by earlier reads. Pure."""
+    `remembered`: ratingKey -> (season, number, since) found by earlier reads. Pure."""
+    episodes = [e for e in library.episodes if (e.grandparent_rating_key or "") in numbers]
     found: dict[str, tuple[int, int]] = {}
-    withheld: set[str] = set()
-    listed = {show: set(table.values()) for show, table in numbers.items()}
-    for episode in library.episodes:
-        show = episode.grandparent_rating_key or ""
-        if show not in numbers:
-            continue
-        where = numbers_for(numbers[show], episode.ids) or remembered.get(episode.rating_key)
-        if where is not None:
+    for episode in episodes:
+        if where := numbers_for(numbers[episode.grandparent_rating_key or ""], episode.ids):
             found[episode.rating_key] = where
-        elif (episode.season, episode.number) in listed[show]:
-            withheld.add(episode.rating_key)
-    return Renumbering(found, frozenset(withheld))
+    taken = set(found.values())
+    withheld: set[str] = set()
+    for episode in episodes:
+        rk, show = episode.rating_key, episode.grandparent_rating_key or ""
+        if rk in found:
+            continue
+        kept = remembered.get(rk)
+        if kept is not None and kept[:2] not in taken:
+            found[rk] = kept[:2]
+        elif _names_another(numbers[show], episode):
+            withheld.add(rk)
+    since = {rk: remembered[rk][2] if rk in remembered else now for rk in found}
+    return Renumbering(found, since, frozenset(withheld))
+
+
+def _names_another(numbers: EpisodeNumbers, episode: LibraryItem) -> bool:
+    """Whether the other side lists an episode at this one's Plex numbers that is another
+    episode: it has an id of a kind this one has too, with another value."""
+    there = {
+        name: value
+        for (name, value), at in numbers.items()
+        if at == (episode.season, episode.number)
+    }
+    return any(getattr(episode.ids, name) not in (None, value) for name, value in there.items())
 
 
 def numbered_listings(
@@ -256,7 +275,7 @@ class Written:
     attempts: tuple[float, ...] = ()
     pending: bool = False
     removed: bool = False
-    pinned: bool = False  # read back under `item` whatever the episode's key (build_side)
+    forgotten: bool = False  # copied to an episode since renumbered: no play of it (build_side)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -266,7 +285,7 @@ class Written:
             "attempts": list(self.attempts),
             "pending": self.pending,
             "removed": self.removed,
-            "pinned": self.pinned,
+            "forgotten": self.forgotten,
         }
 
     @classmethod
@@ -278,7 +297,7 @@ class Written:
             tuple(float(t) for t in data.get("attempts") or ()),
             bool(data.get("pending")),
             bool(data.get("removed")),
-            bool(data.get("pinned")),
+            bool(data.get("forgotten")),
         )
 
 
@@ -301,7 +320,7 @@ class Built:
     memory: Memory
     plays: dict[str, dict[str, Any]]  # record -> {"item", "at", "rating_key"}
     keys: dict[str, dict[str, Any]]  # item key -> {"rating_keys", "watched_at"}
-    aliases: dict[str, str] = field(default_factory=dict)  # see SideRead.aliases
+    aliases: dict[str, str] = field(default_factory=dict)  # ratingKey -> key: SideRead.aliases
 
 
 def build_side(
@@ -335,16 +354,15 @@ def build_side(
         h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled
     }
     written = {
-        record: _pin(
+        record: _forget(
             replace(w, removed=True) if _unwatched(w, watched, settled) else w, moved, plex_numbered
         )
         for record, w in memory.written.items()
     }
     echoes = _echoes(rows, written.values())
     for record, w in written.items():
-        if not w.removed and w.rating_key in keyed:
-            key = w.item if w.pinned else keyed[w.rating_key][0]
-            plays.append((Play(key, w.at, record), w.rating_key))
+        if not w.removed and not w.forgotten and w.rating_key in keyed:
+            plays.append((Play(keyed[w.rating_key][0], w.at, record), w.rating_key))
     for h in rows:
         if h.rating_key in watched and h.id not in retired and h.id not in echoes:
             plays.append(
@@ -364,37 +382,51 @@ def build_side(
         if not s.get("removed"):
             plays.append((Play(keyed[s["rating_key"]][0], float(s["at"]), record), s["rating_key"]))
 
-    kept = _without_copies(plays)
-    pinned = {record for record, w in written.items() if w.pinned}
-    # Plays of withheld episodes wait until the other side lists them; writes of ours stay.
-    linked = [(p, rk) for p, rk in kept if rk not in renumbering.withheld or p.record in pinned]
+    # Plays of withheld episodes wait until the other side lists them.
+    linked = _without_copies([(p, rk) for p, rk in plays if rk not in renumbering.withheld])
     listed = [entry for rk, entry in keyed.items() if rk not in renumbering.withheld]
+    # A rating given before its episode was renumbered may be one we copied from the other
+    # side's old episode: it is not linked (nor read as removed) until it is rated again.
+    unsure = {
+        rk
+        for rk in moved
+        if (keyed[rk][1].last_rated_at or 0.0) < renumbering.since.get(rk, float("inf"))
+    }
     side = Side(
         tuple(p for p, _ in linked),
-        _ratings(listed) if with_ratings else {},
+        _ratings(e for e in listed if e[1].rating_key not in unsure) if with_ratings else {},
         catalog=frozenset(key for key, _ in listed),
-        renumbered=frozenset(p.record for p, rk in kept if rk in moved and p.record not in pinned),
+        renumbered=frozenset(p.record for p, rk in plays if rk in moved),
+        forgotten=tuple(Play(w.item, w.at, r) for r, w in written.items() if w.forgotten),
+        renumbered_ratings=frozenset(
+            key
+            for rk in moved
+            for key in (plex_numbered.get(rk, ("",))[0], keyed[rk][0] if rk in unsure else "")
+            if key
+        ),
     )
     return Built(
         side,
         Memory(written, synthetic, frozenset(retired)),
         {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in linked},
         _key_map(listed),
-        {plex_numbered[rk][0]: keyed[rk][0] for rk in moved - renumbering.withheld},
+        {rk: keyed[rk][0] for rk in moved - renumbering.withheld},
     )
 
 
-def _pin(
+def _forget(
     written: Written, moved: AbstractSet[str], plex_numbered: Mapping[str, tuple[str, LibraryItem]]
 ) -> Written:
     """A write made while its episode was keyed by Plex's numbers, before it was renumbered
-    (`moved`), is read back under the key it was written for, the other side's play it
-    copied, from then on: under the episode's new key it would be a play nobody made, and be
-    copied back."""
-    if written.pinned or written.rating_key not in moved:
+    (`moved`), copied the other side's play of another episode: it is no play of this
+    episode, and is left out from then on (not read as removed: the play it copied is
+    written to the right episode instead)."""
+    if written.forgotten or written.rating_key not in moved:
         return written
     was = plex_numbered.get(written.rating_key)
-    return replace(written, pinned=True) if was is not None and was[0] == written.item else written
+    return (
+        replace(written, forgotten=True) if was is not None and was[0] == written.item else written
+    )
 
 
 def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
@@ -830,9 +862,16 @@ class PlexReader:
         }
         collection = f"{RENUMBERED}:{self.numbering.source.key}"
         stored = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, collection)
-        remembered = {rk: (int(v["season"]), int(v["number"])) for rk, v in stored.items()}
-        found = renumbering(library, numbers, remembered)
-        values = {rk: {"season": s, "number": n} for rk, (s, n) in found.numbers.items()}
+        now = self.clock()
+        remembered = {
+            rk: (int(v["season"]), int(v["number"]), float(v.get("since", now)))
+            for rk, v in stored.items()
+        }
+        found = renumbering(library, numbers, remembered, now)
+        values = {
+            rk: {"season": s, "number": n, "since": found.since[rk]}
+            for rk, (s, n) in found.numbers.items()
+        }
         if values != stored:
             await asyncio.to_thread(
                 self.store.mirror_replace, SERVICE, profile, collection, values, self.clock()
