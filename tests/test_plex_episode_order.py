@@ -408,7 +408,7 @@ class LinkRig:
     plex: FakePlex
     trakt: FakeTrakt
 
-    def sync(self, *args: str) -> None:
+    def sync(self, *args: str) -> str:
         argv = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt"]
         result = subprocess.run(
             [*argv, "--config", str(self.path), "--full", *args],
@@ -417,6 +417,7 @@ class LinkRig:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
+        return result.stdout
 
     def trakt_episodes(self) -> list[tuple[int, int]]:
         return sorted((h.item.season, h.item.number) for h in self.trakt.history())  # type: ignore[union-attr]
@@ -597,3 +598,67 @@ def test_a_trakt_play_written_to_the_wrong_plex_episode_before_upgrading_goes_to
     rig.sync()
     assert rig.plex.user_state("304")["viewCount"] == 1
     assert rig.trakt_episodes() == [(1, 3), (2, 1)]
+
+
+def test_a_trakt_rating_of_a_renumbered_episode_reaches_the_plex_episode_it_names(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    for (season, number), value in (((1, 3), 8), ((2, 1), 6)):  # Plex's 303 and 304
+        episode = rig.trakt.shows[0].episode(season, number)
+        rig.trakt.user.ratings[key_of(episode)] = Rating(episode, value, iso(time.time()))
+    rig.sync()
+    assert rig.plex.user_state(PLEX_S2E1)["userRating"] == 8.0
+    assert rig.plex.user_state("304")["userRating"] == 6.0
+
+
+def test_a_rating_cleared_in_plex_on_a_renumbered_episode_is_cleared_on_trakt(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    rig.plex.rate("304", 6.0, time.time() + 2)  # Trakt's S2E1, rated after renumbering
+    rig.sync()
+    assert [(r.item.season, r.item.number) for r in rig.trakt.ratings()] == [(2, 1)]  # type: ignore[union-attr]
+    rig.plex.rate("304", None, time.time())
+    rig.sync()
+    assert rig.trakt.ratings() == []
+
+
+def test_upgrading_as_plexs_own_numbers_change_too_copies_nothing_twice(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.sync()  # Trakt's S2E1 written to Plex's S2E1 (303); Plex's 303 copied as S2E1
+    rig.sync()
+    rig.plex.items["300"]["showOrdering"] = "absolute"  # 303 is Plex's S1E3 now, 304 S1E4
+    rig.plex.items[PLEX_S2E1] |= {"parentIndex": 1, "index": 3}
+    rig.plex.items["304"] |= {"parentIndex": 1, "index": 4}
+    rig.sync()
+    rig.sync()
+    assert rig.trakt_episodes() == [(1, 3), (2, 1)]
+    assert rig.plex.user_state("304")["viewCount"] == 1
+
+
+def test_a_write_to_an_episode_withheld_then_found_at_its_numbers_is_its_play_again(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    rig = link_setup(tmp_path, start_fake)
+    s1e1 = rig.trakt.shows[0].episode(1, 1)
+    rig.trakt.add_history(s1e1, iso(time.time() - 10 * DAY))
+    rig.sync()  # Trakt's S1E1 written to Plex's S1E1 (301): the right episode
+    rig.sync()
+    s1e1.tvdb = 7001  # Trakt lists another episode at S1E1 for a while: 301 is withheld
+    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.sync()
+    s1e1.tvdb = 5001  # fixed: 301 is found at S1E1 again, once the listing is read again
+    store = Store.open(tmp_path / "watchbridge.db")
+    store.cache_put("episode-numbers", f"trakt:tmdb:{TMDB}", None, 0.0, 0.0)  # expired
+    store.close()
+    rig.sync()
+    assert "add_play plex" not in rig.sync("--dry-run")
+    assert rig.trakt_episodes() == [(1, 1), (1, 3)]

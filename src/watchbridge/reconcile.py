@@ -59,7 +59,7 @@ class Side:
     # since renumbered: the play it copied is added again, to the right episode).
     forgotten: tuple[Play, ...] = ()
     # Items whose rating this side leaves out on purpose (episodes renumbered since they were
-    # rated): no removal of the rating is read from them.
+    # rated): no removal of the rating is read from them (the other side's is still copied).
     renumbered_ratings: frozenset[str] = frozenset()
 
 
@@ -513,9 +513,9 @@ def _rating_decision(
         why = f"{winner} wins ({'newer' if link.prefer == 'newest-wins' else 'preferred'})"
         return winner, loser, "set_rating", f"ratings differ: {why}"
     present, missing = (a, b) if ra is not None else (b, a)
-    if item in current[missing].renumbered_ratings:
-        return None
     if item in baseline.get(missing, Side()).ratings:
+        if item in current[missing].renumbered_ratings:
+            return None  # left out on purpose, not removed
         return missing, present, "remove_rating", f"rating removed on {missing}"
     return present, missing, "set_rating", f"rated on {present}"
 

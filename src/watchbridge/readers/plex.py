@@ -42,7 +42,6 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -339,11 +338,9 @@ def build_side(
     renumbering = renumbering or Renumbering()
     keyed = item_keys(library, renumbering.numbers)
     plex_numbered = item_keys(library) if renumbering.numbers else keyed
-    moved = renumbering.withheld | {
-        rk
-        for rk, (key, _) in keyed.items()
-        if rk not in plex_numbered or plex_numbered[rk][0] != key
-    }
+    # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
+    # before (by Plex's numbers then, which may have been other numbers than today's).
+    renumbered = {*renumbering.numbers, *renumbering.withheld} & set(keyed)
     watched = {rk for rk, (_, item) in keyed.items() if item.view_count > 0}
     rows = [h for h in history if h.rating_key in keyed]
     plays: list[tuple[Play, str]] = []
@@ -355,7 +352,7 @@ def build_side(
     }
     written = {
         record: _forget(
-            replace(w, removed=True) if _unwatched(w, watched, settled) else w, moved, plex_numbered
+            replace(w, removed=True) if _unwatched(w, watched, settled) else w, keyed, renumbering
         )
         for record, w in memory.written.items()
     }
@@ -389,20 +386,18 @@ def build_side(
     # side's old episode: it is not linked (nor read as removed) until it is rated again.
     unsure = {
         rk
-        for rk in moved
-        if (keyed[rk][1].last_rated_at or 0.0) < renumbering.since.get(rk, float("inf"))
+        for rk in renumbered
+        if keyed[rk][1].user_rating is not None
+        and (keyed[rk][1].last_rated_at or 0.0) < renumbering.since.get(rk, float("inf"))
     }
     side = Side(
         tuple(p for p, _ in linked),
         _ratings(e for e in listed if e[1].rating_key not in unsure) if with_ratings else {},
         catalog=frozenset(key for key, _ in listed),
-        renumbered=frozenset(p.record for p, rk in plays if rk in moved),
+        renumbered=frozenset(p.record for p, rk in plays if rk in renumbered),
         forgotten=tuple(Play(w.item, w.at, r) for r, w in written.items() if w.forgotten),
         renumbered_ratings=frozenset(
-            key
-            for rk in moved
-            for key in (plex_numbered.get(rk, ("",))[0], keyed[rk][0] if rk in unsure else "")
-            if key
+            key for rk in unsure for key in (plex_numbered.get(rk, ("",))[0], keyed[rk][0]) if key
         ),
     )
     return Built(
@@ -410,23 +405,33 @@ def build_side(
         Memory(written, synthetic, frozenset(retired)),
         {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in linked},
         _key_map(listed),
-        {rk: keyed[rk][0] for rk in moved - renumbering.withheld},
+        {
+            rk: keyed[rk][0]
+            for rk in renumbered - renumbering.withheld
+            if keyed[rk][0] != plex_numbered.get(rk, ("",))[0]
+        },
     )
 
 
 def _forget(
-    written: Written, moved: AbstractSet[str], plex_numbered: Mapping[str, tuple[str, LibraryItem]]
+    written: Written, keyed: Mapping[str, tuple[str, LibraryItem]], renumbering: Renumbering
 ) -> Written:
-    """A write made while its episode was keyed by Plex's numbers, before it was renumbered
-    (`moved`), copied the other side's play of another episode: it is no play of this
-    episode, and is left out from then on (not read as removed: the play it copied is
-    written to the right episode instead)."""
-    if written.forgotten or written.rating_key not in moved:
+    """A write of ours to an episode renumbered since it was made (it names another item than
+    the episode's key now, or the episode is withheld) copied the other side's play of
+    another episode: it is no play of this episode, and is left out from then on, even if the
+    show goes back to Plex's numbers (not read as removed: the play it copied is added again,
+    to the right episode). A forgotten write naming the episode's key again is its play."""
+    rk = written.rating_key
+    if rk in renumbering.withheld:
+        return written if written.forgotten else replace(written, forgotten=True)
+    now = keyed.get(rk)
+    if now is None:
         return written
-    was = plex_numbered.get(written.rating_key)
-    return (
-        replace(written, forgotten=True) if was is not None and was[0] == written.item else written
-    )
+    if now[0] == written.item:
+        return replace(written, forgotten=False) if written.forgotten else written
+    if rk in renumbering.numbers and not written.forgotten:
+        return replace(written, forgotten=True)
+    return written
 
 
 def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
