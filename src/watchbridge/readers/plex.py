@@ -382,14 +382,7 @@ def build_side(
     # Plays of withheld episodes wait until the other side lists them.
     linked = _without_copies([(p, rk) for p, rk in plays if rk not in renumbering.withheld])
     listed = [entry for rk, entry in keyed.items() if rk not in renumbering.withheld]
-    # A rating given before its episode was renumbered may be one we copied from the other
-    # side's old episode: it is not linked (nor read as removed) until it is rated again.
-    unsure = {
-        rk
-        for rk in renumbered
-        if keyed[rk][1].user_rating is not None
-        and (keyed[rk][1].last_rated_at or 0.0) < renumbering.since.get(rk, float("inf"))
-    }
+    unsure = _unsure_ratings([keyed[rk][1] for rk in renumbered], renumbering.since)
     side = Side(
         tuple(p for p, _ in linked),
         _ratings(e for e in listed if e[1].rating_key not in unsure) if with_ratings else {},
@@ -411,6 +404,18 @@ def build_side(
             if keyed[rk][0] != plex_numbered.get(rk, ("",))[0]
         },
     )
+
+
+def _unsure_ratings(episodes: Iterable[LibraryItem], since: Mapping[str, float]) -> set[str]:
+    """The renumbered episodes rated before they were renumbered: such a rating may be one we
+    copied from the other side's old episode, so it is not linked (nor read as removed) until
+    the episode is rated again."""
+    return {
+        e.rating_key
+        for e in episodes
+        if e.user_rating is not None
+        and (e.last_rated_at or 0.0) < since.get(e.rating_key, float("inf"))
+    }
 
 
 def _forget(
@@ -824,13 +829,12 @@ class PlexReader:
             del self._access[profile]
             access = await self.access(profile)
             library, listings = await self._library(profile, access.token)
-        numbers = await self._renumbered(profile, library, full)
+        numbered = await self._renumbered(profile, library, full)
         history, cursor = await self._history(profile, access, full)
         kinds = self.link.kinds
-        built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbers)
+        built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbered)
         await asyncio.to_thread(self._remember, profile, built)
-        keep = "collection" in self.link.kinds
-        listed = numbered_listings(listings, numbers) if keep else None
+        listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         return SideRead(built.side, {"history": cursor}, listed, built.aliases)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
