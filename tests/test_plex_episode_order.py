@@ -419,6 +419,14 @@ class LinkRig:
         assert result.returncode == 0, result.stderr
         return result.stdout
 
+    def set_tvdb_order(self) -> None:
+        """The show set to TheTVDB (Aired) in Plex, or watchbridge upgraded to renumber it."""
+        self.plex.items["300"]["showOrdering"] = "aired"
+
+    def trakt_play_of_its_s2e1(self) -> None:
+        """The user's own Trakt play of its S2E1 (Plex's S2E2, 304), ten days ago."""
+        self.trakt.add_history(self.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+
     def trakt_episodes(self) -> list[tuple[int, int]]:
         return sorted((h.item.season, h.item.number) for h in self.trakt.history())  # type: ignore[union-attr]
 
@@ -427,7 +435,7 @@ def test_a_linked_show_in_tvdb_order_gets_no_copy_on_another_episode(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.sync()
     assert rig.trakt_episodes() == [(1, 3)]
@@ -438,7 +446,7 @@ def test_a_trakt_play_marks_the_plex_episode_its_numbers_name_in_tvdb_order(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.trakt.add_history(rig.trakt.shows[0].episode(1, 1), iso(time.time() - 7200))
     rig.sync()
     assert rig.plex.user_state("301")["viewCount"] == 1
@@ -453,7 +461,7 @@ def test_upgrading_takes_back_the_copy_made_under_plexs_numbers_and_copies_nothi
     rig = link_setup(tmp_path, start_fake)
     rig.sync()
     assert rig.trakt_episodes() == [(1, 3), (2, 1)]
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.sync()
     assert rig.trakt_episodes() == [(1, 3)]
@@ -472,7 +480,7 @@ def test_a_trakt_play_written_to_plex_before_upgrading_and_removed_leaves_the_ep
     rig.trakt.add_history(other, iso(time.time() - 10 * DAY))
     rig.sync()
     rig.sync()  # the write read back
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.trakt.user.history = [h for h in rig.trakt.user.history if h.item is not other]
     rig.sync()
@@ -500,10 +508,10 @@ def test_a_write_made_before_upgrading_copies_nothing_when_the_show_goes_back_to
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.trakt_play_of_its_s2e1()
     rig.sync()  # before upgrading: Trakt's S2E1 written to Plex's S2E1 (303)
     rig.sync()
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     del rig.plex.items["300"]["showOrdering"]  # back to TMDB order: 303 is S1E3 in Plex too
     rig.plex.items[PLEX_S2E1] |= {"parentIndex": 1, "index": 3}
@@ -516,10 +524,10 @@ def test_unwatching_in_plex_an_episode_written_to_before_upgrading_leaves_trakts
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.trakt_play_of_its_s2e1()
     rig.sync()  # Trakt's S2E1 written to Plex's S2E1 (303), which the user had watched
     rig.sync()
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.plex.state[(1, PLEX_S2E1)] = {}  # the user unwatches 303 (Trakt's S1E3)
     rig.sync()
@@ -536,7 +544,7 @@ def test_a_trakt_season_marked_in_one_minute_keeps_every_play_after_upgrading(
     seen = rig.trakt.history()[0].watched_at
     rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), seen)
     rig.sync()
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     for _ in range(3):
         rig.sync()
     assert rig.trakt_episodes() == [(1, 3), (2, 1)]
@@ -551,7 +559,7 @@ def test_a_trakt_rating_written_to_plex_before_upgrading_stays_on_trakt_and_goes
     rig.sync()  # Trakt's S2E1 rating written to Plex's S2E1 (303)
     assert rig.plex.user_state(PLEX_S2E1)["userRating"] == 8.0
     rig.sync()
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.sync()
     assert [(r.item.season, r.item.number) for r in rig.trakt.ratings()] == [(2, 1)]  # type: ignore[union-attr]
@@ -590,10 +598,10 @@ def test_a_trakt_play_written_to_the_wrong_plex_episode_before_upgrading_goes_to
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.trakt_play_of_its_s2e1()
     rig.sync()  # Trakt's S2E1 written to Plex's S2E1 (303); it is Plex's S2E2 (304)
     rig.sync()
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.sync()
     assert rig.plex.user_state("304")["viewCount"] == 1
@@ -604,7 +612,7 @@ def test_a_trakt_rating_of_a_renumbered_episode_reaches_the_plex_episode_it_name
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     for (season, number), value in (((1, 3), 8), ((2, 1), 6)):  # Plex's 303 and 304
         episode = rig.trakt.shows[0].episode(season, number)
@@ -618,7 +626,7 @@ def test_a_rating_cleared_in_plex_on_a_renumbered_episode_is_cleared_on_trakt(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     rig.plex.rate("304", 6.0, time.time() + 2)  # Trakt's S2E1, rated after renumbering
     rig.sync()
@@ -632,7 +640,7 @@ def test_upgrading_as_plexs_own_numbers_change_too_copies_nothing_twice(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     rig = link_setup(tmp_path, start_fake)
-    rig.trakt.add_history(rig.trakt.shows[0].episode(2, 1), iso(time.time() - 10 * DAY))
+    rig.trakt_play_of_its_s2e1()
     rig.sync()  # Trakt's S2E1 written to Plex's S2E1 (303); Plex's 303 copied as S2E1
     rig.sync()
     rig.plex.items["300"]["showOrdering"] = "absolute"  # 303 is Plex's S1E3 now, 304 S1E4
@@ -653,7 +661,7 @@ def test_a_write_to_an_episode_withheld_then_found_at_its_numbers_is_its_play_ag
     rig.sync()  # Trakt's S1E1 written to Plex's S1E1 (301): the right episode
     rig.sync()
     s1e1.tvdb = 7001  # Trakt lists another episode at S1E1 for a while: 301 is withheld
-    rig.plex.items["300"]["showOrdering"] = "aired"
+    rig.set_tvdb_order()
     rig.sync()
     s1e1.tvdb = 5001  # fixed: 301 is found at S1E1 again, once the listing is read again
     store = Store.open(tmp_path / "watchbridge.db")
