@@ -35,6 +35,7 @@ from watchbridge.readers.plex import (
     Written,
     build_side,
     make_reader,
+    renumbering,
 )
 from watchbridge.reconcile import Play, Side, plan, without_waiting
 from watchbridge.services.plex import HistoryEntry, LibraryItem
@@ -316,6 +317,18 @@ S1E3_FOR_303 = Renumbering({PLEX_S2E1: (1, 3)})
 def renumbered_library() -> Library:
     show = LibraryItem("300", "show", "Re:ZERO", ids=Ids(tmdb=str(TMDB)), ordering="aired")
     return Library(shows=[show], episodes=[EPISODE_303])
+
+
+def test_an_episode_keeps_numbers_found_before_though_another_show_has_an_episode_there() -> None:
+    other_show = LibraryItem("400", "show", "Other", ids=Ids(tmdb="999"), ordering="aired")
+    other = LibraryItem("403", "episode", ids=Ids(tvdb="7003"), season=2, number=1,
+                        grandparent_rating_key="400")  # fmt: skip
+    library = Library(
+        shows=[*renumbered_library().shows, other_show], episodes=[EPISODE_303, other]
+    )
+    numbers = {"300": {("tvdb", "5003"): (1, 3)}, "400": {("tvdb", "7999"): (2, 1)}}
+    found = renumbering(library, numbers, {"403": (1, 3, T0)}, T0 + DAY)
+    assert found.numbers == {PLEX_S2E1: (1, 3), "403": (1, 3)}
 
 
 def test_a_write_made_to_an_episode_under_plexs_numbers_before_it_was_renumbered_is_forgotten() -> (

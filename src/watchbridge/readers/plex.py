@@ -214,14 +214,18 @@ def renumbering(
     for episode in episodes:
         if where := numbers_for(numbers[episode.grandparent_rating_key or ""], episode.ids):
             found[episode.rating_key] = where
-    taken = set(found.values())
+    taken = {
+        (e.grandparent_rating_key or "", found[e.rating_key])
+        for e in episodes
+        if e.rating_key in found
+    }
     withheld: set[str] = set()
     for episode in episodes:
         rk, show = episode.rating_key, episode.grandparent_rating_key or ""
         if rk in found:
             continue
         kept = remembered.get(rk)
-        if kept is not None and kept[:2] not in taken:
+        if kept is not None and (show, kept[:2]) not in taken:
             found[rk] = kept[:2]
         elif _names_another(numbers[show], episode):
             withheld.add(rk)
