@@ -20,7 +20,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import FakeClock
-from tests.fakes.serializd import FakeSerializd
+from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
 from watchbridge.config import Config, Link, parse_config
@@ -420,9 +420,10 @@ class LinkRig:
     path: Path
     plex: FakePlex
     trakt: FakeTrakt
+    link: str = "plex-trakt"
 
     def sync(self, *args: str) -> str:
-        argv = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt"]
+        argv = [sys.executable, "-m", "watchbridge", "sync", "--link", self.link]
         result = subprocess.run(
             [*argv, "--config", str(self.path), "--full", *args],
             capture_output=True,
@@ -683,3 +684,52 @@ def test_a_write_to_an_episode_withheld_then_found_at_its_numbers_is_its_play_ag
     rig.sync()
     assert "add_play plex" not in rig.sync("--dry-run")
     assert rig.trakt_episodes() == [(1, 1), (1, 3)]
+
+
+# --------------------------------------------------------------------------- a Serializd link
+
+
+def test_upgrading_a_plex_serializd_link_moves_the_copy_to_the_episode_tmdb_numbers(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
+    assert isinstance(plex, FakePlex) and isinstance(serializd, FakeSerializd)
+    show = serializd.add_show(TMDB, "Re:ZERO", {1: 3, 2: 2})  # TMDB's S2E1: another episode
+    first = show.seasons[1].first_episode_id
+    plex.add_show("300", "Re:ZERO", 2016, [f"tmdb://{TMDB}"])
+    for rating_key, ((season, number), tvdb) in zip(
+        ("301", "302", PLEX_S2E1), TVDB_IDS.items(), strict=True
+    ):
+        tmdb = first + int(rating_key) - 300  # Plex's S2E1 is TMDB's S1E3
+        plex.add_episode(rating_key, "300", season, number, [f"tvdb://{tvdb}", f"tmdb://{tmdb}"])
+    plex.watch(PLEX_S2E1, time.time() - 3600)
+    path = write_config(
+        tmp_path,
+        f"""services:
+  serializd: {{api_url: "{serializd.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex:
+    accounts:
+      plex: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  plex-serializd: {{services: [plex, serializd], first_run: apply, max_removal_share: 1}}
+""",
+    )
+    rig = LinkRig(path, plex, FakeTrakt(), link="plex-serializd")  # FakeTrakt: not started
+
+    def logged() -> list[tuple[int, int]]:
+        return sorted(
+            (season.number, entry.episode_number)
+            for entry in serializd.diary()
+            if (season := show.season_by_id(entry.season_id or 0)) and entry.episode_number
+        )
+
+    rig.sync()
+    assert logged() == [(2, 1)]  # before upgrading: the wrong episode
+    rig.set_tvdb_order()
+    rig.sync()
+    rig.sync()
+    assert logged() == [(1, 3)]
+    assert plex.user_state("301") == {} and plex.user_state("302") == {}
