@@ -42,6 +42,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -341,10 +342,10 @@ def build_side(
     episodes keyed by the other side's numbers, or withheld (see `Renumbering`)."""
     renumbering = renumbering or Renumbering()
     keyed = item_keys(library, renumbering.numbers)
-    plex_numbered = item_keys(library) if renumbering.numbers else keyed
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
     # before (by Plex's numbers then, which may have been other numbers than today's).
     renumbered = {*renumbering.numbers, *renumbering.withheld} & set(keyed)
+    plex_numbered = _plex_numbered(library, renumbered)
     watched = {rk for rk, (_, item) in keyed.items() if item.view_count > 0}
     rows = [h for h in history if h.rating_key in keyed]
     plays: list[tuple[Play, str]] = []
@@ -394,7 +395,7 @@ def build_side(
         renumbered=frozenset(p.record for p, rk in plays if rk in renumbered),
         forgotten=tuple(Play(w.item, w.at, r) for r, w in written.items() if w.forgotten),
         renumbered_ratings=frozenset(
-            key for rk in unsure for key in (plex_numbered.get(rk, ("",))[0], keyed[rk][0]) if key
+            key for rk in unsure for key in (plex_numbered.get(rk, ""), keyed[rk][0]) if key
         ),
     )
     return Built(
@@ -405,9 +406,21 @@ def build_side(
         {
             rk: keyed[rk][0]
             for rk in renumbered - renumbering.withheld
-            if keyed[rk][0] != plex_numbered.get(rk, ("",))[0]
+            if keyed[rk][0] != plex_numbered.get(rk, "")
         },
     )
+
+
+def _plex_numbered(library: Library, rating_keys: AbstractSet[str]) -> dict[str, str]:
+    """The keys Plex's own numbers give these episodes (only these: a library holds tens of
+    thousands of episodes, a renumbered show a few hundred)."""
+    shows = {s.rating_key: s for s in library.shows}
+    return {
+        e.rating_key: key
+        for e in library.episodes
+        if e.rating_key in rating_keys
+        and (key := episode_key(_show_ids(e, shows), e.season, e.number))
+    }
 
 
 def _unsure_ratings(episodes: Iterable[LibraryItem], since: Mapping[str, float]) -> set[str]:
