@@ -168,6 +168,17 @@ def test_unwritable_storage_path_is_reported_by_check_config(tmp_path: Path) -> 
     assert "storage.path" in result.stderr
 
 
+def test_a_storage_path_naming_a_directory_is_reported_by_check_config(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "w.yaml"
+    path.write_text(f"storage:\n  path: {tmp_path / 'data'}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert f"storage.path {tmp_path / 'data'}: is a directory; name the database file" in (
+        result.stderr
+    )
+
+
 def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
     path = write_config(tmp_path)

@@ -151,6 +151,101 @@ def test_profile_account_needs_its_service() -> None:
     assert "profiles.me.accounts.serializd: services.serializd must be configured too" in message
 
 
+def test_a_section_written_without_a_value_is_configured_with_its_defaults() -> None:
+    config = parse_config(
+        "services:\n  trakt:\n    client_id: cid\n  serializd:\n"
+        "profiles:\n  me:\n    accounts:\n      trakt:\n"
+        "      serializd: {email: a@b.c, password: pw}\n",
+        FILE,
+        {},
+    )
+    assert config.services.serializd is not None
+    assert config.profiles["me"].accounts.trakt is not None
+
+
+def test_a_section_set_to_null_is_left_out() -> None:
+    config = parse_config("services:\n  serializd: null\n  anilist: ~\n", FILE, {})
+    assert config.services.serializd is None
+    assert config.services.anilist is None
+
+
+def test_a_section_without_a_value_names_its_missing_keys() -> None:
+    message = error_of("services:\n  trakt:\nprofiles:\n  me:\n    accounts: {trakt: {}}\n")
+    assert "services.trakt.client_id: required" in message
+    assert "must be configured too" not in message
+
+
+def test_a_required_key_left_empty_by_its_variable_names_the_variable() -> None:
+    message = error_of(
+        "services:\n  trakt:\n    client_id: ${TRAKT_CLIENT_ID}\n", {"TRAKT_CLIENT_ID": ""}
+    )
+    assert message == (
+        "watchbridge.yaml:3 services.trakt.client_id: required, but environment variable"
+        " TRAKT_CLIENT_ID is empty"
+    )
+
+
+def test_a_required_secret_written_empty_is_an_error() -> None:
+    message = error_of(
+        "services:\n  serializd: {}\nprofiles:\n  me:\n    accounts:\n"
+        "      serializd: {email: a@b.c, password: ''}\n"
+    )
+    assert "profiles.me.accounts.serializd.password: required, got an empty value" in message
+
+
+def test_an_optional_key_may_be_left_empty_by_its_variable() -> None:
+    config = parse_config("server:\n  webhook_secret: ${WATCHBRIDGE_WEBHOOK_SECRET:-}\n", FILE, {})
+    assert not config.server.webhook_secret  # empty: one is generated
+
+
+@pytest.mark.parametrize("secret", ["Ab3/kq+Zr9x=", "pa55#word!", "what?now123", "50%off", "a b"])
+def test_a_webhook_secret_that_cannot_be_part_of_a_url_is_refused(secret: str) -> None:
+    message = error_of(f"server:\n  webhook_secret: '{secret}'\n")
+    assert "server.webhook_secret: must not hold / # ? %, spaces" in message
+    assert secret not in message
+
+
+@pytest.mark.parametrize("secret", ["Ab3-kq+Zr9x=", "pa55_word!~.", "0123456789abcdef"])
+def test_a_webhook_secret_of_url_safe_characters_is_accepted(secret: str) -> None:
+    config = parse_config(f"server:\n  webhook_secret: '{secret}'\n", FILE, {})
+    assert config.server.webhook_secret == Secret(secret)
+
+
+def test_one_media_account_in_two_profiles_is_refused() -> None:
+    message = error_of(
+        "profiles:\n  alice:\n    users: {plex: ['1']}\n  bob:\n    users: {plex: ['1']}\n"
+    )
+    assert message == (
+        "watchbridge.yaml:5 profiles.bob.users.plex: plex account '1' is already mapped to"
+        " profile alice (each account's plays go to one profile)"
+    )
+
+
+def test_an_account_is_compared_as_webhooks_match_it() -> None:
+    message = error_of(
+        "profiles:\n  alice:\n    users: {jellyfin: [Alice]}\n"
+        "  bob:\n    users: {jellyfin: [alice]}\n"
+    )
+    assert "profiles.bob.users.jellyfin: jellyfin account 'alice' is already mapped" in message
+
+
+def test_a_profile_named_by_a_link_needs_an_account_on_both_services() -> None:
+    message = error_of(
+        "services:\n  trakt: {client_id: c}\n  serializd: {}\n"
+        "profiles:\n  me:\n    accounts: {trakt: {}}\n"
+        "links:\n  a:\n    services: [trakt, serializd]\n    profiles: [me]\n"
+    )
+    assert "links.a.profiles: profile me has no accounts.serializd" in message
+
+
+def test_a_plex_link_needs_the_server_url() -> None:
+    message = error_of(
+        "services:\n  trakt: {client_id: c}\n  plex: {token: t}\n"
+        "links:\n  a:\n    services: [plex, trakt]\n"
+    )
+    assert "links.a.services: a plex link needs services.plex.url" in message
+
+
 def test_full_config_builds_typed_objects() -> None:
     config = parse_config(
         """

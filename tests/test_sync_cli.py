@@ -137,16 +137,19 @@ def test_without_link_every_link_is_synced(world: World) -> None:
 def test_without_link_a_failing_link_does_not_stop_the_others(world: World) -> None:
     text = world.config.read_text(encoding="utf-8")
     world.config.write_text(
-        text.replace("profiles:\n", "profiles:\n  you: {accounts: {trakt: {}}}\n").replace(
-            "links:\n", "links:\n  broken: {services: [trakt, serializd], profiles: [you]}\n"
-        ),
+        text.replace(
+            "profiles:\n",
+            "profiles:\n  you: {accounts: {trakt: {}, serializd: {email: x@y.z, password: no}}}\n",
+        )
+        .replace("first_run: apply}", "first_run: apply, profiles: [me]}")
+        .replace("links:\n", "links:\n  broken: {services: [trakt, serializd], profiles: [you]}\n"),
         encoding="utf-8",
     )
     world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
     result = world.run("sync", catch=True)
     assert isinstance(result.exception, WatchbridgeError)
     assert result.exception.message == "1 of 2 links failed: broken"
-    assert "links.broken: no profile has both" in result.stderr
+    assert "profile you is not signed in to Trakt" in result.stderr
     assert f"run {LINK}: ok" in result.stdout
     assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 2)]
 
@@ -162,6 +165,18 @@ def test_a_run_can_carry_changes_one_way_only(world: World) -> None:
 def test_a_direction_needs_the_link_it_names(world: World) -> None:
     with pytest.raises(WatchbridgeError, match="pass --link NAME"):
         world.run("sync", "--direction", "trakt-to-serializd")
+
+
+def test_a_mistyped_link_name_leaves_no_run_behind(world: World) -> None:
+    with pytest.raises(WatchbridgeError, match="no link 'tss'"):
+        world.run("sync", "--link", "tss")
+    assert "tss" not in world.run("status").stdout
+
+
+def test_a_mistyped_direction_leaves_no_run_behind(world: World) -> None:
+    with pytest.raises(WatchbridgeError, match="--direction expects"):
+        world.run("sync", "--link", LINK, "--direction", "trakt-to-plex")
+    assert "failed" not in world.run("status").stdout
 
 
 def test_an_anilist_narrowing_needs_a_link_with_an_anilist_side(world: World) -> None:

@@ -145,6 +145,9 @@ def check_config(config_path: str | None) -> None:
 
 def _storage_problem(path: Path) -> str | None:
     """Why the database could not be created or written at `path`, or None."""
+    if path.is_dir():
+        example = path / "watchbridge.db"
+        return f"storage.path {path}: is a directory; name the database file in it, e.g. {example}"
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
     if existing is None or not os.access(existing, os.W_OK):
         return f"storage.path {path}: directory is not writable by this user"

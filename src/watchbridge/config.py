@@ -368,6 +368,14 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((key, f"expected a port between 1 and 65535, got {port}"))
     if server.webhook_port is not None and server.webhook_port == server.port:
         problems.append(("server.webhook_port", "must differ from server.port (or leave it out)"))
+    if server.webhook_secret and not _URL_SAFE_SECRET.fullmatch(server.webhook_secret.reveal()):
+        problems.append(
+            (
+                "server.webhook_secret",
+                "must not hold / # ? %, spaces or non-ASCII characters: it is part of the webhook"
+                " URLs; letters, digits and - _ . ~ are safe (e.g. `openssl rand -hex 24`)",
+            )
+        )
     defaults = [name for name, p in config.profiles.items() if p.default]
     if len(defaults) > 1:
         problems.append(
@@ -421,11 +429,33 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
         for profile_name in link.profiles:
             if profile_name not in config.profiles:
                 problems.append((f"{where}.profiles", f"unknown profile {profile_name!r}"))
+                continue
+            accounts = config.profiles[profile_name].accounts
+            for service in link.services:
+                if service in LINK_SERVICES and getattr(accounts, service) is None:
+                    problems.append(
+                        (
+                            f"{where}.profiles",
+                            f"profile {profile_name} has no accounts.{service}: the link would"
+                            " skip it",
+                        )
+                    )
+        plex = config.services.plex
+        reads_the_server = set(link.kinds) - {"watchlist"}  # a watchlist is plex.tv's
+        if "plex" in link.services and plex is not None and not plex.url and reads_the_server:
+            problems.append(
+                (
+                    f"{where}.services",
+                    "a plex link needs services.plex.url (the server's address, e.g."
+                    " http://192.168.1.10:32400) for history, ratings and collection",
+                )
+            )
         if link.interval < 60:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
         problems.extend(_list_kind_problems(where, link))
+    problems.extend(_shared_account_problems(config.profiles))
     problems.extend(_anilist_problems(config.services.anilist))
     problems.extend(_url_problems(config.services))
     if config.server.max_webhook_bytes < 64 * 1024:
@@ -453,6 +483,31 @@ def _list_kind_problems(where: str, link: Link) -> list[tuple[str, str]]:
         if kind in link.kinds and frozenset(link.services) not in pairs.values():
             names = " or ".join(pairs)
             problems.append((f"{where}.kinds", f"{kind} can only be synced by a {names} link"))
+    return problems
+
+
+def same_account(name: str) -> str:
+    """A media-server account as webhooks match it: user names case-insensitively, Jellyfin
+    and Emby ids with or without dashes."""
+    return name.lower().replace("-", "")
+
+
+def _shared_account_problems(profiles: Mapping[str, Profile]) -> list[tuple[str, str]]:
+    """Each media-server account belongs to one profile: webhooks go to the first naming it."""
+    problems = []
+    owners: dict[tuple[str, str], str] = {}
+    for name, profile in profiles.items():
+        for source, entries in vars(profile.users).items():
+            for entry in entries:
+                owner = owners.setdefault((source, same_account(entry)), name)
+                if owner != name:
+                    problems.append(
+                        (
+                            f"profiles.{name}.users.{source}",
+                            f"{source} account {entry!r} is already mapped to profile {owner}"
+                            " (each account's plays go to one profile)",
+                        )
+                    )
     return problems
 
 
@@ -484,6 +539,10 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
                     )
                 )
     return problems
+
+
+# What a webhook URL's path segment carries as it is: printable ASCII but / # ? %.
+_URL_SAFE_SECRET = re.compile(r"(?:(?![/#?%])[!-~])+")
 
 
 def _is_http_url(text: str) -> bool:
@@ -543,6 +602,10 @@ class _Validator:
         if origin in (Union, types.UnionType):
             options = [a for a in get_args(hint) if a is not type(None)]
             if _is_null(node):
+                # `serializd:` with nothing after it is the section with its defaults (as `{}`);
+                # only a written `null` or `~` leaves a section out.
+                if node.value == "" and dataclasses.is_dataclass(options[0]):
+                    return self._dataclass(options[0], node, key)
                 return None
             return self.build(options[0], node, key)
         if dataclasses.is_dataclass(hint):
@@ -577,11 +640,15 @@ class _Validator:
             if name in values:
                 self.fail(key_node, path, "key given twice")
                 continue
-            values[name] = self.build(hints[name], value_node, path)
+            value = self.build(hints[name], value_node, path)
+            if _required(fields[name]) and _is_empty(value):
+                self.fail(value_node, path, f"required, {_emptied_by(value_node)}")
+                value = _Invalid
+            values[name] = value
         for name, f in fields.items():
             if name in values:
                 continue
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if _required(f):
                 path = f"{key}.{name}" if key else name
                 self.fail(node, path, "required")
                 values[name] = _Invalid
@@ -645,6 +712,20 @@ class _InvalidType:
 
 
 _Invalid: Any = _InvalidType()
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _is_empty(value: Any) -> bool:
+    return value == "" or (isinstance(value, Secret) and not value.reveal())
+
+
+def _emptied_by(node: yaml.Node) -> str:
+    """Why a value is empty: the variable it names (set, but to nothing), or as written."""
+    names = [m.group(1) for m in _VAR.finditer(str(node.value)) if m.group(1)]
+    return f"but environment variable {names[0]} is empty" if names else "got an empty value"
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -516,6 +516,7 @@ async def run_link(
     then the link's watchlist and collection parts (if any), which write directly. A run
     with a `narrowing` plans only those AniList entries' items (see `apply_plan`).
     `metrics`: the runtime's, counting the run's requests with the service's others."""
+    with_direction(_link(config, name), name, direction)  # a typo records no run
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     if run_id is None:
         raise LinkBusy(f"links.{name}: another sync of this link is still running")

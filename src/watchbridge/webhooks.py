@@ -22,7 +22,7 @@ from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
 from watchbridge.app import BEFORE_ROUTER, Runtime
-from watchbridge.config import Config, targets_for
+from watchbridge.config import Config, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
@@ -46,18 +46,13 @@ class TooLarge(Exception):
 def profile_for(config: Config, event: MediaEvent) -> str | None:
     """The profile an event belongs to: explicit mapping first, else the default profile."""
     account = event.account
-    candidates = {_same(c) for c in (account.id, account.name) if c}
-    candidates |= {f"{_same(event.server)}:{c}" for c in list(candidates) if event.server}
+    candidates = {same_account(c) for c in (account.id, account.name) if c}
+    candidates |= {f"{same_account(event.server)}:{c}" for c in list(candidates) if event.server}
     for name, profile in config.profiles.items():
         configured = getattr(profile.users, event.source, [])
-        if any(_same(entry) in candidates for entry in configured):
+        if any(same_account(entry) in candidates for entry in configured):
             return name
     return next((name for name, p in config.profiles.items() if p.default), None)
-
-
-def _same(name: str) -> str:
-    """User names match case-insensitively; Jellyfin/Emby ids with or without dashes."""
-    return name.lower().replace("-", "")
 
 
 # Targets that show what is playing right now; the others take finished plays and ratings.
