@@ -268,3 +268,34 @@ def test_a_percent_without_a_position_is_never_taken_for_one_reached_by_playing(
         (3300.0, generic("stop", 99)),
     )
     assert kinds(intents).count("play") == 1
+
+
+def test_episodes_known_by_absolute_number_alone_are_items_of_their_own() -> None:
+    show = Ids(anilist="21")
+    first = MediaRef("episode", show_ids=show, show_title="One Piece", absolute=1)
+    second = replace(first, absolute=2)
+    untitled = MediaRef("episode", absolute=1)
+    assert first.key() == "episode:anilist:21:sNoneeNonea1"
+    assert (
+        len({first.key(), second.key(), untitled.key(), replace(untitled, absolute=2).key()}) == 4
+    )
+
+
+def test_an_absolute_number_within_a_season_keeps_episodes_apart() -> None:
+    hama = MediaRef("episode", show_ids=Ids(tvdb="81797"), season=2, absolute=100)
+    assert hama.key() != replace(hama, absolute=101).key()
+
+
+def test_keys_of_episodes_without_an_absolute_number_are_as_before() -> None:
+    episode = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=1, number=2)
+    assert episode.key() == "episode:tvdb:81189:s1e2"
+    assert replace(episode, show_ids=Ids(), show_title="BB").key() == "episode:title:BB:s1e2"
+
+
+def test_two_absolute_numbered_episodes_marked_played_minutes_apart_are_two_plays() -> None:
+    first = MediaRef("episode", show_ids=Ids(anilist="21"), absolute=1)
+    second = replace(first, absolute=2)
+    _, intents = run(event("played", played=True, item=first))
+    _, more = run(event("played", played=True, item=second))
+    assert kinds(intents + more) == ["play", "play"]
+    assert intents[0].key != more[0].key

@@ -74,9 +74,10 @@ class MediaRef:
 
     def key(self) -> str:
         """A stable identity for ordering and de-duplication: strongest id, else title."""
-        if self.kind == "episode" and self.show_ids and self.season is not None:
+        numbered = self.season is not None or self.absolute is not None
+        if self.kind == "episode" and self.show_ids and numbered:
             name, value = next(iter(self.show_ids.present().items()))
-            return f"episode:{name}:{value}:s{self.season}e{self.number}"
+            return f"episode:{name}:{value}:{self._numbers()}"
         if self.kind == "season" and self.show_ids and self.season is not None:
             name, value = next(iter(self.show_ids.present().items()))
             return f"season:{name}:{value}:s{self.season}"
@@ -84,8 +85,13 @@ class MediaRef:
             name, value = next(iter(self.ids.present().items()))
             return f"{self.kind}:{name}:{value}"
         if self.kind == "episode":
-            return f"episode:title:{self.show_title}:s{self.season}e{self.number}"
+            return f"episode:title:{self.show_title}:{self._numbers()}"
         return f"{self.kind}:title:{self.title}:{self.year}"
+
+    def _numbers(self) -> str:
+        # The absolute number only where there is one: other keys stay as they always were.
+        absolute = f"a{self.absolute}" if self.absolute is not None else ""
+        return f"s{self.season}e{self.number}{absolute}"
 
     def describe(self) -> str:
         """A short human label for logs and the UI."""
