@@ -141,3 +141,31 @@ def test_an_absurd_duration_is_ignored_not_a_crash() -> None:
     payload.pop("view_offset", None)
     event = only_event(parse(payload))
     assert event.duration_ms is None and event.progress is None
+
+
+HAMA_TVDB3 = "com.plexapp.agents.hama://tvdb3-81797/2/100?lang=en"
+
+
+def test_a_hama_tvdb3_episode_is_numbered_absolutely_as_plex_numbers_it() -> None:
+    payload = sample("watched_episode.json", guid=HAMA_TVDB3, season_num="2", episode_num="100")
+    item = only_event(parse(payload)).item
+    assert (item.season, item.number, item.absolute) == (2, None, 100)
+
+
+def test_a_hama_guid_numbers_an_episode_tautulli_left_unnumbered() -> None:
+    payload = sample("watched_episode.json", guid=HAMA_TVDB3)
+    del payload["season_num"], payload["episode_num"]
+    item = only_event(parse(payload)).item
+    assert (item.season, item.number, item.absolute) == (2, None, 100)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"guid": "tv.plex.xmltv://episode/5f2c1e0a9b8c7d6e5f4a3b2c"}, {"live": "1"}],
+)
+def test_live_tv_is_acknowledged_and_ignored(changes: dict[str, str]) -> None:
+    assert parse(sample("watched_episode.json", **changes)) == Ignored("live_tv")
+
+
+def test_a_recording_that_is_not_live_is_a_play() -> None:
+    assert isinstance(parse(sample("watched_episode.json", live="0")), Accepted)

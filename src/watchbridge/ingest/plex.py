@@ -223,12 +223,9 @@ def _episode_ref(
     )
     if "dvdorder" in (text(metadata.get("guid")) or ""):
         warnings.append("TheTVDB DVD-order agent: season and episode numbers are in DVD order")
-    season = integer(metadata.get("parentIndex"))
-    number_ = integer(metadata.get("index"))
-    if show_guid is not None:
-        season = season if season is not None else show_guid.season
-        number_ = number_ if number_ is not None else show_guid.number
-    absolute = number_ if show_guid is not None and show_guid.absolute else None
+    season, number_, absolute = episode_numbers(
+        show_guid, integer(metadata.get("parentIndex")), integer(metadata.get("index"))
+    )
     return MediaRef(
         kind="episode",
         ids=own_ids.merged(guid_ids(episode_guid)),
@@ -236,11 +233,23 @@ def _episode_ref(
         show_ids=show_ids,
         show_title=text(metadata.get("grandparentTitle")),
         season=season,
-        number=None if absolute is not None else number_,
+        number=number_,
         absolute=absolute,
         source_key=text(metadata.get("ratingKey")),
         show_source_key=text(metadata.get("grandparentRatingKey")),
     )
+
+
+def episode_numbers(
+    show_guid: Guid | None, season: int | None, number: int | None
+) -> tuple[int | None, int | None, int | None]:
+    """(season, number, absolute) of an episode: the server's numbers, else those of its
+    legacy show guid; a HAMA tvdb3/tvdb4 guid makes the number an absolute one."""
+    if show_guid is None:
+        return season, number, None
+    season = season if season is not None else show_guid.season
+    number = number if number is not None else show_guid.number
+    return (season, None, number) if show_guid.absolute else (season, number, None)
 
 
 def guid_array_ids(value: object, warnings: list[str]) -> Ids:

@@ -20,12 +20,14 @@ import re
 
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
+    LIVE_TV,
     NOT_VIDEO,
     UNSUPPORTED_EVENT,
     UNSUPPORTED_TYPE,
     Payload,
     accept,
     epoch,
+    flag,
     integer,
     iso_time,
     make_ids,
@@ -33,7 +35,7 @@ from watchbridge.ingest.common import (
     number,
     text,
 )
-from watchbridge.ingest.plex import guid_ids, parse_guid
+from watchbridge.ingest.plex import episode_numbers, guid_ids, parse_guid
 from watchbridge.model import (
     Account,
     Action,
@@ -75,6 +77,9 @@ def parse(data: Payload) -> ParseResult:
         return Rejected("tautulli payload has no media_type")
     if media_type not in KINDS:
         return Ignored(NOT_VIDEO if media_type in NOT_VIDEO_TYPES else UNSUPPORTED_TYPE)
+    guid = parse_guid(text(fields.get("guid")) or "")
+    if (guid is not None and guid.provider == "xmltv") or flag(fields.get("live")):
+        return Ignored(LIVE_TV)  # as Plex's own webhook: Live TV and DVR are not library items
     item = _media_ref(fields, KINDS[media_type], warnings)
     return accept(_event(fields, action, item), warnings)
 
@@ -132,6 +137,11 @@ def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRe
             year=integer(fields.get("year")),
         )
     is_episode_guid = guid is not None and guid.provider == "plex"
+    season, number_, absolute = episode_numbers(
+        None if is_episode_guid else guid,
+        integer(fields.get("season_num")),
+        integer(fields.get("episode_num")),
+    )
     return MediaRef(
         kind="episode",
         ids=guid_ids(guid) if is_episode_guid else Ids(),
@@ -139,6 +149,7 @@ def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRe
         year=integer(fields.get("show_year")),
         show_ids=external if is_episode_guid else external.merged(guid_ids(guid)),
         show_title=text(fields.get("show_name")),
-        season=integer(fields.get("season_num")),
-        number=integer(fields.get("episode_num")),
+        season=season,
+        number=number_,
+        absolute=absolute,
     )
