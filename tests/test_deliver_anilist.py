@@ -16,6 +16,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import FakeSerializd
+from tests.ingest_samples import only_event, sample_json
 from watchbridge.anime import Unmatched, load_index
 from watchbridge.anime_data import unmatched_records
 from watchbridge.app import Runtime
@@ -46,6 +47,7 @@ from watchbridge.deliver.anilist import (
 )
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.ids import Enricher
+from watchbridge.ingest import jellyfin
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
 from watchbridge.playback import decide
@@ -753,6 +755,23 @@ def test_anime_ids_name_the_entry_when_no_dataset_range_holds_the_item(
 ) -> None:
     item = MediaRef("episode", show_ids=ids, season=season, number=number)
     assert sample_reverse()(item) == found
+
+
+@pytest.mark.parametrize("own", [Ids(anidb="15593"), Ids(mal="42203")])
+def test_an_episodes_own_anidb_or_mal_id_is_an_episode_id_and_names_no_entry(own: Ids) -> None:
+    # Jellyfin's and Emby's AniDB plugins give an episode its AniDB episode id (eid): 15593
+    # here is some Mushishi episode, and also the anime id of Re:Zero S2 Part 2.
+    item = MediaRef("episode", ids=own, show_ids=Ids(anidb="2890"), season=1, number=3)
+    assert sample_reverse()(item) != (PART_2, 3)
+
+
+def test_a_jellyfin_episodes_anidb_id_does_not_place_it_on_another_anime() -> None:
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    for key in ("Provider_imdb", "Provider_tmdb", "Provider_tvdb"):
+        payload.pop(key)
+    payload.update(SeriesName="Mushishi", SeasonNumber=1, EpisodeNumber=3, Provider_anidb="15593")
+    event = only_event(jellyfin.parse(payload))
+    assert sample_reverse()(event.item) != (PART_2, 3)
 
 
 def test_a_later_season_of_a_show_named_by_its_anime_id_is_not_guessed() -> None:

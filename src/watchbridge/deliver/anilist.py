@@ -359,6 +359,8 @@ class IndexReverse:
             if ids.anilist and ids.anilist.isdigit():
                 media = int(ids.anilist)
                 break
+            if ids is item.ids and item.kind == "episode":
+                continue  # an episode's own AniDB/MAL ids are episode ids (AniDB's eid)
             anidb = int(ids.anidb) if ids.anidb and ids.anidb.isdigit() else None
             mal = int(ids.mal) if ids.mal and ids.mal.isdigit() else None
             if anidb is not None or mal is not None:
