@@ -328,6 +328,21 @@ def _late_play(item: MediaRef, at: float, key: str, live: bool = False) -> NewOu
 HEAT = MediaRef("movie", Ids(imdb="tt0113277"), title="Heat", year=1995)
 
 
+async def test_a_play_added_beside_a_missing_movie_with_its_shows_tmdb_number_lands_once(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    trakt.advance(clock() - trakt.now())
+    episode = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=1)
+    unknown_movie = MediaRef("movie", Ids(tmdb="95396"), title="Unknown Film", year=1990)
+    at = clock() - 3600
+    runtime.store.enqueue(
+        [_late_play(episode, at, "e1"), _late_play(unknown_movie, at + 5, "m1")], clock()
+    )
+    await drain(worker, runtime, clock, passes=4, step=4000)
+    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 1)]
+
+
 def _heat_an_hour_ago(runtime: Runtime, trakt: FakeTrakt, clock: FakeClock) -> None:
     """One clock on both sides, and a play of Heat from an hour ago queued (a history add)."""
     trakt.advance(clock() - trakt.now())

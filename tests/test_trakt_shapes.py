@@ -117,6 +117,20 @@ def test_a_show_echoed_bare_means_all_of_its_episodes_are_missing() -> None:
     assert not_found_refs(answer, [EPISODE_BY_NUMBER, other]) == [EPISODE_BY_NUMBER, other]
 
 
+def test_a_movie_echoed_missing_says_nothing_of_a_shows_episode_with_the_same_tmdb_number() -> None:
+    # TMDB numbers movies and shows apart: movie 95396 and show 95396 are different titles.
+    episode = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=1)
+    movie = MediaRef("movie", Ids(tmdb="95396"))
+    answer = {"not_found": {"movies": [{"ids": {"tmdb": 95396}}]}}
+    assert not_found_refs(answer, [episode, movie]) == [movie]
+
+
+def test_an_episode_echoed_missing_by_its_own_id_is_not_a_movie_with_that_number() -> None:
+    movie, episode = MediaRef("movie", Ids(trakt="123")), MediaRef("episode", Ids(trakt="123"))
+    answer = {"not_found": {"episodes": [{"ids": {"trakt": 123}}], "movies": []}}
+    assert not_found_refs(answer, [movie, episode]) == [episode]
+
+
 def test_empty_not_found_means_everything_was_found() -> None:
     assert not_found_refs({"not_found": {"movies": []}}, [MOVIE]) == []
 

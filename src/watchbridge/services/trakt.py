@@ -321,32 +321,26 @@ def _nest_show_or_season(
 
 
 def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[MediaRef]:
-    """Match Trakt's echoed `not_found` entries back to the items we sent, by any shared id.
+    """Match Trakt's echoed `not_found` entries back to the items we sent, by any shared id
+    within the group each was sent in: ids are not unique across types (TMDB numbers movies
+    and shows apart), so a movie echoed missing says nothing about a show's episode.
 
     Episodes sent under their show come back as that show narrowed to the seasons and
     episodes it lacks; only a show echoed bare is missing as a whole.
     """
     missing = answer.get("not_found") or {}
-    echoed = [
-        _id_pairs(entry.get("ids"))
+    echoed = {
+        group: [_id_pairs(entry.get("ids")) for entry in missing.get(group) or []]
         for group in ("movies", "episodes")
-        for entry in missing.get(group) or []
-    ]
+    }
     shows = [(_id_pairs(e.get("ids")), _echoed_places(e)) for e in missing.get("shows") or []]
-    if not echoed and not shows:
+    if not any(echoed.values()) and not shows:
         return []
 
-    def sent_ids(item: MediaRef) -> set[tuple[str, str]]:
-        if item.kind in ("show", "season"):
-            return _id_pairs(trakt_ids(item.ids if item.kind == "show" else item.show_ids))
-        shaped = media_body(item)
-        ids = (shaped.get("movie") or shaped.get("episode") or {}).get("ids") or {}
-        return _id_pairs(ids or shaped.get("show", {}).get("ids", {}))
-
     def is_missing(item: MediaRef) -> bool:
-        ids = sent_ids(item)
-        if any(ids & entry for entry in echoed):
-            return True
+        group, ids = _sent_as(item)
+        if group != "shows":
+            return any(ids & entry for entry in echoed[group])
         for show_ids, places in shows:
             if not ids & show_ids:
                 continue
@@ -361,6 +355,18 @@ def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[Med
         return False
 
     return [item for item in sent if is_missing(item)]
+
+
+def _sent_as(item: MediaRef) -> tuple[str, set[tuple[str, str]]]:
+    """The `not_found` group Trakt echoes `item` in, and the ids it was sent by."""
+    if item.kind in ("show", "season"):
+        return "shows", _id_pairs(trakt_ids(item.ids if item.kind == "show" else item.show_ids))
+    shaped = media_body(item)
+    if "movie" in shaped:
+        return "movies", _id_pairs(shaped["movie"]["ids"])
+    if "show" not in shaped:
+        return "episodes", _id_pairs(shaped["episode"]["ids"])
+    return "shows", _id_pairs(shaped["show"]["ids"])
 
 
 def _id_pairs(ids: object) -> set[tuple[str, str]]:
