@@ -14,6 +14,7 @@ from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.trakt import (
+    REFRESH_RACE_SECONDS,
     DeviceCode,
     HistoryPlay,
     RatingWrite,
@@ -151,6 +152,24 @@ async def test_two_processes_refreshing_at_once_both_keep_the_sign_in(
         await one.aclose()
         await other.aclose()
     assert trakt.count("POST", "/oauth/token") <= 2  # a second one is refused, or not sent
+
+
+async def test_clients_of_one_process_refresh_once_however_slow_the_answer(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # The service's delivery target and each link's reader are clients of their own; a token
+    # answer slower than the wait for another process's pair must not cost the sign-in.
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    deliver, reader = TraktClient(config, store), TraktClient(config, store)
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    trakt.delay_next(1, REFRESH_RACE_SECONDS + 1, route="POST /oauth/token")
+    try:
+        await asyncio.gather(deliver.last_activities(PROFILE), reader.last_activities(PROFILE))
+    finally:
+        await deliver.aclose()
+        await reader.aclose()
+    assert trakt.count("POST", "/oauth/token") == 1
 
 
 async def test_a_401_answered_after_another_process_refreshed_uses_its_pair(

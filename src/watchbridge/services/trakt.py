@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +108,18 @@ DevicePoll = Literal[
     "approved", "pending", "slow_down", "invalid", "already_used", "expired", "denied"
 ]
 REFRESH_RACE_SECONDS = 2.0  # how long another process may take to store a pair it refreshed
+
+# One refresh at a time per sign-in in this process, whichever client asks (the delivery
+# target and each link's reader have their own): a refresh token is good for one use only.
+_REFRESH_LOCKS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str, str], asyncio.Lock]
+] = weakref.WeakKeyDictionary()
+
+
+def _refresh_lock(sign_in: tuple[str, str, str]) -> asyncio.Lock:
+    """The lock of one (auth URL, client id, profile) on the running event loop."""
+    locks = _REFRESH_LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(sign_in, asyncio.Lock())
 _DEVICE_STATUS: dict[int, DevicePoll] = {
     200: "approved",
     400: "pending",
@@ -461,7 +474,6 @@ class TraktClient:
                 "trakt-api-version": "2",
             },
         )
-        self._refresh_locks: dict[str, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -566,8 +578,7 @@ class TraktClient:
             and not tokens.due_for_refresh(self.clock())
         ):
             return tokens.access_token  # fresh, or another process refreshed after the 401
-        lock = self._refresh_locks.setdefault(profile, asyncio.Lock())
-        async with lock:
+        async with _refresh_lock((self.config.auth_url, self.config.client_id, profile)):
             current = self._load(profile)
             if (
                 current is not None
