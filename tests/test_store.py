@@ -23,6 +23,7 @@ from watchbridge.store import (
     IngestJob,
     IngestWriter,
     NewOutboxRow,
+    Retried,
     Store,
     migrations,
 )
@@ -269,11 +270,31 @@ def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:
         (b.id, "404"),
     ]
     assert store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 2
-    assert store.retry_dead([a.id], 4.0) == 1
+    assert store.retry_dead([a.id], 4.0) == Retried(queued=1, superseded=0)
     assert store.discard_dead(None) == 1
     assert store.dead_letters() == []
     (again,) = store.claim("w", 4.0)
     assert again.id == a.id and again.attempts == 0
+
+
+def test_a_dead_rating_a_newer_one_of_its_item_followed_is_not_sent_again(store: Store) -> None:
+    store.enqueue([row("old", action="rating")], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.mark_dead(old.id, 3.0, "gave up after 12 attempts: 500")
+    store.enqueue([row("new", action="remove_rating")], 4.0)
+    (new,) = store.claim("w", 5.0)
+    store.complete(new.id, 6.0)
+    assert store.retry_dead(None, 7.0) == Retried(queued=0, superseded=1)
+    assert store.claim("w", 8.0) == []
+    assert store.dead_letters() == []
+
+
+def test_a_dead_play_is_sent_again_whatever_followed_it(store: Store) -> None:
+    store.enqueue([row("play", action="play")], 1.0)
+    (play,) = store.claim("w", 2.0)
+    store.mark_dead(play.id, 3.0, "gave up after 12 attempts: 500")
+    store.enqueue([row("rating", action="rating")], 4.0)
+    assert store.retry_dead(None, 5.0) == Retried(queued=1, superseded=0)
 
 
 def test_tokens_round_trip_and_replace(store: Store) -> None:

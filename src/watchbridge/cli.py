@@ -839,8 +839,13 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
     _require_selection(ids, every)
     with _open_store(config) as store:
         unknown = _not_dead_letters(store, ids)
-        count = store.retry_dead(None if every else list(ids), time.time())
-    click.echo(f"{count} dead letter(s) queued again")
+        retried = store.retry_dead(None if every else list(ids), time.time())
+    click.echo(f"{retried.queued} dead letter(s) queued again")
+    if retried.superseded:
+        click.echo(
+            f"{retried.superseded} rating(s) not sent again: the item was rated (or its rating"
+            " removed) since"
+        )
     _refuse_unknown(unknown)
 
 

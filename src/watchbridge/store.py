@@ -244,6 +244,17 @@ class NewOutboxRow:
 
 
 @dataclass(frozen=True)
+class Retried:
+    """What `deadletters retry` did: rows queued again, and ratings a newer one replaced."""
+
+    queued: int
+    superseded: int
+
+
+_RATING_ACTIONS = "('rating', 'remove_rating')"
+
+
+@dataclass(frozen=True)
 class IngestJob:
     """One webhook event to record with its playback session and outbox rows."""
 
@@ -1029,15 +1040,26 @@ class Store:
         rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")
         return [OutboxItem.from_row(r) for r in rows]
 
-    def retry_dead(self, item_ids: Sequence[int] | None, now: float) -> int:
-        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts."""
+    def retry_dead(self, item_ids: Sequence[int] | None, now: float) -> Retried:
+        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts.
+
+        A rating (or its removal) that a newer one of the same item followed is settled as
+        superseded instead: sent now, it would overwrite what the user chose since."""
         where, params = self._dead_filter(item_ids)
         with self.transaction() as conn:
-            return conn.execute(
+            superseded = conn.execute(
+                "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
+                f" {where} AND action IN {_RATING_ACTIONS} AND EXISTS (SELECT 1 FROM outbox AS"
+                " newer WHERE newer.ordering_key = outbox.ordering_key AND newer.id > outbox.id"
+                f" AND newer.action IN {_RATING_ACTIONS})",
+                (now, *params),
+            ).rowcount
+            queued = conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
                 f" updated_at = ? {where}",
                 (now, now, *params),
             ).rowcount
+        return Retried(queued, superseded)
 
     def discard_dead(self, item_ids: Sequence[int] | None) -> int:
         where, params = self._dead_filter(item_ids)
