@@ -13,7 +13,7 @@ from tests.fakes.receiver import FakeClock
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.config import Config, Link
 from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.worker import Delivered, Hold, Outcome, Retry
+from watchbridge.deliver.worker import Delivered, Hold, Outcome, Retry, Skipped
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers.plex import PlexReader, make_reader, plex_client, written_record
@@ -169,7 +169,7 @@ async def test_an_item_in_no_synced_library_is_skipped(
 ) -> None:
     await plays(reader)
     outcome = await deliver(target, store, "play", "movie:tmdb:949", T0)
-    assert isinstance(outcome, Delivered) and "none of the synced Plex libraries" in outcome.note
+    assert isinstance(outcome, Skipped) and "none of the synced Plex libraries" in outcome.note
     assert plex.count("GET", "/:/scrobble") == 0
 
 

@@ -350,7 +350,7 @@ async def test_a_live_state_row_left_by_an_older_version_is_settled_without_a_re
 ) -> None:
     enqueue(runtime, "watching", episode(4), clock())
     (outcome,) = (await target.deliver(claim(runtime), clock())).values()
-    assert type(outcome).__name__ == "Delivered"
+    assert type(outcome).__name__ == "Skipped"
     assert fake.requests == []
 
 

@@ -205,6 +205,56 @@ async def test_a_refresh_the_oauth_host_refuses_holds_deliveries_and_alerts(
     assert "services.trakt.auth_url" in receiver.messages[0]["message"]
 
 
+async def test_a_live_status_skipped_as_too_late_does_not_end_a_lost_sign_in(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.revoke_tokens()
+    webhook(runtime, "movie_media_play.json")  # a live "watching", held with the sign-in
+    await worker.pass_once(runtime)
+    clock.advance(1000)  # past the hold: the live status is too late and goes without a request
+    await worker.pass_once(runtime)
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+
+
+async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_limit(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(100, route="POST /sync/ratings")  # the ratings list is full
+    webhook(runtime, "movie_media_rate.json")
+    await worker.pass_once(runtime)
+    clock.advance(600)
+    trakt.advance(600)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert runtime.store.outbox_counts()["pending"] == 1  # the rating, still held
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+
+
+async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.account_limit(1, route="POST /sync/ratings")
+    webhook(runtime, "movie_media_rate.json")
+    await worker.pass_once(runtime)
+    await drain(worker, runtime, clock, passes=2, step=7 * 3600)  # past the hold
+    assert [r.rating for r in trakt.ratings()] != []
+    assert receiver.titles()[-1].startswith("Resolved")
+
+
 async def test_account_limit_pauses_without_retrying(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -66,6 +66,7 @@ from watchbridge.deliver.worker import (
     Hold,
     Outcome,
     Retry,
+    Skipped,
     enriched,
     per_profile,
 )
@@ -604,10 +605,10 @@ class AniListTarget:
                 outcomes[row.id] = decoded
                 continue
             if row.action == "watching":
-                outcomes[row.id] = Delivered("AniList counts finished episodes only")
+                outcomes[row.id] = Skipped("AniList counts finished episodes only")
                 continue
             if row.action in ("rating", "remove_rating") and decoded.kind == "episode":
-                outcomes[row.id] = Delivered("AniList has no episode ratings: skipped")
+                outcomes[row.id] = Skipped("AniList has no episode ratings: skipped")
                 continue
             target = reverse(decoded)
             if in_no_dataset(target) and entries is None:
@@ -670,7 +671,7 @@ class AniListTarget:
         link = "link" in row.payload
         if why.code == "unknown" and not link:
             await self._keep_skipped(profile, row, item)
-            return Delivered("not anime (in no mapping dataset): skipped, checked again later")
+            return Skipped("not anime (in no mapping dataset): skipped, checked again later")
         from watchbridge.anime_data import note_unmatched
 
         await asyncio.to_thread(

@@ -31,7 +31,15 @@ from typing import Any
 
 from watchbridge import ratings
 from watchbridge.config import Config
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, per_profile
+from watchbridge.deliver.worker import (
+    Dead,
+    Delivered,
+    Hold,
+    Outcome,
+    Retry,
+    Skipped,
+    per_profile,
+)
 from watchbridge.http import Unavailable
 from watchbridge.model import ref_from_dict
 from watchbridge.readers.plex import (
@@ -150,7 +158,7 @@ class PlexTarget:
         if row.action == "remove_play":
             return await self._remove_play(person, str(row.payload.get("record") or ""))
         if entry is None:
-            return Delivered(f"{item.describe()} is in none of the synced Plex libraries: skipped")
+            return Skipped(f"{item.describe()} is in none of the synced Plex libraries: skipped")
         rating_keys = [str(rk) for rk in entry["rating_keys"]]
         try:
             if row.action == "play":

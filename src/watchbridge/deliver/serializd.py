@@ -29,6 +29,7 @@ from watchbridge.deliver.worker import (
     Hold,
     Outcome,
     Retry,
+    Skipped,
     enriched,
     per_profile,
     service_hold,
@@ -230,11 +231,11 @@ class SerializdTarget:
         except (KeyError, TypeError, ValueError) as exc:
             return Dead(f"unreadable {row.action} row for Serializd: {exc!r}")
         if row.action == "watching":  # queued by versions that sent live state to every target
-            return Delivered("Serializd logs finished episodes only")
+            return Skipped("Serializd logs finished episodes only")
         if row.action not in ("play", "rating", "remove_play", "remove_rating"):
             return Dead(f"unknown action {row.action!r} for Serializd")
         if item.kind == "movie":
-            return Delivered(TV_ONLY)
+            return Skipped(TV_ONLY)
         if row.action in ("play", "remove_play") and item.kind != "episode":
             return Dead(f"a play of a whole {item.kind} cannot be logged on Serializd")
         item, waiting = await enriched(

@@ -22,6 +22,7 @@ from watchbridge.deliver.worker import (
     Hold,
     Outcome,
     Retry,
+    Skipped,
     per_profile,
     service_hold,
     unsure,
@@ -225,7 +226,7 @@ class TraktTarget:
 
     async def _watching(self, profile: str, row: Row, now: float) -> Outcome:
         if now - row.at > self.config.late_after:
-            return Delivered("too late for a live status; skipped")
+            return Skipped("too late for a live status; skipped")
         action = row.payload.get("scrobble_action", "start")
         progress = row.payload.get("progress")
         try:
@@ -241,7 +242,7 @@ class TraktTarget:
     async def _live_stop(self, profile: str, row: Row) -> Outcome | None:
         """Scrobble a fresh completion; None means 'fall back to a history add'."""
         if await self._known_on_trakt(profile, [row]):
-            return Delivered("already on Trakt")
+            return Skipped("already on Trakt")
         progress = row.payload.get("progress")
         if progress is None or progress < 80:
             progress = LIVE_STOP_PROGRESS  # the server said it was watched; Trakt needs >= 80
@@ -275,7 +276,7 @@ class TraktTarget:
         # the planner and kept once by its outbox key, so only dated plays are looked up.
         known = await self._known_on_trakt(profile, [r for r in rows if r.at != UNDATED])
         outcomes.update(
-            _all([r.outbox for r in rows if r.outbox.id in known], Delivered("already on Trakt"))
+            _all([r.outbox for r in rows if r.outbox.id in known], Skipped("already on Trakt"))
         )
         fresh = [r for r in rows if r.outbox.id not in known]
         if any(r.outbox.may_have_landed for r in fresh):

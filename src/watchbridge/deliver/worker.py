@@ -36,6 +36,13 @@ class Delivered:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """Done without a request (nothing to send): says nothing about the service or sign-in."""
+
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Retry:
     """This row failed; try it again later (after `after` seconds if the service said so)."""
 
@@ -68,7 +75,7 @@ class Hold:
     spends: bool = False
 
 
-Outcome = Delivered | Retry | Dead | Hold
+Outcome = Delivered | Skipped | Retry | Dead | Hold
 
 
 class Target(Protocol):
@@ -209,6 +216,9 @@ class DeliveryWorker:
         self.held_reason: dict[str, str] = {}
         self.held_since: dict[str, float] = {}
         self.hold_streak: dict[str, int] = {}
+        # The actions an account-limit alert was raised for, by alert key (target:profile): a
+        # full ratings list is not over because a play went through.
+        self.limited_actions: dict[str, set[str]] = {}
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -300,7 +310,7 @@ class DeliveryWorker:
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str], str] = {}
-        delivered_for: set[str] = set()  # profiles with a row through
+        delivered_for: dict[str, set[str]] = {}  # profiles with a row through: its actions
         held_for: set[str] = set()  # profiles with a row held
         settled: list[Settlement] = []
         for item in items:
@@ -310,7 +320,9 @@ class DeliveryWorker:
             last_try = item.attempts + 1 >= self.config.max_attempts
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
             if isinstance(outcome, Delivered):
-                delivered_for.add(item.profile)
+                delivered_for.setdefault(item.profile, set()).add(item.action)
+                settled.append(Settlement(item.id, "done"))
+            elif isinstance(outcome, Skipped):
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Hold) and not spent_hold:
                 held_for.add(item.profile)
@@ -323,6 +335,11 @@ class DeliveryWorker:
                 )
                 if outcome.alert:
                     alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
+                if outcome.alert == "account_limit":
+                    limited = self.limited_actions.setdefault(
+                        f"{target.name}:{item.profile}", set()
+                    )
+                    limited.add(item.action)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
                 reason = outcome.reason
                 if not isinstance(outcome, Dead):
@@ -365,7 +382,8 @@ class DeliveryWorker:
             )
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
-        await self._accepted(runtime, target, delivered_for - held_for)
+        through = {p: actions for p, actions in delivered_for.items() if p not in held_for}
+        await self._accepted(runtime, target, through)
         for item, reason in dead:
             log.error(
                 "delivery gave up",
@@ -393,13 +411,19 @@ class DeliveryWorker:
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
-    async def _accepted(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
-        """These profiles' deliveries went through and none was held: their sign-in and
-        account problems are over."""
+    async def _accepted(
+        self, runtime: Runtime, target: Target, through: dict[str, set[str]]
+    ) -> None:
+        """These profiles' deliveries (of these actions) went through and none was held: their
+        sign-in problems are over, and an account limit once its kind of delivery went out."""
         message = f"{target.name} deliveries are flowing again"
-        for profile in profiles:
-            for kind in ("credentials", "account_limit"):
-                await runtime.notifier.resolve(kind, message, key=f"{target.name}:{profile}")
+        for profile, actions in through.items():
+            key = f"{target.name}:{profile}"
+            await runtime.notifier.resolve("credentials", message, key=key)
+            limited = self.limited_actions.get(key)
+            if limited is None or limited & actions:
+                self.limited_actions.pop(key, None)
+                await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
         # Age ends only a row that had failed before: holds spend no attempts, so after a
