@@ -22,6 +22,8 @@ Payload = Mapping[str, object]
 NOT_VIDEO = "not_video"  # music, photos, audiobooks
 UNSUPPORTED_TYPE = "unsupported_type"  # video that is not a movie or an episode: trailers, extras
 LIVE_TV = "live_tv"
+# Jellyfin's and Emby's item types of Live TV: channels and their programmes (lower case).
+LIVE_TV_TYPES = frozenset({"tvchannel", "livetvchannel", "livetvprogram", "program"})
 STREAMING_CATALOGUE = "streaming_catalogue"  # Plex's own free movies and shows
 LIBRARY_EVENT = "library_event"  # item added/deleted
 UNSUPPORTED_EVENT = "unsupported_event"  # any event that is not about watching or rating
@@ -238,3 +240,10 @@ def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]
         )
         for n in range(item.number + 1, last + 1)
     ]
+
+
+def ignored_type(item_type: str, not_video: frozenset[str]) -> str:
+    """Why an item type that is neither a movie nor an episode is ignored (a metric label)."""
+    if item_type in not_video:
+        return NOT_VIDEO
+    return LIVE_TV if item_type in LIVE_TV_TYPES else UNSUPPORTED_TYPE

@@ -20,13 +20,12 @@ from __future__ import annotations
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
     NO_RATING,
-    NOT_VIDEO,
     TEST_EVENT,
     UNSUPPORTED_EVENT,
-    UNSUPPORTED_TYPE,
     Payload,
     accept,
     flag,
+    ignored_type,
     integer,
     iso_time,
     make_ids,
@@ -78,7 +77,7 @@ def parse(data: Payload) -> ParseResult:
     if not item_type:
         return Rejected("emby payload has no Item.Type")
     if item_type not in KINDS:
-        return Ignored(NOT_VIDEO if item_type in NOT_VIDEO_TYPES else UNSUPPORTED_TYPE)
+        return Ignored(ignored_type(item_type, NOT_VIDEO_TYPES))
     rating = _rating(item)
     if event == "item.rate" and rating is None:
         return Ignored(NO_RATING)

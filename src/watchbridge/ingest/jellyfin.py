@@ -26,13 +26,12 @@ from __future__ import annotations
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
     NO_RATING,
-    NOT_VIDEO,
     UNSUPPORTED_EVENT,
-    UNSUPPORTED_TYPE,
     USER_DATA_ECHO,
     Payload,
     accept,
     flag,
+    ignored_type,
     integer,
     iso_time,
     make_ids,
@@ -89,7 +88,7 @@ def parse(data: Payload) -> ParseResult:
     if not item_type:
         return Rejected("jellyfin payload has no ItemType")
     if item_type not in KINDS:
-        return Ignored(NOT_VIDEO if item_type in NOT_VIDEO_TYPES else UNSUPPORTED_TYPE)
+        return Ignored(ignored_type(item_type, NOT_VIDEO_TYPES))
     if notification in PLAYBACK_ACTIONS:
         return _playback(data, notification, KINDS[item_type])
     return _user_data(data, KINDS[item_type])
