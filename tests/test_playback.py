@@ -286,10 +286,11 @@ def test_an_absolute_number_within_a_season_keeps_episodes_apart() -> None:
     assert hama.key() != replace(hama, absolute=101).key()
 
 
-def test_keys_of_episodes_without_an_absolute_number_are_as_before() -> None:
+def test_keys_of_episodes_numbered_by_season_are_as_before() -> None:
     episode = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=1, number=2)
     assert episode.key() == "episode:tvdb:81189:s1e2"
     assert replace(episode, show_ids=Ids(), show_title="BB").key() == "episode:title:BB:s1e2"
+    assert replace(episode, absolute=2).key() == episode.key()  # also numbered absolutely
 
 
 def test_two_absolute_numbered_episodes_marked_played_minutes_apart_are_two_plays() -> None:

@@ -89,8 +89,9 @@ class MediaRef:
         return f"{self.kind}:title:{self.title}:{self.year}"
 
     def _numbers(self) -> str:
-        # The absolute number only where there is one: other keys stay as they always were.
-        absolute = f"a{self.absolute}" if self.absolute is not None else ""
+        # The absolute number only where it is all there is: every other key stays as it was,
+        # and an episode numbered both ways is the same item as one numbered by season only.
+        absolute = f"a{self.absolute}" if self.number is None and self.absolute is not None else ""
         return f"s{self.season}e{self.number}{absolute}"
 
     def describe(self) -> str:
