@@ -298,7 +298,9 @@ def test_what_each_target_needs() -> None:
     assert SHOW_TMDB.met(MediaRef("movie"))  # Serializd skips movies: nothing to look up
     assert not ANIME.met(episode_ids_only)
     assert ANIME.met(with_show_tvdb) and ANIME.met(with_show_tmdb)
-    assert ANIME.met(MediaRef("episode", Ids(anidb="8692"), number=3))
+    assert ANIME.met(MediaRef("episode", show_ids=Ids(anidb="8692"), number=3))
+    assert not ANIME.met(MediaRef("episode", Ids(anidb="8692"), number=3))  # an episode's eid
+    assert ANIME.met(MediaRef("episode", Ids(anilist="21"), number=3))
     assert ANIME.met(MediaRef("movie", Ids(tmdb="372058")))
 
 

@@ -128,9 +128,16 @@ def _anime_ids(ids: Ids) -> bool:
     return any(_digits(getattr(ids, name)) for name in ("anilist", "anidb", "mal"))
 
 
+def own_anime_ids(item: MediaRef) -> Ids:
+    """The item's own ids that can name an anime: an episode's AniDB and MAL ids are episode
+    ids (AniDB's eid, from Jellyfin's and Emby's AniDB plugins); only its AniList id (AniList
+    has no episode ids) names its anime."""
+    return Ids(anilist=item.ids.anilist) if item.kind == "episode" else item.ids
+
+
 def anime_ready(item: MediaRef) -> bool:
     """The anime mapping can place it: by TMDB/TVDB show ids (TMDB for a movie) or anime ids."""
-    if _anime_ids(item.ids) or _anime_ids(item.show_ids):
+    if _anime_ids(own_anime_ids(item)) or _anime_ids(item.show_ids):
         return True
     if item.kind == "movie":
         return _digits(item.ids.tmdb)

@@ -71,7 +71,7 @@ from watchbridge.deliver.worker import (
     per_profile,
 )
 from watchbridge.http import Unavailable
-from watchbridge.ids import ANIME, Enricher
+from watchbridge.ids import ANIME, Enricher, own_anime_ids
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import (
@@ -356,12 +356,10 @@ class IndexReverse:
         episode numbered in the entry's own (AniDB season 1 = regular episodes) numbering.
         A later season of an id-named show cannot be placed without the datasets."""
         media: int | Unmatched | None = None
-        for ids in (item.ids, item.show_ids):
+        for ids in (own_anime_ids(item), item.show_ids):
             if ids.anilist and ids.anilist.isdigit():
                 media = int(ids.anilist)
                 break
-            if ids is item.ids and item.kind == "episode":
-                continue  # an episode's own AniDB/MAL ids are episode ids (AniDB's eid)
             anidb = int(ids.anidb) if ids.anidb and ids.anidb.isdigit() else None
             mal = int(ids.mal) if ids.mal and ids.mal.isdigit() else None
             if anidb is not None or mal is not None:
