@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.harness import write_config
+from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.store import NewOutboxRow, Store
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
@@ -288,6 +289,50 @@ def test_webhook_urls_use_the_generated_secret_consistently(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert "plex      http://nas.local:" in first.stdout
+
+
+GENERIC_PLAY = json.dumps(
+    {"event": "played", "user": "alice", "item": {"type": "movie", "ids": {"imdb": "tt0113277"}}}
+)
+
+
+def with_secret(path: Path, secret: str) -> Path:
+    path.write_text(
+        path.read_text().replace("server:\n", f"server:\n  webhook_secret: '{secret}'\n")
+    )
+    return path
+
+
+def test_webhook_urls_quote_a_secret_with_symbols_and_the_service_takes_them(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = write_config(tmp_path, port=port)
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: 'p#ss?w%d x'\n")
+    )
+    urls = run("webhook-urls", "--config", str(path), "--host", "127.0.0.1").stdout
+    generic = next(line.split()[1] for line in urls.splitlines() if line.startswith("generic"))
+    assert generic.endswith("/webhooks/generic/p%23ss%3Fw%25d%20x")
+    service = ServiceProcess(path, port).start()
+    try:
+        answer = httpx.post(
+            generic, content=GENERIC_PLAY, headers={"content-type": "application/json"}
+        )
+    finally:
+        service.terminate()
+    assert answer.status_code == 200  # accepted, and ignored: no profile maps alice
+
+
+def test_a_secret_holding_a_slash_is_left_out_of_the_urls_with_the_reason(tmp_path: Path) -> None:
+    path = with_secret(write_config(tmp_path), "a/b")
+    urls = run("webhook-urls", "--config", str(path), "--host", "nas.local").stdout
+    assert "generic   http://nas.local:" in urls and "/webhooks/generic\n" in urls
+    assert "works only in the X-Webhook-Secret header" in urls
+    assert (
+        "works only in the X-Webhook-Secret header"
+        in run("check-config", "--config", str(path)).stdout
+    )
 
 
 def dead_letter(tmp_path: Path) -> Path:

@@ -198,15 +198,9 @@ def test_an_optional_key_may_be_left_empty_by_its_variable() -> None:
     assert not config.server.webhook_secret  # empty: one is generated
 
 
-@pytest.mark.parametrize("secret", ["Ab3/kq+Zr9x=", "pa55#word!", "what?now123", "50%off", "a b"])
-def test_a_webhook_secret_that_cannot_be_part_of_a_url_is_refused(secret: str) -> None:
-    message = error_of(f"server:\n  webhook_secret: '{secret}'\n")
-    assert "server.webhook_secret: must not hold / # ? %, spaces" in message
-    assert secret not in message
-
-
-@pytest.mark.parametrize("secret", ["Ab3-kq+Zr9x=", "pa55_word!~.", "0123456789abcdef"])
-def test_a_webhook_secret_of_url_safe_characters_is_accepted(secret: str) -> None:
+@pytest.mark.parametrize("secret", ["Ab3/kq+Zr9x=", "pa55#word!", "what?now", "50%off", "a b"])
+def test_a_webhook_secret_may_hold_any_character(secret: str) -> None:
+    # A password manager's symbols: the URLs `webhook-urls` prints quote them.
     config = parse_config(f"server:\n  webhook_secret: '{secret}'\n", FILE, {})
     assert config.server.webhook_secret == Secret(secret)
 

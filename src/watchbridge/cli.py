@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -15,7 +16,14 @@ from typing import Any, TypeVar
 import click
 
 from watchbridge import __version__
-from watchbridge.config import Config, find_config, load_config
+from watchbridge.config import (
+    SECRET_IN_HEADER_ONLY,
+    URL_SPLITTING,
+    Config,
+    Secret,
+    find_config,
+    load_config,
+)
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
@@ -156,6 +164,12 @@ def _storage_problem(path: Path) -> str | None:
     return None
 
 
+def _secret_summary(secret: Secret | None) -> str:
+    if not secret:
+        return "generated on first start"
+    return f"set ({SECRET_IN_HEADER_ONLY})" if URL_SPLITTING in secret.reveal() else "set"
+
+
 def _summary(config: Config) -> str:
     server = config.server
     lines = [
@@ -164,7 +178,7 @@ def _summary(config: Config) -> str:
         + (
             f" (webhooks and metrics also on :{server.webhook_port})" if server.webhook_port else ""
         ),
-        f"webhook secret: {'set' if server.webhook_secret else 'generated on first start'}",
+        f"webhook secret: {_secret_summary(server.webhook_secret)}",
         f"API token:     {'set' if server.api_token else 'none (API and UI open on this port)'}",
         f"database:      {config.storage.path} (durability {config.storage.durability})",
         f"logging:       {config.logging.level}, {config.logging.format}",
@@ -324,8 +338,13 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
         secret = webhook_secret(config, store, time.time())
     port = config.server.webhook_port or config.server.port
     base = f"http://{host or 'WATCHBRIDGE-HOST'}:{port}"
+    in_url = URL_SPLITTING not in secret
     for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
-        click.echo(f"{source:9} {base}/webhooks/{source}/{secret}")
+        # Quoted: # ? % and spaces arrive whole once the server decodes the path.
+        tail = f"/{urllib.parse.quote(secret, safe='')}" if in_url else ""
+        click.echo(f"{source:9} {base}/webhooks/{source}{tail}")
+    if not in_url:
+        click.echo(f"The webhook secret is not in these URLs: {SECRET_IN_HEADER_ONLY}.")
     click.echo("Keep these private: anyone with the URL can post plays for your profiles.")
 
 
