@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,14 @@ def write_config(directory: Path, body: str = "", port: int | None = None) -> Pa
         encoding="utf-8",
     )
     return path
+
+
+async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait (on the event loop) until `check()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
 
 
 def wait_ready(base_url: str, timeout: float = 10.0) -> float:

@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt
+from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
@@ -253,6 +253,29 @@ async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(
     await drain(worker, runtime, clock, passes=2, step=7 * 3600)  # past the hold
     assert [r.rating for r in trakt.ratings()] != []
     assert receiver.titles()[-1].startswith("Resolved")
+
+
+async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_wait_long(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    store = runtime.store
+    webhook(runtime, "movie_media_scrobble.json")  # Arrival, dead after an outage
+    for item in store.claim("service-old", clock(), 10):
+        store.mark_dead(item.id, clock(), "gave up after 3 attempts: Trakt was down")
+    play_a_movie_trakt_does_not_know(runtime)  # unmatched: its next try is an hour away
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, idle_wake=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(runtime, stop))
+    try:
+        await until(lambda: bool(store.unmatched()))
+        await asyncio.sleep(0.2)  # the worker sleeps until the unmatched play is due
+        assert store.retry_dead(None, clock()).queued == 1  # `watchbridge deadletters retry`
+        await until(lambda: bool(trakt.history()), timeout=5)
+        assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    finally:
+        stop.set()
+        worker.notify()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_account_limit_pauses_without_retrying(

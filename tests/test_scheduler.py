@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt
+from tests.harness import sign_in_trakt, until
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -79,13 +79,6 @@ async def scheduled(runtime: Runtime, deliver: bool = False) -> AsyncIterator[No
         stop.set()
         await asyncio.gather(*tasks)
         runtime.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

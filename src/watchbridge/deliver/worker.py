@@ -204,8 +204,10 @@ class DeliveryWorker:
         make_targets: Callable[[Runtime], Sequence[Target]],
         config: DeliveryConfig,
         role: str = SERVICE_ROLE,
+        idle_wake: float = IDLE_WAKE_SECONDS,
     ) -> None:
         self.make_targets = make_targets
+        self.idle_wake = idle_wake
         self.targets: dict[str, Target] = {}
         self.config = config
         self.wake = asyncio.Event()
@@ -249,9 +251,12 @@ class DeliveryWorker:
             open_targets = self._open_targets(now)
             # With every target held a webhook's wake-up has nothing to look up.
             due = await asyncio.to_thread(store.next_due, open_targets) if open_targets else None
+            # Even with rows due far ahead (an unmatched play, an AniList hold), look again
+            # within idle_wake: the CLI queues rows this process is not told about.
             wait_until = min(
                 [
-                    due if due is not None else now + IDLE_WAKE_SECONDS,
+                    *([due] if due is not None else []),
+                    now + self.idle_wake,
                     *[t for t in self.held_until.values() if t > now],
                 ]
             )

@@ -120,6 +120,8 @@ def _refresh_lock(sign_in: tuple[str, str, str]) -> asyncio.Lock:
     """The lock of one (auth URL, client id, profile) on the running event loop."""
     locks = _REFRESH_LOCKS.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(sign_in, asyncio.Lock())
+
+
 _DEVICE_STATUS: dict[int, DevicePoll] = {
     200: "approved",
     400: "pending",
