@@ -240,6 +240,30 @@ async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_li
     assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
 
 
+async def test_a_rating_through_does_not_end_the_account_limit_of_a_held_play(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(100, route="POST /sync/history")  # the history list is full
+    runtime.store.enqueue(
+        [_late_play(HEAT, clock() - 3600, "p1"), _rating(ARRIVAL, clock() - 60, "r1", 80)],
+        clock(),
+    )
+    await worker.pass_once(runtime)  # the play hits the limit; the rating is held with it
+    clock.advance(600)
+    trakt.advance(600)
+    trakt.add_movie("Dune", 2021, imdb="tt1160419", tmdb=438631)
+    dune = MediaRef("movie", Ids(imdb="tt1160419"), title="Dune", year=2021)
+    runtime.store.enqueue([_rating(dune, clock() - 60, "r2", 90)], clock())
+    await worker.pass_once(runtime)
+    assert [r.rating for r in trakt.ratings()] == [9]
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+
+
 async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -399,6 +423,14 @@ def _late_play(item: MediaRef, at: float, key: str, live: bool = False) -> NewOu
 
 
 HEAT = MediaRef("movie", Ids(imdb="tt0113277"), title="Heat", year=1995)
+
+
+ARRIVAL = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
+
+
+def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
+    payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "rating": value}
+    return NewOutboxRow("trakt", "me", "rating", payload, f"me:trakt:{item.key()}", key)
 
 
 async def test_a_play_added_beside_a_missing_movie_with_its_shows_tmdb_number_lands_once(

@@ -943,6 +943,19 @@ class Store:
                 ],
             )
 
+    def pending_among(self, item_ids: Sequence[int]) -> set[int]:
+        """Which of these rows are still waiting to go out (pending or being delivered)."""
+        found: set[int] = set()
+        for start in range(0, len(item_ids), 500):
+            chunk = list(item_ids[start : start + 500])
+            rows = self._query(
+                f"SELECT id FROM outbox WHERE id IN ({', '.join('?' for _ in chunk)})"
+                " AND status IN ('pending', 'inflight')",
+                chunk,
+            )
+            found |= {int(r["id"]) for r in rows}
+        return found
+
     def marked(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are marked as possibly sent (`last_error` starts UNKNOWN_OUTCOME)."""
         found: set[int] = set()

@@ -218,9 +218,10 @@ class DeliveryWorker:
         self.held_reason: dict[str, str] = {}
         self.held_since: dict[str, float] = {}
         self.hold_streak: dict[str, int] = {}
-        # The actions an account-limit alert was raised for, by alert key (target:profile): a
-        # full ratings list is not over because a play went through.
-        self.limited_actions: dict[str, set[str]] = {}
+        # The rows an account limit holds, by alert key (target:profile): the limit is over
+        # when they have gone through, not when any other row did (a full ratings list is not
+        # emptied by a play).
+        self.limited_rows: dict[str, set[int]] = {}
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -315,7 +316,7 @@ class DeliveryWorker:
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str], str] = {}
-        delivered_for: dict[str, set[str]] = {}  # profiles with a row through: its actions
+        delivered_for: set[str] = set()  # profiles with a row through
         held_for: set[str] = set()  # profiles with a row held
         settled: list[Settlement] = []
         for item in items:
@@ -325,7 +326,7 @@ class DeliveryWorker:
             last_try = item.attempts + 1 >= self.config.max_attempts
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
             if isinstance(outcome, Delivered):
-                delivered_for.setdefault(item.profile, set()).add(item.action)
+                delivered_for.add(item.profile)
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Skipped):
                 settled.append(Settlement(item.id, "done"))
@@ -341,10 +342,8 @@ class DeliveryWorker:
                 if outcome.alert:
                     alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
                 if outcome.alert == "account_limit":
-                    limited = self.limited_actions.setdefault(
-                        f"{target.name}:{item.profile}", set()
-                    )
-                    limited.add(item.action)
+                    key = f"{target.name}:{item.profile}"
+                    self.limited_rows.setdefault(key, set()).add(item.id)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
                 reason = outcome.reason
                 if not isinstance(outcome, Dead):
@@ -387,8 +386,7 @@ class DeliveryWorker:
             )
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
-        through = {p: actions for p, actions in delivered_for.items() if p not in held_for}
-        await self._accepted(runtime, target, through)
+        await self._accepted(runtime, target, delivered_for - held_for)
         for item, reason in dead:
             log.error(
                 "delivery gave up",
@@ -416,18 +414,18 @@ class DeliveryWorker:
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
-    async def _accepted(
-        self, runtime: Runtime, target: Target, through: dict[str, set[str]]
-    ) -> None:
-        """These profiles' deliveries (of these actions) went through and none was held: their
-        sign-in problems are over, and an account limit once its kind of delivery went out."""
+    async def _accepted(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
+        """These profiles' deliveries went through and none was held: their sign-in problems
+        are over, and an account limit once the rows it held are no longer waiting."""
         message = f"{target.name} deliveries are flowing again"
-        for profile, actions in through.items():
+        for profile in profiles:
             key = f"{target.name}:{profile}"
             await runtime.notifier.resolve("credentials", message, key=key)
-            limited = self.limited_actions.get(key)
-            if limited is None or limited & actions:
-                self.limited_actions.pop(key, None)
+            limited = self.limited_rows.pop(key, set())
+            waiting = limited and await asyncio.to_thread(runtime.store.pending_among, [*limited])
+            if waiting:
+                self.limited_rows[key] = waiting
+            else:
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
