@@ -284,9 +284,39 @@ def test_a_dead_rating_a_newer_one_of_its_item_followed_is_not_sent_again(store:
     store.enqueue([row("new", action="remove_rating")], 4.0)
     (new,) = store.claim("w", 5.0)
     store.complete(new.id, 6.0)
-    assert store.retry_dead(None, 7.0) == Retried(queued=0, superseded=1)
-    assert store.claim("w", 8.0) == []
     assert store.dead_letters() == []
+    assert store.retry_dead(None, 7.0) == Retried(queued=0, superseded=0)
+    assert store.claim("w", 8.0) == []
+
+
+def test_a_rating_that_dies_behind_a_newer_one_is_superseded_not_dead(store: Store) -> None:
+    store.enqueue([row("old", action="rating")], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.enqueue([row("new", action="rating")], 3.0)  # re-rated while the old one retries
+    store.mark_dead(old.id, 4.0, "gave up after 12 attempts: 500")
+    assert store.dead_letters() == []
+    (new,) = store.claim("w", 5.0)
+    assert new.idempotency_key == "new"
+
+
+def test_retrying_dead_letters_left_beside_a_newer_rating_supersedes_them(store: Store) -> None:
+    store.enqueue([row("old", action="rating")], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.enqueue([row("new", action="rating")], 3.0)
+    store.db.execute("UPDATE outbox SET status = 'dead' WHERE id = ?", (old.id,))  # an old version
+    assert store.retry_dead(None, 4.0) == Retried(queued=0, superseded=1)
+
+
+def test_a_newer_rating_of_its_item_settles_a_dead_rating_for_good(store: Store) -> None:
+    store.enqueue([row("old", action="rating")], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.mark_dead(old.id, 3.0, "gave up after 12 attempts: 500")
+    store.enqueue([row("new", action="rating")], 4.0)
+    (new,) = store.claim("w", 5.0)
+    store.complete(new.id, 6.0)
+    store.db.execute("DELETE FROM outbox WHERE id = ?", (new.id,))  # pruned a week later
+    assert store.dead_letters() == []
+    assert store.retry_dead(None, 7.0) == Retried(queued=0, superseded=0)
 
 
 def test_a_dead_play_is_sent_again_whatever_followed_it(store: Store) -> None:

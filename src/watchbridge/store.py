@@ -251,7 +251,17 @@ class Retried:
     superseded: int
 
 
-_RATING_ACTIONS = "('rating', 'remove_rating')"
+RATING_ACTIONS = ("rating", "remove_rating")
+# A dead rating (or removal) that a newer one of the same item followed never goes out again:
+# retried, even after the newer row is pruned, it would overwrite what the user chose since.
+# Applied when a rating is queued, when one dies, and when dead letters are retried; callers
+# add `AND <their filter>`.
+_SUPERSEDE_DEAD_RATINGS = (
+    "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
+    " WHERE status = 'dead' AND action IN ('rating', 'remove_rating') AND EXISTS (SELECT 1"
+    " FROM outbox AS newer WHERE newer.ordering_key = outbox.ordering_key"
+    " AND newer.id > outbox.id AND newer.action IN ('rating', 'remove_rating'))"
+)
 
 
 @dataclass(frozen=True)
@@ -883,6 +893,10 @@ class Store:
                 ),
             )
             added += cursor.rowcount
+            if cursor.rowcount and row.action in RATING_ACTIONS:
+                conn.execute(
+                    f"{_SUPERSEDE_DEAD_RATINGS} AND ordering_key = ?", (now, row.ordering_key)
+                )
         return added
 
     def claim(
@@ -942,6 +956,10 @@ class Store:
                     for s in settlements
                 ],
             )
+            dead = [s.item_id for s in settlements if s.status == "dead"]
+            if dead:
+                marks = ", ".join("?" for _ in dead)
+                conn.execute(f"{_SUPERSEDE_DEAD_RATINGS} AND id IN ({marks})", (now, *dead))
 
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""
@@ -1054,22 +1072,17 @@ class Store:
         return [OutboxItem.from_row(r) for r in rows]
 
     def retry_dead(self, item_ids: Sequence[int] | None, now: float) -> Retried:
-        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts.
-
-        A rating (or its removal) that a newer one of the same item followed is settled as
-        superseded instead: sent now, it would overwrite what the user chose since."""
+        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts;
+        a rating a newer one of its item followed is settled as superseded instead (left by
+        versions that let such rows die)."""
         where, params = self._dead_filter(item_ids)
         with self.transaction() as conn:
             superseded = conn.execute(
-                "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
-                f" {where} AND action IN {_RATING_ACTIONS} AND EXISTS (SELECT 1 FROM outbox AS"
-                " newer WHERE newer.ordering_key = outbox.ordering_key AND newer.id > outbox.id"
-                f" AND newer.action IN {_RATING_ACTIONS})",
-                (now, *params),
+                f"{_SUPERSEDE_DEAD_RATINGS} AND {where}", (now, *params)
             ).rowcount
             queued = conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-                f" updated_at = ? {where}",
+                f" updated_at = ? WHERE {where}",
                 (now, now, *params),
             ).rowcount
         return Retried(queued, superseded)
@@ -1077,14 +1090,14 @@ class Store:
     def discard_dead(self, item_ids: Sequence[int] | None) -> int:
         where, params = self._dead_filter(item_ids)
         with self.transaction() as conn:
-            return conn.execute(f"DELETE FROM outbox {where}", params).rowcount
+            return conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
 
     @staticmethod
     def _dead_filter(item_ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
         if item_ids is None:
-            return "WHERE status = 'dead'", ()
+            return "status = 'dead'", ()
         marks = ", ".join("?" for _ in item_ids)
-        return f"WHERE status = 'dead' AND id IN ({marks})", tuple(item_ids)
+        return f"status = 'dead' AND id IN ({marks})", tuple(item_ids)
 
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "inflight": 0, "done": 0, "dead": 0}
