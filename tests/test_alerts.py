@@ -8,8 +8,9 @@ import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import free_port
-from watchbridge.alerts import AlertBook, Notifier, format_span
+from watchbridge.alerts import AlertBook, AlertMemory, Notifier, format_span
 from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
+from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -353,6 +354,51 @@ async def test_a_failed_alert_whose_condition_cleared_is_not_sent_again(
 
 
 # --------------------------------------------------------------------------- invalid URLs
+
+
+# --------------------------------------------------------------------------- across restarts
+
+
+def remembering(notifier: Notifier, store: Store, clock: FakeClock) -> Notifier:
+    notifier.remember_in(AlertMemory(store, clock))
+    return notifier
+
+
+async def test_an_alert_raised_before_a_restart_gets_its_recovery_after_it(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    after = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    assert after.raised("sync_failing", "ts")
+    assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "sent"
+    assert titles(receiver) == ["link ts keeps failing", "Resolved: link ts keeps failing"]
+
+
+async def test_a_condition_going_on_across_a_restart_stays_throttled(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    await before.notify("credentials", "sign in again", "refused", key="trakt:me")
+    clock.advance(600)
+    after = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    assert await after.notify("credentials", "sign in again", "refused", key="trakt:me") == (
+        "suppressed"
+    )
+    assert titles(receiver) == ["sign in again"]
+
+
+async def test_a_recovery_sent_before_a_restart_is_not_sent_again(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    await before.resolve("sync_failing", "link ts syncs again", key="ts")
+    after = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
 
 
 def test_invalid_urls_are_reported_by_index_without_their_text(

@@ -150,6 +150,22 @@ async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery
         ]
 
 
+async def test_a_link_failing_before_a_restart_gets_its_recovery_notice_after_it(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    serializd.fail_next(1000, 404, body="<html>Not Found</html>")
+    async with scheduled(runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)):
+        await until(lambda: any("keeps failing" in t for t in receiver.titles()))
+    serializd.clear_knobs()  # the box restarts; Serializd is fine again meanwhile
+    async with scheduled(runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)):
+        await until(lambda: any(t.startswith("Resolved:") for t in receiver.titles()))
+    assert receiver.titles() == [
+        "watchbridge: link ts keeps failing",
+        "Resolved: watchbridge: link ts keeps failing",
+    ]
+
+
 def a_trakt_play_an_hour_ago(trakt: FakeTrakt) -> None:
     """s1e1 on Trakt, beside the diary's s1e4: once synced, each side has both plays."""
     recent = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(time.time() - 3600))

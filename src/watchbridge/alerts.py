@@ -7,12 +7,15 @@ problems: alerting must not take the sync engine down with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import apprise
 
@@ -134,6 +137,18 @@ class AlertBook:
         condition = self._conditions.get((kind, key))
         return condition is not None and condition.open and not _held(condition, self.backoff, now)
 
+    def reached(self) -> list[tuple[str, str, float, bool]]:
+        """(kind, key, sent_at, open) of each condition whose last notice reached the human."""
+        return [
+            (kind, key, condition.sent_at, condition.open)
+            for (kind, key), condition in self._conditions.items()
+            if not condition.unsent
+        ]
+
+    def restore(self, kind: str, key: str, sent_at: float, is_open: bool) -> None:
+        """A condition as `reached` gave it (kept across a restart)."""
+        self._conditions[kind, key] = _Condition(sent_at=sent_at, open=is_open)
+
     def _forget_closed(self, now: float) -> None:
         # Closed conditions only matter while their window runs; keys may be open-ended.
         stale = [
@@ -149,6 +164,51 @@ class AlertBook:
 def _held(condition: _Condition, backoff: float, now: float) -> bool:
     """True while a condition's last failed send holds its next one back."""
     return condition.failed_at is not None and now - condition.failed_at < backoff
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """An alert that reached the human, kept across restarts: its recovery notice is still
+    owed (`open`) and its throttle window still runs."""
+
+    kind: str
+    key: str
+    title: str
+    sent_at: float
+    open: bool
+
+
+class Cache(Protocol):
+    """What the memory needs of the store (Store.cache_get / cache_put)."""
+
+    def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]: ...
+
+    def cache_put(
+        self, namespace: str, lookup: str, value: Any, now: float, ttl: float
+    ) -> None: ...
+
+
+class AlertMemory:
+    """The alerts that reached the human, in the store's cache (one small JSON value)."""
+
+    NAMESPACE, LOOKUP, KEEP = "alerts", "reached", 400 * 86400.0
+
+    def __init__(self, cache: Cache, clock: Callable[[], float] = time.time) -> None:
+        self.cache, self.clock = cache, clock
+
+    def load(self) -> list[Remembered]:
+        _, value = self.cache.cache_get(self.NAMESPACE, self.LOOKUP, self.clock())
+        try:
+            return [Remembered(**entry) for entry in value or []]
+        except TypeError:  # written by another version: start afresh
+            return []
+
+    def save(self, alerts: list[Remembered]) -> None:
+        entries = [asdict(alert) for alert in alerts]
+        self.cache.cache_put(self.NAMESPACE, self.LOOKUP, entries, self.clock(), self.KEEP)
 
 
 # --------------------------------------------------------------------------- sending
@@ -178,6 +238,28 @@ class Notifier:
         # Failed alerts by condition: when they failed, their title and body (see notify).
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
+        self._memory: AlertMemory | None = None
+
+    def remember_in(self, memory: AlertMemory) -> None:
+        """Keep the alerts that reached the human in `memory` and take back those kept
+        there: after a restart a condition still open gets its recovery notice, and one
+        still going on stays throttled."""
+        self._memory = memory
+        for alert in memory.load():
+            self._book.restore(alert.kind, alert.key, alert.sent_at, alert.open)
+            self._titles[alert.kind, alert.key] = alert.title
+
+    async def _remember(self) -> None:
+        if self._memory is None:
+            return
+        alerts = [
+            Remembered(kind, key, self._titles.get((kind, key), kind), sent_at, is_open)
+            for kind, key, sent_at, is_open in self._book.reached()
+        ]
+        try:
+            await asyncio.to_thread(self._memory.save, alerts)
+        except (sqlite3.Error, OSError) as exc:  # alerting must not fail on the database
+            log.warning("alerts could not be remembered: %s", type(exc).__name__)
 
     @property
     def enabled(self) -> bool:
@@ -215,6 +297,7 @@ class Notifier:
             self._unsent[kind, key] = (self._clock(), title, body)
         else:
             self._unsent.pop((kind, key), None)
+            await self._remember()
         return self._count(kind, result)
 
     async def _send_unsent(self, skip: tuple[str, str] | None = None) -> None:
@@ -252,6 +335,7 @@ class Notifier:
         alert_title = self._titles.get((kind, key), kind)
         if not self.config.recovery:
             self._titles.pop((kind, key), None)
+            await self._remember()
             return self._count(kind, DISABLED)
         title = f"Resolved: {alert_title}"
         result = await self._send(kind, title, body, apprise.NotifyType.SUCCESS)
@@ -259,6 +343,7 @@ class Notifier:
             self._book.reopen(kind, key, self._clock())
         else:
             self._titles.pop((kind, key), None)
+            await self._remember()
         return self._count(kind, result)
 
     async def send_test(self) -> str:

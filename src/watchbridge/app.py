@@ -34,7 +34,7 @@ from litestar.types import (
 from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
-from watchbridge.alerts import Notifier
+from watchbridge.alerts import AlertMemory, Notifier
 from watchbridge.config import SECRET_IN_HEADER_ONLY, URL_SPLITTING, Config, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -89,6 +89,7 @@ class Runtime:
 
     def open(self) -> None:
         self._store = self.store_factory(self.config)
+        self.notifier.remember_in(AlertMemory(self._store, self.clock))
         self._store.checkpoint_apart()
         self.metrics.watch_queue(self._store.outbox_counts)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())

@@ -45,7 +45,6 @@ class SyncScheduler:
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
         interval = runtime.config.links[name].interval
         failures = 0
-        reviewing = False  # a first run waits for a review: the user was told
         delay = jittered(self.first_delay)
         runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
@@ -74,7 +73,6 @@ class SyncScheduler:
                 log.warning(
                     "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
                 )
-                reviewing = True
                 for wake in runtime.on_enqueued:  # the link's other profiles may have queued
                     wake()
                 await runtime.notifier.notify(
@@ -100,13 +98,12 @@ class SyncScheduler:
                         key=name,
                     )
                 continue
-            if failures:
-                await runtime.notifier.resolve("sync_failing", f"link {name} syncs again", key=name)
-            if reviewing:
-                message = f"link {name} syncs every profile again"
-                await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
+            # Also when the failures came before a restart: the notifier remembers the alert.
+            await runtime.notifier.resolve("sync_failing", f"link {name} syncs again", key=name)
+            message = f"link {name} syncs every profile again"
+            await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             runs.labels(name, result.outcome).inc()
-            failures, reviewing = 0, False
+            failures = 0
             await report_held(runtime.notifier, name, result.held)
             log.info(
                 "sync run",
