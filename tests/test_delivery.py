@@ -302,6 +302,40 @@ async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_w
         await asyncio.wait_for(task, 10)
 
 
+async def test_a_due_row_behind_a_waiting_row_of_its_item_leaves_the_worker_asleep(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # An unmatched play waits an hour; the user rates the same movie meanwhile. The rating is
+    # due but goes only after the play (one item, in order): nothing to do until then.
+    store = runtime.store
+    play_a_movie_trakt_does_not_know(runtime)
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(runtime, stop))
+    try:
+        await until(lambda: bool(store.unmatched()))
+        (unmatched,) = store.unmatched()
+        rating = NewOutboxRow(
+            "trakt",
+            "me",
+            "rating",
+            {**unmatched.item.payload, "rating": 80},
+            unmatched.item.ordering_key,
+            "r1",
+        )
+        store.enqueue([rating], clock())
+        worker.notify()  # as the webhook route does
+        await asyncio.sleep(0.2)
+        cpu = time.process_time()
+        await asyncio.sleep(1.0)
+        assert time.process_time() - cpu < 0.3  # asleep, not claiming nothing in a loop
+        assert store.outbox_counts()["pending"] == 2
+    finally:
+        stop.set()
+        worker.notify()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_account_limit_pauses_without_retrying(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -251,6 +251,11 @@ class Retried:
     superseded: int
 
 
+# The row of an item (ordering key) that goes next: its oldest unfinished one. `o` is the row.
+_HEAD_OF_ITEM = (
+    "(SELECT MIN(h.id) FROM outbox h WHERE h.ordering_key = o.ordering_key"
+    " AND h.status IN ('pending', 'inflight'))"
+)
 RATING_ACTIONS = ("rating", "remove_rating")
 # A dead rating (or removal) that a newer one of the same item followed never goes out again:
 # retried, even after the newer row is pruned, it would overwrite what the user chose since.
@@ -920,9 +925,7 @@ class Store:
                    WHERE id IN (
                        SELECT o.id FROM outbox o
                        WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
-                         AND o.id = (SELECT MIN(h.id) FROM outbox h
-                                     WHERE h.ordering_key = o.ordering_key
-                                       AND h.status IN ('pending', 'inflight'))
+                         AND o.id = {_HEAD_OF_ITEM}
                        ORDER BY o.next_attempt_at, o.id
                        LIMIT ?)
                    RETURNING *""",
@@ -996,11 +999,15 @@ class Store:
             )
 
     def next_due(self, targets: Sequence[str] | None = None) -> float | None:
-        """When the earliest pending row becomes due (None when nothing is pending)."""
-        sql = "SELECT MIN(next_attempt_at) AS t FROM outbox WHERE status = 'pending'"
+        """When the earliest row `claim` could take becomes due (None when nothing is
+        pending): a row behind an older unfinished one of its item waits for that one."""
+        sql = (
+            "SELECT MIN(o.next_attempt_at) AS t FROM outbox o WHERE o.status = 'pending'"
+            f" AND o.id = {_HEAD_OF_ITEM}"
+        )
         params: tuple[Any, ...] = ()
         if targets is not None:
-            sql += f" AND target IN ({', '.join('?' for _ in targets)})"
+            sql += f" AND o.target IN ({', '.join('?' for _ in targets)})"
             params = tuple(targets)
         rows = self._query(sql, params)
         return rows[0]["t"] if rows else None
