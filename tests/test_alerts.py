@@ -401,6 +401,17 @@ async def test_a_recovery_sent_before_a_restart_is_not_sent_again(
     assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
 
 
+async def test_alerts_switched_off_before_a_restart_owe_no_recovery(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    after = remembering(notifier_for(clock=clock), store, clock)  # alerts.urls emptied
+    assert not after.raised("sync_failing", "ts")
+    assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
+
+
 def test_invalid_urls_are_reported_by_index_without_their_text(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:

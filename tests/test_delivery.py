@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -70,6 +71,12 @@ profiles:
 
 @pytest.fixture
 async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
+    worker = worker_for(runtime)
+    yield worker
+    await close_targets(worker)
+
+
+def worker_for(runtime: Runtime) -> DeliveryWorker:
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     worker.targets = {t.name: t for t in make_targets(runtime)}
     for target in worker.targets.values():
@@ -77,9 +84,29 @@ async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
         # Trakt's 1 write/s pacing (a real 1.1 s wait per write) is http.py's: lifted, as in
         # test_trakt_lists; these tests check what reaches Trakt, timed by the hand-moved clock.
         target.client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
-    yield worker
+    return worker
+
+
+async def close_targets(worker: DeliveryWorker) -> None:
     for target in worker.targets.values():
         await target.aclose()
+
+
+@contextlib.asynccontextmanager
+async def restarted(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> AsyncIterator[tuple[Runtime, DeliveryWorker]]:
+    """The service stopped and started again on the same database and config."""
+    await close_targets(worker)
+    runtime.close()
+    again = build_runtime(runtime.config, clock=clock)
+    again.open()
+    worker = worker_for(again)
+    try:
+        yield again, worker
+    finally:
+        await close_targets(worker)
+        again.close()
 
 
 def sign_in(runtime: Runtime, trakt: FakeTrakt, clock: FakeClock) -> None:
@@ -264,6 +291,25 @@ async def test_a_rating_through_does_not_end_the_account_limit_of_a_held_play(
     assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
 
 
+async def test_an_account_limit_held_across_a_restart_ends_only_once_nothing_waits(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(1, route="POST /sync/ratings")  # the ratings list is full, for now
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 60, "r1", 80)], clock())
+    await worker.pass_once(runtime)
+    async with restarted(runtime, worker, clock) as (runtime, worker):
+        runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+        await worker.pass_once(runtime)  # a play goes through; the rating is still held
+        assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+        await drain(worker, runtime, clock, passes=2, step=7 * 3600)  # the rating goes out
+        assert receiver.titles()[-1] == "Resolved: watchbridge: trakt deliveries paused"
+
+
 async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -334,6 +380,24 @@ async def test_a_due_row_behind_a_waiting_row_of_its_item_leaves_the_worker_asle
         stop.set()
         worker.notify()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_rating_that_dies_behind_a_newer_one_raises_no_dead_letter_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.fail_next(3, 500, route="POST /sync/ratings")  # the first rating's three tries
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 60, "r1", 60)], clock())
+    await worker.pass_once(runtime)
+    runtime.store.enqueue([_rating(ARRIVAL, clock(), "r2", 90)], clock())  # re-rated meanwhile
+    await drain(worker, runtime, clock, passes=4, step=4 * 3600)
+    assert [r.rating for r in trakt.ratings()] == [9]
+    assert runtime.store.dead_letters() == []
+    assert not any("gave up" in title for title in receiver.titles())
 
 
 async def test_account_limit_pauses_without_retrying(

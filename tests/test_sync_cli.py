@@ -23,6 +23,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
 from tests.linkrig import use_fast_readers
 from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
+from watchbridge.alerts import AlertMemory, Remembered
 from watchbridge.cli import cli
 from watchbridge.config import load_config
 from watchbridge.errors import WatchbridgeError
@@ -165,6 +166,18 @@ def test_a_run_can_carry_changes_one_way_only(world: World) -> None:
 def test_a_direction_needs_the_link_it_names(world: World) -> None:
     with pytest.raises(WatchbridgeError, match="pass --link NAME"):
         world.run("sync", "--direction", "trakt-to-serializd")
+
+
+def test_a_sync_run_leaves_the_services_alerts_to_the_service(
+    world: World, receiver: AlertReceiver
+) -> None:
+    store = Store.open(world.config.parent / "watchbridge.db")
+    memory = AlertMemory(store)  # as the service left it: a Serializd alert still open
+    memory.save([Remembered("credentials", "serializd:me", "paused", time.time(), True)])
+    store.close()
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    world.sync()  # the play goes to Serializd for profile me without a problem
+    assert receiver.titles() == []  # the service sends that recovery, once
 
 
 def test_a_mistyped_link_name_leaves_no_run_behind(world: World) -> None:

@@ -246,8 +246,9 @@ class Notifier:
         still going on stays throttled."""
         self._memory = memory
         for alert in memory.load():
-            self._book.restore(alert.kind, alert.key, alert.sent_at, alert.open)
-            self._titles[alert.kind, alert.key] = alert.title
+            if self.enabled and self.config.wants(alert.kind):  # else no recovery can go out
+                self._book.restore(alert.kind, alert.key, alert.sent_at, alert.open)
+                self._titles[alert.kind, alert.key] = alert.title
 
     async def _remember(self) -> None:
         if self._memory is None:

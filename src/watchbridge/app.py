@@ -87,9 +87,12 @@ class Runtime:
             self._writer = IngestWriter(self.store)
         return self._writer
 
-    def open(self) -> None:
+    def open(self, remember_alerts: bool = True) -> None:
+        """Open the store. `remember_alerts`: the service's notifier keeps the alerts that
+        reached the human there (one process only: a CLI run beside it keeps its own)."""
         self._store = self.store_factory(self.config)
-        self.notifier.remember_in(AlertMemory(self._store, self.clock))
+        if remember_alerts:
+            self.notifier.remember_in(AlertMemory(self._store, self.clock))
         self._store.checkpoint_apart()
         self.metrics.watch_queue(self._store.outbox_counts)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())

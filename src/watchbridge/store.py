@@ -946,8 +946,9 @@ class Store:
         """Back to pending without spending an attempt: the target, not the item, failed."""
         self.settle(now, [Settlement(item_id, "pending", next_attempt_at, reason, False)])
 
-    def settle(self, now: float, settlements: Sequence[Settlement]) -> None:
-        """Record the outcomes of one delivery batch in one transaction."""
+    def settle(self, now: float, settlements: Sequence[Settlement]) -> set[int]:
+        """Record the outcomes of one delivery batch in one transaction; returns the rows
+        that died as superseded ratings (no dead letters: a newer rating follows them)."""
         with self.transaction() as conn:
             conn.executemany(
                 """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
@@ -960,9 +961,23 @@ class Store:
                 ],
             )
             dead = [s.item_id for s in settlements if s.status == "dead"]
-            if dead:
-                marks = ", ".join("?" for _ in dead)
-                conn.execute(f"{_SUPERSEDE_DEAD_RATINGS} AND id IN ({marks})", (now, *dead))
+            if not dead:
+                return set()
+            marks = ", ".join("?" for _ in dead)
+            rows = conn.execute(
+                f"{_SUPERSEDE_DEAD_RATINGS} AND id IN ({marks}) RETURNING id", (now, *dead)
+            ).fetchall()
+            return {int(row["id"]) for row in rows}
+
+    def waits(self, target: str, profile: str) -> bool:
+        """Whether any row of this profile for `target` is still waiting to go out."""
+        return bool(
+            self._query(
+                "SELECT 1 FROM outbox WHERE target = ? AND profile = ?"
+                " AND status IN ('pending', 'inflight') LIMIT 1",
+                (target, profile),
+            )
+        )
 
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""

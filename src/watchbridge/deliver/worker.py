@@ -353,7 +353,8 @@ class DeliveryWorker:
             else:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
-        await asyncio.to_thread(store.settle, now, settled)
+        superseded = await asyncio.to_thread(store.settle, now, settled)
+        dead = [(item, reason) for item, reason in dead if item.id not in superseded]
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
             hold = max(wide, key=lambda h: h.after)
@@ -421,11 +422,17 @@ class DeliveryWorker:
         for profile in profiles:
             key = f"{target.name}:{profile}"
             await runtime.notifier.resolve("credentials", message, key=key)
-            limited = self.limited_rows.pop(key, set())
-            waiting = limited and await asyncio.to_thread(runtime.store.pending_among, [*limited])
-            if waiting:
-                self.limited_rows[key] = waiting
+            if not runtime.notifier.raised("account_limit", key):
+                self.limited_rows.pop(key, None)
+                continue
+            limited = self.limited_rows.pop(key, None)
+            if limited is None:  # raised before a restart: over once nothing of it waits
+                waiting = await asyncio.to_thread(runtime.store.waits, target.name, profile)
             else:
+                left = await asyncio.to_thread(runtime.store.pending_among, [*limited])
+                self.limited_rows[key], waiting = left, bool(left)
+            if not waiting:
+                self.limited_rows.pop(key, None)
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
