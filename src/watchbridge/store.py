@@ -981,26 +981,24 @@ class Store:
 
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""
-        found: set[int] = set()
-        for start in range(0, len(item_ids), 500):
-            chunk = list(item_ids[start : start + 500])
-            rows = self._query(
-                f"SELECT id FROM outbox WHERE id IN ({', '.join('?' for _ in chunk)})"
-                " AND status IN ('pending', 'inflight')",
-                chunk,
-            )
-            found |= {int(r["id"]) for r in rows}
-        return found
+        return self._rows_among(item_ids, "status IN ('pending', 'inflight')")
 
     def marked(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are marked as possibly sent (`last_error` starts UNKNOWN_OUTCOME)."""
+        condition = "substr(last_error, 1, ?) = ?"
+        return self._rows_among(item_ids, condition, (len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME))
+
+    def _rows_among(
+        self, item_ids: Sequence[int], condition: str, params: Sequence[Any] = ()
+    ) -> set[int]:
+        """Which of these outbox rows meet `condition` (500 ids per query)."""
         found: set[int] = set()
         for start in range(0, len(item_ids), 500):
             chunk = list(item_ids[start : start + 500])
             rows = self._query(
                 f"SELECT id FROM outbox WHERE id IN ({', '.join('?' for _ in chunk)})"
-                " AND substr(last_error, 1, ?) = ?",
-                [*chunk, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME],
+                f" AND {condition}",
+                [*chunk, *params],
             )
             found |= {int(r["id"]) for r in rows}
         return found
