@@ -310,6 +310,30 @@ async def test_an_account_limit_held_across_a_restart_ends_only_once_nothing_wai
         assert receiver.titles()[-1] == "Resolved: watchbridge: trakt deliveries paused"
 
 
+async def test_an_account_limit_held_across_a_restart_ends_when_its_rows_go_out(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(1, route="POST /sync/ratings")
+    nobody = MediaRef("movie", Ids(imdb="tt7777777"), title="Nobody Knows", year=1990)
+    runtime.store.enqueue(
+        [_rating(ARRIVAL, clock() - 60, "r1", 80), _late_play(nobody, clock() - 30, "p1")],
+        clock(),
+    )
+    await worker.pass_once(runtime)  # the rating held by the limit, the play unmatched
+    async with restarted(runtime, worker, clock) as (runtime, worker):
+        clock.advance(7 * 3600)
+        trakt.advance(7 * 3600)
+        await worker.pass_once(runtime)  # the rating goes out; the unmatched play still waits
+        assert [r.rating for r in trakt.ratings()] == [8]
+        assert runtime.store.unmatched()
+        assert receiver.titles()[-1] == "Resolved: watchbridge: trakt deliveries paused"
+
+
 async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -969,16 +969,6 @@ class Store:
             ).fetchall()
             return {int(row["id"]) for row in rows}
 
-    def waits(self, target: str, profile: str) -> bool:
-        """Whether any row of this profile for `target` is still waiting to go out."""
-        return bool(
-            self._query(
-                "SELECT 1 FROM outbox WHERE target = ? AND profile = ?"
-                " AND status IN ('pending', 'inflight') LIMIT 1",
-                (target, profile),
-            )
-        )
-
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""
         return self._rows_among(item_ids, "status IN ('pending', 'inflight')")

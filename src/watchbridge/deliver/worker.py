@@ -167,6 +167,29 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
     )
 
 
+class _LimitedRows:
+    """The rows an account limit holds, kept in the store (across restarts): the limit is over
+    when they have gone out, not when any other row did (a play does not empty a full ratings
+    list)."""
+
+    NAMESPACE, KEEP = "account-limit", 30 * 86400.0
+
+    def __init__(self, store: Store, key: str) -> None:
+        self.store, self.key = store, key
+
+    def add(self, ids: set[int], now: float) -> None:
+        _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
+        rows = sorted({*(known or []), *ids})
+        self.store.cache_put(self.NAMESPACE, self.key, rows, now, self.KEEP)
+
+    def still_waiting(self, now: float) -> bool:
+        """Whether any of the rows is still waiting; forgets those that are not."""
+        _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
+        waiting = sorted(self.store.pending_among(known or []))
+        self.store.cache_put(self.NAMESPACE, self.key, waiting, now, self.KEEP)
+        return bool(waiting)
+
+
 def _gave_up(attempts: int, reason: str) -> str:
     """A dead letter's reason; a row whose last send may have landed keeps that mark in front,
     so `watchbridge deadletters retry` checks before it sends."""
@@ -218,10 +241,6 @@ class DeliveryWorker:
         self.held_reason: dict[str, str] = {}
         self.held_since: dict[str, float] = {}
         self.hold_streak: dict[str, int] = {}
-        # The rows an account limit holds, by alert key (target:profile): the limit is over
-        # when they have gone through, not when any other row did (a full ratings list is not
-        # emptied by a play).
-        self.limited_rows: dict[str, set[int]] = {}
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -318,6 +337,7 @@ class DeliveryWorker:
         alerts: dict[tuple[str, str], str] = {}
         delivered_for: set[str] = set()  # profiles with a row through
         held_for: set[str] = set()  # profiles with a row held
+        limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
@@ -343,7 +363,7 @@ class DeliveryWorker:
                     alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
                 if outcome.alert == "account_limit":
                     key = f"{target.name}:{item.profile}"
-                    self.limited_rows.setdefault(key, set()).add(item.id)
+                    limited.setdefault(key, set()).add(item.id)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
                 reason = outcome.reason
                 if not isinstance(outcome, Dead):
@@ -354,6 +374,8 @@ class DeliveryWorker:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
         superseded = await asyncio.to_thread(store.settle, now, settled)
+        for key, ids in limited.items():
+            await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
         dead = [(item, reason) for item, reason in dead if item.id not in superseded]
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
@@ -423,16 +445,9 @@ class DeliveryWorker:
             key = f"{target.name}:{profile}"
             await runtime.notifier.resolve("credentials", message, key=key)
             if not runtime.notifier.raised("account_limit", key):
-                self.limited_rows.pop(key, None)
                 continue
-            limited = self.limited_rows.pop(key, None)
-            if limited is None:  # raised before a restart: over once nothing of it waits
-                waiting = await asyncio.to_thread(runtime.store.waits, target.name, profile)
-            else:
-                left = await asyncio.to_thread(runtime.store.pending_among, [*limited])
-                self.limited_rows[key], waiting = left, bool(left)
-            if not waiting:
-                self.limited_rows.pop(key, None)
+            held = _LimitedRows(runtime.store, key)
+            if not await asyncio.to_thread(held.still_waiting, runtime.clock()):
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
