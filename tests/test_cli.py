@@ -324,6 +324,26 @@ def test_webhook_urls_quote_a_secret_with_symbols_and_the_service_takes_them(
     assert answer.status_code == 200  # accepted, and ignored: no profile maps alice
 
 
+def test_a_secret_with_letters_beyond_ascii_works_in_the_url_and_the_header(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = with_secret(write_config(tmp_path, port=port), "pässwörd-ß")
+    urls = run("webhook-urls", "--config", str(path), "--host", "127.0.0.1").stdout
+    generic = next(line.split()[1] for line in urls.splitlines() if line.startswith("generic"))
+    service = ServiceProcess(path, port).start()
+    try:
+        by_url = httpx.post(generic, content=GENERIC_PLAY)
+        by_header = httpx.post(
+            f"{service.url}/webhooks/generic",
+            content=GENERIC_PLAY,
+            headers={"x-webhook-secret": "pässwörd-ß".encode()},
+        )
+    finally:
+        service.terminate()
+    assert (by_url.status_code, by_header.status_code) == (200, 200)
+
+
 def test_a_secret_holding_a_slash_is_left_out_of_the_urls_with_the_reason(tmp_path: Path) -> None:
     path = with_secret(write_config(tmp_path), "a/b")
     urls = run("webhook-urls", "--config", str(path), "--host", "nas.local").stdout

@@ -297,7 +297,7 @@ async def _webhook(
         elif header == b"content-length" and declared is None:
             declared = value
         elif header == SECRET_HEADER_BYTES and header_secret is None:
-            header_secret = value.decode("latin-1")
+            header_secret = value.decode("utf-8", errors="replace")  # as the config holds it
     if not secret_ok(secret or header_secret, runtime.webhook_secret):
         await _answer(
             runtime,
