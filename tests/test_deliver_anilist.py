@@ -882,6 +882,8 @@ def with_enricher(
     )
 
 
+# The episode's own ids: TMDB's, or the AniDB plugin's episode id (eid), which names no anime.
+@pytest.mark.parametrize("own", [Ids(tmdb="1857230"), Ids(anidb="999001")], ids=["tmdb", "eid"])
 async def test_a_jellyfin_play_gets_its_show_from_jellyfin_then_sets_progress(
     runtime: Runtime,
     target: AniListTarget,
@@ -889,34 +891,17 @@ async def test_a_jellyfin_play_gets_its_show_from_jellyfin_then_sets_progress(
     fake: FakeAniList,
     clock: FakeClock,
     start_fake: Callable[[FakeServer], FakeServer],
+    own: Ids,
 ) -> None:
     server = start_fake(FakeJellyfin("jellyfin"))
     assert isinstance(server, FakeJellyfin)
     server.add_series(JELLYFIN_SERIES, "Re:Zero", Tmdb=str(REZERO))
     with_enricher(target, runtime, clock, server)
-    enqueue(runtime, "play", jellyfin_episode(40), clock() - 3600, live=True, source="jellyfin")
-    await drain(worker, runtime)
-    assert fake.snapshot()[PART_2]["progress"] == 3
-    assert [r.path for r in server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
-
-
-async def test_a_jellyfin_episode_with_its_anidb_episode_id_still_gets_its_show_from_jellyfin(
-    runtime: Runtime,
-    target: AniListTarget,
-    worker: DeliveryWorker,
-    fake: FakeAniList,
-    clock: FakeClock,
-    start_fake: Callable[[FakeServer], FakeServer],
-) -> None:
-    server = start_fake(FakeJellyfin("jellyfin"))
-    assert isinstance(server, FakeJellyfin)
-    server.add_series(JELLYFIN_SERIES, "Re:Zero", Tmdb=str(REZERO))
-    with_enricher(target, runtime, clock, server)
-    episode = replace(jellyfin_episode(40), ids=Ids(anidb="999001"))  # the AniDB plugin's eid
+    episode = replace(jellyfin_episode(40), ids=own)
     enqueue(runtime, "play", episode, clock() - 3600, live=True, source="jellyfin")
     await drain(worker, runtime)
-    assert [r.path for r in server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
     assert fake.snapshot()[PART_2]["progress"] == 3
+    assert [r.path for r in server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
 
 
 async def test_a_jellyfin_play_without_jellyfin_configured_waits_naming_the_settings(

@@ -277,10 +277,15 @@ def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:
     assert again.id == a.id and again.attempts == 0
 
 
+def dead_row(store: Store, key: str, action: str) -> None:
+    """A row of `action` that gave up (at t=1..3)."""
+    store.enqueue([row(key, action=action)], 1.0)
+    (claimed,) = store.claim("w", 2.0)
+    store.mark_dead(claimed.id, 3.0, "gave up after 12 attempts: 500")
+
+
 def test_a_dead_rating_a_newer_one_of_its_item_followed_is_not_sent_again(store: Store) -> None:
-    store.enqueue([row("old", action="rating")], 1.0)
-    (old,) = store.claim("w", 2.0)
-    store.mark_dead(old.id, 3.0, "gave up after 12 attempts: 500")
+    dead_row(store, "old", "rating")
     store.enqueue([row("new", action="remove_rating")], 4.0)
     (new,) = store.claim("w", 5.0)
     store.complete(new.id, 6.0)
@@ -308,9 +313,7 @@ def test_retrying_dead_letters_left_beside_a_newer_rating_supersedes_them(store:
 
 
 def test_a_newer_rating_of_its_item_settles_a_dead_rating_for_good(store: Store) -> None:
-    store.enqueue([row("old", action="rating")], 1.0)
-    (old,) = store.claim("w", 2.0)
-    store.mark_dead(old.id, 3.0, "gave up after 12 attempts: 500")
+    dead_row(store, "old", "rating")
     store.enqueue([row("new", action="rating")], 4.0)
     (new,) = store.claim("w", 5.0)
     store.complete(new.id, 6.0)
@@ -320,9 +323,7 @@ def test_a_newer_rating_of_its_item_settles_a_dead_rating_for_good(store: Store)
 
 
 def test_a_dead_play_is_sent_again_whatever_followed_it(store: Store) -> None:
-    store.enqueue([row("play", action="play")], 1.0)
-    (play,) = store.claim("w", 2.0)
-    store.mark_dead(play.id, 3.0, "gave up after 12 attempts: 500")
+    dead_row(store, "play", "play")
     store.enqueue([row("rating", action="rating")], 4.0)
     assert store.retry_dead(None, 5.0) == Retried(queued=1, superseded=0)
 
