@@ -29,8 +29,10 @@ from watchbridge.config import load_config
 from watchbridge.deliver.anilist import NAME, SKIPPED
 from watchbridge.errors import ConfigError
 from watchbridge.http import HttpClient, RetryPolicy
+from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.store import Store
+from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -62,17 +64,6 @@ def make_data(
         http=http,
         **kwargs,  # type: ignore[arg-type]
     )
-
-
-def alerting(
-    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock, problems: list[str]
-) -> AnimeData:
-    """`make_data` whose alerts (`on_problem`) land in `problems`."""
-
-    async def on_problem(message: str) -> None:
-        problems.append(message)
-
-    return make_data(tmp_path, fake, http, clock, on_problem=on_problem)
 
 
 async def test_first_use_downloads_every_dataset_and_maps(
@@ -144,8 +135,7 @@ async def test_runs_share_one_built_index_until_a_dataset_changes(
 async def test_a_failing_download_keeps_the_cached_copy_and_says_so(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
-    problems: list[str] = []
-    data = alerting(tmp_path, fake, http, clock, problems)
+    data = make_data(tmp_path, fake, http, clock)
     await data.index()
     clock.advance(DAY)
     fake.fail_next(8, 503)  # every dataset host is down (2 tries each)
@@ -153,18 +143,18 @@ async def test_a_failing_download_keeps_the_cached_copy_and_says_so(
     ref = index.episode_for(119661, 3, "tmdb")
     assert isinstance(ref, EpisodeRef) and ref.number == 41
     assert all(s.error and "using the cached copy from" in s.error for s in data.status())
-    assert problems == []  # logged only: the copy is one refresh period old
+    assert data.out_of_date(clock()) == []  # logged only: the copy is one refresh period old
 
 
 async def test_an_alert_once_the_cache_is_two_refresh_periods_old(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
-    problems: list[str] = []
-    data = alerting(tmp_path, fake, http, clock, problems)
+    data = make_data(tmp_path, fake, http, clock)
     await data.index()
     clock.advance(2 * DAY)
     fake.fail_next(8, 503)
     await data.index()
+    problems = data.out_of_date(clock())
     assert len(problems) == 4
     assert problems[0].startswith("anime dataset anibridge: refresh failed (")
     assert "using the cached copy from 2023-11-14" in problems[0]
@@ -173,8 +163,7 @@ async def test_an_alert_once_the_cache_is_two_refresh_periods_old(
 async def test_a_copy_upstream_keeps_confirming_raises_no_alert_for_one_failed_check(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
-    problems: list[str] = []
-    data = alerting(tmp_path, fake, http, clock, problems)
+    data = make_data(tmp_path, fake, http, clock)
     await data.index()
     for _ in range(2):  # 304 Not Modified: the copy is upstream's latest
         clock.advance(DAY)
@@ -182,39 +171,50 @@ async def test_a_copy_upstream_keeps_confirming_raises_no_alert_for_one_failed_c
     clock.advance(DAY)
     fake.fail_next(8, 503)
     await data.index()
-    assert problems == []
+    assert data.out_of_date(clock()) == []
 
 
 async def test_the_out_of_date_alert_says_when_the_copy_was_last_confirmed_current(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
-    problems: list[str] = []
-    data = alerting(tmp_path, fake, http, clock, problems)
+    data = make_data(tmp_path, fake, http, clock)
     await data.index()  # 2023-11-14
     clock.advance(DAY)
     await data.index()  # 304 Not Modified on 2023-11-15
     clock.advance(2 * DAY)
     fake.fail_next(8, 503)
     await data.index()
+    problems = data.out_of_date(clock())
     assert len(problems) == 4
     assert problems[0].endswith(
         "using the cached copy from 2023-11-14, last confirmed current on 2023-11-15"
     )
 
 
-async def test_the_alert_goes_to_the_configured_apprise_urls(
+async def test_the_hourly_check_alerts_once_per_throttle_window_and_resolves_when_current(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, receiver: AlertReceiver
 ) -> None:
     urls = "".join(f"      {name}: {url}\n" for name, url in fake.urls().items())
     path = write_config(
         tmp_path,
-        f"alerts:\n  urls: [{receiver.apprise_url}]\n"
+        f"alerts:\n  urls: [{receiver.apprise_url}]\n  throttle: 1d\n"
         f"services:\n  anilist:\n    mapping_urls:\n{urls}",
     )
-    fake.fail_next(8, 503)
-    data = from_config(load_config(path, {}), http=http)
-    await data.index()
-    assert receiver.titles() == ["Anime mapping datasets out of date"]
+    clock = FakeClock()
+    runtime = build_runtime(load_config(path, {}), clock=clock)
+    runtime.open()
+    try:
+        fake.fail_next(8, 503)  # no copy yet, and every host is down
+        await from_config(runtime.config, http=http, clock=clock).index()
+        for _ in range(3):  # three hourly checks while the hosts stay down
+            await check_anime_datasets(runtime)
+            clock.advance(3600)
+        assert receiver.titles() == [DATASETS_TITLE]
+        await from_config(runtime.config, http=http, clock=clock).refresh(force=True)
+        await check_anime_datasets(runtime)
+        assert receiver.titles() == [DATASETS_TITLE, f"Resolved: {DATASETS_TITLE}"]
+    finally:
+        runtime.close()
 
 
 async def test_a_failed_refresh_is_retried_within_the_hour_not_at_once(

@@ -5,8 +5,8 @@ they are never shipped), kept under the data dir next to the database, refreshed
 than `services.anilist.mapping_refresh`, and replaced only by a download that parses and is
 not much smaller than the last good copy. When a download fails the cached copy keeps
 working and the failure is logged; when there is no copy yet, or the copy was last confirmed
-current (a download, or a 304: upstream unchanged) two refresh periods ago, it is also handed to
-`on_problem` (an alert through `alerts.urls` by default).
+current (a download, or a 304: upstream unchanged) two refresh periods ago, `out_of_date` says
+so (the service's maintenance alerts through `alerts.urls`, and resolves once it is current).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,6 @@ MIN_SHARE = 0.9  # a refresh must keep at least this share of the last good row 
 RETRY_FAILED = 3600.0  # after a failed download, try again at most hourly
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-Problem = Callable[[str], Awaitable[None]]
-
 
 @dataclass(frozen=True)
 class DatasetStatus:
@@ -87,7 +85,6 @@ class AnimeData:
         overrides_path: Path | None = None,
         clock: Callable[[], float] = time.time,
         http: HttpClient | None = None,
-        on_problem: Problem | None = None,
     ) -> None:
         self.directory = directory
         merged = {**DEFAULT_URLS, **(urls or {})}
@@ -98,7 +95,6 @@ class AnimeData:
         self.clock = clock
         self._http = http
         self._own_http = http is None
-        self.on_problem = on_problem
         self._index: AnimeIndex | None = None
         self._index_key: tuple[Any, ...] | None = None
 
@@ -128,6 +124,17 @@ class AnimeData:
             known.update(name=name, url=url, cached=self.path(name).is_file())
             result.append(DatasetStatus(**known))
         return result
+
+    def out_of_date(self, now: float) -> list[str]:
+        """Why the mapping may be out of date, one line per dataset, where that matters: its
+        last refresh failed and there is no copy, or the copy was last confirmed current (a
+        download, or a 304: upstream unchanged) two refresh periods ago."""
+        return [
+            status.error
+            for status in self.status()
+            if status.error
+            and (not status.cached or now - (_confirmed_at(status) or 0) >= 2 * self.refresh_every)
+        ]
 
     def due(self, status: DatasetStatus, now: float) -> bool:
         if not status.cached or status.checked_at is None:
@@ -170,11 +177,6 @@ class AnimeData:
             message = _problem(status, exc)
             entry["error"] = message
             log.warning(message, extra={"dataset": status.name})
-            # Alert only when it matters: no copy at all, or one last confirmed current two
-            # refresh periods ago (a 304 confirms it without a new download).
-            age = now - (_confirmed_at(status) or 0) if status.cached else None
-            if self.on_problem is not None and (age is None or age >= 2 * self.refresh_every):
-                await self.on_problem(message)
         entry["checked_at"] = now
         meta[status.name] = entry
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -290,8 +292,6 @@ def from_config(config: Any, **kwargs: Any) -> AnimeData:
     overrides_path = Path(overrides) if overrides else None
     if overrides_path is not None and not overrides_path.is_absolute():
         overrides_path = Path(config.source).parent / overrides_path
-    if "on_problem" not in kwargs and config.alerts.urls:
-        kwargs["on_problem"] = _alert(config)
     return AnimeData(
         directory,
         urls=_configured_urls(getattr(anilist, "mapping_urls", None)),
@@ -299,19 +299,6 @@ def from_config(config: Any, **kwargs: Any) -> AnimeData:
         overrides_path=overrides_path,
         **kwargs,
     )
-
-
-def _alert(config: Any) -> Problem:
-    from watchbridge.alerts import Notifier
-
-    notifier = Notifier(config.alerts)
-
-    async def send(message: str) -> None:
-        await notifier.notify(
-            "service_unreachable", "Anime mapping datasets out of date", message, "anime-datasets"
-        )
-
-    return send
 
 
 def _configured_urls(urls: Any) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Housekeeping that keeps the database small over months, takes back deliveries a stopped
-process had claimed, and the AniList sign-in check: a background task, once an hour."""
+process had claimed, the AniList sign-in check and the anime datasets' age: a background
+task, once an hour."""
 
 from __future__ import annotations
 
@@ -41,11 +42,15 @@ class Maintenance:
                 )
                 for wake in runtime.on_enqueued:
                     wake()
-            try:
-                await check_anilist_tokens(runtime)
-            except Exception as exc:  # the pruning above must go on hourly regardless
-                log.warning("AniList sign-in check failed: %s", type(exc).__name__)
-                runtime.metrics.background_errors.labels("anilist-token-check").inc()
+            for check, name in (
+                (check_anilist_tokens, "anilist-token-check"),
+                (check_anime_datasets, "anime-datasets-check"),
+            ):
+                try:
+                    await check(runtime)
+                except Exception as exc:  # the pruning above must go on hourly regardless
+                    log.warning("%s failed: %s", name, type(exc).__name__)
+                    runtime.metrics.background_errors.labels(name).inc()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=EVERY)
             except TimeoutError:
@@ -75,3 +80,25 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
             await asyncio.to_thread(store.cache_put, ALERTED, alert.key, result, now, ALERTED_TTL)
             sent.append(alert.key)
     return sent
+
+
+DATASETS_TITLE = "Anime mapping datasets out of date"
+
+
+async def check_anime_datasets(runtime: Runtime) -> None:
+    """Alert (kind `service_unreachable`, throttled like any other) while the anime mapping
+    datasets cannot be refreshed and have no copy or one two refresh periods old; send the
+    recovery once they are current again. Reads their state on disk only: refreshing is the
+    deliveries' and link runs' business."""
+    if runtime.config.services.anilist is None:
+        return
+    from watchbridge import anime_data
+
+    data = anime_data.from_config(runtime.config)
+    problems = await asyncio.to_thread(data.out_of_date, runtime.clock())
+    if problems:
+        body = "\n".join(problems)
+        await runtime.notifier.notify("service_unreachable", DATASETS_TITLE, body, "anime-datasets")
+    else:
+        message = "The anime mapping datasets are current again."
+        await runtime.notifier.resolve("service_unreachable", message, "anime-datasets")
