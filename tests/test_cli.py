@@ -334,14 +334,17 @@ def test_a_secret_with_letters_beyond_ascii_works_in_the_url_and_the_header(
     service = ServiceProcess(path, port).start()
     try:
         by_url = httpx.post(generic, content=GENERIC_PLAY)
-        by_header = httpx.post(
-            f"{service.url}/webhooks/generic",
-            content=GENERIC_PLAY,
-            headers={"x-webhook-secret": "pässwörd-ß".encode()},
-        )
+        by_header = [  # UTF-8, or latin-1 as Python's http.client sends text headers
+            httpx.post(
+                f"{service.url}/webhooks/generic",
+                content=GENERIC_PLAY,
+                headers={"x-webhook-secret": "pässwörd-ß".encode(encoding)},
+            ).status_code
+            for encoding in ("utf-8", "latin-1")
+        ]
     finally:
         service.terminate()
-    assert (by_url.status_code, by_header.status_code) == (200, 200)
+    assert (by_url.status_code, by_header) == (200, [200, 200])
 
 
 def test_a_secret_holding_a_slash_is_left_out_of_the_urls_with_the_reason(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
-from watchbridge.config import parse_config
+from watchbridge.config import AlertsConfig, parse_config
 from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
 from watchbridge.deliver.worker import DeliveryWorker, backoff
@@ -332,6 +333,55 @@ async def test_an_account_limit_held_across_a_restart_ends_when_its_rows_go_out(
         assert [r.rating for r in trakt.ratings()] == [8]
         assert runtime.store.unmatched()
         assert receiver.titles()[-1] == "Resolved: watchbridge: trakt deliveries paused"
+
+
+async def test_the_rows_an_account_limit_remembers_stay_bounded_with_alerts_off(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    await close_targets(worker)
+    runtime.close()
+    quiet = build_runtime(replace(runtime.config, alerts=AlertsConfig()), clock=clock)
+    quiet.open()  # no alert is ever raised, so none is resolved either
+    worker = worker_for(quiet)
+    try:
+        trakt.advance(clock() - trakt.now())
+        for n in range(3):  # the ratings list fills up now and then, and clears
+            trakt.account_limit(1, route="POST /sync/ratings")
+            rating = _rating(ARRIVAL, clock() - 60, f"r{n}", 60 + 10 * n)
+            quiet.store.enqueue([rating], clock())
+            await worker.pass_once(quiet)  # held
+            clock.advance(7 * 3600)
+            trakt.advance(7 * 3600)
+            await worker.pass_once(quiet)  # goes out
+        _, remembered = quiet.store.cache_get("account-limit", "trakt:me", clock())
+        assert len(remembered) == 1  # the last one held; those before it are forgotten
+    finally:
+        await close_targets(worker)
+        quiet.close()
+
+
+async def test_a_play_beside_an_account_limit_writes_nothing_about_its_held_rows(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(100, route="POST /sync/ratings")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 60, "r1", 80)], clock())
+    await worker.pass_once(runtime)
+    written = runtime.store.db.execute(
+        "SELECT fetched_at FROM id_cache WHERE namespace = 'account-limit'"
+    ).fetchall()
+    for n in range(2):  # plays go out while the rating waits out its hold
+        clock.advance(60)
+        trakt.advance(60)
+        runtime.store.enqueue([_late_play(HEAT, clock() - (n + 1) * 86400, f"p{n}")], clock())
+        await worker.pass_once(runtime)
+    assert trakt.count("POST", "/sync/history") == 2
+    assert (
+        runtime.store.db.execute(
+            "SELECT fetched_at FROM id_cache WHERE namespace = 'account-limit'"
+        ).fetchall()
+        == written
+    )
 
 
 async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(

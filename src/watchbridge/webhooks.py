@@ -101,10 +101,17 @@ def rows_for(
     return rows
 
 
-def secret_ok(supplied: str | None, expected: str) -> bool:
+def secret_ok(supplied: str | bytes | None, expected: str) -> bool:
+    """The secret from the URL (text) or the header (bytes: UTF-8, or latin-1 as Python's
+    http.client sends text headers), compared in constant time."""
     if not supplied or not expected:
         return False
-    return hmac.compare_digest(supplied.encode(), expected.encode())
+    if isinstance(supplied, str):
+        return hmac.compare_digest(supplied.encode(), expected.encode())
+    forms = [expected.encode()]
+    with contextlib.suppress(UnicodeEncodeError):
+        forms.append(expected.encode("latin-1"))
+    return any([hmac.compare_digest(supplied, form) for form in forms])
 
 
 # --------------------------------------------------------------------------- route
@@ -297,7 +304,7 @@ async def _webhook(
         elif header == b"content-length" and declared is None:
             declared = value
         elif header == SECRET_HEADER_BYTES and header_secret is None:
-            header_secret = value.decode("utf-8", errors="replace")  # as the config holds it
+            header_secret = value
     if not secret_ok(secret or header_secret, runtime.webhook_secret):
         await _answer(
             runtime,

@@ -178,16 +178,21 @@ class _LimitedRows:
         self.store, self.key = store, key
 
     def add(self, ids: set[int], now: float) -> None:
-        _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
-        rows = sorted({*(known or []), *ids})
-        self.store.cache_put(self.NAMESPACE, self.key, rows, now, self.KEEP)
+        """Remember these rows beside those still waiting (the list stays bounded by them)."""
+        rows = self.store.pending_among(self._known(now)) | ids
+        self.store.cache_put(self.NAMESPACE, self.key, sorted(rows), now, self.KEEP)
 
     def still_waiting(self, now: float) -> bool:
         """Whether any of the rows is still waiting; forgets those that are not."""
-        _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
-        waiting = sorted(self.store.pending_among(known or []))
-        self.store.cache_put(self.NAMESPACE, self.key, waiting, now, self.KEEP)
+        known = self._known(now)
+        waiting = self.store.pending_among(known)
+        if waiting != set(known):  # a write only when a row went out
+            self.store.cache_put(self.NAMESPACE, self.key, sorted(waiting), now, self.KEEP)
         return bool(waiting)
+
+    def _known(self, now: float) -> list[int]:
+        _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
+        return list(known or [])
 
 
 def _gave_up(attempts: int, reason: str) -> str:
