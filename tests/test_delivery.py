@@ -474,6 +474,32 @@ async def test_a_rating_that_dies_behind_a_newer_one_raises_no_dead_letter_alert
     assert not any("gave up" in title for title in receiver.titles())
 
 
+@pytest.mark.parametrize(
+    "episode",
+    [
+        MediaRef("episode", show_ids=Ids(tvdb="81797"), show_title="One Piece", absolute=164),
+        # HAMA tvdb3: TheTVDB's season with the absolute number in it
+        MediaRef("episode", show_ids=Ids(tvdb="81797"), season=9, absolute=164),
+    ],
+    ids=["absolute", "hama-tvdb3"],
+)
+@pytest.mark.parametrize("live", [True, False], ids=["live", "late"])
+async def test_an_episode_known_by_its_absolute_number_lands_on_trakts_episode(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    episode: MediaRef,
+    live: bool,
+) -> None:
+    trakt.seed_reference_catalogue()  # One Piece S09E21 is Trakt's absolute 164
+    trakt.advance(clock() - trakt.now())
+    at = clock() - (10 if live else 3600)
+    runtime.store.enqueue([_late_play(episode, at, "p1", live=live)], clock())
+    await drain(worker, runtime, clock, passes=3, step=10)
+    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(9, 21)]
+
+
 async def test_account_limit_pauses_without_retrying(
     runtime: Runtime,
     worker: DeliveryWorker,

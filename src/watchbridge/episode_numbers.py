@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from watchbridge.http import ServiceError
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 from watchbridge.services.serializd import SerializdClient, SerializdItemError
-from watchbridge.services.trakt import EPISODE_IDS, TraktClient, TraktItemError
+from watchbridge.services.trakt import EPISODE_IDS, ListedSeason, TraktClient, TraktItemError
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,35 @@ class NumberSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def trakt_seasons(client: TraktClient, show: Ids) -> list[ListedSeason]:
+    """A show's season list on Trakt, found by its TMDB, TVDB or IMDb id ([] when Trakt has
+    no such show)."""
+    for name in ("tmdb", "tvdb", "imdb"):
+        value = getattr(show, name)
+        if value and (trakt := await client.show_id(name, value)) is not None:
+            try:
+                return await client.show_seasons(trakt)
+            except TraktItemError:
+                return []
+    return []
+
+
+def trakt_absolute(client: TraktClient) -> Callable[[Ids], Awaitable[dict[int, tuple[int, int]]]]:
+    """Trakt's (season, number) of each absolute number of a show (`number_abs`; the
+    specials of season 0 are not counted)."""
+
+    async def table(show: Ids) -> dict[int, tuple[int, int]]:
+        return {
+            episode.number_abs: (season.number, episode.number)
+            for season in await trakt_seasons(client, show)
+            if season.number > 0
+            for episode in season.episodes
+            if episode.number_abs is not None
+        }
+
+    return table
+
+
 class TraktNumbers:
     """Trakt's numbers: the show's Trakt id by id search, then its season list with episodes."""
 
@@ -75,20 +104,9 @@ class TraktNumbers:
         self.client = client
 
     async def fetch(self, show: Ids) -> dict[tuple[str, str], tuple[int, int]]:
-        trakt = None
-        for name in ("tmdb", "tvdb", "imdb"):
-            value = getattr(show, name)
-            if value and (trakt := await self.client.show_id(name, value)) is not None:
-                break
-        if trakt is None:
-            return {}
-        try:
-            seasons = await self.client.show_seasons(trakt)
-        except TraktItemError:
-            return {}
         return {
             pair: (season.number, episode.number)
-            for season in seasons
+            for season in await trakt_seasons(self.client, show)
             for episode in season.episodes
             for pair in _matchable(episode.ids)
         }

@@ -74,6 +74,38 @@ def apply_match(item: MediaRef, result: dict[str, Any]) -> MediaRef:
     )
 
 
+AbsoluteTable = Callable[[Ids], Awaitable[dict[int, tuple[int, int]]]]
+
+
+class AbsolutePlacer:
+    """Trakt's season and number of an episode known only by its absolute number (HAMA
+    tvdb3/tvdb4, a generic webhook's `item.absolute`): Trakt's history takes no `number_abs`,
+    so the show's season list (its episodes' `number_abs`) places it; cached per show."""
+
+    namespace = "trakt-absolute"
+
+    def __init__(self, table: AbsoluteTable, cache: IdCache, clock: Callable[[], float]) -> None:
+        self.table = table
+        self.cache = cache
+        self.clock = clock
+
+    async def place(self, item: MediaRef) -> MediaRef:
+        if item.kind != "episode" or item.number is not None or item.absolute is None:
+            return item
+        if not has_trakt_ids(item.show_ids):
+            return item
+        show = ":".join(next(iter(item.show_ids.present().items())))
+        hit, places = self.cache.cache_get(self.namespace, show, self.clock())
+        if not hit:
+            places = {str(k): v for k, v in (await self.table(item.show_ids)).items()}
+            ttl = FOUND_TTL if places else MISSING_TTL
+            self.cache.cache_put(self.namespace, show, places, self.clock(), ttl)
+        found = (places or {}).get(str(item.absolute))
+        if found is None:
+            return item
+        return replace(item, season=int(found[0]), number=int(found[1]))
+
+
 class TraktResolver:
     """Finds Trakt ids for items by searching their other ids; remembers answers."""
 

@@ -27,8 +27,9 @@ from watchbridge.deliver.worker import (
     service_hold,
     unsure,
 )
+from watchbridge.episode_numbers import trakt_absolute
 from watchbridge.http import RateLimited, Unavailable
-from watchbridge.ids import TRAKT, Enricher, TraktResolver
+from watchbridge.ids import TRAKT, AbsolutePlacer, Enricher, TraktResolver
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.playback import shortest_viewing
 from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
@@ -123,6 +124,7 @@ class TraktTarget:
         self.config = config
         self.clock = clock
         self.resolver = TraktResolver(client.search, store, clock)
+        self.placer = AbsolutePlacer(trakt_absolute(client), store, clock)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -174,6 +176,8 @@ class TraktTarget:
                 enriched = await self.enricher.enrich(item, TRAKT, source, search_trakt=False)
                 item = enriched.item
                 problem = f" ({enriched.problem.message})" if enriched.problem else ""
+            if not can_send(item):
+                item = await self.placer.place(item)  # known by its absolute number only
             if not can_send(item):
                 found = await self.resolver.resolve(item)
                 if found is None or not can_send(found):
