@@ -359,7 +359,9 @@ async def test_a_failed_alert_whose_condition_cleared_is_not_sent_again(
 # --------------------------------------------------------------------------- across restarts
 
 
-def remembering(notifier: Notifier, store: Store, clock: FakeClock) -> Notifier:
+def remembering(store: Store, clock: FakeClock, *urls: str) -> Notifier:
+    """A notifier (one start of the service) keeping its alerts in `store`."""
+    notifier = notifier_for(*urls, clock=clock)
     notifier.remember_in(AlertMemory(store, clock))
     return notifier
 
@@ -368,9 +370,9 @@ async def test_an_alert_raised_before_a_restart_gets_its_recovery_after_it(
     receiver: Receiver, store: Store
 ) -> None:
     clock = FakeClock()
-    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    before = remembering(store, clock, receiver.apprise_url)
     await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
-    after = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    after = remembering(store, clock, receiver.apprise_url)
     assert after.raised("sync_failing", "ts")
     assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "sent"
     assert titles(receiver) == ["link ts keeps failing", "Resolved: link ts keeps failing"]
@@ -380,10 +382,10 @@ async def test_a_condition_going_on_across_a_restart_stays_throttled(
     receiver: Receiver, store: Store
 ) -> None:
     clock = FakeClock()
-    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    before = remembering(store, clock, receiver.apprise_url)
     await before.notify("credentials", "sign in again", "refused", key="trakt:me")
     clock.advance(600)
-    after = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    after = remembering(store, clock, receiver.apprise_url)
     assert await after.notify("credentials", "sign in again", "refused", key="trakt:me") == (
         "suppressed"
     )
@@ -394,10 +396,10 @@ async def test_a_recovery_sent_before_a_restart_is_not_sent_again(
     receiver: Receiver, store: Store
 ) -> None:
     clock = FakeClock()
-    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    before = remembering(store, clock, receiver.apprise_url)
     await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
     await before.resolve("sync_failing", "link ts syncs again", key="ts")
-    after = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    after = remembering(store, clock, receiver.apprise_url)
     assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
 
 
@@ -405,9 +407,9 @@ async def test_alerts_switched_off_before_a_restart_owe_no_recovery(
     receiver: Receiver, store: Store
 ) -> None:
     clock = FakeClock()
-    before = remembering(notifier_for(receiver.apprise_url, clock=clock), store, clock)
+    before = remembering(store, clock, receiver.apprise_url)
     await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
-    after = remembering(notifier_for(clock=clock), store, clock)  # alerts.urls emptied
+    after = remembering(store, clock)  # alerts.urls emptied
     assert not after.raised("sync_failing", "ts")
     assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
 

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
 
 import apprise
 
 from watchbridge.config import AlertsConfig, Secret
 from watchbridge.logs import Redactor
+from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -181,22 +181,12 @@ class Remembered:
     open: bool
 
 
-class Cache(Protocol):
-    """What the memory needs of the store (Store.cache_get / cache_put)."""
-
-    def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]: ...
-
-    def cache_put(
-        self, namespace: str, lookup: str, value: Any, now: float, ttl: float
-    ) -> None: ...
-
-
 class AlertMemory:
     """The alerts that reached the human, in the store's cache (one small JSON value)."""
 
     NAMESPACE, LOOKUP, KEEP = "alerts", "reached", 400 * 86400.0
 
-    def __init__(self, cache: Cache, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cache: Store, clock: Callable[[], float] = time.time) -> None:
         self.cache, self.clock = cache, clock
 
     def load(self) -> list[Remembered]:

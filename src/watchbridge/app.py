@@ -35,7 +35,7 @@ from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
 from watchbridge.alerts import AlertMemory, Notifier
-from watchbridge.config import SECRET_IN_HEADER_ONLY, URL_SPLITTING, Config, targets_for
+from watchbridge.config import SECRET_IN_HEADER_ONLY, Config, fits_in_url, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.store import IngestWriter, Store
@@ -149,7 +149,7 @@ def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[st
     """What a user must hear about at start-up though the service can run."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
     secret = config.server.webhook_secret
-    if secret and URL_SPLITTING in secret.reveal():
+    if secret and not fits_in_url(secret.reveal()):
         warnings.append(f"server.webhook_secret: {SECRET_IN_HEADER_ONLY}")
     if not config.profiles:
         warnings.append(

@@ -18,10 +18,10 @@ import click
 from watchbridge import __version__
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
-    URL_SPLITTING,
     Config,
     Secret,
     find_config,
+    fits_in_url,
     load_config,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
@@ -167,7 +167,7 @@ def _storage_problem(path: Path) -> str | None:
 def _secret_summary(secret: Secret | None) -> str:
     if not secret:
         return "generated on first start"
-    return f"set ({SECRET_IN_HEADER_ONLY})" if URL_SPLITTING in secret.reveal() else "set"
+    return "set" if fits_in_url(secret.reveal()) else f"set ({SECRET_IN_HEADER_ONLY})"
 
 
 def _summary(config: Config) -> str:
@@ -338,7 +338,7 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
         secret = webhook_secret(config, store, time.time())
     port = config.server.webhook_port or config.server.port
     base = f"http://{host or 'WATCHBRIDGE-HOST'}:{port}"
-    in_url = URL_SPLITTING not in secret
+    in_url = fits_in_url(secret)
     for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
         # Quoted: # ? % and spaces arrive whole once the server decodes the path.
         tail = f"/{urllib.parse.quote(secret, safe='')}" if in_url else ""

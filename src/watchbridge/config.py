@@ -478,13 +478,16 @@ def _list_kind_problems(where: str, link: Link) -> list[tuple[str, str]]:
     return problems
 
 
-# A webhook secret holding this cannot be part of a URL (the server decodes %2F before it
-# splits the path): such a secret works in the X-Webhook-Secret header only.
-URL_SPLITTING = "/"
 SECRET_IN_HEADER_ONLY = (
     "it holds '/', so it works only in the X-Webhook-Secret header (Jellyfin, Tautulli,"
     " curl); Plex and Emby need it in the URL: choose one without '/'"
 )
+
+
+def fits_in_url(secret: str) -> bool:
+    """Whether a webhook secret can be part of a URL: not with a '/' (the server decodes %2F
+    before it splits the path); such a secret works in the X-Webhook-Secret header only."""
+    return "/" not in secret
 
 
 def same_account(name: str) -> str:

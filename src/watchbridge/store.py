@@ -261,11 +261,12 @@ RATING_ACTIONS = ("rating", "remove_rating")
 # retried, even after the newer row is pruned, it would overwrite what the user chose since.
 # Applied when a rating is queued, when one dies, and when dead letters are retried; callers
 # add `AND <their filter>`.
+_RATINGS_SQL = "(" + ", ".join(f"'{action}'" for action in RATING_ACTIONS) + ")"
 _SUPERSEDE_DEAD_RATINGS = (
     "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
-    " WHERE status = 'dead' AND action IN ('rating', 'remove_rating') AND EXISTS (SELECT 1"
+    f" WHERE status = 'dead' AND action IN {_RATINGS_SQL} AND EXISTS (SELECT 1"
     " FROM outbox AS newer WHERE newer.ordering_key = outbox.ordering_key"
-    " AND newer.id > outbox.id AND newer.action IN ('rating', 'remove_rating'))"
+    f" AND newer.id > outbox.id AND newer.action IN {_RATINGS_SQL})"
 )
 
 
