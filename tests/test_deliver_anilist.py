@@ -43,9 +43,11 @@ from watchbridge.deliver.anilist import (
     rating_write,
     removal_write,
     season_owner,
+    shows,
     skipped_titles,
 )
 from watchbridge.deliver.worker import DeliveryWorker, Hold
+from watchbridge.http import RetryPolicy
 from watchbridge.ids import Enricher
 from watchbridge.ingest import jellyfin
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -222,6 +224,25 @@ def test_a_finish_date_missing_its_day_or_month_stands_for_the_whole_month_or_ye
 def test_an_undated_play_sets_no_dates() -> None:
     assert play_write(None, PART_2, 2, UNDATED, rewatch=False) == EntryWrite(
         PART_2, status="CURRENT", progress=2
+    )
+
+
+def test_a_listed_entry_holding_every_episode_is_completed_by_its_last_episodes_play() -> None:
+    # What a new entry looks like when the save that would complete it failed.
+    listed = current(progress=12, started_at=TODAY)
+    assert play_write(listed, PART_2, 12, AT, rewatch=True) == EntryWrite(
+        PART_2, status="COMPLETED", progress=12, completed_at=TODAY
+    )
+    assert play_write(listed, PART_2, 5, AT, rewatch=True) is None
+
+
+def test_an_entry_shows_a_save_when_it_holds_its_status_and_at_least_its_counts() -> None:
+    completing = EntryWrite(PART_2, status="COMPLETED", progress=12)
+    assert shows(current(status="COMPLETED", progress=12), completing)
+    assert not shows(current(progress=12), completing)
+    assert shows(current(status="COMPLETED", progress=1, repeat=2), EntryWrite(PART_2, repeat=2))
+    assert not shows(
+        current(status="COMPLETED", progress=1, repeat=1), EntryWrite(PART_2, repeat=2)
     )
 
 
@@ -955,3 +976,126 @@ async def test_a_rewatch_after_old_rows_were_pruned_is_counted(
     enqueue(runtime, "play", episode(1, show=998), clock() - 60, live=True)
     await worker.pass_once(runtime)
     assert fake.snapshot()[6666]["repeat"] == 2
+
+
+def without_inline_backoff(target: AniListTarget) -> None:
+    target.client.http.retry = RetryPolicy(attempts=3, backoff=0.0)
+
+
+async def test_a_first_completion_saved_just_before_a_crash_is_not_a_rewatch(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    one_episode = 5555  # an OVA not on the list yet: the webhook's play completes it
+    LATER[("999", 1, 1)] = (one_episode, 1)
+    fake.add_media(one_episode, episodes=1)
+    enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
+    claimed = runtime.store.claim(worker.worker_id, clock(), 10, ["anilist"])
+    await target.deliver(claimed, clock())  # AniList saves it; the process dies before settling
+    runtime.store.release_claims(clock())  # the restart
+    await worker.pass_once(runtime)
+    assert (fake.snapshot()[one_episode]["status"], fake.snapshot()[one_episode]["repeat"]) == (
+        "COMPLETED",
+        0,
+    )
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_movie_completion_whose_answer_was_lost_is_not_a_rewatch(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    without_inline_backoff(target)
+    movie_entry = 5556
+    fake.add_media(movie_entry, episodes=1)
+    LATER[(None, None, None)] = (movie_entry, 1)
+    movie = MediaRef("movie", ids=Ids(tmdb="99002"), title="An Anime Movie")
+    from_webhook(runtime, MediaEvent("jellyfin", "stop", movie, played=True))
+    fake.lose_answers("SaveMediaListEntry", 3)  # saved every time, never heard of
+    await worker.pass_once(runtime)
+    clock.now += 3600  # the hold is over
+    worker.held_until.clear()
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert (fake.snapshot()[movie_entry]["status"], fake.snapshot()[movie_entry]["repeat"]) == (
+        "COMPLETED",
+        0,
+    )
+
+
+@pytest.mark.parametrize("episodes", [1, 12])
+async def test_a_new_entry_whose_completing_save_failed_is_completed_when_tried_again(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    episodes: int,
+) -> None:
+    without_inline_backoff(target)
+    media = 5558
+    LATER[("999", 1, episodes)] = (media, episodes)
+    fake.add_media(media, episodes=episodes)
+    enqueue(runtime, "play", episode(episodes, show=999), clock() - 60, live=True)
+    fake.fail_operation("SaveMediaListEntry", 3, 500, skip=1)  # the second save, and its retries
+    await worker.pass_once(runtime)
+    assert fake.snapshot()[media]["status"] == "CURRENT"
+    clock.now += 3600
+    worker.held_until.clear()
+    await drain(worker, runtime)
+    entry = fake.snapshot()[media]
+    assert (entry["status"], entry["progress"]) == ("COMPLETED", episodes)
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_save_anilist_always_fails_ends_as_a_dead_letter_and_holds_no_later_play(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    without_inline_backoff(target)
+    fake.fail_operation("SaveMediaListEntry", 10**6, 500, media_id=PART_2)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    other = 5557
+    LATER[("999", 1, 1)] = (other, 1)
+    fake.add_media(other, episodes=12)
+    enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
+    for _ in range(5):  # the failing one backs off further each time: the other gets through
+        await worker.pass_once(runtime)
+        clock.now += runtime.config.delivery.retry_after + 1
+        worker.held_until.clear()
+    assert fake.snapshot()[other]["progress"] == 1
+    for _ in range(24 * 4):  # the failing one backs off, and gives up
+        clock.now += 3600
+        worker.held_until.clear()
+        await worker.pass_once(runtime)
+    counts = runtime.store.outbox_counts()
+    assert (counts["done"], counts["dead"], counts["pending"]) == (1, 1, 0)
+
+
+async def test_a_read_anilist_fails_spends_no_attempt_of_the_row_it_held(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    without_inline_backoff(target)
+    fake.add_entry(PART_2, status="CURRENT", progress=3)
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
+    enqueue(runtime, "rating", season, clock() - 60, rating=80)
+    fake.fail_operation("Viewer", 10**6, 500)  # the score format cannot be read
+    for _ in range(runtime.config.delivery.max_attempts + 2):
+        clock.now += 3600
+        worker.held_until.clear()
+        await worker.pass_once(runtime)
+    ((attempts, status),) = runtime.store.db.execute("SELECT attempts, status FROM outbox")
+    assert (attempts, status) == (0, "pending")  # AniList is failing, not this row

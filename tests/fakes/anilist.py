@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import FakeServer, Request, Response, json_response, route
+from .base import FakeServer, Request, Response, _Knob, json_response, route
 
 CLIENT_ID = "12345"
 CLIENT_SECRET = "fake-anilist-client-secret"
@@ -181,8 +181,8 @@ class FakeAniList(FakeServer):
     ``generate_list``; sign in with ``issue_token`` / ``authorize`` (pin-page code).
     Inspect: ``user(...).entries``, ``operations`` (names of the GraphQL operations served).
     Misbehave: ``limit``, ``burst_limit``/``burst_window``/``burst_retry_after``,
-    ``send_rate_headers``, ``disabled``, ``fail_graphql_next``, ``expire_tokens`` (plus the
-    base's knobs). Clock: ``now``, ``advance``.
+    ``send_rate_headers``, ``disabled``, ``fail_graphql_next``, ``fail_operation``,
+    ``lose_answers``, ``expire_tokens`` (plus the base's knobs). Clock: ``now``, ``advance``.
     """
 
     def __init__(self) -> None:
@@ -305,6 +305,40 @@ class FakeAniList(FakeServer):
         """The next GraphQL request answers HTTP 200 with an ``errors`` array (§1)."""
         with self.lock:
             self._graphql_failures.append((message, status))
+
+    def fail_operation(
+        self,
+        operation: str,
+        n: int,
+        status: int = 500,
+        *,
+        media_id: int | None = None,
+        skip: int = 0,
+    ) -> None:
+        """Answer the next ``n`` requests of ``operation`` (``SaveMediaListEntry``, ``Viewer``,
+        ...; of title ``media_id`` if given; after letting ``skip`` through) with HTTP
+        ``status`` and an error page, without running them (AniList's bad moments, §3)."""
+        error = Response(status, b"<html><body>Internal Server Error</body></html>")
+        error.headers["Content-Type"] = "text/html"
+        self._queue(
+            _OperationKnob(
+                "fail",
+                n,
+                None,
+                error,
+                owner=self,
+                operation=operation,
+                media_id=media_id,
+                skip=skip,
+            )
+        )
+
+    def lose_answers(self, operation: str, n: int) -> None:
+        """Run the next ``n`` requests of ``operation``, then close the connection without
+        answering: AniList did the work, the client never hears of it."""
+        self._queue(
+            _OperationKnob("drop", n, None, after_handler=True, owner=self, operation=operation)
+        )
 
     # ======================================================================================
     # OAuth
@@ -584,3 +618,40 @@ class FakeAniList(FakeServer):
                 e.media.id: copy.deepcopy(e.to_json(owner.score_format, True))
                 for e in owner.entries.values()
             }
+
+
+@dataclass
+class _OperationKnob(_Knob):
+    """A base-fake knob for one GraphQL operation (see ``FakeAniList.fail_operation``)."""
+
+    owner: FakeAniList | None = None
+    operation: str = ""
+    media_id: int | None = None
+    skip: int = 0
+
+    def applies(self, req: Request) -> bool:
+        try:
+            body = req.json()
+        except ValueError:
+            return False
+        if not isinstance(body, dict) or self.operation not in str(body.get("query")):
+            return False
+        if (
+            self.media_id is not None
+            and self._media_of(body.get("variables") or {}) != self.media_id
+        ):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def _media_of(self, variables: dict[str, Any]) -> int | None:
+        if "mediaId" in variables:
+            return int(variables["mediaId"])
+        assert self.owner is not None
+        for user in self.owner.users.values():
+            entry = user.entries.get(variables.get("id"))
+            if entry is not None:
+                return entry.media.id
+        return None

@@ -19,9 +19,12 @@ rewatched entry holds (an undated one, one older than the finish) is counted alr
 link reader keeps it as an absorbed play once its row is done. A link queues a rewatch in no
 particular order, so the rows of a batch go in the order they were watched, and a new
 viewing of a later episode of a completed entry waits once (`REWATCH_WAIT`) before it is
-counted, letting the episode 1 queued behind it start the rewatch first. A write that counts
-a rewatch (`repeat`) is relative to what AniList shows, so the count it sets is noted before it
-goes out: after a crash, an entry already showing it is not counted again.
+counted, letting the episode 1 queued behind it start the rewatch first. What a play's save
+sets is noted before it goes out: after a crash or a lost answer, an entry already showing it is
+done, so the viewing is not counted again (a first completion would become a rewatch). A new
+entry that reaches its episode count is completed by a second save; if that one failed, the
+play tried again completes it. A save AniList keeps failing (a 500) spends the row's attempts
+and ends as a dead letter; the rows behind it are held without spending.
 
 Scores go as `scoreRaw` and are skipped when the user would see no
 difference in their format (raw 70 and 80 are both 4 stars: no flapping); a season shared by
@@ -69,6 +72,7 @@ from watchbridge.deliver.worker import (
     Skipped,
     enriched,
     per_profile,
+    service_hold,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
@@ -92,10 +96,10 @@ log = logging.getLogger(__name__)
 
 NAME = "anilist"
 ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
-# mirror: a row's idempotency key -> the rewatch count its write sets (kept: a crash may come
-# any time before the row is settled; one small entry per rewatch of a movie or one-episode
-# entry)
-REPEATS = "repeats_sent"
+# store cache: a play row's idempotency key -> what its save sets (status, progress, rewatch
+# count), noted before the save goes out and kept while the row may be tried again
+SENT = "anilist-play-saves"
+SENT_KEEP = 60 * 86400.0
 CURSOR = "entries_updated_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
@@ -184,9 +188,11 @@ def play_write(
         if episode > current.progress:  # finished short of its count: the episode is news
             return EntryWrite(media_id, progress=episode)
         return None
-    if episode <= current.progress:
-        return None
     ends = whole or (total is not None and episode >= total)
+    # A new entry is completed by a second save (finish_write): if that one failed, the last
+    # episode's play tried again finds it listed with every episode, and completes it.
+    if episode <= current.progress and not (ends and current.status == "CURRENT"):
+        return None
     if current.status == "REPEATING":
         if not rewatch:
             return None  # an older viewing: the first pass holds it
@@ -206,6 +212,16 @@ def play_write(
             completed_at=completed,
         )
     return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=started)
+
+
+def shows(entry: ListEntry, write: EntryWrite) -> bool:
+    """Whether `entry` already holds what `write` sets: its status, and at least its progress
+    and rewatch count."""
+    return (
+        (write.status is None or entry.status == write.status)
+        and (write.progress is None or entry.progress >= write.progress)
+        and (write.repeat is None or entry.repeat >= write.repeat)
+    )
 
 
 def waits_for_start(current: ListEntry | None, episode: int, rewatch: bool) -> bool:
@@ -655,6 +671,12 @@ class AniListTarget:
                 )
             except (AniListValidationError, AniListNotFound) as exc:
                 outcomes[row.id] = Dead(exc.message)
+            except Unavailable as exc:
+                # Where AniList answered this row's own write with an error, the row spends an
+                # attempt and backs off, so one that always fails ends as a dead letter; the
+                # rows after it are held without spending (per_profile) and get through.
+                outcomes[row.id] = service_hold(exc, self.config.retry_after)
+                raise
 
     async def _counts(self, profile: str, media_ids: set[int]) -> dict[int, int | None]:
         if not media_ids:
@@ -700,6 +722,11 @@ class AniListTarget:
         current = entries.get(media_id)
         at = float(row.payload.get("at") or UNDATED)
         if row.action == "play":
+            sent = await self._sent(row)
+            if sent is not None and current is not None and shows(current, sent):
+                # Saved before a crash, or its answer was lost: counting it again would make
+                # a first viewing a rewatch (or count a rewatch twice).
+                return Delivered(f"already saved (AniList progress {current.progress})")
             link = "link" in row.payload
             # A skipped row queued again (see recheck_skipped) comes late: the entry may have
             # counted this viewing meanwhile (a link), so it is dated like a link's play.
@@ -715,16 +742,11 @@ class AniListTarget:
                 return Delivered(
                     f"already counted (AniList progress {current and current.progress})"
                 )
-            if write.repeat is not None:
-                # A rewatch count is relative to what AniList shows: one that landed before a
-                # crash kept us from recording it must not be counted again.
-                sent = await self._repeat_sent(profile, row)
-                if sent is not None and current is not None and current.repeat >= sent:
-                    return Delivered(f"already counted (rewatch {sent}, saved before a restart)")
-                await self._note_repeat(profile, row, write.repeat)
+            await self._note_sent(row, write)
             saved = await self._save(profile, write, current, entries)
             finish = finish_write(saved, at) if current is None else None
             if finish is not None:
+                await self._note_sent(row, finish)
                 saved = await self._save(profile, finish, saved, entries)
             await self._clear_unmatched(profile, row)
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
@@ -774,16 +796,31 @@ class AniListTarget:
         if forget:
             await asyncio.to_thread(self.store.mirror_remove, NAME, profile, SKIPPED, forget)
 
-    async def _repeat_sent(self, profile: str, row: OutboxItem) -> int | None:
+    async def _sent(self, row: OutboxItem) -> EntryWrite | None:
+        """What an earlier try of this play row was about to save, if any."""
         # Keyed by the idempotency key: row ids come back after old rows are pruned.
-        key = row.idempotency_key
-        noted = await asyncio.to_thread(self.store.mirror_get_prefixed, NAME, profile, REPEATS, key)
-        value = noted.get(key)
-        return int(value) if value is not None else None
+        now = self.clock()
+        _, noted = await asyncio.to_thread(self.store.cache_get, SENT, row.idempotency_key, now)
+        if not isinstance(noted, dict):
+            return None
+        return EntryWrite(
+            int(noted["media_id"]),
+            status=noted["status"],
+            progress=noted["progress"],
+            repeat=noted["repeat"],
+        )
 
-    async def _note_repeat(self, profile: str, row: OutboxItem, repeat: int) -> None:
-        noted = {row.idempotency_key: repeat}
-        await asyncio.to_thread(self.store.mirror_put, NAME, profile, REPEATS, noted, self.clock())
+    async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
+        noted = {
+            "media_id": write.media_id,
+            "status": write.status,
+            "progress": write.progress,
+            "repeat": write.repeat,
+        }
+        keep = max(SENT_KEEP, 2 * self.config.max_age)
+        await asyncio.to_thread(
+            self.store.cache_put, SENT, row.idempotency_key, noted, self.clock(), keep
+        )
 
     async def _clear_unmatched(self, profile: str, row: OutboxItem) -> None:
         """A play that maps now is no longer unmatched (after a dataset refresh)."""

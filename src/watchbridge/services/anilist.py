@@ -753,6 +753,8 @@ class AniListClient:
             # Reads are safe to resend, and every write sets absolute values (progress 5,
             # status COMPLETED): sending one twice changes nothing.
             idempotent=True,
+            # Every request is a POST: only a mutation's failure can be the fault of a row.
+            write=query.lstrip().startswith("mutation"),
         )
         try:
             body = response.json()
