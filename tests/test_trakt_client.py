@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -227,6 +229,89 @@ async def test_a_refresh_answered_by_something_else_than_trakt_is_tried_later(
     with pytest.raises(Unavailable, match="not Trakt's"):
         await client.last_activities(PROFILE)
     await client.last_activities(PROFILE)  # the sign-in was not spent
+
+
+async def test_an_outage_of_the_sign_in_host_before_the_token_expires_stops_no_call(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Tokens are refreshed at 75 % of their life: the rest is there to ride out such outages.
+    sign_in_trakt(store, trakt, PROFILE, now=time.time() - 0.8 * trakt.token_lifetime)
+    trakt.fail_next(10, 503, route="POST /oauth/token")
+    await client.last_activities(PROFILE)
+    await client.last_activities(PROFILE)
+    assert trakt.count("POST", "/oauth/token") == 2  # one refresh (two tries), then a pause
+
+
+async def test_a_wrong_client_secret_at_sign_in_names_the_settings(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    client = client_with_secret(trakt, store, "not-the-secret")
+    try:
+        with pytest.raises(TraktAuthError, match=r"services\.trakt\.client_secret"):
+            await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    finally:
+        await client.aclose()
+
+
+async def test_a_wrong_client_secret_at_refresh_names_the_settings_not_a_new_sign_in(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    client = client_with_secret(trakt, store, "not-the-secret")
+    try:
+        with pytest.raises(TraktAuthError, match=r"services\.trakt\.client_secret") as refused:
+            await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    assert "watchbridge auth trakt --profile" not in str(refused.value)
+
+
+def client_with_secret(trakt: FakeTrakt, store: Store, secret: str) -> TraktClient:
+    config = TraktConfig(CLIENT_ID, Secret(secret), api_url=trakt.url, auth_url=trakt.url)
+    return TraktClient(config, store, sleep=no_wait)
+
+
+async def test_clients_of_one_account_pace_their_writes_together(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # The delivery worker and a link's writer each have a client; Trakt counts the account.
+    trakt.enforce_rate_limits = True
+    signed_in(trakt, store)
+    deliver, link = (
+        client_with_secret(trakt, store, CLIENT_SECRET),
+        client_with_secret(trakt, store, CLIENT_SECRET),
+    )
+    movie = a_movie(trakt)
+    try:
+        await asyncio.gather(
+            deliver.scrobble(PROFILE, "start", movie, 10), link.add_watchlist(PROFILE, [movie])
+        )
+    finally:
+        await deliver.aclose()
+        await link.aclose()
+    assert [r.status for r in trakt.requests if r.method == "POST"] == [201, 201]
+
+
+async def test_a_429_one_client_got_pauses_the_other_clients_of_the_account(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    deliver, reader = (
+        client_with_secret(trakt, store, CLIENT_SECRET),
+        client_with_secret(trakt, store, CLIENT_SECRET),
+    )
+    trakt.throttle_next(1, retry_after=120, route="GET /sync/last_activities")
+    try:
+        with pytest.raises(RateLimited):
+            await deliver.last_activities(PROFILE)
+        asked = len(trakt.requests)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.last_activities(PROFILE), timeout=0.5)
+    finally:
+        await deliver.aclose()
+        await reader.aclose()
+    assert len(trakt.requests) == asked  # the reader waits out the Retry-After too
 
 
 async def test_device_sign_in_keeps_polling_through_a_gateway_error(

@@ -7,6 +7,7 @@ goes through the shared HTTP policy (`watchbridge.http`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -108,6 +109,12 @@ DevicePoll = Literal[
     "approved", "pending", "slow_down", "invalid", "already_used", "expired", "denied"
 ]
 REFRESH_RACE_SECONDS = 2.0  # how long another process may take to store a pair it refreshed
+# A refresh that failed on an outage while the access token still works is tried again this
+# much later; the token is used meanwhile, up to this margin before it expires.
+REFRESH_RETRY_SECONDS = 300.0
+EXPIRY_MARGIN_SECONDS = 120.0
+
+log = logging.getLogger(__name__)
 
 # One refresh at a time per sign-in in this process, whichever client asks (the delivery
 # target and each link's reader have their own): a refresh token is good for one use only.
@@ -120,6 +127,22 @@ def _refresh_lock(sign_in: tuple[str, str, str]) -> asyncio.Lock:
     """The lock of one (auth URL, client id, profile) on the running event loop."""
     locks = _REFRESH_LOCKS.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(sign_in, asyncio.Lock())
+
+
+# Trakt limits an account, not a client: every client in the process (the delivery worker, a
+# link's reader and writer) paces one account's requests together, and a 429 pauses them all.
+_PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, str], Pacer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _account_pacer(account: tuple[str, str, str]) -> Pacer:
+    """The pacer of one (API URL, client id, profile or "" for calls without a sign-in) on
+    the running event loop."""
+    pacers = _PACERS.setdefault(asyncio.get_running_loop(), {})
+    if account not in pacers:
+        pacers[account] = _pacer()
+    return pacers[account]
 
 
 _DEVICE_STATUS: dict[int, DevicePoll] = {
@@ -465,6 +488,7 @@ class TraktClient:
         self.clock = clock
         self.sleep = sleep
         self.seeded = seeded_refresh_tokens or {}
+        self._refresh_failed_at: dict[str, float] = {}  # profile -> a refresh lost to an outage
         self.http = HttpClient(
             SERVICE,
             config.api_url,
@@ -479,6 +503,14 @@ class TraktClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def _pacer_of(self, account: str) -> Pacer:
+        """The account's pacer, shared by every client of this Trakt app in the process; one
+        set on this client's `http.pacers` instead (benches and tests lift the pacing)."""
+        own = self.http.pacers.get(account)
+        if own is not None:
+            return own
+        return _account_pacer((self.config.api_url, self.config.client_id, account))
 
     # ------------------------------------------------------------------ sign-in
 
@@ -524,6 +556,8 @@ class TraktClient:
         response = await self._oauth(
             "device/token", {"code": device_code, **self._client_auth()}, frozenset({429})
         )
+        if response.status_code == 401:  # not among the poll's statuses: the app's credentials
+            raise TraktAuthError(SERVICE, _client_refused(response))
         status = _DEVICE_STATUS.get(response.status_code)
         if status is None:
             raise TraktError(SERVICE, f"device token poll answered {response.status_code}")
@@ -598,7 +632,33 @@ class TraktClient:
                     f"profile {profile} is not signed in to Trakt: "
                     f"run `watchbridge auth trakt --profile {profile}`",
                 )
-            fresh = await self._refresh(profile, refresh_token)
+            # Refreshing early (at 75 % of the token's life) leaves time to ride out an outage
+            # of Trakt's sign-in host: meanwhile the token that still works is used.
+            now = self.clock()
+            still_works = (
+                current.access_token
+                if current is not None
+                and rejected is None
+                and now < current.expires_at - EXPIRY_MARGIN_SECONDS
+                else None
+            )
+            failed_at = self._refresh_failed_at.get(profile)
+            if still_works and failed_at is not None and now - failed_at < REFRESH_RETRY_SECONDS:
+                return still_works
+            try:
+                fresh = await self._refresh(profile, refresh_token)
+            except Unavailable as exc:
+                if not still_works:
+                    raise
+                self._refresh_failed_at[profile] = now
+                log.warning(
+                    "Trakt token refresh failed; the current token is used until it is tried"
+                    " again: %s",
+                    exc.message,
+                    extra={"profile": profile},
+                )
+                return still_works
+            self._refresh_failed_at.pop(profile, None)
             return fresh.access_token
 
     async def _refresh(self, profile: str, refresh_token: str) -> TokenSet:
@@ -611,6 +671,8 @@ class TraktClient:
                 **self._client_auth(),
             },
         )
+        if _oauth_error(response) == "invalid_client":  # signing in again would fail the same way
+            raise TraktAuthError(SERVICE, _client_refused(response))
         if response.status_code in (400, 401):
             elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
             if elsewhere is not None:
@@ -665,7 +727,7 @@ class TraktClient:
         params: dict[str, Any] | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
-        pacer = self.http.pacer(profile, _pacer)
+        pacer = self._pacer_of(profile)
         bucket = "read" if method == "GET" else "write"
         token: str | None = None
         for attempt in (1, 2):
@@ -829,7 +891,7 @@ class TraktClient:
             "GET",
             f"/search/{id_type}/{value}",
             params={"type": kind},
-            pacer=self.http.pacer("", _pacer),
+            pacer=self._pacer_of(""),
             bucket="read",
         )
         _raise_for_account(response)
@@ -862,7 +924,7 @@ class TraktClient:
             "GET",
             f"/shows/{show}/seasons",
             params={"extended": "full,episodes"},
-            pacer=self.http.pacer("", _pacer),
+            pacer=self._pacer_of(""),
             bucket="read",
         )
         _raise_for_account(response)
@@ -1014,6 +1076,14 @@ def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[s
         group = "shows" if item.kind == "show" else "movies"
         body.setdefault(group, []).append({"ids": trakt_ids(item.ids), **extra})
     return body
+
+
+def _client_refused(response: httpx.Response) -> str:
+    return (
+        f"Trakt refused the app's credentials ({_oauth_error(response)}): check "
+        "services.trakt.client_id and services.trakt.client_secret against your Trakt app's "
+        "page (or leave client_secret out), then run `watchbridge auth trakt` if asked"
+    )
 
 
 def _oauth_error(response: httpx.Response) -> str:
