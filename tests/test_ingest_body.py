@@ -129,6 +129,16 @@ def test_raw_newlines_inside_strings_are_accepted() -> None:
     }
 
 
+def test_a_backslash_that_starts_no_json_escape_stands_for_itself() -> None:
+    # Jellyfin's template plugin escapes only quotes: {{{Name}}} puts a title's backslash raw.
+    body = b'{"Name": "AC\\DC: Let There Be Rock", "Path": "C:\\\\films", "Line": "a\\nb"}'
+    assert read_body(body, "application/json") == {
+        "Name": "AC\\DC: Let There Be Rock",
+        "Path": "C:\\films",
+        "Line": "a\nb",
+    }
+
+
 def test_empty_strings_are_treated_as_absent_at_any_depth() -> None:
     body = b'{"a": "", "b": "x", "c": {"d": "", "e": [{"f": ""}]}}'
     assert read_body(body, "application/json") == {"b": "x", "c": {"e": [{}]}}

@@ -166,6 +166,15 @@ def test_numeric_rating_is_a_rate() -> None:
     assert (event.action, event.rating) == ("rate", 80)
 
 
+def test_a_rating_set_through_the_user_data_api_is_a_rate() -> None:
+    # POST /UserItems/{id}/UserData, the only way to set a numeric rating, saves UpdateUserData.
+    payload = sample(
+        "user_data_saved_update_rating_movie.json", SaveReason="UpdateUserData", Rating=8
+    )
+    event = only_event(parse(payload))
+    assert (event.action, event.rating) == ("rate", 80)
+
+
 @pytest.mark.parametrize("reason", ["PlaybackStart", "PlaybackProgress", "PlaybackFinished", "3"])
 def test_user_data_saved_by_playback_is_an_echo(reason: str) -> None:
     payload = sample("user_data_saved_toggle_played_movie.json", SaveReason=reason)

@@ -292,8 +292,7 @@ def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
 
 def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejected:
     try:
-        # json.loads(raw, strict=False), without building a decoder per call
-        decoded = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        decoded = _forgiving_loads(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except json.JSONDecodeError as error:
         return Rejected(
             f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
@@ -307,6 +306,25 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
     if not isinstance(decoded, dict):
         return Rejected(f"{what} is JSON but not an object")
     return decoded  # empty strings were dropped while decoding
+
+
+def _forgiving_loads(text: str) -> object:
+    """json.loads(text, strict=False), without building a decoder per call; a backslash that
+    starts no JSON escape stands for itself (Jellyfin's template plugin escapes only quotes, so
+    a title `AC\\DC` arrives as is)."""
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as error:
+        if not error.msg.startswith("Invalid \\escape"):
+            raise
+        return _DECODER.decode(_ESCAPE.sub(_keep_stray_backslash, text))
+
+
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _keep_stray_backslash(escape: re.Match[str]) -> str:
+    return escape[0] if escape[1] in '"\\/bfnrtu' else "\\" + escape[0]
 
 
 def _one_line(message: str) -> str:
