@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +48,8 @@ from watchbridge.ids import (
     TRAKT,
     Enricher,
     origin,
+    title_lookup,
+    title_match,
 )
 from watchbridge.ingest import emby, jellyfin, parse
 from watchbridge.ingest import plex as plex_ingest
@@ -244,6 +248,44 @@ async def test_trakt_search_finds_the_show_when_no_media_server_is_configured(
         await client.aclose()
     assert enriched.problem is None
     assert enriched.item.show_ids.tmdb == "1396"
+
+
+async def test_an_episode_known_by_its_show_title_gets_the_show_ids_from_trakts_title_search(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_show("Breaking Bad: Original Minisodes", 2009, tmdb=99999)
+    client = TraktClient(TraktConfig(CLIENT_ID, api_url=trakt.url, auth_url=trakt.url), store)
+    by_title = MediaRef("episode", show_title="breaking bad", season=5, number=14)
+    try:
+        enricher = Enricher(store, clock, search=client.search, title_search=client.search_title)
+        enriched = await enricher.enrich(by_title, SHOW_TMDB, "generic")
+    finally:
+        await client.aclose()
+    assert enriched.problem is None
+    assert enriched.item.show_ids.tmdb == "1396"
+
+
+def test_a_title_names_an_item_only_when_exactly_one_answers_to_it() -> None:
+    def show(title: str, year: int, trakt: int) -> dict[str, Any]:
+        return {"type": "show", "show": {"title": title, "year": year, "ids": {"trakt": trakt}}}
+
+    office = [show("The Office", 2005, 1), show("The Office", 2001, 2), show("Office", 2015, 3)]
+    assert title_match(office, "show", "The Office", None) is None  # two of them
+    assert title_match(office, "show", "the office!", 2001) == office[1]
+    assert title_match(office, "movie", "The Office", 2001) is None
+    assert title_match(office, "show", "The Office", 1999) is None
+
+
+def test_only_an_item_no_id_names_is_looked_up_by_title() -> None:
+    assert title_lookup(MediaRef("movie", title="Arrival", year=2016)) == ("movie", "Arrival", 2016)
+    assert title_lookup(MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival")) is None
+    episode = MediaRef("episode", show_title="Breaking Bad", season=5, number=14)
+    assert title_lookup(episode) == ("show", "Breaking Bad", None)
+    assert title_lookup(replace(episode, show_ids=Ids(tvdb="81189"))) is None
+    assert title_lookup(replace(episode, number=None)) is None  # nothing would place it
 
 
 # --------------------------------------------------------------------------- Plex

@@ -68,6 +68,11 @@ def rejection(payload: dict[str, Any]) -> str:
     return result.reason
 
 
+def test_a_year_of_0_is_an_unknown_year() -> None:
+    # Home Assistant's `{{ year | int }}` renders a missing year as 0.
+    assert only_event(parse(with_item(MOVIE, year=0))).item.year is None
+
+
 def test_documented_movie_example_is_a_played_stop() -> None:
     event = only_event(parse(MOVIE))
     assert event.source == "generic"

@@ -301,6 +301,22 @@ def test_two_dated_plays_of_one_episode_from_the_generic_schema_are_two_plays(
     assert sorted(h.watched_at[:10] for h in trakt.history()) == ["2024-01-10", "2025-03-14"]
 
 
+def test_a_generic_movie_known_by_its_title_only_reaches_trakt(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # As docs/webhooks.md's Home Assistant example sends it: no ids, a title and a year.
+    body = {
+        "event": "played",
+        "user": "alice",
+        "player": "media_player.living_room",
+        "item": {"type": "movie", "title": "Arrival", "year": 2016},
+    }
+    response = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=body)
+    assert response.json() == {"status": "accepted", "queued": 1}
+    wait_for(lambda: len(trakt.history()) == 1, timeout=20)
+    assert titles(trakt) == ["Arrival"]
+
+
 def test_late_completion_is_added_to_history_with_its_real_time(
     tmp_path: Path, trakt: FakeTrakt
 ) -> None:

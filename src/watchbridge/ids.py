@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 SERVER_OUTAGE_PAUSE = 60.0
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
+TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
 SeriesLookup = Callable[[str], Awaitable[Series | None]]
 TRAKT_ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "slug")  # what Trakt matches items by
@@ -57,6 +59,42 @@ def lookups(item: MediaRef) -> list[tuple[str, str, str]]:
         for name in ("imdb", "tmdb", "tvdb")
         if (value := getattr(item.ids, name))
     ]
+
+
+def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:
+    """(type, title, year) to search Trakt by for an item no id of ours can name: a movie by
+    its title, an episode by its show's title (its numbers then place it)."""
+    if lookups(item):
+        return None
+    if item.kind == "movie" and item.title:
+        return "movie", item.title, item.year or None
+    numbered = item.number is not None or item.absolute is not None
+    if item.kind == "episode" and item.show_title and numbered and not has_trakt_ids(item.show_ids):
+        return "show", item.show_title, item.year or None
+    return None
+
+
+def title_key(title: str) -> str:
+    """A title as compared across sources: case, accents, punctuation and spacing ignored."""
+    folded = unicodedata.normalize("NFKD", title).casefold()
+    return "".join(char for char in folded if char.isalnum())
+
+
+def title_match(
+    results: Sequence[dict[str, Any]], kind: str, title: str, year: int | None
+) -> dict[str, Any] | None:
+    """The one result of `kind` titled `title` (and of `year`, when known). A title names an
+    item only when exactly one answers to it: two shows called The Office match neither."""
+    wanted = title_key(title)
+    same = [
+        result
+        for result in results
+        if result.get("type") == kind
+        and isinstance(media := result.get(kind), dict)
+        and title_key(str(media.get("title") or "")) == wanted
+        and (not year or media.get("year") == year)
+    ]
+    return same[0] if len(same) == 1 else None
 
 
 def ids_from(found: dict[str, Any]) -> Ids:
@@ -107,12 +145,20 @@ class AbsolutePlacer:
 
 
 class TraktResolver:
-    """Finds Trakt ids for items by searching their other ids; remembers answers."""
+    """Finds Trakt ids for items by searching their other ids, or (where no id names them) their
+    title; remembers answers."""
 
     namespace = "trakt-search"
 
-    def __init__(self, search: Search, cache: IdCache, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        search: Search,
+        cache: IdCache,
+        clock: Callable[[], float],
+        title_search: TitleSearch | None = None,
+    ) -> None:
         self.search = search
+        self.title_search = title_search
         self.cache = cache
         self.clock = clock
 
@@ -127,7 +173,25 @@ class TraktResolver:
                 self.cache.cache_put(self.namespace, lookup, cached, self.clock(), ttl)
             if cached:
                 return apply_match(item, cached)
-        return None
+        return await self._by_title(item)
+
+    async def _by_title(self, item: MediaRef) -> MediaRef | None:
+        wanted = title_lookup(item) if self.title_search is not None else None
+        if wanted is None or self.title_search is None:
+            return None
+        kind, title, year = wanted
+        lookup = f"title:{kind}:{title_key(title)}:{year or ''}"
+        hit, cached = self.cache.cache_get(self.namespace, lookup, self.clock())
+        if not hit:
+            cached = title_match(await self.title_search(kind, title, year), kind, title, year)
+            ttl = FOUND_TTL if cached else MISSING_TTL
+            self.cache.cache_put(self.namespace, lookup, cached, self.clock(), ttl)
+        if not cached:
+            return None
+        if kind == "show":  # the episode's show: its numbers place the episode
+            show_ids = ids_from((cached.get("show") or {}).get("ids") or {})
+            return replace(item, show_ids=item.show_ids.merged(show_ids))
+        return apply_match(item, cached)
 
 
 # --------------------------------------------------------------------------- Plex enrichment
@@ -494,6 +558,7 @@ class Enricher:
         jellyfin: SeriesLookup | None = None,
         emby: SeriesLookup | None = None,
         search: Search | None = None,
+        title_search: TitleSearch | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         notifier: Notifier | None = None,
     ) -> None:
@@ -503,7 +568,9 @@ class Enricher:
             for server, lookup in (("jellyfin", jellyfin), ("emby", emby))
             if lookup is not None
         }
-        self.trakt = TraktResolver(search, cache, clock) if search is not None else None
+        self.trakt = (
+            TraktResolver(search, cache, clock, title_search) if search is not None else None
+        )
         self.clock = clock
         self._closers = list(closers)
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
@@ -544,6 +611,11 @@ class Enricher:
             else:
                 if found is not None and need.met(found):
                     return Enriched(found)
+                if problem is None and server is None and title_lookup(item) is not None:
+                    problem = Problem(
+                        f"Trakt has no single title matching {item.describe()}: add its ids to "
+                        "the webhook (item.ids, or item.show.ids for an episode)"
+                    )
         return Enriched(item, problem or not_known(server, item, need))
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:

@@ -112,6 +112,7 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
         jellyfin=jellyfin.series if jellyfin else None,
         emby=emby.series if emby else None,
         search=trakt.search if trakt else None,
+        title_search=trakt.search_title if trakt else None,
         closers=[c.aclose for c in (plex, jellyfin, emby) if c is not None],
         notifier=runtime.notifier,
     )

@@ -2023,6 +2023,27 @@ class FakeTrakt(FakeServer):
         ]
         return paginate(req, rows, default_limit=50)  # §4 [obs] /search defaults to 50
 
+    @public("GET", "/search/{type}")
+    def search_text(self, req: Request, user: User | None) -> Response:
+        """Text search, `?query=...[&fields=title][&years=YYYY]`. Not in trakt-api.md; as
+        Trakt's public docs describe it: results by relevance, each with its `score`. SILENT:
+        Trakt's matching is fuzzier than this case-insensitive substring of the title."""
+        query = req.query.get("query", "").casefold()
+        if not query:
+            raise _fail(400)  # SILENT: status for a missing query
+        types = req.params["type"].split(",")
+        years = req.query.get("years")
+        rows = []
+        for kind, pool in (("movie", self.movies), ("show", self.shows)):
+            for item in pool if kind in types else ():
+                if query in item.title.casefold() and years in (None, str(item.year)):
+                    exact = item.title.casefold() == query
+                    rows.append(
+                        {"type": kind, "score": 1000.0 if exact else 100.0, **media_json(item)}
+                    )
+        rows.sort(key=lambda row: -row["score"])
+        return paginate(req, rows, default_limit=10)
+
     @public("GET", "/movies/{id}")
     def movie_summary(self, req: Request, user: User | None) -> Response:
         for m in self.movies:

@@ -123,7 +123,7 @@ class TraktTarget:
         self.store = store
         self.config = config
         self.clock = clock
-        self.resolver = TraktResolver(client.search, store, clock)
+        self.resolver = TraktResolver(client.search, store, clock, client.search_title)
         self.placer = AbsolutePlacer(trakt_absolute(client), store, clock)
 
     async def aclose(self) -> None:

@@ -168,7 +168,7 @@ def _movie(item: Payload, ids: Ids) -> MediaRef:
     title = _text(item, "title", "item.title")
     if not ids and title is None:
         raise Invalid("item: a movie needs ids or a title")
-    return MediaRef(kind="movie", ids=ids, title=title, year=_whole(item, "year", "item.year"))
+    return MediaRef(kind="movie", ids=ids, title=title, year=_year(item, "item.year"))
 
 
 def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
@@ -187,13 +187,18 @@ def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
         kind="episode",
         ids=ids,
         title=_text(item, "title", "item.title"),
-        year=_whole(show, "year", "item.show.year"),
+        year=_year(show, "item.show.year"),
         show_ids=show_ids,
         show_title=show_title,
         season=season,
         number=number_,
         absolute=absolute,
     )
+
+
+def _year(data: Payload, path: str) -> int | None:
+    # 0 is unknown: Home Assistant's `{{ year | int }}` renders a missing year so.
+    return _whole(data, "year", path) or None
 
 
 def _ids(value: object, path: str, warnings: list[str]) -> Ids:

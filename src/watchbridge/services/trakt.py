@@ -887,12 +887,19 @@ class TraktClient:
 
     async def search(self, id_type: str, value: str, kind: str) -> list[dict[str, Any]]:
         """`/search/{id_type}/{id}?type=...` (no sign-in needed)."""
+        return await self._search(f"/search/{id_type}/{value}", {"type": kind})
+
+    async def search_title(self, kind: str, title: str, year: int | None) -> list[dict[str, Any]]:
+        """`/search/{movie|show}?query=...&fields=title[&years=...]`: the items whose title
+        matches the text (no sign-in needed)."""
+        params = {"query": title, "fields": "title"}
+        if year:
+            params["years"] = str(year)
+        return await self._search(f"/search/{kind}", params)
+
+    async def _search(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         response = await self.http.request(
-            "GET",
-            f"/search/{id_type}/{value}",
-            params={"type": kind},
-            pacer=self._pacer_of(""),
-            bucket="read",
+            "GET", path, params=params, pacer=self._pacer_of(""), bucket="read"
         )
         _raise_for_account(response)
         if response.status_code == 404:
