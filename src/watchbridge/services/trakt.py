@@ -113,6 +113,9 @@ REFRESH_RACE_SECONDS = 2.0  # how long another process may take to store a pair 
 # much later; the token is used meanwhile, up to this margin before it expires.
 REFRESH_RETRY_SECONDS = 300.0
 EXPIRY_MARGIN_SECONDS = 120.0
+# Trakt takes its time over batch writes (800 ratings took ~45 s; trakt-api.md §9 asks for a
+# read timeout of at least 60 s): a shorter one turns slow successes into unknown outcomes.
+READ_TIMEOUT_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -494,6 +497,7 @@ class TraktClient:
             config.api_url,
             metrics=metrics,
             clock=clock,
+            timeout=READ_TIMEOUT_SECONDS,
             headers={
                 "content-type": "application/json",
                 "trakt-api-key": config.client_id,
