@@ -364,7 +364,7 @@ async def test_ratings_are_written(client: TraktClient, trakt: FakeTrakt, store:
     assert [r.rating for r in trakt.ratings()] == [8]
 
 
-def test_trakt_answers_are_awaited_a_minute(client: TraktClient) -> None:
+async def test_trakt_answers_are_awaited_a_minute(client: TraktClient) -> None:
     # trakt-api.md §9: batch writes are slow (800 ratings took ~45 s); a 60 s read timeout.
     assert client.http._client.timeout.read == 60.0
 
