@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import sqlite3
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import free_port
-from watchbridge.alerts import AlertBook, AlertMemory, Notifier, format_span
+from watchbridge.alerts import RELOAD_EVERY, AlertBook, Condition, Notifier, format_span
 from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
 from watchbridge.store import Store
 
@@ -362,7 +367,7 @@ async def test_a_failed_alert_whose_condition_cleared_is_not_sent_again(
 def remembering(store: Store, clock: FakeClock, *urls: str) -> Notifier:
     """A notifier (one start of the service) keeping its alerts in `store`."""
     notifier = notifier_for(*urls, clock=clock)
-    notifier.remember_in(AlertMemory(store, clock))
+    notifier.remember_in(store)
     return notifier
 
 
@@ -414,6 +419,353 @@ async def test_alerts_switched_off_before_a_restart_owe_no_recovery(
     assert await after.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
 
 
+# --------------------------------------------------------------------------- across processes
+# Each Store is one process's connection (the service, a `watchbridge sync` run) to one file.
+
+
+@pytest.fixture
+def other(store: Store) -> Iterator[Store]:
+    """A second connection to the database of `store`, as another process has."""
+    assert store.path is not None
+    db = Store.open(store.path)
+    yield db
+    db.close()
+
+
+async def test_a_condition_another_process_alerted_within_the_throttle_is_not_sent_again(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    run = remembering(other, clock, receiver.apprise_url)
+    await run.notify("sync_failing", "link ts holds removals", "1 of 2 plays", key="ts:removals")
+    clock.advance(600)
+    again = await service.notify("sync_failing", "link ts holds removals", "1 of 2", "ts:removals")
+    assert again == "suppressed"
+    assert titles(receiver) == ["link ts holds removals"]
+
+
+async def test_two_processes_reporting_a_condition_at_once_send_one_alert(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    notifiers = [remembering(db, clock, receiver.apprise_url) for db in (store, other)]
+    results = await asyncio.gather(
+        *(n.notify("account_limit", "Trakt limit", "body", key="trakt:me") for n in notifiers)
+    )
+    assert sorted(results) == ["sent", "suppressed"]
+    assert titles(receiver) == ["Trakt limit"]
+
+
+async def test_the_next_alert_counts_what_another_process_held_back(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    run = remembering(other, clock, receiver.apprise_url)
+    await service.notify("sync_failing", "link ts failing", "Still failing.", key="ts")
+    clock.advance(HOUR / 2)
+    await run.notify("sync_failing", "link ts failing", "Still failing.", key="ts")
+    clock.advance(HOUR / 2)
+    assert await service.notify("sync_failing", "link ts failing", "Still failing.", "ts") == "sent"
+    assert receiver.messages[-1]["message"] == (
+        "Still failing.\n\n(1 similar alert suppressed in the last 1h)"
+    )
+
+
+async def test_reports_a_process_knows_to_be_throttled_write_nothing_but_are_counted(
+    receiver: Receiver, store: Store, clock: FakeClock
+) -> None:
+    # A condition may be reported for every webhook refused: a flood must not write each.
+    service = remembering(store, clock, receiver.apprise_url)
+    await service.notify("webhook_rejects", "refusing plex webhooks", "Wrong secret.", "plex")
+    stored = store.cache_get("alerts", "webhook_rejects\x1fplex", clock())
+    for _ in range(50):
+        await service.notify("webhook_rejects", "refusing plex webhooks", "Wrong secret.", "plex")
+    assert store.cache_get("alerts", "webhook_rejects\x1fplex", clock()) == stored
+    clock.advance(HOUR)
+    await service.notify("webhook_rejects", "refusing plex webhooks", "Wrong secret.", "plex")
+    assert receiver.messages[-1]["message"] == (
+        "Wrong secret.\n\n(50 similar alerts suppressed in the last 1h)"
+    )
+
+
+async def test_an_alert_one_process_raised_is_resolved_by_another_once(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)  # running before the run starts
+    run = remembering(other, clock, receiver.apprise_url)
+    await run.notify("sync_failing", "link ts holds removals", "1 of 2 plays", key="ts:removals")
+    clock.advance(RELOAD_EVERY)
+    resolved = await service.resolve("sync_failing", "no removals held", key="ts:removals")
+    assert resolved == "sent"
+    assert await run.resolve("sync_failing", "no removals held", key="ts:removals") == (
+        "not_raised"
+    )
+    assert titles(receiver) == ["link ts holds removals", "Resolved: link ts holds removals"]
+
+
+async def test_raised_sees_another_processes_alert_once_its_snapshot_is_reloaded(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    run = remembering(other, clock, receiver.apprise_url)
+    await run.notify("account_limit", "Trakt limit", "body", key="trakt:me")
+    assert not service.raised("account_limit", "trakt:me")  # younger than the bound
+    clock.advance(RELOAD_EVERY)
+    for _ in range(200):  # the first call past the bound starts a reload in the background
+        if service.raised("account_limit", "trakt:me"):
+            break
+        await asyncio.sleep(0.01)
+    assert service.raised("account_limit", "trakt:me")
+
+
+async def test_two_processes_resolving_the_same_alert_send_one_recovery(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    await service.notify("credentials", "Serializd paused", "body", key="serializd:me")
+    run = remembering(other, clock, receiver.apprise_url)
+    results = await asyncio.gather(
+        service.resolve("credentials", "flowing again", key="serializd:me"),
+        run.resolve("credentials", "flowing again", key="serializd:me"),
+    )
+    assert sorted(results) == ["not_raised", "sent"]
+    assert titles(receiver) == ["Serializd paused", "Resolved: Serializd paused"]
+
+
+async def test_an_alert_one_process_resolved_is_not_brought_back_by_another(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    await service.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    run = remembering(other, clock, receiver.apprise_url)
+    await run.resolve("sync_failing", "link ts syncs again", key="ts")
+    await service.notify("dead_letter", "a trakt delivery gave up", "body", key="trakt")
+    restarted = remembering(store, clock, receiver.apprise_url)
+    assert not restarted.raised("sync_failing", "ts")
+    assert await restarted.resolve("sync_failing", "link ts syncs again", key="ts") == (
+        "not_raised"
+    )
+    assert titles(receiver) == [
+        "link ts keeps failing",
+        "Resolved: link ts keeps failing",
+        "a trakt delivery gave up",
+    ]
+
+
+async def test_an_alert_that_failed_in_one_process_is_sent_by_another_after_the_back_off(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    run = remembering(other, clock, receiver.apprise_url)
+    receiver.fail_next(1, 500)
+    results = [await run.notify("account_limit", "Trakt limit", "body", key="trakt:me")]
+    for _ in range(2):
+        results.append(await service.notify("account_limit", "Trakt limit", "body", "trakt:me"))
+        clock.advance(RELOAD_EVERY)
+    assert results == ["failed", "suppressed", "sent"]
+    assert titles(receiver) == ["Trakt limit"]
+
+
+async def test_a_recovery_that_failed_in_one_process_waits_out_the_back_off_in_every_process(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    await service.notify("service_unreachable", "Plex unreachable", "body", key="plex")
+    run = remembering(other, clock, receiver.apprise_url)
+    receiver.fail_next(1, 500)
+    results = [await service.resolve("service_unreachable", "Plex is back", key="plex")]
+    for _ in range(2):
+        results.append(await run.resolve("service_unreachable", "Plex is back", key="plex"))
+        clock.advance(RELOAD_EVERY)
+    results.append(await service.resolve("service_unreachable", "Plex is back", key="plex"))
+    assert results == ["failed", "suppressed", "sent", "not_raised"]
+    assert titles(receiver) == ["Plex unreachable", "Resolved: Plex unreachable"]
+
+
+async def test_open_alerts_the_previous_version_kept_are_owed_once_after_an_upgrade(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    earlier = clock() - 600  # the previous version kept every alert in one value:
+    kept = [
+        {"kind": "sync_failing", "key": "ts", "title": "link ts keeps failing",
+         "sent_at": earlier, "open": True},
+        {"kind": "credentials", "key": "trakt:me", "title": "sign in again",
+         "sent_at": earlier, "open": False},
+    ]  # fmt: skip
+    store.cache_put("alerts", "reached", kept, clock(), 400 * 86400.0)
+    service = remembering(store, clock, receiver.apprise_url)
+    run = remembering(other, clock, receiver.apprise_url)
+    assert service.raised("sync_failing", "ts") and run.raised("sync_failing", "ts")
+    assert await run.resolve("sync_failing", "link ts syncs again", key="ts") == "sent"
+    assert await service.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
+    assert await service.notify("credentials", "sign in again", "body", "trakt:me") == (
+        "suppressed"
+    )
+    assert titles(receiver) == ["Resolved: link ts keeps failing"]
+    assert store.cache_get("alerts", "reached", clock()) == (False, None)
+
+
+async def test_alerts_still_go_out_when_the_store_fails(
+    receiver: Receiver, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert store.path is not None
+    broken = Store.open(store.path)
+    notifier = remembering(broken, clock, receiver.apprise_url)
+    broken.close()  # every read and write of the conditions fails from here on
+    assert await notifier.notify("credentials", "Trakt login rejected", "body", "trakt") == "sent"
+    assert await notifier.resolve("credentials", "ok", key="trakt") == "sent"
+    assert titles(receiver) == ["Trakt login rejected", "Resolved: Trakt login rejected"]
+    assert "alerts could not be remembered: ProgrammingError" in caplog.text
+
+
+# --------------------------------------------------------------------------- interrupted sends
+
+
+async def cancelled_while_sending(receiver: Receiver, call: Coroutine[Any, Any, str]) -> None:
+    """Run `call` (a notify/resolve) and cancel it while Apprise waits for the receiver's
+    answer, as a service shutdown or Ctrl-C in `watchbridge sync` does."""
+    receiver.delay_next(1, 3600)
+    asked = len(receiver.requests)
+    task = asyncio.ensure_future(call)
+    while len(receiver.requests) == asked:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_an_alert_cancelled_while_sending_is_sent_again_right_after_a_restart(
+    receiver: Receiver, store: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    await cancelled_while_sending(
+        receiver, service.notify("sync_failing", "link ts keeps failing", "body", key="ts")
+    )
+    clock.advance(1)  # not a failed send: no back-off, and no lease left to run out
+    restarted = remembering(store, clock, receiver.apprise_url)
+    assert await restarted.notify("sync_failing", "link ts keeps failing", "body", "ts") == "sent"
+    assert titles(receiver) == ["link ts keeps failing"] * 2  # maybe twice, never lost
+
+
+async def test_a_recovery_cancelled_while_sending_is_still_owed_after_a_restart(
+    receiver: Receiver, store: Store, clock: FakeClock
+) -> None:
+    service = remembering(store, clock, receiver.apprise_url)
+    await service.notify("credentials", "Trakt login rejected", "body", key="trakt")
+    await cancelled_while_sending(
+        receiver, service.resolve("credentials", "flowing again", key="trakt")
+    )
+    restarted = remembering(store, clock, receiver.apprise_url)
+    assert restarted.raised("credentials", "trakt")
+    assert await restarted.resolve("credentials", "flowing again", key="trakt") == "sent"
+
+
+async def test_an_alert_whose_process_died_while_sending_is_sent_after_the_back_off(
+    receiver: Receiver, store: Store, other: Store, clock: FakeClock
+) -> None:
+    dead = remembering(store, clock, receiver.apprise_url)
+    book = dead._book
+    await dead._conditions.update(  # the send was decided, then the process was killed
+        "sync_failing", "ts", clock(), lambda c: book.report(c, "link ts failing", clock())
+    )
+    run = remembering(other, clock, receiver.apprise_url)
+    results = [await run.notify("sync_failing", "link ts failing", "body", "ts")]
+    clock.advance(2.0 + 30 + 60)  # its lease, then the back-off of a failed send
+    results.append(await run.notify("sync_failing", "link ts failing", "body", "ts"))
+    assert results == ["suppressed", "sent"]
+    assert titles(receiver) == ["link ts failing"]
+
+
+# --------------------------------------------------------------------------- a locked database
+
+
+class WriteLock:
+    """Another process holding the database's write lock (a long transaction), against a
+    notifier whose connection waits for it only briefly (its busy_timeout runs out)."""
+
+    def __init__(self, store: Store) -> None:
+        assert store.path is not None
+        self.impatient = Store.open(store.path, busy_timeout=0.1)
+        self._holder = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+
+    def take(self) -> None:
+        self._holder.execute("BEGIN IMMEDIATE")
+
+    def give_back(self) -> None:
+        self._holder.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.take()
+        try:
+            yield
+        finally:
+            self.give_back()
+
+
+@pytest.fixture
+def lock(store: Store) -> Iterator[WriteLock]:
+    lock = WriteLock(store)
+    yield lock
+    lock.impatient.close()
+
+
+async def test_a_recovery_sent_while_the_database_was_locked_is_not_sent_again(
+    receiver: Receiver, lock: WriteLock, clock: FakeClock
+) -> None:
+    service = remembering(lock.impatient, clock, receiver.apprise_url)
+    await service.notify("credentials", "Trakt login rejected", "body", key="trakt")
+    with lock.held():
+        assert await service.resolve("credentials", "flowing again", key="trakt") == "sent"
+    clock.advance(RELOAD_EVERY)
+    assert await service.resolve("credentials", "flowing again", key="trakt") == "not_raised"
+    assert not service.raised("credentials", "trakt")
+    assert titles(receiver) == ["Trakt login rejected", "Resolved: Trakt login rejected"]
+
+
+async def test_an_alert_sent_while_the_database_was_locked_still_throttles(
+    receiver: Receiver, lock: WriteLock, clock: FakeClock
+) -> None:
+    service = remembering(lock.impatient, clock, receiver.apprise_url)
+    await service.notify("sync_failing", "link ts keeps failing", "body", key="ts")
+    clock.advance(HOUR + 1)  # the window ran out; the condition goes on
+    with lock.held():
+        assert await service.notify("sync_failing", "link ts keeps failing", "body", "ts") == (
+            "sent"
+        )
+    clock.advance(RELOAD_EVERY)  # well within the new window
+    assert await service.notify("sync_failing", "link ts keeps failing", "body", "ts") == (
+        "suppressed"
+    )
+    assert titles(receiver) == ["link ts keeps failing"] * 2
+
+
+async def test_a_failed_alert_whose_take_back_hit_a_locked_database_is_retried(
+    receiver: Receiver, lock: WriteLock, clock: FakeClock
+) -> None:
+    service = remembering(lock.impatient, clock, receiver.apprise_url)
+    receiver.refuse_next(meanwhile=lock.take)  # locked while the alert is on its way
+    assert await service.notify("account_limit", "Trakt limit", "body", key="trakt:me") == (
+        "failed"
+    )
+    lock.give_back()
+    clock.advance(RELOAD_EVERY)  # the back-off is over
+    assert await service.notify("account_limit", "Trakt limit", "body", "trakt:me") == "sent"
+    assert titles(receiver) == ["Trakt limit"]
+
+
+async def test_a_recovery_that_failed_while_the_database_was_locked_is_still_sent(
+    receiver: Receiver, lock: WriteLock, clock: FakeClock
+) -> None:
+    service = remembering(lock.impatient, clock, receiver.apprise_url)
+    await service.notify("credentials", "Trakt login rejected", "body", key="trakt")
+    receiver.refuse_next(meanwhile=lock.take)
+    assert await service.resolve("credentials", "flowing again", key="trakt") == "failed"
+    lock.give_back()
+    clock.advance(RELOAD_EVERY)
+    assert await service.resolve("credentials", "flowing again", key="trakt") == "sent"
+    assert titles(receiver) == ["Trakt login rejected", "Resolved: Trakt login rejected"]
+
+
 def test_invalid_urls_are_reported_by_index_without_their_text(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -444,21 +796,50 @@ def test_all_urls_valid_means_no_problems(receiver: Receiver) -> None:
 
 def test_book_sends_first_report_then_suppresses_until_the_window_passes() -> None:
     book = AlertBook(window=60)
+    condition: Condition | None
 
-    assert book.report("k", "", now=0).send
-    assert not book.report("k", "", now=59).send
-    later = book.report("k", "", now=60)
+    condition, first = book.report(None, "k", now=0)
+    condition = book.sent(condition, first, now=0)
+    condition, held = book.report(condition, "k", now=59)
+    _, later = book.report(condition, "k", now=60)
 
+    assert first.send and not held.send
     assert later.send and later.suppressed == 1 and later.since == 60
 
 
 def test_book_owes_a_recovery_only_for_an_alert_still_open() -> None:
     book = AlertBook(window=60)
-    book.report("k", "", now=0)
+    condition: Condition | None
+    condition, verdict = book.report(None, "k", now=0)
+    condition = book.sent(condition, verdict, now=0)
 
-    assert book.clear("k", "")
-    assert not book.clear("k", "")
-    assert not book.clear("never-reported", "")
+    condition, first = book.clear(condition, now=0)
+    condition = book.sent(condition, first, now=0)
+    _, again = book.clear(condition, now=0)
+
+    assert first.send and not again.send
+    assert not book.clear(None, now=0)[1].send
+
+
+def test_book_counts_a_send_whose_lease_ran_out_as_failed() -> None:
+    book = AlertBook(window=3600, lease=40)
+    condition, _ = book.report(None, "k", now=0)  # its process died while sending
+
+    _, during_back_off = book.report(condition, "k", now=99)
+    _, after = book.report(condition, "k", now=100)
+
+    assert not during_back_off.send and after.send
+
+
+def test_book_owes_a_recovery_whose_lease_ran_out() -> None:
+    book = AlertBook(window=3600, lease=40)
+    condition: Condition | None
+    condition, verdict = book.report(None, "k", now=0)
+    condition = book.sent(condition, verdict, now=0)
+    condition, _ = book.clear(condition, now=0)  # its process died while sending
+
+    assert not book.owes_recovery(condition, now=99)
+    assert book.owes_recovery(condition, now=100)
 
 
 @pytest.mark.parametrize(

@@ -17,19 +17,19 @@ import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from tests.fakes.receiver import AlertReceiver
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
 from tests.linkrig import use_fast_readers
 from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
-from watchbridge.alerts import AlertMemory, Remembered
+from watchbridge.alerts import RELOAD_EVERY, Notifier
 from watchbridge.cli import cli
 from watchbridge.config import load_config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.progress import LiveProgress
 from watchbridge.store import Store
-from watchbridge.sync import run_link
+from watchbridge.sync import report_held, run_link
 
 LINK = "ts"
 
@@ -168,16 +168,59 @@ def test_a_direction_needs_the_link_it_names(world: World) -> None:
         world.run("sync", "--direction", "trakt-to-serializd")
 
 
-def test_a_sync_run_leaves_the_services_alerts_to_the_service(
-    world: World, receiver: AlertReceiver
+class Service:
+    """The running service's alerts beside the command: a notifier sharing its database."""
+
+    def __init__(self, world: World) -> None:
+        self.store = Store.open(world.config.parent / "watchbridge.db")
+        self.clock = FakeClock(time.time())
+        self.alerts = Notifier(load_config(world.config).alerts, clock=self.clock, timeout=2.0)
+        self.alerts.remember_in(self.store)
+
+
+@pytest.fixture
+def service(world: World) -> Iterator[Service]:
+    running = Service(world)
+    yield running
+    running.alerts.forget_store()
+    running.store.close()
+
+
+def test_a_sync_run_sends_the_recovery_of_an_alert_the_service_raised_once(
+    world: World, receiver: AlertReceiver, service: Service
 ) -> None:
-    store = Store.open(world.config.parent / "watchbridge.db")
-    memory = AlertMemory(store)  # as the service left it: a Serializd alert still open
-    memory.save([Remembered("credentials", "serializd:me", "paused", time.time(), True)])
-    store.close()
+    paused = service.alerts.notify("credentials", "paused", "Serializd refused", "serializd:me")
+    assert asyncio.run(paused) == "sent"
     world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
     world.sync()  # the play goes to Serializd for profile me without a problem
-    assert receiver.titles() == []  # the service sends that recovery, once
+    assert receiver.titles() == ["paused", "Resolved: paused"]
+    service.clock.advance(RELOAD_EVERY)
+    flowing = service.alerts.resolve("credentials", "flowing again", key="serializd:me")
+    assert asyncio.run(flowing) == "not_raised"
+
+
+def test_a_second_sync_run_holding_the_same_removals_does_not_alert_again(
+    world: World, receiver: AlertReceiver
+) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    world.sync("--link", LINK)
+    out = world.sync("--link", LINK)
+    assert "held: me: 1 of 2 plays on serializd would be removed" in out
+    assert receiver.titles() == [f"watchbridge: link {LINK} holds removals"]
+
+
+def test_the_service_resolves_removals_a_sync_run_held_once_they_are_confirmed(
+    world: World, receiver: AlertReceiver, service: Service
+) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    world.sync("--link", LINK)  # holds the removal and alerts
+    world.sync("--link", LINK, "--confirm-removals")
+    service.clock.advance(RELOAD_EVERY)
+    asyncio.run(report_held(service.alerts, LINK, []))  # its next scheduled run holds none
+    alert = f"watchbridge: link {LINK} holds removals"
+    assert receiver.titles() == [alert, f"Resolved: {alert}"]
 
 
 def test_a_mistyped_link_name_leaves_no_run_behind(world: World) -> None:

@@ -1,8 +1,10 @@
 """Apprise alerts for conditions that need a human, throttled so an outage sends one message.
 
-`AlertBook` decides (pure, clock passed in); `Notifier` owns the Apprise object and sends.
-Every public call returns one of the result strings below and never raises on delivery
-problems: alerting must not take the sync engine down with it.
+`AlertBook` decides, purely, what one condition's next state is; `Conditions` keeps the
+conditions and applies those decisions atomically (in memory, or in the store shared by every
+process using the database); `Notifier` owns the Apprise object and sends. Every public call
+returns one of the result strings below and never raises on delivery problems: alerting must
+not take the sync engine down with it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import asyncio
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
 
 import apprise
 
@@ -32,173 +36,369 @@ NOT_RAISED = "not_raised"  # resolve() only: nothing was raised, so there is not
 
 DEFAULT_TIMEOUT = 10.0
 RETRY_FAILED = 60.0  # after a failed send, the condition's next send waits this long
+# A send not confirmed within its timeout plus this margin was lost (its process died).
+LEASE_MARGIN = 30.0
+KEEP_OPEN = 400 * 86400.0  # an open alert owes its recovery notice this long
+# The most a process's snapshot of the shared conditions lags (see Notifier.raised).
+RELOAD_EVERY = 60.0
 TEST_TITLE = "watchbridge test alert"
 TEST_BODY = "If you can read this, watchbridge alerts reach you."
 
+ALERT, RECOVERY = "alert", "recovery"  # what Condition.sending sends
+NAMESPACE = "alerts"  # the store's id_cache rows: one per condition, lookup "kind\x1fkey"
+LEGACY = "reached"  # the previous version's single value holding every condition
+
 _SCHEMA = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]{0,31})://")
 _TAG_PREFIX = "watchbridge-url-"
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- decisions
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One condition (kind, key) as the human last heard of it."""
+
+    sent_at: float  # its last alert reached the human then (none yet: first reported then)
+    title: str = ""  # that alert's title, for its recovery notice
+    suppressed: int = 0  # reports held back since that alert
+    open: bool = True  # the last notice the human got was the alert, not its recovery
+    failed_at: float | None = None  # when the last send (alert or recovery) failed
+    unsent: bool = False  # the last alert failed: the next report after the back-off sends
+    sending: str = ""  # ALERT or RECOVERY while a send is unconfirmed, until `until`
+    until: float = 0.0
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """What to do with one report of a condition."""
+    """What to do with one report (or clear) of a condition."""
 
     send: bool
     suppressed: int = 0  # reports held back since the previous alert (when send is True)
     since: float = 0.0  # seconds since that previous alert
-    was_open: bool = False  # an earlier alert reached the human, with no recovery since
-
-
-@dataclass
-class _Condition:
-    sent_at: float
-    suppressed: int = 0
-    open: bool = True  # the last notice the human got was the alert, not its recovery
-    failed_at: float | None = None  # when the last send (alert or recovery) failed
-    unsent: bool = False  # the last alert failed: the next report after the back-off sends
+    title: str = ""  # the alert's title
+    until: float = 0.0  # the send's lease: it must be confirmed (or taken back) by then
+    held: bool = False  # clear only: a recovery is owed but waits (a send failed or is running)
 
 
 class AlertBook:
-    """Throttle state per (kind, key): at most one alert per window, one recovery per alert.
+    """Throttle decisions for one condition: at most one alert per window, one recovery per
+    alert. Pure: each takes the condition's state (None: never seen) and the time.
 
     The window also spans recoveries, so a flapping condition cannot bypass the throttle.
-    A send that failed is taken back (`failed`, `reopen`): the condition's next report or
-    clear sends again, after a back-off of RETRY_FAILED so a channel that is down is not
-    hammered.
+    A send is unconfirmed until `sent`; `failed` takes it back, so the condition's next report
+    or clear sends again, after a back-off of RETRY_FAILED so a channel that is down is not
+    hammered. A send whose lease ran out unconfirmed counts as failed then.
     """
 
-    def __init__(self, window: float) -> None:
-        self.window = window
+    def __init__(self, window: float, lease: float = DEFAULT_TIMEOUT + LEASE_MARGIN) -> None:
+        self.window, self.lease = window, lease
         self.backoff = min(RETRY_FAILED, window)
-        self._conditions: dict[tuple[str, str], _Condition] = {}
 
-    def report(self, kind: str, key: str, now: float) -> Verdict:
-        """The condition (kind, key) is happening at `now`: send an alert or suppress it?"""
-        self._forget_closed(now)
-        condition = self._conditions.get((kind, key))
-        if condition is None:
-            self._conditions[kind, key] = _Condition(sent_at=now)
-            return Verdict(send=True)
-        if condition.unsent:
-            held = _held(condition, self.backoff, now)
+    def current(self, condition: Condition | None, now: float) -> Condition | None:
+        """The condition as it stands at `now`: lapsed leases failed, expired ones gone."""
+        if condition is not None and condition.sending and now >= condition.until:
+            condition = self._taken_back(condition, condition.until)
+        if condition is not None and self.keep(condition, now) <= 0:
+            return None
+        return condition
+
+    def keep(self, condition: Condition, now: float) -> float:
+        """How much longer the condition matters: an open one owes its recovery; a closed one
+        only throttles until its window has run (keys may be open-ended)."""
+        if condition.open:
+            return KEEP_OPEN
+        last = max(condition.sent_at, condition.failed_at or 0.0, condition.until)
+        return last + self.window - now
+
+    def report(
+        self, condition: Condition | None, title: str, now: float
+    ) -> tuple[Condition, Verdict]:
+        """The condition is happening at `now`: send an alert (under a lease) or suppress it?"""
+        current = self.current(condition, now)
+        if current is None:
+            current, held = Condition(sent_at=now, open=False, unsent=True), False
+        elif current.sending:
+            held = True
+        elif current.unsent:
+            held = self._held(current, now)
         else:
-            held = now - condition.sent_at < self.window
+            held = now - current.sent_at < self.window
         if held:
-            condition.suppressed += 1
-            return Verdict(send=False)
-        verdict = Verdict(
-            send=True,
-            suppressed=condition.suppressed,
-            since=now - condition.sent_at,
-            was_open=condition.open,
+            return replace(current, suppressed=current.suppressed + 1), Verdict(send=False)
+        until = now + self.lease
+        verdict = Verdict(True, current.suppressed, now - current.sent_at, title, until)
+        return replace(current, sending=ALERT, until=until), verdict
+
+    def clear(
+        self, condition: Condition | None, now: float, notice: bool = True
+    ) -> tuple[Condition | None, Verdict]:
+        """The condition is over: is a recovery notice due (an alert is open, and no send of it
+        runs or failed within the back-off)? Without `notice`, the alert closes at once."""
+        current = self.current(condition, now)
+        if current is None or not current.open or current.sending == RECOVERY:
+            return current, Verdict(send=False)
+        if current.sending or self._held(current, now):
+            return current, Verdict(send=False, held=True)
+        closed = replace(current, suppressed=0)
+        if not notice:
+            return replace(closed, open=False), Verdict(send=True, title=current.title)
+        until = now + self.lease
+        return replace(closed, sending=RECOVERY, until=until), Verdict(
+            send=True, title=current.title, until=until
         )
-        self._conditions[kind, key] = _Condition(sent_at=now)
-        return verdict
 
-    def failed(self, kind: str, key: str, verdict: Verdict, now: float) -> None:
-        """The alert `verdict` allowed was not delivered: take it back, so that the next report
-        after the back-off sends it (still counting what was suppressed before)."""
-        condition = self._conditions.get((kind, key))
+    def sent(self, condition: Condition | None, verdict: Verdict, now: float) -> Condition | None:
+        """The send `verdict` allowed reached the human."""
+        if not _awaited(condition, verdict):
+            return condition  # taken back meanwhile: a duplicate, rather than a loss
+        assert condition is not None
+        if condition.sending == RECOVERY:
+            return replace(condition, open=False, sending="", until=0.0)
+        suppressed = max(condition.suppressed - verdict.suppressed, 0)  # reports since
+        return Condition(sent_at=now, title=verdict.title, suppressed=suppressed)
+
+    def failed(
+        self, condition: Condition | None, verdict: Verdict, failed_at: float | None
+    ) -> Condition | None:
+        """The send `verdict` allowed did not get through: the next report (alert) or clear
+        (recovery) sends again after the back-off from `failed_at` (None: interrupted, not
+        refused, so at once)."""
+        if not _awaited(condition, verdict):
+            return condition
+        assert condition is not None
+        return self._taken_back(condition, failed_at)
+
+    def owes_recovery(self, condition: Condition | None, now: float) -> bool:
+        """True when `clear` would send a recovery notice now (and change nothing)."""
+        return self.clear(condition, now)[1].send
+
+    def _taken_back(self, condition: Condition, failed_at: float | None) -> Condition:
+        unsent = condition.unsent or condition.sending == ALERT
+        return replace(condition, sending="", until=0.0, failed_at=failed_at, unsent=unsent)
+
+    def _held(self, condition: Condition, now: float) -> bool:
+        """True while a condition's last failed send holds its next one back."""
+        return condition.failed_at is not None and now - condition.failed_at < self.backoff
+
+
+def _awaited(condition: Condition | None, verdict: Verdict) -> bool:
+    """True when the condition still waits for the send `verdict` allowed."""
+    return condition is not None and condition.sending != "" and condition.until == verdict.until
+
+
+# --------------------------------------------------------------------------- storage
+
+Ident = tuple[str, str]
+Transition = Callable[[Condition | None], tuple[Condition | None, T]]
+
+
+class Conditions:
+    """The conditions, in this process's memory: where they live without a store (tests,
+    `watchbridge test-alert`). Each `update` applies a pure transition atomically."""
+
+    def __init__(self, book: AlertBook) -> None:
+        self.book = book
+        self._known: dict[Ident, Condition] = {}
+
+    def known(self, kind: str, key: str) -> Condition | None:
+        """The condition as this process last saw it (no I/O: for hot paths)."""
+        return self._known.get((kind, key))
+
+    async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
+        """Apply `transition` to condition (kind, key) and keep its outcome; its result."""
+        return self.update_now(kind, key, now, transition)
+
+    async def report(self, kind: str, key: str, title: str, now: float) -> Verdict:
+        """`AlertBook.report` applied to condition (kind, key)."""
+        book = self.book
+        return await self.update(kind, key, now, lambda known: book.report(known, title, now))
+
+    def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
+        """`update`, blocking (where awaiting is not possible: a cancelled send)."""
+        condition, result = transition(self._known.get((kind, key)))
+        self._keep((kind, key), condition, now)
+        return result
+
+    async def reload(self, now: float) -> None:
+        """Read again what other processes changed, if due."""
+
+    def reload_soon(self, now: float) -> None:
+        """`reload` in the background, if due."""
+
+    def close(self) -> None:
+        """Stop using the storage behind (before it closes)."""
+
+    def _keep(self, ident: Ident, condition: Condition | None, now: float) -> None:
         if condition is None:
-            return
-        condition.failed_at, condition.unsent = now, True
-        condition.open = verdict.was_open
-        condition.sent_at -= verdict.since
-        condition.suppressed += verdict.suppressed
-
-    def clear(self, kind: str, key: str, now: float | None = None) -> bool:
-        """The condition is over: True when a recovery notice is due (an alert is still open,
-        and no send for it failed within the back-off)."""
-        condition = self._conditions.get((kind, key))
-        if condition is None or not condition.open:
-            return False
-        if now is not None and _held(condition, self.backoff, now):
-            return False
-        condition.open = False
-        condition.suppressed = 0
-        return True
-
-    def reopen(self, kind: str, key: str, now: float) -> None:
-        """The recovery notice `clear` allowed was not delivered: the alert is still open, and
-        the next clear after the back-off owes the recovery again."""
-        condition = self._conditions.setdefault((kind, key), _Condition(sent_at=now))
-        condition.open, condition.failed_at = True, now
-
-    def is_open(self, kind: str, key: str) -> bool:
-        """True when the last notice the human got for the condition is its alert."""
-        condition = self._conditions.get((kind, key))
-        return condition is not None and condition.open
-
-    def owes_recovery(self, kind: str, key: str, now: float) -> bool:
-        """True when `clear` would say a recovery notice is due (and change nothing)."""
-        condition = self._conditions.get((kind, key))
-        return condition is not None and condition.open and not _held(condition, self.backoff, now)
-
-    def reached(self) -> list[tuple[str, str, float, bool]]:
-        """(kind, key, sent_at, open) of each condition whose last notice reached the human."""
-        return [
-            (kind, key, condition.sent_at, condition.open)
-            for (kind, key), condition in self._conditions.items()
-            if not condition.unsent
-        ]
-
-    def restore(self, kind: str, key: str, sent_at: float, is_open: bool) -> None:
-        """A condition as `reached` gave it (kept across a restart)."""
-        self._conditions[kind, key] = _Condition(sent_at=sent_at, open=is_open)
-
-    def _forget_closed(self, now: float) -> None:
-        # Closed conditions only matter while their window runs; keys may be open-ended.
-        stale = [
-            ident
-            for ident, condition in self._conditions.items()
-            if not condition.open
-            and now - max(condition.sent_at, condition.failed_at or 0) >= self.window
-        ]
-        for ident in stale:
-            del self._conditions[ident]
+            self._known.pop(ident, None)
+        else:
+            self._known[ident] = condition
+        stale = [i for i, known in self._known.items() if self.book.keep(known, now) <= 0]
+        for each in stale:
+            del self._known[each]
 
 
-def _held(condition: _Condition, backoff: float, now: float) -> bool:
-    """True while a condition's last failed send holds its next one back."""
-    return condition.failed_at is not None and now - condition.failed_at < backoff
+class SharedConditions(Conditions):
+    """The conditions in the store, one id_cache row each, shared by every process using the
+    database (the service, `watchbridge sync` runs). Each update is one transaction under the
+    database's write lock, run in a thread: atomic across processes.
 
+    When the database fails (locked past busy_timeout, read-only), the transition applies to
+    this process's copy instead, which stays the condition's truth here until a write of it
+    succeeds and carries it into the store: a decision taken meanwhile is never undone.
+    `known` answers from a snapshot, reloaded at most every RELOAD_EVERY."""
 
-# --------------------------------------------------------------------------- memory
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """An alert that reached the human, kept across restarts: its recovery notice is still
-    owed (`open`) and its throttle window still runs."""
-
-    kind: str
-    key: str
-    title: str
-    sent_at: float
-    open: bool
-
-
-class AlertMemory:
-    """The alerts that reached the human, in the store's cache (one small JSON value)."""
-
-    NAMESPACE, LOOKUP, KEEP = "alerts", "reached", 400 * 86400.0
-
-    def __init__(self, cache: Store, clock: Callable[[], float] = time.time) -> None:
-        self.cache, self.clock = cache, clock
-
-    def load(self) -> list[Remembered]:
-        _, value = self.cache.cache_get(self.NAMESPACE, self.LOOKUP, self.clock())
+    def __init__(self, store: Store, book: AlertBook, now: float) -> None:
+        super().__init__(book)
+        self.store = store
+        self._lock = threading.Lock()  # one update or reload at a time; close waits for it
+        self._unsaved: set[Ident] = set()  # decided while the database failed
+        self._held_back: dict[Ident, int] = {}  # reports suppressed here, not yet counted there
+        self._closed = False
+        self._loaded_at = now
+        self._reloading: asyncio.Task[None] | None = None
         try:
-            return [Remembered(**entry) for entry in value or []]
-        except TypeError:  # written by another version: start afresh
-            return []
+            self._upgrade(now)
+        except (sqlite3.Error, OSError) as exc:
+            _database_failed(exc)
+        self._reload_now(now)
 
-    def save(self, alerts: list[Remembered]) -> None:
-        entries = [asdict(alert) for alert in alerts]
-        self.cache.cache_put(self.NAMESPACE, self.LOOKUP, entries, self.clock(), self.KEEP)
+    async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
+        return await asyncio.to_thread(self.update_now, kind, key, now, transition)
+
+    async def report(self, kind: str, key: str, title: str, now: float) -> Verdict:
+        """As `Conditions.report`; a report the snapshot already throttles writes nothing (a
+        condition may be reported for every webhook refused): it is counted here and added to
+        the condition's count at its next write."""
+        ident, book = (kind, key), self.book
+        quick, verdict = book.report(self.known(kind, key), title, now)
+        if not verdict.send:
+            self._known[ident] = quick
+            self._held_back[ident] = self._held_back.get(ident, 0) + 1
+            return verdict
+        return await self.update(kind, key, now, lambda known: book.report(known, title, now))
+
+    def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
+        ident = (kind, key)
+        with self._lock:
+            if not self._closed:
+                try:
+                    outcome: tuple[Condition | None, T] = self.store.cache_update(
+                        NAMESPACE, _lookup(kind, key), now, self._change(ident, now, transition)
+                    )
+                except (sqlite3.Error, OSError) as exc:
+                    _database_failed(exc)
+                else:
+                    self._unsaved.discard(ident)
+                    self._keep(ident, outcome[0], now)
+                    return outcome[1]
+            self._unsaved.add(ident)
+            return super().update_now(kind, key, now, transition)
+
+    def _change(
+        self, ident: Ident, now: float, transition: Transition[T]
+    ) -> Callable[[Any], tuple[Any, float, tuple[Condition | None, T]]]:
+        replay = ident in self._unsaved
+
+        def change(value: Any) -> tuple[Any, float, tuple[Condition | None, T]]:
+            stored = self._known.get(ident) if replay else _parsed(value)
+            held_back = self._held_back.pop(ident, 0)
+            if stored is not None and held_back and not replay:
+                stored = replace(stored, suppressed=stored.suppressed + held_back)
+            condition, result = transition(stored)
+            if condition is None:
+                return None, 0.0, (None, result)
+            return asdict(condition), self.book.keep(condition, now), (condition, result)
+
+        return change
+
+    async def reload(self, now: float) -> None:
+        if self._due(now):
+            self._loaded_at = now
+            await asyncio.to_thread(self._reload_now, now)
+
+    def reload_soon(self, now: float) -> None:
+        if self._reloading is not None or not self._due(now):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to run it: the next call in one reloads
+            return
+        self._loaded_at = now
+        self._reloading = loop.create_task(asyncio.to_thread(self._reload_now, now))
+        self._reloading.add_done_callback(self._reloaded)
+
+    def close(self) -> None:
+        if self._reloading is not None:
+            self._reloading.cancel()
+        with self._lock:  # a reload or update under way ends first; none starts after
+            self._closed = True
+
+    def _due(self, now: float) -> bool:
+        return not 0 <= now - self._loaded_at < RELOAD_EVERY
+
+    def _reloaded(self, _: asyncio.Task[None]) -> None:
+        self._reloading = None
+
+    def _reload_now(self, now: float) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                rows = self.store.cache_items(NAMESPACE, now)
+            except (sqlite3.Error, OSError) as exc:
+                _database_failed(exc)
+                return
+            known = {}
+            for lookup, value in rows:
+                kind, separator, key = lookup.partition("\x1f")
+                condition = _parsed(value)
+                if separator and condition is not None:
+                    known[kind, key] = condition
+            for ident in self._unsaved:  # this process's copy is the truth for those
+                if ident in self._known:
+                    known[ident] = self._known[ident]
+                else:
+                    known.pop(ident, None)
+            self._known = known
+
+    def _upgrade(self, now: float) -> None:
+        """Give each condition the previous version kept in one value a row of its own (a row
+        already there is newer), then drop that value. Done again if interrupted."""
+        found, legacy = self.store.cache_get(NAMESPACE, LEGACY, now)
+        if not found:
+            return
+        for entry in legacy if isinstance(legacy, list) else []:
+            try:
+                ident = (str(entry["kind"]), str(entry["key"]))
+                old = Condition(float(entry["sent_at"]), str(entry["title"]), open=entry["open"])
+            except (TypeError, KeyError, ValueError):
+                continue
+            self.update_now(*ident, now, _unless_there(old))
+        self.store.cache_update(NAMESPACE, LEGACY, now, lambda _: (None, 0.0, None))
+
+
+def _unless_there(old: Condition) -> Transition[None]:
+    return lambda condition: (condition or old, None)
+
+
+def _lookup(kind: str, key: str) -> str:
+    return f"{kind}\x1f{key}"
+
+
+def _parsed(value: Any) -> Condition | None:
+    try:
+        return Condition(**value) if isinstance(value, dict) else None
+    except TypeError:  # written by another version: as if not there
+        return None
+
+
+def _database_failed(exc: BaseException) -> None:
+    # Alerting must not fail on the database; the process's own copy decides meanwhile.
+    log.warning("alerts could not be remembered: %s", type(exc).__name__)
 
 
 # --------------------------------------------------------------------------- sending
@@ -223,34 +423,23 @@ class Notifier:
         self._clock = clock
         self._on_sent = on_sent
         self._timeout = timeout
-        self._book = AlertBook(config.throttle)
-        self._titles: dict[tuple[str, str], str] = {}
+        self._book = AlertBook(config.throttle, timeout + LEASE_MARGIN)
+        self._conditions = Conditions(self._book)
         # Failed alerts by condition: when they failed, their title and body (see notify).
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
-        self._memory: AlertMemory | None = None
 
-    def remember_in(self, memory: AlertMemory) -> None:
-        """Keep the alerts that reached the human in `memory` and take back those kept
-        there: after a restart a condition still open gets its recovery notice, and one
-        still going on stays throttled."""
-        self._memory = memory
-        for alert in memory.load():
-            if self.enabled and self.config.wants(alert.kind):  # else no recovery can go out
-                self._book.restore(alert.kind, alert.key, alert.sent_at, alert.open)
-                self._titles[alert.kind, alert.key] = alert.title
+    def remember_in(self, store: Store) -> None:
+        """Keep the conditions in `store`, shared with every process using its database (the
+        service, `watchbridge sync` runs): one process sends each alert and each recovery,
+        also across restarts. Reads them now, synchronously (one quick query)."""
+        if self.enabled:  # else no alert or recovery can go out: leave them be
+            self._conditions = SharedConditions(store, self._book, self._clock())
 
-    async def _remember(self) -> None:
-        if self._memory is None:
-            return
-        alerts = [
-            Remembered(kind, key, self._titles.get((kind, key), kind), sent_at, is_open)
-            for kind, key, sent_at, is_open in self._book.reached()
-        ]
-        try:
-            await asyncio.to_thread(self._memory.save, alerts)
-        except (sqlite3.Error, OSError) as exc:  # alerting must not fail on the database
-            log.warning("alerts could not be remembered: %s", type(exc).__name__)
+    def forget_store(self) -> None:
+        """Stop using the store, before it closes: waits for an update or reload under way
+        (one database call at most). Later decisions stay in this process's memory."""
+        self._conditions.close()
 
     @property
     def enabled(self) -> bool:
@@ -271,24 +460,21 @@ class Notifier:
 
     async def _notify(self, kind: str, title: str, body: str, key: str) -> str:
         now = self._clock()
-        verdict = self._book.report(kind, key, now)
+        verdict = await self._conditions.report(kind, key, title, now)
         if not verdict.send:
             log.debug("alert %s [%s] suppressed by throttle", kind, key)
             return self._count(kind, SUPPRESSED)
-        self._titles[kind, key] = title
         text = body
         if verdict.suppressed:
             text += (
                 f"\n\n({_similar(verdict.suppressed)} suppressed"
                 f" in the last {format_span(verdict.since)})"
             )
-        result = await self._send(kind, title, text, apprise.NotifyType.WARNING)
+        result = await self._deliver(kind, key, verdict, title, text, apprise.NotifyType.WARNING)
         if result == FAILED:
-            self._book.failed(kind, key, verdict, self._clock())
             self._unsent[kind, key] = (self._clock(), title, body)
         else:
             self._unsent.pop((kind, key), None)
-            await self._remember()
         return self._count(kind, result)
 
     async def _send_unsent(self, skip: tuple[str, str] | None = None) -> None:
@@ -307,35 +493,78 @@ class Notifier:
 
     def raised(self, kind: str, key: str = "") -> bool:
         """True when `resolve(kind, key)` has something to do now: a recovery notice is due, or
-        a failed alert waits to be sent again. In memory and cheap, for hot paths."""
-        return (kind, key) in self._unsent or self._book.owes_recovery(kind, key, self._clock())
+        a failed alert waits to be sent again. In memory and cheap, for hot paths.
+
+        With a store it answers from this process's snapshot, which a call finding it older
+        than RELOAD_EVERY reloads in the background: another process's alert or recovery shows
+        here at most RELOAD_EVERY (plus one reload) after it, once calls keep coming. `resolve`
+        decides in the store, so a stale answer delays a recovery notice, never repeats it."""
+        if not self.enabled or not self.config.wants(kind):
+            return False
+        now = self._clock()
+        self._conditions.reload_soon(now)
+        if (kind, key) in self._unsent:
+            return True
+        return self._book.owes_recovery(self._conditions.known(kind, key), now)
 
     async def resolve(self, kind: str, body: str, key: str = "") -> str:
         """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised.
 
-        A failed recovery notice is owed still: the next resolve() after RETRY_FAILED sends it."""
+        A failed recovery notice is owed still: the next resolve() after RETRY_FAILED sends it.
+        Only a condition this process's snapshot (reloaded first when older than RELOAD_EVERY)
+        has open is decided in the store: the one process that closes it there sends."""
         self._unsent.pop((kind, key), None)  # over before its failed alert went out: moot
         if self._unsent:
             await self._send_unsent()
-        if not self._book.clear(kind, key, self._clock()):
-            if self._book.is_open(kind, key):  # its last send failed moments ago
+        if not self.enabled or not self.config.wants(kind):
+            return NOT_RAISED
+        now = self._clock()
+        await self._conditions.reload(now)
+        known = self._conditions.known(kind, key)
+        if known is None or not known.open:  # no database write per delivery batch
+            return NOT_RAISED
+        book, notice = self._book, self.config.recovery
+        verdict = await self._conditions.update(
+            kind, key, now, lambda condition: book.clear(condition, now, notice)
+        )
+        if not verdict.send:
+            if verdict.held:  # its last send failed moments ago, or one is running
                 log.debug("recovery %s [%s] held back after a failed send", kind, key)
                 return self._count(kind, SUPPRESSED)
-            self._titles.pop((kind, key), None)  # an alert that never went out, if any
             return NOT_RAISED
-        alert_title = self._titles.get((kind, key), kind)
-        if not self.config.recovery:
-            self._titles.pop((kind, key), None)
-            await self._remember()
+        if not notice:
             return self._count(kind, DISABLED)
-        title = f"Resolved: {alert_title}"
-        result = await self._send(kind, title, body, apprise.NotifyType.SUCCESS)
-        if result == FAILED:
-            self._book.reopen(kind, key, self._clock())
-        else:
-            self._titles.pop((kind, key), None)
-            await self._remember()
+        title = f"Resolved: {verdict.title or kind}"
+        result = await self._deliver(kind, key, verdict, title, body, apprise.NotifyType.SUCCESS)
         return self._count(kind, result)
+
+    async def _deliver(
+        self, kind: str, key: str, verdict: Verdict, title: str, body: str, notify_type: str
+    ) -> str:
+        """Send what `verdict` allowed, then confirm it, or take it back if it failed or was
+        interrupted (a shutdown, Ctrl-C), so that it is sent again."""
+        book = self._book
+        try:
+            result = await self._send(kind, title, body, notify_type)
+        except BaseException:
+            # Cancelled: there may be no later await, so take it back now, blocking (rare).
+            self._conditions.update_now(
+                kind,
+                key,
+                self._clock(),
+                lambda condition: (book.failed(condition, verdict, None), None),
+            )
+            raise
+        now = self._clock()
+        if result == FAILED:
+            await self._conditions.update(
+                kind, key, now, lambda condition: (book.failed(condition, verdict, now), None)
+            )
+        else:
+            await self._conditions.update(
+                kind, key, now, lambda condition: (book.sent(condition, verdict, now), None)
+            )
+        return result
 
     async def send_test(self) -> str:
         """A test message for `watchbridge test-alert`; never throttled."""

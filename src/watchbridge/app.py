@@ -34,7 +34,7 @@ from litestar.types import (
 from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
-from watchbridge.alerts import AlertMemory, Notifier
+from watchbridge.alerts import Notifier
 from watchbridge.config import SECRET_IN_HEADER_ONLY, Config, fits_in_url, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -87,12 +87,11 @@ class Runtime:
             self._writer = IngestWriter(self.store)
         return self._writer
 
-    def open(self, remember_alerts: bool = True) -> None:
-        """Open the store. `remember_alerts`: the service's notifier keeps the alerts that
-        reached the human there (one process only: a CLI run beside it keeps its own)."""
+    def open(self) -> None:
+        """Open the store. The notifier keeps its alert conditions there, shared with every
+        process using the database (a quick synchronous read of them, at start)."""
         self._store = self.store_factory(self.config)
-        if remember_alerts:
-            self.notifier.remember_in(AlertMemory(self._store, self.clock))
+        self.notifier.remember_in(self._store)
         self._store.checkpoint_apart()
         self.metrics.watch_queue(self._store.outbox_counts)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
@@ -102,6 +101,7 @@ class Runtime:
             self._writer.close()
             self._writer = None
         if self._store is not None:
+            self.notifier.forget_store()  # waits for an alert update under way, if any
             self._store.close()
             self._store = None
 

@@ -603,7 +603,7 @@ def sync(
         raise WatchbridgeError(f"no link to sync: add one under links in {config.source}")
     _database(config, create=True)  # says so when the database is new
     runtime = build_runtime(config)
-    runtime.open(remember_alerts=False)  # the service's alerts are the service's to resolve
+    runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)
     failed = []
     try:
         for name in names:

@@ -1153,6 +1153,47 @@ class Store:
                 (namespace, lookup, None if value is None else json.dumps(value), now, now + ttl),
             )
 
+    def cache_items(self, namespace: str, now: float) -> list[tuple[str, Any]]:
+        """(lookup, value) of every entry of `namespace` that has not expired."""
+        rows = self._query(
+            "SELECT lookup, result FROM id_cache WHERE namespace = ? AND expires_at > ?",
+            (namespace, now),
+        )
+        return [
+            (row["lookup"], None if row["result"] is None else json.loads(row["result"]))
+            for row in rows
+        ]
+
+    def cache_update(
+        self,
+        namespace: str,
+        lookup: str,
+        now: float,
+        change: Callable[[Any], tuple[Any, float, Any]],
+    ) -> Any:
+        """Change one entry atomically, also against other processes (BEGIN IMMEDIATE): `change`
+        gets its value (None when there is none or it expired) and returns the new value, its
+        ttl (0 or less deletes it) and the result to return. An unchanged value is not written."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT result FROM id_cache WHERE namespace = ? AND lookup = ? AND expires_at > ?",
+                (namespace, lookup, now),
+            ).fetchone()
+            old = None if row is None else row["result"]
+            value, ttl, result = change(None if old is None else json.loads(old))
+            text = None if value is None else json.dumps(value)
+            if ttl <= 0:
+                conn.execute(
+                    "DELETE FROM id_cache WHERE namespace = ? AND lookup = ?", (namespace, lookup)
+                )
+            elif row is None or text != old:
+                conn.execute(
+                    "INSERT OR REPLACE INTO id_cache"
+                    " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                    (namespace, lookup, text, now, now + ttl),
+                )
+            return result
+
     def get_token(self, service: str, profile: str) -> dict[str, Any] | None:
         rows = self._query(
             "SELECT data FROM tokens WHERE service = ? AND profile = ?", (service, profile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.base import FakeServer, Request, Response, route
@@ -13,11 +14,21 @@ class AlertReceiver(FakeServer):
         self.token = token
         self.password = password
         self.messages: list[dict[str, Any]] = []
+        self._refusals: list[Callable[[], None]] = []
 
     @route("POST", "/hook/{token}")
     def hook(self, req: Request) -> Response:
+        if self._refusals:
+            self._refusals.pop(0)()
+            return Response(500)
         self.messages.append(req.json())
         return Response(200)
+
+    def refuse_next(self, meanwhile: Callable[[], None] = lambda: None) -> None:
+        """Answer the next message 500 without taking it, after running `meanwhile` (what
+        happens elsewhere while the alert is on its way, e.g. a lock taken)."""
+        with self.lock:
+            self._refusals.append(meanwhile)
 
     @property
     def apprise_url(self) -> str:
