@@ -133,3 +133,18 @@ async def test_an_expiry_alert_held_back_after_a_failed_send_goes_out_at_a_later
         runtime.clock.advance(3600)
         await check_anilist_tokens(runtime)
     assert ["expires soon" in title for title in receiver.titles()] == [True]
+
+
+async def test_an_expiry_alert_that_went_out_late_with_another_alert_is_not_sent_again(
+    tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    for runtime in runtime_for(tmp_path, anilist, receiver, days=10):
+        assert isinstance(runtime.clock, FakeClock)
+        receiver.fail_next(1, 500)
+        await check_anilist_tokens(runtime)  # the alert channel is down
+        runtime.clock.advance(120)
+        await runtime.notifier.notify("sync_failing", "link failing", "body", key="ts")
+        for _ in range(3):  # hourly checks, past the throttle window
+            runtime.clock.advance(3600)
+            await check_anilist_tokens(runtime)
+    assert ["expires soon" in title for title in receiver.titles()] == [True, False]

@@ -507,6 +507,12 @@ class Notifier:
             return True
         return self._book.owes_recovery(self._conditions.known(kind, key), now)
 
+    def alerted(self, kind: str, key: str = "") -> bool:
+        """True when the last alert of condition (kind, key) reached the human (as this
+        process last knew it): also one that went out later with another alert."""
+        known = self._book.current(self._conditions.known(kind, key), self._clock())
+        return known is not None and known.open and not known.unsent and not known.sending
+
     async def resolve(self, kind: str, body: str, key: str = "") -> str:
         """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised.
 

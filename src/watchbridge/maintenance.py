@@ -74,7 +74,12 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
         alert = expiry_alert(token, now, name) if token is not None else None
         if alert is None or (await asyncio.to_thread(store.cache_get, ALERTED, alert.key, now))[0]:
             continue
-        result = await runtime.notifier.notify("credentials", alert.title, alert.body, alert.key)
+        # A failed send may have gone out since, with another alert: then it is done.
+        result = SENT
+        if not runtime.notifier.alerted("credentials", alert.key):
+            result = await runtime.notifier.notify(
+                "credentials", alert.title, alert.body, alert.key
+            )
         # Failed, or suppressed (held back after a failed send): tried again at the next check.
         if result in (SENT, DISABLED):
             await asyncio.to_thread(store.cache_put, ALERTED, alert.key, result, now, ALERTED_TTL)
