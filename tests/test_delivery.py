@@ -782,7 +782,8 @@ async def test_a_sign_in_host_failing_for_a_day_spends_no_attempts(
     trakt.advance(clock() - trakt.now())
     token = runtime.store.get_token("trakt", "me")
     assert token is not None
-    token["created_at"] = clock() - 0.8 * token["expires_in"]  # due for its refresh
+    # About to expire: the token cannot carry deliveries through the sign-in host's outage.
+    token["created_at"] = clock() - token["expires_in"] + 60
     runtime.store.put_token("trakt", "me", token, clock())
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.fail_next(1000, 502, route="POST /oauth/token")
@@ -859,6 +860,96 @@ async def test_a_gateway_error_asking_to_wait_holds_the_target(
     assert worker.held_until["trakt"] >= clock() + 900
     (row,) = runtime.store.claim("check", clock() + 901, 10, ["trakt"])
     assert (row.last_error or "").startswith("unknown outcome")
+
+
+def _lift_the_pacer(worker: DeliveryWorker) -> None:
+    """A 429 pauses the account's pacer in real time (http.py); the hand-moved clock is past it."""
+    worker.targets["trakt"].client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
+
+
+async def test_a_rate_limit_known_to_last_15_minutes_alerts_when_it_begins_saying_until_when(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(1, retry_after=2850)  # a wait Trakt has been seen to ask for
+    await worker.pass_once(runtime)
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock() + 2850))
+    assert f"until {until}" in receiver.messages[0]["message"]
+
+
+async def test_a_rate_limit_shorter_than_15_minutes_does_not_alert_when_it_begins(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(1, retry_after=600)
+    await worker.pass_once(runtime)
+    assert worker.held_until["trakt"] > clock() + 590
+    assert receiver.titles() == []
+
+
+async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanwhile(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1000, 503)  # down: probed less and less often, up to every 5 minutes
+    started = clock()
+    await worker.pass_once(runtime)
+    while worker.held_until["trakt"] < started + 900:
+        clock.advance(worker.held_until["trakt"] - clock())
+        await worker.pass_once(runtime)
+    assert receiver.titles() == []  # the last probe was under 15 minutes in
+    requests = len(trakt.requests)
+    clock.advance(started + 900 - clock())  # still held: a webhook or the idle wake-up
+    await worker.pass_once(runtime)
+    assert len(trakt.requests) == requests
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
+
+
+async def test_a_long_rate_limit_is_resolved_once_deliveries_go_through(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(1, retry_after=2850)
+    await worker.pass_once(runtime)
+    clock.advance(2851)
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert receiver.titles() == [
+        "watchbridge: trakt deliveries paused",
+        "Resolved: watchbridge: trakt deliveries paused",
+    ]
+
+
+async def test_a_retry_after_of_years_holds_deliveries_at_most_six_hours(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(1, retry_after=99_999_999)  # a proxy's or Trakt's bug: 3 years
+    await worker.pass_once(runtime)
+    six_hours = 6 * 3600  # delivery.max_backoff's default
+    assert clock() < worker.held_until["trakt"] <= clock() + six_hours
+    # The play's due time is stored (it outlives a restart): due within six hours too.
+    (row,) = runtime.store.claim("check", clock() + six_hours, 10, ["trakt"])
+    assert row.idempotency_key == "p1"
 
 
 async def test_an_outage_is_not_declared_over_by_a_pass_that_delivered_nothing(

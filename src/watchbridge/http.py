@@ -13,6 +13,7 @@ import email.utils
 import functools
 import json
 import logging
+import math
 import random
 import ssl
 import time
@@ -117,6 +118,10 @@ class Pacer:
     def block(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
 
+    def blocked_for(self) -> float:
+        """Seconds a 429 still pauses the account for (0 when none does)."""
+        return max(0.0, self.blocked_until - time.monotonic())
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -127,23 +132,29 @@ class RetryPolicy:
     max_inline_wait: float = 15.0  # longer Retry-After values go back to the caller
 
 
+# The longest wait a service's `Retry-After` or `X-Ratelimit` is taken for: 6 hours, the default
+# `delivery.max_backoff`. Trakt's observed waits reach ~2850 s; far longer ones (99999999, a
+# date years ahead) are a proxy's or a service's bug, which would otherwise park rows for years
+# (their due time is stored) and put a pacer to sleep for as long.
+MAX_RETRY_AFTER = 6 * 3600.0
+
+
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
-    """`Retry-After` as seconds, whether given as seconds or as an HTTP date."""
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
+    """`Retry-After` as seconds, whether given as seconds or as an HTTP date, at most
+    MAX_RETRY_AFTER; None when absent or not a usable number (one too large for a float)."""
+    value = (headers.get("retry-after") or "").strip()
+    if value.isascii() and value.replace(".", "", 1).isdigit():
+        return _service_wait(float(value))
     try:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
         return None
-    return max(0.0, parsed.timestamp() - now) if parsed else None
+    return _service_wait(parsed.timestamp() - now) if parsed else None
 
 
 def ratelimit_until_seconds(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds until the `until` of Trakt's `X-Ratelimit` (JSON naming the bucket that ran out)."""
+    """Seconds until the `until` of Trakt's `X-Ratelimit` (JSON naming the bucket that ran out),
+    at most MAX_RETRY_AFTER."""
     value = headers.get("x-ratelimit")
     try:
         until = json.loads(value)["until"] if value else None
@@ -154,7 +165,24 @@ def ratelimit_until_seconds(headers: Mapping[str, str], now: float) -> float | N
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
+    return _service_wait(moment.timestamp() - now)
+
+
+def _rate_limited(service: str, wait: float, maybe_written: bool) -> Unavailable:
+    """The error for a rate limit that asks for `wait` seconds: to wait a second more, never
+    more than MAX_RETRY_AFTER; one whose earlier try may have landed says so."""
+    after = min(wait + 1, MAX_RETRY_AFTER)
+    if maybe_written:
+        message = f"rate limited for {wait:.0f}s after a try that may have landed"
+        return Unavailable(service, message, after, True)
+    return RateLimited(service, f"rate limited for {wait:.0f}s", after)
+
+
+def _service_wait(seconds: float) -> float | None:
+    """A wait a service asked for, within 0..MAX_RETRY_AFTER; None if it is no number (inf, NaN)."""
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def jittered(seconds: float) -> float:
@@ -246,6 +274,11 @@ class HttpClient:
         maybe_written = False  # some try may have reached the service, whatever came after
         for attempt in range(1, self.retry.attempts + 1):
             maybe_written = maybe_written or unknown
+            blocked = pacer.blocked_for() if pacer is not None and attempt == 1 else 0.0
+            if blocked > self.retry.max_inline_wait:
+                # Another request of the account was told to wait (a 429, maybe another
+                # client's): hand the wait back as it was handed back there, not sleep it out.
+                raise _rate_limited(self.service, blocked, maybe_written=False)
             if pacer is not None:
                 paced = time.monotonic()
                 await pacer.acquire(bucket)
@@ -288,12 +321,7 @@ class HttpClient:
                     if pacer is not None:
                         pacer.block(wait + 1)
                     if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:
-                        if maybe_written:
-                            message = (
-                                f"rate limited for {wait:.0f}s after a try that may have landed"
-                            )
-                            raise Unavailable(self.service, message, wait + 1, True)
-                        raise RateLimited(self.service, f"rate limited for {wait:.0f}s", wait + 1)
+                        raise _rate_limited(self.service, wait, maybe_written)
                     last_problem = "rate limited"
                     if pacer is None:
                         await asyncio.sleep(wait)

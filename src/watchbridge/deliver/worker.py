@@ -14,8 +14,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
+from watchbridge.alerts import SUPPRESSED, format_span
 from watchbridge.app import Runtime
 from watchbridge.config import DeliveryConfig
 from watchbridge.http import Unavailable
@@ -167,6 +169,27 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
     )
 
 
+def unreachable_alert(
+    target: str, reason: str, since: float, now: float, until: float
+) -> str | None:
+    """The `service_unreachable` alert's text for a target held since `since` and known to be
+    held until `until` (what the service asked for; `now` when nothing more is known), or None
+    while it is not due: once deliveries have been held UNREACHABLE_ALERT_AFTER, or as soon as a
+    hold known to last that long begins (a long Retry-After), saying until when."""
+    if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
+        return None
+    at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if now - since >= UNREACHABLE_ALERT_AFTER:
+        minutes = int((now - since) // 60)
+        text = f"{target} has not taken deliveries for {minutes} minutes: {reason}."
+        if until > now:
+            text += f" It asks to wait until {at}."
+    else:
+        wait = format_span(until - now)
+        text = f"{target} cannot take deliveries until {at} (in {wait}): {reason}."
+    return f"{text} Nothing is lost; queued deliveries go out when it is back."
+
+
 class _LimitedRows:
     """The rows an account limit holds, kept in the store (across restarts): the limit is over
     when they have gone out, not when any other row did (a play does not empty a full ratings
@@ -193,6 +216,11 @@ class _LimitedRows:
     def _known(self, now: float) -> list[int]:
         _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
         return list(known or [])
+
+
+def _paused(target: str) -> str:
+    """The title of the alerts that say a target's deliveries are paused."""
+    return f"watchbridge: {target} deliveries paused"
 
 
 def _gave_up(attempts: int, reason: str) -> str:
@@ -301,6 +329,7 @@ class DeliveryWorker:
     async def pass_once(self, runtime: Runtime) -> bool:
         """Claim and deliver one batch per open target; True if anything was claimed."""
         store, now = runtime.store, runtime.clock()
+        await self._still_held(runtime, now)
         claimed_any = False
         for name in self._open_targets(now):
             target = self.targets[name]
@@ -399,19 +428,15 @@ class DeliveryWorker:
                 "deliveries held",
                 extra={"target": target.name, "reason": hold.reason, "seconds": round(pause)},
             )
-            if now - self.held_since[target.name] >= UNREACHABLE_ALERT_AFTER:
-                alerts[("service_unreachable", target.name)] = (
-                    f"{target.name} has not taken deliveries for "
-                    f"{int((now - self.held_since[target.name]) // 60)} minutes: {hold.reason}. "
-                    "Nothing is lost; queued deliveries go out when it is back."
-                )
+            since = self.held_since[target.name]
+            text = unreachable_alert(target.name, hold.reason, since, now, now + hold.after)
+            if text is not None:
+                alerts[("service_unreachable", target.name)] = text
         for (kind, key), reason in alerts.items():
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
             )
-            await runtime.notifier.notify(
-                kind, f"watchbridge: {target.name} deliveries paused", reason, key=key
-            )
+            await runtime.notifier.notify(kind, _paused(target.name), reason, key=key)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
         await self._accepted(runtime, target, delivered_for - held_for)
@@ -432,6 +457,21 @@ class DeliveryWorker:
                 "See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.",
                 key=target.name,
             )
+
+    async def _still_held(self, runtime: Runtime, now: float) -> None:
+        """Alert for targets held long enough meanwhile: while one is held no delivery is tried,
+        so `_record` does not see it (one 47-minute Retry-After; the wait for the next probe)."""
+        for name, until in list(self.held_until.items()):
+            since = self.held_since.get(name)
+            if until <= now or since is None:
+                continue
+            text = unreachable_alert(name, self.held_reason.get(name, ""), since, now, now)
+            if text is None:
+                continue
+            title = _paused(name)
+            result = await runtime.notifier.notify("service_unreachable", title, text, key=name)
+            if result != SUPPRESSED:
+                log.warning("deliveries paused", extra={"target": name, "reason": text})
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
