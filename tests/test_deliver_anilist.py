@@ -982,6 +982,12 @@ def without_inline_backoff(target: AniListTarget) -> None:
     target.client.http.retry = RetryPolicy(attempts=3, backoff=0.0)
 
 
+def later(worker: DeliveryWorker, clock: FakeClock, seconds: float) -> None:
+    """`seconds` on, past any hold of the target."""
+    clock.now += seconds
+    worker.held_until.clear()
+
+
 async def test_a_first_completion_saved_just_before_a_crash_is_not_a_rewatch(
     runtime: Runtime,
     target: AniListTarget,
@@ -1019,8 +1025,7 @@ async def test_a_movie_completion_whose_answer_was_lost_is_not_a_rewatch(
     from_webhook(runtime, MediaEvent("jellyfin", "stop", movie, played=True))
     fake.lose_answers("SaveMediaListEntry", 3)  # saved every time, never heard of
     await worker.pass_once(runtime)
-    clock.now += 3600  # the hold is over
-    worker.held_until.clear()
+    later(worker, clock, 3600)  # the hold is over
     await drain(worker, runtime)
     assert runtime.store.outbox_counts()["done"] == 1
     assert (fake.snapshot()[movie_entry]["status"], fake.snapshot()[movie_entry]["repeat"]) == (
@@ -1046,8 +1051,7 @@ async def test_a_new_entry_whose_completing_save_failed_is_completed_when_tried_
     fake.fail_operation("SaveMediaListEntry", 3, 500, skip=1)  # the second save, and its retries
     await worker.pass_once(runtime)
     assert fake.snapshot()[media]["status"] == "CURRENT"
-    clock.now += 3600
-    worker.held_until.clear()
+    later(worker, clock, 3600)
     await drain(worker, runtime)
     entry = fake.snapshot()[media]
     assert (entry["status"], entry["progress"]) == ("COMPLETED", episodes)
@@ -1070,12 +1074,10 @@ async def test_a_save_anilist_always_fails_ends_as_a_dead_letter_and_holds_no_la
     enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
     for _ in range(5):  # the failing one backs off further each time: the other gets through
         await worker.pass_once(runtime)
-        clock.now += runtime.config.delivery.retry_after + 1
-        worker.held_until.clear()
+        later(worker, clock, runtime.config.delivery.retry_after + 1)
     assert fake.snapshot()[other]["progress"] == 1
     for _ in range(24 * 4):  # the failing one backs off, and gives up
-        clock.now += 3600
-        worker.held_until.clear()
+        later(worker, clock, 3600)
         await worker.pass_once(runtime)
     counts = runtime.store.outbox_counts()
     assert (counts["done"], counts["dead"], counts["pending"]) == (1, 1, 0)
@@ -1094,8 +1096,7 @@ async def test_a_read_anilist_fails_spends_no_attempt_of_the_row_it_held(
     enqueue(runtime, "rating", season, clock() - 60, rating=80)
     fake.fail_operation("Viewer", 10**6, 500)  # the score format cannot be read
     for _ in range(runtime.config.delivery.max_attempts + 2):
-        clock.now += 3600
-        worker.held_until.clear()
+        later(worker, clock, 3600)
         await worker.pass_once(runtime)
     ((attempts, status),) = runtime.store.db.execute("SELECT attempts, status FROM outbox")
     assert (attempts, status) == (0, "pending")  # AniList is failing, not this row
