@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -865,6 +866,27 @@ async def test_a_gateway_error_asking_to_wait_holds_the_target(
 def _lift_the_pacer(worker: DeliveryWorker) -> None:
     """A 429 pauses the account's pacer in real time (http.py); the hand-moved clock is past it."""
     worker.targets["trakt"].client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
+
+
+async def test_a_long_hold_is_logged_once_not_at_every_pass(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    receiver.fail_next(1000, 500)  # the alert channel is down: no alert is sent either
+    trakt.throttle_next(1, retry_after=2850)  # held 47 minutes
+    await worker.pass_once(runtime)
+    clock.advance(16 * 60)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="watchbridge.deliver.worker"):
+        for _ in range(60):  # webhooks during playback wake the worker every few seconds
+            await worker.pass_once(runtime)
+            clock.advance(5)
+    assert [r.getMessage() for r in caplog.records].count("deliveries paused") == 1
 
 
 async def test_a_rate_limit_known_to_last_15_minutes_alerts_when_it_begins_saying_until_when(

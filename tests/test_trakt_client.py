@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tests.fakes.base import FakeServer, cloudflare_page
-from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt, RateLimit
 from tests.harness import sign_in_trakt
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
@@ -311,6 +311,32 @@ async def test_a_429_one_client_got_pauses_the_other_clients_of_the_account(
         await deliver.aclose()
         await reader.aclose()
     assert len(trakt.requests) == asked  # the reader asked nothing within the Retry-After
+
+
+async def test_a_request_waiting_for_its_turn_is_handed_another_clients_long_429(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    deliver, link = (
+        client_with_secret(trakt, store, CLIENT_SECRET),
+        client_with_secret(trakt, store, CLIENT_SECRET),
+    )
+    trakt.enforce_rate_limits = True
+    trakt.rate_limits["AUTHED_API_GET_LIMIT"] = RateLimit(3600, 0)  # any read: 429, an hour
+    trakt.delay_next(1, 0.5, route="GET /sync/last_activities")  # ... answered a moment later
+    movie = a_movie(trakt)
+    try:
+        await deliver.scrobble(PROFILE, "start", movie, 10)  # spends this second's write
+        reading = asyncio.create_task(link.last_activities(PROFILE))
+        await asyncio.sleep(0.1)
+        writing = asyncio.create_task(deliver.scrobble(PROFILE, "pause", movie, 20))  # waits
+        with pytest.raises(RateLimited):
+            await reading
+        with pytest.raises(RateLimited):  # not an hour's sleep in the pacer
+            await asyncio.wait_for(writing, timeout=5)
+    finally:
+        await deliver.aclose()
+        await link.aclose()
 
 
 async def test_device_sign_in_keeps_polling_through_a_gateway_error(

@@ -95,6 +95,17 @@ class Bucket:
         return (1 - self.tokens) / self.per_second
 
 
+PAUSE_CHECK = 1.0  # seconds: how often a request waiting for its turn looks for a new pause
+
+
+class Paused(Exception):
+    """A 429 pauses the account longer than the request may wait (`Pacer.acquire`)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"paused for {seconds:.0f}s")
+        self.seconds = seconds
+
+
 @dataclass
 class Pacer:
     """Keeps one account under a service's rate limits; a 429 pauses every bucket."""
@@ -103,24 +114,26 @@ class Pacer:
     blocked_until: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def acquire(self, bucket: str | None) -> None:
+    async def acquire(self, bucket: str | None, give_up_after: float = math.inf) -> None:
+        """Wait for a request's turn; raises Paused when a 429 (this request's or another's,
+        also one arriving while it waits) pauses the account longer than `give_up_after`."""
         # Pacing is about real elapsed time, never an injected (possibly frozen) clock.
         async with self.lock:
             while True:
                 now = time.monotonic()
                 wait = max(0.0, self.blocked_until - now)
+                if wait > give_up_after:
+                    raise Paused(wait)
                 if not wait and bucket in self.buckets:
                     wait = self.buckets[bucket].wait_time(now)
                 if not wait:
                     return
-                await asyncio.sleep(wait)
+                # Woken early by a block that begins meanwhile (see `block`).
+                await asyncio.sleep(min(wait, PAUSE_CHECK))
 
     def block(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
 
-    def blocked_for(self) -> float:
-        """Seconds a 429 still pauses the account for (0 when none does)."""
-        return max(0.0, self.blocked_until - time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -274,14 +287,15 @@ class HttpClient:
         maybe_written = False  # some try may have reached the service, whatever came after
         for attempt in range(1, self.retry.attempts + 1):
             maybe_written = maybe_written or unknown
-            blocked = pacer.blocked_for() if pacer is not None and attempt == 1 else 0.0
-            if blocked > self.retry.max_inline_wait:
-                # Another request of the account was told to wait (a 429, maybe another
-                # client's): hand the wait back as it was handed back there, not sleep it out.
-                raise _rate_limited(self.service, blocked, maybe_written=False)
             if pacer is not None:
                 paced = time.monotonic()
-                await pacer.acquire(bucket)
+                try:
+                    # A pause longer than we wait inline (a 429, maybe another client's) is
+                    # handed back as it was to the request that got it; +1: the margin
+                    # `block` adds to a wait this request takes inline.
+                    await pacer.acquire(bucket, self.retry.max_inline_wait + 1)
+                except Paused as paused:
+                    raise _rate_limited(self.service, paused.seconds, maybe_written) from None
                 self._waited(time.monotonic() - paced)
             started = time.monotonic()
             self.requests_sent += 1

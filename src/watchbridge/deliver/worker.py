@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from watchbridge.alerts import SUPPRESSED, format_span
+from watchbridge.alerts import SENT, format_span
 from watchbridge.app import Runtime
 from watchbridge.config import DeliveryConfig
 from watchbridge.http import Unavailable
@@ -274,6 +274,7 @@ class DeliveryWorker:
         self.held_reason: dict[str, str] = {}
         self.held_since: dict[str, float] = {}
         self.hold_streak: dict[str, int] = {}
+        self._told_held: set[str] = set()  # targets whose long hold the log has told of
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -470,8 +471,10 @@ class DeliveryWorker:
                 continue
             title = _paused(name)
             result = await runtime.notifier.notify("service_unreachable", title, text, key=name)
-            if result != SUPPRESSED:
+            # Passes come with every webhook: the log tells once a hold (and of each alert).
+            if result == SENT or name not in self._told_held:
                 log.warning("deliveries paused", extra={"target": name, "reason": text})
+                self._told_held.add(name)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
@@ -479,6 +482,7 @@ class DeliveryWorker:
         self.held_until.pop(target.name, None)
         self.held_reason.pop(target.name, None)
         self.hold_streak.pop(target.name, None)
+        self._told_held.discard(target.name)
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 

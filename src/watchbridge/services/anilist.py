@@ -560,10 +560,10 @@ class AniListPacer(Pacer):
         self.ceiling = per_minute
         self.waited = 0.0
 
-    async def acquire(self, bucket: str | None) -> None:
+    async def acquire(self, bucket: str | None, give_up_after: float = math.inf) -> None:
         started = time.monotonic()
         try:
-            await super().acquire(bucket)
+            await super().acquire(bucket, give_up_after)
         finally:
             self.waited += time.monotonic() - started
 
