@@ -135,7 +135,6 @@ class Pacer:
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
 
 
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Inline retries for transient failures within one call."""
