@@ -264,6 +264,29 @@ def test_confirming_removals_applies_what_was_held(world: World) -> None:
     assert len(diary_plays(world.serializd)) == 1
 
 
+def test_a_removal_held_before_a_one_way_run_the_other_way_is_still_held_after_it(
+    world: World,
+) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    world.sync("--link", LINK)  # holds the removal on serializd
+    world.sync("--link", LINK, "--direction", "serializd-to-trakt")  # nothing to do
+    out = world.sync("--link", LINK)
+    assert "held: me: 1 of 2 plays on serializd would be removed" in out
+    assert len(trakt_plays(world.trakt)) == 1  # the play removed on Trakt is not added back
+
+
+def test_a_removal_held_before_a_one_way_run_the_other_way_applies_when_confirmed(
+    world: World,
+) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    world.sync("--link", LINK)
+    world.sync("--link", LINK, "--direction", "serializd-to-trakt")
+    world.sync("--link", LINK, "--confirm-removals")
+    assert len(diary_plays(world.serializd)) == 1 and len(trakt_plays(world.trakt)) == 1
+
+
 # --------------------------------------------------------------------------- status
 
 

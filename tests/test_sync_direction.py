@@ -6,7 +6,7 @@ import pytest
 
 from watchbridge.config import Link
 from watchbridge.errors import WatchbridgeError
-from watchbridge.reconcile import Plan, Play, Side
+from watchbridge.reconcile import Plan, Play, Side, plan
 from watchbridge.store import Store
 from watchbridge.sync import ProfilePlan, apply_plan, frozen_sides, load_baseline, with_direction
 
@@ -37,3 +37,11 @@ def test_the_frozen_side_keeps_its_baseline(store: Store) -> None:
     )
     apply_plan(store, LINK, "ts", result, confirm_removals=False, now=10.0)
     assert set(load_baseline(store, "ts", "me", ["trakt", "serializd"])) == {"trakt"}
+
+
+def test_a_removal_a_one_way_run_does_not_carry_leaves_no_tombstone() -> None:
+    run = with_direction(LINK, "ts", "serializd-to-trakt")
+    baseline = {"trakt": Side((Play(E1, 1.0, "1"),)), "serializd": Side((Play(E1, 2.0, "9"),))}
+    current = {"trakt": Side(), "serializd": baseline["serializd"]}
+    result = plan(run, current, baseline)
+    assert (result.actions, result.tombstones) == ((), frozenset())  # a later run carries it

@@ -478,6 +478,28 @@ async def test_serializd_removals_held_by_a_full_read_apply_when_confirmed(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
 
 
+async def test_a_play_removed_on_trakt_stays_removed_after_a_one_way_run_the_other_way(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    app.unwatch(entry(trakt, 2))
+    await rig.sync_and_deliver(direction="serializd-to-trakt")  # leaves the removal for later
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 3), (1, 4)]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 3), (1, 4)]
+
+
+async def test_a_play_removed_on_serializd_stays_removed_after_a_one_way_run_the_other_way(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    unlog(serializd, review(serializd, 3))
+    await rig.sync_and_deliver(full=True, direction="trakt-to-serializd")
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 4)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
+
+
 # --------------------------------------------------------------------------- nothing twice
 
 

@@ -300,6 +300,10 @@ def _plan_history(
                 new_tombstones.add((target, partner.record))
                 if gone.record in renumbered_now:
                     renumbered.add((target, partner.record))
+            else:
+                # Not carried by this run (one way the other way): no tombstone, so that a
+                # later run still finds the removal, and does not take it for a new play.
+                continue
             if gone.record not in renumbered_now:
                 new_tombstones.add((source, gone.record))
 
