@@ -1058,6 +1058,29 @@ async def test_a_new_entry_whose_completing_save_failed_is_completed_when_tried_
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+@pytest.mark.parametrize("episodes", [1, 12])
+async def test_a_new_entry_whose_first_save_answer_was_lost_is_completed_when_tried_again(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    episodes: int,
+) -> None:
+    without_inline_backoff(target)
+    media = 5558
+    LATER[("999", 1, episodes)] = (media, episodes)
+    fake.add_media(media, episodes=episodes)
+    enqueue(runtime, "play", episode(episodes, show=999), clock() - 60, live=True)
+    fake.lose_answers("SaveMediaListEntry", 3)  # the first save lands, its answer never comes
+    await worker.pass_once(runtime)
+    later(worker, clock, 3600)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[media]
+    assert (entry["status"], entry["progress"]) == ("COMPLETED", episodes)
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_a_save_anilist_always_fails_ends_as_a_dead_letter_and_holds_no_later_play(
     runtime: Runtime,
     target: AniListTarget,

@@ -632,6 +632,21 @@ def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
     return NewOutboxRow("trakt", "me", "rating", payload, f"me:trakt:{item.key()}", key)
 
 
+@pytest.mark.parametrize("source", ["plex", "jellyfin", "generic"])
+async def test_only_a_generic_webhooks_item_is_looked_up_on_trakt_by_its_title(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, source: str
+) -> None:
+    # A media server's item without ids is one Trakt cannot know (a Plex home video, here
+    # titled like a film) or one its server will name; a generic sender may know no ids.
+    trakt.add_movie("Holiday", 2018, imdb="tt7034144", tmdb=505192)
+    titled = MediaRef("movie", title="Holiday", year=2018)
+    row = _late_play(titled, clock() - 3600, "p1")
+    runtime.store.enqueue([replace(row, payload=row.payload | {"source": source})], clock())
+    await worker.pass_once(runtime)
+    looked_up = [h.item.title for h in trakt.history()] == ["Holiday"]
+    assert looked_up is (source == "generic")
+
+
 async def test_a_play_added_beside_a_missing_movie_with_its_shows_tmdb_number_lands_once(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -139,6 +139,13 @@ def test_a_backslash_that_starts_no_json_escape_stands_for_itself() -> None:
     }
 
 
+@pytest.mark.parametrize("title", [b"C:\\users", b"Dir\\u12", b"x\\user\\u00e9"])
+def test_a_backslash_u_that_starts_no_unicode_escape_stands_for_itself(title: bytes) -> None:
+    body = b'{"Name": "' + title + b'"}'
+    expected = title.decode().replace("\\u00e9", "\u00e9")
+    assert read_body(body, "application/json") == {"Name": expected}
+
+
 def test_empty_strings_are_treated_as_absent_at_any_depth() -> None:
     body = b'{"a": "", "b": "x", "c": {"d": "", "e": [{"f": ""}]}}'
     assert read_body(body, "application/json") == {"b": "x", "c": {"e": [{}]}}

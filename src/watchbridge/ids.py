@@ -63,7 +63,9 @@ def lookups(item: MediaRef) -> list[tuple[str, str, str]]:
 
 def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:
     """(type, title, year) to search Trakt by for an item no id of ours can name: a movie by
-    its title, an episode by its show's title (its numbers then place it)."""
+    its title, an episode by its show's title (its numbers then place it). Only for our generic
+    webhook, whose sender may know no ids: a media server's item without ids is one Trakt
+    cannot know (home videos) or one its server will name (see Enricher)."""
     if lookups(item):
         return None
     if item.kind == "movie" and item.title:
@@ -72,6 +74,13 @@ def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:
     if item.kind == "episode" and item.show_title and numbered and not has_trakt_ids(item.show_ids):
         return "show", item.show_title, item.year or None
     return None
+
+
+def title_unmatched(item: MediaRef) -> str:
+    return (
+        f"Trakt has no single title matching {item.describe()}: add its ids to the webhook "
+        "(item.ids, or item.show.ids for an episode)"
+    )
 
 
 def title_key(title: str) -> str:
@@ -162,7 +171,8 @@ class TraktResolver:
         self.cache = cache
         self.clock = clock
 
-    async def resolve(self, item: MediaRef) -> MediaRef | None:
+    async def resolve(self, item: MediaRef, by_title: bool = False) -> MediaRef | None:
+        """The item with the Trakt ids its other ids (or, `by_title`, its title) find."""
         for id_type, value, kind in lookups(item):
             lookup = f"{kind}:{id_type}:{value}"
             hit, cached = self.cache.cache_get(self.namespace, lookup, self.clock())
@@ -173,7 +183,7 @@ class TraktResolver:
                 self.cache.cache_put(self.namespace, lookup, cached, self.clock(), ttl)
             if cached:
                 return apply_match(item, cached)
-        return await self._by_title(item)
+        return await self._by_title(item) if by_title else None
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
         wanted = title_lookup(item) if self.title_search is not None else None
@@ -598,8 +608,9 @@ class Enricher:
             if need.met(item):
                 return Enriched(item)
         if search_trakt and self.trakt is not None:
+            by_title = source == "generic"
             try:
-                found = await self.trakt.resolve(item)
+                found = await self.trakt.resolve(item, by_title)
             except ServiceError as exc:
                 log.warning(
                     "trakt id search failed",
@@ -611,11 +622,8 @@ class Enricher:
             else:
                 if found is not None and need.met(found):
                     return Enriched(found)
-                if problem is None and server is None and title_lookup(item) is not None:
-                    problem = Problem(
-                        f"Trakt has no single title matching {item.describe()}: add its ids to "
-                        "the webhook (item.ids, or item.show.ids for an episode)"
-                    )
+                if problem is None and by_title and title_lookup(item) is not None:
+                    problem = Problem(title_unmatched(item))
         return Enriched(item, problem or not_known(server, item, need))
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:

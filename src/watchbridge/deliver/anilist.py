@@ -725,8 +725,14 @@ class AniListTarget:
             sent = await self._sent(row)
             if sent is not None and current is not None and shows(current, sent):
                 # Saved before a crash, or its answer was lost: counting it again would make
-                # a first viewing a rewatch (or count a rewatch twice).
-                return Delivered(f"already saved (AniList progress {current.progress})")
+                # a first viewing a rewatch (or count a rewatch twice). Only the save that
+                # completes a new entry may be missing.
+                finish = finish_write(current, at)
+                if finish is None:
+                    return Delivered(f"already saved (AniList progress {current.progress})")
+                await self._note_sent(row, finish)
+                saved = await self._save(profile, finish, current, entries)
+                return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
             link = "link" in row.payload
             # A skipped row queued again (see recheck_skipped) comes late: the entry may have
             # counted this viewing meanwhile (a link), so it is dated like a link's play.

@@ -29,7 +29,14 @@ from watchbridge.deliver.worker import (
 )
 from watchbridge.episode_numbers import trakt_absolute
 from watchbridge.http import RateLimited, Unavailable
-from watchbridge.ids import TRAKT, AbsolutePlacer, Enricher, TraktResolver
+from watchbridge.ids import (
+    TRAKT,
+    AbsolutePlacer,
+    Enricher,
+    TraktResolver,
+    title_lookup,
+    title_unmatched,
+)
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.playback import shortest_viewing
 from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
@@ -179,12 +186,13 @@ class TraktTarget:
             if not can_send(item):
                 item = await self.placer.place(item)  # known by its absolute number only
             if not can_send(item):
-                found = await self.resolver.resolve(item)
+                by_title = outbox.payload.get("source") == "generic"
+                found = await self.resolver.resolve(item, by_title)
                 if found is None or not can_send(found):
-                    outcomes[outbox.id] = Retry(
-                        f"unmatched: Trakt has no id for {item.describe()} yet{problem}",
-                        after=3600,
-                    )
+                    why = f"Trakt has no id for {item.describe()} yet{problem}"
+                    if by_title and title_lookup(item) is not None:
+                        why = title_unmatched(item)
+                    outcomes[outbox.id] = Retry(f"unmatched: {why}", after=3600)
                     continue
                 item = found
             resolved.append(Row(outbox, item, float(outbox.payload["at"])))

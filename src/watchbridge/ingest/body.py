@@ -315,16 +315,17 @@ def _forgiving_loads(text: str) -> object:
     try:
         return _DECODER.decode(text)
     except json.JSONDecodeError as error:
-        if not error.msg.startswith("Invalid \\escape"):
+        if not error.msg.startswith(("Invalid \\escape", "Invalid \\uXXXX escape")):
             raise
         return _DECODER.decode(_ESCAPE.sub(_keep_stray_backslash, text))
 
 
-_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 
 
 def _keep_stray_backslash(escape: re.Match[str]) -> str:
-    return escape[0] if escape[1] in '"\\/bfnrtu' else "\\" + escape[0]
+    valid = escape[1] in '"\\/bfnrt' or len(escape[1]) == 5  # \uXXXX
+    return escape[0] if valid else "\\" + escape[0]
 
 
 def _one_line(message: str) -> str:

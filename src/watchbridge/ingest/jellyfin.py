@@ -8,10 +8,11 @@ NotificationType → action:
 - PlaybackStart → start; PlaybackStop → stop, played = PlayedToCompletion.
 - PlaybackProgress → pause when IsPaused, else progress. Jellyfin has no pause/resume events;
   telling a resume from a progress report needs the previous state (the session machine's job).
-- UserDataSaved by SaveReason: TogglePlayed → played/unplayed (from Played); UpdateUserRating and
-  UpdateUserData (the API's user-data update, the only way to set a numeric rating) → rate when
-  Rating > 0 and not a like (common.star_rating), else Ignored(no_rating) (likes, dislikes and
-  favourites); the reasons written by
+- UserDataSaved by SaveReason: TogglePlayed → played/unplayed (from Played); UpdateUserRating →
+  rate when Rating > 0 and not a like (common.star_rating), else Ignored(no_rating) (likes,
+  dislikes and favourites). UpdateUserData (the API's user-data update) carries the item's
+  Rating with any change of its user data, so a rating cannot be told from an old one re-sent:
+  Ignored(unsupported_event). The reasons written by
   playback → Ignored(user_data_echo), since the playback events already tell us.
 - ItemAdded/ItemDeleted → Ignored(library_event); everything else → Ignored(unsupported_event).
 
@@ -118,7 +119,7 @@ def _user_data(data: Payload, kind: MediaKind) -> ParseResult:
         return Ignored(USER_DATA_ECHO)
     if reason == "toggleplayed":
         return _toggle_played(data, kind)
-    if reason in ("updateuserrating", "updateuserdata"):
+    if reason == "updateuserrating":
         return _rating(data, kind)
     return Ignored(UNSUPPORTED_EVENT)
 
