@@ -893,15 +893,35 @@ async def test_a_long_hold_is_logged_once_not_at_every_pass(
 ) -> None:
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     receiver.fail_next(1000, 500)  # the alert channel is down: no alert is sent either
-    trakt.throttle_next(1, retry_after=2850)  # held 47 minutes
-    await worker.pass_once(runtime)
-    clock.advance(16 * 60)
-    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="watchbridge.deliver.worker"):
+        trakt.throttle_next(1, retry_after=2850)  # held 47 minutes: told as it begins
+        await worker.pass_once(runtime)
+        clock.advance(16 * 60)
         for _ in range(60):  # webhooks during playback wake the worker every few seconds
             await worker.pass_once(runtime)
             clock.advance(5)
     assert [r.getMessage() for r in caplog.records].count("deliveries paused") == 1
+
+
+async def test_a_new_long_hold_is_logged_again(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    receiver.fail_next(1000, 500)  # no alert gets through
+    with caplog.at_level(logging.WARNING, logger="watchbridge.deliver.worker"):
+        for _ in range(2):  # two outages, an hour apart
+            trakt.throttle_next(1, retry_after=1200)
+            _lift_the_pacer(worker)
+            await worker.pass_once(runtime)
+            clock.advance(16 * 60)
+            await worker.pass_once(runtime)
+            clock.advance(3600)
+    assert [r.getMessage() for r in caplog.records].count("deliveries paused") == 2
 
 
 async def test_a_rate_limit_known_to_last_15_minutes_alerts_when_it_begins_saying_until_when(

@@ -419,6 +419,7 @@ class DeliveryWorker:
                 # The last hold ran out long ago and passes went on since: a new outage.
                 self.held_since.pop(target.name, None)
                 self.hold_streak.pop(target.name, None)
+                self._told_held.discard(target.name)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             streak = self.hold_streak[target.name] = self.hold_streak.get(target.name, 0) + 1
             pause = max(hold.after, min(TARGET_PROBE_MAX, hold.after * 2 ** (streak - 1)))
@@ -433,6 +434,7 @@ class DeliveryWorker:
             text = unreachable_alert(target.name, hold.reason, since, now, now + hold.after)
             if text is not None:
                 alerts[("service_unreachable", target.name)] = text
+                self._told_held.add(target.name)  # logged below
         for (kind, key), reason in alerts.items():
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
