@@ -1034,46 +1034,33 @@ async def test_a_movie_completion_whose_answer_was_lost_is_not_a_rewatch(
     )
 
 
+def refuse_the_completing_save(fake: FakeAniList) -> None:
+    fake.fail_operation("SaveMediaListEntry", 3, 500, skip=1)  # the second save, and its retries
+
+
+def lose_the_first_answer(fake: FakeAniList) -> None:
+    fake.lose_answers("SaveMediaListEntry", 3)  # the first save lands, its answer never comes
+
+
 @pytest.mark.parametrize("episodes", [1, 12])
-async def test_a_new_entry_whose_completing_save_failed_is_completed_when_tried_again(
+@pytest.mark.parametrize("trouble", [refuse_the_completing_save, lose_the_first_answer])
+async def test_a_new_entry_left_watching_every_episode_is_completed_when_tried_again(
     runtime: Runtime,
     target: AniListTarget,
     worker: DeliveryWorker,
     fake: FakeAniList,
     clock: FakeClock,
     episodes: int,
+    trouble: Callable[[FakeAniList], None],
 ) -> None:
     without_inline_backoff(target)
     media = 5558
     LATER[("999", 1, episodes)] = (media, episodes)
     fake.add_media(media, episodes=episodes)
     enqueue(runtime, "play", episode(episodes, show=999), clock() - 60, live=True)
-    fake.fail_operation("SaveMediaListEntry", 3, 500, skip=1)  # the second save, and its retries
+    trouble(fake)
     await worker.pass_once(runtime)
     assert fake.snapshot()[media]["status"] == "CURRENT"
-    later(worker, clock, 3600)
-    await drain(worker, runtime)
-    entry = fake.snapshot()[media]
-    assert (entry["status"], entry["progress"]) == ("COMPLETED", episodes)
-    assert runtime.store.outbox_counts()["done"] == 1
-
-
-@pytest.mark.parametrize("episodes", [1, 12])
-async def test_a_new_entry_whose_first_save_answer_was_lost_is_completed_when_tried_again(
-    runtime: Runtime,
-    target: AniListTarget,
-    worker: DeliveryWorker,
-    fake: FakeAniList,
-    clock: FakeClock,
-    episodes: int,
-) -> None:
-    without_inline_backoff(target)
-    media = 5558
-    LATER[("999", 1, episodes)] = (media, episodes)
-    fake.add_media(media, episodes=episodes)
-    enqueue(runtime, "play", episode(episodes, show=999), clock() - 60, live=True)
-    fake.lose_answers("SaveMediaListEntry", 3)  # the first save lands, its answer never comes
-    await worker.pass_once(runtime)
     later(worker, clock, 3600)
     await drain(worker, runtime)
     entry = fake.snapshot()[media]

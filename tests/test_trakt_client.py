@@ -271,16 +271,20 @@ def client_with_secret(trakt: FakeTrakt, store: Store, secret: str) -> TraktClie
     return TraktClient(config, store, sleep=no_wait)
 
 
+def two_clients(trakt: FakeTrakt, store: Store) -> tuple[TraktClient, TraktClient]:
+    """Two clients of one account, as the delivery worker and a link run have."""
+    return client_with_secret(trakt, store, CLIENT_SECRET), client_with_secret(
+        trakt, store, CLIENT_SECRET
+    )
+
+
 async def test_clients_of_one_account_pace_their_writes_together(
     trakt: FakeTrakt, store: Store
 ) -> None:
     # The delivery worker and a link's writer each have a client; Trakt counts the account.
     trakt.enforce_rate_limits = True
     signed_in(trakt, store)
-    deliver, link = (
-        client_with_secret(trakt, store, CLIENT_SECRET),
-        client_with_secret(trakt, store, CLIENT_SECRET),
-    )
+    deliver, link = two_clients(trakt, store)
     movie = a_movie(trakt)
     try:
         await asyncio.gather(
@@ -296,10 +300,7 @@ async def test_a_429_one_client_got_pauses_the_other_clients_of_the_account(
     trakt: FakeTrakt, store: Store
 ) -> None:
     signed_in(trakt, store)
-    deliver, reader = (
-        client_with_secret(trakt, store, CLIENT_SECRET),
-        client_with_secret(trakt, store, CLIENT_SECRET),
-    )
+    deliver, reader = two_clients(trakt, store)
     trakt.throttle_next(1, retry_after=120, route="GET /sync/last_activities")
     try:
         with pytest.raises(RateLimited):
@@ -317,10 +318,7 @@ async def test_a_request_waiting_for_its_turn_is_handed_another_clients_long_429
     trakt: FakeTrakt, store: Store
 ) -> None:
     signed_in(trakt, store)
-    deliver, link = (
-        client_with_secret(trakt, store, CLIENT_SECRET),
-        client_with_secret(trakt, store, CLIENT_SECRET),
-    )
+    deliver, link = two_clients(trakt, store)
     trakt.enforce_rate_limits = True
     trakt.rate_limits["AUTHED_API_GET_LIMIT"] = RateLimit(3600, 0)  # any read: 429, an hour
     trakt.delay_next(1, 0.5, route="GET /sync/last_activities")  # ... answered a moment later
