@@ -240,6 +240,7 @@ def test_an_entry_shows_a_save_when_it_holds_its_status_and_at_least_its_counts(
     completing = EntryWrite(PART_2, status="COMPLETED", progress=12)
     assert shows(current(status="COMPLETED", progress=12), completing)
     assert not shows(current(progress=12), completing)
+    assert not shows(current(status="COMPLETED", progress=12, media_id=5555), completing)
     assert shows(current(status="COMPLETED", progress=1, repeat=2), EntryWrite(PART_2, repeat=2))
     assert not shows(
         current(status="COMPLETED", progress=1, repeat=1), EntryWrite(PART_2, repeat=2)

@@ -215,10 +215,11 @@ def play_write(
 
 
 def shows(entry: ListEntry, write: EntryWrite) -> bool:
-    """Whether `entry` already holds what `write` sets: its status, and at least its progress
-    and rewatch count."""
+    """Whether `entry` already holds what `write` sets: it is that write's title (the mapping
+    may have moved since), with its status, and at least its progress and rewatch count."""
     return (
-        (write.status is None or entry.status == write.status)
+        entry.media_id == write.media_id
+        and (write.status is None or entry.status == write.status)
         and (write.progress is None or entry.progress >= write.progress)
         and (write.repeat is None or entry.repeat >= write.repeat)
     )
