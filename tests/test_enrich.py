@@ -266,6 +266,8 @@ async def test_an_episode_known_by_its_show_title_gets_the_show_ids_from_trakts_
         await client.aclose()
     assert enriched.problem is None
     assert enriched.item.show_ids.tmdb == "1396"
+    (search,) = [r for r in trakt.requests if r.path == "/search/show"]
+    assert search.query["limit"] == "50"  # every same-titled show, not Trakt's first page of 10
 
 
 def test_a_title_names_an_item_only_when_exactly_one_answers_to_it() -> None:

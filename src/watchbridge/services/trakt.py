@@ -895,8 +895,9 @@ class TraktClient:
 
     async def search_title(self, kind: str, title: str, year: int | None) -> list[dict[str, Any]]:
         """`/search/{movie|show}?query=...&fields=title[&years=...]`: the items whose title
-        matches the text (no sign-in needed)."""
-        params = {"query": title, "fields": "title"}
+        matches the text (no sign-in needed). Fifty, not the first page of ten: a title names
+        an item only when no other result has it too (ids.title_match), however it ranks."""
+        params = {"query": title, "fields": "title", "limit": "50"}
         if year:
             params["years"] = str(year)
         return await self._search(f"/search/{kind}", params)
