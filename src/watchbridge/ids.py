@@ -121,6 +121,22 @@ def apply_match(item: MediaRef, result: dict[str, Any]) -> MediaRef:
     )
 
 
+async def remembered(
+    cache: IdCache,
+    namespace: str,
+    lookup: str,
+    clock: Callable[[], float],
+    ask: Callable[[], Awaitable[Any]],
+) -> Any:
+    """The cached answer to `lookup`, else what `ask` answers, kept FOUND_TTL (an empty answer
+    MISSING_TTL: the service may know it soon)."""
+    hit, answer = cache.cache_get(namespace, lookup, clock())
+    if not hit:
+        answer = await ask()
+        cache.cache_put(namespace, lookup, answer, clock(), FOUND_TTL if answer else MISSING_TTL)
+    return answer
+
+
 AbsoluteTable = Callable[[Ids], Awaitable[dict[int, tuple[int, int]]]]
 
 
@@ -142,11 +158,11 @@ class AbsolutePlacer:
         if not has_trakt_ids(item.show_ids):
             return item
         show = ":".join(next(iter(item.show_ids.present().items())))
-        hit, places = self.cache.cache_get(self.namespace, show, self.clock())
-        if not hit:
-            places = {str(k): v for k, v in (await self.table(item.show_ids)).items()}
-            ttl = FOUND_TTL if places else MISSING_TTL
-            self.cache.cache_put(self.namespace, show, places, self.clock(), ttl)
+
+        async def ask() -> dict[str, tuple[int, int]]:
+            return {str(k): v for k, v in (await self.table(item.show_ids)).items()}
+
+        places = await remembered(self.cache, self.namespace, show, self.clock, ask)
         found = (places or {}).get(str(item.absolute))
         if found is None:
             return item
@@ -174,15 +190,15 @@ class TraktResolver:
     async def resolve(self, item: MediaRef, by_title: bool = False) -> MediaRef | None:
         """The item with the Trakt ids its other ids (or, `by_title`, its title) find."""
         for id_type, value, kind in lookups(item):
-            lookup = f"{kind}:{id_type}:{value}"
-            hit, cached = self.cache.cache_get(self.namespace, lookup, self.clock())
-            if not hit:
+
+            async def ask(id_type: str = id_type, value: str = value, kind: str = kind) -> Any:
                 results = await self.search(id_type, value, kind)
-                cached = next((r for r in results if r.get("type") == kind), None)
-                ttl = FOUND_TTL if cached else MISSING_TTL
-                self.cache.cache_put(self.namespace, lookup, cached, self.clock(), ttl)
-            if cached:
-                return apply_match(item, cached)
+                return next((r for r in results if r.get("type") == kind), None)
+
+            lookup = f"{kind}:{id_type}:{value}"
+            found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
+            if found:
+                return apply_match(item, found)
         return await self._by_title(item) if by_title else None
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
@@ -190,12 +206,13 @@ class TraktResolver:
         if wanted is None or self.title_search is None:
             return None
         kind, title, year = wanted
+        search = self.title_search
+
+        async def ask() -> Any:
+            return title_match(await search(kind, title, year), kind, title, year)
+
         lookup = f"title:{kind}:{title_key(title)}:{year or ''}"
-        hit, cached = self.cache.cache_get(self.namespace, lookup, self.clock())
-        if not hit:
-            cached = title_match(await self.title_search(kind, title, year), kind, title, year)
-            ttl = FOUND_TTL if cached else MISSING_TTL
-            self.cache.cache_put(self.namespace, lookup, cached, self.clock(), ttl)
+        cached = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
         if not cached:
             return None
         if kind == "show":  # the episode's show: its numbers place the episode
