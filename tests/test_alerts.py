@@ -423,6 +423,11 @@ async def test_alerts_switched_off_before_a_restart_owe_no_recovery(
 # Each Store is one process's connection (the service, a `watchbridge sync` run) to one file.
 
 
+def both(store: Store, other: Store, clock: FakeClock, *urls: str) -> tuple[Notifier, Notifier]:
+    """The service's notifier and a `watchbridge sync` run's, each on its own connection."""
+    return remembering(store, clock, *urls), remembering(other, clock, *urls)
+
+
 @pytest.fixture
 def other(store: Store) -> Iterator[Store]:
     """A second connection to the database of `store`, as another process has."""
@@ -435,8 +440,7 @@ def other(store: Store) -> Iterator[Store]:
 async def test_a_condition_another_process_alerted_within_the_throttle_is_not_sent_again(
     receiver: Receiver, store: Store, other: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)
-    run = remembering(other, clock, receiver.apprise_url)
+    service, run = both(store, other, clock, receiver.apprise_url)
     await run.notify("sync_failing", "link ts holds removals", "1 of 2 plays", key="ts:removals")
     clock.advance(600)
     again = await service.notify("sync_failing", "link ts holds removals", "1 of 2", "ts:removals")
@@ -458,8 +462,7 @@ async def test_two_processes_reporting_a_condition_at_once_send_one_alert(
 async def test_the_next_alert_counts_what_another_process_held_back(
     receiver: Receiver, store: Store, other: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)
-    run = remembering(other, clock, receiver.apprise_url)
+    service, run = both(store, other, clock, receiver.apprise_url)
     await service.notify("sync_failing", "link ts failing", "Still failing.", key="ts")
     clock.advance(HOUR / 2)
     await run.notify("sync_failing", "link ts failing", "Still failing.", key="ts")
@@ -490,8 +493,7 @@ async def test_reports_a_process_knows_to_be_throttled_write_nothing_but_are_cou
 async def test_an_alert_one_process_raised_is_resolved_by_another_once(
     receiver: Receiver, store: Store, other: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)  # running before the run starts
-    run = remembering(other, clock, receiver.apprise_url)
+    service, run = both(store, other, clock, receiver.apprise_url)  # running before the run starts
     await run.notify("sync_failing", "link ts holds removals", "1 of 2 plays", key="ts:removals")
     clock.advance(RELOAD_EVERY)
     resolved = await service.resolve("sync_failing", "no removals held", key="ts:removals")
@@ -505,8 +507,7 @@ async def test_an_alert_one_process_raised_is_resolved_by_another_once(
 async def test_raised_sees_another_processes_alert_once_its_snapshot_is_reloaded(
     receiver: Receiver, store: Store, other: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)
-    run = remembering(other, clock, receiver.apprise_url)
+    service, run = both(store, other, clock, receiver.apprise_url)
     await run.notify("account_limit", "Trakt limit", "body", key="trakt:me")
     assert not service.raised("account_limit", "trakt:me")  # younger than the bound
     clock.advance(RELOAD_EVERY)
@@ -554,8 +555,7 @@ async def test_an_alert_one_process_resolved_is_not_brought_back_by_another(
 async def test_an_alert_that_failed_in_one_process_is_sent_by_another_after_the_back_off(
     receiver: Receiver, store: Store, other: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)
-    run = remembering(other, clock, receiver.apprise_url)
+    service, run = both(store, other, clock, receiver.apprise_url)
     receiver.fail_next(1, 500)
     results = [await run.notify("account_limit", "Trakt limit", "body", key="trakt:me")]
     for _ in range(2):
@@ -592,8 +592,7 @@ async def test_open_alerts_the_previous_version_kept_are_owed_once_after_an_upgr
          "sent_at": earlier, "open": False},
     ]  # fmt: skip
     store.cache_put("alerts", "reached", kept, clock(), 400 * 86400.0)
-    service = remembering(store, clock, receiver.apprise_url)
-    run = remembering(other, clock, receiver.apprise_url)
+    service, run = both(store, other, clock, receiver.apprise_url)
     assert service.raised("sync_failing", "ts") and run.raised("sync_failing", "ts")
     assert await run.resolve("sync_failing", "link ts syncs again", key="ts") == "sent"
     assert await service.resolve("sync_failing", "link ts syncs again", key="ts") == "not_raised"
