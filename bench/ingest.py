@@ -180,9 +180,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads, or of one of its threads."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
@@ -256,6 +257,7 @@ class Run:
     errors: dict[str, int]
     server_user: float
     server_sys: float
+    loop_cpu: float  # the main thread's, which runs the event loop
     wrk_cpu: float
 
     @property
@@ -269,6 +271,7 @@ def run_wrk(
     """wrk with one connection per thread, each stopping after `budget` answers."""
     path = f"/webhooks/plex/{SECRET}"
     cpu_server = cpu_seconds(server.proc.pid)
+    cpu_loop = sum(cpu_seconds(server.proc.pid, server.proc.pid))
     cpu_children = children_cpu()
     argv = [
         "wrk",
@@ -328,6 +331,7 @@ def run_wrk(
         errors={k: data[k] for k in ("connect", "read", "write", "timeout") if data[k]},
         server_user=cpu_seconds(server.proc.pid)[0] - cpu_server[0],
         server_sys=cpu_seconds(server.proc.pid)[1] - cpu_server[1],
+        loop_cpu=sum(cpu_seconds(server.proc.pid, server.proc.pid)) - cpu_loop,
         wrk_cpu=children_cpu() - cpu_children,
     )
 
@@ -340,7 +344,8 @@ def describe(label: str, run: Run) -> str:
         f"{run.seconds:.1f} s, {run.ok} 2xx, {run.bad} other{errors}; server CPU "
         f"{(run.server_user + run.server_sys) / run.seconds * 100:.0f} % of a core "
         f"({run.server_user / run.seconds * 100:.0f} user "
-        f"+ {run.server_sys / run.seconds * 100:.0f} sys), "
+        f"+ {run.server_sys / run.seconds * 100:.0f} sys; event loop's thread "
+        f"{run.loop_cpu / run.seconds * 100:.0f} %), "
         f"{(run.server_user + run.server_sys) / run.requests * 1e3:.2f} ms CPU/request; wrk "
         f"{run.wrk_cpu / run.seconds * 100:.0f} %)"
     )
