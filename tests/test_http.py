@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +12,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.echo import EchoFake
-from watchbridge.http import HttpClient, Pacer, RateLimited, RetryPolicy, Unavailable
+from watchbridge.http import Bucket, HttpClient, Pacer, RateLimited, RetryPolicy, Unavailable
 from watchbridge.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -221,3 +222,18 @@ async def test_a_retry_after_in_other_digits_than_ascii_is_ignored(
 ) -> None:
     echo.fail_next(1, 429, headers={"Retry-After": "²"})  # str.isdigit() says yes, float() no
     assert (await client.request("GET", "/items", pacer=Pacer())).status_code == 200
+
+
+async def test_a_write_does_not_wait_behind_reads_waiting_for_the_read_bucket(
+    client: HttpClient,
+) -> None:
+    # A live scrobble while a sync's reads have spent the account's read allowance.
+    pacer = Pacer({"read": Bucket(1, 0.2), "write": Bucket(1, 1)})
+    await client.request("GET", "/items", pacer=pacer, bucket="read")
+    reading = asyncio.create_task(client.request("GET", "/items", pacer=pacer, bucket="read"))
+    await asyncio.sleep(0.05)  # the read now waits ~5 s for its turn
+    started = time.monotonic()
+    await client.request("POST", "/items", json={}, pacer=pacer, bucket="write")
+    waited = time.monotonic() - started
+    reading.cancel()
+    assert waited < 1.0

@@ -108,17 +108,20 @@ class Paused(Exception):
 
 @dataclass
 class Pacer:
-    """Keeps one account under a service's rate limits; a 429 pauses every bucket."""
+    """Keeps one account under a service's rate limits; a 429 pauses every bucket.
+
+    Requests of one bucket take turns in order; those of another bucket do not wait behind
+    them (a live scrobble is not held up by a sync's reads waiting for the read bucket)."""
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
     blocked_until: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queues: dict[str | None, asyncio.Lock] = field(default_factory=dict)
 
     async def acquire(self, bucket: str | None, give_up_after: float = math.inf) -> None:
         """Wait for a request's turn; raises Paused when a 429 (this request's or another's,
         also one arriving while it waits) pauses the account longer than `give_up_after`."""
         # Pacing is about real elapsed time, never an injected (possibly frozen) clock.
-        async with self.lock:
+        async with self.queues.setdefault(bucket, asyncio.Lock()):
             while True:
                 now = time.monotonic()
                 wait = max(0.0, self.blocked_until - now)
