@@ -986,7 +986,7 @@ def without_inline_backoff(target: AniListTarget) -> None:
 def later(worker: DeliveryWorker, clock: FakeClock, seconds: float) -> None:
     """`seconds` on, past any hold of the target."""
     clock.now += seconds
-    worker.held_until.clear()
+    worker.holds.clear()
 
 
 async def test_a_first_completion_saved_just_before_a_crash_is_not_a_rewatch(

@@ -208,7 +208,7 @@ async def test_a_connection_dropped_after_the_add_lands_makes_one_entry_and_the_
     fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)
     enqueue(runtime, "play", episode(4), clock() - 3600)
     await drain(worker, runtime, clock, passes=1, step=120)
-    assert "serializd" not in worker.held_until  # only this row waits
+    assert "serializd" not in worker.holds  # only this row waits
     await drain(worker, runtime, clock, passes=3, step=120)
     assert len(fake.diary()) == 1
     assert fake.count("POST", REVIEWS_ADD) == 1  # the retry found the entry in the diary
@@ -223,7 +223,7 @@ async def test_a_tick_failing_past_the_retries_is_finished_with_a_tick_only(
     enqueue(runtime, "play", episode(4), clock() - 3600)
     await drain(worker, runtime, clock, passes=1)
     assert len(fake.diary()) == 1 and fake.ticks() == set()
-    assert worker.held_until["serializd"] > clock()
+    assert worker.holds["serializd"].until > clock()
     await drain(worker, runtime, clock, passes=4, step=120)
     assert len(fake.diary()) == 1
     assert fake.count("POST", REVIEWS_ADD) == 1
@@ -291,7 +291,7 @@ async def test_an_outage_holds_the_target_and_nothing_is_lost(
         fake.fail_next(2, 503)
     enqueue(runtime, "play", episode(4), clock() - 3600)
     await drain(worker, runtime, clock, passes=1)
-    assert worker.held_until["serializd"] > clock()
+    assert worker.holds["serializd"].until > clock()
     assert runtime.store.outbox_counts()["pending"] == 1
     await drain(worker, runtime, clock, passes=2)  # still held: nothing is sent
     assert fake.diary() == []

@@ -522,7 +522,7 @@ async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
     trakt.fail_next(3, 503)
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=1)
-    assert worker.held_until["trakt"] > clock()
+    assert worker.holds["trakt"].until > clock()
     clock.advance(3600)  # an hour later Trakt is back: the play goes to history with its time
     await drain(worker, runtime, clock, passes=6, step=400)
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
@@ -873,7 +873,7 @@ async def test_a_gateway_error_asking_to_wait_holds_the_target(
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.fail_next(1, 504, headers={"Retry-After": "900"}, route="POST /sync/history")
     await worker.pass_once(runtime)
-    assert worker.held_until["trakt"] >= clock() + 900
+    assert worker.holds["trakt"].until >= clock() + 900
     (row,) = runtime.store.claim("check", clock() + 901, 10, ["trakt"])
     assert (row.last_error or "").startswith("unknown outcome")
 
@@ -949,7 +949,7 @@ async def test_a_rate_limit_shorter_than_15_minutes_does_not_alert_when_it_begin
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.throttle_next(1, retry_after=600)
     await worker.pass_once(runtime)
-    assert worker.held_until["trakt"] > clock() + 590
+    assert worker.holds["trakt"].until > clock() + 590
     assert receiver.titles() == []
 
 
@@ -964,8 +964,8 @@ async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanw
     trakt.fail_next(1000, 503)  # down: probed less and less often, up to every 5 minutes
     started = clock()
     await worker.pass_once(runtime)
-    while worker.held_until["trakt"] < started + 900:
-        clock.advance(worker.held_until["trakt"] - clock())
+    while worker.holds["trakt"].until < started + 900:
+        clock.advance(worker.holds["trakt"].until - clock())
         await worker.pass_once(runtime)
     assert receiver.titles() == []  # the last probe was under 15 minutes in
     requests = len(trakt.requests)
@@ -1003,7 +1003,7 @@ async def test_a_retry_after_of_years_holds_deliveries_at_most_six_hours(
     trakt.throttle_next(1, retry_after=99_999_999)  # a proxy's or Trakt's bug: 3 years
     await worker.pass_once(runtime)
     six_hours = 6 * 3600  # delivery.max_backoff's default
-    assert clock() < worker.held_until["trakt"] <= clock() + six_hours
+    assert clock() < worker.holds["trakt"].until <= clock() + six_hours
     # The play's due time is stored (it outlives a restart): due within six hours too.
     (row,) = runtime.store.claim("check", clock() + six_hours, 10, ["trakt"])
     assert row.idempotency_key == "p1"
@@ -1137,7 +1137,7 @@ async def test_a_live_stop_refused_after_a_try_that_landed_is_checked_later(
     await worker.pass_once(runtime)
     clock.advance(7 * 3600)
     trakt.advance(7 * 3600)
-    worker.held_until.clear()
+    worker.holds.clear()
     await drain(worker, runtime, clock, passes=3, step=600)
     assert len(trakt.history()) == 1
 

@@ -190,6 +190,19 @@ def unreachable_alert(
     return f"{text} Nothing is lost; queued deliveries go out when it is back."
 
 
+@dataclass
+class TargetHold:
+    """A target whose deliveries are held as a whole (down, rate-limited): until when and why,
+    since when the outage lasts, how many holds in a row (probes grow rarer), and whether the
+    log has told of it being a long one."""
+
+    until: float
+    reason: str
+    since: float
+    streak: int = 0
+    told: bool = False
+
+
 class _LimitedRows:
     """The rows an account limit holds, kept in the store (across restarts): the limit is over
     when they have gone out, not when any other row did (a play does not empty a full ratings
@@ -270,11 +283,7 @@ class DeliveryWorker:
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
-        self.held_until: dict[str, float] = {}
-        self.held_reason: dict[str, str] = {}
-        self.held_since: dict[str, float] = {}
-        self.hold_streak: dict[str, int] = {}
-        self._told_held: set[str] = set()  # targets whose long hold the log has told of
+        self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -311,7 +320,7 @@ class DeliveryWorker:
                 [
                     *([due] if due is not None else []),
                     now + self.idle_wake,
-                    *[t for t in self.held_until.values() if t > now],
+                    *[h.until for h in self.holds.values() if h.until > now],
                 ]
             )
             await self._sleep(max(0.0, wait_until - now), stop)
@@ -325,7 +334,9 @@ class DeliveryWorker:
                 waiter.cancel()
 
     def _open_targets(self, now: float) -> list[str]:
-        return [name for name in self.targets if self.held_until.get(name, 0) <= now]
+        return [
+            name for name in self.targets if name not in self.holds or self.holds[name].until <= now
+        ]
 
     async def pass_once(self, runtime: Runtime) -> bool:
         """Claim and deliver one batch per open target; True if anything was claimed."""
@@ -415,26 +426,23 @@ class DeliveryWorker:
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
             hold = max(wide, key=lambda h: h.after)
-            if now > self.held_until.get(target.name, now) + TARGET_PROBE_MAX:
-                # The last hold ran out long ago and passes went on since: a new outage.
-                self.held_since.pop(target.name, None)
-                self.hold_streak.pop(target.name, None)
-                self._told_held.discard(target.name)
+            held = self.holds.get(target.name)
+            if held is None or now > held.until + TARGET_PROBE_MAX:
+                # None held, or the last hold ran out long ago and passes went on since: a new
+                # outage.
+                held = self.holds[target.name] = TargetHold(now, hold.reason, now)
             # Probe a target that stays down less and less often, up to every 5 minutes.
-            streak = self.hold_streak[target.name] = self.hold_streak.get(target.name, 0) + 1
-            pause = max(hold.after, min(TARGET_PROBE_MAX, hold.after * 2 ** (streak - 1)))
-            self.held_until[target.name] = now + pause
-            self.held_reason[target.name] = hold.reason
-            self.held_since.setdefault(target.name, now)
+            held.streak += 1
+            pause = max(hold.after, min(TARGET_PROBE_MAX, hold.after * 2 ** (held.streak - 1)))
+            held.until, held.reason = now + pause, hold.reason
             log.warning(
                 "deliveries held",
                 extra={"target": target.name, "reason": hold.reason, "seconds": round(pause)},
             )
-            since = self.held_since[target.name]
-            text = unreachable_alert(target.name, hold.reason, since, now, now + hold.after)
+            text = unreachable_alert(target.name, hold.reason, held.since, now, now + hold.after)
             if text is not None:
                 alerts[("service_unreachable", target.name)] = text
-                self._told_held.add(target.name)  # logged below
+                held.told = True  # logged below
         for (kind, key), reason in alerts.items():
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
@@ -464,27 +472,22 @@ class DeliveryWorker:
     async def _still_held(self, runtime: Runtime, now: float) -> None:
         """Alert for targets held long enough meanwhile: while one is held no delivery is tried,
         so `_record` does not see it (one 47-minute Retry-After; the wait for the next probe)."""
-        for name, until in list(self.held_until.items()):
-            since = self.held_since.get(name)
-            if until <= now or since is None:
+        for name, held in list(self.holds.items()):
+            if held.until <= now:
                 continue
-            text = unreachable_alert(name, self.held_reason.get(name, ""), since, now, now)
+            text = unreachable_alert(name, held.reason, held.since, now, now)
             if text is None:
                 continue
             title = _paused(name)
             result = await runtime.notifier.notify("service_unreachable", title, text, key=name)
             # Passes come with every webhook: the log tells once a hold (and of each alert).
-            if result == SENT or name not in self._told_held:
+            if result == SENT or not held.told:
                 log.warning("deliveries paused", extra={"target": name, "reason": text})
-                self._told_held.add(name)
+                held.told = True
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
-        self.held_since.pop(target.name, None)
-        self.held_until.pop(target.name, None)
-        self.held_reason.pop(target.name, None)
-        self.hold_streak.pop(target.name, None)
-        self._told_held.discard(target.name)
+        self.holds.pop(target.name, None)
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
