@@ -76,7 +76,15 @@ def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:
     return None
 
 
-def title_unmatched(item: MediaRef) -> str:
+# The webhook sources whose rows no id names are searched on Trakt by title (see title_lookup).
+TITLE_SEARCH_SOURCES = frozenset({"generic"})
+
+
+def title_unmatched(item: MediaRef, source: str | None) -> str | None:
+    """Why a row from `source` stays unmatched after Trakt was searched for its title; None
+    when its title is not searched."""
+    if source not in TITLE_SEARCH_SOURCES or title_lookup(item) is None:
+        return None
     return (
         f"Trakt has no single title matching {item.describe()}: add its ids to the webhook "
         "(item.ids, or item.show.ids for an episode)"
@@ -187,8 +195,9 @@ class TraktResolver:
         self.cache = cache
         self.clock = clock
 
-    async def resolve(self, item: MediaRef, by_title: bool = False) -> MediaRef | None:
-        """The item with the Trakt ids its other ids (or, `by_title`, its title) find."""
+    async def resolve(self, item: MediaRef, source: str | None = None) -> MediaRef | None:
+        """The item with the Trakt ids its other ids find, or (for a row of a webhook source
+        in TITLE_SEARCH_SOURCES) its title."""
         for id_type, value, kind in lookups(item):
 
             async def ask(id_type: str = id_type, value: str = value, kind: str = kind) -> Any:
@@ -199,7 +208,7 @@ class TraktResolver:
             found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
             if found:
                 return apply_match(item, found)
-        return await self._by_title(item) if by_title else None
+        return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
         wanted = title_lookup(item) if self.title_search is not None else None
@@ -625,9 +634,8 @@ class Enricher:
             if need.met(item):
                 return Enriched(item)
         if search_trakt and self.trakt is not None:
-            by_title = source == "generic"
             try:
-                found = await self.trakt.resolve(item, by_title)
+                found = await self.trakt.resolve(item, source)
             except ServiceError as exc:
                 log.warning(
                     "trakt id search failed",
@@ -639,8 +647,9 @@ class Enricher:
             else:
                 if found is not None and need.met(found):
                     return Enriched(found)
-                if problem is None and by_title and title_lookup(item) is not None:
-                    problem = Problem(title_unmatched(item))
+                unmatched = title_unmatched(item, source)
+                if problem is None and unmatched is not None:
+                    problem = Problem(unmatched)
         return Enriched(item, problem or not_known(server, item, need))
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:

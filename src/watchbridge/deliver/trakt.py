@@ -34,7 +34,6 @@ from watchbridge.ids import (
     AbsolutePlacer,
     Enricher,
     TraktResolver,
-    title_lookup,
     title_unmatched,
 )
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -186,12 +185,11 @@ class TraktTarget:
             if not can_send(item):
                 item = await self.placer.place(item)  # known by its absolute number only
             if not can_send(item):
-                by_title = outbox.payload.get("source") == "generic"
-                found = await self.resolver.resolve(item, by_title)
+                source = outbox.payload.get("source")
+                found = await self.resolver.resolve(item, source)
                 if found is None or not can_send(found):
-                    why = f"Trakt has no id for {item.describe()} yet{problem}"
-                    if by_title and title_lookup(item) is not None:
-                        why = title_unmatched(item)
+                    why = title_unmatched(item, source)
+                    why = why or f"Trakt has no id for {item.describe()} yet{problem}"
                     outcomes[outbox.id] = Retry(f"unmatched: {why}", after=3600)
                     continue
                 item = found
