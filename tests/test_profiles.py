@@ -58,3 +58,26 @@ def test_an_unmapped_account_belongs_to_nobody_without_a_default_profile() -> No
 def test_an_unmapped_account_goes_to_the_default_profile() -> None:
     mapped = config('{plex: ["1"]}', default=", default: true")
     assert profile_for(mapped, from_plex("42")) == "guest"
+
+
+def from_jellyfin(user_id: str, name: str) -> MediaEvent:
+    return MediaEvent(
+        source="jellyfin",
+        action="stop",
+        item=MediaRef("movie", title="Heat", year=1995),
+        server="5b6f0e3a2c1d4e8f9a7b6c5d4e3f2a1b",
+        account=Account(user_id, name),
+    )
+
+
+def test_a_jellyfin_user_id_matches_with_or_without_dashes() -> None:
+    mapped = config('{jellyfin: ["0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"]}')
+    assert profile_for(mapped, from_jellyfin("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "x")) == "alice"
+
+
+def test_a_user_name_differing_by_a_dash_is_another_person() -> None:
+    assert profile_for(config('{plex: ["jamie-r"]}'), from_plex("99", name="jamier")) is None
+    mapped = config('{jellyfin: ["maryjane"]}')
+    assert (
+        profile_for(mapped, from_jellyfin("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "mary-jane")) is None
+    )

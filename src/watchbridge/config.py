@@ -492,8 +492,18 @@ def fits_in_url(secret: str) -> bool:
 
 def same_account(name: str) -> str:
     """A media-server account as webhooks match it: user names case-insensitively, Jellyfin
-    and Emby ids with or without dashes."""
-    return name.lower().replace("-", "")
+    and Emby ids (32 hex digits) with or without dashes; a "server:account" entry part by part.
+    A name keeps its dashes: "mary-jane" is not "maryjane"."""
+    return ":".join(_same_account_part(part) for part in name.split(":"))
+
+
+_GUID = re.compile(r"[0-9a-f]{32}")
+
+
+def _same_account_part(part: str) -> str:
+    folded = part.lower()
+    bare = folded.replace("-", "")
+    return bare if _GUID.fullmatch(bare) else folded
 
 
 def _shared_account_problems(profiles: Mapping[str, Profile]) -> list[tuple[str, str]]:
