@@ -199,3 +199,15 @@ def test_every_curl_example_in_the_docs_is_accepted() -> None:
     assert len(examples) >= 4
     for example in examples:
         assert isinstance(parse_request("generic", example.encode(), "application/json"), Accepted)
+
+
+def test_an_id_sent_as_null_or_empty_is_absent() -> None:
+    ids = {"imdb": "tt2543164", "tmdb": None, "tvdb": ""}  # Home Assistant's tojson, templates
+    event = only_event(parse({**MOVIE, "item": {"type": "movie", "ids": ids}}))
+    assert event.item.ids == Ids(imdb="tt2543164")
+
+
+def test_an_episode_with_its_own_ids_and_a_null_show_is_accepted() -> None:
+    item = {"type": "episode", "ids": {"tvdb": 4637661}, "show": None}
+    event = only_event(parse({**MOVIE, "item": item}))
+    assert event.item.ids == Ids(tvdb="4637661")

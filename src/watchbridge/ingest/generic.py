@@ -172,7 +172,7 @@ def _movie(item: Payload, ids: Ids) -> MediaRef:
 
 
 def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
-    show = _object(item.get("show", {}), "item.show")
+    show = _object(item.get("show") or {}, "item.show")  # null: absent, like any other field
     show_ids = _ids(show.get("ids"), "item.show.ids", warnings)
     show_title = _text(show, "title", "item.show.title")
     season = _whole(item, "season", "item.season")
@@ -209,6 +209,8 @@ def _ids(value: object, path: str, warnings: list[str]) -> Ids:
     for name, id_value in raw.items():
         if name not in ID_NAMES:
             warnings.append(f"{path}.{name}: unknown id, ignored")
+            continue
+        if id_value is None or id_value == "":  # absent (a template's empty value too)
             continue
         cleaned = clean_id(name, id_value)
         if cleaned is None:
