@@ -73,6 +73,40 @@ def test_paths_that_name_no_webhook_are_a_json_404(app: AppThread, path: str) ->
     assert response.json()["error"]
 
 
+@pytest.mark.parametrize("path", [f"/webhooks/{SECRET}", f"/webhooks/{SECRET}/plex"])
+def test_a_url_with_the_source_left_out_does_not_echo_the_secret(app: AppThread, path: str) -> None:
+    response = httpx.post(f"{app.url}{path}", content=b"{}")  # media servers log answers
+    assert response.status_code == 404
+    assert SECRET not in response.text
+
+
+@pytest.fixture(scope="module")
+def app_with_trakt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
+    """Webhooks queue Trakt deliveries (to a closed port: the worker's tries do not matter)."""
+    path = tmp_path_factory.mktemp("route-trakt") / "wb.db"
+    closed = "http://127.0.0.1:9"
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {path}}}\n"
+        f"services: {{trakt: {{client_id: abc, api_url: '{closed}', auth_url: '{closed}'}}}}\n"
+        "profiles: {me: {default: true, accounts: {trakt: {}}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as thread:
+        yield thread
+
+
+def test_a_title_cut_mid_emoji_is_queued(app_with_trakt: AppThread) -> None:
+    # A lone surrogate in a title without ids ends up in the outbox keys SQLite binds.
+    body = (
+        b'{"event": "start", "user": "alice", "player": "kodi",'
+        b' "item": {"type": "movie", "title": "Am\\u00e9lie \\ud83d", "year": 2001}}'
+    )
+    url = f"{app_with_trakt.url}/webhooks/generic/{SECRET}"
+    response = httpx.post(url, content=body, headers={"content-type": "application/json"})
+    assert (response.status_code, response.json().get("queued")) == (202, 1), response.text
+
+
 def test_a_body_without_length_is_cut_off_at_the_limit(app: AppThread) -> None:
     def chunks() -> Iterator[bytes]:  # chunked transfer: no Content-Length to refuse early
         for _ in range(3):

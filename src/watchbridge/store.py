@@ -433,7 +433,7 @@ def _json_text(value: Mapping[str, Any]) -> str:
     """Compact JSON, several times faster than json.dumps (the ingest path runs it per event)."""
     try:
         return msgspec.json.encode(value).decode()
-    except UnicodeEncodeError:  # a lone surrogate the lenient body reader let through
+    except UnicodeEncodeError:  # a lone surrogate (from a service: webhook bodies have none)
         return json.dumps(value)
 
 

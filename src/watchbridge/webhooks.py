@@ -294,7 +294,8 @@ async def _webhook(
             "unknown_source",
             404,
             started,
-            error=f"unknown webhook source {source!r}; use one of {', '.join(SOURCES)}",
+            # Not the segment itself: a URL with the source left out has the secret there.
+            error=f"unknown webhook source; use one of {', '.join(SOURCES)}",
         )
         return
     content_type, declared, header_secret = "", None, None

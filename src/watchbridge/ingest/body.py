@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -292,7 +293,8 @@ def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
 
 def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejected:
     try:
-        decoded = _forgiving_loads(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        decoded = _forgiving_loads(text)
     except json.JSONDecodeError as error:
         return Rejected(
             f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
@@ -305,7 +307,26 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
         return Rejected(f"{what} is not JSON we accept: {_one_line(str(error))}")
     if not isinstance(decoded, dict):
         return Rejected(f"{what} is JSON but not an object")
+    if _MAY_HOLD_SURROGATES.search(text):
+        decoded = _without_lone_surrogates(decoded)
     return decoded  # empty strings were dropped while decoding
+
+
+# A lone surrogate (`\ud83d`: a title cut mid-emoji) is no text: SQLite and UTF-8 cannot hold
+# it. Only this reader lets one through (msgspec refuses them), written as an escape or as
+# bytes that `surrogatepass` decoded; each becomes U+FFFD.
+_MAY_HOLD_SURROGATES = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(node: Any) -> Any:
+    if isinstance(node, str):
+        return _LONE_SURROGATE.sub("\ufffd", node)
+    if isinstance(node, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_lone_surrogates(value) for value in node]
+    return node
 
 
 def _forgiving_loads(text: str) -> object:
