@@ -25,7 +25,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, parse_config
 from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
-from watchbridge.deliver.worker import DeliveryWorker, backoff
+from watchbridge.deliver.worker import DeliveryWorker, backoff, dead_letter_alert
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -1382,3 +1382,111 @@ def test_an_item_missing_from_the_snapshot_has_no_plays() -> None:
     other = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=1)
     assert plays_in_snapshot(_watched_episode(3), other) == 0
     assert plays_in_snapshot(_watched_episode(3), SEVERANCE_1X1) == 3
+
+
+# --------------------------------------------------------------------------- dead-letter alerts
+
+
+def gave_up(receiver: AlertReceiver) -> list[str]:
+    return [title for title in receiver.titles() if "gave up" in title]
+
+
+async def dies(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    item: MediaRef,
+    key: str,
+) -> None:
+    """A late play of `item` that Trakt refuses at each of its 3 attempts, 10 minutes apart."""
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(item, clock() - 3600, key)], clock())
+    trakt.fail_next(3, 400, route="POST /sync/history")
+    await drain(worker, runtime, clock, passes=3, step=600)
+
+
+async def test_a_dead_letter_whose_alert_failed_is_alerted_after_a_restart(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    receiver.refuse_next()  # the alert channel blips as the row dies
+    await dies(runtime, worker, trakt, clock, HEAT, "p1")
+    assert (len(runtime.store.dead_letters()), gave_up(receiver)) == (1, [])
+    async with restarted(runtime, worker, clock) as (runtime, worker):  # an update, say
+        clock.advance(120)
+        await worker.pass_once(runtime)
+        assert gave_up(receiver) == ["watchbridge: a trakt delivery gave up"]
+
+
+async def test_a_dead_letter_the_process_died_before_alerting_is_alerted_after_the_restart(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    (row,) = runtime.store.claim("service-1", clock())
+    runtime.store.mark_dead(row.id, clock(), "gave up after 3 attempts: 400")  # then kill -9
+    async with restarted(runtime, worker, clock) as (runtime, worker):
+        await worker.pass_once(runtime)
+        assert gave_up(receiver) == ["watchbridge: a trakt delivery gave up"]
+        await worker.pass_once(runtime)
+    assert len(gave_up(receiver)) == 1  # told once
+
+
+async def test_a_dead_letter_within_the_alert_throttle_is_alerted_when_it_ends(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    await dies(runtime, worker, trakt, clock, HEAT, "p1")
+    runtime.store.discard_dead(None)  # the user deals with it
+    await dies(runtime, worker, trakt, clock, ARRIVAL, "p2")  # within the hour's throttle
+    assert len(gave_up(receiver)) == 1
+    await drain(worker, runtime, clock, passes=3, step=3600)  # a quiet day follows
+    assert len(gave_up(receiver)) == 2
+    assert "play for profile me" in str(receiver.messages[-1]["message"])
+
+
+def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:
+    rows = [
+        OutboxItem(i, "trakt", "me", "play", {}, "o", f"k{i}", "dead", 3, 0.0, f"error {i}")
+        for i in range(1, 8)
+    ]
+    title, body = dead_letter_alert("trakt", rows)
+    assert title == "watchbridge: 7 trakt deliveries gave up"
+    assert "and 2 more" in body and "error 7" in body and "error 2" not in body
+
+
+async def test_a_retried_dead_letter_has_a_fresh_max_age(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    await dies(runtime, worker, trakt, clock, HEAT, "p1")
+    (dead,) = runtime.store.dead_letters()
+    clock.advance(runtime.config.delivery.max_age)  # the user notices a week later
+    trakt.advance(clock() - trakt.now())
+    runtime.store.retry_dead([dead.id], clock())  # `watchbridge deadletters retry`
+    trakt.fail_next(2, 400, route="POST /sync/history")  # two blips, then Trakt takes it
+    await drain(worker, runtime, clock, passes=3, step=3600)
+    assert runtime.store.dead_letters() == []
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+
+
+async def test_a_backlog_held_a_week_survives_a_restart_and_one_blip(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A try cut short by a restart counts as an attempt, but is no failure: max_age counts
+    # from the first real one.
+    trakt.revoke_tokens()  # the sign-in is lost while the family is away for a week
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    sign_in(runtime, trakt, clock)
+    runtime.store.claim("service-old", clock(), 10, ["trakt"])  # on its way, then a restart
+    runtime.store.release_claims(clock(), "service-")
+    trakt.fail_next(1, 400, route="POST /sync/history")  # one bad answer on the way back
+    await worker.pass_once(runtime)
+    assert runtime.store.dead_letters() == []

@@ -77,6 +77,30 @@ def test_migration_from_an_older_schema_keeps_data(tmp_path: Path) -> None:
     store.close()
 
 
+def test_dead_letters_of_an_older_version_are_not_alerted_again_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    # That version alerted each dead letter as it died; failed rows keep their age.
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m007_outbox_failing_since_and_told")
+    for key, status, attempts in [("dead", "dead", 12), ("failed", "pending", 2)]:
+        old.execute(
+            "INSERT INTO outbox (target, profile, action, payload, ordering_key,"
+            " idempotency_key, status, attempts, next_attempt_at, created_at, updated_at)"
+            " VALUES ('trakt', 'me', 'play', '{}', ?, ?, ?, ?, 5, 1, 5)",
+            (key, key, status, attempts),
+        )
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    assert store.untold_dead("trakt") == []
+    (failed,) = store.claim("w", 10.0)
+    assert failed.failing_since == 1
+    store.close()
+
+
 def test_a_loop_blocked_on_the_store_before_the_writer_asks_it_still_runs_the_inserts(
     store: Store,
 ) -> None:

@@ -446,19 +446,32 @@ class Notifier:
         """True when at least one URL loaded, so alerts can go somewhere."""
         return len(self._apprise) > 0
 
-    async def notify(self, kind: str, title: str, body: str, key: str = "") -> str:
+    async def notify(
+        self, kind: str, title: str, body: str, key: str = "", *, retry_failed: bool = True
+    ) -> str:
         """Raise an alert for condition (kind, key), throttled per `alerts.throttle`.
 
         A failed alert does not count as sent: the condition's next report sends it again
-        after RETRY_FAILED, and so does the next notifier call for one never reported again
-        (a dead letter)."""
+        after RETRY_FAILED, and so does the next notifier call for one never reported again,
+        unless `retry_failed` is False (the caller keeps what it owes and reports it again)."""
         if not self.config.wants(kind) or not self._can_send(kind):
             return self._count(kind, DISABLED)
         if self._unsent:
             await self._send_unsent(skip=(kind, key))
-        return await self._notify(kind, title, body, key)
+        return await self._notify(kind, title, body, key, retry_failed)
 
-    async def _notify(self, kind: str, title: str, body: str, key: str) -> str:
+    def would_send(self, kind: str, key: str = "") -> bool:
+        """True when a report of condition (kind, key) now would be sent, not held back by the
+        throttle or a failed send's back-off (as this process last knew it; cheap)."""
+        if not self.enabled or not self.config.wants(kind):
+            return False
+        now = self._clock()
+        self._conditions.reload_soon(now)
+        return self._book.report(self._conditions.known(kind, key), "", now)[1].send
+
+    async def _notify(
+        self, kind: str, title: str, body: str, key: str, retry_failed: bool = True
+    ) -> str:
         now = self._clock()
         verdict = await self._conditions.report(kind, key, title, now)
         if not verdict.send:
@@ -471,7 +484,7 @@ class Notifier:
                 f" in the last {format_span(verdict.since)})"
             )
         result = await self._deliver(kind, key, verdict, title, text, apprise.NotifyType.WARNING)
-        if result == FAILED:
+        if result == FAILED and retry_failed:
             self._unsent[kind, key] = (self._clock(), title, body)
         else:
             self._unsent.pop((kind, key), None)

@@ -187,6 +187,20 @@ def m006_event_raw_document(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE events ADD COLUMN raw TEXT")
 
 
+@migrations()
+def m007_outbox_failing_since_and_told(db: sqlite_utils.Database) -> None:
+    # failing_since: when the row's first real failure was (not a hold, not an interrupted
+    # try): delivery.max_age counts from it. told_at: when a dead-letter alert told of the
+    # dead row; rows dead before this version were alerted as they died.
+    db.execute("ALTER TABLE outbox ADD COLUMN failing_since REAL")
+    db.execute("ALTER TABLE outbox ADD COLUMN told_at REAL")
+    db.execute(
+        "UPDATE outbox SET failing_since = created_at"
+        " WHERE attempts >= 1 AND status IN ('pending', 'inflight')"
+    )
+    db.execute("UPDATE outbox SET told_at = updated_at WHERE status = 'dead'")
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -204,6 +218,7 @@ class OutboxItem:
     last_error: str | None
     created_at: float = 0.0
     updated_at: float = 0.0
+    failing_since: float | None = None  # its first real failure (see delivery.max_age)
 
     @property
     def may_have_landed(self) -> bool:
@@ -226,6 +241,7 @@ class OutboxItem:
             last_error=row["last_error"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            failing_since=row["failing_since"],
         )
 
 
@@ -954,10 +970,21 @@ class Store:
             conn.executemany(
                 """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
-                   claimed_by = NULL
+                   claimed_by = NULL,
+                   failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
+                                   ELSE failing_since END
                    WHERE id = ?""",
                 [
-                    (s.status, int(s.spend_attempt), now, s.next_attempt_at, s.error, s.item_id)
+                    (
+                        s.status,
+                        int(s.spend_attempt),
+                        now,
+                        s.next_attempt_at,
+                        s.error,
+                        s.spend_attempt and s.status != "done",
+                        now,
+                        s.item_id,
+                    )
                     for s in settlements
                 ],
             )
@@ -1083,7 +1110,8 @@ class Store:
         return [OutboxItem.from_row(r) for r in rows]
 
     def retry_dead(self, item_ids: Sequence[int] | None, now: float) -> Retried:
-        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts;
+        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts
+        (and a fresh delivery.max_age);
         a rating a newer one of its item followed is settled as superseded instead (left by
         versions that let such rows die)."""
         where, params = self._dead_filter(item_ids)
@@ -1093,10 +1121,26 @@ class Store:
             ).rowcount
             queued = conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-                f" updated_at = ? WHERE {where}",
+                f" updated_at = ?, failing_since = NULL, told_at = NULL WHERE {where}",
                 (now, now, *params),
             ).rowcount
         return Retried(queued, superseded)
+
+    def untold_dead(self, target: str) -> list[OutboxItem]:
+        """Dead rows of `target` that no dead-letter alert has told of yet, oldest first."""
+        rows = self._query(
+            "SELECT * FROM outbox WHERE status = 'dead' AND target = ? AND told_at IS NULL"
+            " ORDER BY id",
+            (target,),
+        )
+        return [OutboxItem.from_row(r) for r in rows]
+
+    def told_dead(self, item_ids: Sequence[int], now: float) -> None:
+        """A dead-letter alert told of these rows."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET told_at = ? WHERE id = ?", [(now, i) for i in item_ids]
+            )
 
     def discard_dead(self, item_ids: Sequence[int] | None) -> int:
         where, params = self._dead_filter(item_ids)

@@ -231,6 +231,22 @@ class _LimitedRows:
         return list(known or [])
 
 
+DEAD_LETTERS_LISTED = 5  # the most an alert names; it counts the rest
+
+
+def dead_letter_alert(target: str, rows: Sequence[OutboxItem]) -> tuple[str, str]:
+    """The title and text of the alert telling of `rows`, `target`'s dead letters."""
+    what = f"a {target} delivery" if len(rows) == 1 else f"{len(rows)} {target} deliveries"
+    lines = [
+        f"{row.action} for profile {row.profile}: {row.last_error or 'gave up'}"
+        for row in rows[-DEAD_LETTERS_LISTED:]
+    ]
+    if len(rows) > DEAD_LETTERS_LISTED:
+        lines.insert(0, f"... and {len(rows) - DEAD_LETTERS_LISTED} more, the latest:")
+    lines.append("See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.")
+    return f"watchbridge: {what} gave up", "\n".join(lines)
+
+
 def _paused(target: str) -> str:
     """The title of the alerts that say a target's deliveries are paused."""
     return f"watchbridge: {target} deliveries paused"
@@ -284,6 +300,9 @@ class DeliveryWorker:
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
+        # Targets that may have dead letters no alert told of (every target, at start).
+        self._untold_at_start = True
+        self._untold: set[str] = set()
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -342,6 +361,9 @@ class DeliveryWorker:
         """Claim and deliver one batch per open target; True if anything was claimed."""
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now)
+        if self._untold_at_start:  # dead before a restart, their alert maybe not sent
+            self._untold_at_start = False
+            self._untold |= set(self.targets)
         claimed_any = False
         for name in self._open_targets(now):
             target = self.targets[name]
@@ -368,6 +390,8 @@ class DeliveryWorker:
                 outcomes = await undecided(store, todo, crashed)
             outcomes |= interrupted
             await self._record(runtime, target, items, outcomes)
+        if self._untold:
+            await self._tell_dead_letters(runtime)
         return claimed_any
 
     async def _record(
@@ -461,13 +485,26 @@ class DeliveryWorker:
                     "reason": reason,
                 },
             )
-            await runtime.notifier.notify(
-                "dead_letter",
-                f"watchbridge: a {target.name} delivery gave up",
-                f"{item.action} for profile {item.profile}: {reason}\n"
-                "See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.",
-                key=target.name,
-            )
+        if dead:
+            self._untold.add(target.name)
+
+    async def _tell_dead_letters(self, runtime: Runtime) -> None:
+        """Alert the dead letters no alert has told of: as they die, and those whose alert was
+        throttled, failed, or was cut short by a restart (the store keeps what was told)."""
+        notifier = runtime.notifier
+        for name in list(self._untold):
+            if not notifier.would_send("dead_letter", name):
+                continue  # throttled, backing off, or nowhere to send: still owed
+            rows = await asyncio.to_thread(runtime.store.untold_dead, name)
+            if rows:
+                title, body = dead_letter_alert(name, rows)
+                # Not retried by the notifier: the rows stay owed here until told.
+                sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
+                if sent != SENT:
+                    continue
+                ids = [row.id for row in rows]
+                await asyncio.to_thread(runtime.store.told_dead, ids, runtime.clock())
+            self._untold.discard(name)
 
     async def _still_held(self, runtime: Runtime, now: float) -> None:
         """Alert for targets held long enough meanwhile: while one is held no delivery is tried,
@@ -505,7 +542,9 @@ class DeliveryWorker:
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
-        # Age ends only a row that had failed before: holds spend no attempts, so after a
-        # week-long outage or lost sign-in, one blip must not turn the backlog into dead letters.
-        too_old = now - item.created_at > self.config.max_age and item.attempts >= 1
-        return item.attempts + 1 >= self.config.max_attempts or too_old
+        # Age counts from the row's first real failure: neither time held (an outage, a lost
+        # sign-in) nor a try a restart cut short is one, so a backlog that waited a week does
+        # not turn into dead letters at its first blip after.
+        since = item.failing_since
+        failing_too_long = since is not None and now - since > self.config.max_age
+        return item.attempts + 1 >= self.config.max_attempts or failing_too_long
