@@ -31,7 +31,7 @@ from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
 from watchbridge.services.trakt import parse_iso
-from watchbridge.store import NewOutboxRow, OutboxItem
+from watchbridge.store import NewOutboxRow, OutboxItem, ordering_key
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -267,6 +267,20 @@ async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_li
     assert [h.item.title for h in trakt.history()] == ["Heat"]
     assert runtime.store.outbox_counts()["pending"] == 1  # the rating, still held
     assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+
+
+async def test_a_rating_a_full_ratings_list_holds_does_not_hold_up_the_items_plays(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(100, route="POST /sync/ratings")  # full for as long as the user waits
+    runtime.store.enqueue([_rating(HEAT, clock() - 60, "r1", 80)], clock())
+    await worker.pass_once(runtime)
+    clock.advance(86400)  # the next evening: Heat again
+    trakt.advance(86400)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
 
 
 async def test_a_rating_through_does_not_end_the_account_limit_of_a_held_play(
@@ -633,7 +647,8 @@ ARRIVAL = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
 
 def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
     payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "rating": value}
-    return NewOutboxRow("trakt", "me", "rating", payload, f"me:trakt:{item.key()}", key)
+    order = ordering_key("me", "trakt", item.key(), "rating")
+    return NewOutboxRow("trakt", "me", "rating", payload, order, key)
 
 
 @pytest.mark.parametrize("source", ["plex", "jellyfin", "generic"])
@@ -681,14 +696,7 @@ async def test_an_account_limit_is_not_declared_over_by_a_play_delivered_beside_
 ) -> None:
     trakt.account_limit(100, route="POST /sync/ratings")
     arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
-    rating = NewOutboxRow(
-        "trakt",
-        "me",
-        "rating",
-        {"item": ref_to_dict(arrival), "at": clock(), "rating": 80},
-        f"me:trakt:{arrival.key()}",
-        "r1",
-    )
+    rating = _rating(arrival, clock(), "r1", 80)
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1"), rating], clock())
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
@@ -817,7 +825,8 @@ async def test_a_rating_trakt_answers_500_to_for_good_ends_as_a_dead_letter(
 ) -> None:
     arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
     payload = {"item": ref_to_dict(arrival), "at": clock(), "rating": 80}
-    row = NewOutboxRow("trakt", "me", "rating", payload, f"me:trakt:{arrival.key()}", "r1")
+    order = ordering_key("me", "trakt", arrival.key(), "rating")
+    row = NewOutboxRow("trakt", "me", "rating", payload, order, "r1")
     runtime.store.enqueue([row], clock())
     trakt.fail_next(100_000, 500, route="POST /sync/ratings")
     await drain(worker, runtime, clock, passes=288, step=300)  # a day at the probe pace

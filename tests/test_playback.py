@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
-from watchbridge.playback import REWATCH_AFTER_IDLE, Intent, Session, decide
+from watchbridge.playback import (
+    REWATCH_AFTER_IDLE,
+    Intent,
+    Session,
+    completion_key,
+    decide,
+    ends_a_viewing,
+    recorded_completion,
+    session_key,
+)
 
 MOVIE = MediaRef("movie", Ids(imdb="tt0111161"), title="The Shawshank Redemption", year=1994)
 MINUTE = 60_000
@@ -300,3 +309,105 @@ def test_two_absolute_numbered_episodes_marked_played_minutes_apart_are_two_play
     _, more = run(event("played", played=True, item=second))
     assert kinds(intents + more) == ["play", "play"]
     assert intents[0].key != more[0].key
+
+
+def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
+    """Like `at_times`, with each event given the session the store keeps under its key (and
+    each completion recorded where the store records it too)."""
+    sessions: dict[str, Session] = {}
+    intents: list[Intent] = []
+    for now, e in timed:
+        key, completions = session_key(e), completion_key(e)
+        before = sessions.get(key)
+        after, produced = decide(before, e, threshold=90, now=now)
+        if after is not None:
+            sessions[key] = after
+            if completions is not None and ends_a_viewing(before, after):
+                marks = sessions.get(completions)
+                sessions[completions] = recorded_completion(after, marks, completions)
+        intents += produced
+    return intents
+
+
+DAY_LATER = 20 * 3600.0
+
+
+def test_the_servers_completion_signal_a_viewing_after_the_last_event_is_a_rewatch() -> None:
+    # Tautulli's `watched` (or Jellyfin's completed stop) of a rewatch whose start was lost.
+    intents = at_times((0.0, event("stop", played=True)), (DAY_LATER, event("stop", played=True)))
+    assert kinds(intents) == ["play", "play"]
+    assert intents[0].key != intents[1].key
+
+
+def test_a_position_before_half_way_hours_after_a_viewing_is_a_rewatch() -> None:
+    # Plex's media.play was lost; the first pause is 9 minutes in.
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (DAY_LATER, event("pause", 9)),
+        (DAY_LATER + 60, event("resume", 9)),
+        (DAY_LATER + 5400, event("stop", 97)),
+    )
+    assert kinds(intents) == ["play", "watching:pause", "watching:start", "play"]
+
+
+def test_a_second_completion_signal_after_resuming_the_credits_is_the_same_viewing() -> None:
+    # Regression guard: stopped at 92 % (completed), back hours later for the credits.
+    intents = at_times(
+        (0.0, event("stop", 92, played=True)),
+        (4 * 3600.0, event("start", 92)),
+        (4 * 3600.0 + 900, event("stop", 100, played=True)),
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_start_position_minutes_after_a_viewing_is_the_same_viewing() -> None:
+    # Regression guard: players report position 0 once done; only a start at 0 says "again".
+    intents = at_times(
+        (0.0, event("stop", 95, played=True)),
+        (60.0, event("progress", 0)),
+        (120.0, event("stop", 0, played=True)),
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_progress_report_just_after_a_stop_does_not_start_playback_again() -> None:
+    # Jellyfin's last report, sent before the stop, can arrive after it.
+    intents = at_times(
+        (0.0, event("start", 0)), (1140.0, event("stop", 40)), (1141.0, event("progress", 39.9))
+    )
+    assert kinds(intents) == ["watching:start", "watching:pause"]
+
+
+def test_a_progress_report_long_after_a_stop_starts_playback_again() -> None:
+    # Regression guard: playing again, its start lost.
+    intents = at_times(
+        (0.0, event("start", 0)), (1140.0, event("stop", 40)), (1800.0, event("progress", 41))
+    )
+    assert kinds(intents) == ["watching:start", "watching:pause", "watching:start"]
+
+
+def test_live_states_within_one_second_have_keys_of_their_own() -> None:
+    intents = at_times(
+        (0.0, event("start", 0)),
+        (600.1, event("pause", 30)),
+        (600.4, event("resume", 30)),
+        (600.7, event("pause", 30)),
+        (600.9, event("stop", 30)),
+    )
+    actions = [i.action for i in intents]
+    assert actions == ["start", "pause", "start", "pause", "pause"]
+    assert len({i.key for i in intents}) == len(intents)
+
+
+def jellyfin(action: str, position_min: float | None = None, played: bool = False) -> MediaEvent:
+    return replace(event(action, position_min, played), source="jellyfin")
+
+
+def test_a_jellyfin_played_mark_soon_after_a_playback_is_the_same_viewing() -> None:
+    # The mark names no device; the playback was on the TV.
+    intents = by_session(
+        (0.0, jellyfin("start", 0)),
+        (6000.0, jellyfin("stop", 98, played=True)),
+        (6600.0, replace(jellyfin("played", played=True), player="")),
+    )
+    assert kinds(intents) == ["watching:start", "play"]

@@ -26,6 +26,7 @@ from watchbridge.store import (
     Retried,
     Store,
     migrations,
+    ordering_key,
 )
 
 
@@ -98,6 +99,32 @@ def test_dead_letters_of_an_older_version_are_not_alerted_again_after_the_upgrad
     assert store.untold_dead("trakt") == []
     (failed,) = store.claim("w", 10.0)
     assert failed.failing_since == 1
+    store.close()
+
+
+def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m008_trakt_ratings_ordered_apart")
+    for target, action in [("trakt", "rating"), ("trakt", "play"), ("serializd", "rating")]:
+        old.execute(
+            "INSERT INTO outbox (target, profile, action, payload, ordering_key,"
+            " idempotency_key, next_attempt_at, created_at, updated_at)"
+            " VALUES (?, 'me', ?, '{}', ?, ?, 5, 1, 5)",
+            (target, action, f"me:{target}:movie:imdb:tt1", f"{target}-{action}"),
+        )
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    keys = {row.idempotency_key: row.ordering_key for row in store.claim("w", 10.0)}
+    assert keys == {
+        "trakt-rating": ordering_key("me", "trakt", "movie:imdb:tt1", "rating"),
+        "trakt-play": "me:trakt:movie:imdb:tt1",
+        "serializd-rating": "me:serializd:movie:imdb:tt1",
+    }
     store.close()
 
 

@@ -1,17 +1,19 @@
 """Playback sessions: the pure state machine that turns webhook noise into one play per viewing.
 
-One session per (source, server, account, player, item). Repeated stops, scrobble + stop pairs,
-progress storms and auto-play-next never make a second play: only the first move into
-`completed` does. A completed session followed by a start at <= 5 % is a rewatch; so is a start
-with no position (Plex leaves it out when playback begins at the start) that hours pass before,
-or that the next position or a second Plex scrobble a viewing later confirms, and a `played`
-mark hours after the last one.
+One session per (source, server, account, player, item). A viewing's completion is recorded
+in the session without a player too, which manual marks (naming none) read: a mark soon after
+it is the same play. Repeated stops, scrobble + stop pairs, progress storms and auto-play-next
+never make a second play: only the first move into `completed` does. A completed session
+followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex leaves it out
+when playback begins at the start) that hours pass before, or that the next position or a
+second Plex scrobble a viewing later confirms, a position below half way hours later, the
+server's own completion signal a viewing later, and a `played` mark hours after the last one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from watchbridge.model import MediaEvent
@@ -23,6 +25,9 @@ REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewi
 RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
 SHORTEST_VIEWING = 10 * 60.0  # no two viewings of one item are closer (shorter items: 80 %)
 PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
+# A progress report this soon after a stop was sent before it (Jellyfin posts each event from
+# its own handler, unordered); later ones mean playback began again (its start lost).
+LATE_REPORT = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,10 +35,12 @@ class Session:
     key: str
     state: State
     progress: float | None
-    # Counts viewings in this session; part of every idempotency key. A new session starts at
-    # the current second, not 0: sessions idle for a day are forgotten while delivered rows
-    # (and their keys) are kept a week, and a rewatch must not reuse a finished play's key.
+    # Counts this session's viewings and live states; part of every idempotency key. A new
+    # session starts at the current second, not 0: sessions idle for a day are forgotten while
+    # delivered rows (and their keys) are kept a week, and a rewatch must not reuse a finished
+    # play's key.
     generation: int
+    # The last event's time. While `completed`: the last event of that viewing.
     updated_at: float
 
 
@@ -55,18 +62,41 @@ class Intent:
     live: bool = False  # a play that ended a playback we followed (vs. a manual mark)
 
 
-def session_key(event: MediaEvent) -> str:
+def session_key(event: MediaEvent, player: str | None = None) -> str:
+    """The playback session an event belongs to (on `player`, when given)."""
     raw = "|".join(
         [
             event.source,
             event.server,
             event.account.id or event.account.name or "",
-            event.player,
+            event.player if player is None else player,
             event.item.key(),
         ]
     )
     # surrogatepass: a device name cut mid-emoji arrives as a lone surrogate from JSON.
     return hashlib.sha256(raw.encode(errors="surrogatepass")).hexdigest()[:24]
+
+
+def completion_key(event: MediaEvent) -> str | None:
+    """Where a viewing this event may complete is recorded too: the session without a player,
+    which a manual mark reads (Jellyfin's "mark played" soon after watching to the end is the
+    same play). None for events that complete nothing or have no player."""
+    if not event.player or not (event.played or event.action == "stop"):
+        return None
+    return session_key(event, player="")
+
+
+def ends_a_viewing(before: Session | None, after: Session) -> bool:
+    """Whether an event that moved a session from `before` to `after` completed a viewing."""
+    if after.state != "completed":
+        return False
+    return before is None or before.state != "completed" or before.generation != after.generation
+
+
+def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:
+    """The player-less session `key` (`marks`: as it is) after `completed` ended a viewing."""
+    generation = int(completed.updated_at) if marks is None else marks.generation
+    return Session(key, "completed", completed.progress, generation, completed.updated_at)
 
 
 def decide(
@@ -94,45 +124,49 @@ def _decide(
         return session, []
 
     key = session_key(event)
+    fresh = session is None  # no playback of this viewing seen before this event
     if session is None:
         session = Session(key, "stopped", None, int(at), at)
-    if session.state in ("completed", "restarting"):
+    elif session.state in ("completed", "restarting"):
         settled = _after_completion(session, event, at)
         if settled is not None:
             return settled, []
-        session = replace(
-            session, state="stopped", progress=None, generation=session.generation + 1
-        )
+        session = Session(key, "stopped", None, session.generation + 1, session.updated_at)
+        fresh = True
     progress = event.progress if event.progress is not None else session.progress
+    generation = session.generation
 
-    gen = f"{key}:{session.generation}"
     reached = progress is not None and progress >= threshold
     # Only a stop (or the server's own completion signal) ends a viewing: someone paused at
     # 95 % may still be watching the credits.
-    completes = event.played or (event.action == "stop" and reached)
-    if completes:
-        done = replace(session, state="completed", progress=progress, updated_at=at)
+    if event.played or (event.action == "stop" and reached):
         live = event.action != "played"  # a manual mark is history, not a scrobble
-        return done, [Intent("play", f"play:{gen}", at, progress=progress, live=live)]
+        play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=live)
+        return Session(key, "completed", progress, generation, at), [play]
 
-    if event.action in ("start", "resume") or (
-        event.action == "progress" and session.state != "playing"
-    ):
-        if session.state == "playing":
-            return replace(session, progress=progress, updated_at=at), []
-        playing = replace(session, state="playing", progress=progress, updated_at=at)
-        return playing, [
-            Intent("watching", f"start:{gen}:{int(at)}", at, action="start", progress=progress)
-        ]
+    state = session.state
+    late = state == "stopped" and not fresh and at - session.updated_at < LATE_REPORT
+    if event.action == "progress" and late:
+        return session, []  # sent before the stop: playback has not begun again
+    if event.action in ("start", "resume", "progress"):
+        if state == "playing":
+            return Session(key, state, progress, generation, at), []
+        # Each live state has a key of its own (the generation counts them): two within one
+        # second must not share one, or the later is dropped after superseding the earlier.
+        generation += 1
+        start = Intent(
+            "watching", f"start:{key}:{generation}", at, action="start", progress=progress
+        )
+        return Session(key, "playing", progress, generation, at), [start]
     if event.action in ("pause", "stop"):
-        state: State = "paused" if event.action == "pause" else "stopped"
-        if session.state == state:
-            return replace(session, progress=progress, updated_at=at), []
+        new_state: State = "paused" if event.action == "pause" else "stopped"
+        if state == new_state:
+            return Session(key, state, progress, generation, at), []
+        generation += 1
         capped = min(progress, PAUSE_CAP) if progress is not None else None
-        return replace(session, state=state, progress=progress, updated_at=at), [
-            Intent("watching", f"pause:{gen}:{int(at)}", at, action="pause", progress=capped)
-        ]
-    return replace(session, progress=progress, updated_at=at), []
+        pause = Intent("watching", f"pause:{key}:{generation}", at, action="pause", progress=capped)
+        return Session(key, new_state, progress, generation, at), [pause]
+    return Session(key, state, progress, generation, at), []
 
 
 def shortest_viewing(duration: float | None) -> float:
@@ -140,22 +174,27 @@ def shortest_viewing(duration: float | None) -> float:
     return SHORTEST_VIEWING if not duration else min(SHORTEST_VIEWING, 0.8 * duration)
 
 
+def _played_to(event: MediaEvent, since: float) -> bool:
+    """Whether `since` seconds of playing from the start reach the event's position."""
+    return event.position_ms is not None and since >= 0.8 * event.position_ms / 1000
+
+
 def _after_completion(session: Session, event: MediaEvent, at: float) -> Session | None:
     """An event after a completed viewing: the session it leaves when it still belongs to that
     viewing, or None when it begins a new one (a rewatch)."""
-    idle = abs(at - session.updated_at) >= REWATCH_AFTER_IDLE
+    key, generation = session.key, session.generation
+    since = at - session.updated_at
+    idle = abs(since) >= REWATCH_AFTER_IDLE
+    duration = event.duration_ms / 1000 if event.duration_ms else None
     if session.state == "restarting":
-        # A position-less start came after the viewing (`updated_at` stays its time): the next
+        # A position-less start came after the viewing (`updated_at` is its time): the next
         # position tells a restart from the start (a rewatch) from a return to the credits.
-        since = at - session.updated_at
         if event.progress is not None:
-            played_to_it = event.position_ms is not None and since >= 0.8 * event.position_ms / 1000
-            if event.progress <= RESTART_MAX_PROGRESS or played_to_it:
+            if event.progress <= RESTART_MAX_PROGRESS or _played_to(event, since):
                 return None
-            return replace(session, state="completed", progress=event.progress, updated_at=at)
+            return Session(key, "completed", event.progress, generation, at)
         # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
         # restart is a new one.
-        duration = event.duration_ms / 1000 if event.duration_ms else None
         if (event.played and since >= shortest_viewing(duration)) or (
             event.action == "start" and idle
         ):
@@ -164,13 +203,27 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if event.action == "start" and event.progress is None:
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
-        return None if idle else replace(session, state="restarting", updated_at=at)
-    if event.action in ("start", "resume"):
-        # The event's own position: the session's may be a stale early one.
-        if event.progress is not None and event.progress <= REWATCH_MAX_PROGRESS:
+        return None if idle else Session(key, "restarting", session.progress, generation, at)
+    if event.action == "played":
+        if idle:
+            return None  # marked watched again hours later (dated ones: hours apart)
+    elif event.played:
+        # The server's own completion signal again (its start lost): a new viewing when the
+        # time since the last event could hold one, reaching the signal's position (Jellyfin
+        # stopping a second time after the credits were resumed is the same viewing).
+        if since >= shortest_viewing(duration) and (
+            event.position_ms is None or _played_to(event, since)
+        ):
             return None
-        return replace(session, updated_at=at)
-    if event.action == "played" and idle:
-        return None  # marked watched again hours later (dated ones: hours apart)
+    elif event.progress is not None:
+        # The event's own position: the session's may be a stale early one. Hours later, any
+        # position before half way is playing the item again (its start lost); minutes after
+        # the end, only a start says so (players report position 0 once done).
+        if event.action in ("start", "resume") and event.progress <= REWATCH_MAX_PROGRESS:
+            return None
+        if idle and event.progress <= RESTART_MAX_PROGRESS:
+            return None
+    if event.action in ("start", "resume"):
+        return Session(key, "completed", session.progress, generation, at)
     progress = event.progress if event.progress is not None else session.progress
-    return replace(session, updated_at=at, progress=progress)
+    return Session(key, "completed", progress, generation, at)

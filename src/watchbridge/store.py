@@ -24,7 +24,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from watchbridge.errors import StoreError
-from watchbridge.playback import Session
+from watchbridge.playback import Session, ends_a_viewing, recorded_completion
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -201,6 +201,15 @@ def m007_outbox_failing_since_and_told(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE outbox SET told_at = updated_at WHERE status = 'dead'")
 
 
+@migrations()
+def m008_trakt_ratings_ordered_apart(db: sqlite_utils.Database) -> None:
+    # See ordering_key: Trakt ratings take turns apart from the item's plays.
+    db.execute(
+        "UPDATE outbox SET ordering_key = ordering_key || ':ratings'"
+        " WHERE target = 'trakt' AND action IN ('rating', 'remove_rating')"
+    )
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -273,6 +282,16 @@ _HEAD_OF_ITEM = (
     " AND h.status IN ('pending', 'inflight'))"
 )
 RATING_ACTIONS = ("rating", "remove_rating")
+
+
+def ordering_key(profile: str, target: str, item_key: str, action: str) -> str:
+    """The key whose rows go out one at a time, oldest first: one item's rows for one target.
+    Trakt keeps ratings and history apart, so there ratings take turns on their own: a rating a
+    full ratings list holds (420) must not hold up the item's plays."""
+    key = f"{profile}:{target}:{item_key}"
+    return f"{key}:ratings" if target == "trakt" and action in RATING_ACTIONS else key
+
+
 # A dead rating (or removal) that a newer one of the same item followed never goes out again:
 # retried, even after the newer row is pruned, it would overwrite what the user chose since.
 # Applied when a rating is queued, when one dies, and when dead letters are retried; callers
@@ -299,6 +318,8 @@ class IngestJob:
     decide: Callable[[Session | None], tuple[Session | None, Sequence[NewOutboxRow]]]
     # The webhook's JSON as sent: kept when the event queues deliveries (`unmatched --payload`).
     document: Mapping[str, Any] | None = None
+    # Where a viewing this event completes is recorded too (playback.completion_key).
+    completion_key: str | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -443,6 +464,30 @@ class IngestWriter:
             group.error = exc
         finally:
             group.inserted.set()
+
+
+def _session(conn: sqlite3.Connection, key: str) -> Session | None:
+    found = conn.execute("SELECT * FROM playback_sessions WHERE key = ?", (key,)).fetchone()
+    if found is None:
+        return None
+    return Session(
+        found["key"], found["state"], found["progress"], found["generation"], found["updated_at"]
+    )
+
+
+def _save_session(conn: sqlite3.Connection, session: Session, profile: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO playback_sessions"
+        " (key, profile, state, progress, generation, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            session.key,
+            profile,
+            session.state,
+            session.progress,
+            session.generation,
+            session.updated_at,
+        ),
+    )
 
 
 def _json_text(value: Mapping[str, Any]) -> str:
@@ -761,34 +806,14 @@ class Store:
         return results
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
-        found = conn.execute(
-            "SELECT * FROM playback_sessions WHERE key = ?", (job.session_key,)
-        ).fetchone()
-        current = (
-            None
-            if found is None
-            else Session(
-                found["key"],
-                found["state"],
-                found["progress"],
-                found["generation"],
-                found["updated_at"],
-            )
-        )
+        current = _session(conn, job.session_key)
         session, rows = job.decide(current)
         if session is not None and session != current:
-            conn.execute(
-                "INSERT OR REPLACE INTO playback_sessions"
-                " (key, profile, state, progress, generation, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    session.key,
-                    job.profile,
-                    session.state,
-                    session.progress,
-                    session.generation,
-                    session.updated_at,
-                ),
+            _save_session(conn, session, job.profile)
+        if job.completion_key and session is not None and ends_a_viewing(current, session):
+            marks = _session(conn, job.completion_key)
+            _save_session(
+                conn, recorded_completion(session, marks, job.completion_key), job.profile
             )
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(

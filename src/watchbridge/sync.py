@@ -39,7 +39,7 @@ from watchbridge.reconcile import (
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
-from watchbridge.store import NewOutboxRow, Store
+from watchbridge.store import NewOutboxRow, Store, ordering_key
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +164,15 @@ def outbox_rows(
             payload["earlier_plays"] = action.earlier_plays  # a rewatch there when any
             if action.at == UNDATED:  # how to know that it landed
                 payload["target_plays"] = action.target_plays
+        outbox_action = _OUTBOX_ACTION[action.kind]
         rows.append(
             NewOutboxRow(
                 target=action.target,
                 profile=profile,
-                action=_OUTBOX_ACTION[action.kind],
+                action=outbox_action,
                 payload=payload,
                 # The same ordering key as webhook rows, so a sync never overtakes a live play.
-                ordering_key=f"{profile}:{action.target}:{item.key()}",
+                ordering_key=ordering_key(profile, action.target, item.key(), outbox_action),
                 idempotency_key=f"{action_key}{action.value or ''}:{action.record}:{action.source}",
             )
         )

@@ -26,8 +26,8 @@ from watchbridge.config import Config, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
-from watchbridge.playback import Intent, Session, decide, session_key
-from watchbridge.store import IngestJob, NewOutboxRow
+from watchbridge.playback import Intent, Session, completion_key, decide, session_key
+from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def rows_for(
                     profile=profile,
                     action=intent.kind,
                     payload=payload,
-                    ordering_key=f"{profile}:{target}:{item_key}",
+                    ordering_key=ordering_key(profile, target, item_key, intent.kind),
                     idempotency_key=f"{profile}:{target}:{intent.key}",
                     supersedes=("watching",) if intent.kind in ("watching", "play") else (),
                 )
@@ -406,6 +406,7 @@ def ingest_job(
         payload=record,
         now=now,
         session_key=session_key(event),
+        completion_key=completion_key(event),
         decide=plan,
         document=document,
     )

@@ -1,0 +1,129 @@
+"""Playback sessions end to end: real webhook bodies through the route and the store, and the
+outbox rows they leave (tests/playback_rig.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.playback_rig import (
+    HOUR,
+    jellyfin,
+    jellyfin_progress,
+    jellyfin_stop,
+    jellyfin_toggle_played,
+    plex,
+    running_rig,
+    tautulli,
+)
+
+# --------------------------------------------------------------------------- rewatches whose
+# start never arrived (no server retries a webhook; watchbridge may be restarting)
+
+
+def test_a_jellyfin_rewatch_whose_playbackstart_was_lost_is_a_second_play(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(48 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        rig.advance(20 * HOUR)
+        for percent in (1, 2, 10, 30, 60, 90):
+            rig.post("jellyfin", jellyfin_progress(percent))
+            rig.advance(5 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_plex_rewatch_whose_media_play_was_lost_is_a_second_play(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_play.json"))
+        rig.advance(105 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json"))
+        rig.advance(5 * 60)
+        rig.post("plex", plex("movie_media_stop.json"))
+        rig.advance(20 * HOUR)
+        rig.post("plex", plex("movie_media_pause.json", viewOffset=600_000))  # 8.6 %
+        rig.advance(10 * 60)
+        rig.post("plex", plex("movie_media_resume.json", viewOffset=600_000))
+        rig.advance(95 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json"))
+        rig.advance(5 * 60)
+        rig.post("plex", plex("movie_media_stop.json"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_tautulli_watched_a_day_after_the_last_is_a_second_play(tmp_path: Path) -> None:
+    # An agent with only the Watched trigger, or whose `play` was lost.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli("watched_episode.json"))
+        rig.advance(20 * HOUR)
+        rig.post("tautulli", tautulli("watched_episode.json"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+# --------------------------------------------------------------------------- live state
+
+
+def test_a_progress_report_overtaken_by_the_stop_leaves_trakt_paused(tmp_path: Path) -> None:
+    # Jellyfin posts each event from its own handler: the last progress report (sent 2 s
+    # before the stop) arrives just after it.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(19 * 60)
+        rig.post("jellyfin", jellyfin_stop(40, UtcTimestamp="2025-03-14T20:20:00.0000000Z"))
+        rig.advance(1)
+        rig.post("jellyfin", jellyfin_progress(39.9, UtcTimestamp="2025-03-14T20:19:58.0000000Z"))
+        assert rig.live() == ["start", "pause"]
+
+
+def test_pause_resume_pause_within_a_second_leaves_a_pause_to_send(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(600.1)
+        rig.post("jellyfin", jellyfin_progress(30, paused=True))
+        rig.advance(0.3)
+        rig.post("jellyfin", jellyfin_progress(30))
+        rig.advance(0.3)
+        rig.post("jellyfin", jellyfin_progress(30, paused=True))
+        assert rig.to_send()[-1:] == ["pause"], rig.rows()
+
+
+def test_a_pause_then_a_stop_within_a_second_leaves_a_pause_to_send(tmp_path: Path) -> None:
+    # Pausing, then leaving the player: the stop's pause must not be dropped as the pause's.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(19 * 60 + 0.2)
+        rig.post("jellyfin", jellyfin_progress(40, paused=True))
+        rig.advance(0.5)
+        rig.post("jellyfin", jellyfin_stop(40))
+        assert rig.to_send()[-1:] == ["pause"], rig.rows()
+
+
+# --------------------------------------------------------------------------- manual marks
+
+
+def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # "Mark season played" after finishing an episode re-saves that episode too; the mark
+    # names no device, the playback does.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(48 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        rig.advance(10 * 60)
+        rig.post("jellyfin", jellyfin_toggle_played(True))
+        assert len(rig.plays()) == 1
+
+
+def test_a_jellyfin_played_flag_toggled_off_and_on_after_watching_is_one_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(48 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        rig.advance(5 * 60)
+        rig.post("jellyfin", jellyfin_toggle_played(False))
+        rig.advance(30)
+        rig.post("jellyfin", jellyfin_toggle_played(True))
+        assert len(rig.plays()) == 1
