@@ -268,6 +268,21 @@ def test_local_extra_typed_as_movie_is_ignored() -> None:
     assert parse(payload) == Ignored("unsupported_type")
 
 
+@pytest.mark.parametrize(
+    "guid",
+    ["com.plexapp.agents.none://5d7768?lang=xn", "tv.plex.agents.none://68178", "local://1234"],
+)
+def test_a_home_video_is_ignored(guid: str) -> None:
+    # Plex's Personal Media agent: nothing any service knows, so never a dead letter later.
+    payload = with_metadata("movie_media_play.json", guid=guid, Guid=None)
+    assert parse(payload) == Ignored("unsupported_type")
+
+
+def test_a_local_episode_of_a_matched_show_is_kept() -> None:
+    payload = with_metadata("episode_legacy_media_scrobble.json", guid="local://1234", Guid=None)
+    assert only_event(parse(payload)).item.show_ids
+
+
 # --------------------------------------------------------------------------- ratings
 
 

@@ -120,9 +120,21 @@ def _skip_reason(data: Payload, metadata: Payload) -> ParseResult | None:
         return Rejected("plex payload has no Metadata.type")
     if kind in NOT_VIDEO_TYPES or text(metadata.get("librarySectionType")) in NOT_VIDEO_SECTIONS:
         return Ignored(NOT_VIDEO)
-    if kind not in KINDS or _is_extra(metadata, guid):
+    if kind not in KINDS or _is_extra(metadata, guid) or _is_personal(metadata, guid):
         return Ignored(UNSUPPORTED_TYPE)
     return None
+
+
+_PERSONAL_PROVIDERS = frozenset({"none", "local"})  # Plex's "Personal Media" agent, local items
+
+
+def _is_personal(metadata: Payload, guid: Guid | None) -> bool:
+    """Home videos: no agent matched the item (nor, for an episode, its show), so no service
+    can know it; it would wait as unmatched and end as a dead letter."""
+    if guid is None or guid.provider not in _PERSONAL_PROVIDERS or metadata.get("Guid"):
+        return False
+    show = parse_guid(text(metadata.get("grandparentGuid")) or "")
+    return show is None or show.provider in _PERSONAL_PROVIDERS
 
 
 def _is_catalogue(data: Payload, metadata: Payload) -> bool:
