@@ -127,3 +127,45 @@ def test_a_jellyfin_played_flag_toggled_off_and_on_after_watching_is_one_play(
         rig.advance(30)
         rig.post("jellyfin", jellyfin_toggle_played(True))
         assert len(rig.plays()) == 1
+
+
+def test_a_jellyfin_client_left_paused_sending_its_completed_stop_again_is_one_play(
+    tmp_path: Path,
+) -> None:
+    # Clients left paused on the credits report the stop again every hour or two
+    # (jesseward/jellyfin-plugin-lastfm#59), each past 90 %: PlayedToCompletion.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(45 * 60)
+        rig.post("jellyfin", jellyfin_progress(98, paused=True))
+        rig.advance(20 * 60)
+        for _ in range(3):
+            rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+            rig.advance(1.5 * HOUR)
+        assert len(rig.plays()) == 1, rig.live()
+
+
+# --------------------------------------------------------------------------- two devices
+
+
+def generic(event: str, progress: float, player: str | None = None) -> dict[str, object]:
+    movie = {"type": "movie", "title": "Arrival", "year": 2016, "ids": {"imdb": "tt2543164"}}
+    body: dict[str, object] = {"event": event, "user": "alex", "progress": progress, "item": movie}
+    return body | ({"player": player} if player is not None else {})
+
+
+def test_a_viewing_that_ends_on_one_device_leaves_another_devices_alone(tmp_path: Path) -> None:
+    # A script that names no player beside Kodi, one account, the same film.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0))
+        rig.advance(30 * 60)
+        rig.post("generic", generic("pause", 30))
+        rig.post("generic", generic("start", 0, player="kodi-livingroom"))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 96, player="kodi-livingroom"))
+        rig.advance(5 * 60)
+        rig.post("generic", generic("resume", 30))
+        assert rig.live()[-1] == "start"  # Trakt shows the script's device playing again
+        rig.advance(60 * 60)
+        rig.post("generic", generic("stop", 97))
+        assert len(rig.plays()) == 2, rig.live()

@@ -28,6 +28,8 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
+# Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched).
+ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli"})
 
 
 @dataclass(frozen=True)
@@ -62,28 +64,32 @@ class Intent:
     live: bool = False  # a play that ended a playback we followed (vs. a manual mark)
 
 
-def session_key(event: MediaEvent, player: str | None = None) -> str:
-    """The playback session an event belongs to (on `player`, when given)."""
-    raw = "|".join(
-        [
-            event.source,
-            event.server,
-            event.account.id or event.account.name or "",
-            event.player if player is None else player,
-            event.item.key(),
-        ]
-    )
-    # surrogatepass: a device name cut mid-emoji arrives as a lone surrogate from JSON.
-    return hashlib.sha256(raw.encode(errors="surrogatepass")).hexdigest()[:24]
+def session_key(event: MediaEvent) -> str:
+    """The session an event belongs to: its playback on its player, or for a manual mark (which
+    names no player) the item's marks, where completed viewings are recorded too."""
+    if event.action == "played":
+        return _marks_key(event)
+    account = event.account.id or event.account.name or ""
+    return _key([event.source, event.server, account, event.player, event.item.key()])
 
 
 def completion_key(event: MediaEvent) -> str | None:
-    """Where a viewing this event may complete is recorded too: the session without a player,
-    which a manual mark reads (Jellyfin's "mark played" soon after watching to the end is the
-    same play). None for events that complete nothing or have no player."""
-    if not event.player or not (event.played or event.action == "stop"):
+    """Where a viewing this event may complete is recorded too: the item's marks, so that a
+    mark soon after it is the same play (Jellyfin's "mark played" after watching to the end).
+    None for events that complete no viewing."""
+    if event.action == "played" or not (event.played or event.action == "stop"):
         return None
-    return session_key(event, player="")
+    return _marks_key(event)
+
+
+def _marks_key(event: MediaEvent) -> str:
+    account = event.account.id or event.account.name or ""
+    return _key(["marks", event.source, event.server, account, event.item.key()])
+
+
+def _key(parts: list[str]) -> str:
+    # surrogatepass: a device name cut mid-emoji arrives as a lone surrogate from JSON.
+    return hashlib.sha256("|".join(parts).encode(errors="surrogatepass")).hexdigest()[:24]
 
 
 def ends_a_viewing(before: Session | None, after: Session) -> bool:
@@ -94,7 +100,7 @@ def ends_a_viewing(before: Session | None, after: Session) -> bool:
 
 
 def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:
-    """The player-less session `key` (`marks`: as it is) after `completed` ended a viewing."""
+    """The item's marks session `key` (`marks`: as it is) after `completed` ended a viewing."""
     generation = int(completed.updated_at) if marks is None else marks.generation
     return Session(key, "completed", completed.progress, generation, completed.updated_at)
 
@@ -208,11 +214,16 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         if idle:
             return None  # marked watched again hours later (dated ones: hours apart)
     elif event.played:
-        # The server's own completion signal again (its start lost): a new viewing when the
-        # time since the last event could hold one, reaching the signal's position (Jellyfin
-        # stopping a second time after the credits were resumed is the same viewing).
-        if since >= shortest_viewing(duration) and (
-            event.position_ms is None or _played_to(event, since)
+        # The server's own completion signal again. Plex and Tautulli send one per playback: a
+        # viewing's time after the last event, reaching the signal's position, it is a new
+        # viewing whose start was lost (stopping again after resuming the credits is not).
+        # Jellyfin and Emby clients left paused send their completed stop again every hour or
+        # two: the same viewing.
+        once = event.source in ONE_COMPLETION_PER_PLAYBACK
+        if (
+            once
+            and since >= shortest_viewing(duration)
+            and (event.position_ms is None or _played_to(event, since))
         ):
             return None
     elif event.progress is not None:
