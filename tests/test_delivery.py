@@ -25,7 +25,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, parse_config
 from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
-from watchbridge.deliver.worker import DeliveryWorker, backoff, dead_letter_alert
+from watchbridge.deliver.worker import SERVICE_ROLE, DeliveryWorker, backoff, dead_letter_alert
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -78,8 +78,8 @@ async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
     await close_targets(worker)
 
 
-def worker_for(runtime: Runtime) -> DeliveryWorker:
-    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+def worker_for(runtime: Runtime, role: str = SERVICE_ROLE) -> DeliveryWorker:
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role)
     worker.targets = {t.name: t for t in make_targets(runtime)}
     for target in worker.targets.values():
         target.client.http.retry = type(target.client.http.retry)(attempts=1)  # type: ignore[attr-defined]
@@ -1462,6 +1462,48 @@ async def test_a_dead_letter_within_the_alert_throttle_is_alerted_when_it_ends(
     await drain(worker, runtime, clock, passes=3, step=3600)  # a quiet day follows
     assert len(gave_up(receiver)) == 2
     assert "play for profile me" in str(receiver.messages[-1]["message"])
+
+
+async def test_a_dead_letter_a_sync_run_could_not_tell_is_told_by_the_service(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    await dies(runtime, worker, trakt, clock, HEAT, "p1")  # the service's, alerted
+    # A `watchbridge sync` run (its own process) delivers a row that dies within the alert
+    # throttle's hour, then exits.
+    sync = build_runtime(runtime.config, clock=clock)
+    sync.open()
+    sync_worker = worker_for(sync, role="cli")
+    try:
+        await dies(sync, sync_worker, trakt, clock, ARRIVAL, "p2")
+    finally:
+        await close_targets(sync_worker)
+        sync.close()
+    assert len(gave_up(receiver)) == 1
+    await drain(worker, runtime, clock, passes=14, step=300)  # the service's idle wake-ups
+    assert len(gave_up(receiver)) == 2
+
+
+@pytest.mark.parametrize("first", [400, 500])  # 500: a hold that spends, for the whole batch
+async def test_time_held_between_two_failures_is_not_time_failing(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, first: int
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1, first, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    trakt.revoke_tokens()  # then the sign-in is lost while the family is away for a week
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    trakt.advance(clock() - trakt.now())
+    sign_in(runtime, trakt, clock)
+    trakt.fail_next(1, 400, route="POST /sync/history")  # one bad answer on the way back
+    await worker.pass_once(runtime)
+    assert runtime.store.dead_letters() == []
 
 
 def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:

@@ -128,6 +128,21 @@ def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
     store.close()
 
 
+def test_a_dead_letter_retried_while_its_alert_was_sent_is_owed_one_if_it_dies_again(
+    store: Store,
+) -> None:
+    store.enqueue([row("k1")], 1.0)
+    (item,) = store.claim("w", 1.0)
+    store.mark_dead(item.id, 2.0, "gave up")
+    told = [r.id for r in store.untold_dead("trakt")]
+    store.retry_dead(None, 3.0)  # `deadletters retry` while the alert was on its way
+    store.told_dead(told, 4.0)
+    (again,) = store.claim("w", 5.0)
+    store.mark_dead(again.id, 6.0, "gave up")
+    assert [r.id for r in store.untold_dead("trakt")] == [item.id]
+    assert store.untold_dead_targets() == ["trakt"]
+
+
 def test_a_loop_blocked_on_the_store_before_the_writer_asks_it_still_runs_the_inserts(
     store: Store,
 ) -> None:

@@ -997,7 +997,7 @@ class Store:
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
                    claimed_by = NULL,
                    failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
-                                   ELSE failing_since END
+                                   WHEN ? THEN NULL ELSE failing_since END
                    WHERE id = ?""",
                 [
                     (
@@ -1008,6 +1008,8 @@ class Store:
                         s.error,
                         s.spend_attempt and s.status != "done",
                         now,
+                        # Held (the target, not the row, failed): its failing is over.
+                        not s.spend_attempt and s.status == "pending",
                         s.item_id,
                     )
                     for s in settlements
@@ -1160,11 +1162,20 @@ class Store:
         )
         return [OutboxItem.from_row(r) for r in rows]
 
+    def untold_dead_targets(self) -> list[str]:
+        """The targets with dead rows no dead-letter alert has told of yet."""
+        rows = self._query(
+            "SELECT DISTINCT target FROM outbox WHERE status = 'dead' AND told_at IS NULL"
+        )
+        return sorted(row["target"] for row in rows)
+
     def told_dead(self, item_ids: Sequence[int], now: float) -> None:
-        """A dead-letter alert told of these rows."""
+        """A dead-letter alert told of these rows (those still dead: one retried meanwhile
+        is owed an alert again if it dies again)."""
         with self.transaction() as conn:
             conn.executemany(
-                "UPDATE outbox SET told_at = ? WHERE id = ?", [(now, i) for i in item_ids]
+                "UPDATE outbox SET told_at = ? WHERE id = ? AND status = 'dead'",
+                [(now, i) for i in item_ids],
             )
 
     def discard_dead(self, item_ids: Sequence[int] | None) -> int:

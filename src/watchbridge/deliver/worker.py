@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
+# How often to look for dead letters no alert told of yet (another process's too).
+UNTOLD_LOOK_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -300,9 +302,8 @@ class DeliveryWorker:
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
-        # Targets that may have dead letters no alert told of (every target, at start).
-        self._untold_at_start = True
-        self._untold: set[str] = set()
+        # When to look for dead letters no alert told of (any process's): at once at start.
+        self._look_for_untold_at = 0.0
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -361,9 +362,6 @@ class DeliveryWorker:
         """Claim and deliver one batch per open target; True if anything was claimed."""
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now)
-        if self._untold_at_start:  # dead before a restart, their alert maybe not sent
-            self._untold_at_start = False
-            self._untold |= set(self.targets)
         claimed_any = False
         for name in self._open_targets(now):
             target = self.targets[name]
@@ -390,7 +388,8 @@ class DeliveryWorker:
                 outcomes = await undecided(store, todo, crashed)
             outcomes |= interrupted
             await self._record(runtime, target, items, outcomes)
-        if self._untold:
+        if runtime.clock() >= self._look_for_untold_at:
+            self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
             await self._tell_dead_letters(runtime)
         return claimed_any
 
@@ -486,25 +485,24 @@ class DeliveryWorker:
                 },
             )
         if dead:
-            self._untold.add(target.name)
+            self._look_for_untold_at = 0.0  # tell of them now
 
     async def _tell_dead_letters(self, runtime: Runtime) -> None:
-        """Alert the dead letters no alert has told of: as they die, and those whose alert was
-        throttled, failed, or was cut short by a restart (the store keeps what was told)."""
-        notifier = runtime.notifier
-        for name in list(self._untold):
+        """Alert the dead letters no alert has told of, whichever process's rows they are: as
+        they die, and those whose alert was throttled, failed, or cut short by a restart (the
+        store keeps what was told; rows stay owed until an alert about them got through)."""
+        notifier, store = runtime.notifier, runtime.store
+        if not notifier.enabled:
+            return
+        for name in await asyncio.to_thread(store.untold_dead_targets):
             if not notifier.would_send("dead_letter", name):
-                continue  # throttled, backing off, or nowhere to send: still owed
-            rows = await asyncio.to_thread(runtime.store.untold_dead, name)
-            if rows:
-                title, body = dead_letter_alert(name, rows)
-                # Not retried by the notifier: the rows stay owed here until told.
-                sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
-                if sent != SENT:
-                    continue
-                ids = [row.id for row in rows]
-                await asyncio.to_thread(runtime.store.told_dead, ids, runtime.clock())
-            self._untold.discard(name)
+                continue  # throttled or backing off: still owed
+            rows = await asyncio.to_thread(store.untold_dead, name)
+            title, body = dead_letter_alert(name, rows)
+            # Not retried by the notifier: the rows stay owed here until told.
+            sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
+            if sent == SENT:
+                await asyncio.to_thread(store.told_dead, [r.id for r in rows], runtime.clock())
 
     async def _still_held(self, runtime: Runtime, now: float) -> None:
         """Alert for targets held long enough meanwhile: while one is held no delivery is tried,
