@@ -202,7 +202,7 @@ def test_every_curl_example_in_the_docs_is_accepted() -> None:
 
 
 def test_an_id_sent_as_null_or_empty_is_absent() -> None:
-    ids = {"imdb": "tt2543164", "tmdb": None, "tvdb": ""}  # Home Assistant's tojson, templates
+    ids = {"imdb": "tt2543164", "tmdb": None, "tvdb": "", "trakt": 0}  # tojson, templates
     event = only_event(parse({**MOVIE, "item": {"type": "movie", "ids": ids}}))
     assert event.item.ids == Ids(imdb="tt2543164")
 

@@ -283,6 +283,24 @@ def test_a_local_episode_of_a_matched_show_is_kept() -> None:
     assert only_event(parse(payload)).item.show_ids
 
 
+def test_a_local_episode_of_a_show_the_payload_does_not_name_is_kept() -> None:
+    # Its show may still be matched: the server is asked (ids.Enricher).
+    payload = with_metadata(
+        "episode_legacy_media_scrobble.json", guid="local://1234", Guid=None, grandparentGuid=None
+    )
+    assert only_event(parse(payload)).item.kind == "episode"
+
+
+def test_a_home_video_episode_is_ignored() -> None:
+    payload = with_metadata(
+        "episode_legacy_media_scrobble.json",
+        guid="local://1234",
+        Guid=None,
+        grandparentGuid="com.plexapp.agents.none://9f2c?lang=xn",
+    )
+    assert parse(payload) == Ignored("unsupported_type")
+
+
 # --------------------------------------------------------------------------- ratings
 
 

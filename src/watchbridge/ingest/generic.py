@@ -210,7 +210,8 @@ def _ids(value: object, path: str, warnings: list[str]) -> Ids:
         if name not in ID_NAMES:
             warnings.append(f"{path}.{name}: unknown id, ignored")
             continue
-        if id_value is None or id_value == "":  # absent (a template's empty value too)
+        # Absent: null, and what templates render for a missing value ("", `| int`'s 0).
+        if id_value is None or id_value in ("", 0, "0"):
             continue
         cleaned = clean_id(name, id_value)
         if cleaned is None:

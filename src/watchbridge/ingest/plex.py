@@ -130,11 +130,14 @@ _PERSONAL_PROVIDERS = frozenset({"none", "local"})  # Plex's "Personal Media" ag
 
 def _is_personal(metadata: Payload, guid: Guid | None) -> bool:
     """Home videos: no agent matched the item (nor, for an episode, its show), so no service
-    can know it; it would wait as unmatched and end as a dead letter."""
+    can know it; it would wait as unmatched and end as a dead letter. An episode whose show
+    the payload does not name may still be matched through its show (ids.Enricher)."""
     if guid is None or guid.provider not in _PERSONAL_PROVIDERS or metadata.get("Guid"):
         return False
+    if text(metadata.get("type")) != "episode":
+        return True
     show = parse_guid(text(metadata.get("grandparentGuid")) or "")
-    return show is None or show.provider in _PERSONAL_PROVIDERS
+    return show is not None and show.provider in _PERSONAL_PROVIDERS
 
 
 def _is_catalogue(data: Payload, metadata: Payload) -> bool:
