@@ -148,9 +148,12 @@ def test_a_jellyfin_client_left_paused_sending_its_completed_stop_again_is_one_p
 # --------------------------------------------------------------------------- two devices
 
 
-def generic(event: str, progress: float, player: str | None = None) -> dict[str, object]:
+def generic(
+    event: str, progress: float | None = None, player: str | None = None
+) -> dict[str, object]:
     movie = {"type": "movie", "title": "Arrival", "year": 2016, "ids": {"imdb": "tt2543164"}}
-    body: dict[str, object] = {"event": event, "user": "alex", "progress": progress, "item": movie}
+    body: dict[str, object] = {"event": event, "user": "alex", "item": movie}
+    body |= {"progress": progress} if progress is not None else {}
     return body | ({"player": player} if player is not None else {})
 
 
@@ -168,4 +171,45 @@ def test_a_viewing_that_ends_on_one_device_leaves_another_devices_alone(tmp_path
         assert rig.live()[-1] == "start"  # Trakt shows the script's device playing again
         rig.advance(60 * 60)
         rig.post("generic", generic("stop", 97))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_played_mark_that_names_its_player_is_that_players_viewing(tmp_path: Path) -> None:
+    # A Kodi script forwards the playback and the watched flag Kodi sets at the end; the flag
+    # may arrive first.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player="kodi-livingroom"))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("played", player="kodi-livingroom"))
+        rig.advance(1)
+        rig.post("generic", generic("stop", 96, player="kodi-livingroom"))
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_played_marks_from_two_players_are_two_viewings(tmp_path: Path) -> None:
+    # Home Assistant's example sends `played` with the player that finished.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("played", player="media_player.living_room"))
+        rig.advance(30 * 60)
+        rig.post("generic", generic("played", player="media_player.bedroom"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_short_episode_a_script_reports_only_the_end_of_twice_is_two_plays(
+    tmp_path: Path,
+) -> None:
+    episode = {"type": "episode", "season": 1, "number": 1, "show": {"ids": {"tvdb": 353750}}}
+    stop = {
+        "event": "stop",
+        "user": "alex",
+        "player": "kodi-kids",
+        "played": True,
+        "position_ms": 410_000,
+        "duration_ms": 420_000,
+        "item": episode,
+    }
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", stop)
+        rig.advance(8 * 60)
+        rig.post("generic", stop)
         assert len(rig.plays()) == 2, rig.live()

@@ -28,8 +28,9 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
-# Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched).
-ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli"})
+# Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
+# our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
+ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class Intent:
 
 
 def session_key(event: MediaEvent) -> str:
-    """The session an event belongs to: its playback on its player, or for a manual mark (which
-    names no player) the item's marks, where completed viewings are recorded too."""
-    if event.action == "played":
+    """The session an event belongs to: its playback on its player, or for a manual mark that
+    names no player the item's marks, where completed viewings are recorded too."""
+    if event.action == "played" and not event.player:
         return _marks_key(event)
     account = event.account.id or event.account.name or ""
     return _key([event.source, event.server, account, event.player, event.item.key()])
@@ -76,8 +77,9 @@ def session_key(event: MediaEvent) -> str:
 def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event may complete is recorded too: the item's marks, so that a
     mark soon after it is the same play (Jellyfin's "mark played" after watching to the end).
-    None for events that complete no viewing."""
-    if event.action == "played" or not (event.played or event.action == "stop"):
+    None for events that complete no viewing, and for marks of the marks session itself."""
+    marks_itself = event.action == "played" and not event.player
+    if marks_itself or not (event.played or event.action == "stop"):
         return None
     return _marks_key(event)
 

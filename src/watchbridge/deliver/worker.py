@@ -498,6 +498,8 @@ class DeliveryWorker:
             if not notifier.would_send("dead_letter", name):
                 continue  # throttled or backing off: still owed
             rows = await asyncio.to_thread(store.untold_dead, name)
+            if not rows:  # retried or discarded meanwhile
+                continue
             title, body = dead_letter_alert(name, rows)
             # Not retried by the notifier: the rows stay owed here until told.
             sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
