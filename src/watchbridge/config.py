@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import types
@@ -490,6 +491,7 @@ def fits_in_url(secret: str) -> bool:
     return "/" not in secret
 
 
+@functools.lru_cache(maxsize=1024)  # every webhook asks, of a few names
 def same_account(name: str) -> str:
     """A media-server account as webhooks match it: user names case-insensitively, Jellyfin
     and Emby ids (32 hex digits) with or without dashes; a "server:account" entry part by part.

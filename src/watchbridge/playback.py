@@ -28,6 +28,9 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
+# Sources that send manual marks naming no player (Plex and Tautulli send no marks at all):
+# only theirs need completions recorded where the marks are (see completion_key).
+MARKS_WITHOUT_PLAYER = frozenset({"jellyfin", "emby", "generic"})
 # Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
 # our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
 ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
@@ -78,6 +81,8 @@ def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event may complete is recorded too: the item's marks, so that a
     mark soon after it is the same play (Jellyfin's "mark played" after watching to the end).
     None for events that complete no viewing, and for marks of the marks session itself."""
+    if event.source not in MARKS_WITHOUT_PLAYER:
+        return None
     marks_itself = event.action == "played" and not event.player
     if marks_itself or not (event.played or event.action == "stop"):
         return None
