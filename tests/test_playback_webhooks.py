@@ -213,3 +213,12 @@ def test_a_short_episode_a_script_reports_only_the_end_of_twice_is_two_plays(
         rig.advance(8 * 60)
         rig.post("generic", stop)
         assert len(rig.plays()) == 2, rig.live()
+
+
+def test_home_assistants_played_for_two_viewings_back_to_back_is_two_plays(tmp_path: Path) -> None:
+    # docs/webhooks.md's example: `played` naming the player, when a media player finishes.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("played", player="media_player.living_room"))
+        rig.advance(75 * 60)  # the film again, at once
+        rig.post("generic", generic("played", player="media_player.living_room"))
+        assert len(rig.plays()) == 2, rig.live()

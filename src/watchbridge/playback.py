@@ -1,8 +1,8 @@
 """Playback sessions: the pure state machine that turns webhook noise into one play per viewing.
 
 One session per (source, server, account, player, item). A viewing's completion is recorded
-in the session without a player too, which manual marks (naming none) read: a mark soon after
-it is the same play. Repeated stops, scrobble + stop pairs, progress storms and auto-play-next
+in the item's marks session too, which manual marks naming no player read: such a mark soon
+after it is the same play. Repeated stops, scrobble + stop pairs, progress storms and auto-play-next
 never make a second play: only the first move into `completed` does. A completed session
 followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex leaves it out
 when playback begins at the start) that hours pass before, or that the next position or a
@@ -217,15 +217,16 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
         return None if idle else Session(key, "restarting", session.progress, generation, at)
-    if event.action == "played":
+    if event.action == "played" and not event.player:
         if idle:
             return None  # marked watched again hours later (dated ones: hours apart)
     elif event.played:
-        # The server's own completion signal again. Plex and Tautulli send one per playback: a
-        # viewing's time after the last event, reaching the signal's position, it is a new
-        # viewing whose start was lost (stopping again after resuming the credits is not).
-        # Jellyfin and Emby clients left paused send their completed stop again every hour or
-        # two: the same viewing.
+        # The server's (or a named player's) completion signal again. Plex, Tautulli and
+        # generic senders (Home Assistant's `played` when a player finishes) send one per
+        # playback: a viewing's time after the last event, reaching the signal's position, it
+        # is a new viewing whose start was lost (stopping again after resuming the credits is
+        # not). Jellyfin and Emby clients left paused send their completed stop again every
+        # hour or two: the same viewing.
         once = event.source in ONE_COMPLETION_PER_PLAYBACK
         if (
             once
