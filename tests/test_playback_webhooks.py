@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.playback_rig import (
     HOUR,
+    Rig,
     jellyfin,
     jellyfin_progress,
     jellyfin_stop,
@@ -101,15 +102,20 @@ def test_a_pause_then_a_stop_within_a_second_leaves_a_pause_to_send(tmp_path: Pa
 # --------------------------------------------------------------------------- manual marks
 
 
+def watched_to_the_end(rig: Rig) -> None:
+    """The Jellyfin sample episode played from the start to a completed stop."""
+    rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+    rig.advance(48 * 60)
+    rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+
+
 def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_play(
     tmp_path: Path,
 ) -> None:
     # "Mark season played" after finishing an episode re-saves that episode too; the mark
     # names no device, the playback does.
     with running_rig(tmp_path) as rig:
-        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
-        rig.advance(48 * 60)
-        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        watched_to_the_end(rig)
         rig.advance(10 * 60)
         rig.post("jellyfin", jellyfin_toggle_played(True))
         assert len(rig.plays()) == 1
@@ -119,9 +125,7 @@ def test_a_jellyfin_played_flag_toggled_off_and_on_after_watching_is_one_play(
     tmp_path: Path,
 ) -> None:
     with running_rig(tmp_path) as rig:
-        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
-        rig.advance(48 * 60)
-        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        watched_to_the_end(rig)
         rig.advance(5 * 60)
         rig.post("jellyfin", jellyfin_toggle_played(False))
         rig.advance(30)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -78,23 +79,31 @@ def test_migration_from_an_older_schema_keeps_data(tmp_path: Path) -> None:
     store.close()
 
 
+def outbox_before(path: Path, migration: str, rows: list[dict[str, Any]]) -> None:
+    """A database as the version before `migration` left it, with these outbox rows."""
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before=migration)
+    for row in rows:
+        values = {"profile": "me", "action": "play", "payload": "{}", "next_attempt_at": 5}
+        values |= {"created_at": 1, "updated_at": 5, "ordering_key": row["idempotency_key"]}
+        old["outbox"].insert(values | row)
+    old.conn.commit()
+    old.close()
+
+
 def test_dead_letters_of_an_older_version_are_not_alerted_again_after_the_upgrade(
     tmp_path: Path,
 ) -> None:
     # That version alerted each dead letter as it died; failed rows keep their age.
     path = tmp_path / "old.db"
-    old = sqlite_utils.Database(path)
-    migrations.apply(old, stop_before="m007_outbox_failing_since_and_told")
-    for key, status, attempts in [("dead", "dead", 12), ("failed", "pending", 2)]:
-        old.execute(
-            "INSERT INTO outbox (target, profile, action, payload, ordering_key,"
-            " idempotency_key, status, attempts, next_attempt_at, created_at, updated_at)"
-            " VALUES ('trakt', 'me', 'play', '{}', ?, ?, ?, ?, 5, 1, 5)",
-            (key, key, status, attempts),
-        )
-    old.conn.commit()
-    old.close()
-
+    outbox_before(
+        path,
+        "m007_outbox_failing_since_and_told",
+        [
+            {"target": "trakt", "idempotency_key": "dead", "status": "dead", "attempts": 12},
+            {"target": "trakt", "idempotency_key": "failed", "status": "pending", "attempts": 2},
+        ],
+    )
     store = Store.open(path)
     assert store.untold_dead("trakt") == []
     (failed,) = store.claim("w", 10.0)
@@ -106,18 +115,12 @@ def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    old = sqlite_utils.Database(path)
-    migrations.apply(old, stop_before="m008_trakt_ratings_ordered_apart")
-    for target, action in [("trakt", "rating"), ("trakt", "play"), ("serializd", "rating")]:
-        old.execute(
-            "INSERT INTO outbox (target, profile, action, payload, ordering_key,"
-            " idempotency_key, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, 'me', ?, '{}', ?, ?, 5, 1, 5)",
-            (target, action, f"me:{target}:movie:imdb:tt1", f"{target}-{action}"),
-        )
-    old.conn.commit()
-    old.close()
-
+    rows = [
+        {"target": target, "action": action, "idempotency_key": f"{target}-{action}"}
+        | {"ordering_key": f"me:{target}:movie:imdb:tt1"}
+        for target, action in [("trakt", "rating"), ("trakt", "play"), ("serializd", "rating")]
+    ]
+    outbox_before(path, "m008_trakt_ratings_ordered_apart", rows)
     store = Store.open(path)
     keys = {row.idempotency_key: row.ordering_key for row in store.claim("w", 10.0)}
     assert keys == {
