@@ -1,13 +1,14 @@
 """Playback sessions: the pure state machine that turns webhook noise into one play per viewing.
 
-One session per (source, server, account, player, item). A viewing's completion is recorded
-in the item's marks session too, which manual marks naming no player read: such a mark soon
-after it is the same play. Repeated stops, scrobble + stop pairs, progress storms and auto-play-next
+One session per (source, server, account, player, item). A viewing's completion is recorded in
+the item's marks session too, which manual marks naming no player read: such a mark soon after
+it is the same play. Repeated stops, scrobble + stop pairs, progress storms and auto-play-next
 never make a second play: only the first move into `completed` does. A completed session
 followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex leaves it out
 when playback begins at the start) that hours pass before, or that the next position or a
-second Plex scrobble a viewing later confirms, a position below half way hours later, the
-server's own completion signal a viewing later, and a `played` mark hours after the last one.
+second Plex scrobble a viewing later confirms, a position below half way hours later, a
+once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark
+hours after the last one.
 """
 
 from __future__ import annotations
