@@ -189,9 +189,9 @@ def m006_event_raw_document(db: sqlite_utils.Database) -> None:
 
 @migrations()
 def m007_outbox_failing_since_and_told(db: sqlite_utils.Database) -> None:
-    # failing_since: when the row's first real failure was (not a hold, not an interrupted
-    # try): delivery.max_age counts from it. told_at: when a dead-letter alert told of the
-    # dead row; rows dead before this version were alerted as they died.
+    # failing_since: the row's first real failure (not a hold, not an interrupted try) since
+    # it was last held: delivery.max_age counts from it. told_at: when a dead-letter alert
+    # told of the dead row; rows dead before this version were alerted as they died.
     db.execute("ALTER TABLE outbox ADD COLUMN failing_since REAL")
     db.execute("ALTER TABLE outbox ADD COLUMN told_at REAL")
     db.execute(
@@ -227,7 +227,7 @@ class OutboxItem:
     last_error: str | None
     created_at: float = 0.0
     updated_at: float = 0.0
-    failing_since: float | None = None  # its first real failure (see delivery.max_age)
+    failing_since: float | None = None  # first real failure since its last hold (max_age)
 
     @property
     def may_have_landed(self) -> bool:
