@@ -218,15 +218,16 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
         return None if idle else Session(key, "restarting", session.progress, generation, at)
-    if event.action == "played" and not event.player:
+    if event.action == "played":
+        # A mark, or Home Assistant's `played` when a player finishes (automations may fire
+        # twice: at the end and when the TV is switched off): another play hours later only.
         if idle:
             return None  # marked watched again hours later (dated ones: hours apart)
     elif event.played:
-        # The server's (or a named player's) completion signal again. Plex, Tautulli and
-        # generic senders (Home Assistant's `played` when a player finishes) send one per
-        # playback: a viewing's time after the last event, reaching the signal's position, it
-        # is a new viewing whose start was lost (stopping again after resuming the credits is
-        # not). Jellyfin and Emby clients left paused send their completed stop again every
+        # The server's own completion signal again. Plex, Tautulli and generic stops send one
+        # per playback: a viewing's time after the last event, reaching the signal's position,
+        # it is a new viewing whose start was lost (stopping again after resuming the credits
+        # is not). Jellyfin and Emby clients left paused send their completed stop again every
         # hour or two: the same viewing.
         once = event.source in ONE_COMPLETION_PER_PLAYBACK
         if (
