@@ -1506,6 +1506,36 @@ async def test_time_held_between_two_failures_is_not_time_failing(
     assert runtime.store.dead_letters() == []
 
 
+def a_serializd_play(clock: FakeClock) -> NewOutboxRow:
+    """A play queued for Serializd, which this config (Trakt only) no longer has."""
+    payload = {"item": ref_to_dict(HEAT), "at": clock() - 3600, "source": "plex"}
+    order = ordering_key("me", "serializd", HEAT.key(), "play")
+    return NewOutboxRow("serializd", "me", "play", payload, order, "s1")
+
+
+async def test_rows_for_a_service_no_longer_configured_become_told_dead_letters(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    runtime.store.enqueue([a_serializd_play(clock)], clock())
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    assert "serializd is no longer configured" in (dead.last_error or "")
+    assert gave_up(receiver) == ["watchbridge: a serializd delivery gave up"]
+
+
+async def test_a_sync_run_leaves_rows_of_services_its_config_lacks_alone(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    # It may run with another config file than the service's.
+    runtime.store.enqueue([a_serializd_play(clock)], clock())
+    sync_worker = worker_for(runtime, role="cli")
+    try:
+        await sync_worker.pass_once(runtime)
+    finally:
+        await close_targets(sync_worker)
+    assert runtime.store.dead_letters() == []
+
+
 def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:
     rows = [
         OutboxItem(i, "trakt", "me", "play", {}, "o", f"k{i}", "dead", 3, 0.0, f"error {i}")

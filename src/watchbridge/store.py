@@ -1153,6 +1153,20 @@ class Store:
             ).rowcount
         return Retried(queued, superseded)
 
+    def waiting_targets(self) -> list[str]:
+        """The targets with rows waiting to go out."""
+        rows = self._query("SELECT DISTINCT target FROM outbox WHERE status = 'pending'")
+        return sorted(row["target"] for row in rows)
+
+    def give_up_target(self, target: str, now: float, reason: str) -> int:
+        """Make the waiting rows of `target` dead letters (`reason`); returns how many."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE outbox SET status = 'dead', last_error = ?, updated_at = ?"
+                " WHERE target = ? AND status = 'pending'",
+                (reason, now, target),
+            ).rowcount
+
     def untold_dead(self, target: str) -> list[OutboxItem]:
         """Dead rows of `target` that no dead-letter alert has told of yet, oldest first."""
         rows = self._query(

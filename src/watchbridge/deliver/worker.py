@@ -301,6 +301,9 @@ class DeliveryWorker:
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
+        # The service's config says which targets exist; rows queued for one it no longer has
+        # become dead letters at its first pass (a CLI run may use another config file).
+        self._unconfigured_checked = role != SERVICE_ROLE
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
@@ -362,6 +365,9 @@ class DeliveryWorker:
         """Claim and deliver one batch per open target; True if anything was claimed."""
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now)
+        if not self._unconfigured_checked:
+            self._unconfigured_checked = True
+            await self._give_up_unconfigured(runtime)
         claimed_any = False
         for name in self._open_targets(now):
             target = self.targets[name]
@@ -486,6 +492,25 @@ class DeliveryWorker:
             )
         if dead:
             self._look_for_untold_at = 0.0  # tell of them now
+
+    async def _give_up_unconfigured(self, runtime: Runtime) -> None:
+        """Rows waiting for a service the config no longer has (Trakt given up, say) would wait
+        for ever, unseen: they become dead letters, told of like any, to retry once it is
+        configured again or to discard."""
+        store, now = runtime.store, runtime.clock()
+        for name in await asyncio.to_thread(store.waiting_targets):
+            if name in self.targets:
+                continue
+            reason = (
+                f"{name} is no longer configured: `watchbridge deadletters retry` sends these once"
+                " it is again; `watchbridge deadletters discard` drops them"
+            )
+            given_up = await asyncio.to_thread(store.give_up_target, name, now, reason)
+            log.warning(
+                "deliveries to an unconfigured service given up",
+                extra={"target": name, "rows": given_up},
+            )
+            self._look_for_untold_at = 0.0
 
     async def _tell_dead_letters(self, runtime: Runtime) -> None:
         """Alert the dead letters no alert has told of, whichever process's rows they are: as
