@@ -22,10 +22,16 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
-from watchbridge.config import AlertsConfig, parse_config
+from watchbridge.config import AlertsConfig, parse_config, undeliverable
 from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
-from watchbridge.deliver.worker import SERVICE_ROLE, DeliveryWorker, backoff, dead_letter_alert
+from watchbridge.deliver.worker import (
+    SERVICE_ROLE,
+    UNTOLD_LOOK_EVERY,
+    DeliveryWorker,
+    backoff,
+    dead_letter_alert,
+)
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -1506,28 +1512,58 @@ async def test_time_held_between_two_failures_is_not_time_failing(
     assert runtime.store.dead_letters() == []
 
 
-def a_serializd_play(clock: FakeClock) -> NewOutboxRow:
-    """A play queued for Serializd, which this config (Trakt only) no longer has."""
+def a_play_for(target: str, profile: str, clock: FakeClock) -> NewOutboxRow:
     payload = {"item": ref_to_dict(HEAT), "at": clock() - 3600, "source": "plex"}
-    order = ordering_key("me", "serializd", HEAT.key(), "play")
-    return NewOutboxRow("serializd", "me", "play", payload, order, "s1")
+    order = ordering_key(profile, target, HEAT.key(), "play")
+    return NewOutboxRow(target, profile, "play", payload, order, f"{target}:{profile}")
 
 
-async def test_rows_for_a_service_no_longer_configured_become_told_dead_letters(
-    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+@pytest.mark.parametrize(
+    ("target", "profile", "why"),
+    [
+        ("serializd", "me", "serializd is no longer configured"),  # this config: Trakt only
+        ("trakt", "kid", "profile kid is no longer in the config"),
+    ],
+)
+async def test_rows_the_config_no_longer_allows_become_told_dead_letters(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    target: str,
+    profile: str,
+    why: str,
 ) -> None:
-    runtime.store.enqueue([a_serializd_play(clock)], clock())
+    runtime.store.enqueue([a_play_for(target, profile, clock)], clock())
     await worker.pass_once(runtime)
     (dead,) = runtime.store.dead_letters()
-    assert "serializd is no longer configured" in (dead.last_error or "")
-    assert gave_up(receiver) == ["watchbridge: a serializd delivery gave up"]
+    assert why in (dead.last_error or "")
+    assert gave_up(receiver) == [f"watchbridge: a {target} delivery gave up"]
+    runtime.store.retry_dead(None, clock())  # `deadletters retry` while the service runs
+    clock.advance(UNTOLD_LOOK_EVERY)
+    await worker.pass_once(runtime)
+    assert len(runtime.store.dead_letters()) == 1
+    assert trakt.history() == []
+
+
+def test_a_profile_without_an_account_of_a_service_cannot_be_delivered_there() -> None:
+    config = parse_config(
+        f"services: {{trakt: {{client_id: {CLIENT_ID}}}}}\nprofiles: {{kid: {{}}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert undeliverable(config, "trakt", "kid") == (
+        "profile kid no longer has profiles.kid.accounts.trakt"
+    )
+    assert undeliverable(config, "plex", "kid") is None  # a profile without one is the owner
 
 
 async def test_a_sync_run_leaves_rows_of_services_its_config_lacks_alone(
     runtime: Runtime, clock: FakeClock
 ) -> None:
     # It may run with another config file than the service's.
-    runtime.store.enqueue([a_serializd_play(clock)], clock())
+    runtime.store.enqueue([a_play_for("serializd", "me", clock)], clock())
     sync_worker = worker_for(runtime, role="cli")
     try:
         await sync_worker.pass_once(runtime)

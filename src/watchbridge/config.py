@@ -360,6 +360,18 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
     return targets
 
 
+def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
+    """Why rows for `profile_name` on `target` cannot go out under this config (the profile
+    or its account was removed), or None when they can. Plex needs no account: without one,
+    a profile is the server's owner."""
+    profile = config.profiles.get(profile_name)
+    if profile is None:
+        return f"profile {profile_name} is no longer in the config"
+    if target != "plex" and target not in targets_for(config, profile):
+        return f"profile {profile_name} no longer has profiles.{profile_name}.accounts.{target}"
+    return None
+
+
 def cross_check(config: Config) -> list[tuple[str, str]]:
     """Rules that span sections: (key path, message) for each broken one."""
     problems: list[tuple[str, str]] = []

@@ -1153,18 +1153,22 @@ class Store:
             ).rowcount
         return Retried(queued, superseded)
 
-    def waiting_targets(self) -> list[str]:
-        """The targets with rows waiting to go out."""
-        rows = self._query("SELECT DISTINCT target FROM outbox WHERE status = 'pending'")
-        return sorted(row["target"] for row in rows)
+    def waiting_for(self) -> list[tuple[str, str]]:
+        """The (target, profile) pairs with rows waiting to go out."""
+        rows = self._query(
+            "SELECT DISTINCT target, profile FROM outbox WHERE status = 'pending'"
+            " ORDER BY target, profile"
+        )
+        return [(row["target"], row["profile"]) for row in rows]
 
-    def give_up_target(self, target: str, now: float, reason: str) -> int:
-        """Make the waiting rows of `target` dead letters (`reason`); returns how many."""
+    def give_up_waiting(self, target: str, profile: str, now: float, reason: str) -> int:
+        """Make the waiting rows of `profile` on `target` dead letters (`reason`); returns how
+        many."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'dead', last_error = ?, updated_at = ?"
-                " WHERE target = ? AND status = 'pending'",
-                (reason, now, target),
+                " WHERE target = ? AND profile = ? AND status = 'pending'",
+                (reason, now, target, profile),
             ).rowcount
 
     def untold_dead(self, target: str) -> list[OutboxItem]:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from watchbridge.alerts import SENT, format_span
 from watchbridge.app import Runtime
-from watchbridge.config import DeliveryConfig
+from watchbridge.config import DeliveryConfig, undeliverable
 from watchbridge.http import Unavailable
 from watchbridge.ids import Enricher, Need
 from watchbridge.model import MediaRef
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
-# How often to look for dead letters no alert told of yet (another process's too).
+# How often to look for dead letters no alert told of yet (another process's too), and for
+# rows the config no longer allows.
 UNTOLD_LOOK_EVERY = 60.0
 
 
@@ -301,9 +302,8 @@ class DeliveryWorker:
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
-        # The service's config says which targets exist; rows queued for one it no longer has
-        # become dead letters at its first pass (a CLI run may use another config file).
-        self._unconfigured_checked = role != SERVICE_ROLE
+        # Only the service's config says what may be delivered: a CLI run may use another.
+        self._judges_config = role == SERVICE_ROLE
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
@@ -365,8 +365,8 @@ class DeliveryWorker:
         """Claim and deliver one batch per open target; True if anything was claimed."""
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now)
-        if not self._unconfigured_checked:
-            self._unconfigured_checked = True
+        if self._judges_config and now >= self._look_for_untold_at:
+            # Before any is claimed; each minute, for rows `deadletters retry` queued again.
             await self._give_up_unconfigured(runtime)
         claimed_any = False
         for name in self._open_targets(now):
@@ -494,23 +494,27 @@ class DeliveryWorker:
             self._look_for_untold_at = 0.0  # tell of them now
 
     async def _give_up_unconfigured(self, runtime: Runtime) -> None:
-        """Rows waiting for a service the config no longer has (Trakt given up, say) would wait
-        for ever, unseen: they become dead letters, told of like any, to retry once it is
-        configured again or to discard."""
+        """Rows waiting for a service, profile or account the config no longer has (Trakt
+        given up, a profile removed) would wait for ever, or go to the wrong account: they
+        become dead letters, told of like any, to retry once it is configured again or to
+        discard."""
         store, now = runtime.store, runtime.clock()
-        for name in await asyncio.to_thread(store.waiting_targets):
-            if name in self.targets:
+        for target, profile in await asyncio.to_thread(store.waiting_for):
+            if target not in self.targets:
+                why: str | None = f"{target} is no longer configured"
+            else:
+                why = undeliverable(runtime.config, target, profile)
+            if why is None:
                 continue
             reason = (
-                f"{name} is no longer configured: `watchbridge deadletters retry` sends these once"
-                " it is again; `watchbridge deadletters discard` drops them"
+                f"{why}: `watchbridge deadletters retry` sends these once it is again;"
+                " `watchbridge deadletters discard` drops them"
             )
-            given_up = await asyncio.to_thread(store.give_up_target, name, now, reason)
+            given_up = await asyncio.to_thread(store.give_up_waiting, target, profile, now, reason)
             log.warning(
-                "deliveries to an unconfigured service given up",
-                extra={"target": name, "rows": given_up},
+                "deliveries the config no longer allows given up",
+                extra={"target": target, "profile": profile, "rows": given_up, "reason": why},
             )
-            self._look_for_untold_at = 0.0
 
     async def _tell_dead_letters(self, runtime: Runtime) -> None:
         """Alert the dead letters no alert has told of, whichever process's rows they are: as
