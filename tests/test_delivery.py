@@ -1540,11 +1540,18 @@ async def test_rows_the_config_no_longer_allows_become_told_dead_letters(
     (dead,) = runtime.store.dead_letters()
     assert why in (dead.last_error or "")
     assert gave_up(receiver) == [f"watchbridge: a {target} delivery gave up"]
-    runtime.store.retry_dead(None, clock())  # `deadletters retry` while the service runs
+    assert trakt.history() == []
+
+
+async def test_rows_a_sync_run_queues_while_the_service_runs_are_left_alone(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    # Under a config the service has not loaded yet (Serializd just added, say).
+    await worker.pass_once(runtime)
+    runtime.store.enqueue([a_play_for("serializd", "me", clock)], clock())
     clock.advance(UNTOLD_LOOK_EVERY)
     await worker.pass_once(runtime)
-    assert len(runtime.store.dead_letters()) == 1
-    assert trakt.history() == []
+    assert runtime.store.dead_letters() == []
 
 
 def test_a_profile_without_an_account_of_a_service_cannot_be_delivered_there() -> None:

@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
-# How often to look for dead letters no alert told of yet (another process's too), and for
-# rows the config no longer allows.
+# How often to look for dead letters no alert told of yet (another process's too).
 UNTOLD_LOOK_EVERY = 60.0
 
 
@@ -302,8 +301,10 @@ class DeliveryWorker:
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
-        # Only the service's config says what may be delivered: a CLI run may use another.
-        self._judges_config = role == SERVICE_ROLE
+        # The service's config, as it starts, says what the rows queued so far may still go
+        # to. Not a CLI run's (it may use another config file), nor later: a sync run may queue
+        # rows under a config the service has not loaded yet.
+        self._judge_config = role == SERVICE_ROLE
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
@@ -365,8 +366,8 @@ class DeliveryWorker:
         """Claim and deliver one batch per open target; True if anything was claimed."""
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now)
-        if self._judges_config and now >= self._look_for_untold_at:
-            # Before any is claimed; each minute, for rows `deadletters retry` queued again.
+        if self._judge_config:  # at the first pass, before anything is claimed
+            self._judge_config = False
             await self._give_up_unconfigured(runtime)
         claimed_any = False
         for name in self._open_targets(now):
