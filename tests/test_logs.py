@@ -6,10 +6,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from watchbridge.config import parse_config
 from watchbridge.logs import setup_logging
+from watchbridge.wiring import build_runtime
 
 SECRETS = ["pässwort-123", 'pa"ss\\word9']
 
@@ -66,3 +69,16 @@ def test_a_masked_json_line_is_still_one_json_object() -> None:
         "reason": "pw ********",
         "count": 3,
     }
+
+
+def test_a_webhook_secret_the_service_generated_is_masked(
+    logged: io.StringIO, tmp_path: Path
+) -> None:
+    config = parse_config(f"storage: {{path: {tmp_path / 'wb.db'}}}\n", Path("w.yaml"), {})
+    runtime = build_runtime(config)
+    runtime.open()  # no server.webhook_secret: one is generated and kept in the database
+    try:
+        secret = runtime.webhook_secret
+        assert secret and secret not in line(logged, f"POST /webhooks/plex/{secret}")
+    finally:
+        runtime.close()

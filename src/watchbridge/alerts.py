@@ -429,6 +429,10 @@ class Notifier:
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
 
+    def mask_also(self, secrets: Iterable[str]) -> None:
+        """Mask these values too in every alert from now on (see logs.mask_also)."""
+        self._redact.add(secrets)
+
     def remember_in(self, store: Store) -> None:
         """Keep the conditions in `store`, shared with every process using its database (the
         service, `watchbridge sync` runs): one process sends each alert and each recovery,

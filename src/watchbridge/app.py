@@ -37,6 +37,7 @@ from watchbridge import __version__
 from watchbridge.alerts import Notifier
 from watchbridge.config import SECRET_IN_HEADER_ONLY, Config, fits_in_url, targets_for
 from watchbridge.errors import StoreError
+from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.store import IngestWriter, Store
 
@@ -95,6 +96,9 @@ class Runtime:
         self._store.checkpoint_apart()
         self.metrics.watch_queue(self._store.outbox_counts)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
+        # A generated secret is in no config: mask it like the configured ones.
+        mask_also([self.webhook_secret])
+        self.notifier.mask_also([self.webhook_secret])
 
     def close(self) -> None:
         if self._writer is not None:

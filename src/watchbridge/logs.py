@@ -109,6 +109,15 @@ def _quote(value: object) -> str:
     return text
 
 
+def mask_also(secrets: Iterable[str]) -> None:
+    """Mask these values too in every log line from now on: secrets known only once the
+    service runs (a webhook secret it generated and keeps in the database)."""
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, KeyValueFormatter | JsonFormatter):
+            formatter.redact.add(secrets)
+
+
 def setup_logging(
     level: str = "info",
     fmt: str = "text",
