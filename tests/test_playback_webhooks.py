@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.playback_rig import (
     HOUR,
     Rig,
@@ -190,13 +192,23 @@ def test_a_played_mark_that_names_its_player_is_that_players_viewing(tmp_path: P
         assert len(rig.plays()) == 1, rig.live()
 
 
-def test_played_marks_from_two_players_are_two_viewings(tmp_path: Path) -> None:
-    # Home Assistant's example sends `played` with the player that finished.
+@pytest.mark.parametrize(
+    ("second", "after", "plays"),
+    [
+        ("media_player.bedroom", 30 * 60, 2),  # two devices: two viewings
+        # One device, its automation firing when the film ends and when the TV is switched off.
+        ("media_player.living_room", 20 * 60, 1),
+    ],
+)
+def test_home_assistants_played_counts_per_player(
+    tmp_path: Path, second: str, after: float, plays: int
+) -> None:
+    # docs/webhooks.md's example sends `played` with the player that finished.
     with running_rig(tmp_path) as rig:
         rig.post("generic", generic("played", player="media_player.living_room"))
-        rig.advance(30 * 60)
-        rig.post("generic", generic("played", player="media_player.bedroom"))
-        assert len(rig.plays()) == 2, rig.live()
+        rig.advance(after)
+        rig.post("generic", generic("played", player=second))
+        assert len(rig.plays()) == plays, rig.live()
 
 
 def test_a_short_episode_a_script_reports_only_the_end_of_twice_is_two_plays(
@@ -217,13 +229,3 @@ def test_a_short_episode_a_script_reports_only_the_end_of_twice_is_two_plays(
         rig.advance(8 * 60)
         rig.post("generic", stop)
         assert len(rig.plays()) == 2, rig.live()
-
-
-def test_home_assistants_played_fired_twice_for_one_viewing_is_one_play(tmp_path: Path) -> None:
-    # docs/webhooks.md's example, in an automation that fires when the film ends and again
-    # when the TV is switched off.
-    with running_rig(tmp_path) as rig:
-        rig.post("generic", generic("played", player="media_player.living_room"))
-        rig.advance(20 * 60)
-        rig.post("generic", generic("played", player="media_player.living_room"))
-        assert len(rig.plays()) == 1, rig.live()

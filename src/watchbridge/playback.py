@@ -72,7 +72,7 @@ class Intent:
 def session_key(event: MediaEvent) -> str:
     """The session an event belongs to: its playback on its player, or for a manual mark that
     names no player the item's marks, where completed viewings are recorded too."""
-    if event.action == "played" and not event.player:
+    if _marks_itself(event):
         return _marks_key(event)
     account = event.account.id or event.account.name or ""
     return _key([event.source, event.server, account, event.player, event.item.key()])
@@ -82,12 +82,14 @@ def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event may complete is recorded too: the item's marks, so that a
     mark soon after it is the same play (Jellyfin's "mark played" after watching to the end).
     None for events that complete no viewing, and for marks of the marks session itself."""
-    if event.source not in MARKS_WITHOUT_PLAYER:
+    if event.source not in MARKS_WITHOUT_PLAYER or _marks_itself(event):
         return None
-    marks_itself = event.action == "played" and not event.player
-    if marks_itself or not (event.played or event.action == "stop"):
-        return None
-    return _marks_key(event)
+    return _marks_key(event) if event.played or event.action == "stop" else None
+
+
+def _marks_itself(event: MediaEvent) -> bool:
+    """A manual mark naming no player: it belongs to the item's marks session."""
+    return event.action == "played" and not event.player
 
 
 def _marks_key(event: MediaEvent) -> str:
