@@ -169,6 +169,74 @@ def serve_bare(config_path: str) -> None:
     serve(app, load_config(Path(config_path)))
 
 
+def serve_floor(config_path: str) -> None:
+    """The durable floor: the bare route plus the least any acknowledged-is-durable design does.
+
+    It cuts the payload part out of the body (no parsing) and answers only once that part is
+    committed to SQLite (WAL, synchronous FULL), group-committed on one writer thread like the
+    service. No validation, no playback decision, no outbox: the ceiling of what one process
+    that keeps "in SQLite before the answer" can reach on this machine.
+    """
+    import asyncio
+    import threading
+
+    from litestar import Litestar, Request, get, post
+
+    from watchbridge.config import load_config
+    from watchbridge.server import serve
+
+    config = load_config(Path(config_path))
+    db = sqlite3.connect(str(config.storage.path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body BLOB)")
+    waiting: list[tuple[bytes, asyncio.Future[None]]] = []
+    wake = threading.Condition()
+
+    def writer(loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with wake:
+                while not waiting:
+                    wake.wait()
+                group = waiting[:]
+                waiting.clear()
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO events (body) VALUES (?)", [(b,) for b, _ in group])
+            db.execute("COMMIT")
+            loop.call_soon_threadsafe(_answer, [f for _, f in group])
+
+    def _answer(futures: list[asyncio.Future[None]]) -> None:
+        for future in futures:
+            future.set_result(None)
+
+    started: list[bool] = []
+
+    @post("/webhooks/{source:str}/{secret:str}", status_code=202)
+    async def webhook(request: Request[Any, Any, Any], source: str, secret: str) -> dict[str, str]:
+        body = await request.body()
+        start = body.index(b"\r\n\r\n") + 4
+        payload = body[start : body.index(b"\r\n--", start)]
+        loop = asyncio.get_running_loop()
+        if not started:
+            started.append(True)
+            threading.Thread(target=writer, args=(loop,), daemon=True).start()
+        future: asyncio.Future[None] = loop.create_future()
+        with wake:
+            waiting.append((payload, future))
+            wake.notify()
+        await future
+        return {"status": "accepted"}
+
+    @get("/readyz", sync_to_thread=False)
+    def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    app = Litestar(
+        route_handlers=[webhook, readyz], openapi_config=None, logging_config=None, debug=False
+    )
+    serve(app, config)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -507,10 +575,20 @@ def main() -> None:
         action="store_true",
         help="with --profile: sample only the GIL holder (CPU), not every busy thread (wall)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the durable floor: the bare route plus a group-committed SQLite "
+        "append of the payload part, nothing else (what any one-process design could reach)",
+    )
     parser.add_argument("--serve-bare", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare(args.serve_bare)
+        return
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
@@ -528,6 +606,9 @@ def main() -> None:
         servers.append(service)
         bare = start_bare(work)
         servers.append(bare)
+        floor = start_bare(work, "floor") if args.floor else None
+        if floor is not None:
+            servers.append(floor)
         fs = subprocess.run(
             ["df", "--output=fstype", str(work)], capture_output=True, text=True
         ).stdout.split()[-1]
@@ -554,15 +635,18 @@ def main() -> None:
                 args.profile_gil,
             ),
         }
+        if floor is not None:
+            results["floor"] = measure(work, floor, args.connections, args.seconds, lambda *_: None)
         delivered = by_route(fake.requests) if fake is not None else ""
         refused = [r for r in fake.requests if (r.status or 0) >= 400] if fake is not None else []
         service.stop()
         bare.stop()
+        if floor is not None:
+            floor.stop()
         events, outbox, sessions = count_rows(db)
 
         print()
-        for name in ("bare", "ingest"):
-            m = results[name]
+        for name, m in results.items():
             print(f"{name}:")
             print(describe(f"{args.connections} conns", m.load))
             print(describe("1 conn", m.single))
@@ -573,6 +657,12 @@ def main() -> None:
             f"ingest/bare throughput: {ratio:.2f} (target >= {TARGET_RATIO}) "
             f"{'OK' if ratio >= TARGET_RATIO else 'MISSED'}"
         )
+        if "floor" in results:
+            print(
+                f"durable floor/bare throughput: "
+                f"{results['floor'].load.rate / results['bare'].load.rate:.2f} (the most a "
+                "one-process design that answers after the commit could reach here)"
+            )
         print(
             f"ingest p99 under load: {p99:.2f} ms (target <= {TARGET_P99_MS:.0f} ms) "
             f"{'OK' if p99 <= TARGET_P99_MS else 'MISSED'}; on one connection: "
@@ -651,15 +741,16 @@ profiles:
     return start_server("ingest", argv, port, work / "service.log"), db
 
 
-def start_bare(work: Path) -> Server:
+def start_bare(work: Path, name: str = "bare") -> Server:
+    """The bare endpoint, or with name "floor" the durable floor."""
     port = free_port()
-    config = work / "bare.yaml"
+    config = work / f"{name}.yaml"
     config.write_text(
-        f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {work / 'bare.db'}}}\n",
+        f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {work / name}.db}}\n",
         encoding="utf-8",
     )
-    argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(config)]
-    return start_server("bare", argv, port, work / "bare.log")
+    argv = [sys.executable, str(Path(__file__).resolve()), f"--serve-{name}", str(config)]
+    return start_server(name, argv, port, work / f"{name}.log")
 
 
 def fsync_latency(directory: Path, samples: int = 100) -> str:
