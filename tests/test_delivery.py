@@ -29,6 +29,8 @@ from watchbridge.deliver.worker import (
     SERVICE_ROLE,
     UNTOLD_LOOK_EVERY,
     DeliveryWorker,
+    Outcome,
+    Retry,
     backoff,
     dead_letter_alert,
 )
@@ -37,7 +39,7 @@ from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
 from watchbridge.services.trakt import parse_iso
-from watchbridge.store import NewOutboxRow, OutboxItem, ordering_key
+from watchbridge.store import CLAIM_LEASE, NewOutboxRow, OutboxItem, Settlement, ordering_key
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -1601,3 +1603,34 @@ async def test_a_retried_dead_letter_has_a_fresh_max_age(
     await drain(worker, runtime, clock, passes=3, step=3600)
     assert runtime.store.dead_letters() == []
     assert [h.item.title for h in trakt.history()] == ["Heat"]
+
+
+class StalledPastItsLease:
+    """A `watchbridge sync` target that stalls (a suspended process) until the service has
+    taken its rows back and delivered them, then sees its own send fail."""
+
+    name = "trakt"
+    batch_size = 10
+
+    def __init__(self, store: Any, clock: FakeClock) -> None:
+        self.store, self.clock = store, clock
+
+    async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
+        self.clock.advance(CLAIM_LEASE + 1)
+        self.store.release_stale_claims(self.clock(), spare=f"{SERVICE_ROLE}-")
+        taken = self.store.claim(f"{SERVICE_ROLE}-0a1b", self.clock())
+        self.store.settle(self.clock(), [Settlement(i.id, "done") for i in taken])
+        return {item.id: Retry("503 Service Unavailable") for item in items}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_sync_run_stalled_past_its_lease_does_not_reopen_rows_the_service_delivered(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
+    worker.targets = {"trakt": StalledPastItsLease(runtime.store, clock)}
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["done"] == 1

@@ -25,6 +25,7 @@ from watchbridge.store import (
     IngestWriter,
     NewOutboxRow,
     Retried,
+    Settlement,
     Store,
     migrations,
     ordering_key,
@@ -320,6 +321,18 @@ def test_the_lease_spares_the_callers_own_kind_of_claims(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     store.claim("service-0a1b", 2.0)  # the running service's worker, mid-pass
     assert store.release_stale_claims(2.0 + CLAIM_LEASE + 1, spare="service-") == 0
+
+
+def test_an_outcome_from_a_worker_that_lost_its_claim_changes_nothing(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    (stalled,) = store.claim("cli-9f8e", 2.0)  # a `watchbridge sync` stopped mid-batch
+    later = 2.0 + CLAIM_LEASE + 1
+    store.release_stale_claims(later, spare="service-")
+    (taken,) = store.claim("service-0a1b", later)
+    store.settle(later, [Settlement(taken.id, "done")], claimed_by="service-0a1b")
+    failed = Settlement(stalled.id, "pending", later + 60, "503")
+    store.settle(later + 1, [failed], claimed_by="cli-9f8e")  # it woke up and its send failed
+    assert store.outbox_counts().get("done") == 1  # not pending again: no second delivery
 
 
 def test_a_note_about_a_claimed_row_renews_its_lease(store: Store) -> None:

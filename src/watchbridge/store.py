@@ -988,10 +988,17 @@ class Store:
         """Back to pending without spending an attempt: the target, not the item, failed."""
         self.settle(now, [Settlement(item_id, "pending", next_attempt_at, reason, False)])
 
-    def settle(self, now: float, settlements: Sequence[Settlement]) -> set[int]:
+    def settle(
+        self, now: float, settlements: Sequence[Settlement], claimed_by: str | None = None
+    ) -> set[int]:
         """Record the outcomes of one delivery batch in one transaction; returns the rows
-        that died as superseded ratings (no dead letters: a newer rating follows them)."""
+        that died as superseded ratings (no dead letters: a newer rating follows them).
+
+        With `claimed_by`, only rows that worker still holds change: a worker stalled past
+        its lease lost them to another, whose outcome stands."""
         with self.transaction() as conn:
+            if claimed_by is not None:
+                settlements = self._still_held(conn, settlements, claimed_by)
             conn.executemany(
                 """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
@@ -1023,6 +1030,26 @@ class Store:
                 f"{_SUPERSEDE_DEAD_RATINGS} AND id IN ({marks}) RETURNING id", (now, *dead)
             ).fetchall()
             return {int(row["id"]) for row in rows}
+
+    @staticmethod
+    def _still_held(
+        conn: sqlite3.Connection, settlements: Sequence[Settlement], claimed_by: str
+    ) -> list[Settlement]:
+        ids = [s.item_id for s in settlements]
+        held = {
+            int(r["id"])
+            for r in conn.execute(
+                f"SELECT id FROM outbox WHERE id IN ({', '.join('?' for _ in ids)})"
+                " AND status = 'inflight' AND claimed_by = ?",
+                (*ids, claimed_by),
+            )
+        }
+        if len(held) < len(ids):
+            log.warning(
+                "outcomes dropped: another worker took these rows back",
+                extra={"rows": len(ids) - len(held), "claimed_by": claimed_by},
+            )
+        return [s for s in settlements if s.item_id in held]
 
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""

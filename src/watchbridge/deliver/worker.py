@@ -449,7 +449,7 @@ class DeliveryWorker:
             else:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
-        superseded = await asyncio.to_thread(store.settle, now, settled)
+        superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
         for key, ids in limited.items():
             await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
         dead = [(item, reason) for item, reason in dead if item.id not in superseded]
