@@ -411,3 +411,50 @@ def test_a_jellyfin_played_mark_soon_after_a_playback_is_the_same_viewing() -> N
         (6600.0, replace(jellyfin("played", played=True), player="")),
     )
     assert kinds(intents) == ["watching:start", "play"]
+
+
+def dated_mark(at: float) -> MediaEvent:
+    """A `played` mark naming the player, dated: a history script sending an old viewing."""
+    return replace(event("played", played=True), occurred_at=at)
+
+
+def test_a_mark_dated_hours_before_the_last_viewing_is_a_play_of_its_own() -> None:
+    intents = at_times(
+        (DAY_LATER, event("stop", 95)),
+        (DAY_LATER + 10, dated_mark(1000.0)),
+        (DAY_LATER + 40, event("stop", 95, played=True)),  # the player repeats its stop
+    )
+    assert [(i.kind, i.at) for i in intents] == [("play", DAY_LATER), ("play", 1000.0)]
+
+
+def test_a_mark_dated_hours_earlier_does_not_end_the_viewing_in_progress() -> None:
+    intents = at_times(
+        (DAY_LATER, event("start", 0)),
+        (DAY_LATER + 60, dated_mark(1000.0)),
+        (DAY_LATER + 5400, event("stop", 95)),
+    )
+    assert [(i.kind, i.at) for i in intents] == [
+        ("watching", DAY_LATER),
+        ("play", 1000.0),
+        ("play", DAY_LATER + 5400),
+    ]
+    assert len({i.key for i in intents}) == 3
+
+
+def test_a_mark_dated_just_before_the_end_of_a_viewing_leaves_its_time_alone() -> None:
+    # The script's clock (or its idea of when the film ended) is two hours off.
+    intents = at_times(
+        (DAY_LATER, event("stop", 95)),
+        (DAY_LATER + 10, dated_mark(DAY_LATER - 2 * 3600)),
+        (DAY_LATER + 40, event("stop", 95, played=True)),
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_dated_mark_sent_twice_is_one_play() -> None:
+    intents = at_times(
+        (DAY_LATER, event("stop", 95)),
+        (DAY_LATER + 10, dated_mark(1000.0)),
+        (DAY_LATER + 20, dated_mark(1000.0)),
+    )
+    assert len({i.key for i in intents}) == 2

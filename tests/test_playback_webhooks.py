@@ -229,3 +229,19 @@ def test_a_short_episode_a_script_reports_only_the_end_of_twice_is_two_plays(
         rig.advance(8 * 60)
         rig.post("generic", stop)
         assert len(rig.plays()) == 2, rig.live()
+
+
+def test_an_old_viewing_a_script_sends_after_tonights_leaves_tonights_alone(
+    tmp_path: Path,
+) -> None:
+    # A history script sends a 2020 viewing naming the player, then the player repeats its stop.
+    kodi = "kodi-livingroom"
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=kodi))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 96, player=kodi) | {"played": True})
+        rig.post("generic", generic("played", player=kodi) | {"watched_at": "2020-01-01T21:00:00Z"})
+        rig.advance(30)
+        rig.post("generic", generic("stop", 96, player=kodi) | {"played": True})
+        played_at = sorted(row["payload"]["at"] for row in rig.plays())
+        assert len(played_at) == 2 and played_at[0] == 1577912400.0

@@ -8,7 +8,8 @@ followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex
 when playback begins at the start) that hours pass before, or that the next position or a
 second Plex scrobble a viewing later confirms, a position below half way hours later, a
 once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark
-hours after the last one.
+hours after the last one. A mark dated hours before a session's last event is an earlier
+viewing of its own.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ def _decide(
         return session, []
 
     key = session_key(event)
+    if _earlier_viewing(session, event, at):
+        # A history script sending old viewings: a play of its own, keyed by its date (sent
+        # again, the same play); the session's viewing goes on.
+        return session, [Intent("play", f"play:{key}:at:{int(at)}", at, progress=event.progress)]
     fresh = session is None  # no playback of this viewing seen before this event
     if session is None:
         session = Session(key, "stopped", None, int(at), at)
@@ -185,6 +190,13 @@ def _decide(
     return Session(key, state, progress, generation, at), []
 
 
+def _earlier_viewing(session: Session | None, event: MediaEvent, at: float) -> bool:
+    """A mark dated hours before the session's last event."""
+    if session is None or event.action != "played":
+        return False
+    return at <= session.updated_at - REWATCH_AFTER_IDLE
+
+
 def shortest_viewing(duration: float | None) -> float:
     """How long a viewing of an item of `duration` seconds (None: unknown) takes at least."""
     return SHORTEST_VIEWING if not duration else min(SHORTEST_VIEWING, 0.8 * duration)
@@ -224,7 +236,9 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # A mark, or Home Assistant's `played` when a player finishes (automations may fire
         # twice: at the end and when the TV is switched off): another play hours later only.
         if idle:
-            return None  # marked watched again hours later (dated ones: hours apart)
+            return None  # marked watched again hours later
+        if at < session.updated_at:
+            return session  # dated a little before the viewing's end: its time stays
     elif event.played:
         # The server's own completion signal again. Plex, Tautulli and generic stops send one
         # per playback: a viewing's time after the last event, reaching the signal's position,
