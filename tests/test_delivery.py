@@ -39,7 +39,14 @@ from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
 from watchbridge.services.trakt import parse_iso
-from watchbridge.store import CLAIM_LEASE, NewOutboxRow, OutboxItem, Settlement, ordering_key
+from watchbridge.store import (
+    CLAIM_LEASE,
+    UNKNOWN_OUTCOME,
+    NewOutboxRow,
+    OutboxItem,
+    Settlement,
+    ordering_key,
+)
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -1634,3 +1641,28 @@ async def test_a_sync_run_stalled_past_its_lease_does_not_reopen_rows_the_servic
     worker.targets = {"trakt": StalledPastItsLease(runtime.store, clock)}
     await worker.pass_once(runtime)
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+class FindsNoIds:
+    """A target whose id lookup fails this time (an id cache expired, the lookup found none)."""
+
+    name = "trakt"
+    batch_size = 10
+
+    async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
+        return {item.id: Retry("unmatched: Trakt has no id for Heat yet") for item in items}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_row_whose_send_may_have_landed_stays_marked_through_a_later_retry(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    (row,) = runtime.store.claim("cli-9f8e", clock())
+    runtime.store.note([row.id], f"{UNKNOWN_OUTCOME}: sent", clock())  # then the process died
+    runtime.store.release_claims(clock(), "cli-")
+    worker.targets = {"trakt": FindsNoIds()}
+    await worker.pass_once(runtime)
+    assert runtime.store.marked([row.id]) == {row.id}  # checked against Trakt before a resend

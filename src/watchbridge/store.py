@@ -36,6 +36,8 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
+# Rows waiting for ids a target can use, also those whose earlier send may have landed.
+_UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
@@ -902,8 +904,7 @@ class Store:
 
     def unmatched_count(self) -> int:
         rows = self._query(
-            "SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'"
-            " AND last_error LIKE 'unmatched:%'"
+            f"SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending' AND {_UNMATCHED}"
         )
         return int(rows[0]["n"])
 
@@ -1155,7 +1156,7 @@ class Store:
         rows = self._query(
             "SELECT o.*, e.payload AS event_payload, e.raw AS event_raw FROM outbox o"
             " LEFT JOIN events e ON e.id = o.event_id"
-            " WHERE o.status = 'pending' AND o.last_error LIKE 'unmatched:%' ORDER BY o.id"
+            f" WHERE o.status = 'pending' AND {_UNMATCHED} ORDER BY o.id"
         )
         return [Unmatched(OutboxItem.from_row(r), r["event_payload"], r["event_raw"]) for r in rows]
 

@@ -157,8 +157,9 @@ SERVICE_ROLE = "service"
 
 
 def unsure(outcome: Outcome) -> Outcome:
-    """`outcome` for a row whose last send may have landed: a hold or retry keeps that mark."""
-    if isinstance(outcome, Hold | Retry) and not outcome.reason.startswith(UNKNOWN_OUTCOME):
+    """`outcome` for a row whose last send may have landed: anything but success keeps that
+    mark, so the next send (or `deadletters retry`) checks the target first."""
+    if isinstance(outcome, Hold | Retry | Dead) and not outcome.reason.startswith(UNKNOWN_OUTCOME):
         return replace(outcome, reason=f"{UNKNOWN_OUTCOME}: {outcome.reason}")
     return outcome
 
@@ -417,6 +418,8 @@ class DeliveryWorker:
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
+            if item.may_have_landed:  # until it is through, whatever this attempt ran into
+                outcome = unsure(outcome)
             # A spending hold ends by attempts only: by age, a backlog held through a week-long
             # outage would die at its first error after it.
             last_try = item.attempts + 1 >= self.config.max_attempts
