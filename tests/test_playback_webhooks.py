@@ -123,6 +123,18 @@ def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_p
         assert len(rig.plays()) == 1
 
 
+def test_marking_a_season_played_days_after_watching_one_of_its_episodes_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # Jellyfin's play-state button on a season marks every episode, watched ones too, counting
+    # each again (PlayCount 2) and dating it now.
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        rig.advance(2 * 24 * HOUR)
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
+        assert len(rig.plays()) == 1
+
+
 def test_a_jellyfin_played_flag_toggled_off_and_on_after_watching_is_one_play(
     tmp_path: Path,
 ) -> None:
