@@ -358,13 +358,20 @@ def test_a_secret_holding_a_slash_is_left_out_of_the_urls_with_the_reason(tmp_pa
     )
 
 
-def dead_letter(tmp_path: Path) -> Path:
-    path = write_config(tmp_path)
+TRAKT_PROFILE = """
+services: {trakt: {client_id: abc}}
+profiles: {me: {users: {plex: ["1"]}, accounts: {trakt: {}}}}
+"""
+
+
+def dead_letter(tmp_path: Path, profile: str = "me") -> Path:
+    """A Trakt play of `profile` that gave up, under a config whose profile `me` uses Trakt."""
+    path = write_config(tmp_path, TRAKT_PROFILE)
     store = Store.open(tmp_path / "watchbridge.db")
     store.enqueue(
         [
             NewOutboxRow(
-                "trakt", "me", "play", {"item": {"kind": "movie", "title": "Heat"}}, "k1", "i1"
+                "trakt", profile, "play", {"item": {"kind": "movie", "title": "Heat"}}, "k1", "i1"
             )
         ],
         1.0,
@@ -419,6 +426,15 @@ def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
     )
     assert "no dead letters" in run("deadletters", "list", "--config", str(path)).stdout
     assert "1 pending" in run("status", "--config", str(path)).stdout
+
+
+def test_deadletters_retry_leaves_what_the_config_still_cannot_deliver(tmp_path: Path) -> None:
+    path = dead_letter(tmp_path, profile="kid")  # a profile since removed from the config
+    result = run("deadletters", "retry", "--all", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "0 dead letter(s) queued again" in result.stdout
+    assert "1 left as dead letter(s): profile kid is no longer in the config" in result.stdout
+    assert "#1" in run("deadletters", "list", "--config", str(path)).stdout
 
 
 def test_deadletters_discard_all(tmp_path: Path) -> None:

@@ -1565,7 +1565,8 @@ async def test_rows_a_sync_run_queues_while_the_service_runs_are_left_alone(
 
 def test_a_profile_without_an_account_of_a_service_cannot_be_delivered_there() -> None:
     config = parse_config(
-        f"services: {{trakt: {{client_id: {CLIENT_ID}}}}}\nprofiles: {{kid: {{}}}}\n",
+        f"services: {{trakt: {{client_id: {CLIENT_ID}}}, plex: {{url: 'http://pms:32400'}}}}\n"
+        "profiles: {kid: {}}\n",
         Path("watchbridge.yaml"),
         {},
     )
@@ -1573,6 +1574,7 @@ def test_a_profile_without_an_account_of_a_service_cannot_be_delivered_there() -
         "profile kid no longer has profiles.kid.accounts.trakt"
     )
     assert undeliverable(config, "plex", "kid") is None  # a profile without one is the owner
+    assert undeliverable(config, "serializd", "kid") == "serializd is no longer configured"
 
 
 async def test_a_sync_run_leaves_rows_of_services_its_config_lacks_alone(

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import urllib.parse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from watchbridge.config import (
     find_config,
     fits_in_url,
     load_config,
+    undeliverable,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
@@ -857,13 +858,24 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
     config = _load(config_path)
     _require_selection(ids, every)
     with _open_store(config) as store:
-        unknown = _not_dead_letters(store, ids)
-        retried = store.retry_dead(None if every else list(ids), time.time())
+        dead = store.dead_letters()
+        unknown = _not_dead_letters(dead, ids)
+        chosen = dead if every else [item for item in dead if item.id in ids]
+        # Queued again, rows the config cannot deliver would only die again at the service's
+        # next start, held meanwhile with a sign-in alert whose command refuses the profile.
+        why = {item.id: undeliverable(config, item.target, item.profile) for item in chosen}
+        stuck = Counter(reason for reason in why.values() if reason is not None)
+        ready = [item_id for item_id, reason in why.items() if reason is None]
+        retried = store.retry_dead(None if every and not stuck else ready, time.time())
     click.echo(f"{retried.queued} dead letter(s) queued again")
     if retried.superseded:
         click.echo(
             f"{retried.superseded} rating(s) not sent again: the item was rated (or its rating"
             " removed) since"
+        )
+    for reason, count in stuck.items():
+        click.echo(
+            f"{count} left as dead letter(s): {reason} (configure it again, or discard them)"
         )
     _refuse_unknown(unknown)
 
@@ -877,15 +889,15 @@ def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bo
     config = _load(config_path)
     _require_selection(ids, every)
     with _open_store(config) as store:
-        unknown = _not_dead_letters(store, ids)
+        unknown = _not_dead_letters(store.dead_letters(), ids)
         count = store.discard_dead(None if every else list(ids))
     click.echo(f"{count} dead letter(s) discarded")
     _refuse_unknown(unknown)
 
 
-def _not_dead_letters(store: Store, ids: tuple[int, ...]) -> list[int]:
-    dead = {item.id for item in store.dead_letters()}
-    return [i for i in ids if i not in dead]
+def _not_dead_letters(dead: list[OutboxItem], ids: tuple[int, ...]) -> list[int]:
+    known = {item.id for item in dead}
+    return [i for i in ids if i not in known]
 
 
 def _refuse_unknown(ids: list[int]) -> None:

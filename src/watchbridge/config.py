@@ -361,9 +361,19 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
 
 
 def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
-    """Why rows for `profile_name` on `target` cannot go out under this config (the profile
-    or its account was removed), or None when they can. Plex needs no account: without one,
-    a profile is the server's owner."""
+    """Why rows for `profile_name` on `target` cannot go out under this config (the service,
+    the profile or its account was removed), or None when they can. Plex needs no account:
+    without one, a profile is the server's owner."""
+    services = config.services
+    plex = services.plex if services.plex is not None and services.plex.url else None
+    configured = {
+        "trakt": services.trakt,
+        "serializd": services.serializd,
+        "anilist": services.anilist,
+        "plex": plex,
+    }
+    if configured.get(target) is None:
+        return f"{target} is no longer configured"
     profile = config.profiles.get(profile_name)
     if profile is None:
         return f"profile {profile_name} is no longer in the config"

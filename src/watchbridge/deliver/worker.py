@@ -504,10 +504,7 @@ class DeliveryWorker:
         discard."""
         store, now = runtime.store, runtime.clock()
         for target, profile in await asyncio.to_thread(store.waiting_for):
-            if target not in self.targets:
-                why: str | None = f"{target} is no longer configured"
-            else:
-                why = undeliverable(runtime.config, target, profile)
+            why = undeliverable(runtime.config, target, profile)
             if why is None:
                 continue
             reason = (
