@@ -457,6 +457,26 @@ async def test_a_rewatch_of_an_episode_ticked_on_serializd_before_is_logged_as_o
     ]
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(404, "<html><body><h1>Page not found (404)</h1></body></html>"), (404, '{"detail": "x"}')],
+)
+async def test_a_season_page_that_cannot_be_read_does_not_stop_the_play_being_logged(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    status: int,
+    body: str,
+) -> None:
+    # The season's ticks are read only to flag a rewatch; Serializd renames such mobile
+    # pages now and then (reference section 9).
+    fake.fail_next(50, status, body=body, route=SEASON_TICKS.split(" ")[1])
+    enqueue(runtime, "play", episode(4), clock() - 60)
+    await drain(worker, runtime, clock, passes=3, step=7200)
+    assert [e.is_rewatch for e in fake.diary()] == [False]
+
+
 async def test_a_sync_says_whether_serializd_held_the_episode_and_nothing_is_read(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

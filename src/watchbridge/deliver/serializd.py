@@ -313,9 +313,20 @@ class SerializdTarget:
             return int(row.payload["earlier_plays"]) > 0
         if place.season_id is None or place.episode_number is None or place.ref.season is None:
             return False
-        ticked = await self.client.episode_logs(
-            row.profile, place.show_id, place.ref.season, place.season_id
-        )
+        try:
+            ticked = await self.client.episode_logs(
+                row.profile, place.show_id, place.ref.season, place.season_id
+            )
+        except (SerializdAuthError, Unavailable):
+            raise
+        except SerializdError as exc:
+            # Only the rewatch flag hangs on this page (a mobile one, renamed now and then):
+            # the play is logged without it rather than not at all.
+            log.warning(
+                "serializd season ticks unreadable; the play is logged as a first viewing",
+                extra={"profile": row.profile, "error": exc.message},
+            )
+            return False
         return place.episode_number in ticked
 
     async def _remove_play(self, ledger: Ledger, row: OutboxItem, place: Place) -> Outcome:
