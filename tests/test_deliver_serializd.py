@@ -277,6 +277,19 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert receiver.titles() == ["watchbridge: serializd deliveries paused"]
 
 
+async def test_a_login_answered_403_is_tried_again_at_the_next_credentials_hold(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Serializd answers a wrong password with 401 (reference section 1); a 403 is something
+    # else (a firewall, a deploy), which the same, right, password may pass next time.
+    fake.fail_next(1, 403, body={"message": "Forbidden"}, route="POST /api/login")
+    enqueue(runtime, "play", episode(4), clock() - 60)
+    await drain(worker, runtime, clock, passes=1)
+    await drain(worker, runtime, clock, passes=2, step=1800)
+    assert fake.count("POST", "/api/login") == 2
+    assert len(fake.diary()) == 1
+
+
 @pytest.mark.parametrize("outage", ["checkpoint", "5xx"])
 async def test_an_outage_holds_the_target_and_nothing_is_lost(
     outage: str,

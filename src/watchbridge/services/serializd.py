@@ -658,12 +658,19 @@ class SerializdClient:
         response = await self._send(
             profile, "POST", "/api/login", json=login_body(account), write=False
         )
-        if response.status_code in (401, 403):
+        if response.status_code == 401:  # a wrong email or password (§1)
             self._refused[profile] = account
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
                 f"({_message(response)}): check {where}",
+            )
+        if response.status_code == 403:
+            # Not how Serializd answers a wrong password: tried again at the next hold.
+            raise SerializdAuthError(
+                SERVICE,
+                f"Serializd refused to sign in profile {profile} ({_message(response)}); "
+                f"tried again in a while: check {where} if this lasts",
             )
         self._check(response, "login")
         data = self._json(response, "login")
