@@ -458,3 +458,15 @@ def test_a_dated_mark_sent_twice_is_one_play() -> None:
         (DAY_LATER + 20, dated_mark(1000.0)),
     )
     assert len({i.key for i in intents}) == 2
+
+
+def test_a_dated_mark_sent_again_after_the_viewing_moved_on_is_the_same_play() -> None:
+    # A history script run twice: before and after tonight's viewing on that player.
+    intents = at_times(
+        (DAY_LATER, dated_mark(1000.0)),
+        (DAY_LATER + 10, event("start", 0)),
+        (DAY_LATER + 5400, event("stop", 95)),
+        (DAY_LATER + 5500, dated_mark(1000.0)),
+    )
+    plays = [i.key for i in intents if i.kind == "play"]
+    assert len(plays) == 3 and len(set(plays)) == 2

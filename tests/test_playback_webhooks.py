@@ -257,3 +257,28 @@ def test_an_old_viewing_a_script_sends_after_tonights_leaves_tonights_alone(
         rig.post("generic", generic("stop", 96, player=kodi) | {"played": True})
         played_at = sorted(row["payload"]["at"] for row in rig.plays())
         assert len(played_at) == 2 and played_at[0] == 1577912400.0
+
+
+def test_an_old_viewing_a_script_sends_leaves_tonights_queued_start_to_go_out(
+    tmp_path: Path,
+) -> None:
+    kodi = "kodi-livingroom"
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=kodi))
+        rig.advance(60)
+        rig.post("generic", generic("played", player=kodi) | {"watched_at": "2020-01-01T21:00:00Z"})
+        assert rig.to_send() == ["start"]
+
+
+def test_an_old_viewing_on_another_player_keeps_a_mark_after_tonights_the_same_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player="kodi-bedroom"))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 96, player="kodi-bedroom") | {"played": True})
+        old = {"watched_at": "2020-01-01T21:00:00Z"}
+        rig.post("generic", generic("played", player="kodi-livingroom") | old)
+        rig.advance(10 * 60)
+        rig.post("generic", generic("played"))  # names no player: the item's marks
+        assert len(rig.plays()) == 2

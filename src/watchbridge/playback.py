@@ -68,6 +68,7 @@ class Intent:
     progress: float | None = None
     rating: int | None = None
     live: bool = False  # a play that ended a playback we followed (vs. a manual mark)
+    earlier: bool = False  # a play of an earlier viewing: the current one's live state stands
 
 
 def session_key(event: MediaEvent) -> str:
@@ -112,8 +113,13 @@ def ends_a_viewing(before: Session | None, after: Session) -> bool:
 
 def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:
     """The item's marks session `key` (`marks`: as it is) after `completed` ended a viewing."""
-    generation = int(completed.updated_at) if marks is None else marks.generation
-    return Session(key, "completed", completed.progress, generation, completed.updated_at)
+    ended = completed.updated_at
+    if marks is None:
+        return Session(key, "completed", completed.progress, int(ended), ended)
+    # An old viewing (a history script's) must not move the item's last completion back.
+    return Session(
+        key, "completed", completed.progress, marks.generation, max(ended, marks.updated_at)
+    )
 
 
 def decide(
@@ -142,9 +148,11 @@ def _decide(
 
     key = session_key(event)
     if _earlier_viewing(session, event, at):
-        # A history script sending old viewings: a play of its own, keyed by its date (sent
-        # again, the same play); the session's viewing goes on.
-        return session, [Intent("play", f"play:{key}:at:{int(at)}", at, progress=event.progress)]
+        # A history script sending old viewings: a play of its own; the session's viewing
+        # goes on.
+        return session, [
+            Intent("play", _mark_key(key, at), at, progress=event.progress, earlier=True)
+        ]
     fresh = session is None  # no playback of this viewing seen before this event
     if session is None:
         session = Session(key, "stopped", None, int(at), at)
@@ -161,8 +169,12 @@ def _decide(
     # Only a stop (or the server's own completion signal) ends a viewing: someone paused at
     # 95 % may still be watching the credits.
     if event.played or (event.action == "stop" and reached):
-        live = event.action != "played"  # a manual mark is history, not a scrobble
-        play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=live)
+        if event.action == "played":  # a manual mark is history, not a scrobble
+            # Dated before the viewing's last event, it must not move its time back.
+            ended = max(at, session.updated_at)
+            play = Intent("play", _mark_key(key, at), at, progress=progress)
+            return Session(key, "completed", progress, generation, ended), [play]
+        play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=True)
         return Session(key, "completed", progress, generation, at), [play]
 
     state = session.state
@@ -188,6 +200,12 @@ def _decide(
         pause = Intent("watching", f"pause:{key}:{generation}", at, action="pause", progress=capped)
         return Session(key, new_state, progress, generation, at), [pause]
     return Session(key, state, progress, generation, at), []
+
+
+def _mark_key(key: str, at: float) -> str:
+    """A mark's play is keyed by its date: sent again, before or after the viewing it belongs
+    to has moved on, it is the same play."""
+    return f"play:{key}:at:{int(at)}"
 
 
 def _earlier_viewing(session: Session | None, event: MediaEvent, at: float) -> bool:

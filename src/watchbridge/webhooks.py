@@ -95,10 +95,15 @@ def rows_for(
                     payload=payload,
                     ordering_key=ordering_key(profile, target, item_key, intent.kind),
                     idempotency_key=f"{profile}:{target}:{intent.key}",
-                    supersedes=("watching",) if intent.kind in ("watching", "play") else (),
+                    supersedes=("watching",) if _ends_live_state(intent) else (),
                 )
             )
     return rows
+
+
+def _ends_live_state(intent: Intent) -> bool:
+    """A newer live state, or a play of the viewing it showed, makes pending ones moot."""
+    return intent.kind == "watching" or (intent.kind == "play" and not intent.earlier)
 
 
 def secret_ok(supplied: str | bytes | None, expected: str) -> bool:
