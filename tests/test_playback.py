@@ -470,3 +470,13 @@ def test_a_dated_mark_sent_again_after_the_viewing_moved_on_is_the_same_play() -
     )
     plays = [i.key for i in intents if i.kind == "play"]
     assert len(plays) == 3 and len(set(plays)) == 2
+
+
+def test_a_mark_completing_a_viewing_in_progress_does_not_move_its_time_back() -> None:
+    intents = at_times(
+        (DAY_LATER, event("start", 0)),
+        (DAY_LATER + 6000, event("pause", 95)),
+        (DAY_LATER + 6010, dated_mark(DAY_LATER - 1200)),  # dated before the start
+        (DAY_LATER + 6060, replace(event("stop", played=True), position_ms=None)),
+    )
+    assert kinds(intents) == ["watching:start", "watching:pause", "play"]
