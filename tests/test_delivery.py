@@ -28,7 +28,9 @@ from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, 
 from watchbridge.deliver.worker import (
     SERVICE_ROLE,
     UNTOLD_LOOK_EVERY,
+    Dead,
     DeliveryWorker,
+    Hold,
     Outcome,
     Retry,
     backoff,
@@ -1616,33 +1618,55 @@ async def test_a_retried_dead_letter_has_a_fresh_max_age(
 
 class StalledPastItsLease:
     """A `watchbridge sync` target that stalls (a suspended process) until the service has
-    taken its rows back and delivered them, then sees its own send fail."""
+    taken its rows back and delivered them, then reports `outcome` of its own send."""
 
     name = "trakt"
     batch_size = 10
 
-    def __init__(self, store: Any, clock: FakeClock) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, store: Any, clock: FakeClock, outcome: Outcome) -> None:
+        self.store, self.clock, self.outcome = store, clock, outcome
 
     async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
         self.clock.advance(CLAIM_LEASE + 1)
         self.store.release_stale_claims(self.clock(), spare=f"{SERVICE_ROLE}-")
         taken = self.store.claim(f"{SERVICE_ROLE}-0a1b", self.clock())
         self.store.settle(self.clock(), [Settlement(i.id, "done") for i in taken])
-        return {item.id: Retry("503 Service Unavailable") for item in items}
+        return {item.id: self.outcome for item in items}
 
     async def aclose(self) -> None:
         return None
 
 
+def stalled_sync_run(runtime: Runtime, clock: FakeClock, outcome: Outcome) -> DeliveryWorker:
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
+    worker.targets = {"trakt": StalledPastItsLease(runtime.store, clock, outcome)}
+    return worker
+
+
 async def test_a_sync_run_stalled_past_its_lease_does_not_reopen_rows_the_service_delivered(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
-    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
-    worker.targets = {"trakt": StalledPastItsLease(runtime.store, clock)}
+    worker = stalled_sync_run(runtime, clock, Retry("503 Service Unavailable"))
     await worker.pass_once(runtime)
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_sync_run_stalled_past_its_lease_logs_no_dead_letter_the_service_delivered(
+    runtime: Runtime, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = stalled_sync_run(runtime, clock, Dead("404: not found"))
+    with caplog.at_level(logging.ERROR):
+        await worker.pass_once(runtime)
+    assert [r for r in caplog.records if r.getMessage() == "delivery gave up"] == []
+
+
+async def test_a_sync_run_stalled_past_its_lease_alerts_nothing_for_rows_it_lost(
+    runtime: Runtime, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    refused = Hold("Trakt refused the sign-in (401)", 1800.0, "credentials", False)
+    await stalled_sync_run(runtime, clock, refused).pass_once(runtime)
+    assert receiver.titles() == []
 
 
 class FindsNoIds:

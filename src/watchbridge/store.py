@@ -995,8 +995,8 @@ class Store:
         """Record the outcomes of one delivery batch in one transaction; returns the rows
         that died as superseded ratings (no dead letters: a newer rating follows them).
 
-        With `claimed_by`, only rows that worker still holds change: a worker stalled past
-        its lease lost them to another, whose outcome stands."""
+        With `claimed_by`, only rows that worker still holds change (checked again here, in
+        the write transaction): a worker stalled past its lease lost them to another."""
         with self.transaction() as conn:
             if claimed_by is not None:
                 settlements = self._still_held(conn, settlements, claimed_by)
@@ -1045,12 +1045,11 @@ class Store:
                 (*ids, claimed_by),
             )
         }
-        if len(held) < len(ids):
-            log.warning(
-                "outcomes dropped: another worker took these rows back",
-                extra={"rows": len(ids) - len(held), "claimed_by": claimed_by},
-            )
         return [s for s in settlements if s.item_id in held]
+
+    def claimed_by(self, worker: str, item_ids: Sequence[int]) -> set[int]:
+        """Which of these rows `worker` still holds (in flight under its claim)."""
+        return self._rows_among(item_ids, "status = 'inflight' AND claimed_by = ?", (worker,))
 
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""

@@ -409,6 +409,15 @@ class DeliveryWorker:
         outcomes: dict[int, Outcome],
     ) -> None:
         store, now = runtime.store, runtime.clock()
+        # A worker stalled past its claims' lease (a suspended `watchbridge sync`) lost them to
+        # another, whose outcome stands: its own would only mislead (logs, alerts, holds).
+        ours = await asyncio.to_thread(store.claimed_by, self.worker_id, [i.id for i in items])
+        if len(ours) < len(items):
+            log.warning(
+                "outcomes dropped: another worker took these rows back",
+                extra={"target": target.name, "rows": len(items) - len(ours)},
+            )
+            items = [item for item in items if item.id in ours]
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str], str] = {}
