@@ -29,6 +29,7 @@ from watchbridge.deliver.worker import (
     SERVICE_ROLE,
     UNTOLD_LOOK_EVERY,
     Dead,
+    Delivered,
     DeliveryWorker,
     Hold,
     Outcome,
@@ -1692,3 +1693,36 @@ async def test_a_row_whose_send_may_have_landed_stays_marked_through_a_later_ret
     worker.targets = {"trakt": FindsNoIds()}
     await worker.pass_once(runtime)
     assert runtime.store.marked([row.id]) == {row.id}  # checked against Trakt before a resend
+
+
+class SlowButAlive:
+    """A `watchbridge sync` target whose delivery outlasts the claim lease (a slow server)."""
+
+    name = "trakt"
+    batch_size = 10
+
+    def __init__(self, store: Any, clock: FakeClock) -> None:
+        self.store, self.clock = store, clock
+        self.taken_back = -1
+
+    async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
+        self.clock.advance(CLAIM_LEASE + 1)
+        await asyncio.sleep(0.3)  # the worker goes on renewing its claims meanwhile
+        self.taken_back = self.store.release_stale_claims(self.clock(), spare=f"{SERVICE_ROLE}-")
+        return {item.id: Delivered("added") for item in items}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_sync_run_delivering_longer_than_the_claim_lease_keeps_its_claims(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
+    worker.claim_renew_every = 0.05
+    slow = SlowButAlive(runtime.store, clock)
+    worker.targets = {"trakt": slow}
+    await worker.pass_once(runtime)
+    assert slow.taken_back == 0
+    assert runtime.store.outbox_counts()["done"] == 1

@@ -1047,6 +1047,14 @@ class Store:
         }
         return [s for s in settlements if s.item_id in held]
 
+    def renew_claims(self, worker: str, now: float) -> None:
+        """Renew the lease of every row `worker` has in flight (it is still delivering)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET updated_at = ? WHERE status = 'inflight' AND claimed_by = ?",
+                (now, worker),
+            )
+
     def claimed_by(self, worker: str, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows `worker` still holds (in flight under its claim)."""
         return self._rows_among(item_ids, "status = 'inflight' AND claimed_by = ?", (worker,))
@@ -1115,7 +1123,7 @@ class Store:
         """Return rows claimed more than `lease` seconds ago (by a process that was killed
         while it delivered, e.g. a `watchbridge sync`) to pending, except those whose
         claimer's id starts with `spare` (the caller's own kind, which it releases itself).
-        A worker's store writes about a row (`note`) renew its claim."""
+        A worker renews its claims while it delivers (`renew_claims`, and `note`)."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"

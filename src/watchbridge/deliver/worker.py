@@ -8,6 +8,7 @@ It sleeps until the next row is due or a webhook wakes it: idle means idle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -32,6 +33,9 @@ TARGET_PROBE_MAX = 300.0
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
 # How often to look for dead letters no alert told of yet (another process's too).
 UNTOLD_LOOK_EVERY = 60.0
+# While a target delivers, its claims are renewed this often (seconds), so that only a worker
+# that stopped running (killed, suspended) loses them to the claim lease (store.CLAIM_LEASE).
+CLAIM_RENEW_EVERY = 300.0
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,7 @@ class DeliveryWorker:
         # rows under a config the service has not loaded yet.
         self._judge_config = role == SERVICE_ROLE
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
+        self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
 
@@ -389,7 +394,7 @@ class DeliveryWorker:
             }
             todo = [i for i in items if i.id not in interrupted]
             try:
-                outcomes = await target.deliver(todo, now) if todo else {}
+                outcomes = await self._deliver(runtime, target, todo, now) if todo else {}
             except Exception as exc:  # a target bug must not lose rows: retry them
                 log.exception("target crashed", extra={"target": name})
                 crashed = Retry(f"internal error: {type(exc).__name__}")
@@ -400,6 +405,25 @@ class DeliveryWorker:
             self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
             await self._tell_dead_letters(runtime)
         return claimed_any
+
+    async def _deliver(
+        self, runtime: Runtime, target: Target, items: list[OutboxItem], now: float
+    ) -> dict[int, Outcome]:
+        """`target.deliver(items)`, renewing this worker's claims while it takes (a slow
+        server, a long pacing wait) so another worker never takes them back meanwhile."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.claim_renew_every)
+                await asyncio.to_thread(runtime.store.renew_claims, self.worker_id, runtime.clock())
+
+        renewing = asyncio.create_task(renew())
+        try:
+            return await target.deliver(items, now)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _record(
         self,
