@@ -949,7 +949,14 @@ async def test_a_rewatch_saved_just_before_a_crash_is_not_counted_again(
     LATER[("999", 1, 1)] = (one_episode, 1)
     fake.add_media(one_episode, episodes=1)
     finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
-    fake.add_entry(one_episode, episodes=1, status="COMPLETED", progress=1, completed_at=finished)
+    fake.add_entry(
+        one_episode,
+        episodes=1,
+        status="COMPLETED",
+        progress=1,
+        completed_at=finished,
+        updated_at=int(clock() - 30 * DAY),
+    )
     enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)  # a webhook's play
     claimed = runtime.store.claim(worker.worker_id, clock(), 10, ["anilist"])
     await target.deliver(claimed, clock())  # AniList saves it; the process dies before settling
@@ -1111,3 +1118,24 @@ async def test_a_read_anilist_fails_spends_no_attempt_of_the_row_it_held(
         await worker.pass_once(runtime)
     ((attempts, status),) = runtime.store.db.execute("SELECT attempts, status FROM outbox")
     assert (attempts, status) == (0, "pending")  # AniList is failing, not this row
+
+
+async def test_a_binge_held_through_an_anilist_outage_is_one_viewing_not_a_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # AniList "temporarily disabled" for six hours (reference anilist.md section 3) while a
+    # first viewing of 12 episodes goes on: held plays go out in no particular order after it.
+    fake.disabled = True
+    start, watched = clock(), 0
+    for minute in range(6 * 60):  # the service's worker probing every minute
+        clock.now = start + minute * 60
+        if minute % 23 == 0 and watched < 12:
+            watched += 1
+            enqueue(runtime, "play", episode(37 + watched), clock() - 30, live=True)  # S1E38..
+        await worker.pass_once(runtime)
+    fake.disabled = False
+    for _ in range(30):
+        clock.now += 900
+        await worker.pass_once(runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)

@@ -158,6 +158,15 @@ def new_viewing(entry: ListEntry, at: float) -> bool:
     return True
 
 
+def live_rewatch(entry: ListEntry | None, at: float, now: float) -> bool:
+    """Whether a webhook's play at `at` is a new viewing: at most a week old, and to start a
+    rewatch of a finished entry, watched after its last change (delivered after the entry's
+    later episodes, held through an AniList outage, a first viewing's play is counted)."""
+    if now - at > LIVE_REWATCH:
+        return False
+    return entry is None or entry.status != "COMPLETED" or at > entry.updated_at
+
+
 def play_write(
     current: ListEntry | None,
     media_id: int,
@@ -740,7 +749,7 @@ class AniListTarget:
             if link or "skipped_at" in row.payload:
                 rewatch = current is not None and new_viewing(current, at)
             else:
-                rewatch = self.clock() - at <= LIVE_REWATCH
+                rewatch = live_rewatch(current, at, self.clock())
             write = play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
             first_try = link and row.attempts == 0
             if write is None and first_try and waits_for_start(current, episode, rewatch):
