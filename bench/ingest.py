@@ -149,24 +149,16 @@ end
 
 def serve_bare(config_path: str) -> None:
     """The baseline: one route that reads the body and answers 202, under the same server."""
-    from litestar import Litestar, Request, get, post
+    from litestar import Request, post
 
     from watchbridge.config import load_config
-    from watchbridge.server import serve
 
     @post("/webhooks/{source:str}/{secret:str}", status_code=202)
     async def webhook(request: Request[Any, Any, Any], source: str, secret: str) -> dict[str, str]:
         await request.body()
         return {"status": "accepted"}
 
-    @get("/readyz", sync_to_thread=False)
-    def readyz() -> dict[str, str]:
-        return {"status": "ready"}
-
-    app = Litestar(
-        route_handlers=[webhook, readyz], openapi_config=None, logging_config=None, debug=False
-    )
-    serve(app, load_config(Path(config_path)))
+    serve_route(webhook, load_config(Path(config_path)))
 
 
 def serve_floor(config_path: str) -> None:
@@ -180,10 +172,9 @@ def serve_floor(config_path: str) -> None:
     import asyncio
     import threading
 
-    from litestar import Litestar, Request, get, post
+    from litestar import Request, post
 
     from watchbridge.config import load_config
-    from watchbridge.server import serve
 
     config = load_config(Path(config_path))
     db = sqlite3.connect(str(config.storage.path), check_same_thread=False, isolation_level=None)
@@ -226,6 +217,15 @@ def serve_floor(config_path: str) -> None:
             wake.notify()
         await future
         return {"status": "accepted"}
+
+    serve_route(webhook, config)
+
+
+def serve_route(webhook: Any, config: Any) -> None:
+    """Serve `webhook` and a /readyz under the service's own uvicorn setup."""
+    from litestar import Litestar, get
+
+    from watchbridge.server import serve
 
     @get("/readyz", sync_to_thread=False)
     def readyz() -> dict[str, str]:

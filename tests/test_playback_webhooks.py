@@ -243,18 +243,20 @@ def test_a_short_episode_a_script_reports_only_the_end_of_twice_is_two_plays(
         assert len(rig.plays()) == 2, rig.live()
 
 
+KODI = "kodi-livingroom"
+IN_2020 = {"watched_at": "2020-01-01T21:00:00Z"}  # a history script's old viewing
+
+
 def test_an_old_viewing_a_script_sends_after_tonights_leaves_tonights_alone(
     tmp_path: Path,
 ) -> None:
-    # A history script sends a 2020 viewing naming the player, then the player repeats its stop.
-    kodi = "kodi-livingroom"
     with running_rig(tmp_path) as rig:
-        rig.post("generic", generic("start", 0, player=kodi))
+        rig.post("generic", generic("start", 0, player=KODI))
         rig.advance(110 * 60)
-        rig.post("generic", generic("stop", 96, player=kodi) | {"played": True})
-        rig.post("generic", generic("played", player=kodi) | {"watched_at": "2020-01-01T21:00:00Z"})
+        rig.post("generic", generic("stop", 96, player=KODI) | {"played": True})
+        rig.post("generic", generic("played", player=KODI) | IN_2020)
         rig.advance(30)
-        rig.post("generic", generic("stop", 96, player=kodi) | {"played": True})
+        rig.post("generic", generic("stop", 96, player=KODI) | {"played": True})  # repeated
         played_at = sorted(row["payload"]["at"] for row in rig.plays())
         assert len(played_at) == 2 and played_at[0] == 1577912400.0
 
@@ -262,11 +264,10 @@ def test_an_old_viewing_a_script_sends_after_tonights_leaves_tonights_alone(
 def test_an_old_viewing_a_script_sends_leaves_tonights_queued_start_to_go_out(
     tmp_path: Path,
 ) -> None:
-    kodi = "kodi-livingroom"
     with running_rig(tmp_path) as rig:
-        rig.post("generic", generic("start", 0, player=kodi))
+        rig.post("generic", generic("start", 0, player=KODI))
         rig.advance(60)
-        rig.post("generic", generic("played", player=kodi) | {"watched_at": "2020-01-01T21:00:00Z"})
+        rig.post("generic", generic("played", player=KODI) | IN_2020)
         assert rig.to_send() == ["start"]
 
 
@@ -277,8 +278,7 @@ def test_an_old_viewing_on_another_player_keeps_a_mark_after_tonights_the_same_p
         rig.post("generic", generic("start", 0, player="kodi-bedroom"))
         rig.advance(110 * 60)
         rig.post("generic", generic("stop", 96, player="kodi-bedroom") | {"played": True})
-        old = {"watched_at": "2020-01-01T21:00:00Z"}
-        rig.post("generic", generic("played", player="kodi-livingroom") | old)
+        rig.post("generic", generic("played", player=KODI) | IN_2020)
         rig.advance(10 * 60)
         rig.post("generic", generic("played"))  # names no player: the item's marks
         assert len(rig.plays()) == 2
