@@ -138,13 +138,6 @@ def test_toggle_played_is_a_manual_played_mark_dated_by_last_played_date() -> No
     )
 
 
-@pytest.mark.parametrize("count", [2, "3"])
-def test_marking_played_again_an_item_jellyfin_counted_played_is_ignored(count: object) -> None:
-    # "Mark season played" marks every episode, those watched before too, counting each again.
-    payload = sample("user_data_saved_toggle_played_movie.json", PlayCount=count)
-    assert parse(payload) == Ignored("already_played")
-
-
 def test_toggle_played_off_is_unplayed() -> None:
     payload = sample("user_data_saved_toggle_played_movie.json", Played=False)
     event = only_event(parse(payload))

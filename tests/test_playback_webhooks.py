@@ -123,14 +123,14 @@ def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_p
         assert len(rig.plays()) == 1
 
 
-def test_marking_a_season_played_days_after_watching_one_of_its_episodes_is_no_second_play(
-    tmp_path: Path,
-) -> None:
-    # Jellyfin's play-state button on a season marks every episode, watched ones too, counting
-    # each again (PlayCount 2) and dating it now.
+def test_an_episode_stopped_before_the_end_then_marked_played_is_a_play(tmp_path: Path) -> None:
+    # Jellyfin's PlayCount counts playback starts (SessionManager.OnPlaybackStart) and a dated
+    # mark adds one: a count of 2 does not mean it was counted played before.
     with running_rig(tmp_path) as rig:
-        watched_to_the_end(rig)
-        rig.advance(2 * 24 * HOUR)
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(40 * 60)
+        rig.post("jellyfin", jellyfin_stop(85))
+        rig.advance(60)
         rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
         assert len(rig.plays()) == 1
 

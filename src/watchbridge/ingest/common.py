@@ -30,7 +30,6 @@ UNSUPPORTED_EVENT = "unsupported_event"  # any event that is not about watching 
 NO_RATING = "no_rating"  # a like/favourite change without a numeric rating
 USER_DATA_ECHO = "user_data_echo"  # Jellyfin user data saved by playback we already hear about
 TEST_EVENT = "test_event"  # the "send test" button of the media server
-ALREADY_PLAYED = "already_played"  # Jellyfin marking played again what it counted played
 
 IGNORE_REASONS = frozenset(
     {
@@ -43,7 +42,6 @@ IGNORE_REASONS = frozenset(
         NO_RATING,
         USER_DATA_ECHO,
         TEST_EVENT,
-        ALREADY_PLAYED,
     }
 )
 

@@ -26,7 +26,6 @@ with dashes).
 from __future__ import annotations
 
 from watchbridge.ingest.common import (
-    ALREADY_PLAYED,
     LIBRARY_EVENT,
     NO_RATING,
     UNSUPPORTED_EVENT,
@@ -129,11 +128,6 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
     played = flag(data.get("Played"))
     if played is None:
         return Rejected("jellyfin UserDataSaved (TogglePlayed) has no Played value")
-    if played and (integer(data.get("PlayCount")) or 0) > 1:
-        # Marking a season or series played marks every episode, those already played too,
-        # counting each again (and, from Jellyfin's apps, dating it now): nothing new was
-        # watched. A single item marked played again was first marked unplayed (count 0).
-        return Ignored(ALREADY_PLAYED)
     warnings: list[str] = []
     event = _event(
         data,
