@@ -24,6 +24,8 @@ from tests.ingest_samples import sample_json
 from watchbridge import webhooks
 from watchbridge.app import create_app
 from watchbridge.config import parse_config
+from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
+from watchbridge.store import Store
 from watchbridge.wiring import build_runtime
 
 SECRET = "playback-secret-123"
@@ -70,6 +72,14 @@ class Rig:
             f"{self.thread.url}/webhooks/{source}/{SECRET}", content=content, headers=headers
         )
         assert response.status_code in (200, 202), response.text
+
+    def housekeeping(self) -> None:
+        """What the hourly maintenance does to old rows and idle sessions, at the rig's time."""
+        store = Store.open(self.db)
+        try:
+            store.prune(self.clock(), KEEP_DONE, KEEP_SESSIONS)
+        finally:
+            store.close()
 
     def rows(self) -> list[dict[str, Any]]:
         """Every outbox row queued so far, oldest first (whatever became of it since)."""

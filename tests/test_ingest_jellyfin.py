@@ -138,6 +138,14 @@ def test_toggle_played_is_a_manual_played_mark_dated_by_last_played_date() -> No
     )
 
 
+@pytest.mark.parametrize(("count", "remark"), [(1, False), (2, True), ("3", True), ("", False)])
+def test_a_played_mark_counting_the_item_again_may_be_a_re_mark(
+    count: object, remark: bool
+) -> None:
+    payload = sample("user_data_saved_toggle_played_movie.json", PlayCount=count)
+    assert only_event(parse(payload)).remark is remark
+
+
 def test_toggle_played_off_is_unplayed() -> None:
     payload = sample("user_data_saved_toggle_played_movie.json", Played=False)
     event = only_event(parse(payload))

@@ -123,6 +123,40 @@ def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_p
         assert len(rig.plays()) == 1
 
 
+def test_marking_a_season_played_weeks_after_watching_one_of_its_episodes_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # Jellyfin's play-state button on a season marks every episode, those watched too,
+    # counting each again (PlayCount 2).
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        rig.advance(20 * 24 * HOUR)
+        rig.housekeeping()
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
+        assert len(rig.plays()) == 1
+
+
+def test_marking_a_season_played_after_marking_one_of_its_episodes_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 1})
+        rig.advance(2 * 24 * HOUR)
+        rig.housekeeping()
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
+        assert len(rig.plays()) == 1
+
+
+def test_marking_played_again_after_marking_unplayed_is_a_rewatch(tmp_path: Path) -> None:
+    # "Mark unplayed" zeroes the count: marked played again, it is 1 and means it.
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        rig.advance(20 * 24 * HOUR)
+        rig.post("jellyfin", jellyfin_toggle_played(False) | {"PlayCount": 0})
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 1})
+        assert len(rig.plays()) == 2
+
+
 def test_an_episode_stopped_before_the_end_then_marked_played_is_a_play(tmp_path: Path) -> None:
     # Jellyfin's PlayCount counts playback starts (SessionManager.OnPlaybackStart) and a dated
     # mark adds one: a count of 2 does not mean it was counted played before.

@@ -714,3 +714,19 @@ def _read_on_the_loop_during_a_write(
         return await written, time.monotonic() - started
 
     return asyncio.run(write_then_read())
+
+
+def test_an_items_marks_session_outlasts_idle_playback_sessions_up_to_keep_marks(
+    store: Store,
+) -> None:
+    for key, marks in (("player", False), ("marks", True)):
+        done = Session(key, "completed", 95.0, 1, 1.0)
+        store.ingest(
+            IngestJob(
+                "jellyfin", "played", "me", {}, 1.0, key, lambda s, d=done: (d, []), marks=marks
+            )
+        )
+    store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0, keep_marks=5000.0)
+    assert [r[0] for r in store.db.execute("SELECT key FROM playback_sessions")] == ["marks"]
+    store.prune(now=6000.0, keep_done=100.0, keep_sessions=100.0, keep_marks=5000.0)
+    assert store.db.execute("SELECT COUNT(*) FROM playback_sessions").fetchone()[0] == 0

@@ -133,6 +133,9 @@ class MediaEvent:
     session_id: str = ""
     companion: bool = False
     percent: float | None = None  # progress a source gave without a position (generic schema)
+    # A mark that may re-mark what was watched before (Jellyfin's "mark season played" marks
+    # every episode, counting each again): no new play of an item completed before.
+    remark: bool = False
 
     @property
     def progress(self) -> float | None:

@@ -74,7 +74,7 @@ class Intent:
 def session_key(event: MediaEvent) -> str:
     """The session an event belongs to: its playback on its player, or for a manual mark that
     names no player the item's marks, where completed viewings are recorded too."""
-    if _marks_itself(event):
+    if marks_itself(event):
         return _marks_key(event)
     account = event.account.id or event.account.name or ""
     return _key([event.source, event.server, account, event.player, event.item.key()])
@@ -84,12 +84,12 @@ def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event may complete is recorded too: the item's marks, so that a
     mark soon after it is the same play (Jellyfin's "mark played" after watching to the end).
     None for events that complete no viewing, and for marks of the marks session itself."""
-    if event.source not in MARKS_WITHOUT_PLAYER or _marks_itself(event):
+    if event.source not in MARKS_WITHOUT_PLAYER or marks_itself(event):
         return None
     return _marks_key(event) if event.played or event.action == "stop" else None
 
 
-def _marks_itself(event: MediaEvent) -> bool:
+def marks_itself(event: MediaEvent) -> bool:
     """A manual mark naming no player: it belongs to the item's marks session."""
     return event.action == "played" and not event.player
 
@@ -253,6 +253,9 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if event.action == "played":
         # A mark, or Home Assistant's `played` when a player finishes (automations may fire
         # twice: at the end and when the TV is switched off): another play hours later only.
+        # A re-mark of an item watched (or marked) before is no new play at all.
+        if event.remark:
+            return session
         if idle:
             return None  # marked watched again hours later
         if at < session.updated_at:

@@ -40,6 +40,7 @@ UNKNOWN_OUTCOME = "unknown outcome"
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
+KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
@@ -212,6 +213,13 @@ def m008_trakt_ratings_ordered_apart(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m009_lasting_marks_sessions(db: sqlite_utils.Database) -> None:
+    # An item's marks session (its last completion) outlives idle playback sessions: see
+    # Store.prune.
+    db.execute("ALTER TABLE playback_sessions ADD COLUMN lasting INTEGER NOT NULL DEFAULT 0")
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -322,6 +330,8 @@ class IngestJob:
     document: Mapping[str, Any] | None = None
     # Where a viewing this event completes is recorded too (playback.completion_key).
     completion_key: str | None = None
+    # `session_key` is the item's marks session (a mark naming no player): kept long.
+    marks: bool = False
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -477,10 +487,13 @@ def _session(conn: sqlite3.Connection, key: str) -> Session | None:
     )
 
 
-def _save_session(conn: sqlite3.Connection, session: Session, profile: str) -> None:
+def _save_session(
+    conn: sqlite3.Connection, session: Session, profile: str, lasting: bool = False
+) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO playback_sessions"
-        " (key, profile, state, progress, generation, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        " (key, profile, state, progress, generation, updated_at, lasting)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             session.key,
             profile,
@@ -488,6 +501,7 @@ def _save_session(conn: sqlite3.Connection, session: Session, profile: str) -> N
             session.progress,
             session.generation,
             session.updated_at,
+            int(lasting),
         ),
     )
 
@@ -811,12 +825,11 @@ class Store:
         current = _session(conn, job.session_key)
         session, rows = job.decide(current)
         if session is not None and session != current:
-            _save_session(conn, session, job.profile)
+            _save_session(conn, session, job.profile, job.marks)
         if job.completion_key and session is not None and ends_a_viewing(current, session):
             marks = _session(conn, job.completion_key)
-            _save_session(
-                conn, recorded_completion(session, marks, job.completion_key), job.profile
-            )
+            completion = recorded_completion(session, marks, job.completion_key)
+            _save_session(conn, completion, job.profile, lasting=True)
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
             "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
@@ -836,11 +849,17 @@ class Store:
         return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0), _json_text)
 
     def prune(
-        self, now: float, keep_done: float, keep_sessions: float, keep_runs: float = KEEP_RUNS
+        self,
+        now: float,
+        keep_done: float,
+        keep_sessions: float,
+        keep_runs: float = KEEP_RUNS,
+        keep_marks: float = KEEP_MARKS,
     ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
-        sessions after `keep_sessions`, finished sync runs after `keep_runs` (each link's last
-        one stays for `status`), and expired id lookups. Pending and dead rows are never
+        sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
+        after `keep_marks`), finished sync runs after `keep_runs` (each link's last one stays
+        for `status`), and expired id lookups. Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
@@ -857,7 +876,9 @@ class Store:
                 (now - keep_done,),
             ).rowcount
             sessions = conn.execute(
-                "DELETE FROM playback_sessions WHERE updated_at < ?", (now - keep_sessions,)
+                "DELETE FROM playback_sessions WHERE updated_at < ?"
+                " AND (lasting = 0 OR updated_at < ?)",
+                (now - keep_sessions, now - keep_marks),
             ).rowcount
             runs = conn.execute(
                 "DELETE FROM sync_runs WHERE finished_at < ? AND id NOT IN"

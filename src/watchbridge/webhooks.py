@@ -26,7 +26,14 @@ from watchbridge.config import Config, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
-from watchbridge.playback import Intent, Session, completion_key, decide, session_key
+from watchbridge.playback import (
+    Intent,
+    Session,
+    completion_key,
+    decide,
+    marks_itself,
+    session_key,
+)
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 
 log = logging.getLogger(__name__)
@@ -412,6 +419,7 @@ def ingest_job(
         now=now,
         session_key=session_key(event),
         completion_key=completion_key(event),
+        marks=marks_itself(event),
         decide=plan,
         document=document,
     )

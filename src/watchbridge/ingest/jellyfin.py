@@ -135,6 +135,9 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
         _media_ref(data, kind, warnings),
         played=played,
         occurred_at=(iso_time(data.get("LastPlayedDate")) if played else None) or _timestamp(data),
+        # PlayCount counts playback starts and marks; "mark unplayed" zeroes it. Above 1 the
+        # item may have been watched before (or only started): decide() asks what we recorded.
+        remark=played and (integer(data.get("PlayCount")) or 0) > 1,
     )
     return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
 
@@ -158,6 +161,7 @@ def _event(
     played: bool = False,
     rating: int | None = None,
     occurred_at: float | None = None,
+    remark: bool = False,
 ) -> MediaEvent:
     return MediaEvent(
         source="jellyfin",
@@ -174,6 +178,7 @@ def _event(
         rating=rating,
         occurred_at=occurred_at,
         session_id=text(data.get("Id")) or "",
+        remark=remark,
     )
 
 
