@@ -1726,3 +1726,40 @@ async def test_a_sync_run_delivering_longer_than_the_claim_lease_keeps_its_claim
     await worker.pass_once(runtime)
     assert slow.taken_back == 0
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+class DeliversWhileAnotherProcessWrites:
+    """A target whose send goes through while another process (a `watchbridge sync`, the
+    hourly housekeeping) holds the database's write lock longer than the busy timeout."""
+
+    name = "trakt"
+    batch_size = 10
+
+    def __init__(self, db: Path, hold_for: float) -> None:
+        self.db, self.hold_for = db, hold_for
+
+    async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
+        other = sqlite3.connect(self.db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            await asyncio.sleep(self.hold_for)
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        return {item.id: Delivered("added to history") for item in items}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_claim_renewal_meeting_a_locked_database_leaves_the_delivery_alone(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.claim_renew_every = 0.05
+    busy = float(runtime.config.storage.busy_timeout)
+    db = Path(runtime.config.storage.path)
+    worker.targets = {"trakt": DeliversWhileAnotherProcessWrites(db, busy + 0.5)}
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["done"] == 1

@@ -415,7 +415,12 @@ class DeliveryWorker:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(self.claim_renew_every)
-                await asyncio.to_thread(runtime.store.renew_claims, self.worker_id, runtime.clock())
+                try:
+                    await asyncio.to_thread(
+                        runtime.store.renew_claims, self.worker_id, runtime.clock()
+                    )
+                except Exception as exc:  # a locked database: the next renewal will do
+                    log.warning("claims not renewed", extra={"error": str(exc)})
 
         renewing = asyncio.create_task(renew())
         try:
