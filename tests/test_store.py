@@ -730,3 +730,13 @@ def test_an_items_marks_session_outlasts_idle_playback_sessions_up_to_keep_marks
     assert [r[0] for r in store.db.execute("SELECT key FROM playback_sessions")] == ["marks"]
     store.prune(now=6000.0, keep_done=100.0, keep_sessions=100.0, keep_marks=5000.0)
     assert store.db.execute("SELECT COUNT(*) FROM playback_sessions").fetchone()[0] == 0
+
+
+def test_dead_letters_retried_by_id_are_not_limited_by_how_many_sqlite_binds(
+    store: Store,
+) -> None:
+    store.enqueue([row(f"r{n}", ordering=f"k{n}") for n in range(1200)], 1.0)
+    dead = store.claim("w", 2.0, limit=1200)
+    store.settle(3.0, [Settlement(item.id, "dead", None, "gave up") for item in dead])
+    store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    assert store.retry_dead([item.id for item in dead], 4.0).queued == 1200

@@ -1259,11 +1259,13 @@ class Store:
             return conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
 
     @staticmethod
-    def _dead_filter(item_ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+    def _dead_filter(item_ids: Sequence[int] | None) -> tuple[str, tuple[str, ...]]:
         if item_ids is None:
             return "status = 'dead'", ()
-        marks = ", ".join("?" for _ in item_ids)
-        return f"status = 'dead' AND id IN ({marks})", tuple(item_ids)
+        # One JSON parameter, however many ids (`--all` past the undeliverable ones may be
+        # tens of thousands: more than SQLite binds).
+        ids = json.dumps(list(item_ids))
+        return "status = 'dead' AND id IN (SELECT value FROM json_each(?))", (ids,)
 
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "inflight": 0, "done": 0, "dead": 0}
