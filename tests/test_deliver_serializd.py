@@ -290,6 +290,16 @@ async def test_a_login_answered_403_is_tried_again_at_the_next_credentials_hold(
     assert len(fake.diary()) == 1
 
 
+async def test_a_login_answered_403_is_not_sent_again_for_every_batch_of_a_backlog(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    fake.fail_next(1000, 403, body={"message": "Forbidden"}, route="POST /api/login")
+    for number in range(1, 37):  # a season's backlog: three batches
+        enqueue(runtime, "play", episode(number % 13 + 1, season=number // 13 + 1), clock() - 60)
+    await drain(worker, runtime, clock, passes=4)
+    assert fake.count("POST", "/api/login") == 1
+
+
 @pytest.mark.parametrize("outage", ["checkpoint", "5xx"])
 async def test_an_outage_holds_the_target_and_nothing_is_lost(
     outage: str,

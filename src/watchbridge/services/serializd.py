@@ -51,6 +51,7 @@ SITE = "https://www.serializd.com"  # Origin / Referer (§1: sent by most client
 DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls §4.3)
 REQUESTS_PER_SECOND = 2.0  # §8: "about 1-2 requests per second per account"
 EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry claim
+LOGIN_FORBIDDEN_WAIT = 1800.0  # a login answered 403 is not tried again sooner (§8)
 
 
 class SerializdError(ServiceError):
@@ -527,6 +528,8 @@ class SerializdClient:
         )
         # Credentials Serializd refused, per profile: never sent again until they change.
         self._refused: dict[str, SerializdAccount] = {}
+        # Logins answered 403 (not a wrong password), per profile: not tried before this time.
+        self._forbidden_until: dict[str, float] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -655,6 +658,12 @@ class SerializdClient:
                 f"Serializd refused the email or password of profile {profile}: "
                 f"check {where} (not retried until it changes)",
             )
+        if self.clock() < self._forbidden_until.get(profile, 0.0):
+            raise SerializdAuthError(
+                SERVICE,
+                f"Serializd refused to sign in profile {profile} (403) a short while ago; "
+                f"tried again in a while: check {where} if this lasts",
+            )
         response = await self._send(
             profile, "POST", "/api/login", json=login_body(account), write=False
         )
@@ -666,7 +675,8 @@ class SerializdClient:
                 f"({_message(response)}): check {where}",
             )
         if response.status_code == 403:
-            # Not how Serializd answers a wrong password: tried again at the next hold.
+            # Not how Serializd answers a wrong password: tried again, but not at once.
+            self._forbidden_until[profile] = self.clock() + LOGIN_FORBIDDEN_WAIT
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused to sign in profile {profile} ({_message(response)}); "
