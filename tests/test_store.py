@@ -740,3 +740,12 @@ def test_dead_letters_retried_by_id_are_not_limited_by_how_many_sqlite_binds(
     store.settle(3.0, [Settlement(item.id, "dead", None, "gave up") for item in dead])
     store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
     assert store.retry_dead([item.id for item in dead], 4.0).queued == 1200
+
+
+def test_a_row_given_up_waiting_keeps_its_may_have_landed_mark(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    (item,) = store.claim("w", 2.0)
+    store.note([item.id], "unknown outcome: sent", 2.0)  # then the process died
+    store.release_claims(3.0)
+    store.give_up_waiting("trakt", "me", 4.0, "profile me is no longer in the config")
+    assert store.marked([item.id]) == {item.id}

@@ -1219,12 +1219,14 @@ class Store:
 
     def give_up_waiting(self, target: str, profile: str, now: float, reason: str) -> int:
         """Make the waiting rows of `profile` on `target` dead letters (`reason`); returns how
-        many."""
+        many. A row whose last send may have landed keeps that mark in front of the reason."""
+        marked = f"{UNKNOWN_OUTCOME}: {reason}"
         with self.transaction() as conn:
             return conn.execute(
-                "UPDATE outbox SET status = 'dead', last_error = ?, updated_at = ?"
+                "UPDATE outbox SET status = 'dead', updated_at = ?,"
+                " last_error = CASE WHEN substr(last_error, 1, ?) = ? THEN ? ELSE ? END"
                 " WHERE target = ? AND profile = ? AND status = 'pending'",
-                (reason, now, target, profile),
+                (now, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME, marked, reason, target, profile),
             ).rowcount
 
     def untold_dead(self, target: str) -> list[OutboxItem]:
