@@ -1139,3 +1139,22 @@ async def test_a_binge_held_through_an_anilist_outage_is_one_viewing_not_a_rewat
         await worker.pass_once(runtime)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
+
+
+async def test_a_rewatch_held_through_an_outage_starts_though_the_entry_was_scored_meanwhile(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
+    entry = fake.add_entry(
+        PART_2, status="COMPLETED", progress=12, completed_at=finished, updated_at=int(clock())
+    )
+    fake.disabled = True
+    enqueue(runtime, "play", episode(38), clock() - 30, live=True)  # the rewatch's episode 1
+    await drain(worker, runtime)
+    clock.now += 1200
+    entry.score, entry.updated_at = 80, int(clock.now)  # scored on the website meanwhile
+    fake.disabled = False
+    clock.now += 900
+    await worker.pass_once(runtime)
+    snapshot = fake.snapshot()[PART_2]
+    assert (snapshot["status"], snapshot["progress"]) == ("REPEATING", 1)

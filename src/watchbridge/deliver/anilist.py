@@ -99,6 +99,10 @@ ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
 # store cache: a play row's idempotency key -> what its save sets (status, progress, rewatch
 # count), noted before the save goes out and kept while the row may be tried again
 SENT = "anilist-play-saves"
+# When the play that last finished an entry was watched, by profile and media: a later play
+# is a new viewing, an earlier one (held through an outage) was counted by it.
+FINISHED = "anilist-finished-by"
+FINISHED_KEEP = 400 * 86400.0
 SENT_KEEP = 60 * 86400.0
 CURSOR = "entries_updated_at"
 AUTH_HOLD = 1800.0
@@ -158,13 +162,18 @@ def new_viewing(entry: ListEntry, at: float) -> bool:
     return True
 
 
-def live_rewatch(entry: ListEntry | None, at: float, now: float) -> bool:
+def live_rewatch(
+    entry: ListEntry | None, at: float, now: float, finished_by_play: float | None
+) -> bool:
     """Whether a webhook's play at `at` is a new viewing: at most a week old, and to start a
-    rewatch of a finished entry, watched after its last change (delivered after the entry's
-    later episodes, held through an AniList outage, a first viewing's play is counted)."""
+    rewatch of an entry our play watched at `finished_by_play` finished, watched after that
+    one (delivered after the entry's later episodes, held through an AniList outage, a first
+    viewing's play was counted by it)."""
     if now - at > LIVE_REWATCH:
         return False
-    return entry is None or entry.status != "COMPLETED" or at > entry.updated_at
+    if entry is None or entry.status != "COMPLETED" or finished_by_play is None:
+        return True
+    return at > finished_by_play
 
 
 def play_write(
@@ -749,7 +758,8 @@ class AniListTarget:
             if link or "skipped_at" in row.payload:
                 rewatch = current is not None and new_viewing(current, at)
             else:
-                rewatch = live_rewatch(current, at, self.clock())
+                finished = await self._finished_by(profile, media_id)
+                rewatch = live_rewatch(current, at, self.clock(), finished)
             write = play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
             first_try = link and row.attempts == 0
             if write is None and first_try and waits_for_start(current, episode, rewatch):
@@ -764,6 +774,8 @@ class AniListTarget:
             if finish is not None:
                 await self._note_sent(row, finish)
                 saved = await self._save(profile, finish, saved, entries)
+            if saved.status == "COMPLETED":
+                await self._note_finished(profile, media_id, at)
             await self._clear_unmatched(profile, row)
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
         if row.action in ("rating", "remove_rating"):
@@ -824,6 +836,18 @@ class AniListTarget:
             status=noted["status"],
             progress=noted["progress"],
             repeat=noted["repeat"],
+        )
+
+    async def _finished_by(self, profile: str, media_id: int) -> float | None:
+        """When the play watched that last finished this entry (through us), if known."""
+        key = f"{profile}:{media_id}"
+        _, noted = await asyncio.to_thread(self.store.cache_get, FINISHED, key, self.clock())
+        return float(noted) if isinstance(noted, int | float) else None
+
+    async def _note_finished(self, profile: str, media_id: int, at: float) -> None:
+        key = f"{profile}:{media_id}"
+        await asyncio.to_thread(
+            self.store.cache_put, FINISHED, key, at, self.clock(), FINISHED_KEEP
         )
 
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
