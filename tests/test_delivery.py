@@ -1763,3 +1763,29 @@ async def test_a_claim_renewal_meeting_a_locked_database_leaves_the_delivery_alo
     worker.targets = {"trakt": DeliversWhileAnotherProcessWrites(db, busy + 0.5)}
     await worker.pass_once(runtime)
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.revoke_tokens()
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=2, step=1000)
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    await close_targets(worker)
+    runtime.close()
+    me = runtime.config.profiles["me"]  # the household gives up Trakt for this profile
+    without = replace(me, accounts=replace(me.accounts, trakt=None))
+    again = build_runtime(replace(runtime.config, profiles={"me": without}), clock=clock)
+    again.open()
+    service = worker_for(again)
+    try:
+        await service.pass_once(again)
+    finally:
+        await close_targets(service)
+        again.close()
+    assert "Resolved: watchbridge: trakt deliveries paused" in receiver.titles()

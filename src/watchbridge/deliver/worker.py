@@ -554,6 +554,11 @@ class DeliveryWorker:
                 "deliveries the config no longer allows given up",
                 extra={"target": target, "profile": profile, "rows": given_up, "reason": why},
             )
+            # Nothing of theirs waits any more: a sign-in or account-limit alert about them is
+            # over (no delivery of that profile would ever close it).
+            over = f"{why}: its waiting deliveries are dead letters now"
+            for kind in ("credentials", "account_limit"):
+                await runtime.notifier.resolve(kind, over, key=f"{target}:{profile}")
 
     async def _tell_dead_letters(self, runtime: Runtime) -> None:
         """Alert the dead letters no alert has told of, whichever process's rows they are: as
