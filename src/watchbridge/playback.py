@@ -9,7 +9,8 @@ when playback begins at the start) that hours pass before, or that the next posi
 second Plex scrobble a viewing later confirms, a position below half way hours later, a
 once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark
 hours after the last one. A mark dated hours before a session's last event is an earlier
-viewing of its own.
+viewing of its own; a re-mark (Jellyfin's "mark season played") of an item completed before is
+no new play.
 """
 
 from __future__ import annotations
