@@ -146,6 +146,17 @@ def test_a_played_mark_counting_the_item_again_may_be_a_re_mark(
     assert only_event(parse(payload)).remark is remark
 
 
+def test_a_played_mark_keeping_an_earlier_date_may_be_a_remark() -> None:
+    # Jellyfin's multi-select "mark played" sends no date: the item keeps its last play's.
+    payload = sample(
+        "user_data_saved_toggle_played_movie.json",
+        PlayCount=1,
+        LastPlayedDate="2025-03-01T20:00:00.0000000Z",
+        UtcTimestamp="2025-03-15T09:12:44.2011912Z",
+    )
+    assert only_event(parse(payload)).remark is True
+
+
 def test_toggle_played_off_is_unplayed() -> None:
     payload = sample("user_data_saved_toggle_played_movie.json", Played=False)
     event = only_event(parse(payload))

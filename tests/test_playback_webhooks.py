@@ -147,6 +147,19 @@ def test_marking_a_season_played_after_marking_one_of_its_episodes_is_no_second_
         assert len(rig.plays()) == 1
 
 
+def test_marking_played_without_a_date_weeks_after_watching_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # Jellyfin's multi-select "mark played" sends no date: the count stays, the date is old.
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        rig.advance(20 * 24 * HOUR)
+        rig.housekeeping()
+        dateless = {"PlayCount": 1, "LastPlayedDate": "2025-02-20T20:48:02.0000000Z"}
+        rig.post("jellyfin", jellyfin_toggle_played(True) | dateless)
+        assert len(rig.plays()) == 1
+
+
 def test_marking_played_again_after_marking_unplayed_is_a_rewatch(tmp_path: Path) -> None:
     # "Mark unplayed" zeroes the count: marked played again, it is 1 and means it.
     with running_rig(tmp_path) as rig:

@@ -75,6 +75,8 @@ SAVE_REASONS = {
 }
 ECHO_REASONS = frozenset({"playbackstart", "playbackprogress", "playbackfinished"})
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
+# A played mark whose LastPlayedDate is this much older than the webhook kept an earlier date.
+REMARK_DATED_BEFORE = 600.0
 
 
 def parse(data: Payload) -> ParseResult:
@@ -129,17 +131,26 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
     if played is None:
         return Rejected("jellyfin UserDataSaved (TogglePlayed) has no Played value")
     warnings: list[str] = []
+    last_played, sent = iso_time(data.get("LastPlayedDate")), _timestamp(data)
     event = _event(
         data,
         "played" if played else "unplayed",
         _media_ref(data, kind, warnings),
         played=played,
-        occurred_at=(iso_time(data.get("LastPlayedDate")) if played else None) or _timestamp(data),
-        # PlayCount counts playback starts and marks; "mark unplayed" zeroes it. Above 1 the
-        # item may have been watched before (or only started): decide() asks what we recorded.
-        remark=played and (integer(data.get("PlayCount")) or 0) > 1,
+        occurred_at=(last_played if played else None) or sent,
+        remark=played and _may_be_a_remark(integer(data.get("PlayCount")), last_played, sent),
     )
     return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
+
+
+def _may_be_a_remark(count: int | None, last_played: float | None, sent: float | None) -> bool:
+    """Whether a played mark may mark again an item played (or started) before: Jellyfin's
+    PlayCount counts playback starts and dated marks ("mark unplayed" zeroes it), and a mark
+    without a date (its apps' multi-select) keeps the last play's date. decide() then asks
+    whether we recorded the item watched."""
+    if (count or 0) > 1:
+        return True
+    return last_played is not None and sent is not None and sent - last_played > REMARK_DATED_BEFORE
 
 
 def _rating(data: Payload, kind: MediaKind) -> ParseResult:
