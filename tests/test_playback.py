@@ -9,10 +9,12 @@ from watchbridge.playback import (
     REWATCH_AFTER_IDLE,
     Intent,
     Session,
+    begins_a_viewing,
     completion_key,
     decide,
     ends_a_viewing,
     recorded_completion,
+    recorded_start,
     session_key,
 )
 
@@ -322,9 +324,11 @@ def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
         after, produced = decide(before, e, threshold=90, now=now)
         if after is not None:
             sessions[key] = after
+            marks = sessions.get(completions) if completions is not None else None
             if completions is not None and ends_a_viewing(before, after):
-                marks = sessions.get(completions)
                 sessions[completions] = recorded_completion(after, marks, completions)
+            elif completions is not None and marks and begins_a_viewing(before, after):
+                sessions[completions] = recorded_start(marks)
         intents += produced
     return intents
 

@@ -170,6 +170,22 @@ def test_marking_played_again_after_marking_unplayed_is_a_rewatch(tmp_path: Path
         assert len(rig.plays()) == 2
 
 
+def test_a_rewatch_stopped_before_the_end_then_marked_played_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    # Jellyfin counts the rewatch's start and the mark: PlayCount 3, as a season re-mark.
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        rig.advance(30 * 24 * HOUR)
+        rig.housekeeping()
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(30 * 60)
+        rig.post("jellyfin", jellyfin_stop(70))
+        rig.advance(60)
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 3})
+        assert len(rig.plays()) == 2
+
+
 def test_an_episode_stopped_before_the_end_then_marked_played_is_a_play(tmp_path: Path) -> None:
     # Jellyfin's PlayCount counts playback starts (SessionManager.OnPlaybackStart) and a dated
     # mark adds one: a count of 2 does not mean it was counted played before.

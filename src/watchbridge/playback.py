@@ -82,12 +82,13 @@ def session_key(event: MediaEvent) -> str:
 
 
 def completion_key(event: MediaEvent) -> str | None:
-    """Where a viewing this event may complete is recorded too: the item's marks, so that a
-    mark soon after it is the same play (Jellyfin's "mark played" after watching to the end).
-    None for events that complete no viewing, and for marks of the marks session itself."""
+    """Where a viewing this event completes or begins is recorded too: the item's marks, so
+    that a mark soon after it ends is the same play (Jellyfin's "mark played" after watching to
+    the end), and a re-mark after it began again is not taken for one of a viewing counted
+    already. None for sources without such marks, and for marks of the marks session itself."""
     if event.source not in MARKS_WITHOUT_PLAYER or marks_itself(event):
         return None
-    return _marks_key(event) if event.played or event.action == "stop" else None
+    return _marks_key(event)
 
 
 def marks_itself(event: MediaEvent) -> bool:
@@ -110,6 +111,21 @@ def ends_a_viewing(before: Session | None, after: Session) -> bool:
     if after.state != "completed":
         return False
     return before is None or before.state != "completed" or before.generation != after.generation
+
+
+def begins_a_viewing(before: Session | None, after: Session) -> bool:
+    """Whether an event that moved a session from `before` to `after` began a new viewing."""
+    if after.state != "playing":
+        return False
+    return before is None or before.state in ("completed", "restarting")
+
+
+def recorded_start(marks: Session) -> Session:
+    """The item's marks session after a viewing began again since its last completion: a
+    re-mark is then a play of that viewing (stopped before the end, then marked played)."""
+    if marks.state != "completed":
+        return marks
+    return Session(marks.key, "stopped", marks.progress, marks.generation, marks.updated_at)
 
 
 def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:

@@ -24,7 +24,13 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from watchbridge.errors import StoreError
-from watchbridge.playback import Session, ends_a_viewing, recorded_completion
+from watchbridge.playback import (
+    Session,
+    begins_a_viewing,
+    ends_a_viewing,
+    recorded_completion,
+    recorded_start,
+)
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -487,6 +493,19 @@ def _session(conn: sqlite3.Connection, key: str) -> Session | None:
     )
 
 
+def _record_in_marks(
+    conn: sqlite3.Connection, key: str, profile: str, before: Session | None, after: Session
+) -> None:
+    """A viewing that ended, or began again, is noted in the item's marks session `key`."""
+    if ends_a_viewing(before, after):
+        completion = recorded_completion(after, _session(conn, key), key)
+        _save_session(conn, completion, profile, lasting=True)
+    elif begins_a_viewing(before, after):
+        marks = _session(conn, key)
+        if marks is not None and recorded_start(marks) != marks:
+            _save_session(conn, recorded_start(marks), profile, lasting=True)
+
+
 def _save_session(
     conn: sqlite3.Connection, session: Session, profile: str, lasting: bool = False
 ) -> None:
@@ -826,10 +845,8 @@ class Store:
         session, rows = job.decide(current)
         if session is not None and session != current:
             _save_session(conn, session, job.profile, job.marks)
-        if job.completion_key and session is not None and ends_a_viewing(current, session):
-            marks = _session(conn, job.completion_key)
-            completion = recorded_completion(session, marks, job.completion_key)
-            _save_session(conn, completion, job.profile, lasting=True)
+        if job.completion_key and session is not None:
+            _record_in_marks(conn, job.completion_key, job.profile, current, session)
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
             "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
