@@ -1158,3 +1158,39 @@ async def test_a_rewatch_held_through_an_outage_starts_though_the_entry_was_scor
     await worker.pass_once(runtime)
     snapshot = fake.snapshot()[PART_2]
     assert (snapshot["status"], snapshot["progress"]) == ("REPEATING", 1)
+
+
+async def test_a_finish_whose_answer_was_lost_still_keeps_a_late_episode_1_from_a_rewatch(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # The last episode's save lands as AniList comes back, its answer is lost; tried again,
+    # the row finds it saved. Episode 1 of the same first viewing, held longer, comes after.
+    without_inline_backoff(target)
+    fake.lose_answers("SaveMediaListEntry", 3)
+    enqueue(runtime, "play", episode(49), clock() - 30, live=True)  # episode 12
+    await worker.pass_once(runtime)
+    later(worker, clock, 3600)
+    await drain(worker, runtime)
+    enqueue(runtime, "play", episode(38), clock() - 9 * 3600, live=True)  # episode 1
+    later(worker, clock, 60)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
+
+
+async def test_a_season_marked_played_in_no_order_is_one_viewing_not_a_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # Jellyfin marks a season's episodes in no order, one webhook each, within a second.
+    start = clock() - 10
+    for i, number in enumerate((12, 5, 1, 8, 3, 10, 2, 11, 4, 9, 6, 7)):
+        clock.now = start + i * 0.05
+        from_webhook(runtime, MediaEvent("jellyfin", "played", episode(37 + number), played=True))
+    clock.now = fake.now()
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)

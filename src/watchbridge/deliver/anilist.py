@@ -103,6 +103,9 @@ SENT = "anilist-play-saves"
 # is a new viewing, an earlier one (held through an outage) was counted by it.
 FINISHED = "anilist-finished-by"
 FINISHED_KEEP = 400 * 86400.0
+# No rewatch begins this soon after the play that finished the entry: plays received together
+# (Jellyfin's "mark season played" posts each episode, in no order) are one viewing.
+REWATCH_GAP = 600.0
 SENT_KEEP = 60 * 86400.0
 CURSOR = "entries_updated_at"
 AUTH_HOLD = 1800.0
@@ -173,7 +176,7 @@ def live_rewatch(
         return False
     if entry is None or entry.status != "COMPLETED" or finished_by_play is None:
         return True
-    return at > finished_by_play
+    return at > finished_by_play + REWATCH_GAP
 
 
 def play_write(
@@ -747,10 +750,14 @@ class AniListTarget:
                 # a first viewing a rewatch (or count a rewatch twice). Only the save that
                 # completes a new entry may be missing.
                 finish = finish_write(current, at)
+                saved = current
+                if finish is not None:
+                    await self._note_sent(row, finish)
+                    saved = await self._save(profile, finish, current, entries)
+                if saved.status == "COMPLETED":
+                    await self._note_finished(profile, media_id, at)
                 if finish is None:
                     return Delivered(f"already saved (AniList progress {current.progress})")
-                await self._note_sent(row, finish)
-                saved = await self._save(profile, finish, current, entries)
                 return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
             link = "link" in row.payload
             # A skipped row queued again (see recheck_skipped) comes late: the entry may have
