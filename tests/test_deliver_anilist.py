@@ -1194,3 +1194,17 @@ async def test_a_season_marked_played_in_no_order_is_one_viewing_not_a_rewatch(
     await drain(worker, runtime)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
+
+
+async def test_a_short_one_episode_title_watched_twice_in_a_row_counts_a_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    short = 5557  # a 4-minute anime short
+    LATER[("997", 1, 1)] = (short, 1)
+    fake.add_media(short, episodes=1)
+    first = clock() - 5 * 60
+    enqueue(runtime, "play", episode(1, show=997), first, live=True)
+    await drain(worker, runtime)
+    enqueue(runtime, "play", episode(1, show=997), first + 4 * 60, live=True)
+    await drain(worker, runtime)
+    assert fake.snapshot()[short]["repeat"] == 1

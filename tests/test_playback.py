@@ -328,7 +328,7 @@ def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
             if completions is not None and ends_a_viewing(before, after):
                 sessions[completions] = recorded_completion(after, marks, completions)
             elif completions is not None and marks and begins_a_viewing(before, after):
-                sessions[completions] = recorded_start(marks)
+                sessions[completions] = recorded_start(marks, after.updated_at)
         intents += produced
     return intents
 

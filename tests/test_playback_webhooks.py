@@ -170,6 +170,21 @@ def test_marking_played_again_after_marking_unplayed_is_a_rewatch(tmp_path: Path
         assert len(rig.plays()) == 2
 
 
+def test_a_mark_minutes_after_watching_to_the_end_stays_one_play_after_a_brief_restart(
+    tmp_path: Path,
+) -> None:
+    # Opened again by mistake for a few seconds, then the season marked played.
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        rig.advance(2 * 60)
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(20)
+        rig.post("jellyfin", jellyfin_stop(0.5))
+        rig.advance(8 * 60)
+        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 3})
+        assert len(rig.plays()) == 1
+
+
 def test_a_rewatch_stopped_before_the_end_then_marked_played_is_a_second_play(
     tmp_path: Path,
 ) -> None:

@@ -120,10 +120,11 @@ def begins_a_viewing(before: Session | None, after: Session) -> bool:
     return before is None or before.state in ("completed", "restarting")
 
 
-def recorded_start(marks: Session) -> Session:
-    """The item's marks session after a viewing began again since its last completion: a
-    re-mark is then a play of that viewing (stopped before the end, then marked played)."""
-    if marks.state != "completed":
+def recorded_start(marks: Session, began_at: float) -> Session:
+    """The item's marks session after a viewing began at `began_at`: hours after its last
+    completion, a re-mark is then a play of that viewing (stopped before the end, then marked
+    played); sooner, a mark is still the same play as the completion."""
+    if marks.state != "completed" or began_at - marks.updated_at < REWATCH_AFTER_IDLE:
         return marks
     return Session(marks.key, "stopped", marks.progress, marks.generation, marks.updated_at)
 

@@ -502,8 +502,9 @@ def _record_in_marks(
         _save_session(conn, completion, profile, lasting=True)
     elif begins_a_viewing(before, after):
         marks = _session(conn, key)
-        if marks is not None and recorded_start(marks) != marks:
-            _save_session(conn, recorded_start(marks), profile, lasting=True)
+        began = recorded_start(marks, after.updated_at) if marks is not None else None
+        if began is not None and began != marks:
+            _save_session(conn, began, profile, lasting=True)
 
 
 def _save_session(

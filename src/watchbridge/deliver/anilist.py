@@ -103,8 +103,9 @@ SENT = "anilist-play-saves"
 # is a new viewing, an earlier one (held through an outage) was counted by it.
 FINISHED = "anilist-finished-by"
 FINISHED_KEEP = 400 * 86400.0
-# No rewatch begins this soon after the play that finished the entry: plays received together
-# (Jellyfin's "mark season played" posts each episode, in no order) are one viewing.
+# No rewatch begins with a manual mark this soon after the play that finished the entry: marks
+# received together (Jellyfin's "mark season played" posts each episode, in no order) are one
+# viewing.
 REWATCH_GAP = 600.0
 SENT_KEEP = 60 * 86400.0
 CURSOR = "entries_updated_at"
@@ -166,17 +167,18 @@ def new_viewing(entry: ListEntry, at: float) -> bool:
 
 
 def live_rewatch(
-    entry: ListEntry | None, at: float, now: float, finished_by_play: float | None
+    entry: ListEntry | None, at: float, now: float, finished_by_play: float | None, mark: bool
 ) -> bool:
     """Whether a webhook's play at `at` is a new viewing: at most a week old, and to start a
     rewatch of an entry our play watched at `finished_by_play` finished, watched after that
     one (delivered after the entry's later episodes, held through an AniList outage, a first
-    viewing's play was counted by it)."""
+    viewing's play was counted by it); a manual `mark` (not a playback's end) minutes after
+    it belongs with it."""
     if now - at > LIVE_REWATCH:
         return False
     if entry is None or entry.status != "COMPLETED" or finished_by_play is None:
         return True
-    return at > finished_by_play + REWATCH_GAP
+    return at > finished_by_play + (REWATCH_GAP if mark else 0.0)
 
 
 def play_write(
@@ -766,7 +768,8 @@ class AniListTarget:
                 rewatch = current is not None and new_viewing(current, at)
             else:
                 finished = await self._finished_by(profile, media_id)
-                rewatch = live_rewatch(current, at, self.clock(), finished)
+                mark = not row.payload.get("live", False)
+                rewatch = live_rewatch(current, at, self.clock(), finished, mark)
             write = play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
             first_try = link and row.attempts == 0
             if write is None and first_try and waits_for_start(current, episode, rewatch):
