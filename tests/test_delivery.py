@@ -1617,12 +1617,19 @@ async def test_a_retried_dead_letter_has_a_fresh_max_age(
     assert [h.item.title for h in trakt.history()] == ["Heat"]
 
 
-class StalledPastItsLease:
-    """A `watchbridge sync` target that stalls (a suspended process) until the service has
-    taken its rows back and delivered them, then reports `outcome` of its own send."""
+class ScriptedTrakt:
+    """A stand-in Trakt target whose `deliver` a test scripts (a stalled or slow process)."""
 
     name = "trakt"
     batch_size = 10
+
+    async def aclose(self) -> None:
+        return None
+
+
+class StalledPastItsLease(ScriptedTrakt):
+    """A `watchbridge sync` target that stalls (a suspended process) until the service has
+    taken its rows back and delivered them, then reports `outcome` of its own send."""
 
     def __init__(self, store: Any, clock: FakeClock, outcome: Outcome) -> None:
         self.store, self.clock, self.outcome = store, clock, outcome
@@ -1633,9 +1640,6 @@ class StalledPastItsLease:
         taken = self.store.claim(f"{SERVICE_ROLE}-0a1b", self.clock())
         self.store.settle(self.clock(), [Settlement(i.id, "done") for i in taken])
         return {item.id: self.outcome for item in items}
-
-    async def aclose(self) -> None:
-        return None
 
 
 def stalled_sync_run(runtime: Runtime, clock: FakeClock, outcome: Outcome) -> DeliveryWorker:
@@ -1670,17 +1674,11 @@ async def test_a_sync_run_stalled_past_its_lease_alerts_nothing_for_rows_it_lost
     assert receiver.titles() == []
 
 
-class FindsNoIds:
+class FindsNoIds(ScriptedTrakt):
     """A target whose id lookup fails this time (an id cache expired, the lookup found none)."""
-
-    name = "trakt"
-    batch_size = 10
 
     async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
         return {item.id: Retry("unmatched: Trakt has no id for Heat yet") for item in items}
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_a_row_whose_send_may_have_landed_stays_marked_through_a_later_retry(
@@ -1695,11 +1693,8 @@ async def test_a_row_whose_send_may_have_landed_stays_marked_through_a_later_ret
     assert runtime.store.marked([row.id]) == {row.id}  # checked against Trakt before a resend
 
 
-class SlowButAlive:
+class SlowButAlive(ScriptedTrakt):
     """A `watchbridge sync` target whose delivery outlasts the claim lease (a slow server)."""
-
-    name = "trakt"
-    batch_size = 10
 
     def __init__(self, store: Any, clock: FakeClock) -> None:
         self.store, self.clock = store, clock
@@ -1710,9 +1705,6 @@ class SlowButAlive:
         await asyncio.sleep(0.3)  # the worker goes on renewing its claims meanwhile
         self.taken_back = self.store.release_stale_claims(self.clock(), spare=f"{SERVICE_ROLE}-")
         return {item.id: Delivered("added") for item in items}
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_a_sync_run_delivering_longer_than_the_claim_lease_keeps_its_claims(
@@ -1728,12 +1720,9 @@ async def test_a_sync_run_delivering_longer_than_the_claim_lease_keeps_its_claim
     assert runtime.store.outbox_counts()["done"] == 1
 
 
-class DeliversWhileAnotherProcessWrites:
+class DeliversWhileAnotherProcessWrites(ScriptedTrakt):
     """A target whose send goes through while another process (a `watchbridge sync`, the
     hourly housekeeping) holds the database's write lock longer than the busy timeout."""
-
-    name = "trakt"
-    batch_size = 10
 
     def __init__(self, db: Path, hold_for: float) -> None:
         self.db, self.hold_for = db, hold_for
@@ -1747,9 +1736,6 @@ class DeliversWhileAnotherProcessWrites:
             other.execute("COMMIT")
             other.close()
         return {item.id: Delivered("added to history") for item in items}
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_a_claim_renewal_meeting_a_locked_database_leaves_the_delivery_alone(

@@ -111,6 +111,17 @@ def watched_to_the_end(rig: Rig) -> None:
     rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
 
 
+def marked_played(rig: Rig, play_count: int) -> None:
+    """Jellyfin's "mark played" of the sample episode, counting it `play_count` times."""
+    rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": play_count})
+
+
+def days_later(rig: Rig, days: int) -> None:
+    """`days` pass, with the hourly housekeeping."""
+    rig.advance(days * 24 * HOUR)
+    rig.housekeeping()
+
+
 def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_play(
     tmp_path: Path,
 ) -> None:
@@ -130,9 +141,8 @@ def test_marking_a_season_played_weeks_after_watching_one_of_its_episodes_is_no_
     # counting each again (PlayCount 2).
     with running_rig(tmp_path) as rig:
         watched_to_the_end(rig)
-        rig.advance(20 * 24 * HOUR)
-        rig.housekeeping()
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
+        days_later(rig, 20)
+        marked_played(rig, play_count=2)
         assert len(rig.plays()) == 1
 
 
@@ -140,10 +150,9 @@ def test_marking_a_season_played_after_marking_one_of_its_episodes_is_no_second_
     tmp_path: Path,
 ) -> None:
     with running_rig(tmp_path) as rig:
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 1})
-        rig.advance(2 * 24 * HOUR)
-        rig.housekeeping()
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
+        marked_played(rig, play_count=1)
+        days_later(rig, 2)
+        marked_played(rig, play_count=2)
         assert len(rig.plays()) == 1
 
 
@@ -153,8 +162,7 @@ def test_marking_played_without_a_date_weeks_after_watching_is_no_second_play(
     # Jellyfin's multi-select "mark played" sends no date: the count stays, the date is old.
     with running_rig(tmp_path) as rig:
         watched_to_the_end(rig)
-        rig.advance(20 * 24 * HOUR)
-        rig.housekeeping()
+        days_later(rig, 20)
         dateless = {"PlayCount": 1, "LastPlayedDate": "2025-02-20T20:48:02.0000000Z"}
         rig.post("jellyfin", jellyfin_toggle_played(True) | dateless)
         assert len(rig.plays()) == 1
@@ -166,7 +174,7 @@ def test_marking_played_again_after_marking_unplayed_is_a_rewatch(tmp_path: Path
         watched_to_the_end(rig)
         rig.advance(20 * 24 * HOUR)
         rig.post("jellyfin", jellyfin_toggle_played(False) | {"PlayCount": 0})
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 1})
+        marked_played(rig, play_count=1)
         assert len(rig.plays()) == 2
 
 
@@ -181,7 +189,7 @@ def test_a_mark_minutes_after_watching_to_the_end_stays_one_play_after_a_brief_r
         rig.advance(20)
         rig.post("jellyfin", jellyfin_stop(0.5))
         rig.advance(8 * 60)
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 3})
+        marked_played(rig, play_count=3)
         assert len(rig.plays()) == 1
 
 
@@ -191,13 +199,12 @@ def test_a_rewatch_stopped_before_the_end_then_marked_played_is_a_second_play(
     # Jellyfin counts the rewatch's start and the mark: PlayCount 3, as a season re-mark.
     with running_rig(tmp_path) as rig:
         watched_to_the_end(rig)
-        rig.advance(30 * 24 * HOUR)
-        rig.housekeeping()
+        days_later(rig, 30)
         rig.post("jellyfin", jellyfin("playback_start_episode.json"))
         rig.advance(30 * 60)
         rig.post("jellyfin", jellyfin_stop(70))
         rig.advance(60)
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 3})
+        marked_played(rig, play_count=3)
         assert len(rig.plays()) == 2
 
 
@@ -209,7 +216,7 @@ def test_an_episode_stopped_before_the_end_then_marked_played_is_a_play(tmp_path
         rig.advance(40 * 60)
         rig.post("jellyfin", jellyfin_stop(85))
         rig.advance(60)
-        rig.post("jellyfin", jellyfin_toggle_played(True) | {"PlayCount": 2})
+        marked_played(rig, play_count=2)
         assert len(rig.plays()) == 1
 
 
