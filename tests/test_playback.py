@@ -9,10 +9,10 @@ from watchbridge.playback import (
     REWATCH_AFTER_IDLE,
     Intent,
     Session,
-    begins_a_viewing,
     completion_key,
     decide,
     ends_a_viewing,
+    got_into_a_viewing,
     recorded_completion,
     recorded_start,
     session_key,
@@ -327,7 +327,7 @@ def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
             marks = sessions.get(completions) if completions is not None else None
             if completions is not None and ends_a_viewing(before, after):
                 sessions[completions] = recorded_completion(after, marks, completions)
-            elif completions is not None and marks and begins_a_viewing(before, after):
+            elif completions is not None and marks and got_into_a_viewing(before, after):
                 sessions[completions] = recorded_start(marks, after.updated_at)
         intents += produced
     return intents

@@ -168,14 +168,40 @@ def test_marking_played_without_a_date_weeks_after_watching_is_no_second_play(
         assert len(rig.plays()) == 1
 
 
-def test_marking_played_again_after_marking_unplayed_is_a_rewatch(tmp_path: Path) -> None:
+def test_marking_played_hours_after_marking_unplayed_is_a_rewatch(tmp_path: Path) -> None:
     # "Mark unplayed" zeroes the count: marked played again, it is 1 and means it.
     with running_rig(tmp_path) as rig:
         watched_to_the_end(rig)
-        rig.advance(20 * 24 * HOUR)
+        days_later(rig, 20)
         rig.post("jellyfin", jellyfin_toggle_played(False) | {"PlayCount": 0})
+        rig.advance(3 * HOUR)
         marked_played(rig, play_count=1)
         assert len(rig.plays()) == 2
+
+
+def test_a_played_flag_clicked_twice_weeks_after_watching_is_one_play(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        days_later(rig, 20)
+        rig.post("jellyfin", jellyfin_toggle_played(False) | {"PlayCount": 0})
+        rig.advance(1)
+        marked_played(rig, play_count=1)
+        assert len(rig.plays()) == 1
+
+
+def test_a_stray_start_of_a_watched_episode_leaves_a_later_season_mark_no_new_play(
+    tmp_path: Path,
+) -> None:
+    # Auto-play-next starts an episode watched weeks ago; it is stopped after seconds.
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        days_later(rig, 20)
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(30)
+        rig.post("jellyfin", jellyfin_stop(0.5))
+        days_later(rig, 10)
+        marked_played(rig, play_count=3)
+        assert len(rig.plays()) == 1
 
 
 def test_a_mark_minutes_after_watching_to_the_end_stays_one_play_after_a_brief_restart(

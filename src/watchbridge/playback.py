@@ -92,8 +92,8 @@ def completion_key(event: MediaEvent) -> str | None:
 
 
 def marks_itself(event: MediaEvent) -> bool:
-    """A manual mark naming no player: it belongs to the item's marks session."""
-    return event.action == "played" and not event.player
+    """A manual mark (or unmark) naming no player: it belongs to the item's marks session."""
+    return event.action in ("played", "unplayed") and not event.player
 
 
 def _marks_key(event: MediaEvent) -> str:
@@ -113,15 +113,22 @@ def ends_a_viewing(before: Session | None, after: Session) -> bool:
     return before is None or before.state != "completed" or before.generation != after.generation
 
 
-def begins_a_viewing(before: Session | None, after: Session) -> bool:
-    """Whether an event that moved a session from `before` to `after` began a new viewing."""
-    if after.state != "playing":
+def got_into_a_viewing(before: Session | None, after: Session) -> bool:
+    """Whether an event that moved a session from `before` to `after` took a viewing past its
+    first moments (5 %): a start left after seconds (auto-play-next) is no viewing begun."""
+    if after.state == "completed" or not _past_the_start(after):
         return False
-    return before is None or before.state in ("completed", "restarting")
+    return (
+        before is None or before.state in ("completed", "restarting") or not _past_the_start(before)
+    )
+
+
+def _past_the_start(session: Session) -> bool:
+    return session.progress is not None and session.progress > REWATCH_MAX_PROGRESS
 
 
 def recorded_start(marks: Session, began_at: float) -> Session:
-    """The item's marks session after a viewing began at `began_at`: hours after its last
+    """The item's marks session after a viewing got going at `began_at`: hours after its last
     completion, a re-mark is then a play of that viewing (stopped before the end, then marked
     played); sooner, a mark is still the same play as the completion."""
     if marks.state != "completed" or began_at - marks.updated_at < REWATCH_AFTER_IDLE:
@@ -162,7 +169,10 @@ def _decide(
         key = f"rate:{event.item.key()}:{event.rating}:{second}"
         return session, [Intent("rating", key, at, rating=event.rating)]
     if event.action == "unplayed":
-        return session, []
+        # Removes nothing, but a mark soon after it is the same play (a flag clicked twice).
+        if session is None or at <= session.updated_at:
+            return session, []
+        return Session(session.key, session.state, session.progress, session.generation, at), []
 
     key = session_key(event)
     if _earlier_viewing(session, event, at):

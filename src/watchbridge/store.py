@@ -26,8 +26,8 @@ from sqlite_utils.migrations import Migrations
 from watchbridge.errors import StoreError
 from watchbridge.playback import (
     Session,
-    begins_a_viewing,
     ends_a_viewing,
+    got_into_a_viewing,
     recorded_completion,
     recorded_start,
 )
@@ -496,11 +496,11 @@ def _session(conn: sqlite3.Connection, key: str) -> Session | None:
 def _record_in_marks(
     conn: sqlite3.Connection, key: str, profile: str, before: Session | None, after: Session
 ) -> None:
-    """A viewing that ended, or began again, is noted in the item's marks session `key`."""
+    """A viewing that ended, or got going again, is noted in the item's marks session `key`."""
     if ends_a_viewing(before, after):
         completion = recorded_completion(after, _session(conn, key), key)
         _save_session(conn, completion, profile, lasting=True)
-    elif begins_a_viewing(before, after):
+    elif got_into_a_viewing(before, after):
         marks = _session(conn, key)
         began = recorded_start(marks, after.updated_at) if marks is not None else None
         if began is not None and began != marks:
