@@ -122,6 +122,21 @@ def days_later(rig: Rig, days: int) -> None:
     rig.housekeeping()
 
 
+def test_a_client_left_paused_on_the_credits_for_two_days_is_one_play(tmp_path: Path) -> None:
+    # The server times the paused session out (the play); two days later the TV wakes up.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(46 * 60)
+        rig.post("jellyfin", jellyfin_progress(97, paused=True))
+        rig.advance(1.5 * HOUR)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        days_later(rig, 2)
+        rig.post("jellyfin", jellyfin_progress(97, paused=True))
+        rig.advance(60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        assert len(rig.plays()) == 1
+
+
 def test_a_jellyfin_played_mark_minutes_after_watching_to_the_end_is_no_second_play(
     tmp_path: Path,
 ) -> None:

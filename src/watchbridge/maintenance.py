@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 EVERY = 3600.0
 KEEP_DONE = 7 * 86400.0  # delivered rows and their events stay a week, for diagnosis
 # (a link's delivered add stays while the link still expects the play: `Store.prune`)
-KEEP_SESSIONS = 86400.0  # a playback session idle for a day is over
+# A playback session idle for a week is over (a client left paused on the credits for days
+# still reports that viewing when it wakes up).
+KEEP_SESSIONS = 7 * 86400.0
 ALERTED = "alerted"  # cache namespace: alerts already sent, by key
 ALERTED_TTL = 400 * 86400.0  # longer than a token lives
 

@@ -45,7 +45,7 @@ class Session:
     state: State
     progress: float | None
     # Counts this session's viewings and live states; part of every idempotency key. A new
-    # session starts at the current second, not 0: sessions idle for a day are forgotten while
+    # session starts at the current second, not 0: sessions idle for a week are forgotten while
     # delivered rows (and their keys) are kept a week, and a rewatch must not reuse a finished
     # play's key.
     generation: int
