@@ -408,3 +408,49 @@ def test_an_old_viewing_on_another_player_keeps_a_mark_after_tonights_the_same_p
         rig.advance(10 * 60)
         rig.post("generic", generic("played"))  # names no player: the item's marks
         assert len(rig.plays()) == 2
+
+
+def test_marked_unplayed_then_half_rewatched_then_marked_played_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        days_later(rig, 20)
+        rig.post("jellyfin", jellyfin_toggle_played(False) | {"PlayCount": 0})
+        rig.advance(2 * 60)
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(25 * 60)
+        rig.post("jellyfin", jellyfin_stop(50))
+        rig.advance(60)
+        marked_played(rig, play_count=2)  # the rewatch's start and the mark
+        assert len(rig.plays()) == 2
+
+
+def test_a_generic_unplayed_naming_the_player_leaves_its_viewing_alone(tmp_path: Path) -> None:
+    # Then a rewatch five hours after the first viewing, its start without a position.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 97, player=KODI) | {"played": True})
+        rig.advance(5 * HOUR)
+        rig.post("generic", generic("unplayed", player=KODI))
+        rig.advance(60)
+        rig.post("generic", generic("start", player=KODI))
+        rig.advance(115 * 60)
+        rig.post("generic", generic("stop", 97, player=KODI) | {"played": True})
+        assert len(rig.plays()) == 2
+
+
+def test_a_rewatch_an_hour_later_from_a_start_without_position_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    # A script whose start has no position and whose stop has `played` and only a percent.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 97, player=KODI) | {"played": True})
+        rig.advance(HOUR)
+        rig.post("generic", generic("start", player=KODI))
+        rig.advance(115 * 60)
+        rig.post("generic", generic("stop", 97, player=KODI) | {"played": True})
+        assert len(rig.plays()) == 2

@@ -22,7 +22,8 @@ from typing import Literal
 from watchbridge.model import MediaEvent
 
 # `restarting`: completed, then a start without a position; the next position decides.
-State = Literal["playing", "paused", "stopped", "completed", "restarting"]
+# `unmarked`: an item's marks after "mark unplayed" of its completion (`updated_at`: the unmark).
+State = Literal["playing", "paused", "stopped", "completed", "restarting", "unmarked"]
 REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
 RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
@@ -131,7 +132,10 @@ def recorded_start(marks: Session, began_at: float) -> Session:
     """The item's marks session after a viewing got going at `began_at`: hours after its last
     completion, a re-mark is then a play of that viewing (stopped before the end, then marked
     played); sooner, a mark is still the same play as the completion."""
-    if marks.state != "completed" or began_at - marks.updated_at < REWATCH_AFTER_IDLE:
+    unmarked = marks.state == "unmarked"  # then any viewing that gets going is a new one
+    if not unmarked and (
+        marks.state != "completed" or began_at - marks.updated_at < REWATCH_AFTER_IDLE
+    ):
         return marks
     return Session(marks.key, "stopped", marks.progress, marks.generation, marks.updated_at)
 
@@ -169,10 +173,12 @@ def _decide(
         key = f"rate:{event.item.key()}:{event.rating}:{second}"
         return session, [Intent("rating", key, at, rating=event.rating)]
     if event.action == "unplayed":
-        # Removes nothing, but a mark soon after it is the same play (a flag clicked twice).
-        if session is None or at <= session.updated_at:
+        # Removes nothing; on an item's marks, a mark soon after it is the same play (a flag
+        # clicked twice) and a viewing that gets going after it a new one.
+        if session is None or session.state != "completed" or not marks_itself(event):
             return session, []
-        return Session(session.key, session.state, session.progress, session.generation, at), []
+        unmarked = Session(session.key, "unmarked", session.progress, session.generation, at)
+        return unmarked, []
 
     key = session_key(event)
     if _earlier_viewing(session, event, at):
@@ -184,7 +190,7 @@ def _decide(
     fresh = session is None  # no playback of this viewing seen before this event
     if session is None:
         session = Session(key, "stopped", None, int(at), at)
-    elif session.state in ("completed", "restarting"):
+    elif session.state in ("completed", "restarting", "unmarked"):
         settled = _after_completion(session, event, at)
         if settled is not None:
             return settled, []
@@ -263,15 +269,19 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if session.state == "restarting":
         # A position-less start came after the viewing (`updated_at` is its time): the next
         # position tells a restart from the start (a rewatch) from a return to the credits.
+        # A once-per-playback completion with only a percent, a viewing's time after that
+        # start, is a rewatch too: no position says it was reached without playing.
+        once = event.source in ONE_COMPLETION_PER_PLAYBACK
+        long_enough = since >= shortest_viewing(duration)
+        if event.played and event.position_ms is None and once and long_enough:
+            return None
         if event.progress is not None:
             if event.progress <= RESTART_MAX_PROGRESS or _played_to(event, since):
                 return None
             return Session(key, "completed", event.progress, generation, at)
         # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
         # restart is a new one.
-        if (event.played and since >= shortest_viewing(duration)) or (
-            event.action == "start" and idle
-        ):
+        if (event.played and long_enough) or (event.action == "start" and idle):
             return None
         return session
     if event.action == "start" and event.progress is None:
