@@ -131,13 +131,12 @@ def _past_the_start(session: Session) -> bool:
 def recorded_start(marks: Session, began_at: float) -> Session:
     """The item's marks session after a viewing got going at `began_at`: hours after its last
     completion, a re-mark is then a play of that viewing (stopped before the end, then marked
-    played); sooner, a mark is still the same play as the completion."""
-    unmarked = marks.state == "unmarked"  # then any viewing that gets going is a new one
-    if not unmarked and (
-        marks.state != "completed" or began_at - marks.updated_at < REWATCH_AFTER_IDLE
-    ):
-        return marks
-    return Session(marks.key, "stopped", marks.progress, marks.generation, marks.updated_at)
+    played); sooner, a mark is still the same play as the completion. After "mark unplayed",
+    any viewing that gets going is a new one."""
+    hours_later = began_at - marks.updated_at >= REWATCH_AFTER_IDLE
+    if marks.state == "unmarked" or (marks.state == "completed" and hours_later):
+        return Session(marks.key, "stopped", marks.progress, marks.generation, marks.updated_at)
+    return marks
 
 
 def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:
