@@ -454,3 +454,21 @@ def test_a_rewatch_an_hour_later_from_a_start_without_position_is_a_second_play(
         rig.advance(115 * 60)
         rig.post("generic", generic("stop", 97, player=KODI) | {"played": True})
         assert len(rig.plays()) == 2
+
+
+@pytest.mark.parametrize("progress", [None, 97])
+def test_home_assistant_played_twice_around_a_start_without_position_is_one_play(
+    tmp_path: Path, progress: float | None
+) -> None:
+    # `played` when the film ends and when the TV is switched off; between them the player
+    # shows "playing" on the credits screen for a moment (a start without a position).
+    ha = "media_player.living_room"
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", player=ha))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("played", progress, player=ha))
+        rig.advance(5 * 60)
+        rig.post("generic", generic("start", player=ha))
+        rig.advance(20 * 60)
+        rig.post("generic", generic("played", progress, player=ha))
+        assert len(rig.plays()) == 1

@@ -265,6 +265,19 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     since = at - session.updated_at
     idle = abs(since) >= REWATCH_AFTER_IDLE
     duration = event.duration_ms / 1000 if event.duration_ms else None
+    if event.action == "played":
+        # A mark, or Home Assistant's `played` when a player finishes (automations may fire
+        # twice: at the end and when the TV is switched off): another play hours later only,
+        # also after a start without a position. A re-mark of an item watched (or marked)
+        # before is no new play at all.
+        if event.remark:
+            return session
+        if idle:
+            return None  # marked watched again hours later
+        if at < session.updated_at:
+            return session  # dated a little before the viewing's end: its time stays
+        progress = event.progress if event.progress is not None else session.progress
+        return Session(key, "completed", progress, generation, at)
     if session.state == "restarting":
         # A position-less start came after the viewing (`updated_at` is its time): the next
         # position tells a restart from the start (a rewatch) from a return to the credits.
@@ -287,17 +300,7 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
         return None if idle else Session(key, "restarting", session.progress, generation, at)
-    if event.action == "played":
-        # A mark, or Home Assistant's `played` when a player finishes (automations may fire
-        # twice: at the end and when the TV is switched off): another play hours later only.
-        # A re-mark of an item watched (or marked) before is no new play at all.
-        if event.remark:
-            return session
-        if idle:
-            return None  # marked watched again hours later
-        if at < session.updated_at:
-            return session  # dated a little before the viewing's end: its time stays
-    elif event.played:
+    if event.played:
         # The server's own completion signal again. Plex, Tautulli and generic stops send one
         # per playback: a viewing's time after the last event, reaching the signal's position,
         # it is a new viewing whose start was lost (stopping again after resuming the credits
