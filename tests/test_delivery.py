@@ -22,7 +22,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
-from watchbridge.config import AlertsConfig, parse_config, undeliverable
+from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
 from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
 from watchbridge.deliver.worker import (
@@ -114,12 +114,12 @@ async def close_targets(worker: DeliveryWorker) -> None:
 
 @contextlib.asynccontextmanager
 async def restarted(
-    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, config: Config | None = None
 ) -> AsyncIterator[tuple[Runtime, DeliveryWorker]]:
-    """The service stopped and started again on the same database and config."""
+    """The service stopped and started again on the same database and config (or `config`)."""
     await close_targets(worker)
     runtime.close()
-    again = build_runtime(runtime.config, clock=clock)
+    again = build_runtime(config or runtime.config, clock=clock)
     again.open()
     worker = worker_for(again)
     try:
@@ -1762,16 +1762,9 @@ async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=2, step=1000)
     assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
-    await close_targets(worker)
-    runtime.close()
     me = runtime.config.profiles["me"]  # the household gives up Trakt for this profile
     without = replace(me, accounts=replace(me.accounts, trakt=None))
-    again = build_runtime(replace(runtime.config, profiles={"me": without}), clock=clock)
-    again.open()
-    service = worker_for(again)
-    try:
+    config = replace(runtime.config, profiles={"me": without})
+    async with restarted(runtime, worker, clock, config) as (again, service):
         await service.pass_once(again)
-    finally:
-        await close_targets(service)
-        again.close()
     assert "Resolved: watchbridge: trakt deliveries paused" in receiver.titles()

@@ -47,6 +47,7 @@ _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCO
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
+_HELD_BY = "status = 'inflight' AND claimed_by = ?"  # rows a worker has claimed and holds
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
@@ -502,8 +503,7 @@ def _record_in_marks(
         _save_session(conn, completion, profile, lasting=True)
     elif got_into_a_viewing(before, after):
         marks = _session(conn, key)
-        began = recorded_start(marks, after.updated_at) if marks is not None else None
-        if began is not None and began != marks:
+        if marks is not None and (began := recorded_start(marks, after.updated_at)) != marks:
             _save_session(conn, began, profile, lasting=True)
 
 
@@ -1075,13 +1075,13 @@ class Store:
     def _still_held(
         conn: sqlite3.Connection, settlements: Sequence[Settlement], claimed_by: str
     ) -> list[Settlement]:
-        ids = [s.item_id for s in settlements]
+        ids = json.dumps([s.item_id for s in settlements])
         held = {
             int(r["id"])
             for r in conn.execute(
-                f"SELECT id FROM outbox WHERE id IN ({', '.join('?' for _ in ids)})"
-                " AND status = 'inflight' AND claimed_by = ?",
-                (*ids, claimed_by),
+                "SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
+                f" AND {_HELD_BY}",
+                (ids, claimed_by),
             )
         }
         return [s for s in settlements if s.item_id in held]
@@ -1090,13 +1090,13 @@ class Store:
         """Renew the lease of every row `worker` has in flight (it is still delivering)."""
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE outbox SET updated_at = ? WHERE status = 'inflight' AND claimed_by = ?",
+                f"UPDATE outbox SET updated_at = ? WHERE {_HELD_BY}",
                 (now, worker),
             )
 
     def claimed_by(self, worker: str, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows `worker` still holds (in flight under its claim)."""
-        return self._rows_among(item_ids, "status = 'inflight' AND claimed_by = ?", (worker,))
+        return self._rows_among(item_ids, _HELD_BY, (worker,))
 
     def pending_among(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are still waiting to go out (pending or being delivered)."""

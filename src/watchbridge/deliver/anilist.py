@@ -90,7 +90,7 @@ from watchbridge.services.anilist import (
     entry_from_dict,
     entry_to_dict,
 )
-from watchbridge.store import NewOutboxRow, OutboxItem, Store
+from watchbridge.store import KEEP_MARKS, NewOutboxRow, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ ENTRIES = "entries"  # mirror: AniList media id -> the entry as last seen
 SENT = "anilist-play-saves"
 # When the play that last finished an entry was watched, by profile and media: a later play
 # is a new viewing, an earlier one (held through an outage) was counted by it.
-FINISHED = "anilist-finished-by"
-FINISHED_KEEP = 400 * 86400.0
+FINISHED = "anilist-finished-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -752,12 +751,7 @@ class AniListTarget:
                 # a first viewing a rewatch (or count a rewatch twice). Only the save that
                 # completes a new entry may be missing.
                 finish = finish_write(current, at)
-                saved = current
-                if finish is not None:
-                    await self._note_sent(row, finish)
-                    saved = await self._save(profile, finish, current, entries)
-                if saved.status == "COMPLETED":
-                    await self._note_finished(profile, media_id, at)
+                saved = await self._finished(profile, row, current, finish, at, entries)
                 if finish is None:
                     return Delivered(f"already saved (AniList progress {current.progress})")
                 return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
@@ -781,11 +775,7 @@ class AniListTarget:
             await self._note_sent(row, write)
             saved = await self._save(profile, write, current, entries)
             finish = finish_write(saved, at) if current is None else None
-            if finish is not None:
-                await self._note_sent(row, finish)
-                saved = await self._save(profile, finish, saved, entries)
-            if saved.status == "COMPLETED":
-                await self._note_finished(profile, media_id, at)
+            saved = await self._finished(profile, row, saved, finish, at, entries)
             await self._clear_unmatched(profile, row)
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
         if row.action in ("rating", "remove_rating"):
@@ -848,6 +838,24 @@ class AniListTarget:
             repeat=noted["repeat"],
         )
 
+    async def _finished(
+        self,
+        profile: str,
+        row: OutboxItem,
+        saved: ListEntry,
+        finish: EntryWrite | None,
+        at: float,
+        entries: dict[int, ListEntry],
+    ) -> ListEntry:
+        """`saved` after `finish` (the save that completes a new entry, if any); a play that
+        leaves the entry completed is noted as the one that finished it."""
+        if finish is not None:
+            await self._note_sent(row, finish)
+            saved = await self._save(profile, finish, saved, entries)
+        if saved.status == "COMPLETED":
+            await self._note_finished(profile, saved.media_id, at)
+        return saved
+
     async def _finished_by(self, profile: str, media_id: int) -> float | None:
         """When the play watched that last finished this entry (through us), if known."""
         key = f"{profile}:{media_id}"
@@ -856,9 +864,7 @@ class AniListTarget:
 
     async def _note_finished(self, profile: str, media_id: int, at: float) -> None:
         key = f"{profile}:{media_id}"
-        await asyncio.to_thread(
-            self.store.cache_put, FINISHED, key, at, self.clock(), FINISHED_KEEP
-        )
+        await asyncio.to_thread(self.store.cache_put, FINISHED, key, at, self.clock(), KEEP_MARKS)
 
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
         noted = {
