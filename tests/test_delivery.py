@@ -171,6 +171,16 @@ async def test_start_then_completion_arrive_in_order(
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
 
 
+async def test_a_stop_trakt_answers_with_action_stop_is_one_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.recorded_stop_action = "stop"  # the 2026 contract's word for a recorded play
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock)
+    assert trakt.count("POST", "/scrobble/stop") == 1
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
 async def test_a_rewatch_the_same_evening_is_a_second_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -580,6 +580,9 @@ class FakeTrakt(FakeServer):
         self.scrobble_threshold = 80.0
         self.scrobble_threshold_inclusive = True  # stop at exactly 80 % scrobbles (§7: unspecified)
         self.scrobble_window = 3600.0  # 409 window after a scrobble (§7: docs example, +1 h)
+        # §7: the Apiary docs answer a stop that recorded a play with `scrobble`, the 2026 TS
+        # contract lists `stop`
+        self.recorded_stop_action = "scrobble"
         # §5: the 2026 contract accepts only trakt/tvdb as episode keys in requests
         self.episode_request_ids: tuple[str, ...] = ("trakt", "tvdb")
         # rate limits (§3); off by default so unrelated tests stay fast
@@ -1536,7 +1539,7 @@ class FakeTrakt(FakeServer):
             stamp = to_minute(now)
             (entry,) = self._add_plays(user, [(item, iso(stamp), "scrobble")])
             user.scrobbled[key] = Scrobbled(iso(stamp), iso(stamp + self.scrobble_window))
-            return self._scrobble_answer(entry.id, "scrobble", progress, item)
+            return self._scrobble_answer(entry.id, self.recorded_stop_action, progress, item)
         # pause, or stop below the threshold: saved as playback progress (§7)
         user.watching = None
         pb = user.playback.get(key) or Playback(self._new_id(), item, progress, iso(now))

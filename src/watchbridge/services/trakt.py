@@ -782,8 +782,12 @@ class TraktClient:
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"scrobble {action} answered {response.status_code}")
         data = response.json()
-        history_id = data.get("id") if data.get("action") == "scrobble" else None
-        return ScrobbleResult(action=str(data.get("action", action)), history_id=history_id)
+        answered = str(data.get("action", action))
+        if action == "stop" and answered != "pause":
+            # A recorded play: `scrobble` in the Apiary docs, `stop` in the 2026 contract.
+            history_id = data.get("id")
+            return ScrobbleResult("scrobble", history_id if isinstance(history_id, int) else None)
+        return ScrobbleResult(action=answered)
 
     async def add_history(self, profile: str, plays: Sequence[HistoryPlay]) -> WriteResult:
         return await self._sync_write(
