@@ -640,6 +640,12 @@ def test_backoff_doubles_within_its_jitter_up_to_the_cap() -> None:
     assert max(capped) <= config.max_backoff and len(capped) > 1  # jittered below the cap
 
 
+def test_backoff_stays_at_the_cap_after_thousands_of_attempts() -> None:
+    # delivery.max_attempts has no upper bound: a row may be tried thousands of times
+    config = parse_config("{}", Path("watchbridge.yaml"), {}).delivery
+    assert backoff(5000, config, None) <= config.max_backoff
+
+
 def test_backoff_is_never_sooner_than_the_services_retry_after() -> None:
     config = parse_config("{}", Path("watchbridge.yaml"), {}).delivery
     assert backoff(1, config, 900.0) >= 900.0

@@ -279,7 +279,8 @@ def _gave_up_interrupted(item: OutboxItem) -> Dead:
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
     """Seconds until the next try: exponential from `retry_after`, jittered, capped at
     `max_backoff` (the service's own Retry-After may ask for longer)."""
-    base = config.retry_after * 2 ** max(0, attempts - 1)
+    # The exponent stops growing long past any cap: 2 ** 1024 is too large for a float.
+    base = config.retry_after * 2 ** min(max(0, attempts - 1), 64)
     # Jittered below the cap too: rows that reach it together must not all come back at once.
     cap = config.max_backoff * random.uniform(0.75, 1.0)
     wait = min(cap, float(base * random.uniform(0.75, 1.25)))
