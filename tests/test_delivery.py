@@ -1108,6 +1108,20 @@ async def test_a_play_that_keeps_taking_the_process_down_ends_as_a_dead_letter(
     assert any("gave up" in t for t in receiver.titles())
 
 
+async def test_a_dead_letter_of_tries_cut_short_counts_only_those_tries(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    tries = runtime.config.delivery.max_attempts
+    for _ in range(tries):  # claimed, then the process died
+        runtime.store.claim("service-1", clock(), 10, ["trakt"])
+        runtime.store.release_claims(clock(), "service-")
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    assert dead.attempts == tries
+    assert f"gave up after {tries} attempts" in (dead.last_error or "")
+
+
 async def test_a_dead_letter_whose_last_send_may_have_landed_is_checked_when_retried(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

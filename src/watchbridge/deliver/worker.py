@@ -60,9 +60,11 @@ class Retry:
 
 @dataclass(frozen=True)
 class Dead:
-    """This row can never succeed as it is."""
+    """This row can never succeed as it is. `spends`: False when no try was made now (its
+    tries, cut short, were counted as the process stopped)."""
 
     reason: str
+    spends: bool = True
 
 
 @dataclass(frozen=True)
@@ -272,8 +274,8 @@ def _gave_up(attempts: int, reason: str) -> str:
 def _gave_up_interrupted(item: OutboxItem) -> Dead:
     last = "the last cut short by the process stopping"
     if item.may_have_landed:
-        return Dead(_gave_up(item.attempts, f"{UNKNOWN_OUTCOME}: {last}"))
-    return Dead(_gave_up(item.attempts, last))
+        return Dead(_gave_up(item.attempts, f"{UNKNOWN_OUTCOME}: {last}"), spends=False)
+    return Dead(_gave_up(item.attempts, last), spends=False)
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
@@ -483,10 +485,12 @@ class DeliveryWorker:
                     key = f"{target.name}:{item.profile}"
                     limited.setdefault(key, set()).add(item.id)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
-                reason = outcome.reason
-                if not isinstance(outcome, Dead):
+                reason, spends = outcome.reason, True
+                if isinstance(outcome, Dead):
+                    spends = outcome.spends
+                else:
                     reason = _gave_up(item.attempts + 1, reason)
-                settled.append(Settlement(item.id, "dead", None, reason))
+                settled.append(Settlement(item.id, "dead", None, reason, spends))
                 dead.append((item, reason))
             else:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
