@@ -247,7 +247,7 @@ async def test_unknown_key_leaves_the_item_unchanged_and_is_asked_again_after_an
     assert await enricher.enrich(item) == item
     assert plex.count("GET", METADATA) == 1  # the miss is cached
     clock.now += PLEX_MISSING_TTL + 1
-    plex.add_movie("99999", "3:10 to Yuma", 1957, YUMA_GUIDS)  # PMS finished matching it
+    plex.add_movie("99999", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)  # matched now
     enriched = await enricher.enrich(item)
     assert enriched.ids.imdb == "tt0050086"
     assert plex.count("GET", METADATA) == 2
@@ -348,7 +348,7 @@ def test_merges_keep_our_values() -> None:
         rating_key="10",
         type="episode",
         title="Theirs",
-        ids=Ids(imdb="tt2222222", tvdb="42", plex_guid="plex://episode/b"),
+        ids=Ids(imdb="tt2222222", tvdb="42", plex_guid="plex://episode/a"),
         season=9,
         number=9,
         grandparent_rating_key="5",
@@ -357,12 +357,43 @@ def test_merges_keep_our_values() -> None:
     assert merged.ids == Ids(imdb="tt1111111", tvdb="42", plex_guid="plex://episode/a")
     assert (merged.title, merged.season, merged.number) == ("Ours", 2, 3)
     assert merged.show_source_key == "5"
-    show = PlexItem(rating_key="5", type="show", title="Show", ids=Ids(tvdb="7"))
+    show = PlexItem(
+        rating_key="5", type="show", title="Show", ids=Ids(tvdb="7", plex_guid="plex://show/s")
+    )
     assert merge_plex_show(merged, show).show_ids == Ids(tvdb="7", plex_guid="plex://show/s")
     not_a_show = PlexItem(rating_key="5", type="season", ids=Ids(tvdb="8"))
     assert merge_plex_show(merged, not_a_show) is merged
     reused_key = PlexItem(rating_key="10", type="movie", ids=Ids(imdb="tt3333333"))
     assert merge_plex_item(item, reused_key) is item
+
+
+def test_a_key_naming_another_item_here_adds_nothing() -> None:
+    """The webhook's ratingKey is its own server's: on a friend's server, or after a library
+    rebuild, the same key here is another item (another plex:// guid)."""
+    episode = MediaRef(
+        "episode",
+        Ids(plex_guid="plex://episode/a"),
+        show_ids=Ids(plex_guid="plex://show/s"),
+        source_key="10",
+        show_source_key="5",
+    )
+    other_episode = PlexItem(
+        rating_key="10", type="episode", ids=Ids(tvdb="42", plex_guid="plex://episode/z")
+    )
+    assert merge_plex_item(episode, other_episode) is episode
+    other_show = PlexItem(rating_key="5", type="show", ids=Ids(tvdb="7", plex_guid="plex://show/z"))
+    assert merge_plex_show(episode, other_show) is episode
+    legacy_show = PlexItem(rating_key="5", type="show", ids=Ids(tvdb="7"))  # cannot be told apart
+    assert merge_plex_show(episode, legacy_show) is episode
+
+
+@pytest.mark.anyio
+async def test_a_movie_played_on_another_server_is_not_read_as_the_one_with_its_key_here(
+    enricher: PlexEnricher, plex: FakePlex
+) -> None:
+    plex.add_movie("4242", "Heat", 1995, ["imdb://tt0113277"], guid="plex://movie/5d7768257")
+    item = plex_item("movie_new_agent_no_guid_array_media_scrobble.json", ratingKey="4242")
+    assert await enricher.enrich(item) == item  # 3:10 to Yuma still, unmatched for now
 
 
 @pytest.mark.anyio

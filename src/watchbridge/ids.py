@@ -333,9 +333,10 @@ def show_key_to_read(item: MediaRef, need: Need = TRAKT) -> str | None:
 def merge_plex_item(item: MediaRef, found: PlexItem) -> MediaRef:
     """The item with what PMS says about it filled into its gaps (ours win).
 
-    A ratingKey that now names something of another type (PMS reuses keys after a library
-    rebuild) adds nothing."""
-    if found.type != item.kind:
+    Only the very item the webhook named adds anything: its plex:// guid must be the same. The
+    key may name something else on this server: the webhook came from another server (a
+    user's webhook fires on a friend's server too), or PMS reused the key after a rebuild."""
+    if found.type != item.kind or not _same_plex_guid(item.ids, found.ids):
         return item
     if item.kind == "episode":
         return replace(
@@ -358,14 +359,19 @@ def merge_plex_item(item: MediaRef, found: PlexItem) -> MediaRef:
 
 
 def merge_plex_show(item: MediaRef, show: PlexItem) -> MediaRef:
-    """An episode with its show's ids (read from the show's own Plex item) filled in."""
-    if show.type != "show":
+    """An episode with its show's ids (read from the show's own Plex item) filled in, if it
+    is the show the webhook named (see merge_plex_item)."""
+    if show.type != "show" or not _same_plex_guid(item.show_ids, show.ids):
         return item
     return replace(
         item,
         show_ids=item.show_ids.merged(show.ids),
         show_title=item.show_title or show.title,
     )
+
+
+def _same_plex_guid(ours: Ids, found: Ids) -> bool:
+    return ours.plex_guid is not None and ours.plex_guid == found.plex_guid
 
 
 class PlexEnricher:
