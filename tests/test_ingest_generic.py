@@ -111,6 +111,21 @@ def test_progress_without_duration_stays_a_percent() -> None:
     assert (event.position_ms, event.duration_ms, event.progress) == (None, None, 95.0)
 
 
+def test_progress_with_a_position_but_no_duration_stays_a_percent() -> None:
+    event = only_event(parse(changed(MOVIE, position_ms=6_612_000)))
+    assert (event.position_ms, event.duration_ms, event.progress) == (6_612_000, None, 95.0)
+
+
+def test_a_position_and_a_duration_outweigh_progress() -> None:
+    event = only_event(parse(changed(MOVIE, position_ms=600_000, duration_ms=6_000_000)))
+    assert event.progress == 10.0
+
+
+def test_user_and_player_ids_may_be_numbers() -> None:
+    event = only_event(parse(changed(MOVIE, user_id=7, player=12, session=99)))
+    assert (event.account.id, event.player, event.session_id) == ("7", "12", "99")
+
+
 def test_played_and_unplayed_events_set_played() -> None:
     assert only_event(parse(changed(MOVIE, event="played"))).played is True
     assert only_event(parse(changed(MOVIE, event="unplayed", played=None))).played is False
@@ -184,6 +199,12 @@ def test_naive_watched_at_is_utc() -> None:
         (changed(MOVIE, progress="most"), "progress: must be a number from 0 to 100"),
         (changed(MOVIE, position_ms=-5), "position_ms: must be a whole number >= 0"),
         (changed(MOVIE, played="maybe"), "played: must be true or false"),
+        (changed(MOVIE, user=["alice"]), "user: must be a string"),
+        (changed(MOVIE, user={"name": "alice"}), "user: must be a string"),
+        (changed(MOVIE, user_id=True), "user_id: must be a string"),
+        (changed(MOVIE, player=1.5), "player: must be a string"),
+        (changed(MOVIE, server=[]), "server: must be a string"),
+        (changed(MOVIE, session={}), "session: must be a string"),
         (
             changed(MOVIE, watched_at="yesterday"),
             "watched_at: must be an ISO-8601 time, e.g. 2025-03-14T20:48:02Z",

@@ -76,15 +76,15 @@ def _parse(data: Payload) -> ParseResult:
         source="generic",
         action=action,
         item=item,
-        server=text(data.get("server")) or "",
-        account=Account(id=text(data.get("user_id")), name=text(data.get("user"))),
-        player=text(data.get("player")) or "",
+        server=_name(data, "server") or "",
+        account=Account(id=_name(data, "user_id"), name=_name(data, "user")),
+        player=_name(data, "player") or "",
         position_ms=position_ms,
         duration_ms=duration_ms,
         played=_played(action, data.get("played")),
         rating=_rating(action, data.get("rating")),
         occurred_at=_time(data.get("watched_at"), "watched_at"),
-        session_id=text(data.get("session")) or "",
+        session_id=_name(data, "session") or "",
         percent=percent,
     )
     return accept(event, warnings)
@@ -123,17 +123,18 @@ def _rating(action: Action, value: object) -> int | None:
 
 def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
     """(position, duration, percent): a percent without a duration stays a percent, since a
-    position made up from it would pass for a real one."""
+    position made up from it would pass for a real one; a position and a duration make it
+    moot."""
     position = _whole(data, "position_ms", "position_ms")
     duration = _whole(data, "duration_ms", "duration_ms") or None
     percent = data.get("progress")
-    if percent is None or position is not None:
+    if percent is None or (position is not None and duration is not None):
         return position, duration, None
     progress = number(percent)
     if progress is None or not 0 <= progress <= 100:
         raise Invalid("progress: must be a number from 0 to 100")
     if duration is None:
-        return None, None, progress
+        return position, None, progress
     return round(duration * progress / 100), duration, None
 
 
@@ -225,6 +226,16 @@ def _object(value: object, path: str) -> Payload:
     if not isinstance(value, dict):
         raise Invalid(f"{path}: must be an object")
     return value
+
+
+def _name(data: Payload, key: str) -> str | None:
+    """A name or an id: a string, or a whole number (ids often arrive as numbers)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise Invalid(f"{key}: must be a string")
+    return text(value)
 
 
 def _text(data: Payload, key: str, path: str) -> str | None:
