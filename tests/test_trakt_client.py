@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,6 @@ from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.trakt import (
-    REFRESH_RACE_SECONDS,
     DeviceCode,
     HistoryPlay,
     RatingWrite,
@@ -116,6 +118,17 @@ async def test_sign_in_says_vip_when_the_device_code_request_is_refused(
         await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
 
 
+async def test_sign_in_holds_when_only_the_vip_check_meets_an_outage(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    def approve(code: DeviceCode) -> None:
+        trakt.approve_device(code.user_code)
+        trakt.fail_next(5, 503, route="GET /users/settings")
+
+    tokens = await client.sign_in(PROFILE, approve)
+    assert store.get_token("trakt", PROFILE)["access_token"] == tokens.access_token
+
+
 async def test_not_signed_in_says_how_to_sign_in(client: TraktClient) -> None:
     with pytest.raises(TraktAuthError, match="watchbridge auth trakt --profile me"):
         await client.last_activities(PROFILE)
@@ -164,13 +177,85 @@ async def test_clients_of_one_process_refresh_once_however_slow_the_answer(
     deliver, reader = TraktClient(config, store), TraktClient(config, store)
     signed_in(trakt, store)
     trakt.expire_tokens()
-    trakt.delay_next(1, REFRESH_RACE_SECONDS + 1, route="POST /oauth/token")
+    trakt.delay_next(1, 3.0, route="POST /oauth/token")
     try:
         await asyncio.gather(deliver.last_activities(PROFILE), reader.last_activities(PROFILE))
     finally:
         await deliver.aclose()
         await reader.aclose()
     assert trakt.count("POST", "/oauth/token") == 1
+
+
+def _a_process(db: Path, trakt: FakeTrakt, results: dict[str, str], name: str) -> None:
+    """A process of its own: a thread with its own event loop, store connection and client."""
+
+    async def main() -> None:
+        config = TraktConfig(
+            CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url
+        )
+        client = TraktClient(config, store)
+        try:
+            await client.last_activities(PROFILE)
+            results[name] = "ok"
+        except TraktError as exc:
+            results[name] = exc.message
+        finally:
+            await client.aclose()
+
+    with Store.open(db) as store:
+        asyncio.run(main())
+
+
+def test_a_process_refreshing_while_anothers_refresh_is_slow_keeps_the_sign_in(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # The service's refresh spends the refresh token; Trakt's answer takes seconds, and the
+    # sync run's own refresh is refused meanwhile: it must wait for the service's pair.
+    db = tmp_path / "wb.db"
+    with Store.open(db) as store:
+        signed_in(trakt, store)
+    trakt.expire_tokens()
+    trakt.delay_next(1, 3.0, route="POST /oauth/token")
+    results: dict[str, str] = {}
+    service = threading.Thread(target=_a_process, args=(db, trakt, results, "service"))
+    service.start()
+    while trakt.count("POST", "/oauth/token") == 0:
+        time.sleep(0.01)
+    sync = threading.Thread(target=_a_process, args=(db, trakt, results, "sync"))
+    sync.start()
+    service.join(30)
+    sync.join(30)
+    assert results == {"service": "ok", "sync": "ok"}
+
+
+async def test_a_refreshed_pair_the_database_cannot_take_yet_is_kept(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # Refresh tokens are single-use: losing the new pair to a locked database would cost the
+    # sign-in (another process commits a long write at that moment).
+    db = tmp_path / "wb.db"
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    with Store.open(db, busy_timeout=0.2) as store:
+        signed_in(trakt, store)
+        spent = store.get_token("trakt", PROFILE)
+        trakt.expire_tokens()
+        client = TraktClient(config, store, sleep=no_wait)
+        other = sqlite3.connect(db, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            await client.last_activities(PROFILE)  # refreshed; the pair could not be stored
+            other.execute("COMMIT")
+            await client.last_activities(PROFILE)  # and is stored now
+            stored = store.get_token("trakt", PROFILE)
+            other_client = TraktClient(config, store, sleep=no_wait)
+            await other_client.last_activities(PROFILE)
+            await other_client.aclose()
+        finally:
+            other.close()
+            await client.aclose()
+    assert trakt.count("POST", "/oauth/token") == 1  # the other client used the stored pair
+    assert stored is not None and spent is not None
+    assert stored["refresh_token"] != spent["refresh_token"]
 
 
 async def test_a_401_answered_after_another_process_refreshed_uses_its_pair(

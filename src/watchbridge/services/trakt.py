@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from watchbridge.config import Secret, TraktConfig
+from watchbridge.errors import StoreError
 from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError, Unavailable
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
 from watchbridge.loose import whole
@@ -108,7 +110,6 @@ class DeviceCode:
 DevicePoll = Literal[
     "approved", "pending", "slow_down", "invalid", "already_used", "expired", "denied"
 ]
-REFRESH_RACE_SECONDS = 2.0  # how long another process may take to store a pair it refreshed
 # A refresh that failed on an outage while the access token still works is tried again this
 # much later; the token is used meanwhile, up to this margin before it expires.
 REFRESH_RETRY_SECONDS = 300.0
@@ -116,6 +117,10 @@ EXPIRY_MARGIN_SECONDS = 120.0
 # Trakt takes its time over batch writes (800 ratings took ~45 s; trakt-api.md §9 asks for a
 # read timeout of at least 60 s): a shorter one turns slow successes into unknown outcomes.
 READ_TIMEOUT_SECONDS = 60.0
+# How long another process (a `watchbridge sync` beside the service) may take to store a pair
+# it refreshed first: Trakt may take its whole read timeout to answer it.
+REFRESH_RACE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
+REFRESH_RACE_POLL = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,12 @@ def _refresh_lock(sign_in: tuple[str, str, str]) -> asyncio.Lock:
     """The lock of one (auth URL, client id, profile) on the running event loop."""
     locks = _REFRESH_LOCKS.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(sign_in, asyncio.Lock())
+
+
+# Pairs Trakt issued that the database could not take yet (locked by another process): the
+# spent refresh token makes them the only sign-in there is, so every client in the process
+# uses them and stores them as soon as it can.
+_UNSAVED: dict[tuple[str, str, str], TokenSet] = {}
 
 
 # Trakt limits an account, not a client: every client in the process (the delivery worker, a
@@ -589,7 +600,14 @@ class TraktClient:
                 continue  # a gateway blip while the user types the code: keep polling
             if tokens is not None:
                 self._save(profile, tokens)
-                await self.check_vip(profile)
+                try:
+                    await self.check_vip(profile)
+                except Unavailable as exc:  # signed in; a 403/426 would say more, this nothing
+                    log.warning(
+                        "signed in; Trakt could not be asked yet whether it serves this app: %s",
+                        exc.message,
+                        extra={"profile": profile},
+                    )
                 return tokens
             if status == "slow_down":
                 interval += 5
@@ -605,7 +623,30 @@ class TraktClient:
     def _save(self, profile: str, tokens: TokenSet) -> None:
         self.tokens.put_token(SERVICE, profile, tokens.to_dict(), self.clock())
 
+    def _sign_in_key(self, profile: str) -> tuple[str, str, str]:
+        return (self.config.auth_url, self.config.client_id, profile)
+
+    def _keep(self, profile: str, tokens: TokenSet) -> None:
+        """Store a refreshed pair; if the database cannot take it now, keep it in memory."""
+        key = self._sign_in_key(profile)
+        try:
+            self._save(profile, tokens)
+        except (sqlite3.Error, StoreError) as exc:
+            _UNSAVED[key] = tokens
+            log.warning(
+                "the refreshed Trakt sign-in could not be stored yet; it is kept in memory and"
+                " stored at the next request: %s",
+                exc,
+                extra={"profile": profile},
+            )
+        else:
+            _UNSAVED.pop(key, None)
+
     def _load(self, profile: str) -> TokenSet | None:
+        unsaved = _UNSAVED.get(self._sign_in_key(profile))
+        if unsaved is not None:
+            self._keep(profile, unsaved)
+            return unsaved
         data = self.tokens.get_token(SERVICE, profile)
         return TokenSet(**data) if data else None
 
@@ -618,7 +659,7 @@ class TraktClient:
             and not tokens.due_for_refresh(self.clock())
         ):
             return tokens.access_token  # fresh, or another process refreshed after the 401
-        async with _refresh_lock((self.config.auth_url, self.config.client_id, profile)):
+        async with _refresh_lock(self._sign_in_key(profile)):
             current = self._load(profile)
             if (
                 current is not None
@@ -704,20 +745,22 @@ class TraktClient:
                 SERVICE, "the token refresh got an answer that is not Trakt's"
             ) from None
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
-        self._save(profile, tokens)
+        self._keep(profile, tokens)
         return tokens
 
     async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
         """The pair another process stored after using this single-use refresh token first
-        (a `watchbridge sync` beside the service), looked for now and once more a moment later
-        (it may be saving it)."""
-        for wait in (0.0, REFRESH_RACE_SECONDS):
-            if wait:
-                await self.sleep(wait)
+        (a `watchbridge sync` beside the service), looked for until it may have had Trakt's
+        answer and stored it."""
+        waited = 0.0
+        while True:
             current = self._load(profile)
             if current is not None and current.refresh_token != used:
                 return current
-        return None
+            if waited >= REFRESH_RACE_SECONDS:
+                return None
+            await self.sleep(REFRESH_RACE_POLL)
+            waited += REFRESH_RACE_POLL
 
     # ------------------------------------------------------------------ requests
 
