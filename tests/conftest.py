@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +16,29 @@ from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
 from watchbridge.http import tls_context
 from watchbridge.store import Store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def utc_unless_a_test_says_otherwise() -> Iterator[None]:
+    """Calendar days (AniList's dates) are the local time zone's: the same on every machine."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.fixture
+def time_zone() -> Iterator[Callable[[str], None]]:
+    """Run the test in a time zone of its choice: `time_zone("America/Los_Angeles")`."""
+    with pytest.MonkeyPatch.context() as patch:
+
+        def use(name: str) -> None:
+            patch.setenv("TZ", name)
+            time.tzset()
+
+        yield use
+    time.tzset()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,13 @@ def test_a_movie_play_completes_a_new_entry_at_once() -> None:
     assert play_write(None, PART_2, 1, AT, rewatch=False, whole=True) == EntryWrite(
         PART_2, status="COMPLETED", progress=1, started_at=TODAY, completed_at=TODAY
     )
+
+
+def test_dates_are_the_days_of_the_services_time_zone(time_zone: Callable[[str], None]) -> None:
+    time_zone("America/Los_Angeles")  # TZ, as docker-compose.yml and Home Assistant pass it
+    evening = datetime(2024, 3, 5, 20, 0).timestamp()  # 8 pm there: 04:00 UTC on 6 March
+    write = play_write(None, PART_2, 1, evening, rewatch=False, whole=True)
+    assert write is not None and write.completed_at == FuzzyDate(2024, 3, 5)
 
 
 def test_an_older_viewing_never_advances_a_rewatch() -> None:

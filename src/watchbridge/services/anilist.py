@@ -165,7 +165,10 @@ class FuzzyDate:
 
     @classmethod
     def of(cls, timestamp: float) -> FuzzyDate:
-        day = datetime.fromtimestamp(timestamp, UTC)
+        """The calendar day of `timestamp` where watchbridge runs (its `TZ`): the person's
+        own day, as AniList shows it (a film finished at 8 pm in Los Angeles is not
+        finished the next day)."""
+        day = datetime.fromtimestamp(timestamp)
         return cls(day.year, day.month, day.day)
 
     @classmethod
