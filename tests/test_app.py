@@ -190,6 +190,35 @@ def test_a_task_that_keeps_crashing_is_restarted_ever_more_slowly(tmp_path: Path
     assert 4 <= task.runs <= 6
 
 
+class CrashesForDays:
+    """Crashes `crashes` times in a row (a disk full for days), then runs."""
+
+    name = "crashes-for-days"
+
+    def __init__(self, crashes: int) -> None:
+        self.crashes = crashes
+        self.runs = 0
+        self.recovered = False
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.runs += 1
+        if self.runs <= self.crashes:
+            raise OSError("database or disk is full")
+        self.recovered = True
+        await stop.wait()
+
+
+def test_a_task_crashing_for_days_is_still_restarted_once_it_can_run(tmp_path: Path) -> None:
+    task = CrashesForDays(crashes=1100)  # at the 5-minute cap: almost four days
+    runtime = runtime_for(write_config(tmp_path))
+    runtime.task_restart_delay = 0.0  # the delay doubles from 0: only the count matters here
+    with AppThread(create_app(runtime, tasks=[task])):
+        deadline = time.monotonic() + 20
+        while not task.recovered and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert task.recovered, f"not restarted after crash {task.runs}"
+
+
 class BrokenClock:
     """A clock that fails once `broken` is set: a bug the webhook route did not expect."""
 

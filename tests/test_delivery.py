@@ -646,6 +646,19 @@ def test_backoff_stays_at_the_cap_after_thousands_of_attempts() -> None:
     assert backoff(5000, config, None) <= config.max_backoff
 
 
+async def test_a_target_down_for_days_is_still_probed_every_five_minutes(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(10_000, 503)  # Trakt (or the home's internet) down for days
+    started = clock()
+    await worker.pass_once(runtime)
+    while clock() < started + 4 * 86400:  # over a thousand probes in a row
+        clock.advance(max(0.0, worker.holds["trakt"].until - clock()))
+        await worker.pass_once(runtime)
+    assert worker.holds["trakt"].until <= clock() + 300
+
+
 def test_backoff_is_never_sooner_than_the_services_retry_after() -> None:
     config = parse_config("{}", Path("watchbridge.yaml"), {}).delivery
     assert backoff(1, config, 900.0) >= 900.0

@@ -35,6 +35,7 @@ from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
 from watchbridge.alerts import Notifier
+from watchbridge.backoff import doubled
 from watchbridge.config import SECRET_IN_HEADER_ONLY, Config, fits_in_url, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
@@ -144,7 +145,7 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                     "background task crashed again; restarting",
                     extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
                 )
-            delay = min(runtime.task_restart_delay * 2 ** (crashes - 1), MAX_RESTART_DELAY)
+            delay = min(doubled(runtime.task_restart_delay, crashes - 1), MAX_RESTART_DELAY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 

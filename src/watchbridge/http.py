@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from watchbridge import __version__
+from watchbridge.backoff import doubled
 from watchbridge.errors import WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
@@ -360,7 +361,7 @@ class HttpClient:
             if unknown and not idempotent:
                 break
             if attempt < self.retry.attempts:
-                pause = jittered(self.retry.backoff * 2 ** (attempt - 1))
+                pause = jittered(doubled(self.retry.backoff, attempt - 1))
                 await asyncio.sleep(max(pause, retry_after or 0.0))
         log.warning(
             "request failed",

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from watchbridge.alerts import SENT, format_span
 from watchbridge.app import Runtime
+from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable
 from watchbridge.http import Unavailable
 from watchbridge.ids import Enricher, Need
@@ -281,8 +282,7 @@ def _gave_up_interrupted(item: OutboxItem) -> Dead:
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
     """Seconds until the next try: exponential from `retry_after`, jittered, capped at
     `max_backoff` (the service's own Retry-After may ask for longer)."""
-    # The exponent stops growing long past any cap: 2 ** 1024 is too large for a float.
-    base = config.retry_after * 2 ** min(max(0, attempts - 1), 64)
+    base = doubled(config.retry_after, attempts - 1)
     # Jittered below the cap too: rows that reach it together must not all come back at once.
     cap = config.max_backoff * random.uniform(0.75, 1.0)
     wait = min(cap, float(base * random.uniform(0.75, 1.25)))
@@ -509,7 +509,7 @@ class DeliveryWorker:
                 held = self.holds[target.name] = TargetHold(now, hold.reason, now)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             held.streak += 1
-            pause = max(hold.after, min(TARGET_PROBE_MAX, hold.after * 2 ** (held.streak - 1)))
+            pause = max(hold.after, min(TARGET_PROBE_MAX, doubled(hold.after, held.streak - 1)))
             held.until, held.reason = now + pause, hold.reason
             log.warning(
                 "deliveries held",
