@@ -62,6 +62,11 @@ def test_wrong_type_names_line_key_and_expectation() -> None:
     )
 
 
+def test_a_profile_written_twice_is_an_error_not_the_last_one() -> None:
+    text = "profiles:\n  me: {users: {plex: [alice]}}\n  me: {users: {plex: [bob]}}\n"
+    assert error_of(text) == "watchbridge.yaml:3 profiles.me: name given twice"
+
+
 def test_unknown_key_suggests_the_closest_one() -> None:
     assert error_of("storage:\n  pth: x.db\n") == (
         "watchbridge.yaml:2 storage.pth: unknown key; did you mean 'path'?"

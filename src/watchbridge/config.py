@@ -714,6 +714,9 @@ class _Validator:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
                 self.fail(key_node, path, "names may use letters, digits, - and _ only")
                 continue
+            if name in result:  # YAML keeps the last one: the first would vanish unsaid
+                self.fail(key_node, path, "name given twice")
+                continue
             result[name] = self.build(value_hint, value_node, path)
         return _Invalid if any(v is _Invalid for v in result.values()) else result
 
