@@ -258,6 +258,29 @@ async def test_a_refreshed_pair_the_database_cannot_take_yet_is_kept(
     assert stored["refresh_token"] != spent["refresh_token"]
 
 
+async def test_a_pair_kept_in_memory_never_replaces_a_newer_sign_in(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    db = tmp_path / "wb.db"
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    with Store.open(db, busy_timeout=0.2) as store:
+        signed_in(trakt, store)
+        trakt.expire_tokens()
+        service = TraktClient(config, store, sleep=no_wait)
+        other = sqlite3.connect(db, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            await service.last_activities(PROFILE)  # refreshed; the pair is kept in memory
+            other.execute("COMMIT")
+            signed_in(trakt, store)  # `watchbridge auth trakt` in another process, meanwhile
+            signed_in_again = store.get_token("trakt", PROFILE)
+            await service.last_activities(PROFILE)
+            assert store.get_token("trakt", PROFILE) == signed_in_again
+        finally:
+            other.close()
+            await service.aclose()
+
+
 async def test_a_401_answered_after_another_process_refreshed_uses_its_pair(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

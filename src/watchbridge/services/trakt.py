@@ -7,9 +7,11 @@ goes through the shared HTTP policy (`watchbridge.http`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +66,12 @@ class TokenStore(Protocol):
 
     def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None: ...
 
+    def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]: ...
+
+    def cache_put(
+        self, namespace: str, lookup: str, value: Any, now: float, ttl: float
+    ) -> None: ...
+
 
 @dataclass(frozen=True)
 class TokenSet:
@@ -117,10 +125,21 @@ EXPIRY_MARGIN_SECONDS = 120.0
 # Trakt takes its time over batch writes (800 ratings took ~45 s; trakt-api.md §9 asks for a
 # read timeout of at least 60 s): a shorter one turns slow successes into unknown outcomes.
 READ_TIMEOUT_SECONDS = 60.0
-# How long another process (a `watchbridge sync` beside the service) may take to store a pair
-# it refreshed first: Trakt may take its whole read timeout to answer it.
-REFRESH_RACE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
+# A process refreshing a sign-in says so in the database (the id cache, as an entry that
+# expires): another one (a `watchbridge sync` beside the service) whose own refresh is then
+# refused waits for its pair, as long as Trakt may take to answer it; with no such entry it
+# looks for a pair stored meanwhile for a moment only.
+REFRESHING = "trakt-refreshing"
+REFRESH_LEASE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
+REFRESH_RACE_SECONDS = 2.0
 REFRESH_RACE_POLL = 1.0
+_THIS_PROCESS = uuid.uuid4().hex
+
+
+def _refresher() -> str:
+    """Who refreshes: this process's event loop (the refresh lock keeps its clients apart)."""
+    return f"{_THIS_PROCESS}:{id(asyncio.get_running_loop())}"
+
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +156,11 @@ def _refresh_lock(sign_in: tuple[str, str, str]) -> asyncio.Lock:
     return locks.setdefault(sign_in, asyncio.Lock())
 
 
-# Pairs Trakt issued that the database could not take yet (locked by another process): the
-# spent refresh token makes them the only sign-in there is, so every client in the process
-# uses them and stores them as soon as it can.
-_UNSAVED: dict[tuple[str, str, str], TokenSet] = {}
+# Pairs Trakt issued that the database could not take yet (locked by another process), with
+# the refresh token they replace: that spent token makes them the only sign-in there is, so
+# every client in the process uses them and stores them as soon as it can, unless a new
+# sign-in was stored meanwhile.
+_UNSAVED: dict[tuple[str, str, str], tuple[str, TokenSet]] = {}
 
 
 # Trakt limits an account, not a client: every client in the process (the delivery worker, a
@@ -600,6 +620,7 @@ class TraktClient:
                 continue  # a gateway blip while the user types the code: keep polling
             if tokens is not None:
                 self._save(profile, tokens)
+                _UNSAVED.pop(self._sign_in_key(profile), None)
                 try:
                     await self.check_vip(profile)
                 except Unavailable as exc:  # signed in; a 403/426 would say more, this nothing
@@ -626,13 +647,14 @@ class TraktClient:
     def _sign_in_key(self, profile: str) -> tuple[str, str, str]:
         return (self.config.auth_url, self.config.client_id, profile)
 
-    def _keep(self, profile: str, tokens: TokenSet) -> None:
-        """Store a refreshed pair; if the database cannot take it now, keep it in memory."""
+    def _keep(self, profile: str, tokens: TokenSet, spent: str) -> None:
+        """Store a pair refreshed with `spent`; if the database cannot take it now, keep it in
+        memory."""
         key = self._sign_in_key(profile)
         try:
             self._save(profile, tokens)
         except (sqlite3.Error, StoreError) as exc:
-            _UNSAVED[key] = tokens
+            _UNSAVED[key] = (spent, tokens)
             log.warning(
                 "the refreshed Trakt sign-in could not be stored yet; it is kept in memory and"
                 " stored at the next request: %s",
@@ -643,12 +665,29 @@ class TraktClient:
             _UNSAVED.pop(key, None)
 
     def _load(self, profile: str) -> TokenSet | None:
-        unsaved = _UNSAVED.get(self._sign_in_key(profile))
-        if unsaved is not None:
-            self._keep(profile, unsaved)
-            return unsaved
         data = self.tokens.get_token(SERVICE, profile)
-        return TokenSet(**data) if data else None
+        stored = TokenSet(**data) if data else None
+        unsaved = _UNSAVED.get(self._sign_in_key(profile))
+        if unsaved is None:
+            return stored
+        spent, tokens = unsaved
+        if stored is not None and stored.refresh_token != spent:
+            _UNSAVED.pop(self._sign_in_key(profile), None)  # signed in again meanwhile
+            return stored
+        self._keep(profile, tokens, spent)
+        return tokens
+
+    def _announce_refresh(self, profile: str, seconds: float) -> None:
+        """Say (best effort) that this process is refreshing the sign-in, for `seconds`."""
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self.tokens.cache_put(REFRESHING, profile, _refresher(), self.clock(), seconds)
+
+    def _refreshing_elsewhere(self, profile: str) -> bool:
+        try:
+            hit, holder = self.tokens.cache_get(REFRESHING, profile, self.clock())
+        except (sqlite3.Error, StoreError):
+            return False
+        return hit and holder != _refresher()
 
     async def _access_token(self, profile: str, rejected: str | None = None) -> str:
         """A usable access token; `rejected` is one Trakt just answered 401 to."""
@@ -690,6 +729,10 @@ class TraktClient:
             failed_at = self._refresh_failed_at.get(profile)
             if still_works and failed_at is not None and now - failed_at < REFRESH_RETRY_SECONDS:
                 return still_works
+            if self._refreshing_elsewhere(profile):  # its pair, once stored, is ours too
+                elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
+                if elsewhere is not None:
+                    return elsewhere.access_token
             try:
                 fresh = await self._refresh(profile, refresh_token)
             except Unavailable as exc:
@@ -707,6 +750,13 @@ class TraktClient:
             return fresh.access_token
 
     async def _refresh(self, profile: str, refresh_token: str) -> TokenSet:
+        self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
+        try:
+            return await self._refresh_now(profile, refresh_token)
+        finally:
+            self._announce_refresh(profile, 0.0)
+
+    async def _refresh_now(self, profile: str, refresh_token: str) -> TokenSet:
         response = await self._oauth(
             "token",
             {
@@ -745,19 +795,21 @@ class TraktClient:
                 SERVICE, "the token refresh got an answer that is not Trakt's"
             ) from None
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
-        self._keep(profile, tokens)
+        self._keep(profile, tokens, refresh_token)
         return tokens
 
     async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
         """The pair another process stored after using this single-use refresh token first
-        (a `watchbridge sync` beside the service), looked for until it may have had Trakt's
-        answer and stored it."""
+        (a `watchbridge sync` beside the service): waited for while it says it is refreshing,
+        else looked for a moment only."""
         waited = 0.0
         while True:
             current = self._load(profile)
             if current is not None and current.refresh_token != used:
                 return current
-            if waited >= REFRESH_RACE_SECONDS:
+            if waited >= REFRESH_LEASE_SECONDS or (
+                waited >= REFRESH_RACE_SECONDS and not self._refreshing_elsewhere(profile)
+            ):
                 return None
             await self.sleep(REFRESH_RACE_POLL)
             waited += REFRESH_RACE_POLL
