@@ -265,6 +265,26 @@ def test_outcomes_are_counted_by_source(service: ServiceProcess) -> None:
     assert 'outcome="ignored_not_video",source="plex"' in metrics
 
 
+def test_readyz_is_unavailable_while_a_damaged_database_refuses_webhooks(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    service = service_for(tmp_path, trakt).start()
+    db = tmp_path / "wb.db"
+    try:
+        for _ in range(20):
+            assert post_plex(service, sample_json("plex", "movie_media_play.json")).is_success
+        with sqlite3.connect(db) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with db.open("r+b") as disk:  # an SD card damaging the database's pages
+            disk.seek(4096)
+            disk.write(b"\xa5" * (db.stat().st_size - 4096))
+        response = post_plex(service, sample_json("plex", "movie_media_scrobble.json"))
+        assert response.status_code == 503
+        assert httpx.get(f"{service.url}/readyz").status_code == 503
+    finally:
+        service.kill()
+
+
 def test_a_webhook_the_database_cannot_take_is_503_counted_and_alerted(
     tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
 ) -> None:

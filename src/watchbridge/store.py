@@ -656,6 +656,11 @@ class Checkpointer:
             self._conn.close()
 
 
+def _storage_fault(exc: sqlite3.DatabaseError) -> bool:
+    """The database or its disk failed (locked, full, read-only, damaged), not our SQL."""
+    return not isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError)
+
+
 class Store:
     """The SQLite store. Thread-safe: one connection, one lock; writes are short transactions."""
 
@@ -746,8 +751,9 @@ class Store:
                     self._conn.execute("ROLLBACK")
                     raise
                 self._conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self.write_error = str(exc)
+            except sqlite3.DatabaseError as exc:
+                if _storage_fault(exc):
+                    self.write_error = str(exc)
                 raise
             # Only a transaction that wrote something proves the store takes writes again.
             if self._conn.total_changes != changes:
@@ -838,6 +844,8 @@ class Store:
             except Exception as exc:
                 conn.execute("ROLLBACK TO SAVEPOINT job")
                 results.append(exc)
+                if isinstance(exc, sqlite3.DatabaseError) and _storage_fault(exc):
+                    self.write_error = str(exc)  # a damaged page fails each job alone
             conn.execute("RELEASE SAVEPOINT job")
         return results
 
