@@ -334,6 +334,17 @@ def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> 
     assert warning.startswith("profile kids has no account to deliver to")
 
 
+def test_start_up_warns_of_a_profile_taking_plex_and_tautulli_webhooks(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "services: {trakt: {client_id: abc}}\n"
+        "profiles:\n  me:\n    users: {plex: ['1'], tautulli: ['12345']}\n"
+        "    accounts: {trakt: {}}\n",
+    )
+    (warning,) = start_warnings(load_config(path, {}), [])
+    assert "both Plex's and Tautulli's webhooks" in warning
+
+
 def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -70,6 +70,13 @@ def test_check_config_accepts_the_example() -> None:
     assert "config OK" in result.stdout
 
 
+def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "profiles:\n  kids:\n    users: {plex: [kid]}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "warning: profile kids has no account to deliver to" in result.stdout
+
+
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, "services:\n  trakt:\n    client_id: cid\n    client_secret: topsecret-value\n"

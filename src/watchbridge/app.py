@@ -162,6 +162,12 @@ def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[st
             "media-server accounts under `profiles` (see the README)"
         )
     for name, profile in config.profiles.items():
+        if profile.users.plex and profile.users.tautulli:
+            warnings.append(
+                f"profile {name} takes both Plex's and Tautulli's webhooks: if both report the "
+                "same Plex server, a viewing can count twice (they finish it minutes apart); "
+                "use one of them per server (docs/webhooks.md)"
+            )
         if not targets_for(config, profile):
             warnings.append(
                 f"profile {name} has no account to deliver to (trakt, serializd or anilist, "

@@ -149,6 +149,10 @@ def check_config(config_path: str | None) -> None:
     click.echo(_summary(config))
     if problems:
         raise ConfigError("\n".join(problems))
+    from watchbridge.app import start_warnings
+
+    for warning in start_warnings(config, []):
+        click.echo(f"warning: {warning}")
     click.echo("config OK")
 
 
