@@ -692,6 +692,32 @@ HEAT = MediaRef("movie", Ids(imdb="tt0113277"), title="Heat", year=1995)
 ARRIVAL = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
 
 
+HEAT_BY_TMDB = MediaRef("movie", Ids(tmdb="949"), title="Heat", year=1995)  # as a link names it
+HEAT_FROM_PLEX = MediaRef("movie", Ids(imdb="tt0113277", tmdb="949"), title="Heat", year=1995)
+
+
+async def test_a_play_sent_under_one_id_is_known_under_its_others(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    runtime.store.enqueue([_late_play(HEAT_FROM_PLEX, at, "webhook")], clock())
+    await drain(worker, runtime, clock)
+    runtime.store.enqueue([_late_play(HEAT_BY_TMDB, at + 30, "link")], clock())  # a retry, say
+    await drain(worker, runtime, clock)
+    assert len(trakt.history()) == 1
+
+
+async def test_two_rows_of_one_play_in_one_batch_send_it_once(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    rows = [_late_play(HEAT_FROM_PLEX, at, "webhook"), _late_play(HEAT_BY_TMDB, at, "link")]
+    runtime.store.enqueue(rows, clock())
+    await drain(worker, runtime, clock)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
     payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "rating": value}
     order = ordering_key("me", "trakt", item.key(), "rating")

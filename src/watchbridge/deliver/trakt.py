@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge import ratings
@@ -97,6 +97,61 @@ def nearby_keys(item: MediaRef, watched_at: float) -> list[str]:
 
 def _at_minute(item_key: str, minute: int) -> str:
     return f"{item_key}@{minute}"
+
+
+def item_aliases(item: MediaRef) -> list[str]:
+    """Every key an item may be known by: its `key()` and one per id (an episode's show ids
+    with its numbers, and its own ids). A webhook's row and a link's row of one play name it
+    by different ids (Plex's IMDb id, the link's TMDB id)."""
+    keys = [item.key()]
+    for name, value in item.show_ids.present().items():
+        keys.append(replace(item, show_ids=Ids(**{name: value})).key())
+    for name, value in item.ids.present().items():
+        alone = Ids(**{name: value})
+        keys.append(replace(item, ids=alone, show_ids=Ids(), season=None, absolute=None).key())
+    return list(dict.fromkeys(keys))
+
+
+def remembered_keys(item: MediaRef, watched_at: float) -> list[str]:
+    """The keys a play we know Trakt holds is recorded under: each alias at its minute."""
+    minute = int(watched_at // 60)
+    return [_at_minute(alias, minute) for alias in item_aliases(item)]
+
+
+def keys_near(item: MediaRef, watched_at: float) -> list[str]:
+    """Each alias at each minute of the duplicate window."""
+    minute = int(watched_at // 60)
+    window = range(-DUPLICATE_WINDOW_MINUTES, DUPLICATE_WINDOW_MINUTES + 1)
+    return [_at_minute(a, minute + offset) for a in item_aliases(item) for offset in window]
+
+
+def _as_twin(outcome: Outcome, sent: int) -> Outcome:
+    """A left-out row's outcome: its play went out with row `sent`."""
+    return (
+        Skipped(f"the same play as outbox row {sent}")
+        if isinstance(outcome, Delivered)
+        else outcome
+    )
+
+
+def one_per_play(rows: Sequence[Row]) -> tuple[list[Row], dict[int, int]]:
+    """The rows to send, and for each row left out, the sent row of the same play (an alias
+    within the duplicate window): a webhook's row and a link's row of one play can meet in a
+    batch. Undated rows are all sent (each is a play of its own). Pure."""
+    sent: list[Row] = []
+    seen: dict[str, Row] = {}
+    twins: dict[int, int] = {}
+    for row in rows:
+        if row.at == UNDATED:
+            sent.append(row)
+            continue
+        twin = next((seen[k] for k in keys_near(row.item, row.at) if k in seen), None)
+        if twin is not None:
+            twins[row.outbox.id] = twin.outbox.id
+            continue
+        sent.append(row)
+        seen.update(dict.fromkeys(remembered_keys(row.item, row.at), row))
+    return sent, twins
 
 
 @dataclass(frozen=True)
@@ -298,8 +353,15 @@ class TraktTarget:
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
             fresh = [r for r in fresh if r not in confirmed]
+        fresh, twins = one_per_play(fresh)
         if not fresh:
             return outcomes
+        outcomes |= await self._send_history(profile, fresh)
+        for twin, sent in twins.items():
+            outcomes[twin] = _as_twin(outcomes[sent], sent)
+        return outcomes
+
+    async def _send_history(self, profile: str, fresh: Sequence[Row]) -> dict[int, Outcome]:
         # An undated play (reconcile.UNDATED, e.g. a Serializd tick) goes out as `released`.
         plays = [HistoryPlay(r.item, r.at if r.at != UNDATED else None) for r in fresh]
         await self._note_sending(fresh)
@@ -312,22 +374,23 @@ class TraktTarget:
             if exc.answered:
                 raise  # a 500 or a gateway's error: held, the marks stay for the check
             # A dropped connection; the add may have landed: look before sending it again.
-            return outcomes | _all([r.outbox for r in fresh], _may_have_landed(exc))
+            return _all([r.outbox for r in fresh], _may_have_landed(exc))
         except (TraktAuthError, TraktAccountError) as exc:
             await self._sent_nothing(fresh, exc.message)
             raise
         except TraktError as exc:
-            return outcomes | _all([r.outbox for r in fresh], Retry(exc.message))
+            return _all([r.outbox for r in fresh], Retry(exc.message))
         missing = {id(ref) for ref in result.not_found}
         added = [r for r, play in zip(fresh, plays, strict=True) if id(play.item) not in missing]
         await self._remember(profile, added)
-        for row, play in zip(fresh, plays, strict=True):
-            outcomes[row.outbox.id] = (
+        return {
+            row.outbox.id: (
                 Retry(f"unmatched: Trakt could not find {row.item.describe()}", after=3600)
                 if id(play.item) in missing
                 else Delivered("added to history")
             )
-        return outcomes
+            for row, play in zip(fresh, plays, strict=True)
+        }
 
     async def _ratings(self, profile: str, rows: Sequence[Row]) -> dict[int, Outcome]:
         if not rows:
@@ -395,7 +458,7 @@ class TraktTarget:
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the rows whose play we know Trakt already holds (one query)."""
-        keys = {key: row.outbox.id for row in rows for key in nearby_keys(row.item, row.at)}
+        keys = {key: row.outbox.id for row in rows for key in keys_near(row.item, row.at)}
         if not keys:
             return set()
         found = await asyncio.to_thread(self.store.mirror_has, NAME, profile, PLAYS, list(keys))
@@ -417,7 +480,9 @@ class TraktTarget:
 
     async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
         if rows:
-            plays = {play_key(r.item, r.at): {"watched_at": r.at} for r in rows}
+            plays = {
+                key: {"watched_at": r.at} for r in rows for key in remembered_keys(r.item, r.at)
+            }
             await asyncio.to_thread(
                 self.store.mirror_put, NAME, profile, PLAYS, plays, self.clock()
             )
