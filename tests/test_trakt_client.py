@@ -228,31 +228,37 @@ def test_a_process_refreshing_while_anothers_refresh_is_slow_keeps_the_sign_in(
     assert results == {"service": "ok", "sync": "ok"}
 
 
+async def refreshed_while_locked(client: TraktClient, db: Path) -> None:
+    """A call that refreshes the sign-in while another process holds the database's write
+    lock (a long commit of a `watchbridge sync`): the new pair cannot be stored then."""
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        await client.last_activities(PROFILE)
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
 async def test_a_refreshed_pair_the_database_cannot_take_yet_is_kept(
     tmp_path: Path, trakt: FakeTrakt
 ) -> None:
-    # Refresh tokens are single-use: losing the new pair to a locked database would cost the
-    # sign-in (another process commits a long write at that moment).
+    # Refresh tokens are single-use: losing the new pair would cost the sign-in.
     db = tmp_path / "wb.db"
     config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
     with Store.open(db, busy_timeout=0.2) as store:
         signed_in(trakt, store)
         spent = store.get_token("trakt", PROFILE)
         trakt.expire_tokens()
-        client = TraktClient(config, store, sleep=no_wait)
-        other = sqlite3.connect(db, isolation_level=None)
+        client, other = TraktClient(config, store), TraktClient(config, store)
         try:
-            other.execute("BEGIN IMMEDIATE")
-            await client.last_activities(PROFILE)  # refreshed; the pair could not be stored
-            other.execute("COMMIT")
-            await client.last_activities(PROFILE)  # and is stored now
+            await refreshed_while_locked(client, db)
+            await client.last_activities(PROFILE)  # stores the pair now
             stored = store.get_token("trakt", PROFILE)
-            other_client = TraktClient(config, store, sleep=no_wait)
-            await other_client.last_activities(PROFILE)
-            await other_client.aclose()
+            await other.last_activities(PROFILE)
         finally:
-            other.close()
             await client.aclose()
+            await other.aclose()
     assert trakt.count("POST", "/oauth/token") == 1  # the other client used the stored pair
     assert stored is not None and spent is not None
     assert stored["refresh_token"] != spent["refresh_token"]
@@ -266,18 +272,14 @@ async def test_a_pair_kept_in_memory_never_replaces_a_newer_sign_in(
     with Store.open(db, busy_timeout=0.2) as store:
         signed_in(trakt, store)
         trakt.expire_tokens()
-        service = TraktClient(config, store, sleep=no_wait)
-        other = sqlite3.connect(db, isolation_level=None)
+        service = TraktClient(config, store)
         try:
-            other.execute("BEGIN IMMEDIATE")
-            await service.last_activities(PROFILE)  # refreshed; the pair is kept in memory
-            other.execute("COMMIT")
+            await refreshed_while_locked(service, db)
             signed_in(trakt, store)  # `watchbridge auth trakt` in another process, meanwhile
             signed_in_again = store.get_token("trakt", PROFILE)
             await service.last_activities(PROFILE)
             assert store.get_token("trakt", PROFILE) == signed_in_again
         finally:
-            other.close()
             await service.aclose()
 
 
