@@ -518,6 +518,24 @@ def test_a_webhook_play_waiting_under_plexs_numbers_stands_for_the_links_add(sto
     assert without_waiting(plan(Link(["plex", "trakt"]), current, {}), waiting).actions == ()
 
 
+def test_a_webhook_play_naming_only_the_episode_stands_for_the_links_add(store: Store) -> None:
+    # Plex's current agent names an episode by its own ids and guid; the show's ids are looked
+    # up when it is delivered, so while it waits for Trakt only the guid ties it to the link's.
+    guid = "plex://episode/5d9c0874ffd9ef001e99607a"
+    show = LibraryItem("500", "show", "Severance", ids=Ids(tmdb="95396"))
+    episode = LibraryItem("501", "episode", ids=Ids(tvdb="6001", plex_guid=guid), season=1,
+                          number=2, grandparent_rating_key="500", view_count=1)  # fmt: skip
+    ref = MediaRef("episode", Ids(tvdb="6001", plex_guid=guid), season=1, number=2,
+                   show_ids=Ids(plex_guid="plex://show/5d9c0874"), source_key="501")  # fmt: skip
+    row = NewOutboxRow("trakt", "alex", "play", {"item": ref_to_dict(ref), "at": T0}, "o", "i")
+    assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda _: (None, [row])))
+    library = Library(shows=[show], episodes=[episode])
+    built = build_side(library, [HistoryEntry("9", "501", T0 + 600, "1")], Memory(), False)
+    current = {"plex": built.side, "trakt": Side()}
+    waiting = sync_waiting(store, "alex", built.aliases)
+    assert without_waiting(plan(Link(["plex", "trakt"]), current, {}), waiting).actions == ()
+
+
 def test_a_write_made_before_upgrading_copies_nothing_when_the_show_goes_back_to_tmdb_order(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

@@ -377,7 +377,11 @@ def _waiting(
             ref = ref_from_dict(item)
         except (KeyError, TypeError, ValueError):
             continue  # a row the target will make a dead letter of
-        key = aliases.get(ref.source_key or "") or key_for_ref(ref)
+        key = (
+            aliases.get(ref.source_key or "")
+            or aliases.get(ref.ids.plex_guid or "")
+            or key_for_ref(ref)
+        )
         if key is not None:
             waiting.setdefault((target, key), []).append(at)
     return waiting

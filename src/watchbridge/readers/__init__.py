@@ -31,7 +31,8 @@ class SideRead:
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None
     # A media server's own key for an episode (Plex ratingKey) -> the key this side reads it
     # under, for episodes renumbered as the other side numbers them: webhook plays still
-    # waiting to be delivered carry the server's numbers, and its key as `source_key`.
+    # waiting to be delivered carry the server's numbers, and its key as `source_key`. Also
+    # each item's plex:// guid -> its key: such a play may name the episode by nothing else.
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -404,11 +404,25 @@ def build_side(
         {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in linked},
         _key_map(listed),
         {
-            rk: keyed[rk][0]
-            for rk in renumbered - renumbering.withheld
-            if keyed[rk][0] != plex_numbered.get(rk, "")
+            **_guid_aliases(listed),
+            **{
+                rk: keyed[rk][0]
+                for rk in renumbered - renumbering.withheld
+                if keyed[rk][0] != plex_numbered.get(rk, "")
+            },
         },
     )
+
+
+def _guid_aliases(listed: Iterable[tuple[str, LibraryItem]]) -> dict[str, str]:
+    """plex:// guid -> key of every movie and episode: a webhook play still waiting to be
+    delivered names an episode by its own ids and guid only (the show's ids are looked up
+    when it is delivered), on whichever server it was played."""
+    return {
+        item.ids.plex_guid: key
+        for key, item in listed
+        if item.ids.plex_guid and item.type in ("movie", "episode")
+    }
 
 
 def _plex_numbered(library: Library, rating_keys: AbstractSet[str]) -> dict[str, str]:
