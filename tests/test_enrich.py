@@ -53,11 +53,13 @@ from watchbridge.ids import (
 )
 from watchbridge.ingest import emby, jellyfin, parse
 from watchbridge.ingest import plex as plex_ingest
-from watchbridge.model import Accepted, Ids, MediaRef
+from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
+from watchbridge.readers.plex import key_for_ref
 from watchbridge.services.jellyfin import MediaServerClient
 from watchbridge.services.plex import PlexClient
 from watchbridge.services.trakt import TraktClient
-from watchbridge.store import OutboxItem, Store
+from watchbridge.store import IngestJob, NewOutboxRow, OutboxItem, Store
+from watchbridge.sync import _waiting as sync_waiting
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -522,3 +524,16 @@ profiles:
         assert [r.path for r in jellyfin_server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
     finally:
         runtime.close()
+
+
+def test_a_waiting_jellyfin_play_is_keyed_by_the_show_ids_a_delivery_read(store: Store) -> None:
+    # The play went to Serializd (which read the series from Jellyfin) and waits for Trakt:
+    # a link must see it as waiting under the key it plans by, the show's TMDB id.
+    episode = MediaRef("episode", Ids(imdb="tt2301451"), season=5, number=14, show_source_key="s1")
+    row = NewOutboxRow("trakt", "me", "play", {"item": ref_to_dict(episode), "at": 1e9,
+                                               "source": "jellyfin"}, "o", "i")  # fmt: skip
+    assert store.ingest(IngestJob("jellyfin", "stop", "me", {}, 1e9, "s", lambda _: (None, [row])))
+    store.cache_put("media-server-series", "jellyfin:s1", {"title": "BB", "ids": {"tmdb": "1396"}},
+                    1e9, 3600)  # fmt: skip
+    known = replace(episode, show_ids=Ids(tmdb="1396"))
+    assert sync_waiting(store, "me", {}, 1e9) == {("trakt", key_for_ref(known)): [1e9]}

@@ -514,7 +514,7 @@ def test_a_webhook_play_waiting_under_plexs_numbers_stands_for_the_links_add(sto
     built = build_side(renumbered_library(), [HistoryEntry("9", PLEX_S2E1, T0, "1")], Memory(),
                        False, None, S1E3_FOR_303)  # fmt: skip
     current = {"plex": built.side, "trakt": Side()}
-    waiting = sync_waiting(store, "alex", built.aliases)
+    waiting = sync_waiting(store, "alex", built.aliases, T0)
     assert without_waiting(plan(Link(["plex", "trakt"]), current, {}), waiting).actions == ()
 
 
@@ -532,7 +532,7 @@ def test_a_webhook_play_naming_only_the_episode_stands_for_the_links_add(store: 
     library = Library(shows=[show], episodes=[episode])
     built = build_side(library, [HistoryEntry("9", "501", T0 + 600, "1")], Memory(), False)
     current = {"plex": built.side, "trakt": Side()}
-    waiting = sync_waiting(store, "alex", built.aliases)
+    waiting = sync_waiting(store, "alex", built.aliases, T0)
     assert without_waiting(plan(Link(["plex", "trakt"]), current, {}), waiting).actions == ()
 
 

@@ -9,6 +9,7 @@ services.trakt is configured, Trakt's id search. Each target says what it needs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import unicodedata
@@ -450,6 +451,31 @@ def merge_series(item: MediaRef, series: Series) -> MediaRef:
     )
 
 
+def cached_series(
+    cache: IdCache, server: str, series_id: str, now: float
+) -> tuple[bool, Series | None]:
+    """(hit, series) from what an earlier read of the series on `server` left in the cache;
+    a hit with None: the server did not know it. An entry of another version is no hit."""
+    hit, cached = cache.cache_get(SeriesEnricher.namespace, f"{server}:{series_id}", now)
+    if not hit or cached is None:
+        return hit, None
+    if isinstance(cached, dict) and isinstance(cached.get("ids"), dict):
+        with contextlib.suppress(TypeError):
+            return True, Series(series_id, cached.get("title"), Ids(**cached["ids"]))
+    return False, None
+
+
+def with_cached_show_ids(
+    cache: IdCache, item: MediaRef, source: str | None, now: float
+) -> MediaRef:
+    """A Jellyfin or Emby episode with its show's ids, if a delivery read them already (the
+    cache only: no server is asked)."""
+    if source not in ("jellyfin", "emby") or item.kind != "episode" or not item.show_source_key:
+        return item
+    _, series = cached_series(cache, source, item.show_source_key, now)
+    return item if series is None else merge_series(item, series)
+
+
 class SeriesEnricher:
     """Fills in an episode's show ids from the Jellyfin or Emby server it came from.
 
@@ -485,14 +511,9 @@ class SeriesEnricher:
 
     async def _read(self, series_id: str) -> Series | None:
         lookup = f"{self.server}:{series_id}"
-        hit, cached = self.cache.cache_get(self.namespace, lookup, self.clock())
-        if hit and cached is None:
-            return None
-        if hit and isinstance(cached, dict) and isinstance(cached.get("ids"), dict):
-            try:
-                return Series(series_id, cached.get("title"), Ids(**cached["ids"]))
-            except TypeError:
-                pass  # written by another version: read the series again
+        hit, cached = cached_series(self.cache, self.server, series_id, self.clock())
+        if hit:
+            return cached
         found = await self.series(series_id)
         self.answered += 1
         # A series without a TMDB id is usually one the server is still identifying.

@@ -1179,9 +1179,12 @@ class Store:
                 (now, now - lease, len(spare), spare),
             ).rowcount
 
-    def waiting_webhook_plays(self, profile: str) -> list[tuple[str, dict[str, Any], float]]:
-        """(target, item, watched at) of the plays webhooks queued for `profile` that are not
-        delivered yet (pending or in flight; dead letters are not waiting)."""
+    def waiting_webhook_plays(
+        self, profile: str
+    ) -> list[tuple[str, dict[str, Any], float, str | None]]:
+        """(target, item, watched at, webhook source) of the plays webhooks queued for
+        `profile` that are not delivered yet (pending or in flight; dead letters are not
+        waiting)."""
         rows = self._query(
             "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'play'"
             " AND event_id IS NOT NULL AND status IN ('pending', 'inflight')",
@@ -1190,7 +1193,8 @@ class Store:
         plays = []
         for row in rows:
             payload = json.loads(row["payload"])
-            plays.append((row["target"], payload.get("item") or {}, float(payload.get("at", 0))))
+            item, at = payload.get("item") or {}, float(payload.get("at", 0))
+            plays.append((row["target"], item, at, payload.get("source")))
         return plays
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:

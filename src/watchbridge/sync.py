@@ -17,6 +17,7 @@ from typing import Any
 
 from watchbridge.config import Config, Link
 from watchbridge.errors import WatchbridgeError
+from watchbridge.ids import with_cached_show_ids
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides
@@ -349,7 +350,8 @@ async def _plan_profile(
     tombstones = load_tombstones(store, name, profile)
     planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
-    planned = without_waiting(planned, await asyncio.to_thread(_waiting, store, profile, aliases))
+    waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
+    planned = without_waiting(planned, waiting)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     return ProfilePlan(
@@ -366,17 +368,20 @@ async def _plan_profile(
 
 
 def _waiting(
-    store: Store, profile: str, aliases: Mapping[str, str]
+    store: Store, profile: str, aliases: Mapping[str, str], now: float
 ) -> dict[tuple[str, str], list[float]]:
     """Plays webhooks queued that have not landed, by (target, item key): a side's read does
     not show them yet, and the link must not add them a second time. `aliases`: see
     SideRead.aliases."""
     waiting: dict[tuple[str, str], list[float]] = {}
-    for target, item, at in store.waiting_webhook_plays(profile):
+    for target, item, at, source in store.waiting_webhook_plays(profile):
         try:
             ref = ref_from_dict(item)
         except (KeyError, TypeError, ValueError):
             continue  # a row the target will make a dead letter of
+        # Jellyfin and Emby name an episode's show by their own id: its ids were looked up
+        # when the play went to another target, if it did.
+        ref = with_cached_show_ids(store, ref, source, now)
         key = (
             aliases.get(ref.source_key or "")
             or aliases.get(ref.ids.plex_guid or "")
