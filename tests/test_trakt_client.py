@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -228,10 +228,25 @@ def test_a_process_refreshing_while_anothers_refresh_is_slow_keeps_the_sign_in(
     assert results == {"service": "ok", "sync": "ok"}
 
 
-async def refreshed_while_locked(client: TraktClient, db: Path) -> None:
+@pytest.fixture
+def expired_sign_in(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Store]:
+    """A store signed in to Trakt whose access token has expired; it waits 0.2 s for a lock."""
+    with Store.open(tmp_path / "wb.db", busy_timeout=0.2) as store:
+        signed_in(trakt, store)
+        trakt.expire_tokens()
+        yield store
+
+
+def client_for(trakt: FakeTrakt, store: Store) -> TraktClient:
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    return TraktClient(config, store)
+
+
+async def refreshed_while_locked(client: TraktClient, store: Store) -> None:
     """A call that refreshes the sign-in while another process holds the database's write
     lock (a long commit of a `watchbridge sync`): the new pair cannot be stored then."""
-    other = sqlite3.connect(db, isolation_level=None)
+    assert store.path is not None
+    other = sqlite3.connect(store.path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
         await client.last_activities(PROFILE)
@@ -241,46 +256,38 @@ async def refreshed_while_locked(client: TraktClient, db: Path) -> None:
 
 
 async def test_a_refreshed_pair_the_database_cannot_take_yet_is_kept(
-    tmp_path: Path, trakt: FakeTrakt
+    trakt: FakeTrakt, expired_sign_in: Store
 ) -> None:
     # Refresh tokens are single-use: losing the new pair would cost the sign-in.
-    db = tmp_path / "wb.db"
-    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
-    with Store.open(db, busy_timeout=0.2) as store:
-        signed_in(trakt, store)
-        spent = store.get_token("trakt", PROFILE)
-        trakt.expire_tokens()
-        client, other = TraktClient(config, store), TraktClient(config, store)
-        try:
-            await refreshed_while_locked(client, db)
-            await client.last_activities(PROFILE)  # stores the pair now
-            stored = store.get_token("trakt", PROFILE)
-            await other.last_activities(PROFILE)
-        finally:
-            await client.aclose()
-            await other.aclose()
+    store = expired_sign_in
+    spent = store.get_token("trakt", PROFILE)
+    client, other = client_for(trakt, store), client_for(trakt, store)
+    try:
+        await refreshed_while_locked(client, store)
+        await client.last_activities(PROFILE)  # stores the pair now
+        stored = store.get_token("trakt", PROFILE)
+        await other.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+        await other.aclose()
     assert trakt.count("POST", "/oauth/token") == 1  # the other client used the stored pair
     assert stored is not None and spent is not None
     assert stored["refresh_token"] != spent["refresh_token"]
 
 
 async def test_a_pair_kept_in_memory_never_replaces_a_newer_sign_in(
-    tmp_path: Path, trakt: FakeTrakt
+    trakt: FakeTrakt, expired_sign_in: Store
 ) -> None:
-    db = tmp_path / "wb.db"
-    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
-    with Store.open(db, busy_timeout=0.2) as store:
-        signed_in(trakt, store)
-        trakt.expire_tokens()
-        service = TraktClient(config, store)
-        try:
-            await refreshed_while_locked(service, db)
-            signed_in(trakt, store)  # `watchbridge auth trakt` in another process, meanwhile
-            signed_in_again = store.get_token("trakt", PROFILE)
-            await service.last_activities(PROFILE)
-            assert store.get_token("trakt", PROFILE) == signed_in_again
-        finally:
-            await service.aclose()
+    store = expired_sign_in
+    service = client_for(trakt, store)
+    try:
+        await refreshed_while_locked(service, store)
+        signed_in(trakt, store)  # `watchbridge auth trakt` in another process, meanwhile
+        signed_in_again = store.get_token("trakt", PROFILE)
+        await service.last_activities(PROFILE)
+        assert store.get_token("trakt", PROFILE) == signed_in_again
+    finally:
+        await service.aclose()
 
 
 async def test_a_401_answered_after_another_process_refreshed_uses_its_pair(

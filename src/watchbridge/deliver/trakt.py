@@ -89,10 +89,15 @@ def play_key(item: MediaRef, watched_at: float) -> str:
 
 
 def nearby_keys(item: MediaRef, watched_at: float) -> list[str]:
-    """`play_key` for each minute of the duplicate window (the item's key is worked out once)."""
-    item_key, minute = item.key(), int(watched_at // 60)
+    """`play_key` for each minute of the duplicate window."""
+    return _in_window([item.key()], watched_at)
+
+
+def _in_window(item_keys: Sequence[str], watched_at: float) -> list[str]:
+    """Each of `item_keys` at each minute of the duplicate window around `watched_at`."""
+    minute = int(watched_at // 60)
     window = range(-DUPLICATE_WINDOW_MINUTES, DUPLICATE_WINDOW_MINUTES + 1)
-    return [_at_minute(item_key, minute + offset) for offset in window]
+    return [_at_minute(key, minute + offset) for key in item_keys for offset in window]
 
 
 def _at_minute(item_key: str, minute: int) -> str:
@@ -120,9 +125,7 @@ def remembered_keys(item: MediaRef, watched_at: float) -> list[str]:
 
 def keys_near(item: MediaRef, watched_at: float) -> list[str]:
     """Each alias at each minute of the duplicate window."""
-    minute = int(watched_at // 60)
-    window = range(-DUPLICATE_WINDOW_MINUTES, DUPLICATE_WINDOW_MINUTES + 1)
-    return [_at_minute(a, minute + offset) for a in item_aliases(item) for offset in window]
+    return _in_window(item_aliases(item), watched_at)
 
 
 def _as_twin(outcome: Outcome, sent: int) -> Outcome:

@@ -275,7 +275,7 @@ def _gave_up(attempts: int, reason: str) -> str:
 def _gave_up_interrupted(item: OutboxItem) -> Dead:
     last = "the last cut short by the process stopping"
     if item.may_have_landed:
-        return Dead(_gave_up(item.attempts, f"{UNKNOWN_OUTCOME}: {last}"), spends=False)
+        last = f"{UNKNOWN_OUTCOME}: {last}"
     return Dead(_gave_up(item.attempts, last), spends=False)
 
 
@@ -485,11 +485,10 @@ class DeliveryWorker:
                     key = f"{target.name}:{item.profile}"
                     limited.setdefault(key, set()).add(item.id)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
-                reason, spends = outcome.reason, True
                 if isinstance(outcome, Dead):
-                    spends = outcome.spends
+                    reason, spends = outcome.reason, outcome.spends
                 else:
-                    reason = _gave_up(item.attempts + 1, reason)
+                    reason, spends = _gave_up(item.attempts + 1, outcome.reason), True
                 settled.append(Settlement(item.id, "dead", None, reason, spends))
                 dead.append((item, reason))
             else:
