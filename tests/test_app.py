@@ -113,15 +113,27 @@ def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
         assert httpx.get(f"{app.url}/api/status", headers=right).status_code == 200
 
 
-def test_trusted_proxy_skips_the_api_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proxies", ["[127.0.0.1]", "[127.0.0.0/8]", "[10.0.0.0/8, 127.0.0.0/8]"])
+def test_trusted_proxy_skips_the_api_token(tmp_path: Path, proxies: str) -> None:
     path = write_config(tmp_path, "")
     path.write_text(
         path.read_text().replace(
-            "server:\n", "server:\n  api_token: tok-123456\n  trusted_proxies: [127.0.0.1]\n"
+            "server:\n", f"server:\n  api_token: tok-123456\n  trusted_proxies: {proxies}\n"
         )
     )
     with AppThread(create_app(runtime_for(path))) as app:
         assert httpx.get(f"{app.url}/api/status").status_code == 200
+
+
+def test_a_client_outside_the_trusted_networks_needs_the_token(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_text(
+        path.read_text().replace(
+            "server:\n", "server:\n  api_token: tok-123456\n  trusted_proxies: [10.0.0.0/8]\n"
+        )
+    )
+    with AppThread(create_app(runtime_for(path))) as app:
+        assert httpx.get(f"{app.url}/api/status").status_code == 401
 
 
 def test_webhook_port_serves_only_webhooks_metrics_and_health(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests.harness import ServiceProcess, free_port, write_config
-from watchbridge.store import NewOutboxRow, Store
+from watchbridge.store import NewOutboxRow, Settlement, Store
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 
@@ -90,8 +91,8 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
 def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
-        "services:\n  plex:\n    url: http://plex.lan:32400/?X-Plex-Token=PLEXSECRET123\n"
-        "  trakt:\n    client_id: cid\n    api_url: https://bob:hunter2pass@proxy.lan/trakt\n",
+        "services:\n  plex:\n    url: http://bob:PLEXSECRET123@plex.lan:32400/\n"
+        "  trakt:\n    client_id: cid\n    api_url: https://proxy.lan/trakt?token=hunter2pass\n",
     )
     result = run("check-config", "--config", str(path))
     assert "plex.lan:32400" in result.stdout and "proxy.lan/trakt" in result.stdout
@@ -500,3 +501,24 @@ def test_auth_trakt_without_the_service_configured_says_so(tmp_path: Path) -> No
     result = run("auth", "trakt", "--config", str(write_config(tmp_path)))
     assert result.returncode != 0
     assert "services.trakt is not configured" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["retry", "1"], ["discard", "1"]])
+def test_deadletters_on_a_database_another_watchbridge_holds_locked_say_so(
+    tmp_path: Path, command: list[str]
+) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("storage:\n", "storage:\n  busy_timeout: 1\n"))
+    db = tmp_path / "watchbridge.db"
+    with Store.open(db) as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {"item": {}}, "k", "i1")], 0.0)
+        store.settle(0.0, [Settlement(1, "dead", None, "gave up")])
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the service in the middle of a long write
+    try:
+        result = run("deadletters", *command, "--config", str(config))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the database (storage.path) stayed locked by another")

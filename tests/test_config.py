@@ -314,3 +314,106 @@ def test_find_config_without_any_file_says_where_it_looked(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no config file found"):
         find_config(None, {})
+
+
+def test_an_api_token_left_empty_by_its_variable_is_an_error_not_an_open_api() -> None:
+    message = error_of(
+        "server:\n  api_token: ${WATCHBRIDGE_API_TOKEN}\n", {"WATCHBRIDGE_API_TOKEN": ""}
+    )
+    assert message == (
+        "watchbridge.yaml:2 server.api_token: empty, as environment variable"
+        " WATCHBRIDGE_API_TOKEN is: set it, or remove the line to leave the API and UI open"
+    )
+
+
+def test_a_plex_token_written_empty_does_not_make_the_profile_the_owner() -> None:
+    message = error_of(
+        "services:\n  plex: {url: 'http://plex.lan:32400'}\n"
+        "profiles:\n  bob:\n    accounts:\n      plex: {token: ''}\n"
+    )
+    assert "profiles.bob.accounts.plex.token: empty: set it, or write `plex: {}`" in message
+
+
+@pytest.mark.parametrize(
+    ("service", "url"),
+    [
+        ("plex", "http://192.168.1.10:32400/web/index.html#!/"),
+        ("jellyfin", "http://192.168.1.10:8096/web/#/home.html"),
+        ("emby", "http://192.168.1.10:8096/web/index.html#!/home"),
+        ("plex", "http://plex.lan:32400/?X-Plex-Token=abc"),
+    ],
+)
+def test_a_media_server_url_copied_from_the_browser_is_refused(service: str, url: str) -> None:
+    # Requests under /web answer 404, which would read as "no such item", silently.
+    message = error_of(f"services:\n  {service}:\n    url: '{url}'\n")
+    assert f"services.{service}.url: that is the address of the server's web app" in message
+    assert "abc" not in message
+
+
+def test_a_media_server_behind_a_path_prefix_is_accepted() -> None:
+    config = parse_config("services:\n  jellyfin: {url: 'http://nas/jellyfin'}\n", FILE, {})
+    assert config.services.jellyfin is not None
+
+
+def test_an_unclosed_ipv6_bracket_names_the_key() -> None:
+    message = error_of("services:\n  jellyfin:\n    url: http://[fd00::10:8096\n")
+    assert message == (
+        "watchbridge.yaml:3 services.jellyfin.url: expected an http(s) URL such as"
+        " http://192.168.1.10:8096"
+    )
+
+
+def test_trusted_proxies_take_addresses_and_networks_only() -> None:
+    config = parse_config("server:\n  trusted_proxies: [172.30.32.2, 172.18.0.0/16]\n", FILE, {})
+    assert config.server.trusted_proxies == ["172.30.32.2", "172.18.0.0/16"]
+    message = error_of("server:\n  trusted_proxies: [homeassistant]\n")
+    assert "server.trusted_proxies: expected IP addresses or networks" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("retry_after: 0", "delivery.retry_after: expected at least 1s"),
+        ("max_backoff: 10s", "delivery.max_backoff: expected at least 1m"),
+        ("max_age: 7", "delivery.max_age: expected at least 1h"),
+    ],
+)
+def test_delivery_waits_that_would_hammer_a_service_or_give_up_at_once_are_refused(
+    line: str, key: str
+) -> None:
+    assert key in error_of(f"delivery:\n  {line}\n")
+
+
+def test_a_link_that_no_profile_can_run_is_refused() -> None:
+    message = error_of(
+        "services:\n  trakt: {client_id: c}\n  serializd: {}\n"
+        "profiles:\n  me:\n    accounts: {trakt: {}}\n"
+        "links:\n  a:\n    services: [trakt, serializd]\n"
+    )
+    assert "links.a.services: no profile has both accounts.trakt and accounts.serializd" in (
+        message
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["server:\n\tport: 8765\n", "server:\n  port: 8765\t# API\n", "server:\n  port:\t1\n"]
+)
+def test_a_tab_is_named_with_its_fix(text: str) -> None:
+    assert error_of(text) == (
+        "watchbridge.yaml:2: invalid YAML: a tab character: indent and separate with spaces"
+        " (YAML does not take tabs)"
+    )
+
+
+def test_a_password_read_as_a_yaml_alias_is_not_printed() -> None:
+    message = error_of("profiles:\n  me:\n    password: *Hunter2SecretPw\n")
+    assert message == (
+        "watchbridge.yaml:3: invalid YAML: a value starting with * or & must be quoted"
+        ' (e.g. password: "*secret")'
+    )
+
+
+def test_yaml_punctuation_stays_in_the_message() -> None:
+    assert error_of("a: [b\n") == (
+        "watchbridge.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    )

@@ -1837,3 +1837,22 @@ async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
     async with restarted(runtime, worker, clock, config) as (again, service):
         await service.pass_once(again)
     assert "Resolved: watchbridge: trakt deliveries paused" in receiver.titles()
+
+
+async def test_a_service_down_is_probed_seconds_apart_even_when_no_wait_is_configured(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The config refuses retry_after below 1s; the worker does not spin on a zero wait either.
+    delivery = replace(runtime.config.delivery, retry_after=0, max_attempts=12)
+    runtime.config = replace(runtime.config, delivery=delivery)
+    webhook(runtime, "movie_media_scrobble.json")
+    trakt.fail_next(100_000, 503)
+    worker = worker_for(runtime)
+    worker.make_targets = lambda _: list(worker.targets.values())  # one try each, no pacing
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(runtime, stop))
+    await asyncio.sleep(0.5)  # the hand-moved clock stands still: no pause may end meanwhile
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await close_targets(worker)
+    assert len(trakt.requests) == 1

@@ -30,6 +30,7 @@ from watchbridge.entrypoint import (
     read_options,
     render_config,
     translate_options,
+    write_private,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,6 +280,24 @@ def test_the_copied_example_is_readable_by_its_owner_only(tmp_path: Path) -> Non
     paths = _paths(tmp_path)
     apply_plan(plan_start([], paths), paths)
     assert stat.S_IMODE(paths.config.stat().st_mode) == 0o600
+
+
+def test_a_directory_in_the_config_files_place_is_named_as_such(tmp_path: Path) -> None:
+    # Docker makes one for a single-file mount whose host file does not exist yet.
+    paths = _paths(tmp_path)
+    paths.config.mkdir(parents=True)
+    with pytest.raises(StartError) as caught:
+        apply_plan(plan_start([], paths), paths)
+    assert caught.value.args[0].startswith(f"{paths.config} is a directory, not a file")
+    assert list(paths.config.parent.iterdir()) == [paths.config]  # no temporary file left
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "watchbridge.yaml"
+    target.mkdir()  # os.replace cannot put a file there
+    with pytest.raises(OSError):
+        write_private(target, "x")
+    assert list(tmp_path.iterdir()) == [target]
 
 
 def test_existing_config_is_kept(tmp_path: Path) -> None:

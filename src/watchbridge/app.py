@@ -36,7 +36,13 @@ from litestar.utils.path import normalize_path
 from watchbridge import __version__
 from watchbridge.alerts import Notifier
 from watchbridge.backoff import doubled
-from watchbridge.config import SECRET_IN_HEADER_ONLY, Config, fits_in_url, targets_for
+from watchbridge.config import (
+    SECRET_IN_HEADER_ONLY,
+    Config,
+    fits_in_url,
+    is_trusted_proxy,
+    targets_for,
+)
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -243,7 +249,7 @@ def require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     if server.api_token is None or not server.api_token:
         return
     client = connection.client.host if connection.client else ""
-    if client in server.trusted_proxies:
+    if is_trusted_proxy(client, server.trusted_proxies):
         return
     header = connection.headers.get("authorization", "")
     supplied = header.removeprefix("Bearer ").strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import time
 import urllib.parse
@@ -1015,6 +1016,10 @@ def anime_refresh(config_path: str | None) -> None:
         )
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return any(word in str(exc) for word in ("locked", "busy"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected errors into one clear line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -1037,6 +1042,14 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
+        if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+            click.echo(
+                "error: the database (storage.path) stayed locked by another watchbridge "
+                "writing to it (the service or a sync) for longer than storage.busy_timeout: "
+                "nothing was changed; try again in a minute",
+                err=True,
+            )
+            sys.exit(1)
         click.echo(
             f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
             err=True,

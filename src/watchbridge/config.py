@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import os
 import re
 import types
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -93,7 +94,11 @@ class ServerConfig:
     port: int = 8765
     webhook_port: int | None = None
     webhook_secret: Secret | None = None
-    api_token: Secret | None = None
+    # An empty token would leave the API and UI open without a word.
+    api_token: Secret | None = field(
+        default=None,
+        metadata={"if_empty": "set it, or remove the line to leave the API and UI open"},
+    )
     trusted_proxies: list[str] = field(default_factory=list)
     shutdown_timeout: Duration = Duration(8)
     max_webhook_bytes: int = 5 * 1024 * 1024
@@ -219,7 +224,11 @@ class TraktAccount:
 
 @dataclass(frozen=True)
 class PlexAccount:
-    token: Secret | None = None
+    # An empty token would make the profile the server's owner.
+    token: Secret | None = field(
+        default=None,
+        metadata={"if_empty": "set it, or write `plex: {}` for the server's owner"},
+    )
 
 
 @dataclass(frozen=True)
@@ -311,6 +320,23 @@ def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -
     )
 
 
+_QUOTED = re.compile(r"'[^']*'")
+
+
+def _yaml_problem(problem: str, context: str) -> str:
+    """PyYAML's complaint in words a user can act on, without the text it quotes: that text
+    may be part of a password (`password: *secret` reads as an alias)."""
+    said = f"{context} {problem}"
+    if "'\\t'" in said or "\t" in said:
+        return "a tab character: indent and separate with spaces (YAML does not take tabs)"
+    if "alias" in said or "anchor" in said:
+        return 'a value starting with * or & must be quoted (e.g. password: "*secret")'
+    if "escape character" in said:
+        return "a backslash in a double-quoted value: use single quotes, or write \\\\"
+    # Keep what names no value: a single character (',') or a token ('<stream end>').
+    return _QUOTED.sub(lambda m: m[0] if len(m[0]) <= 3 or m[0][1] == "<" else "'...'", problem)
+
+
 def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, interpolate and validate one config file; raises ConfigError listing every problem."""
     try:
@@ -328,7 +354,9 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = _yaml_problem(
+            getattr(exc, "problem", None) or str(exc), getattr(exc, "context", None) or ""
+        )
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     validator = _Validator(path.name, environ)
     if root is None:
@@ -391,6 +419,15 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((key, f"expected a port between 1 and 65535, got {port}"))
     if server.webhook_port is not None and server.webhook_port == server.port:
         problems.append(("server.webhook_port", "must differ from server.port (or leave it out)"))
+    for entry in server.trusted_proxies:
+        if _network(entry) is None:
+            problems.append(
+                (
+                    "server.trusted_proxies",
+                    f"expected IP addresses or networks such as 172.30.32.2 or 172.18.0.0/16,"
+                    f" got {entry!r}",
+                )
+            )
     defaults = [name for name, p in config.profiles.items() if p.default]
     if len(defaults) > 1:
         problems.append(
@@ -441,6 +478,22 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                     f"or {link.services[1]}, got {link.prefer!r}",
                 )
             )
+        usable = all(
+            s in LINK_SERVICES and getattr(config.services, s) is not None for s in link.services
+        )
+        if (
+            usable
+            and not link.profiles
+            and not any(_has_accounts(p, link.services) for p in config.profiles.values())
+        ):
+            a, b = link.services
+            problems.append(
+                (
+                    f"{where}.services",
+                    f"no profile has both accounts.{a} and accounts.{b}: the link would have "
+                    "nobody to sync",
+                )
+            )
         for profile_name in link.profiles:
             if profile_name not in config.profiles:
                 problems.append((f"{where}.profiles", f"unknown profile {profile_name!r}"))
@@ -475,8 +528,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
     problems.extend(_url_problems(config.services))
     if config.server.max_webhook_bytes < 64 * 1024:
         problems.append(("server.max_webhook_bytes", "expected at least 65536 (Plex posters)"))
-    if config.delivery.max_attempts < 1:
-        problems.append(("delivery.max_attempts", "expected at least 1"))
+    problems.extend(_delivery_problems(config.delivery))
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
     return problems
@@ -549,6 +601,26 @@ def _shared_account_problems(profiles: Mapping[str, Profile]) -> list[tuple[str,
     return problems
 
 
+def _has_accounts(profile: Profile, services: Sequence[str]) -> bool:
+    return all(getattr(profile.accounts, service, None) is not None for service in services)
+
+
+def _delivery_problems(delivery: DeliveryConfig) -> list[tuple[str, str]]:
+    """Waits short enough to hammer a service that is down, or to give up at once."""
+    problems = []
+    if delivery.max_attempts < 1:
+        problems.append(("delivery.max_attempts", "expected at least 1"))
+    if delivery.retry_after < 1:
+        problems.append(("delivery.retry_after", "expected at least 1s (e.g. 30s)"))
+    if delivery.max_backoff < max(delivery.retry_after, 60):
+        problems.append(
+            ("delivery.max_backoff", "expected at least 1m and delivery.retry_after (e.g. 6h)")
+        )
+    if delivery.max_age < 3600:
+        problems.append(("delivery.max_age", "expected at least 1h (e.g. 7d)"))
+    return problems
+
+
 def _anilist_problems(anilist: AniListConfig | None) -> list[tuple[str, str]]:
     if anilist is None:
         return []
@@ -568,7 +640,9 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
         if service == "anilist":  # the dataset URLs: "" switches one off
             urls |= {f"mapping_urls.{k}": v for k, v in vars(settings.mapping_urls).items()}
         for key, url in urls.items():
-            if isinstance(url, str) and url and not _is_http_url(url):
+            if not isinstance(url, str) or not url:
+                continue
+            if not _is_http_url(url):
                 off = ", or '' for off" if key.startswith("mapping_urls.") else ""
                 problems.append(
                     (
@@ -576,12 +650,54 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
                         f"expected an http(s) URL such as http://192.168.1.10:8096{off}",
                     )
                 )
+            elif key == "url" and service in MEDIA_SERVERS and _is_web_app_address(url):
+                problems.append(
+                    (
+                        f"services.{service}.url",
+                        "that is the address of the server's web app (as the browser shows "
+                        "it); expected the server's own address without /web, # or ?, such "
+                        "as http://192.168.1.10:8096",
+                    )
+                )
     return problems
 
 
+MEDIA_SERVERS = ("plex", "jellyfin", "emby")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network(entry: str) -> IPNetwork | None:
+    try:
+        return ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def is_trusted_proxy(client: str, proxies: Sequence[str]) -> bool:
+    """Whether a client address is one of `server.trusted_proxies` (addresses or networks)."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any((net := _network(entry)) is not None and address in net for entry in proxies)
+
+
 def _is_http_url(text: str) -> bool:
-    parts = urllib.parse.urlsplit(text)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(host)
+
+
+def _is_web_app_address(url: str) -> bool:
+    """A media server's web app address (`.../web/index.html#!/`) copied from the browser:
+    requests under it answer 404, which would read as "no such item"."""
+    parts = urllib.parse.urlsplit(url)
+    return bool(parts.query or parts.fragment) or "web" in parts.path.lower().split("/")
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -678,6 +794,9 @@ class _Validator:
             if _required(fields[name]) and _is_empty(value):
                 self.fail(value_node, path, f"required, {_emptied_by(value_node)}")
                 value = _Invalid
+            elif (if_empty := fields[name].metadata.get("if_empty")) and _is_empty(value):
+                self.fail(value_node, path, f"{_empty_because(value_node)}: {if_empty}")
+                value = _Invalid
             values[name] = value
         for name, f in fields.items():
             if name in values:
@@ -763,6 +882,11 @@ def _emptied_by(node: yaml.Node) -> str:
     """Why a value is empty: the variable it names (set, but to nothing), or as written."""
     names = [m.group(1) for m in _VAR.finditer(str(node.value)) if m.group(1)]
     return f"but environment variable {names[0]} is empty" if names else "got an empty value"
+
+
+def _empty_because(node: yaml.Node) -> str:
+    names = [m.group(1) for m in _VAR.finditer(str(node.value)) if m.group(1)]
+    return f"empty, as environment variable {names[0]} is" if names else "empty"
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -286,16 +286,26 @@ def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)  # the mode given to os.open only applies when it creates the file
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)  # the mode given to os.open only applies when it creates the file
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def apply_plan(plan: StartPlan, paths: Paths) -> None:
     """Copy the example and write the generated config, as the plan says."""
     if plan.copy_example_to is not None:
         target = plan.copy_example_to
+        if target.is_dir():
+            raise StartError(
+                f"{target} is a directory, not a file: Docker makes one when the host file of "
+                "a single-file mount does not exist yet; remove that directory on the host and "
+                "mount the folder instead (-v ./config:/config), or create the file first"
+            )
         if not paths.example.is_file():
             raise StartError(
                 f"no config at {target} and no example to copy ({paths.example} is missing); "

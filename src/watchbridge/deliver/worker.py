@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
+TARGET_PROBE_MIN = 1.0  # the shortest pause of a target that is down
 UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
 # How often to look for dead letters no alert told of yet (another process's too).
 UNTOLD_LOOK_EVERY = 60.0
@@ -508,7 +509,8 @@ class DeliveryWorker:
                 held = self.holds[target.name] = TargetHold(now, hold.reason, now)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             held.streak += 1
-            pause = max(hold.after, min(TARGET_PROBE_MAX, doubled(hold.after, held.streak - 1)))
+            first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
+            pause = max(first, min(TARGET_PROBE_MAX, doubled(first, held.streak - 1)))
             held.until, held.reason = now + pause, hold.reason
             log.warning(
                 "deliveries held",
