@@ -718,6 +718,22 @@ async def test_two_rows_of_one_play_in_one_batch_send_it_once(
     assert runtime.store.outbox_counts()["done"] == 2
 
 
+async def test_a_row_of_one_play_trakt_can_find_goes_out_when_its_twin_was_not_found(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    show = trakt.add_show("Severance", 2022, imdb="tt11280740", tmdb=95396, seasons={1: 9})
+    # The webhook names the episode by its own TVDB id, one Trakt does not hold (and the show
+    # by its IMDb id first); the link's row of the same play names it by show and numbers.
+    unknown = MediaRef("episode", Ids(tvdb="99999999"), season=1, number=5,
+                       show_ids=Ids(imdb="tt11280740", tmdb="95396"))  # fmt: skip
+    by_numbers = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=5)
+    at = clock() - 3600
+    rows = [_late_play(unknown, at, "webhook"), _late_play(by_numbers, at, "link")]
+    runtime.store.enqueue(rows, clock())
+    await drain(worker, runtime, clock)
+    assert [h.item for h in trakt.history()] == [show.episode(1, 5)]
+
+
 def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
     payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "rating": value}
     order = ordering_key("me", "trakt", item.key(), "rating")

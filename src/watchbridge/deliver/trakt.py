@@ -356,15 +356,23 @@ class TraktTarget:
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
             fresh = [r for r in fresh if r not in confirmed]
+        by_id = {r.outbox.id: r for r in fresh}
         fresh, twins = one_per_play(fresh)
-        if not fresh:
-            return outcomes
-        outcomes |= await self._send_history(profile, fresh)
-        for twin, sent in twins.items():
-            outcomes[twin] = _as_twin(outcomes[sent], sent)
+        while fresh:
+            sent, not_found = await self._send_history(profile, fresh)
+            outcomes |= sent
+            # Trakt may find a twin by its own ids where its sent row's were not found.
+            again = [by_id[twin] for twin, row in twins.items() if row in not_found]
+            for twin, row in twins.items():
+                if row not in not_found:
+                    outcomes[twin] = _as_twin(outcomes[row], row)
+            fresh, twins = one_per_play(again)
         return outcomes
 
-    async def _send_history(self, profile: str, fresh: Sequence[Row]) -> dict[int, Outcome]:
+    async def _send_history(
+        self, profile: str, fresh: Sequence[Row]
+    ) -> tuple[dict[int, Outcome], set[int]]:
+        """Each row's outcome, and the rows Trakt did not find."""
         # An undated play (reconcile.UNDATED, e.g. a Serializd tick) goes out as `released`.
         plays = [HistoryPlay(r.item, r.at if r.at != UNDATED else None) for r in fresh]
         await self._note_sending(fresh)
@@ -377,23 +385,24 @@ class TraktTarget:
             if exc.answered:
                 raise  # a 500 or a gateway's error: held, the marks stay for the check
             # A dropped connection; the add may have landed: look before sending it again.
-            return _all([r.outbox for r in fresh], _may_have_landed(exc))
+            return _all([r.outbox for r in fresh], _may_have_landed(exc)), set()
         except (TraktAuthError, TraktAccountError) as exc:
             await self._sent_nothing(fresh, exc.message)
             raise
         except TraktError as exc:
-            return _all([r.outbox for r in fresh], Retry(exc.message))
+            return _all([r.outbox for r in fresh], Retry(exc.message)), set()
         missing = {id(ref) for ref in result.not_found}
         added = [r for r, play in zip(fresh, plays, strict=True) if id(play.item) not in missing]
         await self._remember(profile, added)
+        not_found = {r.outbox.id for r in fresh} - {r.outbox.id for r in added}
         return {
             row.outbox.id: (
                 Retry(f"unmatched: Trakt could not find {row.item.describe()}", after=3600)
-                if id(play.item) in missing
+                if row.outbox.id in not_found
                 else Delivered("added to history")
             )
-            for row, play in zip(fresh, plays, strict=True)
-        }
+            for row in fresh
+        }, not_found
 
     async def _ratings(self, profile: str, rows: Sequence[Row]) -> dict[int, Outcome]:
         if not rows:
