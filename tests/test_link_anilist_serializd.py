@@ -252,3 +252,32 @@ async def test_a_webhook_play_still_waiting_for_serializd_is_not_added_again_by_
     await run_link(rig.runtime.config, rig.runtime.store, LINK, yes=True, clock=time.time)
     await deliver_to(rig, ["serializd", "anilist"])
     assert logged(serializd, REZERO) == [(1, 39), (1, 40), (1, 41)]
+
+
+def webhook_play(rig: Rig, number: int, at: float) -> int:
+    """A generic webhook's play of Re:Zero's TMDB S1E`number`: rows queued."""
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(REZERO)), season=1, number=number)
+    event = MediaEvent(
+        "generic", "played", item, account=Account("alice"), played=True, occurred_at=at
+    )
+    return rig.runtime.store.ingest(ingest_job(rig.runtime, "me", event))
+
+
+async def test_a_webhook_rewatch_delivered_to_both_is_not_logged_again_by_the_next_runs(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    # A finished part watched again tonight (episodes 1-3): Serializd takes three rewatch
+    # entries, AniList a REPEATING 3; a delta read must see our entries, not only AniList's.
+    finished = time.time() - 30 * DAY
+    for number in range(39, 51):
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+    completed_entry(anilist, REZERO_P2, 12, finished)
+    await rig.sync_and_deliver()
+    for i, number in enumerate((39, 40, 41)):
+        assert webhook_play(rig, number, time.time() - 3600 + i * 1500) == 2
+    await deliver_to(rig, ["serializd", "anilist"])
+    assert len(logged(serializd, REZERO)) == 15
+    for full in (False, True):
+        assert (await rig.sync_and_deliver(full=full)).queued == 0
+    assert len(logged(serializd, REZERO)) == 15
+    assert status_of(anilist, REZERO_P2) == ("REPEATING", 3, 0)

@@ -12,7 +12,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from watchbridge.config import Link, TraktConfig
 from watchbridge.model import Ids, MediaRef
-from watchbridge.readers.serializd import merge_diary
+from watchbridge.readers.serializd import merge_diary, with_written
 from watchbridge.readers.trakt import (
     RECONCILE_WINDOW,
     TraktReader,
@@ -229,3 +229,14 @@ def test_trakt_movies_are_keyed_by_tmdb_else_imdb() -> None:
         [],
     )
     assert [p.item for p in side.plays] == ["movie:tmdb:272", "movie:imdb:tt1104001"]
+
+
+def test_a_delta_read_takes_the_diary_entries_our_deliveries_wrote_since_the_last_read() -> None:
+    written = {"episode:tmdb:1396:s1e1@100": 7, "episode:tmdb:1396:s1e2@200": 8}
+    side = with_written(Side(), written, accounted={7})  # 7 was there at the last read
+    assert side.plays == (Play("episode:tmdb:1396:s1e2", 12000.0, "8"),)
+
+
+def test_an_entry_already_on_the_side_is_not_taken_twice() -> None:
+    held = Side((Play("episode:tmdb:1396:s1e2", 12030.0, "8"),))
+    assert with_written(held, {"episode:tmdb:1396:s1e2@200": 8}, accounted=set()) == held

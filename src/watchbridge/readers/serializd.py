@@ -86,6 +86,21 @@ def resolve_expected(side: Side, written: Mapping[str, int]) -> Side:
     return Side(tuple(plays), side.ratings)
 
 
+def with_written(side: Side, written: Mapping[str, int], accounted: set[int]) -> Side:
+    """`side` with the diary entries our deliveries wrote since the last read (`accounted`:
+    the ledger's review ids then): a delta read leaves our own entries out, and a webhook's
+    play (a rewatch above all) must be on this side, or the link would add it again."""
+    known = {p.record for p in side.plays}
+    plays = list(side.plays)
+    for key, review in written.items():
+        if review in accounted or str(review) in known:
+            continue
+        item, _, minute = key.rpartition("@")
+        if item and minute.isdigit():
+            plays.append(Play(item, int(minute) * 60.0, str(review)))
+    return Side(tuple(plays), side.ratings)
+
+
 def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
     """Item -> ids of the rating-only diary rows holding its rating (comma-separated): the
     rows known before plus those a read found."""
@@ -281,7 +296,10 @@ class SerializdReader:
             ids = known_ids(cursors) | {e.id for e in fresh}  # ours stay out: see _written
             read = serializd_side(fresh)
             merged = merge_diary(baseline or Side(), read)
-            side = resolve_expected(merged, await self._written(profile))
+            written = await self._written(profile)
+            side = resolve_expected(merged, written)
+            if "ledger_ids" in cursors:  # (a cursor of an older version: none are new)
+                side = with_written(side, written, set(json.loads(cursors["ledger_ids"])))
             rows = rating_rows(json.loads(cursors.get("rating_rows") or "{}"), read)
         # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
         # only its value and time.
@@ -292,6 +310,7 @@ class SerializdReader:
         saved = {
             "diary_ids": json.dumps(sorted(ids)),
             "written": str(len(await self._written(profile))),
+            "ledger_ids": json.dumps(sorted(set((await self._written(profile)).values()))),
             "rating_rows": json.dumps(rows, sort_keys=True),
         }
         if "marks" in cursors:
