@@ -281,3 +281,20 @@ async def test_a_webhook_rewatch_delivered_to_both_is_not_logged_again_by_the_ne
         assert (await rig.sync_and_deliver(full=full)).queued == 0
     assert len(logged(serializd, REZERO)) == 15
     assert status_of(anilist, REZERO_P2) == ("REPEATING", 3, 0)
+
+
+async def test_a_webhook_rewatch_of_days_ago_is_dated_on_anilist_by_when_it_was_watched(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    # A script (or AniList back from a two-day outage) brings a rewatch of two days ago:
+    # AniList counts it now, Serializd logs it then; a full run must pair the two.
+    finished = time.time() - 30 * DAY
+    for number in range(39, 51):
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+    completed_entry(anilist, REZERO_P2, 12, finished)
+    await rig.sync_and_deliver()
+    assert webhook_play(rig, 39, time.time() - 2 * DAY) == 2
+    await deliver_to(rig, ["serializd", "anilist"])
+    assert status_of(anilist, REZERO_P2) == ("REPEATING", 1, 0)
+    assert (await rig.sync_and_deliver(full=True)).queued == 0
+    assert len(logged(serializd, REZERO)) == 13

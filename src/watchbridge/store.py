@@ -1197,6 +1197,22 @@ class Store:
             plays.append((row["target"], item, at, payload.get("source")))
         return plays
 
+    def delivered_webhook_plays(
+        self, profile: str, target: str
+    ) -> list[tuple[dict[str, Any], float]]:
+        """(item, watched at) of the plays webhooks queued for `profile` that `target` took
+        (delivered rows are kept a week, see maintenance)."""
+        rows = self._query(
+            "SELECT payload FROM outbox WHERE profile = ? AND target = ? AND action = 'play'"
+            " AND event_id IS NOT NULL AND status = 'done'",
+            (profile, target),
+        )
+        plays = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            plays.append((payload.get("item") or {}, float(payload.get("at", 0))))
+        return plays
+
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
         """Sorted idempotency keys of the rows delivered to `target` for `profile` that start
         with `prefix` (delivered rows are kept a week, see maintenance; a link's add of a play

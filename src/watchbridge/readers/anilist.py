@@ -56,6 +56,8 @@ picked up on the first run after the datasets catch up.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from bisect import bisect_left
@@ -67,9 +69,10 @@ from watchbridge.anime import PENDING, AnimeIndex, EpisodeRef, Forward, MovieRef
 from watchbridge.anime_seasons import AbsoluteSeasons, forward_wants, placed
 from watchbridge.config import Config, Link
 from watchbridge.metrics import Metrics
-from watchbridge.model import MediaRef
+from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
+from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
 from watchbridge.services.anilist import AniListClient, ListEntry
 from watchbridge.sides import episode_key, ref_for_key, show_key
@@ -219,13 +222,15 @@ def entry_plays(
     known: Mapping[str, Play],
     mapper: Mapper,
     claims: dict[str, list[Play]] | None = None,
+    dated: dict[str, list[float]] | None = None,
 ) -> tuple[list[Play], Unmatched | None]:
     """One entry's plays: `known` are its plays from the last read, by record.
 
     `claims` are plays we queued for AniList (by item, oldest first): a new play of such an
     item is that write read back, so it takes the queued play's date (and uses the claim up);
     without this, a back-dated play sent to AniList would come back dated today and be copied
-    again."""
+    again. `dated`: the times of webhook plays AniList took (by item, oldest first), used the
+    same way (a webhook's play of two days ago, delivered now)."""
     plays: list[Play] = []
     problem: Unmatched | None = None
     cache: dict[int, list[str] | Unmatched] = {}
@@ -243,9 +248,12 @@ def entry_plays(
             full = record if n == 0 else f"{record}.{n}"
             old = known.get(full)
             when = old.at if old is not None else at
+            # A rewatch is the newest viewing queued; the first pass the oldest.
+            newest = -1 if ":r" in full else 0
             if old is None and claims and claims.get(key):
-                # A rewatch is the newest viewing queued; the first pass the oldest.
-                when = claims[key].pop(-1 if ":r" in full else 0).at
+                when = claims[key].pop(newest).at
+            elif old is None and dated and dated.get(key):
+                when = dated[key].pop(newest)
             plays.append(Play(key, when, full))
 
     first = first_pass_count(entry, known)
@@ -310,8 +318,10 @@ def anilist_side(
     before: Mapping[int, EntryState],
     baseline: Side | None,
     mapper: Mapper,
+    dated: Mapping[str, list[float]] | None = None,
 ) -> Converted:
-    """The side for `entries`, keeping records and dates of `baseline` plays."""
+    """The side for `entries`, keeping records and dates of `baseline` plays (`dated`: see
+    `entry_plays`)."""
     known: dict[int, dict[str, Play]] = {}
     claims: dict[str, list[Play]] = {}
     for play in baseline.plays if baseline else ():
@@ -322,6 +332,7 @@ def anilist_side(
             known.setdefault(entry_id, {})[play.record] = play
     for waiting in claims.values():
         waiting.sort(key=lambda p: p.at)
+    times = {item: sorted(at) for item, at in (dated or {}).items()}
     plays: list[Play] = []
     states: dict[int, EntryState] = {}
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = {}
@@ -329,7 +340,7 @@ def anilist_side(
     for entry in entries:
         states[entry.id] = entry_state(entry, before.get(entry.id))
         made, problem = entry_plays(
-            entry, before.get(entry.id), known.get(entry.id, {}), mapper, claims
+            entry, before.get(entry.id), known.get(entry.id, {}), mapper, claims, times
         )
         plays += made
         if problem is not None:
@@ -600,7 +611,10 @@ class AniListReader:
             entries = await self.client.updated_since(profile, float(cursors["updated_at"]))
         await self._adopt(entries)
         await self._prepare(raw, entries, before.values())
-        converted = await self._settled(lambda: anilist_side(entries, before, baseline, mapper))
+        dated = await asyncio.to_thread(self._webhook_times, profile)
+        converted = await self._settled(
+            lambda: anilist_side(entries, before, baseline, mapper, dated)
+        )
         if whole or baseline is None:
             states = converted.states
             side = absorb(converted.side, baseline, delivered)
@@ -654,6 +668,19 @@ class AniListReader:
         """`raw` with absolute numbers placed on the season lists, movies only for Trakt."""
         mapper = placed(raw, self.seasons)
         return mapper if self.movies else tv_only(mapper)
+
+    def _webhook_times(self, profile: str) -> dict[str, list[float]]:
+        """When the webhook plays AniList took were watched, by item key: AniList dates a
+        step by when it took it, which may be days later."""
+        times: dict[str, list[float]] = {}
+        for item, at in (
+            self.store.delivered_webhook_plays(profile, self.service) if self.store else ()
+        ):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                key = key_for_ref(ref_from_dict(item))
+                if key is not None:
+                    times.setdefault(key, []).append(at)
+        return times
 
     def _delivered(self, profile: str) -> Callable[[Play], bool]:
         """Whether the row of a play we queued for AniList is done (all are without a store)."""
