@@ -447,3 +447,20 @@ profiles:
         for target in worker.targets.values():
             await target.aclose()
         runtime.close()
+
+
+@pytest.mark.anyio
+async def test_a_cached_item_of_another_guid_is_read_again_after_fix_match(
+    enricher: PlexEnricher, plex: FakePlex, clock: Clock
+) -> None:
+    wrong, right = "plex://movie/5d7768aaaaaaaaaaaaaaaaaa", "plex://movie/5d7768bbbbbbbbbbbbbbbbbb"
+    plex.add_movie("4242", "Dune", 1984, ["imdb://tt0087182", "tmdb://841"], guid=wrong)
+    name = "movie_new_agent_no_guid_array_media_scrobble.json"
+    assert (await enricher.enrich(plex_item(name, ratingKey="4242", guid=wrong))).ids.imdb == (
+        "tt0087182"
+    )
+    # "Fix Match" in Plex: the same ratingKey now holds the 2021 film.
+    plex.add_movie("4242", "Dune", 2021, ["imdb://tt1160419", "tmdb://438631"], guid=right)
+    clock.now += 3600
+    watched = await enricher.enrich(plex_item(name, ratingKey="4242", guid=right))
+    assert watched.ids.imdb == "tt1160419"

@@ -406,12 +406,12 @@ class PlexEnricher:
         try:
             item_key = item_key_to_read(item, need)
             if item_key:
-                found = await self._read(item_key)
+                found = await self._read(item_key, item.ids.plex_guid)
                 if found is not None:
                     item = merge_plex_item(item, found)
             show_key = show_key_to_read(item, need)
             if show_key:
-                show = await self._read(show_key)
+                show = await self._read(show_key, item.show_ids.plex_guid)
                 if show is not None:
                     item = merge_plex_show(item, show)
         except ServiceError as exc:
@@ -422,15 +422,19 @@ class PlexEnricher:
             return item, exc
         return item, None
 
-    async def _read(self, rating_key: str) -> PlexItem | None:
+    async def _read(self, rating_key: str, guid: str | None) -> PlexItem | None:
+        """The item PMS holds under `rating_key`; a cached one naming another guid than the
+        webhook's (`guid`) is read again: "Fix Match" or a rebuild changed what the key holds."""
         hit, cached = self.cache.cache_get(self.namespace, rating_key, self.clock())
         if hit and cached is None:
             return None
         if hit and isinstance(cached, dict):
             try:
-                return PlexItem.from_dict(cached)
+                item = PlexItem.from_dict(cached)
             except TypeError:
-                pass  # written by another version: read the item again
+                item = None  # written by another version: read the item again
+            if item is not None and (guid is None or item.ids.plex_guid == guid):
+                return item
         found = await self.metadata(rating_key)
         self.answered += 1
         ttl = PLEX_FOUND_TTL if found is not None else PLEX_MISSING_TTL
