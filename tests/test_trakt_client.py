@@ -275,6 +275,37 @@ async def test_a_refreshed_pair_the_database_cannot_take_yet_is_kept(
     assert stored["refresh_token"] != spent["refresh_token"]
 
 
+async def test_a_refreshed_pair_kept_in_memory_is_stored_when_its_client_closes(
+    trakt: FakeTrakt, expired_sign_in: Store
+) -> None:
+    # A `watchbridge sync` whose one Trakt request refreshed while the database was locked:
+    # the pair must not end with the process.
+    store = expired_sign_in
+    spent = store.get_token("trakt", PROFILE)
+    client = client_for(trakt, store)
+    await refreshed_while_locked(client, store)
+    await client.aclose()
+    stored = store.get_token("trakt", PROFILE)
+    assert stored is not None and spent is not None
+    assert stored["refresh_token"] != spent["refresh_token"]
+
+
+async def test_a_pair_that_cannot_be_stored_at_close_is_reported(
+    trakt: FakeTrakt, expired_sign_in: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = expired_sign_in
+    client = client_for(trakt, store)
+    assert store.path is not None
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # locked past the run's end
+        await client.last_activities(PROFILE)
+        await client.aclose()
+    finally:
+        other.close()
+    assert f"run `watchbridge auth trakt --profile {PROFILE}`" in caplog.text
+
+
 async def test_a_pair_kept_in_memory_never_replaces_a_newer_sign_in(
     trakt: FakeTrakt, expired_sign_in: Store
 ) -> None:

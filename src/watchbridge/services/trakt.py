@@ -538,6 +538,26 @@ class TraktClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await asyncio.to_thread(self._store_unsaved)
+
+    def _store_unsaved(self, tries: int = 3) -> None:
+        """Before this client goes (a `watchbridge sync` ending), store the refreshed pairs the
+        database could not take: their refresh tokens are the only ones left that work."""
+        mine = [key for key in _UNSAVED if key[:2] == self._sign_in_key("")[:2]]
+        for _, _, profile in mine:
+            for _ in range(tries):  # each try waits up to storage.busy_timeout
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    self._load(profile)
+                if self._sign_in_key(profile) not in _UNSAVED:
+                    break
+            else:
+                log.error(
+                    "the refreshed Trakt sign-in could not be stored (the database stayed "
+                    "locked): if Trakt deliveries stop with 'sign in again', run `watchbridge "
+                    "auth trakt --profile %s`",
+                    profile,
+                    extra={"profile": profile},
+                )
 
     def _pacer_of(self, account: str) -> Pacer:
         """The account's pacer, shared by every client of this Trakt app in the process; one
