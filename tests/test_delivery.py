@@ -24,7 +24,13 @@ from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
 from watchbridge.deliver.trakt import Row as TraktRow
-from watchbridge.deliver.trakt import nearby_keys, play_key, plays_in_snapshot, undated_landed
+from watchbridge.deliver.trakt import (
+    nearby_keys,
+    play_key,
+    plays_in_snapshot,
+    starts_last,
+    undated_landed,
+)
 from watchbridge.deliver.worker import (
     SERVICE_ROLE,
     UNTOLD_LOOK_EVERY,
@@ -1872,3 +1878,28 @@ async def test_a_service_down_is_probed_seconds_apart_even_when_no_wait_is_confi
     await asyncio.wait_for(task, 10)
     await close_targets(worker)
     assert len(trakt.requests) == 1
+
+
+def _live(id: int, item: MediaRef, action: str, scrobble: str | None = None) -> TraktRow:
+    payload = {"item": ref_to_dict(item), "at": 0.0} | (
+        {"scrobble_action": scrobble} if scrobble else {}
+    )
+    outbox = OutboxItem(id, "trakt", "me", action, payload, "o", f"k{id}", "pending", 0, 0.0, None)
+    return TraktRow(outbox, item, 0.0)
+
+
+def test_the_next_episodes_start_goes_after_the_stop_of_the_one_before() -> None:
+    # Auto-play posts E15's start and E14's stop in either order; Trakt shows one "watching",
+    # and E14's stop sent last would end E15's.
+    e14, e15 = (
+        MediaRef("episode", show_ids=Ids(tmdb="1396"), season=5, number=n) for n in (14, 15)
+    )
+    start, stop = _live(1, e15, "watching", "start"), _live(2, e14, "play")
+    assert [r.outbox.id for r in starts_last([start, stop])] == [2, 1]
+
+
+def test_a_start_followed_by_its_own_items_pause_keeps_its_place() -> None:
+    heat = HEAT
+    start, pause = _live(1, heat, "watching", "start"), _live(2, heat, "watching", "pause")
+    other = _live(3, ARRIVAL, "play")
+    assert [r.outbox.id for r in starts_last([start, pause, other])] == [1, 2, 3]

@@ -157,6 +157,22 @@ def one_per_play(rows: Sequence[Row]) -> tuple[list[Row], dict[int, int]]:
     return sent, twins
 
 
+def _is_start(row: Row) -> bool:
+    return (
+        row.outbox.action == "watching" and row.payload.get("scrobble_action", "start") == "start"
+    )
+
+
+def starts_last(rows: Sequence[Row]) -> list[Row]:
+    """`rows` in order, but a "watching" start goes after the rows of other items: Trakt shows
+    one item as watching, and a stop of another item sent after the start would end it
+    (auto-play posts the next episode's start and this one's stop in either order). Pure."""
+    items = [row.item.key() for row in rows]
+    last = {key: n for n, key in enumerate(items)}
+    moved = [n for n, row in enumerate(rows) if _is_start(row) and last[items[n]] == n]
+    return [row for n, row in enumerate(rows) if n not in moved] + [rows[n] for n in moved]
+
+
 @dataclass(frozen=True)
 class Row:
     """An outbox row decoded for Trakt."""
@@ -261,7 +277,7 @@ class TraktTarget:
         # (each scrobble costs a second of Trakt's 1 write/s budget).
         plays = [r for r in resolved if r.outbox.action == "play"]
         live_allowed = len(plays) <= LIVE_SCROBBLES_PER_BATCH
-        for row in resolved:
+        for row in starts_last(resolved):
             action = row.outbox.action
             if action == "rating":
                 rated.append(row)
