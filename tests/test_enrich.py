@@ -4,8 +4,9 @@ Serializd target makes of what it could not find."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from watchbridge.config import (
 )
 from watchbridge.deliver.serializd import AUTH_HOLD, SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.http import RetryPolicy
+from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ids import (
     ANIME,
     SERIES_MISSING_TTL,
@@ -482,24 +483,23 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
 # --------------------------------------------------------------------------- Trakt target
 
 
-async def test_the_trakt_target_places_a_jellyfin_episode_by_the_series_ids(
+@contextlib.contextmanager
+def trakt_and_jellyfin(
     tmp_path: Path,
-    start_fake: Callable[[FakeServer], FakeServer],
-    jellyfin_server: FakeJellyfin,
-    receiver: AlertReceiver,
+    trakt: FakeTrakt,
+    jellyfin: FakeJellyfin | None,
     clock: FakeClock,
-    close_targets: list[DeliveryWorker],
-) -> None:
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
-    trakt.add_episode(show, 5, 14)  # Trakt knows no episode-level ids for it
+    alerts: str = "",
+) -> Iterator[Runtime]:
+    """A runtime delivering to Trakt, with Jellyfin's API configured unless `jellyfin` is None."""
+    server = f'jellyfin: {{url: "{jellyfin.url}", api_key: "{API_KEY}"}}' if jellyfin else ""
     config = parse_config(
         f"""
 storage: {{path: {tmp_path / "wb.db"}}}
+{alerts}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}
+  {server}
 profiles:
   me: {{users: {{jellyfin: [alex]}}, accounts: {{trakt: {{}}}}}}
 """,
@@ -510,20 +510,78 @@ profiles:
     runtime.open()
     try:
         sign_in_trakt(runtime.store, trakt, "me", now=clock())
-        worker = DeliveryWorker(make_targets, runtime.config.delivery)
-        worker.targets = {t.name: t for t in make_targets(runtime)}
-        close_targets.append(worker)
-        payload = sample_json("jellyfin", COMPLETED)
-        del payload["Provider_tvdb"]  # the episode's imdb/tmdb ids only: Trakt needs the show
-        result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
-        assert isinstance(result, Accepted)
-        runtime.store.ingest(ingest_job(runtime, "me", only_event(result)))
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def trakt_with_breaking_bad(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14)  # Trakt knows no episode-level ids for it
+    return trakt
+
+
+def post_episode_needing_its_show(runtime: Runtime) -> None:
+    payload = sample_json("jellyfin", COMPLETED)
+    del payload["Provider_tvdb"]  # the episode's imdb/tmdb ids only: Trakt needs the show
+    result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
+    assert isinstance(result, Accepted)
+    runtime.store.ingest(ingest_job(runtime, "me", only_event(result)))
+
+
+async def trakt_worker(runtime: Runtime, close_targets: list[DeliveryWorker]) -> DeliveryWorker:
+    """A worker for the runtime's targets, Trakt's pacing lifted (the clock is moved by hand)."""
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    for account in ("", "me"):  # searches, writes
+        worker.targets["trakt"].client.http.pacers[account] = Pacer()  # type: ignore[attr-defined]
+    close_targets.append(worker)
+    return worker
+
+
+async def test_the_trakt_target_places_a_jellyfin_episode_by_the_series_ids(
+    tmp_path: Path,
+    trakt_with_breaking_bad: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = trakt_with_breaking_bad
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_episode_needing_its_show(runtime)
         await drain(worker, runtime)
         (play,) = trakt.history()
         assert (play.item.season, play.item.number) == (5, 14)
         assert [r.path for r in jellyfin_server.requests] == [f"/Items/{JELLYFIN_SERIES}"]
-    finally:
-        runtime.close()
+
+
+async def test_a_refused_jellyfin_key_holds_a_trakt_play_without_spending_its_tries(
+    tmp_path: Path,
+    trakt_with_breaking_bad: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # The user rotated the key on the server: the alert says the plays wait, and they must.
+    trakt, alerts = trakt_with_breaking_bad, f'alerts: {{urls: ["{receiver.apprise_url}"]}}'
+    jellyfin_server.api_key = "a-new-key-made-on-the-server"
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock, alerts) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_episode_needing_its_show(runtime)
+        for _ in range(60):  # a weekend away: 30 hours
+            await worker.pass_once(runtime)
+            clock.advance(1800)
+        assert runtime.store.outbox_counts()["dead"] == 0
+        jellyfin_server.api_key = API_KEY  # the user puts the new key in the config
+        clock.advance(AUTH_HOLD + 1)
+        await drain(worker, runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 14)
 
 
 def test_a_waiting_jellyfin_play_is_keyed_by_the_show_ids_a_delivery_read(store: Store) -> None:
@@ -537,3 +595,27 @@ def test_a_waiting_jellyfin_play_is_keyed_by_the_show_ids_a_delivery_read(store:
                     1e9, 3600)  # fmt: skip
     known = replace(episode, show_ids=Ids(tmdb="1396"))
     assert sync_waiting(store, "me", {}, 1e9) == {("trakt", key_for_ref(known)): [1e9]}
+
+
+async def test_an_episode_trakt_adds_an_hour_after_the_play_goes_out_at_a_retry(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # Trakt's "not found" is remembered for less than the hour an unmatched row waits.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    with trakt_and_jellyfin(tmp_path, trakt, None, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_episode_needing_its_show(runtime)
+        await worker.pass_once(runtime)
+        assert len(runtime.store.unmatched()) == 1
+        episode = sample_json("jellyfin", COMPLETED)
+        trakt.add_episode(show, 5, 14, imdb=episode["Provider_imdb"],
+                          tmdb=int(episode["Provider_tmdb"]))  # fmt: skip
+        for _ in range(3):
+            clock.advance(3600)
+            await worker.pass_once(runtime)
+        assert len(trakt.history()) == 1

@@ -27,7 +27,9 @@ from watchbridge.services.trakt import can_send
 log = logging.getLogger(__name__)
 
 FOUND_TTL = 30 * 86400.0
-MISSING_TTL = 86400.0  # a fresh episode may be added on Trakt within a day
+# Under the hourly retry of an unmatched row: each retry asks again (a fresh episode may be
+# added on Trakt an hour after it aired).
+MISSING_TTL = 3000.0
 PLEX_FOUND_TTL = 7 * 86400.0
 PLEX_MISSING_TTL = 3600.0  # PMS may still be matching a freshly added file
 SERIES_FOUND_TTL = 7 * 86400.0

@@ -26,6 +26,7 @@ from watchbridge.deliver.worker import (
     per_profile,
     service_hold,
     unsure,
+    waiting_on,
 )
 from watchbridge.episode_numbers import trakt_absolute
 from watchbridge.http import RateLimited, Unavailable
@@ -33,6 +34,7 @@ from watchbridge.ids import (
     TRAKT,
     AbsolutePlacer,
     Enricher,
+    Problem,
     TraktResolver,
     title_unmatched,
 )
@@ -62,6 +64,8 @@ PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Tr
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
+UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
+AUTH_HOLD = 1800.0  # a media server refusing our key: its rows wait (the enricher alerts)
 
 
 def _an_earlier_viewing(result: ScrobbleResult, row: Row) -> bool:
@@ -157,6 +161,17 @@ def one_per_play(rows: Sequence[Row]) -> tuple[list[Row], dict[int, int]]:
     return sent, twins
 
 
+def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> Outcome:
+    """A row Trakt cannot be sent yet: held while its media server refuses our key, retried
+    soon after the server's outage, else unmatched with what the user can do."""
+    if problem is not None and (problem.credentials or problem.transient):
+        return waiting_on(problem, AUTH_HOLD, UNMATCHED_RETRY, "")
+    why = title_unmatched(item, source)
+    known = f" ({problem.message})" if problem else ""
+    why = why or f"Trakt has no id for {item.describe()} yet{known}"
+    return Retry(f"unmatched: {why}", after=UNMATCHED_RETRY)
+
+
 def _is_start(row: Row) -> bool:
     return (
         row.outbox.action == "watching" and row.payload.get("scrobble_action", "start") == "start"
@@ -249,22 +264,19 @@ class TraktTarget:
                 else:
                     resolved.append(Row(outbox, item, float(outbox.payload["at"])))
                 continue
-            problem = ""
+            problem: Problem | None = None
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
                 source = outbox.payload.get("source")
                 enriched = await self.enricher.enrich(item, TRAKT, source, search_trakt=False)
-                item = enriched.item
-                problem = f" ({enriched.problem.message})" if enriched.problem else ""
+                item, problem = enriched.item, enriched.problem
             if not can_send(item):
                 item = await self.placer.place(item)  # known by its absolute number only
             if not can_send(item):
                 source = outbox.payload.get("source")
                 found = await self.resolver.resolve(item, source)
                 if found is None or not can_send(found):
-                    why = title_unmatched(item, source)
-                    why = why or f"Trakt has no id for {item.describe()} yet{problem}"
-                    outcomes[outbox.id] = Retry(f"unmatched: {why}", after=3600)
+                    outcomes[outbox.id] = _unmatched(item, source, problem)
                     continue
                 item = found
             resolved.append(Row(outbox, item, float(outbox.payload["at"])))
@@ -413,7 +425,9 @@ class TraktTarget:
         not_found = {r.outbox.id for r in fresh} - {r.outbox.id for r in added}
         return {
             row.outbox.id: (
-                Retry(f"unmatched: Trakt could not find {row.item.describe()}", after=3600)
+                Retry(
+                    f"unmatched: Trakt could not find {row.item.describe()}", after=UNMATCHED_RETRY
+                )
                 if row.outbox.id in not_found
                 else Delivered("added to history")
             )
@@ -434,7 +448,9 @@ class TraktTarget:
             return _all([r.outbox for r in rows], Retry(exc.message))
         missing = {id(ref) for ref in result.not_found}
         return {
-            r.outbox.id: Retry(f"unmatched: Trakt could not find {r.item.describe()}", after=3600)
+            r.outbox.id: Retry(
+                f"unmatched: Trakt could not find {r.item.describe()}", after=UNMATCHED_RETRY
+            )
             if id(w.item) in missing
             else Delivered("rated")
             for r, w in zip(rows, writes, strict=True)

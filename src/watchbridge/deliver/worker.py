@@ -23,7 +23,7 @@ from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable
 from watchbridge.http import Unavailable
-from watchbridge.ids import Enricher, Need
+from watchbridge.ids import Enricher, Need, Problem
 from watchbridge.model import MediaRef
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store
 
@@ -151,14 +151,20 @@ async def enriched(
     if enricher is None or need.met(item):
         return item, None
     found = await enricher.enrich(item, need, source)
-    problem = found.problem
-    if problem is None:
+    if found.problem is None:
         return found.item, None
+    return found.item, waiting_on(found.problem, credentials_hold, unmatched_retry, why)
+
+
+def waiting_on(
+    problem: Problem, credentials_hold: float, unmatched_retry: float, why: str
+) -> Outcome:
+    """What a row does while the enricher's `problem` keeps its ids unknown (see `enriched`)."""
     if problem.credentials:  # the enricher alerts, once per server (not per target)
-        return found.item, Hold(problem.message, credentials_hold, "", False)
+        return Hold(problem.message, credentials_hold, "", False)
     if problem.transient:
-        return found.item, Retry(problem.message, problem.retry_after)
-    return found.item, Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
+        return Retry(problem.message, problem.retry_after)
+    return Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
 
 
 SERVICE_ROLE = "service"
