@@ -115,6 +115,14 @@ def test_a_play_gone_with_its_title_from_the_library_stays_on_the_other_side() -
     assert result.actions == () and ("trakt", "t1") not in result.tombstones
 
 
+def test_a_rating_gone_with_its_title_from_the_library_stays_on_the_other_side() -> None:
+    link = Link(services=["trakt", "plex"])
+    rated = {EP1: Rated(80, 1000)}
+    baseline = {"trakt": side(ratings=rated), "plex": side(ratings=rated)}
+    current = {"trakt": side(ratings=rated), "plex": Side(catalog=frozenset())}
+    assert plan(link, current, baseline).actions == ()
+
+
 def renumbered_plex(play: Play) -> Side:
     return Side((play,), catalog=frozenset({play.item}), renumbered=frozenset({play.record}))
 
@@ -235,6 +243,25 @@ def test_conflicting_ratings_newest_wins() -> None:
     (action,) = plan(TWO_WAY, current, {}).actions
     assert (action.target, action.value) == ("trakt", 60)
     assert "serializd wins (newer)" in action.reason
+
+
+def test_a_half_star_on_plex_and_the_whole_point_trakt_keeps_of_it_are_one_rating() -> None:
+    # 7.5 in Plex went to Trakt as 8: writing 8 back would overwrite what the user gave.
+    current = {
+        "plex": side(ratings={EP1: Rated(75, 10)}),
+        "trakt": side(ratings={EP1: Rated(80, 20)}),
+    }
+    for prefer in ("trakt", "newest-wins"):
+        assert plan(Link(services=["plex", "trakt"], prefer=prefer), current, {}).actions == ()
+
+
+def test_a_rating_changed_to_another_whole_point_on_trakt_still_wins() -> None:
+    current = {
+        "plex": side(ratings={EP1: Rated(75, 10)}),
+        "trakt": side(ratings={EP1: Rated(70, 20)}),
+    }
+    (action,) = plan(Link(services=["plex", "trakt"]), current, {}).actions
+    assert (action.target, action.value) == ("plex", 70)
 
 
 def test_conflicting_ratings_preferred_side_wins() -> None:

@@ -108,3 +108,24 @@ def anilist_same(a: int | None, b: int | None, score_format: str) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return to_anilist(a, score_format) == to_anilist(b, score_format)
+
+
+# What each service keeps of a 0-100 rating, on the 0-100 scale: Trakt whole points, Plex and
+# Serializd half stars (AniList sides are compared in the user's score format already).
+_KEPT = {
+    "trakt": lambda v: to_trakt(v) * 10,
+    "serializd": lambda v: to_serializd(v) * 10,
+    "plex": lambda v: round(to_ten_halves(v) * 10),
+}
+
+
+def kept_by(service: str, internal: int) -> int:
+    """`internal` as `service` would store it: 75 on Trakt is 80."""
+    keep = _KEPT.get(service)
+    return keep(internal) if keep is not None else internal
+
+
+def same_on_both(a: str, value_a: int, b: str, value_b: int) -> bool:
+    """Whether two sides' ratings are one rating: equal, or one is what the other became on a
+    coarser side (Plex's 7.5 is 8 on Trakt; writing 8 back to Plex would change the user's)."""
+    return kept_by(b, value_a) == value_b or kept_by(a, value_b) == value_a

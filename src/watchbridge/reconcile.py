@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from watchbridge import ratings
 from watchbridge.config import Link
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
@@ -215,10 +216,11 @@ def _within_catalogs(
     actions: list[Action], current: Mapping[str, Side], renumbered: set[tuple[str, str]]
 ) -> tuple[list[Action], dict[str, int], list[Action]]:
     """Adds and ratings for items their target cannot hold are left out (and counted):
-    planning them every run would only ever end in "not in any library". A play "removed" from
-    a side that cannot hold its item was never really there (an add it skipped, then read as
-    gone), so it takes nothing from the other side; unless the play is still there, keyed as
-    another episode (`renumbered`: the removals it makes, by target and record).
+    planning them every run would only ever end in "not in any library". A play or rating
+    "removed" from a side that cannot hold its item (an add it skipped, then read as gone; a
+    title that left its libraries) takes nothing from the other side; unless the play is still
+    there, keyed as another episode (`renumbered`: the removals it makes, by target and
+    record).
 
     Returns the actions kept, the adds left out per target, and the removals dropped."""
     kept: list[Action] = []
@@ -230,7 +232,7 @@ def _within_catalogs(
         if adding and catalog is not None and action.item not in catalog:
             left_out[action.target] += 1
         elif (
-            action.kind == "remove_play"
+            action.kind in ("remove_play", "remove_rating")
             and (action.target, action.record) not in renumbered
             and not _could_hold(action, current)
         ):
@@ -510,7 +512,7 @@ def _rating_decision(
     a, b = link.services[0], link.services[1]
     ra, rb = current[a].ratings.get(item), current[b].ratings.get(item)
     if ra is not None and rb is not None:
-        if ra.value == rb.value:
+        if ratings.same_on_both(a, ra.value, b, rb.value):
             return None
         winner = _winner(link, ra, rb)
         loser = b if winner == a else a
