@@ -47,7 +47,6 @@ pytestmark = pytest.mark.anyio
 T0 = 1_700_000_000
 DAY = 86400
 ARRIVAL = "movie:tmdb:329865"
-HEAT_IMDB = "movie:imdb:tt0113277"
 BB = "show:tmdb:1396"
 BB_S1E1 = "episode:tmdb:1396:s1e1"
 BB_S1E2 = "episode:tmdb:1396:s1e2"
@@ -107,10 +106,15 @@ async def read(reader: PlexReader, profile: str = "alex", full: bool = True) -> 
 # --------------------------------------------------------------------------- keys
 
 
-async def test_movies_are_keyed_by_tmdb_else_imdb(reader: PlexReader, plex: FakePlex) -> None:
+async def test_movies_are_keyed_by_tmdb_and_a_legacy_imdb_only_one_is_not_linked(
+    reader: PlexReader, plex: FakePlex, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every other side keys movies by TMDB id: keyed by IMDb, its plays would never meet.
     plex.watch("100", T0)
     plex.watch("101", T0)
-    assert {p.item for p in await read(reader)} == {ARRIVAL, HEAT_IMDB}
+    with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+        assert {p.item for p in await read(reader)} == {ARRIVAL}
+    assert "legacy agents) are not linked" in caplog.text
 
 
 async def test_episodes_are_keyed_by_their_shows_tmdb_id_from_the_show_listing(
@@ -120,13 +124,13 @@ async def test_episodes_are_keyed_by_their_shows_tmdb_id_from_the_show_listing(
     assert [p.item for p in await read(reader)] == [BB_S1E1]
 
 
-async def test_an_episode_falls_back_to_the_shows_tvdb_id(
+async def test_an_episode_of_a_show_known_by_its_tvdb_id_only_is_not_linked(
     reader: PlexReader, plex: FakePlex
 ) -> None:
     plex.add_show("300", "Legacy Show", guid="com.plexapp.agents.thetvdb://81797?lang=en")
     plex.add_episode("301", "300", 2, 5, guid="com.plexapp.agents.thetvdb://81797/2/5?lang=en")
     plex.watch("301", T0)
-    assert [p.item for p in await read(reader)] == ["episode:tvdb:81797:s2e5"]
+    assert [p.item for p in await read(reader)] == []
 
 
 async def test_a_full_read_names_the_shows_set_to_a_tvdb_episode_ordering(

@@ -356,3 +356,20 @@ def test_a_rotated_server_token_is_found_again_once(tmp_path: Path, start_fake: 
     assert [r.status for r in sam.plex.requests].count(401) == 1
     assert sam.plextv.count("GET", "/api/servers/{machine}/shared_servers") == asked + 1
     assert new_token in sam.server_tokens()
+
+
+def test_a_legacy_imdb_movie_seen_on_both_sides_is_neither_duplicated_nor_unwatched(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Plex's legacy IMDb agent names the movie by its IMDb id only; Trakt keys it by TMDB.
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    heat = trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    trakt.add_history(heat, "2024-03-01T20:00:00.000Z")
+    plex.add_movie("101", "Heat", 1995, guid="com.plexapp.agents.imdb://tt0113277?lang=en")
+    plex.watch("101", parse_iso("2024-03-01T20:00:00.000Z"))
+    sync(path)
+    sync(path, "--full")
+    assert [at for _, at in trakt_plays(trakt) if at and at.startswith("2024-03")] == [
+        "2024-03-01T20:00:00.000Z"
+    ]
+    assert plex.user_state("101").get("viewCount") == 1

@@ -101,25 +101,35 @@ HISTORY_PREFIX = "history:"
 # --------------------------------------------------------------------------- item keys
 
 
+# Items are keyed by TMDB id, as every other side keys them (Trakt's sides, Serializd, AniList's
+# mapping): an item Plex knows by an IMDb or TVDB id only (its legacy agents) would never meet
+# its own plays on the other side, and is not linked (see `legacy_titles`).
+
+
 def movie_key(ids: Ids) -> str | None:
-    if ids.tmdb:
-        return f"movie:tmdb:{ids.tmdb}"
-    return f"movie:imdb:{ids.imdb}" if ids.imdb else None
+    return f"movie:tmdb:{ids.tmdb}" if ids.tmdb else None
 
 
 def show_key(ids: Ids, season: int | None = None) -> str | None:
-    """A show (or one of its seasons) by TMDB id, TVDB only when no TMDB id is known."""
-    name, value = ("tmdb", ids.tmdb) if ids.tmdb else ("tvdb", ids.tvdb)
-    if not value:
+    """A show (or one of its seasons) by TMDB id."""
+    if not ids.tmdb:
         return None
-    return f"show:{name}:{value}" + (f":s{season}" if season is not None else "")
+    return f"show:tmdb:{ids.tmdb}" + (f":s{season}" if season is not None else "")
 
 
 def episode_key(show_ids: Ids, season: int | None, number: int | None) -> str | None:
-    if season is None or number is None:
+    if season is None or number is None or not show_ids.tmdb:
         return None
-    name, value = ("tmdb", show_ids.tmdb) if show_ids.tmdb else ("tvdb", show_ids.tvdb)
-    return f"episode:{name}:{value}:s{season}e{number}" if value else None
+    return f"episode:tmdb:{show_ids.tmdb}:s{season}e{number}"
+
+
+def legacy_titles(library: Library) -> list[str]:
+    """Movies and shows known by IMDb or TVDB ids only (Plex's legacy agents): not linked."""
+    return [
+        item.title or item.rating_key
+        for item in [*library.movies, *library.shows]
+        if not item.ids.tmdb and (item.ids.imdb or item.ids.tvdb)
+    ]
 
 
 def key_for_ref(ref: MediaRef) -> str | None:
@@ -861,6 +871,14 @@ class PlexReader:
             access = await self.access(profile)
             library, listings = await self._library(profile, access.token)
         numbered = await self._renumbered(profile, library, full)
+        legacy = legacy_titles(library)
+        if full and legacy:
+            log.warning(
+                "plex titles known by IMDb or TheTVDB ids only (Plex's legacy agents) are not "
+                "linked: switch their libraries to the Plex Movie / Plex TV Series agent and "
+                "refresh their metadata (their plays still go out by webhook)",
+                extra={"profile": profile, "titles": len(legacy), "first": ", ".join(legacy[:5])},
+            )
         history, cursor = await self._history(profile, access, full)
         kinds = self.link.kinds
         built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbered)
