@@ -593,3 +593,52 @@ async def test_a_search_answered_with_a_page_that_is_not_json_is_a_trakt_error(
     trakt.fail_next(1, 200, body="<html>maintenance</html>", route="/search/{id_type}/{id}")
     with pytest.raises(TraktError, match="other than JSON"):
         await client.search("tmdb", "65942", "show")
+
+
+@pytest.fixture
+def long_history(trakt: FakeTrakt) -> FakeTrakt:
+    """300 plays: two pages of 250."""
+    show = trakt.add_show("Long Show", 2010, tmdb=4242, tvdb=4243, seasons={1: 150, 2: 150})
+    for episode in show.episodes():
+        trakt.add_history(episode, "2024-01-01T20:00:00.000Z")
+    return trakt
+
+
+@pytest.mark.parametrize("page_count", [None, "abc", "1"])
+async def test_a_history_with_a_broken_page_count_is_read_whole(
+    client: TraktClient, long_history: FakeTrakt, store: Store, page_count: str | None
+) -> None:
+    # A short read would take the plays past page 1 for removed on Trakt (trakt-api#896).
+    signed_in(long_history, store)
+    long_history.page_count_header = page_count
+    assert len(await client.history(PROFILE, "episodes")) == 300
+
+
+async def test_a_page_count_far_too_high_stops_at_the_first_empty_page(
+    client: TraktClient, long_history: FakeTrakt, store: Store
+) -> None:
+    signed_in(long_history, store)
+    long_history.page_count_header = "40"
+    assert len(await client.history(PROFILE, "episodes")) == 300
+    assert long_history.count("GET", "/sync/history/{type}") == 3
+
+
+async def test_a_listing_answered_with_a_page_that_is_not_json_is_an_outage(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.fail_next(2, 200, body="<html>maintenance</html>", content_type="text/html")
+    with pytest.raises(Unavailable, match="unreadable body"):
+        await client.history(PROFILE, "movies")
+
+
+async def test_a_history_add_answered_with_a_cut_off_body_may_have_landed(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.fail_next(1, 201, body='{"added": {"movies": 1', content_type="application/json",
+                    route="POST /sync/history", after_handler=True)  # fmt: skip
+    with pytest.raises(Unavailable) as caught:
+        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1.7e9)])
+    assert caught.value.outcome_unknown
+    assert len(trakt.history()) == 1  # it did land

@@ -570,6 +570,8 @@ class FakeTrakt(FakeServer):
         self.refresh_error_status = 400  # §6: 400 (2026 docs); older docs/clients saw 401
         self.refresh_revokes_old_access = True
         self.reject_title_case_headers = True  # §1, trakt-api#687
+        # "real", or what X-Pagination-Page-Count says instead (None: left out; trakt-api#896)
+        self.page_count_header: str | None = "real"
         self.upgrade_url = "https://trakt.tv/vip"
         # device flow
         self.verification_url = "https://trakt.tv/activate"  # as in device_code_response.json
@@ -1037,6 +1039,11 @@ class FakeTrakt(FakeServer):
             "x-runtime": f"{time.perf_counter() - t0:.6f}",
             **resp.headers,
         }
+        if self.page_count_header != "real" and "X-Pagination-Page-Count" in resp.headers:
+            # Broken page headers (trakt-api#896): dropped (None) or some other value.
+            del resp.headers["X-Pagination-Page-Count"]
+            if self.page_count_header is not None:
+                resp.headers["X-Pagination-Page-Count"] = self.page_count_header
         return resp
 
     def _edge(self, req: Request) -> Response | None:

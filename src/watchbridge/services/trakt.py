@@ -896,7 +896,7 @@ class TraktClient:
             )
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"scrobble {action} answered {response.status_code}")
-        data = response.json()
+        data = _decoded(response, dict, wrote=True)
         answered = str(data.get("action", action))
         if action == "stop" and answered != "pause":
             # A recorded play: `scrobble` in the Apiary docs, `stop` in the 2026 contract.
@@ -929,7 +929,7 @@ class TraktClient:
         )
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/sync/history/remove answered {response.status_code}")
-        deleted = response.json().get("deleted") or {}
+        deleted = _decoded(response, dict, wrote=True).get("deleted") or {}
         return sum(int(v) for v in deleted.values() if isinstance(v, int))
 
     async def remove_ratings(self, profile: str, items: Sequence[MediaRef]) -> int:
@@ -943,7 +943,7 @@ class TraktClient:
         )
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/sync/ratings/remove answered {response.status_code}")
-        deleted = response.json().get("deleted") or {}
+        deleted = _decoded(response, dict, wrote=True).get("deleted") or {}
         return sum(int(v) for v in deleted.values() if isinstance(v, int))
 
     async def _sync_write(
@@ -959,7 +959,7 @@ class TraktClient:
             )
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
-            answer = response.json()
+            answer = _decoded(response, dict, wrote=True)
             added += added_count(answer)
             missing += not_found_refs(answer, [item for item, _ in batch])
         return WriteResult(added=added, not_found=missing)
@@ -988,7 +988,7 @@ class TraktClient:
         response = await self._call(profile, "GET", path)
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"GET {path} answered {response.status_code}")
-        entries: list[dict[str, Any]] = response.json()
+        entries: list[dict[str, Any]] = _decoded(response, list)
         return entries
 
     async def _pages(self, profile: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -998,9 +998,9 @@ class TraktClient:
             response = await self._call(profile, "GET", path, params={**params, "page": page})
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"GET {path} answered {response.status_code}")
-            entries += response.json()
-            pages = int(response.headers.get("x-pagination-page-count", page))
-            if page >= pages:
+            found: list[dict[str, Any]] = _decoded(response, list)
+            entries += found
+            if not _more_pages(response, page, len(found)):
                 return entries
             page += 1
 
@@ -1138,7 +1138,7 @@ class TraktClient:
                 return _list_result(counts, missing, item_count, exc.hit)
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
-            answer = response.json()
+            answer = _decoded(response, dict, wrote=True)
             for name in counts:
                 counts[name] += _count_of(answer.get(name))
             missing += _list_not_found(answer, [item for item, _ in batch])
@@ -1215,6 +1215,40 @@ def _client_refused(response: httpx.Response) -> str:
         "services.trakt.client_id and services.trakt.client_secret against your Trakt app's "
         "page (or leave client_secret out), then run `watchbridge auth trakt` if asked"
     )
+
+
+def _decoded(response: httpx.Response, kind: type, *, wrote: bool = False) -> Any:
+    """The answer's JSON, of the shape asked for. A body cut off or replaced on the way (a
+    proxy's page with a 200) is an outage: for a write, one that may have landed."""
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, kind):
+        request = response.request
+        raise Unavailable(
+            SERVICE,
+            f"{request.method} {request.url.path} answered {response.status_code} with an "
+            "unreadable body",
+            outcome_unknown=wrote,
+        )
+    return answer
+
+
+def _more_pages(response: httpx.Response, page: int, found: int) -> bool:
+    """Whether a listing goes on after `page`. Trakt sometimes leaves out its page count or
+    sends a wrong one (trakt-api#896), so a full page is read on from and an empty one ends
+    the listing, whatever the count says: a short read would take the rest for plays
+    removed on Trakt."""
+    if found == 0:
+        return False
+    count = response.headers.get("x-pagination-page-count", "").strip()
+    if count.isdigit() and page < int(count):
+        return True
+    limit = response.headers.get("x-pagination-limit", "").strip()
+    asked = response.request.url.params.get("limit", "")
+    size = int(limit) if limit.isdigit() else int(asked) if asked.isdigit() else 0
+    return size > 0 and found >= size
 
 
 def _oauth_error(response: httpx.Response) -> str:
