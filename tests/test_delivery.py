@@ -1903,3 +1903,39 @@ def test_a_start_followed_by_its_own_items_pause_keeps_its_place() -> None:
     start, pause = _live(1, heat, "watching", "start"), _live(2, heat, "watching", "pause")
     other = _live(3, ARRIVAL, "play")
     assert [r.outbox.id for r in starts_last([start, pause, other])] == [1, 2, 3]
+
+
+def _token_due(trakt: FakeTrakt, clock: FakeClock) -> None:
+    """The access token is past its life: the next call refreshes it."""
+    trakt.advance(clock() - trakt.now())
+    trakt.expire_tokens()
+    clock.advance(7 * 86400)
+    trakt.advance(7 * 86400)
+
+
+async def test_a_refresh_lost_in_a_gateway_error_leaves_the_unsent_play_unmarked(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    _token_due(trakt, clock)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1, 502, route="POST /oauth/token")
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/sync/history") == 0  # the play never left
+    (row,) = runtime.store.claim("check", clock() + 10**6, 10, ["trakt"])
+    assert (row.may_have_landed, row.attempts) == (False, 0)
+
+
+async def test_a_sign_in_alert_after_a_lost_refresh_reads_plainly(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    _token_due(trakt, clock)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.drop_next(1, route="POST /oauth/token")  # the connection drops before an answer
+    trakt.revoke_tokens()  # and the user revoked the app meanwhile
+    await drain(worker, runtime, clock, passes=3, step=1000)
+    (message,) = [m["message"] for m in receiver.messages]
+    assert message.startswith("trakt: Trakt no longer accepts the sign-in"), message

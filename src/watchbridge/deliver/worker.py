@@ -170,6 +170,11 @@ def waiting_on(
 SERVICE_ROLE = "service"
 
 
+def _told(reason: str) -> str:
+    """A row's reason as an alert tells it: without our mark of a send that may have landed."""
+    return reason.removeprefix(UNKNOWN_OUTCOME).removeprefix(": ")
+
+
 def unsure(outcome: Outcome) -> Outcome:
     """`outcome` for a row whose last send may have landed: anything but success keeps that
     mark, so the next send (or `deadletters retry`) checks the target first."""
@@ -487,7 +492,7 @@ class DeliveryWorker:
                     Settlement(item.id, "pending", now + after, outcome.reason, outcome.spends)
                 )
                 if outcome.alert:
-                    alerts[(outcome.alert, f"{target.name}:{item.profile}")] = outcome.reason
+                    alerts[(outcome.alert, f"{target.name}:{item.profile}")] = _told(outcome.reason)
                 if outcome.alert == "account_limit":
                     key = f"{target.name}:{item.profile}"
                     limited.setdefault(key, set()).add(item.id)
@@ -522,7 +527,8 @@ class DeliveryWorker:
                 "deliveries held",
                 extra={"target": target.name, "reason": hold.reason, "seconds": round(pause)},
             )
-            text = unreachable_alert(target.name, hold.reason, held.since, now, now + hold.after)
+            told = _told(hold.reason)
+            text = unreachable_alert(target.name, told, held.since, now, now + hold.after)
             if text is not None:
                 alerts[("service_unreachable", target.name)] = text
                 held.told = True  # logged below

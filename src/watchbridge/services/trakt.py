@@ -850,7 +850,10 @@ class TraktClient:
         bucket = "read" if method == "GET" else "write"
         token: str | None = None
         for attempt in (1, 2):
-            token = await self._access_token(profile, rejected=token if attempt == 2 else None)
+            try:
+                token = await self._access_token(profile, rejected=token if attempt == 2 else None)
+            except Unavailable as exc:  # the sign-in host failed: nothing of this was sent
+                raise Unavailable(SERVICE, exc.message, exc.retry_after) from None
             response = await self.http.request(
                 method,
                 path,
