@@ -1939,3 +1939,32 @@ async def test_a_sign_in_alert_after_a_lost_refresh_reads_plainly(
     await drain(worker, runtime, clock, passes=3, step=1000)
     (message,) = [m["message"] for m in receiver.messages]
     assert message.startswith("trakt: Trakt no longer accepts the sign-in"), message
+
+
+async def test_an_account_limit_alert_names_the_full_list(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.account_limit(5, route="POST /sync/ratings", limit=10000)
+    runtime.store.enqueue([_rating(HEAT, clock() - 60, "r1", 80)], clock())
+    await worker.pass_once(runtime)
+    (message,) = [m["message"] for m in receiver.messages]
+    assert "Trakt account limit reached for ratings (10000 items): ratings writes" in message
+
+
+async def test_a_vip_account_at_its_limit_is_not_told_to_upgrade_to_vip(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.set_limits(vip=True)
+    trakt.account_limit(5, route="POST /sync/history", limit=100000)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    (message,) = [m["message"] for m in receiver.messages]
+    assert "the account is VIP and still at its limit: make room on Trakt" in message

@@ -499,9 +499,9 @@ def _episode_ids(ids: object) -> Ids:
 
 
 def _pacer() -> Pacer:
-    # Trakt's documented buckets: 1 write per second, 500 reads per 5 minutes (§3); a margin
-    # on writes since field clients see 429s at exactly 1/s.
-    return Pacer({"write": Bucket(1, 1 / 1.1), "read": Bucket(20, 500 / 300)})
+    # Trakt's documented buckets: 1 write per second, 500 reads per 5 minutes (§3), each with
+    # a margin: field clients see 429s at exactly 1/s, and the read burst comes on top.
+    return Pacer({"write": Bucket(1, 1 / 1.1), "read": Bucket(20, 450 / 300)})
 
 
 class TraktClient:
@@ -1262,16 +1262,36 @@ def _oauth_error(response: httpx.Response) -> str:
     return str(data.get("error") or f"HTTP {response.status_code}")
 
 
+def _limited_kind(path: str) -> str:
+    """What a 420 on `path` is a limit of, in the words of Trakt's account page."""
+    for part, kind in (
+        ("/scrobble", "history"),
+        ("/sync/history", "history"),
+        ("/sync/ratings", "ratings"),
+        ("/sync/watchlist", "the watchlist"),
+        ("/sync/collection", "the collection"),
+        ("/lists", "lists"),
+    ):
+        if part in path:
+            return kind
+    return "this kind of item"
+
+
 def _raise_for_account(response: httpx.Response) -> None:
     status = response.status_code
     headers = response.headers
     if status == 420:
         hit = LimitHit.from_headers(headers)
+        kind = _limited_kind(response.request.url.path)
+        fix = (
+            "the account is VIP and still at its limit: make room on Trakt"
+            if hit.vip
+            else f"upgrade to VIP ({hit.upgrade_url or DEFAULT_UPGRADE_URL}) or make room on Trakt"
+        )
         raise TraktLimitError(
-            "Trakt account limit reached"
+            f"Trakt account limit reached for {kind}"
             + (f" ({hit.limit} items)" if hit.limit is not None else "")
-            + ": writes of this kind are paused; upgrade to VIP "
-            + f"({hit.upgrade_url or DEFAULT_UPGRADE_URL}) or make room on Trakt",
+            + f": {kind} writes are paused; {fix}",
             hit,
         )
     if status == 423:
