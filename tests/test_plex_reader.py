@@ -34,12 +34,13 @@ from watchbridge.readers.plex import (
     PlexReader,
     Written,
     build_side,
+    choose_sections,
     key_for_ref,
     make_reader,
     written_record,
 )
 from watchbridge.reconcile import Play, Rated
-from watchbridge.services.plex import HistoryEntry, LibraryItem, PlexAuthError
+from watchbridge.services.plex import HistoryEntry, LibraryItem, PlexAuthError, Section
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -540,3 +541,17 @@ async def test_without_the_owners_token_a_person_falls_back_to_watched_state(
     assert plays == [Play(ARRIVAL, T0, f"watched:100:{T0}")]
     refused = plex.calls("GET", "/status/sessions/history/all")
     assert len(refused) == 2 and all(r.status == 401 for r in refused)
+
+
+SECTIONS = [Section("1", "Movies", "movie"), Section("2", "TV Shows", "show")]
+
+
+def test_a_library_name_the_owner_does_not_see_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no movie or show library named 'Films'"):
+        choose_sections(SECTIONS, ["Movies", "Films"], "alex")
+
+
+def test_a_library_not_shared_with_a_friend_is_left_out_for_them_alone() -> None:
+    # Plex shares libraries one by one: the friend sees Movies only.
+    chosen = choose_sections(SECTIONS[:1], ["Movies", "TV Shows"], "sam", owner=False)
+    assert [s.title for s in chosen] == ["Movies"]

@@ -373,3 +373,19 @@ def test_a_legacy_imdb_movie_seen_on_both_sides_is_neither_duplicated_nor_unwatc
         "2024-03-01T20:00:00.000Z"
     ]
     assert plex.user_state("101").get("viewCount") == 1
+
+
+def test_a_library_not_shared_with_a_friend_does_not_stop_the_owners_sync(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Plex shares libraries one by one; the config names both for everyone.
+    path, trakt, plex = setup(tmp_path, start_fake, jamie=True)
+    plex.shared_sections[JAMIE] = {"1"}  # Movies only
+    path.write_text(
+        path.read_text().replace(
+            f'token: "{TOKEN}"', f'token: "{TOKEN}", libraries: [Movies, TV Shows]'
+        )
+    )
+    done = sync(path)
+    assert done.returncode == 0, done.stderr
+    assert ("Episode", "2024-02-01T21:00:00.000Z") in trakt_plays(trakt)  # alex's went out

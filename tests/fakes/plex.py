@@ -86,6 +86,7 @@ class FakePlex(FakeServer):
         self.items: dict[str, dict[str, Any]] = {}
         self.sections: dict[str, dict[str, Any]] = {}
         self.users: dict[str, tuple[int, str]] = {}  # token -> (account id, name)
+        self.shared_sections: dict[int, set[str]] = {}  # account id -> section keys it sees
         self.state: dict[tuple[int, str], dict[str, Any]] = {}  # (account, ratingKey) -> state
         self.history: dict[int, dict[str, Any]] = {}  # history id -> row
         self._listing: dict[tuple[str, str], list[str]] = {}  # (section, type) -> ratingKeys
@@ -109,9 +110,14 @@ class FakePlex(FakeServer):
             "createdAt": _ADDED_AT,
         }
 
-    def add_user(self, token: str, account_id: int, name: str) -> None:
-        """Another account (a managed or shared user) with its own token for this server."""
+    def add_user(
+        self, token: str, account_id: int, name: str, libraries: set[str] | None = None
+    ) -> None:
+        """Another account (a managed or shared user) with its own token for this server;
+        `libraries`: the section keys shared with it (None: all)."""
         self.users[token] = (account_id, name)
+        if libraries is not None:
+            self.shared_sections[account_id] = libraries
 
     def add_movie(
         self,
@@ -350,9 +356,13 @@ class FakePlex(FakeServer):
 
     @route("GET", "/library/sections")
     def library_sections(self, req: Request) -> Response:
-        if self._account(req) is None:
+        account = self._account(req)
+        if account is None:
             return html_response(UNAUTHORIZED, 401)
-        sections = [copy.deepcopy(s) for s in self.sections.values()]
+        shared = self.shared_sections.get(account)
+        sections = [
+            copy.deepcopy(s) for k, s in self.sections.items() if shared is None or k in shared
+        ]
         return json_response(
             {
                 "MediaContainer": {

@@ -547,21 +547,28 @@ def _key_map(keyed: Iterable[tuple[str, LibraryItem]]) -> dict[str, dict[str, An
 
 
 def choose_sections(
-    sections: Sequence[Section], names: Sequence[str], profile: str
+    sections: Sequence[Section], names: Sequence[str], profile: str, owner: bool = True
 ) -> list[Section]:
-    """The libraries named in config (every movie and show library when none are named)."""
+    """The libraries named in config (every movie and show library when none are named), as
+    `profile` sees them. A name the owner does not see is a config error; one a friend or
+    home user does not see is a library not shared with them: left out for them alone."""
     usable = [s for s in sections if s.type in ("movie", "show")]
     if not names:
         return usable
     by_title = {s.title.casefold(): s for s in usable}
     missing = [n for n in names if n.casefold() not in by_title]
-    if missing:
-        seen = ", ".join(s.title for s in usable) or "none"
+    seen = ", ".join(s.title for s in usable) or "none"
+    if missing and owner:
         raise ConfigError(
             f"services.plex.libraries: the Plex server has no movie or show library named "
-            f"{', '.join(repr(n) for n in missing)} for profile {profile} (libraries: {seen})"
+            f"{', '.join(repr(n) for n in missing)} (libraries: {seen})"
         )
-    return [by_title[n.casefold()] for n in names]
+    if missing:
+        log.warning(
+            "plex libraries not shared with this person are left out for them",
+            extra={"profile": profile, "libraries": ", ".join(missing), "shared": seen},
+        )
+    return [by_title[n.casefold()] for n in names if n.casefold() in by_title]
 
 
 # --------------------------------------------------------------------------- who is reading
@@ -955,7 +962,8 @@ class PlexReader:
         """The chosen libraries' items, and the raw listings they were read from."""
         plex = self.config.services.plex
         names = plex.libraries if plex else []
-        chosen = choose_sections(await self.client.sections(token), names, profile)
+        sections = await self.client.sections(token)
+        chosen = choose_sections(sections, names, profile, owner=token is None)
         rows: dict[str, list[Mapping[str, object]]] = defaultdict(list)
         for section in chosen:
             kinds = ["movie"] if section.type == "movie" else ["show", "episode"]
