@@ -389,3 +389,18 @@ def test_a_library_not_shared_with_a_friend_does_not_stop_the_owners_sync(
     done = sync(path)
     assert done.returncode == 0, done.stderr
     assert ("Episode", "2024-02-01T21:00:00.000Z") in trakt_plays(trakt)  # alex's went out
+
+
+def test_runs_after_a_play_removed_from_plex_history_are_cheap_again(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    sync(path)
+    sync(path)  # reads back our own scrobble
+    trakt.user.history = [h for h in trakt.user.history if type(h.item).__name__ != "Episode"]
+    sync(path, "--full")  # the play removed on Trakt: its Plex history row is deleted
+    assert plex.history_of("201") == []
+    sync(path)  # our own writes moved both sides
+    before = len(plex.requests)
+    assert "nothing changed" in sync(path).stdout
+    assert len(plex.requests) - before == 1

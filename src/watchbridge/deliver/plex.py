@@ -43,6 +43,7 @@ from watchbridge.deliver.worker import (
 from watchbridge.http import Unavailable
 from watchbridge.model import ref_from_dict
 from watchbridge.readers.plex import (
+    HISTORY,
     HISTORY_PREFIX,
     KEYS,
     PLAYS,
@@ -212,6 +213,11 @@ class PlexTarget:
             history_token = None if self.client.token else person.token
             await self.client.delete_history(number, history_token)
             await self._put(person.profile, RETIRED, {number: {}})
+            # The reader's copy of the server's history must lose it too: its row count is
+            # what the cheap "anything new?" check compares with the server's.
+            await asyncio.to_thread(
+                self.store.mirror_remove, SERVICE, person.profile, HISTORY, [number]
+            )
         elif record.startswith(WRITTEN_PREFIX) and record in person.written:
             await self._remember(person, record, replace(person.written[record], removed=True))
         elif record.startswith(WATCHED_PREFIX) and record in person.synthetic:
