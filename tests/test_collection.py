@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -353,3 +354,20 @@ def test_an_items_details_stand_in_for_its_listing() -> None:
     better = CollectionMetadata(resolution="uhd_4k", hdr="dolby_vision")
     (found,), _ = plex_collected([movie], [], [], {"7": better})
     assert found.metadata == better
+
+
+def test_a_title_in_two_libraries_is_one_entry_described_by_its_best_copy() -> None:
+    # A 4K and an HD library: matching both to Trakt's one entry flip-flopped it every run.
+    def copy(key: str, width: int, added: int) -> dict[str, object]:
+        return {"ratingKey": key, "type": "movie", "title": "Arrival", "addedAt": added,
+                "Guid": [{"id": "tmdb://329865"}], "Media": [media(width=width)]}  # fmt: skip
+
+    plex, _ = plex_collected([copy("7", 1920, 2000), copy("8", 3840, 1000)], [], [])
+    hd = CollectionMetadata(resolution="hd_1080p", audio="aac", audio_channels="2.0")
+    trakt = [replace(plex[0], metadata=hd)]
+    result = plan_collection(plex, trakt, [])
+    (update,) = result.update
+    assert update.metadata is not None and update.metadata.resolution == "uhd_4k"
+    assert update.added_at == 1000
+    again = plan_collection(plex, [replace(trakt[0], metadata=update.metadata)], [])
+    assert (again.add, again.update, again.unchanged) == ((), (), 1)

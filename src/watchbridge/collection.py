@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge.ingest.common import epoch, integer, obj, text
@@ -457,6 +457,26 @@ def same_details(ours: CollectionMetadata | None, theirs: CollectionMetadata | N
     return theirs is not None and ours.to_trakt() == theirs.to_trakt()
 
 
+def best_copies(items: Sequence[Collected]) -> list[Collected]:
+    """One item per title: a title in two libraries (4K and HD) is Trakt's one collection
+    entry, described by its best version and collected when the first copy came. Pure."""
+
+    def quality(item: Collected) -> tuple[int, ...]:
+        return item.metadata.rank() if item.metadata is not None else (-1,)
+
+    kept: list[Collected] = []
+    taken: dict[str, int] = {}  # alias -> index in kept
+    for item in sorted(items, key=quality, reverse=True):
+        twin = next((taken[a] for a in item.aliases if a in taken), None)
+        if twin is None:
+            taken.update(dict.fromkeys(item.aliases, len(kept)))
+            kept.append(item)
+        elif item.added_at is not None:
+            first = kept[twin].added_at
+            kept[twin] = replace(kept[twin], added_at=min(first or item.added_at, item.added_at))
+    return kept
+
+
 def plan_collection(
     plex: Sequence[Collected],
     trakt: Sequence[Collected],
@@ -467,6 +487,7 @@ def plan_collection(
     """Add what Trakt lacks, update what it describes differently, and (when asked) remove
     what we once added that is no longer on the server. Items others added to the Trakt
     collection are never removed: only `baseline` keys (ours) are candidates."""
+    plex = best_copies(plex)
     index: dict[str, Collected] = {}
     for entry in trakt:
         for alias in entry.aliases:
