@@ -298,3 +298,23 @@ async def test_a_webhook_rewatch_of_days_ago_is_dated_on_anilist_by_when_it_was_
     assert status_of(anilist, REZERO_P2) == ("REPEATING", 1, 0)
     assert (await rig.sync_and_deliver(full=True)).queued == 0
     assert len(logged(serializd, REZERO)) == 13
+
+
+async def test_a_webhook_plays_time_dates_one_step_only(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    # The last episode watched by webhook three days ago; today a rewatch of the whole part
+    # on AniList: its E50 is today's, not the first viewing's (which would hide it).
+    finished = time.time() - 30 * DAY
+    for number in range(39, 50):
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+    entry = anilist.add_entry(REZERO_P2, status="CURRENT", progress=11, updated_at=int(finished))
+    await rig.sync_and_deliver()
+    assert webhook_play(rig, 50, time.time() - 3 * DAY) == 2
+    await deliver_to(rig, ["serializd", "anilist"])
+    assert (await rig.sync_and_deliver()).queued == 0
+    anilist.advance(3600)
+    entry.repeat, entry.updated_at = 1, int(anilist.now())
+    await rig.sync_and_deliver()
+    assert logged(serializd, REZERO).count((1, 50)) == 2
+    assert len(logged(serializd, REZERO)) == 24

@@ -1199,18 +1199,19 @@ class Store:
 
     def delivered_webhook_plays(
         self, profile: str, target: str
-    ) -> list[tuple[dict[str, Any], float]]:
-        """(item, watched at) of the plays webhooks queued for `profile` that `target` took
-        (delivered rows are kept a week, see maintenance)."""
+    ) -> list[tuple[int, dict[str, Any], float, str | None]]:
+        """(row id, item, watched at, webhook source) of the plays webhooks queued for
+        `profile` that `target` took (delivered rows are kept a week, see maintenance)."""
         rows = self._query(
-            "SELECT payload FROM outbox WHERE profile = ? AND target = ? AND action = 'play'"
+            "SELECT id, payload FROM outbox WHERE profile = ? AND target = ? AND action = 'play'"
             " AND event_id IS NOT NULL AND status = 'done'",
             (profile, target),
         )
         plays = []
         for row in rows:
             payload = json.loads(row["payload"])
-            plays.append((payload.get("item") or {}, float(payload.get("at", 0))))
+            item, at = payload.get("item") or {}, float(payload.get("at", 0))
+            plays.append((int(row["id"]), item, at, payload.get("source")))
         return plays
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:

@@ -68,6 +68,7 @@ from typing import TypeVar
 from watchbridge.anime import PENDING, AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, forward_wants, placed
 from watchbridge.config import Config, Link
+from watchbridge.ids import with_cached_show_ids
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.narrow import Keep, Narrowing
@@ -82,6 +83,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING = "seasons_waiting"  # cursor: entries whose season list could not be read
 RETRY = "seasons_retry"  # cursor: the other side has plays waiting for a season list
+DATED_BY = "dated_by"  # cursor: the webhook rows whose times dated a step (each dates one)
 PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
 TV_ONLY = "tv-only"  # Unmatched code: a movie, for a link whose other side holds TV only
 
@@ -112,6 +114,7 @@ class Converted:
     states: dict[int, EntryState]  # by list entry id
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = field(default_factory=dict)  # by media
     mapped: frozenset[int] = frozenset()  # media ids that mapped (to clear old reports)
+    dated_by: frozenset[int] = frozenset()  # the webhook rows whose times dated a step
 
 
 # --------------------------------------------------------------------------- pure conversion
@@ -222,15 +225,17 @@ def entry_plays(
     known: Mapping[str, Play],
     mapper: Mapper,
     claims: dict[str, list[Play]] | None = None,
-    dated: dict[str, list[float]] | None = None,
+    dated: dict[str, list[tuple[float, int]]] | None = None,
+    used: set[int] | None = None,
 ) -> tuple[list[Play], Unmatched | None]:
     """One entry's plays: `known` are its plays from the last read, by record.
 
     `claims` are plays we queued for AniList (by item, oldest first): a new play of such an
     item is that write read back, so it takes the queued play's date (and uses the claim up);
     without this, a back-dated play sent to AniList would come back dated today and be copied
-    again. `dated`: the times of webhook plays AniList took (by item, oldest first), used the
-    same way (a webhook's play of two days ago, delivered now)."""
+    again. `dated`: the times of webhook plays AniList took (by item, oldest first, with their
+    outbox row), used the same way (a webhook's play of two days ago, delivered now); the rows
+    used go into `used`."""
     plays: list[Play] = []
     problem: Unmatched | None = None
     cache: dict[int, list[str] | Unmatched] = {}
@@ -253,7 +258,9 @@ def entry_plays(
             if old is None and claims and claims.get(key):
                 when = claims[key].pop(newest).at
             elif old is None and dated and dated.get(key):
-                when = dated[key].pop(newest)
+                when, row = dated[key].pop(newest)
+                if used is not None:
+                    used.add(row)
             plays.append(Play(key, when, full))
 
     first = first_pass_count(entry, known)
@@ -318,7 +325,7 @@ def anilist_side(
     before: Mapping[int, EntryState],
     baseline: Side | None,
     mapper: Mapper,
-    dated: Mapping[str, list[float]] | None = None,
+    dated: Mapping[str, list[tuple[float, int]]] | None = None,
 ) -> Converted:
     """The side for `entries`, keeping records and dates of `baseline` plays (`dated`: see
     `entry_plays`)."""
@@ -332,7 +339,8 @@ def anilist_side(
             known.setdefault(entry_id, {})[play.record] = play
     for waiting in claims.values():
         waiting.sort(key=lambda p: p.at)
-    times = {item: sorted(at) for item, at in (dated or {}).items()}
+    times = {item: sorted(rows) for item, rows in (dated or {}).items()}
+    used: set[int] = set()
     plays: list[Play] = []
     states: dict[int, EntryState] = {}
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = {}
@@ -340,7 +348,7 @@ def anilist_side(
     for entry in entries:
         states[entry.id] = entry_state(entry, before.get(entry.id))
         made, problem = entry_plays(
-            entry, before.get(entry.id), known.get(entry.id, {}), mapper, claims, times
+            entry, before.get(entry.id), known.get(entry.id, {}), mapper, claims, times, used
         )
         plays += made
         if problem is not None:
@@ -350,7 +358,9 @@ def anilist_side(
     # Queued plays not read back yet stay claimed (the engine settles or tombstones them).
     plays += [play for waiting in claims.values() for play in waiting]
     scores = season_ratings(states.values(), mapper)
-    return Converted(Side(tuple(plays), scores), states, unmatched, frozenset(mapped))
+    return Converted(
+        Side(tuple(plays), scores), states, unmatched, frozenset(mapped), frozenset(used)
+    )
 
 
 ABSORBED = "held:"  # record prefix of a play AniList already counted (see the module doc)
@@ -611,7 +621,8 @@ class AniListReader:
             entries = await self.client.updated_since(profile, float(cursors["updated_at"]))
         await self._adopt(entries)
         await self._prepare(raw, entries, before.values())
-        dated = await asyncio.to_thread(self._webhook_times, profile)
+        spent = set(json.loads(cursors.get(DATED_BY) or "[]"))
+        dated, kept = await asyncio.to_thread(self._webhook_times, profile, spent)
         converted = await self._settled(
             lambda: anilist_side(entries, before, baseline, mapper, dated)
         )
@@ -629,6 +640,8 @@ class AniListReader:
         newest = max(newest, float(cursors.get("updated_at") or 0), self._newest.get(profile, 0.0))
         self._report(profile, converted)
         saved = {"updated_at": str(newest), "entries": states_json(states)}
+        # Each webhook time dates one step, once: a later rewatch is dated by AniList.
+        saved[DATED_BY] = json.dumps(sorted((spent & kept) | converted.dated_by))
         waiting = sorted(m for m, (_, why) in converted.unmatched.items() if why.code == PENDING)
         if waiting:
             saved[WAITING] = json.dumps(waiting)
@@ -669,18 +682,28 @@ class AniListReader:
         mapper = placed(raw, self.seasons)
         return mapper if self.movies else tv_only(mapper)
 
-    def _webhook_times(self, profile: str) -> dict[str, list[float]]:
-        """When the webhook plays AniList took were watched, by item key: AniList dates a
-        step by when it took it, which may be days later."""
-        times: dict[str, list[float]] = {}
-        for item, at in (
-            self.store.delivered_webhook_plays(profile, self.service) if self.store else ()
-        ):
+    def _webhook_times(
+        self, profile: str, spent: set[int]
+    ) -> tuple[dict[str, list[tuple[float, int]]], set[int]]:
+        """When the webhook plays AniList took were watched, by item key, with their outbox
+        rows (those not `spent` dating an earlier step): AniList dates a step by when it took
+        it, which may be days later. Second: every such row still kept."""
+        times: dict[str, list[tuple[float, int]]] = {}
+        kept: set[int] = set()
+        if self.store is None:
+            return times, kept
+        now = self.clock()
+        for row, item, at, source in self.store.delivered_webhook_plays(profile, self.service):
+            kept.add(row)
+            if row in spent:
+                continue
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                key = key_for_ref(ref_from_dict(item))
+                # Jellyfin and Emby name the show by their own id: its ids were read at delivery.
+                ref = with_cached_show_ids(self.store, ref_from_dict(item), source, now)
+                key = key_for_ref(ref)
                 if key is not None:
-                    times.setdefault(key, []).append(at)
-        return times
+                    times.setdefault(key, []).append((at, row))
+        return times, kept
 
     def _delivered(self, profile: str) -> Callable[[Play], bool]:
         """Whether the row of a play we queued for AniList is done (all are without a store)."""
