@@ -318,3 +318,21 @@ async def test_a_webhook_plays_time_dates_one_step_only(
     await rig.sync_and_deliver()
     assert logged(serializd, REZERO).count((1, 50)) == 2
     assert len(logged(serializd, REZERO)) == 24
+
+
+async def test_a_delivery_ledger_changed_but_not_grown_is_still_a_change(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    # One of our entries removed and another written between two runs: the count is the same.
+    anilist.add_entry(REZERO_P2, status="CURRENT", progress=1, updated_at=int(time.time() - DAY))
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()  # reads back our own write
+    assert (await rig.sync_and_deliver()).plans[0].unchanged
+    store = rig.runtime.store
+    ledger = store.mirror_get("serializd", "me", "plays")
+    assert len(ledger) == 1
+    (key, value), review = next(iter(ledger.items())), serializd.diary()[0].id
+    store.mirror_put("serializd", "me", "plays", {key: {**value, "review_id": None}}, time.time())
+    store.mirror_put("serializd", "me", "plays", {f"{key}x": {"review_id": review}}, time.time())
+    (plan,) = (await rig.sync_and_deliver()).plans
+    assert not plan.unchanged

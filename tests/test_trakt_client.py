@@ -642,3 +642,13 @@ async def test_a_history_add_answered_with_a_cut_off_body_may_have_landed(
         await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1.7e9)])
     assert caught.value.outcome_unknown
     assert len(trakt.history()) == 1  # it did land
+
+
+async def test_a_listing_that_serves_its_first_page_whatever_is_asked_ends(
+    client: TraktClient, long_history: FakeTrakt, store: Store
+) -> None:
+    # With no page count to go by, full pages read on: a page served again ends the listing.
+    signed_in(long_history, store)
+    long_history.page_count_header, long_history.ignore_page = None, True
+    assert len(await client.history(PROFILE, "episodes")) == 250
+    assert long_history.count("GET", "/sync/history/{type}") == 2

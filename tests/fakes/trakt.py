@@ -32,7 +32,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -572,6 +572,7 @@ class FakeTrakt(FakeServer):
         self.reject_title_case_headers = True  # §1, trakt-api#687
         # "real", or what X-Pagination-Page-Count says instead (None: left out; trakt-api#896)
         self.page_count_header: str | None = "real"
+        self.ignore_page = False  # True: every listing answers its first page, whatever asked
         self.upgrade_url = "https://trakt.tv/vip"
         # device flow
         self.verification_url = "https://trakt.tv/activate"  # as in device_code_response.json
@@ -1022,6 +1023,8 @@ class FakeTrakt(FakeServer):
         if edge is not None:
             return edge
         rate_headers: dict[str, str] = {}
+        if self.ignore_page and "page" in req.query:
+            req = replace(req, query={**req.query, "page": "1"})
         try:
             if auth == "oauth":
                 self._check_content_type(req)

@@ -996,16 +996,18 @@ class TraktClient:
 
     async def _pages(self, profile: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
-        page = 1
+        page, last = 1, None
         while True:
             response = await self._call(profile, "GET", path, params={**params, "page": page})
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"GET {path} answered {response.status_code}")
             found: list[dict[str, Any]] = _decoded(response, list)
+            if found == last:  # the page asked for was not served: this is all there is
+                return entries
             entries += found
             if not _more_pages(response, page, len(found)):
                 return entries
-            page += 1
+            page, last = page + 1, found
 
     async def ratings(self, profile: str, item_type: str = "all") -> list[dict[str, Any]]:
         """Every rating of one type (`all`, `movies`, `shows`, `seasons`, `episodes`)."""
