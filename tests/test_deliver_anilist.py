@@ -907,9 +907,7 @@ def with_enricher(
         target.enricher = Enricher(runtime.store, clock)
         return
     client = MediaServerClient(JellyfinConfig(url=server.url, api_key=Secret(API_KEY)))
-    target.enricher = Enricher(
-        runtime.store, clock, jellyfin=client.series, closers=[client.aclose]
-    )
+    target.enricher = Enricher(runtime.store, clock, jellyfin=client, closers=[client.aclose])
 
 
 # The episode's own ids: TMDB's, or the AniDB plugin's episode id (eid), which names no anime.

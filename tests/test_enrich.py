@@ -96,7 +96,7 @@ async def jellyfin_client(jellyfin_server: FakeJellyfin) -> AsyncIterator[MediaS
 
 @pytest.fixture
 def enricher(jellyfin_client: MediaServerClient, store: Store, clock: FakeClock) -> Enricher:
-    return Enricher(store, clock, jellyfin=jellyfin_client.series)
+    return Enricher(store, clock, jellyfin=jellyfin_client)
 
 
 # --------------------------------------------------------------------------- Jellyfin / Emby
@@ -120,10 +120,10 @@ async def test_a_series_is_read_once_the_store_remembers_it(
     store: Store,
     clock: FakeClock,
 ) -> None:
-    first = await Enricher(store, clock, jellyfin=jellyfin_client.series).enrich(
+    first = await Enricher(store, clock, jellyfin=jellyfin_client).enrich(
         jellyfin_episode(), SHOW_TMDB, "jellyfin"
     )
-    second = await Enricher(store, clock, jellyfin=jellyfin_client.series).enrich(
+    second = await Enricher(store, clock, jellyfin=jellyfin_client).enrich(
         jellyfin_episode(), SHOW_TMDB, "jellyfin"
     )
     assert second == first
@@ -136,7 +136,7 @@ async def test_an_emby_episode_gets_its_show_ids_from_emby(
     server = sample_server(start_fake, "emby")
     client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
     try:
-        enriched = await Enricher(store, clock, emby=client.series).enrich(
+        enriched = await Enricher(store, clock, emby=client).enrich(
             emby_episode(), SHOW_TMDB, "emby"
         )
     finally:
@@ -641,3 +641,32 @@ async def test_an_episode_trakt_does_not_know_by_its_own_id_goes_by_show_and_num
         await drain(worker, runtime)
         (play,) = trakt.history()
         assert (play.item.season, play.item.number) == (5, 14)
+
+
+async def test_a_movie_played_before_jellyfin_identified_it_goes_out_once_identified(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # The unmatched reason says: identify it there, the next try finds it. It must.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    payload = sample_json("jellyfin", "user_data_saved_toggle_played_movie.json")
+    del payload["Provider_tmdb"], payload["Provider_imdb"]
+    movie = jellyfin_server.add_item(payload["ItemId"], "Arrival", "Movie")  # no ids yet
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
+        assert isinstance(result, Accepted)
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(result)))
+        await worker.pass_once(runtime)
+        (row,) = runtime.store.unmatched()
+        assert "the next try will find it" in (row.item.last_error or "")
+        movie["ProviderIds"] = {"Tmdb": "329865", "Imdb": "tt2543164"}  # Identify in Jellyfin
+        for _ in range(3):
+            clock.advance(3600)
+            await worker.pass_once(runtime)
+        assert [e.item.title for e in trakt.history()] == ["Arrival"]

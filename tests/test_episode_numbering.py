@@ -83,7 +83,7 @@ links:
     ids = Enricher(
         runtime.store,
         time.time,
-        jellyfin=media_server_client(config.services.jellyfin).series,
+        jellyfin=media_server_client(config.services.jellyfin),
         search=client.search,
     )
     rig.targets = {

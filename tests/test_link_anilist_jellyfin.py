@@ -93,7 +93,7 @@ links:
 
     def enricher() -> Enricher:
         client = MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
-        return Enricher(runtime.store, time.time, jellyfin=client.series, closers=[client.aclose])
+        return Enricher(runtime.store, time.time, jellyfin=client, closers=[client.aclose])
 
     to_anilist = anilist_target(config, runtime.store, LINK)
     to_anilist.enricher = enricher()

@@ -43,6 +43,16 @@ Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
 SeriesLookup = Callable[[str], Awaitable[Series | None]]
+
+
+class MediaServerItems(Protocol):
+    """What a Jellyfin or Emby client reads for the enricher (services.jellyfin)."""
+
+    async def series(self, series_id: str) -> Series | None: ...
+
+    async def movie(self, movie_id: str) -> Series | None: ...
+
+
 TRAKT_ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "slug")  # what Trakt matches items by
 
 
@@ -482,45 +492,63 @@ def with_cached_show_ids(
     return item if series is None else merge_series(item, series)
 
 
+MOVIE_KEY = "movie:"  # cache lookups of movies (by their server id) start with this
+
+
 class SeriesEnricher:
-    """Fills in an episode's show ids from the Jellyfin or Emby server it came from.
+    """Fills in an episode's show ids, or a movie's own, from the Jellyfin or Emby server it
+    came from.
 
     Their webhooks carry the episode's provider ids only, and the series by its server id
-    (`SeriesId` = `show_source_key`). Each series is read once and cached (misses for an hour:
-    the server may still be identifying it). A failing read caches nothing.
+    (`SeriesId` = `show_source_key`); a movie played before the server identified it has no
+    ids until it is (`ItemId` = `source_key`). Each item is read once and cached (misses for an
+    hour: the server may still be identifying it). A failing read caches nothing.
     """
 
     namespace = "media-server-series"
 
     def __init__(
-        self, server: str, series: SeriesLookup, cache: IdCache, clock: Callable[[], float]
+        self, server: str, client: MediaServerItems, cache: IdCache, clock: Callable[[], float]
     ) -> None:
         self.server = server
-        self.series = series
+        self.client = client
         self.cache = cache
         self.clock = clock
         self.answered = 0  # reads the server answered (found or not): its key works
 
     async def lookup(self, item: MediaRef, need: Need) -> tuple[MediaRef, ServiceError | None]:
-        key = item.show_source_key
-        if item.kind != "episode" or not key or need.show_met(item.show_ids):
+        movie = item.kind == "movie" and item.source_key is not None and not need.met(item)
+        key = item.source_key if movie else item.show_source_key
+        if not movie and (item.kind != "episode" or need.show_met(item.show_ids)):
+            return item, None
+        if not key:
             return item, None
         try:
-            found = await self._read(key)
+            found = await self._read(f"{MOVIE_KEY}{key}" if movie else key)
         except ServiceError as exc:
             log.warning(
                 "series lookup failed",
                 extra={"server": self.server, "item": item.describe(), "problem": exc.message},
             )
             return item, exc
-        return (item if found is None else merge_series(item, found)), None
+        if found is None:
+            return item, None
+        if movie:  # played before the server identified it, perhaps: its ids now
+            return replace(
+                item, ids=item.ids.merged(found.ids), title=item.title or found.title
+            ), None
+        return merge_series(item, found), None
 
     async def _read(self, series_id: str) -> Series | None:
+        """The series (or, under MOVIE_KEY, the movie) with this server id, cached."""
         lookup = f"{self.server}:{series_id}"
         hit, cached = cached_series(self.cache, self.server, series_id, self.clock())
         if hit:
             return cached
-        found = await self.series(series_id)
+        if series_id.startswith(MOVIE_KEY):
+            found = await self.client.movie(series_id.removeprefix(MOVIE_KEY))
+        else:
+            found = await self.client.series(series_id)
         self.answered += 1
         # A series without a TMDB id is usually one the server is still identifying.
         ttl = SERIES_FOUND_TTL if found is not None and found.ids.tmdb else SERIES_MISSING_TTL
@@ -624,8 +652,8 @@ class Enricher:
         clock: Callable[[], float],
         *,
         plex: PlexMetadata | None = None,
-        jellyfin: SeriesLookup | None = None,
-        emby: SeriesLookup | None = None,
+        jellyfin: MediaServerItems | None = None,
+        emby: MediaServerItems | None = None,
         search: Search | None = None,
         title_search: TitleSearch | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
@@ -633,9 +661,9 @@ class Enricher:
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
         self.series = {
-            server: SeriesEnricher(server, lookup, cache, clock)
-            for server, lookup in (("jellyfin", jellyfin), ("emby", emby))
-            if lookup is not None
+            server: SeriesEnricher(server, client, cache, clock)
+            for server, client in (("jellyfin", jellyfin), ("emby", emby))
+            if client is not None
         }
         self.trakt = (
             TraktResolver(search, cache, clock, title_search) if search is not None else None

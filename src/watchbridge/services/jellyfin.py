@@ -50,7 +50,7 @@ class MediaServerAuthError(MediaServerError):
 
 @dataclass(frozen=True)
 class Series:
-    """A series as its server knows it: its own id, title and provider ids."""
+    """A series (or a movie) as its server knows it: its own id, title and provider ids."""
 
     id: str
     title: str | None
@@ -67,10 +67,10 @@ def provider_ids(raw: object) -> Ids:
     return Ids(**found)
 
 
-def series_from(answer: Mapping[str, Any], series_id: str) -> Series | None:
-    """A series item DTO as a Series; None when it is another kind of item."""
-    kind = text(answer.get("Type"))
-    if kind is not None and kind != "Series":
+def series_from(answer: Mapping[str, Any], series_id: str, kind: str = "Series") -> Series | None:
+    """An item DTO of `kind` (Series, Movie) as a Series; None when it is another kind."""
+    found = text(answer.get("Type"))
+    if found is not None and found != kind:
         return None
     return Series(
         id=text(answer.get("Id")) or series_id,
@@ -124,18 +124,26 @@ class MediaServerClient:
         Raises MediaServerAuthError on 401/403, MediaServerError on other refusals or an
         unreadable answer, Unavailable (from the HTTP policy) when the server is down.
         """
-        key = series_id.strip()
+        return await self._item(series_id, "Series")
+
+    async def movie(self, movie_id: str) -> Series | None:
+        """The movie with this server id, as `series` reads a series (a movie played before
+        the server identified it has its ids only here, once identified)."""
+        return await self._item(movie_id, "Movie")
+
+    async def _item(self, item_id: str, kind: str) -> Series | None:
+        key = item_id.strip()
         if not key:
             return None
         if self.server == "jellyfin":
             answer = await self._get(f"/Items/{quote(key, safe='')}", None, key)
-            return None if answer is None else series_from(obj(answer), key)
+            return None if answer is None else series_from(obj(answer), key, kind)
         params = {"Ids": key, "Fields": "ProviderIds", "Recursive": "true"}
         answer = await self._get("/Items", params, key)
         rows = obj(answer).get("Items")
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and text(row.get("Id")) == key:
-                return series_from(row, key)
+                return series_from(row, key, kind)
         return None
 
     async def _get(self, path: str, params: Mapping[str, str] | None, key: str) -> Any:
@@ -151,13 +159,13 @@ class MediaServerClient:
         if status == 404:
             return None
         if status >= 400:
-            raise MediaServerError(self.server, f"reading series {key} answered {status}")
+            raise MediaServerError(self.server, f"reading item {key} answered {status}")
         try:
             return response.json()
         except ValueError:
             kind = response.headers.get("content-type", "?")
             raise MediaServerError(
-                self.server, f"reading series {key} gave no JSON ({kind})"
+                self.server, f"reading item {key} gave no JSON ({kind})"
             ) from None
 
 
