@@ -1968,3 +1968,16 @@ async def test_a_vip_account_at_its_limit_is_not_told_to_upgrade_to_vip(
     await worker.pass_once(runtime)
     (message,) = [m["message"] for m in receiver.messages]
     assert "the account is VIP and still at its limit: make room on Trakt" in message
+
+
+async def test_a_play_held_by_an_account_limit_goes_out_within_the_hour_after_an_upgrade(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.account_limit(1, route="POST /sync/history", limit=100)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    assert trakt.history() == []
+    clock.advance(3601)  # the user upgraded to VIP meanwhile
+    trakt.advance(3601)
+    await worker.pass_once(runtime)
+    assert len(trakt.history()) == 1

@@ -66,6 +66,9 @@ DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
 UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
 AUTH_HOLD = 1800.0  # a media server refusing our key: its rows wait (the enricher alerts)
+# A profile at an account limit (420), locked (423) or without VIP (426) is tried hourly: an
+# upgrade or some room made goes on within the hour.
+ACCOUNT_HOLD = 3600.0
 
 
 def _an_earlier_viewing(result: ScrobbleResult, row: Row) -> bool:
@@ -239,7 +242,7 @@ class TraktTarget:
         if isinstance(exc, TraktAuthError):
             return Hold(exc.message, 900, "credentials", target_wide=False)
         if isinstance(exc, TraktAccountError):
-            return Hold(exc.message, 6 * 3600, "account_limit", target_wide=False)
+            return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False)
         if isinstance(exc, RateLimited):
             return Hold(exc.message, exc.retry_after or 60)
         if isinstance(exc, Unavailable):
