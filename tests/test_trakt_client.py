@@ -353,12 +353,13 @@ async def test_rejected_refresh_needs_a_new_sign_in(
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(403, TraktAccountError), (404, TraktAuthError), (418, TraktAuthError)],
+    [(403, Unavailable), (404, TraktAuthError), (418, TraktAuthError)],
 )
-async def test_a_refresh_refused_for_another_reason_asks_for_a_human(
+async def test_a_refresh_refused_for_another_reason_asks_for_a_human_or_waits(
     client: TraktClient, trakt: FakeTrakt, store: Store, status: int, error: type[Exception]
 ) -> None:
-    # 403: Trakt's firewall; 404: an OAuth host that moved. Neither is worth a retry.
+    # 404: an OAuth host that moved: a human must look. 403 from Trakt's firewall (no Trakt
+    # request id): its bans pass; tried again in minutes (pitfalls/trakt.md §7).
     signed_in(trakt, store)
     trakt.expire_tokens()
     body = cloudflare_page(status) if status == 403 else {"error": "nope"}
@@ -652,3 +653,13 @@ async def test_a_listing_that_serves_its_first_page_whatever_is_asked_ends(
     long_history.page_count_header, long_history.ignore_page = None, True
     assert len(await client.history(PROFILE, "episodes")) == 250
     assert long_history.count("GET", "/sync/history/{type}") == 2
+
+
+async def test_a_firewall_block_is_waited_out_for_minutes(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.fail_next(1, 403, body=cloudflare_page(403), headers={"server": "cloudflare"})
+    with pytest.raises(Unavailable) as caught:
+        await client.last_activities(PROFILE)
+    assert caught.value.retry_after == 600

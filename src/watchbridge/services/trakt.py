@@ -1264,6 +1264,9 @@ def _oauth_error(response: httpx.Response) -> str:
     return str(data.get("error") or f"HTTP {response.status_code}")
 
 
+FIREWALL_PAUSE = 600.0  # pitfalls/trakt.md §7: back off for minutes after a WAF block
+
+
 def _limited_kind(path: str) -> str:
     """What a 420 on `path` is a limit of, in the words of Trakt's account page."""
     for part, kind in (
@@ -1303,12 +1306,15 @@ def _raise_for_account(response: httpx.Response) -> None:
     if status == 426:
         url = headers.get("x-upgrade-url") or UPGRADE_URL
         raise TraktAccountError(f"this needs Trakt VIP ({url})", 426)
-    if status == 403:
-        served_by_trakt = "x-request-id" in headers
+    if status == 403 and "x-request-id" in headers:
         raise TraktAccountError(
             "Trakt refused the app (403): check services.trakt.client_id and that the app "
-            "belongs to a VIP account"
-            if served_by_trakt
-            else "Trakt's firewall blocked the request (403 without a Trakt request id)",
+            "belongs to a VIP account",
             403,
+        )
+    if status == 403:  # Cloudflare's, not Trakt's: its bans pass; minutes, not seconds
+        raise Unavailable(
+            SERVICE,
+            "Trakt's firewall blocked the request (403 without a Trakt request id)",
+            retry_after=FIREWALL_PAUSE,
         )
