@@ -621,28 +621,6 @@ async def test_an_episode_trakt_adds_an_hour_after_the_play_goes_out_at_a_retry(
         assert len(trakt.history()) == 1
 
 
-async def test_an_episode_trakt_does_not_know_by_its_own_id_goes_by_show_and_numbers(
-    tmp_path: Path,
-    trakt_with_breaking_bad: FakeTrakt,
-    jellyfin_server: FakeJellyfin,
-    clock: FakeClock,
-    close_targets: list[DeliveryWorker],
-) -> None:
-    # Emby and Jellyfin episodes often carry only a TVDB id, and Trakt may not hold it.
-    trakt = trakt_with_breaking_bad
-    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
-        worker = await trakt_worker(runtime, close_targets)
-        payload = sample_json("jellyfin", COMPLETED)
-        for provider in ("Provider_imdb", "Provider_tmdb"):
-            del payload[provider]
-        result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
-        assert isinstance(result, Accepted)
-        runtime.store.ingest(ingest_job(runtime, "me", only_event(result)))
-        await drain(worker, runtime)
-        (play,) = trakt.history()
-        assert (play.item.season, play.item.number) == (5, 14)
-
-
 async def test_a_movie_played_before_jellyfin_identified_it_goes_out_once_identified(
     tmp_path: Path,
     start_fake: Callable[[FakeServer], FakeServer],

@@ -392,31 +392,13 @@ class TraktTarget:
         while fresh:
             sent, not_found = await self._send_history(profile, fresh)
             outcomes |= sent
-            # Trakt may find a twin by its own ids where its sent row's were not found, and
-            # an episode by its show and numbers where its own ids are unknown to it.
+            # Trakt may find a twin by its own ids where its sent row's were not found.
             again = [by_id[twin] for twin, row in twins.items() if row in not_found]
             for twin, row in twins.items():
                 if row not in not_found:
                     outcomes[twin] = _as_twin(outcomes[row], row)
-            again += await self._by_numbers([r for r in fresh if r.outbox.id in not_found])
             fresh, twins = one_per_play(again)
         return outcomes
-
-    async def _by_numbers(self, rows: Sequence[Row]) -> list[Row]:
-        """Episodes Trakt did not find by their own ids, named by show and numbers instead
-        (their show's ids asked of the media server they came from, if need be)."""
-        found: list[Row] = []
-        for row in rows:
-            item = row.item
-            if item.kind != "episode" or not item.ids.present() or item.number is None:
-                continue
-            bare = replace(item, ids=Ids())
-            if not can_send(bare) and self.enricher is not None:
-                source = row.payload.get("source")
-                bare = (await self.enricher.enrich(bare, TRAKT, source, search_trakt=False)).item
-            if can_send(bare):
-                found.append(replace(row, item=bare))
-        return found
 
     async def _send_history(
         self, profile: str, fresh: Sequence[Row]
