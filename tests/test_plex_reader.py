@@ -553,5 +553,11 @@ def test_a_library_name_the_owner_does_not_see_is_a_config_error() -> None:
 
 def test_a_library_not_shared_with_a_friend_is_left_out_for_them_alone() -> None:
     # Plex shares libraries one by one: the friend sees Movies only.
-    chosen = choose_sections(SECTIONS[:1], ["Movies", "TV Shows"], "sam", owner=False)
+    chosen = choose_sections(SECTIONS[:1], ["Movies", "TV Shows"], "sam", SECTIONS, owner=False)
     assert [s.title for s in chosen] == ["Movies"]
+
+
+def test_a_misspelt_library_is_a_config_error_whoever_reads_it() -> None:
+    # The owner with a token of their own reads as anyone else: the server's list decides.
+    with pytest.raises(ConfigError, match="no movie or show library named 'TV Shos'"):
+        choose_sections(SECTIONS, ["Movies", "TV Shos"], "alex", SECTIONS, owner=False)

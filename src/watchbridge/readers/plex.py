@@ -547,26 +547,35 @@ def _key_map(keyed: Iterable[tuple[str, LibraryItem]]) -> dict[str, dict[str, An
 
 
 def choose_sections(
-    sections: Sequence[Section], names: Sequence[str], profile: str, owner: bool = True
+    sections: Sequence[Section],
+    names: Sequence[str],
+    profile: str,
+    on_server: Sequence[Section] | None = None,
+    owner: bool = True,
 ) -> list[Section]:
     """The libraries named in config (every movie and show library when none are named), as
-    `profile` sees them. A name the owner does not see is a config error; one a friend or
-    home user does not see is a library not shared with them: left out for them alone."""
+    `profile` sees them (`sections`). A name the server does not have is a config error (the
+    owner sees every library; for anyone else `on_server`, what the server's own token sees,
+    tells, when known); one it did not share with this person is left out for them alone."""
     usable = [s for s in sections if s.type in ("movie", "show")]
     if not names:
         return usable
     by_title = {s.title.casefold(): s for s in usable}
-    missing = [n for n in names if n.casefold() not in by_title]
-    seen = ", ".join(s.title for s in usable) or "none"
-    if missing and owner:
-        raise ConfigError(
-            f"services.plex.libraries: the Plex server has no movie or show library named "
-            f"{', '.join(repr(n) for n in missing)} (libraries: {seen})"
-        )
-    if missing:
+    server = usable if owner else on_server
+    if server is not None:
+        known = {s.title.casefold() for s in server if s.type in ("movie", "show")}
+        unknown = [n for n in names if n.casefold() not in known]
+        if unknown:
+            seen = ", ".join(s.title for s in server if s.type in ("movie", "show")) or "none"
+            raise ConfigError(
+                f"services.plex.libraries: the Plex server has no movie or show library named "
+                f"{', '.join(repr(n) for n in unknown)} (libraries: {seen})"
+            )
+    unshared = [n for n in names if n.casefold() not in by_title]
+    if unshared:
         log.warning(
             "plex libraries not shared with this person are left out for them",
-            extra={"profile": profile, "libraries": ", ".join(missing), "shared": seen},
+            extra={"profile": profile, "libraries": ", ".join(unshared)},
         )
     return [by_title[n.casefold()] for n in names if n.casefold() in by_title]
 
@@ -963,7 +972,14 @@ class PlexReader:
         plex = self.config.services.plex
         names = plex.libraries if plex else []
         sections = await self.client.sections(token)
-        chosen = choose_sections(sections, names, profile, owner=token is None)
+        # A library this person does not see may exist unshared: the server's own token tells
+        # (without it, a name is taken to exist).
+        seen = {s.title.casefold() for s in sections}
+        unseen = any(n.casefold() not in seen for n in names)
+        owner = token is None
+        ask = not owner and unseen and self.client.token is not None
+        on_server = await self.client.sections(None) if ask else None
+        chosen = choose_sections(sections, names, profile, on_server, owner=owner)
         rows: dict[str, list[Mapping[str, object]]] = defaultdict(list)
         for section in chosen:
             kinds = ["movie"] if section.type == "movie" else ["show", "episode"]
