@@ -20,6 +20,7 @@ from watchbridge import readers
 from watchbridge.config import parse_config
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.sync import plan_link, run_link
 from watchbridge.webhooks import ingest_job
@@ -336,3 +337,24 @@ async def test_a_delivery_ledger_changed_but_not_grown_is_still_a_change(
     store.mirror_put("serializd", "me", "plays", {f"{key}x": {"review_id": review}}, time.time())
     (plan,) = (await rig.sync_and_deliver()).plans
     assert not plan.unchanged
+
+
+async def test_a_webhook_play_after_a_quiet_week_is_dated_by_its_webhook_too(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    # Pruning a quiet week's rows lets SQLite hand out their ids again: a play must not be
+    # taken for one whose time already dated a step.
+    finished = time.time() - 60 * DAY
+    for number in range(39, 51):
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+    completed_entry(anilist, REZERO_P2, 12, finished)
+    await rig.sync_and_deliver()
+    assert webhook_play(rig, 39, time.time() - 2 * DAY) == 2
+    await deliver_to(rig, ["serializd", "anilist"])
+    assert (await rig.sync_and_deliver(full=True)).queued == 0
+    rig.runtime.store.prune(time.time() + 8 * DAY, KEEP_DONE, KEEP_SESSIONS)
+    assert (await rig.sync_and_deliver()).queued == 0
+    assert webhook_play(rig, 40, time.time() - 2 * DAY) == 2
+    await deliver_to(rig, ["serializd", "anilist"])
+    assert (await rig.sync_and_deliver(full=True)).queued == 0
+    assert len(logged(serializd, REZERO)) == 14

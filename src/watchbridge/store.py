@@ -1199,19 +1199,20 @@ class Store:
 
     def delivered_webhook_plays(
         self, profile: str, target: str
-    ) -> list[tuple[int, dict[str, Any], float, str | None]]:
-        """(row id, item, watched at, webhook source) of the plays webhooks queued for
-        `profile` that `target` took (delivered rows are kept a week, see maintenance)."""
+    ) -> list[tuple[str, dict[str, Any], float, str | None]]:
+        """(idempotency key, item, watched at, webhook source) of the plays webhooks queued for
+        `profile` that `target` took (delivered rows are kept a week, see maintenance). Keys,
+        not row ids: ids come back once old rows are pruned."""
         rows = self._query(
-            "SELECT id, payload FROM outbox WHERE profile = ? AND target = ? AND action = 'play'"
-            " AND event_id IS NOT NULL AND status = 'done'",
+            "SELECT idempotency_key, payload FROM outbox WHERE profile = ? AND target = ?"
+            " AND action = 'play' AND event_id IS NOT NULL AND status = 'done'",
             (profile, target),
         )
         plays = []
         for row in rows:
             payload = json.loads(row["payload"])
             item, at = payload.get("item") or {}, float(payload.get("at", 0))
-            plays.append((int(row["id"]), item, at, payload.get("source")))
+            plays.append((str(row["idempotency_key"]), item, at, payload.get("source")))
         return plays
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:

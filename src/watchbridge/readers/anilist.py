@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING = "seasons_waiting"  # cursor: entries whose season list could not be read
 RETRY = "seasons_retry"  # cursor: the other side has plays waiting for a season list
-DATED_BY = "dated_by"  # cursor: the webhook rows whose times dated a step (each dates one)
+DATED_BY = "dated_by"  # cursor: the webhook rows (keys) whose times dated a step (each one)
 PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
 TV_ONLY = "tv-only"  # Unmatched code: a movie, for a link whose other side holds TV only
 
@@ -114,7 +114,7 @@ class Converted:
     states: dict[int, EntryState]  # by list entry id
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = field(default_factory=dict)  # by media
     mapped: frozenset[int] = frozenset()  # media ids that mapped (to clear old reports)
-    dated_by: frozenset[int] = frozenset()  # the webhook rows whose times dated a step
+    dated_by: frozenset[str] = frozenset()  # the webhook rows (keys) whose times dated a step
 
 
 # --------------------------------------------------------------------------- pure conversion
@@ -225,8 +225,8 @@ def entry_plays(
     known: Mapping[str, Play],
     mapper: Mapper,
     claims: dict[str, list[Play]] | None = None,
-    dated: dict[str, list[tuple[float, int]]] | None = None,
-    used: set[int] | None = None,
+    dated: dict[str, list[tuple[float, str]]] | None = None,
+    used: set[str] | None = None,
 ) -> tuple[list[Play], Unmatched | None]:
     """One entry's plays: `known` are its plays from the last read, by record.
 
@@ -325,7 +325,7 @@ def anilist_side(
     before: Mapping[int, EntryState],
     baseline: Side | None,
     mapper: Mapper,
-    dated: Mapping[str, list[tuple[float, int]]] | None = None,
+    dated: Mapping[str, list[tuple[float, str]]] | None = None,
 ) -> Converted:
     """The side for `entries`, keeping records and dates of `baseline` plays (`dated`: see
     `entry_plays`)."""
@@ -340,7 +340,7 @@ def anilist_side(
     for waiting in claims.values():
         waiting.sort(key=lambda p: p.at)
     times = {item: sorted(rows) for item, rows in (dated or {}).items()}
-    used: set[int] = set()
+    used: set[str] = set()
     plays: list[Play] = []
     states: dict[int, EntryState] = {}
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = {}
@@ -683,13 +683,13 @@ class AniListReader:
         return mapper if self.movies else tv_only(mapper)
 
     def _webhook_times(
-        self, profile: str, spent: set[int]
-    ) -> tuple[dict[str, list[tuple[float, int]]], set[int]]:
+        self, profile: str, spent: set[str]
+    ) -> tuple[dict[str, list[tuple[float, str]]], set[str]]:
         """When the webhook plays AniList took were watched, by item key, with their outbox
         rows (those not `spent` dating an earlier step): AniList dates a step by when it took
         it, which may be days later. Second: every such row still kept."""
-        times: dict[str, list[tuple[float, int]]] = {}
-        kept: set[int] = set()
+        times: dict[str, list[tuple[float, str]]] = {}
+        kept: set[str] = set()
         if self.store is None:
             return times, kept
         now = self.clock()
