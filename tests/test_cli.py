@@ -522,3 +522,22 @@ def test_deadletters_on_a_database_another_watchbridge_holds_locked_say_so(
         holder.close()
     assert result.returncode == 1
     assert result.stderr.startswith("error: the database (storage.path) stayed locked by another")
+
+
+def test_backup_copies_the_database_beside_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
+    result = run("backup", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"database copied to {tmp_path / 'watchbridge.db.backup'}")
+    with Store.open(tmp_path / "watchbridge.db.backup") as copy:
+        assert copy.get_token("trakt", "me") == {"access_token": "a"}
+
+
+def test_backup_of_a_named_database_reads_no_config(tmp_path: Path) -> None:
+    # Home Assistant runs it before each backup, outside the service's environment.
+    Store.open(tmp_path / "wb.db").close()
+    result = run("backup", "--database", str(tmp_path / "wb.db"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "wb.db.backup").is_file()

@@ -415,6 +415,17 @@ def test_addon_publishes_8765_for_webhooks_and_uses_ingress_for_the_ui() -> None
     assert manifest["map"] == ["addon_config:rw"]
 
 
+def test_addon_backups_hold_a_consistent_copy_of_the_database_not_the_live_file() -> None:
+    # Home Assistant copies /data file by file while the app runs: the live database, being
+    # written, may come out damaged; the copy `watchbridge backup` takes first does not.
+    manifest = _yaml(ADDON / "config.yaml")
+    assert manifest["backup_pre"] == "watchbridge backup --database /data/watchbridge.db"
+    assert {"watchbridge.db", "watchbridge.db-wal", "watchbridge.db-shm"} <= set(
+        manifest["backup_exclude"]
+    )
+    assert translate_options({}, "t")["storage"]["path"] == "/data/watchbridge.db"
+
+
 def test_addon_manifest_has_the_required_keys() -> None:
     manifest = _yaml(ADDON / "config.yaml")
     assert manifest["slug"] == "watchbridge" and manifest["version"] == "0.1.0"

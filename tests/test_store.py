@@ -27,6 +27,7 @@ from watchbridge.store import (
     Retried,
     Settlement,
     Store,
+    backup_path,
     migrations,
     ordering_key,
 )
@@ -749,3 +750,32 @@ def test_a_row_given_up_waiting_keeps_its_may_have_landed_mark(store: Store) -> 
     store.release_claims(3.0)
     store.give_up_waiting("trakt", "me", 4.0, "profile me is no longer in the config")
     assert store.marked([item.id]) == {item.id}
+
+
+def test_a_backup_is_a_consistent_private_copy_taken_while_the_service_writes(
+    tmp_path: Path,
+) -> None:
+    with Store.open(tmp_path / "wb.db") as store:
+        store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
+        writer = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+        writer.execute("BEGIN")
+        writer.execute("INSERT INTO cursors (service, profile, name, value, updated_at)"
+                       " VALUES ('x', 'me', 'n', 'v', 1)")  # fmt: skip
+        store.backup_to(tmp_path / "copy.db")  # an open write of another process: not in it
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert stat.S_IMODE(os.stat(tmp_path / "copy.db").st_mode) == 0o600
+    with Store.open(tmp_path / "copy.db") as copy:
+        assert copy.get_token("trakt", "me") == {"access_token": "a"}
+        assert copy.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_missing_database_starts_from_its_backup_copy(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "wb.db") as store:
+        store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
+        store.backup_to(backup_path(tmp_path / "wb.db"))
+    for name in ("wb.db", "wb.db-wal", "wb.db-shm"):  # a restored backup holds only the copy
+        (tmp_path / name).unlink(missing_ok=True)
+    with Store.open(tmp_path / "wb.db") as restored:
+        assert restored.get_token("trakt", "me") == {"access_token": "a"}
+    assert stat.S_IMODE(os.stat(tmp_path / "wb.db").st_mode) == 0o600

@@ -29,7 +29,7 @@ from watchbridge.config import (
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
-from watchbridge.store import OutboxItem, Store, StoreStatus
+from watchbridge.store import OutboxItem, Store, StoreStatus, backup_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -295,6 +295,34 @@ def _anilist_sign_ins(config: Config, store: Store) -> list[str]:
             stored = store.get_token("anilist", name)
             lines.append(f"{name}: {token_status(stored, configured, time.time(), name)}")
     return lines
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The database to copy, instead of the config's storage.path (no config is read).",
+)
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the copy (default: the database's path with .backup added).",
+)
+def backup(config_path: str | None, database: Path | None, target: Path | None) -> None:
+    """Copy the database consistently while the service runs (for your backups); a missing
+    database is started from this copy."""
+    if database is None:
+        config = _load(config_path)
+        store = _open_store(config)
+        database = Path(config.storage.path)
+    else:
+        store = Store.open(database)
+    with store:
+        destination = target or backup_path(database)
+        store.backup_to(destination)
+    click.echo(f"database copied to {destination} (mode 0600: it holds sign-ins)")
 
 
 @cli.command("reset-state")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -592,6 +593,21 @@ class StoreStatus:
     last_runs: list[SyncRun]
 
 
+def backup_path(database: Path) -> Path:
+    """Where `watchbridge backup` writes by default, and a missing database is restored from."""
+    return database.with_name(f"{database.name}.backup")
+
+
+def _restore_missing(database: Path) -> None:
+    copy = backup_path(database)
+    if database.exists() or not copy.is_file():
+        return
+    _create_private_file(database)
+    with open(copy, "rb") as source, open(database, "wb") as restored:
+        shutil.copyfileobj(source, restored)
+    log.warning("the database was missing: started from its backup copy", extra={"copy": str(copy)})
+
+
 def _create_private_file(path: Path) -> None:
     """Create the database file with mode 0600 before SQLite opens it (it holds tokens)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -677,9 +693,11 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, durability: str = "full", busy_timeout: float = 5.0) -> Store:
-        """Open (creating and migrating if needed) the store at `path`."""
+        """Open (creating and migrating if needed) the store at `path`; a missing database
+        with a `watchbridge backup` copy beside it (a restored backup) starts from the copy."""
         file = Path(path)
         try:
+            _restore_missing(file)
             _create_private_file(file)
             conn = sqlite3.connect(
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -697,6 +715,21 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
         return store
+
+    def backup_to(self, target: Path) -> None:
+        """A consistent copy of the database at `target` (mode 0600), taken while the
+        service runs (SQLite's online backup: a file copy of a database being written may be
+        damaged). Written beside `target` first, then put in its place."""
+        partial = target.with_name(f".{target.name}.partial")
+        partial.unlink(missing_ok=True)
+        _create_private_file(partial)
+        copy = sqlite3.connect(partial)
+        try:
+            with self._locked():
+                self._conn.backup(copy)
+        finally:
+            copy.close()
+        os.replace(partial, target)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
