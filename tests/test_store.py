@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -779,3 +781,55 @@ def test_a_missing_database_starts_from_its_backup_copy(tmp_path: Path) -> None:
     with Store.open(tmp_path / "wb.db") as restored:
         assert restored.get_token("trakt", "me") == {"access_token": "a"}
     assert stat.S_IMODE(os.stat(tmp_path / "wb.db").st_mode) == 0o600
+
+
+OPEN_AT = """
+import sys, time
+from watchbridge.store import Store
+while time.time() < float(sys.argv[2]):
+    pass
+Store.open(sys.argv[1]).close()
+"""
+
+
+def open_together(path: Path) -> list[int]:
+    """Two processes (the service and a CLI command) opening `path` at the same moment."""
+    start = str(time.time() + 0.5)
+    runs = [
+        subprocess.Popen([sys.executable, "-c", OPEN_AT, str(path), start], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    return [run.wait(30) for run in runs]
+
+
+def test_two_processes_creating_the_database_at_once_both_open_it(tmp_path: Path) -> None:
+    for attempt in range(2):
+        assert open_together(tmp_path / f"new{attempt}.db") == [0, 0]
+
+
+def test_two_processes_upgrading_an_old_database_at_once_both_open_it(tmp_path: Path) -> None:
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    migrations.apply(old, stop_before="m004_sync_run_heartbeat")
+    old.execute(
+        "INSERT INTO tokens (service, profile, data, updated_at) VALUES ('t', 'me', '{}', 1)"
+    )
+    old.conn.commit()
+    old.close()
+    assert open_together(tmp_path / "old.db") == [0, 0]
+    with Store.open(tmp_path / "old.db") as store:
+        assert store.get_token("t", "me") == {}
+        assert migrations.pending(store.db) == []
+
+
+def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
+    Store.open(tmp_path / "wb.db").close()
+    newer = sqlite_utils.Database(tmp_path / "wb.db")
+    newer["_sqlite_migrations"].insert(
+        {"migration_set": "watchbridge", "name": "m099_next", "applied_at": "2027-01-01"}
+    )
+    newer.conn.commit()
+    newer.close()
+    before = (tmp_path / "wb.db").read_bytes()
+    with pytest.raises(StoreError, match="made by a newer watchbridge \\(m099_next\\)"):
+        Store.open(tmp_path / "wb.db")
+    assert (tmp_path / "wb.db").read_bytes() == before

@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,23 @@ OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 log = logging.getLogger(__name__)
 
 migrations = Migrations("watchbridge")
+OPEN_TRIES = 6  # another process may be creating or migrating the same database: wait for it
+OPEN_PAUSE = 0.25
+
+
+def _when_free(action: Callable[[], object]) -> None:
+    """Run `action`, again after a pause while another process's work on the database makes
+    it fail (what that process did first is then taken as done)."""
+    for attempt in range(1, OPEN_TRIES + 1):
+        try:
+            action()
+            return
+        except sqlite3.Error:
+            if attempt == OPEN_TRIES:
+                raise
+            time.sleep(OPEN_PAUSE * attempt)
+
+
 CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
 WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start over soon
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
@@ -703,7 +721,8 @@ class Store:
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Another process opening a new database at the same moment may hold it a moment.
+            _when_free(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # The log grows while a reader pins it (a long sync read); once it starts over,
             # give the disk space back down to this size.
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
@@ -755,8 +774,19 @@ class Store:
             self._conn.execute("PRAGMA wal_autocheckpoint=0")
 
     def migrate(self) -> None:
+        """Bring the schema up to date. Another process opening the database at the same
+        moment (the service and a CLI command) may be migrating it: what it applied first is
+        taken as done, and the rest applied after it."""
         with self._locked():
-            migrations.apply(self.db)
+            known = {m.name for m in migrations.pending(sqlite_utils.Database(memory=True))}
+            unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
+            if unknown:
+                raise StoreError(
+                    f"storage.path {self.path}: the database was made by a newer watchbridge "
+                    f"({', '.join(unknown)}); run that version again, or restore a backup "
+                    "taken before the upgrade"
+                )
+            _when_free(lambda: migrations.apply(self.db))
 
     def __enter__(self) -> Store:
         return self
