@@ -426,6 +426,19 @@ def test_deadletters_list_shows_what_gave_up_and_why(tmp_path: Path) -> None:
     assert "gave up after 12 attempts: unmatched" in result.stdout
 
 
+def test_a_dead_letter_of_an_episode_names_its_show_and_numbers(tmp_path: Path) -> None:
+    # "Pilot" or "Episode 16" alone tell nothing.
+    path = write_config(tmp_path, TRAKT_PROFILE)
+    episode = {"kind": "episode", "title": "Felina", "show_title": "Breaking Bad", "season": 5,
+               "number": 16, "show_ids": {"tmdb": "1396"}}  # fmt: skip
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {"item": episode}, "k1", "i1")], 1.0)
+        (item,) = store.claim("w", 2.0)
+        store.mark_dead(item.id, 3.0, "gave up after 12 attempts: trakt: answered 500")
+    result = run("deadletters", "list", "--config", str(path))
+    assert "trakt/me  play Breaking Bad S05E16  gave up after 12 attempts" in result.stdout
+
+
 def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
     path = dead_letter(tmp_path)
     assert (

@@ -1570,7 +1570,7 @@ async def test_a_dead_letter_within_the_alert_throttle_is_alerted_when_it_ends(
     assert len(gave_up(receiver)) == 1
     await drain(worker, runtime, clock, passes=3, step=3600)  # a quiet day follows
     assert len(gave_up(receiver)) == 2
-    assert "play for profile me" in str(receiver.messages[-1]["message"])
+    assert "#1 play of Arrival (2016) for profile me" in str(receiver.messages[-1]["message"])
 
 
 async def test_a_dead_letter_a_sync_run_could_not_tell_is_told_by_the_service(

@@ -842,7 +842,6 @@ def deadletters() -> None:
 @click.option("--payload", is_flag=True, help="Also print each webhook event as received.")
 def unmatched(config_path: str | None, payload: bool) -> None:
     """Show deliveries waiting for ids a service can use, with the reason."""
-    from watchbridge.model import ref_from_dict
 
     config = _load(config_path)
     with _open_store(config) as store:
@@ -852,9 +851,9 @@ def unmatched(config_path: str | None, payload: bool) -> None:
         return
     for entry in waiting:
         item = entry.item
-        what = ref_from_dict(item.payload.get("item", {})).describe()
         click.echo(
-            f"{_delivery(item, item.created_at, what)}  next try {_when(item.next_attempt_at)}: "
+            f"{_delivery(item, item.created_at, item.describe())}  next try "
+            f"{_when(item.next_attempt_at)}: "
             f"{item.last_error}"
         )
         if payload and entry.event is not None:
@@ -874,12 +873,7 @@ def deadletters_list(config_path: str | None) -> None:
         click.echo("no dead letters")
         return
     for item in dead:
-        what = item.payload.get("item", {})
-        label = what.get("title") or what.get("show_title") or what.get("kind", "?")
-        click.echo(
-            f"{_delivery(item, item.updated_at, label)}  after {item.attempts} attempts: "
-            f"{item.last_error}"
-        )
+        click.echo(f"{_delivery(item, item.updated_at, item.describe())}  {item.last_error}")
 
 
 @deadletters.command("retry")

@@ -26,6 +26,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from watchbridge.errors import StoreError
+from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
     Session,
     ends_a_viewing,
@@ -269,6 +270,16 @@ class OutboxItem:
     def may_have_landed(self) -> bool:
         """Whether an earlier send of this row may have landed (it carries UNKNOWN_OUTCOME)."""
         return (self.last_error or "").startswith(UNKNOWN_OUTCOME)
+
+    def describe(self) -> str:
+        """The item, as people name it: "Breaking Bad S05E16", "Heat (1995)"."""
+        item = self.payload.get("item")
+        try:
+            return ref_from_dict(item).describe() if isinstance(item, dict) else "?"
+        except (KeyError, TypeError, ValueError):
+            return (
+                str(item.get("title") or item.get("kind") or "?") if isinstance(item, dict) else "?"
+            )
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> OutboxItem:

@@ -260,7 +260,8 @@ def dead_letter_alert(target: str, rows: Sequence[OutboxItem]) -> tuple[str, str
     """The title and text of the alert telling of `rows`, `target`'s dead letters."""
     what = f"a {target} delivery" if len(rows) == 1 else f"{len(rows)} {target} deliveries"
     lines = [
-        f"{row.action} for profile {row.profile}: {row.last_error or 'gave up'}"
+        f"#{row.id} {row.action} of {row.describe()} for profile {row.profile}: "
+        f"{_told(row.last_error or 'gave up')}"
         for row in rows[-DEAD_LETTERS_LISTED:]
     ]
     if len(rows) > DEAD_LETTERS_LISTED:
