@@ -386,3 +386,26 @@ def test_logs_never_contain_the_webhook_secret(tmp_path: Path, env: dict[str, st
     output = service.output()
     assert "hunter2-hook-secret" not in output
     assert "tok-abcdef" not in output
+
+
+def test_api_status_says_what_holds_deliveries_back_and_why_a_link_did_not_run(
+    tmp_path: Path,
+) -> None:
+    from watchbridge.store import NewOutboxRow, Store
+
+    path = write_config(tmp_path, "")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 1.0)
+        (item,) = store.claim("test", 1.0, 1, ["trakt"])
+        store.hold(item.id, 1.0, 2.0, "sign in again: `watchbridge auth trakt --profile me`")
+        run = store.start_run("a", 1.0)
+        assert run is not None
+        store.finish_run(run, 2.0, "failed", {}, 3, "serializd: login refused")
+    with AppThread(create_app(runtime_for(path))) as app:
+        status = httpx.get(f"{app.url}/api/status").json()
+    assert status["held"] == [
+        {"target": "trakt", "profile": "me", "rows": 1, "next_at": 2.0,
+         "reason": "sign in again: `watchbridge auth trakt --profile me`"}
+    ]  # fmt: skip
+    assert status["links"][0]["error"] == "serializd: login refused"
+    assert status["unmatched"] == 0

@@ -554,3 +554,16 @@ def test_backup_of_a_named_database_reads_no_config(tmp_path: Path) -> None:
     result = run("backup", "--database", str(tmp_path / "wb.db"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "wb.db.backup").is_file()
+
+
+def test_status_says_what_holds_deliveries_back(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 1.0)
+        (item,) = store.claim("test", 1.0, 1, ["trakt"])
+        store.hold(item.id, 1.0, 2.0, "run `watchbridge auth trakt --profile me`")
+    result = run("status", "--config", str(path))
+    assert (
+        "held:          trakt/me: 1 waiting, next try 1970-01-01 00:00:02 UTC: run `watchbridge"
+        in (result.stdout)
+    )

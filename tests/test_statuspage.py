@@ -84,3 +84,41 @@ def test_the_service_serves_the_page_at_its_root_behind_the_api_token(tmp_path: 
         assert httpx.get(f"http://127.0.0.1:{hook_port}/").status_code == 404
     finally:
         service.kill()
+
+
+def test_the_page_says_why_queued_deliveries_wait_and_what_to_do(tmp_path: Path) -> None:
+    # With no alert set up (the default), the page is where a lost sign-in must show.
+    config = config_for(tmp_path)
+    reason = "Trakt no longer accepts the sign-in: run `watchbridge auth trakt --profile me`"
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+        store.hold(item.id, 9_000.0, 10_900.0, reason)
+        html = page(config, store)
+    assert (
+        '<td>held: trakt/me</td><td><span class="bad">1 waiting</span>, next try in 15 min: '
+        "Trakt no longer accepts the sign-in: run `watchbridge auth trakt --profile me`</td>"
+    ) in html
+
+
+def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) -> None:
+    config = config_for(
+        tmp_path,
+        "  serializd: {}\nprofiles:\n  me:\n    accounts: {trakt: {}, serializd: "
+        "{email: a@b.c, password: pw}}\nlinks:\n  a: {services: [trakt, serializd]}\n",
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        run = store.start_run("a", 9_000.0)
+        assert run is not None
+        store.finish_run(run, 9_100.0, "needs-review", {}, 2, "review it: `watchbridge sync`")
+        html = page(config, store)
+    assert '<span class="bad">needs-review</span>: review it: <code>' not in html
+    assert '<span class="bad">needs-review</span>: review it: `watchbridge sync`' in html
+
+
+def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    lines = ["me: not signed in: run `watchbridge auth anilist --profile me`"]
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(config, store.status(), 10_000.0, lines)
+    assert '<li class="bad">me: not signed in: run `watchbridge auth anilist' in html

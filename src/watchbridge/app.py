@@ -265,14 +265,27 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "version": __version__,
         "outbox": status.outbox,
         "dead_letters": status.dead_letters,
+        "unmatched": status.unmatched,
+        "held": [
+            {
+                "target": w.target,
+                "profile": w.profile,
+                "rows": w.rows,
+                "reason": w.reason,
+                "next_at": w.next_at,
+            }
+            for w in status.waiting
+        ],
         "oldest_pending_at": status.oldest_pending_at,
         "links": [
             {
                 "link": r.link,
                 "outcome": r.outcome,
+                "error": r.error,
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
                 "counts": r.counts,
+                "api_calls": r.api_calls,
             }
             for r in status.last_runs
         ],

@@ -223,10 +223,12 @@ def _summary(config: Config) -> str:
 @config_option
 def status(config_path: str | None) -> None:
     """Queue depth, dead letters, cursors and the last run of each link."""
+    from watchbridge.services.anilist import sign_ins as anilist_sign_ins
+
     config = _load(config_path)
     with _open_store(config) as store:
         state = store.status()
-        anilist = _anilist_sign_ins(config, store)
+        anilist = anilist_sign_ins(config, store, time.time())
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
     click.echo(
@@ -238,6 +240,11 @@ def status(config_path: str | None) -> None:
         click.echo(
             f"unmatched:     {state.unmatched} waiting for ids a service can use "
             "(retried, hourly at first; `watchbridge unmatched` lists them)"
+        )
+    for held in state.waiting:
+        click.echo(
+            f"held:          {held.target}/{held.profile}: {held.rows} waiting, next try "
+            f"{_when(held.next_at)}: {held.reason}"
         )
     click.echo(
         f"dead letters:  {state.dead_letters}"
@@ -281,20 +288,6 @@ def _show_links(config: Config, state: StoreStatus) -> None:
         for service, profile, cursor, value, _ in link_cursors:
             if cursor == f"link:{link}":
                 click.echo(f"    cursor {service}/{profile}: {short_cursor(value)}")
-
-
-def _anilist_sign_ins(config: Config, store: Store) -> list[str]:
-    """Each AniList profile's sign-in, with the expiry warning 30 days ahead (no refresh)."""
-    from watchbridge.services.anilist import token_status
-
-    lines = []
-    for name, profile in config.profiles.items():
-        account = profile.accounts.anilist
-        if account is not None:
-            configured = account.token.reveal() if account.token else None
-            stored = store.get_token("anilist", name)
-            lines.append(f"{name}: {token_status(stored, configured, time.time(), name)}")
-    return lines
 
 
 @cli.command()

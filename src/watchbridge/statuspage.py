@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from watchbridge import __version__
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config
+from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.webhooks import SOURCES
 
@@ -25,7 +26,9 @@ from watchbridge.webhooks import SOURCES
 @get("/", guards=[require_api_token], media_type=MediaType.HTML)
 async def status_page(runtime: NamedDependency[Runtime]) -> str:
     status = await asyncio.to_thread(runtime.store.status)
-    return render(runtime.config, status, runtime.clock())
+    now = runtime.clock()
+    sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
+    return render(runtime.config, status, now, sign_ins)
 
 
 ROUTES: list[Any] = [status_page]
@@ -38,8 +41,10 @@ _STYLE = (
 )
 
 
-def render(config: Config, status: StoreStatus, now: float | None = None) -> str:
-    """The whole page for one moment."""
+def render(
+    config: Config, status: StoreStatus, now: float | None = None, sign_ins: Sequence[str] = ()
+) -> str:
+    """The whole page for one moment (`sign_ins`: each AniList profile's, in words)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -53,6 +58,14 @@ def render(config: Config, status: StoreStatus, now: float | None = None) -> str
                 "retried, hourly at first; <code>watchbridge unmatched</code> lists them",
             ),
         ),
+        *[
+            (
+                _e(f"held: {held.target}/{held.profile}"),
+                f'<span class="bad">{held.rows} waiting</span>, next try '
+                f"{_until(held.next_at, now)}: {_e(held.reason)}",
+            )
+            for held in status.waiting
+        ],
         (
             "dead letters",
             _flag(
@@ -65,7 +78,7 @@ def render(config: Config, status: StoreStatus, now: float | None = None) -> str
     sections = [
         "<h2>Deliveries</h2>" + _table(("", ""), rows),
         "<h2>Links</h2>" + _links(config, status.last_runs, now),
-        "<h2>Profiles</h2>" + _profiles(config),
+        "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins),
         "<h2>Webhooks</h2>"
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(config.server.webhook_port or config.server.port)
@@ -98,10 +111,23 @@ def _links(config: Config, runs: list[SyncRun], now: float) -> str:
         outcome = (
             run.outcome if run.outcome == "ok" else f'<span class="bad">{_e(run.outcome)}</span>'
         )
+        if run.outcome != "ok" and run.error:  # what to do: the review command, the fix
+            outcome += f": {_e(run.error)}"
         counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(run.counts.items()) if v)
         when = _age(run.finished_at or run.started_at, now)
         rows.append((_e(name), services, f"{outcome} ({when})", counts or "nothing to do"))
     return _table(("link", "services", "last run", "changes"), rows)
+
+
+def _sign_ins(lines: Sequence[str]) -> str:
+    """AniList sign-ins cannot be refreshed: one that is gone or ends soon is in red."""
+    if not lines:
+        return ""
+    shown = [
+        f'<li class="bad">{_e(line)}</li>' if "auth anilist" in line else f"<li>{_e(line)}</li>"
+        for line in lines
+    ]
+    return "<p>AniList:</p><ul>" + "".join(shown) + "</ul>"
 
 
 def _profiles(config: Config) -> str:
@@ -133,11 +159,19 @@ def _flag(count: int, hint: str) -> str:
 def _age(timestamp: float | None, now: float) -> str:
     if timestamp is None:
         return "none"
-    seconds = max(0, int(now - timestamp))
+    return f"{_span(now - timestamp)} ago"
+
+
+def _until(timestamp: float, now: float) -> str:
+    return f"in {_span(timestamp - now)}" if timestamp > now else "now"
+
+
+def _span(seconds: float) -> str:
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
+        if whole >= size:
+            return f"{whole // size} {unit}"
+    return f"{whole} s"
 
 
 def _e(text: object) -> str:

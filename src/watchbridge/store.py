@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +66,7 @@ UNKNOWN_OUTCOME = "unknown outcome"
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
+WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
 _HELD_BY = "status = 'inflight' AND claimed_by = ?"  # rows a worker has claimed and holds
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
@@ -611,6 +612,17 @@ class SyncRun:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Queued rows of one target and profile that a failure holds back, with its reason."""
+
+    target: str
+    profile: str
+    reason: str
+    rows: int
+    next_at: float
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """What `watchbridge status` and `/readyz` need at a glance."""
 
@@ -620,6 +632,7 @@ class StoreStatus:
     oldest_pending_at: float | None
     cursors: list[tuple[str, str, str, str, float]]
     last_runs: list[SyncRun]
+    waiting: list[Waiting] = field(default_factory=list)  # held or retrying, not unmatched
 
 
 def backup_path(database: Path) -> Path:
@@ -1659,6 +1672,13 @@ class Store:
             for r in self._query("SELECT * FROM cursors ORDER BY service, profile, name")
         ]
         counts = self.outbox_counts()
+        waiting = self._query(
+            "SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t"
+            " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
+            f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error"
+            " ORDER BY n DESC, target, profile LIMIT ?",
+            (WAITING_SHOWN,),
+        )
         return StoreStatus(
             outbox=counts,
             dead_letters=counts["dead"],
@@ -1666,6 +1686,9 @@ class Store:
             oldest_pending_at=oldest[0]["t"] if oldest else None,
             cursors=cursors,
             last_runs=self.last_runs(),
+            waiting=[
+                Waiting(r["target"], r["profile"], r["last_error"], r["n"], r["t"]) for r in waiting
+            ],
         )
 
     def reset(self) -> None:

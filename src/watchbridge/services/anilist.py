@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from watchbridge.config import AniListConfig, Secret
+from watchbridge.config import AniListConfig, Config, Secret
 from watchbridge.http import Bucket, HttpClient, Pacer, RetryPolicy, ServiceError, Unavailable
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
@@ -381,6 +381,18 @@ def pick_token(
         if token is None or (candidate.expires_at or 0) > (token.expires_at or 0):
             return candidate, True
     return token, False
+
+
+def sign_ins(config: Config, tokens: TokenStore, now: float) -> list[str]:
+    """Each AniList profile's sign-in, with the expiry warning 30 days ahead (no refresh)."""
+    lines = []
+    for name, profile in config.profiles.items():
+        account = profile.accounts.anilist
+        if account is not None:
+            configured = account.token.reveal() if account.token else None
+            stored = tokens.get_token(SERVICE, name)
+            lines.append(f"{name}: {token_status(stored, configured, now, name)}")
+    return lines
 
 
 def token_status(
