@@ -152,6 +152,25 @@ async def test_alert_that_returns_soon_after_recovery_stays_throttled(
     assert titles(receiver) == ["Plex unreachable", "Resolved: Plex unreachable"]
 
 
+async def test_a_condition_back_a_while_after_its_recovery_is_told_again_within_the_window(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    # A webhook refused after a "Resolved": nothing may ever report it again, so a throttled
+    # report would leave "Resolved" as the last word on a lost play.
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    await notifier.notify("webhook_rejects", "plex webhooks refused", "body", key="plex")
+    clock.advance(600)
+    await notifier.resolve("webhook_rejects", "plex webhooks accepted again", key="plex")
+    clock.advance(1200)  # well inside the hour's throttle
+    again = await notifier.notify("webhook_rejects", "plex webhooks refused", "body", key="plex")
+    assert again == "sent"
+    assert titles(receiver) == [
+        "plex webhooks refused",
+        "Resolved: plex webhooks refused",
+        "plex webhooks refused",
+    ]
+
+
 # --------------------------------------------------------------------------- recovery
 
 
@@ -584,7 +603,7 @@ async def test_a_recovery_that_failed_in_one_process_waits_out_the_back_off_in_e
 async def test_open_alerts_the_previous_version_kept_are_owed_once_after_an_upgrade(
     receiver: Receiver, store: Store, other: Store, clock: FakeClock
 ) -> None:
-    earlier = clock() - 600  # the previous version kept every alert in one value:
+    earlier = clock() - 300  # the previous version kept every alert in one value:
     kept = [
         {"kind": "sync_failing", "key": "ts", "title": "link ts keeps failing",
          "sent_at": earlier, "open": True},

@@ -39,6 +39,7 @@ RETRY_FAILED = 60.0  # after a failed send, the condition's next send waits this
 # A send not confirmed within its timeout plus this margin was lost (its process died).
 LEASE_MARGIN = 30.0
 KEEP_OPEN = 400 * 86400.0  # an open alert owes its recovery notice this long
+FLAP_GUARD = 600.0  # a condition back after its recovery is told again no sooner than this
 # The most a process's snapshot of the shared conditions lags (see Notifier.raised).
 RELOAD_EVERY = 60.0
 TEST_TITLE = "watchbridge test alert"
@@ -87,7 +88,9 @@ class AlertBook:
     """Throttle decisions for one condition: at most one alert per window, one recovery per
     alert. Pure: each takes the condition's state (None: never seen) and the time.
 
-    The window also spans recoveries, so a flapping condition cannot bypass the throttle.
+    After a recovery the condition may come back: its alert is then held back only
+    FLAP_GUARD since the last one (a throttled report after a "Resolved" might never be told:
+    nothing may report it again), which still keeps a flapping condition to a few an hour.
     A send is unconfirmed until `sent`; `failed` takes it back, so the condition's next report
     or clear sends again, after a back-off of RETRY_FAILED so a channel that is down is not
     hammered. A send whose lease ran out unconfirmed counts as failed then.
@@ -125,7 +128,10 @@ class AlertBook:
         elif current.unsent:
             held = self._held(current, now)
         else:
-            held = now - current.sent_at < self.window
+            recovered = not current.open and bool(current.title)
+            held = now - current.sent_at < (
+                min(FLAP_GUARD, self.window) if recovered else self.window
+            )
         if held:
             return replace(current, suppressed=current.suppressed + 1), Verdict(send=False)
         until = now + self.lease
