@@ -17,9 +17,11 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.linkrig import fast_serializd, use_fast_readers
 from tests.linkrig_anilist import Rig, anilist_target, completed_entry, iso, status_of
 from watchbridge import readers
+from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.ids import Enricher
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.sync import plan_link, run_link
@@ -35,8 +37,8 @@ MONONOKE = 164  # AniList: a movie (TMDB movie 128): Serializd holds TV only
 DAY = 86400.0
 
 
-@pytest.fixture
-def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+def started_serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    """Serializd holding Re:ZERO and Breaking Bad."""
     fake = start_fake(FakeSerializd())
     assert isinstance(fake, FakeSerializd)
     fake.add_show(REZERO, "Re:ZERO", {1: 66, 2: 25})
@@ -44,8 +46,8 @@ def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
     return fake
 
 
-@pytest.fixture
-def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+def started_anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    """AniList with Re:Zero S2 Part 2 and a movie, its pacing lifted."""
     fake = start_fake(FakeAniList())
     assert isinstance(fake, FakeAniList)
     fake.limit = fake.burst_limit = 100_000
@@ -55,12 +57,24 @@ def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
 
 
 @pytest.fixture
-async def rig(
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    return started_serializd(start_fake)
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    return started_anilist(start_fake)
+
+
+def link_rig(
     tmp_path: Path,
     serializd: FakeSerializd,
     anilist: FakeAniList,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Rig]:
+    enricher: Callable[[Runtime], Enricher] | None = None,
+) -> Rig:
+    """Profile `me` on both fakes (Jellyfin user alice), the link's readers and targets; with
+    `enricher`, the targets read show ids through it (a media server's)."""
     use_fast_readers(monkeypatch)
     monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
     text = f"""
@@ -70,6 +84,7 @@ services:
   anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
 profiles:
   me:
+    users: {{jellyfin: [alice]}}
     accounts:
       serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
       anilist: {{token: "{anilist.issue_token()}"}}
@@ -79,14 +94,30 @@ links:
     config = parse_config(text, tmp_path / "watchbridge.yaml", {})
     runtime = build_runtime(config)
     runtime.open()
-
+    to_anilist = anilist_target(config, runtime.store, LINK)
+    if enricher is not None:
+        to_anilist.enricher = enricher(runtime)
     targets: dict[str, Any] = {
         "serializd": SerializdTarget(
-            fast_serializd(config, runtime.store), runtime.store, config.delivery, time.time
+            fast_serializd(config, runtime.store),
+            runtime.store,
+            config.delivery,
+            time.time,
+            enricher=enricher(runtime) if enricher is not None else None,
         ),
-        "anilist": anilist_target(config, runtime.store, LINK),
+        "anilist": to_anilist,
     }
-    rig = Rig(runtime, targets, LINK)
+    return Rig(runtime, targets, LINK)
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    anilist: FakeAniList,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Rig]:
+    rig = link_rig(tmp_path, serializd, anilist, monkeypatch)
     yield rig
     await rig.aclose()
 
@@ -255,6 +286,17 @@ async def test_a_webhook_play_still_waiting_for_serializd_is_not_added_again_by_
     assert logged(serializd, REZERO) == [(1, 39), (1, 40), (1, 41)]
 
 
+async def part_two_finished(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList, days_ago: float
+) -> None:
+    """Re:Zero S2 Part 2 (TMDB S1E39-50) watched to its end on both sides, and linked."""
+    finished = time.time() - days_ago * DAY
+    for number in range(39, 51):
+        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+    completed_entry(anilist, REZERO_P2, 12, finished)
+    await rig.sync_and_deliver()
+
+
 def webhook_play(rig: Rig, number: int, at: float) -> int:
     """A generic webhook's play of Re:Zero's TMDB S1E`number`: rows queued."""
     item = MediaRef("episode", show_ids=Ids(tmdb=str(REZERO)), season=1, number=number)
@@ -269,11 +311,7 @@ async def test_a_webhook_rewatch_delivered_to_both_is_not_logged_again_by_the_ne
 ) -> None:
     # A finished part watched again tonight (episodes 1-3): Serializd takes three rewatch
     # entries, AniList a REPEATING 3; a delta read must see our entries, not only AniList's.
-    finished = time.time() - 30 * DAY
-    for number in range(39, 51):
-        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
-    completed_entry(anilist, REZERO_P2, 12, finished)
-    await rig.sync_and_deliver()
+    await part_two_finished(rig, serializd, anilist, days_ago=30)
     for i, number in enumerate((39, 40, 41)):
         assert webhook_play(rig, number, time.time() - 3600 + i * 1500) == 2
     await deliver_to(rig, ["serializd", "anilist"])
@@ -289,11 +327,7 @@ async def test_a_webhook_rewatch_of_days_ago_is_dated_on_anilist_by_when_it_was_
 ) -> None:
     # A script (or AniList back from a two-day outage) brings a rewatch of two days ago:
     # AniList counts it now, Serializd logs it then; a full run must pair the two.
-    finished = time.time() - 30 * DAY
-    for number in range(39, 51):
-        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
-    completed_entry(anilist, REZERO_P2, 12, finished)
-    await rig.sync_and_deliver()
+    await part_two_finished(rig, serializd, anilist, days_ago=30)
     assert webhook_play(rig, 39, time.time() - 2 * DAY) == 2
     await deliver_to(rig, ["serializd", "anilist"])
     assert status_of(anilist, REZERO_P2) == ("REPEATING", 1, 0)
@@ -344,11 +378,7 @@ async def test_a_webhook_play_after_a_quiet_week_is_dated_by_its_webhook_too(
 ) -> None:
     # Pruning a quiet week's rows lets SQLite hand out their ids again: a play must not be
     # taken for one whose time already dated a step.
-    finished = time.time() - 60 * DAY
-    for number in range(39, 51):
-        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
-    completed_entry(anilist, REZERO_P2, 12, finished)
-    await rig.sync_and_deliver()
+    await part_two_finished(rig, serializd, anilist, days_ago=60)
     assert webhook_play(rig, 39, time.time() - 2 * DAY) == 2
     await deliver_to(rig, ["serializd", "anilist"])
     assert (await rig.sync_and_deliver(full=True)).queued == 0
