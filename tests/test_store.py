@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -833,3 +834,26 @@ def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path: Path)
     with pytest.raises(StoreError, match="made by a newer watchbridge \\(m099_next\\)"):
         Store.open(tmp_path / "wb.db")
     assert (tmp_path / "wb.db").read_bytes() == before
+
+
+def test_a_restore_sets_aside_the_journal_of_the_deleted_database(tmp_path: Path) -> None:
+    # Deleted after a crash, the database leaves its write-ahead log: replayed over the copy,
+    # it would damage it, or pass off newer rows as the backup's.
+    db = tmp_path / "wb.db"
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    with Store.open(db) as store:
+        store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
+        store.backup_to(backup_path(db))
+        store.db.execute("PRAGMA wal_autocheckpoint=0")
+        for n in range(200):  # still only in the log when the process is killed
+            store.put_token("svc", f"p{n}", {"access_token": "y" * 500}, 2.0)
+        for name in ("wb.db", "wb.db-wal", "wb.db-shm"):
+            shutil.copy(tmp_path / name, crash / name)
+    for name in ("wb.db-wal", "wb.db-shm"):  # the files as the crash left them, db removed
+        shutil.copy(crash / name, tmp_path / name)
+    db.unlink()
+    with Store.open(db) as restored:
+        assert restored.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert restored.db.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 1
+    assert (tmp_path / "wb.db-wal.orphaned").is_file()

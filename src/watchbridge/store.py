@@ -644,10 +644,24 @@ def _restore_missing(database: Path) -> None:
     copy = backup_path(database)
     if database.exists() or not copy.is_file():
         return
-    _create_private_file(database)
-    with open(copy, "rb") as source, open(database, "wb") as restored:
+    # The journal files of a deleted database would be replayed over the copy (SQLite cannot
+    # tell they are another file's): set them aside.
+    for suffix in ("-wal", "-shm"):
+        stale = database.with_name(database.name + suffix)
+        if stale.exists():
+            stale.replace(stale.with_name(stale.name + ".orphaned"))
+    restoring = database.with_name(f".{database.name}.restoring")
+    _create_private_file(restoring)
+    with open(copy, "rb") as source, open(restoring, "wb") as restored:
         shutil.copyfileobj(source, restored)
-    log.warning("the database was missing: started from its backup copy", extra={"copy": str(copy)})
+        restored.flush()
+        os.fsync(restored.fileno())
+    os.replace(restoring, database)  # whole or not at all: a cut-short copy is not opened
+    log.warning(
+        "the database was missing: started from its backup copy (sign-ins refreshed since the "
+        "copy may have to be done again)",
+        extra={"copy": str(copy)},
+    )
 
 
 def _create_private_file(path: Path) -> None:
