@@ -484,7 +484,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
         if (
             usable
             and not link.profiles
-            and not any(_has_accounts(p, link.services) for p in config.profiles.values())
+            and not any(has_accounts(p, link.services) for p in config.profiles.values())
         ):
             a, b = link.services
             problems.append(
@@ -601,7 +601,8 @@ def _shared_account_problems(profiles: Mapping[str, Profile]) -> list[tuple[str,
     return problems
 
 
-def _has_accounts(profile: Profile, services: Sequence[str]) -> bool:
+def has_accounts(profile: Profile, services: Sequence[str]) -> bool:
+    """Whether `profile` has an account on each of `services` (a link runs for it)."""
     return all(getattr(profile.accounts, service, None) is not None for service in services)
 
 

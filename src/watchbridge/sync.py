@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from watchbridge.config import Config, Link
+from watchbridge.config import Config, Link, has_accounts
 from watchbridge.errors import WatchbridgeError
 from watchbridge.ids import with_cached_show_ids
 from watchbridge.metrics import Metrics
@@ -190,11 +190,7 @@ class Applied:
 def link_profiles(config: Config, link: Link) -> list[str]:
     """The profiles a link applies to: those named, else every one with both accounts."""
     names = link.profiles or list(config.profiles)
-    return [
-        name
-        for name in names
-        if all(getattr(config.profiles[name].accounts, s) is not None for s in link.services)
-    ]
+    return [name for name in names if has_accounts(config.profiles[name], link.services)]
 
 
 async def plan_link(
