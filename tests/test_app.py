@@ -82,6 +82,7 @@ def test_metrics_are_prometheus_text_with_our_prefix(shared_service: ServiceProc
     text = response.text
     assert "watchbridge_build_info{python=" in text
     assert 'watchbridge_outbox_depth{status="pending"} 0.0' in text
+    assert "watchbridge_unmatched 0.0" in text
     assert "process_resident_memory_bytes" in text
     assert "_created" not in text
     ours = [
@@ -409,3 +410,16 @@ def test_api_status_says_what_holds_deliveries_back_and_why_a_link_did_not_run(
     ]  # fmt: skip
     assert status["links"][0]["error"] == "serializd: login refused"
     assert status["unmatched"] == 0
+
+
+def test_metrics_count_the_deliveries_waiting_for_ids(tmp_path: Path) -> None:
+    from watchbridge.store import NewOutboxRow, Store
+
+    path = write_config(tmp_path, "")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 1.0)
+        (item,) = store.claim("test", 1.0, 1, ["trakt"])
+        store.retry_later(item.id, 1.0, 3601.0, "unmatched: Trakt has no id for Heat yet")
+    with AppThread(create_app(runtime_for(path))) as app:
+        text = httpx.get(f"{app.url}/metrics").text
+    assert "watchbridge_unmatched 1.0" in text

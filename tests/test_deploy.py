@@ -552,6 +552,7 @@ def test_grafana_dashboard_charts_the_core_metrics_via_a_datasource_variable() -
         "watchbridge_webhook_events_total",
         "watchbridge_outbox_depth",
         "watchbridge_dead_letters",
+        "watchbridge_unmatched",
         "watchbridge_http_requests_total",
         "watchbridge_sync_runs_total",
         "process_resident_memory_bytes",

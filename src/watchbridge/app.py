@@ -101,7 +101,7 @@ class Runtime:
         self._store = self.store_factory(self.config)
         self.notifier.remember_in(self._store)
         self._store.checkpoint_apart()
-        self.metrics.watch_queue(self._store.outbox_counts)
+        self.metrics.watch_queue(self._store.queue_gauges)
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
         # A generated secret is in no config: mask it like the configured ones.
         mask_also([self.webhook_secret])

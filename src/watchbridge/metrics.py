@@ -28,7 +28,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class QueueCollector(Collector):
-    """Outbox depth and dead letters, read from the store at scrape time."""
+    """Outbox depth, dead letters and rows waiting for ids, read from the store at scrape
+    time."""
 
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self.counts = counts
@@ -43,6 +44,11 @@ class QueueCollector(Collector):
         yield depth
         yield GaugeMetricFamily(
             "watchbridge_dead_letters", "Deliveries that gave up", value=counts.get("dead", 0)
+        )
+        yield GaugeMetricFamily(
+            "watchbridge_unmatched",
+            "Queued deliveries waiting for ids a service can use",
+            value=counts.get("unmatched", 0),
         )
 
 

@@ -1424,6 +1424,10 @@ class Store:
             counts[row["status"]] = row["n"]
         return counts
 
+    def queue_gauges(self) -> dict[str, int]:
+        """The outbox counts with the rows waiting for ids (`unmatched`), for /metrics."""
+        return {**self.outbox_counts(), "unmatched": self.unmatched_count()}
+
     # ------------------------------------------------------------------ cursors, cache, tokens
 
     def get_cursor(self, service: str, profile: str, name: str) -> str | None:
