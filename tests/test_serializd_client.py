@@ -240,6 +240,32 @@ async def test_diary_collects_every_page_despite_the_order(
     assert fake.count("GET", DIARY) == 3
 
 
+@pytest.mark.parametrize("page", [2, 3])
+async def test_a_diary_page_answered_empty_is_an_outage_not_the_end(
+    client: SerializdClient, fake: FakeSerializd, page: int
+) -> None:
+    # A short diary would read as entries removed on Serializd, and the link would remove
+    # them from the other side: the last page too.
+    seed_diary(fake, 60)
+    fake.empty_diary_page = page
+    with pytest.raises(SerializdUnavailable, match=f"diary page {page} of 3 with nothing new"):
+        await client.diary(PROFILE)
+    assert len(await client.diary(PROFILE)) == 60  # the next read, the glitch gone
+
+
+async def test_a_diary_whose_pages_all_answer_page_one_is_an_outage(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    seed_diary(fake, 60)
+    fake.diary_ignores_page = True
+    with pytest.raises(SerializdUnavailable, match="diary page 2 of 3"):
+        await client.diary(PROFILE)
+
+
+async def test_an_empty_diary_is_one_empty_page(client: SerializdClient) -> None:
+    assert await client.diary(PROFILE) == []
+
+
 async def test_diary_entry_fields(client: SerializdClient, fake: FakeSerializd) -> None:
     fake.flag_spelling = "long"
     fake.log_entry(

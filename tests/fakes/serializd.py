@@ -266,6 +266,10 @@ class FakeSerializd(FakeServer):
         self.token_lifetime = token_lifetime
         self.require_origin_referer = False  # §1: [unconfirmed] whether these are enforced
         self.diary_page_size = 24  # §5.1: "one source says a page holds 24 entries"
+        # Failures of an unofficial API: this diary page answers empty once (a glitch), and
+        # every diary page answers page 1 (`page` ignored).
+        self.empty_diary_page: int | None = None
+        self.diary_ignores_page = False
         # §5.1: order is not guaranteed. "jittered": newest first, each row displaced by up to
         # ``diary_jitter`` places (deterministic per ``diary_seed``); "shuffled": any order;
         # "newest": strictly newest first by dateAdded (for tests that need exact pages).
@@ -675,9 +679,13 @@ class FakeSerializd(FakeServer):
             page = 1  # SILENT: a non-numeric page reads page 1
         rows = self._diary_order(owner.reviews)
         size = self.diary_page_size
+        page = 1 if self.diary_ignores_page else page
+        shown = rows[(page - 1) * size : page * size]
+        if page == self.empty_diary_page:
+            shown, self.empty_diary_page = [], None
         # SILENT: an empty diary reports totalPages 1 (Django's paginator default).
         return {
-            "reviews": [self._review_json(r) for r in rows[(page - 1) * size : page * size]],
+            "reviews": [self._review_json(r) for r in shown],
             "totalPages": max(1, math.ceil(len(rows) / size)),
             "totalReviews": len(rows),
         }

@@ -414,6 +414,22 @@ def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
     return page >= total_pages if total_pages is not None else not got_new
 
 
+def whole_read(
+    page: int, total_pages: int | None, items: list[Any], before: list[Any], what: str
+) -> None:
+    """Raise when a page answers a list cut short: empty although `totalPages` says it holds
+    rows (not the one page of an empty list), or the same rows as the page before (`page`
+    ignored). Stopping there, or reading on, would leave a short list, which a full read
+    takes for removals (a page changed by a write meanwhile still adds rows)."""
+    empty = not items and total_pages is not None and page <= total_pages and total_pages > 1
+    if empty or (page > 1 and items and items == before):
+        raise SerializdUnavailable(
+            SERVICE,
+            f"Serializd answered {what} of {total_pages or '?'} with nothing new: the list was "
+            "not read whole (tried again later)",
+        )
+
+
 def parse_episode_logs(data: Any) -> set[int]:
     """`season_v2_part_3` -> the ticked episode numbers of that season."""
     logs = data.get("episodeLogs") if isinstance(data, dict) else None
@@ -825,12 +841,13 @@ class SerializdClient:
 
     async def _diary_pages(self, profile: str, known_ids: set[int] | None) -> list[DiaryEntry]:
         found: dict[int, DiaryEntry] = {}
-        page = 1
+        page, previous = 1, list[Any]()
         while True:
-            data = await self._read(
-                profile, self._user_path("diary"), f"diary page {page}", {"page": page}
-            )
+            what = f"diary page {page}"
+            data = await self._read(profile, self._user_path("diary"), what, {"page": page})
             entries, total_pages = parse_diary_page(data)
+            if known_ids is None:
+                whole_read(page, total_pages, [e.id for e in entries], previous, what)
             fresh = [e for e in entries if known_ids is None or e.id not in known_ids]
             before = len(found)
             for entry in fresh:
@@ -839,13 +856,13 @@ class SerializdClient:
                 break
             if known_ids is not None and not fresh:
                 break
-            page += 1
+            page, previous = page + 1, [e.id for e in entries]
         return sorted(found.values(), key=lambda e: (e.watched_at, e.id), reverse=True)
 
     async def watched_seasons(self, profile: str) -> list[tuple[int, list[int]]]:
         """Every show with seasons marked watched: (TMDB show id, TMDB season ids)."""
         shows: dict[int, set[int]] = {}
-        page = 1
+        page, previous = 1, list[Any]()
         while True:
             data = await self._read(
                 profile,
@@ -854,6 +871,8 @@ class SerializdClient:
                 {"sort_by": "date_added_desc"},  # required on its sibling pages (§5.2)
             )
             items, total_pages = parse_watched_page(data)
+            whole_read(page, total_pages, items, previous, f"watched page {page}")
+            previous = items
             before = sum(len(ids) for ids in shows.values())
             for show_id, season_ids in items:
                 shows.setdefault(show_id, set()).update(season_ids)
@@ -866,7 +885,7 @@ class SerializdClient:
     async def currently_watching(self, profile: str) -> list[int]:
         """The TMDB ids of the shows on the "currently watching" list, all pages (§5.2)."""
         shows: dict[int, None] = {}
-        page = 1
+        page, previous = 1, list[Any]()
         while True:
             what = f"currently watching page {page}"
             data = await self._read(
@@ -876,6 +895,8 @@ class SerializdClient:
                 {"sort_by": "date_added_desc"},  # every known client sends it (§5.2)
             )
             items, total_pages = parse_show_page(data, what)
+            whole_read(page, total_pages, items, previous, what)
+            previous = items
             before = len(shows)
             shows.update(dict.fromkeys(items))
             if not items or last_page(page, total_pages, len(shows) > before):
@@ -889,7 +910,7 @@ class SerializdClient:
         Raises a `SerializdError` (never answers "empty") when a page cannot be read.
         """
         shows: dict[int, WatchlistShow] = {}
-        page = 1
+        page, previous = 1, list[Any]()
         while True:
             data = await self._read(
                 profile,
@@ -898,6 +919,8 @@ class SerializdClient:
                 {"sort_by": "date_added_desc"},  # required: a bare-text 500 without it (§5.2)
             )
             items, total_pages = parse_watchlist_page(data)
+            whole_read(page, total_pages, items, previous, f"watchlist page {page}")
+            previous = items
             before = len(shows)
             for item in items:
                 known = shows.get(item.show_id)
