@@ -114,6 +114,23 @@ async def test_wrong_password_is_one_clear_error(fake: FakeSerializd, store: Sto
     await client.aclose()
 
 
+async def test_a_refused_password_is_not_sent_again_by_the_next_runs(
+    fake: FakeSerializd, store: Store
+) -> None:
+    # Each sync run and watchlist run builds its own client: 48 runs a day would each try the
+    # refused password, which risks locking the account.
+    for _ in range(3):
+        client = make_client(fake, store, password="wrong")
+        with pytest.raises(SerializdAuthError):
+            await client.diary(PROFILE)
+        await client.aclose()
+    assert fake.count("POST", LOGIN) == 1
+    fixed = make_client(fake, store)  # the user puts the right password in the config
+    assert await fixed.diary(PROFILE) == []
+    await fixed.aclose()
+    assert fake.count("POST", LOGIN) == 2
+
+
 async def test_no_credentials_names_the_setting(fake: FakeSerializd, store: Store) -> None:
     client = SerializdClient(SerializdConfig(api_url=fake.url), store)
     with pytest.raises(SerializdAuthError, match=r"set profiles\.me\.accounts\.serializd"):

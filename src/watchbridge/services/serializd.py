@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -52,6 +53,9 @@ DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls 
 REQUESTS_PER_SECOND = 2.0  # §8: "about 1-2 requests per second per account"
 EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry claim
 LOGIN_FORBIDDEN_WAIT = 1800.0  # a login answered 403 is not tried again sooner (§8)
+REFUSED = "serializd-refused"  # cache: the fingerprint of credentials Serializd refused
+FORBIDDEN = "serializd-forbidden"  # cache: a login answered 403, until it may be tried again
+REFUSAL_KEPT = 365 * 86400.0  # refused credentials are not sent again while unchanged
 
 
 class SerializdError(ServiceError):
@@ -408,6 +412,13 @@ def watchlist_remove_body(show_id: int, season_ids: Iterable[int]) -> dict[str, 
     return {**seasons_body(show_id, season_ids), "async": False}
 
 
+def _fingerprint(account: SerializdAccount) -> str:
+    """Tells whether credentials changed, without keeping the password (slow to guess from)."""
+    salt = f"watchbridge:{account.email}".encode()
+    digest = hashlib.pbkdf2_hmac("sha256", account.password.reveal().encode(), salt, 100_000)
+    return digest.hex()
+
+
 def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
     """Whether paging ends after `page`: past `totalPages`, or (when the answer has no
     `totalPages`) on the first page that adds nothing."""
@@ -542,10 +553,9 @@ class SerializdClient:
                 "referer": SITE,
             },
         )
-        # Credentials Serializd refused, per profile: never sent again until they change.
-        self._refused: dict[str, SerializdAccount] = {}
-        # Logins answered 403 (not a wrong password), per profile: not tried before this time.
-        self._forbidden_until: dict[str, float] = {}
+        # Refused credentials (never sent again until they change) and logins answered 403
+        # (not tried again for a while) are kept in the store: every sync run and watchlist
+        # run builds its own client, and each would try them again.
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -668,13 +678,15 @@ class SerializdClient:
                 SERVICE,
                 f"profile {profile} has no Serializd sign-in: set {where} (email, password)",
             )
-        if self._refused.get(profile) == account:
+        now = self.clock()
+        refused, fingerprint = self.tokens.cache_get(REFUSED, profile, now), _fingerprint(account)
+        if refused == (True, fingerprint):
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile}: "
                 f"check {where} (not retried until it changes)",
             )
-        if self.clock() < self._forbidden_until.get(profile, 0.0):
+        if self.tokens.cache_get(FORBIDDEN, profile, now)[0]:
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused to sign in profile {profile} (403) a short while ago; "
@@ -684,7 +696,7 @@ class SerializdClient:
             profile, "POST", "/api/login", json=login_body(account), write=False
         )
         if response.status_code == 401:  # a wrong email or password (§1)
-            self._refused[profile] = account
+            self.tokens.cache_put(REFUSED, profile, fingerprint, self.clock(), REFUSAL_KEPT)
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
@@ -692,7 +704,7 @@ class SerializdClient:
             )
         if response.status_code == 403:
             # Not how Serializd answers a wrong password: tried again, but not at once.
-            self._forbidden_until[profile] = self.clock() + LOGIN_FORBIDDEN_WAIT
+            self.tokens.cache_put(FORBIDDEN, profile, True, self.clock(), LOGIN_FORBIDDEN_WAIT)
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused to sign in profile {profile} ({_message(response)}); "
@@ -704,7 +716,7 @@ class SerializdClient:
         username = data.get("username") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token or not isinstance(username, str):
             raise SerializdError(SERVICE, "login answered without a token and username")
-        self._refused.pop(profile, None)
+        self.tokens.cache_put(REFUSED, profile, None, self.clock(), 0.0)
         log.info("signed in to Serializd", extra={"profile": profile, "username": username})
         return self._save(profile, token, username)
 
