@@ -205,10 +205,15 @@ def test_naive_watched_at_is_utc() -> None:
         (changed(MOVIE, player=1.5), "player: must be a string"),
         (changed(MOVIE, server=[]), "server: must be a string"),
         (changed(MOVIE, session={}), "session: must be a string"),
-        (
-            changed(MOVIE, watched_at="yesterday"),
-            "watched_at: must be an ISO-8601 time, e.g. 2025-03-14T20:48:02Z",
-        ),
+        *[
+            (
+                changed(MOVIE, watched_at=when),
+                "watched_at: must be an ISO-8601 time between 1900 and 2200, e.g."
+                " 2025-03-14T20:48:02Z",
+            )
+            # Words; a .NET minimum date; the year 9999: neither could be sent on to Trakt.
+            for when in ("yesterday", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00")
+        ],
     ],
 )
 def test_broken_fields_are_rejected_with_their_path(payload: dict[str, Any], reason: str) -> None:

@@ -146,8 +146,17 @@ def ticks_to_ms(value: object) -> int | None:
     return non_negative(ticks // TICKS_PER_MS)
 
 
+# Times outside these years are no one's viewing (a .NET minimum date, 9999-12-31) and could
+# not even be written out for a service again.
+EARLIEST, LATEST = (
+    datetime(1900, 1, 1, tzinfo=UTC).timestamp(),
+    datetime(2200, 1, 1, tzinfo=UTC).timestamp(),
+)
+
+
 def iso_time(value: object) -> float | None:
-    """An ISO-8601 time (7 fractional digits allowed) as epoch seconds; naive means UTC."""
+    """An ISO-8601 time (7 fractional digits allowed) as epoch seconds; naive means UTC.
+    None when it is not one, or falls outside the years 1900-2200."""
     raw = text(value) if isinstance(value, str) else None
     if raw is None or len(raw) > 64:
         return None
@@ -155,9 +164,10 @@ def iso_time(value: object) -> float | None:
         parsed = datetime.fromisoformat(raw)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        stamp = parsed.timestamp()
     except (ValueError, OverflowError, OSError):
         return None
+    return stamp if EARLIEST <= stamp < LATEST else None
 
 
 def epoch(value: object) -> float | None:

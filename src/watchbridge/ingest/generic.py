@@ -143,7 +143,9 @@ def _time(value: object, path: str) -> float | None:
         return None
     parsed = iso_time(value)
     if parsed is None:
-        raise Invalid(f"{path}: must be an ISO-8601 time, e.g. 2025-03-14T20:48:02Z")
+        raise Invalid(
+            f"{path}: must be an ISO-8601 time between 1900 and 2200, e.g. 2025-03-14T20:48:02Z"
+        )
     return parsed
 
 
