@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -267,3 +267,25 @@ def test_a_surrogate_pair_is_the_character_it_encodes() -> None:
     assert read_body(b'{"title": "\\ud83d\\ude00 \\\\"}', "application/json") == {
         "title": "\U0001f600 \\"
     }
+
+
+AMELIE = {"event": "played", "item": {"type": "movie", "title": "Amélie", "year": 2001}}
+
+
+def test_a_json_body_in_the_charset_it_declares_is_read_in_it() -> None:
+    # Windows PowerShell 5.1 sends Latin-1 and says so.
+    body = json.dumps(AMELIE, ensure_ascii=False).encode("latin-1")
+    read = read_body(body, "application/json; charset=ISO-8859-1")
+    assert isinstance(read, dict) and read["item"]["title"] == "Amélie"  # type: ignore[index]
+
+
+def test_a_form_body_in_the_charset_it_declares_keeps_its_letters() -> None:
+    body = ("payload=" + quote(json.dumps(AMELIE, ensure_ascii=False), encoding="latin-1")).encode()
+    read = read_body(body, "application/x-www-form-urlencoded; charset=ISO-8859-1")
+    assert isinstance(read, dict) and read["item"]["title"] == "Amélie"  # type: ignore[index]
+
+
+def test_a_utf8_body_labelled_ascii_keeps_its_letters() -> None:
+    body = json.dumps(AMELIE, ensure_ascii=False).encode("utf-8")
+    read = read_body(body, "application/json; charset=us-ascii")
+    assert isinstance(read, dict) and read["item"]["title"] == "Amélie"  # type: ignore[index]

@@ -13,6 +13,7 @@ are read by `common.flag`, not rewritten here, so a title that is literally "Tru
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import re
@@ -83,10 +84,22 @@ def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
     declared_multipart = media_type.startswith("multipart/") and not _looks_json(body)
     if declared_multipart or _looks_multipart(body):
         return _from_multipart(body, params.get("boundary", ""))
-    decoded = decode_json(body, "body")
+    charset = _charset(params.get("charset", ""))
+    text = body if charset == "utf-8" else body.decode(charset, "replace").encode("utf-8")
+    decoded = decode_json(text, "body")
     if isinstance(decoded, Rejected) and _looks_form(media_type, body):
-        return _from_form(body)
+        return _from_form(body, charset)
     return decoded
+
+
+def _charset(declared: str) -> str:
+    """The codec a body declares (Windows PowerShell 5.1 sends Latin-1); UTF-8 when it names
+    none we know, or a UTF (JSON's own detection reads those)."""
+    try:
+        name = codecs.lookup(declared).name if declared else "utf-8"
+    except LookupError:
+        return "utf-8"
+    return "utf-8" if name.startswith("utf") or name == "ascii" else name  # ASCII: a UTF-8 subset
 
 
 def parse_header(value: str) -> tuple[str, dict[str, str]]:
@@ -267,9 +280,17 @@ def _payload_part(body: bytes, boundary: str) -> tuple[str, int, int] | tuple[()
     return PAYLOAD_NAMES[best[0]], best[1], best[2]
 
 
-def _from_form(body: bytes) -> dict[str, object] | Rejected:
-    """A form with a JSON `payload`/`data` field, or plain fields (Tautulli's form mode)."""
-    fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+def _from_form(body: bytes, charset: str = "utf-8") -> dict[str, object] | Rejected:
+    """A form with a JSON `payload`/`data` field, or plain fields (Tautulli's form mode);
+    `charset`: what its escapes encode."""
+    fields = dict(
+        parse_qsl(
+            body.decode(charset, "replace"),
+            keep_blank_values=True,
+            encoding=charset,
+            errors="replace",
+        )
+    )
     for name in PAYLOAD_NAMES:
         if name in fields:
             return decode_json(fields[name].encode(), f"form field {name}")
