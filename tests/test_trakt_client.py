@@ -436,6 +436,9 @@ async def test_clients_of_one_account_pace_their_writes_together(
     deliver, link = two_clients(trakt, store)
     movie = a_movie(trakt)
     try:
+        # Connections set up first: a slow connect of a loaded machine would delay the first
+        # write's arrival, and Trakt's 1 s counts arrivals.
+        await asyncio.gather(deliver.last_activities(PROFILE), link.last_activities(PROFILE))
         await asyncio.gather(
             deliver.scrobble(PROFILE, "start", movie, 10), link.add_watchlist(PROFILE, [movie])
         )
