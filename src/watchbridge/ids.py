@@ -13,13 +13,13 @@ import contextlib
 import logging
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import Notifier
 from watchbridge.http import ServiceError, Unavailable
-from watchbridge.model import Ids, MediaRef
+from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
 from watchbridge.services.plex import PlexAuthError, PlexItem
 from watchbridge.services.trakt import can_send
@@ -42,7 +42,6 @@ SERVER_OUTAGE_PAUSE = 60.0
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
-SeriesLookup = Callable[[str], Awaitable[Series | None]]
 
 
 class MediaServerItems(Protocol):
@@ -481,6 +480,18 @@ def cached_series(
     return False, None
 
 
+def webhook_ref(
+    cache: IdCache, item: Mapping[str, Any], source: str | None, now: float
+) -> MediaRef | None:
+    """A queued webhook play's item as a reference, with the show ids a delivery already read
+    (see `with_cached_show_ids`); None for a row a target will make a dead letter of."""
+    try:
+        ref = ref_from_dict(dict(item))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return with_cached_show_ids(cache, ref, source, now)
+
+
 def with_cached_show_ids(
     cache: IdCache, item: MediaRef, source: str | None, now: float
 ) -> MediaRef:
@@ -524,7 +535,7 @@ class SeriesEnricher:
         if not key:
             return item, None
         try:
-            found = await self._read(f"{MOVIE_KEY}{key}" if movie else key)
+            found = await self._read(key, movie)
         except ServiceError as exc:
             log.warning(
                 "series lookup failed",
@@ -539,16 +550,15 @@ class SeriesEnricher:
             ), None
         return merge_series(item, found), None
 
-    async def _read(self, series_id: str) -> Series | None:
-        """The series (or, under MOVIE_KEY, the movie) with this server id, cached."""
-        lookup = f"{self.server}:{series_id}"
-        hit, cached = cached_series(self.cache, self.server, series_id, self.clock())
+    async def _read(self, item_id: str, movie: bool) -> Series | None:
+        """The series (or the movie) with this server id, cached."""
+        cached_id = f"{MOVIE_KEY}{item_id}" if movie else item_id
+        lookup = f"{self.server}:{cached_id}"
+        hit, cached = cached_series(self.cache, self.server, cached_id, self.clock())
         if hit:
             return cached
-        if series_id.startswith(MOVIE_KEY):
-            found = await self.client.movie(series_id.removeprefix(MOVIE_KEY))
-        else:
-            found = await self.client.series(series_id)
+        read = self.client.movie if movie else self.client.series
+        found = await read(item_id)
         self.answered += 1
         # A series without a TMDB id is usually one the server is still identifying.
         ttl = SERIES_FOUND_TTL if found is not None and found.ids.tmdb else SERIES_MISSING_TTL

@@ -1286,17 +1286,9 @@ class Store:
         """(target, item, watched at, webhook source) of the plays webhooks queued for
         `profile` that are not delivered yet (pending or in flight; dead letters are not
         waiting)."""
-        rows = self._query(
-            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'play'"
-            " AND event_id IS NOT NULL AND status IN ('pending', 'inflight')",
-            (profile,),
+        return self._webhook_plays(
+            "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
         )
-        plays = []
-        for row in rows:
-            payload = json.loads(row["payload"])
-            item, at = payload.get("item") or {}, float(payload.get("at", 0))
-            plays.append((row["target"], item, at, payload.get("source")))
-        return plays
 
     def delivered_webhook_plays(
         self, profile: str, target: str
@@ -1304,16 +1296,25 @@ class Store:
         """(idempotency key, item, watched at, webhook source) of the plays webhooks queued for
         `profile` that `target` took (delivered rows are kept a week, see maintenance). Keys,
         not row ids: ids come back once old rows are pruned."""
+        return self._webhook_plays(
+            "idempotency_key", "profile = ? AND target = ? AND status = 'done'", (profile, target)
+        )
+
+    def _webhook_plays(
+        self, first: str, where: str, params: Sequence[Any]
+    ) -> list[tuple[str, dict[str, Any], float, str | None]]:
+        """(column `first`, item, watched at, webhook source) of the webhook plays `where`
+        selects (both are literals of this class, never input)."""
         rows = self._query(
-            "SELECT idempotency_key, payload FROM outbox WHERE profile = ? AND target = ?"
-            " AND action = 'play' AND event_id IS NOT NULL AND status = 'done'",
-            (profile, target),
+            f"SELECT {first} AS first, payload FROM outbox WHERE action = 'play'"
+            f" AND event_id IS NOT NULL AND {where}",
+            params,
         )
         plays = []
         for row in rows:
             payload = json.loads(row["payload"])
             item, at = payload.get("item") or {}, float(payload.get("at", 0))
-            plays.append((str(row["idempotency_key"]), item, at, payload.get("source")))
+            plays.append((str(row["first"]), item, at, payload.get("source")))
         return plays
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:

@@ -17,9 +17,9 @@ from typing import Any
 
 from watchbridge.config import Config, Link, has_accounts
 from watchbridge.errors import WatchbridgeError
-from watchbridge.ids import with_cached_show_ids
+from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
-from watchbridge.model import ref_from_dict, ref_to_dict
+from watchbridge.model import ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
@@ -371,13 +371,11 @@ def _waiting(
     SideRead.aliases."""
     waiting: dict[tuple[str, str], list[float]] = {}
     for target, item, at, source in store.waiting_webhook_plays(profile):
-        try:
-            ref = ref_from_dict(item)
-        except (KeyError, TypeError, ValueError):
-            continue  # a row the target will make a dead letter of
         # Jellyfin and Emby name an episode's show by their own id: its ids were looked up
         # when the play went to another target, if it did.
-        ref = with_cached_show_ids(store, ref, source, now)
+        ref = webhook_ref(store, item, source, now)
+        if ref is None:
+            continue  # a row the target will make a dead letter of
         key = (
             aliases.get(ref.source_key or "")
             or aliases.get(ref.ids.plex_guid or "")

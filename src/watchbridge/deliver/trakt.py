@@ -175,6 +175,11 @@ def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> O
     return Retry(f"unmatched: {why}", after=UNMATCHED_RETRY)
 
 
+def _not_found(item: MediaRef) -> Outcome:
+    """A row whose item Trakt answered "not found" to: unmatched, tried again hourly."""
+    return Retry(f"unmatched: Trakt could not find {item.describe()}", after=UNMATCHED_RETRY)
+
+
 def _is_start(row: Row) -> bool:
     return (
         row.outbox.action == "watching" and row.payload.get("scrobble_action", "start") == "start"
@@ -428,9 +433,7 @@ class TraktTarget:
         not_found = {r.outbox.id for r in fresh} - {r.outbox.id for r in added}
         return {
             row.outbox.id: (
-                Retry(
-                    f"unmatched: Trakt could not find {row.item.describe()}", after=UNMATCHED_RETRY
-                )
+                _not_found(row.item)
                 if row.outbox.id in not_found
                 else Delivered("added to history")
             )
@@ -451,11 +454,7 @@ class TraktTarget:
             return _all([r.outbox for r in rows], Retry(exc.message))
         missing = {id(ref) for ref in result.not_found}
         return {
-            r.outbox.id: Retry(
-                f"unmatched: Trakt could not find {r.item.describe()}", after=UNMATCHED_RETRY
-            )
-            if id(w.item) in missing
-            else Delivered("rated")
+            r.outbox.id: _not_found(r.item) if id(w.item) in missing else Delivered("rated")
             for r, w in zip(rows, writes, strict=True)
         }
 

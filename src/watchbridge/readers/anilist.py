@@ -57,7 +57,6 @@ picked up on the first run after the datasets catch up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from bisect import bisect_left
@@ -68,9 +67,9 @@ from typing import TypeVar
 from watchbridge.anime import PENDING, AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, forward_wants, placed
 from watchbridge.config import Config, Link
-from watchbridge.ids import with_cached_show_ids
+from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
-from watchbridge.model import MediaRef, ref_from_dict
+from watchbridge.model import MediaRef
 from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
 from watchbridge.readers.plex import key_for_ref
@@ -697,12 +696,10 @@ class AniListReader:
             kept.add(row)
             if row in spent:
                 continue
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                # Jellyfin and Emby name the show by their own id: its ids were read at delivery.
-                ref = with_cached_show_ids(self.store, ref_from_dict(item), source, now)
-                key = key_for_ref(ref)
-                if key is not None:
-                    times.setdefault(key, []).append((at, row))
+            ref = webhook_ref(self.store, item, source, now)
+            key = key_for_ref(ref) if ref is not None else None
+            if key is not None:
+                times.setdefault(key, []).append((at, row))
         return times, kept
 
     def _delivered(self, profile: str) -> Callable[[Play], bool]:

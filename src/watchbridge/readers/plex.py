@@ -561,12 +561,12 @@ def choose_sections(
     if not names:
         return usable
     by_title = {s.title.casefold(): s for s in usable}
-    server = usable if owner else on_server
-    if server is not None:
-        known = {s.title.casefold() for s in server if s.type in ("movie", "show")}
+    server = usable if owner else [s for s in on_server or () if s.type in ("movie", "show")]
+    if owner or on_server is not None:
+        known = {s.title.casefold() for s in server}
         unknown = [n for n in names if n.casefold() not in known]
         if unknown:
-            seen = ", ".join(s.title for s in server if s.type in ("movie", "show")) or "none"
+            seen = ", ".join(s.title for s in server) or "none"
             raise ConfigError(
                 f"services.plex.libraries: the Plex server has no movie or show library named "
                 f"{', '.join(repr(n) for n in unknown)} (libraries: {seen})"

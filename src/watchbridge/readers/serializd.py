@@ -291,6 +291,7 @@ class SerializdReader:
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
         full = full or baseline is None or "diary_ids" not in cursors
+        written = await self._written(profile)
         if full:
             diary = await self.client.diary(profile)
             ids = {e.id for e in diary}
@@ -302,7 +303,6 @@ class SerializdReader:
             ids = known_ids(cursors) | {e.id for e in fresh}  # ours stay out: see _written
             read = serializd_side(fresh)
             merged = merge_diary(baseline or Side(), read)
-            written = await self._written(profile)
             side = resolve_expected(merged, written)
             if "ledger_ids" in cursors:  # (a cursor of an older version: none are new)
                 side = with_written(side, written, set(json.loads(cursors["ledger_ids"])))
@@ -315,8 +315,8 @@ class SerializdReader:
         )
         saved = {
             "diary_ids": json.dumps(sorted(ids)),
-            "written": _ledger_mark(await self._written(profile)),
-            "ledger_ids": json.dumps(sorted(set((await self._written(profile)).values()))),
+            "written": _ledger_mark(written),
+            "ledger_ids": json.dumps(sorted(set(written.values()))),
             "rating_rows": json.dumps(rows, sort_keys=True),
         }
         if "marks" in cursors:

@@ -679,8 +679,9 @@ class SerializdClient:
                 f"profile {profile} has no Serializd sign-in: set {where} (email, password)",
             )
         now = self.clock()
-        refused, fingerprint = self.tokens.cache_get(REFUSED, profile, now), _fingerprint(account)
-        if refused == (True, fingerprint):
+        # The fingerprint is slow on purpose: worked out only when a refusal is on record.
+        refused, fingerprint = self.tokens.cache_get(REFUSED, profile, now)
+        if refused and fingerprint is not None and fingerprint == _fingerprint(account):
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile}: "
@@ -696,7 +697,8 @@ class SerializdClient:
             profile, "POST", "/api/login", json=login_body(account), write=False
         )
         if response.status_code == 401:  # a wrong email or password (§1)
-            self.tokens.cache_put(REFUSED, profile, fingerprint, self.clock(), REFUSAL_KEPT)
+            refusal = _fingerprint(account)
+            self.tokens.cache_put(REFUSED, profile, refusal, self.clock(), REFUSAL_KEPT)
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
