@@ -549,6 +549,23 @@ async def test_an_episode_known_by_its_absolute_number_lands_on_trakts_episode(
     assert [(h.item.season, h.item.number) for h in trakt.history()] == [(9, 21)]
 
 
+async def test_an_episode_aired_after_its_shows_season_list_was_read_lands_within_hours(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.seed_reference_catalogue()
+    trakt.advance(clock() - trakt.now())
+    one_piece = MediaRef("episode", show_ids=Ids(tvdb="81797"), show_title="One Piece")
+    played = [(replace(one_piece, absolute=164), clock() - 3600)]  # the list is read for it
+    runtime.store.enqueue([_late_play(e, at, "p1", live=False) for e, at in played], clock())
+    await drain(worker, runtime, clock, passes=2, step=10)
+    show = next(show for show in trakt.shows if show.title == "One Piece")
+    trakt.add_episode(show, 9, 22, number_abs=165)  # aired since
+    newer = replace(one_piece, absolute=165)
+    runtime.store.enqueue([_late_play(newer, clock() - 3600, "p2", live=False)], clock())
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(9, 21), (9, 22)]
+
+
 async def test_account_limit_pauses_without_retrying(
     runtime: Runtime,
     worker: DeliveryWorker,

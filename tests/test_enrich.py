@@ -8,6 +8,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from watchbridge.ids import (
     TRAKT,
     Enricher,
     origin,
+    same_episode,
     title_lookup,
     title_match,
 )
@@ -619,6 +621,157 @@ async def test_an_episode_trakt_adds_an_hour_after_the_play_goes_out_at_a_retry(
             clock.advance(3600)
             await worker.pass_once(runtime)
         assert len(trakt.history()) == 1
+
+
+def post_jellyfin_episode(runtime: Runtime, *, stop: bool = True, **changes: Any) -> None:
+    """The Jellyfin sample episode (TVDB, IMDb and TMDB ids), completed or just started."""
+    payload = sample_json("jellyfin", COMPLETED if stop else "playback_start_episode.json")
+    payload.update(changes)
+    result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
+    assert isinstance(result, Accepted)
+    runtime.store.ingest(ingest_job(runtime, "me", only_event(result)))
+
+
+@pytest.fixture
+def trakt_without_tvdb(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    """Trakt after its move to TMDB: it lost the episode's TVDB id, kept its TMDB id."""
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 13, title="To'hajiilee", trakt=62160)
+    trakt.add_episode(show, 5, 14, title="Ozymandias", trakt=62161, tmdb=62161)
+    return trakt
+
+
+async def test_an_episode_trakt_lost_the_tvdb_id_of_goes_by_its_numbers_once_confirmed(
+    tmp_path: Path,
+    trakt_without_tvdb: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = trakt_without_tvdb
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        await drain(worker, runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 14)
+        assert runtime.store.outbox_counts()["dead"] == 0 and not runtime.store.unmatched()
+
+
+async def test_an_episode_at_the_same_numbers_with_another_id_is_not_taken_for_it(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # Trakt numbers the show its own way: its S05E14 is another episode (another TMDB id).
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14, title="Ozymandias", tmdb=99999)
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        await drain(worker, runtime)
+        assert trakt.history() == []
+        assert len(runtime.store.unmatched()) == 1
+
+
+async def test_an_episode_with_no_ids_on_trakt_goes_by_its_numbers_only_if_the_title_agrees(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 13, title="Ozymandias")  # Trakt's S05E13 is named like ours
+    trakt.add_episode(show, 5, 14, title="Felina")
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        await drain(worker, runtime)
+        assert trakt.history() == []
+        other_ids = {"Provider_tvdb": "4637660", "Provider_imdb": "", "Provider_tmdb": ""}
+        post_jellyfin_episode(runtime, EpisodeNumber=13, ItemId="e13", **other_ids)
+        await drain(worker, runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 13)
+
+
+async def test_twin_rows_of_an_episode_placed_by_its_numbers_add_one_play(
+    tmp_path: Path,
+    trakt_without_tvdb: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = trakt_without_tvdb
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        # The same play a minute later (another session of one viewing): one play on Trakt.
+        post_jellyfin_episode(runtime, UtcTimestamp="2025-03-14T20:49:02Z", DeviceId="tv-2")
+        await drain(worker, runtime)
+        assert len(trakt.history()) == 1
+        assert runtime.store.outbox_counts()["dead"] == 0 and not runtime.store.unmatched()
+
+
+async def test_a_lost_answer_to_a_play_placed_by_its_numbers_is_checked_not_sent_again(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # Only the title ties Trakt's episode to ours: none of our ids finds it in Trakt's history.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14, title="Ozymandias")
+    trakt.delay_next(1, 0, route="POST /sync/history")  # the add by TVDB id: not found
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # by numbers: lost
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        for _ in range(4):
+            await worker.pass_once(runtime)
+            clock.advance(3600)
+        assert len(trakt.history()) == 1
+        assert runtime.store.outbox_counts()["dead"] == 0 and not runtime.store.unmatched()
+
+
+async def test_an_episode_placed_by_its_numbers_shows_as_watching(
+    tmp_path: Path,
+    trakt_without_tvdb: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = trakt_without_tvdb
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        clock.now = datetime(2025, 3, 14, 20, 1, tzinfo=UTC).timestamp()
+        post_jellyfin_episode(runtime, stop=False)
+        await drain(worker, runtime)
+        watching = trakt.watching()
+        assert watching is not None and watching.item.number == 14
+
+
+def test_the_episode_at_our_numbers_is_ours_only_by_an_agreeing_id_or_real_title() -> None:
+    ours = MediaRef("episode", Ids(tvdb="4637661", tmdb="62161"), title="Ozymandias",
+                    season=5, number=14)  # fmt: skip
+    assert same_episode(ours, Ids(trakt="7", tmdb="62161"), "Another title")
+    assert not same_episode(ours, Ids(trakt="7", tmdb="62161", tvdb="1"), "Ozymandias")
+    assert same_episode(ours, Ids(trakt="7"), "ozymandias!")
+    assert not same_episode(ours, Ids(trakt="7"), "Felina")
+    assert not same_episode(replace(ours, title="Episode 14"), Ids(trakt="7"), "Episode 14")
+    assert not same_episode(replace(ours, title=None), Ids(trakt="7"), "Ozymandias")
 
 
 async def test_a_movie_played_before_jellyfin_identified_it_goes_out_once_identified(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from watchbridge.catalogue import season_episodes
 from watchbridge.config import Config
 from watchbridge.http import ServiceError
+from watchbridge.ids import ListedRow
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 from watchbridge.services.serializd import SerializdClient, SerializdItemError
@@ -79,20 +80,23 @@ async def trakt_seasons(client: TraktClient, show: Ids) -> list[ListedSeason]:
     return []
 
 
-def trakt_absolute(client: TraktClient) -> Callable[[Ids], Awaitable[dict[int, tuple[int, int]]]]:
-    """Trakt's (season, number) of each absolute number of a show (`number_abs`; the
-    specials of season 0 are not counted)."""
+def trakt_listing(client: TraktClient) -> Callable[[Ids], Awaitable[list[ListedRow]]]:
+    """A show's episodes on Trakt as (season, number, number_abs, title, ids) rows."""
 
-    async def table(show: Ids) -> dict[int, tuple[int, int]]:
-        return {
-            episode.number_abs: (season.number, episode.number)
+    async def listing(show: Ids) -> list[ListedRow]:
+        return [
+            (
+                season.number,
+                episode.number,
+                episode.number_abs,
+                episode.title,
+                episode.ids.present(),
+            )
             for season in await trakt_seasons(client, show)
-            if season.number > 0
             for episode in season.episodes
-            if episode.number_abs is not None
-        }
+        ]
 
-    return table
+    return listing
 
 
 class TraktNumbers:

@@ -157,36 +157,99 @@ async def remembered(
     return answer
 
 
-AbsoluteTable = Callable[[Ids], Awaitable[dict[int, tuple[int, int]]]]
+# A show's season list on Trakt: (season, number, number_abs, title, ids) of each episode.
+ListedRow = tuple[int, int, int | None, str | None, dict[str, str]]
+ShowListing = Callable[[Ids], Awaitable[list[ListedRow]]]
+LISTING_TTL = 7 * 86400.0
+# A listing lacking the episode asked for is read again after this: a new episode is listed on
+# Trakt some hours after it aired, and an unmatched row is tried hourly.
+LISTING_RECHECK = 3000.0
+# Placeholder titles ("Episode 14", "Folge 3") say nothing about which episode it is.
+_PLACEHOLDER_TITLE = re.compile(r"^\D*\d+$")
 
 
-class AbsolutePlacer:
-    """Trakt's season and number of an episode known only by its absolute number (HAMA
-    tvdb3/tvdb4, a generic webhook's `item.absolute`): Trakt's history takes no `number_abs`,
-    so the show's season list (its episodes' `number_abs`) places it; cached per show."""
+def same_episode(ours: MediaRef, ids: Ids, title: str | None) -> bool:
+    """Whether the episode Trakt lists at our season and number (its `ids` and `title`) is
+    ours. Numbers alone prove nothing (a TVDB order numbers episodes unlike Trakt): no id of
+    both may differ, and an id or a real title must agree. Pure."""
+    shared = [n for n in ("tvdb", "tmdb", "imdb") if getattr(ours.ids, n) and getattr(ids, n)]
+    if any(getattr(ours.ids, n) != getattr(ids, n) for n in shared):
+        return False
+    if shared:
+        return True
+    if not ours.title or not title:
+        return False
+    key = title_key(ours.title)
+    return key == title_key(title) and not _PLACEHOLDER_TITLE.match(key)
 
-    namespace = "trakt-absolute"
 
-    def __init__(self, table: AbsoluteTable, cache: IdCache, clock: Callable[[], float]) -> None:
-        self.table = table
+class TraktEpisodes:
+    """Places episodes on Trakt's season list of their show (cached per show; `/sync/history`
+    takes no `number_abs`, and Trakt lost many episodes' TVDB ids in its move to TMDB):
+    - `place`: an episode known only by its absolute number (HAMA tvdb3/tvdb4, a generic
+      webhook's `item.absolute`) gets Trakt's season and number;
+    - `by_numbers`: an episode Trakt did not find by its own ids gets the Trakt id of the
+      episode at its numbers, when that is the same episode (`same_episode`)."""
+
+    namespace = "trakt-episodes"
+
+    def __init__(self, listing: ShowListing, cache: IdCache, clock: Callable[[], float]) -> None:
+        self.listing = listing
         self.cache = cache
         self.clock = clock
 
     async def place(self, item: MediaRef) -> MediaRef:
         if item.kind != "episode" or item.number is not None or item.absolute is None:
             return item
+        found = await self._find(item, lambda row: row[0] > 0 and row[2] == item.absolute)
+        return item if found is None else replace(item, season=found[0], number=found[1])
+
+    async def by_numbers(self, item: MediaRef) -> MediaRef | None:
+        if item.kind != "episode" or item.season is None or item.number is None:
+            return None
+        found = await self._find(item, lambda row: row[:2] == (item.season, item.number))
+        trakt = found[4].get("trakt") if found is not None else None
+        if found is None or not trakt or not same_episode(item, Ids(**found[4]), found[3]):
+            return None
+        now = self.clock()
+        self.cache.cache_put(self.namespace, _own_ids(item), trakt, now, FOUND_TTL)
+        return replace(item, ids=Ids(trakt=trakt).merged(item.ids))
+
+    def placed(self, item: MediaRef) -> MediaRef:
+        """The episode with the Trakt id `by_numbers` found for its ids before (no request):
+        later tries, and the check of a send whose answer was lost, name it as it was sent."""
+        if item.kind != "episode" or not item.ids or item.ids.trakt:
+            return item
+        hit, trakt = self.cache.cache_get(self.namespace, _own_ids(item), self.clock())
+        return replace(item, ids=Ids(trakt=trakt).merged(item.ids)) if hit and trakt else item
+
+    async def _find(self, item: MediaRef, wanted: Callable[[ListedRow], bool]) -> ListedRow | None:
         if not has_trakt_ids(item.show_ids):
-            return item
+            return None
         show = ":".join(next(iter(item.show_ids.present().items())))
+        now = self.clock()
+        hit, cached = self.cache.cache_get(self.namespace, show, now)
+        if hit and (found := _first(cached["episodes"], wanted)) is not None:
+            return found
+        if hit and now - cached["at"] < LISTING_RECHECK:
+            return None
+        episodes = await self.listing(item.show_ids)
+        self.cache.cache_put(
+            self.namespace, show, {"at": now, "episodes": episodes}, now, LISTING_TTL
+        )
+        return _first(episodes, wanted)
 
-        async def ask() -> dict[str, tuple[int, int]]:
-            return {str(k): v for k, v in (await self.table(item.show_ids)).items()}
 
-        places = await remembered(self.cache, self.namespace, show, self.clock, ask)
-        found = (places or {}).get(str(item.absolute))
-        if found is None:
-            return item
-        return replace(item, season=int(found[0]), number=int(found[1]))
+def _own_ids(item: MediaRef) -> str:
+    """All of an episode's own ids as one cache key (an IMDb id alone may name every part of a
+    multi-part episode)."""
+    return "episode:" + ",".join(f"{name}:{value}" for name, value in item.ids.present().items())
+
+
+def _first(rows: Sequence[Sequence[Any]], wanted: Callable[[ListedRow], bool]) -> ListedRow | None:
+    """The first listed row `wanted` takes (rows read back from the cache are JSON lists)."""
+    listed = ((int(s), int(n), a, t, dict(ids)) for s, n, a, t, ids in rows)
+    return next((row for row in listed if wanted(row)), None)
 
 
 class TraktResolver:

@@ -28,14 +28,15 @@ from watchbridge.deliver.worker import (
     unsure,
     waiting_on,
 )
-from watchbridge.episode_numbers import trakt_absolute
+from watchbridge.episode_numbers import trakt_listing
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import (
     TRAKT,
-    AbsolutePlacer,
     Enricher,
     Problem,
+    TraktEpisodes,
     TraktResolver,
+    has_trakt_ids,
     title_unmatched,
 )
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -227,7 +228,7 @@ class TraktTarget:
         self.config = config
         self.clock = clock
         self.resolver = TraktResolver(client.search, store, clock, client.search_title)
-        self.placer = AbsolutePlacer(trakt_absolute(client), store, clock)
+        self.episodes = TraktEpisodes(trakt_listing(client), store, clock)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -278,8 +279,9 @@ class TraktTarget:
                 source = outbox.payload.get("source")
                 enriched = await self.enricher.enrich(item, TRAKT, source, search_trakt=False)
                 item, problem = enriched.item, enriched.problem
+            item = self.episodes.placed(item)  # a Trakt id found by its numbers before
             if not can_send(item):
-                item = await self.placer.place(item)  # known by its absolute number only
+                item = await self.episodes.place(item)  # known by its absolute number only
             if not can_send(item):
                 source = outbox.payload.get("source")
                 found = await self.resolver.resolve(item, source)
@@ -334,7 +336,13 @@ class TraktTarget:
         action = row.payload.get("scrobble_action", "start")
         progress = row.payload.get("progress")
         try:
-            await self.client.scrobble(profile, action, row.item, progress or 1.0)
+            try:
+                await self.client.scrobble(profile, action, row.item, progress or 1.0)
+            except TraktItemError:
+                placed = await self._by_numbers([row])
+                if not placed:
+                    raise
+                await self.client.scrobble(profile, action, placed[0].item, progress or 1.0)
         except TraktItemError:
             return Delivered("Trakt does not know this item; live status skipped")
         except (TraktAuthError, TraktAccountError, Unavailable):
@@ -393,17 +401,50 @@ class TraktTarget:
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
             fresh = [r for r in fresh if r not in confirmed]
         by_id = {r.outbox.id: r for r in fresh}
+        unfound: set[int] = set()
         fresh, twins = one_per_play(fresh)
         while fresh:
             sent, not_found = await self._send_history(profile, fresh)
             outcomes |= sent
+            unfound |= not_found
             # Trakt may find a twin by its own ids where its sent row's were not found.
             again = [by_id[twin] for twin, row in twins.items() if row in not_found]
             for twin, row in twins.items():
                 if row not in not_found:
                     outcomes[twin] = _as_twin(outcomes[row], row)
             fresh, twins = one_per_play(again)
+        # Once, not in the loop: a row placed by its numbers that Trakt still does not find
+        # stays unmatched.
+        placed = await self._by_numbers([by_id[row] for row in sorted(unfound)])
+        known = await self._known_on_trakt(profile, placed)
+        outcomes |= _all(
+            [r.outbox for r in placed if r.outbox.id in known], Skipped("already on Trakt")
+        )
+        fresh, twins = one_per_play([r for r in placed if r.outbox.id not in known])
+        if fresh:
+            outcomes |= (await self._send_history(profile, fresh))[0]
+            for twin, row in twins.items():
+                outcomes[twin] = _as_twin(outcomes[row], row)
         return outcomes
+
+    async def _by_numbers(self, rows: Sequence[Row]) -> list[Row]:
+        """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
+        season list has at their numbers, where that is the same episode (ids.same_episode):
+        Trakt lost many episodes' TVDB ids, often all a Jellyfin or Emby episode carries."""
+        placed: list[Row] = []
+        for row in rows:
+            item = row.item
+            if item.kind != "episode" or "trakt" in item.ids.present():
+                continue
+            if not has_trakt_ids(item.show_ids) and self.enricher is not None:
+                source = row.payload.get("source")
+                bare = replace(item, ids=Ids())  # what the enricher makes sendable: the show
+                shown = (await self.enricher.enrich(bare, TRAKT, source, search_trakt=False)).item
+                item = replace(item, show_ids=shown.show_ids)
+            found = await self.episodes.by_numbers(item)
+            if found is not None:
+                placed.append(replace(row, item=found))
+        return placed
 
     async def _send_history(
         self, profile: str, fresh: Sequence[Row]

@@ -252,11 +252,12 @@ EPISODE_IDS = ("tvdb", "tmdb", "imdb")  # an episode's ids other services know i
 @dataclass(frozen=True)
 class ListedEpisode:
     """One episode of a show's season list: its number, Trakt's absolute number (often
-    null, reference trakt-api.md §14) and its own TVDB, TMDB and IMDb ids."""
+    null, reference trakt-api.md §14), its Trakt, TVDB, TMDB and IMDb ids and its title."""
 
     number: int
     number_abs: int | None = None
     ids: Ids = field(default_factory=Ids)
+    title: str | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,10 @@ def media_body(item: MediaRef) -> dict[str, Any]:
     if item.kind == "movie":
         return {"movie": {"ids": trakt_ids(item.ids)}}
     episode_ids = {k: v for k, v in trakt_ids(item.ids).items() if k in ("trakt", "tvdb")}
+    if "trakt" in episode_ids:
+        # Trakt's own id is the one it surely knows: a TVDB id it lost is not sent beside it
+        # (which id wins when both are sent is not documented, §5).
+        episode_ids = {"trakt": episode_ids["trakt"]}
     if episode_ids:
         return {"episode": {"ids": episode_ids}}
     if item.season is None and item.absolute is not None:
@@ -481,7 +486,12 @@ def parse_seasons(data: Any) -> list[ListedSeason]:
         if number is None:
             continue
         episodes = tuple(
-            ListedEpisode(n, whole(e.get("number_abs")), _episode_ids(e.get("ids")))
+            ListedEpisode(
+                n,
+                whole(e.get("number_abs")),
+                _episode_ids(e.get("ids")),
+                e["title"] if isinstance(e.get("title"), str) else None,
+            )
             for e in row.get("episodes") or []
             if isinstance(e, dict) and (n := whole(e.get("number"))) is not None
         )
@@ -495,7 +505,7 @@ def parse_seasons(data: Any) -> list[ListedSeason]:
 def _episode_ids(ids: object) -> Ids:
     if not isinstance(ids, dict):
         return Ids()
-    return Ids(**{name: str(ids[name]) for name in EPISODE_IDS if ids.get(name)})
+    return Ids(**{name: str(ids[name]) for name in ("trakt", *EPISODE_IDS) if ids.get(name)})
 
 
 def _pacer() -> Pacer:
