@@ -465,6 +465,18 @@ def test_reset_forgets_sync_state_but_keeps_sign_ins(store: Store) -> None:
     assert store.get_token("trakt", "me") == {"a": 1}
 
 
+def test_reset_keeps_the_records_it_is_told_to(store: Store) -> None:
+    store.mirror_put("plex", "me", "written", {"r": {"at": 1}}, 1.0)
+    store.mirror_put("plex", "me", "plays", {"p": {"at": 1}}, 1.0)
+    store.cache_put("kept", "k", 1, 1.0, 3600)
+    store.cache_put("search", "s", 1, 1.0, 3600)
+    store.reset(keep_mirror=[("plex", "written")], keep_cache=["kept"])
+    assert store.mirror_get("plex", "me", "written") == {"r": {"at": 1}}
+    assert store.mirror_get("plex", "me", "plays") == {}
+    assert store.cache_get("kept", "k", 2.0) == (True, 1)
+    assert store.cache_get("search", "s", 2.0)[0] is False
+
+
 def test_a_failed_write_is_remembered_until_a_write_works(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = Store.open(path, busy_timeout=0.1)

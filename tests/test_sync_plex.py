@@ -124,6 +124,20 @@ def test_the_round_trip_makes_no_duplicate_play(tmp_path: Path, start_fake: Any)
     assert len(trakt.history()) == 2
 
 
+def test_a_reset_keeps_what_was_written_so_the_next_sync_copies_no_play_back(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
+    sync(path)  # Trakt's play goes into Plex's history, stamped at the time of the copy
+    command = [sys.executable, "-m", "watchbridge", "reset-state", "--yes", "--config", str(path)]
+    assert subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+    sync(path, "--yes")
+    assert trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Movie", "2024-01-01T20:00:00.000Z"),
+    ]
+
+
 def test_a_trakt_play_of_a_title_in_no_plex_library_is_not_planned_again_and_again(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -331,9 +331,20 @@ def reset_state(config_path: str | None, yes: bool) -> None:
             f"Forget all sync state in {config.storage.path}? Queued deliveries are lost",
             abort=True,
         )
+    from watchbridge.deliver import anilist, serializd
+    from watchbridge.readers import plex
+
+    # Plex stamps a play we copied with the time of the copy, and Serializd and AniList cannot
+    # say which entries we made: without these records the full comparison takes our own
+    # writes for the user's and copies them back (a second play, dated today).
+    written = [(plex.SERVICE, c) for c in (plex.WRITTEN, plex.SYNTHETIC, plex.RETIRED)]
+    written += [(serializd.NAME, serializd.PLAYS), (serializd.NAME, serializd.RATINGS)]
     with _open_store(config) as store:
-        store.reset()
-    click.echo("sync state cleared; the next sync starts from a full comparison")
+        store.reset(keep_mirror=written, keep_cache=[anilist.FINISHED])
+    click.echo(
+        "sync state cleared (the records of what watchbridge wrote are kept); "
+        "the next sync starts from a full comparison"
+    )
 
 
 @cli.command("test-alert")

@@ -1710,17 +1710,20 @@ class Store:
             ],
         )
 
-    def reset(self) -> None:
-        """Forget all sync state (mirrors, cursors, cache, runs, queue); keep sign-ins."""
+    def reset(
+        self, keep_mirror: Sequence[tuple[str, str]] = (), keep_cache: Sequence[str] = ()
+    ) -> None:
+        """Forget all sync state (mirrors, cursors, cache, runs, queue); keep sign-ins, and
+        the mirror collections `keep_mirror` ((service, collection)) and cache namespaces
+        `keep_cache` name: records of what watchbridge wrote, which no service tells again."""
         with self.transaction() as conn:
-            for table in (
-                "outbox",
-                "events",
-                "mirror",
-                "cursors",
-                "id_cache",
-                "sync_runs",
-                "playback_sessions",
-            ):
+            for table in ("outbox", "events", "cursors", "sync_runs", "playback_sessions"):
                 # Table names come from this literal tuple, never from input.
                 conn.execute(f"DELETE FROM {table}")
+            kept = " AND ".join(["NOT (service = ? AND collection = ?)"] * len(keep_mirror))
+            conn.execute(
+                f"DELETE FROM mirror WHERE {kept or '1'}",
+                [name for pair in keep_mirror for name in pair],
+            )
+            namespaces = ",".join("?" * len(keep_cache))
+            conn.execute(f"DELETE FROM id_cache WHERE namespace NOT IN ({namespaces})", keep_cache)
