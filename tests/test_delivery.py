@@ -741,6 +741,19 @@ async def test_two_rows_of_one_play_in_one_batch_send_it_once(
     assert runtime.store.outbox_counts()["done"] == 2
 
 
+async def test_twins_of_a_play_whose_answer_was_lost_are_both_settled_by_the_check(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The link's row (TMDB only) queued first; the webhook's (IMDb and TMDB) names it too.
+    at = clock() - 3600
+    rows = [_late_play(HEAT_BY_TMDB, at, "link"), _late_play(HEAT_FROM_PLEX, at, "webhook")]
+    runtime.store.enqueue(rows, clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await drain(worker, runtime, clock, passes=5, step=400)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_a_row_of_one_play_trakt_can_find_goes_out_when_its_twin_was_not_found(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -545,11 +545,15 @@ class TraktTarget:
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the rows whose play we know Trakt already holds (one query)."""
-        keys = {key: row.outbox.id for row in rows for key in keys_near(row.item, row.at)}
+        # A key may name several rows: twins of one play share keys.
+        keys: dict[str, set[int]] = {}
+        for row in rows:
+            for key in keys_near(row.item, row.at):
+                keys.setdefault(key, set()).add(row.outbox.id)
         if not keys:
             return set()
         found = await asyncio.to_thread(self.store.mirror_has, NAME, profile, PLAYS, list(keys))
-        return {keys[key] for key in found}
+        return {outbox_id for key in found for outbox_id in keys[key]}
 
     async def _note_sending(self, rows: Sequence[Row]) -> None:
         """If we crash before Trakt's answer is recorded, these rows come back marked, and are
