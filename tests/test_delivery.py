@@ -776,6 +776,21 @@ def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
     return NewOutboxRow("trakt", "me", "rating", payload, order, key)
 
 
+async def test_a_newer_rating_is_not_undone_by_an_older_removal_sent_in_its_batch(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A link saw the rating cleared (Heat by its TMDB id); ten minutes later the user rated it
+    # 9 in Plex (by its IMDb id): two ordering keys, so both rows go out in one batch.
+    now = clock()
+    payload = {"item": ref_to_dict(HEAT_BY_TMDB), "at": now - 600, "source": "plex"}
+    order = ordering_key("me", "trakt", HEAT_BY_TMDB.key(), "remove_rating")
+    removal = NewOutboxRow("trakt", "me", "remove_rating", payload, order, "link-unrate")
+    runtime.store.enqueue([removal], now - 600)
+    runtime.store.enqueue([_rating(HEAT_FROM_PLEX, now, "webhook-rate", 90)], now)
+    await drain(worker, runtime, clock, passes=3, step=60)
+    assert [(r.item.title, r.rating) for r in trakt.ratings()] == [("Heat", 9)]
+
+
 @pytest.mark.parametrize("source", ["plex", "jellyfin", "generic"])
 async def test_only_a_generic_webhooks_item_is_looked_up_on_trakt_by_its_title(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, source: str

@@ -165,6 +165,30 @@ def one_per_play(rows: Sequence[Row]) -> tuple[list[Row], dict[int, int]]:
     return sent, twins
 
 
+def newest_ratings(
+    rated: Sequence[Row], unrated: Sequence[Row]
+) -> tuple[list[Row], list[Row], dict[int, int]]:
+    """Of the ratings and rating removals of one item in a batch, only the newest is sent (a
+    link's row and a webhook's row name it by different ids, so they do not take turns; the
+    adds go out before the removals). Returns the ratings and removals to send, and each row
+    left out with the row that supersedes it. Pure."""
+    seen: dict[str, Row] = {}
+    kept: set[int] = set()
+    superseded: dict[int, int] = {}
+    for row in sorted([*rated, *unrated], key=lambda r: (r.at, r.outbox.id), reverse=True):
+        newer = next((seen[k] for k in item_aliases(row.item) if k in seen), None)
+        if newer is not None:
+            superseded[row.outbox.id] = newer.outbox.id
+            continue
+        kept.add(row.outbox.id)
+        seen.update(dict.fromkeys(item_aliases(row.item), row))
+    return (
+        [r for r in rated if r.outbox.id in kept],
+        [r for r in unrated if r.outbox.id in kept],
+        superseded,
+    )
+
+
 def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> Outcome:
     """A row Trakt cannot be sent yet: held while its media server refuses our key, retried
     soon after the server's outage, else unmatched with what the user can do."""
@@ -327,6 +351,9 @@ class TraktTarget:
             else:
                 outcomes[row.outbox.id] = Dead(f"unknown action {action!r} for Trakt")
         outcomes.update(await self._history(profile, history, now))
+        rated, removed_ratings, superseded = newest_ratings(rated, removed_ratings)
+        for row, newer in superseded.items():
+            outcomes[row] = Skipped(f"superseded by the newer rating change of outbox row {newer}")
         outcomes.update(await self._ratings(profile, rated))
         outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
 
