@@ -20,7 +20,14 @@ from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.sync import LinkBusy, report_held, run_link
+from watchbridge.store import SyncRun
+from watchbridge.sync import (
+    FAILURES_BEFORE_ALERT,
+    LinkBusy,
+    failures_in_a_row,
+    report_held,
+    run_link,
+)
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -164,6 +171,33 @@ async def test_a_link_failing_before_a_restart_gets_its_recovery_notice_after_it
         "watchbridge: link ts keeps failing",
         "Resolved: watchbridge: link ts keeps failing",
     ]
+
+
+async def test_failures_on_both_sides_of_restarts_count_towards_the_alert(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    # A daily link on a box that restarts more often than that: one failed run per start.
+    trakt, serializd, receiver = fakes
+    serializd.fail_next(1000, 404, body="<html>Not Found</html>")
+    for restart in range(FAILURES_BEFORE_ALERT):
+        runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+        async with scheduled(runtime):
+            await until(lambda n=restart, r=runtime: failed_runs(r) > n)
+    await until(lambda: receiver.titles() == ["watchbridge: link ts keeps failing"])
+
+
+def failed_runs(runtime: Runtime) -> int:
+    return sum(run.outcome == "failed" for run in runtime.store.recent_runs("ts", 100))
+
+
+def test_failures_in_a_row_pass_over_runs_that_say_nothing_of_the_link() -> None:
+    def run(outcome: str, error: str | None = None) -> SyncRun:
+        return SyncRun(0, "ts", 0.0, 1.0, outcome, {}, 0, error)
+
+    newest_first = [run("failed"), run("interrupted"), run("ok", "watchlist: 502"),
+                    run("dry-run"), run("failed"), run("ok"), run("failed")]  # fmt: skip
+    assert failures_in_a_row(newest_first) == 3
+    assert failures_in_a_row([run("needs-review", "review the plan"), run("ok")]) == 0
 
 
 def a_trakt_play_an_hour_ago(trakt: FakeTrakt) -> None:

@@ -29,7 +29,7 @@ from watchbridge.config import load_config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.progress import LiveProgress
 from watchbridge.store import Store
-from watchbridge.sync import report_held, run_link
+from watchbridge.sync import FAILURES_BEFORE_ALERT, report_held, run_link
 
 LINK = "ts"
 
@@ -92,6 +92,37 @@ def world(
     world = World(tmp_path, trakt, serializd, receiver.apprise_url)
     yield world
     world.app.http.close()
+
+
+# --------------------------------------------------------------------------- sync from cron
+
+
+def test_a_sync_from_cron_prunes_old_runs_and_lookups(world: World, tmp_path: Path) -> None:
+    # No service runs: cron has run `watchbridge sync` every half hour for three months.
+    store = Store.open(tmp_path / "watchbridge.db")
+    long_ago = time.time() - 90 * 86400
+    for n in range(50):
+        run = store.start_run(LINK, long_ago + n * 1800)
+        assert run is not None
+        store.finish_run(run, long_ago + n * 1800 + 5, "ok", {}, 1)
+    store.cache_put("trakt-search", "imdb:tt0000001", {"x": 1}, long_ago, 3600)
+    store.close()
+    world.sync("--link", LINK)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert len(store.recent_runs(LINK, 100)) == 1  # tonight's
+        assert store.cache_get("trakt-search", "imdb:tt0000001", long_ago)[0] is False
+
+
+def test_a_sync_from_cron_alerts_when_the_link_keeps_failing(
+    world: World, receiver: AlertReceiver
+) -> None:
+    world.serializd.fail_next(1000, 404, body="<html>Not Found</html>")
+    for _ in range(FAILURES_BEFORE_ALERT):
+        assert world.run("sync", "--link", LINK, catch=True).exit_code != 0
+    assert receiver.titles() == [f"watchbridge: link {LINK} keeps failing"]
+    world.serializd.clear_knobs()
+    world.sync("--link", LINK)
+    assert receiver.titles()[-1] == f"Resolved: watchbridge: link {LINK} keeps failing"
 
 
 # --------------------------------------------------------------------------- sync output

@@ -626,8 +626,9 @@ def sync(
     their plays and ratings are planned and queued. Such a run saves no baseline or cursor
     (only the plays it queued, so they are known when read back), so the next normal run
     still sees every other change and removes nothing."""
+    from watchbridge.maintenance import housekeeping
     from watchbridge.narrow import narrowing
-    from watchbridge.sync import syncable
+    from watchbridge.sync import LinkBusy, NeedsReview, report_run, syncable
     from watchbridge.wiring import build_runtime
 
     config = _load(config_path)
@@ -649,11 +650,17 @@ def sync(
                 _sync_link(
                     runtime, name, direction, dry_run, yes, confirm_removals, full, limit, narrowed
                 )
+                if not dry_run:
+                    asyncio.run(report_run(runtime.store, runtime.notifier, name, None))
             except WatchbridgeError as exc:
+                if not isinstance(exc, NeedsReview | LinkBusy):  # neither says it failed
+                    asyncio.run(report_run(runtime.store, runtime.notifier, name, exc.message))
                 if len(names) == 1:
                     raise
                 click.echo(f"error: {exc.message}", err=True)  # the other links still run
                 failed.append(name)
+        # Pruning and the sign-in checks, which a setup running only this from cron lacks.
+        asyncio.run(housekeeping(runtime))
     finally:
         runtime.close()
     if failed:

@@ -29,34 +29,37 @@ class Maintenance:
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            pruned = await asyncio.to_thread(
-                runtime.store.prune, runtime.clock(), KEEP_DONE, KEEP_SESSIONS
-            )
-            if any(pruned.values()):
-                log.info("pruned old rows", extra=pruned)
-            # Not this service's own claims: its worker may be mid-pass (or the clock jumped).
-            stale = await asyncio.to_thread(
-                runtime.store.release_stale_claims, runtime.clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-"
-            )
-            if stale:
-                log.warning(
-                    "took back deliveries a stopped process had claimed", extra={"rows": stale}
-                )
-                for wake in runtime.on_enqueued:
-                    wake()
-            for check, name in (
-                (check_anilist_tokens, "anilist-token-check"),
-                (check_anime_datasets, "anime-datasets-check"),
-            ):
-                try:
-                    await check(runtime)
-                except Exception as exc:  # the pruning above must go on hourly regardless
-                    log.warning("%s failed: %s", name, type(exc).__name__)
-                    runtime.metrics.background_errors.labels(name).inc()
+            await housekeeping(runtime)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=EVERY)
             except TimeoutError:
                 continue
+
+
+async def housekeeping(runtime: Runtime) -> None:
+    """One round of it: old rows pruned, stale claims taken back, the AniList sign-ins and the
+    anime datasets checked. The service runs it hourly, `watchbridge sync` after its runs (a
+    setup that only runs that from cron has no service to do it)."""
+    pruned = await asyncio.to_thread(runtime.store.prune, runtime.clock(), KEEP_DONE, KEEP_SESSIONS)
+    if any(pruned.values()):
+        log.info("pruned old rows", extra=pruned)
+    # Not this service's own claims: its worker may be mid-pass (or the clock jumped).
+    stale = await asyncio.to_thread(
+        runtime.store.release_stale_claims, runtime.clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-"
+    )
+    if stale:
+        log.warning("took back deliveries a stopped process had claimed", extra={"rows": stale})
+        for wake in runtime.on_enqueued:
+            wake()
+    for check, name in (
+        (check_anilist_tokens, "anilist-token-check"),
+        (check_anime_datasets, "anime-datasets-check"),
+    ):
+        try:
+            await check(runtime)
+        except Exception as exc:  # the pruning above must go on hourly regardless
+            log.warning("%s failed: %s", name, type(exc).__name__)
+            runtime.metrics.background_errors.labels(name).inc()
 
 
 async def check_anilist_tokens(runtime: Runtime) -> list[str]:

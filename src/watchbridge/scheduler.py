@@ -1,8 +1,8 @@
 """Runs every link on its interval, with jitter; alerts when a link keeps failing.
 
 A background task of the service. Never two runs of one link at once (the run history says
-when one is going on); runs that fail three times in a row raise a `sync_failing` alert and the
-next success sends the recovery notice.
+when one is going on); runs that fail three times in a row (by the run history, so across
+restarts) raise a `sync_failing` alert and the next success sends the recovery notice.
 """
 
 from __future__ import annotations
@@ -14,11 +14,17 @@ import random
 
 from watchbridge.app import Runtime
 from watchbridge.errors import WatchbridgeError
-from watchbridge.sync import LinkBusy, NeedsReview, report_held, run_link, syncable
+from watchbridge.sync import (
+    LinkBusy,
+    NeedsReview,
+    report_held,
+    report_run,
+    run_link,
+    syncable,
+)
 
 log = logging.getLogger(__name__)
 
-FAILURES_BEFORE_ALERT = 3
 FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
 
 
@@ -44,7 +50,6 @@ class SyncScheduler:
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
         interval = runtime.config.links[name].interval
-        failures = 0
         delay = jittered(self.first_delay)
         runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
@@ -85,25 +90,17 @@ class SyncScheduler:
                 continue
             except Exception as exc:
                 runs.labels(name, "failed").inc()
-                failures += 1
                 message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
+                failures = await report_run(runtime.store, runtime.notifier, name, message)
                 log.warning(
                     "sync run failed", extra={"link": name, "failures": failures, "reason": message}
                 )
-                if failures >= FAILURES_BEFORE_ALERT:
-                    await runtime.notifier.notify(
-                        "sync_failing",
-                        f"watchbridge: link {name} keeps failing",
-                        f"{failures} runs in a row failed; the last one: {message}",
-                        key=name,
-                    )
                 continue
             # Also when the failures came before a restart: the notifier remembers the alert.
-            await runtime.notifier.resolve("sync_failing", f"link {name} syncs again", key=name)
+            await report_run(runtime.store, runtime.notifier, name, None)
             message = f"link {name} syncs every profile again"
             await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             runs.labels(name, result.outcome).inc()
-            failures = 0
             await report_held(runtime.notifier, name, result.held)
             log.info(
                 "sync run",

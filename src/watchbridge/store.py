@@ -611,6 +611,19 @@ class SyncRun:
     error: str | None
 
 
+def _sync_run(row: sqlite3.Row) -> SyncRun:
+    return SyncRun(
+        id=row["id"],
+        link=row["link"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        outcome=row["outcome"],
+        counts=json.loads(row["counts"]),
+        api_calls=row["api_calls"],
+        error=row["error"],
+    )
+
+
 @dataclass(frozen=True)
 class Waiting:
     """Queued rows of one target and profile that a failure holds back, with its reason."""
@@ -1668,19 +1681,14 @@ class Store:
             "SELECT * FROM sync_runs WHERE id IN (SELECT MAX(id) FROM sync_runs GROUP BY link)"
             " ORDER BY link"
         )
-        return [
-            SyncRun(
-                id=r["id"],
-                link=r["link"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                outcome=r["outcome"],
-                counts=json.loads(r["counts"]),
-                api_calls=r["api_calls"],
-                error=r["error"],
-            )
-            for r in rows
-        ]
+        return [_sync_run(r) for r in rows]
+
+    def recent_runs(self, link: str, limit: int) -> list[SyncRun]:
+        """The link's last `limit` runs, newest first."""
+        rows = self._query(
+            "SELECT * FROM sync_runs WHERE link = ? ORDER BY id DESC LIMIT ?", (link, limit)
+        )
+        return [_sync_run(r) for r in rows]
 
     # ------------------------------------------------------------------ overview
 

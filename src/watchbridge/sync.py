@@ -40,7 +40,7 @@ from watchbridge.reconcile import (
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
-from watchbridge.store import NewOutboxRow, Store, ordering_key
+from watchbridge.store import NewOutboxRow, Store, SyncRun, ordering_key
 
 log = logging.getLogger(__name__)
 
@@ -602,6 +602,44 @@ async def run_link(
         raise
     finally:
         heartbeat.cancel()
+
+
+FAILURES_BEFORE_ALERT = 3
+# Runs that say nothing of whether the link works: passed over when failures are counted.
+_NOT_COUNTED = ("running", "interrupted", "dry-run", "needs-review")
+
+
+def failures_in_a_row(runs: Sequence[SyncRun]) -> int:
+    """How many of a link's latest runs (newest first) failed in a row (a run whose watchlist
+    or collection failed counts). Pure."""
+    failures = 0
+    for run in runs:
+        if run.outcome in _NOT_COUNTED:
+            continue
+        if run.outcome != "failed" and not run.error:
+            break
+        failures += 1
+    return failures
+
+
+async def report_run(store: Store, alerts: Alerts, name: str, error: str | None) -> int:
+    """After a run of link `name` (`error`: why it failed; None: it went through): alert once
+    the run history shows FAILURES_BEFORE_ALERT failures in a row, across restarts and for
+    `watchbridge sync` runs from cron alike; resolve that alert when a run goes through.
+    Returns the failures in a row."""
+    if error is None:
+        await alerts.resolve("sync_failing", f"link {name} syncs again", key=name)
+        return 0
+    runs = await asyncio.to_thread(store.recent_runs, name, 4 * FAILURES_BEFORE_ALERT)
+    failures = max(1, failures_in_a_row(runs))
+    if failures >= FAILURES_BEFORE_ALERT:
+        await alerts.notify(
+            "sync_failing",
+            f"watchbridge: link {name} keeps failing",
+            f"{failures} runs in a row failed; the last one: {error}",
+            key=name,
+        )
+    return failures
 
 
 async def report_held(alerts: Alerts, name: str, held: Sequence[str]) -> None:

@@ -352,8 +352,8 @@ class TraktTarget:
                 outcomes[row.outbox.id] = Dead(f"unknown action {action!r} for Trakt")
         outcomes.update(await self._history(profile, history, now))
         rated, removed_ratings, superseded = newest_ratings(rated, removed_ratings)
-        for row, newer in superseded.items():
-            outcomes[row] = Skipped(f"superseded by the newer rating change of outbox row {newer}")
+        for older, newer in superseded.items():
+            outcomes[older] = Skipped(f"superseded by the newer rating change of outbox row {newer}")
         outcomes.update(await self._ratings(profile, rated))
         outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
 
