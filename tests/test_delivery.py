@@ -627,6 +627,21 @@ async def test_unmatched_item_gives_up_as_a_visible_dead_letter_with_an_alert(
     assert any("gave up" in t for t in receiver.titles())
 
 
+async def test_the_dead_letter_alert_is_resolved_once_none_is_left(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    play_a_movie_trakt_does_not_know(runtime)
+    await drain(worker, runtime, clock, passes=6, step=7200)
+    (title,) = [t for t in receiver.titles() if "gave up" in t]
+    assert runtime.store.discard_dead(None) == 1  # `watchbridge deadletters discard --all`
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert receiver.titles()[-1] == f"Resolved: {title}"
+
+
 async def test_an_unmatched_play_is_listed_with_the_json_the_server_sent(
     runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
 ) -> None:

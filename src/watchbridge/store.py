@@ -1403,9 +1403,15 @@ class Store:
 
     def untold_dead_targets(self) -> list[str]:
         """The targets with dead rows no dead-letter alert has told of yet."""
+        return self._dead_targets(" AND told_at IS NULL")
+
+    def dead_targets(self) -> list[str]:
+        """The targets with dead rows."""
+        return self._dead_targets("")
+
+    def _dead_targets(self, condition: str) -> list[str]:
         rows = self._query(
-            "SELECT DISTINCT target FROM outbox WHERE status = 'dead' AND told_at IS NULL"
-            " ORDER BY target"
+            f"SELECT DISTINCT target FROM outbox WHERE status = 'dead'{condition} ORDER BY target"
         )
         return [row["target"] for row in rows]
 

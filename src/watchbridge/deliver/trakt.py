@@ -353,7 +353,9 @@ class TraktTarget:
         outcomes.update(await self._history(profile, history, now))
         rated, removed_ratings, superseded = newest_ratings(rated, removed_ratings)
         for older, newer in superseded.items():
-            outcomes[older] = Skipped(f"superseded by the newer rating change of outbox row {newer}")
+            outcomes[older] = Skipped(
+                f"superseded by the newer rating change of outbox row {newer}"
+            )
         outcomes.update(await self._ratings(profile, rated))
         outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
 

@@ -597,6 +597,14 @@ class DeliveryWorker:
             sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
             if sent == SENT:
                 await asyncio.to_thread(store.told_dead, [r.id for r in rows], runtime.clock())
+        # Retried and delivered, or discarded (`watchbridge deadletters`): the alert is over.
+        told = [name for name in self.targets if notifier.alerted("dead_letter", name)]
+        if told:
+            dead = await asyncio.to_thread(store.dead_targets)
+            for name in told:
+                if name not in dead:
+                    over = f"no {name} delivery is a dead letter any more (retried or discarded)"
+                    await notifier.resolve("dead_letter", over, key=name)
 
     async def _still_held(self, runtime: Runtime, now: float) -> None:
         """Alert for targets held long enough meanwhile: while one is held no delivery is tried,
