@@ -16,7 +16,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import AniListConfig, Secret, parse_config
 from watchbridge.maintenance import check_anilist_tokens
 from watchbridge.metrics import Metrics
-from watchbridge.services.anilist import AniListClient
+from watchbridge.services.anilist import SERVICE, AniListClient, AniListToken
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -82,6 +82,22 @@ async def test_an_expired_token_raises_one_more_alert(
     await check_anilist_tokens(expiring)
     assert ["expires soon" in t for t in receiver.titles()] == [True, False]
     assert "has expired" in receiver.titles()[1]
+
+
+async def test_signing_in_again_resolves_the_expiry_alert(
+    expiring: Runtime, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    await check_anilist_tokens(expiring)
+    assert isinstance(expiring.clock, FakeClock)
+    expiring.clock.advance(2 * DAY)
+    # `watchbridge auth anilist --profile me` stores a fresh one-year token.
+    fresh = AniListToken.from_access_token(anilist.issue_token(lifetime=365 * DAY), 0)
+    expiring.store.put_token(SERVICE, "me", fresh.to_dict(), expiring.clock())
+    await check_anilist_tokens(expiring)
+    assert receiver.titles() == [
+        "watchbridge: the AniList sign-in of me expires soon",
+        "Resolved: watchbridge: the AniList sign-in of me expires soon",
+    ]
 
 
 async def test_a_token_with_a_month_left_raises_no_alert(

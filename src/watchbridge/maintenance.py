@@ -66,7 +66,13 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
     """Alert (kind `credentials`) once per token when an AniList token is 14 days from expiry,
     and once more when it has expired: AniList tokens cannot be refreshed. Returns the keys
     of the alerts dealt with (sent, or not wanted by `alerts.kinds`)."""
-    from watchbridge.services.anilist import SERVICE, expiry_alert, pick_token
+    from watchbridge.services.anilist import (
+        EXPIRY_STAGES,
+        SERVICE,
+        expiry_alert,
+        expiry_condition,
+        pick_token,
+    )
 
     store, now = runtime.store, runtime.clock()
     sent = []
@@ -76,8 +82,15 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
             continue
         configured = account.token.reveal() if account.token else None
         token, _ = pick_token(store.get_token(SERVICE, name), configured, now)
-        alert = expiry_alert(token, now, name) if token is not None else None
-        if alert is None or (await asyncio.to_thread(store.cache_get, ALERTED, alert.key, now))[0]:
+        if token is None:
+            continue
+        alert = expiry_alert(token, now, name)
+        if alert is None:  # signed in again: an alert about the old token is over
+            for stage in EXPIRY_STAGES:
+                over = f"the AniList sign-in of {name} lasts again"
+                await runtime.notifier.resolve("credentials", over, expiry_condition(name, stage))
+            continue
+        if (await asyncio.to_thread(store.cache_get, ALERTED, alert.once, now))[0]:
             continue
         # A failed send may have gone out since, with another alert: then it is done.
         result = SENT
@@ -87,8 +100,8 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
             )
         # Failed, or suppressed (held back after a failed send): tried again at the next check.
         if result in (SENT, DISABLED):
-            await asyncio.to_thread(store.cache_put, ALERTED, alert.key, result, now, ALERTED_TTL)
-            sent.append(alert.key)
+            await asyncio.to_thread(store.cache_put, ALERTED, alert.once, result, now, ALERTED_TTL)
+            sent.append(alert.once)
     return sent
 
 

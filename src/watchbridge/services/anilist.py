@@ -345,12 +345,21 @@ def expiry_warning(token: AniListToken, now: float, profile: str) -> str | None:
     )
 
 
+EXPIRY_STAGES = ("expiring", "expired")
+
+
+def expiry_condition(profile: str, stage: str) -> str:
+    """The alert condition of a profile's sign-in reaching `stage` (whichever token)."""
+    return f"anilist:{profile}:{stage}"
+
+
 @dataclass(frozen=True)
 class ExpiryAlert:
-    """One alert about a token's expiry; `key` names the token and the stage, so each is
-    sent once."""
+    """One alert about a token's expiry: `key` is its condition (the profile and the stage,
+    resolved once a new sign-in lasts), `once` names the token too, so each is sent once."""
 
     key: str
+    once: str
     title: str
     body: str
 
@@ -364,6 +373,7 @@ def expiry_alert(
         return None
     stage, what = ("expired", "has expired") if left <= 0 else ("expiring", "expires soon")
     return ExpiryAlert(
+        expiry_condition(profile, stage),
         f"anilist:{profile}:{int(token.expires_at)}:{stage}",
         f"watchbridge: the AniList sign-in of {profile} {what}",
         expiry_warning(token, now, profile) or "",
