@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.harness import ServiceProcess, free_port, write_config
+from watchbridge.cli import webhook_base
 from watchbridge.store import NewOutboxRow, Settlement, Store
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
@@ -297,6 +298,26 @@ def test_webhook_urls_use_the_generated_secret_consistently(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert "plex      http://nas.local:" in first.stdout
+
+
+@pytest.mark.parametrize(
+    ("host", "base"),
+    [
+        ("nas.lan", "http://nas.lan:8765"),
+        ("nas.lan:8765", "http://nas.lan:8765"),  # what the address bar shows
+        ("http://nas.lan:8765", "http://nas.lan:8765"),
+        ("https://proxy.example/watchbridge/", "https://proxy.example/watchbridge"),
+        ("fd00::5", "http://[fd00::5]:8765"),
+    ],
+)
+def test_webhook_urls_take_a_host_a_host_and_port_or_a_whole_url(host: str, base: str) -> None:
+    assert webhook_base(host, 8765) == base
+
+
+def test_webhook_urls_refuse_a_host_they_cannot_make_a_url_of(tmp_path: Path) -> None:
+    result = run("webhook-urls", "--config", str(write_config(tmp_path)), "--host", "ftp://nas")
+    assert result.returncode != 0 and "/webhooks/" not in result.stdout
+    assert "--host 'ftp://nas' is not a host name, host:port or http(s) URL" in result.stderr
 
 
 GENERIC_PLAY = json.dumps(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 import sqlite3
 import sys
@@ -364,6 +366,30 @@ def test_alert(config_path: str | None) -> None:
     raise WatchbridgeError("the test alert could not be delivered; see the warning above")
 
 
+def webhook_base(host: str | None, port: int) -> str:
+    """The URL watchbridge's webhooks are reached at, from `--host`: a host name or address
+    (our port added), `host:port`, or a whole URL (a reverse proxy's, kept as given)."""
+    if host is None:
+        return f"http://WATCHBRIDGE-HOST:{port}"
+    text = host.strip()
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(text).version == 6:
+            text = f"[{text}]"
+    given_scheme = "://" in text
+    try:
+        parts = urllib.parse.urlsplit(text if given_scheme else f"http://{text}")
+        given_port = parts.port
+    except ValueError:
+        parts, given_port = None, None
+    if parts is None or not parts.hostname or " " in text or parts.scheme not in ("http", "https"):
+        raise WatchbridgeError(
+            f"--host {host!r} is not a host name, host:port or http(s) URL "
+            "(e.g. nas.lan, 192.168.1.10:8765 or https://watchbridge.example.com)"
+        )
+    netloc = parts.netloc if given_scheme or given_port else f"{parts.netloc}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
 @cli.command("webhook-urls")
 @config_option
 @click.option("--host", default=None, help="Host name your media server uses to reach watchbridge.")
@@ -374,8 +400,7 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
     config = _load(config_path)
     with _open_store(config, create=True) as store:
         secret = webhook_secret(config, store, time.time())
-    port = config.server.webhook_port or config.server.port
-    base = f"http://{host or 'WATCHBRIDGE-HOST'}:{port}"
+    base = webhook_base(host, config.server.webhook_port or config.server.port)
     in_url = fits_in_url(secret)
     for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
         # Quoted: # ? % and spaces arrive whole once the server decodes the path.
