@@ -250,6 +250,27 @@ async def test_a_title_plex_refuses_is_reported_and_the_run_goes_on(link: Link) 
     assert link.plex_watchlist() == {"Heat", "Arrival"}
 
 
+async def test_a_title_plextv_fails_to_add_is_reported_and_the_run_goes_on(link: Link) -> None:
+    trakt_add(link, "Arrival", "Heat")
+    link.plextv.fail_next(20, 503, route="PUT /actions/addToWatchlist")  # plex.tv failing
+    result = await link.watchlist()
+    assert result.added_to_plex == 0 and "not added to Plex" in result.unresolved[0]
+    link.plextv.clear_knobs()
+    assert (await link.watchlist()).added_to_plex == 2
+
+
+async def test_a_failed_removal_from_plex_is_tried_again_not_undone_on_trakt(link: Link) -> None:
+    trakt_add(link, "Arrival", "Heat")
+    await link.watchlist()
+    watchlist = link.trakt.user.watchlist  # the user takes Arrival off the Trakt watchlist
+    link.trakt.user.watchlist = {k: v for k, v in watchlist.items() if v.item.title != "Arrival"}
+    link.plextv.fail_next(1, 403, route="PUT /actions/removeFromWatchlist")
+    first = await link.watchlist()
+    assert first.removed_from_plex == 0 and "not removed from Plex" in first.unresolved[0]
+    await link.watchlist()
+    assert link.trakt_watchlist() == {"Heat"} and link.plex_watchlist() == {"Heat"}
+
+
 async def test_dry_run_writes_nothing(link: Link) -> None:
     plex_add(link, "Arrival")
     trakt_add(link, "Heat")

@@ -46,19 +46,19 @@ from watchbridge.collection import (
 )
 from watchbridge.collection import trakt_collected as trakt_collection_items
 from watchbridge.config import Config, Link, Secret
+from watchbridge.http import ServiceError
 from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
-from watchbridge.services.plex import PlexClient, PlexError
+from watchbridge.services.plex import PlexClient
 from watchbridge.services.plextv import (
     DiscoverItem,
     PlexTvAuthError,
     PlexTvClient,
-    PlexTvError,
     WatchlistUnavailable,
 )
-from watchbridge.services.trakt import CollectionWrite, TraktClient, TraktError, parse_iso
+from watchbridge.services.trakt import CollectionWrite, TraktClient, parse_iso
 from watchbridge.store import Store
 from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
 
@@ -269,7 +269,8 @@ async def run_lists(
     async def attempt(profile: str, part: Awaitable[WatchlistResult | CollectionResult]) -> None:
         try:
             results.append(await part)
-        except (PlexTvError, TraktError, PlexError) as exc:  # nothing of that part was written
+        # Nothing of that part was written (a service down included: the rest goes on).
+        except ServiceError as exc:
             errors.append(f"{profile}: {exc.message}")
 
     async def collect(profile: str, rows: Listings) -> CollectionResult:
@@ -298,7 +299,7 @@ async def run_lists(
         for profile, rows in listings.items():
             try:
                 activities = await trakt.last_activities(profile)
-            except TraktError as exc:
+            except ServiceError as exc:
                 errors.append(f"{profile}: {exc.message}")
                 continue
             if "watchlist" in link.kinds and plextv is not None:
@@ -614,8 +615,14 @@ async def sync_watchlist(
                 removed_plex += 1
         except PlexTvAuthError:
             raise
-        except PlexTvError as exc:
+        except ServiceError as exc:  # refused, or plex.tv failing: the next run tries again
             unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
+            kept = set(baseline_entry(item)[1])
+            new_baseline |= {
+                key: {"aliases": aliases}
+                for key, aliases in baseline.items()
+                if kept.intersection(aliases)
+            }
 
     added_trakt = 0
     if to_trakt:
@@ -644,7 +651,7 @@ async def sync_watchlist(
             await plextv.add_to_watchlist(profile, rating_key)
         except PlexTvAuthError:
             raise
-        except PlexTvError as exc:
+        except ServiceError as exc:
             unresolved.append(f"{item.describe()} (not added to Plex: {exc.message})")
             continue
         key, keys = baseline_entry(item)
