@@ -114,6 +114,10 @@ class MovieRef:
     source: str
 
 
+# The reasons a dataset refresh (or an override) can clear.
+DATASET_CODES = frozenset({"unknown", "no-target", "outside", "new-season", "unmapped"})
+
+
 @dataclass(frozen=True)
 class Unmatched:
     """Why no target could be given. `code` groups reasons for reports:

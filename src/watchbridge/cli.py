@@ -1030,13 +1030,18 @@ def anime_unmatched(config_path: str | None) -> None:
     if not records:
         click.echo("nothing unmatched")
         return
-    from watchbridge.anime import Unmatched
+    from watchbridge.anime import DATASET_CODES, Unmatched
     from watchbridge.anime_data import from_config
 
     index = from_config(config).cached_index()  # datasets may have caught up since
     for record in records:
         label = f" {record.title!r}" if record.title else ""
-        now = "" if record.anilist_id is None else index.resolve(record.anilist_id)
+        # Only what the datasets decide: an entry waiting on a season list resolves all along.
+        now = (
+            ""
+            if record.anilist_id is None or record.code not in DATASET_CODES
+            else index.resolve(record.anilist_id)
+        )
         hint = "" if isinstance(now, Unmatched | str) else "  -> maps now; the next sync uses it"
         click.echo(
             f"{record.profile}  {record.key}{label}  [{record.code}]  {record.reason}"
