@@ -64,7 +64,7 @@ def season_lists(config: Config, store: Store, service: str, clock: Any) -> Abso
 
 def season_sources(config: Config, store: Store, link: str, clock: Any) -> SeasonSources:
     """The AniList target's season lists for rows of `link` (and webhooks)."""
-    other = other_side(config.links[link])
+    other = other_side(config, config.links[link])
     assert other is not None
     return SeasonSources({other: season_lists(config, store, other, clock)}, {link: other}, other)
 
@@ -78,7 +78,7 @@ def make_reader(
     metrics: Metrics | None = None,
 ) -> AniListReader:
     client = anilist_client(config, store, clock, per_minute=100_000)
-    other = other_side(link)
+    other = other_side(config, link)
     seasons = season_lists(config, store, other, clock) if other else None
     return AniListReader(
         client,

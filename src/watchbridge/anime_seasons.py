@@ -349,10 +349,20 @@ def serializd_seasons(
 MAKERS = {"trakt": trakt_seasons, "serializd": serializd_seasons}
 
 
-def other_side(link: Link) -> str | None:
-    """The service an AniList link writes to (whose numbering its plays use)."""
+def other_side(config: Config, link: Link) -> str | None:
+    """Whose season lists an AniList link places absolute numbers on: its other side's; for a
+    media server (numbered by its TMDB agent, like a webhook's plays), Trakt's where it is
+    configured, else Serializd's."""
     others = [str(s) for s in link.services if s != "anilist"]
-    return others[0] if len(others) == 1 and others[0] in MAKERS else None
+    if len(others) != 1:
+        return None
+    return others[0] if others[0] in MAKERS else webhook_side(config)
+
+
+def webhook_side(config: Config) -> str | None:
+    """Whose season lists place a webhook's absolute numbers: Trakt's, else Serializd's."""
+    configured = {"trakt": config.services.trakt, "serializd": config.services.serializd}
+    return next((name for name, service in configured.items() if service is not None), None)
 
 
 def for_link(
@@ -363,7 +373,7 @@ def for_link(
     metrics: Metrics | None = None,
 ) -> AbsoluteSeasons | None:
     """The season lists an AniList link places absolute numbers on (its other side's)."""
-    other = other_side(link)
+    other = other_side(config, link)
     return MAKERS[other](config, store, clock, metrics) if other else None
 
 
@@ -403,7 +413,7 @@ def season_sources(
     links = {
         name: other
         for name, link in config.links.items()
-        if "anilist" in link.services and (other := other_side(link)) is not None
+        if "anilist" in link.services and (other := other_side(config, link)) is not None
     }
-    default = next((key for key in ("trakt", "serializd") if key in sources), None)
+    default = webhook_side(config)
     return SeasonSources(sources, links, default)

@@ -1,0 +1,108 @@
+"""Plex ⇄ AniList without Trakt: an anime AniList maps by absolute number (One Piece) is placed
+on Serializd's season list (its sign-in is enough), and without any season list it is listed
+as waiting for one, not as not-anime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.anime_datasets import FakeDatasets
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.harness import write_config
+
+DAY = 86400.0
+ONE_PIECE, OP = 37854, 21
+# TMDB's seasons as in tests/test_link_anilist_serializd.py: absolute 1100 is S23E12.
+# fmt: off
+OP_SEASONS = {0: 10} | dict(enumerate((61, 16, 14, 39, 13, 52, 33, 35, 73, 45, 26, 14, 101, 56,
+                                       100, 35, 62, 50, 118, 33, 98, 14, 194), 1))
+# fmt: on
+
+
+def setup(
+    tmp_path: Path, start_fake: Any, with_serializd: bool
+) -> tuple[Path, FakePlex, FakeAniList, str]:
+    plex, anilist, datasets = (
+        start_fake(FakePlex()),
+        start_fake(FakeAniList()),
+        start_fake(FakeDatasets()),
+    )
+    anilist.limit = anilist.burst_limit = 100_000
+    anilist.add_media(OP, episodes=None)
+    anilist.add_entry(
+        OP, episodes=None, status="CURRENT", progress=1099, updated_at=int(time.time() - 3 * DAY)
+    )
+    plex.add_show("400", "One Piece", 1999, [f"tmdb://{ONE_PIECE}"])
+    key, target = 4000, ""
+    for season, count in OP_SEASONS.items():
+        if season == 0:
+            continue
+        for n in range(1, count + 1):
+            key += 1
+            plex.add_episode(str(key), "400", season, n)
+            if (season, n) == (23, 12):
+                target = str(key)
+    serializd_service = serializd_account = ""
+    if with_serializd:
+        serializd = start_fake(FakeSerializd())
+        serializd.add_show(ONE_PIECE, "One Piece", OP_SEASONS)
+        serializd_service = f'\n  serializd: {{api_url: "{serializd.url}"}}'
+        serializd_account = f'\n      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}'
+    urls = "\n".join(f'      {k}: "{v}"' for k, v in datasets.urls().items())
+    path = write_config(
+        tmp_path,
+        f"""services:
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}{serializd_service}
+  anilist:
+    api_url: "{anilist.url}"
+    auth_url: "{anilist.auth_url}"
+    mapping_urls:
+{urls}
+profiles:
+  alex:
+    accounts:
+      plex: {{}}
+      anilist: {{token: "{anilist.issue_token()}"}}{serializd_account}
+links:
+  plex-anilist: {{services: [plex, anilist], first_run: apply, max_removal_share: 1}}
+""",
+    )
+    return path, plex, anilist, target
+
+
+def run(path: Path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    return out
+
+
+def test_one_piece_watched_in_plex_reaches_anilist_on_serializds_season_list(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, plex, anilist, target = setup(tmp_path, start_fake, with_serializd=True)
+    run(path, "sync", "--link", "plex-anilist")
+    plex.watch(target, time.time() - 3600)  # episode 1100 (S23E12), watched an hour ago
+    run(path, "sync", "--link", "plex-anilist")
+    assert anilist.snapshot()[OP]["progress"] == 1100
+
+
+def test_without_a_season_list_one_piece_is_listed_as_waiting_for_one(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, _, anilist, _ = setup(tmp_path, start_fake, with_serializd=False)
+    run(path, "sync", "--link", "plex-anilist")
+    line = next(x for x in run(path, "anime", "unmatched").splitlines() if "anilist:21" in x)
+    assert "[absolute]" in line and "maps now" not in line
+    assert anilist.snapshot()[OP]["progress"] == 1099
