@@ -47,6 +47,7 @@ from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
+from watchbridge.reconcile import Action
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import (
     CLAIM_LEASE,
@@ -56,6 +57,7 @@ from watchbridge.store import (
     Settlement,
     ordering_key,
 )
+from watchbridge.sync import outbox_rows
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -789,6 +791,40 @@ def _rating(item: MediaRef, at: float, key: str, value: int) -> NewOutboxRow:
     payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "rating": value}
     order = ordering_key("me", "trakt", item.key(), "rating")
     return NewOutboxRow("trakt", "me", "rating", payload, order, key)
+
+
+async def test_a_links_undated_rating_removal_is_as_new_as_its_queueing(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The user rated Heat 9 in Plex (the webhook's row waits), then cleared it; a link run
+    # saw it unrated and queued the removal, which has no time of its own.
+    now = clock()
+    runtime.store.enqueue([_rating(HEAT_FROM_PLEX, now - 1200, "webhook-rate", 90)], now - 1200)
+    removal = Action("remove_rating", "trakt", HEAT_BY_TMDB.key(), "rating removed on plex")
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (removal,))[0], now)
+    await drain(worker, runtime, clock, passes=3, step=60)
+    assert trakt.ratings() == []
+
+
+def doctor_who_part(number: int, tvdb: str) -> MediaRef:
+    """One part of a two-part episode: both parts share one IMDb id."""
+    return MediaRef("episode", Ids(tvdb=tvdb, imdb="tt1205438"), season=4, number=number,
+                    show_ids=Ids(tvdb="78804"), show_title="Doctor Who")  # fmt: skip
+
+
+async def test_two_parts_sharing_an_imdb_id_are_two_plays_and_two_ratings(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    show = trakt.add_show("Doctor Who", 2005, tvdb=78804, tmdb=57243, imdb="tt0436992")
+    trakt.add_episode(show, 4, 12, title="The Stolen Earth", tvdb=1001)
+    trakt.add_episode(show, 4, 13, title="Journey's End", tvdb=1002)
+    parts = [doctor_who_part(12, "1001"), doctor_who_part(13, "1002")]
+    at = clock() - 3600  # a season marked watched: every play at the same minute
+    runtime.store.enqueue([_late_play(p, at, f"p{p.number}") for p in parts], clock())
+    runtime.store.enqueue([_rating(p, at, f"r{p.number}", 80) for p in parts], clock())
+    await drain(worker, runtime, clock)
+    assert sorted(h.item.number for h in trakt.history()) == [12, 13]
+    assert len(trakt.ratings()) == 2
 
 
 async def test_a_newer_rating_is_not_undone_by_an_older_removal_sent_in_its_batch(

@@ -704,6 +704,30 @@ async def test_an_episode_with_no_ids_on_trakt_goes_by_its_numbers_only_if_the_t
         assert (play.item.season, play.item.number) == (5, 13)
 
 
+async def test_an_episode_trakt_lists_under_a_placeholder_is_placed_once_trakt_names_it(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    episode = trakt.add_episode(show, 5, 14)  # new: "Episode 14", no episode ids yet
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        await drain(worker, runtime)
+        assert trakt.history() == []
+        episode.title = "Ozymandias"  # Trakt names it hours later
+        for _ in range(3):  # hourly retries
+            clock.advance(3700)
+            await worker.pass_once(runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 14)
+
+
 async def test_twin_rows_of_an_episode_placed_by_its_numbers_add_one_play(
     tmp_path: Path,
     trakt_without_tvdb: FakeTrakt,

@@ -207,10 +207,21 @@ class TraktEpisodes:
     async def by_numbers(self, item: MediaRef) -> MediaRef | None:
         if item.kind != "episode" or item.season is None or item.number is None:
             return None
-        found = await self._find(item, lambda row: row[:2] == (item.season, item.number))
-        trakt = found[4].get("trakt") if found is not None else None
-        if found is None or not trakt or not same_episode(item, Ids(**found[4]), found[3]):
+
+        def ours(row: ListedRow) -> bool:
+            at_numbers = row[:2] == (item.season, item.number)
+            return (
+                at_numbers
+                and bool(row[4].get("trakt"))
+                and same_episode(item, Ids(**row[4]), row[3])
+            )
+
+        # A listed episode not confirmed yet (a new one, "Episode 14") reads the list again
+        # later like a missing one: Trakt names new episodes hours after they air.
+        found = await self._find(item, ours)
+        if found is None:
             return None
+        trakt = found[4]["trakt"]
         now = self.clock()
         self.cache.cache_put(self.namespace, _own_ids(item), trakt, now, FOUND_TTL)
         return replace(item, ids=Ids(trakt=trakt).merged(item.ids))

@@ -114,12 +114,14 @@ def _at_minute(item_key: str, minute: int) -> str:
 
 def item_aliases(item: MediaRef) -> list[str]:
     """Every key an item may be known by: its `key()` and one per id (an episode's show ids
-    with its numbers, and its own ids). A webhook's row and a link's row of one play name it
-    by different ids (Plex's IMDb id, the link's TMDB id)."""
+    with its numbers, and its own ids but IMDb's). A webhook's row and a link's row of one
+    play name it by different ids (Plex's IMDb id, the link's TMDB id)."""
     keys = [item.key()]
     for name, value in item.show_ids.present().items():
         keys.append(replace(item, show_ids=Ids(**{name: value})).key())
     for name, value in item.ids.present().items():
+        if name == "imdb" and item.kind == "episode":
+            continue  # one IMDb id may name every part of a multi-part episode
         alone = Ids(**{name: value})
         keys.append(replace(item, ids=alone, show_ids=Ids(), season=None, absolute=None).key())
     return list(dict.fromkeys(keys))
@@ -175,7 +177,11 @@ def newest_ratings(
     seen: dict[str, Row] = {}
     kept: set[int] = set()
     superseded: dict[int, int] = {}
-    for row in sorted([*rated, *unrated], key=lambda r: (r.at, r.outbox.id), reverse=True):
+    def when(row: Row) -> tuple[float, int]:
+        # A link's removal carries no time of its own (0): it is as new as its queueing.
+        return (row.at or row.outbox.created_at, row.outbox.id)
+
+    for row in sorted([*rated, *unrated], key=when, reverse=True):
         newer = next((seen[k] for k in item_aliases(row.item) if k in seen), None)
         if newer is not None:
             superseded[row.outbox.id] = newer.outbox.id
