@@ -113,6 +113,17 @@ def test_a_sync_from_cron_prunes_old_runs_and_lookups(world: World, tmp_path: Pa
         assert store.cache_get("trakt-search", "imdb:tt0000001", long_ago)[0] is False
 
 
+def test_a_failing_sync_from_cron_still_prunes(world: World, tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "watchbridge.db")
+    long_ago = time.time() - 90 * 86400
+    store.cache_put("trakt-search", "imdb:tt0000001", {"x": 1}, long_ago, 3600)
+    store.close()
+    world.serializd.fail_next(1000, 404, body="<html>Not Found</html>")
+    assert world.run("sync", "--link", LINK, catch=True).exit_code != 0
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.cache_get("trakt-search", "imdb:tt0000001", long_ago)[0] is False
+
+
 def test_a_sync_from_cron_alerts_when_the_link_keeps_failing(
     world: World, receiver: AlertReceiver
 ) -> None:

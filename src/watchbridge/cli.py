@@ -684,10 +684,13 @@ def sync(
                     raise
                 click.echo(f"error: {exc.message}", err=True)  # the other links still run
                 failed.append(name)
-        # Pruning and the sign-in checks, which a setup running only this from cron lacks.
-        asyncio.run(housekeeping(runtime))
     finally:
-        runtime.close()
+        # Pruning and the sign-in checks, which a setup running only this from cron lacks
+        # (a failing link most of all).
+        try:
+            asyncio.run(housekeeping(runtime))
+        finally:
+            runtime.close()
     if failed:
         raise WatchbridgeError(f"{len(failed)} of {len(names)} links failed: {', '.join(failed)}")
 
