@@ -26,7 +26,7 @@ from tests.fakes.jellyfin import (
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
 from tests.test_plex_enrichment import add_baki_hanma
@@ -61,7 +61,7 @@ from watchbridge.readers.plex import key_for_ref
 from watchbridge.services.jellyfin import MediaServerClient
 from watchbridge.services.plex import PlexClient
 from watchbridge.services.trakt import TraktClient
-from watchbridge.store import IngestJob, NewOutboxRow, OutboxItem, Store
+from watchbridge.store import IngestJob, NewOutboxRow, OutboxItem, Store, ordering_key
 from watchbridge.sync import _waiting as sync_waiting
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
@@ -785,6 +785,47 @@ async def test_an_episode_placed_by_its_numbers_shows_as_watching(
         await drain(worker, runtime)
         watching = trakt.watching()
         assert watching is not None and watching.item.number == 14
+
+
+def queue_for_trakt(runtime: Runtime, action: str, at: float, **extra: Any) -> None:
+    """A link's row for Breaking Bad S05E14 (its own TVDB, IMDb and TMDB ids, the show's)."""
+    item = replace(jellyfin_episode(), show_ids=Ids(tvdb="81189", tmdb="1396"))
+    payload = {"item": ref_to_dict(item), "at": at, "source": "jellyfin", **extra}
+    order = ordering_key("me", "trakt", item.key(), action)
+    runtime.store.enqueue([NewOutboxRow("trakt", "me", action, payload, order, action)], at)
+
+
+async def test_a_rating_of_an_episode_trakt_lost_the_tvdb_id_of_goes_by_its_numbers(
+    tmp_path: Path,
+    trakt_without_tvdb: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = trakt_without_tvdb
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        queue_for_trakt(runtime, "rating", clock() - 600, rating=90)
+        await drain(worker, runtime)
+        (rating,) = trakt.ratings()
+        assert (rating.item.season, rating.item.number, rating.rating) == (5, 14, 9)
+
+
+async def test_a_rating_removal_of_an_episode_trakt_lost_the_tvdb_id_of_goes_by_its_numbers(
+    tmp_path: Path,
+    trakt_without_tvdb: FakeTrakt,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    trakt = trakt_without_tvdb
+    episode = trakt.shows[0].episode(5, 14)
+    trakt.user.ratings[key_of(episode)] = Rating(episode, 9, iso(clock() - 86400))
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        queue_for_trakt(runtime, "remove_rating", 0.0)
+        await drain(worker, runtime)
+        assert trakt.ratings() == []
 
 
 def test_the_episode_at_our_numbers_is_ours_only_by_an_agreeing_id_or_real_title() -> None:

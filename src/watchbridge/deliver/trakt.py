@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,6 +52,7 @@ from watchbridge.services.trakt import (
     TraktClient,
     TraktError,
     TraktItemError,
+    WriteResult,
     can_send,
     parse_iso,
     trakt_ids,
@@ -177,6 +178,7 @@ def newest_ratings(
     seen: dict[str, Row] = {}
     kept: set[int] = set()
     superseded: dict[int, int] = {}
+
     def when(row: Row) -> tuple[float, int]:
         # A link's removal carries no time of its own (0): it is as new as its queueing.
         return (row.at or row.outbox.created_at, row.outbox.id)
@@ -517,22 +519,36 @@ class TraktTarget:
         }, not_found
 
     async def _ratings(self, profile: str, rows: Sequence[Row]) -> dict[int, Outcome]:
-        if not rows:
-            return {}
-        writes = [
-            RatingWrite(r.item, ratings.to_trakt(int(r.payload["rating"])), r.at) for r in rows
-        ]
-        try:
-            result = await self.client.add_ratings(profile, writes)
-        except (TraktAuthError, TraktAccountError, Unavailable):
-            raise
-        except TraktError as exc:
-            return _all([r.outbox for r in rows], Retry(exc.message))
-        missing = {id(ref) for ref in result.not_found}
-        return {
-            r.outbox.id: _not_found(r.item) if id(w.item) in missing else Delivered("rated")
-            for r, w in zip(rows, writes, strict=True)
-        }
+        async def rate(rows: Sequence[Row]) -> WriteResult:
+            writes = [
+                RatingWrite(r.item, ratings.to_trakt(int(r.payload["rating"])), r.at) for r in rows
+            ]
+            return await self.client.add_ratings(profile, writes)
+
+        return await self._rating_writes(rows, rate, "rated")
+
+    async def _rating_writes(
+        self,
+        rows: Sequence[Row],
+        send: Callable[[Sequence[Row]], Awaitable[WriteResult]],
+        done: str,
+    ) -> dict[int, Outcome]:
+        """Rating writes (`send`), each row `done` unless Trakt did not find its item; an
+        episode it did not find by its own ids goes once more, placed by its numbers."""
+        outcomes: dict[int, Outcome] = {}
+        while rows:
+            try:
+                result = await send(rows)
+            except (TraktAuthError, TraktAccountError, Unavailable):
+                raise
+            except TraktError as exc:
+                return outcomes | _all([r.outbox for r in rows], Retry(exc.message))
+            missing = {id(ref) for ref in result.not_found}
+            unfound = [r for r in rows if id(r.item) in missing]
+            outcomes |= {r.outbox.id: _not_found(r.item) for r in unfound}
+            outcomes |= _all([r.outbox for r in rows if r not in unfound], Delivered(done))
+            rows = await self._by_numbers(unfound)  # those placed carry a Trakt id: once
+        return outcomes
 
     async def _removals(
         self, profile: str, plays: Sequence[Row], rated: Sequence[Row]
@@ -559,8 +575,11 @@ class TraktTarget:
             await self.client.remove_history(profile, sorted(set(ids.values())))
             outcomes |= _all([r.outbox for r in named], Delivered("removed from history"))
         if rated:
-            await self.client.remove_ratings(profile, [r.item for r in rated])
-            outcomes |= _all([r.outbox for r in rated], Delivered("rating removed"))
+
+            async def unrate(rows: Sequence[Row]) -> WriteResult:
+                return await self.client.remove_ratings(profile, [r.item for r in rows])
+
+            outcomes |= await self._rating_writes(rated, unrate, "rating removed")
         return outcomes
 
     async def _history_id(self, profile: str, row: Row) -> int | None:

@@ -945,8 +945,9 @@ class TraktClient:
         deleted = _decoded(response, dict, wrote=True).get("deleted") or {}
         return sum(int(v) for v in deleted.values() if isinstance(v, int))
 
-    async def remove_ratings(self, profile: str, items: Sequence[MediaRef]) -> int:
-        """Remove ratings (a rating written twice is the same rating: safe to resend)."""
+    async def remove_ratings(self, profile: str, items: Sequence[MediaRef]) -> WriteResult:
+        """Remove ratings (a rating written twice is the same rating: safe to resend); `added`
+        counts the ratings Trakt deleted, `not_found` the items it could not find."""
         response = await self._call(
             profile,
             "POST",
@@ -956,8 +957,10 @@ class TraktClient:
         )
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/sync/ratings/remove answered {response.status_code}")
-        deleted = _decoded(response, dict, wrote=True).get("deleted") or {}
-        return sum(int(v) for v in deleted.values() if isinstance(v, int))
+        answer = _decoded(response, dict, wrote=True)
+        deleted = answer.get("deleted") or {}
+        count = sum(int(v) for v in deleted.values() if isinstance(v, int))
+        return WriteResult(added=count, not_found=not_found_refs(answer, items))
 
     async def _sync_write(
         self, profile: str, path: str, entries: Sequence[tuple[MediaRef, dict[str, Any]]]
