@@ -587,6 +587,19 @@ def test_systemd_unit_runs_serve_and_restarts_on_failure() -> None:
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_the_readmes_systemd_cli_command_loads_what_the_unit_loads() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ADDON / "systemd" / "watchbridge.service")
+    section = (REPO / "README.md").read_text().split("### systemd (bare metal)")[1]
+    command = section.split("```sh")[2].split("```")[0]
+    assert f"EnvironmentFile={unit['Service']['EnvironmentFile']}" in command
+    data_dir = "WATCHBRIDGE_DATA_DIR=/var/lib/watchbridge"
+    assert f"Environment={data_dir}" in (ADDON / "systemd" / "watchbridge.service").read_text()
+    assert f"-E {data_dir}" in command
+    assert f"--uid={unit['Service']['User']}" in command
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify insists that ExecStart exists, and /opt/watchbridge is not installed here.
