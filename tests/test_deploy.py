@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from watchbridge.app import start_warnings
 from watchbridge.config import load_config
 from watchbridge.entrypoint import (
     GENERATED_CONFIG,
@@ -116,6 +117,20 @@ def test_options_media_users_become_one_profile_with_the_trakt_account() -> None
     profile = translate_options(FULL_OPTIONS, TOKEN)["profiles"]["household"]
     assert profile["users"]["plex"] == ["1", "alex"] == profile["users"]["jellyfin"]
     assert profile["accounts"] == {"trakt": {}}
+
+
+@pytest.mark.parametrize(("choice", "heard", "not_heard"), [
+    ("webhooks", "plex", "tautulli"), ("tautulli", "tautulli", "plex"),
+])  # fmt: skip
+def test_options_listen_for_plex_plays_to_one_of_plex_and_tautulli(
+    choice: str, heard: str, not_heard: str, tmp_path: Path
+) -> None:
+    options = FULL_OPTIONS | {"plex_plays_from": choice}
+    users = translate_options(options, TOKEN)["profiles"]["household"]["users"]
+    assert users[heard] == ["1", "alex"] and not_heard not in users
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(yaml.safe_dump(translate_options(options, TOKEN)))
+    assert not any("count twice" in w for w in start_warnings(load_config(path, {}), []))
 
 
 def test_options_with_media_users_but_no_trakt_say_plays_have_nowhere_to_go() -> None:
@@ -437,6 +452,7 @@ def test_addon_schema_covers_exactly_the_options_the_entrypoint_reads() -> None:
     schema = _yaml(ADDON / "config.yaml")["schema"]
     expected = {"log_level", "webhook_secret", "alert_urls"}
     expected |= {"trakt_client_id", "trakt_client_secret", "media_users", "config_file"}
+    expected |= {"plex_plays_from"}
     assert set(schema) == expected
     assert schema["webhook_secret"] == "password?" and schema["trakt_client_secret"] == "password?"
 

@@ -33,7 +33,10 @@ SERVICE_USER = (1000, 1000)
 NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
 # Environment variables a user's own YAML can reference to pick up the app options.
 OPTIONS_PROFILE = "household"  # the profile the options form maps `media_users` to
-MEDIA_SOURCES = ("plex", "jellyfin", "emby", "tautulli", "generic")
+# Plex's plays come from one of its own webhooks and Tautulli's (option `plex_plays_from`):
+# both would report each viewing, minutes apart.
+MEDIA_SOURCES = ("jellyfin", "emby", "generic")
+PLEX_SOURCES = {"webhooks": "plex", "tautulli": "tautulli"}
 OPTION_ENV = {
     "webhook_secret": "WATCHBRIDGE_WEBHOOK_SECRET",
     "trakt_client_id": "TRAKT_CLIENT_ID",
@@ -109,12 +112,13 @@ def translate_options(
         if client_secret := _text(options, "trakt_client_secret"):
             trakt["client_secret"] = client_secret
         config["services"] = {"trakt": trakt}
+    plex_source = PLEX_SOURCES.get(_text(options, "plex_plays_from") or "webhooks", "plex")
     if users := _texts(options, "media_users"):
         # One household profile: the same names on every media server (Plex's owner is 1).
         accounts: dict[str, Any] = {"trakt": {}} if "services" in config else {}
         config["profiles"] = {
             OPTIONS_PROFILE: {
-                "users": {source: users for source in MEDIA_SOURCES},
+                "users": {source: users for source in (plex_source, *MEDIA_SOURCES)},
                 "accounts": accounts,
             }
         }
