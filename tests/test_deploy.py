@@ -45,6 +45,7 @@ FULL_OPTIONS: dict[str, Any] = {
     "trakt_client_id": "trakt-id",
     "trakt_client_secret": "trakt-secret",
     "media_users": ["1", "alex"],
+    "plex_plays_from": "webhooks",
 }
 
 
@@ -109,7 +110,7 @@ def test_options_add_trakt_with_its_client_id_and_the_secret_when_given() -> Non
 
 def test_options_with_a_trakt_secret_but_no_id_give_a_warning() -> None:
     assert option_warnings({"trakt_client_secret": "x", "media_users": ["1"]})
-    assert option_warnings({"trakt_client_id": "trakt-id", "media_users": ["1"]}) == []
+    assert option_warnings({"trakt_client_id": "trakt-id", "media_users": ["1"]}) != []
     assert option_warnings(FULL_OPTIONS) == []
 
 
@@ -117,6 +118,14 @@ def test_options_media_users_become_one_profile_with_the_trakt_account() -> None
     profile = translate_options(FULL_OPTIONS, TOKEN)["profiles"]["household"]
     assert profile["users"]["plex"] == ["1", "alex"] == profile["users"]["jellyfin"]
     assert profile["accounts"] == {"trakt": {}}
+
+
+def test_options_from_before_plex_plays_from_keep_both_and_say_to_choose() -> None:
+    older = {k: v for k, v in FULL_OPTIONS.items() if k != "plex_plays_from"}
+    users = translate_options(older, TOKEN)["profiles"]["household"]["users"]
+    assert users["plex"] == users["tautulli"] == ["1", "alex"]  # nothing stops arriving
+    (warning,) = option_warnings(older)
+    assert warning.startswith("plex_plays_from is not set")
 
 
 @pytest.mark.parametrize(("choice", "heard", "not_heard"), [
@@ -134,7 +143,7 @@ def test_options_listen_for_plex_plays_to_one_of_plex_and_tautulli(
 
 
 def test_options_with_media_users_but_no_trakt_say_plays_have_nowhere_to_go() -> None:
-    (warning,) = option_warnings({"media_users": ["1"]})
+    (warning,) = option_warnings({"media_users": ["1"], "plex_plays_from": "webhooks"})
     assert "plays have nowhere to go" in warning
 
 

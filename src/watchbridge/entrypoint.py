@@ -33,10 +33,10 @@ SERVICE_USER = (1000, 1000)
 NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
 # Environment variables a user's own YAML can reference to pick up the app options.
 OPTIONS_PROFILE = "household"  # the profile the options form maps `media_users` to
-# Plex's plays come from one of its own webhooks and Tautulli's (option `plex_plays_from`):
-# both would report each viewing, minutes apart.
 MEDIA_SOURCES = ("jellyfin", "emby", "generic")
-PLEX_SOURCES = {"webhooks": "plex", "tautulli": "tautulli"}
+# Plex's plays come from its own webhooks or Tautulli's (option `plex_plays_from`): both would
+# report each viewing, minutes apart. Unset (set-ups older than the option): both.
+PLEX_SOURCES = {"webhooks": ("plex",), "tautulli": ("tautulli",), "": ("plex", "tautulli")}
 OPTION_ENV = {
     "webhook_secret": "WATCHBRIDGE_WEBHOOK_SECRET",
     "trakt_client_id": "TRAKT_CLIENT_ID",
@@ -112,13 +112,13 @@ def translate_options(
         if client_secret := _text(options, "trakt_client_secret"):
             trakt["client_secret"] = client_secret
         config["services"] = {"trakt": trakt}
-    plex_source = PLEX_SOURCES.get(_text(options, "plex_plays_from") or "webhooks", "plex")
+    plex_sources = PLEX_SOURCES.get(_text(options, "plex_plays_from") or "", PLEX_SOURCES[""])
     if users := _texts(options, "media_users"):
         # One household profile: the same names on every media server (Plex's owner is 1).
         accounts: dict[str, Any] = {"trakt": {}} if "services" in config else {}
         config["profiles"] = {
             OPTIONS_PROFILE: {
-                "users": {source: users for source in (plex_source, *MEDIA_SOURCES)},
+                "users": {source: users for source in (*plex_sources, *MEDIA_SOURCES)},
                 "accounts": accounts,
             }
         }
@@ -145,6 +145,12 @@ def option_warnings(options: Mapping[str, Any]) -> list[str]:
         warnings.append(
             "media_users is set but Trakt is not (trakt_client_id): plays have nowhere to go; "
             "for Serializd or AniList use your own YAML (config_file)"
+        )
+    if _texts(options, "media_users") and not _text(options, "plex_plays_from"):
+        warnings.append(
+            "plex_plays_from is not set: both Plex's and Tautulli's webhooks are listened to; "
+            "set it to the one that reports your Plex plays (webhooks, or tautulli without "
+            "Plex Pass), or a viewing both report counts twice"
         )
     return warnings
 
