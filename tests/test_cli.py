@@ -314,6 +314,12 @@ def test_webhook_urls_take_a_host_a_host_and_port_or_a_whole_url(host: str, base
     assert webhook_base(host, 8765) == base
 
 
+def test_webhook_urls_say_when_a_url_given_has_no_port(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    result = run("webhook-urls", "--config", str(path), "--host", "http://192.168.1.10")
+    assert "(no port in --host: these go to port 80/443; watchbridge listens on" in result.stdout
+
+
 def test_webhook_urls_refuse_a_host_they_cannot_make_a_url_of(tmp_path: Path) -> None:
     result = run("webhook-urls", "--config", str(write_config(tmp_path)), "--host", "ftp://nas")
     assert result.returncode != 0 and "/webhooks/" not in result.stdout

@@ -400,7 +400,10 @@ def webhook_urls(config_path: str | None, host: str | None) -> None:
     config = _load(config_path)
     with _open_store(config, create=True) as store:
         secret = webhook_secret(config, store, time.time())
-    base = webhook_base(host, config.server.webhook_port or config.server.port)
+    port = config.server.webhook_port or config.server.port
+    base = webhook_base(host, port)
+    if host and "://" in host and urllib.parse.urlsplit(base).port is None:
+        click.echo(f"(no port in --host: these go to port 80/443; watchbridge listens on {port})")
     in_url = fits_in_url(secret)
     for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
         # Quoted: # ? % and spaces arrive whole once the server decodes the path.
