@@ -428,7 +428,8 @@ async def test_a_delta_read_asks_history_only_since_the_newest_row(
     await reader.read("alex", {}, None, True)
     later = plex.watch("201", T0 + 3 * DAY)
     plays = await read(reader, full=False)
-    since = plex.calls("GET", "/status/sessions/history/all")[-1].query["viewedAt>"]
+    reads = plex.calls("GET", "/status/sessions/history/all")
+    (since,) = [r.query["viewedAt>"] for r in reads[-2:] if "viewedAt>" in r.query]
     assert int(since) == T0 - DAY
     assert Play(BB_S1E1, T0 + 3 * DAY, f"history:{later}") in plays
     assert len(plays) == 2

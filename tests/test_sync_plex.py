@@ -164,6 +164,22 @@ def test_a_copied_rating_not_delivered_yet_is_not_taken_for_a_removal(
     assert [r.rating for r in trakt.ratings()] == [9]
 
 
+def test_after_a_plex_history_row_is_deleted_runs_are_cheap_again(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, _, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    plex.watch("201", time.time() - 7200)  # a rewatch: the episode stays watched
+    sync(path)
+    sync(path)  # reads back our own scrobble
+    old = next(n for n, row in plex.history.items() if row["viewedAt"] == int(FELINA_SEEN))
+    del plex.history[old]  # "Remove from history" in Plex
+    sync(path)
+    sync(path)  # reads back what that run changed on Trakt
+    before = len(plex.requests)
+    assert "nothing changed" in sync(path).stdout
+    assert len(plex.requests) - before == 1  # the one change check
+
+
 def test_a_trakt_play_of_a_title_in_no_plex_library_is_not_planned_again_and_again(
     tmp_path: Path, start_fake: Any
 ) -> None:

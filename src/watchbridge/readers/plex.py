@@ -1031,6 +1031,12 @@ class PlexReader:
             rows = {h.id: h for h in fresh}
         else:
             rows.update({h.id: h for h in fresh})
+            total, _ = await self.client.history_head(account, token)
+            if total != len(rows):
+                # Rows were deleted on the server ("Remove from history"): a delta read cannot
+                # see which; the cache would keep them, and each poll would read everything.
+                rows = {h.id: h for h in await self.client.history(account, None, token)}
+                replaced = True
         values = {h.id: {"rating_key": h.rating_key, "at": h.viewed_at} for h in rows.values()}
         now = self.clock()
         if replaced:
