@@ -138,19 +138,6 @@ def test_a_reset_keeps_what_was_written_so_the_next_sync_copies_no_play_back(
     ]
 
 
-def test_a_rating_cleared_where_it_was_copied_to_is_cleared_on_both_sides(
-    tmp_path: Path, start_fake: Any
-) -> None:
-    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
-    sync(path)
-    rate_on_trakt(trakt, "Arrival", 9, "2024-06-01T00:00:00.000Z")
-    sync(path, "--full")  # copied to Plex
-    assert plex.user_state("100")["userRating"] == 9.0
-    plex.rate("100", None, time.time())  # the user clears it in Plex before any read saw it
-    sync(path, "--full")
-    assert "userRating" not in plex.user_state("100") and trakt.ratings() == []
-
-
 def test_a_copied_rating_not_delivered_yet_is_not_taken_for_a_removal(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -399,42 +399,17 @@ def _unwatched_partners(
     return [(cleared[p.item], p) for p in target if p.item in cleared and id(p) not in taken]
 
 
-def expect(side: Side, writes: Iterable[Action]) -> Side:
-    """`side` with the plays and ratings we just queued for it, until a read shows them.
+def expect(side: Side, adds: Iterable[Action]) -> Side:
+    """`side` with the plays we just queued for it, until a read shows them for real.
 
     A delta read may not reach back to a back-dated play we wrote, so without this the next
-    run would find it missing and plan it again. A rating we copied and the user then cleared
-    there, before any read saw it, must read as cleared, not as missing (copied again)."""
-    writes = list(writes)
+    run would find it missing and plan it again."""
     # `#source` keeps two expected plays of one item and time apart (an undated rewatch).
     expected = tuple(
         Play(a.item, a.at, f"{EXPECTED}{a.item}@{a.at:.0f}" + (f"#{a.source}" if a.source else ""))
-        for a in writes
-        if a.kind == "add_play"
+        for a in adds
     )
-    ratings = dict(side.ratings)
-    for a in writes:
-        if a.kind == "set_rating" and a.value is not None:
-            ratings[a.item] = Rated(a.value, a.at, EXPECTED)
-        elif a.kind == "remove_rating":
-            ratings.pop(a.item, None)
-    return replace(side, plays=side.plays + expected, ratings=ratings)
-
-
-def carry_expected_ratings(
-    baseline: Side, read: Side, delivered: Callable[[str, Rated], bool]
-) -> Side:
-    """The baseline of a side just read in full, its expected ratings accounted for: one the
-    read shows, or whose write was delivered (the user cleared it since: the plan carries that
-    across), is an ordinary rating; one still waiting (or dead) stays expected, which plans it
-    again rather than a removal."""
-    ratings = {
-        item: Rated(r.value, r.at)
-        if r.record == EXPECTED and (item in read.ratings or delivered(item, r))
-        else r
-        for item, r in baseline.ratings.items()
-    }
-    return replace(baseline, ratings=ratings)
+    return replace(side, plays=side.plays + expected)
 
 
 def settle_expected(side: Side) -> Side:
@@ -544,8 +519,7 @@ def _rating_decision(
         why = f"{winner} wins ({'newer' if link.prefer == 'newest-wins' else 'preferred'})"
         return winner, loser, "set_rating", f"ratings differ: {why}"
     present, missing = (a, b) if ra is not None else (b, a)
-    before = baseline.get(missing, Side()).ratings.get(item)
-    if before is not None and before.record != EXPECTED:  # a copy not read back is no removal
+    if item in baseline.get(missing, Side()).ratings:
         if item in current[missing].renumbered_ratings:
             return None  # left out on purpose, not removed
         return missing, present, "remove_rating", f"rating removed on {missing}"

@@ -34,7 +34,6 @@ from watchbridge.reconcile import (
     Rated,
     Side,
     carry_expected,
-    carry_expected_ratings,
     expect,
     plan,
     settle_expected,
@@ -84,10 +83,7 @@ def load_baseline(store: Store, link: str, profile: str, services: list[str]) ->
         if plays or rated:
             baseline[service] = Side(
                 tuple(Play(v["item"], v["at"], record) for record, v in plays.items()),
-                {
-                    item: Rated(v["value"], v["at"], EXPECTED if v.get("expected") else "")
-                    for item, v in rated.items()
-                },
+                {item: Rated(v["value"], v["at"]) for item, v in rated.items()},
             )
     return baseline
 
@@ -107,11 +103,7 @@ def save_baseline(
             service,
             profile,
             _collection(link, "ratings"),
-            {
-                k: {"value": r.value, "at": r.at}
-                | ({"expected": True} if r.record == EXPECTED else {})
-                for k, r in side.ratings.items()
-            },
+            {k: {"value": r.value, "at": r.at} for k, r in side.ratings.items()},
             now,
         )
 
@@ -342,8 +334,6 @@ async def _plan_profile(
     if full:
         for s, side in baseline.items():
             baseline[s], read = carry_expected(side, reads[s].side, _delivered(store, profile, s))
-            delivered = _delivered_rating(store, profile, s)
-            baseline[s] = carry_expected_ratings(baseline[s], read, delivered)
             reads[s] = replace(reads[s], side=read)
     current = {
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
@@ -468,22 +458,9 @@ def _delivered(store: Store, profile: str, service: str) -> Callable[[Play], boo
     return delivered
 
 
-def _delivered_rating(store: Store, profile: str, service: str) -> Callable[[str, Rated], bool]:
-    """Whether the sync's rating of an item (expected) was delivered to `service`."""
-    keys = store.delivered_keys(profile, service, f"{sync_key(profile, service)}set_rating:")
-
-    def delivered(item: str, rated: Rated) -> bool:
-        prefix = sync_key(profile, service, "set_rating", item, rated.at)
-        at = bisect_left(keys, prefix)
-        return at < len(keys) and keys[at].startswith(prefix)
-
-    return delivered
-
-
 def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dict[str, Side]:
-    kinds = ("add_play", "set_rating", "remove_rating")
     return {
-        service: expect(side, [a for a in actions if a.kind in kinds and a.target == service])
+        service: expect(side, [a for a in actions if a.kind == "add_play" and a.target == service])
         for service, side in current.items()
     }
 
