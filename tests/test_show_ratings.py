@@ -147,6 +147,32 @@ async def test_a_season_rating_removed_on_serializd_is_removed_on_trakt(rig: Rig
     assert trakt_ratings(rig) == {}
 
 
+async def test_a_rating_removal_still_queued_is_not_undone_by_the_next_run(rig: Rig) -> None:
+    entry = rig.serializd.log_entry(None, SHOW, 2, None, rating=6, is_log=False)
+    await rig.sync_and_deliver()
+    with rig.serializd.lock:
+        rig.serializd.user.reviews.remove(entry)
+    await rig.sync(full=True)  # the removal from Trakt is queued (Trakt slow, say)
+    again = await rig.sync(full=True)  # Trakt still shows the rating
+    assert [a for p in again.plans for a in p.plan.actions] == []
+    await rig.deliver()
+    assert (serializd_ratings(rig), trakt_ratings(rig)) == ([], {})
+
+
+async def test_a_copy_of_a_rating_queued_for_serializd_survives_a_delta_run(rig: Rig) -> None:
+    rate_on_trakt(rig, 9)
+    await rig.sync()  # the copy to Serializd is queued
+    with rig.trakt.lock:  # something else moves on Trakt: the next run reads a delta
+        rig.trakt._touch(rig.trakt.user, "episodes.watched_at")
+    await rig.sync()
+    result = await rig.sync(full=True)  # the daily full read; the copy still queued
+    assert ("remove_rating", "trakt") not in [
+        (a.kind, a.target) for p in result.plans for a in p.plan.actions
+    ]
+    await rig.deliver()
+    assert trakt_ratings(rig) == {("show", None): 9}
+
+
 async def test_show_and_season_ratings_once_in_sync_are_not_written_again(rig: Rig) -> None:
     rate_on_trakt(rig, 9)
     rig.serializd.log_entry(None, SHOW, 2, None, rating=6, is_log=False)

@@ -16,7 +16,7 @@ and then takes every play of the item on the other side with it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -210,6 +210,24 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
                 continue
         actions.append(action)
     return replace(plan, actions=tuple(actions))
+
+
+def without_copies_back(plan: Plan, removing: Collection[tuple[str, str]]) -> Plan:
+    """The plan without rating copies of an item whose rating removal is queued for the side
+    it would be copied from (`removing`: (target, item) of those removals): that side still
+    shows the rating until the removal lands, and copying it back would undo it."""
+    if not removing:
+        return plan
+    from_elsewhere = {(target, item) for target, item in removing}
+    actions = tuple(
+        action
+        for action in plan.actions
+        if not (
+            action.kind == "set_rating"
+            and any(i == action.item and t != action.target for t, i in from_elsewhere)
+        )
+    )
+    return replace(plan, actions=actions)
 
 
 def _within_catalogs(

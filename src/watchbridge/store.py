@@ -1303,6 +1303,15 @@ class Store:
             "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
         )
 
+    def pending_rating_removals(self, profile: str) -> list[tuple[str, dict[str, Any]]]:
+        """(target, item) of the rating removals queued for `profile` not delivered yet."""
+        rows = self._query(
+            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'remove_rating'"
+            " AND status IN ('pending', 'inflight')",
+            (profile,),
+        )
+        return [(row["target"], json.loads(row["payload"])["item"]) for row in rows]
+
     def delivered_webhook_plays(
         self, profile: str, target: str
     ) -> list[tuple[str, dict[str, Any], float, str | None]]:

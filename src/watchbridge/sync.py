@@ -19,7 +19,7 @@ from watchbridge.config import Config, Link, has_accounts
 from watchbridge.errors import WatchbridgeError
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
-from watchbridge.model import ref_to_dict
+from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
@@ -37,6 +37,7 @@ from watchbridge.reconcile import (
     expect,
     plan,
     settle_expected,
+    without_copies_back,
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
@@ -348,6 +349,8 @@ async def _plan_profile(
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
     planned = without_waiting(planned, waiting)
+    removing = await asyncio.to_thread(_removing_ratings, store, profile)
+    planned = without_copies_back(planned, removing)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     return ProfilePlan(
@@ -384,6 +387,16 @@ def _waiting(
         if key is not None:
             waiting.setdefault((target, key), []).append(at)
     return waiting
+
+
+def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str]]:
+    """(target, item key) of the rating removals queued and not delivered yet."""
+    removing = set()
+    for target, item in store.pending_rating_removals(profile):
+        key = key_for_ref(ref_from_dict(item))
+        if key is not None:
+            removing.add((target, key))
+    return removing
 
 
 def _holds_state(side: Side) -> bool:
