@@ -24,7 +24,7 @@ from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers.serializd import SerializdReader, make_reader
 from watchbridge.reconcile import Play, Side, plan
-from watchbridge.services.serializd import SerializdClient
+from watchbridge.services.serializd import SerializdClient, SerializdUnavailable
 from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, serializd_client
 
@@ -416,9 +416,14 @@ async def read_and_deliver_at_once(
         client_at(runtime, clock, rate), runtime.store, runtime.config.delivery, clock
     )
     try:
-        await asyncio.gather(
-            reader.read("me", {}, None, full=True), target.deliver(claim(runtime), clock())
+        # The read sees the diary change under it (the delivery's entry) and says so.
+        read, delivered = await asyncio.gather(
+            reader.read("me", {}, None, full=True),
+            target.deliver(claim(runtime), clock()),
+            return_exceptions=True,
         )
+        assert not isinstance(read, BaseException) or isinstance(read, SerializdUnavailable)
+        assert not isinstance(delivered, BaseException)
     finally:
         await reader.aclose()
         await target.aclose()

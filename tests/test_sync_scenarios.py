@@ -20,6 +20,7 @@ import pytest
 from tests.fakes.serializd import FakeSerializd, Review
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
 from tests.linkrig import Rig, open_rig, use_fast_readers
+from watchbridge.services.serializd import SerializdUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -381,6 +382,20 @@ async def test_a_play_removed_on_serializd_is_removed_on_trakt(
     unlog(serializd, review(serializd, 3))
     await rig.sync_and_deliver(full=True)  # diary removals show in a full read (daily)
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
+
+
+async def test_an_entry_deleted_while_the_diary_is_read_takes_only_its_own_play_from_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    serializd.diary_page_size = 2  # four entries on two pages
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    # The newest entry goes while page 1 is already read: every row moves up one place, and
+    # the first row of page 2 lands on page 1, never seen.
+    serializd.deleted_before_page = (2, review(serializd, 4))
+    with pytest.raises(SerializdUnavailable, match="the diary changed while it was read"):
+        await rig.sync(full=True)
+    await rig.sync_and_deliver(full=True)  # the next run
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3)]
 
 
 async def test_a_play_removed_on_trakt_is_removed_from_serializd_where_we_wrote_it(

@@ -270,6 +270,8 @@ class FakeSerializd(FakeServer):
         # every diary page answers page 1 (`page` ignored).
         self.empty_diary_page: int | None = None
         self.diary_ignores_page = False
+        # The user deletes this entry in the app just before this diary page is answered.
+        self.deleted_before_page: tuple[int, Review] | None = None
         # §5.1: order is not guaranteed. "jittered": newest first, each row displaced by up to
         # ``diary_jitter`` places (deterministic per ``diary_seed``); "shuffled": any order;
         # "newest": strictly newest first by dateAdded (for tests that need exact pages).
@@ -677,6 +679,9 @@ class FakeSerializd(FakeServer):
             page = max(1, int(req.query.get("page", "1")))  # §5.1: page may be omitted for 1
         except ValueError:
             page = 1  # SILENT: a non-numeric page reads page 1
+        if self.deleted_before_page is not None and self.deleted_before_page[0] == page:
+            owner.reviews.remove(self.deleted_before_page[1])
+            self.deleted_before_page = None
         rows = self._diary_order(owner.reviews)
         size = self.diary_page_size
         page = 1 if self.diary_ignores_page else page

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -423,6 +423,13 @@ def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
     """Whether paging ends after `page`: past `totalPages`, or (when the answer has no
     `totalPages`) on the first page that adds nothing."""
     return page >= total_pages if total_pages is not None else not got_new
+
+
+def _changed_while_read(seen: int, totals: Sequence[int | None]) -> bool:
+    """Whether a diary read page by page saw the diary change: its count moved between pages,
+    or fewer entries were seen than it lists. Pure."""
+    counts = [t for t in totals if t is not None]
+    return len(set(counts)) > 1 or bool(counts and seen < counts[-1])
 
 
 def whole_read(
@@ -856,10 +863,12 @@ class SerializdClient:
     async def _diary_pages(self, profile: str, known_ids: set[int] | None) -> list[DiaryEntry]:
         found: dict[int, DiaryEntry] = {}
         page, previous = 1, list[Any]()
+        totals: list[int | None] = []  # each page's `totalReviews` (int or null, §5.1)
         while True:
             what = f"diary page {page}"
             data = await self._read(profile, self._user_path("diary"), what, {"page": page})
             entries, total_pages = parse_diary_page(data)
+            totals.append(whole(data.get("totalReviews")))
             if known_ids is None:
                 whole_read(page, total_pages, [e.id for e in entries], previous, what)
             fresh = [e for e in entries if known_ids is None or e.id not in known_ids]
@@ -871,6 +880,15 @@ class SerializdClient:
             if known_ids is not None and not fresh:
                 break
             page, previous = page + 1, [e.id for e in entries]
+        if known_ids is None and _changed_while_read(len(found), totals):
+            # An entry deleted (or added) while the pages were read shifts the rows after it
+            # onto a page already read: one row is never seen, and would count as removed.
+            raise SerializdUnavailable(
+                SERVICE,
+                f"the diary changed while it was read ({len(found)} entries seen, "
+                f"{' then '.join(str(t) for t in dict.fromkeys(totals))} listed): it is read "
+                "again later",
+            )
         return sorted(found.values(), key=lambda e: (e.watched_at, e.id), reverse=True)
 
     async def watched_seasons(self, profile: str) -> list[tuple[int, list[int]]]:
