@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import Any
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, parse_iso
 from watchbridge.config import Secret, SerializdAccount, SerializdConfig
 from watchbridge.http import RateLimited, RetryPolicy, Unavailable
 from watchbridge.ratings import to_serializd
 from watchbridge.services.serializd import (
+    LOGIN_FORBIDDEN_WAIT,
     SerializdAuthError,
     SerializdClient,
     SerializdError,
@@ -60,14 +63,20 @@ def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
 
 
 def make_client(
-    fake: FakeSerializd, store: Store, password: str = PASSWORD, url: str | None = None
+    fake: FakeSerializd,
+    store: Store,
+    password: str = PASSWORD,
+    url: str | None = None,
+    email: str = EMAIL,
+    clock: Callable[[], float] = time.time,
 ) -> SerializdClient:
-    account = SerializdAccount(EMAIL, Secret(password))
+    account = SerializdAccount(email, Secret(password))
     client = SerializdClient(
         SerializdConfig(api_url=url or fake.url),
         store,
         accounts={PROFILE: account},
         requests_per_second=1000,
+        clock=clock,
     )
     client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
     return client
@@ -129,6 +138,33 @@ async def test_a_refused_password_is_not_sent_again_by_the_next_runs(
     assert await fixed.diary(PROFILE) == []
     await fixed.aclose()
     assert fake.count("POST", LOGIN) == 2
+
+
+async def test_a_login_401_that_is_not_about_the_password_is_tried_again_later(
+    fake: FakeSerializd, store: Store
+) -> None:
+    clock = FakeClock(fake.now())
+    fake.fail_next(1, 401, body={"message": "You must be logged in"}, route="POST /api/login")
+    first = make_client(fake, store, clock=clock)
+    with pytest.raises(SerializdAuthError, match="tried again in a while"):
+        await first.diary(PROFILE)
+    await first.aclose()
+    clock.advance(LOGIN_FORBIDDEN_WAIT + 1)
+    later = make_client(fake, store, clock=clock)  # the same, right password
+    assert await later.diary(PROFILE) == []
+    await later.aclose()
+
+
+async def test_an_email_changed_in_the_config_signs_in_as_that_account(
+    fake: FakeSerializd, store: Store
+) -> None:
+    bob = fake.add_user("bob@example.com", "bobs own password", "bob_tv")
+    alice = make_client(fake, store)
+    await alice.diary(PROFILE)  # signed in as Alice, token stored
+    await alice.aclose()
+    corrected = make_client(fake, store, "bobs own password", email="bob@example.com")
+    assert await corrected.username(PROFILE) == bob.username
+    await corrected.aclose()
 
 
 async def test_no_credentials_names_the_setting(fake: FakeSerializd, store: Store) -> None:

@@ -85,9 +85,17 @@ class Session:
     username: str
     obtained_at: float
     expires_at: float | None = None  # from the JWT's own claim, when it has one
+    email: str | None = None  # whose email signed in (None: a pasted token, or stored before)
 
     def usable(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
+
+    def signed_in_as(self, account: SerializdAccount | None) -> bool:
+        """Whether this sign-in is the configured account's (an email corrected in the config
+        must not go on writing to the old account's diary)."""
+        if account is None or self.email is None:
+            return True
+        return self.email.casefold() == account.email.casefold()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +103,7 @@ class Session:
             "username": self.username,
             "obtained_at": self.obtained_at,
             "expires_at": self.expires_at,
+            "email": self.email,
         }
 
     @classmethod
@@ -103,11 +112,13 @@ class Session:
         if not isinstance(token, str) or not token or not isinstance(username, str):
             return None
         obtained, expires = data.get("obtained_at"), data.get("expires_at")
+        email = data.get("email")
         return cls(
             token,
             username,
             float(obtained) if isinstance(obtained, int | float) else 0.0,
             float(expires) if isinstance(expires, int | float) else None,
+            email if isinstance(email, str) else None,
         )
 
 
@@ -474,6 +485,13 @@ def _is_html(response: httpx.Response) -> bool:
     return _content_type(response) in ("text/html", "application/xhtml+xml")
 
 
+def _wrong_credentials(response: httpx.Response) -> bool:
+    """Whether a login's 401 says the email or password is wrong (`Incorrect password.`,
+    §1), not some other refusal that may pass (`You must be logged in`, a proxy's page)."""
+    words = ("password", "email", "credential", "user")
+    return any(word in _message(response).lower() for word in words)
+
+
 def _message(response: httpx.Response) -> str:
     """Serializd's `{"message": ...}` when the answer is JSON, else the HTTP status."""
     if _content_type(response).endswith("json"):
@@ -662,9 +680,9 @@ class SerializdClient:
         data = self.tokens.get_token(SERVICE, profile)
         return Session.from_dict(data) if isinstance(data, dict) else None
 
-    def _save(self, profile: str, token: str, username: str) -> Session:
+    def _save(self, profile: str, token: str, username: str, email: str | None = None) -> Session:
         now = self.clock()
-        session = Session(token, username, now, token_expiry(token))
+        session = Session(token, username, now, token_expiry(token), email)
         self.tokens.put_token(SERVICE, profile, session.to_dict(), now)
         return session
 
@@ -703,7 +721,7 @@ class SerializdClient:
         response = await self._send(
             profile, "POST", "/api/login", json=login_body(account), write=False
         )
-        if response.status_code == 401:  # a wrong email or password (§1)
+        if response.status_code == 401 and _wrong_credentials(response):  # §1
             refusal = _fingerprint(account)
             self.tokens.cache_put(REFUSED, profile, refusal, self.clock(), REFUSAL_KEPT)
             raise SerializdAuthError(
@@ -711,8 +729,9 @@ class SerializdClient:
                 f"Serializd refused the email or password of profile {profile} "
                 f"({_message(response)}): check {where}",
             )
-        if response.status_code == 403:
-            # Not how Serializd answers a wrong password: tried again, but not at once.
+        if response.status_code in (401, 403):
+            # Not how Serializd answers a wrong password (a proxy, "You must be logged in"):
+            # tried again, but not at once.
             self.tokens.cache_put(FORBIDDEN, profile, True, self.clock(), LOGIN_FORBIDDEN_WAIT)
             raise SerializdAuthError(
                 SERVICE,
@@ -727,7 +746,7 @@ class SerializdClient:
             raise SerializdError(SERVICE, "login answered without a token and username")
         self.tokens.cache_put(REFUSED, profile, None, self.clock(), 0.0)
         log.info("signed in to Serializd", extra={"profile": profile, "username": username})
-        return self._save(profile, token, username)
+        return self._save(profile, token, username, account.email)
 
     async def use_token(self, profile: str, token: str) -> str:
         """Adopt a pasted token (or `tvproject_credentials` cookie value) after checking it
@@ -747,17 +766,26 @@ class SerializdClient:
 
     async def _session(self, profile: str) -> Session:
         current = self._load(profile)
+        account = self.accounts.get(profile)
         if current is not None and current.usable(self.clock()):
-            return current
+            if current.signed_in_as(account):
+                return current
+            log.info("the Serializd email changed in the config: signing in again",
+                     extra={"profile": profile})  # fmt: skip
         return await self._relogin(profile, current.token if current else None)
 
     async def _relogin(self, profile: str, stale: str | None) -> Session:
         """Log in again, once for any number of callers holding the same stale token."""
         async with self.lane(profile).auth:
             current = self._load(profile)
-            if current is not None and current.token != stale and current.usable(self.clock()):
-                return current  # another task logged in while we waited
             account = self.accounts.get(profile)
+            if (
+                current is not None
+                and current.token != stale
+                and current.usable(self.clock())
+                and current.signed_in_as(account)
+            ):
+                return current  # another task logged in while we waited
             if account is None and current is not None:
                 raise SerializdAuthError(
                     SERVICE,
