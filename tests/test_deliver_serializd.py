@@ -360,6 +360,26 @@ async def test_a_cleared_rating_removes_every_rating_the_diary_holds_for_the_ite
     assert [e for e in fake.diary() if e.rating] == []
 
 
+async def test_a_cleared_rating_given_with_a_diary_log_is_a_dead_letter_saying_what_to_do(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Stars given when logging belong to the log, which is a play: deleting it is no option.
+    fake.log_entry(None, SHOW, 1, 4, backdate=iso(clock() - DAY), rating=8)
+    enqueue(runtime, "remove_rating", episode(4), clock() - 60)
+    await drain(worker, runtime, clock, passes=2)
+    (dead,) = runtime.store.dead_letters()
+    assert "is on a diary log on Serializd" in (dead.last_error or "")
+    assert [e.rating for e in fake.diary()] == [8]
+
+
+async def test_a_cleared_rating_serializd_never_had_is_done_without_a_write(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "remove_rating", episode(4), clock() - 60)
+    await drain(worker, runtime, clock, passes=2)
+    assert runtime.store.outbox_counts()["done"] == 1 and fake.diary() == []
+
+
 async def test_an_unknown_action_is_a_dead_letter(
     runtime: Runtime, target: SerializdTarget, clock: FakeClock
 ) -> None:

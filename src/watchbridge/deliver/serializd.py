@@ -406,6 +406,17 @@ class SerializdTarget:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
             ids |= {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
+        if not ids:
+            # Stars given with a diary log are that log's: deleting it would take the play.
+            if ledger.diary is None:
+                ledger.diary = await self.client.diary(ledger.profile)
+            if any(place.holds(e) and e.is_log and e.rating for e in ledger.diary):
+                return Dead(
+                    f"the rating of {place.ref.describe()} is on a diary log on Serializd, "
+                    "which watchbridge does not change (the log is a play): clear its stars "
+                    "on serializd.com, then discard this dead letter"
+                )
+            return Delivered("no rating on Serializd to remove")
         for review in sorted(ids):
             if not await self._delete_review(ledger.profile, review):
                 return Dead(CANNOT_DELETE)
