@@ -398,6 +398,15 @@ async def test_an_entry_deleted_while_the_diary_is_read_takes_only_its_own_play_
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3)]
 
 
+async def test_a_diary_entry_naming_a_season_its_show_no_longer_lists_keeps_its_trakt_play(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    serializd.rows_without_their_season.add(review(serializd, 3).id)
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 4)]
+
+
 async def test_a_play_removed_on_trakt_is_removed_from_serializd_where_we_wrote_it(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

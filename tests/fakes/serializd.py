@@ -272,6 +272,9 @@ class FakeSerializd(FakeServer):
         self.diary_ignores_page = False
         # The user deletes this entry in the app just before this diary page is answered.
         self.deleted_before_page: tuple[int, Review] | None = None
+        # Diary rows answered with a `showSeasons` list lacking their own season (TMDB
+        # re-keyed it): the row cannot be placed.
+        self.rows_without_their_season: set[int] = set()
         # §5.1: order is not guaranteed. "jittered": newest first, each row displaced by up to
         # ``diary_jitter`` places (deterministic per ``diary_seed``); "shuffled": any order;
         # "newest": strictly newest first by dateAdded (for tests that need exact pages).
@@ -719,7 +722,11 @@ class FakeSerializd(FakeServer):
             "showName": show.name if show else None,
             "showBannerImage": None,
             "showPremiereDate": show.premiere_date if show else None,
-            "showSeasons": show.season_rows() if show else [],
+            "showSeasons": [
+                row
+                for row in (show.season_rows() if show else [])
+                if r.id not in self.rows_without_their_season or row.get("id") != r.season_id
+            ],
             "dateAdded": r.date_added,
             "backdate": r.backdate,
             "rating": r.rating,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -43,6 +44,8 @@ from watchbridge.services.serializd import (
 )
 from watchbridge.sides import episode_key, serializd_side
 from watchbridge.store import Store
+
+log = logging.getLogger(__name__)
 
 _EPISODE = re.compile(r"^episode:tmdb:(\d+):s(\d+)e(\d+)$")
 WATCHED_STATE = (TICK_RECORD, MARK_RECORD)
@@ -117,6 +120,16 @@ def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
             ids = [*rows.get(item, "").split(","), *rated.record.split(",")]
             rows[item] = ",".join(dict.fromkeys(i for i in ids if i))
     return rows
+
+
+def unplaced_plays(diary: Iterable[DiaryEntry], baseline: Side | None) -> tuple[Play, ...]:
+    """The plays of diary entries a read cannot place (a season id their show's season list
+    no longer names, e.g. re-keyed on TMDB), as the baseline had them: still in the diary,
+    they are no removals. Pure."""
+    unplaced = {str(e.id) for e in diary if e.season_id is not None and e.season_number is None}
+    if not unplaced or baseline is None:
+        return ()
+    return tuple(p for p in baseline.plays if p.record in unplaced)
 
 
 def watched_state(side: Side | None) -> tuple[Play, ...]:
@@ -296,7 +309,14 @@ class SerializdReader:
             diary = await self.client.diary(profile)
             ids = {e.id for e in diary}
             read = serializd_side(diary)
-            side = Side(read.plays + watched_state(baseline), read.ratings)
+            kept = unplaced_plays(diary, baseline)
+            if kept:
+                log.warning(
+                    "serializd diary entries name a season their show no longer lists: "
+                    "their plays are kept as they were read before",
+                    extra={"profile": profile, "entries": len(kept)},
+                )
+            side = Side(read.plays + kept + watched_state(baseline), read.ratings)
             rows = rating_rows({}, side)
         else:
             fresh = await self._new_entries(profile, cursors)
