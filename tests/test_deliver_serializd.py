@@ -380,6 +380,19 @@ async def test_a_cleared_rating_serializd_never_had_is_done_without_a_write(
     assert runtime.store.outbox_counts()["done"] == 1 and fake.diary() == []
 
 
+async def test_plays_behind_one_serializd_always_fails_are_not_killed_with_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    fake.episodes_that_crash.add(6)
+    for number in (6, 1, 2, 3):  # the failing one first in every batch
+        enqueue(runtime, "play", episode(number), clock() - 3600 + number)
+    for _ in range(12):  # a few days of passes
+        await worker.pass_once(runtime)
+        clock.advance(8 * 3600)
+    assert sorted(e.episode_number for e in fake.diary()) == [1, 2, 3]
+    assert runtime.store.outbox_counts()["dead"] == 1
+
+
 async def test_an_unknown_action_is_a_dead_letter(
     runtime: Runtime, target: SerializdTarget, clock: FakeClock
 ) -> None:

@@ -275,6 +275,9 @@ class FakeSerializd(FakeServer):
         # Diary rows answered with a `showSeasons` list lacking their own season (TMDB
         # re-keyed it): the row cannot be placed.
         self.rows_without_their_season: set[int] = set()
+        # Episode numbers a diary add answers with a plain-text 500 every time (§1: Django's
+        # bare 500s, e.g. an episode TMDB renumbered away).
+        self.episodes_that_crash: set[int] = set()
         # §5.1: order is not guaranteed. "jittered": newest first, each row displaced by up to
         # ``diary_jitter`` places (deterministic per ``diary_seed``); "shuffled": any order;
         # "newest": strictly newest first by dateAdded (for tests that need exact pages).
@@ -930,6 +933,8 @@ class FakeSerializd(FakeServer):
         episode = _int({"episode_number": None, **body}, "episode_number", req.path, nullable=True)
         if "rating" not in body or (body["rating"] is None and not self.accept_null_rating):
             raise _crash(req.path, "KeyError: 'rating'")
+        if episode in self.episodes_that_crash:
+            raise _crash(req.path, "Episode.DoesNotExist")
         rating = body["rating"] or 0
         if isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 10:
             raise _fail(400, "Invalid rating")  # SILENT: status and text

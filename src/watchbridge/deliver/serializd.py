@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge import ratings
@@ -193,7 +193,14 @@ class SerializdTarget:
                     continue
                 outcomes[row.id] = unsure(self._hold_for(cause))
                 if isinstance(cause, Unavailable):
-                    raise cause from None  # the service answered with errors: hold it
+                    # The service answered with errors: hold it. Only this row's request
+                    # failed (a poison row spends its own tries): the rest were not sent.
+                    waits = replace(service_hold(cause, self.config.retry_after), spends=False)
+                    for other in rows:
+                        if other.id not in outcomes:
+                            marked = other.may_have_landed
+                            outcomes[other.id] = unsure(waits) if marked else waits
+                    raise cause from None
 
     async def _send_ticks(
         self,
