@@ -585,6 +585,20 @@ async def test_a_back_dated_play_written_to_trakt_is_not_planned_again_by_a_delt
 # --------------------------------------------------------------------------- whole shows
 
 
+async def test_a_rating_set_back_to_the_one_we_copied_before_reaches_serializd(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    app.rate(1, 1, 8, ago(1))
+    await rig.sync_and_deliver()  # 8 copied to Serializd
+    serializd.advance(120)  # then changed to 6 on Serializd, which reaches Trakt
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z", rating=6, is_log=False)
+    await rig.sync_and_deliver(full=True)
+    app.rate(1, 1, 8, ago(-0.01))  # and set back to 8 on Trakt
+    await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (8, 8)
+
+
 async def test_a_show_rating_on_trakt_reaches_serializd_without_any_plays(
     rig: Rig, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -386,8 +386,10 @@ class SerializdTarget:
         key = place.ref.key()
         await self._load(ledger, RATINGS, key)
         # Keyed by item, not by (item, value): rating 7, then 8, then 7 again must send the
-        # last 7, and only a repeat of the rating Serializd shows now is skipped.
-        if (ledger.rated.get(key) or {}).get("rating") == value:
+        # last 7, and only a repeat of the rating we sent last is skipped. A link's row was
+        # planned from what Serializd shows now, which the user may have changed since.
+        sent_last = (ledger.rated.get(key) or {}).get("rating")
+        if sent_last == value and not row.payload.get("link"):
             return Delivered("already rated on Serializd")
         if row.may_have_landed:
             entry = await self._find_in_diary(ledger, place, at, is_log=False, rating=value)
