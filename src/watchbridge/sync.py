@@ -643,7 +643,10 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
     if error is None:
         await alerts.resolve("sync_failing", f"link {name} syncs again", key=name)
         return 0
-    runs = await asyncio.to_thread(store.recent_runs, name, 4 * FAILURES_BEFORE_ALERT)
+    try:
+        runs = await asyncio.to_thread(store.recent_runs, name, 4 * FAILURES_BEFORE_ALERT)
+    except sqlite3.Error:  # the database may be what failed: counted once it answers
+        runs = []
     failures = max(1, failures_in_a_row(runs))
     if failures >= FAILURES_BEFORE_ALERT:
         await alerts.notify(
