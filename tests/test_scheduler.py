@@ -20,12 +20,14 @@ from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.store import SyncRun
+from watchbridge.alerts import Notifier
+from watchbridge.store import Store, SyncRun
 from watchbridge.sync import (
     FAILURES_BEFORE_ALERT,
     LinkBusy,
     failures_in_a_row,
     report_held,
+    report_run,
     run_link,
 )
 from watchbridge.wiring import build_runtime, make_targets
@@ -188,6 +190,15 @@ async def test_failures_on_both_sides_of_restarts_count_towards_the_alert(
 
 def failed_runs(runtime: Runtime) -> int:
     return sum(run.outcome == "failed" for run in runtime.store.recent_runs("ts", 100))
+
+
+async def test_a_failure_is_reported_even_when_the_run_history_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "wb.db")
+    store.close()  # the database is what failed
+    alerts = Notifier(parse_config("{}", Path("watchbridge.yaml"), {}).alerts)
+    assert await report_run(store, alerts, "ts", "database is locked") == 1
 
 
 def test_failures_in_a_row_pass_over_runs_that_say_nothing_of_the_link() -> None:
