@@ -16,11 +16,11 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, until
+from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.alerts import Notifier
 from watchbridge.store import Store, SyncRun
 from watchbridge.sync import (
     FAILURES_BEFORE_ALERT,
