@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plex import TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
@@ -165,6 +165,24 @@ def test_after_a_plex_history_row_is_deleted_runs_are_cheap_again(
     before = len(plex.requests)
     assert "nothing changed" in sync(path).stdout
     assert len(plex.requests) - before == 1  # the one change check
+
+
+def test_fix_match_in_plex_moves_the_play_on_trakt_to_the_right_title(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    trakt.add_movie("The Thing", 1982, imdb="tt0084787", tmdb=1091)
+    trakt.add_movie("The Thing", 2011, imdb="tt0905372", tmdb=60935)
+    # The 1982 film's file, matched by Plex to the 2011 remake, watched in March.
+    plex.add_movie("300", "The Thing", 2011, ["imdb://tt0905372", "tmdb://60935"])
+    seen = "2024-03-01T20:00:00.000Z"
+    plex.watch("300", parse_iso(seen))
+    sync(path)
+    # Fix Match: the same ratingKey and history, a new guid.
+    plex.items["300"] |= {"Guid": guid_list(["imdb://tt0084787", "tmdb://1091"]), "year": 1982}
+    sync(path, "--full")
+    plays = {(h.item.year, h.watched_at) for h in trakt.history() if h.item.title == "The Thing"}
+    assert plays == {(1982, seen)}
 
 
 def test_a_trakt_play_of_a_title_in_no_plex_library_is_not_planned_again_and_again(

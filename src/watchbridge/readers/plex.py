@@ -344,12 +344,15 @@ def build_side(
     with_ratings: bool,
     listed_at: float | None = None,
     renumbering: Renumbering | None = None,
+    before: Mapping[str, str] | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
     `listed_at`: when the listings were taken; a history row after it (less a margin for the
     server's clock) may be a play the listing missed, so it is never retired. `renumbering`:
-    episodes keyed by the other side's numbers, or withheld (see `Renumbering`)."""
+    episodes keyed by the other side's numbers, or withheld (see `Renumbering`). `before`:
+    the item each play's record named at the last read; a play now of another item (Fix
+    Match in Plex: same ratingKey and history, new guid) moves like a renumbered one."""
     renumbering = renumbering or Renumbering()
     keyed = item_keys(library, renumbering.numbers)
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
@@ -402,7 +405,11 @@ def build_side(
         tuple(p for p, _ in linked),
         _ratings(e for e in listed if e[1].rating_key not in unsure) if with_ratings else {},
         catalog=frozenset(key for key, _ in listed),
-        renumbered=frozenset(p.record for p, rk in plays if rk in renumbered),
+        renumbered=frozenset(
+            p.record
+            for p, rk in plays
+            if rk in renumbered or (before or {}).get(p.record, p.item) != p.item
+        ),
         forgotten=tuple(Play(w.item, w.at, r) for r, w in written.items() if w.forgotten),
         renumbered_ratings=frozenset(
             key for rk in unsure for key in (plex_numbered.get(rk, ""), keyed[rk][0]) if key
@@ -897,7 +904,11 @@ class PlexReader:
             )
         history, cursor = await self._history(profile, access, full)
         kinds = self.link.kinds
-        built = build_side(library, history, memory, "ratings" in kinds, listed_at, numbered)
+        last = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, PLAYS)
+        before = {record: str(v.get("item")) for record, v in last.items()}
+        built = build_side(
+            library, history, memory, "ratings" in kinds, listed_at, numbered, before
+        )
         await asyncio.to_thread(self._remember, profile, built)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         return SideRead(built.side, {"history": cursor}, listed, built.aliases)
