@@ -63,6 +63,49 @@ def test_a_tautulli_watched_a_day_after_the_last_is_a_second_play(tmp_path: Path
         assert len(rig.plays()) == 2, rig.live()
 
 
+# --------------------------------------------------------------------------- another player
+
+
+def tautulli_at(percent: float, action: str, player: str) -> dict[str, object]:
+    """Tautulli's body for the sample episode (55 min) at `percent` on `player`."""
+    body = tautulli("watched_episode.json")
+    offset = int(3_315_000 * percent / 100)
+    return body | {"action": action, "machine_id": player, "player": player,
+                   "view_offset": str(offset), "progress_percent": str(int(percent))}  # fmt: skip
+
+
+def test_the_rest_of_a_counted_viewing_finished_on_another_player_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # Tautulli counts a viewing at its 85 %; Plex keeps the resume point until its own 90 %.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "tv"))
+        rig.advance(47 * 60)
+        rig.post("tautulli", tautulli_at(85, "watched", "tv"))
+        rig.post("tautulli", tautulli_at(87, "stop", "tv"))  # fell asleep
+        rig.advance(14 * HOUR)
+        rig.post("tautulli", tautulli_at(87, "play", "phone"))  # resumed the next day
+        rig.advance(7 * 60)
+        rig.post("tautulli", tautulli_at(100, "watched", "phone"))
+        rig.post("tautulli", tautulli_at(100, "stop", "phone"))
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_watching_again_from_the_start_on_another_player_the_next_day_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "tv"))
+        rig.advance(50 * 60)
+        rig.post("tautulli", tautulli_at(95, "watched", "tv"))
+        rig.post("tautulli", tautulli_at(100, "stop", "tv"))
+        rig.advance(20 * HOUR)
+        rig.post("tautulli", tautulli_at(0, "play", "phone"))
+        rig.advance(50 * 60)
+        rig.post("tautulli", tautulli_at(95, "watched", "phone"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
 # --------------------------------------------------------------------------- live state
 
 

@@ -32,9 +32,10 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
-# Sources that send manual marks naming no player (Plex and Tautulli send no marks at all):
-# only theirs need completions recorded where the marks are (see completion_key).
-MARKS_WITHOUT_PLAYER = frozenset({"jellyfin", "emby", "generic"})
+# A playback that begins past the start of an item whose viewing was counted this recently
+# is that viewing's rest on another player (counted at Tautulli's 85 %, where Plex kept the
+# resume point until its own 90 %), not a viewing of its own.
+CARRIES_ON_WITHIN = 3 * 86400.0
 # Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
 # our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
 ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
@@ -85,11 +86,23 @@ def session_key(event: MediaEvent) -> str:
 def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event completes or begins is recorded too: the item's marks, so
     that a mark soon after it ends is the same play (Jellyfin's "mark played" after watching to
-    the end), and a re-mark after it began again is not taken for one of a viewing counted
-    already. None for sources without such marks, and for marks of the marks session itself."""
-    if event.source not in MARKS_WITHOUT_PLAYER or marks_itself(event):
+    the end), a re-mark after it began again is not taken for one of a viewing counted
+    already, and a playback on another player that carries on a viewing counted already makes
+    no second play (`carried_on`). None for marks of the marks session itself."""
+    return None if marks_itself(event) else _marks_key(event)
+
+
+def carried_on(marks: Session, event: MediaEvent, key: str, now: float) -> Session | None:
+    """The session a new playback (session `key`) starts in when it carries on a viewing the
+    item's `marks` show counted lately: begun past the start (> 5 %), it is that viewing's
+    rest, already completed. None when it is a playback of its own. Pure."""
+    at = event.occurred_at or now
+    progress = event.progress
+    if marks.state != "completed" or progress is None or progress <= REWATCH_MAX_PROGRESS:
         return None
-    return _marks_key(event)
+    if not 0 <= at - marks.updated_at <= CARRIES_ON_WITHIN:
+        return None
+    return Session(key, "completed", marks.progress, int(at), at)
 
 
 def marks_itself(event: MediaEvent) -> bool:

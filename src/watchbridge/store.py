@@ -370,6 +370,9 @@ class IngestJob:
     completion_key: str | None = None
     # `session_key` is the item's marks session (a mark naming no player): kept long.
     marks: bool = False
+    # For a playback seen first: the session it starts in given the item's marks session
+    # (`completion_key`), when it carries on a viewing counted already (playback.carried_on).
+    carried_on: Callable[[Session], Session | None] | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -964,9 +967,12 @@ class Store:
         return results
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
-        current = _session(conn, job.session_key)
+        stored = current = _session(conn, job.session_key)
+        if current is None and job.carried_on is not None and job.completion_key:
+            marks = _session(conn, job.completion_key)
+            current = job.carried_on(marks) if marks is not None else None
         session, rows = job.decide(current)
-        if session is not None and session != current:
+        if session is not None and session != stored:
             _save_session(conn, session, job.profile, job.marks)
         if job.completion_key and session is not None:
             _record_in_marks(conn, job.completion_key, job.profile, current, session)

@@ -29,6 +29,7 @@ from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dic
 from watchbridge.playback import (
     Intent,
     Session,
+    carried_on,
     completion_key,
     decide,
     marks_itself,
@@ -411,16 +412,19 @@ def ingest_job(
         new_session, intents = decide(session, event, threshold, now)
         return new_session, rows_for(profile_name, targets, event, intents, item)
 
+    key = session_key(event)
+
     return IngestJob(
         source=event.source,
         kind=event.action,
         profile=profile_name,
         payload=record,
         now=now,
-        session_key=session_key(event),
+        session_key=key,
         completion_key=completion_key(event),
         marks=marks_itself(event),
         decide=plan,
+        carried_on=lambda marks: carried_on(marks, event, key, now),
         document=document,
     )
 
