@@ -398,6 +398,18 @@ async def test_an_entry_deleted_while_the_diary_is_read_takes_only_its_own_play_
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3)]
 
 
+async def test_a_diary_row_that_cannot_be_read_does_not_stop_the_full_reads(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    odd = serializd.log_entry(None, BB, 1, 6)  # counted by Serializd, unreadable to us
+    with serializd.lock:
+        odd.date_added, odd.backdate = "not a date", None
+    unlog(serializd, review(serializd, 3))
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
+
+
 async def test_a_diary_entry_naming_a_season_its_show_no_longer_lists_keeps_its_trakt_play(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

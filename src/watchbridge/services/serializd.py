@@ -436,11 +436,10 @@ def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
     return page >= total_pages if total_pages is not None else not got_new
 
 
-def _changed_while_read(seen: int, totals: Sequence[int | None]) -> bool:
-    """Whether a diary read page by page saw the diary change: its count moved between pages,
-    or fewer entries were seen than it lists. Pure."""
-    counts = [t for t in totals if t is not None]
-    return len(set(counts)) > 1 or bool(counts and seen < counts[-1])
+def _changed_while_read(totals: Sequence[int | None]) -> bool:
+    """Whether a diary read page by page saw the diary change: its count moved between pages
+    (the count alone may include rows a read cannot use, §5.1). Pure."""
+    return len({t for t in totals if t is not None}) > 1
 
 
 def whole_read(
@@ -908,7 +907,7 @@ class SerializdClient:
             if known_ids is not None and not fresh:
                 break
             page, previous = page + 1, [e.id for e in entries]
-        if known_ids is None and _changed_while_read(len(found), totals):
+        if known_ids is None and _changed_while_read(totals):
             # An entry deleted (or added) while the pages were read shifts the rows after it
             # onto a page already read: one row is never seen, and would count as removed.
             raise SerializdUnavailable(
