@@ -393,6 +393,21 @@ async def test_plays_behind_one_serializd_always_fails_are_not_killed_with_it(
     assert runtime.store.outbox_counts()["dead"] == 1
 
 
+async def test_plays_behind_a_removal_serializd_always_fails_are_not_killed_with_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    fake.fail_next(1000, 500, body="Server Error (500)", route="POST /api/episode_log/remove",
+                   content_type="text/plain")  # fmt: skip
+    enqueue(runtime, "remove_play", episode(6), clock() - 7200, record="tick:1396:1:6")
+    for number in (1, 2, 3):
+        enqueue(runtime, "play", episode(number), clock() - 3600 + number)
+    for _ in range(12):  # a few days of passes
+        await worker.pass_once(runtime)
+        clock.advance(8 * 3600)
+    assert sorted(e.episode_number for e in fake.diary()) == [1, 2, 3]
+    assert runtime.store.outbox_counts()["dead"] == 1
+
+
 async def test_an_unknown_action_is_a_dead_letter(
     runtime: Runtime, target: SerializdTarget, clock: FakeClock
 ) -> None:

@@ -193,14 +193,22 @@ class SerializdTarget:
                     continue
                 outcomes[row.id] = unsure(self._hold_for(cause))
                 if isinstance(cause, Unavailable):
-                    # The service answered with errors: hold it. Only this row's request
-                    # failed (a poison row spends its own tries): the rest were not sent.
-                    waits = replace(service_hold(cause, self.config.retry_after), spends=False)
-                    for other in rows:
-                        if other.id not in outcomes:
-                            marked = other.may_have_landed
-                            outcomes[other.id] = unsure(waits) if marked else waits
+                    self._rest_wait(rows, outcomes, cause)
                     raise cause from None
+            except Unavailable as exc:  # this row's own outcome: per_profile's (its marks)
+                self._rest_wait([other for other in rows if other is not row], outcomes, exc)
+                raise
+
+    def _rest_wait(
+        self, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome], exc: Unavailable
+    ) -> None:
+        """The service answered one row's request with errors: it is held. Only that row's
+        request failed (a poison row spends its own tries): the rows not sent wait without
+        spending."""
+        waits = replace(service_hold(exc, self.config.retry_after), spends=False)
+        for other in rows:
+            if other.id not in outcomes:
+                outcomes[other.id] = unsure(waits) if other.may_have_landed else waits
 
     async def _send_ticks(
         self,
