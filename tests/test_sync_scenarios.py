@@ -419,6 +419,17 @@ async def test_a_diary_entry_naming_a_season_its_show_no_longer_lists_keeps_its_
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 4)]
 
 
+async def test_the_rating_of_a_diary_entry_naming_a_season_no_longer_listed_stays_on_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    for number in range(1, 5):
+        log(serializd, 1, number, ago(3 - number / 10), rating=8)  # stars given when logging
+    await rig.sync_and_deliver()
+    serializd.rows_without_their_season.add(review(serializd, 3).id)
+    await rig.sync_and_deliver(full=True)
+    assert trakt_rating(trakt, 1, 3) == 8
+
+
 async def test_a_play_removed_on_trakt_is_removed_from_serializd_where_we_wrote_it(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -122,14 +122,31 @@ def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
     return rows
 
 
-def unplaced_plays(diary: Iterable[DiaryEntry], baseline: Side | None) -> tuple[Play, ...]:
-    """The plays of diary entries a read cannot place (a season id their show's season list
-    no longer names, e.g. re-keyed on TMDB), as the baseline had them: still in the diary,
-    they are no removals. Pure."""
-    unplaced = {str(e.id) for e in diary if e.season_id is not None and e.season_number is None}
-    if not unplaced or baseline is None:
-        return ()
-    return tuple(p for p in baseline.plays if p.record in unplaced)
+def unplaced(
+    diary: Iterable[DiaryEntry], baseline: Side | None, read: Side
+) -> tuple[tuple[Play, ...], dict[str, Rated]]:
+    """The plays and ratings of diary entries a read cannot place (a season id their show's
+    season list no longer names, e.g. re-keyed on TMDB), as the baseline had them: still in
+    the diary, they are no removals. A rating names no record: the baseline's ratings of
+    those shows that the read lacks are kept. Pure."""
+    rows = [e for e in diary if e.season_id is not None and e.season_number is None]
+    if not rows or baseline is None:
+        return (), {}
+    records = {str(e.id) for e in rows}
+    shows = {str(e.show_id) for e in rows}
+    plays = tuple(p for p in baseline.plays if p.record in records)
+    ratings = {
+        key: rated
+        for key, rated in baseline.ratings.items()
+        if key not in read.ratings and _tmdb_show_of(key) in shows
+    }
+    return plays, ratings
+
+
+def _tmdb_show_of(key: str) -> str | None:
+    """The TMDB show id in an item key (`episode:tmdb:SHOW:...`, `show:tmdb:SHOW[:sN]`)."""
+    parts = key.split(":")
+    return parts[2] if len(parts) > 2 and parts[1] == "tmdb" else None
 
 
 def watched_state(side: Side | None) -> tuple[Play, ...]:
@@ -309,14 +326,15 @@ class SerializdReader:
             diary = await self.client.diary(profile)
             ids = {e.id for e in diary}
             read = serializd_side(diary)
-            kept = unplaced_plays(diary, baseline)
-            if kept:
+            kept, kept_ratings = unplaced(diary, baseline, read)
+            if kept or kept_ratings:
                 log.warning(
                     "serializd diary entries name a season their show no longer lists: "
-                    "their plays are kept as they were read before",
-                    extra={"profile": profile, "entries": len(kept)},
+                    "their plays and ratings are kept as they were read before",
+                    extra={"profile": profile, "entries": len(kept) + len(kept_ratings)},
                 )
-            side = Side(read.plays + kept + watched_state(baseline), read.ratings)
+            ratings = {**kept_ratings, **read.ratings}
+            side = Side(read.plays + kept + watched_state(baseline), ratings)
             rows = rating_rows({}, side)
         else:
             fresh = await self._new_entries(profile, cursors)
