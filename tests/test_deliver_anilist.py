@@ -413,6 +413,33 @@ async def test_an_entry_deleted_on_anilist_is_created_again(
     assert fake.snapshot()[PART_2]["progress"] == 5
 
 
+async def test_a_play_at_or_below_a_deleted_entrys_progress_starts_it_over(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(44), clock() - 7200, live=True)  # Part 2 episode 7
+    await drain(worker, runtime)
+    fake.user().entries.clear()  # deleted on anilist.co, to start over
+    fake.advance(3600)
+    clock.now = fake.now()
+    enqueue(runtime, "play", episode(38), clock() - 60, live=True)  # episode 1 again
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 1
+
+
+async def test_a_completed_entry_deleted_on_anilist_comes_back_as_a_first_viewing(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", episode(49), clock() - 7200, live=True)  # episode 12: completed
+    await drain(worker, runtime)
+    fake.user().entries.clear()
+    fake.advance(3600)
+    clock.now = fake.now()
+    enqueue(runtime, "play", episode(38), clock() - 60, live=True)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("CURRENT", 1)
+
+
 async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -108,6 +108,12 @@ FINISHED = "anilist-finished-by"  # kept as long as the item's marks (store.KEEP
 REWATCH_GAP = 600.0
 SENT_KEEP = 60 * 86400.0
 CURSOR = "entries_updated_at"
+# The list is read whole again after this (updates since a time show no deleted entries), and
+# before a webhook's play is answered "already counted" when the last whole read is older
+# than ENTRIES_RECHECK (the user may have deleted the entry to start over).
+ENTRIES_FULL_READ = 86400.0
+ENTRIES_RECHECK = 600.0
+FULL_CURSOR = "entries_read_whole_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
@@ -756,15 +762,11 @@ class AniListTarget:
                     return Delivered(f"already saved (AniList progress {current.progress})")
                 return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
             link = "link" in row.payload
-            # A skipped row queued again (see recheck_skipped) comes late: the entry may have
-            # counted this viewing meanwhile (a link), so it is dated like a link's play.
-            if link or "skipped_at" in row.payload:
-                rewatch = current is not None and new_viewing(current, at)
-            else:
-                finished = await self._finished_by(profile, media_id)
-                mark = not row.payload.get("live", False)
-                rewatch = live_rewatch(current, at, self.clock(), finished, mark)
-            write = play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
+            rewatch, write = await self._play(profile, row, current, target, at, whole)
+            if write is None and not link and await self._recheck(profile, entries):
+                # "Already counted" by an entry the user may have deleted to start over.
+                current = entries.get(media_id)
+                rewatch, write = await self._play(profile, row, current, target, at, whole)
             first_try = link and row.attempts == 0
             if write is None and first_try and waits_for_start(current, episode, rewatch):
                 return Retry("a rewatch on the other side: waiting for its episode 1", REWATCH_WAIT)
@@ -773,7 +775,14 @@ class AniListTarget:
                     f"already counted (AniList progress {current and current.progress})"
                 )
             await self._note_sent(row, write)
-            saved = await self._save(profile, write, current, entries)
+            try:
+                saved = await self._save(profile, write, current, entries, recreate=False)
+            except EntryGone:  # deleted on AniList since: a first viewing of a new entry
+                current = None
+                _, write = await self._play(profile, row, current, target, at, whole)
+                assert write is not None  # a play always adds to a missing entry
+                await self._note_sent(row, write)
+                saved = await self._save(profile, write, current, entries)
             finish = finish_write(saved, at) if current is None else None
             saved = await self._finished(profile, row, saved, finish, at, entries)
             await self._clear_unmatched(profile, row)
@@ -866,6 +875,27 @@ class AniListTarget:
         key = f"{profile}:{media_id}"
         await asyncio.to_thread(self.store.cache_put, FINISHED, key, at, self.clock(), KEEP_MARKS)
 
+    async def _play(
+        self,
+        profile: str,
+        row: OutboxItem,
+        current: ListEntry | None,
+        target: tuple[int, int],
+        at: float,
+        whole: bool,
+    ) -> tuple[bool, EntryWrite | None]:
+        """Whether a play is a new viewing of `current`, and what it writes (None: counted)."""
+        media_id, episode = target
+        # A skipped row queued again (see recheck_skipped) comes late: the entry may have
+        # counted this viewing meanwhile (a link), so it is dated like a link's play.
+        if "link" in row.payload or "skipped_at" in row.payload:
+            rewatch = current is not None and new_viewing(current, at)
+        else:
+            finished = await self._finished_by(profile, media_id)
+            mark = not row.payload.get("live", False)
+            rewatch = live_rewatch(current, at, self.clock(), finished, mark)
+        return rewatch, play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
+
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
         noted = {
             "media_id": write.media_id,
@@ -895,7 +925,10 @@ class AniListTarget:
         current: ListEntry | None,
         entries: dict[int, ListEntry],
         allow_lower: bool = False,
+        recreate: bool = True,
     ) -> ListEntry:
+        """Save `write`; when the entry was deleted on AniList since we last saw it, create it
+        again with the same write (`recreate`), or raise EntryGone for the caller to decide."""
         try:
             saved = await self.client.save_entry(
                 profile, write, current=current, allow_lower=allow_lower
@@ -903,7 +936,9 @@ class AniListTarget:
         except AniListValidationError as exc:
             if current is None or "id" not in exc.fields:
                 raise
-            # The entry was deleted on AniList since we last saw it: create it again.
+            if not recreate:
+                entries.pop(write.media_id, None)
+                raise EntryGone from None
             saved = await self.client.save_entry(profile, write, current=None)
         assert saved is not None
         entries[saved.media_id] = saved
@@ -917,10 +952,13 @@ class AniListTarget:
         )
         return saved
 
-    async def _entries(self, profile: str) -> dict[int, ListEntry]:
-        """The list as AniList has it now: the mirror refreshed with what changed since."""
-        mirror, since = await asyncio.to_thread(self._load_mirror, profile)
-        if since is None:
+    async def _entries(
+        self, profile: str, whole_within: float = ENTRIES_FULL_READ
+    ) -> dict[int, ListEntry]:
+        """The list as AniList has it now: the mirror refreshed with what changed since, or
+        read whole when the last whole read is older than `whole_within`."""
+        mirror, since, whole_at = await asyncio.to_thread(self._load_mirror, profile)
+        if since is None or self.clock() - whole_at >= whole_within:
             fresh = await self.client.entries(profile)
             entries = {e.media_id: e for e in fresh}
             replace_all = True
@@ -932,15 +970,27 @@ class AniListTarget:
         await asyncio.to_thread(self._save_mirror, profile, entries, fresh, replace_all, newest)
         return entries
 
-    def _load_mirror(self, profile: str) -> tuple[dict[int, ListEntry], float | None]:
+    async def _recheck(self, profile: str, entries: dict[int, ListEntry]) -> bool:
+        """Read the list whole again unless that happened lately; True when it did (`entries`
+        updated in place)."""
+        _, _, whole_at = await asyncio.to_thread(self._load_mirror, profile)
+        if self.clock() - whole_at < ENTRIES_RECHECK:
+            return False
+        fresh = await self._entries(profile, whole_within=ENTRIES_RECHECK)
+        entries.clear()
+        entries.update(fresh)
+        return True
+
+    def _load_mirror(self, profile: str) -> tuple[dict[int, ListEntry], float | None, float]:
         raw = self.store.mirror_get(NAME, profile, ENTRIES)
         cursor = self.store.get_cursor(NAME, profile, CURSOR)
+        whole_at = self.store.get_cursor(NAME, profile, FULL_CURSOR)
         entries = {}
         for key, value in raw.items():
             entry = entry_from_dict(value) if isinstance(value, dict) else None
             if entry is not None and key.isdigit():
                 entries[int(key)] = entry
-        return entries, float(cursor) if cursor else None
+        return entries, float(cursor) if cursor else None, float(whole_at or 0.0)
 
     def _save_mirror(
         self,
@@ -954,6 +1004,7 @@ class AniListTarget:
         if replace_all:
             values = {str(k): entry_to_dict(e) for k, e in entries.items()}
             self.store.mirror_replace(NAME, profile, ENTRIES, values, now)
+            self.store.set_cursor(NAME, profile, FULL_CURSOR, str(now), now)
         elif fresh:
             values = {str(e.media_id): entry_to_dict(e) for e in fresh}
             self.store.mirror_put(NAME, profile, ENTRIES, values, now)
@@ -965,6 +1016,10 @@ def _decode(row: OutboxItem) -> MediaRef | Outcome:
         return ref_from_dict(row.payload["item"])
     except (KeyError, TypeError, ValueError) as exc:
         return Dead(f"unreadable {row.action} row for AniList: {exc!r}")
+
+
+class EntryGone(Exception):
+    """The entry a write was made for was deleted on AniList since it was read."""
 
 
 class MappingUnavailable(Exception):
