@@ -440,6 +440,20 @@ async def test_a_completed_entry_deleted_on_anilist_comes_back_as_a_first_viewin
     assert (entry["status"], entry["progress"]) == ("CURRENT", 1)
 
 
+async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # Finished by hand on anilist.co an hour ago, while AniList deliveries were held.
+    done = FuzzyDate.of(clock()).to_input()
+    fake.add_entry(PART_2, status="COMPLETED", progress=12, completed_at=done,
+                   updated_at=int(clock() - 3600))  # fmt: skip
+    for n in range(12):  # Part 2 episodes 1-12, watched in Plex 3 to 2 days ago
+        enqueue(runtime, "play", episode(38 + n), clock() - 3 * DAY + n * 3000, live=True)
+    await drain(worker, runtime, passes=6)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
+
+
 async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -175,14 +175,16 @@ def live_rewatch(
     entry: ListEntry | None, at: float, now: float, finished_by_play: float | None, mark: bool
 ) -> bool:
     """Whether a webhook's play at `at` is a new viewing: at most a week old, and to start a
-    rewatch of an entry our play watched at `finished_by_play` finished, watched after that
-    one (delivered after the entry's later episodes, held through an AniList outage, a first
+    rewatch of an entry finished on AniList itself, after its finish (`new_viewing`), or of
+    one our play watched at `finished_by_play` finished, watched after that one (delivered after the entry's later episodes, held through an AniList outage, a first
     viewing's play was counted by it); a manual `mark` (not a playback's end) minutes after
     it belongs with it."""
     if now - at > LIVE_REWATCH:
         return False
-    if entry is None or entry.status != "COMPLETED" or finished_by_play is None:
+    if entry is None or entry.status != "COMPLETED":
         return True
+    if finished_by_play is None:  # finished on AniList itself: by its dates, as a link's play
+        return new_viewing(entry, at)
     return at > finished_by_play + (REWATCH_GAP if mark else 0.0)
 
 
