@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.anilist import FakeAniList
+from tests.fakes.anilist import FakeAniList, shown_score
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.receiver import FakeClock
@@ -465,6 +465,17 @@ async def test_a_rating_given_before_the_first_play_reaches_the_entry_the_play_m
     clock.advance(3601)
     await drain(worker, runtime)
     assert fake.snapshot()[PART_2]["score"] == 90
+
+
+async def test_a_point_10_user_sees_an_8_given_over_a_raw_75_shown_as_7(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.viewer.score_format = "POINT_10"
+    fake.add_entry(PART_2, status="COMPLETED", progress=12, score=75)  # shown as 7
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
+    enqueue(runtime, "rating", season, clock(), rating=80)  # an 8 on Trakt
+    await drain(worker, runtime)
+    assert shown_score(int(fake.snapshot()[PART_2]["score"]), "POINT_10") == 8
 
 
 async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(

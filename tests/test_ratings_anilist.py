@@ -38,8 +38,8 @@ def test_point_100_and_decimal_lose_nothing(internal: int) -> None:
 @pytest.mark.parametrize(
     ("score_format", "internal", "shown"),
     [
-        ("POINT_10", 75, 8),  # half up, like Trakt (AniList's own display floors to 7)
-        ("POINT_10", 74, 7),
+        ("POINT_10", 75, 7),  # as AniList shows a raw 75 to a POINT_10 user (§8)
+        ("POINT_10", 80, 8),
         ("POINT_10", 5, 1),  # a tiny score is still a score
         ("POINT_5", 75, 4),  # PlexAniSync: raw 75 shows as 4 stars
         ("POINT_5", 70, 4),

@@ -66,7 +66,8 @@ def to_anilist(internal: int, score_format: str) -> float:
     if score_format == "POINT_10_DECIMAL":
         return value / 10
     if score_format == "POINT_10":
-        return _clamp(_round_half_up(value / 10), 1, 10)
+        # What AniList shows a POINT_10 user of a raw score: tenths dropped (raw 75 is a 7).
+        return _clamp(value // 10, 1, 10)
     if score_format == "POINT_5":
         return _clamp(_round_half_up(value / 20), 1, 5)
     if score_format == "POINT_3":
