@@ -177,9 +177,10 @@ def live_rewatch(
 ) -> bool:
     """Whether a webhook's play at `at` is a new viewing: at most a week old, and to start a
     rewatch of an entry finished on AniList itself, after its finish (`new_viewing`), or of
-    one our play watched at `finished_by_play` finished, watched after that one (delivered after the entry's later episodes, held through an AniList outage, a first
-    viewing's play was counted by it); a manual `mark` (not a playback's end) minutes after
-    it belongs with it."""
+    one our play watched at `finished_by_play` finished, watched after that one (delivered
+    after the entry's later episodes, held through an AniList outage, a first viewing's play
+    was counted by it); a manual `mark` (not a playback's end) minutes after it belongs with
+    it."""
     if now - at > LIVE_REWATCH:
         return False
     if entry is None or entry.status != "COMPLETED":
