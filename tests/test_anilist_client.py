@@ -82,6 +82,17 @@ def sent_variables(fake: FakeAniList, operation: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- samples (pure)
 
 
+async def test_every_client_of_one_anilist_api_shares_its_pacer(
+    fake: FakeAniList, store: Store
+) -> None:
+    # The limit is per IP: the delivery target and each link run's reader have their own client.
+    delivery, reader = make_client(fake, store), make_client(fake, store)
+    other = AniListClient(AniListConfig(api_url="http://127.0.0.1:9"), store)
+    assert delivery.pacer is reader.pacer and other.pacer is not delivery.pacer
+    for client in (delivery, reader, other):
+        await client.aclose()
+
+
 def test_sample_collection_chunks_parse_into_five_unique_entries() -> None:
     first, more = parse_collection(fixture("medialistcollection-response-chunk1.json")["data"])
     second, last = parse_collection(fixture("medialistcollection-response-chunk2.json")["data"])

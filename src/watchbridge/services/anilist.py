@@ -15,10 +15,12 @@ clock is injected too. Every request goes through the shared HTTP policy (`watch
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -610,6 +612,26 @@ class AniListPacer(Pacer):
             self.block(RATE_LIMIT_WAIT)  # the next request would start a 1-minute timeout
 
 
+_PACERS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, float], AniListPacer]
+] = weakref.WeakKeyDictionary()
+
+
+def shared_pacer(api_url: str, per_minute: float) -> AniListPacer:
+    """The one pacer of `api_url` in the running event loop: the limit is per IP, and the
+    delivery target and each link run's reader have clients of their own."""
+    loop = asyncio.get_running_loop()
+    if loop not in _PACERS:
+        # A lock that ever made a task wait refers to its loop: drop closed loops' pacers.
+        for closed in [other for other in _PACERS if other.is_closed()]:
+            del _PACERS[closed]
+    pacers = _PACERS.setdefault(loop, {})
+    key = (api_url.rstrip("/"), per_minute)
+    if key not in pacers:
+        pacers[key] = AniListPacer(per_minute)
+    return pacers[key]
+
+
 # --------------------------------------------------------------------------- client
 
 
@@ -639,8 +661,13 @@ class AniListClient:
             retry=RetryPolicy(attempts=3, backoff=1.0, max_inline_wait=max_inline_wait),
             headers={"content-type": "application/json", "accept": "application/json"},
         )
-        self.pacer = self.http.pacer("ip", lambda: AniListPacer(per_minute))
+        self.per_minute = per_minute
         self._viewers: dict[str, tuple[float, Viewer]] = {}
+
+    @property
+    def pacer(self) -> AniListPacer:
+        """The pacer every client of this API shares in the running event loop."""
+        return shared_pacer(self.config.api_url, self.per_minute)
 
     @property
     def requests_sent(self) -> int:
@@ -649,7 +676,6 @@ class AniListClient:
     @property
     def waited(self) -> float:
         """Seconds spent waiting for the rate limit (pacing and 429 timeouts) so far."""
-        assert isinstance(self.pacer, AniListPacer)
         return self.pacer.waited
 
     async def aclose(self) -> None:
@@ -796,7 +822,6 @@ class AniListClient:
         return data
 
     def _observe(self, response: httpx.Response) -> None:
-        assert isinstance(self.pacer, AniListPacer)
         self.pacer.observe(response, self.clock())
 
     # ------------------------------------------------------------------ reads
