@@ -478,6 +478,28 @@ async def test_a_point_10_user_sees_an_8_given_over_a_raw_75_shown_as_7(
     assert shown_score(int(fake.snapshot()[PART_2]["score"]), "POINT_10") == 8
 
 
+async def test_a_played_special_no_dataset_maps_is_settled_as_unmatched_not_retried(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    datasets = sample_reverse()  # the pinned real datasets: Re:Zero has no S0 range
+
+    async def reverse() -> Reverse:
+        return datasets
+
+    target.reverse = reverse
+    special = MediaRef("episode", show_ids=Ids(tmdb=str(REZERO)), show_title="Re:Zero",
+                       season=0, number=1)  # fmt: skip
+    enqueue(runtime, "play", special, clock() - 60, live=True)
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["done"] == 1
+    (record,) = unmatched_records(runtime.store, ["me"])
+    assert record.code == "special" and "add an override" in record.reason
+
+
 async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

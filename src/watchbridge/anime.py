@@ -127,7 +127,8 @@ class Unmatched:
     (a season of a show the datasets know, in no range yet: a dataset refresh may bring
     it), unmapped (a dataset or override says "no
     counterpart"), partial (part of a movie: counted once the last part is watched),
-    ambiguous (two entries claim the same target episode), seasons (`PENDING`: an absolute
+    ambiguous (two entries claim the same target episode), special (a season 0 episode of a
+    known show no range maps: settled, not retried), seasons (`PENDING`: an absolute
     number needs the show's season list, which could not be read yet: tried again next run).
     """
 
@@ -1307,6 +1308,12 @@ class AnimeIndex:
                 f"{entries}): a part newer than the datasets, or past an entry's last episode; "
                 "a dataset refresh or an override maps it",
                 "outside",
+            )
+        if season == 0 and (scheme, show) in self._shows:
+            return Unmatched(
+                f"{where} is a special the datasets map to no AniList entry (specials are "
+                "entries of their own there): add an override to count it",
+                "special",
             )
         if (scheme, show) in self._shows:
             return Unmatched(
