@@ -26,7 +26,7 @@ from tests.fakes.jellyfin import (
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, Show, iso, key_of
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
 from tests.test_plex_enrichment import add_baki_hanma
@@ -237,12 +237,19 @@ async def test_a_series_without_a_tmdb_id_is_asked_again_after_an_hour(
     assert len(jellyfin_server.requests) == 2
 
 
+def trakt_with_the_show(
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> tuple[FakeTrakt, Show]:
+    """A running fake Trakt holding Breaking Bad (its TVDB, IMDb and TMDB ids), no episodes."""
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    return trakt, trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+
+
 async def test_trakt_search_finds_the_show_when_no_media_server_is_configured(
     start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
 ) -> None:
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     trakt.add_episode(show, 5, 14, tvdb=4637661, imdb="tt2301451")
     client = TraktClient(TraktConfig(CLIENT_ID, api_url=trakt.url, auth_url=trakt.url), store)
     try:
@@ -519,9 +526,7 @@ profiles:
 
 @pytest.fixture
 def trakt_with_breaking_bad(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     trakt.add_episode(show, 5, 14)  # Trakt knows no episode-level ids for it
     return trakt
 
@@ -606,9 +611,7 @@ async def test_an_episode_trakt_adds_an_hour_after_the_play_goes_out_at_a_retry(
     close_targets: list[DeliveryWorker],
 ) -> None:
     # Trakt's "not found" is remembered for less than the hour an unmatched row waits.
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     with trakt_and_jellyfin(tmp_path, trakt, None, clock) as runtime:
         worker = await trakt_worker(runtime, close_targets)
         post_episode_needing_its_show(runtime)
@@ -635,9 +638,7 @@ def post_jellyfin_episode(runtime: Runtime, *, stop: bool = True, **changes: Any
 @pytest.fixture
 def trakt_without_tvdb(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
     """Trakt after its move to TMDB: it lost the episode's TVDB id, kept its TMDB id."""
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     trakt.add_episode(show, 5, 13, title="To'hajiilee", trakt=62160)
     trakt.add_episode(show, 5, 14, title="Ozymandias", trakt=62161, tmdb=62161)
     return trakt
@@ -668,9 +669,7 @@ async def test_an_episode_at_the_same_numbers_with_another_id_is_not_taken_for_i
     close_targets: list[DeliveryWorker],
 ) -> None:
     # Trakt numbers the show its own way: its S05E14 is another episode (another TMDB id).
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     trakt.add_episode(show, 5, 14, title="Ozymandias", tmdb=99999)
     with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
         worker = await trakt_worker(runtime, close_targets)
@@ -687,9 +686,7 @@ async def test_an_episode_with_no_ids_on_trakt_goes_by_its_numbers_only_if_the_t
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     trakt.add_episode(show, 5, 13, title="Ozymandias")  # Trakt's S05E13 is named like ours
     trakt.add_episode(show, 5, 14, title="Felina")
     with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
@@ -711,9 +708,7 @@ async def test_an_episode_trakt_lists_under_a_placeholder_is_placed_once_trakt_n
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     episode = trakt.add_episode(show, 5, 14)  # new: "Episode 14", no episode ids yet
     with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
         worker = await trakt_worker(runtime, close_targets)
@@ -754,9 +749,7 @@ async def test_a_lost_answer_to_a_play_placed_by_its_numbers_is_checked_not_sent
     close_targets: list[DeliveryWorker],
 ) -> None:
     # Only the title ties Trakt's episode to ours: none of our ids finds it in Trakt's history.
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt, show = trakt_with_the_show(start_fake)
     trakt.add_episode(show, 5, 14, title="Ozymandias")
     trakt.delay_next(1, 0, route="POST /sync/history")  # the add by TVDB id: not found
     trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # by numbers: lost

@@ -613,18 +613,18 @@ class SyncRun:
     api_calls: int
     error: str | None
 
-
-def _sync_run(row: sqlite3.Row) -> SyncRun:
-    return SyncRun(
-        id=row["id"],
-        link=row["link"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        outcome=row["outcome"],
-        counts=json.loads(row["counts"]),
-        api_calls=row["api_calls"],
-        error=row["error"],
-    )
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SyncRun:
+        return cls(
+            id=row["id"],
+            link=row["link"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            outcome=row["outcome"],
+            counts=json.loads(row["counts"]),
+            api_calls=row["api_calls"],
+            error=row["error"],
+        )
 
 
 @dataclass(frozen=True)
@@ -1702,14 +1702,14 @@ class Store:
             "SELECT * FROM sync_runs WHERE id IN (SELECT MAX(id) FROM sync_runs GROUP BY link)"
             " ORDER BY link"
         )
-        return [_sync_run(r) for r in rows]
+        return [SyncRun.from_row(r) for r in rows]
 
     def recent_runs(self, link: str, limit: int) -> list[SyncRun]:
         """The link's last `limit` runs, newest first."""
         rows = self._query(
             "SELECT * FROM sync_runs WHERE link = ? ORDER BY id DESC LIMIT ?", (link, limit)
         )
-        return [_sync_run(r) for r in rows]
+        return [SyncRun.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ overview
 
