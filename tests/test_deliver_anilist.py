@@ -277,13 +277,6 @@ def test_only_the_highest_episode_can_be_unwatched() -> None:
     )
 
 
-def test_unwatching_a_rewatchs_last_episode_undoes_the_rewatch_not_the_first_viewing() -> None:
-    rewatched = current(status="COMPLETED", progress=12, repeat=1)
-    assert removal_write(rewatched, 12) == EntryWrite(
-        PART_2, status="REPEATING", progress=11, repeat=0
-    )
-
-
 # --------------------------------------------------------------------------- against the fake
 
 

@@ -694,23 +694,6 @@ async def test_finishing_a_rewatch_on_trakt_completes_it_on_anilist_with_one_mor
     assert len(trakt_plays(trakt, AOT)) == 24
 
 
-async def test_unlogging_a_rewatchs_last_episode_on_trakt_keeps_the_first_viewing_complete(
-    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
-) -> None:
-    show = await completed_on_both(rig, trakt, anilist)
-    rewatch_on_trakt(trakt, show, range(17, 29), time.time() - 3 * DAY)
-    await rig.sync_and_deliver()
-    await rig.sync_and_deliver(full=True)
-    with trakt.lock:  # the user deletes the rewatch's play of the last episode (S4E28)
-        finales = [e for e in trakt.user.history if (e.item.season, e.item.number) == (4, 28)]
-        newest = max(finales, key=lambda e: e.watched_at or "")
-        trakt.user.history = [e for e in trakt.user.history if e.id != newest.id]
-        trakt._touch(trakt.user, "episodes.watched_at")
-    for full in (False, True):
-        await rig.sync_and_deliver(full=full)
-    assert status_of(anilist, AOT_P2) == ("REPEATING", 11, 0)
-
-
 @pytest.mark.parametrize(
     "days_ago",
     [pytest.param(40, id="older-than-the-completion"), pytest.param(None, id="undated")],

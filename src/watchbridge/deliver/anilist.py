@@ -303,17 +303,11 @@ def rating_write(current: ListEntry, value: int | None, score_format: str) -> En
 
 
 def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
-    """An unwatch propagated on purpose: only the highest episode can go (progress - 1). Of
-    an entry finished again by a rewatch, that rewatch's last episode goes: the first viewing
-    stays complete."""
+    """An unwatch propagated on purpose: only the highest episode can go (progress - 1)."""
     if current is None or current.status in ("REPEATING", "PLANNING"):
         return None
     if episode != current.progress:
         return None
-    if current.status == "COMPLETED" and current.repeat > 0:
-        return EntryWrite(
-            current.media_id, status="REPEATING", progress=episode - 1, repeat=current.repeat - 1
-        )
     status = "CURRENT" if current.status == "COMPLETED" else None
     return EntryWrite(current.media_id, status=status, progress=episode - 1)
 
