@@ -454,19 +454,6 @@ async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
 
 
-async def test_a_rating_given_before_the_first_play_reaches_the_entry_the_play_makes(
-    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
-) -> None:
-    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
-    enqueue(runtime, "rating", season, clock() - 600, rating=90)  # rated while watching
-    await drain(worker, runtime)
-    enqueue(runtime, "play", episode(38), clock() - 60, live=True)  # then the scrobble
-    await drain(worker, runtime)
-    clock.advance(3601)
-    await drain(worker, runtime)
-    assert fake.snapshot()[PART_2]["score"] == 90
-
-
 async def test_a_point_10_user_sees_an_8_given_over_a_raw_75_shown_as_7(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -111,7 +111,6 @@ CURSOR = "entries_updated_at"
 # The list is read whole again after this (updates since a time show no deleted entries), and
 # before a webhook's play is answered "already counted" when the last whole read is older
 # than ENTRIES_RECHECK (the user may have deleted the entry to start over).
-SCORE_WAITS_FOR_ENTRY = 86400.0  # a rating of a title not on the list waits for a play
 ENTRIES_FULL_READ = 86400.0
 ENTRIES_RECHECK = 600.0
 FULL_CURSOR = "entries_read_whole_at"
@@ -792,13 +791,8 @@ class AniListTarget:
             await self._clear_unmatched(profile, row)
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
         if row.action in ("rating", "remove_rating"):
-            if current is None and row.action == "rating":
-                # Rated while its first episode plays: the play makes the entry soon.
-                if self.clock() - row.created_at < SCORE_WAITS_FOR_ENTRY:
-                    return Retry("not on the AniList list yet: a score needs an entry", 3600)
-                return Skipped("not on the AniList list: a score needs an entry; skipped")
             if current is None:
-                return Delivered("not on the AniList list: no score to remove")
+                return Delivered("not on the AniList list: a score needs an entry; skipped")
             value = int(row.payload["rating"]) if row.action == "rating" else None
             viewer = await self.client.viewer(profile)
             write = rating_write(current, value, viewer.score_format)
