@@ -484,7 +484,7 @@ async def test_a_played_special_no_dataset_maps_is_settled_as_unmatched_not_retr
     await worker.pass_once(runtime)
     assert runtime.store.outbox_counts()["done"] == 1
     (record,) = unmatched_records(runtime.store, ["me"])
-    assert record.code == "special" and "add an override" in record.reason
+    assert record.code == "special" and "an override makes its later plays count" in record.reason
 
 
 async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(

@@ -106,6 +106,23 @@ def test_watching_again_from_the_start_on_another_player_the_next_day_is_a_secon
         assert len(rig.plays()) == 2, rig.live()
 
 
+def test_a_rewatch_on_another_player_whose_start_was_lost_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    # Only a start that says where it resumes carries a counted viewing on.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(48 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        rig.advance(20 * HOUR)
+        phone = {"DeviceId": "phone-1", "DeviceName": "Phone"}
+        for percent in (10, 30, 60, 90):  # its PlaybackStart lost (watchbridge restarting)
+            rig.post("jellyfin", jellyfin_progress(percent, **phone))
+            rig.advance(10 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json", **phone))
+        assert len(rig.plays()) == 2, rig.live()
+
+
 # --------------------------------------------------------------------------- live state
 
 

@@ -1312,7 +1312,7 @@ class AnimeIndex:
         if season == 0 and (scheme, show) in self._shows:
             return Unmatched(
                 f"{where} is a special the datasets map to no AniList entry (specials are "
-                "entries of their own there): add an override to count it",
+                "entries of their own there): an override makes its later plays count",
                 "special",
             )
         if (scheme, show) in self._shows:

@@ -94,11 +94,15 @@ def completion_key(event: MediaEvent) -> str | None:
 
 def carried_on(marks: Session, event: MediaEvent, key: str, now: float) -> Session | None:
     """The session a new playback (session `key`) starts in when it carries on a viewing the
-    item's `marks` show counted lately: begun past the start (> 5 %), it is that viewing's
-    rest, already completed. None when it is a playback of its own. Pure."""
+    item's `marks` show counted lately: started past the start (> 5 %, a position given), it
+    is that viewing's rest, already completed. None when it is a playback of its own. Pure."""
     at = event.occurred_at or now
     progress = event.progress
     if marks.state != "completed" or progress is None or progress <= REWATCH_MAX_PROGRESS:
+        return None
+    # Only a start that says where it resumes: a playback first seen by its progress, stop or
+    # completion lost its start, and may be a rewatch (the rules for those decide).
+    if event.action not in ("start", "resume") or event.position_ms is None:
         return None
     if not 0 <= at - marks.updated_at <= CARRIES_ON_WITHIN:
         return None
