@@ -1762,7 +1762,10 @@ def test_a_profile_without_an_account_of_a_service_cannot_be_delivered_there() -
     assert undeliverable(config, "trakt", "kid") == (
         "profile kid no longer has profiles.kid.accounts.trakt"
     )
-    assert undeliverable(config, "plex", "kid") is None  # a profile without one is the owner
+    # Plex rows come from links, which take only profiles with `accounts.plex` ({}: the owner).
+    assert undeliverable(config, "plex", "kid") == (
+        "profile kid no longer has profiles.kid.accounts.plex"
+    )
     assert undeliverable(config, "serializd", "kid") == "serializd is no longer configured"
 
 

@@ -390,8 +390,9 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
 
 def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
     """Why rows for `profile_name` on `target` cannot go out under this config (the service,
-    the profile or its account was removed), or None when they can. Plex needs no account:
-    without one, a profile is the server's owner."""
+    the profile or its account was removed), or None when they can. Plex rows come from links,
+    which take a profile with `accounts.plex` only (`{}`: the server's owner): without it, the
+    rows would go to the owner's Plex."""
     services = config.services
     plex = services.plex if services.plex is not None and services.plex.url else None
     configured = {
@@ -405,7 +406,12 @@ def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
     profile = config.profiles.get(profile_name)
     if profile is None:
         return f"profile {profile_name} is no longer in the config"
-    if target != "plex" and target not in targets_for(config, profile):
+    held = (
+        profile.accounts.plex is not None
+        if target == "plex"
+        else (target in targets_for(config, profile))
+    )
+    if not held:
         return f"profile {profile_name} no longer has profiles.{profile_name}.accounts.{target}"
     return None
 
