@@ -41,6 +41,16 @@ def test_example_config_takes_data_dir_from_environment() -> None:
     assert config.storage.path == "/data/watchbridge.db"
 
 
+def test_uncommenting_the_examples_of_the_example_config_gives_a_config_that_loads() -> None:
+    # "Copy it to watchbridge.yaml and uncomment what you use": a Trakt service and a profile.
+    lines = EXAMPLE.read_text(encoding="utf-8").split("\n")
+    wanted = ("#  trakt:", "#    client_id:", "#    client_secret:", "#  me:", "#    default:")
+    text = "\n".join(line[1:] if line.startswith(wanted) else line for line in lines)
+    environ = {"TRAKT_CLIENT_ID": "id", "TRAKT_CLIENT_SECRET": "secret"}
+    config = parse_config(text, FILE, environ)
+    assert config.services.trakt is not None and "me" in config.profiles
+
+
 def test_empty_file_gives_all_defaults() -> None:
     assert parse_config("", FILE, {}) == Config(source=FILE)
 
