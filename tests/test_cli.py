@@ -575,6 +575,19 @@ def test_backup_copies_the_database_beside_it(tmp_path: Path) -> None:
         assert copy.get_token("trakt", "me") == {"access_token": "a"}
 
 
+def test_status_after_only_the_backup_was_restored_starts_from_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "o", "k")], 1.0)
+        store.backup_to(tmp_path / "watchbridge.db.backup")
+    for leftover in tmp_path.glob("watchbridge.db*"):
+        if leftover.name != "watchbridge.db.backup":
+            leftover.unlink()  # the backup copy alone was restored into an empty folder
+    result = run("status", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "starts from its backup" in result.stderr and "1 pending" in result.stdout
+
+
 def test_backup_of_a_named_database_reads_no_config(tmp_path: Path) -> None:
     # Home Assistant runs it before each backup, outside the service's environment.
     Store.open(tmp_path / "wb.db").close()

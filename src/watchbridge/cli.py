@@ -71,6 +71,11 @@ def _database(config: Config, create: bool) -> Path:
     path = Path(config.storage.path)
     if path.exists():
         return path
+    if backup_path(path).exists():  # opening the store starts from it (Store.open)
+        click.echo(
+            f"watchbridge: the database starts from its backup {backup_path(path)}", err=True
+        )
+        return path
     relative = "" if path.is_absolute() else f" (storage.path {path} is relative to {Path.cwd()})"
     if create:
         click.echo(f"watchbridge: a new database at {path.resolve()}{relative}", err=True)
