@@ -92,17 +92,26 @@ def completion_key(event: MediaEvent) -> str | None:
     return None if marks_itself(event) else _marks_key(event)
 
 
+def may_carry_on(event: MediaEvent) -> bool:
+    """Whether a playback's first event could carry on a viewing counted on another player:
+    a start that says it resumes past the start (> 5 %). A playback first seen by its
+    progress, stop or completion lost its start, and may be a rewatch (the rules for those
+    decide). Pure (and cheap: asked before the item's marks are read)."""
+    progress = event.progress
+    return (
+        event.action in ("start", "resume")
+        and event.position_ms is not None
+        and progress is not None
+        and progress > REWATCH_MAX_PROGRESS
+    )
+
+
 def carried_on(marks: Session, event: MediaEvent, key: str, now: float) -> Session | None:
     """The session a new playback (session `key`) starts in when it carries on a viewing the
     item's `marks` show counted lately: started past the start (> 5 %, a position given), it
     is that viewing's rest, already completed. None when it is a playback of its own. Pure."""
     at = event.occurred_at or now
-    progress = event.progress
-    if marks.state != "completed" or progress is None or progress <= REWATCH_MAX_PROGRESS:
-        return None
-    # Only a start that says where it resumes: a playback first seen by its progress, stop or
-    # completion lost its start, and may be a rewatch (the rules for those decide).
-    if event.action not in ("start", "resume") or event.position_ms is None:
+    if marks.state != "completed" or not may_carry_on(event):
         return None
     if not 0 <= at - marks.updated_at <= CARRIES_ON_WITHIN:
         return None

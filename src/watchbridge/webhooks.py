@@ -33,6 +33,7 @@ from watchbridge.playback import (
     completion_key,
     decide,
     marks_itself,
+    may_carry_on,
     session_key,
 )
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
@@ -424,7 +425,9 @@ def ingest_job(
         completion_key=completion_key(event),
         marks=marks_itself(event),
         decide=plan,
-        carried_on=lambda marks: carried_on(marks, event, key, now),
+        carried_on=(lambda marks: carried_on(marks, event, key, now))
+        if may_carry_on(event)
+        else None,
         document=document,
     )
 
