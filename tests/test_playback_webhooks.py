@@ -91,6 +91,28 @@ def test_the_rest_of_a_counted_viewing_finished_on_another_player_is_no_second_p
         assert len(rig.plays()) == 1, rig.live()
 
 
+def test_finishing_on_a_player_that_played_the_item_before_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # Started on the phone, watched most of it on the TV the next evening (counted at 85 %),
+    # finished on the phone the day after.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "phone"))
+        rig.advance(11 * 60)
+        rig.post("tautulli", tautulli_at(20, "stop", "phone"))
+        rig.advance(20 * HOUR)
+        rig.post("tautulli", tautulli_at(20, "play", "tv"))
+        rig.advance(36 * 60)
+        rig.post("tautulli", tautulli_at(85, "watched", "tv"))
+        rig.post("tautulli", tautulli_at(87, "stop", "tv"))
+        rig.advance(14 * HOUR)
+        rig.post("tautulli", tautulli_at(87, "play", "phone"))
+        rig.advance(7 * 60)
+        rig.post("tautulli", tautulli_at(100, "watched", "phone"))
+        rig.post("tautulli", tautulli_at(100, "stop", "phone"))
+        assert len(rig.plays()) == 1, rig.live()
+
+
 def test_watching_again_from_the_start_on_another_player_the_next_day_is_a_second_play(
     tmp_path: Path,
 ) -> None:

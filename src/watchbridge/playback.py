@@ -93,10 +93,11 @@ def completion_key(event: MediaEvent) -> str | None:
 
 
 def may_carry_on(event: MediaEvent) -> bool:
-    """Whether a playback's first event could carry on a viewing counted on another player:
-    a start that says it resumes past the start (> 5 %). A playback first seen by its
-    progress, stop or completion lost its start, and may be a rewatch (the rules for those
-    decide). Pure (and cheap: asked before the item's marks are read)."""
+    """Whether an event could carry on a viewing counted on another player: a start that says
+    where it resumes, past the start (> 5 %). A playback seen first by its progress, stop or
+    completion lost its start, and may be a rewatch (the rules for those decide). A percent
+    alone is not enough: the rules for a completion signal after it need positions. Pure (and
+    cheap: asked before the item's marks are read)."""
     progress = event.progress
     return (
         event.action in ("start", "resume")
@@ -106,16 +107,23 @@ def may_carry_on(event: MediaEvent) -> bool:
     )
 
 
-def carried_on(marks: Session, event: MediaEvent, key: str, now: float) -> Session | None:
-    """The session a new playback (session `key`) starts in when it carries on a viewing the
-    item's `marks` show counted lately: started past the start (> 5 %, a position given), it
-    is that viewing's rest, already completed. None when it is a playback of its own. Pure."""
+def carried_on(
+    marks: Session, event: MediaEvent, key: str, now: float, session: Session | None = None
+) -> Session | None:
+    """The session a playback on this player (session `key`, `session` as it is: none, or
+    stopped or paused before) goes on in when it carries on a viewing the item's `marks` show
+    counted lately, on another player since: resumed past the start (> 5 %), it is that
+    viewing's rest, already completed. None when it is a playback of its own. Pure."""
     at = event.occurred_at or now
     if marks.state != "completed" or not may_carry_on(event):
         return None
     if not 0 <= at - marks.updated_at <= CARRIES_ON_WITHIN:
         return None
-    return Session(key, "completed", marks.progress, int(at), at)
+    if session is None:
+        return Session(key, "completed", marks.progress, int(at), at)
+    if session.state not in ("stopped", "paused") or session.updated_at >= marks.updated_at:
+        return None  # this player's own playback, or it played since that viewing
+    return Session(key, "completed", marks.progress, session.generation, at)
 
 
 def marks_itself(event: MediaEvent) -> bool:

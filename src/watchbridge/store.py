@@ -370,9 +370,10 @@ class IngestJob:
     completion_key: str | None = None
     # `session_key` is the item's marks session (a mark naming no player): kept long.
     marks: bool = False
-    # For a playback seen first: the session it starts in given the item's marks session
-    # (`completion_key`), when it carries on a viewing counted already (playback.carried_on).
-    carried_on: Callable[[Session], Session | None] | None = None
+    # For a playback seen first, or resumed on a player that stopped before: the session it
+    # goes on in given the item's marks session (`completion_key`) and its own, when it
+    # carries on a viewing counted on another player (playback.carried_on).
+    carried_on: Callable[[Session, Session | None], Session | None] | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -968,9 +969,11 @@ class Store:
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
         stored = current = _session(conn, job.session_key)
-        if current is None and job.carried_on is not None and job.completion_key:
+        resumable = current is None or current.state in ("stopped", "paused")
+        if resumable and job.carried_on is not None and job.completion_key:
             marks = _session(conn, job.completion_key)
-            current = job.carried_on(marks) if marks is not None else None
+            seed = job.carried_on(marks, current) if marks is not None else None
+            current = seed or current
         session, rows = job.decide(current)
         if session is not None and session != stored:
             _save_session(conn, session, job.profile, job.marks)

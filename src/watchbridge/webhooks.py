@@ -425,7 +425,7 @@ def ingest_job(
         completion_key=completion_key(event),
         marks=marks_itself(event),
         decide=plan,
-        carried_on=(lambda marks: carried_on(marks, event, key, now))
+        carried_on=(lambda marks, session: carried_on(marks, event, key, now, session))
         if may_carry_on(event)
         else None,
         document=document,
