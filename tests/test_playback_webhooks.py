@@ -74,45 +74,6 @@ def tautulli_at(percent: float, action: str, player: str) -> dict[str, object]:
                    "view_offset": str(offset), "progress_percent": str(int(percent))}  # fmt: skip
 
 
-def test_the_rest_of_a_counted_viewing_finished_on_another_player_is_no_second_play(
-    tmp_path: Path,
-) -> None:
-    # Tautulli counts a viewing at its 85 %; Plex keeps the resume point until its own 90 %.
-    with running_rig(tmp_path) as rig:
-        rig.post("tautulli", tautulli_at(0, "play", "tv"))
-        rig.advance(47 * 60)
-        rig.post("tautulli", tautulli_at(85, "watched", "tv"))
-        rig.post("tautulli", tautulli_at(87, "stop", "tv"))  # fell asleep
-        rig.advance(14 * HOUR)
-        rig.post("tautulli", tautulli_at(87, "play", "phone"))  # resumed the next day
-        rig.advance(7 * 60)
-        rig.post("tautulli", tautulli_at(100, "watched", "phone"))
-        rig.post("tautulli", tautulli_at(100, "stop", "phone"))
-        assert len(rig.plays()) == 1, rig.live()
-
-
-def test_finishing_on_a_player_that_played_the_item_before_is_no_second_play(
-    tmp_path: Path,
-) -> None:
-    # Started on the phone, watched most of it on the TV the next evening (counted at 85 %),
-    # finished on the phone the day after.
-    with running_rig(tmp_path) as rig:
-        rig.post("tautulli", tautulli_at(0, "play", "phone"))
-        rig.advance(11 * 60)
-        rig.post("tautulli", tautulli_at(20, "stop", "phone"))
-        rig.advance(20 * HOUR)
-        rig.post("tautulli", tautulli_at(20, "play", "tv"))
-        rig.advance(36 * 60)
-        rig.post("tautulli", tautulli_at(85, "watched", "tv"))
-        rig.post("tautulli", tautulli_at(87, "stop", "tv"))
-        rig.advance(14 * HOUR)
-        rig.post("tautulli", tautulli_at(87, "play", "phone"))
-        rig.advance(7 * 60)
-        rig.post("tautulli", tautulli_at(100, "watched", "phone"))
-        rig.post("tautulli", tautulli_at(100, "stop", "phone"))
-        assert len(rig.plays()) == 1, rig.live()
-
-
 def test_watching_again_from_the_start_on_another_player_the_next_day_is_a_second_play(
     tmp_path: Path,
 ) -> None:
@@ -125,6 +86,26 @@ def test_watching_again_from_the_start_on_another_player_the_next_day_is_a_secon
         rig.post("tautulli", tautulli_at(0, "play", "phone"))
         rig.advance(50 * 60)
         rig.post("tautulli", tautulli_at(95, "watched", "phone"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_same_evening_rewatch_moved_to_another_player_is_a_second_play(tmp_path: Path) -> None:
+    # Finished on the TV; an hour later watched again from the start on the tablet, stopped
+    # half way, and finished in the bedroom two hours later.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "tv"))
+        rig.advance(50 * 60)
+        rig.post("tautulli", tautulli_at(90, "watched", "tv"))
+        rig.post("tautulli", tautulli_at(100, "stop", "tv"))
+        rig.advance(1 * HOUR)
+        rig.post("tautulli", tautulli_at(0, "play", "tablet"))
+        rig.advance(30 * 60)
+        rig.post("tautulli", tautulli_at(55, "stop", "tablet"))
+        rig.advance(2 * HOUR)
+        rig.post("tautulli", tautulli_at(55, "play", "bedroom"))
+        rig.advance(20 * 60)
+        rig.post("tautulli", tautulli_at(90, "watched", "bedroom"))
+        rig.post("tautulli", tautulli_at(100, "stop", "bedroom"))
         assert len(rig.plays()) == 2, rig.live()
 
 

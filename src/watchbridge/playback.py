@@ -32,10 +32,9 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
-# A playback that begins past the start of an item whose viewing was counted this recently
-# is that viewing's rest on another player (counted at Tautulli's 85 %, where Plex kept the
-# resume point until its own 90 %), not a viewing of its own.
-CARRIES_ON_WITHIN = 3 * 86400.0
+# Sources that send manual marks naming no player (Plex and Tautulli send no marks at all):
+# only theirs need completions recorded where the marks are (see completion_key).
+MARKS_WITHOUT_PLAYER = frozenset({"jellyfin", "emby", "generic"})
 # Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
 # our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
 ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
@@ -86,44 +85,11 @@ def session_key(event: MediaEvent) -> str:
 def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event completes or begins is recorded too: the item's marks, so
     that a mark soon after it ends is the same play (Jellyfin's "mark played" after watching to
-    the end), a re-mark after it began again is not taken for one of a viewing counted
-    already, and a playback on another player that carries on a viewing counted already makes
-    no second play (`carried_on`). None for marks of the marks session itself."""
-    return None if marks_itself(event) else _marks_key(event)
-
-
-def may_carry_on(event: MediaEvent) -> bool:
-    """Whether an event could carry on a viewing counted on another player: a start that says
-    where it resumes, past the start (> 5 %). A playback seen first by its progress, stop or
-    completion lost its start, and may be a rewatch (the rules for those decide). A percent
-    alone is not enough: the rules for a completion signal after it need positions. Pure (and
-    cheap: asked before the item's marks are read)."""
-    progress = event.progress
-    return (
-        event.action in ("start", "resume")
-        and event.position_ms is not None
-        and progress is not None
-        and progress > REWATCH_MAX_PROGRESS
-    )
-
-
-def carried_on(
-    marks: Session, event: MediaEvent, key: str, now: float, session: Session | None = None
-) -> Session | None:
-    """The session a playback on this player (session `key`, `session` as it is: none, or
-    stopped or paused before) goes on in when it carries on a viewing the item's `marks` show
-    counted lately, on another player since: resumed past the start (> 5 %), it is that
-    viewing's rest, already completed. None when it is a playback of its own. Pure."""
-    at = event.occurred_at or now
-    if marks.state != "completed" or not may_carry_on(event):
+    the end), and a re-mark after it began again is not taken for one of a viewing counted
+    already. None for sources without such marks, and for marks of the marks session itself."""
+    if event.source not in MARKS_WITHOUT_PLAYER or marks_itself(event):
         return None
-    if not 0 <= at - marks.updated_at <= CARRIES_ON_WITHIN:
-        return None
-    if session is None:
-        return Session(key, "completed", marks.progress, int(at), at)
-    if session.state not in ("stopped", "paused") or session.updated_at >= marks.updated_at:
-        return None  # this player's own playback, or it played since that viewing
-    return Session(key, "completed", marks.progress, session.generation, at)
+    return _marks_key(event)
 
 
 def marks_itself(event: MediaEvent) -> bool:

@@ -370,10 +370,6 @@ class IngestJob:
     completion_key: str | None = None
     # `session_key` is the item's marks session (a mark naming no player): kept long.
     marks: bool = False
-    # For a playback seen first, or resumed on a player that stopped before: the session it
-    # goes on in given the item's marks session (`completion_key`) and its own, when it
-    # carries on a viewing counted on another player (playback.carried_on).
-    carried_on: Callable[[Session, Session | None], Session | None] | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -968,14 +964,9 @@ class Store:
         return results
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
-        stored = current = _session(conn, job.session_key)
-        resumable = current is None or current.state in ("stopped", "paused")
-        if resumable and job.carried_on is not None and job.completion_key:
-            marks = _session(conn, job.completion_key)
-            seed = job.carried_on(marks, current) if marks is not None else None
-            current = seed or current
+        current = _session(conn, job.session_key)
         session, rows = job.decide(current)
-        if session is not None and session != stored:
+        if session is not None and session != current:
             _save_session(conn, session, job.profile, job.marks)
         if job.completion_key and session is not None:
             _record_in_marks(conn, job.completion_key, job.profile, current, session)

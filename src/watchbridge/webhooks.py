@@ -29,11 +29,9 @@ from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dic
 from watchbridge.playback import (
     Intent,
     Session,
-    carried_on,
     completion_key,
     decide,
     marks_itself,
-    may_carry_on,
     session_key,
 )
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
@@ -413,21 +411,16 @@ def ingest_job(
         new_session, intents = decide(session, event, threshold, now)
         return new_session, rows_for(profile_name, targets, event, intents, item)
 
-    key = session_key(event)
-
     return IngestJob(
         source=event.source,
         kind=event.action,
         profile=profile_name,
         payload=record,
         now=now,
-        session_key=key,
+        session_key=session_key(event),
         completion_key=completion_key(event),
         marks=marks_itself(event),
         decide=plan,
-        carried_on=(lambda marks, session: carried_on(marks, event, key, now, session))
-        if may_carry_on(event)
-        else None,
         document=document,
     )
 
