@@ -17,10 +17,11 @@ import math
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -389,3 +390,28 @@ class HttpClient:
             return
         self.metrics.http_requests.labels(self.service, method, status).inc()
         self.metrics.http_seconds.labels(self.service).observe(time.monotonic() - started)
+
+
+Shared = TypeVar("Shared")
+
+
+class PerLoop(Generic[Shared]):
+    """Objects shared by every client of one event loop, one per key: pacers and locks (asyncio
+    locks belong to one loop). A lock that ever made a task wait refers to its loop, so the
+    weak key alone would keep every finished loop (each `asyncio.run`, each test) alive:
+    closed loops' objects are dropped when a new loop first asks."""
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Hashable, Shared]
+        ] = weakref.WeakKeyDictionary()
+
+    def get(self, key: Hashable, make: Callable[[], Shared]) -> Shared:
+        loop = asyncio.get_running_loop()
+        if loop not in self._loops:
+            for closed in [other for other in self._loops if other.is_closed()]:
+                del self._loops[closed]
+        shared = self._loops.setdefault(loop, {})
+        if key not in shared:
+            shared[key] = make()
+        return shared[key]

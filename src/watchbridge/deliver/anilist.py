@@ -976,8 +976,8 @@ class AniListTarget:
     async def _recheck(self, profile: str, entries: dict[int, ListEntry]) -> bool:
         """Read the list whole again unless that happened lately; True when it did (`entries`
         updated in place)."""
-        _, _, whole_at = await asyncio.to_thread(self._load_mirror, profile)
-        if self.clock() - whole_at < ENTRIES_RECHECK:
+        whole_at = await asyncio.to_thread(self.store.get_cursor, NAME, profile, FULL_CURSOR)
+        if self.clock() - float(whole_at or 0.0) < ENTRIES_RECHECK:
             return False
         fresh = await self._entries(profile, whole_within=ENTRIES_RECHECK)
         entries.clear()

@@ -42,7 +42,7 @@ from watchbridge.services.serializd import (
     SerializdItemError,
     ShowSeasons,
 )
-from watchbridge.sides import episode_key, serializd_side
+from watchbridge.sides import episode_key, ref_for_key, serializd_side
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,11 @@ def unplaced(
 
 
 def _tmdb_show_of(key: str) -> str | None:
-    """The TMDB show id in an item key (`episode:tmdb:SHOW:...`, `show:tmdb:SHOW[:sN]`)."""
-    parts = key.split(":")
-    return parts[2] if len(parts) > 2 and parts[1] == "tmdb" else None
+    """The TMDB show id of an item key (an episode, a season or a show)."""
+    ref = ref_for_key(key)
+    if ref is None:
+        return None
+    return ref.ids.tmdb if ref.kind == "show" else ref.show_ids.tmdb
 
 
 def watched_state(side: Side | None) -> tuple[Play, ...]:

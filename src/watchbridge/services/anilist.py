@@ -15,12 +15,10 @@ clock is injected too. Every request goes through the shared HTTP policy (`watch
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -30,7 +28,15 @@ from urllib.parse import urlencode
 import httpx
 
 from watchbridge.config import AniListConfig, Config, Secret
-from watchbridge.http import Bucket, HttpClient, Pacer, RetryPolicy, ServiceError, Unavailable
+from watchbridge.http import (
+    Bucket,
+    HttpClient,
+    Pacer,
+    PerLoop,
+    RetryPolicy,
+    ServiceError,
+    Unavailable,
+)
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.services.trakt import TokenStore
@@ -612,24 +618,13 @@ class AniListPacer(Pacer):
             self.block(RATE_LIMIT_WAIT)  # the next request would start a 1-minute timeout
 
 
-_PACERS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, float], AniListPacer]
-] = weakref.WeakKeyDictionary()
+_PACERS: PerLoop[AniListPacer] = PerLoop()
 
 
 def shared_pacer(api_url: str, per_minute: float) -> AniListPacer:
     """The one pacer of `api_url` in the running event loop: the limit is per IP, and the
     delivery target and each link run's reader have clients of their own."""
-    loop = asyncio.get_running_loop()
-    if loop not in _PACERS:
-        # A lock that ever made a task wait refers to its loop: drop closed loops' pacers.
-        for closed in [other for other in _PACERS if other.is_closed()]:
-            del _PACERS[closed]
-    pacers = _PACERS.setdefault(loop, {})
-    key = (api_url.rstrip("/"), per_minute)
-    if key not in pacers:
-        pacers[key] = AniListPacer(per_minute)
-    return pacers[key]
+    return _PACERS.get((api_url.rstrip("/"), per_minute), lambda: AniListPacer(per_minute))
 
 
 # --------------------------------------------------------------------------- client

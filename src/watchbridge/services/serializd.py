@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from watchbridge.http import (
     Bucket,
     HttpClient,
     Pacer,
+    PerLoop,
     ServiceError,
     Unavailable,
 )
@@ -518,28 +518,20 @@ class Lane:
 
 # Pacing is per account, not per client: every client of one event loop (in the service: the
 # scheduled reads, the watchlist runs and the deliveries) takes the same lane per account.
-# Keyed by loop because asyncio locks belong to one; by rate so that a client paced
-# differently (tests, benchmarks) never slows down or speeds up the others.
-_LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, float], Lane]] = (
-    weakref.WeakKeyDictionary()
-)
+# Keyed by rate too, so that a client paced differently (tests, benchmarks) never slows down or
+# speeds up the others.
+_LANES: PerLoop[Lane] = PerLoop()
 
 
 def lane(api_url: str, account: str, requests_per_second: float) -> Lane:
     """The lane of `account` on `api_url` in the running event loop."""
-    loop = asyncio.get_running_loop()
-    if loop not in _LANES:
-        # A lock that ever made a task wait refers to its loop, so the weak key alone would
-        # keep every finished loop (each `asyncio.run`, each test) alive: drop closed ones.
-        for closed in [other for other in _LANES if other.is_closed()]:
-            del _LANES[closed]
-    lanes = _LANES.setdefault(loop, {})
-    key = (api_url.rstrip("/"), account, requests_per_second)
-    if key not in lanes:
-        # One request at a time (no burst), a small gap between requests.
-        pacer = Pacer({"calls": Bucket(1, requests_per_second)})
-        lanes[key] = Lane(asyncio.Lock(), pacer, asyncio.Lock())
-    return lanes[key]
+    # One request at a time (no burst), a small gap between requests.
+    return _LANES.get(
+        (api_url.rstrip("/"), account, requests_per_second),
+        lambda: Lane(
+            asyncio.Lock(), Pacer({"calls": Bucket(1, requests_per_second)}), asyncio.Lock()
+        ),
+    )
 
 
 class SerializdClient:
