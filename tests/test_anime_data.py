@@ -146,6 +146,18 @@ async def test_a_failing_download_keeps_the_cached_copy_and_says_so(
     assert data.out_of_date(clock()) == []  # logged only: the copy is one refresh period old
 
 
+async def test_a_failed_download_names_its_url_without_a_signed_token(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    urls = {name: f"{url}?token=s1gned-t0ken" for name, url in fake.urls().items()}
+    data = AnimeData(tmp_path / "anime-datasets", urls=urls, refresh=DAY, clock=clock, http=http)
+    fake.fail_next(8, 404)
+    await data.index()
+    errors = [s.error for s in data.status() if s.error]
+    assert errors and all("answered HTTP 404" in e for e in errors)
+    assert not any("s1gned-t0ken" in e for e in errors)
+
+
 async def test_an_alert_once_the_cache_is_two_refresh_periods_old(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:

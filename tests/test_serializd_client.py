@@ -223,6 +223,18 @@ async def test_checkpoint_page_is_unavailable_not_a_json_crash(
     assert fake.count("POST", LOGIN) == 1  # waiting does not help: not retried
 
 
+async def test_checkpoint_error_names_a_proxy_without_its_password(
+    fake: FakeSerializd, store: Store
+) -> None:
+    proxy = fake.url.replace("://", "://proxyuser:Pr0xyPassw0rd@")
+    client = make_client(fake, store, url=proxy)
+    fake.checkpoint_next(3)
+    with pytest.raises(SerializdUnavailable) as caught:
+        await client.login(PROFILE)
+    assert "Pr0xyPassw0rd" not in str(caught.value)
+    assert fake.url.split("://")[1] in str(caught.value)  # the host still says which one
+
+
 async def test_unknown_endpoint_html_404_is_a_clear_error(
     fake: FakeSerializd, store: Store
 ) -> None:

@@ -32,7 +32,7 @@ from watchbridge.anime import (
 )
 from watchbridge.anime import load_index as build_index
 from watchbridge.errors import ConfigError
-from watchbridge.http import HttpClient, ServiceError
+from watchbridge.http import HttpClient, ServiceError, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,11 @@ class AnimeData:
             if response.status_code == 304 and status.cached:
                 return None, response.headers
             if response.status_code != 200:
-                raise ServiceError(status.name, f"{url} answered HTTP {response.status_code}")
+                raise ServiceError(
+                    status.name, f"{shown_url(url)} answered HTTP {response.status_code}"
+                )
             return response.content, response.headers
-        raise ServiceError(status.name, f"{status.url}: too many redirects")
+        raise ServiceError(status.name, f"{shown_url(status.url)}: too many redirects")
 
     @property
     def http(self) -> HttpClient:

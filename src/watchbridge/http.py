@@ -156,6 +156,13 @@ class RetryPolicy:
 MAX_RETRY_AFTER = 6 * 3600.0
 
 
+def shown_url(url: str) -> str:
+    """`url` fit for a message a user may paste anywhere: without a password (a proxy's
+    `user:password@`) and without its query (a signed URL's token)."""
+    parts = httpx.URL(url)
+    return str(parts.copy_with(userinfo=b"", query=None, fragment=None))
+
+
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     """`Retry-After` as seconds, whether given as seconds or as an HTTP date, at most
     MAX_RETRY_AFTER; None when absent or not a usable number (one too large for a float)."""

@@ -38,6 +38,7 @@ from watchbridge.http import (
     PerLoop,
     ServiceError,
     Unavailable,
+    shown_url,
 )
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
@@ -627,7 +628,7 @@ class SerializdClient:
         what = "its bot checkpoint page" if checkpoint else "an HTML page"
         return SerializdUnavailable(
             SERVICE,
-            f"{self.config.api_url} answered with {what} (HTTP {response.status_code}) "
+            f"{shown_url(self.config.api_url)} answered with {what} (HTTP {response.status_code}) "
             "instead of the API: that host blocks scripted clients; set "
             "services.serializd.api_url to https://serializd.onrender.com",
             retry_after=3600,
