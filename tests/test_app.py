@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.receiver import AlertReceiver
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_bytes
-from watchbridge import webhooks
+from watchbridge import maintenance, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
 from watchbridge.config import load_config
@@ -298,6 +298,31 @@ def test_a_refused_webhooks_alert_is_resolved_once_that_source_is_taken_again(
         accepted = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
         wait_until(lambda: len(receiver.titles()) == 2)
     assert (refused.status_code, accepted.status_code) == (401, 202)
+    assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
+
+
+def test_a_refusal_alert_that_failed_to_go_out_is_not_dropped_by_a_later_accepted_webhook(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "REFUSALS_OVER_AFTER", 0.3)
+    config = load_config(jellyfin_config(tmp_path, receiver), {})
+    clock = FakeClock(time.time())
+    notifier = Notifier(config.alerts, clock=clock)
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=notifier)
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    receiver.refuse_next()  # the alert channel is down a moment
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        wait_until(lambda: notifier.unsent("webhook_rejects", "jellyfin:unauthorized"))
+        time.sleep(0.3)  # no refusal since
+        httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
+        time.sleep(0.3)
+        assert notifier.unsent("webhook_rejects", "jellyfin:unauthorized")
+        clock.advance(3600)  # the next housekeeping round
+        asyncio.run(maintenance.resend_failed_alerts(runtime))
+        assert receiver.titles() == [REFUSING]
+        httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
+        wait_until(lambda: len(receiver.titles()) == 2)
     assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
 
 

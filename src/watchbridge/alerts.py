@@ -467,7 +467,7 @@ class Notifier:
         if not self.config.wants(kind) or not self._can_send(kind):
             return self._count(kind, DISABLED)
         if self._unsent:
-            await self._send_unsent(skip=(kind, key))
+            await self.send_unsent(skip=(kind, key))
         return await self._notify(kind, title, body, key, retry_failed)
 
     def would_send(self, kind: str, key: str = "") -> bool:
@@ -500,9 +500,10 @@ class Notifier:
             self._unsent.pop((kind, key), None)
         return self._count(kind, result)
 
-    async def _send_unsent(self, skip: tuple[str, str] | None = None) -> None:
+    async def send_unsent(self, skip: tuple[str, str] | None = None) -> None:
         """Send again the failed alerts whose back-off has passed (but `skip`: its own call
-        is about to report it)."""
+        is about to report it). Every report and resolve does; housekeeping too, hourly, for
+        a setup where nothing else comes along."""
         now = self._clock()
         due = [
             ident
@@ -530,6 +531,10 @@ class Notifier:
             return True
         return self._book.owes_recovery(self._conditions.known(kind, key), now)
 
+    def unsent(self, kind: str, key: str = "") -> bool:
+        """True while the last alert of (kind, key) failed and waits to be sent again."""
+        return (kind, key) in self._unsent
+
     def alerted(self, kind: str, key: str = "") -> bool:
         """True when the last alert of condition (kind, key) reached the human (as this
         process last knew it): also one that went out later with another alert."""
@@ -544,7 +549,7 @@ class Notifier:
         has open is decided in the store: the one process that closes it there sends."""
         self._unsent.pop((kind, key), None)  # over before its failed alert went out: moot
         if self._unsent:
-            await self._send_unsent()
+            await self.send_unsent()
         if not self.enabled or not self.config.wants(kind):
             return NOT_RAISED
         now = self._clock()

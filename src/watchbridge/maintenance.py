@@ -52,6 +52,7 @@ async def housekeeping(runtime: Runtime) -> None:
         for wake in runtime.on_enqueued:
             wake()
     for check, name in (
+        (resend_failed_alerts, "alerts-resend"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_anime_datasets, "anime-datasets-check"),
     ):
@@ -60,6 +61,12 @@ async def housekeeping(runtime: Runtime) -> None:
         except Exception as exc:  # the pruning above must go on hourly regardless
             log.warning("%s failed: %s", name, type(exc).__name__)
             runtime.metrics.background_errors.labels(name).inc()
+
+
+async def resend_failed_alerts(runtime: Runtime) -> None:
+    """Alerts that failed to go out (the channel was down) are sent again even when no other
+    alert comes along to take them: one about refused webhooks must reach the human."""
+    await runtime.notifier.send_unsent()
 
 
 async def check_anilist_tokens(runtime: Runtime) -> list[str]:

@@ -241,8 +241,9 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
     On the hot path: a few lookups in memory unless a refusal alert is open."""
     notifier = runtime.notifier
     for key in _REFUSAL_KEYS[source]:
-        if not notifier.raised("webhook_rejects", key):
-            continue
+        if not notifier.raised("webhook_rejects", key) or notifier.unsent("webhook_rejects", key):
+            continue  # nothing to resolve, or its alert not out yet: webhooks (plays) were
+            # refused, which stays worth telling; it goes out first (`Notifier.send_unsent`)
         if time.monotonic() - _refused_at.get(key, -REFUSALS_OVER_AFTER) < REFUSALS_OVER_AFTER:
             continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
