@@ -16,12 +16,13 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, until
+from watchbridge import scheduler
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.store import Store, SyncRun
+from watchbridge.store import RUN_LEASE, Store, SyncRun
 from watchbridge.sync import (
     FAILURES_BEFORE_ALERT,
     LinkBusy,
@@ -199,6 +200,41 @@ async def test_a_failure_is_reported_even_when_the_run_history_cannot_be_read(
     store.close()  # the database is what failed
     alerts = Notifier(parse_config("{}", Path("watchbridge.yaml"), {}).alerts)
     assert await report_run(store, alerts, "ts", "database is locked") == 1
+
+
+async def test_a_run_stopped_by_a_shutdown_is_recorded_as_interrupted_not_failed(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+    trakt.delay_next(100, 5.0)  # mid-read when the service stops
+    task = asyncio.create_task(run_link(runtime.config, runtime.store, "ts", clock=time.time))
+    await until(lambda: runtime.store.recent_runs("ts", 1) != [])
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    runs = runtime.store.recent_runs("ts", 10)
+    runtime.close()
+    assert [run.outcome for run in runs] == ["interrupted"]
+    assert "CancelledError" not in (runs[0].error or "")
+    assert failures_in_a_row(runs) == 0
+
+
+async def test_a_run_left_alive_by_a_killed_process_delays_the_link_only_until_its_lease_ends(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver], monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(scheduler, "BUSY_MARGIN", 0.1)
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+    with runtime.store.transaction() as conn:  # its heartbeat's lease ends a second from now
+        conn.execute(
+            "INSERT INTO sync_runs (link, started_at, heartbeat_at) VALUES ('ts', ?, ?)",
+            (time.time() - 600, time.time() - RUN_LEASE + 1),
+        )
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 4)])
+        outcomes = [run.outcome for run in runtime.store.recent_runs("ts", 10)]
+    assert "interrupted" in outcomes  # the dead run, closed when the next one started
 
 
 def test_failures_in_a_row_pass_over_runs_that_say_nothing_of_the_link() -> None:

@@ -26,6 +26,7 @@ from watchbridge.sync import (
 log = logging.getLogger(__name__)
 
 FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
+BUSY_MARGIN = 5.0  # after a busy link's lease could have ended, before trying again
 
 
 def jittered(seconds: float) -> float:
@@ -68,10 +69,13 @@ class SyncScheduler:
                         wake()
                 if result.lists.errors:  # history went through; a watchlist or collection did not
                     raise WatchbridgeError("; ".join(result.lists.errors))
-            except LinkBusy:
+            except LinkBusy as busy:
                 runs.labels(name, "busy").inc()
                 # A long `watchbridge sync` (a first backfill) holds the link: not a failure.
+                # Nor a reason to wait a whole interval: the run may be a killed process's,
+                # alive only until its lease ends.
                 log.info("sync run skipped: the link is busy", extra={"link": name})
+                delay = min(delay, max(busy.until - runtime.clock(), 0.0) + BUSY_MARGIN)
                 continue
             except NeedsReview as exc:
                 runs.labels(name, "needs-review").inc()

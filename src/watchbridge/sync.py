@@ -63,6 +63,7 @@ class ProfilePlan:
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
+STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on from there"
 
 
 def _unchanged_plan(profile: str) -> ProfilePlan:
@@ -488,7 +489,13 @@ class NeedsReview(WatchbridgeError):
 
 
 class LinkBusy(WatchbridgeError):
-    """Another run of the link is alive (this process or another: `watchbridge sync`)."""
+    """Another run of the link is alive (this process or another: `watchbridge sync`), or
+    seems to until `until` (a process killed mid-run leaves its run alive until its lease
+    ends)."""
+
+    def __init__(self, message: str, until: float) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 @dataclass(frozen=True)
@@ -536,7 +543,8 @@ async def run_link(
     with_direction(_link(config, name), name, direction)  # a typo records no run
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     if run_id is None:
-        raise LinkBusy(f"links.{name}: another sync of this link is still running")
+        until = await asyncio.to_thread(store.run_lease_ends, name)
+        raise LinkBusy(f"links.{name}: another sync of this link is still running", until)
     heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
     try:
         # Removals held by an earlier run may have been found by a full read only.
@@ -609,6 +617,10 @@ async def run_link(
         return outcome
     except NeedsReview:
         raise  # recorded above, with what the other profiles queued
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        # A shutdown (a restart, an update) or Ctrl-C: nothing failed; the next run goes on.
+        store.finish_run(run_id, clock(), "interrupted", {}, 0, STOPPED)
+        raise
     except BaseException as exc:
         error = exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__
         store.finish_run(run_id, clock(), "failed", {}, 0, error)
