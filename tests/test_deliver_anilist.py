@@ -644,11 +644,11 @@ async def test_skipped_ratings_queued_again_end_with_the_last_one_given(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:
     fake.add_entry(PART_2, status="CURRENT", progress=3)
-    show = MediaRef("show", ids=Ids(tmdb="4242"), title="Too New")
+    season = MediaRef("season", show_ids=Ids(tmdb="4242"), show_title="Too New", season=1)
     for rating, at in ((90, clock() - 3000), (70, clock() - 2400)):  # 9 stars, then 7
-        from_webhook(runtime, MediaEvent("plex", "rate", show, occurred_at=at, rating=rating))
+        from_webhook(runtime, MediaEvent("plex", "rate", season, occurred_at=at, rating=rating))
     await drain(worker, runtime)
-    LATER[("4242", None, None)] = (PART_2, 1)
+    LATER[("4242", 1, None)] = (PART_2, 1)
     clock.now += 2 * 3600
     enqueue(runtime, "play", episode(2, show=1396), clock())  # anything for AniList
     await drain(worker, runtime, passes=6)
@@ -943,6 +943,17 @@ async def test_webhook_plays_of_a_profile_with_anilist_are_queued_for_it(runtime
 
     config = runtime.config
     assert targets_for(config, config.profiles["me"]) == ["anilist"]
+
+
+async def test_a_whole_show_rating_leaves_the_first_seasons_score_alone(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="COMPLETED", progress=12, score=90)  # the season: 9
+    show = MediaRef("show", ids=Ids(tmdb=str(REZERO)), title="Re:Zero")
+    enqueue(runtime, "rating", show, clock(), rating=50)  # the whole series: 5
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 90
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 async def test_an_episode_rating_is_not_taken_for_the_whole_entry(

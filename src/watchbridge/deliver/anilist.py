@@ -653,8 +653,10 @@ class AniListTarget:
             if row.action == "watching":
                 outcomes[row.id] = Skipped("AniList counts finished episodes only")
                 continue
-            if row.action in ("rating", "remove_rating") and decoded.kind == "episode":
-                outcomes[row.id] = Skipped("AniList has no episode ratings: skipped")
+            if row.action in ("rating", "remove_rating") and decoded.kind in ("episode", "show"):
+                # A show's rating cannot say which season's entry it is (it would overwrite
+                # season 1's score): AniList scores are season ratings, as the links read them.
+                outcomes[row.id] = Skipped(f"AniList has no {decoded.kind} ratings: skipped")
                 continue
             target = reverse(decoded)
             if in_no_dataset(target) and entries is None:
