@@ -350,7 +350,6 @@ def test_a_plex_token_written_empty_does_not_make_the_profile_the_owner() -> Non
         ("plex", "http://192.168.1.10:32400/web/index.html#!/"),
         ("jellyfin", "http://192.168.1.10:8096/web/#/home.html"),
         ("emby", "http://192.168.1.10:8096/web/index.html#!/home"),
-        ("plex", "http://plex.lan:32400/?X-Plex-Token=abc"),
     ],
 )
 def test_a_media_server_url_copied_from_the_browser_is_refused(service: str, url: str) -> None:
@@ -358,6 +357,26 @@ def test_a_media_server_url_copied_from_the_browser_is_refused(service: str, url
     message = error_of(f"services:\n  {service}:\n    url: '{url}'\n")
     assert f"services.{service}.url: that is the address of the server's web app" in message
     assert "abc" not in message
+
+
+def test_a_plex_url_with_its_token_says_where_the_token_goes() -> None:
+    message = error_of(
+        "services:\n  plex:\n    url: 'http://10.0.0.2:32400/library/metadata/1?X-Plex-Token=abc'\n"
+    )
+    assert "services.plex.url: holds a token (X-Plex-Token): put the token in " in message
+    assert "services.plex.token" in message and "http://192.168.1.10:32400" in message
+    assert "abc" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://192.168.1.10:8096:8096", "http://192.168.1.10:8O96", "http://nas:99999"]
+)
+def test_a_url_with_a_malformed_port_names_the_key(url: str) -> None:
+    # The HTTP client refuses it when the delivery starts: that would stop every delivery.
+    message = error_of(f"services:\n  jellyfin:\n    url: '{url}'\n")
+    assert "services.jellyfin.url: expected an http(s) URL such as http://192.168.1.10:8096" in (
+        message
+    )
 
 
 def test_a_media_server_behind_a_path_prefix_is_accepted() -> None:

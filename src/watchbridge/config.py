@@ -646,15 +646,21 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
         urls = {k: v for k, v in vars(settings).items() if k == "url" or k.endswith("_url")}
         if service == "anilist":  # the dataset URLs: "" switches one off
             urls |= {f"mapping_urls.{k}": v for k, v in vars(settings.mapping_urls).items()}
+        example = f"http://192.168.1.10:{32400 if service == 'plex' else 8096}"
         for key, url in urls.items():
             if not isinstance(url, str) or not url:
                 continue
             if not _is_http_url(url):
                 off = ", or '' for off" if key.startswith("mapping_urls.") else ""
                 problems.append(
+                    (f"services.{service}.{key}", f"expected an http(s) URL such as {example}{off}")
+                )
+            elif key == "url" and service == "plex" and _has_plex_token(url):
+                problems.append(
                     (
-                        f"services.{service}.{key}",
-                        f"expected an http(s) URL such as http://192.168.1.10:8096{off}",
+                        "services.plex.url",
+                        "holds a token (X-Plex-Token): put the token in services.plex.token "
+                        f"and give the server's own address only, such as {example}",
                     )
                 )
             elif key == "url" and service in MEDIA_SERVERS and _is_web_app_address(url):
@@ -663,7 +669,7 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
                         f"services.{service}.url",
                         "that is the address of the server's web app (as the browser shows "
                         "it); expected the server's own address without /web, # or ?, such "
-                        "as http://192.168.1.10:8096",
+                        f"as {example}",
                     )
                 )
     return problems
@@ -695,9 +701,16 @@ def _is_http_url(text: str) -> bool:
     try:
         parts = urllib.parse.urlsplit(text)
         host = parts.hostname
+        parts.port  # noqa: B018 (`:8096:8096` or `:8O96` raise, as the HTTP client would)
     except ValueError:  # e.g. an unclosed [ of an IPv6 address
         return False
     return parts.scheme in ("http", "https") and bool(host)
+
+
+def _has_plex_token(url: str) -> bool:
+    """A Plex "View XML" address (`...?X-Plex-Token=...`), how users find their token."""
+    query = urllib.parse.urlsplit(url).query
+    return "x-plex-token" in (name.lower() for name, _ in urllib.parse.parse_qsl(query))
 
 
 def _is_web_app_address(url: str) -> bool:
