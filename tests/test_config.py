@@ -379,6 +379,28 @@ def test_a_url_with_a_malformed_port_names_the_key(url: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("server:\n  webhook_secret: !Xk9vQ2mLp7\n", "server.webhook_secret"),
+        ("services:\n  plex:\n    token: !secret plex_token\n", "services.plex.token"),
+    ],
+)
+def test_a_value_starting_with_a_bang_must_be_quoted(body: str, key: str) -> None:
+    # Unquoted, YAML reads it as a tag: the value would be empty, or the tag's argument.
+    message = error_of(body)
+    assert f"{key}: a value starting with ! must be quoted" in message
+    assert "Xk9vQ2mLp7" not in message and "plex_token" not in message
+
+
+def test_a_yaml_merge_key_is_named_as_such_not_as_an_unknown_key() -> None:
+    message = error_of(
+        "x-link: &defaults {interval: 1h}\n"
+        "links:\n  tp:\n    <<: *defaults\n    services: [trakt, plex]\n"
+    )
+    assert "links.tp: YAML merge keys (<<) are not supported: write the keys out" in message
+
+
 def test_a_media_server_behind_a_path_prefix_is_accepted() -> None:
     config = parse_config("services:\n  jellyfin: {url: 'http://nas/jellyfin'}\n", FILE, {})
     assert config.services.jellyfin is not None

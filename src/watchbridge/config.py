@@ -768,6 +768,9 @@ class _Validator:
 
     def build(self, hint: Any, node: yaml.Node, key: str) -> Any:
         self.lines.setdefault(key, node.start_mark.line + 1)
+        if node.tag.startswith("!"):  # `password: !Hunter2` is a YAML tag and an empty value
+            self.fail(node, key, 'a value starting with ! must be quoted (e.g. password: "!abc")')
+            return _Invalid
         origin = get_origin(hint)
         if origin in (Union, types.UnionType):
             options = [a for a in get_args(hint) if a is not type(None)]
@@ -798,6 +801,9 @@ class _Validator:
         for key_node, value_node in node.value:
             name = str(key_node.value)
             path = f"{key}.{name}" if key else name
+            if name == "<<":
+                self.fail(key_node, key, MERGE_KEYS)
+                continue
             if name not in fields:
                 close = difflib.get_close_matches(name, list(fields), n=1)
                 hint = (
@@ -850,6 +856,9 @@ class _Validator:
         for key_node, value_node in node.value:
             name = str(key_node.value)
             path = f"{key}.{name}"
+            if name == "<<":
+                self.fail(key_node, key, MERGE_KEYS)
+                continue
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
                 self.fail(key_node, path, "names may use letters, digits, - and _ only")
                 continue
@@ -881,6 +890,9 @@ class _Validator:
             shown = "********" if hint is Secret else repr(text)
             self.fail(node, key, f"expected {_describe(hint)}, got {shown}")
         return converted
+
+
+MERGE_KEYS = "YAML merge keys (<<) are not supported: write the keys out"
 
 
 class _InvalidType:
