@@ -393,6 +393,34 @@ def test_a_value_starting_with_a_bang_must_be_quoted(body: str, key: str) -> Non
     assert "Xk9vQ2mLp7" not in message and "plex_token" not in message
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("services:\n  trakt:\n    client_id: ${ID}\n", "services.trakt.client_id"),
+        ("services:\n  plex:\n    token: '${TOKEN}'\n", "services.plex.token"),
+    ],
+)
+def test_a_pasted_key_with_a_stray_space_is_named(body: str, key: str) -> None:
+    # In a request header it would fail every request as if the service were unreachable.
+    with pytest.raises(ConfigError) as caught:
+        parse_config(body, FILE, {"ID": "abc123 ", "TOKEN": "tok\n"})
+    assert f"{key}: starts or ends with a space or line break (pasted?): remove it" in str(
+        caught.value
+    )
+    assert "tok" not in str(caught.value).replace("token", "")
+
+
+def test_a_password_may_end_with_a_space() -> None:
+    config = parse_config(
+        "services:\n  serializd: {}\nprofiles:\n  me:\n    accounts:\n      serializd:\n"
+        "        email: me@example.com\n        password: 'correct horse '\n",
+        FILE,
+        {},
+    )
+    account = config.profiles["me"].accounts.serializd
+    assert account is not None and account.password.reveal() == "correct horse "
+
+
 def test_a_yaml_merge_key_is_named_as_such_not_as_an_unknown_key() -> None:
     message = error_of(
         "x-link: &defaults {interval: 1h}\n"

@@ -885,11 +885,23 @@ class _Validator:
                 f"environment variable {name} is not set (set it, or write ${{{name}:-default}})",
             )
             return _Invalid
+        if text != text.strip() and _sent_in_headers(hint, key):
+            self.fail(node, key, "starts or ends with a space or line break (pasted?): remove it")
+            return _Invalid
         converted = _convert(hint, text)
         if converted is _Invalid:
             shown = "********" if hint is Secret else repr(text)
             self.fail(node, key, f"expected {_describe(hint)}, got {shown}")
         return converted
+
+
+def _sent_in_headers(hint: Any, key: str) -> bool:
+    """Tokens, keys and ids go into request headers, where a stray space or line break makes
+    every request fail before it is sent (as if the service were down). A password may hold
+    spaces on purpose, and an alert URL is checked on its own."""
+    if key.startswith("alerts.urls"):
+        return False
+    return (hint is Secret and not key.endswith(".password")) or key.endswith(".client_id")
 
 
 MERGE_KEYS = "YAML merge keys (<<) are not supported: write the keys out"
