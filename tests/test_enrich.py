@@ -147,6 +147,30 @@ async def test_an_emby_episode_gets_its_show_ids_from_emby(
     assert [r.query.get("Ids") for r in server.requests] == [EMBY_SERIES]
 
 
+OTHER_EMBY_SERVER = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
+
+
+async def test_an_emby_series_id_from_another_server_is_not_taken_as_this_servers_series(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    # Emby ids are small numbers: 51801 on the configured server is Breaking Bad; on the
+    # other server the webhook came from, it is some other show.
+    server = sample_server(start_fake, "emby")
+    client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
+    enricher = Enricher(store, clock, emby=client)
+    try:
+        elsewhere = await enricher.enrich(
+            emby_episode(), SHOW_TMDB, "emby", from_server=OTHER_EMBY_SERVER
+        )
+        here = await enricher.enrich(
+            emby_episode(), SHOW_TMDB, "emby", from_server=server.server_id
+        )
+    finally:
+        await client.aclose()
+    assert elsewhere.item.show_ids == Ids() and elsewhere.problem is not None
+    assert here.item.show_ids.tmdb == "1396"
+
+
 async def test_an_item_the_target_can_already_use_makes_no_request(
     enricher: Enricher, jellyfin_server: FakeJellyfin
 ) -> None:
@@ -859,3 +883,30 @@ async def test_a_movie_played_before_jellyfin_identified_it_goes_out_once_identi
             clock.advance(3600)
             await worker.pass_once(runtime)
         assert [e.item.title for e in trakt.history()] == ["Arrival"]
+
+
+async def test_a_play_from_a_second_emby_server_is_not_logged_as_the_first_servers_show(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> None:
+    server = sample_server(start_fake, "emby")  # its series 51801: Breaking Bad
+    extra = f'  emby: {{url: "{server.url}", api_key: "{API_KEY}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        worker = await worker_for(runtime)
+        doc = sample_json("emby", COMPLETED)  # from the other server, where 51801 is another show
+        doc["Server"]["Id"] = doc["Item"]["ServerId"] = OTHER_EMBY_SERVER
+        doc["Item"]["ProviderIds"] = {}
+        result = parse("emby", json.dumps(doc).encode(), "application/json")
+        assert isinstance(result, Accepted)
+        for event in result.events:
+            runtime.store.ingest(ingest_job(runtime, "me", event))
+        await drain(worker, runtime)
+        assert serializd.diary() == []
+        for target in worker.targets.values():
+            await target.aclose()
+    finally:
+        runtime.close()

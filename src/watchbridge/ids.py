@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from watchbridge.alerts import Notifier
 from watchbridge.http import ServiceError, Unavailable
+from watchbridge.ingest.common import server_guid
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
 from watchbridge.services.plex import PlexAuthError, PlexItem
@@ -531,6 +532,12 @@ class PlexEnricher:
 # --------------------------------------------------------------------------- Jellyfin / Emby
 
 
+def same_server(answered: str | None, asked_for: str | None) -> bool:
+    """Whether an item a server answered with can be the one a webhook of `asked_for` named
+    (either unknown: trusted, as an older server may leave `ServerId` out)."""
+    return answered is None or asked_for is None or server_guid(answered) == server_guid(asked_for)
+
+
 def merge_series(item: MediaRef, series: Series) -> MediaRef:
     """An episode with its series' ids (read from the Jellyfin/Emby server) filled in."""
     return replace(
@@ -550,7 +557,8 @@ def cached_series(
         return hit, None
     if isinstance(cached, dict) and isinstance(cached.get("ids"), dict):
         with contextlib.suppress(TypeError):
-            return True, Series(series_id, cached.get("title"), Ids(**cached["ids"]))
+            ids = Ids(**cached["ids"])
+            return True, Series(series_id, cached.get("title"), ids, cached.get("server"))
     return False, None
 
 
@@ -601,7 +609,12 @@ class SeriesEnricher:
         self.clock = clock
         self.answered = 0  # reads the server answered (found or not): its key works
 
-    async def lookup(self, item: MediaRef, need: Need) -> tuple[MediaRef, ServiceError | None]:
+    async def lookup(
+        self, item: MediaRef, need: Need, from_server: str | None = None
+    ) -> tuple[MediaRef, ServiceError | None]:
+        """`item` with what its server says of its series (or movie). `from_server`: the
+        `ServerId` of the webhook's server, when it said: another server of this kind names
+        other items by the same ids (Emby's are small numbers), so its answer is not taken."""
         movie = item.kind == "movie" and item.source_key is not None and not need.met(item)
         key = item.source_key if movie else item.show_source_key
         if not movie and (item.kind != "episode" or need.show_met(item.show_ids)):
@@ -616,7 +629,7 @@ class SeriesEnricher:
                 extra={"server": self.server, "item": item.describe(), "problem": exc.message},
             )
             return item, exc
-        if found is None:
+        if found is None or not same_server(found.server, from_server):
             return item, None
         if movie:  # played before the server identified it, perhaps: its ids now
             return replace(
@@ -636,7 +649,11 @@ class SeriesEnricher:
         self.answered += 1
         # A series without a TMDB id is usually one the server is still identifying.
         ttl = SERIES_FOUND_TTL if found is not None and found.ids.tmdb else SERIES_MISSING_TTL
-        value = None if found is None else {"title": found.title, "ids": found.ids.present()}
+        value = (
+            None
+            if found is None
+            else {"title": found.title, "ids": found.ids.present(), "server": found.server}
+        )
         self.cache.cache_put(self.namespace, lookup, value, self.clock(), ttl)
         return found
 
@@ -765,17 +782,24 @@ class Enricher:
             await close()
 
     async def enrich(
-        self, item: MediaRef, need: Need, source: str | None = None, *, search_trakt: bool = True
+        self,
+        item: MediaRef,
+        need: Need,
+        source: str | None = None,
+        *,
+        search_trakt: bool = True,
+        from_server: str | None = None,
     ) -> Enriched:
         """`item` with what `need` asks for, if anyone knows it. `source` is the webhook
-        source the row came from (the outbox payload's `source`); `search_trakt=False` for a
-        caller that searches Trakt itself."""
+        source the row came from (the outbox payload's `source`), `from_server` its server's
+        id when the webhook said (the payload's `server`); `search_trakt=False` for a caller
+        that searches Trakt itself."""
         if need.met(item):
             return Enriched(item)
         server = origin(item, source)
         problem: Problem | None = None
         if server is not None:
-            item, problem = await self._ask(server, item, need)
+            item, problem = await self._ask(server, item, need, from_server)
             if need.met(item):
                 return Enriched(item)
         if search_trakt and self.trakt is not None:
@@ -815,7 +839,7 @@ class Enricher:
         return int(tmdb) if tmdb is not None and _digits(tmdb) else None
 
     async def _ask(
-        self, server: str, item: MediaRef, need: Need
+        self, server: str, item: MediaRef, need: Need, from_server: str | None
     ) -> tuple[MediaRef, Problem | None]:
         """Ask `server` unless it failed to answer moments ago (see SERVER_OUTAGE_PAUSE)."""
         now = self.clock()
@@ -824,7 +848,7 @@ class Enricher:
             return item, replace(problem, retry_after=until - now)
         lookup = self.plex if server == "plex" else self.series.get(server)
         answered = lookup.answered if lookup is not None else 0
-        item, problem = await self._ask_now(server, lookup, item, need)
+        item, problem = await self._ask_now(server, lookup, item, need, from_server)
         if problem is not None and problem.transient:
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
@@ -840,12 +864,16 @@ class Enricher:
         lookup: PlexEnricher | SeriesEnricher | None,
         item: MediaRef,
         need: Need,
+        from_server: str | None,
     ) -> tuple[MediaRef, Problem | None]:
         if lookup is None:
             if server != "plex" and (item.kind != "episode" or need.show_met(item.show_ids)):
                 return item, None  # nothing a series read could add
             return item, not_configured(server, item, need)
-        item, error = await lookup.lookup(item, need)
+        if isinstance(lookup, SeriesEnricher):
+            item, error = await lookup.lookup(item, need, from_server)
+        else:
+            item, error = await lookup.lookup(item, need)
         return item, (problem_from(server, error) if error is not None else None)
 
     async def _key_refused(self, server: str, problem: Problem) -> None:

@@ -25,6 +25,11 @@ API_KEY = "0123456789abcdef0123456789abcdef"
 JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"
 EMBY_SERIES = "51801"
 BREAKING_BAD_PROVIDER_IDS = {"Tmdb": "1396", "Tvdb": "81189", "Imdb": "tt0903747"}
+# The `ServerId` of the webhook samples' server: a server puts its own in every item it answers.
+SAMPLE_SERVER_IDS = {
+    "jellyfin": "5b6f0e3a2c1d4e8f9a7b6c5d4e3f2a1b",
+    "emby": "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
+}
 _MEDIABROWSER_TOKEN = re.compile(r'^MediaBrowser\s+.*\bToken="([^"]*)"', re.IGNORECASE)
 
 
@@ -37,9 +42,11 @@ class FakeJellyfin(FakeServer):
         api_key: str = API_KEY,
         *,
         legacy_auth: bool = False,
+        server_id: str | None = None,
     ) -> None:
         super().__init__()
         self.flavour = flavour
+        self.server_id = server_id or SAMPLE_SERVER_IDS[flavour]
         self.api_key = api_key
         self.legacy_auth = legacy_auth
         self.items: dict[str, dict[str, Any]] = {}
@@ -104,7 +111,7 @@ class FakeJellyfin(FakeServer):
     def _dto(self, item: dict[str, Any], fields: set[str] | None) -> dict[str, Any]:
         """The item as the server answers it; Emby's queries list ProviderIds only when
         asked for them in ``Fields``."""
-        dto = dict(item)
+        dto = {**item, "ServerId": self.server_id}
         if fields is not None and self.flavour == "emby" and "providerids" not in fields:
             dto.pop("ProviderIds", None)
         return dto

@@ -634,6 +634,7 @@ class AniListTarget:
                     credentials_hold=AUTH_HOLD,
                     unmatched_retry=MAPPING_RETRY,
                     why="AniList entries are found by the show's TMDB or TVDB id",
+                    from_server=row.payload.get("server"),
                 )
                 if waiting is not None:
                     outcomes[row.id] = waiting

@@ -261,6 +261,7 @@ class SerializdTarget:
             credentials_hold=AUTH_HOLD,
             unmatched_retry=UNMATCHED_RETRY,
             why="Serializd keys shows by TMDB id",
+            from_server=row.payload.get("server"),
         )
         if waiting is not None:
             return waiting

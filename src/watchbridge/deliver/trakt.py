@@ -309,7 +309,13 @@ class TraktTarget:
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
                 source = outbox.payload.get("source")
-                enriched = await self.enricher.enrich(item, TRAKT, source, search_trakt=False)
+                enriched = await self.enricher.enrich(
+                    item,
+                    TRAKT,
+                    source,
+                    search_trakt=False,
+                    from_server=outbox.payload.get("server"),
+                )
                 item, problem = enriched.item, enriched.problem
             item = self.episodes.placed(item)  # a Trakt id found by its numbers before
             if not can_send(item):
@@ -476,7 +482,15 @@ class TraktTarget:
             if not has_trakt_ids(item.show_ids) and self.enricher is not None:
                 source = row.payload.get("source")
                 bare = replace(item, ids=Ids())  # what the enricher makes sendable: the show
-                shown = (await self.enricher.enrich(bare, TRAKT, source, search_trakt=False)).item
+                shown = (
+                    await self.enricher.enrich(
+                        bare,
+                        TRAKT,
+                        source,
+                        search_trakt=False,
+                        from_server=row.payload.get("server"),
+                    )
+                ).item
                 item = replace(item, show_ids=shown.show_ids)
             found = await self.episodes.by_numbers(item)
             if found is not None:

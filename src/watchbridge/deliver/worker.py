@@ -143,6 +143,7 @@ async def enriched(
     credentials_hold: float,
     unmatched_retry: float,
     why: str,
+    from_server: str | None = None,
 ) -> tuple[MediaRef, Outcome | None]:
     """`item` with the ids `need` asks for, found through the enricher (the media server the
     play came from, then Trakt); or what the row should do while they cannot be known: hold on
@@ -150,7 +151,7 @@ async def enriched(
     as unmatched with the enricher's actionable reason (`why`: what the target keys items by)."""
     if enricher is None or need.met(item):
         return item, None
-    found = await enricher.enrich(item, need, source)
+    found = await enricher.enrich(item, need, source, from_server=from_server)
     if found.problem is None:
         return found.item, None
     return found.item, waiting_on(found.problem, credentials_hold, unmatched_retry, why)

@@ -28,7 +28,7 @@ import httpx
 from watchbridge.config import EmbyConfig, JellyfinConfig
 from watchbridge.errors import ConfigError
 from watchbridge.http import HttpClient, RetryPolicy, ServiceError
-from watchbridge.ingest.common import clean_id, obj, text
+from watchbridge.ingest.common import clean_id, obj, server_guid, text
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
@@ -55,6 +55,7 @@ class Series:
     id: str
     title: str | None
     ids: Ids
+    server: str | None = None  # the `ServerId` of the server that answered (a Guid, no dashes)
 
 
 def provider_ids(raw: object) -> Ids:
@@ -76,6 +77,7 @@ def series_from(answer: Mapping[str, Any], series_id: str, kind: str = "Series")
         id=text(answer.get("Id")) or series_id,
         title=text(answer.get("Name")),
         ids=provider_ids(answer.get("ProviderIds")),
+        server=server_guid(answer.get("ServerId")),
     )
 
 
