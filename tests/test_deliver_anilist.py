@@ -275,6 +275,10 @@ def test_only_the_highest_episode_can_be_unwatched() -> None:
     assert removal_write(current(status="COMPLETED", progress=12), 12) == EntryWrite(
         PART_2, status="CURRENT", progress=11
     )
+    # An entry moved to Planning keeps its progress, which counts: it can be unwatched too.
+    assert removal_write(current(status="PLANNING", progress=3), 3) == EntryWrite(
+        PART_2, progress=2
+    )
 
 
 # --------------------------------------------------------------------------- against the fake

@@ -149,6 +149,15 @@ def test_planning_entries_have_no_plays() -> None:
     assert anilist_side([entry(status="PLANNING")], {}, None, table).side.plays == ()
 
 
+@pytest.mark.parametrize("status", ["PLANNING", "PAUSED", "DROPPED"])
+def test_moving_a_watched_entry_to_another_status_unwatches_nothing(status: str) -> None:
+    # AniList keeps the progress: only a lower progress (or a deleted entry) is a removal.
+    watching = anilist_side([entry(progress=3)], {}, None, table)
+    moved = anilist_side([entry(status=status, progress=3)], watching.states, None, table)
+    assert [p.item for p in moved.side.plays] == [p.item for p in watching.side.plays]
+    assert len(moved.side.plays) == 3
+
+
 def test_an_unmapped_entry_is_reported_and_the_others_still_count() -> None:
     converted = anilist_side([entry(progress=2), entry(media=999, progress=4)], {}, None, table)
     assert {p.record.split(":")[0] for p in converted.side.plays} == {"126661"}

@@ -303,7 +303,7 @@ def rating_write(current: ListEntry, value: int | None, score_format: str) -> En
 
 def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
     """An unwatch propagated on purpose: only the highest episode can go (progress - 1)."""
-    if current is None or current.status in ("REPEATING", "PLANNING"):
+    if current is None or current.status == "REPEATING":
         return None
     if episode != current.progress:
         return None

@@ -126,9 +126,8 @@ def entry_of(record: str) -> int | None:
 
 
 def first_pass_count(entry: ListEntry, known: Iterable[str]) -> int:
-    """How many episodes the first viewing covers."""
-    if entry.status == "PLANNING":
-        return 0
+    """How many episodes the first viewing covers. Any status counts its progress: moving an
+    entry to Planning, Paused or Dropped keeps its progress on AniList, and unwatches nothing."""
     if entry.status == "REPEATING" or entry.repeat > 0:
         # A rewatch means the first viewing was finished.
         seen = [int(r.rsplit(":", 1)[1].split(".")[0]) for r in known if ":r" not in r]
@@ -142,7 +141,7 @@ def _counted(before: EntryState | None, episodes: int | None) -> int | None:
         return None
     if before.status == "REPEATING" or before.repeat > 0:
         return episodes or before.progress
-    return 0 if before.status == "PLANNING" else before.progress
+    return before.progress
 
 
 def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
