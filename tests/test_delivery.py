@@ -473,6 +473,59 @@ async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_w
         await asyncio.wait_for(task, 10)
 
 
+async def test_a_live_scrobble_is_not_held_up_by_another_targets_slow_batch(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> None:
+    from tests.fakes.serializd import ALICE, FakeSerializd
+
+    serializd = FakeSerializd()
+    serializd.seed_reference_catalogue()
+    start_fake(serializd)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"]}}
+    accounts: {{trakt: {{}}, serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=clock())
+    backlog = []  # a link's backfill: a batch takes Serializd seconds at 2 requests/s
+    for n in range(1, 13):
+        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1 + n % 5, number=n)
+        at = clock() - 86400 + n
+        key = f"me:serializd:{item.key()}"
+        payload = {"item": ref_to_dict(item), "at": at}
+        backlog.append(NewOutboxRow("serializd", "me", "play", payload, key, f"{key}:{at}"))
+    runtime.store.enqueue(backlog, clock())
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(runtime, stop))
+    try:
+        await until(lambda: len(serializd.requests) >= 2)  # mid-batch
+        webhook(runtime, "movie_media_play.json")
+        worker.notify()
+        await until(lambda: trakt.count("POST", "/scrobble/start") == 1, timeout=2)
+    finally:
+        task.cancel()  # as a shutdown does to a pass that outlasts it
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        runtime.close()
+
+
 async def test_a_due_row_behind_a_waiting_row_of_its_item_leaves_the_worker_asleep(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

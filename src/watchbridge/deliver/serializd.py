@@ -117,7 +117,7 @@ class SerializdTarget:
     name = NAME
     # A play costs one diary entry plus its share of one tick per season. A batch holds about
     # a season (rows of one season are queued together) yet keeps one pass near 7 s at 2
-    # requests/s: the worker serves targets in turn, so a long pass delays live scrobbles.
+    # requests/s: a shutdown waits for the pass under way.
     batch_size = 12
 
     def __init__(

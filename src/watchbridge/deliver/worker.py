@@ -319,7 +319,7 @@ class DeliveryWorker:
         self.idle_wake = idle_wake
         self.targets: dict[str, Target] = {}
         self.config = config
-        self.wake = asyncio.Event()
+        self._wakes: dict[str, asyncio.Event] = {}  # per target loop (see `_target_loop`)
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
@@ -334,7 +334,8 @@ class DeliveryWorker:
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
-        self.wake.set()
+        for wake in self._wakes.values():
+            wake.set()
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
         self.targets = {t.name: t for t in self.make_targets(runtime)}
@@ -352,48 +353,62 @@ class DeliveryWorker:
             released += await asyncio.to_thread(store.release_claims, runtime.clock(), claimer)
         if released:
             log.info("resuming deliveries claimed before a restart", extra={"rows": released})
+        await self._judge_queued(runtime)
+        self._wakes = {name: asyncio.Event() for name in self.targets}
+        await asyncio.gather(*(self._target_loop(runtime, name, stop) for name in self.targets))
+
+    async def _target_loop(self, runtime: Runtime, name: str, stop: asyncio.Event) -> None:
+        """One target's deliveries, beside the others': a slow one (Serializd's 2 requests/s
+        through a backlog, AniList's 30 a minute) never holds up a live Trakt scrobble."""
+        store, wake = runtime.store, self._wakes[name]
         while not stop.is_set():
-            self.wake.clear()
-            delivered_any = await self.pass_once(runtime)
-            if delivered_any:
+            wake.clear()
+            if await self._pass(runtime, [name]):
                 continue
             now = runtime.clock()
-            open_targets = self._open_targets(now)
-            # With every target held a webhook's wake-up has nothing to look up.
-            due = await asyncio.to_thread(store.next_due, open_targets) if open_targets else None
+            held = self.holds.get(name)
+            held_until = held.until if held is not None and held.until > now else None
+            # While held, a webhook's wake-up has nothing to look up.
+            due = await asyncio.to_thread(store.next_due, [name]) if held_until is None else None
             # Even with rows due far ahead (an unmatched play, an AniList hold), look again
             # within idle_wake: the CLI queues rows this process is not told about.
             wait_until = min(
                 [
                     *([due] if due is not None else []),
+                    *([held_until] if held_until is not None else []),
                     now + self.idle_wake,
-                    *[h.until for h in self.holds.values() if h.until > now],
                 ]
             )
-            await self._sleep(max(0.0, wait_until - now), stop)
+            await self._sleep(wake, max(0.0, wait_until - now), stop)
 
-    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+    async def _sleep(self, wake: asyncio.Event, seconds: float, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
 
-    def _open_targets(self, now: float) -> list[str]:
-        return [
-            name for name in self.targets if name not in self.holds or self.holds[name].until <= now
-        ]
+    def _open_targets(self, now: float, names: Sequence[str]) -> list[str]:
+        return [name for name in names if name not in self.holds or self.holds[name].until <= now]
 
     async def pass_once(self, runtime: Runtime) -> bool:
-        """Claim and deliver one batch per open target; True if anything was claimed."""
-        store, now = runtime.store, runtime.clock()
-        await self._still_held(runtime, now)
-        if self._judge_config:  # at the first pass, before anything is claimed
+        """Claim and deliver one batch per open target, one target after the other (the
+        service runs a loop per target instead); True if anything was claimed."""
+        await self._judge_queued(runtime)
+        return await self._pass(runtime, list(self.targets))
+
+    async def _judge_queued(self, runtime: Runtime) -> None:
+        if self._judge_config:  # once, before anything is claimed
             self._judge_config = False
             await self._give_up_unconfigured(runtime)
+
+    async def _pass(self, runtime: Runtime, names: Sequence[str]) -> bool:
+        """One batch for each of the targets `names` that is open; True if any was claimed."""
+        store, now = runtime.store, runtime.clock()
+        await self._still_held(runtime, now, names)
         claimed_any = False
-        for name in self._open_targets(now):
+        for name in self._open_targets(now, names):
             target = self.targets[name]
             items = await asyncio.to_thread(
                 store.claim, self.worker_id, now, target.batch_size, [name]
@@ -607,11 +622,11 @@ class DeliveryWorker:
                     over = f"no {name} delivery is a dead letter any more (retried or discarded)"
                     await notifier.resolve("dead_letter", over, key=name)
 
-    async def _still_held(self, runtime: Runtime, now: float) -> None:
+    async def _still_held(self, runtime: Runtime, now: float, names: Sequence[str]) -> None:
         """Alert for targets held long enough meanwhile: while one is held no delivery is tried,
         so `_record` does not see it (one 47-minute Retry-After; the wait for the next probe)."""
         for name, held in list(self.holds.items()):
-            if held.until <= now:
+            if name not in names or held.until <= now:
                 continue
             text = unreachable_alert(name, held.reason, held.since, now, now)
             if text is None:
