@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plex import MACHINE_ID, TOKEN, FakePlex
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.receiver import FakeClock
 from watchbridge.config import (
@@ -460,6 +460,39 @@ async def test_without_an_account_id_plays_come_from_watched_state_alone(
         await reader.aclose()
     assert plays == [Play(ARRIVAL, T0, f"watched:100:{T0}")]
     assert plex.count("GET", "/status/sessions/history/all") == 0
+
+
+async def test_the_owner_reads_account_1_though_users_plex_lists_their_plex_tv_id(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    # Their plex.tv id is there for their webhook plays on friends' servers.
+    config = make_config(plex)
+    config.profiles["alex"] = replace(
+        config.profiles["alex"], users=MediaUsers(plex=["27160034", "1"])
+    )
+    plex.watch("100", T0)
+    plex.watch("100", T0 + 10 * DAY)  # a rewatch
+    reader = make_reader(config, store, LINK, ["alex"], clock)
+    try:
+        assert [p.at for p in await read(reader)] == [T0, T0 + 10 * DAY]
+    finally:
+        await reader.aclose()
+
+
+@pytest.mark.parametrize("server", [MACHINE_ID, "another-server"])
+async def test_a_server_account_entry_names_the_account_on_its_own_server_only(
+    plex: FakePlex, store: Store, clock: FakeClock, server: str
+) -> None:
+    config = make_config(plex)
+    config.profiles["jamie"] = replace(
+        config.profiles["jamie"], users=MediaUsers(plex=[f"{server}:{JAMIE}"])
+    )
+    reader = make_reader(config, store, LINK, ["jamie"], clock)
+    try:
+        access = await reader.access("jamie")
+    finally:
+        await reader.aclose()
+    assert access.account_id == (str(JAMIE) if server == MACHINE_ID else None)
 
 
 def test_a_row_newer_than_the_listing_is_not_retired_with_an_unwatched_item() -> None:

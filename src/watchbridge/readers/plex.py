@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from watchbridge import ratings
-from watchbridge.config import Config, Link, PlexConfig
+from watchbridge.config import Config, Link, PlexConfig, Profile
 from watchbridge.episode_numbers import (
     EpisodeNumbering,
     EpisodeNumbers,
@@ -91,6 +91,7 @@ DUPLICATE_WINDOW = 120.0  # two copies of one item (4K + HD libraries) watched t
 HISTORY_OVERLAP = 86400.0  # delta history reads look back this far past the newest row
 ACCOUNTS = "plex-accounts"  # id cache: profile + configured names -> server-local account id
 ACCOUNTS_TTL = 7 * 86400.0
+MACHINE = ":machine"  # in ACCOUNTS: this server's machine id (no profile key starts with ":")
 SERVER_TOKEN = "plex-server"  # store tokens: a person's token for this server, from plex.tv
 CLOCK_MARGIN = 600.0  # the server's clock may differ from ours by this much
 WATCHED_PREFIX = "watched:"
@@ -762,16 +763,36 @@ class ServerTokens:
             self._plextv = None
 
 
-def known_account_id(config: Config, store: Store, profile: str, token: str | None) -> str | None:
-    """The server-local account id when it is known without asking the server."""
+def known_account_id(
+    config: Config, store: Store, profile: str, token: str | None, machine: str | None = None
+) -> str | None:
+    """The server-local account id when it is known without asking the server. The owner
+    (read with the server's own token) is always account 1, whatever else `users.plex` lists
+    (their plex.tv id, for their plays on friends' servers)."""
     stored = store.get_token(SERVICE, profile) or {}
     if stored.get("account_id") not in (None, ""):
         return str(stored["account_id"])
+    if token is None:
+        return OWNER_ACCOUNT
     person = config.profiles.get(profile)
+    return next((u for u in this_servers(person, machine) if u.isdigit()), None)
+
+
+def _by_server(person: Profile) -> bool:
+    """Whether `users.plex` names accounts as `SERVER:ACCOUNT`."""
+    return any(":" in user for user in person.users.plex)
+
+
+def this_servers(person: Profile | None, machine: str | None) -> list[str]:
+    """The `users.plex` entries meant for this server (machine id `machine`): plain ones, and
+    `SERVER:ACCOUNT` ones of this server (of any server while `machine` is unknown), each
+    without its server."""
+    kept = []
     for user in person.users.plex if person else ():
-        if user.strip().isdigit():
-            return user.strip()
-    return OWNER_ACCOUNT if token is None else None
+        server, _, account = user.strip().rpartition(":")
+        if account.strip() and (not server or machine is None or server == machine):
+            kept.append(account.strip())
+    return kept
 
 
 def plex_client(
@@ -819,13 +840,17 @@ class PlexReader:
     async def access(self, profile: str) -> Access:
         if profile not in self._access:
             token = await self.tokens.token(profile)
+            found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
+            person = self.config.profiles.get(profile)
+            machine = found.get("machine_id")
+            if token is not None and machine is None and person and _by_server(person):
+                machine = await self._machine_id()
             account = await asyncio.to_thread(
-                known_account_id, self.config, self.store, profile, token
+                known_account_id, self.config, self.store, profile, token, machine
             )
             stored = await asyncio.to_thread(self.store.get_token, SERVICE, profile) or {}
-            found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
             if account is None:
-                account = await self._account_by_name(profile, stored.get("username"))
+                account = await self._account_by_name(profile, stored.get("username"), machine)
             plextv_id = stored.get("plextv_id") or found.get("plextv_id")
             if account is None and plextv_id not in (None, ""):
                 # A shared or managed user's server-local id is their plex.tv id (reference
@@ -840,11 +865,24 @@ class PlexReader:
             self._access[profile] = Access(token, account)
         return self._access[profile]
 
-    async def _account_by_name(self, profile: str, signed_in_as: object = None) -> str | None:
+    async def _machine_id(self) -> str:
+        """This server's machine id (remembered for a week, like its accounts)."""
+        hit, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, MACHINE, self.clock())
+        if hit and isinstance(cached, str):
+            return cached
+        machine = await self.client.identity()
+        await asyncio.to_thread(
+            self.store.cache_put, ACCOUNTS, MACHINE, machine, self.clock(), ACCOUNTS_TTL
+        )
+        return machine
+
+    async def _account_by_name(
+        self, profile: str, signed_in_as: object = None, machine: str | None = None
+    ) -> str | None:
         """The id of the account named in `users.plex` (or the sign-in's username), from the
         server's `/accounts` (remembered for a week, so the cheap check stays one request)."""
         person = self.config.profiles.get(profile)
-        configured = [*(person.users.plex if person else ()), str(signed_in_as or "")]
+        configured = [*this_servers(person, machine), str(signed_in_as or "")]
         names = sorted({n.strip().casefold() for n in configured if n.strip()})
         if not names or not self.client.token:
             return None
