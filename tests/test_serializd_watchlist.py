@@ -159,6 +159,19 @@ async def test_a_show_removed_from_trakt_leaves_the_serializd_watchlist(link: Li
     assert link.serializd_watchlist() == {"Andor"}
 
 
+async def test_a_removal_serializd_refused_once_is_tried_again_not_undone(link: Link) -> None:
+    link.trakt_add("The Bear", "Andor", "Severance", "Breaking Bad")
+    await link.watchlist()
+    link.trakt.user.watchlist.pop(key_of(link.shows["The Bear"]))
+    link.serializd.fail_next(
+        1, 500, body={"message": "oops"}, route="POST /api/watchlist/remove_v2"
+    )
+    refused = await link.watchlist()
+    assert any("The Bear" in line for line in refused.unresolved)
+    await link.watchlist()  # Serializd takes it now
+    assert "The Bear" not in link.trakt_watchlist() | link.serializd_watchlist()
+
+
 async def test_a_mass_removal_waits_for_confirm_removals(link: Link) -> None:
     link.serializd_add(*SHOWS)
     await link.watchlist()

@@ -60,7 +60,13 @@ from watchbridge.services.plextv import (
 )
 from watchbridge.services.trakt import CollectionWrite, TraktClient, parse_iso
 from watchbridge.store import Store
-from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
+from watchbridge.watchlist import (
+    WatchItem,
+    WatchlistPlan,
+    baseline_entry,
+    kept_rows,
+    plan_watchlist,
+)
 
 if TYPE_CHECKING:
     from watchbridge.serializdlist import SerializdWatchlistResult
@@ -617,12 +623,7 @@ async def sync_watchlist(
             raise
         except ServiceError as exc:  # refused, or plex.tv failing: the next run tries again
             unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
-            kept = set(baseline_entry(item)[1])
-            new_baseline |= {
-                key: {"aliases": aliases}
-                for key, aliases in baseline.items()
-                if kept.intersection(aliases)
-            }
+            new_baseline |= kept_rows(baseline, item)
 
     added_trakt = 0
     if to_trakt:

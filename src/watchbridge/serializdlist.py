@@ -53,7 +53,13 @@ from watchbridge.services.serializd import (
 )
 from watchbridge.services.trakt import TraktClient
 from watchbridge.store import Store
-from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_entry, plan_watchlist
+from watchbridge.watchlist import (
+    WatchItem,
+    WatchlistPlan,
+    baseline_entry,
+    kept_rows,
+    plan_watchlist,
+)
 
 PEER = "serializd"
 
@@ -270,6 +276,7 @@ async def sync_serializd_watchlist(
             raise
         except ServiceError as exc:
             unresolved.append(f"{item.describe()} (not removed from Serializd: {exc.message})")
+            new_baseline |= kept_rows(baseline, item)
             continue
         removed_serializd += 1
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from watchbridge.model import Ids
 
@@ -183,3 +183,12 @@ def baseline_entry(*items: WatchItem) -> tuple[str, list[str]]:
     """A baseline row for a title now on both sides: its key and every alias either side knows."""
     keys = sorted({a for item in items for a in item.aliases})
     return items[0].key, keys
+
+
+def kept_rows(baseline: Mapping[str, Sequence[str]], item: WatchItem) -> dict[str, Any]:
+    """The baseline rows of a title whose removal failed: kept, so the next run removes it
+    again rather than read it as added on the side it is still on (and copy it back)."""
+    kept = set(baseline_entry(item)[1])
+    return {
+        key: {"aliases": aliases} for key, aliases in baseline.items() if kept.intersection(aliases)
+    }
