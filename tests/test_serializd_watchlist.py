@@ -282,6 +282,18 @@ async def test_the_link_run_syncs_the_watchlist(rig: Any) -> None:
     assert "watchlist me: +0 to serializd, +1 to trakt" in lists_summary(result.lists)[0]
 
 
+async def test_watchlist_removals_the_guard_holds_are_the_runs_held_removals(rig: Any) -> None:
+    # The scheduler alerts of a run's held removals (with the confirming command).
+    for tmdb, _ in SHOWS.values():
+        rig.serializd.add_to_watchlist(None, tmdb)
+    await rig.sync()
+    rig.serializd.user.watchlist.clear()  # an empty read is more likely broken than true
+    result = await rig.sync()
+    assert len(rig.trakt.watchlist()) == 4
+    assert result.outcome == "held"
+    assert result.held == ("me: watchlist: " + result.lists.results[0].plan.held,)
+
+
 async def test_a_failing_serializd_watchlist_read_fails_the_run(rig: Any) -> None:
     rig.serializd.add_to_watchlist(None, 95396)
     rig.serializd.fail_next(1, 403, body={"message": "Nope"}, route=WATCHLIST_PAGE)

@@ -178,6 +178,15 @@ class ListsRun:
     results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
     errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
 
+    @property
+    def held(self) -> tuple[str, ...]:
+        """"profile: watchlist: why" of the watchlists whose removals the guard held back."""
+        return tuple(
+            f"{result.profile}: watchlist: {result.plan.held}"
+            for result in self.results
+            if isinstance(result.plan, WatchlistPlan) and result.plan.held
+        )
+
 
 def lists_summary(run: ListsRun) -> list[str]:
     """One line per person and list, for `watchbridge sync`."""

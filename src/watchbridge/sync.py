@@ -597,6 +597,7 @@ async def run_link(
             if applied.held:
                 held.append(f"{result.profile}: {applied.held}")
         listed = await lists()
+        held += listed.held  # a scheduled run alerts of these too
         if waiting:
             message = review_message(name, waiting, everyone=not applying)
             await asyncio.to_thread(
