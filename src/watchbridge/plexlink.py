@@ -180,7 +180,7 @@ class ListsRun:
 
     @property
     def held(self) -> tuple[str, ...]:
-        """"profile: watchlist: why" of the watchlists whose removals the guard held back."""
+        """`profile: watchlist: why` of the watchlists whose removals the guard held back."""
         return tuple(
             f"{result.profile}: watchlist: {result.plan.held}"
             for result in self.results
