@@ -513,6 +513,35 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
         runtime.close()
 
 
+async def test_a_key_fixed_in_the_config_and_restarted_resolves_the_alert(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    jellyfin_server.api_key = "a-new-key-made-on-the-server"  # ours was revoked
+    for key in (API_KEY, jellyfin_server.api_key):  # then set in the config, and restarted
+        extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{key}"}}'
+        runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+        try:
+            worker = await worker_for(runtime)
+            close_targets.append(worker)
+            if key == API_KEY:
+                post_jellyfin(runtime)
+            else:
+                clock.advance(AUTH_HOLD + 1)
+            await drain(worker, runtime)
+        finally:
+            runtime.close()
+    assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+    assert receiver.titles() == [
+        "watchbridge: Jellyfin does not accept watchbridge's API key",
+        "Resolved: watchbridge: Jellyfin does not accept watchbridge's API key",
+    ]
+
+
 # --------------------------------------------------------------------------- Trakt target
 
 

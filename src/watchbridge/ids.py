@@ -854,7 +854,7 @@ class Enricher:
             self._down_until[server] = (self.clock() + pause, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
-        elif lookup is not None and lookup.answered > answered and server in self._refused:
+        elif lookup is not None and lookup.answered > answered and self._was_refused(server):
             await self._key_accepted(server)
         return item, problem
 
@@ -887,6 +887,13 @@ class Enricher:
             )
             title = f"watchbridge: {name} does not accept watchbridge's {credential}"
             await self.notifier.notify("credentials", title, body, key=f"server:{server}")
+
+    def _was_refused(self, server: str) -> bool:
+        """Whether the server refused our key before: in this process, or an alert about it
+        is open (the user fixed the key and restarted, so this process never saw it refused)."""
+        if server in self._refused:
+            return True
+        return self.notifier is not None and self.notifier.raised("credentials", f"server:{server}")
 
     async def _key_accepted(self, server: str) -> None:
         self._refused.discard(server)
