@@ -401,6 +401,21 @@ async def test_a_wrong_client_secret_at_sign_in_names_the_settings(
         await client.aclose()
 
 
+async def test_a_wrong_client_secret_answered_with_a_400_stops_the_sign_in_at_once(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # OAuth allows invalid_client as a 400: polled as "pending", it ended as "expired".
+    client = client_with_secret(trakt, store, "not-the-secret")
+    invalid = {"error": "invalid_client", "error_description": "bad secret"}
+    trakt.fail_next(500, 400, body=invalid, route="POST /oauth/device/token")
+    try:
+        with pytest.raises(TraktAuthError, match=r"services\.trakt\.client_secret"):
+            await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    finally:
+        await client.aclose()
+    assert trakt.count("POST", "/oauth/device/token") == 1
+
+
 async def test_a_wrong_client_secret_at_refresh_names_the_settings_not_a_new_sign_in(
     trakt: FakeTrakt, store: Store
 ) -> None:

@@ -621,7 +621,9 @@ class TraktClient:
         response = await self._oauth(
             "device/token", {"code": device_code, **self._client_auth()}, frozenset({429})
         )
-        if response.status_code == 401:  # not among the poll's statuses: the app's credentials
+        # Not among the poll's statuses: the app's credentials. OAuth servers may answer that
+        # with a 400 too (RFC 6749 5.2), which would otherwise read as "pending" until expiry.
+        if response.status_code == 401 or _oauth_error(response) == "invalid_client":
             raise TraktAuthError(SERVICE, _client_refused(response))
         status = _DEVICE_STATUS.get(response.status_code)
         if status is None:
