@@ -513,6 +513,39 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
         runtime.close()
 
 
+async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_resolution(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    jellyfin_server.fail_next(10_000, 503)  # the box is off (its proxy answers)
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        enricher = worker.targets["serializd"].enricher  # type: ignore[attr-defined]
+        enricher.series["jellyfin"].client.http.retry = FAST
+        post_jellyfin(runtime)
+        for _ in range(24):  # a day; the worker looks every hour
+            await drain(worker, runtime, passes=1)
+            clock.advance(3600)
+        assert runtime.store.outbox_counts()["dead"] == 0  # no attempt spent
+        told = receiver.titles()  # from 15 minutes in, then once per alerts.throttle
+        assert told and set(told) == {"watchbridge: Jellyfin cannot be reached"}
+        jellyfin_server.clear_knobs()  # back
+        await drain(worker, runtime)
+        assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+        assert receiver.titles()[len(told) :] == [
+            "Resolved: watchbridge: Jellyfin cannot be reached"
+        ]
+    finally:
+        runtime.close()
+
+
 async def test_a_key_fixed_in_the_config_and_restarted_resolves_the_alert(
     tmp_path: Path,
     serializd: FakeSerializd,

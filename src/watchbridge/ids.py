@@ -39,6 +39,7 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
+SERVER_OUTAGE_ALERT_AFTER = 900.0  # a media server unanswering this long is alerted
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
@@ -772,6 +773,7 @@ class Enricher:
         self.clock = clock
         self._closers = list(closers)
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
+        self._down_since: dict[str, float] = {}  # server -> its first failure of this outage
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
 
@@ -852,11 +854,38 @@ class Enricher:
         if problem is not None and problem.transient:
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
+            await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
-        elif lookup is not None and lookup.answered > answered and self._was_refused(server):
-            await self._key_accepted(server)
+        elif lookup is not None and lookup.answered > answered:
+            if self._was_refused(server):
+                await self._key_accepted(server)
+            await self._reachable(server)
         return item, problem
+
+    async def _unreachable(self, server: str, problem: Problem) -> None:
+        """One `service_unreachable` alert once the server has failed to answer for a while:
+        the plays that need it wait (spending no attempts) and would otherwise wait unsaid."""
+        now = self.clock()
+        since = self._down_since.setdefault(server, now)
+        if self.notifier is None or now - since < SERVER_OUTAGE_ALERT_AFTER:
+            return
+        name = SERVER_NAMES.get(server, server)
+        minutes = int((now - since) // 60)
+        body = (
+            f"{name} has not answered for {minutes} minutes: {problem.message}. Plays that need "
+            f"it to name their show wait (nothing is lost) and go out once it answers."
+        )
+        title = f"watchbridge: {name} cannot be reached"
+        await self.notifier.notify("service_unreachable", title, body, key=f"server:{server}")
+
+    async def _reachable(self, server: str) -> None:
+        self._down_since.pop(server, None)
+        key = f"server:{server}"
+        if self.notifier is not None and self.notifier.raised("service_unreachable", key):
+            name = SERVER_NAMES.get(server, server)
+            message = f"{name} answers again; waiting plays go out"
+            await self.notifier.resolve("service_unreachable", message, key=key)
 
     async def _ask_now(
         self,

@@ -23,7 +23,7 @@ from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable
 from watchbridge.http import Unavailable
-from watchbridge.ids import Enricher, Need, Problem
+from watchbridge.ids import SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.model import MediaRef
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store
 
@@ -163,8 +163,8 @@ def waiting_on(
     """What a row does while the enricher's `problem` keeps its ids unknown (see `enriched`)."""
     if problem.credentials:  # the enricher alerts, once per server (not per target)
         return Hold(problem.message, credentials_hold, "", False)
-    if problem.transient:
-        return Retry(problem.message, problem.retry_after)
+    if problem.transient:  # the media server is down: no attempt spent (the enricher alerts)
+        return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
     return Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
 
 
