@@ -1033,6 +1033,29 @@ async def test_a_jellyfin_play_without_jellyfin_configured_waits_naming_the_sett
     assert "set services.jellyfin.url and services.jellyfin.api_key" in error
 
 
+async def test_a_play_its_server_knows_no_id_for_is_skipped_as_not_anime_a_day_later(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(server, FakeJellyfin)
+    server.add_series(JELLYFIN_SERIES, "A YouTube Channel")  # archived: no provider ids
+    with_enricher(target, runtime, clock, server)
+    video = replace(jellyfin_episode(3), ids=Ids(), show_title="A YouTube Channel")
+    enqueue(runtime, "play", video, clock() - 60, live=True, source="jellyfin")
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["pending"] == 1  # the server may be identifying it
+    clock.now += DAY + 60
+    await worker.pass_once(runtime)
+    counts = runtime.store.outbox_counts()
+    assert (counts["done"], counts["dead"]) == (1, 0)  # not a dead letter (and its alert)
+    assert fake.snapshot() == {}
+
+
 async def test_a_rewatch_saved_just_before_a_crash_is_not_counted_again(
     runtime: Runtime,
     target: AniListTarget,

@@ -117,6 +117,7 @@ FULL_CURSOR = "entries_read_whole_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
+NOT_ANIME = "not anime (in no mapping dataset): skipped, checked again later"
 # Unmatched codes a dataset refresh (or an override) may turn into a mapping.
 REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
 SEASONS_RETRY = 3600.0  # a play waiting for a season list that could not be read
@@ -491,6 +492,22 @@ def better_numbered(renumbered: MediaRef, sent: MediaRef, reverse: Reverse) -> M
     return sent if not isinstance(reverse(sent), Unmatched) else renumbered
 
 
+def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem) -> bool:
+    """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) has none at
+    all on its second try, a day after the first (a server identifying a new item is done by
+    then)."""
+    named = (getattr(ids, n) for ids in (item.ids, item.show_ids) for n in _MAPPABLE)
+    return (
+        isinstance(waiting, Retry)
+        and row.attempts > 0
+        and "link" not in row.payload
+        and not any(named)
+    )
+
+
+_MAPPABLE = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb")  # not a server's own
+
+
 def recheck_skipped(
     skipped: Mapping[str, Mapping[str, Any]], reverse: Reverse, now: float
 ) -> tuple[list[NewOutboxRow], list[str]]:
@@ -636,6 +653,11 @@ class AniListTarget:
                     why="AniList entries are found by the show's TMDB or TVDB id",
                     from_server=row.payload.get("server"),
                 )
+                if waiting is not None and nothing_names(decoded, waiting, row):
+                    # A home video, a YouTube archive: its server still knows no id for it a
+                    # day later, so no dataset can map it. Not anime, like any such play.
+                    await self._keep_skipped(profile, row, decoded)
+                    waiting = Skipped(NOT_ANIME)
                 if waiting is not None:
                     outcomes[row.id] = waiting
                     continue
@@ -726,7 +748,7 @@ class AniListTarget:
         link = "link" in row.payload
         if why.code == "unknown" and not link:
             await self._keep_skipped(profile, row, item)
-            return Skipped("not anime (in no mapping dataset): skipped, checked again later")
+            return Skipped(NOT_ANIME)
         from watchbridge.anime_data import note_unmatched
 
         await asyncio.to_thread(
