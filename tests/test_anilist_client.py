@@ -140,6 +140,15 @@ def test_sample_error_bodies_become_typed_errors(
     assert words in error.message
 
 
+@pytest.mark.parametrize("zone", ["Pacific/Auckland", "Pacific/Kiritimati", "America/Los_Angeles"])
+def test_a_fuzzy_date_is_its_own_day_where_watchbridge_runs(
+    time_zone: Callable[[str], None], zone: str
+) -> None:
+    time_zone(zone)  # in UTC+13 and +14, noon UTC is already the next day
+    at = FuzzyDate(2026, 11, 15).timestamp()
+    assert at is not None and FuzzyDate.of(at) == FuzzyDate(2026, 11, 15)
+
+
 def test_a_fuzzy_date_with_only_a_year_and_month_is_the_first_of_the_month() -> None:
     assert FuzzyDate(2019, 8).timestamp() == FuzzyDate.of(1564660800).timestamp()
 

@@ -159,11 +159,12 @@ class FuzzyDate:
         return self.year is not None
 
     def timestamp(self) -> float | None:
-        """Noon UTC of the date (missing month/day: the first), None when not set."""
+        """Noon of the date where watchbridge runs (its `TZ`, as `of`: in UTC+13 noon UTC is
+        already the next day), missing month/day: the first; None when not set."""
         if self.year is None:
             return None
         try:
-            day = datetime(self.year, self.month or 1, self.day or 1, 12, tzinfo=UTC)
+            day = datetime(self.year, self.month or 1, self.day or 1, 12)
         except ValueError:
             return None
         return day.timestamp()
