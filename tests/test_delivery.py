@@ -55,6 +55,7 @@ from watchbridge.store import (
     NewOutboxRow,
     OutboxItem,
     Settlement,
+    Untold,
     ordering_key,
 )
 from watchbridge.sync import outbox_rows
@@ -1840,7 +1841,7 @@ def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:
         OutboxItem(i, "trakt", "me", "play", {}, "o", f"k{i}", "dead", 3, 0.0, f"error {i}")
         for i in range(1, 8)
     ]
-    title, body = dead_letter_alert("trakt", rows)
+    title, body = dead_letter_alert("trakt", Untold(len(rows), rows, 0.0))
     assert title == "watchbridge: 7 trakt deliveries gave up"
     assert "and 2 more" in body and "error 7" in body and "error 2" not in body
 

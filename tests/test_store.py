@@ -110,7 +110,7 @@ def test_dead_letters_of_an_older_version_are_not_alerted_again_after_the_upgrad
         ],
     )
     store = Store.open(path)
-    assert store.untold_dead("trakt") == []
+    assert store.untold_dead("trakt", 10.0).count == 0
     (failed,) = store.claim("w", 10.0)
     assert failed.failing_since == 1
     store.close()
@@ -142,13 +142,23 @@ def test_a_dead_letter_retried_while_its_alert_was_sent_is_owed_one_if_it_dies_a
     store.enqueue([row("k1")], 1.0)
     (item,) = store.claim("w", 1.0)
     store.mark_dead(item.id, 2.0, "gave up")
-    told = [r.id for r in store.untold_dead("trakt")]
+    told = store.untold_dead("trakt", 2.5)
     store.retry_dead(None, 3.0)  # `deadletters retry` while the alert was on its way
-    store.told_dead(told, 4.0)
+    store.told_dead("trakt", told, 4.0)
     (again,) = store.claim("w", 5.0)
     store.mark_dead(again.id, 6.0, "gave up")
-    assert [r.id for r in store.untold_dead("trakt")] == [item.id]
+    assert [r.id for r in store.untold_dead("trakt", 7.0).latest] == [item.id]
     assert store.untold_dead_targets() == ["trakt"]
+
+
+def test_many_dead_letters_are_counted_and_only_the_latest_read(store: Store) -> None:
+    store.enqueue([row(f"k{n}", ordering=f"o{n}") for n in range(8)], 1.0)
+    for item in store.claim("w", 1.0, limit=8):
+        store.mark_dead(item.id, 2.0, "gave up")
+    untold = store.untold_dead("trakt", 3.0, latest=3)
+    assert untold.count == 8 and [r.idempotency_key for r in untold.latest] == ["k5", "k6", "k7"]
+    store.told_dead("trakt", untold, 4.0)
+    assert store.untold_dead("trakt", 5.0).count == 0
 
 
 def test_a_loop_blocked_on_the_store_before_the_writer_asks_it_still_runs_the_inserts(

@@ -303,6 +303,15 @@ class OutboxItem:
 
 
 @dataclass(frozen=True)
+class Untold:
+    """Dead letters no alert has told of (`Store.untold_dead`)."""
+
+    count: int
+    latest: list[OutboxItem]  # the last few, oldest first
+    read_at: float
+
+
+@dataclass(frozen=True)
 class NewOutboxRow:
     """An outbox row to create; `idempotency_key` makes re-enqueueing the same action a no-op."""
 
@@ -1401,14 +1410,14 @@ class Store:
                 (now, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME, marked, reason, target, profile),
             ).rowcount
 
-    def untold_dead(self, target: str) -> list[OutboxItem]:
-        """Dead rows of `target` that no dead-letter alert has told of yet, oldest first."""
-        rows = self._query(
-            "SELECT * FROM outbox WHERE status = 'dead' AND target = ? AND told_at IS NULL"
-            " ORDER BY id",
-            (target,),
-        )
-        return [OutboxItem.from_row(r) for r in rows]
+    def untold_dead(self, target: str, now: float, latest: int = 5) -> Untold:
+        """The dead rows of `target` no dead-letter alert has told of yet, read at `now`: how
+        many, and the `latest` of them, oldest first (never all: a removed profile's backlog
+        may be 50,000 rows)."""
+        untold = "FROM outbox WHERE status = 'dead' AND target = ? AND told_at IS NULL"
+        (count,) = self._query(f"SELECT COUNT(*) {untold}", (target,))[0]
+        rows = self._query(f"SELECT * {untold} ORDER BY id DESC LIMIT ?", (target, latest))
+        return Untold(int(count), [OutboxItem.from_row(r) for r in reversed(rows)], now)
 
     def untold_dead_targets(self) -> list[str]:
         """The targets with dead rows no dead-letter alert has told of yet."""
@@ -1424,13 +1433,18 @@ class Store:
         )
         return [row["target"] for row in rows]
 
-    def told_dead(self, item_ids: Sequence[int], now: float) -> None:
-        """A dead-letter alert told of these rows (those still dead: one retried meanwhile
-        is owed an alert again if it dies again)."""
+    def told_dead(self, target: str, told: Untold, now: float) -> None:
+        """A dead-letter alert told of the rows `told` counted: those still dead, no newer
+        than its latest and dead since before it was read (one retried meanwhile is owed an
+        alert again if it dies again)."""
+        if not told.latest:
+            return
+        last = told.latest[-1]
         with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE outbox SET told_at = ? WHERE id = ? AND status = 'dead'",
-                [(now, i) for i in item_ids],
+            conn.execute(
+                "UPDATE outbox SET told_at = ? WHERE status = 'dead' AND target = ?"
+                " AND told_at IS NULL AND id <= ? AND updated_at <= ?",
+                (now, target, last.id, told.read_at),
             )
 
     def discard_dead(self, item_ids: Sequence[int] | None) -> int:

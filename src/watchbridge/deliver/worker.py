@@ -25,7 +25,7 @@ from watchbridge.config import DeliveryConfig, undeliverable
 from watchbridge.http import Unavailable
 from watchbridge.ids import SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.model import MediaRef
-from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store
+from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store, Untold
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +257,17 @@ class _LimitedRows:
 DEAD_LETTERS_LISTED = 5  # the most an alert names; it counts the rest
 
 
-def dead_letter_alert(target: str, rows: Sequence[OutboxItem]) -> tuple[str, str]:
-    """The title and text of the alert telling of `rows`, `target`'s dead letters."""
-    what = f"a {target} delivery" if len(rows) == 1 else f"{len(rows)} {target} deliveries"
+def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
+    """The title and text of the alert telling of `target`'s dead letters `untold`."""
+    count, rows = untold.count, untold.latest[-DEAD_LETTERS_LISTED:]
+    what = f"a {target} delivery" if count == 1 else f"{count} {target} deliveries"
     lines = [
         f"#{row.id} {row.action} of {row.describe()} for profile {row.profile}: "
         f"{_told(row.last_error or 'gave up')}"
-        for row in rows[-DEAD_LETTERS_LISTED:]
+        for row in rows
     ]
-    if len(rows) > DEAD_LETTERS_LISTED:
-        lines.insert(0, f"... and {len(rows) - DEAD_LETTERS_LISTED} more, the latest:")
+    if count > len(rows):
+        lines.insert(0, f"... and {count - len(rows)} more, the latest:")
     lines.append("See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.")
     return f"watchbridge: {what} gave up", "\n".join(lines)
 
@@ -605,14 +606,16 @@ class DeliveryWorker:
         for name in await asyncio.to_thread(store.untold_dead_targets):
             if not notifier.would_send("dead_letter", name):
                 continue  # throttled or backing off: still owed
-            rows = await asyncio.to_thread(store.untold_dead, name)
-            if not rows:  # retried or discarded meanwhile
+            untold = await asyncio.to_thread(
+                store.untold_dead, name, runtime.clock(), DEAD_LETTERS_LISTED
+            )
+            if not untold.count:  # retried or discarded meanwhile
                 continue
-            title, body = dead_letter_alert(name, rows)
+            title, body = dead_letter_alert(name, untold)
             # Not retried by the notifier: the rows stay owed here until told.
             sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
             if sent == SENT:
-                await asyncio.to_thread(store.told_dead, [r.id for r in rows], runtime.clock())
+                await asyncio.to_thread(store.told_dead, name, untold, runtime.clock())
         # Retried and delivered, or discarded (`watchbridge deadletters`): the alert is over.
         told = [name for name in self.targets if notifier.alerted("dead_letter", name)]
         if told:
