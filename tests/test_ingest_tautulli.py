@@ -123,6 +123,15 @@ def test_unfilled_action_placeholder_is_rejected() -> None:
     )
 
 
+def test_the_test_button_sends_the_template_unfilled_and_is_acknowledged() -> None:
+    template = sample_json("tautulli", "template_data.json")
+    assert parse(template) == Ignored("test_event")
+
+
+def test_the_test_button_with_an_empty_json_data_box_is_acknowledged() -> None:
+    assert parse_request("tautulli", b"", "application/json") == Ignored("test_event")
+
+
 def test_missing_media_type_is_rejected() -> None:
     assert parse(sample("play_episode.json", media_type="")) == Rejected(
         "tautulli payload has no media_type"

@@ -30,12 +30,17 @@ def _from_body(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
     return parse_body
 
 
-def _emby(body: bytes, content_type: str) -> ParseResult:
-    decoded = read_body(body, content_type)
-    if isinstance(decoded, Rejected):
-        # Emby's "Send Test" came with nothing in it before 4.9.0.37: acknowledge it.
-        return Ignored(TEST_EVENT) if is_blank(body, content_type) else decoded
-    return _with_document(emby.parse, decoded)
+def _blank_is_a_test(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
+    """`_from_body`, but a blank body is the service's test button (Emby's "Send Test" before
+    4.9.0.37, Tautulli's "Test Notifications" with its JSON Data left empty): acknowledged."""
+
+    def parse_body(body: bytes, content_type: str) -> ParseResult:
+        decoded = read_body(body, content_type)
+        if isinstance(decoded, Rejected):
+            return Ignored(TEST_EVENT) if is_blank(body, content_type) else decoded
+        return _with_document(parse_payload, decoded)
+
+    return parse_body
 
 
 def _with_document(
@@ -50,8 +55,8 @@ def _with_document(
 PARSERS: dict[str, Parser] = {
     "plex": _from_body(plex.parse),
     "jellyfin": _from_body(jellyfin.parse),
-    "emby": _emby,
-    "tautulli": _from_body(tautulli.parse),
+    "emby": _blank_is_a_test(emby.parse),
+    "tautulli": _blank_is_a_test(tautulli.parse),
     "generic": _from_body(generic.parse),
 }
 SOURCES = tuple(PARSERS)

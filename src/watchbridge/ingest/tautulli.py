@@ -22,6 +22,7 @@ from watchbridge.ingest.common import (
     LIBRARY_EVENT,
     LIVE_TV,
     NOT_VIDEO,
+    TEST_EVENT,
     UNSUPPORTED_EVENT,
     UNSUPPORTED_TYPE,
     Payload,
@@ -68,6 +69,8 @@ def parse(data: Payload) -> ParseResult:
     warnings: list[str] = []
     fields = _filled(data, warnings)
     action = (text(fields.get("action")) or "").lower()
+    if not action and all(_unfilled(data.get(key)) for key in ("action", "media_type")):
+        return Ignored(TEST_EVENT)  # "Test Notifications" sends the template as it is
     if not action:
         return Rejected("tautulli payload has no action")
     if action not in ACTIONS:
@@ -84,12 +87,17 @@ def parse(data: Payload) -> ParseResult:
     return accept(_event(fields, action, item), warnings)
 
 
+def _unfilled(value: object) -> bool:
+    """A literal `{name}`: a parameter Tautulli does not have, or a test that fills none."""
+    return isinstance(value, str) and _PLACEHOLDER.fullmatch(value.strip()) is not None
+
+
 def _filled(data: Payload, warnings: list[str]) -> dict[str, object]:
     """The fields Tautulli filled in; a literal `{name}` means the parameter does not exist."""
     filled: dict[str, object] = {}
     for key, value in data.items():
-        if isinstance(value, str) and _PLACEHOLDER.fullmatch(value.strip()):
-            warnings.append(f"{key}: Tautulli did not fill in {value.strip()[:40]}")
+        if _unfilled(value):
+            warnings.append(f"{key}: Tautulli did not fill in {str(value).strip()[:40]}")
         else:
             filled[key] = value
     return filled
