@@ -90,6 +90,17 @@ def test_missing_view_offset_falls_back_to_progress_percent() -> None:
     assert event.position_ms == round(3_315_000 * 0.68)
 
 
+def test_a_duration_in_minutes_gives_way_to_progress_percent_with_a_warning() -> None:
+    # `{duration}` (55 minutes) pasted where `{duration_ms}` goes: every stop read as watched.
+    body = sample("stop_episode.json", duration_ms="55", view_offset="1326000")
+    body["progress_percent"] = "40"
+    result = parse(body)
+    event = only_event(result)
+    assert event.progress == pytest.approx(40.0)
+    assert isinstance(result, Accepted)
+    assert any("duration_ms disagrees" in w for w in result.warnings)
+
+
 def test_empty_strings_mean_absent() -> None:
     event = only_event(parse(sample("play_episode.json", user_id="", user_rating="")))
     assert event.account == Account(name="alex")

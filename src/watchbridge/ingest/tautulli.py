@@ -84,7 +84,7 @@ def parse(data: Payload) -> ParseResult:
     if (guid is not None and guid.provider == "xmltv") or flag(fields.get("live")):
         return Ignored(LIVE_TV)  # as Plex's own webhook: Live TV and DVR are not library items
     item = _media_ref(fields, KINDS[media_type], warnings)
-    return accept(_event(fields, action, item), warnings)
+    return accept(_event(fields, action, item, warnings), warnings)
 
 
 def _unfilled(value: object) -> bool:
@@ -103,8 +103,8 @@ def _filled(data: Payload, warnings: list[str]) -> dict[str, object]:
     return filled
 
 
-def _event(fields: Payload, action: str, item: MediaRef) -> MediaEvent:
-    duration_ms = non_negative(fields.get("duration_ms")) or None
+def _event(fields: Payload, action: str, item: MediaRef, warnings: list[str]) -> MediaEvent:
+    position_ms, duration_ms = _position_and_duration(fields, warnings)
     rating = number(fields.get("user_rating"))
     return MediaEvent(
         source="tautulli",
@@ -116,7 +116,7 @@ def _event(fields: Payload, action: str, item: MediaRef) -> MediaEvent:
             name=text(fields.get("username")) or text(fields.get("user")),
         ),
         player=text(fields.get("machine_id")) or text(fields.get("player")) or "",
-        position_ms=_position_ms(fields, duration_ms),
+        position_ms=position_ms,
         duration_ms=duration_ms,
         played=action == "watched",
         rating=None if rating is None else from_ten(rating),
@@ -125,13 +125,27 @@ def _event(fields: Payload, action: str, item: MediaRef) -> MediaEvent:
     )
 
 
-def _position_ms(fields: Payload, duration_ms: int | None) -> int | None:
-    """`view_offset`, else `progress_percent` of the duration."""
+PERCENT_TOLERANCE = 10.0  # points between progress_percent and view_offset / duration_ms
+
+
+def _position_and_duration(fields: Payload, warnings: list[str]) -> tuple[int | None, int | None]:
+    """(`view_offset`, `duration_ms`), the position from `progress_percent` when there is no
+    `view_offset`. A duration that disagrees with both (`{duration}`, in minutes, pasted into
+    `duration_ms`: every stop would count as watched) gives way to `progress_percent`."""
+    duration = non_negative(fields.get("duration_ms")) or None
     position = non_negative(fields.get("view_offset"))
     percent = number(fields.get("progress_percent"))
-    if position is None and percent is not None and duration_ms and 0 <= percent <= 100:
-        return round(duration_ms * percent / 100)
-    return position
+    if percent is None or not 0 <= percent <= 100:
+        return position, duration
+    if position is None:
+        return (round(duration * percent / 100) if duration else None), duration
+    if duration and abs(position * 100 / duration - percent) > PERCENT_TOLERANCE:
+        warnings.append(
+            "duration_ms disagrees with view_offset and progress_percent (another unit?): "
+            "going by progress_percent; the template's duration_ms should be {duration_ms}"
+        )
+        return position, round(position * 100 / percent) if percent > 0 else None
+    return position, duration
 
 
 def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
