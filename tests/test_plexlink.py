@@ -43,6 +43,7 @@ class Link:
     trakt_client: TraktClient
     store: Store
     titles: dict[str, Title]
+    days: int = 0  # how long after the first run this one is
 
     async def watchlist(self, **options: Any) -> Any:
         return await sync_watchlist(
@@ -50,7 +51,7 @@ class Link:
             self.trakt_client,
             self.store,
             PROFILE,
-            clock=lambda: 1_800_000_000.0,
+            clock=lambda: 1_800_000_000.0 + self.days * 86400,
             **options,
         )
 
@@ -237,6 +238,19 @@ async def test_a_plex_title_without_external_ids_is_named_and_left_alone(link: L
     assert result.unresolved == ("Our Wedding (2019) (Plex knows no external id for it)",)
     assert result.plan.changes == 0 and link.trakt.count("POST", "/sync/watchlist") == 0
     assert link.plex_watchlist() == {"Our Wedding"}
+
+
+async def test_a_title_discover_learns_ids_for_later_syncs_within_days(link: Link) -> None:
+    link.plextv.watchlist_guids = False
+    heat = link.titles["Heat"]
+    guids, heat.guids = heat.guids, []  # announced: no external ids yet
+    link.plextv.watchlist_add(link.plextv.owner, heat)
+    first = await link.watchlist()
+    assert any("Heat" in title for title in first.unresolved)
+    heat.guids = guids
+    link.days = 2  # not cached for a month like ids found
+    await link.watchlist()
+    assert link.trakt_watchlist() == {"Heat"}
 
 
 async def test_a_title_plex_refuses_is_reported_and_the_run_goes_on(link: Link) -> None:

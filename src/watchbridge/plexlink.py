@@ -485,7 +485,9 @@ async def _plex_watchlist(
         if not hit:
             details = await plextv.details(profile, entry.rating_key)
             cached = details.ids.present() if details is not None else None
-            store.cache_put("plex-discover", entry.rating_key, cached, now, DETAILS_TTL)
+            # A title discover has no ids for yet (announced, not released) may have some soon.
+            ttl = DETAILS_TTL if cached else NO_MATCH_TTL
+            store.cache_put("plex-discover", entry.rating_key, cached, now, ttl)
         ids = Ids(**cached) if isinstance(cached, dict) else Ids()
         complete.append(
             DiscoverItem(
