@@ -237,6 +237,24 @@ async def test_a_run_left_alive_by_a_killed_process_delays_the_link_only_until_i
     assert "interrupted" in outcomes  # the dead run, closed when the next one started
 
 
+async def test_list_titles_a_scheduled_run_cannot_sync_are_logged_once(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt, serializd, receiver = fakes
+    serializd.add_show(424242, "Unknown To Trakt", seasons={1: 3})
+    serializd.add_to_watchlist(None, 424242)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    link = dataclasses.replace(runtime.config.links["ts"], kinds=["history", "watchlist"])
+    runtime.config = dataclasses.replace(runtime.config, links={"ts": link})
+    with caplog.at_level("WARNING", logger="watchbridge.scheduler"):
+        async with scheduled(runtime):
+            await until(lambda: len(runtime.store.recent_runs("ts", 10)) >= 3)
+    logged = [r for r in caplog.records if r.getMessage() == "list titles not synced"]
+    assert len(logged) == 1 and "Unknown To Trakt" in logged[0].titles  # type: ignore[attr-defined]
+
+
 def test_failures_in_a_row_pass_over_runs_that_say_nothing_of_the_link() -> None:
     def run(outcome: str, error: str | None = None) -> SyncRun:
         return SyncRun(0, "ts", 0.0, 1.0, outcome, {}, 0, error)

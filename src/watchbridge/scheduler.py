@@ -26,6 +26,7 @@ from watchbridge.sync import (
 log = logging.getLogger(__name__)
 
 FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
+UNRESOLVED_LOGGED = 20  # list titles a run could not sync, named in the log
 BUSY_MARGIN = 5.0  # after a busy link's lease could have ended, before trying again
 
 
@@ -52,6 +53,7 @@ class SyncScheduler:
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
         interval = runtime.config.links[name].interval
         delay = jittered(self.first_delay)
+        told_unresolved: tuple[str, ...] = ()  # logged again only once they change
         runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
@@ -110,6 +112,13 @@ class SyncScheduler:
                 "sync run",
                 extra={"link": name, "queued": result.queued, "api_calls": result.api_calls},
             )
+            unresolved = tuple(sorted(t for r in result.lists.results for t in r.unresolved))
+            if unresolved and unresolved != told_unresolved:  # what `watchbridge sync` prints
+                log.warning(
+                    "list titles not synced",
+                    extra={"link": name, "titles": "; ".join(unresolved[:UNRESOLVED_LOGGED])},
+                )
+            told_unresolved = unresolved
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
