@@ -202,3 +202,27 @@ async def test_a_rating_removed_on_trakt_deletes_the_users_rows_without_a_full_d
     await rig.sync_and_deliver()  # a delta read: the rows come from the cursors
     assert serializd_ratings(rig) == []
     assert rig.serializd.count("GET", "/api/user/{username}/diary") - pages == 1
+
+
+async def test_a_rating_cleared_on_trakt_does_not_come_back_from_a_serializd_logs_stars(
+    rig: Rig,
+) -> None:
+    # Logged with 4 stars (8), re-rated 6 on Trakt (a rating row on Serializd), then cleared.
+    rig.serializd.log_entry(
+        None, SHOW, 2, None, rating=8, is_log=True, date_added="2025-01-01T20:00:00.000Z"
+    )
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    rate_on_trakt(rig, 6, season=2)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert serializd_ratings(rig)[-1][2] == 6
+    with rig.trakt.lock:
+        rig.trakt.user.ratings.clear()
+        rig.trakt._touch(rig.trakt.user, "seasons.rated_at")
+    await rig.sync_and_deliver(full=True)  # the 6 goes; the log's 8 shows again
+    (dead,) = rig.store.dead_letters()  # clear the log's stars on serializd.com
+    assert "is on a diary log on Serializd" in (dead.last_error or "")
+    await rig.sync_and_deliver(full=True)
+    assert trakt_ratings(rig) == {}  # not copied back while the dead letter waits
+    assert serializd_ratings(rig) == [(SEASON_2_ID, None, 8, True)]

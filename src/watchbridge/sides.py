@@ -94,14 +94,19 @@ def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
         value = entry.internal_rating
         if value is None:
             continue
-        if not entry.is_log:
-            rows.setdefault(key, []).append(entry)
+        rows.setdefault(key, []).append(entry)
         if key not in scores or scores[key].at < entry.date_added:
             scores[key] = Rated(value, entry.date_added)
     for key, held in rows.items():
-        ids = ",".join(str(e.id) for e in sorted(held, key=lambda e: (e.date_added, e.id)))
-        scores[key] = replace(scores[key], record=ids)
+        ordered = sorted(held, key=lambda e: (e.date_added, e.id))
+        ids = [str(e.id) for e in ordered if not e.is_log]
+        # A log's stars are the log's (a play), never deleted: a removal must know of them.
+        logged = [RATED_LOG] if any(e.is_log for e in held) else []
+        scores[key] = replace(scores[key], record=",".join(ids + logged))
     return Side(tuple(plays), scores)
+
+
+RATED_LOG = "log"  # in a Serializd rating's record: a diary log of the item holds stars too
 
 
 def ref_for_key(key: str) -> MediaRef | None:

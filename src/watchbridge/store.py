@@ -1313,10 +1313,12 @@ class Store:
         )
 
     def pending_rating_removals(self, profile: str) -> list[tuple[str, dict[str, Any]]]:
-        """(target, item) of the rating removals queued for `profile` not delivered yet."""
+        """(target, item) of the rating removals queued for `profile` not delivered yet, dead
+        letters too (the rating is still there, waiting for the human: a Serializd log's
+        stars to clear by hand)."""
         rows = self._query(
             "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'remove_rating'"
-            " AND status IN ('pending', 'inflight')",
+            " AND status IN ('pending', 'inflight', 'dead')",
             (profile,),
         )
         return [(row["target"], json.loads(row["payload"])["item"]) for row in rows]

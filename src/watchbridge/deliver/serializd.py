@@ -46,6 +46,7 @@ from watchbridge.services.serializd import (
     SerializdError,
     SerializdItemError,
 )
+from watchbridge.sides import RATED_LOG
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -415,30 +416,35 @@ class SerializdTarget:
         newest left), and those we wrote."""
         key = place.ref.key()
         await self._load(ledger, RATINGS, key)
-        record = str(row.payload.get("record") or "")
-        ids = {int(i) for i in record.split(",") if i.isdigit()}
+        record = str(row.payload.get("record") or "").split(",")
+        ids = {int(i) for i in record if i.isdigit()}
         ours = (ledger.rated.get(key) or {}).get("review_id")
         if isinstance(ours, int):
             ids.add(ours)
-        if not record:
+        logged = RATED_LOG in record  # a link's read saw stars on a diary log too
+        if record == [""]:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
             ids |= {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
-        if not ids:
-            # Stars given with a diary log are that log's: deleting it would take the play.
+        if not ids and not logged:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
-            if any(place.holds(e) and e.is_log and e.rating for e in ledger.diary):
-                return Dead(
-                    f"the rating of {place.ref.describe()} is on a diary log on Serializd, "
-                    "which watchbridge does not change (the log is a play): clear its stars "
-                    "on serializd.com, then discard this dead letter"
-                )
-            return Delivered("no rating on Serializd to remove")
+            logged = any(place.holds(e) and e.is_log and e.rating for e in ledger.diary)
         for review in sorted(ids):
             if not await self._delete_review(ledger.profile, review):
                 return Dead(CANNOT_DELETE)
-        await self._record(ledger, RATINGS, {key: {"rating": None, "review_id": None}})
+        if ids:
+            await self._record(ledger, RATINGS, {key: {"rating": None, "review_id": None}})
+        if logged:
+            # Stars given with a diary log are that log's: deleting it would take the play,
+            # and Serializd shows them once the rating rows are gone.
+            return Dead(
+                f"the rating of {place.ref.describe()} is on a diary log on Serializd, "
+                "which watchbridge does not change (the log is a play): clear its stars "
+                "on serializd.com, then discard this dead letter"
+            )
+        if not ids:
+            return Delivered("no rating on Serializd to remove")
         return Delivered(f"rating removed ({len(ids)} diary row(s) deleted)")
 
     # ------------------------------------------------------------------ shared steps
