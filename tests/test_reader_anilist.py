@@ -248,6 +248,14 @@ def test_a_score_that_already_agrees_with_the_other_side_is_not_planned_again(
     assert (snapped.ratings[SEASON].value == theirs) is same
 
 
+def test_plex_keeps_half_stars_so_a_raw_85_is_not_its_9() -> None:
+    # A POINT_10_DECIMAL 9.0 lowered to 8.5 on AniList must reach Plex, which keeps 8.5.
+    own = Side((), {SEASON: Rated(85, UPDATED)})
+    plex = Side((), {SEASON: Rated(90, UPDATED)})
+    assert same_in_format(own, plex, "POINT_10_DECIMAL", "plex").ratings[SEASON].value == 85
+    assert same_in_format(own, plex, "POINT_10_DECIMAL", "trakt").ratings[SEASON].value == 90
+
+
 # --------------------------------------------------------------------------- second viewings
 
 

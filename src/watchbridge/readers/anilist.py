@@ -537,12 +537,12 @@ def catalog_for(
     return Catalog(frozenset(items), unmatched)
 
 
-def same_in_format(own: Side, other: Side, score_format: str) -> Side:
+def same_in_format(own: Side, other: Side, score_format: str, other_service: str = "trakt") -> Side:
     """`own` with each rating that already agrees with the other side's given the other
     side's value, so it is not planned again every run: the user would see no difference in
     their own format (raw 70 and 80 are both 4 stars in POINT_5: the target writes nothing),
-    or the other side holds what our score becomes in its tens (Trakt and Serializd keep 90
-    for a raw 85)."""
+    or the other side holds what our score becomes there (Trakt and Serializd keep 90 for a
+    raw 85; Plex keeps 85 as 8.5, so 90 there is another rating)."""
     from watchbridge import ratings
 
     snapped = dict(own.ratings)
@@ -550,8 +550,8 @@ def same_in_format(own: Side, other: Side, score_format: str) -> Side:
         theirs = other.ratings.get(key)
         if theirs is None or theirs.value == rated.value:
             continue
-        in_tens = ratings.to_trakt(rated.value) * 10 == theirs.value
-        if in_tens or ratings.anilist_same(rated.value, theirs.value, score_format):
+        kept = ratings.kept_by(other_service, rated.value) == theirs.value
+        if kept or ratings.anilist_same(rated.value, theirs.value, score_format):
             snapped[key] = replace(rated, value=theirs.value)
     return own if snapped == dict(own.ratings) else replace(own, ratings=snapped)
 
@@ -573,8 +573,10 @@ class AniListReader:
         index: Callable[[], Awaitable[AnimeIndex]] | None = None,
         seasons: AbsoluteSeasons | None = None,
         movies: bool = False,
+        other: str = "trakt",
     ) -> None:
         self.client = client
+        self.other = other  # the link's other service (what it keeps of a score)
         self.mapper = mapper
         self.movies = movies  # whether the other side holds movies (Trakt does)
         self.reverse = reverse
@@ -777,7 +779,7 @@ class AniListReader:
             for key, rated in own.ratings.items()
         ):
             viewer = await self.client.viewer(profile)
-            own = same_in_format(own, other, viewer.score_format)
+            own = same_in_format(own, other, viewer.score_format, self.other)
         reverse = await self._reverse(other)
         if reverse is None:
             return own
@@ -886,6 +888,7 @@ def make_reader(
         index=index,
         seasons=for_link(config, store, link, clock, metrics),
         movies=holds_movies(link),
+        other=next((name for name in link.services if name != "anilist"), "trakt"),
     )
 
 
