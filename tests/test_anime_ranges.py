@@ -31,6 +31,15 @@ def test_an_open_offset_row_ends_where_the_entrys_anilist_keyed_ranges_end(
     assert isinstance(found, Unmatched) and found.code == "outside", found
 
 
+def test_the_first_of_two_tvdb_episodes_one_anilist_episode_covers_is_a_part(
+    index: AnimeIndex,
+) -> None:
+    # AoT Final Chapters: TVDB S4E29 and E30 are its one AniList episode; the last part counts.
+    first = index.anilist_for(267440, 4, 29, "tvdb")
+    assert isinstance(first, Unmatched) and first.code == "partial", first
+    assert index.anilist_for(267440, 4, 30, "tvdb") == (146984, 1)
+
+
 def test_the_last_episode_of_a_capped_entry_still_maps(index: AnimeIndex) -> None:
     assert index.anilist_for(65942, 1, 50) == (119661, 12)
     assert index.anilist_for(30984, 2, 26) == (159322, 13)

@@ -960,6 +960,30 @@ async def test_a_whole_show_rating_leaves_the_first_seasons_score_alone(
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_both_tvdb_halves_of_one_anilist_episode_are_one_viewing(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    datasets = sample_reverse()  # AoT Final Chapters: TVDB S4E29 + E30 are AniList 146984's 1
+
+    async def reverse() -> Reverse:
+        return datasets
+
+    target.reverse = reverse
+    fake.add_media(146984, episodes=1)
+    for number, ago in ((29, 2700), (30, 60)):  # a TVDB-ordered library, back to back
+        half = MediaRef("episode", show_ids=Ids(tvdb="267440"), season=4, number=number)
+        enqueue(runtime, "play", half, clock() - ago, live=True, source="plex")
+        await drain(worker, runtime)
+    assert (fake.snapshot()[146984]["status"], fake.snapshot()[146984]["repeat"]) == (
+        "COMPLETED",
+        0,
+    )
+
+
 async def test_an_episode_rating_is_not_taken_for_the_whole_entry(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

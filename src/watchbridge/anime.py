@@ -139,6 +139,7 @@ class Unmatched:
 Resolution = AnimeTarget | Unmatched
 Forward = EpisodeRef | MovieRef | Unmatched
 PENDING = "seasons"  # Unmatched code: the season list an absolute number needs is not read yet
+PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
 
 
 class DatasetError(ValueError):
@@ -189,17 +190,21 @@ class Span:
             pos -= length
         return None
 
-    def reverse(self, number: int) -> int | None:
-        """The source episode for target episode `number`, or None when outside."""
+    def _position(self, number: int) -> int | None:
+        """Target episode `number`'s place along `dst` (0 first), None when outside."""
         pos = 0
         for first, last in self.dst:
             if number >= first and (last is None or number <= last):
-                pos += number - first
-                break
+                return pos + number - first
             if last is None:
                 return None
             pos += last - first + 1
-        else:
+        return None
+
+    def reverse(self, number: int) -> int | None:
+        """The source episode for target episode `number`, or None when outside."""
+        pos = self._position(number)
+        if pos is None:
             return None
         if self.ratio > 1:
             src = self.src_first + pos // self.ratio
@@ -208,6 +213,17 @@ class Span:
         else:
             src = self.src_first + pos
         return src if self.src_last is None or src <= self.src_last else None
+
+    def part_of(self, number: int) -> tuple[int, int] | None:
+        """(part, of parts) when target episode `number` is not the last of the target
+        episodes one source episode covers (AoT's two TVDB halves of one AniList episode);
+        None for a whole or last part, which counts the source episode."""
+        if self.ratio <= 1:
+            return None
+        pos = self._position(number)
+        if pos is None or pos % self.ratio == self.ratio - 1:
+            return None
+        return pos % self.ratio + 1, self.ratio
 
     def describe(self) -> str:
         src = f"{self.src_first}" + (
@@ -1090,7 +1106,7 @@ class AnimeIndex:
                     continue
                 if not targets:
                     if answered is None:
-                        kind = "partial" if span.ratio < -1 else "unmapped"
+                        kind = PARTIAL if span.ratio < -1 else "unmapped"
                         answered = Unmatched(
                             f"{show.source}: AniList {anilist_id} episode {episode} has no "
                             f"{scheme.upper()} counterpart ({span.describe()})",
@@ -1137,13 +1153,13 @@ class AnimeIndex:
             return Unmatched(
                 f"{movie.source}: AniList {entry.anilist_id} episodes {movie.span.describe()} "
                 f"make one movie; episode {episode} alone is not a movie play",
-                "partial",
+                PARTIAL,
             )
         if total is not None and episode < total:
             return Unmatched(
                 f"AniList {entry.anilist_id} is a movie on TMDB; it counts once episode {total} "
                 f"is reached (now {episode})",
-                "partial",
+                PARTIAL,
             )
         return MovieRef(movie.tmdb, movie.imdb, movie.source)
 
@@ -1299,6 +1315,12 @@ class AnimeIndex:
                     f"{where} is claimed by AniList {anilist} and "
                     f"{', '.join(map(str, sorted(rivals)))}; add an override to settle it",
                     "ambiguous",
+                )
+            if (part := span.part_of(number)) is not None:
+                return Unmatched(
+                    f"{where} is part {part[0]} of {part[1]} of AniList {anilist} episode "
+                    f"{src}: the last part counts it",
+                    PARTIAL,
                 )
             return anilist, src
         if rows:

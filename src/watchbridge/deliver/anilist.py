@@ -60,7 +60,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from watchbridge import ratings
-from watchbridge.anime import PENDING, SCHEMES, AnimeIndex, Unmatched
+from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import (
@@ -749,6 +749,8 @@ class AniListTarget:
         if why.code == "unknown" and not link:
             await self._keep_skipped(profile, row, item)
             return Skipped(NOT_ANIME)
+        if why.code == PARTIAL:  # counted with the last part (its play, or a link's copy)
+            return Skipped(why.reason)
         from watchbridge.anime_data import note_unmatched
 
         await asyncio.to_thread(

@@ -64,7 +64,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from watchbridge.anime import PENDING, AnimeIndex, EpisodeRef, Forward, MovieRef, Unmatched
+from watchbridge.anime import (
+    PARTIAL,
+    PENDING,
+    AnimeIndex,
+    EpisodeRef,
+    Forward,
+    MovieRef,
+    Unmatched,
+)
 from watchbridge.anime_seasons import AbsoluteSeasons, forward_wants, placed
 from watchbridge.config import Config, Link
 from watchbridge.ids import webhook_ref
@@ -83,7 +91,6 @@ T = TypeVar("T")
 WAITING = "seasons_waiting"  # cursor: entries whose season list could not be read
 RETRY = "seasons_retry"  # cursor: the other side has plays waiting for a season list
 DATED_BY = "dated_by"  # cursor: the webhook rows (keys) whose times dated a step (each one)
-PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
 TV_ONLY = "tv-only"  # Unmatched code: a movie, for a link whose other side holds TV only
 
 # (AniList id, AniList episode, AniList episode count or None) -> where it lands on TMDB
@@ -515,7 +522,7 @@ def catalog_for(
             continue
         hit = reverse(ref)
         if isinstance(hit, Unmatched):
-            if hit.code != "unknown":  # "unknown": not anime, nothing to report
+            if hit.code not in ("unknown", PARTIAL):  # not anime, or counted by its last part
                 unmatched[item] = hit
             continue
         media, episode = hit
