@@ -527,6 +527,20 @@ profiles:
         runtime.close()
 
 
+async def test_a_webhooks_row_is_claimed_before_a_links_older_backlog(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    backlog = [
+        _late_play(MediaRef("movie", Ids(imdb=f"tt{900 + n}")), clock() - 86400, f"link:{n}")
+        for n in range(5)
+    ]
+    runtime.store.enqueue(backlog, clock() - 60)  # a link run queued these a minute ago
+    webhook(runtime, "movie_media_play.json")  # now the user presses play
+    claimed = runtime.store.claim("w", clock(), limit=2, targets=["trakt"])
+    assert [row.action for row in claimed] == ["play", "watching"]
+    assert claimed[0].idempotency_key == "link:0"  # then the backlog, oldest first
+
+
 async def test_a_due_row_behind_a_waiting_row_of_its_item_leaves_the_worker_asleep(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

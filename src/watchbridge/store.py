@@ -1120,7 +1120,8 @@ class Store:
     def claim(
         self, worker: str, now: float, limit: int = 10, targets: Sequence[str] | None = None
     ) -> list[OutboxItem]:
-        """Atomically claim due rows for `worker`.
+        """Atomically claim due rows for `worker`, webhooks' first: a live scrobble does not
+        wait behind a link's backlog (a first sync's thousands of plays).
 
         Only the oldest unfinished row of each ordering key is claimable, so per
         (profile, target, item) order holds: a `stop` never overtakes its `start`.
@@ -1132,18 +1133,22 @@ class Store:
                 return []
             target_filter = f"AND o.target IN ({', '.join('?' for _ in targets)})"
             params += list(targets)
+        rows: list[sqlite3.Row] = []
         with self.transaction() as conn:
-            rows = conn.execute(
-                f"""UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?
-                   WHERE id IN (
-                       SELECT o.id FROM outbox o
-                       WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
-                         AND o.id = {_HEAD_OF_ITEM}
-                       ORDER BY o.next_attempt_at, o.id
-                       LIMIT ?)
-                   RETURNING *""",
-                (*params, limit),
-            ).fetchall()
+            for only in ("AND o.event_id IS NOT NULL", ""):
+                if len(rows) >= limit:
+                    break
+                rows += conn.execute(
+                    f"""UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?
+                       WHERE id IN (
+                           SELECT o.id FROM outbox o
+                           WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
+                             {only} AND o.id = {_HEAD_OF_ITEM}
+                           ORDER BY o.next_attempt_at, o.id
+                           LIMIT ?)
+                       RETURNING *""",
+                    (*params, limit - len(rows)),
+                ).fetchall()
         return sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
 
     def complete(self, item_id: int, now: float) -> None:
