@@ -155,6 +155,8 @@ async def test_with_trakts_activity_stamps_an_unchanged_run_only_reads_the_plex_
     plex_add(link, "Arrival")
     trakt_add(link, "Heat")
     await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
+    # The run after one that wrote reads in full: someone may have changed a list meanwhile.
+    await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
     before = len(link.trakt.requests)
     quiet = await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
     assert quiet.requests == {"plextv": 1, "trakt": 0}
@@ -165,6 +167,19 @@ async def test_with_trakts_activity_stamps_an_unchanged_run_only_reads_the_plex_
     plex_add(link, "Batman Begins")
     grown = await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
     assert grown.added_to_trakt == 1  # the Plex list changed: a full run
+
+
+async def test_a_trakt_change_made_while_a_run_wrote_reaches_plex_on_the_next_run(
+    link: Link,
+) -> None:
+    trakt_add(link, "Heat")  # the run adds it to Plex
+    activities = await link.trakt_client.last_activities(PROFILE)
+    await link.watchlist(activities=activities)
+    # Meanwhile (another link, the user) Batman Begins went onto Trakt's watchlist: stamps
+    # read after the run's own writes would already show it.
+    trakt_add(link, "Batman Begins")
+    await link.watchlist(activities=await link.trakt_client.last_activities(PROFILE))
+    assert link.plex_watchlist() == {"Heat", "Batman Begins"}
 
 
 async def test_removal_on_plex_removes_from_trakt(link: Link) -> None:

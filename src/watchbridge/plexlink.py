@@ -673,15 +673,10 @@ async def sync_watchlist(
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     if activities is not None:
         wrote = added_plex or added_trakt or removed_plex or removed_trakt
-        if added_plex or removed_plex:  # our Plex writes change what the next read sees
-            plex_items, unidentified = await _plex_watchlist(plextv, store, profile, now)
-        if wrote:  # and our Trakt writes move its stamps
-            activities = await trakt.last_activities(profile)
-        check = json.dumps(
-            [watchlist_fingerprint(plex_items, only_to), watchlist_stamps(activities)]
-        )
-        # Held removals and titles a side could not take are worth a full look next run.
-        settled = not plan.held and len(unresolved) == len(unidentified)
+        # Held removals and titles a side could not take are worth a full look next run; so
+        # is every run that wrote: stamps read after our writes would hide a change someone
+        # else (the user, another link) made meanwhile, for good.
+        settled = not wrote and not plan.held and len(unresolved) == len(unidentified)
         store.set_cursor("trakt", profile, check_name, check if settled else "", now)
     limit = await settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
     return WatchlistResult(
