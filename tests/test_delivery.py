@@ -541,6 +541,54 @@ async def test_a_webhooks_row_is_claimed_before_a_links_older_backlog(
     assert claimed[0].idempotency_key == "link:0"  # then the backlog, oldest first
 
 
+async def test_one_target_loop_crashing_stops_the_others_before_the_targets_close(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> None:
+    from tests.fakes.serializd import ALICE, FakeSerializd
+
+    serializd = FakeSerializd()
+    serializd.seed_reference_catalogue()
+    start_fake(serializd)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}, busy_timeout: 0.3}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts: {{trakt: {{}}, serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=4)
+    payload = {"item": ref_to_dict(item), "at": clock() - 60}
+    runtime.store.enqueue([NewOutboxRow("serializd", "me", "play", payload, "k", "i")], clock())
+    serializd.delay_next(100, 0.3)  # Serializd's loop is mid-batch for a while
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    task = asyncio.create_task(worker.run(runtime, asyncio.Event()))
+    other = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+    try:
+        await until(lambda: len(serializd.requests) >= 1)
+        other.execute("BEGIN IMMEDIATE")  # a backup holds the lock past busy_timeout
+        worker.notify()  # the Trakt loop's claim fails
+        with pytest.raises(sqlite3.OperationalError):
+            await asyncio.wait_for(task, 10)
+        other.execute("ROLLBACK")
+        loops = [t for t in asyncio.all_tasks() if "_target_loop" in repr(t.get_coro())]
+        assert loops == []  # none left on the closed clients
+    finally:
+        other.close()
+        runtime.close()
+
+
 async def test_a_due_row_behind_a_waiting_row_of_its_item_leaves_the_worker_asleep(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -356,7 +356,14 @@ class DeliveryWorker:
             log.info("resuming deliveries claimed before a restart", extra={"rows": released})
         await self._judge_queued(runtime)
         self._wakes = {name: asyncio.Event() for name in self.targets}
-        await asyncio.gather(*(self._target_loop(runtime, name, stop) for name in self.targets))
+        # One loop crashing (a locked database) stops the others before `run` closes the
+        # targets they use: the supervisor starts them all again, told what went wrong.
+        try:
+            async with asyncio.TaskGroup() as loops:
+                for name in self.targets:
+                    loops.create_task(self._target_loop(runtime, name, stop))
+        except ExceptionGroup as crashed:
+            raise crashed.exceptions[0] from None
 
     async def _target_loop(self, runtime: Runtime, name: str, stop: asyncio.Event) -> None:
         """One target's deliveries, beside the others': a slow one (Serializd's 2 requests/s
