@@ -546,6 +546,42 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
         runtime.close()
 
 
+async def test_a_play_waiting_on_trakts_id_search_spends_its_attempts_and_is_told_of(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # Jellyfin's TVDB metadata: Serializd needs the TMDB id, which Trakt's search would give.
+    jellyfin_server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(jellyfin_server, FakeJellyfin)
+    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.fail_next(1_000_000, 503, route="/search/{id_type}/{id}")  # down for days
+    extra = (
+        f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}\n'
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    )
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        enricher = worker.targets["serializd"].enricher  # type: ignore[attr-defined]
+        enricher.trakt.search.__self__.http.retry = FAST
+        enricher.trakt.search.__self__.http.pacers[""] = Pacer()
+        post_jellyfin(runtime)
+        for _ in range(8 * 24):  # eight days, past delivery.max_age; a look every hour
+            await drain(worker, runtime, passes=1)
+            clock.advance(3600)
+        assert runtime.store.outbox_counts()["dead"] == 1
+        assert any("gave up" in title for title in receiver.titles())
+    finally:
+        runtime.close()
+
+
 async def test_a_key_fixed_in_the_config_and_restarted_resolves_the_alert(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -163,8 +163,10 @@ def waiting_on(
     """What a row does while the enricher's `problem` keeps its ids unknown (see `enriched`)."""
     if problem.credentials:  # the enricher alerts, once per server (not per target)
         return Hold(problem.message, credentials_hold, "", False)
-    if problem.transient:  # the media server is down: no attempt spent (the enricher alerts)
+    if problem.outage:  # the media server is down: no attempt spent (the enricher alerts)
         return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
+    if problem.transient:  # Trakt's id search down, or a server failing on this item
+        return Retry(problem.message, problem.retry_after)
     return Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
 
 
