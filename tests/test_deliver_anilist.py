@@ -1080,6 +1080,25 @@ async def test_a_play_its_server_knows_no_id_for_is_skipped_as_not_anime_a_day_l
     assert fake.snapshot() == {}
 
 
+async def test_a_play_waiting_for_its_server_to_be_configured_is_not_skipped_a_day_later(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    with_enricher(target, runtime, clock, None)  # services.plex is not set
+    movie = MediaRef(  # an older PMS: only its plex:// guid, no Guid[]
+        "movie", ids=Ids(plex_guid="plex://movie/5d7768a696b655001fdc0e5c"), source_key="8372"
+    )
+    enqueue(runtime, "play", movie, clock() - 60, live=True, source="plex")
+    await worker.pass_once(runtime)
+    clock.now += DAY + 60
+    await worker.pass_once(runtime)
+    (status, error) = runtime.store.db.execute("SELECT status, last_error FROM outbox").fetchone()
+    assert status == "pending" and "services.plex" in error  # still saying what to set
+
+
 async def test_a_rewatch_saved_just_before_a_crash_is_not_counted_again(
     runtime: Runtime,
     target: AniListTarget,

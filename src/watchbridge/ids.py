@@ -781,6 +781,12 @@ class Enricher:
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
 
+    def asks(self, item: MediaRef, source: str | None) -> bool:
+        """Whether the media server `item` came from can be asked about it (configured)."""
+        server = origin(item, source)
+        lookup = self.plex if server == "plex" else self.series.get(server or "")
+        return server is not None and lookup is not None
+
     async def aclose(self) -> None:
         """Close the media server clients (once, whichever target asks first)."""
         closers, self._closers = self._closers, []

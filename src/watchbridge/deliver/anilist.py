@@ -493,9 +493,9 @@ def better_numbered(renumbered: MediaRef, sent: MediaRef, reverse: Reverse) -> M
 
 
 def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem) -> bool:
-    """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) has none at
-    all on its second try, a day after the first (a server identifying a new item is done by
-    then)."""
+    """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) that its media
+    server was asked about has none at all on its second try, a day after the first (a server
+    identifying a new item is done by then)."""
     named = (getattr(ids, n) for ids in (item.ids, item.show_ids) for n in _MAPPABLE)
     return (
         isinstance(waiting, Retry)
@@ -643,17 +643,19 @@ class AniListTarget:
         for row in rows:
             decoded = _decode(row)
             if isinstance(decoded, MediaRef) and row.action != "watching":
+                source = row.payload.get("source")
                 decoded, waiting = await enriched(
                     self.enricher,
                     decoded,
                     ANIME,
-                    row.payload.get("source"),
+                    source,
                     credentials_hold=AUTH_HOLD,
                     unmatched_retry=MAPPING_RETRY,
                     why="AniList entries are found by the show's TMDB or TVDB id",
                     from_server=row.payload.get("server"),
                 )
-                if waiting is not None and nothing_names(decoded, waiting, row):
+                asked = self.enricher is not None and self.enricher.asks(decoded, source)
+                if waiting is not None and asked and nothing_names(decoded, waiting, row):
                     # A home video, a YouTube archive: its server still knows no id for it a
                     # day later, so no dataset can map it. Not anime, like any such play.
                     await self._keep_skipped(profile, row, decoded)
