@@ -323,6 +323,7 @@ class DeliveryWorker:
         self.targets: dict[str, Target] = {}
         self.config = config
         self._wakes: dict[str, asyncio.Event] = {}  # per target loop (see `_target_loop`)
+        self._telling = asyncio.Lock()  # dead-letter alerts, whichever loop finds them
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
@@ -443,9 +444,10 @@ class DeliveryWorker:
                 outcomes = await undecided(store, todo, crashed)
             outcomes |= interrupted
             await self._record(runtime, target, items, outcomes)
-        if runtime.clock() >= self._look_for_untold_at:
-            self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
-            await self._tell_dead_letters(runtime)
+        if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
+            async with self._telling:  # one target loop at a time: each alert goes out once
+                self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
+                await self._tell_dead_letters(runtime)
         return claimed_any
 
     async def _deliver(
