@@ -479,7 +479,7 @@ async def test_the_owner_reads_account_1_though_users_plex_lists_their_plex_tv_i
         await reader.aclose()
 
 
-@pytest.mark.parametrize("server", [MACHINE_ID, "another-server"])
+@pytest.mark.parametrize("server", [MACHINE_ID, MACHINE_ID.upper(), "another-server"])
 async def test_a_server_account_entry_names_the_account_on_its_own_server_only(
     plex: FakePlex, store: Store, clock: FakeClock, server: str
 ) -> None:
@@ -492,7 +492,7 @@ async def test_a_server_account_entry_names_the_account_on_its_own_server_only(
         access = await reader.access("jamie")
     finally:
         await reader.aclose()
-    assert access.account_id == (str(JAMIE) if server == MACHINE_ID else None)
+    assert access.account_id == (str(JAMIE) if server.lower() == MACHINE_ID else None)
 
 
 def test_a_row_newer_than_the_listing_is_not_retired_with_an_unwatched_item() -> None:

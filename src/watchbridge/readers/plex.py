@@ -790,7 +790,8 @@ def this_servers(person: Profile | None, machine: str | None) -> list[str]:
     kept = []
     for user in person.users.plex if person else ():
         server, _, account = user.strip().rpartition(":")
-        if account.strip() and (not server or machine is None or server == machine):
+        mine = not server or machine is None or server.casefold() == machine.casefold()
+        if account.strip() and mine:
             kept.append(account.strip())
     return kept
 
