@@ -15,6 +15,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_bytes
+from watchbridge import app as app_module
 from watchbridge import maintenance, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
@@ -230,6 +231,22 @@ def test_a_task_crashing_for_days_is_still_restarted_once_it_can_run(tmp_path: P
         while not task.recovered and time.monotonic() < deadline:
             time.sleep(0.05)
     assert task.recovered, f"not restarted after crash {task.runs}"
+
+
+def test_a_task_that_keeps_crashing_is_alerted_and_resolved_once_it_runs_again(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "HEALTHY_RUN", 0.3)
+    task = CrashesForDays(crashes=3)  # a full disk, freed after the third try
+    task.name = "delivery"
+    runtime = runtime_for(jellyfin_config(tmp_path, receiver))
+    runtime.task_restart_delay = 0.0
+    with AppThread(create_app(runtime, tasks=[task])):
+        wait_until(lambda: len(receiver.titles()) == 2, 10)
+    title = "watchbridge: its delivery keeps failing"
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+    body = receiver.messages[0]["message"]
+    assert "OSError: database or disk is full" in body and "nothing is lost" in body
 
 
 class BrokenClock:

@@ -129,17 +129,32 @@ MAX_RESTART_DELAY = 300.0
 HEALTHY_RUN = 600.0  # a task that ran this long before it crashed starts a new streak
 
 
+CRASHES_BEFORE_ALERT = 3
+# What stops while a background task keeps crashing, for its `internal_error` alert.
+STOPPED_WORK = {
+    "delivery": "nothing is delivered (plays wait in the queue: nothing is lost)",
+    "sync-scheduler": "links do not run",
+    "maintenance": "old rows are not pruned and sign-ins are not checked",
+}
+
+
 async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event) -> None:
     """Run a background task; if it crashes, count it, log it and start it again. A task that
     keeps crashing (a full disk) waits twice as long each time, up to MAX_RESTART_DELAY, and
-    logs its traceback once per streak: the log must not fill the disk it is failing on."""
-    crashes = 0
+    logs its traceback once per streak: the log must not fill the disk it is failing on. A
+    streak of CRASHES_BEFORE_ALERT is an `internal_error` alert, resolved once a restart has
+    run HEALTHY_RUN."""
+    crashes, alerted = 0, False
     while not stop.is_set():
         started = time.monotonic()
+        run = asyncio.ensure_future(task.run(runtime, stop))
         try:
-            await task.run(runtime, stop)
+            if alerted and not (await asyncio.wait({run}, timeout=HEALTHY_RUN))[0]:
+                alerted = not await _tell(runtime, task.name, None)  # resolved: over
+            await run
             return
         except asyncio.CancelledError:
+            run.cancel()
             raise
         except Exception as exc:
             crashes = 1 if time.monotonic() - started >= HEALTHY_RUN else crashes + 1
@@ -151,9 +166,32 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                     "background task crashed again; restarting",
                     extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
                 )
+            if crashes == CRASHES_BEFORE_ALERT:
+                alerted = await _tell(runtime, task.name, f"{type(exc).__name__}: {exc}")
             delay = min(doubled(runtime.task_restart_delay, crashes - 1), MAX_RESTART_DELAY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+async def _tell(runtime: Runtime, name: str, error: str | None) -> bool:
+    """Alert that the background task `name` keeps crashing with `error`, or (None) resolve
+    that alert; True once done. Never raises: the disk it fails on may fail this too."""
+    try:
+        if error is None:
+            await runtime.notifier.resolve("internal_error", f"its {name} works again", name)
+        else:
+            work = STOPPED_WORK.get(name, "part of watchbridge does not run")
+            body = (
+                f"watchbridge's {name} failed {CRASHES_BEFORE_ALERT} times in a row "
+                f"({error[:300]}). It restarts on its own, waiting longer each time; until it "
+                f"works, {work}. The watchbridge log has the details."
+            )
+            title = f"watchbridge: its {name} keeps failing"
+            await runtime.notifier.notify("internal_error", title, body, name)
+        return True
+    except Exception as exc:
+        log.warning("alert about a failing task not sent", extra={"error": type(exc).__name__})
+        return False
 
 
 def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[str]:

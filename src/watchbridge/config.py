@@ -39,6 +39,7 @@ AlertKind = Literal[
     "sync_failing",
     "webhook_rejects",
     "service_unreachable",
+    "internal_error",
     "test",
 ]
 
