@@ -154,7 +154,9 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
             await run
             return
         except asyncio.CancelledError:
-            run.cancel()
+            run.cancel()  # and let it finish its way out (it closes its clients)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
             raise
         except Exception as exc:
             crashes = 1 if time.monotonic() - started >= HEALTHY_RUN else crashes + 1
