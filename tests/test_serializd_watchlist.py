@@ -172,6 +172,16 @@ async def test_a_removal_serializd_refused_once_is_tried_again_not_undone(link: 
     assert "The Bear" not in link.trakt_watchlist() | link.serializd_watchlist()
 
 
+async def test_a_show_serializd_does_not_know_is_asked_about_once_a_day(link: Link) -> None:
+    unaired = link.trakt.add_show("Unaired", tmdb=999999)
+    link.trakt.user.watchlist[key_of(unaired)] = WatchlistEntry(99, unaired, "2026-09-01T08:00Z")
+    first = await link.watchlist()
+    assert any("Unaired" in line for line in first.unresolved)
+    again = await link.watchlist()  # Serializd paces at 2 requests/s for everything
+    assert any("Unaired" in line for line in again.unresolved)
+    assert link.serializd.count("GET", "/api/show/{id}") == 1
+
+
 async def test_a_mass_removal_waits_for_confirm_removals(link: Link) -> None:
     link.serializd_add(*SHOWS)
     await link.watchlist()

@@ -19,9 +19,11 @@ from watchbridge.http import ServiceError, Unavailable
 from watchbridge.ids import Enricher
 from watchbridge.model import MediaRef
 from watchbridge.services.serializd import (
+    SERVICE,
     SerializdAuthError,
     SerializdClient,
     SerializdError,
+    SerializdItemError,
     ShowSeasons,
 )
 from watchbridge.store import Store
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episodes"} by season
 SEASONS_TTL = 7 * 86400.0
+UNKNOWN = "unknown"  # in SEASONS_CACHE: why Serializd does not know the show
+UNKNOWN_TTL = 86400.0
 EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {number: TMDB episode id}
 EPISODES_TTL = 86400.0
 REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
@@ -60,10 +64,19 @@ async def show_seasons(
     Entries cached before counts were kept hold ids only: one read fills them in."""
     lookup = str(show_id)
     hit, cached = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, lookup, clock())
+    if hit and isinstance(cached, dict) and isinstance(cached.get(UNKNOWN), str):
+        raise SerializdItemError(SERVICE, cached[UNKNOWN])  # asked within the day
     known, with_counts = _cached_seasons(cached) if hit else (None, False)
     if known is not None and (need is None or need in known.ids) and (with_counts or not counts):
         return known
-    seasons = await client.show_seasons(show_id)
+    try:
+        seasons = await client.show_seasons(show_id)
+    except SerializdItemError as exc:  # a show it does not know yet: ask again tomorrow
+        unknown = {UNKNOWN: exc.message}
+        await asyncio.to_thread(
+            store.cache_put, SEASONS_CACHE, lookup, unknown, clock(), UNKNOWN_TTL
+        )
+        raise
     value = {
         "ids": {str(n): season_id for n, season_id in seasons.ids.items()},
         "episodes": {str(n): count for n, count in seasons.episodes.items()},
