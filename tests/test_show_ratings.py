@@ -226,3 +226,32 @@ async def test_a_rating_cleared_on_trakt_does_not_come_back_from_a_serializd_log
     await rig.sync_and_deliver(full=True)
     assert trakt_ratings(rig) == {}  # not copied back while the dead letter waits
     assert serializd_ratings(rig) == [(SEASON_2_ID, None, 8, True)]
+
+
+async def _a_dead_removal_the_user_then_does_as_told(rig: Rig) -> None:
+    await test_a_rating_cleared_on_trakt_does_not_come_back_from_a_serializd_logs_stars(rig)
+    with rig.serializd.lock:  # clears the log's stars on serializd.com
+        for review in rig.serializd.user.reviews:
+            review.rating = 0 if review.is_log else review.rating
+
+
+async def test_the_dead_removal_names_the_season_whose_stars_to_clear(rig: Rig) -> None:
+    await test_a_rating_cleared_on_trakt_does_not_come_back_from_a_serializd_logs_stars(rig)
+    (dead,) = rig.store.dead_letters()
+    assert "the rating of tmdb 1396 season 2 is on a diary log" in (dead.last_error or "")
+
+
+async def test_the_dead_removal_retried_once_the_stars_are_cleared_is_done(rig: Rig) -> None:
+    await _a_dead_removal_the_user_then_does_as_told(rig)
+    rig.store.retry_dead(None, time.time())  # `watchbridge deadletters retry`
+    await rig.deliver()
+    assert rig.store.dead_letters() == []
+
+
+async def test_a_rating_given_after_the_dead_removal_is_copied(rig: Rig) -> None:
+    await _a_dead_removal_the_user_then_does_as_told(rig)
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    rig.serializd.log_entry(None, SHOW, 2, None, rating=9, is_log=False, date_added=later)
+    await rig.sync_and_deliver(full=True)
+    await rig.sync_and_deliver(full=True)
+    assert trakt_ratings(rig) == {("season", 2): 9}

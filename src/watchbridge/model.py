@@ -95,10 +95,21 @@ class MediaRef:
         return f"s{self.season}e{self.number}{absolute}"
 
     def describe(self) -> str:
-        """A short human label for logs and the UI."""
+        """A short human label for logs and the UI; without a title, the ids name it."""
+        show = self.show_title or _named(self.show_ids)
         if self.kind == "episode":
-            return f"{self.show_title or '?'} S{self.season or 0:02d}E{self.number or 0:02d}"
-        return f"{self.title or '?'}" + (f" ({self.year})" if self.year else "")
+            return f"{show} S{self.season or 0:02d}E{self.number or 0:02d}"
+        if self.kind == "season":
+            return f"{show} season {self.season}"
+        title = self.title or _named(
+            self.ids if self.kind == "movie" else self.ids.merged(self.show_ids)
+        )
+        return title + (f" ({self.year})" if self.year else "")
+
+
+def _named(ids: Ids) -> str:
+    """An untitled item's label: its strongest id (`tmdb 1396`), else `?`."""
+    return next((f"{name} {value}" for name, value in ids.present().items()), "?")
 
 
 @dataclass(frozen=True)

@@ -212,22 +212,24 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
     return replace(plan, actions=tuple(actions))
 
 
-def without_copies_back(plan: Plan, removing: Collection[tuple[str, str]]) -> Plan:
+def without_copies_back(plan: Plan, removing: Collection[tuple[str, str, float | None]]) -> Plan:
     """The plan without rating copies of an item whose rating removal is queued for the side
-    it would be copied from (`removing`: (target, item) of those removals): that side still
-    shows the rating until the removal lands, and copying it back would undo it."""
+    it would be copied from (`removing`: (target, item, queued at) of those removals): that
+    side still shows the rating until the removal lands, and copying it back would undo it.
+    A removal that died (queued at: when) holds back only ratings as old as it: one given
+    since is the user's new rating."""
     if not removing:
         return plan
-    from_elsewhere = {(target, item) for target, item in removing}
-    actions = tuple(
-        action
-        for action in plan.actions
-        if not (
-            action.kind == "set_rating"
-            and any(i == action.item and t != action.target for t, i in from_elsewhere)
+
+    def copied_back(action: Action) -> bool:
+        return action.kind == "set_rating" and any(
+            item == action.item
+            and target != action.target
+            and (since is None or action.at <= since)
+            for target, item, since in removing
         )
-    )
-    return replace(plan, actions=actions)
+
+    return replace(plan, actions=tuple(a for a in plan.actions if not copied_back(a)))
 
 
 def _within_catalogs(

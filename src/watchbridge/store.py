@@ -1317,16 +1317,25 @@ class Store:
             "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
         )
 
-    def pending_rating_removals(self, profile: str) -> list[tuple[str, dict[str, Any]]]:
-        """(target, item) of the rating removals queued for `profile` not delivered yet, dead
-        letters too (the rating is still there, waiting for the human: a Serializd log's
-        stars to clear by hand)."""
+    def pending_rating_removals(
+        self, profile: str
+    ) -> list[tuple[str, dict[str, Any], float | None]]:
+        """(target, item, queued at) of the rating removals queued for `profile` not delivered
+        yet, dead letters too (the rating is still there, waiting for the human: a Serializd
+        log's stars to clear by hand); queued at is None for those still to be tried."""
         rows = self._query(
-            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'remove_rating'"
-            " AND status IN ('pending', 'inflight', 'dead')",
+            "SELECT target, payload, status, created_at FROM outbox WHERE profile = ?"
+            " AND action = 'remove_rating' AND status IN ('pending', 'inflight', 'dead')",
             (profile,),
         )
-        return [(row["target"], json.loads(row["payload"])["item"]) for row in rows]
+        return [
+            (
+                row["target"],
+                json.loads(row["payload"])["item"],
+                float(row["created_at"]) if row["status"] == "dead" else None,
+            )
+            for row in rows
+        ]
 
     def delivered_webhook_plays(
         self, profile: str, target: str

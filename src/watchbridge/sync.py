@@ -390,13 +390,14 @@ def _waiting(
     return waiting
 
 
-def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str]]:
-    """(target, item key) of the rating removals queued and not delivered yet."""
+def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float | None]]:
+    """(target, item key, queued at) of the rating removals queued and not delivered yet
+    (queued at: of a dead letter; None for one still to be tried)."""
     removing = set()
-    for target, item in store.pending_rating_removals(profile):
+    for target, item, queued_at in store.pending_rating_removals(profile):
         key = key_for_ref(ref_from_dict(item))
         if key is not None:
-            removing.add((target, key))
+            removing.add((target, key, queued_at))
     return removing
 
 

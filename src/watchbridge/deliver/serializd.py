@@ -421,12 +421,14 @@ class SerializdTarget:
         ours = (ledger.rated.get(key) or {}).get("review_id")
         if isinstance(ours, int):
             ids.add(ours)
-        logged = RATED_LOG in record  # a link's read saw stars on a diary log too
         if record == [""]:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
             ids |= {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
-        if not ids and not logged:
+        logged = False
+        # Stars on a diary log: a link's read saw them (the record says), or nothing else
+        # holds the rating. Read now: the user may have cleared them since (a retry).
+        if RATED_LOG in record or not ids:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
             logged = any(place.holds(e) and e.is_log and e.rating for e in ledger.diary)
@@ -439,7 +441,7 @@ class SerializdTarget:
             # Stars given with a diary log are that log's: deleting it would take the play,
             # and Serializd shows them once the rating rows are gone.
             return Dead(
-                f"the rating of {place.ref.describe()} is on a diary log on Serializd, "
+                f"the rating of {row.describe()} is on a diary log on Serializd, "
                 "which watchbridge does not change (the log is a play): clear its stars "
                 "on serializd.com, then discard this dead letter"
             )
