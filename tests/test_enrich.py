@@ -211,7 +211,7 @@ async def test_a_failing_server_is_a_transient_problem(
 async def test_a_server_that_failed_to_answer_is_left_alone_for_a_minute(
     enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
 ) -> None:
-    jellyfin_server.fail_next(2, 500)  # both tries of the first lookup
+    jellyfin_server.fail_next(2, 503)  # both tries of the first lookup
     await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     asked = len(jellyfin_server.requests)
     clock.advance(10)
@@ -223,6 +223,17 @@ async def test_a_server_that_failed_to_answer_is_left_alone_for_a_minute(
         assert enriched.problem.retry_after == pytest.approx(SERVER_OUTAGE_PAUSE - 10)
     clock.advance(SERVER_OUTAGE_PAUSE)
     assert (await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")).problem is None
+
+
+async def test_a_server_failing_on_one_item_is_no_outage_and_still_asked_about_others(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    jellyfin_server.fail_next(2, 500)  # a 500: the server answers, failing on this item
+    failed = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert failed.problem is not None and failed.problem.transient
+    assert not failed.problem.outage  # its row spends an attempt: a dead letter if it stays
+    again = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    assert again.problem is None  # not left alone for a minute
 
 
 async def test_a_server_asking_to_wait_longer_than_a_minute_is_left_alone_that_long(

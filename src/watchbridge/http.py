@@ -38,6 +38,9 @@ TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 
 # A proxy's answer: the origin may have done the work before the gateway gave up. A 500 is the
 # service failing mid-request, possibly after it wrote; a 503 is the service refusing work.
 AMBIGUOUS_STATUS = frozenset({500, 502, 504, 520, 522, 523, 524, 530})
+# Answers that say the service is down (its gateway speaks for it), not that this request
+# failed: a 500 is the service failing on the request itself.
+DOWN_STATUS = TRANSIENT_STATUS - {500}
 
 
 class ServiceError(WatchbridgeError):
@@ -56,7 +59,8 @@ class Unavailable(ServiceError):
     connection, a 500 or a gateway's error), so a write may have happened after all.
     `answered` is True when the last try of a write got an HTTP error: the service is failing,
     or this request makes it fail, not only a connection. A read or a sign-in that fails says
-    nothing about any one row, so it is never `answered`.
+    nothing about any one row, so it is never `answered`. `status`: the last try's HTTP
+    status (None: no answer at all, a timeout or a connection that failed).
     """
 
     def __init__(
@@ -66,10 +70,12 @@ class Unavailable(ServiceError):
         retry_after: float | None = None,
         outcome_unknown: bool = False,
         answered: bool = False,
+        status: int | None = None,
     ) -> None:
         super().__init__(service, message, retry_after)
         self.outcome_unknown = outcome_unknown
         self.answered = answered
+        self.status = status
 
 
 class RateLimited(Unavailable):
@@ -311,7 +317,7 @@ class HttpClient:
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None
-            answered = False
+            answered, status = False, None
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
@@ -329,7 +335,7 @@ class HttpClient:
                 last_problem = f"unreadable answer ({type(exc).__name__})"
                 unknown = True  # the service answered: a write may have happened
             else:
-                unknown, answered = False, True
+                unknown, answered, status = False, True, response.status_code
                 self._count(method, str(response.status_code), started)
                 if inspect is not None:
                     inspect(response)
@@ -365,6 +371,7 @@ class HttpClient:
                         retry_after,
                         unknown or maybe_written,
                         write,
+                        status,
                     )
             if unknown and not idempotent:
                 break
@@ -385,6 +392,7 @@ class HttpClient:
             f"{last_problem} after {attempt} attempt(s)",
             outcome_unknown=unknown or maybe_written,
             answered=answered and write,
+            status=status,
         )
 
     def _waited(self, seconds: float) -> None:

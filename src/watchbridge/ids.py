@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import Notifier
-from watchbridge.http import ServiceError, Unavailable
+from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
@@ -676,8 +676,9 @@ class Problem:
 
     `credentials`: a server refused our key or token (hold the row and alert; retrying will
     not help until it is fixed). `transient`: the server was down or failing (try again soon).
-    `outage`: a media server that has answered nothing for a while (hold the row without
-    spending its attempts; the enricher alerts), not one failing on this item alone.
+    `outage`: a media server that does not answer, or whose gateway says it is down (hold the
+    row without spending its attempts; the enricher alerts), not one failing on this item (a
+    500: the row spends its attempts, and ends as a dead letter if it keeps failing).
     """
 
     message: str
@@ -721,6 +722,7 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
             f"{name} could not be asked for the show's ids: {exc.message}",
             transient=True,
             retry_after=exc.retry_after,
+            outage=exc.status is None or exc.status in DOWN_STATUS,
         )
     return Problem(f"{name} could not be asked for the show's ids: {exc.message}")
 
@@ -777,7 +779,6 @@ class Enricher:
         self._closers = list(closers)
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
         self._down_since: dict[str, float] = {}  # server -> its first failure of this outage
-        self._answered_at: dict[str, float] = {}  # server -> when it last answered a lookup
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
 
@@ -857,15 +858,14 @@ class Enricher:
         now = self.clock()
         until, problem = self._down_until.get(server, (0.0, None))
         if problem is not None and now < until:
-            return item, replace(problem, retry_after=until - now, outage=self._out(server, now))
+            return item, replace(problem, retry_after=until - now)
         lookup = self.plex if server == "plex" else self.series.get(server)
         answered = lookup.answered if lookup is not None else 0
         item, problem = await self._ask_now(server, lookup, item, need, from_server)
-        if problem is not None and problem.transient:
+        if problem is not None and problem.outage:  # not one item's 500: others still ask
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
             await self._unreachable(server, problem)
-            problem = replace(problem, outage=self._out(server, self.clock()))
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
         elif lookup is not None and lookup.answered > answered:
@@ -890,15 +890,7 @@ class Enricher:
         title = f"watchbridge: {name} cannot be reached"
         await self.notifier.notify("service_unreachable", title, body, key=f"server:{server}")
 
-    def _out(self, server: str, now: float) -> bool:
-        """Whether the server has answered nothing for a while: an outage, not an item of its
-        own failing (that one spends its attempts, and ends as a dead letter)."""
-        return now - self._answered_at.get(server, -SERVER_OUTAGE_ALERT_AFTER) >= (
-            SERVER_OUTAGE_ALERT_AFTER
-        )
-
     async def _reachable(self, server: str) -> None:
-        self._answered_at[server] = self.clock()
         self._down_since.pop(server, None)
         key = f"server:{server}"
         if self.notifier is not None and self.notifier.raised("service_unreachable", key):
