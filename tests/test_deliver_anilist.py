@@ -687,6 +687,8 @@ async def test_an_anime_episode_that_cannot_be_mapped_is_reported_not_guessed(
     (record,) = unmatched_records(runtime.store, ["me"])
     assert record.code == "ambiguous"
     assert fake.snapshot() == {}
+    status = runtime.store.status()  # waiting for ids, not crowding out what holds others
+    assert (status.unmatched, status.waiting) == (1, [])
 
 
 async def test_a_play_past_the_entrys_episode_count_is_recorded_and_never_completes_it(

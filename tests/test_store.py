@@ -551,6 +551,21 @@ def test_prune_forgets_expired_id_lookups(store: Store) -> None:
     assert store.cache_get("trakt-search", "imdb:tt2", now=1000.0) == (True, None)
 
 
+def test_status_lists_what_holds_a_target_before_items_failing_on_their_own(
+    store: Store,
+) -> None:
+    for n in range(6):  # six plays retried each for a reason of its own
+        store.enqueue([row(f"r{n}", ordering=f"o{n}")], 1.0)
+        (item,) = store.claim("w", 1.0)
+        store.retry_later(item.id, 1.0, 9.0, f"Serializd refused item {n}")
+    store.enqueue([row("held", ordering="held")], 1.0)
+    (item,) = store.claim("w", 1.0)
+    store.hold(item.id, 1.0, 9.0, "Trakt no longer accepts the sign-in: run `auth trakt`")
+    status = store.status()
+    assert status.waiting[0].reason.startswith("Trakt no longer accepts the sign-in")
+    assert len(status.waiting) == 5 and status.waiting_left_out == 2
+
+
 def test_unmatched_rows_are_counted(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("w", 2.0)

@@ -253,6 +253,8 @@ def status(config_path: str | None) -> None:
             f"held:          {held.target}/{held.profile}: {held.rows} waiting, next try "
             f"{_when(held.next_at)}: {held.reason}"
         )
+    if state.waiting_left_out:
+        click.echo(f"held:          and {state.waiting_left_out} more reasons")
     click.echo(
         f"dead letters:  {state.dead_letters}"
         + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")

@@ -66,6 +66,11 @@ def render(
             )
             for held in status.waiting
         ],
+        *(
+            [("held", f"and {status.waiting_left_out} more reasons")]
+            if status.waiting_left_out
+            else []
+        ),
         (
             "dead letters",
             _flag(

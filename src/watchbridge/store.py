@@ -655,6 +655,7 @@ class StoreStatus:
     cursors: list[tuple[str, str, str, str, float]]
     last_runs: list[SyncRun]
     waiting: list[Waiting] = field(default_factory=list)  # held or retrying, not unmatched
+    waiting_left_out: int = 0  # reasons rows wait for beyond the WAITING_SHOWN listed
 
 
 def backup_path(database: Path) -> Path:
@@ -1754,13 +1755,17 @@ class Store:
             for r in self._query("SELECT * FROM cursors ORDER BY service, profile, name")
         ]
         counts = self.outbox_counts()
-        waiting = self._query(
-            "SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t"
+        held = (
             " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
             f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error"
-            " ORDER BY n DESC, target, profile LIMIT ?",
+        )
+        # Holds first (a lost sign-in, an outage: no attempt spent), then the most rows.
+        waiting = self._query(
+            "SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t"
+            f"{held} ORDER BY MIN(attempts), n DESC, target, profile LIMIT ?",
             (WAITING_SHOWN,),
         )
+        reasons = self._query(f"SELECT COUNT(*) AS n FROM (SELECT 1{held})")[0]["n"]
         return StoreStatus(
             outbox=counts,
             dead_letters=counts["dead"],
@@ -1771,6 +1776,7 @@ class Store:
             waiting=[
                 Waiting(r["target"], r["profile"], r["last_error"], r["n"], r["t"]) for r in waiting
             ],
+            waiting_left_out=int(reasons) - len(waiting),
         )
 
     def reset(

@@ -764,7 +764,7 @@ class AniListTarget:
             self.clock(),
             title=item.show_title or item.title,
         )
-        message = f"unmatched, see `watchbridge anime unmatched`: {why.reason}"
+        message = f"unmatched: {why.reason} (see `watchbridge anime unmatched`)"
         if why.code == PENDING:
             return Retry(message, after=SEASONS_RETRY)
         if link or why.code in REFRESHABLE:
