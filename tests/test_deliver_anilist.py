@@ -476,12 +476,7 @@ async def test_a_played_special_no_dataset_maps_is_settled_as_unmatched_not_retr
     fake: FakeAniList,
     clock: FakeClock,
 ) -> None:
-    datasets = sample_reverse()  # the pinned real datasets: Re:Zero has no S0 range
-
-    async def reverse() -> Reverse:
-        return datasets
-
-    target.reverse = reverse
+    with_real_datasets(target)  # the pinned real datasets: Re:Zero has no S0 range
     special = MediaRef("episode", show_ids=Ids(tmdb=str(REZERO)), show_title="Re:Zero",
                        season=0, number=1)  # fmt: skip
     enqueue(runtime, "play", special, clock() - 60, live=True)
@@ -851,6 +846,16 @@ def sample_reverse() -> IndexReverse:
     return index_reverse(load_index(sample_bodies()))
 
 
+def with_real_datasets(target: AniListTarget) -> None:
+    """The target places items with the pinned real datasets (tests/fixtures)."""
+    datasets = sample_reverse()
+
+    async def reverse() -> Reverse:
+        return datasets
+
+    target.reverse = reverse
+
+
 @pytest.mark.parametrize(
     ("ids", "season", "number", "found"),
     [
@@ -969,12 +974,7 @@ async def test_both_tvdb_halves_of_one_anilist_episode_are_one_viewing(
     fake: FakeAniList,
     clock: FakeClock,
 ) -> None:
-    datasets = sample_reverse()  # AoT Final Chapters: TVDB S4E29 + E30 are AniList 146984's 1
-
-    async def reverse() -> Reverse:
-        return datasets
-
-    target.reverse = reverse
+    with_real_datasets(target)  # AoT Final Chapters: TVDB S4E29 + E30 are AniList 146984's 1
     fake.add_media(146984, episodes=1)
     for number, ago in ((29, 2700), (30, 60)):  # a TVDB-ordered library, back to back
         half = MediaRef("episode", show_ids=Ids(tvdb="267440"), season=4, number=number)

@@ -474,13 +474,14 @@ async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_w
         await asyncio.wait_for(task, 10)
 
 
-async def test_a_live_scrobble_is_not_held_up_by_another_targets_slow_batch(
+def with_serializd(
     tmp_path: Path,
     trakt: FakeTrakt,
     start_fake: Callable[[FakeServer], FakeServer],
-    receiver: AlertReceiver,
     clock: FakeClock,
-) -> None:
+    storage: str = "",
+) -> tuple[Runtime, Any]:
+    """A runtime delivering to Trakt and a started fake Serializd, both signed in."""
     from tests.fakes.serializd import ALICE, FakeSerializd
 
     serializd = FakeSerializd()
@@ -488,8 +489,7 @@ async def test_a_live_scrobble_is_not_held_up_by_another_targets_slow_batch(
     start_fake(serializd)
     config = parse_config(
         f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-alerts: {{urls: ["{receiver.apprise_url}"]}}
+storage: {{path: {tmp_path / "wb.db"}{storage}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
   serializd: {{api_url: "{serializd.url}"}}
@@ -504,6 +504,16 @@ profiles:
     runtime = build_runtime(config, clock=clock)
     runtime.open()
     sign_in_trakt(runtime.store, trakt, "me", now=clock())
+    return runtime, serializd
+
+
+async def test_a_live_scrobble_is_not_held_up_by_another_targets_slow_batch(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    start_fake: Callable[[FakeServer], FakeServer],
+    clock: FakeClock,
+) -> None:
+    runtime, serializd = with_serializd(tmp_path, trakt, start_fake, clock)
     backlog = []  # a link's backfill: a batch takes Serializd seconds at 2 requests/s
     for n in range(1, 13):
         item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1 + n % 5, number=n)
@@ -545,29 +555,9 @@ async def test_one_target_loop_crashing_stops_the_others_before_the_targets_clos
     tmp_path: Path,
     trakt: FakeTrakt,
     start_fake: Callable[[FakeServer], FakeServer],
-    receiver: AlertReceiver,
     clock: FakeClock,
 ) -> None:
-    from tests.fakes.serializd import ALICE, FakeSerializd
-
-    serializd = FakeSerializd()
-    serializd.seed_reference_catalogue()
-    start_fake(serializd)
-    config = parse_config(
-        f"""
-storage: {{path: {tmp_path / "wb.db"}, busy_timeout: 0.3}}
-services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts: {{trakt: {{}}, serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
-    runtime = build_runtime(config, clock=clock)
-    runtime.open()
+    runtime, serializd = with_serializd(tmp_path, trakt, start_fake, clock, ", busy_timeout: 0.3")
     item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=4)
     payload = {"item": ref_to_dict(item), "at": clock() - 60}
     runtime.store.enqueue([NewOutboxRow("serializd", "me", "play", payload, "k", "i")], clock())
