@@ -263,6 +263,9 @@ def test_failures_in_a_row_pass_over_runs_that_say_nothing_of_the_link() -> None
                     run("dry-run"), run("failed"), run("ok"), run("failed")]  # fmt: skip
     assert failures_in_a_row(newest_first) == 3
     assert failures_in_a_row([run("needs-review", "review the plan"), run("ok")]) == 0
+    # A held run went through; its error is what waits for the user (with the command).
+    held = run("held", "me: 2 of 2 plays ... confirm with `watchbridge sync --confirm-removals`")
+    assert failures_in_a_row([run("failed"), held, held, run("failed")]) == 1
 
 
 def a_trakt_play_an_hour_ago(trakt: FakeTrakt) -> None:

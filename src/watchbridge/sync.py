@@ -644,7 +644,8 @@ def failures_in_a_row(runs: Sequence[SyncRun]) -> int:
     for run in runs:
         if run.outcome in _NOT_COUNTED:
             continue
-        if run.outcome != "failed" and not run.error:
+        # A held run went through (its error says what waits for the user).
+        if run.outcome == "held" or (run.outcome != "failed" and not run.error):
             break
         failures += 1
     return failures
