@@ -285,6 +285,27 @@ def test_test_alert_reaches_a_local_receiver(
     assert "test" in str(receiver[1]["title"]).lower()
 
 
+def test_test_alert_names_a_url_it_cannot_use_beside_one_it_reached(
+    tmp_path: Path, receiver: list[dict[str, object]]
+) -> None:
+    port = receiver[0]["port"]
+    urls = f"['json://127.0.0.1:{port}/hook', 'nftys://ntfy.sh/topic']"
+    result = run(
+        "test-alert", "--config", str(write_config(tmp_path, f"alerts:\n  urls: {urls}\n"))
+    )
+    assert result.returncode != 0
+    assert "test alert sent to 1 destination(s)" in result.stdout
+    assert "alerts are not sent to alerts.urls[1]" in result.stderr
+
+
+def test_test_alert_with_only_unusable_urls_names_them(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "alerts:\n  urls: ['nftys://ntfy.sh/topic']\n")
+    result = run("test-alert", "--config", str(path))
+    assert result.returncode != 0
+    assert "alerts are not sent to alerts.urls[0]" in result.stderr
+    assert "add Apprise URLs" not in result.stderr
+
+
 def test_test_alert_without_destinations_says_what_to_do(tmp_path: Path) -> None:
     result = run("test-alert", "--config", str(write_config(tmp_path)))
     assert result.returncode != 0

@@ -364,9 +364,14 @@ def test_alert(config_path: str | None) -> None:
 
     config = _load(config_path)
     notifier = Notifier(config.alerts)
+    unusable = [f"alerts are not sent to {problem}" for problem in notifier.invalid_urls]
     result = asyncio.run(notifier.send_test())
     if result == "sent":
-        click.echo(f"test alert sent to {len(config.alerts.urls)} destination(s)")
+        reached = len(config.alerts.urls) - len(notifier.invalid_urls)
+        click.echo(f"test alert sent to {reached} destination(s)")
+    if unusable:  # the others would never hear of a dead letter or a lost sign-in
+        raise WatchbridgeError("; ".join(unusable))
+    if result == "sent":
         return
     if result == "disabled":
         raise WatchbridgeError("no alert destinations: add Apprise URLs under alerts.urls")
