@@ -142,13 +142,13 @@ def sign_in(runtime: Runtime, trakt: FakeTrakt, clock: FakeClock) -> None:
     sign_in_trakt(runtime.store, trakt, "me", now=clock())
 
 
-def webhook(runtime: Runtime, name: str, **metadata: Any) -> None:
+def webhook(runtime: Runtime, name: str, profile: str = "me", **metadata: Any) -> None:
     payload = sample_json("plex", name)
     payload["Metadata"] |= metadata
     result = parse("plex", json.dumps(payload).encode(), "application/json")
     assert isinstance(result, Accepted)
     for event in result.events:
-        runtime.store.ingest(ingest_job(runtime, "me", event, result.document))
+        runtime.store.ingest(ingest_job(runtime, profile, event, result.document))
 
 
 UNKNOWN_GUID = "com.plexapp.agents.imdb://tt7777777?lang=en"
@@ -1259,7 +1259,7 @@ async def test_a_rate_limit_shorter_than_15_minutes_does_not_alert_when_it_begin
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.throttle_next(1, retry_after=600)
     await worker.pass_once(runtime)
-    assert worker.holds["trakt"].until > clock() + 590
+    assert runtime.store.claim("check", clock() + 590, 10, ["trakt"]) == []  # waits 10 min
     assert receiver.titles() == []
 
 
@@ -1313,10 +1313,44 @@ async def test_a_retry_after_of_years_holds_deliveries_at_most_six_hours(
     trakt.throttle_next(1, retry_after=99_999_999)  # a proxy's or Trakt's bug: 3 years
     await worker.pass_once(runtime)
     six_hours = 6 * 3600  # delivery.max_backoff's default
-    assert clock() < worker.holds["trakt"].until <= clock() + six_hours
-    # The play's due time is stored (it outlives a restart): due within six hours too.
-    (row,) = runtime.store.claim("check", clock() + six_hours, 10, ["trakt"])
+    # The play's due time is stored (it outlives a restart): due within six hours.
+    (row,) = runtime.store.claim("check", clock() + six_hours + 1, 10, ["trakt"])
     assert row.idempotency_key == "p1"
+
+
+async def test_one_profiles_rate_limit_holds_only_its_own_deliveries(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    # Trakt limits each signed-in user: another person's live scrobble must not wait.
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+  you: {{users: {{plex: ["2"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=clock())
+    sign_in_trakt(runtime.store, trakt, "you", now=clock(), user=trakt.add_user("bob"))
+    worker = worker_for(runtime)
+    worker.targets["trakt"].client.http.pacers["you"] = Pacer()  # type: ignore[attr-defined]
+    try:
+        trakt.throttle_next(1, retry_after=300, route="POST /scrobble/start")
+        webhook(runtime, "movie_media_play.json")  # me: Trakt asks to wait 5 minutes
+        await worker.pass_once(runtime)
+        clock.advance(5)
+        webhook(runtime, "episode_legacy_media_play.json", profile="you")  # a moment later
+        await worker.pass_once(runtime)
+        assert trakt.count("POST", "/scrobble/start") == 2
+    finally:
+        await close_targets(worker)
+        runtime.close()
 
 
 async def test_an_outage_is_not_declared_over_by_a_pass_that_delivered_nothing(

@@ -24,6 +24,7 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     per_profile,
+    rate_limit_hold,
     service_hold,
     unsure,
     waiting_on,
@@ -282,7 +283,8 @@ class TraktTarget:
         if isinstance(exc, TraktAccountError):
             return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False)
         if isinstance(exc, RateLimited):
-            return Hold(exc.message, exc.retry_after or 60)
+            # Trakt limits each signed-in user: this profile waits, the others go on.
+            return rate_limit_hold(exc.retry_after or 60, self.clock())
         if isinstance(exc, Unavailable):
             return service_hold(exc, self.config.retry_after)
         if isinstance(exc, TraktError):

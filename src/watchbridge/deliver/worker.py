@@ -194,6 +194,16 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
     )
 
 
+def rate_limit_hold(wait: float, now: float) -> Hold:
+    """The hold of one profile's rows while the service rate-limits its account for `wait`
+    seconds: told (a `service_unreachable` alert) when it is known to last as long as an
+    outage would before its alert."""
+    until = datetime.fromtimestamp(now + wait, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    reason = f"rate limited until {until}"
+    alert = "service_unreachable" if wait >= UNREACHABLE_ALERT_AFTER else ""
+    return Hold(reason, wait, alert, target_wide=False)
+
+
 def unreachable_alert(
     target: str, reason: str, since: float, now: float, until: float
 ) -> str | None:
@@ -665,6 +675,8 @@ class DeliveryWorker:
         for profile in profiles:
             key = f"{target.name}:{profile}"
             await runtime.notifier.resolve("credentials", message, key=key)
+            if runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
+                await runtime.notifier.resolve("service_unreachable", message, key=key)
             if not runtime.notifier.raised("account_limit", key):
                 continue
             held = _LimitedRows(runtime.store, key)
