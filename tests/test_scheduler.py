@@ -44,6 +44,7 @@ def runtime_for(
     interval: float,
     first_run: str = "apply",
     more_profiles: str = "",
+    kinds: str = "[history, ratings]",
 ) -> Runtime:
     config = parse_config(
         f"""
@@ -59,7 +60,7 @@ profiles:
       serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
 {more_profiles}
 links:
-  ts: {{services: [trakt, serializd], first_run: {first_run}}}
+  ts: {{services: [trakt, serializd], first_run: {first_run}, kinds: {kinds}}}
 """,
         Path("watchbridge.yaml"),
         {},
@@ -253,6 +254,23 @@ async def test_list_titles_a_scheduled_run_cannot_sync_are_logged_once(
             await until(lambda: len(runtime.store.recent_runs("ts", 10)) >= 3)
     logged = [r for r in caplog.records if r.getMessage() == "list titles not synced"]
     assert len(logged) == 1 and "Unknown To Trakt" in logged[0].titles  # type: ignore[attr-defined]
+
+
+async def test_held_removals_are_told_even_when_the_runs_watchlist_part_fails(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    a_trakt_play_an_hour_ago(trakt)
+    page = "/api/user/{username}/watchlistpage_v2/{page}"
+    serializd.fail_next(100_000, 403, body={"message": "Nope"}, route=page)
+    runtime = runtime_for(
+        tmp_path, trakt, serializd, receiver, interval=0.2, kinds="[history, watchlist]"
+    )
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+        remove_it_on_trakt(trakt)
+        await until(lambda: any("holds removals" in t for t in receiver.titles()))
+        await until(lambda: "--confirm-removals" in (runtime.store.last_runs()[0].error or ""))
 
 
 def test_failures_in_a_row_pass_over_runs_that_say_nothing_of_the_link() -> None:

@@ -70,6 +70,7 @@ class SyncScheduler:
                     for wake in runtime.on_enqueued:
                         wake()
                 if result.lists.errors:  # history went through; a watchlist or collection did not
+                    await report_held(runtime.notifier, name, result.held)  # told all the same
                     raise WatchbridgeError("; ".join(result.lists.errors))
             except LinkBusy as busy:
                 runs.labels(name, "busy").inc()
