@@ -560,7 +560,9 @@ def test_status_lists_what_holds_a_target_before_items_failing_on_their_own(
         store.retry_later(item.id, 1.0, 9.0, f"Serializd refused item {n}")
     store.enqueue([row("held", ordering="held")], 1.0)
     (item,) = store.claim("w", 1.0)
-    store.hold(item.id, 1.0, 9.0, "Trakt no longer accepts the sign-in: run `auth trakt`")
+    store.retry_later(item.id, 1.0, 1.5, "answered 502")  # an attempt spent before
+    (item,) = store.claim("w", 2.0)
+    store.hold(item.id, 2.0, 9.0, "Trakt no longer accepts the sign-in: run `auth trakt`")
     status = store.status()
     assert status.waiting[0].reason.startswith("Trakt no longer accepts the sign-in")
     assert len(status.waiting) == 5 and status.waiting_left_out == 2

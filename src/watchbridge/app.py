@@ -316,6 +316,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for w in status.waiting
         ],
+        "held_left_out": status.waiting_left_out,
         "oldest_pending_at": status.oldest_pending_at,
         "links": [
             {

@@ -1759,10 +1759,10 @@ class Store:
             " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
             f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error"
         )
-        # Holds first (a lost sign-in, an outage: no attempt spent), then the most rows.
+        # Holds first (a lost sign-in, an outage: a hold clears failing_since), then most rows.
         waiting = self._query(
             "SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t"
-            f"{held} ORDER BY MIN(attempts), n DESC, target, profile LIMIT ?",
+            f"{held} ORDER BY MAX(failing_since IS NOT NULL), n DESC, target, profile LIMIT ?",
             (WAITING_SHOWN,),
         )
         reasons = self._query(f"SELECT COUNT(*) AS n FROM (SELECT 1{held})")[0]["n"]
@@ -1776,7 +1776,7 @@ class Store:
             waiting=[
                 Waiting(r["target"], r["profile"], r["last_error"], r["n"], r["t"]) for r in waiting
             ],
-            waiting_left_out=int(reasons) - len(waiting),
+            waiting_left_out=max(int(reasons) - len(waiting), 0),
         )
 
     def reset(
