@@ -40,6 +40,9 @@ RETRY_FAILED = 60.0  # after a failed send, the condition's next send waits this
 LEASE_MARGIN = 30.0
 KEEP_OPEN = 400 * 86400.0  # an open alert owes its recovery notice this long
 FLAP_GUARD = 600.0  # a condition back after its recovery is told again no sooner than this
+# Short outages heal themselves: a service (a delivery target, a media server) that stays
+# unreachable this long is alerted.
+UNREACHABLE_ALERT_AFTER = 900.0
 # The most a process's snapshot of the shared conditions lags (see Notifier.raised).
 RELOAD_EVERY = 60.0
 TEST_TITLE = "watchbridge test alert"

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from watchbridge.alerts import Notifier
+from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -39,7 +39,6 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
-SERVER_OUTAGE_ALERT_AFTER = 900.0  # a media server unanswering this long is alerted
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
@@ -785,8 +784,11 @@ class Enricher:
     def asks(self, item: MediaRef, source: str | None) -> bool:
         """Whether the media server `item` came from can be asked about it (configured)."""
         server = origin(item, source)
-        lookup = self.plex if server == "plex" else self.series.get(server or "")
-        return server is not None and lookup is not None
+        return server is not None and self._lookup(server) is not None
+
+    def _lookup(self, server: str) -> PlexEnricher | SeriesEnricher | None:
+        """What reads `server`'s items (None: it is not configured)."""
+        return self.plex if server == "plex" else self.series.get(server)
 
     async def aclose(self) -> None:
         """Close the media server clients (once, whichever target asks first)."""
@@ -859,7 +861,7 @@ class Enricher:
         until, problem = self._down_until.get(server, (0.0, None))
         if problem is not None and now < until:
             return item, replace(problem, retry_after=until - now)
-        lookup = self.plex if server == "plex" else self.series.get(server)
+        lookup = self._lookup(server)
         answered = lookup.answered if lookup is not None else 0
         item, problem = await self._ask_now(server, lookup, item, need, from_server)
         if problem is not None and problem.outage:  # not one item's 500: others still ask
@@ -879,7 +881,7 @@ class Enricher:
         the plays that need it wait (spending no attempts) and would otherwise wait unsaid."""
         now = self.clock()
         since = self._down_since.setdefault(server, now)
-        if self.notifier is None or now - since < SERVER_OUTAGE_ALERT_AFTER:
+        if self.notifier is None or now - since < UNREACHABLE_ALERT_AFTER:
             return
         name = SERVER_NAMES.get(server, server)
         minutes = int((now - since) // 60)

@@ -1705,12 +1705,12 @@ class Store:
     def run_lease_ends(self, link: str, lease: float = RUN_LEASE) -> float:
         """When the lease of the running run(s) of `link` ends, unless a heartbeat renews it
         (0: none is running)."""
-        row = self.db.execute(
+        (row,) = self._query(
             "SELECT MAX(COALESCE(heartbeat_at, started_at)) FROM sync_runs"
             " WHERE link = ? AND outcome = 'running'",
             (link,),
-        ).fetchone()
-        return float(row[0]) + lease if row and row[0] is not None else 0.0
+        )
+        return float(row[0]) + lease if row[0] is not None else 0.0
 
     def heartbeat_run(self, run_id: int, now: float) -> None:
         with self.transaction() as conn:

@@ -612,7 +612,7 @@ async def run_link(
             )
             raise NeedsReview(message, tuple(held))
         outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed)
-        # What failed, else what waits for the user (held removals, with the command).
+        # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*listed.errors, *held]) or None
         await asyncio.to_thread(
             store.finish_run, run_id, clock(), outcome.outcome, plan_counts(plans), calls, error

@@ -492,6 +492,9 @@ def better_numbered(renumbered: MediaRef, sent: MediaRef, reverse: Reverse) -> M
     return sent if not isinstance(reverse(sent), Unmatched) else renumbered
 
 
+_MAPPABLE = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb")  # not a server's own
+
+
 def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem) -> bool:
     """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) that its media
     server was asked about has none at all on its second try, a day after the first (a server
@@ -503,9 +506,6 @@ def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem) -> bool:
         and "link" not in row.payload
         and not any(named)
     )
-
-
-_MAPPABLE = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb")  # not a server's own
 
 
 def recheck_skipped(
@@ -654,8 +654,12 @@ class AniListTarget:
                     why="AniList entries are found by the show's TMDB or TVDB id",
                     from_server=row.payload.get("server"),
                 )
-                asked = self.enricher is not None and self.enricher.asks(decoded, source)
-                if waiting is not None and asked and nothing_names(decoded, waiting, row):
+                if (
+                    waiting is not None
+                    and nothing_names(decoded, waiting, row)
+                    and self.enricher is not None
+                    and self.enricher.asks(decoded, source)
+                ):
                     # A home video, a YouTube archive: its server still knows no id for it a
                     # day later, so no dataset can map it. Not anime, like any such play.
                     await self._keep_skipped(profile, row, decoded)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from watchbridge.alerts import SENT, format_span
+from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
 TARGET_PROBE_MIN = 1.0  # the shortest pause of a target that is down
-UNREACHABLE_ALERT_AFTER = 900.0  # short outages heal themselves; alert after 15 minutes
 # How often to look for dead letters no alert told of yet (another process's too).
 UNTOLD_LOOK_EVERY = 60.0
 # While a target delivers, its claims are renewed this often (seconds), so that only a worker
