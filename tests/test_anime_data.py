@@ -446,33 +446,36 @@ def test_anime_unmatched_lists_what_could_not_be_mapped(tmp_path: Path) -> None:
     )
 
 
-async def test_anime_unmatched_says_when_a_dataset_refresh_mapped_an_entry(
-    tmp_path: Path, fake: FakeDatasets, http: HttpClient
-) -> None:
+async def unmatched_listing(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, why: Unmatched
+) -> str:
+    """What `watchbridge anime unmatched` prints once AniList 119661 was noted as `why`,
+    with the datasets freshly downloaded."""
     path = anime_config(tmp_path, fake)
     await from_config(load_config(path, {}), http=http).refresh()
     store = Store.open(tmp_path / "watchbridge.db")
-    why = Unmatched("AniList 119661 is in none of the mapping datasets", "unknown")
     note_unmatched(store, "default", "anilist:119661", why, 100.0, anilist_id=119661)
     store.close()
     result = run_cli("anime", "unmatched", "--config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "-> maps now; the next sync uses it" in result.stdout
+    return result.stdout
+
+
+async def test_anime_unmatched_says_when_a_dataset_refresh_mapped_an_entry(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient
+) -> None:
+    why = Unmatched("AniList 119661 is in none of the mapping datasets", "unknown")
+    listed = await unmatched_listing(tmp_path, fake, http, why)
+    assert "-> maps now; the next sync uses it" in listed
 
 
 async def test_anime_unmatched_promises_nothing_for_an_entry_waiting_on_a_season_list(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient
 ) -> None:
     # The datasets map it by absolute number all along: the season list is what it lacks.
-    path = anime_config(tmp_path, fake)
-    await from_config(load_config(path, {}), http=http).refresh()
-    store = Store.open(tmp_path / "watchbridge.db")
     why = Unmatched("no season list to place absolute episode 1100 on", "absolute")
-    note_unmatched(store, "default", "anilist:119661", why, 100.0, anilist_id=119661)
-    store.close()
-    result = run_cli("anime", "unmatched", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    assert "[absolute]" in result.stdout and "maps now" not in result.stdout
+    listed = await unmatched_listing(tmp_path, fake, http, why)
+    assert "[absolute]" in listed and "maps now" not in listed
 
 
 def test_anime_unmatched_when_everything_maps(tmp_path: Path) -> None:

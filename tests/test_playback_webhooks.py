@@ -74,14 +74,19 @@ def tautulli_at(percent: float, action: str, player: str) -> dict[str, object]:
                    "view_offset": str(offset), "progress_percent": str(int(percent))}  # fmt: skip
 
 
+def watched_through(rig: Rig, player: str, watched_at: float) -> None:
+    """A whole viewing on `player`: play, 50 minutes, Tautulli's watched, then stop."""
+    rig.post("tautulli", tautulli_at(0, "play", player))
+    rig.advance(50 * 60)
+    rig.post("tautulli", tautulli_at(watched_at, "watched", player))
+    rig.post("tautulli", tautulli_at(100, "stop", player))
+
+
 def test_watching_again_from_the_start_on_another_player_the_next_day_is_a_second_play(
     tmp_path: Path,
 ) -> None:
     with running_rig(tmp_path) as rig:
-        rig.post("tautulli", tautulli_at(0, "play", "tv"))
-        rig.advance(50 * 60)
-        rig.post("tautulli", tautulli_at(95, "watched", "tv"))
-        rig.post("tautulli", tautulli_at(100, "stop", "tv"))
+        watched_through(rig, "tv", 95)
         rig.advance(20 * HOUR)
         rig.post("tautulli", tautulli_at(0, "play", "phone"))
         rig.advance(50 * 60)
@@ -93,10 +98,7 @@ def test_a_same_evening_rewatch_moved_to_another_player_is_a_second_play(tmp_pat
     # Finished on the TV; an hour later watched again from the start on the tablet, stopped
     # half way, and finished in the bedroom two hours later.
     with running_rig(tmp_path) as rig:
-        rig.post("tautulli", tautulli_at(0, "play", "tv"))
-        rig.advance(50 * 60)
-        rig.post("tautulli", tautulli_at(90, "watched", "tv"))
-        rig.post("tautulli", tautulli_at(100, "stop", "tv"))
+        watched_through(rig, "tv", 90)
         rig.advance(1 * HOUR)
         rig.post("tautulli", tautulli_at(0, "play", "tablet"))
         rig.advance(30 * 60)
