@@ -98,7 +98,7 @@ def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path)
     result = run("check-config", "--config", str(path))
     assert "plex.lan:32400" in result.stdout and "proxy.lan/trakt" in result.stdout
     assert "PLEXSECRET123" not in result.stdout and "hunter2pass" not in result.stdout
-    assert "webhook secret: generated on first start" in result.stdout  # labels stay readable
+    assert "webhook secret: generated once, kept in the database" in result.stdout  # readable
     assert "API token:     none (API and UI open on this port)" in result.stdout
 
 

@@ -179,7 +179,7 @@ def _storage_problem(path: Path) -> str | None:
 
 def _secret_summary(secret: Secret | None) -> str:
     if not secret:
-        return "generated on first start"
+        return "generated once, kept in the database (`watchbridge webhook-urls` shows it)"
     return "set" if fits_in_url(secret.reveal()) else f"set ({SECRET_IN_HEADER_ONLY})"
 
 
