@@ -557,6 +557,33 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
         runtime.close()
 
 
+async def test_a_server_rate_limiting_lookups_holds_plays_without_saying_it_cannot_be_reached(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    jellyfin_server.fail_next(10_000, 429, headers={"Retry-After": "300"})  # a proxy's limit
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_jellyfin(runtime)
+        for _ in range(6):  # an hour, looking every ten minutes
+            await drain(worker, runtime, passes=1)
+            clock.advance(600)
+        assert runtime.store.outbox_counts()["dead"] == 0  # held: no attempt spent
+        assert receiver.titles() == []  # Jellyfin answers; it asks us to slow down
+        jellyfin_server.clear_knobs()
+        await drain(worker, runtime)
+        assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+    finally:
+        runtime.close()
+
+
 async def test_a_play_waiting_on_trakts_id_search_spends_its_attempts_and_is_told_of(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -204,8 +204,8 @@ def _rate_limited(service: str, wait: float, maybe_written: bool) -> Unavailable
     after = min(wait + 1, MAX_RETRY_AFTER)
     if maybe_written:
         message = f"rate limited for {wait:.0f}s after a try that may have landed"
-        return Unavailable(service, message, after, True)
-    return RateLimited(service, f"rate limited for {wait:.0f}s", after)
+        return Unavailable(service, message, after, True, status=429)
+    return RateLimited(service, f"rate limited for {wait:.0f}s", after, status=429)
 
 
 def _service_wait(seconds: float) -> float | None:

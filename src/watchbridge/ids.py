@@ -678,6 +678,8 @@ class Problem:
     `outage`: a media server that does not answer, or whose gateway says it is down (hold the
     row without spending its attempts; the enricher alerts), not one failing on this item (a
     500: the row spends its attempts, and ends as a dead letter if it keeps failing).
+    `rate_limited`: an outage of the server's own choosing (a 429): held the same way, and
+    not alerted as a server that cannot be reached.
     """
 
     message: str
@@ -685,6 +687,7 @@ class Problem:
     transient: bool = False
     retry_after: float | None = None
     outage: bool = False
+    rate_limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -717,11 +720,13 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
     if isinstance(exc, MediaServerAuthError | PlexAuthError):
         return Problem(exc.message, credentials=True)
     if isinstance(exc, Unavailable):
+        rate_limited = exc.status == 429
         return Problem(
             f"{name} could not be asked for the show's ids: {exc.message}",
             transient=True,
             retry_after=exc.retry_after,
-            outage=exc.status is None or exc.status in DOWN_STATUS,
+            outage=exc.status is None or exc.status in DOWN_STATUS or rate_limited,
+            rate_limited=rate_limited,
         )
     return Problem(f"{name} could not be asked for the show's ids: {exc.message}")
 
@@ -867,7 +872,8 @@ class Enricher:
         if problem is not None and problem.outage:  # not one item's 500: others still ask
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
-            await self._unreachable(server, problem)
+            if not problem.rate_limited:  # it answers: asking too often is no outage
+                await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
         elif lookup is not None and lookup.answered > answered:
