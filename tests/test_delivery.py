@@ -56,6 +56,7 @@ from watchbridge.store import (
     OutboxItem,
     Settlement,
     Untold,
+    backup_path,
     ordering_key,
 )
 from watchbridge.sync import outbox_rows
@@ -1791,6 +1792,25 @@ async def test_a_dead_letter_the_process_died_before_alerting_is_alerted_after_t
         assert gave_up(receiver) == ["watchbridge: a trakt delivery gave up"]
         await worker.pass_once(runtime)
     assert len(gave_up(receiver)) == 1  # told once
+
+
+async def test_a_play_delivered_after_the_backup_is_not_sent_again_from_the_restored_copy(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    database = Path(str(runtime.store.path))
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    runtime.store.backup_to(backup_path(database))  # the nightly `watchbridge backup`
+    await drain(worker, runtime, clock)
+    await close_targets(worker)
+    runtime.close()
+    for lost in database.parent.glob(f"{database.name}*"):  # the disk died; the copy is back
+        if lost != backup_path(database):
+            lost.unlink()
+    async with restarted(runtime, worker, clock) as (runtime, worker):
+        clock.advance(60)
+        await drain(worker, runtime, clock)
+        assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1  # looked up on Trakt, not added a second time
 
 
 async def test_a_dead_letter_within_the_alert_throttle_is_alerted_when_it_ends(

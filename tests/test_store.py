@@ -23,6 +23,7 @@ from watchbridge.errors import StoreError
 from watchbridge.playback import Session
 from watchbridge.store import (
     CLAIM_LEASE,
+    UNKNOWN_OUTCOME,
     WAL_SIZE_LIMIT,
     IngestJob,
     IngestWriter,
@@ -821,6 +822,25 @@ def test_a_missing_database_starts_from_its_backup_copy(tmp_path: Path) -> None:
     with Store.open(tmp_path / "wb.db") as restored:
         assert restored.get_token("trakt", "me") == {"access_token": "a"}
     assert stat.S_IMODE(os.stat(tmp_path / "wb.db").st_mode) == 0o600
+
+
+def test_rows_waiting_in_a_restored_copy_are_marked_as_possibly_sent(tmp_path: Path) -> None:
+    database = tmp_path / "wb.db"
+    with Store.open(database) as store:
+        store.enqueue([row("waiting", ordering="a"), row("unmatched", ordering="b")], 1.0)
+        (_, unmatched) = store.claim("w", 2.0)
+        store.retry_later(unmatched.id, 2.0, 3.0, "unmatched: Trakt has no id for X yet")
+        store.backup_to(backup_path(database))
+    for name in ("wb.db", "wb.db-wal", "wb.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with Store.open(database) as restored:
+        reasons = dict(restored.db.execute("SELECT id, last_error FROM outbox").fetchall())
+        assert restored.marked(list(reasons)) == set(reasons)  # each is looked up first
+        assert restored.status().unmatched == 1  # and still listed as what it was
+    assert sorted(reasons.values()) == [
+        f"{UNKNOWN_OUTCOME}: restored from a backup copy",
+        f"{UNKNOWN_OUTCOME}: unmatched: Trakt has no id for X yet",
+    ]
 
 
 OPEN_AT = """

@@ -663,10 +663,11 @@ def backup_path(database: Path) -> Path:
     return database.with_name(f"{database.name}.backup")
 
 
-def _restore_missing(database: Path) -> None:
+def _restore_missing(database: Path) -> bool:
+    """Put the backup copy in place of a missing database; whether it did."""
     copy = backup_path(database)
     if database.exists() or not copy.is_file():
-        return
+        return False
     # The journal files of a deleted database would be replayed over the copy (SQLite cannot
     # tell they are another file's): set them aside.
     for suffix in ("-wal", "-shm"):
@@ -685,6 +686,7 @@ def _restore_missing(database: Path) -> None:
         "copy may have to be done again)",
         extra={"copy": str(copy)},
     )
+    return True
 
 
 def _create_private_file(path: Path) -> None:
@@ -776,7 +778,7 @@ class Store:
         with a `watchbridge backup` copy beside it (a restored backup) starts from the copy."""
         file = Path(path)
         try:
-            _restore_missing(file)
+            restored = _restore_missing(file)
             _create_private_file(file)
             conn = sqlite3.connect(
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -792,9 +794,26 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(conn, file)
             store.migrate()
+            if restored:
+                store._mark_restored_rows()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
         return store
+
+    def _mark_restored_rows(self) -> None:
+        """A backup copy's undelivered rows may have gone out after it was taken, and what
+        records their sends (mirrors, ledgers) is as old as the copy: mark them as possibly
+        sent, so each target looks before sending again (Trakt history and the Serializd
+        diary would record a second play)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET last_error = ? || ': ' || CASE"
+                " WHEN last_error IS NULL OR last_error = '' THEN 'restored from a backup copy'"
+                " ELSE last_error END"
+                " WHERE status IN ('pending', 'inflight', 'dead')"
+                " AND substr(COALESCE(last_error, ''), 1, ?) != ?",
+                (UNKNOWN_OUTCOME, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME),
+            )
 
     def backup_to(self, target: Path) -> None:
         """A consistent copy of the database at `target` (mode 0600), taken while the
