@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,9 @@ links:
     await rig.aclose()
 
 
-def rate_on_trakt(trakt: FakeTrakt, item: Any, value: int) -> None:
+def rate_on_trakt(trakt: FakeTrakt, item: Any, value: int, ago: float = 600) -> None:
     with trakt.lock:
-        trakt.user.ratings[key_of(item)] = Rating(item, value, iso(time.time() - 600))
+        trakt.user.ratings[key_of(item)] = Rating(item, value, iso(time.time() - ago))
         trakt._touch(trakt.user, f"{item.kind}s.rated_at")
 
 
@@ -752,6 +753,46 @@ async def test_a_completed_anime_movie_on_anilist_is_one_movie_play_on_trakt(
     for full in (False, True):
         assert (await rig.sync_and_deliver(full=full)).queued == 0
     assert len(movie_plays(trakt, MONONOKE_TMDB)) == 1
+
+
+def a_zone_where_it_is_morning() -> str:
+    """A fixed-offset zone where it is about 06:00 now (Etc/GMT-3 is UTC+3)."""
+    offset = (6 - datetime.now(UTC).hour) % 24
+    offset = offset - 24 if offset > 12 else offset
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/UTC"
+
+
+async def test_an_anime_movie_finished_this_morning_is_no_trakt_play_in_the_afternoon(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, time_zone: Callable[[str], None]
+) -> None:
+    time_zone(a_zone_where_it_is_morning())  # the finish day's noon is hours away
+    trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
+    anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
+    logged = time.time() - 300
+    today = FuzzyDate.of(logged).to_input()
+    anilist.add_entry(
+        MONONOKE, status="COMPLETED", progress=1, completed_at=today, updated_at=logged
+    )
+    await rig.sync_and_deliver()
+    (played,) = movie_plays(trakt, MONONOKE_TMDB)
+    assert played == pytest.approx(logged, abs=60)  # when it was logged, at the latest
+
+
+async def test_an_anime_score_given_this_morning_is_older_than_a_trakt_rating_given_since(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, time_zone: Callable[[str], None]
+) -> None:
+    time_zone(a_zone_where_it_is_morning())
+    movie = trakt.add_movie("Princess Mononoke", 1997, tmdb=MONONOKE_TMDB)
+    anilist.add_media(MONONOKE, episodes=1, format="MOVIE")
+    logged = time.time() - 600
+    today = FuzzyDate.of(logged).to_input()
+    entry = anilist.add_entry(
+        MONONOKE, status="COMPLETED", progress=1, score=90, completed_at=today, updated_at=logged
+    )
+    rate_on_trakt(trakt, movie, 7, ago=120)  # newest wins (the default)
+    await rig.sync_and_deliver()
+    assert [(r.item, r.rating) for r in trakt.ratings()] == [(movie, 7)]
+    assert entry.score == 70
 
 
 async def test_a_trakt_play_of_an_anime_movie_completes_its_anilist_entry(

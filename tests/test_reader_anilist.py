@@ -87,10 +87,20 @@ def test_a_first_read_dates_the_last_episode_and_leaves_earlier_ones_undated() -
 
 
 def test_a_completed_entry_dates_its_last_episode_with_completed_at() -> None:
-    done = entry(status="COMPLETED", progress=12, completed_at=FuzzyDate(2026, 7, 1))
+    done = entry(status="COMPLETED", progress=12, completed_at=FuzzyDate(2026, 6, 20))
     side = anilist_side([done], {}, None, table).side
     last = max(side.plays, key=lambda p: p.item)
-    assert last.item == key(12) and last.at == FuzzyDate(2026, 7, 1).timestamp()
+    assert last.item == key(12) and last.at == FuzzyDate(2026, 6, 20).timestamp()
+
+
+def test_a_finish_date_of_the_last_updates_day_dates_the_play_no_later_than_that_update(
+    time_zone: Callable[[str], None],
+) -> None:
+    time_zone("UTC")  # UPDATED is 10:00 there: the day's noon is two hours later
+    today = FuzzyDate.of(UPDATED)
+    done = entry(status="COMPLETED", progress=12, completed_at=today)
+    side = anilist_side([done], {}, None, table).side
+    assert max(side.plays, key=lambda p: p.item).at == UPDATED
 
 
 def test_a_progress_step_becomes_dated_plays_of_the_new_episodes() -> None:
@@ -316,10 +326,10 @@ MOVIE_KEY = "movie:tmdb:128"
 
 def test_a_completed_movie_is_one_movie_play_dated_when_it_was_finished() -> None:
     done = entry(
-        MOVIE, episodes=1, status="COMPLETED", progress=1, completed_at=FuzzyDate(2026, 7, 1)
+        MOVIE, episodes=1, status="COMPLETED", progress=1, completed_at=FuzzyDate(2026, 6, 20)
     )
     side = anilist_side([done], {}, None, table).side
-    assert plays_of(side) == [(MOVIE_KEY, FuzzyDate(2026, 7, 1).timestamp(), "7164:1")]
+    assert plays_of(side) == [(MOVIE_KEY, FuzzyDate(2026, 6, 20).timestamp(), "7164:1")]
 
 
 def test_a_movie_watched_short_of_its_episode_count_is_no_play_and_not_unmatched() -> None:

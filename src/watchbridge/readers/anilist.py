@@ -82,7 +82,7 @@ from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
-from watchbridge.services.anilist import AniListClient, ListEntry
+from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
@@ -159,10 +159,19 @@ def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
     if episode < last:
         return UNDATED
     if entry.status == "COMPLETED":
-        completed = entry.completed_at.timestamp()
+        completed = _day_time(entry, entry.completed_at)
         if completed is not None:
             return completed
     return entry.updated_at or UNDATED
+
+
+def _day_time(entry: ListEntry, day: FuzzyDate) -> float | None:
+    """When a day the user set on the entry counts: its noon, but never after the entry's last
+    update (finished this morning, noon is still hours away); None when no day is set."""
+    at = day.timestamp()
+    if at is None or not entry.updated_at:
+        return at
+    return min(at, entry.updated_at)
 
 
 def _keys(forward: Forward, episode: int, total: int | None) -> list[str] | Unmatched:
@@ -206,7 +215,7 @@ def score_date(entry: ListEntry, before: EntryState | None) -> float:
     if before is not None and before.media == entry.media_id:
         return entry.updated_at  # changed since the last read: by this update at the latest
     for day in (entry.completed_at, entry.started_at):
-        at = day.timestamp()
+        at = _day_time(entry, day)
         if at is not None:
             return at
     return entry.updated_at
