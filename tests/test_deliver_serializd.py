@@ -583,3 +583,35 @@ async def test_an_older_viewing_a_link_backfills_is_not_a_rewatch(
         (iso(first), False),
         (iso(second), False),
     ]
+
+
+def episode_of_an_unknown_show(number: int, own_tmdb: str | None) -> MediaRef:
+    return MediaRef(
+        "episode",
+        ids=Ids(tmdb=own_tmdb),
+        show_ids=Ids(tmdb="99999901"),
+        show_title="A Show Serializd Lacks",
+        season=1,
+        number=number,
+    )
+
+
+@pytest.mark.parametrize("own_tmdb", [None, "5550001"], ids=["no-episode-id", "episode-id"])
+async def test_an_episode_of_a_show_serializd_lacks_waits_as_unmatched(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, own_tmdb: str | None
+) -> None:
+    enqueue(runtime, "play", episode_of_an_unknown_show(1, own_tmdb), clock() - 600)
+    await drain(worker, runtime, clock, passes=1)
+    (unmatched,) = runtime.store.unmatched()  # listed by `watchbridge unmatched`
+    assert unmatched.item.last_error is not None
+    assert unmatched.item.last_error.startswith("unmatched: ")
+
+
+async def test_serializd_is_asked_about_a_show_it_lacks_once_a_day_not_per_play(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    for number in (1, 2, 3):
+        item = episode_of_an_unknown_show(number, f"555000{number}")
+        enqueue(runtime, "play", item, clock() - 600 + number)
+    await drain(worker, runtime, clock, passes=1)
+    assert fake.count("GET", "/api/show/99999901") == 1

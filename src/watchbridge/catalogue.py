@@ -106,7 +106,10 @@ async def tmdb_numbered(
         episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
     if episode_id is None:
         return item
-    found = await find_episode(client, store, int(show), episode_id, item.season, clock)
+    try:
+        found = await find_episode(client, store, int(show), episode_id, item.season, clock)
+    except SerializdItemError:  # a show Serializd does not know: nothing to number it by
+        return item
     if found is None or found == (item.season, item.number):
         return item
     log.info(
