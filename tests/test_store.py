@@ -843,6 +843,47 @@ def test_rows_waiting_in_a_restored_copy_are_marked_as_possibly_sent(tmp_path: P
     ]
 
 
+def fill_and_prune(store: Store, rows: int = 3000) -> int:
+    """A delivered backlog pruned a week later; the file's size at its peak."""
+    note = {"note": "x" * 400}
+    store.enqueue(
+        [NewOutboxRow("trakt", "me", "add", note, f"o{n}", f"k{n}") for n in range(rows)], 1.0
+    )
+    while batch := store.claim("w", 1.0, 1000):
+        store.settle(1.0, [Settlement(item.id, "done") for item in batch])
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    peak = Path(str(store.path)).stat().st_size
+    assert store.prune(1.0 + 8 * 86400, 7 * 86400, 7 * 86400)["outbox"] == rows
+    return peak
+
+
+def test_the_space_of_a_pruned_backlog_goes_back_to_the_disk(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "wb.db") as store:
+        peak = fill_and_prune(store)
+        assert store.reclaim_space(min_free_pages=100) > 0
+        assert (tmp_path / "wb.db").stat().st_size < peak / 4
+
+
+def test_a_database_made_before_space_was_given_back_is_rewritten_once_to_give_it(
+    tmp_path: Path,
+) -> None:
+    old = sqlite_utils.Database(tmp_path / "wb.db")  # no auto_vacuum: an older release's
+    migrations.apply(old)
+    old.close()
+    with Store.open(tmp_path / "wb.db") as store:
+        peak = fill_and_prune(store)
+        assert store.reclaim_space(min_free_pages=100) > 0
+        assert (tmp_path / "wb.db").stat().st_size < peak / 4
+        fill_and_prune(store)
+        assert store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental now
+
+
+def test_a_few_free_pages_are_left_for_the_next_rows(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "wb.db") as store:
+        fill_and_prune(store, rows=300)
+        assert store.reclaim_space() == 0  # no rewrite for a few megabytes
+
+
 OPEN_AT = """
 import sys, time
 from watchbridge.store import Store

@@ -52,6 +52,7 @@ async def housekeeping(runtime: Runtime) -> None:
         for wake in runtime.on_enqueued:
             wake()
     for check, name in (
+        (reclaim_space, "reclaim-space"),
         (resend_failed_alerts, "alerts-resend"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_anime_datasets, "anime-datasets-check"),
@@ -61,6 +62,13 @@ async def housekeeping(runtime: Runtime) -> None:
         except Exception as exc:  # the pruning above must go on hourly regardless
             log.warning("%s failed: %s", name, type(exc).__name__)
             runtime.metrics.background_errors.labels(name).inc()
+
+
+async def reclaim_space(runtime: Runtime) -> None:
+    """The file shrinks back after pruning a big backlog (see `Store.reclaim_space`)."""
+    pages = await asyncio.to_thread(runtime.store.reclaim_space)
+    if pages:
+        log.info("gave the disk back the space of pruned rows", extra={"pages": pages})
 
 
 async def resend_failed_alerts(runtime: Runtime) -> None:
