@@ -884,6 +884,33 @@ def test_a_few_free_pages_are_left_for_the_next_rows(tmp_path: Path) -> None:
         assert store.reclaim_space() == 0  # no rewrite for a few megabytes
 
 
+def test_the_overview_is_read_without_waiting_for_writes(tmp_path: Path) -> None:
+    # /metrics and the status page count a backlog of 100,000 rows in a tenth of a second:
+    # behind the store's lock, every webhook would wait for it, and it for them.
+    with Store.open(tmp_path / "wb.db") as store:
+        store.enqueue([row("a")], 1.0)
+        writing, done = threading.Event(), threading.Event()
+
+        def write() -> None:
+            with store.transaction():
+                writing.set()
+                done.wait(10)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writing.wait(10)
+        try:
+            counted: list[dict[str, int]] = []
+            reader = threading.Thread(target=lambda: counted.append(store.queue_gauges()))
+            reader.start()
+            reader.join(2)
+            assert counted == [{"pending": 1, "inflight": 0, "done": 0, "dead": 0, "unmatched": 0}]
+            assert store.status().outbox["pending"] == 1
+        finally:
+            done.set()
+            writer.join(10)
+
+
 OPEN_AT = """
 import sys, time
 from watchbridge.store import Store
