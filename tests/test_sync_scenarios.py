@@ -384,6 +384,25 @@ async def test_a_play_removed_on_serializd_is_removed_on_trakt(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
 
 
+async def test_a_run_that_dies_before_its_state_is_saved_queues_nothing_and_the_next_carries_it(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    app.unwatch(entry(trakt, 2))
+    rig.store.db.execute(  # the disk fails (or the process dies) at the run's last write
+        "CREATE TEMP TRIGGER dies BEFORE INSERT ON main.mirror"
+        " WHEN NEW.collection LIKE '%:tombstones' BEGIN SELECT RAISE(ABORT, 'died'); END"
+    )
+    with pytest.raises(Exception, match="died"):
+        await rig.sync()
+    assert rig.store.outbox_counts()["pending"] == 0  # all of the run's writes, or none
+    rig.store.db.execute("DROP TRIGGER dies")
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 3), (1, 4)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 3), (1, 4)]
+
+
 async def test_an_entry_deleted_while_the_diary_is_read_takes_only_its_own_play_from_trakt(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

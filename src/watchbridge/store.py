@@ -897,8 +897,12 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locking) transaction; commits on success, rolls back on error."""
+        """An immediate (write-locking) transaction; commits on success, rolls back on error.
+        One begun inside another of the same thread is part of the outer one."""
         with self._locked():
+            if self._conn.in_transaction:
+                yield self._conn
+                return
             changes = self._conn.total_changes
             try:
                 self._conn.execute("BEGIN IMMEDIATE")

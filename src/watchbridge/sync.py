@@ -441,6 +441,23 @@ def apply_plan(
     held = "" if confirm_removals else result.plan.held
     actions = result.plan.actions if confirm_removals else result.plan.writes()
     rows, skipped = outbox_rows(name, result.profile, actions)
+    # One transaction: killed between the queue and the tombstones, a removal's tombstone
+    # would be lost while its baseline moved on, and the next run would copy the play back.
+    with store.transaction():
+        queued = _apply(store, link, name, result, actions, rows, held, now)
+    return Applied(queued, skipped, held)
+
+
+def _apply(
+    store: Store,
+    link: Link,
+    name: str,
+    result: ProfilePlan,
+    actions: tuple[Action, ...],
+    rows: list[NewOutboxRow],
+    held: str,
+    now: float,
+) -> int:
     queued = store.enqueue(rows, now)
     if result.narrowed:
         if any(a.kind == "add_play" for a in actions):
@@ -450,7 +467,7 @@ def apply_plan(
             save_baseline(store, name, result.profile, _with_expected(sides, actions), now)
         if not held:
             save_tombstones(store, name, result.profile, result.plan.tombstones, now)
-        return Applied(queued, skipped, held)
+        return queued
     if not held:
         # With removals held, keep the old baseline (and cursors) so they are found again.
         moved = {s: v for s, v in result.current.items() if s not in result.frozen}
@@ -458,7 +475,7 @@ def apply_plan(
         save_cursors(store, name, result.profile, result.cursors, now)
         # Held removals were not made: their tombstones would hide them from the next run.
         save_tombstones(store, name, result.profile, result.plan.tombstones, now)
-    return Applied(queued, skipped, held)
+    return queued
 
 
 def _delivered(store: Store, profile: str, service: str) -> Callable[[Play], bool]:
