@@ -501,8 +501,9 @@ async def test_a_free_collection_at_its_limit_sends_what_fits_then_pauses(
 async def test_with_trakts_activity_stamps_a_run_without_changes_asks_nothing(
     link: Link,
 ) -> None:
-    activities = await link.trakt_client.last_activities(PROFILE)
-    await collect(link, activities=activities)  # writes, then reads the stamps it moved
+    await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
+    # The run after one that wrote reads in full: someone may have changed Trakt meanwhile.
+    await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
     activities = await link.trakt_client.last_activities(PROFILE)
     before = len(link.trakt.requests)
     result = await collect(link, activities=activities)
@@ -526,12 +527,28 @@ async def test_a_library_change_or_a_trakt_change_makes_the_run_read_again(link:
     assert again.added == 1
 
 
+async def test_a_trakt_collection_change_made_while_a_run_wrote_is_seen_by_the_next_run(
+    link: Link,
+) -> None:
+    activities = await link.trakt_client.last_activities(PROFILE)
+    await collect(link, activities=activities)  # adds the library to Trakt
+    # Meanwhile (the user, another app) Batman Begins left Trakt's collection: stamps read
+    # after the run's own writes would already show it (here: the stamps do not move).
+    from tests.fakes.trakt import key_of
+
+    batman = next(m for m in link.trakt.movies if m.title == "Batman Begins")
+    del link.trakt.user.collection[key_of(batman)]
+    again = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
+    assert again.added == 1
+
+
 async def test_a_paused_collection_resumes_when_the_account_settings_change(
     link: Link,
 ) -> None:
     link.trakt.user.limits["collection"] = {"item_count": 3}
     first = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
     assert first.limit is not None and first.limit.paused
+    await collect(link, activities=await link.trakt_client.last_activities(PROFILE))  # full
     quiet = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
     assert quiet.requests == {"trakt": 0}  # paused, nothing moved: not even the limits read
     link.trakt.set_limits(vip=True, limits=VIP_LIMITS)

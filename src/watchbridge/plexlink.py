@@ -797,10 +797,11 @@ async def sync_collection(
     baseline = {c.key: {"aliases": sorted(c.aliases)} for c in plan.synced if c.key not in pending}
     store.mirror_replace(_baseline_store(link), profile, "collection", baseline, now)
     if activities is not None:
-        # Our own writes move the stamps: read them once more so the next run can stop early.
+        # A run that wrote leaves the next one a full look: stamps read after our own writes
+        # would hide a change someone else made meanwhile, for good.
         wrote = added or updated or removed or sent
-        stamps = collection_stamps(await trakt.last_activities(profile) if wrote else activities)
-        store.set_cursor("trakt", profile, check_name, json.dumps([fingerprint, stamps]), now)
+        check = "" if wrote else json.dumps([fingerprint, collection_stamps(activities)])
+        store.set_cursor("trakt", profile, check_name, check, now)
     limit = await settle_limit(store, alerts, profile, "collection", decision, now, not_sent, False)
     return CollectionResult(
         profile,
