@@ -228,6 +228,65 @@ def test_a_process_refreshing_while_anothers_refresh_is_slow_keeps_the_sign_in(
     assert results == {"service": "ok", "sync": "ok"}
 
 
+async def test_a_refresh_stopped_after_trakt_took_it_keeps_the_sign_in(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    trakt.delay_next(1, 1.0, route="POST /oauth/token")  # taken; the answer is slow
+    stopped = client_for(trakt, store)
+    call = asyncio.ensure_future(stopped.last_activities(PROFILE))
+    while trakt.count("POST", "/oauth/token") == 0:
+        await asyncio.sleep(0.01)
+    call.cancel()  # Ctrl-C on `watchbridge sync`, the service stopping
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await stopped.aclose()
+    later = client_for(trakt, store)  # the next run: the pair Trakt gave was kept
+    try:
+        await later.last_activities(PROFILE)
+    finally:
+        await later.aclose()
+    assert trakt.count("POST", "/oauth/token") == 1
+
+
+def test_a_sign_in_made_while_the_service_refreshes_is_the_one_kept(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    db = tmp_path / "wb.db"
+    trakt.add_user("newaccount")
+    with Store.open(db) as store:
+        signed_in(trakt, store)  # the old account
+    trakt.expire_tokens()
+    trakt.delay_next(1, 2.0, route="POST /oauth/token")  # the service's refresh, slow
+    results: dict[str, str] = {}
+    service = threading.Thread(target=_a_process, args=(db, trakt, results, "service"))
+    service.start()
+    while trakt.count("POST", "/oauth/token") == 0:
+        time.sleep(0.01)
+
+    async def auth_trakt() -> str:  # meanwhile the user signs the profile in to another account
+        with Store.open(db) as store:
+            config = TraktConfig(
+                CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url
+            )
+            client = TraktClient(config, store, sleep=no_wait)
+            try:
+
+                def approve(code: DeviceCode) -> None:
+                    trakt.approve_device(code.user_code, "newaccount")
+
+                return (await client.sign_in(PROFILE, approve)).access_token
+            finally:
+                await client.aclose()
+
+    new_sign_in = asyncio.run(auth_trakt())
+    service.join(30)
+    with Store.open(db) as store:
+        assert store.get_token("trakt", PROFILE)["access_token"] == new_sign_in  # type: ignore[index]
+    assert results == {"service": "ok"}
+
+
 @pytest.fixture
 def expired_sign_in(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Store]:
     """A store signed in to Trakt whose access token has expired; it waits 0.2 s for a lock."""

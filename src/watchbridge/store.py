@@ -1651,8 +1651,18 @@ class Store:
         )
         return json.loads(rows[0]["data"]) if rows else None
 
-    def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None:
-        """Store a token set atomically (a refresh token may be single-use: keep the newest).
+    def put_token(
+        self,
+        service: str,
+        profile: str,
+        data: dict[str, Any],
+        now: float,
+        *,
+        replacing: str | None = None,
+    ) -> bool:
+        """Store a token set atomically (a refresh token may be single-use: keep the newest);
+        with `replacing`, only over a set holding that refresh token (or none): a refreshed
+        pair must not replace a sign-in made meanwhile. Returns whether it was stored.
 
         Synced to disk whatever storage.durability says: after a power cut the old, spent
         refresh token would need a new sign-in."""
@@ -1661,11 +1671,20 @@ class Store:
             self._conn.execute("PRAGMA synchronous=FULL")
             try:
                 with self.transaction() as conn:
+                    if replacing is not None:
+                        row = conn.execute(
+                            "SELECT data FROM tokens WHERE service = ? AND profile = ?",
+                            (service, profile),
+                        ).fetchone()
+                        stored = json.loads(row["data"]) if row else {}
+                        if row and stored.get("refresh_token") != replacing:
+                            return False
                     conn.execute(
                         "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
                         " VALUES (?, ?, ?, ?)",
                         (service, profile, json.dumps(data), now),
                     )
+                    return True
             finally:
                 self._conn.execute(f"PRAGMA synchronous={int(synchronous)}")
 

@@ -63,7 +63,15 @@ class WatchlistUnavailable(PlexTvError):
 class TokenStore(Protocol):
     def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
 
-    def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None: ...
+    def put_token(
+        self,
+        service: str,
+        profile: str,
+        data: dict[str, Any],
+        now: float,
+        *,
+        replacing: str | None = None,
+    ) -> bool: ...
 
 
 @dataclass(frozen=True)

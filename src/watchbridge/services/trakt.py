@@ -64,7 +64,15 @@ class TraktItemError(TraktError):
 class TokenStore(Protocol):
     def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
 
-    def put_token(self, service: str, profile: str, data: dict[str, Any], now: float) -> None: ...
+    def put_token(
+        self,
+        service: str,
+        profile: str,
+        data: dict[str, Any],
+        now: float,
+        *,
+        replacing: str | None = None,
+    ) -> bool: ...
 
     def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]: ...
 
@@ -132,6 +140,9 @@ READ_TIMEOUT_SECONDS = 60.0
 REFRESHING = "trakt-refreshing"
 REFRESH_LEASE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
 REFRESH_RACE_SECONDS = 2.0
+# How long a refresh in flight is waited for when its caller is stopped: about the time a
+# container is given to stop (docker's 10 s) beyond which it is killed anyway.
+REFRESH_FINISH_SECONDS = 10.0
 REFRESH_RACE_POLL = 1.0
 _THIS_PROCESS = uuid.uuid4().hex
 
@@ -679,12 +690,15 @@ class TraktClient:
     def _sign_in_key(self, profile: str) -> tuple[str, str, str]:
         return (self.config.auth_url, self.config.client_id, profile)
 
-    def _keep(self, profile: str, tokens: TokenSet, spent: str) -> None:
-        """Store a pair refreshed with `spent`; if the database cannot take it now, keep it in
-        memory."""
+    def _keep(self, profile: str, tokens: TokenSet, spent: str) -> TokenSet:
+        """Store a pair refreshed with `spent` and return the pair to use: the stored one when
+        the profile was signed in again meanwhile (`watchbridge auth trakt`: that sign-in
+        wins). If the database cannot take it now, it is kept in memory."""
         key = self._sign_in_key(profile)
         try:
-            self._save(profile, tokens)
+            stored = self.tokens.put_token(
+                SERVICE, profile, tokens.to_dict(), self.clock(), replacing=spent
+            )
         except (sqlite3.Error, StoreError) as exc:
             _UNSAVED[key] = (spent, tokens)
             log.warning(
@@ -693,8 +707,12 @@ class TraktClient:
                 exc,
                 extra={"profile": profile},
             )
-        else:
-            _UNSAVED.pop(key, None)
+            return tokens
+        _UNSAVED.pop(key, None)
+        if stored:
+            return tokens
+        log.info("signed in to Trakt again while refreshing: the new sign-in is used")
+        return self._load(profile) or tokens
 
     def _load(self, profile: str) -> TokenSet | None:
         data = self.tokens.get_token(SERVICE, profile)
@@ -706,8 +724,7 @@ class TraktClient:
         if stored is not None and stored.refresh_token != spent:
             _UNSAVED.pop(self._sign_in_key(profile), None)  # signed in again meanwhile
             return stored
-        self._keep(profile, tokens, spent)
-        return tokens
+        return self._keep(profile, tokens, spent)
 
     def _announce_refresh(self, profile: str, seconds: float) -> None:
         """Say (best effort) that this process is refreshing the sign-in, for `seconds`."""
@@ -783,8 +800,16 @@ class TraktClient:
 
     async def _refresh(self, profile: str, refresh_token: str) -> TokenSet:
         self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
+        refreshing = asyncio.ensure_future(self._refresh_now(profile, refresh_token))
         try:
-            return await self._refresh_now(profile, refresh_token)
+            return await asyncio.shield(refreshing)
+        except asyncio.CancelledError:
+            # Stopped (Ctrl-C, the service's shutdown) after Trakt may have taken the
+            # single-use refresh token: its answer is the only pair left, so let it be kept.
+            await asyncio.wait({refreshing}, timeout=REFRESH_FINISH_SECONDS)
+            if refreshing.done() and not refreshing.cancelled():
+                refreshing.exception()  # seen: the caller is gone, not its failure
+            raise
         finally:
             self._announce_refresh(profile, 0.0)
 
@@ -827,8 +852,7 @@ class TraktClient:
                 SERVICE, "the token refresh got an answer that is not Trakt's"
             ) from None
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
-        self._keep(profile, tokens, refresh_token)
-        return tokens
+        return self._keep(profile, tokens, refresh_token)
 
     async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
         """The pair another process stored after using this single-use refresh token first
