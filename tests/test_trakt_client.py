@@ -334,6 +334,27 @@ async def test_a_refreshed_pair_the_database_cannot_take_yet_is_kept(
     assert stored["refresh_token"] != spent["refresh_token"]
 
 
+async def test_a_refreshed_pair_kept_in_memory_is_stored_once_the_database_is_free(
+    trakt: FakeTrakt, expired_sign_in: Store
+) -> None:
+    # An idle service makes no next request: a `watchbridge sync` beside it would refresh
+    # with the spent token and be told to sign in again.
+    store = expired_sign_in
+    spent = store.get_token("trakt", PROFILE)
+    client = client_for(trakt, store)
+    try:
+        await refreshed_while_locked(client, store)
+        for _ in range(50):
+            stored = store.get_token("trakt", PROFILE)
+            if stored != spent:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    assert stored is not None and spent is not None
+    assert stored["refresh_token"] != spent["refresh_token"]
+
+
 async def test_a_refreshed_pair_kept_in_memory_is_stored_when_its_client_closes(
     trakt: FakeTrakt, expired_sign_in: Store
 ) -> None:

@@ -140,6 +140,7 @@ READ_TIMEOUT_SECONDS = 60.0
 REFRESHING = "trakt-refreshing"
 REFRESH_LEASE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
 REFRESH_RACE_SECONDS = 2.0
+UNSAVED_RETRY_SECONDS = 1.0  # between tries to store a refreshed pair kept in memory
 # How long a refresh in flight is waited for when its caller is stopped: about the time a
 # container is given to stop (docker's 10 s) beyond which it is killed anyway.
 REFRESH_FINISH_SECONDS = 10.0
@@ -543,6 +544,7 @@ class TraktClient:
         self.clock = clock
         self.sleep = sleep
         self.seeded = seeded_refresh_tokens or {}
+        self._storing: dict[str, asyncio.Task[None]] = {}  # see `_store_soon`
         self._refresh_failed_at: dict[str, float] = {}  # profile -> a refresh lost to an outage
         self.http = HttpClient(
             SERVICE,
@@ -558,6 +560,8 @@ class TraktClient:
         )
 
     async def aclose(self) -> None:
+        for storing in self._storing.values():
+            storing.cancel()
         await self.http.aclose()
         await asyncio.to_thread(self._store_unsaved)
 
@@ -703,16 +707,36 @@ class TraktClient:
             _UNSAVED[key] = (spent, tokens)
             log.warning(
                 "the refreshed Trakt sign-in could not be stored yet; it is kept in memory and"
-                " stored at the next request: %s",
+                " stored as soon as the database takes it: %s",
                 exc,
                 extra={"profile": profile},
             )
+            self._store_soon(profile)
             return tokens
         _UNSAVED.pop(key, None)
         if stored:
             return tokens
         log.info("signed in to Trakt again while refreshing: the new sign-in is used")
         return self._load(profile) or tokens
+
+    def _store_soon(self, profile: str) -> None:
+        """Try to store a pair kept in memory every second (in a thread: each try may wait
+        for the lock), not only at this client's next request: another process (a
+        `watchbridge sync` beside an idle service) would refresh with the spent token."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a try of the retry itself (in its thread): that retry goes on
+        storing = self._storing.get(profile)
+        if storing is None or storing.done():
+            self._storing[profile] = loop.create_task(self._store_unsaved_pair(profile))
+
+    async def _store_unsaved_pair(self, profile: str) -> None:
+        key = self._sign_in_key(profile)
+        while key in _UNSAVED:
+            await asyncio.sleep(UNSAVED_RETRY_SECONDS)
+            with contextlib.suppress(sqlite3.Error, StoreError):
+                await asyncio.to_thread(self._load, profile)  # stores it when it can
 
     def _load(self, profile: str) -> TokenSet | None:
         data = self.tokens.get_token(SERVICE, profile)
