@@ -557,7 +557,7 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
         runtime.close()
 
 
-async def test_a_server_rate_limiting_lookups_holds_plays_without_saying_it_cannot_be_reached(
+async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_it_is_down(
     tmp_path: Path,
     serializd: FakeSerializd,
     jellyfin_server: FakeJellyfin,
@@ -576,10 +576,12 @@ async def test_a_server_rate_limiting_lookups_holds_plays_without_saying_it_cann
             await drain(worker, runtime, passes=1)
             clock.advance(600)
         assert runtime.store.outbox_counts()["dead"] == 0  # held: no attempt spent
-        assert receiver.titles() == []  # Jellyfin answers; it asks us to slow down
+        told = "watchbridge: Jellyfin keeps rate-limiting watchbridge"  # it answers: not down
+        assert receiver.titles() == [told]
         jellyfin_server.clear_knobs()
         await drain(worker, runtime)
         assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+        assert receiver.titles() == [told, f"Resolved: {told}"]
     finally:
         runtime.close()
 

@@ -872,8 +872,7 @@ class Enricher:
         if problem is not None and problem.outage:  # not one item's 500: others still ask
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
-            if not problem.rate_limited:  # it answers: asking too often is no outage
-                await self._unreachable(server, problem)
+            await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
         elif lookup is not None and lookup.answered > answered:
@@ -891,11 +890,20 @@ class Enricher:
             return
         name = SERVER_NAMES.get(server, server)
         minutes = int((now - since) // 60)
-        body = (
-            f"{name} has not answered for {minutes} minutes: {problem.message}. Plays that need "
-            f"it to name their show wait (nothing is lost) and go out once it answers."
-        )
-        title = f"watchbridge: {name} cannot be reached"
+        waiting = "Plays that need it to name their show wait (nothing is lost)"
+        if problem.rate_limited:  # it answers, refusing: a proxy's or firewall's limit, often
+            body = (
+                f"{name} has been telling watchbridge to slow down (429) for {minutes} minutes: "
+                f"{problem.message}. {waiting} and go out once it lets lookups through; "
+                f"check a rate limit in front of {name} (a reverse proxy, a firewall)."
+            )
+            title = f"watchbridge: {name} keeps rate-limiting watchbridge"
+        else:
+            body = (
+                f"{name} has not answered for {minutes} minutes: {problem.message}. {waiting} "
+                f"and go out once it answers."
+            )
+            title = f"watchbridge: {name} cannot be reached"
         await self.notifier.notify("service_unreachable", title, body, key=f"server:{server}")
 
     async def _reachable(self, server: str) -> None:
