@@ -878,6 +878,22 @@ def test_a_database_made_before_space_was_given_back_is_rewritten_once_to_give_i
         assert store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental now
 
 
+def test_giving_space_back_does_not_wait_for_another_process_reading(tmp_path: Path) -> None:
+    # It runs under the store's lock: waiting for a reader (`watchbridge backup`, `status`)
+    # would hold every webhook up for storage.busy_timeout.
+    with Store.open(tmp_path / "wb.db", busy_timeout=2.0) as store:
+        fill_and_prune(store)
+        reader = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        try:
+            started = time.monotonic()
+            assert store.reclaim_space(min_free_pages=100) > 0
+            assert time.monotonic() - started < 1.0
+        finally:
+            reader.close()
+
+
 def test_a_few_free_pages_are_left_for_the_next_rows(tmp_path: Path) -> None:
     with Store.open(tmp_path / "wb.db") as store:
         fill_and_prune(store, rows=300)

@@ -778,6 +778,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self._reader: sqlite3.Connection | None = None  # see `_overview`
         self._reader_lock = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, path: str | Path, durability: str = "full", busy_timeout: float = 5.0) -> Store:
@@ -886,6 +887,7 @@ class Store:
 
     def close(self) -> None:
         with self._reader_lock:
+            self._closed = True
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
@@ -933,8 +935,12 @@ class Store:
         if self.path is None:
             return self._query(sql, params)
         with self._reader_lock:
+            if self._closed:  # a scrape racing the shutdown: no new connection
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             if self._reader is None:
-                self._reader = sqlite3.connect(self.path, check_same_thread=False)
+                # mode=rw: never a new (world-readable) file where the database went missing.
+                uri = f"{self.path.resolve().as_uri()}?mode=rw"
+                self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
                 self._reader.row_factory = sqlite3.Row
                 timeout = self._conn.execute("PRAGMA busy_timeout").fetchone()[0]
                 self._reader.execute(f"PRAGMA busy_timeout={int(timeout)}")
@@ -1110,7 +1116,7 @@ class Store:
             if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
                 self._conn.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
                 self._conn.execute("VACUUM")
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._give_back_file()
                 return free
         reclaimed = 0
         while reclaimed < free:
@@ -1120,8 +1126,13 @@ class Store:
                 self._conn.executescript(f"PRAGMA incremental_vacuum({chunk})")
             reclaimed += chunk
         with self._locked():
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._give_back_file()
         return free
+
+    def _give_back_file(self) -> None:
+        """Copy the log into the file, which shrinks it, without waiting for readers (another
+        process's `status` or `backup`): what they hold back, the checkpointer copies later."""
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _expected_link_adds(self, before: float) -> list[int]:
         """Ids of the link adds delivered before `before` whose plays their link's baseline
