@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.cli import webhook_base
 from watchbridge.store import NewOutboxRow, Settlement, Store
@@ -100,6 +105,51 @@ def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path)
     assert "PLEXSECRET123" not in result.stdout and "hunter2pass" not in result.stdout
     assert "webhook secret: generated once, kept in the database" in result.stdout  # readable
     assert "API token:     none (API and UI open on this port)" in result.stdout
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_check_config_names_a_database_file_the_user_cannot_write() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o777)  # the folder is writable; the file was restored as root
+        Store.open(folder / "watchbridge.db").close()
+        config = write_config(folder)
+        config.chmod(0o644)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        command = [sys.executable, "-m", "watchbridge", "check-config", "--config", str(config)]
+        result = subprocess.run(
+            [*nobody, *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HOME": name},
+        )
+    assert result.returncode == 2
+    assert "the database file is not writable by this user" in result.stderr
+
+
+def test_ctrl_c_while_auth_waits_for_the_code_exits_130(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    config = write_config(
+        tmp_path,
+        f"services:\n  trakt: {{client_id: {CLIENT_ID}, api_url: '{trakt.url}',"
+        f" auth_url: '{trakt.url}'}}\nprofiles:\n  me: {{accounts: {{trakt: {{}}}}}}\n",
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "watchbridge", "auth", "trakt", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stdout is not None and "enter the code" in waiting.stdout.readline()
+    waiting.send_signal(signal.SIGINT)  # the user gives up
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130  # not a failure's 1
+    assert err.endswith("\naborted\n") and "Traceback" not in err
 
 
 def test_check_config_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:

@@ -163,6 +163,11 @@ def test_a_dry_run_lists_the_plan_with_reasons_and_queues_nothing(world: World) 
     assert world.trakt.history() == []
 
 
+def test_a_negative_limit_is_refused_as_a_usage_error(world: World) -> None:
+    result = world.run("sync", "--dry-run", "--limit", "-1", catch=True)
+    assert result.exit_code == 2 and "--limit" in result.output
+
+
 def test_a_quiet_run_says_so_and_reads_nothing(world: World) -> None:
     world.same_plays_on_both_sides(1)
     out = world.sync("--link", LINK)

@@ -170,6 +170,11 @@ def _storage_problem(path: Path) -> str | None:
         example = path / "watchbridge.db"
         return f"storage.path {path}: is a directory; name the database file in it, e.g. {example}"
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
+    if existing == path and not os.access(path, os.W_OK):
+        return (
+            f"storage.path {path}: the database file is not writable by this user: give it "
+            "to the user the service runs as (chown), e.g. after a restore made as root"
+        )
     if existing is None or not os.access(existing, os.W_OK):
         return f"storage.path {path}: directory is not writable by this user"
     if existing.is_file() and existing != path:
@@ -643,7 +648,13 @@ def _pick_profile(config: Config, wanted: str | None, service: str) -> str:
     help="This run only: just the AniList entries in this list status (repeatable), "
     "e.g. completed or current; like --anilist-id otherwise.",
 )
-@click.option("--limit", default=50, show_default=True, help="Actions to list per profile.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Actions to list per profile.",
+)
 def sync(
     config_path: str | None,
     link_name: str | None,
@@ -1107,9 +1118,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or debug_from_environment()
     try:
         cli.main(args=args, prog_name="watchbridge", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         click.echo("aborted", err=True)
-        sys.exit(1)
+        # Ctrl-C (which click turns into Abort) exits as interrupted shells do, so scripts
+        # can tell it from a failure; a "no" to a question is one.
+        sys.exit(130 if isinstance(exc.__context__, KeyboardInterrupt) else 1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
