@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList
 from tests.harness import write_config
 from watchbridge.store import Store
@@ -64,6 +66,19 @@ def test_auth_anilist_stores_a_pasted_token_from_the_pin_page_url(
     assert result.returncode == 0, result.stderr
     assert stored(tmp_path) is not None
     assert token.split(".")[1] not in result.stdout + result.stderr  # never echoed
+
+
+@pytest.mark.parametrize("pasted", ["", "   ", "{token}\u200b"], ids=["empty", "spaces", "zwsp"])
+def test_auth_anilist_refuses_a_badly_pasted_token_as_such(
+    tmp_path: Path, start_fake: Any, pasted: str
+) -> None:
+    fake = start_fake(FakeAniList())
+    path = config(tmp_path, fake, secret=False)
+    token = pasted.format(token=fake.issue_token())
+    result = run("auth", "anilist", "--config", str(path), "--token", token)
+    assert result.returncode == 1
+    assert "copy it again" in result.stderr  # not an unexpected error, nor a network one
+    assert stored(tmp_path) is None
 
 
 def test_auth_anilist_shows_the_link_to_open(tmp_path: Path, start_fake: Any) -> None:

@@ -410,6 +410,20 @@ def test_a_pasted_key_with_a_stray_space_is_named(body: str, key: str) -> None:
     assert "tok" not in str(caught.value).replace("token", "")
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("services:\n  trakt:\n    client_id: abc\u200b123\n", "services.trakt.client_id"),
+        ("services:\n  plex:\n    token: 'tók'\n", "services.plex.token"),
+    ],
+)
+def test_a_pasted_key_with_an_invisible_or_foreign_character_is_named(body: str, key: str) -> None:
+    # httpx cannot put it in a header: every request would fail with an encoding error.
+    message = error_of(body)
+    assert f"{key}: holds the invisible or non-ASCII character U+" in message
+    assert "type or copy it again" in message
+
+
 def test_a_password_may_end_with_a_space() -> None:
     config = parse_config(
         "services:\n  serializd: {}\nprofiles:\n  me:\n    accounts:\n      serializd:\n"

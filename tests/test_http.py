@@ -12,7 +12,15 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.echo import EchoFake
-from watchbridge.http import Bucket, HttpClient, Pacer, RateLimited, RetryPolicy, Unavailable
+from watchbridge.http import (
+    Bucket,
+    HttpClient,
+    Pacer,
+    RateLimited,
+    RetryPolicy,
+    ServiceError,
+    Unavailable,
+)
 from watchbridge.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +50,18 @@ async def test_server_errors_are_retried(client: HttpClient, echo: EchoFake) -> 
     echo.fail_next(2, 502)
     assert (await client.request("GET", "/items")).status_code == 200
     assert echo.count("GET", "/items") == 3
+
+
+@pytest.mark.parametrize("token", ["abc\u200bdef", "abc\ndef"], ids=["invisible", "newline"])
+async def test_a_header_that_cannot_be_sent_is_named_once_without_its_value(
+    client: HttpClient, echo: EchoFake, token: str
+) -> None:
+    with pytest.raises(ServiceError) as caught:
+        await client.request("GET", "/items", headers={"authorization": f"Bearer {token}"})
+    assert not isinstance(caught.value, Unavailable)  # not a connection problem: no retry
+    assert "holds a character HTTP does not allow" in caught.value.message
+    assert "abc" not in caught.value.message
+    assert echo.count("GET", "/items") == 0
 
 
 async def test_a_dropped_post_is_not_sent_again(client: HttpClient, echo: EchoFake) -> None:

@@ -886,9 +886,11 @@ class _Validator:
                 f"environment variable {name} is not set (set it, or write ${{{name}:-default}})",
             )
             return _Invalid
-        if text != text.strip() and _sent_in_headers(hint, key):
-            self.fail(node, key, "starts or ends with a space or line break (pasted?): remove it")
-            return _Invalid
+        if _sent_in_headers(hint, key):
+            problem = _header_problem(text)
+            if problem:
+                self.fail(node, key, problem)
+                return _Invalid
         converted = _convert(hint, text)
         if converted is _Invalid:
             shown = "********" if hint is Secret else repr(text)
@@ -903,6 +905,19 @@ def _sent_in_headers(hint: Any, key: str) -> bool:
     if key.startswith("alerts.urls"):
         return False
     return (hint is Secret and not key.endswith(".password")) or key.endswith(".client_id")
+
+
+def _header_problem(text: str) -> str | None:
+    """Why a value cannot go into a request header, in words for the one who pasted it."""
+    if text != text.strip():
+        return "starts or ends with a space or line break (pasted?): remove it"
+    odd = next((c for c in text if not (c.isascii() and c.isprintable())), None)
+    if odd is not None:
+        return (
+            f"holds the invisible or non-ASCII character U+{ord(odd):04X} (pasted from a web "
+            "page?): type or copy it again"
+        )
+    return None
 
 
 MERGE_KEYS = "YAML merge keys (<<) are not supported: write the keys out"

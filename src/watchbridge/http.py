@@ -41,6 +41,10 @@ AMBIGUOUS_STATUS = frozenset({500, 502, 504, 520, 522, 523, 524, 530})
 # Answers that say the service is down (its gateway speaks for it), not that this request
 # failed: a 500 is the service failing on the request itself.
 DOWN_STATUS = TRANSIENT_STATUS - {500}
+UNSENDABLE = (
+    "the request could not be sent: a token or key it carries holds a character HTTP does "
+    "not allow (pasted with a space or an invisible character?): set it, or sign in, again"
+)
 
 
 class ServiceError(WatchbridgeError):
@@ -322,6 +326,11 @@ class HttpClient:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
                 )
+            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                # Not sent at all: a header value (a pasted token or key) holds a character
+                # HTTP does not allow. Trying again cannot help, and the value is a secret.
+                self._count(method, "error", started)
+                raise ServiceError(self.service, UNSENDABLE) from None
             except httpx.TimeoutException as exc:
                 self._count(method, "timeout", started)
                 last_problem = "timed out"

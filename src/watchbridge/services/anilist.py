@@ -764,9 +764,13 @@ class AniListClient:
         self, profile: str, access_token: str, expires_in: float | None = None
     ) -> Viewer:
         """Adopt a token (implicit grant or pasted): checked with `Viewer`, then stored."""
-        token = AniListToken.from_access_token(
-            pasted_token(access_token), self.clock(), expires_in or TOKEN_LIFETIME
-        )
+        pasted = pasted_token(access_token)
+        if not pasted or not all(c.isascii() and c.isprintable() and c != " " for c in pasted):
+            raise AniListAuthError(
+                "the pasted token is empty or holds a space or an invisible character: copy "
+                "it again, whole, from the page AniList showed"
+            )
+        token = AniListToken.from_access_token(pasted, self.clock(), expires_in or TOKEN_LIFETIME)
         viewer = parse_viewer(await self._send(token.access_token, VIEWER_QUERY, {}))
         self._save(profile, replace(token, user_id=viewer.id))
         self._viewers[profile] = (self.clock(), viewer)
