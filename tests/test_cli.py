@@ -18,12 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlite_utils
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.cli import webhook_base
-from watchbridge.store import NewOutboxRow, Settlement, Store
+from watchbridge.store import NewOutboxRow, Settlement, Store, migrations
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 
@@ -633,6 +634,38 @@ def test_deadletters_on_a_database_another_watchbridge_holds_locked_say_so(
         holder.close()
     assert result.returncode == 1
     assert result.stderr.startswith("error: the database (storage.path) stayed locked by another")
+
+
+def an_older_database(path: Path) -> str:
+    """A database as the previous release left it; the name of the migration it lacks."""
+    last = migrations.pending(sqlite_utils.Database(memory=True))[-1].name
+    older = sqlite_utils.Database(path)
+    migrations.apply(older, stop_before=last)
+    older.close()
+    return last
+
+
+@pytest.mark.parametrize("command", [["status"], ["unmatched"], ["deadletters", "list"]])
+def test_a_command_that_only_looks_leaves_an_older_database_for_the_service_to_upgrade(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # The release still running on it (pip upgraded under it) would find it changed.
+    config = write_config(tmp_path)
+    missing = an_older_database(tmp_path / "watchbridge.db")
+    result = run(*command, "--config", str(config))
+    assert result.returncode == 1
+    assert "made by an earlier watchbridge" in result.stderr
+    assert "restart the service" in result.stderr
+    looked_at = sqlite_utils.Database(tmp_path / "watchbridge.db")
+    assert missing not in {m.name for m in migrations.applied(looked_at)}
+
+
+def test_backup_copies_an_older_database_as_it_is(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    missing = an_older_database(tmp_path / "watchbridge.db")
+    assert run("backup", "--config", str(config)).returncode == 0
+    copy = sqlite_utils.Database(tmp_path / "watchbridge.db.backup")
+    assert missing not in {m.name for m in migrations.applied(copy)}
 
 
 def test_backup_copies_the_database_beside_it(tmp_path: Path) -> None:

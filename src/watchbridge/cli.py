@@ -64,6 +64,20 @@ def _open_store(config: Config, create: bool = False) -> Store:
     return Store.open(path, config.storage.durability, config.storage.busy_timeout)
 
 
+def _look_at_store(config: Config) -> Store:
+    """The service's database for a command that only reads it: an older schema is left for
+    the service to upgrade when it starts (a release still running on it would break)."""
+    path = _database(config, create=False)
+    store = Store.open(path, config.storage.durability, config.storage.busy_timeout, upgrade=False)
+    if store.behind():
+        store.close()
+        raise WatchbridgeError(
+            f"the database {path} was made by an earlier watchbridge: it is upgraded when the "
+            "service of this version starts; restart the service, then run this again"
+        )
+    return store
+
+
 def _database(config: Config, create: bool) -> Path:
     """Where the database is. Commands that only read or fix its state never make a new one:
     a relative storage.path run from another folder would answer from an empty database.
@@ -238,7 +252,7 @@ def status(config_path: str | None) -> None:
     from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 
     config = _load(config_path)
-    with _open_store(config) as store:
+    with _look_at_store(config) as store:
         state = store.status()
         anilist = anilist_sign_ins(config, store, time.time())
     outbox = state.outbox
@@ -322,10 +336,8 @@ def backup(config_path: str | None, database: Path | None, target: Path | None) 
     database is started from this copy."""
     if database is None:
         config = _load(config_path)
-        store = _open_store(config)
-        database = Path(config.storage.path)
-    else:
-        store = Store.open(database)
+        database = _database(config, create=False)
+    store = Store.open(database, upgrade=False)  # copied as it is
     with store:
         destination = target or backup_path(database)
         store.backup_to(destination)
@@ -909,7 +921,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     """Show deliveries waiting for ids a service can use, with the reason."""
 
     config = _load(config_path)
-    with _open_store(config) as store:
+    with _look_at_store(config) as store:
         waiting = store.unmatched()
     if not waiting:
         click.echo("nothing unmatched")
@@ -932,7 +944,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
 def deadletters_list(config_path: str | None) -> None:
     """Show every dead letter with its reason."""
     config = _load(config_path)
-    with _open_store(config) as store:
+    with _look_at_store(config) as store:
         dead = store.dead_letters()
     if not dead:
         click.echo("no dead letters")
@@ -1045,7 +1057,7 @@ def anime_unmatched(config_path: str | None) -> None:
 
     config = _load(config_path)
     profiles = list(config.profiles) or ["default"]
-    with _open_store(config) as store:
+    with _look_at_store(config) as store:
         records = unmatched_records(store, profiles)
         skipped = {p: skipped_titles(store.mirror_get(NAME, p, SKIPPED)) for p in profiles}
     for profile, titles in skipped.items():

@@ -781,9 +781,18 @@ class Store:
         self._closed = False
 
     @classmethod
-    def open(cls, path: str | Path, durability: str = "full", busy_timeout: float = 5.0) -> Store:
+    def open(
+        cls,
+        path: str | Path,
+        durability: str = "full",
+        busy_timeout: float = 5.0,
+        *,
+        upgrade: bool = True,
+    ) -> Store:
         """Open (creating and migrating if needed) the store at `path`; a missing database
-        with a `watchbridge backup` copy beside it (a restored backup) starts from the copy."""
+        with a `watchbridge backup` copy beside it (a restored backup) starts from the copy.
+        `upgrade=False` (commands that only look) leaves an older schema as it is: the
+        release still running on it would find it changed under it (`behind` says so)."""
         file = Path(path)
         try:
             restored = _restore_missing(file)
@@ -804,7 +813,8 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(conn, file)
-            store.migrate()
+            if upgrade or new:
+                store.migrate()
             if restored:
                 store._mark_restored_rows()
         except (OSError, sqlite3.Error) as exc:
@@ -878,6 +888,11 @@ class Store:
                     "taken before the upgrade"
                 )
             _when_free(lambda: migrations.apply(self.db))
+
+    def behind(self) -> bool:
+        """Whether the schema is older than this release's (opened with `upgrade=False`)."""
+        with self._locked():
+            return bool(migrations.pending(self.db))
 
     def __enter__(self) -> Store:
         return self
