@@ -7,6 +7,7 @@ import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,15 @@ def test_a_run_whose_process_died_is_closed_as_interrupted(store: Store) -> None
 
 
 async def test_a_sync_is_refused_while_another_process_runs_the_link(rig: Rig) -> None:
-    rig.store.start_run(LINK, time.time())  # another process's live run
+    started = time.time()
+    rig.store.start_run(LINK, started)  # another process's live run
     with pytest.raises(WatchbridgeError, match="another sync of this link is still running"):
         await rig.sync()
+    ends = datetime.fromtimestamp(started + RUN_LEASE, UTC).strftime("%H:%M UTC")
+    with pytest.raises(
+        WatchbridgeError, match=f"if it was stopped mid-run, it counts as over at {ends}"
+    ):
+        await rig.sync()  # a `kill -9`ed run ends there
     assert rig.trakt.requests == [] and rig.serializd.requests == []
 
 

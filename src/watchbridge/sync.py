@@ -13,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge.config import Config, Link, has_accounts
@@ -562,7 +563,12 @@ async def run_link(
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     if run_id is None:
         until = await asyncio.to_thread(store.run_lease_ends, name)
-        raise LinkBusy(f"links.{name}: another sync of this link is still running", until)
+        ends = datetime.fromtimestamp(until, UTC).strftime("%H:%M UTC")
+        raise LinkBusy(
+            f"links.{name}: another sync of this link is still running (if it was stopped "
+            f"mid-run, it counts as over at {ends})",
+            until,
+        )
     heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
     try:
         # Removals held by an earlier run may have been found by a full read only.
