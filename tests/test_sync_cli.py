@@ -182,6 +182,27 @@ def test_without_link_every_link_is_synced(world: World) -> None:
     assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 2)]
 
 
+def test_without_link_a_link_running_elsewhere_is_skipped_not_failed(
+    world: World, tmp_path: Path
+) -> None:
+    text = world.config.read_text(encoding="utf-8")
+    world.config.write_text(
+        text.replace("first_run: apply}", "first_run: apply, profiles: [me]}").replace(
+            "links:\n", "links:\n  other: {services: [trakt, serializd], profiles: [me]}\n"
+        ),
+        encoding="utf-8",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    try:
+        store.start_run("other", time.time())  # the service is running it now
+    finally:
+        store.close()
+    result = world.run("sync", catch=True)
+    assert result.exit_code == 0, result.output
+    assert "skipped: links.other: another sync of this link is still running" in result.stderr
+    assert f"run {LINK}: ok" in result.stdout
+
+
 def test_without_link_a_failing_link_does_not_stop_the_others(world: World) -> None:
     text = world.config.read_text(encoding="utf-8")
     world.config.write_text(

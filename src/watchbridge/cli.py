@@ -720,6 +720,9 @@ def sync(
                     asyncio.run(report_run(runtime.store, runtime.notifier, name, exc.message))
                 if len(names) == 1:
                     raise
+                if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
+                    click.echo(f"skipped: {exc.message}", err=True)
+                    continue
                 click.echo(f"error: {exc.message}", err=True)  # the other links still run
                 failed.append(name)
     finally:
