@@ -355,6 +355,25 @@ async def test_a_refreshed_pair_kept_in_memory_is_stored_once_the_database_is_fr
     assert stored["refresh_token"] != spent["refresh_token"]
 
 
+async def test_a_pair_the_database_keeps_refusing_is_warned_of_once_not_at_each_try(
+    trakt: FakeTrakt, expired_sign_in: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = expired_sign_in  # a full disk, a read-only mount: the log must not fill it
+    assert store.path is not None
+    other = sqlite3.connect(store.path, isolation_level=None)
+    client = client_for(trakt, store)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        await client.last_activities(PROFILE)
+        await asyncio.sleep(2.2)  # two tries more
+        other.execute("COMMIT")
+    finally:
+        other.close()
+        await client.aclose()
+    said = [r for r in caplog.records if "could not be stored yet" in r.getMessage()]
+    assert len(said) == 1
+
+
 async def test_a_refreshed_pair_kept_in_memory_is_stored_when_its_client_closes(
     trakt: FakeTrakt, expired_sign_in: Store
 ) -> None:

@@ -560,8 +560,10 @@ class TraktClient:
         )
 
     async def aclose(self) -> None:
-        for storing in self._storing.values():
-            storing.cancel()
+        storing = list(self._storing.values())
+        for task in storing:
+            task.cancel()
+        await asyncio.gather(*storing, return_exceptions=True)
         await self.http.aclose()
         await asyncio.to_thread(self._store_unsaved)
 
@@ -704,13 +706,14 @@ class TraktClient:
                 SERVICE, profile, tokens.to_dict(), self.clock(), replacing=spent
             )
         except (sqlite3.Error, StoreError) as exc:
+            if _UNSAVED.get(key) != (spent, tokens):  # said once, not at each try
+                log.warning(
+                    "the refreshed Trakt sign-in could not be stored yet; it is kept in memory"
+                    " and stored as soon as the database takes it: %s",
+                    exc,
+                    extra={"profile": profile},
+                )
             _UNSAVED[key] = (spent, tokens)
-            log.warning(
-                "the refreshed Trakt sign-in could not be stored yet; it is kept in memory and"
-                " stored as soon as the database takes it: %s",
-                exc,
-                extra={"profile": profile},
-            )
             self._store_soon(profile)
             return tokens
         _UNSAVED.pop(key, None)
