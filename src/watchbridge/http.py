@@ -86,6 +86,21 @@ class RateLimited(Unavailable):
     """429 with a wait longer than we are willing to sleep inline."""
 
 
+class Unsendable(Unavailable):
+    """Not sent at all: a header value (a pasted token or key) holds a character HTTP does
+    not allow. Held like an outage (trying again cannot help) until someone sets it again."""
+
+
+def _unsendable(*header_sets: Any) -> bool:
+    """Whether a header value holds a character a request cannot carry."""
+    return any(
+        isinstance(value, str) and not (value.isascii() and value.isprintable())
+        for headers in header_sets
+        if headers
+        for value in headers.values()
+    )
+
+
 @dataclass
 class Bucket:
     """A token bucket: `capacity` requests at once, refilled at `per_second`."""
@@ -327,10 +342,11 @@ class HttpClient:
                     method, url, json=json, params=params, headers=headers
                 )
             except (httpx.LocalProtocolError, UnicodeEncodeError):
-                # Not sent at all: a header value (a pasted token or key) holds a character
-                # HTTP does not allow. Trying again cannot help, and the value is a secret.
                 self._count(method, "error", started)
-                raise ServiceError(self.service, UNSENDABLE) from None
+                if not _unsendable(self._client.headers, headers):
+                    raise  # a body or a parameter: no secret's fault, a bug to see whole
+                # The value is a secret: never in the message.
+                raise Unsendable(self.service, UNSENDABLE) from None
             except httpx.TimeoutException as exc:
                 self._count(method, "timeout", started)
                 last_problem = "timed out"
