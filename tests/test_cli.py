@@ -660,6 +660,21 @@ def test_a_command_that_only_looks_leaves_an_older_database_for_the_service_to_u
     assert missing not in {m.name for m in migrations.applied(looked_at)}
 
 
+def test_a_command_that_only_looks_refuses_a_database_a_newer_release_made(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    Store.open(tmp_path / "watchbridge.db").close()
+    newer = sqlite_utils.Database(tmp_path / "watchbridge.db")
+    newer["_sqlite_migrations"].insert(
+        {"migration_set": "watchbridge", "name": "m099_next", "applied_at": "2027-01-01"}
+    )
+    newer.close()
+    result = run("status", "--config", str(config))
+    assert result.returncode == 1
+    assert "made by a newer watchbridge (m099_next)" in result.stderr
+
+
 def test_backup_copies_an_older_database_as_it_is(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     missing = an_older_database(tmp_path / "watchbridge.db")

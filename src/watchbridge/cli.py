@@ -69,7 +69,12 @@ def _look_at_store(config: Config) -> Store:
     the service to upgrade when it starts (a release still running on it would break)."""
     path = _database(config, create=False)
     store = Store.open(path, config.storage.durability, config.storage.busy_timeout, upgrade=False)
-    if store.behind():
+    try:
+        behind = store.behind()
+    except StoreError:  # made by a newer release
+        store.close()
+        raise
+    if behind:
         store.close()
         raise WatchbridgeError(
             f"the database {path} was made by an earlier watchbridge: it is upgraded when the "

@@ -879,19 +879,25 @@ class Store:
         moment (the service and a CLI command) may be migrating it: what it applied first is
         taken as done, and the rest applied after it."""
         with self._locked():
-            known = {m.name for m in migrations.pending(sqlite_utils.Database(memory=True))}
-            unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
-            if unknown:
-                raise StoreError(
-                    f"storage.path {self.path}: the database was made by a newer watchbridge "
-                    f"({', '.join(unknown)}); run that version again, or restore a backup "
-                    "taken before the upgrade"
-                )
+            self._refuse_newer()
             _when_free(lambda: migrations.apply(self.db))
 
+    def _refuse_newer(self) -> None:
+        """A database a newer release made is left alone: this one would misread it."""
+        known = {m.name for m in migrations.pending(sqlite_utils.Database(memory=True))}
+        unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
+        if unknown:
+            raise StoreError(
+                f"storage.path {self.path}: the database was made by a newer watchbridge "
+                f"({', '.join(unknown)}); run that version again, or restore a backup "
+                "taken before the upgrade"
+            )
+
     def behind(self) -> bool:
-        """Whether the schema is older than this release's (opened with `upgrade=False`)."""
+        """Whether the schema is older than this release's (opened with `upgrade=False`);
+        raises StoreError for one a newer release made."""
         with self._locked():
+            self._refuse_newer()
             return bool(migrations.pending(self.db))
 
     def __enter__(self) -> Store:
