@@ -297,6 +297,24 @@ async def part_two_finished(
     await rig.sync_and_deliver()
 
 
+@pytest.mark.parametrize("status", ["PAUSED", "DROPPED"])
+async def test_a_rewatch_paused_or_dropped_on_anilist_removes_nothing_from_serializd(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList, status: str
+) -> None:
+    await part_two_finished(rig, serializd, anilist, days_ago=30)
+    entry = anilist.viewer.by_media(REZERO_P2)
+    anilist.advance(60)
+    entry.status, entry.progress, entry.updated_at = "REPEATING", 2, int(anilist.now())
+    await rig.sync_and_deliver()
+    assert len(logged(serializd, REZERO)) == 14  # the first viewing and two episodes again
+    anilist.advance(60)
+    entry.status, entry.updated_at = status, int(anilist.now())  # progress: the rewatch's 2
+    for full in (False, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert [p.plan.actions for p in result.plans] == [()]
+    assert len(logged(serializd, REZERO)) == 14
+
+
 def webhook_play(rig: Rig, number: int, at: float) -> int:
     """A generic webhook's play of Re:Zero's TMDB S1E`number`: rows queued."""
     item = MediaRef("episode", show_ids=Ids(tmdb=str(REZERO)), season=1, number=number)

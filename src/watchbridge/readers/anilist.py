@@ -134,8 +134,11 @@ def entry_of(record: str) -> int | None:
 
 def first_pass_count(entry: ListEntry, known: Iterable[str]) -> int:
     """How many episodes the first viewing covers. Any status counts its progress: moving an
-    entry to Planning, Paused or Dropped keeps its progress on AniList, and unwatches nothing."""
-    if entry.status == "REPEATING" or entry.repeat > 0:
+    entry to Planning, Paused or Dropped keeps its progress on AniList, and unwatches nothing.
+    A rewatch (one going on, finished, or one read before and paused or dropped since: its
+    progress is then the rewatch's) means the first viewing was finished."""
+    known = list(known)
+    if entry.status == "REPEATING" or entry.repeat > 0 or any(":r" in r for r in known):
         # A rewatch means the first viewing was finished.
         seen = [int(r.rsplit(":", 1)[1].split(".")[0]) for r in known if ":r" not in r]
         return entry.episodes or max([entry.progress, *seen])
@@ -297,6 +300,10 @@ def entry_plays(
         for episode in range(1, entry.progress + 1):
             step = before is not None and episode > again
             add(f"{entry.id}:r{n}:{episode}", episode, _date(entry, episode, entry.progress, step))
+    elif any(r.startswith(f"{entry.id}:r{entry.repeat + 1}:") for r in known):
+        # A rewatch paused or dropped: AniList keeps its progress, and what it watched stays.
+        for episode in range(1, entry.progress + 1):
+            add(f"{entry.id}:r{entry.repeat + 1}:{episode}", episode, entry.updated_at or UNDATED)
     return plays, problem
 
 
