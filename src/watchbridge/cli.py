@@ -824,7 +824,7 @@ def _sync_link(
         click.echo(f"run {title}")
     if dry_run:
         click.echo("dry run: nothing was written")
-        _lists_failed(name, result.lists.errors)
+        _parts_failed(name, result)
         return
     if result.skipped:
         click.echo(f"{result.skipped} planned write(s) name items no service can take yet")
@@ -837,7 +837,7 @@ def _sync_link(
         f"{result.queued} change(s) queued, {delivered} delivered now; the rest "
         "follow from the running service (see `watchbridge status`)"
     )
-    _lists_failed(name, result.lists.errors)
+    _parts_failed(name, result)
 
 
 def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
@@ -851,11 +851,16 @@ def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
         asyncio.run(report_held(runtime.notifier, name, held))
 
 
-def _lists_failed(name: str, errors: Sequence[str]) -> None:
-    if errors:
+def _parts_failed(name: str, result: Any) -> None:
+    """Fail a run that went through for some of the link's profiles or parts, saying which not."""
+    if result.errors:
+        raise WatchbridgeError(
+            f"links.{name}: done for the other profiles, but not for {'; '.join(result.errors)}"
+        )
+    if result.lists.errors:
         raise WatchbridgeError(
             f"links.{name}: history and ratings are done, but not the watchlist or collection "
-            f"of {'; '.join(errors)}"
+            f"of {'; '.join(result.lists.errors)}"
         )
 
 

@@ -69,9 +69,10 @@ class SyncScheduler:
                 if result.queued:
                     for wake in runtime.on_enqueued:
                         wake()
-                if result.lists.errors:  # history went through; a watchlist or collection did not
+                # Went through, but not for everyone (a sign-in), or not a watchlist/collection.
+                if result.failures:
                     await report_held(runtime.notifier, name, result.held)  # told all the same
-                    raise WatchbridgeError("; ".join(result.lists.errors))
+                    raise WatchbridgeError("; ".join(result.failures))
             except LinkBusy as busy:
                 runs.labels(name, "busy").inc()
                 # A long `watchbridge sync` (a first backfill) holds the link: not a failure.

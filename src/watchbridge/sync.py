@@ -206,6 +206,7 @@ async def plan_link(
     progress: SyncProgress | None = None,
     narrowing: Narrowing | None = None,
     metrics: Metrics | None = None,
+    failures: dict[str, str] | None = None,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
@@ -213,7 +214,10 @@ async def plan_link(
     asked cheaply whether anything changed since the last applied run, and a profile stops
     there when nothing did; otherwise each side reads its delta onto the baseline. Returns the
     plans and how many API requests it took. `direction` overrides the link's for this run
-    (`two-way` or `A-to-B`); `narrowing` plans only the items of some AniList entries."""
+    (`two-way` or `A-to-B`); `narrowing` plans only the items of some AniList entries.
+    With `failures`, a profile that cannot be read (its sign-in, its account, its password)
+    is left out and named there with why, so the household's others still sync; when no
+    profile could be read, the first one's error is raised."""
     link = with_direction(_link(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
@@ -229,10 +233,22 @@ async def plan_link(
     narrow = _narrower(readers, name, narrowing)
     readers = observed(readers, progress)  # reports each step to a progress display, if any
     try:
-        plans = [
-            await _plan_profile(store, link, name, profile, readers, clock, full, frozen, narrow)
-            for profile in profiles
-        ]
+        plans: list[ProfilePlan] = []
+        errors: list[WatchbridgeError] = []
+        for profile in profiles:
+            try:
+                plans.append(
+                    await _plan_profile(
+                        store, link, name, profile, readers, clock, full, frozen, narrow
+                    )
+                )
+            except WatchbridgeError as exc:
+                if failures is None:
+                    raise
+                errors.append(exc)
+                failures[profile] = exc.message
+        if errors and not plans:
+            raise errors[0]
         return plans, sum(reader.requests_sent for reader in readers)
     finally:
         for reader in readers:
@@ -525,10 +541,16 @@ class RunResult:
     held: tuple[str, ...] = ()
     skipped: int = 0
     lists: ListsRun = field(default_factory=ListsRun)  # the watchlist and collection parts
+    errors: tuple[str, ...] = ()  # "profile: why" of profiles whose sides could not be read
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """What failed in a run that went through for the others, "profile: why" each."""
+        return (*self.errors, *self.lists.errors)
 
     @property
     def outcome(self) -> str:
-        return "failed" if self.lists.errors else "held" if self.held else "ok"
+        return "failed" if self.failures else "held" if self.held else "ok"
 
 
 def plan_counts(plans: list[ProfilePlan]) -> dict[str, int]:
@@ -573,6 +595,7 @@ async def run_link(
     try:
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
+        failures: dict[str, str] = {}
         plans, calls = await plan_link(
             config,
             store,
@@ -583,7 +606,9 @@ async def run_link(
             progress=progress,
             narrowing=narrowing,
             metrics=metrics,
+            failures=failures,
         )
+        unread = tuple(f"{profile}: {why}" for profile, why in failures.items())
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = set() if dry_run else awaiting_review(link, plans, yes)
@@ -610,7 +635,7 @@ async def run_link(
             await asyncio.to_thread(
                 store.finish_run, run_id, clock(), "dry-run", plan_counts(plans), calls
             )
-            return RunResult(plans, calls, lists=await lists())
+            return RunResult(plans, calls, lists=await lists(), errors=unread)
         queued, skipped, held = 0, 0, []
         for result in applying:
             applied = await asyncio.to_thread(
@@ -634,9 +659,9 @@ async def run_link(
                 message,
             )
             raise NeedsReview(message, tuple(held))
-        outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed)
+        outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed, unread)
         # What failed, and what waits for the user (held removals, with the command).
-        error = "; ".join([*listed.errors, *held]) or None
+        error = "; ".join([*outcome.failures, *held]) or None
         await asyncio.to_thread(
             store.finish_run, run_id, clock(), outcome.outcome, plan_counts(plans), calls, error
         )

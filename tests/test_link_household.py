@@ -1,0 +1,118 @@
+"""A household on one Trakt <-> Serializd link: one person's broken account (a revoked
+Trakt sign-in, a changed Serializd password) is theirs alone; the others keep syncing, and
+the run says whose it is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
+from tests.linkrig import LINK, Rig, fast_serializd, fast_trakt, use_fast_readers
+from tests.test_sync_scenarios import BB, ago
+from watchbridge.config import parse_config
+from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.trakt import TraktTarget
+from watchbridge.errors import WatchbridgeError
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+BOB = ("bob@example.com", "bobs password", "bob_tv")
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    fake: FakeTrakt = start_fake(FakeTrakt())
+    fake.add_show("Breaking Bad", 2008, tmdb=BB, tvdb=81189, seasons={1: 7})
+    fake.add_user("alice")
+    fake.add_user("bob")
+    return fake
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
+    fake: FakeSerializd = start_fake(FakeSerializd())
+    fake.add_show(BB, "Breaking Bad", seasons={1: 7})
+    fake.add_user(*BOB)
+    return fake
+
+
+@pytest.fixture
+async def household(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    """alice and bob, each with their own Trakt and Serializd accounts, on one link."""
+    use_fast_readers(monkeypatch)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  alice: {{accounts: {{trakt: {{}}, serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}}}}}
+  bob: {{accounts: {{trakt: {{}}, serializd: {{email: {BOB[0]}, password: "{BOB[1]}"}}}}}}
+links:
+  {LINK}: {{services: [trakt, serializd], first_run: apply}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+    runtime = build_runtime(config)
+    runtime.open()
+    for person in ("alice", "bob"):
+        sign_in_trakt(runtime.store, trakt, person, now=time.time(), user=person)
+    rig = Rig(trakt, serializd, runtime)
+    rig.targets = {
+        "trakt": TraktTarget(
+            fast_trakt(config, runtime.store), runtime.store, config.delivery, time.time
+        ),
+        "serializd": SerializdTarget(
+            fast_serializd(config, runtime.store), runtime.store, config.delivery, time.time
+        ),
+    }
+    yield rig
+    await rig.aclose()
+
+
+def plays_of(trakt: FakeTrakt, user: str) -> list[tuple[int, int]]:
+    return [(e.item.season, e.item.number) for e in trakt.history(user)]  # type: ignore[union-attr]
+
+
+async def test_one_persons_revoked_trakt_sign_in_does_not_stop_the_others_sync(
+    household: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    await household.sync_and_deliver()
+    trakt.revoke_tokens("bob")  # bob revoked the app on Trakt
+    serializd.log_entry(None, BB, 1, 1, backdate=ago(1))  # alice logs S1E1 on her phone
+    result = await household.sync_and_deliver()
+    assert plays_of(trakt, "alice") == [(1, 1)]
+    (failure,) = result.errors
+    assert failure.startswith("bob: ") and "auth trakt --profile bob" in failure
+    assert result.outcome == "failed"  # counted: after three runs, the link alerts
+
+
+async def test_one_persons_changed_serializd_password_does_not_stop_the_others_sync(
+    household: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    serializd.users[BOB[0]].password = "changed on the website"
+    serializd.log_entry(None, BB, 1, 2, backdate=ago(1))  # alice's play
+    result = await household.sync_and_deliver()
+    assert plays_of(trakt, "alice") == [(1, 2)]
+    assert [failure.split(":")[0] for failure in result.errors] == ["bob"]
+
+
+async def test_a_link_nobody_can_read_fails_as_before(
+    household: Rig, serializd: FakeSerializd
+) -> None:
+    for user in serializd.users.values():
+        user.password = "changed on the website"
+    with pytest.raises(WatchbridgeError, match="alice"):
+        await household.sync()
