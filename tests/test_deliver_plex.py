@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from tests.fakes.receiver import FakeClock
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.config import Config, Link
 from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.worker import Delivered, Hold, Outcome, Retry, Skipped
+from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, Skipped
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers.plex import PlexReader, make_reader, plex_client, written_record
@@ -107,6 +108,22 @@ async def test_a_play_marks_the_item_watched(
     outcome = await deliver(target, store, "play", ARRIVAL, T0)
     assert outcome == Delivered("marked watched")
     assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
+
+
+async def test_a_removed_profiles_play_is_never_written_to_the_owners_account(
+    reader: PlexReader, plex: FakePlex, config: Config, store: Store, clock: FakeClock
+) -> None:
+    await plays(reader, "jamie")  # read while jamie was in the config
+    jamie_gone = replace(config, profiles={"alex": config.profiles["alex"]})  # moved out
+    client = plex_client(jamie_gone, store, clock)
+    target = PlexTarget(client, jamie_gone, store, clock)  # as `watchbridge sync` delivers
+    try:
+        item = row(store, "play", ARRIVAL, T0, profile="jamie")
+        outcome = (await target.deliver([item], NOW))[item.id]
+    finally:
+        await target.aclose()
+    assert isinstance(outcome, Dead) and "has no Plex account in the config" in outcome.reason
+    assert plex.user_state("100") == {}  # the owner's watched state is untouched
 
 
 async def test_a_play_we_wrote_is_read_back_at_its_own_time_not_today(
