@@ -274,7 +274,7 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert fake.count("POST", "/api/login") == 1
     assert runtime.store.outbox_counts()["pending"] == 1
     assert runtime.store.dead_letters() == []
-    assert receiver.titles() == ["watchbridge: serializd deliveries paused"]
+    assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
 
 
 async def test_a_login_answered_403_is_tried_again_at_the_next_credentials_hold(

@@ -64,6 +64,7 @@ from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
+PAUSED_FOR_ME = "watchbridge: trakt deliveries paused for profile me"
 
 
 @pytest.fixture
@@ -245,7 +246,7 @@ async def test_expired_sign_in_holds_deliveries_and_alerts_once(
     await drain(worker, runtime, clock, passes=3, step=1000)
     assert runtime.store.outbox_counts()["pending"] == 1
     assert runtime.store.dead_letters() == []
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
     assert "watchbridge auth trakt --profile me" in receiver.messages[0]["message"]
 
     sign_in(runtime, trakt, clock)
@@ -268,7 +269,7 @@ async def test_a_refresh_the_oauth_host_refuses_holds_deliveries_and_alerts(
     await drain(worker, runtime, clock, passes=3, step=1000)  # past each hold, one alert window
     assert runtime.store.outbox_counts()["pending"] == 1
     assert runtime.store.dead_letters() == []
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
     assert "services.trakt.auth_url" in receiver.messages[0]["message"]
 
 
@@ -284,7 +285,7 @@ async def test_a_live_status_skipped_as_too_late_does_not_end_a_lost_sign_in(
     await worker.pass_once(runtime)
     clock.advance(1000)  # past the hold: the live status is too late and goes without a request
     await worker.pass_once(runtime)
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
 
 
 async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_limit(
@@ -304,7 +305,7 @@ async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_li
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
     assert runtime.store.outbox_counts()["pending"] == 1  # the rating, still held
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
 
 
 async def test_a_rating_a_full_ratings_list_holds_does_not_hold_up_the_items_plays(
@@ -342,7 +343,7 @@ async def test_a_rating_through_does_not_end_the_account_limit_of_a_held_play(
     runtime.store.enqueue([_rating(dune, clock() - 60, "r2", 90)], clock())
     await worker.pass_once(runtime)
     assert [r.rating for r in trakt.ratings()] == [9]
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
 
 
 async def test_an_account_limit_held_across_a_restart_ends_only_once_nothing_waits(
@@ -359,9 +360,9 @@ async def test_an_account_limit_held_across_a_restart_ends_only_once_nothing_wai
     async with restarted(runtime, worker, clock) as (runtime, worker):
         runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
         await worker.pass_once(runtime)  # a play goes through; the rating is still held
-        assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+        assert receiver.titles() == [PAUSED_FOR_ME]
         await drain(worker, runtime, clock, passes=2, step=7 * 3600)  # the rating goes out
-        assert receiver.titles()[-1] == "Resolved: watchbridge: trakt deliveries paused"
+        assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
 
 
 async def test_an_account_limit_held_across_a_restart_ends_when_its_rows_go_out(
@@ -385,7 +386,7 @@ async def test_an_account_limit_held_across_a_restart_ends_when_its_rows_go_out(
         await worker.pass_once(runtime)  # the rating goes out; the unmatched play still waits
         assert [r.rating for r in trakt.ratings()] == [8]
         assert runtime.store.unmatched()
-        assert receiver.titles()[-1] == "Resolved: watchbridge: trakt deliveries paused"
+        assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
 
 
 async def test_the_rows_an_account_limit_remembers_stay_bounded_with_alerts_off(
@@ -998,7 +999,7 @@ async def test_an_account_limit_is_not_declared_over_by_a_play_delivered_beside_
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1"), rating], clock())
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]  # and no "Resolved"
+    assert receiver.titles() == [PAUSED_FOR_ME]  # and no "Resolved"
 
 
 async def test_a_blip_a_day_after_an_outage_ended_is_not_reported_as_a_long_outage(
@@ -1245,7 +1246,7 @@ async def test_a_rate_limit_known_to_last_15_minutes_alerts_when_it_begins_sayin
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.throttle_next(1, retry_after=2850)  # a wait Trakt has been seen to ask for
     await worker.pass_once(runtime)
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock() + 2850))
     assert f"until {until}" in receiver.messages[0]["message"]
 
@@ -1302,8 +1303,8 @@ async def test_a_long_rate_limit_is_resolved_once_deliveries_go_through(
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
     assert receiver.titles() == [
-        "watchbridge: trakt deliveries paused",
-        "Resolved: watchbridge: trakt deliveries paused",
+        PAUSED_FOR_ME,
+        "Resolved: watchbridge: trakt deliveries paused for profile me",
     ]
 
 
@@ -2110,13 +2111,13 @@ async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
     trakt.revoke_tokens()
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=2, step=1000)
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == [PAUSED_FOR_ME]
     me = runtime.config.profiles["me"]  # the household gives up Trakt for this profile
     without = replace(me, accounts=replace(me.accounts, trakt=None))
     config = replace(runtime.config, profiles={"me": without})
     async with restarted(runtime, worker, clock, config) as (again, service):
         await service.pass_once(again)
-    assert "Resolved: watchbridge: trakt deliveries paused" in receiver.titles()
+    assert "Resolved: watchbridge: trakt deliveries paused for profile me" in receiver.titles()
 
 
 async def test_a_service_down_is_probed_seconds_apart_even_when_no_wait_is_configured(

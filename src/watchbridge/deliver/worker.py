@@ -283,9 +283,10 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     return f"watchbridge: {what} gave up", "\n".join(lines)
 
 
-def _paused(target: str) -> str:
-    """The title of the alerts that say a target's deliveries are paused."""
-    return f"watchbridge: {target} deliveries paused"
+def _paused(target: str, profile: str | None = None) -> str:
+    """The title of the alerts that say a target's deliveries (one profile's) are paused."""
+    whose = f" for profile {profile}" if profile else ""
+    return f"watchbridge: {target} deliveries paused{whose}"
 
 
 def _gave_up(attempts: int, reason: str) -> str:
@@ -502,7 +503,7 @@ class DeliveryWorker:
             items = [item for item in items if item.id in ours]
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
-        alerts: dict[tuple[str, str], str] = {}
+        alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
         delivered_for: set[str] = set()  # profiles with a row through
         held_for: set[str] = set()  # profiles with a row held
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
@@ -530,7 +531,8 @@ class DeliveryWorker:
                     Settlement(item.id, "pending", now + after, outcome.reason, outcome.spends)
                 )
                 if outcome.alert:
-                    alerts[(outcome.alert, f"{target.name}:{item.profile}")] = _told(outcome.reason)
+                    key = f"{target.name}:{item.profile}"
+                    alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
                 if outcome.alert == "account_limit":
                     key = f"{target.name}:{item.profile}"
                     limited.setdefault(key, set()).add(item.id)
@@ -568,13 +570,13 @@ class DeliveryWorker:
             told = _told(hold.reason)
             text = unreachable_alert(target.name, told, held.since, now, now + hold.after)
             if text is not None:
-                alerts[("service_unreachable", target.name)] = text
+                alerts[("service_unreachable", target.name, None)] = text
                 held.told = True  # logged below
-        for (kind, key), reason in alerts.items():
+        for (kind, key, profile), reason in alerts.items():
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
             )
-            await runtime.notifier.notify(kind, _paused(target.name), reason, key=key)
+            await runtime.notifier.notify(kind, _paused(target.name, profile), reason, key=key)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
         await self._accepted(runtime, target, delivered_for - held_for)
@@ -670,8 +672,8 @@ class DeliveryWorker:
     async def _accepted(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
         """These profiles' deliveries went through and none was held: their sign-in problems
         are over, and an account limit once the rows it held are no longer waiting."""
-        message = f"{target.name} deliveries are flowing again"
         for profile in profiles:
+            message = f"{target.name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
             await runtime.notifier.resolve("credentials", message, key=key)
             if runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
