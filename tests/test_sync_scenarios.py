@@ -310,6 +310,20 @@ async def test_two_diary_entries_of_one_episode_stay_two_plays_on_trakt(
 # --------------------------------------------------------------------------- conflict policies
 
 
+async def test_a_rating_changed_on_trakt_while_its_old_copy_waits_keeps_the_new_value(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    app.watch(1, 1, ago(30))
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync()  # the 8 queued for Serializd, not delivered yet (Serializd was down)
+    app.rate(1, 1, 6, ago(0))  # the user changes their mind on Trakt meanwhile
+    serializd.advance(3600)  # the old copy lands an hour later
+    await rig.deliver()
+    for _ in range(2):
+        await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+
+
 @pytest.mark.parametrize(
     ("prefer", "newer", "winner"),
     [

@@ -6,7 +6,7 @@ TMDB id, season and number on both sides (`episode_key`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -72,11 +72,14 @@ def _trakt_key(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
+def serializd_side(diary: Iterable[DiaryEntry], ours: Collection[int] = ()) -> Side:
     """Diary entries as plays (episode entries) and ratings (episode, season and show).
 
     A rating's record lists the rating-only rows (not diary logs) holding a rating for the
-    item, oldest first: what removing the rating deletes (a log is a play; it stays)."""
+    item, oldest first: what removing the rating deletes (a log is a play; it stays). A rating
+    is dated when it was added, except one of the rows `ours` (ids of ratings watchbridge
+    copied there): those carry the copied rating's own time (their backdate), not when the
+    copy landed, which may be after the user changed the original (it would win back)."""
     plays = []
     scores: dict[str, Rated] = {}
     rows: dict[str, list[DiaryEntry]] = {}
@@ -95,8 +98,9 @@ def serializd_side(diary: Iterable[DiaryEntry]) -> Side:
         if value is None:
             continue
         rows.setdefault(key, []).append(entry)
-        if key not in scores or scores[key].at < entry.date_added:
-            scores[key] = Rated(value, entry.date_added)
+        rated_at = entry.watched_at if entry.id in ours else entry.date_added
+        if key not in scores or scores[key].at < rated_at:
+            scores[key] = Rated(value, rated_at)
     for key, held in rows.items():
         ordered = sorted(held, key=lambda e: (e.date_added, e.id))
         ids = [str(e.id) for e in ordered if not e.is_log]

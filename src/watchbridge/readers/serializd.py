@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
-from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, TICK_RECORD
+from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, RATINGS, TICK_RECORD
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
@@ -312,6 +312,15 @@ class SerializdReader:
             }
         return self._ledger[profile]
 
+    async def _rated(self, profile: str) -> set[int]:
+        """The diary rows holding ratings we copied there (delivery ledger review ids)."""
+        rated = await asyncio.to_thread(self.store.mirror_get, NAME, profile, RATINGS)
+        return {
+            v["review_id"]
+            for v in rated.values()
+            if isinstance(v, dict) and isinstance(v.get("review_id"), int)
+        }
+
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """Nothing new in the diary, and nothing delivered since the last read (a delivered
         play's review id must replace its expected play in the baseline, or a removal of it
@@ -324,10 +333,11 @@ class SerializdReader:
     ) -> SideRead:
         full = full or baseline is None or "diary_ids" not in cursors
         written = await self._written(profile)
+        ours = await self._rated(profile)
         if full:
             diary = await self.client.diary(profile)
             ids = {e.id for e in diary}
-            read = serializd_side(diary)
+            read = serializd_side(diary, ours)
             kept, kept_ratings = unplaced(diary, baseline, read)
             if kept or kept_ratings:
                 log.warning(
@@ -341,7 +351,7 @@ class SerializdReader:
         else:
             fresh = await self._new_entries(profile, cursors)
             ids = known_ids(cursors) | {e.id for e in fresh}  # ours stay out: see _written
-            read = serializd_side(fresh)
+            read = serializd_side(fresh, ours)
             merged = merge_diary(baseline or Side(), read)
             side = resolve_expected(merged, written)
             if "ledger_ids" in cursors:  # (a cursor of an older version: none are new)
