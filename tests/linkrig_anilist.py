@@ -118,7 +118,10 @@ class Rig:
         self.config_path = config_path
 
     async def sync_and_deliver(
-        self, narrowing: Narrowing | None = None, full: bool = False
+        self,
+        narrowing: Narrowing | None = None,
+        full: bool = False,
+        confirm_removals: bool = False,
     ) -> RunResult:
         result = await run_link(
             self.runtime.config,
@@ -128,6 +131,7 @@ class Rig:
             clock=time.time,
             narrowing=narrowing,
             full=full,
+            confirm_removals=confirm_removals,
         )
         worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
         worker.targets = dict(self.targets)

@@ -72,9 +72,11 @@ def link_rig(
     anilist: FakeAniList,
     monkeypatch: pytest.MonkeyPatch,
     enricher: Callable[[Runtime], Enricher] | None = None,
+    link_options: str = "",
 ) -> Rig:
     """Profile `me` on both fakes (Jellyfin user alice), the link's readers and targets; with
-    `enricher`, the targets read show ids through it (a media server's)."""
+    `enricher`, the targets read show ids through it (a media server's); `link_options` are
+    added to the link's (", key: value")."""
     use_fast_readers(monkeypatch)
     monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
     text = f"""
@@ -89,7 +91,7 @@ profiles:
       serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
       anilist: {{token: "{anilist.issue_token()}"}}
 links:
-  {LINK}: {{services: [anilist, serializd]}}
+  {LINK}: {{services: [anilist, serializd]{link_options}}}
 """
     config = parse_config(text, tmp_path / "watchbridge.yaml", {})
     runtime = build_runtime(config)
@@ -313,6 +315,63 @@ async def test_a_rewatch_paused_or_dropped_on_anilist_removes_nothing_from_seria
         result = await rig.sync_and_deliver(full=full)
         assert [p.plan.actions for p in result.plans] == [()]
     assert len(logged(serializd, REZERO)) == 14
+
+
+def on_serializd(serializd: FakeSerializd) -> list[int]:
+    """Re:Zero's TMDB S1 episodes Serializd holds as watched: ticked or in the diary."""
+    ticked = {number for show, _, number in serializd.ticks() if show == REZERO}
+    return sorted(ticked | {number for _, number in logged(serializd, REZERO)})
+
+
+async def test_progress_lowered_on_anilist_before_any_full_read_stays_lowered(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    entry = anilist.add_entry(
+        REZERO_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 3 * DAY)
+    )
+    await rig.sync_and_deliver()  # S1E39-42 ticked (undated), S1E43 in the diary
+    assert on_serializd(serializd) == [39, 40, 41, 42, 43]
+    anilist.advance(60)
+    entry.progress, entry.updated_at = 3, int(anilist.now())  # a mis-click fixed
+    await rig.sync_and_deliver()  # held: 2 of 5 removals
+    await rig.sync_and_deliver(full=True, confirm_removals=True)
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert (status_of(anilist, REZERO_P2)[1], on_serializd(serializd)) == (3, [39, 40, 41])
+
+
+async def test_an_entry_deleted_on_anilist_before_any_full_read_leaves_no_ticks(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    entry = anilist.add_entry(
+        REZERO_P2, status="CURRENT", progress=3, updated_at=int(time.time() - 3 * DAY)
+    )
+    await rig.sync_and_deliver()
+    del anilist.viewer.entries[entry.id]  # the title leaves the user's list
+    await rig.sync_and_deliver(full=True, confirm_removals=True)
+    await rig.sync_and_deliver(full=True)
+    assert on_serializd(serializd) == []
+
+
+async def test_a_removal_of_a_tick_not_read_back_yet_unticks_it(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    anilist: FakeAniList,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = link_rig(tmp_path, serializd, anilist, monkeypatch, link_options=", max_removal_share: 1")
+    try:
+        entry = anilist.add_entry(
+            REZERO_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 3 * DAY)
+        )
+        await rig.sync_and_deliver()
+        anilist.advance(60)
+        entry.progress, entry.updated_at = 3, int(anilist.now())
+        await rig.sync_and_deliver()  # a delta run: S1E42 is still a play it expects
+        assert on_serializd(serializd) == [39, 40, 41]
+        assert rig.runtime.store.outbox_counts()["dead"] == 0
+    finally:
+        await rig.aclose()
 
 
 def webhook_play(rig: Rig, number: int, at: float) -> int:

@@ -38,7 +38,7 @@ from watchbridge.deliver.worker import (
 from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.model import Ids, MediaRef, ref_from_dict
-from watchbridge.reconcile import UNDATED
+from watchbridge.reconcile import EXPECTED, UNDATED
 from watchbridge.services.serializd import (
     DiaryEntry,
     SerializdAuthError,
@@ -357,6 +357,10 @@ class SerializdTarget:
             )
         if place.season_id is None or place.episode_number is None:
             return Dead(f"no Serializd episode for {place.ref.key()}")
+        if record.startswith(EXPECTED):  # queued by the link, not read back yet
+            record = await self._written_for(ledger, place, record)
+            if not record:
+                return Delivered("it never reached Serializd: nothing to remove")
         if not record.startswith(TICK_RECORD):
             if not record.isdigit():
                 return Dead(f"no Serializd diary entry id in the removal of {place.ref.key()}")
@@ -375,6 +379,20 @@ class SerializdTarget:
             ledger.profile, place.show_id, place.season_id, [place.episode_number]
         )
         return Delivered("unticked" if record.startswith(TICK_RECORD) else "deleted, unticked")
+
+    async def _written_for(self, ledger: Ledger, place: Place, expected: str) -> str:
+        """What our delivery of the play a link expected (`expect:item@time#source`) left on
+        Serializd: its diary entry's id, or a tick; "" when it made neither."""
+        stamp = expected.removeprefix(EXPECTED).partition("#")[0].rpartition("@")[2]
+        at = float(stamp) if stamp.isdigit() else UNDATED
+        await self._load(ledger, PLAYS, f"{place.ref.key()}@")
+        found = _near(ledger.plays, place.ref, at)
+        if found is None or found[1].get("removed"):
+            return ""
+        review = found[1].get("review_id")
+        if isinstance(review, int):
+            return str(review)
+        return f"{TICK_RECORD}{place.ref.key()}" if found[1].get("ticked") else ""
 
     async def _delete_review(self, profile: str, review: int) -> bool:
         """Delete one diary row; False when Serializd has no delete endpoint (§6.3)."""

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
@@ -154,6 +154,23 @@ def _tmdb_show_of(key: str) -> str | None:
 def watched_state(side: Side | None) -> tuple[Play, ...]:
     """The plays a diary read cannot see (ticks and marks found by `refine`)."""
     return tuple(p for p in side.plays if p.record.startswith(WATCHED_STATE)) if side else ()
+
+
+def ticked_by_us(side: Side | None, ticked: Collection[str]) -> tuple[Play, ...]:
+    """Ticks our deliveries made (`ticked`: their items) of undated plays the baseline still
+    expects: no diary read shows them, and before a season read finds them they would count
+    as never delivered, so a removal of them on the other side would not be carried."""
+    if side is None:
+        return ()
+    carried = {p.item for p in side.plays if p.record.startswith(WATCHED_STATE)}
+    return tuple(
+        Play(p.item, UNDATED, f"{TICK_RECORD}{p.item}")
+        for p in side.plays
+        if p.record.startswith(EXPECTED)
+        and p.at == UNDATED
+        and p.item in ticked
+        and p.item not in carried
+    )
 
 
 def unexplained(own: Side, other: Side) -> tuple[dict[int, dict[int, set[int]]], set[str]]:
@@ -312,6 +329,18 @@ class SerializdReader:
             }
         return self._ledger[profile]
 
+    async def _ticked(self, profile: str) -> set[str]:
+        """The items our deliveries ticked without a date (no diary entry), still ticked."""
+        plays = await asyncio.to_thread(self.store.mirror_get, NAME, profile, PLAYS)
+        return {
+            key.rpartition("@")[0]
+            for key, v in plays.items()
+            if key.endswith("@0")
+            and isinstance(v, dict)
+            and v.get("ticked")
+            and not v.get("removed")
+        }
+
     async def _rated(self, profile: str) -> set[int]:
         """The diary rows holding ratings we copied there (delivery ledger review ids)."""
         rated = await asyncio.to_thread(self.store.mirror_get, NAME, profile, RATINGS)
@@ -346,7 +375,8 @@ class SerializdReader:
                     extra={"profile": profile, "entries": len(kept) + len(kept_ratings)},
                 )
             ratings = {**kept_ratings, **read.ratings}
-            side = Side(read.plays + kept + watched_state(baseline), ratings)
+            ticked = ticked_by_us(baseline, await self._ticked(profile))
+            side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)
             rows = rating_rows({}, side)
         else:
             fresh = await self._new_entries(profile, cursors)
