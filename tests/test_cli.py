@@ -683,6 +683,19 @@ def test_backup_copies_an_older_database_as_it_is(tmp_path: Path) -> None:
     assert missing not in {m.name for m in migrations.applied(copy)}
 
 
+def test_sync_of_a_mistyped_link_makes_no_database(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "services:\n  trakt: {client_id: abc}\n  serializd: {}\n"
+        "profiles:\n  me: {accounts: {trakt: {}, serializd: {email: a@b.c, password: x}}}\n"
+        "links:\n  trakt-serializd: {services: [trakt, serializd]}\n",
+    )
+    result = run("sync", "--link", "trakt-serialzd", "--config", str(config))
+    assert result.returncode == 1
+    assert "no link 'trakt-serialzd'" in result.stderr and "a new database" not in result.stderr
+    assert not (tmp_path / "watchbridge.db").exists()
+
+
 def test_backup_copies_the_database_beside_it(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     with Store.open(tmp_path / "watchbridge.db") as store:

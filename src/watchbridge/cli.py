@@ -696,7 +696,14 @@ def sync(
     still sees every other change and removes nothing."""
     from watchbridge.maintenance import housekeeping
     from watchbridge.narrow import narrowing
-    from watchbridge.sync import LinkBusy, NeedsReview, report_run, syncable
+    from watchbridge.sync import (
+        LinkBusy,
+        NeedsReview,
+        link_named,
+        report_run,
+        syncable,
+        with_direction,
+    )
     from watchbridge.wiring import build_runtime
 
     config = _load(config_path)
@@ -708,6 +715,8 @@ def sync(
         names = [n for n in names if "anilist" in config.links[n].services]
     if not names:
         raise WatchbridgeError(f"no link to sync: add one under links in {config.source}")
+    for name in names:  # a mistyped name (or direction) makes no database
+        with_direction(link_named(config, name), name, direction)
     _database(config, create=True)  # says so when the database is new
     runtime = build_runtime(config)
     runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)

@@ -218,7 +218,7 @@ async def plan_link(
     With `failures`, a profile that cannot be read (its sign-in, its account, its password)
     is left out and named there with why, so the household's others still sync; when no
     profile could be read, the first one's error is raised."""
-    link = with_direction(_link(config, name), name, direction)
+    link = with_direction(link_named(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
         raise WatchbridgeError(
@@ -269,7 +269,8 @@ def _narrower(
     return found, narrowing
 
 
-def _link(config: Config, name: str) -> Link:
+def link_named(config: Config, name: str) -> Link:
+    """Link `name` of the config; a clear error naming the links there is, for a typo."""
     if name not in config.links:
         known = ", ".join(config.links) or "none configured"
         raise WatchbridgeError(f"no link {name!r} in {config.source} (links: {known})")
@@ -581,7 +582,7 @@ async def run_link(
     then the link's watchlist and collection parts (if any), which write directly. A run
     with a `narrowing` plans only those AniList entries' items (see `apply_plan`).
     `metrics`: the runtime's, counting the run's requests with the service's others."""
-    with_direction(_link(config, name), name, direction)  # a typo records no run
+    with_direction(link_named(config, name), name, direction)  # a typo records no run
     run_id = await asyncio.to_thread(store.start_run, name, clock())
     if run_id is None:
         until = await asyncio.to_thread(store.run_lease_ends, name)
