@@ -20,6 +20,7 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.errors import WatchbridgeError
+from watchbridge.sync import NeedsReview, run_link
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +51,18 @@ async def household(
 ) -> AsyncIterator[Rig]:
     """alice and bob, each with their own Trakt and Serializd accounts, on one link."""
     use_fast_readers(monkeypatch)
+    rig = household_rig(tmp_path, trakt, serializd, "apply")
+    yield rig
+    await rig.aclose()
+
+
+def household_rig(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    first_run: str,
+    signed_in: tuple[str, ...] = ("alice", "bob"),
+) -> Rig:
     config = parse_config(
         f"""
 storage: {{path: {tmp_path / "wb.db"}}}
@@ -60,14 +73,14 @@ profiles:
   alice: {{accounts: {{trakt: {{}}, serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}}}}}
   bob: {{accounts: {{trakt: {{}}, serializd: {{email: {BOB[0]}, password: "{BOB[1]}"}}}}}}
 links:
-  {LINK}: {{services: [trakt, serializd], first_run: apply}}
+  {LINK}: {{services: [trakt, serializd], first_run: {first_run}}}
 """,
         tmp_path / "watchbridge.yaml",
         {},
     )
     runtime = build_runtime(config)
     runtime.open()
-    for person in ("alice", "bob"):
+    for person in signed_in:
         sign_in_trakt(runtime.store, trakt, person, now=time.time(), user=person)
     rig = Rig(trakt, serializd, runtime)
     rig.targets = {
@@ -78,8 +91,7 @@ links:
             fast_serializd(config, runtime.store), runtime.store, config.delivery, time.time
         ),
     }
-    yield rig
-    await rig.aclose()
+    return rig
 
 
 def plays_of(trakt: FakeTrakt, user: str) -> list[tuple[int, int]]:
@@ -116,3 +128,23 @@ async def test_a_link_nobody_can_read_fails_as_before(
         user.password = "changed on the website"
     with pytest.raises(WatchbridgeError, match="alice"):
         await household.sync()
+
+
+async def test_a_persons_failure_beside_anothers_first_run_review_is_recorded_and_counted(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_fast_readers(monkeypatch)
+    rig = household_rig(tmp_path, trakt, serializd, "dry-run", signed_in=("alice",))
+    try:
+        await rig.sync_and_deliver()  # alice reviewed (`sync --yes`); bob not signed in yet
+        sign_in_trakt(rig.store, trakt, "bob", now=time.time(), user="bob")  # his review next
+        serializd.log_entry(serializd.users[BOB[0]], BB, 1, 3, backdate=ago(1))  # to copy
+        trakt.revoke_tokens("alice")  # meanwhile alice's sign-in lapses
+        with pytest.raises(NeedsReview) as raised:
+            await run_link(rig.runtime.config, rig.store, LINK, clock=time.time)
+        (run,) = rig.store.recent_runs(LINK, 1)
+    finally:
+        await rig.aclose()
+    assert [failure.split(":")[0] for failure in raised.value.failures] == ["alice"]
+    assert "for bob" in raised.value.message  # not "the first sync" of everyone
+    assert run.outcome == "failed" and "alice: " in (run.error or "")  # counted, said

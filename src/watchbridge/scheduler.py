@@ -95,6 +95,8 @@ class SyncScheduler:
                     key=f"{name}:review",
                 )
                 await report_held(runtime.notifier, name, exc.held)
+                if exc.failures:  # someone else's side could not be read meanwhile
+                    await report_run(runtime.store, runtime.notifier, name, "; ".join(exc.failures))
                 continue
             except Exception as exc:
                 runs.labels(name, "failed").inc()

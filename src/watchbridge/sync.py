@@ -519,9 +519,12 @@ class NeedsReview(WatchbridgeError):
     """A first run that would write, on a link whose `first_run` is `dry-run`; `held`: the
     removals the run's other profiles hold for confirmation meanwhile."""
 
-    def __init__(self, message: str, held: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, held: tuple[str, ...] = (), failures: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.held = held
+        self.failures = failures  # "profile: why" of profiles whose sides could not be read
 
 
 class LinkBusy(WatchbridgeError):
@@ -649,17 +652,18 @@ async def run_link(
         listed = await lists()
         held += listed.held  # a scheduled run alerts of these too
         if waiting:
-            message = review_message(name, waiting, everyone=not applying)
+            message = review_message(name, waiting, everyone=not applying and not unread)
+            # A profile that failed beside the review is a failure all the same (counted).
             await asyncio.to_thread(
                 store.finish_run,
                 run_id,
                 clock(),
-                "needs-review",
+                "failed" if unread else "needs-review",
                 plan_counts(applying),
                 calls,
-                message,
+                "; ".join([message, *unread]),
             )
-            raise NeedsReview(message, tuple(held))
+            raise NeedsReview(message, tuple(held), unread)
         outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed, unread)
         # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*outcome.failures, *held]) or None
