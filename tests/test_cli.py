@@ -325,6 +325,19 @@ def test_reset_state_with_yes_clears_the_queue(tmp_path: Path) -> None:
     store.close()
 
 
+def test_reset_state_keeps_the_records_of_what_watchbridge_wrote_to_serializd(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for collection in ("plays", "ratings", "rated-rows"):
+            store.mirror_put("serializd", "me", collection, {"k": {"review_id": 1}}, 1.0)
+    assert run("reset-state", "--yes", "--config", str(path)).returncode == 0
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        kept = [store.mirror_get("serializd", "me", c) for c in ("plays", "ratings", "rated-rows")]
+    assert kept == [{"k": {"review_id": 1}}] * 3
+
+
 def test_test_alert_reaches_a_local_receiver(
     tmp_path: Path, receiver: list[dict[str, object]]
 ) -> None:

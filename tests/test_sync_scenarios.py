@@ -310,6 +310,21 @@ async def test_two_diary_entries_of_one_episode_stay_two_plays_on_trakt(
 # --------------------------------------------------------------------------- conflict policies
 
 
+async def test_the_newer_of_two_copies_of_a_rating_that_land_together_stays_the_rating(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    app.watch(1, 1, ago(30))
+    app.rate(1, 1, 8, ago(1))
+    await rig.sync()  # the 8 queued for Serializd, not delivered yet
+    app.rate(1, 1, 6, ago(0.5))  # changed on Trakt: the next run queues the 6 behind it
+    await rig.sync()
+    serializd.advance(3600)  # both land an hour later, the 6 last
+    await rig.deliver()
+    for _ in range(2):
+        await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+
+
 async def test_a_rating_changed_on_trakt_while_its_old_copy_waits_keeps_the_new_value(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

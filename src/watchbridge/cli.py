@@ -369,7 +369,8 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     # say which entries we made: without these records the full comparison takes our own
     # writes for the user's and copies them back (a second play, dated today).
     written = [(plex.SERVICE, c) for c in (plex.WRITTEN, plex.SYNTHETIC, plex.RETIRED)]
-    written += [(serializd.NAME, serializd.PLAYS), (serializd.NAME, serializd.RATINGS)]
+    written += [(serializd.NAME, c) for c in (serializd.PLAYS, serializd.RATINGS)]
+    written += [(serializd.NAME, serializd.RATED_ROWS)]
     with _open_store(config) as store:
         store.reset(keep_mirror=written, keep_cache=[anilist.FINISHED])
     click.echo(

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 NAME = "serializd"
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
+RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -507,6 +508,15 @@ class SerializdTarget:
         value = {"ticked": False} if rating is None else {"rating": rating}
         try:
             await self._record(ledger, collection, {key: value | {"review_id": review}})
+            if rating is not None:  # the reader dates every copy of ours by what it copied
+                await asyncio.to_thread(
+                    self.store.mirror_put,
+                    NAME,
+                    ledger.profile,
+                    RATED_ROWS,
+                    {str(review): key},
+                    self.clock(),
+                )
         except Exception as exc:
             raise AddUncertain(exc) from exc  # the entry exists; only the diary can tell
         return review

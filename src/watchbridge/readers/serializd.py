@@ -32,7 +32,14 @@ from dataclasses import replace
 
 from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
-from watchbridge.deliver.serializd import MARK_RECORD, NAME, PLAYS, RATINGS, TICK_RECORD
+from watchbridge.deliver.serializd import (
+    MARK_RECORD,
+    NAME,
+    PLAYS,
+    RATED_ROWS,
+    RATINGS,
+    TICK_RECORD,
+)
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
@@ -342,9 +349,11 @@ class SerializdReader:
         }
 
     async def _rated(self, profile: str) -> set[int]:
-        """The diary rows holding ratings we copied there (delivery ledger review ids)."""
+        """The diary rows holding ratings we copied there (delivery ledger review ids): every
+        one since they were kept, and each item's last before that."""
         rated = await asyncio.to_thread(self.store.mirror_get, NAME, profile, RATINGS)
-        return {
+        rows = await asyncio.to_thread(self.store.mirror_get, NAME, profile, RATED_ROWS)
+        return {int(review) for review in rows if review.isdigit()} | {
             v["review_id"]
             for v in rated.values()
             if isinstance(v, dict) and isinstance(v.get("review_id"), int)
