@@ -64,11 +64,9 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 UNKNOWN_OUTCOME = "unknown outcome"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
-# Pruned rows leave free pages in the file; once this many (16 MB of 4 KB pages) and a quarter
-# of the file, housekeeping gives them back, this many per write lock (`Store.reclaim_space`).
+# Pruned rows leave free pages in the file; once this many (16 MB of 4 KB pages) and half the
+# file, housekeeping gives them back (`Store.reclaim_space`).
 RECLAIM_MIN_PAGES = 4096
-RECLAIM_CHUNK = 512
-INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages are given back on request
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
@@ -802,8 +800,6 @@ class Store:
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
-            if new:  # before its first table (later only a VACUUM can set it)
-                conn.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
             # Another process opening a new database at the same moment may hold it a moment.
             _when_free(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # The log grows while a reader pins it (a long sync read); once it starts over,
@@ -1122,33 +1118,20 @@ class Store:
             "id_cache": lookups,
         }
 
-    def reclaim_space(
-        self, min_free_pages: int = RECLAIM_MIN_PAGES, chunk: int = RECLAIM_CHUNK
-    ) -> int:
+    def reclaim_space(self, min_free_pages: int = RECLAIM_MIN_PAGES) -> int:
         """Give the disk back the pages pruning freed, once they are many (at least
-        `min_free_pages` and a quarter of the file), `chunk` pages per write lock so webhooks
-        wait at most moments; returns how many. A database made before incremental vacuum was
-        turned on is rewritten once (VACUUM) to turn it on: it is small by then."""
+        `min_free_pages` and half the file: after a first backfill or an outage's backlog);
+        returns how many. The file is rewritten (VACUUM), which holds writes up for as long
+        as copying what is left takes; SQLite's incremental vacuum would instead cost every
+        webhook's commit ~10 % (its pointer map), for what happens a few times a year."""
         with self._locked():
             free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
             pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
-            if free < min_free_pages or free * 4 < pages:
+            if free < min_free_pages or free * 2 < pages:
                 return 0
-            if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
-                self._conn.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
-                self._conn.execute("VACUUM")
-                self._give_back_file()
-                return free
-        reclaimed = 0
-        while reclaimed < free:
-            with self._locked():
-                # It frees a page per step, and `execute` steps once a statement without
-                # columns: a script is stepped to the end.
-                self._conn.executescript(f"PRAGMA incremental_vacuum({chunk})")
-            reclaimed += chunk
-        with self._locked():
+            self._conn.execute("VACUUM")
             self._give_back_file()
-        return free
+            return free
 
     def _give_back_file(self) -> None:
         """Copy the log into the file, which shrinks it, without waiting for readers (another
