@@ -7,6 +7,7 @@ reader registry at `tests.linkrig_trakt` / `tests.linkrig_serializd` (factories 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,9 +148,21 @@ links:
         Path("watchbridge.yaml"),
         {},
     )
+    return rig_for(config, trakt, serializd, {PROFILE: None})
+
+
+def rig_for(
+    config: Config,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    signed_in: Mapping[str, str | None],
+) -> Rig:
+    """The runtime of `config` with the link's targets; each profile of `signed_in` signed in
+    to Trakt as that fake user (None: the fake's default one)."""
     runtime = build_runtime(config)
     runtime.open()
-    sign_in_trakt(runtime.store, trakt, PROFILE, now=time.time())
+    for profile, user in signed_in.items():
+        sign_in_trakt(runtime.store, trakt, profile, now=time.time(), user=user)
     rig = Rig(trakt, serializd, runtime)
     delivery = config.delivery
     rig.targets = {

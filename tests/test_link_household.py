@@ -14,14 +14,11 @@ import pytest
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
-from tests.linkrig import LINK, Rig, fast_serializd, fast_trakt, use_fast_readers
+from tests.linkrig import LINK, Rig, rig_for, use_fast_readers
 from tests.test_sync_scenarios import BB, ago
 from watchbridge.config import parse_config
-from watchbridge.deliver.serializd import SerializdTarget
-from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.errors import WatchbridgeError
 from watchbridge.sync import NeedsReview, run_link
-from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -78,20 +75,7 @@ links:
         tmp_path / "watchbridge.yaml",
         {},
     )
-    runtime = build_runtime(config)
-    runtime.open()
-    for person in signed_in:
-        sign_in_trakt(runtime.store, trakt, person, now=time.time(), user=person)
-    rig = Rig(trakt, serializd, runtime)
-    rig.targets = {
-        "trakt": TraktTarget(
-            fast_trakt(config, runtime.store), runtime.store, config.delivery, time.time
-        ),
-        "serializd": SerializdTarget(
-            fast_serializd(config, runtime.store), runtime.store, config.delivery, time.time
-        ),
-    }
-    return rig
+    return rig_for(config, trakt, serializd, {person: person for person in signed_in})
 
 
 def plays_of(trakt: FakeTrakt, user: str) -> list[tuple[int, int]]:
