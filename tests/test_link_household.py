@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.linkrig import LINK, Rig, rig_for, use_fast_readers
 from tests.test_sync_scenarios import BB, ago
+from watchbridge.cli import cli
 from watchbridge.config import parse_config
 from watchbridge.errors import WatchbridgeError
-from watchbridge.sync import NeedsReview, run_link
+from watchbridge.store import Store
+from watchbridge.sync import NeedsReview, failure_of, run_link
 
 pytestmark = pytest.mark.anyio
 
@@ -61,7 +64,15 @@ def household_rig(
     signed_in: tuple[str, ...] = ("alice", "bob"),
 ) -> Rig:
     config = parse_config(
-        f"""
+        household_yaml(tmp_path, trakt, serializd, first_run), tmp_path / "watchbridge.yaml", {}
+    )
+    return rig_for(config, trakt, serializd, {person: person for person in signed_in})
+
+
+def household_yaml(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, first_run: str
+) -> str:
+    return f"""
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
@@ -71,11 +82,7 @@ profiles:
   bob: {{accounts: {{trakt: {{}}, serializd: {{email: {BOB[0]}, password: "{BOB[1]}"}}}}}}
 links:
   {LINK}: {{services: [trakt, serializd], first_run: {first_run}}}
-""",
-        tmp_path / "watchbridge.yaml",
-        {},
-    )
-    return rig_for(config, trakt, serializd, {person: person for person in signed_in})
+"""
 
 
 def plays_of(trakt: FakeTrakt, user: str) -> list[tuple[int, int]]:
@@ -132,3 +139,29 @@ async def test_a_persons_failure_beside_anothers_first_run_review_is_recorded_an
     assert [failure.split(":")[0] for failure in raised.value.failures] == ["alice"]
     assert "for bob" in raised.value.message  # not "the first sync" of everyone
     assert run.outcome == "failed" and "alice: " in (run.error or "")  # counted, said
+
+
+def test_sync_from_cron_says_who_failed_beside_anothers_review(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_fast_readers(monkeypatch)
+    serializd.users[ALICE[0].lower()].password = "changed on the website"  # alice fails
+    serializd.log_entry(serializd.users[BOB[0]], BB, 1, 3, backdate=ago(1))  # bob's to review
+    rig = household_rig(tmp_path, trakt, serializd, "dry-run")
+    rig.runtime.close()
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text(household_yaml(tmp_path, trakt, serializd, "dry-run"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "error: alice: " in result.stderr  # not only "the first sync ... for bob"
+    assert "other profiles sync as usual" not in result.stderr
+    with Store.open(tmp_path / "wb.db") as store:
+        (run,) = store.recent_runs(LINK, 1)
+    assert run.outcome == "failed"  # counted towards the "keeps failing" alert
+
+
+def test_what_a_run_ending_in_a_review_reports_is_only_who_failed_beside_it() -> None:
+    # The "keeps failing" alert counts these, and a run with none resolves it.
+    assert failure_of(NeedsReview("review bob's first sync")) is None
+    assert failure_of(NeedsReview("review", failures=("alice: x",))) == "alice: x"
+    assert failure_of(WatchbridgeError("links.ts: all failed")) == "links.ts: all failed"

@@ -699,7 +699,7 @@ def sync(
     from watchbridge.narrow import narrowing
     from watchbridge.sync import (
         LinkBusy,
-        NeedsReview,
+        failure_of,
         link_named,
         report_run,
         syncable,
@@ -731,8 +731,9 @@ def sync(
                 if not dry_run:
                     asyncio.run(report_run(runtime.store, runtime.notifier, name, None))
             except WatchbridgeError as exc:
-                if not isinstance(exc, NeedsReview | LinkBusy):  # neither says it failed
-                    asyncio.run(report_run(runtime.store, runtime.notifier, name, exc.message))
+                if not isinstance(exc, LinkBusy):  # another run's outcome is that run's to say
+                    failure = failure_of(exc)
+                    asyncio.run(report_run(runtime.store, runtime.notifier, name, failure))
                 if len(names) == 1:
                     raise
                 if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
@@ -801,6 +802,8 @@ def _sync_link(
                 )
             )
     except NeedsReview as exc:  # the link's other profiles were queued: deliver them
+        for failure in exc.failures:
+            click.echo(f"error: {failure}", err=True)
         _held_removals(runtime, name, exc.held)
         delivered = asyncio.run(_deliver_now(runtime))
         click.echo(f"{delivered} change(s) of the link's other profiles delivered now")

@@ -17,6 +17,7 @@ from watchbridge.errors import WatchbridgeError
 from watchbridge.sync import (
     LinkBusy,
     NeedsReview,
+    failure_of,
     report_held,
     report_run,
     run_link,
@@ -95,8 +96,8 @@ class SyncScheduler:
                     key=f"{name}:review",
                 )
                 await report_held(runtime.notifier, name, exc.held)
-                if exc.failures:  # someone else's side could not be read meanwhile
-                    await report_run(runtime.store, runtime.notifier, name, "; ".join(exc.failures))
+                # Someone else's side could not be read meanwhile, or all went through.
+                await report_run(runtime.store, runtime.notifier, name, failure_of(exc))
                 continue
             except Exception as exc:
                 runs.labels(name, "failed").inc()

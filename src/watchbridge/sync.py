@@ -527,6 +527,14 @@ class NeedsReview(WatchbridgeError):
         self.failures = failures  # "profile: why" of profiles whose sides could not be read
 
 
+def failure_of(exc: WatchbridgeError) -> str | None:
+    """What a run that ended with `exc` failed at, for `report_run` (None: it went through
+    for every profile it could run: one waiting for its first-run review is no failure)."""
+    if isinstance(exc, NeedsReview):
+        return "; ".join(exc.failures) or None
+    return exc.message
+
+
 class LinkBusy(WatchbridgeError):
     """Another run of the link is alive (this process or another: `watchbridge sync`), or
     seems to until `until` (a process killed mid-run leaves its run alive until its lease
@@ -652,7 +660,8 @@ async def run_link(
         listed = await lists()
         held += listed.held  # a scheduled run alerts of these too
         if waiting:
-            message = review_message(name, waiting, everyone=not applying and not unread)
+            everyone = not applying and not unread
+            message = review_message(name, waiting, everyone, others_fail=bool(unread))
             # A profile that failed beside the review is a failure all the same (counted).
             await asyncio.to_thread(
                 store.finish_run,
@@ -746,9 +755,11 @@ def awaiting_review(link: Link, plans: Sequence[ProfilePlan], yes: bool) -> set[
     return {p.profile for p in plans if p.first_run and p.plan.actions}
 
 
-def review_message(name: str, profiles: set[str], everyone: bool) -> str:
+def review_message(name: str, profiles: set[str], everyone: bool, others_fail: bool = False) -> str:
     whose = "" if everyone else f" for {', '.join(sorted(profiles))}"
-    others = "" if everyone else "; the link's other profiles sync as usual meanwhile"
+    others = (
+        "" if everyone or others_fail else "; the link's other profiles sync as usual meanwhile"
+    )
     return (
         f"this is the first sync of links.{name}{whose}: review the plan "
         f"(`watchbridge sync --link {name} --dry-run`), then run "
