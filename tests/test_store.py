@@ -880,6 +880,17 @@ def test_giving_space_back_does_not_wait_for_another_process_reading(tmp_path: P
             reader.close()
 
 
+def test_space_is_not_given_back_on_a_disk_too_full_to_rewrite_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The rewrite needs room for two copies: failing hourly, it would fill the disk each time.
+    with Store.open(tmp_path / "wb.db") as store:
+        peak = fill_and_prune(store)
+        assert store.reclaim_space(min_free_pages=100, disk_free=lambda folder: 10 * 2**20) == 0
+        assert (tmp_path / "wb.db").stat().st_size == peak
+    assert "the disk lacks room to rewrite it" in caplog.text
+
+
 def test_a_few_free_pages_are_left_for_the_next_rows(tmp_path: Path) -> None:
     with Store.open(tmp_path / "wb.db") as store:
         fill_and_prune(store, rows=300)

@@ -67,6 +67,7 @@ _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCO
 # Pruned rows leave free pages in the file; once this many (16 MB of 4 KB pages) and half the
 # file, housekeeping gives them back (`Store.reclaim_space`).
 RECLAIM_MIN_PAGES = 4096
+RECLAIM_DISK_MARGIN = 64 * 2**20  # bytes left free beyond the rewrite's two copies
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
@@ -1118,16 +1119,31 @@ class Store:
             "id_cache": lookups,
         }
 
-    def reclaim_space(self, min_free_pages: int = RECLAIM_MIN_PAGES) -> int:
+    def reclaim_space(
+        self,
+        min_free_pages: int = RECLAIM_MIN_PAGES,
+        disk_free: Callable[[Path], int] = lambda folder: shutil.disk_usage(folder).free,
+    ) -> int:
         """Give the disk back the pages pruning freed, once they are many (at least
         `min_free_pages` and half the file: after a first backfill or an outage's backlog);
         returns how many. The file is rewritten (VACUUM), which holds writes up for as long
         as copying what is left takes; SQLite's incremental vacuum would instead cost every
-        webhook's commit ~10 % (its pointer map), for what happens a few times a year."""
+        webhook's commit ~10 % (its pointer map), for what happens a few times a year. The
+        rewrite needs room for two copies of what is left (`disk_free`: bytes free in a
+        folder): on a fuller disk it would fail, filling the disk for other writes meanwhile."""
         with self._locked():
             free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
             pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
             if free < min_free_pages or free * 2 < pages:
+                return 0
+            page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            needed = 2 * (pages - free) * page_size + RECLAIM_DISK_MARGIN
+            room = disk_free(self.path.parent) if self.path is not None else needed
+            if room < needed:
+                log.warning(
+                    "the database keeps its free space: the disk lacks room to rewrite it",
+                    extra={"needed_mb": needed // 2**20, "free_mb": room // 2**20},
+                )
                 return 0
             self._conn.execute("VACUUM")
             self._give_back_file()
