@@ -429,6 +429,11 @@ profiles:
     return runtime
 
 
+def jellyfin_service(server: FakeJellyfin, key: str = API_KEY) -> str:
+    """The `services.jellyfin` line of `serializd_runtime`'s config for the fake `server`."""
+    return f'  jellyfin: {{url: "{server.url}", api_key: "{key}"}}'
+
+
 async def worker_for(runtime: Runtime) -> DeliveryWorker:
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     worker.targets = {t.name: t for t in make_targets(runtime)}
@@ -498,8 +503,9 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}'
-    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
     jellyfin_server.api_key = "a-new-key-made-on-the-server"
     try:
         worker = await worker_for(runtime)
@@ -532,8 +538,9 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}'
-    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
     jellyfin_server.fail_next(10_000, 503)  # the box is off (its proxy answers)
     try:
         worker = await worker_for(runtime)
@@ -565,8 +572,9 @@ async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_i
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}'
-    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
     jellyfin_server.fail_next(10_000, 429, headers={"Retry-After": "300"})  # a proxy's limit
     try:
         worker = await worker_for(runtime)
@@ -632,7 +640,7 @@ async def test_a_key_fixed_in_the_config_and_restarted_resolves_the_alert(
 ) -> None:
     jellyfin_server.api_key = "a-new-key-made-on-the-server"  # ours was revoked
     for key in (API_KEY, jellyfin_server.api_key):  # then set in the config, and restarted
-        extra = f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{key}"}}'
+        extra = jellyfin_service(jellyfin_server, key)
         runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
         try:
             worker = await worker_for(runtime)

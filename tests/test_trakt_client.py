@@ -301,14 +301,16 @@ def client_for(trakt: FakeTrakt, store: Store) -> TraktClient:
     return TraktClient(config, store)
 
 
-async def refreshed_while_locked(client: TraktClient, store: Store) -> None:
+async def refreshed_while_locked(client: TraktClient, store: Store, after: float = 0.0) -> None:
     """A call that refreshes the sign-in while another process holds the database's write
-    lock (a long commit of a `watchbridge sync`): the new pair cannot be stored then."""
+    lock (a long commit of a `watchbridge sync`), and `after` seconds more: the new pair
+    cannot be stored then."""
     assert store.path is not None
     other = sqlite3.connect(store.path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
         await client.last_activities(PROFILE)
+        await asyncio.sleep(after)
         other.execute("COMMIT")
     finally:
         other.close()
@@ -359,16 +361,10 @@ async def test_a_pair_the_database_keeps_refusing_is_warned_of_once_not_at_each_
     trakt: FakeTrakt, expired_sign_in: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = expired_sign_in  # a full disk, a read-only mount: the log must not fill it
-    assert store.path is not None
-    other = sqlite3.connect(store.path, isolation_level=None)
     client = client_for(trakt, store)
     try:
-        other.execute("BEGIN IMMEDIATE")
-        await client.last_activities(PROFILE)
-        await asyncio.sleep(2.2)  # two tries more
-        other.execute("COMMIT")
+        await refreshed_while_locked(client, store, after=2.2)  # two tries more
     finally:
-        other.close()
         await client.aclose()
     said = [r for r in caplog.records if "could not be stored yet" in r.getMessage()]
     assert len(said) == 1

@@ -70,16 +70,14 @@ def _look_at_store(config: Config) -> Store:
     path = _database(config, create=False)
     store = Store.open(path, config.storage.durability, config.storage.busy_timeout, upgrade=False)
     try:
-        behind = store.behind()
-    except StoreError:  # made by a newer release
+        if store.behind():  # raises StoreError for one a newer release made
+            raise WatchbridgeError(
+                f"the database {path} was made by an earlier watchbridge: it is upgraded when "
+                "the service of this version starts; restart the service, then run this again"
+            )
+    except Exception:
         store.close()
         raise
-    if behind:
-        store.close()
-        raise WatchbridgeError(
-            f"the database {path} was made by an earlier watchbridge: it is upgraded when the "
-            "service of this version starts; restart the service, then run this again"
-        )
     return store
 
 
@@ -369,8 +367,9 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     # say which entries we made: without these records the full comparison takes our own
     # writes for the user's and copies them back (a second play, dated today).
     written = [(plex.SERVICE, c) for c in (plex.WRITTEN, plex.SYNTHETIC, plex.RETIRED)]
-    written += [(serializd.NAME, c) for c in (serializd.PLAYS, serializd.RATINGS)]
-    written += [(serializd.NAME, serializd.RATED_ROWS)]
+    written += [
+        (serializd.NAME, c) for c in (serializd.PLAYS, serializd.RATINGS, serializd.RATED_ROWS)
+    ]
     with _open_store(config) as store:
         store.reset(keep_mirror=written, keep_cache=[anilist.FINISHED])
     click.echo(

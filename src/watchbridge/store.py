@@ -765,8 +765,11 @@ def _storage_fault(exc: sqlite3.DatabaseError) -> bool:
 class Store:
     """The SQLite store. Thread-safe: one connection, one lock; writes are short transactions."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path | None = None, busy_timeout: float = 5.0
+    ) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout  # the overview's connection waits as long
         self._conn = conn
         self._lock = threading.RLock()
         # What a thread does before it blocks on the lock (see IngestWriter._help_if_waited_on).
@@ -809,7 +812,7 @@ class Store:
             conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn, file)
+            store = cls(conn, file, busy_timeout)
             if upgrade or new:
                 store.migrate()
             if restored:
@@ -960,8 +963,7 @@ class Store:
                 uri = f"{self.path.resolve().as_uri()}?mode=rw"
                 self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
                 self._reader.row_factory = sqlite3.Row
-                timeout = self._conn.execute("PRAGMA busy_timeout").fetchone()[0]
-                self._reader.execute(f"PRAGMA busy_timeout={int(timeout)}")
+                self._reader.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             return list(self._reader.execute(sql, params))
 
     # ------------------------------------------------------------------ health
@@ -1703,12 +1705,8 @@ class Store:
             try:
                 with self.transaction() as conn:
                     if replacing is not None:
-                        row = conn.execute(
-                            "SELECT data FROM tokens WHERE service = ? AND profile = ?",
-                            (service, profile),
-                        ).fetchone()
-                        stored = json.loads(row["data"]) if row else {}
-                        if row and stored.get("refresh_token") != replacing:
+                        stored = self.get_token(service, profile)  # in this transaction
+                        if stored is not None and stored.get("refresh_token") != replacing:
                             return False
                     conn.execute(
                         "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
@@ -1884,14 +1882,12 @@ class Store:
             for r in self._overview("SELECT * FROM cursors ORDER BY service, profile, name")
         ]
         counts = self.outbox_counts()
-        held = (
-            " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
-            f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error"
-        )
         # Holds first (a lost sign-in, an outage: a hold clears failing_since), then most rows.
         reasons = self._overview(
             "SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t"
-            f"{held} ORDER BY MAX(failing_since IS NOT NULL), n DESC, target, profile"
+            " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
+            f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error"
+            " ORDER BY MAX(failing_since IS NOT NULL), n DESC, target, profile"
         )
         waiting = reasons[:WAITING_SHOWN]
         return StoreStatus(

@@ -234,7 +234,7 @@ async def plan_link(
     readers = observed(readers, progress)  # reports each step to a progress display, if any
     try:
         plans: list[ProfilePlan] = []
-        errors: list[WatchbridgeError] = []
+        first_error: WatchbridgeError | None = None
         for profile in profiles:
             try:
                 plans.append(
@@ -245,10 +245,10 @@ async def plan_link(
             except WatchbridgeError as exc:
                 if failures is None:
                     raise
-                errors.append(exc)
+                first_error = first_error or exc
                 failures[profile] = exc.message
-        if errors and not plans:
-            raise errors[0]
+        if first_error is not None and not plans:
+            raise first_error
         return plans, sum(reader.requests_sent for reader in readers)
     finally:
         for reader in readers:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.config import Config
+from watchbridge.config import Config, undeliverable
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -107,13 +107,13 @@ class PlexTarget:
     async def _deliver_profile(
         self, profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        person_config = self.config.profiles.get(profile)
-        if person_config is None or person_config.accounts.plex is None:
+        why = undeliverable(self.config, NAME, profile)
+        if why is not None:
             # No token of theirs: the owner's would be used, writing to the owner's account.
             # (The service gives such rows up at start; a `watchbridge sync` may claim them.)
             gone = Dead(
-                f"profile {profile} has no Plex account in the config (any more): not "
-                "written, as it would land in the server owner's account"
+                f"profile {profile} has no Plex account in the config ({why}): not written, "
+                "as it would land in the server owner's account"
             )
             outcomes.update((row.id, gone) for row in rows)
             return

@@ -522,6 +522,7 @@ class DeliveryWorker:
             elif isinstance(outcome, Skipped):
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Hold) and not spent_hold:
+                key = f"{target.name}:{item.profile}"  # its alert's (one profile's)
                 held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
                 after = outcome.after
@@ -531,10 +532,8 @@ class DeliveryWorker:
                     Settlement(item.id, "pending", now + after, outcome.reason, outcome.spends)
                 )
                 if outcome.alert:
-                    key = f"{target.name}:{item.profile}"
                     alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
                 if outcome.alert == "account_limit":
-                    key = f"{target.name}:{item.profile}"
                     limited.setdefault(key, set()).add(item.id)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
                 if isinstance(outcome, Dead):

@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
+from typing import Any
 
 from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
@@ -306,6 +307,7 @@ class SerializdReader:
         # only worth it when Serializd's plays flow to the other side.
         self.discover = discover
         self._fresh: dict[str, list[DiaryEntry]] = {}
+        self._plays: dict[str, dict[str, Any]] = {}  # see `_plays_ledger`
         self._ledger: dict[str, dict[str, int]] = {}
         self._cursors: dict[str, dict[str, str]] = {}  # what read() returned, per profile
         self._full: dict[str, bool] = {}
@@ -328,7 +330,7 @@ class SerializdReader:
         queued for them (expected) take their review ids instead (`resolve_expected`), so a
         removal on either side finds them. (Ratings we wrote are read back as usual.)"""
         if profile not in self._ledger:
-            plays = await asyncio.to_thread(self.store.mirror_get, NAME, profile, PLAYS)
+            plays = await self._plays_ledger(profile)
             self._ledger[profile] = {
                 key: v["review_id"]
                 for key, v in plays.items()
@@ -336,9 +338,17 @@ class SerializdReader:
             }
         return self._ledger[profile]
 
+    async def _plays_ledger(self, profile: str) -> dict[str, Any]:
+        """The delivery ledger of plays, read once per profile and run."""
+        if profile not in self._plays:
+            self._plays[profile] = await asyncio.to_thread(
+                self.store.mirror_get, NAME, profile, PLAYS
+            )
+        return self._plays[profile]
+
     async def _ticked(self, profile: str) -> set[str]:
         """The items our deliveries ticked without a date (no diary entry), still ticked."""
-        plays = await asyncio.to_thread(self.store.mirror_get, NAME, profile, PLAYS)
+        plays = await self._plays_ledger(profile)
         return {
             key.rpartition("@")[0]
             for key, v in plays.items()

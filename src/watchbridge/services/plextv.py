@@ -19,7 +19,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
@@ -31,6 +31,7 @@ from watchbridge.ingest.common import epoch, flag, integer, number, obj, text
 from watchbridge.ingest.plex import metadata_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
+from watchbridge.services.trakt import TokenStore
 
 SERVICE = "plextv"
 TOKEN_SERVICE = "plex"  # the store keeps a profile's plex.tv token under ("plex", profile)
@@ -58,20 +59,6 @@ class WatchlistUnavailable(PlexTvError):
     def __init__(self, service: str, message: str, moved: bool = False) -> None:
         super().__init__(service, message)
         self.moved = moved
-
-
-class TokenStore(Protocol):
-    def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
-
-    def put_token(
-        self,
-        service: str,
-        profile: str,
-        data: dict[str, Any],
-        now: float,
-        *,
-        replacing: str | None = None,
-    ) -> bool: ...
 
 
 @dataclass(frozen=True)
