@@ -44,6 +44,7 @@ from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ids import (
     ANIME,
+    ANSWERED_LATELY,
     SERIES_MISSING_TTL,
     SERVER_OUTAGE_PAUSE,
     SHOW_TMDB,
@@ -234,6 +235,60 @@ async def test_a_server_failing_on_one_item_is_no_outage_and_still_asked_about_o
     assert not failed.problem.outage  # its row spends an attempt: a dead letter if it stays
     again = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     assert again.problem is None  # not left alone for a minute
+
+
+OTHER_SERIES = "5eed" * 8
+THIRD_SERIES = "7ead" * 8
+
+
+def episode_of(jellyfin_server: FakeJellyfin, series: str, name: str) -> MediaRef:
+    """An episode of another show, which the server holds under `series`."""
+    jellyfin_server.add_series(series, name, Tmdb="60059")
+    return replace(jellyfin_episode(), show_source_key=series)
+
+
+def other_show_episode(jellyfin_server: FakeJellyfin) -> MediaRef:
+    return episode_of(jellyfin_server, OTHER_SERIES, "Better Call Saul")
+
+
+async def test_a_server_timing_out_on_one_item_while_answering_others_fails_that_item(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    other = other_show_episode(jellyfin_server)
+    assert (await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")).problem is None
+    jellyfin_server.drop_next(2, route=f"/Items/{OTHER_SERIES}")  # both tries of the lookup
+    failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
+    assert failed.problem is not None and failed.problem.transient
+    # Its row spends an attempt and ends as a dead letter if it keeps failing; held as an
+    # outage it would wait for ever, unsaid, while the server answers every other lookup.
+    assert not failed.problem.outage
+    assert "it answers about other items" in failed.problem.message
+
+
+async def test_rows_asking_just_after_one_item_timed_out_wait_without_a_request(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    other = other_show_episode(jellyfin_server)
+    third = episode_of(jellyfin_server, THIRD_SERIES, "El Camino")
+    await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    jellyfin_server.drop_next(2, route=f"/Items/{OTHER_SERIES}")
+    await enricher.enrich(other, SHOW_TMDB, "jellyfin")
+    asked = len(jellyfin_server.requests)
+    waiting = await enricher.enrich(third, SHOW_TMDB, "jellyfin")
+    # As after any failure to answer: a hanging server must not cost each row its timeout.
+    assert len(jellyfin_server.requests) == asked
+    assert waiting.problem is not None and waiting.problem.outage  # held, spending nothing
+
+
+async def test_a_server_that_answered_nothing_for_minutes_failing_is_an_outage(
+    enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
+) -> None:
+    other = other_show_episode(jellyfin_server)
+    await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    clock.advance(ANSWERED_LATELY + 1)
+    jellyfin_server.drop_next(2)
+    failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
+    assert failed.problem is not None and failed.problem.outage
 
 
 async def test_a_server_asking_to_wait_longer_than_a_minute_is_left_alone_that_long(

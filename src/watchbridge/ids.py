@@ -39,6 +39,10 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
+# A media server that answered another lookup this recently is up: a timeout or gateway error
+# on one item is that item's failure. Its row spends an attempt and ends as a dead letter if it
+# keeps failing; held as an outage it would wait for ever, unsaid, as the server answers others.
+ANSWERED_LATELY = 2 * SERVER_OUTAGE_PAUSE
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
@@ -783,6 +787,7 @@ class Enricher:
         self._closers = list(closers)
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
         self._down_since: dict[str, float] = {}  # server -> its first failure of this outage
+        self._answered_at: dict[str, float] = {}  # server -> when it last answered a lookup
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
 
@@ -869,9 +874,14 @@ class Enricher:
         lookup = self._lookup(server)
         answered = lookup.answered if lookup is not None else 0
         item, problem = await self._ask_now(server, lookup, item, need, from_server)
+        if lookup is not None and lookup.answered > answered:
+            self._answered_at[server] = self.clock()
         if problem is not None and problem.outage:  # not one item's 500: others still ask
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
+            if not problem.rate_limited and self._answered_lately(server, now):
+                message = f"{problem.message} (it answers about other items)"
+                return item, replace(problem, message=message, outage=False)
             await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
@@ -880,6 +890,10 @@ class Enricher:
                 await self._key_accepted(server)
             await self._reachable(server)
         return item, problem
+
+    def _answered_lately(self, server: str, now: float) -> bool:
+        """Whether `server` answered a lookup within ANSWERED_LATELY of `now`."""
+        return now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY
 
     async def _unreachable(self, server: str, problem: Problem) -> None:
         """One `service_unreachable` alert once the server has failed to answer for a while:
