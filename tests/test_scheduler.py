@@ -136,13 +136,8 @@ async def test_scheduled_runs_are_counted_by_link_and_result(
     trakt, serializd, receiver = fakes
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
     serializd.fail_next(2, 404, body="<html>Not Found</html>")  # two runs fail, then all is well
-
-    def counted(result: str) -> bool:
-        line = f'watchbridge_sync_runs_total{{link="ts",result="{result}"}}'
-        return line in runtime.metrics.render().decode()
-
     async with scheduled(runtime):
-        await until(lambda: counted("failed") and counted("ok"))
+        await until(lambda: counted(runtime, "failed") and counted(runtime, "ok"))
 
 
 async def test_a_link_that_syncs_again_after_a_failing_streak_sends_the_recovery_notice(
@@ -406,6 +401,31 @@ async def test_held_removals_are_alerted_while_another_profile_waits_for_review(
         await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
         assert "watchbridge: link ts waits for your review" in receiver.titles()
         assert len(serializd.diary()) == 2  # held, not removed
+
+
+async def test_a_run_where_one_profile_fails_beside_anothers_review_is_counted_as_failed(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    async with scheduled(runtime):  # me synced long ago
+        await until(lambda: counted(runtime, "ok"))
+    bob_serializd = serializd.add_user(*BOB)  # bob joins: his first run waits for review
+    serializd.log_entry(bob_serializd, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    runtime = runtime_for(
+        tmp_path, trakt, serializd, receiver, 0.05, first_run="dry-run", more_profiles=WITH_BOB
+    )
+    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=trakt.add_user("bob"))
+    trakt.revoke_tokens(trakt.user)  # me's sign-in lapses
+    async with scheduled(runtime):
+        await until(lambda: counted(runtime, "failed"))  # as the run history says
+        assert not counted(runtime, "needs-review")
+
+
+def counted(runtime: Runtime, result: str) -> bool:
+    """Whether the `ts` link's scheduled runs have counted one with `result`."""
+    line = f'watchbridge_sync_runs_total{{link="ts",result="{result}"}}'
+    return line in runtime.metrics.render().decode()
 
 
 async def test_every_profiles_held_removals_go_out_in_one_alert(

@@ -83,7 +83,8 @@ class SyncScheduler:
                 delay = min(delay, max(busy.until - runtime.clock(), 0.0) + BUSY_MARGIN)
                 continue
             except NeedsReview as exc:
-                runs.labels(name, "needs-review").inc()
+                # As the run history says: a profile that failed beside the review is a failure.
+                runs.labels(name, "failed" if failure_of(exc) else "needs-review").inc()
                 log.warning(
                     "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
                 )
