@@ -20,7 +20,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.config import AlertsConfig, PlexConfig, Secret, TraktConfig
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.model import Ids, MediaRef
-from watchbridge.plexlink import load_pause, sync_collection, sync_watchlist
+from watchbridge.plexlink import ListsRun, load_pause, sync_collection, sync_watchlist
 from watchbridge.services.plextv import PlexTvClient, WatchlistUnavailable, container_entries
 from watchbridge.services.trakt import TraktClient
 from watchbridge.store import Store
@@ -480,6 +480,28 @@ async def test_items_gone_from_the_server_are_removed_only_when_asked_and_only_o
     assert removed.removed == 1
     assert "Guardians of the Galaxy" not in collected(link.trakt)
     assert "Heat" in collected(link.trakt)  # not ours: never removed
+
+
+async def test_a_library_that_reads_empty_holds_the_collections_removals_until_confirmed(
+    link: Link,
+) -> None:
+    await collect(link)
+    # The NAS share is unmounted and a scan emptied the movie library: removing its titles
+    # would wipe them from the Trakt collection, to be added again (newly dated) once it is back.
+    guard = {"remove_missing": True, "max_removal_share": 0.10}
+    held = await collect(link, movies=[], **guard)
+    assert held.removed == 0 and len(collected(link.trakt)) == 5
+    assert "3 of 5 collection entries on Trakt would be removed" in held.plan.held_reason
+    assert ListsRun((held,)).held == (f"{PROFILE}: collection: {held.plan.held_reason}",)
+    confirmed = await collect(link, movies=[], confirm_removals=True, **guard)
+    assert confirmed.removed == 3 and len(collected(link.trakt)) == 2
+
+
+async def test_a_few_titles_gone_from_the_library_are_removed_without_asking(link: Link) -> None:
+    await collect(link)
+    fewer = listing("library_movies_all.json")[:2]  # one title gone: too few to be a mass removal
+    result = await collect(link, movies=fewer, remove_missing=True, max_removal_share=0.10)
+    assert result.removed == 1 and not result.plan.held_reason
 
 
 async def test_a_free_collection_at_its_limit_sends_what_fits_then_pauses(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from watchbridge.guard import LIST_MIN_HELD, removals_held
 from watchbridge.ingest.common import epoch, integer, obj, text
 from watchbridge.ingest.plex import metadata_ref
 from watchbridge.model import Ids, MediaRef
@@ -449,6 +450,8 @@ class CollectionPlan:
     remove: tuple[Collected, ...] = ()  # Trakt's entries, only ones we put there
     unchanged: int = 0
     synced: tuple[Collected, ...] = ()  # every Plex item that will be on Trakt afterwards
+    held: tuple[Collected, ...] = ()  # removals the mass-removal guard keeps back
+    held_reason: str = ""  # why (empty when none are held)
 
 
 def same_details(ours: CollectionMetadata | None, theirs: CollectionMetadata | None) -> bool:
@@ -483,10 +486,13 @@ def plan_collection(
     baseline: Iterable[str],
     *,
     remove_missing: bool = False,
+    max_removal_share: float = 1.0,
 ) -> CollectionPlan:
     """Add what Trakt lacks, update what it describes differently, and (when asked) remove
     what we once added that is no longer on the server. Items others added to the Trakt
-    collection are never removed: only `baseline` keys (ours) are candidates."""
+    collection are never removed: only `baseline` keys (ours) are candidates. Removing more
+    than `max_removal_share` of the Trakt collection (a library that reads empty while its
+    share is unmounted) is held instead."""
     plex = best_copies(plex)
     index: dict[str, Collected] = {}
     for entry in trakt:
@@ -510,10 +516,14 @@ def plan_collection(
     remove = (
         [e for e in trakt if id(e) not in seen and (e.aliases & ours)] if remove_missing else []
     )
+    what = "collection entries on Trakt"
+    held = removals_held(len(remove), len(trakt), what, max_removal_share, LIST_MIN_HELD)
     return CollectionPlan(
         add=tuple(add),
         update=tuple(update),
-        remove=tuple(remove),
+        remove=() if held else tuple(remove),
         unchanged=unchanged,
         synced=tuple(plex),
+        held=tuple(remove) if held else (),
+        held_reason=held,
     )

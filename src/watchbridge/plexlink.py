@@ -180,12 +180,16 @@ class ListsRun:
 
     @property
     def held(self) -> tuple[str, ...]:
-        """`profile: watchlist: why` of the watchlists whose removals the guard held back."""
-        return tuple(
-            f"{result.profile}: watchlist: {result.plan.held}"
-            for result in self.results
-            if isinstance(result.plan, WatchlistPlan) and result.plan.held
-        )
+        """`profile: list: why` of the watchlists and collections whose removals the guard
+        held back."""
+        held = []
+        for result in self.results:
+            plan = result.plan
+            if isinstance(plan, WatchlistPlan) and plan.held:
+                held.append(f"{result.profile}: watchlist: {plan.held}")
+            elif isinstance(plan, CollectionPlan) and plan.held_reason:
+                held.append(f"{result.profile}: collection: {plan.held_reason}")
+        return tuple(held)
 
 
 def lists_summary(run: ListsRun) -> list[str]:
@@ -202,10 +206,11 @@ def lists_summary(run: ListsRun) -> list[str]:
             lines.append(f"watchlist {result.profile}: {counts}{held}")
         elif isinstance(result, CollectionResult):
             assert isinstance(plan, CollectionPlan)
+            held = f" (held: {plan.held_reason})" if plan.held_reason else ""
             lines.append(
                 f"collection {result.profile}: +{len(plan.add)} to trakt, "
                 f"{len(plan.update)} with better details, -{len(plan.remove)} from trakt, "
-                f"{plan.unchanged} unchanged"
+                f"{plan.unchanged} unchanged{held}"
             )
         else:  # a trakt-serializd link's watchlist
             lines += result.summary()
@@ -304,6 +309,8 @@ async def run_lists(
             details=details,
             link=name,
             remove_missing=link.collection_removals,
+            max_removal_share=link.max_removal_share,
+            confirm_removals=confirm_removals,
             clock=clock,
             dry_run=dry_run,
             alerts=alerts,
@@ -709,6 +716,8 @@ async def sync_collection(
     details: Mapping[str, CollectionMetadata | None] | None = None,
     link: str = "plex-trakt",
     remove_missing: bool = False,
+    max_removal_share: float = 1.0,
+    confirm_removals: bool = False,
     clock: Callable[[], float] = time.time,
     dry_run: bool = False,
     alerts: Alerts | None = None,
@@ -720,7 +729,8 @@ async def sync_collection(
     and 2, `includeGuids=1`) with their `Media` elements; `shows` supply the show ids of
     new-agent episodes. `details`: what `media_details` found for items whose listing has no
     streams. `remove_missing` removes from Trakt what this link once added and the server no
-    longer has (never anything added to Trakt some other way).
+    longer has (never anything added to Trakt some other way), unless they are more than
+    `max_removal_share` of the Trakt collection and not `confirm_removals`: those are held.
 
     `activities`: Trakt's `/sync/last_activities` as the run already read it. With it, a run
     whose Plex items (ids and details) and Trakt stamps (collected, account settings) are as
@@ -743,7 +753,10 @@ async def sync_collection(
     )
     stored = store.mirror_get(_baseline_store(link), profile, "collection")
     ours = {a for key, value in stored.items() for a in (key, *(value.get("aliases") or []))}
-    plan = plan_collection(plex_items, trakt_items, ours, remove_missing=remove_missing)
+    share = 1.0 if confirm_removals else max_removal_share
+    plan = plan_collection(
+        plex_items, trakt_items, ours, remove_missing=remove_missing, max_removal_share=share
+    )
     paused = load_pause(store, profile, "collection")
     needed = bool(plan.add) or paused is not None
     settings = await trakt.settings(profile) if needed else None
@@ -795,11 +808,17 @@ async def sync_collection(
     # Ours: what Trakt now holds because of this link (kept across runs for removals).
     pending = {c.key for c in plan.add} - {c.key for c in sent}
     baseline = {c.key: {"aliases": sorted(c.aliases)} for c in plan.synced if c.key not in pending}
+    # Held removals stay ours, so that a confirmed run can still make them.
+    held = {a for entry in plan.held for a in entry.aliases}
+    for key, value in stored.items():
+        if key not in baseline and {key, *(value.get("aliases") or [])} & held:
+            baseline[key] = value
     store.mirror_replace(_baseline_store(link), profile, "collection", baseline, now)
     if activities is not None:
         # A run that wrote leaves the next one a full look: stamps read after our own writes
         # would hide a change someone else made meanwhile, for good.
-        wrote = added or updated or removed or sent
+        # So does one that held removals: a confirmed run must plan them again.
+        wrote = added or updated or removed or sent or plan.held
         check = "" if wrote else json.dumps([fingerprint, collection_stamps(activities)])
         store.set_cursor("trakt", profile, check_name, check, now)
     limit = await settle_limit(store, alerts, profile, "collection", decision, now, not_sent, False)

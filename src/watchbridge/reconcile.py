@@ -22,6 +22,7 @@ from typing import Literal
 
 from watchbridge import ratings
 from watchbridge.config import Link
+from watchbridge.guard import removals_held
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
 EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
@@ -561,16 +562,13 @@ def _mass_removal(link: Link, current: Mapping[str, Side], actions: list[Action]
     Plays and ratings are weighed apart: a side whose ratings read empty (an expired session,
     an endpoint that moved) must not take every rating on the other side with it."""
     for side in link.services:
-        held = current[side]
+        read = current[side]
         for kind, noun, size in (
-            ("remove_play", "plays", len(held.plays)),
-            ("remove_rating", "ratings", len(held.ratings)),
+            ("remove_play", "plays", len(read.plays)),
+            ("remove_rating", "ratings", len(read.ratings)),
         ):
             removals = sum(1 for x in actions if x.target == side and x.kind == kind)
-            if removals and size and removals / size > link.max_removal_share:
-                return (
-                    f"{removals} of {size} {noun} on {side} would be removed "
-                    f"(more than {link.max_removal_share:.0%}); confirm with "
-                    "`watchbridge sync --confirm-removals`"
-                )
+            held = removals_held(removals, size, f"{noun} on {side}", link.max_removal_share)
+            if held:
+                return held
     return ""

@@ -19,12 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from watchbridge.guard import LIST_MIN_HELD, removals_held
 from watchbridge.model import Ids
 
 WatchKind = Literal["movie", "show"]
 KEY_IDS = ("tmdb", "imdb", "tvdb")  # canonical key preference (tmdb first, as sides.py)
-# Removing one or two titles from a short watchlist is ordinary; the guard is for mass removals.
-MIN_HELD = 3
 PEER_NAMES = {"plex": "Plex", "serializd": "Serializd"}  # for messages
 
 
@@ -159,12 +158,9 @@ def plan_watchlist(
             (PEER_NAMES.get(peer, peer), len(remove_from_plex), len(plex)),
             ("Trakt", len(remove_from_trakt), len(trakt)),
         ):
-            if removals >= MIN_HELD and removals / size > max_removal_share:
-                held = (
-                    f"{removals} of {size} watchlist titles on {side} would be removed "
-                    f"(more than {max_removal_share:.0%}); confirm with "
-                    "`watchbridge sync --confirm-removals`"
-                )
+            what = f"watchlist titles on {side}"
+            held = removals_held(removals, size, what, max_removal_share, LIST_MIN_HELD)
+            if held:
                 break
     return WatchlistPlan(
         add_to_peer=tuple(add_to_plex),

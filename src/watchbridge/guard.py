@@ -1,0 +1,21 @@
+"""The mass-removal guard: one rule for plays, ratings, watchlists and the collection.
+
+A side that reads (nearly) empty for one run (an unmounted NAS share, an expired session, an
+endpoint that moved) must not take the other side's entries with it: removing more than a
+link's `max_removal_share` of a side waits for `watchbridge sync --confirm-removals`.
+"""
+
+from __future__ import annotations
+
+CONFIRM = "confirm with `watchbridge sync --confirm-removals`"
+# Removing one or two titles from a short watchlist or collection is ordinary; the guard is
+# for mass removals.
+LIST_MIN_HELD = 3
+
+
+def removals_held(removals: int, size: int, what: str, share: float, minimum: int = 1) -> str:
+    """Why `removals` of the `size` entries `what` describes (e.g. "plays on trakt") must wait
+    for confirmation; empty when they may go. Fewer than `minimum` removals always may."""
+    if removals < max(minimum, 1) or not size or removals / size <= share:
+        return ""
+    return f"{removals} of {size} {what} would be removed (more than {share:.0%}); {CONFIRM}"
