@@ -279,6 +279,31 @@ def test_fribb_rows_in_the_pre_2026_field_names_map_the_same() -> None:
             assert old_index.episode_for(*args) == new_index.episode_for(*args), example["name"]
 
 
+SEQUEL_ROW = {
+    "type": "TV",
+    "anidb_id": 99902,
+    "anilist_id": 990002,
+    "tvdb_id": 400000,
+    "themoviedb_id": {"tv": 500000},
+}
+
+
+def test_a_fribb_season_object_without_a_tmdb_season_maps_nothing_on_tmdb() -> None:
+    # Fribb leaves out a key that is 0 or unknown: read as absolute numbering, a sequel's
+    # episode 1 went to TMDB S1E1, an episode the user never watched.
+    index = load_index({"fribb": json.dumps([{**SEQUEL_ROW, "season": {"tvdb": 2}}])})
+    tvdb = index.episode_for(990002, 1, "tvdb")
+    assert isinstance(tvdb, EpisodeRef) and (tvdb.season, tvdb.number) == (2, 1)
+    assert not isinstance(index.episode_for(990002, 1, "tmdb"), EpisodeRef)
+
+
+def test_a_fribb_row_without_a_season_is_absolute_numbering() -> None:
+    index = load_index({"fribb": json.dumps([SEQUEL_ROW])})  # how Fribb writes Anime-Lists' "a"
+    for scheme in ("tvdb", "tmdb"):
+        ref = index.episode_for(990002, 5, scheme)
+        assert isinstance(ref, EpisodeRef) and ref.absolute and ref.number == 5
+
+
 def test_kometa_ids_given_as_strings_and_comma_lists() -> None:
     kometa = {
         "15593": {

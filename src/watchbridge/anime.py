@@ -570,6 +570,10 @@ def parse_fribb(data: bytes | str) -> list[_IdRow]:
             tmdb_tv = first_id(tmdb_value)
         seasons = row.get("season")
         offsets = row.get("episode_offset")
+        # No season at all is how Fribb writes Anime-Lists' "a" (absolute); a season object
+        # leaves out a key that is 0 or unknown, so a missing key maps nothing (a guess would
+        # put a sequel's episodes on season 1).
+        absolute = seasons is None
         if not isinstance(seasons, dict):  # pre-2026: one number meant the TVDB season
             seasons = {"tvdb": seasons} if whole(seasons) is not None else {}
         if not isinstance(offsets, dict):
@@ -579,10 +583,10 @@ def parse_fribb(data: bytes | str) -> list[_IdRow]:
         for scheme, show in pairs:
             if show is None:
                 continue
-            season = whole(seasons.get(scheme))
+            season = -1 if absolute else whole(seasons.get(scheme))
+            if season is None:
+                continue
             offset = whole(offsets.get(scheme)) or 0  # a missing offset key means 0
-            # No season at all is how Fribb writes Anime-Lists' "a" (absolute).
-            season = -1 if season is None else season
             shows.append(_season_map(scheme, show, season, offset, "fribb", via))
         imdb = _imdb(row.get("imdb_id"))
         movies = [MovieMap(m, imdb, None, "fribb", via) for m in tmdb_movies]
