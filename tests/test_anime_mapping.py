@@ -279,6 +279,23 @@ def test_fribb_rows_in_the_pre_2026_field_names_map_the_same() -> None:
             assert old_index.episode_for(*args) == new_index.episode_for(*args), example["name"]
 
 
+DOUBLE_FIRST_EPISODE = b"""<anime-list><anime anidbid="5001" tvdbid="700000"
+ defaulttvdbseason="1" tmdbtv="800000" tmdbseason="1"><mapping-list>
+<mapping anidbseason="1" tmdbseason="1">;1-1;2-1;3-2;</mapping>
+</mapping-list></anime></anime-list>"""
+DOUBLE_KOMETA = {"5001": {"tvdb_id": 700000, "tvdb_season": 1, "anilist_id": 6001}}
+
+
+def test_two_episodes_listed_onto_one_target_episode_count_it_once_with_the_last() -> None:
+    # ;1-1;2-1;: a double-length first episode. Each counted alone made two plays of S1E1.
+    index = load_index({"kometa": json.dumps(DOUBLE_KOMETA), "animelists": DOUBLE_FIRST_EPISODE})
+    first = index.episode_for(6001, 1, "tmdb")
+    assert isinstance(first, Unmatched) and first.code == "partial"
+    targets = [index.episode_for(6001, episode, "tmdb") for episode in (2, 3)]
+    assert [(t.season, t.number) for t in targets if isinstance(t, EpisodeRef)] == [(1, 1), (1, 2)]
+    assert index.anilist_for(800000, 1, 1, "tmdb") == (6001, 2)  # the episode covers both
+
+
 SEQUEL_ROW = {
     "type": "TV",
     "anidb_id": 99902,

@@ -35,7 +35,7 @@ import functools
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -622,6 +622,37 @@ def parse_animelists(data: bytes | str) -> dict[int, _AniDbRow]:
     return result
 
 
+def _pair_spans(pairs: Sequence[tuple[str, str]]) -> list[tuple[int, Span]]:
+    """Spans of an explicit `;anidbEp-tvdbEp;` list, by first source episode: `a+b` is one
+    episode covering several, `0` none, and consecutive episodes naming one target make that
+    one episode together (its last counts it: `;1-1;2-1;` is a double first episode)."""
+    parsed = sorted(
+        (int(src), [int(t) for t in dst.split("+") if t.isdigit()]) for src, dst in pairs
+    )
+    spans: list[tuple[int, Span]] = []
+    i = 0
+    while i < len(parsed):
+        src, targets = parsed[i]
+        if targets == [0]:
+            spans.append((src, _span(src, src, ())))
+            i += 1
+            continue
+        group = 1
+        while (
+            len(targets) == 1
+            and i + group < len(parsed)
+            and parsed[i + group] == (src + group, targets)
+        ):
+            group += 1
+        if group > 1:
+            target = targets[0]
+            spans.append((src, _span(src, src + group - 1, ((target, target),), -group)))
+        else:
+            spans.append((src, _span(src, src, tuple((t, t) for t in targets), len(targets))))
+        i += group
+    return spans
+
+
 def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
     via = f"AniDB {anidb}"
     notes: list[str] = []
@@ -635,13 +666,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
             if season is None:
                 continue
             pairs = _PAIR.findall(mapping.text or "")
-            for src_text, dst_text in pairs:
-                src = int(src_text)
-                targets = [int(t) for t in dst_text.split("+") if t.isdigit()]
-                if targets == [0]:
-                    span = _span(src, src, ())
-                else:
-                    span = _span(src, src, tuple((t, t) for t in targets), len(targets))
+            for src, span in _pair_spans(pairs):
                 explicit[scheme].setdefault(src, []).append((season, span))
             start = whole(mapping.get("start"))
             if pairs and start is None:
@@ -1125,6 +1150,8 @@ class AnimeIndex:
                 if absolute is None:
                     absolute = ref
                 break
+            if answered is not None:
+                break  # the first source covering the episode says it has no counterpart
         if answered is not None and absolute is None:
             return answered
         movie = self._movie_for(entry, episode, total, scheme)
