@@ -21,6 +21,7 @@ from watchbridge.http import RateLimited, RetryPolicy, Unavailable
 from watchbridge.ratings import to_serializd
 from watchbridge.services.serializd import (
     LOGIN_FORBIDDEN_WAIT,
+    REFUSAL_KEPT,
     SerializdAuthError,
     SerializdClient,
     SerializdError,
@@ -137,6 +138,22 @@ async def test_a_refused_password_is_not_sent_again_by_the_next_runs(
     fixed = make_client(fake, store)  # the user puts the right password in the config
     assert await fixed.diary(PROFILE) == []
     await fixed.aclose()
+    assert fake.count("POST", LOGIN) == 2
+
+
+async def test_a_refused_password_made_right_on_the_website_works_again_within_hours(
+    fake: FakeSerializd, store: Store
+) -> None:
+    clock = FakeClock(fake.now())
+    refused = make_client(fake, store, password="wrong", clock=clock)
+    with pytest.raises(SerializdAuthError, match="else every 6 hours"):
+        await refused.diary(PROFILE)
+    await refused.aclose()
+    fake.users[EMAIL.lower()].password = "wrong"  # the user set the website to the config's
+    clock.advance(REFUSAL_KEPT + 1)
+    later = make_client(fake, store, password="wrong", clock=clock)
+    assert await later.diary(PROFILE) == []  # not held for a year
+    await later.aclose()
     assert fake.count("POST", LOGIN) == 2
 
 

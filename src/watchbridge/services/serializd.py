@@ -56,7 +56,11 @@ EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry cla
 LOGIN_FORBIDDEN_WAIT = 1800.0  # a login answered 403 is not tried again sooner (§8)
 REFUSED = "serializd-refused"  # cache: the fingerprint of credentials Serializd refused
 FORBIDDEN = "serializd-forbidden"  # cache: a login answered 403, until it may be tried again
-REFUSAL_KEPT = 365 * 86400.0  # refused credentials are not sent again while unchanged
+# Refused credentials are not sent again while unchanged for this long (at once when they
+# change): a few tries a day cannot lock the account, and a password made right again on the
+# website (not in the config) still works again the same day.
+REFUSAL_KEPT = 6 * 3600.0
+RETRIED = f"tried again at once when it changes, else every {REFUSAL_KEPT / 3600:.0f} hours"
 
 
 class SerializdError(ServiceError):
@@ -702,7 +706,7 @@ class SerializdClient:
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile}: "
-                f"check {where} (not retried until it changes)",
+                f"check {where} ({RETRIED})",
             )
         if self.tokens.cache_get(FORBIDDEN, profile, now)[0]:
             raise SerializdAuthError(
@@ -719,7 +723,7 @@ class SerializdClient:
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
-                f"({_message(response)}): check {where}",
+                f"({_message(response)}): check {where} ({RETRIED})",
             )
         if response.status_code in (401, 403):
             # Not how Serializd answers a wrong password (a proxy, "You must be logged in"):
