@@ -303,6 +303,18 @@ async def test_a_refused_token_holds_that_profiles_rows_with_a_credentials_alert
     assert JAMIE_TOKEN not in outcome.reason
 
 
+async def test_a_refused_owner_token_names_the_config_key_to_fix(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)  # alex: the server owner, with services.plex.token
+    plex.token = "after the owner signed out of all devices"
+    outcome = await deliver(target, store, "play", BB_S1E1, T0)
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    # `watchbridge auth plex` would not replace the server token the owner's rows use.
+    assert "services.plex.token" in outcome.reason and "auth plex" not in outcome.reason
+    assert TOKEN not in outcome.reason
+
+
 def test_movie_refs_from_the_outbox_resolve_to_reader_keys() -> None:
     ref = MediaRef("movie", ids=Ids(tmdb="329865"))
     assert ref_for_key(ARRIVAL) == ref

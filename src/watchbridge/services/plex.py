@@ -319,11 +319,7 @@ class PlexClient:
         response = await self.http.request("GET", path)
         status = response.status_code
         if status == 401:
-            raise PlexAuthError(
-                SERVICE,
-                "the Plex server does not accept the token (401): set a current "
-                "services.plex.token (short-lived plex.tv JWTs expire after 7 days)",
-            )
+            raise _refused(f"reading item {key}", None)
         if status == 404:
             return None
         if status >= 400:
@@ -367,7 +363,7 @@ class PlexClient:
                 await self._details(keys[:middle], token, found)
                 await self._details(keys[middle:], token, found)
             return
-        self._check(response, f"reading the details of {len(keys)} item(s)")
+        self._check(response, f"reading the details of {len(keys)} item(s)", token)
         try:
             answer = response.json()
         except ValueError:
@@ -471,7 +467,7 @@ class PlexClient:
         response = await self.http.request("DELETE", path, headers=self._headers(token))
         if response.status_code == 404:
             return False
-        self._check(response, f"deleting history row {history_id}")
+        self._check(response, f"deleting history row {history_id}", token)
         return True
 
     # ------------------------------------------------------------------ plumbing
@@ -482,15 +478,12 @@ class PlexClient:
         self.http.redact.add([token])
         return {"x-plex-token": token}
 
-    def _check(self, response: httpx.Response, what: str) -> None:
+    def _check(self, response: httpx.Response, what: str, token: str | None) -> None:
+        """Raise for a refused request; `token` is the one it was sent with (None: the
+        configured services.plex.token)."""
         status = response.status_code
         if status == 401:
-            raise PlexAuthError(
-                SERVICE,
-                f"{what}: the Plex server does not accept the token (401); sign in again "
-                "(`watchbridge auth plex`) or set a current token (plex.tv JWTs expire "
-                "after 7 days)",
-            )
+            raise _refused(what, token)
         if status >= 400:
             raise PlexError(SERVICE, f"{what} answered {status}")
 
@@ -505,7 +498,7 @@ class PlexClient:
     ) -> object:
         sent = {**(self._headers(token) or {}), **(headers or {})}
         response = await self.http.request("GET", path, params=params, headers=sent or None)
-        self._check(response, what)
+        self._check(response, what, token)
         try:
             return response.json()
         except ValueError:
@@ -552,7 +545,24 @@ class PlexClient:
         )
         if response.status_code == 404:
             raise PlexItemError(SERVICE, f"{what}: the server has no item {rating_key}")
-        self._check(response, f"{what} item {rating_key}")
+        self._check(response, f"{what} item {rating_key}", token)
+
+
+def _refused(what: str, token: str | None) -> PlexAuthError:
+    """The error for a 401: the server owner's fix is the config, a person's a new sign-in."""
+    if token is None:
+        return PlexAuthError(
+            SERVICE,
+            f"{what}: the Plex server does not accept services.plex.token (401): set the "
+            "server owner's current token there (it changes when the owner's plex.tv password "
+            'is changed with "sign out of all devices"; short-lived plex.tv JWTs expire '
+            "after 7 days)",
+        )
+    return PlexAuthError(
+        SERVICE,
+        f"{what}: the Plex server does not accept the person's token (401); sign them in "
+        "again (`watchbridge auth plex --profile NAME`)",
+    )
 
 
 def _history_params(account_id: str, since: float | None) -> dict[str, object]:
