@@ -21,6 +21,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.store import RUN_LEASE, Store, SyncRun
 from watchbridge.sync import (
@@ -436,5 +437,5 @@ async def test_every_profiles_held_removals_go_out_in_one_alert(
     held = ["me: 1 of 2 serializd plays", "bob: 1 of 2 serializd plays"]
     await report_held(runtime.notifier, "ts", held)
     (alert,) = receiver.messages
-    assert alert["message"] == "\n".join(held)
+    assert alert["message"] == "\n".join([*held, BEFORE_CONFIRMING])
     runtime.close()

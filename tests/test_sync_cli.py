@@ -321,6 +321,9 @@ def test_held_removals_are_shown_and_alerted(world: World, receiver: AlertReceiv
     assert len(diary_plays(world.serializd)) == 2
     alert = next(m for m in receiver.messages if "holds removals" in m["title"])
     assert "1 of 2 plays on serializd would be removed" in alert["message"]
+    # Confirming a side that only reads empty (a replaced server) would wipe the other side.
+    for told in (out, alert["message"]):
+        assert "Before confirming, check that the other side really lost them" in told
 
 
 def test_confirming_removals_applies_what_was_held(world: World) -> None:

@@ -854,12 +854,14 @@ def _sync_link(
 
 def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
     """Say which removals a run holds, how to apply them, and alert (as the service does)."""
+    from watchbridge.guard import BEFORE_CONFIRMING
     from watchbridge.sync import report_held
 
     for what in held:
         click.echo(f"held: {what}")
     if held:
         click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
+        click.echo(f"  {BEFORE_CONFIRMING}")
         asyncio.run(report_held(runtime.notifier, name, held))
 
 

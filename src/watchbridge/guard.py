@@ -8,6 +8,12 @@ link's `max_removal_share` of a side waits for `watchbridge sync --confirm-remov
 from __future__ import annotations
 
 CONFIRM = "confirm with `watchbridge sync --confirm-removals`"
+# Said with every held removal: confirming a side that only reads empty wipes the other.
+BEFORE_CONFIRMING = (
+    "Before confirming, check that the other side really lost them: a new or replaced server, "
+    "an unmounted library or another account reads as everything gone, and confirming would "
+    "remove it all for good."
+)
 # Removing one or two titles from a short watchlist or collection is ordinary; the guard is
 # for mass removals.
 LIST_MIN_HELD = 3

@@ -18,6 +18,7 @@ from typing import Any
 
 from watchbridge.config import Config, Link, has_accounts
 from watchbridge.errors import WatchbridgeError
+from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
@@ -743,7 +744,8 @@ async def report_held(alerts: Alerts, name: str, held: Sequence[str]) -> None:
     key = f"{name}:removals"
     if held:
         title = f"watchbridge: link {name} holds removals"
-        await alerts.notify("sync_failing", title, "\n".join(held), key=key)
+        body = "\n".join([*held, BEFORE_CONFIRMING])
+        await alerts.notify("sync_failing", title, body, key=key)
     else:
         await alerts.resolve("sync_failing", f"link {name} holds no removals any more", key=key)
 
