@@ -185,5 +185,19 @@ def jellyfin_toggle_played(played: bool) -> dict[str, Any]:
     )
 
 
+def emby(name: str) -> dict[str, Any]:
+    return copy.deepcopy(sample_json("emby", name))
+
+
+def emby_marked_played(play_count: int, last_played: str) -> dict[str, Any]:
+    """Emby's item.markplayed of the sample episode (no session: a mark names no device),
+    with its UserData as Emby sends it: the count and the last play's date after the mark."""
+    body = emby("playback_stop_episode_completed.json")
+    body["Event"] = "item.markplayed"
+    del body["Session"], body["PlaybackInfo"]
+    body["Item"]["UserData"] = {"PlayCount": play_count, "LastPlayedDate": last_played}
+    return body
+
+
 def tautulli(name: str) -> dict[str, Any]:
     return copy.deepcopy(sample_json("tautulli", name))

@@ -10,6 +10,8 @@ import pytest
 from tests.playback_rig import (
     HOUR,
     Rig,
+    emby,
+    emby_marked_played,
     jellyfin,
     jellyfin_progress,
     jellyfin_stop,
@@ -233,6 +235,27 @@ def test_marking_a_season_played_after_marking_one_of_its_episodes_is_no_second_
         marked_played(rig, play_count=1)
         days_later(rig, 2)
         marked_played(rig, play_count=2)
+        assert len(rig.plays()) == 1
+
+
+def test_an_emby_season_marked_played_weeks_after_watching_one_episode_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    # Emby's season play-state button sends item.markplayed for every episode, the watched
+    # one too, counting it again (PlayCount 2) with the earlier viewing's date.
+    with running_rig(tmp_path) as rig:
+        rig.post("emby", emby("playback_start_episode.json"))
+        rig.advance(48 * 60)
+        rig.post("emby", emby("playback_stop_episode_completed.json"))
+        days_later(rig, 20)
+        rig.post("emby", emby_marked_played(2, "2025-03-14T20:48:02.0000000Z"))
+        assert len(rig.plays()) == 1
+
+
+def test_an_emby_mark_of_an_episode_not_watched_before_is_a_play(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        date = emby("playback_stop_episode_completed.json")["Date"]
+        rig.post("emby", emby_marked_played(1, date))
         assert len(rig.plays()) == 1
 
 

@@ -118,6 +118,21 @@ def flag(value: object) -> bool | None:
     return None
 
 
+# A played mark whose LastPlayedDate is this much older than the webhook kept an earlier date.
+REMARK_DATED_BEFORE = 600.0
+
+
+def may_be_a_remark(count: int | None, last_played: float | None, sent: float | None) -> bool:
+    """Whether a Jellyfin or Emby played mark may mark again an item played (or started)
+    before ("mark season played" marks every episode, the watched ones too): their PlayCount
+    counts playback starts and dated marks ("mark unplayed" zeroes it), and a mark without a
+    date (the apps' multi-select) keeps the last play's date. decide() then asks whether we
+    recorded the item watched."""
+    if (count or 0) > 1:
+        return True
+    return last_played is not None and sent is not None and sent - last_played > REMARK_DATED_BEFORE
+
+
 def star_rating(rating: object, likes: object) -> int | None:
     """A Jellyfin/Emby user rating on our 0-100 scale, or None when there is none. The servers
     store a thumbs-up as Rating 10 and a thumbs-down as 1 (and derive Likes from Rating): such

@@ -29,6 +29,7 @@ from watchbridge.ingest.common import (
     integer,
     iso_time,
     make_ids,
+    may_be_a_remark,
     obj,
     server_guid,
     star_rating,
@@ -102,7 +103,13 @@ def _event(
     playback = obj(data.get("PlaybackInfo"))
     session = obj(data.get("Session"))
     user = obj(data.get("User"))
+    user_data = obj(item.get("UserData"))
     action = ACTIONS[event]
+    remark = action == "played" and may_be_a_remark(
+        integer(user_data.get("PlayCount")),
+        iso_time(user_data.get("LastPlayedDate")),
+        iso_time(data.get("Date")),
+    )
     return MediaEvent(
         source="emby",
         action=action,
@@ -116,6 +123,7 @@ def _event(
         rating=rating,
         occurred_at=_occurred_at(data, item, action),
         session_id=text(session.get("Id")) or "",
+        remark=remark,
     )
 
 

@@ -37,6 +37,7 @@ from watchbridge.ingest.common import (
     integer,
     iso_time,
     make_ids,
+    may_be_a_remark,
     server_guid,
     star_rating,
     text,
@@ -75,8 +76,6 @@ SAVE_REASONS = {
 }
 ECHO_REASONS = frozenset({"playbackstart", "playbackprogress", "playbackfinished"})
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
-# A played mark whose LastPlayedDate is this much older than the webhook kept an earlier date.
-REMARK_DATED_BEFORE = 600.0
 
 
 def parse(data: Payload) -> ParseResult:
@@ -138,19 +137,9 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
         _media_ref(data, kind, warnings),
         played=played,
         occurred_at=(last_played if played else None) or sent,
-        remark=played and _may_be_a_remark(integer(data.get("PlayCount")), last_played, sent),
+        remark=played and may_be_a_remark(integer(data.get("PlayCount")), last_played, sent),
     )
     return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
-
-
-def _may_be_a_remark(count: int | None, last_played: float | None, sent: float | None) -> bool:
-    """Whether a played mark may mark again an item played (or started) before: Jellyfin's
-    PlayCount counts playback starts and dated marks ("mark unplayed" zeroes it), and a mark
-    without a date (its apps' multi-select) keeps the last play's date. decide() then asks
-    whether we recorded the item watched."""
-    if (count or 0) > 1:
-        return True
-    return last_played is not None and sent is not None and sent - last_played > REMARK_DATED_BEFORE
 
 
 def _rating(data: Payload, kind: MediaKind) -> ParseResult:
