@@ -316,6 +316,22 @@ def test_only_items_this_link_added_are_removed_and_only_when_asked() -> None:
     assert [r.key for r in removed] == ["movie:imdb:tt2543164"]
 
 
+def test_an_emptied_movie_library_is_held_however_many_episodes_are_collected() -> None:
+    # The movie share unmounted during a scan, the TV library fine: 3 of 43 entries is under
+    # the share, but it is every movie.
+    movies = [
+        {"movie": {"title": f"M{n}", "ids": {"trakt": n, "tmdb": 100 + n}}} for n in (1, 2, 3)
+    ]
+    season = {"number": 5, "episodes": [{"number": n} for n in range(1, 41)]}
+    show = {"title": "Breaking Bad", "ids": {"trakt": 1, "tmdb": 1396}}
+    trakt = trakt_collected(movies, [{"show": show, "seasons": [season]}])
+    episodes = [entry for entry in trakt if entry.ref.kind == "episode"]
+    ours = [entry.key for entry in trakt]
+    plan = plan_collection(episodes, trakt, ours, remove_missing=True, max_removal_share=0.1)
+    assert plan.remove == () and len(plan.held) == 3
+    assert "3 of 3 movies in the Trakt collection would be removed" in plan.held_reason
+
+
 def test_trakt_episodes_are_read_from_the_nested_show_listing() -> None:
     shows = [
         {

@@ -491,7 +491,7 @@ async def test_a_library_that_reads_empty_holds_the_collections_removals_until_c
     guard = {"remove_missing": True, "max_removal_share": 0.10}
     held = await collect(link, movies=[], **guard)
     assert held.removed == 0 and len(collected(link.trakt)) == 5
-    assert "3 of 5 collection entries on Trakt would be removed" in held.plan.held_reason
+    assert "3 of 3 movies in the Trakt collection would be removed" in held.plan.held_reason
     assert ListsRun((held,)).held == (f"{PROFILE}: collection: {held.plan.held_reason}",)
     confirmed = await collect(link, movies=[], confirm_removals=True, **guard)
     assert confirmed.removed == 3 and len(collected(link.trakt)) == 2

@@ -516,8 +516,14 @@ def plan_collection(
     remove = (
         [e for e in trakt if id(e) not in seen and (e.aliases & ours)] if remove_missing else []
     )
-    what = "collection entries on Trakt"
-    held = removals_held(len(remove), len(trakt), what, max_removal_share, LIST_MIN_HELD)
+    # Movies and episodes are weighed apart: an emptied movie library is a mass removal
+    # however many episodes are collected beside it.
+    held = ""
+    for kind in ("movie", "episode"):
+        removals = sum(1 for e in remove if e.ref.kind == kind)
+        size = sum(1 for e in trakt if e.ref.kind == kind)
+        what = f"{kind}s in the Trakt collection"
+        held = held or removals_held(removals, size, what, max_removal_share, LIST_MIN_HELD)
     return CollectionPlan(
         add=tuple(add),
         update=tuple(update),

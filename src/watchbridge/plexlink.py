@@ -177,6 +177,9 @@ class ListsRun:
 
     results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
     errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
+    # "profile: collection: why" of removals an earlier run held, for profiles whose collection
+    # this run did not plan (no listing read): still held, not over.
+    still_held: tuple[str, ...] = ()
 
     @property
     def held(self) -> tuple[str, ...]:
@@ -189,7 +192,7 @@ class ListsRun:
                 held.append(f"{result.profile}: watchlist: {plan.held}")
             elif isinstance(plan, CollectionPlan) and plan.held_reason:
                 held.append(f"{result.profile}: collection: {plan.held_reason}")
-        return tuple(held)
+        return (*held, *self.still_held)
 
 
 def lists_summary(run: ListsRun) -> list[str]:
@@ -285,6 +288,7 @@ async def run_lists(
     tokens = ServerTokens(config, store, plex, clock, plextv) if plex is not None else None
     results: list[WatchlistResult | CollectionResult] = []
     errors: list[str] = []
+    still_held: list[str] = []
 
     async def attempt(profile: str, part: Awaitable[WatchlistResult | CollectionResult]) -> None:
         try:
@@ -319,6 +323,10 @@ async def run_lists(
 
     try:
         for profile, rows in listings.items():
+            planned = collecting and rows is not None
+            held = None if planned else store.get_cursor("trakt", profile, _held_name(name))
+            if held and "collection" in link.kinds:
+                still_held.append(f"{profile}: collection: {held}")
             try:
                 activities = await trakt.last_activities(profile)
             except ServiceError as exc:
@@ -348,7 +356,7 @@ async def run_lists(
             await plextv.aclose()
         if plex is not None:
             await plex.aclose()
-    return ListsRun(tuple(results), tuple(errors))
+    return ListsRun(tuple(results), tuple(errors), tuple(still_held))
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -814,6 +822,8 @@ async def sync_collection(
         if key not in baseline and {key, *(value.get("aliases") or [])} & held:
             baseline[key] = value
     store.mirror_replace(_baseline_store(link), profile, "collection", baseline, now)
+    # Told again by the runs that read no listing, until a run plans the collection anew.
+    store.set_cursor("trakt", profile, _held_name(link), plan.held_reason, now)
     if activities is not None:
         # A run that wrote leaves the next one a full look: stamps read after our own writes
         # would hide a change someone else made meanwhile, for good.
@@ -833,6 +843,11 @@ async def sync_collection(
         limit=limit,
         requests={"trakt": trakt.http.requests_sent - trakt_before},
     )
+
+
+def _held_name(link: str) -> str:
+    """The cursor keeping why a link's collection removals are held."""
+    return f"collection_held:{link}"
 
 
 def watchlist_fingerprint(items: Sequence[WatchItem], only_to: str | None) -> str:

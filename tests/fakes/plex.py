@@ -226,6 +226,15 @@ class FakePlex(FakeServer):
         show["childCount"] += 1
         self._add(item)
 
+    def empty_section(self, key: str) -> None:
+        """The section's share is unmounted and a scan emptied the trash: it lists nothing."""
+        with self.lock:
+            for listing, keys in self._listing.items():
+                if listing[0] == key:
+                    for rating_key in keys:
+                        self.items.pop(rating_key, None)
+                    keys.clear()
+
     def _add(self, item: dict[str, Any]) -> None:
         key = item["ratingKey"]
         if key not in self.items:
