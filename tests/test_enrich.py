@@ -280,13 +280,25 @@ async def test_rows_asking_just_after_one_item_timed_out_wait_without_a_request(
     assert waiting.problem is not None and waiting.problem.outage  # held, spending nothing
 
 
+async def test_one_item_timing_out_on_a_quiet_server_that_answers_is_that_items_failure(
+    enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
+) -> None:
+    # Nothing else asked for minutes: the server's "are you there" answer says it is up.
+    other = other_show_episode(jellyfin_server)
+    clock.advance(ANSWERED_LATELY + 1)
+    jellyfin_server.fail_next(2, 504, route=f"/Items/{OTHER_SERIES}")  # a proxy, this item
+    failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
+    assert failed.problem is not None and not failed.problem.outage
+    assert jellyfin_server.count("GET", "/System/Info/Public") == 1
+
+
 async def test_a_server_that_answered_nothing_for_minutes_failing_is_an_outage(
     enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
 ) -> None:
     other = other_show_episode(jellyfin_server)
     await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     clock.advance(ANSWERED_LATELY + 1)
-    jellyfin_server.drop_next(2)
+    jellyfin_server.drop_next(4)  # the lookup's two tries, and the check's two
     failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
     assert failed.problem is not None and failed.problem.outage
 

@@ -137,3 +137,17 @@ def test_a_server_without_url_or_key_has_no_client() -> None:
     assert media_server_client(EmbyConfig(url="", api_key=Secret("k"))) is None
     with pytest.raises(ConfigError, match=r"services\.emby\.api_key"):
         MediaServerClient(EmbyConfig(url="http://emby:8096"))
+
+
+async def test_a_server_that_is_there_answers_even_when_an_item_fails(
+    jellyfin_client: MediaServerClient, jellyfin: FakeJellyfin
+) -> None:
+    jellyfin.fail_next(3, 504, route="/Items/{item_id}")  # a proxy giving up on one item
+    assert await jellyfin_client.answers()
+
+
+async def test_a_server_that_drops_every_connection_does_not_answer(
+    emby_client: MediaServerClient, emby: FakeJellyfin
+) -> None:
+    emby.drop_next(10)
+    assert not await emby_client.answers()

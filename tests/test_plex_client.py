@@ -284,3 +284,14 @@ async def test_item_details_are_read_in_batches_and_a_gone_item_is_left_out(
     assert found["100"]["Media"][0]["Part"][0]["file"] == "/media/100.mkv"
     # 100,101,102 | 103,104,999 (404) -> 103 | 104,999 (404) -> 104 | 999
     assert len(plex.calls("GET", "/library/metadata/{key}")) == 6
+
+
+async def test_a_server_that_is_there_answers(client: PlexClient) -> None:
+    assert await client.answers()
+
+
+async def test_a_server_whose_proxy_says_it_is_down_does_not_answer(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    plex.fail_next(10, 502)
+    assert not await client.answers()

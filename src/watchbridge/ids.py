@@ -39,14 +39,16 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
-# A media server that answered another lookup this recently is up: a timeout or gateway error
-# on one item is that item's failure. Its row spends an attempt and ends as a dead letter if it
-# keeps failing; held as an outage it would wait for ever, unsaid, as the server answers others.
+# A media server that answered another lookup this recently (or, else, its cheap "are you
+# there" request) is up: a timeout or gateway error on one item is that item's failure. Its row
+# spends an attempt and ends as a dead letter if it keeps failing; held as an outage it would
+# wait for ever, told as "cannot be reached", while the server answers everything else.
 ANSWERED_LATELY = 2 * SERVER_OUTAGE_PAUSE
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
+Answers = Callable[[], Awaitable[bool]]  # whether a media server answers at all
 
 
 class MediaServerItems(Protocol):
@@ -55,6 +57,8 @@ class MediaServerItems(Protocol):
     async def series(self, series_id: str) -> Series | None: ...
 
     async def movie(self, movie_id: str) -> Series | None: ...
+
+    async def answers(self) -> bool: ...
 
 
 TRAKT_ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "slug")  # what Trakt matches items by
@@ -767,6 +771,7 @@ class Enricher:
         clock: Callable[[], float],
         *,
         plex: PlexMetadata | None = None,
+        plex_answers: Answers | None = None,
         jellyfin: MediaServerItems | None = None,
         emby: MediaServerItems | None = None,
         search: Search | None = None,
@@ -788,6 +793,9 @@ class Enricher:
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
         self._down_since: dict[str, float] = {}  # server -> its first failure of this outage
         self._answered_at: dict[str, float] = {}  # server -> when it last answered a lookup
+        self._answers: dict[str, Answers] = {s: e.client.answers for s, e in self.series.items()}
+        if plex_answers is not None:
+            self._answers["plex"] = plex_answers
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
 
@@ -879,7 +887,7 @@ class Enricher:
         if problem is not None and problem.outage:  # not one item's 500: others still ask
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
-            if not problem.rate_limited and self._answered_lately(server, now):
+            if not problem.rate_limited and await self._up(server, now):
                 message = f"{problem.message} (it answers about other items)"
                 return item, replace(problem, message=message, outage=False)
             await self._unreachable(server, problem)
@@ -891,9 +899,13 @@ class Enricher:
             await self._reachable(server)
         return item, problem
 
-    def _answered_lately(self, server: str, now: float) -> bool:
-        """Whether `server` answered a lookup within ANSWERED_LATELY of `now`."""
-        return now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY
+    async def _up(self, server: str, now: float) -> bool:
+        """Whether `server` answered a lookup within ANSWERED_LATELY of `now`, else whether it
+        answers its "are you there" request."""
+        if now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY:
+            return True
+        answers = self._answers.get(server)
+        return answers is not None and await answers()
 
     async def _unreachable(self, server: str, problem: Problem) -> None:
         """One `service_unreachable` alert once the server has failed to answer for a while:

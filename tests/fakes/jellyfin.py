@@ -87,6 +87,12 @@ class FakeJellyfin(FakeServer):
         return self._key(req) == self.api_key
 
     # -- routes ------------------------------------------------------------------------------
+    @route("GET", "/System/Info/Public")
+    def public_info(self, req: Request) -> Response:
+        """Answered without a key: what clients ask to see that the server is there."""
+        name = "Emby Server" if self.flavour == "emby" else "Jellyfin Server"
+        return json_response({"Id": self.server_id, "ServerName": "nas", "ProductName": name})
+
     @route("GET", "/Items/{item_id}")
     def item(self, req: Request) -> Response:
         if self.flavour == "emby":
