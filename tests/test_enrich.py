@@ -148,6 +148,21 @@ async def test_an_emby_episode_gets_its_show_ids_from_emby(
     assert [r.query.get("Ids") for r in server.requests] == [EMBY_SERIES]
 
 
+async def test_an_anime_series_known_only_by_its_anime_ids_is_placed_by_them(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    # Emby's (or Jellyfin's) anime plugins identify a series by AniList and AniDB ids only.
+    server = sample_server(start_fake, "emby")
+    server.add_series(EMBY_SERIES, "Frieren", AniList="154587", AniDB="17617")
+    client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
+    try:
+        enriched = await Enricher(store, clock, emby=client).enrich(emby_episode(), ANIME, "emby")
+    finally:
+        await client.aclose()
+    assert enriched.problem is None
+    assert (enriched.item.show_ids.anilist, enriched.item.show_ids.anidb) == ("154587", "17617")
+
+
 OTHER_EMBY_SERVER = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
 
 

@@ -390,9 +390,9 @@ SHOW_TMDB = Need(
     "the show's TMDB id", show_tmdb_ready, lambda ids: _digits(ids.tmdb), episode_ids_help=False
 )
 ANIME = Need(
-    "the show's TMDB or TVDB id",
+    "the show's TMDB, TVDB, AniList or AniDB id",
     anime_ready,
-    lambda ids: _digits(ids.tmdb) or _digits(ids.tvdb),
+    lambda ids: _digits(ids.tmdb) or _digits(ids.tvdb) or _anime_ids(ids),
     episode_ids_help=False,
 )
 

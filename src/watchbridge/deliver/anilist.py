@@ -651,7 +651,7 @@ class AniListTarget:
                     source,
                     credentials_hold=AUTH_HOLD,
                     unmatched_retry=MAPPING_RETRY,
-                    why="AniList entries are found by the show's TMDB or TVDB id",
+                    why="AniList entries are found by the show's TMDB, TVDB, AniList or AniDB id",
                     from_server=row.payload.get("server"),
                 )
                 if (

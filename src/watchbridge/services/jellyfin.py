@@ -35,7 +35,9 @@ from watchbridge.model import Ids
 
 Server = Literal["jellyfin", "emby"]
 NAMES: dict[Server, str] = {"jellyfin": "Jellyfin", "emby": "Emby"}
-PROVIDERS = ("imdb", "tmdb", "tvdb")
+# The AniDB and AniList plugins' ids too: a series they identified may carry nothing else, and
+# its AniList id places TVDB-numbered episodes on the right AniList entry.
+PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
 # A local server answers fast or not at all: a webhook's delivery should not wait long on it.
 RETRY = RetryPolicy(attempts=2, backoff=0.5, max_inline_wait=5.0)
 
