@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -19,11 +20,26 @@ import httpx
 import uvicorn
 from litestar import Litestar
 
+# Ports for servers the tests start, below Linux's ephemeral range (32768 and up), so that no
+# outgoing connection takes one between its pick and its bind, and a band per xdist worker, so
+# that workers never pick the same one.
+PORT_BAND = 2500
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_FIRST_PORT = 20000 + _WORKER * PORT_BAND
+_PORTS = itertools.cycle(range(_FIRST_PORT, _FIRST_PORT + PORT_BAND))
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port of this worker's band that nothing listens on now."""
+    for _ in range(PORT_BAND):
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's band")
 
 
 def write_config(directory: Path, body: str = "", port: int | None = None) -> Path:
