@@ -282,6 +282,15 @@ class HttpClient:
             self.pacers[account] = make()
         return self.pacers[account]
 
+    async def answers(self, path: str) -> bool:
+        """Whether the service answers at all (a GET of `path`, any answer but a gateway's
+        "down"): told apart from one request's own failure, an outage holds everything."""
+        try:
+            response = await self.request("GET", path)
+        except ServiceError:
+            return False
+        return response.status_code not in DOWN_STATUS
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

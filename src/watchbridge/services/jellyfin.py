@@ -27,7 +27,7 @@ import httpx
 
 from watchbridge.config import EmbyConfig, JellyfinConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import DOWN_STATUS, HttpClient, RetryPolicy, ServiceError
+from watchbridge.http import HttpClient, RetryPolicy, ServiceError
 from watchbridge.ingest.common import clean_id, obj, server_guid, text
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
@@ -124,11 +124,7 @@ class MediaServerClient:
     async def answers(self) -> bool:
         """Whether the server answers at all (`GET /System/Info/Public`): a lookup failing to
         answer about one item while it does is that item's failure, not an outage."""
-        try:
-            response = await self.http.request("GET", "/System/Info/Public")
-        except ServiceError:
-            return False
-        return response.status_code not in DOWN_STATUS
+        return await self.http.answers("/System/Info/Public")
 
     async def series(self, series_id: str) -> Series | None:
         """The series with this server id; None when the server has no such series (404, an

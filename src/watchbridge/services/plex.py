@@ -31,7 +31,7 @@ import httpx
 from watchbridge import __version__
 from watchbridge.config import PlexConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import DOWN_STATUS, HttpClient, ServiceError
+from watchbridge.http import HttpClient, ServiceError
 from watchbridge.ingest.common import epoch, integer, number, obj, text
 from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
 from watchbridge.logs import Redactor
@@ -334,11 +334,7 @@ class PlexClient:
     async def answers(self) -> bool:
         """Whether the server answers at all (`GET /identity`): a lookup failing to answer
         about one item while it does is that item's failure, not an outage."""
-        try:
-            response = await self.http.request("GET", "/identity")
-        except ServiceError:
-            return False
-        return response.status_code not in DOWN_STATUS
+        return await self.http.answers("/identity")
 
     async def identity(self) -> str:
         """The server's machineIdentifier (`GET /identity`), how plex.tv names this server."""
