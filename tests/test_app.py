@@ -21,6 +21,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
 from watchbridge.config import load_config
 from watchbridge.metrics import Metrics
+from watchbridge.store import Store
 
 
 def runtime_for(config_path: Path) -> Runtime:
@@ -367,6 +368,16 @@ def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Pa
     assert "alerts are not sent to alerts.urls[0]: not an Apprise URL" in output
     assert "no profiles are configured: every webhook is answered and ignored" in output
     assert "hunter2" not in output
+
+
+def test_start_up_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
+    port = free_port()
+    path = write_config(tmp_path, "profiles:\n  alexander:\n    default: true\n", port=port)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.set_cursor("trakt", "alex", "link:plex-trakt", "{}", 0.0)
+    service = ServiceProcess(path, port).start()
+    service.terminate()
+    assert "profile alexander is new to the database" in service.output()
 
 
 def test_debug_logging_shows_every_webhook_and_refusals_show_at_info(tmp_path: Path) -> None:

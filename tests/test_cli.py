@@ -23,7 +23,9 @@ import sqlite_utils
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, write_config
+from watchbridge.app import renamed_profiles
 from watchbridge.cli import webhook_base
+from watchbridge.config import parse_config
 from watchbridge.store import NewOutboxRow, Settlement, Store, migrations
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
@@ -83,6 +85,27 @@ def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> No
     result = run("check-config", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "warning: profile kids has no account to deliver to" in result.stdout
+
+
+def test_check_config_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
+    # A renamed profile starts over without the records of what watchbridge wrote for it, so
+    # its links would copy those plays again (under the new name they look like new plays).
+    profile = "profiles:\n  {}:\n    users: {{plex: [alex]}}\n    accounts: {{trakt: {{}}}}\n"
+    trakt = "services:\n  trakt: {client_id: cid}\n"
+    path = write_config(tmp_path, trakt + profile.format("alexander"))
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.put_token("trakt", "alex", {"access_token": "a", "refresh_token": "r"}, 0.0)
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "profile alexander is new to the database" in result.stdout
+    assert "state of profile alex, no longer in the config" in result.stdout
+
+
+def test_renamed_profiles_warns_only_of_one_gone_beside_one_new() -> None:
+    config = parse_config("profiles:\n  alexander: {}\n", Path("watchbridge.yaml"), {})
+    assert renamed_profiles(config, {"alex"})  # alex gone, alexander new
+    assert renamed_profiles(config, {"alex", "alexander"}) == []  # alex removed, nothing new
+    assert renamed_profiles(config, set()) == []  # a first start: nothing kept yet
 
 
 def test_check_config_masks_secrets(tmp_path: Path) -> None:

@@ -222,6 +222,21 @@ def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[st
     return warnings
 
 
+def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
+    """Warnings for profiles that look renamed: new in the config (nothing kept for them yet)
+    while the database keeps the state of others the config no longer has. Pure."""
+    gone = sorted(with_state - set(config.profiles))
+    new = sorted(set(config.profiles) - with_state)
+    if not gone or not new:
+        return []
+    return [
+        f"profile {', '.join(new)} is new to the database, which keeps the sign-ins and sync "
+        f"state of profile {', '.join(gone)}, no longer in the config: if you renamed a "
+        "profile, give it its old name back. Under a new name it starts over without the "
+        "records of what watchbridge wrote for it, and its links would copy those plays again"
+    ]
+
+
 def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -237,6 +252,9 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
             },
         )
         for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
+            log.warning(problem)
+        with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
+        for problem in renamed_profiles(runtime.config, with_state):
             log.warning(problem)
         try:
             yield

@@ -174,9 +174,17 @@ def check_config(config_path: str | None) -> None:
     click.echo(_summary(config))
     if problems:
         raise ConfigError("\n".join(problems))
-    from watchbridge.app import start_warnings
+    from watchbridge.app import renamed_profiles, start_warnings
 
-    for warning in start_warnings(config, []):
+    warnings = start_warnings(config, [])
+    if Path(config.storage.path).exists():
+        # Best effort: a database an older release made, or a busy one, is checked at start.
+        with (
+            contextlib.suppress(WatchbridgeError, sqlite3.Error),
+            contextlib.closing(_look_at_store(config)) as store,
+        ):
+            warnings += renamed_profiles(config, store.profiles_with_state())
+    for warning in warnings:
         click.echo(f"warning: {warning}")
     click.echo("config OK")
 

@@ -1745,6 +1745,14 @@ class Store:
                 ],
             )
 
+    def profiles_with_state(self) -> set[str]:
+        """The profiles the database keeps sign-ins, sync state or records of writes for."""
+        rows = self._query(
+            "SELECT DISTINCT profile FROM mirror UNION SELECT DISTINCT profile FROM cursors"
+            " UNION SELECT profile FROM tokens"
+        )
+        return {row["profile"] for row in rows}
+
     def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
         rows = self._query(
             "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
