@@ -305,6 +305,10 @@ async def test_one_item_timing_out_on_a_quiet_server_that_answers_is_that_items_
     failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
     assert failed.problem is not None and not failed.problem.outage
     assert jellyfin_server.count("GET", "/System/Info/Public") == 1
+    clock.advance(SERVER_OUTAGE_PAUSE + 1)  # its answer counts as the server's, for a while
+    jellyfin_server.fail_next(2, 504, route=f"/Items/{OTHER_SERIES}")
+    await enricher.enrich(other, SHOW_TMDB, "jellyfin")
+    assert jellyfin_server.count("GET", "/System/Info/Public") == 1
 
 
 async def test_a_server_that_answered_nothing_for_minutes_failing_is_an_outage(

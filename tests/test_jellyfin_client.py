@@ -151,3 +151,11 @@ async def test_a_server_that_drops_every_connection_does_not_answer(
 ) -> None:
     emby.drop_next(10)
     assert not await emby_client.answers()
+
+
+async def test_a_proxy_refusing_the_check_does_not_count_as_the_server_answering(
+    jellyfin_client: MediaServerClient, jellyfin: FakeJellyfin
+) -> None:
+    # An auth proxy (or a dead server's proxy page) answering for it is no sign it is up.
+    jellyfin.fail_next(1, 401, route="/System/Info/Public")
+    assert not await jellyfin_client.answers()

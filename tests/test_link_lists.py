@@ -241,22 +241,68 @@ async def test_item_details_are_asked_again_only_for_new_or_changed_items(
     assert collected(library.trakt)["TRON: Legacy"]["resolution"] == "hd_1080p"
 
 
+REMOVALS = ", collection_removals: true"
+
+
+async def held_removals(tmp_path: Path, start_fake: Any) -> tuple[Household, Any]:
+    """A household whose movie share was unmounted during a scan: the full run after it held
+    the removal of every movie from the Trakt collection."""
+    house = Household(tmp_path, start_fake, "history, collection", REMOVALS)
+    for n in range(4):
+        house.trakt.add_movie(f"Film {n}", 2000 + n, tmdb=1000 + n)
+        house.plex.add_movie(str(200 + n), f"Film {n}", 2000 + n, [f"tmdb://{1000 + n}"])
+    await house.run()
+    house.plex.empty_section("1")
+    held = await house.run(full=True)
+    assert len(house.trakt_collection()) == 5 and "alex: collection: 5 of 5 movies" in held.held[0]
+    return house, held
+
+
+def edit_link(house: Household, tmp_path: Path, old: str, new: str) -> None:
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(path.read_text().replace(old, new))
+    house.config = load_config(path)
+
+
 async def test_collection_removals_held_stay_reported_by_the_quiet_runs_after(
     tmp_path: Path, start_fake: Any
 ) -> None:
-    house = Household(tmp_path, start_fake, "history, collection", ", collection_removals: true")
+    house, held = await held_removals(tmp_path, start_fake)
     try:
-        for n in range(4):
-            house.trakt.add_movie(f"Film {n}", 2000 + n, tmdb=1000 + n)
-            house.plex.add_movie(str(200 + n), f"Film {n}", 2000 + n, [f"tmdb://{1000 + n}"])
-        await house.run()
-        assert len(house.trakt_collection()) == 5
-        house.plex.empty_section("1")  # the movie share unmounted during a scan
-        held = await house.run(full=True)
-        # The next runs read no listing (nothing new was played): the removals are still held,
-        # and an empty `held` would resolve the alert that says so.
+        # The next runs read no listing (nothing new was played): an empty `held` would
+        # resolve the alert that says the removals wait.
         quiet = await house.run()
     finally:
         house.store.close()
-    assert len(house.trakt_collection()) == 5
-    assert held.held == quiet.held and "alex: collection: 5 of 5 movies" in quiet.held[0]
+    assert quiet.held == held.held
+
+
+async def test_collection_removals_held_stay_reported_by_a_run_whose_collection_part_fails(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    house, held = await held_removals(tmp_path, start_fake)
+    try:
+        house.trakt.fail_next(20, 500, route="/sync/collection/{type}")
+        failed = await house.run(full=True)
+    finally:
+        house.store.close()
+    assert failed.lists.errors and failed.held == held.held
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (REMOVALS, ", collection_removals: false"),  # the user's answer to the alert
+        ("services: [plex, trakt]", "services: [trakt, plex], direction: one-way"),
+    ],
+)
+async def test_held_collection_removals_end_with_a_link_that_no_longer_removes_them(
+    tmp_path: Path, start_fake: Any, old: str, new: str
+) -> None:
+    house, _ = await held_removals(tmp_path, start_fake)
+    edit_link(house, tmp_path, old, new)
+    try:
+        quiet = await house.run()
+    finally:
+        house.store.close()
+    assert quiet.held == ()

@@ -283,13 +283,14 @@ class HttpClient:
         return self.pacers[account]
 
     async def answers(self, path: str) -> bool:
-        """Whether the service answers at all (a GET of `path`, any answer but a gateway's
-        "down"): told apart from one request's own failure, an outage holds everything."""
+        """Whether the service answers at all: a GET of `path` (one it answers without a key)
+        succeeds. Told apart from one request's own failure: an outage holds everything; a
+        proxy answering for a server that is down says no success."""
         try:
             response = await self.request("GET", path)
         except ServiceError:
             return False
-        return response.status_code not in DOWN_STATUS
+        return response.is_success
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -905,7 +905,11 @@ class Enricher:
         if now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY:
             return True
         answers = self._answers.get(server)
-        return answers is not None and await answers()
+        if answers is None or not await answers():
+            return False
+        self._answered_at[server] = self.clock()
+        await self._reachable(server)  # an outage told of is over
+        return True
 
     async def _unreachable(self, server: str, problem: Problem) -> None:
         """One `service_unreachable` alert once the server has failed to answer for a while:

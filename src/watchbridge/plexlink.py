@@ -323,10 +323,6 @@ async def run_lists(
 
     try:
         for profile, rows in listings.items():
-            planned = collecting and rows is not None
-            held = None if planned else store.get_cursor("trakt", profile, _held_name(name))
-            if held and "collection" in link.kinds:
-                still_held.append(f"{profile}: collection: {held}")
             try:
                 activities = await trakt.last_activities(profile)
             except ServiceError as exc:
@@ -356,7 +352,17 @@ async def run_lists(
             await plextv.aclose()
         if plex is not None:
             await plex.aclose()
-    return ListsRun(tuple(results), tuple(errors), tuple(still_held))
+    planned = {r.profile for r in results if isinstance(r, CollectionResult)}
+    removing = "collection" in link.kinds and only_to != "plex" and link.collection_removals
+    for profile in set(listings) - planned:
+        # Not planned this run (no listing read, or the part failed): what an earlier run
+        # held is still held, unless the link no longer removes from the Trakt collection.
+        held = store.get_cursor("trakt", profile, _held_name(name))
+        if held and removing:
+            still_held.append(f"{profile}: collection: {held}")
+        elif held:
+            store.set_cursor("trakt", profile, _held_name(name), "", clock())
+    return ListsRun(tuple(results), tuple(errors), tuple(sorted(still_held)))
 
 
 # --------------------------------------------------------------------------- pure helpers
