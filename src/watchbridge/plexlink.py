@@ -178,7 +178,7 @@ class ListsRun:
     results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
     errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
     # "profile: collection: why" of removals an earlier run held, for profiles whose collection
-    # this run did not plan (no listing read): still held, not over.
+    # this run did not plan (no listing read, or that part failed): still held, not over.
     still_held: tuple[str, ...] = ()
 
     @property
@@ -288,7 +288,6 @@ async def run_lists(
     tokens = ServerTokens(config, store, plex, clock, plextv) if plex is not None else None
     results: list[WatchlistResult | CollectionResult] = []
     errors: list[str] = []
-    still_held: list[str] = []
 
     async def attempt(profile: str, part: Awaitable[WatchlistResult | CollectionResult]) -> None:
         try:
@@ -354,6 +353,7 @@ async def run_lists(
             await plex.aclose()
     planned = {r.profile for r in results if isinstance(r, CollectionResult)}
     removing = "collection" in link.kinds and only_to != "plex" and link.collection_removals
+    still_held: list[str] = []
     for profile in set(listings) - planned:
         # Not planned this run (no listing read, or the part failed): what an earlier run
         # held is still held, unless the link no longer removes from the Trakt collection.
