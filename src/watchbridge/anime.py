@@ -1151,7 +1151,7 @@ class AnimeIndex:
                     absolute = ref
                 break
             if answered is not None:
-                break  # the first source covering the episode says it has no counterpart
+                break  # the first source covering the episode decides: none, or part of one
         if answered is not None and absolute is None:
             return answered
         movie = self._movie_for(entry, episode, total, scheme)
