@@ -372,7 +372,8 @@ def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Pa
 
 def test_start_up_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
     port = free_port()
-    path = write_config(tmp_path, "profiles:\n  alexander:\n    default: true\n", port=port)
+    body = "services: {trakt: {client_id: cid}}\nprofiles: {alexander: {accounts: {trakt: {}}}}\n"
+    path = write_config(tmp_path, body, port=port)
     with Store.open(tmp_path / "watchbridge.db") as store:
         store.set_cursor("trakt", "alex", "link:plex-trakt", "{}", 0.0)
     service = ServiceProcess(path, port).start()

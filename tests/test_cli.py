@@ -102,10 +102,13 @@ def test_check_config_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> N
 
 
 def test_renamed_profiles_warns_only_of_one_gone_beside_one_new() -> None:
-    config = parse_config("profiles:\n  alexander: {}\n", Path("watchbridge.yaml"), {})
+    body = "services: {trakt: {client_id: c}}\nprofiles:\n  alexander: {accounts: {trakt: {}}}\n"
+    config = parse_config(body + "  kids: {}\n", Path("watchbridge.yaml"), {})
     assert renamed_profiles(config, {"alex"})  # alex gone, alexander new
     assert renamed_profiles(config, {"alex", "alexander"}) == []  # alex removed, nothing new
     assert renamed_profiles(config, set()) == []  # a first start: nothing kept yet
+    # kids has no account, so nothing is ever kept for it: no rename
+    assert "kids" not in renamed_profiles(config, {"alex"})[0]
 
 
 def test_check_config_masks_secrets(tmp_path: Path) -> None:

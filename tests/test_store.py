@@ -450,6 +450,14 @@ def test_id_cache_remembers_not_found_until_expiry(store: Store) -> None:
     assert store.cache_get("trakt-search", "imdb:tt1", now=12.0) == (False, None)
 
 
+def test_profiles_with_state_are_found_in_every_table_that_keeps_some(store: Store) -> None:
+    for service, profile in (("plex", "alex"), ("plex", "bob"), ("trakt", "alex"), ("x", "cy")):
+        store.mirror_put(service, profile, "plays", {"a": {}, "b": {}}, 1.0)
+    store.set_cursor("serializd", "dana", "link:ts", "{}", 1.0)
+    store.put_token("anilist", "eve", {"access_token": "t"}, 1.0)
+    assert store.profiles_with_state() == {"alex", "bob", "cy", "dana", "eve"}
+
+
 def test_mirror_put_get_remove(store: Store) -> None:
     store.mirror_put("trakt", "me", "ratings", {"movie:1": {"rating": 8}}, 1.0)
     assert store.mirror_get("trakt", "me", "ratings") == {"movie:1": {"rating": 8}}

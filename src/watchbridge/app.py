@@ -38,6 +38,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.backoff import doubled
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
+    Accounts,
     Config,
     fits_in_url,
     is_trusted_proxy,
@@ -226,7 +227,9 @@ def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
     """Warnings for profiles that look renamed: new in the config (nothing kept for them yet)
     while the database keeps the state of others the config no longer has. Pure."""
     gone = sorted(with_state - set(config.profiles))
-    new = sorted(set(config.profiles) - with_state)
+    # Only profiles with an account ever get state: one without is no rename.
+    accounts = {name for name, p in config.profiles.items() if p.accounts != Accounts()}
+    new = sorted(accounts - with_state)
     if not gone or not new:
         return []
     return [

@@ -907,8 +907,9 @@ class Enricher:
         answers = self._answers.get(server)
         if answers is None or not await answers():
             return False
+        # Its lookups may still fail (a long library scan): only one answering ends an outage
+        # told of.
         self._answered_at[server] = self.clock()
-        await self._reachable(server)  # an outage told of is over
         return True
 
     async def _unreachable(self, server: str, problem: Problem) -> None:

@@ -1747,11 +1747,19 @@ class Store:
 
     def profiles_with_state(self) -> set[str]:
         """The profiles the database keeps sign-ins, sync state or records of writes for."""
-        rows = self._query(
-            "SELECT DISTINCT profile FROM mirror UNION SELECT DISTINCT profile FROM cursors"
-            " UNION SELECT profile FROM tokens"
-        )
-        return {row["profile"] for row in rows}
+        rows = self._query("SELECT profile FROM cursors UNION SELECT profile FROM tokens")
+        found = {row["profile"] for row in rows}
+        # The mirror can hold millions of rows: hop from one (service, profile) pair of its
+        # key to the next instead of reading them all (at every start).
+        pair = self._query("SELECT service, profile FROM mirror ORDER BY service, profile LIMIT 1")
+        while pair:
+            found.add(pair[0]["profile"])
+            pair = self._query(
+                "SELECT service, profile FROM mirror WHERE (service, profile) > (?, ?)"
+                " ORDER BY service, profile LIMIT 1",
+                (pair[0]["service"], pair[0]["profile"]),
+            )
+        return found
 
     def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
         rows = self._query(
