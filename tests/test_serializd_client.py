@@ -28,6 +28,7 @@ from watchbridge.services.serializd import (
     SerializdItemError,
     SerializdUnavailable,
     WatchlistShow,
+    _fingerprint,
     episode_log_body,
     lane,
     parse_diary_page,
@@ -155,6 +156,17 @@ async def test_a_refused_password_made_right_on_the_website_works_again_within_h
     assert await later.diary(PROFILE) == []  # not held for a year
     await later.aclose()
     assert fake.count("POST", LOGIN) == 2
+
+
+async def test_a_refusal_kept_for_a_year_by_an_older_release_does_not_hold_after_upgrading(
+    fake: FakeSerializd, store: Store
+) -> None:
+    client = make_client(fake, store)
+    account = client.accounts[PROFILE]
+    year = 365 * 86400.0
+    store.cache_put("serializd-refused", PROFILE, _fingerprint(account), fake.now(), year)
+    assert await client.diary(PROFILE) == []  # the password works again: signed in
+    await client.aclose()
 
 
 async def test_a_login_401_that_is_not_about_the_password_is_tried_again_later(

@@ -54,7 +54,9 @@ DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls 
 REQUESTS_PER_SECOND = 2.0  # §8: "about 1-2 requests per second per account"
 EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry claim
 LOGIN_FORBIDDEN_WAIT = 1800.0  # a login answered 403 is not tried again sooner (§8)
-REFUSED = "serializd-refused"  # cache: the fingerprint of credentials Serializd refused
+# Cache: the fingerprint of credentials Serializd refused. A new name for the 6-hour refusal:
+# the year-long ones older releases stored under "serializd-refused" must not hold on.
+REFUSED = "serializd-refused-6h"
 FORBIDDEN = "serializd-forbidden"  # cache: a login answered 403, until it may be tried again
 # Refused credentials are not sent again while unchanged for this long (at once when they
 # change): a few tries a day cannot lock the account, and a password made right again on the
