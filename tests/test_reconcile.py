@@ -74,6 +74,16 @@ def test_a_removal_propagates_and_leaves_tombstones() -> None:
     assert ("serializd", "s1") in result.tombstones
 
 
+def test_a_play_gone_from_anilist_may_be_one_the_anime_mapping_no_longer_places() -> None:
+    # A dataset refresh (or a release reading the datasets better) moves or drops an entry's
+    # episode: the reason must not claim the user removed it on AniList.
+    link = Link(services=["anilist", "trakt"])
+    baseline = {"anilist": side(Play(EP1, 1000, "a1")), "trakt": side(Play(EP1, 1000, "t1"))}
+    current = {"anilist": side(Play(EP2, 5000, "a2")), "trakt": side(Play(EP1, 1000, "t1"))}
+    removal = next(a for a in plan(link, current, baseline).actions if a.kind == "remove_play")
+    assert removal.reason == "removed on anilist (or the anime mapping no longer places it there)"
+
+
 def test_a_removal_is_not_copied_back_from_the_other_side() -> None:
     baseline = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(Play(EP1, 1000, "s1"))}
     current = {"trakt": side(), "serializd": side(Play(EP1, 1000, "s1"))}

@@ -11,8 +11,8 @@ CONFIRM = "confirm with `watchbridge sync --confirm-removals`"
 # Said with every held removal: confirming a side that only reads empty wipes the other.
 BEFORE_CONFIRMING = (
     "Before confirming, check that the other side really lost them: a new or replaced server, "
-    "an unmounted library or another account reads as everything gone, and confirming would "
-    "remove it all for good."
+    "an unmounted library, another account or a changed anime mapping reads as them gone, "
+    "and confirming would remove them for good."
 )
 # Removing one or two titles from a short watchlist or collection is ordinary; the guard is
 # for mass removals.

@@ -29,6 +29,10 @@ EXPECTED = "expect:"  # record prefix of a play we queued but have not read back
 UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 
+# What else reads as a play gone from a side: an AniList entry's episodes reach the other side
+# through the anime mapping, which a dataset refresh (or a release reading it better) changes.
+GONE_ALSO = {"anilist": " (or the anime mapping no longer places it there)"}
+
 
 @dataclass(frozen=True)
 class Play:
@@ -315,7 +319,7 @@ def _plan_history(
                         "remove_play",
                         target,
                         partner.item,
-                        f"removed on {source}",
+                        f"removed on {source}{GONE_ALSO.get(source, '')}",
                         partner.at,
                         record=partner.record,
                     )
