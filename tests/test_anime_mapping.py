@@ -296,6 +296,42 @@ def test_two_episodes_listed_onto_one_target_episode_count_it_once_with_the_last
     assert index.anilist_for(800000, 1, 1, "tmdb") == (6001, 2)  # the episode covers both
 
 
+# anibridge leaves AniList episode 13 (a recap) out: 1-12 -> S1E1-12, 14-25 -> S1E13-24.
+ANIBRIDGE_GAP = {"anilist:7001": {"tmdb_show:810000:s1": {"1-12": "1-12", "14-25": "13-24"}}}
+SEASON_ONE = {"5101": {"tmdb_show_id": 810000, "tmdb_season": 1, "anilist_id": 7001}}
+
+
+def test_a_lesser_datasets_row_filling_a_gap_never_lands_on_an_episode_another_counts() -> None:
+    # Kometa's "season 1, offset 0" put episode 13 on S1E13, which anibridge maps from 14:
+    # finishing the entry made two plays of S1E13.
+    index = load_index({"anibridge": json.dumps(ANIBRIDGE_GAP), "kometa": json.dumps(SEASON_ONE)})
+    thirteen = index.episode_for(7001, 13, "tmdb")
+    fourteen = index.episode_for(7001, 14, "tmdb")
+    assert isinstance(thirteen, Unmatched) and thirteen.code == "partial"
+    assert isinstance(fourteen, EpisodeRef) and (fourteen.season, fourteen.number) == (1, 13)
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        '<mapping anidbseason="1" tmdbseason="1" start="2" end="13" offset="-1">;1-1;</mapping>',
+        '<mapping anidbseason="1" tmdbseason="1">;1-1;</mapping>'
+        '<mapping anidbseason="1" tmdbseason="1">;2-1;3-2;</mapping>',
+    ],
+    ids=["a pair beside a range", "pairs in two nodes"],
+)
+def test_a_double_first_episode_written_otherwise_is_counted_once_by_its_last(mapping: str) -> None:
+    xml = (
+        '<anime-list><anime anidbid="5001" tvdbid="700000" defaulttvdbseason="1" '
+        f'tmdbtv="800000" tmdbseason="1"><mapping-list>{mapping}</mapping-list></anime>'
+        "</anime-list>"
+    )
+    index = load_index({"kometa": json.dumps(DOUBLE_KOMETA), "animelists": xml})
+    first = index.episode_for(6001, 1, "tmdb")
+    assert isinstance(first, Unmatched) and first.code == "partial"
+    assert index.anilist_for(800000, 1, 1, "tmdb") == (6001, 2)
+
+
 SEQUEL_ROW = {
     "type": "TV",
     "anidb_id": 99902,

@@ -1145,8 +1145,10 @@ class AnimeIndex:
                 ref = EpisodeRef(
                     scheme, show.show, season, targets[0], season is None, show.source, targets
                 )
-                if season is not None or show.source == "override":
+                if show.source == "override":
                     return ref
+                if season is not None:
+                    return self._unless_counted_later(anilist_id, episode, ref)
                 if absolute is None:
                     absolute = ref
                 break
@@ -1169,6 +1171,21 @@ class AnimeIndex:
                 "outside",
             )
         return Unmatched(self._why_not(entry).replace("TVDB/TMDB", scheme.upper()), "no-target")
+
+    def _unless_counted_later(self, anilist_id: int, episode: int, ref: EpisodeRef) -> Forward:
+        """`ref`, unless the way back gives its target to a later episode of the entry: then
+        both make that one episode and the later counts it (a double first episode written
+        across pairs and ranges; a lesser dataset's row filling a gap in anibridge's ranges
+        onto an episode anibridge maps from the next one). Else each would be a play of it."""
+        back = self.anilist_for(ref.show, ref.season, ref.numbers[-1], ref.scheme)
+        if isinstance(back, tuple) and back[0] == anilist_id and back[1] > episode:
+            return Unmatched(
+                f"{ref.source}: AniList {anilist_id} episode {episode} lands on "
+                f"{ref.scheme.upper()} {ref.show} S{ref.season}E{ref.numbers[-1]}, which episode "
+                f"{back[1]} counts",
+                PARTIAL,
+            )
+        return ref
 
     def _movie_for(
         self, entry: _Entry, episode: int, total: int | None, scheme: Scheme
@@ -1329,7 +1346,9 @@ class AnimeIndex:
             for first, last, anilist, span, rank in rows
             if number >= first and (last is None or number <= last)
         ]
-        hits.sort(key=lambda h: h[:3])
+        # Ties within one source: the later AniList episode, as when several episodes make one
+        # target episode (a pair and a range of one node, or pairs in two nodes).
+        hits.sort(key=lambda h: (*h[:3], -(h[4].reverse(number) or 0)))
         for rank, neg_first, openness, anilist, span in hits:
             src = span.reverse(number)
             if src is None:
