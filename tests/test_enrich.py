@@ -277,7 +277,7 @@ async def test_a_server_timing_out_on_one_item_while_answering_others_fails_that
     # Its row spends an attempt and ends as a dead letter if it keeps failing; held as an
     # outage it would wait for ever, unsaid, while the server answers every other lookup.
     assert not failed.problem.outage
-    assert "it answers about other items" in failed.problem.message
+    assert "the server answers otherwise: this item fails" in failed.problem.message
 
 
 async def test_rows_asking_just_after_one_item_timed_out_wait_without_a_request(
@@ -305,10 +305,18 @@ async def test_one_item_timing_out_on_a_quiet_server_that_answers_is_that_items_
     failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
     assert failed.problem is not None and not failed.problem.outage
     assert jellyfin_server.count("GET", "/System/Info/Public") == 1
-    clock.advance(SERVER_OUTAGE_PAUSE + 1)  # its answer counts as the server's, for a while
-    jellyfin_server.fail_next(2, 504, route=f"/Items/{OTHER_SERIES}")
-    await enricher.enrich(other, SHOW_TMDB, "jellyfin")
-    assert jellyfin_server.count("GET", "/System/Info/Public") == 1
+
+
+async def test_a_server_gone_right_after_answering_is_an_outage_not_one_items_failure(
+    enricher: Enricher, jellyfin_server: FakeJellyfin
+) -> None:
+    # A restart for an update, a NAS reboot: it answered a moment ago, and now nothing.
+    other = other_show_episode(jellyfin_server)
+    assert (await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")).problem is None
+    jellyfin_server.drop_next(4)  # the lookup's two tries, and the check's two
+    failed = await enricher.enrich(other, SHOW_TMDB, "jellyfin")
+    assert failed.problem is not None and failed.problem.outage  # held, spending nothing
+    assert "this item fails" not in failed.problem.message
 
 
 async def test_a_server_that_answered_nothing_for_minutes_failing_is_an_outage(

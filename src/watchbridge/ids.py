@@ -39,10 +39,11 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
-# A media server that answered another lookup this recently (or, else, its cheap "are you
-# there" request) is up: a timeout or gateway error on one item is that item's failure. Its row
-# spends an attempt and ends as a dead letter if it keeps failing; held as an outage it would
-# wait for ever, told as "cannot be reached", while the server answers everything else.
+# A media server that answers its cheap "are you there" request (or, for a client without one,
+# answered another lookup this recently) is up: a timeout or gateway error on one item is that
+# item's failure. Its row spends an attempt and ends as a dead letter if it keeps failing; held
+# as an outage it would wait for ever, told as "cannot be reached", while the server answers
+# everything else.
 ANSWERED_LATELY = 2 * SERVER_OUTAGE_PAUSE
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
@@ -888,7 +889,7 @@ class Enricher:
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
             if not problem.rate_limited and await self._up(server, now):
-                message = f"{problem.message} (it answers about other items)"
+                message = f"{problem.message} (the server answers otherwise: this item fails)"
                 return item, replace(problem, message=message, outage=False)
             await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
@@ -900,17 +901,14 @@ class Enricher:
         return item, problem
 
     async def _up(self, server: str, now: float) -> bool:
-        """Whether `server` answered a lookup within ANSWERED_LATELY of `now`, else whether it
-        answers its "are you there" request."""
-        if now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY:
-            return True
+        """Whether `server` answers its "are you there" request now (it may have gone down
+        since its last answer: a restart, a NAS reboot); without one, whether it answered a
+        lookup within ANSWERED_LATELY of `now`. Its lookups may still fail (a long library
+        scan): only one answering ends an outage told of."""
         answers = self._answers.get(server)
-        if answers is None or not await answers():
-            return False
-        # Its lookups may still fail (a long library scan): only one answering ends an outage
-        # told of.
-        self._answered_at[server] = self.clock()
-        return True
+        if answers is not None:
+            return await answers()
+        return now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY
 
     async def _unreachable(self, server: str, problem: Problem) -> None:
         """One `service_unreachable` alert once the server has failed to answer for a while:
