@@ -332,6 +332,49 @@ def test_a_double_first_episode_written_otherwise_is_counted_once_by_its_last(ma
     assert index.anilist_for(800000, 1, 1, "tmdb") == (6001, 2)
 
 
+def tmdb_plays(index: AnimeIndex, anilist_id: int, episodes: range) -> dict[int, list[int]]:
+    """TMDB season-1 episode -> the AniList episodes whose play lands on it."""
+    plays: dict[int, list[int]] = {}
+    for episode in episodes:
+        ref = index.episode_for(anilist_id, episode, "tmdb")
+        if isinstance(ref, EpisodeRef) and ref.season == 1:
+            for number in ref.numbers:
+                plays.setdefault(number, []).append(episode)
+    return plays
+
+
+def test_a_double_episode_filling_a_gap_keeps_the_target_no_later_episode_plays() -> None:
+    # anibridge skips AniList 13 and maps 14 -> S1E14; Anime-Lists says 13 is S1E13+14.
+    anibridge = {"anilist:7001": {"tmdb_show:810000:s1": {"1-12": "1-12", "14-25": "14-25"}}}
+    xml = (
+        '<anime-list><anime anidbid="5101" tmdbtv="810000" tmdbseason="1"><mapping-list>'
+        '<mapping anidbseason="1" tmdbseason="1">;13-13+14;</mapping></mapping-list></anime>'
+        "</anime-list>"
+    )
+    bodies = {"anibridge": json.dumps(anibridge), "kometa": json.dumps(SEASON_ONE)}
+    plays = tmdb_plays(load_index({**bodies, "animelists": xml}), 7001, range(1, 26))
+    assert plays[13] == [13] and plays[14] == [14]  # each target played once, none lost
+
+
+def test_a_target_a_later_episode_plays_as_one_of_its_parts_is_played_once() -> None:
+    anibridge = {"anilist:7001": {"tmdb_show:810000:s1": {"1-12": "1-12", "14": "13-14|2"}}}
+    index = load_index({"anibridge": json.dumps(anibridge), "kometa": json.dumps(SEASON_ONE)})
+    assert tmdb_plays(index, 7001, range(1, 15))[13] == [14]
+
+
+def test_a_target_the_way_back_gives_to_an_episode_that_plays_another_is_kept() -> None:
+    # The way back gives S1E7 to 8 through a range, but 8's own pair (a special) wins on the
+    # way there: 7 still plays S1E7.
+    xml = (
+        '<anime-list><anime anidbid="5101" tmdbtv="810000" tmdbseason="1"><mapping-list>'
+        '<mapping anidbseason="1" tmdbseason="0">;8-1;</mapping>'
+        '<mapping anidbseason="1" tmdbseason="1" start="8" end="13" offset="-1"/>'
+        "</mapping-list></anime></anime-list>"
+    )
+    index = load_index({"kometa": json.dumps(SEASON_ONE), "animelists": xml})
+    assert tmdb_plays(index, 7001, range(1, 14))[7] == [7]
+
+
 SEQUEL_ROW = {
     "type": "TV",
     "anidb_id": 99902,

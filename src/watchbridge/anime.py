@@ -36,7 +36,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import yaml
@@ -1173,19 +1173,35 @@ class AnimeIndex:
         return Unmatched(self._why_not(entry).replace("TVDB/TMDB", scheme.upper()), "no-target")
 
     def _unless_counted_later(self, anilist_id: int, episode: int, ref: EpisodeRef) -> Forward:
-        """`ref`, unless the way back gives its target to a later episode of the entry: then
-        both make that one episode and the later counts it (a double first episode written
-        across pairs and ranges; a lesser dataset's row filling a gap in anibridge's ranges
-        onto an episode anibridge maps from the next one). Else each would be a play of it."""
-        back = self.anilist_for(ref.show, ref.season, ref.numbers[-1], ref.scheme)
-        if isinstance(back, tuple) and back[0] == anilist_id and back[1] > episode:
+        """`ref` without the target episodes a later episode of the entry plays, PARTIAL when
+        none is left: two AniList episodes must not make two plays of one target episode (a
+        lesser dataset's row filling a gap in anibridge's ranges; a double first episode
+        written across pairs and ranges)."""
+        kept = tuple(t for t in ref.numbers if not self._played_later(anilist_id, episode, ref, t))
+        if kept == ref.numbers:
+            return ref
+        if not kept:
             return Unmatched(
                 f"{ref.source}: AniList {anilist_id} episode {episode} lands on "
-                f"{ref.scheme.upper()} {ref.show} S{ref.season}E{ref.numbers[-1]}, which episode "
-                f"{back[1]} counts",
+                f"{ref.scheme.upper()} {ref.show} S{ref.season}E{ref.numbers[-1]}, which a later "
+                "episode counts",
                 PARTIAL,
             )
-        return ref
+        return replace(ref, number=kept[0], numbers=kept)
+
+    def _played_later(self, anilist_id: int, episode: int, ref: EpisodeRef, target: int) -> bool:
+        """Whether a later episode of the entry plays `target`: the way back gives it one, and
+        that episode's own way there plays it (the two directions rank sources alike but not
+        spans, so the way back alone is no proof)."""
+        back = self.anilist_for(ref.show, ref.season, target, ref.scheme, parts=True)
+        if not isinstance(back, tuple) or back[0] != anilist_id or back[1] <= episode:
+            return False
+        later = self.episode_for(anilist_id, back[1], ref.scheme)
+        return (
+            isinstance(later, EpisodeRef)
+            and (later.show, later.season) == (ref.show, ref.season)
+            and target in later.numbers
+        )
 
     def _movie_for(
         self, entry: _Entry, episode: int, total: int | None, scheme: Scheme
@@ -1327,12 +1343,19 @@ class AnimeIndex:
         return tuple(sorted(((a, f) for a, (_, f) in best.items()), key=lambda h: (h[1], h[0])))
 
     def anilist_for(
-        self, show: int, season: int | None, number: int, scheme: Scheme = "tmdb"
+        self,
+        show: int,
+        season: int | None,
+        number: int,
+        scheme: Scheme = "tmdb",
+        *,
+        parts: bool = False,
     ) -> tuple[int, int] | Unmatched:
         """(AniList id, AniList episode) for a target episode; `season` None: absolute number.
 
         The best-ranked source wins; within one source the range that starts closest below
         the episode wins (an open-ended "season + offset" row ends where the next begins).
+        A target that is not the last part of its AniList episode is PARTIAL, unless `parts`.
         """
         if self._reverse is None:
             self._build_reverse()
@@ -1366,7 +1389,7 @@ class AnimeIndex:
                     f"{', '.join(map(str, sorted(rivals)))}; add an override to settle it",
                     "ambiguous",
                 )
-            if (part := span.part_of(number)) is not None:
+            if not parts and (part := span.part_of(number)) is not None:
                 return Unmatched(
                     f"{where} is part {part[0]} of {part[1]} of AniList {anilist} episode "
                     f"{src}: the last part counts it",
