@@ -375,6 +375,20 @@ def test_a_target_the_way_back_gives_to_an_episode_that_plays_another_is_kept() 
     assert tmdb_plays(index, 7001, range(1, 14))[7] == [7]
 
 
+def test_a_chain_of_overlapping_episodes_is_answered_without_recursing_along_it() -> None:
+    # ;1-1+2;2-2+3;...: a malformed row of a long runner. Each episode's later-episode check
+    # must not ask the next one's, and that one the next, to the end of the list.
+    pairs = "".join(f";{e}-{e}+{e + 1}" for e in range(1, 1501)) + ";"
+    xml = (
+        '<anime-list><anime anidbid="5101" tmdbtv="810000" tmdbseason="1"><mapping-list>'
+        f'<mapping anidbseason="1" tmdbseason="1">{pairs}</mapping></mapping-list></anime>'
+        "</anime-list>"
+    )
+    index = load_index({"kometa": json.dumps(SEASON_ONE), "animelists": xml})
+    first = index.episode_for(7001, 1, "tmdb")
+    assert isinstance(first, EpisodeRef) and first.numbers == (1,)  # 2 is played by episode 2
+
+
 SEQUEL_ROW = {
     "type": "TV",
     "anidb_id": 99902,

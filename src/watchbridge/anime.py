@@ -1099,6 +1099,18 @@ class AnimeIndex:
         `total` is AniList's episode count when known: a movie mapped without ranges counts
         only once `episode` reaches it.
         """
+        return self._episode_for(anilist_id, episode, scheme, total, counted_later=True)
+
+    def _episode_for(
+        self,
+        anilist_id: int,
+        episode: int,
+        scheme: Scheme,
+        total: int | None,
+        *,
+        counted_later: bool,
+    ) -> Forward:
+        """`episode_for`; with `counted_later`, without the targets a later episode plays."""
         entry = self._known(anilist_id)
         if isinstance(entry, Unmatched):
             return entry
@@ -1147,8 +1159,10 @@ class AnimeIndex:
                 )
                 if show.source == "override":
                     return ref
-                if season is not None:
+                if season is not None and counted_later:
                     return self._unless_counted_later(anilist_id, episode, ref)
+                if season is not None:
+                    return ref
                 if absolute is None:
                     absolute = ref
                 break
@@ -1192,11 +1206,13 @@ class AnimeIndex:
     def _played_later(self, anilist_id: int, episode: int, ref: EpisodeRef, target: int) -> bool:
         """Whether a later episode of the entry plays `target`: the way back gives it one, and
         that episode's own way there plays it (the two directions rank sources alike but not
-        spans, so the way back alone is no proof)."""
+        spans, so the way back alone is no proof). That episode's targets are taken as its
+        sources give them: the episode a target maps back to never has it taken away, and a
+        chain of overlapping episodes must not recurse once per episode."""
         back = self.anilist_for(ref.show, ref.season, target, ref.scheme, parts=True)
         if not isinstance(back, tuple) or back[0] != anilist_id or back[1] <= episode:
             return False
-        later = self.episode_for(anilist_id, back[1], ref.scheme)
+        later = self._episode_for(anilist_id, back[1], ref.scheme, None, counted_later=False)
         return (
             isinstance(later, EpisodeRef)
             and (later.show, later.season) == (ref.show, ref.season)
