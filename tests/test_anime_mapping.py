@@ -279,6 +279,15 @@ def test_fribb_rows_in_the_pre_2026_field_names_map_the_same() -> None:
             assert old_index.episode_for(*args) == new_index.episode_for(*args), example["name"]
 
 
+def animelists(mappings: str, anidb: int = 5101, tmdb: int = 810000) -> str:
+    """An Anime-Lists file of one anime (TMDB season 1 by default) with these mapping nodes."""
+    return (
+        f'<anime-list><anime anidbid="{anidb}" tvdbid="700000" defaulttvdbseason="1" '
+        f'tmdbtv="{tmdb}" tmdbseason="1"><mapping-list>{mappings}</mapping-list></anime>'
+        "</anime-list>"
+    )
+
+
 DOUBLE_FIRST_EPISODE = b"""<anime-list><anime anidbid="5001" tvdbid="700000"
  defaulttvdbseason="1" tmdbtv="800000" tmdbseason="1"><mapping-list>
 <mapping anidbseason="1" tmdbseason="1">;1-1;2-1;3-2;</mapping>
@@ -321,11 +330,7 @@ def test_a_lesser_datasets_row_filling_a_gap_never_lands_on_an_episode_another_c
     ids=["a pair beside a range", "pairs in two nodes"],
 )
 def test_a_double_first_episode_written_otherwise_is_counted_once_by_its_last(mapping: str) -> None:
-    xml = (
-        '<anime-list><anime anidbid="5001" tvdbid="700000" defaulttvdbseason="1" '
-        f'tmdbtv="800000" tmdbseason="1"><mapping-list>{mapping}</mapping-list></anime>'
-        "</anime-list>"
-    )
+    xml = animelists(mapping, anidb=5001, tmdb=800000)
     index = load_index({"kometa": json.dumps(DOUBLE_KOMETA), "animelists": xml})
     first = index.episode_for(6001, 1, "tmdb")
     assert isinstance(first, Unmatched) and first.code == "partial"
@@ -346,11 +351,7 @@ def tmdb_plays(index: AnimeIndex, anilist_id: int, episodes: range) -> dict[int,
 def test_a_double_episode_filling_a_gap_keeps_the_target_no_later_episode_plays() -> None:
     # anibridge skips AniList 13 and maps 14 -> S1E14; Anime-Lists says 13 is S1E13+14.
     anibridge = {"anilist:7001": {"tmdb_show:810000:s1": {"1-12": "1-12", "14-25": "14-25"}}}
-    xml = (
-        '<anime-list><anime anidbid="5101" tmdbtv="810000" tmdbseason="1"><mapping-list>'
-        '<mapping anidbseason="1" tmdbseason="1">;13-13+14;</mapping></mapping-list></anime>'
-        "</anime-list>"
-    )
+    xml = animelists('<mapping anidbseason="1" tmdbseason="1">;13-13+14;</mapping>')
     bodies = {"anibridge": json.dumps(anibridge), "kometa": json.dumps(SEASON_ONE)}
     plays = tmdb_plays(load_index({**bodies, "animelists": xml}), 7001, range(1, 26))
     assert plays[13] == [13] and plays[14] == [14]  # each target played once, none lost
@@ -365,11 +366,9 @@ def test_a_target_a_later_episode_plays_as_one_of_its_parts_is_played_once() -> 
 def test_a_target_the_way_back_gives_to_an_episode_that_plays_another_is_kept() -> None:
     # The way back gives S1E7 to 8 through a range, but 8's own pair (a special) wins on the
     # way there: 7 still plays S1E7.
-    xml = (
-        '<anime-list><anime anidbid="5101" tmdbtv="810000" tmdbseason="1"><mapping-list>'
+    xml = animelists(
         '<mapping anidbseason="1" tmdbseason="0">;8-1;</mapping>'
         '<mapping anidbseason="1" tmdbseason="1" start="8" end="13" offset="-1"/>'
-        "</mapping-list></anime></anime-list>"
     )
     index = load_index({"kometa": json.dumps(SEASON_ONE), "animelists": xml})
     assert tmdb_plays(index, 7001, range(1, 14))[7] == [7]
@@ -379,11 +378,7 @@ def test_a_chain_of_overlapping_episodes_is_answered_without_recursing_along_it(
     # ;1-1+2;2-2+3;...: a malformed row of a long runner. Each episode's later-episode check
     # must not ask the next one's, and that one the next, to the end of the list.
     pairs = "".join(f";{e}-{e}+{e + 1}" for e in range(1, 1501)) + ";"
-    xml = (
-        '<anime-list><anime anidbid="5101" tmdbtv="810000" tmdbseason="1"><mapping-list>'
-        f'<mapping anidbseason="1" tmdbseason="1">{pairs}</mapping></mapping-list></anime>'
-        "</anime-list>"
-    )
+    xml = animelists(f'<mapping anidbseason="1" tmdbseason="1">{pairs}</mapping>')
     index = load_index({"kometa": json.dumps(SEASON_ONE), "animelists": xml})
     first = index.episode_for(7001, 1, "tmdb")
     assert isinstance(first, EpisodeRef) and first.numbers == (1,)  # 2 is played by episode 2
