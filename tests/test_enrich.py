@@ -227,7 +227,7 @@ async def test_a_failing_server_is_a_transient_problem(
 async def test_a_server_that_failed_to_answer_is_left_alone_for_a_minute(
     enricher: Enricher, jellyfin_server: FakeJellyfin, clock: FakeClock
 ) -> None:
-    jellyfin_server.fail_next(4, 503)  # both tries of the first lookup, and of the check
+    jellyfin_server.fail_next(2, 503)  # both tries of the first lookup
     await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     asked = len(jellyfin_server.requests)
     clock.advance(10)
@@ -280,15 +280,19 @@ async def test_a_server_timing_out_on_one_item_while_answering_others_fails_that
     assert "the server answers otherwise: this item fails" in failed.problem.message
 
 
-async def test_rows_asking_just_after_one_item_timed_out_on_a_server_that_answers_still_ask(
+async def test_rows_asking_just_after_one_item_timed_out_wait_without_a_request(
     enricher: Enricher, jellyfin_server: FakeJellyfin
 ) -> None:
     other = other_show_episode(jellyfin_server)
     third = episode_of(jellyfin_server, THIRD_SERIES, "El Camino")
+    await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
     jellyfin_server.drop_next(2, route=f"/Items/{OTHER_SERIES}")
     await enricher.enrich(other, SHOW_TMDB, "jellyfin")
-    # The server answered its check: no minute's pause for the plays behind that one item.
-    assert (await enricher.enrich(third, SHOW_TMDB, "jellyfin")).problem is None
+    asked = len(jellyfin_server.requests)
+    waiting = await enricher.enrich(third, SHOW_TMDB, "jellyfin")
+    # As after any failure to answer: a hanging server must not cost each row its timeout.
+    assert len(jellyfin_server.requests) == asked
+    assert waiting.problem is not None and waiting.problem.outage  # held, spending nothing
 
 
 async def test_one_item_timing_out_on_a_quiet_server_that_answers_is_that_items_failure(

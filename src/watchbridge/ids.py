@@ -886,12 +886,11 @@ class Enricher:
         if lookup is not None and lookup.answered > answered:
             self._answered_at[server] = self.clock()
         if problem is not None and problem.outage:  # not one item's 500: others still ask
-            if not problem.rate_limited and await self._up(server, now):
-                # The server is up: the others still ask, as after one item's 500.
-                message = f"{problem.message} (the server answers otherwise: this item fails)"
-                return item, replace(problem, message=message, outage=False)
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
+            if not problem.rate_limited and await self._up(server, now):
+                message = f"{problem.message} (the server answers otherwise: this item fails)"
+                return item, replace(problem, message=message, outage=False)
             await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
