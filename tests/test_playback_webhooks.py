@@ -27,9 +27,7 @@ from tests.playback_rig import (
 
 def test_a_jellyfin_rewatch_whose_playbackstart_was_lost_is_a_second_play(tmp_path: Path) -> None:
     with running_rig(tmp_path) as rig:
-        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
-        rig.advance(48 * 60)
-        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        watched_to_the_end(rig)
         rig.advance(20 * HOUR)
         for percent in (1, 2, 10, 30, 60, 90):
             rig.post("jellyfin", jellyfin_progress(percent))
@@ -171,11 +169,12 @@ def test_a_pause_then_a_stop_within_a_second_leaves_a_pause_to_send(tmp_path: Pa
 # --------------------------------------------------------------------------- manual marks
 
 
-def watched_to_the_end(rig: Rig) -> None:
-    """The Jellyfin sample episode played from the start to a completed stop."""
-    rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+def watched_to_the_end(rig: Rig, source: str = "jellyfin") -> None:
+    """The Jellyfin (or Emby) sample episode played from the start to a completed stop."""
+    sample = emby if source == "emby" else jellyfin
+    rig.post(source, sample("playback_start_episode.json"))
     rig.advance(48 * 60)
-    rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+    rig.post(source, sample("playback_stop_episode_completed.json"))
 
 
 def marked_played(rig: Rig, play_count: int) -> None:
@@ -244,9 +243,7 @@ def test_an_emby_season_marked_played_weeks_after_watching_one_episode_is_no_sec
     # Emby's season play-state button sends item.markplayed for every episode, the watched
     # one too, counting it again (PlayCount 2) with the earlier viewing's date.
     with running_rig(tmp_path) as rig:
-        rig.post("emby", emby("playback_start_episode.json"))
-        rig.advance(48 * 60)
-        rig.post("emby", emby("playback_stop_episode_completed.json"))
+        watched_to_the_end(rig, "emby")
         days_later(rig, 20)
         rig.post("emby", emby_marked_played(2, "2025-03-14T20:48:02.0000000Z"))
         assert len(rig.plays()) == 1

@@ -39,12 +39,6 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
-# A media server that answers its cheap "are you there" request (or, for a client without one,
-# answered another lookup this recently) is up: a timeout or gateway error on one item is that
-# item's failure. Its row spends an attempt and ends as a dead letter if it keeps failing; held
-# as an outage it would wait for ever, told as "cannot be reached", while the server answers
-# everything else.
-ANSWERED_LATELY = 2 * SERVER_OUTAGE_PAUSE
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
@@ -793,7 +787,6 @@ class Enricher:
         self._closers = list(closers)
         self._down_until: dict[str, tuple[float, Problem]] = {}  # server -> (until, problem)
         self._down_since: dict[str, float] = {}  # server -> its first failure of this outage
-        self._answered_at: dict[str, float] = {}  # server -> when it last answered a lookup
         self._answers: dict[str, Answers] = {s: e.client.answers for s, e in self.series.items()}
         if plex_answers is not None:
             self._answers["plex"] = plex_answers
@@ -883,12 +876,10 @@ class Enricher:
         lookup = self._lookup(server)
         answered = lookup.answered if lookup is not None else 0
         item, problem = await self._ask_now(server, lookup, item, need, from_server)
-        if lookup is not None and lookup.answered > answered:
-            self._answered_at[server] = self.clock()
         if problem is not None and problem.outage:  # not one item's 500: others still ask
             pause = max(SERVER_OUTAGE_PAUSE, problem.retry_after or 0.0)
             self._down_until[server] = (self.clock() + pause, problem)
-            if not problem.rate_limited and await self._up(server, now):
+            if not problem.rate_limited and await self._up(server):
                 message = f"{problem.message} (the server answers otherwise: this item fails)"
                 return item, replace(problem, message=message, outage=False)
             await self._unreachable(server, problem)
@@ -900,15 +891,14 @@ class Enricher:
             await self._reachable(server)
         return item, problem
 
-    async def _up(self, server: str, now: float) -> bool:
-        """Whether `server` answers its "are you there" request now (it may have gone down
-        since its last answer: a restart, a NAS reboot); without one, whether it answered a
-        lookup within ANSWERED_LATELY of `now`. Its lookups may still fail (a long library
-        scan): only one answering ends an outage told of."""
+    async def _up(self, server: str) -> bool:
+        """Whether `server` answers its cheap "are you there" request, right after a lookup
+        got no answer: then the failure is that item's (its row spends an attempt and ends as
+        a dead letter if it keeps failing; held as an outage it would wait for ever, told as
+        "cannot be reached", while the server answers everything else). Its lookups may still
+        fail (a long library scan): only one answering ends an outage told of."""
         answers = self._answers.get(server)
-        if answers is not None:
-            return await answers()
-        return now - self._answered_at.get(server, float("-inf")) <= ANSWERED_LATELY
+        return answers is not None and await answers()
 
     async def _unreachable(self, server: str, problem: Problem) -> None:
         """One `service_unreachable` alert once the server has failed to answer for a while:
