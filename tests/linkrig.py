@@ -129,10 +129,31 @@ class Rig:
 
 
 def open_rig(
-    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, link_options: str = ""
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    link_options: str = "",
+    serializd_account: tuple[str, str] = ALICE[:2],
+    trakt_sign_in: bool = True,
 ) -> Rig:
-    config = parse_config(
-        f"""
+    """The link's rig on the database in `tmp_path`; the profile signs in to Serializd with
+    `serializd_account` (email, password), and to Trakt as its default user unless told not
+    to (the sign-in kept in the database stays)."""
+    text = rig_config(tmp_path, trakt, serializd, link_options, serializd_account)
+    config = parse_config(text, Path("watchbridge.yaml"), {})
+    return rig_for(config, trakt, serializd, {PROFILE: None} if trakt_sign_in else {})
+
+
+def rig_config(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    link_options: str = "",
+    serializd_account: tuple[str, str] = ALICE[:2],
+) -> str:
+    """The config text of `open_rig` (also for the CLI, written to a file)."""
+    email, password = serializd_account
+    return f"""
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
@@ -141,14 +162,10 @@ profiles:
   {PROFILE}:
     accounts:
       trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+      serializd: {{email: {email}, password: "{password}"}}
 links:
   {LINK}: {{services: [trakt, serializd]{link_options}}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
-    return rig_for(config, trakt, serializd, {PROFILE: None})
+"""
 
 
 def rig_for(

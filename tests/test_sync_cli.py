@@ -218,7 +218,8 @@ def test_without_link_a_failing_link_does_not_stop_the_others(world: World) -> N
     result = world.run("sync", catch=True)
     assert isinstance(result.exception, WatchbridgeError)
     assert result.exception.message == "1 of 2 links failed: broken"
-    assert "profile you is not signed in to Trakt" in result.stderr
+    # Its profile is neither signed in to Trakt nor accepted by Serializd: the first found.
+    assert "refused the email or password of profile you" in result.stderr
     assert f"run {LINK}: ok" in result.stdout
     assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 2)]
 

@@ -143,19 +143,27 @@ def serializd_writes(serializd: FakeSerializd, since: int = 0) -> list[str]:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+def breaking_bad_on_trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
     fake: FakeTrakt = start_fake(FakeTrakt())
     fake.add_show("Breaking Bad", 2008, tmdb=BB, tvdb=81189, seasons={1: 7, 2: 13})
     return fake
 
 
-@pytest.fixture
-def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
+def breaking_bad_on_serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
     fake: FakeSerializd = start_fake(FakeSerializd())
     fake.add_show(BB, "Breaking Bad", seasons={1: 7, 2: 13})
     fake.diary_order = "newest"
     return fake
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    return breaking_bad_on_trakt(start_fake)
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
+    return breaking_bad_on_serializd(start_fake)
 
 
 @pytest.fixture

@@ -468,6 +468,7 @@ def auth() -> None:
 )
 def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
+    from watchbridge.accounts import identity_of, note_account
     from watchbridge.services.trakt import DeviceCode, TraktClient
 
     config = _load(config_path)
@@ -492,7 +493,12 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
                 await client.aclose()
 
         asyncio.run(sign_in())
-    click.echo(f"profile {name} is signed in to Trakt")
+        click.echo(f"profile {name} is signed in to Trakt")
+        if account := client.signed_in_as.get(name):
+            seen = identity_of(f"account {account}")
+            change = note_account(store, config, "trakt", name, seen, time.time())
+            if change is not None:
+                click.echo(change.message())
 
 
 @auth.command("plex")
@@ -904,6 +910,8 @@ def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
         click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
+        for change in result.started_over:
+            click.echo(f"  {change.message()}")
         for side, count in sorted(result.plan.out_of_catalog.items()):
             click.echo(
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"

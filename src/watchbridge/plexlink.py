@@ -581,7 +581,7 @@ async def sync_watchlist(
         raise
     if alerts is not None:
         await alerts.resolve(UNREACHABLE, "the Plex watchlist answers again", WATCHLIST_ALERT_KEY)
-    check_name = f"watchlist_check:{link}"
+    check_name = list_cursor("watchlist_check", link)
     check = json.dumps([watchlist_fingerprint(plex_items, only_to), watchlist_stamps(activities)])
     if (
         activities is not None
@@ -752,7 +752,7 @@ async def sync_collection(
     """
     now = clock()
     trakt_before = trakt.http.requests_sent
-    check_name = f"collection_check:{link}"
+    check_name = list_cursor("collection_check", link)
     fingerprint = collection_fingerprint(movies, episodes, shows, remove_missing, details)
     if activities is not None and not dry_run:
         last = store.get_cursor("trakt", profile, check_name)
@@ -853,7 +853,20 @@ async def sync_collection(
 
 def _held_name(link: str) -> str:
     """The cursor keeping why a link's collection removals are held."""
-    return f"collection_held:{link}"
+    return list_cursor("collection_held", link)
+
+
+# Cursors a link's watchlist and collection parts keep under the profile's Trakt account.
+LIST_CURSORS = ("watchlist_check", "collection_check", "collection_held")
+
+
+def list_cursor(kind: str, link: str) -> str:
+    return f"{kind}:{link}"
+
+
+def list_cursors(link: str) -> tuple[str, ...]:
+    """Every cursor the watchlist and collection parts of `link` keep."""
+    return tuple(list_cursor(kind, link) for kind in LIST_CURSORS)
 
 
 def watchlist_fingerprint(items: Sequence[WatchItem], only_to: str | None) -> str:

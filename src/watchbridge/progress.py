@@ -25,14 +25,19 @@ if TYPE_CHECKING:
 
     from watchbridge.sync import ProfilePlan
 
-STEP_WORDS = {"check": "checking", "read": "reading", "refine": "comparing"}
+STEP_WORDS = {
+    "check": "checking",
+    "account": "asking whose account is",
+    "read": "reading",
+    "refine": "comparing",
+}
 
 
 class SyncProgress(Protocol):
     """Told about every reader step of a run, in order (steps do not overlap)."""
 
     def started(self, profile: str, reader: SideReader, step: str) -> None:
-        """`reader` starts `step` ("check", "read" or "refine") for `profile`."""
+        """`reader` starts `step` ("check", "account", "read" or "refine") for `profile`."""
         ...
 
     def finished(
@@ -72,6 +77,11 @@ class ObservedReader:
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         result: bool = await self._step(profile, "check", self.reader.unchanged(profile, cursors))
+        return result
+
+    async def account(self, profile: str, reading: bool) -> str | None:
+        work = self.reader.account(profile, reading)
+        result: str | None = await self._step(profile, "account", work)
         return result
 
     async def read(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import sqlite_utils
@@ -37,7 +37,12 @@ from watchbridge.playback import (
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
+if TYPE_CHECKING:
+    from watchbridge.accounts import AccountChange
+
 log = logging.getLogger(__name__)
+
+ACCOUNT_CURSOR = "account"  # cursors (service, profile, this): whose account it is (accounts.py)
 
 migrations = Migrations("watchbridge")
 OPEN_TRIES = 6  # another process may be creating or migrating the same database: wait for it
@@ -1648,6 +1653,10 @@ class Store:
             for row in rows
         ]
 
+    def cache_forget(self, namespace: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM id_cache WHERE namespace = ?", (namespace,))
+
     def cache_update(
         self,
         namespace: str,
@@ -1819,6 +1828,51 @@ class Store:
                 " AND item_key = ?",
                 [(service, profile, collection, key) for key in keys],
             )
+
+    def start_over(self, change: AccountChange, now: float) -> int:
+        """Forget what was kept for `change.profile`'s old account on `change.service`, and
+        the state of the links using it, then remember the new account: all in one
+        transaction, and only while the old account is still the one on record (two runs that
+        both saw the change start over once). Returns the removals still to be sent to the
+        old account (they name its records) now made dead letters, or -1 when another run
+        already started over."""
+        service, profile = change.service, change.profile
+        with self.transaction() as conn:
+            on_record = conn.execute(
+                "SELECT value FROM cursors WHERE service = ? AND profile = ? AND name = ?",
+                (service, profile, ACCOUNT_CURSOR),
+            ).fetchone()
+            if on_record is None or on_record[0] != change.before:
+                return -1
+            conn.execute("DELETE FROM mirror WHERE service = ? AND profile = ?", (service, profile))
+            conn.execute(
+                "DELETE FROM cursors WHERE service = ? AND profile = ?", (service, profile)
+            )
+            for link in change.links:
+                conn.execute(
+                    "DELETE FROM mirror WHERE profile = ? AND (service = ?"
+                    " OR (collection >= ? AND collection < ?))",
+                    (profile, f"link:{link}", f"link:{link}:", f"link:{link};"),
+                )
+            for name in change.cursors:
+                conn.execute("DELETE FROM cursors WHERE profile = ? AND name = ?", (profile, name))
+            conn.execute(
+                "DELETE FROM outbox WHERE target = ? AND profile = ? AND status = 'done'",
+                (service, profile),
+            )
+            dead = conn.execute(
+                "UPDATE outbox SET status = 'dead', updated_at = ?, last_error = ?"
+                " WHERE target = ? AND profile = ? AND status = 'pending'"
+                " AND action IN ('remove_play', 'remove_rating')"
+                " AND coalesce(json_extract(payload, '$.record'), '') != ''",
+                (now, change.not_sent(), service, profile),
+            ).rowcount
+            conn.execute(
+                "INSERT INTO cursors (service, profile, name, value, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (service, profile, ACCOUNT_CURSOR, change.after, now),
+            )
+            return int(dead)
 
     # ------------------------------------------------------------------ sync runs
 

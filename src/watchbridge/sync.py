@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from watchbridge.accounts import AccountChange, note_account
 from watchbridge.config import Config, Link, has_accounts
 from watchbridge.errors import WatchbridgeError
 from watchbridge.guard import BEFORE_CONFIRMING
@@ -61,6 +62,7 @@ class ProfilePlan:
     unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None  # see SideRead
     narrowed: bool = False  # planned for some AniList entries only: moves no baseline
+    started_over: tuple[AccountChange, ...] = ()  # sides whose account changed: a first run
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -240,7 +242,7 @@ async def plan_link(
             try:
                 plans.append(
                     await _plan_profile(
-                        store, link, name, profile, readers, clock, full, frozen, narrow
+                        config, store, link, name, profile, readers, clock, full, frozen, narrow
                     )
                 )
             except WatchbridgeError as exc:
@@ -323,6 +325,7 @@ def syncable(link: Link) -> bool:
 
 
 async def _plan_profile(
+    config: Config,
     store: Store,
     link: Link,
     name: str,
@@ -333,9 +336,11 @@ async def _plan_profile(
     frozen: frozenset[str],
     narrow: tuple[Narrower, Narrowing] | None = None,
 ) -> ProfilePlan:
+    # First: a side read as another account (its cheap check may say "unchanged") starts over.
+    started_over = await _note_accounts(config, store, profile, readers, clock, reading=False)
     services = [reader.service for reader in readers]
     saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
-    # No engine cursor: no run of this link was applied yet, so read everything.
+    # No engine cursor: no run of this link was applied yet (or it started over): read all.
     full_at = float(saved[ENGINE].get("full_at", 0))
     full = full or clock() - full_at >= FULL_READ_EVERY
     if not full:
@@ -343,6 +348,11 @@ async def _plan_profile(
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
         if all(checks):
             return _unchanged_plan(profile)
+    started_now = await _note_accounts(config, store, profile, readers, clock, reading=True)
+    if started_now:  # the link's state is gone: read everything, as on a first run
+        saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
+        full = True
+    started_over += started_now
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     first_run = not any(_holds_state(side) for side in baseline.values())
     full = full or not baseline
@@ -383,7 +393,30 @@ async def _plan_profile(
         frozen=frozen,
         listings=next((r.listings for r in reads.values() if r.listings is not None), None),
         narrowed=narrow is not None,
+        started_over=started_over,
     )
+
+
+async def _note_accounts(
+    config: Config,
+    store: Store,
+    profile: str,
+    readers: list[SideReader],
+    clock: Callable[[], float],
+    reading: bool,
+) -> tuple[AccountChange, ...]:
+    """Ask each side whose account it is, and start over where it changed (`accounts.py`)."""
+    changes = []
+    for reader in readers:
+        seen = await reader.account(profile, reading)
+        if seen is None:
+            continue
+        change = await asyncio.to_thread(
+            note_account, store, config, reader.service, profile, seen, clock()
+        )
+        if change is not None:
+            changes.append(change)
+    return tuple(changes)
 
 
 def _waiting(
@@ -663,6 +696,8 @@ async def run_link(
         if waiting:
             everyone = not applying and not unread
             message = review_message(name, waiting, everyone, others_fail=bool(unread))
+            changes = [c.message() for p in plans if p.profile in waiting for c in p.started_over]
+            message = "; ".join([*changes, message])
             # A profile that failed beside the review is a failure all the same (counted).
             await asyncio.to_thread(
                 store.finish_run,

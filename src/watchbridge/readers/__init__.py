@@ -1,6 +1,7 @@
 """How a service takes part in a link: a `SideReader` turns its answers into a `Side`.
 
-The engine (`watchbridge.sync`) asks every reader of a link the cheap question first
+The engine (`watchbridge.sync`) asks every reader of a link whose account it reads (`account`:
+a changed one starts the link over, `watchbridge.accounts`), then the cheap question
 (`unchanged`, at most one request), reads only when something moved (`read`, a delta merged onto
 the last run's baseline unless a full read is due), lets each reader look closer where the two
 sides disagree (`refine`), then plans. Readers hold their clients; the engine saves the cursors a
@@ -44,6 +45,13 @@ class SideReader(Protocol):
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """The cheap "anything changed since `cursors`?" check: at most one request."""
+        ...
+
+    async def account(self, profile: str, reading: bool) -> str | None:
+        """Whose data this side is for `profile` (`accounts.py`): an identity, or None when
+        it is not known (or noted elsewhere). Asked before the cheap check, then again when
+        a read follows (`reading`); a reader whose answer costs a request answers only then,
+        so that a run with nothing new stays at one request."""
         ...
 
     async def read(

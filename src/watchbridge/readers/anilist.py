@@ -64,6 +64,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from watchbridge.accounts import identity_of
 from watchbridge.anime import (
     PARTIAL,
     PENDING,
@@ -616,6 +617,9 @@ class AniListReader:
     def requests_sent(self) -> int:
         seasons = self.seasons.requests_sent if self.seasons is not None else 0
         return self.client.requests_sent + seasons
+
+    async def account(self, profile: str, reading: bool) -> str | None:
+        return identity_of(f"user {await self.client.user_id(profile)}")
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """One request: the newest `updatedAt` on the list against the saved one."""

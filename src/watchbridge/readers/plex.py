@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from watchbridge import ratings
+from watchbridge.accounts import identity_of
 from watchbridge.config import Config, Link, PlexConfig, Profile
 from watchbridge.episode_numbers import (
     EpisodeNumbering,
@@ -865,6 +866,25 @@ class PlexReader:
                 )
             self._access[profile] = Access(token, account)
         return self._access[profile]
+
+    async def account(self, profile: str, reading: bool) -> str | None:
+        """The server, asked afresh (a new server may answer at the old address), and the
+        profile's account on it. Only before a read: a new server's history differs from the
+        old one's, so the cheap check reads it as a change."""
+        if not reading:
+            return None
+        machine = await self.client.identity()
+        _, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, MACHINE, self.clock())
+        if machine != cached:
+            if cached is not None:  # the accounts found by name were the old server's
+                await asyncio.to_thread(self.store.cache_forget, ACCOUNTS)
+                self._access.clear()
+                self._server_accounts = None
+            await asyncio.to_thread(
+                self.store.cache_put, ACCOUNTS, MACHINE, machine, self.clock(), ACCOUNTS_TTL
+            )
+        account = (await self.access(profile)).account_id
+        return identity_of(f"server {machine}", f"account {account}" if account else "")
 
     async def _machine_id(self) -> str:
         """This server's machine id (remembered for a week, like its accounts)."""

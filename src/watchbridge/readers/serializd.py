@@ -31,6 +31,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
 
+from watchbridge.accounts import identity_of
 from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
 from watchbridge.deliver.serializd import (
@@ -368,6 +369,9 @@ class SerializdReader:
             for v in rated.values()
             if isinstance(v, dict) and isinstance(v.get("review_id"), int)
         }
+
+    async def account(self, profile: str, reading: bool) -> str | None:
+        return identity_of(f"user {await self.client.username(profile)}")
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """Nothing new in the diary, and nothing delivered since the last read (a delivered

@@ -76,6 +76,9 @@ class TraktReader:
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         return (await self._stamps(profile))["all"] == cursors.get("all")
 
+    async def account(self, profile: str, reading: bool) -> str | None:
+        return None  # noted when the profile signs in (`watchbridge auth trakt`)
+
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:

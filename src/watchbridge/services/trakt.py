@@ -546,6 +546,7 @@ class TraktClient:
         self.seeded = seeded_refresh_tokens or {}
         self._storing: dict[str, asyncio.Task[None]] = {}  # see `_store_soon`
         self._refresh_failed_at: dict[str, float] = {}  # profile -> a refresh lost to an outage
+        self.signed_in_as: dict[str, str] = {}  # profile -> the account's uuid (or slug)
         self.http = HttpClient(
             SERVICE,
             config.api_url,
@@ -688,7 +689,11 @@ class TraktClient:
     async def check_vip(self, profile: str) -> dict[str, Any]:
         """Read /users/settings once: detects an app or account Trakt will not serve."""
         response = await self._call(profile, "GET", "/users/settings")
-        return dict(response.json())
+        settings = dict(response.json())
+        ids = (settings.get("user") or {}).get("ids") or {}
+        if account := str(ids.get("uuid") or ids.get("slug") or ""):
+            self.signed_in_as[profile] = account
+        return settings
 
     def _save(self, profile: str, tokens: TokenSet) -> None:
         self.tokens.put_token(SERVICE, profile, tokens.to_dict(), self.clock())

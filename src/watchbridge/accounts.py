@@ -1,0 +1,110 @@
+"""Whose data a profile's side is (an account, a server), and what a change of it means.
+
+Everything kept of a service for a profile belongs to one account: what its reader saw, what
+its target wrote, the records of delivered writes, the link baselines. Read against another
+account (the profile's Serializd email changed, Trakt signed in as someone else,
+`services.plex.url` pointing at a new server), the old account's plays would read as the user's
+removals on the new one, and ids kept for the old one would name other things on the new one.
+So when a side names another account than the one on record, all of that is forgotten, and
+every link using the service starts over for the profile as on its first run: nothing is
+removed because of the change, and what only one side holds is copied across (after a review
+when the link's `first_run` is `dry-run`).
+
+An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
+profile's account on it); an empty part is one not known yet, and matches any.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from watchbridge.config import Config
+from watchbridge.store import ACCOUNT_CURSOR, Store
+
+log = logging.getLogger(__name__)
+
+SEP = "|"
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    service: str
+    profile: str
+    before: str
+    after: str
+    links: tuple[str, ...]  # the links using the service: each starts over for the profile
+    cursors: tuple[str, ...]  # cursors of those links kept under any service's name
+
+    def describe(self) -> str:
+        return (
+            f"profile {self.profile}: {self.service} is now {shown(self.after)} "
+            f"(was {shown(self.before)})"
+        )
+
+    def message(self) -> str:
+        links = ", ".join(self.links) or "no link"
+        return (
+            f"{self.describe()}; what watchbridge kept of the old one is forgotten, and "
+            f"{links} start(s) over for this profile as on a first run: nothing is removed "
+            "because of the change, and what only one side holds is copied to the other"
+        )
+
+    def not_sent(self) -> str:
+        return (
+            f"not sent: it names a record of the {self.service} account profile "
+            f"{self.profile} used before ({shown(self.before)})"
+        )
+
+
+def identity_of(*parts: str) -> str:
+    return SEP.join(parts)
+
+
+def shown(account: str) -> str:
+    return ", ".join(part for part in account.split(SEP) if part) or "unknown"
+
+
+def same_account(before: str, after: str) -> bool:
+    """Whether two identities can name one account: equal in every part both know. Pure."""
+    pairs = zip_longest(before.split(SEP), after.split(SEP), fillvalue="")
+    return all(not old or not new or old == new for old, new in pairs)
+
+
+def merged(before: str, after: str) -> str:
+    """`after`, with the parts it does not know taken from `before`. Pure."""
+    pairs = zip_longest(before.split(SEP), after.split(SEP), fillvalue="")
+    return SEP.join(new or old for old, new in pairs)
+
+
+def links_using(config: Config, service: str) -> tuple[str, ...]:
+    return tuple(sorted(name for name, link in config.links.items() if service in link.services))
+
+
+def note_account(
+    store: Store, config: Config, service: str, profile: str, seen: str, now: float
+) -> AccountChange | None:
+    """Remember that `profile`'s `service` is the account `seen`; when the one on record is
+    another, start the side over (see the module; once, however many runs saw it) and return
+    the change. The first account
+    seen (a new profile, or a database from a release that did not keep it) is only
+    remembered."""
+    if not seen.strip(SEP):
+        return None
+    before = store.get_cursor(service, profile, ACCOUNT_CURSOR)
+    if before is None or same_account(before, seen):
+        kept = seen if before is None else merged(before, seen)
+        if kept != before:
+            store.set_cursor(service, profile, ACCOUNT_CURSOR, kept, now)
+        return None
+    from watchbridge.plexlink import list_cursors  # heavy; readers import this module
+
+    links = links_using(config, service)
+    cursors: Sequence[str] = [c for link in links for c in (f"link:{link}", *list_cursors(link))]
+    change = AccountChange(service, profile, before, seen, links, tuple(cursors))
+    dead = store.start_over(change, now)
+    if dead >= 0:  # else another run saw the change first and started over
+        log.warning(change.message(), extra={"profile": profile, "removals_not_sent": dead})
+    return change

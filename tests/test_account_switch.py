@@ -1,0 +1,305 @@
+"""A profile's account behind a link changes (another Serializd account, another Trakt
+account, another Plex server): what watchbridge remembered of the old one must not read as the
+user's removals on the new one. The link starts over as on its first run: nothing is removed
+because of the change, and what only one side holds is copied to the other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.plex import FakePlex
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, use_fast_readers
+from tests.test_sync_plex import setup as setup_plex_link
+from tests.test_sync_plex import sync as sync_plex
+from tests.test_sync_plex import trakt_plays as plex_trakt_plays
+from tests.test_sync_scenarios import (
+    BB,
+    TraktApp,
+    breaking_bad_on_serializd,
+    breaking_bad_on_trakt,
+    diary_plays,
+    entry,
+    four_plays_on_both_sides,
+    log,
+    trakt_plays,
+)
+from watchbridge.accounts import merged, note_account, same_account
+from watchbridge.config import Config, parse_config
+from watchbridge.store import OutboxItem, Store
+from watchbridge.sync import NeedsReview, run_link
+
+pytestmark = pytest.mark.anyio
+
+BOB = ("bob@example.com", "another long passphrase", "bob_tv")
+RigFactory = Callable[..., Rig]
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_an_identity_part_not_known_yet_matches_any() -> None:
+    assert same_account("server a|account 1", "server a|")
+    assert same_account("server a|", "server a|account 1")
+    assert not same_account("server a|account 1", "server b|account 1")
+    assert not same_account("server a|account 1", "server a|account 2")
+    assert merged("server a|account 1", "server a|") == "server a|account 1"
+
+
+def test_starting_over_forgets_the_profiles_side_and_its_links_only(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "wb.db")
+    now = time.time()
+    store.set_cursor("serializd", "me", "account", "user alice", now)
+    kept = [
+        ("serializd", "you", "plays"),  # another profile's
+        ("trakt", "me", "plays"),  # the profile's other service (its own memory)
+        ("trakt", "me", "link:plex-trakt:plays"),  # a link without serializd
+    ]
+    gone = [
+        ("serializd", "me", "plays"),
+        ("serializd", "me", "link:ts:plays"),
+        ("trakt", "me", "link:ts:plays"),  # the other side of a link using serializd
+        ("watchbridge", "me", "link:ts:tombstones"),
+        ("link:ts", "me", "watchlist"),
+    ]
+    for service, profile, collection in kept + gone:
+        store.mirror_put(service, profile, collection, {"k": {}}, now)
+    store.set_cursor("trakt", "me", "link:ts", "{}", now)
+    store.set_cursor("trakt", "me", "watchlist_check:ts", "x", now)
+    store.set_cursor("trakt", "me", "link:plex-trakt", "{}", now)
+
+    change = note_account(store, link_config("ts"), "serializd", "me", "user bob", now)
+
+    assert change is not None and change.links == ("ts",)
+    assert all(store.mirror_get(*where) for where in kept)
+    assert not any(store.mirror_get(*where) for where in gone)
+    assert store.get_cursor("trakt", "me", "link:ts") is None
+    assert store.get_cursor("trakt", "me", "watchlist_check:ts") is None
+    assert store.get_cursor("trakt", "me", "link:plex-trakt") == "{}"
+    assert store.get_cursor("serializd", "me", "account") == "user bob"
+    assert note_account(store, link_config("ts"), "serializd", "me", "user bob", now) is None
+    store.close()
+
+
+def link_config(name: str) -> Config:
+    return parse_config(
+        f"""services: {{trakt: {{client_id: c}}, serializd: {{}}}}
+profiles:
+  me: {{accounts: {{trakt: {{}}, serializd: {{email: a@b.c, password: p}}}}}}
+links:
+  {name}: {{services: [trakt, serializd]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    return breaking_bad_on_trakt(start_fake)
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
+    return breaking_bad_on_serializd(start_fake)
+
+
+@pytest.fixture
+def app(trakt: FakeTrakt) -> Iterator[TraktApp]:
+    app = TraktApp(trakt)
+    yield app
+    app.http.close()
+
+
+@pytest.fixture
+async def make_rig(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RigFactory]:
+    """`make_rig(account=BOB[:2], first_run="dry-run")`: the link on one database, signed in
+    to Serializd as `account` (default alice), to Trakt as its default user unless
+    `signed_in` (already, with the CLI)."""
+    use_fast_readers(monkeypatch)
+    rigs: list[Rig] = []
+
+    def make(account: tuple[str, str] = ALICE[:2], signed_in: bool = False, **options: Any) -> Rig:
+        if rigs:
+            rigs[-1].runtime.close()
+        settings = {"first_run": "apply", "max_removal_share": 0.5, **options}
+        extra = "".join(f", {k}: {v}" for k, v in settings.items())
+        rigs.append(open_rig(tmp_path, trakt, serializd, extra, account, not signed_in))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        await rig.aclose()
+
+
+async def test_another_serializd_account_removes_nothing_from_trakt(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    log(serializd, 1, 2, "2024-01-02T20:00:00.000Z")
+    await make_rig().sync_and_deliver()
+    assert len(trakt_plays(trakt)) == 2
+    bob = serializd.add_user(*BOB)
+
+    rig = make_rig(account=BOB[:2])
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # the daily full read
+
+    assert trakt_plays(trakt) == [(1, 1, "2024-01-01"), (1, 2, "2024-01-02")]
+    assert diary_plays_of(serializd, bob) == [(1, 1, "2024-01-01"), (1, 2, "2024-01-02")]
+
+
+async def test_another_serializd_account_waits_for_review_saying_why(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    await make_rig(first_run="dry-run").sync_and_deliver()
+    serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2], first_run="dry-run")
+
+    with pytest.raises(NeedsReview) as review:
+        await run_link(rig.runtime.config, rig.store, LINK, clock=time.time)
+
+    assert "serializd is now user bob_tv (was user alice_tv)" in review.value.message
+    assert "nothing is removed because of the change" in review.value.message
+    assert rig.store.outbox_counts().get("pending", 0) == 0
+
+
+async def test_the_first_account_seen_is_only_remembered(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """A database from a release that kept no account: the link goes on from its state."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    with rig.store.transaction() as conn:
+        conn.execute("DELETE FROM cursors WHERE name = 'account'")
+    log(serializd, 1, 2, "2024-01-02T20:00:00.000Z")
+
+    result = await rig.sync_and_deliver()
+
+    assert not result.plans[0].started_over and not result.plans[0].first_run
+    assert [a.reason for a in result.plans[0].plan.actions] == ["new on serializd"]
+    assert rig.store.get_cursor("serializd", PROFILE, "account") == "user alice_tv"
+
+
+async def test_a_removal_queued_for_the_old_account_is_not_sent_to_the_new_one(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    rig = make_rig()
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    app.unwatch(entry(trakt, 2))
+    await rig.sync()  # queues the diary entry's removal, not delivered before the switch
+    assert [r.action for r in pending(rig)] == ["remove_play"]
+    bob = serializd.add_user(*BOB)
+
+    rig = make_rig(account=BOB[:2])
+    await rig.sync_and_deliver()
+
+    assert [p[:2] for p in diary_plays_of(serializd, bob)] == [(1, 1), (1, 3), (1, 4)]
+    [dead] = rig.store.dead_letters()
+    assert dead.action == "remove_play"
+    assert "names a record of the serializd account" in (dead.last_error or "")
+
+
+def diary_plays_of(serializd: FakeSerializd, user: Any) -> list[tuple[int, int, str]]:
+    saved, serializd.user = serializd.user, user
+    try:
+        return diary_plays(serializd)
+    finally:
+        serializd.user = saved
+
+
+def log_as(serializd: FakeSerializd, user: Any, season: int, number: int, at: str) -> None:
+    serializd.log_entry(user, BB, season, number, backdate=at)
+
+
+def pending(rig: Rig) -> list[OutboxItem]:
+    with rig.store.transaction() as conn:
+        rows = conn.execute("SELECT * FROM outbox WHERE status = 'pending'").fetchall()
+    return [OutboxItem.from_row(row) for row in rows]
+
+
+# --------------------------------------------------------------------------- another Trakt account
+
+
+async def test_signing_in_to_trakt_as_someone_else_removes_nothing_from_serializd(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    config = cli_config(tmp_path, trakt, serializd)
+    assert "is now" not in sign_in_with_the_cli(config, trakt, trakt.user)  # remembered
+    rig = make_rig(signed_in=True)
+    await rig.sync_and_deliver()
+    rig.runtime.close()
+    robin = trakt.add_user("robin")
+
+    said = sign_in_with_the_cli(config, trakt, robin)
+    rig = make_rig(signed_in=True)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+    assert [(e.item.season, e.item.number) for e in trakt.history(robin)] == [(1, 1)]
+    assert len(trakt.history()) == 1  # the first account's play stays where it is
+    assert f"trakt is now account {robin.uuid} (was account {trakt.user.uuid})" in said
+
+
+def cli_config(tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd) -> Path:
+    """The rig's config as a file, for the CLI (same database, same profile)."""
+    path = tmp_path / "watchbridge.yaml"
+    text = rig_config(tmp_path, trakt, serializd, ", first_run: apply")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sign_in_with_the_cli(config: Path, trakt: FakeTrakt, user: Any) -> str:
+    """`watchbridge auth trakt`, the code approved on Trakt as `user`; what it printed."""
+    trakt.device_interval = 0
+    command = [sys.executable, "-m", "watchbridge", "auth", "trakt", "--config", str(config)]
+    waiting = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert waiting.stdout is not None
+    code = waiting.stdout.readline().rsplit(" ", 1)[-1].strip()
+    trakt.approve_device(code, user)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    return out
+
+
+# --------------------------------------------------------------------------- another Plex server
+
+
+def test_a_new_plex_server_removes_nothing_from_trakt(tmp_path: Path, start_fake: Any) -> None:
+    """The old server retired, a fresh one set up with the same library and no watch history:
+    Trakt keeps every play, and the new server gets them."""
+    path, trakt, old = setup_plex_link(tmp_path, start_fake)
+    sync_plex(path)
+    assert len(trakt.history()) == 2
+    new = start_fake(FakePlex(machine_id="ab" * 20))
+    new.add_movie("100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    new.add_show("200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    new.add_episode("201", "200", 1, 1)
+    new.add_episode("202", "200", 1, 2)
+    path.write_text(path.read_text(encoding="utf-8").replace(old.url, new.url), encoding="utf-8")
+
+    second = sync_plex(path)
+    sync_plex(path, "--full")
+
+    assert "plex is now server abab" in second.stdout
+    assert plex_trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Movie", "2024-01-01T20:00:00.000Z"),
+    ]
+    assert new.user_state("100")["viewCount"] == 1
+    assert new.user_state("201")["viewCount"] == 1
