@@ -6,6 +6,7 @@ because of the change, and what only one side holds is copied to the other.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -35,8 +36,11 @@ from tests.test_sync_scenarios import (
 )
 from watchbridge.accounts import merged, note_account, same_account
 from watchbridge.config import Config, parse_config
+from watchbridge.deliver.plex import PlexTarget
+from watchbridge.readers.plex import plex_client
+from watchbridge.reconcile import Action
 from watchbridge.store import OutboxItem, Store
-from watchbridge.sync import NeedsReview, run_link
+from watchbridge.sync import NeedsReview, outbox_rows, run_link
 
 pytestmark = pytest.mark.anyio
 
@@ -189,7 +193,7 @@ async def test_the_first_account_seen_is_only_remembered(
 
     result = await rig.sync_and_deliver()
 
-    assert not result.plans[0].started_over and not result.plans[0].first_run
+    assert not result.plans[0].restarted and not result.plans[0].first_run
     assert [a.reason for a in result.plans[0].plan.actions] == ["new on serializd"]
     assert rig.store.get_cursor("serializd", PROFILE, "account") == "user alice_tv"
 
@@ -256,6 +260,70 @@ async def test_signing_in_to_trakt_as_someone_else_removes_nothing_from_serializ
     assert f"trakt is now account {robin.uuid} (was account {trakt.user.uuid})" in said
 
 
+async def test_signing_in_as_someone_else_over_an_older_releases_sign_in_starts_over(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """A database from a release that kept no account: the sign-in asks whose the old token
+    was before replacing it."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    rig.store.forget_cursor("trakt", PROFILE, "account")
+    rig.runtime.close()
+    robin = trakt.add_user("robin")
+
+    said = sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
+    rig = make_rig(signed_in=True)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+    assert len(trakt.history(robin)) == 1
+    assert "trakt is now account" in said
+
+
+async def test_another_trakt_account_is_noticed_by_the_next_read_when_the_sign_in_could_not_ask(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    config = cli_config(tmp_path, trakt, serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()  # its read notes the account
+    rig.runtime.close()
+    robin = trakt.add_user("robin")
+    trakt.fail_next(100, 503, route="/users/settings")
+
+    said = sign_in_with_the_cli(config, trakt, robin)
+    trakt.clear_knobs()
+    rig = make_rig(signed_in=True)
+    result = await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert "is now" not in said
+    assert "trakt is now account" in result.plans[0].restarted
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+    assert len(trakt.history(robin)) == 1
+
+
+async def test_every_review_after_a_start_over_says_why_until_it_is_applied(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    await make_rig(first_run="dry-run").sync_and_deliver()
+    serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2], first_run="dry-run")
+    for _ in range(2):
+        with pytest.raises(NeedsReview) as review:
+            await run_link(rig.runtime.config, rig.store, LINK, clock=time.time)
+        assert "serializd is now user bob_tv" in review.value.message
+
+    applied = await rig.sync_and_deliver()  # --yes
+    again = await rig.sync_and_deliver(full=True)
+
+    assert "serializd is now user bob_tv" in applied.plans[0].restarted
+    assert again.plans[0].restarted == ""
+
+
 def cli_config(tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd) -> Path:
     """The rig's config as a file, for the CLI (same database, same profile)."""
     path = tmp_path / "watchbridge.yaml"
@@ -303,3 +371,39 @@ def test_a_new_plex_server_removes_nothing_from_trakt(tmp_path: Path, start_fake
     ]
     assert new.user_state("100")["viewCount"] == 1
     assert new.user_state("201")["viewCount"] == 1
+
+
+def test_a_play_queued_for_plex_waits_while_the_server_is_another_than_its_items_came_from(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """Pointed at a new server before the link read it: the old server's ratingKeys name other
+    items there (Tron where Arrival was)."""
+    path, _, old = setup_plex_link(tmp_path, start_fake)
+    sync_plex(path)  # reads the old server: Arrival is its item 100
+    new = start_fake(FakePlex(machine_id="ab" * 20))
+    new.add_movie("100", "Tron", 1982, ["imdb://tt0084827", "tmdb://97"])
+    new.add_movie("300", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    store = Store.open(tmp_path / "watchbridge.db")
+    config = parse_config(path.read_text(encoding="utf-8").replace(old.url, new.url), path, {})
+    store.enqueue(outbox_rows("plex-trakt", "alex", (arrival_play(),))[0], time.time())
+
+    delivered = asyncio.run(deliver_to_plex(config, store))
+    store.close()
+
+    assert new.user_state("100") == {}
+    assert "the Plex server is now abab" in delivered[0]
+
+
+def arrival_play() -> Action:
+    return Action("add_play", "plex", "movie:tmdb:329865", "new on trakt", time.time() - 3600)
+
+
+async def deliver_to_plex(config: Config, store: Store) -> list[str]:
+    """Claim the Plex rows and deliver them with a target for `config`; their outcomes."""
+    target = PlexTarget(plex_client(config, store, time.time), config, store, time.time)
+    try:
+        rows = store.claim("test", time.time(), 10, ["plex"])
+        outcomes = await target.deliver(rows, time.time())
+    finally:
+        await target.aclose()
+    return [str(outcome) for outcome in outcomes.values()]

@@ -186,6 +186,29 @@ async def test_an_emby_series_id_from_another_server_is_not_taken_as_this_server
     assert here.item.show_ids.tmdb == "1396"
 
 
+async def test_a_replaced_emby_servers_series_is_asked_of_it_not_taken_from_the_old_ones(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    """services.emby.url now names a new server: its series 51801 is another show, and the
+    old server's answer, cached for a week, is not taken for it."""
+    old = sample_server(start_fake, "emby")
+    new = start_fake(FakeJellyfin("emby", server_id=OTHER_EMBY_SERVER))
+    assert isinstance(new, FakeJellyfin)
+    new.add_series(EMBY_SERIES, "Frieren", Tmdb="209867", Tvdb="424536")
+    found = []
+    for server in (old, new):
+        client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
+        try:
+            enricher = Enricher(store, clock, emby=client)
+            webhook = await enricher.enrich(
+                emby_episode(), SHOW_TMDB, "emby", from_server=server.server_id
+            )
+        finally:
+            await client.aclose()
+        found.append(webhook.item.show_ids.tmdb)
+    assert found == ["1396", "209867"]
+
+
 async def test_an_item_the_target_can_already_use_makes_no_request(
     enricher: Enricher, jellyfin_server: FakeJellyfin
 ) -> None:

@@ -27,6 +27,13 @@ from watchbridge.store import ACCOUNT_CURSOR, Store
 log = logging.getLogger(__name__)
 
 SEP = "|"
+ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
+
+
+def restarted_cursor(link: str) -> str:
+    """The cursor (ENGINE, profile, this) saying why `link` starts over for the profile, kept
+    until the link's first run after it is applied (its review says so meanwhile)."""
+    return f"restarted:{link}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,10 @@ class AccountChange:
             f"{links} start(s) over for this profile as on a first run: nothing is removed "
             "because of the change, and what only one side holds is copied to the other"
         )
+
+    def notes(self) -> tuple[tuple[str, str, str], ...]:
+        """(service, name, value) of the cursors saying why each link starts over."""
+        return tuple((ENGINE, restarted_cursor(link), self.message()) for link in self.links)
 
     def not_sent(self) -> str:
         return (

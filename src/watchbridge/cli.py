@@ -470,6 +470,7 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
     from watchbridge.accounts import identity_of, note_account
     from watchbridge.services.trakt import DeviceCode, TraktClient
+    from watchbridge.store import ACCOUNT_CURSOR
 
     config = _load(config_path)
     if config.services.trakt is None:
@@ -486,17 +487,27 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     with _open_store(config, create=True) as store:
         client = TraktClient(config.services.trakt, store)
 
-        async def sign_in() -> None:
+        async def whose() -> str | None:
+            """The account signed in now, if Trakt says (else the next link run asks)."""
+            with contextlib.suppress(WatchbridgeError):
+                if account := await client.account(name):
+                    return identity_of(f"account {account}")
+            return None
+
+        async def sign_in() -> tuple[str | None, str | None]:
             try:
+                # A sign-in of an older release: whose it was, so that another's is noticed.
+                known = store.get_cursor("trakt", name, ACCOUNT_CURSOR) is not None
+                before = None if known or not store.get_token("trakt", name) else await whose()
                 await client.sign_in(name, show)
+                return before, await whose()
             finally:
                 await client.aclose()
 
-        asyncio.run(sign_in())
+        before, after = asyncio.run(sign_in())
         click.echo(f"profile {name} is signed in to Trakt")
-        if account := client.signed_in_as.get(name):
-            seen = identity_of(f"account {account}")
-            change = note_account(store, config, "trakt", name, seen, time.time())
+        for seen in (before, after):
+            change = note_account(store, config, "trakt", name, seen or "", time.time())
             if change is not None:
                 click.echo(change.message())
 
@@ -910,8 +921,8 @@ def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
         click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
-        for change in result.started_over:
-            click.echo(f"  {change.message()}")
+        if result.restarted:
+            click.echo(f"  {result.restarted}")
         for side, count in sorted(result.plan.out_of_catalog.items()):
             click.echo(
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"

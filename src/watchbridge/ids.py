@@ -625,7 +625,7 @@ class SeriesEnricher:
         if not key:
             return item, None
         try:
-            found = await self._read(key, movie)
+            found = await self._read(key, movie, from_server)
         except ServiceError as exc:
             log.warning(
                 "series lookup failed",
@@ -640,12 +640,13 @@ class SeriesEnricher:
             ), None
         return merge_series(item, found), None
 
-    async def _read(self, item_id: str, movie: bool) -> Series | None:
-        """The series (or the movie) with this server id, cached."""
+    async def _read(self, item_id: str, movie: bool, from_server: str | None) -> Series | None:
+        """The series (or the movie) with this server id, cached. A cached answer of another
+        server (the one this replaced: another item by the same id) is read again."""
         cached_id = f"{MOVIE_KEY}{item_id}" if movie else item_id
         lookup = f"{self.server}:{cached_id}"
         hit, cached = cached_series(self.cache, self.server, cached_id, self.clock())
-        if hit:
+        if hit and (cached is None or same_server(cached.server, from_server)):
             return cached
         read = self.client.movie if movie else self.client.series
         found = await read(item_id)

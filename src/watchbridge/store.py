@@ -1623,6 +1623,13 @@ class Store:
                 (service, profile, name, value, now),
             )
 
+    def forget_cursor(self, service: str, profile: str, name: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM cursors WHERE service = ? AND profile = ? AND name = ?",
+                (service, profile, name),
+            )
+
     def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]:
         """(hit, value). A cached "not found" is a hit whose value is None."""
         rows = self._query(
@@ -1867,10 +1874,11 @@ class Store:
                 " AND coalesce(json_extract(payload, '$.record'), '') != ''",
                 (now, change.not_sent(), service, profile),
             ).rowcount
-            conn.execute(
-                "INSERT INTO cursors (service, profile, name, value, updated_at)"
+            notes = [(service, ACCOUNT_CURSOR, change.after), *change.notes()]
+            conn.executemany(
+                "INSERT OR REPLACE INTO cursors (service, profile, name, value, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (service, profile, ACCOUNT_CURSOR, change.after, now),
+                [(where, profile, name, value, now) for where, name, value in notes],
             )
             return int(dead)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from watchbridge.accounts import AccountChange, note_account
+from watchbridge.accounts import ENGINE, note_account, restarted_cursor
 from watchbridge.config import Config, Link, has_accounts
 from watchbridge.errors import WatchbridgeError
 from watchbridge.guard import BEFORE_CONFIRMING
@@ -62,7 +62,7 @@ class ProfilePlan:
     unchanged: bool = False  # the cheap checks said nothing changed: nothing was read
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None  # see SideRead
     narrowed: bool = False  # planned for some AniList entries only: moves no baseline
-    started_over: tuple[AccountChange, ...] = ()  # sides whose account changed: a first run
+    restarted: str = ""  # why the link started over (an account changed), until applied
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -337,7 +337,7 @@ async def _plan_profile(
     narrow: tuple[Narrower, Narrowing] | None = None,
 ) -> ProfilePlan:
     # First: a side read as another account (its cheap check may say "unchanged") starts over.
-    started_over = await _note_accounts(config, store, profile, readers, clock, reading=False)
+    await _note_accounts(config, store, profile, readers, clock, reading=False)
     services = [reader.service for reader in readers]
     saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
@@ -348,11 +348,12 @@ async def _plan_profile(
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
         if all(checks):
             return _unchanged_plan(profile)
-    started_now = await _note_accounts(config, store, profile, readers, clock, reading=True)
-    if started_now:  # the link's state is gone: read everything, as on a first run
+    if await _note_accounts(config, store, profile, readers, clock, reading=True):
+        # The link's state is gone: read everything, as on a first run.
         saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
         full = True
-    started_over += started_now
+    why = restarted_cursor(name)
+    restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     first_run = not any(_holds_state(side) for side in baseline.values())
     full = full or not baseline
@@ -393,7 +394,7 @@ async def _plan_profile(
         frozen=frozen,
         listings=next((r.listings for r in reads.values() if r.listings is not None), None),
         narrowed=narrow is not None,
-        started_over=started_over,
+        restarted=restarted,
     )
 
 
@@ -404,9 +405,10 @@ async def _note_accounts(
     readers: list[SideReader],
     clock: Callable[[], float],
     reading: bool,
-) -> tuple[AccountChange, ...]:
-    """Ask each side whose account it is, and start over where it changed (`accounts.py`)."""
-    changes = []
+) -> bool:
+    """Ask each side whose account it is, and start over where it changed (`accounts.py`);
+    whether any did."""
+    changed = False
     for reader in readers:
         seen = await reader.account(profile, reading)
         if seen is None:
@@ -414,9 +416,8 @@ async def _note_accounts(
         change = await asyncio.to_thread(
             note_account, store, config, reader.service, profile, seen, clock()
         )
-        if change is not None:
-            changes.append(change)
-    return tuple(changes)
+        changed = changed or change is not None
+    return changed
 
 
 def _waiting(
@@ -457,9 +458,6 @@ def _holds_state(side: Side) -> bool:
     """Whether a baseline side comes from an applied run (not only plays a narrowed run
     queued for it)."""
     return bool(side.ratings) or any(not p.record.startswith(EXPECTED) for p in side.plays)
-
-
-ENGINE = "watchbridge"  # cursors of the engine itself (when the last full read was)
 
 
 def load_cursors(store: Store, link: str, service: str, profile: str) -> dict[str, str]:
@@ -525,6 +523,8 @@ def _apply(
         moved = {s: v for s, v in result.current.items() if s not in result.frozen}
         save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
         save_cursors(store, name, result.profile, result.cursors, now)
+        if result.restarted:  # started over, and now applied: no longer a review's reason
+            store.forget_cursor(ENGINE, result.profile, restarted_cursor(name))
         # Held removals were not made: their tombstones would hide them from the next run.
         save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return queued
@@ -696,8 +696,8 @@ async def run_link(
         if waiting:
             everyone = not applying and not unread
             message = review_message(name, waiting, everyone, others_fail=bool(unread))
-            changes = [c.message() for p in plans if p.profile in waiting for c in p.started_over]
-            message = "; ".join([*changes, message])
+            why = [p.restarted for p in plans if p.profile in waiting and p.restarted]
+            message = "; ".join([*why, message])
             # A profile that failed beside the review is a failure all the same (counted).
             await asyncio.to_thread(
                 store.finish_run,

@@ -46,6 +46,7 @@ from watchbridge.readers.plex import (
     HISTORY,
     HISTORY_PREFIX,
     KEYS,
+    KEYS_FROM,
     PLAYS,
     RETIRED,
     SERVICE,
@@ -95,6 +96,7 @@ class PlexTarget:
         self.store = store
         self.clock = clock
         self.tokens = ServerTokens(config, store, client, clock)
+        self._machine: str | None = None  # the server's machine id, asked once per round
 
     async def aclose(self) -> None:
         await self.tokens.aclose()
@@ -102,6 +104,7 @@ class PlexTarget:
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         self.tokens.new_round()  # a token revoked tomorrow is found again tomorrow
+        self._machine = None
         return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
 
     async def _deliver_profile(
@@ -116,6 +119,10 @@ class PlexTarget:
                 "as it would land in the server owner's account"
             )
             outcomes.update((row.id, gone) for row in rows)
+            return
+        replaced = await self._replaced(profile)
+        if replaced is not None:
+            outcomes.update((row.id, Retry(replaced, NOT_READ_RETRY)) for row in rows)
             return
         token = await self.tokens.token(profile)
         person = await asyncio.to_thread(self._person, profile, token)
@@ -139,6 +146,22 @@ class PlexTarget:
             return Retry(exc.message)
         log.error("unexpected error delivering to Plex", exc_info=exc)
         return Retry(f"internal error: {type(exc).__name__}")
+
+    async def _replaced(self, profile: str) -> str | None:
+        """Why nothing may be written for `profile` now: the server is another than the one
+        its items were last read from (their ratingKeys name other items there). The server
+        is asked once per round, and only when that one is known."""
+        read_from = await asyncio.to_thread(self.store.get_cursor, SERVICE, profile, KEYS_FROM)
+        if read_from is None:
+            return None
+        if self._machine is None:
+            self._machine = await self.client.identity()
+        if read_from == self._machine:
+            return None
+        return (
+            f"the Plex server is now {self._machine} (its items were read from {read_from}): "
+            "written once the link's next run has read its libraries"
+        )
 
     def _person(self, profile: str, token: str | None) -> Person:
         get = self.store.mirror_get

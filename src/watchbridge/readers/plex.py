@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 SERVICE = "plex"
 OWNER_ACCOUNT = "1"  # the server owner's server-local account id
 KEYS = "keys"  # item key -> {"rating_keys": [...], "watched_at": lastViewedAt or None}
+KEYS_FROM = "keys_from"  # cursor: the machine id of the server `keys` was read from
 PLAYS = "plays"  # record -> {"item", "at", "rating_key"}: the plays of the last read
 WRITTEN = "written"  # record -> Written, see below
 SYNTHETIC = "synthetic"  # record -> {"rating_key", "at", "removed"}: plays with no history row
@@ -834,6 +835,7 @@ class PlexReader:
         )
         self._access: dict[str, Access] = {}
         self._server_accounts: dict[str, str] | None = None
+        self._machine: str | None = None  # asked this run (`account`)
 
     @property
     def requests_sent(self) -> int:
@@ -873,7 +875,7 @@ class PlexReader:
         old one's, so the cheap check reads it as a change."""
         if not reading:
             return None
-        machine = await self.client.identity()
+        machine = self._machine = await self.client.identity()
         _, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, MACHINE, self.clock())
         if machine != cached:
             if cached is not None:  # the accounts found by name were the old server's
@@ -968,7 +970,7 @@ class PlexReader:
         built = build_side(
             library, history, memory, "ratings" in kinds, listed_at, numbered, before
         )
-        await asyncio.to_thread(self._remember, profile, built)
+        await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         return SideRead(built.side, {"history": cursor}, listed, built.aliases)
 
@@ -1129,9 +1131,14 @@ class PlexReader:
             frozenset(self.store.mirror_get(SERVICE, profile, RETIRED)),
         )
 
-    def _remember(self, profile: str, built: Built) -> None:
+    def _remember(self, profile: str, built: Built, machine: str | None) -> None:
+        """`machine`: the server read, when this run asked (`account`)."""
         now, store, memory = self.clock(), self.store, built.memory
         store.mirror_replace(SERVICE, profile, KEYS, built.keys, now)
+        if machine is None:
+            store.forget_cursor(SERVICE, profile, KEYS_FROM)
+        else:
+            store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
         store.mirror_replace(SERVICE, profile, PLAYS, built.plays, now)
         store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
         store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from watchbridge.accounts import identity_of
 from watchbridge.config import Config, Link
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
@@ -77,7 +78,12 @@ class TraktReader:
         return (await self._stamps(profile))["all"] == cursors.get("all")
 
     async def account(self, profile: str, reading: bool) -> str | None:
-        return None  # noted when the profile signs in (`watchbridge auth trakt`)
+        """Before a read (at most one request per sign-in token): a Trakt account of another
+        person reads as plays gone."""
+        if not reading:
+            return None
+        account = await self.client.account(profile)
+        return identity_of(f"account {account}") if account else None
 
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import sqlite3
 import time
@@ -31,6 +32,8 @@ from watchbridge.model import Ids, MediaRef
 SERVICE = "trakt"
 HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what works (§9)
 UPGRADE_URL = "https://app.trakt.tv/vip"
+ACCOUNT_CACHE = "trakt-account"  # a hash of an access token -> the account it signs in to
+ACCOUNT_TTL = 365 * 86400.0  # a token names one account for its whole life
 
 
 class TraktError(ServiceError):
@@ -685,6 +688,30 @@ class TraktClient:
             elif status in messages:
                 raise TraktAuthError(SERVICE, messages[status])
         raise TraktAuthError(SERVICE, messages["expired"])
+
+    async def account(self, profile: str) -> str | None:
+        """The account `profile` is signed in to (its uuid, else its slug): asked of Trakt
+        (`/users/settings`) once per access token."""
+        cached = self._account_cached(profile)
+        if cached is not None:
+            return cached
+        await self.check_vip(profile)
+        account = self.signed_in_as.get(profile)
+        lookup = self._token_hash(profile)  # after a refresh the call may have made
+        if account is not None and lookup is not None:
+            self.tokens.cache_put(ACCOUNT_CACHE, lookup, account, self.clock(), ACCOUNT_TTL)
+        return account
+
+    def _account_cached(self, profile: str) -> str | None:
+        lookup = self._token_hash(profile)
+        if lookup is None:
+            return None
+        hit, cached = self.tokens.cache_get(ACCOUNT_CACHE, lookup, self.clock())
+        return str(cached) if hit and cached else None
+
+    def _token_hash(self, profile: str) -> str | None:
+        token = (self.tokens.get_token(SERVICE, profile) or {}).get("access_token")
+        return hashlib.sha256(str(token).encode()).hexdigest()[:32] if token else None
 
     async def check_vip(self, profile: str) -> dict[str, Any]:
         """Read /users/settings once: detects an app or account Trakt will not serve."""
