@@ -14,6 +14,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
 from watchbridge import serializdlist
+from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
 from watchbridge.catalogue import SEASONS_CACHE
 from watchbridge.config import Link, Secret, SerializdAccount, parse_config
@@ -615,3 +616,29 @@ async def test_serializd_is_asked_about_a_show_it_lacks_once_a_day_not_per_play(
         enqueue(runtime, "play", item, clock() - 600 + number)
     await drain(worker, runtime, clock, passes=1)
     assert fake.count("GET", "/api/show/99999901") == 1
+
+
+async def test_a_rating_sent_to_the_profiles_previous_account_goes_to_its_new_one(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """The profile's Serializd email changed (webhooks only, no link to notice): what was
+    sent to the old account says nothing of the new one."""
+    services = runtime.config.services.serializd
+    assert services is not None
+    bob = fake.add_user("bob@example.com", "another long passphrase", "bob_tv")
+    for email, password in ((EMAIL, PASSWORD), (bob.email, bob.password)):
+        account = SerializdAccount(email, Secret(password))
+        client = SerializdClient(
+            services, runtime.store, accounts={"me": account}, clock=clock, requests_per_second=1000
+        )
+        notes = AccountNotes(runtime.store, runtime.config, clock)
+        target = SerializdTarget(client, runtime.store, runtime.config.delivery, clock, None, notes)
+        enqueue(runtime, "rating", episode(4), clock() - 60, rating=80, sent_as=email)
+        worker = DeliveryWorker(lambda _, target=target: [target], runtime.config.delivery)
+        worker.targets = {target.name: target}
+        try:
+            await drain(worker, runtime, clock, passes=2)
+        finally:
+            await target.aclose()
+    assert [r.rating for r in fake.diary()] == [to_serializd(80)]  # alice's
+    assert [r.rating for r in fake.diary(bob)] == [to_serializd(80)]

@@ -16,17 +16,19 @@ profile's account on it); an empty part is one not known yet, and matches any.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
 from watchbridge.config import Config
-from watchbridge.store import ACCOUNT_CURSOR, Store
+from watchbridge.store import ACCOUNT_CURSOR, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
 SEP = "|"
+REMOVALS = ("remove_play", "remove_rating")
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
 
 
@@ -119,3 +121,26 @@ def note_account(
     if dead >= 0:  # else another run saw the change first and started over
         log.warning(change.message(), extra={"profile": profile, "removals_not_sent": dead})
     return change
+
+
+class AccountNotes:
+    """`note_account` for the delivery targets, which see only the delivery settings: a
+    target that learns whose account it writes to (a Serializd sign-in's username, an AniList
+    token's user) notes it before it writes, so a setup with webhooks only notices too."""
+
+    def __init__(self, store: Store, config: Config, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+
+    async def note(self, service: str, profile: str, seen: str) -> AccountChange | None:
+        now = self.clock()
+        return await asyncio.to_thread(
+            note_account, self.store, self.config, service, profile, seen, now
+        )
+
+
+def for_the_old_account(rows: Sequence[OutboxItem]) -> list[OutboxItem]:
+    """The rows of a batch that name records of the account used before (removals): not to
+    be sent to the new one. Pure."""
+    return [row for row in rows if row.action in REMOVALS and row.payload.get("record")]

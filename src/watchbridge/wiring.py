@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Litestar
 
 from watchbridge import statuspage, webhooks
+from watchbridge.accounts import AccountNotes
 from watchbridge.alerts import Notifier
 from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
@@ -127,6 +128,7 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
     anilist_wanted = runtime.config.services.anilist is not None
     wanted = client is not None or serializd is not None or anilist_wanted
     ids = enricher(runtime, client) if wanted else None
+    accounts = AccountNotes(runtime.store, runtime.config, runtime.clock)
     if client is not None:
         targets.append(
             TraktTarget(client, runtime.store, runtime.config.delivery, runtime.clock, enricher=ids)
@@ -134,7 +136,12 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
     if serializd is not None:
         targets.append(
             SerializdTarget(
-                serializd, runtime.store, runtime.config.delivery, runtime.clock, enricher=ids
+                serializd,
+                runtime.store,
+                runtime.config.delivery,
+                runtime.clock,
+                enricher=ids,
+                accounts=accounts,
             )
         )
     plex_writer = plex_client(runtime.config, runtime)  # its own client: per-profile tokens
@@ -161,6 +168,7 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
                 ),
                 enricher=ids,
                 renumber=tmdb_renumber(serializd, runtime, ids),
+                accounts=accounts,
             )
         )
     return targets

@@ -60,6 +60,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from watchbridge import ratings
+from watchbridge.accounts import AccountNotes, identity_of
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.config import DeliveryConfig
@@ -73,6 +74,7 @@ from watchbridge.deliver.worker import (
     enriched,
     per_profile,
     service_hold,
+    without_the_old_accounts,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
@@ -575,7 +577,9 @@ class AniListTarget:
         seasons: SeasonSources | None = None,
         enricher: Enricher | None = None,
         renumber: Renumber | None = None,
+        accounts: AccountNotes | None = None,
     ) -> None:
+        self.accounts = accounts
         self.client = client
         self.store = store
         self.config = config
@@ -634,6 +638,11 @@ class AniListTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
+        if self.accounts is not None:
+            seen = identity_of(f"user {await self.client.user_id(profile)}")
+            change = await self.accounts.note(NAME, profile, seen)
+            if change is not None:
+                rows = without_the_old_accounts(change, rows, outcomes)
         shared = await self.reverse()
         await self._recheck_skipped(profile, shared)
         entries: dict[int, ListEntry] | None = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge import ratings
+from watchbridge.accounts import AccountNotes, identity_of
 from watchbridge.catalogue import SEASONS_CACHE, season_map, tmdb_numbered
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
@@ -34,6 +35,7 @@ from watchbridge.deliver.worker import (
     per_profile,
     service_hold,
     unsure,
+    without_the_old_accounts,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
@@ -129,12 +131,14 @@ class SerializdTarget:
         config: DeliveryConfig,
         clock: Callable[[], float],
         enricher: Enricher | None = None,
+        accounts: AccountNotes | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.config = config
         self.clock = clock
         self.enricher = enricher  # finds the show's TMDB id webhooks leave out
+        self.accounts = accounts
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -157,6 +161,11 @@ class SerializdTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
+        if self.accounts is not None:
+            seen = identity_of(f"user {await self.client.username(profile)}")
+            change = await self.accounts.note(NAME, profile, seen)
+            if change is not None:
+                rows = without_the_old_accounts(change, rows, outcomes)
         ledger = Ledger(profile)
         ticks: dict[tuple[int, int], list[tuple[OutboxItem, Tick]]] = defaultdict(list)
         # A failure that stops the batch leaves the plays waiting for their tick undecided:

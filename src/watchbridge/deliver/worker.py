@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+from watchbridge.accounts import AccountChange, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
@@ -98,6 +99,16 @@ class Target(Protocol):
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]: ...
 
     async def aclose(self) -> None: ...
+
+
+def without_the_old_accounts(
+    change: AccountChange, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
+) -> list[OutboxItem]:
+    """`rows`, less those naming records of the account used before `change` (removals):
+    those are made dead letters, never sent to the new account."""
+    stale = {row.id for row in for_the_old_account(rows)}
+    outcomes.update((row_id, Dead(change.not_sent())) for row_id in stale)
+    return [row for row in rows if row.id not in stale]
 
 
 async def per_profile(
