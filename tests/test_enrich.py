@@ -209,6 +209,20 @@ async def test_a_replaced_emby_servers_series_is_asked_of_it_not_taken_from_the_
     assert found == ["1396", "209867"]
 
 
+async def test_webhooks_of_an_unconfigured_server_ask_the_configured_one_once(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    server = sample_server(start_fake, "emby")
+    client = MediaServerClient(EmbyConfig(url=server.url, api_key=Secret(API_KEY)))
+    enricher = Enricher(store, clock, emby=client)
+    try:
+        for _ in range(5):
+            await enricher.enrich(emby_episode(), SHOW_TMDB, "emby", from_server=OTHER_EMBY_SERVER)
+    finally:
+        await client.aclose()
+    assert len(server.requests) == 1
+
+
 async def test_an_item_the_target_can_already_use_makes_no_request(
     enricher: Enricher, jellyfin_server: FakeJellyfin
 ) -> None:

@@ -129,6 +129,24 @@ async def test_sign_in_holds_when_only_the_vip_check_meets_an_outage(
     assert store.get_token("trakt", PROFILE)["access_token"] == tokens.access_token
 
 
+async def test_whose_account_a_sign_in_is_is_asked_once_per_token(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    sign_in_trakt(store, trakt, PROFILE)
+    assert await client.account(PROFILE) == trakt.user.uuid
+    assert await client.account(PROFILE) == trakt.user.uuid
+    assert trakt.count("GET", "/users/settings") == 1
+
+
+async def test_a_settings_answer_that_is_no_json_is_a_clear_error(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    sign_in_trakt(store, trakt, PROFILE)
+    trakt.fail_next(1, 200, body="<html>sign in to the proxy</html>", route="GET /users/settings")
+    with pytest.raises(TraktError, match="/users/settings answered something else than JSON"):
+        await client.account(PROFILE)
+
+
 async def test_not_signed_in_says_how_to_sign_in(client: TraktClient) -> None:
     with pytest.raises(TraktAuthError, match="watchbridge auth trakt --profile me"):
         await client.last_activities(PROFILE)

@@ -22,13 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
-from watchbridge.config import Config
+from watchbridge.config import Config, link_profiles
 from watchbridge.store import ACCOUNT_CURSOR, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
 SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
+UNKNOWN_SIGN_IN = "an earlier sign-in"  # an account the service could not tell of
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
 
 
@@ -92,8 +93,15 @@ def merged(before: str, after: str) -> str:
     return SEP.join(new or old for old, new in pairs)
 
 
-def links_using(config: Config, service: str) -> tuple[str, ...]:
-    return tuple(sorted(name for name, link in config.links.items() if service in link.services))
+def links_using(config: Config, service: str, profile: str) -> tuple[str, ...]:
+    """The links that sync `service` for `profile`."""
+    return tuple(
+        sorted(
+            name
+            for name, link in config.links.items()
+            if service in link.services and profile in link_profiles(config, link)
+        )
+    )
 
 
 def note_account(
@@ -114,7 +122,7 @@ def note_account(
         return None
     from watchbridge.plexlink import list_cursors  # heavy; readers import this module
 
-    links = links_using(config, service)
+    links = links_using(config, service, profile)
     cursors: Sequence[str] = [c for link in links for c in (f"link:{link}", *list_cursors(link))]
     change = AccountChange(service, profile, before, seen, links, tuple(cursors))
     dead = store.start_over(change, now)

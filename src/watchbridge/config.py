@@ -613,6 +613,12 @@ def has_accounts(profile: Profile, services: Sequence[str]) -> bool:
     return all(getattr(profile.accounts, service, None) is not None for service in services)
 
 
+def link_profiles(config: Config, link: Link) -> list[str]:
+    """The profiles a link applies to: those named, else every one with both accounts."""
+    names = link.profiles or list(config.profiles)
+    return [name for name in names if has_accounts(config.profiles[name], link.services)]
+
+
 def _delivery_problems(delivery: DeliveryConfig) -> list[tuple[str, str]]:
     """Waits short enough to hammer a service that is down, or to give up at once."""
     problems = []

@@ -611,6 +611,7 @@ class SeriesEnricher:
         self.cache = cache
         self.clock = clock
         self.answered = 0  # reads the server answered (found or not): its key works
+        self.answers_as: str | None = None  # the configured server's ServerId, once it said
 
     async def lookup(
         self, item: MediaRef, need: Need, from_server: str | None = None
@@ -641,16 +642,23 @@ class SeriesEnricher:
         return merge_series(item, found), None
 
     async def _read(self, item_id: str, movie: bool, from_server: str | None) -> Series | None:
-        """The series (or the movie) with this server id, cached. A cached answer of another
-        server (the one this replaced: another item by the same id) is read again."""
+        """The series (or the movie) with this server id, cached. A cached answer of a server
+        other than the webhook's is read again, unless the configured server gave it (the
+        webhook is then another server's): it may be the old server's, since replaced."""
         cached_id = f"{MOVIE_KEY}{item_id}" if movie else item_id
         lookup = f"{self.server}:{cached_id}"
         hit, cached = cached_series(self.cache, self.server, cached_id, self.clock())
-        if hit and (cached is None or same_server(cached.server, from_server)):
+        if hit and (
+            cached is None
+            or same_server(cached.server, from_server)
+            or same_server(cached.server, self.answers_as or "")
+        ):
             return cached
         read = self.client.movie if movie else self.client.series
         found = await read(item_id)
         self.answered += 1
+        if found is not None and found.server:
+            self.answers_as = found.server
         # A series without a TMDB id is usually one the server is still identifying.
         ttl = SERIES_FOUND_TTL if found is not None and found.ids.tmdb else SERIES_MISSING_TTL
         value = (

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge.accounts import ENGINE, note_account, restarted_cursor
-from watchbridge.config import Config, Link, has_accounts
+from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError
 from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.ids import webhook_ref
@@ -191,12 +191,6 @@ class Applied:
     queued: int
     skipped: int
     held: str
-
-
-def link_profiles(config: Config, link: Link) -> list[str]:
-    """The profiles a link applies to: those named, else every one with both accounts."""
-    names = link.profiles or list(config.profiles)
-    return [name for name in names if has_accounts(config.profiles[name], link.services)]
 
 
 async def plan_link(

@@ -122,7 +122,9 @@ class PlexTarget:
             return
         replaced = await self._replaced(profile)
         if replaced is not None:
-            outcomes.update((row.id, Retry(replaced, NOT_READ_RETRY)) for row in rows)
+            # Not the rows' fault: they wait (no attempt spent) for the link to read it.
+            wait = Hold(replaced, NOT_READ_RETRY, target_wide=False)
+            outcomes.update((row.id, wait) for row in rows)
             return
         token = await self.tokens.token(profile)
         person = await asyncio.to_thread(self._person, profile, token)

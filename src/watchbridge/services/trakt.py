@@ -676,7 +676,9 @@ class TraktClient:
                 _UNSAVED.pop(self._sign_in_key(profile), None)
                 try:
                     await self.check_vip(profile)
-                except Unavailable as exc:  # signed in; a 403/426 would say more, this nothing
+                except (Unavailable, TraktError) as exc:
+                    if isinstance(exc, TraktAccountError | TraktAuthError):
+                        raise  # a 403/426 says the app or account is not served
                     log.warning(
                         "signed in; Trakt could not be asked yet whether it serves this app: %s",
                         exc.message,
@@ -716,8 +718,13 @@ class TraktClient:
     async def check_vip(self, profile: str) -> dict[str, Any]:
         """Read /users/settings once: detects an app or account Trakt will not serve."""
         response = await self._call(profile, "GET", "/users/settings")
-        settings = dict(response.json())
-        ids = (settings.get("user") or {}).get("ids") or {}
+        if response.status_code >= 400:
+            raise TraktError(SERVICE, f"/users/settings answered {response.status_code}")
+        try:
+            settings = dict(response.json())
+            ids = (settings.get("user") or {}).get("ids") or {}
+        except (ValueError, TypeError, AttributeError):
+            raise TraktError(SERVICE, "/users/settings answered something else than JSON") from None
         if account := str(ids.get("uuid") or ids.get("slug") or ""):
             self.signed_in_as[profile] = account
         return settings
