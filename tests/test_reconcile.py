@@ -308,6 +308,17 @@ def test_matching_pairs_nearest_plays_first() -> None:
     assert [p.record for p in ours] == ["a"] and theirs == []
 
 
+def test_a_viewing_of_the_same_minute_pairs_before_an_earlier_one_within_the_window() -> None:
+    """Sunday's viewing is on both sides; Saturday night's, 20 hours earlier, was added later
+    to one: Saturday is the new play, not Sunday."""
+    saturday, sunday = 10 * DAY, 10 * DAY + 20 * 3600
+    pairs, ours, theirs = match_plays(
+        [Play(EP1, saturday, "sat"), Play(EP1, sunday, "sun")], [Play(EP1, sunday, "x")]
+    )
+    assert [(p.record, q.record) for p, q in pairs] == [("sun", "x")]
+    assert [p.record for p in ours] == ["sat"] and theirs == []
+
+
 def test_running_the_plan_twice_changes_nothing_the_second_time() -> None:
     current = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side()}
     first = plan(TWO_WAY, current, {})

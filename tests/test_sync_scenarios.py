@@ -722,3 +722,16 @@ async def test_a_crash_between_the_diary_entry_and_its_tick_ends_with_one_entry_
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
     assert serializd.ticks() == {(BB, serializd.shows[BB].seasons[1].id, 1)}
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)]
+
+
+async def test_a_viewing_added_later_hours_before_one_on_both_sides_is_copied(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Sunday evening's viewing is synced; the user then adds on Trakt that they also watched
+    the episode on Saturday night, 20 hours earlier (within the match window)."""
+    saturday, sunday = ago(3), ago(3 - 20 / 24)
+    app.watch(1, 1, sunday)
+    await rig.sync_and_deliver()
+    app.watch(1, 1, saturday)
+    await rig.sync_and_deliver()
+    assert diary_plays(serializd) == [(1, 1, saturday[:10]), (1, 1, sunday[:10])]

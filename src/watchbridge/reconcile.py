@@ -125,8 +125,11 @@ def flows(link: Link) -> list[tuple[str, str]]:
 def match_plays(
     ours: Iterable[Play], theirs: Iterable[Play]
 ) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
-    """Pair plays of the same item within MATCH_WINDOW, nearest first in time order; then
-    pair undated plays with what is left of the same item (earliest first).
+    """Pair plays of the same item: first those of the same minute (one viewing, copied),
+    then the rest within MATCH_WINDOW, nearest first in time order; then undated plays with
+    what is left of the same item (earliest first). Without the first step, a viewing added
+    later a few hours before one already on both sides would take that one's partner, and
+    look copied while the other looked new.
 
     Returns (pairs, ours without a partner, theirs without a partner).
     """
@@ -137,10 +140,18 @@ def match_plays(
     lonely_ours: list[Play] = []
     undated_ours: list[Play] = []
     used: set[int] = set()
+    near: list[Play] = []
     for play in sorted(ours, key=lambda p: (p.item, p.at)):
         if play.at == UNDATED:
             undated_ours.append(play)
             continue
+        partner = _same_minute(play, by_item.get(play.item, ()), used)
+        if partner is None:
+            near.append(play)
+        else:
+            used.add(id(partner))
+            pairs.append((play, partner))
+    for play in near:
         best: Play | None = None
         best_gap = MATCH_WINDOW
         for other in by_item.get(play.item, ()):
@@ -171,6 +182,14 @@ def match_plays(
         pairs.append((play, partner))
     lonely_theirs = [p for group in by_item.values() for p in group if id(p) not in used]
     return pairs, still_lonely, lonely_theirs
+
+
+def _same_minute(play: Play, others: Iterable[Play], used: set[int]) -> Play | None:
+    minute = play.at // 60
+    for other in others:
+        if other.at // 60 == minute and id(other) not in used:
+            return other
+    return None
 
 
 def plan(
