@@ -465,3 +465,19 @@ def test_runs_after_a_play_removed_from_plex_history_are_cheap_again(
     before = len(plex.requests)
     assert "nothing changed" in sync(path).stdout
     assert len(plex.requests) - before == 1
+
+
+def test_a_copy_to_a_plex_server_whose_clock_is_off_is_not_copied_back(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """A NAS without time sync, 20 minutes slow: Plex dates the play we wrote by its clock."""
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.clock = lambda: time.time() - 20 * 60
+    sync(path)  # Trakt's Arrival play is marked watched in Plex
+    assert plex.user_state("100")["viewCount"] == 1
+    second = sync(path, "--full")
+    assert "plan: nothing to do" in second.stdout
+    assert trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Movie", "2024-01-01T20:00:00.000Z"),
+    ]

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -190,6 +191,10 @@ class FakeServer:
     """Base of all fakes; see the module docstring. Subclass, add ``@route`` methods, go."""
 
     default_headers: dict[str, str] = {}  # added to handler answers, never to knob answers
+
+    def date_clock(self) -> float:
+        """The time of this server's clock, for its Date header."""
+        return time.time()
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -436,6 +441,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(resp.body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, by the fake's own clock (a server's may be off)."""
+        return formatdate(self.server.fake.date_clock(), usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

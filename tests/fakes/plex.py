@@ -94,6 +94,9 @@ class FakePlex(FakeServer):
         for key, title, kind in (SECTION_MOVIES, SECTION_SHOWS):
             self.add_section(str(key), title, kind)
 
+    def date_clock(self) -> float:
+        return self.clock()
+
     # -- catalogue ---------------------------------------------------------------------------
     def add_section(self, key: str, title: str, kind: str, agent: str | None = None) -> None:
         """A library section (``movie`` or ``show``; ``artist``/``photo`` for the rest)."""

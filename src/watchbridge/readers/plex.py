@@ -348,6 +348,7 @@ def build_side(
     listed_at: float | None = None,
     renumbering: Renumbering | None = None,
     before: Mapping[str, str] | None = None,
+    skew: float = 0.0,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
@@ -355,7 +356,9 @@ def build_side(
     server's clock) may be a play the listing missed, so it is never retired. `renumbering`:
     episodes keyed by the other side's numbers, or withheld (see `Renumbering`). `before`:
     the item each play's record named at the last read; a play now of another item (Fix
-    Match in Plex: same ratingKey and history, new guid) moves like a renumbered one."""
+    Match in Plex: same ratingKey and history, new guid) moves like a renumbered one. `skew`:
+    how far the server's clock (which dates its rows) is ahead of ours (which dates our
+    writes and `listed_at`)."""
     renumbering = renumbering or Renumbering()
     keyed = item_keys(library, renumbering.numbers)
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
@@ -367,7 +370,7 @@ def build_side(
     plays: list[tuple[Play, str]] = []
 
     # Retire what an unwatch took away: those rows and writes never come back.
-    settled = float("inf") if listed_at is None else listed_at - CLOCK_MARGIN
+    settled = float("inf") if listed_at is None else listed_at + skew - CLOCK_MARGIN
     retired = set(memory.retired) | {
         h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled
     }
@@ -377,7 +380,7 @@ def build_side(
         )
         for record, w in memory.written.items()
     }
-    echoes = _echoes(rows, written.values())
+    echoes = _echoes(rows, written.values(), skew)
     for record, w in written.items():
         if not w.removed and not w.forgotten and w.rating_key in keyed:
             plays.append((Play(keyed[w.rating_key][0], w.at, record), w.rating_key))
@@ -496,15 +499,15 @@ def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
     return written.rating_key not in watched and not written.removed and not recent
 
 
-def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written]) -> set[str]:
-    """History rows our own scrobbles made."""
+def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: float) -> set[str]:
+    """History rows our own scrobbles made (`skew`: see `build_side`)."""
     attempts: dict[str, list[float]] = defaultdict(list)
     for w in written:
         attempts[w.rating_key] += w.attempts
     return {
         h.id
         for h in rows
-        if any(abs(h.viewed_at - t) <= ECHO_WINDOW for t in attempts.get(h.rating_key, ()))
+        if any(abs(h.viewed_at - skew - t) <= ECHO_WINDOW for t in attempts.get(h.rating_key, ()))
     }
 
 
@@ -968,7 +971,14 @@ class PlexReader:
         last = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, PLAYS)
         before = {record: str(v.get("item")) for record, v in last.items()}
         built = build_side(
-            library, history, memory, "ratings" in kinds, listed_at, numbered, before
+            library,
+            history,
+            memory,
+            "ratings" in kinds,
+            listed_at,
+            numbered,
+            before,
+            skew=self.client.clock_skew,
         )
         await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None

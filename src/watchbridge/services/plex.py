@@ -19,10 +19,12 @@ HTTP policy (`watchbridge.http`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -289,6 +291,10 @@ class PlexClient:
         if token:
             headers["x-plex-token"] = token
         self.token: str | None = token or None  # None: no server token configured
+        self.clock = clock
+        # How far the server's clock is ahead of ours (its answers' Date header): it stamps
+        # plays, ours stamps what we wrote.
+        self.clock_skew = 0.0
         self.http = HttpClient(
             SERVICE,
             config.url,
@@ -486,11 +492,18 @@ class PlexClient:
     def _check(self, response: httpx.Response, what: str, token: str | None) -> None:
         """Raise for a refused request; `token` is the one it was sent with (None: the
         configured services.plex.token)."""
+        self._note_clock(response)
         status = response.status_code
         if status == 401:
             raise _refused(what, token)
         if status >= 400:
             raise PlexError(SERVICE, f"{what} answered {status}")
+
+    def _note_clock(self, response: httpx.Response) -> None:
+        with contextlib.suppress(KeyError, TypeError, ValueError, IndexError, OverflowError):
+            said = parsedate_to_datetime(response.headers["date"]).timestamp()
+            self.clock_skew = said - self.clock()
+        # (no Date header: the last skew stands)
 
     async def _get(
         self,
