@@ -130,6 +130,7 @@ RECHECK_EVERY = 3600.0  # seconds between two looks at the skipped rows of a pro
 LIVE_REWATCH = 7 * 86400.0  # a webhook play this recent of a finished entry is a new viewing
 REWATCH_WAIT = 300.0  # a link's later episode of a rewatch waits this long once for episode 1
 WESTMOST = 12 * 3600.0  # a day ends this long after midnight UTC in the furthest time zone
+DAY_SLACK = 3600.0  # a local day's end, give or take a daylight-saving hour
 
 # MediaRef -> (AniList id, AniList episode), or why not
 Reverse = Callable[[MediaRef], "tuple[int, int] | Unmatched"]
@@ -144,19 +145,24 @@ def _day(at: float) -> FuzzyDate | None:
 
 
 def finished_by(day: FuzzyDate) -> float | None:
-    """The latest moment (UTC) a finish date can stand for: the end of that day (of the month
-    or year when the day or month is missing) in the time zone furthest west."""
+    """The latest moment a finish date can stand for: the end of that day (of the month or
+    year when the day or month is missing) where watchbridge runs (its `TZ`: the dates it
+    writes are that zone's days), and in the time zone furthest west when that is UTC, which
+    may only mean that `TZ` was not set."""
     if day.year is None:
         return None
     try:
         if day.month is None:
-            end = datetime(day.year + 1, 1, 1, tzinfo=UTC)
+            end = datetime(day.year + 1, 1, 1)
         else:
             last = day.day or monthrange(day.year, day.month)[1]
-            end = datetime(day.year, day.month, last, tzinfo=UTC) + timedelta(days=1)
+            end = datetime(day.year, day.month, last) + timedelta(days=1)
     except ValueError:
         return None
-    return end.timestamp() + WESTMOST
+    local = end.astimezone()
+    if local.utcoffset() == timedelta(0) and local.tzname() in ("UTC", "GMT"):
+        return end.replace(tzinfo=UTC).timestamp() + WESTMOST
+    return local.timestamp() + DAY_SLACK
 
 
 def new_viewing(entry: ListEntry, at: float) -> bool:
