@@ -224,17 +224,18 @@ def test_a_links_play_is_a_new_viewing_only_when_dated_after_the_entry_was_finis
     assert new_viewing(entry, at) is new
 
 
-def test_a_rewatch_begun_the_morning_after_the_finish_date_is_a_new_viewing_in_tokyo(
-    time_zone: Callable[[str], None],
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "Europe/London"])  # London: UTC+0 in January
+def test_a_rewatch_begun_the_morning_after_the_finish_date_is_a_new_viewing(
+    time_zone: Callable[[str], None], zone: str
 ) -> None:
-    """watchbridge runs with TZ=Asia/Tokyo: the finish date is a Tokyo day, over at midnight
+    """watchbridge runs with TZ set: the finish date is a day of that zone, over at midnight
     there (not at noon the next day, as at UTC-12)."""
-    time_zone("Asia/Tokyo")
-    zone = ZoneInfo("Asia/Tokyo")
-    finished = datetime(2025, 1, 31, 23, 30, tzinfo=zone).timestamp()
+    time_zone(zone)
+    here = ZoneInfo(zone)
+    finished = datetime(2025, 1, 31, 23, 30, tzinfo=here).timestamp()
     entry = current(status="COMPLETED", completed_at=FuzzyDate.of(finished), updated_at=finished)
-    assert new_viewing(entry, datetime(2025, 2, 1, 9, 0, tzinfo=zone).timestamp())
-    assert not new_viewing(entry, datetime(2025, 1, 31, 23, 50, tzinfo=zone).timestamp())
+    assert new_viewing(entry, datetime(2025, 2, 1, 9, 0, tzinfo=here).timestamp())
+    assert not new_viewing(entry, datetime(2025, 1, 31, 23, 50, tzinfo=here).timestamp())
 
 
 def test_a_finish_date_missing_its_day_or_month_stands_for_the_whole_month_or_year() -> None:

@@ -595,3 +595,22 @@ def test_a_misspelt_library_is_a_config_error_whoever_reads_it() -> None:
     # The owner with a token of their own reads as anyone else: the server's list decides.
     with pytest.raises(ConfigError, match="no movie or show library named 'TV Shos'"):
         choose_sections(SECTIONS, ["Movies", "TV Shos"], "alex", SECTIONS, owner=False)
+
+
+@pytest.mark.parametrize("skew", [0.0, 2 * 3600.0])
+def test_a_write_the_listing_predates_is_not_read_as_unwatched_whatever_the_servers_clock(
+    skew: float,
+) -> None:
+    now = 1_700_000_000.0
+    unwatched = LibraryItem("100", "movie", ids=Ids(tmdb="329865"))  # listed just before
+    written = Written("100", ARRIVAL, now - 5 * 86400, (now - 30.0,))  # scrobbled 30 s ago
+    record = written_record("100", written.at)
+    built = build_side(
+        Library(movies=[unwatched]),
+        [],
+        Memory(written={record: written}),
+        False,
+        listed_at=now - 10.0,
+        skew=skew,
+    )
+    assert not built.memory.written[record].removed

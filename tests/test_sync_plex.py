@@ -481,3 +481,15 @@ def test_a_copy_to_a_plex_server_whose_clock_is_off_is_not_copied_back(
         ("Episode", "2024-02-01T21:00:00.000Z"),
         ("Movie", "2024-01-01T20:00:00.000Z"),
     ]
+
+
+def test_a_copy_made_while_the_plex_clock_was_off_is_not_copied_back_once_it_is_set_right(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.clock = lambda: time.time() - 20 * 60
+    sync(path)  # the history row of our write keeps the slow clock's date
+    plex.clock = time.time  # time sync set it right
+    second = sync(path, "--full")
+    assert "plan: nothing to do" in second.stdout
+    assert len(trakt.history()) == 2

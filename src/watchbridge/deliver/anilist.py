@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -147,8 +148,8 @@ def _day(at: float) -> FuzzyDate | None:
 def finished_by(day: FuzzyDate) -> float | None:
     """The latest moment a finish date can stand for: the end of that day (of the month or
     year when the day or month is missing) where watchbridge runs (its `TZ`: the dates it
-    writes are that zone's days), and in the time zone furthest west when that is UTC, which
-    may only mean that `TZ` was not set."""
+    writes are that zone's days), and in the time zone furthest west when that is UTC without
+    a zone named, which may only mean that `TZ` was not set."""
     if day.year is None:
         return None
     try:
@@ -160,9 +161,16 @@ def finished_by(day: FuzzyDate) -> float | None:
     except ValueError:
         return None
     local = end.astimezone()
-    if local.utcoffset() == timedelta(0) and local.tzname() in ("UTC", "GMT"):
+    if local.utcoffset() == timedelta(0) and not _zone_named():
         return end.replace(tzinfo=UTC).timestamp() + WESTMOST
     return local.timestamp() + DAY_SLACK
+
+
+def _zone_named() -> bool:
+    """Whether watchbridge was told a time zone other than UTC (London or Reykjavik may be
+    at UTC+0 and still be the user's own)."""
+    zone = os.environ.get("TZ", "").lstrip(":").strip()
+    return zone.casefold() not in ("", "utc", "etc/utc", "gmt", "etc/gmt", "utc0", "gmt0", "z")
 
 
 def new_viewing(entry: ListEntry, at: float) -> bool:

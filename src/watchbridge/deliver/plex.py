@@ -220,16 +220,18 @@ class PlexTarget:
             if known is not None and not known.pending and not known.removed:
                 notes.add("already written")
                 continue
-            if known is None and watched_at is not None and float(watched_at) >= at:
+            skew = self.client.clock_skew  # Plex dates by its clock
+            if known is None and watched_at is not None and float(watched_at) - skew >= at:
                 # Watched at or after this play: a scrobble would only add a view "today".
-                await self._remember(person, record, Written(rk, key, at, earlier))
+                await self._remember(person, record, Written(rk, key, at, earlier, skew=skew))
                 notes.add("already watched in Plex")
                 continue
             # Written down before the scrobble: a crash after it still knows its echo.
             attempts = (*earlier, self.clock())
-            await self._remember(person, record, Written(rk, key, at, attempts, pending=True))
+            written = Written(rk, key, at, attempts, pending=True, skew=skew)
+            await self._remember(person, record, written)
             await self.client.scrobble(rk, person.token)
-            await self._remember(person, record, Written(rk, key, at, attempts))
+            await self._remember(person, record, replace(written, pending=False))
             notes.add("marked watched")
         return Delivered(", ".join(sorted(notes)))
 

@@ -282,9 +282,11 @@ def numbered_listings(
 
 @dataclass(frozen=True)
 class Written:
-    """A play we put into Plex: the time it came from, when we scrobbled (every attempt;
-    empty when Plex already showed it watched after that time), whether the last scrobble's
-    outcome is still unknown (`pending`) and whether the play was removed since."""
+    """A play we put into Plex: the time it came from, when we scrobbled (every attempt, by
+    our clock; empty when Plex already showed it watched after that time), how far the
+    server's clock was ahead of ours then (`skew`: it dates the scrobble's history row),
+    whether the last scrobble's outcome is still unknown (`pending`) and whether the play was
+    removed since."""
 
     rating_key: str
     item: str
@@ -293,6 +295,7 @@ class Written:
     pending: bool = False
     removed: bool = False
     forgotten: bool = False  # copied to an episode since renumbered: no play of it (build_side)
+    skew: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -303,6 +306,7 @@ class Written:
             "pending": self.pending,
             "removed": self.removed,
             "forgotten": self.forgotten,
+            "skew": self.skew,
         }
 
     @classmethod
@@ -315,6 +319,7 @@ class Written:
             bool(data.get("pending")),
             bool(data.get("removed")),
             bool(data.get("forgotten")),
+            float(data.get("skew") or 0.0),
         )
 
 
@@ -369,10 +374,11 @@ def build_side(
     rows = [h for h in history if h.rating_key in keyed]
     plays: list[tuple[Play, str]] = []
 
-    # Retire what an unwatch took away: those rows and writes never come back.
-    settled = float("inf") if listed_at is None else listed_at + skew - CLOCK_MARGIN
+    # Retire what an unwatch took away: those rows and writes never come back. (Rows are
+    # dated by the server's clock, our writes by ours.)
+    settled = float("inf") if listed_at is None else listed_at - CLOCK_MARGIN
     retired = set(memory.retired) | {
-        h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled
+        h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled + skew
     }
     written = {
         record: _forget(
@@ -500,14 +506,15 @@ def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
 
 
 def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: float) -> set[str]:
-    """History rows our own scrobbles made (`skew`: see `build_side`)."""
-    attempts: dict[str, list[float]] = defaultdict(list)
+    """History rows our own scrobbles made: near a scrobble on the server's clock, as it was
+    when we wrote or (a write of an older release, which kept no skew) as it is now."""
+    attempts: dict[str, set[float]] = defaultdict(set)
     for w in written:
-        attempts[w.rating_key] += w.attempts
+        attempts[w.rating_key] |= {t + s for t in w.attempts for s in (w.skew, skew)}
     return {
         h.id
         for h in rows
-        if any(abs(h.viewed_at - skew - t) <= ECHO_WINDOW for t in attempts.get(h.rating_key, ()))
+        if any(abs(h.viewed_at - t) <= ECHO_WINDOW for t in attempts.get(h.rating_key, ()))
     }
 
 
