@@ -357,6 +357,14 @@ def test_a_waiting_play_stands_for_one_add_only() -> None:
     assert [a.at for a in kept.actions] == [10 * DAY + 60]
 
 
+def test_a_waiting_play_stands_for_the_add_of_its_own_minute_before_a_nearer_earlier_one() -> None:
+    """Saturday night's viewing and Sunday's are to be added; Sunday's webhook play waits: the
+    add of Saturday stays, whichever comes first in the plan."""
+    saturday, sunday = 10 * DAY, 10 * DAY + 20 * 3600
+    kept = without_waiting(adds(saturday, sunday), {("serializd", EP1): [sunday]})
+    assert [a.at for a in kept.actions] == [saturday]
+
+
 def test_a_waiting_play_of_another_target_or_item_leaves_the_adds() -> None:
     waiting = {("trakt", EP1): [10 * DAY], ("serializd", EP2): [10 * DAY]}
     assert without_waiting(adds(10 * DAY), waiting) == adds(10 * DAY)

@@ -219,21 +219,31 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
     """The plan without the play adds that a delivery already waiting will make.
 
     `waiting`: (target, item) -> times of plays a webhook queued for the target that have not
-    landed yet, so the target's read does not show them. Each stands for the nearest add of
-    its item within MATCH_WINDOW (an undated add: any one left); the others stay."""
+    landed yet, so the target's read does not show them. Each stands for the add of its item
+    of the same minute, else the nearest within MATCH_WINDOW (an undated add: any one left);
+    the others stay. (As in `match_plays`: an add a few hours away must not take the place of
+    the play itself.)"""
     if not waiting:
         return plan
     left = {key: sorted(times) for key, times in waiting.items()}
-    actions = []
-    for action in plan.actions:
-        times = left.get((action.target, action.item)) if action.kind == "add_play" else None
-        if times:
-            near = [t for t in times if action.at == UNDATED or abs(t - action.at) <= MATCH_WINDOW]
-            if near:
-                times.remove(min(near, key=lambda t: abs(t - action.at)))
-                continue
-        actions.append(action)
-    return replace(plan, actions=tuple(actions))
+    adds = [(n, a) for n, a in enumerate(plan.actions) if a.kind == "add_play"]
+    dropped: set[int] = set()
+    for n, action in adds:
+        times = left.get((action.target, action.item))
+        same = next((t for t in times or () if t // 60 == action.at // 60), None)
+        if times and same is not None and action.at != UNDATED:
+            times.remove(same)
+            dropped.add(n)
+    for n, action in adds:
+        times = left.get((action.target, action.item))
+        if n in dropped or not times:
+            continue
+        near = [t for t in times if action.at == UNDATED or abs(t - action.at) <= MATCH_WINDOW]
+        if near:
+            times.remove(min(near, key=lambda t: abs(t - action.at)))
+            dropped.add(n)
+    actions = tuple(a for n, a in enumerate(plan.actions) if n not in dropped)
+    return replace(plan, actions=actions)
 
 
 def without_copies_back(plan: Plan, removing: Collection[tuple[str, str, float | None]]) -> Plan:
