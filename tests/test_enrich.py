@@ -29,7 +29,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, Show, iso, key_of
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
-from tests.test_plex_enrichment import add_baki_hanma
+from tests.test_plex_enrichment import BAKI_SHOW_GUID, BAKI_SHOW_GUIDS, add_baki_hanma
 from watchbridge.app import Runtime
 from watchbridge.config import (
     EmbyConfig,
@@ -1174,3 +1174,60 @@ async def test_a_play_from_a_second_emby_server_is_not_logged_as_the_first_serve
             await target.aclose()
     finally:
         runtime.close()
+
+
+def post_plex(runtime: Runtime, sample: str) -> None:
+    """A Plex webhook sample, as the webhook route would queue it (for profile me)."""
+    result = parse("plex", json.dumps(sample_json("plex", sample)).encode(), "application/json")
+    assert isinstance(result, Accepted)
+    for event in result.events:
+        runtime.store.ingest(ingest_job(runtime, "me", event))
+
+
+async def unmatched_reason(runtime: Runtime, clock: FakeClock, workers: list[Any]) -> str:
+    worker = await worker_for(runtime)
+    workers.append(worker)
+    await drain(worker, runtime)
+    (row,) = waiting_rows(runtime, clock)
+    return row.last_error or ""
+
+
+async def test_a_play_on_a_friends_plex_server_says_so_where_trakt_is_not_configured(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    """Its ratingKeys are the friend's server's: re-identifying the show on one's own server
+    (what the reason said) cannot help."""
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show("50275", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, guid=BAKI_SHOW_GUID)  # own keys
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
+    try:
+        post_plex(runtime, "episode_new_agent_friend_media_scrobble.json")
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert "was played on another Plex server than services.plex.url" in reason
+    assert "add services.trakt" in reason and "identify it there" not in reason
+
+
+async def test_a_legacy_agent_episode_without_trakt_is_told_to_switch_the_agent(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, "")
+    try:
+        post_plex(runtime, "episode_legacy_media_scrobble.json")
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert "known by its TheTVDB id only" in reason
+    assert "Plex TV Series agent" in reason and "add services.trakt" in reason

@@ -762,6 +762,32 @@ def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
     )
 
 
+def without_trakt(item: MediaRef, source: str | None) -> str:
+    """What else could find the ids of a Plex item no server can be asked about, where no
+    Trakt search is configured: for the reason an unmatched row gives."""
+    ids = item.show_ids if item.kind == "episode" else item.ids
+    known = [name for name, value in (("TheTVDB", ids.tvdb), ("IMDb", ids.imdb)) if value]
+    if source not in ("plex", "tautulli") or not known:
+        return ""
+    return (
+        f" (it is known by its {' and '.join(known)} id only, as Plex's legacy agents name "
+        "items): switch its library to the Plex Movie / Plex TV Series agent and refresh its "
+        f"metadata, or {TRAKT_FINDS_IT}"
+    )
+
+
+def played_elsewhere(item: MediaRef, searched: bool) -> str:
+    """Why a Plex play from another server than services.plex.url has no ids."""
+    then = ", and Trakt's id search did not find it" if searched else f": {TRAKT_FINDS_IT}"
+    return (
+        f"{item.describe()} was played on another Plex server than services.plex.url (a "
+        f"friend's?), whose items watchbridge cannot read{then}"
+    )
+
+
+TRAKT_FINDS_IT = "add services.trakt, whose id search finds it by its other ids"
+
+
 class Enricher:
     """The one place delivery targets fill in ids: the media server the item came from, then
     (when services.trakt is configured) Trakt's id search, all cached in the store.
@@ -776,6 +802,7 @@ class Enricher:
         *,
         plex: PlexMetadata | None = None,
         plex_answers: Answers | None = None,
+        plex_identity: Callable[[], Awaitable[str]] | None = None,
         jellyfin: MediaServerItems | None = None,
         emby: MediaServerItems | None = None,
         search: Search | None = None,
@@ -784,6 +811,8 @@ class Enricher:
         notifier: Notifier | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        self.plex_identity = plex_identity
+        self._plex_machine: str | None = None
         self.series = {
             server: SeriesEnricher(server, client, cache, clock)
             for server, client in (("jellyfin", jellyfin), ("emby", emby))
@@ -855,7 +884,25 @@ class Enricher:
                 unmatched = title_unmatched(item, source)
                 if problem is None and unmatched is not None:
                     problem = Problem(unmatched)
-        return Enriched(item, problem or not_known(server, item, need))
+        if problem is None and server == "plex" and await self._elsewhere(from_server):
+            problem = Problem(played_elsewhere(item, self.trakt is not None))
+        if problem is None:
+            problem = not_known(server, item, need)
+            if self.trakt is None:
+                hint = without_trakt(item, source) if server is None else ""
+                problem = replace(problem, message=problem.message + hint)
+        return Enriched(item, problem)
+
+    async def _elsewhere(self, from_server: str | None) -> bool:
+        """Whether a Plex webhook came from another server than services.plex.url (a
+        friend's): its ratingKeys name other items here, or none."""
+        if from_server is None or self.plex_identity is None:
+            return False
+        if self._plex_machine is None:
+            with contextlib.suppress(ServiceError):
+                self._plex_machine = await self.plex_identity()
+        mine = self._plex_machine
+        return mine is not None and mine.casefold() != from_server.casefold()
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:
         """An episode's own TMDB id: from the item, else (best effort, cached) from Trakt's id

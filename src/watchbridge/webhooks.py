@@ -83,8 +83,8 @@ def rows_for(
     for intent in intents:
         # `source`: which media server to ask for ids the webhook left out (ids.Enricher).
         payload: dict[str, Any] = {"item": item, "at": intent.at, "source": event.source}
-        if event.server and event.source in ("jellyfin", "emby"):
-            payload["server"] = event.server  # see ids.same_server
+        if event.server and event.source in ("jellyfin", "emby", "plex"):
+            payload["server"] = event.server  # see ids.same_server, Enricher._elsewhere
         if intent.kind == "watching":
             payload |= {"scrobble_action": intent.action, "progress": intent.progress}
         elif intent.kind == "play":

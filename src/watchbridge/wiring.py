@@ -111,6 +111,7 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
         runtime.clock,
         plex=plex.metadata if plex else None,
         plex_answers=plex.answers if plex else None,
+        plex_identity=plex.identity if plex else None,
         jellyfin=jellyfin,
         emby=emby,
         search=trakt.search if trakt else None,
