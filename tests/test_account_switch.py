@@ -32,7 +32,9 @@ from tests.test_sync_scenarios import (
     entry,
     four_plays_on_both_sides,
     log,
+    review,
     trakt_plays,
+    unlog,
 )
 from watchbridge.accounts import merged, note_account, same_account
 from watchbridge.config import Config, parse_config
@@ -260,27 +262,15 @@ async def test_signing_in_to_trakt_as_someone_else_removes_nothing_from_serializ
     assert f"trakt is now account {robin.uuid} (was account {trakt.user.uuid})" in said
 
 
-@pytest.mark.parametrize(
-    ("trakt_can_tell", "said"), [(True, "(was account "), (False, "(was an earlier sign-in)")]
-)
 async def test_signing_in_as_someone_else_over_an_older_releases_sign_in_starts_over(
-    tmp_path: Path,
-    make_rig: RigFactory,
-    trakt: FakeTrakt,
-    serializd: FakeSerializd,
-    trakt_can_tell: bool,
-    said: str,
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
     """A database from a release that kept no account: the sign-in asks whose the old token
-    was before replacing it; one Trakt refuses (revoked) counts as someone else's."""
+    was before replacing it."""
     log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
     rig = make_rig()
     await rig.sync_and_deliver()
-    rig.store.forget_cursor("trakt", PROFILE, "account")
-    rig.store.cache_forget("trakt-account")  # an older release kept neither
-    rig.runtime.close()
-    if not trakt_can_tell:
-        trakt.revoke_tokens()
+    forget_the_accounts(rig)
     robin = trakt.add_user("robin")
 
     printed = sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
@@ -290,7 +280,38 @@ async def test_signing_in_as_someone_else_over_an_older_releases_sign_in_starts_
 
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
     assert len(trakt.history(robin)) == 1
-    assert f"trakt is now account {robin.uuid} {said}" in printed
+    assert f"trakt is now account {robin.uuid} (was account " in printed
+
+
+async def test_signing_in_again_over_an_older_releases_revoked_sign_in_goes_on_as_before(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """The usual reason to sign in again: the old sign-in stopped working. Whose it was Trakt
+    no longer says, so the new one is the first account seen, not another: a play removed on
+    Serializd meanwhile is removed on Trakt, not copied back by a start-over."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    log(serializd, 1, 2, "2024-01-02T20:00:00.000Z")
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    trakt.revoke_tokens()
+    unlog(serializd, review(serializd, 2))
+
+    printed = sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, trakt.user)
+    rig = make_rig(signed_in=True)
+    result = await rig.sync_and_deliver(full=True)
+
+    assert "is now" not in printed and not result.plans[0].restarted
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+
+
+def forget_the_accounts(rig: Rig) -> None:
+    """What an older release's database lacks: the accounts and Trakt's per-token cache."""
+    with rig.store.transaction() as conn:
+        conn.execute("DELETE FROM cursors WHERE name = 'account'")
+    rig.store.cache_forget("trakt-account")
+    rig.runtime.close()
 
 
 async def test_another_trakt_account_is_noticed_by_the_next_read_when_the_sign_in_could_not_ask(

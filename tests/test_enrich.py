@@ -1231,3 +1231,23 @@ async def test_a_legacy_agent_episode_without_trakt_is_told_to_switch_the_agent(
         runtime.close()
     assert "known by its TheTVDB id only" in reason
     assert "Plex TV Series agent" in reason and "add services.trakt" in reason
+
+
+async def test_a_legacy_agent_play_on_a_friends_plex_server_is_not_told_to_switch_its_agent(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    """The library is the friend's: only services.trakt can find its show."""
+    plex = start_fake(FakePlex())  # another machine id than the sample's Server.uuid
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
+    try:
+        post_plex(runtime, "episode_legacy_media_scrobble.json")
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert "was played on another Plex server" in reason and "agent" not in reason

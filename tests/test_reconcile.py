@@ -365,6 +365,23 @@ def test_a_waiting_play_stands_for_the_add_of_its_own_minute_before_a_nearer_ear
     assert [a.at for a in kept.actions] == [saturday]
 
 
+def test_a_waiting_play_seconds_off_across_a_minute_stands_for_its_own_add() -> None:
+    """Two clocks date one viewing 20:00:59 and 20:01:01."""
+    viewing = 10 * DAY + 20 * 3600 + 59
+    kept = without_waiting(adds(viewing - 3 * 3600, viewing + 2), {("serializd", EP1): [viewing]})
+    assert [a.at for a in kept.actions] == [viewing - 3 * 3600]
+
+
+def test_plays_seconds_off_across_a_minute_pair_before_an_earlier_one() -> None:
+    viewing = 10 * DAY + 20 * 3600 + 59
+    pairs, ours, _ = match_plays(
+        [Play(EP1, viewing - 3 * 3600, "early"), Play(EP1, viewing, "it")],
+        [Play(EP1, viewing + 2, "x")],
+    )
+    assert [(p.record, q.record) for p, q in pairs] == [("it", "x")]
+    assert [p.record for p in ours] == ["early"]
+
+
 def test_a_waiting_play_of_another_target_or_item_leaves_the_adds() -> None:
     waiting = {("trakt", EP1): [10 * DAY], ("serializd", EP2): [10 * DAY]}
     assert without_waiting(adds(10 * DAY), waiting) == adds(10 * DAY)

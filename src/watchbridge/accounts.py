@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
-UNKNOWN_SIGN_IN = "an earlier sign-in"  # an account the service could not tell of
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
 
 

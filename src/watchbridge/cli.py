@@ -468,7 +468,7 @@ def auth() -> None:
 )
 def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
-    from watchbridge.accounts import UNKNOWN_SIGN_IN, identity_of, note_account
+    from watchbridge.accounts import identity_of, note_account
     from watchbridge.services.trakt import DeviceCode, TraktClient
     from watchbridge.store import ACCOUNT_CURSOR
 
@@ -497,11 +497,11 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
         async def sign_in() -> tuple[str | None, str | None]:
             try:
                 # A sign-in of an older release: whose it was, so that another's is noticed.
-                # One Trakt cannot tell of (expired, revoked) counts as someone else's: the
-                # links start over, which removes nothing.
+                # (One Trakt no longer answers for, usually the same person signing in again,
+                # stays unknown: the new one is then the first account seen.)
                 known = store.get_cursor("trakt", name, ACCOUNT_CURSOR) is not None
                 earlier = not known and store.get_token("trakt", name) is not None
-                before = (await whose() or identity_of(UNKNOWN_SIGN_IN)) if earlier else None
+                before = await whose() if earlier else None
                 await client.sign_in(name, show)
                 return before, await whose()
             finally:

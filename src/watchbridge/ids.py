@@ -884,7 +884,8 @@ class Enricher:
                 unmatched = title_unmatched(item, source)
                 if problem is None and unmatched is not None:
                     problem = Problem(unmatched)
-        if problem is None and server == "plex" and await self._elsewhere(from_server):
+        plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
+        if problem is None and plex and await self._elsewhere(from_server):
             problem = Problem(played_elsewhere(item, self.trakt is not None))
         if problem is None:
             problem = not_known(server, item, need)

@@ -25,6 +25,7 @@ from watchbridge.config import Link
 from watchbridge.guard import removals_held
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
+SAME_VIEWING = 60.0  # ...and this close, certainly so (one viewing, dated by two clocks)
 EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
 UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
@@ -125,7 +126,7 @@ def flows(link: Link) -> list[tuple[str, str]]:
 def match_plays(
     ours: Iterable[Play], theirs: Iterable[Play]
 ) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
-    """Pair plays of the same item: first those of the same minute (one viewing, copied),
+    """Pair plays of the same item: first those within SAME_VIEWING (one viewing, copied),
     then the rest within MATCH_WINDOW, nearest first in time order; then undated plays with
     what is left of the same item (earliest first). Without the first step, a viewing added
     later a few hours before one already on both sides would take that one's partner, and
@@ -145,7 +146,7 @@ def match_plays(
         if play.at == UNDATED:
             undated_ours.append(play)
             continue
-        partner = _same_minute(play, by_item.get(play.item, ()), used)
+        partner = _same_viewing(play, by_item.get(play.item, ()), used)
         if partner is None:
             near.append(play)
         else:
@@ -184,12 +185,14 @@ def match_plays(
     return pairs, still_lonely, lonely_theirs
 
 
-def _same_minute(play: Play, others: Iterable[Play], used: set[int]) -> Play | None:
-    minute = play.at // 60
-    for other in others:
-        if other.at // 60 == minute and id(other) not in used:
-            return other
-    return None
+def _same_viewing(play: Play, others: Iterable[Play], used: set[int]) -> Play | None:
+    """The closest of `others` within SAME_VIEWING of `play` (undated ones never)."""
+    close = [
+        other
+        for other in others
+        if other.at != UNDATED and abs(other.at - play.at) < SAME_VIEWING and id(other) not in used
+    ]
+    return min(close, key=lambda other: abs(other.at - play.at), default=None)
 
 
 def plan(
@@ -220,7 +223,7 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
 
     `waiting`: (target, item) -> times of plays a webhook queued for the target that have not
     landed yet, so the target's read does not show them. Each stands for the add of its item
-    of the same minute, else the nearest within MATCH_WINDOW (an undated add: any one left);
+    within SAME_VIEWING, else the nearest within MATCH_WINDOW (an undated add: any one left);
     the others stay. (As in `match_plays`: an add a few hours away must not take the place of
     the play itself.)"""
     if not waiting:
@@ -229,13 +232,13 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
     adds = [(n, a) for n, a in enumerate(plan.actions) if a.kind == "add_play"]
     dropped: set[int] = set()
     for n, action in adds:
-        times = left.get((action.target, action.item))
-        same = next((t for t in times or () if t // 60 == action.at // 60), None)
-        if times and same is not None and action.at != UNDATED:
+        times = left.get((action.target, action.item)) or []
+        same = min(times, key=lambda t: abs(t - action.at), default=None)
+        if same is not None and action.at != UNDATED and abs(same - action.at) < SAME_VIEWING:
             times.remove(same)
             dropped.add(n)
     for n, action in adds:
-        times = left.get((action.target, action.item))
+        times = left.get((action.target, action.item)) or []
         if n in dropped or not times:
             continue
         near = [t for t in times if action.at == UNDATED or abs(t - action.at) <= MATCH_WINDOW]

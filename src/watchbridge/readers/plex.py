@@ -295,7 +295,7 @@ class Written:
     pending: bool = False
     removed: bool = False
     forgotten: bool = False  # copied to an episode since renumbered: no play of it (build_side)
-    skew: float = 0.0
+    skew: float | None = None  # None: written by a release that kept none
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -319,7 +319,7 @@ class Written:
             bool(data.get("pending")),
             bool(data.get("removed")),
             bool(data.get("forgotten")),
-            float(data.get("skew") or 0.0),
+            None if data.get("skew") is None else float(data["skew"]),
         )
 
 
@@ -507,10 +507,11 @@ def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
 
 def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: float) -> set[str]:
     """History rows our own scrobbles made: near a scrobble on the server's clock, as it was
-    when we wrote or (a write of an older release, which kept no skew) as it is now."""
+    when we wrote (or, for a write of an older release, which kept none, as it is now)."""
     attempts: dict[str, set[float]] = defaultdict(set)
     for w in written:
-        attempts[w.rating_key] |= {t + s for t in w.attempts for s in (w.skew, skew)}
+        at_write = skew if w.skew is None else w.skew
+        attempts[w.rating_key] |= {t + at_write for t in w.attempts}
     return {
         h.id
         for h in rows
