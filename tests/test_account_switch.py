@@ -216,7 +216,9 @@ async def test_a_removal_queued_for_the_old_account_is_not_sent_to_the_new_one(
     assert [p[:2] for p in diary_plays_of(serializd, bob)] == [(1, 1), (1, 3), (1, 4)]
     [dead] = rig.store.dead_letters()
     assert dead.action == "remove_play"
-    assert "names a record of the serializd account" in (dead.last_error or "")
+    assert "a removal meant for the serializd account profile me used before" in (
+        dead.last_error or ""
+    )
 
 
 def diary_plays_of(serializd: FakeSerializd, user: Any) -> list[tuple[int, int, str]]:
@@ -304,6 +306,44 @@ async def test_signing_in_again_over_an_older_releases_revoked_sign_in_goes_on_a
     assert "is now" not in printed and not result.plans[0].restarted
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)]
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
+
+
+async def test_another_serializd_account_since_an_older_release_is_recognised_by_its_plays(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """Upgraded from a release that kept no account, with the email changed before the first
+    run: the new account is the first one seen, but it holds none of the plays kept."""
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+
+    result = await make_rig(account=BOB[:2]).sync_and_deliver()
+
+    assert len(trakt_plays(trakt)) == 5
+    assert len(diary_plays_of(serializd, bob)) == 5
+    assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
+
+
+async def test_another_trakt_account_over_an_older_releases_revoked_sign_in_is_recognised(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # reads the copies back: their Trakt ids kept
+    forget_the_accounts(rig)
+    trakt.revoke_tokens()
+    robin = trakt.add_user("robin")
+
+    sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
+    await make_rig(signed_in=True).sync_and_deliver()
+
+    assert len(diary_plays(serializd)) == 5
+    assert len(trakt.history(robin)) == 5
 
 
 def forget_the_accounts(rig: Rig) -> None:
@@ -439,3 +479,28 @@ async def deliver_to_plex(config: Config, store: Store) -> list[str]:
     finally:
         await target.aclose()
     return [str(outcome) for outcome in outcomes.values()]
+
+
+async def test_a_rating_removal_queued_for_the_old_trakt_account_spares_the_new_ones_rating(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """A rating removal names no record (Trakt ratings have none): it is the old account's
+    all the same."""
+    rated = serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
+    config = cli_config(tmp_path, trakt, serializd)
+    sign_in_with_the_cli(config, trakt, trakt.user)
+    rig = make_rig(signed_in=True, max_removal_share=1.0)
+    await rig.sync_and_deliver()
+    robin = trakt.add_user("robin")
+    with trakt.lock:  # the partner rated the show too, on their own account
+        robin.ratings.update(trakt.user.ratings)
+    with serializd.lock:
+        serializd.user.reviews.remove(rated)  # the user removes the rating on Serializd
+    await rig.sync(full=True)  # queues its removal on Trakt
+    assert [r.action for r in pending(rig)] == ["remove_rating"]
+    rig.runtime.close()
+
+    sign_in_with_the_cli(config, trakt, robin)
+    await make_rig(signed_in=True, max_removal_share=1.0).deliver()
+
+    assert [(r.item.kind, r.rating) for r in trakt.ratings(robin)] == [("show", 7)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
@@ -46,8 +46,16 @@ class AccountChange:
     after: str
     links: tuple[str, ...]  # the links using the service: each starts over for the profile
     cursors: tuple[str, ...]  # cursors of those links kept under any service's name
+    # The account is the one on record, but the side holds none of the plays kept for it:
+    # they were another account's (kept by a release that did not record whose).
+    unrecognised: bool = False
 
     def describe(self) -> str:
+        if self.unrecognised:
+            return (
+                f"profile {self.profile}: {self.service} ({shown(self.after)}) holds none of "
+                "the plays watchbridge kept for it: they were another account's"
+            )
         return (
             f"profile {self.profile}: {self.service} is now {shown(self.after)} "
             f"(was {shown(self.before)})"
@@ -67,8 +75,9 @@ class AccountChange:
 
     def not_sent(self) -> str:
         return (
-            f"not sent: it names a record of the {self.service} account profile "
-            f"{self.profile} used before ({shown(self.before)})"
+            f"not sent: a removal meant for the {self.service} account profile "
+            f"{self.profile} used before ({shown(self.before)}); retried, it would remove "
+            "from the account used now: discard it (`watchbridge deadletters discard`)"
         )
 
 
@@ -119,11 +128,45 @@ def note_account(
         if kept != before:
             store.set_cursor(service, profile, ACCOUNT_CURSOR, kept, now)
         return None
+    return _start_over(store, config, service, profile, before, seen, now)
+
+
+def start_over_unrecognised(
+    store: Store, config: Config, service: str, profile: str, now: float
+) -> AccountChange | None:
+    """Start a side over whose account is the one on record (first seen by this release)
+    but whose full read holds none of the plays the links kept for it (`unrecognised`)."""
+    account = store.get_cursor(service, profile, ACCOUNT_CURSOR)
+    if account is None:
+        return None
+    return _start_over(store, config, service, profile, account, account, now, unrecognised=True)
+
+
+def unrecognised(kept: Iterable[str], read: Iterable[str]) -> bool:
+    """Whether a side's full read (`read`: its plays' records) shares none of the records the
+    link kept for it (`kept`, at least MIN_KEPT of them). Pure."""
+    kept = set(kept)
+    return len(kept) >= MIN_KEPT and kept.isdisjoint(read)
+
+
+MIN_KEPT = 5  # fewer records kept say too little of whose they were
+
+
+def _start_over(
+    store: Store,
+    config: Config,
+    service: str,
+    profile: str,
+    before: str,
+    after: str,
+    now: float,
+    unrecognised: bool = False,
+) -> AccountChange:
     from watchbridge.plexlink import list_cursors  # heavy; readers import this module
 
     links = links_using(config, service, profile)
     cursors: Sequence[str] = [c for link in links for c in (f"link:{link}", *list_cursors(link))]
-    change = AccountChange(service, profile, before, seen, links, tuple(cursors))
+    change = AccountChange(service, profile, before, after, links, tuple(cursors), unrecognised)
     dead = store.start_over(change, now)
     if dead >= 0:  # else another run saw the change first and started over
         log.warning(change.message(), extra={"profile": profile, "removals_not_sent": dead})
@@ -148,6 +191,6 @@ class AccountNotes:
 
 
 def for_the_old_account(rows: Sequence[OutboxItem]) -> list[OutboxItem]:
-    """The rows of a batch that name records of the account used before (removals): not to
-    be sent to the new one. Pure."""
-    return [row for row in rows if row.action in REMOVALS and row.payload.get("record")]
+    """The rows of a batch meant for the account used before: its removals (of its plays
+    and ratings), not to be sent to the new one. Pure."""
+    return [row for row in rows if row.action in REMOVALS]

@@ -497,13 +497,14 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
         async def sign_in() -> tuple[str | None, str | None]:
             try:
                 # A sign-in of an older release: whose it was, so that another's is noticed.
-                # (One Trakt no longer answers for, usually the same person signing in again,
-                # stays unknown: the new one is then the first account seen.)
                 known = store.get_cursor("trakt", name, ACCOUNT_CURSOR) is not None
                 earlier = not known and store.get_token("trakt", name) is not None
                 before = await whose() if earlier else None
                 await client.sign_in(name, show)
-                return before, await whose()
+                after = await whose()
+                # One Trakt no longer answers for (usually the same person signing in again)
+                # stays unknown: the next run compares what it reads with what was kept.
+                return before, None if earlier and before is None else after
             finally:
                 await client.aclose()
 

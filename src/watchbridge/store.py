@@ -1841,8 +1841,8 @@ class Store:
         the state of the links using it, then remember the new account: all in one
         transaction, and only while the old account is still the one on record (two runs that
         both saw the change start over once). Returns the removals still to be sent to the
-        old account (they name its records) now made dead letters, or -1 when another run
-        already started over."""
+        old account (meant for its plays and ratings) now made dead letters, or -1 when
+        another run already started over."""
         service, profile = change.service, change.profile
         with self.transaction() as conn:
             on_record = conn.execute(
@@ -1870,8 +1870,7 @@ class Store:
             dead = conn.execute(
                 "UPDATE outbox SET status = 'dead', updated_at = ?, last_error = ?"
                 " WHERE target = ? AND profile = ? AND status = 'pending'"
-                " AND action IN ('remove_play', 'remove_rating')"
-                " AND coalesce(json_extract(payload, '$.record'), '') != ''",
+                " AND action IN ('remove_play', 'remove_rating')",
                 (now, change.not_sent(), service, profile),
             ).rowcount
             notes = [(service, ACCOUNT_CURSOR, change.after), *change.notes()]

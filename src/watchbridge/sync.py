@@ -16,7 +16,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from watchbridge.accounts import ENGINE, note_account, restarted_cursor
+from watchbridge.accounts import (
+    ENGINE,
+    note_account,
+    restarted_cursor,
+    start_over_unrecognised,
+    unrecognised,
+)
 from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError
 from watchbridge.guard import BEFORE_CONFIRMING
@@ -26,7 +32,7 @@ from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
-from watchbridge.readers import READERS, SideReader, reader_for
+from watchbridge.readers import READERS, SideRead, SideReader, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
@@ -44,7 +50,7 @@ from watchbridge.reconcile import (
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
-from watchbridge.store import NewOutboxRow, Store, SyncRun, ordering_key
+from watchbridge.store import ACCOUNT_CURSOR, NewOutboxRow, Store, SyncRun, ordering_key
 
 log = logging.getLogger(__name__)
 
@@ -331,12 +337,15 @@ async def _plan_profile(
     narrow: tuple[Narrower, Narrowing] | None = None,
 ) -> ProfilePlan:
     # First: a side read as another account (its cheap check may say "unchanged") starts over.
-    await _note_accounts(config, store, profile, readers, clock, reading=False)
     services = [reader.service for reader in readers]
+    unknown = await asyncio.to_thread(_accounts_unknown, store, profile, services)
+    await _note_accounts(config, store, profile, readers, clock, reading=False)
     saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
+    # Nor when an account is seen for the first time (see `_unrecognised`).
     full_at = float(saved[ENGINE].get("full_at", 0))
-    full = full or clock() - full_at >= FULL_READ_EVERY
+    first_seen = unknown - await asyncio.to_thread(_accounts_unknown, store, profile, services)
+    full = full or clock() - full_at >= FULL_READ_EVERY or bool(first_seen)
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
@@ -346,15 +355,19 @@ async def _plan_profile(
         # The link's state is gone: read everything, as on a first run.
         saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
         full = True
-    why = restarted_cursor(name)
-    restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
+    first_seen = unknown - await asyncio.to_thread(_accounts_unknown, store, profile, services)
+    full = full or bool(first_seen)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
-    first_run = not any(_holds_state(side) for side in baseline.values())
     full = full or not baseline
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
     }
+    if await _unrecognised(config, store, profile, first_seen, baseline, reads, clock):
+        baseline = {}  # started over: as on a first run
+    why = restarted_cursor(name)
+    restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
+    first_run = not any(_holds_state(side) for side in baseline.values())
     a, b = readers
     reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
     if full:
@@ -390,6 +403,33 @@ async def _plan_profile(
         narrowed=narrow is not None,
         restarted=restarted,
     )
+
+
+def _accounts_unknown(store: Store, profile: str, services: list[str]) -> set[str]:
+    return {s for s in services if store.get_cursor(s, profile, ACCOUNT_CURSOR) is None}
+
+
+async def _unrecognised(
+    config: Config,
+    store: Store,
+    profile: str,
+    first_seen: set[str],
+    baseline: Mapping[str, Side],
+    reads: Mapping[str, SideRead],
+    clock: Callable[[], float],
+) -> bool:
+    """Start over the sides whose account this release saw for the first time and whose full
+    read holds none of the plays the link kept for them: a database of an older release,
+    which kept no account, and another account since (`accounts.unrecognised`). Whether any
+    did."""
+    started = False
+    for service in sorted(first_seen & set(baseline)):
+        kept = (p.record for p in baseline[service].plays if not p.record.startswith(EXPECTED))
+        if unrecognised(kept, (p.record for p in reads[service].side.plays)):
+            now = clock()
+            await asyncio.to_thread(start_over_unrecognised, store, config, service, profile, now)
+            started = True
+    return started
 
 
 async def _note_accounts(

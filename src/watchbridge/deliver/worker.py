@@ -104,8 +104,8 @@ class Target(Protocol):
 def without_the_old_accounts(
     change: AccountChange, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
 ) -> list[OutboxItem]:
-    """`rows`, less those naming records of the account used before `change` (removals):
-    those are made dead letters, never sent to the new account."""
+    """`rows`, less the removals meant for the account used before `change`: those are made
+    dead letters, never sent to the new account."""
     stale = {row.id for row in for_the_old_account(rows)}
     outcomes.update((row_id, Dead(change.not_sent())) for row_id in stale)
     return [row for row in rows if row.id not in stale]
