@@ -18,6 +18,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from watchbridge import readers
+from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
 from watchbridge.config import Config, Link, parse_config
 from watchbridge.deliver.serializd import SerializdTarget
@@ -185,7 +186,11 @@ def rig_for(
     rig.targets = {
         "trakt": TraktTarget(fast_trakt(config, runtime.store), runtime.store, delivery, time.time),
         "serializd": SerializdTarget(
-            fast_serializd(config, runtime.store), runtime.store, delivery, time.time
+            fast_serializd(config, runtime.store),
+            runtime.store,
+            delivery,
+            time.time,
+            accounts=AccountNotes(runtime.store, config, time.time),  # as wiring does
         ),
     }
     return rig

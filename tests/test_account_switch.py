@@ -39,6 +39,7 @@ from tests.test_sync_scenarios import (
 from watchbridge.accounts import merged, note_account, same_account
 from watchbridge.config import Config, parse_config
 from watchbridge.deliver.plex import PlexTarget
+from watchbridge.errors import WatchbridgeError
 from watchbridge.readers.plex import plex_client
 from watchbridge.reconcile import Action
 from watchbridge.store import OutboxItem, Store
@@ -344,6 +345,71 @@ async def test_another_trakt_account_over_an_older_releases_revoked_sign_in_is_r
 
     assert len(diary_plays(serializd)) == 5
     assert len(trakt.history(robin)) == 5
+
+
+async def test_a_delivery_before_the_first_run_after_upgrading_leaves_the_check_owed(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The service's worker delivers a row queued before the upgrade (and so sees the new
+    Serializd account first) before the link's first run."""
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    app.watch(1, 6, "2024-01-06T20:00:00.000Z")
+    await rig.sync(full=True)  # queues its copy to Serializd; not sent before the upgrade
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+
+    rig = make_rig(account=BOB[:2], max_removal_share=1.0)
+    await rig.deliver()
+    result = await rig.sync_and_deliver()
+
+    assert len(trakt_plays(trakt)) == 6
+    assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
+    assert len(diary_plays_of(serializd, bob)) == 6
+
+
+async def test_a_first_run_after_upgrading_that_fails_leaves_the_check_owed(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    await make_rig().sync_and_deliver()
+    forget_the_accounts(make_rig())
+    bob = serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2], max_removal_share=1.0)
+    trakt.fail_next(100, 503, route="GET /sync/history/{type}")
+    with pytest.raises(WatchbridgeError):
+        await rig.sync()
+    trakt.clear_knobs()
+
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert len(trakt_plays(trakt)) == 5
+    assert len(diary_plays_of(serializd, bob)) == 5
+
+
+async def test_a_season_marked_watched_by_the_old_account_does_not_hide_the_switch(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """Marked seasons are read as undated plays named by their item, the same whoever the
+    account: only records the service gave tell whose the plays were."""
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    serializd.mark(None, BB, 2)
+    rig = make_rig()
+    await rig.sync_and_deliver(full=True)
+    await rig.sync_and_deliver(full=True)
+    before = len(trakt.history())
+    forget_the_accounts(rig)
+    serializd.add_user(*BOB)
+
+    result = await make_rig(account=BOB[:2], max_removal_share=1.0).sync_and_deliver()
+
+    assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
+    assert len(trakt.history()) == before
 
 
 def forget_the_accounts(rig: Rig) -> None:

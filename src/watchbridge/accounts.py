@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
 from watchbridge.config import Config, link_profiles
+from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Side
 from watchbridge.store import ACCOUNT_CURSOR, OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
+# cursor (service, profile, this): an account first seen, whose sides' state the next full
+# read of each link must still hold (see `unrecognised`); cleared once a read compared it
+CHECK_OWED = "account_check"
 
 
 def restarted_cursor(link: str) -> str:
@@ -123,6 +127,8 @@ def note_account(
     if not seen.strip(SEP):
         return None
     before = store.get_cursor(service, profile, ACCOUNT_CURSOR)
+    if before is None:  # whose the kept state was is not known: the next full read tells
+        store.set_cursor(service, profile, CHECK_OWED, "owed", now)
     if before is None or same_account(before, seen):
         kept = seen if before is None else merged(before, seen)
         if kept != before:
@@ -142,11 +148,17 @@ def start_over_unrecognised(
     return _start_over(store, config, service, profile, account, account, now, unrecognised=True)
 
 
-def unrecognised(kept: Iterable[str], read: Iterable[str]) -> bool:
-    """Whether a side's full read (`read`: its plays' records) shares none of the records the
-    link kept for it (`kept`, at least MIN_KEPT of them). Pure."""
-    kept = set(kept)
-    return len(kept) >= MIN_KEPT and kept.isdisjoint(read)
+def unrecognised(kept: Side, read: Side) -> bool:
+    """Whether a side's full read shares none of the plays the link kept for it (at least
+    MIN_KEPT): records the account's service gave (dated plays; not those a reader makes
+    from an item, like an undated tick, or carries over from the baseline). Pure."""
+    kept_records = _own_records(kept)
+    return len(kept_records) >= MIN_KEPT and kept_records.isdisjoint(_own_records(read))
+
+
+def _own_records(side: Side) -> set[str]:
+    carried = (EXPECTED, ABSORBED)
+    return {p.record for p in side.plays if p.at != UNDATED and not p.record.startswith(carried)}
 
 
 MIN_KEPT = 5  # fewer records kept say too little of whose they were

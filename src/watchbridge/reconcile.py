@@ -27,6 +27,7 @@ from watchbridge.guard import removals_held
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
 SAME_VIEWING = 60.0  # ...and this close, certainly so (one viewing, dated by two clocks)
 EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
+ABSORBED = "held:"  # record prefix of a play AniList already counted (readers/anilist.py)
 UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge.accounts import (
+    CHECK_OWED,
     ENGINE,
     note_account,
     restarted_cursor,
@@ -50,7 +51,7 @@ from watchbridge.reconcile import (
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
-from watchbridge.store import ACCOUNT_CURSOR, NewOutboxRow, Store, SyncRun, ordering_key
+from watchbridge.store import NewOutboxRow, Store, SyncRun, ordering_key
 
 log = logging.getLogger(__name__)
 
@@ -338,14 +339,13 @@ async def _plan_profile(
 ) -> ProfilePlan:
     # First: a side read as another account (its cheap check may say "unchanged") starts over.
     services = [reader.service for reader in readers]
-    unknown = await asyncio.to_thread(_accounts_unknown, store, profile, services)
     await _note_accounts(config, store, profile, readers, clock, reading=False)
     saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
-    # Nor when an account is seen for the first time (see `_unrecognised`).
+    # Nor while an account first seen is to be checked (see `_unrecognised`).
     full_at = float(saved[ENGINE].get("full_at", 0))
-    first_seen = unknown - await asyncio.to_thread(_accounts_unknown, store, profile, services)
-    full = full or clock() - full_at >= FULL_READ_EVERY or bool(first_seen)
+    owed = await asyncio.to_thread(_checks_owed, store, profile, services)
+    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed)
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
@@ -355,15 +355,15 @@ async def _plan_profile(
         # The link's state is gone: read everything, as on a first run.
         saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
         full = True
-    first_seen = unknown - await asyncio.to_thread(_accounts_unknown, store, profile, services)
-    full = full or bool(first_seen)
+    owed = await asyncio.to_thread(_checks_owed, store, profile, services)
+    full = full or bool(owed)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     full = full or not baseline
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
     }
-    if await _unrecognised(config, store, profile, first_seen, baseline, reads, clock):
+    if await _unrecognised(config, store, profile, owed, baseline, reads, clock):
         baseline = {}  # started over: as on a first run
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
@@ -405,30 +405,31 @@ async def _plan_profile(
     )
 
 
-def _accounts_unknown(store: Store, profile: str, services: list[str]) -> set[str]:
-    return {s for s in services if store.get_cursor(s, profile, ACCOUNT_CURSOR) is None}
+def _checks_owed(store: Store, profile: str, services: list[str]) -> set[str]:
+    return {s for s in services if store.get_cursor(s, profile, CHECK_OWED) is not None}
 
 
 async def _unrecognised(
     config: Config,
     store: Store,
     profile: str,
-    first_seen: set[str],
+    owed: set[str],
     baseline: Mapping[str, Side],
     reads: Mapping[str, SideRead],
     clock: Callable[[], float],
 ) -> bool:
-    """Start over the sides whose account this release saw for the first time and whose full
-    read holds none of the plays the link kept for them: a database of an older release,
-    which kept no account, and another account since (`accounts.unrecognised`). Whether any
-    did."""
+    """Check the sides whose account was first seen (`owed`) on their full read: one that
+    holds none of the plays the link kept for it starts over (a database of an older release,
+    which kept no account, and another account since: `accounts.unrecognised`). Whether any
+    did. The check is done once, for every link of the profile: the first to read does it."""
     started = False
-    for service in sorted(first_seen & set(baseline)):
-        kept = (p.record for p in baseline[service].plays if not p.record.startswith(EXPECTED))
-        if unrecognised(kept, (p.record for p in reads[service].side.plays)):
+    for service in sorted(owed):
+        kept = baseline.get(service)
+        if kept is not None and unrecognised(kept, reads[service].side):
             now = clock()
             await asyncio.to_thread(start_over_unrecognised, store, config, service, profile, now)
             started = True
+        await asyncio.to_thread(store.forget_cursor, service, profile, CHECK_OWED)
     return started
 
 

@@ -82,7 +82,7 @@ from watchbridge.model import MediaRef
 from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
 from watchbridge.readers.plex import key_for_ref
-from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side
+from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Play, Rated, Side
 from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
@@ -383,9 +383,6 @@ def anilist_side(
     return Converted(
         Side(tuple(plays), scores), states, unmatched, frozenset(mapped), frozenset(used)
     )
-
-
-ABSORBED = "held:"  # record prefix of a play AniList already counted (see the module doc)
 
 
 def absorb(
