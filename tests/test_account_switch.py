@@ -19,7 +19,7 @@ import pytest
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import FakeTrakt
-from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, use_fast_readers
+from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
 from tests.test_sync_plex import setup as setup_plex_link
 from tests.test_sync_plex import sync as sync_plex
 from tests.test_sync_plex import trakt_plays as plex_trakt_plays
@@ -410,6 +410,38 @@ async def test_a_season_marked_watched_by_the_old_account_does_not_hide_the_swit
 
     assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
     assert len(trakt.history()) == before
+
+
+async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgraded, now signed in to Serializd as bob, and a second link added in the same edit:
+    it runs first with nothing kept, and the first link still checks what it kept."""
+    use_fast_readers(monkeypatch)
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    options = ", first_run: apply, max_removal_share: 1.0"
+    config = parse_config(rig_config(tmp_path, trakt, serializd, options), PATH, {})
+    rig = rig_for(config, trakt, serializd, {PROFILE: None})
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    await rig.aclose()
+    bob = serializd.add_user(*BOB)
+    text = rig_config(tmp_path, trakt, serializd, options, BOB[:2])
+    text += f"  other: {{services: [serializd, trakt], direction: one-way{options}}}\n"
+    rig = rig_for(parse_config(text, PATH, {}), trakt, serializd, {})
+    try:
+        await run_link(rig.runtime.config, rig.store, "other", yes=True, clock=time.time)
+        result = await rig.sync_and_deliver()
+    finally:
+        await rig.aclose()
+
+    assert len(trakt_plays(trakt)) == 5
+    assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
+    assert len(diary_plays_of(serializd, bob)) == 5
+
+
+PATH = Path("watchbridge.yaml")
 
 
 def forget_the_accounts(rig: Rig) -> None:

@@ -31,9 +31,13 @@ log = logging.getLogger(__name__)
 SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
-# cursor (service, profile, this): an account first seen, whose sides' state the next full
-# read of each link must still hold (see `unrecognised`); cleared once a read compared it
-CHECK_OWED = "account_check"
+
+
+def check_owed(link: str) -> str:
+    """The cursor (service, profile, this) saying that `link`'s next full read must still
+    find the plays it kept for an account first seen (see `unrecognised`); set when the
+    account is first seen, cleared by that read."""
+    return f"account_check:{link}"
 
 
 def restarted_cursor(link: str) -> str:
@@ -127,8 +131,9 @@ def note_account(
     if not seen.strip(SEP):
         return None
     before = store.get_cursor(service, profile, ACCOUNT_CURSOR)
-    if before is None:  # whose the kept state was is not known: the next full read tells
-        store.set_cursor(service, profile, CHECK_OWED, "owed", now)
+    if before is None:  # whose each link's state was is not known: its next full read tells
+        for link in links_using(config, service, profile):
+            store.set_cursor(service, profile, check_owed(link), "owed", now)
     if before is None or same_account(before, seen):
         kept = seen if before is None else merged(before, seen)
         if kept != before:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge.accounts import (
-    CHECK_OWED,
     ENGINE,
+    check_owed,
     note_account,
     restarted_cursor,
     start_over_unrecognised,
@@ -344,7 +344,7 @@ async def _plan_profile(
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
     # Nor while an account first seen is to be checked (see `_unrecognised`).
     full_at = float(saved[ENGINE].get("full_at", 0))
-    owed = await asyncio.to_thread(_checks_owed, store, profile, services)
+    owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed)
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
@@ -355,7 +355,7 @@ async def _plan_profile(
         # The link's state is gone: read everything, as on a first run.
         saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
         full = True
-    owed = await asyncio.to_thread(_checks_owed, store, profile, services)
+    owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     full = full or bool(owed)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     full = full or not baseline
@@ -363,7 +363,7 @@ async def _plan_profile(
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
     }
-    if await _unrecognised(config, store, profile, owed, baseline, reads, clock):
+    if await _unrecognised(config, store, name, profile, owed, baseline, reads, clock):
         baseline = {}  # started over: as on a first run
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
@@ -405,13 +405,14 @@ async def _plan_profile(
     )
 
 
-def _checks_owed(store: Store, profile: str, services: list[str]) -> set[str]:
-    return {s for s in services if store.get_cursor(s, profile, CHECK_OWED) is not None}
+def _checks_owed(store: Store, link: str, profile: str, services: list[str]) -> set[str]:
+    return {s for s in services if store.get_cursor(s, profile, check_owed(link)) is not None}
 
 
 async def _unrecognised(
     config: Config,
     store: Store,
+    link: str,
     profile: str,
     owed: set[str],
     baseline: Mapping[str, Side],
@@ -421,7 +422,7 @@ async def _unrecognised(
     """Check the sides whose account was first seen (`owed`) on their full read: one that
     holds none of the plays the link kept for it starts over (a database of an older release,
     which kept no account, and another account since: `accounts.unrecognised`). Whether any
-    did. The check is done once, for every link of the profile: the first to read does it."""
+    did. Each link checks what it kept itself (one without a baseline has nothing to lose)."""
     started = False
     for service in sorted(owed):
         kept = baseline.get(service)
@@ -429,7 +430,7 @@ async def _unrecognised(
             now = clock()
             await asyncio.to_thread(start_over_unrecognised, store, config, service, profile, now)
             started = True
-        await asyncio.to_thread(store.forget_cursor, service, profile, CHECK_OWED)
+        await asyncio.to_thread(store.forget_cursor, service, profile, check_owed(link))
     return started
 
 
