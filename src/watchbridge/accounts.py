@@ -10,6 +10,11 @@ every link using the service starts over for the profile as on its first run: no
 removed because of the change, and what only one side holds is copied across (after a review
 when the link's `first_run` is `dry-run`).
 
+The first account seen is only remembered (a new profile, or a database of a release that
+kept none). Each link's next full read then checks that the side still holds the plays the
+link kept for it: one holding none of them was another account's, and starts over the same
+way (`unrecognised`).
+
 An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
 profile's account on it); an empty part is one not known yet, and matches any.
 """
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
+MIN_KEPT = 5  # fewer records kept say too little of whose they were
 
 
 def check_owed(link: str) -> str:
@@ -125,9 +131,7 @@ def note_account(
 ) -> AccountChange | None:
     """Remember that `profile`'s `service` is the account `seen`; when the one on record is
     another, start the side over (see the module; once, however many runs saw it) and return
-    the change. The first account
-    seen (a new profile, or a database from a release that did not keep it) is only
-    remembered."""
+    the change. The first account seen is only remembered, and each link owes it a check."""
     if not seen.strip(SEP):
         return None
     before = store.get_cursor(service, profile, ACCOUNT_CURSOR)
@@ -164,9 +168,6 @@ def unrecognised(kept: Side, read: Side) -> bool:
 def _own_records(side: Side) -> set[str]:
     carried = (EXPECTED, ABSORBED)
     return {p.record for p in side.plays if p.at != UNDATED and not p.record.startswith(carried)}
-
-
-MIN_KEPT = 5  # fewer records kept say too little of whose they were
 
 
 def _start_over(
