@@ -33,7 +33,7 @@ SERVICE = "trakt"
 HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what works (§9)
 UPGRADE_URL = "https://app.trakt.tv/vip"
 ACCOUNT_CACHE = "trakt-account"  # a hash of an access token -> the account it signs in to
-ACCOUNT_TTL = 365 * 86400.0  # a token names one account for its whole life
+ACCOUNT_TTL = 8 * 86400.0  # past a token's life (7 days in 2026 docs): a row or two per profile
 
 
 class TraktError(ServiceError):
