@@ -285,13 +285,19 @@ def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
     seed.close()
     claimed: dict[str, list[int]] = {"a": [], "b": []}
     both_ready = threading.Barrier(2)
+    has_claimed = {name: threading.Event() for name in claimed}
 
     def work(name: str) -> None:
         store = Store.open(path)  # each worker its own connection, as two processes would
+        other = "b" if name == "a" else "a"
         both_ready.wait()
         while batch := store.claim(name, 2.0, limit=7):
             claimed[name].extend(item.id for item in batch)
-            time.sleep(0.001)  # hand the lock over so the workers really interleave
+            has_claimed[name].set()
+            # The workers really interleave, however loaded the machine: the first to claim
+            # waits for the other's first claim.
+            has_claimed[other].wait(timeout=10)
+            time.sleep(0.001)
         store.close()
 
     threads = [threading.Thread(target=work, args=(name,)) for name in claimed]
