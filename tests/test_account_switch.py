@@ -183,6 +183,28 @@ async def test_another_serializd_account_waits_for_review_saying_why(
     assert rig.store.outbox_counts().get("pending", 0) == 0
 
 
+async def test_a_run_one_way_after_a_start_over_leaves_the_other_way_to_review(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """The user copies Trakt's plays to the new Serializd account (`--direction ... --yes`):
+    the new account's own plays still wait for the review of the way back."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    await make_rig().sync_and_deliver()
+    bob = serializd.add_user(*BOB)
+    log_as(serializd, bob, 1, 5, "2024-02-05T20:00:00.000Z")  # someone else's play
+    rig = make_rig(account=BOB[:2], first_run="dry-run")
+    config = rig.runtime.config
+    await run_link(config, rig.store, LINK, direction="trakt-to-serializd", yes=True)
+    await rig.deliver()
+
+    with pytest.raises(NeedsReview) as review:
+        await run_link(config, rig.store, LINK, clock=time.time)
+
+    assert "serializd is now user bob_tv" in review.value.message
+    assert trakt_plays(trakt) == [(1, 1, "2024-01-01")]
+    assert diary_plays_of(serializd, bob) == [(1, 1, "2024-01-01"), (1, 5, "2024-02-05")]
+
+
 async def test_the_first_account_seen_is_only_remembered(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
@@ -217,9 +239,7 @@ async def test_a_removal_queued_for_the_old_account_is_not_sent_to_the_new_one(
     assert [p[:2] for p in diary_plays_of(serializd, bob)] == [(1, 1), (1, 3), (1, 4)]
     [dead] = rig.store.dead_letters()
     assert dead.action == "remove_play"
-    assert "a removal meant for the serializd account profile me used before" in (
-        dead.last_error or ""
-    )
+    assert (dead.last_error or "").startswith("not sent: a removal meant for an account used")
 
 
 def diary_plays_of(serializd: FakeSerializd, user: Any) -> list[tuple[int, int, str]]:
@@ -579,11 +599,16 @@ async def deliver_to_plex(config: Config, store: Store) -> list[str]:
     return [str(outcome) for outcome in outcomes.values()]
 
 
+@pytest.mark.parametrize("retried", [False, True])
 async def test_a_rating_removal_queued_for_the_old_trakt_account_spares_the_new_ones_rating(
-    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+    tmp_path: Path,
+    make_rig: RigFactory,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    retried: bool,
 ) -> None:
     """A rating removal names no record (Trakt ratings have none): it is the old account's
-    all the same."""
+    all the same, and `deadletters retry --all` leaves it a dead letter."""
     rated = serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
     config = cli_config(tmp_path, trakt, serializd)
     sign_in_with_the_cli(config, trakt, trakt.user)
@@ -599,6 +624,12 @@ async def test_a_rating_removal_queued_for_the_old_trakt_account_spares_the_new_
     rig.runtime.close()
 
     sign_in_with_the_cli(config, trakt, robin)
+    if retried:
+        command = [sys.executable, "-m", "watchbridge", "deadletters", "retry", "--all"]
+        said = subprocess.run(
+            [*command, "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert "1 left as dead letter(s): removals meant for an account" in said.stdout
     await make_rig(signed_in=True, max_removal_share=1.0).deliver()
 
     assert [(r.item.kind, r.rating) for r in trakt.ratings(robin)] == [("show", 7)]

@@ -37,6 +37,7 @@ SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
 MIN_KEPT = 5  # fewer records kept say too little of whose they were
+NOT_SENT = "not sent: a removal meant for an account used before"  # starts such dead letters
 
 
 def check_owed(link: str) -> str:
@@ -89,9 +90,9 @@ class AccountChange:
 
     def not_sent(self) -> str:
         return (
-            f"not sent: a removal meant for the {self.service} account profile "
-            f"{self.profile} used before ({shown(self.before)}); retried, it would remove "
-            "from the account used now: discard it (`watchbridge deadletters discard`)"
+            f"{NOT_SENT} ({self.service}, {shown(self.before)}, of profile {self.profile}); "
+            "sent, it would remove from the account used now: discard it "
+            "(`watchbridge deadletters discard`)"
         )
 
 

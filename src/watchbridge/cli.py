@@ -1018,18 +1018,24 @@ def deadletters_list(config_path: str | None) -> None:
 @click.option("--all", "every", is_flag=True, help="Retry every dead letter.")
 def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
     """Queue dead letters again (by id, or --all); the running service picks them up."""
+    from watchbridge.accounts import NOT_SENT
+
     config = _load(config_path)
     _require_selection(ids, every)
     with _open_store(config) as store:
         dead = store.dead_letters()
         unknown = _not_dead_letters(dead, ids)
         chosen = dead if every else [item for item in dead if item.id in ids]
+        # Removals meant for an account the profile used before would remove from its new one.
+        old = [item.id for item in chosen if (item.last_error or "").startswith(NOT_SENT)]
+        chosen = [item for item in chosen if item.id not in old]
         # Queued again, rows the config cannot deliver would only die again at the service's
         # next start, held meanwhile with a sign-in alert whose command refuses the profile.
         why = {item.id: undeliverable(config, item.target, item.profile) for item in chosen}
         stuck = Counter(reason for reason in why.values() if reason is not None)
         ready = [item_id for item_id, reason in why.items() if reason is None]
-        retried = store.retry_dead(None if every and not stuck else ready, time.time())
+        every_one = every and not stuck and not old
+        retried = store.retry_dead(None if every_one else ready, time.time())
     click.echo(f"{retried.queued} dead letter(s) queued again")
     if retried.superseded:
         click.echo(
@@ -1039,6 +1045,11 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
     for reason, count in stuck.items():
         click.echo(
             f"{count} left as dead letter(s): {reason} (configure it again, or discard them)"
+        )
+    if old:
+        click.echo(
+            f"{len(old)} left as dead letter(s): removals meant for an account the profile "
+            "used before, which would remove from the one used now (discard them)"
         )
     _refuse_unknown(unknown)
 

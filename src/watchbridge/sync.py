@@ -367,7 +367,7 @@ async def _plan_profile(
         baseline = {}  # started over: as on a first run
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
-    first_run = not any(_holds_state(side) for side in baseline.values())
+    first_run = bool(restarted) or not any(_holds_state(side) for side in baseline.values())
     a, b = readers
     reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
     if full:
@@ -559,7 +559,9 @@ def _apply(
         moved = {s: v for s, v in result.current.items() if s not in result.frozen}
         save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
         save_cursors(store, name, result.profile, result.cursors, now)
-        if result.restarted:  # started over, and now applied: no longer a review's reason
+        if result.restarted and not result.frozen:
+            # Started over, and now applied both ways: no longer a review's reason. (A run
+            # one way only leaves the other way to review.)
             store.forget_cursor(ENGINE, result.profile, restarted_cursor(name))
         # Held removals were not made: their tombstones would hide them from the next run.
         save_tombstones(store, name, result.profile, result.plan.tombstones, now)
