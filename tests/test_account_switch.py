@@ -205,6 +205,24 @@ async def test_a_run_one_way_after_a_start_over_leaves_the_other_way_to_review(
     assert diary_plays_of(serializd, bob) == [(1, 1, "2024-01-01"), (1, 5, "2024-02-05")]
 
 
+async def test_a_first_sync_made_one_way_leaves_the_other_way_to_review(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Not an account change: the same rule for a new link's first run."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    app.watch(1, 2, "2024-01-02T20:00:00.000Z")
+    rig = make_rig(first_run="dry-run")
+    config = rig.runtime.config
+    await run_link(config, rig.store, LINK, direction="trakt-to-serializd", yes=True)
+    await rig.deliver()
+
+    with pytest.raises(NeedsReview) as review:
+        await run_link(config, rig.store, LINK, clock=time.time)
+
+    assert "went one way only" in review.value.message
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 2)]
+
+
 async def test_the_first_account_seen_is_only_remembered(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:

@@ -560,9 +560,12 @@ def _apply(
         save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
         save_cursors(store, name, result.profile, result.cursors, now)
         if result.restarted and not result.frozen:
-            # Started over, and now applied both ways: no longer a review's reason. (A run
-            # one way only leaves the other way to review.)
+            # Started over, and now applied both ways: no longer a review's reason.
             store.forget_cursor(ENGINE, result.profile, restarted_cursor(name))
+        elif result.first_run and result.frozen and not result.restarted:
+            # A first run one way only leaves the other way to review (a first run still).
+            why = f"the first sync of links.{name} went one way only (--direction)"
+            store.set_cursor(ENGINE, result.profile, restarted_cursor(name), why, now)
         # Held removals were not made: their tombstones would hide them from the next run.
         save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return queued
