@@ -36,13 +36,13 @@ from tests.test_sync_scenarios import (
     trakt_plays,
     unlog,
 )
-from watchbridge.accounts import merged, note_account, same_account
+from watchbridge.accounts import NOT_SENT, merged, note_account, same_account
 from watchbridge.config import Config, parse_config
 from watchbridge.deliver.plex import PlexTarget
 from watchbridge.errors import WatchbridgeError
 from watchbridge.readers.plex import plex_client
 from watchbridge.reconcile import Action
-from watchbridge.store import OutboxItem, Store
+from watchbridge.store import UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem, Store
 from watchbridge.sync import NeedsReview, outbox_rows, run_link
 
 pytestmark = pytest.mark.anyio
@@ -221,6 +221,23 @@ async def test_a_first_sync_made_one_way_leaves_the_other_way_to_review(
 
     assert "went one way only" in review.value.message
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 2)]
+
+
+async def test_a_first_sync_made_both_ways_one_at_a_time_is_over(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    app.watch(1, 2, "2024-01-02T20:00:00.000Z")
+    rig = make_rig(first_run="dry-run")
+    config = rig.runtime.config
+    for direction in ("trakt-to-serializd", "serializd-to-trakt"):
+        await run_link(config, rig.store, LINK, direction=direction, yes=True)
+    await rig.deliver()
+    app.watch(1, 3, "2024-01-03T20:00:00.000Z")
+
+    result = await run_link(config, rig.store, LINK, clock=time.time)  # no review asked
+
+    assert not result.plans[0].first_run and not result.plans[0].restarted
 
 
 async def test_the_first_account_seen_is_only_remembered(
@@ -600,6 +617,27 @@ def test_a_play_queued_for_plex_waits_while_the_server_is_another_than_its_items
 
     assert new.user_state("100") == {}
     assert delivered[0].startswith("Hold(") and "the Plex server is now abab" in delivered[0]
+
+
+def test_retry_leaves_an_old_accounts_removal_whatever_marks_precede_its_reason(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """A restored database (or a send that may have landed) puts its own mark in front."""
+    config = cli_config(tmp_path, trakt, serializd)
+    store = Store.open(tmp_path / "wb.db")
+    store.enqueue([NewOutboxRow("trakt", PROFILE, "remove_rating", {"item": {}}, "k", "i")], 1.0)
+    [row] = store.claim("test", 2.0, 1, ["trakt"])
+    store.mark_dead(row.id, 3.0, f"{UNKNOWN_OUTCOME}: {NOT_SENT} (trakt, account a, of me)")
+    store.close()
+
+    command = [sys.executable, "-m", "watchbridge", "deadletters", "retry", "--all"]
+    said = subprocess.run(
+        [*command, "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+    assert "1 left as dead letter(s): removals meant for an account" in said.stdout
+    with Store.open(tmp_path / "wb.db") as store:
+        assert [item.id for item in store.dead_letters()] == [row.id]
 
 
 def arrival_play() -> Action:

@@ -53,6 +53,12 @@ def restarted_cursor(link: str) -> str:
     return f"restarted:{link}"
 
 
+def carried_cursor(link: str) -> str:
+    """The cursor (ENGINE, profile, this): the sides whose changes `link`'s first run carried
+    so far, when it went one way at a time (`sync --direction`)."""
+    return f"carried:{link}"
+
+
 @dataclass(frozen=True)
 class AccountChange:
     service: str
@@ -184,7 +190,9 @@ def _start_over(
     from watchbridge.plexlink import list_cursors  # heavy; readers import this module
 
     links = links_using(config, service, profile)
-    cursors: Sequence[str] = [c for link in links for c in (f"link:{link}", *list_cursors(link))]
+    cursors: Sequence[str] = [
+        c for link in links for c in (f"link:{link}", carried_cursor(link), *list_cursors(link))
+    ]
     change = AccountChange(service, profile, before, after, links, tuple(cursors), unrecognised)
     dead = store.start_over(change, now)
     if dead >= 0:  # else another run saw the change first and started over

@@ -1027,7 +1027,7 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
         unknown = _not_dead_letters(dead, ids)
         chosen = dead if every else [item for item in dead if item.id in ids]
         # Removals meant for an account the profile used before would remove from its new one.
-        old = [item.id for item in chosen if (item.last_error or "").startswith(NOT_SENT)]
+        old = [item.id for item in chosen if NOT_SENT in (item.last_error or "")]
         chosen = [item for item in chosen if item.id not in old]
         # Queued again, rows the config cannot deliver would only die again at the service's
         # next start, held meanwhile with a sign-in alert whose command refuses the profile.

@@ -18,6 +18,7 @@ from typing import Any
 
 from watchbridge.accounts import (
     ENGINE,
+    carried_cursor,
     check_owed,
     note_account,
     restarted_cursor,
@@ -559,16 +560,30 @@ def _apply(
         moved = {s: v for s, v in result.current.items() if s not in result.frozen}
         save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
         save_cursors(store, name, result.profile, result.cursors, now)
-        if result.restarted and not result.frozen:
-            # Started over, and now applied both ways: no longer a review's reason.
-            store.forget_cursor(ENGINE, result.profile, restarted_cursor(name))
-        elif result.first_run and result.frozen and not result.restarted:
-            # A first run one way only leaves the other way to review (a first run still).
-            why = f"the first sync of links.{name} went one way only (--direction)"
-            store.set_cursor(ENGINE, result.profile, restarted_cursor(name), why, now)
+        if result.first_run:
+            _first_run_applied(store, link, name, result, now)
         # Held removals were not made: their tombstones would hide them from the next run.
         save_tombstones(store, name, result.profile, result.plan.tombstones, now)
     return queued
+
+
+def _first_run_applied(
+    store: Store, link: Link, name: str, result: ProfilePlan, now: float
+) -> None:
+    """A first run (or a start-over) is over once applied both ways; one way only (a
+    `--direction` run) leaves the other way to review: the link's first run still, its
+    reason kept (`restarted:LINK`), and the ways applied so far (`carried:LINK`)."""
+    why, ways = restarted_cursor(name), carried_cursor(name)
+    done = set(filter(None, (store.get_cursor(ENGINE, result.profile, ways) or "").split(",")))
+    done |= set(link.services) - result.frozen  # the sides whose changes this run carried
+    if done >= set(link.services):
+        store.forget_cursor(ENGINE, result.profile, why)
+        store.forget_cursor(ENGINE, result.profile, ways)
+        return
+    store.set_cursor(ENGINE, result.profile, ways, ",".join(sorted(done)), now)
+    if not result.restarted:
+        message = f"the first sync of links.{name} went one way only (--direction)"
+        store.set_cursor(ENGINE, result.profile, why, message, now)
 
 
 def _delivered(store: Store, profile: str, service: str) -> Callable[[Play], bool]:
