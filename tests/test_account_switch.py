@@ -369,8 +369,7 @@ async def test_another_serializd_account_since_an_older_release_is_recognised_by
 ) -> None:
     """Upgraded from a release that kept no account, with the email changed before the first
     run: the new account is the first one seen, but it holds none of the plays kept."""
-    for number in range(1, 6):
-        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    log_five(serializd)
     rig = make_rig()
     await rig.sync_and_deliver()
     forget_the_accounts(rig)
@@ -386,8 +385,7 @@ async def test_another_serializd_account_since_an_older_release_is_recognised_by
 async def test_another_trakt_account_over_an_older_releases_revoked_sign_in_is_recognised(
     tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
-    for number in range(1, 6):
-        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    log_five(serializd)
     rig = make_rig()
     await rig.sync_and_deliver()
     await rig.sync_and_deliver(full=True)  # reads the copies back: their Trakt ids kept
@@ -407,8 +405,7 @@ async def test_a_delivery_before_the_first_run_after_upgrading_leaves_the_check_
 ) -> None:
     """The service's worker delivers a row queued before the upgrade (and so sees the new
     Serializd account first) before the link's first run."""
-    for number in range(1, 6):
-        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    log_five(serializd)
     rig = make_rig()
     await rig.sync_and_deliver()
     app.watch(1, 6, "2024-01-06T20:00:00.000Z")
@@ -428,8 +425,7 @@ async def test_a_delivery_before_the_first_run_after_upgrading_leaves_the_check_
 async def test_a_first_run_after_upgrading_that_fails_leaves_the_check_owed(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
-    for number in range(1, 6):
-        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    log_five(serializd)
     await make_rig().sync_and_deliver()
     forget_the_accounts(make_rig())
     bob = serializd.add_user(*BOB)
@@ -451,8 +447,7 @@ async def test_a_season_marked_watched_by_the_old_account_does_not_hide_the_swit
 ) -> None:
     """Marked seasons are read as undated plays named by their item, the same whoever the
     account: only records the service gave tell whose the plays were."""
-    for number in range(1, 6):
-        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    log_five(serializd)
     serializd.mark(None, BB, 2)
     rig = make_rig()
     await rig.sync_and_deliver(full=True)
@@ -473,8 +468,7 @@ async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
     """Upgraded, now signed in to Serializd as bob, and a second link added in the same edit:
     it runs first with nothing kept, and the first link still checks what it kept."""
     use_fast_readers(monkeypatch)
-    for number in range(1, 6):
-        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    log_five(serializd)
     options = ", first_run: apply, max_removal_share: 1.0"
     config = parse_config(rig_config(tmp_path, trakt, serializd, options), PATH, {})
     rig = rig_for(config, trakt, serializd, {PROFILE: None})
@@ -497,6 +491,12 @@ async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
 
 
 PATH = Path("watchbridge.yaml")
+
+
+def log_five(serializd: FakeSerializd) -> None:
+    """Five diary plays: enough kept for the first-seen account check (accounts.MIN_KEPT)."""
+    for number in range(1, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
 
 
 def forget_the_accounts(rig: Rig) -> None:

@@ -106,6 +106,16 @@ def identity_of(*parts: str) -> str:
     return SEP.join(parts)
 
 
+def user_named(name: object) -> str:
+    """A service's user (Serializd's username, AniList's user id) as an identity."""
+    return identity_of(f"user {name}")
+
+
+def account_named(account: str) -> str:
+    """A Trakt account (its uuid, else its slug) as an identity."""
+    return identity_of(f"account {account}")
+
+
 def shown(account: str) -> str:
     return ", ".join(part for part in account.split(SEP) if part) or "unknown"
 

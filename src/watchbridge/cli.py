@@ -468,7 +468,7 @@ def auth() -> None:
 )
 def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
-    from watchbridge.accounts import identity_of, note_account
+    from watchbridge.accounts import account_named, note_account
     from watchbridge.services.trakt import DeviceCode, TraktClient
     from watchbridge.store import ACCOUNT_CURSOR
 
@@ -491,7 +491,7 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
             """The account signed in now, if Trakt says (else the next link run asks)."""
             with contextlib.suppress(WatchbridgeError):
                 if account := await client.account(name):
-                    return identity_of(f"account {account}")
+                    return account_named(account)
             return None
 
         async def sign_in() -> tuple[str | None, str | None]:

@@ -341,7 +341,7 @@ async def _plan_profile(
     # First: a side read as another account (its cheap check may say "unchanged") starts over.
     services = [reader.service for reader in readers]
     await _note_accounts(config, store, profile, readers, clock, reading=False)
-    saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
+    saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
     # Nor while an account first seen is to be checked (see `_unrecognised`).
     full_at = float(saved[ENGINE].get("full_at", 0))
@@ -354,7 +354,7 @@ async def _plan_profile(
             return _unchanged_plan(profile)
     if await _note_accounts(config, store, profile, readers, clock, reading=True):
         # The link's state is gone: read everything, as on a first run.
-        saved = {s: load_cursors(store, name, s, profile) for s in [*services, ENGINE]}
+        saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
         full = True
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     full = full or bool(owed)
@@ -404,6 +404,13 @@ async def _plan_profile(
         narrowed=narrow is not None,
         restarted=restarted,
     )
+
+
+def _all_cursors(
+    store: Store, link: str, profile: str, services: list[str]
+) -> dict[str, dict[str, str]]:
+    """The link's cursors for `profile`: each side's, and the engine's own."""
+    return {s: load_cursors(store, link, s, profile) for s in [*services, ENGINE]}
 
 
 def _checks_owed(store: Store, link: str, profile: str, services: list[str]) -> set[str]:

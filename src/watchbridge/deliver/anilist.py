@@ -58,10 +58,11 @@ import os
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeGuard
 
 from watchbridge import ratings
-from watchbridge.accounts import AccountNotes, identity_of
+from watchbridge.accounts import AccountNotes
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.config import DeliveryConfig
@@ -73,9 +74,9 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     enriched,
+    for_the_account,
     per_profile,
     service_hold,
-    without_the_old_accounts,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
@@ -652,11 +653,8 @@ class AniListTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        if self.accounts is not None:
-            seen = identity_of(f"user {await self.client.user_id(profile)}")
-            change = await self.accounts.note(NAME, profile, seen)
-            if change is not None:
-                rows = without_the_old_accounts(change, rows, outcomes)
+        whose = partial(self.client.user_id, profile)
+        rows = await for_the_account(self.accounts, NAME, profile, whose, rows, outcomes)
         shared = await self.reverse()
         await self._recheck_skipped(profile, shared)
         entries: dict[int, ListEntry] | None = None

@@ -17,10 +17,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.accounts import AccountNotes, identity_of
+from watchbridge.accounts import AccountNotes
 from watchbridge.catalogue import SEASONS_CACHE, season_map, tmdb_numbered
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
@@ -32,10 +33,10 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     enriched,
+    for_the_account,
     per_profile,
     service_hold,
     unsure,
-    without_the_old_accounts,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
@@ -161,11 +162,8 @@ class SerializdTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        if self.accounts is not None:
-            seen = identity_of(f"user {await self.client.username(profile)}")
-            change = await self.accounts.note(NAME, profile, seen)
-            if change is not None:
-                rows = without_the_old_accounts(change, rows, outcomes)
+        whose = partial(self.client.username, profile)
+        rows = await for_the_account(self.accounts, NAME, profile, whose, rows, outcomes)
         ledger = Ledger(profile)
         ticks: dict[tuple[int, int], list[tuple[OutboxItem, Tick]]] = defaultdict(list)
         # A failure that stops the batch leaves the plays waiting for their tick undecided:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from watchbridge.accounts import AccountChange, for_the_old_account
+from watchbridge.accounts import AccountNotes, for_the_old_account, user_named
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
@@ -101,11 +101,22 @@ class Target(Protocol):
     async def aclose(self) -> None: ...
 
 
-def without_the_old_accounts(
-    change: AccountChange, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
-) -> list[OutboxItem]:
-    """`rows`, less the removals meant for the account used before `change`: those are made
-    dead letters, never sent to the new account."""
+async def for_the_account(
+    accounts: AccountNotes | None,
+    service: str,
+    profile: str,
+    whose: Callable[[], Awaitable[object]],
+    rows: Sequence[OutboxItem],
+    outcomes: dict[int, Outcome],
+) -> Sequence[OutboxItem]:
+    """`rows` to write once the user they go to (`whose`: a Serializd username, an AniList
+    user id) is noted (`accounts.AccountNotes`), less the removals meant for an account used
+    before: those are made dead letters, never sent to the new account."""
+    if accounts is None:
+        return rows
+    change = await accounts.note(service, profile, user_named(await whose()))
+    if change is None:
+        return rows
     stale = {row.id for row in for_the_old_account(rows)}
     outcomes.update((row_id, Dead(change.not_sent())) for row_id in stale)
     return [row for row in rows if row.id not in stale]

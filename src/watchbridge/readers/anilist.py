@@ -64,7 +64,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from watchbridge.accounts import identity_of
+from watchbridge.accounts import user_named
 from watchbridge.anime import (
     PARTIAL,
     PENDING,
@@ -616,7 +616,7 @@ class AniListReader:
         return self.client.requests_sent + seasons
 
     async def account(self, profile: str, reading: bool) -> str | None:
-        return identity_of(f"user {await self.client.user_id(profile)}")
+        return user_named(await self.client.user_id(profile))
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """One request: the newest `updatedAt` on the list against the saved one."""

@@ -31,7 +31,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
 
-from watchbridge.accounts import identity_of
+from watchbridge.accounts import user_named
 from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
 from watchbridge.deliver.serializd import (
@@ -371,7 +371,7 @@ class SerializdReader:
         }
 
     async def account(self, profile: str, reading: bool) -> str | None:
-        return identity_of(f"user {await self.client.username(profile)}")
+        return user_named(await self.client.username(profile))
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """Nothing new in the diary, and nothing delivered since the last read (a delivered

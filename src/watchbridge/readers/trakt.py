@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from watchbridge.accounts import identity_of
+from watchbridge.accounts import account_named
 from watchbridge.config import Config, Link
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
@@ -83,7 +83,7 @@ class TraktReader:
         if not reading:
             return None
         account = await self.client.account(profile)
-        return identity_of(f"account {account}") if account else None
+        return account_named(account) if account else None
 
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
