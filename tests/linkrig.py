@@ -183,14 +183,17 @@ def rig_for(
         sign_in_trakt(runtime.store, trakt, profile, now=time.time(), user=user)
     rig = Rig(trakt, serializd, runtime)
     delivery = config.delivery
+    accounts = AccountNotes(runtime.store, config, time.time)  # as wiring does
     rig.targets = {
-        "trakt": TraktTarget(fast_trakt(config, runtime.store), runtime.store, delivery, time.time),
+        "trakt": TraktTarget(
+            fast_trakt(config, runtime.store), runtime.store, delivery, time.time, accounts=accounts
+        ),
         "serializd": SerializdTarget(
             fast_serializd(config, runtime.store),
             runtime.store,
             delivery,
             time.time,
-            accounts=AccountNotes(runtime.store, config, time.time),  # as wiring does
+            accounts=accounts,
         ),
     }
     return rig

@@ -689,3 +689,30 @@ async def test_a_rating_removal_queued_for_the_old_trakt_account_spares_the_new_
     await make_rig(signed_in=True, max_removal_share=1.0).deliver()
 
     assert [(r.item.kind, r.rating) for r in trakt.ratings(robin)] == [("show", 7)]
+
+
+async def test_the_trakt_target_notices_a_sign_in_as_someone_else_that_could_not_ask(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """Deliveries alone (webhooks, no link run yet) ask whose account they write to."""
+    rated = serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
+    config = cli_config(tmp_path, trakt, serializd)
+    sign_in_with_the_cli(config, trakt, trakt.user)
+    rig = make_rig(signed_in=True, max_removal_share=1.0)
+    await rig.sync_and_deliver()
+    robin = trakt.add_user("robin")
+    with trakt.lock:
+        robin.ratings.update(trakt.user.ratings)
+    with serializd.lock:
+        serializd.user.reviews.remove(rated)
+    await rig.sync(full=True)  # queues the rating's removal on Trakt
+    rig.runtime.close()
+    trakt.fail_next(100, 503, route="/users/settings")
+    sign_in_with_the_cli(config, trakt, robin)  # could not ask whose the new sign-in is
+    trakt.clear_knobs()
+
+    rig = make_rig(signed_in=True, max_removal_share=1.0)
+    await rig.deliver()
+
+    assert [(r.item.kind, r.rating) for r in trakt.ratings(robin)] == [("show", 7)]
+    assert [r.last_error.startswith(NOT_SENT) for r in rig.store.dead_letters()] == [True]

@@ -683,12 +683,31 @@ async def test_account_limit_pauses_without_retrying(
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    trakt.account_limit(5)
+    trakt.account_limit(5, route="POST /sync/ratings")  # Trakt's 420 answers a write
     webhook(runtime, "movie_media_rate.json")
     await drain(worker, runtime, clock, passes=3, step=60)
     assert trakt.count("POST", "/sync/ratings") == 1
     assert runtime.store.outbox_counts()["pending"] == 1
     assert "limit" in receiver.messages[0]["message"]
+
+
+async def test_a_play_goes_on_when_trakt_cannot_say_whose_account_it_is(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.fail_next(1, 404, route="/users/settings")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+async def test_a_target_asks_whose_account_once_per_sign_in(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    for sample in ("movie_media_scrobble.json", "movie_media_rate.json"):
+        webhook(runtime, sample)
+        await drain(worker, runtime, clock, passes=1)
+    assert trakt.count("GET", "/users/settings") == 1
+    assert runtime.store.get_cursor("trakt", "me", "account") is not None
 
 
 async def test_trakt_outage_holds_the_target_and_nothing_is_lost(

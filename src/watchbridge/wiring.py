@@ -132,7 +132,14 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
     accounts = AccountNotes(runtime.store, runtime.config, runtime.clock)
     if client is not None:
         targets.append(
-            TraktTarget(client, runtime.store, runtime.config.delivery, runtime.clock, enricher=ids)
+            TraktTarget(
+                client,
+                runtime.store,
+                runtime.config.delivery,
+                runtime.clock,
+                enricher=ids,
+                accounts=accounts,
+            )
         )
     if serializd is not None:
         targets.append(

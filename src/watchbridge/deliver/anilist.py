@@ -58,11 +58,10 @@ import os
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, TypeGuard
 
 from watchbridge import ratings
-from watchbridge.accounts import AccountNotes
+from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.config import DeliveryConfig
@@ -653,7 +652,9 @@ class AniListTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        whose = partial(self.client.user_id, profile)
+        async def whose() -> str:
+            return user_named(await self.client.user_id(profile))
+
         rows = await for_the_account(self.accounts, NAME, profile, whose, rows, outcomes)
         shared = await self.reverse()
         await self._recheck_skipped(profile, shared)

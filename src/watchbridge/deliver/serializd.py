@@ -17,11 +17,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.accounts import AccountNotes
+from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.catalogue import SEASONS_CACHE, season_map, tmdb_numbered
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
@@ -162,7 +161,9 @@ class SerializdTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> None:
-        whose = partial(self.client.username, profile)
+        async def whose() -> str:
+            return user_named(await self.client.username(profile))
+
         rows = await for_the_account(self.accounts, NAME, profile, whose, rows, outcomes)
         ledger = Ledger(profile)
         ticks: dict[tuple[int, int], list[tuple[OutboxItem, Tick]]] = defaultdict(list)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge import ratings
+from watchbridge.accounts import AccountNotes, account_named
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import (
     Dead,
@@ -23,6 +24,7 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     Skipped,
+    for_the_account,
     per_profile,
     rate_limit_hold,
     service_hold,
@@ -254,8 +256,10 @@ class TraktTarget:
         config: DeliveryConfig,
         clock: Callable[[], float],
         enricher: Enricher | None = None,
+        accounts: AccountNotes | None = None,
     ) -> None:
         self.enricher = enricher
+        self.accounts = accounts
         self.client = client
         self.store = store
         self.config = config
@@ -295,6 +299,9 @@ class TraktTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], now: float, outcomes: dict[int, Outcome]
     ) -> None:
+        rows = await for_the_account(
+            self.accounts, NAME, profile, self._whose(profile), rows, outcomes
+        )
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
@@ -374,6 +381,23 @@ class TraktTarget:
             )
         outcomes.update(await self._ratings(profile, rated))
         outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
+
+    def _whose(self, profile: str) -> Callable[[], Awaitable[str | None]]:
+        """The account `profile` signs in to, asked of Trakt once per sign-in token: a
+        sign-in as someone else must not get the removals meant for the old account, nor
+        leave the memory of its plays to skip the new one's adds."""
+
+        async def whose() -> str | None:
+            try:
+                account = await self.client.account(profile)
+            except (TraktAuthError, TraktAccountError):
+                raise  # the writes would meet it too: the profile is held
+            except TraktError as exc:  # an odd answer: the writes go on, as they did before
+                log.warning("could not tell whose Trakt account: %s", exc.message)
+                return None
+            return account_named(account) if account else None
+
+        return whose
 
     async def _watching(self, profile: str, row: Row, now: float) -> Outcome:
         if now - row.at > self.config.late_after:

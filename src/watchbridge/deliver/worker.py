@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from watchbridge.accounts import AccountNotes, for_the_old_account, user_named
+from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
@@ -105,16 +105,17 @@ async def for_the_account(
     accounts: AccountNotes | None,
     service: str,
     profile: str,
-    whose: Callable[[], Awaitable[object]],
+    whose: Callable[[], Awaitable[str | None]],
     rows: Sequence[OutboxItem],
     outcomes: dict[int, Outcome],
 ) -> Sequence[OutboxItem]:
-    """`rows` to write once the user they go to (`whose`: a Serializd username, an AniList
-    user id) is noted (`accounts.AccountNotes`), less the removals meant for an account used
-    before: those are made dead letters, never sent to the new account."""
+    """`rows` to write once the account they go to (`whose`: its identity, None when the
+    service cannot tell) is noted (`accounts.AccountNotes`), less the removals meant for an
+    account used before: those are made dead letters, never sent to the new account."""
     if accounts is None:
         return rows
-    change = await accounts.note(service, profile, user_named(await whose()))
+    seen = await whose()
+    change = None if seen is None else await accounts.note(service, profile, seen)
     if change is None:
         return rows
     stale = {row.id for row in for_the_old_account(rows)}
