@@ -27,7 +27,7 @@ from watchbridge.deliver.anilist import AniListTarget, index_reverse
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.metrics import Metrics
 from watchbridge.narrow import Narrowing
-from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper, holds_movies
+from watchbridge.readers.anilist import AniListReader, Mapper, ReverseMapper
 from watchbridge.services.anilist import FuzzyDate
 from watchbridge.store import Store
 from watchbridge.sync import RunResult, run_link
@@ -87,7 +87,7 @@ def make_reader(
         clock=clock,
         reverse=sample_reverse,
         seasons=seasons,
-        movies=holds_movies(link),
+        movies=link.movies,
     )
 
 

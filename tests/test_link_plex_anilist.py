@@ -25,15 +25,16 @@ OP_SEASONS = {0: 10} | dict(enumerate((61, 16, 14, 39, 13, 52, 33, 35, 73, 45, 2
 # fmt: on
 
 
+def fakes(start_fake: Any) -> tuple[FakePlex, FakeAniList, FakeDatasets]:
+    plex, anilist = start_fake(FakePlex()), start_fake(FakeAniList())
+    anilist.limit = anilist.burst_limit = 100_000
+    return plex, anilist, start_fake(FakeDatasets())
+
+
 def setup(
     tmp_path: Path, start_fake: Any, with_serializd: bool
 ) -> tuple[Path, FakePlex, FakeAniList, str]:
-    plex, anilist, datasets = (
-        start_fake(FakePlex()),
-        start_fake(FakeAniList()),
-        start_fake(FakeDatasets()),
-    )
-    anilist.limit = anilist.burst_limit = 100_000
+    plex, anilist, datasets = fakes(start_fake)
     anilist.add_media(OP, episodes=None)
     anilist.add_entry(
         OP, episodes=None, status="CURRENT", progress=1099, updated_at=int(time.time() - 3 * DAY)
@@ -54,8 +55,21 @@ def setup(
         serializd.add_show(ONE_PIECE, "One Piece", OP_SEASONS)
         serializd_service = f'\n  serializd: {{api_url: "{serializd.url}"}}'
         serializd_account = f'\n      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}'
+    path = link_config(tmp_path, plex, anilist, datasets, serializd_service, serializd_account)
+    return path, plex, anilist, target
+
+
+def link_config(
+    tmp_path: Path,
+    plex: FakePlex,
+    anilist: FakeAniList,
+    datasets: FakeDatasets,
+    serializd_service: str = "",
+    serializd_account: str = "",
+    max_removal_share: float = 1,
+) -> Path:
     urls = "\n".join(f'      {k}: "{v}"' for k, v in datasets.urls().items())
-    path = write_config(
+    return write_config(
         tmp_path,
         f"""services:
   plex: {{url: "{plex.url}", token: "{TOKEN}"}}{serializd_service}
@@ -70,10 +84,10 @@ profiles:
       plex: {{}}
       anilist: {{token: "{anilist.issue_token()}"}}{serializd_account}
 links:
-  plex-anilist: {{services: [plex, anilist], first_run: apply, max_removal_share: 1}}
+  plex-anilist:
+    {{services: [plex, anilist], first_run: apply, max_removal_share: {max_removal_share}}}
 """,
     )
-    return path, plex, anilist, target
 
 
 def run(path: Path, *args: str) -> str:
@@ -106,3 +120,30 @@ def test_without_a_season_list_one_piece_is_listed_as_waiting_for_one(
     line = next(x for x in run(path, "anime", "unmatched").splitlines() if "anilist:21" in x)
     assert "[absolute]" in line and "maps now" not in line
     assert anilist.snapshot()[OP]["progress"] == 1099
+
+
+MONONOKE, MONONOKE_TMDB = 164, 128  # a movie in the pinned mapping samples
+RE_ZERO = 21355  # TMDB 65942 S1E1-25
+
+
+def test_an_anime_movie_watched_in_plex_stays_watched_there(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """AniList takes the movie: its next full read must read it back, not as removed."""
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(MONONOKE, episodes=1)
+    anilist.add_media(RE_ZERO, episodes=25)
+    plex.add_movie("10", "Princess Mononoke", 1997, [f"tmdb://{MONONOKE_TMDB}"])
+    plex.add_show("20", "Re:ZERO", 2016, ["tmdb://65942"])
+    for n in range(1, 11):  # the movie is 1 play of 11: under the default removal guard
+        plex.add_episode(str(100 + n), "20", 1, n)
+        plex.watch(str(100 + n), time.time() - 7 * DAY + n * 3600)
+    path = link_config(tmp_path, plex, anilist, datasets, max_removal_share=0.1)
+    run(path, "sync", "--link", "plex-anilist")
+    plex.watch("10", time.time() - 3600)
+    run(path, "sync", "--link", "plex-anilist")
+    assert anilist.snapshot()[MONONOKE]["status"] == "COMPLETED"
+
+    run(path, "sync", "--link", "plex-anilist", "--full")
+
+    assert plex.user_state("10").get("viewCount") == 1

@@ -31,6 +31,7 @@ LINK_SERVICES = ("trakt", "serializd", "plex", "anilist")
 ServiceName = Literal["trakt", "plex", "jellyfin", "emby", "serializd", "anilist"]
 SYNC_SERVICES: tuple[str, ...] = ("trakt", "plex", "jellyfin", "emby", "serializd", "anilist")
 DataKind = Literal["history", "ratings", "watchlist", "collection"]
+TV_ONLY: frozenset[str] = frozenset({"serializd"})  # services that hold no movies
 AlertKind = Literal[
     "all",
     "credentials",
@@ -271,6 +272,12 @@ class Link:
     max_removal_share: float = 0.10
     # collection kind: also remove from Trakt what this link added and the server lost
     collection_removals: bool = False
+
+    @property
+    def movies(self) -> bool:
+        """Whether the link carries movies: both its services hold them (Serializd is TV
+        only; a movie copied there would read back as removed)."""
+        return not TV_ONLY.intersection(self.services)
 
 
 @dataclass(frozen=True)

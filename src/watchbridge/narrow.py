@@ -49,6 +49,11 @@ def narrowing(ids: tuple[int, ...] = (), statuses: tuple[str, ...] = ()) -> Narr
     return Narrowing(frozenset(ids), frozenset(s.upper() for s in statuses))
 
 
+def no_movie(item: str) -> bool:
+    """A `Keep` for a link one of whose services holds no movies."""
+    return not item.startswith("movie:")
+
+
 def narrow_side(side: Side, keep: Keep) -> Side:
     """`side` with only the plays and ratings of items `keep` says yes to."""
     return replace(

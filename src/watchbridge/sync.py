@@ -31,7 +31,7 @@ from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
-from watchbridge.narrow import Narrower, Narrowing, narrow_sides
+from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import SyncProgress, observed
 from watchbridge.readers import READERS, SideRead, SideReader, reader_for
@@ -379,6 +379,8 @@ async def _plan_profile(
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
         b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side),
     }
+    if not link.movies:  # a movie is read on one side only: it is no part of this link
+        current, baseline = narrow_sides(current, no_movie), narrow_sides(baseline, no_movie)
     if narrow is not None:  # the one place a narrowed run is narrowed: both sides, both ways
         narrower, wanted = narrow
         keep = await narrower.selection(profile, wanted, current[narrower.service])

@@ -911,11 +911,7 @@ def make_reader(
         reverse=index_reverse_mapper(index),
         index=index,
         seasons=for_link(config, store, link, clock, metrics),
-        movies=holds_movies(link),
+        movies=link.movies,
         other=next((name for name in link.services if name != "anilist"), "trakt"),
     )
 
-
-def holds_movies(link: Link) -> bool:
-    """Whether the other side of an AniList link holds movies (Trakt; Serializd is TV only)."""
-    return "trakt" in link.services

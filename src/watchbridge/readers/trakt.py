@@ -22,13 +22,11 @@ from watchbridge.store import Store
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
-TV_ONLY = frozenset({"serializd"})  # AniList takes the anime movies the mapping knows
 
 
 def media_types(link: Link) -> tuple[str, ...]:
     """The Trakt history types the other side of `link` can hold."""
-    other = next(s for s in link.services if s != "trakt")
-    return ("episodes",) if other in TV_ONLY else ("movies", "episodes")
+    return ("movies", "episodes") if link.movies else ("episodes",)
 
 
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
