@@ -885,7 +885,7 @@ def test_a_waiting_jellyfin_play_is_keyed_by_the_show_ids_a_delivery_read(store:
     episode = MediaRef("episode", Ids(imdb="tt2301451"), season=5, number=14, show_source_key="s1")
     row = NewOutboxRow("trakt", "me", "play", {"item": ref_to_dict(episode), "at": 1e9,
                                                "source": "jellyfin"}, "o", "i")  # fmt: skip
-    assert store.ingest(IngestJob("jellyfin", "stop", "me", {}, 1e9, "s", lambda _: (None, [row])))
+    assert store.ingest(IngestJob("jellyfin", "stop", "me", {}, 1e9, "s", lambda *_: (None, [row])))
     store.cache_put("media-server-series", "jellyfin:s1", {"title": "BB", "ids": {"tmdb": "1396"}},
                     1e9, 3600)  # fmt: skip
     known = replace(episode, show_ids=Ids(tmdb="1396"))

@@ -9,6 +9,7 @@ import pytest
 
 from tests.playback_rig import (
     HOUR,
+    JELLYFIN_TICKS,
     Rig,
     emby,
     emby_marked_played,
@@ -109,6 +110,67 @@ def test_a_same_evening_rewatch_moved_to_another_player_is_a_second_play(tmp_pat
         rig.post("tautulli", tautulli_at(90, "watched", "bedroom"))
         rig.post("tautulli", tautulli_at(100, "stop", "bedroom"))
         assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_same_evening_rewatch_resumed_on_a_third_player_soon_after_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        watched_through(rig, "tv", 90)
+        rig.advance(30 * 60)
+        rig.post("tautulli", tautulli_at(0, "play", "tablet"))
+        rig.advance(30 * 60)
+        rig.post("tautulli", tautulli_at(55, "stop", "tablet"))
+        rig.advance(20 * 60)
+        rig.post("tautulli", tautulli_at(55, "play", "bedroom"))
+        rig.advance(25 * 60)
+        rig.post("tautulli", tautulli_at(90, "watched", "bedroom"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+# --------------------------------------------------------------------------- one viewing
+# finished on another player
+
+
+TABLET_PLEX = {"Player": {"local": True, "publicAddress": "192.0.2.7", "title": "Tablet",
+                          "uuid": "tablet-uuid"}}  # fmt: skip
+TABLET_JELLYFIN = {"DeviceId": "tablet-1", "DeviceName": "Tablet"}
+
+
+def test_the_credits_finished_on_the_tablet_after_the_tv_scrobbled_are_no_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_play.json"))
+        rig.advance(105 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json"))
+        rig.advance(60)
+        rig.post("plex", plex("movie_media_pause.json", viewOffset=6_300_000))  # 90.5 %
+        rig.advance(3 * 60)
+        rig.post("plex", plex("movie_media_play.json", viewOffset=6_300_000) | TABLET_PLEX)
+        rig.advance(8 * 60)
+        rig.post("plex", plex("movie_media_stop.json", viewOffset=6_950_000) | TABLET_PLEX)
+        assert rig.live() == ["start", "play"]  # nor is the tablet shown watching
+
+
+def test_the_tvs_paused_session_ending_after_the_tablet_finished_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    at_92 = int(JELLYFIN_TICKS * 0.92)
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(44 * 60)
+        rig.post("jellyfin", jellyfin_progress(92, paused=True))
+        rig.advance(2 * 60)
+        start = jellyfin("playback_start_episode.json", PlaybackPositionTicks=at_92)
+        rig.post("jellyfin", start | TABLET_JELLYFIN)
+        rig.advance(4 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json") | TABLET_JELLYFIN)
+        rig.advance(30 * 60)
+        # The TV is switched off: Jellyfin ends its session at 92 %, past its resume limit.
+        stop = jellyfin("playback_stop_episode_completed.json", PlaybackPositionTicks=at_92)
+        rig.post("jellyfin", stop)
+        assert len(rig.plays()) == 1, rig.live()
 
 
 def test_a_rewatch_on_another_player_whose_start_was_lost_is_a_second_play(

@@ -510,7 +510,7 @@ def test_a_webhook_play_waiting_under_plexs_numbers_stands_for_the_links_add(sto
         source_key=PLEX_S2E1,
     )  # fmt: skip
     row = NewOutboxRow("trakt", "alex", "play", {"item": ref_to_dict(ref), "at": T0}, "o", "i")
-    assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda _: (None, [row])))
+    assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda *_: (None, [row])))
     built = build_side(renumbered_library(), [HistoryEntry("9", PLEX_S2E1, T0, "1")], Memory(),
                        False, None, S1E3_FOR_303)  # fmt: skip
     current = {"plex": built.side, "trakt": Side()}
@@ -528,7 +528,7 @@ def test_a_webhook_play_naming_only_the_episode_stands_for_the_links_add(store: 
     ref = MediaRef("episode", Ids(tvdb="6001", plex_guid=guid), season=1, number=2,
                    show_ids=Ids(plex_guid="plex://show/5d9c0874"), source_key="501")  # fmt: skip
     row = NewOutboxRow("trakt", "alex", "play", {"item": ref_to_dict(ref), "at": T0}, "o", "i")
-    assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda _: (None, [row])))
+    assert store.ingest(IngestJob("plex", "played", "alex", {}, T0, "s", lambda *_: (None, [row])))
     library = Library(shows=[show], episodes=[episode])
     built = build_side(library, [HistoryEntry("9", "501", T0 + 600, "1")], Memory(), False)
     current = {"plex": built.side, "trakt": Side()}

@@ -591,7 +591,9 @@ def test_unmatched_rows_are_counted(store: Store) -> None:
 
 
 def _job(key: str, fail: bool = False) -> IngestJob:
-    def decide(session: Session | None) -> tuple[Session | None, list[NewOutboxRow]]:
+    def decide(
+        session: Session | None, marks: Session | None
+    ) -> tuple[Session | None, list[NewOutboxRow]]:
         if fail:
             raise ValueError("a bug in one decision")
         return Session(key, "playing", 1.0, 0, 1.0), [row(key, ordering=key)]
@@ -602,7 +604,7 @@ def _job(key: str, fail: bool = False) -> IngestJob:
 def test_an_event_with_half_an_emoji_is_stored(store: Store) -> None:
     # The lenient body reader lets a lone surrogate through (a title cut inside an emoji).
     document = {"Metadata": {"summary": "\ud83d cut"}}
-    decide = lambda s: (s, [row("a")])  # noqa: E731
+    decide = lambda s, _marks: (s, [row("a")])  # noqa: E731
     job = IngestJob("plex", "stop", "me", {"title": "\ud83d"}, 1.0, "s", decide, document)
     assert store.ingest(job) == 1
     (raw,) = store.db.execute("SELECT raw FROM events").fetchone()
@@ -610,7 +612,7 @@ def test_an_event_with_half_an_emoji_is_stored(store: Store) -> None:
 
 
 def test_an_event_that_queues_nothing_keeps_only_its_record(store: Store) -> None:
-    job = IngestJob("plex", "progress", "me", {}, 1.0, "s", lambda s: (s, []), {"a": 1})
+    job = IngestJob("plex", "progress", "me", {}, 1.0, "s", lambda s, _marks: (s, []), {"a": 1})
     store.ingest(job)
     assert [tuple(r) for r in store.db.execute("SELECT raw FROM events")] == [(None,)]
 
@@ -781,7 +783,14 @@ def test_an_items_marks_session_outlasts_idle_playback_sessions_up_to_keep_marks
         done = Session(key, "completed", 95.0, 1, 1.0)
         store.ingest(
             IngestJob(
-                "jellyfin", "played", "me", {}, 1.0, key, lambda s, d=done: (d, []), marks=marks
+                "jellyfin",
+                "played",
+                "me",
+                {},
+                1.0,
+                key,
+                lambda s, _marks, d=done: (d, []),
+                marks=marks,
             )
         )
     store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0, keep_marks=5000.0)

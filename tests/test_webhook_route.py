@@ -134,7 +134,9 @@ def test_the_stored_event_record_is_the_event_as_a_dict() -> None:
 
 
 def _job(key: str) -> IngestJob:
-    def decide(session: Session | None) -> tuple[Session | None, list[NewOutboxRow]]:
+    def decide(
+        session: Session | None, marks: Session | None
+    ) -> tuple[Session | None, list[NewOutboxRow]]:
         row = NewOutboxRow("trakt", "me", "watching", {}, key, key)
         return Session(key, "playing", 1.0, 0, 1.0), [row]
 

@@ -10,7 +10,9 @@ second Plex scrobble a viewing later confirms, a position below half way hours l
 once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark
 hours after the last one. A mark dated hours before a session's last event is an earlier
 viewing of its own; a re-mark (Jellyfin's "mark season played") of an item completed before is
-no new play.
+no new play. One viewing finished on another player is one play: a player first seen past half
+way soon after the item's completion elsewhere plays its rest, and a viewing under way before
+that completion ends as part of it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,6 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
-# Sources that send manual marks naming no player (Plex and Tautulli send no marks at all):
-# only theirs need completions recorded where the marks are (see completion_key).
-MARKS_WITHOUT_PLAYER = frozenset({"jellyfin", "emby", "generic"})
 # Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
 # our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
 ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
@@ -52,6 +51,10 @@ class Session:
     generation: int
     # The last event's time. While `completed`: the last event of that viewing.
     updated_at: float
+    # When this session's current viewing began (its first event). An item's marks: when a
+    # viewing of the item last got going (past its first moments) after a completion. 0: not
+    # known (kept by an older release).
+    began_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,10 @@ def session_key(event: MediaEvent) -> str:
 def completion_key(event: MediaEvent) -> str | None:
     """Where a viewing this event completes or begins is recorded too: the item's marks, so
     that a mark soon after it ends is the same play (Jellyfin's "mark played" after watching to
-    the end), and a re-mark after it began again is not taken for one of a viewing counted
-    already. None for sources without such marks, and for marks of the marks session itself."""
-    if event.source not in MARKS_WITHOUT_PLAYER or marks_itself(event):
-        return None
-    return _marks_key(event)
+    the end), a re-mark after it began again is not taken for one of a viewing counted
+    already, and another player finishing the viewing counts it once. None for marks of the
+    marks session itself."""
+    return None if marks_itself(event) else _marks_key(event)
 
 
 def marks_itself(event: MediaEvent) -> bool:
@@ -132,11 +134,14 @@ def recorded_start(marks: Session, began_at: float) -> Session:
     """The item's marks session after a viewing got going at `began_at`: hours after its last
     completion, a re-mark is then a play of that viewing (stopped before the end, then marked
     played); sooner, a mark is still the same play as the completion. After "mark unplayed",
-    any viewing that gets going is a new one."""
+    any viewing that gets going is a new one. The time is kept: a player first seen past half
+    way after it plays that viewing, not the completed one's credits."""
     hours_later = began_at - marks.updated_at >= REWATCH_AFTER_IDLE
-    if marks.state == "unmarked" or (marks.state == "completed" and hours_later):
-        return Session(marks.key, "stopped", marks.progress, marks.generation, marks.updated_at)
-    return marks
+    state = marks.state
+    if state == "unmarked" or (state == "completed" and hours_later):
+        state = "stopped"
+    began = max(began_at, marks.began_at)
+    return Session(marks.key, state, marks.progress, marks.generation, marks.updated_at, began)
 
 
 def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:
@@ -145,23 +150,27 @@ def recorded_completion(completed: Session, marks: Session | None, key: str) -> 
     if marks is None:
         return Session(key, "completed", completed.progress, int(ended), ended)
     # An old viewing (a history script's) must not move the item's last completion back.
-    return Session(
-        key, "completed", completed.progress, marks.generation, max(ended, marks.updated_at)
-    )
+    latest = max(ended, marks.updated_at)
+    return Session(key, "completed", completed.progress, marks.generation, latest, marks.began_at)
 
 
 def decide(
-    session: Session | None, event: MediaEvent, threshold: float, now: float
+    session: Session | None,
+    event: MediaEvent,
+    threshold: float,
+    now: float,
+    marks: Session | None = None,
 ) -> tuple[Session | None, list[Intent]]:
-    """The next session state and the intents this event produces. Pure."""
-    new_session, intents = _decide(session, event, threshold, now)
+    """The next session state and the intents this event produces (`marks`: the item's marks
+    session, with its last completion on any player). Pure."""
+    new_session, intents = _decide(session, event, threshold, now, marks)
     if event.companion:  # what is playing now is the file's first episode
         intents = [i for i in intents if i.kind != "watching"]
     return new_session, intents
 
 
 def _decide(
-    session: Session | None, event: MediaEvent, threshold: float, now: float
+    session: Session | None, event: MediaEvent, threshold: float, now: float, marks: Session | None
 ) -> tuple[Session | None, list[Intent]]:
     at = event.occurred_at or now
     if event.action == "rate":
@@ -186,17 +195,20 @@ def _decide(
         return session, [
             Intent("play", _mark_key(key, at), at, progress=event.progress, earlier=True)
         ]
-    fresh = session is None  # no playback of this viewing seen before this event
+    fresh = unseen = session is None  # no playback of this viewing seen before this event
     if session is None:
-        session = Session(key, "stopped", None, int(at), at)
+        session = Session(key, "stopped", None, int(at), at, at)
     elif session.state in ("completed", "restarting", "unmarked"):
         settled = _after_completion(session, event, at)
         if settled is not None:
             return settled, []
-        session = Session(key, "stopped", None, session.generation + 1, session.updated_at)
+        session = Session(key, "stopped", None, session.generation + 1, session.updated_at, at)
         fresh = True
     progress = event.progress if event.progress is not None else session.progress
-    generation = session.generation
+    generation, began = session.generation, session.began_at
+    if unseen and _finishing_a_counted_viewing(marks, event, at):
+        # Finishing elsewhere (the tablet) a viewing another player already completed.
+        return Session(key, "completed", progress, generation, at, began), []
 
     reached = progress is not None and progress >= threshold
     # Only a stop (or the server's own completion signal) ends a viewing: someone paused at
@@ -206,9 +218,11 @@ def _decide(
             # Dated before the viewing's last event, it must not move its time back.
             ended = max(at, session.updated_at)
             play = Intent("play", _mark_key(key, at), at, progress=progress)
-            return Session(key, "completed", progress, generation, ended), [play]
+            return Session(key, "completed", progress, generation, ended, began), [play]
+        if _counted_elsewhere(marks, session, at):
+            return Session(key, "completed", progress, generation, at, began), []
         play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=True)
-        return Session(key, "completed", progress, generation, at), [play]
+        return Session(key, "completed", progress, generation, at, began), [play]
 
     state = session.state
     late = state == "stopped" and not fresh and at - session.updated_at < LATE_REPORT
@@ -216,23 +230,53 @@ def _decide(
         return session, []  # sent before the stop: playback has not begun again
     if event.action in ("start", "resume", "progress"):
         if state == "playing":
-            return Session(key, state, progress, generation, at), []
+            return Session(key, state, progress, generation, at, began), []
         # Each live state has a key of its own (the generation counts them): two within one
         # second must not share one, or the later is dropped after superseding the earlier.
         generation += 1
         start = Intent(
             "watching", f"start:{key}:{generation}", at, action="start", progress=progress
         )
-        return Session(key, "playing", progress, generation, at), [start]
+        return Session(key, "playing", progress, generation, at, began), [start]
     if event.action in ("pause", "stop"):
         new_state: State = "paused" if event.action == "pause" else "stopped"
         if state == new_state:
-            return Session(key, state, progress, generation, at), []
+            return Session(key, state, progress, generation, at, began), []
         generation += 1
         capped = min(progress, PAUSE_CAP) if progress is not None else None
         pause = Intent("watching", f"pause:{key}:{generation}", at, action="pause", progress=capped)
-        return Session(key, new_state, progress, generation, at), [pause]
-    return Session(key, state, progress, generation, at), []
+        return Session(key, new_state, progress, generation, at, began), [pause]
+    return Session(key, state, progress, generation, at, began), []
+
+
+def _finishing_a_counted_viewing(marks: Session | None, event: MediaEvent, at: float) -> bool:
+    """Whether a player not seen playing the item starts past half way soon after another
+    player completed it: the rest of that viewing (the credits on the tablet)."""
+    progress = event.progress
+    if not _completed_before(marks, at) or marks is None or marks.began_at > marks.updated_at:
+        return False  # a viewing got going since: this player goes on with that one
+    return progress is not None and progress > RESTART_MAX_PROGRESS
+
+
+def _counted_elsewhere(marks: Session | None, session: Session, at: float) -> bool:
+    """Whether a viewing under way before the item was completed (or marked played) soon
+    before on another player is that viewing: the TV left paused at the credits, finished on
+    the tablet, ends its session later as played to completion. Resumed since from before
+    half way, it is a viewing of its own (two people, one account, two rooms)."""
+    if not _completed_before(marks, at) or marks is None:
+        return False
+    idle_since = session.updated_at <= marks.updated_at
+    past_half = session.progress is not None and session.progress > RESTART_MAX_PROGRESS
+    return 0 < session.began_at < marks.updated_at and (idle_since or past_half)
+
+
+def _completed_before(marks: Session | None, at: float) -> bool:
+    """Whether the item's last completion is less than a rewatch's idle time before `at`."""
+    return (
+        marks is not None
+        and marks.state == "completed"
+        and 0 <= at - marks.updated_at < REWATCH_AFTER_IDLE
+    )
 
 
 def _mark_key(key: str, at: float) -> str:
@@ -277,7 +321,7 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         if at < session.updated_at:
             return session  # dated a little before the viewing's end: its time stays
         progress = event.progress if event.progress is not None else session.progress
-        return Session(key, "completed", progress, generation, at)
+        return Session(key, "completed", progress, generation, at, session.began_at)
     if session.state == "restarting":
         # A position-less start came after the viewing (`updated_at` is its time): the next
         # position tells a restart from the start (a rewatch) from a return to the credits.
@@ -290,7 +334,7 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         if event.progress is not None:
             if event.progress <= RESTART_MAX_PROGRESS or _played_to(event, since):
                 return None
-            return Session(key, "completed", event.progress, generation, at)
+            return Session(key, "completed", event.progress, generation, at, session.began_at)
         # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
         # restart is a new one.
         if (event.played and long_enough) or (event.action == "start" and idle):
@@ -299,7 +343,11 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if event.action == "start" and event.progress is None:
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
-        return None if idle else Session(key, "restarting", session.progress, generation, at)
+        return (
+            None
+            if idle
+            else Session(key, "restarting", session.progress, generation, at, session.began_at)
+        )
     if event.played:
         # The server's own completion signal again. Plex, Tautulli and generic stops send one
         # per playback: a viewing's time after the last event, reaching the signal's position,
@@ -322,6 +370,6 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         if idle and event.progress <= RESTART_MAX_PROGRESS:
             return None
     if event.action in ("start", "resume"):
-        return Session(key, "completed", session.progress, generation, at)
+        return Session(key, "completed", session.progress, generation, at, session.began_at)
     progress = event.progress if event.progress is not None else session.progress
-    return Session(key, "completed", progress, generation, at)
+    return Session(key, "completed", progress, generation, at, session.began_at)

@@ -257,6 +257,12 @@ def m009_lasting_marks_sessions(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE playback_sessions ADD COLUMN lasting INTEGER NOT NULL DEFAULT 0")
 
 
+@migrations()
+def m010_playback_session_began(db: sqlite_utils.Database) -> None:
+    # When a session's viewing began: see playback.Session.began_at (NULL: not known).
+    db.execute("ALTER TABLE playback_sessions ADD COLUMN began_at REAL")
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -381,7 +387,10 @@ class IngestJob:
     payload: dict[str, Any]
     now: float
     session_key: str
-    decide: Callable[[Session | None], tuple[Session | None, Sequence[NewOutboxRow]]]
+    # (the event's session, the item's marks session) -> the new session and the rows
+    decide: Callable[
+        [Session | None, Session | None], tuple[Session | None, Sequence[NewOutboxRow]]
+    ]
     # The webhook's JSON as sent: kept when the event queues deliveries (`unmatched --payload`).
     document: Mapping[str, Any] | None = None
     # Where a viewing this event completes is recorded too (playback.completion_key).
@@ -539,7 +548,12 @@ def _session(conn: sqlite3.Connection, key: str) -> Session | None:
     if found is None:
         return None
     return Session(
-        found["key"], found["state"], found["progress"], found["generation"], found["updated_at"]
+        found["key"],
+        found["state"],
+        found["progress"],
+        found["generation"],
+        found["updated_at"],
+        found["began_at"] or 0.0,
     )
 
 
@@ -561,8 +575,8 @@ def _save_session(
 ) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO playback_sessions"
-        " (key, profile, state, progress, generation, updated_at, lasting)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " (key, profile, state, progress, generation, updated_at, lasting, began_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             session.key,
             profile,
@@ -571,6 +585,7 @@ def _save_session(
             session.generation,
             session.updated_at,
             int(lasting),
+            session.began_at or None,
         ),
     )
 
@@ -1057,7 +1072,8 @@ class Store:
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
         current = _session(conn, job.session_key)
-        session, rows = job.decide(current)
+        item = _session(conn, job.completion_key) if job.completion_key else None
+        session, rows = job.decide(current, item)
         if session is not None and session != current:
             _save_session(conn, session, job.profile, job.marks)
         if job.completion_key and session is not None:

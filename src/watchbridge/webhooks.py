@@ -410,8 +410,10 @@ def ingest_job(
     now = runtime.clock()
     threshold = float(profile.completion_threshold)
 
-    def plan(session: Session | None) -> tuple[Session | None, list[NewOutboxRow]]:
-        new_session, intents = decide(session, event, threshold, now)
+    def plan(
+        session: Session | None, marks: Session | None
+    ) -> tuple[Session | None, list[NewOutboxRow]]:
+        new_session, intents = decide(session, event, threshold, now, marks)
         return new_session, rows_for(profile_name, targets, event, intents, item)
 
     return IngestJob(
