@@ -914,4 +914,3 @@ def make_reader(
         movies=link.movies,
         other=next((name for name in link.services if name != "anilist"), "trakt"),
     )
-
