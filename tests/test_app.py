@@ -252,6 +252,25 @@ def test_a_task_that_keeps_crashing_is_alerted_and_resolved_once_it_runs_again(
     assert "OSError: database or disk is full" in body and "nothing is lost" in body
 
 
+def test_a_crash_alert_raised_before_the_service_restarted_is_resolved_once_the_task_runs(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "HEALTHY_RUN", 0.3)
+    config = jellyfin_config(tmp_path, receiver)
+    title = "watchbridge: its delivery keeps failing"
+    crashing = CrashesForDays(crashes=10**6)  # the disk is full...
+    crashing.name = "delivery"
+    runtime = runtime_for(config)
+    runtime.task_restart_delay = 0.0
+    with AppThread(create_app(runtime, tasks=[crashing])):
+        wait_until(lambda: receiver.titles() == [title], 10)
+    healthy = CrashesForDays(crashes=0)  # ...until the user frees it and restarts the service
+    healthy.name = "delivery"
+    with AppThread(create_app(runtime_for(config), tasks=[healthy])):
+        wait_until(lambda: len(receiver.titles()) == 2, 5)
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+
+
 class BrokenClock:
     """A clock that fails once `broken` is set: a bug the webhook route did not expect."""
 

@@ -144,8 +144,8 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
     keeps crashing (a full disk) waits twice as long each time, up to MAX_RESTART_DELAY, and
     logs its traceback once per streak: the log must not fill the disk it is failing on. A
     streak of CRASHES_BEFORE_ALERT is an `internal_error` alert, resolved once a restart has
-    run HEALTHY_RUN."""
-    crashes, alerted = 0, False
+    run HEALTHY_RUN (also one raised before the service itself restarted)."""
+    crashes, alerted = 0, runtime.notifier.raised("internal_error", task.name)
     while not stop.is_set():
         started = time.monotonic()
         run = asyncio.ensure_future(task.run(runtime, stop))
