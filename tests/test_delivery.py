@@ -771,6 +771,35 @@ async def test_the_dead_letter_alert_is_resolved_once_none_is_left(
     assert receiver.titles()[-1] == f"Resolved: {title}"
 
 
+async def test_the_dead_letter_alert_of_a_service_removed_from_the_config_is_resolved_too(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    tmp_path: Path,
+) -> None:
+    webhook(runtime, "movie_media_scrobble.json")  # queued for Trakt, not sent yet
+    await close_targets(worker)
+    runtime.close()
+    without_trakt = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+profiles:
+  me: {{users: {{plex: ["1"]}}}}
+"""
+    again = build_runtime(parse_config(without_trakt, Path("watchbridge.yaml"), {}), clock=clock)
+    again.open()
+    try:
+        restarted = worker_for(again)  # its first pass makes Trakt's rows dead letters
+        await drain(restarted, again, clock, passes=2, step=120)
+        (title,) = [t for t in receiver.titles() if "gave up" in t]
+        assert again.store.discard_dead(None) == 1  # `watchbridge deadletters discard --all`
+        await drain(restarted, again, clock, passes=3, step=120)
+        assert receiver.titles()[-1] == f"Resolved: {title}"
+    finally:
+        again.close()
+
+
 async def test_an_unmatched_play_is_listed_with_the_json_the_server_sent(
     runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
 ) -> None:

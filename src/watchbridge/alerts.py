@@ -73,6 +73,10 @@ class Condition:
     unsent: bool = False  # the last alert failed: the next report after the back-off sends
     sending: str = ""  # ALERT or RECOVERY while a send is unconfirmed, until `until`
     until: float = 0.0
+    # An alert owed (its send failed): its title and body, kept until it is sent or the
+    # condition is over, so that a restart meanwhile does not lose it.
+    owed_title: str = ""
+    owed_body: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class AlertBook:
     def keep(self, condition: Condition, now: float) -> float:
         """How much longer the condition matters: an open one owes its recovery; a closed one
         only throttles until its window has run (keys may be open-ended)."""
-        if condition.open:
+        if condition.open or condition.owed_body:
             return KEEP_OPEN
         last = max(condition.sent_at, condition.failed_at or 0.0, condition.until)
         return last + self.window - now
@@ -147,6 +151,8 @@ class AlertBook:
         """The condition is over: is a recovery notice due (an alert is open, and no send of it
         runs or failed within the back-off)? Without `notice`, the alert closes at once."""
         current = self.current(condition, now)
+        if current is not None and current.owed_body:  # over before it went out: moot
+            current = replace(current, owed_title="", owed_body="")
         if current is None or not current.open or current.sending == RECOVERY:
             return current, Verdict(send=False)
         if current.sending or self._held(current, now):
@@ -179,6 +185,12 @@ class AlertBook:
             return condition
         assert condition is not None
         return self._taken_back(condition, failed_at)
+
+    def owe(self, condition: Condition | None, title: str, body: str) -> Condition | None:
+        """Keep the text of the alert whose send just failed, while it is still owed."""
+        if condition is None or not condition.unsent:
+            return condition  # sent meanwhile (another process)
+        return replace(condition, owed_title=title, owed_body=body)
 
     def owes_recovery(self, condition: Condition | None, now: float) -> bool:
         """True when `clear` would send a recovery notice now (and change nothing)."""
@@ -215,6 +227,14 @@ class Conditions:
     def known(self, kind: str, key: str) -> Condition | None:
         """The condition as this process last saw it (no I/O: for hot paths)."""
         return self._known.get((kind, key))
+
+    def keys(self, kind: str) -> list[str]:
+        """The keys of the conditions of `kind` this process last saw."""
+        return [key for known_kind, key in self._known if known_kind == kind]
+
+    def owed(self) -> list[tuple[Ident, Condition]]:
+        """The conditions whose alert failed to go out and is owed still."""
+        return [(ident, known) for ident, known in self._known.items() if known.owed_body]
 
     async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
         """Apply `transition` to condition (kind, key) and keep its outcome; its result."""
@@ -448,6 +468,9 @@ class Notifier:
         also across restarts. Reads them now, synchronously (one quick query)."""
         if self.enabled:  # else no alert or recovery can go out: leave them be
             self._conditions = SharedConditions(store, self._book, self._clock())
+            for ident, owed in self._conditions.owed():  # failed before a restart
+                failed_at = owed.failed_at or self._clock()
+                self._unsent.setdefault(ident, (failed_at, owed.owed_title, owed.owed_body))
 
     def forget_store(self) -> None:
         """Stop using the store, before it closes: waits for an update or reload under way
@@ -499,6 +522,10 @@ class Notifier:
         result = await self._deliver(kind, key, verdict, title, text, apprise.NotifyType.WARNING)
         if result == FAILED and retry_failed:
             self._unsent[kind, key] = (self._clock(), title, body)
+            owed = self._redact(title), self._redact(body)  # kept in the database
+            await self._conditions.update(
+                kind, key, self._clock(), lambda known: (self._book.owe(known, *owed), None)
+            )
         else:
             self._unsent.pop((kind, key), None)
         return self._count(kind, result)
@@ -538,6 +565,11 @@ class Notifier:
         """True while the last alert of (kind, key) failed and waits to be sent again."""
         return (kind, key) in self._unsent
 
+    def alerted_keys(self, kind: str) -> list[str]:
+        """The keys of the conditions of `kind` whose last alert reached the human (see
+        `alerted`): also of things no longer configured (a service removed)."""
+        return [key for key in self._conditions.keys(kind) if self.alerted(kind, key)]
+
     def alerted(self, kind: str, key: str = "") -> bool:
         """True when the last alert of condition (kind, key) reached the human (as this
         process last knew it): also one that went out later with another alert."""
@@ -558,7 +590,7 @@ class Notifier:
         now = self._clock()
         await self._conditions.reload(now)
         known = self._conditions.known(kind, key)
-        if known is None or not known.open:  # no database write per delivery batch
+        if known is None or not (known.open or known.owed_body):  # no write per batch
             return NOT_RAISED
         book, notice = self._book, self.config.recovery
         verdict = await self._conditions.update(

@@ -660,8 +660,9 @@ class DeliveryWorker:
             sent = await notifier.notify("dead_letter", title, body, name, retry_failed=False)
             if sent == SENT:
                 await asyncio.to_thread(store.told_dead, name, untold, runtime.clock())
-        # Retried and delivered, or discarded (`watchbridge deadletters`): the alert is over.
-        told = [name for name in self.targets if notifier.alerted("dead_letter", name)]
+        # Retried and delivered, or discarded (`watchbridge deadletters`): the alert is over,
+        # also for a target no longer configured.
+        told = notifier.alerted_keys("dead_letter")
         if told:
             dead = await asyncio.to_thread(store.dead_targets)
             for name in told:
