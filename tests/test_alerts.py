@@ -402,6 +402,36 @@ async def test_an_alert_raised_before_a_restart_gets_its_recovery_after_it(
     assert titles(receiver) == ["link ts keeps failing", "Resolved: link ts keeps failing"]
 
 
+async def test_an_alert_that_failed_to_go_out_is_still_sent_after_a_restart(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(store, clock, receiver.apprise_url)
+    receiver.fail_next(1, 500)  # the channel is down a moment
+    title = "watchbridge is refusing jellyfin webhooks"
+    await before.notify("webhook_rejects", title, "a wrong secret", key="jellyfin:unauthorized")
+    clock.advance(60)
+    after = remembering(store, clock, receiver.apprise_url)  # restarted before the retry
+    clock.advance(3600)
+    await after.send_unsent()  # the hourly housekeeping
+    assert titles(receiver) == [title]
+    assert receiver.messages[-1]["message"] == "a wrong secret"
+
+
+async def test_an_owed_alert_of_a_condition_over_before_a_restart_is_not_sent(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(store, clock, receiver.apprise_url)
+    receiver.fail_next(1, 500)
+    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    await before.resolve("sync_failing", "link ts syncs again", key="ts")
+    after = remembering(store, clock, receiver.apprise_url)
+    clock.advance(3600)
+    await after.send_unsent()
+    assert titles(receiver) == []
+
+
 async def test_a_condition_going_on_across_a_restart_stays_throttled(
     receiver: Receiver, store: Store
 ) -> None:
