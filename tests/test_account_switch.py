@@ -655,6 +655,28 @@ async def deliver_to_plex(config: Config, store: Store) -> list[str]:
     return [str(outcome) for outcome in outcomes.values()]
 
 
+async def a_rating_removal_queued(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> tuple[Path, Any]:
+    """Signed in to Trakt with the CLI, the show's rating removed on Serializd and its
+    removal queued for Trakt; robin, the partner, rated the show on their own account.
+    The CLI's config, and robin."""
+    rated = serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
+    config = cli_config(tmp_path, trakt, serializd)
+    sign_in_with_the_cli(config, trakt, trakt.user)
+    rig = make_rig(signed_in=True, max_removal_share=1.0)
+    await rig.sync_and_deliver()
+    robin = trakt.add_user("robin")
+    with trakt.lock:
+        robin.ratings.update(trakt.user.ratings)
+    with serializd.lock:
+        serializd.user.reviews.remove(rated)
+    await rig.sync(full=True)
+    assert [r.action for r in pending(rig)] == ["remove_rating"]
+    rig.runtime.close()
+    return config, robin
+
+
 @pytest.mark.parametrize("retried", [False, True])
 async def test_a_rating_removal_queued_for_the_old_trakt_account_spares_the_new_ones_rating(
     tmp_path: Path,
@@ -665,19 +687,7 @@ async def test_a_rating_removal_queued_for_the_old_trakt_account_spares_the_new_
 ) -> None:
     """A rating removal names no record (Trakt ratings have none): it is the old account's
     all the same, and `deadletters retry --all` leaves it a dead letter."""
-    rated = serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
-    config = cli_config(tmp_path, trakt, serializd)
-    sign_in_with_the_cli(config, trakt, trakt.user)
-    rig = make_rig(signed_in=True, max_removal_share=1.0)
-    await rig.sync_and_deliver()
-    robin = trakt.add_user("robin")
-    with trakt.lock:  # the partner rated the show too, on their own account
-        robin.ratings.update(trakt.user.ratings)
-    with serializd.lock:
-        serializd.user.reviews.remove(rated)  # the user removes the rating on Serializd
-    await rig.sync(full=True)  # queues its removal on Trakt
-    assert [r.action for r in pending(rig)] == ["remove_rating"]
-    rig.runtime.close()
+    config, robin = await a_rating_removal_queued(tmp_path, make_rig, trakt, serializd)
 
     sign_in_with_the_cli(config, trakt, robin)
     if retried:
@@ -695,18 +705,7 @@ async def test_the_trakt_target_notices_a_sign_in_as_someone_else_that_could_not
     tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
     """Deliveries alone (webhooks, no link run yet) ask whose account they write to."""
-    rated = serializd.log_entry(None, BB, None, None, rating=7, is_log=False)
-    config = cli_config(tmp_path, trakt, serializd)
-    sign_in_with_the_cli(config, trakt, trakt.user)
-    rig = make_rig(signed_in=True, max_removal_share=1.0)
-    await rig.sync_and_deliver()
-    robin = trakt.add_user("robin")
-    with trakt.lock:
-        robin.ratings.update(trakt.user.ratings)
-    with serializd.lock:
-        serializd.user.reviews.remove(rated)
-    await rig.sync(full=True)  # queues the rating's removal on Trakt
-    rig.runtime.close()
+    config, robin = await a_rating_removal_queued(tmp_path, make_rig, trakt, serializd)
     trakt.fail_next(100, 503, route="/users/settings")
     sign_in_with_the_cli(config, trakt, robin)  # could not ask whose the new sign-in is
     trakt.clear_knobs()

@@ -26,7 +26,14 @@ def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakePlex, FakeSerializ
     for n in range(1, 11):
         plex.add_episode(str(100 + n), "20", 2, n)
         plex.watch(str(100 + n), time.time() - 40 * HOUR + n * HOUR)
-    path = write_config(
+    return link_config(tmp_path, plex, serializd), plex, serializd
+
+
+def link_config(
+    tmp_path: Path, plex: FakePlex, serializd: FakeSerializd, options: str = ""
+) -> Path:
+    """Profile alex's plex-serializd link (`first_run: apply`, and `options`)."""
+    return write_config(
         tmp_path,
         f"""services:
   serializd: {{api_url: "{serializd.url}"}}
@@ -37,10 +44,9 @@ profiles:
       plex: {{}}
       serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
 links:
-  plex-serializd: {{services: [plex, serializd], first_run: apply}}
+  plex-serializd: {{services: [plex, serializd], first_run: apply{options}}}
 """,
     )
-    return path, plex, serializd
 
 
 def sync(path: Path) -> str:

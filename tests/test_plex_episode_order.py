@@ -20,9 +20,10 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import FakeClock
-from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
+from tests.test_link_plex_serializd import link_config
 from watchbridge.config import Config, Link, parse_config
 from watchbridge.episode_numbers import REFRESH_MISSING_AFTER, EpisodeNumbering, TraktNumbers
 from watchbridge.http import Bucket, Pacer, RetryPolicy, ServiceError
@@ -721,20 +722,7 @@ def test_upgrading_a_plex_serializd_link_moves_the_copy_to_the_episode_tmdb_numb
         tmdb = first + int(rating_key) - 300  # Plex's S2E1 is TMDB's S1E3
         plex.add_episode(rating_key, "300", season, number, [f"tvdb://{tvdb}", f"tmdb://{tmdb}"])
     plex.watch(PLEX_S2E1, time.time() - 3600)
-    path = write_config(
-        tmp_path,
-        f"""services:
-  serializd: {{api_url: "{serializd.url}"}}
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-profiles:
-  alex:
-    accounts:
-      plex: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  plex-serializd: {{services: [plex, serializd], first_run: apply, max_removal_share: 1}}
-""",
-    )
+    path = link_config(tmp_path, plex, serializd, ", max_removal_share: 1")
     rig = LinkRig(path, plex, FakeTrakt(), link="plex-serializd")  # FakeTrakt: not started
 
     def logged() -> list[tuple[int, int]]:
