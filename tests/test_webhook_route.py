@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -53,6 +54,21 @@ def test_an_accepted_webhook_is_202_with_the_rows_queued(app: AppThread) -> None
     assert response.status_code == 202, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"status": "accepted", "queued": 0}  # no target configured
+
+
+def test_a_generic_time_hours_ahead_is_a_400_naming_the_zone(app: AppThread) -> None:
+    local = datetime.now(UTC) + timedelta(hours=2)  # a local time sent without its zone
+    play = generic_play() | {"event": "played", "watched_at": local.strftime("%Y-%m-%dT%H:%M:%S")}
+    response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=play)
+    assert response.status_code == 400
+    assert "2.0 hours ahead" in response.json()["error"]
+    assert "without a zone is UTC" in response.json()["error"]
+
+
+def test_a_generic_time_minutes_ahead_is_two_clocks_and_accepted(app: AppThread) -> None:
+    ahead = datetime.now(UTC) + timedelta(minutes=2)
+    play = generic_play() | {"event": "played", "watched_at": ahead.isoformat()}
+    assert httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=play).status_code == 202
 
 
 def test_a_trailing_slash_is_the_same_url(app: AppThread) -> None:

@@ -24,7 +24,7 @@ from litestar.types import Receive, Scope, Send
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.config import Config, same_account, targets_for
 from watchbridge.errors import StoreError
-from watchbridge.ingest import parse
+from watchbridge.ingest import generic, parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
 from watchbridge.playback import (
     Intent,
@@ -353,6 +353,8 @@ async def _webhook(
             runtime, send, source, f"ignored_{result.reason}", 200, started, reason=result.reason
         )
         return
+    if isinstance(result, Accepted) and source == "generic":
+        result = generic.ahead_of(result, runtime.clock()) or result
     if not isinstance(result, Accepted):
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return

@@ -36,6 +36,7 @@ from watchbridge.ingest.common import (
     text,
 )
 from watchbridge.model import (
+    Accepted,
     Account,
     Action,
     Ids,
@@ -53,6 +54,7 @@ ACTIONS: dict[str, Action] = {
 }
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
+FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
 
 
 class Invalid(Exception):
@@ -136,6 +138,18 @@ def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
     if duration is None:
         return position, None, progress
     return round(duration * progress / 100), duration, None
+
+
+def ahead_of(result: Accepted, now: float) -> Rejected | None:
+    """An event dated more than FUTURE_SLACK after `now` (most often a local time sent
+    without its zone, which reads as UTC): refused, since it would be the play's date."""
+    ahead = max((e.occurred_at - now for e in result.events if e.occurred_at), default=0.0)
+    if ahead <= FUTURE_SLACK:
+        return None
+    return Rejected(
+        f"watched_at: {ahead / 3600:.1f} hours ahead of this server's clock; a time without "
+        "a zone is UTC: add yours (e.g. 2025-03-14T21:48:02+01:00) or Z"
+    )
 
 
 def _time(value: object, path: str) -> float | None:
