@@ -126,6 +126,10 @@ def test_user_and_player_ids_may_be_numbers() -> None:
     assert (event.account.id, event.player, event.session_id) == ("7", "12", "99")
 
 
+def test_a_whole_number_written_as_a_float_is_an_id() -> None:
+    assert only_event(parse(changed(MOVIE, user_id=7.0))).account.id == "7"
+
+
 def test_played_and_unplayed_events_set_played() -> None:
     assert only_event(parse(changed(MOVIE, event="played"))).played is True
     assert only_event(parse(changed(MOVIE, event="unplayed", played=None))).played is False
@@ -199,12 +203,12 @@ def test_naive_watched_at_is_utc() -> None:
         (changed(MOVIE, progress="most"), "progress: must be a number from 0 to 100"),
         (changed(MOVIE, position_ms=-5), "position_ms: must be a whole number >= 0"),
         (changed(MOVIE, played="maybe"), "played: must be true or false"),
-        (changed(MOVIE, user=["alice"]), "user: must be a string"),
-        (changed(MOVIE, user={"name": "alice"}), "user: must be a string"),
-        (changed(MOVIE, user_id=True), "user_id: must be a string"),
-        (changed(MOVIE, player=1.5), "player: must be a string"),
-        (changed(MOVIE, server=[]), "server: must be a string"),
-        (changed(MOVIE, session={}), "session: must be a string"),
+        (changed(MOVIE, user=["alice"]), "user: must be a string or a whole number"),
+        (changed(MOVIE, user={"name": "alice"}), "user: must be a string or a whole number"),
+        (changed(MOVIE, user_id=True), "user_id: must be a string or a whole number"),
+        (changed(MOVIE, player=1.5), "player: must be a string or a whole number"),
+        (changed(MOVIE, server=[]), "server: must be a string or a whole number"),
+        (changed(MOVIE, session={}), "session: must be a string or a whole number"),
         *[
             (
                 changed(MOVIE, watched_at=when),

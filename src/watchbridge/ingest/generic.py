@@ -249,8 +249,10 @@ def _name(data: Payload, key: str) -> str | None:
     value = data.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():  # 7.0 from a template's number
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise Invalid(f"{key}: must be a string")
+        raise Invalid(f"{key}: must be a string or a whole number")
     return text(value)
 
 
