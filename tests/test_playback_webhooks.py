@@ -166,11 +166,48 @@ def test_the_tvs_paused_session_ending_after_the_tablet_finished_is_no_second_pl
         rig.post("jellyfin", start | TABLET_JELLYFIN)
         rig.advance(4 * 60)
         rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json") | TABLET_JELLYFIN)
-        rig.advance(30 * 60)
-        # The TV is switched off: Jellyfin ends its session at 92 %, past its resume limit.
+        rig.advance(4 * HOUR)
+        # The TV, paused all evening, is switched off: Jellyfin ends its session at 92 %, past
+        # its resume limit.
         stop = jellyfin("playback_stop_episode_completed.json", PlaybackPositionTicks=at_92)
         rig.post("jellyfin", stop)
         assert len(rig.plays()) == 1, rig.live()
+
+
+def test_tonights_second_viewing_in_another_room_paused_and_resumed_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "bedroom"))
+        rig.advance(5 * 60)
+        rig.post("tautulli", tautulli_at(9, "pause", "bedroom"))  # dinner
+        watched_through(rig, "tv", 95)  # meanwhile, the whole episode on the TV
+        rig.advance(30 * 60)
+        rig.post("tautulli", tautulli_at(9, "resume", "bedroom"))
+        rig.advance(30 * 60)
+        rig.post("tautulli", tautulli_at(64, "pause", "bedroom"))
+        rig.advance(5 * 60)
+        rig.post("tautulli", tautulli_at(64, "resume", "bedroom"))
+        rig.advance(18 * 60)
+        rig.post("tautulli", tautulli_at(95, "watched", "bedroom"))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+BEDROOM_PLEX = {"Player": {"local": True, "publicAddress": "192.0.2.8", "title": "Bedroom",
+                           "uuid": "bedroom-uuid"}}  # fmt: skip
+
+
+def test_two_rooms_playing_one_movie_without_a_pause_are_two_plays(tmp_path: Path) -> None:
+    # Plex sends nothing while playing: the bedroom's last event is before the TV's scrobble.
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_play.json"))
+        rig.advance(30 * 60)
+        rig.post("plex", plex("movie_media_play.json") | BEDROOM_PLEX)
+        rig.advance(75 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json"))
+        rig.advance(30 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json") | BEDROOM_PLEX)
+        assert len(rig.plays()) == 2, rig.live()
 
 
 def test_a_rewatch_on_another_player_whose_start_was_lost_is_a_second_play(

@@ -11,8 +11,8 @@ once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, a
 hours after the last one. A mark dated hours before a session's last event is an earlier
 viewing of its own; a re-mark (Jellyfin's "mark season played") of an item completed before is
 no new play. One viewing finished on another player is one play: a player first seen past half
-way soon after the item's completion elsewhere plays its rest, and a viewing under way before
-that completion ends as part of it.
+way soon after the item's completion elsewhere plays its rest, and a player left paused shortly
+before that completion, not played since, ends as part of it.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def _decide(
             ended = max(at, session.updated_at)
             play = Intent("play", _mark_key(key, at), at, progress=progress)
             return Session(key, "completed", progress, generation, ended, began), [play]
-        if _counted_elsewhere(marks, session, at):
+        if not fresh and _counted_elsewhere(marks, session):
             return Session(key, "completed", progress, generation, at, began), []
         play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=True)
         return Session(key, "completed", progress, generation, at, began), [play]
@@ -258,16 +258,15 @@ def _finishing_a_counted_viewing(marks: Session | None, event: MediaEvent, at: f
     return progress is not None and progress > RESTART_MAX_PROGRESS
 
 
-def _counted_elsewhere(marks: Session | None, session: Session, at: float) -> bool:
-    """Whether a viewing under way before the item was completed (or marked played) soon
-    before on another player is that viewing: the TV left paused at the credits, finished on
-    the tablet, ends its session later as played to completion. Resumed since from before
-    half way, it is a viewing of its own (two people, one account, two rooms)."""
-    if not _completed_before(marks, at) or marks is None:
+def _counted_elsewhere(marks: Session | None, session: Session) -> bool:
+    """Whether a session left paused (or stopped) shortly before another player completed the
+    item, and not played since, is that viewing as it ends as played: the TV paused at the
+    credits, the rest watched on the tablet, then the TV switched off (hours later, maybe).
+    Played since (two people, one account, two rooms), it is a viewing of its own."""
+    if marks is None or marks.state != "completed" or session.state not in ("paused", "stopped"):
         return False
-    idle_since = session.updated_at <= marks.updated_at
-    past_half = session.progress is not None and session.progress > RESTART_MAX_PROGRESS
-    return 0 < session.began_at < marks.updated_at and (idle_since or past_half)
+    left, completed = session.updated_at, marks.updated_at
+    return session.began_at > 0 and left <= completed < left + REWATCH_AFTER_IDLE
 
 
 def _completed_before(marks: Session | None, at: float) -> bool:
