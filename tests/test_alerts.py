@@ -418,6 +418,20 @@ async def test_an_alert_that_failed_to_go_out_is_still_sent_after_a_restart(
     assert receiver.messages[-1]["message"] == "a wrong secret"
 
 
+async def test_an_owed_alert_of_a_kind_switched_off_before_a_restart_is_not_sent(
+    receiver: Receiver, store: Store
+) -> None:
+    clock = FakeClock()
+    before = remembering(store, clock, receiver.apprise_url)
+    receiver.fail_next(1, 500)
+    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    after = notifier_for(receiver.apprise_url, clock=clock, kinds=["dead_letter"])
+    after.remember_in(store)
+    clock.advance(3600)
+    await after.send_unsent()
+    assert titles(receiver) == []
+
+
 async def test_an_owed_alert_of_a_condition_over_before_a_restart_is_not_sent(
     receiver: Receiver, store: Store
 ) -> None:

@@ -469,6 +469,8 @@ class Notifier:
         if self.enabled:  # else no alert or recovery can go out: leave them be
             self._conditions = SharedConditions(store, self._book, self._clock())
             for ident, owed in self._conditions.owed():  # failed before a restart
+                if not self.config.wants(ident[0]):
+                    continue  # the kind was switched off since
                 failed_at = owed.failed_at or self._clock()
                 self._unsent.setdefault(ident, (failed_at, owed.owed_title, owed.owed_body))
 
