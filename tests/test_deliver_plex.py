@@ -166,7 +166,7 @@ async def test_every_copy_of_a_title_is_marked(
     assert [p.at for p in await plays(reader)] == [T0]
 
 
-async def test_a_scrobble_that_may_have_landed_is_retried_and_both_echoes_recognised(
+async def test_a_scrobble_whose_answer_was_lost_is_not_sent_again_once_plex_shows_it(
     target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store, clock: FakeClock
 ) -> None:
     await plays(reader)
@@ -176,9 +176,35 @@ async def test_a_scrobble_that_may_have_landed_is_retried_and_both_echoes_recogn
     assert isinstance(first, Hold)
     clock.advance(3600)
     plex.clock = lambda: NOW + 3600
-    assert (await target.deliver([item], clock()))[item.id] == Delivered("marked watched")
-    assert plex.history_of("100") == [NOW, NOW + 3600]
+    outcome = (await target.deliver([item], clock()))[item.id]
+    assert outcome == Delivered("already written (its answer was lost)")
+    assert plex.history_of("100") == [NOW]  # one view, not one per try
     assert await plays(reader) == [Play(ARRIVAL, T0, written_record("100", T0))]
+
+
+async def test_a_scrobble_lost_on_its_way_is_sent_again_and_both_tries_recognised(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    await plays(reader)
+    plex.drop_next(1, "/:/scrobble")  # before Plex did anything
+    item = row(store, "play", ARRIVAL, T0)
+    assert isinstance((await target.deliver([item], NOW))[item.id], Hold)
+    clock.advance(3600)
+    plex.clock = lambda: NOW + 3600
+    assert (await target.deliver([item], clock()))[item.id] == Delivered("marked watched")
+    assert plex.history_of("100") == [NOW + 3600]
+    assert await plays(reader) == [Play(ARRIVAL, T0, written_record("100", T0))]
+
+
+async def test_a_write_plex_answers_an_error_to_spends_an_attempt_and_the_rest_wait(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    plex.fail_next(10, 500, route="/:/scrobble")
+    rows = [row(store, "play", ARRIVAL, T0), row(store, "play", BB_S1E1, T0)]
+    outcomes = await target.deliver(rows, NOW)
+    assert isinstance(outcomes[rows[0].id], Retry)  # its attempts run out: a dead letter
+    assert isinstance(outcomes[rows[1].id], Hold)  # not its fault: no attempt spent
 
 
 async def test_an_item_in_no_synced_library_is_skipped(

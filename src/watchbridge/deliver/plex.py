@@ -12,7 +12,10 @@ unless Plex already shows the item watched at or after the play's time; either w
 written down first (`plex/written`, keyed by ratingKey and minute) so the reader recognises the
 history row the scrobble makes and reads the play back at its real time, never as a new play
 "today". A scrobble is never resent after an ambiguous failure by the HTTP policy; the row is
-retried and its new attempt recorded, so an echo of either attempt is recognised.
+retried, and sent again only when Plex does not show the item viewed since its last try (each
+scrobble adds a view); every attempt is recorded, so an echo of either is recognised. A write
+Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
+the profile's other rows wait without spending.
 
 Removals: the row names the Plex play (`record`). A history play's row is deleted from the
 server's history; a play we wrote or one read from the watched flag is marked removed in our
@@ -41,6 +44,7 @@ from watchbridge.deliver.worker import (
     per_profile,
 )
 from watchbridge.http import Unavailable
+from watchbridge.ingest.common import number
 from watchbridge.model import ref_from_dict
 from watchbridge.readers.plex import (
     HISTORY,
@@ -69,6 +73,7 @@ NAME = SERVICE
 AUTH_HOLD = 1800.0
 NOT_READ_RETRY = 1800.0
 GONE_RETRY = 3600.0
+LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
 
 
@@ -131,6 +136,10 @@ class PlexTarget:
         for row in rows:
             try:
                 outcomes[row.id] = await self._row(person, row)
+            except Unavailable as exc:
+                if exc.answered:  # Plex failed this row's write: it spends, the rest wait
+                    outcomes[row.id] = Retry(exc.message)
+                raise
             except PlexAuthError:
                 if person.token is None:
                     raise
@@ -220,6 +229,10 @@ class PlexTarget:
             if known is not None and not known.pending and not known.removed:
                 notes.add("already written")
                 continue
+            if known is not None and known.pending and await self._landed(person, known):
+                await self._remember(person, record, replace(known, pending=False))
+                notes.add("already written (its answer was lost)")
+                continue
             skew = self.client.clock_skew  # Plex dates by its clock
             if known is None and watched_at is not None and float(watched_at) - skew >= at:
                 # Watched at or after this play: a scrobble would only add a view "today".
@@ -234,6 +247,14 @@ class PlexTarget:
             await self._remember(person, record, replace(written, pending=False))
             notes.add("marked watched")
         return Delivered(", ".join(sorted(notes)))
+
+    async def _landed(self, person: Person, written: Written) -> bool:
+        """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its
+        last try. Scrobbled again, it would add another view."""
+        found = await self.client.details([written.rating_key], person.token)
+        viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
+        last_try = written.attempts[-1] if written.attempts else written.at
+        return viewed is not None and viewed - self.client.clock_skew >= last_try - LANDED_SLACK
 
     async def _remove_play(self, person: Person, record: str) -> Outcome:
         if record.startswith(EXPECTED):

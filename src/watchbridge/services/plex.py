@@ -559,7 +559,12 @@ class PlexClient:
     ) -> None:
         params = {"key": rating_key, "identifier": LIBRARY_IDENTIFIER, **(extra or {})}
         response = await self.http.request(
-            method, path, params=params, headers=self._headers(token), idempotent=idempotent
+            method,
+            path,
+            params=params,
+            headers=self._headers(token),
+            idempotent=idempotent,
+            write=True,  # a GET, but a write: an error it gets may be its own fault
         )
         if response.status_code == 404:
             raise PlexItemError(SERVICE, f"{what}: the server has no item {rating_key}")
