@@ -892,6 +892,28 @@ HEAT_BY_TMDB = MediaRef("movie", Ids(tmdb="949"), title="Heat", year=1995)  # as
 HEAT_FROM_PLEX = MediaRef("movie", Ids(imdb="tt0113277", tmdb="949"), title="Heat", year=1995)
 
 
+async def test_a_stop_while_a_write_is_in_flight_spends_no_attempt_of_its_rows(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "late")], clock())
+    with runtime.store.transaction() as conn:  # its last try left (max_attempts: 3)
+        conn.execute("UPDATE outbox SET attempts = 2, last_error = 'timed out'")
+    trakt.delay_next(1, 3.0, route="POST /sync/history")  # Trakt takes it, slowly
+    service = worker_for(runtime)
+    running = asyncio.create_task(service.run(runtime, asyncio.Event()))
+    await until(lambda: trakt.count("POST", "/sync/history") == 1)
+    running.cancel()  # the container is stopped
+    await asyncio.gather(running, return_exceptions=True)
+    (row,) = runtime.store._query("SELECT status, attempts FROM outbox")
+    assert (row["status"], row["attempts"]) == ("pending", 2)
+
+    async with restarted(runtime, worker, clock) as (again, restarted_worker):
+        await drain(restarted_worker, again, clock)
+        (row,) = again.store._query("SELECT status, attempts FROM outbox")
+    assert (row["status"], row["attempts"]) == ("done", 3)  # its last try ran, and landed once
+    assert len(trakt.history()) == 1
+
+
 async def test_a_play_sent_under_one_id_is_known_under_its_others(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

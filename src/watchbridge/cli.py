@@ -960,9 +960,13 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
                 break
             if on_pass is not None:
                 on_pass(int(runtime.store.outbox_counts()["done"] - before))
+    except BaseException as exc:
+        # Stopped half-way: what this run claimed goes back to the service at once, with no
+        # attempt spent when the user stopped it (Ctrl-C).
+        stopped = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+        runtime.store.release_claims(runtime.clock(), worker.worker_id, spend=not stopped)
+        raise
     finally:
-        # Stopped half-way (Ctrl-C): what this run claimed goes back to the service at once.
-        runtime.store.release_claims(runtime.clock(), worker.worker_id)
         for target in worker.targets.values():
             await target.aclose()
     return int(runtime.store.outbox_counts()["done"] - before)

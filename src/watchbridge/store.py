@@ -1414,16 +1414,17 @@ class Store:
         rows = self._query(sql, params)
         return rows[0]["t"] if rows else None
 
-    def release_claims(self, now: float, claimed_by: str = "") -> int:
+    def release_claims(self, now: float, claimed_by: str = "", spend: bool = True) -> int:
         """Return in-flight rows whose claimer's id starts with `claimed_by` ("" for all) to
-        pending: after a crash, or when a worker stops. The interrupted try counts as an
-        attempt, so a row that keeps taking the process down ends as a dead letter."""
+        pending: after a crash, or when a worker stops. After a crash the interrupted try
+        counts as an attempt (`spend`), so a row that keeps taking the process down ends as a
+        dead letter; a stop asked for is no fault of the rows'."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                " attempts = attempts + 1"
+                " attempts = attempts + ?"
                 " WHERE status = 'inflight' AND substr(COALESCE(claimed_by, ''), 1, ?) = ?",
-                (now, len(claimed_by), claimed_by),
+                (now, int(spend), len(claimed_by), claimed_by),
             ).rowcount
 
     def release_stale_claims(

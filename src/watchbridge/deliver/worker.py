@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -378,6 +379,12 @@ class DeliveryWorker:
         self.targets = {t.name: t for t in self.make_targets(runtime)}
         try:
             await self._loop(runtime, stop)
+        except asyncio.CancelledError:
+            # Stopped (a shutdown) mid-delivery: the rows go back as they were, their marks
+            # of a send that may have landed kept, no attempt spent. Blocking: one quick write.
+            with contextlib.suppress(sqlite3.Error, OSError):
+                runtime.store.release_claims(runtime.clock(), self.worker_id, spend=False)
+            raise
         finally:
             for target in self.targets.values():
                 await target.aclose()
