@@ -346,6 +346,21 @@ async def test_the_same_rating_twice_is_sent_once(
     assert runtime.store.outbox_counts()["done"] == 2
 
 
+async def test_a_links_rating_whose_batch_was_cut_off_after_it_landed_is_not_added_twice(
+    runtime: Runtime,
+    target: SerializdTarget,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=80, link="plex-serializd")
+    await target.deliver(claim(runtime), clock())  # it landed; the process died before settling
+    runtime.store.release_claims(clock())  # the restart
+    await drain(worker, runtime, clock, passes=2)
+    assert [entry.rating for entry in fake.diary()] == [8]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_a_cleared_rating_removes_every_rating_the_diary_holds_for_the_item(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

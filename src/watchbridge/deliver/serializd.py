@@ -429,7 +429,11 @@ class SerializdTarget:
         if sent_last == value and not row.payload.get("link"):
             return Delivered("already rated on Serializd")
         if row.may_have_landed:
-            entry = await self._find_in_diary(ledger, place, at, is_log=False, rating=value)
+            # The send may be what the ledger holds for the item: its entry is not another's.
+            own = (ledger.rated.get(key) or {}).get("review_id")
+            entry = await self._find_in_diary(
+                ledger, place, at, is_log=False, rating=value, own=own
+            )
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
                 return Delivered("already rated on Serializd")
@@ -556,12 +560,14 @@ class SerializdTarget:
         *,
         is_log: bool,
         rating: int | None = None,
+        own: object = None,
     ) -> DiaryEntry | None:
         if ledger.diary is None:
             ledger.diary = await self.client.diary(ledger.profile)
         # An entry already accounted for is another play of the same item (whose ledger
         # entries the caller loaded).
         taken = {v.get("review_id") for v in (*ledger.plays.values(), *ledger.rated.values())}
+        taken.discard(own)
         for entry in ledger.diary:
             if (
                 place.holds(entry)
