@@ -230,6 +230,14 @@ def test_one_media_account_in_two_profiles_is_refused() -> None:
     )
 
 
+def test_accounts_written_with_commas_instead_of_a_list_are_refused() -> None:
+    message = error_of("profiles:\n  me:\n    users:\n      jellyfin: alice, bob\n")
+    assert message == (
+        "watchbridge.yaml:4 profiles.me.users.jellyfin: one name with commas; for several,"
+        " write a list: [alice, bob]"
+    )
+
+
 def test_an_account_is_compared_as_webhooks_match_it() -> None:
     message = error_of(
         "profiles:\n  alice:\n    users: {jellyfin: [Alice]}\n"

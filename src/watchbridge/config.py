@@ -853,6 +853,11 @@ class _Validator:
         if _is_null(node):
             return []
         if isinstance(node, yaml.ScalarNode):
+            if ".users." in key and "," in str(node.value):
+                # `jellyfin: alice, bob` is one name no server sends: every play is ignored.
+                names = ", ".join(n.strip() for n in str(node.value).split(",") if n.strip())
+                self.fail(node, key, f"one name with commas; for several, write a list: [{names}]")
+                return _Invalid
             node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark)
         if not isinstance(node, yaml.SequenceNode):
             self.fail(node, key, "expected a list")
