@@ -99,6 +99,23 @@ def test_unset_environment_variable_is_named() -> None:
     )
 
 
+def test_a_variable_written_the_shells_way_is_named_with_the_form_to_write() -> None:
+    message = error_of(
+        "services:\n  plex: {url: http://nas:32400, token: $PLEX_TOKEN}\n", {"PLEX_TOKEN": "t"}
+    )
+    assert message == (
+        "watchbridge.yaml:2 services.plex.token: write ${PLEX_TOKEN} to use the variable"
+        " PLEX_TOKEN (a literal $ is written $$)"
+    )
+
+
+def test_a_variable_reference_left_open_is_an_error() -> None:
+    message = error_of(
+        "services:\n  trakt:\n    client_id: ${TRAKT_CLIENT_ID\n", {"TRAKT_CLIENT_ID": "c"}
+    )
+    assert "watchbridge.yaml:3 services.trakt.client_id: a ${ that is not ${NAME}" in message
+
+
 def test_every_problem_is_reported_at_once() -> None:
     message = error_of("server:\n  port: x\nlogging:\n  level: loud\n")
     assert message.splitlines() == [

@@ -138,7 +138,7 @@ def test_options_listen_for_plex_plays_to_one_of_plex_and_tautulli(
     users = translate_options(options, TOKEN)["profiles"]["household"]["users"]
     assert users[heard] == ["1", "alex"] and not_heard not in users
     path = tmp_path / "watchbridge.yaml"
-    path.write_text(yaml.safe_dump(translate_options(options, TOKEN)))
+    path.write_text(render_config(translate_options(options, TOKEN)))  # as the entrypoint does
     assert not any("count twice" in w for w in start_warnings(load_config(path, {}), []))
 
 

@@ -756,6 +756,21 @@ def interpolate(text: str, environ: Mapping[str, str]) -> str:
     return _VAR.sub(replace, text)
 
 
+_SHELL_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def miswritten_variable(text: str, environ: Mapping[str, str]) -> str | None:
+    """What is wrong with a variable reference `interpolate` would leave as it is: a `${`
+    not closed as `${NAME}`, or the shell's `$NAME` for a variable that is set. Pure."""
+    rest = _VAR.sub("", text)
+    if "${" in rest:
+        return "a ${ that is not ${NAME} or ${NAME:-default} (a literal ${ is written $${)"
+    for name in _SHELL_VAR.findall(rest):
+        if name in environ:
+            return f"write ${{{name}}} to use the variable {name} (a literal $ is written $$)"
+    return None
+
+
 # --------------------------------------------------------------------------- validation
 
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -893,6 +908,10 @@ class _Validator:
             return _Invalid
         if _is_null(node):
             self.fail(node, key, f"required: expected {_describe(hint)}")
+            return _Invalid
+        miswritten = miswritten_variable(str(node.value), self.environ)
+        if miswritten is not None:
+            self.fail(node, key, miswritten)
             return _Invalid
         try:
             text = interpolate(str(node.value), self.environ)
