@@ -727,10 +727,26 @@ _OVERRIDE_HELP = (
 )
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML whose mappings may not give a key twice (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise DatasetError(f"line {line}: {key} is given twice: keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_overrides(text: str, name: str = "overrides") -> Overrides:
     """The overrides YAML (see README "Anime overrides"); errors name the file and the key."""
     try:
-        root = yaml.safe_load(text)
+        root = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader
+    except DatasetError as exc:
+        raise DatasetError(f"{name}: {exc}") from None
     except yaml.YAMLError as exc:
         raise DatasetError(f"{name}: invalid YAML: {exc}") from None
     if root is None:
@@ -742,8 +758,17 @@ def parse_overrides(text: str, name: str = "overrides") -> Overrides:
     shows: dict[int, tuple[ShowMap, ...]] = {}
     movies: dict[int, tuple[MovieMap, ...]] = {}
     skip: dict[int, str] = {}
+    given: dict[int, str] = {}  # AniList id -> how it was written first
     for key, value in root.items():
         text_key = str(key)
+        anilist = whole(text_key.removeprefix("anilist:").split(":")[0])
+        if anilist is not None and anilist in given:
+            raise DatasetError(
+                f"{name}: {text_key}: AniList {anilist} is given twice (also as "
+                f"{given[anilist]}): keep one"
+            )
+        if anilist is not None:
+            given[anilist] = text_key
         if text_key.startswith("anilist:"):  # anibridge edits grammar, verbatim
             anilist = whole(text_key.split(":")[1])
             if anilist is None or not isinstance(value, dict):
