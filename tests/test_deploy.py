@@ -266,6 +266,17 @@ def test_missing_user_config_file_falls_back_to_the_options(tmp_path: Path) -> N
     assert "does not exist" in plan.notes[0]
 
 
+def test_a_bad_option_is_named_as_the_option_the_user_filled_in(tmp_path: Path) -> None:
+    pasted = {**FULL_OPTIONS, "trakt_client_id": "abc\u200bdef", "log_level": "loud"}
+    with pytest.raises(StartError) as caught:
+        plan_start([], _paths(tmp_path), pasted, TOKEN)
+    message = str(caught.value)
+    assert message.startswith("the app options: ")
+    assert "trakt_client_id: holds the invisible" in message
+    assert "log_level: " in message
+    assert GENERATED_CONFIG not in message and "services.trakt" not in message
+
+
 def test_config_file_outside_the_config_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StartError, match="inside"):
         plan_start([], _paths(tmp_path), {"config_file": "../data/options.json"}, TOKEN)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -125,6 +126,40 @@ def translate_options(
     return config
 
 
+# The config keys the options form fills in, by the option that fills each (translate_options).
+OPTION_OF_KEY = {
+    "server.webhook_secret": "webhook_secret",
+    "logging.level": "log_level",
+    "alerts.urls": "alert_urls",
+    "services.trakt.client_id": "trakt_client_id",
+    "services.trakt.client_secret": "trakt_client_secret",
+    f"profiles.{OPTIONS_PROFILE}.users": "media_users",
+}
+_CONFIG_PROBLEM = re.compile(r"^\S+:\d+ (?P<key>[^:\s]+): (?P<problem>.*)$")
+
+
+def option_problems(text: str, path: Path) -> list[str]:
+    """What is wrong with a config generated from the options, each named by the option the
+    user filled in (not the generated file's key, which they never wrote). Pure."""
+    from watchbridge.config import parse_config
+    from watchbridge.errors import ConfigError
+
+    try:
+        parse_config(text, path, {})
+    except ConfigError as exc:
+        return [_as_option(line) for line in exc.message.splitlines() if line.strip()]
+    return []
+
+
+def _as_option(problem: str) -> str:
+    found = _CONFIG_PROBLEM.match(problem)
+    if found is None:
+        return problem
+    key = found["key"]
+    option = next((o for k, o in OPTION_OF_KEY.items() if key.startswith(k)), None)
+    return f"{option}: {found['problem']}" if option else problem
+
+
 def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
     """Environment for a user's own YAML: each set option under the name it can `${...}`."""
     env = {"WATCHBRIDGE_API_TOKEN": api_token}
@@ -218,6 +253,8 @@ def _plan_home_assistant(
         notes.insert(0, f"config_file {user_config} does not exist; using the app options instead")
     generated = paths.data / GENERATED_CONFIG
     text = render_config(translate_options(options, api_token, paths.data))
+    if problems := option_problems(text, generated):
+        raise StartError("the app options: " + "; ".join(problems))
     return StartPlan(
         argv=_command(args, generated),
         env=_config_env(generated),
