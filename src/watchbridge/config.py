@@ -346,7 +346,9 @@ def _yaml_problem(problem: str, context: str) -> str:
 
 
 def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
-    """Read, interpolate and validate one config file; raises ConfigError listing every problem."""
+    """Read, interpolate and validate one config file; raises ConfigError listing every problem
+    of its values, or (once those are right) every broken rule spanning them (ports, URLs,
+    links): the rules need the values built."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
