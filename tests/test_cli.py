@@ -587,6 +587,20 @@ def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
     assert "1 pending" in run("status", "--config", str(path)).stdout
 
 
+def test_deadletters_take_ids_as_the_list_shows_them(tmp_path: Path) -> None:
+    path = dead_letter(tmp_path)
+    assert (
+        "1 dead letter(s) queued again"
+        in run("deadletters", "retry", "#1", "--config", str(path)).stdout
+    )
+
+
+def test_a_dead_letter_id_that_is_no_number_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("deadletters", "discard", "Heat", "--config", str(dead_letter(tmp_path)))
+    assert result.returncode == 2
+    assert "'Heat' is not a row id" in result.stderr
+
+
 def test_deadletters_retry_leaves_what_the_config_still_cannot_deliver(tmp_path: Path) -> None:
     path = dead_letter(tmp_path, profile="kid")  # a profile since removed from the config
     result = run("deadletters", "retry", "--all", "--config", str(path))

@@ -1002,6 +1002,23 @@ def unmatched(config_path: str | None, payload: bool) -> None:
             click.echo(f"    sent:  {entry.raw}")
 
 
+class _RowId(click.ParamType[int]):
+    """An outbox row's id, as `deadletters list` shows it (`#12`) or bare (`12`)."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        digits = str(value).strip().removeprefix("#")
+        if not digits.isdigit():
+            self.fail(
+                f"{value!r} is not a row id: a number, as `deadletters list` shows it", param, ctx
+            )
+        return int(digits)
+
+
+ROW_ID = _RowId()
+
+
 @deadletters.command("list")
 @config_option
 def deadletters_list(config_path: str | None) -> None:
@@ -1018,7 +1035,7 @@ def deadletters_list(config_path: str | None) -> None:
 
 @deadletters.command("retry")
 @config_option
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=ROW_ID)
 @click.option("--all", "every", is_flag=True, help="Retry every dead letter.")
 def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
     """Queue dead letters again (by id, or --all); the running service picks them up."""
@@ -1060,7 +1077,7 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
 
 @deadletters.command("discard")
 @config_option
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=ROW_ID)
 @click.option("--all", "every", is_flag=True, help="Discard every dead letter.")
 def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
     """Delete dead letters for good (by id, or --all)."""
