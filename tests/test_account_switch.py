@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -617,6 +618,22 @@ def test_a_play_queued_for_plex_waits_while_the_server_is_another_than_its_items
 
     assert new.user_state("100") == {}
     assert delivered[0].startswith("Hold(") and "the Plex server is now abab" in delivered[0]
+
+
+def test_a_play_queued_for_a_replaced_plex_server_no_link_reads_any_more_is_a_dead_letter(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, _, old = setup_plex_link(tmp_path, start_fake)
+    sync_plex(path)
+    new = start_fake(FakePlex(machine_id="ab" * 20))
+    store = Store.open(tmp_path / "watchbridge.db")
+    config = parse_config(path.read_text(encoding="utf-8").replace(old.url, new.url), path, {})
+    store.enqueue(outbox_rows("plex-trakt", "alex", (arrival_play(),))[0], time.time())
+
+    delivered = asyncio.run(deliver_to_plex(replace(config, links={}), store))  # link removed
+    store.close()
+
+    assert delivered[0].startswith("Dead(") and "which no link in the config does" in delivered[0]
 
 
 def test_retry_leaves_an_old_accounts_removal_whatever_marks_precede_its_reason(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.config import Config, undeliverable
+from watchbridge.config import Config, link_profiles, undeliverable
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -126,6 +126,10 @@ class PlexTarget:
             outcomes.update((row.id, gone) for row in rows)
             return
         replaced = await self._replaced(profile)
+        if replaced is not None and not self._read_by_a_link(profile):
+            gone = Dead(f"{replaced}, which no link in the config does for profile {profile}")
+            outcomes.update((row.id, gone) for row in rows)
+            return
         if replaced is not None:
             # Not the rows' fault: they wait (no attempt spent) for the link to read it.
             wait = Hold(replaced, NOT_READ_RETRY, target_wide=False)
@@ -157,6 +161,12 @@ class PlexTarget:
             return Retry(exc.message)
         log.error("unexpected error delivering to Plex", exc_info=exc)
         return Retry(f"internal error: {type(exc).__name__}")
+
+    def _read_by_a_link(self, profile: str) -> bool:
+        return any(
+            "plex" in link.services and profile in link_profiles(self.config, link)
+            for link in self.config.links.values()
+        )
 
     async def _replaced(self, profile: str) -> str | None:
         """Why nothing may be written for `profile` now: the server is another than the one
