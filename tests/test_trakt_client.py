@@ -147,6 +147,17 @@ async def test_a_settings_answer_that_is_no_json_is_a_clear_error(
         await client.account(PROFILE)
 
 
+@pytest.mark.parametrize("path", ["/sync/last_activities", "/users/settings"])
+async def test_a_proxys_page_with_a_200_is_an_outage_naming_the_request(
+    client: TraktClient, trakt: FakeTrakt, store: Store, path: str
+) -> None:
+    sign_in_trakt(store, trakt, PROFILE)
+    trakt.fail_next(5, 200, body="<html>This site is blocked</html>", route=f"GET {path}")
+    read = client.last_activities if path == "/sync/last_activities" else client.settings
+    with pytest.raises(Unavailable, match=f"trakt: GET {path} answered 200 with an unreadable"):
+        await read(PROFILE)
+
+
 async def test_not_signed_in_says_how_to_sign_in(client: TraktClient) -> None:
     with pytest.raises(TraktAuthError, match="watchbridge auth trakt --profile me"):
         await client.last_activities(PROFILE)

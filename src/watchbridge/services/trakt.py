@@ -629,7 +629,7 @@ class TraktClient:
             )
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"device code request answered {response.status_code}")
-        data = response.json()
+        data = _decoded(response, dict)
         return DeviceCode(
             device_code=data["device_code"],
             user_code=data["user_code"],
@@ -650,7 +650,7 @@ class TraktClient:
         if status is None:
             raise TraktError(SERVICE, f"device token poll answered {response.status_code}")
         if status == "approved":
-            return status, TokenSet.from_response(response.json(), self.clock())
+            return status, TokenSet.from_response(_decoded(response, dict), self.clock())
         return status, None
 
     async def sign_in(self, profile: str, show: Callable[[DeviceCode], None]) -> TokenSet:
@@ -1184,7 +1184,7 @@ class TraktClient:
         response = await self._call(profile, "GET", "/sync/last_activities")
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"last_activities answered {response.status_code}")
-        return dict(response.json())
+        return dict(_decoded(response, dict))
 
     # ------------------------------------------------------------------ account, lists
 
@@ -1193,7 +1193,7 @@ class TraktClient:
         response = await self._call(profile, "GET", "/users/settings")
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/users/settings answered {response.status_code}")
-        return parse_settings(response.json())
+        return parse_settings(_decoded(response, dict))
 
     async def collection(self, profile: str, item_type: str) -> list[dict[str, Any]]:
         """The collection (`movies` or `shows`) with media details, every page."""
@@ -1366,7 +1366,8 @@ def _oauth_error(response: httpx.Response) -> str:
         data = response.json()
     except ValueError:
         return f"HTTP {response.status_code}"
-    return str(data.get("error") or f"HTTP {response.status_code}")
+    error = data.get("error") if isinstance(data, dict) else None
+    return str(error or f"HTTP {response.status_code}")
 
 
 FIREWALL_PAUSE = 600.0  # pitfalls/trakt.md §7: back off for minutes after a WAF block
