@@ -116,6 +116,8 @@ def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
         assert httpx.get(f"{app.url}/api/status", headers=wrong).status_code == 401
         right = {"Authorization": "Bearer tok-123456"}
         assert httpx.get(f"{app.url}/api/status", headers=right).status_code == 200
+        lower = {"Authorization": "bearer tok-123456"}  # the scheme's case does not matter
+        assert httpx.get(f"{app.url}/api/status", headers=lower).status_code == 200
 
 
 @pytest.mark.parametrize("proxies", ["[127.0.0.1]", "[127.0.0.0/8]", "[10.0.0.0/8, 127.0.0.0/8]"])

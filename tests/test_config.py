@@ -13,6 +13,7 @@ from watchbridge.config import (
     Secret,
     find_config,
     interpolate,
+    is_trusted_proxy,
     load_config,
     parse_config,
 )
@@ -479,6 +480,12 @@ def test_an_unclosed_ipv6_bracket_names_the_key() -> None:
         "watchbridge.yaml:3 services.jellyfin.url: expected an http(s) URL such as"
         " http://192.168.1.10:8096"
     )
+
+
+def test_an_ipv4_proxy_is_trusted_when_the_server_listens_on_both_families() -> None:
+    assert is_trusted_proxy("::ffff:172.30.32.2", ["172.30.32.2"])
+    assert is_trusted_proxy("::ffff:172.18.0.5", ["172.18.0.0/16"])
+    assert not is_trusted_proxy("::ffff:10.0.0.1", ["172.18.0.0/16"])
 
 
 def test_trusted_proxies_take_addresses_and_networks_only() -> None:

@@ -304,7 +304,9 @@ async def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-def require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def require_api_token(
+    connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+) -> None:
     runtime: Runtime = connection.app.state.runtime
     server = runtime.config.server
     if server.api_token is None or not server.api_token:
@@ -312,8 +314,8 @@ def require_api_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     client = connection.client.host if connection.client else ""
     if is_trusted_proxy(client, server.trusted_proxies):
         return
-    header = connection.headers.get("authorization", "")
-    supplied = header.removeprefix("Bearer ").strip()
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    supplied = credentials.strip() if scheme.lower() == "bearer" else ""  # case-insensitive
     if not hmac.compare_digest(supplied.encode(), server.api_token.reveal().encode()):
         raise NotAuthorizedException("missing or wrong API token (Authorization: Bearer ...)")
 

@@ -710,6 +710,8 @@ def is_trusted_proxy(client: str, proxies: Sequence[str]) -> bool:
         address = ipaddress.ip_address(client)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client of a socket listening on "::"
     return any((net := _network(entry)) is not None and address in net for entry in proxies)
 
 
