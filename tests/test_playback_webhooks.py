@@ -166,6 +166,8 @@ def test_the_tvs_paused_session_ending_after_the_tablet_finished_is_no_second_pl
         rig.post("jellyfin", start | TABLET_JELLYFIN)
         rig.advance(4 * 60)
         rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json") | TABLET_JELLYFIN)
+        rig.advance(60)
+        rig.post("jellyfin", jellyfin_progress(92, paused=True))  # the TV repeats its report
         rig.advance(4 * HOUR)
         # The TV, paused all evening, is switched off: Jellyfin ends its session at 92 %, past
         # its resume limit.

@@ -241,7 +241,10 @@ def _decide(
     if event.action in ("pause", "stop"):
         new_state: State = "paused" if event.action == "pause" else "stopped"
         if state == new_state:
-            return Session(key, state, progress, generation, at, began), []
+            # A paused client repeats its report: the session was left when it paused (see
+            # _counted_elsewhere), not at each report.
+            left = session.updated_at
+            return Session(key, state, progress, generation, left, began), []
         generation += 1
         capped = min(progress, PAUSE_CAP) if progress is not None else None
         pause = Intent("watching", f"pause:{key}:{generation}", at, action="pause", progress=capped)
