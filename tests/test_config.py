@@ -256,6 +256,17 @@ def test_accounts_written_with_commas_instead_of_a_list_are_refused() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("users", "environ"),
+    [("\n        - alice, bob", {}), (" ${JELLYFIN_USERS}", {"JELLYFIN_USERS": "alice, bob"})],
+)
+def test_accounts_written_with_commas_inside_a_list_or_a_variable_are_refused(
+    users: str, environ: dict[str, str]
+) -> None:
+    message = error_of(f"profiles:\n  me:\n    users:\n      jellyfin:{users}\n", environ)
+    assert "profiles.me.users.jellyfin: one name with commas" in message
+
+
 def test_an_account_is_compared_as_webhooks_match_it() -> None:
     message = error_of(
         "profiles:\n  alice:\n    users: {jellyfin: [Alice]}\n"

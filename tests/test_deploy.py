@@ -277,6 +277,13 @@ def test_a_bad_option_is_named_as_the_option_the_user_filled_in(tmp_path: Path) 
     assert GENERATED_CONFIG not in message and "services.trakt" not in message
 
 
+def test_media_users_typed_with_commas_in_one_entry_are_named_as_the_option(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(StartError, match="media_users: one name with commas"):
+        plan_start([], _paths(tmp_path), {**FULL_OPTIONS, "media_users": ["1, alex"]}, TOKEN)
+
+
 def test_config_file_outside_the_config_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StartError, match="inside"):
         plan_start([], _paths(tmp_path), {"config_file": "../data/options.json"}, TOKEN)

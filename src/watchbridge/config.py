@@ -872,16 +872,19 @@ class _Validator:
         if _is_null(node):
             return []
         if isinstance(node, yaml.ScalarNode):
-            if ".users." in key and "," in str(node.value):
-                # `jellyfin: alice, bob` is one name no server sends: every play is ignored.
-                names = ", ".join(n.strip() for n in str(node.value).split(",") if n.strip())
-                self.fail(node, key, f"one name with commas; for several, write a list: [{names}]")
-                return _Invalid
             node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark)
         if not isinstance(node, yaml.SequenceNode):
             self.fail(node, key, "expected a list")
             return _Invalid
         items = [self.build(item_hint, item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        if ".users." in key:
+            for item, value in zip(node.value, items, strict=True):
+                if isinstance(value, str) and "," in value:
+                    # `jellyfin: alice, bob` is one name no server sends: every play ignored.
+                    names = ", ".join(n.strip() for n in value.split(",") if n.strip())
+                    message = f"one name with commas; for several, write a list: [{names}]"
+                    self.fail(item, key, message)
+                    return _Invalid
         return _Invalid if any(i is _Invalid for i in items) else items
 
     def _dict(self, value_hint: Any, node: yaml.Node, key: str) -> Any:
