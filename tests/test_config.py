@@ -117,6 +117,13 @@ def test_a_variable_reference_left_open_is_an_error() -> None:
     assert "watchbridge.yaml:3 services.trakt.client_id: a ${ that is not ${NAME}" in message
 
 
+def test_a_variable_inside_a_default_is_an_error() -> None:
+    text = "services:\n  plex:\n    url: http://nas:32400\n    token: ${A:-${B}}\n"
+    assert "services.plex.token: a ${...} inside a default is not read" in error_of(
+        text, {"B": "t"}
+    )
+
+
 def test_every_problem_is_reported_at_once() -> None:
     message = error_of("server:\n  port: x\nlogging:\n  level: loud\n")
     assert message.splitlines() == [

@@ -766,6 +766,8 @@ _SHELL_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 def miswritten_variable(text: str, environ: Mapping[str, str]) -> str | None:
     """What is wrong with a variable reference `interpolate` would leave as it is: a `${`
     not closed as `${NAME}`, or the shell's `$NAME` for a variable that is set. Pure."""
+    if any("${" in (found.group(2) or "") for found in _VAR.finditer(text)):
+        return "a ${...} inside a default is not read (write the default itself)"
     rest = _VAR.sub("", text)
     if "${" in rest:
         return "a ${ that is not ${NAME} or ${NAME:-default} (a literal ${ is written $${)"
