@@ -247,8 +247,9 @@ def test_explain_names_the_override_and_what_it_overrode() -> None:
         ("5: {plex: {}}", "5.plex: unknown key"),
         ("[1, 2]", "expected `ANILIST_ID"),
         ("5: skip\n6: skip\n5: {tmdb: {show: 1, season: 1}}", "line 3: 5 is given twice"),
-        ("5: skip\n'5': skip", "5: AniList 5 is given twice (also as 5)"),
-        ("5: skip\nanilist:5: {}", "anilist:5: AniList 5 is given twice (also as 5)"),
+        ("5: skip\n'5': skip", "'5': AniList 5 is given twice (also as 5)"),
+        ("5: skip\nanilist:5: {}", "'anilist:5': AniList 5 is given twice (also as 5)"),
+        ("[21, 22]: skip", "line 1: a key must be one AniList id, one per line"),
     ],
 )
 def test_a_broken_override_names_the_file_and_key(text: str, message: str) -> None:

@@ -734,8 +734,10 @@ class _UniqueKeys(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise DatasetError(f"line {line}: a key must be one AniList id, one per line")
             if key in seen:
-                line = key_node.start_mark.line + 1
                 raise DatasetError(f"line {line}: {key} is given twice: keep one")
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -764,11 +766,11 @@ def parse_overrides(text: str, name: str = "overrides") -> Overrides:
         anilist = whole(text_key.removeprefix("anilist:").split(":")[0])
         if anilist is not None and anilist in given:
             raise DatasetError(
-                f"{name}: {text_key}: AniList {anilist} is given twice (also as "
+                f"{name}: {key!r}: AniList {anilist} is given twice (also as "
                 f"{given[anilist]}): keep one"
             )
         if anilist is not None:
-            given[anilist] = text_key
+            given[anilist] = repr(key)
         if text_key.startswith("anilist:"):  # anibridge edits grammar, verbatim
             anilist = whole(text_key.split(":")[1])
             if anilist is None or not isinstance(value, dict):
