@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from watchbridge.app import start_warnings
-from watchbridge.config import load_config
+from watchbridge.config import ServerConfig, load_config
 from watchbridge.entrypoint import (
     GENERATED_CONFIG,
     Paths,
@@ -556,6 +556,19 @@ def test_compose_runs_watchbridge_with_volumes_port_and_optional_env_file() -> N
     assert service["env_file"] == [{"path": ".env", "required": False}]
     assert service["restart"] == "unless-stopped"
     assert service["user"] == "1000:1000"
+
+
+@pytest.mark.parametrize(
+    "grace",
+    [
+        str(_yaml(REPO / "docker-compose.yml")["services"]["watchbridge"]["stop_grace_period"]),
+        (REPO / "addon" / "unraid" / "watchbridge.xml").read_text().split("--stop-timeout ")[1][:2],
+        str(_yaml(REPO / "addon" / "config.yaml")["timeout"]),
+    ],
+)
+def test_every_package_gives_a_stop_the_time_the_shutdown_takes(grace: str) -> None:
+    seconds = int(grace.removesuffix("s"))
+    assert seconds >= ServerConfig().shutdown_timeout + 2 + 1  # the drain, the loop
 
 
 def test_compose_healthcheck_is_exec_form_python() -> None:
