@@ -421,6 +421,20 @@ async def test_a_play_removed_on_serializd_is_removed_on_trakt(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
 
 
+async def test_a_play_logged_again_after_a_mistaken_removal_reaches_trakt_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    gone = review(serializd, 2)
+    unlog(serializd, gone)  # deleted by mistake: the link removes it from Trakt
+    await rig.sync_and_deliver(full=True)
+    log(serializd, 1, 2, gone.backdate)  # logged again, with its date
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert (1, 2) in [p[:2] for p in trakt_plays(trakt)]
+    assert (1, 2) in [p[:2] for p in diary_plays(serializd)]
+
+
 async def test_a_run_that_dies_before_its_state_is_saved_queues_nothing_and_the_next_carries_it(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -614,6 +614,7 @@ class TraktTarget:
         if named:
             await self.client.remove_history(profile, sorted(set(ids.values())))
             outcomes |= _all([r.outbox for r in named], Delivered("removed from history"))
+            await self._forget(profile, named)
         if rated:
 
             async def unrate(rows: Sequence[Row]) -> WriteResult:
@@ -671,6 +672,12 @@ class TraktTarget:
             await asyncio.to_thread(
                 self.store.mirror_put, NAME, profile, PLAYS, plays, self.clock()
             )
+
+    async def _forget(self, profile: str, rows: Sequence[Row]) -> None:
+        """Plays removed from Trakt are no longer known there: one added back (a diary entry
+        deleted by mistake and logged again) is sent, not skipped as already on Trakt."""
+        keys = [key for r in rows for key in remembered_keys(r.item, r.at)]
+        await asyncio.to_thread(self.store.mirror_remove, NAME, profile, PLAYS, keys)
 
     async def _undated_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the unsure undated adds among `rows` that Trakt's play counts show
