@@ -216,6 +216,22 @@ async def rated_both_ways(trakt: FakeTrakt, anilist: FakeAniList, rig: Rig) -> A
     return entry
 
 
+async def test_episodes_watched_again_after_progress_was_lowered_reach_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    aot = anilist.add_entry(
+        AOT_P2, status="CURRENT", progress=3, updated_at=int(time.time() - 2 * DAY)
+    )
+    await rig.sync_and_deliver()
+    aot.progress, aot.updated_at = 1, int(anilist.now()) + 5  # set too far: back to 1
+    await rig.sync_and_deliver(full=True, confirm_removals=True)
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, AOT)] == [(4, 17)]
+    aot.progress, aot.updated_at = 3, int(anilist.now()) + 10  # days later: watched
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [(s, n) for s, n, _ in trakt_plays(trakt, AOT)] == [(4, 17), (4, 18), (4, 19)]
+
+
 async def test_newest_wins_a_later_trakt_rating_beats_an_old_score_after_a_progress_step(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

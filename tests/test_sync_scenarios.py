@@ -435,6 +435,21 @@ async def test_a_play_logged_again_after_a_mistaken_removal_reaches_trakt_again(
     assert (1, 2) in [p[:2] for p in diary_plays(serializd)]
 
 
+async def test_an_episode_ticked_again_after_an_untick_reaches_trakt_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    serializd.tick(None, BB, 1, 1, 2)  # s1e2 ticked only
+    await rig.sync_and_deliver()
+    with serializd.lock:  # unticked: carried to Trakt
+        serializd.user.ticks.pop((BB, serializd.shows[BB].seasons[1].id, 2))
+    await rig.sync_and_deliver(full=True)
+    assert trakt_episodes(trakt) == [(1, 1)]
+    serializd.tick(None, BB, 1, 2)  # watched after all: ticked again
+    await rig.sync_and_deliver(full=True)
+    assert trakt_episodes(trakt) == [(1, 1), (1, 2)]
+
+
 async def test_a_run_that_dies_before_its_state_is_saved_queues_nothing_and_the_next_carries_it(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

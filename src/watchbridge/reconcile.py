@@ -102,6 +102,8 @@ class Plan:
     held: str = ""  # why removals are held back (mass-removal guard), empty when not
     # per target: writes left out because the item is not in its catalog
     out_of_catalog: Mapping[str, int] = field(default_factory=dict)
+    # Tombstones that have done their work (see spent_tombstones), to forget.
+    spent: frozenset[tuple[str, str]] = frozenset()
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -207,16 +209,32 @@ def plan(
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
     allowed = set(flows(link))
+    spent = spent_tombstones(tombstones, current, baseline)
+    tombstones -= spent
     if "history" in link.kinds:
         actions += _plan_history(
-            link, current, baseline, tombstones, allowed, new_tombstones, renumbered
+            link, current, baseline, tombstones, allowed, new_tombstones, renumbered, spent
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions)
-    return Plan(tuple(actions), frozenset(new_tombstones), held, left_out)
+    return Plan(tuple(actions), frozenset(new_tombstones), held, left_out, spent)
+
+
+def spent_tombstones(
+    tombstones: Iterable[tuple[str, str]],
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+) -> frozenset[tuple[str, str]]:
+    """The tombstones whose record the side's last state does not hold: the play removed
+    there is gone (a removal we made landed; the one the side made was carried). Read again
+    since, its record is a new play: AniList's `ENTRY:EPISODE` of an episode counted again,
+    a Serializd tick ticked again (those ids come back). A removal still on its way keeps its
+    tombstone: its play is in the last state. Pure."""
+    held = {side: {p.record for p in baseline.get(side, Side()).plays} for side in current}
+    return frozenset((s, r) for s, r in tombstones if s in held and r not in held[s])
 
 
 def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float]]) -> Plan:
@@ -314,6 +332,7 @@ def _plan_history(
     allowed: set[tuple[str, str]],
     new_tombstones: set[tuple[str, str]],
     renumbered: set[tuple[str, str]],
+    spent: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -372,7 +391,6 @@ def _plan_history(
         if (source, target) not in allowed:
             continue
         held = _read_plays_per_item(current[target].plays)
-        # Adding again a play whose copy the target forgot is a new action (its own key).
         again = {(p.item, int(p.at // 60)) for p in current[target].forgotten}
         dates: defaultdict[str, list[float]] = defaultdict(list)
         for play in current[target].plays:
@@ -384,6 +402,10 @@ def _plan_history(
             held[play.item] += 1
             earlier = sum(1 for at in dates[play.item] if at < play.at or at == UNDATED)
             dates[play.item].append(play.at)
+            # Forgotten by the target, or read again since its removal (a tick ticked again):
+            # a new action, its own key.
+            minute = (play.item, int(play.at // 60))
+            anew = minute in again or (source, play.record) in spent
             actions.append(
                 Action(
                     "add_play",
@@ -391,8 +413,7 @@ def _plan_history(
                     play.item,
                     f"new on {source}",
                     play.at,
-                    source=play.record
-                    + (":again" if (play.item, int(play.at // 60)) in again else ""),
+                    source=play.record + (":again" if anew else ""),
                     target_plays=held[play.item] - 1,
                     earlier_plays=earlier,
                 )

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -128,12 +128,19 @@ def load_tombstones(store: Store, link: str, profile: str) -> frozenset[tuple[st
 
 
 def save_tombstones(
-    store: Store, link: str, profile: str, stones: frozenset[tuple[str, str]], now: float
+    store: Store,
+    link: str,
+    profile: str,
+    stones: frozenset[tuple[str, str]],
+    now: float,
+    spent: Iterable[tuple[str, str]] = (),
 ) -> None:
+    collection = _collection(link, "tombstones")
+    store.mirror_remove("watchbridge", profile, collection, [f"{s}:{r}" for s, r in spent])
     store.mirror_put(
         "watchbridge",
         profile,
-        _collection(link, "tombstones"),
+        collection,
         {f"{s}:{r}": {"service": s, "record": r} for s, r in stones},
         now,
     )
@@ -572,7 +579,9 @@ def _apply(
         if result.first_run:
             _first_run_applied(store, link, name, result, now)
         # Held removals were not made: their tombstones would hide them from the next run.
-        save_tombstones(store, name, result.profile, result.plan.tombstones, now)
+        # A side this run did not move keeps its old state, which its tombstones still guard.
+        spent = [(s, r) for s, r in result.plan.spent if s not in result.frozen]
+        save_tombstones(store, name, result.profile, result.plan.tombstones, now, spent)
     return queued
 
 
