@@ -104,8 +104,12 @@ class SyncScheduler:
                 runs.labels(name, "failed").inc()
                 message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
                 failures = await report_run(runtime.store, runtime.notifier, name, message)
+                # A failure we did not foresee (a bug) keeps its traceback, once per streak.
+                unforeseen = not isinstance(exc, WatchbridgeError) and failures == 1
                 log.warning(
-                    "sync run failed", extra={"link": name, "failures": failures, "reason": message}
+                    "sync run failed",
+                    extra={"link": name, "failures": failures, "reason": message},
+                    exc_info=exc if unforeseen else None,
                 )
                 continue
             # Also when the failures came before a restart: the notifier remembers the alert.
