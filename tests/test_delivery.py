@@ -691,23 +691,28 @@ async def test_account_limit_pauses_without_retrying(
     assert "limit" in receiver.messages[0]["message"]
 
 
-async def test_a_play_goes_on_when_trakt_cannot_say_whose_account_it_is(
+async def test_a_removal_goes_on_when_trakt_cannot_say_whose_account_it_is(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    trakt.fail_next(1, 404, route="/users/settings")
-    webhook(runtime, "movie_media_scrobble.json")
+    webhook(runtime, "movie_media_rate.json")
     await drain(worker, runtime, clock, passes=1)
-    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    trakt.fail_next(1, 404, route="/users/settings")
+    payload = {"item": ref_to_dict(ARRIVAL), "at": 0.0, "link": "trakt-serializd"}
+    unrate = NewOutboxRow("trakt", "me", "remove_rating", payload, "me:trakt:a:ratings", "un")
+    runtime.store.enqueue([unrate], clock())
+    await drain(worker, runtime, clock, passes=1)
+    assert trakt.count("GET", "/users/settings") == 1
+    assert trakt.ratings() == []
 
 
-async def test_a_target_asks_whose_account_once_per_sign_in(
+async def test_a_batch_of_plays_and_ratings_asks_trakt_nothing_of_whose_account_it_is(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     for sample in ("movie_media_scrobble.json", "movie_media_rate.json"):
         webhook(runtime, sample)
         await drain(worker, runtime, clock, passes=1)
-    assert trakt.count("GET", "/users/settings") == 1
-    assert runtime.store.get_cursor("trakt", "me", "account") is not None
+    assert trakt.count("GET", "/users/settings") == 0  # a live scrobble pays no extra request
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
 
 
 async def test_trakt_outage_holds_the_target_and_nothing_is_lost(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge import ratings
-from watchbridge.accounts import AccountNotes, account_named
+from watchbridge.accounts import AccountNotes, account_named, for_the_old_account
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import (
     Dead,
@@ -299,9 +299,10 @@ class TraktTarget:
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], now: float, outcomes: dict[int, Outcome]
     ) -> None:
-        rows = await for_the_account(
-            self.accounts, NAME, profile, self._whose(profile), rows, outcomes
-        )
+        if for_the_old_account(rows):  # removals: to the account they were meant for only
+            rows = await for_the_account(
+                self.accounts, NAME, profile, self._whose(profile), rows, outcomes
+            )
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
@@ -383,9 +384,10 @@ class TraktTarget:
         outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
 
     def _whose(self, profile: str) -> Callable[[], Awaitable[str | None]]:
-        """The account `profile` signs in to, asked of Trakt once per sign-in token: a
-        sign-in as someone else must not get the removals meant for the old account, nor
-        leave the memory of its plays to skip the new one's adds."""
+        """The account `profile` signs in to, asked of Trakt once per sign-in token before
+        a batch with removals: a sign-in as someone else must not get the removals meant for
+        the old account. (Asked before every batch, it would cost a live scrobble or a
+        backlog's drain a request; the link runs ask before their reads.)"""
 
         async def whose() -> str | None:
             try:
