@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from watchbridge.config import Link
-from watchbridge.reconcile import UNDATED, Play, Rated, Side, plan
+from watchbridge.reconcile import UNDATED, Plan, Play, Rated, Side, plan
 from watchbridge.store import Store
-from watchbridge.sync import outbox_rows
+from watchbridge.sync import kept_tombstones, outbox_rows, settled_legacy
 
 EP1 = "episode:tmdb:1396:s1e1"
 TWO_WAY = Link(services=["trakt", "serializd"])
@@ -59,3 +59,45 @@ def test_each_undated_add_of_an_item_counts_the_adds_planned_before_it() -> None
         "at", "me", plan(link, {"anilist": rewatched, "trakt": Side()}, {}).actions
     )
     assert [r.payload["target_plays"] for r in rows] == [0, 1]
+
+
+# --------------------------------------------------------------------------- tombstones
+
+DAY = 86400.0
+STONE = ("serializd", "tick:e1")
+
+
+def sides(*records: str) -> dict[str, Side]:
+    plays = tuple(Play("episode:tmdb:1:s1e1", UNDATED, r) for r in records)
+    return {"trakt": Side(), "serializd": Side(plays)}
+
+
+def test_a_tombstone_whose_record_a_moved_side_no_longer_holds_is_done_now() -> None:
+    kept = kept_tombstones({STONE: None}, Plan((), frozenset()), sides(), frozenset(), 5.0)
+    assert kept == {STONE: 5.0}
+
+
+def test_a_tombstone_of_a_side_the_run_did_not_move_is_not_seen_done() -> None:
+    frozen = frozenset({"serializd"})
+    assert kept_tombstones({STONE: None}, Plan((), frozenset()), sides(), frozen, 5.0) == {
+        STONE: None
+    }
+
+
+def test_a_tombstone_whose_play_is_still_there_waits_for_its_removal() -> None:
+    kept = kept_tombstones({}, Plan((), frozenset({STONE})), sides("tick:e1"), frozenset(), 5.0)
+    assert kept == {STONE: None}
+
+
+def test_a_tombstone_whose_record_came_back_as_a_new_play_or_done_long_ago_goes() -> None:
+    spent = Plan((), frozenset(), spent=frozenset({STONE}))
+    assert kept_tombstones({STONE: 1.0}, spent, sides("tick:e1"), frozenset(), 5.0) == {}
+    old = {STONE: 1.0}
+    assert kept_tombstones(old, Plan((), frozenset()), sides(), frozenset(), 9 * DAY) == {}
+
+
+def test_an_older_releases_tombstone_of_a_record_held_again_is_taken_as_done() -> None:
+    legacy = frozenset({STONE})
+    assert settled_legacy({STONE: None}, legacy, sides("tick:e1"), set()) == {STONE: 0.0}
+    assert settled_legacy({STONE: None}, legacy, sides(), set()) == {STONE: None}
+    assert settled_legacy({STONE: None}, legacy, sides("tick:e1"), {STONE}) == {STONE: None}

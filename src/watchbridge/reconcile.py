@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Literal
 
 from watchbridge import ratings
@@ -102,7 +103,8 @@ class Plan:
     held: str = ""  # why removals are held back (mass-removal guard), empty when not
     # per target: writes left out because the item is not in its catalog
     out_of_catalog: Mapping[str, int] = field(default_factory=dict)
-    # Tombstones that have done their work (see spent_tombstones), to forget.
+    # Tombstones whose record a side holds again after its removal was done: its play was
+    # planned as a new one; they are to be forgotten.
     spent: frozenset[tuple[str, str]] = frozenset()
 
     def counts(self) -> dict[str, int]:
@@ -203,38 +205,27 @@ def plan(
     current: Mapping[str, Side],
     baseline: Mapping[str, Side],
     tombstones: frozenset[tuple[str, str]] = frozenset(),
+    done_at: Mapping[tuple[str, str], float] = MappingProxyType({}),
 ) -> Plan:
-    """The writes that bring both sides of `link` into agreement, each with its reason."""
+    """The writes that bring both sides of `link` into agreement, each with its reason.
+    `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
+    saw done (its record absent from its side), and when. A record read again after that is a
+    new play (a Serializd tick ticked again: its record names the episode)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
+    spent: set[tuple[str, str]] = set()
     allowed = set(flows(link))
-    spent = spent_tombstones(tombstones, current, baseline)
-    tombstones -= spent
     if "history" in link.kinds:
         actions += _plan_history(
-            link, current, baseline, tombstones, allowed, new_tombstones, renumbered, spent
+            link, current, baseline, tombstones, allowed, new_tombstones, renumbered, done_at, spent
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions)
-    return Plan(tuple(actions), frozenset(new_tombstones), held, left_out, spent)
-
-
-def spent_tombstones(
-    tombstones: Iterable[tuple[str, str]],
-    current: Mapping[str, Side],
-    baseline: Mapping[str, Side],
-) -> frozenset[tuple[str, str]]:
-    """The tombstones whose record the side's last state does not hold: the play removed
-    there is gone (a removal we made landed; the one the side made was carried). Read again
-    since, its record is a new play: AniList's `ENTRY:EPISODE` of an episode counted again,
-    a Serializd tick ticked again (those ids come back). A removal still on its way keeps its
-    tombstone: its play is in the last state. Pure."""
-    held = {side: {p.record for p in baseline.get(side, Side()).plays} for side in current}
-    return frozenset((s, r) for s, r in tombstones if s in held and r not in held[s])
+    return Plan(tuple(actions), frozenset(new_tombstones), held, left_out, frozenset(spent))
 
 
 def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float]]) -> Plan:
@@ -332,7 +323,8 @@ def _plan_history(
     allowed: set[tuple[str, str]],
     new_tombstones: set[tuple[str, str]],
     renumbered: set[tuple[str, str]],
-    spent: frozenset[tuple[str, str]] = frozenset(),
+    done_at: Mapping[tuple[str, str], float],
+    spent: set[tuple[str, str]],
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -397,15 +389,20 @@ def _plan_history(
             if play.record not in partners_of_removed[target]:  # going: not watched before
                 dates[play.item].append(play.at)
         for play in lonely:
-            if play.record in partners_of_removed[source] or (source, play.record) in tombstones:
+            stone = (source, play.record)
+            if play.record in partners_of_removed[source] or (
+                stone in tombstones and stone not in done_at
+            ):
                 continue
             held[play.item] += 1
             earlier = sum(1 for at in dates[play.item] if at < play.at or at == UNDATED)
             dates[play.item].append(play.at)
-            # Forgotten by the target, or read again since its removal (a tick ticked again):
-            # a new action, its own key.
-            minute = (play.item, int(play.at // 60))
-            anew = minute in again or (source, play.record) in spent
+            # Forgotten by the target, or read again since its removal: a new action, its own
+            # key (one per removal: a tick may be unticked and ticked again many times).
+            suffix = ":again" if (play.item, int(play.at // 60)) in again else ""
+            if stone in done_at:
+                suffix += f":again:{int(done_at[stone] * 1000)}"
+                spent.add(stone)
             actions.append(
                 Action(
                     "add_play",
@@ -413,7 +410,7 @@ def _plan_history(
                     play.item,
                     f"new on {source}",
                     play.at,
-                    source=play.record + (":again" if anew else ""),
+                    source=play.record + suffix,
                     target_plays=held[play.item] - 1,
                     earlier_plays=earlier,
                 )

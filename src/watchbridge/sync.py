@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +71,7 @@ class ProfilePlan:
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None  # see SideRead
     narrowed: bool = False  # planned for some AniList entries only: moves no baseline
     restarted: str = ""  # why the link started over (an account changed), until applied
+    tombstones: Tombstones = field(default_factory=dict)  # as the run found them
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -122,26 +123,80 @@ def save_baseline(
         )
 
 
-def load_tombstones(store: Store, link: str, profile: str) -> frozenset[tuple[str, str]]:
+# (service, record) of a removal made -> when a run saw it done (its record absent from its
+# side), None until then. See reconcile.plan.
+Tombstones = dict[tuple[str, str], float | None]
+TOMBSTONE_KEEP = 8 * 86400.0  # done: its play's first add key outlives KEEP_DONE, then goes
+
+
+def load_tombstones(
+    store: Store, link: str, profile: str
+) -> tuple[Tombstones, frozenset[tuple[str, str]]]:
+    """The link's tombstones for `profile`, and those kept by a release that noted no
+    `done_at` (see `settled_legacy`)."""
     stones = store.mirror_get("watchbridge", profile, _collection(link, "tombstones"))
-    return frozenset((v["service"], v["record"]) for v in stones.values())
+    found: Tombstones = {}
+    legacy = set()
+    for value in stones.values():
+        stone = (str(value["service"]), str(value["record"]))
+        found[stone] = value.get("done_at")
+        if "done_at" not in value:
+            legacy.add(stone)
+    return found, frozenset(legacy)
 
 
-def save_tombstones(
-    store: Store,
-    link: str,
-    profile: str,
-    stones: frozenset[tuple[str, str]],
+def settled_legacy(
+    stones: Tombstones,
+    legacy: frozenset[tuple[str, str]],
+    current: Mapping[str, Side],
+    open_removals: set[tuple[str, str]],
+) -> Tombstones:
+    """`stones` with the legacy ones whose record its side holds again, no removal of it left
+    to make, taken as done (at 0): an older release kept them for ever, hiding a tick ticked
+    again. Pure."""
+    held = {side: {p.record for p in read.plays} for side, read in current.items()}
+    return {
+        stone: 0.0
+        if stone in legacy and stone[1] in held.get(stone[0], ()) and stone not in open_removals
+        else done
+        for stone, done in stones.items()
+    }
+
+
+def kept_tombstones(
+    before: Tombstones,
+    plan: Plan,
+    current: Mapping[str, Side],
+    frozen: frozenset[str],
     now: float,
-    spent: Iterable[tuple[str, str]] = (),
-) -> None:
-    collection = _collection(link, "tombstones")
-    store.mirror_remove("watchbridge", profile, collection, [f"{s}:{r}" for s, r in spent])
-    store.mirror_put(
+) -> Tombstones:
+    """The tombstones after an applied run: its new ones (not done yet), less those whose
+    record came back as a new play (`plan.spent`) or done long ago; one whose record its
+    side no longer holds is done now (sides the run moved only). Pure."""
+    stones = {**before, **dict.fromkeys(plan.tombstones)}
+    held = {side: {p.record for p in read.plays} for side, read in current.items()}
+    kept: Tombstones = {}
+    for (service, record), done in stones.items():
+        if (service, record) in plan.spent:
+            continue
+        if (
+            done is None
+            and service in held
+            and service not in frozen
+            and record not in held[service]
+        ):
+            done = now
+        if done is None or now - done < TOMBSTONE_KEEP:
+            kept[service, record] = done
+    return kept
+
+
+def save_tombstones(store: Store, link: str, profile: str, stones: Tombstones, now: float) -> None:
+    store.mirror_replace(
         "watchbridge",
         profile,
-        collection,
-        {f"{s}:{r}": {"service": s, "record": r} for s, r in stones},
+        _collection(link, "tombstones"),
+        {f"{s}:{r}": {"service": s, "record": r, "done_at": d} for (s, r), d in stones.items()},
         now,
     )
 
@@ -392,8 +447,12 @@ async def _plan_profile(
         narrower, wanted = narrow
         keep = await narrower.selection(profile, wanted, current[narrower.service])
         current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
-    tombstones = load_tombstones(store, name, profile)
-    planned = await asyncio.to_thread(plan, link, current, baseline, tombstones)
+    stones, legacy = await asyncio.to_thread(load_tombstones, store, name, profile)
+    if legacy and narrow is None:
+        removals = await asyncio.to_thread(store.open_play_removals, profile)
+        stones = settled_legacy(stones, legacy, current, removals)
+    done_at = {stone: done for stone, done in stones.items() if done is not None}
+    planned = await asyncio.to_thread(plan, link, current, baseline, frozenset(stones), done_at)
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
     planned = without_waiting(planned, waiting)
@@ -412,6 +471,7 @@ async def _plan_profile(
         listings=next((r.listings for r in reads.values() if r.listings is not None), None),
         narrowed=narrow is not None,
         restarted=restarted,
+        tombstones=stones,
     )
 
 
@@ -568,8 +628,9 @@ def _apply(
             stored = load_baseline(store, name, result.profile, services)
             sides = {s: stored.get(s, Side()) for s in services}
             save_baseline(store, name, result.profile, _with_expected(sides, actions), now)
-        if not held:
-            save_tombstones(store, name, result.profile, result.plan.tombstones, now)
+        if not held:  # a narrowed read holds some records only: none is seen done
+            stones = {**result.tombstones, **dict.fromkeys(result.plan.tombstones)}
+            save_tombstones(store, name, result.profile, stones, now)
         return queued
     if not held:
         # With removals held, keep the old baseline (and cursors) so they are found again.
@@ -579,9 +640,8 @@ def _apply(
         if result.first_run:
             _first_run_applied(store, link, name, result, now)
         # Held removals were not made: their tombstones would hide them from the next run.
-        # A side this run did not move keeps its old state, which its tombstones still guard.
-        spent = [(s, r) for s, r in result.plan.spent if s not in result.frozen]
-        save_tombstones(store, name, result.profile, result.plan.tombstones, now, spent)
+        stones = kept_tombstones(result.tombstones, result.plan, result.current, result.frozen, now)
+        save_tombstones(store, name, result.profile, stones, now)
     return queued
 
 
