@@ -72,7 +72,8 @@ def trakt_reader(
     clock: Any,
     metrics: Metrics | None = None,
 ) -> TraktReader:
-    reader = TraktReader(fast_trakt(config, store, READ_RATE["rate"]), media_types(link), clock)
+    client = fast_trakt(config, store, READ_RATE["rate"])
+    reader = TraktReader(client, media_types(link), clock, store)  # as make_reader builds it
     LAST_READERS.append(reader)
     return reader
 

@@ -435,19 +435,56 @@ async def test_a_play_logged_again_after_a_mistaken_removal_reaches_trakt_again(
     assert (1, 2) in [p[:2] for p in diary_plays(serializd)]
 
 
-async def test_an_episode_ticked_again_after_an_untick_reaches_trakt_again(
-    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+def untick(serializd: FakeSerializd, number: int) -> None:
+    with serializd.lock:
+        serializd.user.ticks.pop((BB, serializd.shows[BB].seasons[1].id, number))
+
+
+@pytest.mark.parametrize("runs_between", [0, 2])
+async def test_an_episode_ticked_again_after_an_untick_reaches_trakt_again_each_time(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, runs_between: int
 ) -> None:
     log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
     serializd.tick(None, BB, 1, 1, 2)  # s1e2 ticked only
     await rig.sync_and_deliver()
-    with serializd.lock:  # unticked: carried to Trakt
-        serializd.user.ticks.pop((BB, serializd.shows[BB].seasons[1].id, 2))
+    for _ in range(2):
+        untick(serializd, 2)  # carried to Trakt
+        await rig.sync_and_deliver(full=True)
+        assert trakt_episodes(trakt) == [(1, 1)]
+        for _ in range(runs_between):
+            await rig.sync_and_deliver(full=True)
+        serializd.tick(None, BB, 1, 2)  # watched after all: ticked again
+        await rig.sync_and_deliver(full=True)
+        assert trakt_episodes(trakt) == [(1, 1), (1, 2)]
+
+
+async def test_a_removal_carried_one_way_is_not_copied_back_while_on_its_way(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    for number in range(1, 5):
+        app.watch(1, number, ago(3 - number / 10))
+    await rig.sync_and_deliver()  # copied to Serializd
+    app.unwatch(entry(trakt, 2))  # removed on Trakt
+    await rig.sync(direction="trakt-to-serializd", full=True)  # its removal queued
+    result = await rig.sync(full=True)  # the next run, before the removal is delivered
+    assert not [a for p in result.plans for a in p.plan.actions if a.target == "trakt"]
+    await rig.deliver()
     await rig.sync_and_deliver(full=True)
-    assert trakt_episodes(trakt) == [(1, 1)]
-    serializd.tick(None, BB, 1, 2)  # watched after all: ticked again
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 3), (1, 4)]
+
+
+async def test_a_play_removed_on_trakt_then_logged_again_on_serializd_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    at = next(r.backdate for r in serializd.diary() if r.episode_number == 2)
+    app.unwatch(entry(trakt, 2))  # removed on Trakt by mistake: taken off Serializd too
+    await rig.sync_and_deliver()
+    log(serializd, 1, 2, at)  # logged again on Serializd, with its date
+    await rig.sync_and_deliver()
     await rig.sync_and_deliver(full=True)
-    assert trakt_episodes(trakt) == [(1, 1), (1, 2)]
+    assert (1, 2) in [p[:2] for p in trakt_plays(trakt)]
+    assert (1, 2) in [p[:2] for p in diary_plays(serializd)]
 
 
 async def test_a_run_that_dies_before_its_state_is_saved_queues_nothing_and_the_next_carries_it(

@@ -137,6 +137,15 @@ def remembered_keys(item: MediaRef, watched_at: float) -> list[str]:
     return [_at_minute(alias, minute) for alias in item_aliases(item)]
 
 
+def forget_plays(store: Store, profile: str, plays: Sequence[tuple[MediaRef, float]]) -> None:
+    """Plays gone from Trakt (removed by a link, or on Trakt itself) are no longer known to be
+    there: one added back (a diary entry deleted by mistake and logged again) is sent, not
+    skipped as already on Trakt."""
+    keys = [key for item, at in plays for key in remembered_keys(item, at)]
+    if keys:
+        store.mirror_remove(NAME, profile, PLAYS, keys)
+
+
 def keys_near(item: MediaRef, watched_at: float) -> list[str]:
     """Each alias at each minute of the duplicate window."""
     return _in_window(item_aliases(item), watched_at)
@@ -676,10 +685,7 @@ class TraktTarget:
             )
 
     async def _forget(self, profile: str, rows: Sequence[Row]) -> None:
-        """Plays removed from Trakt are no longer known there: one added back (a diary entry
-        deleted by mistake and logged again) is sent, not skipped as already on Trakt."""
-        keys = [key for r in rows for key in remembered_keys(r.item, r.at)]
-        await asyncio.to_thread(self.store.mirror_remove, NAME, profile, PLAYS, keys)
+        await asyncio.to_thread(forget_plays, self.store, profile, [(r.item, r.at) for r in rows])
 
     async def _undated_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the unsure undated adds among `rows` that Trakt's play counts show

@@ -8,16 +8,18 @@ Ratings are re-read whole (one short listing) only when their activity stamp mov
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from watchbridge.accounts import account_named
 from watchbridge.config import Config, Link
+from watchbridge.deliver.trakt import forget_plays
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, Play, Side
 from watchbridge.services.trakt import TraktClient
-from watchbridge.sides import trakt_side
+from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
@@ -57,10 +59,17 @@ def merge_history(baseline: Side, recent: Side, since: float) -> tuple[Play, ...
 class TraktReader:
     service = "trakt"
 
-    def __init__(self, client: TraktClient, types: tuple[str, ...], clock: Clock) -> None:
+    def __init__(
+        self,
+        client: TraktClient,
+        types: tuple[str, ...],
+        clock: Clock,
+        store: Store | None = None,
+    ) -> None:
         self.client = client
         self.types = types
         self.clock = clock
+        self.store = store  # where the delivery target keeps what Trakt holds
         self._activities: dict[str, dict[str, Any]] = {}
 
     @property
@@ -90,16 +99,31 @@ class TraktReader:
         moved = await self._stamps(profile)
         saved = {**moved, "history_at": str(now)}
         if full or baseline is None or "history_at" not in cursors:
-            return SideRead(await self._read_all(profile), saved)
+            side = await self._read_all(profile)
+            await self._forget_gone(profile, baseline, side)
+            return SideRead(side, saved)
         plays = baseline.plays
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
             recent = trakt_side(await self._history(profile, since), ())
             plays = merge_history(baseline, recent, since)
+            await self._forget_gone(profile, baseline, Side(plays))
         scores = baseline.ratings
         if moved["rated"] != cursors.get("rated"):
             scores = trakt_side((), await self.client.ratings(profile)).ratings
         return SideRead(Side(plays, scores), saved)
+
+    async def _forget_gone(self, profile: str, baseline: Side | None, read: Side) -> None:
+        """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`)."""
+        if baseline is None or self.store is None:
+            return
+        held = {p.record for p in read.plays}
+        gone = [  # Trakt's own records only: a play we queued is not read back yet
+            (ref, p.at)
+            for p in baseline.plays
+            if p.record.isdigit() and p.record not in held and (ref := ref_for_key(p.item))
+        ]
+        await asyncio.to_thread(forget_plays, self.store, profile, gone)
 
     async def _read_all(self, profile: str) -> Side:
         return trakt_side(await self._history(profile, None), await self.client.ratings(profile))
@@ -135,4 +159,4 @@ def make_reader(
         clock=clock,
         seeded_refresh_tokens=seeded_trakt_tokens(config),
     )
-    return TraktReader(client, media_types(link), clock)
+    return TraktReader(client, media_types(link), clock, store)
