@@ -504,6 +504,7 @@ def test_an_ipv4_proxy_is_trusted_when_the_server_listens_on_both_families() -> 
     assert is_trusted_proxy("::ffff:172.30.32.2", ["172.30.32.2"])
     assert is_trusted_proxy("::ffff:172.18.0.5", ["172.18.0.0/16"])
     assert not is_trusted_proxy("::ffff:10.0.0.1", ["172.18.0.0/16"])
+    assert is_trusted_proxy("::ffff:172.18.0.3", ["::ffff:172.18.0.3"])  # as the server sees it
 
 
 def test_trusted_proxies_take_addresses_and_networks_only() -> None:

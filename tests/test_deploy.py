@@ -280,8 +280,9 @@ def test_a_bad_option_is_named_as_the_option_the_user_filled_in(tmp_path: Path) 
 def test_media_users_typed_with_commas_in_one_entry_are_named_as_the_option(
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(StartError, match="media_users: one name with commas"):
+    with pytest.raises(StartError) as caught:
         plan_start([], _paths(tmp_path), {**FULL_OPTIONS, "media_users": ["1, alex"]}, TOKEN)
+    assert str(caught.value).count("media_users: one name with commas") == 1  # said once
 
 
 def test_config_file_outside_the_config_dir_is_refused(tmp_path: Path) -> None:

@@ -710,9 +710,11 @@ def is_trusted_proxy(client: str, proxies: Sequence[str]) -> bool:
         address = ipaddress.ip_address(client)
     except ValueError:
         return False
+    forms: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # an IPv4 client of a socket listening on "::"
-    return any((net := _network(entry)) is not None and address in net for entry in proxies)
+        forms.append(address.ipv4_mapped)  # an IPv4 client of a socket listening on "::"
+    networks = [net for entry in proxies if (net := _network(entry)) is not None]
+    return any(form in net for form in forms for net in networks)
 
 
 def _is_http_url(text: str) -> bool:

@@ -147,7 +147,9 @@ def option_problems(text: str, path: Path) -> list[str]:
     try:
         parse_config(text, path, {})
     except ConfigError as exc:
-        return [_as_option(line) for line in exc.message.splitlines() if line.strip()]
+        # One option fills several keys (media_users: every source): each problem once.
+        lines = [line for line in exc.message.splitlines() if line.strip()]
+        return list(dict.fromkeys(_as_option(line) for line in lines))
     return []
 
 
