@@ -402,6 +402,14 @@ async def test_an_alert_raised_before_a_restart_gets_its_recovery_after_it(
     assert titles(receiver) == ["link ts keeps failing", "Resolved: link ts keeps failing"]
 
 
+async def an_alert_that_failed(receiver: Receiver, store: Store, clock: FakeClock) -> Notifier:
+    """A service whose `sync_failing` alert for link ts failed to go out (the channel down)."""
+    before = remembering(store, clock, receiver.apprise_url)
+    receiver.fail_next(1, 500)
+    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    return before
+
+
 async def test_an_alert_that_failed_to_go_out_is_still_sent_after_a_restart(
     receiver: Receiver, store: Store
 ) -> None:
@@ -422,9 +430,7 @@ async def test_an_owed_alert_of_a_kind_switched_off_before_a_restart_is_not_sent
     receiver: Receiver, store: Store
 ) -> None:
     clock = FakeClock()
-    before = remembering(store, clock, receiver.apprise_url)
-    receiver.fail_next(1, 500)
-    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    await an_alert_that_failed(receiver, store, clock)
     after = notifier_for(receiver.apprise_url, clock=clock, kinds=["dead_letter"])
     after.remember_in(store)
     clock.advance(3600)
@@ -436,9 +442,7 @@ async def test_an_owed_alert_of_a_condition_over_before_a_restart_is_not_sent(
     receiver: Receiver, store: Store
 ) -> None:
     clock = FakeClock()
-    before = remembering(store, clock, receiver.apprise_url)
-    receiver.fail_next(1, 500)
-    await before.notify("sync_failing", "link ts keeps failing", "3 runs failed", key="ts")
+    before = await an_alert_that_failed(receiver, store, clock)
     await before.resolve("sync_failing", "link ts syncs again", key="ts")
     after = remembering(store, clock, receiver.apprise_url)
     clock.advance(3600)
