@@ -101,3 +101,14 @@ def test_an_older_releases_tombstone_of_a_record_held_again_is_taken_as_done() -
     assert settled_legacy({STONE: None}, legacy, sides("tick:e1"), set()) == {STONE: 0.0}
     assert settled_legacy({STONE: None}, legacy, sides(), set()) == {STONE: None}
     assert settled_legacy({STONE: None}, legacy, sides("tick:e1"), {STONE}) == {STONE: None}
+
+
+def test_an_older_releases_tombstone_of_a_season_mark_keeps_blocking() -> None:
+    # Removing one episode of a season marked watched leaves the season marked: its record
+    # never goes, and the play removed on the other side must not come back.
+    mark = ("serializd", "mark:e1")
+    current = {
+        "trakt": Side(),
+        "serializd": Side((Play("episode:tmdb:1:s1e1", UNDATED, "mark:e1"),)),
+    }
+    assert settled_legacy({mark: None}, frozenset({mark}), current, set()) == {mark: None}

@@ -473,13 +473,14 @@ async def test_a_removal_carried_one_way_is_not_copied_back_while_on_its_way(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 3), (1, 4)]
 
 
+@pytest.mark.parametrize("days_ago", [3, 30])  # 30: copied, not read back under its Trakt id
 async def test_a_play_removed_on_trakt_then_logged_again_on_serializd_reaches_trakt(
-    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, days_ago: float
 ) -> None:
-    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
-    at = next(r.backdate for r in serializd.diary() if r.episode_number == 2)
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd", days_ago=days_ago)
+    at = review(serializd, 2).backdate
     app.unwatch(entry(trakt, 2))  # removed on Trakt by mistake: taken off Serializd too
-    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
     log(serializd, 1, 2, at)  # logged again on Serializd, with its date
     await rig.sync_and_deliver()
     await rig.sync_and_deliver(full=True)

@@ -26,6 +26,7 @@ from watchbridge.accounts import (
     unrecognised,
 )
 from watchbridge.config import Config, Link, link_profiles
+from watchbridge.deliver.serializd import MARK_RECORD
 from watchbridge.errors import WatchbridgeError
 from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.ids import webhook_ref
@@ -153,14 +154,20 @@ def settled_legacy(
 ) -> Tombstones:
     """`stones` with the legacy ones whose record its side holds again, no removal of it left
     to make, taken as done (at 0): an older release kept them for ever, hiding a tick ticked
-    again. Pure."""
+    again. Not a season mark's (`mark:`): removing one episode of a marked season leaves it
+    marked, so its record never goes. Pure."""
     held = {side: {p.record for p in read.plays} for side, read in current.items()}
-    return {
-        stone: 0.0
-        if stone in legacy and stone[1] in held.get(stone[0], ()) and stone not in open_removals
-        else done
-        for stone, done in stones.items()
-    }
+
+    def again(stone: tuple[str, str]) -> bool:
+        service, record = stone
+        return (
+            stone in legacy
+            and not record.startswith(MARK_RECORD)
+            and record in held.get(service, ())
+            and stone not in open_removals
+        )
+
+    return {stone: 0.0 if again(stone) else done for stone, done in stones.items()}
 
 
 def kept_tombstones(

@@ -17,7 +17,7 @@ from watchbridge.config import Config, Link
 from watchbridge.deliver.trakt import forget_plays
 from watchbridge.metrics import Metrics
 from watchbridge.readers import Clock, SideRead
-from watchbridge.reconcile import EXPECTED, Play, Side
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
@@ -114,14 +114,20 @@ class TraktReader:
         return SideRead(Side(plays, scores), saved)
 
     async def _forget_gone(self, profile: str, baseline: Side | None, read: Side) -> None:
-        """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`)."""
+        """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`):
+        its own records the read lacks, and plays we wrote (not read back under their Trakt
+        id yet) of which it holds no play near their minute."""
         if baseline is None or self.store is None:
             return
         held = {p.record for p in read.plays}
-        gone = [  # Trakt's own records only: a play we queued is not read back yet
+        near = {(p.item, int(p.at // 60) + d) for p in read.plays for d in range(-2, 3)}
+        gone = [
             (ref, p.at)
             for p in baseline.plays
-            if p.record.isdigit() and p.record not in held and (ref := ref_for_key(p.item))
+            if p.at != UNDATED
+            and p.record not in held
+            and (p.record.isdigit() or (p.item, int(p.at // 60)) not in near)
+            and (ref := ref_for_key(p.item))
         ]
         await asyncio.to_thread(forget_plays, self.store, profile, gone)
 
