@@ -17,10 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.serializd import FakeSerializd, Review
+from tests.fakes.serializd import FakeSerializd, Review, iso
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
-from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.linkrig import PROFILE, Rig, open_rig, use_fast_readers
+from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
+from watchbridge.store import NewOutboxRow, ordering_key
 
 pytestmark = pytest.mark.anyio
 
@@ -486,6 +488,44 @@ async def test_a_play_removed_on_trakt_then_logged_again_on_serializd_reaches_tr
     await rig.sync_and_deliver(full=True)
     assert (1, 2) in [p[:2] for p in trakt_plays(trakt)]
     assert (1, 2) in [p[:2] for p in diary_plays(serializd)]
+
+
+def a_webhooks_finished_episode(rig: Rig, at: float) -> None:
+    """What the webhook route queues for s1e1 finished at `at` (webhooks.rows_for)."""
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=1)
+    payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "progress": 96.0}
+    payload |= {"live": True, "duration": 2900.0}
+    rig.store.enqueue(
+        [
+            NewOutboxRow(
+                target,
+                PROFILE,
+                "play",
+                payload,
+                ordering_key(PROFILE, target, item.key(), "play"),
+                f"{PROFILE}:{target}:play:{item.key()}:{at}",
+            )
+            for target in ("trakt", "serializd")
+        ],
+        time.time(),
+    )
+
+
+async def test_a_play_scrobbled_late_removed_on_trakt_then_logged_again_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    ended = (time.time() - 300) // 60 * 60  # Trakt was busy: scrobbled 5 minutes after
+    log(serializd, 1, 2, iso(ended - 86400))
+    a_webhooks_finished_episode(rig, ended)
+    await rig.deliver()
+    await rig.sync_and_deliver(full=True)
+    app.unwatch(next(e for e in trakt.history() if e.item.number == 1))  # by mistake
+    await rig.sync_and_deliver(full=True)
+    log(serializd, 1, 1, iso(ended))  # logged again on Serializd, with its date
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert (1, 1) in [p[:2] for p in trakt_plays(trakt)]
+    assert (1, 1) in [p[:2] for p in diary_plays(serializd)]
 
 
 async def test_a_run_that_dies_before_its_state_is_saved_queues_nothing_and_the_next_carries_it(

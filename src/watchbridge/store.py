@@ -1472,16 +1472,6 @@ class Store:
             for row in rows
         ]
 
-    def open_play_removals(self, profile: str) -> set[tuple[str, str]]:
-        """(target, record) of the play removals queued for `profile` and not done: still to
-        be tried, or dead letters."""
-        rows = self._query(
-            "SELECT target, payload FROM outbox WHERE profile = ?"
-            " AND action = 'remove_play' AND status IN ('pending', 'inflight', 'dead')",
-            (profile,),
-        )
-        return {(row["target"], str(json.loads(row["payload"]).get("record"))) for row in rows}
-
     def delivered_webhook_plays(
         self, profile: str, target: str
     ) -> list[tuple[str, dict[str, Any], float, str | None]]:

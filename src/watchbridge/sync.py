@@ -26,7 +26,6 @@ from watchbridge.accounts import (
     unrecognised,
 )
 from watchbridge.config import Config, Link, link_profiles
-from watchbridge.deliver.serializd import MARK_RECORD
 from watchbridge.errors import WatchbridgeError
 from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.ids import webhook_ref
@@ -130,44 +129,13 @@ Tombstones = dict[tuple[str, str], float | None]
 TOMBSTONE_KEEP = 8 * 86400.0  # done: its play's first add key outlives KEEP_DONE, then goes
 
 
-def load_tombstones(
-    store: Store, link: str, profile: str
-) -> tuple[Tombstones, frozenset[tuple[str, str]]]:
-    """The link's tombstones for `profile`, and those kept by a release that noted no
-    `done_at` (see `settled_legacy`)."""
+def load_tombstones(store: Store, link: str, profile: str) -> Tombstones:
+    """The link's tombstones for `profile`. One kept by a release that noted no `done_at`
+    is taken as not done: its record held again may be a tick ticked again, or the tick
+    kept on purpose when one viewing of a watched item went, which must not be copied back;
+    nothing tells them apart."""
     stones = store.mirror_get("watchbridge", profile, _collection(link, "tombstones"))
-    found: Tombstones = {}
-    legacy = set()
-    for value in stones.values():
-        stone = (str(value["service"]), str(value["record"]))
-        found[stone] = value.get("done_at")
-        if "done_at" not in value:
-            legacy.add(stone)
-    return found, frozenset(legacy)
-
-
-def settled_legacy(
-    stones: Tombstones,
-    legacy: frozenset[tuple[str, str]],
-    current: Mapping[str, Side],
-    open_removals: set[tuple[str, str]],
-) -> Tombstones:
-    """`stones` with the legacy ones whose record its side holds again, no removal of it left
-    to make, taken as done (at 0): an older release kept them for ever, hiding a tick ticked
-    again. Not a season mark's (`mark:`): removing one episode of a marked season leaves it
-    marked, so its record never goes. Pure."""
-    held = {side: {p.record for p in read.plays} for side, read in current.items()}
-
-    def again(stone: tuple[str, str]) -> bool:
-        service, record = stone
-        return (
-            stone in legacy
-            and not record.startswith(MARK_RECORD)
-            and record in held.get(service, ())
-            and stone not in open_removals
-        )
-
-    return {stone: 0.0 if again(stone) else done for stone, done in stones.items()}
+    return {(str(v["service"]), str(v["record"])): v.get("done_at") for v in stones.values()}
 
 
 def kept_tombstones(
@@ -454,10 +422,7 @@ async def _plan_profile(
         narrower, wanted = narrow
         keep = await narrower.selection(profile, wanted, current[narrower.service])
         current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
-    stones, legacy = await asyncio.to_thread(load_tombstones, store, name, profile)
-    if legacy and narrow is None:
-        removals = await asyncio.to_thread(store.open_play_removals, profile)
-        stones = settled_legacy(stones, legacy, current, removals)
+    stones = await asyncio.to_thread(load_tombstones, store, name, profile)
     done_at = {stone: done for stone, done in stones.items() if done is not None}
     planned = await asyncio.to_thread(plan, link, current, baseline, frozenset(stones), done_at)
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}

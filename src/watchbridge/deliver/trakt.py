@@ -68,6 +68,7 @@ NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
+FORGET_BEFORE = 15 * 60.0  # delivery.late_after (10 min by default), and the window
 LIVE_SCROBBLES_PER_BATCH = 3
 UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
 AUTH_HOLD = 1800.0  # a media server refusing our key: its rows wait (the enricher alerts)
@@ -140,8 +141,14 @@ def remembered_keys(item: MediaRef, watched_at: float) -> list[str]:
 def forget_plays(store: Store, profile: str, plays: Sequence[tuple[MediaRef, float]]) -> None:
     """Plays gone from Trakt (removed by a link, or on Trakt itself) are no longer known to be
     there: one added back (a diary entry deleted by mistake and logged again) is sent, not
-    skipped as already on Trakt."""
-    keys = [key for item, at in plays for key in remembered_keys(item, at)]
+    skipped as already on Trakt. A live scrobble is remembered at its play's time, and Trakt
+    dates it when it was sent (up to `late_after` later): the minutes before count too."""
+    keys = [
+        _at_minute(alias, minute)
+        for item, at in plays
+        for alias in item_aliases(item)
+        for minute in range(int((at - FORGET_BEFORE) // 60), int(at // 60) + 1)
+    ]
     if keys:
         store.mirror_remove(NAME, profile, PLAYS, keys)
 
