@@ -490,7 +490,9 @@ async def test_a_play_removed_on_trakt_then_logged_again_on_serializd_reaches_tr
     assert (1, 2) in [p[:2] for p in diary_plays(serializd)]
 
 
-def a_webhooks_finished_episode(rig: Rig, at: float) -> None:
+def a_webhooks_finished_episode(
+    rig: Rig, at: float, targets: tuple[str, ...] = ("trakt", "serializd"), tag: str = ""
+) -> None:
     """What the webhook route queues for s1e1 finished at `at` (webhooks.rows_for)."""
     item = MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=1)
     payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "progress": 96.0}
@@ -503,9 +505,9 @@ def a_webhooks_finished_episode(rig: Rig, at: float) -> None:
                 "play",
                 payload,
                 ordering_key(PROFILE, target, item.key(), "play"),
-                f"{PROFILE}:{target}:play:{item.key()}:{at}",
+                f"{PROFILE}:{target}:play:{item.key()}:{at}:{tag}",
             )
-            for target in ("trakt", "serializd")
+            for target in targets
         ],
         time.time(),
     )
@@ -526,6 +528,30 @@ async def test_a_play_scrobbled_late_removed_on_trakt_then_logged_again_reaches_
     await rig.sync_and_deliver(full=True)
     assert (1, 1) in [p[:2] for p in trakt_plays(trakt)]
     assert (1, 1) in [p[:2] for p in diary_plays(serializd)]
+
+
+@pytest.mark.parametrize("rewatch_removed", [False, True])
+async def test_removing_a_rewatch_leaves_the_first_play_known_to_be_on_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, rewatch_removed: bool
+) -> None:
+    first = (time.time() - 2 * 86400) // 60 * 60
+    a_webhooks_finished_episode(rig, first)
+    a_webhooks_finished_episode(rig, first + 8 * 60)  # a short episode watched twice
+    await rig.deliver()
+    await rig.sync_and_deliver(full=True)
+
+    def s1e1() -> list[str]:
+        return sorted(str(e.watched_at)[:16] for e in trakt.history() if e.item.number == 1)
+
+    if rewatch_removed:
+        app.unwatch(
+            max((e for e in trakt.history() if e.item.number == 1), key=lambda e: str(e.watched_at))
+        )
+        await rig.sync_and_deliver(full=True)
+    kept = s1e1()
+    a_webhooks_finished_episode(rig, first, ("trakt",), "again")  # the first play sent again
+    await rig.deliver()
+    assert s1e1() == kept
 
 
 async def test_a_run_that_dies_before_its_state_is_saved_queues_nothing_and_the_next_carries_it(

@@ -68,7 +68,6 @@ NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 DUPLICATE_WINDOW_MINUTES = 2
-FORGET_BEFORE = 15 * 60.0  # delivery.late_after (10 min by default), and the window
 LIVE_SCROBBLES_PER_BATCH = 3
 UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
 AUTH_HOLD = 1800.0  # a media server refusing our key: its rows wait (the enricher alerts)
@@ -138,19 +137,27 @@ def remembered_keys(item: MediaRef, watched_at: float) -> list[str]:
     return [_at_minute(alias, minute) for alias in item_aliases(item)]
 
 
-def forget_plays(store: Store, profile: str, plays: Sequence[tuple[MediaRef, float]]) -> None:
+def forget_plays(
+    store: Store,
+    profile: str,
+    plays: Sequence[tuple[MediaRef, float]],
+    before: float = 0.0,
+    kept: Sequence[tuple[MediaRef, float]] = (),
+) -> None:
     """Plays gone from Trakt (removed by a link, or on Trakt itself) are no longer known to be
     there: one added back (a diary entry deleted by mistake and logged again) is sent, not
-    skipped as already on Trakt. A live scrobble is remembered at its play's time, and Trakt
-    dates it when it was sent (up to `late_after` later): the minutes before count too."""
-    keys = [
+    skipped as already on Trakt. `before`: how many seconds before its time a play may be
+    remembered (a live scrobble is remembered at its play's time, and Trakt dates it when
+    sent); `kept`: plays Trakt still holds, whose keys stay."""
+    keys = {
         _at_minute(alias, minute)
         for item, at in plays
         for alias in item_aliases(item)
-        for minute in range(int((at - FORGET_BEFORE) // 60), int(at // 60) + 1)
-    ]
+        for minute in range(int((at - before) // 60), int(at // 60) + 1)
+    }
+    keys -= {key for item, at in kept for key in keys_near(item, at)}
     if keys:
-        store.mirror_remove(NAME, profile, PLAYS, keys)
+        store.mirror_remove(NAME, profile, PLAYS, sorted(keys))
 
 
 def keys_near(item: MediaRef, watched_at: float) -> list[str]:

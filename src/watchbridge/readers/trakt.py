@@ -24,6 +24,9 @@ from watchbridge.store import Store
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
+# A live scrobble is remembered at its play's time and dated by Trakt when sent: up to
+# delivery.late_after (10 min by default) later.
+SCROBBLE_LAG = 15 * 60.0
 
 
 def media_types(link: Link) -> tuple[str, ...]:
@@ -129,7 +132,13 @@ class TraktReader:
             and (p.record.isdigit() or (p.item, int(p.at // 60)) not in near)
             and (ref := ref_for_key(p.item))
         ]
-        await asyncio.to_thread(forget_plays, self.store, profile, gone)
+        items = {ref.key() for ref, _ in gone}
+        kept = [
+            (ref, p.at)
+            for p in read.plays
+            if p.at != UNDATED and (ref := ref_for_key(p.item)) and ref.key() in items
+        ]
+        await asyncio.to_thread(forget_plays, self.store, profile, gone, SCROBBLE_LAG, kept)
 
     async def _read_all(self, profile: str) -> Side:
         return trakt_side(await self._history(profile, None), await self.client.ratings(profile))
