@@ -16,6 +16,7 @@ from watchbridge.accounts import account_named
 from watchbridge.config import Config, Link
 from watchbridge.deliver.trakt import forget_plays
 from watchbridge.metrics import Metrics
+from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side
 from watchbridge.services.trakt import TraktClient
@@ -32,6 +33,32 @@ SCROBBLE_LAG = 15 * 60.0
 def media_types(link: Link) -> tuple[str, ...]:
     """The Trakt history types the other side of `link` can hold."""
     return ("movies", "episodes") if link.movies else ("episodes",)
+
+
+Played = tuple[MediaRef, float]  # an item, and when Trakt holds it watched
+
+
+def plays_gone(baseline: Side, read: Side) -> tuple[list[Played], list[Played]]:
+    """The plays of `baseline` a Trakt read no longer holds (its own records the read lacks,
+    and plays we wrote, not read back under a Trakt id yet, of which it holds no play near
+    their minute), and the read's plays of those items. Pure."""
+    held = {p.record for p in read.plays}
+    near = {(p.item, int(p.at // 60) + d) for p in read.plays for d in range(-2, 3)}
+    gone = [
+        (ref, p.at)
+        for p in baseline.plays
+        if p.at != UNDATED
+        and p.record not in held
+        and (p.record.isdigit() or (p.item, int(p.at // 60)) not in near)
+        and (ref := ref_for_key(p.item))
+    ]
+    items = {ref.key() for ref, _ in gone}
+    kept = [
+        (ref, p.at)
+        for p in read.plays
+        if p.at != UNDATED and (ref := ref_for_key(p.item)) and ref.key() in items
+    ]
+    return gone, kept
 
 
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
@@ -117,27 +144,10 @@ class TraktReader:
         return SideRead(Side(plays, scores), saved)
 
     async def _forget_gone(self, profile: str, baseline: Side | None, read: Side) -> None:
-        """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`):
-        its own records the read lacks, and plays we wrote (not read back under their Trakt
-        id yet) of which it holds no play near their minute."""
+        """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`)."""
         if baseline is None or self.store is None:
             return
-        held = {p.record for p in read.plays}
-        near = {(p.item, int(p.at // 60) + d) for p in read.plays for d in range(-2, 3)}
-        gone = [
-            (ref, p.at)
-            for p in baseline.plays
-            if p.at != UNDATED
-            and p.record not in held
-            and (p.record.isdigit() or (p.item, int(p.at // 60)) not in near)
-            and (ref := ref_for_key(p.item))
-        ]
-        items = {ref.key() for ref, _ in gone}
-        kept = [
-            (ref, p.at)
-            for p in read.plays
-            if p.at != UNDATED and (ref := ref_for_key(p.item)) and ref.key() in items
-        ]
+        gone, kept = plays_gone(baseline, read)
         await asyncio.to_thread(forget_plays, self.store, profile, gone, SCROBBLE_LAG, kept)
 
     async def _read_all(self, profile: str) -> Side:
