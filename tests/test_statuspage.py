@@ -122,3 +122,15 @@ def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = render(config, store.status(), 10_000.0, lines)
     assert '<li class="bad">me: not signed in: run `watchbridge auth anilist' in html
+
+
+def test_a_link_running_its_first_backfill_is_not_shown_as_a_problem(tmp_path: Path) -> None:
+    config = config_for(
+        tmp_path,
+        "  serializd: {}\nprofiles:\n  me:\n    accounts: {trakt: {}, serializd: "
+        "{email: a@b.c, password: pw}}\nlinks:\n  a: {services: [trakt, serializd]}\n",
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.start_run("a", 9_000.0) is not None  # hours into a first Serializd read
+        html = page(config, store)
+    assert "<td>running (" in html and '<span class="bad">running' not in html

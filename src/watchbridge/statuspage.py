@@ -101,6 +101,11 @@ def render(
     )
 
 
+# A first backfill runs for hours, a dry run writes nothing, a restart cuts a run short: none
+# needs the user (red is for what does).
+CALM_OUTCOMES = frozenset({"ok", "running", "dry-run", "interrupted"})
+
+
 def _links(config: Config, runs: list[SyncRun], now: float) -> str:
     if not config.links:
         return "<p>No links configured.</p>"
@@ -114,7 +119,9 @@ def _links(config: Config, runs: list[SyncRun], now: float) -> str:
             rows.append((_e(name), services, "not run yet", ""))
             continue
         outcome = (
-            run.outcome if run.outcome == "ok" else f'<span class="bad">{_e(run.outcome)}</span>'
+            _e(run.outcome)
+            if run.outcome in CALM_OUTCOMES
+            else f'<span class="bad">{_e(run.outcome)}</span>'
         )
         if run.outcome != "ok" and run.error:  # what to do: the review command, the fix
             outcome += f": {_e(run.error)}"
