@@ -558,15 +558,21 @@ def _session(conn: sqlite3.Connection, key: str) -> Session | None:
 
 
 def _record_in_marks(
-    conn: sqlite3.Connection, key: str, profile: str, before: Session | None, after: Session
+    conn: sqlite3.Connection,
+    key: str,
+    profile: str,
+    before: Session | None,
+    after: Session,
+    marks: Session | None,
 ) -> None:
-    """A viewing that ended, or got going again, is noted in the item's marks session `key`."""
+    """A viewing that ended, or got going again, is noted in the item's marks session `key`
+    (`marks`: as it is)."""
     if ends_a_viewing(before, after):
-        completion = recorded_completion(after, _session(conn, key), key)
+        completion = recorded_completion(after, marks, key)
         _save_session(conn, completion, profile, lasting=True)
-    elif got_into_a_viewing(before, after):
-        marks = _session(conn, key)
-        if marks is not None and (began := recorded_start(marks, after.updated_at)) != marks:
+    elif got_into_a_viewing(before, after) and marks is not None:
+        began = recorded_start(marks, after.updated_at)
+        if began != marks:
             _save_session(conn, began, profile, lasting=True)
 
 
@@ -1072,12 +1078,13 @@ class Store:
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
         current = _session(conn, job.session_key)
-        item = _session(conn, job.completion_key) if job.completion_key else None
-        session, rows = job.decide(current, item)
+        marks = _session(conn, job.completion_key) if job.completion_key else None
+        session, rows = job.decide(current, marks)
         if session is not None and session != current:
             _save_session(conn, session, job.profile, job.marks)
         if job.completion_key and session is not None:
-            _record_in_marks(conn, job.completion_key, job.profile, current, session)
+            # The marks session read above: the session saved since is another (its own key).
+            _record_in_marks(conn, job.completion_key, job.profile, current, session, marks)
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
             "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
