@@ -184,6 +184,17 @@ async def test_another_serializd_account_waits_for_review_saying_why(
     assert rig.store.outbox_counts().get("pending", 0) == 0
 
 
+async def one_way_then_both_ways(rig: Rig) -> NeedsReview:
+    """A `--direction trakt-to-serializd --yes` run, delivered, then a two-way run: the
+    review it asks for."""
+    config = rig.runtime.config
+    await run_link(config, rig.store, LINK, direction="trakt-to-serializd", yes=True)
+    await rig.deliver()
+    with pytest.raises(NeedsReview) as review:
+        await run_link(config, rig.store, LINK, clock=time.time)
+    return review.value
+
+
 async def test_a_run_one_way_after_a_start_over_leaves_the_other_way_to_review(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
@@ -194,14 +205,9 @@ async def test_a_run_one_way_after_a_start_over_leaves_the_other_way_to_review(
     bob = serializd.add_user(*BOB)
     log_as(serializd, bob, 1, 5, "2024-02-05T20:00:00.000Z")  # someone else's play
     rig = make_rig(account=BOB[:2], first_run="dry-run")
-    config = rig.runtime.config
-    await run_link(config, rig.store, LINK, direction="trakt-to-serializd", yes=True)
-    await rig.deliver()
+    review = await one_way_then_both_ways(rig)
 
-    with pytest.raises(NeedsReview) as review:
-        await run_link(config, rig.store, LINK, clock=time.time)
-
-    assert "serializd is now user bob_tv" in review.value.message
+    assert "serializd is now user bob_tv" in review.message
     assert trakt_plays(trakt) == [(1, 1, "2024-01-01")]
     assert diary_plays_of(serializd, bob) == [(1, 1, "2024-01-01"), (1, 5, "2024-02-05")]
 
@@ -213,14 +219,9 @@ async def test_a_first_sync_made_one_way_leaves_the_other_way_to_review(
     log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
     app.watch(1, 2, "2024-01-02T20:00:00.000Z")
     rig = make_rig(first_run="dry-run")
-    config = rig.runtime.config
-    await run_link(config, rig.store, LINK, direction="trakt-to-serializd", yes=True)
-    await rig.deliver()
+    review = await one_way_then_both_ways(rig)
 
-    with pytest.raises(NeedsReview) as review:
-        await run_link(config, rig.store, LINK, clock=time.time)
-
-    assert "went one way only" in review.value.message
+    assert "went one way only" in review.message
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 2)]
 
 

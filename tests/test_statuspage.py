@@ -28,6 +28,13 @@ def config_for(tmp_path: Path, body: str = "") -> Config:
     return load_config(path, {})
 
 
+# Profile me's link `a` between Trakt and Serializd (appended to config_for's services).
+LINK_A = (
+    "  serializd: {}\nprofiles:\n  me:\n    accounts: {trakt: {}, serializd: "
+    "{email: a@b.c, password: pw}}\nlinks:\n  a: {services: [trakt, serializd]}\n"
+)
+
+
 def page(config: Config, store: Store) -> str:
     return render(config, store.status(), now=10_000.0)
 
@@ -102,11 +109,7 @@ def test_the_page_says_why_queued_deliveries_wait_and_what_to_do(tmp_path: Path)
 
 
 def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) -> None:
-    config = config_for(
-        tmp_path,
-        "  serializd: {}\nprofiles:\n  me:\n    accounts: {trakt: {}, serializd: "
-        "{email: a@b.c, password: pw}}\nlinks:\n  a: {services: [trakt, serializd]}\n",
-    )
+    config = config_for(tmp_path, LINK_A)
     with Store.open(tmp_path / "watchbridge.db") as store:
         run = store.start_run("a", 9_000.0)
         assert run is not None
@@ -125,11 +128,7 @@ def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
 
 
 def test_a_link_running_its_first_backfill_is_not_shown_as_a_problem(tmp_path: Path) -> None:
-    config = config_for(
-        tmp_path,
-        "  serializd: {}\nprofiles:\n  me:\n    accounts: {trakt: {}, serializd: "
-        "{email: a@b.c, password: pw}}\nlinks:\n  a: {services: [trakt, serializd]}\n",
-    )
+    config = config_for(tmp_path, LINK_A)
     with Store.open(tmp_path / "watchbridge.db") as store:
         assert store.start_run("a", 9_000.0) is not None  # hours into a first Serializd read
         html = page(config, store)
