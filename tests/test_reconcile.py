@@ -15,6 +15,7 @@ from watchbridge.reconcile import (
     expect,
     match_plays,
     plan,
+    removals_kept,
     settle_expected,
     without_waiting,
 )
@@ -423,3 +424,20 @@ def test_a_play_the_plan_removes_from_the_target_does_not_count_as_earlier() -> 
     }
     (add,) = [a for a in plan(TWO_WAY, current, baseline).actions if a.kind == "add_play"]
     assert (add.target, add.earlier_plays) == ("serializd", 0)
+
+
+# --------------------------------------------------------------------------- held removals
+
+
+def test_a_held_removals_baseline_keeps_the_gone_plays_and_ratings_and_takes_the_new() -> None:
+    before = side(Play(EP1, DAY, "r1"), ratings={EP1: Rated(80, DAY)})
+    now = side(Play(EP2, 2 * DAY, "r2"), ratings={EP2: Rated(60, 2 * DAY)})
+    kept = removals_kept(before, now, "serializd", frozenset())
+    assert kept.plays == (Play(EP2, 2 * DAY, "r2"), Play(EP1, DAY, "r1"))
+    assert kept.ratings == {EP1: Rated(80, DAY), EP2: Rated(60, 2 * DAY)}
+
+
+def test_a_held_removals_baseline_lets_go_of_a_play_we_removed_ourselves() -> None:
+    before = side(Play(EP1, DAY, "r1"), Play(EP2, DAY, "r2"))
+    kept = removals_kept(before, side(), "serializd", frozenset({("serializd", "r1")}))
+    assert kept.plays == (Play(EP2, DAY, "r2"),)

@@ -714,6 +714,38 @@ async def test_serializd_removals_held_by_a_full_read_apply_when_confirmed(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
 
 
+async def test_removals_a_full_read_found_stay_held_on_the_next_scheduled_run(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    for number in (1, 2, 3):
+        unlog(serializd, review(serializd, number))
+    assert (await rig.sync_and_deliver(full=True)).held
+    for _ in range(2):  # not found gone and back by turns (an alert resolved, then raised)
+        result = await rig.sync_and_deliver()
+        assert result.held and "3 of 4 plays on trakt" in result.held[0]
+    assert len(trakt_plays(trakt)) == 4
+
+
+async def test_a_play_copied_while_removals_are_held_and_then_removed_is_not_copied_back(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    for number in (1, 2, 3):
+        app.unwatch(entry(trakt, number))
+    assert (await rig.sync_and_deliver()).held
+    fifth = log(serializd, 1, 5, ago(1))
+    await rig.sync_and_deliver()  # copied to Trakt; the removals still held
+    await rig.sync_and_deliver()  # read back on both sides
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4), (1, 5)]
+    unlog(serializd, fifth)  # a mistake, undone on Serializd
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 3), (1, 4)]
+    await rig.sync_and_deliver(confirm_removals=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 4)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
+
+
 async def test_a_play_removed_on_trakt_stays_removed_after_a_one_way_run_the_other_way(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -463,6 +463,28 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
     ]
 
 
+def removals_kept(
+    baseline: Side, current: Side, service: str, tombstones: Collection[tuple[str, str]]
+) -> Side:
+    """`current` (the side `service` as read) with the plays and ratings `baseline` held that
+    are gone from it: the next run's baseline while removals wait for confirmation, so that
+    each run finds them gone again while all else moves on (a play copied meanwhile and then
+    removed is a removal, not a new play to copy back). Plays we removed ourselves (their
+    tombstones) and records read under another item (renumbered) are not kept. Pure."""
+    records = {p.record for p in current.plays}
+    gone = tuple(
+        p
+        for p in _removed(baseline.plays, current)
+        if p.record not in records and (service, p.record) not in tombstones
+    )
+    ratings = {
+        item: rated
+        for item, rated in baseline.ratings.items()
+        if item not in current.renumbered_ratings
+    }
+    return replace(current, plays=current.plays + gone, ratings={**ratings, **current.ratings})
+
+
 def _unwatched_partners(
     removed: Iterable[Play], target: Iterable[Play], pairs: list[tuple[Play, Play]]
 ) -> list[tuple[Play, Play]]:

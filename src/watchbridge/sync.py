@@ -47,6 +47,7 @@ from watchbridge.reconcile import (
     carry_expected,
     expect,
     plan,
+    removals_kept,
     settle_expected,
     without_copies_back,
     without_waiting,
@@ -72,10 +73,12 @@ class ProfilePlan:
     narrowed: bool = False  # planned for some AniList entries only: moves no baseline
     restarted: str = ""  # why the link started over (an account changed), until applied
     tombstones: Tombstones = field(default_factory=dict)  # as the run found them
+    baseline: dict[str, Side] = field(default_factory=dict)  # as planned against
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
+HOLDING = "holding"  # engine cursor: the last applied run held removals for confirmation
 STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on from there"
 
 
@@ -383,7 +386,9 @@ async def _plan_profile(
     # Nor while an account first seen is to be checked (see `_unrecognised`).
     full_at = float(saved[ENGINE].get("full_at", 0))
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
-    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed)
+    # Removals held for confirmation may have been found by a full read only.
+    holding = saved[ENGINE].get(HOLDING) == "1"
+    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or holding
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
@@ -432,6 +437,8 @@ async def _plan_profile(
     planned = without_copies_back(planned, removing)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
+    if holding and frozen:  # a run one way only may not have carried the held removals
+        cursors[ENGINE][HOLDING] = "1"
     return ProfilePlan(
         profile,
         planned,
@@ -444,6 +451,7 @@ async def _plan_profile(
         narrowed=narrow is not None,
         restarted=restarted,
         tombstones=stones,
+        baseline=baseline,
     )
 
 
@@ -604,16 +612,24 @@ def _apply(
             stones = {**result.tombstones, **dict.fromkeys(result.plan.tombstones)}
             save_tombstones(store, name, result.profile, stones, now)
         return queued
-    if not held:
-        # With removals held, keep the old baseline (and cursors) so they are found again.
-        moved = {s: v for s, v in result.current.items() if s not in result.frozen}
-        save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
-        save_cursors(store, name, result.profile, result.cursors, now)
-        if result.first_run:
-            _first_run_applied(store, link, name, result, now)
-        # Held removals were not made: their tombstones would hide them from the next run.
-        stones = kept_tombstones(result.tombstones, result.plan, result.current, result.frozen, now)
-        save_tombstones(store, name, result.profile, stones, now)
+    moved = {s: v for s, v in result.current.items() if s not in result.frozen}
+    made = result.plan
+    if held:
+        # Held removals were not made: their plays stay in the baseline (and the next runs
+        # read in full) so that they are found again, and their tombstones are not kept.
+        known = frozenset(result.tombstones)
+        moved = {
+            s: removals_kept(result.baseline.get(s, Side()), side, s, known)
+            for s, side in moved.items()
+        }
+        made = replace(made, tombstones=frozenset())
+    save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
+    engine = {**result.cursors.get(ENGINE, {}), **({HOLDING: "1"} if held else {})}
+    save_cursors(store, name, result.profile, {**result.cursors, ENGINE: engine}, now)
+    if result.first_run and not held:
+        _first_run_applied(store, link, name, result, now)
+    stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
+    save_tombstones(store, name, result.profile, stones, now)
     return queued
 
 
