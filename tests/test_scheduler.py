@@ -439,3 +439,19 @@ async def test_every_profiles_held_removals_go_out_in_one_alert(
     (alert,) = receiver.messages
     assert alert["message"] == "\n".join([*held, BEFORE_CONFIRMING])
     runtime.close()
+
+
+async def test_an_unforeseen_failure_logs_its_traceback_once_per_streak(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    runtime.store.set_cursor("trakt", "me", "link:ts", "{damaged", time.time())  # not JSON
+    with caplog.at_level("WARNING", logger="watchbridge.scheduler"):
+        async with scheduled(runtime):
+            await until(lambda: failed_runs(runtime) >= 3)
+    failed = [r for r in caplog.records if r.getMessage() == "sync run failed"]
+    assert len(failed) >= 3 and "JSONDecodeError" in failed[0].reason  # type: ignore[attr-defined]
+    assert [r.exc_info is not None for r in failed[:3]] == [True, False, False]
