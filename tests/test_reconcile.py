@@ -113,6 +113,16 @@ def test_a_record_read_again_after_its_removal_was_done_is_a_new_play_with_its_o
     assert result.spent == {stone}
 
 
+def test_a_history_id_read_again_after_its_removal_was_done_is_a_lagging_read() -> None:
+    # Trakt's reads lag its writes: a removed history entry (an id never given again) shown
+    # once more is not a new play to copy back.
+    current = {"trakt": side(Play(EP1, 1000, "5551")), "serializd": side()}
+    stone = ("trakt", "5551")
+    result = plan(TWO_WAY, current, {}, frozenset({stone}), {stone: 1700000000.5})
+    assert result.actions == ()
+    assert result.spent == frozenset()
+
+
 def test_a_play_we_removed_ourselves_takes_no_other_play_back_with_it() -> None:
     # Run 1 carried the user's removal of t1 over to s1; s1 is now gone, and the user has a
     # rewatch of the same episode on Trakt the next day that must stay.

@@ -210,7 +210,8 @@ def plan(
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
     saw done (its record absent from its side), and when. A record read again after that is a
-    new play (a Serializd tick ticked again: its record names the episode)."""
+    new play (a Serializd tick ticked again: its record names the episode), unless it is an id
+    given to one play only (`_given_once`)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -391,7 +392,7 @@ def _plan_history(
         for play in lonely:
             stone = (source, play.record)
             if play.record in partners_of_removed[source] or (
-                stone in tombstones and stone not in done_at
+                stone in tombstones and (stone not in done_at or _given_once(play.record))
             ):
                 continue
             held[play.item] += 1
@@ -416,6 +417,14 @@ def _plan_history(
                 )
             )
     return actions
+
+
+def _given_once(record: str) -> bool:
+    """Whether `record` is an id its service gives one play only (a Trakt history entry, a
+    Serializd diary entry): read again after its removal was seen done, it is a read lagging
+    behind the removal (Trakt's do), not a new play, unlike a tick's record (it names the
+    episode)."""
+    return record.isdigit()
 
 
 def _copies_of_renumbered(
