@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -203,8 +204,10 @@ def test_check_config_refuses_a_missing_anime_overrides_file(tmp_path: Path) -> 
     )
     result = run("check-config", "--config", str(path))
     assert result.returncode == 2
-    assert f"services.anilist.mapping_overrides: {tmp_path / 'anime-overides.yaml'} not found" in (
-        result.stderr
+    missing = tmp_path / "anime-overides.yaml"
+    assert re.search(
+        rf"watchbridge.yaml:\d+ services.anilist.mapping_overrides: {re.escape(str(missing))} not",
+        result.stderr,
     )
 
 
@@ -261,9 +264,19 @@ def test_a_storage_path_naming_a_directory_is_reported_by_check_config(tmp_path:
     path.write_text(f"storage:\n  path: {tmp_path / 'data'}\n")
     result = run("check-config", "--config", str(path))
     assert result.returncode == 2
-    assert f"storage.path {tmp_path / 'data'}: is a directory; name the database file" in (
+    assert f"w.yaml:2 storage.path: {tmp_path / 'data'} is a directory; name the database" in (
         result.stderr
     )
+
+
+def test_check_config_names_the_file_and_line_of_an_alert_url_apprise_refuses(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text('alerts:\n  urls:\n    - "json://ok.example"\n    - "no-scheme-here"\n')
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "w.yaml:4 alerts.urls[1]: " in result.stderr
 
 
 def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) -> None:
@@ -758,6 +771,26 @@ def test_backup_copies_the_database_beside_it(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"database copied to {tmp_path / 'watchbridge.db.backup'}")
     with Store.open(tmp_path / "watchbridge.db.backup") as copy:
         assert copy.get_token("trakt", "me") == {"access_token": "a"}
+
+
+def test_backup_to_a_place_it_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    Store.open(tmp_path / "watchbridge.db").close()
+    (tmp_path / "mount").write_text("a file where a folder is expected")
+    result = run("backup", "--config", str(config), "--to", str(tmp_path / "mount" / "c.db"))
+    assert result.returncode == 1, result.stderr
+    assert f"cannot write the copy to {tmp_path / 'mount' / 'c.db'}" in result.stderr
+    assert "unexpected" not in result.stderr
+
+
+def test_backup_to_the_database_itself_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
+    result = run("backup", "--config", str(config), "--to", str(tmp_path / "watchbridge.db"))
+    assert result.returncode == 1 and "is the database itself" in result.stderr
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.get_token("trakt", "me") == {"access_token": "a"}
 
 
 def test_status_after_only_the_backup_was_restored_starts_from_it(tmp_path: Path) -> None:

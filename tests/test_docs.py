@@ -8,7 +8,7 @@ import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from watchbridge.config import Config
+from watchbridge.config import NOT_A_KEY, Config
 from watchbridge.metrics import Metrics
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
@@ -17,7 +17,7 @@ README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8"
 def config_keys(cls: Any, prefix: str = "") -> list[str]:
     keys = []
     for f in dataclasses.fields(cls):
-        if f.name == "source":
+        if f.metadata == NOT_A_KEY:
             continue
         path = f"{prefix}{f.name}"
         hint = get_type_hints(cls)[f.name]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -173,7 +174,7 @@ def check_config(config_path: str | None) -> None:
             problems.append(str(exc))
     click.echo(_summary(config))
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("\n".join(_located(config, problem) for problem in problems))
     from watchbridge.app import renamed_profiles, start_warnings
 
     warnings = start_warnings(config, [])
@@ -189,21 +190,30 @@ def check_config(config_path: str | None) -> None:
     click.echo("config OK")
 
 
+def _located(config: Config, problem: str) -> str:
+    """`problem` ("key: what") with the config file and line in front, as every config error
+    has; one naming a file of its own (the anime overrides' line) is left as it is."""
+    key, found, message = problem.partition(": ")
+    if not found or not re.fullmatch(r"[a-z_]+(\.[a-z_]+|\[\d+\])*", key):
+        return problem
+    return config.problem(key, message)
+
+
 def _storage_problem(path: Path) -> str | None:
     """Why the database could not be created or written at `path`, or None."""
     if path.is_dir():
         example = path / "watchbridge.db"
-        return f"storage.path {path}: is a directory; name the database file in it, e.g. {example}"
+        return f"storage.path: {path} is a directory; name the database file in it, e.g. {example}"
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
     if existing == path and not os.access(path, os.W_OK):
         return (
-            f"storage.path {path}: the database file is not writable by this user: give it "
+            f"storage.path: {path}: the database file is not writable by this user: give it "
             "to the user the service runs as (chown), e.g. after a restore made as root"
         )
     if existing is None or not os.access(existing, os.W_OK):
-        return f"storage.path {path}: directory is not writable by this user"
+        return f"storage.path: {path}: directory is not writable by this user"
     if existing.is_file() and existing != path:
-        return f"storage.path {path}: {existing} is a file, not a directory"
+        return f"storage.path: {path}: {existing} is a file, not a directory"
     return None
 
 

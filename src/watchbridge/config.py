@@ -280,6 +280,9 @@ class Link:
         return not TV_ONLY.intersection(self.services)
 
 
+NOT_A_KEY = {"config_key": False}  # metadata of a Config field the file cannot set
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -290,7 +293,15 @@ class Config:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     profiles: dict[str, Profile] = field(default_factory=dict)
     links: dict[str, Link] = field(default_factory=dict)
-    source: Path = Path("<defaults>")
+    # Where the config came from, and the line of each key in it: no keys of the file.
+    source: Path = field(default=Path("<defaults>"), metadata=NOT_A_KEY)
+    lines: Mapping[str, int] = field(
+        default_factory=dict, compare=False, repr=False, metadata=NOT_A_KEY
+    )
+
+    def problem(self, key: str, message: str) -> str:
+        """A problem with `key`'s value, as every config error reads: file, line, key, what."""
+        return f"{self.source.name}:{_line_of(self.lines, key)} {key}: {message}"
 
     def secrets(self) -> list[str]:
         """Every secret value in this config, for log redaction."""
@@ -374,10 +385,8 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     config: Config = validator.build(Config, root, "")
     if validator.errors:
         raise ConfigError("\n".join(validator.errors))
-    config = dataclasses.replace(config, source=path)
-    errors = [
-        f"{path.name}:{validator.line_of(key)} {key}: {msg}" for key, msg in cross_check(config)
-    ]
+    config = dataclasses.replace(config, source=path, lines=validator.lines)
+    errors = [config.problem(key, msg) for key, msg in cross_check(config)]
     if errors:
         raise ConfigError("\n".join(errors))
     return config
@@ -786,17 +795,19 @@ _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
 
 
+def _line_of(lines: Mapping[str, int], key: str) -> int:
+    """The line of `key`, or of the nearest section holding it (a key left out: its default)."""
+    while key and key not in lines:
+        key = key.rpartition(".")[0]
+    return lines.get(key, 1)
+
+
 class _Validator:
     def __init__(self, filename: str, environ: Mapping[str, str]) -> None:
         self.filename = filename
         self.environ = environ
         self.errors: list[str] = []
         self.lines: dict[str, int] = {}
-
-    def line_of(self, key: str) -> int:
-        while key and key not in self.lines:
-            key = key.rpartition(".")[0]
-        return self.lines.get(key, 1)
 
     def fail(self, node: yaml.Node, key: str, message: str) -> None:
         self.errors.append(
@@ -833,7 +844,7 @@ class _Validator:
             self.fail(node, key, "expected a mapping of keys")
             return _Invalid
         hints = get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata != NOT_A_KEY}
         values: dict[str, Any] = {}
         for key_node, value_node in node.value:
             name = str(key_node.value)

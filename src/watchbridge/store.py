@@ -719,6 +719,13 @@ def _restore_missing(database: Path) -> bool:
     return True
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
 def _create_private_file(path: Path) -> None:
     """Create the database file with mode 0600 before SQLite opens it (it holds tokens)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -866,16 +873,24 @@ class Store:
         """A consistent copy of the database at `target` (mode 0600), taken while the
         service runs (SQLite's online backup: a file copy of a database being written may be
         damaged). Written beside `target` first, then put in its place."""
+        if self.path is not None and _same_file(target, self.path):
+            raise StoreError(f"{target} is the database itself: name another file to copy it to")
         partial = target.with_name(f".{target.name}.partial")
-        partial.unlink(missing_ok=True)
-        _create_private_file(partial)
-        copy = sqlite3.connect(partial)
         try:
-            with self._locked():
-                self._conn.backup(copy)
-        finally:
-            copy.close()
-        os.replace(partial, target)
+            partial.unlink(missing_ok=True)
+            _create_private_file(partial)
+            copy = sqlite3.connect(partial)
+            try:
+                with self._locked():
+                    self._conn.backup(copy)
+            finally:
+                copy.close()
+            os.replace(partial, target)
+        except (OSError, sqlite3.Error) as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            reason = getattr(exc, "strerror", None) or exc
+            raise StoreError(f"cannot write the copy to {target} ({reason})") from None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
