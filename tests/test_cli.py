@@ -608,10 +608,11 @@ def test_deadletters_take_ids_as_the_list_shows_them(tmp_path: Path) -> None:
     )
 
 
-def test_a_dead_letter_id_that_is_no_number_is_a_usage_error(tmp_path: Path) -> None:
-    result = run("deadletters", "discard", "Heat", "--config", str(dead_letter(tmp_path)))
+@pytest.mark.parametrize("given", ["Heat", "\u00b2"])  # a superscript two is a digit to Python
+def test_a_dead_letter_id_that_is_no_number_is_a_usage_error(tmp_path: Path, given: str) -> None:
+    result = run("deadletters", "discard", given, "--config", str(dead_letter(tmp_path)))
     assert result.returncode == 2
-    assert "'Heat' is not a row id" in result.stderr
+    assert f"{given!r} is not a row id" in result.stderr
 
 
 def test_deadletters_retry_leaves_what_the_config_still_cannot_deliver(tmp_path: Path) -> None:

@@ -1019,7 +1019,7 @@ class _RowId(click.ParamType[int]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         digits = str(value).strip().removeprefix("#")
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):
             self.fail(
                 f"{value!r} is not a row id: a number, as `deadletters list` shows it", param, ctx
             )
