@@ -442,12 +442,25 @@ def test_a_play_the_plan_removes_from_the_target_does_not_count_as_earlier() -> 
 def test_a_held_removals_baseline_keeps_the_gone_plays_and_ratings_and_takes_the_new() -> None:
     before = side(Play(EP1, DAY, "r1"), ratings={EP1: Rated(80, DAY)})
     now = side(Play(EP2, 2 * DAY, "r2"), ratings={EP2: Rated(60, 2 * DAY)})
-    kept = removals_kept(before, now, "serializd", frozenset())
+    other = side(ratings={EP1: Rated(80, DAY)})  # the removal of the rating waits there
+    kept = removals_kept(before, now, other, "serializd", frozenset())
     assert kept.plays == (Play(EP2, 2 * DAY, "r2"), Play(EP1, DAY, "r1"))
     assert kept.ratings == {EP1: Rated(80, DAY), EP2: Rated(60, 2 * DAY)}
 
 
 def test_a_held_removals_baseline_lets_go_of_a_play_we_removed_ourselves() -> None:
     before = side(Play(EP1, DAY, "r1"), Play(EP2, DAY, "r2"))
-    kept = removals_kept(before, side(), "serializd", frozenset({("serializd", "r1")}))
+    kept = removals_kept(before, side(), side(), "serializd", frozenset({("serializd", "r1")}))
     assert kept.plays == (Play(EP2, DAY, "r2"),)
+
+
+def test_a_held_removals_baseline_lets_go_of_a_play_logged_again() -> None:
+    before = side(Play(EP1, DAY, "r1"), Play(EP1, 5 * DAY, "r2"))
+    now = side(Play(EP1, DAY, "r3"))  # r1 logged again as r3; r2 removed
+    kept = removals_kept(before, now, side(), "serializd", frozenset())
+    assert kept.plays == (Play(EP1, DAY, "r3"), Play(EP1, 5 * DAY, "r2"))
+
+
+def test_a_held_removals_baseline_lets_go_of_a_rating_neither_side_holds() -> None:
+    before = side(ratings={EP1: Rated(80, DAY)})
+    assert removals_kept(before, side(), side(), "serializd", frozenset()).ratings == {}

@@ -455,3 +455,21 @@ async def test_an_unforeseen_failure_logs_its_traceback_once_per_streak(
     failed = [r for r in caplog.records if r.getMessage() == "sync run failed"]
     assert len(failed) >= 3 and "JSONDecodeError" in failed[0].reason  # type: ignore[attr-defined]
     assert [r.exc_info is not None for r in failed[:3]] == [True, False, False]
+
+
+async def test_the_held_removals_alert_stays_while_the_holding_profile_cannot_be_read(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    serializd.add_user(*BOB)
+    a_trakt_play_an_hour_ago(trakt)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 0.2, more_profiles=WITH_BOB)
+    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=trakt.add_user("bob"))
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+        remove_it_on_trakt(trakt)  # me: 1 of 2 plays, held
+        await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
+        trakt.revoke_tokens(trakt.user)  # me's sign-in lapses; bob syncs on
+        await until(lambda: failed_runs(runtime) >= 2, timeout=60)
+    assert "Resolved: watchbridge: link ts holds removals" not in receiver.titles()
+    assert len(serializd.diary()) == 2

@@ -746,6 +746,56 @@ async def test_a_play_copied_while_removals_are_held_and_then_removed_is_not_cop
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
 
 
+async def test_held_removals_stay_held_however_much_the_side_grows_until_confirmed(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    for number in (1, 2, 3):
+        app.unwatch(entry(trakt, number))
+    assert (await rig.sync_and_deliver()).held  # 3 of 4
+    for number in range(1, 5):  # a season watched meanwhile: 3 of 8 would be within 50 %
+        log(serializd, 2, number, ago(2 - number / 10))
+    await rig.sync_and_deliver()
+    result = await rig.sync_and_deliver()
+    assert result.held and "3 of 8 plays on serializd" in result.held[0]
+    assert len(diary_plays(serializd)) == 8
+
+
+async def test_plays_logged_again_while_their_removals_are_held_end_the_hold(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    gone = [review(serializd, n) for n in (1, 2, 3)]
+    for mistake in gone:
+        unlog(serializd, mistake)
+    assert (await rig.sync_and_deliver(full=True)).held
+    for mistake in gone:  # undone: logged again, same dates
+        log(serializd, 1, mistake.episode_number, mistake.watched_at)
+    await rig.sync_and_deliver()
+    assert not (await rig.sync_and_deliver()).held
+    assert len(trakt_plays(trakt)) == 4 and len(diary_plays(serializd)) == 4
+
+
+async def test_a_rating_cleared_on_both_sides_and_given_again_while_plays_are_held_is_copied(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    for number in range(1, 5):
+        log(serializd, 1, number, ago(3 - number / 10), **({"rating": 8} if number == 4 else {}))
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    for number in (1, 2, 3):
+        app.unwatch(entry(trakt, number))
+    assert (await rig.sync_and_deliver()).held
+    app.post("/sync/ratings/remove", {"episodes": [app.episode(1, 4)]})
+    with serializd.lock:
+        review(serializd, 4).rating = 0
+    await rig.sync_and_deliver()
+    app.rate(1, 4, 6, ago(0.1))  # days later, rated again on Trakt
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(confirm_removals=True)
+    assert (trakt_rating(trakt, 1, 4), diary_rating(serializd, 1, 4)) == (6, 6)
+
+
 async def test_a_play_removed_on_trakt_stays_removed_after_a_one_way_run_the_other_way(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -843,7 +843,7 @@ def _sync_link(
     except NeedsReview as exc:  # the link's other profiles were queued: deliver them
         for failure in exc.failures:
             click.echo(f"error: {failure}", err=True)
-        _held_removals(runtime, name, exc.held)
+        _held_removals(runtime, name, exc.held, resolve=False)
         delivered = asyncio.run(_deliver_now(runtime))
         click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
         raise
@@ -857,7 +857,8 @@ def _sync_link(
         for held in result.held:
             click.echo(f"held: {held}")
     else:
-        _held_removals(runtime, name, result.held)
+        whole = direction is None and narrowed is None and not result.errors
+        _held_removals(runtime, name, result.held, resolve=whole)
     rows = summary_rows(
         result.plans,
         config.links[name].services,
@@ -892,8 +893,9 @@ def _sync_link(
     _parts_failed(name, result)
 
 
-def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
-    """Say which removals a run holds, how to apply them, and alert (as the service does)."""
+def _held_removals(runtime: Any, name: str, held: Sequence[str], resolve: bool) -> None:
+    """Say which removals a run holds, how to apply them, and alert (as the service does);
+    `resolve`: none held after a run of every profile both ways ends the alert."""
     from watchbridge.guard import BEFORE_CONFIRMING
     from watchbridge.sync import report_held
 
@@ -902,7 +904,8 @@ def _held_removals(runtime: Any, name: str, held: Sequence[str]) -> None:
     if held:
         click.echo(f"  (apply them with `watchbridge sync --link {name} --confirm-removals`)")
         click.echo(f"  {BEFORE_CONFIRMING}")
-        asyncio.run(report_held(runtime.notifier, name, held))
+    if held or resolve:
+        asyncio.run(report_held(runtime.notifier, name, held, resolve))
 
 
 def _parts_failed(name: str, result: Any) -> None:

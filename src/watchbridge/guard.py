@@ -19,9 +19,17 @@ BEFORE_CONFIRMING = (
 LIST_MIN_HELD = 3
 
 
-def removals_held(removals: int, size: int, what: str, share: float, minimum: int = 1) -> str:
+def removals_held(
+    removals: int, size: int, what: str, share: float, minimum: int = 1, holding: bool = False
+) -> str:
     """Why `removals` of the `size` entries `what` describes (e.g. "plays on trakt") must wait
-    for confirmation; empty when they may go. Fewer than `minimum` removals always may."""
-    if removals < max(minimum, 1) or not size or removals / size <= share:
+    for confirmation; empty when they may go. Fewer than `minimum` removals always may; while
+    `holding` (an earlier run held removals), any other may not."""
+    if removals < max(minimum, 1) or not size:
+        return ""
+    if holding:
+        why = f"held since a run found more than {share:.0%} removed"
+        return f"{removals} of {size} {what} would be removed ({why}); {CONFIRM}"
+    if removals / size <= share:
         return ""
     return f"{removals} of {size} {what} would be removed (more than {share:.0%}); {CONFIRM}"

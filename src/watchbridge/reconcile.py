@@ -206,12 +206,14 @@ def plan(
     baseline: Mapping[str, Side],
     tombstones: frozenset[tuple[str, str]] = frozenset(),
     done_at: Mapping[tuple[str, str], float] = MappingProxyType({}),
+    holding: bool = False,
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
     saw done (its record absent from its side), and when. A record read again after that is a
     new play (a Serializd tick ticked again: its record names the episode), unless it is an id
-    given to one play only (`_given_once`)."""
+    given to one play only (`_given_once`). `holding`: an earlier run held removals for
+    confirmation; every removal waits until one is confirmed or none is left."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -225,7 +227,7 @@ def plan(
         actions += _plan_ratings(link, current, baseline, allowed)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
-    held = _mass_removal(link, current, actions)
+    held = _mass_removal(link, current, actions, holding)
     return Plan(tuple(actions), frozenset(new_tombstones), held, left_out, frozenset(spent))
 
 
@@ -473,25 +475,35 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
 
 
 def removals_kept(
-    baseline: Side, current: Side, service: str, tombstones: Collection[tuple[str, str]]
+    baseline: Side,
+    current: Side,
+    other: Side,
+    service: str,
+    tombstones: Collection[tuple[str, str]],
 ) -> Side:
     """`current` (the side `service` as read) with the plays and ratings `baseline` held that
     are gone from it: the next run's baseline while removals wait for confirmation, so that
     each run finds them gone again while all else moves on (a play copied meanwhile and then
-    removed is a removal, not a new play to copy back). Plays we removed ourselves (their
-    tombstones) and records read under another item (renumbered) are not kept. Pure."""
+    removed is a removal, not a new play to copy back). Not kept: plays we removed ourselves
+    (their tombstones), records read under another item (renumbered), a play logged again (a
+    new record of its item within MATCH_WINDOW stands for it), and a rating `other` (the
+    other side as read) no longer holds either: no removal of it waits. Pure."""
     records = {p.record for p in current.plays}
-    gone = tuple(
+    gone = [
         p
         for p in _removed(baseline.plays, current)
         if p.record not in records and (service, p.record) not in tombstones
-    )
+    ]
+    before = {p.record for p in baseline.plays}
+    logged_again, _, _ = match_plays(gone, [p for p in current.plays if p.record not in before])
+    replaced = {id(p) for p, _ in logged_again}
     ratings = {
         item: rated
         for item, rated in baseline.ratings.items()
-        if item not in current.renumbered_ratings
+        if item not in current.renumbered_ratings and item in other.ratings
     }
-    return replace(current, plays=current.plays + gone, ratings={**ratings, **current.ratings})
+    kept = tuple(p for p in gone if id(p) not in replaced)
+    return replace(current, plays=current.plays + kept, ratings={**ratings, **current.ratings})
 
 
 def _unwatched_partners(
@@ -642,8 +654,12 @@ def _winner(link: Link, ra: Rated, rb: Rated) -> str:
     return a if ra.at >= rb.at else b
 
 
-def _mass_removal(link: Link, current: Mapping[str, Side], actions: list[Action]) -> str:
-    """Why this plan's removals must wait for confirmation, if they would empty a side.
+def _mass_removal(
+    link: Link, current: Mapping[str, Side], actions: list[Action], holding: bool
+) -> str:
+    """Why this plan's removals must wait for confirmation, if they would empty a side, or
+    (`holding`) an earlier run held removals: they wait until confirmed or undone, however
+    small a share of the side they become as it grows.
 
     Plays and ratings are weighed apart: a side whose ratings read empty (an expired session,
     an endpoint that moved) must not take every rating on the other side with it."""
@@ -654,7 +670,8 @@ def _mass_removal(link: Link, current: Mapping[str, Side], actions: list[Action]
             ("remove_rating", "ratings", len(read.ratings)),
         ):
             removals = sum(1 for x in actions if x.target == side and x.kind == kind)
-            held = removals_held(removals, size, f"{noun} on {side}", link.max_removal_share)
+            what = f"{noun} on {side}"
+            held = removals_held(removals, size, what, link.max_removal_share, holding=holding)
             if held:
                 return held
     return ""

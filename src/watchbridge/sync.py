@@ -397,7 +397,7 @@ async def _plan_profile(
     if await _note_accounts(config, store, profile, readers, clock, reading=True):
         # The link's state is gone: read everything, as on a first run.
         saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
-        full = True
+        full, holding = True, False
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     full = full or bool(owed)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
@@ -407,7 +407,7 @@ async def _plan_profile(
         for r in readers
     }
     if await _unrecognised(config, store, name, profile, owed, baseline, reads, clock):
-        baseline = {}  # started over: as on a first run
+        baseline, holding = {}, False  # started over: as on a first run
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
     first_run = bool(restarted) or not any(_holds_state(side) for side in baseline.values())
@@ -429,7 +429,9 @@ async def _plan_profile(
         current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
     stones = await asyncio.to_thread(load_tombstones, store, name, profile)
     done_at = {stone: done for stone, done in stones.items() if done is not None}
-    planned = await asyncio.to_thread(plan, link, current, baseline, frozenset(stones), done_at)
+    planned = await asyncio.to_thread(
+        plan, link, current, baseline, frozenset(stones), done_at, holding
+    )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
     planned = without_waiting(planned, waiting)
@@ -619,7 +621,7 @@ def _apply(
         # read in full) so that they are found again, and their tombstones are not kept.
         known = frozenset(result.tombstones)
         moved = {
-            s: removals_kept(result.baseline.get(s, Side()), side, s, known)
+            s: removals_kept(result.baseline.get(s, Side()), side, _other(result, s), s, known)
             for s, side in moved.items()
         }
         made = replace(made, tombstones=frozenset())
@@ -631,6 +633,11 @@ def _apply(
     stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
     save_tombstones(store, name, result.profile, stones, now)
     return queued
+
+
+def _other(result: ProfilePlan, service: str) -> Side:
+    """The link's other side as `result`'s run read it."""
+    return next((side for s, side in result.current.items() if s != service), Side())
 
 
 def _first_run_applied(
@@ -894,16 +901,17 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
     return failures
 
 
-async def report_held(alerts: Alerts, name: str, held: Sequence[str]) -> None:
+async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: bool = True) -> None:
     """Alert about the removals a run holds for confirmation (every profile's in one alert:
     one key, so a second would be throttled away), or resolve that alert once none are held
-    (confirmed, or the plays are back)."""
+    (confirmed, or the plays are back): only after a run that planned every profile both ways
+    (`resolve`), as one that could not read a profile knows nothing of its removals."""
     key = f"{name}:removals"
     if held:
         title = f"watchbridge: link {name} holds removals"
         body = "\n".join([*held, BEFORE_CONFIRMING])
         await alerts.notify("sync_failing", title, body, key=key)
-    else:
+    elif resolve:
         await alerts.resolve("sync_failing", f"link {name} holds no removals any more", key=key)
 
 
