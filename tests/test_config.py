@@ -184,6 +184,14 @@ def test_webhook_port_must_differ_from_port() -> None:
     )
 
 
+def test_a_busy_timeout_of_nothing_is_refused() -> None:
+    assert error_of("storage:\n  busy_timeout: 0\n") == (
+        "watchbridge.yaml:2 storage.busy_timeout: expected at least 0.1s (the default is 5s): a "
+        "webhook that cannot wait for a moment's lock is refused, and media servers do not send "
+        "it again"
+    )
+
+
 def test_profile_account_needs_its_service() -> None:
     message = error_of(
         "profiles:\n  me:\n    accounts:\n      serializd: {email: a@b.c, password: pw}\n"

@@ -435,6 +435,9 @@ def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
     return None
 
 
+MIN_BUSY_TIMEOUT = 0.1  # seconds
+
+
 def cross_check(config: Config) -> list[tuple[str, str]]:
     """Rules that span sections: (key path, message) for each broken one."""
     problems: list[tuple[str, str]] = []
@@ -453,6 +456,15 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                     f" got {entry!r}",
                 )
             )
+    if config.storage.busy_timeout < MIN_BUSY_TIMEOUT:
+        problems.append(
+            (
+                "storage.busy_timeout",
+                f"expected at least {MIN_BUSY_TIMEOUT}s (the default is 5s): a webhook that "
+                "cannot wait for a moment's lock is refused, and media servers do not send it "
+                "again",
+            )
+        )
     defaults = [name for name, p in config.profiles.items() if p.default]
     if len(defaults) > 1:
         problems.append(
