@@ -727,19 +727,30 @@ def test_a_command_that_only_looks_leaves_an_older_database_for_the_service_to_u
     assert missing not in {m.name for m in migrations.applied(looked_at)}
 
 
-def test_a_command_that_only_looks_refuses_a_database_a_newer_release_made(
-    tmp_path: Path,
-) -> None:
-    config = write_config(tmp_path)
-    Store.open(tmp_path / "watchbridge.db").close()
-    newer = sqlite_utils.Database(tmp_path / "watchbridge.db")
+def a_database_a_newer_release_made(directory: Path) -> Path:
+    """A config whose database has a migration this release does not know."""
+    config = write_config(directory)
+    Store.open(directory / "watchbridge.db").close()
+    newer = sqlite_utils.Database(directory / "watchbridge.db")
     newer["_sqlite_migrations"].insert(
         {"migration_set": "watchbridge", "name": "m099_next", "applied_at": "2027-01-01"}
     )
     newer.close()
-    result = run("status", "--config", str(config))
+    return config
+
+
+def test_a_command_that_only_looks_refuses_a_database_a_newer_release_made(
+    tmp_path: Path,
+) -> None:
+    result = run("status", "--config", str(a_database_a_newer_release_made(tmp_path)))
     assert result.returncode == 1
     assert "made by a newer watchbridge (m099_next)" in result.stderr
+
+
+def test_check_config_warns_of_a_database_the_service_would_refuse(tmp_path: Path) -> None:
+    result = run("check-config", "--config", str(a_database_a_newer_release_made(tmp_path)))
+    assert result.returncode == 0
+    assert "warning: storage.path" in result.stdout and "newer watchbridge" in result.stdout
 
 
 def test_backup_copies_an_older_database_as_it_is(tmp_path: Path) -> None:

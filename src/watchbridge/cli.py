@@ -180,11 +180,13 @@ def check_config(config_path: str | None) -> None:
     warnings = start_warnings(config, [])
     if Path(config.storage.path).exists():
         # Best effort: a database an older release made, or a busy one, is checked at start.
-        with (
-            contextlib.suppress(WatchbridgeError, sqlite3.Error),
-            contextlib.closing(_look_at_store(config)) as store,
-        ):
-            warnings += renamed_profiles(config, store.profiles_with_state())
+        try:
+            with contextlib.closing(_look_at_store(config)) as store:
+                warnings += renamed_profiles(config, store.profiles_with_state())
+        except StoreError as exc:  # one a newer release made: the service will not start
+            warnings.append(exc.message)
+        except (WatchbridgeError, sqlite3.Error):
+            pass
     for warning in warnings:
         click.echo(f"warning: {warning}")
     click.echo("config OK")
