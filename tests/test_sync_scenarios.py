@@ -714,6 +714,16 @@ async def test_serializd_removals_held_by_a_full_read_apply_when_confirmed(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
 
 
+async def three_of_four_removals_held(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Four plays on both sides; three removed on Trakt: the run holds their removals."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    for number in (1, 2, 3):
+        app.unwatch(entry(trakt, number))
+    assert (await rig.sync_and_deliver()).held
+
+
 async def test_removals_a_full_read_found_stay_held_on_the_next_scheduled_run(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:
@@ -730,10 +740,7 @@ async def test_removals_a_full_read_found_stay_held_on_the_next_scheduled_run(
 async def test_a_play_copied_while_removals_are_held_and_then_removed_is_not_copied_back(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:
-    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
-    for number in (1, 2, 3):
-        app.unwatch(entry(trakt, number))
-    assert (await rig.sync_and_deliver()).held
+    await three_of_four_removals_held(rig, trakt, serializd, app)
     fifth = log(serializd, 1, 5, ago(1))
     await rig.sync_and_deliver()  # copied to Trakt; the removals still held
     await rig.sync_and_deliver()  # read back on both sides
@@ -749,10 +756,7 @@ async def test_a_play_copied_while_removals_are_held_and_then_removed_is_not_cop
 async def test_held_removals_stay_held_however_much_the_side_grows_until_confirmed(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:
-    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
-    for number in (1, 2, 3):
-        app.unwatch(entry(trakt, number))
-    assert (await rig.sync_and_deliver()).held  # 3 of 4
+    await three_of_four_removals_held(rig, trakt, serializd, app)
     for number in range(1, 5):  # a season watched meanwhile: 3 of 8 would be within 50 %
         log(serializd, 2, number, ago(2 - number / 10))
     await rig.sync_and_deliver()
