@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from watchbridge.config import Link
 from watchbridge.reconcile import UNDATED, Plan, Play, Rated, Side, plan
-from watchbridge.store import Store
-from watchbridge.sync import kept_tombstones, load_tombstones, outbox_rows
+from watchbridge.store import Store, SyncRun
+from watchbridge.sync import (
+    held_by_an_older_release,
+    kept_tombstones,
+    load_tombstones,
+    outbox_rows,
+)
 
 EP1 = "episode:tmdb:1396:s1e1"
 TWO_WAY = Link(services=["trakt", "serializd"])
@@ -102,3 +107,20 @@ def test_an_older_releases_tombstone_is_taken_as_not_done(store: Store) -> None:
     old = {"serializd:tick:e1": {"service": "serializd", "record": "tick:e1"}}
     store.mirror_put("watchbridge", "me", "link:ts:tombstones", old, 1.0)
     assert load_tombstones(store, "ts", "me") == {STONE: None}
+
+
+def ran(outcome: str, error: str | None = None) -> SyncRun:
+    return SyncRun(1, "ts", 0.0, 1.0, outcome, {}, 0, error)
+
+
+def test_an_older_releases_held_run_says_which_profiles_it_held() -> None:
+    runs = [
+        ran("running"),
+        ran("failed", "bob: no sign-in; me: 3 of 4 plays on trakt would be removed"),
+    ]
+    assert held_by_an_older_release(
+        [ran("held", "me: 3 of 4 plays on trakt would be removed")], "me"
+    )
+    assert held_by_an_older_release([*runs, ran("ok")], "me")
+    assert not held_by_an_older_release(runs, "bob")
+    assert not held_by_an_older_release([ran("ok"), ran("held", "me: 3 of 4 plays")], "me")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ import pytest
 
 from tests.fakes.serializd import FakeSerializd, Review, iso
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
-from tests.linkrig import PROFILE, Rig, open_rig, use_fast_readers
+from tests.linkrig import LINK, PROFILE, Rig, open_rig, use_fast_readers
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import NewOutboxRow, ordering_key
@@ -760,6 +761,28 @@ async def test_held_removals_stay_held_however_much_the_side_grows_until_confirm
     for number in range(1, 5):  # a season watched meanwhile: 3 of 8 would be within 50 %
         log(serializd, 2, number, ago(2 - number / 10))
     await rig.sync_and_deliver()
+    result = await rig.sync_and_deliver()
+    assert result.held and "3 of 8 plays on serializd" in result.held[0]
+    assert len(diary_plays(serializd)) == 8
+
+
+async def test_removals_a_release_before_the_holding_cursor_held_stay_held_after_the_upgrade(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    for number in (1, 2, 3):
+        app.unwatch(entry(trakt, number))
+    # What that release left: cursors without `holding`; of its held run, the run's record
+    # (baseline and cursors unmoved).
+    engine = json.loads(rig.store.get_cursor("watchbridge", PROFILE, f"link:{LINK}") or "{}")
+    del engine["holding"]
+    rig.store.set_cursor("watchbridge", PROFILE, f"link:{LINK}", json.dumps(engine), time.time())
+    run = rig.store.start_run(LINK, time.time())
+    assert run is not None
+    held = f"{PROFILE}: 3 of 4 plays on serializd would be removed (more than 50%); confirm"
+    rig.store.finish_run(run, time.time(), "held", {}, 2, held)
+    for number in range(1, 5):  # a season watched before the upgrade's first run
+        log(serializd, 2, number, ago(2 - number / 10))
     result = await rig.sync_and_deliver()
     assert result.held and "3 of 8 plays on serializd" in result.held[0]
     assert len(diary_plays(serializd)) == 8

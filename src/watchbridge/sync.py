@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import time
 from bisect import bisect_left
@@ -388,6 +389,9 @@ async def _plan_profile(
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     # Removals held for confirmation may have been found by a full read only.
     holding = saved[ENGINE].get(HOLDING) == "1"
+    if HOLDING not in saved[ENGINE] and saved[ENGINE]:  # last applied by an older release
+        runs = await asyncio.to_thread(store.recent_runs, name, 20)
+        holding = held_by_an_older_release(runs, profile)
     full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or holding
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
@@ -439,8 +443,8 @@ async def _plan_profile(
     planned = without_copies_back(planned, removing)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
-    if holding and frozen:  # a run one way only may not have carried the held removals
-        cursors[ENGINE][HOLDING] = "1"
+    if frozen:  # a run one way only may not have carried the held removals
+        cursors[ENGINE][HOLDING] = "1" if holding else "0"
     return ProfilePlan(
         profile,
         planned,
@@ -455,6 +459,15 @@ async def _plan_profile(
         tombstones=stones,
         baseline=baseline,
     )
+
+
+def held_by_an_older_release(runs: Sequence[SyncRun], profile: str) -> bool:
+    """Whether the link's last run (of `runs`, newest first) held removals of `profile`, as
+    its error says: a release before the `holding` cursor kept no other record of it. Pure."""
+    finished = (r for r in runs if r.outcome in ("ok", "held", "failed", "needs-review"))
+    last = next(finished, None)
+    held = re.compile(rf"(^|; ){re.escape(profile)}: \d+ of \d+ \w+ on \w+ would be removed")
+    return last is not None and bool(held.search(last.error or ""))
 
 
 def _all_cursors(
@@ -626,7 +639,7 @@ def _apply(
         }
         made = replace(made, tombstones=frozenset())
     save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
-    engine = {**result.cursors.get(ENGINE, {}), **({HOLDING: "1"} if held else {})}
+    engine = {HOLDING: "0", **result.cursors.get(ENGINE, {}), **({HOLDING: "1"} if held else {})}
     save_cursors(store, name, result.profile, {**result.cursors, ENGINE: engine}, now)
     if result.first_run and not held:
         _first_run_applied(store, link, name, result, now)
