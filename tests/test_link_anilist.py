@@ -20,6 +20,7 @@ from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie, Rating, key_
 from tests.harness import sign_in_trakt
 from tests.linkrig import fast_trakt
 from tests.linkrig_anilist import Rig, anilist_target, completed_entry, iso, status_of
+from tests.test_sync_scenarios import TraktApp
 from watchbridge import readers
 from watchbridge.anime_data import unmatched_records
 from watchbridge.cli import cli
@@ -214,6 +215,25 @@ async def rated_both_ways(trakt: FakeTrakt, anilist: FakeAniList, rig: Rig) -> A
     rate_on_trakt(trakt, show.seasons[4], 9)
     entry.progress, entry.updated_at = 4, int(anilist.now()) + 5
     return entry
+
+
+async def test_a_duplicate_trakt_play_of_the_last_episode_removed_leaves_anilist_completed(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    completed_entry(anilist, AOT_P2, 12, time.time() - 30 * DAY)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    extra = trakt.log_play(show.seasons[4].episodes[28], iso(time.time() - 40 * DAY))
+    for full in (False, True):  # AniList counts it within its progress, without a write
+        await rig.sync_and_deliver(full=full)
+    app = TraktApp(trakt)
+    app.unwatch(extra)  # tidied away on Trakt: S4E28 is still watched once
+    app.http.close()
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 0)
+    assert len(trakt_plays(trakt, AOT)) == 12
 
 
 async def test_episodes_watched_again_after_progress_was_lowered_reach_trakt(

@@ -360,6 +360,11 @@ def _plan_history(
                 # One viewing gone while others remain: the item is still watched, so its
                 # undated partner (a tick) stays, and is not copied back either.
                 new_tombstones.add((target, partner.record))
+            elif partner.record.startswith(ABSORBED):
+                # AniList counted that viewing within its progress without a write: taking it
+                # away would lower the progress the other viewings make (a duplicate tidied
+                # away on Trakt un-completed the entry, then took the real play with it).
+                new_tombstones.add((target, partner.record))
             elif (source, target) in allowed:
                 actions.append(
                     Action(
