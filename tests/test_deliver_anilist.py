@@ -159,6 +159,13 @@ TODAY = FuzzyDate.of(AT)
         (current(status="COMPLETED", progress=12), 4, True, None),
         (current(status="COMPLETED", progress=10), 11, False, EntryWrite(PART_2, progress=11)),
         (current(status="REPEATING", progress=2), 3, True, EntryWrite(PART_2, progress=3)),
+        (  # a rewatch paused (the entry was finished before): resumed
+            current(status="PAUSED", progress=2, completed_at=FuzzyDate(2025, 5, 1)),
+            3,
+            True,
+            EntryWrite(PART_2, status="REPEATING", progress=3),
+        ),
+        (current(status="DROPPED", progress=2, repeat=1), 3, False, None),  # the first pass's
         (
             current(status="REPEATING", progress=11, repeat=1),
             12,

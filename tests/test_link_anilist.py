@@ -236,6 +236,48 @@ async def test_a_duplicate_trakt_play_of_the_last_episode_removed_leaves_anilist
     assert len(trakt_plays(trakt, AOT)) == 12
 
 
+async def a_paused_rewatch_finished_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> Any:
+    """AoT Final Season Part 2 completed; a rewatch started on AniList (2 episodes) and
+    paused; weeks later its other ten episodes watched and logged on Trakt."""
+    entry = completed_entry(anilist, AOT_P2, 12, time.time() - 30 * DAY)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    anilist.advance(60)
+    entry.status, entry.progress, entry.updated_at = "REPEATING", 2, int(anilist.now())
+    await rig.sync_and_deliver()
+    anilist.advance(60)
+    entry.status, entry.updated_at = "PAUSED", int(anilist.now())
+    await rig.sync_and_deliver()
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    start = time.time() - 5 * 3600
+    for n, number in enumerate(range(19, 29)):
+        trakt.log_play(show.seasons[4].episodes[number], iso(start + n * 1500))
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    return entry
+
+
+async def test_a_paused_rewatch_finished_on_trakt_counts_one_more_rewatch(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await a_paused_rewatch_finished_on_trakt(rig, trakt, anilist)
+    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 1)
+    assert len(trakt_plays(trakt, AOT)) == 24
+
+
+async def test_the_rewatch_after_a_paused_one_finished_on_trakt_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    entry = await a_paused_rewatch_finished_on_trakt(rig, trakt, anilist)
+    anilist.advance(3600)
+    entry.status, entry.progress, entry.updated_at = "REPEATING", 3, int(anilist.now())
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert len(trakt_plays(trakt, AOT)) == 27
+
+
 async def test_episodes_watched_again_after_progress_was_lowered_reach_trakt(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

@@ -11,7 +11,8 @@ completes it (progress = its episode count, usually 1).
 
 Rewatches: a play that is a new viewing starts a rewatch when it is of episode 1 of a
 completed entry (REPEATING; a one-episode entry or a movie counts one more rewatch at once),
-advances it, and its last episode completes it (`repeat` + 1). A webhook's play is a new
+advances it (a rewatch paused or dropped is resumed), and its last episode completes it
+(`repeat` + 1). A webhook's play is a new
 viewing when it is live (a week at most); a link's when it is dated after the entry was
 finished (`new_viewing`: after the end of its finish date in every time zone, and after its
 last update where that is all AniList tells). Any other play of an episode a finished or
@@ -241,14 +242,15 @@ def play_write(
     # episode's play tried again finds it listed with every episode, and completes it.
     if episode <= current.progress and not (ends and current.status == "CURRENT"):
         return None
-    if current.status == "REPEATING":
+    if current.status == "REPEATING" or _paused_rewatch(current):
         if not rewatch:
             return None  # an older viewing: the first pass holds it
         if ends:
             return EntryWrite(
                 media_id, status="COMPLETED", progress=total or episode, repeat=current.repeat + 1
             )
-        return EntryWrite(media_id, progress=episode)
+        resumed = None if current.status == "REPEATING" else "REPEATING"
+        return EntryWrite(media_id, status=resumed, progress=episode)
     started = None if current.started_at else day
     if ends:
         completed = None if current.completed_at else day
@@ -260,6 +262,12 @@ def play_write(
             completed_at=completed,
         )
     return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=started)
+
+
+def _paused_rewatch(entry: ListEntry) -> bool:
+    """A paused or dropped entry that was finished before: the rewatch was paused, and its
+    next episodes go on with it (counting one more rewatch at its end), not the first pass."""
+    return entry.status in ("PAUSED", "DROPPED") and (bool(entry.completed_at) or entry.repeat > 0)
 
 
 def shows(entry: ListEntry, write: EntryWrite) -> bool:
@@ -320,7 +328,7 @@ def rating_write(current: ListEntry, value: int | None, score_format: str) -> En
 
 def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
     """An unwatch propagated on purpose: only the highest episode can go (progress - 1)."""
-    if current is None or current.status == "REPEATING":
+    if current is None or current.status == "REPEATING" or _paused_rewatch(current):
         return None
     if episode != current.progress:
         return None
