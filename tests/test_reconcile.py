@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 from watchbridge.config import Link
@@ -254,6 +255,31 @@ def test_mass_rating_removal_is_held_until_confirmed() -> None:
     assert result.writes() == ()
 
 
+def test_removals_held_with_a_mass_removal_are_named_with_it() -> None:
+    plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
+    mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]
+    rated = {f"episode:tmdb:1:s1e{n}": Rated(80, 10) for n in range(20)}
+    fewer = {item: r for item, r in rated.items() if not item.endswith("e0")}
+    baseline = {"trakt": side(*plays, ratings=rated), "serializd": side(*mirror, ratings=rated)}
+    current = {
+        "trakt": side(*plays[:15], ratings=fewer),
+        "serializd": side(*mirror, ratings=rated),
+    }
+    held = plan(TWO_WAY, current, baseline).held
+    assert held.startswith("5 of 20 plays on serializd would be removed (more than 10%); ")
+    assert "; 1 of 20 ratings on serializd with them; confirm with" in held
+
+
+def test_while_holding_a_single_removal_waits_too() -> None:
+    plays = [Play(f"episode:tmdb:1:s1e{n}", 1000 + n, f"t{n}") for n in range(20)]
+    mirror = [Play(p.item, p.at, f"s{n}") for n, p in enumerate(plays)]
+    current = {"trakt": side(*plays[1:]), "serializd": side(*mirror)}
+    baseline = {"trakt": side(*plays), "serializd": side(*mirror)}
+    result = plan(TWO_WAY, current, baseline, holding=True)
+    assert "1 of 20 plays on serializd would be removed (held since" in result.held
+    assert result.writes() == ()
+
+
 def test_a_few_rating_removals_are_not_held() -> None:
     rated = {f"episode:tmdb:1:s1e{n}": Rated(80, 10) for n in range(20)}
     fewer = {item: r for item, r in rated.items() if not item.endswith("e0")}
@@ -439,28 +465,54 @@ def test_a_play_the_plan_removes_from_the_target_does_not_count_as_earlier() -> 
 # --------------------------------------------------------------------------- held removals
 
 
+NOTHING = Side()
+
+
+def kept_on_serializd(
+    before: Side,
+    now: Side,
+    other_before: Side = NOTHING,
+    other: Side = NOTHING,
+    stones: Collection[tuple[str, str]] = (),
+) -> Side:
+    """What a run holding removals keeps as Serializd's baseline (Trakt is the other side)."""
+    baseline = {"serializd": before, "trakt": other_before}
+    return removals_kept(baseline, {"serializd": now, "trakt": other}, "serializd", stones)
+
+
 def test_a_held_removals_baseline_keeps_the_gone_plays_and_ratings_and_takes_the_new() -> None:
     before = side(Play(EP1, DAY, "r1"), ratings={EP1: Rated(80, DAY)})
     now = side(Play(EP2, 2 * DAY, "r2"), ratings={EP2: Rated(60, 2 * DAY)})
-    other = side(ratings={EP1: Rated(80, DAY)})  # the removal of the rating waits there
-    kept = removals_kept(before, now, other, "serializd", frozenset())
+    trakt = side(ratings={EP1: Rated(80, DAY)})  # the removal of the rating waits there
+    kept = kept_on_serializd(before, now, trakt, trakt)
     assert kept.plays == (Play(EP2, 2 * DAY, "r2"), Play(EP1, DAY, "r1"))
     assert kept.ratings == {EP1: Rated(80, DAY), EP2: Rated(60, 2 * DAY)}
 
 
 def test_a_held_removals_baseline_lets_go_of_a_play_we_removed_ourselves() -> None:
     before = side(Play(EP1, DAY, "r1"), Play(EP2, DAY, "r2"))
-    kept = removals_kept(before, side(), side(), "serializd", frozenset({("serializd", "r1")}))
+    kept = kept_on_serializd(before, side(), stones={("serializd", "r1")})
     assert kept.plays == (Play(EP2, DAY, "r2"),)
 
 
 def test_a_held_removals_baseline_lets_go_of_a_play_logged_again() -> None:
     before = side(Play(EP1, DAY, "r1"), Play(EP1, 5 * DAY, "r2"))
-    now = side(Play(EP1, DAY, "r3"))  # r1 logged again as r3; r2 removed
-    kept = removals_kept(before, now, side(), "serializd", frozenset())
-    assert kept.plays == (Play(EP1, DAY, "r3"), Play(EP1, 5 * DAY, "r2"))
+    now = side(Play(EP1, DAY + 600, "r3"))  # r1 logged again as r3; r2 removed
+    trakt = side(Play(EP1, DAY, "t1"), Play(EP1, 5 * DAY, "t2"))
+    kept = kept_on_serializd(before, now, trakt, trakt)
+    assert kept.plays == (Play(EP1, DAY + 600, "r3"), Play(EP1, 5 * DAY, "r2"))
 
 
-def test_a_held_removals_baseline_lets_go_of_a_rating_neither_side_holds() -> None:
-    before = side(ratings={EP1: Rated(80, DAY)})
-    assert removals_kept(before, side(), side(), "serializd", frozenset()).ratings == {}
+def test_a_held_removals_baseline_keeps_a_play_whose_episode_was_watched_again() -> None:
+    before = side(Play(EP1, DAY, "r1"))
+    now = side(Play(EP1, 2 * DAY, "r2"))  # r1 removed; a rewatch the next day, on both sides
+    trakt = side(Play(EP1, DAY, "t1"), Play(EP1, 2 * DAY, "t2"))
+    kept = kept_on_serializd(before, now, side(Play(EP1, DAY, "t1")), trakt)
+    assert kept.plays == (Play(EP1, 2 * DAY, "r2"), Play(EP1, DAY, "r1"))
+
+
+def test_a_held_removals_baseline_lets_go_of_a_rating_the_other_side_changed_or_dropped() -> None:
+    before = side(ratings={EP1: Rated(80, DAY), EP2: Rated(60, DAY)})
+    trakt_before = side(ratings={EP1: Rated(80, DAY), EP2: Rated(60, DAY)})
+    trakt = side(ratings={EP1: Rated(60, 2 * DAY)})  # EP1 rated again, EP2's cleared
+    assert kept_on_serializd(before, side(), trakt_before, trakt).ratings == {}

@@ -473,3 +473,26 @@ async def test_the_held_removals_alert_stays_while_the_holding_profile_cannot_be
         await until(lambda: failed_runs(runtime) >= 2, timeout=60)
     assert "Resolved: watchbridge: link ts holds removals" not in receiver.titles()
     assert len(serializd.diary()) == 2
+
+
+async def test_confirmed_removals_resolve_the_alert_while_a_profile_holding_none_is_unread(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    serializd.add_user(*BOB)
+    a_trakt_play_an_hour_ago(trakt)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 0.2, more_profiles=WITH_BOB)
+    bob = trakt.add_user("bob")
+    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=bob)
+    async with scheduled(runtime, deliver=True):
+        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+        remove_it_on_trakt(trakt)  # me: 1 of 2 plays, held
+        await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
+        trakt.revoke_tokens(bob)  # bob's sign-in lapses; he holds nothing
+        await until(lambda: failed_runs(runtime) >= 1, timeout=60)
+        await confirm_removals(runtime)
+        for wake in runtime.on_enqueued:
+            wake()
+        await until(lambda: len(serializd.diary()) == 1, timeout=30)
+        resolved = "Resolved: watchbridge: link ts holds removals"
+        await until(lambda: resolved in receiver.titles(), timeout=30)

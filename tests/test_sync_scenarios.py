@@ -803,6 +803,44 @@ async def test_plays_logged_again_while_their_removals_are_held_end_the_hold(
     assert len(trakt_plays(trakt)) == 4 and len(diary_plays(serializd)) == 4
 
 
+async def test_a_play_removed_while_held_stays_removed_when_its_episode_is_watched_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd", days_ago=1)
+    for number in (1, 2, 3):
+        unlog(serializd, review(serializd, number))
+    assert (await rig.sync_and_deliver(full=True)).held
+    tonight = ago(0)  # s1e1 watched again, logged on both (a media server's webhooks)
+    app.watch(1, 1, tonight)
+    log(serializd, 1, 1, tonight)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(confirm_removals=True)
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 4)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 4)]
+
+
+async def test_a_rating_cleared_and_given_anew_on_the_other_side_while_held_is_kept(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    for number in range(1, 5):
+        app.rate(1, number, 8, ago(2))
+    await rig.sync_and_deliver()
+    for number in (1, 2, 3):
+        app.unwatch(entry(trakt, number))
+    result = await rig.sync_and_deliver()
+    app.post("/sync/ratings/remove", {"episodes": [app.episode(1, 4)]})
+    result = await rig.sync_and_deliver()
+    assert "1 of 4 ratings on serializd would be removed" in result.held[0]  # named too
+    serializd.advance(3600)
+    serializd.log_entry(None, BB, 1, 4, rating=6, is_log=False)  # rated anew, an hour later
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(confirm_removals=True)
+    await rig.sync_and_deliver(full=True)
+    assert (trakt_rating(trakt, 1, 4), diary_rating(serializd, 1, 4)) == (6, 6)
+
+
 async def test_a_rating_cleared_on_both_sides_and_given_again_while_plays_are_held_is_copied(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

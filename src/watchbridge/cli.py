@@ -845,7 +845,7 @@ def _sync_link(
     except NeedsReview as exc:  # the link's other profiles were queued: deliver them
         for failure in exc.failures:
             click.echo(f"error: {failure}", err=True)
-        _held_removals(runtime, name, exc.held, resolve=False)
+        _held_removals(runtime, name, exc.held, resolve=not exc.held_unread)
         delivered = asyncio.run(_deliver_now(runtime))
         click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
         raise
@@ -859,7 +859,8 @@ def _sync_link(
         for held in result.held:
             click.echo(f"held: {held}")
     else:
-        whole = direction is None and narrowed is None and not result.errors
+        frozen = any(plan.frozen for plan in result.plans)  # a run one way only
+        whole = not frozen and narrowed is None and not result.held_unread
         _held_removals(runtime, name, result.held, resolve=whole)
     rows = summary_rows(
         result.plans,

@@ -23,7 +23,7 @@ from typing import Literal
 
 from watchbridge import ratings
 from watchbridge.config import Link
-from watchbridge.guard import removals_held
+from watchbridge.guard import CONFIRM, removals_held
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
 SAME_VIEWING = 60.0  # ...and this close, certainly so (one viewing, dated by two clocks)
@@ -480,35 +480,74 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
 
 
 def removals_kept(
-    baseline: Side,
-    current: Side,
-    other: Side,
+    baseline: Mapping[str, Side],
+    current: Mapping[str, Side],
     service: str,
     tombstones: Collection[tuple[str, str]],
 ) -> Side:
-    """`current` (the side `service` as read) with the plays and ratings `baseline` held that
-    are gone from it: the next run's baseline while removals wait for confirmation, so that
-    each run finds them gone again while all else moves on (a play copied meanwhile and then
+    """The side `service` as read, with the plays and ratings its `baseline` held that are
+    gone from it: the next run's baseline while removals wait for confirmation, so that each
+    run finds them gone again while all else moves on (a play copied meanwhile and then
     removed is a removal, not a new play to copy back). Not kept: plays we removed ourselves
-    (their tombstones), records read under another item (renumbered), a play logged again (a
-    new record of its item within MATCH_WINDOW stands for it), and a rating `other` (the
-    other side as read) no longer holds either: no removal of it waits. Pure."""
-    records = {p.record for p in current.plays}
+    (their tombstones), records read under another item (renumbered), a play logged again
+    (`_logged_again`), and a rating the other side changed or no longer holds either (no
+    removal of it waits: the rating there is the newer one). Pure."""
+    before, now = baseline.get(service, Side()), current[service]
+    other = next((s for s in current if s != service), "")
+    other_before, other_now = baseline.get(other, Side()), current.get(other, Side())
+    records = {p.record for p in now.plays}
     gone = [
         p
-        for p in _removed(baseline.plays, current)
+        for p in _removed(before.plays, now)
         if p.record not in records and (service, p.record) not in tombstones
     ]
-    before = {p.record for p in baseline.plays}
-    logged_again, _, _ = match_plays(gone, [p for p in current.plays if p.record not in before])
-    replaced = {id(p) for p, _ in logged_again}
+    again = _logged_again(gone, now, {p.record for p in before.plays}, other_now)
     ratings = {
         item: rated
-        for item, rated in baseline.ratings.items()
-        if item not in current.renumbered_ratings and item in other.ratings
+        for item, rated in before.ratings.items()
+        if item not in now.renumbered_ratings
+        and _same_rating(other_now.ratings.get(item), other_before.ratings.get(item))
     }
-    kept = tuple(p for p in gone if id(p) not in replaced)
-    return replace(current, plays=current.plays + kept, ratings={**ratings, **current.ratings})
+    kept = tuple(p for p in gone if p.record not in again)
+    return replace(now, plays=now.plays + kept, ratings={**ratings, **now.ratings})
+
+
+def _logged_again(gone: Sequence[Play], now: Side, before: set[str], other: Side) -> set[str]:
+    """Records of `gone` plays logged again on their side: a new record of the item (not in
+    the baseline, `before`) that stands for the same viewing on the other side, the play
+    there nearest to it being the one nearest to the gone play (a rewatch has its own)."""
+    new = [p for p in now.plays if p.record not in before and p.at != UNDATED]
+    again: set[str] = set()
+    taken: set[str] = set()
+    for play in gone:
+        partner = _nearest(play, other.plays)
+        for candidate in sorted(new, key=lambda p: abs(p.at - play.at)):
+            if (
+                candidate.item == play.item
+                and candidate.record not in taken
+                and abs(candidate.at - play.at) <= MATCH_WINDOW
+                and partner is not None
+                and _nearest(candidate, other.plays) == partner
+            ):
+                again.add(play.record)
+                taken.add(candidate.record)
+                break
+    return again
+
+
+def _nearest(play: Play, plays: Iterable[Play]) -> Play | None:
+    """The dated play of `play`'s item nearest to it within MATCH_WINDOW, if any."""
+    near = [
+        p
+        for p in plays
+        if p.item == play.item and p.at != UNDATED and abs(p.at - play.at) <= MATCH_WINDOW
+    ]
+    return min(near, key=lambda p: abs(p.at - play.at), default=None)
+
+
+def _same_rating(now: Rated | None, before: Rated | None) -> bool:
+    # By value: some sides date a rating by when it was read (AniList's score).
+    return now is not None and before is not None and now.value == before.value
 
 
 def _unwatched_partners(
@@ -668,15 +707,22 @@ def _mass_removal(
 
     Plays and ratings are weighed apart: a side whose ratings read empty (an expired session,
     an endpoint that moved) must not take every rating on the other side with it."""
-    for side in link.services:
-        read = current[side]
+    groups = [
+        (removals, size, f"{noun} on {side}")
+        for side in link.services
         for kind, noun, size in (
-            ("remove_play", "plays", len(read.plays)),
-            ("remove_rating", "ratings", len(read.ratings)),
-        ):
-            removals = sum(1 for x in actions if x.target == side and x.kind == kind)
-            what = f"{noun} on {side}"
-            held = removals_held(removals, size, what, link.max_removal_share, holding=holding)
-            if held:
-                return held
-    return ""
+            ("remove_play", "plays", len(current[side].plays)),
+            ("remove_rating", "ratings", len(current[side].ratings)),
+        )
+        if (removals := sum(1 for x in actions if x.target == side and x.kind == kind))
+    ]
+    share = link.max_removal_share
+    held = [removals_held(n, size, what, share, 1, holding) for n, size, what in groups]
+    if not any(held):
+        return ""
+    # Every removal waits, and is named: confirming applies them all.
+    reasons = [
+        why.removesuffix(f"; {CONFIRM}") or f"{n} of {size} {what} with them"
+        for why, (n, size, what) in zip(held, groups, strict=True)
+    ]
+    return f"{'; '.join(reasons)}; {CONFIRM}"

@@ -72,8 +72,8 @@ class SyncScheduler:
                         wake()
                 # Went through, but not for everyone (a sign-in), or not a watchlist/collection.
                 if result.failures:
-                    # Told all the same; not over while a profile could not be read.
-                    await report_held(runtime.notifier, name, result.held, resolve=False)
+                    # Told all the same; not over while a profile holding some went unread.
+                    await report_held(runtime.notifier, name, result.held, not result.held_unread)
                     raise WatchbridgeError("; ".join(result.failures))
             except LinkBusy as busy:
                 runs.labels(name, "busy").inc()
@@ -97,7 +97,7 @@ class SyncScheduler:
                     exc.message,
                     key=f"{name}:review",
                 )
-                await report_held(runtime.notifier, name, exc.held, not failure_of(exc))
+                await report_held(runtime.notifier, name, exc.held, not exc.held_unread)
                 # Someone else's side could not be read meanwhile, or all went through.
                 await report_run(runtime.store, runtime.notifier, name, failure_of(exc))
                 continue

@@ -388,10 +388,7 @@ async def _plan_profile(
     full_at = float(saved[ENGINE].get("full_at", 0))
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     # Removals held for confirmation may have been found by a full read only.
-    holding = saved[ENGINE].get(HOLDING) == "1"
-    if HOLDING not in saved[ENGINE] and saved[ENGINE]:  # last applied by an older release
-        runs = await asyncio.to_thread(store.recent_runs, name, 20)
-        holding = held_by_an_older_release(runs, profile)
+    holding = await asyncio.to_thread(is_holding, store, name, profile)
     full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or holding
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
@@ -459,6 +456,14 @@ async def _plan_profile(
         tombstones=stones,
         baseline=baseline,
     )
+
+
+def is_holding(store: Store, link: str, profile: str) -> bool:
+    """Whether `link`'s last applied run for `profile` held removals for confirmation."""
+    engine = load_cursors(store, link, ENGINE, profile)
+    if HOLDING in engine or not engine:
+        return engine.get(HOLDING) == "1"
+    return held_by_an_older_release(store.recent_runs(link, 20), profile)
 
 
 def held_by_an_older_release(runs: Sequence[SyncRun], profile: str) -> bool:
@@ -633,10 +638,7 @@ def _apply(
         # Held removals were not made: their plays stay in the baseline (and the next runs
         # read in full) so that they are found again, and their tombstones are not kept.
         known = frozenset(result.tombstones)
-        moved = {
-            s: removals_kept(result.baseline.get(s, Side()), side, _other(result, s), s, known)
-            for s, side in moved.items()
-        }
+        moved = {s: removals_kept(result.baseline, result.current, s, known) for s in moved}
         made = replace(made, tombstones=frozenset())
     save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
     engine = {HOLDING: "0", **result.cursors.get(ENGINE, {}), **({HOLDING: "1"} if held else {})}
@@ -646,11 +648,6 @@ def _apply(
     stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
     save_tombstones(store, name, result.profile, stones, now)
     return queued
-
-
-def _other(result: ProfilePlan, service: str) -> Side:
-    """The link's other side as `result`'s run read it."""
-    return next((side for s, side in result.current.items() if s != service), Side())
 
 
 def _first_run_applied(
@@ -696,11 +693,16 @@ class NeedsReview(WatchbridgeError):
     removals the run's other profiles hold for confirmation meanwhile."""
 
     def __init__(
-        self, message: str, held: tuple[str, ...] = (), failures: tuple[str, ...] = ()
+        self,
+        message: str,
+        held: tuple[str, ...] = (),
+        failures: tuple[str, ...] = (),
+        held_unread: bool = False,
     ) -> None:
         super().__init__(message)
         self.held = held
         self.failures = failures  # "profile: why" of profiles whose sides could not be read
+        self.held_unread = held_unread  # as RunResult's
 
 
 def failure_of(exc: WatchbridgeError) -> str | None:
@@ -730,6 +732,8 @@ class RunResult:
     skipped: int = 0
     lists: ListsRun = field(default_factory=ListsRun)  # the watchlist and collection parts
     errors: tuple[str, ...] = ()  # "profile: why" of profiles whose sides could not be read
+    # One of those held removals before: the alert about them is not over.
+    held_unread: bool = False
 
     @property
     def failures(self) -> tuple[str, ...]:
@@ -797,6 +801,9 @@ async def run_link(
             failures=failures,
         )
         unread = tuple(f"{profile}: {why}" for profile, why in failures.items())
+        held_unread = any(
+            [await asyncio.to_thread(is_holding, store, name, profile) for profile in failures]
+        )
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = set() if dry_run else awaiting_review(link, plans, yes)
@@ -850,8 +857,8 @@ async def run_link(
                 calls,
                 "; ".join([message, *unread]),
             )
-            raise NeedsReview(message, tuple(held), unread)
-        outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed, unread)
+            raise NeedsReview(message, tuple(held), unread, held_unread)
+        outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed, unread, held_unread)
         # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*outcome.failures, *held]) or None
         await asyncio.to_thread(
@@ -917,8 +924,8 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
 async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: bool = True) -> None:
     """Alert about the removals a run holds for confirmation (every profile's in one alert:
     one key, so a second would be throttled away), or resolve that alert once none are held
-    (confirmed, or the plays are back): only after a run that planned every profile both ways
-    (`resolve`), as one that could not read a profile knows nothing of its removals."""
+    (confirmed, or the plays are back): only after a run that planned both ways every profile
+    that held some (`resolve`): one that could not read it knows nothing of its removals."""
     key = f"{name}:removals"
     if held:
         title = f"watchbridge: link {name} holds removals"
