@@ -799,8 +799,9 @@ def test_backup_to_the_database_itself_is_refused(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     with Store.open(tmp_path / "watchbridge.db") as store:
         store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
-    result = run("backup", "--config", str(config), "--to", str(tmp_path / "watchbridge.db"))
-    assert result.returncode == 1 and "is the database itself" in result.stderr
+    for live in ("watchbridge.db", "watchbridge.db-wal"):
+        result = run("backup", "--config", str(config), "--to", str(tmp_path / live))
+        assert result.returncode == 1 and "is the database itself" in result.stderr
     with Store.open(tmp_path / "watchbridge.db") as store:
         assert store.get_token("trakt", "me") == {"access_token": "a"}
 

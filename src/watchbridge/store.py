@@ -700,8 +700,7 @@ def _restore_missing(database: Path) -> bool:
         return False
     # The journal files of a deleted database would be replayed over the copy (SQLite cannot
     # tell they are another file's): set them aside.
-    for suffix in ("-wal", "-shm"):
-        stale = database.with_name(database.name + suffix)
+    for stale in _sidecars(database):
         if stale.exists():
             stale.replace(stale.with_name(stale.name + ".orphaned"))
     restoring = database.with_name(f".{database.name}.restoring")
@@ -717,6 +716,11 @@ def _restore_missing(database: Path) -> bool:
         extra={"copy": str(copy)},
     )
     return True
+
+
+def _sidecars(database: Path) -> list[Path]:
+    """The files SQLite keeps beside a database while it is open (write-ahead log, index)."""
+    return [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -873,7 +877,8 @@ class Store:
         """A consistent copy of the database at `target` (mode 0600), taken while the
         service runs (SQLite's online backup: a file copy of a database being written may be
         damaged). Written beside `target` first, then put in its place."""
-        if self.path is not None and _same_file(target, self.path):
+        live = [] if self.path is None else [self.path, *_sidecars(self.path)]
+        if any(_same_file(target, path) for path in live):
             raise StoreError(f"{target} is the database itself: name another file to copy it to")
         partial = target.with_name(f".{target.name}.partial")
         try:
