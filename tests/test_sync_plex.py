@@ -483,6 +483,22 @@ def test_a_copy_to_a_plex_server_whose_clock_is_off_is_not_copied_back(
     ]
 
 
+def test_a_rating_changed_on_trakt_after_its_copy_to_a_plex_server_hours_ahead_wins(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.clock = lambda: time.time() + 2 * 3600  # it dates our copy two hours "later"
+    rate_on_trakt(trakt, "Arrival", 9, "2024-06-01T00:00:00.000Z")
+    sync(path)
+    changed = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 60))
+    rate_on_trakt(trakt, "Arrival", 6, changed)  # the user changes their mind on Trakt
+    sync(path, "--full")
+    assert ([r.rating for r in trakt.ratings()], plex.user_state("100")["userRating"]) == (
+        [6],
+        6.0,
+    )
+
+
 def test_a_copy_made_while_the_plex_clock_was_off_is_not_copied_back_once_it_is_set_right(
     tmp_path: Path, start_fake: Any
 ) -> None:

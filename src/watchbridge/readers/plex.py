@@ -415,7 +415,9 @@ def build_side(
     unsure = _unsure_ratings([keyed[rk][1] for rk in renumbered], renumbering.since)
     side = Side(
         tuple(p for p, _ in linked),
-        _ratings(e for e in listed if e[1].rating_key not in unsure) if with_ratings else {},
+        _ratings((e for e in listed if e[1].rating_key not in unsure), skew)
+        if with_ratings
+        else {},
         catalog=frozenset(key for key, _ in listed),
         renumbered=frozenset(
             p.record
@@ -545,13 +547,15 @@ def _without_copies(plays: list[tuple[Play, str]]) -> list[tuple[Play, str]]:
     return kept
 
 
-def _ratings(keyed: Iterable[tuple[str, LibraryItem]]) -> dict[str, Rated]:
+def _ratings(keyed: Iterable[tuple[str, LibraryItem]], skew: float) -> dict[str, Rated]:
+    """The ratings of the listed items, dated on our clock (`skew`: the server's is ahead by
+    that): the newer rating wins a conflict, and a server hours ahead made ours win it."""
     scores: dict[str, Rated] = {}
     for key, item in keyed:
         value = ratings.from_ten(item.user_rating)
         if value is None:
             continue
-        at = item.last_rated_at or 0.0
+        at = item.last_rated_at - skew if item.last_rated_at else 0.0
         if key not in scores or scores[key].at < at:
             scores[key] = Rated(value, at)
     return scores
