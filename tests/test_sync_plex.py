@@ -483,6 +483,21 @@ def test_a_copy_to_a_plex_server_whose_clock_is_off_is_not_copied_back(
     ]
 
 
+def test_an_episode_unwatched_and_watched_again_between_two_runs_loses_its_old_play(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    sync(path)
+    sync(path)
+    plex.state[(1, "201")] = {}  # marked unwatched in Plex (viewCount and lastViewedAt reset)
+    rewatch = time.time() - 3600
+    plex.watch("201", rewatch)  # ... and watched again that evening: viewCount 1
+    sync(path)
+    sync(path, "--full")
+    episodes = [at for kind, at in trakt_plays(trakt) if kind == "Episode"]
+    assert episodes == [time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(rewatch))]
+
+
 def test_a_rating_changed_on_trakt_after_its_copy_to_a_plex_server_hours_ahead_wins(
     tmp_path: Path, start_fake: Any
 ) -> None:

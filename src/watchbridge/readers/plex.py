@@ -387,6 +387,12 @@ def build_side(
         for record, w in memory.written.items()
     }
     echoes = _echoes(rows, written.values(), skew)
+    # Unwatched and watched again since the last read: the plays before the unwatch are the
+    # oldest of more than the item's view count.
+    counted = [h for h in rows if h.id not in retired and h.viewed_at < settled + skew]
+    old_rows, old_writes = _before_the_count(keyed, counted, written, echoes, settled, skew)
+    retired |= old_rows
+    written = {r: replace(w, removed=True) if r in old_writes else w for r, w in written.items()}
     for record, w in written.items():
         if not w.removed and not w.forgotten and w.rating_key in keyed:
             plays.append((Play(keyed[w.rating_key][0], w.at, record), w.rating_key))
@@ -505,6 +511,37 @@ def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
     """A write of ours whose item is no longer watched (not one the listing may predate)."""
     recent = bool(written.attempts) and written.attempts[-1] >= settled
     return written.rating_key not in watched and not written.removed and not recent
+
+
+def _before_the_count(
+    keyed: Mapping[str, tuple[str, LibraryItem]],
+    rows: Iterable[HistoryEntry],
+    written: Mapping[str, Written],
+    echoes: AbstractSet[str],
+    settled: float,
+    skew: float,
+) -> tuple[set[str], set[str]]:
+    """History rows and writes of ours (records) beyond a watched item's view count, oldest
+    first: an unwatch resets the count and keeps the rows, so with the item watched again
+    they are the plays it took away. On the server's clock; only `rows` and writes the
+    listing counted (before `settled`, on our clock)."""
+    plays: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    for h in rows:
+        if h.id not in echoes:
+            plays[h.rating_key].append((h.viewed_at, "row", h.id))
+    for record, w in written.items():
+        counted = w.attempts and w.attempts[-1] < settled and not w.pending
+        if counted and not w.removed and not w.forgotten:
+            at_write = skew if w.skew is None else w.skew
+            plays[w.rating_key].append((w.attempts[-1] + at_write, "write", record))
+    old_rows: set[str] = set()
+    old_writes: set[str] = set()
+    for rk, seen in plays.items():
+        count = keyed[rk][1].view_count if rk in keyed else len(seen)
+        if 0 < count < len(seen):
+            for _, kind, ident in sorted(seen)[: len(seen) - count]:
+                (old_rows if kind == "row" else old_writes).add(ident)
+    return old_rows, old_writes
 
 
 def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: float) -> set[str]:
