@@ -483,6 +483,38 @@ def test_a_copy_to_a_plex_server_whose_clock_is_off_is_not_copied_back(
     ]
 
 
+def test_a_movie_we_copied_to_plex_given_a_new_rating_key_by_a_rescan_keeps_its_one_play(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    sync(path)  # Trakt's Arrival play is scrobbled into Plex
+    sync(path)
+    plex.rescan_as("100", "150")  # weeks later: the file replaced, the movie re-added
+    sync(path, "--full")
+    sync(path, "--full")
+    assert trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Movie", ARRIVAL_SEEN),  # still there, and no second play "today"
+    ]
+
+
+def test_an_episode_given_a_new_rating_key_keeps_the_plays_its_history_rows_name_the_old(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1")
+    plex.watch("201", FELINA_SEEN + 86400)  # watched again the next day
+    sync(path)
+    sync(path)
+    plex.rescan_as("201", "251", history_follows=False)
+    sync(path, "--full")
+    sync(path, "--full")
+    assert trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Episode", "2024-02-02T21:00:00.000Z"),
+        ("Movie", ARRIVAL_SEEN),
+    ]
+
+
 def test_an_episode_unwatched_and_watched_again_between_two_runs_loses_its_old_play(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -238,6 +238,22 @@ class FakePlex(FakeServer):
                         self.items.pop(rating_key, None)
                     keys.clear()
 
+    def rescan_as(self, old: str, new: str, *, history_follows: bool = True) -> None:
+        """A rescan re-adds the item (a replaced file) under a new ratingKey: every account's
+        state goes with it, and its history rows too unless `history_follows` is False."""
+        with self.lock:
+            item = self.items.pop(old)
+            self.items[new] = {**item, "ratingKey": new, "key": f"/library/metadata/{new}"}
+            for keys in self._listing.values():
+                if old in keys:
+                    keys[keys.index(old)] = new
+            for account, rating_key in list(self.state):
+                if rating_key == old:
+                    self.state[account, new] = self.state.pop((account, rating_key))
+            for row in self.history.values():
+                if history_follows and row["ratingKey"] == old:
+                    row["ratingKey"] = new
+
     def _add(self, item: dict[str, Any]) -> None:
         key = item["ratingKey"]
         if key not in self.items:

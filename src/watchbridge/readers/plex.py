@@ -354,6 +354,7 @@ def build_side(
     renumbering: Renumbering | None = None,
     before: Mapping[str, str] | None = None,
     skew: float = 0.0,
+    keys_before: Mapping[str, str] | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
@@ -363,9 +364,16 @@ def build_side(
     the item each play's record named at the last read; a play now of another item (Fix
     Match in Plex: same ratingKey and history, new guid) moves like a renumbered one. `skew`:
     how far the server's clock (which dates its rows) is ahead of ours (which dates our
-    writes and `listed_at`)."""
+    writes and `listed_at`). `keys_before`: the item each ratingKey was at the last read."""
     renumbering = renumbering or Renumbering()
     keyed = item_keys(library, renumbering.numbers)
+    # A rescan that re-added an item (a replaced file) gave it a new ratingKey: what we knew
+    # by the old one is the new one's.
+    moved = _moved_keys(keyed, {**_written_items(memory), **(keys_before or {})})
+    row_keys = {HISTORY_PREFIX + h.id: h.rating_key for h in history if h.rating_key in moved}
+    if moved:
+        history = [replace(h, rating_key=moved.get(h.rating_key, h.rating_key)) for h in history]
+        memory = _rekeyed(memory, moved)
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
     # before (by Plex's numbers then, which may have been other numbers than today's).
     renumbered = {*renumbering.numbers, *renumbering.withheld} & set(keyed)
@@ -438,7 +446,11 @@ def build_side(
     return Built(
         side,
         Memory(written, synthetic, frozenset(retired)),
-        {p.record: {"item": p.item, "at": p.at, "rating_key": rk} for p, rk in linked},
+        {  # `row_key`: the ratingKey the play's history row still names, if another
+            p.record: {"item": p.item, "at": p.at, "rating_key": rk}
+            | ({"row_key": row_keys[p.record]} if p.record in row_keys else {})
+            for p, rk in linked
+        },
         _key_map(listed),
         {
             **_guid_aliases(listed),
@@ -511,6 +523,36 @@ def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
     """A write of ours whose item is no longer watched (not one the listing may predate)."""
     recent = bool(written.attempts) and written.attempts[-1] >= settled
     return written.rating_key not in watched and not written.removed and not recent
+
+
+def _written_items(memory: Memory) -> dict[str, str]:
+    return {w.rating_key: w.item for w in memory.written.values()}
+
+
+def _moved_keys(
+    keyed: Mapping[str, tuple[str, LibraryItem]], items_before: Mapping[str, str]
+) -> dict[str, str]:
+    """Old ratingKey -> new one, for items a library lists no more under the key they had
+    (`items_before`: ratingKey -> item key) and lists under exactly one other."""
+    listed: dict[str, list[str]] = defaultdict(list)
+    for rk, (key, _) in keyed.items():
+        listed[key].append(rk)
+    return {
+        old: listed[item][0]
+        for old, item in items_before.items()
+        if old not in keyed and len(listed.get(item, ())) == 1
+    }
+
+
+def _rekeyed(memory: Memory, moved: Mapping[str, str]) -> Memory:
+    def new(rk: str) -> str:
+        return moved.get(rk, rk)
+
+    return Memory(
+        {r: replace(w, rating_key=new(w.rating_key)) for r, w in memory.written.items()},
+        {r: {**s, "rating_key": new(str(s["rating_key"]))} for r, s in memory.synthetic.items()},
+        memory.retired,
+    )
 
 
 def _before_the_count(
@@ -1019,6 +1061,12 @@ class PlexReader:
         kinds = self.link.kinds
         last = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, PLAYS)
         before = {record: str(v.get("item")) for record, v in last.items()}
+        keys_before = {
+            str(v[field]): str(v["item"])
+            for v in last.values()
+            for field in ("rating_key", "row_key")
+            if field in v
+        }
         built = build_side(
             library,
             history,
@@ -1028,6 +1076,7 @@ class PlexReader:
             numbered,
             before,
             skew=self.client.clock_skew,
+            keys_before=keys_before,
         )
         await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
