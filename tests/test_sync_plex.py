@@ -556,3 +556,54 @@ def test_a_copy_made_while_the_plex_clock_was_off_is_not_copied_back_once_it_is_
     second = sync(path, "--full")
     assert "plan: nothing to do" in second.stdout
     assert len(trakt.history()) == 2
+
+
+FOUR_K_SEEN = parse_iso("2024-01-15T20:00:00.000Z")
+HD_SEEN = parse_iso("2024-03-01T20:00:00.000Z")
+
+
+def two_copies(tmp_path: Path, start_fake: Any) -> tuple[Path, FakeTrakt, FakePlex]:
+    trakt, plex = start_fake(FakeTrakt()), start_fake(FakePlex())
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    plex.add_section("3", "Movies 4K", "movie")
+    plex.add_movie("100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    plex.add_movie("300", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"], section="3")
+    plex.watch("300", FOUR_K_SEEN)  # watched in 4K in January
+    plex.watch("100", HD_SEEN)  # and again, the HD copy, in March
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex:
+    accounts:
+      trakt: {{}}
+      plex: {{}}
+links:
+  plex-trakt: {{services: [plex, trakt], first_run: apply, max_removal_share: 1}}
+""",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "alex", now=time.time())
+    store.close()
+    return path, trakt, plex
+
+
+def test_a_deleted_4k_copy_of_a_movie_keeps_the_play_watched_on_it_while_the_hd_one_is_listed(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = two_copies(tmp_path, start_fake)
+    sync(path)
+    sync(path)
+    assert trakt_plays(trakt) == [
+        ("Movie", "2024-01-15T20:00:00.000Z"),
+        ("Movie", "2024-03-01T20:00:00.000Z"),
+    ]
+    plex.empty_section("3")  # the 4K copy deleted (Plex keeps its history rows)
+    sync(path, "--full")
+    sync(path, "--full")
+    assert trakt_plays(trakt) == [
+        ("Movie", "2024-01-15T20:00:00.000Z"),
+        ("Movie", "2024-03-01T20:00:00.000Z"),
+    ]

@@ -355,6 +355,8 @@ def build_side(
     before: Mapping[str, str] | None = None,
     skew: float = 0.0,
     keys_before: Mapping[str, str] | None = None,
+    listed_before: AbstractSet[str] = frozenset(),
+    moved_before: Mapping[str, str] | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
@@ -364,16 +366,28 @@ def build_side(
     the item each play's record named at the last read; a play now of another item (Fix
     Match in Plex: same ratingKey and history, new guid) moves like a renumbered one. `skew`:
     how far the server's clock (which dates its rows) is ahead of ours (which dates our
-    writes and `listed_at`). `keys_before`: the item each ratingKey was at the last read."""
+    writes and `listed_at`). `keys_before`: the item each ratingKey was at the last read;
+    `listed_before`: the ratingKeys the libraries listed then; `moved_before`: old ratingKey
+    -> new of the history rows an earlier read found naming a key a rescan replaced."""
     renumbering = renumbering or Renumbering()
     keyed = item_keys(library, renumbering.numbers)
     # A rescan that re-added an item (a replaced file) gave it a new ratingKey: what we knew
     # by the old one is the new one's.
-    moved = _moved_keys(keyed, {**_written_items(memory), **(keys_before or {})})
+    moved = {old: new for old, new in (moved_before or {}).items() if new in keyed}
+    moved |= _moved_keys(keyed, {**_written_items(memory), **(keys_before or {})}, listed_before)
     row_keys = {HISTORY_PREFIX + h.id: h.rating_key for h in history if h.rating_key in moved}
     if moved:
         history = [replace(h, rating_key=moved.get(h.rating_key, h.rating_key)) for h in history]
         memory = _rekeyed(memory, moved)
+    # A copy of a title gone while another is listed (a 4K edition deleted): the plays its
+    # history rows hold are still the title's (the count and unwatches of the copy left are
+    # its own).
+    listed_items = {key for key, _ in keyed.values()}
+    gone_copies = {
+        old: item
+        for old, item in (keys_before or {}).items()
+        if old not in keyed and old not in moved and item in listed_items
+    }
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
     # before (by Plex's numbers then, which may have been other numbers than today's).
     renumbered = {*renumbering.numbers, *renumbering.withheld} & set(keyed)
@@ -409,6 +423,10 @@ def build_side(
             plays.append(
                 (Play(keyed[h.rating_key][0], h.viewed_at, HISTORY_PREFIX + h.id), h.rating_key)
             )
+    for h in history:
+        if h.rating_key in gone_copies and h.id not in retired:
+            item = gone_copies[h.rating_key]
+            plays.append((Play(item, h.viewed_at, HISTORY_PREFIX + h.id), h.rating_key))
 
     synthetic: dict[str, Mapping[str, Any]] = {
         record: s for record, s in memory.synthetic.items() if s["rating_key"] in watched
@@ -530,13 +548,18 @@ def _written_items(memory: Memory) -> dict[str, str]:
 
 
 def _moved_keys(
-    keyed: Mapping[str, tuple[str, LibraryItem]], items_before: Mapping[str, str]
+    keyed: Mapping[str, tuple[str, LibraryItem]],
+    items_before: Mapping[str, str],
+    listed_before: AbstractSet[str],
 ) -> dict[str, str]:
     """Old ratingKey -> new one, for items a library lists no more under the key they had
-    (`items_before`: ratingKey -> item key) and lists under exactly one other."""
+    (`items_before`: ratingKey -> item key) and lists under exactly one other, new since the
+    last read (`listed_before`): one listed then is another copy of the title (a 4K edition
+    in another library), whose plays and view count are its own."""
     listed: dict[str, list[str]] = defaultdict(list)
     for rk, (key, _) in keyed.items():
-        listed[key].append(rk)
+        if rk not in listed_before:
+            listed[key].append(rk)
     return {
         old: listed[item][0]
         for old, item in items_before.items()
@@ -1062,10 +1085,14 @@ class PlexReader:
         last = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, PLAYS)
         before = {record: str(v.get("item")) for record, v in last.items()}
         keys_before = {
-            str(v[field]): str(v["item"])
-            for v in last.values()
-            for field in ("rating_key", "row_key")
-            if field in v
+            str(v["rating_key"]): str(v["item"]) for v in last.values() if "rating_key" in v
+        }
+        moved_before = {
+            str(v["row_key"]): str(v["rating_key"]) for v in last.values() if "row_key" in v
+        }
+        listings_before = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, KEYS)
+        listed_before = {
+            str(rk) for v in listings_before.values() for rk in v.get("rating_keys", [])
         }
         built = build_side(
             library,
@@ -1077,6 +1104,8 @@ class PlexReader:
             before,
             skew=self.client.clock_skew,
             keys_before=keys_before,
+            listed_before=listed_before,
+            moved_before=moved_before,
         )
         await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
