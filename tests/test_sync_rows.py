@@ -113,7 +113,7 @@ def ran(outcome: str, error: str | None = None) -> SyncRun:
     return SyncRun(1, "ts", 0.0, 1.0, outcome, {}, 0, error)
 
 
-def test_an_older_releases_held_run_says_which_profiles_it_held() -> None:
+def test_an_older_releases_recent_held_run_says_which_profiles_it_held() -> None:
     runs = [
         ran("running"),
         ran("failed", "bob: no sign-in; me: 3 of 4 plays on trakt would be removed"),
@@ -123,4 +123,7 @@ def test_an_older_releases_held_run_says_which_profiles_it_held() -> None:
     )
     assert held_by_an_older_release([*runs, ran("ok")], "me")
     assert not held_by_an_older_release(runs, "bob")
+    assert held_by_an_older_release(
+        [ran("ok"), ran("held", "me: 1 of 4 plays on trakt would be removed")], "me"
+    )
     assert not held_by_an_older_release([ran("ok"), ran("held", "me: 3 of 4 plays")], "me")

@@ -781,6 +781,10 @@ async def test_removals_a_release_before_the_holding_cursor_held_stay_held_after
     assert run is not None
     held = f"{PROFILE}: 3 of 4 plays on serializd would be removed (more than 50%); confirm"
     rig.store.finish_run(run, time.time(), "held", {}, 2, held)
+    for outcome, error in (("ok", None), ("failed", f"{PROFILE}: serializd: 502")):
+        later = rig.store.start_run(LINK, time.time())  # runs since, which said nothing of it
+        assert later is not None
+        rig.store.finish_run(later, time.time(), outcome, {}, 1, error)
     for number in range(1, 5):  # a season watched before the upgrade's first run
         log(serializd, 2, number, ago(2 - number / 10))
     result = await rig.sync_and_deliver()

@@ -845,7 +845,7 @@ def _sync_link(
     except NeedsReview as exc:  # the link's other profiles were queued: deliver them
         for failure in exc.failures:
             click.echo(f"error: {failure}", err=True)
-        _held_removals(runtime, name, exc.held, resolve=not exc.held_unread)
+        _held_removals(runtime, name, exc.held, _whole(direction, narrowed, exc.held_unread))
         delivered = asyncio.run(_deliver_now(runtime))
         click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
         raise
@@ -859,8 +859,7 @@ def _sync_link(
         for held in result.held:
             click.echo(f"held: {held}")
     else:
-        frozen = any(plan.frozen for plan in result.plans)  # a run one way only
-        whole = not frozen and narrowed is None and not result.held_unread
+        whole = _whole(direction, narrowed, result.held_unread)
         _held_removals(runtime, name, result.held, resolve=whole)
     rows = summary_rows(
         result.plans,
@@ -894,6 +893,12 @@ def _sync_link(
         "follow from the running service (see `watchbridge status`)"
     )
     _parts_failed(name, result)
+
+
+def _whole(direction: str | None, narrowed: Any, held_unread: bool) -> bool:
+    """Whether a run planned every removal a profile may hold: both ways, not narrowed, and
+    every profile that held some was read."""
+    return direction in (None, "two-way") and narrowed is None and not held_unread
 
 
 def _held_removals(runtime: Any, name: str, held: Sequence[str], resolve: bool) -> None:

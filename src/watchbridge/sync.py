@@ -463,16 +463,16 @@ def is_holding(store: Store, link: str, profile: str) -> bool:
     engine = load_cursors(store, link, ENGINE, profile)
     if HOLDING in engine or not engine:
         return engine.get(HOLDING) == "1"
-    return held_by_an_older_release(store.recent_runs(link, 20), profile)
+    return held_by_an_older_release(store.recent_runs(link, 100), profile)
 
 
 def held_by_an_older_release(runs: Sequence[SyncRun], profile: str) -> bool:
-    """Whether the link's last run (of `runs`, newest first) held removals of `profile`, as
-    its error says: a release before the `holding` cursor kept no other record of it. Pure."""
-    finished = (r for r in runs if r.outcome in ("ok", "held", "failed", "needs-review"))
-    last = next(finished, None)
+    """Whether one of the link's recent `runs` held removals of `profile`, as its error says:
+    a release before the `holding` cursor kept no other record of it, and a run since (one
+    that failed, or a delta run that did not read them) says nothing of them. Holding when
+    unsure costs one confirmation. Pure."""
     held = re.compile(rf"(^|; ){re.escape(profile)}: \d+ of \d+ \w+ on \w+ would be removed")
-    return last is not None and bool(held.search(last.error or ""))
+    return any(held.search(run.error or "") for run in runs)
 
 
 def _all_cursors(
@@ -801,12 +801,15 @@ async def run_link(
             failures=failures,
         )
         unread = tuple(f"{profile}: {why}" for profile, why in failures.items())
-        held_unread = any(
-            [await asyncio.to_thread(is_holding, store, name, profile) for profile in failures]
-        )
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = set() if dry_run else awaiting_review(link, plans, yes)
+        held_unread = any(  # not read, or waiting for a review: not applied either way
+            [
+                await asyncio.to_thread(is_holding, store, name, profile)
+                for profile in {*failures, *waiting}
+            ]
+        )
         applying = [p for p in plans if p.profile not in waiting]
 
         async def lists() -> ListsRun:
