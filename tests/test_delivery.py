@@ -1340,6 +1340,32 @@ async def test_a_rate_limit_shorter_than_15_minutes_does_not_alert_when_it_begin
     assert receiver.titles() == []
 
 
+async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.fail_next(1, 503)  # at boot, the network not up yet
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    clock.advance(-2 * 3600)  # NTP sets a clock that ran two hours fast right
+    await drain(worker, runtime, clock, passes=20, step=60)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+async def test_an_outage_across_a_clock_set_back_hours_is_alerted_within_the_hour(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.fail_next(10**6, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    clock.advance(-2 * 3600)
+    await drain(worker, runtime, clock, passes=60, step=60)
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+
+
 async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanwhile(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -1427,6 +1427,17 @@ class Store:
                 [(message, now, item_id) for item_id in item_ids],
             )
 
+    def bring_forward(self, step: float, now: float) -> int:
+        """Move the next tries of pending rows due after `now` `step` seconds earlier (not
+        before `now`): the clock was set back that much. How many moved."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET next_attempt_at = MAX(?, next_attempt_at - ?)"
+                " WHERE status = 'pending' AND next_attempt_at > ?",
+                (now, step, now),
+            )
+            return cursor.rowcount
+
     def next_due(self, targets: Sequence[str] | None = None) -> float | None:
         """When the earliest row `claim` could take becomes due (None when nothing is
         pending): a row behind an older unfinished one of its item waits for that one."""

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
 TARGET_PROBE_MAX = 300.0
+# The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
+# waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
+CLOCK_STEP_BACK = 60.0
 TARGET_PROBE_MIN = 1.0  # the shortest pause of a target that is down
 # How often to look for dead letters no alert told of yet (another process's too).
 UNTOLD_LOOK_EVERY = 60.0
@@ -366,6 +369,7 @@ class DeliveryWorker:
         # rows under a config the service has not loaded yet.
         self._judge_config = role == SERVICE_ROLE
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
+        self._latest_now = 0.0  # the latest time the clock said: a step back is seen
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
@@ -440,6 +444,22 @@ class DeliveryWorker:
             for waiter in waiters:
                 waiter.cancel()
 
+    async def _after_a_step_back(self, runtime: Runtime) -> None:
+        """Move the waits the clock set back by more than CLOCK_STEP_BACK has made longer (the
+        holds here, the rows' next tries in the store) back as much."""
+        now = runtime.clock()
+        step, self._latest_now = self._latest_now - now, max(self._latest_now, now)
+        if step <= CLOCK_STEP_BACK:
+            return
+        self._latest_now = now
+        for held in self.holds.values():
+            held.until, held.since = held.until - step, held.since - step
+        moved = await asyncio.to_thread(runtime.store.bring_forward, step, now)
+        log.warning(
+            "the clock went back: deliveries waiting keep their waits",
+            extra={"seconds": round(step), "rows": moved},
+        )
+
     def _open_targets(self, now: float, names: Sequence[str]) -> list[str]:
         return [name for name in names if name not in self.holds or self.holds[name].until <= now]
 
@@ -456,6 +476,7 @@ class DeliveryWorker:
 
     async def _pass(self, runtime: Runtime, names: Sequence[str]) -> bool:
         """One batch for each of the targets `names` that is open; True if any was claimed."""
+        await self._after_a_step_back(runtime)
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now, names)
         claimed_any = False
