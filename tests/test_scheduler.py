@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, User
 from tests.harness import sign_in_trakt, until
 from watchbridge import scheduler
 from watchbridge.alerts import Notifier
@@ -457,18 +457,33 @@ async def test_an_unforeseen_failure_logs_its_traceback_once_per_streak(
     assert [r.exc_info is not None for r in failed[:3]] == [True, False, False]
 
 
-async def test_the_held_removals_alert_stays_while_the_holding_profile_cannot_be_read(
+def me_and_bob(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
-) -> None:
+) -> tuple[Runtime, User]:
+    """The link for me (a Trakt play an hour old) and bob, run every 0.2 s; bob's Trakt user."""
     trakt, serializd, receiver = fakes
     serializd.add_user(*BOB)
     a_trakt_play_an_hour_ago(trakt)
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, 0.2, more_profiles=WITH_BOB)
-    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=trakt.add_user("bob"))
+    bob = trakt.add_user("bob")
+    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=bob)
+    return runtime, bob
+
+
+async def until_me_holds_a_removal(fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]) -> None:
+    trakt, serializd, receiver = fakes
+    await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
+    remove_it_on_trakt(trakt)  # me: 1 of 2 plays, held
+    await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
+
+
+async def test_the_held_removals_alert_stays_while_the_holding_profile_cannot_be_read(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime, _ = me_and_bob(tmp_path, fakes)
     async with scheduled(runtime, deliver=True):
-        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
-        remove_it_on_trakt(trakt)  # me: 1 of 2 plays, held
-        await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
+        await until_me_holds_a_removal(fakes)
         trakt.revoke_tokens(trakt.user)  # me's sign-in lapses; bob syncs on
         await until(lambda: failed_runs(runtime) >= 2, timeout=60)
     assert "Resolved: watchbridge: link ts holds removals" not in receiver.titles()
@@ -479,15 +494,9 @@ async def test_confirmed_removals_resolve_the_alert_while_a_profile_holding_none
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:
     trakt, serializd, receiver = fakes
-    serializd.add_user(*BOB)
-    a_trakt_play_an_hour_ago(trakt)
-    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 0.2, more_profiles=WITH_BOB)
-    bob = trakt.add_user("bob")
-    sign_in_trakt(runtime.store, trakt, "bob", now=time.time(), user=bob)
+    runtime, bob = me_and_bob(tmp_path, fakes)
     async with scheduled(runtime, deliver=True):
-        await until(lambda: len(trakt.history()) == 2 and len(serializd.diary()) == 2)
-        remove_it_on_trakt(trakt)  # me: 1 of 2 plays, held
-        await until(lambda: "watchbridge: link ts holds removals" in receiver.titles())
+        await until_me_holds_a_removal(fakes)
         trakt.revoke_tokens(bob)  # bob's sign-in lapses; he holds nothing
         await until(lambda: failed_runs(runtime) >= 1, timeout=60)
         await confirm_removals(runtime)
