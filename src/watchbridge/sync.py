@@ -732,7 +732,7 @@ class RunResult:
     skipped: int = 0
     lists: ListsRun = field(default_factory=ListsRun)  # the watchlist and collection parts
     errors: tuple[str, ...] = ()  # "profile: why" of profiles whose sides could not be read
-    # One of those held removals before: the alert about them is not over.
+    # A profile not read, or waiting for its review, held removals: their alert is not over.
     held_unread: bool = False
 
     @property
