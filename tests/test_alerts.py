@@ -873,6 +873,19 @@ def test_book_sends_first_report_then_suppresses_until_the_window_passes() -> No
     assert later.send and later.suppressed == 1 and later.since == 60
 
 
+def test_book_takes_times_ahead_of_the_clock_as_now_when_it_was_set_back() -> None:
+    book = AlertBook(window=3600)
+    condition: Condition | None
+    condition, alert = book.report(None, "k", now=7200)  # a clock two hours fast
+    condition = book.sent(condition, alert, now=7200)
+    condition, recovery = book.clear(condition, now=7300)
+    condition = book.sent(condition, recovery, now=7300)
+    condition, held = book.report(condition, "k", now=100)  # set right; it comes back
+    _, later = book.report(condition, "k", now=100 + 600)
+
+    assert not held.send and later.send  # after the flap guard, not the clock's step
+
+
 def test_book_owes_a_recovery_only_for_an_alert_still_open() -> None:
     book = AlertBook(window=60)
     condition: Condition | None

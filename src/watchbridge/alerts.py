@@ -108,7 +108,11 @@ class AlertBook:
         self.backoff = min(RETRY_FAILED, window)
 
     def current(self, condition: Condition | None, now: float) -> Condition | None:
-        """The condition as it stands at `now`: lapsed leases failed, expired ones gone."""
+        """The condition as it stands at `now`: lapsed leases failed, expired ones gone, and
+        times ahead of `now` (the clock was set back since) taken as `now`: they would hold
+        the next alert back as long as the clock's step."""
+        if condition is not None:
+            condition = _not_after(condition, now, now + self.lease)
         if condition is not None and condition.sending and now >= condition.until:
             condition = self._taken_back(condition, condition.until)
         if condition is not None and self.keep(condition, now) <= 0:
@@ -203,6 +207,14 @@ class AlertBook:
     def _held(self, condition: Condition, now: float) -> bool:
         """True while a condition's last failed send holds its next one back."""
         return condition.failed_at is not None and now - condition.failed_at < self.backoff
+
+
+def _not_after(condition: Condition, now: float, lease_end: float) -> Condition:
+    failed_at = None if condition.failed_at is None else min(condition.failed_at, now)
+    sent_at, until = min(condition.sent_at, now), min(condition.until, lease_end)
+    if (sent_at, failed_at, until) == (condition.sent_at, condition.failed_at, condition.until):
+        return condition
+    return replace(condition, sent_at=sent_at, failed_at=failed_at, until=until)
 
 
 def _awaited(condition: Condition | None, verdict: Verdict) -> bool:
