@@ -314,7 +314,8 @@ async def test_a_scheduled_run_holding_removals_alerts_with_the_confirming_comma
     async with scheduled(runtime, deliver=True):
         await until_a_removal_is_held(trakt, serializd, receiver)
         held = next(m for m in receiver.messages if "holds removals" in str(m.get("title")))
-        assert "--confirm-removals" in str(held.get("message"))
+        # This link's only: without --link it would confirm every link's held removals.
+        assert "`watchbridge sync --link ts --confirm-removals`" in str(held.get("message"))
         assert len(serializd.diary()) == 2  # nothing removed
 
 

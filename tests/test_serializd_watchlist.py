@@ -301,9 +301,14 @@ async def test_watchlist_removals_the_guard_holds_are_the_runs_held_removals(rig
     result = await rig.sync()
     assert len(rig.trakt.watchlist()) == 4
     assert result.outcome == "held"
-    assert result.held == ("me: watchlist: " + result.lists.results[0].plan.held,)
+    assert result.held == (
+        "me: watchlist: 4 of 4 watchlist titles on Trakt would be removed (more than 10%); "
+        "confirm with `watchbridge sync --link trakt-serializd --confirm-removals`",
+    )
     (run,) = rig.store.last_runs()  # what the status page and `watchbridge status` show
-    assert run.outcome == "held" and "watchbridge sync --confirm-removals" in (run.error or "")
+    assert run.outcome == "held" and "sync --link trakt-serializd --confirm-removals" in (
+        run.error or ""
+    )
 
 
 async def test_a_failing_serializd_watchlist_read_fails_the_run(rig: Any) -> None:

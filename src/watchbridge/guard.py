@@ -33,3 +33,11 @@ def removals_held(
     if removals / size <= share:
         return ""
     return f"{removals} of {size} {what} would be removed (more than {share:.0%}); {CONFIRM}"
+
+
+def for_link(held: str, link: str) -> str:
+    """`held` (a reason removals wait) with the command confirming that link's only: without
+    `--link`, `watchbridge sync --confirm-removals` confirms every link's held removals."""
+    return held.replace(
+        CONFIRM, f"confirm with `watchbridge sync --link {link} --confirm-removals`"
+    )

@@ -28,7 +28,7 @@ from watchbridge.accounts import (
 )
 from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError
-from watchbridge.guard import BEFORE_CONFIRMING
+from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
@@ -842,9 +842,9 @@ async def run_link(
             queued += applied.queued
             skipped += applied.skipped
             if applied.held:
-                held.append(f"{result.profile}: {applied.held}")
+                held.append(for_link(f"{result.profile}: {applied.held}", name))
         listed = await lists()
-        held += listed.held  # a scheduled run alerts of these too
+        held += [for_link(why, name) for why in listed.held]  # a scheduled run alerts too
         if waiting:
             everyone = not applying and not unread
             message = review_message(name, waiting, everyone, others_fail=bool(unread))
