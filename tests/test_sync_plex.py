@@ -14,6 +14,7 @@ from tests.fakes.plex import TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
+from tests.test_sync_scenarios import TraktApp
 from watchbridge.config import PlexConfig
 from watchbridge.services.plextv import Pin, PlexTvClient
 from watchbridge.services.trakt import parse_iso
@@ -607,3 +608,39 @@ def test_a_deleted_4k_copy_of_a_movie_keeps_the_play_watched_on_it_while_the_hd_
         ("Movie", "2024-01-15T20:00:00.000Z"),
         ("Movie", "2024-03-01T20:00:00.000Z"),
     ]
+
+
+BOTH = [("Movie", "2024-01-15T20:00:00.000Z"), ("Movie", "2024-03-01T20:00:00.000Z")]
+
+
+def remove_on_trakt(trakt: FakeTrakt, watched_at: str) -> None:
+    """The user removes the play watched then, in Trakt's app."""
+    app = TraktApp(trakt)
+    app.unwatch(next(h for h in trakt.history() if h.watched_at == watched_at))
+    app.http.close()
+
+
+def test_a_new_copy_added_after_another_was_deleted_keeps_the_deleted_ones_play(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = two_copies(tmp_path, start_fake)
+    sync(path)
+    plex.empty_section("3")  # the 4K copy deleted
+    sync(path, "--full")
+    plex.add_movie("500", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])  # weeks later
+    sync(path, "--full")
+    sync(path, "--full")
+    assert trakt_plays(trakt) == BOTH
+
+
+def test_a_play_of_one_copy_removed_on_trakt_stays_removed_while_another_holds_its_own(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, _ = two_copies(tmp_path, start_fake)
+    sync(path)
+    sync(path)
+    remove_on_trakt(trakt, BOTH[1][1])  # the HD copy's March viewing
+    sync(path, "--full", "--confirm-removals")
+    sync(path, "--full")
+    assert trakt_plays(trakt) == [BOTH[0]]
+    assert "plan: nothing to do" in sync(path, "--full").stdout

@@ -293,14 +293,14 @@ class PlexTarget:
             await self._put(person.profile, SYNTHETIC, {record: person.synthetic[record]})
         person.plays.pop(record, None)
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
-        if any(p["item"] == item for p in person.plays.values()):
-            return Delivered("play removed; other plays of the item remain, it stays watched")
         copies = [str(c) for c in (person.keys.get(item) or {"rating_keys": [rk]})["rating_keys"]]
-        # Never unwatch an episode that holds another play (under another key: renumbered).
+        # Each copy of the title (a 4K edition beside the HD one) keeps its own plays and view
+        # count: one left watched with no play would read back as this one, dated its last
+        # view. Never unwatch a copy that holds another play (renumbered: under another key).
         held = {str(p["rating_key"]) for p in person.plays.values()}
         copies = [c for c in copies if c not in held]
         if not copies:
-            return Delivered("play removed; the episode has other plays, it stays watched")
+            return Delivered("play removed; other plays of the item remain, it stays watched")
         try:
             for copy in copies:
                 await self.client.unscrobble(copy, person.token)

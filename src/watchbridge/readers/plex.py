@@ -552,10 +552,11 @@ def _moved_keys(
     items_before: Mapping[str, str],
     listed_before: AbstractSet[str],
 ) -> dict[str, str]:
-    """Old ratingKey -> new one, for items a library lists no more under the key they had
-    (`items_before`: ratingKey -> item key) and lists under exactly one other, new since the
-    last read (`listed_before`): one listed then is another copy of the title (a 4K edition
-    in another library), whose plays and view count are its own."""
+    """Old ratingKey -> new one, for items the last read listed (`listed_before`) under the key
+    they had (`items_before`: ratingKey -> item key) and this one lists under exactly one
+    other, new since: one listed then is another copy of the title (a 4K edition in another
+    library), whose plays and view count are its own; a key gone before the last read is a
+    deleted copy's, not the new one's."""
     listed: dict[str, list[str]] = defaultdict(list)
     for rk, (key, _) in keyed.items():
         if rk not in listed_before:
@@ -563,7 +564,7 @@ def _moved_keys(
     return {
         old: listed[item][0]
         for old, item in items_before.items()
-        if old not in keyed and len(listed.get(item, ())) == 1
+        if old not in keyed and old in listed_before and len(listed.get(item, ())) == 1
     }
 
 
