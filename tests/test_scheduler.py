@@ -506,3 +506,20 @@ async def test_confirmed_removals_resolve_the_alert_while_a_profile_holding_none
         await until(lambda: len(serializd.diary()) == 1, timeout=30)
         resolved = "Resolved: watchbridge: link ts holds removals"
         await until(lambda: resolved in receiver.titles(), timeout=30)
+
+
+async def test_a_hold_is_logged_as_a_warning_once_while_it_lasts(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt, serializd, receiver = fakes
+    a_trakt_play_an_hour_ago(trakt)
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    with caplog.at_level("WARNING", logger="watchbridge.scheduler"):
+        async with scheduled(runtime, deliver=True):
+            await until_a_removal_is_held(trakt, serializd, receiver)
+            runs = len(runtime.store.recent_runs("ts", 100))
+            await until(lambda: len(runtime.store.recent_runs("ts", 100)) >= runs + 2)
+    logged = [r for r in caplog.records if r.getMessage().startswith("sync holds removals")]
+    assert len(logged) == 1 and "--link ts --confirm-removals" in logged[0].held  # type: ignore[attr-defined]

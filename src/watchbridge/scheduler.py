@@ -55,6 +55,7 @@ class SyncScheduler:
         interval = runtime.config.links[name].interval
         delay = jittered(self.first_delay)
         told_unresolved: tuple[str, ...] = ()  # logged again only once they change
+        told_held = False  # a hold is logged once, when it begins: it may wait for weeks
         runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
@@ -130,6 +131,12 @@ class SyncScheduler:
                     extra={"link": name, "titles": "; ".join(unresolved[:UNRESOLVED_LOGGED])},
                 )
             told_unresolved = unresolved
+            if result.held and not told_held:  # also where no alert URL is set
+                log.warning(
+                    "sync holds removals for your confirmation",
+                    extra={"link": name, "held": "; ".join(result.held)},
+                )
+            told_held = bool(result.held)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
