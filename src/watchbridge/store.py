@@ -1972,8 +1972,13 @@ class Store:
         return float(row[0]) + lease if row[0] is not None else 0.0
 
     def heartbeat_run(self, run_id: int, now: float) -> None:
+        """Renew a running run's lease; a beat racing the run's end leaves its record as it
+        finished."""
         with self.transaction() as conn:
-            conn.execute("UPDATE sync_runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
+            conn.execute(
+                "UPDATE sync_runs SET heartbeat_at = ? WHERE id = ? AND outcome = 'running'",
+                (now, run_id),
+            )
 
     def finish_run(
         self,
