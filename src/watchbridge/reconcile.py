@@ -212,7 +212,7 @@ def plan(
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
     saw done (its record absent from its side), and when. A record read again after that is a
     new play (a Serializd tick ticked again: its record names the episode), unless it is an id
-    given to one play only (`_given_once`). `holding`: an earlier run held removals for
+    given to one play only (`given_once`). `holding`: an earlier run held removals for
     confirmation; every removal waits until one is confirmed or none is left."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
@@ -399,7 +399,7 @@ def _plan_history(
         for play in lonely:
             stone = (source, play.record)
             if play.record in partners_of_removed[source] or (
-                stone in tombstones and (stone not in done_at or _given_once(play.record))
+                stone in tombstones and (stone not in done_at or given_once(play.record))
             ):
                 continue
             held[play.item] += 1
@@ -426,7 +426,7 @@ def _plan_history(
     return actions
 
 
-def _given_once(record: str) -> bool:
+def given_once(record: str) -> bool:
     """Whether `record` is an id its service gives one play only (a Trakt history entry, a
     Serializd diary entry): read again after its removal was seen done, it is a read lagging
     behind the removal (Trakt's do), not a new play, unlike a tick's record (it names the

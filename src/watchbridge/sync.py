@@ -388,7 +388,7 @@ async def _plan_profile(
     full_at = float(saved[ENGINE].get("full_at", 0))
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     # Removals held for confirmation may have been found by a full read only.
-    holding = await asyncio.to_thread(is_holding, store, name, profile)
+    holding = await asyncio.to_thread(is_holding, store, name, profile, saved[ENGINE])
     full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or holding
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
@@ -458,9 +458,12 @@ async def _plan_profile(
     )
 
 
-def is_holding(store: Store, link: str, profile: str) -> bool:
-    """Whether `link`'s last applied run for `profile` held removals for confirmation."""
-    engine = load_cursors(store, link, ENGINE, profile)
+def is_holding(
+    store: Store, link: str, profile: str, engine: Mapping[str, str] | None = None
+) -> bool:
+    """Whether `link`'s last applied run for `profile` held removals for confirmation
+    (`engine`: the link's engine cursors for the profile, when loaded already)."""
+    engine = load_cursors(store, link, ENGINE, profile) if engine is None else engine
     if HOLDING in engine or not engine:
         return engine.get(HOLDING) == "1"
     return held_by_an_older_release(store.recent_runs(link, 100), profile)

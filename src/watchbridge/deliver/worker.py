@@ -448,8 +448,9 @@ class DeliveryWorker:
         """Move the waits the clock set back by more than CLOCK_STEP_BACK has made longer (the
         holds here, the rows' next tries in the store) back as much."""
         now = runtime.clock()
-        step, self._latest_now = self._latest_now - now, max(self._latest_now, now)
+        step = self._latest_now - now
         if step <= CLOCK_STEP_BACK:
+            self._latest_now = max(self._latest_now, now)
             return
         self._latest_now = now
         for held in self.holds.values():

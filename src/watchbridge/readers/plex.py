@@ -337,6 +337,32 @@ class Memory:
 
 
 @dataclass(frozen=True)
+class LastRead:
+    """What the last read of one person's side kept: its plays (record -> {"item", "at",
+    "rating_key", and "row_key": the ratingKey the play's history row still names after a
+    rescan replaced it}) and the ratingKeys the libraries listed."""
+
+    plays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    listed: AbstractSet[str] = frozenset()
+
+    def items(self) -> dict[str, str]:
+        """record -> the item it was a play of."""
+        return {record: str(v.get("item")) for record, v in self.plays.items()}
+
+    def items_by_key(self) -> dict[str, str]:
+        """ratingKey -> the item it was."""
+        return {
+            str(v["rating_key"]): str(v["item"]) for v in self.plays.values() if "rating_key" in v
+        }
+
+    def moved(self) -> dict[str, str]:
+        """old ratingKey -> new, of the history rows naming a key a rescan replaced."""
+        return {
+            str(v["row_key"]): str(v["rating_key"]) for v in self.plays.values() if "row_key" in v
+        }
+
+
+@dataclass(frozen=True)
 class Built:
     side: Side
     memory: Memory
@@ -352,29 +378,25 @@ def build_side(
     with_ratings: bool,
     listed_at: float | None = None,
     renumbering: Renumbering | None = None,
-    before: Mapping[str, str] | None = None,
+    last: LastRead | None = None,
     skew: float = 0.0,
-    keys_before: Mapping[str, str] | None = None,
-    listed_before: AbstractSet[str] = frozenset(),
-    moved_before: Mapping[str, str] | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
     `listed_at`: when the listings were taken; a history row after it (less a margin for the
     server's clock) may be a play the listing missed, so it is never retired. `renumbering`:
-    episodes keyed by the other side's numbers, or withheld (see `Renumbering`). `before`:
-    the item each play's record named at the last read; a play now of another item (Fix
-    Match in Plex: same ratingKey and history, new guid) moves like a renumbered one. `skew`:
-    how far the server's clock (which dates its rows) is ahead of ours (which dates our
-    writes and `listed_at`). `keys_before`: the item each ratingKey was at the last read;
-    `listed_before`: the ratingKeys the libraries listed then; `moved_before`: old ratingKey
-    -> new of the history rows an earlier read found naming a key a rescan replaced."""
-    renumbering = renumbering or Renumbering()
+    episodes keyed by the other side's numbers, or withheld (see `Renumbering`). `last`: what
+    the last read kept; a play of a record now of another item (Fix Match in Plex: same
+    ratingKey and history, new guid) moves like a renumbered one. `skew`: how far the
+    server's clock (which dates its rows) is ahead of ours (which dates our writes and
+    `listed_at`)."""
+    renumbering, last = renumbering or Renumbering(), last or LastRead()
     keyed = item_keys(library, renumbering.numbers)
+    keys_before, record_items = last.items_by_key(), last.items()
     # A rescan that re-added an item (a replaced file) gave it a new ratingKey: what we knew
     # by the old one is the new one's.
-    moved = {old: new for old, new in (moved_before or {}).items() if new in keyed}
-    moved |= _moved_keys(keyed, {**_written_items(memory), **(keys_before or {})}, listed_before)
+    moved = {old: new for old, new in last.moved().items() if new in keyed}
+    moved |= _moved_keys(keyed, {**_written_items(memory), **keys_before}, last.listed)
     row_keys = {HISTORY_PREFIX + h.id: h.rating_key for h in history if h.rating_key in moved}
     if moved:
         history = [replace(h, rating_key=moved.get(h.rating_key, h.rating_key)) for h in history]
@@ -385,7 +407,7 @@ def build_side(
     listed_items = {key for key, _ in keyed.values()}
     gone_copies = {
         old: item
-        for old, item in (keys_before or {}).items()
+        for old, item in keys_before.items()
         if old not in keyed and old not in moved and item in listed_items
     }
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
@@ -454,7 +476,7 @@ def build_side(
         renumbered=frozenset(
             p.record
             for p, rk in plays
-            if rk in renumbered or (before or {}).get(p.record, p.item) != p.item
+            if rk in renumbered or record_items.get(p.record, p.item) != p.item
         ),
         forgotten=tuple(Play(w.item, w.at, r) for r, w in written.items() if w.forgotten),
         renumbered_ratings=frozenset(
@@ -1083,18 +1105,7 @@ class PlexReader:
             )
         history, cursor = await self._history(profile, access, full)
         kinds = self.link.kinds
-        last = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, PLAYS)
-        before = {record: str(v.get("item")) for record, v in last.items()}
-        keys_before = {
-            str(v["rating_key"]): str(v["item"]) for v in last.values() if "rating_key" in v
-        }
-        moved_before = {
-            str(v["row_key"]): str(v["rating_key"]) for v in last.values() if "row_key" in v
-        }
-        listings_before = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, KEYS)
-        listed_before = {
-            str(rk) for v in listings_before.values() for rk in v.get("rating_keys", [])
-        }
+        last = await asyncio.to_thread(self._last_read, profile)
         built = build_side(
             library,
             history,
@@ -1102,11 +1113,8 @@ class PlexReader:
             "ratings" in kinds,
             listed_at,
             numbered,
-            before,
+            last,
             skew=self.client.clock_skew,
-            keys_before=keys_before,
-            listed_before=listed_before,
-            moved_before=moved_before,
         )
         await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
@@ -1267,6 +1275,13 @@ class PlexReader:
             {record: Written.from_dict(v) for record, v in written.items()},
             self.store.mirror_get(SERVICE, profile, SYNTHETIC),
             frozenset(self.store.mirror_get(SERVICE, profile, RETIRED)),
+        )
+
+    def _last_read(self, profile: str) -> LastRead:
+        listings = self.store.mirror_get(SERVICE, profile, KEYS)
+        return LastRead(
+            self.store.mirror_get(SERVICE, profile, PLAYS),
+            {str(rk) for v in listings.values() for rk in v.get("rating_keys", [])},
         )
 
     def _remember(self, profile: str, built: Built, machine: str | None) -> None:

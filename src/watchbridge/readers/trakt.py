@@ -18,7 +18,7 @@ from watchbridge.deliver.trakt import forget_plays
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, SideRead
-from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
@@ -49,7 +49,7 @@ def plays_gone(baseline: Side, read: Side) -> tuple[list[Played], list[Played]]:
         for p in baseline.plays
         if p.at != UNDATED
         and p.record not in held
-        and (p.record.isdigit() or (p.item, int(p.at // 60)) not in near)
+        and (given_once(p.record) or (p.item, int(p.at // 60)) not in near)
         and (ref := ref_for_key(p.item))
     ]
     items = {ref.key() for ref, _ in gone}
