@@ -317,6 +317,21 @@ async def test_a_rewatch_paused_or_dropped_on_anilist_removes_nothing_from_seria
     assert len(logged(serializd, REZERO)) == 14
 
 
+async def test_an_episode_logged_again_on_serializd_is_not_copied_back_while_anilist_waits(
+    rig: Rig, serializd: FakeSerializd, anilist: FakeAniList
+) -> None:
+    # A finished part's episode 7 logged once more in Serializd's app: AniList's add waits a
+    # while for an episode 1 (a rewatch starting?); a full run meanwhile must not read the
+    # waiting play twice on AniList's side and copy one back to Serializd.
+    await part_two_finished(rig, serializd, anilist, days_ago=30)
+    serializd.log_entry(None, REZERO, 1, 45, backdate=iso(time.time() - 3 * DAY))
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert [r for r in serializd.diary() if "#watchbridge" in r.tags] == []
+    assert logged(serializd, REZERO).count((1, 45)) == 2
+    assert status_of(anilist, REZERO_P2) == ("COMPLETED", 12, 0)
+
+
 def on_serializd(serializd: FakeSerializd) -> list[int]:
     """Re:Zero's TMDB S1 episodes Serializd holds as watched: ticked or in the diary."""
     ticked = {number for show, _, number in serializd.ticks() if show == REZERO}

@@ -607,7 +607,9 @@ def carry_expected(
         Play(p.item, p.at, p.record.removeprefix(EXPECTED)) if p.record in gone else p
         for p in baseline.plays
     )
-    waiting = tuple(p for p in missing if p.record not in gone)
+    # A reader may carry the waiting ones itself (AniList's claims): once each, not twice.
+    carried = {p.record for p in read.plays}
+    waiting = tuple(p for p in missing if p.record not in gone and p.record not in carried)
     return replace(baseline, plays=plays), replace(read, plays=read.plays + waiting)
 
 
