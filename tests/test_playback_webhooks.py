@@ -176,6 +176,23 @@ def test_the_tvs_paused_session_ending_after_the_tablet_finished_is_no_second_pl
         assert len(rig.plays()) == 1, rig.live()
 
 
+def test_the_tv_paused_at_the_credits_woken_days_after_the_tablet_finished_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(44 * 60)
+        rig.post("jellyfin", jellyfin_progress(93, paused=True))
+        rig.advance(10 * 60)
+        rig.post("jellyfin", jellyfin_progress(93) | TABLET_JELLYFIN)
+        rig.advance(5 * 60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json") | TABLET_JELLYFIN)
+        rig.advance(10 * 24 * HOUR)
+        rig.housekeeping()
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))  # the TV wakes
+        assert len(rig.plays()) == 1
+
+
 def test_tonights_second_viewing_in_another_room_paused_and_resumed_is_a_second_play(
     tmp_path: Path,
 ) -> None:
@@ -289,15 +306,19 @@ def days_later(rig: Rig, days: int) -> None:
     rig.housekeeping()
 
 
-def test_a_client_left_paused_on_the_credits_for_two_days_is_one_play(tmp_path: Path) -> None:
-    # The server times the paused session out (the play); two days later the TV wakes up.
+@pytest.mark.parametrize("days", [2, 10])
+def test_a_client_left_paused_on_the_credits_for_days_is_one_play(
+    tmp_path: Path, days: int
+) -> None:
+    # The server times the paused session out (the play); days later the TV wakes up (past
+    # the week after which idle sessions were once forgotten).
     with running_rig(tmp_path) as rig:
         rig.post("jellyfin", jellyfin("playback_start_episode.json"))
         rig.advance(46 * 60)
         rig.post("jellyfin", jellyfin_progress(97, paused=True))
         rig.advance(1.5 * HOUR)
         rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
-        days_later(rig, 2)
+        days_later(rig, days)
         rig.post("jellyfin", jellyfin_progress(97, paused=True))
         rig.advance(60)
         rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))

@@ -10,16 +10,17 @@ import logging
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
 from watchbridge.deliver.worker import SERVICE_ROLE
-from watchbridge.store import CLAIM_LEASE
+from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
 
 log = logging.getLogger(__name__)
 
 EVERY = 3600.0
 KEEP_DONE = 7 * 86400.0  # delivered rows and their events stay a week, for diagnosis
 # (a link's delivered add stays while the link still expects the play: `Store.prune`)
-# A playback session idle for a week is over (a client left paused on the credits for days
-# still reports that viewing when it wakes up).
-KEEP_SESSIONS = 7 * 86400.0
+# A playback session is kept as long as an item's record of its last viewing: a client left
+# paused on the credits reports that viewing again when it wakes up, weeks later maybe, and
+# without its session that report would be a second play.
+KEEP_SESSIONS = KEEP_MARKS
 ALERTED = "alerted"  # cache namespace: alerts already sent, by key
 ALERTED_TTL = 400 * 86400.0  # longer than a token lives
 

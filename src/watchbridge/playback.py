@@ -45,9 +45,8 @@ class Session:
     state: State
     progress: float | None
     # Counts this session's viewings and live states; part of every idempotency key. A new
-    # session starts at the current second, not 0: sessions idle for a week are forgotten while
-    # delivered rows (and their keys) are kept a week, and a rewatch must not reuse a finished
-    # play's key.
+    # session starts at the current second, not 0: a forgotten session (idle for over a year,
+    # or one that never was) must not reuse a finished play's key.
     generation: int
     # The last event's time. While `completed`: the last event of that viewing.
     updated_at: float
