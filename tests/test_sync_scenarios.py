@@ -318,6 +318,30 @@ async def test_two_diary_entries_of_one_episode_stay_two_plays_on_trakt(
     assert trakt_plays(trakt) == [(1, 1, "2024-01-01"), (1, 1, "2024-03-01")]
 
 
+async def test_two_diary_entries_logged_with_one_date_stay_two_plays_on_both_sides(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    day = ago(3)
+    log(serializd, 1, 1, day)
+    log(serializd, 1, 1, day)  # watched twice that day, both logged with its date
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert len(diary_plays(serializd)) == 2
+    assert len(trakt_plays(trakt)) == 2
+
+
+async def test_two_trakt_plays_at_one_time_stay_two_plays_on_both_sides(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    day = ago(3)
+    app.watch(1, 1, day)
+    app.watch(1, 1, day)
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert len(trakt_plays(trakt)) == 2
+    assert len(diary_plays(serializd)) == 2
+
+
 # --------------------------------------------------------------------------- conflict policies
 
 

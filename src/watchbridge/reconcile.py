@@ -30,6 +30,9 @@ SAME_VIEWING = 60.0  # ...and this close, certainly so (one viewing, dated by tw
 EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
 ABSORBED = "held:"  # record prefix of a play AniList already counted (readers/anilist.py)
 UNDATED = 0.0  # `Play.at` of a play whose date is unknown
+# Targets take a play of an item within this many minutes of one they hold for that play
+# (a webhook's and a link's copy of one viewing): two viewings copied are set further apart.
+DUPLICATE_WINDOW_MINUTES = 2
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 
 # What else reads as a play gone from a side: an AniList entry's episodes reach the other side
@@ -403,8 +406,9 @@ def _plan_history(
             ):
                 continue
             held[play.item] += 1
-            earlier = sum(1 for at in dates[play.item] if at < play.at or at == UNDATED)
-            dates[play.item].append(play.at)
+            at = apart_from(play.at, dates[play.item])
+            earlier = sum(1 for when in dates[play.item] if when < at or when == UNDATED)
+            dates[play.item].append(at)
             # Forgotten by the target, or read again since its removal: a new action, its own
             # key (one per removal: a tick may be unticked and ticked again many times).
             suffix = ":again" if (play.item, int(play.at // 60)) in again else ""
@@ -417,13 +421,24 @@ def _plan_history(
                     target,
                     play.item,
                     f"new on {source}",
-                    play.at,
+                    at,
                     source=play.record + suffix,
                     target_plays=held[play.item] - 1,
                     earlier_plays=earlier,
                 )
             )
     return actions
+
+
+def apart_from(at: float, taken: Sequence[float]) -> float:
+    """`at`, or a few minutes later, so that the target does not take the play for one of the
+    item's plays at `taken` (two viewings logged with one date: both are copied)."""
+    if at == UNDATED:
+        return at
+    apart = (2 * DUPLICATE_WINDOW_MINUTES + 1) * 60
+    while any(when != UNDATED and abs(when - at) < apart for when in taken):
+        at += apart
+    return at
 
 
 def given_once(record: str) -> bool:

@@ -44,7 +44,7 @@ from watchbridge.ids import (
 )
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.playback import shortest_viewing
-from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED
+from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, MATCH_WINDOW, UNDATED
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
     HistoryPlay,
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
-DUPLICATE_WINDOW_MINUTES = 2
 LIVE_SCROBBLES_PER_BATCH = 3
 UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
 AUTH_HOLD = 1800.0  # a media server refusing our key: its rows wait (the enricher alerts)
