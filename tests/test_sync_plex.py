@@ -239,6 +239,22 @@ def test_an_unwatch_in_plex_removes_the_play_from_trakt_once_confirmed(
     assert trakt_plays(trakt) == [("Movie", "2024-01-01T20:00:00.000Z")]
 
 
+def test_an_unwatch_in_plex_marked_watched_again_adds_no_duplicate_while_it_is_held(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake)
+    sync(path)
+    plex.state[(1, "201")] = {}  # marked unwatched in Plex by mistake: held
+    assert "held:" in sync(path).stdout
+    plex.watch("201", time.time())  # marked watched again: Plex dates it today
+    sync(path)
+    again = sync(path)
+    assert len(trakt.history()) == 2  # the held play stays, and no copy dated today beside it
+    assert "marked watched again?" in again.stdout
+    sync(path, "--full", "--confirm-removals")
+    assert [kind for kind, _ in trakt_plays(trakt)] == ["Episode", "Movie"]  # one each
+
+
 def test_an_unwatch_in_plex_removes_an_old_play_trakt_has_not_been_read_back_for(
     tmp_path: Path, start_fake: Any
 ) -> None:

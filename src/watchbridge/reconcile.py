@@ -117,10 +117,22 @@ class Plan:
         return dict(counted)
 
     def writes(self) -> tuple[Action, ...]:
-        """What may be applied now: everything unless removals are held."""
+        """What may be applied now: everything unless removals are held; then neither they
+        nor the plays added of their items (`waiting_with_removals`)."""
         if not self.held:
             return self.actions
-        return tuple(a for a in self.actions if not a.kind.startswith("remove"))
+        waiting = {id(a) for a in waiting_with_removals(self.actions)}
+        return tuple(
+            a for a in self.actions if not a.kind.startswith("remove") and id(a) not in waiting
+        )
+
+
+def waiting_with_removals(actions: Sequence[Action]) -> list[Action]:
+    """The plays added to a side that also loses plays of their item: held, they wait with
+    the removals. A season marked unwatched by mistake and marked watched again on Plex is
+    dated today there; copied, those plays would stand beside the ones the hold keeps."""
+    removing = {(a.target, a.item) for a in actions if a.kind == "remove_play"}
+    return [a for a in actions if a.kind == "add_play" and (a.target, a.item) in removing]
 
 
 def flows(link: Link) -> list[tuple[str, str]]:
@@ -742,4 +754,11 @@ def _mass_removal(
         why.removesuffix(f"; {CONFIRM}") or f"{n} of {size} {what} with them"
         for why, (n, size, what) in zip(held, groups, strict=True)
     ]
+    for side in link.services:
+        adds = sum(1 for a in waiting_with_removals(actions) if a.target == side)
+        if adds:
+            reasons.append(
+                f"{adds} plays of those items new on the other side (marked watched "
+                f"again?) wait to be added to {side} with them"
+            )
     return f"{'; '.join(reasons)}; {CONFIRM}"
