@@ -215,6 +215,28 @@ async def test_a_watchlist_404_stops_the_run_before_anything_is_written(link: Li
     assert result.plan.changes == 0
 
 
+async def test_held_watchlist_removals_stay_held_as_the_list_grows(link: Link) -> None:
+    share = {"max_removal_share": 0.5}
+    plex_add(link, "Arrival", "Heat", "Batman Begins")
+    await link.watchlist(**share)
+    link.plextv.owner.watchlist.clear()  # Plex's watchlist reads empty (a new host, say)
+    link.days = 1
+    assert (await link.watchlist(**share)).plan.held
+    link.trakt.add_movie("Inception", 2010, imdb="tt1375666", tmdb=27205)
+    link.titles["Inception"] = link.plextv.add_title(
+        "movie", "Inception", 2010, ["imdb://tt1375666", "tmdb://27205"]
+    )
+    # Days pass and the household adds titles on Trakt: 3 of 6 is no longer over the share.
+    for day, name in enumerate(("Guardians of the Galaxy", "Game of Thrones", "Inception"), 2):
+        trakt_add(link, name)
+        link.days = day
+        await link.watchlist(**share)
+    assert {"Arrival", "Heat", "Batman Begins"} <= link.trakt_watchlist()
+    link.days = 6
+    await link.watchlist(confirm_removals=True, **share)
+    assert not {"Arrival", "Heat", "Batman Begins"} & link.trakt_watchlist()
+
+
 async def test_an_empty_read_that_would_remove_everything_is_held(link: Link) -> None:
     plex_add(link, "Arrival", "Heat", "Batman Begins")
     await link.watchlist()
@@ -495,6 +517,23 @@ async def test_a_library_that_reads_empty_holds_the_collections_removals_until_c
     assert ListsRun((held,)).held == (f"{PROFILE}: collection: {held.plan.held_reason}",)
     confirmed = await collect(link, movies=[], confirm_removals=True, **guard)
     assert confirmed.removed == 3 and len(collected(link.trakt)) == 2
+
+
+async def test_held_collection_removals_stay_held_as_the_collection_grows(link: Link) -> None:
+    from tests.fakes.trakt import CollectionEntry, key_of
+
+    await collect(link)
+    guard = {"remove_missing": True, "max_removal_share": 0.5}
+    assert (await collect(link, movies=[], **guard)).plan.held_reason
+    for n in range(10):  # others collect movies meanwhile: 3 of 13 is under the share
+        movie = link.trakt.add_movie(f"Other {n}", 2000 + n, tmdb=900_000 + n)
+        link.trakt.user.collection[key_of(movie)] = CollectionEntry(
+            movie, "2025-01-01T00:00:00.000Z", "2025-01-01T00:00:00.000Z"
+        )
+    still = await collect(link, movies=[], **guard)
+    assert still.removed == 0 and "until confirmed or undone" in still.plan.held_reason
+    confirmed = await collect(link, movies=[], confirm_removals=True, **guard)
+    assert confirmed.removed == 3
 
 
 async def test_a_few_titles_gone_from_the_library_are_removed_without_asking(link: Link) -> None:

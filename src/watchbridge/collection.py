@@ -487,12 +487,14 @@ def plan_collection(
     *,
     remove_missing: bool = False,
     max_removal_share: float = 1.0,
+    holding: bool = False,
 ) -> CollectionPlan:
     """Add what Trakt lacks, update what it describes differently, and (when asked) remove
     what we once added that is no longer on the server. Items others added to the Trakt
     collection are never removed: only `baseline` keys (ours) are candidates. Removing more
     than `max_removal_share` of the Trakt collection (a library that reads empty while its
-    share is unmounted) is held instead."""
+    share is unmounted) is held instead, and while `holding` (the last run held removals) so
+    is any removal, until confirmed."""
     plex = best_copies(plex)
     index: dict[str, Collected] = {}
     for entry in trakt:
@@ -523,7 +525,9 @@ def plan_collection(
         removals = sum(1 for e in remove if e.ref.kind == kind)
         size = sum(1 for e in trakt if e.ref.kind == kind)
         what = f"{kind}s in the Trakt collection"
-        held = held or removals_held(removals, size, what, max_removal_share, LIST_MIN_HELD)
+        held = held or removals_held(
+            removals, size, what, max_removal_share, LIST_MIN_HELD, holding
+        )
     return CollectionPlan(
         add=tuple(add),
         update=tuple(update),

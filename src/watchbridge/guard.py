@@ -28,7 +28,7 @@ def removals_held(
     if removals < max(minimum, 1) or not size:
         return ""
     if holding:
-        why = f"held since a run found more than {share:.0%} removed"
+        why = "held since an earlier run found too many removed, until confirmed or undone"
         return f"{removals} of {size} {what} would be removed ({why}); {CONFIRM}"
     if removals / size <= share:
         return ""

@@ -602,6 +602,7 @@ async def sync_watchlist(
         max_removal_share=max_removal_share,
         confirm_removals=confirm_removals,
         only_to=only_to,
+        holding=watchlist_holding(store, link, profile),
     )
     paused = load_pause(store, profile, "watchlist")
     # The limits matter only with something to add, or to see whether a pause can end.
@@ -692,6 +693,7 @@ async def sync_watchlist(
         added_plex += 1
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
+    hold_watchlist(store, link, profile, plan.held, now)
     if activities is not None:
         wrote = added_plex or added_trakt or removed_plex or removed_trakt
         # Held removals and titles a side could not take are worth a full look next run; so
@@ -768,8 +770,14 @@ async def sync_collection(
     stored = store.mirror_get(_baseline_store(link), profile, "collection")
     ours = {a for key, value in stored.items() for a in (key, *(value.get("aliases") or []))}
     share = 1.0 if confirm_removals else max_removal_share
+    holding = not confirm_removals and bool(store.get_cursor("trakt", profile, _held_name(link)))
     plan = plan_collection(
-        plex_items, trakt_items, ours, remove_missing=remove_missing, max_removal_share=share
+        plex_items,
+        trakt_items,
+        ours,
+        remove_missing=remove_missing,
+        max_removal_share=share,
+        holding=holding,
     )
     paused = load_pause(store, profile, "collection")
     needed = bool(plan.add) or paused is not None
@@ -856,8 +864,18 @@ def _held_name(link: str) -> str:
     return list_cursor("collection_held", link)
 
 
+def watchlist_holding(store: Store, link: str, profile: str) -> bool:
+    """Whether the last run of `link`'s watchlist part held removals for confirmation."""
+    return bool(store.get_cursor("trakt", profile, list_cursor("watchlist_held", link)))
+
+
+def hold_watchlist(store: Store, link: str, profile: str, held: str, now: float) -> None:
+    """Remember why this run held watchlist removals ("": it held none)."""
+    store.set_cursor("trakt", profile, list_cursor("watchlist_held", link), held, now)
+
+
 # Cursors a link's watchlist and collection parts keep under the profile's Trakt account.
-LIST_CURSORS = ("watchlist_check", "collection_check", "collection_held")
+LIST_CURSORS = ("watchlist_check", "collection_check", "collection_held", "watchlist_held")
 
 
 def list_cursor(kind: str, link: str) -> str:

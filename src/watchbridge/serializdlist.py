@@ -39,10 +39,12 @@ from watchbridge.plexlink import (
     ListsRun,
     full_after,
     hit_decision,
+    hold_watchlist,
     load_pause,
     settle_limit,
     trakt_watch_items,
     watch_ref,
+    watchlist_holding,
 )
 from watchbridge.services.serializd import (
     SerializdAuthError,
@@ -212,6 +214,7 @@ async def sync_serializd_watchlist(
         confirm_removals=confirm_removals,
         only_to=only_to,
         peer=PEER,
+        holding=watchlist_holding(store, link, profile),
     )
     additions, kept_off, unresolved = await _serializd_additions(
         serializd, store, profile, plan.add_to_peer, clock
@@ -312,6 +315,7 @@ async def sync_serializd_watchlist(
         added_serializd += 1
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
+    hold_watchlist(store, link, profile, plan.held, now)
     limit = await settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
     return SerializdWatchlistResult(
         profile,

@@ -113,6 +113,7 @@ def plan_watchlist(
     confirm_removals: bool = False,
     only_to: str | None = None,
     peer: str = "plex",
+    holding: bool = False,
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
     named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
@@ -120,6 +121,8 @@ def plan_watchlist(
     `only_to` ("trakt" or the peer's name) makes the link one-way: the other side is the
     source and is never written; a title the target lost is put back, one the source lost is
     removed from the target, and titles only the target has (never synced) are left alone.
+    `holding`: the last run held removals: they wait until confirmed, however small a share
+    of the list they become as it grows.
     """
     if only_to not in (None, "trakt", peer):
         raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
@@ -159,7 +162,7 @@ def plan_watchlist(
             ("Trakt", len(remove_from_trakt), len(trakt)),
         ):
             what = f"watchlist titles on {side}"
-            held = removals_held(removals, size, what, max_removal_share, LIST_MIN_HELD)
+            held = removals_held(removals, size, what, max_removal_share, LIST_MIN_HELD, holding)
             if held:
                 break
     return WatchlistPlan(
