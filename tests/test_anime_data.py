@@ -318,6 +318,14 @@ async def test_a_broken_overrides_file_is_a_config_error(
         data.cached_index()
 
 
+def test_an_overrides_file_under_home_written_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = write_config(tmp_path, "services:\n  anilist:\n    mapping_overrides: ~/o.yaml\n")
+    assert from_config(load_config(path, {})).overrides_path == tmp_path / "home" / "o.yaml"
+
+
 def test_config_keys_place_the_cache_next_to_the_database(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

@@ -52,6 +52,14 @@ def test_uncommenting_the_examples_of_the_example_config_gives_a_config_that_loa
     assert config.services.trakt is not None and "me" in config.profiles
 
 
+def test_a_storage_path_under_home_written_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = parse_config("storage:\n  path: ~/watchbridge/watchbridge.db\n", FILE, {})
+    assert config.storage.path == str(tmp_path / "watchbridge" / "watchbridge.db")
+
+
 def test_empty_file_gives_all_defaults() -> None:
     assert parse_config("", FILE, {}) == Config(source=FILE)
 

@@ -291,7 +291,7 @@ def from_config(config: Any, **kwargs: Any) -> AnimeData:
     anilist = config.services.anilist
     directory = Path(config.storage.path).parent / "anime-datasets"
     overrides = getattr(anilist, "mapping_overrides", None) if anilist else None
-    overrides_path = Path(overrides) if overrides else None
+    overrides_path = Path(overrides).expanduser() if overrides else None
     if overrides_path is not None and not overrides_path.is_absolute():
         overrides_path = Path(config.source).parent / overrides_path
     return AnimeData(

@@ -385,7 +385,9 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     config: Config = validator.build(Config, root, "")
     if validator.errors:
         raise ConfigError("\n".join(validator.errors))
-    config = dataclasses.replace(config, source=path, lines=validator.lines)
+    # `~/watchbridge.db` is the user's home, as in their shell (not a folder named `~`).
+    storage = dataclasses.replace(config.storage, path=os.path.expanduser(config.storage.path))
+    config = dataclasses.replace(config, source=path, lines=validator.lines, storage=storage)
     errors = [config.problem(key, msg) for key, msg in cross_check(config)]
     if errors:
         raise ConfigError("\n".join(errors))
