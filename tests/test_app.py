@@ -424,6 +424,14 @@ def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> 
     assert warning.startswith("profile kids has no account to deliver to")
 
 
+def test_start_up_warns_of_a_short_webhook_secret(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("server:\n", "server:\n  webhook_secret: q7\n"))
+    warnings = start_warnings(load_config(path, {}), [])
+    (warning,) = [w for w in warnings if w.startswith("server.webhook_secret")]
+    assert "shorter than 16 characters" in warning and "q7" not in warning
+
+
 def test_start_up_warns_of_a_profile_taking_plex_and_tautulli_webhooks(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

@@ -197,12 +197,23 @@ async def _tell(runtime: Runtime, name: str, error: str | None) -> bool:
         return False
 
 
+# Anyone who can reach the webhook port and guesses the secret can post plays.
+MIN_WEBHOOK_SECRET = 16
+SHORT_SECRET = (
+    f"shorter than {MIN_WEBHOOK_SECRET} characters: anyone who can reach the webhook port and "
+    "guesses it can post plays to your accounts; use a long random one (`openssl rand -hex "
+    "24`), or leave it empty and one is generated"
+)
+
+
 def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[str]:
     """What a user must hear about at start-up though the service can run."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
     secret = config.server.webhook_secret
     if secret and not fits_in_url(secret.reveal()):
         warnings.append(f"server.webhook_secret: {SECRET_IN_HEADER_ONLY}")
+    if secret and len(secret.reveal()) < MIN_WEBHOOK_SECRET:
+        warnings.append(f"server.webhook_secret: {SHORT_SECRET}")
     if not config.profiles:
         warnings.append(
             "no profiles are configured: every webhook is answered and ignored; map your "
