@@ -369,6 +369,22 @@ def test_a_command_inside_the_app_runs_with_the_services_config_and_user(tmp_pat
     assert plan.run_as == (1000, 1000)
 
 
+def test_signing_in_without_media_users_names_the_option_not_the_generated_file(
+    tmp_path: Path,
+) -> None:
+    options = {**FULL_OPTIONS, "media_users": []}
+    with pytest.raises(StartError, match="set the media_users option") as caught:
+        plan_start(["auth", "trakt"], _paths(tmp_path), options, TOKEN)
+    assert GENERATED_CONFIG not in str(caught.value)
+
+
+def test_signing_in_to_another_service_under_the_options_says_to_write_a_yaml(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(StartError, match="sign in to Trakt only; for anilist write your own"):
+        plan_start(["auth", "anilist"], _paths(tmp_path), FULL_OPTIONS, TOKEN)
+
+
 def test_a_command_inside_the_app_gets_the_options_for_the_users_yaml(tmp_path: Path) -> None:
     paths = _paths(tmp_path)
     options = {**FULL_OPTIONS, "config_file": "watchbridge.yaml"}

@@ -162,6 +162,25 @@ def _as_option(problem: str) -> str:
     return f"{option}: {found['problem']}" if option else problem
 
 
+def options_auth_problem(args: Sequence[str], options: Mapping[str, Any]) -> str | None:
+    """Why `auth ARGS` cannot sign in with a config made from the options, in the options'
+    words (the generated file is rewritten at every start: pointing at it helps nobody)."""
+    service = args[0] if args and not args[0].startswith("-") else ""
+    if service and service != "trakt":
+        return (
+            f"the app options sign in to Trakt only; for {service} write your own YAML and "
+            "name it in the config_file option"
+        )
+    if not _text(options, "trakt_client_id"):
+        return "set the trakt_client_id option (your Trakt app's client id), then sign in"
+    if not _texts(options, "media_users"):
+        return (
+            "set the media_users option (the names your media servers know you by): its "
+            f"profile, {OPTIONS_PROFILE}, is the one signed in to Trakt"
+        )
+    return None
+
+
 def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
     """Environment for a user's own YAML: each set option under the name it can `${...}`."""
     env = {"WATCHBRIDGE_API_TOKEN": api_token}
@@ -253,6 +272,8 @@ def _plan_home_assistant(
     notes = option_warnings(options)
     if user_config is not None:
         notes.insert(0, f"config_file {user_config} does not exist; using the app options instead")
+    if args and args[0] == "auth" and (problem := options_auth_problem(args[1:], options)):
+        raise StartError(problem)
     generated = paths.data / GENERATED_CONFIG
     text = render_config(translate_options(options, api_token, paths.data))
     if problems := option_problems(text, generated):
