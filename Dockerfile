@@ -53,7 +53,8 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     WATCHBRIDGE_DATA_DIR=/data \
     WATCHBRIDGE_CONFIG=/config/watchbridge.yaml \
-    WATCHBRIDGE_EXAMPLE_CONFIG=/app/watchbridge.example.yaml
+    WATCHBRIDGE_EXAMPLE_CONFIG=/app/watchbridge.example.yaml \
+    WATCHBRIDGE_IMAGE=1
 WORKDIR /app
 VOLUME ["/config", "/data"]
 EXPOSE 8765

@@ -432,6 +432,18 @@ def test_start_up_warns_of_a_short_webhook_secret(tmp_path: Path) -> None:
     assert "shorter than 16 characters" in warning and "q7" not in warning
 
 
+def test_start_up_in_the_image_warns_when_its_healthcheck_asks_another_port(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, port=9000)
+    image = {"WATCHBRIDGE_IMAGE": "1"}
+    warnings = start_warnings(load_config(path, {}), [], image)
+    assert any("healthcheck asks port 8765" in w and "WATCHBRIDGE_PORT=9000" in w for w in warnings)
+    told = {**image, "WATCHBRIDGE_PORT": "9000"}
+    assert not any("healthcheck" in w for w in start_warnings(load_config(path, {}), [], told))
+    assert not any("healthcheck" in w for w in start_warnings(load_config(path, {}), [], {}))
+
+
 def test_start_up_warns_of_a_profile_taking_plex_and_tautulli_webhooks(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

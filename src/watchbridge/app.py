@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -206,9 +207,14 @@ SHORT_SECRET = (
 )
 
 
-def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[str]:
-    """What a user must hear about at start-up though the service can run."""
+def start_warnings(
+    config: Config, invalid_alert_urls: Sequence[str], environ: Mapping[str, str] = os.environ
+) -> list[str]:
+    """What a user must hear about at start-up though the service can run (`environ`: the
+    process's, which says whether it runs in our image)."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
+    if problem := _healthcheck_problem(config, environ):
+        warnings.append(problem)
     secret = config.server.webhook_secret
     if secret and not fits_in_url(secret.reveal()):
         warnings.append(f"server.webhook_secret: {SECRET_IN_HEADER_ONLY}")
@@ -232,6 +238,22 @@ def start_warnings(config: Config, invalid_alert_urls: Sequence[str]) -> list[st
                 "with its service configured): its webhooks are answered and dropped"
             )
     return warnings
+
+
+def _healthcheck_problem(config: Config, environ: Mapping[str, str]) -> str | None:
+    """In our image, whether its healthcheck asks a port the service does not listen on (it
+    asks $WATCHBRIDGE_PORT, 8765 by default): the container would show as unhealthy."""
+    if not environ.get("WATCHBRIDGE_IMAGE"):
+        return None
+    asked = environ.get("WATCHBRIDGE_PORT") or "8765"
+    ports = {str(config.server.port), str(config.server.webhook_port)}
+    if asked in ports:
+        return None
+    return (
+        f"server.port: the container's healthcheck asks port {asked}, where nothing listens: "
+        f"set WATCHBRIDGE_PORT={config.server.port} in its environment (or keep server.port "
+        f"at {asked} and map another port on the host)"
+    )
 
 
 def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
