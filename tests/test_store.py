@@ -1028,3 +1028,21 @@ def test_a_restore_sets_aside_the_journal_of_the_deleted_database(tmp_path: Path
         assert restored.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert restored.db.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 1
     assert (tmp_path / "wb.db-wal.orphaned").is_file()
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open_for_later_writes(
+    store: Store, tmp_path: Path
+) -> None:
+    # A deferred constraint fails at COMMIT and SQLite keeps the transaction open (as it may
+    # after a full disk): later writes must not join it and never reach the disk.
+    store.db.execute("PRAGMA foreign_keys = ON")
+    store.db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    store.db.execute(
+        "CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with pytest.raises(sqlite3.IntegrityError), store.transaction() as conn:
+        conn.execute("INSERT INTO child VALUES (1)")
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO parent VALUES (7)")
+    with sqlite3.connect(tmp_path / "state.db") as other:
+        assert other.execute("SELECT id FROM parent").fetchall() == [(7,)]

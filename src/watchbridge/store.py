@@ -980,7 +980,7 @@ class Store:
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-                self._conn.execute("COMMIT")
+                self._commit()
             except sqlite3.DatabaseError as exc:
                 if _storage_fault(exc):
                     self.write_error = str(exc)
@@ -990,6 +990,18 @@ class Store:
                 self.write_error = None
             if self.checkpointer is not None:
                 self.checkpointer.committed(self._conn)
+
+    def _commit(self) -> None:
+        """COMMIT; one that fails may leave the transaction open (SQLite says so of a full
+        disk or an I/O error): it is rolled back, or every later transaction would join it
+        as a nested one and nothing written after would ever reach the disk."""
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._locked():
