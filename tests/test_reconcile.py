@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Iterator
 from dataclasses import replace
+
+import pytest
 
 from watchbridge.config import Link
 from watchbridge.reconcile import (
@@ -13,6 +16,7 @@ from watchbridge.reconcile import (
     Play,
     Rated,
     Side,
+    apart_from,
     expect,
     match_plays,
     plan,
@@ -516,3 +520,29 @@ def test_a_held_removals_baseline_lets_go_of_a_rating_the_other_side_changed_or_
     trakt_before = side(ratings={EP1: Rated(80, DAY), EP2: Rated(60, DAY)})
     trakt = side(ratings={EP1: Rated(60, 2 * DAY)})  # EP1 rated again, EP2's cleared
     assert kept_on_serializd(before, side(), trakt_before, trakt).ratings == {}
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's days are UTC ones."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_second_play_at_one_time_is_copied_three_minutes_earlier(utc: None) -> None:
+    at = 1_700_000_000.0  # 22:13 UTC
+    assert apart_from(at, [at]) == at - 180
+    assert apart_from(at, [at, at - 180]) == at + 180
+
+
+def test_a_second_play_just_after_midnight_is_copied_later_on_its_own_day(utc: None) -> None:
+    midnight = 1_700_006_400.0  # 00:00 UTC
+    assert apart_from(midnight + 60, [midnight + 60]) == midnight + 60 + 180
+
+
+def test_a_play_apart_from_the_others_and_an_undated_one_keeps_its_time() -> None:
+    assert apart_from(1_700_000_000.0, [1_700_000_000.0 + 180, UNDATED]) == 1_700_000_000.0
+    assert apart_from(UNDATED, [UNDATED]) == UNDATED

@@ -15,6 +15,7 @@ and then takes every play of the item on the other side with it.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -443,14 +444,28 @@ def _plan_history(
 
 
 def apart_from(at: float, taken: Sequence[float]) -> float:
-    """`at`, or a few minutes later, so that the target does not take the play for one of the
-    item's plays at `taken` (two viewings logged with one date: both are copied)."""
+    """`at`, or the nearest time a few minutes away (earlier first, on the same day where
+    there is one) at which the target does not take the play for one of the item's plays at
+    `taken`: two viewings logged with one date are both copied. Days are the machine's local
+    ones (Serializd shows a diary entry's date)."""
     if at == UNDATED:
         return at
-    apart = (2 * DUPLICATE_WINDOW_MINUTES + 1) * 60
-    while any(when != UNDATED and abs(when - at) < apart for when in taken):
-        at += apart
-    return at
+    minutes = [int(when // 60) for when in taken if when != UNDATED]
+
+    def free(when: float) -> bool:
+        return all(abs(int(when // 60) - m) > DUPLICATE_WINDOW_MINUTES for m in minutes)
+
+    if free(at):
+        return at
+    step = (DUPLICATE_WINDOW_MINUTES + 1) * 60
+    near = [at + sign * n * step for n in range(1, len(minutes) + 2) for sign in (-1, 1)]
+    candidates = [when for when in near if free(when)]
+    same_day = [when for when in candidates if _local_day(when) == _local_day(at)]
+    return (same_day or candidates)[0]
+
+
+def _local_day(at: float) -> tuple[int, int, int]:
+    return time.localtime(at)[:3]
 
 
 def given_once(record: str) -> bool:
