@@ -873,6 +873,39 @@ def test_book_sends_first_report_then_suppresses_until_the_window_passes() -> No
     assert later.send and later.suppressed == 1 and later.since == 60
 
 
+def reminders(book: AlertBook, hours: int, since: Condition | None = None) -> list[float]:
+    """When a condition reported every ten minutes for `hours` is told (hours from 0)."""
+    condition, told = since, []
+    for minute in range(0, hours * 60, 10):
+        now = minute * 60.0
+        condition, verdict = book.report(condition, "down", now)
+        if verdict.send:
+            condition = book.sent(condition, verdict, now)
+            told.append(now / 3600)
+    return told
+
+
+def test_book_tells_a_condition_going_on_again_after_ever_longer_gaps_at_most_a_day() -> None:
+    # A weekend's outage: a handful of reminders, not one an hour.
+    assert reminders(AlertBook(window=3600), 72) == [0, 1, 2, 4, 8, 16, 32, 56]
+
+
+def test_book_starts_the_gaps_over_once_the_condition_recovered() -> None:
+    book = AlertBook(window=3600)
+    condition: Condition | None
+    condition, alert = book.report(None, "down", now=0)
+    condition = book.sent(condition, alert, now=0)
+    for now in (3600.0, 7200.0):  # reminded at 1h and 2h, the next one due at 4h
+        condition, reminder = book.report(condition, "down", now)
+        condition = book.sent(condition, reminder, now)
+    condition, recovery = book.clear(condition, now=7300)
+    condition = book.sent(condition, recovery, now=7300)
+    condition, again = book.report(condition, "down", now=7300 + 600)
+    condition = book.sent(condition, again, now=7900)
+    _, reminder = book.report(condition, "down", now=7900 + 3600)  # a new spell: 1h gaps
+    assert again.send and reminder.send
+
+
 def test_book_takes_times_ahead_of_the_clock_as_now_when_it_was_set_back() -> None:
     book = AlertBook(window=3600)
     condition: Condition | None

@@ -40,6 +40,9 @@ RETRY_FAILED = 60.0  # after a failed send, the condition's next send waits this
 LEASE_MARGIN = 30.0
 KEEP_OPEN = 400 * 86400.0  # an open alert owes its recovery notice this long
 FLAP_GUARD = 600.0  # a condition back after its recovery is told again no sooner than this
+# A condition that goes on is told again after the window, then after as long again as it has
+# lasted (a weekend's outage: a handful of reminders, not one an hour), at most this far apart.
+REMIND_AT_MOST = 86400.0
 # Short outages heal themselves: a service (a delivery target, a media server) that stays
 # unreachable this long is alerted.
 UNREACHABLE_ALERT_AFTER = 900.0
@@ -77,6 +80,7 @@ class Condition:
     # condition is over, so that a restart meanwhile does not lose it.
     owed_title: str = ""
     owed_body: str = ""
+    opened_at: float | None = None  # the first alert of this open spell (None: as sent_at)
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class AlertBook:
         else:
             recovered = not current.open and bool(current.title)
             held = now - current.sent_at < (
-                min(FLAP_GUARD, self.window) if recovered else self.window
+                min(FLAP_GUARD, self.window) if recovered else self._reminder_gap(current)
             )
         if held:
             return replace(current, suppressed=current.suppressed + 1), Verdict(send=False)
@@ -177,7 +181,11 @@ class AlertBook:
         if condition.sending == RECOVERY:
             return replace(condition, open=False, sending="", until=0.0)
         suppressed = max(condition.suppressed - verdict.suppressed, 0)  # reports since
-        return Condition(sent_at=now, title=verdict.title, suppressed=suppressed)
+        # A reminder of an alert still open keeps its spell's start; else one begins now.
+        going_on = condition.open and bool(condition.title)
+        opened = condition.sent_at if condition.opened_at is None else condition.opened_at
+        opened = opened if going_on else now
+        return Condition(sent_at=now, title=verdict.title, suppressed=suppressed, opened_at=opened)
 
     def failed(
         self, condition: Condition | None, verdict: Verdict, failed_at: float | None
@@ -203,6 +211,12 @@ class AlertBook:
     def _taken_back(self, condition: Condition, failed_at: float | None) -> Condition:
         unsent = condition.unsent or condition.sending == ALERT
         return replace(condition, sending="", until=0.0, failed_at=failed_at, unsent=unsent)
+
+    def _reminder_gap(self, condition: Condition) -> float:
+        """How long after its last alert a condition still going on is told again."""
+        opened = condition.sent_at if condition.opened_at is None else condition.opened_at
+        lasted = condition.sent_at - opened
+        return max(self.window, min(lasted, REMIND_AT_MOST))
 
     def _held(self, condition: Condition, now: float) -> bool:
         """True while a condition's last failed send holds its next one back."""
