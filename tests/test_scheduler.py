@@ -231,7 +231,7 @@ async def test_a_run_left_alive_by_a_killed_process_delays_the_link_only_until_i
     async with scheduled(runtime, deliver=True):
         await until(lambda: [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 4)])
         outcomes = [run.outcome for run in runtime.store.recent_runs("ts", 10)]
-    assert "interrupted" in outcomes  # the dead run, closed when the next one started
+    assert "failed" in outcomes  # the dead run, closed when the next one started
 
 
 async def test_list_titles_a_scheduled_run_cannot_sync_are_logged_once(

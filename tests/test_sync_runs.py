@@ -22,7 +22,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.config import Duration, Secret
 from watchbridge.errors import WatchbridgeError
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.store import RUN_LEASE, Store
+from watchbridge.store import DIED, RUN_LEASE, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -56,11 +56,11 @@ def test_a_heartbeat_keeps_the_lease(store: Store) -> None:
     assert store.start_run("ts", 100.0 + RUN_LEASE + 1) is None
 
 
-def test_a_run_whose_process_died_is_closed_as_interrupted(store: Store) -> None:
+def test_a_run_whose_process_died_is_closed_as_failed(store: Store) -> None:
     dead = store.start_run("ts", 100.0)
     assert store.start_run("ts", 100.0 + RUN_LEASE + 1) not in (None, dead)
     closed = store.db.execute("SELECT outcome, error FROM sync_runs WHERE id = ?", [dead])
-    assert tuple(closed.fetchone()) == ("interrupted", "the process running it stopped")
+    assert tuple(closed.fetchone()) == ("failed", DIED)
 
 
 async def test_a_sync_is_refused_while_another_process_runs_the_link(rig: Rig) -> None:
@@ -106,6 +106,20 @@ async def test_a_lease_renewal_that_fails_is_tried_again_at_the_next_beat(
     assert beat is not None and beat > 100.0
     other.close()
     store.close()
+
+
+async def test_runs_killed_before_their_end_three_times_in_a_row_are_alerted(
+    rig: Rig, start_fake: Callable[[Any], Any]
+) -> None:
+    # Each run is killed (out of memory on a big first read, say): none ends to say so.
+    receiver: AlertReceiver = start_fake(AlertReceiver())
+    alerts = dataclasses.replace(rig.runtime.config.alerts, urls=[Secret(receiver.apprise_url)])
+    config = dataclasses.replace(rig.runtime.config, alerts=alerts)
+    started = time.time() - 4 * RUN_LEASE
+    for n in range(3):
+        rig.store.start_run(LINK, started + n * (RUN_LEASE + 1))
+    await sync.run_link(config, rig.store, LINK, yes=True, alerts=Notifier(alerts))
+    assert receiver.titles() == [f"watchbridge: link {LINK} keeps failing"]
 
 
 async def test_the_scheduler_skips_a_busy_link_without_counting_a_failure(

@@ -75,6 +75,10 @@ RECLAIM_MIN_PAGES = 4096
 RECLAIM_DISK_MARGIN = 64 * 2**20  # bytes left free beyond the rewrite's two copies
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
+DIED = (
+    "the process running it stopped before its end (killed: out of memory, a power cut, or "
+    "a container stopped without time to finish?)"
+)
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
 _HELD_BY = "status = 'inflight' AND claimed_by = ?"  # rows a worker has claimed and holds
@@ -1953,7 +1957,8 @@ class Store:
     def start_run(self, link: str, now: float, lease: float = RUN_LEASE) -> int | None:
         """Record a new run of `link`, or None while another one is alive (its heartbeat is
         younger than `lease`). Check and insert are one write transaction, so two processes
-        can never both start. Runs whose process died are closed as "interrupted"."""
+        can never both start. Runs whose process died are closed as failed (`DIED`): killed
+        every time (out of memory on a big first read), the link would never sync again."""
         with self.transaction() as conn:
             alive = conn.execute(
                 "SELECT 1 FROM sync_runs WHERE link = ? AND outcome = 'running'"
@@ -1963,9 +1968,9 @@ class Store:
             if alive:
                 return None
             conn.execute(
-                "UPDATE sync_runs SET outcome = 'interrupted', finished_at = ?,"
-                " error = 'the process running it stopped' WHERE link = ? AND outcome = 'running'",
-                (now, link),
+                "UPDATE sync_runs SET outcome = 'failed', finished_at = ?, error = ?"
+                " WHERE link = ? AND outcome = 'running'",
+                (now, DIED, link),
             )
             cursor = conn.execute(
                 "INSERT INTO sync_runs (link, started_at, heartbeat_at) VALUES (?, ?, ?)",

@@ -54,7 +54,7 @@ from watchbridge.reconcile import (
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
-from watchbridge.store import NewOutboxRow, Store, SyncRun, ordering_key
+from watchbridge.store import DIED, NewOutboxRow, Store, SyncRun, ordering_key
 
 log = logging.getLogger(__name__)
 
@@ -787,6 +787,8 @@ async def run_link(
             until,
         )
     heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
+    if alerts is not None:  # runs that died are told here: no end of theirs can tell them
+        await report_deaths(store, alerts, name)
     try:
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
@@ -925,6 +927,14 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
             key=name,
         )
     return failures
+
+
+async def report_deaths(store: Store, alerts: Alerts, name: str) -> None:
+    """Alert, as `report_run` does, when the runs before this one (just begun) died, each
+    killed before its end, FAILURES_BEFORE_ALERT times in a row."""
+    runs = await asyncio.to_thread(store.recent_runs, name, 2)
+    if len(runs) == 2 and runs[1].outcome == "failed" and runs[1].error == DIED:
+        await report_run(store, alerts, name, DIED)
 
 
 async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: bool = True) -> None:
