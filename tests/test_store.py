@@ -1046,3 +1046,32 @@ def test_a_commit_that_fails_leaves_no_transaction_open_for_later_writes(
         conn.execute("INSERT INTO parent VALUES (7)")
     with sqlite3.connect(tmp_path / "state.db") as other:
         assert other.execute("SELECT id FROM parent").fetchall() == [(7,)]
+
+
+def test_watchlist_removals_the_last_release_held_stay_held_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    from watchbridge.guard import for_link, removals_held
+    from watchbridge.plexlink import watchlist_holding
+
+    # That release said a hold in its run records only ("PROFILE: watchlist: why").
+    why = removals_held(3, 3, "watchlist titles on Plex", 0.1, 3)
+    error = f"sam: plays failed; me: watchlist: {for_link(why, 'plex-trakt')}"
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m011_watchlist_holds")
+    for n, text in enumerate([error, "me: sign-in expired"]):  # the newest says nothing of it
+        old["sync_runs"].insert(
+            {
+                "link": "plex-trakt",
+                "started_at": n,
+                "finished_at": n,
+                "outcome": "held",
+                "error": text,
+            }
+        )
+    old.conn.commit()
+    old.close()
+    with Store.open(path) as store:
+        assert watchlist_holding(store, "plex-trakt", "me")
+        assert not watchlist_holding(store, "plex-trakt", "sam")

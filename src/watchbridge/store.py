@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -265,6 +266,38 @@ def m009_lasting_marks_sessions(db: sqlite_utils.Database) -> None:
 def m010_playback_session_began(db: sqlite_utils.Database) -> None:
     # When a session's viewing began: see playback.Session.began_at (NULL: not known).
     db.execute("ALTER TABLE playback_sessions ADD COLUMN began_at REAL")
+
+
+# How a run record names a watchlist hold ("PROFILE: watchlist: 3 of 5 watchlist titles on
+# Plex would be removed ..."; see plexlink.ListsRun.held).
+_WATCHLIST_HELD = re.compile(
+    r"(?:^|; )(?P<profile>[^;:]+): watchlist: (?P<why>\d+ of \d+ watchlist titles on [^;]+)"
+)
+
+
+@migrations()
+def m011_watchlist_holds(db: sqlite_utils.Database) -> None:
+    # Watchlist removals held until confirmed keep a cursor since this release (see
+    # plexlink.watchlist_holding). The last release kept only its run records: a hold any of
+    # a link's last 100 names is a hold still. (This migration also makes that release refuse
+    # a database whose holds it would not keep.)
+    links = [row[0] for row in db.execute("SELECT DISTINCT link FROM sync_runs")]
+    for link in links:
+        runs = db.execute(
+            "SELECT error, COALESCE(finished_at, started_at) FROM sync_runs"
+            " WHERE link = ? AND error IS NOT NULL ORDER BY id DESC LIMIT 100",
+            (link,),
+        ).fetchall()
+        held: dict[str, tuple[str, float]] = {}
+        for error, at in runs:
+            for found in _WATCHLIST_HELD.finditer(error):
+                held.setdefault(found["profile"], (found["why"], at))
+        for profile, (why, at) in held.items():
+            db.execute(
+                "INSERT OR IGNORE INTO cursors (service, profile, name, value, updated_at)"
+                " VALUES ('trakt', ?, ?, ?, ?)",
+                (profile, f"watchlist_held:{link}", why, at),
+            )
 
 
 @dataclass(frozen=True)
