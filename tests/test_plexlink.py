@@ -20,7 +20,15 @@ from watchbridge.alerts import Notifier
 from watchbridge.config import AlertsConfig, PlexConfig, Secret, TraktConfig
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.model import Ids, MediaRef
-from watchbridge.plexlink import ListsRun, load_pause, sync_collection, sync_watchlist
+from watchbridge.plexlink import (
+    ListsRun,
+    hold_watchlist,
+    load_pause,
+    sync_collection,
+    sync_watchlist,
+    watchlist_holding,
+    watchlists_still_held,
+)
 from watchbridge.services.plextv import PlexTvClient, WatchlistUnavailable, container_entries
 from watchbridge.services.trakt import TraktClient
 from watchbridge.store import Store
@@ -235,6 +243,16 @@ async def test_held_watchlist_removals_stay_held_as_the_list_grows(link: Link) -
     link.days = 6
     await link.watchlist(confirm_removals=True, **share)
     assert not {"Arrival", "Heat", "Batman Begins"} & link.trakt_watchlist()
+
+
+def test_a_watchlist_hold_is_still_told_by_a_run_that_could_not_read_the_watchlist(
+    store: Store,
+) -> None:
+    hold_watchlist(store, "plex-trakt", "me", "3 of 3 watchlist titles on Plex ...", 1.0)
+    still = watchlists_still_held(store, "plex-trakt", ["me", "sam"], True, 2.0)
+    assert still == ["me: watchlist: 3 of 3 watchlist titles on Plex ..."]
+    assert watchlists_still_held(store, "plex-trakt", ["me"], False, 3.0) == []  # not synced
+    assert not watchlist_holding(store, "plex-trakt", "me")
 
 
 async def test_an_empty_read_that_would_remove_everything_is_held(link: Link) -> None:

@@ -177,8 +177,8 @@ class ListsRun:
 
     results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
     errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
-    # "profile: collection: why" of removals an earlier run held, for profiles whose collection
-    # this run did not plan (no listing read, or that part failed): still held, not over.
+    # "profile: collection: why" (or watchlist) of removals an earlier run held, for profiles
+    # whose list this run did not plan (no listing read, or that part failed): still held.
     still_held: tuple[str, ...] = ()
 
     @property
@@ -353,7 +353,9 @@ async def run_lists(
             await plex.aclose()
     planned = {r.profile for r in results if isinstance(r, CollectionResult)}
     removing = "collection" in link.kinds and only_to != "plex" and link.collection_removals
-    still_held: list[str] = []
+    watched = {r.profile for r in results if isinstance(r, WatchlistResult)}
+    watching = "watchlist" in link.kinds and plextv is not None
+    still_held = watchlists_still_held(store, name, set(listings) - watched, watching, clock())
     for profile in set(listings) - planned:
         # Not planned this run (no listing read, or the part failed): what an earlier run
         # held is still held, unless the link no longer removes from the Trakt collection.
@@ -872,6 +874,22 @@ def watchlist_holding(store: Store, link: str, profile: str) -> bool:
 def hold_watchlist(store: Store, link: str, profile: str, held: str, now: float) -> None:
     """Remember why this run held watchlist removals ("": it held none)."""
     store.set_cursor("trakt", profile, list_cursor("watchlist_held", link), held, now)
+
+
+def watchlists_still_held(
+    store: Store, link: str, unplanned: Iterable[str], watching: bool, now: float
+) -> list[str]:
+    """ "PROFILE: watchlist: why" of the removals an earlier run held, for the `unplanned`
+    profiles (this run did not plan their watchlist: a read failed): still held, not over.
+    A link that no longer syncs watchlists (`watching` False) forgets them."""
+    held = []
+    for profile in sorted(unplanned):
+        why = store.get_cursor("trakt", profile, list_cursor("watchlist_held", link))
+        if why and watching:
+            held.append(f"{profile}: watchlist: {why}")
+        elif why:
+            hold_watchlist(store, link, profile, "", now)
+    return held
 
 
 # Cursors a link's watchlist and collection parts keep under the profile's Trakt account.

@@ -45,6 +45,7 @@ from watchbridge.plexlink import (
     trakt_watch_items,
     watch_ref,
     watchlist_holding,
+    watchlists_still_held,
 )
 from watchbridge.services.serializd import (
     SerializdAuthError,
@@ -381,6 +382,7 @@ async def run_serializd_lists(
     serializd = serializd_client(config, store, clock, metrics)
     results: list[SerializdWatchlistResult] = []
     errors: list[str] = []
+    unplanned: list[str] = []
     try:
         for profile in profiles:
             try:
@@ -399,9 +401,11 @@ async def run_serializd_lists(
                 )
             except ServiceError as exc:
                 errors.append(f"{profile}: watchlist: {exc.message}")
+                unplanned.append(profile)
                 continue
             results.append(result)
     finally:
         await trakt.aclose()
         await serializd.aclose()
-    return ListsRun(tuple(results), tuple(errors))
+    still_held = watchlists_still_held(store, name, unplanned, True, clock())
+    return ListsRun(tuple(results), tuple(errors), tuple(still_held))
