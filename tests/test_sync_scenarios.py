@@ -749,6 +749,23 @@ async def three_of_four_removals_held(
     assert (await rig.sync_and_deliver()).held
 
 
+async def test_a_hold_with_nothing_changed_since_is_told_again_without_reading_in_full(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    # Ignored for weeks, a hold must not cost both whole histories every half hour.
+    await three_of_four_removals_held(rig, trakt, serializd, app)
+    await rig.sync_and_deliver()  # the hold as found again: nothing moves any more
+    asked = len(trakt.requests), len(serializd.requests)
+    result = await rig.sync_and_deliver()
+    assert result.held and "3 of 4 plays on serializd" in result.held[0]
+    trakt_asked = [r.path for r in trakt.requests[asked[0] :]]
+    assert trakt_asked == ["/sync/last_activities"]
+    assert len(serializd.requests) - asked[1] <= 2  # the diary's first page and the account
+    log(serializd, 2, 1, ago(1))  # a new play: read in full, the hold found again
+    assert (await rig.sync_and_deliver()).held
+    assert any(r.path == "/sync/history/episodes" for r in trakt.requests[asked[0] :])
+
+
 async def test_removals_a_full_read_found_stay_held_on_the_next_scheduled_run(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -79,12 +79,16 @@ class ProfilePlan:
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
-HOLDING = "holding"  # engine cursor: the last applied run held removals for confirmation
+# Engine cursor: why the last applied run held removals for confirmation ("0": it held none;
+# "1": it did, why not kept, as releases before the reason was kept wrote it).
+HOLDING = "holding"
 STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on from there"
 
 
-def _unchanged_plan(profile: str) -> ProfilePlan:
-    return ProfilePlan(profile, Plan((), frozenset()), {}, {}, first_run=False, unchanged=True)
+def _unchanged_plan(profile: str, held: str = "") -> ProfilePlan:
+    """Nothing changed since the last run (`held`: why the removals it held still wait)."""
+    plan = Plan((), frozenset(), held)
+    return ProfilePlan(profile, plan, {}, {}, first_run=False, unchanged=True)
 
 
 # --------------------------------------------------------------------------- baseline (store)
@@ -387,14 +391,17 @@ async def _plan_profile(
     # Nor while an account first seen is to be checked (see `_unrecognised`).
     full_at = float(saved[ENGINE].get("full_at", 0))
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
-    # Removals held for confirmation may have been found by a full read only.
+    # Removals held for confirmation may have been found by a full read only: while they
+    # wait, a run reads in full once anything changed (or the reason they wait is not known).
     holding = await asyncio.to_thread(is_holding, store, name, profile, saved[ENGINE])
-    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or holding
+    told = held_reason(saved[ENGINE]) if holding else ""
+    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or (holding and not told)
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
         if all(checks):
-            return _unchanged_plan(profile)
+            return _unchanged_plan(profile, told)
+        full = holding
     if await _note_accounts(config, store, profile, readers, clock, reading=True):
         # The link's state is gone: read everything, as on a first run.
         saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
@@ -441,7 +448,7 @@ async def _plan_profile(
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     if frozen:  # a run one way only may not have carried the held removals
-        cursors[ENGINE][HOLDING] = "1" if holding else "0"
+        cursors[ENGINE][HOLDING] = saved[ENGINE].get(HOLDING, "1") if holding else "0"
     return ProfilePlan(
         profile,
         planned,
@@ -465,8 +472,15 @@ def is_holding(
     (`engine`: the link's engine cursors for the profile, when loaded already)."""
     engine = load_cursors(store, link, ENGINE, profile) if engine is None else engine
     if HOLDING in engine or not engine:
-        return engine.get(HOLDING) == "1"
+        return engine.get(HOLDING, "0") not in ("", "0")
     return held_by_an_older_release(store.recent_runs(link, 100), profile)
+
+
+def held_reason(engine: Mapping[str, str]) -> str:
+    """Why the removals held for a profile wait, as its engine cursors keep it ("" when no
+    run kept it: nothing held, or held by a release that kept no reason)."""
+    reason = engine.get(HOLDING, "")
+    return "" if reason in ("0", "1") else reason
 
 
 def held_by_an_older_release(runs: Sequence[SyncRun], profile: str) -> bool:
@@ -602,8 +616,8 @@ def apply_plan(
     A narrowed run saw only some items: it keeps the baseline and cursors as they are (the
     next run compares everything against the last full state), adding only the plays it
     queued as expected (so they are recognised when read back) and its tombstones."""
-    if result.unchanged:
-        return Applied(0, 0, "")
+    if result.unchanged:  # removals held before still wait (a confirming run reads in full)
+        return Applied(0, 0, "" if confirm_removals else result.plan.held)
     held = "" if confirm_removals else result.plan.held
     actions = result.plan.actions if confirm_removals else result.plan.writes()
     rows, skipped = outbox_rows(name, result.profile, actions)
@@ -643,14 +657,35 @@ def _apply(
         known = frozenset(result.tombstones)
         moved = {s: removals_kept(result.baseline, result.current, s, known) for s in moved}
         made = replace(made, tombstones=frozenset())
-    save_baseline(store, name, result.profile, _with_expected(moved, actions), now)
-    engine = {HOLDING: "0", **result.cursors.get(ENGINE, {}), **({HOLDING: "1"} if held else {})}
+    saved = _with_expected(moved, actions)
+    save_baseline(store, name, result.profile, saved, now)
+    stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
+    # A hold is told again without a read only once a run left all as it found it (the next
+    # run, with nothing changed on either side, would plan the same); else "1": read in full.
+    settled = not result.frozen and _same_state(result.baseline, saved, result.tombstones, stones)
+    engine = {HOLDING: "0", **result.cursors.get(ENGINE, {})}  # a one-way run carries it
+    if held:
+        engine[HOLDING] = held if settled else "1"
     save_cursors(store, name, result.profile, {**result.cursors, ENGINE: engine}, now)
     if result.first_run and not held:
         _first_run_applied(store, link, name, result, now)
-    stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
     save_tombstones(store, name, result.profile, stones, now)
     return queued
+
+
+def _same_state(
+    before: Mapping[str, Side], after: Mapping[str, Side], stones: Tombstones, kept: Tombstones
+) -> bool:
+    """Whether a run leaves the baseline and tombstones as it found them (as saved). Pure."""
+
+    def saved(side: Side) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[float, float]]]:
+        plays = {p.record: (p.item, p.at) for p in side.plays}
+        return plays, {item: (r.value, r.at) for item, r in side.ratings.items()}
+
+    empty = Side()
+    services = set(before) | set(after)
+    same = all(saved(before.get(s, empty)) == saved(after.get(s, empty)) for s in services)
+    return same and stones == kept
 
 
 def _first_run_applied(
