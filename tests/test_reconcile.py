@@ -532,15 +532,15 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-def test_a_second_play_at_one_time_is_copied_three_minutes_earlier(utc: None) -> None:
+def test_a_second_play_at_one_time_is_copied_three_minutes_later(utc: None) -> None:
     at = 1_700_000_000.0  # 22:13 UTC
-    assert apart_from(at, [at]) == at - 180
-    assert apart_from(at, [at, at - 180]) == at + 180
+    assert apart_from(at, [at]) == at + 180
+    assert apart_from(at, [at, at + 180]) == at - 180
 
 
-def test_a_second_play_just_after_midnight_is_copied_later_on_its_own_day(utc: None) -> None:
+def test_a_second_play_just_before_midnight_is_copied_earlier_on_its_own_day(utc: None) -> None:
     midnight = 1_700_006_400.0  # 00:00 UTC
-    assert apart_from(midnight + 60, [midnight + 60]) == midnight + 60 + 180
+    assert apart_from(midnight - 60, [midnight - 60]) == midnight - 60 - 180
 
 
 def test_a_play_apart_from_the_others_and_an_undated_one_keeps_its_time() -> None:

@@ -330,6 +330,17 @@ async def test_two_diary_entries_logged_with_one_date_stay_two_plays_on_both_sid
     assert len(trakt_plays(trakt)) == 2
 
 
+async def test_two_trakt_plays_at_one_time_are_a_viewing_and_a_rewatch_on_serializd(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    day = ago(3)
+    app.watch(1, 1, day)
+    app.watch(1, 1, day)
+    await rig.sync_and_deliver()
+    logs = sorted((r.watched_at, r.is_rewatch) for r in serializd.diary() if r.is_log)
+    assert [rewatch for _, rewatch in logs] == [False, True]
+
+
 async def test_two_trakt_plays_at_one_time_stay_two_plays_on_both_sides(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

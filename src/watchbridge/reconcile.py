@@ -420,7 +420,8 @@ def _plan_history(
                 continue
             held[play.item] += 1
             at = apart_from(play.at, dates[play.item])
-            earlier = sum(1 for when in dates[play.item] if when < at or when == UNDATED)
+            # By its own time: a copy set apart earlier is still the later viewing there.
+            earlier = sum(1 for when in dates[play.item] if when <= play.at or when == UNDATED)
             dates[play.item].append(at)
             # Forgotten by the target, or read again since its removal: a new action, its own
             # key (one per removal: a tick may be unticked and ticked again many times).
@@ -444,10 +445,10 @@ def _plan_history(
 
 
 def apart_from(at: float, taken: Sequence[float]) -> float:
-    """`at`, or the nearest time a few minutes away (earlier first, on the same day where
+    """`at`, or the nearest time a few minutes away (later first, on the same day where
     there is one) at which the target does not take the play for one of the item's plays at
-    `taken`: two viewings logged with one date are both copied. Days are the machine's local
-    ones (Serializd shows a diary entry's date)."""
+    `taken`: two viewings logged with one date are both copied, the second after the first.
+    Days are the machine's local ones (Serializd shows a diary entry's date)."""
     if at == UNDATED:
         return at
     minutes = [int(when // 60) for when in taken if when != UNDATED]
@@ -458,7 +459,7 @@ def apart_from(at: float, taken: Sequence[float]) -> float:
     if free(at):
         return at
     step = (DUPLICATE_WINDOW_MINUTES + 1) * 60
-    near = [at + sign * n * step for n in range(1, len(minutes) + 2) for sign in (-1, 1)]
+    near = [at + sign * n * step for n in range(1, len(minutes) + 2) for sign in (1, -1)]
     candidates = [when for when in near if free(when)]
     same_day = [when for when in candidates if _local_day(when) == _local_day(at)]
     return (same_day or candidates)[0]
