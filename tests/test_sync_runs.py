@@ -122,6 +122,25 @@ async def test_runs_killed_before_their_end_three_times_in_a_row_are_alerted(
     assert receiver.titles() == [f"watchbridge: link {LINK} keeps failing"]
 
 
+async def test_a_run_stopped_while_its_start_tells_of_killed_runs_is_closed_as_interrupted(
+    rig: Rig, start_fake: Callable[[Any], Any]
+) -> None:
+    receiver: AlertReceiver = start_fake(AlertReceiver())
+    alerts = dataclasses.replace(rig.runtime.config.alerts, urls=[Secret(receiver.apprise_url)])
+    config = dataclasses.replace(rig.runtime.config, alerts=alerts)
+    started = time.time() - 4 * RUN_LEASE
+    for n in range(3):
+        rig.store.start_run(LINK, started + n * (RUN_LEASE + 1))
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(
+        sync.run_link(config, rig.store, LINK, yes=True, alerts=Notifier(alerts))
+    )
+    receiver.refuse_next(lambda: loop.call_soon_threadsafe(task.cancel))  # Ctrl-C meanwhile
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rig.store.recent_runs(LINK, 1)[0].outcome == "interrupted"
+
+
 async def test_the_scheduler_skips_a_busy_link_without_counting_a_failure(
     rig: Rig, start_fake: Callable[[Any], Any]
 ) -> None:

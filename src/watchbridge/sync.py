@@ -822,9 +822,9 @@ async def run_link(
             until,
         )
     heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
-    if alerts is not None:  # runs that died are told here: no end of theirs can tell them
-        await report_deaths(store, alerts, name)
     try:
+        if alerts is not None:  # runs that died are told here: no end of theirs can tell them
+            await report_deaths(store, alerts, name)
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
         failures: dict[str, str] = {}
