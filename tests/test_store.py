@@ -1048,30 +1048,41 @@ def test_a_commit_that_fails_leaves_no_transaction_open_for_later_writes(
         assert other.execute("SELECT id FROM parent").fetchall() == [(7,)]
 
 
+def last_release_db(path: Path, runs: list[tuple[str, str | None]]) -> None:
+    """A database of the last release (before m011) with these runs of link plex-trakt
+    (outcome, error), oldest first."""
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m011_watchlist_holds")
+    for n, (outcome, error) in enumerate(runs):
+        run = {"link": "plex-trakt", "started_at": n, "finished_at": n}
+        old["sync_runs"].insert(run | {"outcome": outcome, "error": error})
+    old.conn.commit()
+    old.close()
+
+
+def held_watchlist_error(profile: str) -> str:
+    """How the last release's run record named a profile's watchlist hold."""
+    from watchbridge.guard import for_link, removals_held
+
+    why = removals_held(3, 3, "watchlist titles on Plex", 0.1, 3)
+    return f"{profile}: watchlist: {for_link(why, 'plex-trakt')}"
+
+
 def test_watchlist_removals_the_last_release_held_stay_held_after_the_upgrade(
     tmp_path: Path,
 ) -> None:
-    from watchbridge.guard import for_link, removals_held
     from watchbridge.plexlink import watchlist_holding
 
-    # That release said a hold in its run records only ("PROFILE: watchlist: why").
-    why = removals_held(3, 3, "watchlist titles on Plex", 0.1, 3)
-    error = f"sam: plays failed; me: watchlist: {for_link(why, 'plex-trakt')}"
-    path = tmp_path / "old.db"
-    old = sqlite_utils.Database(path)
-    migrations.apply(old, stop_before="m011_watchlist_holds")
-    for n, text in enumerate([error, "me: sign-in expired"]):  # the newest says nothing of it
-        old["sync_runs"].insert(
-            {
-                "link": "plex-trakt",
-                "started_at": n,
-                "finished_at": n,
-                "outcome": "held",
-                "error": text,
-            }
-        )
-    old.conn.commit()
-    old.close()
-    with Store.open(path) as store:
-        assert watchlist_holding(store, "plex-trakt", "me")
+    error = f"sam: plays failed; {held_watchlist_error('me')}"
+    last_release_db(tmp_path / "old.db", [("held", error), ("failed", "me: sign-in expired")])
+    with Store.open(tmp_path / "old.db") as store:
+        assert watchlist_holding(store, "plex-trakt", "me")  # the failed run may not have read
         assert not watchlist_holding(store, "plex-trakt", "sam")
+
+
+def test_a_watchlist_hold_confirmed_before_the_upgrade_is_not_held_again(tmp_path: Path) -> None:
+    from watchbridge.plexlink import watchlist_holding
+
+    last_release_db(tmp_path / "old.db", [("held", held_watchlist_error("me")), ("ok", None)])
+    with Store.open(tmp_path / "old.db") as store:
+        assert not watchlist_holding(store, "plex-trakt", "me")

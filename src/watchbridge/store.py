@@ -278,26 +278,37 @@ _WATCHLIST_HELD = re.compile(
 @migrations()
 def m011_watchlist_holds(db: sqlite_utils.Database) -> None:
     # Watchlist removals held until confirmed keep a cursor since this release (see
-    # plexlink.watchlist_holding). The last release kept only its run records: a hold any of
-    # a link's last 100 names is a hold still. (This migration also makes that release refuse
-    # a database whose holds it would not keep.)
+    # plexlink.watchlist_holding). The last release kept only its run records: per profile, the
+    # newest run that planned its watchlist says whether a hold still waits. (This migration
+    # also makes that release refuse a database whose holds it would not keep.)
     links = [row[0] for row in db.execute("SELECT DISTINCT link FROM sync_runs")]
     for link in links:
         runs = db.execute(
-            "SELECT error, COALESCE(finished_at, started_at) FROM sync_runs"
-            " WHERE link = ? AND error IS NOT NULL ORDER BY id DESC LIMIT 100",
+            "SELECT outcome, COALESCE(error, ''), COALESCE(finished_at, started_at)"
+            " FROM sync_runs WHERE link = ? AND outcome IN ('ok', 'held', 'failed')"
+            " ORDER BY id DESC LIMIT 100",
             (link,),
         ).fetchall()
-        held: dict[str, tuple[str, float]] = {}
-        for error, at in runs:
-            for found in _WATCHLIST_HELD.finditer(error):
-                held.setdefault(found["profile"], (found["why"], at))
-        for profile, (why, at) in held.items():
+        for profile, (why, at) in _watchlist_holds(runs).items():
             db.execute(
                 "INSERT OR IGNORE INTO cursors (service, profile, name, value, updated_at)"
                 " VALUES ('trakt', ?, ?, ?, ?)",
                 (profile, f"watchlist_held:{link}", why, at),
             )
+
+
+def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
+    """Per profile, the watchlist hold (why, when) the newest of `runs` (newest first:
+    outcome, error, time) that planned its watchlist names. A run that went through (ok,
+    held) planned every profile's; a failed one may not have: it counts only for the holds
+    it names. Pure."""
+    holds: dict[str, tuple[str, float]] = {}
+    for outcome, error, at in runs:
+        for found in _WATCHLIST_HELD.finditer(error):
+            holds.setdefault(found["profile"], (found["why"], at))
+        if outcome in ("ok", "held"):
+            break  # the profiles it does not name held nothing
+    return holds
 
 
 @dataclass(frozen=True)
