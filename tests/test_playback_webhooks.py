@@ -500,12 +500,12 @@ def test_a_jellyfin_client_left_paused_sending_its_completed_stop_again_is_one_p
 
 
 def generic(
-    event: str, progress: float | None = None, player: str | None = None
+    event: str, progress: float | None = None, player: str | None = None, **extra: object
 ) -> dict[str, object]:
     movie = {"type": "movie", "title": "Arrival", "year": 2016, "ids": {"imdb": "tt2543164"}}
     body: dict[str, object] = {"event": event, "user": "alex", "item": movie}
     body |= {"progress": progress} if progress is not None else {}
-    return body | ({"player": player} if player is not None else {})
+    return body | ({"player": player} if player is not None else {}) | extra
 
 
 def test_a_viewing_that_ends_on_one_device_leaves_another_devices_alone(tmp_path: Path) -> None:
@@ -678,4 +678,82 @@ def test_home_assistant_played_twice_around_a_start_without_position_is_one_play
         rig.post("generic", generic("start", player=ha))
         rig.advance(20 * 60)
         rig.post("generic", generic("played", progress, player=ha))
+        assert len(rig.plays()) == 1
+
+
+# --------------------------------------------------------------------------- sessions kept long
+# A player's session outlives weeks of silence (a device left paused on the credits): an old
+# one must not turn tonight's viewing into two plays, nor hide a rewatch.
+
+BEDROOM_PLEX = {"Player": {"local": True, "publicAddress": "192.0.2.8", "title": "Bedroom",
+                           "uuid": "bedroom-uuid"}}  # fmt: skip
+MOVIE_MS = 6_960_000  # the Plex sample movie's duration
+
+
+def at_percent(percent: float) -> int:
+    return int(MOVIE_MS * percent / 100)
+
+
+def test_the_credits_on_a_tablet_that_played_the_film_weeks_ago_are_no_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_play.json") | TABLET_PLEX)
+        rig.advance(30 * 60)
+        rig.post("plex", plex("movie_media_stop.json", viewOffset=at_percent(25)) | TABLET_PLEX)
+        days_later(rig, 30)
+        rig.post("plex", plex("movie_media_play.json"))
+        rig.advance(105 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json"))
+        rig.advance(60)
+        rig.post("plex", plex("movie_media_pause.json", viewOffset=6_300_000))
+        rig.advance(3 * 60)
+        rig.post("plex", plex("movie_media_play.json", viewOffset=6_300_000) | TABLET_PLEX)
+        rig.advance(8 * 60)
+        rig.post("plex", plex("movie_media_stop.json", viewOffset=6_950_000) | TABLET_PLEX)
+        assert len(rig.plays()) == 1
+
+
+def test_a_plex_rewatch_weeks_after_a_viewing_finished_in_another_room_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_play.json"))
+        rig.advance(58 * 60)
+        rig.post("plex", plex("movie_media_stop.json", viewOffset=at_percent(50)))
+        rig.advance(60 * 60)
+        resumed = plex("movie_media_play.json", viewOffset=at_percent(50))
+        rig.post("plex", resumed | BEDROOM_PLEX)
+        rig.advance(55 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json") | BEDROOM_PLEX)
+        days_later(rig, 30)
+        rig.post("plex", plex("movie_media_scrobble.json"))  # its media.play was lost
+        rig.advance(5 * 60)
+        rig.post("plex", plex("movie_media_stop.json", viewOffset=at_percent(99)))
+        assert len(rig.plays()) == 2
+
+
+def test_a_stop_only_scripts_rewatch_weeks_after_another_room_finished_is_a_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("stop", 50, player="kodi-livingroom"))
+        rig.advance(HOUR)
+        rig.post("generic", generic("stop", 97, player="kodi-bedroom", played=True))
+        days_later(rig, 30)
+        rig.post("generic", generic("stop", 97, player="kodi-livingroom", played=True))
+        assert len(rig.plays()) == 2
+
+
+def test_plexs_stop_at_the_credits_the_morning_after_a_position_less_start_is_no_second_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_play.json"))
+        rig.advance(105 * 60)
+        rig.post("plex", plex("movie_media_scrobble.json"))
+        rig.advance(3 * 60)
+        rig.post("plex", plex("movie_media_play.json"))  # no viewOffset (pitfalls/webhooks #1)
+        rig.advance(9 * HOUR)
+        rig.post("plex", plex("movie_media_stop.json", viewOffset=at_percent(97)))
         assert len(rig.plays()) == 1

@@ -194,7 +194,14 @@ def _decide(
         return session, [
             Intent("play", _mark_key(key, at), at, progress=event.progress, earlier=True)
         ]
-    fresh = unseen = session is None  # no playback of this viewing seen before this event
+    fresh = session is None  # no playback of this viewing seen before this event
+    # A player idle for hours since it left a viewing (kept long: see maintenance) has not
+    # been seen playing this one.
+    unseen = fresh or (
+        session is not None
+        and session.state in ("paused", "stopped", "playing")
+        and at - session.updated_at >= REWATCH_AFTER_IDLE
+    )
     if session is None:
         session = Session(key, "stopped", None, int(at), at, at)
     elif session.state in ("completed", "restarting", "unmarked"):
@@ -218,7 +225,7 @@ def _decide(
             ended = max(at, session.updated_at)
             play = Intent("play", _mark_key(key, at), at, progress=progress)
             return Session(key, "completed", progress, generation, ended, began), [play]
-        if not fresh and _counted_elsewhere(marks, session):
+        if not fresh and _counted_elsewhere(marks, session, event):
             return Session(key, "completed", progress, generation, at, began), []
         play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=True)
         return Session(key, "completed", progress, generation, at, began), [play]
@@ -260,12 +267,16 @@ def _finishing_a_counted_viewing(marks: Session | None, event: MediaEvent, at: f
     return progress is not None and progress > RESTART_MAX_PROGRESS
 
 
-def _counted_elsewhere(marks: Session | None, session: Session) -> bool:
+def _counted_elsewhere(marks: Session | None, session: Session, event: MediaEvent) -> bool:
     """Whether a session left paused (or stopped) shortly before another player completed the
     item, and not played since, is that viewing as it ends as played: the TV paused at the
     credits, the rest watched on the tablet, then the TV switched off (hours later, maybe).
-    Played since (two people, one account, two rooms), it is a viewing of its own."""
+    Played since (two people, one account, two rooms), it is a viewing of its own. So is a
+    stopped one's completion from a source that sends it once a playback (Plex, Tautulli,
+    generic): the stop ended that playback, and this one's start was lost."""
     if marks is None or marks.state != "completed" or session.state not in ("paused", "stopped"):
+        return False
+    if session.state == "stopped" and event.source in ONE_COMPLETION_PER_PLAYBACK:
         return False
     left, completed = session.updated_at, marks.updated_at
     return session.began_at > 0 and left <= completed < left + REWATCH_AFTER_IDLE
@@ -333,8 +344,13 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         if event.played and event.position_ms is None and once and long_enough:
             return None
         if event.progress is not None:
-            if event.progress <= RESTART_MAX_PROGRESS or _played_to(event, since):
+            if event.progress <= RESTART_MAX_PROGRESS:
                 return None
+            if _played_to(event, since):
+                # Hours later any position could have been played to; from Plex, Tautulli and
+                # generic sources only their "watched" says it was (a stop at the credits the
+                # next morning is that viewing's).
+                return session if once and not event.played else None
             return Session(key, "completed", event.progress, generation, at, session.began_at)
         # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
         # restart is a new one.
