@@ -427,3 +427,12 @@ def test_a_profile_waiting_for_its_review_does_not_hold_back_the_others_deliveri
     assert "first sync of links.ts for bob" in result.exception.message
     assert "1 change(s) of the link's other profiles delivered now" in result.stdout
     assert (1, 5) in [(s, n) for s, n, *_ in trakt_plays(world.trakt)]
+
+
+def test_the_held_line_names_the_links_own_confirming_command(world: World) -> None:
+    # Without --link, `watchbridge sync --confirm-removals` confirms every link's holds.
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    out = world.sync("--link", LINK)
+    assert f"confirm with `watchbridge sync --link {LINK} --confirm-removals`" in out
+    assert "`watchbridge sync --confirm-removals`" not in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +121,16 @@ async def test_runs_killed_before_their_end_three_times_in_a_row_are_alerted(
         rig.store.start_run(LINK, started + n * (RUN_LEASE + 1))
     await sync.run_link(config, rig.store, LINK, yes=True, alerts=Notifier(alerts))
     assert receiver.titles() == [f"watchbridge: link {LINK} keeps failing"]
+    assert "give the container more memory" in str(receiver.messages[0]["message"])
+
+
+async def test_a_run_killed_before_its_end_is_told_in_the_log_without_alert_urls(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.store.start_run(LINK, time.time() - 2 * RUN_LEASE)
+    await sync.run_link(rig.runtime.config, rig.store, LINK, yes=True, alerts=rig.runtime.notifier)
+    told = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in told] == ["the last sync run was killed before its end"]
 
 
 async def test_a_run_stopped_while_its_start_tells_of_killed_runs_is_closed_as_interrupted(

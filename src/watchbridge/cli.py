@@ -852,7 +852,7 @@ def _sync_link(
     seconds = time.monotonic() - started
     if narrowed is not None:
         click.echo(f"narrowed to {narrowed.describe()}: no baseline or cursor was moved")
-    _show_plans(result.plans, limit, confirm_removals)
+    _show_plans(result.plans, name, limit, confirm_removals)
     for line in lists_summary(result.lists):
         click.echo(line)
     if dry_run:
@@ -937,7 +937,7 @@ _CANNOT_HOLD: defaultdict[str, str] = defaultdict(
 )
 
 
-def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
+def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False) -> None:
     for result in plans:
         if result.unchanged:
             click.echo(
@@ -954,7 +954,10 @@ def _show_plans(plans: list[Any], limit: int, confirmed: bool = False) -> None:
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
             )
         if result.plan.held:
-            click.echo(f"  {'confirmed' if confirmed else 'held'}: {result.plan.held}")
+            from watchbridge.guard import for_link
+
+            held = for_link(result.plan.held, link)
+            click.echo(f"  {'confirmed' if confirmed else 'held'}: {held}")
         for action in result.plan.actions[:limit]:
             when = f" {_when(action.at)}" if action.at else ""
             value = f" = {action.value}/100" if action.value is not None else ""

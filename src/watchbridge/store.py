@@ -78,7 +78,8 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once 
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 DIED = (
     "the process running it stopped before its end (killed: out of memory, a power cut, or "
-    "a container stopped without time to finish?)"
+    "a container stopped without time to finish?); if it happens again, look at the "
+    "system's log for the out-of-memory killer and give the container more memory"
 )
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year

@@ -823,8 +823,7 @@ async def run_link(
         )
     heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
     try:
-        if alerts is not None:  # runs that died are told here: no end of theirs can tell them
-            await report_deaths(store, alerts, name)
+        await report_deaths(store, alerts, name)  # no end of theirs can tell them
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
         failures: dict[str, str] = {}
@@ -964,11 +963,17 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
     return failures
 
 
-async def report_deaths(store: Store, alerts: Alerts, name: str) -> None:
-    """Alert, as `report_run` does, when the runs before this one (just begun) died, each
-    killed before its end, FAILURES_BEFORE_ALERT times in a row."""
-    runs = await asyncio.to_thread(store.recent_runs, name, 2)
-    if len(runs) == 2 and runs[1].outcome == "failed" and runs[1].error == DIED:
+async def report_deaths(store: Store, alerts: Alerts | None, name: str) -> None:
+    """When the run before this one (just begun) was killed before its end: say so in the
+    log, and alert as `report_run` does once FAILURES_BEFORE_ALERT failed in a row."""
+    runs = await asyncio.to_thread(store.recent_runs, name, 4 * FAILURES_BEFORE_ALERT)
+    if len(runs) < 2 or runs[1].outcome != "failed" or runs[1].error != DIED:
+        return
+    log.warning(
+        "the last sync run was killed before its end",
+        extra={"link": name, "failures": failures_in_a_row(runs), "reason": DIED},
+    )
+    if alerts is not None:
         await report_run(store, alerts, name, DIED)
 
 
