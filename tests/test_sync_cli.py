@@ -436,3 +436,17 @@ def test_the_held_line_names_the_links_own_confirming_command(world: World) -> N
     out = world.sync("--link", LINK)
     assert f"confirm with `watchbridge sync --link {LINK} --confirm-removals`" in out
     assert "`watchbridge sync --confirm-removals`" not in out
+
+
+def test_the_summary_counts_a_play_waiting_with_held_removals_as_held_not_queued(
+    world: World,
+) -> None:
+    world.same_plays_on_both_sides(2)
+    first = world.trakt.history()[0]
+    world.app.unwatch(first)  # its removal from Serializd is held (over 10 %)
+    world.sync("--link", LINK)
+    world.app.watch(1, first.item.number, ago(0.01))  # type: ignore[attr-defined]
+    out = world.sync("--link", LINK, "--full")
+    assert "wait to be added to serializd with them" in out
+    line = next(x for x in out.splitlines() if x.startswith("summary me serializd:"))
+    assert "queued=0" in line and "held=2" in line

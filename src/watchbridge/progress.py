@@ -177,11 +177,13 @@ def summary_rows(
     sides = list(services)
     for result in plans:
         actions: tuple[Action, ...] = result.plan.actions
-        held_all = bool(result.plan.held) and not confirm_removals
+        # What a hold keeps back: the removals, and the adds that wait with them.
+        writes = actions if confirm_removals else result.plan.writes()
+        going = {id(a) for a in writes}
         for side in sides:
             mine = tuple(a for a in actions if a.target == side)
-            held = [a for a in mine if held_all and a.kind.startswith("remove")]
-            go = tuple(a for a in mine if not (held_all and a.kind.startswith("remove")))
+            held = [a for a in mine if id(a) not in going]
+            go = tuple(a for a in mine if id(a) in going)
             rows_made = writable(result.profile, go)
             cost = stats.sides.get((result.profile, side), SideStats())
             rows.append(
