@@ -777,6 +777,15 @@ async def test_a_hold_with_nothing_changed_since_is_told_again_without_reading_i
     assert any(r.path == "/sync/history/episodes" for r in trakt.requests[asked[0] :])
 
 
+async def test_a_held_runs_record_counts_what_it_held_apart_from_what_it_queued(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await three_of_four_removals_held(rig, trakt, serializd, app)
+    app.watch(1, 1, ago(0.01))  # watched again on Trakt: its copy waits with the removals
+    assert (await rig.sync_and_deliver()).held
+    assert rig.store.recent_runs(LINK, 1)[0].counts == {"held": 4}
+
+
 async def test_removals_a_full_read_found_stay_held_on_the_next_scheduled_run(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

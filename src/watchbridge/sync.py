@@ -783,11 +783,17 @@ class RunResult:
         return "failed" if self.failures else "held" if self.held else "ok"
 
 
-def plan_counts(plans: list[ProfilePlan]) -> dict[str, int]:
+def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dict[str, int]:
+    """What a run's record counts: the writes it queued (or, dry, would queue) per target and
+    kind, and those a hold keeps back as `held`."""
     counts: dict[str, int] = {}
     for result in plans:
-        for key, value in result.plan.counts().items():
+        plan = result.plan
+        writes = plan.actions if confirm_removals else plan.writes()
+        for key, value in replace(plan, actions=writes).counts().items():
             counts[key] = counts.get(key, 0) + value
+        if held := len(plan.actions) - len(writes):
+            counts["held"] = counts.get("held", 0) + held
     return counts
 
 
@@ -870,7 +876,12 @@ async def run_link(
 
         if dry_run:
             await asyncio.to_thread(
-                store.finish_run, run_id, clock(), "dry-run", plan_counts(plans), calls
+                store.finish_run,
+                run_id,
+                clock(),
+                "dry-run",
+                plan_counts(plans, confirm_removals),
+                calls,
             )
             return RunResult(plans, calls, lists=await lists(), errors=unread)
         queued, skipped, held = 0, 0, []
@@ -895,7 +906,7 @@ async def run_link(
                 run_id,
                 clock(),
                 "failed" if unread else "needs-review",
-                plan_counts(applying),
+                plan_counts(applying, confirm_removals),
                 calls,
                 "; ".join([message, *unread]),
             )
@@ -904,7 +915,13 @@ async def run_link(
         # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*outcome.failures, *held]) or None
         await asyncio.to_thread(
-            store.finish_run, run_id, clock(), outcome.outcome, plan_counts(plans), calls, error
+            store.finish_run,
+            run_id,
+            clock(),
+            outcome.outcome,
+            plan_counts(plans, confirm_removals),
+            calls,
+            error,
         )
         return outcome
     except NeedsReview:
