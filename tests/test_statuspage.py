@@ -130,6 +130,18 @@ def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
 def test_a_link_running_its_first_backfill_is_not_shown_as_a_problem(tmp_path: Path) -> None:
     config = config_for(tmp_path, LINK_A)
     with Store.open(tmp_path / "watchbridge.db") as store:
-        assert store.start_run("a", 9_000.0) is not None  # hours into a first Serializd read
+        run = store.start_run("a", 9_000.0)  # long into a first Serializd read
+        assert run is not None
+        store.heartbeat_run(run, 9_990.0)  # and beating
         html = page(config, store)
     assert "<td>running (" in html and '<span class="bad">running' not in html
+
+
+def test_a_run_whose_process_died_hours_ago_is_shown_failed_not_running(tmp_path: Path) -> None:
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.start_run("a", 10_000.0 - 3 * 3600)  # a `watchbridge sync` killed since
+        html = page(config, store)
+        (run,) = store.status().last_runs
+    assert '<span class="bad">failed</span>: the process running it stopped' in html
+    assert run.as_seen(10_000.0).outcome == "failed" and run.as_seen(run.started_at) == run

@@ -384,7 +384,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "counts": r.counts,
                 "api_calls": r.api_calls,
             }
-            for r in status.last_runs
+            for r in (run.as_seen(runtime.clock()) for run in status.last_runs)
         ],
     }
 

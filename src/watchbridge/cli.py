@@ -318,7 +318,7 @@ def _show_links(config: Config, state: StoreStatus) -> None:
         click.echo("cursors:")
     for service, profile, name, value, updated in other:
         click.echo(f"  {service}/{profile} {name} = {short_cursor(value)}  ({_when(updated)})")
-    runs = {run.link: run for run in state.last_runs}
+    runs = {run.link: run.as_seen(time.time()) for run in state.last_runs}
     names = list(config.links) + [n for n in runs if n not in config.links]
     click.echo("last runs:" + ("" if names else "     none yet (no links configured)"))
     for link in names:

@@ -109,7 +109,7 @@ CALM_OUTCOMES = frozenset({"ok", "running", "dry-run", "interrupted"})
 def _links(config: Config, runs: list[SyncRun], now: float) -> str:
     if not config.links:
         return "<p>No links configured.</p>"
-    last = {run.link: run for run in runs}
+    last = {run.link: run.as_seen(now) for run in runs}
     rows = []
     for name, link in config.links.items():
         run = last.get(name)

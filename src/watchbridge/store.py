@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -697,6 +697,7 @@ class SyncRun:
     counts: dict[str, int]
     api_calls: int
     error: str | None
+    heartbeat_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SyncRun:
@@ -709,7 +710,16 @@ class SyncRun:
             counts=json.loads(row["counts"]),
             api_calls=row["api_calls"],
             error=row["error"],
+            heartbeat_at=row["heartbeat_at"],
         )
+
+    def as_seen(self, now: float, lease: float = RUN_LEASE) -> SyncRun:
+        """The run as the next start will close it: one still "running" whose heartbeat
+        stopped a lease ago died before its end."""
+        beat = self.heartbeat_at if self.heartbeat_at is not None else self.started_at
+        if self.outcome != "running" or now - beat <= lease:
+            return self
+        return replace(self, outcome="failed", error=DIED)
 
 
 @dataclass(frozen=True)
