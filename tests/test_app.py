@@ -107,6 +107,16 @@ def test_api_is_open_without_a_token_configured(shared_service: ServiceProcess) 
     assert status["held_left_out"] == 0  # reasons beyond the five `held` lists, as the page says
 
 
+def test_api_status_names_an_anilist_sign_in_to_make_as_the_page_does(tmp_path: Path) -> None:
+    body = "services:\n  anilist: {client_id: '1234'}\nprofiles:\n  me:\n    accounts:\n"
+    path = write_config(tmp_path, body + "      anilist: {}\n")
+    with AppThread(create_app(runtime_for(path))) as app:
+        status = httpx.get(f"{app.url}/api/status").json()
+    assert status["anilist_sign_ins"] == [
+        "me: not signed in: run `watchbridge auth anilist --profile me`"
+    ]
+
+
 def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
     path = write_config(tmp_path, "")
     path.write_text(path.read_text().replace("server:\n", "server:\n  api_token: tok-123456\n"))

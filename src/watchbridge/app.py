@@ -355,10 +355,15 @@ def require_api_token(
 
 @get("/api/status", guards=[require_api_token])
 async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-    """Queue, dead letters and last sync runs, for the UI and scripts."""
+    """Queue, dead letters, last sync runs and AniList sign-ins (as the page has them)."""
+    from watchbridge.services.anilist import sign_ins
+
     status = await asyncio.to_thread(runtime.store.status)
+    now = runtime.clock()
+    anilist = await asyncio.to_thread(sign_ins, runtime.config, runtime.store, now)
     return {
         "version": __version__,
+        "anilist_sign_ins": anilist,
         "outbox": status.outbox,
         "dead_letters": status.dead_letters,
         "unmatched": status.unmatched,
@@ -384,7 +389,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "counts": r.counts,
                 "api_calls": r.api_calls,
             }
-            for r in (run.as_seen(runtime.clock()) for run in status.last_runs)
+            for r in (run.as_seen(now) for run in status.last_runs)
         ],
     }
 
