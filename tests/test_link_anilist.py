@@ -958,3 +958,23 @@ async def test_trakts_movie_history_costs_one_request_on_runs_that_read_history_
     trakt.log_play(show.seasons[4].episodes[17], iso(time.time() - 3600))
     await rig.sync_and_deliver()  # plays moved: one delta read of each history
     assert trakt.count("GET", "/sync/history/movies") == 2
+
+
+async def test_an_entry_deleted_on_anilist_takes_its_viewing_from_trakt_not_the_others(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    now = time.time()
+    completed_entry(anilist, REZERO_P2, 12, now - 150 * DAY)  # under the removal guard's share
+    aot = next(s for s in trakt.shows if s.tmdb == AOT).seasons[4].episodes[17]
+    for ago in (100, 50, 10):  # AoT's Part 2 episode 1 watched three times (on Trakt)
+        trakt.add_history(aot, iso(now - ago * DAY))
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert status_of(anilist, AOT_P2)[1] == 1  # AniList counts it once
+    with anilist.lock:  # the user deletes the entry on AniList
+        (entry,) = [e for e in anilist.viewer.entries.values() if e.media.id == AOT_P2]
+        del anilist.viewer.entries[entry.id]
+    for full in (True, False, True):
+        assert (await rig.sync_and_deliver(full=full)).held == ()
+    assert len(trakt_plays(trakt, AOT)) == 2  # the viewing AniList counted, only
+    assert AOT_P2 not in anilist.snapshot()  # nor are the others copied back to it
