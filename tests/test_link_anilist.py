@@ -978,3 +978,21 @@ async def test_an_entry_deleted_on_anilist_takes_its_viewing_from_trakt_not_the_
         assert (await rig.sync_and_deliver(full=full)).held == ()
     assert len(trakt_plays(trakt, AOT)) == 2  # the viewing AniList counted, only
     assert AOT_P2 not in anilist.snapshot()  # nor are the others copied back to it
+
+
+async def test_an_entry_deleted_and_added_again_on_anilist_keeps_its_plays_once_on_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    entry = anilist.add_entry(
+        AOT_P2, status="CURRENT", progress=3, updated_at=int(time.time() - 20 * DAY)
+    )
+    await rig.sync_and_deliver()
+    before = trakt_plays(trakt, AOT)
+    assert len(before) == 3
+    with anilist.lock:  # deleted and added again (to start over), between two full reads
+        del anilist.viewer.entries[entry.id]
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=3, updated_at=int(anilist.now()))
+    for full in (False, True, False):
+        result = await rig.sync_and_deliver(full=full)
+        assert [p.plan.actions for p in result.plans if not p.unchanged] in ([], [()])
+    assert trakt_plays(trakt, AOT) == before

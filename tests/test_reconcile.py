@@ -546,3 +546,11 @@ def test_a_second_play_just_before_midnight_is_copied_earlier_on_its_own_day(utc
 def test_a_play_apart_from_the_others_and_an_undated_one_keeps_its_time() -> None:
     assert apart_from(1_700_000_000.0, [1_700_000_000.0 + 180, UNDATED]) == 1_700_000_000.0
     assert apart_from(UNDATED, [UNDATED]) == UNDATED
+
+
+def test_a_play_under_a_new_record_at_the_same_time_is_no_removal() -> None:
+    # An AniList entry deleted and added again: its plays come back under the new entry's id.
+    old, new = Play(EP1, 1000, "41:1"), Play(EP1, 1000, "77:1")
+    baseline = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(old)}
+    result = plan(TWO_WAY, {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(new)}, baseline)
+    assert result.actions == ()

@@ -16,7 +16,7 @@ and then takes every play of the item on the other side with it.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -512,10 +512,11 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
     """Plays of the baseline that are gone: their record, or, for a play now renumbered, their
     record under that item. An undated play is a watched flag: it is gone only when no play of
     its item is left (a diary entry replacing a tick is no removal)."""
+    before = list(before)
     present = {p.record for p in now.plays} | {p.record for p in now.forgotten}
     renumbered = {(p.record, p.item) for p in now.plays if p.record in now.renumbered}
     items_now = {p.item for p in now.plays}
-    return [
+    gone = [
         p
         for p in before
         if (
@@ -525,6 +526,21 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
         and not p.record.startswith(EXPECTED)
         and not (p.at == UNDATED and p.item in items_now)
     ]
+    # A new record of the item at the very same time is the same play under another name (an
+    # AniList entry deleted and added again): no removal, one new record for each gone one.
+    known = {p.record for p in before}
+    renamed = Counter(
+        (p.item, p.at)
+        for p in now.plays
+        if p.record not in known and p.at != UNDATED and not p.record.startswith(EXPECTED)
+    )
+    removed = []
+    for play in gone:
+        if renamed[play.item, play.at] > 0 and play.record not in present:
+            renamed[play.item, play.at] -= 1
+            continue
+        removed.append(play)
+    return removed
 
 
 def removals_kept(

@@ -353,12 +353,17 @@ def anilist_side(
     `entry_plays`)."""
     known: dict[int, dict[str, Play]] = {}
     claims: dict[str, list[Play]] = {}
+    renewed = replaced_entries(entries, before)
     for play in baseline.plays if baseline else ():
         entry_id = entry_of(play.record)
         if play.record.startswith(EXPECTED):
             claims.setdefault(play.item, []).append(play)
         elif entry_id is not None:
+            if entry_id in renewed:  # the same viewings, under the entry's new id
+                entry_id = renewed[entry_id]
+                play = Play(play.item, play.at, f"{entry_id}:{play.record.split(':', 1)[1]}")
             known.setdefault(entry_id, {})[play.record] = play
+    was = {new: old for old, new in renewed.items()}
     for waiting in claims.values():
         waiting.sort(key=lambda p: p.at)
     times = {item: sorted(rows) for item, rows in (dated or {}).items()}
@@ -368,9 +373,10 @@ def anilist_side(
     unmatched: dict[int, tuple[ListEntry, Unmatched]] = {}
     mapped: set[int] = set()
     for entry in entries:
-        states[entry.id] = entry_state(entry, before.get(entry.id))
+        prior = before.get(entry.id) or before.get(was.get(entry.id, 0))
+        states[entry.id] = entry_state(entry, prior)
         made, problem = entry_plays(
-            entry, before.get(entry.id), known.get(entry.id, {}), mapper, claims, times, used
+            entry, prior, known.get(entry.id, {}), mapper, claims, times, used
         )
         plays += made
         if problem is not None:
@@ -383,6 +389,20 @@ def anilist_side(
     return Converted(
         Side(tuple(plays), scores), states, unmatched, frozenset(mapped), frozenset(used)
     )
+
+
+def replaced_entries(
+    entries: Iterable[ListEntry], before: Mapping[int, EntryState]
+) -> dict[int, int]:
+    """Old entry id -> new one, for each title listed under another id than the last read
+    saw: AniList keeps one entry per title, so the old one was deleted and the title added
+    again (to start over, say). Pure."""
+    now = {entry.media_id: entry.id for entry in entries}
+    return {
+        old: now[state.media]
+        for old, state in before.items()
+        if state.media and state.media in now and now[state.media] != old
+    }
 
 
 def absorb(
@@ -654,8 +674,9 @@ class AniListReader:
             states = converted.states
             side = absorb(converted.side, baseline, delivered)
         else:
-            states = {**before, **converted.states}
-            changed = {e.id for e in entries}
+            renewed = replaced_entries(entries, before)
+            states = {i: s for i, s in {**before, **converted.states}.items() if i not in renewed}
+            changed = {e.id for e in entries} | set(renewed)
             side = await self._settled(
                 lambda: absorb(merge(baseline, converted, changed, states, mapper), None, delivered)
             )
