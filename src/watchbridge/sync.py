@@ -818,7 +818,7 @@ async def run_link(
     with a `narrowing` plans only those AniList entries' items (see `apply_plan`).
     `metrics`: the runtime's, counting the run's requests with the service's others."""
     with_direction(link_named(config, name), name, direction)  # a typo records no run
-    run_id = await asyncio.to_thread(store.start_run, name, clock())
+    run_id = await _started(store, name, clock)
     if run_id is None:
         until = await asyncio.to_thread(store.run_lease_ends, name)
         ends = datetime.fromtimestamp(until, UTC).strftime("%H:%M UTC")
@@ -936,6 +936,19 @@ async def run_link(
         raise
     finally:
         heartbeat.cancel()
+
+
+async def _started(store: Store, name: str, clock: Callable[[], float]) -> int | None:
+    """`store.start_run`; a shutdown landing while it writes closes the record it made as
+    interrupted (left running, the next start would count a killed run)."""
+    starting = asyncio.ensure_future(asyncio.to_thread(store.start_run, name, clock()))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        made = await starting
+        if made is not None:
+            await asyncio.to_thread(store.finish_run, made, clock(), "interrupted", {}, 0, STOPPED)
+        raise
 
 
 FAILURES_BEFORE_ALERT = 3
