@@ -757,3 +757,23 @@ def test_plexs_stop_at_the_credits_the_morning_after_a_position_less_start_is_no
         rig.advance(9 * HOUR)
         rig.post("plex", plex("movie_media_stop.json", viewOffset=at_percent(97)))
         assert len(rig.plays()) == 1
+
+
+@pytest.mark.parametrize("paused_hours", [2, 20])
+def test_a_viewing_resumed_where_it_was_left_after_another_room_watched_it_is_a_play(
+    tmp_path: Path, paused_hours: int
+) -> None:
+    # One account, two people: the bedroom paused at 60 %; the living room then watches the
+    # whole episode; the bedroom resumes its own viewing where it left it and finishes it.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "bedroom"))
+        rig.advance(33 * 60)
+        rig.post("tautulli", tautulli_at(60, "pause", "bedroom"))
+        rig.advance(paused_hours * HOUR)
+        watched_through(rig, "tv", 95)
+        rig.advance(30 * 60)
+        rig.post("tautulli", tautulli_at(60, "resume", "bedroom"))
+        rig.advance(20 * 60)
+        rig.post("tautulli", tautulli_at(95, "watched", "bedroom"))
+        rig.post("tautulli", tautulli_at(100, "stop", "bedroom"))
+        assert len(rig.plays()) == 2

@@ -195,12 +195,15 @@ def _decide(
             Intent("play", _mark_key(key, at), at, progress=event.progress, earlier=True)
         ]
     fresh = session is None  # no playback of this viewing seen before this event
-    # A player idle for hours since it left a viewing (kept long: see maintenance) has not
-    # been seen playing this one.
+    # A player idle for hours since it left a viewing (kept long: see maintenance) and now
+    # well past where it left it has not been seen playing this one: resuming where it left
+    # off, it goes on with its own.
     unseen = fresh or (
         session is not None
         and session.state in ("paused", "stopped", "playing")
         and at - session.updated_at >= REWATCH_AFTER_IDLE
+        and event.progress is not None
+        and event.progress - (session.progress or 0.0) > REWATCH_MAX_PROGRESS
     )
     if session is None:
         session = Session(key, "stopped", None, int(at), at, at)
