@@ -450,3 +450,13 @@ def test_the_summary_counts_a_play_waiting_with_held_removals_as_held_not_queued
     assert "wait to be added to serializd with them" in out
     line = next(x for x in out.splitlines() if x.startswith("summary me serializd:"))
     assert "queued=0" in line and "held=2" in line
+
+
+def test_a_dry_run_with_nothing_changed_still_names_the_removals_held(world: World) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    world.sync("--link", LINK)  # held
+    world.sync("--link", LINK)  # settled
+    out = world.sync("--link", LINK, "--dry-run")
+    assert "nothing changed on either side" in out
+    assert "  held: 1 of 2 plays on serializd would be removed" in out

@@ -24,6 +24,7 @@ from tests.linkrig import LINK, PROFILE, Rig, open_rig, use_fast_readers
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import NewOutboxRow, ordering_key
+from watchbridge.sync import HOLD_FULL_READ_EVERY, run_link
 
 pytestmark = pytest.mark.anyio
 
@@ -784,6 +785,41 @@ async def test_a_held_runs_record_counts_what_it_held_apart_from_what_it_queued(
     app.watch(1, 1, ago(0.01))  # watched again on Trakt: its copy waits with the removals
     assert (await rig.sync_and_deliver()).held
     assert rig.store.recent_runs(LINK, 1)[0].counts == {"held": 4}
+
+
+async def test_a_hold_told_again_without_a_read_counts_what_it_holds(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await three_of_four_removals_held(rig, trakt, serializd, app)
+    await rig.sync_and_deliver()  # settled
+    result = await rig.sync_and_deliver()
+    assert result.plans[0].unchanged and result.held
+    assert rig.store.recent_runs(LINK, 1)[0].counts == {"held": 3}
+
+
+async def test_a_hold_settled_by_hand_on_the_other_side_is_over_within_hours(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    # The user removes the three plays on Serializd too instead of confirming: no cheap check
+    # sees a removal, so a run while holding reads in full again after a few hours.
+    await three_of_four_removals_held(rig, trakt, serializd, app)
+    await rig.sync_and_deliver()  # settled
+    for number in (1, 2, 3):
+        unlog(serializd, review(serializd, number))
+    later = time.time() + HOLD_FULL_READ_EVERY + 60
+    result = await run_link(rig.runtime.config, rig.store, LINK, yes=True, clock=lambda: later)
+    assert result.held == ()
+
+
+async def test_a_hold_is_not_told_again_once_the_link_no_longer_syncs_plays(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    first = await make_rig()
+    await three_of_four_removals_held(first, trakt, serializd, app)
+    await first.sync_and_deliver()  # settled
+    second = await make_rig(kinds="[ratings]")  # the user's answer: ratings only
+    assert (await second.sync_and_deliver()).held == ()
+    assert len(diary_plays(serializd)) == 4
 
 
 async def test_removals_a_full_read_found_stay_held_on_the_next_scheduled_run(

@@ -938,11 +938,15 @@ _CANNOT_HOLD: defaultdict[str, str] = defaultdict(
 
 
 def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False) -> None:
+    from watchbridge.guard import for_link
+
     for result in plans:
         if result.unchanged:
             click.echo(
                 f"profile {result.profile}: nothing changed on either side since the last sync"
             )
+            if result.plan.held:  # what the last run held still waits
+                click.echo(f"  held: {for_link(result.plan.held, link)}")
             continue
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
@@ -954,8 +958,6 @@ def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
             )
         if result.plan.held:
-            from watchbridge.guard import for_link
-
             held = for_link(result.plan.held, link)
             click.echo(f"  {'confirmed' if confirmed else 'held'}: {held}")
         for action in result.plan.actions[:limit]:

@@ -195,7 +195,7 @@ def summary_rows(
                     removals=sum(a.kind == "remove_play" for a in mine),
                     ratings=sum(a.kind in ("set_rating", "remove_rating") for a in mine),
                     queued=rows_made if applied else 0,
-                    held=len(held),
+                    held=len(held) + result.held_counts.get(side, 0),
                     skipped=len(go) - rows_made,
                     requests=cost.requests,
                     seconds=cost.seconds,

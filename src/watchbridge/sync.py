@@ -12,6 +12,7 @@ import re
 import sqlite3
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -75,20 +76,32 @@ class ProfilePlan:
     restarted: str = ""  # why the link started over (an account changed), until applied
     tombstones: Tombstones = field(default_factory=dict)  # as the run found them
     baseline: dict[str, Side] = field(default_factory=dict)  # as planned against
+    # An unchanged plan's hold, told again: the writes it keeps back per side.
+    held_counts: Mapping[str, int] = field(default_factory=dict)
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
+# While removals are held, a run reads in full at least this often: a cheap check sees no
+# removal (a hold the user settled by hand on the other side).
+HOLD_FULL_READ_EVERY = 3 * 3600.0
 # Engine cursor: why the last applied run held removals for confirmation ("0": it held none;
 # "1": it did, why not kept, as releases before the reason was kept wrote it).
 HOLDING = "holding"
+HELD_FOR = "held_for"  # the link's settings the hold was found under (`_settings`)
+HELD_COUNTS = "held_counts"  # JSON: per side, the writes the hold keeps back
 STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on from there"
 
 
-def _unchanged_plan(profile: str, held: str = "") -> ProfilePlan:
-    """Nothing changed since the last run (`held`: why the removals it held still wait)."""
+def _unchanged_plan(
+    profile: str, held: str = "", counts: Mapping[str, int] | None = None
+) -> ProfilePlan:
+    """Nothing changed since the last run (`held`: why the removals it held still wait, and
+    `counts`: how many per side)."""
     plan = Plan((), frozenset(), held)
-    return ProfilePlan(profile, plan, {}, {}, first_run=False, unchanged=True)
+    return ProfilePlan(
+        profile, plan, {}, {}, first_run=False, unchanged=True, held_counts=counts or {}
+    )
 
 
 # --------------------------------------------------------------------------- baseline (store)
@@ -394,13 +407,16 @@ async def _plan_profile(
     # Removals held for confirmation may have been found by a full read only: while they
     # wait, a run reads in full once anything changed (or the reason they wait is not known).
     holding = await asyncio.to_thread(is_holding, store, name, profile, saved[ENGINE])
-    told = held_reason(saved[ENGINE]) if holding else ""
-    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed) or (holding and not told)
+    told = held_reason(saved[ENGINE], link) if holding else ""
+    recent = clock() - full_at < HOLD_FULL_READ_EVERY
+    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed)
+    full = full or (holding and not (told and recent))
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
         if all(checks):
-            return _unchanged_plan(profile, told)
+            counts = json.loads(saved[ENGINE].get(HELD_COUNTS) or "{}") if told else {}
+            return _unchanged_plan(profile, told, counts)
         full = holding
     if await _note_accounts(config, store, profile, readers, clock, reading=True):
         # The link's state is gone: read everything, as on a first run.
@@ -448,6 +464,8 @@ async def _plan_profile(
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     if frozen:  # a run one way only may not have carried the held removals
+        carried = {k: saved[ENGINE][k] for k in (HELD_FOR, HELD_COUNTS) if k in saved[ENGINE]}
+        cursors[ENGINE] |= carried if holding else {}
         cursors[ENGINE][HOLDING] = saved[ENGINE].get(HOLDING, "1") if holding else "0"
     return ProfilePlan(
         profile,
@@ -476,11 +494,19 @@ def is_holding(
     return held_by_an_older_release(store.recent_runs(link, 100), profile)
 
 
-def held_reason(engine: Mapping[str, str]) -> str:
+def held_reason(engine: Mapping[str, str], link: Link) -> str:
     """Why the removals held for a profile wait, as its engine cursors keep it ("" when no
-    run kept it: nothing held, or held by a release that kept no reason)."""
+    run kept it: nothing held, held by a release that kept no reason, or found under other
+    settings of the link)."""
     reason = engine.get(HOLDING, "")
-    return "" if reason in ("0", "1") else reason
+    if reason in ("0", "1") or engine.get(HELD_FOR) != _settings(link):
+        return ""
+    return reason
+
+
+def _settings(link: Link) -> str:
+    """What of a link's settings shapes its plans (a hold found under others may not be)."""
+    return json.dumps([list(link.services), sorted(link.kinds), link.direction, link.movies])
 
 
 def held_by_an_older_release(runs: Sequence[SyncRun], profile: str) -> bool:
@@ -666,6 +692,10 @@ def _apply(
     engine = {HOLDING: "0", **result.cursors.get(ENGINE, {})}  # a one-way run carries it
     if held:
         engine[HOLDING] = held if settled else "1"
+        engine[HELD_FOR] = _settings(link)
+        going = {id(a) for a in result.plan.writes()}
+        kept = Counter(a.target for a in result.plan.actions if id(a) not in going)
+        engine[HELD_COUNTS] = json.dumps(dict(kept))
     save_cursors(store, name, result.profile, {**result.cursors, ENGINE: engine}, now)
     if result.first_run and not held:
         _first_run_applied(store, link, name, result, now)
@@ -792,7 +822,8 @@ def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dic
         writes = plan.actions if confirm_removals else plan.writes()
         for key, value in replace(plan, actions=writes).counts().items():
             counts[key] = counts.get(key, 0) + value
-        if held := len(plan.actions) - len(writes):
+        held = len(plan.actions) - len(writes) + sum(result.held_counts.values())
+        if held:
             counts["held"] = counts.get("held", 0) + held
     return counts
 
