@@ -381,7 +381,7 @@ def _plan_history(
                 # away would lower the progress the other viewings make (a duplicate tidied
                 # away on Trakt un-completed the entry, then took the real play with it).
                 new_tombstones.add((target, partner.record))
-            elif gone.record.startswith(ABSORBED):
+            elif gone.record.startswith(ABSORBED) and (source, target) in allowed:
                 # The other way: an entry deleted on AniList takes the viewing it counted, not
                 # the other side's extra viewings it held within that count (nor are they
                 # copied back to it).
