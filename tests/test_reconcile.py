@@ -10,6 +10,8 @@ import pytest
 
 from watchbridge.config import Link
 from watchbridge.reconcile import (
+    ABSORBED,
+    EXPECTED,
     UNDATED,
     Action,
     Plan,
@@ -554,3 +556,13 @@ def test_a_play_under_a_new_record_at_the_same_time_is_no_removal() -> None:
     baseline = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(old)}
     result = plan(TWO_WAY, {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(new)}, baseline)
     assert result.actions == ()
+
+
+def test_an_absorbed_play_gone_on_a_side_a_one_way_link_does_not_read_leaves_no_tombstone() -> None:
+    absorbed = Play(EP1, 1000, f"{ABSORBED}{EXPECTED}{EP1}@1000")
+    baseline = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side(absorbed)}
+    current = {"trakt": side(Play(EP1, 1000, "t1")), "serializd": side()}
+    two_way = plan(TWO_WAY, current, baseline)
+    one_way = plan(ONE_WAY, current, baseline)  # trakt to serializd only
+    assert ("trakt", "t1") in two_way.tombstones and not two_way.actions
+    assert ("trakt", "t1") not in one_way.tombstones
