@@ -356,3 +356,24 @@ async def test_removing_a_play_the_engine_still_expects_unwatches_what_we_wrote(
     assert outcome == Delivered("marked unwatched (its last play was removed)")
     assert plex.user_state("100") == {}
     assert await plays(reader) == []
+
+
+async def test_a_rating_that_waited_does_not_undo_a_newer_one_given_in_plex(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # Trakt's 9 (rated at T0) waited through a Plex outage; the user rated 6 in Plex since.
+    await plays(reader)
+    waited = replace(row(store, "rating", ARRIVAL, T0, rating=90), attempts=1)
+    plex.rate("100", 6.0, T0 + DAY)
+    outcome = (await target.deliver([waited], NOW))[waited.id]
+    assert isinstance(outcome, Skipped) and "newer rating" in outcome.note
+    assert plex.user_state("100")["userRating"] == 6.0
+
+
+async def test_a_rating_on_its_first_try_is_written_without_a_look(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    await plays(reader)
+    plex.rate("100", 6.0, T0 + DAY)
+    assert await deliver(target, store, "rating", ARRIVAL, T0, rating=90) == Delivered("rated")
+    assert plex.count("GET", "/library/metadata/100") == 0

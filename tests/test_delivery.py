@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
@@ -2341,3 +2342,21 @@ async def test_a_play_held_by_an_account_limit_goes_out_within_the_hour_after_an
     trakt.advance(3601)
     await worker.pass_once(runtime)
     assert len(trakt.history()) == 1
+
+
+async def test_a_rating_that_waited_through_an_outage_does_not_undo_a_newer_one_on_trakt(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
+    payload = {"item": ref_to_dict(arrival), "at": clock(), "rating": 80}  # 8, from Plex
+    order = ordering_key("me", "trakt", arrival.key(), "rating")
+    runtime.store.enqueue([NewOutboxRow("trakt", "me", "rating", payload, order, "r1")], clock())
+    trakt.fail_next(1, 503, route="POST /sync/ratings")
+    await worker.pass_once(runtime)
+    clock.advance(3600)  # meanwhile the user settles on 5 on Trakt's website
+    movie = next(m for m in trakt.movies if m.title == "Arrival")
+    rated = datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    trakt.user.ratings[key_of(movie)] = Rating(movie, 5, rated)
+    await drain(worker, runtime, clock, passes=3, step=400)
+    assert [r.rating for r in trakt.ratings()] == [5]
+    assert runtime.store.outbox_counts()["pending"] == 0

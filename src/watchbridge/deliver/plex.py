@@ -75,6 +75,7 @@ NOT_READ_RETRY = 1800.0
 GONE_RETRY = 3600.0
 LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
+RATED_SLACK = 60.0  # two clocks: a rating this little after another is not taken for newer
 
 
 @dataclass
@@ -218,12 +219,23 @@ class PlexTarget:
         try:
             if row.action == "play":
                 return await self._play(person, str(key), rating_keys, entry.get("watched_at"), at)
+            since = at or row.created_at  # a link's removal: as new as its queueing
+            waited = row.attempts or row.last_error
+            if waited and await self._rated_since(person, rating_keys[0], since):
+                return Skipped("Plex holds a newer rating of it, given while this one waited")
             for rk in rating_keys:
                 stars = None if value is None else ratings.to_ten_halves(value)
                 await self.client.rate(rk, stars, person.token)
         except PlexItemError as exc:
             return Retry(f"{exc.message} (it left the library?)", GONE_RETRY)
         return Delivered("rated" if value is not None else "rating cleared")
+
+    async def _rated_since(self, person: Person, rating_key: str, at: float) -> bool:
+        """Whether the person rated the item in Plex after `at` (a rating copy that waited
+        through an outage must not undo it)."""
+        found = await self.client.details([rating_key], person.token)
+        rated = number(found.get(rating_key, {}).get("lastRatedAt"))
+        return rated is not None and rated > at + RATED_SLACK
 
     async def _play(
         self, person: Person, key: str, rating_keys: list[str], watched_at: Any, at: float

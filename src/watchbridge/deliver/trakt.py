@@ -402,6 +402,13 @@ class TraktTarget:
             outcomes[older] = Skipped(
                 f"superseded by the newer rating change of outbox row {newer}"
             )
+        since = await self._rated_since(profile, [*rated, *removed_ratings])
+        for row in since:
+            outcomes[row.outbox.id] = Skipped(
+                "Trakt holds a newer rating of it, given while this one waited"
+            )
+        rated = [r for r in rated if r not in since]
+        removed_ratings = [r for r in removed_ratings if r not in since]
         outcomes.update(await self._ratings(profile, rated))
         outcomes.update(await self._removals(profile, removed_plays, removed_ratings))
 
@@ -591,6 +598,21 @@ class TraktTarget:
 
         return await self._rating_writes(rows, rate, "rated")
 
+    async def _rated_since(self, profile: str, rows: Sequence[Row]) -> list[Row]:
+        """The rating changes among `rows` that waited (an outage, a sign-in to renew) whose
+        item the user rated on Trakt after them: sent, they would undo that (Trakt keeps the
+        last rating written, whatever its date). One read per kind of item, for those only."""
+        waited = [r for r in rows if r.outbox.attempts or r.outbox.last_error]
+        kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
+        entries = [e for kind in kinds for e in await self.client.ratings(profile, kind)]
+        newer = []
+        for row in waited:
+            at = row.at or row.outbox.created_at  # a link's removal: as new as its queueing
+            times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
+            if any(t > at + RATED_SLACK for t in times):
+                newer.append(row)
+        return newer
+
     async def _rating_writes(
         self,
         rows: Sequence[Row],
@@ -772,6 +794,29 @@ def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:
         raw.get(name) is not None and str(raw[name]) == value
         for name, value in ids.present().items()
     )
+
+
+_RATING_KINDS = {"movie": "movies", "show": "shows", "season": "seasons", "episode": "episodes"}
+RATED_SLACK = 60.0  # two clocks: a rating this little after another is not taken for newer
+
+
+def rating_is(entry: dict[str, Any], item: MediaRef) -> bool:
+    """Whether one `/sync/ratings` entry rates `item`."""
+    if item.kind in ("movie", "episode"):
+        return history_entry_is(entry, item)
+    show = (entry.get("show") or {}).get("ids") or {}
+    if item.kind == "show":
+        return _shares_id(show, item.ids)
+    season = entry.get("season") or {}
+    return _shares_id(show, item.show_ids) and season.get("number") == item.season
+
+
+def _rated_at(entry: dict[str, Any]) -> float:
+    """A rating entry's `rated_at` (0 when missing or unreadable)."""
+    try:
+        return parse_iso(str(entry["rated_at"]))
+    except (KeyError, ValueError):
+        return 0.0
 
 
 def history_entry_is(entry: dict[str, Any], item: MediaRef) -> bool:
