@@ -177,13 +177,11 @@ def summary_rows(
     sides = list(services)
     for result in plans:
         actions: tuple[Action, ...] = result.plan.actions
-        # What a hold keeps back: the removals, and the adds that wait with them.
-        writes = actions if confirm_removals else result.plan.writes()
-        going = {id(a) for a in writes}
+        kept = {id(a) for a in result.plan.held_back(confirm_removals)}
         for side in sides:
             mine = tuple(a for a in actions if a.target == side)
-            held = [a for a in mine if id(a) not in going]
-            go = tuple(a for a in mine if id(a) in going)
+            held = [a for a in mine if id(a) in kept]
+            go = tuple(a for a in mine if id(a) not in kept)
             rows_made = writable(result.profile, go)
             cost = stats.sides.get((result.profile, side), SideStats())
             rows.append(

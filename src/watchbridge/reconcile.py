@@ -117,15 +117,18 @@ class Plan:
             counted[f"{action.target}:{action.kind}"] += 1
         return dict(counted)
 
-    def writes(self) -> tuple[Action, ...]:
-        """What may be applied now: everything unless removals are held; then neither they
-        nor the plays added of their items (`waiting_with_removals`)."""
-        if not self.held:
-            return self.actions
+    def writes(self, confirmed: bool = False) -> tuple[Action, ...]:
+        """What may be applied now: everything unless removals are held (and not `confirmed`);
+        then neither they nor the plays added of their items (`waiting_with_removals`)."""
+        kept = {id(a) for a in self.held_back(confirmed)}
+        return tuple(a for a in self.actions if id(a) not in kept)
+
+    def held_back(self, confirmed: bool = False) -> tuple[Action, ...]:
+        """What a hold keeps back: the removals and the adds that wait with them."""
+        if not self.held or confirmed:
+            return ()
         waiting = {id(a) for a in waiting_with_removals(self.actions)}
-        return tuple(
-            a for a in self.actions if not a.kind.startswith("remove") and id(a) not in waiting
-        )
+        return tuple(a for a in self.actions if a.kind.startswith("remove") or id(a) in waiting)
 
 
 def waiting_with_removals(actions: Sequence[Action]) -> list[Action]:

@@ -645,7 +645,7 @@ def apply_plan(
     if result.unchanged:  # removals held before still wait (a confirming run reads in full)
         return Applied(0, 0, "" if confirm_removals else result.plan.held)
     held = "" if confirm_removals else result.plan.held
-    actions = result.plan.actions if confirm_removals else result.plan.writes()
+    actions = result.plan.writes(confirm_removals)
     rows, skipped = outbox_rows(name, result.profile, actions)
     # One transaction: killed between the queue and the tombstones, a removal's tombstone
     # would be lost while its baseline moved on, and the next run would copy the play back.
@@ -693,8 +693,7 @@ def _apply(
     if held:
         engine[HOLDING] = held if settled else "1"
         engine[HELD_FOR] = _settings(link)
-        going = {id(a) for a in result.plan.writes()}
-        kept = Counter(a.target for a in result.plan.actions if id(a) not in going)
+        kept = Counter(a.target for a in result.plan.held_back())
         engine[HELD_COUNTS] = json.dumps(dict(kept))
     save_cursors(store, name, result.profile, {**result.cursors, ENGINE: engine}, now)
     if result.first_run and not held:
@@ -819,10 +818,10 @@ def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dic
     counts: dict[str, int] = {}
     for result in plans:
         plan = result.plan
-        writes = plan.actions if confirm_removals else plan.writes()
+        writes = plan.writes(confirm_removals)
         for key, value in replace(plan, actions=writes).counts().items():
             counts[key] = counts.get(key, 0) + value
-        held = len(plan.actions) - len(writes) + sum(result.held_counts.values())
+        held = len(plan.held_back(confirm_removals)) + sum(result.held_counts.values())
         if held:
             counts["held"] = counts.get("held", 0) + held
     return counts
