@@ -377,3 +377,31 @@ async def test_a_rating_on_its_first_try_is_written_without_a_look(
     plex.rate("100", 6.0, T0 + DAY)
     assert await deliver(target, store, "rating", ARRIVAL, T0, rating=90) == Delivered("rated")
     assert plex.count("GET", "/library/metadata/100") == 0
+
+
+async def test_a_rating_that_waited_is_compared_on_our_clock_with_a_plex_clock_ahead(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    skew = 3 * 3600  # the home server's clock three hours ahead
+    plex.clock = lambda: NOW + skew
+    await plays(reader)
+    plex.rate("100", 6.0, T0 + DAY - 3600 + skew)  # 6, an hour before Trakt's 9 (our clock)
+    waited = replace(row(store, "rating", ARRIVAL, T0 + DAY, rating=90), attempts=1)
+    assert (await target.deliver([waited], NOW))[waited.id] == Delivered("rated")
+    assert plex.user_state("100")["userRating"] == 9.0
+
+
+async def test_a_rating_an_earlier_try_wrote_to_one_copy_only_reaches_the_other(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    plex.add_section("9", "Movies 4K", "movie")
+    plex.add_movie("900", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"], section="9")
+    plex.rate("100", 6.0, T0)
+    plex.rate("900", 6.0, T0)
+    await plays(reader)
+    first = row(store, "rating", ARRIVAL, T0 + DAY, rating=90)
+    plex.fail_next(2, 503, route="PUT /:/rate", after_handler=True)  # done, the answer lost
+    assert not isinstance((await target.deliver([first], NOW))[first.id], Delivered)
+    again = replace(first, attempts=1, last_error="503")
+    await target.deliver([again], NOW + 600)
+    assert [plex.user_state(rk).get("userRating") for rk in ("100", "900")] == [9.0, 9.0]

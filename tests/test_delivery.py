@@ -2360,3 +2360,21 @@ async def test_a_rating_that_waited_through_an_outage_does_not_undo_a_newer_one_
     await drain(worker, runtime, clock, passes=3, step=400)
     assert [r.rating for r in trakt.ratings()] == [5]
     assert runtime.store.outbox_counts()["pending"] == 0
+
+
+async def test_ratings_that_waited_ask_trakt_for_its_ratings_once_per_few_minutes(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    def rating(title: str, imdb: str, key: str) -> NewOutboxRow:
+        movie = MediaRef("movie", Ids(imdb=imdb), title=title)
+        payload = {"item": ref_to_dict(movie), "at": clock(), "rating": 80}
+        order = ordering_key("me", "trakt", movie.key(), "rating")
+        return NewOutboxRow("trakt", "me", "rating", payload, order, key)
+
+    for row in (rating("Arrival", "tt2543164", "r1"), rating("Heat", "tt0113277", "r2")):
+        runtime.store.enqueue([row], clock())
+        trakt.fail_next(1, 503, route="POST /sync/ratings")  # each waits a moment
+        await worker.pass_once(runtime)
+        await drain(worker, runtime, clock, passes=2, step=60)
+    assert sorted(r.item.title for r in trakt.ratings()) == ["Arrival", "Heat"]
+    assert trakt.count("GET", "/sync/ratings/movies") == 1

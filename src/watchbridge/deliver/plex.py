@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -219,23 +219,19 @@ class PlexTarget:
         try:
             if row.action == "play":
                 return await self._play(person, str(key), rating_keys, entry.get("watched_at"), at)
+            stars = None if value is None else ratings.to_ten_halves(value)
             since = at or row.created_at  # a link's removal: as new as its queueing
-            waited = row.attempts or row.last_error
-            if waited and await self._rated_since(person, rating_keys[0], since):
-                return Skipped("Plex holds a newer rating of it, given while this one waited")
+            if row.attempts or row.last_error:  # it waited: the user may have rated since
+                found = await self.client.details(rating_keys, person.token)
+                if _rated_since(found, stars, since + self.client.clock_skew):
+                    return Skipped("Plex holds a newer rating of it, given while this one waited")
+                # An earlier try may have rated some copies: the others still need it.
+                rating_keys = [rk for rk in rating_keys if _rating(found.get(rk, {})) != stars]
             for rk in rating_keys:
-                stars = None if value is None else ratings.to_ten_halves(value)
                 await self.client.rate(rk, stars, person.token)
         except PlexItemError as exc:
             return Retry(f"{exc.message} (it left the library?)", GONE_RETRY)
         return Delivered("rated" if value is not None else "rating cleared")
-
-    async def _rated_since(self, person: Person, rating_key: str, at: float) -> bool:
-        """Whether the person rated the item in Plex after `at` (a rating copy that waited
-        through an outage must not undo it)."""
-        found = await self.client.details([rating_key], person.token)
-        rated = number(found.get(rating_key, {}).get("lastRatedAt"))
-        return rated is not None and rated > at + RATED_SLACK
 
     async def _play(
         self, person: Person, key: str, rating_keys: list[str], watched_at: Any, at: float
@@ -346,3 +342,18 @@ def _written_for(person: Person, expected: str) -> str | None:
         ),
         None,
     )
+
+
+def _rating(details: Mapping[str, object]) -> float | None:
+    """A copy's rating, in Plex's stars (None: not rated)."""
+    return number(details.get("userRating"))
+
+
+def _rated_since(found: Mapping[str, Mapping[str, object]], stars: float | None, at: float) -> bool:
+    """Whether any copy holds another rating than `stars`, given after `at` (on Plex's clock):
+    the user's, since the change that waited. A copy an earlier try rated holds `stars`."""
+    for details in found.values():
+        rated = number(details.get("lastRatedAt"))
+        if rated is not None and rated > at + RATED_SLACK and _rating(details) != stars:
+            return True
+    return False

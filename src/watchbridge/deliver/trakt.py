@@ -288,6 +288,8 @@ class TraktTarget:
         self.clock = clock
         self.resolver = TraktResolver(client.search, store, clock, client.search_title)
         self.episodes = TraktEpisodes(trakt_listing(client), store, clock)
+        # (profile, kind) -> (read at, Trakt's ratings): one read serves a backlog's batches.
+        self._ratings_read: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -604,7 +606,7 @@ class TraktTarget:
         last rating written, whatever its date). One read per kind of item, for those only."""
         waited = [r for r in rows if r.outbox.attempts or r.outbox.last_error]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
-        entries = [e for kind in kinds for e in await self.client.ratings(profile, kind)]
+        entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind)]
         newer = []
         for row in waited:
             at = row.at or row.outbox.created_at  # a link's removal: as new as its queueing
@@ -612,6 +614,15 @@ class TraktTarget:
             if any(t > at + RATED_SLACK for t in times):
                 newer.append(row)
         return newer
+
+    async def _trakt_ratings(self, profile: str, kind: str) -> list[dict[str, Any]]:
+        """Trakt's ratings of one kind, read again after RATINGS_READ_KEEP (our own writes
+        since are older than what they are compared with)."""
+        read_at, entries = self._ratings_read.get((profile, kind), (0.0, []))
+        if self.clock() - read_at > RATINGS_READ_KEEP:
+            entries = await self.client.ratings(profile, kind)
+            self._ratings_read[profile, kind] = (self.clock(), entries)
+        return entries
 
     async def _rating_writes(
         self,
@@ -798,6 +809,7 @@ def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:
 
 _RATING_KINDS = {"movie": "movies", "show": "shows", "season": "seasons", "episode": "episodes"}
 RATED_SLACK = 60.0  # two clocks: a rating this little after another is not taken for newer
+RATINGS_READ_KEEP = 300.0  # seconds a read of Trakt's ratings serves the batches of a drain
 
 
 def rating_is(entry: dict[str, Any], item: MediaRef) -> bool:
