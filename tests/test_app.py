@@ -20,6 +20,7 @@ from watchbridge import maintenance, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
 from watchbridge.config import load_config
+from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.store import Store
 
@@ -440,6 +441,7 @@ def test_start_up_warns_of_a_short_webhook_secret(tmp_path: Path) -> None:
     warnings = start_warnings(load_config(path, {}), [])
     (warning,) = [w for w in warnings if w.startswith("server.webhook_secret")]
     assert "shorter than 16 characters" in warning and "q7" not in warning
+    assert Redactor()(warning) == warning  # as the log shows it: nothing taken for a secret
 
 
 def test_start_up_in_the_image_warns_when_its_healthcheck_asks_another_port(

@@ -2378,3 +2378,15 @@ async def test_ratings_that_waited_ask_trakt_for_its_ratings_once_per_few_minute
         await drain(worker, runtime, clock, passes=2, step=60)
     assert sorted(r.item.title for r in trakt.ratings()) == ["Arrival", "Heat"]
     assert trakt.count("GET", "/sync/ratings/movies") == 1
+
+
+async def test_a_live_play_held_for_a_missing_sign_in_is_not_taken_for_one_that_may_have_landed(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.db.execute("DELETE FROM tokens WHERE service = 'trakt'")  # never signed in
+    runtime.store.enqueue([_late_play(HEAT, clock() - 30, "p1", live=True)], clock())
+    await worker.pass_once(runtime)
+    (row,) = runtime.store.db.execute("SELECT status, last_error FROM outbox").fetchall()
+    assert row[0] == "pending" and "not signed in" in row[1]
+    assert "unknown outcome" not in row[1]
+    assert trakt.requests == []

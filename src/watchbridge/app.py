@@ -217,9 +217,9 @@ def start_warnings(
         warnings.append(problem)
     secret = config.server.webhook_secret
     if secret and not fits_in_url(secret.reveal()):
-        warnings.append(f"server.webhook_secret: {SECRET_IN_HEADER_ONLY}")
+        warnings.append(f"server.webhook_secret is set, but {SECRET_IN_HEADER_ONLY}")
     if secret and len(secret.reveal()) < MIN_WEBHOOK_SECRET:
-        warnings.append(f"server.webhook_secret: {SHORT_SECRET}")
+        warnings.append(f"server.webhook_secret is {SHORT_SECRET}")
     if not config.profiles:
         warnings.append(
             "no profiles are configured: every webhook is answered and ignored; map your "

@@ -460,6 +460,7 @@ class TraktTarget:
         progress = row.payload.get("progress")
         if progress is None or progress < 80:
             progress = LIVE_STOP_PROGRESS  # the server said it was watched; Trakt needs >= 80
+        await self.client.ensure_signed_in(profile)  # else nothing goes: not "may have landed"
         await self._note_sending([row])
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)

@@ -804,6 +804,11 @@ class TraktClient:
             return False
         return hit and holder != _refresher()
 
+    async def ensure_signed_in(self, profile: str) -> None:
+        """Raise TraktAuthError now, before a write is marked as sent, when `profile` has no
+        usable sign-in (never signed in, or its refresh refused)."""
+        await self._access_token(profile)
+
     async def _access_token(self, profile: str, rejected: str | None = None) -> str:
         """A usable access token; `rejected` is one Trakt just answered 401 to."""
         tokens = self._load(profile)
