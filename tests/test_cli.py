@@ -298,7 +298,7 @@ def test_status_on_a_fresh_database(tmp_path: Path) -> None:
     Store.open(tmp_path / "watchbridge.db").close()  # as the service's first start leaves it
     result = run("status", "--config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "queue:         0 pending, 0 in flight, 0 delivered" in result.stdout
+    assert "queue:         0 pending, 0 in flight, 0 done (delivered or settled)" in result.stdout
     assert "dead letters:  0" in result.stdout
 
 

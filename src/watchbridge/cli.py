@@ -282,7 +282,7 @@ def status(config_path: str | None) -> None:
     click.echo(f"database:      {config.storage.path}")
     click.echo(
         f"queue:         {outbox['pending']} pending, {outbox['inflight']} in flight, "
-        f"{outbox['done']} delivered"
+        f"{outbox['done']} done (delivered or settled)"
     )
     click.echo(f"oldest queued: {_when(state.oldest_pending_at)}")
     if state.unmatched:

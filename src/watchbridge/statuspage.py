@@ -49,7 +49,7 @@ def render(
     outbox = status.outbox
     rows = [
         ("queued", f"{outbox['pending']} pending, {outbox['inflight']} in flight"),
-        ("delivered (last week)", str(outbox["done"])),
+        ("done, delivered or settled (last week)", str(outbox["done"])),
         ("oldest queued", _age(status.oldest_pending_at, now)),
         (
             "waiting for ids",
