@@ -20,7 +20,7 @@ from tests.fakes.trakt import FakeTrakt
 from tests.linkrig import LINK, Rig, open_rig, use_fast_readers
 from watchbridge import sync
 from watchbridge.alerts import Notifier
-from watchbridge.config import Duration, Secret
+from watchbridge.config import Config, Duration, Secret
 from watchbridge.errors import WatchbridgeError
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.store import DIED, RUN_LEASE, Store
@@ -109,17 +109,22 @@ async def test_a_lease_renewal_that_fails_is_tried_again_at_the_next_beat(
     store.close()
 
 
-async def test_runs_killed_before_their_end_three_times_in_a_row_are_alerted(
-    rig: Rig, start_fake: Callable[[Any], Any]
-) -> None:
-    # Each run is killed (out of memory on a big first read, say): none ends to say so.
-    receiver: AlertReceiver = start_fake(AlertReceiver())
+def three_runs_killed(rig: Rig, receiver: AlertReceiver) -> tuple[Config, Notifier]:
+    """Three runs killed before their end (out of memory on a big first read, say): none
+    ended to say so. Returns the rig's config and a notifier alerting `receiver`."""
     alerts = dataclasses.replace(rig.runtime.config.alerts, urls=[Secret(receiver.apprise_url)])
-    config = dataclasses.replace(rig.runtime.config, alerts=alerts)
     started = time.time() - 4 * RUN_LEASE
     for n in range(3):
         rig.store.start_run(LINK, started + n * (RUN_LEASE + 1))
-    await sync.run_link(config, rig.store, LINK, yes=True, alerts=Notifier(alerts))
+    return dataclasses.replace(rig.runtime.config, alerts=alerts), Notifier(alerts)
+
+
+async def test_runs_killed_before_their_end_three_times_in_a_row_are_alerted(
+    rig: Rig, start_fake: Callable[[Any], Any]
+) -> None:
+    receiver: AlertReceiver = start_fake(AlertReceiver())
+    config, notifier = three_runs_killed(rig, receiver)
+    await sync.run_link(config, rig.store, LINK, yes=True, alerts=notifier)
     assert receiver.titles() == [f"watchbridge: link {LINK} keeps failing"]
     assert "give the container more memory" in str(receiver.messages[0]["message"])
 
@@ -137,15 +142,9 @@ async def test_a_run_stopped_while_its_start_tells_of_killed_runs_is_closed_as_i
     rig: Rig, start_fake: Callable[[Any], Any]
 ) -> None:
     receiver: AlertReceiver = start_fake(AlertReceiver())
-    alerts = dataclasses.replace(rig.runtime.config.alerts, urls=[Secret(receiver.apprise_url)])
-    config = dataclasses.replace(rig.runtime.config, alerts=alerts)
-    started = time.time() - 4 * RUN_LEASE
-    for n in range(3):
-        rig.store.start_run(LINK, started + n * (RUN_LEASE + 1))
+    config, notifier = three_runs_killed(rig, receiver)
     loop = asyncio.get_running_loop()
-    task = asyncio.create_task(
-        sync.run_link(config, rig.store, LINK, yes=True, alerts=Notifier(alerts))
-    )
+    task = asyncio.create_task(sync.run_link(config, rig.store, LINK, yes=True, alerts=notifier))
     receiver.refuse_next(lambda: loop.call_soon_threadsafe(task.cancel))  # Ctrl-C meanwhile
     with pytest.raises(asyncio.CancelledError):
         await task
