@@ -2362,22 +2362,41 @@ async def test_a_rating_that_waited_through_an_outage_does_not_undo_a_newer_one_
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
-async def test_ratings_that_waited_ask_trakt_for_its_ratings_once_per_few_minutes(
+def rating_row(clock: FakeClock, title: str, imdb: str, key: str, value: int) -> NewOutboxRow:
+    movie = MediaRef("movie", Ids(imdb=imdb), title=title)
+    payload = {"item": ref_to_dict(movie), "at": clock(), "rating": value}
+    order = ordering_key("me", "trakt", movie.key(), "rating")
+    return NewOutboxRow("trakt", "me", "rating", payload, order, key)
+
+
+async def test_ratings_that_waited_together_ask_trakt_for_its_ratings_once(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    def rating(title: str, imdb: str, key: str) -> NewOutboxRow:
-        movie = MediaRef("movie", Ids(imdb=imdb), title=title)
-        payload = {"item": ref_to_dict(movie), "at": clock(), "rating": 80}
-        order = ordering_key("me", "trakt", movie.key(), "rating")
-        return NewOutboxRow("trakt", "me", "rating", payload, order, key)
-
-    for row in (rating("Arrival", "tt2543164", "r1"), rating("Heat", "tt0113277", "r2")):
-        runtime.store.enqueue([row], clock())
-        trakt.fail_next(1, 503, route="POST /sync/ratings")  # each waits a moment
-        await worker.pass_once(runtime)
-        await drain(worker, runtime, clock, passes=2, step=60)
+    rows = [rating_row(clock, "Arrival", "tt2543164", "r1", 80)]
+    rows.append(rating_row(clock, "Heat", "tt0113277", "r2", 70))
+    runtime.store.enqueue(rows, clock())
+    trakt.fail_next(1, 503, route="POST /sync/ratings")  # both wait
+    await worker.pass_once(runtime)
+    await drain(worker, runtime, clock, passes=2, step=60)
     assert sorted(r.item.title for r in trakt.ratings()) == ["Arrival", "Heat"]
     assert trakt.count("GET", "/sync/ratings/movies") == 1
+
+
+async def test_a_rating_given_on_trakt_after_its_ratings_were_read_is_not_undone_on_retry(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([rating_row(clock, "Arrival", "tt2543164", "r1", 80)], clock())
+    trakt.fail_next(1, 503, route="POST /sync/ratings")
+    await worker.pass_once(runtime)  # refused: the row waits
+    clock.advance(60)
+    trakt.fail_next(1, 503, route="POST /sync/ratings")
+    await worker.pass_once(runtime)  # Trakt's ratings read, then refused again
+    clock.advance(30)  # the user now settles on 5 on Trakt's website
+    movie = next(m for m in trakt.movies if m.title == "Arrival")
+    rated = datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    trakt.user.ratings[key_of(movie)] = Rating(movie, 5, rated)
+    await drain(worker, runtime, clock, passes=3, step=60)  # within five minutes of the read
+    assert [r.rating for r in trakt.ratings()] == [5]
 
 
 async def test_a_live_play_held_for_a_missing_sign_in_is_not_taken_for_one_that_may_have_landed(

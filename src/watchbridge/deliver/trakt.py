@@ -607,7 +607,8 @@ class TraktTarget:
         last rating written, whatever its date). One read per kind of item, for those only."""
         waited = [r for r in rows if r.outbox.attempts or r.outbox.last_error]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
-        entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind)]
+        tried = max((r.outbox.updated_at for r in waited), default=0.0)
+        entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
         newer = []
         for row in waited:
             at = row.at or row.outbox.created_at  # a link's removal: as new as its queueing
@@ -616,11 +617,11 @@ class TraktTarget:
                 newer.append(row)
         return newer
 
-    async def _trakt_ratings(self, profile: str, kind: str) -> list[dict[str, Any]]:
-        """Trakt's ratings of one kind, read again after RATINGS_READ_KEEP (our own writes
-        since are older than what they are compared with)."""
+    async def _trakt_ratings(self, profile: str, kind: str, tried: float) -> list[dict[str, Any]]:
+        """Trakt's ratings of one kind, as read within RATINGS_READ_KEEP and after the rows'
+        last try (`tried`): a read before a try that failed may miss a rating given since."""
         read_at, entries = self._ratings_read.get((profile, kind), (0.0, []))
-        if self.clock() - read_at > RATINGS_READ_KEEP:
+        if self.clock() - read_at > RATINGS_READ_KEEP or read_at <= tried:
             entries = await self.client.ratings(profile, kind)
             self._ratings_read[profile, kind] = (self.clock(), entries)
         return entries
