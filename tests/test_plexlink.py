@@ -23,11 +23,11 @@ from watchbridge.model import Ids, MediaRef
 from watchbridge.plexlink import (
     ListsRun,
     hold_watchlist,
+    lists_still_held,
     load_pause,
     sync_collection,
     sync_watchlist,
     watchlist_holding,
-    watchlists_still_held,
 )
 from watchbridge.services.plextv import PlexTvClient, WatchlistUnavailable, container_entries
 from watchbridge.services.trakt import TraktClient
@@ -249,9 +249,10 @@ def test_a_watchlist_hold_is_still_told_by_a_run_that_could_not_read_the_watchli
     store: Store,
 ) -> None:
     hold_watchlist(store, "plex-trakt", "me", "3 of 3 watchlist titles on Plex ...", 1.0)
-    still = watchlists_still_held(store, "plex-trakt", ["me", "sam"], True, 2.0)
+    still = lists_still_held(store, "plex-trakt", "watchlist", ["me", "sam"], True, 2.0)
     assert still == ["me: watchlist: 3 of 3 watchlist titles on Plex ..."]
-    assert watchlists_still_held(store, "plex-trakt", ["me"], False, 3.0) == []  # not synced
+    # A link no longer syncing watchlists forgets it.
+    assert lists_still_held(store, "plex-trakt", "watchlist", ["me"], False, 3.0) == []
     assert not watchlist_holding(store, "plex-trakt", "me")
 
 

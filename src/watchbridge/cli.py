@@ -941,12 +941,13 @@ def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False
     from watchbridge.guard import for_link
 
     for result in plans:
+        held = for_link(result.plan.held, link) if result.plan.held else ""
         if result.unchanged:
             click.echo(
                 f"profile {result.profile}: nothing changed on either side since the last sync"
             )
-            if result.plan.held:  # what the last run held still waits
-                click.echo(f"  held: {for_link(result.plan.held, link)}")
+            if held:  # what the last run held still waits
+                click.echo(f"  held: {held}")
             continue
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
@@ -957,8 +958,7 @@ def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False
             click.echo(
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
             )
-        if result.plan.held:
-            held = for_link(result.plan.held, link)
+        if held:
             click.echo(f"  {'confirmed' if confirmed else 'held'}: {held}")
         for action in result.plan.actions[:limit]:
             when = f" {_when(action.at)}" if action.at else ""

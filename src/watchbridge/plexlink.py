@@ -355,15 +355,10 @@ async def run_lists(
     removing = "collection" in link.kinds and only_to != "plex" and link.collection_removals
     watched = {r.profile for r in results if isinstance(r, WatchlistResult)}
     watching = "watchlist" in link.kinds and plextv is not None
-    still_held = watchlists_still_held(store, name, set(listings) - watched, watching, clock())
-    for profile in set(listings) - planned:
-        # Not planned this run (no listing read, or the part failed): what an earlier run
-        # held is still held, unless the link no longer removes from the Trakt collection.
-        held = store.get_cursor("trakt", profile, _held_name(name))
-        if held and removing:
-            still_held.append(f"{profile}: collection: {held}")
-        elif held:
-            store.set_cursor("trakt", profile, _held_name(name), "", clock())
+    still_held = [
+        *lists_still_held(store, name, "watchlist", set(listings) - watched, watching, clock()),
+        *lists_still_held(store, name, "collection", set(listings) - planned, removing, clock()),
+    ]
     return ListsRun(tuple(results), tuple(errors), tuple(sorted(still_held)))
 
 
@@ -876,19 +871,21 @@ def hold_watchlist(store: Store, link: str, profile: str, held: str, now: float)
     store.set_cursor("trakt", profile, list_cursor("watchlist_held", link), held, now)
 
 
-def watchlists_still_held(
-    store: Store, link: str, unplanned: Iterable[str], watching: bool, now: float
+def lists_still_held(
+    store: Store, link: str, part: str, unplanned: Iterable[str], keeping: bool, now: float
 ) -> list[str]:
-    """ "PROFILE: watchlist: why" of the removals an earlier run held, for the `unplanned`
-    profiles (this run did not plan their watchlist: a read failed): still held, not over.
-    A link that no longer syncs watchlists (`watching` False) forgets them."""
+    """ "PROFILE: PART: why" of the removals an earlier run held in `part` ("watchlist",
+    "collection"), for the `unplanned` profiles (this run did not plan it: no listing read,
+    or that part failed): still held, not over. A link whose removals there stopped
+    (`keeping` False: the part or its removals switched off) forgets them."""
     held = []
+    name = list_cursor(f"{part}_held", link)
     for profile in sorted(unplanned):
-        why = store.get_cursor("trakt", profile, list_cursor("watchlist_held", link))
-        if why and watching:
-            held.append(f"{profile}: watchlist: {why}")
+        why = store.get_cursor("trakt", profile, name)
+        if why and keeping:
+            held.append(f"{profile}: {part}: {why}")
         elif why:
-            hold_watchlist(store, link, profile, "", now)
+            store.set_cursor("trakt", profile, name, "", now)
     return held
 
 

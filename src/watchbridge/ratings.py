@@ -52,6 +52,8 @@ def to_point_100(internal: int) -> int:
 # ask for `score(format: POINT_100)` (the raw value, lossless) and writing should use
 # `scoreRaw`; these conversions exist to compare in the user's visible format (no flapping:
 # raw 70 and 80 are both 4 stars) and for the rare answer given in the user's format.
+# A rating given less than this after another is not taken for the newer: two clocks.
+RATED_SLACK = 60.0
 ANILIST_SCORE_FORMATS = ("POINT_100", "POINT_10_DECIMAL", "POINT_10", "POINT_5", "POINT_3")
 # POINT_3 smileys (1 = sad, 2 = neutral, 3 = happy) as the 1-10 values 3, 6, 9 (§8 table);
 # the cut-offs on raw are Mihon's (<= 35 sad, <= 60 neutral).

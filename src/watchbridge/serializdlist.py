@@ -40,12 +40,12 @@ from watchbridge.plexlink import (
     full_after,
     hit_decision,
     hold_watchlist,
+    lists_still_held,
     load_pause,
     settle_limit,
     trakt_watch_items,
     watch_ref,
     watchlist_holding,
-    watchlists_still_held,
 )
 from watchbridge.services.serializd import (
     SerializdAuthError,
@@ -407,5 +407,5 @@ async def run_serializd_lists(
     finally:
         await trakt.aclose()
         await serializd.aclose()
-    still_held = watchlists_still_held(store, name, unplanned, True, clock())
+    still_held = lists_still_held(store, name, "watchlist", unplanned, True, clock())
     return ListsRun(tuple(results), tuple(errors), tuple(still_held))

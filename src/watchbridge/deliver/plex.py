@@ -75,7 +75,6 @@ NOT_READ_RETRY = 1800.0
 GONE_RETRY = 3600.0
 LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
-RATED_SLACK = 60.0  # two clocks: a rating this little after another is not taken for newer
 
 
 @dataclass
@@ -354,6 +353,6 @@ def _rated_since(found: Mapping[str, Mapping[str, object]], stars: float | None,
     the user's, since the change that waited. A copy an earlier try rated holds `stars`."""
     for details in found.values():
         rated = number(details.get("lastRatedAt"))
-        if rated is not None and rated > at + RATED_SLACK and _rating(details) != stars:
+        if rated is not None and rated > at + ratings.RATED_SLACK and _rating(details) != stars:
             return True
     return False

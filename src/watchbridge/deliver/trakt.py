@@ -613,7 +613,7 @@ class TraktTarget:
         for row in waited:
             at = row.at or row.outbox.created_at  # a link's removal: as new as its queueing
             times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
-            if any(t > at + RATED_SLACK for t in times):
+            if any(t > at + ratings.RATED_SLACK for t in times):
                 newer.append(row)
         return newer
 
@@ -810,7 +810,6 @@ def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:
 
 
 _RATING_KINDS = {"movie": "movies", "show": "shows", "season": "seasons", "episode": "episodes"}
-RATED_SLACK = 60.0  # two clocks: a rating this little after another is not taken for newer
 RATINGS_READ_KEEP = 300.0  # seconds a read of Trakt's ratings serves the batches of a drain
 
 
