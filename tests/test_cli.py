@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -647,7 +648,8 @@ def test_deadletters_names_the_ids_that_are_not_dead_letters(tmp_path: Path, com
     assert "not a dead letter: 4242" in result.stderr
 
 
-def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: Any) -> None:
+def _auth_trakt(tmp_path: Path, start_fake: Any) -> str:
+    """`watchbridge auth trakt` for profile me, approved on the fake Trakt; its output."""
     from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 
     trakt = start_fake(FakeTrakt())
@@ -670,10 +672,29 @@ def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: An
     trakt.approve_device(code)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    return out
+
+
+def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: Any) -> None:
+    out = _auth_trakt(tmp_path, start_fake)
     assert "profile me is signed in to Trakt" in out
     store = Store.open(tmp_path / "watchbridge.db")
     assert store.get_token("trakt", "me") is not None
     store.close()
+
+
+def test_auth_trakt_makes_the_deliveries_its_missing_sign_in_held_due_now(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    now = time.time()
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], now)
+        (item,) = store.claim("test", now, 1, ["trakt"])
+        store.hold(item.id, now, now + 900, "me is not signed in to Trakt")
+    out = _auth_trakt(tmp_path, start_fake)
+    assert "1 deliveries of profile me to Trakt were waiting" in out
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.next_due(["trakt"]) <= time.time()
 
 
 def test_auth_trakt_without_the_service_configured_says_so(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList
 from tests.harness import write_config
-from watchbridge.store import Store
+from watchbridge.store import NewOutboxRow, Store
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -112,3 +113,19 @@ def test_status_warns_a_month_before_the_anilist_token_expires(
     assert result.returncode == 0, result.stderr
     assert "me: the AniList token of profile me expires on" in result.stdout
     assert "in 20 days" in result.stdout and "auth anilist --profile me" in result.stdout
+
+
+def test_auth_anilist_makes_the_deliveries_its_missing_sign_in_held_due_now(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    fake = start_fake(FakeAniList())
+    path = config(tmp_path, fake, secret=True)
+    now = time.time()
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("anilist", "me", "play", {}, "k1", "i1")], now)
+        (item,) = store.claim("test", now, 1, ["anilist"])
+        store.hold(item.id, now, now + 1800, "me is not signed in to AniList")
+    result = run("auth", "anilist", "--config", str(path), "--token", fake.authorize())
+    assert "1 deliveries of profile me to AniList were waiting" in result.stdout
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.next_due(["anilist"]) <= time.time()

@@ -522,6 +522,7 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
 
         before, after = asyncio.run(sign_in())
         click.echo(f"profile {name} is signed in to Trakt")
+        _resume_waiting(store, "trakt", "Trakt", name)
         for seen in (before, after):
             change = note_account(store, config, "trakt", name, seen or "", time.time())
             if change is not None:
@@ -587,6 +588,7 @@ def auth_plex(
 
         username = asyncio.run(sign_in())
         click.echo(f"profile {name} is signed in to plex.tv as {username}")
+        _resume_waiting(store, "plex", "Plex", name)
         if config.services.plex.url and not identity(config, store, name).pasted:
 
             async def server_token() -> None:
@@ -649,8 +651,22 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
 
         viewer = asyncio.run(sign_in(pasted))
         days = client.expires_in_days(name)
-    until = f"; the token expires in {int(days)} days" if days is not None else ""
-    click.echo(f"profile {name} is signed in to AniList as {viewer.name}{until}")
+        until = f"; the token expires in {int(days)} days" if days is not None else ""
+        click.echo(f"profile {name} is signed in to AniList as {viewer.name}{until}")
+        _resume_waiting(store, "anilist", "AniList", name)
+
+
+def _resume_waiting(store: Store, target: str, service: str, profile: str) -> None:
+    """After a sign-in: the profile's rows waiting for `target` (a missing or refused sign-in
+    held them for up to half an hour) become due now."""
+    from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
+
+    if resumed := store.resume_waiting(target, profile, time.time()):
+        minutes = int(IDLE_WAKE_SECONDS // 60)
+        click.echo(
+            f"{resumed} deliveries of profile {profile} to {service} were waiting: the service"
+            f" sends them within {minutes} minutes"
+        )
 
 
 def _pick_profile(config: Config, wanted: str | None, service: str) -> str:

@@ -1509,6 +1509,18 @@ class Store:
             )
             return cursor.rowcount
 
+    def resume_waiting(self, target: str, profile: str, now: float) -> int:
+        """Make one profile's rows waiting for `target` due now: it was just signed in again,
+        so what its missing sign-in held (up to half an hour) goes out at the next look. How
+        many."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?"
+                " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?",
+                (now, target, profile, now),
+            )
+            return cursor.rowcount
+
     def next_due(self, targets: Sequence[str] | None = None) -> float | None:
         """When the earliest row `claim` could take becomes due (None when nothing is
         pending): a row behind an older unfinished one of its item waits for that one."""
