@@ -239,6 +239,13 @@ def test_deeply_nested_json_is_rejected_not_raised() -> None:
     assert isinstance(result, Rejected)
 
 
+def test_deeply_nested_json_holding_a_lone_surrogate_is_rejected_not_raised() -> None:
+    body = b'{"a": ' + b"[" * 900 + b'"\\ud800"' + b"]" * 900 + b"}"
+    assert read_body(body, "application/json") == Rejected(
+        "body is not JSON we accept: nested too deeply"
+    )
+
+
 def test_content_type_header_parameters_are_parsed_with_quotes() -> None:
     assert parse_header('Multipart/Form-Data; boundary="x;y"; charset=utf-8') == (
         "multipart/form-data",
@@ -282,6 +289,13 @@ def test_a_json_body_in_the_charset_it_declares_is_read_in_it() -> None:
 def test_a_form_body_in_the_charset_it_declares_keeps_its_letters() -> None:
     body = ("payload=" + quote(json.dumps(AMELIE, ensure_ascii=False), encoding="latin-1")).encode()
     read = read_body(body, "application/x-www-form-urlencoded; charset=ISO-8859-1")
+    assert isinstance(read, dict) and read["item"]["title"] == "Amélie"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("charset", ["base64", "rot13", "idna", "punycode", "undefined"])
+def test_a_body_labelled_with_a_codec_that_is_no_charset_is_read_as_utf8(charset: str) -> None:
+    body = json.dumps(AMELIE, ensure_ascii=False).encode("utf-8")
+    read = read_body(body, f"application/json; charset={charset}")
     assert isinstance(read, dict) and read["item"]["title"] == "Amélie"  # type: ignore[index]
 
 

@@ -92,12 +92,15 @@ def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
     return decoded
 
 
+@functools.lru_cache(maxsize=64)
 def _charset(declared: str) -> str:
     """The codec a body declares (Windows PowerShell 5.1 sends Latin-1); UTF-8 when it names
-    none we know, or a UTF (JSON's own detection reads those)."""
+    none we know, no charset (base64, idna: they cannot read any bytes as text), or a UTF
+    (JSON's own detection reads those)."""
     try:
         name = codecs.lookup(declared).name if declared else "utf-8"
-    except LookupError:
+        b"\xff\x00".decode(name, "replace")
+    except (LookupError, UnicodeError):
         return "utf-8"
     return "utf-8" if name.startswith("utf") or name == "ascii" else name  # ASCII: a UTF-8 subset
 
@@ -316,6 +319,8 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
     try:
         text = raw.decode(json.detect_encoding(raw), "surrogatepass")
         decoded = _forgiving_loads(text)
+        if _MAY_HOLD_SURROGATES.search(text):
+            decoded = _without_lone_surrogates(decoded)
     except json.JSONDecodeError as error:
         return Rejected(
             f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
@@ -328,8 +333,6 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
         return Rejected(f"{what} is not JSON we accept: {_one_line(str(error))}")
     if not isinstance(decoded, dict):
         return Rejected(f"{what} is JSON but not an object")
-    if _MAY_HOLD_SURROGATES.search(text):
-        decoded = _without_lone_surrogates(decoded)
     return decoded  # empty strings were dropped while decoding
 
 
