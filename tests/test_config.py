@@ -315,6 +315,27 @@ def test_a_plex_link_needs_the_server_url() -> None:
     assert "links.a.services: a plex link needs services.plex.url" in message
 
 
+def test_a_link_with_no_kinds_is_refused() -> None:
+    message = error_of(
+        "services:\n  trakt: {client_id: c}\n  plex: {token: t, url: 'http://nas:32400'}\n"
+        "links:\n  a:\n    services: [plex, trakt]\n    kinds: []\n"
+    )
+    assert "links.a.kinds: expected at least one of history, ratings" in message
+
+
+def test_collection_removals_without_the_collection_kind_is_refused() -> None:
+    message = error_of(
+        "services:\n  trakt: {client_id: c}\n  plex: {token: t, url: 'http://nas:32400'}\n"
+        "links:\n  a:\n    services: [plex, trakt]\n    collection_removals: true\n"
+    )
+    assert "links.a.collection_removals: only works with collection in kinds" in message
+
+
+def test_alerts_with_no_kinds_are_refused() -> None:
+    message = error_of("alerts:\n  urls: ['json://127.0.0.1:1/x']\n  kinds: []\n")
+    assert "alerts.kinds: expected all, or at least one kind" in message
+
+
 def test_full_config_builds_typed_objects() -> None:
     config = parse_config(
         """
@@ -570,6 +591,13 @@ def test_a_password_read_as_a_yaml_alias_is_not_printed() -> None:
     assert message == (
         "watchbridge.yaml:3: invalid YAML: a value starting with * or & must be quoted"
         ' (e.g. password: "*secret")'
+    )
+
+
+def test_a_control_character_is_named_on_its_line_without_the_value() -> None:
+    assert error_of("server:\n  port: 1\nservices:\n  x: abc\x01def\n") == (
+        "watchbridge.yaml:4: invalid YAML: a control character (#x0001) YAML does not allow,"
+        " perhaps pasted with a password or token: delete it"
     )
 
 

@@ -372,6 +372,13 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
 def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:  # no mark: its line is counted here
+        line = text.count("\n", 0, exc.position) + 1
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(
+            f"{path.name}:{line}: invalid YAML: a control character (#x{character:04x}) YAML "
+            "does not allow, perhaps pasted with a password or token: delete it"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
@@ -561,6 +568,22 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
+        if not link.kinds:
+            problems.append(
+                (
+                    f"{where}.kinds",
+                    "expected at least one of history, ratings, watchlist, collection (a link"
+                    " with none syncs nothing: remove the link instead)",
+                )
+            )
+        if link.collection_removals and "collection" not in link.kinds:
+            problems.append(
+                (
+                    f"{where}.collection_removals",
+                    "only works with collection in kinds (plex-trakt links): add it there, or"
+                    " remove this line",
+                )
+            )
         problems.extend(_list_kind_problems(where, link))
     problems.extend(_shared_account_problems(config.profiles))
     problems.extend(_anilist_problems(config.services.anilist))
@@ -570,6 +593,14 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
     problems.extend(_delivery_problems(config.delivery))
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
+    if not config.alerts.kinds:
+        problems.append(
+            (
+                "alerts.kinds",
+                "expected all, or at least one kind (an empty list sends no alert at all: to"
+                " send none, leave alerts.urls empty)",
+            )
+        )
     return problems
 
 
