@@ -1341,6 +1341,26 @@ async def test_a_rate_limit_shorter_than_15_minutes_does_not_alert_when_it_begin
     assert receiver.titles() == []
 
 
+async def test_short_rate_limits_back_to_back_alert_once_known_to_last_15_minutes(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    told = []
+    for _ in range(4):  # Trakt asks to wait 10 minutes, then again and again
+        trakt.throttle_next(1, retry_after=600)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)
+        told.append(len(receiver.titles()))
+        clock.advance(601)
+    assert trakt.history() == []
+    assert told == [0, 1, 1, 1]  # held 10 minutes, and 10 more: 20 minutes
+    assert receiver.titles() == [PAUSED_FOR_ME]
+
+
 async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

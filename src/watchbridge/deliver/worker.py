@@ -222,12 +222,10 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
 
 def rate_limit_hold(wait: float, now: float) -> Hold:
     """The hold of one profile's rows while the service rate-limits its account for `wait`
-    seconds: told (a `service_unreachable` alert) when it is known to last as long as an
-    outage would before its alert."""
+    seconds: told (a `service_unreachable` alert) once it lasts, or is known to last, as long
+    as an outage would before its alert (the worker adds up limits in a row)."""
     until = datetime.fromtimestamp(now + wait, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    reason = f"rate limited until {until}"
-    alert = "service_unreachable" if wait >= UNREACHABLE_ALERT_AFTER else ""
-    return Hold(reason, wait, alert, target_wide=False)
+    return Hold(f"rate limited until {until}", wait, "service_unreachable", target_wide=False)
 
 
 def unreachable_alert(
@@ -369,6 +367,9 @@ class DeliveryWorker:
         # rows under a config the service has not loaded yet.
         self._judge_config = role == SERVICE_ROLE
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
+        # "target:profile" -> (since, until) of a rate limit in holds back to back: told once
+        # it has lasted as long as an outage would before its alert.
+        self._limited: dict[str, tuple[float, float]] = {}
         self._latest_now = 0.0  # the latest time the clock said: a step back is seen
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
@@ -583,7 +584,10 @@ class DeliveryWorker:
                 settled.append(
                     Settlement(item.id, "pending", now + after, outcome.reason, outcome.spends)
                 )
-                if outcome.alert:
+                if outcome.alert == "service_unreachable":  # one profile's rate limit
+                    if text := self._limit_told(target.name, key, outcome, now):
+                        alerts[(outcome.alert, key, item.profile)] = text
+                elif outcome.alert:
                     alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
                 if outcome.alert == "account_limit":
                     limited.setdefault(key, set()).add(item.id)
@@ -715,6 +719,15 @@ class DeliveryWorker:
                 log.warning("deliveries paused", extra={"target": name, "reason": text})
                 held.told = True
 
+    def _limit_told(self, target: str, key: str, hold: Hold, now: float) -> str | None:
+        """The alert text for a profile's rate limit (`key`), once the limits in a row (each
+        Retry-After retried at its end) have lasted UNREACHABLE_ALERT_AFTER or are known to."""
+        since, until = self._limited.get(key, (now, now))
+        if now > until + TARGET_PROBE_MAX:  # the last one ended long ago: a new one
+            since = now
+        self._limited[key] = (since, now + hold.after)
+        return unreachable_alert(target, _told(hold.reason), since, now, now + hold.after)
+
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
         self.holds.pop(target.name, None)
@@ -727,6 +740,7 @@ class DeliveryWorker:
         for profile in profiles:
             message = f"{target.name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
+            self._limited.pop(key, None)
             await runtime.notifier.resolve("credentials", message, key=key)
             if runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
                 await runtime.notifier.resolve("service_unreachable", message, key=key)
