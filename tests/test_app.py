@@ -467,6 +467,19 @@ def test_start_up_warns_of_a_profile_taking_plex_and_tautulli_webhooks(tmp_path:
     assert "both Plex's and Tautulli's webhooks" in warning
 
 
+def test_start_up_warns_of_collection_removals_on_a_link_without_the_collection_kind(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        "services:\n  trakt: {client_id: c}\n  plex: {token: t, url: 'http://nas:32400'}\n"
+        "profiles:\n  me:\n    accounts: {trakt: {}, plex: {}}\n"
+        "links:\n  a:\n    services: [plex, trakt]\n    collection_removals: true\n",
+    )
+    warnings = start_warnings(load_config(path, {}), [])
+    assert any(w.startswith("links.a.collection_removals does nothing") for w in warnings)
+
+
 def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

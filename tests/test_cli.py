@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,10 +25,11 @@ import sqlite_utils
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import ServiceProcess, free_port, write_config
-from watchbridge.app import renamed_profiles
+from tests.harness import ServiceProcess, free_port, wait_ready, write_config
+from watchbridge.app import renamed_profiles, webhook_secret
 from watchbridge.cli import webhook_base
-from watchbridge.config import parse_config
+from watchbridge.config import load_config, parse_config
+from watchbridge.errors import WatchbridgeError
 from watchbridge.store import NewOutboxRow, Settlement, Store, migrations
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
@@ -294,6 +296,45 @@ def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
+@contextlib.contextmanager
+def write_locked(db: Path) -> Iterator[None]:
+    """Another process (a `watchbridge sync`, a sqlite3 shell) holding the write lock."""
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_serve_starts_while_another_process_writes_to_the_database(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, "  busy_timeout: 0.5\n", port=port)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        webhook_secret(load_config(config), store, 1.0)  # made at the first start
+    with write_locked(tmp_path / "watchbridge.db"):
+        service = ServiceProcess(config, port).start(wait=False)
+        time.sleep(3)  # its start, and its background tasks' first tries, meet the lock
+    try:
+        wait_ready(service.url)  # once the lock is gone
+        output = service.output()
+        assert "stayed locked by another process" in output
+        assert "Traceback" not in output
+    finally:
+        service.kill()
+
+
+def test_a_first_serve_while_another_process_writes_says_so_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "  busy_timeout: 0.5\n")
+    Store.open(tmp_path / "watchbridge.db").close()  # made by a `sync` before any start
+    with write_locked(tmp_path / "watchbridge.db"):
+        result = run("serve", "--config", str(config))
+    assert result.returncode == 1
+    assert "error: the database (storage.path) stayed locked" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_status_on_a_fresh_database(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     Store.open(tmp_path / "watchbridge.db").close()  # as the service's first start leaves it
@@ -449,6 +490,12 @@ def test_webhook_urls_refuse_a_host_they_cannot_make_a_url_of(tmp_path: Path) ->
     result = run("webhook-urls", "--config", str(write_config(tmp_path)), "--host", "ftp://nas")
     assert result.returncode != 0 and "/webhooks/" not in result.stdout
     assert "--host 'ftp://nas' is not a host name, host:port or http(s) URL" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["192.168.1.10:", "nas.lan:0", "http://nas.lan:/x"])
+def test_webhook_urls_refuse_a_host_with_an_empty_or_zero_port(host: str) -> None:
+    with pytest.raises(WatchbridgeError, match="is not a host name, host:port or http"):
+        webhook_base(host, 8765)
 
 
 GENERIC_PLAY = json.dumps(
@@ -690,11 +737,19 @@ def test_auth_trakt_makes_the_deliveries_its_missing_sign_in_held_due_now(
     with Store.open(tmp_path / "watchbridge.db") as store:
         store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], now)
         (item,) = store.claim("test", now, 1, ["trakt"])
-        store.hold(item.id, now, now + 900, "me is not signed in to Trakt")
+        store.hold(
+            item.id, now, now + 900, "not signed in: run `watchbridge auth trakt --profile me`"
+        )
     out = _auth_trakt(tmp_path, start_fake)
-    assert "1 deliveries of profile me to Trakt were waiting" in out
+    assert "1 deliveries of profile me to Trakt waited for this sign-in" in out
     with Store.open(tmp_path / "watchbridge.db") as store:
         assert store.next_due(["trakt"]) <= time.time()
+
+
+def test_auth_plex_pin_without_a_home_user_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("auth", "plex", "--pin", "1234", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 2
+    assert "--pin is a Plex Home member's PIN: it goes with --home-user NAME" in result.stderr
 
 
 def test_auth_trakt_without_the_service_configured_says_so(tmp_path: Path) -> None:

@@ -124,8 +124,10 @@ def test_auth_anilist_makes_the_deliveries_its_missing_sign_in_held_due_now(
     with Store.open(tmp_path / "watchbridge.db") as store:
         store.enqueue([NewOutboxRow("anilist", "me", "play", {}, "k1", "i1")], now)
         (item,) = store.claim("test", now, 1, ["anilist"])
-        store.hold(item.id, now, now + 1800, "me is not signed in to AniList")
+        store.hold(
+            item.id, now, now + 1800, "not signed in: run `watchbridge auth anilist --profile me`"
+        )
     result = run("auth", "anilist", "--config", str(path), "--token", fake.authorize())
-    assert "1 deliveries of profile me to AniList were waiting" in result.stdout
+    assert "1 deliveries of profile me to AniList waited for this sign-in" in result.stdout
     with Store.open(tmp_path / "watchbridge.db") as store:
         assert store.next_due(["anilist"]) <= time.time()

@@ -323,14 +323,6 @@ def test_a_link_with_no_kinds_is_refused() -> None:
     assert "links.a.kinds: expected at least one of history, ratings" in message
 
 
-def test_collection_removals_without_the_collection_kind_is_refused() -> None:
-    message = error_of(
-        "services:\n  trakt: {client_id: c}\n  plex: {token: t, url: 'http://nas:32400'}\n"
-        "links:\n  a:\n    services: [plex, trakt]\n    collection_removals: true\n"
-    )
-    assert "links.a.collection_removals: only works with collection in kinds" in message
-
-
 def test_alerts_with_no_kinds_are_refused() -> None:
     message = error_of("alerts:\n  urls: ['json://127.0.0.1:1/x']\n  kinds: []\n")
     assert "alerts.kinds: expected all, or at least one kind" in message

@@ -515,7 +515,9 @@ async def test_a_read_and_a_delivery_for_one_account_share_its_pacing(
     runtime: Runtime, fake: FakeSerializd, clock: FakeClock
 ) -> None:
     arrivals = await read_and_deliver_at_once(runtime, fake, clock, rate=8)
-    assert min(gaps(arrivals)) >= 0.11  # 8 requests/s: 0.125 s apart, both clients together
+    # 8 requests/s: 0.125 s apart, both clients together (two lanes would send pairs ~0 s
+    # apart); arrivals on a busy machine come up to a few tens of ms late, so a gap may shrink.
+    assert min(gaps(arrivals)) >= 0.07
 
 
 async def test_the_services_serializd_clients_share_one_lane_per_account(

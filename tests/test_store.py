@@ -425,10 +425,41 @@ def test_a_newer_rating_of_its_item_settles_a_dead_rating_for_good(store: Store)
     assert store.retry_dead(None, 7.0) == Retried(queued=0, superseded=0)
 
 
+def test_a_waiting_rating_a_newer_one_of_its_item_follows_is_settled_as_superseded(
+    store: Store,
+) -> None:
+    store.enqueue([row("old", action="rating")], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.hold(old.id, 3.0, 60.0, "the target is down")  # waits through an outage
+    store.enqueue([row("new", action="rating")], 4.0)  # re-rated meanwhile
+    (next_up,) = store.claim("w", 61.0)
+    assert next_up.idempotency_key == "new"
+    assert store.claim("w", 62.0) == []
+
+
+def test_a_rating_in_flight_is_not_superseded_by_a_newer_one(store: Store) -> None:
+    store.enqueue([row("old", action="rating")], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.enqueue([row("new", action="rating")], 3.0)  # while the old one is being sent
+    query = "SELECT status, claimed_by FROM outbox WHERE id = ?"
+    assert tuple(store.db.execute(query, (old.id,)).fetchone()) == ("inflight", "w")
+
+
 def test_a_dead_play_is_sent_again_whatever_followed_it(store: Store) -> None:
     dead_row(store, "play", "play")
     store.enqueue([row("rating", action="rating")], 4.0)
     assert store.retry_dead(None, 5.0) == Retried(queued=1, superseded=0)
+
+
+def test_a_sign_in_makes_due_only_the_rows_waiting_for_it(store: Store) -> None:
+    store.enqueue([row("signin", "a"), row("limited", "b"), row("other profile", "c")], 1.0)
+    signin, limited, other = store.claim("w", 2.0, 3)
+    store.hold(signin.id, 3.0, 900.0, "run `watchbridge auth trakt --profile me`")
+    store.hold(limited.id, 3.0, 600.0, "rate limited for 600 s")
+    store.db.execute("UPDATE outbox SET profile = 'you' WHERE id = ?", (other.id,))
+    store.hold(other.id, 3.0, 900.0, "run `watchbridge auth trakt --profile you`")
+    assert store.resume_after_sign_in("trakt", "me", 4.0) == 1
+    assert [r.idempotency_key for r in store.claim("w", 4.0, 3)] == ["signin"]
 
 
 def test_tokens_round_trip_and_replace(store: Store) -> None:

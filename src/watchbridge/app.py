@@ -48,7 +48,7 @@ from watchbridge.config import (
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
-from watchbridge.store import IngestWriter, Store
+from watchbridge.store import IngestWriter, Store, locked_by_another
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,13 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
         except Exception as exc:
             crashes = 1 if time.monotonic() - started >= HEALTHY_RUN else crashes + 1
             runtime.metrics.background_errors.labels(task.name).inc()
-            if crashes == 1:
+            if locked_by_another(exc):  # no fault of ours: the log says what, not where
+                log.warning(
+                    "the database stayed locked by another process (a `watchbridge sync`, a "
+                    "sqlite3 shell) for longer than storage.busy_timeout; restarting",
+                    extra={"task": task.name, "crashes": crashes},
+                )
+            elif crashes == 1:
                 log.exception("background task crashed; restarting", extra={"task": task.name})
             else:
                 log.warning(
@@ -225,6 +231,12 @@ def start_warnings(
             "no profiles are configured: every webhook is answered and ignored; map your "
             "media-server accounts under `profiles` (see the README)"
         )
+    for name, link in config.links.items():
+        if link.collection_removals and "collection" not in link.kinds:
+            warnings.append(
+                f"links.{name}.collection_removals does nothing: it works only with collection"
+                " in the link's kinds (plex-trakt links); add it there, or remove the line"
+            )
     for name, profile in config.profiles.items():
         if profile.users.plex and profile.users.tautulli:
             warnings.append(

@@ -32,7 +32,7 @@ from watchbridge.config import (
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
-from watchbridge.store import OutboxItem, Store, StoreStatus, backup_path
+from watchbridge.store import OutboxItem, Store, StoreStatus, backup_path, locked_by_another
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,6 +142,7 @@ def debug_from_environment() -> bool:
 @click.pass_context
 def serve(ctx: click.Context, config_path: str | None) -> None:
     """Run the service: webhooks, delivery, scheduled syncs, metrics."""
+    from watchbridge.app import webhook_secret
     from watchbridge.logs import setup_logging
     from watchbridge.server import serve as run_server
     from watchbridge.wiring import build_app, build_runtime
@@ -149,8 +150,10 @@ def serve(ctx: click.Context, config_path: str | None) -> None:
     config = _load(config_path)
     level = "debug" if ctx.obj["debug"] else config.logging.level
     setup_logging(level, config.logging.format, config.secrets())
-    # Fail before binding ports if the database cannot be opened: one line, no traceback.
-    _open_store(config, create=True).close()
+    # Fail before binding ports if the database cannot be opened, or (on a first start) take
+    # no generated webhook secret: one line, no traceback. Later starts only read it.
+    with _open_store(config, create=True) as store:
+        webhook_secret(config, store, time.time())
     run_server(build_app(build_runtime(config)), config)
 
 
@@ -435,7 +438,14 @@ def webhook_base(host: str | None, port: int) -> str:
         given_port = parts.port
     except ValueError:
         parts, given_port = None, None
-    if parts is None or not parts.hostname or " " in text or parts.scheme not in ("http", "https"):
+    if (
+        parts is None
+        or not parts.hostname
+        or " " in text
+        or parts.scheme not in ("http", "https")
+        or given_port == 0
+        or parts.netloc.endswith(":")  # a port left out after its colon
+    ):
         raise WatchbridgeError(
             f"--host {host!r} is not a host name, host:port or http(s) URL "
             "(e.g. nas.lan, 192.168.1.10:8765 or https://watchbridge.example.com)"
@@ -557,6 +567,8 @@ def auth_plex(
     from watchbridge.readers.plex import ServerTokens, identity, plex_client
     from watchbridge.services.plextv import Pin, PlexTvClient
 
+    if home_pin is not None and home_user is None:
+        raise click.UsageError("--pin is a Plex Home member's PIN: it goes with --home-user NAME")
     config = _load(config_path)
     if config.services.plex is None:
         raise WatchbridgeError("services.plex is not configured: add a `plex:` section")
@@ -657,15 +669,15 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
 
 
 def _resume_waiting(store: Store, target: str, service: str, profile: str) -> None:
-    """After a sign-in: the profile's rows waiting for `target` (a missing or refused sign-in
-    held them for up to half an hour) become due now."""
+    """After a sign-in: the profile's rows a missing or refused sign-in to `target` held (for
+    up to half an hour) become due now."""
     from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
 
-    if resumed := store.resume_waiting(target, profile, time.time()):
+    if resumed := store.resume_after_sign_in(target, profile, time.time()):
         minutes = int(IDLE_WAKE_SECONDS // 60)
         click.echo(
-            f"{resumed} deliveries of profile {profile} to {service} were waiting: the service"
-            f" sends them within {minutes} minutes"
+            f"{resumed} deliveries of profile {profile} to {service} waited for this sign-in:"
+            f" the service sends them within {minutes} minutes"
         )
 
 
@@ -1253,10 +1265,6 @@ def anime_refresh(config_path: str | None) -> None:
         )
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    return any(word in str(exc) for word in ("locked", "busy"))
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected errors into one clear line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -1281,7 +1289,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+        if locked_by_another(exc):
             click.echo(
                 "error: the database (storage.path) stayed locked by another watchbridge "
                 "writing to it (the service or a sync) for longer than storage.busy_timeout: "

@@ -576,14 +576,6 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                     " with none syncs nothing: remove the link instead)",
                 )
             )
-        if link.collection_removals and "collection" not in link.kinds:
-            problems.append(
-                (
-                    f"{where}.collection_removals",
-                    "only works with collection in kinds (plex-trakt links): add it there, or"
-                    " remove this line",
-                )
-            )
         problems.extend(_list_kind_problems(where, link))
     problems.extend(_shared_account_problems(config.profiles))
     problems.extend(_anilist_problems(config.services.anilist))

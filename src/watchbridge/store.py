@@ -425,6 +425,14 @@ _SUPERSEDE_DEAD_RATINGS = (
     f" AND newer.id > outbox.id AND newer.action IN {_RATINGS_SQL})"
 )
 
+# A waiting rating (or removal) that a newer one of the same item follows is settled at once:
+# sent later, a target would stamp it "now", and the newer one would look older than it and
+# be skipped as undoing the user's latest choice. One in flight ('inflight') finishes.
+_SUPERSEDE_WAITING_RATINGS = (
+    "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
+    f" WHERE status = 'pending' AND action IN {_RATINGS_SQL} AND ordering_key = ? AND id < ?"
+)
+
 
 @dataclass(frozen=True)
 class IngestJob:
@@ -851,6 +859,14 @@ class Checkpointer:
                 self.runs += 1
         finally:
             self._conn.close()
+
+
+def locked_by_another(exc: BaseException) -> bool:
+    """Another process (a `watchbridge sync`, a sqlite3 shell) held the write lock for longer
+    than storage.busy_timeout: nothing is wrong with the database, try again later."""
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        word in str(exc) for word in ("locked", "busy")
+    )
 
 
 def _storage_fault(exc: sqlite3.DatabaseError) -> bool:
@@ -1347,6 +1363,7 @@ class Store:
                 conn.execute(
                     f"{_SUPERSEDE_DEAD_RATINGS} AND ordering_key = ?", (now, row.ordering_key)
                 )
+                conn.execute(_SUPERSEDE_WAITING_RATINGS, (now, row.ordering_key, cursor.lastrowid))
         return added
 
     def claim(
@@ -1509,15 +1526,16 @@ class Store:
             )
             return cursor.rowcount
 
-    def resume_waiting(self, target: str, profile: str, now: float) -> int:
-        """Make one profile's rows waiting for `target` due now: it was just signed in again,
-        so what its missing sign-in held (up to half an hour) goes out at the next look. How
-        many."""
+    def resume_after_sign_in(self, target: str, profile: str, now: float) -> int:
+        """Make the rows of `profile` that wait for a sign-in to `target` due now: it was just
+        signed in again. Those are the rows whose reason asks for `watchbridge auth TARGET`;
+        the others keep their waits (a rate limit's, a retry's backoff). How many."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET next_attempt_at = ?"
-                " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?",
-                (now, target, profile, now),
+                " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?"
+                " AND instr(last_error, ?) > 0",
+                (now, target, profile, now, f"watchbridge auth {target}"),
             )
             return cursor.rowcount
 
@@ -1872,7 +1890,10 @@ class Store:
                 self._conn.execute(f"PRAGMA synchronous={int(synchronous)}")
 
     def setting(self, name: str, make: Callable[[], str], now: float) -> str:
-        """The stored value of a generated setting, created with `make()` on first use."""
+        """The stored value of a generated setting, created with `make()` on first use. Only
+        the first use writes: a start while another process writes must not wait for it."""
+        if known := self._query("SELECT value FROM settings WHERE name = ?", (name,)):
+            return str(known[0]["value"])
         with self.transaction() as conn:
             row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
             if row:
