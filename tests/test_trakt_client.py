@@ -730,6 +730,25 @@ async def test_account_problems_are_not_retried(
     assert trakt.count("POST", "/sync/history") == 1
 
 
+@pytest.mark.parametrize(
+    ("vip", "headers", "fix"),
+    [
+        (True, True, "the account is VIP and still at its limit: make room on Trakt"),
+        (False, True, "upgrade to VIP (https://trakt.tv/vip) or make room on Trakt"),
+        (True, False, "make room on Trakt, or upgrade to VIP (https://app.trakt.tv/vip) if the"),
+    ],
+)
+async def test_an_account_limit_says_to_upgrade_only_an_account_trakt_says_is_not_vip(
+    client: TraktClient, trakt: FakeTrakt, store: Store, vip: bool, headers: bool, fix: str
+) -> None:
+    signed_in(trakt, store)
+    trakt.set_limits(vip=vip)
+    trakt.account_limit(1, route="POST /sync/history", headers=headers)  # False: 2026's bare 420
+    with pytest.raises(TraktAccountError) as caught:
+        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
+    assert fix in caught.value.message
+
+
 async def test_a_search_answered_with_a_page_that_is_not_json_is_a_trakt_error(
     client: TraktClient, trakt: FakeTrakt
 ) -> None:

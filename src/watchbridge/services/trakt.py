@@ -1399,11 +1399,13 @@ def _raise_for_account(response: httpx.Response) -> None:
     if status == 420:
         hit = LimitHit.from_headers(headers)
         kind = _limited_kind(response.request.url.path)
-        fix = (
-            "the account is VIP and still at its limit: make room on Trakt"
-            if hit.vip
-            else f"upgrade to VIP ({hit.upgrade_url or DEFAULT_UPGRADE_URL}) or make room on Trakt"
-        )
+        upgrade = f"upgrade to VIP ({hit.upgrade_url or DEFAULT_UPGRADE_URL})"
+        if hit.vip:
+            fix = "the account is VIP and still at its limit: make room on Trakt"
+        elif hit.vip is False:
+            fix = f"{upgrade} or make room on Trakt"
+        else:  # a bare 420 (Trakt's 2026 guide) does not say whether the account is VIP
+            fix = f"make room on Trakt, or {upgrade} if the account is not VIP"
         raise TraktLimitError(
             f"Trakt account limit reached for {kind}"
             + (f" ({hit.limit} items)" if hit.limit is not None else "")
