@@ -861,6 +861,22 @@ def test_the_reverse_mapping_uses_the_anime_index_worked_examples() -> None:
     assert isinstance(not_anime, Unmatched) and not_anime.code == "unknown"
 
 
+def test_an_episode_numbered_past_tmdbs_seasons_is_placed_by_tvdbs_numbering() -> None:
+    # Jellyfin in TVDB order: Re:Zero TVDB S2E14 (TMDB knows no S2) is Part 2 episode 1.
+    both = Ids(tmdb=str(REZERO), tvdb="305089")
+    tvdb_ordered = MediaRef("episode", show_ids=both, season=2, number=14)
+    assert sample_reverse()(tvdb_ordered) == (PART_2, 1)
+    tmdb_only = replace(tvdb_ordered, show_ids=Ids(tmdb=str(REZERO)))
+    unplaced = sample_reverse()(tmdb_only)
+    assert isinstance(unplaced, Unmatched) and unplaced.code == "new-season"  # as before
+
+
+def test_an_anime_movie_known_by_its_imdb_id_only_is_placed() -> None:
+    # Plex's legacy movie agent names a film by IMDb id only; the datasets map that too.
+    mononoke = MediaRef("movie", ids=Ids(imdb="tt0119698"), title="Princess Mononoke")
+    assert sample_reverse()(mononoke) == (164, 1)
+
+
 def sample_reverse() -> IndexReverse:
     from tests.fakes.anime_datasets import sample_bodies
     from watchbridge.anime import load_index

@@ -381,6 +381,13 @@ def first_id(value: Any) -> int | None:
     return found[0] if found else None
 
 
+def movie_key(tmdb: int | None, imdb: str | None) -> str | None:
+    """How the reverse index files a movie: by its TMDB id, or by its IMDb id."""
+    if tmdb is not None:
+        return f"tmdb:{tmdb}"
+    return f"imdb:{imdb}" if imdb else None
+
+
 def _imdb(value: Any) -> str | None:
     if isinstance(value, list | tuple):
         return next((i for i in (_imdb(v) for v in value) if i), None)
@@ -1013,7 +1020,7 @@ class AnimeIndex:
         self._entries: dict[int, _Entry] = {}
         self._names: dict[int, str] = {}
         self._reverse: dict[tuple[str, int, int | None], list[_Interval]] | None = None
-        self._movies: dict[int, list[tuple[int, int, MovieMap]]] | None = None
+        self._movies: dict[str, list[tuple[int, int, MovieMap]]] | None = None  # by movie_key
         self._shows: set[tuple[str, int]] = set()  # (scheme, show) with any reverse row
         self._orphans: dict[int, _Entry] = {}  # by MAL id: dataset rows without an AniList id
         self._by_ids: dict[tuple[str, int], list[int]] | None = None  # ("anidb"|"mal", id)
@@ -1282,7 +1289,7 @@ class AnimeIndex:
 
     def _build_reverse(self) -> None:
         reverse: dict[tuple[str, int, int | None], list[_Interval]] = {}
-        movies: dict[int, list[tuple[int, int, MovieMap]]] = {}
+        movies: dict[str, list[tuple[int, int, MovieMap]]] = {}
         self._shows = set()
         for entry in self._entries.values():
             self._add_reverse(entry, reverse, movies)
@@ -1292,7 +1299,7 @@ class AnimeIndex:
         self,
         entry: _Entry,
         reverse: dict[tuple[str, int, int | None], list[_Interval]],
-        movies: dict[int, list[tuple[int, int, MovieMap]]],
+        movies: dict[str, list[tuple[int, int, MovieMap]]],
     ) -> None:
         if entry.skip:
             return
@@ -1312,10 +1319,11 @@ class AnimeIndex:
                         (first, last, entry.anilist_id, capped, rank)
                     )
         for movie in entry.movies:
-            if movie.tmdb is not None:
-                movies.setdefault(movie.tmdb, []).append(
-                    (_RANKS.get(movie.source, 9), entry.anilist_id, movie)
-                )
+            for key in (movie_key(movie.tmdb, None), movie_key(None, movie.imdb)):
+                if key is not None:
+                    movies.setdefault(key, []).append(
+                        (_RANKS.get(movie.source, 9), entry.anilist_id, movie)
+                    )
 
     def adopt(self, anilist_id: int, mal_id: int | None) -> bool:
         """Map `anilist_id` through a dataset row that names its title by MAL id only (AniList
@@ -1462,14 +1470,27 @@ class AnimeIndex:
             )
         return Unmatched(f"{where} is in no mapping dataset range", "unknown")
 
-    def anilist_for_movie(self, tmdb_movie: int) -> tuple[int, int] | Unmatched:
-        """(AniList id, last AniList episode of the movie) for a TMDB movie play."""
+    def anilist_for_movie(
+        self, tmdb_movie: int | None, imdb: str | None = None
+    ) -> tuple[int, int] | Unmatched:
+        """(AniList id, last AniList episode of the movie) for a movie play, by its TMDB id,
+        else its IMDb id (Plex's legacy agent names films by IMDb id only)."""
         if self._movies is None:
             self._build_reverse()
         assert self._movies is not None
-        hits = sorted(self._movies.get(tmdb_movie, []), key=lambda h: h[0])
+        hits: list[tuple[int, int, MovieMap]] = []
+        for key in (movie_key(tmdb_movie, None), movie_key(None, imdb)):
+            if key is not None and not hits:
+                hits = sorted(self._movies.get(key, []), key=lambda h: h[0])
         if not hits:
-            return Unmatched(f"TMDB movie {tmdb_movie} is in no mapping dataset", "unknown")
+            named = " or ".join(
+                name
+                for name in (tmdb_movie and f"TMDB movie {tmdb_movie}", imdb and f"IMDb {imdb}")
+                if name
+            )
+            return Unmatched(
+                f"{named or 'a movie without ids'} is in no mapping dataset", "unknown"
+            )
         _, anilist, movie = hits[0]
         span = movie.span
         if span is None or not span.dst:

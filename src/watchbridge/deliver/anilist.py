@@ -336,10 +336,17 @@ def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
     return EntryWrite(current.media_id, status=status, progress=episode - 1)
 
 
+# What the datasets answer for an episode numbered past what they map of a show (a season
+# they do not know, an episode past its ranges): a Jellyfin or Emby library in TVDB order
+# numbers it so, with the show's TMDB id beside; TVDB's numbering then places it.
+ANOTHER_NUMBERING = ("new-season", "outside")
+
+
 class IndexReverse:
     """`Reverse` from the mapping index (`watchbridge.anime.AnimeIndex`): TMDB, then TVDB
-    numbering; an item no dataset range holds falls back to its anime ids (AniList, AniDB,
-    MAL: HAMA guids, webhooks), which name the entry itself.
+    numbering (also when TMDB's numbering is past what the datasets map); an item no dataset
+    range holds falls back to its anime ids (AniList, AniDB, MAL: HAMA guids, webhooks),
+    which name the entry itself.
 
     With `seasons`, a TMDB play numbered by season of a show some entry maps by absolute
     number (One Piece) that no seasonal range holds is placed by its absolute number on the
@@ -390,13 +397,16 @@ class IndexReverse:
 
     def __call__(self, item: MediaRef) -> tuple[int, int] | Unmatched:
         if item.kind == "movie":
-            tmdb = item.ids.tmdb
-            if tmdb and tmdb.isdigit():
-                found = self.index.anilist_for_movie(int(tmdb))
+            tmdb, imdb = item.ids.tmdb, item.ids.imdb
+            tmdb_id = int(tmdb) if tmdb and tmdb.isdigit() else None
+            if tmdb_id is not None or imdb:
+                found = self.index.anilist_for_movie(tmdb_id, imdb)
                 return found if isinstance(found, tuple) else self._by_anime_ids(item, found)
-            return self._by_anime_ids(item, Unmatched(f"{item.describe()} has no TMDB id"))
+            why = Unmatched(f"{item.describe()} has no TMDB or IMDb id")
+            return self._by_anime_ids(item, why)
         ids = item.ids if item.kind == "show" else item.show_ids
         answer: Unmatched | None = None
+        first_said: Unmatched | None = None  # past TMDB's mapped seasons: TVDB's may place it
         for scheme in SCHEMES:
             show = getattr(ids, scheme)
             if not (show and show.isdigit()):
@@ -418,9 +428,16 @@ class IndexReverse:
                 and _absolute_show(self.index, item) is not None
             ):
                 found = self._by_absolute(int(show), item)
-            if isinstance(found, tuple) or found.code != "unknown":
+            if isinstance(found, tuple):
                 return found
-            answer = answer or found
+            if found.code in ANOTHER_NUMBERING:
+                first_said = first_said or found
+            elif found.code != "unknown":
+                return first_said or found
+            else:
+                answer = answer or found
+        if first_said is not None:
+            return first_said
         why = answer or Unmatched(f"{item.describe()} has no TMDB or TVDB show id", "unknown")
         return self._by_anime_ids(item, why)
 
