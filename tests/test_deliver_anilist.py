@@ -861,14 +861,13 @@ def test_the_reverse_mapping_uses_the_anime_index_worked_examples() -> None:
     assert isinstance(not_anime, Unmatched) and not_anime.code == "unknown"
 
 
-def test_an_episode_numbered_past_tmdbs_seasons_is_placed_by_tvdbs_numbering() -> None:
-    # Jellyfin in TVDB order: Re:Zero TVDB S2E14 (TMDB knows no S2) is Part 2 episode 1.
+def test_an_episode_numbered_past_tmdbs_seasons_says_what_tvdbs_numbering_would_place() -> None:
+    # TMDB knows no Re:Zero S2; a library in TVDB order numbers Part 2 episode 1 S2E14. Nothing
+    # in the play says which numbering it uses (TMDB S2 may be a season TVDB calls S3).
     both = Ids(tmdb=str(REZERO), tvdb="305089")
-    tvdb_ordered = MediaRef("episode", show_ids=both, season=2, number=14)
-    assert sample_reverse()(tvdb_ordered) == (PART_2, 1)
-    tmdb_only = replace(tvdb_ordered, show_ids=Ids(tmdb=str(REZERO)))
-    unplaced = sample_reverse()(tmdb_only)
-    assert isinstance(unplaced, Unmatched) and unplaced.code == "new-season"  # as before
+    unplaced = sample_reverse()(MediaRef("episode", show_ids=both, season=2, number=14))
+    assert isinstance(unplaced, Unmatched) and unplaced.code == "new-season"
+    assert "in TVDB order, this is AniList 119661 episode 1: add an override" in unplaced.reason
 
 
 def test_an_anime_movie_known_by_its_imdb_id_only_is_placed() -> None:

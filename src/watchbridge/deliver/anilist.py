@@ -337,16 +337,27 @@ def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
 
 
 # What the datasets answer for an episode numbered past what they map of a show (a season
-# they do not know, an episode past its ranges): a Jellyfin or Emby library in TVDB order
-# numbers it so, with the show's TMDB id beside; TVDB's numbering then places it.
+# they do not know yet, an episode past its ranges). A Jellyfin or Emby library in TVDB order
+# numbers episodes so too, with the show's TMDB id beside, but nothing in a play says which
+# numbering it uses (TMDB folds seasons TVDB splits): TVDB's answer is told, never taken.
 ANOTHER_NUMBERING = ("new-season", "outside")
+
+
+def _in_tvdb_order(why: Unmatched, by_tvdb: tuple[int, int]) -> Unmatched:
+    """`why` TMDB's numbering places no entry, with what TVDB's would say of the same numbers."""
+    media, number = by_tvdb
+    return Unmatched(
+        f"{why.reason}. If your library numbers episodes in TVDB order, this is AniList {media}"
+        f" episode {number}: add an override, or configure Serializd, whose catalogue places"
+        " such plays by their own TMDB id",
+        why.code,
+    )
 
 
 class IndexReverse:
     """`Reverse` from the mapping index (`watchbridge.anime.AnimeIndex`): TMDB, then TVDB
-    numbering (also when TMDB's numbering is past what the datasets map); an item no dataset
-    range holds falls back to its anime ids (AniList, AniDB, MAL: HAMA guids, webhooks),
-    which name the entry itself.
+    numbering; an item no dataset range holds falls back to its anime ids (AniList, AniDB,
+    MAL: HAMA guids, webhooks), which name the entry itself.
 
     With `seasons`, a TMDB play numbered by season of a show some entry maps by absolute
     number (One Piece) that no seasonal range holds is placed by its absolute number on the
@@ -406,7 +417,7 @@ class IndexReverse:
             return self._by_anime_ids(item, why)
         ids = item.ids if item.kind == "show" else item.show_ids
         answer: Unmatched | None = None
-        first_said: Unmatched | None = None  # past TMDB's mapped seasons: TVDB's may place it
+        first_said: Unmatched | None = None  # past TMDB's mapped seasons
         for scheme in SCHEMES:
             show = getattr(ids, scheme)
             if not (show and show.isdigit()):
@@ -428,12 +439,14 @@ class IndexReverse:
                 and _absolute_show(self.index, item) is not None
             ):
                 found = self._by_absolute(int(show), item)
+            if first_said is not None:  # TVDB's numbering, told only
+                return _in_tvdb_order(first_said, found) if isinstance(found, tuple) else first_said
             if isinstance(found, tuple):
                 return found
             if found.code in ANOTHER_NUMBERING:
-                first_said = first_said or found
+                first_said = found
             elif found.code != "unknown":
-                return first_said or found
+                return found
             else:
                 answer = answer or found
         if first_said is not None:
