@@ -284,6 +284,40 @@ def test_a_crash_alert_raised_before_the_service_restarted_is_resolved_once_the_
     assert receiver.titles() == [title, f"Resolved: {title}"]
 
 
+def quick_alerts(tmp_path: Path, receiver: AlertReceiver) -> Path:
+    """Alerts to `receiver`, throttled (and failed sends retried) after 1 s."""
+    return write_config(tmp_path, f'alerts: {{urls: ["{receiver.apprise_url}"], throttle: 1s}}\n')
+
+
+def test_a_task_that_goes_on_crashing_is_reminded_of(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    task = AlwaysCrashes()
+    task.name = "delivery"
+    runtime = runtime_for(quick_alerts(tmp_path, receiver))
+    runtime.task_restart_delay = 0.01  # crash 3 at ~0.03 s, crash 9 at ~2.5 s
+    title = "watchbridge: its delivery keeps failing"
+    with AppThread(create_app(runtime, tasks=[task])):
+        wait_until(lambda: receiver.titles() == [title, title], 8)
+    assert receiver.titles() == [title, title]
+
+
+def test_a_crash_alerts_resolved_notice_that_did_not_get_through_is_sent_again(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "HEALTHY_RUN", 1.0)
+    task = CrashesForDays(crashes=3)  # a full disk, freed after the third try
+    task.name = "delivery"
+    runtime = runtime_for(quick_alerts(tmp_path, receiver))
+    runtime.task_restart_delay = 0.0
+    title = "watchbridge: its delivery keeps failing"
+    with AppThread(create_app(runtime, tasks=[task])):
+        wait_until(lambda: receiver.titles() == [title], 5)
+        receiver.refuse_next()  # the notification service fails the "Resolved" once
+        wait_until(lambda: len(receiver.titles()) == 2, 8)
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+
+
 class BrokenClock:
     """A clock that fails once `broken` is set: a bug the webhook route did not expect."""
 

@@ -573,6 +573,11 @@ class Notifier:
             if entry is not None:  # not sent meanwhile by a concurrent call
                 await self._notify(kind, entry[1], entry[2], key)
 
+    @property
+    def retry_wait(self) -> float:
+        """How long an alert or notice that did not get through waits before it is sent again."""
+        return self._book.backoff
+
     def raised(self, kind: str, key: str = "") -> bool:
         """True when `resolve(kind, key)` has something to do now: a recovery notice is due, or
         a failed alert waits to be sent again. In memory and cheap, for hot paths.

@@ -35,7 +35,7 @@ from litestar.types import (
 from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
-from watchbridge.alerts import Notifier
+from watchbridge.alerts import FAILED, SUPPRESSED, Notifier
 from watchbridge.backoff import doubled
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
@@ -144,15 +144,16 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
     """Run a background task; if it crashes, count it, log it and start it again. A task that
     keeps crashing (a full disk) waits twice as long each time, up to MAX_RESTART_DELAY, and
     logs its traceback once per streak: the log must not fill the disk it is failing on. A
-    streak of CRASHES_BEFORE_ALERT is an `internal_error` alert, resolved once a restart has
-    run HEALTHY_RUN (also one raised before the service itself restarted)."""
+    streak of CRASHES_BEFORE_ALERT is an `internal_error` alert (each later crash reports it
+    again: the notifier reminds while it lasts), resolved once a restart has run HEALTHY_RUN
+    (also one raised before the service itself restarted)."""
     crashes, alerted = 0, runtime.notifier.raised("internal_error", task.name)
     while not stop.is_set():
         started = time.monotonic()
         run = asyncio.ensure_future(task.run(runtime, stop))
         try:
-            if alerted and not (await asyncio.wait({run}, timeout=HEALTHY_RUN))[0]:
-                alerted = not await _tell(runtime, task.name, None)  # resolved: over
+            if alerted:
+                alerted = await _resolve_once_healthy(runtime, task.name, run)
             await run
             return
         except asyncio.CancelledError:
@@ -176,19 +177,36 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                     "background task crashed again; restarting",
                     extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
                 )
-            if crashes == CRASHES_BEFORE_ALERT:
+            if crashes >= CRASHES_BEFORE_ALERT:
                 alerted = await _tell(runtime, task.name, f"{type(exc).__name__}: {exc}")
             delay = min(doubled(runtime.task_restart_delay, crashes - 1), MAX_RESTART_DELAY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
+async def _resolve_once_healthy(runtime: Runtime, name: str, run: asyncio.Future[None]) -> bool:
+    """Once `run` has lasted HEALTHY_RUN, resolve task `name`'s crash alert, again after the
+    notifier's back-off while the notice does not get through; whether still alerted (`run`
+    ended first)."""
+    wait = HEALTHY_RUN
+    while not (await asyncio.wait({run}, timeout=wait))[0]:
+        if await _tell(runtime, name, None):
+            return False
+        wait = runtime.notifier.retry_wait
+    return True
+
+
 async def _tell(runtime: Runtime, name: str, error: str | None) -> bool:
     """Alert that the background task `name` keeps crashing with `error`, or (None) resolve
-    that alert; True once done. Never raises: the disk it fails on may fail this too."""
+    that alert; True once done (a notice that did not get through is not). Never raises: the
+    disk it fails on may fail this too."""
     try:
         if error is None:
-            await runtime.notifier.resolve("internal_error", f"its {name} works again", name)
+            over = f"its {name} works again"
+            return await runtime.notifier.resolve("internal_error", over, name) not in (
+                FAILED,
+                SUPPRESSED,
+            )
         else:
             work = STOPPED_WORK.get(name, "part of watchbridge does not run")
             body = (
