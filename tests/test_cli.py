@@ -419,6 +419,20 @@ def test_reset_state_keeps_the_records_of_what_watchbridge_wrote_to_serializd(
     assert kept == [{"k": {"review_id": 1}}] * 3
 
 
+def test_reset_state_keeps_what_alerts_told(tmp_path: Path) -> None:
+    # An open alert's "Resolved" is owed still; a once-per-token warning was sent.
+    from watchbridge import alerts, maintenance
+
+    path, now = write_config(tmp_path), time.time()
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for namespace in (alerts.NAMESPACE, maintenance.ALERTED):
+            store.cache_put(namespace, "told", {"open": True}, now, 86400.0)
+    assert run("reset-state", "--yes", "--config", str(path)).returncode == 0
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        kept = [store.cache_get(n, "told", now)[0] for n in (alerts.NAMESPACE, maintenance.ALERTED)]
+    assert kept == [True, True]
+
+
 def test_test_alert_reaches_a_local_receiver(
     tmp_path: Path, receiver: list[dict[str, object]]
 ) -> None:

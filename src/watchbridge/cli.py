@@ -383,6 +383,7 @@ def reset_state(config_path: str | None, yes: bool) -> None:
             f"Forget all sync state in {config.storage.path}? Queued deliveries are lost",
             abort=True,
         )
+    from watchbridge import alerts, maintenance
     from watchbridge.deliver import anilist, serializd
     from watchbridge.readers import plex
 
@@ -393,8 +394,10 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     written += [
         (serializd.NAME, c) for c in (serializd.PLAYS, serializd.RATINGS, serializd.RATED_ROWS)
     ]
+    # What alerts told (an open one's "Resolved" is owed; a once-per-token warning is sent).
+    told = [alerts.NAMESPACE, maintenance.ALERTED]
     with _open_store(config) as store:
-        store.reset(keep_mirror=written, keep_cache=[anilist.FINISHED])
+        store.reset(keep_mirror=written, keep_cache=[anilist.FINISHED, *told])
     click.echo(
         "sync state cleared (the records of what watchbridge wrote are kept); "
         "the next sync starts from a full comparison"
