@@ -199,6 +199,21 @@ async def test_a_failure_is_reported_even_when_the_run_history_cannot_be_read(
     assert await report_run(store, alerts, "ts", "database is locked") == 1
 
 
+async def test_a_link_failing_for_weeks_is_told_with_every_failed_run_and_since_when(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    store = Store.open(tmp_path / "wb.db")
+    for hour in range(30):  # a run an hour, each failed
+        run_id = store.start_run("ts", hour * 3600.0)
+        assert run_id is not None
+        store.finish_run(run_id, hour * 3600.0 + 60, "failed", {}, 1, "serializd: 404")
+    config = parse_config(f"alerts: {{urls: ['{receiver.apprise_url}']}}", Path("w.yaml"), {})
+    assert await report_run(store, Notifier(config.alerts), "ts", "serializd: 404") == 30
+    store.close()
+    (body,) = [m["message"] for m in receiver.messages]
+    assert body.startswith("30 runs in a row failed (since 1970-01-01 00:00 UTC)")
+
+
 async def test_a_run_stopped_by_a_shutdown_is_recorded_as_interrupted_not_failed(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:

@@ -984,20 +984,39 @@ async def _started(store: Store, name: str, clock: Callable[[], float]) -> int |
 FAILURES_BEFORE_ALERT = 3
 # Runs that say nothing of whether the link works: passed over when failures are counted.
 _NOT_COUNTED = ("running", "interrupted", "dry-run", "needs-review")
+MAX_RUNS_READ = 3072  # a failure streak is counted this far back at most (weeks of runs)
 
 
 def failures_in_a_row(runs: Sequence[SyncRun]) -> int:
     """How many of a link's latest runs (newest first) failed in a row (a run whose watchlist
     or collection failed counts). Pure."""
-    failures = 0
+    return len(_failed_in_a_row(runs)[0])
+
+
+def _failed_in_a_row(runs: Sequence[SyncRun]) -> tuple[list[SyncRun], bool]:
+    """The latest runs (newest first) that failed in a row, and whether a run that went
+    through ends them within `runs`. Pure."""
+    failed: list[SyncRun] = []
     for run in runs:
         if run.outcome in _NOT_COUNTED:
             continue
         # A held run went through (its error says what waits for the user).
         if run.outcome == "held" or (run.outcome != "failed" and not run.error):
-            break
-        failures += 1
-    return failures
+            return failed, True
+        failed.append(run)
+    return failed, False
+
+
+async def _failure_streak(store: Store, name: str) -> tuple[int, float | None]:
+    """The link's failed runs in a row and when the first of them began: read further back
+    while every run read failed (weeks of failures count in full)."""
+    limit = 4 * FAILURES_BEFORE_ALERT
+    while True:
+        runs = await asyncio.to_thread(store.recent_runs, name, limit)
+        failed, ended = _failed_in_a_row(runs)
+        if ended or len(runs) < limit or limit >= MAX_RUNS_READ:
+            return len(failed), failed[-1].started_at if failed else None
+        limit *= 4
 
 
 async def report_run(store: Store, alerts: Alerts, name: str, error: str | None) -> int:
@@ -1009,15 +1028,18 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
         await alerts.resolve("sync_failing", f"link {name} syncs again", key=name)
         return 0
     try:
-        runs = await asyncio.to_thread(store.recent_runs, name, 4 * FAILURES_BEFORE_ALERT)
+        failures, since = await _failure_streak(store, name)
     except sqlite3.Error:  # the database may be what failed: counted once it answers
-        runs = []
-    failures = max(1, failures_in_a_row(runs))
+        failures, since = 0, None
+    failures = max(1, failures)
     if failures >= FAILURES_BEFORE_ALERT:
+        began = ""
+        if since is not None:
+            began = f" (since {datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')})"
         await alerts.notify(
             "sync_failing",
             f"watchbridge: link {name} keeps failing",
-            f"{failures} runs in a row failed; the last one: {error}",
+            f"{failures} runs in a row failed{began}; the last one: {error}",
             key=name,
         )
     return failures
