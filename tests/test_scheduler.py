@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,10 +48,11 @@ def runtime_for(
     first_run: str = "apply",
     more_profiles: str = "",
     kinds: str = "[history, ratings]",
+    busy_timeout: float = 5.0,
 ) -> Runtime:
     config = parse_config(
         f"""
-storage: {{path: {tmp_path / "wb.db"}}}
+storage: {{path: {tmp_path / "wb.db"}, busy_timeout: {busy_timeout}}}
 alerts: {{urls: ["{receiver.apprise_url}"]}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
@@ -212,6 +215,28 @@ async def test_a_link_failing_for_weeks_is_told_with_every_failed_run_and_since_
     store.close()
     (body,) = [m["message"] for m in receiver.messages]
     assert body.startswith("30 runs in a row failed (since 1970-01-01 00:00 UTC)")
+
+
+async def test_a_run_meeting_a_database_another_process_holds_logs_one_line(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = runtime_for(tmp_path, *fakes, interval=3600, busy_timeout=0.2)
+    holder = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a `watchbridge sync`, a sqlite3 shell
+    try:
+        with caplog.at_level(logging.WARNING, logger="watchbridge.scheduler"):
+            async with scheduled(runtime):
+                await until(
+                    lambda: any(r.getMessage() == "sync run failed" for r in caplog.records)
+                )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    (failed, *_) = [r for r in caplog.records if r.getMessage() == "sync run failed"]
+    assert failed.exc_info is None
+    assert "stayed locked by another process" in failed.__dict__["reason"]
 
 
 async def test_a_run_stopped_by_a_shutdown_is_recorded_as_interrupted_not_failed(

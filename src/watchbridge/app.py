@@ -48,7 +48,7 @@ from watchbridge.config import (
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
-from watchbridge.store import IngestWriter, Store, locked_by_another
+from watchbridge.store import LOCKED_BY_ANOTHER, IngestWriter, Store, locked_by_another
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,7 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
             runtime.metrics.background_errors.labels(task.name).inc()
             if locked_by_another(exc):  # no fault of ours: the log says what, not where
                 log.warning(
-                    "the database stayed locked by another process (a `watchbridge sync`, a "
-                    "sqlite3 shell) for longer than storage.busy_timeout; restarting",
+                    f"{LOCKED_BY_ANOTHER}; restarting",
                     extra={"task": task.name, "crashes": crashes},
                 )
             elif crashes == 1:

@@ -14,6 +14,7 @@ import random
 
 from watchbridge.app import Runtime
 from watchbridge.errors import WatchbridgeError
+from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
     LinkBusy,
     NeedsReview,
@@ -105,9 +106,11 @@ class SyncScheduler:
             except Exception as exc:
                 runs.labels(name, "failed").inc()
                 message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
+                if locked := locked_by_another(exc):
+                    message = LOCKED_BY_ANOTHER
                 failures = await report_run(runtime.store, runtime.notifier, name, message)
                 # A failure we did not foresee (a bug) keeps its traceback, once per streak.
-                unforeseen = not isinstance(exc, WatchbridgeError) and failures == 1
+                unforeseen = not isinstance(exc, WatchbridgeError) and not locked and failures == 1
                 log.warning(
                     "sync run failed",
                     extra={"link": name, "failures": failures, "reason": message},

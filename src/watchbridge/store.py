@@ -861,11 +861,18 @@ class Checkpointer:
             self._conn.close()
 
 
+LOCKED_BY_ANOTHER = (
+    "the database stayed locked by another process (a `watchbridge sync`, a sqlite3 shell) for"
+    " longer than storage.busy_timeout"
+)
+
+
 def locked_by_another(exc: BaseException) -> bool:
     """Another process (a `watchbridge sync`, a sqlite3 shell) held the write lock for longer
     than storage.busy_timeout: nothing is wrong with the database, try again later."""
-    return isinstance(exc, sqlite3.OperationalError) and any(
-        word in str(exc) for word in ("locked", "busy")
+    # SQLITE_BUSY's words; "database table is locked" (SQLITE_LOCKED) is this connection's own.
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+        ("database is locked", "database is busy")
     )
 
 
