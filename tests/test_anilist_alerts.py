@@ -100,6 +100,19 @@ async def test_signing_in_again_resolves_the_expiry_alert(
     ]
 
 
+async def test_signing_in_after_the_token_expired_resolves_once(
+    expiring: Runtime, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    await check_anilist_tokens(expiring)  # expires soon
+    assert isinstance(expiring.clock, FakeClock)
+    expiring.clock.advance(11 * DAY)
+    await check_anilist_tokens(expiring)  # has expired
+    fresh = AniListToken.from_access_token(anilist.issue_token(lifetime=365 * DAY), 0)
+    expiring.store.put_token(SERVICE, "me", fresh.to_dict(), expiring.clock())
+    await check_anilist_tokens(expiring)
+    assert receiver.titles()[2:] == ["Resolved: watchbridge: the AniList sign-in of me has expired"]
+
+
 async def test_a_token_with_a_month_left_raises_no_alert(
     tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver
 ) -> None:

@@ -609,6 +609,22 @@ class Notifier:
         known = self._book.current(self._conditions.known(kind, key), self._clock())
         return known is not None and known.open and not known.unsent and not known.sending
 
+    async def close_quietly(self, kind: str, key: str = "") -> None:
+        """Condition (kind, key) gave way to another that tells the user more (an AniList
+        token about to expire, now expired): closed without a "Resolved" of its own."""
+        self._unsent.pop((kind, key), None)
+        if not self.enabled or not self.config.wants(kind):
+            return
+        now = self._clock()
+        await self._conditions.reload(now)
+        known = self._conditions.known(kind, key)
+        if known is None or not (known.open or known.owed_body):
+            return
+        book = self._book
+        await self._conditions.update(
+            kind, key, now, lambda condition: book.clear(condition, now, notice=False)
+        )
+
     async def resolve(self, kind: str, body: str, key: str = "") -> str:
         """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised.
 

@@ -118,6 +118,9 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
         if result in (SENT, DISABLED):
             await asyncio.to_thread(store.cache_put, ALERTED, alert.once, result, now, ALERTED_TTL)
             sent.append(alert.once)
+            # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
+            for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
+                await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
     return sent
 
 

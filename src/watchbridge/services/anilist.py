@@ -371,6 +371,7 @@ class ExpiryAlert:
     once: str
     title: str
     body: str
+    stage: str  # one of EXPIRY_STAGES
 
 
 def expiry_alert(
@@ -386,6 +387,7 @@ def expiry_alert(
         f"anilist:{profile}:{int(token.expires_at)}:{stage}",
         f"watchbridge: the AniList sign-in of {profile} {what}",
         expiry_warning(token, now, profile) or "",
+        stage,
     )
 
 
