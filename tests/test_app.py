@@ -447,6 +447,20 @@ def test_start_up_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
     assert "profile alexander is new to the database" in service.output()
 
 
+def test_a_storm_of_refused_webhooks_is_one_log_line_at_info(tmp_path: Path) -> None:
+    # A server left with an old secret sends progress webhooks every few seconds, for months.
+    port = free_port()
+    path = write_config(tmp_path, port=port)
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: s3cret-hook-long-one\n")
+    )
+    service = ServiceProcess(path, port).start()
+    for _ in range(20):
+        httpx.post(f"{service.url}/webhooks/jellyfin/an-old-secret", content=b"{}")
+    service.terminate()
+    assert service.output().count('msg="webhook refused"') == 1
+
+
 def test_debug_logging_shows_every_webhook_and_refusals_show_at_info(tmp_path: Path) -> None:
     port = free_port()
     path = write_config(tmp_path, "logging: {level: debug}\n", port=port)

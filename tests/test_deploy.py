@@ -588,6 +588,11 @@ def test_every_package_gives_a_stop_the_time_the_shutdown_takes(grace: str) -> N
     assert seconds >= ServerConfig().shutdown_timeout + 2 + 1  # the drain, the loop
 
 
+def test_compose_bounds_the_containers_log() -> None:
+    logging = _compose()["services"]["watchbridge"]["logging"]
+    assert logging["options"]["max-size"] and logging["options"]["max-file"]
+
+
 def test_compose_healthcheck_is_exec_form_python() -> None:
     test = _compose()["services"]["watchbridge"]["healthcheck"]["test"]
     assert test[0] == "CMD" and test[1].endswith("python") and "/healthz" in test[-1]

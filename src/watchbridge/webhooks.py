@@ -193,8 +193,29 @@ async def _answer(
     await _send(send, _json(status, {"status": outcome, **body}))
     if outcome in REFUSALS:
         reason = str(body.get("error", ""))
-        log.info("webhook refused", extra={"source": source, "status": status, "reason": reason})
+        _log_refused(source, outcome, status, reason)
         _alert_refused(runtime, source, outcome, reason)
+
+
+# A server with an old secret sends progress webhooks every few seconds for months: the log
+# tells a source's refusals of one kind once per this long, with how many it did not tell.
+LOG_REFUSALS_EVERY = 600.0
+_refusals_logged: dict[str, tuple[float, int]] = {}  # "source:outcome": (logged at, untold)
+
+
+def _log_refused(source: str, outcome: str, status: int, reason: str) -> None:
+    key, now = f"{source}:{outcome}", time.monotonic()
+    logged_at, untold = _refusals_logged.get(key, (-LOG_REFUSALS_EVERY, 0))
+    if now - logged_at < LOG_REFUSALS_EVERY:
+        _refusals_logged[key] = (logged_at, untold + 1)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("webhook refused", extra={"source": source, "reason": reason})
+        return
+    _refusals_logged[key] = (now, 0)
+    extra = {"source": source, "status": status, "reason": reason}
+    if untold:
+        extra["more_refused_since_last_line"] = untold
+    log.info("webhook refused", extra=extra)
 
 
 # What to tell a human when webhooks are refused: media servers never send one again, so each
