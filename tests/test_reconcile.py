@@ -286,27 +286,6 @@ def test_while_holding_a_single_removal_waits_too() -> None:
     assert result.writes() == ()
 
 
-def test_a_rating_changed_on_one_side_beside_its_removal_on_the_other_is_kept() -> None:
-    was = {EP1: Rated(80, 10)}
-    result = plan(
-        TWO_WAY,
-        {"trakt": side(), "serializd": side(ratings={EP1: Rated(60, 20)})},  # removed; 8 -> 6
-        {"trakt": side(ratings=was), "serializd": side(ratings=was)},
-    )
-    assert kinds(result) == [("set_rating", "trakt", EP1)]
-    assert result.actions[0].reason.startswith("rated again on serializd")
-
-
-def test_a_rating_removed_on_the_preferred_side_is_removed_though_the_other_changed() -> None:
-    was = {EP1: Rated(80, 10)}
-    result = plan(
-        Link(services=["trakt", "serializd"], prefer="trakt"),
-        {"trakt": side(), "serializd": side(ratings={EP1: Rated(60, 20)})},
-        {"trakt": side(ratings=was), "serializd": side(ratings=was)},
-    )
-    assert kinds(result) == [("remove_rating", "serializd", EP1)]
-
-
 def test_a_few_rating_removals_are_not_held() -> None:
     rated = {f"episode:tmdb:1:s1e{n}": Rated(80, 10) for n in range(20)}
     fewer = {item: r for item, r in rated.items() if not item.endswith("e0")}

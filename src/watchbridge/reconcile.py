@@ -754,32 +754,8 @@ def _rating_decision(
     if item in baseline.get(missing, Side()).ratings:
         if item in current[missing].renumbered_ratings:
             return None  # left out on purpose, not removed
-        if _rated_again(link, item, present, missing, current, baseline):
-            return (
-                present,
-                missing,
-                "set_rating",
-                f"rated again on {present} (kept over the removal on {missing})",
-            )
         return missing, present, "remove_rating", f"rating removed on {missing}"
     return present, missing, "set_rating", f"rated on {present}"
-
-
-def _rated_again(
-    link: Link,
-    item: str,
-    present: str,
-    missing: str,
-    current: Mapping[str, Side],
-    baseline: Mapping[str, Side],
-) -> bool:
-    """Whether the rating left on `present` is a new one, given since the last run beside a
-    removal on `missing`: nothing says which came first, and a rating removed again costs the
-    user a click where one removed wrongly is lost. The preferred side's removal stands."""
-    if link.prefer == missing or (link.direction == "one-way" and missing == link.services[0]):
-        return False
-    before = baseline.get(present, Side()).ratings.get(item)
-    return before is not None and before.value != current[present].ratings[item].value
 
 
 def _winner(link: Link, ra: Rated, rb: Rated) -> str:
