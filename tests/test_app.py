@@ -300,6 +300,8 @@ def test_a_task_that_goes_on_crashing_is_reminded_of(
     with AppThread(create_app(runtime, tasks=[task])):
         wait_until(lambda: receiver.titles() == [title, title], 8)
     assert receiver.titles() == [title, title]
+    first, reminder = (m["message"] for m in receiver.messages)
+    assert "failed 3 times in a row" in first and "failed 3 times" not in reminder
 
 
 def test_a_crash_alerts_resolved_notice_that_did_not_get_through_is_sent_again(

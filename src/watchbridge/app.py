@@ -177,7 +177,8 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                     extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
                 )
             if crashes >= CRASHES_BEFORE_ALERT:
-                alerted = await _tell(runtime, task.name, f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                alerted = await _tell(runtime, task.name, error, crashes)
             delay = min(doubled(runtime.task_restart_delay, crashes - 1), MAX_RESTART_DELAY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -195,7 +196,9 @@ async def _resolve_once_healthy(runtime: Runtime, name: str, run: asyncio.Future
     return True
 
 
-async def _tell(runtime: Runtime, name: str, error: str | None) -> bool:
+async def _tell(
+    runtime: Runtime, name: str, error: str | None, crashes: int = CRASHES_BEFORE_ALERT
+) -> bool:
     """Alert that the background task `name` keeps crashing with `error`, or (None) resolve
     that alert; True once done (a notice that did not get through is not). Never raises: the
     disk it fails on may fail this too."""
@@ -209,7 +212,7 @@ async def _tell(runtime: Runtime, name: str, error: str | None) -> bool:
         else:
             work = STOPPED_WORK.get(name, "part of watchbridge does not run")
             body = (
-                f"watchbridge's {name} failed {CRASHES_BEFORE_ALERT} times in a row "
+                f"watchbridge's {name} failed {crashes} times in a row "
                 f"({error[:300]}). It restarts on its own, waiting longer each time; until it "
                 f"works, {work}. The watchbridge log has the details."
             )

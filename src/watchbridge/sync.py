@@ -984,7 +984,8 @@ async def _started(store: Store, name: str, clock: Callable[[], float]) -> int |
 FAILURES_BEFORE_ALERT = 3
 # Runs that say nothing of whether the link works: passed over when failures are counted.
 _NOT_COUNTED = ("running", "interrupted", "dry-run", "needs-review")
-MAX_RUNS_READ = 3072  # a failure streak is counted this far back at most (weeks of runs)
+MAX_RUNS_READ = 3072  # a failure streak is counted this far back at most (a run history's
+# worth at the default half-hour interval: runs are pruned after a month)
 
 
 def failures_in_a_row(runs: Sequence[SyncRun]) -> int:
@@ -1009,7 +1010,7 @@ def _failed_in_a_row(runs: Sequence[SyncRun]) -> tuple[list[SyncRun], bool]:
 
 async def _failure_streak(store: Store, name: str) -> tuple[int, float | None]:
     """The link's failed runs in a row and when the first of them began: read further back
-    while every run read failed (weeks of failures count in full)."""
+    while every run read failed (up to MAX_RUNS_READ runs, or as far as runs are kept)."""
     limit = 4 * FAILURES_BEFORE_ALERT
     while True:
         runs = await asyncio.to_thread(store.recent_runs, name, limit)
