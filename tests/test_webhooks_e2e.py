@@ -337,6 +337,19 @@ def test_a_generic_movie_known_by_its_title_only_reaches_trakt(
     assert titles(trakt) == ["Arrival"]
 
 
+def test_a_double_episode_file_reaches_trakt_without_the_servers_api_key(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # Trakt finds S05E14 by its own id and, with it, the show: S05E15 has no id of its own.
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    payload |= {"NotificationUsername": "alice", "EpisodeNumberEnd": 15}
+    payload |= {"Provider_tvdb": "4000014", "Provider_imdb": "", "Provider_tmdb": ""}
+    response = httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload)
+    assert response.json() == {"status": "accepted", "queued": 2}
+    wait_for(lambda: len(trakt.history()) == 2)
+    assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(5, 14), (5, 15)]
+
+
 def test_late_completion_is_added_to_history_with_its_real_time(
     tmp_path: Path, trakt: FakeTrakt
 ) -> None:

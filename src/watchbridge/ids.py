@@ -288,6 +288,20 @@ class TraktResolver:
     async def resolve(self, item: MediaRef, source: str | None = None) -> MediaRef | None:
         """The item with the Trakt ids its other ids find, or (for a row of a webhook source
         in TITLE_SEARCH_SOURCES) its title."""
+        if found := await self._search(item):
+            return apply_match(item, found)
+        return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
+
+    async def with_show_of(self, item: MediaRef, sibling: Ids) -> MediaRef:
+        """An episode without ids of its own (the second of a file holding two), with its
+        show's Trakt ids as searching the file's first episode (`sibling`: its ids) finds
+        them; its numbers then place it."""
+        found = await self._search(replace(item, ids=sibling))
+        show = ids_from(((found or {}).get("show") or {}).get("ids") or {})
+        return replace(item, show_ids=item.show_ids.merged(show))
+
+    async def _search(self, item: MediaRef) -> dict[str, Any] | None:
+        """Trakt's search result for the first of the item's ids it knows (cached)."""
         for id_type, value, kind in lookups(item):
 
             async def ask(id_type: str = id_type, value: str = value, kind: str = kind) -> Any:
@@ -297,8 +311,8 @@ class TraktResolver:
             lookup = f"{kind}:{id_type}:{value}"
             found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
             if found:
-                return apply_match(item, found)
-        return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
+                return dict(found)
+        return None
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
         wanted = title_lookup(item) if self.title_search is not None else None

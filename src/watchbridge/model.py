@@ -127,7 +127,8 @@ class MediaEvent:
     `played` is the server's own completion signal (Plex media.scrobble, Jellyfin
     PlayedToCompletion, Tautulli watched, a manual mark), trusted even without progress.
     `rating` is on the internal 0-100 scale (see ratings.py). `companion`: a further episode
-    of a multi-episode file, following the first one's playback without live state of its own.
+    of a multi-episode file, following the first one's playback without live state of its own;
+    `companion_of` the first one's own ids (Trakt's search for them names the show).
     """
 
     source: Source
@@ -143,6 +144,7 @@ class MediaEvent:
     occurred_at: float | None = None
     session_id: str = ""
     companion: bool = False
+    companion_of: Ids = field(default_factory=Ids)
     percent: float | None = None  # progress a source gave without a position (generic schema)
     # A mark that may re-mark what was watched before (Jellyfin's "mark season played" marks
     # every episode, counting each again): no new play of an item completed before.

@@ -40,6 +40,7 @@ from watchbridge.ids import (
     TraktEpisodes,
     TraktResolver,
     has_trakt_ids,
+    ids_from,
     title_unmatched,
 )
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -352,6 +353,8 @@ class TraktTarget:
                 )
                 item, problem = enriched.item, enriched.problem
             item = self.episodes.placed(item)  # a Trakt id found by its numbers before
+            if not can_send(item) and (first := outbox.payload.get("companion_of")):
+                item = await self.resolver.with_show_of(item, ids_from(first))
             if not can_send(item):
                 item = await self.episodes.place(item)  # known by its absolute number only
             if not can_send(item):
