@@ -524,6 +524,14 @@ def test_a_held_removals_baseline_lets_go_of_a_rating_the_other_side_changed_or_
     assert kept_on_serializd(before, side(), trakt_before, trakt).ratings == {}
 
 
+def test_a_held_removals_baseline_keeps_a_rating_whose_copy_the_other_side_holds() -> None:
+    # Copied to Trakt by the last run (Trakt's baseline was read before the copy), then
+    # removed on Serializd: the removal waits, and the copy is no newer rating on Trakt.
+    before = side(ratings={EP1: Rated(80, DAY)})
+    trakt = side(ratings={EP1: Rated(80, 2 * DAY)})
+    assert kept_on_serializd(before, side(), NOTHING, trakt).ratings == {EP1: Rated(80, DAY)}
+
+
 @pytest.fixture
 def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The machine's days are UTC ones."""

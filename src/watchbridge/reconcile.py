@@ -558,7 +558,8 @@ def removals_kept(
     removed is a removal, not a new play to copy back). Not kept: plays we removed ourselves
     (their tombstones), records read under another item (renumbered), a play logged again
     (`_logged_again`), and a rating the other side changed or no longer holds either (no
-    removal of it waits: the rating there is the newer one). Pure."""
+    removal of it waits: the rating there is the newer one; a copy of it made since is no
+    change). Pure."""
     before, now = baseline.get(service, Side()), current[service]
     other = next((s for s in current if s != service), "")
     other_before, other_now = baseline.get(other, Side()), current.get(other, Side())
@@ -573,7 +574,13 @@ def removals_kept(
         item: rated
         for item, rated in before.ratings.items()
         if item not in now.renumbered_ratings
-        and _same_rating(other_now.ratings.get(item), other_before.ratings.get(item))
+        and (
+            _same_rating(other_now.ratings.get(item), other_before.ratings.get(item))
+            or (
+                _copied_from(rated, service, other_now.ratings.get(item), other)
+                and item not in other_before.ratings
+            )
+        )
     }
     kept = tuple(p for p in gone if p.record not in again)
     return replace(now, plays=now.plays + kept, ratings={**ratings, **now.ratings})
@@ -610,6 +617,14 @@ def _nearest(play: Play, plays: Iterable[Play]) -> Play | None:
         if p.item == play.item and p.at != UNDATED and abs(p.at - play.at) <= MATCH_WINDOW
     ]
     return min(near, key=lambda p: abs(p.at - play.at), default=None)
+
+
+def _copied_from(rated: Rated, service: str, other: Rated | None, other_service: str) -> bool:
+    """Whether the other side's rating, new there since the baseline, is this side's `rated`
+    (the copy a run made: its removal here still waits, it is no newer rating there)."""
+    return other is not None and ratings.same_on_both(
+        service, rated.value, other_service, other.value
+    )
 
 
 def _same_rating(now: Rated | None, before: Rated | None) -> bool:
