@@ -48,7 +48,11 @@ RUN groupadd --gid 1000 watchbridge \
 COPY --from=builder /opt/venv /opt/venv
 COPY config/watchbridge.example.yaml /app/watchbridge.example.yaml
 
+# SQLITE_TMPDIR: SQLite's temporary copies (the rewrite that gives space back after an
+# outage's backlog) go to the data disk the space check counts, not to /tmp, which compose
+# mounts in memory.
 ENV PATH="/opt/venv/bin:${PATH}" \
+    SQLITE_TMPDIR=/data \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WATCHBRIDGE_DATA_DIR=/data \

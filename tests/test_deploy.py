@@ -717,6 +717,12 @@ def test_dockerfile_default_target_runs_as_uid_1000_through_the_entrypoint() -> 
     assert 'VOLUME ["/config", "/data"]' in lines
 
 
+def test_dockerfile_keeps_sqlites_temporary_files_on_the_data_disk() -> None:
+    # Compose mounts /tmp in memory; the space check before a rewrite counts the data disk.
+    lines = [ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines()]
+    assert "SQLITE_TMPDIR=/data \\" in lines
+
+
 def test_dockerignore_keeps_the_build_context_to_an_allow_list() -> None:
     entries = [
         ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and ln[0] != "#"
