@@ -56,20 +56,6 @@ def test_removal_on_plex_removes_from_trakt() -> None:
     assert plan.add_to_plex == ()
 
 
-def test_a_title_put_back_on_trakt_after_the_last_run_is_copied_not_removed() -> None:
-    # Taken off Plex, then removed from Trakt and added there again, all before this run.
-    again = WatchItem("movie", ARRIVAL, listed_at=5_000.0)
-    plan = plan_watchlist([plex(HEAT)], [again, trakt(HEAT)], base(trakt(ARRIVAL)), since=1_000.0)
-    assert [i.ids for i in plan.add_to_plex] == [ARRIVAL]
-    assert plan.remove_from_trakt == ()
-
-
-def test_a_title_listed_before_the_last_run_is_removed_as_before() -> None:
-    listed = WatchItem("movie", ARRIVAL, listed_at=900.0)
-    plan = plan_watchlist([plex(HEAT)], [listed, trakt(HEAT)], base(trakt(ARRIVAL)), since=1_000.0)
-    assert [i.ids for i in plan.remove_from_trakt] == [ARRIVAL]
-
-
 def test_a_title_gone_from_both_sides_is_forgotten() -> None:
     plan = plan_watchlist([], [], base(trakt(ARRIVAL)))
     assert plan.forgotten == ("movie:tmdb:329865",) and plan.changes == 0

@@ -600,7 +600,6 @@ async def sync_watchlist(
         confirm_removals=confirm_removals,
         only_to=only_to,
         holding=watchlist_holding(store, link, profile),
-        since=store.mirror_saved_at(_baseline_store(link), profile, "watchlist"),
     )
     paused = load_pause(store, profile, "watchlist")
     # The limits matter only with something to add, or to see whether a pause can end.

@@ -216,7 +216,6 @@ async def sync_serializd_watchlist(
         only_to=only_to,
         peer=PEER,
         holding=watchlist_holding(store, link, profile),
-        since=store.mirror_saved_at(_baseline_store(link), profile, "watchlist"),
     )
     additions, kept_off, unresolved = await _serializd_additions(
         serializd, store, profile, plan.add_to_peer, clock

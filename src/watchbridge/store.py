@@ -1977,15 +1977,6 @@ class Store:
             found |= {r["item_key"] for r in rows}
         return found
 
-    def mirror_saved_at(self, service: str, profile: str, collection: str) -> float | None:
-        """When a mirror collection `mirror_replace` keeps was last saved (None: never)."""
-        rows = self._query(
-            "SELECT MAX(updated_at) AS t FROM mirror WHERE service = ? AND profile = ?"
-            " AND collection = ?",
-            (service, profile, collection),
-        )
-        return rows[0]["t"] if rows else None
-
     def mirror_replace(
         self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
     ) -> None:

@@ -114,7 +114,6 @@ def plan_watchlist(
     only_to: str | None = None,
     peer: str = "plex",
     holding: bool = False,
-    since: float | None = None,
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
     named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
@@ -123,9 +122,7 @@ def plan_watchlist(
     source and is never written; a title the target lost is put back, one the source lost is
     removed from the target, and titles only the target has (never synced) are left alone.
     `holding`: the last run held removals: they wait until confirmed, however small a share
-    of the list they become as it grows. `since`: when the baseline was saved; a title listed
-    after it was put (back) on its list since, so its absence on the other side is older news
-    (a removal there is no reason to remove it again).
+    of the list they become as it grows.
     """
     if only_to not in (None, "trakt", peer):
         raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
@@ -140,7 +137,7 @@ def plan_watchlist(
         if match is not None:
             matched_trakt.add(id(match))
             on_both.append((item, match))
-        elif item.aliases & known and not listed_after(item, since):
+        elif item.aliases & known:
             remove_from_plex.append(item)
         else:
             add_to_trakt.append(item)
@@ -149,8 +146,7 @@ def plan_watchlist(
     for item in trakt:
         if id(item) in matched_trakt:
             continue
-        removed_elsewhere = item.aliases & known and not listed_after(item, since)
-        (remove_from_trakt if removed_elsewhere else add_to_plex).append(item)
+        (remove_from_trakt if item.aliases & known else add_to_plex).append(item)
     if only_to == "trakt":  # the peer is the source: what Trakt lost comes back
         add_to_trakt += remove_from_plex
         remove_from_plex, add_to_plex = [], []
@@ -179,18 +175,6 @@ def plan_watchlist(
         held=held,
         counts={peer: len(plex), "trakt": len(trakt), "baseline": len(baseline)},
         peer=peer,
-    )
-
-
-# Our clock and the services' may differ a little: a title listed within this of the
-# baseline's save is not taken for one put back since.
-LISTED_SLACK = 60.0
-
-
-def listed_after(item: WatchItem, since: float | None) -> bool:
-    """Whether `item` was put on its list after `since` (the baseline's save). Pure."""
-    return (
-        since is not None and item.listed_at is not None and item.listed_at > since + LISTED_SLACK
     )
 
 
