@@ -336,6 +336,19 @@ async def test_a_rating_is_a_diary_entry_that_is_not_a_play(
     assert fake.ticks() == set()
 
 
+async def test_a_rating_that_waited_does_not_undo_a_newer_one_given_on_serializd(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=60)
+    fake.fail_next(2, 503, route=f"POST {REVIEWS_ADD}")  # both inline attempts: it waits
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(3600)
+    fake.advance(3600)
+    fake.log_entry(None, SHOW, 1, 4, rating=9, is_log=False)  # rated on serializd.com since
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert [e.rating for e in fake.diary()] == [9]
+
+
 async def test_the_same_rating_twice_is_sent_once(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

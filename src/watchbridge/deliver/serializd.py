@@ -428,6 +428,8 @@ class SerializdTarget:
         sent_last = (ledger.rated.get(key) or {}).get("rating")
         if sent_last == value and not row.payload.get("link"):
             return Delivered("already rated on Serializd")
+        if (row.attempts or row.last_error) and await self._rated_since(ledger, place, at, key):
+            return Skipped("a newer rating was given on Serializd since")
         if row.may_have_landed:
             # The send may be what the ledger holds for the item: its entry is not another's.
             own = (ledger.rated.get(key) or {}).get("review_id")
@@ -551,6 +553,20 @@ class SerializdTarget:
             self.store.mirror_put, NAME, ledger.profile, collection, values, self.clock()
         )
         (ledger.plays if collection == PLAYS else ledger.rated).update(values)
+
+    async def _rated_since(self, ledger: Ledger, place: Place, at: float, key: str) -> bool:
+        """Whether the user rated the item on Serializd after `at` (a rating that waited, an
+        outage or a dead letter retried, would undo that: Serializd shows the newest row)."""
+        if ledger.diary is None:
+            ledger.diary = await self.client.diary(ledger.profile)
+        own = (ledger.rated.get(key) or {}).get("review_id")
+        return any(
+            place.holds(entry)
+            and entry.rating
+            and entry.id != own
+            and entry.date_added > at + ratings.RATED_SLACK
+            for entry in ledger.diary
+        )
 
     async def _find_in_diary(
         self,
