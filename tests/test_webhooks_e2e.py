@@ -350,6 +350,26 @@ def test_a_double_episode_file_reaches_trakt_without_the_servers_api_key(
     assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(5, 14), (5, 15)]
 
 
+def test_a_double_episode_file_numbered_unlike_trakt_leaves_the_second_unmatched(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # The server's S05E14 is Trakt's S05E10 (another episode order): its S05E15 is not
+    # Trakt's S05E15, so numbers cannot place it.
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    payload |= {"NotificationUsername": "alice", "EpisodeNumberEnd": 15}
+    payload |= {"Provider_tvdb": "4000010", "Provider_imdb": "", "Provider_tmdb": ""}
+    httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload)
+
+    def second_settled() -> bool:
+        with sqlite3.connect(service.config.parent / "wb.db") as db:
+            rows = db.execute("SELECT last_error FROM outbox WHERE action = 'play'").fetchall()
+        unmatched = any((error or "").startswith("unmatched") for (error,) in rows)
+        return unmatched or len(trakt.history()) == 2
+
+    wait_for(second_settled)
+    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(5, 10)]
+
+
 def test_late_completion_is_added_to_history_with_its_real_time(
     tmp_path: Path, trakt: FakeTrakt
 ) -> None:

@@ -292,11 +292,16 @@ class TraktResolver:
             return apply_match(item, found)
         return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
 
-    async def with_show_of(self, item: MediaRef, sibling: Ids) -> MediaRef:
+    async def with_show_of(self, item: MediaRef, first: Ids, first_number: int | None) -> MediaRef:
         """An episode without ids of its own (the second of a file holding two), with its
-        show's Trakt ids as searching the file's first episode (`sibling`: its ids) finds
-        them; its numbers then place it."""
-        found = await self._search(replace(item, ids=sibling))
+        show's Trakt ids as searching the file's first episode (`first`: its ids) finds them;
+        its numbers then place it. Only where Trakt numbers that first episode as the server
+        did: a show the server orders otherwise (DVD order, one long anime season) would
+        put the second on another episode, so it stays as it was (unmatched)."""
+        found = await self._search(replace(item, ids=first, kind="episode"))
+        episode = (found or {}).get("episode") or {}
+        if (episode.get("season"), episode.get("number")) != (item.season, first_number):
+            return item
         show = ids_from(((found or {}).get("show") or {}).get("ids") or {})
         return replace(item, show_ids=item.show_ids.merged(show))
 

@@ -128,7 +128,7 @@ class MediaEvent:
     PlayedToCompletion, Tautulli watched, a manual mark), trusted even without progress.
     `rating` is on the internal 0-100 scale (see ratings.py). `companion`: a further episode
     of a multi-episode file, following the first one's playback without live state of its own;
-    `companion_of` the first one's own ids (Trakt's search for them names the show).
+    `companion_of`: that first episode (Trakt's search for its ids names the show).
     """
 
     source: Source
@@ -144,7 +144,7 @@ class MediaEvent:
     occurred_at: float | None = None
     session_id: str = ""
     companion: bool = False
-    companion_of: Ids = field(default_factory=Ids)
+    companion_of: MediaRef | None = None
     percent: float | None = None  # progress a source gave without a position (generic schema)
     # A mark that may re-mark what was watched before (Jellyfin's "mark season played" marks
     # every episode, counting each again): no new play of an item completed before.

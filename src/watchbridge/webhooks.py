@@ -85,8 +85,9 @@ def rows_for(
         payload: dict[str, Any] = {"item": item, "at": intent.at, "source": event.source}
         if event.server and event.source in ("jellyfin", "emby", "plex"):
             payload["server"] = event.server  # see ids.same_server, Enricher._elsewhere
-        if event.companion and event.companion_of:  # its file's first episode names the show
-            payload["companion_of"] = event.companion_of.present()
+        if event.companion and (first := event.companion_of) is not None and first.ids:
+            # Its file's first episode: Trakt's search for it names the show.
+            payload["companion_of"] = {"ids": first.ids.present(), "number": first.number}
         if intent.kind == "watching":
             payload |= {"scrobble_action": intent.action, "progress": intent.progress}
         elif intent.kind == "play":

@@ -354,7 +354,9 @@ class TraktTarget:
                 item, problem = enriched.item, enriched.problem
             item = self.episodes.placed(item)  # a Trakt id found by its numbers before
             if not can_send(item) and (first := outbox.payload.get("companion_of")):
-                item = await self.resolver.with_show_of(item, ids_from(first))
+                item = await self.resolver.with_show_of(
+                    item, ids_from(first["ids"]), first["number"]
+                )
             if not can_send(item):
                 item = await self.episodes.place(item)  # known by its absolute number only
             if not can_send(item):

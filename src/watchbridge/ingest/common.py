@@ -262,7 +262,7 @@ def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]
             event,
             item=dataclasses.replace(item, ids=Ids(), title=None, number=n, source_key=None),
             companion=True,
-            companion_of=item.ids,
+            companion_of=item,
         )
         for n in range(item.number + 1, last + 1)
     ]
