@@ -349,6 +349,39 @@ async def test_a_rating_that_waited_does_not_undo_a_newer_one_given_on_serializd
     assert [e.rating for e in fake.diary()] == [9]
 
 
+async def test_a_links_rating_that_waited_still_rates_over_the_rating_its_plan_read(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    clock.now = fake.now()  # one clock for both
+    fake.log_entry(None, SHOW, 1, 4, rating=4, is_log=False)  # Serializd's 4, the plan read it
+    clock.advance(60)
+    fake.advance(60)
+    # prefer: trakt: Trakt's 9, given a month ago, goes over it.
+    enqueue(runtime, "rating", episode(4), clock() - 30 * DAY, rating=90, link="ts")
+    fake.fail_next(2, 503, route=f"POST {REVIEWS_ADD}")  # both inline attempts: it waits
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(3600)
+    fake.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert sorted(e.rating for e in fake.diary()) == [4, 9]  # the newest row is shown
+
+
+async def test_a_rating_whose_send_landed_unanswered_is_not_taken_for_a_newer_one(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    clock.now = fake.now()
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=80)
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(3600)
+    fake.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=600)
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=80)  # the same stars again
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert [e.rating for e in fake.diary()] == [8]
+
+
 async def test_the_same_rating_twice_is_sent_once(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

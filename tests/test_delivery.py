@@ -2419,6 +2419,21 @@ async def test_a_rating_given_on_trakt_after_its_ratings_were_read_is_not_undone
     assert [r.rating for r in trakt.ratings()] == [5]
 
 
+async def test_a_links_rating_that_waited_still_rates_over_the_rating_its_plan_read(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    movie = next(m for m in trakt.movies if m.title == "Arrival")
+    rated = datetime.fromtimestamp(clock() - 60, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    trakt.user.ratings[key_of(movie)] = Rating(movie, 9, rated)  # Trakt's 9: the plan read it
+    row = rating_row(clock, "Arrival", "tt2543164", "r1", 40)  # prefer: serializd: its 4
+    row.payload["at"] = clock() - 30 * 86400.0  # given a month ago
+    runtime.store.enqueue([row], clock())
+    trakt.fail_next(1, 503, route="POST /sync/ratings")
+    await worker.pass_once(runtime)  # refused: the row waits
+    await drain(worker, runtime, clock, passes=3, step=60)
+    assert [r.rating for r in trakt.ratings()] == [4]
+
+
 async def test_a_live_play_held_for_a_missing_sign_in_is_not_taken_for_one_that_may_have_landed(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

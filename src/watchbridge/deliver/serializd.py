@@ -428,8 +428,6 @@ class SerializdTarget:
         sent_last = (ledger.rated.get(key) or {}).get("rating")
         if sent_last == value and not row.payload.get("link"):
             return Delivered("already rated on Serializd")
-        if (row.attempts or row.last_error) and await self._rated_since(ledger, place, at, key):
-            return Skipped("a newer rating was given on Serializd since")
         if row.may_have_landed:
             # The send may be what the ledger holds for the item: its entry is not another's.
             own = (ledger.rated.get(key) or {}).get("review_id")
@@ -439,6 +437,11 @@ class SerializdTarget:
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
                 return Delivered("already rated on Serializd")
+        # Our own send that landed unanswered is found above; a link's row rates over what
+        # its plan read, so only a rating given after its queueing is newer than it.
+        since = max(at, row.created_at)
+        if (row.attempts or row.last_error) and await self._rated_since(ledger, place, since, key):
+            return Skipped("a newer rating was given on Serializd since")
         await self._add(ledger, row, place, at, rating=value, rewatch=False, into=(RATINGS, key))
         return Delivered("rated")
 

@@ -616,7 +616,9 @@ class TraktTarget:
         entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
         newer = []
         for row in waited:
-            at = row.at or row.outbox.created_at  # a link's removal: as new as its queueing
+            # What the plan saw is older than its queueing: a link's row rates over the target's
+            # rating it read (`prefer`), only one given since is newer than it.
+            at = max(row.at, row.outbox.created_at)
             times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
             if any(t > at + ratings.RATED_SLACK for t in times):
                 newer.append(row)
