@@ -31,8 +31,8 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from watchbridge import limits
 from watchbridge.collection import (
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from watchbridge.serializdlist import SerializdWatchlistResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DETAILS_TTL = 30 * 86400.0  # a discover title's external ids hardly ever change
 NO_MATCH_TTL = 86400.0  # titles discover does not know yet: ask again tomorrow
@@ -429,64 +430,156 @@ def save_pause(store: Store, profile: str, kind: str, pause: Pause | None, now: 
     store.set_cursor("trakt", profile, _pause_cursor(kind), value, now)
 
 
-async def settle_limit(
+@dataclass(frozen=True)
+class Room(Generic[T]):
+    """What of a run's additions to one of Trakt's lists fits the account's limit for it."""
+
+    kind: str  # "watchlist" or "collection"
+    profile: str
+    items: list[T]  # what fits, to send
+    decision: Decision
+    settings: AccountLimits | None
+    count: int  # the list once the run's removals are made
+    not_sent: int  # additions the limit leaves for a later run
+
+    def after_hit(self, hit: LimitHit, not_sent: int, now: float) -> Room[T]:
+        """Trakt refused additions for the limit after all: the kind pauses."""
+        decision = limits.decide(
+            self.kind,
+            self.profile,
+            paused=None,
+            limits=self.settings,
+            count=self.count,
+            hit=hit,
+            now=now,
+        )
+        return replace(self, decision=decision, not_sent=not_sent)
+
+    async def settle(
+        self, store: Store, alerts: Alerts | None, now: float, dry_run: bool
+    ) -> LimitState:
+        """Store the pause state the run leaves, and send its alert or recovery notice once."""
+        decision, kind, profile = self.decision, self.kind, self.profile
+        if not dry_run:
+            save_pause(store, profile, kind, decision.pause, now)
+            key = f"trakt:{profile}:{kind}"
+            if alerts is not None and decision.alert:
+                title = f"Trakt {kind} full for {profile}"
+                await alerts.notify(ALERT_KIND, title, decision.alert, key)
+            if alerts is not None and decision.resolved:
+                await alerts.resolve(ALERT_KIND, decision.resolved, key)
+            if decision.alert:
+                log.warning("trakt limit reached", extra={"profile": profile, "kind": kind})
+        return LimitState(
+            kind=kind,
+            paused=decision.pause is not None,
+            alert=decision.alert,
+            resolved=decision.resolved,
+            not_sent=self.not_sent,
+        )
+
+
+async def room_on_trakt(
+    trakt: TraktClient,
     store: Store,
-    alerts: Alerts | None,
     profile: str,
     kind: str,
-    decision: Decision,
-    now: float,
-    not_sent: int,
-    dry_run: bool,
-) -> LimitState:
-    """Store the pause state a decision leaves, and send its alert or recovery notice once."""
-    if not dry_run:
-        save_pause(store, profile, kind, decision.pause, now)
-        key = f"trakt:{profile}:{kind}"
-        if alerts is not None and decision.alert:
-            await alerts.notify(ALERT_KIND, f"Trakt {kind} full for {profile}", decision.alert, key)
-        if alerts is not None and decision.resolved:
-            await alerts.resolve(ALERT_KIND, decision.resolved, key)
-        if decision.alert:
-            log.warning("trakt limit reached", extra={"profile": profile, "kind": kind})
-    return LimitState(
-        kind=kind,
-        paused=decision.pause is not None,
-        alert=decision.alert,
-        resolved=decision.resolved,
-        not_sent=not_sent,
-    )
-
-
-def full_after(
-    decision: Decision,
-    kind: str,
-    profile: str,
-    settings: AccountLimits | None,
-    count: int,
-    not_sent: int,
-    now: float,
-) -> Decision:
-    """When only part of the additions fit, the kind is full once they are in: pause it."""
-    if not decision.may_write or not not_sent:
-        return decision
-    return limits.decide(
-        kind, profile, paused=None, limits=settings, count=count, wanted=not_sent, now=now
-    )
-
-
-def hit_decision(
-    kind: str,
-    profile: str,
-    hit: LimitHit,
-    settings: AccountLimits | None,
+    wanted: Sequence[T],
     count: int,
     now: float,
-) -> Decision:
-    return limits.decide(kind, profile, paused=None, limits=settings, count=count, hit=hit, now=now)
+    first: Callable[[T], float] | None = None,
+) -> Room[T]:
+    """Which of `wanted` fit the account's limit for `kind` (`count`: the list's size once the
+    run's removals are made; they happen first and make room). When not all fit, those that
+    sort first by `first` go, else the first ones in `wanted`'s order."""
+    paused = load_pause(store, profile, kind)
+    # The limits matter only with something to add, or to see whether a pause can end.
+    needed = bool(wanted) or paused is not None
+    settings = await trakt.settings(profile) if needed else None
+    decision = limits.decide(
+        kind, profile, paused=paused, limits=settings, count=count, wanted=len(wanted), now=now
+    )
+    items = list(wanted) if decision.may_write else []
+    if decision.capacity is not None and len(items) > decision.capacity:
+        items = (sorted(items, key=first) if first else items)[: decision.capacity]
+    not_sent = len(wanted) - len(items)
+    if decision.may_write and not_sent:  # only part fits: the kind is full once it is in
+        full = count + len(items)
+        decision = limits.decide(
+            kind, profile, paused=None, limits=settings, count=full, wanted=not_sent, now=now
+        )
+    return Room(kind, profile, items, decision, settings, count, not_sent)
 
 
 # --------------------------------------------------------------------------- watchlist
+
+
+async def watchlist_room(
+    trakt: TraktClient, store: Store, profile: str, plan: WatchlistPlan, listed: int, now: float
+) -> Room[WatchItem]:
+    """The plan's additions to Trakt's watchlist that fit (`listed`: its size as read); when
+    not all do, the longest listed go first."""
+    count = listed - len(plan.remove_from_trakt)
+    wanted = plan.add_to_trakt
+    return await room_on_trakt(
+        trakt, store, profile, "watchlist", wanted, count, now, first=lambda i: i.listed_at or 0.0
+    )
+
+
+def baseline_before_writes(
+    plan: WatchlistPlan, baseline: Mapping[str, list[str]]
+) -> dict[str, Any]:
+    """The titles already on both sides; with removals held, also the old rows, so that a
+    confirmed run can still do them."""
+    new_baseline: dict[str, Any] = {}
+    if plan.held:
+        forgotten = set(plan.forgotten)
+        new_baseline = {k: {"aliases": v} for k, v in baseline.items() if k not in forgotten}
+    for peer_item, trakt_item in plan.on_both:
+        key, keys = baseline_entry(peer_item, trakt_item)
+        new_baseline[key] = {"aliases": keys}
+    return new_baseline
+
+
+async def remove_from_trakt_watchlist(trakt: TraktClient, profile: str, plan: WatchlistPlan) -> int:
+    """The plan's removals from Trakt's watchlist, in one request: how many Trakt deleted."""
+    if not plan.remove_from_trakt:
+        return 0
+    result = await trakt.remove_watchlist(profile, [watch_ref(i) for i in plan.remove_from_trakt])
+    return result.deleted
+
+
+@dataclass(frozen=True)
+class TraktAdded:
+    """What adding to Trakt's watchlist did: how many titles it took (with their baseline
+    rows), those it does not know, and the limit as it stands after."""
+
+    count: int
+    baseline: dict[str, Any]
+    unknown: list[str]
+    room: Room[WatchItem]
+
+
+async def add_to_trakt_watchlist(
+    trakt: TraktClient, plan: WatchlistPlan, room: Room[WatchItem], now: float
+) -> TraktAdded:
+    """The additions that fit, in one request. A limit Trakt reports holds all of them back."""
+    if not room.items:
+        return TraktAdded(0, {}, [], room)
+    refs = [watch_ref(i) for i in room.items]
+    written = await trakt.add_watchlist(room.profile, refs)
+    if written.limit_hit is not None:
+        return TraktAdded(0, {}, [], room.after_hit(written.limit_hit, len(plan.add_to_trakt), now))
+    missing = {id(ref) for ref in written.not_found}
+    baseline: dict[str, Any] = {}
+    unknown: list[str] = []
+    for item, ref in zip(room.items, refs, strict=True):
+        if id(ref) in missing:
+            unknown.append(f"{item.describe()} (Trakt does not know it)")
+            continue
+        key, keys = baseline_entry(item)
+        baseline[key] = {"aliases": keys}
+    return TraktAdded(len(room.items) - len(unknown), baseline, unknown, room)
 
 
 async def _plex_watchlist(
@@ -601,49 +694,14 @@ async def sync_watchlist(
         only_to=only_to,
         holding=watchlist_holding(store, link, profile),
     )
-    paused = load_pause(store, profile, "watchlist")
-    # The limits matter only with something to add, or to see whether a pause can end.
-    needed = bool(plan.add_to_trakt) or paused is not None
-    settings = await trakt.settings(profile) if needed else None
-    # Removals from Trakt happen first and make room for the additions.
-    count = len(trakt_rows) - len(plan.remove_from_trakt)
-    decision = limits.decide(
-        "watchlist",
-        profile,
-        paused=paused,
-        limits=settings,
-        count=count,
-        wanted=len(plan.add_to_trakt),
-        now=now,
-    )
-    to_trakt = list(plan.add_to_trakt) if decision.may_write else []
-    if decision.capacity is not None and len(to_trakt) > decision.capacity:
-        to_trakt = sorted(to_trakt, key=lambda i: i.listed_at or 0.0)[: decision.capacity]
-    not_sent = len(plan.add_to_trakt) - len(to_trakt)
-    decision = full_after(
-        decision, "watchlist", profile, settings, count + len(to_trakt), not_sent, now
-    )
+    room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
-        limit = await settle_limit(
-            store, alerts, profile, "watchlist", decision, now, not_sent, True
-        )
+        limit = await room.settle(store, alerts, now, dry_run=True)
         return WatchlistResult(profile, plan, limit=limit, dry_run=True)
 
     unresolved = [f"{name} (Plex knows no external id for it)" for name in unidentified]
-    new_baseline: dict[str, Any] = {}
-    if plan.held:  # held removals stay in the baseline so a confirmed run can still do them
-        forgotten = set(plan.forgotten)
-        new_baseline = {k: {"aliases": v} for k, v in baseline.items() if k not in forgotten}
-    for plex_item, trakt_item in plan.on_both:
-        key, keys = baseline_entry(plex_item, trakt_item)
-        new_baseline[key] = {"aliases": keys}
-
-    removed_trakt = 0
-    if plan.remove_from_trakt:
-        result = await trakt.remove_watchlist(
-            profile, [watch_ref(i) for i in plan.remove_from_trakt]
-        )
-        removed_trakt = result.deleted
+    new_baseline = baseline_before_writes(plan, baseline)
+    removed_trakt = await remove_from_trakt_watchlist(trakt, profile, plan)
     removed_plex = 0
     for item in plan.remove_from_plex:
         try:
@@ -655,22 +713,10 @@ async def sync_watchlist(
             unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
             new_baseline |= kept_rows(baseline, item)
 
-    added_trakt = 0
-    if to_trakt:
-        refs = [watch_ref(i) for i in to_trakt]
-        written = await trakt.add_watchlist(profile, refs)
-        if written.limit_hit is not None:
-            decision = hit_decision("watchlist", profile, written.limit_hit, settings, count, now)
-            not_sent = len(plan.add_to_trakt)
-        else:
-            missing = {id(ref) for ref in written.not_found}
-            for item, ref in zip(to_trakt, refs, strict=True):
-                if id(ref) in missing:
-                    unresolved.append(f"{item.describe()} (Trakt does not know it)")
-                    continue
-                key, keys = baseline_entry(item)
-                new_baseline[key] = {"aliases": keys}
-                added_trakt += 1
+    added = await add_to_trakt_watchlist(trakt, plan, room, now)
+    new_baseline |= added.baseline
+    unresolved += added.unknown
+    added_trakt = added.count
 
     added_plex = 0
     for item in plan.add_to_plex:
@@ -698,7 +744,7 @@ async def sync_watchlist(
         # else (the user, another link) made meanwhile, for good.
         settled = not wrote and not plan.held and len(unresolved) == len(unidentified)
         store.set_cursor("trakt", profile, check_name, check if settled else "", now)
-    limit = await settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
+    limit = await added.room.settle(store, alerts, now, dry_run=False)
     return WatchlistResult(
         profile,
         plan,
@@ -776,30 +822,12 @@ async def sync_collection(
         max_removal_share=share,
         holding=holding,
     )
-    paused = load_pause(store, profile, "collection")
-    needed = bool(plan.add) or paused is not None
-    settings = await trakt.settings(profile) if needed else None
-    count = len(trakt_items) - len(plan.remove)
-    decision = limits.decide(
-        "collection",
-        profile,
-        paused=paused,
-        limits=settings,
-        count=count,
-        wanted=len(plan.add),
-        now=now,
-    )
-    to_add = list(plan.add) if decision.may_write else []
-    if decision.capacity is not None and len(to_add) > decision.capacity:
-        to_add = to_add[: decision.capacity]  # oldest in the library first
-    not_sent = len(plan.add) - len(to_add)
-    decision = full_after(
-        decision, "collection", profile, settings, count + len(to_add), not_sent, now
+    # The library's order: the oldest in it go first when not all fit.
+    room = await room_on_trakt(
+        trakt, store, profile, "collection", plan.add, len(trakt_items) - len(plan.remove), now
     )
     if dry_run:
-        limit = await settle_limit(
-            store, alerts, profile, "collection", decision, now, not_sent, True
-        )
+        limit = await room.settle(store, alerts, now, dry_run=True)
         return CollectionResult(profile, plan, skipped=tuple(skipped), limit=limit, dry_run=True)
 
     removed = 0
@@ -813,17 +841,16 @@ async def sync_collection(
     added = 0
     unresolved: list[str] = []
     sent: list[Collected] = []
-    if to_add:
-        result = await trakt.add_collection(profile, [_write(c) for c in to_add])
+    if room.items:
+        result = await trakt.add_collection(profile, [_write(c) for c in room.items])
         added = result.added
         missing = {ref.key() for ref in result.not_found}
-        unresolved = [c.ref.describe() for c in to_add if c.ref.key() in missing]
-        sent = [c for c in to_add if c.ref.key() not in missing]
+        unresolved = [c.ref.describe() for c in room.items if c.ref.key() in missing]
+        sent = [c for c in room.items if c.ref.key() not in missing]
         if result.limit_hit is not None:
-            decision = hit_decision("collection", profile, result.limit_hit, settings, count, now)
             written = result.added + result.existing + result.updated
             sent = sent[:written]
-            not_sent = len(plan.add) - written
+            room = room.after_hit(result.limit_hit, len(plan.add) - written, now)
     # Ours: what Trakt now holds because of this link (kept across runs for removals).
     pending = {c.key for c in plan.add} - {c.key for c in sent}
     baseline = {c.key: {"aliases": sorted(c.aliases)} for c in plan.synced if c.key not in pending}
@@ -842,7 +869,7 @@ async def sync_collection(
         wrote = added or updated or removed or sent or plan.held
         check = "" if wrote else json.dumps([fingerprint, collection_stamps(activities)])
         store.set_cursor("trakt", profile, check_name, check, now)
-    limit = await settle_limit(store, alerts, profile, "collection", decision, now, not_sent, False)
+    limit = await room.settle(store, alerts, now, dry_run=False)
     return CollectionResult(
         profile,
         plan,

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from watchbridge import limits
 from watchbridge.catalogue import season_map
 from watchbridge.config import Config, Link
 from watchbridge.http import ServiceError
@@ -37,15 +36,14 @@ from watchbridge.plexlink import (
     Alerts,
     LimitState,
     ListsRun,
-    full_after,
-    hit_decision,
+    add_to_trakt_watchlist,
+    baseline_before_writes,
     hold_watchlist,
     lists_still_held,
-    load_pause,
-    settle_limit,
+    remove_from_trakt_watchlist,
     trakt_watch_items,
-    watch_ref,
     watchlist_holding,
+    watchlist_room,
 )
 from watchbridge.services.serializd import (
     SerializdAuthError,
@@ -222,32 +220,9 @@ async def sync_serializd_watchlist(
     )
     unresolved = [f"{name} (Trakt has no TMDB id for it)" for name in unidentified] + unresolved
 
-    paused = load_pause(store, profile, "watchlist")
-    # The limits matter only with something to add, or to see whether a pause can end.
-    needed = bool(plan.add_to_trakt) or paused is not None
-    settings = await trakt.settings(profile) if needed else None
-    # Removals from Trakt happen first and make room for the additions.
-    count = len(trakt_rows) - len(plan.remove_from_trakt)
-    decision = limits.decide(
-        "watchlist",
-        profile,
-        paused=paused,
-        limits=settings,
-        count=count,
-        wanted=len(plan.add_to_trakt),
-        now=now,
-    )
-    to_trakt = list(plan.add_to_trakt) if decision.may_write else []
-    if decision.capacity is not None and len(to_trakt) > decision.capacity:
-        to_trakt = sorted(to_trakt, key=lambda i: i.listed_at or 0.0)[: decision.capacity]
-    not_sent = len(plan.add_to_trakt) - len(to_trakt)
-    decision = full_after(
-        decision, "watchlist", profile, settings, count + len(to_trakt), not_sent, now
-    )
+    room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
-        limit = await settle_limit(
-            store, alerts, profile, "watchlist", decision, now, not_sent, True
-        )
+        limit = await room.settle(store, alerts, now, dry_run=True)
         return SerializdWatchlistResult(
             profile,
             plan,
@@ -257,20 +232,8 @@ async def sync_serializd_watchlist(
             dry_run=True,
         )
 
-    new_baseline: dict[str, Any] = {}
-    if plan.held:  # held removals stay in the baseline so a confirmed run can still do them
-        forgotten = set(plan.forgotten)
-        new_baseline = {k: {"aliases": v} for k, v in baseline.items() if k not in forgotten}
-    for serializd_item, trakt_item in plan.on_both:
-        key, keys = baseline_entry(serializd_item, trakt_item)
-        new_baseline[key] = {"aliases": keys}
-
-    removed_trakt = 0
-    if plan.remove_from_trakt:
-        result = await trakt.remove_watchlist(
-            profile, [watch_ref(i) for i in plan.remove_from_trakt]
-        )
-        removed_trakt = result.deleted
+    new_baseline = baseline_before_writes(plan, baseline)
+    removed_trakt = await remove_from_trakt_watchlist(trakt, profile, plan)
     removed_serializd = 0
     for item in plan.remove_from_peer:
         show_id = int(str(item.ids.tmdb))
@@ -284,22 +247,10 @@ async def sync_serializd_watchlist(
             continue
         removed_serializd += 1
 
-    added_trakt = 0
-    if to_trakt:
-        refs = [watch_ref(i) for i in to_trakt]
-        written = await trakt.add_watchlist(profile, refs)
-        if written.limit_hit is not None:
-            decision = hit_decision("watchlist", profile, written.limit_hit, settings, count, now)
-            not_sent = len(plan.add_to_trakt)
-        else:
-            missing = {id(ref) for ref in written.not_found}
-            for item, ref in zip(to_trakt, refs, strict=True):
-                if id(ref) in missing:
-                    unresolved.append(f"{item.describe()} (Trakt does not know it)")
-                    continue
-                key, keys = baseline_entry(item)
-                new_baseline[key] = {"aliases": keys}
-                added_trakt += 1
+    added = await add_to_trakt_watchlist(trakt, plan, room, now)
+    new_baseline |= added.baseline
+    unresolved += added.unknown
+    added_trakt = added.count
 
     added_serializd = 0
     for addition in additions:
@@ -317,7 +268,7 @@ async def sync_serializd_watchlist(
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
-    limit = await settle_limit(store, alerts, profile, "watchlist", decision, now, not_sent, False)
+    limit = await added.room.settle(store, alerts, now, dry_run=False)
     return SerializdWatchlistResult(
         profile,
         plan,
