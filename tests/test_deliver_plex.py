@@ -361,11 +361,12 @@ async def test_removing_a_play_the_engine_still_expects_unwatches_what_we_wrote(
 async def test_a_rating_that_waited_does_not_undo_a_newer_one_given_in_plex(
     target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
 ) -> None:
-    # Trakt's 9 (rated at T0) waited through a Plex outage; the user rated 6 in Plex since.
+    # Trakt's 9 (rated at T0, queued at NOW) waited through a Plex outage; the user rated 6 in
+    # Plex since.
     await plays(reader)
     waited = replace(row(store, "rating", ARRIVAL, T0, rating=90), attempts=1)
-    plex.rate("100", 6.0, T0 + DAY)
-    outcome = (await target.deliver([waited], NOW))[waited.id]
+    plex.rate("100", 6.0, NOW + 300)
+    outcome = (await target.deliver([waited], NOW + 600))[waited.id]
     assert isinstance(outcome, Skipped) and "newer rating" in outcome.note
     assert plex.user_state("100")["userRating"] == 6.0
 
@@ -405,3 +406,15 @@ async def test_a_rating_an_earlier_try_wrote_to_one_copy_only_reaches_the_other(
     again = replace(first, attempts=1, last_error="503")
     await target.deliver([again], NOW + 600)
     assert [plex.user_state(rk).get("userRating") for rk in ("100", "900")] == [9.0, 9.0]
+
+
+async def test_a_links_rating_that_waited_still_rates_over_the_rating_its_plan_read(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # prefer: trakt. Plex's 6 (given a minute before the run) was read by the plan; Trakt's 9,
+    # given a month ago, goes over it. The row waits through a Plex outage and is retried.
+    plex.rate("100", 6.0, NOW - 60)
+    await plays(reader)
+    waited = replace(row(store, "rating", ARRIVAL, NOW - 30 * DAY, rating=90), attempts=1)
+    assert (await target.deliver([waited], NOW + 600))[waited.id] == Delivered("rated")
+    assert plex.user_state("100")["userRating"] == 9.0

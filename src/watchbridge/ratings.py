@@ -54,6 +54,17 @@ def to_point_100(internal: int) -> int:
 # raw 70 and 80 are both 4 stars) and for the rare answer given in the user's format.
 # A rating given less than this after another is not taken for the newer: two clocks.
 RATED_SLACK = 60.0
+
+
+def overtaken_after(given_at: float, queued_at: float) -> float:
+    """When a rating change that waited (an outage, a retry) is overtaken by a rating the
+    target holds: one given after this time (and RATED_SLACK) is the user's newer one.
+
+    A link's row rates over the target's rating its plan read (`prefer`, one-way), which is
+    older than the row's queueing even where it is newer than the source's rating: only a
+    rating given after the row was queued overtakes it. (A removal has no time of its own.)
+    """
+    return max(given_at, queued_at)
 ANILIST_SCORE_FORMATS = ("POINT_100", "POINT_10_DECIMAL", "POINT_10", "POINT_5", "POINT_3")
 # POINT_3 smileys (1 = sad, 2 = neutral, 3 = happy) as the 1-10 values 3, 6, 9 (§8 table);
 # the cut-offs on raw are Mihon's (<= 35 sad, <= 60 neutral).

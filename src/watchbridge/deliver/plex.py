@@ -219,7 +219,7 @@ class PlexTarget:
             if row.action == "play":
                 return await self._play(person, str(key), rating_keys, entry.get("watched_at"), at)
             stars = None if value is None else ratings.to_ten_halves(value)
-            since = at or row.created_at  # a link's removal: as new as its queueing
+            since = ratings.overtaken_after(at, row.created_at)
             if row.attempts or row.last_error:  # it waited: the user may have rated since
                 found = await self.client.details(rating_keys, person.token)
                 if _rated_since(found, stars, since + self.client.clock_skew):

@@ -437,9 +437,8 @@ class SerializdTarget:
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
                 return Delivered("already rated on Serializd")
-        # Our own send that landed unanswered is found above; a link's row rates over what
-        # its plan read, so only a rating given after its queueing is newer than it.
-        since = max(at, row.created_at)
+        # Our own send that landed unanswered is found above, not taken for a newer rating.
+        since = ratings.overtaken_after(at, row.created_at)
         if (row.attempts or row.last_error) and await self._rated_since(ledger, place, since, key):
             return Skipped("a newer rating was given on Serializd since")
         await self._add(ledger, row, place, at, rating=value, rewatch=False, into=(RATINGS, key))

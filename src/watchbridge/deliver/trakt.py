@@ -616,9 +616,7 @@ class TraktTarget:
         entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
         newer = []
         for row in waited:
-            # What the plan saw is older than its queueing: a link's row rates over the target's
-            # rating it read (`prefer`), only one given since is newer than it.
-            at = max(row.at, row.outbox.created_at)
+            at = ratings.overtaken_after(row.at, row.outbox.created_at)
             times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
             if any(t > at + ratings.RATED_SLACK for t in times):
                 newer.append(row)
