@@ -303,3 +303,13 @@ def test_a_utf8_body_labelled_ascii_keeps_its_letters() -> None:
     body = json.dumps(AMELIE, ensure_ascii=False).encode("utf-8")
     read = read_body(body, "application/json; charset=us-ascii")
     assert isinstance(read, dict) and read["item"]["title"] == "Amélie"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("charset", ["unicode_escape", "raw_unicode_escape"])
+def test_an_escape_codec_named_as_charset_is_read_as_utf8_not_a_500(
+    charset: str,
+) -> None:
+    # Like base64 or rot13, these are codecs, not charsets: they turned the JSON escape \ud800
+    # into a lone surrogate that the re-encoding to UTF-8 could not hold (a 500 and an alert).
+    read = read_body(b'{"event": "x", "a": "\\ud800"}', f"application/json; charset={charset}")
+    assert read == {"event": "x", "a": "\ufffd"}

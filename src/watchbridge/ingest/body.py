@@ -85,7 +85,13 @@ def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
     if declared_multipart or _looks_multipart(body):
         return _from_multipart(body, params.get("boundary", ""))
     charset = _charset(params.get("charset", ""))
-    text = body if charset == "utf-8" else body.decode(charset, "replace").encode("utf-8")
+    # A legacy charset cannot decode to a lone surrogate; should one come through anyway, it
+    # passes as bytes that the lenient reader turns into U+FFFD.
+    text = (
+        body
+        if charset == "utf-8"
+        else body.decode(charset, "replace").encode("utf-8", "surrogatepass")
+    )
     decoded = decode_json(text, "body")
     if isinstance(decoded, Rejected) and _looks_form(media_type, body):
         return _from_form(body, charset)
@@ -95,12 +101,15 @@ def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
 @functools.lru_cache(maxsize=64)
 def _charset(declared: str) -> str:
     """The codec a body declares (Windows PowerShell 5.1 sends Latin-1); UTF-8 when it names
-    none we know, no charset (base64, idna: they cannot read any bytes as text), or a UTF
-    (JSON's own detection reads those)."""
+    none we know, no charset (base64, idna: they cannot read any bytes as text; Python's
+    unicode_escape: it would rewrite the JSON's own escapes), or a UTF (JSON's own detection
+    reads those)."""
     try:
         name = codecs.lookup(declared).name if declared else "utf-8"
         b"\xff\x00".decode(name, "replace")
     except (LookupError, UnicodeError):
+        return "utf-8"
+    if name.endswith("escape"):
         return "utf-8"
     return "utf-8" if name.startswith("utf") or name == "ascii" else name  # ASCII: a UTF-8 subset
 
