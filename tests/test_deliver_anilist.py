@@ -1408,3 +1408,21 @@ async def test_a_short_one_episode_title_watched_twice_in_a_row_counts_a_rewatch
     enqueue(runtime, "play", episode(1, show=997), first + 4 * 60, live=True)
     await drain(worker, runtime)
     assert fake.snapshot()[short]["repeat"] == 1
+
+
+async def test_a_legacy_agent_anime_movie_known_by_imdb_only_reaches_anilist(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # A household without Trakt: the service's enricher (no Trakt search) sits in front of
+    # the mapping, whose datasets know Princess Mononoke by its IMDb id (AniList 164).
+    with_real_datasets(target)
+    with_enricher(target, runtime, clock, None)
+    fake.add_media(164, episodes=1)
+    mononoke = MediaRef("movie", ids=Ids(imdb="tt0119698"), title="Princess Mononoke")
+    enqueue(runtime, "play", mononoke, clock() - 60, live=True, source="plex")
+    await drain(worker, runtime)
+    assert fake.snapshot().get(164, {}).get("status") == "COMPLETED"

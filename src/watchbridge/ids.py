@@ -377,11 +377,12 @@ def own_anime_ids(item: MediaRef) -> Ids:
 
 
 def anime_ready(item: MediaRef) -> bool:
-    """The anime mapping can place it: by TMDB/TVDB show ids (TMDB for a movie) or anime ids."""
+    """The anime mapping can place it: by TMDB/TVDB show ids, anime ids, or for a movie its
+    TMDB or IMDb id (the datasets carry both; Plex's legacy agent names films by IMDb id)."""
     if _anime_ids(own_anime_ids(item)) or _anime_ids(item.show_ids):
         return True
     if item.kind == "movie":
-        return _digits(item.ids.tmdb)
+        return _digits(item.ids.tmdb) or bool(item.ids.imdb)
     ids = item.ids if item.kind == "show" else item.show_ids
     return _digits(ids.tmdb) or _digits(ids.tvdb)
 
@@ -404,7 +405,7 @@ SHOW_TMDB = Need(
     "the show's TMDB id", show_tmdb_ready, lambda ids: _digits(ids.tmdb), episode_ids_help=False
 )
 ANIME = Need(
-    "the show's TMDB, TVDB, AniList or AniDB id",
+    "the show's TMDB, TVDB, AniList or AniDB id (a movie's TMDB or IMDb id)",
     anime_ready,
     lambda ids: _digits(ids.tmdb) or _digits(ids.tvdb) or _anime_ids(ids),
     episode_ids_help=False,

@@ -65,6 +65,8 @@ def overtaken_after(given_at: float, queued_at: float) -> float:
     rating given after the row was queued overtakes it. (A removal has no time of its own.)
     """
     return max(given_at, queued_at)
+
+
 ANILIST_SCORE_FORMATS = ("POINT_100", "POINT_10_DECIMAL", "POINT_10", "POINT_5", "POINT_3")
 # POINT_3 smileys (1 = sad, 2 = neutral, 3 = happy) as the 1-10 values 3, 6, 9 (§8 table);
 # the cut-offs on raw are Mihon's (<= 35 sad, <= 60 neutral).

@@ -711,7 +711,8 @@ class AniListTarget:
                     source,
                     credentials_hold=AUTH_HOLD,
                     unmatched_retry=MAPPING_RETRY,
-                    why="AniList entries are found by the show's TMDB, TVDB, AniList or AniDB id",
+                    why="AniList entries are found by the show's TMDB, TVDB, AniList or AniDB"
+                    " id, a movie's by its TMDB or IMDb id",
                     from_server=row.payload.get("server"),
                 )
                 if (
