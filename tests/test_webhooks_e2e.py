@@ -350,24 +350,17 @@ def test_a_double_episode_file_reaches_trakt_without_the_servers_api_key(
     assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(5, 14), (5, 15)]
 
 
-def test_a_double_episode_file_numbered_unlike_trakt_leaves_the_second_unmatched(
+def test_a_double_episode_file_numbered_unlike_trakt_places_the_second_after_the_first(
     service: ServiceProcess, trakt: FakeTrakt
 ) -> None:
-    # The server's S05E14 is Trakt's S05E10 (another episode order): its S05E15 is not
-    # Trakt's S05E15, so numbers cannot place it.
+    # The server's S05E14-15 are Trakt's S05E10-11 (another episode order): the server's
+    # numbers would put the second on Trakt's S05E15, an episode the user never watched.
     payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
     payload |= {"NotificationUsername": "alice", "EpisodeNumberEnd": 15}
     payload |= {"Provider_tvdb": "4000010", "Provider_imdb": "", "Provider_tmdb": ""}
     httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload)
-
-    def second_settled() -> bool:
-        with sqlite3.connect(service.config.parent / "wb.db") as db:
-            rows = db.execute("SELECT last_error FROM outbox WHERE action = 'play'").fetchall()
-        unmatched = any((error or "").startswith("unmatched") for (error,) in rows)
-        return unmatched or len(trakt.history()) == 2
-
-    wait_for(second_settled)
-    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(5, 10)]
+    wait_for(lambda: len(trakt.history()) == 2)
+    assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(5, 10), (5, 11)]
 
 
 def test_late_completion_is_added_to_history_with_its_real_time(
@@ -580,5 +573,28 @@ def test_a_plex_new_agent_episode_scrobble_reaches_serializd_through_the_plex_se
         time.sleep(0.5)
         assert logged(serializd) == [(131041, 197430, 1, True)]
         assert [r.path for r in plex.requests] == ["/library/metadata/40275"]
+    finally:
+        service.kill()
+
+
+def test_a_double_episode_file_numbered_unlike_trakt_with_the_servers_api_key(
+    tmp_path: Path, trakt: FakeTrakt, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # As above, with services.jellyfin's API key: asking the server gives the show's ids, by
+    # which the server's numbers alone would put the second on Trakt's S05E15.
+    server = sample_server(start_fake, "jellyfin")
+    service = service_for(tmp_path, trakt)
+    jellyfin = f'  jellyfin: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}\n'
+    text = service.config.read_text(encoding="utf-8")
+    service.config.write_text(text.replace("\nprofiles:", f"\n{jellyfin}profiles:", 1))
+    service.start()
+    try:
+        payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+        payload |= {"NotificationUsername": "alice", "EpisodeNumberEnd": 15}
+        payload |= {"Provider_tvdb": "4000010", "Provider_imdb": "", "Provider_tmdb": ""}
+        httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload)
+        wait_for(lambda: len(trakt.history()) == 2)
+        played = sorted((h.item.season, h.item.number) for h in trakt.history())
+        assert played == [(5, 10), (5, 11)]
     finally:
         service.kill()

@@ -292,18 +292,28 @@ class TraktResolver:
             return apply_match(item, found)
         return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
 
-    async def with_show_of(self, item: MediaRef, first: Ids, first_number: int | None) -> MediaRef:
-        """An episode without ids of its own (the second of a file holding two), with its
-        show's Trakt ids as searching the file's first episode (`first`: its ids) finds them;
-        its numbers then place it. Only where Trakt numbers that first episode as the server
-        did: a show the server orders otherwise (DVD order, one long anime season) would
-        put the second on another episode, so it stays as it was (unmatched)."""
+    async def numbered_after_first(
+        self, item: MediaRef, first: Ids, first_number: int | None
+    ) -> MediaRef | None:
+        """A further episode of a file holding several (no ids of its own), numbered as Trakt
+        numbers the file's first episode (`first`: its ids) plus its distance from it, with
+        the show's Trakt ids: in another episode order (DVD order, one long anime season) the
+        server's own numbers would name another episode. None when Trakt's search does not
+        know the first episode."""
         found = await self._search(replace(item, ids=first, kind="episode"))
         episode = (found or {}).get("episode") or {}
-        if (episode.get("season"), episode.get("number")) != (item.season, first_number):
-            return item
+        season, number = episode.get("season"), episode.get("number")
+        if not isinstance(season, int) or not isinstance(number, int):
+            return None
+        if item.number is None or first_number is None:
+            return None
         show = ids_from(((found or {}).get("show") or {}).get("ids") or {})
-        return replace(item, show_ids=item.show_ids.merged(show))
+        return replace(
+            item,
+            show_ids=item.show_ids.merged(show),
+            season=season,
+            number=number + item.number - first_number,
+        )
 
     async def _search(self, item: MediaRef) -> dict[str, Any] | None:
         """Trakt's search result for the first of the item's ids it knows (cached)."""

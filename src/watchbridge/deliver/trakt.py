@@ -341,6 +341,11 @@ class TraktTarget:
                     resolved.append(Row(outbox, item, float(outbox.payload["at"])))
                 continue
             problem: Problem | None = None
+            if first := outbox.payload.get("companion_of"):
+                # Placed from the file's first episode, whatever ids the show is known by.
+                first_ids, first_number = ids_from(first["ids"]), first["number"]
+                numbered = await self.resolver.numbered_after_first(item, first_ids, first_number)
+                item = numbered or item
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
                 source = outbox.payload.get("source")
@@ -353,10 +358,6 @@ class TraktTarget:
                 )
                 item, problem = enriched.item, enriched.problem
             item = self.episodes.placed(item)  # a Trakt id found by its numbers before
-            if not can_send(item) and (first := outbox.payload.get("companion_of")):
-                item = await self.resolver.with_show_of(
-                    item, ids_from(first["ids"]), first["number"]
-                )
             if not can_send(item):
                 item = await self.episodes.place(item)  # known by its absolute number only
             if not can_send(item):
