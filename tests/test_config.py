@@ -597,3 +597,28 @@ def test_yaml_punctuation_stays_in_the_message() -> None:
     assert error_of("a: [b\n") == (
         "watchbridge.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"
     )
+
+
+SERIALIZD_CONFIG = """
+services: {serializd: {}}
+profiles:
+  me:
+    accounts: {serializd: {email: me@example.com, password: "${SERIALIZD_PASSWORD}"}}
+"""
+
+
+def test_the_delivery_fingerprint_changes_with_a_password_from_the_environment() -> None:
+    def fingerprint(password: str) -> str:
+        config = parse_config(SERIALIZD_CONFIG, FILE, {"SERIALIZD_PASSWORD": password})
+        return config.delivery_fingerprint()
+
+    assert fingerprint("old") == fingerprint("old")
+    assert fingerprint("old") != fingerprint("new")
+    assert "old" not in fingerprint("old")
+
+
+def test_the_delivery_fingerprint_ignores_what_deliveries_do_not_depend_on() -> None:
+    environ = {"SERIALIZD_PASSWORD": "secret"}
+    plain = parse_config(SERIALIZD_CONFIG, FILE, environ)
+    logged = parse_config(SERIALIZD_CONFIG + "logging: {level: debug}\n", FILE, environ)
+    assert plain.delivery_fingerprint() == logged.delivery_fingerprint()

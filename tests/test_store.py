@@ -1117,3 +1117,14 @@ def test_a_watchlist_hold_confirmed_before_the_upgrade_is_not_held_again(tmp_pat
     last_release_db(tmp_path / "old.db", [("held", held_watchlist_error("me")), ("ok", None)])
     with Store.open(tmp_path / "old.db") as store:
         assert not watchlist_holding(store, "plex-trakt", "me")
+
+
+def test_a_changed_config_makes_every_waiting_row_due_once(store: Store) -> None:
+    store.enqueue([row("a"), row("b", ordering="me:trakt:movie2")], 0.0)
+    store.due_after_config_change("first start", 0.0)
+    for item in store.claim("w", 0.0, 10):
+        store.hold(item.id, 10.0, 1800.0, "Serializd refused the email or password")
+    assert store.due_after_config_change("first start", 20.0) is None  # as it was
+    assert store.claim("w", 20.0, 10) == []
+    assert store.due_after_config_change("password fixed", 30.0) == 2
+    assert len(store.claim("w", 30.0, 10)) == 2

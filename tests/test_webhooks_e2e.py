@@ -491,6 +491,57 @@ def test_a_plex_episode_scrobble_is_one_diary_entry_and_one_tick_on_serializd(
     assert serializd.ticks() == {(1396, 3578, 16)}
 
 
+def test_a_play_held_for_a_refused_password_goes_out_at_the_start_after_the_fix(
+    tmp_path: Path, serializd: FakeSerializd
+) -> None:
+    # The password on serializd.com changed: the play waits (half an hour between tries).
+    email, password, _ = SERIALIZD_USER
+    serializd.users[email.lower()].password = "changed-on-the-site"
+    service = serializd_service(tmp_path, serializd)
+    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+    payload["Metadata"]["guid"] = "com.plexapp.agents.themoviedb://1396/5/16?lang=en"
+    try:
+        assert post_plex(service, payload).status_code == 202
+        wait_for(lambda: "refused the email or password" in outbox_errors(tmp_path))
+    finally:
+        service.terminate()
+    # The user puts the new password in the config and restarts: it is tried at once.
+    config = service.config.read_text(encoding="utf-8")
+    service.config.write_text(config.replace(password, "changed-on-the-site"), encoding="utf-8")
+    service.start()
+    try:
+        wait_for(lambda: serializd.ticks() == {(1396, 3578, 16)}, timeout=10)
+    finally:
+        service.kill()
+
+
+def test_an_unmatched_play_goes_out_at_the_start_after_the_server_is_configured(
+    tmp_path: Path, serializd: FakeSerializd, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Without services.jellyfin the play has no show TMDB id: unmatched, tried hourly.
+    service = serializd_service(tmp_path, serializd)
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    payload |= {"NotificationUsername": "alex"}
+    try:
+        assert httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload).is_success
+        wait_for(lambda: "services.jellyfin.api_key" in outbox_errors(tmp_path))
+    finally:
+        service.terminate()
+    # The user does what the reason says and restarts: the play goes out at once.
+    server = sample_server(start_fake, "jellyfin")
+    servers = f'  jellyfin: {{url: "{server.url}", api_key: "{JELLYFIN_KEY}"}}'
+    service = serializd_service(tmp_path, serializd, servers)
+    try:
+        wait_for(lambda: len(serializd.diary()) == 1, timeout=10)
+    finally:
+        service.kill()
+
+
+def outbox_errors(tmp_path: Path) -> str:
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        return " ".join(e or "" for (e,) in db.execute("SELECT last_error FROM outbox"))
+
+
 def test_a_plex_start_queues_nothing_for_serializd(
     serializd_only: ServiceProcess, serializd: FakeSerializd, tmp_path: Path
 ) -> None:

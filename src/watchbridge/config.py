@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import ipaddress
+import json
 import os
 import re
 import types
@@ -306,6 +308,27 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value in this config, for log redaction."""
         return [s.reveal() for s in _walk_secrets(self) if s]
+
+    def delivery_fingerprint(self) -> str:
+        """Tells whether what deliveries depend on changed (services, profiles and their
+        accounts, delivery settings), without keeping a password or key (slow to guess
+        from)."""
+        parts = [_plain(self.services), _plain(self.profiles), _plain(self.delivery)]
+        text = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.pbkdf2_hmac("sha256", text, b"watchbridge:config", 20_000).hex()
+
+
+def _plain(value: object) -> object:
+    """`value` as plain data, secrets revealed (for a fingerprint only)."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value  # json.dumps writes the rest (numbers, text; str() of a path)
 
 
 def _walk_secrets(value: object) -> list[Secret]:

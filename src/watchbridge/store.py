@@ -1533,6 +1533,29 @@ class Store:
             )
             return cursor.rowcount
 
+    def due_after_config_change(self, fingerprint: str, now: float) -> int | None:
+        """When `fingerprint` (`Config.delivery_fingerprint`) differs from the last start's,
+        make every pending row due now and keep the new one: the user changed what a row may
+        wait for (a password Serializd refused, a media server's API key an unmatched play
+        needs, a URL). How many rows moved; None when the config is as it was."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT value FROM settings WHERE name = 'delivery_config'"
+            ).fetchone()
+            if row is not None and row["value"] == fingerprint:
+                return None
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (name, value, updated_at)"
+                " VALUES ('delivery_config', ?, ?)",
+                (fingerprint, now),
+            )
+            cursor = conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?"
+                " WHERE status = 'pending' AND next_attempt_at > ?",
+                (now, now),
+            )
+            return cursor.rowcount
+
     def resume_after_sign_in(self, target: str, profile: str, now: float) -> int:
         """Make the rows of `profile` that wait for a sign-in to `target` due now: it was just
         signed in again. Those are the rows whose reason asks for `watchbridge auth TARGET`;

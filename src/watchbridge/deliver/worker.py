@@ -402,6 +402,10 @@ class DeliveryWorker:
             released += await asyncio.to_thread(store.release_claims, runtime.clock(), claimer)
         if released:
             log.info("resuming deliveries claimed before a restart", extra={"rows": released})
+        fingerprint = await asyncio.to_thread(runtime.config.delivery_fingerprint)
+        moved = await asyncio.to_thread(store.due_after_config_change, fingerprint, runtime.clock())
+        if moved:
+            log.info("the config changed: waiting deliveries are tried now", extra={"rows": moved})
         await self._judge_queued(runtime)
         self._wakes = {name: asyncio.Event() for name in self.targets}
         # One loop crashing (a locked database) stops the others before `run` closes the
