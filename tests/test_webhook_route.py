@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.harness import AppThread
-from tests.ingest_samples import sample_bytes
+from tests.ingest_samples import sample_bytes, sample_json
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, ref_to_dict
@@ -197,3 +197,25 @@ def test_a_group_that_cannot_start_its_transaction_fails_its_webhooks(tmp_path: 
         writer.close()
         other.close()
         store.close()
+
+
+def test_an_account_no_profile_lists_shows_on_the_status(tmp_path: Path) -> None:
+    # users.jellyfin says "alex"; Jellyfin's login is "Alex Smith". A media server never shows
+    # the answer, so the status page and /api/status are where the user can see why.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {users: {jellyfin: [alex]}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    play = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    play["NotificationUsername"] = "Alex Smith"
+    with AppThread(build_app(build_runtime(config))) as app:
+        for _ in range(2):
+            answer = httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=play)
+            assert answer.json()["status"] == "ignored_unmapped_account"
+        (seen,) = httpx.get(f"{app.url}/api/status").json()["unmapped_accounts"]
+        page = httpx.get(app.url).text
+    assert (seen["source"], seen["webhooks"]) == ("jellyfin", 2)
+    assert seen["account"].startswith("Alex Smith")
+    assert "Alex Smith" in page and "profiles.NAME.users.SOURCE" in page

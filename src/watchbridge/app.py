@@ -49,6 +49,7 @@ from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.store import LOCKED_BY_ANOTHER, IngestWriter, Store, locked_by_another
+from watchbridge.unmapped import UnmappedAccounts
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Runtime:
     _store: Store | None = None
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
+    unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
 
     @property
     def store(self) -> Store:
@@ -411,6 +413,16 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         ],
         "held_left_out": status.waiting_left_out,
         "oldest_pending_at": status.oldest_pending_at,
+        "unmapped_accounts": [
+            {
+                "source": s.source,
+                "server": s.server,
+                "account": s.account,
+                "webhooks": s.webhooks,
+                "last_at": s.last_at,
+            }
+            for s in runtime.unmapped.recent()
+        ],
         "links": [
             {
                 "link": r.link,

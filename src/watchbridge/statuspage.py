@@ -20,6 +20,7 @@ from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
+from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
 
@@ -28,7 +29,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     status = await asyncio.to_thread(runtime.store.status)
     now = runtime.clock()
     sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
-    return render(runtime.config, status, now, sign_ins)
+    return render(runtime.config, status, now, sign_ins, runtime.unmapped.recent())
 
 
 ROUTES: list[Any] = [status_page]
@@ -42,9 +43,14 @@ _STYLE = (
 
 
 def render(
-    config: Config, status: StoreStatus, now: float | None = None, sign_ins: Sequence[str] = ()
+    config: Config,
+    status: StoreStatus,
+    now: float | None = None,
+    sign_ins: Sequence[str] = (),
+    unmapped: Sequence[Sighting] = (),
 ) -> str:
-    """The whole page for one moment (`sign_ins`: each AniList profile's, in words)."""
+    """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
+    `unmapped`: accounts whose webhooks no profile takes, since the start)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -88,7 +94,8 @@ def render(
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(config.server.webhook_port or config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
-        "<code>watchbridge webhook-urls</code> prints the full URLs.</p>",
+        "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
+        + _unmapped(unmapped, now),
     ]
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -140,6 +147,17 @@ def _sign_ins(lines: Sequence[str]) -> str:
         for line in lines
     ]
     return "<p>AniList:</p><ul>" + "".join(shown) + "</ul>"
+
+
+def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:
+    if not unmapped:
+        return ""
+    rows = [(_e(s.source), _e(s.account), str(s.webhooks), _age(s.last_at, now)) for s in unmapped]
+    return (
+        "<p>Ignored since the start, no profile lists the account (add it under "
+        "<code>profiles.NAME.users.SOURCE</code> if its plays are yours):</p>"
+        + _table(("source", "account", "webhooks", "last"), rows)
+    )
 
 
 def _profiles(config: Config) -> str:

@@ -35,6 +35,7 @@ from watchbridge.playback import (
     session_key,
 )
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
+from watchbridge.unmapped import account_label
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +389,7 @@ async def _webhook(
             name = profile_for(runtime.config, event)
             if name is None:
                 unmapped += 1
+                _unmapped(runtime, event)
                 continue
             job = ingest_job(runtime, name, event, result.document)
             queued += await runtime.writer.write(job)
@@ -413,6 +415,21 @@ async def _webhook(
     _count(runtime, source, "accepted", started)
     await _send(send, _json(202, {"status": "accepted", "queued": queued}))
     _resolve_refused(runtime, source)
+
+
+def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
+    """Note a webhook of an account no profile lists (the status shows it; logged once)."""
+    account = account_label(event.account.name, event.account.id)
+    if runtime.unmapped.saw(event.source, event.server, account, runtime.clock()):
+        log.info(
+            "webhooks of an account no profile lists are ignored",
+            extra={
+                "source": event.source,
+                "account": account,
+                "fix": f"add it under profiles.NAME.users.{event.source} (or ignore it: a"
+                " friend's account)",
+            },
+        )
 
 
 def ingest_job(

@@ -1,0 +1,29 @@
+"""The accounts whose webhooks no profile takes: counted, bounded, logged once in a while."""
+
+from __future__ import annotations
+
+from watchbridge.unmapped import KEPT, LOG_AGAIN_AFTER, UnmappedAccounts, account_label
+
+
+def test_an_account_is_told_once_then_again_after_a_while() -> None:
+    seen = UnmappedAccounts()
+    assert seen.saw("plex", "srv", "friend", 0.0)
+    assert not seen.saw("plex", "srv", "friend", 60.0)
+    assert seen.saw("plex", "srv", "friend", 60.0 + LOG_AGAIN_AFTER)
+    (sighting,) = seen.recent()
+    assert (sighting.webhooks, sighting.first_at) == (3, 0.0)
+
+
+def test_only_the_most_recently_seen_accounts_are_kept() -> None:
+    seen = UnmappedAccounts()
+    for n in range(KEPT + 5):
+        seen.saw("jellyfin", "srv", f"user{n}", float(n))
+    recent = seen.recent()
+    assert len(recent) == KEPT
+    assert recent[0].account == f"user{KEPT + 4}"
+
+
+def test_an_account_reads_by_its_name_with_its_id_beside_it() -> None:
+    assert account_label("alex", "1") == "alex (id 1)"
+    assert account_label(None, "1") == "1"
+    assert account_label("alex", None) == "alex"
