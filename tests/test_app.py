@@ -19,7 +19,7 @@ from watchbridge import app as app_module
 from watchbridge import maintenance, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
-from watchbridge.config import load_config
+from watchbridge.config import kept_nowhere, load_config
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.store import Store
@@ -483,6 +483,24 @@ def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> 
     path = write_config(tmp_path, "profiles:\n  kids:\n    users: {plex: [kid]}\n")
     (warning,) = start_warnings(load_config(path, {}), [])
     assert warning.startswith("profile kids has no account to deliver to")
+
+
+def test_start_up_tells_a_household_without_trakt_that_movies_are_kept_nowhere(
+    tmp_path: Path,
+) -> None:
+    config = (
+        "services: {serializd: {}}\nprofiles:\n  me:\n    users: {jellyfin: [alex]}\n"
+        "    accounts: {serializd: {email: a@example.com, password: pw}}\n"
+    )
+    (warning,) = start_warnings(load_config(write_config(tmp_path, config), {}), [])
+    assert warning.startswith("profile me: movies it plays are kept nowhere")
+
+
+def test_kept_nowhere_names_what_no_target_of_a_profile_keeps() -> None:
+    assert kept_nowhere(["trakt"]) == []
+    assert kept_nowhere(["serializd"]) == ["movies"]
+    assert kept_nowhere(["anilist"]) == ["episodes other than anime", "movies other than anime"]
+    assert kept_nowhere(["serializd", "anilist"]) == ["movies other than anime"]
 
 
 def test_start_up_warns_of_a_short_webhook_secret(tmp_path: Path) -> None:

@@ -145,3 +145,13 @@ def test_a_run_whose_process_died_hours_ago_is_shown_failed_not_running(tmp_path
         (run,) = store.status().last_runs
     assert '<span class="bad">failed</span>: the process running it stopped' in html
     assert run.as_seen(10_000.0).outcome == "failed" and run.as_seen(run.started_at) == run
+
+
+def test_the_profiles_say_what_plays_no_account_of_theirs_keeps(tmp_path: Path) -> None:
+    serializd_only = (
+        "  serializd: {}\nprofiles:\n  me:\n    users: {jellyfin: [alex]}\n"
+        "    accounts: {serializd: {email: a@b.c, password: pw}}\n"
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = page(config_for(tmp_path, serializd_only), store)
+    assert "<th>plays kept nowhere</th>" in html and "<td>movies</td>" in html

@@ -439,6 +439,16 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
     return targets
 
 
+def kept_nowhere(targets: Sequence[str]) -> list[str]:
+    """What a profile's webhook plays no target keeps, given its targets (`targets_for`):
+    Serializd holds TV episodes only, AniList anime only; only Trakt takes every movie."""
+    if not targets or "trakt" in targets:
+        return []
+    but_anime = " other than anime" if "anilist" in targets else ""
+    gaps = [] if "serializd" in targets else [f"episodes{but_anime}"]
+    return [*gaps, f"movies{but_anime}"]
+
+
 def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
     """Why rows for `profile_name` on `target` cannot go out under this config (the service,
     the profile or its account was removed), or None when they can. Plex rows come from links,
