@@ -429,6 +429,18 @@ def test_a_profile_waiting_for_its_review_does_not_hold_back_the_others_deliveri
     assert (1, 5) in [(s, n) for s, n, *_ in trakt_plays(world.trakt)]
 
 
+def test_a_one_person_first_sync_waiting_for_its_review_talks_of_no_other_profiles(
+    world: World,
+) -> None:
+    text = world.config.read_text().replace("first_run: apply", "first_run: dry-run")
+    world.config.write_text(text)
+    world.serializd.log_entry(None, BB, 1, 1, backdate="2024-01-01T21:00:00.000Z")
+    result = world.run("sync", "--link", LINK, catch=True)
+    assert isinstance(result.exception, WatchbridgeError)
+    assert "first sync of links.ts" in result.exception.message
+    assert "other profiles" not in result.stdout
+
+
 def test_the_held_line_names_the_links_own_confirming_command(world: World) -> None:
     # Without --link, `watchbridge sync --confirm-removals` confirms every link's holds.
     world.same_plays_on_both_sides(2)

@@ -878,7 +878,8 @@ def _sync_link(
             click.echo(f"error: {failure}", err=True)
         _held_removals(runtime, name, exc.held, _whole(direction, narrowed, exc.held_unread))
         delivered = asyncio.run(_deliver_now(runtime))
-        click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
+        if delivered:
+            click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
         raise
     seconds = time.monotonic() - started
     if narrowed is not None:
