@@ -45,11 +45,33 @@ def test_example_config_takes_data_dir_from_environment() -> None:
 def test_uncommenting_the_examples_of_the_example_config_gives_a_config_that_loads() -> None:
     # "Copy it to watchbridge.yaml and uncomment what you use": a Trakt service and a profile.
     lines = EXAMPLE.read_text(encoding="utf-8").split("\n")
-    wanted = ("#  trakt:", "#    client_id:", "#    client_secret:", "#  me:", "#    default:")
-    text = "\n".join(line[1:] if line.startswith(wanted) else line for line in lines)
+    wanted = ["#  trakt:", "#    client_id:", "#    client_secret:", "#  me:", "#    default:"]
+    for n, line in enumerate(lines):  # the first of each: Trakt's client_id, not AniList's
+        if first := next((w for w in wanted if line.startswith(w)), None):
+            lines[n] = line[1:]
+            wanted.remove(first)
+    text = "\n".join(lines)
     environ = {"TRAKT_CLIENT_ID": "id", "TRAKT_CLIENT_SECRET": "secret"}
     config = parse_config(text, FILE, environ)
     assert config.services.trakt is not None and "me" in config.profiles
+
+
+def test_uncommenting_the_example_config_for_a_household_without_trakt_loads() -> None:
+    # Jellyfin, Serializd and AniList, with the link between the last two.
+    lines = EXAMPLE.read_text(encoding="utf-8").split("\n")
+    start = next(n for n, line in enumerate(lines) if line.startswith("#  jellyfin:"))
+    blocks = ("#  jellyfin:", "#  serializd:", "#  anilist:", "#  me:", "#  anilist-serializd:")
+    keep = False
+    for n, line in enumerate(lines[start:], start):
+        if line.startswith("#  ") and not line.startswith("#   "):
+            keep = line.startswith(blocks)
+        skipped = ("#      plex:", "#      trakt:", "#    # ")
+        if keep and line.startswith("#") and not line.startswith(skipped):
+            lines[n] = line[1:]
+    environ = {"JELLYFIN_API_KEY": "k", "SERIALIZD_EMAIL": "a@b.c", "SERIALIZD_PASSWORD": "pw"}
+    config = parse_config("\n".join(lines), FILE, environ | {"ANILIST_CLIENT_ID": "123"})
+    assert list(config.links["anilist-serializd"].services) == ["anilist", "serializd"]
+    assert config.profiles["me"].accounts.anilist is not None
 
 
 def test_a_storage_path_under_home_written_with_a_tilde_is_in_the_home_folder(

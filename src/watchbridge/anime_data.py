@@ -252,7 +252,10 @@ class AnimeData:
         try:
             text = self.overrides_path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"{where}: {self.overrides_path} not found") from None
+            raise ConfigError(
+                f"{where}: {self.overrides_path} not found (create it, see the README's"
+                ' "Anime mapping" section, or remove the line)'
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: cannot read {self.overrides_path} ({exc})") from None
         try:
