@@ -8,7 +8,7 @@ import pytest
 
 from tests.ingest_samples import only_event, sample_bytes, sample_json
 from watchbridge.ingest import parse as parse_request
-from watchbridge.ingest.jellyfin import parse
+from watchbridge.ingest.jellyfin import NO_ITEM_TYPE, parse
 from watchbridge.model import Accepted, Account, Ids, Ignored, MediaEvent, Rejected
 
 OZYMANDIAS = Ids(imdb="tt2301451", tmdb="62161", tvdb="4637661")
@@ -244,7 +244,7 @@ def test_missing_notification_type_is_rejected() -> None:
 
 def test_missing_item_type_is_rejected() -> None:
     payload = sample("playback_start_episode.json", ItemType=None)
-    assert parse(payload) == Rejected("jellyfin payload has no ItemType")
+    assert parse(payload) == Rejected(NO_ITEM_TYPE)
 
 
 def test_send_all_properties_double_escaped_quotes_are_unescaped() -> None:

@@ -60,6 +60,12 @@ PLAYBACK_ACTIONS: dict[str, Action] = {
     "playbackstop": "stop",
 }
 LIBRARY = frozenset({"itemadded", "itemdeleted"})
+# A template other than ours, or the plugin's "Generic Form" destination (form fields, not our
+# JSON): the one line a user sees in the log should say which setting to change.
+NO_ITEM_TYPE = (
+    "jellyfin payload has no ItemType (use the plugin's \"Generic\" destination, not \"Generic"
+    " Form\", with the template in docs/webhooks.md)"
+)
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 NOT_VIDEO_TYPES = frozenset(
     {"audio", "musicalbum", "musicartist", "audiobook", "book", "photo", "photoalbum"}
@@ -89,7 +95,7 @@ def parse(data: Payload) -> ParseResult:
         return Ignored(UNSUPPORTED_EVENT)
     item_type = (text(data.get("ItemType")) or "").lower()
     if not item_type:
-        return Rejected("jellyfin payload has no ItemType")
+        return Rejected(NO_ITEM_TYPE)
     if item_type not in KINDS:
         return Ignored(ignored_type(item_type, NOT_VIDEO_TYPES))
     if notification in PLAYBACK_ACTIONS:
