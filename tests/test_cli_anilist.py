@@ -98,6 +98,18 @@ def test_auth_anilist_without_the_service_configured_says_so(tmp_path: Path) -> 
     assert "services.anilist is not configured" in result.stderr
 
 
+def test_auth_anilist_without_a_client_id_says_so_and_leaves_no_database(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path, "services:\n  anilist: {}\nprofiles: {me: {accounts: {anilist: {}}}}\n"
+    )
+    result = run("auth", "anilist", "--config", str(path))
+    assert result.returncode != 0
+    assert "services.anilist.client_id is not set" in result.stderr
+    assert not (tmp_path / "watchbridge.db").exists()
+
+
 def test_status_warns_a_month_before_the_anilist_token_expires(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -639,7 +639,7 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
     With services.anilist.client_secret set the page shows a code (authorization-code grant);
     without it the page shows the token itself (implicit grant). Tokens last a year and cannot
     be refreshed: run this again when watchbridge warns that the token expires soon."""
-    from watchbridge.services.anilist import AniListClient, Viewer
+    from watchbridge.services.anilist import AniListClient, Viewer, sign_in_page
 
     config = _load(config_path)
     anilist = config.services.anilist
@@ -649,10 +649,12 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
         )
     name = _pick_profile(config, profile_name, "anilist")
     code_flow = anilist.client_secret is not None
+    # Asked before the store opens: a config to fix first should leave no new database behind.
+    page = sign_in_page(anilist, "code" if code_flow else "token") if pasted is None else ""
     with _open_store(config, create=True) as store:
         client = AniListClient(anilist, store)
         if pasted is None:
-            click.echo(f"Open {client.authorize_url('code' if code_flow else 'token')}")
+            click.echo(f"Open {page}")
             click.echo("approve watchbridge, then paste what the page shows here")
             pasted = str(click.prompt("code" if code_flow else "token", hide_input=True))
 

@@ -63,8 +63,8 @@ LIBRARY = frozenset({"itemadded", "itemdeleted"})
 # A template other than ours, or the plugin's "Generic Form" destination (form fields, not our
 # JSON): the one line a user sees in the log should say which setting to change.
 NO_ITEM_TYPE = (
-    "jellyfin payload has no ItemType (use the plugin's \"Generic\" destination, not \"Generic"
-    " Form\", with the template in docs/webhooks.md)"
+    'jellyfin payload has no ItemType (use the plugin\'s "Generic" destination, not "Generic'
+    ' Form", with the template in docs/webhooks.md)'
 )
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 NOT_VIDEO_TYPES = frozenset(

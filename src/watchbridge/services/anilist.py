@@ -440,6 +440,17 @@ def authorize_url(
     return f"{auth_url.rstrip('/')}/authorize?{urlencode(params)}"
 
 
+def sign_in_page(config: AniListConfig, response_type: Literal["code", "token"]) -> str:
+    """The page a user opens to sign in, or why the config cannot give one."""
+    if not config.client_id:
+        raise AniListAuthError(
+            "services.anilist.client_id is not set: create a client at "
+            "https://anilist.co/settings/developer with the redirect URL "
+            f"{PIN_REDIRECT} and put its id there"
+        )
+    return authorize_url(config.auth_url, config.client_id, response_type, PIN_REDIRECT)
+
+
 def pasted_token(text: str) -> str:
     """The token from what a user pasted: the token, or the whole `#access_token=...` URL."""
     text = text.strip()
@@ -719,15 +730,7 @@ class AniListClient:
         return token
 
     def authorize_url(self, response_type: Literal["code", "token"] = "token") -> str:
-        if not self.config.client_id:
-            raise AniListAuthError(
-                "services.anilist.client_id is not set: create a client at "
-                "https://anilist.co/settings/developer with the redirect URL "
-                f"{PIN_REDIRECT} and put its id there"
-            )
-        return authorize_url(
-            self.config.auth_url, self.config.client_id, response_type, PIN_REDIRECT
-        )
+        return sign_in_page(self.config, response_type)
 
     async def exchange_code(self, profile: str, code: str) -> Viewer:
         """Authorization-code grant (§2): trade the code from the pin page for a token."""
