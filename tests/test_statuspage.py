@@ -117,6 +117,7 @@ def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) ->
         html = page(config, store)
     assert '<span class="bad">needs-review</span>: review it: <code>' not in html
     assert '<span class="bad">needs-review</span>: review it: `watchbridge sync`' in html
+    assert "nothing to do" not in html  # it waits for the review: not a quiet run
 
 
 def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:

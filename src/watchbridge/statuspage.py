@@ -134,7 +134,9 @@ def _links(config: Config, runs: list[SyncRun], now: float) -> str:
             outcome += f": {_e(run.error)}"
         counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(run.counts.items()) if v)
         when = _age(run.finished_at or run.started_at, now)
-        rows.append((_e(name), services, f"{outcome} ({when})", counts or "nothing to do"))
+        # A run that stopped short (failed, held for a review) planned nothing it could say.
+        quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
+        rows.append((_e(name), services, f"{outcome} ({when})", counts or quiet))
     return _table(("link", "services", "last run", "changes"), rows)
 
 
