@@ -496,6 +496,16 @@ def test_start_up_tells_a_household_without_trakt_that_movies_are_kept_nowhere(
     assert warning.startswith("profile me: movies it plays are kept nowhere")
 
 
+def test_a_profile_there_for_a_link_only_is_not_told_of_plays_kept_nowhere(
+    tmp_path: Path,
+) -> None:
+    config = (
+        "services: {serializd: {}}\nprofiles:\n  me:\n"
+        "    accounts: {serializd: {email: a@example.com, password: pw}}\n"
+    )
+    assert start_warnings(load_config(write_config(tmp_path, config), {}), []) == []
+
+
 def test_kept_nowhere_names_what_no_target_of_a_profile_keeps() -> None:
     assert kept_nowhere(["trakt"]) == []
     assert kept_nowhere(["serializd"]) == ["movies"]

@@ -44,6 +44,7 @@ from watchbridge.config import (
     fits_in_url,
     is_trusted_proxy,
     kept_nowhere,
+    takes_webhooks,
     targets_for,
 )
 from watchbridge.errors import StoreError
@@ -273,7 +274,7 @@ def start_warnings(
                 f"profile {name} has no account to deliver to (trakt, serializd or anilist, "
                 "with its service configured): its webhooks are answered and dropped"
             )
-        elif gaps := kept_nowhere(targets):
+        elif takes_webhooks(profile) and (gaps := kept_nowhere(targets)):
             warnings.append(
                 f"profile {name}: {' and '.join(gaps)} it plays are kept nowhere (Serializd "
                 "holds TV episodes, AniList anime; only Trakt takes every movie)"

@@ -439,6 +439,12 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
     return targets
 
 
+def takes_webhooks(profile: Profile) -> bool:
+    """Whether any media server's webhooks count as this profile's (a profile may be there
+    for a link only)."""
+    return profile.default or any(vars(profile.users).values())
+
+
 def kept_nowhere(targets: Sequence[str]) -> list[str]:
     """What a profile's webhook plays no target keeps, given its targets (`targets_for`):
     Serializd holds TV episodes only, AniList anime only; only Trakt takes every movie."""

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 
 from watchbridge import __version__
 from watchbridge.app import Runtime, require_api_token
-from watchbridge.config import Config, kept_nowhere, targets_for
+from watchbridge.config import Config, kept_nowhere, takes_webhooks, targets_for
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
@@ -174,6 +174,7 @@ def _profiles(config: Config) -> str:
         users = "; ".join(f"{s}: {', '.join(v)}" for s, v in vars(profile.users).items() if v)
         label = f"{name} (default)" if profile.default else name
         gaps = ", ".join(kept_nowhere(targets_for(config, profile)))
+        gaps = gaps if takes_webhooks(profile) else ""
         rows.append((_e(label), _e(", ".join(accounts) or "none"), _e(users or "none"), _e(gaps)))
     return _table(("profile", "accounts", "media-server users", "plays kept nowhere"), rows)
 
