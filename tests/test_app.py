@@ -506,6 +506,20 @@ def test_a_profile_there_for_a_link_only_is_not_told_of_plays_kept_nowhere(
     assert start_warnings(load_config(write_config(tmp_path, config), {}), []) == []
 
 
+def test_start_up_warns_of_empty_alert_and_link_kinds(tmp_path: Path) -> None:
+    config = (
+        "alerts:\n  urls: ['json://127.0.0.1:1/x']\n  kinds: []\n"
+        "services:\n  trakt: {client_id: c}\n  plex: {token: t, url: 'http://nas:32400'}\n"
+        "profiles: {me: {accounts: {plex: {}, trakt: {}}}}\n"
+        "links:\n  a:\n    services: [plex, trakt]\n    kinds: []\n"
+    )
+    warnings = start_warnings(load_config(write_config(tmp_path, config), {}), [])
+    assert [w.split(":")[0] for w in warnings] == [
+        "alerts.kinds is empty",
+        "links.a.kinds is empty",
+    ]
+
+
 def test_kept_nowhere_names_what_no_target_of_a_profile_keeps() -> None:
     assert kept_nowhere(["trakt"]) == []
     assert kept_nowhere(["serializd"]) == ["movies"]

@@ -337,17 +337,17 @@ def test_a_plex_link_needs_the_server_url() -> None:
     assert "links.a.services: a plex link needs services.plex.url" in message
 
 
-def test_a_link_with_no_kinds_is_refused() -> None:
-    message = error_of(
+def test_empty_kinds_still_load_as_the_last_release_ran_them() -> None:
+    # Start warnings say what they do (app.start_warnings): an upgrade must keep starting.
+    config = parse_config(
+        "alerts:\n  urls: ['json://127.0.0.1:1/x']\n  kinds: []\n"
         "services:\n  trakt: {client_id: c}\n  plex: {token: t, url: 'http://nas:32400'}\n"
-        "links:\n  a:\n    services: [plex, trakt]\n    kinds: []\n"
+        "profiles: {me: {accounts: {plex: {}, trakt: {}}}}\n"
+        "links:\n  a:\n    services: [plex, trakt]\n    kinds: []\n",
+        FILE,
+        {},
     )
-    assert "links.a.kinds: expected at least one of history, ratings" in message
-
-
-def test_alerts_with_no_kinds_are_refused() -> None:
-    message = error_of("alerts:\n  urls: ['json://127.0.0.1:1/x']\n  kinds: []\n")
-    assert "alerts.kinds: expected all, or at least one kind" in message
+    assert config.alerts.kinds == [] and config.links["a"].kinds == []
 
 
 def test_full_config_builds_typed_objects() -> None:

@@ -255,7 +255,18 @@ def start_warnings(
             "no profiles are configured: every webhook is answered and ignored; map your "
             "media-server accounts under `profiles` (see the README)"
         )
+    # Warnings, not refusals: the last release ran these, and an upgrade must keep starting.
+    if config.alerts.urls and not config.alerts.kinds:
+        warnings.append(
+            "alerts.kinds is empty: no alert is sent at all; write [all] or the kinds you want"
+            " (to send none, leave alerts.urls empty instead)"
+        )
     for name, link in config.links.items():
+        if not link.kinds:
+            warnings.append(
+                f"links.{name}.kinds is empty: the link syncs nothing; name what it syncs"
+                " (history, ratings, watchlist, collection) or remove the link"
+            )
         if link.collection_removals and "collection" not in link.kinds:
             warnings.append(
                 f"links.{name}.collection_removals does nothing: it works only with collection"

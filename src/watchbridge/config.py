@@ -607,14 +607,6 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.interval", "expected at least 60s"))
         if not 0 <= link.max_removal_share <= 1:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
-        if not link.kinds:
-            problems.append(
-                (
-                    f"{where}.kinds",
-                    "expected at least one of history, ratings, watchlist, collection (a link"
-                    " with none syncs nothing: remove the link instead)",
-                )
-            )
         problems.extend(_list_kind_problems(where, link))
     problems.extend(_shared_account_problems(config.profiles))
     problems.extend(_anilist_problems(config.services.anilist))
@@ -624,14 +616,6 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
     problems.extend(_delivery_problems(config.delivery))
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
-    if not config.alerts.kinds:
-        problems.append(
-            (
-                "alerts.kinds",
-                "expected all, or at least one kind (an empty list sends no alert at all: to"
-                " send none, leave alerts.urls empty)",
-            )
-        )
     return problems
 
 
