@@ -2444,3 +2444,33 @@ async def test_a_live_play_held_for_a_missing_sign_in_is_not_taken_for_one_that_
     assert row[0] == "pending" and "not signed in" in row[1]
     assert "unknown outcome" not in row[1]
     assert trakt.requests == []
+
+
+async def test_a_start_with_a_changed_config_keeps_to_trakts_retry_after(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Review s32 (136378c): Trakt asked for 47 minutes (429, Retry-After 2850). The user then
+    # adds a media-server user to the profile and restarts: nothing about the rate limit
+    # changed, yet the held play is sent into it again at once.
+    store = runtime.store
+    store.due_after_config_change(runtime.config.delivery_fingerprint(), clock())  # a start
+    store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(1, retry_after=2850)
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/sync/history") == 1  # the one Trakt refused
+    text = (
+        f"storage: {{path: {runtime.config.storage.path}}}\n"
+        f'services:\n  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}",'
+        f' auth_url: "{trakt.url}"}}\n'
+        'profiles:\n  me: {users: {plex: ["1", "2"]}, accounts: {trakt: {}}}\n'
+    )
+    changed = parse_config(text, Path("watchbridge.yaml"), {})
+    clock.advance(60)  # a minute later: 46 minutes of the wait are left
+    async with restarted(runtime, worker, clock, changed) as (again, service):
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(again, stop))
+        await asyncio.sleep(1.5)
+        stop.set()
+        service.notify()
+        await asyncio.wait_for(task, 10)
+    assert trakt.count("POST", "/sync/history") == 1

@@ -1119,12 +1119,21 @@ def test_a_watchlist_hold_confirmed_before_the_upgrade_is_not_held_again(tmp_pat
         assert not watchlist_holding(store, "plex-trakt", "me")
 
 
-def test_a_changed_config_makes_every_waiting_row_due_once(store: Store) -> None:
-    store.enqueue([row("a"), row("b", ordering="me:trakt:movie2")], 0.0)
-    store.due_after_config_change("first start", 0.0)
-    for item in store.claim("w", 0.0, 10):
-        store.hold(item.id, 10.0, 1800.0, "Serializd refused the email or password")
+def test_a_changed_config_makes_the_rows_held_for_a_sign_in_or_ids_due(store: Store) -> None:
+    store.enqueue([row(k, ordering=f"me:trakt:{k}") for k in ("signin", "limit", "ids")], 0.0)
+    assert store.due_after_config_change("first start", 0.0) is None  # nothing to compare
+    signin, limit, ids = store.claim("w", 0.0, 10)
+    store.settle(
+        10.0,
+        [
+            Settlement(signin.id, "pending", 1800.0, "Serializd refused the password", False, True),
+            Settlement(limit.id, "pending", 2850.0, "rate limited until 00:47", False),
+            Settlement(ids.id, "pending", 3600.0, "unmatched: no show TMDB id"),
+        ],
+    )
     assert store.due_after_config_change("first start", 20.0) is None  # as it was
     assert store.claim("w", 20.0, 10) == []
     assert store.due_after_config_change("password fixed", 30.0) == 2
-    assert len(store.claim("w", 30.0, 10)) == 2
+    again = {i.id: i for i in store.claim("w", 30.0, 10)}
+    assert set(again) == {signin.id, ids.id}  # the rate limit's wait stands
+    assert again[ids.id].attempts == 0  # the extra try is not the row's failure

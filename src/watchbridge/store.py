@@ -298,6 +298,14 @@ def m011_watchlist_holds(db: sqlite_utils.Database) -> None:
             )
 
 
+@migrations()
+def m012_outbox_waits_for_sign_in(db: sqlite_utils.Database) -> None:
+    # Rows held for a sign-in or a key (a password refused, a media server's API key): a
+    # changed config is tried at once for those, not for a rate limit's or a backoff's waits.
+    # (This migration also makes the last release refuse a database it would misread.)
+    db.execute("ALTER TABLE outbox ADD COLUMN waits_for_sign_in INTEGER NOT NULL DEFAULT 0")
+
+
 def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
     """Per profile, the watchlist hold (why, when) the newest of `runs` (newest first:
     outcome, error, time) that planned its watchlist names. A run that went through (ok,
@@ -693,6 +701,7 @@ class Settlement:
     next_attempt_at: float | None = None
     error: str | None = None
     spend_attempt: bool = True
+    waits_for_sign_in: bool = False  # held for a sign-in or key a changed config may give
 
 
 @dataclass(frozen=True)
@@ -1434,7 +1443,7 @@ class Store:
             conn.executemany(
                 """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
-                   claimed_by = NULL,
+                   claimed_by = NULL, waits_for_sign_in = ?,
                    failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
                                    WHEN ? THEN NULL ELSE failing_since END
                    WHERE id = ?""",
@@ -1445,6 +1454,7 @@ class Store:
                         now,
                         s.next_attempt_at,
                         s.error,
+                        int(s.waits_for_sign_in),
                         s.spend_attempt and s.status != "done",
                         now,
                         # Held (the target, not the row, failed): its failing is over.
@@ -1535,9 +1545,13 @@ class Store:
 
     def due_after_config_change(self, fingerprint: str, now: float) -> int | None:
         """When `fingerprint` (`Config.delivery_fingerprint`) differs from the last start's,
-        make every pending row due now and keep the new one: the user changed what a row may
-        wait for (a password Serializd refused, a media server's API key an unmatched play
-        needs, a URL). How many rows moved; None when the config is as it was."""
+        make the pending rows a config can unblock due now and keep the new one: those held
+        for a sign-in or key (a password Serializd refused, a media server's API key) and the
+        unmatched (the server or service that knows their ids may just have been set). A rate
+        limit's, an outage's or a backoff's waits stay. An unmatched row gets back the attempt
+        this extra try spends. How many rows moved; None when the config is as it was, or
+        none was kept yet (the first start, or the first after an upgrade: nothing to compare).
+        """
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT value FROM settings WHERE name = 'delivery_config'"
@@ -1549,9 +1563,13 @@ class Store:
                 " VALUES ('delivery_config', ?, ?)",
                 (fingerprint, now),
             )
+            if row is None:
+                return None
             cursor = conn.execute(
-                "UPDATE outbox SET next_attempt_at = ?"
-                " WHERE status = 'pending' AND next_attempt_at > ?",
+                f"UPDATE outbox SET next_attempt_at = ?,"
+                f" attempts = CASE WHEN {_UNMATCHED} THEN MAX(attempts - 1, 0) ELSE attempts END"
+                f" WHERE status = 'pending' AND next_attempt_at > ?"
+                f" AND (waits_for_sign_in = 1 OR {_UNMATCHED})",
                 (now, now),
             )
             return cursor.rowcount

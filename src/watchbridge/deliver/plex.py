@@ -154,7 +154,7 @@ class PlexTarget:
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):
             message = f"profile {profile}: {exc.message}"
-            return Hold(message, AUTH_HOLD, "credentials", target_wide=False)
+            return Hold(message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):
             return Hold(exc.message, exc.retry_after or self.config.delivery.retry_after)
         if isinstance(exc, PlexError):

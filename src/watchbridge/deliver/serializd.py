@@ -150,7 +150,7 @@ class SerializdTarget:
 
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, SerializdAuthError):
-            return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False)
+            return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # SerializdUnavailable (bot checkpoint) included
             return service_hold(exc, self.config.retry_after)
         if isinstance(exc, SerializdError):

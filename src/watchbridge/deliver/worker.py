@@ -89,6 +89,7 @@ class Hold:
     alert: str = ""
     target_wide: bool = True  # False: only this row's profile is affected (e.g. its sign-in)
     spends: bool = False
+    sign_in: bool = False  # waits for a sign-in or key: a start with a changed config tries it
 
 
 Outcome = Delivered | Skipped | Retry | Dead | Hold
@@ -188,7 +189,7 @@ def waiting_on(
 ) -> Outcome:
     """What a row does while the enricher's `problem` keeps its ids unknown (see `enriched`)."""
     if problem.credentials:  # the enricher alerts, once per server (not per target)
-        return Hold(problem.message, credentials_hold, "", False)
+        return Hold(problem.message, credentials_hold, "", False, sign_in=True)
     if problem.outage:  # the media server is down: no attempt spent (the enricher alerts)
         return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
     if problem.transient:  # Trakt's id search down, or a server failing on this item
@@ -586,7 +587,14 @@ class DeliveryWorker:
                 if outcome.spends:
                     after = max(after, backoff(item.attempts + 1, self.config, None))
                 settled.append(
-                    Settlement(item.id, "pending", now + after, outcome.reason, outcome.spends)
+                    Settlement(
+                        item.id,
+                        "pending",
+                        now + after,
+                        outcome.reason,
+                        outcome.spends,
+                        outcome.sign_in,
+                    )
                 )
                 if outcome.alert == "service_unreachable":  # one profile's rate limit
                     if text := self._limit_told(target.name, key, outcome, now):
