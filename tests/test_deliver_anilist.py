@@ -1426,3 +1426,41 @@ async def test_a_legacy_agent_anime_movie_known_by_imdb_only_reaches_anilist(
     enqueue(runtime, "play", mononoke, clock() - 60, live=True, source="plex")
     await drain(worker, runtime)
     assert fake.snapshot().get(164, {}).get("status") == "COMPLETED"
+
+
+async def test_an_anime_movie_a_dataset_knows_by_tmdb_only_still_gets_its_tmdb_id_from_trakt(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # Review s32 (4fbd8e5): a Plex legacy-agent movie names itself by IMDb id only. The
+    # dataset entry of this anime film carries its TMDB id, not its IMDb id (common in
+    # Fribb/anibridge rows). With services.trakt the enricher's id search gives the TMDB id;
+    # since anime_ready takes an IMDb id as "ready", nobody asks and the film is settled
+    # as "not anime" for good.
+    spirited_away = 199
+
+    def by_tmdb_only(item: MediaRef) -> tuple[int, int] | Unmatched:
+        if item.kind == "movie" and item.ids.tmdb == "129":
+            return spirited_away, 1
+        return Unmatched("in no mapping dataset range", "unknown")
+
+    async def reverse() -> Reverse:
+        return by_tmdb_only
+
+    async def search(id_type: str, value: str, kind: str) -> list[dict[str, Any]]:
+        if (id_type, value) != ("imdb", "tt0245429"):
+            return []
+        ids = {"trakt": 1, "slug": "spirited-away-2001", "imdb": "tt0245429", "tmdb": 129}
+        movie = {"title": "Spirited Away", "year": 2001, "ids": ids}
+        return [{"type": "movie", "score": None, "movie": movie}]
+
+    target.reverse = reverse
+    target.enricher = Enricher(runtime.store, clock, search=search)
+    fake.add_media(spirited_away, episodes=1)
+    film = MediaRef("movie", ids=Ids(imdb="tt0245429"), title="Spirited Away", year=2001)
+    enqueue(runtime, "play", film, clock() - 60, live=True, source="plex")
+    await drain(worker, runtime)
+    assert fake.snapshot().get(spirited_away, {}).get("status") == "COMPLETED"

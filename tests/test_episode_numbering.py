@@ -184,3 +184,39 @@ async def test_unlisted_episodes_read_a_shows_seasons_again_at_most_hourly(rig: 
         assert found is None
     # The listings once, then once more fresh: not once more per play.
     assert rig.serializd.count("GET", "/api/show/{id}/season/{number}") == 2 * 30
+
+
+def two_episode_file(rig: Rig, season: int, first: int, **provider_ids: str) -> None:
+    """Jellyfin's PlaybackStop of a file holding episodes `first` and `first + 1` of `season`
+    (EpisodeNumberEnd), the first named by `provider_ids`, queued for Trakt as the route would."""
+    payload = copy.deepcopy(sample_json("jellyfin", "playback_stop_episode_completed.json"))
+    for key in ("Provider_imdb", "Provider_tmdb", "Provider_tvdb"):
+        payload.pop(key, None)
+    when = datetime.fromtimestamp(time.time() - 3600, UTC)
+    payload |= {
+        "SeriesName": "Re:ZERO",
+        "SeriesId": SERIES_ID,
+        "SeasonNumber": season,
+        "EpisodeNumber": first,
+        "EpisodeNumberEnd": first + 1,
+        "UtcTimestamp": when.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+        **{f"Provider_{name}": value for name, value in provider_ids.items()},
+    }
+    parsed = jellyfin.parse(payload)
+    assert isinstance(parsed, Accepted), parsed
+    for event in parsed.events:
+        _, intents = decide(None, event, 90.0, time.time())
+        assert rig.store.enqueue(rows_for(PROFILE, ["trakt"], event, intents), time.time())
+
+
+async def test_a_two_episode_file_across_the_end_of_a_trakt_season_records_the_next_seasons_first(
+    rig: Rig,
+) -> None:
+    # Review s32 (094c4dc): a library in one long season (absolute order) holds Trakt's
+    # S1E50 (the last of its season 1) and S2E01 in one file, its S1E50-E51. The second is
+    # "the episode after the one Trakt's search gives for the first": Trakt's S2E01, not a
+    # S1E51 Trakt does not have (unmatched hourly, then a dead letter: the play is lost).
+    last_of_season = rig.trakt.shows[0].seasons[1].episodes[50]
+    two_episode_file(rig, 1, 50, tvdb=str(last_of_season.tvdb))
+    await rig.deliver()
+    assert trakt_episodes(rig.trakt) == [(1, 50), (2, 1)]

@@ -230,6 +230,24 @@ class TraktEpisodes:
         self.cache.cache_put(self.namespace, _own_ids(item), trakt, now, FOUND_TTL)
         return replace(item, ids=Ids(trakt=trakt).merged(item.ids))
 
+    async def following(
+        self, show_ids: Ids, season: int, number: int, steps: int
+    ) -> tuple[int, int] | None:
+        """The episode `steps` after (season, number) in Trakt's list of the show's regular
+        episodes (into the next season after a season's last); None when the list does not
+        have both."""
+        probe = MediaRef("episode", show_ids=show_ids, season=season, number=number)
+        if await self._find(probe, lambda row: row[:2] == (season, number)) is None:
+            return None
+        hit, cached = self.cache.cache_get(self.namespace, _show_key(show_ids), self.clock())
+        if not hit:
+            return None
+        listed = sorted((int(r[0]), int(r[1])) for r in cached["episodes"] if int(r[0]) > 0)
+        if (season, number) not in listed:
+            return None
+        at = listed.index((season, number)) + steps
+        return listed[at] if 0 <= at < len(listed) else None
+
     def placed(self, item: MediaRef) -> MediaRef:
         """The episode with the Trakt id `by_numbers` found for its ids before (no request):
         later tries, and the check of a send whose answer was lost, name it as it was sent."""
@@ -241,7 +259,7 @@ class TraktEpisodes:
     async def _find(self, item: MediaRef, wanted: Callable[[ListedRow], bool]) -> ListedRow | None:
         if not has_trakt_ids(item.show_ids):
             return None
-        show = ":".join(next(iter(item.show_ids.present().items())))
+        show = _show_key(item.show_ids)
         now = self.clock()
         hit, cached = self.cache.cache_get(self.namespace, show, now)
         if hit and (found := _first(cached["episodes"], wanted)) is not None:
@@ -253,6 +271,11 @@ class TraktEpisodes:
             self.namespace, show, {"at": now, "episodes": episodes}, now, LISTING_TTL
         )
         return _first(episodes, wanted)
+
+
+def _show_key(show_ids: Ids) -> str:
+    """A show's listing in the cache, by its strongest id."""
+    return ":".join(next(iter(show_ids.present().items())))
 
 
 def _own_ids(item: MediaRef) -> str:
@@ -292,28 +315,19 @@ class TraktResolver:
             return apply_match(item, found)
         return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
 
-    async def numbered_after_first(
-        self, item: MediaRef, first: Ids, first_number: int | None
-    ) -> MediaRef | None:
-        """A further episode of a file holding several (no ids of its own), numbered as Trakt
-        numbers the file's first episode (`first`: its ids) plus its distance from it, with
-        the show's Trakt ids: in another episode order (DVD order, one long anime season) the
-        server's own numbers would name another episode. None when Trakt's search does not
-        know the first episode."""
+    async def first_of_file(self, item: MediaRef, first: Ids) -> tuple[Ids, int, int] | None:
+        """Where Trakt has the first episode of the file `item` is a further episode of
+        (`first`: that one's ids): its show's Trakt ids, season and number; None when Trakt's
+        search does not know it. An episode's IMDb id is asked last: one may name every part
+        of a multi-part episode."""
+        if first.tvdb or first.tmdb:
+            first = replace(first, imdb=None)
         found = await self._search(replace(item, ids=first, kind="episode"))
         episode = (found or {}).get("episode") or {}
         season, number = episode.get("season"), episode.get("number")
         if not isinstance(season, int) or not isinstance(number, int):
             return None
-        if item.number is None or first_number is None:
-            return None
-        show = ids_from(((found or {}).get("show") or {}).get("ids") or {})
-        return replace(
-            item,
-            show_ids=item.show_ids.merged(show),
-            season=season,
-            number=number + item.number - first_number,
-        )
+        return ids_from(((found or {}).get("show") or {}).get("ids") or {}), season, number
 
     async def _search(self, item: MediaRef) -> dict[str, Any] | None:
         """Trakt's search result for the first of the item's ids it knows (cached)."""
@@ -387,12 +401,13 @@ def own_anime_ids(item: MediaRef) -> Ids:
 
 
 def anime_ready(item: MediaRef) -> bool:
-    """The anime mapping can place it: by TMDB/TVDB show ids, anime ids, or for a movie its
-    TMDB or IMDb id (the datasets carry both; Plex's legacy agent names films by IMDb id)."""
+    """The anime mapping can place it: by TMDB/TVDB show ids (TMDB for a movie) or anime ids.
+    (A movie known by its IMDb id only is asked about first: a dataset may name it by TMDB id
+    alone; see deliver.anilist for what happens when no TMDB id is found.)"""
     if _anime_ids(own_anime_ids(item)) or _anime_ids(item.show_ids):
         return True
     if item.kind == "movie":
-        return _digits(item.ids.tmdb) or bool(item.ids.imdb)
+        return _digits(item.ids.tmdb)
     ids = item.ids if item.kind == "show" else item.show_ids
     return _digits(ids.tmdb) or _digits(ids.tvdb)
 

@@ -549,6 +549,18 @@ def better_numbered(renumbered: MediaRef, sent: MediaRef, reverse: Reverse) -> M
 _MAPPABLE = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb")  # not a server's own
 
 
+def imdb_will_do(item: MediaRef, waiting: Outcome | None) -> bool:
+    """Whether a movie no TMDB id was found for (a Plex legacy agent's, known by its IMDb id)
+    goes to the mapping by its IMDb id instead of waiting as unmatched: a hold (a sign-in,
+    an outage) still waits, as the TMDB id may come after it."""
+    return (
+        isinstance(waiting, Retry)
+        and item.kind == "movie"
+        and bool(item.ids.imdb)
+        and waiting.reason.startswith("unmatched:")
+    )
+
+
 def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem) -> bool:
     """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) that its media
     server was asked about has none at all on its second try, a day after the first (a server
@@ -679,7 +691,7 @@ class AniListTarget:
         if isinstance(exc, MappingUnavailable):
             return Hold(str(exc), MAPPING_HOLD)
         if isinstance(exc, AniListAuthError):
-            return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False)
+            return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
             return Hold(exc.message, exc.retry_after or self.config.retry_after)
         if isinstance(exc, AniListError):
@@ -715,6 +727,8 @@ class AniListTarget:
                     " id, a movie's by its TMDB or IMDb id",
                     from_server=row.payload.get("server"),
                 )
+                if imdb_will_do(decoded, waiting):
+                    waiting = None  # the datasets know films by IMDb id too: ask them
                 if (
                     waiting is not None
                     and nothing_names(decoded, waiting, row)

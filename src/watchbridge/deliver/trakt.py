@@ -306,9 +306,24 @@ class TraktTarget:
         # A hold keeps the mark of a row whose send may have landed (per_profile's `undecided`).
         return await per_profile(items, deliver_profile, self._hold_for, self.store)
 
+    async def _after_first(self, item: MediaRef, first: Ids, first_number: int | None) -> MediaRef:
+        """A further episode of a file holding several (no ids of its own): the episode as
+        many places after the one Trakt's search gives for the file's first, on Trakt's own
+        list, whatever ids its show is known by. The server's numbers would name another
+        episode in another episode order (DVD order, one long anime season). As it was when
+        Trakt does not know the first."""
+        found = await self.resolver.first_of_file(item, first)
+        if found is None or item.number is None or first_number is None:
+            return item
+        show_ids, season, number = found
+        steps = item.number - first_number
+        following = await self.episodes.following(show_ids, season, number, steps)
+        season, number = following or (season, number + steps)
+        return replace(item, show_ids=item.show_ids.merged(show_ids), season=season, number=number)
+
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, TraktAuthError):
-            return Hold(exc.message, 900, "credentials", target_wide=False)
+            return Hold(exc.message, 900, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, TraktAccountError):
             return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False)
         if isinstance(exc, RateLimited):
@@ -342,10 +357,7 @@ class TraktTarget:
                 continue
             problem: Problem | None = None
             if first := outbox.payload.get("companion_of"):
-                # Placed from the file's first episode, whatever ids the show is known by.
-                first_ids, first_number = ids_from(first["ids"]), first["number"]
-                numbered = await self.resolver.numbered_after_first(item, first_ids, first_number)
-                item = numbered or item
+                item = await self._after_first(item, ids_from(first["ids"]), first["number"])
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
                 source = outbox.payload.get("source")
