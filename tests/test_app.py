@@ -19,7 +19,7 @@ from watchbridge import app as app_module
 from watchbridge import maintenance, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
-from watchbridge.config import kept_nowhere, load_config
+from watchbridge.config import copied_nowhere, load_config
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.store import Store
@@ -485,25 +485,34 @@ def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> 
     assert warning.startswith("profile kids has no account to deliver to")
 
 
-def test_start_up_tells_a_household_without_trakt_that_movies_are_kept_nowhere(
-    tmp_path: Path,
-) -> None:
-    config = (
-        "services: {serializd: {}}\nprofiles:\n  me:\n    users: {jellyfin: [alex]}\n"
-        "    accounts: {serializd: {email: a@example.com, password: pw}}\n"
-    )
-    (warning,) = start_warnings(load_config(write_config(tmp_path, config), {}), [])
-    assert warning.startswith("profile me: movies it plays are kept nowhere")
+SERIALIZD_ONLY = (
+    "services: {serializd: {}}\nprofiles:\n  me:\n    users: {jellyfin: [alex]}\n"
+    "    accounts: {serializd: {email: a@example.com, password: pw}}\n"
+)
 
 
-def test_a_profile_there_for_a_link_only_is_not_told_of_plays_kept_nowhere(
+def test_a_household_without_trakt_is_not_warned_at_every_start_of_its_movies(
     tmp_path: Path,
 ) -> None:
-    config = (
-        "services: {serializd: {}}\nprofiles:\n  me:\n"
-        "    accounts: {serializd: {email: a@example.com, password: pw}}\n"
-    )
-    assert start_warnings(load_config(write_config(tmp_path, config), {}), []) == []
+    # A choice, not a fault: check-config's summary and the status page say it instead.
+    assert start_warnings(load_config(write_config(tmp_path, SERIALIZD_ONLY), {}), []) == []
+
+
+def test_copied_nowhere_names_what_no_account_of_a_profile_is_sent(tmp_path: Path) -> None:
+    def gaps(accounts: str, users: str = "users: {jellyfin: [alex]}") -> list[str]:
+        text = (
+            "services: {trakt: {client_id: c}, serializd: {}, anilist: {client_id: '1'}}\n"
+            f"profiles:\n  me: {{{users}, accounts: {{{accounts}}}}}\n"
+        )
+        config = load_config(write_config(tmp_path, text), {})
+        return copied_nowhere(config, config.profiles["me"])
+
+    serializd = "serializd: {email: a@b.c, password: pw}"
+    assert gaps("trakt: {}") == []
+    assert gaps(serializd) == ["movies"]
+    assert gaps("anilist: {}") == ["episodes other than anime", "movies other than anime"]
+    assert gaps(f"{serializd}, anilist: {{}}") == ["movies other than anime"]
+    assert gaps(serializd, users="default: false") == []  # there for a link only
 
 
 def test_start_up_warns_of_empty_alert_and_link_kinds(tmp_path: Path) -> None:
@@ -518,13 +527,6 @@ def test_start_up_warns_of_empty_alert_and_link_kinds(tmp_path: Path) -> None:
         "alerts.kinds is empty",
         "links.a.kinds is empty",
     ]
-
-
-def test_kept_nowhere_names_what_no_target_of_a_profile_keeps() -> None:
-    assert kept_nowhere(["trakt"]) == []
-    assert kept_nowhere(["serializd"]) == ["movies"]
-    assert kept_nowhere(["anilist"]) == ["episodes other than anime", "movies other than anime"]
-    assert kept_nowhere(["serializd", "anilist"]) == ["movies other than anime"]
 
 
 def test_start_up_warns_of_a_short_webhook_secret(tmp_path: Path) -> None:
@@ -637,3 +639,20 @@ def test_metrics_count_the_deliveries_waiting_for_ids(tmp_path: Path) -> None:
     with AppThread(create_app(runtime_for(path))) as app:
         text = httpx.get(f"{app.url}/metrics").text
     assert "watchbridge_unmatched 1.0" in text
+
+
+def test_a_plex_household_is_not_told_its_plex_plays_of_movies_are_kept_nowhere(
+    tmp_path: Path,
+) -> None:
+    # Review s32 (4ab3aba): a Plex-only household without Trakt, its Plex account linked to
+    # Serializd. Its Plex plays of movies stay in the Plex account they were watched with (and
+    # the profile's own accounts.plex); "kept nowhere" at every start and in check-config is
+    # a false alarm for a valid setup.
+    config = (
+        "services:\n  plex: {url: 'http://plex.local:32400', token: tok}\n  serializd: {}\n"
+        "profiles:\n  me:\n    users: {plex: [alice]}\n"
+        "    accounts: {plex: {}, serializd: {email: a@example.com, password: pw}}\n"
+        "links:\n  plex-serializd: {services: [plex, serializd]}\n"
+    )
+    warnings = start_warnings(load_config(write_config(tmp_path, config), {}), [])
+    assert not [w for w in warnings if "kept nowhere" in w]

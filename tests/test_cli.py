@@ -91,6 +91,17 @@ def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> No
     assert "warning: profile kids has no account to deliver to" in result.stdout
 
 
+def test_check_config_says_what_plays_of_a_profile_go_to_no_account(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "services: {serializd: {}}\nprofiles:\n  me:\n    users: {jellyfin: [alex]}\n"
+        "    accounts: {serializd: {email: a@example.com, password: pw}}\n",
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "movies it plays are sent to no account" in result.stdout
+
+
 def test_check_config_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
     # A renamed profile starts over without the records of what watchbridge wrote for it, so
     # its links would copy those plays again (under the new name they look like new plays).

@@ -155,4 +155,4 @@ def test_the_profiles_say_what_plays_no_account_of_theirs_keeps(tmp_path: Path) 
     )
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = page(config_for(tmp_path, serializd_only), store)
-    assert "<th>plays kept nowhere</th>" in html and "<td>movies</td>" in html
+    assert "<th>plays sent nowhere</th>" in html and "<td>movies</td>" in html

@@ -43,8 +43,6 @@ from watchbridge.config import (
     Config,
     fits_in_url,
     is_trusted_proxy,
-    kept_nowhere,
-    takes_webhooks,
     targets_for,
 )
 from watchbridge.errors import StoreError
@@ -279,16 +277,10 @@ def start_warnings(
                 "same Plex server, a viewing can count twice (they finish it minutes apart); "
                 "use one of them per server (docs/webhooks.md)"
             )
-        targets = targets_for(config, profile)
-        if not targets:
+        if not targets_for(config, profile):
             warnings.append(
                 f"profile {name} has no account to deliver to (trakt, serializd or anilist, "
                 "with its service configured): its webhooks are answered and dropped"
-            )
-        elif takes_webhooks(profile) and (gaps := kept_nowhere(targets)):
-            warnings.append(
-                f"profile {name}: {' and '.join(gaps)} it plays are kept nowhere (Serializd "
-                "holds TV episodes, AniList anime; only Trakt takes every movie)"
             )
     return warnings
 

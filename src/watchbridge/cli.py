@@ -24,6 +24,7 @@ from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
     Config,
     Secret,
+    copied_nowhere,
     find_config,
     fits_in_url,
     load_config,
@@ -261,6 +262,11 @@ def _summary(config: Config) -> str:
             f"  {name}{' (default)' if profile.default else ''}: accounts "
             f"{', '.join(accounts) or 'none'}; media users {users or 'none'}"
         )
+        if gaps := copied_nowhere(config, profile):
+            lines.append(
+                f"    {' and '.join(gaps)} it plays are sent to no account (Serializd holds TV"
+                " episodes, AniList anime; only Trakt takes every movie)"
+            )
     lines.append(f"links:         {', '.join(config.links) if config.links else 'none yet'}")
     for name, link in config.links.items():
         arrow = "<->" if link.direction == "two-way" else "->"

@@ -445,10 +445,12 @@ def takes_webhooks(profile: Profile) -> bool:
     return profile.default or any(vars(profile.users).values())
 
 
-def kept_nowhere(targets: Sequence[str]) -> list[str]:
-    """What a profile's webhook plays no target keeps, given its targets (`targets_for`):
-    Serializd holds TV episodes only, AniList anime only; only Trakt takes every movie."""
-    if not targets or "trakt" in targets:
+def copied_nowhere(config: Config, profile: Profile) -> list[str]:
+    """What of a profile's webhook plays no account of it is sent (Serializd holds TV
+    episodes only, AniList anime only; only Trakt takes every movie): said in check-config's
+    summary and on the status page, not warned of at every start (a choice, not a fault)."""
+    targets = targets_for(config, profile)
+    if not takes_webhooks(profile) or not targets or "trakt" in targets:
         return []
     but_anime = " other than anime" if "anilist" in targets else ""
     gaps = [] if "serializd" in targets else [f"episodes{but_anime}"]

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 
 from watchbridge import __version__
 from watchbridge.app import Runtime, require_api_token
-from watchbridge.config import Config, kept_nowhere, takes_webhooks, targets_for
+from watchbridge.config import Config, copied_nowhere
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
@@ -173,10 +173,9 @@ def _profiles(config: Config) -> str:
         accounts = [s for s in vars(profile.accounts) if getattr(profile.accounts, s)]
         users = "; ".join(f"{s}: {', '.join(v)}" for s, v in vars(profile.users).items() if v)
         label = f"{name} (default)" if profile.default else name
-        gaps = ", ".join(kept_nowhere(targets_for(config, profile)))
-        gaps = gaps if takes_webhooks(profile) else ""
+        gaps = ", ".join(copied_nowhere(config, profile)) or "-"
         rows.append((_e(label), _e(", ".join(accounts) or "none"), _e(users or "none"), _e(gaps)))
-    return _table(("profile", "accounts", "media-server users", "plays kept nowhere"), rows)
+    return _table(("profile", "accounts", "media-server users", "plays sent nowhere"), rows)
 
 
 def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

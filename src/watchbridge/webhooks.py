@@ -389,7 +389,6 @@ async def _webhook(
             name = profile_for(runtime.config, event)
             if name is None:
                 unmapped += 1
-                _unmapped(runtime, event)
                 continue
             job = ingest_job(runtime, name, event, result.document)
             queued += await runtime.writer.write(job)
@@ -398,6 +397,8 @@ async def _webhook(
         reason = f"could not store the event ({_one_line(exc)})"
         await _answer(runtime, send, source, "store_error", 503, started, error=reason)
         return
+    if unmapped:  # one webhook, however many episodes its file holds
+        _unmapped(runtime, result.events[0])
     if unmapped == len(result.events):
         await _answer(
             runtime,
