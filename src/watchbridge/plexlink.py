@@ -144,6 +144,8 @@ def plextv_client(
     `services.plex.token`. The client identifier is the install's one (shared with the server
     adapter): plex.tv binds tokens to it.
     """
+    from watchbridge.readers.plex import owner_problem
+
     plex = config.services.plex
     if plex is None:
         return None
@@ -152,7 +154,12 @@ def plextv_client(
         account = person.accounts.plex
         if account is not None and account.token:
             tokens[name] = account.token
-        elif account is not None and plex.token and not store.get_token("plex", name):
+        elif (
+            account is not None
+            and plex.token
+            and not store.get_token("plex", name)
+            and owner_problem(config, store, name) is None
+        ):
             tokens[name] = plex.token
     identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, clock())
     return PlexTvClient(

@@ -777,6 +777,60 @@ def identity(config: Config, store: Store, profile: str) -> Identity:
     )
 
 
+def owner_problem(config: Config, store: Store, profile: str) -> str | None:
+    """Why `profile`, read as the server's owner (`accounts.plex` without a token or a
+    sign-in), may not be: see `owner_conflict`."""
+    owners = [
+        name
+        for name, person in config.profiles.items()
+        if person.accounts.plex is not None and identity(config, store, name).owner
+    ]
+    return owner_conflict(config, profile, owners)
+
+
+def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str | None:
+    """Why `profile` may not be the server's owner, among the profiles `owners` that config
+    and sign-ins make the owner; None when it may. Read as the owner, a person gets the
+    owner's plays and watchlist, and their plays are written into the owner's Plex: a Plex
+    Home user's profile not signed in yet would swap plays with the owner's. So a profile
+    whose `users.plex` names other accounts of this server by id (never 1, the owner) may not,
+    and of several left, only the one naming account 1. Pure."""
+    if profile not in owners:
+        return None
+    fix = (
+        f"sign them in (`watchbridge auth plex --profile {profile} --home-user NAME` for a "
+        f"member of the Plex Home, `--profile {profile}` for another account) or give "
+        f"profiles.{profile}.accounts.plex.token"
+    )
+
+    def others_by_id(name: str) -> bool:
+        ids = [u for u in this_servers(config.profiles[name], None) if u.isdigit()]
+        return bool(ids) and OWNER_ACCOUNT not in ids
+
+    if others_by_id(profile):
+        return (
+            f"profile {profile}: users.plex names another account than the server owner's, "
+            f"but accounts.plex has no token and no sign-in, which means the owner: {fix}"
+        )
+    candidates = [name for name in owners if not others_by_id(name)]
+    if len(candidates) == 1:
+        return None
+    claiming = [n for n in candidates if OWNER_ACCOUNT in this_servers(config.profiles[n], None)]
+    if claiming == [profile]:
+        return None
+    if len(claiming) == 1:
+        return (
+            f"profile {profile}: profile {claiming[0]} is the server owner (users.plex: 1), "
+            f"and accounts.plex without a token or sign-in would read the owner's Plex as "
+            f"{profile}'s: {fix}"
+        )
+    return (
+        f"profile {profile}: profiles {', '.join(candidates)} all have accounts.plex without a "
+        f"token or sign-in, which means the server owner, whose plays would be each of "
+        f"theirs: name the owner's account 1 under users.plex, and for the others {fix}"
+    )
+
+
 class ServerTokens:
     """Each person's token for this server (None: the owner's, the client's own token).
 
@@ -806,6 +860,9 @@ class ServerTokens:
     async def token(self, profile: str) -> str | None:
         person = await asyncio.to_thread(identity, self.config, self.store, profile)
         if person.owner:
+            problem = await asyncio.to_thread(owner_problem, self.config, self.store, profile)
+            if problem is not None:
+                raise PlexAuthError(SERVICE, problem)
             return None
         found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
         if found.get("token") and found.get("source") == person.source():

@@ -1,0 +1,107 @@
+"""A Plex Home user's profile not signed in yet is never read or written as the server's owner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.harness import write_config
+from watchbridge.config import Config, parse_config
+from watchbridge.readers.plex import owner_conflict
+
+BOB = ("bob@example.com", "bobs password", "bob_tv")
+SAM = 1002023  # the Home user's plex.tv id, as Plex's webhooks and the server's history name it
+
+
+def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_a_home_users_profile_with_plex_but_no_sign_in_never_gets_the_owners_plays(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # sam's profile maps his own Plex account (users.plex) and has `accounts.plex: {}` (the
+    # link needs an account on both sides); he has not run `auth plex --home-user` yet.
+    plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
+    serializd.seed_reference_catalogue()
+    bob = serializd.add_user(*BOB)
+    plex.add_user("sams-server-token", SAM, "sam")
+    plex.add_show("20", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    for n in range(1, 4):
+        plex.add_episode(str(100 + n), "20", 1, n)
+    plex.watch("101", time.time() - 3600)  # the owner watched S1E1
+    serializd.log_entry(bob, 1396, 1, 3, backdate="2026-01-10T20:00:00Z")  # sam's own play
+    path = write_config(
+        tmp_path,
+        f"""services:
+  serializd: {{api_url: "{serializd.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex:
+    users: {{plex: [1]}}
+    accounts:
+      plex: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+  sam:
+    users: {{plex: [{SAM}]}}
+    accounts:
+      plex: {{}}
+      serializd: {{email: {BOB[0]}, password: "{BOB[1]}"}}
+links:
+  plex-serializd: {{services: [plex, serializd], first_run: apply}}
+""",
+    )
+    checked = run(path, "check-config")
+    synced = [run(path, "sync", "--link", "plex-serializd") for _ in range(2)]
+
+    owners_on_sams = [r for r in serializd.diary(bob) if r.episode_number == 1]
+    sams_on_owners = [r for r in serializd.diary() if r.episode_number == 3]
+    said = checked.stdout + checked.stderr + "".join(s.stdout + s.stderr for s in synced)
+    assert not owners_on_sams, f"the owner's S1E1 landed on sam's Serializd:\n{said}"
+    assert not sams_on_owners, f"sam's S1E3 landed on the owner's Serializd:\n{said}"
+    assert plex.user_state("103") == {}, "sam's Serializd play was written to the owner's Plex"
+    assert [r.episode_number for r in serializd.diary()] == [1]  # the owner's, on theirs
+    assert "auth plex --profile sam --home-user" in synced[0].stdout + synced[0].stderr
+
+
+# --------------------------------------------------------------------------- HAMA, no Trakt
+
+
+def config_with(users: dict[str, str]) -> Config:
+    profiles = "".join(
+        f"  {name}: {{users: {{plex: [{ids}]}}, accounts: {{plex: {{}}}}}}\n"
+        for name, ids in users.items()
+    )
+    return parse_config(
+        f"services: {{plex: {{url: 'http://plex:32400', token: t}}}}\nprofiles:\n{profiles}",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+def test_a_profile_naming_another_account_by_id_is_not_the_owner() -> None:
+    config = config_with({"alex": "alice", "sam": str(SAM)})
+    assert owner_conflict(config, "alex", ["alex", "sam"]) is None
+    assert "users.plex names another account" in str(owner_conflict(config, "sam", ["alex", "sam"]))
+
+
+def test_of_two_profiles_read_as_the_owner_the_one_naming_account_1_is() -> None:
+    config = config_with({"alex": "'1'", "kid": "kiddo"})
+    assert owner_conflict(config, "alex", ["alex", "kid"]) is None
+    assert "profile alex is the server owner" in str(owner_conflict(config, "kid", ["alex", "kid"]))
+
+
+def test_two_profiles_read_as_the_owner_with_nothing_to_tell_them_apart_are_both_refused() -> None:
+    config = config_with({"alex": "alice", "kid": "kiddo"})
+    assert owner_conflict(config, "alex", ["alex", "kid"]) is not None
+    assert owner_conflict(config, "alex", ["alex"]) is None  # the kid signed in
