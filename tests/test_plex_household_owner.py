@@ -92,7 +92,12 @@ def config_with(users: dict[str, str]) -> Config:
 def test_a_profile_naming_another_account_by_id_is_not_the_owner() -> None:
     config = config_with({"alex": "alice", "sam": str(SAM)})
     assert owner_conflict(config, "alex", ["alex", "sam"]) is None
-    assert "users.plex names another account" in str(owner_conflict(config, "sam", ["alex", "sam"]))
+    assert "users.plex names other accounts" in str(owner_conflict(config, "sam", ["alex", "sam"]))
+
+
+def test_an_owner_naming_their_plex_tv_id_beside_their_name_is_the_owner() -> None:
+    config = config_with({"alex": f"alice, '{SAM + 1}'"})
+    assert owner_conflict(config, "alex", ["alex"]) is None
 
 
 def test_of_two_profiles_read_as_the_owner_the_one_naming_account_1_is() -> None:

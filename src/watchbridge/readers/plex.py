@@ -793,8 +793,8 @@ def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str |
     and sign-ins make the owner; None when it may. Read as the owner, a person gets the
     owner's plays and watchlist, and their plays are written into the owner's Plex: a Plex
     Home user's profile not signed in yet would swap plays with the owner's. So a profile
-    whose `users.plex` names other accounts of this server by id (never 1, the owner) may not,
-    and of several left, only the one naming account 1. Pure."""
+    whose `users.plex` names accounts by id only, never 1 (the owner's), may not, and of
+    several left, only the one naming account 1. Pure."""
     if profile not in owners:
         return None
     fix = (
@@ -804,12 +804,14 @@ def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str |
     )
 
     def others_by_id(name: str) -> bool:
-        ids = [u for u in this_servers(config.profiles[name], None) if u.isdigit()]
-        return bool(ids) and OWNER_ACCOUNT not in ids
+        # Ids only, none of them 1: the owner names account 1, or their name (beside their
+        # plex.tv id, for their plays on friends' servers).
+        users = this_servers(config.profiles[name], None)
+        return bool(users) and all(u.isdigit() and u != OWNER_ACCOUNT for u in users)
 
     if others_by_id(profile):
         return (
-            f"profile {profile}: users.plex names another account than the server owner's, "
+            f"profile {profile}: users.plex names other accounts than the server owner's (1), "
             f"but accounts.plex has no token and no sign-in, which means the owner: {fix}"
         )
     candidates = [name for name in owners if not others_by_id(name)]
