@@ -1233,6 +1233,32 @@ async def test_a_legacy_agent_episode_without_trakt_is_told_to_switch_the_agent(
     assert "Plex TV Series agent" in reason and "add services.trakt" in reason
 
 
+async def test_a_hama_agent_episode_without_trakt_is_told_to_switch_the_agent(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # AniDB ids only: Trakt's search would not know them either.
+    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+    meta = payload["Metadata"]
+    meta["guid"] = "com.plexapp.agents.hama://anidb-11370/1/3?lang=en"
+    meta["parentGuid"] = "com.plexapp.agents.hama://anidb-11370/1?lang=en"
+    meta["grandparentGuid"] = "com.plexapp.agents.hama://anidb-11370?lang=en"
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, "")
+    try:
+        result = parse("plex", json.dumps(payload).encode(), "application/json")
+        assert isinstance(result, Accepted)
+        for event in result.events:
+            runtime.store.ingest(ingest_job(runtime, "me", event))
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert "known by its AniDB id only" in reason and "Plex TV Series agent" in reason
+    assert "add services.trakt" not in reason
+
+
 async def test_a_legacy_agent_play_on_a_friends_plex_server_is_not_told_to_switch_its_agent(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -812,7 +812,14 @@ def without_trakt(item: MediaRef, source: str | None) -> str:
     Trakt search is configured: for the reason an unmatched row gives."""
     ids = item.show_ids if item.kind == "episode" else item.ids
     known = [name for name, value in (("TheTVDB", ids.tvdb), ("IMDb", ids.imdb)) if value]
-    if source not in ("plex", "tautulli") or not known:
+    if source not in ("plex", "tautulli"):
+        return ""
+    if not known and ids.anidb:  # Trakt's search knows no AniDB ids
+        return (
+            " (it is known by its AniDB id only, as the HAMA anime agent names shows): switch "
+            "its library to the Plex TV Series agent and refresh its metadata"
+        )
+    if not known:
         return ""
     return (
         f" (it is known by its {' and '.join(known)} id only, as Plex's legacy agents name "
