@@ -978,7 +978,7 @@ _CANNOT_HOLD: defaultdict[str, str] = defaultdict(
 
 
 def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False) -> None:
-    from watchbridge.guard import for_link
+    from watchbridge.guard import as_confirmed, for_link
 
     for result in plans:
         held = for_link(result.plan.held, link) if result.plan.held else ""
@@ -999,7 +999,7 @@ def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
             )
         if held:
-            click.echo(f"  {'confirmed' if confirmed else 'held'}: {held}")
+            click.echo(f"  confirmed: {as_confirmed(held)}" if confirmed else f"  held: {held}")
         for action in result.plan.actions[:limit]:
             when = f" {_when(action.at)}" if action.at else ""
             value = f" = {action.value}/100" if action.value is not None else ""

@@ -35,6 +35,12 @@ def removals_held(
     return f"{removals} of {size} {what} would be removed (more than {share:.0%}); {CONFIRM}"
 
 
+def as_confirmed(held: str) -> str:
+    """`held`, said of a run that confirmed it: what goes, without the command to confirm."""
+    text = held.split("; confirm with ", 1)[0]
+    return text.replace(" would be removed", " are removed", 1)
+
+
 def for_link(held: str, link: str) -> str:
     """`held` (a reason removals wait) with the command confirming that link's only: without
     `--link`, `watchbridge sync --confirm-removals` confirms every link's held removals."""
