@@ -666,7 +666,7 @@ def test_a_dead_letter_of_an_episode_names_its_show_and_numbers(tmp_path: Path) 
 def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
     path = dead_letter(tmp_path)
     assert (
-        "1 dead letter(s) queued again"
+        "1 dead letter(s) queued again: the service sends them within 5 minutes"
         in run("deadletters", "retry", "1", "--config", str(path)).stdout
     )
     assert "no dead letters" in run("deadletters", "list", "--config", str(path)).stdout

@@ -1123,7 +1123,10 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
         ready = [item_id for item_id, reason in why.items() if reason is None]
         every_one = every and not stuck and not old
         retried = store.retry_dead(None if every_one else ready, time.time())
-    click.echo(f"{retried.queued} dead letter(s) queued again")
+    from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
+
+    within = f": the service sends them within {int(IDLE_WAKE_SECONDS // 60)} minutes"
+    click.echo(f"{retried.queued} dead letter(s) queued again{within if retried.queued else ''}")
     if retried.superseded:
         click.echo(
             f"{retried.superseded} rating(s) not sent again: the item was rated (or its rating"
