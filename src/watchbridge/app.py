@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -45,6 +46,7 @@ from watchbridge.config import (
     is_trusted_proxy,
     targets_for,
 )
+from watchbridge.downtime import downtime_notice, unread_sources
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -85,6 +87,7 @@ class Runtime:
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
     unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
+    downtime: str | None = None  # what this start told of the time the service was away
 
     @property
     def store(self) -> Store:
@@ -322,6 +325,9 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         runtime.open()
+        # Read before the maintenance task notes this start as alive (a quick read).
+        sources = unread_sources(runtime.config)
+        runtime.downtime = downtime_notice(runtime.store.alive_at(), runtime.clock(), sources)
         stop = asyncio.Event()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
         log.info(
@@ -334,6 +340,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         )
         for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
             log.warning(problem)
+        if runtime.downtime:
+            log.warning(runtime.downtime)
         with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
         for problem in renamed_profiles(runtime.config, with_state):
             log.warning(problem)
@@ -351,6 +359,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                     )
                     pending.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+            with contextlib.suppress(sqlite3.Error, StoreError):  # a start then tells less
+                runtime.store.note_alive(runtime.clock())
             runtime.close()
             log.info("watchbridge stopped")
 
@@ -424,6 +434,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         ],
         "held_left_out": status.waiting_left_out,
         "oldest_pending_at": status.oldest_pending_at,
+        "downtime": runtime.downtime,
         "unmapped_accounts": [
             {
                 "source": s.source,

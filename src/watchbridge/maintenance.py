@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
 from watchbridge.deliver.worker import SERVICE_ROLE
+from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,15 @@ class Maintenance:
     name = "maintenance"
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        kept_at: float | None = None
         while not stop.is_set():
-            await housekeeping(runtime)
+            # What the next start compares with (downtime.py): a write every few minutes.
+            await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
+            if kept_at is None or time.monotonic() - kept_at >= EVERY:
+                kept_at = time.monotonic()
+                await housekeeping(runtime)
             try:
-                await asyncio.wait_for(stop.wait(), timeout=EVERY)
+                await asyncio.wait_for(stop.wait(), timeout=ALIVE_EVERY)
             except TimeoutError:
                 continue
 

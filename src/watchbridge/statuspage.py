@@ -29,7 +29,8 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     status = await asyncio.to_thread(runtime.store.status)
     now = runtime.clock()
     sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
-    return render(runtime.config, status, now, sign_ins, runtime.unmapped.recent())
+    unmapped = runtime.unmapped.recent()
+    return render(runtime.config, status, now, sign_ins, unmapped, runtime.downtime)
 
 
 ROUTES: list[Any] = [status_page]
@@ -48,9 +49,11 @@ def render(
     now: float | None = None,
     sign_ins: Sequence[str] = (),
     unmapped: Sequence[Sighting] = (),
+    downtime: str | None = None,
 ) -> str:
     """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
-    `unmapped`: accounts whose webhooks no profile takes, since the start)."""
+    `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
+    this start told of the time the service was away)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -95,6 +98,7 @@ def render(
         + str(config.server.webhook_port or config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
         "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
+        + (f'<p class="bad">{_e(downtime)}</p>' if downtime else "")
         + _unmapped(unmapped, now),
     ]
     return (

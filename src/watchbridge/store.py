@@ -1953,6 +1953,19 @@ class Store:
             )
             return value
 
+    def alive_at(self) -> float | None:
+        """When the service last noted it was running (`note_alive`), if ever."""
+        found = self._query("SELECT value FROM settings WHERE name = 'alive_at'")
+        return float(found[0]["value"]) if found else None
+
+    def note_alive(self, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (name, value, updated_at)"
+                " VALUES ('alive_at', ?, ?)",
+                (repr(now), now),
+            )
+
     # ------------------------------------------------------------------ mirrors
 
     def mirror_put(

@@ -1,0 +1,51 @@
+"""Plays finished while watchbridge was not running.
+
+Media servers send each webhook once and never again, and no link reads Jellyfin, Emby, a
+generic sender or (without a Plex link) Plex: what they played while watchbridge was down
+reached no service. The service notes that it is alive every ALIVE_EVERY (and as it stops);
+the next start says how long it was away and what to do, in the log and on the status page.
+Pure, but for the caller's reading of the note.
+"""
+
+from __future__ import annotations
+
+import time
+
+from watchbridge.config import Config
+
+ALIVE_EVERY = 300.0
+# A restart for an update takes seconds: shorter absences are not worth a word.
+WORTH_TELLING = 120.0
+# Sources whose plays a link reads back (a play their webhook missed is found there).
+READ_BY_LINKS = {"plex": "plex", "tautulli": "plex"}
+
+
+def unread_sources(config: Config) -> list[str]:
+    """The webhook sources some profile takes whose missed plays no link reads back."""
+    linked = {service for link in config.links.values() for service in link.services}
+    taken: set[str] = set()
+    for profile in config.profiles.values():
+        users = vars(profile.users)
+        taken |= set(users) if profile.default else {s for s, names in users.items() if names}
+    return sorted(s for s in taken if READ_BY_LINKS.get(s) not in linked)
+
+
+def downtime_notice(alive_at: float | None, now: float, sources: list[str]) -> str | None:
+    """What to tell of an absence since `alive_at` (None: a first start), or None."""
+    if alive_at is None or not sources or now - alive_at < WORTH_TELLING:
+        return None
+    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(alive_at))
+    return (
+        f"watchbridge was not running for about {_span(now - alive_at)} (since {since}): media "
+        f"servers do not send a webhook again, so what finished meanwhile on "
+        f"{', '.join(sources)} reached no service (no link reads it back); mark those items "
+        "watched again there to send them"
+    )
+
+
+def _span(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} days"

@@ -1,0 +1,63 @@
+"""Plays finished while the service was down: told at the next start, for sources no link
+reads back."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.harness import ServiceProcess, free_port, write_config
+from watchbridge.config import parse_config
+from watchbridge.downtime import downtime_notice, unread_sources
+
+JELLYFIN_AND_PLEX = """
+services: {plex: {url: 'http://plex:32400', token: t}, serializd: {}}
+profiles:
+  me:
+    users: {jellyfin: [alex], plex: ['1']}
+    accounts: {plex: {}, serializd: {email: a@b.c, password: pw}}
+"""
+
+
+def test_sources_a_link_reads_back_are_not_named() -> None:
+    config = parse_config(JELLYFIN_AND_PLEX, Path("watchbridge.yaml"), {})
+    assert unread_sources(config) == ["jellyfin", "plex"]
+    linked = JELLYFIN_AND_PLEX + "links: {plex-serializd: {services: [plex, serializd]}}\n"
+    config = parse_config(linked, Path("watchbridge.yaml"), {})
+    assert unread_sources(config) == ["jellyfin"]
+
+
+def test_a_restart_for_an_update_is_not_worth_a_word() -> None:
+    assert downtime_notice(1000.0, 1060.0, ["jellyfin"]) is None
+    assert downtime_notice(None, 1060.0, ["jellyfin"]) is None  # a first start
+    assert downtime_notice(1000.0, 99_000.0, []) is None  # every source is read back
+
+
+def test_an_absence_names_its_length_and_what_to_do() -> None:
+    notice = downtime_notice(0.0, 3 * 3600.0, ["jellyfin", "plex"])
+    assert notice is not None
+    assert "about 3 h (since 1970-01-01 00:00 UTC)" in notice
+    assert "on jellyfin, plex reached no service" in notice
+    assert "mark those items watched again there" in notice
+
+
+def test_a_start_after_hours_away_says_so_in_the_log_and_the_status(tmp_path: Path) -> None:
+    port = free_port()
+    path = write_config(tmp_path, "profiles: {me: {users: {jellyfin: [alex]}}}\n", port)
+    service = ServiceProcess(path, port).start()
+    service.terminate()
+    assert "was not running" not in service.output()
+    with sqlite3.connect(tmp_path / "watchbridge.db") as db:  # as if it crashed hours ago
+        db.execute("UPDATE settings SET value = ? WHERE name = 'alive_at'", (time.time() - 7200,))
+    service.start()
+    try:
+        status = httpx.get(f"{service.url}/api/status").json()
+        page = httpx.get(service.url).text
+    finally:
+        service.terminate()
+    assert "watchbridge was not running for about 2 h" in service.output()
+    assert status["downtime"].startswith("watchbridge was not running for about 2 h")
+    assert "mark those items watched again there" in page
