@@ -1277,3 +1277,34 @@ async def test_a_legacy_agent_play_on_a_friends_plex_server_is_not_told_to_switc
     finally:
         runtime.close()
     assert "was played on another Plex server" in reason and "agent" not in reason
+
+
+async def test_a_hama_agent_episode_with_trakt_configured_is_told_to_switch_the_agent(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # f78c86a: "Trakt's search knows no AniDB ids", yet the hint is given only where no Trakt
+    # search is configured. With services.trakt the same HAMA episode's reason still says
+    # nothing to do, and it ends as a dead letter after delivery.max_age.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+    meta = payload["Metadata"]
+    meta["guid"] = "com.plexapp.agents.hama://anidb-11370/1/3?lang=en"
+    meta["parentGuid"] = "com.plexapp.agents.hama://anidb-11370/1?lang=en"
+    meta["grandparentGuid"] = "com.plexapp.agents.hama://anidb-11370?lang=en"
+    extra = f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        result = parse("plex", json.dumps(payload).encode(), "application/json")
+        assert isinstance(result, Accepted)
+        for event in result.events:
+            runtime.store.ingest(ingest_job(runtime, "me", event))
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert "Plex TV Series agent" in reason, reason

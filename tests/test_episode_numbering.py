@@ -220,3 +220,20 @@ async def test_a_two_episode_file_across_the_end_of_a_trakt_season_records_the_n
     two_episode_file(rig, 1, 50, tvdb=str(last_of_season.tvdb))
     await rig.deliver()
     assert trakt_episodes(rig.trakt) == [(1, 50), (2, 1)]
+
+
+async def test_a_two_episode_file_whose_first_trakt_knows_by_imdb_only_places_the_second(
+    rig: Rig,
+) -> None:
+    # 6c0bb2b: "the first is searched by its TVDB/TMDB id *before* its IMDb id", but
+    # first_of_file drops the IMDb id whenever a TVDB or TMDB id is there, so IMDb is never
+    # asked. Trakt lost many episodes' TVDB ids (ids.TraktEpisodes): a library in one long
+    # season holds Trakt's S2E01-E02 as its S1E51-E52. Before 6c0bb2b the IMDb search placed
+    # the second as S2E02; now the TVDB search alone fails and the second falls back to the
+    # server's S1E52, which Trakt does not have: unmatched, then a dead letter.
+    first = rig.trakt.shows[0].seasons[2].episodes[1]
+    first.imdb, first.tvdb = "tt9005001", None
+    two_episode_file(rig, 1, 51, tvdb="8000051", imdb="tt9005001")
+    await rig.deliver()
+    # (The first itself, sent with both ids, is a separate matter: the second is placed.)
+    assert (2, 2) in trakt_episodes(rig.trakt)

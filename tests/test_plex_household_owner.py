@@ -12,7 +12,7 @@ from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import write_config
 from watchbridge.config import Config, parse_config
-from watchbridge.readers.plex import owner_conflict
+from watchbridge.readers.plex import owner_conflict, owner_problem
 
 BOB = ("bob@example.com", "bobs password", "bob_tv")
 SAM = 1002023  # the Home user's plex.tv id, as Plex's webhooks and the server's history name it
@@ -110,3 +110,75 @@ def test_two_profiles_read_as_the_owner_with_nothing_to_tell_them_apart_are_both
     config = config_with({"alex": "alice", "kid": "kiddo"})
     assert owner_conflict(config, "alex", ["alex", "kid"]) is not None
     assert owner_conflict(config, "alex", ["alex"]) is None  # the kid signed in
+
+
+def test_the_owner_naming_account_1_is_not_refused_for_a_profile_naming_its_own_servers_1() -> None:
+    # Two servers in the household (README: `SERVER:ACCOUNT` where ids overlap): alex owns the
+    # configured one and names account 1; kid, not signed in yet, names account 1 of the
+    # server kid owns. Kid is refused, rightly; alex, plainly the owner of this server, must
+    # not be (their whole Plex sync stops with "name the owner's account 1", already done).
+    config = config_with({"alex": "'1'", "kid": "'b0b5e7d1f00d:1'"})
+    assert owner_conflict(config, "kid", ["alex", "kid"]) is not None
+    assert owner_conflict(config, "alex", ["alex", "kid"]) is None
+
+
+def test_a_profile_no_link_reads_from_plex_does_not_make_the_owner_refused(store: Any) -> None:
+    # kid keeps `accounts.plex: {}` but is in no Plex link (kid has no Trakt account; the
+    # only link is plex-trakt): kid is never read or written as the owner, so nothing can be
+    # swapped. The owner, who names their username as README's table allows, is still refused.
+    config = parse_config(
+        f"""services:
+  plex: {{url: "http://plex:32400", token: "{TOKEN}"}}
+  trakt: {{client_id: abc}}
+  serializd: {{}}
+profiles:
+  alex:
+    users: {{plex: [alice]}}
+    accounts: {{plex: {{}}, trakt: {{}}}}
+  kid:
+    users: {{plex: [kiddo]}}
+    accounts:
+      plex: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  plex-trakt: {{services: [plex, trakt]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert owner_problem(config, store, "alex") is None
+
+
+def test_the_owner_naming_their_username_syncs_beside_a_profile_in_no_plex_link(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The owner names their username (README: "Account.id ... or username"); kid keeps
+    # `accounts.plex: {}` but has no Serializd account, so the plex-serializd link never reads
+    # or writes kid. c2fc229 refuses the owner's own run ("profiles alex, kid all have ...").
+    plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
+    serializd.seed_reference_catalogue()
+    plex.add_show("20", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    plex.add_episode("101", "20", 1, 1)
+    plex.watch("101", time.time() - 3600)  # the owner watched S1E1
+    path = write_config(
+        tmp_path,
+        f"""services:
+  serializd: {{api_url: "{serializd.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex:
+    users: {{plex: [alice]}}
+    accounts:
+      plex: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+  kid:
+    users: {{plex: [kiddo]}}
+    accounts:
+      plex: {{}}
+links:
+  plex-serializd: {{services: [plex, serializd], first_run: apply}}
+""",
+    )
+    synced = run(path, "sync", "--link", "plex-serializd")
+    said = synced.stdout + synced.stderr
+    assert [r.episode_number for r in serializd.diary()] == [1], said

@@ -574,3 +574,15 @@ def test_an_absorbed_play_gone_on_a_side_a_one_way_link_does_not_read_leaves_no_
     one_way = plan(ONE_WAY, current, baseline)  # trakt to serializd only
     assert ("trakt", "t1") in two_way.tombstones and not two_way.actions
     assert ("trakt", "t1") not in one_way.tombstones
+
+
+def test_a_confirmed_line_of_plays_and_ratings_says_both_are_removed() -> None:
+    # ca52545: as_confirmed turns only the first "would be removed" of a held reason; a run
+    # confirming plays and ratings held together says the ratings "would be removed".
+    from watchbridge.guard import CONFIRM, as_confirmed, for_link, removals_held
+
+    plays = removals_held(3, 4, "plays on trakt", 0.1).removesuffix(f"; {CONFIRM}")
+    ratings = removals_held(2, 2, "ratings on trakt", 0.1).removesuffix(f"; {CONFIRM}")
+    held = for_link(f"{plays}; {ratings}; {CONFIRM}", "plex-trakt")
+    confirmed = as_confirmed(held)
+    assert "would be removed" not in confirmed, confirmed

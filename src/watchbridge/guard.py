@@ -38,7 +38,7 @@ def removals_held(
 def as_confirmed(held: str) -> str:
     """`held`, said of a run that confirmed it: what goes, without the command to confirm."""
     text = held.split("; confirm with ", 1)[0]
-    return text.replace(" would be removed", " are removed", 1)
+    return text.replace(" would be removed", " are removed")
 
 
 def for_link(held: str, link: str) -> str:

@@ -319,10 +319,11 @@ class TraktResolver:
         """Where Trakt has the first episode of the file `item` is a further episode of
         (`first`: that one's ids): its show's Trakt ids, season and number; None when Trakt's
         search does not know it. An episode's IMDb id is asked last: one may name every part
-        of a multi-part episode."""
-        if first.tvdb or first.tmdb:
-            first = replace(first, imdb=None)
-        found = await self._search(replace(item, ids=first, kind="episode"))
+        of a multi-part episode, and Trakt has lost many episodes' TVDB ids."""
+        found = None
+        for ids in (replace(first, imdb=None), Ids(imdb=first.imdb)):
+            if ids and found is None:
+                found = await self._search(replace(item, ids=ids, kind="episode"))
         episode = (found or {}).get("episode") or {}
         season, number = episode.get("season"), episode.get("number")
         if not isinstance(season, int) or not isinstance(number, int):
@@ -807,19 +808,21 @@ def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
     )
 
 
-def without_trakt(item: MediaRef, source: str | None) -> str:
-    """What else could find the ids of a Plex item no server can be asked about, where no
-    Trakt search is configured: for the reason an unmatched row gives."""
+def agent_hint(item: MediaRef, source: str | None, searched: bool) -> str:
+    """What else could find the ids of a Plex item no server can be asked about (`searched`:
+    Trakt's id search was asked and did not find them): for the reason an unmatched row
+    gives. Trakt's search knows no AniDB ids, so a HAMA item is told to switch its agent
+    either way."""
     ids = item.show_ids if item.kind == "episode" else item.ids
     known = [name for name, value in (("TheTVDB", ids.tvdb), ("IMDb", ids.imdb)) if value]
     if source not in ("plex", "tautulli"):
         return ""
-    if not known and ids.anidb:  # Trakt's search knows no AniDB ids
+    if not known and ids.anidb:
         return (
             " (it is known by its AniDB id only, as the HAMA anime agent names shows): switch "
             "its library to the Plex TV Series agent and refresh its metadata"
         )
-    if not known:
+    if not known or searched:
         return ""
     return (
         f" (it is known by its {' and '.join(known)} id only, as Plex's legacy agents name "
@@ -941,9 +944,9 @@ class Enricher:
             problem = Problem(played_elsewhere(item, self.trakt is not None))
         if problem is None:
             problem = not_known(server, item, need)
-            if self.trakt is None:
-                hint = without_trakt(item, source) if server is None else ""
-                problem = replace(problem, message=problem.message + hint)
+            searched = self.trakt is not None
+            hint = agent_hint(item, source, searched) if server is None else ""
+            problem = replace(problem, message=problem.message + hint)
         return Enriched(item, problem)
 
     async def _elsewhere(self, from_server: str | None) -> bool:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from watchbridge import ratings
 from watchbridge.accounts import identity_of
-from watchbridge.config import Config, Link, PlexConfig, Profile
+from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles
 from watchbridge.episode_numbers import (
     EpisodeNumbering,
     EpisodeNumbers,
@@ -780,11 +780,14 @@ def identity(config: Config, store: Store, profile: str) -> Identity:
 def owner_problem(config: Config, store: Store, profile: str) -> str | None:
     """Why `profile`, read as the server's owner (`accounts.plex` without a token or a
     sign-in), may not be: see `owner_conflict`."""
-    owners = [
+    linked = {
         name
-        for name, person in config.profiles.items()
-        if person.accounts.plex is not None and identity(config, store, name).owner
-    ]
+        for link in config.links.values()
+        if SERVICE in link.services
+        for name in link_profiles(config, link)
+    }
+    # Only the profiles a link reads or writes on Plex are ever read as the owner.
+    owners = [name for name in linked | {profile} if identity(config, store, name).owner]
     return owner_conflict(config, profile, owners)
 
 
@@ -809,6 +812,10 @@ def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str |
         users = this_servers(config.profiles[name], None)
         return bool(users) and all(u.isdigit() and u != OWNER_ACCOUNT for u in users)
 
+    def names_account_1(name: str) -> bool:
+        # Plainly: "SERVER:1" may be the owner of another server of the household.
+        return OWNER_ACCOUNT in [u.strip() for u in config.profiles[name].users.plex]
+
     if others_by_id(profile):
         return (
             f"profile {profile}: users.plex names other accounts than the server owner's (1), "
@@ -817,7 +824,7 @@ def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str |
     candidates = [name for name in owners if not others_by_id(name)]
     if len(candidates) == 1:
         return None
-    claiming = [n for n in candidates if OWNER_ACCOUNT in this_servers(config.profiles[n], None)]
+    claiming = [n for n in candidates if names_account_1(n)]
     if claiming == [profile]:
         return None
     if len(claiming) == 1:
