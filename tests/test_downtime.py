@@ -13,6 +13,7 @@ from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import parse_config
 from watchbridge.downtime import downtime_notice, unread_sources
 
+SECRET = "downtime-secret-1234"
 JELLYFIN_AND_PLEX = """
 services: {plex: {url: 'http://plex:32400', token: t}, serializd: {}}
 profiles:
@@ -23,11 +24,12 @@ profiles:
 
 
 def test_sources_a_link_reads_back_are_not_named() -> None:
+    seen = {"jellyfin", "plex", "tautulli"}
     config = parse_config(JELLYFIN_AND_PLEX, Path("watchbridge.yaml"), {})
-    assert unread_sources(config) == ["jellyfin", "plex"]
+    assert unread_sources(config, seen) == ["jellyfin", "plex", "tautulli"]
     linked = JELLYFIN_AND_PLEX + "links: {plex-serializd: {services: [plex, serializd]}}\n"
     config = parse_config(linked, Path("watchbridge.yaml"), {})
-    assert unread_sources(config) == ["jellyfin"]
+    assert unread_sources(config, seen) == ["jellyfin"]
 
 
 def test_a_restart_for_an_update_is_not_worth_a_word() -> None:
@@ -46,8 +48,17 @@ def test_an_absence_names_its_length_and_what_to_do() -> None:
 
 def test_a_start_after_hours_away_says_so_in_the_log_and_the_status(tmp_path: Path) -> None:
     port = free_port()
-    path = write_config(tmp_path, "profiles: {me: {users: {jellyfin: [alex]}}}\n", port)
+    path = write_config(tmp_path, "profiles: {me: {users: {generic: [alex]}}}\n", port)
+    text = path.read_text().replace("server:\n", f"server:\n  webhook_secret: {SECRET}\n")
+    path.write_text(text)
     service = ServiceProcess(path, port).start()
+    play = {
+        "event": "stop",
+        "user": "alex",
+        "item": {"type": "movie", "ids": {"imdb": "tt0113277"}},
+    }
+    secret = {"X-Webhook-Secret": SECRET}
+    assert httpx.post(f"{service.url}/webhooks/generic", json=play, headers=secret).is_success
     service.terminate()
     assert "was not running" not in service.output()
     with sqlite3.connect(tmp_path / "watchbridge.db") as db:  # as if it crashed hours ago
@@ -60,4 +71,4 @@ def test_a_start_after_hours_away_says_so_in_the_log_and_the_status(tmp_path: Pa
         service.terminate()
     assert "watchbridge was not running for about 2 h" in service.output()
     assert status["downtime"].startswith("watchbridge was not running for about 2 h")
-    assert "mark those items watched again there" in page
+    assert "on generic reached no service" in page

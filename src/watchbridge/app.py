@@ -326,7 +326,7 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         runtime.open()
         # Read before the maintenance task notes this start as alive (a quick read).
-        sources = unread_sources(runtime.config)
+        sources = unread_sources(runtime.config, runtime.store.recent_sources())
         runtime.downtime = downtime_notice(runtime.store.alive_at(), runtime.clock(), sources)
         stop = asyncio.Event()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]

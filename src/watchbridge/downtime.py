@@ -20,14 +20,11 @@ WORTH_TELLING = 120.0
 READ_BY_LINKS = {"plex": "plex", "tautulli": "plex"}
 
 
-def unread_sources(config: Config) -> list[str]:
-    """The webhook sources some profile takes whose missed plays no link reads back."""
+def unread_sources(config: Config, seen: set[str]) -> list[str]:
+    """The webhook sources that sent something lately (`seen`) whose missed plays no link
+    reads back."""
     linked = {service for link in config.links.values() for service in link.services}
-    taken: set[str] = set()
-    for profile in config.profiles.values():
-        users = vars(profile.users)
-        taken |= set(users) if profile.default else {s for s, names in users.items() if names}
-    return sorted(s for s in taken if READ_BY_LINKS.get(s) not in linked)
+    return sorted(s for s in seen if READ_BY_LINKS.get(s) not in linked)
 
 
 def downtime_notice(alive_at: float | None, now: float, sources: list[str]) -> str | None:

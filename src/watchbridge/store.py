@@ -1953,6 +1953,14 @@ class Store:
             )
             return value
 
+    def recent_sources(self, last: int = 1000) -> set[str]:
+        """The webhook sources of the `last` events recorded (a week's at most, see prune)."""
+        rows = self._query(
+            "SELECT DISTINCT source FROM (SELECT source FROM events ORDER BY id DESC LIMIT ?)",
+            (last,),
+        )
+        return {str(row["source"]) for row in rows}
+
     def alive_at(self) -> float | None:
         """When the service last noted it was running (`note_alive`), if ever."""
         found = self._query("SELECT value FROM settings WHERE name = 'alive_at'")
