@@ -8,11 +8,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
+import pytest
+
 from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plextv import FakePlexTv
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import write_config
-from watchbridge.config import Config, parse_config
-from watchbridge.readers.plex import owner_conflict, owner_problem
+from tests.test_plex_reader import sign_in, with_plextv
+from watchbridge.config import (
+    Accounts,
+    Config,
+    Link,
+    PlexAccount,
+    Profile,
+    Secret,
+    SerializdAccount,
+    parse_config,
+)
+from watchbridge.readers.plex import (
+    PlexAuthError,
+    ServerTokens,
+    known_account_id,
+    owner_conflict,
+    owner_problem,
+    plex_client,
+)
 
 BOB = ("bob@example.com", "bobs password", "bob_tv")
 SAM = 1002023  # the Home user's plex.tv id, as Plex's webhooks and the server's history name it
@@ -182,3 +204,49 @@ links:
     synced = run(path, "sync", "--link", "plex-serializd")
     said = synced.stdout + synced.stderr
     assert [r.episode_number for r in serializd.diary()] == [1], said
+
+
+def test_the_fix_for_profiles_all_read_as_the_owner_does_not_tell_to_sign_in_the_reported_one() -> (
+    None
+):
+    # alex (the owner) and sam both have `accounts.plex: {}`: which is the owner, config cannot
+    # tell; "sign in alex" would sign the owner in and leave sam read as the owner.
+    config = config_with({"alex": "alice", "sam": "sammy"})
+    message = str(owner_conflict(config, "alex", ["alex", "sam"]))
+    assert "name the owner's account 1" in message
+    assert "--profile alex" not in message
+    assert "auth plex --profile PROFILE" in message
+
+
+@pytest.mark.anyio
+async def test_once_the_owner_signed_in_as_themselves_nobody_else_is_read_as_the_owner(
+    start_fake: Any, store: Any
+) -> None:
+    # A Tautulli household (nobody names users.plex): the owner, alex, signs in to plex.tv as
+    # themselves; sam, not signed in yet, would be the one profile left without a sign-in and
+    # so read as the owner, getting the owner's plays on sam's Serializd.
+    plex, plextv = start_fake(FakePlex()), start_fake(FakePlexTv())
+    plextv.owner.token = TOKEN
+    plextv.add_server(plex.machine_id)
+    sign_in(store, "alex", plextv.owner)
+    household = {
+        name: Profile(
+            accounts=Accounts(
+                plex=PlexAccount(), serializd=SerializdAccount(f"{name}@example.com", Secret("pw"))
+            )
+        )
+        for name in ("alex", "sam")
+    }
+    config = replace(
+        with_plextv(plex, plextv, **household),
+        links={"plex-serializd": Link(["plex", "serializd"])},
+    )
+    tokens = ServerTokens(config, store, plex_client(config, store, time.time), time.time)
+    try:
+        assert await tokens.find("alex") == TOKEN
+        assert known_account_id(config, store, "alex", TOKEN) == "1"  # read as the owner
+        with pytest.raises(PlexAuthError, match="profile alex signed in to plex.tv as the server"):
+            await tokens.token("sam")
+    finally:
+        await tokens.aclose()
+        await tokens.client.aclose()

@@ -788,23 +788,40 @@ def owner_problem(config: Config, store: Store, profile: str) -> str | None:
     }
     # Only the profiles a link reads or writes on Plex are ever read as the owner.
     owners = [name for name in linked | {profile} if identity(config, store, name).owner]
-    return owner_conflict(config, profile, owners)
+    signed_in_owner = next(
+        (name for name in sorted(linked - {profile}) if _signed_in_as_owner(config, store, name)),
+        None,
+    )
+    return owner_conflict(config, profile, owners, signed_in_owner)
 
 
-def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str | None:
+def _signed_in_as_owner(config: Config, store: Store, profile: str) -> bool:
+    """Whether the profile's own plex.tv sign-in is the server owner's account."""
+    person = identity(config, store, profile)
+    found = store.get_token(SERVER_TOKEN, profile) or {}
+    return not person.owner and bool(found.get("owner")) and found.get("source") == person.source()
+
+
+def _sign_in_fix(who: str) -> str:
+    return (
+        f"(`watchbridge auth plex --profile {who} --home-user NAME` for a member of the Plex "
+        f"Home, `--profile {who}` for another account) or give profiles.{who}.accounts.plex.token"
+    )
+
+
+def owner_conflict(
+    config: Config, profile: str, owners: Sequence[str], signed_in_owner: str | None = None
+) -> str | None:
     """Why `profile` may not be the server's owner, among the profiles `owners` that config
-    and sign-ins make the owner; None when it may. Read as the owner, a person gets the
-    owner's plays and watchlist, and their plays are written into the owner's Plex: a Plex
-    Home user's profile not signed in yet would swap plays with the owner's. So a profile
-    whose `users.plex` names accounts by id only, never 1 (the owner's), may not, and of
-    several left, only the one naming account 1. Pure."""
+    and sign-ins make the owner (`signed_in_owner`: a profile signed in to plex.tv as the
+    owner); None when it may. Read as the owner, a person gets the owner's plays and
+    watchlist, and their plays are written into the owner's Plex: a Plex Home user's profile
+    not signed in yet would swap plays with the owner's. So a profile whose `users.plex`
+    names accounts by id only, never 1 (the owner's), may not, nor any once the owner signed
+    in as themselves, and of several left, only the one naming account 1. Pure."""
     if profile not in owners:
         return None
-    fix = (
-        f"sign them in (`watchbridge auth plex --profile {profile} --home-user NAME` for a "
-        f"member of the Plex Home, `--profile {profile}` for another account) or give "
-        f"profiles.{profile}.accounts.plex.token"
-    )
+    fix = f"sign them in {_sign_in_fix(profile)}"
 
     def others_by_id(name: str) -> bool:
         # Ids only, none of them 1: the owner names account 1, or their name (beside their
@@ -821,6 +838,12 @@ def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str |
             f"profile {profile}: users.plex names other accounts than the server owner's (1), "
             f"but accounts.plex has no token and no sign-in, which means the owner: {fix}"
         )
+    if signed_in_owner is not None:
+        return (
+            f"profile {profile}: profile {signed_in_owner} signed in to plex.tv as the server "
+            f"owner, and accounts.plex without a token or sign-in would read the owner's Plex "
+            f"as {profile}'s too: {fix}"
+        )
     candidates = [name for name in owners if not others_by_id(name)]
     if len(candidates) == 1:
         return None
@@ -836,7 +859,8 @@ def owner_conflict(config: Config, profile: str, owners: Sequence[str]) -> str |
     return (
         f"profile {profile}: profiles {', '.join(candidates)} all have accounts.plex without a "
         f"token or sign-in, which means the server owner, whose plays would be each of "
-        f"theirs: name the owner's account 1 under users.plex, and for the others {fix}"
+        f"theirs: name the owner's account 1 under users.plex, and sign in each of the others "
+        f"{_sign_in_fix('PROFILE')}"
     )
 
 
@@ -925,6 +949,7 @@ class ServerTokens:
         if who is None and own is not None:  # a sign-in from before plextv_id was kept
             who = str((await plextv.account(own)).id)
         token: str | None = None
+        owns = False
         if owner and who:
             try:
                 token = await plextv.server_token_for(owner, machine, who)
@@ -932,7 +957,8 @@ class ServerTokens:
                 reasons.append(exc.message)
         if token is None and own is not None:
             try:
-                token = await plextv.server_access_token(own, machine)
+                access = await plextv.server_access(own, machine)
+                token, owns = (access.token, access.owned) if access else (None, False)
             except PlexTvError as exc:
                 reasons.append(exc.message)
             if token is None and not reasons:
@@ -945,7 +971,14 @@ class ServerTokens:
                 "or add them to your Plex Home, then sign them in with `watchbridge auth plex "
                 f"--profile {profile}`",
             )
-        data = {"token": token, "machine_id": machine, "plextv_id": who, "source": person.source()}
+        data = {
+            "token": token,
+            "machine_id": machine,
+            "plextv_id": who,
+            "source": person.source(),
+            # The owner signed in as themselves: nobody else is read as the owner (`owner_problem`).
+            "owner": owns,
+        }
         await asyncio.to_thread(self.store.put_token, SERVER_TOKEN, profile, data, self.clock())
         log.info("found the Plex server token through plex.tv", extra={"profile": profile})
         return self._redacted(token)
@@ -975,12 +1008,12 @@ def known_account_id(
     config: Config, store: Store, profile: str, token: str | None, machine: str | None = None
 ) -> str | None:
     """The server-local account id when it is known without asking the server. The owner
-    (read with the server's own token) is always account 1, whatever else `users.plex` lists
+    (read with the server's own token, or signed in as themselves) is always account 1, whatever else `users.plex` lists
     (their plex.tv id, for their plays on friends' servers)."""
     stored = store.get_token(SERVICE, profile) or {}
     if stored.get("account_id") not in (None, ""):
         return str(stored["account_id"])
-    if token is None:
+    if token is None or _signed_in_as_owner(config, store, profile):
         return OWNER_ACCOUNT
     person = config.profiles.get(profile)
     return next((u for u in this_servers(person, machine) if u.isdigit()), None)

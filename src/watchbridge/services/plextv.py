@@ -93,6 +93,14 @@ class HomeUser:
 
 
 @dataclass(frozen=True)
+class ServerAccess:
+    """An account's token for one server, and whether the account owns it."""
+
+    token: str = field(repr=False)
+    owned: bool = False
+
+
+@dataclass(frozen=True)
 class ServerShare:
     """A friend's access to one server: their token for *this* server (never log it)."""
 
@@ -427,7 +435,7 @@ class PlexTvClient:
             if text(s.get("accessToken"))
         ]
 
-    async def server_access_token(self, token: str, machine_id: str) -> str | None:
+    async def server_access(self, token: str, machine_id: str) -> ServerAccess | None:
         """The token this account uses for one server (`/api/v2/resources`), None if none."""
         response = await self.http.request(
             "GET",
@@ -440,8 +448,9 @@ class PlexTvClient:
             raise PlexTvError(SERVICE, f"listing resources answered {response.status_code}")
         for resource in response.json() or []:
             resource = obj(resource)
-            if text(resource.get("clientIdentifier")) == machine_id:
-                return text(resource.get("accessToken"))
+            found = text(resource.get("accessToken"))
+            if text(resource.get("clientIdentifier")) == machine_id and found:
+                return ServerAccess(found, resource.get("owned") in (True, 1, "1", "true"))
         return None
 
     async def server_token_for(self, owner_token: str, machine_id: str, user: str) -> str:
@@ -462,9 +471,9 @@ class PlexTvClient:
             if named(member.id, member.username, member.title) and not member.admin:
                 own = await self.switch_home_user(owner_token, member.id)
                 # Their switch token is a plex.tv token, not one for this server (§3).
-                found = await self.server_access_token(own, machine_id)
+                found = await self.server_access(own, machine_id)
                 if found:
-                    return found
+                    return found.token
                 break
         raise PlexTvError(
             SERVICE,
