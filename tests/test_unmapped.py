@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from watchbridge.unmapped import KEPT, LOG_AGAIN_AFTER, UnmappedAccounts, account_label
+from watchbridge.unmapped import (
+    KEPT,
+    LOG_AGAIN_AFTER,
+    UnmappedAccounts,
+    account_label,
+    unmapped_fix,
+)
 
 
 def test_an_account_is_told_once_then_again_after_a_while() -> None:
@@ -27,3 +33,14 @@ def test_an_account_reads_by_its_name_with_its_id_beside_it() -> None:
     assert account_label("alex", "1") == "alex (id 1)"
     assert account_label(None, "1") == "1"
     assert account_label("alex", None) == "alex"
+
+
+def test_a_named_account_is_told_to_be_listed_under_its_source() -> None:
+    assert unmapped_fix("jellyfin", "Alex Smith").startswith(
+        "add it under profiles.NAME.users.jellyfin"
+    )
+
+
+def test_a_webhook_naming_nobody_is_told_the_senders_setting_not_a_profile() -> None:
+    assert "Limit user events to" in unmapped_fix("emby", account_label(None, None))
+    assert "user_id or username" in unmapped_fix("tautulli", account_label(None, None))

@@ -218,4 +218,25 @@ def test_an_account_no_profile_lists_shows_on_the_status(tmp_path: Path) -> None
         page = httpx.get(app.url).text
     assert (seen["source"], seen["webhooks"]) == ("jellyfin", 2)
     assert seen["account"].startswith("Alex Smith")
-    assert "Alex Smith" in page and "profiles.NAME.users.SOURCE" in page
+    assert "Alex Smith" in page and "profiles.NAME.users.jellyfin" in page
+    assert seen["fix"].startswith("add it under profiles.NAME.users.jellyfin")
+
+
+def test_an_emby_webhook_naming_no_user_says_which_emby_setting_sends_one(tmp_path: Path) -> None:
+    # Emby sends no User unless the webhook's "Limit user events to" selects users: no
+    # profile can list an account that has no name, so the status names the setting.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {users: {emby: [alex]}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    play = sample_json("emby", "playback_stop_episode_completed.json")
+    del play["User"]
+    with AppThread(build_app(build_runtime(config))) as app:
+        answer = httpx.post(f"{app.url}/webhooks/emby/{SECRET}", json=play)
+        assert answer.json()["status"] == "ignored_unmapped_account"
+        (seen,) = httpx.get(f"{app.url}/api/status").json()["unmapped_accounts"]
+        page = httpx.get(app.url).text
+    assert seen["account"] == "(no account in the webhook)"
+    assert "Limit user events to" in seen["fix"] and "Limit user events to" in page

@@ -442,6 +442,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "account": s.account,
                 "webhooks": s.webhooks,
                 "last_at": s.last_at,
+                "fix": s.fix,
             }
             for s in runtime.unmapped.recent()
         ],

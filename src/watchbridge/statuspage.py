@@ -158,11 +158,12 @@ def _sign_ins(lines: Sequence[str]) -> str:
 def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:
     if not unmapped:
         return ""
-    rows = [(_e(s.source), _e(s.account), str(s.webhooks), _age(s.last_at, now)) for s in unmapped]
-    return (
-        "<p>Ignored since the start, no profile lists the account (add it under "
-        "<code>profiles.NAME.users.SOURCE</code> if its plays are yours):</p>"
-        + _table(("source", "account", "webhooks", "last"), rows)
+    rows = [
+        (_e(s.source), _e(s.account), str(s.webhooks), _age(s.last_at, now), _e(s.fix))
+        for s in unmapped
+    ]
+    return "<p>Ignored since the start, no profile lists the account:</p>" + _table(
+        ("source", "account", "webhooks", "last", "what to do"), rows
     )
 
 

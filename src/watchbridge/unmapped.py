@@ -25,6 +25,10 @@ class Sighting:
     last_at: float = 0.0
     logged_at: float | None = None
 
+    @property
+    def fix(self) -> str:
+        return unmapped_fix(self.source, self.account)
+
 
 @dataclass
 class UnmappedAccounts:
@@ -54,4 +58,24 @@ def account_label(name: str | None, account_id: str | None) -> str:
     id beside it when both are known (Plex's owner is id 1)."""
     if name and account_id and name != account_id:
         return f"{name} (id {account_id})"
-    return name or account_id or "(no account in the webhook)"
+    return name or account_id or NO_ACCOUNT
+
+
+NO_ACCOUNT = "(no account in the webhook)"
+
+# Where a webhook without any account comes from: a setting of the sender, not a profile.
+_NO_ACCOUNT_FIX = {
+    "emby": "in Emby's webhook settings, set *Limit user events to* your users: without it "
+    "Emby sends no user (docs/webhooks.md, Emby step 5)",
+    "jellyfin": "the webhook template sends no NotificationUsername or UserId: paste the "
+    "template from docs/webhooks.md, and send only playback and user-data events",
+    "tautulli": "the JSON data sends no user_id or username: paste the body from docs/webhooks.md",
+    "generic": "send user (or user_id) in the JSON (docs/webhooks.md), or make a profile default",
+}
+
+
+def unmapped_fix(source: str, account: str) -> str:
+    """What to do about webhooks no profile takes from `account` (as `account_label` reads)."""
+    if account == NO_ACCOUNT:
+        return _NO_ACCOUNT_FIX.get(source, "the webhook names no account: check its settings")
+    return f"add it under profiles.NAME.users.{source} (or ignore it: a friend's account)"

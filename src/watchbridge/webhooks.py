@@ -35,7 +35,7 @@ from watchbridge.playback import (
     session_key,
 )
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
-from watchbridge.unmapped import account_label
+from watchbridge.unmapped import account_label, unmapped_fix
 
 log = logging.getLogger(__name__)
 
@@ -427,8 +427,7 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
             extra={
                 "source": event.source,
                 "account": account,
-                "fix": f"add it under profiles.NAME.users.{event.source} (or ignore it: a"
-                " friend's account)",
+                "fix": unmapped_fix(event.source, account),
             },
         )
 

@@ -1008,8 +1008,8 @@ def known_account_id(
     config: Config, store: Store, profile: str, token: str | None, machine: str | None = None
 ) -> str | None:
     """The server-local account id when it is known without asking the server. The owner
-    (read with the server's own token, or signed in as themselves) is always account 1, whatever else `users.plex` lists
-    (their plex.tv id, for their plays on friends' servers)."""
+    (read with the server's own token, or signed in as themselves) is always account 1,
+    whatever else `users.plex` lists (their plex.tv id, for their plays on friends' servers)."""
     stored = store.get_token(SERVICE, profile) or {}
     if stored.get("account_id") not in (None, ""):
         return str(stored["account_id"])
