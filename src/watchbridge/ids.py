@@ -430,6 +430,12 @@ TRAKT = Need("an id Trakt can match", trakt_ready, has_trakt_ids, episode_ids_he
 SHOW_TMDB = Need(
     "the show's TMDB id", show_tmdb_ready, lambda ids: _digits(ids.tmdb), episode_ids_help=False
 )
+EPISODE_TMDB = Need(
+    "the episode's own TMDB id",
+    lambda item: item.kind != "episode" or _digits(item.ids.tmdb),
+    lambda ids: True,
+    episode_ids_help=True,
+)
 ANIME = Need(
     "the show's TMDB, TVDB, AniList or AniDB id (a movie's TMDB or IMDb id)",
     anime_ready,
@@ -961,11 +967,18 @@ class Enricher:
         return mine is not None and mine.casefold() != from_server.casefold()
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:
-        """An episode's own TMDB id: from the item, else (best effort, cached) from Trakt's id
-        search by the episode's other ids; None when nobody says."""
+        """An episode's own TMDB id: from the item, else (best effort, cached) from the Plex
+        server it came from (Tautulli's ids are the show's), else from Trakt's id search by
+        the episode's other ids; None when nobody says."""
         if _digits(item.ids.tmdb):
             return int(item.ids.tmdb or 0)
-        if self.trakt is None or item.kind != "episode" or not lookups(item):
+        if item.kind != "episode":
+            return None
+        if self.plex is not None and origin(item, None) == "plex":
+            item, _ = await self._ask("plex", item, EPISODE_TMDB, None)
+            if _digits(item.ids.tmdb):
+                return int(item.ids.tmdb or 0)
+        if self.trakt is None or not lookups(item):
             return None
         try:
             found = await self.trakt.resolve(item)

@@ -8,7 +8,9 @@ played=True (Tautulli's own threshold, 85 % by default). created → Ignored(lib
 buffer, error and the other triggers → Ignored(unsupported_event).
 
 Ids: for an episode, imdb_id/themoviedb_id/thetvdb_id are the **show's** (Tautulli takes them
-from the grandparent) → show_ids; a new-agent `guid` adds the episode's plex_guid. For a movie
+from the grandparent) → show_ids; a new-agent `guid` adds the episode's plex_guid, and
+`rating_key` / `grandparent_rating_key` → source_key / show_source_key let delivery read the
+episode's own ids from the Plex server (services.plex), as for Plex's webhooks. For a movie
 they are the movie's. `user_id` is the plex.tv account id, for the owner too, so it differs
 from the owner's Account.id 1 in Plex's own webhooks. `user_rating` (0-10) is carried as the
 user's current rating on every event that has it; Tautulli has no rating trigger.
@@ -157,6 +159,7 @@ def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRe
             ids=external.merged(guid_ids(guid)),
             title=text(fields.get("title")),
             year=integer(fields.get("year")),
+            source_key=text(fields.get("rating_key")),
         )
     is_episode_guid = guid is not None and guid.provider == "plex"
     season, number_, absolute = episode_numbers(
@@ -174,4 +177,6 @@ def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRe
         season=season,
         number=number_,
         absolute=absolute,
+        source_key=text(fields.get("rating_key")),
+        show_source_key=text(fields.get("grandparent_rating_key")),
     )
