@@ -348,8 +348,9 @@ def _in_tvdb_order(why: Unmatched, by_tvdb: tuple[int, int]) -> Unmatched:
     media, number = by_tvdb
     return Unmatched(
         f"{why.reason}. If your library numbers episodes in TVDB order, this is AniList {media}"
-        f" episode {number}: add an override, or configure Serializd, whose catalogue places"
-        " such plays by their own TMDB id",
+        f" episode {number}: add an override. A play naming the episode's own TMDB id (Plex"
+        " knows it; else Trakt's id search finds it, with services.trakt) is placed by"
+        " Serializd's catalogue, with services.serializd",
         why.code,
     )
 
