@@ -175,3 +175,8 @@ def test_missing_item_is_rejected() -> None:
     assert parse(sample("playback_start_episode.json", Item=None)) == Rejected(
         "emby payload has no Item"
     )
+
+
+def test_an_episodes_premiere_date_is_its_air_date_in_utc() -> None:
+    event = only_event(parse(sample("playback_stop_episode_completed.json")))
+    assert event.item.aired == "2013-09-15"  # PremiereDate 2013-09-15T04:00:00Z

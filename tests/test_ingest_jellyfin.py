@@ -284,3 +284,13 @@ def test_malformed_provider_id_is_dropped_with_a_warning() -> None:
 def test_missing_user_gives_an_empty_account() -> None:
     payload = sample("playback_start_episode.json", UserId=None, NotificationUsername=None)
     assert only_event(parse(payload)).account == Account()
+
+
+def test_an_episodes_premiere_date_is_its_air_date() -> None:
+    event = only_event(parse(sample("template_rendered_playback_stop.json")))
+    assert event.item.aired == "2013-09-15"
+
+
+def test_a_premiere_date_left_unfilled_is_no_air_date() -> None:
+    payload = sample("template_rendered_playback_stop.json", PremiereDate="{{PremiereDate}}")
+    assert only_event(parse(payload)).item.aired is None

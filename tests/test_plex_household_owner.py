@@ -244,9 +244,7 @@ async def test_once_the_owner_signed_in_as_themselves_nobody_else_is_read_as_the
     try:
         assert await tokens.find("alex") == TOKEN
         assert known_account_id(config, store, "alex", TOKEN) == "1"  # read as the owner
-        with pytest.raises(
-            PlexAuthError, match=r"profile alex signed in to plex\.tv as"
-        ):
+        with pytest.raises(PlexAuthError, match=r"profile alex signed in to plex\.tv as"):
             await tokens.token("sam")
     finally:
         await tokens.aclose()

@@ -1,6 +1,6 @@
-"""Serializd's catalogue, which is TMDB's: season ids, episode counts and episode ids per
-show, cached in the store; and episodes numbered as TMDB numbers them, found by their own
-TMDB id (a media server may number them in TVDB's order).
+"""Serializd's catalogue, which is TMDB's: season ids, episode counts, episode ids and air
+dates per show, cached in the store; and episodes numbered as TMDB numbers them, found by
+their own TMDB id, else by their air date (a media server may number them in TVDB's order).
 
 Used by the Serializd target (seasons to write to, episode placement), its watchlist and the
 AniList target (TMDB numbering before the anime mapping).
@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 from watchbridge.http import ServiceError, Unavailable
@@ -20,6 +21,7 @@ from watchbridge.ids import Enricher
 from watchbridge.model import MediaRef
 from watchbridge.services.serializd import (
     SERVICE,
+    SeasonListing,
     SerializdAuthError,
     SerializdClient,
     SerializdError,
@@ -34,7 +36,7 @@ SEASONS_CACHE = "serializd-seasons"  # id cache: TMDB show id -> {"ids", "episod
 SEASONS_TTL = 7 * 86400.0
 UNKNOWN = "unknown"  # in SEASONS_CACHE: why Serializd does not know the show
 UNKNOWN_TTL = 86400.0
-EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {number: TMDB episode id}
+EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {"ids", "aired"} by number
 EPISODES_TTL = 86400.0
 REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
 CATALOGUE_PAUSE = 300.0  # after Serializd failed to answer, other targets leave it alone
@@ -95,8 +97,9 @@ async def tmdb_numbered(
     """A webhook's episode with TMDB's season and number (Serializd's, and the anime
     mapping's first numbering). A media server numbers episodes in its library's order
     (TVDB's aired, DVD or absolute order, or TMDB's), so the episode's own TMDB id, where the
-    webhook or Trakt's id search gives one, is looked up in the show's Serializd seasons.
-    Without one, or when no season holds it, the numbers stay as sent."""
+    webhook, the Plex server or Trakt's id search gives one, is looked up in the show's
+    Serializd seasons; without one, its air date (Jellyfin, Emby: `by_air_date`). Else, or
+    when no season holds it, the numbers stay as sent."""
     show = item.show_ids.tmdb
     if not (show and show.isdigit()) or item.season is None or item.number is None:
         return item
@@ -104,13 +107,17 @@ async def tmdb_numbered(
         episode_id = await enricher.episode_tmdb(item)
     else:
         episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
-    if episode_id is None:
-        return item
+    sent = (item.season, item.number)
     try:
-        found = await find_episode(client, store, int(show), episode_id, item.season, clock)
+        if episode_id is not None:
+            found = await find_episode(client, store, int(show), episode_id, item.season, clock)
+        elif item.aired is not None:
+            found = await find_aired(client, store, int(show), sent, item.aired, clock)
+        else:
+            return item
     except SerializdItemError:  # a show Serializd does not know: nothing to number it by
         return item
-    if found is None or found == (item.season, item.number):
+    if found is None or found == sent:
         return item
     log.info(
         "episode renumbered as TMDB numbers it",
@@ -194,6 +201,54 @@ async def find_episode(
     return None
 
 
+async def find_aired(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    sent: tuple[int, int],
+    aired: str,
+    clock: Callable[[], float],
+) -> tuple[int, int] | None:
+    """(season, number) of an episode known by its air date only, in a show's Serializd
+    seasons; None to keep the `sent` numbers. Read (and cached) season by season, the
+    sender's season first, only when TMDB's episode at the sent numbers aired another day."""
+    season, number = sent
+    named, _ = await season_listing(client, store, show_id, season, clock)
+    if number in named.ids and number not in named.aired:
+        return None  # TMDB has the episode, undated: nothing tells the numberings apart
+    if _near(named.aired.get(number), aired):
+        return None
+    listings = {season: named}
+    for other in await season_map(client, store, show_id, clock):
+        if other not in listings:
+            listings[other], _ = await season_listing(client, store, show_id, other, clock)
+    return by_air_date(listings, season, number, aired)
+
+
+def by_air_date(
+    listings: dict[int, SeasonListing], season: int, number: int, aired: str
+) -> tuple[int, int] | None:
+    """Where an episode that first aired on `aired` is in TMDB's numbering, when the sent
+    (season, number) is not it: the one episode of `listings` that aired within a day of it
+    (a time zone apart). None keeps the sent numbers: TMDB's episode there aired that day,
+    or no single other episode did (two on one day, or none listed). Pure."""
+    named = listings.get(season)
+    if named is not None and _near(named.aired.get(number), aired):
+        return None
+    matches = [
+        (season_number, episode)
+        for season_number, listing in listings.items()
+        if season_number != 0  # specials share air days with regular episodes
+        for episode, value in listing.aired.items()
+        if _near(value, aired)
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _near(day: str | None, aired: str) -> bool:
+    return day is not None and abs((date.fromisoformat(day) - date.fromisoformat(aired)).days) <= 1
+
+
 def episode_at(episodes: dict[int, int | None], episode_id: int) -> int | None:
     return next((n for n, found in episodes.items() if found == episode_id), None)
 
@@ -208,20 +263,39 @@ async def season_episodes(
 ) -> tuple[dict[int, int | None], bool]:
     """One season's episodes (number -> TMDB episode id) and whether they came from the
     cache; a season Serializd does not know has none."""
+    listing, was_cached = await season_listing(client, store, show_id, number, clock, fresh)
+    return listing.ids, was_cached
+
+
+async def season_listing(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    number: int,
+    clock: Callable[[], float],
+    fresh: bool = False,
+) -> tuple[SeasonListing, bool]:
+    """One season's episodes with their TMDB ids and air dates, cached for a day, and whether
+    they came from the cache (entries of older versions, ids only, are read again)."""
     lookup = f"{show_id}:{number}"
     if not fresh:
         hit, cached = await asyncio.to_thread(store.cache_get, EPISODES_CACHE, lookup, clock())
-        if hit and isinstance(cached, dict):
-            return {int(n): (int(i) if i is not None else None) for n, i in cached.items()}, True
+        if hit and isinstance(cached, dict) and isinstance(cached.get("ids"), dict):
+            ids = {int(n): (int(i) if i is not None else None) for n, i in cached["ids"].items()}
+            aired = {int(n): str(day) for n, day in dict(cached.get("aired") or {}).items()}
+            return SeasonListing(ids, aired), True
     try:
-        episodes = await client.season_episodes(show_id, number)
+        listing = await client.season_listing(show_id, number)
     except (SerializdAuthError, Unavailable):
         raise
     except SerializdError:  # unknown to Serializd, or an answer we cannot read: no listing
-        episodes = {}
-    value = {str(n): i for n, i in episodes.items()}
+        listing = SeasonListing({}, {})
+    value = {
+        "ids": {str(n): i for n, i in listing.ids.items()},
+        "aired": {str(n): day for n, day in listing.aired.items()},
+    }
     await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, value, clock(), EPISODES_TTL)
-    return episodes, False
+    return listing, False
 
 
 def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:

@@ -57,7 +57,9 @@ class MediaRef:
     `source_key` is the source server's own key for the item (Plex ratingKey, Jellyfin/Emby
     ItemId) and `show_source_key` the show's (Plex grandparentRatingKey, Jellyfin/Emby
     SeriesId): what enrichment asks the server about. Neither is an identity: `key()` ignores
-    them, so ordering and idempotency keys do not depend on them.
+    them, so ordering and idempotency keys do not depend on them. Nor is `aired`, an
+    episode's first air date (YYYY-MM-DD) as the sender says: what places an episode in
+    TMDB's numbering when nothing gives its own TMDB id.
     """
 
     kind: MediaKind
@@ -71,6 +73,7 @@ class MediaRef:
     absolute: int | None = None
     source_key: str | None = None
     show_source_key: str | None = None
+    aired: str | None = None
 
     def key(self) -> str:
         """A stable identity for ordering and de-duplication: strongest id, else title."""

@@ -94,6 +94,7 @@ class Season:
     episode_count: int
     name: str
     first_episode_id: int = 0
+    aired: dict[int, str] = field(default_factory=dict)  # episode number -> air date (TMDB's)
 
     @property
     def empty(self) -> bool:
@@ -659,7 +660,7 @@ class FakeSerializd(FakeServer):
                 "seasonNumber": season.number,
                 "name": f"Episode {n}",
                 "overview": "",
-                "airDate": None,
+                "airDate": season.aired.get(n),
                 "stillPath": None,
                 "runtime": 45,
             }

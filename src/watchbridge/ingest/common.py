@@ -11,7 +11,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef
 from watchbridge.ratings import from_ten
@@ -167,6 +167,21 @@ EARLIEST, LATEST = (
     datetime(1900, 1, 1, tzinfo=UTC).timestamp(),
     datetime(2200, 1, 1, tzinfo=UTC).timestamp(),
 )
+
+
+def air_date(value: object) -> str | None:
+    """The day (YYYY-MM-DD) an ISO date or time starts with: "2013-09-15T04:00:00.0000000Z"
+    (Emby) and "2013-09-15" (Jellyfin's template) both give "2013-09-15"; None otherwise."""
+    raw = text(value) if isinstance(value, str) else None
+    if raw is None or not _DAY.match(raw):
+        return None
+    try:
+        return date.fromisoformat(raw[:10]).isoformat()
+    except ValueError:
+        return None
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[T ])")
 
 
 def iso_time(value: object) -> float | None:

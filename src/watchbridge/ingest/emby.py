@@ -24,6 +24,7 @@ from watchbridge.ingest.common import (
     UNSUPPORTED_EVENT,
     Payload,
     accept,
+    air_date,
     flag,
     ignored_type,
     integer,
@@ -174,4 +175,5 @@ def _media_ref(item: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
         number=integer(item.get("IndexNumber")),
         source_key=text(item.get("Id")),
         show_source_key=text(item.get("SeriesId")),
+        aired=air_date(item.get("PremiereDate")),
     )

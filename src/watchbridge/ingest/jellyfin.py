@@ -32,6 +32,7 @@ from watchbridge.ingest.common import (
     USER_DATA_ECHO,
     Payload,
     accept,
+    air_date,
     flag,
     ignored_type,
     integer,
@@ -223,6 +224,7 @@ def _media_ref(data: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
         number=number_,
         source_key=source_key,
         show_source_key=server_guid(data.get("SeriesId")),
+        aired=air_date(data.get("PremiereDate")),
     )
 
 

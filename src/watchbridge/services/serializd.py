@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -319,18 +320,38 @@ def parse_show_seasons(show: Any) -> ShowSeasons:
     return ShowSeasons(ids, episodes)
 
 
-def parse_season_episodes(data: Any) -> dict[int, int | None]:
-    """`GET /api/show/{id}/season/{n}` -> its episodes: number -> TMDB episode id (None when
-    the row has none); empty for an announced season."""
+@dataclass(frozen=True)
+class SeasonListing:
+    """One season's episodes as Serializd (TMDB) numbers them."""
+
+    ids: dict[int, int | None]  # number -> TMDB episode id (None when the row has none)
+    aired: dict[int, str]  # number -> first air date (YYYY-MM-DD), where TMDB knows it
+
+
+def parse_season_listing(data: Any) -> SeasonListing:
+    """`GET /api/show/{id}/season/{n}` -> its episodes; none for an announced season."""
     rows = data.get("episodes") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise SerializdError(SERVICE, "the season answer has no `episodes` list")
-    episodes: dict[int, int | None] = {}
+    ids: dict[int, int | None] = {}
+    aired: dict[int, str] = {}
     for row in rows:
         number = whole(row.get("episodeNumber")) if isinstance(row, dict) else None
-        if number is not None:
-            episodes[number] = whole(row.get("episodeId"))
-    return dict(sorted(episodes.items()))
+        if number is None:
+            continue
+        ids[number] = whole(row.get("episodeId"))
+        day = row.get("airDate")
+        if isinstance(day, str) and _DAY.fullmatch(day):
+            aired[number] = day
+    return SeasonListing(dict(sorted(ids.items())), aired)
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_season_episodes(data: Any) -> dict[int, int | None]:
+    """`GET /api/show/{id}/season/{n}` -> its episodes: number -> TMDB episode id."""
+    return parse_season_listing(data).ids
 
 
 def parse_diary_entry(row: Any) -> DiaryEntry | None:
@@ -862,12 +883,17 @@ class SerializdClient:
         return parse_show_seasons(self._json(response, what))
 
     async def season_episodes(self, show_id: int, season_number: int) -> dict[int, int | None]:
-        """One season's episodes, number -> TMDB episode id (`GET /api/show/{id}/season/{n}`,
-        §4): for when the show answer gives no episode count, and to find an episode by id."""
+        """One season's episodes, number -> TMDB episode id: for when the show answer gives
+        no episode count, and to find an episode by id."""
+        return (await self.season_listing(show_id, season_number)).ids
+
+    async def season_listing(self, show_id: int, season_number: int) -> SeasonListing:
+        """One season's episodes with their ids and air dates (`GET
+        /api/show/{id}/season/{n}`, §4)."""
         what = f"show {show_id} season {season_number}"
         response = await self._send("", "GET", f"/api/show/{show_id}/season/{season_number}")
         self._check(response, what)
-        return parse_season_episodes(self._json(response, what))
+        return parse_season_listing(self._json(response, what))
 
     # ------------------------------------------------------------------ reads
 

@@ -1,0 +1,166 @@
+"""Without an episode's own TMDB id (Jellyfin and Emby name episodes by their TVDB id; no
+Trakt to search), its air date places it in TMDB's numbering: a library in TVDB order never
+logs another episode on Serializd."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.harness import ServiceProcess, free_port
+from tests.ingest_samples import sample_json
+from watchbridge.catalogue import by_air_date
+from watchbridge.services.serializd import SeasonListing
+
+SECRET = "hook-secret-1234567890"
+REZERO_TMDB, REZERO_TVDB = 65942, 305089
+
+
+def weekly(first: str, count: int) -> dict[int, str]:
+    start = date.fromisoformat(first)
+    return {n: (start + timedelta(weeks=n - 1)).isoformat() for n in range(1, count + 1)}
+
+
+def listing(aired: dict[int, str]) -> SeasonListing:
+    return SeasonListing(dict.fromkeys(aired), aired)
+
+
+# TMDB: season 1 runs on (TVDB's seasons 1 and 2 as one), season 2 is TVDB's season 3.
+TMDB_SEASONS = {1: weekly("2016-04-04", 50), 2: weekly("2024-10-02", 16)}
+S1E39_AIRED = TMDB_SEASONS[1][39]  # TVDB S2E14 (TVDB's season 2 starts at TMDB's S1E26)
+
+
+def test_the_sent_numbers_stay_when_tmdbs_episode_there_aired_that_day() -> None:
+    listings = {2: listing(TMDB_SEASONS[2])}
+    assert by_air_date(listings, 2, 14, TMDB_SEASONS[2][14]) is None
+
+
+def test_the_one_episode_that_aired_that_day_is_where_it_goes() -> None:
+    listings = {n: listing(days) for n, days in TMDB_SEASONS.items()}
+    assert by_air_date(listings, 2, 14, S1E39_AIRED) == (1, 39)
+
+
+def test_a_day_apart_is_the_same_air_date_a_time_zone_away() -> None:
+    listings = {n: listing(days) for n, days in TMDB_SEASONS.items()}
+    next_day = (date.fromisoformat(S1E39_AIRED) + timedelta(days=1)).isoformat()
+    assert by_air_date(listings, 2, 14, next_day) == (1, 39)
+
+
+def test_two_episodes_of_one_day_leave_the_numbers_as_sent() -> None:
+    double = {**TMDB_SEASONS[1], 40: S1E39_AIRED}  # a two-episode premiere day
+    assert (
+        by_air_date({1: listing(double), 2: listing(TMDB_SEASONS[2])}, 2, 14, S1E39_AIRED) is None
+    )
+
+
+def test_a_special_of_the_same_day_is_not_taken_for_the_episode() -> None:
+    listings = {0: listing({3: S1E39_AIRED}), 1: listing(TMDB_SEASONS[1])}
+    assert by_air_date(listings, 2, 14, S1E39_AIRED) == (1, 39)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@dataclass
+class Household:
+    service: ServiceProcess
+    serializd: FakeSerializd
+    db: Path
+
+    def post(self, payload: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{self.service.url}/webhooks/emby/{SECRET}", json=payload)
+
+    def settled(self) -> bool:
+        with sqlite3.connect(self.db) as db:
+            rows = db.execute("SELECT status FROM outbox WHERE target = 'serializd'").fetchall()
+        return bool(rows) and all(status not in ("pending", "inflight") for (status,) in rows)
+
+    def logged(self) -> list[tuple[int, int]]:
+        show = self.serializd.shows[REZERO_TMDB]
+        seasons = {season.id: number for number, season in show.seasons.items()}
+        return sorted(
+            (seasons[entry.season_id or 0], entry.episode_number or 0)
+            for entry in self.serializd.diary()
+        )
+
+
+@pytest.fixture
+def household(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> Iterator[Household]:
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    show = serializd.add_show(REZERO_TMDB, "Re:ZERO", {1: 50, 2: 16})
+    for number, days in TMDB_SEASONS.items():
+        show.seasons[number].aired = days
+    emby = start_fake(FakeJellyfin("emby"))
+    assert isinstance(emby, FakeJellyfin)
+    emby.add_series("60001", "Re:ZERO", Tvdb=str(REZERO_TVDB), Tmdb=str(REZERO_TMDB))
+    port = free_port()
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text(
+        f"""
+server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  emby: {{url: "{emby.url}", api_key: "{API_KEY}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  alex:
+    users: {{emby: [alex]}}
+    accounts: {{serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
+""",
+        encoding="utf-8",
+    )
+    service = ServiceProcess(config, port).start()
+    yield Household(service, serializd, tmp_path / "wb.db")
+    service.kill()
+
+
+def emby_stop(season: int, number: int, aired: str) -> dict[str, Any]:
+    """Emby's completed stop of a Re:ZERO episode named by its own TVDB id only, as Emby
+    usually does, with its PremiereDate."""
+    payload = sample_json("emby", "playback_stop_episode_completed.json")
+    payload["Item"] |= {
+        "Id": f"70{season}{number:02}",
+        "SeriesName": "Re:ZERO",
+        "SeriesId": "60001",
+        "ParentIndexNumber": season,
+        "IndexNumber": number,
+        "ProviderIds": {"Tvdb": f"80{season}{number:02}"},
+        "PremiereDate": f"{aired}T15:00:00.0000000Z",
+    }
+    payload["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+    return payload
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_a_tvdb_ordered_emby_episode_is_logged_as_the_tmdb_episode_of_its_air_date(
+    household: Household,
+) -> None:
+    assert household.post(emby_stop(2, 14, S1E39_AIRED)).status_code == 202
+    wait_for(household.settled)
+    assert household.logged() == [(1, 39)]
+
+
+def test_a_tmdb_ordered_emby_episode_keeps_its_numbers(household: Household) -> None:
+    assert household.post(emby_stop(2, 14, TMDB_SEASONS[2][14])).status_code == 202
+    wait_for(household.settled)
+    assert household.logged() == [(2, 14)]
