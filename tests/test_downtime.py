@@ -6,12 +6,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from tests.fakes.receiver import AlertReceiver
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import parse_config
-from watchbridge.downtime import downtime_notice, unread_sources
+from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 
 SECRET = "downtime-secret-1234"
 JELLYFIN_AND_PLEX = """
@@ -46,9 +48,17 @@ def test_an_absence_names_its_length_and_what_to_do() -> None:
     assert "mark those items watched again there" in notice
 
 
-def test_a_start_after_hours_away_says_so_in_the_log_and_the_status(tmp_path: Path) -> None:
+def test_a_start_after_hours_away_says_so_in_the_log_the_status_and_an_alert(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    receiver = start_fake(AlertReceiver())
     port = free_port()
-    path = write_config(tmp_path, "profiles: {me: {users: {generic: [alex]}}}\n", port)
+    path = write_config(
+        tmp_path,
+        f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+        "profiles: {me: {users: {generic: [alex]}}}\n",
+        port,
+    )
     text = path.read_text().replace("server:\n", f"server:\n  webhook_secret: {SECRET}\n")
     path.write_text(text)
     service = ServiceProcess(path, port).start()
@@ -67,8 +77,12 @@ def test_a_start_after_hours_away_says_so_in_the_log_and_the_status(tmp_path: Pa
     try:
         status = httpx.get(f"{service.url}/api/status").json()
         page = httpx.get(service.url).text
+        deadline = time.monotonic() + 10
+        while not receiver.titles() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         service.terminate()
+    assert receiver.titles() == [DOWNTIME_TITLE]
     assert "watchbridge was not running for about 2 h" in service.output()
     assert status["downtime"].startswith("watchbridge was not running for about 2 h")
     assert "on generic reached no service" in page

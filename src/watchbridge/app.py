@@ -46,7 +46,7 @@ from watchbridge.config import (
     is_trusted_proxy,
     targets_for,
 )
-from watchbridge.downtime import downtime_notice, unread_sources
+from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -340,8 +340,13 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         )
         for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
             log.warning(problem)
+        told: asyncio.Task[str] | None = None
         if runtime.downtime:
             log.warning(runtime.downtime)
+            # Sent beside the start, not before it: Apprise may take its timeout.
+            told = asyncio.create_task(
+                runtime.notifier.notify("downtime", DOWNTIME_TITLE, runtime.downtime)
+            )
         with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
         for problem in renamed_profiles(runtime.config, with_state):
             log.warning(problem)
@@ -349,6 +354,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
             yield
         finally:
             stop.set()
+            if told is not None and not told.done():
+                told.cancel()
             if running:
                 _finished, late = await asyncio.wait(
                     running, timeout=runtime.config.server.shutdown_timeout

@@ -43,6 +43,7 @@ AlertKind = Literal[
     "webhook_rejects",
     "service_unreachable",
     "internal_error",
+    "downtime",
     "test",
 ]
 

@@ -3,7 +3,8 @@
 Media servers send each webhook once and never again, and no link reads Jellyfin, Emby, a
 generic sender or (without a Plex link) Plex: what they played while watchbridge was down
 reached no service. The service notes that it is alive every ALIVE_EVERY (and as it stops);
-the next start says how long it was away and what to do, in the log and on the status page.
+the next start says how long it was away and what to do, in the log, on the status page and
+in a `downtime` alert.
 Pure, but for the caller's reading of the note.
 """
 
@@ -18,6 +19,7 @@ ALIVE_EVERY = 300.0
 WORTH_TELLING = 120.0
 # Sources whose plays a link reads back (a play their webhook missed is found there).
 READ_BY_LINKS = {"plex": "plex", "tautulli": "plex"}
+DOWNTIME_TITLE = "watchbridge was not running: plays finished meanwhile reached no service"
 
 
 def unread_sources(config: Config, seen: set[str]) -> list[str]:
