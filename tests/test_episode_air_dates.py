@@ -164,3 +164,19 @@ def test_a_tmdb_ordered_emby_episode_keeps_its_numbers(household: Household) -> 
     assert household.post(emby_stop(2, 14, TMDB_SEASONS[2][14])).status_code == 202
     wait_for(household.settled)
     assert household.logged() == [(2, 14)]
+
+
+def test_an_episode_past_the_end_of_tmdbs_season_goes_to_the_season_tmdb_split_off() -> None:
+    # TVDB runs one 24-episode season on; TMDB splits it into two of 12.
+    run = weekly("2019-01-06", 24)
+    listings = {
+        1: listing({n: run[n] for n in range(1, 13)}),
+        2: listing({n - 12: run[n] for n in range(13, 25)}),
+    }
+    assert by_air_date(listings, 1, 13, run[13]) == (2, 1)
+
+
+def test_a_date_tmdb_has_weeks_apart_is_a_disagreement_not_another_episode() -> None:
+    listings = {n: listing(days) for n, days in TMDB_SEASONS.items()}
+    three_weeks_on = (date.fromisoformat(TMDB_SEASONS[2][14]) + timedelta(weeks=3)).isoformat()
+    assert by_air_date(listings, 2, 14, three_weeks_on) is None

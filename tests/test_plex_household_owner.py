@@ -249,3 +249,39 @@ async def test_once_the_owner_signed_in_as_themselves_nobody_else_is_read_as_the
     finally:
         await tokens.aclose()
         await tokens.client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_signed_in_owner_outside_the_plex_link_still_keeps_others_from_being_the_owner(
+    start_fake: Any, store: Any
+) -> None:
+    # alex (the owner) signed in as themselves (`watchbridge auth plex --profile alex` finds
+    # their server token and notes they own the server) but has no Serializd account, so the
+    # Plex ⇄ Serializd link reads only sam, who has `accounts.plex: {}` and no sign-in yet.
+    # README: "any such profile once the owner signed in to plex.tv as themselves ... is
+    # refused". sam is read as the owner and gets alex's plays on sam's Serializd.
+    plex, plextv = start_fake(FakePlex()), start_fake(FakePlexTv())
+    plextv.owner.token = TOKEN
+    plextv.add_server(plex.machine_id)
+    sign_in(store, "alex", plextv.owner)
+    config = replace(
+        with_plextv(
+            plex,
+            plextv,
+            alex=Profile(accounts=Accounts(plex=PlexAccount())),
+            sam=Profile(
+                accounts=Accounts(
+                    plex=PlexAccount(), serializd=SerializdAccount("sam@example.com", Secret("pw"))
+                )
+            ),
+        ),
+        links={"plex-serializd": Link(["plex", "serializd"])},
+    )
+    tokens = ServerTokens(config, store, plex_client(config, store, time.time), time.time)
+    try:
+        assert await tokens.find("alex") == TOKEN  # alex owns the server
+        with pytest.raises(PlexAuthError, match=r"profile alex signed in to plex\.tv as"):
+            await tokens.token("sam")
+    finally:
+        await tokens.aclose()
+        await tokens.client.aclose()

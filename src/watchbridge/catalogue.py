@@ -39,6 +39,9 @@ UNKNOWN_TTL = 86400.0
 EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {"ids", "aired"} by number
 EPISODES_TTL = 86400.0
 REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
+# TMDB's episode at the sent numbers aired more than this many days apart: not a date the
+# databases disagree on, another episode (see `another_numbering`).
+ANOTHER_SEASON_DAYS = 60
 CATALOGUE_PAUSE = 300.0  # after Serializd failed to answer, other targets leave it alone
 
 
@@ -210,39 +213,64 @@ async def find_aired(
     clock: Callable[[], float],
 ) -> tuple[int, int] | None:
     """(season, number) of an episode known by its air date only, in a show's Serializd
-    seasons; None to keep the `sent` numbers. Read (and cached) season by season, the
-    sender's season first, only when TMDB's episode at the sent numbers aired another day."""
+    seasons; None to keep the `sent` numbers. The other seasons are read (and cached) only
+    when TMDB's episode at the sent numbers aired another day; a search that found nothing is
+    remembered for a day."""
     season, number = sent
+    if season == 0:
+        return None  # specials: TVDB and TMDB number them apart, and share air days
     named, _ = await season_listing(client, store, show_id, season, clock)
-    if number in named.ids and number not in named.aired:
-        return None  # TMDB has the episode, undated: nothing tells the numberings apart
-    if _near(named.aired.get(number), aired):
+    if not another_numbering(named, number, aired):
+        return None
+    missed = f"{show_id}:aired:{season}:{number}:{aired}"
+    if (await asyncio.to_thread(store.cache_get, EPISODES_CACHE, missed, clock()))[0]:
         return None
     listings = {season: named}
     for other in await season_map(client, store, show_id, clock):
         if other not in listings:
             listings[other], _ = await season_listing(client, store, show_id, other, clock)
-    return by_air_date(listings, season, number, aired)
+    found = by_air_date(listings, season, number, aired)
+    if found is None:
+        await asyncio.to_thread(
+            store.cache_put, EPISODES_CACHE, missed, True, clock(), EPISODES_TTL
+        )
+    return found
 
 
 def by_air_date(
     listings: dict[int, SeasonListing], season: int, number: int, aired: str
 ) -> tuple[int, int] | None:
-    """Where an episode that first aired on `aired` is in TMDB's numbering, when the sent
-    (season, number) is not it: the one episode of `listings` that aired within a day of it
+    """Where an episode that first aired on `aired` is in TMDB's numbering, when TMDB splits
+    or folds seasons otherwise than the sender (TVDB's order: Re:ZERO's TVDB S2E14 is TMDB's
+    S1E39): the one episode of another season of `listings` that aired within a day of it
     (a time zone apart). None keeps the sent numbers: TMDB's episode there aired that day,
-    or no single other episode did (two on one day, or none listed). Pure."""
-    named = listings.get(season)
-    if named is not None and _near(named.aired.get(number), aired):
+    or no single episode of another season did. Within one season a day apart is a
+    neighbour (shows out on consecutive days, a season listed before its new episode), and
+    specials are numbered apart by each, so neither is ever taken. Pure."""
+    named = listings.get(season, SeasonListing({}, {}))
+    if season == 0 or not another_numbering(named, number, aired):
         return None
     matches = [
         (season_number, episode)
         for season_number, listing in listings.items()
-        if season_number != 0  # specials share air days with regular episodes
+        if season_number not in (0, season)
         for episode, value in listing.aired.items()
         if _near(value, aired)
     ]
     return matches[0] if len(matches) == 1 else None
+
+
+def another_numbering(named: SeasonListing, number: int, aired: str) -> bool:
+    """Whether the sender's numbers may be another numbering than TMDB's: TMDB's season has
+    no such episode, or its episode there aired months apart (the episode some other season
+    split or folded in). Days or weeks apart is the databases disagreeing on a date (an early
+    streaming release, a time zone), and an undated one tells nothing. Pure."""
+    if number not in named.ids:
+        return True
+    day = named.aired.get(number)
+    if day is None:
+        return False
+    return abs((date.fromisoformat(day) - date.fromisoformat(aired)).days) > ANOTHER_SEASON_DAYS
 
 
 def _near(day: str | None, aired: str) -> bool:

@@ -265,8 +265,8 @@ MAX_EPISODES_PER_FILE = 10  # a larger range is a tagging mistake, not a file
 
 def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]:
     """For a file holding E15-E16, the same event about each further episode, so E16 has a
-    session that completes (and restarts) with E15's. Their own ids are unknown; the show's
-    (looked up by the show's server key) with season and number name them."""
+    session that completes (and restarts) with E15's. Their own ids and air dates are
+    unknown; the show's (looked up by the show's server key) with season and number name them."""
     item = event.item
     if event.action == "rate" or item.kind != "episode" or item.number is None:
         return []
@@ -275,7 +275,9 @@ def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]
     return [
         dataclasses.replace(
             event,
-            item=dataclasses.replace(item, ids=Ids(), title=None, number=n, source_key=None),
+            item=dataclasses.replace(
+                item, ids=Ids(), title=None, number=n, source_key=None, aired=None
+            ),
             companion=True,
             companion_of=item,
         )

@@ -788,8 +788,13 @@ def owner_problem(config: Config, store: Store, profile: str) -> str | None:
     }
     # Only the profiles a link reads or writes on Plex are ever read as the owner.
     owners = [name for name in linked | {profile} if identity(config, store, name).owner]
+    # The owner signed in as themselves may be in no Plex link (no account on its other side).
     signed_in_owner = next(
-        (name for name in sorted(linked - {profile}) if _signed_in_as_owner(config, store, name)),
+        (
+            n
+            for n in sorted(config.profiles)
+            if n != profile and _signed_in_as_owner(config, store, n)
+        ),
         None,
     )
     return owner_conflict(config, profile, owners, signed_in_owner)

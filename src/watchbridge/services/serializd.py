@@ -21,11 +21,10 @@ import base64
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -340,13 +339,20 @@ def parse_season_listing(data: Any) -> SeasonListing:
         if number is None:
             continue
         ids[number] = whole(row.get("episodeId"))
-        day = row.get("airDate")
-        if isinstance(day, str) and _DAY.fullmatch(day):
+        day = _day(row.get("airDate"))
+        if day is not None:
             aired[number] = day
     return SeasonListing(dict(sorted(ids.items())), aired)
 
 
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+def _day(value: object) -> str | None:
+    """A YYYY-MM-DD date (TMDB's `airDate`), or None."""
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        return None
 
 
 def parse_season_episodes(data: Any) -> dict[int, int | None]:
