@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -95,14 +95,18 @@ class Household:
         )
 
 
-@pytest.fixture
-def household(
-    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
-) -> Iterator[Household]:
+def start_household(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    tmdb_seasons: Mapping[int, dict[int, str]],
+) -> Household:
+    """The service for one Emby user logging on Serializd (no Trakt), whose catalogue holds
+    Re:ZERO's TMDB id with `tmdb_seasons` (season -> episode -> air date)."""
     serializd = start_fake(FakeSerializd())
     assert isinstance(serializd, FakeSerializd)
-    show = serializd.add_show(REZERO_TMDB, "Re:ZERO", {1: 50, 2: 16})
-    for number, days in TMDB_SEASONS.items():
+    counts = {number: len(days) for number, days in tmdb_seasons.items()}
+    show = serializd.add_show(REZERO_TMDB, "Re:ZERO", counts)
+    for number, days in tmdb_seasons.items():
         show.seasons[number].aired = days
     emby = start_fake(FakeJellyfin("emby"))
     assert isinstance(emby, FakeJellyfin)
@@ -123,9 +127,16 @@ profiles:
 """,
         encoding="utf-8",
     )
-    service = ServiceProcess(config, port).start()
-    yield Household(service, serializd, tmp_path / "wb.db")
-    service.kill()
+    return Household(ServiceProcess(config, port).start(), serializd, tmp_path / "wb.db")
+
+
+@pytest.fixture
+def household(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> Iterator[Household]:
+    home = start_household(tmp_path, start_fake, TMDB_SEASONS)
+    yield home
+    home.service.kill()
 
 
 def emby_stop(season: int, number: int, aired: str) -> dict[str, Any]:

@@ -217,69 +217,35 @@ def test_the_fix_for_profiles_all_read_as_the_owner_does_not_tell_to_sign_in_the
     assert "auth plex --profile PROFILE" in message
 
 
+def with_serializd(name: str) -> Profile:
+    account = SerializdAccount(f"{name}@example.com", Secret("pw"))
+    return Profile(accounts=Accounts(plex=PlexAccount(), serializd=account))
+
+
 @pytest.mark.anyio
+@pytest.mark.parametrize("owner_linked", [True, False], ids=["owner-in-the-link", "owner-not"])
 async def test_once_the_owner_signed_in_as_themselves_nobody_else_is_read_as_the_owner(
-    start_fake: Any, store: Any
+    start_fake: Any, store: Any, owner_linked: bool
 ) -> None:
     # A Tautulli household (nobody names users.plex): the owner, alex, signs in to plex.tv as
     # themselves; sam, not signed in yet, would be the one profile left without a sign-in and
-    # so read as the owner, getting the owner's plays on sam's Serializd.
+    # so read as the owner, getting the owner's plays on sam's Serializd. Also when alex has
+    # no Serializd account, so that the Plex ⇄ Serializd link reads only sam.
     plex, plextv = start_fake(FakePlex()), start_fake(FakePlexTv())
     plextv.owner.token = TOKEN
     plextv.add_server(plex.machine_id)
     sign_in(store, "alex", plextv.owner)
-    household = {
-        name: Profile(
-            accounts=Accounts(
-                plex=PlexAccount(), serializd=SerializdAccount(f"{name}@example.com", Secret("pw"))
-            )
-        )
-        for name in ("alex", "sam")
-    }
+    alex = (
+        with_serializd("alex") if owner_linked else Profile(accounts=Accounts(plex=PlexAccount()))
+    )
     config = replace(
-        with_plextv(plex, plextv, **household),
+        with_plextv(plex, plextv, alex=alex, sam=with_serializd("sam")),
         links={"plex-serializd": Link(["plex", "serializd"])},
     )
     tokens = ServerTokens(config, store, plex_client(config, store, time.time), time.time)
     try:
         assert await tokens.find("alex") == TOKEN
         assert known_account_id(config, store, "alex", TOKEN) == "1"  # read as the owner
-        with pytest.raises(PlexAuthError, match=r"profile alex signed in to plex\.tv as"):
-            await tokens.token("sam")
-    finally:
-        await tokens.aclose()
-        await tokens.client.aclose()
-
-
-@pytest.mark.anyio
-async def test_a_signed_in_owner_outside_the_plex_link_still_keeps_others_from_being_the_owner(
-    start_fake: Any, store: Any
-) -> None:
-    # alex (the owner) signed in as themselves (`watchbridge auth plex --profile alex` finds
-    # their server token and notes they own the server) but has no Serializd account, so the
-    # Plex ⇄ Serializd link reads only sam, who has `accounts.plex: {}` and no sign-in yet.
-    # README: "any such profile once the owner signed in to plex.tv as themselves ... is
-    # refused". sam is read as the owner and gets alex's plays on sam's Serializd.
-    plex, plextv = start_fake(FakePlex()), start_fake(FakePlexTv())
-    plextv.owner.token = TOKEN
-    plextv.add_server(plex.machine_id)
-    sign_in(store, "alex", plextv.owner)
-    config = replace(
-        with_plextv(
-            plex,
-            plextv,
-            alex=Profile(accounts=Accounts(plex=PlexAccount())),
-            sam=Profile(
-                accounts=Accounts(
-                    plex=PlexAccount(), serializd=SerializdAccount("sam@example.com", Secret("pw"))
-                )
-            ),
-        ),
-        links={"plex-serializd": Link(["plex", "serializd"])},
-    )
-    tokens = ServerTokens(config, store, plex_client(config, store, time.time), time.time)
-    try:
-        assert await tokens.find("alex") == TOKEN  # alex owns the server
         with pytest.raises(PlexAuthError, match=r"profile alex signed in to plex\.tv as"):
             await tokens.token("sam")
     finally:
