@@ -1,9 +1,11 @@
-"""Placement by air date never moves an ordinary show's play: a special, a show out on
-consecutive days, a season TMDB dates a week early, a two-episode file; nor does it read
-every season of a long show for one play."""
+"""Placement by air date never moves a play to another episode: a special, a show out on
+consecutive days, a daily show's episode TMDB does not list yet, a season TMDB dates a week
+early (split or not), a two-episode file; nor does it read every season of a long show for
+one play."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
@@ -13,6 +15,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.test_episode_air_dates import (
+    REZERO_TMDB,
     Household,
     emby_stop,
     listing,
@@ -106,5 +109,73 @@ def test_an_ordinary_show_whose_tmdb_date_differs_costs_one_season_read(
         assert home.logged() == [(5, 3)]
         reads = serializd.calls("GET", "/api/show/{id}/season/{number}")
         assert len(reads) <= 2, f"{len(reads)} season listings read for one play, {took:.0f}s"
+    finally:
+        home.service.kill()
+
+
+def weekdays(first: str, count: int) -> dict[int, str]:
+    """A talk show: one episode Monday to Thursday."""
+    day, out = date.fromisoformat(first), {}
+    while len(out) < count:
+        if day.weekday() < 4:
+            out[len(out) + 1] = day.isoformat()
+        day += timedelta(days=1)
+    return out
+
+
+def test_a_daily_shows_new_episode_tmdb_does_not_list_yet_is_not_yesterdays() -> None:
+    # TVDB numbers talk shows by year (Emby/Jellyfin send S2024E34), TMDB by its own season
+    # (S29). Tonight's episode is not on TMDB yet (or Serializd's day-cached listing predates
+    # it); yesterday's is. Keeping S2024E34 retries as unmatched; yesterday's is never taken.
+    tmdb = weekdays("2024-01-08", 33)  # E33 is Monday 2024-03-04... and no E34 yet
+    tonight = (date.fromisoformat(tmdb[33]) + timedelta(days=1)).isoformat()
+    assert by_air_date({29: listing(tmdb)}, 2024, 34, tonight) != (29, 33)
+
+
+def test_a_split_season_tmdb_dates_a_week_early_is_not_placed_on_the_next_episode() -> None:
+    # TVDB runs one 24-episode season; TMDB splits it at 12 and dates every episode by an
+    # advance streaming release a week before the broadcast TVDB (Emby) dates it by: the same
+    # disagreement test_a_season_tmdb_dates_a_week_earlier_keeps_its_numbers guards within a
+    # season. TVDB S1E14 is TMDB S2E2; the date alone would give S2E3 (the next episode).
+    broadcast = weekly("2019-01-13", 24)
+    early = weekly("2019-01-06", 24)
+    listings = {
+        1: listing({n: early[n] for n in range(1, 13)}),
+        2: listing({n - 12: early[n] for n in range(13, 25)}),
+    }
+    assert by_air_date(listings, 1, 14, broadcast[14]) in (None, (2, 2))  # not (2, 3)
+
+
+def test_tonights_daily_episode_is_not_logged_as_yesterdays_from_a_stale_listing(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    tmdb = weekdays("2024-01-08", 33)  # ends on Monday 2024-03-04
+    home = start_household(tmp_path, start_fake, {29: tmdb})
+    try:
+        monday = emby_stop(2024, 33, tmdb[33])
+        assert home.post(monday).status_code == 202
+        wait_for(home.settled)
+        assert home.logged() == [(29, 33)]  # Monday: the only episode within a day
+        # Tuesday afternoon TMDB lists Tuesday's episode; Serializd's listing of season 29,
+        # read last night, is still cached when Tuesday's episode is watched that evening.
+        season = home.serializd.shows[REZERO_TMDB].seasons[29]
+        season.episode_count = 34
+        season.aired[34] = (date.fromisoformat(tmdb[33]) + timedelta(days=1)).isoformat()
+        assert home.post(emby_stop(2024, 34, season.aired[34])).status_code == 202
+
+        def tuesday() -> tuple[str, int, str | None]:
+            with sqlite3.connect(home.db) as db:
+                return db.execute(
+                    "SELECT status, attempts, last_error FROM outbox WHERE target = 'serializd'"
+                    " AND payload LIKE '%\"number\":34%'"
+                ).fetchone()
+
+        wait_for(lambda: tuesday() is not None and tuple(tuple(tuesday())[:2]) != ("pending", 0))
+        wait_for(lambda: tuesday()[0] != "inflight")
+        # Tuesday's play is on Serializd as Tuesday's episode, or waits (numbers as sent,
+        # retried as unmatched): never marked done as Monday's "already on Serializd" (here,
+        # seconds apart) or a rewatch entry of Monday's (a day apart, as for a real user).
+        status = tuesday()[0]
+        assert (29, 34) in home.logged() or status == "pending", (status, home.logged())
     finally:
         home.service.kill()

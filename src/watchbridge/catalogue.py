@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 from watchbridge.http import ServiceError, Unavailable
@@ -242,22 +243,56 @@ def by_air_date(
 ) -> tuple[int, int] | None:
     """Where an episode that first aired on `aired` is in TMDB's numbering, when TMDB splits
     or folds seasons otherwise than the sender (TVDB's order: Re:ZERO's TVDB S2E14 is TMDB's
-    S1E39): the one episode of another season of `listings` that aired within a day of it
-    (a time zone apart). None keeps the sent numbers: TMDB's episode there aired that day,
-    or no single episode of another season did. Within one season a day apart is a
-    neighbour (shows out on consecutive days, a season listed before its new episode), and
-    specials are numbered apart by each, so neither is ever taken. Pure."""
+    S1E39): the one episode of another season of `listings` that aired that day (`_aired`).
+    Past the end of TMDB's season, it must also be where counting on into the next seasons
+    leads (a season TMDB dates a week early matches the next episode by date). None keeps the
+    sent numbers. Within one season, and among specials, each numbers apart: never taken.
+    Pure."""
     named = listings.get(season, SeasonListing({}, {}))
     if season == 0 or not another_numbering(named, number, aired):
         return None
-    matches = [
-        (season_number, episode)
-        for season_number, listing in listings.items()
-        if season_number not in (0, season)
-        for episode, value in listing.aired.items()
-        if _near(value, aired)
+    others = {n: listing for n, listing in listings.items() if n not in (0, season)}
+    found = _aired(others, aired)
+    if found is None or not named.ids or number in named.ids:
+        return found
+    return found if found == _counted_on(listings, season, number) else None
+
+
+def _aired(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | None:
+    """The one episode of `listings` that aired on `aired`, else the one that aired a day
+    apart (a time zone away), unless its season has episodes a day apart or fewer (a daily
+    show, a two-episode night: a day apart is a neighbour, tonight's not listed yet)."""
+    on_the_day = [
+        (s, e) for s, listing in listings.items() for e, d in listing.aired.items() if d == aired
     ]
-    return matches[0] if len(matches) == 1 else None
+    if on_the_day:
+        return on_the_day[0] if len(on_the_day) == 1 else None
+    near = [
+        (s, e)
+        for s, listing in listings.items()
+        for e, d in listing.aired.items()
+        if _near(d, aired)
+    ]
+    if len(near) != 1:
+        return None
+    days = sorted(date.fromisoformat(day) for day in listings[near[0][0]].aired.values())
+    if any((later - earlier).days <= 1 for earlier, later in pairwise(days)):
+        return None
+    return near[0]
+
+
+def _counted_on(
+    listings: dict[int, SeasonListing], season: int, number: int
+) -> tuple[int, int] | None:
+    """Where episode `number` of `season` falls counting on past the season's end into the
+    next seasons TMDB lists (TVDB runs on a season TMDB splits)."""
+    later = sorted(n for n in listings if n > season)
+    for following in later:
+        number -= max(listings[season].ids, default=0)
+        season = following
+        if number in listings[season].ids:
+            return season, number
+    return None
 
 
 def another_numbering(named: SeasonListing, number: int, aired: str) -> bool:
