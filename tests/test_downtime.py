@@ -48,10 +48,9 @@ def test_an_absence_names_its_length_and_what_to_do() -> None:
     assert "mark those items watched again there" in notice
 
 
-def test_a_start_after_hours_away_says_so_in_the_log_the_status_and_an_alert(
-    tmp_path: Path, start_fake: Any
-) -> None:
-    receiver = start_fake(AlertReceiver())
+def generic_sender_setup(tmp_path: Path, receiver: AlertReceiver) -> ServiceProcess:
+    """The service for one person whose plays come by generic webhook (no link reads them
+    back), alerting to `receiver`, after one play: its database knows the source."""
     port = free_port()
     path = write_config(
         tmp_path,
@@ -70,19 +69,50 @@ def test_a_start_after_hours_away_says_so_in_the_log_the_status_and_an_alert(
     secret = {"X-Webhook-Secret": SECRET}
     assert httpx.post(f"{service.url}/webhooks/generic", json=play, headers=secret).is_success
     service.terminate()
+    return service
+
+
+def away_for(tmp_path: Path, seconds: float) -> None:
+    """As if the service stopped (crashed) `seconds` ago."""
+    with sqlite3.connect(tmp_path / "watchbridge.db") as db:
+        db.execute(
+            "UPDATE settings SET value = ? WHERE name = 'alive_at'", (time.time() - seconds,)
+        )
+
+
+def wait_for_alerts(receiver: AlertReceiver, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(receiver.titles()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_start_after_hours_away_says_so_in_the_log_the_status_and_an_alert(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
     assert "was not running" not in service.output()
-    with sqlite3.connect(tmp_path / "watchbridge.db") as db:  # as if it crashed hours ago
-        db.execute("UPDATE settings SET value = ? WHERE name = 'alive_at'", (time.time() - 7200,))
+    away_for(tmp_path, 7200)
     service.start()
     try:
         status = httpx.get(f"{service.url}/api/status").json()
         page = httpx.get(service.url).text
-        deadline = time.monotonic() + 10
-        while not receiver.titles() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_alerts(receiver, 1)
     finally:
         service.terminate()
     assert receiver.titles() == [DOWNTIME_TITLE]
     assert "watchbridge was not running for about 2 h" in service.output()
     assert status["downtime"].startswith("watchbridge was not running for about 2 h")
     assert "on generic reached no service" in page
+
+
+def test_each_absence_sends_its_own_alert(tmp_path: Path, start_fake: Any) -> None:
+    # Two crashes an hour apart: the second absence lost plays too, within any throttle.
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
+    for told, away in enumerate((7200, 3600), start=1):
+        away_for(tmp_path, away)
+        service.start()
+        wait_for_alerts(receiver, told)
+        service.terminate()
+    assert receiver.titles() == [DOWNTIME_TITLE, DOWNTIME_TITLE]

@@ -327,7 +327,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         runtime.open()
         # Read before the maintenance task notes this start as alive (a quick read).
         sources = unread_sources(runtime.config, runtime.store.recent_sources())
-        runtime.downtime = downtime_notice(runtime.store.alive_at(), runtime.clock(), sources)
+        alive_at = runtime.store.alive_at()
+        runtime.downtime = downtime_notice(alive_at, runtime.clock(), sources)
         stop = asyncio.Event()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
         log.info(
@@ -343,9 +344,11 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         told: asyncio.Task[str] | None = None
         if runtime.downtime:
             log.warning(runtime.downtime)
-            # Sent beside the start, not before it: Apprise may take its timeout.
+            # Sent beside the start, not before it: Apprise may take its timeout. Each
+            # absence is its own condition (by when it began), told once, never "resolved".
+            absence = f"{alive_at or 0:.0f}"
             told = asyncio.create_task(
-                runtime.notifier.notify("downtime", DOWNTIME_TITLE, runtime.downtime)
+                runtime.notifier.notify("downtime", DOWNTIME_TITLE, runtime.downtime, absence)
             )
         with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
         for problem in renamed_profiles(runtime.config, with_state):
