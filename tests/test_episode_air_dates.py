@@ -36,8 +36,12 @@ def listing(aired: dict[int, str]) -> SeasonListing:
     return SeasonListing(dict.fromkeys(aired), aired)
 
 
-# TMDB: season 1 runs on (TVDB's seasons 1 and 2 as one), season 2 is TVDB's season 3.
-TMDB_SEASONS = {1: weekly("2016-04-04", 50), 2: weekly("2024-10-02", 16)}
+# TMDB: season 1 runs on (TVDB's seasons 1 and 2 as one: 2016, then from 2020 after a
+# four-year break), season 2 is TVDB's season 3.
+TMDB_SEASONS = {
+    1: {**weekly("2016-04-04", 25), **{n + 25: d for n, d in weekly("2020-07-08", 25).items()}},
+    2: weekly("2024-10-02", 16),
+}
 S1E39_AIRED = TMDB_SEASONS[1][39]  # TVDB S2E14 (TVDB's season 2 starts at TMDB's S1E26)
 
 
@@ -150,7 +154,7 @@ def emby_stop(season: int, number: int, aired: str) -> dict[str, Any]:
         "ParentIndexNumber": season,
         "IndexNumber": number,
         "ProviderIds": {"Tvdb": f"80{season}{number:02}"},
-        "PremiereDate": f"{aired}T15:00:00.0000000Z",
+        "PremiereDate": f"{aired}T04:00:00.0000000Z",  # a US server's local midnight
     }
     payload["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
     return payload
@@ -191,3 +195,9 @@ def test_a_date_tmdb_has_weeks_apart_is_a_disagreement_not_another_episode() -> 
     listings = {n: listing(days) for n, days in TMDB_SEASONS.items()}
     three_weeks_on = (date.fromisoformat(TMDB_SEASONS[2][14]) + timedelta(weeks=3)).isoformat()
     assert by_air_date(listings, 2, 14, three_weeks_on) is None
+
+
+def test_a_folded_season_must_start_after_a_break_in_airing() -> None:
+    # TMDB runs on without a pause where TVDB's season 2 would have to start: not a fold.
+    unbroken = {1: listing(weekly("2016-04-04", 50)), 2: listing(TMDB_SEASONS[2])}
+    assert by_air_date(unbroken, 2, 14, unbroken[1].aired[39]) is None

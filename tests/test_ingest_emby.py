@@ -180,3 +180,10 @@ def test_missing_item_is_rejected() -> None:
 def test_an_episodes_premiere_date_is_its_air_date_in_utc() -> None:
     event = only_event(parse(sample("playback_stop_episode_completed.json")))
     assert event.item.aired == "2013-09-15"  # PremiereDate 2013-09-15T04:00:00Z
+
+
+def test_a_premiere_date_at_local_midnight_east_of_utc_is_that_local_day() -> None:
+    # A server in Berlin stores 2013-09-15 as its local midnight: 2013-09-14T23:00:00Z.
+    payload = sample("playback_stop_episode_completed.json")
+    payload["Item"]["PremiereDate"] = "2013-09-14T23:00:00.0000000Z"
+    assert only_event(parse(payload)).item.aired == "2013-09-15"

@@ -243,19 +243,25 @@ def by_air_date(
 ) -> tuple[int, int] | None:
     """Where an episode that first aired on `aired` is in TMDB's numbering, when TMDB splits
     or folds seasons otherwise than the sender (TVDB's order: Re:ZERO's TVDB S2E14 is TMDB's
-    S1E39): the one episode of another season of `listings` that aired that day (`_aired`).
-    Past the end of TMDB's season, it must also be where counting on into the next seasons
-    leads (a season TMDB dates a week early matches the next episode by date). None keeps the
-    sent numbers. Within one season, and among specials, each numbers apart: never taken.
-    Pure."""
+    S1E39): the one episode of another season of `listings` that aired that day (`_aired`),
+    where the sender's season fits. Past the end of TMDB's season, counting on into the next
+    seasons must lead there (TVDB runs on a season TMDB splits); else the sender's season
+    must start in TMDB's after a break in airing (TMDB folds it in). A date a week off (an
+    early streaming release) then matches a neighbour, which neither check lets through.
+    None keeps the sent numbers. Within one season, and among specials, each numbers apart:
+    never taken. Pure."""
     named = listings.get(season, SeasonListing({}, {}))
     if season == 0 or not another_numbering(named, number, aired):
         return None
     others = {n: listing for n, listing in listings.items() if n not in (0, season)}
     found = _aired(others, aired)
-    if found is None or not named.ids or number in named.ids:
-        return found
-    return found if found == _counted_on(listings, season, number) else None
+    if found is None:
+        return None
+    if found[1] != number and _days_running(others[found[0]]):
+        return None  # a day off (a server east of UTC) is a neighbour: only the same number
+    if named.ids and number not in named.ids:
+        return found if found == _counted_on(listings, season, number) else None
+    return found if _starts_after_a_break(others[found[0]], found[1] - number + 1) else None
 
 
 def _aired(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | None:
@@ -275,10 +281,30 @@ def _aired(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | 
     ]
     if len(near) != 1:
         return None
-    days = sorted(date.fromisoformat(day) for day in listings[near[0][0]].aired.values())
-    if any((later - earlier).days <= 1 for earlier, later in pairwise(days)):
-        return None
-    return near[0]
+    return None if _days_running(listings[near[0][0]]) else near[0]
+
+
+def _days_running(listing: SeasonListing) -> bool:
+    """Whether a season has episodes a day apart or fewer (a daily show, a two-episode night)."""
+    days = sorted(date.fromisoformat(day) for day in listing.aired.values())
+    return any((later - earlier).days <= 1 for earlier, later in pairwise(days))
+
+
+# Between two of TVDB's seasons that TMDB runs as one, the broadcast paused (a cour break):
+# longer than any delay of one episode.
+SEASON_BREAK_DAYS = 21
+
+
+def _starts_after_a_break(listing: SeasonListing, start: int) -> bool:
+    """Whether a season the sender numbers apart can start at episode `start` of this one:
+    at its first episode, or after a pause in airing longer than SEASON_BREAK_DAYS."""
+    if start == 1:
+        return True
+    before, first = listing.aired.get(start - 1), listing.aired.get(start)
+    if start < 1 or before is None or first is None:
+        return False
+    gap = date.fromisoformat(first) - date.fromisoformat(before)
+    return gap.days > SEASON_BREAK_DAYS
 
 
 def _counted_on(

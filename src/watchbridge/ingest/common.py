@@ -11,7 +11,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef
 from watchbridge.ratings import from_ten
@@ -170,15 +170,21 @@ EARLIEST, LATEST = (
 
 
 def air_date(value: object) -> str | None:
-    """The day (YYYY-MM-DD) an ISO date or time starts with: "2013-09-15T04:00:00.0000000Z"
-    (Emby) and "2013-09-15" (Jellyfin's template) both give "2013-09-15"; None otherwise."""
+    """The day (YYYY-MM-DD) of an ISO date, or of a time that is a server's local midnight
+    in UTC (Emby's PremiereDate): "2013-09-15T04:00:00.0000000Z" (a US server) and
+    "2013-09-14T23:00:00Z" (a server in Berlin) both give "2013-09-15", as the nearest
+    midnight; "2013-09-15" (Jellyfin's template, already a day) stays. None otherwise."""
     raw = text(value) if isinstance(value, str) else None
     if raw is None or not _DAY.match(raw):
         return None
     try:
-        return date.fromisoformat(raw[:10]).isoformat()
+        day = date.fromisoformat(raw[:10])
     except ValueError:
         return None
+    hour = raw[11:13]
+    if hour.isdigit() and int(hour) >= 12:  # local midnight east of UTC: the next day
+        day += timedelta(days=1)
+    return day.isoformat()
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[T ])")
