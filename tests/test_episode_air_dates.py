@@ -20,7 +20,7 @@ from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import ServiceProcess, free_port
 from tests.ingest_samples import sample_json
-from watchbridge.catalogue import by_air_date
+from watchbridge.air_dates import by_air_date
 from watchbridge.services.serializd import SeasonListing
 
 SECRET = "hook-secret-1234567890"

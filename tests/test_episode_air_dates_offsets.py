@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.fakes.base import FakeServer
 from tests.test_episode_air_dates import emby_stop, listing, start_household, wait_for, weekly
 from tests.test_episode_air_dates_ordinary_shows import weekdays
-from watchbridge.catalogue import by_air_date
+from watchbridge.air_dates import by_air_date
 
 
 def day_before(day: str) -> str:

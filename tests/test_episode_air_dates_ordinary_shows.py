@@ -23,7 +23,7 @@ from tests.test_episode_air_dates import (
     wait_for,
     weekly,
 )
-from watchbridge.catalogue import by_air_date
+from watchbridge.air_dates import by_air_date
 
 
 def test_a_special_is_not_placed_on_a_regular_episode_of_its_air_date() -> None:
