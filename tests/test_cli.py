@@ -328,7 +328,7 @@ def test_serve_starts_while_another_process_writes_to_the_database(tmp_path: Pat
         service = ServiceProcess(config, port).start(wait=False)
         time.sleep(3)  # its start, and its background tasks' first tries, meet the lock
     try:
-        wait_ready(service.url)  # once the lock is gone
+        wait_ready(service.url, timeout=30)  # once the lock is gone (slow on a busy machine)
         output = service.output()
         assert "stayed locked by another process" in output
         assert "Traceback" not in output
