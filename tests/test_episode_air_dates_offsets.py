@@ -72,3 +72,11 @@ def test_a_folded_season_tmdb_dates_a_week_off_is_not_placed_on_the_next_episode
     broadcast = (date.fromisoformat(tmdb[1][39]) + timedelta(weeks=1)).isoformat()
     listings = {n: listing(days) for n, days in tmdb.items()}
     assert by_air_date(listings, 2, 14, broadcast) in (None, (1, 39))  # not (1, 40)
+
+
+def test_a_day_early_date_is_not_the_previous_nights_episode_of_the_same_number() -> None:
+    # A Mon-Thu talk show; TVDB numbers it by year (S2024), TMDB as S29 and counts one more
+    # episode (a special TVDB files under S0), so TVDB S2024E34 is TMDB S29E35 (a Tuesday).
+    # Jellyfin east of UTC (Europe) sends the day before: Monday, TMDB S29E34's day.
+    tmdb = weekdays("2024-01-08", 40)
+    assert by_air_date({29: listing(tmdb)}, 2024, 34, day_before(tmdb[35])) in (None, (29, 35))

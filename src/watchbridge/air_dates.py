@@ -4,7 +4,7 @@ the media server numbers it otherwise (TVDB's order): the rules, pure. The catal
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from itertools import pairwise
 
 from watchbridge.services.serializd import SeasonListing
@@ -33,8 +33,10 @@ def by_air_date(
     found = _aired(others, aired)
     if found is None:
         return None
-    if found[1] != number and _days_running(others[found[0]]):
-        return None  # a day off (a server east of UTC) is a neighbour: only the same number
+    if _days_running(others[found[0]]) and not _only_one_that_night(
+        others[found[0]], found, number, aired
+    ):
+        return None
     if named.ids and number not in named.ids:
         return found if found == _counted_on(listings, season, number) else None
     return found if _starts_after_a_break(others[found[0]], found[1] - number + 1) else None
@@ -58,6 +60,16 @@ def _aired(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | 
     if len(near) != 1:
         return None
     return None if _days_running(listings[near[0][0]]) else near[0]
+
+
+def _only_one_that_night(
+    listing: SeasonListing, found: tuple[int, int], number: int, aired: str
+) -> bool:
+    """In a season airing two days running, a date a day off (a server east of UTC sends the
+    day before) names a neighbour: the match is taken only with the sent number, and only
+    when no episode aired the next day (a date a day early would be that one's)."""
+    next_day = (date.fromisoformat(aired) + timedelta(days=1)).isoformat()
+    return found[1] == number and next_day not in listing.aired.values()
 
 
 def _days_running(listing: SeasonListing) -> bool:
