@@ -32,7 +32,7 @@ from watchbridge.services.serializd import (
     episode_log_body,
     lane,
     parse_diary_page,
-    parse_season_episodes,
+    parse_season_listing,
     parse_show_page,
     parse_show_seasons,
     parse_watchlist_page,
@@ -582,10 +582,10 @@ async def test_sample_currently_watching_page_parses() -> None:
 async def test_sample_show_and_season_give_episode_counts_numbers_and_ids() -> None:
     seasons = parse_show_seasons(load("show-1396.json"))
     assert (seasons.ids[1], seasons.episodes[1]) == (3572, 7)
-    episodes = parse_season_episodes(load("season-1396-1.json"))
+    episodes = parse_season_listing(load("season-1396-1.json")).ids
     assert list(episodes) == list(range(1, 8))
     assert (episodes[1], episodes[7]) == (62085, 62091)  # TMDB episode ids
-    assert parse_season_episodes(load("season-empty-response.json")) == {}
+    assert parse_season_listing(load("season-empty-response.json")).ids == {}
 
 
 async def test_sample_diary_page_parses() -> None:

@@ -33,13 +33,12 @@ def by_air_date(
     found = _aired(others, aired)
     if found is None:
         return None
-    if _days_running(others[found[0]]) and not _only_one_that_night(
-        others[found[0]], found, number, aired
-    ):
+    landed = others[found[0]]
+    if _days_running(landed) and not _only_one_that_night(landed, found, number, aired):
         return None
     if named.ids and number not in named.ids:
         return found if found == _counted_on(listings, season, number) else None
-    return found if _starts_after_a_break(others[found[0]], found[1] - number + 1) else None
+    return found if _starts_after_a_break(landed, found[1] - number + 1) else None
 
 
 def _aired(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | None:
@@ -91,8 +90,7 @@ def _starts_after_a_break(listing: SeasonListing, start: int) -> bool:
     before, first = listing.aired.get(start - 1), listing.aired.get(start)
     if start < 1 or before is None or first is None:
         return False
-    gap = date.fromisoformat(first) - date.fromisoformat(before)
-    return gap.days > SEASON_BREAK_DAYS
+    return _days_apart(before, first) > SEASON_BREAK_DAYS
 
 
 def _counted_on(
@@ -119,8 +117,12 @@ def another_numbering(named: SeasonListing, number: int, aired: str) -> bool:
     day = named.aired.get(number)
     if day is None:
         return False
-    return abs((date.fromisoformat(day) - date.fromisoformat(aired)).days) > ANOTHER_SEASON_DAYS
+    return _days_apart(day, aired) > ANOTHER_SEASON_DAYS
 
 
 def _near(day: str | None, aired: str) -> bool:
-    return day is not None and abs((date.fromisoformat(day) - date.fromisoformat(aired)).days) <= 1
+    return day is not None and _days_apart(day, aired) <= 1
+
+
+def _days_apart(one: str, other: str) -> int:
+    return abs((date.fromisoformat(other) - date.fromisoformat(one)).days)

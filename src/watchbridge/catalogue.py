@@ -188,11 +188,9 @@ async def find_episode(
             await remember(refreshed, REFRESH_EVERY)
         cached_any = False
         for number in order:
-            episodes, was_cached = await season_episodes(
-                client, store, show_id, number, clock, fresh
-            )
+            listing, was_cached = await season_listing(client, store, show_id, number, clock, fresh)
             cached_any |= was_cached
-            where = episode_at(episodes, episode_id)
+            where = episode_at(listing.ids, episode_id)
             if where is not None:
                 return number, where
         if not cached_any:
@@ -236,20 +234,6 @@ async def find_aired(
 
 def episode_at(episodes: dict[int, int | None], episode_id: int) -> int | None:
     return next((n for n, found in episodes.items() if found == episode_id), None)
-
-
-async def season_episodes(
-    client: SerializdClient,
-    store: Store,
-    show_id: int,
-    number: int,
-    clock: Callable[[], float],
-    fresh: bool = False,
-) -> tuple[dict[int, int | None], bool]:
-    """One season's episodes (number -> TMDB episode id) and whether they came from the
-    cache; a season Serializd does not know has none."""
-    listing, was_cached = await season_listing(client, store, show_id, number, clock, fresh)
-    return listing.ids, was_cached
 
 
 async def season_listing(

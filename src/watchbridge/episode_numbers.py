@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from watchbridge.catalogue import season_episodes
+from watchbridge.catalogue import season_listing
 from watchbridge.config import Config
 from watchbridge.http import ServiceError
 from watchbridge.ids import ListedRow
@@ -138,10 +138,10 @@ class SerializdNumbers:
             return {}
         found: dict[tuple[str, str], tuple[int, int]] = {}
         for season in sorted(seasons.ids):
-            episodes, _ = await season_episodes(
+            listing, _ = await season_listing(
                 self.client, self.store, tmdb, season, self.clock, fresh=True
             )
-            for number, episode_id in episodes.items():
+            for number, episode_id in listing.ids.items():
                 if episode_id is not None:
                     found[("tmdb", str(episode_id))] = (season, number)
         return found

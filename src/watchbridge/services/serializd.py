@@ -355,11 +355,6 @@ def _day(value: object) -> str | None:
         return None
 
 
-def parse_season_episodes(data: Any) -> dict[int, int | None]:
-    """`GET /api/show/{id}/season/{n}` -> its episodes: number -> TMDB episode id."""
-    return parse_season_listing(data).ids
-
-
 def parse_diary_entry(row: Any) -> DiaryEntry | None:
     """One diary row, read loosely; None (logged) when it lacks an id, a show or any date."""
     if not isinstance(row, dict):
