@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes, sample_json
 from watchbridge.config import parse_config
@@ -21,10 +24,11 @@ from watchbridge.ingest import parse
 from watchbridge.model import Accepted, ref_to_dict
 from watchbridge.playback import Session
 from watchbridge.store import IngestJob, IngestWriter, NewOutboxRow, Store
-from watchbridge.webhooks import event_record
+from watchbridge.webhooks import DOUBLING_TITLE, event_record
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "route-secret-123"
+PLEX_SERVER = "d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"  # of the Plex and Tautulli samples
 LIMIT = 65536  # the smallest limit the config allows
 
 
@@ -240,3 +244,35 @@ def test_an_emby_webhook_naming_no_user_says_which_emby_setting_sends_one(tmp_pa
         page = httpx.get(app.url).text
     assert seen["account"] == "(no account in the webhook)"
     assert "Limit user events to" in seen["fix"] and "Limit user events to" in page
+
+
+def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The example config's single-person set-up (a default profile) plus Tautulli's webhook
+    # for the same Plex server: each viewing is reported minutes apart by both.
+    receiver = start_fake(AlertReceiver())
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+        "profiles: {me: {default: true, users: {plex: ['1']}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as app:
+        tautulli = sample_json("tautulli", "watched_episode.json")
+        answer = httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli)
+        assert answer.status_code == 202
+        assert httpx.get(f"{app.url}/api/status").json()["reported_twice"] == []
+        body = sample_bytes("plex", "episode_legacy_media_scrobble.json")
+        plex = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": body})
+        assert plex.status_code == 202
+        (doubling,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
+        page = html.unescape(httpx.get(app.url).text)
+        deadline = time.monotonic() + 10
+        while not receiver.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert (doubling["profile"], doubling["server"]) == ("me", PLEX_SERVER)
+    assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
+    assert receiver.titles() == [DOUBLING_TITLE]
+    assert "each viewing counts twice" in str(receiver.messages[0]["message"])

@@ -50,6 +50,7 @@ from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
+from watchbridge.senders import Senders
 from watchbridge.store import LOCKED_BY_ANOTHER, IngestWriter, Store, locked_by_another
 from watchbridge.unmapped import UnmappedAccounts
 
@@ -87,6 +88,7 @@ class Runtime:
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
     unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
+    senders: Senders = field(default_factory=Senders)
     downtime: str | None = None  # what this start told of the time the service was away
 
     @property
@@ -455,6 +457,17 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "fix": s.fix,
             }
             for s in runtime.unmapped.recent()
+        ],
+        "reported_twice": [
+            {
+                "profile": d.profile,
+                "server": d.server,
+                "first_at": d.first_at,
+                "last_at": d.last_at,
+                "message": d.message,
+                "fix": d.fix,
+            }
+            for d in runtime.senders.recent(now)
         ],
         "links": [
             {

@@ -44,6 +44,7 @@ AlertKind = Literal[
     "service_unreachable",
     "internal_error",
     "downtime",
+    "reported_twice",
     "test",
 ]
 

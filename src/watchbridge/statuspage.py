@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from watchbridge import __version__
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config, copied_nowhere
+from watchbridge.senders import Doubling
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
@@ -30,7 +31,8 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     now = runtime.clock()
     sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
     unmapped = runtime.unmapped.recent()
-    return render(runtime.config, status, now, sign_ins, unmapped, runtime.downtime)
+    doublings = runtime.senders.recent(now)
+    return render(runtime.config, status, now, sign_ins, unmapped, runtime.downtime, doublings)
 
 
 ROUTES: list[Any] = [status_page]
@@ -50,10 +52,12 @@ def render(
     sign_ins: Sequence[str] = (),
     unmapped: Sequence[Sighting] = (),
     downtime: str | None = None,
+    doublings: Sequence[Doubling] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
     `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
-    this start told of the time the service was away)."""
+    this start told of the time the service was away; `doublings`: Plex servers reported
+    twice to a profile)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -99,6 +103,7 @@ def render(
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
         "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
         + (f'<p class="bad">{_e(downtime)}</p>' if downtime else "")
+        + "".join(f'<p class="bad">{_e(d.message)}: {_e(d.fix)}.</p>' for d in doublings)
         + _unmapped(unmapped, now),
     ]
     return (

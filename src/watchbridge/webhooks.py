@@ -13,7 +13,7 @@ import hmac
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -34,6 +34,7 @@ from watchbridge.playback import (
     marks_itself,
     session_key,
 )
+from watchbridge.senders import Doubling
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
 
@@ -245,8 +246,12 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
     )
     key = f"{source}:{outcome}"
     _refused_at[key] = time.monotonic()  # not runtime.clock: this path must survive its bugs
-    notify = runtime.notifier.notify("webhook_rejects", title, body, key=key)
-    task = asyncio.get_running_loop().create_task(notify)
+    _after_answering(runtime.notifier.notify("webhook_rejects", title, body, key=key))
+
+
+def _after_answering(alert: Coroutine[Any, Any, str]) -> None:
+    """Send an alert in the background, kept referenced until it is sent."""
+    task = asyncio.get_running_loop().create_task(alert)
     _alerting.add(task)
     task.add_done_callback(_alerting.discard)
 
@@ -392,6 +397,9 @@ async def _webhook(
                 continue
             job = ingest_job(runtime, name, event, result.document)
             queued += await runtime.writer.write(job)
+            doubling = runtime.senders.saw(name, event.source, event.server, runtime.clock())
+            if doubling is not None:
+                _tell_doubling(runtime, doubling)
     except (sqlite3.Error, StoreError) as exc:
         # 503, not 500: the request was fine and nothing was acknowledged.
         reason = f"could not store the event ({_one_line(exc)})"
@@ -430,6 +438,21 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
                 "fix": unmapped_fix(event.source, account),
             },
         )
+
+
+DOUBLING_TITLE = "watchbridge counts viewings twice"
+
+
+def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
+    """Log and alert (`reported_twice`, after answering) that both Plex's and Tautulli's
+    webhooks report one server's plays to a profile."""
+    log.warning(
+        doubling.message,
+        extra={"profile": doubling.profile, "server": doubling.server, "fix": doubling.fix},
+    )
+    key = f"{doubling.profile}|{doubling.server}"
+    body = f"{doubling.message}. What to do: {doubling.fix}."
+    _after_answering(runtime.notifier.notify("reported_twice", DOUBLING_TITLE, body, key=key))
 
 
 def ingest_job(
