@@ -274,6 +274,96 @@ async def test_a_refresh_the_oauth_host_refuses_holds_deliveries_and_alerts(
     assert "services.trakt.auth_url" in receiver.messages[0]["message"]
 
 
+ENDS_SOON_FOR_ME = "watchbridge: trakt sign-in of profile me ends soon"
+TOKEN_LIFE = 7 * 86400  # what FakeTrakt gives
+
+
+async def test_a_refused_refresh_delivers_while_the_token_works_and_tells_of_its_end(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Trakt refuses the refresh token (one from before its 2026 sign-in change) at 80 % of
+    # the token's life: the access token still works for about 1.4 days.
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=2, step=10)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert receiver.titles() == [ENDS_SOON_FOR_ME]
+    told = str(receiver.messages[0]["message"])
+    assert "watchbridge auth trakt --profile me" in told and "keeps working until" in told
+
+
+async def test_a_refused_refresh_is_not_asked_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=2, step=10)
+    clock.advance(3600)
+    webhook(
+        runtime,
+        "movie_media_scrobble.json",
+        ratingKey="2",
+        guid="plex://movie/2",
+        title="Heat",
+        year=1995,
+        Guid=[{"id": "imdb://tt0113277"}],
+    )
+    await drain(worker, runtime, clock, passes=2, step=10)
+    assert trakt.count("POST", "/oauth/token") == 1
+    assert len(trakt.history()) == 2
+
+
+async def test_a_refused_refresh_holds_deliveries_once_the_token_runs_out(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+    await worker.pass_once(runtime)
+    clock.advance(0.2 * TOKEN_LIFE - 60)  # within the last minutes of the token
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=2, step=10)
+    assert trakt.history() == []
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert receiver.titles() == [PAUSED_FOR_ME]
+
+
+async def test_a_sign_in_again_after_a_refused_refresh_resolves_its_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=2, step=10)
+    sign_in(runtime, trakt, clock)
+    clock.advance(3600)
+    webhook(
+        runtime,
+        "movie_media_scrobble.json",
+        ratingKey="2",
+        guid="plex://movie/2",
+        title="Heat",
+        year=1995,
+        Guid=[{"id": "imdb://tt0113277"}],
+    )
+    await drain(worker, runtime, clock, passes=2, step=10)
+    assert len(trakt.history()) == 2
+    assert receiver.titles() == [ENDS_SOON_FOR_ME, f"Resolved: {ENDS_SOON_FOR_ME}"]
+
+
 async def test_a_live_status_skipped_as_too_late_does_not_end_a_lost_sign_in(
     runtime: Runtime,
     worker: DeliveryWorker,

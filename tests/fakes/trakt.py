@@ -415,6 +415,7 @@ class Token:
     expired: bool = False  # forced by ``expire_tokens``
     access_revoked: bool = False  # old access token after a refresh
     refresh_used: bool = False  # single-use refresh tokens (§6)
+    refresh_refused: bool = False  # refused without being used (`refuse_refresh_tokens`)
     revoked: bool = False  # /oauth/revoke or ``revoke_tokens``: both dead
 
     def to_json(self) -> dict[str, Any]:
@@ -843,6 +844,14 @@ class FakeTrakt(FakeServer):
                 if user is None or tok.user is self._user(user):
                     tok.revoked = True
 
+    def refuse_refresh_tokens(self) -> None:
+        """Refresh tokens issued so far are refused (`invalid_grant`), as Trakt did with
+        those from before its 2026 sign-in change (trakt-api#888); access tokens keep working
+        until they expire."""
+        with self.lock:
+            for tok in self.tokens.values():
+                tok.refresh_refused = True
+
     def _token_valid(self, tok: Token) -> bool:
         alive = not (tok.expired or tok.revoked or tok.access_revoked)
         return alive and self.now() < tok.created_at + tok.expires_in
@@ -1220,7 +1229,7 @@ class FakeTrakt(FakeServer):
         grant = body.get("grant_type")
         if grant == "refresh_token":
             old = self._by_refresh.get(body.get("refresh_token") or "")
-            if old is None or old.refresh_used or old.revoked:
+            if old is None or old.refresh_used or old.revoked or old.refresh_refused:
                 raise _fail(self.refresh_error_status, INVALID_GRANT)
             # SILENT: redirect_uri is not checked on refresh.
             old.refresh_used = True

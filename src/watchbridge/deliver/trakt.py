@@ -304,7 +304,21 @@ class TraktTarget:
             await self._deliver_profile(profile, rows, now, outcomes)
 
         # A hold keeps the mark of a row whose send may have landed (per_profile's `undecided`).
-        return await per_profile(items, deliver_profile, self._hold_for, self.store)
+        outcomes = await per_profile(items, deliver_profile, self._hold_for, self.store)
+        return self._told_of_ending_sign_ins(items, outcomes)
+
+    def _told_of_ending_sign_ins(
+        self, items: Sequence[OutboxItem], outcomes: dict[int, Outcome]
+    ) -> dict[int, Outcome]:
+        """The deliveries made on a sign-in Trakt refused to renew carry why (an alert)."""
+        ending = {
+            p: why for p in {i.profile for i in items} if (why := self.client.sign_in_ending(p))
+        }
+        for item in items:
+            outcome = outcomes.get(item.id)
+            if isinstance(outcome, Delivered) and item.profile in ending:
+                outcomes[item.id] = replace(outcome, sign_in_ending=ending[item.profile])
+        return outcomes
 
     async def _after_first(self, item: MediaRef, first: Ids, first_number: int | None) -> MediaRef:
         """A further episode of a file holding several (no ids of its own): the episode as

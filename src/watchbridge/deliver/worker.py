@@ -47,6 +47,8 @@ CLAIM_RENEW_EVERY = 300.0
 @dataclass(frozen=True)
 class Delivered:
     note: str = ""
+    # The sign-in it went through on cannot be renewed and stops working soon: why, what to do.
+    sign_in_ending: str = ""
 
 
 @dataclass(frozen=True)
@@ -564,6 +566,7 @@ class DeliveryWorker:
         alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
         delivered_for: set[str] = set()  # profiles with a row through
         held_for: set[str] = set()  # profiles with a row held
+        ending: dict[str, str] = {}  # profile: why its sign-in stops working soon
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
         settled: list[Settlement] = []
         for item in items:
@@ -576,6 +579,8 @@ class DeliveryWorker:
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
             if isinstance(outcome, Delivered):
                 delivered_for.add(item.profile)
+                if outcome.sign_in_ending:
+                    ending[item.profile] = outcome.sign_in_ending
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Skipped):
                 settled.append(Settlement(item.id, "done"))
@@ -644,9 +649,15 @@ class DeliveryWorker:
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
             )
             await runtime.notifier.notify(kind, _paused(target.name, profile), reason, key=key)
+        for profile, reason in ending.items():  # flowing, but not for long: tell it now
+            log.warning("sign-in ends soon", extra={"target": target.name, "reason": reason})
+            title = f"watchbridge: {target.name} sign-in of profile {profile} ends soon"
+            await runtime.notifier.notify(
+                "credentials", title, reason, key=f"{target.name}:{profile}"
+            )
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
-        await self._accepted(runtime, target, delivered_for - held_for)
+        await self._accepted(runtime, target, delivered_for - held_for - set(ending))
         for item, reason in dead:
             log.error(
                 "delivery gave up",

@@ -549,6 +549,8 @@ class TraktClient:
         self.seeded = seeded_refresh_tokens or {}
         self._storing: dict[str, asyncio.Task[None]] = {}  # see `_store_soon`
         self._refresh_failed_at: dict[str, float] = {}  # profile -> a refresh lost to an outage
+        # profile -> (the refresh token Trakt refused, why, when the access token runs out)
+        self._refresh_refused: dict[str, tuple[str, str, float]] = {}
         self.signed_in_as: dict[str, str] = {}  # profile -> the account's uuid (or slug)
         self.http = HttpClient(
             SERVICE,
@@ -849,6 +851,9 @@ class TraktClient:
             failed_at = self._refresh_failed_at.get(profile)
             if still_works and failed_at is not None and now - failed_at < REFRESH_RETRY_SECONDS:
                 return still_works
+            refused = self._refresh_refused.get(profile)
+            if still_works and refused is not None and refused[0] == refresh_token:
+                return still_works  # refused for good: asking again would only be refused
             if self._refreshing_elsewhere(profile):  # its pair, once stored, is ours too
                 elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
                 if elsewhere is not None:
@@ -866,8 +871,37 @@ class TraktClient:
                     extra={"profile": profile},
                 )
                 return still_works
+            except TraktAuthError as exc:
+                # A refresh token Trakt no longer takes (one from before its 2026 sign-in
+                # change, trakt-api#888) may leave the access token working for days: use it
+                # to the end; `sign_in_ending` has the targets tell the user meanwhile.
+                if not still_works or current is None:
+                    raise
+                self._refresh_refused[profile] = (refresh_token, exc.message, current.expires_at)
+                log.warning(
+                    "Trakt refused the token refresh; the current token is used until it runs"
+                    " out: %s",
+                    exc.message,
+                    extra={"profile": profile},
+                )
+                return still_works
             self._refresh_failed_at.pop(profile, None)
+            self._refresh_refused.pop(profile, None)
             return fresh.access_token
+
+    def sign_in_ending(self, profile: str) -> str | None:
+        """Why `profile`'s sign-in stops working soon (Trakt refused to renew it while its
+        access token still works), with what to do; None when it renews as it should."""
+        refused = self._refresh_refused.get(profile)
+        if refused is None:
+            return None
+        tokens = self._load(profile)
+        if tokens is None or tokens.refresh_token != refused[0]:
+            return None  # signed in again since (here or by another process)
+        until = datetime.fromtimestamp(refused[2], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return (
+            f"{refused[1]}. Its current sign-in keeps working until {until}, then deliveries wait"
+        )
 
     async def _refresh(self, profile: str, refresh_token: str) -> TokenSet:
         self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
