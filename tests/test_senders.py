@@ -1,17 +1,27 @@
 """Plex servers reported to one profile by both Plex's and Tautulli's webhooks: a viewing
-would count twice. Told when both send within minutes; a switch from one to the other is not."""
+would count twice. Told when both report the same item on the same player within minutes."""
 
 from __future__ import annotations
 
-from watchbridge.senders import KEPT, SHOWN_FOR, TELL_AGAIN_AFTER, TOGETHER_WITHIN, Senders
+from dataclasses import replace
+
+from watchbridge.senders import (
+    KEPT,
+    LOG_AGAIN_AFTER,
+    SHOWN_FOR,
+    TOGETHER_WITHIN,
+    Senders,
+    Viewing,
+)
 
 SERVER = "d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
+FELINA = Viewing("me", SERVER, "w7h3n9d2f5j8s1a4q6e0t2y5", "73155")
 
 
-def test_both_senders_of_one_server_within_minutes_are_a_doubling() -> None:
+def test_both_senders_reporting_one_viewing_within_minutes_are_a_doubling() -> None:
     senders = Senders()
-    assert senders.saw("me", "tautulli", SERVER, 0.0) is None
-    doubling = senders.saw("me", "plex", SERVER, 165.0)
+    assert senders.saw("tautulli", FELINA, 0.0) is None
+    doubling = senders.saw("plex", FELINA, 165.0)
     assert doubling is not None
     assert (doubling.profile, doubling.server) == ("me", SERVER)
     assert "counts twice" in doubling.message and "remove Tautulli's webhook" in doubling.fix
@@ -20,60 +30,74 @@ def test_both_senders_of_one_server_within_minutes_are_a_doubling() -> None:
 def test_one_sender_alone_is_no_doubling() -> None:
     senders = Senders()
     for minute in range(10):
-        assert senders.saw("me", "plex", SERVER, minute * 60.0) is None
+        assert senders.saw("plex", FELINA, minute * 60.0) is None
 
 
 def test_a_switch_from_one_sender_to_the_other_is_no_doubling() -> None:
     senders = Senders()
-    senders.saw("me", "plex", SERVER, 0.0)
-    assert senders.saw("me", "tautulli", SERVER, TOGETHER_WITHIN + 1) is None
+    senders.saw("plex", FELINA, 0.0)
+    assert senders.saw("tautulli", FELINA, TOGETHER_WITHIN + 1) is None
 
 
-def test_two_servers_one_through_each_sender_are_no_doubling() -> None:
+def test_two_people_on_one_profile_watching_other_items_are_no_doubling() -> None:
     senders = Senders()
-    senders.saw("me", "plex", SERVER, 0.0)
-    assert senders.saw("me", "tautulli", "another-server", 60.0) is None
+    senders.saw("plex", FELINA, 0.0)
+    assert senders.saw("tautulli", replace(FELINA, item="81234", player="tv"), 60.0) is None
+
+
+def test_the_same_item_on_another_player_is_no_doubling() -> None:
+    senders = Senders()
+    senders.saw("plex", FELINA, 0.0)
+    assert senders.saw("tautulli", replace(FELINA, player="phone"), 60.0) is None
+
+
+def test_the_same_rating_key_on_another_server_is_no_doubling() -> None:
+    senders = Senders()
+    senders.saw("plex", FELINA, 0.0)
+    assert senders.saw("tautulli", replace(FELINA, server="another-server"), 60.0) is None
 
 
 def test_two_profiles_one_through_each_sender_are_no_doubling() -> None:
     senders = Senders()
-    senders.saw("me", "plex", SERVER, 0.0)
-    assert senders.saw("partner", "tautulli", SERVER, 60.0) is None
+    senders.saw("plex", FELINA, 0.0)
+    assert senders.saw("tautulli", replace(FELINA, profile="partner"), 60.0) is None
 
 
 def test_other_sources_are_never_a_doubling() -> None:
     senders = Senders()
-    senders.saw("me", "jellyfin", "jf", 0.0)
-    assert senders.saw("me", "emby", "jf", 60.0) is None
+    senders.saw("jellyfin", FELINA, 0.0)
+    assert senders.saw("emby", FELINA, 60.0) is None
 
 
-def test_a_sender_naming_no_server_matches_the_other_and_takes_its_name() -> None:
+def test_a_sender_naming_no_server_or_player_matches_and_the_named_server_is_kept() -> None:
     senders = Senders()
-    senders.saw("me", "plex", SERVER, 0.0)
-    doubling = senders.saw("me", "tautulli", "", 60.0)
+    senders.saw("plex", FELINA, 0.0)
+    doubling = senders.saw("tautulli", replace(FELINA, server="", player=""), 60.0)
     assert doubling is not None and doubling.server == SERVER
 
 
-def test_a_doubling_is_told_once_then_again_after_a_while() -> None:
+def test_each_doubled_viewing_is_reported_and_logged_once_in_a_while() -> None:
     senders = Senders()
-    senders.saw("me", "plex", SERVER, 0.0)
-    assert senders.saw("me", "tautulli", SERVER, 60.0) is not None
-    assert senders.saw("me", "plex", SERVER, 120.0) is None
-    later = 60.0 + TELL_AGAIN_AFTER
-    senders.saw("me", "tautulli", SERVER, later)
-    assert senders.saw("me", "plex", SERVER, later + 60) is not None
+    senders.saw("plex", FELINA, 0.0)
+    first = senders.saw("tautulli", FELINA, 60.0)
+    again = senders.saw("plex", FELINA, 120.0)
+    assert first is not None and again is first  # the notifier throttles the alert
+    assert senders.log_due(first, 60.0)
+    assert not senders.log_due(first, 120.0)
+    assert senders.log_due(first, 60.0 + LOG_AGAIN_AFTER)
 
 
 def test_the_status_shows_a_doubling_until_a_day_without_it() -> None:
     senders = Senders()
-    senders.saw("me", "plex", SERVER, 0.0)
-    senders.saw("me", "tautulli", SERVER, 60.0)
+    senders.saw("plex", FELINA, 0.0)
+    senders.saw("tautulli", FELINA, 60.0)
     assert [d.profile for d in senders.recent(60.0 + SHOWN_FOR - 1)] == ["me"]
     assert senders.recent(60.0 + SHOWN_FOR) == []
 
 
-def test_only_the_most_recently_seen_sightings_are_kept() -> None:
+def test_only_the_most_recently_reported_items_are_kept() -> None:
     senders = Senders()
     for n in range(KEPT + 5):
-        senders.saw(f"profile{n}", "plex", SERVER, float(n))
+        senders.saw("plex", replace(FELINA, item=str(n)), float(n))
     assert len(senders.last_seen) == KEPT
+    assert ("me", str(KEPT + 4)) in senders.last_seen

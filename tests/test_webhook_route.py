@@ -276,3 +276,22 @@ def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
     assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
     assert receiver.titles() == [DOUBLING_TITLE]
     assert "each viewing counts twice" in str(receiver.messages[0]["message"])
+
+
+def test_two_people_on_one_profile_one_through_each_sender_are_not_told(tmp_path: Path) -> None:
+    # The owner (Plex's webhook) and a friend (Tautulli) share a profile and watch other
+    # titles on the same server: nothing counts twice.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {family: {users: {plex: ['1'], tautulli: ['555']}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    friend = sample_json("tautulli", "watched_episode.json") | {"user_id": "555"}
+    friend["machine_id"] = "friends-tv"
+    owner = sample_bytes("plex", "movie_media_scrobble.json")
+    with AppThread(build_app(build_runtime(config))) as app:
+        assert httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=friend).status_code == 202
+        posted = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": owner})
+        assert posted.status_code == 202
+        assert httpx.get(f"{app.url}/api/status").json()["reported_twice"] == []

@@ -2,9 +2,10 @@
 
 Each of the two reports a viewing at its own completion point (Plex at 90 %, Tautulli at its
 "watched" percent), minutes apart: further apart than Trakt's and Serializd's duplicate windows,
-so one viewing counts twice. Both sending for one server and profile within TOGETHER_WITHIN of
-each other is that mistake; a switch from one sender to the other leaves a longer gap. Pure
-bookkeeping: the caller passes the time.
+so one viewing counts twice. Both reporting the same Plex item (its rating key) on the same
+player for one profile within TOGETHER_WITHIN is that mistake; two people on one profile, one
+through each sender, watch other items or on other players, and a switch from one sender to the
+other leaves a longer gap. Pure bookkeeping: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 PAIR = ("plex", "tautulli")  # two senders of one Plex server's plays
 TOGETHER_WITHIN = 15 * 60.0
 SHOWN_FOR = 24 * 3600.0  # a doubling not seen again for this long is over
-TELL_AGAIN_AFTER = 6 * 3600.0
-KEPT = 20  # (profile, source, server) sightings remembered; the least recently seen goes first
+LOG_AGAIN_AFTER = 6 * 3600.0
+KEPT = 50  # (profile, item) pairs remembered; the least recently reported goes first
 
 FIX = (
     "keep one of them for this server: remove Tautulli's webhook, or Plex's "
@@ -23,15 +24,25 @@ FIX = (
 )
 
 
+@dataclass(frozen=True)
+class Viewing:
+    """What a webhook of PAIR says is played: where, on what, which item."""
+
+    profile: str
+    server: str  # Plex's machine id ("" when the sender names none: it matches any)
+    player: str  # the player's machine id, the same in both senders ("": any)
+    item: str  # the Plex item's rating key, the same in both senders
+
+
 @dataclass
 class Doubling:
     """A profile getting one Plex server's plays from both Plex's and Tautulli's webhooks."""
 
     profile: str
-    server: str  # Plex's machine id, or "" when a sender named none
+    server: str
     first_at: float
     last_at: float
-    told_at: float | None = None
+    logged_at: float | None = None
     fix: str = FIX
 
     @property
@@ -45,45 +56,59 @@ class Doubling:
 
 @dataclass
 class Senders:
-    last_seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    # (profile, item) -> {(source, server, player): when last reported}; the most recently
+    # reported item last
+    last_seen: dict[tuple[str, str], dict[tuple[str, str, str], float]] = field(
+        default_factory=dict
+    )
     doublings: dict[tuple[str, str], Doubling] = field(default_factory=dict)
 
-    def saw(self, profile: str, source: str, server: str, now: float) -> Doubling | None:
-        """Note a webhook of `source` taken by `profile` about `server`; the doubling when
-        this one shows both senders at work and it is time to tell (first, or again)."""
-        if source not in PAIR:
+    def saw(self, source: str, viewing: Viewing, now: float) -> Doubling | None:
+        """Note a webhook of `source` about `viewing`; the doubling when the other sender
+        reported the same viewing lately (to alert of: the notifier throttles the reports)."""
+        if source not in PAIR or not viewing.item:
             return None
-        key = (profile, source, server)
-        self.last_seen.pop(key, None)
-        self.last_seen[key] = now  # last in the dict: the most recently seen
+        item = (viewing.profile, viewing.item)
+        reports = self.last_seen.pop(item, {})
+        self.last_seen[item] = reports
         while len(self.last_seen) > KEPT:
             del self.last_seen[next(iter(self.last_seen))]
+        reports[(source, viewing.server, viewing.player)] = now
         other = PAIR[1] if source == PAIR[0] else PAIR[0]
-        partner = self._together(profile, other, server, now)
+        partner = next(
+            (
+                server
+                for (seen_source, server, player), at in reports.items()
+                if seen_source == other
+                and now - at <= TOGETHER_WITHIN
+                and _same(server, viewing.server)
+                and _same(player, viewing.player)
+            ),
+            None,
+        )
         if partner is None:
             return None
-        # A sender that names no server matches any: keep the one that has a name.
-        doubling_key = (profile, server or partner)
-        doubling = self.doublings.get(doubling_key)
+        server = viewing.server or partner  # the one that names it
+        doubling = self.doublings.get((viewing.profile, server))
         if doubling is None:
-            doubling = self.doublings[doubling_key] = Doubling(profile, server or partner, now, now)
+            doubling = Doubling(viewing.profile, server, now, now)
+            self.doublings[(viewing.profile, server)] = doubling
         doubling.last_at = now
-        if doubling.told_at is not None and now - doubling.told_at < TELL_AGAIN_AFTER:
-            return None
-        doubling.told_at = now
         return doubling
+
+    def log_due(self, doubling: Doubling, now: float) -> bool:
+        """Whether the log should tell of `doubling` now (once per LOG_AGAIN_AFTER)."""
+        if doubling.logged_at is not None and now - doubling.logged_at < LOG_AGAIN_AFTER:
+            return False
+        doubling.logged_at = now
+        return True
 
     def recent(self, now: float) -> list[Doubling]:
         """The doublings seen in the last SHOWN_FOR, the most recently seen first."""
         shown = [d for d in self.doublings.values() if now - d.last_at < SHOWN_FOR]
         return sorted(shown, key=lambda d: -d.last_at)
 
-    def _together(self, profile: str, source: str, server: str, now: float) -> str | None:
-        """The server `source` reported for `profile` within TOGETHER_WITHIN that is (or may
-        be, one of them unnamed) `server`; None if none."""
-        for (seen_profile, seen_source, seen_server), at in self.last_seen.items():
-            if (seen_profile, seen_source) != (profile, source) or now - at > TOGETHER_WITHIN:
-                continue
-            if seen_server == server or not seen_server or not server:
-                return seen_server
-        return None
+
+def _same(one: str, other: str) -> bool:
+    """An unnamed server or player (a sender that leaves it out) matches any."""
+    return one == other or not one or not other

@@ -34,7 +34,7 @@ from watchbridge.playback import (
     marks_itself,
     session_key,
 )
-from watchbridge.senders import Doubling
+from watchbridge.senders import Doubling, Viewing
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
 
@@ -397,7 +397,8 @@ async def _webhook(
                 continue
             job = ingest_job(runtime, name, event, result.document)
             queued += await runtime.writer.write(job)
-            doubling = runtime.senders.saw(name, event.source, event.server, runtime.clock())
+            viewing = Viewing(name, event.server, event.player, event.item.source_key or "")
+            doubling = runtime.senders.saw(event.source, viewing, runtime.clock())
             if doubling is not None:
                 _tell_doubling(runtime, doubling)
     except (sqlite3.Error, StoreError) as exc:
@@ -444,12 +445,12 @@ DOUBLING_TITLE = "watchbridge counts viewings twice"
 
 
 def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
-    """Log and alert (`reported_twice`, after answering) that both Plex's and Tautulli's
-    webhooks report one server's plays to a profile."""
-    log.warning(
-        doubling.message,
-        extra={"profile": doubling.profile, "server": doubling.server, "fix": doubling.fix},
-    )
+    """Alert (`reported_twice`, after answering; throttled by the notifier) and log (once
+    in a while) that both Plex's and Tautulli's webhooks report one server's plays to a
+    profile."""
+    if runtime.senders.log_due(doubling, runtime.clock()):
+        extra = {"profile": doubling.profile, "server": doubling.server, "fix": doubling.fix}
+        log.warning(doubling.message, extra=extra)
     key = f"{doubling.profile}|{doubling.server}"
     body = f"{doubling.message}. What to do: {doubling.fix}."
     _after_answering(runtime.notifier.notify("reported_twice", DOUBLING_TITLE, body, key=key))
