@@ -364,6 +364,49 @@ async def test_a_sign_in_again_after_a_refused_refresh_resolves_its_alert(
     assert receiver.titles() == [ENDS_SOON_FOR_ME, f"Resolved: {ENDS_SOON_FOR_ME}"]
 
 
+async def test_a_rate_limit_alert_is_resolved_while_the_sign_in_ends(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(1, retry_after=2850, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    clock.advance(2851)
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert receiver.titles() == [PAUSED_FOR_ME, ENDS_SOON_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
+async def test_deliveries_pausing_when_a_refused_sign_in_runs_out_are_told(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # "Ends soon" was told twice (a day apart): the pause when it does end is its own alert,
+    # not a reminder that the throttle holds back for another day.
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(24 * 3600)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 600, "p1")], clock())
+    await drain(worker, runtime, clock, passes=1)
+    assert receiver.titles() == [ENDS_SOON_FOR_ME, ENDS_SOON_FOR_ME]
+    clock.advance(0.2 * TOKEN_LIFE - 24 * 3600 + 600)  # past the token's end
+    webhook(runtime, "movie_media_scrobble.json", ratingKey="2", title="Heat", year=1995)
+    await drain(worker, runtime, clock, passes=1)
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert receiver.titles()[-1] == PAUSED_FOR_ME
+
+
 async def test_a_live_status_skipped_as_too_late_does_not_end_a_lost_sign_in(
     runtime: Runtime,
     worker: DeliveryWorker,

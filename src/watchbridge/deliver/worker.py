@@ -202,6 +202,9 @@ def waiting_on(
 SERVICE_ROLE = "service"
 
 
+ENDING = ":ending"  # the `credentials` key of a sign-in that works but cannot be renewed
+
+
 def _told(reason: str) -> str:
     """A row's reason as an alert tells it: without our mark of a send that may have landed."""
     return reason.removeprefix(UNKNOWN_OUTCOME).removeprefix(": ")
@@ -652,12 +655,13 @@ class DeliveryWorker:
         for profile, reason in ending.items():  # flowing, but not for long: tell it now
             log.warning("sign-in ends soon", extra={"target": target.name, "reason": reason})
             title = f"watchbridge: {target.name} sign-in of profile {profile} ends soon"
-            await runtime.notifier.notify(
-                "credentials", title, reason, key=f"{target.name}:{profile}"
-            )
+            # Its own condition: the pause when the sign-in does end is a new alert, not a
+            # reminder of this one held back by its throttle.
+            key = f"{target.name}:{profile}{ENDING}"
+            await runtime.notifier.notify("credentials", title, reason, key=key)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
-        await self._accepted(runtime, target, delivered_for - held_for - set(ending))
+        await self._accepted(runtime, target, delivered_for - held_for, set(ending))
         for item, reason in dead:
             log.error(
                 "delivery gave up",
@@ -757,14 +761,21 @@ class DeliveryWorker:
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
-    async def _accepted(self, runtime: Runtime, target: Target, profiles: set[str]) -> None:
+    async def _accepted(
+        self, runtime: Runtime, target: Target, profiles: set[str], ending: set[str]
+    ) -> None:
         """These profiles' deliveries went through and none was held: their sign-in problems
-        are over, and an account limit once the rows it held are no longer waiting."""
+        are over (unless it is `ending`: it cannot be renewed), and an account limit once the
+        rows it held are no longer waiting."""
         for profile in profiles:
             message = f"{target.name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
             self._limited.pop(key, None)
-            await runtime.notifier.resolve("credentials", message, key=key)
+            if profile not in ending:
+                await runtime.notifier.resolve("credentials", message, key=key)
+                if runtime.notifier.raised("credentials", key + ENDING):
+                    renewed = f"{target.name} sign-in of profile {profile} is renewed"
+                    await runtime.notifier.resolve("credentials", renewed, key=key + ENDING)
             if runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
                 await runtime.notifier.resolve("service_unreachable", message, key=key)
             if not runtime.notifier.raised("account_limit", key):
