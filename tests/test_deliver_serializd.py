@@ -705,3 +705,20 @@ async def test_a_rating_sent_to_the_profiles_previous_account_goes_to_its_new_on
             await target.aclose()
     assert [r.rating for r in fake.diary()] == [to_serializd(80)]  # alice's
     assert [r.rating for r in fake.diary(bob)] == [to_serializd(80)]
+
+
+async def test_a_rating_queued_while_serializd_is_paused_does_not_undo_a_newer_one_there(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    clock.now = fake.now()
+    enqueue(runtime, "rating", episode(3), clock() - 60, rating=70)
+    fake.fail_next(1, 503, headers={"Retry-After": "1800"}, route=f"POST {REVIEWS_ADD}")
+    await drain(worker, runtime, clock, passes=1)
+    assert "serializd" in worker.holds
+    enqueue(runtime, "rating", episode(4), clock(), rating=60)  # 3 stars in Plex meanwhile
+    await drain(worker, runtime, clock, passes=5, step=60)
+    fake.advance(300)
+    fake.log_entry(None, SHOW, 1, 4, rating=9, is_log=False)  # then 4.5 on serializd.com
+    await drain(worker, runtime, clock, passes=40, step=60)
+    assert runtime.store.outbox_counts()["pending"] == 0
+    assert [e.rating for e in fake.diary() if e.episode_number == 4] == [9]

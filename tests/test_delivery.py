@@ -2552,6 +2552,35 @@ async def test_a_rating_given_on_trakt_after_its_ratings_were_read_is_not_undone
     assert [r.rating for r in trakt.ratings()] == [5]
 
 
+async def test_a_rating_queued_while_trakt_is_paused_does_not_undo_a_newer_one_on_trakt(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A play meets Trakt's firewall (403 without a request id): Trakt is paused 10 minutes,
+    # and nothing queued meanwhile is tried (no attempt, no error on the row).
+    runtime.store.enqueue([_late_play(HEAT, clock() - 60, "p1")], clock())
+    trakt.fail_next(1, 403, body="<html>blocked</html>")
+    await worker.pass_once(runtime)
+    assert "trakt" in worker.holds
+    runtime.store.enqueue([rating_row(clock, "Arrival", "tt2543164", "r1", 80)], clock())
+    await drain(worker, runtime, clock, passes=3, step=60)
+    # The user then settles on 6 in Trakt's app (the block is the home server's only).
+    movie = next(m for m in trakt.movies if m.title == "Arrival")
+    rated = datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    trakt.user.ratings[key_of(movie)] = Rating(movie, 6, rated)
+    await drain(worker, runtime, clock, passes=15, step=60)
+    assert runtime.store.outbox_counts()["pending"] == 0
+    assert [r.rating for r in trakt.ratings()] == [6]
+
+
+async def test_a_rating_sent_at_once_asks_trakt_for_nothing_first(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    runtime.store.enqueue([rating_row(clock, "Arrival", "tt2543164", "r1", 80)], clock())
+    await drain(worker, runtime, clock, passes=1)
+    assert [r.rating for r in trakt.ratings()] == [8]
+    assert trakt.count("GET", "/sync/ratings/movies") == 0
+
+
 async def test_a_links_rating_that_waited_still_rates_over_the_rating_its_plan_read(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -320,6 +320,9 @@ def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[
     return holds
 
 
+WAITED_AFTER = 60.0  # seconds queued that make a webhook's row one that waited (OutboxItem)
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     """One action for one target, as the delivery worker sees it."""
@@ -343,6 +346,15 @@ class OutboxItem:
     def may_have_landed(self) -> bool:
         """Whether an earlier send of this row may have landed (it carries UNKNOWN_OUTCOME)."""
         return (self.last_error or "").startswith(UNKNOWN_OUTCOME)
+
+    def waited(self, now: float) -> bool:
+        """Whether this row waited: tried before, or a webhook's row queued over WAITED_AFTER
+        ago (a paused target claims nothing). What it sets may have been changed on the
+        target meanwhile. A link's rows wait behind the link's own backlog, planned on a read of
+        the target, and are not counted (each check of theirs would cost a read)."""
+        if self.attempts or self.last_error:
+            return True
+        return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
     def describe(self) -> str:
         """The item, as people name it: "Breaking Bad S05E16", "Heat (1995)"."""

@@ -220,7 +220,7 @@ class PlexTarget:
                 return await self._play(person, str(key), rating_keys, entry.get("watched_at"), at)
             stars = None if value is None else ratings.to_ten_halves(value)
             since = ratings.overtaken_after(at, row.created_at)
-            if row.attempts or row.last_error:  # it waited: the user may have rated since
+            if row.waited(self.clock()):  # the user may have rated it since
                 found = await self.client.details(rating_keys, person.token)
                 if _rated_since(found, stars, since + self.client.clock_skew):
                     return Skipped("Plex holds a newer rating of it, given while this one waited")

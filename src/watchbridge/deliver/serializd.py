@@ -439,7 +439,7 @@ class SerializdTarget:
                 return Delivered("already rated on Serializd")
         # Our own send that landed unanswered is found above, not taken for a newer rating.
         since = ratings.overtaken_after(at, row.created_at)
-        if (row.attempts or row.last_error) and await self._rated_since(ledger, place, since, key):
+        if row.waited(self.clock()) and await self._rated_since(ledger, place, since, key):
             return Skipped("a newer rating was given on Serializd since")
         await self._add(ledger, row, place, at, rating=value, rewatch=False, into=(RATINGS, key))
         return Delivered("rated")

@@ -634,10 +634,11 @@ class TraktTarget:
         return await self._rating_writes(rows, rate, "rated")
 
     async def _rated_since(self, profile: str, rows: Sequence[Row]) -> list[Row]:
-        """The rating changes among `rows` that waited (an outage, a sign-in to renew) whose
+        """The rating changes among `rows` that waited (an outage, a pause, a sign-in) whose
         item the user rated on Trakt after them: sent, they would undo that (Trakt keeps the
         last rating written, whatever its date). One read per kind of item, for those only."""
-        waited = [r for r in rows if r.outbox.attempts or r.outbox.last_error]
+        now = self.clock()
+        waited = [r for r in rows if r.outbox.waited(now)]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
         tried = max((r.outbox.updated_at for r in waited), default=0.0)
         entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
