@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sqlite3
+import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
@@ -960,3 +963,46 @@ def test_book_owes_a_recovery_whose_lease_ran_out() -> None:
 )
 def test_spans_read_as_at_most_two_units(seconds: float, text: str) -> None:
     assert format_span(seconds) == text
+
+
+@pytest.fixture
+def hanging_host() -> Iterator[int]:
+    """A notification host that takes connections and never answers (a firewall that drops,
+    a switched-off box behind a proxy): its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+async def test_failed_alerts_sent_again_to_a_hanging_host_do_not_hold_up_the_caller(
+    hanging_host: int,
+) -> None:
+    # The delivery worker reports and resolves between batches: waiting out each owed
+    # alert's timeout there held every play back by seconds, once a minute.
+    clock = FakeClock()
+    config = AlertsConfig(urls=[Secret(f"json://127.0.0.1:{hanging_host}/hook")])
+    notifier = Notifier(config, clock=clock, timeout=0.5)
+    for key in ("plex:unauthorized", "jellyfin:unauthorized"):
+        await notifier.notify("webhook_rejects", "refusing webhooks", "body", key=key)
+    assert notifier.unsent("webhook_rejects", "plex:unauthorized")
+    clock.advance(HOUR)  # both due to be sent again
+    started = time.monotonic()
+    await notifier.resolve("credentials", "flowing again", key="trakt:me")
+    assert time.monotonic() - started < 0.3
+    await notifier.resent()  # tried again meanwhile, in the background: still owed
+    assert notifier.unsent("webhook_rejects", "plex:unauthorized")

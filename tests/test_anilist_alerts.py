@@ -173,7 +173,8 @@ async def test_an_expiry_alert_that_went_out_late_with_another_alert_is_not_sent
         await check_anilist_tokens(runtime)  # the alert channel is down
         runtime.clock.advance(120)
         await runtime.notifier.notify("sync_failing", "link failing", "body", key="ts")
+        await runtime.notifier.resent()  # the failed one goes out beside it
         for _ in range(3):  # hourly checks, past the throttle window
             runtime.clock.advance(3600)
             await check_anilist_tokens(runtime)
-    assert ["expires soon" in title for title in receiver.titles()] == [True, False]
+    assert sorted("expires soon" in title for title in receiver.titles()) == [False, True]

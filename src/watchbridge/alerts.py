@@ -482,6 +482,7 @@ class Notifier:
         self._conditions = Conditions(self._book)
         # Failed alerts by condition: when they failed, their title and body (see notify).
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
+        self._resending: asyncio.Task[None] | None = None  # see _send_unsent_soon
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
 
     def mask_also(self, secrets: Iterable[str]) -> None:
@@ -502,7 +503,10 @@ class Notifier:
 
     def forget_store(self) -> None:
         """Stop using the store, before it closes: waits for an update or reload under way
-        (one database call at most). Later decisions stay in this process's memory."""
+        (one database call at most). Later decisions stay in this process's memory. Failed
+        alerts being sent again are left to the next start (the store keeps them)."""
+        if self._resending is not None:
+            self._resending.cancel()
         self._conditions.close()
 
     @property
@@ -520,8 +524,7 @@ class Notifier:
         unless `retry_failed` is False (the caller keeps what it owes and reports it again)."""
         if not self.config.wants(kind) or not self._can_send(kind):
             return self._count(kind, DISABLED)
-        if self._unsent:
-            await self.send_unsent(skip=(kind, key))
+        self._send_unsent_soon(skip=(kind, key))
         return await self._notify(kind, title, body, key, retry_failed)
 
     def would_send(self, kind: str, key: str = "") -> bool:
@@ -572,6 +575,22 @@ class Notifier:
             entry = self._unsent.pop((kind, key), None)
             if entry is not None:  # not sent meanwhile by a concurrent call
                 await self._notify(kind, entry[1], entry[2], key)
+
+    def _send_unsent_soon(self, skip: tuple[str, str] | None = None) -> None:
+        """`send_unsent` in the background, one at a time: a notification host that hangs
+        (each URL waits out its timeout) must not hold up the delivery or webhook that
+        reported something else."""
+        if not self._unsent or (self._resending is not None and not self._resending.done()):
+            return
+        now = self._clock()
+        if all(now - failed_at < self._book.backoff for failed_at, _, _ in self._unsent.values()):
+            return  # none due: no task
+        self._resending = asyncio.get_running_loop().create_task(self.send_unsent(skip))
+
+    async def resent(self) -> None:
+        """Wait for the failed alerts being sent again in the background, if any."""
+        if self._resending is not None:
+            await asyncio.wait({self._resending})
 
     @property
     def retry_wait(self) -> float:
@@ -632,8 +651,7 @@ class Notifier:
         Only a condition this process's snapshot (reloaded first when older than RELOAD_EVERY)
         has open is decided in the store: the one process that closes it there sends."""
         self._unsent.pop((kind, key), None)  # over before its failed alert went out: moot
-        if self._unsent:
-            await self.send_unsent()
+        self._send_unsent_soon()
         if not self.enabled or not self.config.wants(kind):
             return NOT_RAISED
         now = self._clock()
