@@ -939,6 +939,37 @@ profiles:
         again.close()
 
 
+async def test_rows_of_a_removed_last_service_are_told_of_by_the_running_worker(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    tmp_path: Path,
+) -> None:
+    # Plex -> Trakt only, then Trakt removed: the service runs no target loop at all.
+    webhook(runtime, "movie_media_scrobble.json")
+    await close_targets(worker)
+    runtime.close()
+    without_trakt = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+profiles:
+  me: {{users: {{plex: ["1"]}}}}
+"""
+    again = build_runtime(parse_config(without_trakt, Path("watchbridge.yaml"), {}), clock=clock)
+    again.open()
+    stop = asyncio.Event()
+    restarted = worker_for(again)
+    running = asyncio.create_task(restarted.run(again, stop))
+    try:
+        await until(lambda: any("gave up" in t for t in receiver.titles()))
+        assert again.store.outbox_counts()["dead"] == 1
+    finally:
+        stop.set()
+        await running
+        again.close()
+
+
 async def test_an_unmatched_play_is_listed_with_the_json_the_server_sent(
     runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
 ) -> None:

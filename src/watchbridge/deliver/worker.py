@@ -420,8 +420,18 @@ class DeliveryWorker:
             async with asyncio.TaskGroup() as loops:
                 for name in self.targets:
                     loops.create_task(self._target_loop(runtime, name, stop))
+                if not self.targets:
+                    loops.create_task(self._dead_letters_loop(runtime, stop))
         except ExceptionGroup as crashed:
             raise crashed.exceptions[0] from None
+
+    async def _dead_letters_loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        """Without any target (the last service removed from the config, its rows given up at
+        the start), no pass tells of dead letters: tell of them, and of their handling, here."""
+        while not stop.is_set():
+            async with self._telling:
+                await self._tell_dead_letters(runtime)
+            await self._sleep(asyncio.Event(), UNTOLD_LOOK_EVERY, stop)
 
     async def _target_loop(self, runtime: Runtime, name: str, stop: asyncio.Event) -> None:
         """One target's deliveries, beside the others': a slow one (Serializd's 2 requests/s
