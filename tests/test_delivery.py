@@ -1062,6 +1062,18 @@ HEAT_BY_TMDB = MediaRef("movie", Ids(tmdb="949"), title="Heat", year=1995)  # as
 HEAT_FROM_PLEX = MediaRef("movie", Ids(imdb="tt0113277", tmdb="949"), title="Heat", year=1995)
 
 
+async def test_a_lost_live_stop_is_not_played_twice_when_our_clock_runs_ahead_of_trakts(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # This host's clock runs 3 minutes fast (a NAS between NTP syncs): Trakt dates the stop
+    # that landed unanswered by its own clock, minutes before our time of the play.
+    trakt.advance(clock() - trakt.now() - 180)
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
+    await drain(worker, runtime, clock, passes=3, step=60)
+    assert len(trakt.history()) == 1
+
+
 async def test_a_stop_while_a_write_is_in_flight_spends_no_attempt_of_its_rows(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

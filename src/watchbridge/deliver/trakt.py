@@ -82,9 +82,15 @@ def _an_earlier_viewing(result: ScrobbleResult, row: Row) -> bool:
     viewing's least length, and it absorbs a server clock some minutes off Trakt's."""
     if not result.duplicate or result.recorded_at is None:
         return False
+    return result.recorded_at < row.at - _viewing_margin(row)
+
+
+def _viewing_margin(row: Row) -> float:
+    """How long before a play Trakt may have dated this very viewing: its least length (an
+    earlier play of the item is another viewing), which absorbs our clock minutes ahead of
+    Trakt's (it dates a live stop by its own clock)."""
     duration = row.payload.get("duration")
-    margin = shortest_viewing(float(duration) if isinstance(duration, int | float) else None)
-    return result.recorded_at < row.at - margin
+    return shortest_viewing(float(duration) if isinstance(duration, int | float) else None)
 
 
 def _may_have_landed(exc: Unavailable) -> Outcome:
@@ -787,7 +793,7 @@ class TraktTarget:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
         # A live stop is stamped when it was sent, up to delivery.late_after after the play.
         late = self.config.late_after
-        start = min(r.at for r in rows) - 120
+        start = min(r.at - max(120, _viewing_margin(r)) for r in rows)
         end = max(r.at for r in rows) + late + 120
         entries: list[dict[str, Any]] = []
         for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
@@ -797,7 +803,9 @@ class TraktTarget:
             for row in rows
             if any(
                 history_entry_is(entry, row.item)
-                and -120 <= parse_iso(entry["watched_at"]) - row.at <= late + 120
+                and -max(120, _viewing_margin(row))
+                <= parse_iso(entry["watched_at"]) - row.at
+                <= late + 120
                 for entry in entries
             )
         ]
