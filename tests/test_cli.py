@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -939,3 +940,38 @@ def test_status_says_what_holds_deliveries_back(tmp_path: Path) -> None:
         "held:          trakt/me: 1 waiting, next try 1970-01-01 00:00:02 UTC: run `watchbridge"
         in (result.stdout)
     )
+
+
+def test_deadletters_on_a_full_disk_say_so_without_a_traceback(tmp_path: Path) -> None:
+    # The service keeps the database open (its -wal and -shm files exist); the disk then
+    # fills up: this process may not grow any file (RLIMIT_FSIZE), as on a full disk.
+    path = dead_letter(tmp_path)
+    holder = sqlite3.connect(tmp_path / "watchbridge.db", isolation_level=None)
+    holder.execute("SELECT count(*) FROM outbox").fetchone()
+
+    def no_room() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails (EFBIG) instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "watchbridge",
+                "deadletters",
+                "retry",
+                "1",
+                "--config",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=no_room,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: the database (storage.path) could not be written")
+    assert "check the disk that holds it" in result.stderr

@@ -33,7 +33,14 @@ from watchbridge.config import (
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
-from watchbridge.store import OutboxItem, Store, StoreStatus, backup_path, locked_by_another
+from watchbridge.store import (
+    OutboxItem,
+    Store,
+    StoreStatus,
+    backup_path,
+    locked_by_another,
+    storage_fault,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -1309,6 +1316,13 @@ def main(argv: list[str] | None = None) -> None:
                 "error: the database (storage.path) stayed locked by another watchbridge "
                 "writing to it (the service or a sync) for longer than storage.busy_timeout: "
                 "nothing was changed; try again in a minute",
+                err=True,
+            )
+            sys.exit(1)
+        if isinstance(exc, sqlite3.DatabaseError) and storage_fault(exc):
+            click.echo(
+                f"error: the database (storage.path) could not be written or read ({exc}): "
+                "the command stopped; check the disk that holds it (full? read-only? failing?)",
                 err=True,
             )
             sys.exit(1)

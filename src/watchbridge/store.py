@@ -897,7 +897,7 @@ def locked_by_another(exc: BaseException) -> bool:
     )
 
 
-def _storage_fault(exc: sqlite3.DatabaseError) -> bool:
+def storage_fault(exc: sqlite3.DatabaseError) -> bool:
     """The database or its disk failed (locked, full, read-only, damaged), not our SQL."""
     return not isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError)
 
@@ -1085,7 +1085,7 @@ class Store:
                     raise
                 self._commit()
             except sqlite3.DatabaseError as exc:
-                if _storage_fault(exc):
+                if storage_fault(exc):
                     self.write_error = str(exc)
                 raise
             # Only a transaction that wrote something proves the store takes writes again.
@@ -1206,7 +1206,7 @@ class Store:
             except Exception as exc:
                 conn.execute("ROLLBACK TO SAVEPOINT job")
                 results.append(exc)
-                if isinstance(exc, sqlite3.DatabaseError) and _storage_fault(exc):
+                if isinstance(exc, sqlite3.DatabaseError) and storage_fault(exc):
                     self.write_error = str(exc)  # a damaged page fails each job alone
             conn.execute("RELEASE SAVEPOINT job")
         return results
