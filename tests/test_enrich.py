@@ -1069,11 +1069,13 @@ async def test_an_episode_placed_by_its_numbers_shows_as_watching(
 
 
 def queue_for_trakt(runtime: Runtime, action: str, at: float, **extra: Any) -> None:
-    """A link's row for Breaking Bad S05E14 (its own TVDB, IMDb and TMDB ids, the show's)."""
+    """A row for Breaking Bad S05E14 (its own TVDB, IMDb and TMDB ids, the show's), queued
+    now."""
     item = replace(jellyfin_episode(), show_ids=Ids(tvdb="81189", tmdb="1396"))
     payload = {"item": ref_to_dict(item), "at": at, "source": "jellyfin", **extra}
     order = ordering_key("me", "trakt", item.key(), action)
-    runtime.store.enqueue([NewOutboxRow("trakt", "me", action, payload, order, action)], at)
+    row = NewOutboxRow("trakt", "me", action, payload, order, action)
+    runtime.store.enqueue([row], runtime.clock())
 
 
 async def test_a_rating_of_an_episode_trakt_lost_the_tvdb_id_of_goes_by_its_numbers(
