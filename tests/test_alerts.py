@@ -333,8 +333,9 @@ async def test_a_failed_one_off_alert_goes_out_with_the_next_alert(
 
     clock.advance(60)
     await notifier.notify("credentials", "Trakt login rejected", "body", key="trakt")
+    await notifier.resent()  # beside it, in the background
 
-    assert titles(receiver) == ["a trakt delivery gave up", "Trakt login rejected"]
+    assert sorted(titles(receiver)) == ["Trakt login rejected", "a trakt delivery gave up"]
 
 
 async def test_a_failed_recovery_is_sent_by_a_resolve_after_a_minute(
