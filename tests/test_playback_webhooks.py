@@ -3,7 +3,10 @@ outbox rows they leave (tests/playback_rig.py)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,9 @@ from tests.playback_rig import (
     running_rig,
     tautulli,
 )
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted
+from watchbridge.playback import earlier_keys
 
 # --------------------------------------------------------------------------- rewatches whose
 # start never arrived (no server retries a webhook; watchbridge may be restarting)
@@ -777,3 +783,73 @@ def test_a_viewing_resumed_where_it_was_left_after_another_room_watched_it_is_a_
         rig.post("tautulli", tautulli_at(95, "watched", "bedroom"))
         rig.post("tautulli", tautulli_at(100, "stop", "bedroom"))
         assert len(rig.plays()) == 2
+
+
+def two_part(part: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Part `part` of a two-part episode (S05E12/E13) as Jellyfin's TMDB metadata often has
+    it: each part its own TVDB and TMDB ids, both one IMDb id."""
+    return body | {
+        "EpisodeNumber": 11 + part,
+        "ItemId": f"d7d2a91e4b3f4e6a8d0b1c2e3f4a5b{part:02d}",
+        "Provider_tvdb": str(1000 + part),
+        "Provider_tmdb": str(2000 + part),
+        "Provider_imdb": "tt1205438",
+        "Name": f"Two-parter ({part})",
+    }
+
+
+def test_a_season_marked_played_counts_both_parts_of_a_two_part_episode(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        for part in (1, 2):
+            rig.post("jellyfin", two_part(part, jellyfin_toggle_played(True) | {"PlayCount": 1}))
+        assert len(rig.plays()) == 2
+
+
+def test_both_parts_of_a_two_part_episode_watched_with_auto_play_next_are_two_plays(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", two_part(1, jellyfin("playback_start_episode.json")))
+        rig.advance(45 * 60)
+        rig.post("jellyfin", two_part(2, jellyfin("playback_start_episode.json")))
+        rig.post("jellyfin", two_part(1, jellyfin("playback_stop_episode_completed.json")))
+        for percent in range(10, 95, 10):
+            rig.advance(4 * 60)
+            rig.post("jellyfin", two_part(2, jellyfin_progress(percent)))
+        rig.advance(3 * 60)
+        rig.post("jellyfin", two_part(2, jellyfin("playback_stop_episode_completed.json")))
+        assert len(rig.plays()) == 2
+
+
+IMDB_ONLY = {"Provider_tvdb": None, "Provider_tmdb": None}  # an episode named by IMDb alone
+
+
+def as_an_earlier_release_kept_them(rig: Rig, *bodies: dict[str, Any]) -> None:
+    """Move the sessions of these webhooks' events to the keys releases before 2026-11-26
+    gave them (an IMDb-named episode's key had no numbers)."""
+    with sqlite3.connect(rig.db) as conn:
+        for body in bodies:
+            parsed = parse("jellyfin", json.dumps(body).encode(), "application/json")
+            assert isinstance(parsed, Accepted)
+            for new, earlier in earlier_keys(parsed.events[0]).items():
+                conn.execute("UPDATE playback_sessions SET key = ? WHERE key = ?", (earlier, new))
+
+
+def test_a_season_remark_of_an_episode_an_earlier_release_saw_watched_is_no_new_play(
+    tmp_path: Path,
+) -> None:
+    with running_rig(tmp_path) as rig:
+        start = jellyfin("playback_start_episode.json", **IMDB_ONLY)
+        stop = jellyfin("playback_stop_episode_completed.json", **IMDB_ONLY)
+        rig.post("jellyfin", start)
+        rig.advance(48 * 60)
+        rig.post("jellyfin", stop)
+        as_an_earlier_release_kept_them(rig, start, stop)
+        days_later(rig, 10)
+        mark = jellyfin(
+            "playback_stop_episode_completed.json",
+            **IMDB_ONLY,
+            **{k: v for k, v in jellyfin_toggle_played(True).items() if k not in IMDB_ONLY},
+        )
+        rig.post("jellyfin", mark | {"PlayCount": 3})
+        assert len(rig.plays()) == 1

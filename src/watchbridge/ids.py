@@ -70,11 +70,10 @@ class IdCache(Protocol):
 def lookups(item: MediaRef) -> list[tuple[str, str, str]]:
     """(id_type, id, type) searches worth trying for an item, strongest first."""
     kind = "episode" if item.kind == "episode" else item.kind
-    return [
-        (name, str(value), kind)
-        for name in ("imdb", "tmdb", "tvdb")
-        if (value := getattr(item.ids, name))
-    ]
+    # One IMDb id may name both parts of a two-part episode: an episode's own TMDB or TVDB
+    # id is asked first.
+    order = ("tmdb", "tvdb", "imdb") if item.kind == "episode" else ("imdb", "tmdb", "tvdb")
+    return [(name, str(value), kind) for name in order if (value := getattr(item.ids, name))]
 
 
 def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:

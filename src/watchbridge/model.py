@@ -86,10 +86,22 @@ class MediaRef:
             return f"season:{name}:{value}:s{self.season}"
         if self.ids:
             name, value = next(iter(self.ids.present().items()))
+            if self.kind == "episode" and name == "imdb" and numbered:
+                # One IMDb id may name both parts of a two-part episode (or its whole series).
+                return f"episode:imdb:{value}:{self._numbers()}"
             return f"{self.kind}:{name}:{value}"
         if self.kind == "episode":
             return f"episode:title:{self.show_title}:{self._numbers()}"
         return f"{self.kind}:title:{self.title}:{self.year}"
+
+    def earlier_key(self) -> str | None:
+        """The key releases before 2026-11-26 gave this item, where it differs (an episode
+        named by its IMDb id had no numbers in it): what they recorded is found under it."""
+        numbered = self.season is not None or self.absolute is not None
+        if self.kind != "episode" or not numbered or self.show_ids or not self.ids:
+            return None
+        name, value = next(iter(self.ids.present().items()))
+        return f"episode:imdb:{value}" if name == "imdb" else None
 
     def _numbers(self) -> str:
         # The absolute number only where it is all there is: every other key stays as it was,

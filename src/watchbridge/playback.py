@@ -78,10 +78,14 @@ class Intent:
 def session_key(event: MediaEvent) -> str:
     """The session an event belongs to: its playback on its player, or for a manual mark that
     names no player the item's marks, where completed viewings are recorded too."""
+    return _session_key(event, event.item.key())
+
+
+def _session_key(event: MediaEvent, item_key: str) -> str:
     if marks_itself(event):
-        return _marks_key(event)
+        return _marks_key(event, item_key)
     account = event.account.id or event.account.name or ""
-    return _key([event.source, event.server, account, event.player, event.item.key()])
+    return _key([event.source, event.server, account, event.player, item_key])
 
 
 def completion_key(event: MediaEvent) -> str | None:
@@ -90,7 +94,20 @@ def completion_key(event: MediaEvent) -> str | None:
     the end), a re-mark after it began again is not taken for one of a viewing counted
     already, and another player finishing the viewing counts it once. None for marks of the
     marks session itself."""
-    return None if marks_itself(event) else _marks_key(event)
+    return None if marks_itself(event) else _marks_key(event, event.item.key())
+
+
+def earlier_keys(event: MediaEvent) -> dict[str, str]:
+    """This event's session keys (`session_key`, `completion_key`) as a release before an
+    item's key changed made them (MediaRef.earlier_key), where they differ: the sessions it
+    recorded are looked for there too. Marks are kept a year: drop this after 2027-11."""
+    earlier = event.item.earlier_key()
+    if earlier is None:
+        return {}
+    keys = {session_key(event): _session_key(event, earlier)}
+    if (completion := completion_key(event)) is not None:
+        keys[completion] = _marks_key(event, earlier)
+    return keys
 
 
 def marks_itself(event: MediaEvent) -> bool:
@@ -98,9 +115,9 @@ def marks_itself(event: MediaEvent) -> bool:
     return event.action in ("played", "unplayed") and not event.player
 
 
-def _marks_key(event: MediaEvent) -> str:
+def _marks_key(event: MediaEvent, item_key: str) -> str:
     account = event.account.id or event.account.name or ""
-    return _key(["marks", event.source, event.server, account, event.item.key()])
+    return _key(["marks", event.source, event.server, account, item_key])
 
 
 def _key(parts: list[str]) -> str:

@@ -474,6 +474,8 @@ class IngestJob:
     completion_key: str | None = None
     # `session_key` is the item's marks session (a mark naming no player): kept long.
     marks: bool = False
+    # Where an earlier release kept these sessions, by key (playback.earlier_keys).
+    earlier_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -620,12 +622,15 @@ class IngestWriter:
             group.inserted.set()
 
 
-def _session(conn: sqlite3.Connection, key: str) -> Session | None:
+def _session(conn: sqlite3.Connection, key: str, earlier: str | None = None) -> Session | None:
+    """The session `key`, or the one an earlier release kept under `earlier` (as `key`)."""
     found = conn.execute("SELECT * FROM playback_sessions WHERE key = ?", (key,)).fetchone()
+    if found is None and earlier is not None:
+        found = conn.execute("SELECT * FROM playback_sessions WHERE key = ?", (earlier,)).fetchone()
     if found is None:
         return None
     return Session(
-        found["key"],
+        key,
         found["state"],
         found["progress"],
         found["generation"],
@@ -1212,8 +1217,13 @@ class Store:
         return results
 
     def _ingest_one(self, conn: sqlite3.Connection, job: IngestJob) -> int:
-        current = _session(conn, job.session_key)
-        marks = _session(conn, job.completion_key) if job.completion_key else None
+        earlier = job.earlier_keys
+        current = _session(conn, job.session_key, earlier.get(job.session_key))
+        marks = (
+            _session(conn, job.completion_key, earlier.get(job.completion_key))
+            if job.completion_key
+            else None
+        )
         session, rows = job.decide(current, marks)
         if session is not None and session != current:
             _save_session(conn, session, job.profile, job.marks)

@@ -31,6 +31,7 @@ from watchbridge.playback import (
     Session,
     completion_key,
     decide,
+    earlier_keys,
     marks_itself,
     session_key,
 )
@@ -492,6 +493,7 @@ def ingest_job(
         session_key=session_key(event),
         completion_key=completion_key(event),
         marks=marks_itself(event),
+        earlier_keys=earlier_keys(event),
         decide=plan,
         document=document,
     )

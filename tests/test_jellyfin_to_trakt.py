@@ -1,0 +1,76 @@
+"""Jellyfin webhooks through the running app to the fake Trakt: what Trakt ends up holding."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt
+from tests.ingest_samples import sample_json
+from watchbridge.config import parse_config
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "jellyfin-to-trakt-secret"
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    return fake
+
+
+@pytest.fixture
+def webhook_url(tmp_path: Path, trakt: FakeTrakt) -> Iterator[str]:
+    config = parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{jellyfin: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    with AppThread(build_app(runtime)) as app:
+        sign_in_trakt(runtime.store, trakt, now=time.time())
+        yield f"{app.url}/webhooks/jellyfin/{SECRET}"
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert check()
+
+
+def test_part_two_of_a_two_part_episode_sharing_an_imdb_id_is_scrobbled_as_itself(
+    webhook_url: str, trakt: FakeTrakt
+) -> None:
+    # Jellyfin's TMDB metadata: no TVDB id, and one IMDb id for both parts.
+    show = trakt.add_show("Doctor Who", 2005, tvdb=78804, tmdb=57243, imdb="tt0436992")
+    trakt.add_episode(show, 4, 17, title="The End of Time (1)", imdb="tt1533581", tmdb=1000417)
+    trakt.add_episode(show, 4, 18, title="The End of Time (2)", imdb="tt1533581", tmdb=1000418)
+    body = sample_json("jellyfin", "playback_stop_episode_completed.json") | {
+        "Name": "The End of Time (2)",
+        "SeriesName": "Doctor Who",
+        "Year": 2005,
+        "SeasonNumber": 4,
+        "EpisodeNumber": 18,
+        "Provider_imdb": "tt1533581",
+        "Provider_tmdb": "1000418",
+    }
+    del body["Provider_tvdb"]
+    assert httpx.post(webhook_url, json=body).status_code == 202
+    wait_for(lambda: len(trakt.history()) == 1)
+    (entry,) = trakt.history()
+    assert (entry.item.season, entry.item.number) == (4, 18)
