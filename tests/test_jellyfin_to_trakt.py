@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import sample_json
 from watchbridge.config import parse_config
@@ -74,3 +74,18 @@ def test_part_two_of_a_two_part_episode_sharing_an_imdb_id_is_scrobbled_as_itsel
     wait_for(lambda: len(trakt.history()) == 1)
     (entry,) = trakt.history()
     assert (entry.item.season, entry.item.number) == (4, 18)
+
+
+def test_a_favourite_in_jellyfin_does_not_set_back_a_rating_changed_on_trakt(
+    webhook_url: str, trakt: FakeTrakt
+) -> None:
+    arrival = trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    rated = sample_json("jellyfin", "user_data_saved_update_rating_movie.json") | {"Rating": 8}
+    assert httpx.post(webhook_url, json=rated).status_code == 202
+    wait_for(lambda: [r.rating for r in trakt.ratings()] == [8])
+    trakt.user.ratings[key_of(arrival)] = Rating(arrival, 6, iso(trakt.now()))  # on trakt.tv
+    time.sleep(1.1)  # a later second: not the same change sent twice
+    favourite = rated | {"Favorite": True}  # Jellyfin sends the stored 8 with it
+    assert httpx.post(webhook_url, json=favourite).status_code == 202
+    time.sleep(1.5)  # what the worker would have sent by now
+    assert [r.rating for r in trakt.ratings()] == [6]

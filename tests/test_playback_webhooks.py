@@ -853,3 +853,56 @@ def test_a_season_remark_of_an_episode_an_earlier_release_saw_watched_is_no_new_
         )
         rig.post("jellyfin", mark | {"PlayCount": 3})
         assert len(rig.plays()) == 1
+
+
+# --------------------------------------------------------------------------- ratings that
+# Jellyfin and Emby send again (a favourite or like saves the item's stored rating with it)
+
+
+def jellyfin_rating(rating: int, **fields: Any) -> dict[str, Any]:
+    return jellyfin("user_data_saved_update_rating_movie.json", Rating=rating, **fields)
+
+
+def ratings_queued(rig: Rig) -> list[int]:
+    return [r["payload"]["rating"] for r in rig.rows() if r["action"] == "rating"]
+
+
+def test_a_jellyfin_rating_sent_again_with_a_favourite_is_no_new_rating(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin_rating(8))
+        rig.advance(3 * 24 * HOUR)
+        rig.post("jellyfin", jellyfin_rating(8, Favorite=True))
+        assert ratings_queued(rig) == [80]
+
+
+def test_a_jellyfin_rating_that_changed_is_a_new_rating(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin_rating(8))
+        rig.advance(60)
+        rig.post("jellyfin", jellyfin_rating(6))
+        rig.advance(60)
+        rig.post("jellyfin", jellyfin_rating(8))
+        assert ratings_queued(rig) == [80, 60, 80]
+
+
+def test_plex_setting_the_same_stars_again_is_a_new_rating(tmp_path: Path) -> None:
+    # Plex sends media.rate only when the user rates: the same stars again mean it (a rating
+    # changed on Trakt meanwhile is set back).
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex("movie_media_rate.json"))
+        rig.advance(3 * 24 * HOUR)
+        rig.post("plex", plex("movie_media_rate.json"))
+        assert len(ratings_queued(rig)) == 2
+
+
+def test_an_emby_rating_sent_again_with_a_favourite_is_no_new_rating(tmp_path: Path) -> None:
+    def rated(rating: int, favourite: bool) -> dict[str, Any]:
+        body = emby("item_rate_favorite_movie.json")
+        body["Item"]["UserData"] |= {"Rating": rating, "IsFavorite": favourite}
+        return body
+
+    with running_rig(tmp_path) as rig:
+        rig.post("emby", rated(7, favourite=False))
+        rig.advance(HOUR)
+        rig.post("emby", rated(7, favourite=True))
+        assert ratings_queued(rig) == [70]

@@ -25,7 +25,7 @@ from watchbridge.model import MediaEvent
 
 # `restarting`: completed, then a start without a position; the next position decides.
 # `unmarked`: an item's marks after "mark unplayed" of its completion (`updated_at`: the unmark).
-State = Literal["playing", "paused", "stopped", "completed", "restarting", "unmarked"]
+State = Literal["playing", "paused", "stopped", "completed", "restarting", "unmarked", "rated"]
 REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
 RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
@@ -82,10 +82,24 @@ def session_key(event: MediaEvent) -> str:
 
 
 def _session_key(event: MediaEvent, item_key: str) -> str:
+    account = event.account.id or event.account.name or ""
     if marks_itself(event):
         return _marks_key(event, item_key)
-    account = event.account.id or event.account.name or ""
+    if remembers_rating(event):
+        return _key(["rating", event.source, event.server, account, item_key])
     return _key([event.source, event.server, account, event.player, item_key])
+
+
+# Servers that send an item's stored rating again with any later change of its user data (a
+# favourite, a like): their rating event is a change only when the rating differs from the
+# one they sent before.
+RATINGS_SENT_AGAIN = frozenset({"jellyfin", "emby"})
+
+
+def remembers_rating(event: MediaEvent) -> bool:
+    """A rating of a server that sends them again: its session (kept long) is the last
+    rating that server sent of the item (state `rated`, `progress` the rating)."""
+    return event.action == "rate" and event.source in RATINGS_SENT_AGAIN
 
 
 def completion_key(event: MediaEvent) -> str | None:
@@ -195,7 +209,13 @@ def _decide(
         if event.rating is None:  # Plex's media.rate without stars, our generic rating 0
             return session, [Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)]
         key = f"rate:{event.item.key()}:{event.rating}:{second}"
-        return session, [Intent("rating", key, at, rating=event.rating)]
+        intent = Intent("rating", key, at, rating=event.rating)
+        if not remembers_rating(event):
+            return session, [intent]
+        rated = Session(session_key(event), "rated", float(event.rating), 0, at, at)
+        if session is not None and session.state == "rated" and session.progress == event.rating:
+            return rated, []  # the rating it sent before, sent again with a favourite or like
+        return rated, [intent]
     if event.action == "unplayed":
         # Removes nothing; on an item's marks, a mark soon after it is the same play (a flag
         # clicked twice) and a viewing that gets going after it a new one.

@@ -472,7 +472,8 @@ class IngestJob:
     document: Mapping[str, Any] | None = None
     # Where a viewing this event completes is recorded too (playback.completion_key).
     completion_key: str | None = None
-    # `session_key` is the item's marks session (a mark naming no player): kept long.
+    # `session_key` is kept long: the item's marks session (a mark naming no player), or the
+    # last rating a server that sends ratings again sent (playback.remembers_rating).
     marks: bool = False
     # Where an earlier release kept these sessions, by key (playback.earlier_keys).
     earlier_keys: Mapping[str, str] = field(default_factory=dict)

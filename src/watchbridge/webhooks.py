@@ -33,6 +33,7 @@ from watchbridge.playback import (
     decide,
     earlier_keys,
     marks_itself,
+    remembers_rating,
     session_key,
 )
 from watchbridge.senders import Doubling, Viewing
@@ -492,7 +493,7 @@ def ingest_job(
         now=now,
         session_key=session_key(event),
         completion_key=completion_key(event),
-        marks=marks_itself(event),
+        marks=marks_itself(event) or remembers_rating(event),
         earlier_keys=earlier_keys(event),
         decide=plan,
         document=document,
