@@ -278,6 +278,13 @@ ENDS_SOON_FOR_ME = "watchbridge: trakt sign-in of profile me ends soon"
 TOKEN_LIFE = 7 * 86400  # what FakeTrakt gives
 
 
+def refresh_refused_with_days_left(trakt: FakeTrakt, clock: FakeClock) -> None:
+    """Trakt refuses the refresh token (one from before its 2026 sign-in change) at 80 % of
+    the token's life: the access token still works for about 1.4 days."""
+    trakt.refuse_refresh_tokens()
+    clock.advance(0.8 * TOKEN_LIFE)
+
+
 async def test_a_refused_refresh_delivers_while_the_token_works_and_tells_of_its_end(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -285,10 +292,7 @@ async def test_a_refused_refresh_delivers_while_the_token_works_and_tells_of_its
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    # Trakt refuses the refresh token (one from before its 2026 sign-in change) at 80 % of
-    # the token's life: the access token still works for about 1.4 days.
-    trakt.refuse_refresh_tokens()
-    clock.advance(0.8 * TOKEN_LIFE)
+    refresh_refused_with_days_left(trakt, clock)
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=2, step=10)
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
@@ -300,8 +304,7 @@ async def test_a_refused_refresh_delivers_while_the_token_works_and_tells_of_its
 async def test_a_refused_refresh_is_not_asked_again(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    trakt.refuse_refresh_tokens()
-    clock.advance(0.8 * TOKEN_LIFE)
+    refresh_refused_with_days_left(trakt, clock)
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=2, step=10)
     clock.advance(3600)
@@ -326,8 +329,7 @@ async def test_a_refused_refresh_holds_deliveries_once_the_token_runs_out(
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    trakt.refuse_refresh_tokens()
-    clock.advance(0.8 * TOKEN_LIFE)
+    refresh_refused_with_days_left(trakt, clock)
     await worker.pass_once(runtime)
     clock.advance(0.2 * TOKEN_LIFE - 60)  # within the last minutes of the token
     webhook(runtime, "movie_media_scrobble.json")
@@ -344,8 +346,7 @@ async def test_a_sign_in_again_after_a_refused_refresh_resolves_its_alert(
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    trakt.refuse_refresh_tokens()
-    clock.advance(0.8 * TOKEN_LIFE)
+    refresh_refused_with_days_left(trakt, clock)
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=2, step=10)
     sign_in(runtime, trakt, clock)
@@ -371,8 +372,7 @@ async def test_a_rate_limit_alert_is_resolved_while_the_sign_in_ends(
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    trakt.refuse_refresh_tokens()
-    clock.advance(0.8 * TOKEN_LIFE)
+    refresh_refused_with_days_left(trakt, clock)
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.throttle_next(1, retry_after=2850, route="POST /sync/history")
     await worker.pass_once(runtime)
@@ -392,8 +392,7 @@ async def test_deliveries_pausing_when_a_refused_sign_in_runs_out_are_told(
 ) -> None:
     # "Ends soon" was told twice (a day apart): the pause when it does end is its own alert,
     # not a reminder that the throttle holds back for another day.
-    trakt.refuse_refresh_tokens()
-    clock.advance(0.8 * TOKEN_LIFE)
+    refresh_refused_with_days_left(trakt, clock)
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=1)
     clock.advance(24 * 3600)
