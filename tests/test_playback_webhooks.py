@@ -906,3 +906,23 @@ def test_an_emby_rating_sent_again_with_a_favourite_is_no_new_rating(tmp_path: P
         rig.advance(HOUR)
         rig.post("emby", rated(7, favourite=True))
         assert ratings_queued(rig) == [70]
+
+
+def test_rating_a_watched_episode_leaves_a_later_season_remark_no_new_play(
+    tmp_path: Path,
+) -> None:
+    # A rating is no viewing: its value is not progress that got a new viewing going.
+    rated = jellyfin_toggle_played(True) | {
+        "SaveReason": "UpdateUserRating",
+        "Rating": 8,
+        "Likes": None,
+        "Favorite": False,
+    }
+    with running_rig(tmp_path) as rig:
+        watched_to_the_end(rig)
+        days_later(rig, 5)
+        rig.post("jellyfin", rated)
+        assert ratings_queued(rig) == [80]
+        days_later(rig, 5)
+        marked_played(rig, play_count=2)
+        assert len(rig.plays()) == 1

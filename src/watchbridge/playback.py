@@ -107,8 +107,10 @@ def completion_key(event: MediaEvent) -> str | None:
     that a mark soon after it ends is the same play (Jellyfin's "mark played" after watching to
     the end), a re-mark after it began again is not taken for one of a viewing counted
     already, and another player finishing the viewing counts it once. None for marks of the
-    marks session itself."""
-    return None if marks_itself(event) else _marks_key(event, event.item.key())
+    marks session itself, and for ratings."""
+    if marks_itself(event) or event.action == "rate":  # a rating is no viewing
+        return None
+    return _marks_key(event, event.item.key())
 
 
 def earlier_keys(event: MediaEvent) -> dict[str, str]:
