@@ -1,10 +1,14 @@
-"""Jellyfin webhooks through the running app to the fake Trakt: what Trakt ends up holding."""
+"""Jellyfin and Emby webhooks through the running app to the fake Trakt: what Trakt ends up
+holding, and what the user is told of what it cannot."""
 
 from __future__ import annotations
 
+import copy
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +20,7 @@ from tests.ingest_samples import sample_json
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
 
-SECRET = "jellyfin-to-trakt-secret"
+SECRET = "media-servers-to-trakt-secret"
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
 
 
 @pytest.fixture
-def webhook_url(tmp_path: Path, trakt: FakeTrakt) -> Iterator[str]:
+def app(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThread]:
     config = parse_config(
         f"""
 server: {{webhook_secret: {SECRET}}}
@@ -35,15 +39,34 @@ storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
 profiles:
-  me: {{users: {{jellyfin: [alex]}}, accounts: {{trakt: {{}}}}}}
+  me: {{users: {{jellyfin: [alex], emby: [alex]}}, accounts: {{trakt: {{}}}}}}
 """,
         Path("watchbridge.yaml"),
         {},
     )
     runtime = build_runtime(config)
-    with AppThread(build_app(runtime)) as app:
+    with AppThread(build_app(runtime)) as thread:
         sign_in_trakt(runtime.store, trakt, now=time.time())
-        yield f"{app.url}/webhooks/jellyfin/{SECRET}"
+        yield thread
+
+
+@pytest.fixture
+def webhook_url(app: AppThread) -> str:
+    return f"{app.url}/webhooks/jellyfin/{SECRET}"
+
+
+def unmatched_reason(db: Path) -> str:
+    """Why the one queued play waits for ids, once it does."""
+    found: list[str] = []
+
+    def waiting() -> bool:
+        with sqlite3.connect(db) as conn:
+            found[:] = [row[0] for row in conn.execute("SELECT last_error FROM outbox")]
+        return bool(found) and all((f or "").startswith("unmatched") for f in found)
+
+    wait_for(waiting)
+    (reason,) = found
+    return reason
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> None:
@@ -89,3 +112,33 @@ def test_a_favourite_in_jellyfin_does_not_set_back_a_rating_changed_on_trakt(
     assert httpx.post(webhook_url, json=favourite).status_code == 202
     time.sleep(1.5)  # what the worker would have sent by now
     assert [r.rating for r in trakt.ratings()] == [6]
+
+
+def emby(name: str) -> dict[str, Any]:
+    body = copy.deepcopy(sample_json("emby", name))
+    body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())
+    return body
+
+
+def test_an_emby_episode_trakt_lost_the_tvdb_id_of_names_the_setting_that_places_it(
+    app: AppThread, trakt: FakeTrakt, tmp_path: Path
+) -> None:
+    # Emby names the episode by its own TVDB id (and IMDb id), which Trakt no longer knows:
+    # only the show read from Emby (services.emby) places it by its numbers.
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, tmdb=1396, imdb="tt0903747")
+    trakt.add_episode(show, 5, 14, title="Ozymandias")
+    played = emby("playback_stop_episode_completed.json")
+    assert httpx.post(f"{app.url}/webhooks/emby/{SECRET}", json=played).status_code == 202
+    assert "services.emby" in unmatched_reason(tmp_path / "wb.db")
+
+
+def test_an_emby_movie_played_before_emby_identified_it_names_the_setting_that_finds_it(
+    app: AppThread, trakt: FakeTrakt, tmp_path: Path
+) -> None:
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    marked = emby("item_markplayed_movie.json")
+    marked["Item"]["UserData"]["LastPlayedDate"] = marked["Date"]
+    marked["Item"]["ProviderIds"] = {}  # a fresh file Emby has not matched yet
+    assert httpx.post(f"{app.url}/webhooks/emby/{SECRET}", json=marked).status_code == 202
+    reason = unmatched_reason(tmp_path / "wb.db")
+    assert "services.emby" in reason and "identify it there" not in reason

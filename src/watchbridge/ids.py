@@ -1066,8 +1066,13 @@ class Enricher:
         from_server: str | None,
     ) -> tuple[MediaRef, Problem | None]:
         if lookup is None:
-            if server != "plex" and (item.kind != "episode" or need.show_met(item.show_ids)):
-                return item, None  # nothing a series read could add
+            readable = (
+                not need.show_met(item.show_ids)
+                if item.kind == "episode"
+                else bool(item.source_key) and not lookups(item)  # identified there since?
+            )
+            if server != "plex" and not readable:
+                return item, None  # nothing a read of the server could add
             return item, not_configured(server, item, need)
         if isinstance(lookup, SeriesEnricher):
             item, error = await lookup.lookup(item, need, from_server)

@@ -240,9 +240,11 @@ def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> O
     return Retry(f"unmatched: {why}", after=UNMATCHED_RETRY)
 
 
-def _not_found(item: MediaRef) -> Outcome:
-    """A row whose item Trakt answered "not found" to: unmatched, tried again hourly."""
-    return Retry(f"unmatched: Trakt could not find {item.describe()}", after=UNMATCHED_RETRY)
+def _not_found(item: MediaRef, why: str | None = None) -> Outcome:
+    """A row whose item Trakt answered "not found" to: unmatched, tried again hourly; `why`:
+    what kept it from being placed otherwise."""
+    because = f" ({why})" if why else ""
+    return Retry(f"unmatched: Trakt could not find {item.describe()}{because}", UNMATCHED_RETRY)
 
 
 def _is_start(row: Row) -> bool:
@@ -479,7 +481,7 @@ class TraktTarget:
             try:
                 await self.client.scrobble(profile, action, row.item, progress or 1.0)
             except TraktItemError:
-                placed = await self._by_numbers([row])
+                placed, _ = await self._by_numbers([row])
                 if not placed:
                     raise
                 await self.client.scrobble(profile, action, placed[0].item, progress or 1.0)
@@ -556,7 +558,8 @@ class TraktTarget:
             fresh, twins = one_per_play(again)
         # Once, not in the loop: a row placed by its numbers that Trakt still does not find
         # stays unmatched.
-        placed = await self._by_numbers([by_id[row] for row in sorted(unfound)])
+        placed, why = await self._by_numbers([by_id[row] for row in sorted(unfound)])
+        outcomes |= {row: _not_found(by_id[row].item, reason) for row, reason in why.items()}
         known = await self._known_on_trakt(profile, placed)
         outcomes |= _all(
             [r.outbox for r in placed if r.outbox.id in known], Skipped("already on Trakt")
@@ -568,11 +571,14 @@ class TraktTarget:
                 outcomes[twin] = _as_twin(outcomes[row], row)
         return outcomes
 
-    async def _by_numbers(self, rows: Sequence[Row]) -> list[Row]:
+    async def _by_numbers(self, rows: Sequence[Row]) -> tuple[list[Row], dict[int, str]]:
         """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
         season list has at their numbers, where that is the same episode (ids.same_episode):
-        Trakt lost many episodes' TVDB ids, often all a Jellyfin or Emby episode carries."""
+        Trakt lost many episodes' TVDB ids, often all a Jellyfin or Emby episode carries. And
+        why others could not be placed, by row id, where the user can help (a server's API key
+        not set: the show is not known)."""
         placed: list[Row] = []
+        why: dict[int, str] = {}
         for row in rows:
             item = row.item
             if item.kind != "episode" or "trakt" in item.ids.present():
@@ -580,20 +586,17 @@ class TraktTarget:
             if not has_trakt_ids(item.show_ids) and self.enricher is not None:
                 source = row.payload.get("source")
                 bare = replace(item, ids=Ids())  # what the enricher makes sendable: the show
-                shown = (
-                    await self.enricher.enrich(
-                        bare,
-                        TRAKT,
-                        source,
-                        search_trakt=False,
-                        from_server=row.payload.get("server"),
-                    )
-                ).item
-                item = replace(item, show_ids=shown.show_ids)
+                shown = await self.enricher.enrich(
+                    bare, TRAKT, source, search_trakt=False, from_server=row.payload.get("server")
+                )
+                if shown.problem is not None:
+                    why[row.outbox.id] = shown.problem.message
+                item = replace(item, show_ids=shown.item.show_ids)
             found = await self.episodes.by_numbers(item)
             if found is not None:
                 placed.append(replace(row, item=found))
-        return placed
+                why.pop(row.outbox.id, None)
+        return placed, why
 
     async def _send_history(
         self, profile: str, fresh: Sequence[Row]
@@ -685,7 +688,12 @@ class TraktTarget:
             unfound = [r for r in rows if id(r.item) in missing]
             outcomes |= {r.outbox.id: _not_found(r.item) for r in unfound}
             outcomes |= _all([r.outbox for r in rows if r not in unfound], Delivered(done))
-            rows = await self._by_numbers(unfound)  # those placed carry a Trakt id: once
+            rows, why = await self._by_numbers(unfound)  # those placed carry a Trakt id: once
+            outcomes |= {
+                r.outbox.id: _not_found(r.item, why[r.outbox.id])
+                for r in unfound
+                if r.outbox.id in why
+            }
         return outcomes
 
     async def _removals(
