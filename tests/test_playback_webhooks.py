@@ -926,3 +926,16 @@ def test_rating_a_watched_episode_leaves_a_later_season_remark_no_new_play(
         days_later(rig, 5)
         marked_played(rig, play_count=2)
         assert len(rig.plays()) == 1
+
+
+def test_a_resume_the_day_after_a_lost_emby_stop_shows_as_watching_again(tmp_path: Path) -> None:
+    def started_at(percent: float) -> dict[str, Any]:
+        body = emby("playback_start_episode.json")
+        body["PlaybackInfo"]["PositionTicks"] = int(JELLYFIN_TICKS * percent / 100)  # one runtime
+        return body
+
+    with running_rig(tmp_path) as rig:
+        rig.post("emby", started_at(0))
+        rig.advance(20 * HOUR)  # Emby restarted 20 minutes in: its stop never came
+        rig.post("emby", started_at(42))  # the same TV resumes the episode
+        assert rig.live() == ["start", "start"]

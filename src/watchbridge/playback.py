@@ -277,7 +277,9 @@ def _decide(
     if event.action == "progress" and late:
         return session, []  # sent before the stop: playback has not begun again
     if event.action in ("start", "resume", "progress"):
-        if state == "playing":
+        # Playing already: a report of the same playback. Unless the player was silent for
+        # hours (its stop was lost: a server restart), when Trakt's "watching" has long ended.
+        if state == "playing" and not unseen:
             return Session(key, state, progress, generation, at, began), []
         # Each live state has a key of its own (the generation counts them): two within one
         # second must not share one, or the later is dropped after superseding the earlier.
