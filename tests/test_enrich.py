@@ -1310,3 +1310,22 @@ async def test_a_hama_agent_episode_with_trakt_configured_is_told_to_switch_the_
     finally:
         runtime.close()
     assert "Plex TV Series agent" in reason, reason
+
+
+async def test_a_play_on_another_jellyfin_server_is_not_told_to_identify_the_show_there(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # services.jellyfin knows the show; the play came from another server, whose show it
+    # cannot name: nothing done there places it.
+    trakt, show = trakt_with_the_show(start_fake)
+    trakt.add_episode(show, 5, 14)  # Trakt knows it by its numbers only
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime, ServerId="0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c")
+        await drain(worker, runtime)
+        (row,) = runtime.store.unmatched()
+        assert "identify it there" not in (row.item.last_error or "")

@@ -939,3 +939,18 @@ def test_a_resume_the_day_after_a_lost_emby_stop_shows_as_watching_again(tmp_pat
         rig.advance(20 * HOUR)  # Emby restarted 20 minutes in: its stop never came
         rig.post("emby", started_at(42))  # the same TV resumes the episode
         assert rig.live() == ["start", "start"]
+
+
+def test_a_jellyfin_resume_the_day_after_a_lost_stop_shows_as_watching_again(
+    tmp_path: Path,
+) -> None:
+    # Jellyfin reported progress up to 40 %: the TV resumes right there.
+    resumed = jellyfin_progress(40) | {"NotificationType": "PlaybackStart", "IsPaused": None}
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        for percent in range(5, 45, 5):
+            rig.advance(2 * 60)
+            rig.post("jellyfin", jellyfin_progress(percent))
+        rig.advance(20 * HOUR)  # the server restarted at 40 %: its stop never came
+        rig.post("jellyfin", resumed)
+        assert rig.live() == ["start", "start"]

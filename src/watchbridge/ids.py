@@ -748,6 +748,8 @@ class Problem:
     message: str
     credentials: bool = False
     transient: bool = False
+    # The server is not configured: its settings would let watchbridge ask it.
+    unconfigured: bool = False
     retry_after: float | None = None
     outage: bool = False
     rate_limited: bool = False
@@ -798,7 +800,8 @@ def not_configured(server: str, item: MediaRef, need: Need) -> Problem:
     name = SERVER_NAMES.get(server, server)
     return Problem(
         f"{item.describe()} came from {name} without {need.label}; set "
-        f"{SERVER_SETTINGS.get(server, f'services.{server}')} so watchbridge can read it there"
+        f"{SERVER_SETTINGS.get(server, f'services.{server}')} so watchbridge can read it there",
+        unconfigured=True,
     )
 
 

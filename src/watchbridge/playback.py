@@ -279,7 +279,7 @@ def _decide(
     if event.action in ("start", "resume", "progress"):
         # Playing already: a report of the same playback. Unless the player was silent for
         # hours (its stop was lost: a server restart), when Trakt's "watching" has long ended.
-        if state == "playing" and not unseen:
+        if state == "playing" and at - session.updated_at < REWATCH_AFTER_IDLE:
             return Session(key, state, progress, generation, at, began), []
         # Each live state has a key of its own (the generation counts them): two within one
         # second must not share one, or the later is dropped after superseding the earlier.

@@ -575,8 +575,8 @@ class TraktTarget:
         """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
         season list has at their numbers, where that is the same episode (ids.same_episode):
         Trakt lost many episodes' TVDB ids, often all a Jellyfin or Emby episode carries. And
-        why others could not be placed, by row id, where the user can help (a server's API key
-        not set: the show is not known)."""
+        why others could not be placed, by row id, where a setting would help (the server's url
+        and API key not set: its show is not known)."""
         placed: list[Row] = []
         why: dict[int, str] = {}
         for row in rows:
@@ -589,7 +589,7 @@ class TraktTarget:
                 shown = await self.enricher.enrich(
                     bare, TRAKT, source, search_trakt=False, from_server=row.payload.get("server")
                 )
-                if shown.problem is not None:
+                if shown.problem is not None and shown.problem.unconfigured:
                     why[row.outbox.id] = shown.problem.message
                 item = replace(item, show_ids=shown.item.show_ids)
             found = await self.episodes.by_numbers(item)
