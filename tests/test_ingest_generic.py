@@ -241,3 +241,24 @@ def test_an_episode_with_its_own_ids_and_a_null_show_is_accepted() -> None:
     item = {"type": "episode", "ids": {"tvdb": 4637661}, "show": None}
     event = only_event(parse({**MOVIE, "item": item}))
     assert event.item.ids == Ids(tvdb="4637661")
+
+
+def test_a_position_far_past_the_duration_is_a_unit_mistake() -> None:
+    # position in ms, duration in seconds (a Kodi script's getTotalTime()): every stop would
+    # read as watched to the end.
+    stopped = changed(EPISODE, event="stop", position_ms=696_000, duration_ms=6_960)
+    assert rejection(stopped) == "position_ms: larger than duration_ms; both are milliseconds"
+
+
+def test_a_position_a_little_past_the_duration_is_the_end() -> None:
+    stopped = changed(EPISODE, event="stop", position_ms=2_860_000, duration_ms=2_856_000)
+    assert only_event(parse(stopped)).progress == 100.0
+
+
+def test_the_shows_id_copied_among_the_episodes_own_is_left_out() -> None:
+    # By it Trakt would find another show's episode: TVDB numbers episodes and shows apart.
+    copied = with_item(EPISODE, ids={"tvdb": "81189"})
+    result = parse(copied)
+    assert isinstance(result, Accepted)
+    assert result.events[0].item.ids == Ids()
+    assert result.warnings == ["item.ids.tvdb: the show's id, not the episode's; left out"]

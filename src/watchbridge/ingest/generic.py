@@ -25,6 +25,8 @@ from it would pass for a real one.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from watchbridge.ingest.common import (
     Payload,
     accept,
@@ -129,6 +131,10 @@ def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
     moot."""
     position = _whole(data, "position_ms", "position_ms")
     duration = _whole(data, "duration_ms", "duration_ms") or None
+    if position is not None and duration is not None and position > duration * 1.05 + 60_000:
+        # Far past the end: one of them in seconds (a player's getTotalTime()) would make
+        # every stop a completed play.
+        raise Invalid("position_ms: larger than duration_ms; both are milliseconds")
     percent = data.get("progress")
     if percent is None or (position is not None and duration is not None):
         return position, duration, None
@@ -192,6 +198,15 @@ def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
     show = _object(item.get("show") or {}, "item.show")  # null: absent, like any other field
     show_ids = _ids(show.get("ids"), "item.show.ids", warnings)
     show_title = _text(show, "title", "item.show.title")
+    # The show's id copied among the episode's own: by it Trakt finds another show's episode
+    # (TVDB and TMDB number episodes and shows apart).
+    copied = [n for n in ("trakt", "tvdb", "tmdb", "imdb") if getattr(ids, n)]
+    copied = [n for n in copied if getattr(ids, n) == getattr(show_ids, n)]
+    if copied:
+        ids = replace(ids, **dict.fromkeys(copied))
+        warnings.append(
+            f"item.ids.{', item.ids.'.join(copied)}: the show's id, not the episode's; left out"
+        )
     season = _whole(item, "season", "item.season")
     number_ = _whole(item, "number", "item.number")
     absolute = _whole(item, "absolute", "item.absolute")
