@@ -49,7 +49,6 @@ from watchbridge.ids import (
     SHOW_TMDB,
     TRAKT,
     Enricher,
-    of_another_show,
     origin,
     same_episode,
     title_lookup,
@@ -1330,12 +1329,3 @@ async def test_a_play_on_another_jellyfin_server_is_not_told_to_identify_the_sho
         await drain(worker, runtime)
         (row,) = runtime.store.unmatched()
         assert "identify it there" not in (row.item.last_error or "")
-
-
-def test_a_search_result_of_another_show_is_not_taken_for_our_episode() -> None:
-    ours = MediaRef("episode", Ids(tvdb="4637661"), show_ids=Ids(tvdb="81189"), season=5, number=14)
-    other = {"type": "episode", "show": {"ids": {"tvdb": 70001, "trakt": 9}}, "episode": {}}
-    same = {"type": "episode", "show": {"ids": {"tvdb": 81189, "trakt": 1388}}, "episode": {}}
-    assert of_another_show(ours, other)
-    assert not of_another_show(ours, same)
-    assert not of_another_show(replace(ours, show_ids=Ids()), other)  # nothing to contradict

@@ -237,3 +237,15 @@ async def test_a_two_episode_file_whose_first_trakt_knows_by_imdb_only_places_th
     await rig.deliver()
     # (The first itself, sent with both ids, is a separate matter: the second is placed.)
     assert (2, 2) in trakt_episodes(rig.trakt)
+
+
+async def test_a_show_trakt_knows_under_another_tvdb_id_still_gets_the_episodes_tmdb_id(
+    rig: Rig,
+) -> None:
+    # The server's series says TVDB 305089 (and TMDB 65942, as Trakt); Trakt lists the show
+    # under another TVDB id (TVDB merged a duplicate record). The episode's own TVDB id is
+    # its alone: Trakt's search finds the right episode, of the same show.
+    rig.trakt.shows[0].tvdb = 999_001
+    tvdb_ordered_play(rig, tvdb=str(s1e41(rig).tvdb))
+    await rig.deliver()
+    assert serializd_episodes(rig.serializd) == [(1, 41)]

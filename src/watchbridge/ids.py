@@ -171,22 +171,6 @@ LISTING_RECHECK = 3000.0
 _PLACEHOLDER_TITLE = re.compile(r"^\D*\d+$")
 
 
-def of_another_show(ours: MediaRef, found: Mapping[str, Any]) -> bool:
-    """Whether a search result for an episode's own id is an episode of another show than
-    the one we name (an id of both differs): a sender that put its show's TVDB id among the
-    episode's ids names an episode of some other show by it (TVDB and TMDB number episodes
-    and shows apart). Pure."""
-    if ours.kind != "episode" or not ours.show_ids:
-        return False
-    theirs = ids_from((found.get("show") or {}).get("ids") or {})
-    return any(
-        getattr(ours.show_ids, name)
-        and getattr(theirs, name)
-        and getattr(ours.show_ids, name) != getattr(theirs, name)
-        for name in ("trakt", "tvdb", "tmdb", "imdb")
-    )
-
-
 def same_episode(ours: MediaRef, ids: Ids, title: str | None) -> bool:
     """Whether the episode Trakt lists at our season and number (its `ids` and `title`) is
     ours. Numbers alone prove nothing (a TVDB order numbers episodes unlike Trakt): no id of
@@ -355,7 +339,7 @@ class TraktResolver:
 
             lookup = f"{kind}:{id_type}:{value}"
             found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
-            if found and not of_another_show(item, found):
+            if found:
                 return dict(found)
         return None
 
