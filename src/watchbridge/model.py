@@ -75,9 +75,13 @@ class MediaRef:
     show_source_key: str | None = None
     aired: str | None = None
 
+    @property
+    def _numbered(self) -> bool:
+        return self.season is not None or self.absolute is not None
+
     def key(self) -> str:
         """A stable identity for ordering and de-duplication: strongest id, else title."""
-        numbered = self.season is not None or self.absolute is not None
+        numbered = self._numbered
         if self.kind == "episode" and self.show_ids and numbered:
             name, value = next(iter(self.show_ids.present().items()))
             return f"episode:{name}:{value}:{self._numbers()}"
@@ -97,8 +101,7 @@ class MediaRef:
     def earlier_key(self) -> str | None:
         """The key releases before 2026-11-26 gave this item, where it differs (an episode
         named by its IMDb id had no numbers in it): what they recorded is found under it."""
-        numbered = self.season is not None or self.absolute is not None
-        if self.kind != "episode" or not numbered or self.show_ids or not self.ids:
+        if self.kind != "episode" or not self._numbered or self.show_ids or not self.ids:
             return None
         name, value = next(iter(self.ids.present().items()))
         return f"episode:imdb:{value}" if name == "imdb" else None

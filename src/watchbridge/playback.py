@@ -82,9 +82,9 @@ def session_key(event: MediaEvent) -> str:
 
 
 def _session_key(event: MediaEvent, item_key: str) -> str:
-    account = event.account.id or event.account.name or ""
     if marks_itself(event):
         return _marks_key(event, item_key)
+    account = event.account.id or event.account.name or ""
     if remembers_rating(event):
         return _key(["rating", event.source, event.server, account, item_key])
     return _key([event.source, event.server, account, event.player, item_key])

@@ -558,8 +558,8 @@ class TraktTarget:
             fresh, twins = one_per_play(again)
         # Once, not in the loop: a row placed by its numbers that Trakt still does not find
         # stays unmatched.
-        placed, why = await self._by_numbers([by_id[row] for row in sorted(unfound)])
-        outcomes |= {row: _not_found(by_id[row].item, reason) for row, reason in why.items()}
+        placed, unplaced = await self._by_numbers([by_id[row] for row in sorted(unfound)])
+        outcomes |= unplaced
         known = await self._known_on_trakt(profile, placed)
         outcomes |= _all(
             [r.outbox for r in placed if r.outbox.id in known], Skipped("already on Trakt")
@@ -571,14 +571,14 @@ class TraktTarget:
                 outcomes[twin] = _as_twin(outcomes[row], row)
         return outcomes
 
-    async def _by_numbers(self, rows: Sequence[Row]) -> tuple[list[Row], dict[int, str]]:
+    async def _by_numbers(self, rows: Sequence[Row]) -> tuple[list[Row], dict[int, Outcome]]:
         """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
         season list has at their numbers, where that is the same episode (ids.same_episode):
         Trakt lost many episodes' TVDB ids, often all a Jellyfin or Emby episode carries. And
-        why others could not be placed, by row id, where a setting would help (the server's url
-        and API key not set: its show is not known)."""
+        the outcomes of others that a setting would place (the server's url and API key not
+        set: its show is not known): unmatched, saying so."""
         placed: list[Row] = []
-        why: dict[int, str] = {}
+        unplaced: dict[int, Outcome] = {}
         for row in rows:
             item = row.item
             if item.kind != "episode" or "trakt" in item.ids.present():
@@ -589,14 +589,14 @@ class TraktTarget:
                 shown = await self.enricher.enrich(
                     bare, TRAKT, source, search_trakt=False, from_server=row.payload.get("server")
                 )
-                if shown.problem is not None and shown.problem.unconfigured:
-                    why[row.outbox.id] = shown.problem.message
                 item = replace(item, show_ids=shown.item.show_ids)
+                if shown.problem is not None and shown.problem.unconfigured:
+                    unplaced[row.outbox.id] = _not_found(row.item, shown.problem.message)
             found = await self.episodes.by_numbers(item)
             if found is not None:
                 placed.append(replace(row, item=found))
-                why.pop(row.outbox.id, None)
-        return placed, why
+                unplaced.pop(row.outbox.id, None)
+        return placed, unplaced
 
     async def _send_history(
         self, profile: str, fresh: Sequence[Row]
@@ -688,12 +688,8 @@ class TraktTarget:
             unfound = [r for r in rows if id(r.item) in missing]
             outcomes |= {r.outbox.id: _not_found(r.item) for r in unfound}
             outcomes |= _all([r.outbox for r in rows if r not in unfound], Delivered(done))
-            rows, why = await self._by_numbers(unfound)  # those placed carry a Trakt id: once
-            outcomes |= {
-                r.outbox.id: _not_found(r.item, why[r.outbox.id])
-                for r in unfound
-                if r.outbox.id in why
-            }
+            rows, unplaced = await self._by_numbers(unfound)  # those placed: once more
+            outcomes |= unplaced
         return outcomes
 
     async def _removals(
@@ -801,7 +797,8 @@ class TraktTarget:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
         # A live stop is stamped when it was sent, up to delivery.late_after after the play.
         late = self.config.late_after
-        start = min(r.at - max(120, _viewing_margin(r)) for r in rows)
+        back = {r.outbox.id: max(120, _viewing_margin(r)) for r in rows}
+        start = min(r.at - back[r.outbox.id] for r in rows)
         end = max(r.at for r in rows) + late + 120
         entries: list[dict[str, Any]] = []
         for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
@@ -811,9 +808,7 @@ class TraktTarget:
             for row in rows
             if any(
                 history_entry_is(entry, row.item)
-                and -max(120, _viewing_margin(row))
-                <= parse_iso(entry["watched_at"]) - row.at
-                <= late + 120
+                and -back[row.outbox.id] <= parse_iso(entry["watched_at"]) - row.at <= late + 120
                 for entry in entries
             )
         ]

@@ -200,8 +200,11 @@ def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
     show_title = _text(show, "title", "item.show.title")
     # The show's id copied among the episode's own: by it Trakt finds another show's episode
     # (TVDB and TMDB number episodes and shows apart).
-    copied = [n for n in ("trakt", "tvdb", "tmdb", "imdb") if getattr(ids, n)]
-    copied = [n for n in copied if getattr(ids, n) == getattr(show_ids, n)]
+    copied = [
+        n
+        for n in ("trakt", "tvdb", "tmdb", "imdb")
+        if (v := getattr(ids, n)) and v == getattr(show_ids, n)
+    ]
     if copied:
         ids = replace(ids, **dict.fromkeys(copied))
         warnings.append(
