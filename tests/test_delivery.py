@@ -274,6 +274,27 @@ async def test_a_refresh_the_oauth_host_refuses_holds_deliveries_and_alerts(
     assert "services.trakt.auth_url" in receiver.messages[0]["message"]
 
 
+async def test_a_sign_in_service_down_as_the_token_runs_out_is_told_for_that_profile(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    trakt.expire_tokens()
+    clock.advance(7 * 86400)  # the access token has run out
+    trakt.fail_next(1000, 502, route="POST /oauth/token")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=10, step=120)  # past the outage alert's wait
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert "sign-in service" in receiver.messages[0]["message"]
+
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=2, step=120)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
+
+
 ENDS_SOON_FOR_ME = "watchbridge: trakt sign-in of profile me ends soon"
 TOKEN_LIFE = 7 * 86400  # what FakeTrakt gives
 
@@ -1617,13 +1638,15 @@ async def test_a_retry_after_of_years_holds_deliveries_at_most_six_hours(
     assert row.idempotency_key == "p1"
 
 
-async def test_one_profiles_rate_limit_holds_only_its_own_deliveries(
+@contextlib.asynccontextmanager
+async def two_people(
     tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
-) -> None:
-    # Trakt limits each signed-in user: another person's live scrobble must not wait.
+) -> AsyncIterator[tuple[Runtime, DeliveryWorker]]:
+    """Profiles me (Plex account 1) and you (account 2), each signed in to their own Trakt."""
     config = parse_config(
         f"""
 storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
 profiles:
@@ -1640,6 +1663,17 @@ profiles:
     worker = worker_for(runtime)
     worker.targets["trakt"].client.http.pacers["you"] = Pacer()  # type: ignore[attr-defined]
     try:
+        yield runtime, worker
+    finally:
+        await close_targets(worker)
+        runtime.close()
+
+
+async def test_one_profiles_rate_limit_holds_only_its_own_deliveries(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    # Trakt limits each signed-in user: another person's live scrobble must not wait.
+    async with two_people(tmp_path, trakt, receiver, clock) as (runtime, worker):
         trakt.throttle_next(1, retry_after=300, route="POST /scrobble/start")
         webhook(runtime, "movie_media_play.json")  # me: Trakt asks to wait 5 minutes
         await worker.pass_once(runtime)
@@ -1647,9 +1681,25 @@ profiles:
         webhook(runtime, "episode_legacy_media_play.json", profile="you")  # a moment later
         await worker.pass_once(runtime)
         assert trakt.count("POST", "/scrobble/start") == 2
-    finally:
-        await close_targets(worker)
-        runtime.close()
+
+
+async def test_one_profiles_sign_in_that_cannot_be_renewed_holds_only_its_own_deliveries(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    # Trakt's sign-in host (auth.trakt.tv) is down as my token runs out; its API is not.
+    async with two_people(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        trakt.advance(clock() - trakt.now())
+        token = runtime.store.get_token("trakt", "me")
+        assert token is not None
+        token["created_at"] = clock() - token["expires_in"] + 60
+        runtime.store.put_token("trakt", "me", token, clock())
+        trakt.fail_next(1000, 502, route="POST /oauth/token")
+        webhook(runtime, "movie_media_play.json")
+        await worker.pass_once(runtime)
+        clock.advance(5)
+        webhook(runtime, "episode_legacy_media_play.json", profile="you")  # a moment later
+        await worker.pass_once(runtime)
+        assert trakt.count("POST", "/scrobble/start") == 1  # yours: mine cannot be signed
 
 
 async def test_an_outage_is_not_declared_over_by_a_pass_that_delivered_nothing(

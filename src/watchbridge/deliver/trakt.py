@@ -56,6 +56,7 @@ from watchbridge.services.trakt import (
     TraktClient,
     TraktError,
     TraktItemError,
+    TraktSignInUnavailable,
     WriteResult,
     can_send,
     parse_iso,
@@ -71,6 +72,7 @@ LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at thi
 LIVE_SCROBBLES_PER_BATCH = 3
 UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
 AUTH_HOLD = 1800.0  # a media server refusing our key: its rows wait (the enricher alerts)
+SIGN_IN_RETRY = 120.0  # a profile whose sign-in Trakt's sign-in host cannot renew now
 # A profile at an account limit (420), locked (423) or without VIP (426) is tried hourly: an
 # upgrade or some room made goes on within the hour.
 ACCOUNT_HOLD = 3600.0
@@ -348,6 +350,10 @@ class TraktTarget:
             return Hold(exc.message, 900, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, TraktAccountError):
             return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False)
+        if isinstance(exc, TraktSignInUnavailable):
+            # Trakt's API may well serve the other profiles meanwhile.
+            wait = exc.retry_after or SIGN_IN_RETRY
+            return Hold(exc.message, wait, "service_unreachable", target_wide=False)
         if isinstance(exc, RateLimited):
             # Trakt limits each signed-in user: this profile waits, the others go on.
             return rate_limit_hold(exc.retry_after or 60, self.clock())

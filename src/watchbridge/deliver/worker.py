@@ -614,8 +614,8 @@ class DeliveryWorker:
                         outcome.sign_in,
                     )
                 )
-                if outcome.alert == "service_unreachable":  # one profile's rate limit
-                    if text := self._limit_told(target.name, key, outcome, now):
+                if outcome.alert == "service_unreachable":  # one profile's (a rate limit)
+                    if text := self._profile_hold_told(target.name, key, outcome, now):
                         alerts[(outcome.alert, key, item.profile)] = text
                 elif outcome.alert:
                     alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
@@ -756,9 +756,10 @@ class DeliveryWorker:
                 log.warning("deliveries paused", extra={"target": name, "reason": text})
                 held.told = True
 
-    def _limit_told(self, target: str, key: str, hold: Hold, now: float) -> str | None:
-        """The alert text for a profile's rate limit (`key`), once the limits in a row (each
-        Retry-After retried at its end) have lasted UNREACHABLE_ALERT_AFTER or are known to."""
+    def _profile_hold_told(self, target: str, key: str, hold: Hold, now: float) -> str | None:
+        """The alert text for a profile's hold (`key`: a rate limit, its sign-in host down),
+        once the holds in a row (each retried at its end) have lasted UNREACHABLE_ALERT_AFTER
+        or are known to."""
         since, until = self._limited.get(key, (now, now))
         if now > until + TARGET_PROBE_MAX:  # the last one ended long ago: a new one
             since = now

@@ -44,6 +44,11 @@ class TraktAuthError(TraktError):
     """The sign-in for a profile is missing or no longer accepted: a human must sign in again."""
 
 
+class TraktSignInUnavailable(Unavailable):
+    """Trakt's sign-in host cannot renew one profile's expiring sign-in now (down, failing):
+    only that profile waits; Trakt's API may serve the others."""
+
+
 class TraktAccountError(TraktError):
     """420 account limit, 423 locked account, 426 VIP only, 403 app refused: no retry helps."""
 
@@ -861,8 +866,13 @@ class TraktClient:
             try:
                 fresh = await self._refresh(profile, refresh_token)
             except Unavailable as exc:
-                if not still_works:
-                    raise
+                if not still_works:  # nothing was sent with it: say so, and whose it is
+                    raise TraktSignInUnavailable(
+                        SERVICE,
+                        f"Trakt's sign-in service could not renew the sign-in of profile"
+                        f" {profile} ({exc.message})",
+                        exc.retry_after,
+                    ) from None
                 self._refresh_failed_at[profile] = now
                 log.warning(
                     "Trakt token refresh failed; the current token is used until it is tried"
@@ -991,10 +1001,7 @@ class TraktClient:
         bucket = "read" if method == "GET" else "write"
         token: str | None = None
         for attempt in (1, 2):
-            try:
-                token = await self._access_token(profile, rejected=token if attempt == 2 else None)
-            except Unavailable as exc:  # the sign-in host failed: nothing of this was sent
-                raise Unavailable(SERVICE, exc.message, exc.retry_after) from None
+            token = await self._access_token(profile, rejected=token if attempt == 2 else None)
             response = await self.http.request(
                 method,
                 path,
