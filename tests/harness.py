@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -102,6 +103,7 @@ class ServiceProcess:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
+    seen: list[str] = field(default_factory=list)  # lines read by wait_for_output
 
     @property
     def url(self) -> str:
@@ -134,10 +136,25 @@ class ServiceProcess:
             self.proc.wait()
 
     def output(self) -> str:
+        """Everything it printed (it is stopped first, if still running)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.kill()
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        return "".join(self.seen) + (self.proc.stdout.read() if self.proc.stdout else "")
+
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+        """Wait while it runs until it has printed `text`."""
+        assert self.proc is not None and self.proc.stdout is not None
+        pipe = self.proc.stdout.fileno()  # read raw: the text wrapper would buffer ahead
+        deadline = time.monotonic() + timeout
+        while text not in "".join(self.seen):
+            left = deadline - time.monotonic()
+            assert left > 0, f"not printed in {timeout:.0f} s: {text!r}\n{''.join(self.seen)}"
+            ready, _, _ = select.select([pipe], [], [], min(left, 0.5))
+            if ready:
+                chunk = os.read(pipe, 65536)
+                assert chunk, f"it exited first:\n{''.join(self.seen)}"
+                self.seen.append(chunk.decode(errors="replace"))
 
 
 class AppThread:
