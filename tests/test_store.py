@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1137,3 +1138,93 @@ def test_a_changed_config_makes_the_rows_held_for_a_sign_in_or_ids_due(store: St
     again = {i.id: i for i in store.claim("w", 30.0, 10)}
     assert set(again) == {signin.id, ids.id}  # the rate limit's wait stands
     assert again[ids.id].attempts == 0  # the extra try is not the row's failure
+
+
+def fill_a_busy_week(store: Store, outbox_rows: int, old_events: int) -> None:
+    """`outbox_rows` delivered rows of a day ago (a first link sync's), and `old_events`
+    events of eight days ago that queued nothing (a week's progress webhooks)."""
+    now, day = 10 * 86400.0, 86400.0
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO events (received_at, source, kind, profile, payload)"
+            " VALUES (?, 'jellyfin', 'progress', 'me', '{}')",
+            [(now - 8 * day,)] * old_events,
+        )
+        conn.executemany(
+            "INSERT INTO outbox (target, profile, action, payload, ordering_key,"
+            " idempotency_key, status, next_attempt_at, created_at, updated_at)"
+            " VALUES ('trakt', 'me', 'play', '{}', ?, ?, 'done', ?, ?, ?)",
+            [(f"o{i}", f"k{i}", now - day, now - day, now - day) for i in range(outbox_rows)],
+        )
+
+
+def test_pruning_a_weeks_events_beside_a_large_outbox_is_quick(store: Store) -> None:
+    # It holds the write lock: every webhook's answer waits for it (it took 10 s and more).
+    fill_a_busy_week(store, outbox_rows=20_000, old_events=5_000)
+    started = time.perf_counter()
+    pruned = store.prune(now=10 * 86400.0, keep_done=7 * 86400.0, keep_sessions=400 * 86400.0)
+    assert pruned["events"] == 5_000
+    assert time.perf_counter() - started < 1.0
+
+
+def pages_written_by(store: Store, write: Callable[[int], None], times: int) -> float:
+    """Pages the write-ahead log gained per call of `write(i)`, each in its own commit."""
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.db.execute("PRAGMA wal_autocheckpoint=0")
+    for i in range(times):
+        write(i)
+    _, frames, _ = store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return float(frames) / times
+
+
+def test_a_progress_webhook_writes_few_pages(store: Store) -> None:
+    # Jellyfin reports progress every 10 s while playing: each one's writes wear SD cards.
+    playing = Session("jellyfin:s1:alice:tv:movie1", "playing", 10.0, 1, 0.0, 0.0)
+    store.ingest(progress_job(playing, 0))
+
+    def progress(i: int) -> None:
+        store.ingest(progress_job(playing, 1 + i))
+
+    assert pages_written_by(store, progress, 100) <= 3.5
+
+
+def progress_job(playing: Session, i: int) -> IngestJob:
+    """The i-th progress report of a viewing that goes on (it queues nothing)."""
+    now = 100.0 + 10 * i
+    event = {"item": {"kind": "movie", "title": "Heat", "ids": {"imdb": "tt0113277"}}}
+    event |= {"player": "tv", "account": "alice", "position_ms": 10_000 * i, "pad": "x" * 400}
+
+    def decide(
+        session: Session | None, _marks: Session | None
+    ) -> tuple[Session | None, list[NewOutboxRow]]:
+        return replace(playing, progress=10.0 + i / 100, updated_at=now), []
+
+    return IngestJob("jellyfin", "progress", "me", event, now, playing.key, decide)
+
+
+def test_events_and_their_deliveries_of_the_last_release_survive_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    migrations.apply(old, stop_before="m013_lighter_webhook_writes")
+    old.execute(
+        "INSERT INTO events (id, received_at, source, kind, profile, idempotency_key, payload)"
+        " VALUES (7, 1, 'plex', 'stop', 'me', 'e7', '{}')"
+    )
+    old["outbox"].insert(
+        {"event_id": 7, "target": "trakt", "profile": "me", "action": "play", "payload": "{}"}
+        | {"ordering_key": "o", "idempotency_key": "k", "next_attempt_at": 1, "created_at": 1}
+        | {"updated_at": 1}
+    )
+    old.conn.commit()
+    old.close()
+    with Store.open(tmp_path / "old.db") as store:
+        (row,) = store.claim("w", 2.0)
+        assert row.idempotency_key == "k"
+        assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []
+        again = store.record_event(
+            source="plex", kind="stop", payload={}, now=3, idempotency_key="e7"
+        )
+        assert again == 7  # the key still names one event
+        with pytest.raises(sqlite3.IntegrityError):  # and the outbox still refers to events
+            store.db.execute("DELETE FROM events WHERE id = 7")

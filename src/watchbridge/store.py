@@ -306,6 +306,56 @@ def m012_outbox_waits_for_sign_in(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN waits_for_sign_in INTEGER NOT NULL DEFAULT 0")
 
 
+@migrations()
+def m013_lighter_webhook_writes(db: sqlite_utils.Database) -> None:
+    # Pruning a week of events checked each one's foreign key against the whole outbox,
+    # holding the write lock for seconds (minutes after a first link sync's 100,000 rows).
+    db.execute("CREATE INDEX outbox_event ON outbox(event_id)")
+    # Rewritten by every progress webhook, for an hourly prune that scans the table as fast.
+    db.execute("DROP INDEX playback_sessions_age")
+
+
+@migrations(transactional=False)
+def m014_event_keys_only_where_set(db: sqlite_utils.Database) -> None:
+    # A UNIQUE column indexes every webhook's NULL key too: a page written per webhook for
+    # keys only `record_event` sets. SQLite cannot drop the constraint, so the table is
+    # copied; the outbox's references to it stay valid, so their checks are off meanwhile
+    # (possible outside a transaction only). Done again from the start if interrupted.
+    db.execute("PRAGMA foreign_keys=OFF")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DROP TABLE IF EXISTS events_copy")
+            db.execute(
+                """CREATE TABLE events_copy (
+                    id INTEGER PRIMARY KEY,
+                    received_at REAL NOT NULL,
+                    source TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    profile TEXT,
+                    idempotency_key TEXT,
+                    payload TEXT NOT NULL,
+                    raw TEXT
+                )"""
+            )
+            db.execute(
+                "INSERT INTO events_copy SELECT id, received_at, source, kind, profile,"
+                " idempotency_key, payload, raw FROM events"
+            )
+            db.execute("DROP TABLE events")
+            db.execute("ALTER TABLE events_copy RENAME TO events")
+            db.execute(
+                "CREATE UNIQUE INDEX events_key ON events(idempotency_key)"
+                " WHERE idempotency_key IS NOT NULL"
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.execute("PRAGMA foreign_keys=ON")
+
+
 def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
     """Per profile, the watchlist hold (why, when) the newest of `runs` (newest first:
     outcome, error, time) that planned its watchlist names. A run that went through (ok,
@@ -662,10 +712,15 @@ def _record_in_marks(
 def _save_session(
     conn: sqlite3.Connection, session: Session, profile: str, lasting: bool = False
 ) -> None:
+    # An upsert, not INSERT OR REPLACE: a replace deletes the row and rewrites its key's index
+    # page too, once per progress webhook.
     conn.execute(
-        "INSERT OR REPLACE INTO playback_sessions"
+        "INSERT INTO playback_sessions"
         " (key, profile, state, progress, generation, updated_at, lasting, began_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+        " profile = excluded.profile, state = excluded.state, progress = excluded.progress,"
+        " generation = excluded.generation, updated_at = excluded.updated_at,"
+        " lasting = excluded.lasting, began_at = excluded.began_at",
         (
             session.key,
             profile,
