@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import get_args
 
@@ -72,6 +73,15 @@ DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
 def test_docs_carry_the_templates_we_parse(source: str, name: str) -> None:
     docs = DOCS.read_text()
     assert all(line.strip() in docs for line in sample_bytes(source, name).decode().splitlines())
+
+
+def test_the_jellyfin_template_sends_raw_only_the_item_fields_the_plugin_escapes() -> None:
+    # The plugin escapes `"` only in the item's fields: a device named `Samsung 65" TV` would
+    # break the JSON (a lost play: the plugin never retries). The user name, raw too, is what
+    # profiles map by; a body it breaks is rescued (body.py).
+    template = sample_bytes("jellyfin", "recommended_template.handlebars").decode()
+    raw = set(re.findall(r"\{\{\{(\w+)\}\}\}", template))
+    assert raw == {"Name", "SeriesName", "NotificationUsername"}
 
 
 @pytest.mark.parametrize(
