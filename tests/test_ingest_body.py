@@ -213,6 +213,13 @@ def test_not_json_is_rejected_with_the_parser_position() -> None:
     )
 
 
+def test_not_json_is_rejected_naming_the_key_of_the_line_it_broke_on() -> None:
+    body = b'{\n  "NotificationType": "PlaybackStop",\n  "DeviceName": "Samsung 65" TV",\n}'
+    assert read_body(body, "text/plain") == Rejected(
+        'body is not JSON: Expecting \',\' delimiter at line 3 column 30 (the "DeviceName" line)'
+    )
+
+
 def test_truncated_json_is_rejected_in_one_line() -> None:
     result = read_body(b'{"event": "media.play",\n "Metadata": {', "application/json")
     assert isinstance(result, Rejected)

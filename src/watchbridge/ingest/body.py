@@ -333,6 +333,7 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
     except json.JSONDecodeError as error:
         return Rejected(
             f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            f"{_naming_the_key(error)}"
         )
     except UnicodeDecodeError:
         return Rejected(f"{what} is not JSON: not valid UTF-8")
@@ -380,6 +381,17 @@ _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 def _keep_stray_backslash(escape: re.Match[str]) -> str:
     valid = escape[1] in '"\\/bfnrt' or len(escape[1]) == 5  # \uXXXX
     return escape[0] if valid else "\\" + escape[0]
+
+
+_KEY_AT_LINE_START = re.compile(r'[ \t]*"([^"\\\r\n]{1,64})"[ \t]*:')
+
+
+def _naming_the_key(error: json.JSONDecodeError) -> str:
+    """` (the "DeviceName" line)` when the line the decoder stopped on starts with a key: a
+    template's user then sees which field broke the body."""
+    line_start = error.doc.rfind("\n", 0, error.pos) + 1
+    key = _KEY_AT_LINE_START.match(error.doc, line_start)
+    return f' (the "{key[1]}" line)' if key else ""
 
 
 def _one_line(message: str) -> str:
