@@ -216,8 +216,73 @@ def test_not_json_is_rejected_with_the_parser_position() -> None:
 def test_not_json_is_rejected_naming_the_key_of_the_line_it_broke_on() -> None:
     body = b'{\n  "NotificationType": "PlaybackStop",\n  "DeviceName": "Samsung 65" TV",\n}'
     assert read_body(body, "text/plain") == Rejected(
-        'body is not JSON: Expecting \',\' delimiter at line 3 column 30 (the "DeviceName" line)'
+        "body is not JSON: Expecting ',' delimiter at line 3 column 30 (the \"DeviceName\" line)"
     )
+
+
+def our_jellyfin_template(**raw_values: str) -> bytes:
+    """A body as the plugin renders our template: each value inserted as given."""
+    lines = [
+        '"schema": "watchbridge-jellyfin-1"',
+        *(f'"{k}": "{v}"' for k, v in raw_values.items()),
+    ]
+    return ("{\n  " + ",\n  ".join(lines) + "\n}\n").encode()
+
+
+def test_our_jellyfin_template_broken_by_a_raw_quote_is_read_line_by_line() -> None:
+    body = our_jellyfin_template(NotificationType="PlaybackStop", DeviceName='Samsung 65" TV')
+    assert read_body(body, "text/plain") == {
+        "schema": "watchbridge-jellyfin-1",
+        "NotificationType": "PlaybackStop",
+        "DeviceName": 'Samsung 65" TV',
+    }
+
+
+def test_a_title_ending_in_a_backslash_is_read_from_our_jellyfin_template() -> None:
+    body = our_jellyfin_template(Name="Trailing\\", SeriesName="AC\\DC")
+    assert read_body(body, "text/plain") == {
+        "schema": "watchbridge-jellyfin-1",
+        "Name": "Trailing\\",
+        "SeriesName": "AC\\DC",
+    }
+
+
+def test_a_rescued_template_reads_the_plugins_quote_escape_and_no_other() -> None:
+    # Name alone would be JSON (read by JSON's escapes); SeriesName breaks it.
+    body = our_jellyfin_template(Name='Say \\"Hi\\" \\n \\u00e9 \\\\', SeriesName="End\\")
+    decoded = read_body(body, "text/plain")
+    assert isinstance(decoded, dict)
+    assert decoded["Name"] == 'Say "Hi" \\n \\u00e9 \\\\'
+
+
+def test_empty_values_of_a_rescued_template_are_absent() -> None:
+    body = our_jellyfin_template(Name="Trailing\\", Rating="", Likes="")
+    assert read_body(body, "text/plain") == {
+        "schema": "watchbridge-jellyfin-1",
+        "Name": "Trailing\\",
+    }
+
+
+def test_a_template_in_crlf_lines_is_rescued_alike() -> None:
+    body = our_jellyfin_template(Name="Trailing\\").replace(b"\n", b"\r\n")
+    assert read_body(body, "text/plain") == {
+        "schema": "watchbridge-jellyfin-1",
+        "Name": "Trailing\\",
+    }
+
+
+def test_a_body_without_our_template_line_is_not_rescued() -> None:
+    body = our_jellyfin_template(Name="Trailing\\").replace(b"jellyfin-1", b"jellyfin-2")
+    assert read_body(body, "text/plain") == Rejected(
+        'body is not JSON: Unterminated string starting at at line 3 column 11 (the "Name" line)'
+    )
+
+
+def test_our_template_with_a_line_of_another_shape_is_not_rescued() -> None:
+    body = our_jellyfin_template(Name="Trailing\\", Overview="line 1\nline 2")
+    result = read_body(body, "text/plain")
+    assert isinstance(result, Rejected)
+    assert result.reason.startswith("body is not JSON: ")
 
 
 def test_truncated_json_is_rejected_in_one_line() -> None:

@@ -86,6 +86,23 @@ def test_template_body_sent_as_text_plain_gives_the_same_event_as_send_all_prope
     assert event.item.year == 2008
 
 
+def test_older_template_broken_by_a_quote_in_the_device_name_still_gives_the_play() -> None:
+    body = sample_bytes("jellyfin", "template_rendered_playback_stop.json").replace(
+        b'  "UtcTimestamp"', b'  "DeviceName": "Samsung 65" TV",\n  "UtcTimestamp"'
+    )
+    event = only_event(parse_request("jellyfin", body, "text/plain; charset=utf-8"))
+    assert_ozymandias(event)
+    assert (event.action, event.played) == ("stop", True)
+
+
+def test_template_title_ending_in_a_backslash_is_read_as_it_is() -> None:
+    body = sample_bytes("jellyfin", "template_rendered_playback_stop.json").replace(
+        b'"Ozymandias"', b'"Ozymandias\\"'
+    )
+    event = only_event(parse_request("jellyfin", body, "text/plain; charset=utf-8"))
+    assert event.item.title == "Ozymandias\\"
+
+
 def test_template_date_in_culture_text_leaves_the_time_unknown() -> None:
     event = only_event(parse(sample("template_rendered_playback_stop.json")))
     assert event.occurred_at is None

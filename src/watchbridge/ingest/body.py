@@ -6,9 +6,10 @@ sometimes as a plain field and sometimes as a file part with its own Content-Typ
 JPEG `thumb`; Jellyfin sends JSON labelled text/plain; Tautulli may send form fields. So we
 sniff instead of trusting the declared type: multipart, else JSON, else form-urlencoded.
 
-Template quirks (pitfalls §9) handled here: raw newlines inside strings are accepted and
-empty strings mean "absent" (unknown template variables render as ""). .NET booleans ("True")
-are read by `common.flag`, not rewritten here, so a title that is literally "True" survives.
+Template quirks (pitfalls §9) handled here: raw newlines inside strings are accepted, empty
+strings mean "absent" (unknown template variables render as ""), and a body in our Jellyfin
+template's shape that a raw value broke is read line by line. .NET booleans ("True") are read
+by `common.flag`, not rewritten here, so a title that is literally "True" survives.
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
 def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejected:
     try:
         text = raw.decode(json.detect_encoding(raw), "surrogatepass")
-        decoded = _forgiving_loads(text)
+        decoded = _loads_or_rescue(text)
         if _MAY_HOLD_SURROGATES.search(text):
             decoded = _without_lone_surrogates(decoded)
     except json.JSONDecodeError as error:
@@ -381,6 +382,44 @@ _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 def _keep_stray_backslash(escape: re.Match[str]) -> str:
     valid = escape[1] in '"\\/bfnrt' or len(escape[1]) == 5  # \uXXXX
     return escape[0] if valid else "\\" + escape[0]
+
+
+def _loads_or_rescue(text: str) -> object:
+    """_forgiving_loads(text), else our Jellyfin template read line by line, else its error."""
+    try:
+        return _forgiving_loads(text)
+    except json.JSONDecodeError:
+        rescued = _our_jellyfin_template(text)
+        if rescued is None:
+            raise
+        return rescued
+
+
+_TEMPLATE_SCHEMA = "watchbridge-jellyfin-1"
+# `"Key": "value",`: the value runs to the line's last quote.
+_TEMPLATE_LINE = re.compile(r'"([^"\\]+)"[ \t]*:[ \t]*"(.*)"[ \t]*,?')
+
+
+def _our_jellyfin_template(text: str) -> dict[str, object] | None:
+    """A body in our Jellyfin template's shape (docs/webhooks.md) that is not JSON, read line
+    by line, or None. The plugin inserts values raw but for `"` → `\\"` in item fields, so a
+    title ending in a backslash or a quote in a user (or, in older templates, device) name
+    breaks the JSON, not the lines: each
+    value is read back with `\\"` as `"` and every other backslash as itself."""
+    if f'"schema": "{_TEMPLATE_SCHEMA}"' not in text:  # no line-by-line look at other bodies
+        return None
+    fields: dict[str, str] = {}
+    for raw_line in text.split("\n"):  # not splitlines(): a title may hold U+2028
+        line = raw_line.strip(" \t\r")
+        if line in ("{", "}", ""):
+            continue
+        pair = _TEMPLATE_LINE.fullmatch(line)
+        if pair is None:
+            return None
+        fields[pair[1]] = pair[2].replace('\\"', '"')
+    if fields.get("schema") != _TEMPLATE_SCHEMA:
+        return None
+    return {key: value for key, value in fields.items() if value}
 
 
 _KEY_AT_LINE_START = re.compile(r'[ \t]*"([^"\\\r\n]{1,64})"[ \t]*:')
