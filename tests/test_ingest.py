@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import get_args
 
 import pytest
 
-from tests.ingest_samples import SOURCES_WITH_SAMPLES, only_event, payload_names, sample_bytes
+from tests.ingest_samples import (
+    SOURCES_WITH_SAMPLES,
+    only_event,
+    payload_names,
+    raw_request,
+    sample_bytes,
+)
 from watchbridge.ingest import IGNORE_REASONS, PARSERS, SOURCES, parse
-from watchbridge.ingest.common import clean_id, flag, integer, iso_time, server_guid
+from watchbridge.ingest.common import (
+    clean_id,
+    flag,
+    integer,
+    iso_time,
+    server_guid,
+    wrong_url_hint,
+)
 from watchbridge.model import Ignored, Rejected, Source
 
 
@@ -46,7 +60,72 @@ def test_every_sample_fixture_parses_to_accepted_or_ignored(source: str, name: s
 
 def test_json_object_of_the_wrong_source_is_rejected_not_misread() -> None:
     body = sample_bytes("jellyfin", "playback_start_episode.json")
-    assert parse("plex", body, "application/json") == Rejected("plex payload has no event")
+    assert parse("plex", body, "application/json") == Rejected(
+        "plex payload has no event; this looks like a Jellyfin webhook:"
+        " use the jellyfin URL from watchbridge webhook-urls"
+    )
+
+
+GENERIC_PLAY = json.dumps(
+    {"event": "played", "user": "alice", "item": {"type": "movie", "ids": {"imdb": "tt2543164"}}}
+).encode()
+
+
+def as_sent(source: str, name: str) -> tuple[bytes, str]:
+    """A sample body with the Content-Type it comes with."""
+    if name.endswith(".bin"):
+        return raw_request(source, name.removesuffix(".bin"))
+    return sample_bytes(source, name), "application/json"
+
+
+@pytest.mark.parametrize(
+    ("url", "sender", "name", "refusal"),
+    [
+        (
+            "jellyfin",
+            "emby",
+            "playback_start_episode.json",
+            "jellyfin payload has no NotificationType",
+        ),
+        ("tautulli", "plex", "multipart_movie_media_play.bin", "tautulli payload has no action"),
+        ("plex", "tautulli", "play_episode.json", "plex payload has no event"),
+        ("emby", "jellyfin", "template_rendered_playback_stop.json", "emby payload has no Event"),
+        ("generic", "emby", "multipart_playback_stop_episode.bin", "event: required"),
+        (
+            "generic",
+            "plex",
+            "movie_media_play.json",
+            "event: must be one of start, pause, resume, progress, stop, played, unplayed, rate",
+        ),
+    ],
+)
+def test_a_webhook_sent_to_another_sources_url_is_refused_naming_the_url_to_use(
+    url: str, sender: str, name: str, refusal: str
+) -> None:
+    body, content_type = as_sent(sender, name)
+    article = "an" if sender == "emby" else "a"
+    assert parse(url, body, content_type) == Rejected(
+        f"{refusal}; this looks like {article} {sender.capitalize()} webhook:"
+        f" use the {sender} URL from watchbridge webhook-urls"
+    )
+
+
+def test_a_generic_body_sent_to_the_jellyfin_url_is_named_generic() -> None:
+    assert parse("jellyfin", GENERIC_PLAY, "application/json") == Rejected(
+        "jellyfin payload has no NotificationType; this looks like a generic webhook:"
+        " use the generic URL from watchbridge webhook-urls"
+    )
+
+
+def test_a_payload_of_no_known_shape_is_refused_without_a_hint() -> None:
+    body = b'{"Event": "playback.start", "Metadata": {}, "action": "play"}'
+    assert parse("jellyfin", body, "application/json") == Rejected(
+        "jellyfin payload has no NotificationType"
+    )
+
+
+def test_the_hint_never_names_the_url_the_webhook_came_to() -> None:
+    assert wrong_url_hint({"event": True, "Metadata": {}}, "plex") == ""
 
 
 def test_ignore_reasons_are_short_metric_labels() -> None:

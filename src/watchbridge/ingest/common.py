@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef
 from watchbridge.ratings import from_ten
@@ -289,6 +290,46 @@ def _following_episodes(event: MediaEvent, last: int | None) -> list[MediaEvent]
         )
         for n in range(item.number + 1, last + 1)
     ]
+
+
+class _Telltale(NamedTuple):
+    """What gives a source's payload away (docs/webhooks.md): its event-type key, with one of
+    `beside` when that key alone is too common a name."""
+
+    source: str
+    name: str  # as the hint says it
+    key: str
+    beside: frozenset[str] = frozenset()
+
+    def fits(self, data: Payload) -> bool:
+        return self.key in data and (not self.beside or not self.beside.isdisjoint(data))
+
+
+_TELLTALES = (
+    _Telltale("plex", "a Plex", "event", frozenset({"Metadata", "Account"})),
+    _Telltale("jellyfin", "a Jellyfin", "NotificationType"),
+    _Telltale("emby", "an Emby", "Event", frozenset({"Item", "Server"})),
+    _Telltale(
+        "tautulli",
+        "a Tautulli",
+        "action",
+        frozenset({"media_type", "rating_key", "session_key", "server_machine_id"}),
+    ),
+    _Telltale("generic", "a generic", "event", frozenset({"item"})),
+)
+
+
+def wrong_url_hint(data: Payload, source: str) -> str:
+    """`; this looks like an Emby webhook: use the emby URL …` for a payload in another
+    source's shape sent to `source`'s URL, else "": a refusal for a missing event type alone
+    does not tell a user that the URL is wrong."""
+    for telltale in _TELLTALES:
+        if telltale.source != source and telltale.fits(data):
+            return (
+                f"; this looks like {telltale.name} webhook: use the {telltale.source} URL"
+                " from watchbridge webhook-urls"
+            )
+    return ""
 
 
 def ignored_type(item_type: str, not_video: frozenset[str]) -> str:

@@ -36,6 +36,7 @@ from watchbridge.ingest.common import (
     star_rating,
     text,
     ticks_to_ms,
+    wrong_url_hint,
 )
 from watchbridge.model import (
     Account,
@@ -69,7 +70,7 @@ def parse(data: Payload) -> ParseResult:
     """One Emby webhook document → a ParseResult."""
     event = (text(data.get("Event")) or "").lower()
     if not event:
-        return Rejected("emby payload has no Event")
+        return Rejected(f"emby payload has no Event{wrong_url_hint(data, 'emby')}")
     if event not in ACTIONS:
         return Ignored(_event_reason(event))
     item = obj(data.get("Item"))

@@ -36,6 +36,7 @@ from watchbridge.ingest.common import (
     iso_time,
     number,
     text,
+    wrong_url_hint,
 )
 from watchbridge.model import (
     Accepted,
@@ -72,7 +73,7 @@ def parse(data: Payload) -> ParseResult:
 
 
 def _parse(data: Payload) -> ParseResult:
-    action = _action(data.get("event"))
+    action = _action(data)
     warnings: list[str] = []
     item = _item(data.get("item"), warnings)
     position_ms, duration_ms, percent = _position(data)
@@ -94,12 +95,15 @@ def _parse(data: Payload) -> ParseResult:
     return accept(event, warnings)
 
 
-def _action(value: object) -> Action:
+def _action(data: Payload) -> Action:
+    value = data.get("event")
     if value is None:
-        raise Invalid("event: required")
+        raise Invalid(f"event: required{wrong_url_hint(data, 'generic')}")
     action = ACTIONS.get((text(value) or "").lower())
-    if action is None:
-        raise Invalid(f"event: must be one of {', '.join(ACTIONS)}")
+    if action is None:  # Plex's event names (media.play) give a Plex body away too
+        raise Invalid(
+            f"event: must be one of {', '.join(ACTIONS)}{wrong_url_hint(data, 'generic')}"
+        )
     return action
 
 

@@ -43,6 +43,7 @@ from watchbridge.ingest.common import (
     star_rating,
     text,
     ticks_to_ms,
+    wrong_url_hint,
 )
 from watchbridge.model import (
     Account,
@@ -89,7 +90,9 @@ def parse(data: Payload) -> ParseResult:
     """One Jellyfin webhook body (either shape) → a ParseResult."""
     notification = (text(data.get("NotificationType")) or "").lower()
     if not notification:
-        return Rejected("jellyfin payload has no NotificationType")
+        return Rejected(
+            f"jellyfin payload has no NotificationType{wrong_url_hint(data, 'jellyfin')}"
+        )
     if notification in LIBRARY:
         return Ignored(LIBRARY_EVENT)
     if notification not in PLAYBACK_ACTIONS and notification != "userdatasaved":

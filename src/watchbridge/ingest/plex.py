@@ -44,6 +44,7 @@ from watchbridge.ingest.common import (
     number,
     obj,
     text,
+    wrong_url_hint,
 )
 from watchbridge.model import (
     Account,
@@ -94,7 +95,7 @@ def parse(data: Payload) -> ParseResult:
     """One Plex webhook payload (the JSON of the `payload` part) → a ParseResult."""
     event = text(data.get("event"))
     if event is None:
-        return Rejected("plex payload has no event")
+        return Rejected(f"plex payload has no event{wrong_url_hint(data, 'plex')}")
     if event not in ACTIONS:
         return Ignored(LIBRARY_EVENT if event.startswith("library.") else UNSUPPORTED_EVENT)
     metadata = obj(data.get("Metadata"))

@@ -37,6 +37,7 @@ from watchbridge.ingest.common import (
     non_negative,
     number,
     text,
+    wrong_url_hint,
 )
 from watchbridge.ingest.plex import episode_numbers, guid_ids, parse_guid
 from watchbridge.model import (
@@ -74,7 +75,7 @@ def parse(data: Payload) -> ParseResult:
     if not action and all(_unfilled(data.get(key)) for key in ("action", "media_type")):
         return Ignored(TEST_EVENT)  # "Test Notifications" sends the template as it is
     if not action:
-        return Rejected("tautulli payload has no action")
+        return Rejected(f"tautulli payload has no action{wrong_url_hint(data, 'tautulli')}")
     if action not in ACTIONS:
         return Ignored(LIBRARY_EVENT if action == "created" else UNSUPPORTED_EVENT)
     media_type = (text(fields.get("media_type")) or "").lower()
