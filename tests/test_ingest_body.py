@@ -274,7 +274,7 @@ def test_a_template_in_crlf_lines_is_rescued_alike() -> None:
 def test_a_body_without_our_template_line_is_not_rescued() -> None:
     body = our_jellyfin_template(Name="Trailing\\").replace(b"jellyfin-1", b"jellyfin-2")
     assert read_body(body, "text/plain") == Rejected(
-        'body is not JSON: Unterminated string starting at at line 3 column 11 (the "Name" line)'
+        'body is not JSON: Unterminated string starting at line 3 column 11 (the "Name" line)'
     )
 
 
@@ -283,6 +283,12 @@ def test_our_template_with_a_line_of_another_shape_is_not_rescued() -> None:
     result = read_body(body, "text/plain")
     assert isinstance(result, Rejected)
     assert result.reason.startswith("body is not JSON: ")
+
+
+def test_an_unterminated_string_is_refused_saying_where_it_starts() -> None:
+    assert read_body(b'{\n  "Name": "Trailing\\"\n}', "application/json") == Rejected(
+        'body is not JSON: Unterminated string starting at line 2 column 11 (the "Name" line)'
+    )
 
 
 def test_truncated_json_is_rejected_in_one_line() -> None:

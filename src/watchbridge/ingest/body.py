@@ -333,7 +333,9 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
             decoded = _without_lone_surrogates(decoded)
     except json.JSONDecodeError as error:
         return Rejected(
-            f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            # "Unterminated string starting at" ends in the word our "at line" starts with
+            f"{what} is not JSON: {error.msg.removesuffix(' at')} at line {error.lineno}"
+            f" column {error.colno}"
             f"{_naming_the_key(error)}"
         )
     except UnicodeDecodeError:
