@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
+import http.client
+import json
 import sqlite3
 import threading
 import time
@@ -98,6 +100,49 @@ def test_a_url_with_the_source_left_out_does_not_echo_the_secret(app: AppThread,
     response = httpx.post(f"{app.url}{path}", content=b"{}")  # media servers log answers
     assert response.status_code == 404
     assert SECRET not in response.text
+
+
+def post_with_header_secret(app: AppThread, secret: str) -> int:
+    """The status of a generic play sent with `secret` in X-Webhook-Secret, byte for byte
+    (httpx refuses a header value with surrounding whitespace; Tautulli sends it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    try:
+        body = json.dumps(generic_play())
+        headers = {"Content-Type": "application/json", "X-Webhook-Secret": secret}
+        connection.request("POST", "/webhooks/generic", body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("pasted", [f"{SECRET} ", f"{SECRET}\t", f" {SECRET}", f" {SECRET}  "])
+def test_a_header_secret_pasted_with_surrounding_whitespace_is_accepted(
+    app: AppThread, pasted: str
+) -> None:
+    assert post_with_header_secret(app, pasted) == 202
+
+
+def test_a_header_of_whitespace_alone_is_no_secret(app: AppThread) -> None:
+    assert post_with_header_secret(app, " \t ") == 401
+
+
+@pytest.mark.parametrize("parameter", ["secret", "token", "Secret"])
+def test_a_secret_in_a_query_parameter_is_told_where_it_goes_and_not_echoed(
+    app: AppThread, parameter: str
+) -> None:
+    response = httpx.post(
+        f"{app.url}/webhooks/generic", params={parameter: SECRET}, json=generic_play()
+    )
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert "in the URL's path" in error and "X-Webhook-Secret header" in error
+    assert "query" in error and SECRET not in response.text
+
+
+def test_a_wrong_secret_without_a_query_parameter_is_told_plainly(app: AppThread) -> None:
+    response = httpx.post(f"{app.url}/webhooks/generic/wrong-one", json=generic_play())
+    assert response.status_code == 401
+    assert "query" not in response.json()["error"]
 
 
 @pytest.fixture(scope="module")

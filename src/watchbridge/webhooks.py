@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import asgi
@@ -133,6 +134,21 @@ def secret_ok(supplied: str | bytes | None, expected: str) -> bool:
     with contextlib.suppress(UnicodeEncodeError):
         forms.append(expected.encode("latin-1"))
     return any([hmac.compare_digest(supplied, form) for form in forms])
+
+
+QUERY_SECRET_NAMES = frozenset({"secret", "token"})
+
+
+def _unauthorized_reason(query: bytes) -> str:
+    """Why a webhook's secret was refused: where the secret goes when it came as a query
+    parameter (never its value: media servers log answers)."""
+    names = {name.casefold() for name, _ in parse_qsl(query.decode("latin-1"), True)}
+    if names & QUERY_SECRET_NAMES:
+        return (
+            "the webhook secret goes in the URL's path (/webhooks/SOURCE/SECRET) or an "
+            "X-Webhook-Secret header, not in a query parameter (see `watchbridge webhook-urls`)"
+        )
+    return "missing or wrong webhook secret (see `watchbridge webhook-urls`)"
 
 
 # --------------------------------------------------------------------------- route
@@ -352,17 +368,10 @@ async def _webhook(
         elif header == b"content-length" and declared is None:
             declared = value
         elif header == SECRET_HEADER_BYTES and header_secret is None:
-            header_secret = value
+            header_secret = value.strip()  # Tautulli sends a pasted trailing space as is
     if not secret_ok(secret or header_secret, runtime.webhook_secret):
-        await _answer(
-            runtime,
-            send,
-            source,
-            "unauthorized",
-            401,
-            started,
-            error="missing or wrong webhook secret (see `watchbridge webhook-urls`)",
-        )
+        reason = _unauthorized_reason(scope["query_string"])
+        await _answer(runtime, send, source, "unauthorized", 401, started, error=reason)
         return
     limit = runtime.config.server.max_webhook_bytes
     try:
