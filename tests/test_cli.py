@@ -92,6 +92,21 @@ def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> No
     assert "warning: profile kids has no account to deliver to" in result.stdout
 
 
+def test_check_config_warns_that_tautulli_never_sends_the_owner_as_user_1(tmp_path: Path) -> None:
+    # Plex's own webhook calls the owner 1; Tautulli sends the owner's plex.tv account id.
+    path = write_config(
+        tmp_path,
+        "services: {trakt: {client_id: abc}}\n"
+        "profiles:\n  me:\n    users: {tautulli: ['1']}\n    accounts: {trakt: {}}\n",
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: profiles.me.users.tautulli lists '1'")
+    assert "plex.tv account id" in warning and "user name" in warning
+    assert "config OK" in result.stdout
+
+
 def test_check_config_says_what_plays_of_a_profile_go_to_no_account(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

@@ -287,6 +287,12 @@ def start_warnings(
                 f"profile {name} has no account to deliver to (trakt, serializd or anilist, "
                 "with its service configured): its webhooks are answered and dropped"
             )
+        if any(entry.split(":")[-1].strip() == "1" for entry in profile.users.tautulli):
+            warnings.append(
+                f"profiles.{name}.users.tautulli lists '1', which Tautulli never sends: Plex's "
+                "own webhook calls the server owner 1, Tautulli sends the owner's plex.tv "
+                "account id; list the owner's user name or that id instead (docs/webhooks.md)"
+            )
     return warnings
 
 
