@@ -449,7 +449,7 @@ def test_start_up_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
     assert "profile alexander is new to the database" in service.output()
 
 
-def test_a_storm_of_refused_webhooks_is_one_log_line_at_info(tmp_path: Path) -> None:
+def test_a_storm_of_refused_webhooks_is_one_warning_in_the_log(tmp_path: Path) -> None:
     # A server left with an old secret sends progress webhooks every few seconds, for months.
     port = free_port()
     path = write_config(tmp_path, port=port)
@@ -460,10 +460,12 @@ def test_a_storm_of_refused_webhooks_is_one_log_line_at_info(tmp_path: Path) -> 
     for _ in range(20):
         httpx.post(f"{service.url}/webhooks/jellyfin/an-old-secret", content=b"{}")
     service.terminate()
-    assert service.output().count('msg="webhook refused"') == 1
+    output = service.output()
+    assert output.count('msg="webhook refused"') == 1
+    assert 'level=warning logger=watchbridge.webhooks msg="webhook refused"' in output
 
 
-def test_debug_logging_shows_every_webhook_and_refusals_show_at_info(tmp_path: Path) -> None:
+def test_debug_logging_shows_every_webhook_with_its_outcome(tmp_path: Path) -> None:
     port = free_port()
     path = write_config(tmp_path, "logging: {level: debug}\n", port=port)
     path.write_text(

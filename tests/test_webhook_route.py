@@ -271,6 +271,43 @@ def test_an_account_no_profile_lists_shows_on_the_status(tmp_path: Path) -> None
     assert seen["fix"].startswith("add it under profiles.NAME.users.jellyfin")
 
 
+def test_refused_webhooks_show_on_the_status_with_what_to_do_and_never_the_secret(
+    tmp_path: Path,
+) -> None:
+    # The example config sends no alerts, and a media server never sends a refused webhook
+    # again: the status page and /api/status are where the user can see plays being lost.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {default: true}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as app:
+        for _ in range(3):  # Tautulli left with an old secret
+            httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}-old", json=generic_play())
+        httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", content=b"{not json")
+        httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=generic_play())  # taken
+        refused = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+        page = html.unescape(httpx.get(app.url).text)
+    malformed, unauthorized = refused  # the most recently refused first
+    assert unauthorized | {"last_at": 0, "fix": ""} == {
+        "source": "tautulli",
+        "outcome": "unauthorized",
+        "status": 401,
+        "webhooks": 3,
+        "last_at": 0,
+        "reason": "missing or wrong webhook secret (see `watchbridge webhook-urls`)",
+        "fix": "",
+    }
+    assert abs(unauthorized["last_at"] - time.time()) < 60
+    assert "watchbridge webhook-urls" in unauthorized["fix"]
+    assert (malformed["source"], malformed["status"], malformed["webhooks"]) == ("jellyfin", 400, 1)
+    assert malformed["reason"].startswith("body is not JSON")
+    assert "401 unauthorized" in page and "400 malformed" in page
+    assert unauthorized["fix"] in page and malformed["reason"] in page
+    assert SECRET not in page and SECRET not in str(refused)
+
+
 def test_an_emby_webhook_naming_no_user_says_which_emby_setting_sends_one(tmp_path: Path) -> None:
     # Emby sends no User unless the webhook's "Limit user events to" selects users: no
     # profile can list an account that has no name, so the status names the setting.

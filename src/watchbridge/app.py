@@ -50,6 +50,7 @@ from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
+from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
 from watchbridge.store import LOCKED_BY_ANOTHER, IngestWriter, Store, locked_by_another
 from watchbridge.unmapped import UnmappedAccounts
@@ -88,6 +89,7 @@ class Runtime:
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
     unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
+    refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
     senders: Senders = field(default_factory=Senders)
     downtime: str | None = None  # what this start told of the time the service was away
 
@@ -463,6 +465,18 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "fix": s.fix,
             }
             for s in runtime.unmapped.recent()
+        ],
+        "refused_webhooks": [
+            {
+                "source": r.source,
+                "outcome": r.outcome,
+                "status": r.status,
+                "webhooks": r.webhooks,
+                "last_at": r.last_at,
+                "reason": r.reason,
+                "fix": r.fix,
+            }
+            for r in runtime.refused.recent()
         ],
         "reported_twice": [
             {

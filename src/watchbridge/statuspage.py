@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from watchbridge import __version__
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config, copied_nowhere
+from watchbridge.refused import Refusal
 from watchbridge.senders import Doubling
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
@@ -32,7 +33,10 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
     unmapped = runtime.unmapped.recent()
     doublings = runtime.senders.recent(now)
-    return render(runtime.config, status, now, sign_ins, unmapped, runtime.downtime, doublings)
+    refused = runtime.refused.recent()
+    return render(
+        runtime.config, status, now, sign_ins, unmapped, runtime.downtime, doublings, refused
+    )
 
 
 ROUTES: list[Any] = [status_page]
@@ -53,11 +57,12 @@ def render(
     unmapped: Sequence[Sighting] = (),
     downtime: str | None = None,
     doublings: Sequence[Doubling] = (),
+    refused: Sequence[Refusal] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
     `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
     this start told of the time the service was away; `doublings`: Plex servers reported
-    twice to a profile)."""
+    twice to a profile; `refused`: webhooks refused since the start, by source and kind)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -104,6 +109,7 @@ def render(
         "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
         + (f'<p class="bad">{_e(downtime)}</p>' if downtime else "")
         + "".join(f'<p class="bad">{_e(d.message)}: {_e(d.fix)}.</p>' for d in doublings)
+        + _refused(refused, now)
         + _unmapped(unmapped, now),
     ]
     return (
@@ -158,6 +164,27 @@ def _sign_ins(lines: Sequence[str]) -> str:
         for line in lines
     ]
     return "<p>AniList:</p><ul>" + "".join(shown) + "</ul>"
+
+
+def _refused(refused: Sequence[Refusal], now: float) -> str:
+    if not refused:
+        return ""
+    rows = [
+        (
+            _e(r.source),
+            f'<span class="bad">{r.status} {_e(r.outcome)}</span>',
+            str(r.webhooks),
+            _age(r.last_at, now),
+            _e(r.reason),
+            _e(r.fix),
+        )
+        for r in refused
+    ]
+    return (
+        '<p class="bad">Refused since the start; media servers do not send these again, so '
+        "each is a play lost unless a link's sync finds it:</p>"
+        + _table(("source", "answer", "webhooks", "last", "last reason", "what to do"), rows)
+    )
 
 
 def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:

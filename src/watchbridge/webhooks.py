@@ -37,6 +37,7 @@ from watchbridge.playback import (
     remembers_rating,
     session_key,
 )
+from watchbridge.refused import REFUSALS
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
@@ -215,43 +216,24 @@ async def _answer(
     _count(runtime, source, outcome, started)
     await _send(send, _json(status, {"status": outcome, **body}))
     if outcome in REFUSALS:
-        reason = str(body.get("error", ""))
-        _log_refused(source, outcome, status, reason)
-        _alert_refused(runtime, source, outcome, reason)
+        _refused(runtime, source, outcome, status, str(body.get("error", "")))
 
 
-# A server with an old secret sends progress webhooks every few seconds for months: the log
-# tells a source's refusals of one kind once per this long, with how many it did not tell.
-LOG_REFUSALS_EVERY = 600.0
-_refusals_logged: dict[str, tuple[float, int]] = {}  # "source:outcome": (logged at, untold)
+def _refused(runtime: Runtime, source: str, outcome: str, status: int, reason: str) -> None:
+    """Note a refused webhook (`reason`: our own one-line message) on the status, in the log
+    (once in a while: runtime.refused) and as an alert."""
+    # Not runtime.clock: the internal-error path must survive its bugs.
+    untold = runtime.refused.saw(source, outcome, status, reason, time.time())
+    if untold is not None:
+        extra = {"source": source, "status": status, "reason": reason, "fix": REFUSALS[outcome]}
+        if untold:
+            extra["more_refused_since_last_line"] = untold
+        log.warning("webhook refused", extra=extra)
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug("webhook refused", extra={"source": source, "reason": reason})
+    _alert_refused(runtime, source, outcome, reason)
 
 
-def _log_refused(source: str, outcome: str, status: int, reason: str) -> None:
-    key, now = f"{source}:{outcome}", time.monotonic()
-    logged_at, untold = _refusals_logged.get(key, (-LOG_REFUSALS_EVERY, 0))
-    if now - logged_at < LOG_REFUSALS_EVERY:
-        _refusals_logged[key] = (logged_at, untold + 1)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("webhook refused", extra={"source": source, "reason": reason})
-        return
-    _refusals_logged[key] = (now, 0)
-    extra = {"source": source, "status": status, "reason": reason}
-    if untold:
-        extra["more_refused_since_last_line"] = untold
-    log.info("webhook refused", extra=extra)
-
-
-# What to tell a human when webhooks are refused: media servers never send one again, so each
-# is a play lost unless a link's sync finds it.
-REFUSALS = {
-    "unauthorized": "Copy the URL again from `watchbridge webhook-urls`.",
-    "malformed": "Check the webhook's setup (docs/webhooks.md); `watchbridge_webhook_events_total`"
-    " in /metrics counts them.",
-    "too_large": "Raise server.max_webhook_bytes if this server sends large bodies.",
-    "store_error": "Check the disk that holds storage.path (full? read-only?); /readyz says when"
-    " the database takes writes again.",
-    "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
-}
 _alerting: set[asyncio.Task[str]] = set()  # alerts being sent, referenced until they finish
 
 
@@ -337,7 +319,7 @@ async def webhooks_app(scope: Scope, receive: Receive, send: Send) -> None:
             await _send(send, _INTERNAL_ERROR)
         source = segments[0] if segments[0] in SOURCES else "unknown"
         runtime.metrics.webhook_events.labels(source, "internal_error").inc()
-        _alert_refused(runtime, source, "internal_error", f"internal error ({type(exc).__name__})")
+        _refused(runtime, source, "internal_error", 500, f"internal error ({type(exc).__name__})")
 
 
 async def _webhook(

@@ -1,0 +1,65 @@
+"""Webhooks this process refused (401, 400, 413, 503, 500), per source and kind of refusal.
+
+Media servers never send a refused webhook again and never show what watchbridge answered: each
+is a play lost unless a link's sync finds it. The status page and `/api/status` show each
+source's refusals of each kind since the start (how many, when last, the last reason, what to
+do), and the log tells them once per LOG_EVERY with how many it did not tell (a server left with
+an old secret sends progress webhooks every few seconds, for months). Bounded by its keys: the
+webhook sources times the kinds of REFUSALS. Pure bookkeeping: the caller passes the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# What to tell a human about each kind of refusal.
+REFUSALS = {
+    "unauthorized": "Copy the URL again from `watchbridge webhook-urls`.",
+    "malformed": "Check the webhook's setup (docs/webhooks.md); `watchbridge_webhook_events_total`"
+    " in /metrics counts them.",
+    "too_large": "Raise server.max_webhook_bytes if this server sends large bodies.",
+    "store_error": "Check the disk that holds storage.path (full? read-only?); /readyz says when"
+    " the database takes writes again.",
+    "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
+}
+LOG_EVERY = 600.0
+REASON_CHARS = 200  # reasons are our own one-line messages; a parser's may quote the body
+
+
+@dataclass
+class Refusal:
+    source: str
+    outcome: str  # a key of REFUSALS
+    status: int
+    webhooks: int = 0
+    last_at: float = 0.0
+    reason: str = ""  # the last one: never the secret or the request path (it may hold it)
+    logged_at: float | None = None
+    logged_webhooks: int = 0  # `webhooks` when the log last told of it
+
+    @property
+    def fix(self) -> str:
+        return REFUSALS[self.outcome]
+
+
+@dataclass
+class RefusedWebhooks:
+    seen: dict[tuple[str, str], Refusal] = field(default_factory=dict)
+
+    def saw(self, source: str, outcome: str, status: int, reason: str, now: float) -> int | None:
+        """Count one refused webhook; when the log should tell of it, how many of its kind the
+        log did not tell since its last line (else None)."""
+        refusal = self.seen.get((source, outcome))
+        if refusal is None:
+            refusal = self.seen[source, outcome] = Refusal(source, outcome, status)
+        refusal.webhooks += 1
+        refusal.last_at, refusal.reason = now, reason[:REASON_CHARS]
+        if refusal.logged_at is not None and now - refusal.logged_at < LOG_EVERY:
+            return None
+        untold = refusal.webhooks - refusal.logged_webhooks - 1
+        refusal.logged_at, refusal.logged_webhooks = now, refusal.webhooks
+        return untold
+
+    def recent(self) -> list[Refusal]:
+        """The kinds of refusal seen, the most recently refused first."""
+        return sorted(self.seen.values(), key=lambda r: -r.last_at)

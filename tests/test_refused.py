@@ -1,0 +1,42 @@
+"""The webhooks refused since the start: counted per source and kind, told in the log once
+in a while, kept small."""
+
+from __future__ import annotations
+
+from watchbridge.refused import LOG_EVERY, REASON_CHARS, REFUSALS, RefusedWebhooks
+from watchbridge.webhooks import SOURCES
+
+
+def test_a_kind_of_refusal_is_told_once_then_again_with_how_many_were_not() -> None:
+    refused = RefusedWebhooks()
+    assert refused.saw("tautulli", "unauthorized", 401, "wrong secret", 0.0) == 0
+    assert refused.saw("tautulli", "unauthorized", 401, "wrong secret", 60.0) is None
+    assert refused.saw("tautulli", "unauthorized", 401, "wrong secret", 120.0) is None
+    assert refused.saw("tautulli", "unauthorized", 401, "wrong secret", LOG_EVERY) == 2
+
+
+def test_each_kind_keeps_its_count_its_last_time_and_its_last_reason() -> None:
+    refused = RefusedWebhooks()
+    refused.saw("jellyfin", "malformed", 400, "body is not JSON", 10.0)
+    refused.saw("jellyfin", "malformed", 400, "jellyfin payload has no NotificationType", 20.0)
+    refused.saw("plex", "too_large", 413, "body larger than server.max_webhook_bytes", 15.0)
+    latest, earlier = refused.recent()
+    assert (latest.source, latest.status, latest.webhooks, latest.last_at) == (
+        "jellyfin",
+        400,
+        2,
+        20.0,
+    )
+    assert latest.reason == "jellyfin payload has no NotificationType"
+    assert latest.fix == REFUSALS["malformed"]
+    assert (earlier.source, earlier.outcome, earlier.webhooks) == ("plex", "too_large", 1)
+
+
+def test_a_storm_of_refusals_keeps_one_entry_per_source_and_kind() -> None:
+    refused = RefusedWebhooks()
+    for n in range(1000):
+        for source in SOURCES:
+            for outcome in REFUSALS:
+                refused.saw(source, outcome, 400, "x" * 1000, float(n))
+    assert len(refused.recent()) == len(SOURCES) * len(REFUSALS)
+    assert all(len(r.reason) == REASON_CHARS for r in refused.recent())
