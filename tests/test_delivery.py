@@ -19,7 +19,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
 from watchbridge.app import Runtime
@@ -1109,6 +1109,7 @@ async def test_a_stop_while_a_write_is_in_flight_spends_no_attempt_of_its_rows(
     (row,) = runtime.store._query("SELECT status, attempts FROM outbox")
     assert (row["status"], row["attempts"]) == ("pending", 2)
 
+    clock.advance(runtime.config.delivery.retry_after)  # a send cut off waits as if lost
     async with restarted(runtime, worker, clock) as (again, restarted_worker):
         await drain(restarted_worker, again, clock)
         (row,) = again.store._query("SELECT status, attempts FROM outbox")
@@ -1737,6 +1738,30 @@ async def test_a_live_stop_cut_off_by_a_crash_is_checked_before_it_goes_to_histo
     clock.advance(3600)
     trakt.advance(3600)
     await drain(worker, runtime, clock, passes=3, step=120)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_send_cut_off_by_a_quick_restart_waits_for_trakt_to_finish_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Killed (out of memory) while Trakt was still writing a batch, started again at once by
+    # the container: Trakt's history does not show the play yet, so a check now would miss it.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    (row,) = runtime.store.claim("service-before", clock(), 10, ["trakt"])
+    runtime.store.note([row.id], f"{UNKNOWN_OUTCOME}: sent", clock())  # then it was killed
+    clock.advance(2)
+    stop = asyncio.Event()
+    stop.set()
+    await worker_for(runtime).run(runtime, stop)  # the restart, as far as its first steps
+    await worker.pass_once(runtime)
+    assert trakt.requests == []
+    heat = trakt.find_movie({"ids": {"imdb": "tt0113277"}})
+    assert heat is not None
+    trakt.add_history(heat, iso(clock() - 3600))  # Trakt has finished it
+    clock.advance(runtime.config.delivery.retry_after)  # as long as after a lost answer
+    await drain(worker, runtime, clock, passes=2)
     assert len(trakt.history()) == 1
     assert runtime.store.outbox_counts()["done"] == 1
 

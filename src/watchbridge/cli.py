@@ -1037,7 +1037,9 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
         # Stopped half-way: what this run claimed goes back to the service at once, with no
         # attempt spent when the user stopped it (Ctrl-C).
         stopped = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-        runtime.store.release_claims(runtime.clock(), worker.worker_id, spend=not stopped)
+        runtime.store.release_claims(
+            runtime.clock(), worker.worker_id, not stopped, runtime.config.delivery.retry_after
+        )
         raise
     finally:
         for target in worker.targets.values():

@@ -68,6 +68,7 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
+_MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 # Pruned rows leave free pages in the file; once this many (16 MB of 4 KB pages) and half the
@@ -1584,8 +1585,7 @@ class Store:
 
     def marked(self, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows are marked as possibly sent (`last_error` starts UNKNOWN_OUTCOME)."""
-        condition = "substr(last_error, 1, ?) = ?"
-        return self._rows_among(item_ids, condition, (len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME))
+        return self._rows_among(item_ids, _MARKED)
 
     def _rows_among(
         self, item_ids: Sequence[int], condition: str, params: Sequence[Any] = ()
@@ -1679,17 +1679,24 @@ class Store:
         rows = self._query(sql, params)
         return rows[0]["t"] if rows else None
 
-    def release_claims(self, now: float, claimed_by: str = "", spend: bool = True) -> int:
+    def release_claims(
+        self, now: float, claimed_by: str = "", spend: bool = True, settle: float = 0.0
+    ) -> int:
         """Return in-flight rows whose claimer's id starts with `claimed_by` ("" for all) to
         pending: after a crash, or when a worker stops. After a crash the interrupted try
         counts as an attempt (`spend`), so a row that keeps taking the process down ends as a
-        dead letter; a stop asked for is no fault of the rows'."""
+        dead letter; a stop asked for is no fault of the rows'. A row whose send may have
+        landed is due `settle` seconds after it was sent, as after a lost answer: the write
+        may still be under way at the service (a container restarted at once), and the check
+        before the next send would not see it yet."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                " attempts = attempts + ?"
+                " attempts = attempts + ?, next_attempt_at = CASE"
+                f" WHEN {_MARKED} THEN MAX(next_attempt_at, updated_at + ?)"
+                " ELSE next_attempt_at END"
                 " WHERE status = 'inflight' AND substr(COALESCE(claimed_by, ''), 1, ?) = ?",
-                (now, int(spend), len(claimed_by), claimed_by),
+                (now, int(spend), settle, len(claimed_by), claimed_by),
             ).rowcount
 
     def release_stale_claims(

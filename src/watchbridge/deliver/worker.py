@@ -394,7 +394,9 @@ class DeliveryWorker:
             # Stopped (a shutdown) mid-delivery: the rows go back as they were, their marks
             # of a send that may have landed kept, no attempt spent. Blocking: one quick write.
             with contextlib.suppress(sqlite3.Error, OSError):
-                runtime.store.release_claims(runtime.clock(), self.worker_id, spend=False)
+                runtime.store.release_claims(
+                    runtime.clock(), self.worker_id, spend=False, settle=self.config.retry_after
+                )
             raise
         finally:
             for target in self.targets.values():
@@ -405,7 +407,9 @@ class DeliveryWorker:
         released = 0
         # "worker-": claims of a service that ran a version before claims had roles.
         for claimer in (f"{SERVICE_ROLE}-", "worker-"):
-            released += await asyncio.to_thread(store.release_claims, runtime.clock(), claimer)
+            released += await asyncio.to_thread(
+                store.release_claims, runtime.clock(), claimer, True, self.config.retry_after
+            )
         if released:
             log.info("resuming deliveries claimed before a restart", extra={"rows": released})
         fingerprint = await asyncio.to_thread(runtime.config.delivery_fingerprint)
