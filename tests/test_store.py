@@ -364,6 +364,22 @@ def test_a_note_about_a_claimed_row_renews_its_lease(store: Store) -> None:
     assert store.release_stale_claims(2.0 + CLAIM_LEASE + 1) == 0
 
 
+def test_what_a_try_resolved_stays_in_its_rows_payload_through_a_crash_and_a_retry(
+    store: Store,
+) -> None:
+    store.enqueue([row("a")], 1.0)
+    (item,) = store.claim("w", 2.0)
+    store.note_resolved({item.id: {"history_id": 42}}, "unknown outcome: sent", 2.0)
+    store.release_claims(3.0)  # the process died before Trakt answered
+    (again,) = store.claim("w", 4.0)
+    assert again.payload == {"key": "a", "history_id": 42}
+    assert again.may_have_landed
+    store.mark_dead(again.id, 5.0, "gave up")
+    store.retry_dead(None, 6.0)  # `deadletters retry`
+    (retried,) = store.claim("w", 7.0)
+    assert retried.payload["history_id"] == 42
+
+
 def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:
     store.enqueue([row("a"), row("b", ordering="k2")], 1.0)
     a, b = store.claim("w", 2.0)

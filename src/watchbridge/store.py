@@ -1610,6 +1610,19 @@ class Store:
                 [(message, now, item_id) for item_id in item_ids],
             )
 
+    def note_resolved(
+        self, resolved: Mapping[int, Mapping[str, Any]], message: str, now: float
+    ) -> None:
+        """`note`, and in the same write add to each row's payload what this attempt resolved
+        (`resolved`: outbox id -> keys), so that every later try of the row sends the same
+        thing, however a crash or a lost answer left it."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET payload = json_patch(payload, ?), last_error = ?,"
+                " updated_at = ? WHERE id = ?",
+                [(_json_text(added), message, now, item_id) for item_id, added in resolved.items()],
+            )
+
     def bring_forward(self, step: float, now: float) -> int:
         """Move the next tries of pending rows due after `now` `step` seconds earlier (not
         before `now`): the clock was set back that much. How many moved."""
