@@ -48,7 +48,7 @@ from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
-from watchbridge.reconcile import Action
+from watchbridge.reconcile import EXPECTED, Action
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import (
     CLAIM_LEASE,
@@ -1185,6 +1185,52 @@ async def test_a_links_undated_rating_removal_is_as_new_as_its_queueing(
     runtime.store.enqueue(outbox_rows("plex-trakt", "me", (removal,))[0], now)
     await drain(worker, runtime, clock, passes=3, step=60)
     assert trakt.ratings() == []
+
+
+def _removal_of_an_expected_play(runtime: Runtime, at: float) -> None:
+    """A link's removal of a play it queued and saw removed on the other side before its
+    read of Trakt gave the play's history id (its record is `expect:...`)."""
+    record = f"{EXPECTED}{HEAT_BY_TMDB.key()}@{at:.0f}#plex:123"
+    removal = Action(
+        "remove_play", "trakt", HEAT_BY_TMDB.key(), "removed on plex", at, None, record
+    )
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (removal,))[0], runtime.clock())
+
+
+REMOVE = "POST /sync/history/remove"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        # Trakt removes the play and the answer is lost (its delivery is held, then retried).
+        lambda trakt: trakt.drop_next(1, route=REMOVE, after_handler=True),
+        # The connection drops before Trakt does anything.
+        lambda trakt: trakt.drop_next(1, route=REMOVE),
+        # Trakt refuses it outright (nothing removed).
+        lambda trakt: trakt.fail_next(1, 503, route=REMOVE),
+    ],
+    ids=["answer-lost", "connection-lost", "refused"],
+)
+async def test_a_retried_removal_of_an_expected_play_removes_that_play_and_no_other(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    failure: Callable[[FakeTrakt], None],
+) -> None:
+    # The play the link wrote, and the user's own rewatch 20 hours later (within the day and a
+    # half a removal looks for its play in).
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 30 * 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    trakt.add_history(heat, iso(at))
+    rewatch = trakt.add_history(heat, iso(at + 20 * 3600))
+    _removal_of_an_expected_play(runtime, at)
+    failure(trakt)
+    await drain(worker, runtime, clock, passes=4, step=600)
+    assert [h.id for h in trakt.history()] == [rewatch.id]
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 def doctor_who_part(number: int, tvdb: str) -> MediaRef:

@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 NAME = "trakt"
 PLAYS = "plays"  # mirror collection: item key @ minute of every play we know Trakt holds
+HISTORY_ID = "history_id"  # payload: the Trakt play a removal of an expected play looked up
 LIVE_STOP_PROGRESS = 90.0  # a completion with no usable progress is sent at this progress
 LIVE_SCROBBLES_PER_BATCH = 3
 UNMATCHED_RETRY = 3600.0  # an item Trakt cannot match yet is tried again hourly
@@ -704,23 +705,37 @@ class TraktTarget:
         """Removals a reconcile plan decided (a play or rating removed on the other side)."""
         outcomes: dict[int, Outcome] = {}
         ids: dict[int, int] = {}  # outbox id -> Trakt history id
+        found: dict[int, int] = {}  # those looked up by this try
         for row in plays:
             record = str(row.payload.get("record", ""))
+            pinned = row.payload.get(HISTORY_ID)
             if record.isdigit():
                 ids[row.outbox.id] = int(record)
+            elif isinstance(pinned, int):
+                # An earlier try looked its play up, and may have removed it: that play again
+                # (if gone, Trakt removes nothing), never the nearest one left (a rewatch).
+                ids[row.outbox.id] = pinned
             elif record.startswith(EXPECTED):
                 # A play we wrote and the engine has not read back yet: find its id.
-                found = await self._history_id(profile, row)
-                if found is None:
+                history_id = await self._history_id(profile, row)
+                if history_id is None:
                     outcomes[row.outbox.id] = Delivered("no such play on Trakt (already gone)")
                 else:
-                    ids[row.outbox.id] = found
+                    ids[row.outbox.id] = found[row.outbox.id] = history_id
             else:
                 message = f"no Trakt history id in the removal of {row.item.describe()}"
                 outcomes[row.outbox.id] = Dead(message)
         named = [r for r in plays if r.outbox.id in ids]
+        looked_up = [r for r in named if r.outbox.id in found]
         if named:
-            await self.client.remove_history(profile, sorted(set(ids.values())))
+            await self._note_removing(found)
+            try:
+                await self.client.remove_history(profile, sorted(set(ids.values())))
+            except (TraktAuthError, TraktAccountError, Unavailable) as exc:
+                if not isinstance(exc, Unavailable) or not exc.outcome_unknown:
+                    # Refused outright: not marked as sent (the id stays pinned all the same).
+                    await self._sent_nothing(looked_up, exc.message)
+                raise
             outcomes |= _all([r.outbox for r in named], Delivered("removed from history"))
             await self._forget(profile, named)
         if rated:
@@ -763,6 +778,15 @@ class TraktTarget:
         checked against Trakt's history before being sent again."""
         ids = [r.outbox.id for r in rows]
         await asyncio.to_thread(self.store.note, ids, f"{UNKNOWN_OUTCOME}: sent", self.clock())
+
+    async def _note_removing(self, found: dict[int, int]) -> None:
+        """Pin the Trakt history ids just looked up for removals (outbox id -> history id) to
+        their rows, marked as sent, before the removal goes: a try after a lost answer or a
+        crash removes that play or nothing, not the play nearest its time then."""
+        if found:
+            pins = {outbox_id: {HISTORY_ID: history_id} for outbox_id, history_id in found.items()}
+            message = f"{UNKNOWN_OUTCOME}: sent"
+            await asyncio.to_thread(self.store.note_resolved, pins, message, self.clock())
 
     async def _sent_nothing(self, rows: Sequence[Row], why: str) -> None:
         """Take back `_note_sending` for rows Trakt refused outright (nothing was written), so
