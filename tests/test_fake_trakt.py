@@ -421,12 +421,21 @@ def test_history_add_unknown_ids_go_to_not_found_and_add_nothing(
     assert trakt.history() == []
 
 
-def test_history_add_missing_nested_episode_is_echoed_under_shows(api: httpx.Client) -> None:
+def test_history_add_missing_nested_episode_is_echoed_under_episodes(api: httpx.Client) -> None:
+    # trakt-api#357: the show narrowed to the episode comes back under `episodes`, not `shows`
     show = {"ids": {"trakt": 1390}, "seasons": [{"number": 1, "episodes": [{"number": 1}]}]}
     missing = {"ids": {"trakt": 1390}, "seasons": [{"number": 1, "episodes": [{"number": 99}]}]}
     r = api.post("/sync/history", json={"shows": [show, missing]}).json()
     assert r["added"]["episodes"] == 1
-    assert r["not_found"]["shows"] == [missing]
+    assert (r["not_found"]["episodes"], r["not_found"]["shows"]) == ([missing], [])
+
+
+def test_rating_of_a_missing_nested_episode_is_echoed_under_episodes(api: httpx.Client) -> None:
+    episode = {"number": 99, "rating": 8}
+    missing = {"ids": {"trakt": 1390}, "seasons": [{"number": 1, "episodes": [episode]}]}
+    r = api.post("/sync/ratings", json={"shows": [missing]}).json()
+    assert r["added"]["episodes"] == 0
+    assert (r["not_found"]["episodes"], r["not_found"]["shows"]) == ([missing], [])
 
 
 def test_history_add_is_not_deduplicated(trakt: FakeTrakt, api: httpx.Client) -> None:

@@ -1339,8 +1339,12 @@ class FakeTrakt(FakeServer):
     ) -> tuple[list[tuple[Media, list[dict[str, Any]]]], dict[str, Any] | None]:
         """Targets named by a ``shows[]`` item as (target, [obj, season obj, episode obj]).
 
-        SILENT: nested seasons/episodes that do not exist are echoed in ``not_found.shows`` as
-        the show item narrowed to the missing parts.
+        Nested seasons/episodes that do not exist come back as the show item narrowed to the
+        missing parts (the echo); the callers file it under ``not_found.episodes``, as Trakt
+        does for episodes sent under their show (trakt-api#357, 2022: "a series/season/episode
+        structure under the episodes element"; jellyfin-plugin-trakt#157). Only a show that is
+        not found itself is echoed under ``not_found.shows``. SILENT: a missing season sent
+        under its show (no ``episodes``) is echoed the same way, in the same group.
         """
         found: list[tuple[Media, list[dict[str, Any]]]] = [(show, [obj])]
         missing: list[Any] = []
@@ -1382,7 +1386,7 @@ class FakeTrakt(FakeServer):
                 continue
             found, echo = self._walk_show(show, obj)
             if echo is not None:
-                not_found["shows"].append(echo)
+                not_found["episodes"].append(echo)  # trakt-api#357: not under "shows"
             for target, path in found:
                 if isinstance(target, Episode):
                     out.append((target, path))
@@ -1717,7 +1721,7 @@ class FakeTrakt(FakeServer):
                 continue
             found, echo = self._walk_show(show, obj)
             if echo is not None:
-                not_found["shows"].append(echo)
+                not_found["episodes"].append(echo)  # trakt-api#357: not under "shows"
             for target, path in found:
                 own = path[-1]
                 narrowed = (isinstance(target, Show) and bool(obj.get("seasons"))) or (
