@@ -1498,6 +1498,22 @@ async def test_a_marked_play_trakt_does_not_know_is_listed_as_unmatched(
     assert runtime.store.unmatched_count() == 1
 
 
+async def test_an_episode_trakt_lacks_sent_under_its_show_waits_as_unmatched(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt echoes it under not_found.episodes (trakt-api#357): the row must not be done.
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    at = clock() - 3600
+    there, lacking = (replace(SEVERANCE_1X1, number=n) for n in (1, 9))  # Trakt has no S01E09
+    rows = [_late_play(there, at, "p1"), _late_play(lacking, at + 60, "p9")]
+    runtime.store.enqueue(rows, clock())
+    await drain(worker, runtime, clock, passes=2, step=10)
+    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(1, 1)]
+    assert runtime.store.outbox_counts()["done"] == 1
+    (waiting,) = runtime.store.unmatched()
+    assert waiting.item.payload["item"]["number"] == 9
+
+
 async def test_a_gateway_error_asking_to_wait_holds_the_target(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -672,6 +672,30 @@ async def test_history_add_reports_unknown_items(
     assert len(trakt.history()) == 1
 
 
+async def test_history_add_reports_an_episode_missing_under_its_show(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Trakt echoes it under not_found.episodes (trakt-api#357); read as added, the play would
+    # be marked delivered and lost without a word.
+    signed_in(trakt, store)
+    there = MediaRef("episode", show_ids=Ids(tvdb="121361"), season=1, number=1)
+    missing = MediaRef("episode", show_ids=Ids(tvdb="121361"), season=1, number=99)
+    result = await client.add_history(
+        PROFILE, [HistoryPlay(there, 1_700_000_000), HistoryPlay(missing, 1_700_000_000)]
+    )
+    assert result.added == 1 and result.not_found == [missing]
+
+
+async def test_rating_an_episode_missing_under_its_show_reports_it_not_found(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    missing = MediaRef("episode", show_ids=Ids(tvdb="121361"), season=1, number=99)
+    result = await client.add_ratings(PROFILE, [RatingWrite(missing, 8, 1_700_000_000)])
+    assert result.added == 0 and result.not_found == [missing]
+    assert trakt.ratings() == []
+
+
 async def test_ratings_are_written(client: TraktClient, trakt: FakeTrakt, store: Store) -> None:
     signed_in(trakt, store)
     await client.add_ratings(PROFILE, [RatingWrite(a_movie(trakt), 8, 1_700_000_000)])

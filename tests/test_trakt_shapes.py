@@ -111,6 +111,24 @@ def test_an_episode_missing_under_its_show_is_the_only_one_not_found() -> None:
     assert not_found_refs(answer, [EPISODE_BY_NUMBER, missing]) == [missing]
 
 
+def test_an_episode_missing_under_its_show_is_found_missing_in_the_episodes_group() -> None:
+    # What Trakt sends (trakt-api#357): the narrowed show is filed under `episodes`.
+    missing = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=5, number=99)
+    echo = {"ids": {"tvdb": 81189}, "seasons": [{"number": 5, "episodes": [{"number": 99}]}]}
+    answer = {"not_found": {"movies": [], "shows": [], "seasons": [], "episodes": [echo]}}
+    assert not_found_refs(answer, [EPISODE_BY_NUMBER, missing]) == [missing]
+    # ... and wherever else it might come: only its shape says what it is
+    assert not_found_refs({"not_found": {"seasons": [echo]}}, [EPISODE_BY_NUMBER, missing]) == [
+        missing
+    ]
+
+
+def test_a_narrowed_show_echoed_under_episodes_is_no_episode_with_the_shows_id() -> None:
+    # A TVDB number names a show and, apart, an episode: the echo is the show's.
+    echo = {"ids": {"tvdb": 4245778}, "seasons": [{"number": 1, "episodes": [{"number": 9}]}]}
+    assert not_found_refs({"not_found": {"episodes": [echo]}}, [EPISODE_BY_ID]) == []
+
+
 def test_a_show_echoed_bare_means_all_of_its_episodes_are_missing() -> None:
     other = MediaRef("episode", show_ids=Ids(tvdb="81189"), season=1, number=1)
     answer = {"not_found": {"shows": [{"ids": {"tvdb": 81189}}]}}

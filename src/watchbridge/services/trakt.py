@@ -423,14 +423,24 @@ def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[Med
     and shows apart), so a movie echoed missing says nothing about a show's episode.
 
     Episodes sent under their show come back as that show narrowed to the seasons and
-    episodes it lacks; only a show echoed bare is missing as a whole.
+    episodes it lacks, filed under `episodes` (trakt-api#357), not `shows`; such an entry is
+    taken from whichever group it comes in. Only a show echoed bare is missing as a whole.
     """
     missing = answer.get("not_found") or {}
+    groups = {
+        group: [e for e in missing.get(group) or [] if isinstance(e, dict)]
+        for group in ("movies", "shows", "seasons", "episodes")
+    }
     echoed = {
-        group: [_id_pairs(entry.get("ids")) for entry in missing.get(group) or []]
+        group: [_id_pairs(entry.get("ids")) for entry in groups[group] if not _show_shaped(entry)]
         for group in ("movies", "episodes")
     }
-    shows = [(_id_pairs(e.get("ids")), _echoed_places(e)) for e in missing.get("shows") or []]
+    shows = [
+        (_id_pairs(e.get("ids")), _echoed_places(e))
+        for group, entries in groups.items()
+        for e in entries
+        if group == "shows" or _show_shaped(e)
+    ]
     if not any(echoed.values()) and not shows:
         return []
 
@@ -455,7 +465,8 @@ def not_found_refs(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[Med
 
 
 def _sent_as(item: MediaRef) -> tuple[str, set[tuple[str, str]]]:
-    """The `not_found` group Trakt echoes `item` in, and the ids it was sent by."""
+    """The body group `item` is sent in ("shows": nested under its show, whose echo may come
+    back in another group), and the ids it was sent by."""
     if item.kind in ("show", "season"):
         return "shows", _id_pairs(trakt_ids(item.ids if item.kind == "show" else item.show_ids))
     shaped = media_body(item)
@@ -468,6 +479,12 @@ def _sent_as(item: MediaRef) -> tuple[str, set[tuple[str, str]]]:
 
 def _id_pairs(ids: object) -> set[tuple[str, str]]:
     return {(k, str(v)) for k, v in ids.items()} if isinstance(ids, dict) else set()
+
+
+def _show_shaped(entry: dict[str, Any]) -> bool:
+    """Whether a `not_found` entry is a show narrowed to seasons (an episode's or a movie's
+    echo has no `seasons`)."""
+    return isinstance(entry.get("seasons"), list)
 
 
 def _echoed_places(show: dict[str, Any]) -> set[tuple[object, object]] | None:
