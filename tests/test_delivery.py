@@ -2148,6 +2148,19 @@ async def test_an_undated_rewatch_that_landed_is_not_sent_again(
     assert trakt.count("POST", "/sync/history") == 1
 
 
+async def test_an_undated_add_that_may_have_landed_is_found_past_the_first_page_of_plays(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt pages its watched snapshot, 100 items by default: read once, the 121st movie
+    # had no plays and the add that landed went again.
+    for n in range(120):
+        trakt.add_history(trakt.add_movie(f"Movie {n}", 2000), "2025-01-10T20:00:00Z")
+    lost = _undated_play(HEAT, "u1")
+    await _undated_add_with_its_answer_lost(runtime, worker, trakt, clock, lost)
+    assert [h.item.title for h in trakt.history()].count("Heat") == 1
+    assert trakt.count("POST", "/sync/history") == 1
+
+
 def _row(id: int, item: MediaRef, at: float, target_plays: int = 0) -> TraktRow:
     payload = {"item": ref_to_dict(item), "at": at, "target_plays": target_plays}
     outbox = OutboxItem(id, "trakt", "me", "play", payload, "o", f"k{id}", "pending", 1, 0.0, None)

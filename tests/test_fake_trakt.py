@@ -502,10 +502,55 @@ def test_history_remove_sample_answers_the_sample_response(
 
 def test_watched_shows_snapshot_has_the_sample_shape(api: httpx.Client) -> None:
     api.post("/sync/history", json=load("sync_history_add_request.json"))
-    r = api.get("/sync/watched/shows").json()
+    r = api.get("/sync/watched/shows", params={"extended": "progress"}).json()
     assert keys(r) == keys(load("sync_watched_shows.json"))
     got = next(row for row in r if row["show"]["ids"]["trakt"] == 1390)
     assert [e["number"] for e in got["seasons"][0]["episodes"]] == [1, 2]
+
+
+def test_watched_shows_carry_seasons_only_with_extended_progress(api: httpx.Client) -> None:
+    # trakt-api#835, #844, #875: since mid-2026 neither the plain nor the `full` answer has them
+    api.post("/sync/history", json=load("sync_history_add_request.json"))
+    for extended in (None, "full", "noseasons"):
+        params = {"extended": extended} if extended else {}
+        rows = api.get("/sync/watched/shows", params=params).json()
+        assert rows and all("seasons" not in row for row in rows)
+    rows = api.get("/sync/watched/shows", params={"extended": "progress"}).json()
+    assert rows and all(row["seasons"] for row in rows)
+
+
+def test_watched_shows_leave_out_specials_unless_asked(trakt: FakeTrakt, api: httpx.Client) -> None:
+    show = trakt.add_show("Doctor Who", 2005, tvdb=78804, seasons={0: 1, 1: 1})
+    for episode in show.episodes():
+        trakt.add_history(episode, "2026-09-01T20:00:00Z")
+    for specials, numbers in ((None, [1]), ("true", [0, 1])):
+        params = {"extended": "progress"} | ({"specials": specials} if specials else {})
+        (row,) = api.get("/sync/watched/shows", params=params).json()
+        assert [season["number"] for season in row["seasons"]] == numbers  # trakt-api#792
+
+
+def test_watched_snapshot_paginates_like_history(trakt: FakeTrakt, api: httpx.Client) -> None:
+    for n in range(120):
+        trakt.add_history(trakt.add_movie(f"Movie {n}", 2000), "2026-09-01T20:00:00Z")
+    r = api.get("/sync/watched/movies")
+    assert len(r.json()) == 100  # jellyfin-plugin-trakt#299: the first 100 only, unasked
+    assert (r.headers["x-pagination-page-count"], r.headers["x-pagination-item-count"]) == (
+        "2",
+        "120",
+    )
+    assert len(api.get("/sync/watched/movies", params={"page": 2}).json()) == 20
+
+
+def test_watched_shows_with_progress_page_at_100_at_most(
+    trakt: FakeTrakt, api: httpx.Client
+) -> None:
+    for n in range(110):
+        show = trakt.add_show(f"Show {n}", 2000, seasons={1: 1})
+        trakt.add_history(show.seasons[1].episodes[1], "2026-09-01T20:00:00Z")
+    params = {"extended": "progress", "limit": 250}
+    r = api.get("/sync/watched/shows", params=params)  # PlexTraktSync#2518
+    assert (len(r.json()), r.headers["x-pagination-limit"]) == (100, "100")
+    assert len(api.get("/sync/watched/shows", params={"limit": 250}).json()) == 110
 
 
 # -- ratings (§11) -----------------------------------------------------------------------------

@@ -696,6 +696,35 @@ async def test_rating_an_episode_missing_under_its_show_reports_it_not_found(
     assert trakt.ratings() == []
 
 
+async def test_watched_snapshot_counts_the_plays_of_each_episode_specials_too(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Since mid-2026 Trakt gives a show's seasons only with extended=progress, season 0 only
+    # with specials=true (trakt-api#844, #792): without them every episode had no plays.
+    signed_in(trakt, store)
+    show = trakt.add_show("Doctor Who", 2005, tvdb=78804, seasons={0: 1, 1: 1})
+    for episode in (show.seasons[0].episodes[1], *show.episodes()):
+        trakt.add_history(episode, "2026-09-01T20:00:00Z")
+    (row,) = await client.watched(PROFILE, "shows")
+    plays = {(s["number"], e["number"]): e["plays"] for s in row["seasons"] for e in s["episodes"]}
+    assert plays == {(0, 1): 2, (1, 1): 1}
+
+
+async def test_watched_snapshot_reads_every_page(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Trakt pages it since mid-2026, 100 a page by default and with extended=progress.
+    signed_in(trakt, store)
+    for n in range(260):
+        trakt.add_history(trakt.add_movie(f"Movie {n}", 2000), "2026-09-01T20:00:00Z")
+    for n in range(120):
+        show = trakt.add_show(f"Show {n}", 2000, seasons={1: 1})
+        trakt.add_history(show.seasons[1].episodes[1], "2026-09-01T20:00:00Z")
+    assert len(await client.watched(PROFILE, "movies")) == 260
+    shows = await client.watched(PROFILE, "shows")
+    assert len(shows) == 120 and all(row["seasons"] for row in shows)
+
+
 async def test_ratings_are_written(client: TraktClient, trakt: FakeTrakt, store: Store) -> None:
     signed_in(trakt, store)
     await client.add_ratings(PROFILE, [RatingWrite(a_movie(trakt), 8, 1_700_000_000)])

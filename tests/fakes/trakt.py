@@ -15,7 +15,11 @@ Every request passes, in this order (each step can answer instead of the handler
    OAuth routes: ``Content-Type`` -> ``412``; client checks -> ``401 invalid_client``.
 3. The handler; every answer from the application carries ``x-request-id``/``x-runtime``.
 
-Choices made where the reference is silent are marked ``SILENT:`` in comments.
+Choices made where the reference is silent are marked ``SILENT:`` in comments. Where public
+evidence is newer than the reference the fake follows the evidence, citing it: a missing
+episode sent under its show is echoed in ``not_found.episodes`` (§9; trakt-api#357), and the
+watched snapshot is paginated, with a show's ``seasons`` only on ``extended=progress`` (§10;
+trakt-api discussion #775, #835, #844).
 Time comes from ``fake.now()`` (wall clock + ``fake.advance(seconds)``), so token expiry,
 device-code expiry, the scrobble 409 window and rate-limit windows can be crossed without
 sleeping.
@@ -574,6 +578,8 @@ class FakeTrakt(FakeServer):
         # "real", or what X-Pagination-Page-Count says instead (None: left out; trakt-api#896)
         self.page_count_header: str | None = "real"
         self.ignore_page = False  # True: every listing answers its first page, whatever asked
+        # False: /sync/watched/shows leaves out `seasons` even with extended=progress (#844)
+        self.watched_seasons = True
         self.upgrade_url = "https://trakt.tv/vip"
         # device flow
         self.verification_url = "https://trakt.tv/activate"  # as in device_code_response.json
@@ -1669,6 +1675,15 @@ class FakeTrakt(FakeServer):
 
     @api("GET", "/sync/watched/{type}")
     def sync_watched(self, req: Request, user: User) -> Response:
+        """The watched snapshot (§10) as Trakt serves it since mid-2026 (trakt-api
+        discussion #775, issues #835, #844, #875): paginated like history (100 a page by
+        default, 250 at most; jellyfin-plugin-trakt#299 got 100 movies and 100 shows), and a
+        show's ``seasons`` (the per-episode play counts) only with ``?extended=progress``,
+        which pages at 100 at most (PlexTraktSync#2518) and leaves out season 0 without
+        ``specials=true`` (trakt-api#792). ``extended=noseasons`` is gone with it.
+        ``fake.watched_seasons = False`` leaves ``seasons`` out whatever is asked, as Trakt
+        did for a while (trakt-api#844).
+        """
         kind = req.params["type"]
         if kind == "movies":
             movies: dict[int, list[HistoryEntry]] = {}
@@ -1676,20 +1691,24 @@ class FakeTrakt(FakeServer):
                 if isinstance(e.item, Movie):
                     movies.setdefault(e.item.trakt, []).append(e)
             rows = [_watched_json(es, movie=es[0].item.to_json()) for es in movies.values()]
-            return json_response(rows)
+            return paginate(req, rows, default_limit=100)
         if kind != "shows":
             raise _fail(404)
         shows: dict[int, tuple[Show, list[HistoryEntry]]] = {}
         for e in user.history:
             if isinstance(e.item, Episode):
                 shows.setdefault(e.item.show.trakt, (e.item.show, []))[1].append(e)
+        progress = "progress" in req.query.get("extended", "").split(",")
+        specials = req.query.get("specials") == "true"
         rows = []
         for show, es in shows.values():
             row = _watched_json(es, reset_at=None, show=show.to_json())
-            if "noseasons" not in req.query.get("extended", ""):
-                row["seasons"] = _watched_seasons(es)
+            if progress and self.watched_seasons:
+                row["seasons"] = [
+                    season for season in _watched_seasons(es) if specials or season["number"] != 0
+                ]
             rows.append(row)
-        return json_response(rows)
+        return paginate(req, rows, default_limit=100, max_limit=100 if progress else 250)
 
     # ======================================================================================
     # ratings (§11)

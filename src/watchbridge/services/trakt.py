@@ -1154,13 +1154,14 @@ class TraktClient:
 
     async def watched(self, profile: str, item_type: str) -> list[dict[str, Any]]:
         """The watched snapshot (§10): every movie, or every show with its seasons and
-        episodes, with its number of plays. One request, not paginated."""
-        path = f"/sync/watched/{item_type}"
-        response = await self._call(profile, "GET", path)
-        if response.status_code >= 400:
-            raise TraktError(SERVICE, f"GET {path} answered {response.status_code}")
-        entries: list[dict[str, Any]] = _decoded(response, list)
-        return entries
+        episodes, with its number of plays; every page. Since mid-2026 Trakt pages it (100
+        by default) and gives a show its `seasons` only with `extended=progress`, season 0
+        only with `specials=true` (trakt-api discussion #775, #844, #792): asked plainly, the
+        first 100 items came back, none with an episode's plays."""
+        params: dict[str, Any] = {"limit": 250}
+        if item_type == "shows":
+            params |= {"extended": "progress", "specials": "true"}
+        return await self._pages(profile, f"/sync/watched/{item_type}", params)
 
     async def _pages(self, profile: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
