@@ -31,6 +31,7 @@ from watchbridge.deliver.trakt import (
     plays_in_snapshot,
     starts_last,
     undated_landed,
+    undated_untold,
 )
 from watchbridge.deliver.worker import (
     SERVICE_ROLE,
@@ -2161,6 +2162,35 @@ async def test_an_undated_add_that_may_have_landed_is_found_past_the_first_page_
     assert trakt.count("POST", "/sync/history") == 1
 
 
+async def test_an_undated_add_that_may_have_landed_waits_while_trakt_counts_no_episode_plays(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Without `seasons` the snapshot cannot tell (trakt-api#844): not 0 plays, so not resent.
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    trakt.watched_seasons = False
+    runtime.store.enqueue([_undated_play(SEVERANCE_1X1, "u1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await drain(worker, runtime, clock, passes=2, step=3600)
+    assert len(trakt.history()) == 1 and trakt.count("POST", "/sync/history") == 1
+    (row,) = runtime.store.claim("check", clock() + 7 * 86400, 10, ["trakt"])
+    assert (row.last_error or "").startswith("unknown outcome: Trakt's play counts do not tell")
+    runtime.store.release_claims(clock(), "check", spend=False)
+    trakt.watched_seasons = True  # they tell again: it landed
+    await drain(worker, runtime, clock, passes=1, step=7 * 86400)
+    assert len(trakt.history()) == 1 and runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_an_undated_add_trakt_never_counts_ends_a_dead_letter_not_a_second_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.watched_seasons = False
+    lost = _undated_play(SEVERANCE_1X1, "u1")
+    await _undated_add_with_its_answer_lost(runtime, worker, trakt, clock, lost)
+    assert len(trakt.history()) == 1 and trakt.count("POST", "/sync/history") == 1
+    (dead,) = runtime.store.dead_letters()
+    assert "Trakt's play counts do not tell" in (dead.last_error or "")
+
+
 def _row(id: int, item: MediaRef, at: float, target_plays: int = 0) -> TraktRow:
     payload = {"item": ref_to_dict(item), "at": at, "target_plays": target_plays}
     outbox = OutboxItem(id, "trakt", "me", "play", payload, "o", f"k{id}", "pending", 1, 0.0, None)
@@ -2183,6 +2213,16 @@ def test_an_undated_add_landed_when_its_item_has_more_plays_than_it_was_planned_
     assert undated_landed([first], _watched_episode(1)) == {1}
     assert undated_landed([second], _watched_episode(1)) == set()  # only the first one is there
     assert undated_landed([second], _watched_episode(2)) == {2}
+
+
+def test_a_show_entry_without_seasons_cannot_tell_an_episodes_plays() -> None:
+    # Trakt's answer without extended=progress (or during trakt-api#844): not 0 plays.
+    (entry,) = _watched_episode(3)
+    watched = [{k: v for k, v in entry.items() if k != "seasons"}]
+    assert plays_in_snapshot(watched, SEVERANCE_1X1) is None
+    row = _row(1, SEVERANCE_1X1, 0.0, target_plays=0)
+    assert (undated_landed([row], watched), undated_untold([row], watched)) == (set(), {1})
+    assert undated_untold([row], _watched_episode(0)) == set()
 
 
 def test_an_item_missing_from_the_snapshot_has_no_plays() -> None:

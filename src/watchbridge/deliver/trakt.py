@@ -243,6 +243,15 @@ def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> O
     return Retry(f"unmatched: {why}", after=UNMATCHED_RETRY)
 
 
+def _untold(row: Row) -> Outcome:
+    """An undated add that may have landed whose play count Trakt's answer did not give."""
+    why = (
+        f"Trakt's play counts do not tell whether the add of {row.item.describe()} landed; "
+        "not sent again until they do"
+    )
+    return unsure(Retry(why))
+
+
 def _not_found(item: MediaRef, why: str | None = None) -> Outcome:
     """A row whose item Trakt answered "not found" to: unmatched, tried again hourly; `why`:
     what kept it from being placed otherwise."""
@@ -546,10 +555,14 @@ class TraktTarget:
             if dated:
                 await self._learn_history(profile, dated)
             confirmed_ids = await self._known_on_trakt(profile, dated)
-            confirmed_ids |= await self._undated_on_trakt(profile, fresh)
+            landed, untold = await self._undated_on_trakt(profile, fresh)
+            confirmed_ids |= landed
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
             outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
-            fresh = [r for r in fresh if r not in confirmed]
+            # Trakt's counts did not tell whether it landed: not sent blindly (a second play),
+            # checked again at the next try; the mark stays.
+            outcomes.update({r.outbox.id: _untold(r) for r in fresh if r.outbox.id in untold})
+            fresh = [r for r in fresh if r not in confirmed and r.outbox.id not in untold]
         by_id = {r.outbox.id: r for r in fresh}
         unfound: set[int] = set()
         fresh, twins = one_per_play(fresh)
@@ -808,20 +821,23 @@ class TraktTarget:
     async def _forget(self, profile: str, rows: Sequence[Row]) -> None:
         await asyncio.to_thread(forget_plays, self.store, profile, [(r.item, r.at) for r in rows])
 
-    async def _undated_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
+    async def _undated_on_trakt(
+        self, profile: str, rows: Sequence[Row]
+    ) -> tuple[set[int], set[int]]:
         """Outbox ids of the unsure undated adds among `rows` that Trakt's play counts show
-        landed. An undated play has no time to look for, so the count of the item's plays is
-        compared with the count the sync planned against (one snapshot read per kind)."""
+        landed, and of those whose count they do not tell. An undated play has no time to
+        look for, so the count of the item's plays is compared with the count the sync
+        planned against (one snapshot read per kind)."""
         undated = [
             r
             for r in rows
             if r.at == UNDATED and r.outbox.may_have_landed and "target_plays" in r.payload
         ]
         if not undated:
-            return set()
+            return set(), set()
         kinds = sorted({"movies" if r.item.kind == "movie" else "shows" for r in undated})
         snapshot = [entry for kind in kinds for entry in await self.client.watched(profile, kind)]
-        return undated_landed(undated, snapshot)
+        return undated_landed(undated, snapshot), undated_untold(undated, snapshot)
 
     async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
@@ -850,15 +866,25 @@ def undated_landed(undated: Sequence[Row], watched: Sequence[Any]) -> set[int]:
     plays than the `target_plays` the sync planned it against. (A batch holds one row per item:
     the adds of an item go out one after the other, each counted in the next one's
     `target_plays`.) Pure."""
+    counts = {row.outbox.id: plays_in_snapshot(watched, row.item) for row in undated}
     return {
         row.outbox.id
         for row in undated
-        if plays_in_snapshot(watched, row.item) > int(row.payload["target_plays"])
+        if (plays := counts[row.outbox.id]) is not None and plays > int(row.payload["target_plays"])
     }
 
 
-def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int:
-    """How many plays of `item` a `/sync/watched/{movies|shows}` snapshot counts (§10)."""
+def undated_untold(undated: Sequence[Row], watched: Sequence[Any]) -> set[int]:
+    """Which undated adds the watched snapshot cannot tell landed or not (their show's entry
+    counts no episode's plays). Pure."""
+    return {row.outbox.id for row in undated if plays_in_snapshot(watched, row.item) is None}
+
+
+def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int | None:
+    """How many plays of `item` a `/sync/watched/{movies|shows}` snapshot counts (§10); None
+    when it cannot tell: its show's entry has no `seasons` (Trakt gives them only with
+    `extended=progress`, and left them out for a while even then, trakt-api#844). A show
+    with no entry has no plays."""
     plays = 0
     for entry in watched:
         if item.kind == "movie":
@@ -867,7 +893,10 @@ def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int:
             continue
         if not _shares_id((entry.get("show") or {}).get("ids") or {}, item.show_ids):
             continue
-        for season in entry.get("seasons") or ():
+        seasons = entry.get("seasons")
+        if not isinstance(seasons, list):
+            return None
+        for season in seasons:
             if season.get("number") != item.season:
                 continue
             for episode in season.get("episodes") or ():
