@@ -22,6 +22,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import sample_json
+from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
 from watchbridge.deliver.trakt import Row as TraktRow
@@ -1229,6 +1230,22 @@ async def test_a_retried_removal_of_an_expected_play_removes_that_play_and_no_ot
     rewatch = trakt.add_history(heat, iso(at + 20 * 3600))
     _removal_of_an_expected_play(runtime, at)
     failure(trakt)
+    await drain(worker, runtime, clock, passes=4, step=600)
+    assert [h.id for h in trakt.history()] == [rewatch.id]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_removal_restored_from_a_backup_after_it_landed_removes_no_other_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 30 * 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    linked = trakt.add_history(heat, iso(at))
+    rewatch = trakt.add_history(heat, iso(at + 20 * 3600))
+    _removal_of_an_expected_play(runtime, at)  # the backup is taken while it waits
+    remove_on_trakt(trakt, linked.watched_at)  # it went through; the disk died; restored:
+    runtime.store._mark_restored_rows()  # what opening a restored copy does
     await drain(worker, runtime, clock, passes=4, step=600)
     assert [h.id for h in trakt.history()] == [rewatch.id]
     assert runtime.store.outbox_counts()["done"] == 1

@@ -760,17 +760,22 @@ class TraktTarget:
         return outcomes
 
     async def _history_id(self, profile: str, row: Row) -> int | None:
-        """The id of the play of `row.item` nearest to `row.at` (within a day and a half)."""
+        """The id of the play of `row.item` nearest to `row.at` (within a day and a half).
+        For a removal that may have landed without its play pinned (a row restored from a
+        backup, or queued by a release that did not pin), only the play written at its own
+        minute: the one a day and a half allows may be the user's rewatch."""
+        window = DUPLICATE_WINDOW_MINUTES * 60.0 if row.outbox.may_have_landed else MATCH_WINDOW
         kind = "movies" if row.item.kind == "movie" else "episodes"
         entries = await self.client.history(
-            profile, kind, start_at=row.at - MATCH_WINDOW, end_at=row.at + MATCH_WINDOW
+            profile, kind, start_at=row.at - window, end_at=row.at + window
         )
         plays = [
-            (abs(parse_iso(str(e.get("watched_at"))) - row.at), int(e["id"]))
+            (distance, int(e["id"]))
             for e in entries
             if history_entry_is(e, row.item)
             and str(e.get("id", "")).isdigit()
             and e.get("watched_at")
+            and (distance := abs(parse_iso(str(e["watched_at"])) - row.at)) <= window
         ]
         return min(plays)[1] if plays else None
 
