@@ -1706,10 +1706,10 @@ class Store:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
                 " attempts = attempts + ?, next_attempt_at = CASE"
-                f" WHEN {_MARKED} THEN MAX(next_attempt_at, updated_at + ?)"
+                f" WHEN ? > 0 AND {_MARKED} THEN MAX(next_attempt_at, updated_at + ?)"
                 " ELSE next_attempt_at END"
                 " WHERE status = 'inflight' AND substr(COALESCE(claimed_by, ''), 1, ?) = ?",
-                (now, int(spend), settle, len(claimed_by), claimed_by),
+                (now, int(spend), settle, settle, len(claimed_by), claimed_by),
             ).rowcount
 
     def release_stale_claims(
