@@ -68,6 +68,7 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
+# SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
@@ -1033,9 +1034,8 @@ class Store:
                 "UPDATE outbox SET last_error = ? || ': ' || CASE"
                 " WHEN last_error IS NULL OR last_error = '' THEN 'restored from a backup copy'"
                 " ELSE last_error END"
-                " WHERE status IN ('pending', 'inflight', 'dead')"
-                " AND substr(COALESCE(last_error, ''), 1, ?) != ?",
-                (UNKNOWN_OUTCOME, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME),
+                f" WHERE status IN ('pending', 'inflight', 'dead') AND NOT {_MARKED}",
+                (UNKNOWN_OUTCOME,),
             )
 
     def backup_to(self, target: Path) -> None:
@@ -1841,9 +1841,9 @@ class Store:
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'dead', updated_at = ?,"
-                " last_error = CASE WHEN substr(last_error, 1, ?) = ? THEN ? ELSE ? END"
+                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END"
                 " WHERE target = ? AND profile = ? AND status = 'pending'",
-                (now, len(UNKNOWN_OUTCOME), UNKNOWN_OUTCOME, marked, reason, target, profile),
+                (now, marked, reason, target, profile),
             ).rowcount
 
     def untold_dead(self, target: str, now: float, latest: int = 5) -> Untold:

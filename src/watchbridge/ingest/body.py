@@ -406,8 +406,8 @@ def _our_jellyfin_template(text: str) -> dict[str, object] | None:
     """A body in our Jellyfin template's shape (docs/webhooks.md) that is not JSON, read line
     by line, or None. The plugin inserts values raw but for `"` → `\\"` in item fields, so a
     title ending in a backslash or a quote in a user (or, in older templates, device) name
-    breaks the JSON, not the lines: each
-    value is read back with `\\"` as `"` and every other backslash as itself."""
+    breaks the JSON, not the lines: each value is read back with `\\"` as `"` and every other
+    backslash as itself."""
     if f'"schema": "{_TEMPLATE_SCHEMA}"' not in text:  # no line-by-line look at other bodies
         return None
     fields: dict[str, str] = {}
