@@ -1251,6 +1251,25 @@ async def test_a_removal_restored_from_a_backup_after_it_landed_removes_no_other
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_restored_removal_finds_its_play_stamped_by_trakts_clock_far_from_ours(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt's clock is 20 minutes ahead of this host's: the play it took as a scrobble is
+    # dated 20 minutes after our time of it.
+    trakt.advance(clock() - trakt.now() + 20 * 60)
+    at = clock() - 30 * 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    trakt.add_history(heat, iso(at + 20 * 60))
+    rewatch = trakt.add_history(heat, iso(at + 20 * 3600))
+    runtime.store.enqueue([_late_play(ARRIVAL, clock() - 3600, "p1")], clock())
+    await drain(worker, runtime, clock)  # the account is known from now on
+    _removal_of_an_expected_play(runtime, at)  # the backup is taken while it waits; restored:
+    runtime.store._mark_restored_rows()
+    async with restarted(runtime, worker, clock) as (again, restarted_worker):
+        await drain(restarted_worker, again, clock, passes=4, step=600)
+    assert [h.id for h in trakt.history() if h.item == heat] == [rewatch.id]
+
+
 def doctor_who_part(number: int, tvdb: str) -> MediaRef:
     """One part of a two-part episode: both parts share one IMDb id."""
     return MediaRef("episode", Ids(tvdb=tvdb, imdb="tt1205438"), season=4, number=number,
@@ -2022,16 +2041,42 @@ async def test_a_live_stop_sent_minutes_after_the_play_is_found_by_the_check(
     assert len(trakt.history()) == 1
 
 
+@pytest.mark.parametrize("trakt_ahead", [-20 * 60, 20 * 60], ids=["ours fast", "ours slow"])
+async def test_a_lost_live_stop_is_found_by_the_check_with_our_clock_far_off_trakts(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, trakt_ahead: int
+) -> None:
+    # A host whose time sync failed: Trakt stamps the stop by its own clock, 20 minutes
+    # from ours; its answers' Date header tells by how much.
+    await _lose_a_live_stop_in_an_outage(
+        runtime, worker, trakt, clock, played_at=clock(), trakt_ahead=trakt_ahead
+    )
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+
+
+async def test_a_409_for_a_stop_that_landed_is_this_viewing_with_our_clock_far_ahead(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.advance(clock() - trakt.now() - 20 * 60)  # our clock 20 minutes fast
+    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
+    await drain(worker, runtime, clock, passes=2)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def _lose_a_live_stop_in_an_outage(
     runtime: Runtime,
     worker: DeliveryWorker,
     trakt: FakeTrakt,
     clock: FakeClock,
     played_at: float,
+    trakt_ahead: float = 0.0,
 ) -> None:
     """A live stop Trakt takes but whose answer is lost, then Trakt down past
     delivery.late_after, then back: the play has gone out as a history add by the end."""
-    trakt.advance(clock() - trakt.now())  # one clock on both sides
+    trakt.advance(clock() - trakt.now() + trakt_ahead)  # one clock on both sides, or not
     worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
     runtime.store.enqueue([_late_play(HEAT, played_at, "p1", live=True)], clock())
     trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # taken, answer lost

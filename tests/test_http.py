@@ -261,3 +261,31 @@ async def test_a_write_does_not_wait_behind_reads_waiting_for_the_read_bucket(
     waited = time.monotonic() - started
     reading.cancel()
     assert waited < 1.0
+
+
+async def test_the_services_clock_is_read_from_its_answers_date_header(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.date_clock = lambda: time.time() + 600  # type: ignore[method-assign]
+    await client.request("GET", "/items")
+    assert client.clock_skew == pytest.approx(600, abs=2)
+
+
+async def test_a_clock_far_off_the_services_is_warned_of_once_with_what_to_do(
+    client: HttpClient, echo: EchoFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo.date_clock = lambda: time.time() - 20 * 60  # type: ignore[method-assign]
+    for _ in range(3):
+        await client.request("GET", "/items")
+    warned = [r for r in caplog.records if "clocks" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].service == "echo"  # type: ignore[attr-defined]
+    assert "NTP" in warned[0].fix  # type: ignore[attr-defined]
+
+
+async def test_a_clock_near_the_services_is_not_warned_of(
+    client: HttpClient, echo: EchoFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo.date_clock = lambda: time.time() + 30  # type: ignore[method-assign]
+    await client.request("GET", "/items")
+    assert not [r for r in caplog.records if "clocks" in r.getMessage()]

@@ -34,6 +34,8 @@ from watchbridge.metrics import Metrics
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"watchbridge/{__version__}"
+# A machine clock this far off a service's is worth a warning: plays are matched by the minute.
+CLOCK_WARNING = 120.0
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 527, 530})
 # A proxy's answer: the origin may have done the work before the gateway gave up. A 500 is the
 # service failing mid-request, possibly after it wrote; a 503 is the service refusing work.
@@ -188,6 +190,14 @@ def shown_url(url: str) -> str:
     return str(parts.copy_with(userinfo=b"", query=None, fragment=None))
 
 
+def date_header_time(headers: Mapping[str, str]) -> float | None:
+    """The time an answer's Date header gives (whole seconds), or None."""
+    try:
+        return email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     """`Retry-After` as seconds, whether given as seconds or as an HTTP date, at most
     MAX_RETRY_AFTER; None when absent or not a usable number (one too large for a float)."""
@@ -268,6 +278,10 @@ class HttpClient:
         self.redact = redactor or Redactor()
         self.pacers: dict[str, Pacer] = {}
         self.requests_sent = 0  # for sync run records: API calls per run
+        # How far the service's clock is ahead of ours, from its last Date header: it stamps
+        # what happens there (a scrobble, a play) by its own clock.
+        self.clock_skew = 0.0
+        self._skew_told = False
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -372,6 +386,8 @@ class HttpClient:
             else:
                 unknown, answered, status = False, True, response.status_code
                 self._count(method, str(response.status_code), started)
+                if base_url is None:  # another host (a sign-in service) keeps its own clock
+                    self._note_clock(response.headers)
                 if inspect is not None:
                     inspect(response)
                 if response.status_code in passthrough:
@@ -429,6 +445,25 @@ class HttpClient:
             answered=answered and write,
             status=status,
         )
+
+    def _note_clock(self, headers: Mapping[str, str]) -> None:
+        said = date_header_time(headers)
+        if said is None:
+            return  # the last skew stands
+        self.clock_skew = said - self.clock()
+        off = abs(self.clock_skew) > CLOCK_WARNING
+        if off and not self._skew_told:
+            log.warning(
+                "the clocks of this machine and of the service differ: plays may be dated "
+                "or matched wrong",
+                extra={
+                    "service": self.service,
+                    "service_ahead_by_seconds": round(self.clock_skew),
+                    "fix": "set the time right on this machine (or on the service's, if it "
+                    "is a server of yours): turn on NTP time sync",
+                },
+            )
+        self._skew_told = off
 
     def _waited(self, seconds: float) -> None:
         """Time spent waiting for the rate limit, apart from the requests' own latency."""

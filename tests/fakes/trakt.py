@@ -626,6 +626,9 @@ class FakeTrakt(FakeServer):
     def now(self) -> float:
         return time.time() + self._offset
 
+    def date_clock(self) -> float:
+        return self.now()  # its Date header tells the clock it stamps scrobbles by
+
     def advance(self, seconds: float) -> None:
         """Move the fake's clock forward (token/device expiry, 409 window, rate limits)."""
         with self.lock:

@@ -766,18 +766,33 @@ class TraktTarget:
         minute: the one a day and a half allows may be the user's rewatch."""
         window = DUPLICATE_WINDOW_MINUTES * 60.0 if row.outbox.may_have_landed else MATCH_WINDOW
         kind = "movies" if row.item.kind == "movie" else "episodes"
-        entries = await self.client.history(
-            profile, kind, start_at=row.at - window, end_at=row.at + window
-        )
+        entries = await self._history_around(profile, kind, row.at - window, row.at + window)
+        skew = self.client.clock_skew
         plays = [
             (distance, int(e["id"]))
             for e in entries
             if history_entry_is(e, row.item)
             and str(e.get("id", "")).isdigit()
             and e.get("watched_at")
-            and (distance := abs(parse_iso(str(e["watched_at"])) - row.at)) <= window
+            and (
+                distance := min(
+                    abs(at - row.at) for at in readings(parse_iso(str(e["watched_at"])), skew)
+                )
+            )
+            <= window
         ]
         return min(plays)[1] if plays else None
+
+    async def _history_around(
+        self, profile: str, kind: str, start: float, end: float
+    ) -> list[dict[str, Any]]:
+        """Trakt's history of `kind` from `start` to `end` (our clock), read wide enough for
+        the plays Trakt dated by its own clock (see `readings`)."""
+        # The skew is known by now: a delivery asks whose account it is first.
+        skew = self.client.clock_skew
+        return await self.client.history(
+            profile, kind, start_at=start + min(0.0, skew), end_at=end + max(0.0, skew)
+        )
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the rows whose play we know Trakt already holds (one query)."""
@@ -853,17 +868,28 @@ class TraktTarget:
         end = max(r.at for r in rows) + late + 120
         entries: list[dict[str, Any]] = []
         for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
-            entries += await self.client.history(profile, kind, start_at=start, end_at=end)
+            entries += await self._history_around(profile, kind, start, end)
+        skew = self.client.clock_skew
         seen = [
             row
             for row in rows
             if any(
                 history_entry_is(entry, row.item)
-                and -back[row.outbox.id] <= parse_iso(entry["watched_at"]) - row.at <= late + 120
+                and any(
+                    -back[row.outbox.id] <= at - row.at <= late + 120
+                    for at in readings(parse_iso(entry["watched_at"]), skew)
+                )
                 for entry in entries
             )
         ]
         await self._remember(profile, seen)
+
+
+def readings(watched_at: float, skew: float) -> tuple[float, float]:
+    """A history entry's time on our clock, read both ways it may have been written: as we
+    sent it (a history add carries our time) and as Trakt stamped it (a scrobble: by its own
+    clock, `skew` ahead of ours)."""
+    return watched_at, watched_at - skew
 
 
 def undated_landed(undated: Sequence[Row], watched: Sequence[Any]) -> set[int]:

@@ -19,12 +19,10 @@ HTTP policy (`watchbridge.http`).
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -292,9 +290,6 @@ class PlexClient:
             headers["x-plex-token"] = token
         self.token: str | None = token or None  # None: no server token configured
         self.clock = clock
-        # How far the server's clock is ahead of ours (its answers' Date header): it stamps
-        # plays, ours stamps what we wrote.
-        self.clock_skew = 0.0
         self.http = HttpClient(
             SERVICE,
             config.url,
@@ -492,18 +487,16 @@ class PlexClient:
     def _check(self, response: httpx.Response, what: str, token: str | None) -> None:
         """Raise for a refused request; `token` is the one it was sent with (None: the
         configured services.plex.token)."""
-        self._note_clock(response)
         status = response.status_code
         if status == 401:
             raise _refused(what, token)
         if status >= 400:
             raise PlexError(SERVICE, f"{what} answered {status}")
 
-    def _note_clock(self, response: httpx.Response) -> None:
-        with contextlib.suppress(KeyError, TypeError, ValueError, IndexError, OverflowError):
-            said = parsedate_to_datetime(response.headers["date"]).timestamp()
-            self.clock_skew = said - self.clock()
-        # (no Date header: the last skew stands)
+    @property
+    def clock_skew(self) -> float:
+        """How far the server's clock is ahead of ours: it stamps plays, ours what we wrote."""
+        return self.http.clock_skew
 
     async def _get(
         self,

@@ -217,7 +217,8 @@ class ScrobbleResult:
     action: str
     history_id: int | None = None
     duplicate: bool = False  # 409: Trakt already recorded a play of the item moments ago
-    recorded_at: float | None = None  # with a 409: when that play was watched, if Trakt says
+    # With a 409: when that play was watched, if Trakt says (on our clock).
+    recorded_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -586,6 +587,11 @@ class TraktClient:
                 "trakt-api-version": "2",
             },
         )
+
+    @property
+    def clock_skew(self) -> float:
+        """How far Trakt's clock is ahead of ours: it stamps a scrobbled play by its own."""
+        return self.http.clock_skew
 
     async def aclose(self) -> None:
         storing = list(self._storing.values())
@@ -1055,9 +1061,9 @@ class TraktClient:
             profile, "POST", f"/scrobble/{action}", json=body, idempotent=True
         )
         if response.status_code == 409:
-            return ScrobbleResult(
-                action="scrobble", duplicate=True, recorded_at=_conflict_at(response)
-            )
+            stamped = _conflict_at(response)
+            recorded_at = None if stamped is None else stamped - self.clock_skew
+            return ScrobbleResult(action="scrobble", duplicate=True, recorded_at=recorded_at)
         if response.status_code in (404, 422):
             raise TraktItemError(
                 SERVICE, f"scrobble {action} of {item.describe()} answered {response.status_code}"
