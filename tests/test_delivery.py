@@ -1235,6 +1235,35 @@ async def test_a_retried_removal_of_an_expected_play_removes_that_play_and_no_ot
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_the_removal_of_an_expected_play_that_never_landed_leaves_a_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The link's add of the play went nowhere (a dead letter, discarded); the user's own
+    # rewatch 20 hours later is on Trakt; then the first viewing was removed in Plex.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 30 * 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    rewatch = trakt.add_history(heat, iso(at + 20 * 3600))
+    _removal_of_an_expected_play(runtime, at)
+    await drain(worker, runtime, clock, passes=2)
+    assert [h.id for h in trakt.history()] == [rewatch.id]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_the_removal_of_an_expected_play_finds_it_scrobbled_minutes_after_its_time(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The webhook's live stop went first (Trakt dated it when it was sent, after an outage
+    # of a few minutes); the link's add was then known and skipped.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 30 * 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    trakt.add_history(heat, iso(at + 8 * 60))
+    _removal_of_an_expected_play(runtime, at)
+    await drain(worker, runtime, clock, passes=2)
+    assert trakt.history() == []
+
+
 async def test_a_removal_restored_from_a_backup_after_it_landed_removes_no_other_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

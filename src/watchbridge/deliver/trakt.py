@@ -45,7 +45,7 @@ from watchbridge.ids import (
 )
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.playback import shortest_viewing
-from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, MATCH_WINDOW, UNDATED
+from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
     HistoryPlay,
@@ -760,28 +760,35 @@ class TraktTarget:
         return outcomes
 
     async def _history_id(self, profile: str, row: Row) -> int | None:
-        """The id of the play of `row.item` nearest to `row.at` (within a day and a half).
-        For a removal that may have landed without its play pinned (a row restored from a
-        backup, or queued by a release that did not pin), only the play written at its own
-        minute: the one a day and a half allows may be the user's rewatch."""
-        window = DUPLICATE_WINDOW_MINUTES * 60.0 if row.outbox.may_have_landed else MATCH_WINDOW
+        """The id of the play of `row.item` we wrote for `row.at`: the nearest one where our
+        write may have put it (see `_written_span`). A play further off is not ours: the
+        user's rewatch, with ours never landed or already gone."""
+        before, after = self._written_span(row)
         kind = "movies" if row.item.kind == "movie" else "episodes"
-        entries = await self._history_around(profile, kind, row.at - window, row.at + window)
+        entries = await self._history_around(profile, kind, row.at - before, row.at + after)
         skew = self.client.clock_skew
         plays = [
-            (distance, int(e["id"]))
+            (min(abs(at - row.at) for at in near), int(e["id"]))
             for e in entries
             if history_entry_is(e, row.item)
             and str(e.get("id", "")).isdigit()
             and e.get("watched_at")
             and (
-                distance := min(
-                    abs(at - row.at) for at in readings(parse_iso(str(e["watched_at"])), skew)
-                )
+                near := [
+                    at
+                    for at in readings(parse_iso(str(e["watched_at"])), skew)
+                    if -before <= at - row.at <= after
+                ]
             )
-            <= window
         ]
         return min(plays)[1] if plays else None
+
+    def _written_span(self, row: Row) -> tuple[float, float]:
+        """How long before and after `row.at` a play we wrote for it can be on Trakt: a
+        history add at its own time, one that was there already within the duplicate window
+        (a viewing's least length before: our clock ahead of Trakt's), a live stop dated when
+        it was sent (up to delivery.late_after after the play)."""
+        return max(120.0, _viewing_margin(row)), self.config.late_after + 120.0
 
     async def _history_around(
         self, profile: str, kind: str, start: float, end: float
@@ -862,10 +869,9 @@ class TraktTarget:
     async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
         # A live stop is stamped when it was sent, up to delivery.late_after after the play.
-        late = self.config.late_after
-        back = {r.outbox.id: max(120, _viewing_margin(r)) for r in rows}
-        start = min(r.at - back[r.outbox.id] for r in rows)
-        end = max(r.at for r in rows) + late + 120
+        span = {r.outbox.id: self._written_span(r) for r in rows}
+        start = min(r.at - span[r.outbox.id][0] for r in rows)
+        end = max(r.at + span[r.outbox.id][1] for r in rows)
         entries: list[dict[str, Any]] = []
         for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
             entries += await self._history_around(profile, kind, start, end)
@@ -876,7 +882,7 @@ class TraktTarget:
             if any(
                 history_entry_is(entry, row.item)
                 and any(
-                    -back[row.outbox.id] <= at - row.at <= late + 120
+                    -span[row.outbox.id][0] <= at - row.at <= span[row.outbox.id][1]
                     for at in readings(parse_iso(entry["watched_at"]), skew)
                 )
                 for entry in entries
