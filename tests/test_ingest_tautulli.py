@@ -139,8 +139,14 @@ def test_the_test_button_sends_the_template_unfilled_and_is_acknowledged() -> No
     assert parse(template) == Ignored("test_event")
 
 
-def test_the_test_button_with_an_empty_json_data_box_is_acknowledged() -> None:
-    assert parse_request("tautulli", b"", "application/json") == Ignored("test_event")
+def test_an_empty_body_is_refused_naming_the_trigger_box_left_empty() -> None:
+    # A new Webhook agent's JSON Data box is empty for every trigger, and Tautulli posts an
+    # empty body for a ticked trigger whose box is empty: Stop or Watched left so loses every
+    # play. Its Test Notifications with an empty box looks the same.
+    result = parse_request("tautulli", b"", "application/json")
+    assert isinstance(result, Rejected)
+    assert "JSON Data box" in result.reason
+    assert "docs/webhooks.md" in result.reason
 
 
 def test_missing_media_type_is_rejected() -> None:

@@ -377,3 +377,28 @@ def test_two_people_on_one_profile_one_through_each_sender_are_not_told(tmp_path
         posted = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": owner})
         assert posted.status_code == 202
         assert httpx.get(f"{app.url}/api/status").json()["reported_twice"] == []
+
+
+def test_a_tautulli_trigger_with_an_empty_json_data_box_is_refused_on_the_status(
+    tmp_path: Path,
+) -> None:
+    # Tautulli's Webhook agent keeps one JSON Data box per trigger, empty until filled in, and
+    # posts an empty body for a ticked trigger whose box is empty (Playback Stop, Watched):
+    # acknowledged, those plays would be lost without a word.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {default: true}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as app:
+        response = httpx.post(
+            f"{app.url}/webhooks/tautulli/{SECRET}",
+            content=b"",
+            headers={"content-type": "application/json"},
+        )
+        refused = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+    assert response.status_code == 400, response.text
+    assert "JSON Data box" in response.json()["error"]
+    assert [(r["source"], r["outcome"]) for r in refused] == [("tautulli", "malformed")]
+    assert "JSON Data box" in refused[0]["reason"]

@@ -30,17 +30,29 @@ def _from_body(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
     return parse_body
 
 
-def _blank_is_a_test(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
-    """`_from_body`, but a blank body is the service's test button (Emby's "Send Test" before
-    4.9.0.37, Tautulli's "Test Notifications" with its JSON Data left empty): acknowledged."""
+def _blank_is(blank: ParseResult, parse_payload: Callable[[Payload], ParseResult]) -> Parser:
+    """`_from_body`, but a blank body gives `blank`."""
 
     def parse_body(body: bytes, content_type: str) -> ParseResult:
         decoded = read_body(body, content_type)
         if isinstance(decoded, Rejected):
-            return Ignored(TEST_EVENT) if is_blank(body, content_type) else decoded
+            return blank if is_blank(body, content_type) else decoded
         return _with_document(parse_payload, decoded)
 
     return parse_body
+
+
+# Emby's "Send Test" before 4.9.0.37 sent nothing: acknowledged.
+_EMBY_BLANK = Ignored(TEST_EVENT)
+# Tautulli's Webhook agent has a JSON Data box per trigger, empty until filled in, and posts an
+# empty body for a ticked trigger whose box is empty (its Test Notifications with an empty box
+# looks the same): refused, so that the user hears of it, since a Stop or Watched left so loses
+# every play.
+_TAUTULLI_BLANK = Rejected(
+    "empty body: Tautulli sends one for a ticked trigger whose JSON Data box is empty (and for "
+    "Test Notifications with it empty): paste the JSON Data from docs/webhooks.md into the box "
+    "of every ticked trigger (Playback Start, Stop, Pause, Resume, Watched) or untick the trigger"
+)
 
 
 def _with_document(
@@ -55,8 +67,8 @@ def _with_document(
 PARSERS: dict[str, Parser] = {
     "plex": _from_body(plex.parse),
     "jellyfin": _from_body(jellyfin.parse),
-    "emby": _blank_is_a_test(emby.parse),
-    "tautulli": _blank_is_a_test(tautulli.parse),
+    "emby": _blank_is(_EMBY_BLANK, emby.parse),
+    "tautulli": _blank_is(_TAUTULLI_BLANK, tautulli.parse),
     "generic": _from_body(generic.parse),
 }
 SOURCES = tuple(PARSERS)
