@@ -402,3 +402,27 @@ def test_a_tautulli_trigger_with_an_empty_json_data_box_is_refused_on_the_status
     assert "JSON Data box" in response.json()["error"]
     assert [(r["source"], r["outcome"]) for r in refused] == [("tautulli", "malformed")]
     assert "JSON Data box" in refused[0]["reason"]
+
+
+def test_a_tautulli_webhook_without_a_secret_names_the_trigger_boxes_that_send_it(
+    app: AppThread,
+) -> None:
+    # Tautulli sends the X-Webhook-Secret header from each trigger's own JSON Headers box: a
+    # trigger whose boxes were left empty sends no secret, whatever the others do. Copying the
+    # URL again, as the plain 401 says, would not help.
+    response = httpx.post(
+        f"{app.url}/webhooks/tautulli",
+        content=b"",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 401
+    reason = response.json()["error"]
+    assert "JSON Headers box" in reason and "watchbridge webhook-urls" in reason
+    wrong = httpx.post(
+        f"{app.url}/webhooks/tautulli",
+        json=sample_json("tautulli", "play_episode.json"),
+        headers={"x-webhook-secret": "change-me"},
+    )
+    assert (
+        wrong.json()["error"] == "missing or wrong webhook secret (see `watchbridge webhook-urls`)"
+    )

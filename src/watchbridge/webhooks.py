@@ -140,14 +140,22 @@ def secret_ok(supplied: str | bytes | None, expected: str) -> bool:
 QUERY_SECRET_NAMES = frozenset({"secret", "token"})
 
 
-def _unauthorized_reason(query: bytes) -> str:
-    """Why a webhook's secret was refused: where the secret goes when it came as a query
-    parameter (never its value: media servers log answers)."""
+def _unauthorized_reason(query: bytes, source: str, sent: bool) -> str:
+    """Why a webhook's secret was refused (`sent`: one came in the path or the header): where
+    the secret goes when it came as a query parameter (never its value: media servers log
+    answers), and where Tautulli takes it from when it sent none."""
     names = {name.casefold() for name, _ in parse_qsl(query.decode("latin-1"), True)}
     if names & QUERY_SECRET_NAMES:
         return (
             "the webhook secret goes in the URL's path (/webhooks/SOURCE/SECRET) or an "
             "X-Webhook-Secret header, not in a query parameter (see `watchbridge webhook-urls`)"
+        )
+    if source == "tautulli" and not sent:
+        # Each trigger has its own JSON Headers box, empty until filled in.
+        return (
+            "no webhook secret: Tautulli sends the X-Webhook-Secret header from each trigger's "
+            "own JSON Headers box; fill in the boxes of every ticked trigger (docs/webhooks.md) "
+            "or put the secret in the URL's path (see `watchbridge webhook-urls`)"
         )
     return "missing or wrong webhook secret (see `watchbridge webhook-urls`)"
 
@@ -352,7 +360,7 @@ async def _webhook(
         elif header == SECRET_HEADER_BYTES and header_secret is None:
             header_secret = value.strip()  # Tautulli sends a pasted trailing space as is
     if not secret_ok(secret or header_secret, runtime.webhook_secret):
-        reason = _unauthorized_reason(scope["query_string"])
+        reason = _unauthorized_reason(scope["query_string"], source, bool(secret or header_secret))
         await _answer(runtime, send, source, "unauthorized", 401, started, error=reason)
         return
     limit = runtime.config.server.max_webhook_bytes
