@@ -86,7 +86,10 @@ def test_trakt_rates_a_show_bare_and_a_season_nested_under_its_show() -> None:
     season = MediaRef("season", show_ids=Ids(tmdb=str(SHOW)), season=2)
     body = sync_body([(show, {"rating": 9}), (season, {"rating": 7})])
     assert body == {
-        "shows": [{"ids": {"tmdb": SHOW}, "rating": 9, "seasons": [{"number": 2, "rating": 7}]}]
+        "shows": [
+            {"ids": {"tmdb": SHOW}, "rating": 9},
+            {"ids": {"tmdb": SHOW}, "seasons": [{"number": 2, "rating": 7}]},
+        ]
     }
     assert sync_body([(show, {})]) == {"shows": [{"ids": {"tmdb": SHOW}}]}  # only the show
 

@@ -363,11 +363,13 @@ def media_body(item: MediaRef) -> dict[str, Any]:
 def sync_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, list[Any]]:
     """Movies and episodes for /sync/history or /sync/ratings, each with its extra fields.
 
-    Episodes known only by show + numbers are nested under their show, as Trakt requires.
+    Episodes known only by show + numbers are nested under their show, as Trakt requires. A
+    whole show or season goes in a show entry of its own: one that also nests seasons or
+    episodes names only those (a removal of the show's own rating would remove nothing).
     """
     movies: list[Any] = []
     episodes: list[Any] = []
-    shows: dict[str, dict[str, Any]] = {}
+    shows: dict[tuple[str, str], dict[str, Any]] = {}
     for item, extra in entries:
         if item.kind in ("show", "season"):
             _nest_show_or_season(shows, item, extra)
@@ -378,7 +380,7 @@ def sync_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[str, l
         elif "show" not in shaped:
             episodes.append({**shaped["episode"], **extra})
         else:
-            show_key = repr(sorted(shaped["show"]["ids"].items()))
+            show_key = ("episode", repr(sorted(shaped["show"]["ids"].items())))
             show = shows.setdefault(show_key, {"ids": shaped["show"]["ids"], "seasons": []})
             season = next((s for s in show["seasons"] if s["number"] == item.season), None)
             if season is None:
@@ -407,11 +409,12 @@ def _without_empty(show: dict[str, Any]) -> dict[str, Any]:
 
 
 def _nest_show_or_season(
-    shows: dict[str, dict[str, Any]], item: MediaRef, extra: dict[str, Any]
+    shows: dict[tuple[str, str], dict[str, Any]], item: MediaRef, extra: dict[str, Any]
 ) -> None:
-    """A whole show (its own fields, e.g. a rating) or one season nested under its show."""
+    """A whole show (its own fields, e.g. a rating) or one season nested under its show (an
+    entry that nests seasons only, apart from the show's own and its episodes')."""
     ids = trakt_ids(item.ids if item.kind == "show" else item.show_ids)
-    show = shows.setdefault(repr(sorted(ids.items())), {"ids": ids, "seasons": []})
+    show = shows.setdefault((item.kind, repr(sorted(ids.items()))), {"ids": ids, "seasons": []})
     if item.kind == "show":
         show.update(extra)
     else:
