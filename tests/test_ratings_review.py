@@ -3,17 +3,26 @@ review of the ratings paths (each names what went wrong before)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import copy
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.fakes.base import FakeServer
 from tests.fakes.serializd import FakeSerializd
-from tests.fakes.trakt import FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt
+from tests.ingest_samples import sample_json
 from tests.linkrig import Rig, open_rig, use_fast_readers
+from watchbridge.config import parse_config
+from watchbridge.wiring import build_app, build_runtime
 
-pytestmark = pytest.mark.anyio
+SECRET = "ratings-review-secret"
 
 SHOW = 1396  # Breaking Bad (TMDB)
 
@@ -41,6 +50,7 @@ def trakt_ratings(rig: Rig) -> dict[tuple[str, int | None], int]:
     }
 
 
+@pytest.mark.anyio
 async def test_a_show_and_a_season_rating_removed_together_are_both_removed_on_trakt(
     link: Rig,
 ) -> None:
@@ -55,3 +65,108 @@ async def test_a_show_and_a_season_rating_removed_together_are_both_removed_on_t
     assert trakt_ratings(link) == {}
     await link.sync_and_deliver(full=True)
     assert (trakt_ratings(link), link.serializd.diary()) == ({}, [])
+
+
+# --------------------------------------------------------------------------- webhooks to Trakt
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    return fake
+
+
+@pytest.fixture
+def app(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThread]:
+    config = parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{plex: ["1"], jellyfin: [alex], emby: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    with AppThread(build_app(runtime)) as thread:
+        sign_in_trakt(runtime.store, trakt, now=time.time())
+        yield thread
+
+
+def post_plex(app: AppThread, body: dict[str, Any]) -> httpx.Response:
+    boundary = "ratingsboundary"
+    content = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="payload"\r\n'
+        "Content-Type: application/json\r\n\r\n".encode()
+        + json.dumps(body).encode()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return httpx.post(
+        f"{app.url}/webhooks/plex/{SECRET}",
+        content=content,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert check()
+
+
+def plex_show_rated(rating: float) -> dict[str, Any]:
+    """Plex's media.rate for a whole show (Plex TV Series agent), rated `rating` (0-10)."""
+    body = copy.deepcopy(sample_json("plex", "movie_media_rate.json"))
+    metadata = {
+        key: value
+        for key, value in body["Metadata"].items()
+        if key not in ("duration", "viewCount", "lastViewedAt", "studio", "tagline")
+    }
+    body["Metadata"] = metadata | {
+        "librarySectionType": "show",
+        "librarySectionTitle": "TV Shows",
+        "ratingKey": "51000",
+        "key": "/library/metadata/51000/children",
+        "guid": "plex://show/5d9c086c46115600200aa2fe",
+        "type": "show",
+        "title": "Breaking Bad",
+        "year": 2008,
+        "Guid": [{"id": "imdb://tt0903747"}, {"id": "tmdb://1396"}, {"id": "tvdb://81189"}],
+        "userRating": rating,
+    }
+    body["rating"] = str(rating)
+    return body
+
+
+def test_a_show_rated_in_plex_is_rated_as_the_show_on_trakt(
+    app: AppThread, trakt: FakeTrakt
+) -> None:
+    trakt.add_show("Breaking Bad", 2008, tmdb=SHOW, tvdb=81189, imdb="tt0903747")
+    assert post_plex(app, plex_show_rated(9.0)).status_code == 202
+    wait_for(lambda: [(r.item.kind, r.rating) for r in trakt.ratings()] == [("show", 9)])
+
+
+def test_a_show_rating_cleared_in_plex_is_removed_on_trakt(
+    app: AppThread, trakt: FakeTrakt
+) -> None:
+    trakt.add_show("Breaking Bad", 2008, tmdb=SHOW, tvdb=81189, imdb="tt0903747")
+    assert post_plex(app, plex_show_rated(8.0)).status_code == 202
+    wait_for(lambda: [r.rating for r in trakt.ratings()] == [8])
+    time.sleep(1.1)  # a later second: another change
+    cleared = plex_show_rated(0)
+    del cleared["rating"], cleared["Metadata"]["userRating"]
+    assert post_plex(app, cleared).status_code == 202
+    wait_for(lambda: trakt.ratings() == [])
+
+
+def test_a_show_rated_in_plex_without_its_ids_is_acknowledged_and_not_a_dead_letter(
+    app: AppThread, trakt: FakeTrakt
+) -> None:
+    body = plex_show_rated(9.0)
+    del body["Metadata"]["Guid"]  # older servers leave it out
+    assert post_plex(app, body).status_code == 200

@@ -2,8 +2,8 @@
 
 Events: media.play → start, media.pause → pause, media.resume → resume, media.stop → stop,
 media.scrobble → stop with played=True (Plex's own "watched" signal, usually before the stop),
-media.rate → rate. library.* → Ignored(library_event); admin.*, device.*, playback.started and
-anything unknown → Ignored(unsupported_event).
+media.rate → rate (of a movie, an episode or a whole show). library.* → Ignored(library_event);
+admin.*, device.*, playback.started and anything unknown → Ignored(unsupported_event).
 
 Ratings: `Metadata.userRating` (0-10), else the top-level `rating` (seen as number and string).
 A media.rate without a positive rating (missing, 0 or -1) is the user clearing it: a `rate`
@@ -68,6 +68,9 @@ ACTIONS: dict[str, Action] = {
     "media.rate": "rate",
 }
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+# A whole show is rated as itself (its own ids are in the payload); a season is not taken (a
+# new-agent season names its show only by a plex:// guid): a plex-trakt link carries those.
+RATED_KINDS: dict[str, MediaKind] = KINDS | {"show": "show"}
 NOT_VIDEO_TYPES = frozenset({"track", "album", "artist", "photo", "photoalbum", "picture"})
 NOT_VIDEO_SECTIONS = frozenset({"artist", "photo"})
 CATALOGUE_SERVER_PREFIX = "tv.plex.provider."
@@ -101,15 +104,20 @@ def parse(data: Payload) -> ParseResult:
     metadata = obj(data.get("Metadata"))
     if not metadata:
         return Rejected("plex payload has no Metadata")
-    skip = _skip_reason(data, metadata)
+    kinds = RATED_KINDS if event == "media.rate" else KINDS
+    skip = _skip_reason(data, metadata, kinds)
     if skip is not None:
         return skip
     warnings: list[str] = []
-    item = _media_ref(KINDS[text(metadata.get("type")) or ""], metadata, warnings)
+    item = _media_ref(kinds[text(metadata.get("type")) or ""], metadata, warnings)
+    if item.kind == "show" and not (item.ids.imdb or item.ids.tmdb or item.ids.tvdb):
+        return Ignored(UNSUPPORTED_TYPE)  # an older server's payload without Guid[]
     return accept(_event(data, metadata, event, item), warnings)
 
 
-def _skip_reason(data: Payload, metadata: Payload) -> ParseResult | None:
+def _skip_reason(
+    data: Payload, metadata: Payload, kinds: dict[str, MediaKind] = KINDS
+) -> ParseResult | None:
     """Ignored for anything that is not a movie/episode from a library, Rejected without type."""
     if _is_catalogue(data, metadata):
         return Ignored(STREAMING_CATALOGUE)
@@ -121,7 +129,7 @@ def _skip_reason(data: Payload, metadata: Payload) -> ParseResult | None:
         return Rejected("plex payload has no Metadata.type")
     if kind in NOT_VIDEO_TYPES or text(metadata.get("librarySectionType")) in NOT_VIDEO_SECTIONS:
         return Ignored(NOT_VIDEO)
-    if kind not in KINDS or _is_extra(metadata, guid) or _is_personal(metadata, guid):
+    if kind not in kinds or _is_extra(metadata, guid) or _is_personal(metadata, guid):
         return Ignored(UNSUPPORTED_TYPE)
     return None
 
