@@ -117,6 +117,19 @@ def test_a_generic_body_sent_to_the_jellyfin_url_is_named_generic() -> None:
     )
 
 
+def test_a_generic_body_sent_to_the_plex_url_is_refused_naming_the_generic_url() -> None:
+    # Its `event` is a key Plex has too: not Plex's kind of event, so not just ignored.
+    assert parse("plex", GENERIC_PLAY, "application/json") == Rejected(
+        "plex payload event 'played' is not Plex's; this looks like a generic webhook:"
+        " use the generic URL from watchbridge webhook-urls"
+    )
+
+
+def test_a_plex_event_we_do_not_use_is_still_acknowledged() -> None:
+    body = b'{"event": "admin.database.backup", "Account": {"id": 1}, "Server": {}}'
+    assert parse("plex", body, "application/json") == Ignored("unsupported_event")
+
+
 def test_a_payload_of_no_known_shape_is_refused_without_a_hint() -> None:
     body = b'{"Event": "playback.start", "Metadata": {}, "action": "play"}'
     assert parse("jellyfin", body, "application/json") == Rejected(

@@ -100,6 +100,8 @@ def parse(data: Payload) -> ParseResult:
     if event is None:
         return Rejected(f"plex payload has no event{wrong_url_hint(data, 'plex')}")
     if event not in ACTIONS:
+        if hint := wrong_url_hint(data, "plex"):  # another sender's `event` (generic's)
+            return Rejected(f"plex payload event {event[:40]!r} is not Plex's{hint}")
         return Ignored(LIBRARY_EVENT if event.startswith("library.") else UNSUPPORTED_EVENT)
     metadata = obj(data.get("Metadata"))
     if not metadata:
