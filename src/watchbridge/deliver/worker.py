@@ -320,13 +320,18 @@ def _paused(target: str, profile: str | None = None) -> str:
     return f"watchbridge: {target} deliveries paused{whose}"
 
 
-def _gave_up(attempts: int, reason: str) -> str:
-    """A dead letter's reason; a row whose last send may have landed keeps that mark in front,
-    so `watchbridge deadletters retry` checks before it sends."""
+def _gave_up(attempts: int, reason: str, failing_for: float | None = None) -> str:
+    """A dead letter's reason (`failing_for`: it gave up by delivery.max_age, after failing
+    this long); a row whose last send may have landed keeps that mark in front, so
+    `watchbridge deadletters retry` checks before it sends."""
     marked = reason.startswith(UNKNOWN_OUTCOME)
     if marked:
         reason = reason.removeprefix(UNKNOWN_OUTCOME).removeprefix(": ")
     given_up = f"gave up after {attempts} attempts: {reason}"
+    if failing_for is not None:
+        span = format_span(failing_for)
+        given_up = f"gave up after failing for {span}, past delivery.max_age ({attempts} attempts)"
+        given_up += f": {reason}"
     return f"{UNKNOWN_OUTCOME}: {given_up}" if marked else given_up
 
 
@@ -629,7 +634,8 @@ class DeliveryWorker:
                 if isinstance(outcome, Dead):
                     reason, spends = outcome.reason, outcome.spends
                 else:
-                    reason, spends = _gave_up(item.attempts + 1, outcome.reason), True
+                    by_age = self._failing_too_long(item, now)
+                    reason, spends = _gave_up(item.attempts + 1, outcome.reason, by_age), True
                 settled.append(Settlement(item.id, "dead", None, reason, spends))
                 dead.append((item, reason))
             else:
@@ -800,9 +806,16 @@ class DeliveryWorker:
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
-        # Age counts from the row's first real failure: neither time held (an outage, a lost
-        # sign-in) nor a try a restart cut short is one, so a backlog that waited a week does
-        # not turn into dead letters at its first blip after.
+        last_try = item.attempts + 1 >= self.config.max_attempts
+        return last_try or self._failing_too_long(item, now) is not None
+
+    def _failing_too_long(self, item: OutboxItem, now: float) -> float | None:
+        """How long the row has kept failing, when that is past delivery.max_age (while its
+        attempts last: else it gave up by them); None otherwise. Age counts from the row's first
+        real failure: neither time held (an outage, a lost sign-in) nor a try a restart cut
+        short is one, so a backlog that waited a week does not turn into dead letters at its
+        first blip after."""
         since = item.failing_since
-        failing_too_long = since is not None and now - since > self.config.max_age
-        return item.attempts + 1 >= self.config.max_attempts or failing_too_long
+        if item.attempts + 1 >= self.config.max_attempts or since is None:
+            return None
+        return now - since if now - since > self.config.max_age else None
