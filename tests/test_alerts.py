@@ -324,6 +324,22 @@ async def test_a_failed_alert_is_sent_again_by_its_next_report_after_a_minute(
     assert titles(receiver) == ["trakt<->plex failing"]
 
 
+async def test_failed_sends_are_kept_for_the_status_page_until_one_gets_through(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    receiver.fail_next(2, 500)
+    await notifier.notify("sync_failing", "trakt<->plex failing", "body", "main")
+    clock.advance(60)
+    await notifier.notify("sync_failing", "trakt<->plex failing", "body", "main")
+    failing = notifier.health().failing
+    assert failing is not None and failing.sends == 2 and failing.since == clock() - 60
+    assert failing.to.startswith("alerts.urls[0]") and "hunter2" not in failing.to
+    clock.advance(60)
+    assert await notifier.notify("sync_failing", "trakt<->plex failing", "body", "main") == "sent"
+    assert notifier.health().failing is None
+
+
 async def test_a_failed_one_off_alert_goes_out_with_the_next_alert(
     receiver: Receiver, clock: FakeClock
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import httpx
@@ -156,3 +158,35 @@ def test_the_profiles_say_what_plays_no_account_of_theirs_keeps(tmp_path: Path) 
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = page(config_for(tmp_path, serializd_only), store)
     assert "<th>plays sent nowhere</th>" in html and "<td>movies</td>" in html
+
+
+def test_the_page_and_api_say_when_alerts_cannot_reach_anyone(tmp_path: Path) -> None:
+    # The alerts' own failure cannot be alerted: the page is where the user learns of it.
+    port, closed = free_port(), free_port()
+    down = f"json://alerts:hunter2@127.0.0.1:{closed}/hook/s3cr3t-hook-token"
+    typo = "jsn://alerts:hunter2@example.com/hook/s3cr3t-hook-token"
+    path = write_config(tmp_path, f'alerts: {{urls: ["{down}", "{typo}"]}}\n', port=port)
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: hook-secret-9137\n")
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        # A webhook with a wrong secret raises a `webhook_rejects` alert at once.
+        refused = httpx.post(f"{service.url}/webhooks/plex/not-the-secret", json={})
+        assert refused.status_code == 401
+        deadline = time.monotonic() + 15
+        while not httpx.get(f"{service.url}/api/status").json().get("alerts", {}).get("failing"):
+            assert time.monotonic() < deadline, "the failed alert is not on /api/status"
+            time.sleep(0.1)
+        alerts = httpx.get(f"{service.url}/api/status").json()["alerts"]
+        assert alerts["destinations"] == 1
+        assert alerts["failing"]["sends"] == 1
+        assert "alerts.urls[0]" in alerts["failing"]["to"]
+        assert any("alerts.urls[1]" in p and "jsn://" in p for p in alerts["problems"])
+        html = httpx.get(f"{service.url}/").text
+        assert "alerts.urls[1]: unknown Apprise service jsn://" in html
+        assert "did not get through" in html and "watchbridge test-alert" in html
+        for shown in (html, json.dumps(alerts)):
+            assert "hunter2" not in shown and "s3cr3t-hook-token" not in shown
+    finally:
+        service.kill()

@@ -459,6 +459,24 @@ def _database_failed(exc: BaseException) -> None:
 # --------------------------------------------------------------------------- sending
 
 
+@dataclass(frozen=True)
+class Failing:
+    """Sends that did not get through since the last one that did (this process's)."""
+
+    since: float  # the first of them
+    sends: int
+    to: str  # the alerts.urls entries that failed the last one, by index (never a URL)
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether alerts can reach anyone, for the status page: the alerts cannot tell of it."""
+
+    destinations: int  # alerts.urls entries loaded
+    problems: list[str]  # entries not loaded, by index (never their text)
+    failing: Failing | None
+
+
 class Notifier:
     """Sends alerts, recoveries and test messages to every configured Apprise URL."""
 
@@ -484,6 +502,11 @@ class Notifier:
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._resending: asyncio.Task[None] | None = None  # see _send_unsent_soon
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
+        self._failing: Failing | None = None
+
+    def health(self) -> Health:
+        """How the alerts fare: destinations loaded, entries that are not, failed sends."""
+        return Health(len(self._apprise), list(self.invalid_urls), self._failing)
 
     def mask_also(self, secrets: Iterable[str]) -> None:
         """Mask these values too in every alert from now on (see logs.mask_also)."""
@@ -724,8 +747,9 @@ class Notifier:
             )
         except Exception as exc:  # Apprise reports failures in its result; this is a backstop
             log.warning("alert %s not delivered: %s", kind, type(exc).__name__)
-            return FAILED
+            return self._failed("alerts.urls")
         if result:
+            self._failing = None
             return SENT
         failures = [
             f"{_entry_name(service.tag)} ({service.name}: {service.status.name.lower()})"
@@ -736,6 +760,12 @@ class Notifier:
         log.warning(
             "alert %s not delivered to %s", kind, ", ".join(failures) or result.status.name.lower()
         )
+        return self._failed(", ".join(failures) or "alerts.urls")
+
+    def _failed(self, to: str) -> str:
+        since = self._clock() if self._failing is None else self._failing.since
+        sends = 1 if self._failing is None else self._failing.sends + 1
+        self._failing = Failing(since, sends, to)
         return FAILED
 
     def _count(self, kind: str, result: str) -> str:

@@ -454,6 +454,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         ],
         "held_left_out": status.waiting_left_out,
         "oldest_pending_at": status.oldest_pending_at,
+        "alerts": _alerts_health(runtime),
         "downtime": runtime.downtime,
         "unmapped_accounts": [
             {
@@ -501,6 +502,19 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for r in (run.as_seen(now) for run in status.last_runs)
         ],
+    }
+
+
+def _alerts_health(runtime: Runtime) -> dict[str, Any]:
+    """Whether alerts reach anyone (the page's Alerts): entries that did not load, failed sends."""
+    health = runtime.notifier.health()
+    failing = health.failing
+    return {
+        "destinations": health.destinations,
+        "problems": health.problems,
+        "failing": None
+        if failing is None
+        else {"since": failing.since, "sends": failing.sends, "to": failing.to},
     }
 
 

@@ -16,6 +16,7 @@ from litestar import MediaType, get
 from litestar.di import NamedDependency
 
 from watchbridge import __version__
+from watchbridge.alerts import Health
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.refused import Refusal
@@ -35,7 +36,15 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     doublings = runtime.senders.recent(now)
     refused = runtime.refused.recent()
     return render(
-        runtime.config, status, now, sign_ins, unmapped, runtime.downtime, doublings, refused
+        runtime.config,
+        status,
+        now,
+        sign_ins,
+        unmapped,
+        runtime.downtime,
+        doublings,
+        refused,
+        runtime.notifier.health(),
     )
 
 
@@ -58,11 +67,13 @@ def render(
     downtime: str | None = None,
     doublings: Sequence[Doubling] = (),
     refused: Sequence[Refusal] = (),
+    alerts: Health | None = None,
 ) -> str:
     """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
     `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
     this start told of the time the service was away; `doublings`: Plex servers reported
-    twice to a profile; `refused`: webhooks refused since the start, by source and kind)."""
+    twice to a profile; `refused`: webhooks refused since the start, by source and kind;
+    `alerts`: whether alerts reach anyone, which they cannot tell themselves)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -100,6 +111,7 @@ def render(
     ]
     sections = [
         "<h2>Deliveries</h2>" + _table(("", ""), rows),
+        *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
         "<h2>Links</h2>" + _links(config, status.last_runs, now),
         "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins),
         "<h2>Webhooks</h2>"
@@ -153,6 +165,31 @@ def _links(config: Config, runs: list[SyncRun], now: float) -> str:
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, f"{outcome} ({when})", counts or quiet))
     return _table(("link", "services", "last run", "changes"), rows)
+
+
+def _alerts(health: Health, now: float) -> str:
+    """Alert destinations that did not load, or do not take what is sent: only here (and in the
+    log) can the user learn that alerts do not reach them."""
+    lines = [
+        f'<p class="bad">Alerts are not sent to {_e(problem)}: fix it and restart '
+        "(<code>watchbridge check-config</code> checks it).</p>"
+        for problem in health.problems
+    ]
+    failing = health.failing
+    if failing is not None:
+        lines.append(
+            f'<p class="bad">Alerts did not get through to {_e(failing.to)}: {failing.sends} '
+            f"failed since {_age(failing.since, now)}; each is sent again, at most once a "
+            "minute. <code>watchbridge test-alert</code> tries the destinations.</p>"
+        )
+    elif health.destinations:
+        lines.append(f"<p>Sent to {health.destinations} destination(s).</p>")
+    if not health.destinations and not health.problems:
+        lines.append(
+            "<p>None sent: <code>alerts.urls</code> is empty, so problems show only here and in "
+            "the log.</p>"
+        )
+    return "".join(lines)
 
 
 def _sign_ins(lines: Sequence[str]) -> str:
