@@ -113,3 +113,19 @@ async def test_a_delivery_that_gave_up_by_age_says_so_not_only_its_few_attempts(
     (alert,) = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
     assert "failing for 7d" in alert
     assert "failing for 7d" in deadletters(config_path, "list")
+
+
+async def test_a_dead_letter_queued_again_is_not_shown_as_still_given_up(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, config_path: Path
+) -> None:
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    await worker.pass_once(runtime)
+    assert "1 dead letter(s) queued again" in deadletters(config_path, "retry", "1")
+    # Until the service takes it (within 5 minutes), the status says what the user did, not
+    # the reason it gave up for, which reads as if the retry had not worked.
+    status = CliRunner().invoke(cli, ["status", "--config", str(config_path)]).output
+    (held,) = [line for line in status.splitlines() if line.startswith("held:")]
+    assert "gave up" not in held
+    assert "queued again by `watchbridge deadletters retry`" in held

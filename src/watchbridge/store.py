@@ -68,6 +68,7 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
+QUEUED_AGAIN = "queued again by `watchbridge deadletters retry`"  # a retried dead letter's reason
 # SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
@@ -1819,10 +1820,13 @@ class Store:
             superseded = conn.execute(
                 f"{_SUPERSEDE_DEAD_RATINGS} AND {where}", (now, *params)
             ).rowcount
+            # Its reason says what was done (the status shows it until the row is tried), not
+            # why it gave up; a row whose send may have landed keeps that mark in front.
             queued = conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-                f" updated_at = ?, failing_since = NULL, told_at = NULL WHERE {where}",
-                (now, now, *params),
+                " updated_at = ?, failing_since = NULL, told_at = NULL,"
+                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END WHERE {where}",
+                (now, now, f"{UNKNOWN_OUTCOME}: {QUEUED_AGAIN}", QUEUED_AGAIN, *params),
             ).rowcount
         return Retried(queued, superseded)
 
