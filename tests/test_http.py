@@ -289,3 +289,13 @@ async def test_a_clock_near_the_services_is_not_warned_of(
     echo.date_clock = lambda: time.time() + 30  # type: ignore[method-assign]
     await client.request("GET", "/items")
     assert not [r for r in caplog.records if "clocks" in r.getMessage()]
+
+
+async def test_the_services_clock_is_a_metric(client: HttpClient, echo: EchoFake) -> None:
+    echo.date_clock = lambda: time.time() - 300  # type: ignore[method-assign]
+    await client.request("GET", "/items")
+    assert client.metrics is not None
+    exported = client.metrics.render().decode()
+    line = 'watchbridge_clock_skew_seconds{service="echo"} '
+    (value,) = [float(x.removeprefix(line)) for x in exported.splitlines() if x.startswith(line)]
+    assert value == pytest.approx(-300, abs=2)  # the Date header counts whole seconds

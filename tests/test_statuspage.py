@@ -190,3 +190,12 @@ def test_the_page_and_api_say_when_alerts_cannot_reach_anyone(tmp_path: Path) ->
             assert "hunter2" not in shown and "s3cr3t-hook-token" not in shown
     finally:
         service.kill()
+
+
+def test_the_page_says_when_this_machines_clock_is_far_off_a_services(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(config, store.status(), 10_000.0, clocks={"trakt": 1200.0, "plex": 3.0})
+    assert "The clocks of this machine and of trakt differ by 20 minute(s)" in html
+    assert "NTP" in html
+    assert "of plex" not in html  # seconds apart: nothing to say

@@ -455,6 +455,8 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "held_left_out": status.waiting_left_out,
         "oldest_pending_at": status.oldest_pending_at,
         "alerts": _alerts_health(runtime),
+        # How far each service's clock is ahead of this machine's (seconds, its Date header).
+        "clock_skew": {service: round(skew) for service, skew in runtime.metrics.clocks.items()},
         "downtime": runtime.downtime,
         "unmapped_accounts": [
             {

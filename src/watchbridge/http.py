@@ -451,6 +451,8 @@ class HttpClient:
         if said is None:
             return  # the last skew stands
         self.clock_skew = said - self.clock()
+        if self.metrics is not None:
+            self.metrics.note_clock(self.service, self.clock_skew)
         off = abs(self.clock_skew) > CLOCK_WARNING
         if off and not self._skew_told:
             log.warning(

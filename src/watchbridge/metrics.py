@@ -98,6 +98,13 @@ class Metrics:
             ["service"],
             registry=self.registry,
         )
+        self.clock_skew = Gauge(
+            "watchbridge_clock_skew_seconds",
+            "How far a service's clock is ahead of this machine's (its last answer's Date)",
+            ["service"],
+            registry=self.registry,
+        )
+        self.clocks: dict[str, float] = {}  # the same, for the status page
         self.alerts = Counter(
             "watchbridge_alerts",
             "Alerts by kind and result (sent, failed, suppressed, disabled)",
@@ -116,6 +123,10 @@ class Metrics:
             ["task"],
             registry=self.registry,
         )
+
+    def note_clock(self, service: str, skew: float) -> None:
+        self.clock_skew.labels(service).set(round(skew))
+        self.clocks[service] = skew
 
     def watch_queue(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(QueueCollector(counts))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from litestar import MediaType, get
@@ -19,6 +19,7 @@ from watchbridge import __version__
 from watchbridge.alerts import Health
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config, copied_nowhere
+from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import Refusal
 from watchbridge.senders import Doubling
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
@@ -45,6 +46,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         doublings,
         refused,
         runtime.notifier.health(),
+        runtime.metrics.clocks,
     )
 
 
@@ -68,12 +70,14 @@ def render(
     doublings: Sequence[Doubling] = (),
     refused: Sequence[Refusal] = (),
     alerts: Health | None = None,
+    clocks: Mapping[str, float] | None = None,
 ) -> str:
     """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
     `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
     this start told of the time the service was away; `doublings`: Plex servers reported
     twice to a profile; `refused`: webhooks refused since the start, by source and kind;
-    `alerts`: whether alerts reach anyone, which they cannot tell themselves)."""
+    `alerts`: whether alerts reach anyone, which they cannot tell themselves; `clocks`: how
+    far each service's clock is ahead of ours)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -110,7 +114,7 @@ def render(
         ),
     ]
     sections = [
-        "<h2>Deliveries</h2>" + _table(("", ""), rows),
+        "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
         *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
         "<h2>Links</h2>" + _links(config, status.last_runs, now),
         "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins),
@@ -165,6 +169,18 @@ def _links(config: Config, runs: list[SyncRun], now: float) -> str:
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, f"{outcome} ({when})", counts or quiet))
     return _table(("link", "services", "last run", "changes"), rows)
+
+
+def _clocks(clocks: Mapping[str, float]) -> str:
+    """A machine clock far off a service's: plays are dated and matched by the minute."""
+    return "".join(
+        f'<p class="bad">The clocks of this machine and of {_e(service)} differ by '
+        f"{round(abs(skew) / 60)} minute(s) ({_e(service)}'s is "
+        f"{'ahead' if skew > 0 else 'behind'}): plays may be dated or matched wrong. Turn on "
+        "time sync (NTP) on the machine that is off.</p>"
+        for service, skew in sorted(clocks.items())
+        if abs(skew) > CLOCK_WARNING
+    )
 
 
 def _alerts(health: Health, now: float) -> str:
