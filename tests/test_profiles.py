@@ -81,3 +81,19 @@ def test_a_user_name_differing_by_a_dash_is_another_person() -> None:
     assert (
         profile_for(mapped, from_jellyfin("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "mary-jane")) is None
     )
+
+
+def test_an_account_named_on_its_server_wins_over_the_same_id_on_any_server() -> None:
+    # Alice owns server A and lists her id 1; Bob owns server B, where he is 1 too, and
+    # names it as the README says: his plays there are his, whichever profile comes first.
+    mapped = parse_config(
+        f"""
+profiles:
+  alice: {{users: {{plex: ["1"]}}}}
+  bob: {{users: {{plex: ["{SERVER_B}:1"]}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert profile_for(mapped, from_plex("1", SERVER_B, name="bob")) == "bob"
+    assert profile_for(mapped, from_plex("1", SERVER_A, name="alice")) == "alice"

@@ -57,14 +57,20 @@ class TooLarge(Exception):
 
 
 def profile_for(config: Config, event: MediaEvent) -> str | None:
-    """The profile an event belongs to: explicit mapping first, else the default profile."""
+    """The profile an event belongs to: explicit mapping first, else the default profile.
+
+    An entry naming the event's server ("SERVER:ACCOUNT") wins over one naming the account on
+    any server: Plex numbers each server's owner 1, so with two servers a plain "1" would
+    otherwise take the other owner's plays whenever its profile came first."""
     account = event.account
-    candidates = {same_account(c) for c in (account.id, account.name) if c}
-    candidates |= {f"{same_account(event.server)}:{c}" for c in list(candidates) if event.server}
-    for name, profile in config.profiles.items():
-        configured = getattr(profile.users, event.source, [])
-        if any(same_account(entry) in candidates for entry in configured):
-            return name
+    anywhere = {same_account(c) for c in (account.id, account.name) if c}
+    server = same_account(event.server) if event.server else ""
+    here = {f"{server}:{c}" for c in anywhere} if server else set()
+    for candidates in (here, anywhere):
+        for name, profile in config.profiles.items():
+            configured = getattr(profile.users, event.source, [])
+            if any(same_account(entry) in candidates for entry in configured):
+                return name
     return next((name for name, p in config.profiles.items() if p.default), None)
 
 
