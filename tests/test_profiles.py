@@ -97,3 +97,19 @@ profiles:
     )
     assert profile_for(mapped, from_plex("1", SERVER_B, name="bob")) == "bob"
     assert profile_for(mapped, from_plex("1", SERVER_A, name="alice")) == "alice"
+
+
+def test_a_plex_owner_named_by_their_user_name_is_not_taken_by_another_profiles_1() -> None:
+    # Two Plex servers post here: Alice owns A and lists 1, Bob owns B and lists his name.
+    # On B Bob is account 1 too: his name says whose the plays are.
+    mapped = parse_config(
+        """
+profiles:
+  alice: {users: {plex: ["1"]}}
+  bob: {users: {plex: [Bob]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert profile_for(mapped, from_plex("1", SERVER_B, name="bob")) == "bob"
+    assert profile_for(mapped, from_plex("1", SERVER_A, name="alice")) == "alice"

@@ -55,18 +55,22 @@ class TooLarge(Exception):
 
 # --------------------------------------------------------------------------- pure decisions
 
+PLEX_OWNER = "1"  # the Account.id of a Plex server's owner, on each server
+
 
 def profile_for(config: Config, event: MediaEvent) -> str | None:
     """The profile an event belongs to: explicit mapping first, else the default profile.
 
-    An entry naming the event's server ("SERVER:ACCOUNT") wins over one naming the account on
-    any server: Plex numbers each server's owner 1, so with two servers a plain "1" would
-    otherwise take the other owner's plays whenever its profile came first."""
+    Plex calls each server's owner account 1, so with two servers posting here a plain "1"
+    names both owners: an entry naming the event's server ("SERVER:ACCOUNT") wins over one
+    naming the account on any server, and any entry naming the account otherwise (its user
+    name) wins over a plain "1"; else whichever profile came first took the other's plays."""
     account = event.account
     anywhere = {same_account(c) for c in (account.id, account.name) if c}
     server = same_account(event.server) if event.server else ""
     here = {f"{server}:{c}" for c in anywhere} if server else set()
-    for candidates in (here, anywhere):
+    owner = {PLEX_OWNER} if event.source == "plex" and account.id == PLEX_OWNER else set()
+    for candidates in (here, anywhere - owner, owner):
         for name, profile in config.profiles.items():
             configured = getattr(profile.users, event.source, [])
             if any(same_account(entry) in candidates for entry in configured):
