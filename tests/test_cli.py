@@ -786,6 +786,44 @@ def test_auth_trakt_makes_the_deliveries_its_missing_sign_in_held_due_now(
         assert store.next_due(["trakt"]) <= time.time()
 
 
+def test_signing_in_a_second_profile_to_the_first_ones_trakt_account_is_warned_of(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Bob approves the code in a browser where Alice is signed in to trakt.tv.
+    trakt = start_fake(FakeTrakt())
+    trakt.device_interval = 0
+    trakt.add_user("bob")
+    path = write_config(
+        tmp_path,
+        f"services:\n  trakt:\n    client_id: {CLIENT_ID}\n"
+        f"    api_url: {trakt.url}\n    auth_url: {trakt.url}\n"
+        "profiles:\n  alice: {accounts: {trakt: {}}}\n  bob: {accounts: {trakt: {}}}\n",
+    )
+
+    def sign_in(profile: str, user: str | None) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "watchbridge", "auth", "trakt", "--config", str(path)]
+        proc = subprocess.Popen(
+            [*command, "--profile", profile],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        code = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+        trakt.approve_device(code, user)
+        out, err = proc.communicate(timeout=30)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    alice = sign_in("alice", None)
+    assert alice.returncode == 0 and "same Trakt account" not in alice.stdout + alice.stderr
+    bob = sign_in("bob", None)
+    assert bob.returncode == 0, bob.stderr
+    assert "profile bob is signed in to the same Trakt account as profile alice" in bob.stderr
+    assert "watchbridge auth trakt --profile bob" in bob.stderr
+    right = sign_in("bob", "bob")  # again, signed in on trakt.tv as Bob
+    assert "same Trakt account" not in right.stdout + right.stderr
+
+
 def test_auth_plex_pin_without_a_home_user_is_a_usage_error(tmp_path: Path) -> None:
     result = run("auth", "plex", "--pin", "1234", "--config", str(write_config(tmp_path)))
     assert result.returncode == 2

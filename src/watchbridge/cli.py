@@ -506,7 +506,7 @@ def auth() -> None:
 )
 def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
-    from watchbridge.accounts import account_named, note_account
+    from watchbridge.accounts import account_named, note_account, shown
     from watchbridge.services.trakt import DeviceCode, TraktClient
     from watchbridge.store import ACCOUNT_CURSOR
 
@@ -553,6 +553,32 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
             change = note_account(store, config, "trakt", name, seen or "", time.time())
             if change is not None:
                 click.echo(change.message())
+        if after and (twin := _signed_in_elsewhere(store, config, "trakt", name, after)):
+            click.echo(
+                f"warning: profile {name} is signed in to the same Trakt account as profile "
+                f"{twin} ({shown(after)}): {name}'s plays would land on {twin}'s Trakt. If "
+                f"that is not meant, sign in on trakt.tv as {name}'s account (or sign out "
+                f"there) and run `watchbridge auth trakt --profile {name}` again",
+                err=True,
+            )
+
+
+def _signed_in_elsewhere(
+    store: Store, config: Config, service: str, profile: str, account: str
+) -> str | None:
+    """Another profile whose sign-in to `service` is the account `account` (an identity, as
+    accounts.note_account keeps it): a household member who approved the code where another
+    was signed in gets their plays written to that person's account."""
+    from watchbridge.accounts import SEP
+    from watchbridge.store import ACCOUNT_CURSOR
+
+    for other in config.profiles:
+        if other == profile or store.get_token(service, other) is None:
+            continue
+        kept = store.get_cursor(service, other, ACCOUNT_CURSOR)
+        if kept and kept.strip(SEP) and kept == account:
+            return other
+    return None
 
 
 @auth.command("plex")
