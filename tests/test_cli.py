@@ -107,6 +107,25 @@ def test_check_config_warns_that_tautulli_never_sends_the_owner_as_user_1(tmp_pa
     assert "config OK" in result.stdout
 
 
+def test_check_config_warns_of_two_profiles_on_one_serializd_login(tmp_path: Path) -> None:
+    # The second person's block copied from the first, ${SERIALIZD_EMAIL} and all.
+    path = write_config(
+        tmp_path,
+        "services: {serializd: {}}\nprofiles:\n"
+        "  alice:\n    users: {jellyfin: [alice]}\n"
+        "    accounts: {serializd: {email: Home@example.com, password: pw}}\n"
+        "  bob:\n    users: {jellyfin: [bob]}\n"
+        "    accounts: {serializd: {email: home@example.com, password: pw}}\n",
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(
+        "warning: profiles.bob.accounts.serializd.email is the Serializd login of profile alice"
+    )
+    assert "bob's plays would land on alice's Serializd" in warning
+
+
 def test_check_config_says_what_plays_of_a_profile_go_to_no_account(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

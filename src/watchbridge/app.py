@@ -277,7 +277,18 @@ def start_warnings(
                 f"links.{name}.collection_removals does nothing: it works only with collection"
                 " in the link's kinds (plex-trakt links); add it there, or remove the line"
             )
+    logins: dict[str, str] = {}  # Serializd email -> the first profile signing in with it
     for name, profile in config.profiles.items():
+        serializd = profile.accounts.serializd
+        if serializd is not None:
+            first = logins.setdefault(serializd.email.strip().casefold(), name)
+            if first != name:
+                warnings.append(
+                    f"profiles.{name}.accounts.serializd.email is the Serializd login of "
+                    f"profile {first} too: {name}'s plays would land on {first}'s Serializd; "
+                    "give each person their own login (a block copied for a second person "
+                    "keeps the first one's ${SERIALIZD_EMAIL})"
+                )
         if profile.users.plex and profile.users.tautulli:
             warnings.append(
                 f"profile {name} takes both Plex's and Tautulli's webhooks: if both report the "
