@@ -1,0 +1,144 @@
+"""A household on one watchbridge: several people, servers and devices, each play on its own
+person's Trakt, once."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import ServiceProcess, free_port, sign_in_trakt
+from tests.ingest_samples import sample_json
+from tests.test_webhooks_e2e import SECRET, plex_multipart, seeded, wait_for
+from watchbridge.store import Store
+
+SERVER = "d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"  # of the Plex samples
+OTHER_SERVER = "0f9e8d7c6b5a49382716a5b4c3d2e1f0a9b8c7d6"
+BOB_ID = 5551234
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_user("bob")
+    return seeded(fake)
+
+
+def household(tmp_path: Path, trakt: FakeTrakt, profiles: str) -> ServiceProcess:
+    port = free_port()
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text(
+        f"""
+server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+delivery: {{retry_after: 1s}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+{profiles}""",
+        encoding="utf-8",
+    )
+    store = Store.open(tmp_path / "wb.db")
+    sign_in_trakt(store, trakt, "alice", now=time.time())
+    sign_in_trakt(store, trakt, "bob", now=time.time(), user="bob")
+    store.close()
+    return ServiceProcess(config, port)
+
+
+TWO_PEOPLE = f"""
+  alice:
+    users: {{plex: ["1"], jellyfin: [alice]}}
+    accounts: {{trakt: {{}}}}
+  bob:
+    users: {{plex: ["{BOB_ID}"], jellyfin: [bob]}}
+    accounts: {{trakt: {{}}}}
+"""
+
+
+@pytest.fixture
+def two(tmp_path: Path, trakt: FakeTrakt) -> Iterator[ServiceProcess]:
+    proc = household(tmp_path, trakt, TWO_PEOPLE).start()
+    yield proc
+    proc.kill()
+
+
+def post_plex(service: ServiceProcess, payload: dict[str, Any]) -> httpx.Response:
+    body, content_type = plex_multipart(payload)
+    url = f"{service.url}/webhooks/plex/{SECRET}"
+    return httpx.post(url, content=body, headers={"content-type": content_type})
+
+
+def plex(event: str, account: int, title: str, player: str, server: str = SERVER) -> dict[str, Any]:
+    payload = copy.deepcopy(sample_json("plex", "episode_legacy_media_scrobble.json"))
+    payload["event"] = event
+    payload["Account"] = {"id": account, "title": title}
+    payload["Server"] = {"title": "x", "uuid": server}
+    payload["Player"] = {"local": True, "title": player, "uuid": f"uuid-{player}"}
+    return payload
+
+
+def plays(trakt: FakeTrakt, user: str | None = None) -> list[tuple[str, int | None]]:
+    return [(h.item.title, getattr(h.item, "number", None)) for h in trakt.history(user)]
+
+
+def test_two_people_watching_one_episode_at_once_get_a_play_each(
+    two: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    for account, name, player in ((1, "alice", "tv"), (BOB_ID, "bob", "tablet")):
+        assert post_plex(two, plex("media.play", account, name, player)).status_code == 202
+    for account, name, player in ((1, "alice", "tv"), (BOB_ID, "bob", "tablet")):
+        assert post_plex(two, plex("media.scrobble", account, name, player)).status_code == 202
+        assert post_plex(two, plex("media.stop", account, name, player)).status_code == 202
+    wait_for(lambda: len(trakt.history()) == 1 and len(trakt.history("bob")) == 1)
+    time.sleep(1.0)
+    assert len(trakt.history()) == 1 and len(trakt.history("bob")) == 1
+
+
+def test_one_persons_lost_trakt_sign_in_holds_only_their_plays(
+    two: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    trakt.revoke_tokens("bob")
+    for account, name, player in ((BOB_ID, "bob", "tablet"), (1, "alice", "tv")):
+        assert post_plex(two, plex("media.play", account, name, player)).status_code == 202
+        assert post_plex(two, plex("media.scrobble", account, name, player)).status_code == 202
+    wait_for(lambda: len(trakt.history()) == 1)
+    for account, name, player in ((BOB_ID, "bob", "tablet2"), (1, "alice", "tv2")):
+        assert post_plex(two, plex("media.play", account, name, player)).status_code == 202
+    time.sleep(2)
+    assert trakt.history("bob") == []
+    output = two.output()
+    assert "deliveries paused" in output and "key=trakt:bob" in output
+
+
+def test_two_plex_servers_each_owners_plays_reach_their_own_trakt(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # Alice owns SERVER and lists 1; Bob owns OTHER_SERVER, where he is account 1 too.
+    profiles = f"""
+  alice:
+    users: {{plex: ["1"]}}
+    accounts: {{trakt: {{}}}}
+  bob:
+    users: {{plex: [bob, "{OTHER_SERVER}:1"]}}
+    accounts: {{trakt: {{}}}}
+"""
+    service = household(tmp_path, trakt, profiles).start()
+    try:
+        bobs = plex("media.scrobble", 1, "bob", "bobs-tv", server=OTHER_SERVER)
+        assert post_plex(service, bobs).status_code == 202
+        wait_for(lambda: len(trakt.history("bob")) == 1)
+        alices = plex("media.scrobble", 1, "alice", "alices-tv")
+        assert post_plex(service, alices).status_code == 202
+        wait_for(lambda: len(trakt.history()) == 1)
+        time.sleep(1.0)
+        assert len(trakt.history("bob")) == 1 and len(trakt.history()) == 1
+    finally:
+        service.kill()
