@@ -113,3 +113,30 @@ profiles:
     )
     assert profile_for(mapped, from_plex("1", SERVER_B, name="bob")) == "bob"
     assert profile_for(mapped, from_plex("1", SERVER_A, name="alice")) == "alice"
+
+
+def from_tautulli(user_id: str, name: str) -> MediaEvent:
+    return MediaEvent(
+        source="tautulli",
+        action="stop",
+        item=MediaRef("movie", title="Heat", year=1995),
+        server=SERVER_A,
+        account=Account(user_id, name),
+    )
+
+
+def test_a_tautulli_account_another_profile_lists_for_plex_is_not_the_defaults() -> None:
+    # Alice is listed for Plex's own webhook only; Tautulli reports her plays too. The
+    # default profile must not take them: they are hers (and Plex's webhook sends them).
+    mapped = config('{plex: ["alice"]}', default=", default: true")
+    assert profile_for(mapped, from_tautulli("5123891", "Alice")) is None
+
+
+def test_a_tautulli_account_no_profile_lists_anywhere_goes_to_the_default() -> None:
+    mapped = config('{plex: ["alice"]}', default=", default: true")
+    assert profile_for(mapped, from_tautulli("77", "friend")) == "guest"
+
+
+def test_a_tautulli_account_listed_for_tautulli_is_that_profiles() -> None:
+    mapped = config('{plex: ["alice"], tautulli: ["alice"]}', default=", default: true")
+    assert profile_for(mapped, from_tautulli("5123891", "alice")) == "alice"

@@ -75,7 +75,19 @@ def profile_for(config: Config, event: MediaEvent) -> str | None:
             configured = getattr(profile.users, event.source, [])
             if any(same_account(entry) in candidates for entry in configured):
                 return name
+    if event.source == "tautulli" and _listed_for_plex(config, anywhere - {PLEX_OWNER}):
+        # Tautulli reports Plex accounts: one a profile lists for Plex's own webhook is that
+        # person's (whose plays Plex's webhook sends), never the default profile's.
+        return None
     return next((name for name, p in config.profiles.items() if p.default), None)
+
+
+def _listed_for_plex(config: Config, candidates: set[str]) -> bool:
+    return any(
+        same_account(entry) in candidates
+        for profile in config.profiles.values()
+        for entry in profile.users.plex
+    )
 
 
 # Targets that show what is playing right now; the others take finished plays and ratings.
