@@ -43,9 +43,10 @@ def make_client(
     plextv: FakePlexTv, store: Store, client_id: str = CLIENT_ID, **tokens: str
 ) -> PlexTvClient:
     config = PlexConfig(account_url=plextv.url, discover_url=plextv.url, metadata_url=plextv.url)
-    ticks = iter(range(10**6))
+    now = [1_800_000_000.0]
 
-    async def no_wait(_: float) -> None:
+    async def no_wait(seconds: float) -> None:  # time passes without waiting
+        now[0] += seconds
         await asyncio.sleep(0)
 
     client = PlexTvClient(
@@ -53,7 +54,7 @@ def make_client(
         store,
         client_identifier=client_id,
         account_tokens={name: Secret(value) for name, value in tokens.items()},
-        clock=lambda: 1_800_000_000.0 + next(ticks),  # each poll is a second later
+        clock=lambda: now[0],
         sleep=no_wait,
     )
     client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
