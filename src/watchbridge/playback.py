@@ -24,8 +24,14 @@ from typing import Literal
 from watchbridge.model import MediaEvent
 
 # `restarting`: completed, then a start without a position; the next position decides.
+# `resumed`: completed, then a playback of the rest of it (a start past half way): its own
+# once-per-playback completion signal is no new viewing.
 # `unmarked`: an item's marks after "mark unplayed" of its completion (`updated_at`: the unmark).
-State = Literal["playing", "paused", "stopped", "completed", "restarting", "unmarked", "rated"]
+State = Literal[
+    "playing", "paused", "stopped", "completed", "restarting", "resumed", "unmarked", "rated"
+]
+# A completed viewing's states: events after it go to _after_completion.
+AFTER_COMPLETION = ("completed", "restarting", "resumed", "unmarked")
 REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
 RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
@@ -145,16 +151,22 @@ def ends_a_viewing(before: Session | None, after: Session) -> bool:
     """Whether an event that moved a session from `before` to `after` completed a viewing."""
     if after.state != "completed":
         return False
-    return before is None or before.state != "completed" or before.generation != after.generation
+    return (
+        before is None
+        or before.state not in ("completed", "resumed")
+        or before.generation != after.generation
+    )
 
 
 def got_into_a_viewing(before: Session | None, after: Session) -> bool:
     """Whether an event that moved a session from `before` to `after` took a viewing past its
     first moments (5 %): a start left after seconds (auto-play-next) is no viewing begun."""
-    if after.state == "completed" or not _past_the_start(after):
+    if after.state in ("completed", "resumed") or not _past_the_start(after):
         return False
     return (
-        before is None or before.state in ("completed", "restarting") or not _past_the_start(before)
+        before is None
+        or before.state in ("completed", "restarting", "resumed")
+        or not _past_the_start(before)
     )
 
 
@@ -246,7 +258,7 @@ def _decide(
     )
     if session is None:
         session = Session(key, "stopped", None, int(at), at, at)
-    elif session.state in ("completed", "restarting", "unmarked"):
+    elif session.state in AFTER_COMPLETION:
         settled = _after_completion(session, event, at)
         if settled is not None:
             return settled, []
@@ -415,9 +427,13 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # it is a new viewing whose start was lost (stopping again after resuming the credits
         # is not). Jellyfin and Emby clients left paused send their completed stop again every
         # hour or two: the same viewing.
+        # A playback of the rest of the viewing (resumed past half way, not hours ago) sends its
+        # own signal as it passes the server's mark: that viewing's, however long it took.
         once = event.source in ONE_COMPLETION_PER_PLAYBACK
+        resumed = session.state == "resumed" and not idle
         if (
             once
+            and not resumed
             and since >= shortest_viewing(duration)
             and (event.position_ms is None or _played_to(event, since))
         ):
@@ -430,7 +446,13 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
             return None
         if idle and event.progress <= RESTART_MAX_PROGRESS:
             return None
+    state: State = "completed"
+    if event.action == "start" and event.progress is not None:
+        if event.progress > RESTART_MAX_PROGRESS:
+            state = "resumed"  # a playback of the rest of it (stopped at 85 % last night)
+    elif session.state == "resumed" and not event.played and event.action != "stop":
+        state = "resumed"  # that playback goes on (paused, resumed, reporting its position)
     if event.action in ("start", "resume"):
-        return Session(key, "completed", session.progress, generation, at, session.began_at)
+        return Session(key, state, session.progress, generation, at, session.began_at)
     progress = event.progress if event.progress is not None else session.progress
-    return Session(key, "completed", progress, generation, at, session.began_at)
+    return Session(key, state, progress, generation, at, session.began_at)
