@@ -152,6 +152,11 @@ def home(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Home]:
 
 
 @pytest.fixture
+def strict(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Home]:
+    yield from _home(tmp_path, trakt, 95)
+
+
+@pytest.fixture
 def lenient(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Home]:
     yield from _home(tmp_path, trakt, 80)
 
@@ -161,6 +166,266 @@ def near(a: float, b: float, within: float = 120.0) -> bool:
 
 
 # ------------------------------------------------------------------------------- scenarios
+
+
+def test_plex_stopped_at_85_then_finished_the_next_day_is_one_play_that_day(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(80 * 60)
+    home.plex("media.stop", 85)
+    assert home.plays() == [] and home.trakt.watching() is None
+    home.later(DAY)
+    home.plex("media.play", 85)
+    home.later(5 * 60)
+    home.plex("media.scrobble", None)
+    finished = home.trakt.now()
+    home.later(60)
+    home.plex("media.stop", 99)
+    plays = home.plays()
+    assert len(plays) == 1 and near(plays[0], finished)
+    assert home.trakt.watching() is None
+
+
+def test_jellyfin_stopped_at_85_then_finished_the_next_day_is_one_play_that_day(
+    home: Home,
+) -> None:
+    home.jellyfin("start", 0)
+    for p in range(10, 86, 25):
+        home.later(600)
+        home.jellyfin("progress", p)
+    home.jellyfin("stop", 85)
+    home.later(DAY)
+    home.jellyfin("start", 85)
+    home.later(10)
+    home.jellyfin("progress", 86)
+    home.later(300)
+    home.jellyfin("progress", 97)
+    home.later(60)
+    finished = home.trakt.now()
+    home.jellyfin("stop", 99, PlayedToCompletion=True)
+    plays = home.plays()
+    assert len(plays) == 1 and near(plays[0], finished)
+    assert home.trakt.watching() is None
+
+
+def test_plex_scrobble_at_the_credits_then_stop_at_88_is_one_play(strict: Home) -> None:
+    # Threshold 95: Plex's own scrobble at 90 % still counts.
+    strict.plex("media.play", None)
+    strict.later(90 * 60)
+    strict.plex("media.scrobble", None)
+    strict.later(60)
+    strict.plex("media.stop", 91)
+    assert len(strict.plays()) == 1
+    assert strict.trakt.watching() is None
+
+
+def test_jellyfin_skipping_the_credits_at_88_with_threshold_90_is_no_play(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(40 * 60)
+    home.jellyfin("progress", 88)
+    home.jellyfin("stop", 88)
+    assert home.plays() == []
+    assert home.trakt.watching() is None
+
+
+def test_lenient_profile_counts_a_stop_at_85(lenient: Home) -> None:
+    lenient.plex("media.play", None)
+    lenient.later(80 * 60)
+    lenient.plex("media.stop", 85)
+    assert len(lenient.plays()) == 1
+    assert lenient.trakt.watching() is None
+
+
+def test_finished_then_seek_to_start_and_watch_again_is_two_plays(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("progress", 95)
+    home.jellyfin("stop", 98, PlayedToCompletion=True)
+    home.later(60)
+    home.jellyfin("start", 0)
+    for p in (20, 50, 80, 95):
+        home.later(11 * 60)
+        home.jellyfin("progress", p)
+    home.jellyfin("stop", 99, PlayedToCompletion=True)
+    assert len(home.plays()) == 2
+
+
+def test_jellyfin_seek_back_a_few_minutes_near_the_end_is_one_play(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("progress", 93)
+    home.later(20)
+    home.jellyfin("progress", 85)  # seek back to rewatch a scene
+    home.later(5 * 60)
+    home.jellyfin("progress", 96)
+    home.jellyfin("stop", 98, PlayedToCompletion=True)
+    assert len(home.plays()) == 1
+    assert home.trakt.watching() is None
+
+
+def test_plex_paused_overnight_at_95_then_stopped_is_one_play_at_the_stop(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(90 * 60)
+    home.plex("media.scrobble", None)
+    home.later(5 * 60)
+    home.plex("media.pause", 95)
+    home.later(9 * HOUR)
+    home.plex("media.stop", 95)
+    plays = home.plays()
+    assert len(plays) == 1
+    assert home.trakt.watching() is None
+
+
+def test_jellyfin_paused_overnight_at_95_then_stopped_is_one_play(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("progress", 95, IsPaused=True)
+    for _ in range(3):
+        home.later(3 * HOUR)
+        home.jellyfin("progress", 95, IsPaused=True)
+    home.later(HOUR)
+    stopped = home.trakt.now()
+    home.jellyfin("stop", 95, PlayedToCompletion=True)
+    plays = home.plays()
+    assert len(plays) == 1 and near(plays[0], stopped)
+    assert home.trakt.watching() is None
+
+
+def test_auto_play_next_with_the_first_stop_after_the_second_start_is_two_plays(
+    home: Home,
+) -> None:
+    home.jellyfin("start", 0)
+    for p in (30, 60, 90, 97):
+        home.later(12 * 60)
+        home.jellyfin("progress", p)
+    home.jellyfin("start", 0, episode=15)
+    home.jellyfin("progress", 0.2, episode=15)
+    home.jellyfin("stop", 100, PlayedToCompletion=True)
+    home.jellyfin("progress", 0.4, episode=15)
+    home.later(10)
+    home.jellyfin("progress", 0.8, episode=15)
+    for p in (30, 60, 90, 97):
+        home.later(12 * 60)
+        home.jellyfin("progress", p, episode=15)
+    home.jellyfin("stop", 100, episode=15, PlayedToCompletion=True)
+    assert len(home.plays()) == 2
+    numbers = sorted(h.item.number for h in home.trakt.history())  # type: ignore[union-attr]
+    assert numbers == [14, 15]
+    assert home.trakt.watching() is None
+
+
+def test_auto_play_next_stopped_moments_into_the_next_leaves_nothing_watching(
+    home: Home,
+) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("progress", 97)
+    home.jellyfin("start", 0, episode=15)
+    home.jellyfin("stop", 100, PlayedToCompletion=True)
+    home.later(20)
+    home.jellyfin("progress", 1, episode=15)
+    home.jellyfin("stop", 1, episode=15)
+    assert len(home.plays()) == 1
+    assert home.trakt.watching() is None
+
+
+def test_plex_scrobble_after_its_stop_is_one_play(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(90 * 60)
+    home.plex("media.stop", 96)
+    home.plex("media.scrobble", None)
+    assert len(home.plays()) == 1
+    assert home.trakt.watching() is None
+
+
+def test_jellyfin_stop_before_the_last_progress_leaves_nothing_watching(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("stop", 98, PlayedToCompletion=True)
+    home.jellyfin("progress", 97)
+    assert len(home.plays()) == 1
+    assert home.trakt.watching() is None
+
+
+def test_jellyfin_stop_below_the_end_before_its_last_progress_leaves_trakt_paused(
+    home: Home,
+) -> None:
+    home.jellyfin("start", 0)
+    home.later(20 * 60)
+    home.jellyfin("stop", 40)
+    home.jellyfin("progress", 40)
+    assert home.plays() == []
+    assert home.trakt.watching() is None
+
+
+def test_jellyfin_player_crash_at_92_then_resumed_the_next_day_is_one_play(home: Home) -> None:
+    home.jellyfin("start", 0)
+    for p in (30, 60, 92):
+        home.later(14 * 60)
+        home.jellyfin("progress", p)
+    # the client crashes: no stop. Next day it resumes where it was and finishes.
+    home.later(DAY)
+    home.jellyfin("start", 92)
+    home.later(3 * 60)
+    finished = home.trakt.now()
+    home.jellyfin("stop", 99, PlayedToCompletion=True)
+    plays = home.plays()
+    assert len(plays) == 1 and near(plays[0], finished)
+    assert home.trakt.watching() is None
+
+
+def test_plex_crash_after_the_scrobble_is_one_play(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(90 * 60)
+    home.plex("media.scrobble", None)
+    home.later(DAY)
+    home.plex("media.play", 93)
+    home.later(5 * 60)
+    home.plex("media.stop", 99)
+    assert len(home.plays()) == 1
+    assert home.trakt.watching() is None
+
+
+def test_jellyfin_mark_played_right_after_watching_is_one_play(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("stop", 98, PlayedToCompletion=True)
+    home.later(30)
+    home.jellyfin(
+        "stop",
+        0,
+        NotificationType="UserDataSaved",
+        SaveReason="TogglePlayed",
+        Played=True,
+        PlayedToCompletion=None,
+        IsPaused=None,
+        DeviceId=None,
+        DeviceName=None,
+        ClientName=None,
+        Id=None,
+    )
+    assert len(home.plays()) == 1
+
+
+def test_jellyfin_mark_unplayed_then_played_right_after_watching_is_one_play(home: Home) -> None:
+    home.jellyfin("start", 0)
+    home.later(45 * 60)
+    home.jellyfin("stop", 98, PlayedToCompletion=True)
+    for played in (False, True):
+        home.later(30)
+        home.jellyfin(
+            "stop",
+            0,
+            NotificationType="UserDataSaved",
+            SaveReason="TogglePlayed",
+            Played=played,
+            PlayedToCompletion=None,
+            IsPaused=None,
+            DeviceId=None,
+            DeviceName=None,
+            ClientName=None,
+            Id=None,
+        )
+    assert len(home.plays()) == 1
 
 
 def test_plex_counted_at_82_by_an_80_profile_then_finished_the_next_day_is_one_play(
@@ -178,3 +443,36 @@ def test_plex_counted_at_82_by_an_80_profile_then_finished_the_next_day_is_one_p
     lenient.plex("media.stop", 100)
     assert lenient.plays() == [counted]
     assert lenient.trakt.watching() is None
+
+
+def test_jellyfins_own_played_at_93_counts_for_a_95_profile(strict: Home) -> None:
+    strict.jellyfin("start", 0)
+    strict.later(44 * 60)
+    strict.jellyfin("stop", 93, PlayedToCompletion=True)
+    assert len(strict.plays()) == 1
+
+
+def test_a_stop_at_93_the_server_did_not_count_is_no_play_for_a_95_profile(strict: Home) -> None:
+    strict.jellyfin("start", 0)
+    strict.later(44 * 60)
+    strict.jellyfin("stop", 93)
+    assert strict.plays() == []
+    assert strict.trakt.playback() and strict.trakt.playback()[0].progress < 80
+
+
+def test_plex_resumed_hours_after_a_pause_is_one_play_when_finished(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(40 * 60)
+    home.plex("media.pause", 40)
+    home.later(6 * HOUR)
+    home.plex("media.resume", 40)
+    home.settle()
+    assert home.trakt.watching() is not None
+    home.later(60 * 60)
+    finished = home.trakt.now()
+    home.plex("media.scrobble", None)
+    home.later(8 * 60)
+    home.plex("media.stop", 99)
+    plays = home.plays()
+    assert len(plays) == 1 and near(plays[0], finished)
+    assert home.trakt.watching() is None
