@@ -436,9 +436,12 @@ class TraktTarget:
             elif action == "remove_rating":
                 removed_ratings.append(row)
             elif action == "watching":
-                outcomes[row.outbox.id] = await self._watching(profile, row, now)
+                outcomes[row.outbox.id] = await self._watching(profile, row)
             elif action == "play":
-                fresh = now - row.at <= self.config.late_after
+                # Judged as it goes, not as the batch began: the machine may have slept
+                # meanwhile (suspended waiting for Trakt's answer to the row before), and
+                # Trakt dates a live stop by when it gets it.
+                fresh = self.clock() - row.at <= self.config.late_after
                 # A stop that may have landed goes the way that reads Trakt's history first
                 # (Trakt's 409 window for a repeated scrobble is not documented).
                 if (
@@ -488,8 +491,8 @@ class TraktTarget:
 
         return whose
 
-    async def _watching(self, profile: str, row: Row, now: float) -> Outcome:
-        if now - row.at > self.config.late_after:
+    async def _watching(self, profile: str, row: Row) -> Outcome:
+        if self.clock() - row.at > self.config.late_after:  # now, as it would go out
             return Skipped("too late for a live status; skipped")
         action = row.payload.get("scrobble_action", "start")
         progress = row.payload.get("progress")
