@@ -649,3 +649,59 @@ def test_a_double_episode_file_numbered_unlike_trakt_with_the_servers_api_key(
         assert played == [(5, 10), (5, 11)]
     finally:
         service.kill()
+
+
+def test_a_home_assistant_template_rendering_missing_values_as_none_reaches_trakt(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # Home Assistant renders a missing attribute as "None", and an entity's state as "unknown"
+    # or "unavailable": optional fields sent so are absent, not a 400 that loses the play.
+    body = {
+        "event": "played",
+        "user": "alice",
+        "watched_at": "None",
+        "played": "unknown",
+        "progress": "unavailable",
+        "rating": "None",
+        "item": {
+            "type": "episode",
+            "ids": {"imdb": "None", "tmdb": "unknown", "tvdb": "unavailable", "slug": "None"},
+            "season": "5",
+            "number": 14,
+            "absolute": "None",
+            "show": {
+                "title": "Breaking Bad",
+                "year": "None",
+                "ids": {"tvdb": 81189, "imdb": "None"},
+            },
+        },
+    }
+    response = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=body)
+    assert response.json() == {"status": "accepted", "queued": 1}
+    wait_for(lambda: len(trakt.history()) == 1, timeout=20)
+    entry = trakt.history()[0]
+    assert (entry.item.season, entry.item.number) == (5, 14)
+
+
+def test_a_required_field_rendered_as_none_is_a_400_naming_it(
+    quiet_service: ServiceProcess,
+) -> None:
+    episode = {"type": "episode", "season": "None", "number": 14, "show": {"ids": {"tvdb": 81189}}}
+    cases = [
+        ({"event": "played", "user": "alice", "item": episode}, "item.season"),
+        (
+            {
+                "event": "rate",
+                "user": "alice",
+                "rating": "unknown",
+                "item": dict(episode, season=5),
+            },
+            "rating: required",
+        ),
+        ({"event": "None", "user": "alice", "item": dict(episode, season=5)}, "event: "),
+        ({"event": "played", "user": "alice", "item": {"type": "unavailable"}}, "item.type: "),
+    ]
+    for body, reason in cases:
+        response = httpx.post(f"{quiet_service.url}/webhooks/generic/{SECRET}", json=body)
+        assert response.status_code == 400
+        assert reason in response.text

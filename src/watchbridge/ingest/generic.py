@@ -19,6 +19,9 @@
 
 A movie needs ids or a title. An episode needs its own ids, or a show (ids or title) with
 season and number (or an absolute number). A broken field gives Rejected("<path>: <problem>").
+An optional id, number, flag, time or object sent as a template's placeholder for a missing
+value (Home Assistant's "None", its states "unknown" and "unavailable", "null") is absent; text
+(a title, a user) is taken as sent, since a film may be called "Unknown".
 `progress` without `duration_ms` is kept as a percent (MediaEvent.percent): a position made up
 from it would pass for a real one.
 """
@@ -58,6 +61,13 @@ ACTIONS: dict[str, Action] = {
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
 FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
+# What a template renders for a missing value: Home Assistant's None, and its entity states.
+PLACEHOLDERS = frozenset({"none", "null", "unknown", "unavailable"})
+
+
+def _absent(value: object) -> bool:
+    """Null, or a template's placeholder for a missing value."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in PLACEHOLDERS)
 
 
 class Invalid(Exception):
@@ -110,7 +120,7 @@ def _action(data: Payload) -> Action:
 def _played(action: Action, value: object) -> bool:
     if action in ("played", "unplayed"):
         return action == "played"
-    if value is None:
+    if _absent(value):
         return False
     played = flag(value)
     if played is None:
@@ -119,7 +129,7 @@ def _played(action: Action, value: object) -> bool:
 
 
 def _rating(action: Action, value: object) -> int | None:
-    if value is None:
+    if _absent(value):
         if action == "rate":
             raise Invalid("rating: required for event rate")
         return None
@@ -140,7 +150,7 @@ def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
         # every stop a completed play.
         raise Invalid("position_ms: larger than duration_ms; both are milliseconds")
     percent = data.get("progress")
-    if percent is None or (position is not None and duration is not None):
+    if _absent(percent) or (position is not None and duration is not None):
         return position, duration, None
     progress = number(percent)
     if progress is None or not 0 <= progress <= 100:
@@ -163,7 +173,7 @@ def ahead_of(result: Accepted, now: float) -> Rejected | None:
 
 
 def _time(value: object, path: str) -> float | None:
-    if value is None:
+    if _absent(value):
         return None
     parsed = iso_time(value)
     if parsed is None:
@@ -199,7 +209,9 @@ def _movie(item: Payload, ids: Ids) -> MediaRef:
 
 
 def _episode(item: Payload, ids: Ids, warnings: list[str]) -> MediaRef:
-    show = _object(item.get("show") or {}, "item.show")  # null: absent, like any other field
+    show_value = item.get("show")
+    # null (or "None"): absent, like any other field
+    show = _object({} if _absent(show_value) else show_value or {}, "item.show")
     show_ids = _ids(show.get("ids"), "item.show.ids", warnings)
     show_title = _text(show, "title", "item.show.title")
     # The show's id copied among the episode's own: by it Trakt finds another show's episode
@@ -241,7 +253,7 @@ def _year(data: Payload, path: str) -> int | None:
 
 
 def _ids(value: object, path: str, warnings: list[str]) -> Ids:
-    if value is None:
+    if _absent(value):
         return Ids()
     raw = _object(value, path)
     found: dict[str, str] = {}
@@ -249,8 +261,8 @@ def _ids(value: object, path: str, warnings: list[str]) -> Ids:
         if name not in ID_NAMES:
             warnings.append(f"{path}.{name}: unknown id, ignored")
             continue
-        # Absent: null, and what templates render for a missing value ("", `| int`'s 0).
-        if id_value is None or id_value in ("", 0, "0"):
+        # Absent: null, and what templates render for a missing value ("", `| int`'s 0, "None").
+        if _absent(id_value) or id_value in ("", 0, "0"):
             continue
         cleaned = clean_id(name, id_value)
         if cleaned is None:
@@ -290,7 +302,7 @@ def _text(data: Payload, key: str, path: str) -> str | None:
 def _whole(data: Payload, key: str, path: str) -> int | None:
     """An optional whole number >= 0 ("5" is accepted too)."""
     value = data.get(key)
-    if value is None:
+    if _absent(value):
         return None
     result = integer(value)
     if result is None or result < 0:
