@@ -949,6 +949,45 @@ async def test_an_episode_trakt_lost_the_tvdb_id_of_goes_by_its_numbers_once_con
         assert runtime.store.outbox_counts()["dead"] == 0 and not runtime.store.unmatched()
 
 
+async def test_an_episode_trakt_lost_the_tvdb_id_of_is_found_by_its_tmdb_id_without_its_server(
+    tmp_path: Path,
+    trakt_without_tvdb: FakeTrakt,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # services.jellyfin not set: the show cannot be read, but Trakt's id search knows the
+    # episode's own TMDB id.
+    trakt = trakt_without_tvdb
+    with trakt_and_jellyfin(tmp_path, trakt, None, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        await drain(worker, runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 14)
+        assert runtime.store.outbox_counts()["dead"] == 0 and not runtime.store.unmatched()
+
+
+async def test_an_episode_trakt_numbers_elsewhere_and_lost_the_tvdb_id_of_is_found_by_its_tmdb_id(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # Trakt (TMDB's order) has our S05E14 as S05E15, without its TVDB id: its own TMDB id
+    # names it; the S05E14 there is another episode and must not get the play.
+    trakt, show = trakt_with_the_show(start_fake)
+    trakt.add_episode(show, 5, 14, title="To'hajiilee", tmdb=62160)
+    trakt.add_episode(show, 5, 15, title="Ozymandias", tmdb=62161)
+    with trakt_and_jellyfin(tmp_path, trakt, jellyfin_server, clock) as runtime:
+        worker = await trakt_worker(runtime, close_targets)
+        post_jellyfin_episode(runtime)
+        await drain(worker, runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (5, 15)
+        assert not runtime.store.unmatched()
+
+
 async def test_an_episode_at_the_same_numbers_with_another_id_is_not_taken_for_it(
     tmp_path: Path,
     start_fake: Callable[[FakeServer], FakeServer],

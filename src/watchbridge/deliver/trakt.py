@@ -32,7 +32,7 @@ from watchbridge.deliver.worker import (
     waiting_on,
 )
 from watchbridge.episode_numbers import trakt_listing
-from watchbridge.http import RateLimited, Unavailable
+from watchbridge.http import RateLimited, ServiceError, Unavailable
 from watchbridge.ids import (
     TRAKT,
     Enricher,
@@ -599,7 +599,9 @@ class TraktTarget:
         season list has at their numbers, where that is the same episode (ids.same_episode):
         Trakt lost many episodes' TVDB ids, often all a Jellyfin or Emby episode carries. And
         the outcomes of others that a setting would place (the server's url and API key not
-        set: its show is not known): unmatched, saying so."""
+        set: its show is not known): unmatched, saying so. One its numbers do not place (its
+        show unknown, or Trakt numbering it elsewhere) is looked up by its other own ids (its
+        TMDB or IMDb id) in Trakt's id search, which names the very episode."""
         placed: list[Row] = []
         unplaced: dict[int, Outcome] = {}
         for row in rows:
@@ -616,10 +618,24 @@ class TraktTarget:
                 if shown.problem is not None and shown.problem.unconfigured:
                     unplaced[row.outbox.id] = _not_found(row.item, shown.problem.message)
             found = await self.episodes.by_numbers(item)
+            if found is None:
+                found = await self._by_own_ids(item)
             if found is not None:
                 placed.append(replace(row, item=found))
                 unplaced.pop(row.outbox.id, None)
         return placed, unplaced
+
+    async def _by_own_ids(self, item: MediaRef) -> MediaRef | None:
+        """The episode with the Trakt id the id search finds for its own ids; None when it
+        finds none, or cannot be asked now (the row is tried again as unmatched)."""
+        try:
+            found = await self.resolver.resolve(item)
+        except ServiceError as exc:
+            log.warning(
+                "trakt id search failed", extra={"item": item.describe(), "problem": exc.message}
+            )
+            return None
+        return found if found is not None and found.ids.trakt else None
 
     async def _send_history(
         self, profile: str, fresh: Sequence[Row]
