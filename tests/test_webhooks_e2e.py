@@ -705,3 +705,23 @@ def test_a_required_field_rendered_as_none_is_a_400_naming_it(
         response = httpx.post(f"{quiet_service.url}/webhooks/generic/{SECRET}", json=body)
         assert response.status_code == 400
         assert reason in response.text
+
+
+def test_a_two_part_episode_known_by_its_shared_imdb_id_lands_on_its_own_part(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # IMDb gives both parts of a two-part episode one id: Trakt's search by it answers with
+    # both, and only our numbers tell which part was watched.
+    show = trakt.add_show("Doctor Who", 2005, tvdb=78804, tmdb=57243)
+    trakt.add_episode(show, 4, 12, title="The Stolen Earth", imdb="tt1205438")
+    trakt.add_episode(show, 4, 13, title="Journey's End", imdb="tt1205438")
+    body = {
+        "event": "played",
+        "user": "alice",
+        "item": {"type": "episode", "ids": {"imdb": "tt1205438"}, "season": 4, "number": 13},
+    }
+    response = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=body)
+    assert response.json() == {"status": "accepted", "queued": 1}
+    wait_for(lambda: len(trakt.history()) == 1, timeout=20)
+    (play,) = trakt.history()
+    assert (play.item.season, play.item.number) == (4, 13)

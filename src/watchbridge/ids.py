@@ -129,6 +129,22 @@ def title_match(
     return same[0] if len(same) == 1 else None
 
 
+def one_result(item: MediaRef, results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The search result that is `item`: the only one, or among several (IMDb gives every
+    part of a multi-part episode one id) the episode at the item's season and number; None
+    when those do not single one out (it would be a guess). Without numbers to compare (a
+    movie Trakt holds twice), the first."""
+    if item.kind != "episode" or item.season is None or item.number is None or len(results) < 2:
+        return results[0] if results else None
+    at_numbers = [
+        result
+        for result in results
+        if isinstance(episode := result.get("episode"), dict)
+        and (episode.get("season"), episode.get("number")) == (item.season, item.number)
+    ]
+    return at_numbers[0] if len(at_numbers) == 1 else None
+
+
 def ids_from(found: dict[str, Any]) -> Ids:
     return Ids(**{k: str(v) for k, v in found.items() if k in Ids.__dataclass_fields__ and v})
 
@@ -314,15 +330,19 @@ class TraktResolver:
             return apply_match(item, found)
         return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
 
-    async def first_of_file(self, item: MediaRef, first: Ids) -> tuple[Ids, int, int] | None:
+    async def first_of_file(
+        self, item: MediaRef, first: Ids, first_number: int | None = None
+    ) -> tuple[Ids, int, int] | None:
         """Where Trakt has the first episode of the file `item` is a further episode of
-        (`first`: that one's ids): its show's Trakt ids, season and number; None when Trakt's
-        search does not know it. An episode's IMDb id is asked last: one may name every part
-        of a multi-part episode, and Trakt has lost many episodes' TVDB ids."""
+        (`first`: that one's ids, `first_number` its number on the server): its show's Trakt
+        ids, season and number; None when Trakt's search does not know it. An episode's IMDb
+        id is asked last: one may name every part of a multi-part episode, and Trakt has lost
+        many episodes' TVDB ids."""
         found = None
+        probe = replace(item, kind="episode", number=first_number)
         for ids in (replace(first, imdb=None), Ids(imdb=first.imdb)):
             if ids and found is None:
-                found = await self._search(replace(item, ids=ids, kind="episode"))
+                found = await self._search(replace(probe, ids=ids))
         episode = (found or {}).get("episode") or {}
         season, number = episode.get("season"), episode.get("number")
         if not isinstance(season, int) or not isinstance(number, int):
@@ -330,17 +350,19 @@ class TraktResolver:
         return ids_from(((found or {}).get("show") or {}).get("ids") or {}), season, number
 
     async def _search(self, item: MediaRef) -> dict[str, Any] | None:
-        """Trakt's search result for the first of the item's ids it knows (cached)."""
+        """Trakt's search result for the first of the item's ids that names one (cached)."""
         for id_type, value, kind in lookups(item):
 
             async def ask(id_type: str = id_type, value: str = value, kind: str = kind) -> Any:
                 results = await self.search(id_type, value, kind)
-                return next((r for r in results if r.get("type") == kind), None)
+                return [r for r in results if r.get("type") == kind]
 
-            lookup = f"{kind}:{id_type}:{value}"
+            # Every result is kept: which one is ours depends on the item (its numbers).
+            lookup = f"all:{kind}:{id_type}:{value}"
             found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
-            if found:
-                return dict(found)
+            chosen = one_result(item, found or [])
+            if chosen is not None:
+                return dict(chosen)
         return None
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:

@@ -346,7 +346,7 @@ class TraktTarget:
         list, whatever ids its show is known by. The server's numbers would name another
         episode in another episode order (DVD order, one long anime season). As it was when
         Trakt does not know the first."""
-        found = await self.resolver.first_of_file(item, first)
+        found = await self.resolver.first_of_file(item, first, first_number)
         if found is None or item.number is None or first_number is None:
             return item
         show_ids, season, number = found
