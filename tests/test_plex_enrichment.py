@@ -464,3 +464,52 @@ async def test_a_cached_item_of_another_guid_is_read_again_after_fix_match(
     clock.now += 3600
     watched = await enricher.enrich(plex_item(name, ratingKey="4242", guid=right))
     assert watched.ids.imdb == "tt1160419"
+
+
+@pytest.mark.anyio
+async def test_an_episode_plex_numbers_in_tvdb_order_goes_to_the_trakt_episode_its_own_ids_name(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    plex: FakePlex,
+    clock: Clock,
+) -> None:
+    # The show set to TheTVDB's ordering in Plex: its S02E01 is Trakt's (TMDB's) S01E13. The
+    # episode's Guid[] has its IMDb and TMDB ids only (no TVDB id to send it by): those name
+    # it on Trakt, while its show and Plex's numbers name another episode there.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Baki Hanma", 2021, imdb="tt14271498", tmdb=131041, tvdb=397934)
+    trakt.add_episode(show, 1, 13, title="The World's Strongest Senior", tmdb=3087250)
+    trakt.add_episode(show, 2, 1, title="Another Fight", tmdb=3500001)
+    own_ids = [{"id": "imdb://tt14765720"}, {"id": "tmdb://3087250"}]
+    plex.items["40294"]["Guid"] = own_ids  # PMS knows no TVDB id of it either
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["48151623"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        payload = copy.deepcopy(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+        payload["Metadata"]["Guid"] = own_ids
+        payload["Metadata"]["parentIndex"], payload["Metadata"]["index"] = 2, 1
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        for _ in range(3):
+            await worker.pass_once(runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (1, 13)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()

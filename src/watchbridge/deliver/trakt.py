@@ -41,6 +41,7 @@ from watchbridge.ids import (
     TraktResolver,
     has_trakt_ids,
     ids_from,
+    lookups,
     title_unmatched,
 )
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -396,6 +397,11 @@ class TraktTarget:
             problem: Problem | None = None
             if first := outbox.payload.get("companion_of"):
                 item = await self._after_first(item, ids_from(first["ids"]), first["number"])
+            if item.kind == "episode" and not can_send(item) and lookups(item):
+                # Its own TMDB or IMDb id (Trakt takes episodes by none): Trakt's search names
+                # the very episode, where its show and the server's numbers may name another
+                # (a show in TheTVDB's order on the server).
+                item = await self._by_own_ids(item) or item
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
                 source = outbox.payload.get("source")
