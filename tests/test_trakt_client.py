@@ -877,3 +877,20 @@ async def test_a_firewall_block_is_waited_out_for_minutes(
     with pytest.raises(Unavailable) as caught:
         await client.last_activities(PROFILE)
     assert caught.value.retry_after == 600
+
+
+async def test_a_host_clock_days_ahead_of_trakts_refreshes_the_sign_in_once_not_at_every_call(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # A home server whose time is days off (a bad RTC, time sync failing): Trakt's
+    # `created_at` is by Trakt's clock, so each pair it gave looked due for a refresh at once.
+    ahead = 6 * 86400.0  # beyond 75 % of the fake's 7-day tokens
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(config, store, clock=lambda: time.time() + ahead, sleep=no_wait)
+    signed_in(trakt, store)  # as Trakt stamped it
+    try:
+        for _ in range(4):
+            await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    assert trakt.count("POST", "/oauth/token") == 1

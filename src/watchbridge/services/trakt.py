@@ -98,10 +98,13 @@ class TokenSet:
 
     @classmethod
     def from_response(cls, data: dict[str, Any], now: float) -> TokenSet:
+        """The pair Trakt just gave, its life counted from `now` by our clock: its
+        `created_at` is by Trakt's, and a host clock days ahead of it (a bad RTC, time sync
+        failing) would take every new pair for one due and refresh it before each call."""
         return cls(
             access_token=str(data["access_token"]),
             refresh_token=str(data.get("refresh_token") or ""),
-            created_at=float(data.get("created_at") or now),
+            created_at=now,
             expires_in=float(data.get("expires_in") or 86400),
         )
 
