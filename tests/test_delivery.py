@@ -362,6 +362,29 @@ async def test_a_refused_refresh_holds_deliveries_once_the_token_runs_out(
     assert receiver.titles() == [PAUSED_FOR_ME]
 
 
+async def test_a_refused_refresh_token_is_not_sent_again_once_the_token_runs_out(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    refresh_refused_with_days_left(trakt, clock)
+    await worker.pass_once(runtime)
+    clock.advance(0.2 * TOKEN_LIFE)  # the token has run out
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=6, step=1000)  # past each 15-minute hold
+    assert trakt.count("POST", "/oauth/token") == 1  # Trakt's no is not asked for again
+    assert runtime.store.outbox_counts()["pending"] == 1
+
+
+async def test_a_refresh_token_refused_after_the_token_ran_out_is_not_sent_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    trakt.revoke_tokens()  # the user removed the app on Trakt
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=6, step=1000)
+    assert trakt.count("POST", "/oauth/token") == 1
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert runtime.store.dead_letters() == []
+
+
 async def test_a_sign_in_again_after_a_refused_refresh_resolves_its_alert(
     runtime: Runtime,
     worker: DeliveryWorker,

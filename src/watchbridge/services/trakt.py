@@ -44,6 +44,12 @@ class TraktAuthError(TraktError):
     """The sign-in for a profile is missing or no longer accepted: a human must sign in again."""
 
 
+class TraktSignInRefused(TraktAuthError):
+    """Trakt answered a token refresh with no (400/401: a spent or revoked refresh token, the
+    app's credentials): asking again with that refresh token gets the same answer; a new
+    sign-in (or a restart with corrected credentials) is needed."""
+
+
 class TraktSignInUnavailable(Unavailable):
     """Trakt's sign-in host cannot renew one profile's expiring sign-in now (down, failing):
     only that profile waits; Trakt's API may serve the others."""
@@ -580,6 +586,8 @@ class TraktClient:
         self._refresh_failed_at: dict[str, float] = {}  # profile -> a refresh lost to an outage
         # profile -> (the refresh token Trakt refused, why, when the access token runs out)
         self._refresh_refused: dict[str, tuple[str, str, float]] = {}
+        # profile -> (a refresh token Trakt said no to for good, its answer): not sent again
+        self._refresh_spent: dict[str, tuple[str, TraktSignInRefused]] = {}
         self.signed_in_as: dict[str, str] = {}  # profile -> the account's uuid (or slug)
         self.http = HttpClient(
             SERVICE,
@@ -888,6 +896,9 @@ class TraktClient:
             refused = self._refresh_refused.get(profile)
             if still_works and refused is not None and refused[0] == refresh_token:
                 return still_works  # refused for good: asking again would only be refused
+            spent = self._refresh_spent.get(profile)
+            if spent is not None and spent[0] == refresh_token:
+                raise spent[1].with_traceback(None)  # until a new sign-in is stored
             if self._refreshing_elsewhere(profile):  # its pair, once stored, is ours too
                 elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
                 if elsewhere is not None:
@@ -911,6 +922,8 @@ class TraktClient:
                 )
                 return still_works
             except TraktAuthError as exc:
+                if isinstance(exc, TraktSignInRefused):
+                    self._refresh_spent[profile] = (refresh_token, exc)
                 # A refresh token Trakt no longer takes (one from before its 2026 sign-in
                 # change, trakt-api#888) may leave the access token working for days: use it
                 # to the end; `sign_in_ending` has the targets tell the user meanwhile.
@@ -926,6 +939,7 @@ class TraktClient:
                 return still_works
             self._refresh_failed_at.pop(profile, None)
             self._refresh_refused.pop(profile, None)
+            self._refresh_spent.pop(profile, None)
             return fresh.access_token
 
     def sign_in_ending(self, profile: str) -> str | None:
@@ -968,12 +982,12 @@ class TraktClient:
             },
         )
         if _oauth_error(response) == "invalid_client":  # signing in again would fail the same way
-            raise TraktAuthError(SERVICE, _client_refused(response))
+            raise TraktSignInRefused(SERVICE, _client_refused(response))
         if response.status_code in (400, 401):
             elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
             if elsewhere is not None:
                 return elsewhere
-            raise TraktAuthError(
+            raise TraktSignInRefused(
                 SERVICE,
                 f"Trakt no longer accepts the sign-in of profile {profile} "
                 f"({_oauth_error(response)}): run `watchbridge auth trakt --profile {profile}`",
