@@ -843,6 +843,33 @@ def test_signing_in_a_second_profile_to_the_first_ones_trakt_account_is_warned_o
     assert "same Trakt account" not in right.stdout + right.stderr
 
 
+def test_auth_trakt_for_an_app_trakt_does_not_serve_says_the_app_needs_vip_and_what_was_kept(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.vip, trakt.device_interval = False, 0  # the app's owner has no VIP (July 2026)
+    path = write_config(
+        tmp_path,
+        f"services:\n  trakt: {{client_id: {CLIENT_ID}, api_url: '{trakt.url}',"
+        f" auth_url: '{trakt.url}'}}\nprofiles:\n  me: {{accounts: {{trakt: {{}}}}}}\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchbridge", "auth", "trakt", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    trakt.approve_device(proc.stdout.readline().rsplit(" ", 1)[-1].strip())
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "profile me is signed in to Trakt, but Trakt does not serve the app" in err
+    assert "services.trakt.client_id" in err and "VIP account" in err
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.get_token("trakt", "me") is not None  # as the message says
+
+
 def test_auth_plex_pin_without_a_home_user_is_a_usage_error(tmp_path: Path) -> None:
     result = run("auth", "plex", "--pin", "1234", "--config", str(write_config(tmp_path)))
     assert result.returncode == 2

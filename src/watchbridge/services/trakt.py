@@ -721,8 +721,18 @@ class TraktClient:
                 try:
                     await self.check_vip(profile)
                 except (Unavailable, TraktError) as exc:
+                    if isinstance(exc, TraktAccountError) and exc.status in (403, 426):
+                        # The sign-in is kept: it works once the app is served.
+                        raise TraktAccountError(
+                            f"profile {profile} is signed in to Trakt, but Trakt does not serve"
+                            f" the app of services.trakt.client_id (HTTP {exc.status}): since"
+                            f" July 2026 the app must belong to a VIP account ({UPGRADE_URL});"
+                            " once it does, this sign-in is used within the hour, without"
+                            " signing in again",
+                            exc.status,
+                        ) from None
                     if isinstance(exc, TraktAccountError | TraktAuthError):
-                        raise  # a 403/426 says the app or account is not served
+                        raise  # a locked account, a sign-in Trakt does not take
                     log.warning(
                         "signed in; Trakt could not be asked yet whether it serves this app: %s",
                         exc.message,
