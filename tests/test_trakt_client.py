@@ -894,3 +894,27 @@ async def test_a_host_clock_days_ahead_of_trakts_refreshes_the_sign_in_once_not_
     finally:
         await client.aclose()
     assert trakt.count("POST", "/oauth/token") == 1
+
+
+async def test_a_clock_set_forward_while_the_code_is_shown_does_not_end_the_sign_in(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # A home server just started, its time synced (NTP) an hour forward while the person
+    # types the code: Trakt, not our clock, says when the code has expired.
+    jumped, shown, waits = [0.0], [], []
+
+    async def meanwhile(_: float) -> None:
+        waits.append(_)
+        if len(waits) == 1:
+            jumped[0] = 3600.0  # time synced while the first poll waits
+        else:
+            trakt.approve_device(shown[0].user_code)  # the person is done typing
+        await asyncio.sleep(0)
+
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(config, store, clock=lambda: time.time() + jumped[0], sleep=meanwhile)
+    try:
+        tokens = await client.sign_in(PROFILE, shown.append)
+    finally:
+        await client.aclose()
+    assert store.get_token("trakt", PROFILE)["access_token"] == tokens.access_token

@@ -702,15 +702,19 @@ class TraktClient:
         code = await self.start_device_auth()
         show(code)
         interval = code.interval
-        deadline = self.clock() + code.expires_in
+        # Trakt says when the code has expired (410). Our own count stops polling one that must
+        # be dead by now: by the waits and a clock that no time sync sets forward, not by the
+        # time of day (a server just started may sync its clock while the code is typed).
+        started, waited = time.monotonic(), 0.0
         messages = {
             "invalid": "Trakt did not recognise the device code; run the sign-in again",
             "already_used": "that code was already used; run the sign-in again",
             "expired": "the code expired before it was approved; run the sign-in again",
             "denied": "the sign-in was denied on Trakt",
         }
-        while self.clock() < deadline:
+        while waited < code.expires_in and time.monotonic() - started < code.expires_in:
             await self.sleep(interval)
+            waited += interval
             try:
                 status, tokens = await self.poll_device_auth(code.device_code)
             except Unavailable:
