@@ -118,6 +118,25 @@ async def test_sign_in_says_vip_when_the_device_code_request_is_refused(
         await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
 
 
+async def test_a_firewall_block_of_the_sign_in_is_not_blamed_on_the_apps_settings(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    trakt.cloudflare_next(1, status=403, route="POST /oauth/device/code")  # Cloudflare's page
+    with pytest.raises(Unavailable, match="firewall") as refused:
+        await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    assert "client_id" not in refused.value.message and "VIP" not in refused.value.message
+
+
+async def test_a_firewall_block_while_the_code_is_typed_keeps_the_sign_in_polling(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    def blocked_once_then_approved(code: DeviceCode) -> None:
+        trakt.cloudflare_next(1, status=403, route="POST /oauth/device/token")
+        trakt.approve_device(code.user_code)
+
+    assert (await client.sign_in(PROFILE, blocked_once_then_approved)).access_token
+
+
 async def test_sign_in_holds_when_only_the_vip_check_meets_an_outage(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:
