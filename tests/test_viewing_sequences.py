@@ -476,3 +476,25 @@ def test_plex_resumed_hours_after_a_pause_is_one_play_when_finished(home: Home) 
     plays = home.plays()
     assert len(plays) == 1 and near(plays[0], finished)
     assert home.trakt.watching() is None
+
+
+def test_plex_resumed_at_82_then_watched_again_from_the_start_is_a_second_play(
+    lenient: Home,
+) -> None:
+    # The day after a viewing counted at 82 %, Plex offers to resume there: the user does,
+    # seeks back to the start (Plex posts nothing for a seek) and watches it all again. The
+    # scrobble's own position, a whole viewing's time after the start, says it was played.
+    lenient.plex("media.play", None)
+    lenient.later(95 * 60)
+    lenient.plex("media.stop", 82)
+    (counted,) = lenient.plays()
+    lenient.later(DAY)
+    lenient.plex("media.play", 82)
+    lenient.later(105 * 60)
+    again = lenient.trakt.now()
+    lenient.plex("media.scrobble", 90)
+    lenient.later(10 * 60)
+    lenient.plex("media.stop", 100)
+    plays = lenient.plays()
+    assert len(plays) == 2 and plays[0] == counted and near(plays[1], again)
+    assert lenient.trakt.watching() is None

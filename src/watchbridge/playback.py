@@ -428,14 +428,15 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # is not). Jellyfin and Emby clients left paused send their completed stop again every
         # hour or two: the same viewing.
         # A playback of the rest of the viewing (resumed past half way, not hours ago) sends its
-        # own signal as it passes the server's mark: that viewing's, however long it took.
+        # own signal as it passes the server's mark: without a position, that viewing's however
+        # long it took; with one played to from the start (resumed, then sought back to the
+        # beginning and watched again), a new viewing.
         once = event.source in ONE_COMPLETION_PER_PLAYBACK
         resumed = session.state == "resumed" and not idle
         if (
             once
-            and not resumed
             and since >= shortest_viewing(duration)
-            and (event.position_ms is None or _played_to(event, since))
+            and (_played_to(event, since) if event.position_ms is not None else not resumed)
         ):
             return None
     elif event.progress is not None:
