@@ -140,3 +140,21 @@ def test_a_tautulli_account_no_profile_lists_anywhere_goes_to_the_default() -> N
 def test_a_tautulli_account_listed_for_tautulli_is_that_profiles() -> None:
     mapped = config('{plex: ["alice"], tautulli: ["alice"]}', default=", default: true")
     assert profile_for(mapped, from_tautulli("5123891", "alice")) == "alice"
+
+
+def test_the_default_profiles_own_plex_account_reported_by_tautulli_stays_its_own() -> None:
+    # Tautulli only (no Plex Pass for Plex's webhook): the default profile lists its owner's
+    # Plex name, as it did before; her Tautulli plays are hers, not nobody's. Bob's (listed
+    # for Plex by another profile) still go to nobody.
+    mapped = parse_config(
+        """
+profiles:
+  alice: {default: true, users: {plex: ["1", alice]}}
+  bob: {users: {plex: [bob]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert profile_for(mapped, from_tautulli("5123891", "alice")) == "alice"
+    assert profile_for(mapped, from_tautulli("7", "bob")) is None
+    assert profile_for(mapped, from_tautulli("77", "friend")) == "alice"

@@ -75,17 +75,20 @@ def profile_for(config: Config, event: MediaEvent) -> str | None:
             configured = getattr(profile.users, event.source, [])
             if any(same_account(entry) in candidates for entry in configured):
                 return name
-    if event.source == "tautulli" and _listed_for_plex(config, anywhere - {PLEX_OWNER}):
-        # Tautulli reports Plex accounts: one a profile lists for Plex's own webhook is that
-        # person's (whose plays Plex's webhook sends), never the default profile's.
+    default = next((name for name, p in config.profiles.items() if p.default), None)
+    if event.source == "tautulli" and _listed_for_plex(config, anywhere - {PLEX_OWNER}, default):
+        # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
+        # that person's (whose plays Plex's webhook sends), never the default profile's.
         return None
-    return next((name for name, p in config.profiles.items() if p.default), None)
+    return default
 
 
-def _listed_for_plex(config: Config, candidates: set[str]) -> bool:
+def _listed_for_plex(config: Config, candidates: set[str], but: str | None) -> bool:
+    """Whether a profile other than `but` lists one of `candidates` for Plex."""
     return any(
         same_account(entry) in candidates
-        for profile in config.profiles.values()
+        for name, profile in config.profiles.items()
+        if name != but
         for entry in profile.users.plex
     )
 
