@@ -513,3 +513,56 @@ profiles:
         for target in worker.targets.values():
             await target.aclose()
         runtime.close()
+
+
+@pytest.mark.anyio
+async def test_an_episode_whose_own_ids_trakt_cannot_search_now_waits_not_sent_by_plex_numbers(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    plex: FakePlex,
+    clock: Clock,
+) -> None:
+    # As above, but Trakt's id search is down (502s) when the row is first tried (rate limited
+    # alike, by a bulk sync spending the read budget): it waits for the search, not goes by
+    # Plex's TVDB-order numbers to another episode.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Baki Hanma", 2021, imdb="tt14271498", tmdb=131041, tvdb=397934)
+    trakt.add_episode(show, 1, 13, title="The World's Strongest Senior", tmdb=3087250)
+    trakt.add_episode(show, 2, 1, title="Another Fight", tmdb=3500001)
+    own_ids = [{"id": "imdb://tt14765720"}, {"id": "tmdb://3087250"}]
+    plex.items["40294"]["Guid"] = own_ids
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["48151623"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        payload = copy.deepcopy(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+        payload["Metadata"]["Guid"] = own_ids
+        payload["Metadata"]["parentIndex"], payload["Metadata"]["index"] = 2, 1
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        trakt.fail_next(3, 502, route="GET /search/{id_type}/{id}")
+        await worker.pass_once(runtime)
+        assert trakt.history() == []
+        for _ in range(3):
+            clock.now += 600
+            await worker.pass_once(runtime)
+        (play,) = trakt.history()
+        assert (play.item.season, play.item.number) == (1, 13)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()

@@ -625,7 +625,11 @@ class TraktTarget:
                     unplaced[row.outbox.id] = _not_found(row.item, shown.problem.message)
             found = await self.episodes.by_numbers(item)
             if found is None:
-                found = await self._by_own_ids(item)
+                try:
+                    found = await self._by_own_ids(item)
+                except Unavailable as exc:
+                    # After a write, whose outcomes stand: the row is tried again as unmatched.
+                    _search_failed(item, exc)
             if found is not None:
                 placed.append(replace(row, item=found))
                 unplaced.pop(row.outbox.id, None)
@@ -633,13 +637,15 @@ class TraktTarget:
 
     async def _by_own_ids(self, item: MediaRef) -> MediaRef | None:
         """The episode with the Trakt id the id search finds for its own ids; None when it
-        finds none, or cannot be asked now (the row is tried again as unmatched)."""
+        finds none, or the search failed (the row is tried again as unmatched). Raises
+        Unavailable when Trakt cannot be asked now (rate limited, down): going on without it
+        would send the episode by the server's numbers, which may name another one."""
         try:
             found = await self.resolver.resolve(item)
+        except Unavailable:
+            raise
         except ServiceError as exc:
-            log.warning(
-                "trakt id search failed", extra={"item": item.describe(), "problem": exc.message}
-            )
+            _search_failed(item, exc)
             return None
         return found if found is not None and found.ids.trakt else None
 
@@ -914,6 +920,10 @@ class TraktTarget:
             )
         ]
         await self._remember(profile, seen)
+
+
+def _search_failed(item: MediaRef, exc: ServiceError) -> None:
+    log.warning("trakt id search failed", extra={"item": item.describe(), "problem": exc.message})
 
 
 def readings(watched_at: float, skew: float) -> tuple[float, float]:
