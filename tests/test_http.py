@@ -299,3 +299,14 @@ async def test_the_services_clock_is_a_metric(client: HttpClient, echo: EchoFake
     line = 'watchbridge_clock_skew_seconds{service="echo"} '
     (value,) = [float(x.removeprefix(line)) for x in exported.splitlines() if x.startswith(line)]
     assert value == pytest.approx(-300, abs=2)  # the Date header counts whole seconds
+
+
+def test_a_date_header_without_a_zone_is_gmt_whatever_the_local_zone(
+    time_zone: Callable[[str], None],
+) -> None:
+    from watchbridge.http import date_header_time
+
+    time_zone("Europe/Berlin")
+    assert date_header_time({"date": "Thu, 26 Nov 2026 10:00:00 -0000"}) == 1795687200.0
+    assert date_header_time({"date": "Thu, 26 Nov 2026 10:00:00 GMT"}) == 1795687200.0
+    assert date_header_time({"date": "not a date"}) is None

@@ -193,9 +193,11 @@ def shown_url(url: str) -> str:
 def date_header_time(headers: Mapping[str, str]) -> float | None:
     """The time an answer's Date header gives (whole seconds), or None."""
     try:
-        return email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+        said = email.utils.parsedate_to_datetime(headers["date"])
     except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         return None
+    # HTTP dates are GMT; one without a zone (or "-0000") is too, not this machine's local time.
+    return (said if said.tzinfo else said.replace(tzinfo=UTC)).timestamp()
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
