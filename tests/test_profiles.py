@@ -158,3 +158,8 @@ profiles:
     assert profile_for(mapped, from_tautulli("5123891", "alice")) == "alice"
     assert profile_for(mapped, from_tautulli("7", "bob")) is None
     assert profile_for(mapped, from_tautulli("77", "friend")) == "alice"
+
+
+def test_a_tautulli_account_another_profile_lists_on_one_plex_server_is_not_the_defaults() -> None:
+    mapped = config(f'{{plex: ["{SERVER_B}:alice"]}}', default=", default: true")
+    assert profile_for(mapped, from_tautulli("5123891", "Alice")) is None

@@ -84,9 +84,10 @@ def profile_for(config: Config, event: MediaEvent) -> str | None:
 
 
 def _listed_for_plex(config: Config, candidates: set[str], but: str | None) -> bool:
-    """Whether a profile other than `but` lists one of `candidates` for Plex."""
+    """Whether a profile other than `but` lists one of `candidates` for Plex (on any server:
+    Tautulli names plex.tv accounts)."""
     return any(
-        same_account(entry) in candidates
+        same_account(entry).rpartition(":")[2] in candidates
         for name, profile in config.profiles.items()
         if name != but
         for entry in profile.users.plex
