@@ -10,12 +10,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import free_port
+from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.alerts import RELOAD_EVERY, AlertBook, Condition, Notifier, format_span
 from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
 from watchbridge.store import Store
@@ -294,6 +296,24 @@ async def test_unreachable_receiver_is_failed_and_logged_without_url(
     assert result == "failed"
     assert "not delivered to alerts.urls[0]" in caplog.text
     assert_no_secrets_logged(caplog)
+
+
+def test_a_failed_alert_never_logs_its_ntfy_topic(receiver: Receiver, tmp_path: Path) -> None:
+    # The topic is the whole secret of an ntfy.sh URL (anyone knowing it reads the alerts); the
+    # log masks the URL as configured, not the parts Apprise quotes when a send fails.
+    topic = "wb-alerts-7f3c9e21d4"
+    port = free_port()
+    path = write_config(tmp_path, f'alerts:\n  urls: ["{receiver.ntfy_url(topic)}"]\n', port)
+    service = ServiceProcess(path, port).start()
+    receiver.fail_next(1, 500)
+    try:
+        httpx.post(f"{service.url}/webhooks/plex/wrong-secret-0123456789", content=b"{}")
+        service.wait_for_output("not delivered to alerts.urls[0]")
+        service.terminate()
+    finally:
+        output = service.output()
+    assert "alert webhook_rejects not delivered to alerts.urls[0] (ntfy: failure)" in output
+    assert topic not in output
 
 
 async def test_one_failing_destination_fails_the_send_but_others_still_receive(

@@ -739,12 +739,15 @@ class Notifier:
 
     async def _send(self, kind: str, title: str, body: str, notify_type: str) -> str:
         try:
-            result = await self._apprise.async_notify(
-                body=self._redact(body),
-                title=self._redact(title),
-                notify_type=notify_type,
-                timeout=self._timeout,
-            )
+            # Apprise's own failure lines quote parts of the URL the log cannot tell for
+            # secrets (an ntfy topic, a webhook path): the line below names the entry instead.
+            with _apprise_logging_muted():
+                result = await self._apprise.async_notify(
+                    body=self._redact(body),
+                    title=self._redact(title),
+                    notify_type=notify_type,
+                    timeout=self._timeout,
+                )
         except Exception as exc:  # Apprise reports failures in its result; this is a backstop
             log.warning("alert %s not delivered: %s", kind, type(exc).__name__)
             return self._failed("alerts.urls")

@@ -24,6 +24,16 @@ class AlertReceiver(FakeServer):
         self.messages.append(req.json())
         return Response(200)
 
+    @route("POST", "/")
+    def ntfy(self, req: Request) -> Response:
+        """ntfy's publish endpoint: Apprise's ntfy:// posts JSON naming the topic here."""
+        self.messages.append(req.json())
+        return Response(200)
+
+    def ntfy_url(self, topic: str) -> str:
+        """An Apprise ntfy:// URL to this receiver: on ntfy.sh, knowing the topic is access."""
+        return f"ntfy://{self.url.removeprefix('http://')}/{topic}"
+
     def refuse_next(self, meanwhile: Callable[[], None] = lambda: None) -> None:
         """Answer the next message 500 without taking it, after running `meanwhile` (what
         happens elsewhere while the alert is on its way, e.g. a lock taken)."""
