@@ -3,17 +3,19 @@ holding, and what the user is told of what it cannot."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, sample_server
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import sample_json
@@ -30,14 +32,16 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
     return fake
 
 
-@pytest.fixture
-def app(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThread]:
+@contextlib.contextmanager
+def running_app(tmp_path: Path, trakt: FakeTrakt, servers: str = "") -> Iterator[AppThread]:
+    """The app delivering to the fake Trakt; `servers`: more lines under `services`."""
     config = parse_config(
         f"""
 server: {{webhook_secret: {SECRET}}}
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+{servers}
 profiles:
   me: {{users: {{jellyfin: [alex], emby: [alex]}}, accounts: {{trakt: {{}}}}}}
 """,
@@ -47,6 +51,12 @@ profiles:
     runtime = build_runtime(config)
     with AppThread(build_app(runtime)) as thread:
         sign_in_trakt(runtime.store, trakt, now=time.time())
+        yield thread
+
+
+@pytest.fixture
+def app(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThread]:
+    with running_app(tmp_path, trakt) as thread:
         yield thread
 
 
@@ -142,3 +152,37 @@ def test_an_emby_movie_played_before_emby_identified_it_names_the_setting_that_f
     assert httpx.post(f"{app.url}/webhooks/emby/{SECRET}", json=marked).status_code == 202
     reason = unmatched_reason(tmp_path / "wb.db")
     assert "services.emby" in reason and "identify it there" not in reason
+
+
+def jellyfin_episode_without_ids() -> dict[str, Any]:
+    """The Jellyfin sample stop of Breaking Bad S05E14, its provider ids not sent (a fresh file,
+    or a template without them): its show is read from the server by SeriesId."""
+    body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    for name in ("Provider_tvdb", "Provider_tmdb", "Provider_imdb"):
+        del body[name]
+    return body
+
+
+@pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
+def test_a_server_url_that_misses_the_api_names_the_url_not_the_show(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    start_fake: Callable[[FakeServer], FakeServer],
+    flavour: Literal["jellyfin", "emby"],
+) -> None:
+    # The server sits behind a reverse proxy at another path than services.*.url says: every
+    # API path answers 404. "Identify the show in Jellyfin" cannot help; the URL is the fix.
+    server = sample_server(start_fake, flavour)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, tmdb=1396, imdb="tt0903747")
+    trakt.add_episode(show, 5, 14, title="Ozymandias")
+    line = f'  {flavour}: {{url: "{server.url}/{flavour}", api_key: "{API_KEY}"}}'
+    with running_app(tmp_path, trakt, line) as app:
+        if flavour == "jellyfin":
+            body = jellyfin_episode_without_ids()
+        else:
+            body = emby("playback_stop_episode_completed.json")
+            body["Item"]["ProviderIds"] = {}
+        assert httpx.post(f"{app.url}/webhooks/{flavour}/{SECRET}", json=body).status_code == 202
+        reason = unmatched_reason(tmp_path / "wb.db")
+    assert f"services.{flavour}.url" in reason, reason
+    assert "identify it there" not in reason

@@ -130,8 +130,9 @@ class MediaServerClient:
         """The series with this server id; None when the server has no such series (404, an
         empty answer, or an item of another type).
 
-        Raises MediaServerAuthError on 401/403, MediaServerError on other refusals or an
-        unreadable answer, Unavailable (from the HTTP policy) when the server is down.
+        Raises MediaServerAuthError on 401/403, MediaServerError on other refusals, an
+        unreadable answer or a 404 from a URL where the server does not answer, Unavailable
+        (from the HTTP policy) when the server is down.
         """
         return await self._item(series_id, "Series")
 
@@ -166,6 +167,16 @@ class MediaServerClient:
                 "set it there",
             )
         if status == 404:
+            if not await self.answers():
+                # Not this item missing: nothing answers as a server there (a reverse proxy's
+                # path left out of the URL, or added to it). Re-identifying cannot help.
+                raise MediaServerError(
+                    self.server,
+                    f"services.{self.server}.url answers 404 where {self.name}'s API should be "
+                    f"(/System/Info/Public too): set it to the address {self.name} itself "
+                    "answers at, with a reverse proxy's path if it has one (e.g. "
+                    f"http://host/{self.server})",
+                )
             return None
         if status >= 400:
             raise MediaServerError(self.server, f"reading item {key} answered {status}")
