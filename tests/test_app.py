@@ -23,6 +23,7 @@ from watchbridge.config import copied_nowhere, load_config
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.store import Store
+from watchbridge.unmapped import KEPT
 
 
 def runtime_for(config_path: Path) -> Runtime:
@@ -463,6 +464,31 @@ def test_a_storm_of_refused_webhooks_is_one_warning_in_the_log(tmp_path: Path) -
     output = service.output()
     assert output.count('msg="webhook refused"') == 1
     assert 'level=warning logger=watchbridge.webhooks msg="webhook refused"' in output
+
+
+def test_a_server_shared_with_many_friends_tells_each_friend_once_in_the_log(
+    tmp_path: Path,
+) -> None:
+    # More friends playing than the status page lists: each still has its one line, not a
+    # line per webhook once the others push it off that list.
+    port = free_port()
+    path = write_config(tmp_path, "profiles: {me: {users: {generic: [alice]}}}\n", port=port)
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: s3cret-hook-long-one\n")
+    )
+    service = ServiceProcess(path, port).start()
+    friends = [f"friend{n}" for n in range(KEPT + 5)]
+    play = {"event": "played", "item": {"type": "movie", "ids": {"imdb": "tt0113277"}}}
+    with httpx.Client(base_url=service.url) as client:
+        for _ in range(3):
+            for friend in friends:
+                answer = client.post(
+                    "/webhooks/generic/s3cret-hook-long-one", json=play | {"user": friend}
+                )
+                assert answer.status_code == 200
+    service.terminate()
+    output = service.output()
+    assert output.count("webhooks of an account no profile lists are ignored") == len(friends)
 
 
 def test_debug_logging_shows_every_webhook_with_its_outcome(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 A media server never shows what watchbridge answered, so a user name typed differently in
 `profiles.NAME.users` looks like plays that silently go nowhere. The status page and
 `/api/status` list the accounts seen here, and the log tells each account once (again after
-LOG_AGAIN_AFTER). Friends on a shared Plex server are unmapped on purpose: shown, not alarmed.
-Pure bookkeeping: the caller passes the time.
+LOG_AGAIN_AFTER), also one the list has let go (a server shared with more friends than KEPT),
+and at most TOLD_AT_MOST accounts in that while (a sender naming a new account in every
+webhook does not fill the log). Friends on a shared Plex server are unmapped on purpose:
+shown, not alarmed. Pure bookkeeping: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 KEPT = 20  # accounts remembered; the least recently seen goes first
 LOG_AGAIN_AFTER = 6 * 3600.0
+TOLD_AT_MOST = 200  # accounts the log tells of within LOG_AGAIN_AFTER
 
 
 @dataclass
@@ -23,7 +26,6 @@ class Sighting:
     webhooks: int = 0
     first_at: float = 0.0
     last_at: float = 0.0
-    logged_at: float | None = None
 
     @property
     def fix(self) -> str:
@@ -33,6 +35,8 @@ class Sighting:
 @dataclass
 class UnmappedAccounts:
     seen: dict[tuple[str, str, str], Sighting] = field(default_factory=dict)
+    # When the log last told of each account, within LOG_AGAIN_AFTER: the oldest first.
+    told: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
     def saw(self, source: str, server: str, account: str, now: float) -> bool:
         """Count one ignored webhook of this account; True when the log should tell of it."""
@@ -43,9 +47,14 @@ class UnmappedAccounts:
         sighting.last_at = now
         while len(self.seen) > KEPT:
             del self.seen[next(iter(self.seen))]
-        if sighting.logged_at is not None and now - sighting.logged_at < LOG_AGAIN_AFTER:
+        while self.told:
+            oldest, at = next(iter(self.told.items()))
+            if now - at < LOG_AGAIN_AFTER:
+                break
+            del self.told[oldest]
+        if key in self.told or len(self.told) >= TOLD_AT_MOST:
             return False
-        sighting.logged_at = now
+        self.told[key] = now
         return True
 
     def recent(self) -> list[Sighting]:
