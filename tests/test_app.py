@@ -491,6 +491,27 @@ def test_a_server_shared_with_many_friends_tells_each_friend_once_in_the_log(
     assert output.count("webhooks of an account no profile lists are ignored") == len(friends)
 
 
+def test_a_sender_posting_https_to_the_plain_port_is_one_warning_in_the_log(
+    tmp_path: Path,
+) -> None:
+    # A webhook URL pasted with https:// (or a scanner on the LAN): every request is a TLS
+    # handshake the HTTP server cannot read, for months.
+    port = free_port()
+    service = ServiceProcess(write_config(tmp_path, port=port), port).start()
+    handshake = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32))
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    for request in [handshake] * 20 + [upgrade] * 20:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 ")
+    service.terminate()
+    output = service.output()
+    assert output.count("Invalid HTTP request received.") == 1
+    assert output.count("Unsupported upgrade request.") == 1
+
+
 def test_debug_logging_shows_every_webhook_with_its_outcome(tmp_path: Path) -> None:
     port = free_port()
     path = write_config(tmp_path, "logging: {level: debug}\n", port=port)

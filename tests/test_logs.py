@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from watchbridge.config import parse_config
-from watchbridge.logs import setup_logging
+from watchbridge.logs import KeyValueFormatter, Redactor, Throttled, setup_logging
 from watchbridge.wiring import build_runtime
 
 SECRETS = ["pässwort-123", 'pa"ss\\word9']
@@ -82,3 +82,28 @@ def test_a_webhook_secret_the_service_generated_is_masked(
         assert secret and secret not in line(logged, f"POST /webhooks/plex/{secret}")
     finally:
         runtime.close()
+
+
+def test_a_warning_uvicorn_gives_per_request_is_told_again_later_with_how_many_were_not() -> None:
+    now = [0.0]
+    throttled = Throttled(every=600.0, clock=lambda: now[0])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(KeyValueFormatter(Redactor()))
+    uvicorn = logging.getLogger("test.uvicorn.error")
+    uvicorn.addHandler(handler)
+    uvicorn.addFilter(throttled)
+    uvicorn.propagate = False
+    try:
+        for second in range(0, 1200, 10):  # a request every 10 s for 20 minutes
+            now[0] = float(second)
+            uvicorn.warning("Invalid HTTP request received.")
+        uvicorn.info("Started server process [%d]", 1)  # not a warning: never held back
+        uvicorn.info("Started server process [%d]", 2)
+    finally:
+        uvicorn.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert [line.count("Invalid HTTP request received.") for line in lines[:2]] == [1, 1]
+    assert "more_since_last_line" not in lines[0]
+    assert "more_since_last_line=59" in lines[1]
+    assert len(lines) == 4

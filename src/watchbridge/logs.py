@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 REDACTED = "********"
@@ -109,6 +109,40 @@ def _quote(value: object) -> str:
     return text
 
 
+# How often each of uvicorn's warnings about a request it cannot take passes (see Throttled).
+UVICORN_WARNINGS_EVERY = 600.0
+
+
+class Throttled(logging.Filter):
+    """Lets each warning (by its message, before arguments) through once per `every`, with how
+    many it held back since. uvicorn warns once per request it cannot take (a TLS handshake on
+    the plain port: a webhook URL pasted with https://; a websocket upgrade; a scanner), from
+    anyone who reaches the port, for as long as they send: without this, a line per request.
+    Bounded by uvicorn's messages; the least recently told goes first past `kept`."""
+
+    def __init__(
+        self, every: float = UVICORN_WARNINGS_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.every, self.clock, self.kept = every, clock, 32
+        self._told: dict[str, tuple[float, int]] = {}  # message: when told, how many held since
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        key, now = str(record.msg), self.clock()
+        told_at, held = self._told.pop(key, (None, 0))
+        if told_at is not None and 0 <= now - told_at < self.every:
+            self._told[key] = (told_at, held + 1)
+            return False
+        if held:
+            record.more_since_last_line = held
+        self._told[key] = (now, 0)
+        while len(self._told) > self.kept:
+            del self._told[next(iter(self._told))]
+        return True
+
+
 def mask_also(secrets: Iterable[str]) -> None:
     """Mask these values too in every log line from now on: secrets known only once the
     service runs (a webhook secret it generated and keeps in the database)."""
@@ -137,6 +171,10 @@ def setup_logging(
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+    uvicorn = logging.getLogger("uvicorn.error")  # its per-request warnings (see Throttled)
+    for stale in [f for f in uvicorn.filters if isinstance(f, Throttled)]:
+        uvicorn.removeFilter(stale)
+    uvicorn.addFilter(Throttled())
     # These log request URLs (which may carry tokens) at info or debug; keep them to warnings.
     for chatty in ("httpx", "httpcore", "apprise", "urllib3"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
