@@ -328,6 +328,17 @@ def test_check_config_names_the_file_and_line_of_an_alert_url_apprise_refuses(
     assert "w.yaml:4 alerts.urls[1]: " in result.stderr
 
 
+def test_serve_refuses_a_listen_address_with_a_port_as_check_config_does(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("host: 127.0.0.1", "host: 127.0.0.1:8765"))
+    checked = run("check-config", "--config", str(path))
+    served = run("serve", "--config", str(path))
+    expected = "error: watchbridge.yaml:2 server.host: expected an address of this machine"
+    assert checked.returncode == served.returncode == 2
+    assert checked.stderr.startswith(expected) and served.stderr.startswith(expected)
+    assert "Traceback" not in served.stderr
+
+
 def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
     path = write_config(tmp_path)

@@ -214,6 +214,30 @@ def test_webhook_port_must_differ_from_port() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("0.0.0.0:8765", "without a port: the port goes in server.port"),
+        ("http://0.0.0.0", "without http:// or a path"),
+        ("'[::]'", "without [ ]"),
+        ("my server", ""),
+    ],
+)
+def test_a_listen_address_with_a_port_or_scheme_is_refused_by_its_key(host: str, hint: str) -> None:
+    # `serve` would fail to bind it, naming server.port: check-config said "config OK".
+    message = error_of(f"server:\n  port: 8765\n  host: {host}\n")
+    assert message.startswith(
+        "watchbridge.yaml:3 server.host: expected an address of this machine to listen on,"
+    )
+    assert hint in message and repr(host.strip("'")) in message
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "nas.lan", ""])
+def test_a_listen_address_or_host_name_is_accepted(host: str) -> None:
+    config = parse_config(f"server:\n  host: '{host}'\n", FILE, {})
+    assert config.server.host == host
+
+
 def test_a_busy_timeout_of_nothing_is_refused() -> None:
     assert error_of("storage:\n  busy_timeout: 0\n") == (
         "watchbridge.yaml:2 storage.busy_timeout: expected at least 0.1s (the default is 5s): a "

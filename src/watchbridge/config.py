@@ -497,6 +497,8 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
     for key, port in (("server.port", server.port), ("server.webhook_port", server.webhook_port)):
         if port is not None and not 1 <= port <= 65535:
             problems.append((key, f"expected a port between 1 and 65535, got {port}"))
+    if problem := _listen_address_problem(server.host):
+        problems.append(("server.host", problem))
     if server.webhook_port is not None and server.webhook_port == server.port:
         problems.append(("server.webhook_port", "must differ from server.port (or leave it out)"))
     for entry in server.trusted_proxies:
@@ -765,6 +767,33 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
 
 
 MEDIA_SERVERS = ("plex", "jellyfin", "emby")
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _listen_address_problem(host: str) -> str | None:
+    """Why `server.host` cannot be bound: a port, scheme or path written with the address
+    (`0.0.0.0:8765`, `http://0.0.0.0`) makes `serve` fail only once it binds. Empty (every
+    interface), an IP address or a host name are fine."""
+    if not host or _HOST_NAME.fullmatch(host):
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if "/" in host:
+        hint = "without http:// or a path"
+    elif host.startswith("["):
+        hint = "without [ ] (write :: for every IPv6 interface)"
+    elif re.fullmatch(r"[^:]*:\d+", host):
+        hint = "without a port: the port goes in server.port"
+    else:
+        hint = "or a host name"
+    return (
+        "expected an address of this machine to listen on, such as 0.0.0.0 (every interface),"
+        f" :: or 127.0.0.1, {hint}; got {host!r}"
+    )
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
