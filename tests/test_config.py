@@ -336,6 +336,51 @@ def test_accounts_written_with_commas_inside_a_list_or_a_variable_are_refused(
     assert "profiles.me.users.jellyfin: one name with commas" in message
 
 
+@pytest.mark.parametrize(
+    ("body", "key", "noun", "listed"),
+    [
+        (
+            "links:\n  l:\n    services: [trakt, serializd]\n    kinds: history, ratings\n",
+            "links.l.kinds",
+            "value",
+            "[history, ratings]",
+        ),
+        (
+            "alerts:\n  kinds: credentials, dead_letter\n",
+            "alerts.kinds",
+            "value",
+            "[credentials, dead_letter]",
+        ),
+        (
+            "server:\n  trusted_proxies: 172.30.32.2, 10.0.0.0/8\n",
+            "server.trusted_proxies",
+            "value",
+            "[172.30.32.2, 10.0.0.0/8]",
+        ),
+        (
+            "services:\n  plex:\n    url: http://plex:32400\n    libraries: Movies, TV Shows\n",
+            "services.plex.libraries",
+            "name",
+            "[Movies, TV Shows]",
+        ),
+    ],
+)
+def test_a_list_written_with_commas_instead_of_brackets_is_named_as_such(
+    body: str, key: str, noun: str, listed: str
+) -> None:
+    # Not "expected one of history, ratings, ... got 'history, ratings'", nor (libraries) one
+    # library named "Movies, TV Shows" that only the first sync finds missing.
+    message = error_of(body)
+    assert f" {key}: one {noun} with commas; for several, write a list: {listed}" in message
+
+
+def test_a_library_name_with_a_comma_may_be_written_in_a_list() -> None:
+    text = "services:\n  plex:\n    url: http://plex:32400\n    libraries: ['Movies, Kids']\n"
+    config = parse_config(text, FILE, {})
+    assert config.services.plex is not None
+    assert config.services.plex.libraries == ["Movies, Kids"]
+
+
 def test_an_account_is_compared_as_webhooks_match_it() -> None:
     message = error_of(
         "profiles:\n  alice:\n    users: {jellyfin: [Alice]}\n"

@@ -980,6 +980,15 @@ class _Validator:
         if _is_null(node):
             return []
         if isinstance(node, yaml.ScalarNode):
+            if item_hint is not Secret and ".users." not in key and "," in str(node.value):
+                # `kinds: history, ratings` is one value: its error would list the very
+                # words written, and one library "Movies, TV Shows" is missed only at a sync.
+                noun = "name" if key.endswith(("libraries", "profiles")) else "value"
+                names = ", ".join(n.strip() for n in str(node.value).split(",") if n.strip())
+                self.fail(
+                    node, key, f"one {noun} with commas; for several, write a list: [{names}]"
+                )
+                return _Invalid
             node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark)
         if not isinstance(node, yaml.SequenceNode):
             self.fail(node, key, "expected a list")
