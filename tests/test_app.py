@@ -439,6 +439,19 @@ def test_start_up_warns_of_unusable_alert_urls_and_missing_profiles(tmp_path: Pa
     assert "hunter2" not in output
 
 
+def test_start_up_warns_of_a_missing_anime_overrides_file_as_check_config_refuses_it(
+    tmp_path: Path,
+) -> None:
+    # check-config refuses it; the service started without a word, and the anime mapping
+    # failed on it at the first AniList delivery or link run.
+    port = free_port()
+    body = "services:\n  anilist: {mapping_overrides: anime-overides.yaml}\n"
+    service = ServiceProcess(write_config(tmp_path, body, port=port), port).start()
+    service.terminate()
+    missing = tmp_path / "anime-overides.yaml"
+    assert f"services.anilist.mapping_overrides: {missing} not found" in service.output()
+
+
 def test_start_up_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> None:
     port = free_port()
     body = "services: {trakt: {client_id: cid}}\nprofiles: {alexander: {accounts: {trakt: {}}}}\n"

@@ -306,6 +306,19 @@ def from_config(config: Any, **kwargs: Any) -> AnimeData:
     )
 
 
+def overrides_problem(config: Any) -> str | None:
+    """What is wrong with the configured overrides file (missing, unreadable, broken), or
+    None: said by `check-config` and at start, not only at the first use of the mapping."""
+    anilist = config.services.anilist
+    if anilist is None or not anilist.mapping_overrides:
+        return None
+    try:
+        from_config(config).load_overrides()
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def _configured_urls(urls: Any) -> dict[str, str]:
     """The URLs set in config (None = upstream default, "" = off)."""
     if urls is None:

@@ -362,6 +362,13 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         )
         for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
             log.warning(problem)
+        from watchbridge.anime_data import overrides_problem
+
+        if overrides := await asyncio.to_thread(overrides_problem, runtime.config):
+            log.warning(
+                f"{overrides}; until then every use of the anime mapping fails on it (AniList "
+                "deliveries, links with AniList)"
+            )
         told: asyncio.Task[str] | None = None
         if runtime.downtime:
             log.warning(runtime.downtime)

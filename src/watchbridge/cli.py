@@ -176,13 +176,10 @@ def check_config(config_path: str | None) -> None:
     storage_problem = _storage_problem(Path(config.storage.path))
     if storage_problem:
         problems.append(storage_problem)
-    if config.services.anilist is not None and config.services.anilist.mapping_overrides:
-        from watchbridge import anime_data
+    from watchbridge.anime_data import overrides_problem
 
-        try:
-            anime_data.from_config(config).load_overrides()
-        except ConfigError as exc:
-            problems.append(str(exc))
+    if overrides := overrides_problem(config):
+        problems.append(overrides)
     click.echo(_summary(config))
     if problems:
         raise ConfigError("\n".join(_located(config, problem) for problem in problems))
