@@ -108,6 +108,24 @@ def test_a_profile_written_twice_is_an_error_not_the_last_one() -> None:
     assert error_of(text) == "watchbridge.yaml:3 profiles.me: name given twice"
 
 
+@pytest.mark.parametrize(
+    ("name", "told"),
+    [
+        ("zoë", "got 'zoë'"),  # ë is a letter: "letters only" alone did not say what is wrong
+        ("my wife", "got 'my wife', e.g. my-wife"),
+        ("_me", "got '_me'"),
+    ],
+)
+def test_a_profile_name_outside_the_allowed_characters_says_which_it_may_use(
+    name: str, told: str
+) -> None:
+    message = error_of(f"profiles:\n  '{name}': {{}}\n")
+    assert message == (
+        f"watchbridge.yaml:2 profiles.{name}: names may use the letters a-z and A-Z, digits, -"
+        f" and _ only, starting with a letter or digit; {told}"
+    )
+
+
 def test_unknown_key_suggests_the_closest_one() -> None:
     assert error_of("storage:\n  pth: x.db\n") == (
         "watchbridge.yaml:2 storage.pth: unknown key; did you mean 'path'?"

@@ -1017,8 +1017,11 @@ class _Validator:
             if name == "<<":
                 self.fail(key_node, key, MERGE_KEYS)
                 continue
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-                self.fail(key_node, path, "names may use letters, digits, - and _ only")
+            if not re.fullmatch(_NAME, name):
+                # ASCII only (ë is a letter to the user): names go into commands and URLs.
+                dashed = "-".join(name.split())
+                example = f", e.g. {dashed}" if re.fullmatch(_NAME, dashed) else ""
+                self.fail(key_node, path, f"{NAME_RULE}; got {name!r}{example}")
                 continue
             if name in result:  # YAML keeps the last one: the first would vanish unsaid
                 self.fail(key_node, path, "name given twice")
@@ -1084,6 +1087,10 @@ def _header_problem(text: str, key: str) -> str | None:
     return None
 
 
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+NAME_RULE = (
+    "names may use the letters a-z and A-Z, digits, - and _ only, starting with a letter or digit"
+)
 MERGE_KEYS = "YAML merge keys (<<) are not supported: write the keys out"
 
 
