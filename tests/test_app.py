@@ -548,7 +548,8 @@ def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> 
 
 
 SERIALIZD_ONLY = (
-    "services: {serializd: {}}\nprofiles:\n  me:\n    users: {jellyfin: [alex]}\n"
+    "services: {serializd: {}, jellyfin: {url: 'http://jf:8096', api_key: k}}\n"
+    "profiles:\n  me:\n    users: {jellyfin: [alex]}\n"
     "    accounts: {serializd: {email: a@example.com, password: pw}}\n"
 )
 

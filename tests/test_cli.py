@@ -111,7 +111,7 @@ def test_check_config_warns_of_two_profiles_on_one_serializd_login(tmp_path: Pat
     # The second person's block copied from the first, ${SERIALIZD_EMAIL} and all.
     path = write_config(
         tmp_path,
-        "services: {serializd: {}}\nprofiles:\n"
+        "services: {serializd: {}, jellyfin: {url: 'http://jf:8096', api_key: k}}\nprofiles:\n"
         "  alice:\n    users: {jellyfin: [alice]}\n"
         "    accounts: {serializd: {email: Home@example.com, password: pw}}\n"
         "  bob:\n    users: {jellyfin: [bob]}\n"

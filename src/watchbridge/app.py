@@ -42,12 +42,14 @@ from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
     Accounts,
     Config,
+    Profile,
     fits_in_url,
     is_trusted_proxy,
     targets_for,
 )
 from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
+from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.refused import RefusedWebhooks
@@ -295,11 +297,14 @@ def start_warnings(
                 "same Plex server, a viewing can count twice (they finish it minutes apart); "
                 "use one of them per server (docs/webhooks.md)"
             )
-        if not targets_for(config, profile):
+        targets = targets_for(config, profile)
+        if not targets:
             warnings.append(
                 f"profile {name} has no account to deliver to (trakt, serializd or anilist, "
                 "with its service configured): its webhooks are answered and dropped"
             )
+        elif "trakt" not in targets:
+            warnings.extend(_unreadable_servers(config, name, profile))
         if any(entry.split(":")[-1].strip() == "1" for entry in profile.users.tautulli):
             warnings.append(
                 f"profiles.{name}.users.tautulli lists '1', which Tautulli never sends: Plex's "
@@ -307,6 +312,28 @@ def start_warnings(
                 "account id; list the owner's user name or that id instead (docs/webhooks.md)"
             )
     return warnings
+
+
+def _unreadable_servers(config: Config, name: str, profile: Profile) -> list[str]:
+    """For a profile without Trakt: the media servers whose webhooks it takes that cannot be
+    asked for a show's ids. Jellyfin, Emby and Plex's current agents name an episode by its
+    own ids only, and Serializd and AniList find shows by the show's TMDB (or TVDB) id: with
+    no Trakt to search, every episode of theirs would wait as unmatched."""
+    services = config.services
+    readable = {
+        "plex": services.plex is not None and bool(services.plex.url),
+        "jellyfin": services.jellyfin is not None,
+        "emby": services.emby is not None,
+    }
+    agents = {"plex": " (from a library with a current Plex agent)"}
+    return [
+        f"profile {name} takes {SERVER_NAMES[source]}'s webhooks, which{agents.get(source, '')}"
+        " name an episode by its own ids only; Serializd and AniList find shows by the"
+        " show's TMDB or TVDB id, which watchbridge reads from the server: set"
+        f" {SERVER_SETTINGS[source]}, or its episodes wait as unmatched"
+        for source, can_read in readable.items()
+        if getattr(profile.users, source) and not can_read
+    ]
 
 
 def _healthcheck_problem(config: Config, environ: Mapping[str, str]) -> str | None:
