@@ -5,12 +5,18 @@ silently missing, and what is wrong is said in words that do not assume Trakt ex
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.harness import write_config
 from tests.test_cli import run
+from tests.test_link_plex_serializd import setup as plex_serializd_setup
+from tests.test_link_plex_serializd import sync as plex_serializd_sync
+
+ROOT = Path(__file__).parent.parent
 
 SERIALIZD = "serializd: {email: a@example.com, password: pw}"
 
@@ -63,3 +69,20 @@ def test_check_config_is_quiet_when_the_media_server_can_be_asked(
     result = run("check-config", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "warning:" not in result.stdout, result.stdout
+
+
+def test_tautulli_users_are_pointed_to_a_plex_link_that_carries_ratings_without_trakt(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Tautulli has no rating trigger: the docs send its users to a Plex link for their
+    # ratings. Without Trakt that is plex-serializd, which carries them.
+    path, plex, serializd = plex_serializd_setup(tmp_path, start_fake)
+    plex_serializd_sync(path)
+    plex.rate("105", 8.0, time.time() - 60)
+    plex_serializd_sync(path)
+    rated = [(r.show_id, r.episode_number, r.rating) for r in serializd.diary() if r.rating]
+    assert rated == [(1396, 5, 8)]
+    for doc in (ROOT / "README.md", ROOT / "docs" / "webhooks.md"):
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        said = text[text.index("no rating trigger") :][:300]
+        assert "plex-serializd" in said, f"{doc.name}: {said}"
