@@ -9,12 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.harness import write_config
+from tests.fakes.anilist import CLIENT_ID as ANILIST_CLIENT
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.receiver import AlertReceiver
+from tests.harness import ServiceProcess, free_port, write_config
 from tests.test_cli import run
 from tests.test_link_plex_serializd import setup as plex_serializd_setup
 from tests.test_link_plex_serializd import sync as plex_serializd_sync
+from tests.test_webhooks_e2e import SECRET, wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -86,3 +91,47 @@ def test_tautulli_users_are_pointed_to_a_plex_link_that_carries_ratings_without_
         text = " ".join(doc.read_text(encoding="utf-8").split())
         said = text[text.index("no rating trigger") :][:300]
         assert "plex-serializd" in said, f"{doc.name}: {said}"
+
+
+def test_a_play_for_anilist_before_signing_in_says_plainly_what_to_run(
+    tmp_path: Path, start_fake: Any, receiver: AlertReceiver
+) -> None:
+    # The profile has `anilist: {}` but nobody ran `watchbridge auth anilist` yet: the play
+    # waits, and the log and the alert tell what to run, in words (no "token: ********").
+    anilist = start_fake(FakeAniList())
+    assert isinstance(anilist, FakeAniList)
+    port = free_port()
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  anilist:
+    client_id: "{ANILIST_CLIENT}"
+    api_url: "{anilist.url}"
+    auth_url: "{anilist.auth_url}"
+    mapping_urls: {{anibridge: "", kometa: "", fribb: "", animelists: ""}}
+profiles:
+  me: {{users: {{generic: [me]}}, accounts: {{anilist: {{}}}}}}
+""",
+        encoding="utf-8",
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        play = {
+            "event": "played",
+            "user": "me",
+            "item": {"type": "episode", "season": 1, "number": 1, "show": {"ids": {"anilist": 1}}},
+        }
+        answer = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=play)
+        assert answer.status_code == 202
+        service.wait_for_output("deliveries paused")
+        wait_for(lambda: bool(receiver.messages), timeout=20)
+    finally:
+        service.kill()
+    told = "run `watchbridge auth anilist --profile me`"
+    paused = [line for line in service.output().splitlines() if "deliveries paused" in line]
+    assert any(told in line for line in paused), paused
+    assert not any("token: ****" in line for line in paused), paused
+    assert told in str(receiver.messages[0].get("message")), receiver.messages

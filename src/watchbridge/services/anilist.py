@@ -702,7 +702,8 @@ class AniListClient:
             self._save(profile, stored)
         if stored is None:
             raise AniListAuthError(
-                f"profile {profile} has no AniList token: run "
+                # Not "token: run": the log's redaction takes a word after "token:" for one.
+                f"profile {profile} is not signed in to AniList: run "
                 f"`watchbridge auth anilist --profile {profile}` "
                 f"or set profiles.{profile}.accounts.anilist.token"
             )
