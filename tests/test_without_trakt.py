@@ -15,6 +15,8 @@ import pytest
 from tests.fakes.anilist import CLIENT_ID as ANILIST_CLIENT
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.receiver import AlertReceiver
+from tests.fakes.serializd import ALICE as SERIALIZD_USER
+from tests.fakes.serializd import FakeSerializd
 from tests.harness import ServiceProcess, free_port, write_config
 from tests.test_cli import run
 from tests.test_link_plex_serializd import setup as plex_serializd_setup
@@ -135,3 +137,40 @@ profiles:
     assert any(told in line for line in paused), paused
     assert not any("token: ****" in line for line in paused), paused
     assert told in str(receiver.messages[0].get("message")), receiver.messages
+
+
+def test_a_script_play_without_the_show_tmdb_id_says_where_to_send_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A Kodi script or Home Assistant automation names the show by TheTVDB id: with no Trakt
+    # to search, Serializd cannot place it, and the reason says which field to fill in.
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    serializd.seed_reference_catalogue()
+    port = free_port()
+    path = tmp_path / "watchbridge.yaml"
+    email, password, _ = SERIALIZD_USER
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{generic: [kodi]}}
+    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
+""",
+        encoding="utf-8",
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        show = {"title": "Breaking Bad", "ids": {"tvdb": 81189}}
+        item = {"type": "episode", "season": 5, "number": 14, "show": show}
+        play = {"event": "played", "user": "kodi", "item": item}
+        assert httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=play).status_code == 202
+        wait_for(lambda: "unmatched" in run("unmatched", "--config", str(path)).stdout)
+    finally:
+        service.kill()
+    said = run("unmatched", "--config", str(path)).stdout
+    assert "Breaking Bad S05E14" in said and "send it in the webhook's item.show.ids" in said, said
+    assert serializd.diary() == []

@@ -839,12 +839,15 @@ def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
 
 
 def agent_hint(item: MediaRef, source: str | None, searched: bool) -> str:
-    """What else could find the ids of a Plex item no server can be asked about (`searched`:
+    """What else could find the ids of an item no server can be asked about (`searched`:
     Trakt's id search was asked and did not find them): for the reason an unmatched row
     gives. Trakt's search knows no AniDB ids, so a HAMA item is told to switch its agent
     either way."""
     ids = item.show_ids if item.kind == "episode" else item.ids
     known = [name for name, value in (("TheTVDB", ids.tvdb), ("IMDb", ids.imdb)) if value]
+    if source == "generic":  # a script or automation: it sends what it is given
+        where = "item.show.ids" if item.kind == "episode" else "item.ids"
+        return f": send it in the webhook's {where}"
     if source not in ("plex", "tautulli"):
         return ""
     if not known and ids.anidb:
