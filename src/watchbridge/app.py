@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, cast
 
 from litestar import Litestar, Request, Response, get
@@ -499,7 +499,8 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         ],
         "held_left_out": status.waiting_left_out,
         "oldest_pending_at": status.oldest_pending_at,
-        "alerts": _alerts_health(runtime),
+        # Whether alerts reach anyone (the page's Alerts): entries not loaded, failed sends.
+        "alerts": asdict(runtime.notifier.health()),
         # How far each service's clock is ahead of this machine's (seconds, its Date header).
         "clock_skew": {service: round(skew) for service, skew in runtime.metrics.clocks.items()},
         "downtime": runtime.downtime,
@@ -549,19 +550,6 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for r in (run.as_seen(now) for run in status.last_runs)
         ],
-    }
-
-
-def _alerts_health(runtime: Runtime) -> dict[str, Any]:
-    """Whether alerts reach anyone (the page's Alerts): entries that did not load, failed sends."""
-    health = runtime.notifier.health()
-    failing = health.failing
-    return {
-        "destinations": health.destinations,
-        "problems": health.problems,
-        "failing": None
-        if failing is None
-        else {"since": failing.since, "sends": failing.sends, "to": failing.to},
     }
 
 

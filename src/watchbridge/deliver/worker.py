@@ -327,11 +327,14 @@ def _gave_up(attempts: int, reason: str, failing_for: float | None = None) -> st
     marked = reason.startswith(UNKNOWN_OUTCOME)
     if marked:
         reason = reason.removeprefix(UNKNOWN_OUTCOME).removeprefix(": ")
-    given_up = f"gave up after {attempts} attempts: {reason}"
-    if failing_for is not None:
+    if failing_for is None:
+        given_up = f"gave up after {attempts} attempts: {reason}"
+    else:
         span = format_span(failing_for)
-        given_up = f"gave up after failing for {span}, past delivery.max_age ({attempts} attempts)"
-        given_up += f": {reason}"
+        given_up = (
+            f"gave up after failing for {span}, past delivery.max_age ({attempts} attempts):"
+            f" {reason}"
+        )
     return f"{UNKNOWN_OUTCOME}: {given_up}" if marked else given_up
 
 

@@ -665,7 +665,7 @@ class TraktClient:
 
     async def start_device_auth(self) -> DeviceCode:
         response = await self._oauth("device/code", {"client_id": self.config.client_id})
-        _raise_if_firewall(response)
+        _raise_if_firewall(response, *_SIGN_IN_BLOCKED)
         if response.status_code in (401, 403, 426):
             raise TraktAccountError(
                 f"Trakt refused the app (HTTP {response.status_code}): check "
@@ -687,7 +687,7 @@ class TraktClient:
         response = await self._oauth(
             "device/token", {"code": device_code, **self._client_auth()}, frozenset({429})
         )
-        _raise_if_firewall(response)  # a ban passes: the sign-in polls on
+        _raise_if_firewall(response, *_SIGN_IN_BLOCKED)  # a ban passes: the sign-in polls on
         # Not among the poll's statuses: the app's credentials. OAuth servers may answer that
         # with a 400 too (RFC 6749 5.2), which would otherwise read as "pending" until expiry.
         if response.status_code == 401 or _oauth_error(response) == "invalid_client":
@@ -1479,14 +1479,20 @@ def _oauth_error(response: httpx.Response) -> str:
 FIREWALL_PAUSE = 600.0  # pitfalls/trakt.md §7: back off for minutes after a WAF block
 
 
-def _raise_if_firewall(response: httpx.Response) -> None:
+# What a firewall block of a sign-in says: the person at the terminal waits and tries again.
+_SIGN_IN_BLOCKED = (
+    "sign-in request",
+    ", not a problem of the app's settings: try again in a few minutes",
+)
+
+
+def _raise_if_firewall(response: httpx.Response, what: str = "request", advice: str = "") -> None:
     """A 403 without Trakt's request id is Cloudflare's (pitfalls §7), not Trakt refusing the
-    app: its bans pass, and the app's settings are not to blame."""
+    app: its bans pass (minutes, not seconds), and the app's settings are not to blame."""
     if response.status_code == 403 and "x-request-id" not in response.headers:
         raise Unavailable(
             SERVICE,
-            "Trakt's firewall blocked the sign-in request (403 without a Trakt request id),"
-            " not a problem of the app's settings: try again in a few minutes",
+            f"Trakt's firewall blocked the {what} (403 without a Trakt request id){advice}",
             retry_after=FIREWALL_PAUSE,
         )
 
@@ -1538,9 +1544,4 @@ def _raise_for_account(response: httpx.Response) -> None:
             "belongs to a VIP account",
             403,
         )
-    if status == 403:  # Cloudflare's, not Trakt's: its bans pass; minutes, not seconds
-        raise Unavailable(
-            SERVICE,
-            "Trakt's firewall blocked the request (403 without a Trakt request id)",
-            retry_after=FIREWALL_PAUSE,
-        )
+    _raise_if_firewall(response)
