@@ -668,6 +668,47 @@ async def test_seeded_refresh_token_signs_in(trakt: FakeTrakt, store: Store) -> 
     assert store.get_token("trakt", PROFILE) is not None
 
 
+def seeded_client(trakt: FakeTrakt, store: Store, refresh_token: str) -> TraktClient:
+    """A client whose config pre-seeds `refresh_token` (as after a restart with it pasted)."""
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    seeded = {PROFILE: Secret(refresh_token)}
+    return TraktClient(config, store, seeded_refresh_tokens=seeded, sleep=no_wait)
+
+
+async def test_a_refresh_token_pasted_in_the_config_replaces_a_stored_pair_trakt_refuses(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # The stored pair was revoked; the user pasted a new refresh token and restarted.
+    signed_in(trakt, store)
+    dead = store.get_token("trakt", PROFILE)
+    trakt.revoke_tokens()
+    pasted = trakt.issue_token()
+    client = seeded_client(trakt, store, pasted.refresh_token)
+    try:
+        await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    stored = store.get_token("trakt", PROFILE)
+    assert stored is not None and dead is not None
+    assert stored["refresh_token"] not in (dead["refresh_token"], pasted.refresh_token)
+
+
+async def test_a_pre_seeded_refresh_token_is_tried_once_when_the_stored_pair_is_refused(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    old = trakt.issue_token()  # the token once pasted, spent by its first refresh
+    client = seeded_client(trakt, store, old.refresh_token)
+    await client.last_activities(PROFILE)
+    trakt.revoke_tokens()
+    try:
+        for _ in range(3):
+            with pytest.raises(TraktAuthError, match="no longer accepts"):
+                await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    assert trakt.count("POST", "/oauth/token") == 3  # the first, the stored pair's, the seed's
+
+
 async def test_scrobble_stop_past_80_adds_one_play(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

@@ -581,13 +581,13 @@ class TraktClient:
         self.tokens = tokens
         self.clock = clock
         self.sleep = sleep
-        self.seeded = seeded_refresh_tokens or {}
+        self.seeded = dict(seeded_refresh_tokens or {})
         self._storing: dict[str, asyncio.Task[None]] = {}  # see `_store_soon`
         self._refresh_failed_at: dict[str, float] = {}  # profile -> a refresh lost to an outage
         # profile -> (the refresh token Trakt refused, why, when the access token runs out)
         self._refresh_refused: dict[str, tuple[str, str, float]] = {}
-        # profile -> (a refresh token Trakt said no to for good, its answer): not sent again
-        self._refresh_spent: dict[str, tuple[str, TraktSignInRefused]] = {}
+        # (profile, a refresh token Trakt said no to for good) -> its answer: not sent again
+        self._refresh_spent: dict[tuple[str, str], TraktSignInRefused] = {}
         self.signed_in_as: dict[str, str] = {}  # profile -> the account's uuid (or slug)
         self.http = HttpClient(
             SERVICE,
@@ -887,9 +887,7 @@ class TraktClient:
                 and not current.due_for_refresh(self.clock())
             ):
                 return current.access_token  # another task refreshed while we waited
-            refresh_token = current.refresh_token if current else ""
-            if not refresh_token and profile in self.seeded:
-                refresh_token = self.seeded[profile].reveal()
+            refresh_token = self._refresh_token(profile, current)
             if not refresh_token:
                 raise TraktAuthError(
                     SERVICE,
@@ -912,9 +910,9 @@ class TraktClient:
             refused = self._refresh_refused.get(profile)
             if still_works and refused is not None and refused[0] == refresh_token:
                 return still_works  # refused for good: asking again would only be refused
-            spent = self._refresh_spent.get(profile)
-            if spent is not None and spent[0] == refresh_token:
-                raise spent[1].with_traceback(None)  # until a new sign-in is stored
+            spent = self._refresh_spent.get((profile, refresh_token))
+            if spent is not None:
+                raise spent.with_traceback(None)  # until a new sign-in is stored
             if self._refreshing_elsewhere(profile):  # its pair, once stored, is ours too
                 elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
                 if elsewhere is not None:
@@ -939,7 +937,10 @@ class TraktClient:
                 return still_works
             except TraktAuthError as exc:
                 if isinstance(exc, TraktSignInRefused):
-                    self._refresh_spent[profile] = (refresh_token, exc)
+                    self._refresh_spent[(profile, refresh_token)] = exc
+                    pasted = await self._pasted_sign_in(profile, current)
+                    if pasted is not None:
+                        return pasted.access_token
                 # A refresh token Trakt no longer takes (one from before its 2026 sign-in
                 # change, trakt-api#888) may leave the access token working for days: use it
                 # to the end; `sign_in_ending` has the targets tell the user meanwhile.
@@ -953,10 +954,45 @@ class TraktClient:
                     extra={"profile": profile},
                 )
                 return still_works
-            self._refresh_failed_at.pop(profile, None)
-            self._refresh_refused.pop(profile, None)
-            self._refresh_spent.pop(profile, None)
+            self._signed_in_again(profile)
             return fresh.access_token
+
+    def _refresh_token(self, profile: str, current: TokenSet | None) -> str:
+        """The refresh token to renew `profile`'s sign-in with: the stored pair's, else the
+        config's pre-seeded one; the pre-seeded one also when Trakt refused the stored pair's
+        for good and it is another (pasted in since), unless it was refused too."""
+        stored = current.refresh_token if current is not None else ""
+        seeded = self.seeded[profile].reveal() if profile in self.seeded else ""
+        if not stored or (
+            seeded
+            and (profile, stored) in self._refresh_spent
+            and (profile, seeded) not in self._refresh_spent
+        ):
+            return seeded or stored
+        return stored
+
+    async def _pasted_sign_in(self, profile: str, current: TokenSet | None) -> TokenSet | None:
+        """A new pair from a refresh token pasted into the config since the stored pair was
+        issued, once Trakt refused the stored pair's; None without one or when it fails too."""
+        pasted = self._refresh_token(profile, current)
+        if not pasted or (profile, pasted) in self._refresh_spent:
+            return None
+        try:
+            fresh = await self._refresh(profile, pasted, current.refresh_token if current else None)
+        except TraktSignInRefused as exc:
+            self._refresh_spent[(profile, pasted)] = exc
+            return None
+        except Unavailable:
+            return None  # tried again at the next request
+        self._signed_in_again(profile)
+        return fresh
+
+    def _signed_in_again(self, profile: str) -> None:
+        """Forget `profile`'s failed and refused refreshes: a new pair is stored."""
+        self._refresh_failed_at.pop(profile, None)
+        self._refresh_refused.pop(profile, None)
+        for key in [key for key in self._refresh_spent if key[0] == profile]:
+            del self._refresh_spent[key]
 
     def sign_in_ending(self, profile: str) -> str | None:
         """Why `profile`'s sign-in stops working soon (Trakt refused to renew it while its
@@ -972,9 +1008,15 @@ class TraktClient:
             f"{refused[1]}. Its current sign-in keeps working until {until}, then deliveries wait"
         )
 
-    async def _refresh(self, profile: str, refresh_token: str) -> TokenSet:
+    async def _refresh(
+        self, profile: str, refresh_token: str, replacing: str | None = None
+    ) -> TokenSet:
+        """A new pair for `refresh_token`, stored over the pair holding `replacing` (by
+        default the same refresh token; another for one pasted into the config)."""
         self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
-        refreshing = asyncio.ensure_future(self._refresh_now(profile, refresh_token))
+        refreshing = asyncio.ensure_future(
+            self._refresh_now(profile, refresh_token, replacing or refresh_token)
+        )
         try:
             return await asyncio.shield(refreshing)
         except asyncio.CancelledError:
@@ -987,7 +1029,7 @@ class TraktClient:
         finally:
             self._announce_refresh(profile, 0.0)
 
-    async def _refresh_now(self, profile: str, refresh_token: str) -> TokenSet:
+    async def _refresh_now(self, profile: str, refresh_token: str, replacing: str) -> TokenSet:
         response = await self._oauth(
             "token",
             {
@@ -1000,7 +1042,7 @@ class TraktClient:
         if _oauth_error(response) == "invalid_client":  # signing in again would fail the same way
             raise TraktSignInRefused(SERVICE, _client_refused(response))
         if response.status_code in (400, 401):
-            elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
+            elsewhere = await self._refreshed_elsewhere(profile, replacing)
             if elsewhere is not None:
                 return elsewhere
             raise TraktSignInRefused(
@@ -1026,7 +1068,7 @@ class TraktClient:
                 SERVICE, "the token refresh got an answer that is not Trakt's"
             ) from None
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
-        return self._keep(profile, tokens, refresh_token)
+        return self._keep(profile, tokens, replacing)
 
     async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
         """The pair another process stored after using this single-use refresh token first
