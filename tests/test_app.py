@@ -719,3 +719,26 @@ def test_a_plex_household_is_not_told_its_plex_plays_of_movies_are_kept_nowhere(
     )
     warnings = start_warnings(load_config(write_config(tmp_path, config), {}), [])
     assert not [w for w in warnings if "kept nowhere" in w]
+
+
+def test_metrics_say_how_long_the_oldest_queued_delivery_has_waited(tmp_path: Path) -> None:
+    # A queue that stops moving (a target held for days) is worth an alert rule: the depth
+    # alone cannot tell a busy queue from a stuck one.
+    from watchbridge.store import NewOutboxRow, Store
+
+    path = write_config(tmp_path, "")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 1_000.0)
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k2", "i2")], 5_000.0)
+    runtime = runtime_for(path)
+    runtime.clock = lambda: 8_200.0
+    with AppThread(create_app(runtime)) as app:
+        text = httpx.get(f"{app.url}/metrics").text
+    assert "watchbridge_outbox_oldest_pending_age_seconds 7200.0" in text
+
+
+def test_metrics_say_the_oldest_queued_delivery_waited_nothing_when_none_is_queued(
+    shared_service: ServiceProcess,
+) -> None:
+    text = httpx.get(f"{shared_service.url}/metrics").text
+    assert "watchbridge_outbox_oldest_pending_age_seconds 0.0" in text

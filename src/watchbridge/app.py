@@ -114,7 +114,8 @@ class Runtime:
         self._store = self.store_factory(self.config)
         self.notifier.remember_in(self._store)
         self._store.checkpoint_apart()
-        self.metrics.watch_queue(self._store.queue_gauges)
+        store = self._store
+        self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
         # A generated secret is in no config: mask it like the configured ones.
         mask_also([self.webhook_secret])

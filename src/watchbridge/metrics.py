@@ -28,11 +28,16 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class QueueCollector(Collector):
-    """Outbox depth, dead letters and rows waiting for ids, read from the store at scrape
-    time."""
+    """Outbox depth, dead letters, rows waiting for ids and how long the oldest queued row has
+    waited, read from the store at scrape time."""
 
-    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
-        self.counts = counts
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, int]],
+        oldest: Callable[[], float | None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.counts, self.oldest, self.clock = counts, oldest, clock
 
     def collect(self) -> Iterator[Metric]:
         counts = self.counts()
@@ -49,6 +54,12 @@ class QueueCollector(Collector):
             "watchbridge_unmatched",
             "Queued deliveries waiting for ids a service can use",
             value=counts.get("unmatched", 0),
+        )
+        oldest = self.oldest()
+        yield GaugeMetricFamily(
+            "watchbridge_outbox_oldest_pending_age_seconds",
+            "How long the oldest queued delivery has waited (0: none is queued)",
+            value=0.0 if oldest is None else max(0.0, self.clock() - oldest),
         )
 
 
@@ -128,8 +139,13 @@ class Metrics:
         self.clock_skew.labels(service).set(round(skew))
         self.clocks[service] = skew
 
-    def watch_queue(self, counts: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(QueueCollector(counts))
+    def watch_queue(
+        self,
+        counts: Callable[[], dict[str, int]],
+        oldest: Callable[[], float | None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry.register(QueueCollector(counts, oldest, clock))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

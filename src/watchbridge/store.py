@@ -2288,8 +2288,12 @@ class Store:
 
     # ------------------------------------------------------------------ overview
 
-    def status(self) -> StoreStatus:
+    def oldest_pending_at(self) -> float | None:
+        """When the oldest row still queued was queued (None: none is)."""
         oldest = self._overview("SELECT MIN(created_at) AS t FROM outbox WHERE status = 'pending'")
+        return oldest[0]["t"] if oldest else None
+
+    def status(self) -> StoreStatus:
         cursors = [
             (r["service"], r["profile"], r["name"], r["value"], r["updated_at"])
             for r in self._overview("SELECT * FROM cursors ORDER BY service, profile, name")
@@ -2307,7 +2311,7 @@ class Store:
             outbox=counts,
             dead_letters=counts["dead"],
             unmatched=self.unmatched_count(),
-            oldest_pending_at=oldest[0]["t"] if oldest else None,
+            oldest_pending_at=self.oldest_pending_at(),
             cursors=cursors,
             last_runs=self.last_runs(),
             waiting=[
