@@ -742,3 +742,29 @@ def test_metrics_say_the_oldest_queued_delivery_waited_nothing_when_none_is_queu
 ) -> None:
     text = httpx.get(f"{shared_service.url}/metrics").text
     assert "watchbridge_outbox_oldest_pending_age_seconds 0.0" in text
+
+
+def test_metrics_say_when_each_configured_link_last_went_through(tmp_path: Path) -> None:
+    # A link failing for days is worth an alert rule (`time() - ... > 86400`): the run counters
+    # start again at every restart, the time of the last run that went through does not.
+    config = (
+        "services:\n  plex: {url: 'http://plex.local:32400', token: tok}\n  serializd: {}\n"
+        "profiles:\n  me:\n    users: {plex: [alice]}\n"
+        "    accounts: {plex: {}, serializd: {email: a@example.com, password: pw}}\n"
+        "links:\n  plex-serializd: {services: [plex, serializd]}\n"
+    )
+    path = write_config(tmp_path, config)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for link, started, outcome in [
+            ("plex-serializd", 1_000.0, "ok"),
+            ("plex-serializd", 2_000.0, "held"),  # went through; removals wait for the user
+            ("plex-serializd", 3_000.0, "failed"),
+            ("removed-link", 1_000.0, "ok"),  # no longer in the config: no series of its own
+        ]:
+            run = store.start_run(link, started)
+            assert run is not None
+            store.finish_run(run, started + 100.0, outcome, {}, 0)
+    with AppThread(create_app(runtime_for(path))) as app:
+        text = httpx.get(f"{app.url}/metrics").text
+    assert 'watchbridge_sync_last_success_timestamp_seconds{link="plex-serializd"} 2100.0' in text
+    assert "removed-link" not in text

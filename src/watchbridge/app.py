@@ -116,6 +116,7 @@ class Runtime:
         self._store.checkpoint_apart()
         store = self._store
         self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
+        self.metrics.watch_links(store.last_successes, list(self.config.links))
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
         # A generated secret is in no config: mask it like the configured ones.
         mask_also([self.webhook_secret])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -61,6 +61,26 @@ class QueueCollector(Collector):
             "How long the oldest queued delivery has waited (0: none is queued)",
             value=0.0 if oldest is None else max(0.0, self.clock() - oldest),
         )
+
+
+class LinkCollector(Collector):
+    """When each configured link's last run went through (ok, or held for a confirmation),
+    read from the run history at scrape time: a link that has not for days needs a human."""
+
+    def __init__(self, last_ok: Callable[[], dict[str, float]], links: Sequence[str]) -> None:
+        self.last_ok, self.links = last_ok, links
+
+    def collect(self) -> Iterator[Metric]:
+        last_ok = self.last_ok()
+        family = GaugeMetricFamily(
+            "watchbridge_sync_last_success_timestamp_seconds",
+            "When the link's last run that went through ended (Unix time)",
+            labels=["link"],
+        )
+        for link in self.links:
+            if link in last_ok:
+                family.add_metric([link], last_ok[link])
+        yield family
 
 
 class Metrics:
@@ -146,6 +166,9 @@ class Metrics:
         clock: Callable[[], float],
     ) -> None:
         self.registry.register(QueueCollector(counts, oldest, clock))
+
+    def watch_links(self, last_ok: Callable[[], dict[str, float]], links: Sequence[str]) -> None:
+        self.registry.register(LinkCollector(last_ok, links))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2279,6 +2279,14 @@ class Store:
         )
         return [SyncRun.from_row(r) for r in rows]
 
+    def last_successes(self) -> dict[str, float]:
+        """When each link's last run that went through (ok, or held for a confirmation) ended."""
+        rows = self._overview(
+            "SELECT link, MAX(finished_at) AS t FROM sync_runs"
+            " WHERE outcome IN ('ok', 'held') GROUP BY link"
+        )
+        return {r["link"]: r["t"] for r in rows}
+
     def recent_runs(self, link: str, limit: int) -> list[SyncRun]:
         """The link's last `limit` runs, newest first."""
         rows = self._query(
