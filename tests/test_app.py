@@ -691,6 +691,21 @@ def test_api_status_says_what_holds_deliveries_back_and_why_a_link_did_not_run(
     assert status["unmatched"] == 0
 
 
+def test_api_status_says_when_each_link_last_went_through(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for started, outcome in [(1.0, "ok"), (5.0, "failed")]:
+            run = store.start_run("a", started)
+            assert run is not None
+            store.finish_run(run, started + 1.0, outcome, {}, 3, "serializd: login refused")
+        run = store.start_run("b", 1.0)
+        assert run is not None
+        store.finish_run(run, 2.0, "failed", {}, 3, "serializd: login refused")
+    with AppThread(create_app(runtime_for(path))) as app:
+        links = httpx.get(f"{app.url}/api/status").json()["links"]
+    assert [(link["link"], link["last_success_at"]) for link in links] == [("a", 2.0), ("b", None)]
+
+
 def test_metrics_count_the_deliveries_waiting_for_ids(tmp_path: Path) -> None:
     from watchbridge.store import NewOutboxRow, Store
 

@@ -122,6 +122,41 @@ def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) ->
     assert "nothing to do" not in html  # it waits for the review: not a quiet run
 
 
+def test_a_failing_link_says_when_it_last_went_through(tmp_path: Path) -> None:
+    # Someone who looks once a month must tell a link that failed once from one failing
+    # for days: the last run alone is "failed (15 min ago)" either way.
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for started, outcome in [(1_000.0, "ok"), (5_000.0, "failed"), (9_000.0, "failed")]:
+            run = store.start_run("a", started)
+            assert run is not None
+            store.finish_run(run, started + 100.0, outcome, {}, 1, "trakt: 503")
+        html = page(config, store)
+    assert '<span class="bad">failed</span>: trakt: 503; last went through 2 h ago' in html
+
+
+def test_a_failing_link_with_no_run_that_went_through_says_so(tmp_path: Path) -> None:
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        run = store.start_run("a", 9_000.0)
+        assert run is not None
+        store.finish_run(run, 9_100.0, "failed", {}, 1, "trakt: 503")
+        html = page(config, store)
+    assert (
+        '<span class="bad">failed</span>: trakt: 503; none went through in the last 30 days'
+    ) in html
+
+
+def test_a_link_whose_last_run_went_through_says_no_more_than_that(tmp_path: Path) -> None:
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        run = store.start_run("a", 9_000.0)
+        assert run is not None
+        store.finish_run(run, 9_100.0, "ok", {}, 1)
+        html = page(config, store)
+    assert "went through" not in html
+
+
 def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
     config = config_for(tmp_path)
     lines = ["me: not signed in: run `watchbridge auth anilist --profile me`"]

@@ -549,6 +549,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "finished_at": r.finished_at,
                 "counts": r.counts,
                 "api_calls": r.api_calls,
+                "last_success_at": status.last_success_at.get(r.link),
             }
             for r in (run.as_seen(now) for run in status.last_runs)
         ],

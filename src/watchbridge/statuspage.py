@@ -23,7 +23,7 @@ from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import Refusal
 from watchbridge.senders import Doubling
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
-from watchbridge.store import StoreStatus, SyncRun
+from watchbridge.store import KEEP_RUNS, StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
@@ -116,7 +116,7 @@ def render(
     sections = [
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
         *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
-        "<h2>Links</h2>" + _links(config, status.last_runs, now),
+        "<h2>Links</h2>" + _links(config, status.last_runs, status.last_success_at, now),
         "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins),
         "<h2>Webhooks</h2>"
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
@@ -144,7 +144,9 @@ def render(
 CALM_OUTCOMES = frozenset({"ok", "running", "dry-run", "interrupted"})
 
 
-def _links(config: Config, runs: list[SyncRun], now: float) -> str:
+def _links(
+    config: Config, runs: list[SyncRun], last_success_at: Mapping[str, float], now: float
+) -> str:
     if not config.links:
         return "<p>No links configured.</p>"
     last = {run.link: run.as_seen(now) for run in runs}
@@ -163,6 +165,13 @@ def _links(config: Config, runs: list[SyncRun], now: float) -> str:
         )
         if run.outcome != "ok" and run.error:  # what to do: the review command, the fix
             outcome += f": {_e(run.error)}"
+        if run.outcome == "failed":  # once, or for days?
+            went = last_success_at.get(name)
+            outcome += (
+                f"; none went through in the last {round(KEEP_RUNS / 86400)} days (runs kept)"
+                if went is None
+                else f"; last went through {_age(went, now)}"
+            )
         counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(run.counts.items()) if v)
         when = _age(run.finished_at or run.started_at, now)
         # A run that stopped short (failed, held for a review) planned nothing it could say.

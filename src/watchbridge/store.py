@@ -838,6 +838,7 @@ class StoreStatus:
     last_runs: list[SyncRun]
     waiting: list[Waiting] = field(default_factory=list)  # held or retrying, not unmatched
     waiting_left_out: int = 0  # reasons rows wait for beyond the WAITING_SHOWN listed
+    last_success_at: dict[str, float] = field(default_factory=dict)  # per link (last_successes)
 
 
 def backup_path(database: Path) -> Path:
@@ -2322,6 +2323,7 @@ class Store:
             oldest_pending_at=self.oldest_pending_at(),
             cursors=cursors,
             last_runs=self.last_runs(),
+            last_success_at=self.last_successes(),
             waiting=[
                 Waiting(r["target"], r["profile"], r["last_error"], r["n"], r["t"]) for r in waiting
             ],
