@@ -633,6 +633,8 @@ def test_grafana_dashboard_charts_the_core_metrics_via_a_datasource_variable() -
         "watchbridge_unmatched",
         "watchbridge_http_requests_total",
         "watchbridge_sync_runs_total",
+        "watchbridge_outbox_oldest_pending_age_seconds",
+        "watchbridge_sync_last_success_timestamp_seconds",
         "process_resident_memory_bytes",
     ):
         assert metric in exprs, metric
