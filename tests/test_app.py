@@ -22,6 +22,7 @@ from watchbridge.app import Runtime, create_app, start_warnings
 from watchbridge.config import copied_nowhere, load_config
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
+from watchbridge.refused import OVER_AFTER
 from watchbridge.store import Store
 from watchbridge.unmapped import KEPT
 
@@ -388,6 +389,25 @@ def test_a_refused_webhooks_alert_is_resolved_once_that_source_is_taken_again(
         wait_until(lambda: len(receiver.titles()) == 2)
     assert (refused.status_code, accepted.status_code) == (401, 202)
     assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
+
+
+def test_the_api_says_when_a_refused_source_was_taken_again(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    config = load_config(jellyfin_config(tmp_path, receiver), {})
+    clock = FakeClock(time.time())
+    runtime = Runtime(
+        config=config, metrics=Metrics(), notifier=Notifier(config.alerts, clock=clock), clock=clock
+    )
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)  # fixed
+        before = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+        clock.advance(OVER_AFTER + 60)  # and no refusal since
+        after = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+    assert before[0]["taken_again_at"] is None  # another Jellyfin server may still be refused
+    assert after[0]["taken_again_at"] is not None
 
 
 def test_a_refusal_alert_that_failed_to_go_out_is_not_dropped_by_a_later_accepted_webhook(

@@ -3,7 +3,7 @@ in a while, kept small."""
 
 from __future__ import annotations
 
-from watchbridge.refused import LOG_EVERY, REASON_CHARS, REFUSALS, RefusedWebhooks
+from watchbridge.refused import LOG_EVERY, OVER_AFTER, REASON_CHARS, REFUSALS, RefusedWebhooks
 from watchbridge.webhooks import SOURCES
 
 
@@ -40,3 +40,20 @@ def test_a_storm_of_refusals_keeps_one_entry_per_source_and_kind() -> None:
                 refused.saw(source, outcome, 400, "x" * 1000, float(n))
     assert len(refused.recent()) == len(SOURCES) * len(REFUSALS)
     assert all(len(r.reason) == REASON_CHARS for r in refused.recent())
+
+
+def test_a_refusal_is_over_once_its_source_is_taken_and_none_came_for_a_while() -> None:
+    refused = RefusedWebhooks()
+    refused.saw("tautulli", "unauthorized", 401, "wrong secret", 100.0)
+    refused.taken("tautulli", 200.0)  # the secret was fixed
+    (refusal,) = refused.recent()
+    assert not refusal.over(100.0 + OVER_AFTER - 1)  # another server may still be refused
+    assert refusal.over(100.0 + OVER_AFTER)
+
+
+def test_a_refusal_after_the_last_accepted_webhook_goes_on() -> None:
+    refused = RefusedWebhooks()
+    refused.taken("tautulli", 50.0)
+    refused.saw("tautulli", "unauthorized", 401, "wrong secret", 100.0)
+    refused.taken("plex", 200.0)  # another source's webhooks say nothing of Tautulli's
+    assert not refused.recent()[0].over(100.0 + OVER_AFTER)

@@ -10,6 +10,7 @@ import httpx
 
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
+from watchbridge.refused import OVER_AFTER, RefusedWebhooks
 from watchbridge.statuspage import render
 from watchbridge.store import NewOutboxRow, Store
 
@@ -234,3 +235,19 @@ def test_the_page_says_when_this_machines_clock_is_far_off_a_services(tmp_path: 
     assert "The clocks of this machine and of trakt differ by 20 minute(s)" in html
     assert "NTP" in html
     assert "of plex" not in html  # seconds apart: nothing to say
+
+
+def test_refused_webhooks_taken_again_since_are_no_longer_shown_as_a_problem(
+    tmp_path: Path,
+) -> None:
+    refused = RefusedWebhooks()
+    refused.saw("tautulli", "unauthorized", 401, "missing or wrong webhook secret", 1_000.0)
+    refused.saw("jellyfin", "malformed", 400, "body is not JSON", 1_000.0)
+    refused.taken("tautulli", 1_100.0)  # its secret was fixed; Jellyfin's setup was not
+    config = config_for(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(config, store.status(), 1_000.0 + OVER_AFTER, refused=refused.recent())
+    going_on, _, over = html.partition("taken again since")
+    assert '<span class="bad">400 malformed</span>' in going_on
+    assert "<td>tautulli</td>" not in going_on and "<td>tautulli</td>" in over
+    assert "401 unauthorized" in over and '"bad"' not in over

@@ -526,6 +526,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "last_at": r.last_at,
                 "reason": r.reason,
                 "fix": r.fix,
+                "taken_again_at": r.taken_at if r.over(now) else None,
             }
             for r in runtime.refused.recent()
         ],

@@ -3,9 +3,10 @@
 Media servers never send a refused webhook again and never show what watchbridge answered: each
 is a play lost unless a link's sync finds it. The status page and `/api/status` show each
 source's refusals of each kind since the start (how many, when last, the last reason, what to
-do), and the log tells them once per LOG_EVERY with how many it did not tell (a server left with
-an old secret sends progress webhooks every few seconds, for months). Bounded by its keys: the
-webhook sources times the kinds of REFUSALS. Pure bookkeeping: the caller passes the time.
+do, whether its webhooks are taken again since), and the log tells them once per LOG_EVERY
+with how many it did not tell (a server left with an old secret sends progress webhooks every
+few seconds, for months). Bounded by its keys: the webhook sources times the kinds of
+REFUSALS. Pure bookkeeping: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ REFUSALS = {
     "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
 }
 LOG_EVERY = 600.0
+# A source's refusals are over once one of its webhooks was taken after them and this long has
+# passed without another: with two servers of one source, one may still be refused.
+OVER_AFTER = 600.0
 REASON_CHARS = 200  # reasons are our own one-line messages; a parser's may quote the body
 
 
@@ -36,10 +40,19 @@ class Refusal:
     reason: str = ""  # the last one: never the secret or the request path (it may hold it)
     logged_at: float | None = None
     logged_webhooks: int = 0  # `webhooks` when the log last told of it
+    taken_at: float | None = None  # when a webhook of this source was last accepted after it
 
     @property
     def fix(self) -> str:
         return REFUSALS[self.outcome]
+
+    def over(self, now: float) -> bool:
+        """Whether its source's webhooks are taken again (see OVER_AFTER)."""
+        return (
+            self.taken_at is not None
+            and self.taken_at > self.last_at
+            and now - self.last_at >= OVER_AFTER
+        )
 
 
 @dataclass
@@ -59,6 +72,12 @@ class RefusedWebhooks:
         untold = refusal.webhooks - refusal.logged_webhooks - 1
         refusal.logged_at, refusal.logged_webhooks = now, refusal.webhooks
         return untold
+
+    def taken(self, source: str, now: float) -> None:
+        """A webhook of `source` was accepted."""
+        for refusal in self.seen.values():
+            if refusal.source == source:
+                refusal.taken_at = now
 
     def recent(self) -> list[Refusal]:
         """The kinds of refusal seen, the most recently refused first."""

@@ -229,24 +229,42 @@ def _sign_ins(lines: Sequence[str]) -> str:
 
 
 def _refused(refused: Sequence[Refusal], now: float) -> str:
-    if not refused:
-        return ""
-    rows = [
-        (
-            _e(r.source),
-            f'<span class="bad">{r.status} {_e(r.outcome)}</span>',
-            str(r.webhooks),
-            _age(r.last_at, now),
-            _e(r.reason),
-            _e(r.fix),
+    going_on = [r for r in refused if not r.over(now)]
+    over = [r for r in refused if r.over(now)]
+    page = ""
+    if going_on:
+        rows = [
+            (
+                _e(r.source),
+                f'<span class="bad">{r.status} {_e(r.outcome)}</span>',
+                str(r.webhooks),
+                _age(r.last_at, now),
+                _e(r.reason),
+                _e(r.fix),
+            )
+            for r in going_on
+        ]
+        page += (
+            '<p class="bad">Refused since the start; media servers do not send these again, so '
+            "each is a play lost unless a link's sync finds it:</p>"
+            + _table(("source", "answer", "webhooks", "last", "last reason", "what to do"), rows)
         )
-        for r in refused
-    ]
-    return (
-        '<p class="bad">Refused since the start; media servers do not send these again, so '
-        "each is a play lost unless a link's sync finds it:</p>"
-        + _table(("source", "answer", "webhooks", "last", "last reason", "what to do"), rows)
-    )
+    if over:
+        rows = [
+            (
+                _e(r.source),
+                f"{r.status} {_e(r.outcome)}",
+                str(r.webhooks),
+                _age(r.last_at, now),
+                _age(r.taken_at, now),
+                _e(r.reason),
+            )
+            for r in over
+        ]
+        page += "<p>Refused earlier since the start, taken again since:</p>" + _table(
+            ("source", "answer", "webhooks", "last refused", "last taken", "last reason"), rows
+        )
+    return page
 
 
 def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:

@@ -37,7 +37,7 @@ from watchbridge.playback import (
     remembers_rating,
     session_key,
 )
-from watchbridge.refused import REFUSALS
+from watchbridge.refused import OVER_AFTER, REFUSALS
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
@@ -297,7 +297,7 @@ _refused_at: dict[str, float] = {}
 _resolving: dict[str, asyncio.Task[str]] = {}
 # A refusal is over once this long has passed without another: with two servers of one
 # source, one still refused, the other's webhooks must not resolve (and re-raise) it each time.
-REFUSALS_OVER_AFTER = 600.0
+REFUSALS_OVER_AFTER = OVER_AFTER
 
 
 def _resolve_refused(runtime: Runtime, source: str) -> None:
@@ -451,6 +451,8 @@ async def _webhook(
             wake()
     _count(runtime, source, "accepted", started)
     await _send(send, _json(202, {"status": "accepted", "queued": queued}))
+    if runtime.refused.seen:
+        runtime.refused.taken(source, time.time())
     _resolve_refused(runtime, source)
 
 
