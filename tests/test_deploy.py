@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -647,6 +648,14 @@ def test_env_example_holds_no_secret_values() -> None:
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             assert name in {"TZ"} or value == "", line
+
+
+def test_env_example_lists_every_variable_the_example_config_needs() -> None:
+    """Each `${NAME}` without a default in the example (the ones a service's lines need) has a
+    line in .env.example, so uncommenting a service and filling in .env is enough."""
+    needed = set(re.findall(r"\$\{([A-Z_]+)\}", EXAMPLE.read_text())) - {"VAR"}
+    listed = set(re.findall(r"^#? ?([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
+    assert needed - listed == set()
 
 
 # --------------------------------------------------------------------------- systemd
