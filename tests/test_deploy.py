@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -740,3 +741,20 @@ def test_dockerignore_keeps_the_build_context_to_an_allow_list() -> None:
     ]
     assert entries[0] == "*"
     assert "!config/watchbridge.example.yaml" in entries and "!.env" not in entries
+
+
+# --------------------------------------------------------------------------- pyproject
+
+
+def test_the_build_asks_for_a_setuptools_that_reads_the_license_field() -> None:
+    # `license = "MIT"` (an SPDX expression, PEP 639) is read from setuptools 77.0.3 on; an
+    # older one stops the install with "`project.license` must be valid exactly by one
+    # definition" wherever pip uses the setuptools at hand (--no-build-isolation, distros).
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)
+    floors = [
+        tuple(int(part) for part in found[1].split("."))
+        for requirement in pyproject["build-system"]["requires"]
+        if (found := re.fullmatch(r"setuptools>=([\d.]+)", requirement))
+    ]
+    assert floors and floors[0] >= (77, 0, 3)
