@@ -98,9 +98,14 @@ async def test_an_idempotent_post_is_retried_after_a_drop(
     assert response.status_code == 201
 
 
-async def test_a_short_retry_after_is_waited_out(client: HttpClient, echo: EchoFake) -> None:
-    echo.fail_next(1, 429, headers={"Retry-After": "0"})
-    assert (await client.request("GET", "/items", pacer=Pacer())).status_code == 200
+@pytest.mark.parametrize("pacer", [Pacer, lambda: None], ids=["paced", "unpaced"])
+async def test_a_short_retry_after_is_waited_out(
+    client: HttpClient, echo: EchoFake, pacer: Callable[[], Pacer | None]
+) -> None:
+    echo.fail_next(1, 429, headers={"Retry-After": "1"})
+    assert (await client.request("GET", "/items", pacer=pacer())).status_code == 200
+    limited, retried = echo.calls("GET", "/items")
+    assert retried.time - limited.time >= 1.0  # Trakt's 429: nothing before Retry-After
 
 
 async def test_a_long_retry_after_is_handed_back(client: HttpClient, echo: EchoFake) -> None:
