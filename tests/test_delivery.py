@@ -195,6 +195,18 @@ async def test_a_stop_trakt_answers_with_action_stop_is_one_play(
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
 
 
+async def test_a_stop_trakt_keeps_as_a_pause_is_added_to_history(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # trakt-api.md §7: a stop at exactly 80 % is unspecified; only the answer's `action` says.
+    trakt.scrobble_threshold_inclusive = False
+    webhook(runtime, "movie_media_scrobble.json", viewOffset=5_568_000)  # 80 % of 116 min
+    await drain(worker, runtime, clock)
+    (stop,) = trakt.calls("POST", "/scrobble/stop")
+    assert stop.json()["progress"] == 80 and stop.status == 201  # answered `pause`
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
 async def test_a_rewatch_the_same_evening_is_a_second_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
