@@ -499,6 +499,25 @@ async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_li
     assert receiver.titles() == [PAUSED_FOR_ME]
 
 
+async def test_a_locked_trakt_account_holds_its_plays_until_it_is_unlocked(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # trakt-api.md §2: 423 -> stop calling for that user and tell them to contact Trakt.
+    trakt.advance(clock() - trakt.now())
+    trakt.lock_account()
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await drain(worker, runtime, clock, passes=5, step=3601)  # more passes than max_attempts
+    assert runtime.store.dead_letters() == []
+    assert "contact Trakt support" in receiver.messages[0]["message"]
+    trakt.unlock_account()
+    await drain(worker, runtime, clock, passes=2, step=3601)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+
+
 async def test_a_rating_a_full_ratings_list_holds_does_not_hold_up_the_items_plays(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
