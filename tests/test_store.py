@@ -50,6 +50,15 @@ def test_database_and_its_journal_files_are_private(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_database_others_can_read_is_made_private_when_opened(tmp_path: Path) -> None:
+    Store.open(tmp_path / "wb.db").close()
+    os.chmod(tmp_path / "wb.db", 0o644)  # copied back with `cp`, or left so by an older release
+    with Store.open(tmp_path / "wb.db") as store:
+        store.put_token("trakt", "me", {"access_token": "a"}, 1.0)
+        for name in os.listdir(tmp_path):
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+
+
 def test_wal_and_full_durability_by_default(store: Store) -> None:
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
