@@ -98,6 +98,14 @@ def test_metrics_are_prometheus_text_with_our_prefix(shared_service: ServiceProc
     assert all(n.startswith(("watchbridge_", "process_", "python_")) for n in ours)
 
 
+def test_metrics_content_type_names_each_parameter_once(shared_service: ServiceProcess) -> None:
+    """Prometheus 3 refuses to scrape a target whose Content-Type repeats a parameter."""
+    content_type = httpx.get(f"{shared_service.url}/metrics").headers["content-type"]
+    media_type, *parameters = (part.strip() for part in content_type.split(";"))
+    names = sorted(parameter.partition("=")[0].lower() for parameter in parameters)
+    assert (media_type, names) == ("text/plain", ["charset", "version"])
+
+
 def test_unknown_path_is_a_json_404(shared_service: ServiceProcess) -> None:
     response = httpx.get(f"{shared_service.url}/nope")
     assert response.status_code == 404

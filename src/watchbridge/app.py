@@ -456,7 +456,8 @@ async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, str]]:
 @get("/metrics")
 async def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
     body = await asyncio.to_thread(runtime.metrics.render)
-    return Response(body, media_type=CONTENT_TYPE)
+    # As a header: Litestar adds its own charset to a text/* media_type, saying it twice.
+    return Response(body, headers={"content-type": CONTENT_TYPE})
 
 
 def require_api_token(
