@@ -695,6 +695,23 @@ def test_a_password_read_as_a_yaml_alias_is_not_printed() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "services:\n  trakt: {client_id: ${TRAKT_CLIENT_ID}}\n",
+        "alerts:\n  urls: [${DISCORD_URL}]\n",
+        "alerts:\n  urls: [ntfy://x, ${DISCORD_URL:-}]\n",
+    ],
+)
+def test_a_variable_inside_brackets_or_braces_is_told_to_be_quoted(text: str) -> None:
+    # In [...] and {...} YAML reads `${` as a `$` and a new mapping: the variable needs quotes.
+    environ = {"TRAKT_CLIENT_ID": "c", "DISCORD_URL": "ntfy://y"}
+    assert error_of(text, environ) == (
+        "watchbridge.yaml:2: invalid YAML: a ${NAME} inside [...] or {...} must be quoted"
+        ' (e.g. urls: ["${DISCORD_URL}"])'
+    )
+
+
 def test_a_control_character_is_named_on_its_line_without_the_value() -> None:
     assert error_of("server:\n  port: 1\nservices:\n  x: abc\x01def\n") == (
         "watchbridge.yaml:4: invalid YAML: a control character (#x0001) YAML does not allow,"

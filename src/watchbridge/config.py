@@ -367,10 +367,14 @@ def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -
 _QUOTED = re.compile(r"'[^']*'")
 
 
-def _yaml_problem(problem: str, context: str) -> str:
+def _yaml_problem(problem: str, context: str, line: str = "") -> str:
     """PyYAML's complaint in words a user can act on, without the text it quotes: that text
-    may be part of a password (`password: *secret` reads as an alias)."""
+    may be part of a password (`password: *secret` reads as an alias). `line` is the line it
+    points at, to recognise what caused it."""
     said = f"{context} {problem}"
+    if "flow" in context and "got '{'" in problem and "${" in line:
+        # In [...] and {...}, YAML reads `${NAME}` as a `$` followed by a new mapping.
+        return 'a ${NAME} inside [...] or {...} must be quoted (e.g. urls: ["${DISCORD_URL}"])'
     if "'\\t'" in said or "\t" in said:
         return "a tab character: indent and separate with spaces (YAML does not take tabs)"
     if "alias" in said or "anchor" in said:
@@ -407,8 +411,11 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        lines = text.splitlines()
         problem = _yaml_problem(
-            getattr(exc, "problem", None) or str(exc), getattr(exc, "context", None) or ""
+            getattr(exc, "problem", None) or str(exc),
+            getattr(exc, "context", None) or "",
+            lines[mark.line] if mark and mark.line < len(lines) else "",
         )
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     validator = _Validator(path.name, environ)
