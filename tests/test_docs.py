@@ -9,7 +9,10 @@ import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from watchbridge.config import NOT_A_KEY, Config
+import pytest
+
+from watchbridge.config import NOT_A_KEY, Config, parse_config
+from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
@@ -37,6 +40,34 @@ def config_keys(cls: Any, prefix: str = "") -> list[str]:
 def test_every_config_key_is_in_the_readme_reference() -> None:
     missing = [key for key in config_keys(Config) if f"`{key}`" not in README]
     assert missing == []
+
+
+def readme_row(key: str) -> str:
+    """The meaning column of a key's row in the README's configuration tables."""
+    match = re.search(rf"^\| `{re.escape(key)}`(?: 🔒)? \|[^|]*\|(.*)\|$", README, flags=re.M)
+    assert match, key
+    return match[1]
+
+
+@pytest.mark.parametrize(
+    ("key", "yaml"),
+    [
+        ("server.max_webhook_bytes", "server: {max_webhook_bytes: 1}"),
+        ("delivery.max_attempts", "delivery: {max_attempts: 0}"),
+        ("delivery.max_age", "delivery: {max_age: 1s}"),
+        ("delivery.retry_after", "delivery: {retry_after: 0s}"),
+        ("delivery.max_backoff", "delivery: {max_backoff: 1s}"),
+        ("storage.busy_timeout", "storage: {busy_timeout: 0s}"),
+        ("services.anilist.mapping_refresh", "services: {anilist: {mapping_refresh: 1s}}"),
+        ("links.NAME.interval", "links: {NAME: {services: [trakt, serializd], interval: 1s}}"),
+    ],
+)
+def test_every_lower_limit_check_config_enforces_is_in_the_readme(key: str, yaml: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(yaml, Path("watchbridge.yaml"), {})
+    limit = re.search(r"expected at least ([\d.]+[smhd]?)", refused.value.message)
+    assert limit, refused.value.message
+    assert re.search(rf"at least `?{re.escape(limit[1])}\b", readme_row(key)), limit[1]
 
 
 def test_every_watchbridge_metric_is_in_the_readme() -> None:
