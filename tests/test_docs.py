@@ -11,7 +11,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 
-from watchbridge.config import NOT_A_KEY, Config, parse_config
+from watchbridge.config import NOT_A_KEY, AlertKind, Config, parse_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
 
@@ -68,6 +68,11 @@ def test_every_lower_limit_check_config_enforces_is_in_the_readme(key: str, yaml
     limit = re.search(r"expected at least ([\d.]+[smhd]?)", refused.value.message)
     assert limit, refused.value.message
     assert re.search(rf"at least `?{re.escape(limit[1])}\b", readme_row(key)), limit[1]
+
+
+def test_the_alert_kinds_the_config_takes_are_those_the_readme_names() -> None:
+    documented = set(re.findall(r"`([a-z_]+)`", readme_row("alerts.kinds")))
+    assert set(get_args(AlertKind)) == documented
 
 
 def test_every_watchbridge_metric_is_in_the_readme() -> None:
