@@ -560,6 +560,27 @@ def test_unraid_template_masks_every_secret() -> None:
     assert configs["TRAKT_CLIENT_ID"].get("Type") == "Variable"
 
 
+def _example_variables() -> set[str]:
+    """The variables the example config takes a value from (`key: ${NAME}`, with no default)."""
+    return set(re.findall(r"^[ #]*\w+: \$\{([A-Z_]+)\}", EXAMPLE.read_text(), flags=re.M))
+
+
+def test_unraid_template_offers_every_variable_the_example_config_uses() -> None:
+    configs = {c.get("Target"): c for c in _unraid().findall("Config")}
+    assert _example_variables() - set(configs) == set()
+    secrets = [
+        name
+        for name in _example_variables()
+        if name.endswith(("_SECRET", "_TOKEN", "_KEY", "_PASSWORD"))
+    ]
+    assert [name for name in secrets if configs[name].get("Mask") != "true"] == []
+
+
+def test_env_example_names_every_variable_the_example_config_uses() -> None:
+    named = set(re.findall(r"^#? ?([A-Z_]+)=", (REPO / ".env.example").read_text(), flags=re.M))
+    assert _example_variables() - named == set()
+
+
 # --------------------------------------------------------------------------- compose + monitoring
 
 
