@@ -588,6 +588,17 @@ def _compose() -> Any:
     return _yaml(REPO / "docker-compose.yml")
 
 
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout")
+def test_git_ignores_the_files_the_compose_steps_put_secrets_in() -> None:
+    # README: `cp .env.example .env` (secrets) and `cp config/watchbridge.example.yaml
+    # config/watchbridge.yaml`, in the checkout: a `git add .` must not commit them.
+    files = [".env", "config/watchbridge.yaml", "data/watchbridge.db"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *files], cwd=REPO, capture_output=True, text=True
+    )
+    assert ignored.stdout.split() == files
+
+
 def test_compose_runs_watchbridge_with_volumes_port_and_optional_env_file() -> None:
     service = _compose()["services"]["watchbridge"]
     assert service["build"] == "." and service["image"].startswith("ghcr.io/watchbridge/")
