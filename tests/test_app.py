@@ -99,7 +99,7 @@ def test_metrics_are_prometheus_text_with_our_prefix(shared_service: ServiceProc
 
 
 def test_metrics_content_type_names_each_parameter_once(shared_service: ServiceProcess) -> None:
-    """Prometheus 3 refuses to scrape a target whose Content-Type repeats a parameter."""
+    """A media type names each parameter once (RFC 9110); Litestar added a second charset."""
     content_type = httpx.get(f"{shared_service.url}/metrics").headers["content-type"]
     media_type, *parameters = (part.strip() for part in content_type.split(";"))
     names = sorted(parameter.partition("=")[0].lower() for parameter in parameters)
