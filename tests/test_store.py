@@ -1064,6 +1064,24 @@ def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path: Path)
     assert (tmp_path / "wb.db").read_bytes() == before
 
 
+def test_another_applications_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    # storage.path pointed at Home Assistant's or a media server's database by mistake.
+    other = tmp_path / "home-assistant_v2.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE states (state_id INTEGER PRIMARY KEY, state TEXT)")
+        conn.execute("INSERT INTO states (state) VALUES ('on')")
+    conn.close()
+    other.chmod(0o644)
+    before = other.read_bytes()
+    with pytest.raises(StoreError) as refused:
+        Store.open(other)
+    assert refused.value.message.startswith(f"storage.path {other}: not a watchbridge database")
+    assert "states" in refused.value.message
+    assert other.read_bytes() == before
+    assert stat.S_IMODE(other.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home-assistant_v2.db"]
+
+
 def test_a_restore_sets_aside_the_journal_of_the_deleted_database(tmp_path: Path) -> None:
     # Deleted after a crash, the database leaves its write-ahead log: replayed over the copy,
     # it would damage it, or pass off newer rows as the backup's.

@@ -871,6 +871,26 @@ def _restore_missing(database: Path) -> bool:
     return True
 
 
+def _refuse_foreign(conn: sqlite3.Connection, database: Path) -> None:
+    """Raise StoreError for a database another application made (storage.path naming Home
+    Assistant's or a media server's by mistake): watchbridge would add its tables to it."""
+    tables = [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite%' AND name != ? ORDER BY name",
+            (migrations.migrations_table,),
+        )
+    ]
+    if not tables or migrations.applied(sqlite_utils.Database(conn)):
+        return  # new (or being made by another process), or watchbridge's
+    listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+    raise StoreError(
+        f"storage.path {database}: not a watchbridge database (it holds another "
+        f"application's tables: {listed}); name a file of watchbridge's own, a new one is made"
+    )
+
+
 def _sidecars(database: Path) -> list[Path]:
     """The files SQLite keeps beside a database while it is open (write-ahead log, index)."""
     return [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
@@ -1004,11 +1024,20 @@ class Store:
         try:
             restored = _restore_missing(file)
             new = not file.exists() or file.stat().st_size == 0
-            _create_private_file(file)
+            if new:
+                _create_private_file(file)
             conn = sqlite3.connect(
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
+            if not new:
+                # Before anything changes it: another application's file is left as it was.
+                try:
+                    _when_free(lambda: _refuse_foreign(conn, file))
+                except StoreError:
+                    conn.close()
+                    raise
+                _create_private_file(file)  # made private (a copy restored as 0644)
             # Another process opening a new database at the same moment may hold it a moment.
             _when_free(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # The log grows while a reader pins it (a long sync read); once it starts over,
