@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_bytes
 from watchbridge import app as app_module
-from watchbridge import maintenance, webhooks
+from watchbridge import maintenance, statuspage, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings
 from watchbridge.config import copied_nowhere, load_config
@@ -162,6 +163,31 @@ def test_a_client_outside_the_trusted_networks_needs_the_token(tmp_path: Path) -
     )
     with AppThread(create_app(runtime_for(path))) as app:
         assert httpx.get(f"{app.url}/api/status").status_code == 401
+
+
+def damage(database: Path) -> None:
+    """What a failing SD card does to the database's pages (its first one spared)."""
+    with sqlite3.connect(database) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other.close()
+    with database.open("r+b") as disk:
+        disk.seek(4096)
+        disk.write(b"\xa5" * (database.stat().st_size - 4096))
+
+
+@pytest.mark.parametrize("page", ["/", "/api/status"])
+def test_the_status_on_a_damaged_database_is_a_503_saying_what_failed(
+    tmp_path: Path, page: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_config(tmp_path)
+    with AppThread(create_app(runtime_for(path), extra_routes=statuspage.ROUTES)) as app:
+        damage(tmp_path / "watchbridge.db")
+        response = httpx.get(f"{app.url}{page}")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith("the database (storage.path) could not be read")
+    assert "malformed" in error
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
 def test_webhook_port_serves_only_webhooks_metrics_and_health(tmp_path: Path) -> None:

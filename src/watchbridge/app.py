@@ -584,6 +584,22 @@ def _plain_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict
     return Response({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
 
 
+def _storage_error(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
+    """The database failed a read of the page or the API (damaged, or held by another process):
+    a 503 saying so in one line, and a warning without a traceback (the disk's trouble, not a
+    bug)."""
+    if locked_by_another(exc):
+        reason = f"{LOCKED_BY_ANOTHER}; try again in a minute"
+    else:
+        reason = (
+            f"the database (storage.path) could not be read ({' '.join(str(exc).split())}): "
+            "check the disk that holds it (full? read-only? failing?); /readyz says when the "
+            "database works again"
+        )
+    log.warning("request refused: " + reason, extra={"path": request.url.path})
+    return Response({"error": reason, "status": 503}, status_code=503)
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error("unexpected error", exc_info=exc, extra={"path": request.url.path})
     return Response(
@@ -643,7 +659,11 @@ def create_app(
         dependencies={"runtime": Provide(lambda: runtime, use_cache=True, sync_to_thread=False)},
         lifespan=[_lifespan(runtime, tasks)],
         middleware=[WebhookPortMiddleware(runtime.config.server.webhook_port)],
-        exception_handlers={HTTPException: _plain_error, Exception: _internal_error},
+        exception_handlers={
+            HTTPException: _plain_error,
+            sqlite3.Error: _storage_error,
+            Exception: _internal_error,
+        },
         openapi_config=None,
         logging_config=None,
         debug=False,
