@@ -190,6 +190,17 @@ def test_the_status_on_a_damaged_database_is_a_503_saying_what_failed(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
+def test_metrics_on_a_damaged_database_still_count_the_refused_webhooks(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    with AppThread(create_app(runtime_for(path), extra_routes=webhooks.ROUTES)) as app:
+        damage(tmp_path / "watchbridge.db")
+        httpx.post(f"{app.url}/webhooks/plex", content=b"{}")  # no secret: refused
+        response = httpx.get(f"{app.url}/metrics")
+    assert response.status_code == 200
+    assert 'outcome="unauthorized",source="plex"} 1.0' in response.text
+    assert "watchbridge_outbox_depth" not in response.text  # it cannot be read
+
+
 def test_webhook_port_serves_only_webhooks_metrics_and_health(tmp_path: Path) -> None:
     port, hook_port = free_port(), free_port()
     path = write_config(tmp_path, port=port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
@@ -40,7 +41,10 @@ class QueueCollector(Collector):
         self.counts, self.oldest, self.clock = counts, oldest, clock
 
     def collect(self) -> Iterator[Metric]:
-        counts = self.counts()
+        try:
+            counts, oldest = self.counts(), self.oldest()
+        except sqlite3.Error:  # a damaged or locked database: the other metrics still go out
+            return
         depth = GaugeMetricFamily(
             "watchbridge_outbox_depth", "Outbox rows by status", labels=["status"]
         )
@@ -55,7 +59,6 @@ class QueueCollector(Collector):
             "Queued deliveries waiting for ids a service can use",
             value=counts.get("unmatched", 0),
         )
-        oldest = self.oldest()
         yield GaugeMetricFamily(
             "watchbridge_outbox_oldest_pending_age_seconds",
             "How long the oldest queued delivery has waited (0: none is queued)",
@@ -71,7 +74,10 @@ class LinkCollector(Collector):
         self.last_ok, self.links = last_ok, links
 
     def collect(self) -> Iterator[Metric]:
-        last_ok = self.last_ok()
+        try:
+            last_ok = self.last_ok()
+        except sqlite3.Error:  # as QueueCollector
+            return
         family = GaugeMetricFamily(
             "watchbridge_sync_last_success_timestamp_seconds",
             "When the link's last run that went through ended (Unix time)",
