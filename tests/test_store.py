@@ -1082,6 +1082,19 @@ def test_another_applications_database_is_refused_and_left_alone(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home-assistant_v2.db"]
 
 
+def test_a_damaged_database_file_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    db = tmp_path / "wb.db"
+    db.write_bytes(b"\xa5" * 8192)  # an SD card's lost pages, its header among them
+    with pytest.raises(StoreError) as refused:
+        Store.open(db)
+    assert refused.value.message == (
+        f"storage.path {db}: the file is damaged or not a database (file is not a database):"
+        f" stop watchbridge and move it aside; the next start begins from its backup copy"
+        f" {db}.backup (`watchbridge backup`) if there is one, else from a new database"
+        " (sign in again then)"
+    )
+
+
 def test_a_restore_sets_aside_the_journal_of_the_deleted_database(tmp_path: Path) -> None:
     # Deleted after a crash, the database leaves its write-ahead log: replayed over the copy,
     # it would damage it, or pass off newer rows as the backup's.

@@ -1051,6 +1051,15 @@ class Store:
                 store.migrate()
             if restored:
                 store._mark_restored_rows()
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
+            raise StoreError(
+                f"storage.path {file}: the file is damaged or not a database ({exc}): stop "
+                "watchbridge and move it aside; the next start begins from its backup copy "
+                f"{backup_path(file)} (`watchbridge backup`) if there is one, else from a new "
+                "database (sign in again then)"
+            ) from None
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
         return store
