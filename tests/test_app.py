@@ -417,6 +417,23 @@ def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
     assert receiver.titles() == ["watchbridge is refusing jellyfin webhooks"]
 
 
+def test_a_webhook_refused_while_another_program_holds_the_database_points_at_it(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    path = jellyfin_config(tmp_path, receiver)
+    path.write_text(path.read_text().replace("storage:\n", "storage:\n  busy_timeout: 0.2s\n"))
+    with AppThread(create_app(runtime_for(path), extra_routes=webhooks.ROUTES)) as app:
+        shell = sqlite3.connect(tmp_path / "watchbridge.db", isolation_level=None)
+        shell.execute("BEGIN IMMEDIATE")  # a sqlite3 shell in the middle of a write
+        body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+        response = httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
+        refused = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+        shell.close()
+    assert response.status_code == 503
+    assert "database is locked" in refused[0]["reason"]
+    assert "another program" in refused[0]["fix"]
+
+
 REFUSING = "watchbridge is refusing jellyfin webhooks"
 
 

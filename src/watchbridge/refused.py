@@ -19,8 +19,9 @@ REFUSALS = {
     "malformed": "Check the webhook's setup (docs/webhooks.md); `watchbridge_webhook_events_total`"
     " in /metrics counts them.",
     "too_large": "Raise server.max_webhook_bytes if this server sends large bodies.",
-    "store_error": "Check the disk that holds storage.path (full? read-only?); /readyz says when"
-    " the database takes writes again.",
+    "store_error": "Check the disk that holds storage.path (full? read-only?); if the database"
+    " is locked, another program (a sqlite3 shell, a backup tool) holds it longer than"
+    " storage.busy_timeout: close it; /readyz says when the database takes writes again.",
     "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
 }
 LOG_EVERY = 600.0
