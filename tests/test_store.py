@@ -77,6 +77,18 @@ def test_unwritable_path_gives_one_clear_error(tmp_path: Path) -> None:
         Store.open(blocker / "state.db")
 
 
+def test_a_database_that_cannot_be_opened_says_what_to_check(tmp_path: Path) -> None:
+    # The same words for a folder the user cannot write and a full disk ("disk I/O error").
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError) as refused:
+        Store.open(blocker / "state.db")
+    assert refused.value.message.endswith(
+        ": check that its folder exists, that the user watchbridge runs as can write there,"
+        " and that the disk is not full"
+    )
+
+
 def test_migration_from_an_older_schema_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = sqlite_utils.Database(path)

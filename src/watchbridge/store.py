@@ -871,6 +871,16 @@ def _restore_missing(database: Path) -> bool:
     return True
 
 
+def _cannot_open(database: Path, exc: OSError | sqlite3.Error) -> str:
+    """Why the database at `database` could not be opened, and what to check."""
+    if locked_by_another(exc):
+        return f"storage.path {database}: cannot open the database: {LOCKED_BY_ANOTHER}"
+    return (
+        f"storage.path {database}: cannot open the database ({exc}): check that its folder "
+        "exists, that the user watchbridge runs as can write there, and that the disk is not full"
+    )
+
+
 def _refuse_foreign(conn: sqlite3.Connection, database: Path) -> None:
     """Raise StoreError for a database another application made (storage.path naming Home
     Assistant's or a media server's by mistake): watchbridge would add its tables to it."""
@@ -1053,7 +1063,7 @@ class Store:
                 store._mark_restored_rows()
         except sqlite3.DatabaseError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-                raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
+                raise StoreError(_cannot_open(file, exc)) from None
             raise StoreError(
                 f"storage.path {file}: the file is damaged or not a database ({exc}): stop "
                 "watchbridge and move it aside; the next start begins from its backup copy "
@@ -1061,7 +1071,7 @@ class Store:
                 "database (sign in again then)"
             ) from None
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"storage.path {file}: cannot open the database ({exc})") from None
+            raise StoreError(_cannot_open(file, exc)) from None
         return store
 
     def _mark_restored_rows(self) -> None:
