@@ -1047,7 +1047,12 @@ class Store:
                 except StoreError:
                     conn.close()
                     raise
-                _create_private_file(file)  # made private (a copy restored as 0644)
+                # Made private (a copy restored as 0644), with the log and index SQLite made
+                # for that first look, which take the file's mode.
+                _create_private_file(file)
+                for sidecar in _sidecars(file):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(sidecar, 0o600)
             # Another process opening a new database at the same moment may hold it a moment.
             _when_free(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # The log grows while a reader pins it (a long sync read); once it starts over,
