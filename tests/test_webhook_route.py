@@ -298,6 +298,7 @@ def test_refused_webhooks_show_on_the_status_with_what_to_do_and_never_the_secre
         "last_at": 0,
         "reason": "missing or wrong webhook secret (see `watchbridge webhook-urls`)",
         "fix": "",
+        "taken_again_at": None,  # refused moments ago: still going on
     }
     assert abs(unauthorized["last_at"] - time.time()) < 60
     assert "watchbridge webhook-urls" in unauthorized["fix"]
