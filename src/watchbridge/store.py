@@ -1034,19 +1034,20 @@ class Store:
         try:
             restored = _restore_missing(file)
             new = not file.exists() or file.stat().st_size == 0
-            if new:
+            if not new:
+                # Before anything changes it: another application's file is left as it was.
+                look = sqlite3.connect(file, timeout=busy_timeout, isolation_level=None)
+                try:
+                    _when_free(lambda: _refuse_foreign(look, file))
+                finally:
+                    look.close()
+            else:
                 _create_private_file(file)
             conn = sqlite3.connect(
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
             if not new:
-                # Before anything changes it: another application's file is left as it was.
-                try:
-                    _when_free(lambda: _refuse_foreign(conn, file))
-                except StoreError:
-                    conn.close()
-                    raise
                 # Made private (a copy restored as 0644), with the log and index SQLite made
                 # for that first look, which take the file's mode.
                 _create_private_file(file)
