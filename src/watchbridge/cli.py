@@ -1153,8 +1153,8 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
         why = {item.id: undeliverable(config, item.target, item.profile) for item in chosen}
         stuck = Counter(reason for reason in why.values() if reason is not None)
         ready = [item_id for item_id, reason in why.items() if reason is None]
-        every_one = every and not stuck and not old
-        retried = store.retry_dead(None if every_one else ready, time.time())
+        # By id even for --all: a row that died since the list was read was not looked at.
+        retried = store.retry_dead(ready, time.time())
     from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
 
     within = f": the service sends them within {int(IDLE_WAKE_SECONDS // 60)} minutes"
