@@ -978,3 +978,25 @@ async def test_a_clock_set_forward_while_the_code_is_shown_does_not_end_the_sign
     finally:
         await client.aclose()
     assert store.get_token("trakt", PROFILE)["access_token"] == tokens.access_token
+
+
+async def test_a_pasted_refresh_token_tried_again_after_an_outage_keeps_its_pair(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # Trakt refused the stored pair; the pasted token's first try met a captive portal.
+    signed_in(trakt, store)
+    dead = store.get_token("trakt", PROFILE)
+    trakt.revoke_tokens()
+    pasted = trakt.issue_token()
+    trakt.fail_next(1, 400, body={"error": "invalid_grant"}, route="POST /oauth/token")
+    trakt.fail_next(1, 200, body="<html>sign in to the wifi</html>", route="POST /oauth/token")
+    client = seeded_client(trakt, store, pasted.refresh_token)
+    try:
+        with pytest.raises(TraktAuthError):
+            await client.last_activities(PROFILE)
+        await client.last_activities(PROFILE)  # the pasted token is sent now: its pair is kept
+    finally:
+        await client.aclose()
+    stored = store.get_token("trakt", PROFILE)
+    assert stored is not None and dead is not None
+    assert stored["refresh_token"] not in (dead["refresh_token"], pasted.refresh_token)

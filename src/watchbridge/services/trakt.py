@@ -913,12 +913,15 @@ class TraktClient:
             spent = self._refresh_spent.get((profile, refresh_token))
             if spent is not None:
                 raise spent.with_traceback(None)  # until a new sign-in is stored
+            # The pair the new one replaces: the stored one, also when the config's token
+            # is sent in place of its refused refresh token.
+            replacing = current.refresh_token if current is not None else refresh_token
             if self._refreshing_elsewhere(profile):  # its pair, once stored, is ours too
-                elsewhere = await self._refreshed_elsewhere(profile, refresh_token)
+                elsewhere = await self._refreshed_elsewhere(profile, replacing)
                 if elsewhere is not None:
                     return elsewhere.access_token
             try:
-                fresh = await self._refresh(profile, refresh_token)
+                fresh = await self._refresh(profile, refresh_token, replacing)
             except Unavailable as exc:
                 if not still_works:  # nothing was sent with it: say so, and whose it is
                     raise TraktSignInUnavailable(
