@@ -190,6 +190,20 @@ def test_the_status_on_a_damaged_database_is_a_503_saying_what_failed(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
+def test_a_bug_in_our_sql_on_the_status_is_a_500_not_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bug(_: Store) -> None:
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: sync_runs.id")
+
+    monkeypatch.setattr(Store, "status", bug)
+    with AppThread(create_app(runtime_for(write_config(tmp_path)))) as app:
+        response = httpx.get(f"{app.url}/api/status")
+    assert response.status_code == 500
+    assert "disk" not in response.json()["error"]
+    assert [r for r in caplog.records if r.exc_info], "no traceback to report"
+
+
 def test_metrics_on_a_damaged_database_still_count_the_refused_webhooks(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     with AppThread(create_app(runtime_for(path), extra_routes=webhooks.ROUTES)) as app:

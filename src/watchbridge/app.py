@@ -54,7 +54,13 @@ from watchbridge.logs import mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
-from watchbridge.store import LOCKED_BY_ANOTHER, IngestWriter, Store, locked_by_another
+from watchbridge.store import (
+    LOCKED_BY_ANOTHER,
+    IngestWriter,
+    Store,
+    locked_by_another,
+    storage_fault,
+)
 from watchbridge.unmapped import UnmappedAccounts
 
 log = logging.getLogger(__name__)
@@ -588,6 +594,8 @@ def _storage_error(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Respo
     """The database failed a read of the page or the API (damaged, or held by another process):
     a 503 saying so in one line, and a warning without a traceback (the disk's trouble, not a
     bug)."""
+    if not isinstance(exc, sqlite3.DatabaseError) or not storage_fault(exc):
+        return _internal_error(request, exc)  # our SQL (a constraint, a closed connection)
     if locked_by_another(exc):
         reason = f"{LOCKED_BY_ANOTHER}; try again in a minute"
     else:
