@@ -59,6 +59,22 @@ def test_a_database_others_can_read_is_made_private_when_opened(tmp_path: Path) 
             assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
 
 
+def test_the_log_and_index_another_process_keeps_open_are_made_private_too(
+    tmp_path: Path,
+) -> None:
+    Store.open(tmp_path / "wb.db").close()
+    os.chmod(tmp_path / "wb.db", 0o644)
+    other = sqlite3.connect(tmp_path / "wb.db")  # a sqlite3 shell: its -wal and -shm are 0644
+    try:
+        other.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        assert stat.S_IMODE(os.stat(tmp_path / "wb.db-shm").st_mode) == 0o644
+        with Store.open(tmp_path / "wb.db"):
+            for name in os.listdir(tmp_path):
+                assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+    finally:
+        other.close()
+
+
 def test_wal_and_full_durability_by_default(store: Store) -> None:
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
