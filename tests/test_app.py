@@ -213,6 +213,8 @@ def test_metrics_on_a_damaged_database_still_count_the_refused_webhooks(tmp_path
     assert response.status_code == 200
     assert 'outcome="unauthorized",source="plex"} 1.0' in response.text
     assert "watchbridge_outbox_depth" not in response.text  # it cannot be read
+    assert "watchbridge_outbox_oldest_pending_age_seconds" not in response.text
+    assert "watchbridge_sync_last_success_timestamp_seconds" not in response.text
 
 
 def test_webhook_port_serves_only_webhooks_metrics_and_health(tmp_path: Path) -> None:
