@@ -25,6 +25,7 @@ from watchbridge.services.trakt import (
     TraktAuthError,
     TraktClient,
     TraktError,
+    TraktSignInUnavailable,
 )
 from watchbridge.store import Store
 
@@ -992,7 +993,8 @@ async def test_a_pasted_refresh_token_tried_again_after_an_outage_keeps_its_pair
     trakt.fail_next(1, 200, body="<html>sign in to the wifi</html>", route="POST /oauth/token")
     client = seeded_client(trakt, store, pasted.refresh_token)
     try:
-        with pytest.raises(TraktAuthError):
+        # Not "no longer accepts the sign-in: run `watchbridge auth trakt`": it waits.
+        with pytest.raises(TraktSignInUnavailable, match="pasted"):
             await client.last_activities(PROFILE)
         await client.last_activities(PROFILE)  # the pasted token is sent now: its pair is kept
     finally:

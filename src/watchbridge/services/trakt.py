@@ -941,7 +941,17 @@ class TraktClient:
             except TraktAuthError as exc:
                 if isinstance(exc, TraktSignInRefused):
                     self._refresh_spent[(profile, refresh_token)] = exc
-                    pasted = await self._pasted_sign_in(profile, current)
+                    try:
+                        pasted = await self._pasted_sign_in(profile, current)
+                    except Unavailable as outage:
+                        if not still_works:  # the pasted token is tried at the next request
+                            raise TraktSignInUnavailable(
+                                SERVICE,
+                                f"Trakt's sign-in service could not take the refresh token"
+                                f" pasted for profile {profile} ({outage.message})",
+                                outage.retry_after,
+                            ) from None
+                        pasted = None
                     if pasted is not None:
                         return pasted.access_token
                 # A refresh token Trakt no longer takes (one from before its 2026 sign-in
@@ -976,7 +986,8 @@ class TraktClient:
 
     async def _pasted_sign_in(self, profile: str, current: TokenSet | None) -> TokenSet | None:
         """A new pair from a refresh token pasted into the config since the stored pair was
-        issued, once Trakt refused the stored pair's; None without one or when it fails too."""
+        issued, once Trakt refused the stored pair's; None without one or when Trakt refuses it
+        too. Raises Unavailable when Trakt's sign-in service cannot take it now."""
         pasted = self._refresh_token(profile, current)
         if not pasted or (profile, pasted) in self._refresh_spent:
             return None
@@ -985,8 +996,6 @@ class TraktClient:
         except TraktSignInRefused as exc:
             self._refresh_spent[(profile, pasted)] = exc
             return None
-        except Unavailable:
-            return None  # tried again at the next request
         self._signed_in_again(profile)
         return fresh
 
