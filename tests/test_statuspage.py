@@ -137,6 +137,7 @@ def test_a_failing_link_says_when_it_last_went_through(tmp_path: Path) -> None:
 
 
 def test_a_failing_link_with_no_run_that_went_through_says_so(tmp_path: Path) -> None:
+    # A link added today whose first run failed: not "none in the last 30 days".
     config = config_for(tmp_path, LINK_A)
     with Store.open(tmp_path / "watchbridge.db") as store:
         run = store.start_run("a", 9_000.0)
@@ -144,7 +145,7 @@ def test_a_failing_link_with_no_run_that_went_through_says_so(tmp_path: Path) ->
         store.finish_run(run, 9_100.0, "failed", {}, 1, "trakt: 503")
         html = page(config, store)
     assert (
-        '<span class="bad">failed</span>: trakt: 503; none went through in the last 30 days'
+        '<span class="bad">failed</span>: trakt: 503; none of its runs kept (30 days) went through'
     ) in html
 
 

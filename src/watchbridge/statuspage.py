@@ -168,7 +168,8 @@ def _links(
         if run.outcome == "failed":  # once, or for days?
             went = last_success_at.get(name)
             outcome += (
-                f"; none went through in the last {round(KEEP_RUNS / 86400)} days (runs kept)"
+                # True also of a link added today: its first run failed.
+                f"; none of its runs kept ({round(KEEP_RUNS / 86400)} days) went through"
                 if went is None
                 else f"; last went through {_age(went, now)}"
             )
