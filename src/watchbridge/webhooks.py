@@ -295,8 +295,7 @@ def _after_answering(alert: Coroutine[Any, Any, str]) -> None:
 _REFUSAL_KEYS = {source: tuple(f"{source}:{outcome}" for outcome in REFUSALS) for source in SOURCES}
 _refused_at: dict[str, float] = {}
 _resolving: dict[str, asyncio.Task[str]] = {}
-# A refusal is over once this long has passed without another: with two servers of one
-# source, one still refused, the other's webhooks must not resolve (and re-raise) it each time.
+# When a refusal is over (see refused.OVER_AFTER: the status page uses the same), for the alert.
 REFUSALS_OVER_AFTER = OVER_AFTER
 
 
