@@ -1312,3 +1312,14 @@ def test_events_and_their_deliveries_of_the_last_release_survive_the_upgrade(
         assert again == 7  # the key still names one event
         with pytest.raises(sqlite3.IntegrityError):  # and the outbox still refers to events
             store.db.execute("DELETE FROM events WHERE id = 7")
+
+
+def test_an_extended_corruption_code_counts_as_a_damaged_file() -> None:
+    from watchbridge.store import _damaged
+
+    index = sqlite3.DatabaseError("database disk image is malformed")
+    index.sqlite_errorcode = 779  # type: ignore[attr-defined]  # SQLITE_CORRUPT_INDEX
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    assert _damaged(index)
+    assert not _damaged(locked) and not _damaged(sqlite3.DatabaseError("made by hand"))

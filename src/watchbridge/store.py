@@ -881,6 +881,13 @@ def _cannot_open(database: Path, exc: OSError | sqlite3.Error) -> str:
     )
 
 
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged or not a database (its extended codes, such
+    as SQLITE_CORRUPT_INDEX, carry the primary code in their low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 def _refuse_foreign(conn: sqlite3.Connection, database: Path) -> None:
     """Raise StoreError for a database another application made (storage.path naming Home
     Assistant's or a media server's by mistake): watchbridge would add its tables to it."""
@@ -1068,7 +1075,7 @@ class Store:
             if restored:
                 store._mark_restored_rows()
         except sqlite3.DatabaseError as exc:
-            if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            if not _damaged(exc):
                 raise StoreError(_cannot_open(file, exc)) from None
             raise StoreError(
                 f"storage.path {file}: the file is damaged or not a database ({exc}): stop "
