@@ -710,6 +710,31 @@ async def test_a_pre_seeded_refresh_token_is_tried_once_when_the_stored_pair_is_
     assert trakt.count("POST", "/oauth/token") == 3  # the first, the stored pair's, the seed's
 
 
+async def test_a_pasted_token_meeting_a_locked_account_leaves_the_working_sign_in_in_use(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # Trakt refused the stored pair's refresh at 80 % of its life, when its access token
+    # still works for a day; the pasted token's try is answered 423.
+    signed_in(trakt, store)
+    trakt.refuse_refresh_tokens()
+    pasted = trakt.issue_token()
+    trakt.fail_next(1, 400, body={"error": "invalid_grant"}, route="POST /oauth/token")
+    trakt.fail_next(1, 423, route="POST /oauth/token")
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(
+        config,
+        store,
+        seeded_refresh_tokens={PROFILE: Secret(pasted.refresh_token)},
+        clock=lambda: time.time() + 0.8 * 7 * 86400,
+        sleep=no_wait,
+    )
+    try:
+        await client.last_activities(PROFILE)  # with the access token that still works
+    finally:
+        await client.aclose()
+    assert trakt.count("GET", "/sync/last_activities") == 1
+
+
 async def test_scrobble_stop_past_80_adds_one_play(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

@@ -952,6 +952,10 @@ class TraktClient:
                                 outage.retry_after,
                             ) from None
                         pasted = None
+                    except TraktError:  # its account locked, its host answering oddly
+                        if not still_works:
+                            raise
+                        pasted = None  # the sign-in that still works goes on meanwhile
                     if pasted is not None:
                         return pasted.access_token
                 # A refresh token Trakt no longer takes (one from before its 2026 sign-in
