@@ -941,21 +941,7 @@ class TraktClient:
             except TraktAuthError as exc:
                 if isinstance(exc, TraktSignInRefused):
                     self._refresh_spent[(profile, refresh_token)] = exc
-                    try:
-                        pasted = await self._pasted_sign_in(profile, current)
-                    except Unavailable as outage:
-                        if not still_works:  # the pasted token is tried at the next request
-                            raise TraktSignInUnavailable(
-                                SERVICE,
-                                f"Trakt's sign-in service could not take the refresh token"
-                                f" pasted for profile {profile} ({outage.message})",
-                                outage.retry_after,
-                            ) from None
-                        pasted = None
-                    except TraktError:  # its account locked, its host answering oddly
-                        if not still_works:
-                            raise
-                        pasted = None  # the sign-in that still works goes on meanwhile
+                    pasted = await self._pasted_sign_in(profile, current, bool(still_works))
                     if pasted is not None:
                         return pasted.access_token
                 # A refresh token Trakt no longer takes (one from before its 2026 sign-in
@@ -988,18 +974,35 @@ class TraktClient:
             return seeded or stored
         return stored
 
-    async def _pasted_sign_in(self, profile: str, current: TokenSet | None) -> TokenSet | None:
+    async def _pasted_sign_in(
+        self, profile: str, current: TokenSet | None, still_works: bool
+    ) -> TokenSet | None:
         """A new pair from a refresh token pasted into the config since the stored pair was
-        issued, once Trakt refused the stored pair's; None without one or when Trakt refuses it
-        too. Raises Unavailable when Trakt's sign-in service cannot take it now."""
+        issued, once Trakt refused the stored pair's. None without one, when Trakt refuses it
+        too, or when it cannot be tried now while the old access token `still_works` (the
+        next request tries it again); without that token, why it cannot be tried is raised."""
         pasted = self._refresh_token(profile, current)
         if not pasted or (profile, pasted) in self._refresh_spent:
             return None
+        replacing = current.refresh_token if current is not None else pasted  # the dead pair
         try:
-            fresh = await self._refresh(profile, pasted, current.refresh_token if current else None)
+            fresh = await self._refresh(profile, pasted, replacing)
         except TraktSignInRefused as exc:
             self._refresh_spent[(profile, pasted)] = exc
             return None
+        except Unavailable as outage:
+            if still_works:
+                return None
+            raise TraktSignInUnavailable(
+                SERVICE,
+                f"Trakt's sign-in service could not take the refresh token pasted for profile"
+                f" {profile} ({outage.message})",
+                outage.retry_after,
+            ) from None
+        except TraktError:  # its account locked, its host answering oddly
+            if still_works:
+                return None
+            raise
         self._signed_in_again(profile)
         return fresh
 
@@ -1024,15 +1027,11 @@ class TraktClient:
             f"{refused[1]}. Its current sign-in keeps working until {until}, then deliveries wait"
         )
 
-    async def _refresh(
-        self, profile: str, refresh_token: str, replacing: str | None = None
-    ) -> TokenSet:
-        """A new pair for `refresh_token`, stored over the pair holding `replacing` (by
-        default the same refresh token; another for one pasted into the config)."""
+    async def _refresh(self, profile: str, refresh_token: str, replacing: str) -> TokenSet:
+        """A new pair for `refresh_token`, stored over the pair holding `replacing` (the same
+        refresh token, or the stored pair's for one pasted into the config)."""
         self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
-        refreshing = asyncio.ensure_future(
-            self._refresh_now(profile, refresh_token, replacing or refresh_token)
-        )
+        refreshing = asyncio.ensure_future(self._refresh_now(profile, refresh_token, replacing))
         try:
             return await asyncio.shield(refreshing)
         except asyncio.CancelledError:
