@@ -888,18 +888,26 @@ def _damaged(exc: sqlite3.Error) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
-def _refuse_foreign(conn: sqlite3.Connection, database: Path) -> None:
+def _refuse_foreign(database: Path, busy_timeout: float) -> None:
     """Raise StoreError for a database another application made (storage.path naming Home
-    Assistant's or a media server's by mistake): watchbridge would add its tables to it."""
-    tables = [
-        str(row[0])
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
-            " AND name NOT LIKE 'sqlite%' AND name != ? ORDER BY name",
-            (migrations.migrations_table,),
-        )
-    ]
-    if not tables or migrations.applied(sqlite_utils.Database(conn)):
+    Assistant's or a media server's by mistake): watchbridge would add its tables to it.
+
+    Looked at through a connection of its own: the same look on the store's connection, before
+    its pragmas, left deliveries in flight (the Emby-to-Serializd air-date tests)."""
+    look = sqlite3.connect(database, timeout=busy_timeout, isolation_level=None)
+    try:
+        tables = [
+            str(row[0])
+            for row in look.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite%' AND name != ? ORDER BY name",
+                (migrations.migrations_table,),
+            )
+        ]
+        ours = bool(tables) and bool(migrations.applied(sqlite_utils.Database(look)))
+    finally:
+        look.close()
+    if not tables or ours:
         return  # new (or being made by another process), or watchbridge's
     listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
     raise StoreError(
@@ -1041,26 +1049,20 @@ class Store:
         try:
             restored = _restore_missing(file)
             new = not file.exists() or file.stat().st_size == 0
-            if not new:
-                # Before anything changes it: another application's file is left as it was.
-                look = sqlite3.connect(file, timeout=busy_timeout, isolation_level=None)
-                try:
-                    _when_free(lambda: _refuse_foreign(look, file))
-                finally:
-                    look.close()
-            else:
+            if new:
                 _create_private_file(file)
+            else:
+                # Before anything changes it: another application's file is left as it was.
+                _when_free(lambda: _refuse_foreign(file, busy_timeout))
+                # Made private (a copy restored as 0644), with the log and index another
+                # process keeps open, which took the file's mode.
+                for made in [file, *_sidecars(file)]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(made, 0o600)
             conn = sqlite3.connect(
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
-            if not new:
-                # Made private (a copy restored as 0644), with the log and index SQLite made
-                # for that first look, which take the file's mode.
-                _create_private_file(file)
-                for sidecar in _sidecars(file):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.chmod(sidecar, 0o600)
             # Another process opening a new database at the same moment may hold it a moment.
             _when_free(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # The log grows while a reader pins it (a long sync read); once it starts over,
