@@ -190,14 +190,20 @@ def shown_url(url: str) -> str:
     return str(parts.copy_with(userinfo=b"", query=None, fragment=None))
 
 
-def date_header_time(headers: Mapping[str, str]) -> float | None:
-    """The time an answer's Date header gives (whole seconds), or None."""
+def http_date(value: str) -> float | None:
+    """An HTTP date as a Unix time (whole seconds), or None when it is not one."""
     try:
-        said = email.utils.parsedate_to_datetime(headers["date"])
-    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        said = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     # HTTP dates are GMT; one without a zone (or "-0000") is too, not this machine's local time.
     return (said if said.tzinfo else said.replace(tzinfo=UTC)).timestamp()
+
+
+def date_header_time(headers: Mapping[str, str]) -> float | None:
+    """The time an answer's Date header gives, or None."""
+    value = headers.get("date")
+    return http_date(value) if value else None
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
@@ -206,11 +212,8 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     value = (headers.get("retry-after") or "").strip()
     if value.isascii() and value.replace(".", "", 1).isdigit():
         return _service_wait(float(value))
-    try:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-    except (ValueError, TypeError, OverflowError):
-        return None
-    return _service_wait(parsed.timestamp() - now) if parsed else None
+    moment = http_date(value) if value else None
+    return None if moment is None else _service_wait(moment - now)
 
 
 def ratelimit_until_seconds(headers: Mapping[str, str], now: float) -> float | None:
