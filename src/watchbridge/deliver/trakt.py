@@ -794,9 +794,9 @@ class TraktTarget:
         """The id of the play of `row.item` we wrote for `row.at`: the nearest one where our
         write may have put it (see `_written_span`). A play further off is not ours: the
         user's rewatch, with ours never landed or already gone."""
-        before, after = self._written_span(row)
+        span = self._written_span(row)
         kind = "movies" if row.item.kind == "movie" else "episodes"
-        entries = await self._history_around(profile, kind, row.at - before, row.at + after)
+        entries = await self._history_around(profile, kind, row.at - span[0], row.at + span[1])
         skew = self.client.clock_skew
         plays = [
             (min(abs(at - row.at) for at in near), int(e["id"]))
@@ -804,13 +804,7 @@ class TraktTarget:
             if history_entry_is(e, row.item)
             and str(e.get("id", "")).isdigit()
             and e.get("watched_at")
-            and (
-                near := [
-                    at
-                    for at in readings(parse_iso(str(e["watched_at"])), skew)
-                    if -before <= at - row.at <= after
-                ]
-            )
+            and (near := _near(parse_iso(str(e["watched_at"])), row.at, span, skew))
         ]
         return min(plays)[1] if plays else None
 
@@ -912,10 +906,7 @@ class TraktTarget:
             for row in rows
             if any(
                 history_entry_is(entry, row.item)
-                and any(
-                    -span[row.outbox.id][0] <= at - row.at <= span[row.outbox.id][1]
-                    for at in readings(parse_iso(entry["watched_at"]), skew)
-                )
+                and _near(parse_iso(entry["watched_at"]), row.at, span[row.outbox.id], skew)
                 for entry in entries
             )
         ]
@@ -931,6 +922,13 @@ def readings(watched_at: float, skew: float) -> tuple[float, float]:
     sent it (a history add carries our time) and as Trakt stamped it (a scrobble: by its own
     clock, `skew` ahead of ours)."""
     return watched_at, watched_at - skew
+
+
+def _near(watched_at: float, at: float, span: tuple[float, float], skew: float) -> list[float]:
+    """The readings of a history entry's time (see `readings`) from span[0] seconds before
+    `at` to span[1] after it."""
+    before, after = span
+    return [reading for reading in readings(watched_at, skew) if -before <= reading - at <= after]
 
 
 def undated_landed(undated: Sequence[Row], watched: Sequence[Any]) -> set[int]:
