@@ -207,6 +207,31 @@ def test_check_config_names_a_database_file_the_user_cannot_write() -> None:
     assert "the database file is not writable by this user" in result.stderr
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_check_config_names_a_database_folder_the_user_cannot_write() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o755)  # root's folder; the file itself was given to the user
+        database = folder / "watchbridge.db"
+        Store.open(database).close()
+        os.chown(database, 65534, 65534)
+        config = write_config(folder)
+        config.chmod(0o644)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        command = [sys.executable, "-m", "watchbridge", "check-config", "--config", str(config)]
+        result = subprocess.run(
+            [*nobody, *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HOME": name},
+        )
+    assert result.returncode == 2
+    assert f"its folder {folder} is not writable by this user" in result.stderr
+
+
 def test_ctrl_c_while_auth_waits_for_the_code_exits_130(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

@@ -220,6 +220,13 @@ def _storage_problem(path: Path) -> str | None:
             f"storage.path: {path}: the database file is not writable by this user: give it "
             "to the user the service runs as (chown), e.g. after a restore made as root"
         )
+    if existing == path and not os.access(path.parent, os.W_OK):
+        # SQLite makes its journal files (-wal, -shm) beside the database at every start.
+        return (
+            f"storage.path: {path}: its folder {path.parent} is not writable by this user, "
+            "and SQLite keeps its journal files there: give the folder to the user the "
+            "service runs as (chown)"
+        )
     if existing is None or not os.access(existing, os.W_OK):
         return f"storage.path: {path}: directory is not writable by this user"
     if existing.is_file() and existing != path:
