@@ -104,6 +104,7 @@ class ServiceProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     seen: list[str] = field(default_factory=list)  # lines read by wait_for_output
+    options: list[str] = field(default_factory=list)  # serve's own, after --config
 
     @property
     def url(self) -> str:
@@ -111,7 +112,15 @@ class ServiceProcess:
 
     def start(self, wait: bool = True) -> ServiceProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watchbridge", "serve", "--config", str(self.config)],
+            [
+                sys.executable,
+                "-m",
+                "watchbridge",
+                "serve",
+                "--config",
+                str(self.config),
+                *self.options,
+            ],
             env={**os.environ, **self.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

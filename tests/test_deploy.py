@@ -193,7 +193,7 @@ def test_home_assistant_start_serves_the_generated_config(tmp_path: Path) -> Non
     paths = _paths(tmp_path)
     plan = plan_start([], paths, FULL_OPTIONS, TOKEN)
     generated = str(paths.data / GENERATED_CONFIG)
-    assert plan.argv == ["watchbridge", "serve", "--config", generated]
+    assert plan.argv == ["watchbridge", "serve", "--config", generated, "--backup-on-stop"]
     assert plan.env["WATCHBRIDGE_CONFIG"] == generated
     assert plan.run_as == (1000, 1000)
 
@@ -232,7 +232,7 @@ def test_user_config_file_wins_over_the_options(tmp_path: Path) -> None:
     user.parent.mkdir(parents=True)
     user.write_text("server: {port: 8099}\n")
     plan = plan_start([], paths, {**FULL_OPTIONS, "config_file": "mine.yaml"}, TOKEN)
-    assert plan.argv == ["watchbridge", "serve", "--config", str(user)]
+    assert plan.argv == ["watchbridge", "serve", "--config", str(user), "--backup-on-stop"]
     assert plan.generated_config is None
 
 

@@ -158,6 +158,34 @@ def test_plex_movie_scrobble_lands_in_history_once(
     assert titles(trakt) == ["Heat"]
 
 
+def test_a_clean_stop_leaves_a_backup_copy_holding_the_last_webhook(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    service = service_for(tmp_path, trakt)
+    service.options = ["--backup-on-stop"]
+    service.start()
+    try:
+        payload = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+        assert post_plex(service, payload).status_code == 202
+        assert service.terminate() in (0, -15)
+    finally:
+        service.kill()
+    assert "backup copy written" in service.output()
+    copy = sqlite3.connect(tmp_path / "wb.db.backup")
+    try:
+        assert copy.execute("SELECT kind FROM events").fetchall() == [("stop",)]
+    finally:
+        copy.close()
+    assert (tmp_path / "wb.db.backup").stat().st_mode & 0o777 == 0o600
+
+
+def test_without_backup_on_stop_a_stop_writes_no_copy(
+    service: ServiceProcess, tmp_path: Path
+) -> None:
+    assert service.terminate() in (0, -15)
+    assert not (tmp_path / "wb.db.backup").exists()
+
+
 def test_plex_episode_scrobble_lands_by_show_and_numbers(
     service: ServiceProcess, trakt: FakeTrakt
 ) -> None:

@@ -58,6 +58,7 @@ from watchbridge.store import (
     LOCKED_BY_ANOTHER,
     IngestWriter,
     Store,
+    backup_path,
     locked_by_another,
     storage_fault,
 )
@@ -100,6 +101,7 @@ class Runtime:
     refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
     senders: Senders = field(default_factory=Senders)
     downtime: str | None = None  # what this start told of the time the service was away
+    backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
 
     @property
     def store(self) -> Store:
@@ -377,6 +379,20 @@ def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
     ]
 
 
+def _backup_at_stop(store: Store) -> None:
+    """Copy the database to its .backup file: a Home Assistant backup taken while the app is
+    stopped holds that copy (its `backup_pre` copy is made only while the app runs)."""
+    if store.path is None:
+        return
+    started = time.monotonic()
+    try:
+        store.backup_to(backup_path(store.path))
+    except StoreError as exc:
+        log.warning(f"no backup copy at stop: {exc.message}")
+        return
+    log.info("backup copy written", extra={"seconds": round(time.monotonic() - started, 2)})
+
+
 def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -434,6 +450,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                 await asyncio.gather(*late, return_exceptions=True)
             with contextlib.suppress(sqlite3.Error, StoreError):  # a start then tells less
                 runtime.store.note_alive(runtime.clock())
+            if runtime.backup_on_stop:
+                _backup_at_stop(runtime.store)
             runtime.close()
             log.info("watchbridge stopped")
 

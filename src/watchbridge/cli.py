@@ -147,8 +147,13 @@ def debug_from_environment() -> bool:
 
 @cli.command()
 @config_option
+@click.option(
+    "--backup-on-stop",
+    is_flag=True,
+    help="At a clean stop, copy the database to its .backup file (the Home Assistant app does).",
+)
 @click.pass_context
-def serve(ctx: click.Context, config_path: str | None) -> None:
+def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> None:
     """Run the service: webhooks, delivery, scheduled syncs, metrics."""
     from watchbridge.app import webhook_secret
     from watchbridge.logs import setup_logging
@@ -162,7 +167,7 @@ def serve(ctx: click.Context, config_path: str | None) -> None:
     # no generated webhook secret: one line, no traceback. Later starts only read it.
     with _open_store(config, create=True) as store:
         webhook_secret(config, store, time.time())
-    run_server(build_app(build_runtime(config)), config)
+    run_server(build_app(build_runtime(config, backup_on_stop=backup_on_stop)), config)
 
 
 @cli.command("check-config")

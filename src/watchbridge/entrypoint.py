@@ -264,7 +264,7 @@ def _plan_home_assistant(
     user_config = user_config_path(options, config_dir)
     if user_config is not None and is_file(user_config):
         return StartPlan(
-            argv=_command(args, user_config),
+            argv=_command(args, user_config, home_assistant=True),
             env={**options_env(options, api_token), **_config_env(user_config)},
             run_as=SERVICE_USER,
             notes=[f"Home Assistant: using {user_config} as written"],
@@ -279,7 +279,7 @@ def _plan_home_assistant(
     if problems := option_problems(text, generated):
         raise StartError("the app options: " + "; ".join(problems))
     return StartPlan(
-        argv=_command(args, generated),
+        argv=_command(args, generated, home_assistant=True),
         env=_config_env(generated),
         generated_config=(generated, text),
         run_as=SERVICE_USER,
@@ -287,8 +287,13 @@ def _plan_home_assistant(
     )
 
 
-def _command(args: Sequence[str], config: Path) -> list[str]:
-    return ["watchbridge", *args] if args else ["watchbridge", "serve", "--config", str(config)]
+def _command(args: Sequence[str], config: Path, home_assistant: bool = False) -> list[str]:
+    if args:
+        return ["watchbridge", *args]
+    # Home Assistant copies the database (backup_pre) only while the app runs: a copy made at
+    # each stop is what a backup of the stopped app holds.
+    stop_copy = ["--backup-on-stop"] if home_assistant else []
+    return ["watchbridge", "serve", "--config", str(config), *stop_copy]
 
 
 def _config_env(config: Path) -> dict[str, str]:

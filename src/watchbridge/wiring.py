@@ -193,7 +193,10 @@ def tmdb_renumber(
 
 
 def build_runtime(
-    config: Config, clock: Callable[[], float] = time.time, notifier: Notifier | None = None
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    notifier: Notifier | None = None,
+    backup_on_stop: bool = False,
 ) -> Runtime:
     metrics = Metrics()
     if notifier is None:
@@ -203,7 +206,13 @@ def build_runtime(
             on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc(),
             secrets=config.secrets(),
         )
-    return Runtime(config=config, metrics=metrics, notifier=notifier, clock=clock)
+    return Runtime(
+        config=config,
+        metrics=metrics,
+        notifier=notifier,
+        clock=clock,
+        backup_on_stop=backup_on_stop,
+    )
 
 
 def build_app(runtime: Runtime) -> Litestar:
