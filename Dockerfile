@@ -16,9 +16,11 @@ FROM base AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# constraints.txt pins every distribution the install brings in, the indirect ones too, so an
+# image built later gets the versions tested together rather than whatever is newest that day.
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-cache-dir .
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt .
 
 FROM base AS app
 ARG BUILD_VERSION=0.1.0

@@ -790,3 +790,62 @@ def test_the_build_asks_for_a_setuptools_that_reads_the_license_field() -> None:
         if (found := re.fullmatch(r"setuptools>=([\d.]+)", requirement))
     ]
     assert floors and floors[0] >= (77, 0, 3)
+
+
+# --------------------------------------------------------------------------- constraints.txt
+
+CONSTRAINTS = REPO / "constraints.txt"
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)\s*(?:;.*)?")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(requirements: list[str]) -> list[tuple[str, str]]:
+    """(canonical name, version) of each `name==version` line; any other form fails the test."""
+    pins = []
+    for line in requirements:
+        found = _PIN.fullmatch(line.strip())
+        assert found, f"not an exact pin: {line!r}"
+        pins.append((_canonical(found[1]), found[2]))
+    return pins
+
+
+def _constraint_pins() -> list[tuple[str, str]]:
+    lines = CONSTRAINTS.read_text(encoding="utf-8").splitlines()
+    return _pins([ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")])
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_constraints_pin_every_direct_dependency_at_pyprojects_version() -> None:
+    # The two drifting apart would make `pip install -c constraints.txt .` fail to resolve
+    # (or, for a dependency left out, let it float again).
+    direct = dict(_pins(_pyproject()["project"]["dependencies"]))
+    pinned = dict(_constraint_pins())
+    assert {name: pinned.get(name) for name in direct} == direct
+
+
+def test_constraints_pin_each_distribution_once() -> None:
+    names = [name for name, _ in _constraint_pins()]
+    assert len(names) > len(_pyproject()["project"]["dependencies"])  # the indirect ones too
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_constraints_leave_out_the_dev_tools_and_pip() -> None:
+    dev = {name for name, _ in _pins(_pyproject()["project"]["optional-dependencies"]["dev"])}
+    names = {name for name, _ in _constraint_pins()}
+    assert names & (dev | {"pip", "setuptools", "wheel", "watchbridge"}) == set()
+
+
+def test_the_image_and_the_systemd_install_use_the_constraints() -> None:
+    lines = [ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines()]
+    copied = next(ln for ln in lines if ln.startswith("COPY pyproject.toml"))
+    assert "constraints.txt" in copied.split()
+    assert "RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ." in lines
+    assert "!constraints.txt" in (REPO / ".dockerignore").read_text().splitlines()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "/opt/watchbridge/.venv/bin/pip install -c constraints.txt ." in readme
