@@ -155,6 +155,7 @@ def debug_from_environment() -> bool:
 @click.pass_context
 def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> None:
     """Run the service: webhooks, delivery, scheduled syncs, metrics."""
+    from watchbridge import servelock
     from watchbridge.app import webhook_secret
     from watchbridge.logs import setup_logging
     from watchbridge.server import serve as run_server
@@ -163,11 +164,14 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
     config = _load(config_path)
     level = "debug" if ctx.obj["debug"] else config.logging.level
     setup_logging(level, config.logging.format, config.secrets())
-    # Fail before binding ports if the database cannot be opened, or (on a first start) take
-    # no generated webhook secret: one line, no traceback. Later starts only read it.
-    with _open_store(config, create=True) as store:
-        webhook_secret(config, store, time.time())
-    run_server(build_app(build_runtime(config, backup_on_stop=backup_on_stop)), config)
+    # One service per database, checked before anything opens it (no restore from a backup,
+    # no migration, no claim of the other one's deliveries); held until this process ends.
+    with servelock.hold(Path(config.storage.path), time.time()):
+        # Fail before binding ports if the database cannot be opened, or (on a first start)
+        # take no generated webhook secret: one line, no traceback. Later starts only read it.
+        with _open_store(config, create=True) as store:
+            webhook_secret(config, store, time.time())
+        run_server(build_app(build_runtime(config, backup_on_stop=backup_on_stop)), config)
 
 
 @cli.command("check-config")

@@ -1,0 +1,180 @@
+"""One `watchbridge serve` per database: an OS lock on a file beside it, held while it runs.
+
+Two services on one database would both deliver the queue (each taking back the other's
+claimed rows) and both run the scheduled links: plays sent twice, alerts told twice. The lock
+is `flock` on `<database>.lock`, so the kernel lets it go whenever the process ends, however
+it ends (kill -9, a power cut, a container restarted with the same pid): a restart never finds
+a stale lock. The file itself stays: removing it on exit would let a starting service lock a
+file that is no longer there. Only `serve` takes it; the commands meant to run beside the
+service (status, sync, auth, ...) never look at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from watchbridge.errors import StoreError, WatchbridgeError
+
+LOCK_SUFFIX = ".lock"
+_RECORD_BYTES = 4096
+
+
+class AlreadyServing(WatchbridgeError):
+    """Another `watchbridge serve` holds the database: restarting cannot change that, so it
+    exits as a config error does (the systemd unit does not loop on it)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the lock, as its record in the lock file says (each part may be unknown)."""
+
+    pid: int | None = None
+    host: str = ""
+    started: float | None = None
+
+
+def lock_path(database: Path) -> Path:
+    """The lock file: beside the real database file, so that a symlinked path and its target
+    (or two containers' mounts of one folder) share one lock."""
+    real = database.expanduser().resolve()
+    return real.with_name(real.name + LOCK_SUFFIX)
+
+
+def record(holder: Holder) -> str:
+    """What the holder writes into the lock file for the next one to name it."""
+    return json.dumps({"pid": holder.pid, "host": holder.host, "started": holder.started}) + "\n"
+
+
+def parse_record(text: str) -> Holder:
+    """The holder a lock file names; anything unreadable (cut short, edited) is left unknown."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return Holder()
+    if not isinstance(data, dict):
+        return Holder()
+    pid, host, started = data.get("pid"), data.get("host"), data.get("started")
+    return Holder(
+        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+        host="".join(c for c in host if c.isprintable())[:64] if isinstance(host, str) else "",
+        started=float(started)
+        if isinstance(started, int | float) and not isinstance(started, bool)
+        else None,
+    )
+
+
+def refusal(database: Path, lock: Path, holder: Holder) -> str:
+    """The one line a second `serve` stops with."""
+    where = " ".join(
+        part
+        for part in (
+            f"pid {holder.pid}" if holder.pid is not None else "",
+            f"on host {holder.host}" if holder.host else "",
+        )
+        if part
+    )
+    when = (
+        "started " + datetime.fromtimestamp(holder.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if holder.started is not None
+        else ""
+    )
+    parts = ", ".join(part for part in (where, when) if part)
+    who = f" ({parts})" if parts else ""
+    return (
+        f"storage.path {database}: another watchbridge service is running on this "
+        f"database{who} and holds its lock file {lock}: stop that one first (two would send "
+        "plays twice), or give this one a database of its own (storage.path)"
+    )
+
+
+class ServeLock:
+    """The held lock; released by `release`, or by the kernel when the process ends."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor lets the lock go
+            self._fd = None
+
+    def __enter__(self) -> ServeLock:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def hold(database: Path, now: float) -> ServeLock:
+    """Take the database's lock for this process, before anything opens the database; raise
+    AlreadyServing naming the holder while another service has it, StoreError when the lock
+    file cannot be made or locked."""
+    if database.is_dir():
+        raise StoreError(
+            f"storage.path: {database} is a directory; name the database file in it, "
+            f"e.g. {database / 'watchbridge.db'}"
+        )
+    lock = lock_path(database)
+    fd = _open(database, lock)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _read_holder(fd) if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+        os.close(fd)
+        if holder is not None:
+            raise AlreadyServing(refusal(database, lock, holder)) from None
+        raise StoreError(
+            f"storage.path {database}: cannot lock {lock} ({exc.strerror}): the file system "
+            "holding the database does not support file locks; keep it on a local disk"
+        ) from None
+    with contextlib.suppress(OSError):  # another user's file, opened to read
+        os.fchmod(fd, 0o600)
+    # Best effort: the record only names this process to a second start.
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record(Holder(os.getpid(), socket.gethostname(), now)).encode(), 0)
+    return ServeLock(lock, fd)
+
+
+def _open(database: Path, lock: Path) -> int:
+    """The lock file's descriptor (made with mode 0600; not passed on to child processes).
+    One another user owns is opened to read: flock needs no more."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except PermissionError as denied:
+            try:
+                return os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise denied from None  # not there to read either: the folder is the matter
+    except OSError as exc:
+        raise StoreError(
+            f"storage.path {database}: cannot open its lock file {lock} ({exc.strerror}): "
+            "check that the folder exists and that the user watchbridge runs as can write there"
+        ) from None
+
+
+def _read_holder(fd: int) -> Holder:
+    try:
+        text = os.pread(fd, _RECORD_BYTES, 0).decode("utf-8", errors="replace")
+    except OSError:
+        return Holder()
+    return parse_record(text)

@@ -1,0 +1,166 @@
+"""One `watchbridge serve` per database: a second one stops before it touches the database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.harness import ServiceProcess, free_port, write_config
+from watchbridge.servelock import Holder, lock_path, parse_record, refusal
+from watchbridge.store import NewOutboxRow, Store
+
+
+def watchbridge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watchbridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+
+
+def second_config(tmp_path: Path, database: Path) -> tuple[Path, int]:
+    """Another service's config (its own folder and port) naming the same database."""
+    folder = tmp_path / "second"
+    folder.mkdir()
+    port = free_port()
+    config = write_config(folder, port=port)
+    config.write_text(config.read_text().replace(str(folder / "watchbridge.db"), str(database)))
+    return config, port
+
+
+def claimed_row(database: Path) -> tuple[str, str | None, int]:
+    with sqlite3.connect(database) as conn:
+        row = conn.execute("SELECT status, claimed_by, attempts FROM outbox").fetchone()
+    return row[0], row[1], row[2]
+
+
+def test_a_second_serve_on_the_same_database_stops_with_one_line_and_claims_nothing(
+    tmp_path: Path,
+) -> None:
+    first_port = free_port()
+    first = ServiceProcess(write_config(tmp_path, port=first_port), first_port).start()
+    database = tmp_path / "watchbridge.db"
+    try:
+        # A delivery the first service's worker holds (as while it waits for Trakt's answer).
+        with Store.open(database) as store:
+            store.enqueue([NewOutboxRow("trakt", "me", "scrobble", {}, "k1", "i1")], time.time())
+        with sqlite3.connect(database) as conn:
+            conn.execute(
+                "UPDATE outbox SET status = 'inflight', claimed_by = 'service-first',"
+                " updated_at = ?",
+                (time.time(),),
+            )
+        config, port = second_config(tmp_path, database)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "watchbridge", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while second.poll() is None and claimed_row(database)[0] == "inflight":
+                assert time.monotonic() < deadline, "the second serve neither ran nor stopped"
+                time.sleep(0.1)
+            # Its start took nothing back from the first one's worker.
+            assert claimed_row(database) == ("inflight", "service-first", 0)
+            code = second.wait(30)
+            out, err = second.communicate()
+        finally:
+            if second.poll() is None:
+                second.kill()
+                second.wait()
+        assert code == 2
+        assert out == ""
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(
+            f"error: storage.path {database}: another watchbridge service is running on this "
+            f"database (pid {first.proc.pid if first.proc else 0} on host "
+            f"{socket.gethostname()}, started "
+        )
+        assert f"holds its lock file {database}.lock: stop that one first" in err
+        assert "or give this one a database of its own (storage.path)" in err
+        # It never listened; the first one serves on, and the commands meant to run beside it
+        # still work.
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+        assert httpx.get(f"{first.url}/readyz").status_code == 200
+        for command in (["status"], ["deadletters", "list"], ["check-config"]):
+            beside = watchbridge(*command, "--config", str(first.config))
+            assert beside.returncode == 0, (command, beside.stderr)
+    finally:
+        first.kill()
+    assert stat.S_IMODE(os.stat(lock_path(database)).st_mode) == 0o600
+
+
+def test_a_serve_killed_with_kill_9_leaves_no_lock_a_restart_trips_over(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    first = ServiceProcess(config, port).start()
+    first.kill()  # SIGKILL: no clean-up ran; the lock file stays, naming the dead process
+    assert lock_path(tmp_path / "watchbridge.db").exists()
+    restarted = ServiceProcess(config, port).start()
+    try:
+        assert httpx.get(f"{restarted.url}/readyz").status_code == 200
+    finally:
+        restarted.terminate()
+    again = ServiceProcess(config, port).start()  # and after a clean stop
+    again.kill()
+
+
+def test_a_second_serve_restores_no_backup_while_another_holds_the_lock(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    database = tmp_path / "watchbridge.db"
+    backup = tmp_path / "watchbridge.db.backup"
+    Store.open(backup).close()  # a restored backup waiting to be started from
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from watchbridge import servelock;"
+            f"lock = servelock.hold(Path({str(database)!r}), 0.0); print('held', flush=True);"
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = watchbridge("serve", "--config", str(config))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert "another watchbridge service is running on this database" in result.stderr
+    assert "a new database" not in result.stderr
+    assert not database.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "watchbridge.db.backup",
+        "watchbridge.db.lock",
+        "watchbridge.yaml",
+    ]
+
+
+def test_a_lock_file_with_a_record_cut_short_still_gives_the_whole_advice() -> None:
+    assert parse_record('{"pid": 12') == Holder()
+    assert parse_record('{"pid": 7, "host": "box\\u001b[2J", "started": true}') == Holder(
+        pid=7, host="box[2J"
+    )
+    line = refusal(Path("/data/watchbridge.db"), Path("/data/watchbridge.db.lock"), Holder())
+    assert line == (
+        "storage.path /data/watchbridge.db: another watchbridge service is running on this "
+        "database and holds its lock file /data/watchbridge.db.lock: stop that one first (two "
+        "would send plays twice), or give this one a database of its own (storage.path)"
+    )
