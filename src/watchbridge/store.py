@@ -892,8 +892,11 @@ def _refuse_foreign(database: Path, busy_timeout: float) -> None:
     """Raise StoreError for a database another application made (storage.path naming Home
     Assistant's or a media server's by mistake): watchbridge would add its tables to it.
 
-    Looked at through a connection of its own: the same look on the store's connection, before
-    its pragmas, left deliveries in flight (the Emby-to-Serializd air-date tests)."""
+    Looked at through a connection of its own, closed before the store's is opened. That is
+    not what once left deliveries in flight (the Emby-to-Serializd air-date tests, when the
+    look ran on the store's connection): `_create_private_file` then ran after the look, and
+    its os.close of the file dropped every POSIX lock this process held on it (see
+    `_create_private_file`). An SQLite connection, like this one, is safe at any time."""
     look = sqlite3.connect(database, timeout=busy_timeout, isolation_level=None)
     try:
         tables = [
@@ -929,7 +932,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the database file with mode 0600 before SQLite opens it (it holds tokens)."""
+    """Create the database file with mode 0600 before SQLite opens it (it holds tokens).
+
+    Never on a database (or its -wal, -shm) an SQLite connection of this process has open: the
+    close of any descriptor of a file drops all the process's POSIX locks on it, and SQLite
+    does not notice. Another process's last connection to close (a `watchbridge status`, the
+    sqlite3 shell) then finds none left, checkpoints and deletes the log and index, and all
+    this process writes after goes to the deleted log: unseen by others, lost at restart
+    (a delivery sent but shown in flight for good). os.chmod opens nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
@@ -1055,7 +1065,8 @@ class Store:
                 # Before anything changes it: another application's file is left as it was.
                 _when_free(lambda: _refuse_foreign(file, busy_timeout))
                 # Made private (a copy restored as 0644), with the log and index another
-                # process keeps open, which took the file's mode.
+                # process keeps open, which took the file's mode (chmod: never an open and
+                # close of a database this process may hold, see `_create_private_file`).
                 for made in [file, *_sidecars(file)]:
                     with contextlib.suppress(FileNotFoundError):
                         os.chmod(made, 0o600)
