@@ -75,6 +75,32 @@ def test_the_log_and_index_another_process_keeps_open_are_made_private_too(
         other.close()
 
 
+def _read_alive_in_another_process(path: Path) -> str:
+    """What a second process (`watchbridge status`, an sqlite3 shell) reads, closing after."""
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "print(c.execute(\"SELECT value FROM settings WHERE name = 'alive_at'\").fetchone()[0]); "
+        "c.close()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_writes_after_another_process_read_and_closed_are_not_lost(tmp_path: Path) -> None:
+    # Opening an existing database must never drop this process's locks on it (an os.close of
+    # any descriptor of the file does): another process closing last would then delete the
+    # write-ahead log this store goes on writing to, and lose what it writes after.
+    path = tmp_path / "watchbridge.db"
+    Store.open(path).close()
+    with Store.open(path) as store:
+        store.note_alive(1.0)
+        assert _read_alive_in_another_process(path) == "1.0"
+        store.note_alive(2.0)
+        assert _read_alive_in_another_process(path) == "2.0"
+        assert (tmp_path / "watchbridge.db-wal").exists()
+
+
 def test_wal_and_full_durability_by_default(store: Store) -> None:
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
