@@ -144,9 +144,24 @@ def test_a_failing_link_with_no_run_that_went_through_says_so(tmp_path: Path) ->
         assert run is not None
         store.finish_run(run, 9_100.0, "failed", {}, 1, "trakt: 503")
         html = page(config, store)
-    assert (
-        '<span class="bad">failed</span>: trakt: 503; none of its runs kept (30 days) went through'
-    ) in html
+    assert '<span class="bad">failed</span>: trakt: 503; no run of it has gone through yet' in html
+
+
+def test_a_link_failing_longer_than_runs_are_kept_still_says_when_it_went_through(
+    tmp_path: Path,
+) -> None:
+    # Finished runs are pruned after a month: the link's last run that went through is not,
+    # or a link dead for longer would look as if it had never worked.
+    day = 86400.0
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for started, outcome in [(0.0, "ok"), (day, "failed"), (40 * day, "failed")]:
+            run = store.start_run("a", started)
+            assert run is not None
+            store.finish_run(run, started + 100.0, outcome, {}, 1, "trakt: 503")
+        assert store.prune(40 * day + 200.0, 7 * day, 7 * day)["sync_runs"] == 1
+        html = render(config, store.status(), now=40 * day + 200.0)
+    assert '<span class="bad">failed</span>: trakt: 503; last went through 40 d ago' in html
 
 
 def test_a_link_whose_last_run_went_through_says_no_more_than_that(tmp_path: Path) -> None:

@@ -669,6 +669,26 @@ def test_prune_forgets_old_sync_runs_but_keeps_each_links_last(store: Store) -> 
     assert [(r.link, r.started_at) for r in store.last_runs()] == [("a", 2.0), ("b", 3.0)]
 
 
+def test_prune_keeps_each_links_last_run_that_went_through(store: Store) -> None:
+    # The metric watchbridge_sync_last_success_timestamp_seconds reads it: pruned, the series
+    # would vanish (and an alert on its age fall silent) once a link failed for a month.
+    for link, started, outcome in [
+        ("a", 1.0, "ok"),
+        ("a", 2.0, "held"),
+        ("a", 3.0, "failed"),
+        ("a", 4.0, "failed"),
+        ("b", 5.0, "failed"),
+        ("b", 6.0, "failed"),
+    ]:
+        run = store.start_run(link, started)
+        assert run is not None
+        store.finish_run(run, started, outcome, {}, 0)
+    pruned = store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0, keep_runs=100.0)
+    assert pruned["sync_runs"] == 3  # a's first ok and first failure, b's first failure
+    assert store.last_successes() == {"a": 2.0}  # b never went through: no time at all
+    assert [(r.link, r.outcome) for r in store.last_runs()] == [("a", "failed"), ("b", "failed")]
+
+
 def test_prune_forgets_expired_id_lookups(store: Store) -> None:
     store.cache_put("trakt-search", "imdb:tt1", None, now=1.0, ttl=10.0)
     store.cache_put("trakt-search", "imdb:tt2", None, now=1.0, ttl=5000.0)

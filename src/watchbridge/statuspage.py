@@ -23,7 +23,7 @@ from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import Refusal
 from watchbridge.senders import Doubling
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
-from watchbridge.store import KEEP_RUNS, StoreStatus, SyncRun
+from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
@@ -168,8 +168,9 @@ def _links(
         if run.outcome == "failed":  # once, or for days?
             went = last_success_at.get(name)
             outcome += (
-                # True also of a link added today: its first run failed.
-                f"; none of its runs kept ({round(KEEP_RUNS / 86400)} days) went through"
+                # Each link's last run that went through outlives the pruning (Store.prune):
+                # none means none did since its first run (or `watchbridge reset-state`).
+                "; no run of it has gone through yet"
                 if went is None
                 else f"; last went through {_age(went, now)}"
             )

@@ -90,6 +90,9 @@ _HELD_BY = "status = 'inflight' AND claimed_by = ?"  # rows a worker has claimed
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
+# SQL: a sync run that went through (ok, or held for a confirmation); each link's last one
+# outlives KEEP_RUNS (see Store.prune), so its time is known however long the link fails.
+_WENT_THROUGH = "outcome IN ('ok', 'held')"
 
 
 @migrations()
@@ -1392,7 +1395,8 @@ class Store:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
         after `keep_marks`), finished sync runs after `keep_runs` (each link's last one stays
-        for `status`), and expired id lookups. Pending and dead rows are never
+        for `status`, and its last one that went through for `last_successes`: a link failing
+        for longer still says since when), and expired id lookups. Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
@@ -1415,7 +1419,8 @@ class Store:
             ).rowcount
             runs = conn.execute(
                 "DELETE FROM sync_runs WHERE finished_at < ? AND id NOT IN"
-                " (SELECT MAX(id) FROM sync_runs GROUP BY link)",
+                " (SELECT MAX(id) FROM sync_runs GROUP BY link"
+                f" UNION SELECT MAX(id) FROM sync_runs WHERE {_WENT_THROUGH} GROUP BY link)",
                 (now - keep_runs,),
             ).rowcount
             lookups = conn.execute("DELETE FROM id_cache WHERE expires_at < ?", (now,)).rowcount
@@ -2357,8 +2362,7 @@ class Store:
     def last_successes(self) -> dict[str, float]:
         """When each link's last run that went through (ok, or held for a confirmation) ended."""
         rows = self._overview(
-            "SELECT link, MAX(finished_at) AS t FROM sync_runs"
-            " WHERE outcome IN ('ok', 'held') GROUP BY link"
+            f"SELECT link, MAX(finished_at) AS t FROM sync_runs WHERE {_WENT_THROUGH} GROUP BY link"
         )
         return {r["link"]: r["t"] for r in rows}
 
