@@ -467,6 +467,7 @@ def test_a_refused_webhooks_alert_is_resolved_once_that_source_is_taken_again(
         wait_until(lambda: len(receiver.titles()) == 2)
     assert (refused.status_code, accepted.status_code) == (401, 202)
     assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
+    assert "were not recorded" in str(receiver.messages[1].get("message"))
 
 
 def test_the_api_says_when_a_refused_source_was_taken_again(
@@ -486,6 +487,9 @@ def test_the_api_says_when_a_refused_source_was_taken_again(
         after = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
     assert before[0]["taken_again_at"] is None  # another Jellyfin server may still be refused
     assert after[0]["taken_again_at"] is not None
+    # Over, but the plays the refused webhooks carried are still missing: it still says so.
+    assert "play lost" in before[0]["warning"]
+    assert "were not recorded" in after[0]["warning"]
 
 
 def test_a_refusal_alert_that_failed_to_go_out_is_not_dropped_by_a_later_accepted_webhook(
@@ -511,6 +515,7 @@ def test_a_refusal_alert_that_failed_to_go_out_is_not_dropped_by_a_later_accepte
         httpx.post(f"{app.url}/webhooks/jellyfin/s3cret-hook", content=body)
         wait_until(lambda: len(receiver.titles()) == 2)
     assert receiver.titles() == [REFUSING, f"Resolved: {REFUSING}"]
+    assert "were not recorded" in str(receiver.messages[1].get("message"))
 
 
 def test_webhooks_taken_while_a_refusal_is_recent_resolve_nothing(

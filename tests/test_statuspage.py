@@ -267,3 +267,19 @@ def test_refused_webhooks_taken_again_since_are_no_longer_shown_as_a_problem(
     assert '<span class="bad">400 malformed</span>' in going_on
     assert "<td>tautulli</td>" not in going_on and "<td>tautulli</td>" in over
     assert "401 unauthorized" in over and '"bad"' not in over
+
+
+def test_refused_webhooks_taken_again_still_say_their_plays_were_not_recorded(
+    tmp_path: Path,
+) -> None:
+    # Someone who looks weeks after the fix must still learn that the plays those webhooks
+    # carried are missing, though nothing is failing any more.
+    refused = RefusedWebhooks()
+    refused.saw("tautulli", "unauthorized", 401, "missing or wrong webhook secret", 1_000.0)
+    refused.taken("tautulli", 1_100.0)
+    config = config_for(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(config, store.status(), 30 * 86400.0, refused=refused.recent())
+    _, _, over = html.partition("taken again since")
+    assert "were not recorded" in over and "only a link&#x27;s sync may find them" in over
+    assert '"bad"' not in over  # told, not in red: the refusals are over

@@ -552,6 +552,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "reason": r.reason,
                 "fix": r.fix,
                 "taken_again_at": r.taken_at if r.over(now) else None,
+                "warning": r.warning(now),  # the plays refused stay lost, even once over
             }
             for r in runtime.refused.recent()
         ],

@@ -29,6 +29,14 @@ LOG_EVERY = 600.0
 # passed without another: with two servers of one source, one may still be refused.
 OVER_AFTER = 600.0
 REASON_CHARS = 200  # reasons are our own one-line messages; a parser's may quote the body
+# What refused webhooks cost, while they go on and once their source is taken again: the plays
+# they carried stay unrecorded either way, which someone who looks weeks later must still learn.
+LOST = "media servers do not send these again, so each is a play lost unless a link's sync finds it"
+LOST_EARLIER = (
+    "the plays in the webhooks refused before were not recorded, and media servers do not send"
+    " them again: only a link's sync may find them (check what was watched until the last"
+    " refusal)"
+)
 
 
 @dataclass
@@ -46,6 +54,10 @@ class Refusal:
     @property
     def fix(self) -> str:
         return REFUSALS[self.outcome]
+
+    def warning(self, now: float) -> str:
+        """What its refused webhooks cost (LOST while it goes on, LOST_EARLIER once over)."""
+        return LOST_EARLIER if self.over(now) else LOST
 
     def over(self, now: float) -> bool:
         """Whether its source's webhooks are taken again (see OVER_AFTER)."""

@@ -20,7 +20,7 @@ from watchbridge.alerts import Health
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
-from watchbridge.refused import Refusal
+from watchbridge.refused import LOST, LOST_EARLIER, Refusal
 from watchbridge.senders import Doubling
 from watchbridge.services.anilist import sign_ins as anilist_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
@@ -246,10 +246,8 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
             )
             for r in going_on
         ]
-        page += (
-            '<p class="bad">Refused since the start; media servers do not send these again, so '
-            "each is a play lost unless a link's sync finds it:</p>"
-            + _table(("source", "answer", "webhooks", "last", "last reason", "what to do"), rows)
+        page += f'<p class="bad">Refused since the start; {_e(LOST)}:</p>' + _table(
+            ("source", "answer", "webhooks", "last", "last reason", "what to do"), rows
         )
     if over:
         rows = [
@@ -263,8 +261,12 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
             )
             for r in over
         ]
-        page += "<p>Refused earlier since the start, taken again since:</p>" + _table(
-            ("source", "answer", "webhooks", "last refused", "last taken", "last reason"), rows
+        # Over, not in red; but the plays those webhooks carried are still missing.
+        page += (
+            f"<p>Refused earlier since the start, taken again since; {_e(LOST_EARLIER)}:</p>"
+            + _table(
+                ("source", "answer", "webhooks", "last refused", "last taken", "last reason"), rows
+            )
         )
     return page
 

@@ -37,7 +37,7 @@ from watchbridge.playback import (
     remembers_rating,
     session_key,
 )
-from watchbridge.refused import OVER_AFTER, REFUSALS
+from watchbridge.refused import LOST_EARLIER, OVER_AFTER, REFUSALS
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
@@ -313,7 +313,7 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
             continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
             continue  # already on its way
-        body = f"watchbridge takes {source} webhooks again."
+        body = f"watchbridge takes {source} webhooks again; {LOST_EARLIER}."
         task = asyncio.get_running_loop().create_task(
             notifier.resolve("webhook_rejects", body, key=key)
         )
