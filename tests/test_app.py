@@ -19,7 +19,7 @@ from tests.ingest_samples import sample_bytes
 from watchbridge import app as app_module
 from watchbridge import maintenance, statuspage, webhooks
 from watchbridge.alerts import Notifier
-from watchbridge.app import Runtime, create_app, start_warnings
+from watchbridge.app import Runtime, create_app, start_warnings, webhook_secret
 from watchbridge.config import copied_nowhere, load_config
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
@@ -792,6 +792,37 @@ def test_api_status_says_what_holds_deliveries_back_and_why_a_link_did_not_run(
     ]  # fmt: skip
     assert status["links"][0]["error"] == "serializd: login refused"
     assert status["unmatched"] == 0
+
+
+def test_stored_error_texts_are_shown_redacted_on_the_page_and_in_the_api(
+    tmp_path: Path,
+) -> None:
+    # A service's message stored as a row's or a run's error may quote a URL with a key or
+    # the webhook path: the page and the API mask it as the log does.
+    from watchbridge.store import NewOutboxRow, Store
+
+    path = write_config(
+        tmp_path,
+        "services:\n  trakt: {client_id: cid, client_secret: cs-7731x}\n  serializd: {}\n"
+        "profiles:\n  me:\n    accounts: {trakt: {}, serializd: {email: a@b.c, password: pw}}\n"
+        "links:\n  a: {services: [trakt, serializd]}\n",
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        generated = webhook_secret(load_config(path, {}), store, 1.0)
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 1.0)
+        (item,) = store.claim("test", 1.0, 1, ["trakt"])
+        store.hold(item.id, 1.0, 2.0, "trakt: refused client_secret cs-7731x")
+        run = store.start_run("a", 1.0)
+        assert run is not None
+        error = f"GET /webhooks/plex/{generated} and http://jf.local/Items?apikey=k9k9k9k9: 500"
+        store.finish_run(run, 2.0, "failed", {}, 3, error)
+    with AppThread(create_app(runtime_for(path), extra_routes=statuspage.ROUTES)) as app:
+        api = httpx.get(f"{app.url}/api/status").text
+        page = httpx.get(f"{app.url}/").text
+    for shown in (api, page):
+        assert "cs-7731x" not in shown and generated not in shown and "k9k9k9k9" not in shown
+        assert "trakt: refused client_secret ********" in shown
+        assert "apikey=********" in shown
 
 
 def test_api_status_says_when_each_link_last_went_through(tmp_path: Path) -> None:

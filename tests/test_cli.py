@@ -733,6 +733,34 @@ def test_a_dead_letter_of_an_episode_names_its_show_and_numbers(tmp_path: Path) 
     assert "trakt/me  play Breaking Bad S05E16  gave up after 12 attempts" in result.stdout
 
 
+def test_stored_error_texts_are_shown_redacted_by_the_commands(tmp_path: Path) -> None:
+    # A service's message stored as a row's or a run's error may quote a URL with a key, a
+    # token or the webhook path: users paste these outputs into bug reports.
+    path = write_config(
+        tmp_path, "services: {trakt: {client_id: abc, client_secret: cs-7731x}}\n"
+        "profiles: {me: {users: {plex: ['1']}, accounts: {trakt: {}}}}\n"
+    )  # fmt: skip
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        generated = webhook_secret(load_config(path, {}), store, 1.0)
+        store.enqueue(
+            [NewOutboxRow("trakt", "me", "play", {}, f"k{n}", f"i{n}") for n in range(3)], 1.0
+        )
+        dead, held, unmatched = store.claim("w", 2.0)
+        store.mark_dead(dead.id, 3.0, "gave up: trakt refused client_secret cs-7731x")
+        store.hold(held.id, 3.0, 4.0, "http://jf.local/Items?apikey=k9k9k9k9 answered 500")
+        store.retry_later(unmatched.id, 3.0, 9.0, "unmatched: Bearer tok-55aa66bb")
+        link_run = store.start_run("a", 1.0)
+        assert link_run is not None
+        store.finish_run(link_run, 2.0, "failed", {}, 3, f"POST /webhooks/plex/{generated}: 500")
+    shown = "".join(
+        run(*command, "--config", str(path)).stdout
+        for command in (("deadletters", "list"), ("status",), ("unmatched",))
+    )
+    assert "client_secret ********" in shown and "apikey=********" in shown
+    assert "Bearer ********" in shown and "/webhooks/plex/********" in shown
+    assert not [s for s in ("cs-7731x", "k9k9k9k9", "tok-55aa66bb", generated) if s in shown]
+
+
 def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
     path = dead_letter(tmp_path)
     assert (

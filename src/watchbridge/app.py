@@ -50,7 +50,7 @@ from watchbridge.config import (
 from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
-from watchbridge.logs import mask_also
+from watchbridge.logs import Redactor, mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
@@ -58,6 +58,7 @@ from watchbridge.store import (
     LOCKED_BY_ANOTHER,
     IngestWriter,
     Store,
+    StoreStatus,
     backup_path,
     locked_by_another,
     storage_fault,
@@ -102,6 +103,9 @@ class Runtime:
     senders: Senders = field(default_factory=Senders)
     downtime: str | None = None  # what this start told of the time the service was away
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
+    # What the log masks (the config's secrets, the webhook secret, secret-shaped text): every
+    # display of stored error text goes through it, as log lines do.
+    redact: Redactor = field(default_factory=Redactor)
 
     @property
     def store(self) -> Store:
@@ -129,6 +133,11 @@ class Runtime:
         # A generated secret is in no config: mask it like the configured ones.
         mask_also([self.webhook_secret])
         self.notifier.mask_also([self.webhook_secret])
+        self.redact.add([*self.config.secrets(), self.webhook_secret])
+
+    def store_status(self) -> StoreStatus:
+        """The store's status as the page and the API show it (error texts redacted)."""
+        return self.store.status().shown(self.redact)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -505,7 +514,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """Queue, dead letters, last sync runs and AniList sign-ins (as the page has them)."""
     from watchbridge.services.anilist import sign_ins
 
-    status = await asyncio.to_thread(runtime.store.status)
+    status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
     anilist = await asyncio.to_thread(sign_ins, runtime.config, runtime.store, now)
     return {

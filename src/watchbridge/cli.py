@@ -73,6 +73,13 @@ def _open_store(config: Config, create: bool = False) -> Store:
     return Store.open(path, config.storage.durability, config.storage.busy_timeout)
 
 
+def _redactor(config: Config, store: Store) -> Redactor:
+    """What the log masks, for stored error texts a command shows (a service's message may
+    quote a URL with a key in it): the config's secrets and a generated webhook secret."""
+    generated = store.known_setting("webhook_secret")
+    return Redactor([*config.secrets(), *([generated] if generated else [])])
+
+
 def _look_at_store(config: Config) -> Store:
     """The service's database for a command that only reads it: an older schema is left for
     the service to upgrade when it starts (a release still running on it would break)."""
@@ -305,7 +312,7 @@ def status(config_path: str | None) -> None:
 
     config = _load(config_path)
     with _look_at_store(config) as store:
-        state = store.status()
+        state = store.status().shown(_redactor(config, store))
         anilist = anilist_sign_ins(config, store, time.time())
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
@@ -1100,6 +1107,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     config = _load(config_path)
     with _look_at_store(config) as store:
         waiting = store.unmatched()
+        redact = _redactor(config, store)
     if not waiting:
         click.echo("nothing unmatched")
         return
@@ -1108,7 +1116,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
         click.echo(
             f"{_delivery(item, item.created_at, item.describe())}  next try "
             f"{_when(item.next_attempt_at)}: "
-            f"{item.last_error}"
+            f"{redact(item.last_error or '')}"
         )
         if payload and entry.event is not None:
             click.echo(f"    event: {entry.event}")
@@ -1140,11 +1148,14 @@ def deadletters_list(config_path: str | None) -> None:
     config = _load(config_path)
     with _look_at_store(config) as store:
         dead = store.dead_letters()
+        redact = _redactor(config, store)
     if not dead:
         click.echo("no dead letters")
         return
     for item in dead:
-        click.echo(f"{_delivery(item, item.updated_at, item.describe())}  {item.last_error}")
+        click.echo(
+            f"{_delivery(item, item.updated_at, item.describe())}  {redact(item.last_error or '')}"
+        )
 
 
 @deadletters.command("retry")

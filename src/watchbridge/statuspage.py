@@ -30,7 +30,7 @@ from watchbridge.webhooks import SOURCES
 
 @get("/", guards=[require_api_token], media_type=MediaType.HTML)
 async def status_page(runtime: NamedDependency[Runtime]) -> str:
-    status = await asyncio.to_thread(runtime.store.status)
+    status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
     sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
     unmapped = runtime.unmapped.recent()

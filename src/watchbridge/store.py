@@ -843,6 +843,19 @@ class StoreStatus:
     waiting_left_out: int = 0  # reasons rows wait for beyond the WAITING_SHOWN listed
     last_success_at: dict[str, float] = field(default_factory=dict)  # per link (last_successes)
 
+    def shown(self, redact: Callable[[str], str]) -> StoreStatus:
+        """This status with its stored error texts (held rows' reasons, runs' errors) passed
+        through `redact` (logs.Redactor), as every display shows them: a service's message
+        may quote a URL with a key in it, or a token."""
+        return replace(
+            self,
+            waiting=[replace(w, reason=redact(w.reason)) for w in self.waiting],
+            last_runs=[
+                replace(r, error=None if r.error is None else redact(r.error))
+                for r in self.last_runs
+            ],
+        )
+
 
 def backup_path(database: Path) -> Path:
     """Where `watchbridge backup` writes by default, and a missing database is restored from."""
@@ -2134,6 +2147,11 @@ class Store:
                 (name, value, now),
             )
             return value
+
+    def known_setting(self, name: str) -> str | None:
+        """The stored value of a generated setting, or None if none was made (never writes)."""
+        known = self._query("SELECT value FROM settings WHERE name = ?", (name,))
+        return str(known[0]["value"]) if known else None
 
     def recent_sources(self, last: int = 1000) -> set[str]:
         """The webhook sources of the `last` events recorded (a week's at most, see prune)."""
