@@ -746,6 +746,18 @@ class SeriesEnricher:
 # --------------------------------------------------------------------------- one enricher
 
 SERVER_NAMES = {"plex": "Plex", "jellyfin": "Jellyfin", "emby": "Emby"}
+# Media servers that are also delivery targets (a link's writes to Plex): see outage_key.
+DELIVERED_TO = frozenset({"plex"})
+
+
+def outage_key(server: str) -> str:
+    """The `service_unreachable` condition of a media server that does not answer its lookups.
+    One that is also a delivery target shares that target's condition (the worker's key is the
+    target's name): one server down is one alert and one "Resolved", whichever of its lookups
+    and deliveries notices first, not one of each."""
+    return server if server in DELIVERED_TO else f"server:{server}"
+
+
 SERVER_SETTINGS = {
     "plex": "services.plex.url and services.plex.token",
     "jellyfin": "services.jellyfin.url and services.jellyfin.api_key",
@@ -1062,6 +1074,11 @@ class Enricher:
         name = SERVER_NAMES.get(server, server)
         minutes = int((now - since) // 60)
         waiting = "Plays that need it to name their show wait (nothing is lost)"
+        if server in DELIVERED_TO:  # told once for both (see outage_key)
+            waiting = (
+                "Plays that need it to name their show, and deliveries to it, wait (nothing is "
+                "lost)"
+            )
         if problem.rate_limited:  # it answers, refusing: a proxy's or firewall's limit, often
             body = (
                 f"{name} has been telling watchbridge to slow down (429) for {minutes} minutes: "
@@ -1075,15 +1092,18 @@ class Enricher:
                 f"and go out once it answers."
             )
             title = f"watchbridge: {name} cannot be reached"
-        await self.notifier.notify("service_unreachable", title, body, key=f"server:{server}")
+        await self.notifier.notify("service_unreachable", title, body, key=outage_key(server))
 
     async def _reachable(self, server: str) -> None:
         self._down_since.pop(server, None)
-        key = f"server:{server}"
-        if self.notifier is not None and self.notifier.raised("service_unreachable", key):
-            name = SERVER_NAMES.get(server, server)
-            message = f"{name} answers again; waiting plays go out"
-            await self.notifier.resolve("service_unreachable", message, key=key)
+        if self.notifier is None:
+            return
+        # An alert an earlier release raised under the server's own key is resolved too.
+        for key in dict.fromkeys([outage_key(server), f"server:{server}"]):
+            if self.notifier.raised("service_unreachable", key):
+                name = SERVER_NAMES.get(server, server)
+                message = f"{name} answers again; waiting plays go out"
+                await self.notifier.resolve("service_unreachable", message, key=key)
 
     async def _ask_now(
         self,

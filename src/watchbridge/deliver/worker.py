@@ -25,7 +25,7 @@ from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable
 from watchbridge.http import Unavailable
-from watchbridge.ids import SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
+from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.model import MediaRef
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store, Untold
 
@@ -252,7 +252,9 @@ def unreachable_alert(
     else:
         wait = format_span(until - now)
         text = f"{target} cannot take deliveries until {at} (in {wait}): {reason}."
-    return f"{text} Nothing is lost; queued deliveries go out when it is back."
+    # A media server's lookups share its outage's alert (ids.outage_key): told here too.
+    also = f" (and plays that need {target} to name their show)" if target in DELIVERED_TO else ""
+    return f"{text} Nothing is lost; queued deliveries{also} go out when it is back."
 
 
 @dataclass
