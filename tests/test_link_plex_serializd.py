@@ -3,15 +3,26 @@ movie watched in Plex stays where it is."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import write_config
+from tests.harness import until, write_config
+from watchbridge import readers
+from watchbridge.config import load_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.model import Account, Ids, MediaEvent, MediaRef
+from watchbridge.store import Store
+from watchbridge.sync import run_link
+from watchbridge.webhooks import ingest_job
+from watchbridge.wiring import build_runtime, make_targets
 
 HOUR = 3600.0
 
@@ -68,3 +79,76 @@ def test_a_movie_watched_in_plex_stays_watched_there(tmp_path: Path, start_fake:
 
     assert plex.user_state("10").get("viewCount") == 1
     assert "movie" not in "".join(said)  # nothing planned for it, either way
+
+
+# --------------------------------------------------------------------------- a webhook's play
+# landing while a run reads: the run's copy must not become a second diary entry
+
+
+async def race_a_webhook_play_against_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plex: FakePlex, serializd: FakeSerializd
+) -> None:
+    """S2E1 watched in Plex (the server stamps it by its clock), its webhook landing only as
+    the link's run has read Serializd and not yet planned: the webhook's play is queued and
+    delivered while the run waits for the last Serializd answer (the ticks it reads)."""
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    path = link_config(tmp_path, plex, serializd)
+    config = load_config(path, {})
+    runtime = build_runtime(config)
+    runtime.open()
+    run_store = Store.open(Path(config.storage.path))
+    worker = DeliveryWorker(make_targets, config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        await run_link(config, run_store, "plex-serializd", yes=True)  # S1E1 (the baseline)
+        await worker.pass_once(runtime)
+        assert len(serializd.diary()) == 1
+        plex.watch("111", plex.clock())  # the server marks it watched as the viewing ends
+        ticks = "GET /mobile/page/show/{id}/season_v2_part_3/{number}"
+        serializd.delay_next(1, 3.0, route=ticks)
+        run = asyncio.create_task(run_link(config, run_store, "plex-serializd", yes=True))
+        await until(lambda: serializd.count("GET", "/mobile/page/show/1396/season_v2_part_3/2") > 0)
+        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=2, number=1)
+        event = MediaEvent("generic", "played", item, account=Account("alex"), played=True)
+        assert runtime.store.ingest(ingest_job(runtime, "alex", event))
+        await worker.pass_once(runtime)  # the webhook's play: a diary entry and its tick
+        assert len(serializd.diary()) == 2
+        assert not run.done()  # still waiting for the ticks it asked for
+        assert (await run).queued == 1  # the run's copy of the play (read before it landed)
+        await worker.pass_once(runtime)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        run_store.close()
+        runtime.close()
+
+
+def plex_and_serializd(start_fake: Any) -> tuple[FakePlex, FakeSerializd]:
+    plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
+    serializd.seed_reference_catalogue()
+    plex.add_show("20", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    plex.add_episode("101", "20", 1, 1)
+    plex.add_episode("111", "20", 2, 1)
+    plex.watch("101", time.time() - 40 * HOUR)
+    return plex, serializd
+
+
+@pytest.mark.anyio
+async def test_a_webhook_play_landing_while_a_run_reads_stays_one_diary_entry(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plex, serializd = plex_and_serializd(start_fake)
+    await race_a_webhook_play_against_a_run(tmp_path, monkeypatch, plex, serializd)
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]
+
+
+@pytest.mark.anyio
+async def test_a_webhook_play_landing_while_a_run_reads_stays_one_entry_with_plex_clock_off(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Plex server's clock five minutes ahead of ours: it dates the play by it, the
+    # webhook's play is dated by ours. The run's copy is the same play all the same.
+    plex, serializd = plex_and_serializd(start_fake)
+    plex.clock = lambda: time.time() + 5 * 60
+    await race_a_webhook_play_against_a_run(tmp_path, monkeypatch, plex, serializd)
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]

@@ -15,10 +15,15 @@ from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
 from tests.test_sync_scenarios import TraktApp
-from watchbridge.config import PlexConfig
+from watchbridge.config import PlexConfig, load_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.model import Account as PlayerAccount
+from watchbridge.model import Ids, MediaEvent, MediaRef
 from watchbridge.services.plextv import Pin, PlexTvClient
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import Store
+from watchbridge.webhooks import ingest_job
+from watchbridge.wiring import build_runtime, make_targets
 
 JAMIE_TOKEN = "managed-user-token-5d4c3b2a"
 JAMIE = 48151623
@@ -495,9 +500,42 @@ def test_a_copy_to_a_plex_server_whose_clock_is_off_is_not_copied_back(
     second = sync(path, "--full")
     assert "plan: nothing to do" in second.stdout
     assert trakt_plays(trakt) == [
-        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Episode", "2024-02-01T21:20:00.000Z"),  # Plex's 21:00 is 21:20 by our clock
         ("Movie", "2024-01-01T20:00:00.000Z"),
     ]
+
+
+def test_a_webhook_play_is_not_copied_again_from_a_plex_server_whose_clock_is_days_off(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Plex dates the play by its clock, 40 hours ahead (past the hours two copies of one
+    # viewing may lie apart), the webhook's play went to Trakt dated by ours.
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.clock = lambda: time.time() + 40 * 3600
+    sync(path)
+    plex.watch("202", plex.clock())
+    asyncio.run(webhook_play_to_trakt(path, MediaRef("episode", show_ids=Ids(tmdb="1396"),
+                                                     season=1, number=2)))  # fmt: skip
+    sync(path)
+    episodes = [h.item.number for h in trakt.history() if type(h.item).__name__ == "Episode"]
+    assert sorted(episodes) == [1, 2]
+
+
+async def webhook_play_to_trakt(path: Path, item: MediaRef) -> None:
+    """A webhook's play of `item` by alex, queued and delivered to Trakt."""
+    runtime = build_runtime(load_config(path, {}))
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        event = MediaEvent("generic", "played", item, account=PlayerAccount("alex"), played=True)
+        assert runtime.store.ingest(ingest_job(runtime, "alex", event))
+        await worker.pass_once(runtime)
+        assert not runtime.store.waiting_webhook_plays("alex")  # delivered
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
 
 
 def test_a_movie_we_copied_to_plex_given_a_new_rating_key_by_a_rescan_keeps_its_one_play(

@@ -389,7 +389,7 @@ def build_side(
     the last read kept; a play of a record now of another item (Fix Match in Plex: same
     ratingKey and history, new guid) moves like a renumbered one. `skew`: how far the
     server's clock (which dates its rows) is ahead of ours (which dates our writes and
-    `listed_at`)."""
+    `listed_at`); the plays of its rows are dated on ours (`on_our_clock`)."""
     renumbering, last = renumbering or Renumbering(), last or LastRead()
     keyed = item_keys(library, renumbering.numbers)
     keys_before, record_items = last.items_by_key(), last.items()
@@ -440,15 +440,15 @@ def build_side(
     for record, w in written.items():
         if not w.removed and not w.forgotten and w.rating_key in keyed:
             plays.append((Play(keyed[w.rating_key][0], w.at, record), w.rating_key))
+    ahead = on_our_clock(skew)
     for h in rows:
         if h.rating_key in watched and h.id not in retired and h.id not in echoes:
-            plays.append(
-                (Play(keyed[h.rating_key][0], h.viewed_at, HISTORY_PREFIX + h.id), h.rating_key)
-            )
+            item = keyed[h.rating_key][0]
+            plays.append((Play(item, h.viewed_at - ahead, HISTORY_PREFIX + h.id), h.rating_key))
     for h in history:
         if h.rating_key in gone_copies and h.id not in retired:
             item = gone_copies[h.rating_key]
-            plays.append((Play(item, h.viewed_at, HISTORY_PREFIX + h.id), h.rating_key))
+            plays.append((Play(item, h.viewed_at - ahead, HISTORY_PREFIX + h.id), h.rating_key))
 
     synthetic: dict[str, Mapping[str, Any]] = {
         record: s for record, s in memory.synthetic.items() if s["rating_key"] in watched
@@ -461,7 +461,8 @@ def build_side(
             synthetic[f"{WATCHED_PREFIX}{rk}:{int(at)}"] = {"rating_key": rk, "at": at}
     for record, s in synthetic.items():
         if not s.get("removed"):
-            plays.append((Play(keyed[s["rating_key"]][0], float(s["at"]), record), s["rating_key"]))
+            at = float(s["at"]) - ahead  # `lastViewedAt`, by the server's clock
+            plays.append((Play(keyed[s["rating_key"]][0], at, record), s["rating_key"]))
 
     # Plays of withheld episodes wait until the other side lists them.
     linked = _without_copies([(p, rk) for p, rk in plays if rk not in renumbering.withheld])
@@ -501,6 +502,14 @@ def build_side(
             },
         },
     )
+
+
+def on_our_clock(skew: float) -> float:
+    """What to take off a time the server dated (a history row, `lastViewedAt`) to date it
+    on our clock, as a webhook's play of the same viewing is, and the plays we wrote: `skew`
+    to the minute (plays are matched by the minute; a skew read a second apart from one run
+    to the next leaves the times as they were)."""
+    return 60.0 * round(skew / 60.0)
 
 
 def _guid_aliases(listed: Iterable[tuple[str, LibraryItem]]) -> dict[str, str]:
