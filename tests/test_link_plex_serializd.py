@@ -85,12 +85,21 @@ def test_a_movie_watched_in_plex_stays_watched_there(tmp_path: Path, start_fake:
 # landing while a run reads: the run's copy must not become a second diary entry
 
 
+TICKS = "GET /mobile/page/show/{id}/season_v2_part_3/{number}"
+DIARY = "GET /api/user/{username}/diary"
+
+
 async def race_a_webhook_play_against_a_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plex: FakePlex, serializd: FakeSerializd
-) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plex: FakePlex,
+    serializd: FakeSerializd,
+    held: str = TICKS,
+) -> list[int]:
     """S2E1 watched in Plex (the server stamps it by its clock), its webhook landing only as
-    the link's run has read Serializd and not yet planned: the webhook's play is queued and
-    delivered while the run waits for the last Serializd answer (the ticks it reads)."""
+    the link's run reads Serializd: the webhook's play is queued and delivered while the run
+    waits for the `held` answer (by default the ticks it reads last; DIARY: the diary, read
+    before the ticks). The rows queued by that run and the next one."""
     monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
     path = link_config(tmp_path, plex, serializd)
     config = load_config(path, {})
@@ -104,18 +113,22 @@ async def race_a_webhook_play_against_a_run(
         await worker.pass_once(runtime)
         assert len(serializd.diary()) == 1
         plex.watch("111", plex.clock())  # the server marks it watched as the viewing ends
-        ticks = "GET /mobile/page/show/{id}/season_v2_part_3/{number}"
-        serializd.delay_next(1, 3.0, route=ticks)
+        method, _, route = held.partition(" ")
+        asked = serializd.count(method, route)
+        serializd.delay_next(1, 3.0, route=held)
         run = asyncio.create_task(run_link(config, run_store, "plex-serializd", yes=True))
-        await until(lambda: serializd.count("GET", "/mobile/page/show/1396/season_v2_part_3/2") > 0)
+        await until(lambda: serializd.count(method, route) > asked)
         item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=2, number=1)
         event = MediaEvent("generic", "played", item, account=Account("alex"), played=True)
         assert runtime.store.ingest(ingest_job(runtime, "alex", event))
         await worker.pass_once(runtime)  # the webhook's play: a diary entry and its tick
         assert len(serializd.diary()) == 2
-        assert not run.done()  # still waiting for the ticks it asked for
-        assert (await run).queued == 1  # the run's copy of the play (read before it landed)
+        assert not run.done()  # still waiting for the answer held back
+        queued = [(await run).queued]
         await worker.pass_once(runtime)
+        queued.append((await run_link(config, run_store, "plex-serializd", yes=True)).queued)
+        await worker.pass_once(runtime)
+        return queued
     finally:
         for target in worker.targets.values():
             await target.aclose()
@@ -138,7 +151,12 @@ async def test_a_webhook_play_landing_while_a_run_reads_stays_one_diary_entry(
     tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plex, serializd = plex_and_serializd(start_fake)
-    await race_a_webhook_play_against_a_run(tmp_path, monkeypatch, plex, serializd)
+    # The run read Serializd before the play landed, and copies it: the target finds the
+    # webhook's entry in its ledger.
+    assert await race_a_webhook_play_against_a_run(tmp_path, monkeypatch, plex, serializd) == [
+        1,
+        0,
+    ]
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]
 
 
@@ -152,3 +170,17 @@ async def test_a_webhook_play_landing_while_a_run_reads_stays_one_entry_with_ple
     plex.clock = lambda: time.time() + 5 * 60
     await race_a_webhook_play_against_a_run(tmp_path, monkeypatch, plex, serializd)
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]
+
+
+@pytest.mark.anyio
+async def test_a_webhook_play_landing_between_the_diary_and_the_ticks_read_is_one_play(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The diary was read before the webhook's entry landed, the season's ticks after: the tick
+    # is the entry's, not a play of its own (watched, date unknown) beside it, which the next
+    # run would copy to Plex as a second, undated play.
+    plex, serializd = plex_and_serializd(start_fake)
+    race = race_a_webhook_play_against_a_run(tmp_path, monkeypatch, plex, serializd, DIARY)
+    assert await race == [0, 0]
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]
+    assert plex.user_state("111")["viewCount"] == 1

@@ -339,6 +339,26 @@ class SerializdReader:
             }
         return self._ledger[profile]
 
+    async def _written_since_read(self, profile: str, own: Side) -> Side:
+        """`own` with the diary entries our deliveries wrote since `read` took the ledger (a
+        webhook's play landing while a run reads): the diary read may predate them, the ticks
+        read after it do not, and a tick the diary does not explain is taken for a play of its
+        own (watched, date unknown) beside the entry, which the other side would get as a
+        second, undated play. The cursors take the ledger as it is now."""
+        before = self._ledger.get(profile)
+        if before is None:  # read() did not run for this profile
+            return own
+        del self._ledger[profile]
+        self._plays.pop(profile, None)
+        written = await self._written(profile)
+        if written == before:
+            return own
+        cursors = self._cursors.get(profile)
+        if cursors is not None:
+            cursors["written"] = _ledger_mark(written)
+            cursors["ledger_ids"] = json.dumps(sorted(set(written.values())))
+        return with_written(own, written, set(before.values()))
+
     async def _plays_ledger(self, profile: str) -> dict[str, Any]:
         """The delivery ledger of plays, read once per profile and run."""
         if profile not in self._plays:
@@ -437,7 +457,11 @@ class SerializdReader:
         ticks of the seasons the user touched on Serializd (`discovery_seasons`) wherever an
         episode is still missing on both sides (`worth_reading`): Serializd lists ticks one
         season per request and has no listing of the seasons holding any.
+
+        First, the diary entries our deliveries wrote since `read` took the ledger are added
+        (`_written_since_read`): the ticks read next would show their ticks.
         """
+        own = await self._written_since_read(profile, own)
         asked, other_undated = unexplained(own, other)
         discover = self.discover and self._full.get(profile, False)
         if not asked and not discover:
