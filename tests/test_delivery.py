@@ -1634,6 +1634,51 @@ async def test_an_episode_trakt_lacks_sent_under_its_show_waits_as_unmatched(
     assert waiting.item.payload["item"]["number"] == 9
 
 
+async def test_an_episode_trakt_never_finds_costs_a_bounded_number_of_searches(
+    tmp_path: Path, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A bulk run's play of an episode Trakt lacks (its show known): each hourly try asks the
+    # season list once and the id search once per id of the episode's own (a new episode may
+    # be added an hour after it aired), until delivery.max_attempts (12) end it in about a
+    # day; nothing is asked after that.
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in(runtime, trakt, clock)
+    worker = worker_for(runtime)
+    worker.targets["trakt"].client.http.pacers[""] = Pacer()  # type: ignore[attr-defined]
+    try:
+        own = Ids(tmdb="1999999", tvdb="8888888", imdb="tt9999999")
+        lacking = replace(SEVERANCE_1X1, number=9, ids=own)
+        runtime.store.enqueue([_late_play(lacking, clock() - 3600, "p9")], clock())
+        started = clock()
+        while not runtime.store.dead_letters():
+            await worker.pass_once(runtime)
+            clock.advance(1800)
+        assert clock() - started < 86400
+        searches = [r for r in trakt.requests if r.path.startswith("/search/")]
+        own_ids = [r for r in searches if r.path != "/search/tmdb/95396"]  # not the show's
+        assert len(own_ids) == 3 * config.delivery.max_attempts
+        assert trakt.count("GET", "/shows/{id}/seasons") == config.delivery.max_attempts
+        asked = len(trakt.requests)
+        await drain(worker, runtime, clock, passes=10, step=86400)
+        assert len(trakt.requests) == asked
+    finally:
+        await close_targets(worker)
+        runtime.close()
+
+
 async def test_a_gateway_error_asking_to_wait_holds_the_target(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
