@@ -987,6 +987,8 @@ def test_a_command_that_only_looks_leaves_an_older_database_for_the_service_to_u
     assert result.returncode == 1
     assert "made by an earlier watchbridge" in result.stderr
     assert "restart the service" in result.stderr
+    # A cron-only setup has no service to restart: its next sync upgrades the database.
+    assert "with no service running, syncs from cron: run `watchbridge sync`" in result.stderr
     looked_at = sqlite_utils.Database(tmp_path / "watchbridge.db")
     assert missing not in {m.name for m in migrations.applied(looked_at)}
 

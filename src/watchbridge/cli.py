@@ -89,7 +89,8 @@ def _look_at_store(config: Config) -> Store:
         if store.behind():  # raises StoreError for one a newer release made
             raise WatchbridgeError(
                 f"the database {path} was made by an earlier watchbridge: it is upgraded when "
-                "the service of this version starts; restart the service, then run this again"
+                "the service of this version starts; restart the service (with no service "
+                "running, syncs from cron: run `watchbridge sync`), then run this again"
             )
     except Exception:
         store.close()
