@@ -1059,6 +1059,24 @@ def test_a_database_keeps_no_pointer_map_that_every_commit_would_pay_for(
         assert store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
 
 
+def test_giving_space_back_drops_the_pointer_map_an_older_release_turned_on(
+    tmp_path: Path,
+) -> None:
+    # A release of 2026-11-25 kept SQLite's incremental vacuum on (new files, and older ones
+    # rewritten once); the rewrite that gives space back leaves the file without it.
+    Store.open(tmp_path / "wb.db").close()
+    older = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+    older.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    older.execute("VACUUM")
+    older.close()
+    with Store.open(tmp_path / "wb.db") as store:
+        assert store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        fill_and_prune(store)
+        assert store.reclaim_space(min_free_pages=100) > 0
+        assert store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+        assert store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
 def test_the_overview_is_read_without_waiting_for_writes(tmp_path: Path) -> None:
     # /metrics and the status page count a backlog of 100,000 rows in a tenth of a second:
     # behind the store's lock, every webhook would wait for it, and it for them.

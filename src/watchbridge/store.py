@@ -1471,6 +1471,9 @@ class Store:
                     extra={"needed_mb": needed // 2**20, "free_mb": room // 2**20},
                 )
                 return 0
+            # A file a release of 2026-11-25 switched to incremental vacuum drops its pointer
+            # map in the rewrite (the setting applies to this connection's VACUUM).
+            self._conn.execute("PRAGMA auto_vacuum=NONE")
             self._conn.execute("VACUUM")
             self._give_back_file()
             return free
