@@ -1,0 +1,79 @@
+"""Ctrl-C and `docker stop` in the first second of `watchbridge serve`: a quiet stop, no traceback.
+
+Each signal is sent when the real process has printed a given line, so each lands in one
+moment of its start-up whatever the machine's speed: `-X importtime` prints a line as each
+module is imported, which marks the import of the command itself (before the config is read).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.harness import write_config
+
+# (moment, the line printed just before it)
+MOMENTS = [
+    ("importing the command", " watchbridge.errors\n"),
+    ("opening the database", "watchbridge: a new database at"),
+    ("starting the server", "msg=listening"),
+    ("starting the background work", 'msg="Waiting for application startup."'),
+]
+
+
+def signalled_at(
+    tmp_path: Path, line: str, sig: signal.Signals, prefix: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """`watchbridge serve` sent `sig` once it printed `line`: (exit code, all it printed)."""
+    config = write_config(tmp_path)
+    command = [sys.executable, "-X", "importtime", "-m", "watchbridge", "serve", "--config"]
+    proc = subprocess.Popen(
+        [*prefix, *command, str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert proc.stdout is not None
+    printed = []
+    watchdog = threading.Timer(60, proc.kill)  # the line never printed: the loop below ends
+    watchdog.start()
+    try:
+        for printed_line in proc.stdout:
+            printed.append(printed_line)
+            if line in printed_line:
+                target = proc.pid if not prefix else _child_of(proc.pid)
+                os.kill(target, sig)
+                break
+        else:
+            pytest.fail(f"never printed {line!r}:\n{''.join(printed)}")
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(printed) + rest
+
+
+def _child_of(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert children, "the service has not started"
+    return int(children[0])
+
+
+@pytest.mark.parametrize(("moment", "line"), MOMENTS, ids=[m for m, _ in MOMENTS])
+def test_ctrl_c_during_start_up_stops_quietly_with_exit_130(
+    tmp_path: Path, moment: str, line: str
+) -> None:
+    code, printed = signalled_at(tmp_path, line, signal.SIGINT)
+    assert "Traceback" not in printed, f"{moment}:\n{printed}"
+    # Interrupted: 130, or ended by SIGINT itself (what a shell shows as 130).
+    assert code in (130, -signal.SIGINT), f"{moment}: exit {code}\n{printed}"
+    assert printed.rstrip().endswith("aborted"), printed
