@@ -53,7 +53,7 @@ def signalled_at(
                 break
         else:
             pytest.fail(f"never printed {line!r}:\n{''.join(printed)}")
-        rest, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=8)  # docker stop waits 10 s
     finally:
         watchdog.cancel()
         if proc.poll() is None:
@@ -77,3 +77,32 @@ def test_ctrl_c_during_start_up_stops_quietly_with_exit_130(
     # Interrupted: 130, or ended by SIGINT itself (what a shell shows as 130).
     assert code in (130, -signal.SIGINT), f"{moment}: exit {code}\n{printed}"
     assert printed.rstrip().endswith("aborted"), printed
+
+
+def _as_first_process() -> tuple[str, ...]:
+    """The command prefix that runs a process as PID 1 of a new PID namespace (as in a
+    container), or skip where this user may not make one."""
+    prefix = ("unshare", "--pid", "--fork", "--kill-child")
+    try:
+        subprocess.run([*prefix, "true"], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("no new PID namespace for this user (unshare)")
+    return prefix
+
+
+@pytest.mark.parametrize(("moment", "line"), MOMENTS, ids=[m for m, _ in MOMENTS])
+def test_docker_stop_during_start_up_stops_it_at_once(
+    tmp_path: Path, moment: str, line: str
+) -> None:
+    # As a container's PID 1 (the entrypoint execs the command): the kernel drops a signal
+    # for which PID 1 has no handler, so a SIGTERM before the server's own was lost.
+    code, printed = signalled_at(tmp_path, line, signal.SIGTERM, prefix=_as_first_process())
+    assert "Traceback" not in printed, f"{moment}:\n{printed}"
+    assert code == 0, f"{moment}: exit {code}\n{printed}"
+
+
+@pytest.mark.parametrize(("moment", "line"), MOMENTS, ids=[m for m, _ in MOMENTS])
+def test_sigterm_during_start_up_stops_it_quietly(tmp_path: Path, moment: str, line: str) -> None:
+    code, printed = signalled_at(tmp_path, line, signal.SIGTERM)
+    assert "Traceback" not in printed, f"{moment}:\n{printed}"
+    assert code in (0, -signal.SIGTERM), f"{moment}: exit {code}\n{printed}"
