@@ -1187,6 +1187,49 @@ def test_a_damaged_database_file_is_refused_with_what_to_do(tmp_path: Path) -> N
     )
 
 
+def _pages_lost(db: Path) -> None:
+    """A watchbridge database whose pages after the first (its tables) an SD card lost."""
+    Store.open(db).close()
+    data = db.read_bytes()
+    db.write_bytes(data[:4096] + b"\xa5" * (len(data) - 4096))
+
+
+def _header_lost(db: Path) -> None:
+    db.write_bytes(b"\xa5" * 8192)
+
+
+@pytest.mark.parametrize("damage", [_header_lost, _pages_lost])
+def test_a_damaged_database_file_is_refused_at_once(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    # Waiting mends no damaged file: only a lock another process holds is waited for.
+    db = tmp_path / "wb.db"
+    damage(db)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="the file is damaged or not a database"):
+        Store.open(db, busy_timeout=0.1)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_database_another_process_holds_locked_is_waited_for_when_opened(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "wb.db"
+    # A sqlite3 shell, not in WAL mode.
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA user_version = 1")
+    holder.execute("BEGIN EXCLUSIVE")  # no reader gets in
+    letting_go = threading.Timer(0.6, lambda: holder.execute("ROLLBACK"))
+    letting_go.start()
+    started = time.monotonic()
+    try:
+        Store.open(db, busy_timeout=0.1).close()  # waits past its busy_timeout, then opens
+    finally:
+        letting_go.join()
+        holder.close()
+    assert time.monotonic() - started >= 0.5
+
+
 def test_a_restore_sets_aside_the_journal_of_the_deleted_database(tmp_path: Path) -> None:
     # Deleted after a crash, the database leaves its write-ahead log: replayed over the copy,
     # it would damage it, or pass off newer rows as the backup's.

@@ -52,13 +52,14 @@ OPEN_PAUSE = 0.25
 
 def _when_free(action: Callable[[], object]) -> None:
     """Run `action`, again after a pause while another process's work on the database makes
-    it fail (what that process did first is then taken as done)."""
+    it fail (what that process did first is then taken as done). A damaged file, or one that
+    is not a database, fails at once: waiting does not mend it."""
     for attempt in range(1, OPEN_TRIES + 1):
         try:
             action()
             return
-        except sqlite3.Error:
-            if attempt == OPEN_TRIES:
+        except sqlite3.Error as exc:
+            if attempt == OPEN_TRIES or _damaged(exc):
                 raise
             time.sleep(OPEN_PAUSE * attempt)
 
