@@ -694,7 +694,15 @@ async def test_a_refresh_token_pasted_in_the_config_replaces_a_stored_pair_trakt
     assert stored["refresh_token"] not in (dead["refresh_token"], pasted.refresh_token)
 
 
-async def test_a_pre_seeded_refresh_token_is_tried_once_when_the_stored_pair_is_refused(
+def refreshes_with(trakt: FakeTrakt, refresh_token: str) -> int:
+    return sum(
+        1
+        for call in trakt.calls("POST", "/oauth/token")
+        if call.json().get("refresh_token") == refresh_token
+    )
+
+
+async def test_a_pre_seeded_refresh_token_is_sent_once_in_all_the_database_s_lifetimes(
     trakt: FakeTrakt, store: Store
 ) -> None:
     old = trakt.issue_token()  # the token once pasted, spent by its first refresh
@@ -707,7 +715,23 @@ async def test_a_pre_seeded_refresh_token_is_tried_once_when_the_stored_pair_is_
                 await client.last_activities(PROFILE)
     finally:
         await client.aclose()
-    assert trakt.count("POST", "/oauth/token") == 3  # the first, the stored pair's, the seed's
+    restarted = seeded_client(trakt, store, old.refresh_token)  # the same config, restarted
+    try:
+        with pytest.raises(TraktAuthError, match="no longer accepts"):
+            await restarted.last_activities(PROFILE)
+    finally:
+        await restarted.aclose()
+    assert refreshes_with(trakt, old.refresh_token) == 1
+    kept = [tuple(row) for row in store.db.execute("SELECT * FROM tokens").fetchall()]
+    assert old.refresh_token not in str(kept)  # only its hash
+    # A token pasted since is taken, once.
+    pasted = trakt.issue_token()
+    again = seeded_client(trakt, store, pasted.refresh_token)
+    try:
+        await again.last_activities(PROFILE)
+    finally:
+        await again.aclose()
+    assert refreshes_with(trakt, pasted.refresh_token) == 1
 
 
 async def test_a_pasted_token_meeting_a_locked_account_leaves_the_working_sign_in_in_use(

@@ -162,6 +162,10 @@ UNSAVED_RETRY_SECONDS = 1.0  # between tries to store a refreshed pair kept in m
 # container is given to stop (docker's 10 s) beyond which it is killed anyway.
 REFRESH_FINISH_SECONDS = 10.0
 REFRESH_RACE_POLL = 1.0
+# The tokens-table entry (beside the profile's pair, kept as sign-ins are) holding the SHA-256 of
+# the refresh token pasted into the config that Trakt last answered: once used, it is spent
+# (Trakt's refresh tokens are single-use) and never sent again, in any later process either.
+PASTED_USED = "trakt-pasted-used"
 _THIS_PROCESS = uuid.uuid4().hex
 
 
@@ -965,7 +969,7 @@ class TraktClient:
         config's pre-seeded one; the pre-seeded one also when Trakt refused the stored pair's
         for good and it is another (pasted in since), unless it was refused too."""
         stored = current.refresh_token if current is not None else ""
-        seeded = self.seeded[profile].reveal() if profile in self.seeded else ""
+        seeded = self._pasted(profile)
         if not stored or (
             seeded
             and (profile, stored) in self._refresh_spent
@@ -973,6 +977,27 @@ class TraktClient:
         ):
             return seeded or stored
         return stored
+
+    def _pasted(self, profile: str) -> str:
+        """The refresh token pasted into the config for `profile`, unless Trakt already
+        answered it (here or in an earlier process: see PASTED_USED)."""
+        pasted = self.seeded[profile].reveal() if profile in self.seeded else ""
+        if not pasted:
+            return ""
+        try:
+            used = self.tokens.get_token(PASTED_USED, profile)
+        except (sqlite3.Error, StoreError):
+            used = None  # this process's own record (_refresh_spent) still holds
+        return "" if used is not None and used.get("sha256") == _digest(pasted) else pasted
+
+    def _note_pasted_used(self, profile: str, refresh_token: str) -> None:
+        """Trakt answered `refresh_token` (a new pair, or refused): when it is the pasted one,
+        remember (by its hash, never itself) that it is spent."""
+        pasted = self.seeded[profile].reveal() if profile in self.seeded else ""
+        if not pasted or refresh_token != pasted:
+            return
+        with contextlib.suppress(sqlite3.Error, StoreError):  # best effort, as the lease
+            self.tokens.put_token(PASTED_USED, profile, {"sha256": _digest(pasted)}, self.clock())
 
     async def _pasted_sign_in(
         self, profile: str, current: TokenSet | None, still_works: bool
@@ -1057,6 +1082,7 @@ class TraktClient:
         if _oauth_error(response) == "invalid_client":  # signing in again would fail the same way
             raise TraktSignInRefused(SERVICE, _client_refused(response))
         if response.status_code in (400, 401):
+            self._note_pasted_used(profile, refresh_token)
             elsewhere = await self._refreshed_elsewhere(profile, replacing)
             if elsewhere is not None:
                 return elsewhere
@@ -1083,7 +1109,9 @@ class TraktClient:
                 SERVICE, "the token refresh got an answer that is not Trakt's"
             ) from None
         # Refresh tokens are single-use: keep the new pair before anything else can fail.
-        return self._keep(profile, tokens, replacing)
+        kept = self._keep(profile, tokens, replacing)
+        self._note_pasted_used(profile, refresh_token)
+        return kept
 
     async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
         """The pair another process stored after using this single-use refresh token first
@@ -1480,6 +1508,11 @@ def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[s
         group = "shows" if item.kind == "show" else "movies"
         body.setdefault(group, []).append({"ids": trakt_ids(item.ids), **extra})
     return body
+
+
+def _digest(token: str) -> str:
+    """What the database keeps of a refresh token to know it again: its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _client_refused(response: httpx.Response) -> str:
