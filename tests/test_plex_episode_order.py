@@ -739,3 +739,18 @@ def test_upgrading_a_plex_serializd_link_moves_the_copy_to_the_episode_tmdb_numb
     rig.sync()
     assert logged() == [(1, 3)]
     assert plex.user_state("301") == {} and plex.user_state("302") == {}
+
+
+async def test_an_imdb_id_trakt_gives_two_episodes_names_neither(
+    reader: PlexReader, plex: FakePlex, trakt: FakeTrakt
+) -> None:
+    # A two-part episode IMDb lists once: Trakt has both parts with the one IMDb id (and no
+    # TVDB id), as Plex does. Part one is not Trakt's part two: Plex's numbers stand.
+    show = trakt.add_show("Lost", 2004, tmdb=4607)
+    trakt.add_episode(show, 1, 1, imdb="tt0636289")
+    trakt.add_episode(show, 1, 2, imdb="tt0636289")
+    plex.add_show("400", "Lost", 2004, ["tmdb://4607"], ordering="dvd")
+    plex.add_episode("401", "400", 1, 1, ["imdb://tt0636289", "tvdb://127131"])
+    plex.add_episode("402", "400", 1, 2, ["imdb://tt0636289", "tvdb://127132"])
+    plex.watch("401", T0)
+    assert await items(reader) == ["episode:tmdb:4607:s1e1"]

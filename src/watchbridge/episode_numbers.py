@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -49,6 +49,20 @@ def numbers_for(numbers: EpisodeNumbers, ids: Ids) -> tuple[int, int] | None:
         if value and (found := numbers.get((name, value))) is not None:
             return found
     return None
+
+
+def unambiguous(
+    listed: Iterable[tuple[tuple[str, str], tuple[int, int]]],
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Each id with the one episode it names; an id listed at several (the parts of a
+    multi-part episode IMDb lists once) names none of them: the last part is not the first.
+    Pure."""
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    shared: set[tuple[str, str]] = set()
+    for pair, where in listed:
+        if found.setdefault(pair, where) != where:
+            shared.add(pair)
+    return {pair: where for pair, where in found.items() if pair not in shared}
 
 
 def _matchable(ids: Ids) -> tuple[tuple[str, str], ...]:
@@ -108,12 +122,12 @@ class TraktNumbers:
         self.client = client
 
     async def fetch(self, show: Ids) -> dict[tuple[str, str], tuple[int, int]]:
-        return {
-            pair: (season.number, episode.number)
+        return unambiguous(
+            (pair, (season.number, episode.number))
             for season in await trakt_seasons(self.client, show)
             for episode in season.episodes
             for pair in _matchable(episode.ids)
-        }
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()
