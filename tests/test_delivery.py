@@ -1404,6 +1404,28 @@ async def test_only_a_generic_webhooks_item_is_looked_up_on_trakt_by_its_title(
     assert looked_up is (source == "generic")
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        MediaRef("movie", title="Dune (2021)"),
+        MediaRef("episode", show_title="Doctor Who (2005)", season=1, number=1),
+    ],
+)
+async def test_a_generic_webhooks_title_with_its_year_in_it_names_that_years_item(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, item: MediaRef
+) -> None:
+    # Titled as Sonarr and Radarr name folders: the year in the title tells a remake apart.
+    trakt.add_movie("Dune", 1984, imdb="tt0087182", tmdb=841)
+    trakt.add_movie("Dune", 2021, imdb="tt1160419", tmdb=438631)
+    trakt.add_show("Doctor Who", 1963, tvdb=76107, tmdb=121, seasons={1: 4})
+    trakt.add_show("Doctor Who", 2005, tvdb=78804, tmdb=57243, seasons={1: 4})
+    row = _late_play(item, clock() - 3600, "p1")
+    runtime.store.enqueue([replace(row, payload=row.payload | {"source": "generic"})], clock())
+    await worker.pass_once(runtime)
+    (played,) = trakt.history()
+    assert getattr(played.item, "show", played.item).year == (2005 if item.show_title else 2021)
+
+
 async def test_a_play_added_beside_a_missing_movie_with_its_shows_tmdb_number_lands_once(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

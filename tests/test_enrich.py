@@ -453,6 +453,9 @@ def test_only_an_item_no_id_names_is_looked_up_by_title() -> None:
     assert title_lookup(episode) == ("show", "Breaking Bad", None)
     assert title_lookup(replace(episode, show_ids=Ids(tvdb="81189"))) is None
     assert title_lookup(replace(episode, number=None)) is None  # nothing would place it
+    sonarr = replace(episode, show_title="Doctor Who (2005)")
+    assert title_lookup(sonarr) == ("show", "Doctor Who", 2005)  # the year is no part of it
+    assert title_lookup(MediaRef("movie", title="1917")) == ("movie", "1917", None)
 
 
 # --------------------------------------------------------------------------- Plex

@@ -84,11 +84,24 @@ def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:
     if lookups(item):
         return None
     if item.kind == "movie" and item.title:
-        return "movie", item.title, item.year or None
+        title, year = split_year(item.title)
+        return "movie", title, item.year or year
     numbered = item.number is not None or item.absolute is not None
     if item.kind == "episode" and item.show_title and numbered and not has_trakt_ids(item.show_ids):
-        return "show", item.show_title, item.year or None
+        title, year = split_year(item.show_title)
+        return "show", title, item.year or year
     return None
+
+
+# "Doctor Who (2005)": a year in brackets ending a title, as Sonarr and Radarr name folders.
+_YEAR_IN_TITLE = re.compile(r"^(.*\S)\s*\((\d{4})\)$")
+
+
+def split_year(title: str) -> tuple[str, int | None]:
+    """A title without the year in brackets that ends it, and that year (None when it has
+    none): that year tells a remake from the original. Pure."""
+    found = _YEAR_IN_TITLE.match(title.strip())
+    return (found.group(1), int(found.group(2))) if found else (title, None)
 
 
 # The webhook sources whose rows no id names are searched on Trakt by title (see title_lookup).
@@ -116,14 +129,15 @@ def title_match(
     results: Sequence[dict[str, Any]], kind: str, title: str, year: int | None
 ) -> dict[str, Any] | None:
     """The one result of `kind` titled `title` (and of `year`, when known). A title names an
-    item only when exactly one answers to it: two shows called The Office match neither."""
-    wanted = title_key(title)
+    item only when exactly one answers to it: two shows called The Office match neither. A
+    year in brackets ending a title is no part of it (`split_year`)."""
+    wanted = title_key(split_year(title)[0])
     same = [
         result
         for result in results
         if result.get("type") == kind
         and isinstance(media := result.get(kind), dict)
-        and title_key(str(media.get("title") or "")) == wanted
+        and title_key(split_year(str(media.get("title") or ""))[0]) == wanted
         and (not year or media.get("year") == year)
     ]
     return same[0] if len(same) == 1 else None
