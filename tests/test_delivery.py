@@ -21,7 +21,8 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import sign_in_trakt, until
-from tests.ingest_samples import sample_json
+from tests.ingest_samples import only_event, sample_json
+from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
@@ -48,6 +49,7 @@ from watchbridge.deliver.worker import (
 )
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
+from watchbridge.ingest.plex import parse as parse_plex
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import EXPECTED, Action
@@ -867,6 +869,28 @@ async def test_an_episode_known_by_its_absolute_number_lands_on_trakts_episode(
     runtime.store.enqueue([_late_play(episode, at, "p1", live=live)], clock())
     await drain(worker, runtime, clock, passes=3, step=10)
     assert [(h.item.season, h.item.number) for h in trakt.history()] == [(9, 21)]
+
+
+async def test_a_hama_tvdb3_special_lands_on_the_special_not_on_the_episode_of_its_number(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # HAMA's tvdb3 mode numbers regular episodes absolutely, but specials stay TheTVDB's
+    # season 0 (a Bleach film as S00E03): Bleach's third episode is another item.
+    bleach = trakt.add_show("Bleach", 2004, tvdb=74796, tmdb=30984)
+    trakt.add_episode(bleach, 1, 3, title="The Older Brother's Wish", number_abs=3)
+    trakt.add_episode(bleach, 0, 3, title="Memories of Nobody")
+    trakt.advance(clock() - trakt.now())
+    payload = with_metadata(
+        "episode_legacy_media_play.json",
+        guid="com.plexapp.agents.hama://tvdb3-74796/0/3?lang=en",
+        grandparentGuid="com.plexapp.agents.hama://tvdb3-74796?lang=en",
+        parentIndex=0,
+        index=3,
+    )
+    special = only_event(parse_plex(payload)).item
+    runtime.store.enqueue([_late_play(special, clock() - 3600, "p1")], clock())
+    await drain(worker, runtime, clock, passes=3, step=10)
+    assert [(h.item.season, h.item.number) for h in trakt.history()] == [(0, 3)]
 
 
 async def test_an_episode_aired_after_its_shows_season_list_was_read_lands_within_hours(

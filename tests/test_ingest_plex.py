@@ -430,6 +430,18 @@ def test_hama_tvdb3_episode_number_is_absolute() -> None:
     )
 
 
+def test_a_hama_tvdb3_special_keeps_its_season_0_number() -> None:
+    payload = with_metadata(
+        "episode_legacy_media_play.json",
+        guid="com.plexapp.agents.hama://tvdb3-74796/0/3?lang=en",
+        grandparentGuid="com.plexapp.agents.hama://tvdb3-74796?lang=en",
+        index=None,
+        parentIndex=None,
+    )
+    item = only_event(parse(payload)).item
+    assert (item.season, item.number, item.absolute) == (0, 3, None)
+
+
 def test_dvd_order_agent_is_flagged_in_warnings() -> None:
     payload = with_metadata(
         "episode_legacy_media_play.json",

@@ -270,12 +270,15 @@ def episode_numbers(
     show_guid: Guid | None, season: int | None, number: int | None
 ) -> tuple[int | None, int | None, int | None]:
     """(season, number, absolute) of an episode: the server's numbers, else those of its
-    legacy show guid; a HAMA tvdb3/tvdb4 guid makes the number an absolute one."""
+    legacy show guid; a HAMA tvdb3/tvdb4 guid makes the number an absolute one, but for a
+    special: those modes keep TheTVDB's season 0 and its numbers (a Bleach film is S00E03,
+    not the third episode)."""
     if show_guid is None:
         return season, number, None
     season = season if season is not None else show_guid.season
     number = number if number is not None else show_guid.number
-    return (season, None, number) if show_guid.absolute else (season, number, None)
+    absolute = show_guid.absolute and season != 0
+    return (season, None, number) if absolute else (season, number, None)
 
 
 def guid_array_ids(value: object, warnings: list[str]) -> Ids:
