@@ -1464,3 +1464,20 @@ async def test_an_anime_movie_a_dataset_knows_by_tmdb_only_still_gets_its_tmdb_i
     enqueue(runtime, "play", film, clock() - 60, live=True, source="plex")
     await drain(worker, runtime)
     assert fake.snapshot().get(spirited_away, {}).get("status") == "COMPLETED"
+
+
+async def test_a_hama_tvdb3_episode_counts_on_its_anime_by_its_absolute_number(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # HAMA's tvdb3 mode (tvdb3-81797/9/164): TheTVDB's season, One Piece's absolute number.
+    with_real_datasets(target)
+    fake.add_media(21, episodes=None)
+    tvdb3 = MediaRef("episode", show_ids=Ids(tvdb="81797"), season=9, absolute=164)
+    enqueue(runtime, "play", tvdb3, clock() - 60, live=True, source="plex")
+    await drain(worker, runtime)
+    assert fake.snapshot().get(21, {}).get("progress") == 164
+    assert unmatched_records(runtime.store, ["me"]) == []
