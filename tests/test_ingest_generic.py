@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from tests.ingest_samples import only_event
 from watchbridge.ingest import parse as parse_request
-from watchbridge.ingest.generic import parse
+from watchbridge.ingest.generic import dated, parse
 from watchbridge.model import Accepted, Account, Ids, Rejected
 
 DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
@@ -166,6 +168,19 @@ def test_naive_watched_at_is_utc() -> None:
     assert event.occurred_at == 1741985282
 
 
+@pytest.mark.parametrize("zone", ["America/New_York", "Pacific/Auckland", "UTC"])
+def test_a_day_without_a_time_is_that_day_where_watchbridge_runs(
+    time_zone: Callable[[str], None], zone: str
+) -> None:
+    # Midnight UTC of the 14th is the evening of the 13th in New York: Trakt, Serializd and
+    # AniList would all show the day before. Noon of the day in TZ is that day there, and
+    # in every zone within 11 hours of it when TZ was left at UTC.
+    time_zone(zone)
+    event = only_event(parse(changed(MOVIE, watched_at="2025-03-14")))
+    assert event.occurred_at is not None
+    assert datetime.fromtimestamp(event.occurred_at) == datetime(2025, 3, 14, 12)
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -262,3 +277,21 @@ def test_the_shows_id_copied_among_the_episodes_own_is_left_out() -> None:
     assert isinstance(result, Accepted)
     assert result.events[0].item.ids == Ids()
     assert result.warnings == ["item.ids.tvdb: the show's id, not the episode's; left out"]
+
+
+def test_a_day_ahead_where_watchbridge_runs_is_refused_naming_its_zone(
+    time_zone: Callable[[str], None],
+) -> None:
+    # Watchbridge left at UTC, a household east of it already on the next day.
+    time_zone("UTC")
+    now = datetime(2025, 3, 14, 22).timestamp()
+    result = parse_request(
+        "generic", json.dumps(changed(MOVIE, watched_at="2025-03-15")).encode(), "application/json"
+    )
+    assert isinstance(result, Accepted)
+    refused = dated(result, now)
+    assert isinstance(refused, Rejected)
+    assert refused.reason == (
+        "watched_at: 2025-03-15 has not begun where watchbridge runs (UTC): set TZ to your time"
+        " zone, or send a time with its zone (e.g. 2025-03-14T21:48:02+01:00)"
+    )

@@ -8,8 +8,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -25,6 +27,7 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
 from tests.harness import ServiceProcess, free_port, sign_in_trakt
 from tests.ingest_samples import sample_json
+from tests.test_link_anilist import a_zone_where_it_is_morning
 from tests.test_plex_enrichment import add_baki_hanma
 from watchbridge.store import Store
 
@@ -347,6 +350,46 @@ def test_two_dated_plays_of_one_episode_from_the_generic_schema_are_two_plays(
         assert response.json() == {"status": "accepted", "queued": 1}
     wait_for(lambda: len(trakt.history()) == 2, timeout=20)
     assert sorted(h.watched_at[:10] for h in trakt.history()) == ["2024-01-10", "2025-03-14"]
+
+
+def test_a_generic_play_dated_by_its_day_reaches_trakt_on_that_day_where_watchbridge_runs(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # A household in New York (TZ, as docker-compose.yml passes it) logs a play of the 14th,
+    # and one of today with no time, in the morning of a zone where it is morning now.
+    service = service_for(tmp_path, trakt)
+    service.env = {"TZ": "America/New_York"}
+    service.start()
+    episode = {"type": "episode", "season": 5, "number": 14, "show": {"ids": {"tvdb": 81189}}}
+    try:
+        body = {"event": "played", "user": "alice", "watched_at": "2025-03-14", "item": episode}
+        response = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=body)
+        assert response.json() == {"status": "accepted", "queued": 1}
+        wait_for(lambda: len(trakt.history()) == 1, timeout=20)
+        # Noon in New York, not midnight UTC (the evening of the 13th there).
+        assert trakt.history()[0].watched_at == "2025-03-14T16:00:00.000Z"
+    finally:
+        service.kill()
+
+
+def test_a_generic_play_dated_today_without_a_time_is_dated_now_not_refused(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    zone = a_zone_where_it_is_morning()  # today's noon is hours away there
+    service = service_for(tmp_path, trakt)
+    service.env = {"TZ": zone}
+    service.start()
+    try:
+        posted = time.time()
+        today = datetime.fromtimestamp(posted, ZoneInfo(zone)).date().isoformat()
+        movie = {"type": "movie", "ids": {"imdb": "tt0113277"}}
+        body = {"event": "played", "user": "alice", "watched_at": today, "item": movie}
+        response = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=body)
+        assert response.json() == {"status": "accepted", "queued": 1}, response.text
+        wait_for(lambda: len(trakt.history()) == 1, timeout=20)
+        assert abs(parse_iso(trakt.history()[0].watched_at) - posted) < 120
+    finally:
+        service.kill()
 
 
 def test_a_generic_movie_known_by_its_title_only_reaches_trakt(

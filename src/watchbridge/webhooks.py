@@ -410,7 +410,7 @@ async def _webhook(
         )
         return
     if isinstance(result, Accepted) and source == "generic":
-        result = generic.ahead_of(result, runtime.clock()) or result
+        result = generic.dated(result, runtime.clock())
     if not isinstance(result, Accepted):
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return

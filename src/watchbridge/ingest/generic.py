@@ -7,7 +7,8 @@
       "progress": 95.0 (percent) or "position_ms" + "duration_ms",          optional
       "played": true        on stop: the player counted it as watched         optional
       "rating": 8           0-10, required for rate; 0 clears the rating
-      "watched_at": "2025-03-14T20:48:02Z"   ISO-8601, no zone means UTC      optional
+      "watched_at": "2025-03-14T20:48:02Z"   ISO-8601, no zone means UTC;     optional
+                                             a day alone: that day where watchbridge runs
       "item": {                                                               required
         "type": "movie|episode", "title": "…", "year": 2016,
         "ids": {"imdb": "tt…", "tmdb": 1, "tvdb": 1, "trakt": 1, "anilist": 1, "mal": 1,
@@ -28,9 +29,13 @@ from it would pass for a real one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from datetime import date, datetime
 
 from watchbridge.ingest.common import (
+    EARLIEST,
+    LATEST,
     Payload,
     accept,
     clean_id,
@@ -160,22 +165,63 @@ def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
     return round(duration * progress / 100), duration, None
 
 
-def ahead_of(result: Accepted, now: float) -> Rejected | None:
-    """An event dated more than FUTURE_SLACK after `now` (most often a local time sent
-    without its zone, which reads as UTC): refused, since it would be the play's date."""
+def dated(result: Accepted, now: float) -> Accepted | Rejected:
+    """`result` checked against the clock (`now`): a day sent without a time that is today
+    where watchbridge runs stands for now when its noon is still ahead (a play logged this
+    morning); an event dated more than FUTURE_SLACK after `now` (most often a local time sent
+    without its zone, which reads as UTC) is refused, since it would be the play's date."""
+    document = result.document or {}
+    day = _day(document.get("watched_at"))
+    if day is not None and day == datetime.fromtimestamp(now).date():
+        events = [
+            replace(e, occurred_at=now) if e.occurred_at and e.occurred_at > now else e
+            for e in result.events
+        ]
+        result = replace(result, events=events)
     ahead = max((e.occurred_at - now for e in result.events if e.occurred_at), default=0.0)
     if ahead <= FUTURE_SLACK:
-        return None
+        return result
+    if day is not None:
+        zone = datetime.fromtimestamp(now).astimezone().tzname()
+        return Rejected(
+            f"watched_at: {day} has not begun where watchbridge runs ({zone}): set TZ to your "
+            "time zone, or send a time with its zone (e.g. 2025-03-14T21:48:02+01:00)"
+        )
     return Rejected(
         f"watched_at: {ahead / 3600:.1f} hours ahead of this server's clock; a time without "
         "a zone is UTC: add yours (e.g. 2025-03-14T21:48:02+01:00) or Z"
     )
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _day(value: object) -> date | None:
+    """The day of a `watched_at` sent as a day alone (YYYY-MM-DD), else None."""
+    raw = text(value) if isinstance(value, str) else None
+    if raw is None or not _DAY.fullmatch(raw):
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+def _day_time(day: date) -> float | None:
+    """Noon of `day` where watchbridge runs (its `TZ`), as AniList's dates are read: that day
+    there, and in every zone within 11 hours of it (TZ left at UTC); None outside 1900-2200.
+    Midnight UTC would be the evening before in the Americas."""
+    if not 1900 <= day.year < 2200:
+        return None
+    at = datetime(day.year, day.month, day.day, 12).timestamp()
+    return at if EARLIEST <= at < LATEST else None
+
+
 def _time(value: object, path: str) -> float | None:
     if _absent(value):
         return None
-    parsed = iso_time(value)
+    day = _day(value)
+    parsed = _day_time(day) if day is not None else iso_time(value)
     if parsed is None:
         raise Invalid(
             f"{path}: must be an ISO-8601 time between 1900 and 2200, e.g. 2025-03-14T20:48:02Z"
