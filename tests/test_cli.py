@@ -92,6 +92,19 @@ def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> No
     assert "warning: profile kids has no account to deliver to" in result.stdout
 
 
+def test_check_config_warns_of_a_time_zone_this_machine_does_not_know(tmp_path: Path) -> None:
+    # glibc takes a misspelt TZ for UTC without a word: AniList's dates would be UTC days.
+    path = write_config(tmp_path, "profiles:\n  me: {default: true}\n")
+    result = run("check-config", "--config", str(path), env={"TZ": "Europe/Berlim"})
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stdout.splitlines() if "TZ" in line]
+    assert warning.startswith("warning: TZ=Europe/Berlim is no time zone this machine knows")
+    assert "UTC" in warning and "Europe/Berlin" in warning
+    for known in ("Europe/Berlin", ":America/New_York", "Etc/UTC", "EST5EDT", ""):
+        result = run("check-config", "--config", str(path), env={"TZ": known})
+        assert "TZ" not in result.stdout, known
+
+
 def test_check_config_warns_that_tautulli_never_sends_the_owner_as_user_1(tmp_path: Path) -> None:
     # Plex's own webhook calls the owner 1; Tautulli sends the owner's plex.tv account id.
     path = write_config(

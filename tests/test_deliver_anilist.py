@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -243,6 +243,16 @@ def test_a_rewatch_begun_the_morning_after_the_finish_date_is_a_new_viewing(
     entry = current(status="COMPLETED", completed_at=FuzzyDate.of(finished), updated_at=finished)
     assert new_viewing(entry, datetime(2025, 2, 1, 9, 0, tzinfo=here).timestamp())
     assert not new_viewing(entry, datetime(2025, 1, 31, 23, 50, tzinfo=here).timestamp())
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlim", "America/New York"])
+def test_a_time_zone_this_machine_does_not_know_is_no_zone_named(
+    time_zone: Callable[[str], None], zone: str
+) -> None:
+    """A misspelt TZ leaves the machine at UTC (glibc says nothing): as with TZ unset, the
+    finish date may be any zone's day, and lasts until it is over at UTC-12."""
+    time_zone(zone)
+    assert finished_by(FuzzyDate(2026, 6, 19)) == datetime(2026, 6, 20, 12, tzinfo=UTC).timestamp()
 
 
 def test_a_finish_date_missing_its_day_or_month_stands_for_the_whole_month_or_year() -> None:

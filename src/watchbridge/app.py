@@ -64,6 +64,7 @@ from watchbridge.store import (
     storage_fault,
 )
 from watchbridge.unmapped import UnmappedAccounts
+from watchbridge.zone import zone_warning
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,8 @@ def start_warnings(
     process's, which says whether it runs in our image)."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
     if problem := _healthcheck_problem(config, environ):
+        warnings.append(problem)
+    if problem := zone_warning(environ):
         warnings.append(problem)
     secret = config.server.webhook_secret
     if secret and not fits_in_url(secret.reveal()):

@@ -95,6 +95,7 @@ from watchbridge.services.anilist import (
     entry_to_dict,
 )
 from watchbridge.store import KEEP_MARKS, NewOutboxRow, OutboxItem, Store
+from watchbridge.zone import zone_named
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,9 @@ def finished_by(day: FuzzyDate) -> float | None:
 
 def _zone_named() -> bool:
     """Whether watchbridge was told a time zone other than UTC (London or Reykjavik may be
-    at UTC+0 and still be the user's own)."""
-    zone = os.environ.get("TZ", "").lstrip(":").strip()
-    return zone.casefold() not in ("", "utc", "etc/utc", "gmt", "etc/gmt", "utc0", "gmt0", "z")
+    at UTC+0 and still be the user's own), and one this machine knows (a misspelt one
+    leaves it at UTC as surely as none)."""
+    return zone_named(os.environ)
 
 
 def new_viewing(entry: ListEntry, at: float) -> bool:
