@@ -155,6 +155,36 @@ async def test_trakt_plays_become_anilist_progress_and_anilist_steps_become_trak
     assert (await rig.sync_and_deliver()).queued == 0
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Tokyo"])
+async def test_an_anilist_finish_date_no_one_watched_on_is_no_date(
+    rig: Rig,
+    trakt: FakeTrakt,
+    anilist: FakeAniList,
+    time_zone: Callable[[str], None],
+    zone: str,
+) -> None:
+    # A list app wrote year 1 as the finish date (AniList takes any FuzzyDateInput). Taken for
+    # a date, the last episode's play was dated year 1: Trakt refused the history add, and
+    # every play queued with it; east of UTC the read itself failed. It is no date: the entry's
+    # last update dates the play, as for an entry without one.
+    time_zone(zone)
+    updated = int(time.time() - 2 * DAY)
+    anilist.add_entry(
+        AOT_P2,
+        status="COMPLETED",
+        progress=12,
+        updated_at=updated,
+        started_at={"year": 1, "month": 1, "day": 1},
+        completed_at={"year": 1, "month": 12, "day": 31},
+    )
+    anilist.add_entry(REZERO_P2, status="CURRENT", progress=2, updated_at=updated)
+    await rig.sync_and_deliver()
+    assert trakt_plays(trakt, AOT)[-1] == (4, 28, float(updated // 60 * 60))
+    assert len(trakt_plays(trakt, AOT)) == 12
+    assert trakt_plays(trakt, REZERO) == [(1, 39, None), (1, 40, float(updated // 60 * 60))]
+    assert (await rig.sync_and_deliver()).queued == 0
+
+
 async def test_a_back_dated_trakt_play_sent_to_anilist_does_not_come_back_as_a_new_play(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

@@ -152,7 +152,7 @@ def finished_by(day: FuzzyDate) -> float | None:
     year when the day or month is missing) where watchbridge runs (its `TZ`: the dates it
     writes are that zone's days), and in the time zone furthest west when that is UTC without
     a zone named, which may only mean that `TZ` was not set."""
-    if day.year is None:
+    if day.year is None or not day.watched():
         return None
     try:
         if day.month is None:

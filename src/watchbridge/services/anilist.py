@@ -147,6 +147,9 @@ class AniListDisabled(AniListError, Unavailable):
 # --------------------------------------------------------------------------- shapes
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 2199  # the years a date on an entry may be a viewing's
+
+
 @dataclass(frozen=True)
 class FuzzyDate:
     """AniList's date with optional parts (§5.2); all None means "not set"."""
@@ -160,14 +163,19 @@ class FuzzyDate:
 
     def timestamp(self) -> float | None:
         """Noon of the date where watchbridge runs (its `TZ`, as `of`: in UTC+13 noon UTC is
-        already the next day), missing month/day: the first; None when not set."""
-        if self.year is None:
+        already the next day), missing month/day: the first; None when not set, or no one's
+        viewing (`watched`: a list app's year 1 or 9999)."""
+        if self.year is None or not self.watched():
             return None
         try:
-            day = datetime(self.year, self.month or 1, self.day or 1, 12)
-        except ValueError:
+            return datetime(self.year, self.month or 1, self.day or 1, 12).timestamp()
+        except (ValueError, OverflowError):
             return None
-        return day.timestamp()
+
+    def watched(self) -> bool:
+        """Whether the date is set and could be a viewing's: in the years 1900-2199, as a
+        webhook's times must be (AniList takes any FuzzyDateInput a list app writes)."""
+        return self.year is not None and FIRST_YEAR <= self.year <= LAST_YEAR
 
     def to_input(self) -> dict[str, int | None]:
         return {"year": self.year, "month": self.month, "day": self.day}
