@@ -299,6 +299,8 @@ def test_refused_webhooks_show_on_the_status_with_what_to_do_and_never_the_secre
         "reason": "missing or wrong webhook secret (see `watchbridge webhook-urls`)",
         "fix": "",
         "taken_again_at": None,  # refused moments ago: still going on
+        "warning": "media servers do not send these again, so each is a play lost unless a "
+        "link's sync finds it",
     }
     assert abs(unauthorized["last_at"] - time.time()) < 60
     assert "watchbridge webhook-urls" in unauthorized["fix"]
