@@ -3104,3 +3104,125 @@ async def test_a_start_with_a_changed_config_keeps_to_trakts_retry_after(
         service.notify()
         await asyncio.wait_for(task, 10)
     assert trakt.count("POST", "/sync/history") == 1
+
+
+# One row Trakt refuses (400/422) does not sink the rows sent with it in one request.
+
+TITLES = ["Alien", "Brazil", "Casablanca", "Dune", "Fargo", "Gattaca", "Heathers"]
+
+
+def movies(trakt: FakeTrakt, count: int) -> list[MediaRef]:
+    """`count` movies Trakt knows, by their IMDb ids (as a Plex webhook names them)."""
+    refs = []
+    for n in range(count):
+        title = TITLES[n] if n < len(TITLES) else f"Movie {n}"
+        imdb = f"tt{7_100_000 + n}"
+        trakt.add_movie(title, 1980 + n % 40, imdb=imdb, tmdb=71_000 + n)
+        refs.append(MediaRef("movie", Ids(imdb=imdb), title=title, year=1980 + n % 40))
+    return refs
+
+
+def outbox(runtime: Runtime) -> dict[str, tuple[str, int, str | None]]:
+    """Each row's key -> (status, attempts, last error)."""
+    rows = runtime.store.db.execute(
+        "SELECT idempotency_key, status, attempts, last_error FROM outbox"
+    ).fetchall()
+    return {key: (status, attempts, error) for key, status, attempts, error in rows}
+
+
+def titles_on_trakt(trakt: FakeTrakt) -> list[str]:
+    return sorted(str(h.item.title) for h in trakt.history())
+
+
+async def test_a_play_trakt_refuses_dies_alone_and_the_plays_sent_with_it_go_in_once(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A backlog after an outage: seven plays go out in one history add, and Trakt refuses the
+    # whole request over one of them (Dune's entry).
+    films = movies(trakt, 7)
+    answer = {"error": "invalid_entry", "error_description": "watched_at is not valid"}
+    trakt.refuse_entries(400, answer, imdb=films[3].ids.imdb)
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 + n * 600, f"p{n}") for n, f in enumerate(films)], clock()
+    )
+    await worker.pass_once(runtime)
+    assert titles_on_trakt(trakt) == sorted(TITLES[:3] + TITLES[4:])
+    rows = outbox(runtime)
+    assert {k: s for k, (s, _, _) in rows.items() if k != "p3"} == dict.fromkeys(
+        ["p0", "p1", "p2", "p4", "p5", "p6"], "done"
+    )
+    # A refused request wrote nothing: sent apart, the good plays needed a handful of requests.
+    assert trakt.count("POST", "/sync/history") <= 7
+    await drain(worker, runtime, clock, passes=6, step=7200)
+    assert titles_on_trakt(trakt) == sorted(TITLES[:3] + TITLES[4:])  # each once, Dune never
+    (dead,) = runtime.store.dead_letters()
+    assert dead.idempotency_key == "p3"
+    assert "Dune" in (dead.last_error or "")
+    assert "400" in (dead.last_error or "")
+    assert "watched_at is not valid" in (dead.last_error or "")
+
+
+async def test_a_refused_play_put_back_from_the_dead_letters_does_not_sink_new_plays(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    films = movies(trakt, 4)
+    trakt.refuse_entries(422, imdb=films[0].ids.imdb)
+    runtime.store.enqueue([_late_play(films[0], clock() - 86400, "bad")], clock())
+    await drain(worker, runtime, clock, passes=5, step=7200)
+    assert [d.idempotency_key for d in runtime.store.dead_letters()] == ["bad"]
+    # `deadletters retry --all`, with new plays queued beside it.
+    runtime.store.retry_dead(None, clock())
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 3600 + n, f"new{n}") for n, f in enumerate(films[1:])], clock()
+    )
+    await worker.pass_once(runtime)
+    assert titles_on_trakt(trakt) == sorted(TITLES[1:4])
+    assert outbox(runtime)["bad"][0] != "done"
+
+
+async def test_ratings_sent_with_one_trakt_refuses_are_rated(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    films = movies(trakt, 5)
+    trakt.refuse_entries(422, imdb=films[1].ids.imdb)
+    runtime.store.enqueue(
+        [_rating(f, clock() - 600 + n, f"r{n}", 80) for n, f in enumerate(films)], clock()
+    )
+    await worker.pass_once(runtime)
+    rated = sorted(str(r.item.title) for r in trakt.ratings())
+    assert rated == sorted(TITLES[:1] + TITLES[2:5])
+    rows = outbox(runtime)
+    assert rows["r1"][0] != "done"
+    assert "Brazil" in (rows["r1"][2] or "") and "422" in (rows["r1"][2] or "")
+    assert all(rows[f"r{n}"][0] == "done" for n in (0, 2, 3, 4))
+
+
+@pytest.mark.parametrize("status", [500, 429])
+async def test_a_batch_trakt_fails_for_its_own_reasons_is_not_sent_apart(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, status: int
+) -> None:
+    films = movies(trakt, 6)
+    extra: dict[str, Any] = {"headers": {"Retry-After": "30"}} if status == 429 else {}
+    trakt.fail_next(1, status, route="POST /sync/history", **extra)
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 + n * 600, f"p{n}") for n, f in enumerate(films)], clock()
+    )
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/sync/history") == 1
+    assert trakt.history() == []
+    if status == 500:
+        await drain(worker, runtime, clock, passes=3, step=600)
+        assert titles_on_trakt(trakt) == sorted(TITLES[:6])
+
+
+async def test_a_backlog_of_good_plays_goes_in_a_few_requests(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    films = movies(trakt, 1000)
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 * 30 + n * 600, f"p{n}") for n, f in enumerate(films)],
+        clock(),
+    )
+    await drain(worker, runtime, clock, passes=6)
+    assert len(trakt.history()) == 1000
+    assert trakt.count("POST", "/sync/history") <= 10

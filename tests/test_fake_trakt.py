@@ -438,6 +438,21 @@ def test_rating_of_a_missing_nested_episode_is_echoed_under_episodes(api: httpx.
     assert (r["not_found"]["episodes"], r["not_found"]["shows"]) == ([missing], [])
 
 
+def test_a_request_naming_a_refused_entry_is_refused_whole(
+    trakt: FakeTrakt, api: httpx.Client
+) -> None:
+    trakt.refuse_entries(400, {"error": "bad entry"}, trakt=1390)
+    show = {"ids": {"trakt": 1390}, "seasons": [{"number": 1, "episodes": [{"number": 1}]}]}
+    r = api.post("/sync/history", json={"movies": [{"ids": {"trakt": 1}}], "shows": [show]})
+    assert (r.status_code, r.json()) == (400, {"error": "bad entry"})
+    assert trakt.history() == []
+    assert api.post("/sync/history", json={"movies": [{"ids": {"trakt": 1}}]}).status_code == 201
+    trakt.refuse_entries(422, trakt=1)
+    r = api.post("/sync/ratings", json={"movies": [{"ids": {"trakt": 1}, "rating": 8}]})
+    assert (r.status_code, r.content) == (422, b"")
+    assert trakt.ratings() == []
+
+
 def test_history_add_is_not_deduplicated(trakt: FakeTrakt, api: httpx.Client) -> None:
     body = {"movies": [{"ids": {"trakt": 1}, "watched_at": "2026-09-10T21:05:00.000Z"}]}
     api.post("/sync/history", json=body)

@@ -523,6 +523,19 @@ def oauth(method: str, pattern: str) -> Callable[[Any], Any]:
     return _endpoint(method, pattern, "oauth")
 
 
+def _names(obj: Any, wanted: Mapping[str, str]) -> bool:
+    """Whether ``obj`` (a request body, at any depth) holds an entry whose ``ids`` carry
+    every one of ``wanted``."""
+    if isinstance(obj, list):
+        return any(_names(o, wanted) for o in obj)
+    if not isinstance(obj, dict):
+        return False
+    ids = obj.get("ids")
+    if isinstance(ids, dict) and all(str(ids.get(k)) == v for k, v in wanted.items()):
+        return True
+    return any(_names(v, wanted) for k, v in obj.items() if k != "ids")
+
+
 def _items(body: Mapping[str, Any], name: str) -> list[Any]:
     value = body.get(name)
     if value is None:
@@ -550,8 +563,9 @@ class FakeTrakt(FakeServer):
     Inspect: ``history``, ``ratings``, ``watchlist``, ``watching``, ``playback``,
     ``last_activities`` (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``vip``, ``enforce_rate_limits``/``rate_limits``/``trip_block_seconds``,
-    ``throttle_next``, ``lock_account``, ``account_limit``, ``cloudflare_next`` (plus the
-    base's ``fail_next``/``delay_next``/``drop_next``). Clock: ``now``, ``advance``.
+    ``throttle_next``, ``lock_account``, ``account_limit``, ``cloudflare_next``,
+    ``refuse_entries`` (plus the base's ``fail_next``/``delay_next``/``drop_next``). Clock:
+    ``now``, ``advance``.
     """
 
     def __init__(
@@ -603,6 +617,8 @@ class FakeTrakt(FakeServer):
             "UNAUTHED_API_GET_LIMIT": RateLimit(300, 500),
         }
         self.trip_block_seconds = 0.0  # >0: a trip blocks every bucket that long (trakt-api#827)
+        # (ids, status, body): a sync write naming an entry with these ids is refused whole
+        self._refused_entries: list[tuple[dict[str, str], int, Any]] = []
         self._windows: dict[tuple[str, str], _Window] = {}
         self._blocked_until: dict[str, float] = {}
         # state
@@ -1009,6 +1025,24 @@ class FakeTrakt(FakeServer):
         """The next ``n`` requests answer 420; ``headers=False``: the 2026 bare variant (§15)."""
         extra = self._limit_headers(self.user, limit) if headers else {}
         self.fail_next(n, 420, headers=extra, route=route, content_type=JSON_TYPE)
+
+    def refuse_entries(self, status: int = 400, body: Any = None, **ids: Any) -> None:
+        """Every ``/sync/history``, ``/sync/ratings`` (or ``/remove``) request naming an entry
+        with these ids (``trakt=123``, ``imdb="tt..."``) is answered ``status`` (400 "unparsable
+        request" or 422 "validation error", §2) with ``body`` (None: empty), and nothing in it
+        is written, as for an unparsable ``watched_at`` or a rating out of 1-10 here: one entry
+        Trakt will not take (a malformed id, an odd value) refuses the request it came in.
+        SILENT: §2 gives the statuses, not whether the good entries of the request are written
+        anyway; nothing is, as for the fake's other refusals."""
+        with self.lock:
+            wanted = {name: str(value) for name, value in ids.items()}
+            self._refused_entries.append((wanted, status, body))
+
+    def _refuse_named(self, body: Any) -> None:
+        """Raise the answer of ``refuse_entries`` when ``body`` names a refused entry."""
+        for wanted, status, answer in self._refused_entries:
+            if _names(body, wanted):
+                raise _fail(status, answer)
 
     def throttle_next(
         self, n: int = 1, *, retry_after: int = 1, route: str | None = None, headers: bool = True
@@ -1613,6 +1647,7 @@ class FakeTrakt(FakeServer):
     @api("POST", "/sync/history")
     def sync_history_add(self, req: Request, user: User) -> Response:
         body = self._body(req)
+        self._refuse_named(body)
         not_found: dict[str, list[Any]] = {"movies": [], "shows": [], "seasons": [], "episodes": []}
         plays: list[tuple[Playable, str | None, str]] = []
         for item, path in self._episodes_named(body, not_found):
@@ -1760,6 +1795,7 @@ class FakeTrakt(FakeServer):
     @api("POST", "/sync/ratings")
     def sync_ratings_add(self, req: Request, user: User) -> Response:
         body = self._body(req)
+        self._refuse_named(body)
         not_found: dict[str, list[Any]] = {"movies": [], "shows": [], "seasons": [], "episodes": []}
         targets = self._rating_targets(body, not_found, rating=True)
         new: list[Rating] = []
@@ -1805,6 +1841,7 @@ class FakeTrakt(FakeServer):
     @api("POST", "/sync/ratings/remove")
     def sync_ratings_remove(self, req: Request, user: User) -> Response:
         body = self._body(req)
+        self._refuse_named(body)
         not_found: dict[str, list[Any]] = {"movies": [], "shows": [], "seasons": [], "episodes": []}
         targets = self._rating_targets(body, not_found, rating=False)
         gone = [user.ratings.pop(key_of(i)) for i, _ in targets if key_of(i) in user.ratings]

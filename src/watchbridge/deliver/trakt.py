@@ -57,6 +57,7 @@ from watchbridge.services.trakt import (
     TraktClient,
     TraktError,
     TraktItemError,
+    TraktRefused,
     TraktSignInUnavailable,
     WriteResult,
     can_send,
@@ -78,6 +79,10 @@ SIGN_IN_RETRY = 120.0  # a profile whose sign-in Trakt's sign-in host cannot ren
 # A profile at an account limit (420), locked (423) or without VIP (426) is tried hourly: an
 # upgrade or some room made goes on within the hour.
 ACCOUNT_HOLD = 3600.0
+# Requests the rows of a write Trakt refused whole (400/422) may spend, sent apart, to find the
+# rows it refuses: one among 200 takes 16, a few among fewer rows no more. Rows left past it
+# share the refusal (an attempt each), as one refusal of every row (our request's shape) would.
+SPLIT_REQUESTS = 32
 
 
 def _an_earlier_viewing(result: ScrobbleResult, row: Row) -> bool:
@@ -274,6 +279,43 @@ def starts_last(rows: Sequence[Row]) -> list[Row]:
     last = {key: n for n, key in enumerate(items)}
     moved = [n for n, row in enumerate(rows) if _is_start(row) and last[items[n]] == n]
     return [row for n, row in enumerate(rows) if n not in moved] + [rows[n] for n in moved]
+
+
+@dataclass
+class Splits:
+    """What is left of SPLIT_REQUESTS for the refused writes of one batch."""
+
+    left: int = SPLIT_REQUESTS
+
+    def take(self, requests: int) -> bool:
+        """Spend `requests` if that many are left."""
+        if requests > self.left:
+            return False
+        self.left -= requests
+        return True
+
+
+def halves(rows: Sequence[Row]) -> list[Sequence[Row]]:
+    """`rows` in two, to be sent apart after Trakt refused them together. Pure."""
+    middle = len(rows) // 2
+    return [rows[:middle], rows[middle:]]
+
+
+def refused(rows: Sequence[Row], what: str, exc: TraktRefused) -> dict[int, Outcome]:
+    """The outcome of rows whose `what` Trakt refused whole (nothing was written): retried, so
+    one it keeps refusing ends as a dead letter naming the item and Trakt's answer. Pure."""
+    said = exc.answer or "no reason given"
+    if len(rows) == 1:
+        why = (
+            f"Trakt refused the {what} of {rows[0].item.describe()} with {exc.status} ({said}), "
+            "sent alone: check its date and ids where it came from"
+        )
+        return {rows[0].outbox.id: Retry(why)}
+    why = (
+        f"Trakt refused a {what} of {len(rows)} items with {exc.status} ({said}); too many of "
+        "them were refused to send each apart in one try"
+    )
+    return _all([r.outbox for r in rows], Retry(why))
 
 
 @dataclass(frozen=True)
@@ -650,9 +692,11 @@ class TraktTarget:
         return found if found is not None and found.ids.trakt else None
 
     async def _send_history(
-        self, profile: str, fresh: Sequence[Row]
+        self, profile: str, fresh: Sequence[Row], splits: Splits | None = None
     ) -> tuple[dict[int, Outcome], set[int]]:
-        """Each row's outcome, and the rows Trakt did not find."""
+        """Each row's outcome, and the rows Trakt did not find. Rows Trakt refuses together
+        (400/422: nothing was written) go again in halves, until the ones it refuses are
+        alone (`splits` bounds the requests that takes)."""
         # An undated play (reconcile.UNDATED, e.g. a Serializd tick) goes out as `released`.
         plays = [HistoryPlay(r.item, r.at if r.at != UNDATED else None) for r in fresh]
         await self._note_sending(fresh)
@@ -669,6 +713,18 @@ class TraktTarget:
         except (TraktAuthError, TraktAccountError) as exc:
             await self._sent_nothing(fresh, exc.message)
             raise
+        except TraktRefused as exc:
+            await self._sent_nothing(fresh, exc.message)  # refused whole: nothing landed
+            splits = splits or Splits()
+            if len(fresh) == 1 or not splits.take(2):
+                return refused(fresh, "history add", exc), set()
+            outcomes: dict[int, Outcome] = {}
+            unfound: set[int] = set()
+            for half in halves(fresh):
+                sent, not_found = await self._send_history(profile, half, splits)
+                outcomes |= sent
+                unfound |= not_found
+            return outcomes, unfound
         except TraktError as exc:
             return _all([r.outbox for r in fresh], Retry(exc.message)), set()
         missing = {id(ref) for ref in result.not_found}
@@ -724,15 +780,25 @@ class TraktTarget:
         rows: Sequence[Row],
         send: Callable[[Sequence[Row]], Awaitable[WriteResult]],
         done: str,
+        splits: Splits | None = None,
     ) -> dict[int, Outcome]:
         """Rating writes (`send`), each row `done` unless Trakt did not find its item; an
-        episode it did not find by its own ids goes once more, placed by its numbers."""
+        episode it did not find by its own ids goes once more, placed by its numbers. Rows
+        Trakt refuses together (400/422) go again in halves, as history adds do."""
         outcomes: dict[int, Outcome] = {}
         while rows:
             try:
                 result = await send(rows)
             except (TraktAuthError, TraktAccountError, Unavailable):
                 raise
+            except TraktRefused as exc:
+                splits = splits or Splits()
+                what = "rating" if done == "rated" else "rating removal"
+                if len(rows) == 1 or not splits.take(2):
+                    return outcomes | refused(rows, what, exc)
+                for half in halves(rows):
+                    outcomes |= await self._rating_writes(half, send, done, splits)
+                return outcomes
             except TraktError as exc:
                 return outcomes | _all([r.outbox for r in rows], Retry(exc.message))
             missing = {id(ref) for ref in result.not_found}

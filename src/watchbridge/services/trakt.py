@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import sqlite3
 import time
@@ -69,6 +70,21 @@ class TraktLimitError(TraktAccountError):
     def __init__(self, message: str, hit: LimitHit) -> None:
         super().__init__(message, 420)
         self.hit = hit
+
+
+class TraktRefused(TraktError):
+    """A sync write Trakt refused whole (400 "unparsable request", 422 "validation error",
+    §2): nothing in it was written. One entry Trakt will not take refuses the request it came
+    in; `answer` is what Trakt said (empty when it said nothing)."""
+
+    def __init__(self, message: str, status: int, answer: str) -> None:
+        super().__init__(SERVICE, message)
+        self.status = status
+        self.answer = answer
+
+
+REFUSED_WHOLE = (400, 422)  # a sync write refused for what it holds, not for the account
+ANSWER_CHARS = 200  # of Trakt's answer kept in a row's error
 
 
 class TraktItemError(TraktError):
@@ -1237,6 +1253,7 @@ class TraktClient:
             json=sync_body([(item, {}) for item in items]),
             idempotent=True,
         )
+        _raise_if_refused(response, "/sync/ratings/remove")
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/sync/ratings/remove answered {response.status_code}")
         answer = _decoded(response, dict, wrote=True)
@@ -1255,6 +1272,7 @@ class TraktClient:
             response = await self._call(
                 profile, "POST", path, json=sync_body(batch), idempotent=path == "/sync/ratings"
             )
+            _raise_if_refused(response, path)
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
             answer = _decoded(response, dict, wrote=True)
@@ -1555,6 +1573,34 @@ def _more_pages(response: httpx.Response, page: int, found: int) -> bool:
     asked = response.request.url.params.get("limit", "")
     size = int(limit) if limit.isdigit() else int(asked) if asked.isdigit() else 0
     return size > 0 and found >= size
+
+
+def _raise_if_refused(response: httpx.Response, path: str) -> None:
+    """A sync write Trakt refused for what it holds (REFUSED_WHOLE): TraktRefused, with
+    Trakt's answer."""
+    status = response.status_code
+    if status not in REFUSED_WHOLE:
+        return
+    answer = refusal_text(response)
+    told = f": {answer}" if answer else " (no reason given)"
+    raise TraktRefused(f"{path} answered {status}{told}", status, answer)
+
+
+def refusal_text(response: httpx.Response) -> str:
+    """What Trakt said in refusing a request, on one line and short: the `error`,
+    `error_description` or `message` of a JSON answer, else its text; an HTML page (a proxy's)
+    says nothing of the request."""
+    if "html" in response.headers.get("content-type", ""):
+        return ""
+    try:
+        data = response.json()
+    except ValueError:
+        data = response.text
+    if isinstance(data, dict):
+        said = [str(data[k]) for k in ("error", "error_description", "message") if data.get(k)]
+        data = " - ".join(said) if said else json.dumps(data)
+    text = " ".join(str(data or "").split())
+    return text if len(text) <= ANSWER_CHARS else text[: ANSWER_CHARS - 3] + "..."
 
 
 def _oauth_error(response: httpx.Response) -> str:
