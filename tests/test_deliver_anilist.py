@@ -333,10 +333,13 @@ async def runtime(tmp_path: Path, fake: FakeAniList, clock: FakeClock) -> AsyncI
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   anilist: {{api_url: "{fake.url}", auth_url: "{fake.auth_url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
 profiles:
   me:
     users: {{plex: ["1"]}}
-    accounts: {{anilist: {{token: "{fake.issue_token()}"}}}}
+    accounts: {{anilist: {{token: "{fake.issue_token()}"}}, plex: {{}}}}
+links:  # what queued the tests' link rows (the service gives up those no link asks for)
+  plex-anilist: {{services: [plex, anilist]}}
 """,
         Path("watchbridge.yaml"),
         {},
@@ -665,7 +668,7 @@ async def test_a_skipped_play_queued_again_is_not_a_rewatch_of_the_viewing_a_lin
     await drain(worker, runtime)
     LATER[(None, None, None)] = (movie_entry, 1)  # two days later the datasets know it
     clock.now += 2 * DAY
-    enqueue(runtime, "play", movie, at, link="trakt-anilist")  # a link copies the same viewing
+    enqueue(runtime, "play", movie, at, link="plex-anilist")  # a link copies the same viewing
     await drain(worker, runtime)
     assert fake.snapshot()[movie_entry]["status"] == "COMPLETED"
     assert fake.snapshot()[movie_entry]["repeat"] == 0  # one viewing
@@ -743,7 +746,7 @@ async def test_a_play_past_the_end_of_a_title_not_on_the_list_creates_no_entry(
 async def test_a_play_a_link_queued_is_never_done_without_its_write(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:
-    enqueue(runtime, "play", episode(4, show=1396), clock(), link="anilist-trakt")
+    enqueue(runtime, "play", episode(4, show=1396), clock(), link="plex-anilist")
     await drain(worker, runtime)
     assert runtime.store.outbox_counts().get("done", 0) == 0
     assert runtime.store.outbox_counts()["pending"] == 1
@@ -758,9 +761,9 @@ async def test_a_links_rewatch_queued_from_a_later_episode_first_still_starts_at
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:
     finished_long_ago(fake, clock)
-    enqueue(runtime, "play", episode(39), clock() - 3600, link="anilist-trakt")
+    enqueue(runtime, "play", episode(39), clock() - 3600, link="plex-anilist")
     await drain(worker, runtime)  # episode 2 waits for the episode 1 queued behind it
-    enqueue(runtime, "play", episode(38), clock() - 7200, link="anilist-trakt")
+    enqueue(runtime, "play", episode(38), clock() - 7200, link="plex-anilist")
     await drain(worker, runtime)
     clock.now += REWATCH_WAIT
     await drain(worker, runtime)
@@ -773,7 +776,7 @@ async def test_a_links_new_viewing_of_a_later_episode_alone_is_counted_after_wai
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:
     finished_long_ago(fake, clock)
-    enqueue(runtime, "play", episode(42), clock() - 3600, link="anilist-trakt")
+    enqueue(runtime, "play", episode(42), clock() - 3600, link="plex-anilist")
     await drain(worker, runtime)
     assert runtime.store.outbox_counts()["pending"] == 1
     clock.now += REWATCH_WAIT
@@ -789,7 +792,7 @@ async def test_a_links_rewatch_in_one_batch_goes_in_the_order_it_was_watched(
 ) -> None:
     finished_long_ago(fake, clock)
     for number, ago in ((40, 60), (39, 1800), (38, 3600)):  # queued newest first
-        enqueue(runtime, "play", episode(number), clock() - ago, link="anilist-trakt")
+        enqueue(runtime, "play", episode(number), clock() - ago, link="plex-anilist")
     await drain(worker, runtime, passes=1)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"]) == ("REPEATING", 3)
@@ -817,7 +820,7 @@ async def test_a_deliberate_removal_lowers_progress_by_the_highest_episode(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:
     fake.add_entry(PART_2, status="CURRENT", progress=5)
-    enqueue(runtime, "remove_play", episode(42), clock(), link="trakt-anilist")
+    enqueue(runtime, "remove_play", episode(42), clock(), link="plex-anilist")
     await drain(worker, runtime)
     assert fake.snapshot()[PART_2]["progress"] == 4
 

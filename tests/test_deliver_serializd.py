@@ -67,10 +67,18 @@ alerts: {{urls: ["{receiver.apprise_url}"]}}
 delivery: {{max_attempts: 5}}
 services:
   serializd: {{api_url: "{fake.url}"}}
+  trakt: {{client_id: trakt-app}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
 profiles:
   me:
     users: {{plex: ["1"]}}
-    accounts: {{serializd: {{email: "{EMAIL}", password: "{PASSWORD}"}}}}
+    accounts:
+      serializd: {{email: "{EMAIL}", password: "{PASSWORD}"}}
+      trakt: {{}}
+      plex: {{}}
+links:  # what queued the tests' link rows (the service gives up those no link asks for)
+  ts: {{services: [trakt, serializd]}}
+  plex-serializd: {{services: [plex, serializd]}}
 """,
         Path("watchbridge.yaml"),
         {},

@@ -92,8 +92,11 @@ alerts: {{urls: ["{receiver.apprise_url}"]}}
 delivery: {{max_attempts: 3}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
 profiles:
-  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:  # what queued the tests' link rows (the service gives up those no link asks for)
+  plex-trakt: {{services: [plex, trakt]}}
 """,
         Path("watchbridge.yaml"),
         {},
@@ -2298,8 +2301,9 @@ def test_a_known_play_is_recognised_two_minutes_either_side() -> None:
 
 
 def _undated_play(item: MediaRef, key: str, target_plays: int | None = 0) -> NewOutboxRow:
-    """A sync's add of a play of unknown date (a Serializd tick), as sync.outbox_rows makes it."""
-    payload: dict[str, Any] = {"item": ref_to_dict(item), "at": 0.0, "link": "ts"}
+    """A sync's add of a play of unknown date (a tick with no date on the link's other side),
+    as sync.outbox_rows makes it."""
+    payload: dict[str, Any] = {"item": ref_to_dict(item), "at": 0.0, "link": "plex-trakt"}
     if target_plays is not None:
         payload["target_plays"] = target_plays
     return NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{item.key()}", key)

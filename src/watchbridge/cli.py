@@ -1177,8 +1177,14 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
         old = [item.id for item in chosen if NOT_SENT in (item.last_error or "")]
         chosen = [item for item in chosen if item.id not in old]
         # Queued again, rows the config cannot deliver would only die again at the service's
-        # next start, held meanwhile with a sign-in alert whose command refuses the profile.
-        why = {item.id: undeliverable(config, item.target, item.profile) for item in chosen}
+        # next start, held meanwhile with a sign-in alert whose command refuses the profile;
+        # those a link queued that it no longer asks for would write what the user took out.
+        why = {
+            item.id: undeliverable(
+                config, item.target, item.profile, item.payload.get("link"), item.action
+            )
+            for item in chosen
+        }
         stuck = Counter(reason for reason in why.values() if reason is not None)
         ready = [item_id for item_id, reason in why.items() if reason is None]
         # By id even for --all: a row that died since the list was read was not looked at.

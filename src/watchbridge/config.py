@@ -466,11 +466,14 @@ def copied_nowhere(config: Config, profile: Profile) -> list[str]:
     return [*gaps, f"movies{but_anime}"]
 
 
-def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
+def undeliverable(
+    config: Config, target: str, profile_name: str, link: str | None = None, action: str = ""
+) -> str | None:
     """Why rows for `profile_name` on `target` cannot go out under this config (the service,
-    the profile or its account was removed), or None when they can. Plex rows come from links,
-    which take a profile with `accounts.plex` only (`{}`: the server's owner): without it, the
-    rows would go to the owner's Plex."""
+    the profile or its account was removed; for a row a link queued, `link`, the link, or
+    what it syncs), or None when they can. Plex rows come from links, which take a profile
+    with `accounts.plex` only (`{}`: the server's owner): without it, the rows would go to
+    the owner's Plex."""
     services = config.services
     plex = services.plex if services.plex is not None and services.plex.url else None
     configured = {
@@ -491,6 +494,29 @@ def undeliverable(config: Config, target: str, profile_name: str) -> str | None:
     )
     if not held:
         return f"profile {profile_name} no longer has profiles.{profile_name}.accounts.{target}"
+    return None if link is None else unwanted_by_link(config, link, target, profile_name, action)
+
+
+LINK_KINDS = {"play": "history", "remove_play": "history"}  # the rest: ratings
+
+
+def unwanted_by_link(
+    config: Config, name: str, target: str, profile_name: str, action: str
+) -> str | None:
+    """Why link `name` no longer asks for a row it queued (`action` of `profile_name` on
+    `target`): the link was removed, or no longer syncs that service, profile or kind of
+    data; None when it still does. Not its direction: `watchbridge sync --direction` may
+    run a one-way link the other way."""
+    link = config.links.get(name)
+    if link is None:
+        return f"links.{name} is no longer in the config"
+    if target not in link.services:
+        return f"links.{name} no longer syncs {target}"
+    if profile_name not in link_profiles(config, link):
+        return f"links.{name} no longer syncs profile {profile_name}"
+    kind = LINK_KINDS.get(action, "ratings")
+    if kind not in link.kinds:
+        return f"links.{name} no longer syncs {kind}"
     return None
 
 

@@ -1935,16 +1935,37 @@ class Store:
         )
         return [(row["target"], row["profile"]) for row in rows]
 
-    def give_up_waiting(self, target: str, profile: str, now: float, reason: str) -> int:
-        """Make the waiting rows of `profile` on `target` dead letters (`reason`); returns how
-        many. A row whose last send may have landed keeps that mark in front of the reason."""
+    def waiting_from_links(self) -> list[tuple[str, str, str, str]]:
+        """The (target, profile, link, action) of the rows links queued that wait to go out."""
+        rows = self._query(
+            "SELECT DISTINCT target, profile, json_extract(payload, '$.link') AS link, action"
+            " FROM outbox WHERE status = 'pending' AND json_extract(payload, '$.link') IS NOT NULL"
+            " ORDER BY target, profile, link, action"
+        )
+        return [(r["target"], r["profile"], str(r["link"]), r["action"]) for r in rows]
+
+    def give_up_waiting(
+        self,
+        target: str,
+        profile: str,
+        now: float,
+        reason: str,
+        link: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """Make the waiting rows of `profile` on `target` (only those link `link` queued for
+        `action`, when given) dead letters (`reason`); returns how many. A row whose last send
+        may have landed keeps that mark in front of the reason."""
         marked = f"{UNKNOWN_OUTCOME}: {reason}"
+        where, params = "target = ? AND profile = ? AND status = 'pending'", [target, profile]
+        if link is not None:
+            where += " AND json_extract(payload, '$.link') = ? AND action = ?"
+            params += [link, action or ""]
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'dead', updated_at = ?,"
-                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END"
-                " WHERE target = ? AND profile = ? AND status = 'pending'",
-                (now, marked, reason, target, profile),
+                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END WHERE {where}",
+                (now, marked, reason, *params),
             ).rowcount
 
     def untold_dead(self, target: str, now: float, latest: int = 5) -> Untold:

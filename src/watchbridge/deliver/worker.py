@@ -23,7 +23,7 @@ from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
-from watchbridge.config import DeliveryConfig, undeliverable
+from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.http import Unavailable
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.model import MediaRef
@@ -345,6 +345,21 @@ def _gave_up_interrupted(item: OutboxItem) -> Dead:
     if item.may_have_landed:
         last = f"{UNKNOWN_OUTCOME}: {last}"
     return Dead(_gave_up(item.attempts, last), spends=False)
+
+
+def _not_allowed(why: str) -> str:
+    """The reason of a row the config no longer allows (`why`), saying what to do with it."""
+    return (
+        f"{why}: `watchbridge deadletters retry` sends these once it is again;"
+        " `watchbridge deadletters discard` drops them"
+    )
+
+
+def _log_given_up(target: str, profile: str, rows: int, why: str) -> None:
+    log.warning(
+        "deliveries the config no longer allows given up",
+        extra={"target": target, "profile": profile, "rows": rows, "reason": why},
+    )
 
 
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
@@ -702,28 +717,33 @@ class DeliveryWorker:
 
     async def _give_up_unconfigured(self, runtime: Runtime) -> None:
         """Rows waiting for a service, profile or account the config no longer has (Trakt
-        given up, a profile removed) would wait for ever, or go to the wrong account: they
-        become dead letters, told of like any, to retry once it is configured again or to
-        discard."""
+        given up, a profile removed) would wait for ever, or go to the wrong account; rows a
+        link queued that it no longer asks for (the link removed, or what it syncs narrowed)
+        would write what the user took out of the config: they become dead letters, told of
+        like any, to retry once it is configured again or to discard."""
         store, now = runtime.store, runtime.clock()
         for target, profile in await asyncio.to_thread(store.waiting_for):
             why = undeliverable(runtime.config, target, profile)
             if why is None:
                 continue
-            reason = (
-                f"{why}: `watchbridge deadletters retry` sends these once it is again;"
-                " `watchbridge deadletters discard` drops them"
+            given_up = await asyncio.to_thread(
+                store.give_up_waiting, target, profile, now, _not_allowed(why)
             )
-            given_up = await asyncio.to_thread(store.give_up_waiting, target, profile, now, reason)
-            log.warning(
-                "deliveries the config no longer allows given up",
-                extra={"target": target, "profile": profile, "rows": given_up, "reason": why},
-            )
+            _log_given_up(target, profile, given_up, why)
             # Nothing of theirs waits any more: a sign-in or account-limit alert about them is
             # over (no delivery of that profile would ever close it).
             over = f"{why}: its waiting deliveries are dead letters now"
             for kind in ("credentials", "account_limit"):
                 await runtime.notifier.resolve(kind, over, key=f"{target}:{profile}")
+        # Of the rest (their service and account are there), those their link no longer wants.
+        for target, profile, link, action in await asyncio.to_thread(store.waiting_from_links):
+            why = unwanted_by_link(runtime.config, link, target, profile, action)
+            if why is None:
+                continue
+            given_up = await asyncio.to_thread(
+                store.give_up_waiting, target, profile, now, _not_allowed(why), link, action
+            )
+            _log_given_up(target, profile, given_up, why)
 
     async def _tell_dead_letters(self, runtime: Runtime) -> None:
         """Alert the dead letters no alert has told of, whichever process's rows they are: as
