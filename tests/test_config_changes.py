@@ -17,11 +17,13 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, sign_in_trakt
 from tests.test_webhooks_e2e import seeded
+from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
-from watchbridge.store import Store
+from watchbridge.store import NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
 
 ARRIVAL = "movie:tmdb:329865"
+ARRIVAL_REF = MediaRef("movie", Ids(imdb="tt2543164", tmdb="329865"), title="Arrival", year=2016)
 
 
 @pytest.fixture
@@ -129,3 +131,82 @@ def test_what_a_link_queued_goes_out_while_the_config_still_asks_for_it(
         service.terminate()
     with Store.open(tmp_path / "wb.db") as store:
         assert store.dead_letters() == []
+
+
+def a_play_of_arrival() -> NewOutboxRow:
+    """A webhook's play of Arrival for profile me on Trakt, as the webhook route queues it."""
+    payload = {"item": ref_to_dict(ARRIVAL_REF), "at": time.time() - 600, "source": "plex"}
+    order = ordering_key("me", "trakt", ARRIVAL_REF.key(), "play")
+    return NewOutboxRow("trakt", "me", "play", payload, order, "me:trakt:arrival")
+
+
+def started(path: Path, port: int, text: str) -> ServiceProcess:
+    path.write_text(text, encoding="utf-8")
+    return ServiceProcess(path, port).start()
+
+
+def without_my_trakt_account(text: str) -> str:
+    """`accounts.trakt` taken out of profile me (no VIP any more)."""
+    return text.replace("me: {accounts: {trakt: {}, plex: {}}}", "me: {accounts: {plex: {}}}")
+
+
+def without_trakt(text: str) -> str:
+    """Trakt given up: its service, its accounts and its link taken out."""
+    kept = [line for line in text.splitlines() if "trakt" not in line or "plex:" in line]
+    return "\n".join(kept).replace("trakt: {}, ", "") + "\n"
+
+
+GIVEN_UP = {  # how Trakt held the play; the config after; the title of its pause; the reason
+    "account removed": (
+        429,
+        without_my_trakt_account,
+        "watchbridge: trakt deliveries paused for profile me",
+        "profile me no longer has profiles.me.accounts.trakt",
+    ),
+    "service removed": (
+        503,
+        without_trakt,
+        "watchbridge: trakt deliveries paused",
+        "trakt is no longer configured",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(GIVEN_UP))
+def test_what_waits_for_a_removed_account_is_told_once_and_retired(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, change: str
+) -> None:
+    """Trakt holds profile me's play for an hour (a rate limit, an outage: told at once); the
+    user then takes Trakt out of the config and restarts, twice."""
+    status, edit, paused, why = GIVEN_UP[change]
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        store.enqueue([a_play_of_arrival()], time.time())
+    trakt.fail_next(1, status, {"Retry-After": "3600"}, route="POST /sync/history")
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    before = config_text(tmp_path, port, trakt, receiver, LINK)
+    service = started(path, port, before)
+    try:
+        wait_for(lambda: paused in receiver.titles())
+    finally:
+        service.terminate()
+
+    after = edit(before)
+    assert after != before
+    for _ in range(2):  # a second start tells nothing again
+        service = started(path, port, after)
+        try:
+            wait_for(lambda: GAVE_UP in receiver.titles())
+            time.sleep(2)  # its other alerts, if any, meanwhile
+        finally:
+            service.terminate()
+    # Its pause is over (nothing of it waits), told once; so are the given-up rows.
+    assert sorted(receiver.titles()) == sorted([paused, GAVE_UP, f"Resolved: {paused}"])
+    assert trakt.history() == []
+    with Store.open(tmp_path / "wb.db") as store:
+        (dead,) = store.dead_letters()
+        assert store.outbox_counts()["pending"] == 0
+    assert (dead.last_error or "").startswith(why)
+
+
+GAVE_UP = "watchbridge: a trakt delivery gave up"

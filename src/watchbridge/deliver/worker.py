@@ -730,11 +730,14 @@ class DeliveryWorker:
                 store.give_up_waiting, target, profile, now, _not_allowed(why)
             )
             _log_given_up(target, profile, given_up, why)
-            # Nothing of theirs waits any more: a sign-in or account-limit alert about them is
-            # over (no delivery of that profile would ever close it).
+            # Nothing of theirs waits any more: a sign-in, account-limit or rate-limit alert
+            # about them is over (no delivery of that profile would ever close it), and so is
+            # an outage of a service no target delivers to any more.
             over = f"{why}: its waiting deliveries are dead letters now"
-            for kind in ("credentials", "account_limit"):
+            for kind in ("credentials", "account_limit", "service_unreachable"):
                 await runtime.notifier.resolve(kind, over, key=f"{target}:{profile}")
+            if target not in self.targets:
+                await runtime.notifier.resolve("service_unreachable", over, key=target)
         # Of the rest (their service and account are there), those their link no longer wants.
         for target, profile, link, action in await asyncio.to_thread(store.waiting_from_links):
             why = unwanted_by_link(runtime.config, link, target, profile, action)
