@@ -210,3 +210,24 @@ def test_what_waits_for_a_removed_account_is_told_once_and_retired(
 
 
 GAVE_UP = "watchbridge: a trakt delivery gave up"
+
+
+def test_status_says_which_link_it_shows_the_last_run_of_is_no_longer_configured(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # The last run that went through is kept for ever (Store.prune): months after the link
+    # was taken out, `status` still lists it, which read as a link that stopped running.
+    with Store.open(tmp_path / "wb.db") as store:
+        run = store.start_run("plex-trakt", time.time() - 90 * 86400)
+        assert run is not None
+        store.finish_run(run, time.time() - 90 * 86400 + 5, "ok", {"trakt": 2}, 4)
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
+    path = tmp_path / "watchbridge.yaml"
+    for links, label in (
+        (LINK, "  plex-trakt: ok"),
+        ("", "  plex-trakt (no longer in the config): ok"),
+    ):
+        path.write_text(config_text(tmp_path, free_port(), trakt, receiver, links), "utf-8")
+        status = [sys.executable, "-m", "watchbridge", "status", "--config", str(path)]
+        said = subprocess.run(status, capture_output=True, text=True, timeout=60).stdout
+        assert label in said, said

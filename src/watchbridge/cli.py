@@ -360,8 +360,11 @@ def _show_links(config: Config, state: StoreStatus) -> None:
     click.echo("last runs:" + ("" if names else "     none yet (no links configured)"))
     for link in names:
         run = runs.get(link)
+        # Its last run that went through is kept after it was taken out (Store.prune): it
+        # must not read as a link that stopped running.
+        label = link if link in config.links else f"{link} (no longer in the config)"
         if run is None:
-            click.echo(f"  {link}: not run yet")
+            click.echo(f"  {label}: not run yet")
         else:
             counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
             took = (
@@ -370,7 +373,7 @@ def _show_links(config: Config, state: StoreStatus) -> None:
                 else ""
             )
             click.echo(
-                f"  {link}: {run.outcome} at {_when(run.started_at)}{took}; {counts}"
+                f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {counts}"
                 + (f"; {run.error}" if run.error else "")
             )
         for service, profile, cursor, value, _ in link_cursors:
