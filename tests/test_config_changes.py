@@ -231,3 +231,29 @@ def test_status_says_which_link_it_shows_the_last_run_of_is_no_longer_configured
         status = [sys.executable, "-m", "watchbridge", "status", "--config", str(path)]
         said = subprocess.run(status, capture_output=True, text=True, timeout=60).stdout
         assert label in said, said
+
+
+def test_a_failing_links_alert_is_resolved_once_the_link_is_taken_out(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # The user removes a link because it keeps failing (its Plex server gone): no run of it
+    # would ever resolve its alert again.
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    before = config_text(tmp_path, port, trakt, receiver, LINK)
+    path.write_text(before, encoding="utf-8")
+    sync = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt", "--yes"]
+    for _ in range(3):  # `watchbridge sync` from cron, or the service's runs: alike
+        subprocess.run([*sync, "--config", str(path)], capture_output=True, timeout=120)
+    failing = "watchbridge: link plex-trakt keeps failing"
+    assert receiver.titles() == [failing]
+
+    for _ in range(2):  # told once
+        service = started(path, port, config_text(tmp_path, port, trakt, receiver, ""))
+        try:
+            wait_for(lambda: f"Resolved: {failing}" in receiver.titles())
+            time.sleep(1)
+        finally:
+            service.terminate()
+    assert receiver.titles() == [failing, f"Resolved: {failing}"]

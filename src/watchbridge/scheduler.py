@@ -50,6 +50,7 @@ class SyncScheduler:
                     "link not scheduled: one of its services cannot be synced in this release",
                     extra={"link": name, "services": ",".join(link.services)},
                 )
+        await _resolve_removed_links(runtime)
         await asyncio.gather(*(self._loop(runtime, stop, name) for name in links))
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
@@ -140,6 +141,27 @@ class SyncScheduler:
                     extra={"link": name, "held": "; ".join(result.held)},
                 )
             told_held = bool(result.held)
+
+
+LINK_ALERT_SUFFIXES = (":review", ":removals")  # the keys of a link's alerts: name, name:...
+
+
+def link_of_alert(key: str) -> str:
+    """The link a `sync_failing` alert's key names (see sync.report_run, report_held)."""
+    for suffix in LINK_ALERT_SUFFIXES:
+        if key.endswith(suffix):
+            return key.removesuffix(suffix)
+    return key
+
+
+async def _resolve_removed_links(runtime: Runtime) -> None:
+    """A link taken out of the config (often because it kept failing) never runs again to
+    resolve its alert: it is over now."""
+    for key in runtime.notifier.alerted_keys("sync_failing"):
+        name = link_of_alert(key)
+        if name not in runtime.config.links:
+            over = f"links.{name} is no longer in the config: it is not synced any more"
+            await runtime.notifier.resolve("sync_failing", over, key=key)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
