@@ -257,3 +257,42 @@ def test_a_failing_links_alert_is_resolved_once_the_link_is_taken_out(
         finally:
             service.terminate()
     assert receiver.titles() == [failing, f"Resolved: {failing}"]
+
+
+def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_name(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    """`me` renamed `myself` while Trakt rate-limits its play; the start warns, the play
+    becomes a dead letter (not sent to nobody's account, told once); with the old name back
+    the warning's advice brings the play back."""
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        store.enqueue([a_play_of_arrival()], time.time())
+    trakt.fail_next(1, 429, {"Retry-After": "3600"}, route="POST /sync/history")
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    before = config_text(tmp_path, port, trakt, receiver, "")
+    service = started(path, port, before)
+    try:
+        wait_for(lambda: "watchbridge: trakt deliveries paused for profile me" in receiver.titles())
+    finally:
+        service.terminate()
+
+    service = started(path, port, before.replace("  me: {", "  myself: {"))
+    try:
+        wait_for(lambda: GAVE_UP in receiver.titles())
+    finally:
+        service.terminate()
+    warning = service.output()
+    assert "myself is new to the database" in warning
+    assert "sends its deliveries given up meanwhile" in warning
+
+    path.write_text(before, encoding="utf-8")  # its old name back, as the warning says
+    retry = [sys.executable, "-m", "watchbridge", "deadletters", "retry", "--all"]
+    said = subprocess.run([*retry, "--config", str(path)], capture_output=True, text=True)
+    assert "1 dead letter(s) queued again" in said.stdout, said.stdout
+    service = started(path, port, before)
+    try:
+        wait_for(lambda: len(trakt.history()) == 1)
+    finally:
+        service.terminate()
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]

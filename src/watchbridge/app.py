@@ -386,8 +386,11 @@ def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
     return [
         f"profile {', '.join(new)} is new to the database, which keeps the sign-ins and sync "
         f"state of profile {', '.join(gone)}, no longer in the config: if you renamed a "
-        "profile, give it its old name back. Under a new name it starts over without the "
-        "records of what watchbridge wrote for it, and its links would copy those plays again"
+        "profile, give it its old name back, then `watchbridge deadletters retry` (the ids "
+        "`deadletters list` shows, or --all) sends its deliveries given up meanwhile (the "
+        "service's start gives up those queued for a profile the config lacks). Under a new "
+        "name it starts over without the records of what watchbridge wrote for it, and its "
+        "links would copy those plays again"
     ]
 
 
