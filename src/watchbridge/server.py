@@ -8,9 +8,11 @@ import gc
 import logging
 import socket
 import sys
+from typing import Any
 
 import uvicorn
 from litestar import Litestar
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from watchbridge.config import Config
 from watchbridge.errors import WatchbridgeError
@@ -20,6 +22,58 @@ log = logging.getLogger(__name__)
 # Open connections get this long after SIGTERM; background work then gets shutdown_timeout.
 CONNECTION_DRAIN_SECONDS = 2
 GIL_SWITCH_SECONDS = 0.0005
+# A request's line and headers must have come in full this long after its connection opened or
+# its previous answer went out (media servers and browsers send them in one packet).
+HEAD_TIMEOUT = 10.0
+
+
+def head_deadline(protocol: type[Any], seconds: float) -> type[Any]:
+    """uvicorn's HTTP `protocol`, closing a connection whose request head has not come in full
+    `seconds` after it opened or after its last answer. uvicorn has no such limit: a connection
+    that sends nothing, or a header a byte at a time, stays open for good, and a few hundred of
+    them (a scanner, a crashed client, one hostile device on the network) use up the process's
+    file descriptors, so webhooks, which media servers do not send again, are refused."""
+
+    class HeadDeadline(protocol):  # type: ignore[misc]
+        _deadline: asyncio.TimerHandle | None = None
+        _waiting_after: object = None  # the request cycle answered last, when waiting
+
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._waiting_after or self.transport.get_protocol() is not self:
+                self._disarm()  # a new request's head is in (or a websocket took the connection)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.cycle is None or self.cycle.response_complete:  # none pipelined
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self._waiting_after = self.cycle
+                self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    HeadDeadline.__name__ = f"HeadDeadline{protocol.__name__}"
+    return HeadDeadline
 
 
 class QuietServer(uvicorn.Server):
@@ -69,7 +123,7 @@ def serve(app: Litestar, config: Config) -> None:
         # uvloop and httptools (pinned dependencies) when importable, else asyncio and h11:
         # together they cut the webhook path's CPU per request by about a quarter.
         loop="auto",
-        http="auto",
+        http=head_deadline(AutoHTTPProtocol, HEAD_TIMEOUT),
         lifespan="on",
         log_config=None,
         access_log=False,
