@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -128,3 +129,33 @@ def test_the_deadline_spares_slow_answers_and_kept_alive_connections(short_deadl
             chunk = sock.recv(4096)
             assert chunk, f"closed after {answers!r}"
             answers += chunk
+
+
+def test_the_service_refuses_a_request_head_of_endless_headers(service: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sock.settimeout(5)
+        answer, sent = b"", 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+            while sent < 64 and not answer:  # 64 MiB, a MiB at a time, until it answers
+                sock.sendall(b"a" * (1 << 20))
+                sent += 1
+                with contextlib.suppress(BlockingIOError):
+                    answer = sock.recv(4096, socket.MSG_DONTWAIT)
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(4096):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b"larger than 64 KiB" in answer
+    assert sent < 4
+
+
+def test_large_cookies_and_a_large_body_sent_with_the_head_pass(service: ServiceProcess) -> None:
+    cookies = "; ".join(f"app{i}={'c' * 900}" for i in range(40))  # 36 KB of cookies
+    assert httpx.get(f"{service.url}/", headers={"Cookie": cookies}).status_code == 200
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        body = b"x" * (1 << 20)
+        head = b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        sock.sendall(head % len(body) + body)  # one write: head and body arrive together
+        sock.settimeout(5)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 401 ")  # read, and its secret checked

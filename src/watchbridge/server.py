@@ -25,18 +25,30 @@ GIL_SWITCH_SECONDS = 0.0005
 # A request's line and headers must have come in full this long after its connection opened or
 # its previous answer went out (media servers and browsers send them in one packet).
 HEAD_TIMEOUT = 10.0
+# And be no larger than this (browsers send a few KB at most, with their cookies).
+MAX_HEAD_BYTES = 64 * 1024
+_TOO_LARGE_BODY = b'{"error":"request line and headers larger than 64 KiB","status":431}'
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
 
 
-def head_deadline(protocol: type[Any], seconds: float) -> type[Any]:
+def head_deadline(
+    protocol: type[Any], seconds: float, max_bytes: int = MAX_HEAD_BYTES
+) -> type[Any]:
     """uvicorn's HTTP `protocol`, closing a connection whose request head has not come in full
-    `seconds` after it opened or after its last answer. uvicorn has no such limit: a connection
-    that sends nothing, or a header a byte at a time, stays open for good, and a few hundred of
-    them (a scanner, a crashed client, one hostile device on the network) use up the process's
-    file descriptors, so webhooks, which media servers do not send again, are refused."""
+    `seconds` after it opened or after its last answer, or that has sent more than `max_bytes`
+    without ending it. uvicorn has neither limit: a connection that sends nothing, or a header a
+    byte at a time, stays open for good, and a few hundred of them (a scanner, a crashed
+    client, one hostile device on the network) use up the process's file descriptors, so
+    webhooks, which media servers do not send again, are refused; and with httptools, a header
+    of any size is kept in memory until it ends."""
 
     class HeadDeadline(protocol):  # type: ignore[misc]
         _deadline: asyncio.TimerHandle | None = None
         _waiting_after: object = None  # the request cycle answered last, when waiting
+        _head_bytes = 0  # received since, the head still not in full
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -46,6 +58,12 @@ def head_deadline(protocol: type[Any], seconds: float) -> type[Any]:
             super().data_received(data)
             if self.cycle is not self._waiting_after or self.transport.get_protocol() is not self:
                 self._disarm()  # a new request's head is in (or a websocket took the connection)
+            elif self._deadline is not None:
+                self._head_bytes += len(data)
+                if self._head_bytes > max_bytes and not self.transport.is_closing():
+                    self._disarm()
+                    self.transport.write(TOO_LARGE)
+                    self.transport.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -59,7 +77,7 @@ def head_deadline(protocol: type[Any], seconds: float) -> type[Any]:
         def _arm(self) -> None:
             self._disarm()
             if not self.transport.is_closing():
-                self._waiting_after = self.cycle
+                self._waiting_after, self._head_bytes = self.cycle, 0
                 self._deadline = self.loop.call_later(seconds, self._too_slow)
 
         def _disarm(self) -> None:
