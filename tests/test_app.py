@@ -704,6 +704,23 @@ def test_start_up_warns_of_a_short_webhook_secret(tmp_path: Path) -> None:
     assert Redactor()(warning) == warning  # as the log shows it: nothing taken for a secret
 
 
+def test_start_up_warns_of_a_trusted_network_holding_a_docker_gateway(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    server = "server:\n  api_token: tok-123456\n  trusted_proxies: [%s]\n"
+    text = path.read_text()
+    path.write_text(text.replace("server:\n", server % "172.18.0.0/16, 172.30.32.2, fd00::/64"))
+    warnings = [w for w in start_warnings(load_config(path, {}), []) if "trusted_proxies" in w]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("server.trusted_proxies: 172.18.0.0/16 holds 172.18.0.1,")
+    assert "skip server.api_token" in warnings[0] and "tok-123456" not in warnings[0]
+    assert warnings[1].startswith("server.trusted_proxies: fd00::/64 holds fd00::1,")
+    # A proxy named by its own address, loopback, or no token to skip: nothing to say.
+    path.write_text(text.replace("server:\n", server % "172.30.32.2, 172.18.0.7/32, 127.0.0.0/8"))
+    assert not [w for w in start_warnings(load_config(path, {}), []) if "trusted_proxies" in w]
+    path.write_text(text.replace("server:\n", "server:\n  trusted_proxies: [172.18.0.0/16]\n"))
+    assert not [w for w in start_warnings(load_config(path, {}), []) if "trusted_proxies" in w]
+
+
 def test_start_up_in_the_image_warns_when_its_healthcheck_asks_another_port(
     tmp_path: Path,
 ) -> None:

@@ -46,6 +46,7 @@ from watchbridge.config import (
     fits_in_url,
     is_trusted_proxy,
     targets_for,
+    trusted_gateways,
 )
 from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
@@ -279,6 +280,14 @@ def start_warnings(
         warnings.append(f"server.webhook_secret is set, but {SECRET_IN_HEADER_ONLY}")
     if secret and len(secret.reveal()) < MIN_WEBHOOK_SECRET:
         warnings.append(f"server.webhook_secret is {SHORT_SECRET}")
+    if config.server.api_token:
+        for entry, gateway in trusted_gateways(config.server.trusted_proxies):
+            warnings.append(
+                f"server.trusted_proxies: {entry} holds {gateway}, the address of a Docker "
+                "network's gateway: connections Docker forwards to a published port itself "
+                "(clients over IPv6, the host) come from it, so they skip server.api_token; "
+                "list your proxy's own address instead (Home Assistant ingress: 172.30.32.2)"
+            )
     if not config.profiles:
         warnings.append(
             "no profiles are configured: every webhook is answered and ignored; map your "

@@ -839,6 +839,20 @@ def _network(entry: str) -> IPNetwork | None:
         return None
 
 
+def trusted_gateways(proxies: Sequence[str]) -> list[tuple[str, str]]:
+    """(entry, address) for each network of `server.trusted_proxies` holding its first host
+    address, which a Docker network gives its gateway: connections Docker forwards to a
+    published port itself (clients over IPv6, the host) come from that address. Pure."""
+    found = []
+    for entry in proxies:
+        network = _network(entry)
+        if network is None or network.num_addresses <= 2 or network.is_loopback:
+            continue  # one address (or a pair) names the proxy itself
+        first = network.network_address + 1
+        found.append((entry.strip(), str(first)))
+    return found
+
+
 def is_trusted_proxy(client: str, proxies: Sequence[str]) -> bool:
     """Whether a client address is one of `server.trusted_proxies` (addresses or networks)."""
     try:
