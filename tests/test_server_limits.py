@@ -51,13 +51,13 @@ def test_the_service_closes_a_silent_or_trickling_connection(service: ServicePro
     ):
         results: list[float | None] = []
         other = threading.Thread(
-            target=lambda: results.append(closed_within(trickling, HEAD_TIMEOUT + 5, endless))
+            target=lambda: results.append(closed_within(trickling, HEAD_TIMEOUT + 10, endless))
         )
         other.start()
-        silent_for = closed_within(silent, HEAD_TIMEOUT + 5)
+        silent_for = closed_within(silent, HEAD_TIMEOUT + 10)
         other.join()
-    assert silent_for is not None and silent_for >= HEAD_TIMEOUT - 1
-    assert results[0] is not None and results[0] >= HEAD_TIMEOUT - 1
+    assert silent_for is not None and silent_for >= HEAD_TIMEOUT - 1, silent_for
+    assert results[0] is not None and results[0] >= HEAD_TIMEOUT - 1, results
     # The service still answers, and keeps a well-behaved connection's requests coming.
     with httpx.Client(base_url=service.url) as client:
         assert client.get("/healthz").status_code == 200
