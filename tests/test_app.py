@@ -165,6 +165,46 @@ def test_a_client_outside_the_trusted_networks_needs_the_token(tmp_path: Path) -
         assert httpx.get(f"{app.url}/api/status").status_code == 401
 
 
+SCRIPT = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
+FRAME = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}
+TAB = {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+LINK = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+PANEL = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}
+
+
+def test_a_web_page_cannot_read_the_open_status_through_dns_rebinding(tmp_path: Path) -> None:
+    """With no api_token, a page on attacker.example whose name now points at this machine is
+    'same origin' to the browser: its script or frame must not read the page or the API."""
+    app_ = create_app(runtime_for(write_config(tmp_path)), extra_routes=statuspage.ROUTES)
+    with AppThread(app_) as app:
+        rebound = {"Host": f"attacker.example:{app.port}"}
+        for path in ("/", "/api/status"):
+            for headers in (SCRIPT, FRAME):
+                answer = httpx.get(f"{app.url}{path}", headers={**rebound, **headers})
+                assert answer.status_code == 403, (path, headers)
+                assert "DNS rebinding" in answer.json()["error"]
+                assert "attacker" not in answer.text
+            # A tab, a link from the page, curl, another site's frame (a dashboard, Home
+            # Assistant's panel_iframe) read them as before.
+            for headers in (TAB, LINK, PANEL, {}):
+                assert httpx.get(f"{app.url}{path}", headers=headers).status_code == 200
+        # Prometheus and health checks are no page's.
+        for path in ("/metrics", "/healthz", "/readyz"):
+            assert httpx.get(f"{app.url}{path}", headers={**rebound, **SCRIPT}).status_code == 200
+
+
+def test_a_trusted_proxy_frames_the_page_as_home_assistant_ingress_does(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_text(
+        path.read_text().replace(
+            "server:\n", "server:\n  api_token: tok-123456\n  trusted_proxies: [127.0.0.1]\n"
+        )
+    )
+    with AppThread(create_app(runtime_for(path), extra_routes=statuspage.ROUTES)) as app:
+        assert httpx.get(f"{app.url}/", headers=FRAME).status_code == 200
+        assert httpx.get(f"{app.url}/api/status", headers=SCRIPT).status_code == 200
+
+
 def damage(database: Path) -> None:
     """What a failing SD card does to the database's pages (its first one spared)."""
     with sqlite3.connect(database) as other:

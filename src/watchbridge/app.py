@@ -19,7 +19,12 @@ from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+)
 from litestar.handlers.asgi_handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
@@ -508,15 +513,39 @@ async def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
     return Response(body, headers={"content-type": CONTENT_TYPE})
 
 
+# What a browser fetches into a frame: a page of the same origin can read what is in it.
+FRAMES = frozenset({"iframe", "frame", "embed", "object"})
+READ_BY_A_PAGE = (
+    "the status page and API open in the browser's own tab or window, not in a script or frame "
+    "of another page (a web page reaching this port through DNS rebinding could read them); "
+    "behind a reverse proxy, list its address under server.trusted_proxies"
+)
+
+
+def read_by_a_page(headers: Mapping[str, str]) -> bool:
+    """Whether a browser fetched this for a script or a frame of a page of the same origin
+    (its Fetch Metadata headers). Our page has neither, so that page is another one served
+    under our host and port: one whose DNS name now points at this machine (DNS rebinding),
+    which could read what the answer says. Tabs, links, curl and other sites are not. Pure."""
+    if headers.get("sec-fetch-site") != "same-origin":
+        return False
+    return headers.get("sec-fetch-mode") != "navigate" or headers.get("sec-fetch-dest") in FRAMES
+
+
 def require_api_token(
     connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
 ) -> None:
+    """The status page and the API: a trusted proxy's requests pass; with no api_token,
+    any other's but those a script or frame of a web page makes (DNS rebinding); else those
+    with the token."""
     runtime: Runtime = connection.app.state.runtime
     server = runtime.config.server
-    if server.api_token is None or not server.api_token:
-        return
     client = connection.client.host if connection.client else ""
     if is_trusted_proxy(client, server.trusted_proxies):
+        return
+    if server.api_token is None or not server.api_token:
+        if read_by_a_page(connection.headers):
+            raise PermissionDeniedException(READ_BY_A_PAGE)
         return
     scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
     supplied = credentials.strip() if scheme.lower() == "bearer" else ""  # case-insensitive
