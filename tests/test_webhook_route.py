@@ -7,6 +7,7 @@ import dataclasses
 import html
 import http.client
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes, sample_json
+from watchbridge import webhooks
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, ref_to_dict
@@ -429,3 +431,40 @@ def test_a_tautulli_webhook_without_a_secret_names_the_trigger_boxes_that_send_i
     assert (
         wrong.json()["error"] == "missing or wrong webhook secret (see `watchbridge webhook-urls`)"
     )
+
+
+def test_a_body_that_stops_coming_midway_is_given_up_and_shown_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that crashed or lost its network mid-body held its connection (and the wait)
+    for good; a slow body that keeps coming is still read."""
+    monkeypatch.setattr(webhooks, "BODY_IDLE_TIMEOUT", 0.6, raising=False)
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {default: true}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    body = json.dumps(generic_play()).encode()
+    head = b"POST /webhooks/generic/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = head % SECRET.encode() + b"Content-Length: %d\r\n\r\n" % len(body)
+    with AppThread(build_app(build_runtime(config))) as app:
+        with socket.create_connection(("127.0.0.1", app.port)) as slow:
+            slow.sendall(head)
+            for start in range(0, len(body), 10):  # 0.3 s between pieces: slow, not stopped
+                time.sleep(0.3)
+                slow.sendall(body[start : start + 10])
+            slow.settimeout(5)
+            assert slow.recv(4096).startswith(b"HTTP/1.1 202 ")
+        with socket.create_connection(("127.0.0.1", app.port)) as stalled:
+            stalled.sendall(head + body[:10])
+            stalled.settimeout(5)
+            try:
+                answer = stalled.recv(4096)
+            except TimeoutError:
+                answer = b"(no answer in 5 s)"
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"stopped coming midway" in answer
+        (refused,) = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+    assert (refused["source"], refused["outcome"], refused["status"]) == ("generic", "stalled", 408)
+    assert "network" in refused["fix"] and SECRET not in str(refused)

@@ -53,6 +53,15 @@ class TooLarge(Exception):
     pass
 
 
+class Stalled(Exception):
+    pass
+
+
+# A body whose next bytes do not come for this long is given up: its sender stopped midway
+# (it crashed, its network went away), and nothing else would ever end the wait.
+BODY_IDLE_TIMEOUT = 30.0
+
+
 # --------------------------------------------------------------------------- pure decisions
 
 PLEX_OWNER = "1"  # the Account.id of a Plex server's owner, on each server
@@ -213,21 +222,31 @@ async def _send(send: Send, answer: tuple[int, bytes], extra: Sequence[Any] = ()
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+async def _read_body(
+    receive: Receive, declared: bytes | None, limit: int, idle: float = BODY_IDLE_TIMEOUT
+) -> bytes:
+    """The request's body; Stalled when `idle` seconds pass without more of it."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    loop = asyncio.get_running_loop()
+    try:
+        # One timeout for the whole read, pushed back at each chunk (no task per receive).
+        async with asyncio.timeout(idle) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                deadline.reschedule(loop.time() + idle)
+    except TimeoutError:
+        raise Stalled from None
 
 
 def _count(runtime: Runtime, source: str, outcome: str, started: float) -> None:
@@ -390,7 +409,18 @@ async def _webhook(
         return
     limit = runtime.config.server.max_webhook_bytes
     try:
-        body = await _read_body(receive, declared, limit)
+        body = await _read_body(receive, declared, limit, BODY_IDLE_TIMEOUT)
+    except Stalled:
+        await _answer(
+            runtime,
+            send,
+            source,
+            "stalled",
+            408,
+            started,
+            error=f"its body stopped coming midway (nothing for {BODY_IDLE_TIMEOUT:.0f} s)",
+        )
+        return
     except TooLarge:
         await _answer(
             runtime,
