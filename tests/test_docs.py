@@ -1,8 +1,11 @@
-"""The README is checked against the code: every config key and metric is documented."""
+"""The docs are checked against the code: every config key, metric, command and flag, and kind
+of refused webhook is documented where a user looks for it."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import itertools
 import re
 import time
 import types
@@ -14,8 +17,11 @@ import pytest
 from watchbridge.config import NOT_A_KEY, AlertKind, Config, parse_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
+from watchbridge.refused import REFUSALS
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+WEBHOOKS = (ROOT / "docs" / "webhooks.md").read_text(encoding="utf-8")
 
 
 def config_keys(cls: Any, prefix: str = "") -> list[str]:
@@ -95,3 +101,43 @@ def test_readme_starts_with_the_two_fresh_machine_commands() -> None:
         blocks[1]
         == "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"
     )
+
+
+def refusal_statuses() -> dict[str, int]:
+    """Each kind of refusal and the status the webhook route answers it with, as its code says
+    (`_answer(..., "stalled", 408, ...)`, `_refused(..., "internal_error", 500, ...)`)."""
+    import watchbridge.webhooks
+
+    tree = ast.parse(Path(watchbridge.webhooks.__file__).read_text(encoding="utf-8"))
+    statuses = {}
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call):
+            continue
+        for outcome, status in itertools.pairwise(call.args):
+            if (
+                isinstance(outcome, ast.Constant)
+                and outcome.value in REFUSALS
+                and isinstance(status, ast.Constant)
+                and isinstance(status.value, int)
+            ):
+                statuses[outcome.value] = status.value
+    return statuses
+
+
+def test_every_kind_of_refused_webhook_is_in_the_webhook_docs_with_its_status() -> None:
+    statuses = refusal_statuses()
+    assert set(statuses) == set(REFUSALS)  # each kind is answered somewhere
+    documented = {
+        row[2]: int(row[1])
+        for row in re.finditer(r"^\| (\d{3}) \| `([a-z_]+)` \|", WEBHOOKS, flags=re.M)
+    }
+    assert documented == statuses
+
+
+def test_the_readme_names_every_status_a_webhook_is_refused_with() -> None:
+    listed = re.search(r"so a refusal \(([\d, ]+)\) shows", README)
+    assert listed, "the README's list of refusals"
+    assert {int(s) for s in listed[1].split(", ")} == set(refusal_statuses().values())
+    page = re.search(r"per source and kind: ([^;]+);", README)
+    assert page, "the status page's list of refusals"
+    assert {int(s) for s in re.findall(r"\d{3}", page[1])} == set(refusal_statuses().values())

@@ -1,4 +1,4 @@
-"""Webhooks this process refused (401, 400, 413, 503, 500), per source and kind of refusal.
+"""Webhooks this process refused (401, 400, 408, 413, 503, 500), per source and kind of refusal.
 
 Media servers never send a refused webhook again and never show what watchbridge answered: each
 is a play lost unless a link's sync finds it. The status page and `/api/status` show each
