@@ -12,8 +12,10 @@ import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import click
 import pytest
 
+from watchbridge.cli import cli
 from watchbridge.config import NOT_A_KEY, AlertKind, Config, parse_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
@@ -141,3 +143,34 @@ def test_the_readme_names_every_status_a_webhook_is_refused_with() -> None:
     page = re.search(r"per source and kind: ([^;]+);", README)
     assert page, "the status page's list of refusals"
     assert {int(s) for s in re.findall(r"\d{3}", page[1])} == set(refusal_statuses().values())
+
+
+def commands(group: click.Group, prefix: str = "watchbridge") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += commands(command, f"{prefix} {name}")
+        else:
+            found.append((f"{prefix} {name}", command))
+    return found
+
+
+def test_every_command_and_flag_is_in_the_readme_commands_table() -> None:
+    table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(watchbridge [^`]+)` \|", table, flags=re.M)
+    missing = []
+    for name, command in commands(cli):
+        row = next((r for r in rows if r == name or r.startswith(f"{name} ")), None)
+        flags = [
+            flag
+            for param in command.params
+            if isinstance(param, click.Option) and param.name != "config_path"
+            for flag in param.opts
+            if flag.startswith("--")
+        ]
+        if row is None:
+            missing.append(name)
+        missing += [f"{name} {flag}" for flag in flags if not re.search(rf"{flag}\b", row or "")]
+    for param in cli.params:
+        missing += [flag for flag in param.opts if f"`watchbridge {flag}" not in table]
+    assert missing == []
