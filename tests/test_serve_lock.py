@@ -164,3 +164,11 @@ def test_a_lock_file_with_a_record_cut_short_still_gives_the_whole_advice() -> N
         "database and holds its lock file /data/watchbridge.db.lock: stop that one first (two "
         "would send plays twice), or give this one a database of its own (storage.path)"
     )
+
+
+def test_serve_help_says_one_runs_per_database_and_how_a_second_one_ends() -> None:
+    shown = watchbridge("serve", "--help")
+    assert shown.returncode == 0, shown.stderr
+    help_text = " ".join(shown.stdout.split())
+    assert "a second on the same storage.path stops at once with exit code 2" in help_text
+    assert ".lock" in help_text

@@ -162,7 +162,12 @@ def debug_from_environment() -> bool:
 )
 @click.pass_context
 def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> None:
-    """Run the service: webhooks, delivery, scheduled syncs, metrics."""
+    """Run the service: webhooks, delivery, scheduled syncs, metrics.
+
+    One per database: while one runs, a second on the same storage.path stops at once with exit
+    code 2, naming the one running (it holds a lock on storage.path with .lock added). The other
+    commands run beside it.
+    """
     from watchbridge import servelock
     from watchbridge.app import webhook_secret
     from watchbridge.logs import setup_logging
