@@ -174,3 +174,18 @@ def test_every_command_and_flag_is_in_the_readme_commands_table() -> None:
     for param in cli.params:
         missing += [flag for flag in param.opts if f"`watchbridge {flag}" not in table]
     assert missing == []
+
+
+def test_every_exit_code_of_the_commands_is_in_the_readme() -> None:
+    import watchbridge.__main__
+    import watchbridge.cli
+    from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
+    from watchbridge.servelock import AlreadyServing
+
+    codes = {e.exit_code for e in (WatchbridgeError, ConfigError, StoreError, AlreadyServing)}
+    for module in (watchbridge.cli, watchbridge.__main__):
+        source = Path(module.__file__ or "").read_text(encoding="utf-8")
+        codes |= {int(code) for code in re.findall(r"sys\.exit\((\d+)\)", source)}
+    sentence = re.search(r"^Exit codes: (.+?)\n\n", README, flags=re.M | re.S)
+    assert sentence, "the README's exit codes"
+    assert {int(code) for code in re.findall(r"`(\d+)`", sentence[1])} == codes | {0}
