@@ -197,6 +197,21 @@ def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path)
     assert "API token:     none (API and UI open on this port)" in result.stdout
 
 
+def check_config_as_nobody(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`check-config` of a config in `folder` (naming its database there), run as nobody."""
+    config = write_config(folder)
+    config.chmod(0o644)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    command = [sys.executable, "-m", "watchbridge", "check-config", "--config", str(config)]
+    return subprocess.run(
+        [*nobody, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(folder)},
+    )
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
 )
@@ -205,17 +220,7 @@ def test_check_config_names_a_database_file_the_user_cannot_write() -> None:
         folder = Path(name)
         folder.chmod(0o777)  # the folder is writable; the file was restored as root
         Store.open(folder / "watchbridge.db").close()
-        config = write_config(folder)
-        config.chmod(0o644)
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        command = [sys.executable, "-m", "watchbridge", "check-config", "--config", str(config)]
-        result = subprocess.run(
-            [*nobody, *command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "HOME": name},
-        )
+        result = check_config_as_nobody(folder)
     assert result.returncode == 2
     assert "the database file is not writable by this user" in result.stderr
 
@@ -230,17 +235,7 @@ def test_check_config_names_a_database_folder_the_user_cannot_write() -> None:
         database = folder / "watchbridge.db"
         Store.open(database).close()
         os.chown(database, 65534, 65534)
-        config = write_config(folder)
-        config.chmod(0o644)
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        command = [sys.executable, "-m", "watchbridge", "check-config", "--config", str(config)]
-        result = subprocess.run(
-            [*nobody, *command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "HOME": name},
-        )
+        result = check_config_as_nobody(folder)
     assert result.returncode == 2
     assert f"its folder {folder} is not writable by this user" in result.stderr
 
