@@ -182,6 +182,58 @@ def test_a_clean_stop_leaves_a_backup_copy_holding_the_last_webhook(
     assert (tmp_path / "wb.db.backup").stat().st_mode & 0o777 == 0o600
 
 
+def _damage_pages_nothing_reads_before_the_stop(database: Path) -> None:
+    """Overwrite part of a table's page in the file, as a failing SD card does: the file still
+    opens, and only a read of that table (or a check) finds the damage."""
+    look = sqlite3.connect(database)
+    try:
+        look.execute("CREATE TABLE filler(x TEXT)")
+        look.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(200)])
+        look.commit()
+        look.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = look.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'filler' AND pagetype = 'leaf'"
+        ).fetchall()
+        size = look.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        look.close()
+    with database.open("r+b") as file:
+        file.seek((pages[len(pages) // 2][0] - 1) * size)
+        file.write(b"\xff" * 64)
+
+
+def _sound(database: Path) -> bool:
+    look = sqlite3.connect(database)
+    try:
+        return look.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    except sqlite3.DatabaseError:  # "database disk image is malformed"
+        return False
+    finally:
+        look.close()
+
+
+def test_a_stop_keeps_the_backup_copy_when_the_database_is_damaged(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # README: a damaged database is stopped, moved aside, and the next start begins from its
+    # backup copy. The stop must not have put a copy of the damage in that copy's place.
+    service = service_for(tmp_path, trakt)
+    with Store.open(tmp_path / "wb.db") as store:
+        store.backup_to(tmp_path / "wb.db.backup")
+    _damage_pages_nothing_reads_before_the_stop(tmp_path / "wb.db")
+    assert _sound(tmp_path / "wb.db.backup") and not _sound(tmp_path / "wb.db")
+    service.options = ["--backup-on-stop"]
+    service.start()
+    try:
+        assert service.terminate() in (0, -15)
+    finally:
+        service.kill()
+    assert _sound(tmp_path / "wb.db.backup")  # the copy from before the damage, kept
+    told = service.output()
+    assert "no backup copy at stop" in told and "is damaged" in told
+    assert not (tmp_path / ".wb.db.backup.partial").exists()
+
+
 def test_without_backup_on_stop_a_stop_writes_no_copy(
     service: ServiceProcess, tmp_path: Path
 ) -> None:

@@ -898,6 +898,20 @@ def _cannot_open(database: Path, exc: OSError | sqlite3.Error) -> str:
     )
 
 
+def _damage(database: sqlite3.Connection) -> str | None:
+    """What SQLite's quick check finds wrong in a database (a failing disk's lost pages), or
+    None when it finds nothing."""
+    try:
+        found = [str(row[0]) for row in database.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:  # "database disk image is malformed"
+        return str(exc)
+    return None if found == ["ok"] else "; ".join(found)
+
+
+def _beside(database: Path | None) -> str:
+    return "" if database is None else f" {backup_path(database)}"
+
+
 def _damaged(exc: sqlite3.Error) -> bool:
     """Whether SQLite says the file is damaged or not a database (its extended codes, such
     as SQLITE_CORRUPT_INDEX, carry the primary code in their low byte)."""
@@ -1134,7 +1148,8 @@ class Store:
     def backup_to(self, target: Path) -> None:
         """A consistent copy of the database at `target` (mode 0600), taken while the
         service runs (SQLite's online backup: a file copy of a database being written may be
-        damaged). Written beside `target` first, then put in its place."""
+        damaged). Written beside `target` first, then put in its place; a copy of a damaged
+        database (SQLite's quick check) replaces nothing: StoreError, `target` left as it was."""
         live = [] if self.path is None else [self.path, *_sidecars(self.path)]
         if any(_same_file(target, path) for path in live):
             raise StoreError(f"{target} is the database itself: name another file to copy it to")
@@ -1146,14 +1161,27 @@ class Store:
             try:
                 with self._locked():
                     self._conn.backup(copy)
+                damage = _damage(copy)  # the copy is page for page what the database holds
             finally:
                 copy.close()
-            os.replace(partial, target)
+            if damage is None:
+                os.replace(partial, target)
         except (OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
             reason = getattr(exc, "strerror", None) or exc
             raise StoreError(f"cannot write the copy to {target} ({reason})") from None
+        if damage is not None:
+            # The copy that would replace an earlier one (the copy a damaged database is
+            # started over from) is left out.
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            database = self.path or "the database"
+            raise StoreError(
+                f"{database} is damaged ({damage}), and so would its copy be: {target} is left "
+                "as it was; stop watchbridge and move the database aside (keep it): the next "
+                f"start begins from its backup copy{_beside(self.path)} if there is one"
+            )
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
