@@ -1494,3 +1494,21 @@ async def test_a_hama_tvdb3_episode_counts_on_its_anime_by_its_absolute_number(
     await drain(worker, runtime)
     assert fake.snapshot().get(21, {}).get("progress") == 164
     assert unmatched_records(runtime.store, ["me"]) == []
+
+
+async def test_a_webhook_episode_with_an_absolute_number_and_no_season_counts_by_it(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # A generic webhook's item.absolute with an item.number but no item.season: the number
+    # names no episode without its season; the absolute number does.
+    with_real_datasets(target)
+    fake.add_media(21, episodes=None)
+    played = MediaRef("episode", show_ids=Ids(tvdb="81797"), number=4, absolute=164)
+    enqueue(runtime, "play", played, clock() - 60, live=True, source="generic")
+    await drain(worker, runtime)
+    assert fake.snapshot().get(21, {}).get("progress") == 164
+    assert unmatched_records(runtime.store, ["me"]) == []

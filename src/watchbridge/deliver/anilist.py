@@ -425,9 +425,11 @@ class IndexReverse:
             if not (show and show.isdigit()):
                 continue
             if item.kind == "episode":
-                # An absolute number without an episode number: a webhook's `item.absolute`,
-                # or HAMA's tvdb3/tvdb4 modes (TheTVDB's season, One Piece's absolute number).
-                if item.number is None and item.absolute is not None and item.season != 0:
+                # An absolute number where season and number do not both name the episode:
+                # a webhook's `item.absolute` (its item.number, if any, without a season), or
+                # HAMA's tvdb3/tvdb4 modes (TheTVDB's season, One Piece's absolute number).
+                unplaced = item.season is None or item.number is None
+                if item.absolute is not None and unplaced and item.season != 0:
                     found = self.index.anilist_for(int(show), None, item.absolute, scheme)
                 elif item.season is None or item.number is None:
                     continue
