@@ -296,3 +296,27 @@ def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_
     finally:
         service.terminate()
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # No service: `watchbridge sync` runs from cron (README: its alerts are the service's).
+    # The user takes the failing link out; cron goes on syncing the link left.
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK), encoding="utf-8")
+    sync = [sys.executable, "-m", "watchbridge", "sync", "--yes", "--config", str(path)]
+    for _ in range(3):
+        subprocess.run(sync, capture_output=True, timeout=120)
+    failing = "watchbridge: link plex-trakt keeps failing"
+    assert receiver.titles() == [failing]
+
+    left = LINK.replace("plex-trakt", "plex-trakt-films")
+    path.write_text(config_text(tmp_path, port, trakt, receiver, left), encoding="utf-8")
+    for _ in range(2):  # told once
+        subprocess.run(sync, capture_output=True, timeout=120)
+    wait_for(lambda: f"Resolved: {failing}" in receiver.titles())
+    time.sleep(0.5)
+    assert receiver.titles() == [failing, f"Resolved: {failing}"]

@@ -838,6 +838,7 @@ def sync(
     still sees every other change and removes nothing."""
     from watchbridge.maintenance import housekeeping
     from watchbridge.narrow import narrowing
+    from watchbridge.scheduler import resolve_removed_links
     from watchbridge.sync import (
         LinkBusy,
         failure_of,
@@ -884,9 +885,10 @@ def sync(
                 failed.append(name)
     finally:
         # Pruning and the sign-in checks, which a setup running only this from cron lacks
-        # (a failing link most of all).
+        # (a failing link most of all), and the alerts of links taken out of the config.
         try:
             asyncio.run(housekeeping(runtime))
+            asyncio.run(resolve_removed_links(runtime))
         finally:
             runtime.close()
     if failed:

@@ -50,7 +50,7 @@ class SyncScheduler:
                     "link not scheduled: one of its services cannot be synced in this release",
                     extra={"link": name, "services": ",".join(link.services)},
                 )
-        await _resolve_removed_links(runtime)
+        await resolve_removed_links(runtime)
         await asyncio.gather(*(self._loop(runtime, stop, name) for name in links))
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
@@ -154,9 +154,10 @@ def link_of_alert(key: str) -> str:
     return key
 
 
-async def _resolve_removed_links(runtime: Runtime) -> None:
+async def resolve_removed_links(runtime: Runtime) -> None:
     """A link taken out of the config (often because it kept failing) never runs again to
-    resolve its alert: it is over now."""
+    resolve its alert: it is over now. At the service's start, and after each `watchbridge
+    sync` (a setup that only runs that from cron has no service to start)."""
     for key in runtime.notifier.alerted_keys("sync_failing"):
         name = link_of_alert(key)
         if name not in runtime.config.links:
