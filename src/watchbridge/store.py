@@ -879,6 +879,18 @@ def _restore_missing(database: Path) -> bool:
         shutil.copyfileobj(source, restored)
         restored.flush()
         os.fsync(restored.fileno())
+    if (damage := _damage_in(restoring)) is not None:
+        # Started from, it would be refused as damaged at every start (each one restoring it
+        # again): it is set aside, for the user to rescue what they can, and a new one begun.
+        restoring.unlink(missing_ok=True)
+        aside = copy.with_name(f"{copy.name}.damaged")
+        os.replace(copy, aside)
+        log.warning(
+            f"the database was missing and its backup copy is damaged ({damage}): started "
+            f"from a new database (sign in again); the copy is kept as {aside}",
+            extra={"copy": str(copy)},
+        )
+        return False
     os.replace(restoring, database)  # whole or not at all: a cut-short copy is not opened
     log.warning(
         "the database was missing: started from its backup copy (sign-ins refreshed since the "
@@ -906,6 +918,15 @@ def _damage(database: sqlite3.Connection) -> str | None:
     except sqlite3.DatabaseError as exc:  # "database disk image is malformed"
         return str(exc)
     return None if found == ["ok"] else "; ".join(found)
+
+
+def _damage_in(file: Path) -> str | None:
+    """`_damage` of the database file `file` (one no other connection has open)."""
+    look = sqlite3.connect(file)
+    try:
+        return _damage(look)
+    finally:
+        look.close()
 
 
 def _beside(database: Path | None) -> str:
