@@ -4,6 +4,7 @@ and tells once of what it will not send."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -17,10 +18,13 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, sign_in_trakt
 from tests.test_webhooks_e2e import seeded
+from watchbridge.config import load_config
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
+from watchbridge.scheduler import resolve_removed_links
 from watchbridge.store import NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
+from watchbridge.wiring import build_runtime
 
 ARRIVAL = "movie:tmdb:329865"
 ARRIVAL_REF = MediaRef("movie", Ids(imdb="tt2543164", tmdb="329865"), title="Arrival", year=2016)
@@ -257,6 +261,37 @@ def test_a_failing_links_alert_is_resolved_once_the_link_is_taken_out(
         finally:
             service.terminate()
     assert receiver.titles() == [failing, f"Resolved: {failing}"]
+
+
+def test_a_removed_links_alert_that_never_got_out_is_not_sent_after_all(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # The link's "keeps failing" alert failed to go out (the phone's service down), then the
+    # user took the link out: that alert, owed still, must not reach them later.
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK), encoding="utf-8")
+    sync = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt", "--yes"]
+    receiver.refuse_next()
+    for _ in range(3):
+        subprocess.run([*sync, "--config", str(path)], capture_output=True, timeout=120)
+    assert receiver.titles() == []  # refused: owed
+
+    path.write_text(config_text(tmp_path, port, trakt, receiver, ""), encoding="utf-8")
+    later = time.time() + 3600  # past the wait before an owed alert goes out again
+
+    async def start_then_retry_owed_alerts() -> None:
+        runtime = build_runtime(load_config(path), clock=lambda: later)
+        runtime.open()
+        try:
+            await resolve_removed_links(runtime)
+            await runtime.notifier.send_unsent()
+        finally:
+            runtime.close()
+
+    asyncio.run(start_then_retry_owed_alerts())
+    assert receiver.titles() == []
 
 
 def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_name(

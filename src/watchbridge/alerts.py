@@ -640,6 +640,10 @@ class Notifier:
         """True while the last alert of (kind, key) failed and waits to be sent again."""
         return (kind, key) in self._unsent
 
+    def condition_keys(self, kind: str) -> list[str]:
+        """The keys of every condition of `kind` this process knows: open, owed or over."""
+        return self._conditions.keys(kind)
+
     def alerted_keys(self, kind: str) -> list[str]:
         """The keys of the conditions of `kind` whose last alert reached the human (see
         `alerted`): also of things no longer configured (a service removed)."""

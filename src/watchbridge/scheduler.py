@@ -158,11 +158,16 @@ async def resolve_removed_links(runtime: Runtime) -> None:
     """A link taken out of the config (often because it kept failing) never runs again to
     resolve its alert: it is over now. At the service's start, and after each `watchbridge
     sync` (a setup that only runs that from cron has no service to start)."""
-    for key in runtime.notifier.alerted_keys("sync_failing"):
+    notifier = runtime.notifier
+    for key in notifier.condition_keys("sync_failing"):
         name = link_of_alert(key)
-        if name not in runtime.config.links:
+        if name in runtime.config.links:
+            continue
+        if notifier.alerted("sync_failing", key):
             over = f"links.{name} is no longer in the config: it is not synced any more"
-            await runtime.notifier.resolve("sync_failing", over, key=key)
+            await notifier.resolve("sync_failing", over, key=key)
+        else:  # its alert never got out (owed still): telling it now would be news of nothing
+            await notifier.close_quietly("sync_failing", key)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
