@@ -38,15 +38,21 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
 
 
 def config_text(
-    tmp_path: Path, port: int, trakt: FakeTrakt, receiver: AlertReceiver, links: str
+    tmp_path: Path,
+    port: int,
+    trakt: FakeTrakt,
+    receiver: AlertReceiver,
+    links: str,
+    plex_url: str | None = None,
 ) -> str:
+    plex_url = plex_url or f"http://127.0.0.1:{free_port()}"
     return f"""
 server: {{host: 127.0.0.1, port: {port}}}
 storage: {{path: {tmp_path / "wb.db"}}}
 alerts: {{urls: ["{receiver.apprise_url}"]}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  plex: {{url: "http://127.0.0.1:{free_port()}", token: plex-owner-token}}
+  plex: {{url: "{plex_url}", token: plex-owner-token}}
 profiles:
   me: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
   kid: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
@@ -237,15 +243,23 @@ def test_status_says_which_link_it_shows_the_last_run_of_is_no_longer_configured
         assert label in said, said
 
 
+@pytest.fixture
+def not_plex(start_fake: Callable[[FakeServer], FakeServer]) -> str:
+    """The address the config names for Plex, where a web server that is no Plex (the server
+    gone, another one in its place) answers every request 404: each run of a link with Plex
+    fails at once, with no retries after a connection refused (3 s per run)."""
+    return start_fake(FakeServer()).url
+
+
 def test_a_failing_links_alert_is_resolved_once_the_link_is_taken_out(
-    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, not_plex: str
 ) -> None:
     # The user removes a link because it keeps failing (its Plex server gone): no run of it
     # would ever resolve its alert again.
     with Store.open(tmp_path / "wb.db") as store:
         sign_in_trakt(store, trakt, "me", now=time.time())
     port, path = free_port(), tmp_path / "watchbridge.yaml"
-    before = config_text(tmp_path, port, trakt, receiver, LINK)
+    before = config_text(tmp_path, port, trakt, receiver, LINK, not_plex)
     path.write_text(before, encoding="utf-8")
     sync = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt", "--yes"]
     for _ in range(3):  # `watchbridge sync` from cron, or the service's runs: alike
@@ -334,14 +348,14 @@ def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_
 
 
 def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(
-    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, not_plex: str
 ) -> None:
     # No service: `watchbridge sync` runs from cron (README: its alerts are the service's).
     # The user takes the failing link out; cron goes on syncing the link left.
     with Store.open(tmp_path / "wb.db") as store:
         sign_in_trakt(store, trakt, "me", now=time.time())
     port, path = free_port(), tmp_path / "watchbridge.yaml"
-    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK), encoding="utf-8")
+    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK, not_plex), "utf-8")
     sync = [sys.executable, "-m", "watchbridge", "sync", "--yes", "--config", str(path)]
     for _ in range(3):
         subprocess.run(sync, capture_output=True, timeout=120)
@@ -349,7 +363,7 @@ def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(
     assert receiver.titles() == [failing]
 
     left = LINK.replace("plex-trakt", "plex-trakt-films")
-    path.write_text(config_text(tmp_path, port, trakt, receiver, left), encoding="utf-8")
+    path.write_text(config_text(tmp_path, port, trakt, receiver, left, not_plex), "utf-8")
     for _ in range(2):  # told once
         subprocess.run(sync, capture_output=True, timeout=120)
     wait_for(lambda: f"Resolved: {failing}" in receiver.titles())
