@@ -12,9 +12,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.harness import ServiceProcess, free_port, write_config
-from watchbridge.servelock import Holder, lock_path, parse_record, refusal
+from watchbridge.servelock import (
+    AlreadyServing,
+    Holder,
+    hold,
+    lock_path,
+    parse_record,
+    refusal,
+)
 from watchbridge.store import NewOutboxRow, Store
 
 
@@ -151,6 +159,19 @@ def test_a_second_serve_restores_no_backup_while_another_holds_the_lock(tmp_path
         "watchbridge.db.lock",
         "watchbridge.yaml",
     ]
+
+
+def test_a_database_named_through_a_symlink_shares_the_lock_of_its_file(tmp_path: Path) -> None:
+    # One service names the file, the other a symlink to it (another mount, a path kept from
+    # an old setup): one database, so one lock, not a lock file beside each name.
+    (tmp_path / "data").mkdir()
+    database = tmp_path / "data" / "watchbridge.db"
+    Store.open(database).close()
+    named_otherwise = tmp_path / "watchbridge.db"
+    named_otherwise.symlink_to(database)
+    with hold(database, time.time()), pytest.raises(AlreadyServing):
+        hold(named_otherwise, time.time())
+    assert not (tmp_path / "watchbridge.db.lock").exists()
 
 
 def test_a_lock_file_with_a_record_cut_short_still_gives_the_whole_advice() -> None:
