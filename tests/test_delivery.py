@@ -26,8 +26,8 @@ from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
-from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.trakt import (
+    SPLIT_REQUESTS,
     nearby_keys,
     play_key,
     plays_in_snapshot,
@@ -35,6 +35,7 @@ from watchbridge.deliver.trakt import (
     undated_landed,
     undated_untold,
 )
+from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.worker import (
     SERVICE_ROLE,
     UNTOLD_LOOK_EVERY,
@@ -3199,6 +3200,25 @@ async def test_ratings_sent_with_one_trakt_refuses_are_rated(
     assert rows["r1"][0] != "done"
     assert "Brazil" in (rows["r1"][2] or "") and "422" in (rows["r1"][2] or "")
     assert all(rows[f"r{n}"][0] == "done" for n in (0, 2, 3, 4))
+
+
+async def test_plays_trakt_refuses_in_numbers_cost_a_bounded_number_of_requests(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Every other play of a backlog is refused (its source writes odd dates): telling each
+    # apart would take 127 requests for these 64; a batch spends SPLIT_REQUESTS at most, and
+    # the rows not told apart share the refusal, an attempt each, for the next try.
+    films = movies(trakt, 64)
+    for film in films[1::2]:
+        trakt.refuse_entries(422, imdb=film.ids.imdb)
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 + n * 60, f"p{n}") for n, f in enumerate(films)], clock()
+    )
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/sync/history") <= 1 + SPLIT_REQUESTS
+    rows = outbox(runtime)
+    assert any("too many of them were refused" in (error or "") for _, _, error in rows.values())
+    assert all(rows[f"p{n}"][0] != "done" for n in range(1, 64, 2))
 
 
 @pytest.mark.parametrize("status", [500, 429])
