@@ -278,14 +278,14 @@ def test_a_failing_links_alert_is_resolved_once_the_link_is_taken_out(
 
 
 def test_a_removed_links_alert_that_never_got_out_is_not_sent_after_all(
-    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, not_plex: str
 ) -> None:
     # The link's "keeps failing" alert failed to go out (the phone's service down), then the
     # user took the link out: that alert, owed still, must not reach them later.
     with Store.open(tmp_path / "wb.db") as store:
         sign_in_trakt(store, trakt, "me", now=time.time())
     port, path = free_port(), tmp_path / "watchbridge.yaml"
-    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK), encoding="utf-8")
+    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK, not_plex), encoding="utf-8")
     sync = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt", "--yes"]
     receiver.refuse_next()
     for _ in range(3):
