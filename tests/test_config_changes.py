@@ -251,20 +251,31 @@ def not_plex(start_fake: Callable[[FakeServer], FakeServer]) -> str:
     return start_fake(FakeServer()).url
 
 
+def link_failed_three_times(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, not_plex: str
+) -> tuple[Path, int]:
+    """A config with the plex-trakt link whose Plex is gone, after three failed `watchbridge
+    sync` runs (from cron, or the service's: alike), which raise its "keeps failing" alert."""
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK, not_plex), "utf-8")
+    sync = [sys.executable, "-m", "watchbridge", "sync", "--yes", "--config", str(path)]
+    for _ in range(3):
+        subprocess.run(sync, capture_output=True, timeout=120)
+    return path, port
+
+
+FAILING = "watchbridge: link plex-trakt keeps failing"
+
+
 def test_a_failing_links_alert_is_resolved_once_the_link_is_taken_out(
     tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, not_plex: str
 ) -> None:
     # The user removes a link because it keeps failing (its Plex server gone): no run of it
     # would ever resolve its alert again.
-    with Store.open(tmp_path / "wb.db") as store:
-        sign_in_trakt(store, trakt, "me", now=time.time())
-    port, path = free_port(), tmp_path / "watchbridge.yaml"
-    before = config_text(tmp_path, port, trakt, receiver, LINK, not_plex)
-    path.write_text(before, encoding="utf-8")
-    sync = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt", "--yes"]
-    for _ in range(3):  # `watchbridge sync` from cron, or the service's runs: alike
-        subprocess.run([*sync, "--config", str(path)], capture_output=True, timeout=120)
-    failing = "watchbridge: link plex-trakt keeps failing"
+    path, port = link_failed_three_times(tmp_path, trakt, receiver, not_plex)
+    failing = FAILING
     assert receiver.titles() == [failing]
 
     for _ in range(2):  # told once
@@ -282,14 +293,8 @@ def test_a_removed_links_alert_that_never_got_out_is_not_sent_after_all(
 ) -> None:
     # The link's "keeps failing" alert failed to go out (the phone's service down), then the
     # user took the link out: that alert, owed still, must not reach them later.
-    with Store.open(tmp_path / "wb.db") as store:
-        sign_in_trakt(store, trakt, "me", now=time.time())
-    port, path = free_port(), tmp_path / "watchbridge.yaml"
-    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK, not_plex), encoding="utf-8")
-    sync = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-trakt", "--yes"]
     receiver.refuse_next()
-    for _ in range(3):
-        subprocess.run([*sync, "--config", str(path)], capture_output=True, timeout=120)
+    path, port = link_failed_three_times(tmp_path, trakt, receiver, not_plex)
     assert receiver.titles() == []  # refused: owed
 
     path.write_text(config_text(tmp_path, port, trakt, receiver, ""), encoding="utf-8")
@@ -352,14 +357,9 @@ def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(
 ) -> None:
     # No service: `watchbridge sync` runs from cron (README: its alerts are the service's).
     # The user takes the failing link out; cron goes on syncing the link left.
-    with Store.open(tmp_path / "wb.db") as store:
-        sign_in_trakt(store, trakt, "me", now=time.time())
-    port, path = free_port(), tmp_path / "watchbridge.yaml"
-    path.write_text(config_text(tmp_path, port, trakt, receiver, LINK, not_plex), "utf-8")
+    path, port = link_failed_three_times(tmp_path, trakt, receiver, not_plex)
     sync = [sys.executable, "-m", "watchbridge", "sync", "--yes", "--config", str(path)]
-    for _ in range(3):
-        subprocess.run(sync, capture_output=True, timeout=120)
-    failing = "watchbridge: link plex-trakt keeps failing"
+    failing = FAILING
     assert receiver.titles() == [failing]
 
     left = LINK.replace("plex-trakt", "plex-trakt-films")
