@@ -458,6 +458,14 @@ def test_a_command_that_makes_the_database_says_where_it_is(tmp_path: Path) -> N
     assert f"a new database at {tmp_path / 'watchbridge.db'}" in result.stderr
 
 
+def test_a_backup_path_that_is_a_folder_is_not_said_to_be_started_from(tmp_path: Path) -> None:
+    (tmp_path / "watchbridge.db.backup").mkdir()  # no copy: the start makes a new database
+    result = run("webhook-urls", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "starts from its backup" not in result.stderr
+    assert f"a new database at {tmp_path / 'watchbridge.db'}" in result.stderr
+
+
 def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     store = Store.open(tmp_path / "watchbridge.db")

@@ -105,7 +105,7 @@ def _database(config: Config, create: bool) -> Path:
     path = Path(config.storage.path)
     if path.exists():
         return path
-    if backup_path(path).exists():  # opening the store starts from it (Store.open)
+    if backup_path(path).is_file():  # opening the store starts from it (Store.open)
         click.echo(
             f"watchbridge: the database starts from its backup {backup_path(path)}", err=True
         )
