@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -163,16 +162,9 @@ def finished_by(day: FuzzyDate) -> float | None:
     except ValueError:
         return None
     local = end.astimezone()
-    if local.utcoffset() == timedelta(0) and not _zone_named():
+    if local.utcoffset() == timedelta(0) and not zone_named():
         return end.replace(tzinfo=UTC).timestamp() + WESTMOST
     return local.timestamp() + DAY_SLACK
-
-
-def _zone_named() -> bool:
-    """Whether watchbridge was told a time zone other than UTC (London or Reykjavik may be
-    at UTC+0 and still be the user's own), and one this machine knows (a misspelt one
-    leaves it at UTC as surely as none)."""
-    return zone_named(os.environ)
 
 
 def new_viewing(entry: ListEntry, at: float) -> bool:

@@ -994,10 +994,14 @@ class TraktClient:
             return seeded or stored
         return stored
 
+    def _seeded(self, profile: str) -> str:
+        """The refresh token pasted into the config for `profile`, or ""."""
+        return self.seeded[profile].reveal() if profile in self.seeded else ""
+
     def _pasted(self, profile: str) -> str:
         """The refresh token pasted into the config for `profile`, unless Trakt already
         answered it (here or in an earlier process: see PASTED_USED)."""
-        pasted = self.seeded[profile].reveal() if profile in self.seeded else ""
+        pasted = self._seeded(profile)
         if not pasted:
             return ""
         try:
@@ -1009,7 +1013,7 @@ class TraktClient:
     def _note_pasted_used(self, profile: str, refresh_token: str) -> None:
         """Trakt answered `refresh_token` (a new pair, or refused): when it is the pasted one,
         remember (by its hash, never itself) that it is spent."""
-        pasted = self.seeded[profile].reveal() if profile in self.seeded else ""
+        pasted = self._seeded(profile)
         if not pasted or refresh_token != pasted:
             return
         with contextlib.suppress(sqlite3.Error, StoreError):  # best effort, as the lease
