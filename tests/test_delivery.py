@@ -19,7 +19,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
+from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, iso, key_of
 from tests.harness import sign_in_trakt, until
 from tests.ingest_samples import only_event, sample_json
 from tests.test_ingest_plex import with_metadata
@@ -3219,6 +3219,41 @@ async def test_plays_trakt_refuses_in_numbers_cost_a_bounded_number_of_requests(
     rows = outbox(runtime)
     assert any("too many of them were refused" in (error or "") for _, _, error in rows.values())
     assert all(rows[f"p{n}"][0] != "done" for n in range(1, 64, 2))
+
+
+async def test_a_batch_split_cut_off_by_a_crash_sends_each_play_once_and_loses_none(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Guards `_sent_nothing` (deliver.trakt): a request Trakt refused whole wrote nothing, so
+    # its rows lose the mark of a send that may have landed before they go again in halves.
+    # Killed while the first half was on its way, the restart checks only the rows that may
+    # have landed. Here Trakt leaves the per-episode play counts out (trakt-api#844): an undated
+    # play still marked cannot be told landed, so it is never sent again (a dead letter).
+    trakt.add_show("Severance", 2022, tmdb=95396, seasons={1: 3})
+    trakt.watched_seasons = False
+    dune = movies(trakt, 4)[3]
+    trakt.refuse_entries(422, imdb=dune.ids.imdb)
+    episodes = [replace(SEVERANCE_1X1, number=n) for n in (1, 2, 3)]
+    plays = [_undated_play(e, f"u{e.number}") for e in episodes]
+    runtime.store.enqueue([*plays, _late_play(dune, clock() - 86400, "dune")], clock())
+    claimed = runtime.store.claim(f"{SERVICE_ROLE}-before", clock(), 10, ["trakt"])
+    trakt.delay_next(1, 0.0, route="POST /sync/history")  # all four: refused over Dune
+    trakt.delay_next(1, 30.0, route="POST /sync/history")  # 1x1 and 1x2: taken, answer slow
+    sending = asyncio.ensure_future(worker.targets["trakt"].deliver(claimed, clock()))
+    await until(lambda: trakt.count("POST", "/sync/history") == 2)
+    sending.cancel()  # kill -9 before the answer: 1x3 and Dune were never sent apart
+    with contextlib.suppress(asyncio.CancelledError):
+        await sending
+    clock.advance(3600)
+    async with restarted(runtime, worker, clock) as (again, worker):
+        again.store.release_claims(clock(), f"{SERVICE_ROLE}-")  # the restart's first step
+        await drain(worker, again, clock, passes=4, step=7200)
+        plays = trakt.history()
+        assert sorted(h.item.number for h in plays if isinstance(h.item, Episode)) == [1, 2, 3]
+        assert len(plays) == 3  # each episode once (1x1 and 1x2 not again), Dune never
+        rows = outbox(again)
+        assert rows["u3"][0] == "done"
+        assert rows["dune"][0] != "done"
 
 
 @pytest.mark.parametrize("status", [500, 429])
