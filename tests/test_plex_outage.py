@@ -95,3 +95,60 @@ links:
         for target in worker.targets.values():
             await target.aclose()
         runtime.close()
+
+
+async def test_a_plex_alert_an_earlier_release_raised_under_its_old_key_is_resolved(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+) -> None:
+    # Guards the old key in ids' `_reachable`: a release before one Plex outage was one alert
+    # raised the lookups' alert under "server:plex" (now `outage_key("plex")` is "plex"). Open
+    # when the new release starts, it gets its Resolved once Plex answers a lookup again.
+    plex = start_fake(FakePlex())
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
+    plex.add_movie("8372", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)
+    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    clock = FakeClock(1_750_000_000.0)
+    before = build_runtime(config, clock=clock)  # the earlier release, Plex off
+    before.open()
+    title = "watchbridge: Plex cannot be reached"
+    body = "Plex has not answered for 15 minutes: connection refused."
+    await before.notifier.notify("service_unreachable", title, body, key="server:plex")
+    sign_in_trakt(before.store, trakt, "me", now=clock())
+    before.close()
+    assert receiver.titles() == [title]
+    clock.advance(3600)
+    runtime = build_runtime(config, clock=clock)  # upgraded and started again; Plex is back
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        # A webhook play that needs Plex to name it: Plex answers its lookup.
+        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        for _ in range(3):
+            await worker.pass_once(runtime)
+            clock.advance(120)
+        assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
+        assert receiver.titles() == [title, f"Resolved: {title}"]
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
