@@ -283,6 +283,54 @@ async def test_a_bad_download_never_replaces_the_last_good_copy(
     assert b"42203" in data.path("kometa").read_bytes()
 
 
+async def test_a_dataset_upstream_keeps_smaller_for_a_refresh_period_is_taken(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    # Upstream drops most rows for good (a clean-up, a split): refused as truncated at first,
+    # it must not stay refused for ever, hourly downloads and the mapping frozen on the old copy.
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    smaller = {"69": {"tvdb_id": 81797, "anilist_id": 21}}
+    fake.bodies["kometa"] = json.dumps(smaller).encode()
+    clock.advance(DAY)
+    await data.index()
+    status = {s.name: s for s in data.status()}["kometa"]
+    assert status.error is not None and "looks truncated" in status.error
+    assert "2023-11-16" in status.error  # when a copy this small is taken as upstream's own
+    smaller["70"] = {"tvdb_id": 81798, "anilist_id": 22}  # upstream moves on, still small
+    fake.bodies["kometa"] = json.dumps(smaller).encode()
+    clock.advance(DAY / 2)
+    await data.index()
+    assert {s.name: s for s in data.status()}["kometa"].rows == 19
+    clock.advance(DAY / 2)
+    await data.index()
+    status = {s.name: s for s in data.status()}["kometa"]
+    assert status.error is None and status.rows == 2
+    assert b'"70"' in data.path("kometa").read_bytes()
+    assert data.out_of_date(clock()) == []
+
+
+async def test_a_smaller_download_fixed_upstream_within_the_period_starts_the_wait_again(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    whole = fake.bodies["kometa"]
+    fake.bodies["kometa"] = json.dumps({"69": {"tvdb_id": 81797, "anilist_id": 21}}).encode()
+    clock.advance(DAY)
+    await data.index()  # refused: looks truncated
+    fake.bodies["kometa"] = whole + b" "  # upstream fixed its bad push
+    clock.advance(3600)
+    await data.index()
+    assert not any(s.error for s in data.status())
+    fake.bodies["kometa"] = json.dumps({"69": {"tvdb_id": 81797, "anilist_id": 21}}).encode()
+    clock.advance(DAY)
+    await data.index()  # another bad push: a wait of its own
+    status = {s.name: s for s in data.status()}["kometa"]
+    assert status.error is not None and "looks truncated" in status.error
+    assert status.rows == 19
+
+
 async def test_an_empty_url_switches_a_dataset_off(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:

@@ -3,7 +3,8 @@
 Datasets are fetched at run time from upstream (Anime-Lists and Fribb carry no licence, so
 they are never shipped), kept under the data dir next to the database, refreshed when older
 than `services.anilist.mapping_refresh`, and replaced only by a download that parses and is
-not much smaller than the last good copy. When a download fails the cached copy keeps
+not much smaller than the last good copy (or, after a whole refresh period of only much smaller
+ones, by the latest: upstream dropped rows for good). When a download fails the cached copy keeps
 working and the failure is logged; when there is no copy yet, or the copy was last confirmed
 current (a download, or a 304: upstream unchanged) two refresh periods ago, `out_of_date` says
 so (the service's maintenance alerts through `alerts.urls`, and resolves once it is current).
@@ -161,7 +162,10 @@ class AnimeData:
             body, headers = await self._download(status)
             if body is not None:
                 last = status.rows if status.cached else 0
-                rows = await asyncio.to_thread(_validate, status.name, body, last)
+                try:
+                    rows = await asyncio.to_thread(_validate, status.name, body, last)
+                except Shrunk as shrunk:
+                    rows = self._upstream_shrunk(status.name, entry, shrunk, now)
                 self.directory.mkdir(parents=True, exist_ok=True)
                 _write_atomic(self.path(status.name), body)
                 entry.update(rows=rows, fetched_at=now)
@@ -171,6 +175,7 @@ class AnimeData:
                     "anime dataset updated",
                     extra={"dataset": status.name, "rows": rows, "bytes": len(body)},
                 )
+            entry.pop(_SHRUNK, None)  # a copy of the usual size (or ours, unchanged)
             entry["error"] = None
             entry["ok_at"] = now
         except (ServiceError, DatasetError, OSError) as exc:
@@ -181,6 +186,29 @@ class AnimeData:
         meta[status.name] = entry
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write_meta(meta)
+
+    def _upstream_shrunk(self, name: str, entry: dict[str, Any], shrunk: Shrunk, now: float) -> int:
+        """The rows of a download much smaller than the last good copy, once every download for
+        a refresh period was (upstream dropped them for good: a clean-up, a split); until then
+        raises, the first such download's time kept in `entry`. A bad push that upstream fixes
+        meanwhile is never taken, and the wait starts again at the next one."""
+        kept = entry.get(_SHRUNK)
+        since = kept.get("since") if isinstance(kept, dict) else None
+        since = float(since) if isinstance(since, int | float) and since <= now else now
+        if now - since >= self.refresh_every:
+            log.warning(
+                "anime dataset %s: upstream has served a much smaller copy since %s; "
+                "taken as its new version",
+                name,
+                _day(since),
+                extra={"dataset": name, "rows": shrunk.rows, "cached_rows": shrunk.last},
+            )
+            return shrunk.rows
+        entry[_SHRUNK] = {"since": since, "rows": shrunk.rows}
+        raise DatasetError(
+            f"{shrunk}; if upstream still serves a copy this small on "
+            f"{_day(since + self.refresh_every)}, it is taken as upstream's new version"
+        )
 
     async def _download(self, status: DatasetStatus) -> tuple[bytes | None, Mapping[str, str]]:
         """The new body (None: unchanged since our copy, a 304) and the answer's headers."""
@@ -326,6 +354,18 @@ def _configured_urls(urls: Any) -> dict[str, str]:
     return {name: url for name, url in vars(urls).items() if url is not None}
 
 
+class Shrunk(DatasetError):
+    """A download that parses but holds much fewer rows than the last good copy."""
+
+    def __init__(self, rows: int, last: int) -> None:
+        super().__init__(f"download holds {rows} rows, the cached copy {last}: looks truncated")
+        self.rows, self.last = rows, last
+
+
+# Meta key of a dataset whose downloads hold much fewer rows than its copy: since when.
+_SHRUNK = "shrunk"
+
+
 def _validate(name: str, body: bytes, last_rows: int) -> int:
     try:
         rows = count_rows(name, body)
@@ -334,10 +374,12 @@ def _validate(name: str, body: bytes, last_rows: int) -> int:
     if rows == 0:
         raise DatasetError("download holds no rows")
     if last_rows and rows < last_rows * MIN_SHARE:
-        raise DatasetError(
-            f"download holds {rows} rows, the cached copy {last_rows}: looks truncated"
-        )
+        raise Shrunk(rows, last_rows)
     return rows
+
+
+def _day(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
 def _problem(status: DatasetStatus, exc: Exception) -> str:
