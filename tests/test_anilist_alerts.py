@@ -3,6 +3,7 @@ against the fakes over real HTTP."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -178,3 +179,42 @@ async def test_an_expiry_alert_that_went_out_late_with_another_alert_is_not_sent
             runtime.clock.advance(3600)
             await check_anilist_tokens(runtime)
     assert sorted("expires soon" in title for title in receiver.titles()) == [False, True]
+
+
+async def test_without_an_alert_channel_the_log_tells_of_each_expiry_stage_once(
+    tmp_path: Path, anilist: FakeAniList, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A webhook-only AniList profile (no link run to log it) and no alerts.urls: the log is
+    # where the service can say that the sign-in is about to end, and that it has.
+    token = anilist.issue_token(lifetime=10 * DAY)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+profiles:
+  me: {{accounts: {{anilist: {{token: "{token}"}}}}}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+    clock = FakeClock(anilist.now())
+    notifier = Notifier(config.alerts, clock=clock, timeout=2.0)
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=notifier, clock=clock)
+    runtime.open()
+    caplog.set_level(logging.INFO, logger="watchbridge.maintenance")
+    try:
+        for _ in range(3):  # hourly checks
+            await check_anilist_tokens(runtime)
+            clock.advance(3600)
+        clock.advance(11 * DAY)
+        for _ in range(3):
+            await check_anilist_tokens(runtime)
+            clock.advance(3600)
+    finally:
+        runtime.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 2
+    assert "expires on" in said[0] and "expired on" in said[1]
+    assert all("watchbridge auth anilist --profile me" in line for line in said)
+    assert token not in caplog.text

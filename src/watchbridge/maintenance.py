@@ -87,8 +87,8 @@ async def resend_failed_alerts(runtime: Runtime) -> None:
 
 async def check_anilist_tokens(runtime: Runtime) -> list[str]:
     """Alert (kind `credentials`) once per token when an AniList token is 14 days from expiry,
-    and once more when it has expired: AniList tokens cannot be refreshed. Returns the keys
-    of the alerts dealt with (sent, or not wanted by `alerts.kinds`)."""
+    and once more when it has expired, and log each: AniList tokens cannot be refreshed.
+    Returns the keys of the alerts dealt with (sent, or not wanted by `alerts.kinds`)."""
     from watchbridge.services.anilist import (
         EXPIRY_STAGES,
         SERVICE,
@@ -124,6 +124,9 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
         # Failed, or suppressed (held back after a failed send): tried again at the next check.
         if result in (SENT, DISABLED):
             await asyncio.to_thread(store.cache_put, ALERTED, alert.once, result, now, ALERTED_TTL)
+            # The log too, once per stage: without an alert channel (or with `credentials` left
+            # out of alerts.kinds) it is the only word a webhook-only profile gets of it.
+            log.warning(alert.body, extra={"profile": name})
             sent.append(alert.once)
             # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
             for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
