@@ -197,12 +197,18 @@ def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path)
     assert "API token:     none (API and UI open on this port)" in result.stdout
 
 
-def check_config_as_nobody(folder: Path) -> subprocess.CompletedProcess[str]:
-    """`check-config` of a config in `folder` (naming its database there), run as nobody."""
+def check_config_as_nobody(
+    folder: Path, command_name: str = "check-config", database: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`check-config` (or `command_name`) of a config in `folder` naming its database there
+    (or `database`), run as nobody."""
     config = write_config(folder)
+    if database is not None:
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace(str(folder / "watchbridge.db"), str(database)))
     config.chmod(0o644)
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    command = [sys.executable, "-m", "watchbridge", "check-config", "--config", str(config)]
+    command = [sys.executable, "-m", "watchbridge", command_name, "--config", str(config)]
     return subprocess.run(
         [*nobody, *command],
         capture_output=True,
@@ -238,6 +244,47 @@ def test_check_config_names_a_database_folder_the_user_cannot_write() -> None:
         result = check_config_as_nobody(folder)
     assert result.returncode == 2
     assert f"its folder {folder} is not writable by this user" in result.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+@pytest.mark.parametrize("mode", [0o700, 0o000])
+def test_a_database_folder_the_user_cannot_enter_is_named_with_what_to_do(
+    command: str, mode: int
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o755)
+        data = folder / "data"  # root's, as a restore or a mkdir as root leaves it
+        data.mkdir(mode=mode)
+        data.chmod(mode)
+        result = check_config_as_nobody(folder, command, data / "watchbridge.db")
+    assert result.returncode == 2, result.stderr
+    assert "unexpected error" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: watchbridge.yaml:5 storage.path: ")
+    assert f"its folder {data} (owner uid 0, mode {mode:04o}) cannot be entered" in line
+    assert "by this user (uid 65534)" in line
+    assert f"chown -R 65534:65534 {data}" in line
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_serve_names_the_folder_a_symlinked_database_leads_to_that_the_user_cannot_enter() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o777)
+        real = folder / "disk"  # root's: the lock and journal files go beside the real file
+        (real / "db").mkdir(parents=True)
+        real.chmod(0o700)
+        (folder / "watchbridge.db").symlink_to(real / "db" / "watchbridge.db")
+        result = check_config_as_nobody(folder, "serve")
+    assert result.returncode == 2, result.stderr
+    assert f"the folder {real} (owner uid 0, mode 0700) on its way cannot be" in result.stderr
+    assert f"chmod o+x {real}" in result.stderr
 
 
 def test_ctrl_c_while_auth_waits_for_the_code_exits_130(

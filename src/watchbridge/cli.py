@@ -103,6 +103,8 @@ def _database(config: Config, create: bool) -> Path:
     a relative storage.path run from another folder would answer from an empty database.
     Commands that make one say where."""
     path = Path(config.storage.path)
+    if problem := _unreachable_folder(path):  # before anything looks at the path
+        raise ConfigError(_located(config, problem))
     if path.exists():
         return path
     if backup_path(path).is_file():  # opening the store starts from it (Store.open)
@@ -177,6 +179,8 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
     config = _load(config_path)
     level = "debug" if ctx.obj["debug"] else config.logging.level
     setup_logging(level, config.logging.format, config.secrets())
+    if problem := _unreachable_folder(Path(config.storage.path)):  # the lock file's folder too
+        raise ConfigError(_located(config, problem))
     # One service per database, checked before anything opens it (no restore from a backup,
     # no migration, no claim of the other one's deliveries); held until this process ends.
     with servelock.hold(Path(config.storage.path), time.time()):
@@ -233,6 +237,8 @@ def _located(config: Config, problem: str) -> str:
 
 def _storage_problem(path: Path) -> str | None:
     """Why the database could not be created or written at `path`, or None."""
+    if problem := _unreachable_folder(path):
+        return problem
     if path.is_dir():
         example = path / "watchbridge.db"
         return f"storage.path: {path} is a directory; name the database file in it, e.g. {example}"
@@ -254,6 +260,42 @@ def _storage_problem(path: Path) -> str | None:
     if existing.is_file() and existing != path:
         return f"storage.path: {path}: {existing} is a file, not a directory"
     return None
+
+
+def _unreachable_folder(path: Path) -> str | None:
+    """The first folder on the way to the database (as named, then as its symlinks lead: the
+    lock file and SQLite's journal files go beside the real file) that this user cannot enter,
+    said with what to do; None when every folder that exists can be entered."""
+    named = path.expanduser().absolute()
+    for way in dict.fromkeys((named, Path(os.path.realpath(named)))):  # never raises (a loop)
+        for folder in reversed(way.parents):
+            if not os.path.isdir(folder):
+                break  # a missing folder or a file: the checks after this one name it
+            if not os.access(folder, os.X_OK):
+                return _cannot_enter(path, folder, folder == way.parent)
+    return None
+
+
+def _cannot_enter(path: Path, folder: Path, holds_it: bool) -> str:
+    """The one line for a folder on the way to the database this user cannot enter."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        info = folder.stat()
+        found = f" (owner uid {info.st_uid}, mode {info.st_mode & 0o7777:04o})"
+    except OSError:
+        found = ""
+    if holds_it:
+        return (
+            f"storage.path: {path}: its folder {folder}{found} cannot be entered by this user "
+            f"(uid {uid}): give it to this user (chown -R {uid}:{gid} {folder}; chmod u+rwx "
+            f"{folder}), or run watchbridge as its owner (Docker: user: in docker-compose.yml, "
+            "--user on Unraid)"
+        )
+    return (
+        f"storage.path: {path}: the folder {folder}{found} on its way cannot be entered by "
+        f"this user (uid {uid}): let this user through it (chmod o+x {folder}), or put "
+        "storage.path in a folder it can reach"
+    )
 
 
 def _secret_summary(secret: Secret | None) -> str:
