@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -458,6 +459,45 @@ def test_container_with_unwritable_config_dir_exits_with_one_line(tmp_path: Path
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("watchbridge: cannot write")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_container_whose_user_cannot_enter_the_data_folder_hands_over_to_the_command() -> None:
+    """Not Home Assistant's "cannot read the app options": `serve` (its start checks) names the
+    folder and what to do, as tests/test_cli.py shows. The entrypoint is prepared in a process
+    of another user, not exec'd: that user could not run this machine's test interpreter."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o755)
+        (folder / "config").mkdir(mode=0o755)
+        (folder / "config" / "watchbridge.yaml").write_text(EXAMPLE.read_text())
+        (folder / "config" / "watchbridge.yaml").chmod(0o644)
+        data = folder / "data"  # the host folder, made by root (docker made it, or a sudo mkdir)
+        data.mkdir(mode=0o700)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+        env.update(
+            HOME=name,
+            WATCHBRIDGE_CONFIG=str(folder / "config" / "watchbridge.yaml"),
+            WATCHBRIDGE_DATA_DIR=str(data),
+            WATCHBRIDGE_EXAMPLE_CONFIG=str(EXAMPLE),
+        )
+        prepare_serve = (
+            "import os; from watchbridge.entrypoint import Paths, prepare; "
+            "print(prepare(['serve'], Paths.from_env(os.environ)).argv)"
+        )
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        result = subprocess.run(
+            [*nobody, sys.executable, "-c", prepare_serve],
+            env=env,
+            cwd=name,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["watchbridge", "serve"])
 
 
 # --------------------------------------------------------------------------- Home Assistant app

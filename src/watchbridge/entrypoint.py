@@ -332,6 +332,10 @@ def read_options(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if isinstance(exc, PermissionError) and not os.access(path.parent, os.X_OK):
+            # Home Assistant starts the app as root, which enters every folder: this is a
+            # container whose user cannot enter its data folder; the command says so and how.
+            return None
         raise StartError(f"cannot read the app options {path} ({exc.strerror})") from None
     try:
         options = json.loads(text)
