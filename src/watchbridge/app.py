@@ -58,6 +58,7 @@ from watchbridge.errors import StoreError
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import Redactor, mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
+from watchbridge.redaction import WEBHOOK_SECRET, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
 from watchbridge.store import (
@@ -110,8 +111,8 @@ class Runtime:
     senders: Senders = field(default_factory=Senders)
     downtime: str | None = None  # what this start told of the time the service was away
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
-    # What the log masks (the config's secrets, the webhook secret, secret-shaped text): every
-    # display of stored error text goes through it, as log lines do.
+    # What the log masks (redaction.secret_values, secret-shaped text): every display of
+    # stored error text goes through it, as log lines do.
     redact: Redactor = field(default_factory=Redactor)
 
     @property
@@ -137,10 +138,12 @@ class Runtime:
         self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
         self.metrics.watch_links(store.last_successes, list(self.config.links))
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
-        # A generated secret is in no config: mask it like the configured ones.
-        mask_also([self.webhook_secret])
-        self.notifier.mask_also([self.webhook_secret])
-        self.redact.add([*self.config.secrets(), self.webhook_secret])
+        # A generated secret is in no config: from now on the log, the alerts and the status
+        # page mask it like the configured ones.
+        masked = secret_values(self.config, self._store)
+        mask_also(masked)
+        self.notifier.mask_also(masked)
+        self.redact.add(masked)
 
     def store_status(self) -> StoreStatus:
         """The store's status as the page and the API show it (error texts redacted)."""
@@ -161,7 +164,7 @@ def webhook_secret(config: Config, store: Store, now: float) -> str:
     configured = config.server.webhook_secret
     if configured:
         return configured.reveal()
-    return store.setting("webhook_secret", lambda: secrets.token_urlsafe(24), now)
+    return store.setting(WEBHOOK_SECRET, lambda: secrets.token_urlsafe(24), now)
 
 
 MAX_RESTART_DELAY = 300.0

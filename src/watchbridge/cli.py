@@ -31,8 +31,8 @@ from watchbridge.config import (
     undeliverable,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
-from watchbridge.logs import Redactor
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
+from watchbridge.redaction import redactor, secret_values
 from watchbridge.store import (
     OutboxItem,
     Store,
@@ -63,7 +63,7 @@ def _load(config_path: str | None) -> Config:
     config = load_config(find_config(config_path))
     context = click.get_current_context(silent=True)
     debug = bool(context and context.find_root().obj and context.find_root().obj.get("debug"))
-    setup_logging("debug" if debug else "warning", config.logging.format, config.secrets())
+    setup_logging("debug" if debug else "warning", config.logging.format, secret_values(config))
     return config
 
 
@@ -71,13 +71,6 @@ def _open_store(config: Config, create: bool = False) -> Store:
     """The service's database (see `_database`)."""
     path = _database(config, create)
     return Store.open(path, config.storage.durability, config.storage.busy_timeout)
-
-
-def _redactor(config: Config, store: Store) -> Redactor:
-    """What the log masks, for stored error texts a command shows (a service's message may
-    quote a URL with a key in it): the config's secrets and a generated webhook secret."""
-    generated = store.known_setting("webhook_secret")
-    return Redactor([*config.secrets(), *([generated] if generated else [])])
 
 
 def _look_at_store(config: Config) -> Store:
@@ -178,7 +171,7 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
 
     config = _load(config_path)
     level = "debug" if ctx.obj["debug"] else config.logging.level
-    setup_logging(level, config.logging.format, config.secrets())
+    setup_logging(level, config.logging.format, secret_values(config))
     if problem := _unreachable_folder(Path(config.storage.path)):  # the lock file's folder too
         raise ConfigError(_located(config, problem))
     # One service per database, checked before anything opens it (no restore from a backup,
@@ -322,7 +315,7 @@ def _summary(config: Config) -> str:
     services = config.services.configured()
     lines.append(f"services:      {', '.join(services) if services else 'none yet'}")
     # Users paste this into bug reports; a URL may carry a token or a password.
-    redact = Redactor(config.secrets())
+    redact = redactor(config)
     for name in services:
         section = getattr(config.services, name)
         urls = {k: redact(str(v)) for k, v in vars(section).items() if k.endswith("url") and v}
@@ -360,7 +353,7 @@ def status(config_path: str | None) -> None:
 
     config = _load(config_path)
     with _look_at_store(config) as store:
-        state = store.status().shown(_redactor(config, store))
+        state = store.status().shown(redactor(config, store))
         anilist = anilist_sign_ins(config, store, time.time())
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
@@ -1160,7 +1153,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     config = _load(config_path)
     with _look_at_store(config) as store:
         waiting = store.unmatched()
-        redact = _redactor(config, store)
+        redact = redactor(config, store)
     if not waiting:
         click.echo("nothing unmatched")
         return
@@ -1201,7 +1194,7 @@ def deadletters_list(config_path: str | None) -> None:
     config = _load(config_path)
     with _look_at_store(config) as store:
         dead = store.dead_letters()
-        redact = _redactor(config, store)
+        redact = redactor(config, store)
     if not dead:
         click.echo("no dead letters")
         return

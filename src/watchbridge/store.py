@@ -846,7 +846,7 @@ class StoreStatus:
 
     def shown(self, redact: Callable[[str], str]) -> StoreStatus:
         """This status with its stored error texts (held rows' reasons, runs' errors) passed
-        through `redact` (logs.Redactor), as every display shows them: a service's message
+        through `redact` (redaction.redactor), as every display shows them: a service's message
         may quote a URL with a key in it, or a token."""
         return replace(
             self,

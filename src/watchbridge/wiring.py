@@ -25,6 +25,7 @@ from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.ids import Enricher
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
+from watchbridge.redaction import secret_values
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
 from watchbridge.services.jellyfin import media_server_client
@@ -204,7 +205,7 @@ def build_runtime(
             config.alerts,
             clock=clock,
             on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc(),
-            secrets=config.secrets(),
+            secrets=secret_values(config),
         )
     return Runtime(
         config=config,

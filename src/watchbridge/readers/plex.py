@@ -913,7 +913,7 @@ class ServerTokens:
             return None
         found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
         if found.get("token") and found.get("source") == person.source():
-            return self._redacted(str(found["token"]))
+            return str(found["token"])
         if person.pasted:
             return person.pasted
         return await self._find(profile, person)
@@ -995,10 +995,6 @@ class ServerTokens:
         }
         await asyncio.to_thread(self.store.put_token, SERVER_TOKEN, profile, data, self.clock())
         log.info("found the Plex server token through plex.tv", extra={"profile": profile})
-        return self._redacted(token)
-
-    def _redacted(self, token: str) -> str:
-        self.client.http.redact.add([token])
         return token
 
     def _client(self) -> PlexTvClient:

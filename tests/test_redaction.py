@@ -1,0 +1,107 @@
+"""A secret is masked in every output, wherever the config holds it: the log, the alerts, the
+commands' stored error texts and the status page and API all take it from one place
+(redaction.secret_values)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.fakes.receiver import AlertReceiver
+from tests.harness import AppThread, write_config
+from watchbridge import statuspage
+from watchbridge.app import create_app
+from watchbridge.config import load_config
+from watchbridge.logs import setup_logging
+from watchbridge.redaction import secret_values
+from watchbridge.store import NewOutboxRow, Store
+from watchbridge.wiring import build_runtime
+
+# Secrets in a place no other redaction test writes one: a profile's accounts.
+ANILIST_TOKEN = "al-tok-9182736450"
+SERIALIZD_PASSWORD = "sz-pw-27182818"
+SECRETS = (ANILIST_TOKEN, SERIALIZD_PASSWORD)
+QUOTED = f"answered 401 for {ANILIST_TOKEN} and {SERIALIZD_PASSWORD}"
+
+
+def config_with_account_secrets(directory: Path, alert_url: str = "json://127.0.0.1:9/x") -> Path:
+    return write_config(
+        directory,
+        "services: {anilist: {}, serializd: {}}\n"
+        "profiles:\n  me:\n    users: {plex: ['1']}\n"
+        f"    accounts: {{anilist: {{token: {ANILIST_TOKEN}}},"
+        f" serializd: {{email: a@b.c, password: {SERIALIZD_PASSWORD}}}}}\n"
+        f"alerts: {{urls: ['{alert_url}']}}\n",
+    )
+
+
+def stored_errors_quoting_the_secrets(path: Path) -> None:
+    with Store.open(path.parent / "watchbridge.db") as store:
+        rows = [NewOutboxRow("anilist", "me", "play", {}, f"k{n}", f"i{n}") for n in range(3)]
+        store.enqueue(rows, 1.0)
+        dead, held, waiting = store.claim("w", 2.0)
+        store.mark_dead(dead.id, 3.0, f"gave up: {QUOTED}")
+        store.hold(held.id, 3.0, 4.0, f"held: {QUOTED}")
+        store.retry_later(waiting.id, 3.0, 9.0, f"unmatched: {QUOTED}")
+        link_run = store.start_run("a", 1.0)
+        assert link_run is not None
+        store.finish_run(link_run, 2.0, "failed", {}, 3, f"run: {QUOTED}")
+
+
+def shows_none(text: str) -> bool:
+    return "********" in text and not [s for s in SECRETS if s in text]
+
+
+def test_an_account_secret_is_masked_in_the_log(tmp_path: Path) -> None:
+    config = load_config(config_with_account_secrets(tmp_path), {})
+    stream = io.StringIO()
+    setup_logging("info", "text", secret_values(config), stream=stream)
+    try:
+        logging.getLogger("t").warning(f"sync failed: {QUOTED}", extra={"reason": QUOTED})
+    finally:
+        logging.getLogger().handlers.clear()
+    assert shows_none(stream.getvalue())
+
+
+def test_an_account_secret_is_masked_in_the_commands_output(tmp_path: Path) -> None:
+    path = config_with_account_secrets(tmp_path)
+    stored_errors_quoting_the_secrets(path)
+    for command in (("deadletters", "list"), ("status",), ("unmatched",)):
+        result = subprocess.run(
+            [sys.executable, "-m", "watchbridge", *command, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        assert QUOTED.split()[0] in result.stdout, (command, result.stdout, result.stderr)
+        assert shows_none(result.stdout + result.stderr), command
+
+
+def test_an_account_secret_is_masked_on_the_status_page_and_api(tmp_path: Path) -> None:
+    path = config_with_account_secrets(tmp_path)
+    stored_errors_quoting_the_secrets(path)
+    runtime = build_runtime(load_config(path, {}))
+    with AppThread(create_app(runtime, extra_routes=statuspage.ROUTES)) as app:
+        api = httpx.get(f"{app.url}/api/status").text
+        page = httpx.get(f"{app.url}/").text
+    assert shows_none(api) and shows_none(page)
+
+
+def test_an_account_secret_is_masked_in_an_alert(tmp_path: Path, receiver: AlertReceiver) -> None:
+    path = config_with_account_secrets(tmp_path, receiver.apprise_url)
+    runtime = build_runtime(load_config(path, {}))
+    runtime.open()
+    try:
+        asyncio.run(runtime.notifier.notify("credentials", f"AniList {QUOTED}", f"body {QUOTED}"))
+    finally:
+        runtime.close()
+    [message] = receiver.messages
+    assert shows_none(str(message["title"])) and shows_none(str(message["message"]))
