@@ -16,6 +16,7 @@ from tests.ingest_samples import only_event
 from watchbridge.ingest import parse as parse_request
 from watchbridge.ingest.generic import dated, parse
 from watchbridge.model import Accepted, Account, Ids, Rejected
+from watchbridge.services.anilist import FuzzyDate
 
 DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
 MOVIE = {
@@ -237,6 +238,14 @@ def test_a_day_without_a_time_is_that_day_where_watchbridge_runs(
 )
 def test_broken_fields_are_rejected_with_their_path(payload: dict[str, Any], reason: str) -> None:
     assert rejection(payload) == reason
+
+
+@pytest.mark.parametrize("year", [1899, 1900, 2199, 2200])
+def test_a_webhook_time_and_an_anilist_date_may_be_a_viewing_in_the_same_years(year: int) -> None:
+    # One bound (model.viewing_year): the years 1900-2199, for a day, a time and AniList's date.
+    day = isinstance(parse(changed(MOVIE, watched_at=f"{year}-06-15")), Accepted)
+    time = isinstance(parse(changed(MOVIE, watched_at=f"{year}-06-15T20:48:02Z")), Accepted)
+    assert day == time == FuzzyDate(year, 6, 15).watched() == (year in (1900, 2199))
 
 
 def test_every_curl_example_in_the_docs_is_accepted() -> None:

@@ -13,6 +13,17 @@ Source = Literal["plex", "jellyfin", "emby", "tautulli", "generic"]
 #   start/resume/pause/progress/stop: playback; played/unplayed: a manual mark; rate: a rating.
 Action = Literal["start", "resume", "pause", "progress", "stop", "played", "unplayed", "rate"]
 
+# The years a time may be a viewing's in, from FIRST_YEAR up to (not into) END_YEAR: one
+# outside them is no one's (a .NET minimum date, 9999-12-31, a list app's year 1) and could
+# not even be written out for a service again. Webhook times and AniList's dates are held to it.
+FIRST_YEAR, END_YEAR = 1900, 2200
+
+
+def viewing_year(year: int) -> bool:
+    """Whether a time in `year` could be a viewing's (see FIRST_YEAR, END_YEAR)."""
+    return FIRST_YEAR <= year < END_YEAR
+
+
 # Strongest first: the order ids are trusted when two sources disagree (design: ids).
 ID_ORDER = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "plex_guid", "slug")
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
-from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef
+from watchbridge.model import END_YEAR, FIRST_YEAR, Accepted, Ids, MediaEvent, MediaRef
 from watchbridge.ratings import from_ten
 
 Payload = Mapping[str, object]
@@ -162,11 +162,10 @@ def ticks_to_ms(value: object) -> int | None:
     return non_negative(ticks // TICKS_PER_MS)
 
 
-# Times outside these years are no one's viewing (a .NET minimum date, 9999-12-31) and could
-# not even be written out for a service again.
+# The first and the last instant a time may be a viewing's at (model.FIRST_YEAR, END_YEAR).
 EARLIEST, LATEST = (
-    datetime(1900, 1, 1, tzinfo=UTC).timestamp(),
-    datetime(2200, 1, 1, tzinfo=UTC).timestamp(),
+    datetime(FIRST_YEAR, 1, 1, tzinfo=UTC).timestamp(),
+    datetime(END_YEAR, 1, 1, tzinfo=UTC).timestamp(),
 )
 
 
@@ -193,7 +192,7 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[T ])")
 
 def iso_time(value: object) -> float | None:
     """An ISO-8601 time (7 fractional digits allowed) as epoch seconds; naive means UTC.
-    None when it is not one, or falls outside the years 1900-2200."""
+    None when it is not one, or falls outside the years a viewing may be in (1900-2200)."""
     raw = text(value) if isinstance(value, str) else None
     if raw is None or len(raw) > 64:
         return None

@@ -47,6 +47,8 @@ from watchbridge.ingest.common import (
     wrong_url_hint,
 )
 from watchbridge.model import (
+    END_YEAR,
+    FIRST_YEAR,
     Accepted,
     Account,
     Action,
@@ -56,6 +58,7 @@ from watchbridge.model import (
     MediaRef,
     ParseResult,
     Rejected,
+    viewing_year,
 )
 from watchbridge.ratings import from_ten
 
@@ -209,9 +212,10 @@ def _day(value: object) -> date | None:
 
 def _day_time(day: date) -> float | None:
     """Noon of `day` where watchbridge runs (its `TZ`), as AniList's dates are read: that day
-    there, and in every zone within 11 hours of it (TZ left at UTC); None outside 1900-2200.
+    there, and in every zone within 11 hours of it (TZ left at UTC); None in a year no viewing
+    is in (model.viewing_year).
     Midnight UTC would be the evening before in the Americas."""
-    if not 1900 <= day.year < 2200:
+    if not viewing_year(day.year):
         return None
     at = datetime(day.year, day.month, day.day, 12).timestamp()
     return at if EARLIEST <= at < LATEST else None
@@ -224,7 +228,8 @@ def _time(value: object, path: str) -> float | None:
     parsed = _day_time(day) if day is not None else iso_time(value)
     if parsed is None:
         raise Invalid(
-            f"{path}: must be an ISO-8601 time between 1900 and 2200, e.g. 2025-03-14T20:48:02Z"
+            f"{path}: must be an ISO-8601 time between {FIRST_YEAR} and {END_YEAR}, "
+            "e.g. 2025-03-14T20:48:02Z"
         )
     return parsed
 

@@ -39,6 +39,7 @@ from watchbridge.http import (
 )
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
+from watchbridge.model import viewing_year
 from watchbridge.services.trakt import TokenStore
 
 SERVICE = "anilist"
@@ -147,9 +148,6 @@ class AniListDisabled(AniListError, Unavailable):
 # --------------------------------------------------------------------------- shapes
 
 
-FIRST_YEAR, LAST_YEAR = 1900, 2199  # the years a date on an entry may be a viewing's
-
-
 @dataclass(frozen=True)
 class FuzzyDate:
     """AniList's date with optional parts (§5.2); all None means "not set"."""
@@ -173,9 +171,10 @@ class FuzzyDate:
             return None
 
     def watched(self) -> bool:
-        """Whether the date is set and could be a viewing's: in the years 1900-2199, as a
-        webhook's times must be (AniList takes any FuzzyDateInput a list app writes)."""
-        return self.year is not None and FIRST_YEAR <= self.year <= LAST_YEAR
+        """Whether the date is set and could be a viewing's (model.viewing_year: the years
+        1900-2199), as a webhook's times must be (AniList takes any FuzzyDateInput a list app
+        writes)."""
+        return self.year is not None and viewing_year(self.year)
 
     def to_input(self) -> dict[str, int | None]:
         return {"year": self.year, "month": self.month, "day": self.day}
