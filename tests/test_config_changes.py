@@ -21,7 +21,7 @@ from tests.test_webhooks_e2e import seeded
 from watchbridge.config import load_config
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
-from watchbridge.scheduler import resolve_removed_links
+from watchbridge.scheduler import resolve_removed_links, resolve_removed_services, service_of_alert
 from watchbridge.store import NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
 from watchbridge.wiring import build_runtime
@@ -369,3 +369,107 @@ def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(
     wait_for(lambda: f"Resolved: {failing}" in receiver.titles())
     time.sleep(0.5)
     assert receiver.titles() == [failing, f"Resolved: {failing}"]
+
+
+def serializd_config(
+    tmp_path: Path, port: int, trakt: FakeTrakt, receiver: AlertReceiver, serializd: bool
+) -> str:
+    """Trakt and (with `serializd`) Serializd, for profile me; no link (deliveries only)."""
+    service = f'  serializd: {{api_url: "http://127.0.0.1:{free_port()}"}}\n' if serializd else ""
+    account = ', serializd: {email: me@example.org, password: "pw"}' if serializd else ""
+    return f"""
+server: {{host: 127.0.0.1, port: {port}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+{service}profiles:
+  me: {{accounts: {{trakt: {{}}{account}}}}}
+"""
+
+
+SERIALIZD_DOWN = "watchbridge: serializd deliveries paused"
+TRAKT_DOWN = "watchbridge: trakt deliveries paused"
+
+
+def outages_told(path: Path) -> None:
+    """What a run under the config at `path` left: Serializd's and Trakt's outage alerts
+    (deliveries held), with nothing queued for either any more."""
+
+    async def tell() -> None:
+        runtime = build_runtime(load_config(path))
+        runtime.open()
+        try:
+            for name, title in (("serializd", SERIALIZD_DOWN), ("trakt", TRAKT_DOWN)):
+                body = f"{name} has not taken deliveries for 20 minutes: HTTP 503."
+                await runtime.notifier.notify("service_unreachable", title, body, key=name)
+        finally:
+            runtime.close()
+
+    asyncio.run(tell())
+
+
+def test_an_outage_alert_of_a_service_taken_out_is_resolved_at_the_next_start(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # Serializd kept failing and the user gave it up, with nothing queued for it: no delivery
+    # would ever close its alert. Trakt's, still configured, stays open.
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(serializd_config(tmp_path, port, trakt, receiver, True), "utf-8")
+    outages_told(path)
+    assert receiver.titles() == [SERIALIZD_DOWN, TRAKT_DOWN]
+
+    for _ in range(2):  # told once
+        service = started(path, port, serializd_config(tmp_path, port, trakt, receiver, False))
+        try:
+            wait_for(lambda: f"Resolved: {SERIALIZD_DOWN}" in receiver.titles())
+            time.sleep(1)
+        finally:
+            service.terminate()
+    assert receiver.titles() == [SERIALIZD_DOWN, TRAKT_DOWN, f"Resolved: {SERIALIZD_DOWN}"]
+
+
+def test_an_owed_outage_alert_of_a_service_taken_out_is_not_sent_after_all(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # Serializd's outage alert failed to go out, then the user took Serializd out: that alert,
+    # owed still, must not reach them later, and nothing of it stays open.
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(serializd_config(tmp_path, port, trakt, receiver, True), "utf-8")
+    receiver.refuse_next()
+    outages_told(path)
+    assert receiver.titles() == [TRAKT_DOWN]  # Serializd's refused: owed
+
+    path.write_text(serializd_config(tmp_path, port, trakt, receiver, False), "utf-8")
+    later = time.time() + 3600  # past the wait before an owed alert goes out again
+
+    async def start_then_retry_owed_alerts() -> list[str]:
+        runtime = build_runtime(load_config(path), clock=lambda: later)
+        runtime.open()
+        try:
+            await resolve_removed_services(runtime)
+            await runtime.notifier.send_unsent()
+            return runtime.notifier.condition_keys("service_unreachable")
+        finally:
+            runtime.close()
+
+    kept = asyncio.run(start_then_retry_owed_alerts())
+    assert receiver.titles() == [TRAKT_DOWN]
+    assert kept == ["trakt"]  # Serializd's is gone, not kept open for 400 days
+
+
+@pytest.mark.parametrize(
+    ("key", "service"),
+    [
+        ("serializd", "serializd"),
+        ("trakt:me", "trakt"),
+        ("server:jellyfin", "jellyfin"),
+        ("plex", "plex"),
+        ("anilist:me:expired", "anilist"),
+        ("anime-datasets", "anilist"),
+        ("plextv:watchlist", "plex"),
+        ("something-else", None),
+    ],
+)
+def test_the_service_an_alert_is_about_is_read_from_its_key(key: str, service: str | None) -> None:
+    assert service_of_alert(key) == service

@@ -873,7 +873,7 @@ def sync(
     still sees every other change and removes nothing."""
     from watchbridge.maintenance import housekeeping
     from watchbridge.narrow import narrowing
-    from watchbridge.scheduler import resolve_removed_links
+    from watchbridge.scheduler import resolve_removed_links, resolve_removed_services
     from watchbridge.sync import (
         LinkBusy,
         failure_of,
@@ -920,10 +920,12 @@ def sync(
                 failed.append(name)
     finally:
         # Pruning and the sign-in checks, which a setup running only this from cron lacks
-        # (a failing link most of all), and the alerts of links taken out of the config.
+        # (a failing link most of all), and the alerts of links and services taken out of the
+        # config.
         try:
             asyncio.run(housekeeping(runtime))
             asyncio.run(resolve_removed_links(runtime))
+            asyncio.run(resolve_removed_services(runtime))
         finally:
             runtime.close()
     if failed:

@@ -13,6 +13,7 @@ import logging
 import random
 
 from watchbridge.app import Runtime
+from watchbridge.config import SYNC_SERVICES, Config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
@@ -51,6 +52,7 @@ class SyncScheduler:
                     extra={"link": name, "services": ",".join(link.services)},
                 )
         await resolve_removed_links(runtime)
+        await resolve_removed_services(runtime)
         await asyncio.gather(*(self._loop(runtime, stop, name) for name in links))
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
@@ -168,6 +170,48 @@ async def resolve_removed_links(runtime: Runtime) -> None:
             await notifier.resolve("sync_failing", over, key=key)
         else:  # its alert never got out (owed still): telling it now would be news of nothing
             await notifier.close_quietly("sync_failing", key)
+
+
+# The kinds of alert about one service (its outage, a sign-in, an account limit), and the
+# keys of those that do not start with the service's name (see service_of_alert).
+SERVICE_ALERT_KINDS = ("service_unreachable", "credentials", "account_limit")
+SERVICE_OF_KEY = {"anime-datasets": "anilist", "plextv:watchlist": "plex"}
+
+
+def service_of_alert(key: str) -> str | None:
+    """The service an alert of SERVICE_ALERT_KINDS is about, by its key: `serializd` (its
+    outage), `trakt:me` (a profile's), `server:jellyfin` (a media server's lookups),
+    `anilist:me:expired`, `anime-datasets`; None for a key of no one service."""
+    if key in SERVICE_OF_KEY:
+        return SERVICE_OF_KEY[key]
+    name = key.removeprefix("server:").partition(":")[0]
+    return name if name in SYNC_SERVICES else None
+
+
+def removed_service(config: Config, key: str) -> str | None:
+    """The service alert `key` is about, when the config no longer has it."""
+    service = service_of_alert(key)
+    if service is None or getattr(config.services, service) is not None:
+        return None
+    return service
+
+
+async def resolve_removed_services(runtime: Runtime) -> None:
+    """A service taken out of the config (it kept failing, or is given up) never answers
+    again to resolve its outage, sign-in or account-limit alert: that is over now (the
+    delivery worker resolves them too, but only where deliveries still waited for it). At the
+    service's start and after each `watchbridge sync`, as `resolve_removed_links`."""
+    notifier = runtime.notifier
+    for kind in SERVICE_ALERT_KINDS:
+        for key in notifier.condition_keys(kind):
+            service = removed_service(runtime.config, key)
+            if service is None:
+                continue
+            if notifier.alerted(kind, key):
+                over = f"services.{service} is no longer in the config: it is not used any more"
+                await notifier.resolve(kind, over, key=key)
+            else:  # never got out (owed still): telling it now would be news of nothing
+                await notifier.close_quietly(kind, key)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
