@@ -513,6 +513,23 @@ def test_a_backup_path_that_is_a_folder_is_not_said_to_be_started_from(tmp_path:
     assert f"a new database at {tmp_path / 'watchbridge.db'}" in result.stderr
 
 
+def test_a_damaged_backup_is_not_said_to_be_started_from(tmp_path: Path) -> None:
+    # The database lost, and its backup copy on the same failing SD card lost pages too.
+    database, copy = tmp_path / "watchbridge.db", tmp_path / "watchbridge.db.backup"
+    Store.open(database).close()
+    data = database.read_bytes()
+    copy.write_bytes(data[:4096] + b"\xa5" * (len(data) - 4096))
+    database.unlink()
+    result = run("webhook-urls", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "starts from its backup" not in result.stderr
+    assert (
+        f"the database's backup {copy} is damaged (database disk image is malformed): it is "
+        f"kept as {copy}.damaged, and a new database begins at {database} (sign in again)"
+    ) in result.stderr
+    assert (tmp_path / "watchbridge.db.backup.damaged").is_file() and not copy.exists()
+
+
 def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     store = Store.open(tmp_path / "watchbridge.db")

@@ -37,7 +37,9 @@ from watchbridge.store import (
     OutboxItem,
     Store,
     StoreStatus,
+    backup_damage,
     backup_path,
+    damaged_backup_path,
     locked_by_another,
     storage_fault,
 )
@@ -101,9 +103,18 @@ def _database(config: Config, create: bool) -> Path:
     if path.exists():
         return path
     if backup_path(path).is_file():  # opening the store starts from it (Store.open)
-        click.echo(
-            f"watchbridge: the database starts from its backup {backup_path(path)}", err=True
-        )
+        damage = backup_damage(path)
+        if damage is None:
+            click.echo(
+                f"watchbridge: the database starts from its backup {backup_path(path)}", err=True
+            )
+        else:  # Store.open sets it aside and begins a new database
+            click.echo(
+                f"watchbridge: the database's backup {backup_path(path)} is damaged ({damage}): "
+                f"it is kept as {damaged_backup_path(path)}, and a new database begins at "
+                f"{path.resolve()} (sign in again)",
+                err=True,
+            )
         return path
     relative = "" if path.is_absolute() else f" (storage.path {path} is relative to {Path.cwd()})"
     if create:

@@ -863,6 +863,26 @@ def backup_path(database: Path) -> Path:
     return database.with_name(f"{database.name}.backup")
 
 
+def damaged_backup_path(database: Path) -> Path:
+    """Where a damaged backup copy of `database` is set aside (see `_restore_missing`)."""
+    copy = backup_path(database)
+    return copy.with_name(f"{copy.name}.damaged")
+
+
+def backup_damage(database: Path) -> str | None:
+    """What SQLite's quick check finds wrong in the backup copy a missing `database` would
+    start from, or None when it finds nothing: read as it is (immutable: nothing written
+    beside it), so that a start can say what it will do before `Store.open` does it."""
+    try:
+        look = sqlite3.connect(f"{backup_path(database).resolve().as_uri()}?immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        return _damage(look)
+    finally:
+        look.close()
+
+
 def _restore_missing(database: Path) -> bool:
     """Put the backup copy in place of a missing database; whether it did."""
     copy = backup_path(database)
@@ -883,7 +903,7 @@ def _restore_missing(database: Path) -> bool:
         # Started from, it would be refused as damaged at every start (each one restoring it
         # again): it is set aside, for the user to rescue what they can, and a new one begun.
         restoring.unlink(missing_ok=True)
-        aside = copy.with_name(f"{copy.name}.damaged")
+        aside = damaged_backup_path(database)
         os.replace(copy, aside)
         log.warning(
             f"the database was missing and its backup copy is damaged ({damage}): started "
