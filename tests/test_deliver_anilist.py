@@ -51,7 +51,7 @@ from watchbridge.deliver.anilist import (
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.ids import Enricher
-from watchbridge.ingest import jellyfin
+from watchbridge.ingest import jellyfin, plex
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
 from watchbridge.playback import decide
@@ -687,6 +687,19 @@ async def test_skipped_ratings_queued_again_end_with_the_last_one_given(
     enqueue(runtime, "play", episode(2, show=1396), clock())  # anything for AniList
     await drain(worker, runtime, passes=6)
     assert fake.snapshot()[PART_2]["score"] == 70
+
+
+async def test_a_season_rated_in_plex_scores_the_seasons_entry(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList
+) -> None:
+    fake.add_entry(PART_2, status="CURRENT", progress=3)
+    payload = sample_json("plex", "season_legacy_media_rate.json")  # a TMDB-agent library
+    payload["Metadata"] |= {"guid": f"com.plexapp.agents.themoviedb://{REZERO}/1?lang=en"}
+    payload["Metadata"] |= {"parentGuid": f"com.plexapp.agents.themoviedb://{REZERO}?lang=en"}
+    payload["Metadata"] |= {"index": 1, "userRating": 9.0}
+    from_webhook(runtime, only_event(plex.parse(payload)))
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 90
 
 
 def skipped(runtime: Runtime) -> list[tuple[str, str, int]]:

@@ -114,7 +114,9 @@ def assert_well_formed(source: str, result: ParseResult) -> None:
         for event in result.events:
             assert event.source == source
             assert event.action in get_args(Action)
-            assert event.item.kind in ("movie", "episode")
+            # A whole show or a season is taken for its rating only (Plex's media.rate).
+            rated = ("show", "season") if event.action == "rate" else ()
+            assert event.item.kind in ("movie", "episode", *rated)
             assert event.position_ms is None or event.position_ms >= 0
             assert event.duration_ms is None or event.duration_ms > 0
             assert event.rating is None or 1 <= event.rating <= 100

@@ -17,7 +17,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
-from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie
+from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie, Season
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import payload_names, raw_request, sample_bytes
 from watchbridge.config import parse_config
@@ -29,6 +29,8 @@ YUMA_IMDB = "tt0050086"
 # The items the samples name, by a key of the catalogue `seed_catalogue` gives the fake Trakt.
 ARRIVAL, HEAT, YUMA = "Arrival", "Heat", "3:10 to Yuma"
 FELINA, OZYMANDIAS, BAKI = "Breaking Bad 5x16", "Breaking Bad 5x14", "Baki Hanma 1x1"
+BB_SEASON_2, BB_SEASON_5 = "Breaking Bad season 2", "Breaking Bad season 5"
+BB_SHOW_GUID = "plex://show/5d9c086c46115600200aa2fe"  # the new-agent season sample's show
 
 # (source, sample) -> (what Trakt ends up with, the item; for a rating, Trakt's 1-10 value).
 # "play": one play in history; "watching": shown as watching; "pause": a paused scrobble and no
@@ -51,6 +53,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None, int | None]] = {
     ("plex", "movie_media_stop.json"): ("play", ARRIVAL, None),  # 96 %
     ("plex", "movie_new_agent_no_guid_array_media_scrobble.json"): ("play", YUMA, None),
     ("plex", "owner_playback_started_friend.json"): ("nothing", None, None),
+    ("plex", "season_legacy_media_rate.json"): ("rating", BB_SEASON_5, 7),
+    ("plex", "season_new_agent_media_rate.json"): ("rating", BB_SEASON_2, 8),
     ("plex", "track_media_play.json"): ("nothing", None, None),
     ("plex", "trailer_clip_media_play.json"): ("nothing", None, None),
     ("plex", "vod_catalog_media_stop.json"): ("nothing", None, None),
@@ -92,7 +96,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> bool:
     return False
 
 
-def seed_catalogue(trakt: FakeTrakt) -> dict[str, Movie | Episode]:
+def seed_catalogue(trakt: FakeTrakt) -> dict[str, Movie | Episode | Season]:
     """What Trakt knows of the samples' items, with their real ids."""
     breaking_bad = trakt.add_show("Breaking Bad", 2008, imdb="tt0903747", tmdb=1396, tvdb=81189)
     baki = trakt.add_show("Baki Hanma", 2021)  # its Plex guid names it by plex:// only
@@ -105,6 +109,8 @@ def seed_catalogue(trakt: FakeTrakt) -> dict[str, Movie | Episode]:
             breaking_bad, 5, 14, title="Ozymandias", imdb="tt2301451", tmdb=62161, tvdb=4637661
         ),
         BAKI: trakt.add_episode(baki, 1, 1, imdb="tt14765720", tmdb=3087250, tvdb=8530933),
+        BB_SEASON_2: trakt.add_season(breaking_bad, 2, tmdb=3573),
+        BB_SEASON_5: trakt.add_season(breaking_bad, 5),
     }
 
 
@@ -127,17 +133,24 @@ def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
         [f"imdb://{YUMA_IMDB}"],
         guid="plex://movie/5d7768a696b655001fdc0e5c",
     )
+    fake.add_show(
+        "51000",
+        "Breaking Bad",
+        2008,
+        ["imdb://tt0903747", "tmdb://1396", "tvdb://81189"],
+        guid=BB_SHOW_GUID,
+    )
     return fake
 
 
 @pytest.fixture
-def catalogue(trakt: FakeTrakt) -> dict[str, Movie | Episode]:
+def catalogue(trakt: FakeTrakt) -> dict[str, Movie | Episode | Season]:
     return seed_catalogue(trakt)
 
 
 @pytest.fixture
 def app(
-    tmp_path: Path, trakt: FakeTrakt, plex: FakePlex, catalogue: dict[str, Movie | Episode]
+    tmp_path: Path, trakt: FakeTrakt, plex: FakePlex, catalogue: dict[str, Movie | Episode | Season]
 ) -> Iterator[AppThread]:
     config = parse_config(
         f"""
@@ -162,7 +175,7 @@ profiles:
 
 
 def _ended_as(
-    trakt: FakeTrakt, outcome: str, item: Movie | Episode | None, rating: int | None
+    trakt: FakeTrakt, outcome: str, item: Movie | Episode | Season | None, rating: int | None
 ) -> Callable[[], bool]:
     """Whether the fake Trakt holds what `outcome` says of `item` (and nothing else)."""
     if outcome == "play":
@@ -183,7 +196,7 @@ def _ended_as(
 def _lands_as_it_should(
     app: AppThread,
     trakt: FakeTrakt,
-    catalogue: dict[str, Movie | Episode],
+    catalogue: dict[str, Movie | Episode | Season],
     body: bytes,
     content_type: str,
     source: str,
@@ -216,7 +229,7 @@ def test_every_sample_has_its_expected_outcome_written_out() -> None:
 def test_sample_reaches_trakt_as_it_should(
     app: AppThread,
     trakt: FakeTrakt,
-    catalogue: dict[str, Movie | Episode],
+    catalogue: dict[str, Movie | Episode | Season],
     source: str,
     name: str,
 ) -> None:
@@ -231,7 +244,7 @@ def test_sample_reaches_trakt_as_it_should(
 def test_captured_multipart_bodies_reach_trakt_as_they_should(
     app: AppThread,
     trakt: FakeTrakt,
-    catalogue: dict[str, Movie | Episode],
+    catalogue: dict[str, Movie | Episode | Season],
     source: str,
     stem: str,
 ) -> None:

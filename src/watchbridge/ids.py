@@ -408,10 +408,14 @@ def has_trakt_ids(ids: Ids) -> bool:
 
 
 def trakt_ready(item: MediaRef) -> bool:
-    """Trakt can take it as we would send it (services.trakt.can_send decides)."""
+    """Trakt can take it as we would send it (services.trakt.can_send decides). A season
+    goes by its show's ids: a Plex season names its show by a plex:// guid only, whose ids
+    the show's Plex item gives; a show's rating comes with its own."""
     if item.kind in ("movie", "episode"):
         return can_send(item)
-    return True  # show and season ratings go by the show's ids, which nothing here adds
+    if item.kind == "season":
+        return has_trakt_ids(item.show_ids)
+    return True
 
 
 def _digits(value: str | None) -> bool:
@@ -486,23 +490,26 @@ def from_plex(item: MediaRef) -> bool:
 
 
 def needs_plex_ids(item: MediaRef, need: Need = TRAKT) -> bool:
-    """A Plex movie or episode with a key to read and without what `need` asks for yet."""
+    """A Plex movie, episode or (rated) season with a key to read and without what `need`
+    asks for yet."""
     if not (item.source_key or item.show_source_key) or not from_plex(item):
         return False
-    return item.kind in ("movie", "episode") and not need.met(item)
+    return item.kind in ("movie", "episode", "season") and not need.met(item)
 
 
 def item_key_to_read(item: MediaRef, need: Need = TRAKT) -> str | None:
     """The item itself to read: a movie, or an episode whose own ids may help (or whose
-    show key only the episode can tell)."""
+    show key only the episode can tell); never a season (its ids are not its show's)."""
+    if item.kind == "season":
+        return None
     if item.kind == "episode" and item.show_source_key and not need.episode_ids_help:
         return None
     return item.source_key
 
 
 def show_key_to_read(item: MediaRef, need: Need = TRAKT) -> str | None:
-    """The show to read: an episode's, while its show ids do not meet `need`."""
-    if item.kind != "episode" or need.show_met(item.show_ids):
+    """The show to read: an episode's or a season's, while its show ids do not meet `need`."""
+    if item.kind not in ("episode", "season") or need.show_met(item.show_ids):
         return None
     return item.show_source_key
 

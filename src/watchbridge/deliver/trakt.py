@@ -238,6 +238,11 @@ def newest_ratings(
     )
 
 
+def can_rate(item: MediaRef) -> bool:
+    """A show's or season's rating can go to Trakt: the show has an id Trakt matches by."""
+    return bool(trakt_ids(item.ids if item.kind == "show" else item.show_ids))
+
+
 def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> Outcome:
     """A row Trakt cannot be sent yet: held while its media server refuses our key, retried
     soon after the server's outage, else unmatched with what the user can do."""
@@ -428,13 +433,28 @@ class TraktTarget:
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
             if item.kind in ("show", "season"):
-                # Ratings of a whole show or season (reconcile plans them), by the show's ids.
+                # Ratings of a whole show or season (reconcile plans them, Plex's webhook
+                # sends them), by the show's ids.
                 if outbox.action not in ("rating", "remove_rating"):
                     outcomes[outbox.id] = Dead(f"a {item.kind} can only be rated on Trakt here")
-                elif not trakt_ids(item.ids if item.kind == "show" else item.show_ids):
-                    outcomes[outbox.id] = Dead(f"no Trakt-usable id for {item.key()}")
-                else:
+                    continue
+                held: Problem | None = None
+                if item.kind == "season" and self.enricher is not None and not can_rate(item):
+                    # A Plex season names its show by a plex:// guid: the show's item has ids.
+                    enriched = await self.enricher.enrich(
+                        item,
+                        TRAKT,
+                        outbox.payload.get("source"),
+                        search_trakt=False,
+                        from_server=outbox.payload.get("server"),
+                    )
+                    item, held = enriched.item, enriched.problem
+                if can_rate(item):
                     resolved.append(Row(outbox, item, float(outbox.payload["at"])))
+                elif held is not None:
+                    outcomes[outbox.id] = _unmatched(item, outbox.payload.get("source"), held)
+                else:
+                    outcomes[outbox.id] = Dead(f"no Trakt-usable id for {item.key()}")
                 continue
             problem: Problem | None = None
             if first := outbox.payload.get("companion_of"):

@@ -2,8 +2,9 @@
 
 Events: media.play → start, media.pause → pause, media.resume → resume, media.stop → stop,
 media.scrobble → stop with played=True (Plex's own "watched" signal, usually before the stop),
-media.rate → rate (of a movie, an episode or a whole show). library.* → Ignored(library_event);
-admin.*, device.*, playback.started and anything unknown → Ignored(unsupported_event).
+media.rate → rate (of a movie, an episode, a whole show or a season). library.* →
+Ignored(library_event); admin.*, device.*, playback.started and anything unknown →
+Ignored(unsupported_event).
 
 Ratings: `Metadata.userRating` (0-10), else the top-level `rating` (seen as number and string).
 A media.rate without a positive rating (missing, 0 or -1) is the user clearing it: a `rate`
@@ -13,9 +14,9 @@ Ids: new agents give `Guid[]` with the item's own ids; for an episode those are 
 **episode's**, and the show is only `grandparentGuid` (plex://show/…) → show_ids.plex_guid.
 Legacy agents give one guid naming the **show** plus season/episode
 (`com.plexapp.agents.thetvdb://81189/5/16?lang=en`). `ratingKey` → source_key and, for an
-episode, `grandparentRatingKey` → show_source_key: what enrichment asks PMS about
-(`GET /library/metadata/{ratingKey}` answers with the same Metadata shape, read by
-`metadata_ref`, so Plex guids are parsed here and nowhere else).
+episode, `grandparentRatingKey` (for a rated season, `parentRatingKey`) → show_source_key: what
+enrichment asks PMS about (`GET /library/metadata/{ratingKey}` answers with the same Metadata
+shape, read by `metadata_ref`, so Plex guids are parsed here and nowhere else).
 
 Plex sends no session id and no event time; occurred_at comes from `lastViewedAt` on a scrobble
 and `lastRatedAt` on a rating, else it is None.
@@ -68,9 +69,10 @@ ACTIONS: dict[str, Action] = {
     "media.rate": "rate",
 }
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
-# A whole show is rated as itself (its own ids are in the payload); a season is not taken (a
-# new-agent season names its show only by a plex:// guid): a plex-trakt link carries those.
-RATED_KINDS: dict[str, MediaKind] = KINDS | {"show": "show"}
+# A whole show is rated as itself (its own ids are in the payload); a season by its show and
+# number: `parentGuid`/`parentRatingKey` name the show (new agents: by its plex:// guid only,
+# whose ids delivery reads from PMS), `index` the season; a legacy guid names show and season.
+RATED_KINDS: dict[str, MediaKind] = KINDS | {"show": "show", "season": "season"}
 NOT_VIDEO_TYPES = frozenset({"track", "album", "artist", "photo", "photoalbum", "picture"})
 NOT_VIDEO_SECTIONS = frozenset({"artist", "photo"})
 CATALOGUE_SERVER_PREFIX = "tv.plex.provider."
@@ -114,6 +116,8 @@ def parse(data: Payload) -> ParseResult:
     item = _media_ref(kinds[text(metadata.get("type")) or ""], metadata, warnings)
     if item.kind == "show" and not (item.ids.imdb or item.ids.tmdb or item.ids.tvdb):
         return Ignored(UNSUPPORTED_TYPE)  # an older server's payload without Guid[]
+    if item.kind == "season" and not _season_placed(item, metadata):
+        return Ignored(UNSUPPORTED_TYPE)
     return accept(_event(data, metadata, event, item), warnings)
 
 
@@ -218,6 +222,8 @@ def metadata_ref(metadata: Payload, warnings: list[str]) -> MediaRef | None:
 
 
 def _media_ref(kind: MediaKind, metadata: Payload, warnings: list[str]) -> MediaRef:
+    if kind == "season":
+        return _season_ref(metadata)
     if kind != "episode":
         return _titled_ref(kind, metadata, warnings)
     guid = parse_guid(text(metadata.get("guid")) or "")
@@ -236,6 +242,41 @@ def _titled_ref(kind: MediaKind, metadata: Payload, warnings: list[str]) -> Medi
         year=integer(metadata.get("year")),
         source_key=text(metadata.get("ratingKey")),
     )
+
+
+def _season_ref(metadata: Payload) -> MediaRef:
+    """A season (rated): its show by `parentGuid` (new agents: plex://show/…) or by the legacy
+    guid naming show and season (`com.plexapp.agents.thetvdb://81189/2`), its number by
+    `index`; `parentRatingKey` is the show to read from PMS for its ids."""
+    guid = parse_guid(text(metadata.get("guid")) or "")
+    show_guid = guid if guid is not None and guid.provider != "plex" else None
+    show_ids = guid_ids(show_guid).merged(
+        guid_ids(parse_guid(text(metadata.get("parentGuid")) or ""))
+    )
+    season = integer(metadata.get("index"))
+    if season is None and show_guid is not None:
+        season = show_guid.season
+    return MediaRef(
+        kind="season",
+        title=text(metadata.get("title")),
+        show_ids=show_ids,
+        show_title=text(metadata.get("parentTitle")),
+        season=season,
+        source_key=text(metadata.get("ratingKey")),
+        show_source_key=text(metadata.get("parentRatingKey")),
+    )
+
+
+def _season_placed(item: MediaRef, metadata: Payload) -> bool:
+    """A season rating can go somewhere: it has a number, and its show has ids or a plex://
+    guid and key to read them by. Not a season of HAMA's absolute modes (tvdb3/tvdb4: a
+    tvdb4 season is a story arc, no TheTVDB season)."""
+    guid = parse_guid(text(metadata.get("guid")) or "")
+    if item.season is None or (guid is not None and guid.absolute):
+        return False
+    show = item.show_ids
+    readable = show.plex_guid and item.show_source_key  # its show's ids are read from PMS
+    return bool(show.imdb or show.tmdb or show.tvdb or show.anidb or readable)
 
 
 def _episode_ref(
