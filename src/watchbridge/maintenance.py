@@ -1,18 +1,24 @@
 """Housekeeping that keeps the database small over months, takes back deliveries a stopped
-process had claimed, the AniList sign-in check and the anime datasets' age: a background
-task, once an hour."""
+process had claimed, renews the Trakt sign-ins due for it, the AniList sign-in check and the
+anime datasets' age: a background task, once an hour."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
-from watchbridge.deliver.worker import SERVICE_ROLE
+from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title, paused_title
 from watchbridge.downtime import ALIVE_EVERY
+from watchbridge.http import Unavailable
 from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
+
+if TYPE_CHECKING:
+    from watchbridge.services.trakt import TraktClient
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +37,33 @@ class Maintenance:
     name = "maintenance"
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        from watchbridge.wiring import trakt_client
+
+        # One Trakt client for every round: what Trakt said to a refresh (refused for good, or
+        # its sign-in host down) is remembered, so an idle sign-in is not asked about hourly.
+        trakt = trakt_client(runtime.config, runtime)
         kept_at: float | None = None
-        while not stop.is_set():
-            # What the next start compares with (downtime.py): a write every few minutes.
-            await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
-            if kept_at is None or time.monotonic() - kept_at >= EVERY:
-                kept_at = time.monotonic()
-                await housekeeping(runtime)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=ALIVE_EVERY)
-            except TimeoutError:
-                continue
+        try:
+            while not stop.is_set():
+                # What the next start compares with (downtime.py): a write every few minutes.
+                await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
+                if kept_at is None or time.monotonic() - kept_at >= EVERY:
+                    kept_at = time.monotonic()
+                    await housekeeping(runtime, trakt)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=ALIVE_EVERY)
+                except TimeoutError:
+                    continue
+        finally:
+            if trakt is not None:
+                await trakt.aclose()
 
 
-async def housekeeping(runtime: Runtime) -> None:
-    """One round of it: old rows pruned, stale claims taken back, the AniList sign-ins and the
-    anime datasets checked. The service runs it hourly, `watchbridge sync` after its runs (a
-    setup that only runs that from cron has no service to do it)."""
+async def housekeeping(runtime: Runtime, trakt: TraktClient | None = None) -> None:
+    """One round of it: old rows pruned, stale claims taken back, the Trakt sign-ins due for it
+    renewed (with `trakt`, else a client of its own), the AniList sign-ins and the anime
+    datasets checked. The service runs it hourly, `watchbridge sync` after its runs (a setup
+    that only runs that from cron has no service to do it)."""
     pruned = await asyncio.to_thread(runtime.store.prune, runtime.clock(), KEEP_DONE, KEEP_SESSIONS)
     if any(pruned.values()):
         log.info("pruned old rows", extra=pruned)
@@ -59,9 +75,14 @@ async def housekeeping(runtime: Runtime) -> None:
         log.warning("took back deliveries a stopped process had claimed", extra={"rows": stale})
         for wake in runtime.on_enqueued:
             wake()
+
+    async def renew_trakt_sign_ins(runtime: Runtime) -> None:
+        await refresh_trakt_sign_ins(runtime, trakt)
+
     for check, name in (
         (reclaim_space, "reclaim-space"),
         (resend_failed_alerts, "alerts-resend"),
+        (renew_trakt_sign_ins, "trakt-token-refresh"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_anime_datasets, "anime-datasets-check"),
     ):
@@ -132,6 +153,88 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
             for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
                 await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
     return sent
+
+
+async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = None) -> list[str]:
+    """Renew each profile's Trakt sign-in once it is past its refresh point, though no play or
+    link run needs it (`TraktClient.refresh_if_due`: the one refresh routine, under the lock a
+    delivery refreshing at the same moment takes); a fresh one sends nothing. When Trakt
+    refuses the refresh, alert (kind `credentials`, the keys and titles of the deliveries'
+    alerts) and log once per sign-in: that it ends soon while its token still works, that the
+    profile's deliveries wait once it does not. An outage of Trakt's sign-in host is only
+    logged: the refresh is tried again at the next round, and deliveries tell of it if it lasts.
+    Returns the keys of the alerts dealt with (sent, or not wanted by `alerts.kinds`)."""
+    from watchbridge.services.trakt import SERVICE, TraktAuthError, TraktError
+    from watchbridge.wiring import trakt_client
+
+    profiles = [n for n, p in runtime.config.profiles.items() if p.accounts.trakt is not None]
+    if not profiles or runtime.config.services.trakt is None:
+        return []
+    own = trakt is None
+    client = trakt_client(runtime.config, runtime) if trakt is None else trakt
+    assert client is not None
+    told = []
+    try:
+        for name in profiles:
+            key = f"{SERVICE}:{name}"
+            try:
+                await client.refresh_if_due(name)
+            except TraktAuthError as exc:
+                title, body, stage = paused_title(SERVICE, name), exc.message, "stopped"
+            except (TraktError, Unavailable) as exc:  # tried again at the next round
+                log.warning(
+                    "the Trakt sign-in could not be renewed now: %s",
+                    exc.message,
+                    extra={"profile": name},
+                )
+                continue
+            else:
+                ending = client.sign_in_ending(name)
+                if ending is None:
+                    await _renewed(runtime, client, name, key + ENDING)
+                    continue
+                key += ENDING
+                title, body, stage = ending_title(SERVICE, name), ending, "ending"
+            if await _tell_once(runtime, name, stage, title, body, key):
+                told.append(key)
+    finally:
+        if own:
+            await client.aclose()
+    return told
+
+
+async def _renewed(runtime: Runtime, client: TraktClient, profile: str, key: str) -> None:
+    """An alert that `profile`'s sign-in ends soon is over once its stored pair is fresh (it
+    was refreshed, or signed in again)."""
+    if not runtime.notifier.raised("credentials", key):
+        return
+    if not client.refresh_due(profile):
+        renewed = f"the trakt sign-in of profile {profile} is renewed"
+        await runtime.notifier.resolve("credentials", renewed, key=key)
+
+
+async def _tell_once(
+    runtime: Runtime, profile: str, stage: str, title: str, body: str, key: str
+) -> bool:
+    """Alert and log (a warning) that Trakt refused to renew `profile`'s sign-in, once per
+    stored sign-in and `stage`, as `check_anilist_tokens` does. True when it was dealt with."""
+    from watchbridge.services.trakt import SERVICE
+
+    store, now = runtime.store, runtime.clock()
+    stored = await asyncio.to_thread(store.get_token, SERVICE, profile)
+    refresh_token = str((stored or {}).get("refresh_token") or "")
+    sign_in = hashlib.sha256(refresh_token.encode()).hexdigest()[:32]
+    once = f"{SERVICE}:{profile}:{stage}:{sign_in}"
+    if (await asyncio.to_thread(store.cache_get, ALERTED, once, now))[0]:
+        return False
+    result = SENT
+    if not runtime.notifier.alerted("credentials", key):  # a delivery told of it already
+        result = await runtime.notifier.notify("credentials", title, body, key)
+    if result not in (SENT, DISABLED):  # failed, or held back: tried again at the next round
+        return False
+    await asyncio.to_thread(store.cache_put, ALERTED, once, result, now, ALERTED_TTL)
+    log.warning(body, extra={"profile": profile})  # the only word without an alert channel
+    return True
 
 
 DATASETS_TITLE = "Anime mapping datasets out of date"

@@ -316,10 +316,15 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     return f"watchbridge: {what} gave up", "\n".join(lines)
 
 
-def _paused(target: str, profile: str | None = None) -> str:
+def paused_title(target: str, profile: str | None = None) -> str:
     """The title of the alerts that say a target's deliveries (one profile's) are paused."""
     whose = f" for profile {profile}" if profile else ""
     return f"watchbridge: {target} deliveries paused{whose}"
+
+
+def ending_title(target: str, profile: str) -> str:
+    """The title of the alert that says a profile's sign-in works but cannot be renewed."""
+    return f"watchbridge: {target} sign-in of profile {profile} ends soon"
 
 
 def _gave_up(attempts: int, reason: str, failing_for: float | None = None) -> str:
@@ -691,10 +696,10 @@ class DeliveryWorker:
             log.warning(
                 "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
             )
-            await runtime.notifier.notify(kind, _paused(target.name, profile), reason, key=key)
+            await runtime.notifier.notify(kind, paused_title(target.name, profile), reason, key=key)
         for profile, reason in ending.items():  # flowing, but not for long: tell it now
             log.warning("sign-in ends soon", extra={"target": target.name, "reason": reason})
-            title = f"watchbridge: {target.name} sign-in of profile {profile} ends soon"
+            title = ending_title(target.name, profile)
             # Its own condition: the pause when the sign-in does end is a new alert, not a
             # reminder of this one held back by its throttle.
             key = f"{target.name}:{profile}{ENDING}"
@@ -787,7 +792,7 @@ class DeliveryWorker:
             text = unreachable_alert(name, held.reason, held.since, now, now)
             if text is None:
                 continue
-            title = _paused(name)
+            title = paused_title(name)
             result = await runtime.notifier.notify("service_unreachable", title, text, key=name)
             # Passes come with every webhook: the log tells once a hold (and of each alert).
             if result == SENT or not held.told:

@@ -889,6 +889,23 @@ class TraktClient:
         usable sign-in (never signed in, or its refresh refused)."""
         await self._access_token(profile)
 
+    async def refresh_if_due(self, profile: str) -> bool:
+        """Renew `profile`'s stored sign-in once it is past its refresh point, as a request
+        would (the same routine and lock, the same handling of a refusal or an outage), though
+        no request needs it: a profile that sits idle learns now, not at its next play, that
+        Trakt no longer renews it. Nothing is sent while the pair is fresh, nor for a profile
+        with no stored sign-in. True when a refresh was due (its outcome: `sign_in_ending`, or
+        the TraktAuthError raised, as for a request)."""
+        if not self.refresh_due(profile):
+            return False
+        await self._access_token(profile)
+        return True
+
+    def refresh_due(self, profile: str) -> bool:
+        """True when `profile` has a stored sign-in past its refresh point (75 % of its life)."""
+        tokens = self._load(profile)
+        return tokens is not None and tokens.due_for_refresh(self.clock())
+
     async def _access_token(self, profile: str, rejected: str | None = None) -> str:
         """A usable access token; `rejected` is one Trakt just answered 401 to."""
         tokens = self._load(profile)
