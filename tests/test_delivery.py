@@ -3256,6 +3256,70 @@ async def test_a_batch_split_cut_off_by_a_crash_sends_each_play_once_and_loses_n
         assert rows["dune"][0] != "done"
 
 
+async def test_a_play_never_sent_is_not_taken_for_another_play_of_it_that_landed(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # After a crash only the rows that may have landed are looked for in Trakt's history: a
+    # row never sent is not matched, in the check's wide span (a live stop is dated when it is
+    # sent), against another play of its item minutes later. Here 1x1 is watched twice, 8
+    # minutes apart, its rows naming it by different show ids (a Plex webhook's and a Jellyfin
+    # one's: not one ordering key, so one batch). Refused over Dune, the batch goes in halves;
+    # the second play lands, the kill comes before its answer, the first was never sent.
+    trakt.add_show("Severance", 2022, tmdb=95396, tvdb=371980, seasons={1: 3})
+    dune = movies(trakt, 4)[3]
+    trakt.refuse_entries(422, imdb=dune.ids.imdb)
+    first_at = clock() - 86400
+    by_tvdb = replace(SEVERANCE_1X1, show_ids=Ids(tvdb="371980"))
+    runtime.store.enqueue(
+        [
+            _late_play(SEVERANCE_1X1, first_at + 480, "second"),
+            _late_play(by_tvdb, first_at, "first"),
+            _late_play(dune, first_at - 86400, "dune"),
+        ],
+        clock(),
+    )
+    claimed = runtime.store.claim(f"{SERVICE_ROLE}-before", clock(), 10, ["trakt"])
+    trakt.delay_next(1, 0.0, route="POST /sync/history")  # all three: refused over Dune
+    trakt.delay_next(1, 30.0, route="POST /sync/history")  # the second play: taken, answer slow
+    sending = asyncio.ensure_future(worker.targets["trakt"].deliver(claimed, clock()))
+    await until(lambda: trakt.count("POST", "/sync/history") == 2)
+    sending.cancel()  # kill -9 before the answer: the first play and Dune were never sent
+    with contextlib.suppress(asyncio.CancelledError):
+        await sending
+    clock.advance(3600)
+    async with restarted(runtime, worker, clock) as (again, worker):
+        again.store.release_claims(clock(), f"{SERVICE_ROLE}-")
+        await drain(worker, again, clock, passes=4, step=7200)
+        minutes = sorted(int(parse_iso(str(h.watched_at)) // 60) for h in trakt.history())
+        assert minutes == [int(first_at // 60), int((first_at + 480) // 60)]  # each once
+        rows = outbox(again)
+        assert rows["first"][0] == rows["second"][0] == "done"
+        assert rows["dune"][0] != "done"
+
+
+async def test_a_play_waiting_beside_a_lost_answer_is_not_taken_for_a_later_play_of_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Heat watched twice, 8 minutes apart: the later play reached Trakt first (the webhook's),
+    # the earlier one is queued after (a link run found it). It shares a batch with another
+    # film whose answer was lost, and is not looked for in Trakt's history for it: the later
+    # play, in the span such a check reads, is not its own.
+    at = clock() - 86400
+    runtime.store.enqueue([_late_play(HEAT, at + 480, "later")], clock())
+    await worker.pass_once(runtime)
+    runtime.store.enqueue([_late_play(ARRIVAL, at - 86400, "arrival")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    runtime.store.enqueue([_late_play(HEAT, at, "earlier")], clock())
+    await drain(worker, runtime, clock, passes=3, step=400)
+    heat = [h for h in trakt.history() if h.item.title == "Heat"]
+    minutes = sorted(int(parse_iso(str(h.watched_at)) // 60) for h in heat)
+    assert minutes == [int(at // 60), int((at + 480) // 60)]
+    assert len(trakt.history()) == 3  # Arrival once
+    assert runtime.store.outbox_counts()["done"] == 3
+
+
 @pytest.mark.parametrize("status", [500, 429])
 async def test_a_batch_trakt_fails_for_its_own_reasons_is_not_sent_apart(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, status: int

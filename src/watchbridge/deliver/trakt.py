@@ -623,8 +623,15 @@ class TraktTarget:
         fresh = [r for r in rows if r.outbox.id not in known]
         if any(r.outbox.may_have_landed for r in fresh):
             dated = [r for r in fresh if r.at != UNDATED]
-            if dated:
-                await self._learn_history(profile, dated)
+            # Only a row that may have landed is looked for in Trakt's history: the span read
+            # for it (a live stop is dated when it was sent) would take another play of a row
+            # never sent (a rewatch minutes later) for its own. Every row marks itself before
+            # it goes (`_note_sending`, taken back only for a refusal: `_sent_nothing`).
+            unsure_dated = [r for r in dated if r.outbox.may_have_landed]
+            if unsure_dated:
+                await self._learn_history(profile, unsure_dated)
+            # All of them against the mirror: a row whose play went out with its twin (the
+            # same play within the duplicate window, `one_per_play`) is not marked itself.
             confirmed_ids = await self._known_on_trakt(profile, dated)
             landed, untold = await self._undated_on_trakt(profile, fresh)
             confirmed_ids |= landed
