@@ -669,6 +669,36 @@ async def test_an_account_limit_ends_when_its_kind_of_delivery_goes_through(
     assert receiver.titles()[-1].startswith("Resolved")
 
 
+async def test_a_row_queued_after_a_discarded_one_is_not_taken_for_it(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The ratings list is full: a link's rating of Arrival is held and the user told.
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(1, route="POST /sync/ratings")
+    rating = Action("set_rating", "trakt", ARRIVAL.key(), "rated on plex", clock() - 60, 80)
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (rating,))[0], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    # The user stops syncing ratings and discards the rating given up: the queue is empty.
+    link = runtime.config.links["plex-trakt"]
+    narrowed = replace(runtime.config, links={"plex-trakt": replace(link, kinds=["history"])})
+    async with restarted(runtime, worker, clock, narrowed) as (runtime, worker):
+        await worker.pass_once(runtime)
+        assert runtime.store.discard_dead(None) == 1  # `watchbridge deadletters discard --all`
+        # A play of a movie Trakt cannot name waits for ids; a play of Heat goes out. Neither
+        # is the rating the limit held (it took the discarded row's id before).
+        play_a_movie_trakt_does_not_know(runtime)
+        runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+        await drain(worker, runtime, clock, passes=2, step=60)
+        assert [h.item.title for h in trakt.history()] == ["Heat"]
+        assert runtime.store.unmatched()
+        assert f"Resolved: {PAUSED_FOR_ME}" in receiver.titles()
+
+
 async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_wait_long(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

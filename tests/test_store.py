@@ -1430,3 +1430,64 @@ def test_an_extended_corruption_code_counts_as_a_damaged_file() -> None:
     locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
     assert _damaged(index)
     assert not _damaged(locked) and not _damaged(sqlite3.DatabaseError("made by hand"))
+
+
+def test_an_outbox_row_never_takes_the_id_of_one_discarded_or_pruned(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "wb.db")
+    store.enqueue([row("a", "order-a"), row("b", "order-b")], 1.0)
+    newest = max(item.id for item in store.claim("w", 1.0))
+    store.mark_dead(newest, 2.0, "gave up")
+    assert store.discard_dead([newest]) == 1  # `watchbridge deadletters discard`
+    store.enqueue([row("c", "order-c")], 3.0)
+    (later,) = [item for item in store.claim("w", 3.0) if item.idempotency_key == "c"]
+    assert later.id > newest
+    store.complete(later.id, 4.0)
+    store.prune(30 * 86400.0, keep_done=86400.0, keep_sessions=86400.0)  # a quiet month
+    store.enqueue([row("d", "order-d")], 30 * 86400.0)
+    assert max(item.id for item in store.claim("w", 30 * 86400.0)) > later.id
+    store.close()
+
+
+def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m015_outbox_ids_never_reused")
+    old.execute(
+        "INSERT INTO events (id, received_at, source, kind, profile, payload)"
+        " VALUES (7, 1, 'plex', 'stop', 'me', '{}')"
+    )
+    base = {"profile": "me", "action": "play", "payload": "{}", "next_attempt_at": 1}
+    base |= {"created_at": 1, "updated_at": 1, "target": "trakt"}
+    for values in (
+        {"id": 3, "event_id": 7, "ordering_key": "o3", "idempotency_key": "k3"},
+        {"id": 5, "ordering_key": "o5", "idempotency_key": "k5", "status": "dead"}
+        | {"attempts": 12, "last_error": "gave up", "told_at": 2.0},
+        {"id": 6, "ordering_key": "o6", "idempotency_key": "k6", "waits_for_sign_in": 1}
+        | {"failing_since": 1.5, "last_error": "sign in"},
+    ):
+        old["outbox"].insert(base | values)
+    # Rows an account limit held, the newest (9) discarded since: its id is not handed out.
+    old["id_cache"].insert(
+        {"namespace": "account-limit", "lookup": "trakt:me", "result": "[6, 9]"}
+        | {"fetched_at": 1, "expires_at": 10**10}
+    )
+    before = old.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+    columns = [c.name for c in old["outbox"].columns]
+    old.conn.commit()
+    old.close()
+    with Store.open(path) as store:
+        assert [m.name for m in migrations.pending(store.db)] == []
+        assert [c.name for c in store.db["outbox"].columns] == columns
+        after = store.db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+        assert [tuple(r) for r in after] == before
+        assert [item.id for item in store.dead_letters()] == [5]
+        assert [tuple(r) for r in store.db.execute("SELECT id FROM dead_letters")] == [(5,)]
+        assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert [tuple(r) for r in store.db.execute("PRAGMA integrity_check")] == [("ok",)]
+        store.enqueue([row("new", "order-new")], 2.0)
+        ids = {item.idempotency_key: item.id for item in store.claim("w", 2.0, limit=10)}
+        assert ids["new"] == 10
+        with pytest.raises(sqlite3.IntegrityError):  # the outbox still refers to events
+            store.db.execute("DELETE FROM events WHERE id = 7")

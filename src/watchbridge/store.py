@@ -363,6 +363,68 @@ def m014_event_keys_only_where_set(db: sqlite_utils.Database) -> None:
         db.execute("PRAGMA foreign_keys=ON")
 
 
+@migrations()
+def m015_outbox_ids_never_reused(db: sqlite_utils.Database) -> None:
+    # SQLite gives a new row the largest id + 1: once the newest rows were discarded or
+    # pruned, a new row took the id of a gone one, which the account-limit rows
+    # (deliver.worker._LimitedRows) and alerts and `deadletters list` naming "#id" still meant.
+    # AUTOINCREMENT never hands an id out twice; SQLite cannot add it to a table, so the table
+    # is copied (nothing refers to outbox rows; the view over it is made again).
+    db.execute("DROP VIEW IF EXISTS dead_letters")
+    db.execute(
+        """CREATE TABLE outbox_copy (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id INTEGER REFERENCES events(id),
+            target TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            action TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            ordering_key TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            claimed_by TEXT,
+            last_error TEXT,
+            failing_since REAL,
+            told_at REAL,
+            waits_for_sign_in INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    columns = (
+        "id, event_id, target, profile, action, payload, ordering_key, idempotency_key, status,"
+        " attempts, next_attempt_at, created_at, updated_at, claimed_by, last_error,"
+        " failing_since, told_at, waits_for_sign_in"
+    )
+    db.execute(f"INSERT INTO outbox_copy ({columns}) SELECT {columns} FROM outbox")
+    db.execute("DROP TABLE outbox")
+    db.execute("ALTER TABLE outbox_copy RENAME TO outbox")
+    db.execute("CREATE INDEX outbox_due ON outbox(status, target, next_attempt_at)")
+    db.execute("CREATE INDEX outbox_order ON outbox(ordering_key, status, id)")
+    db.execute("CREATE INDEX outbox_event ON outbox(event_id)")
+    db.execute(
+        """CREATE VIEW dead_letters AS
+           SELECT id, target, profile, action, payload, attempts, last_error, updated_at AS died_at
+           FROM outbox WHERE status = 'dead'"""
+    )
+    # Ids of rows already gone that the account-limit records still name are not handed out.
+    highest = 0
+    for (text,) in db.execute(
+        "SELECT result FROM id_cache WHERE namespace = 'account-limit' AND result IS NOT NULL"
+    ).fetchall():
+        named = json.loads(text)
+        if isinstance(named, list):
+            highest = max([highest, *(n for n in named if isinstance(n, int))])
+    db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'outbox'", (highest,))
+    db.execute(
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ?"
+        " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+        (highest,),
+    )
+
+
 def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
     """Per profile, the watchlist hold (why, when) the newest of `runs` (newest first:
     outcome, error, time) that planned its watchlist names. A run that went through (ok,
