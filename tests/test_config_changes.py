@@ -21,7 +21,7 @@ from tests.test_webhooks_e2e import seeded
 from watchbridge.config import load_config
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
-from watchbridge.scheduler import resolve_removed_links, resolve_removed_services, service_of_alert
+from watchbridge.scheduler import profile_of_alert, resolve_removed, service_of_alert
 from watchbridge.store import NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
 from watchbridge.wiring import build_runtime
@@ -304,7 +304,7 @@ def test_a_removed_links_alert_that_never_got_out_is_not_sent_after_all(
         runtime = build_runtime(load_config(path), clock=lambda: later)
         runtime.open()
         try:
-            await resolve_removed_links(runtime)
+            await resolve_removed(runtime)
             await runtime.notifier.send_unsent()
         finally:
             runtime.close()
@@ -447,7 +447,7 @@ def test_an_owed_outage_alert_of_a_service_taken_out_is_not_sent_after_all(
         runtime = build_runtime(load_config(path), clock=lambda: later)
         runtime.open()
         try:
-            await resolve_removed_services(runtime)
+            await resolve_removed(runtime)
             await runtime.notifier.send_unsent()
             return runtime.notifier.condition_keys("service_unreachable")
         finally:
@@ -473,3 +473,126 @@ def test_an_owed_outage_alert_of_a_service_taken_out_is_not_sent_after_all(
 )
 def test_the_service_an_alert_is_about_is_read_from_its_key(key: str, service: str | None) -> None:
     assert service_of_alert(key) == service
+
+
+def profiles_config(
+    tmp_path: Path, port: int, trakt: FakeTrakt, receiver: AlertReceiver, before: bool
+) -> str:
+    """Trakt and Serializd; no link (deliveries only). `before`: profiles me and kid, each
+    with both accounts; after: kid removed and me without its Trakt account."""
+    kid = '  kid: {accounts: {trakt: {}, serializd: {email: kid@example.org, password: "pw"}}}\n'
+    my_trakt = "trakt: {}, " if before else ""
+    return f"""
+server: {{host: 127.0.0.1, port: {port}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "http://127.0.0.1:{free_port()}"}}
+profiles:
+  me: {{accounts: {{{my_trakt}serializd: {{email: me@example.org, password: "pw"}}}}}}
+{kid if before else ""}"""
+
+
+KID_SIGNED_OUT = "watchbridge: trakt deliveries paused for profile kid"
+KID_FULL = "Trakt watchlist full for kid"
+MY_SIGN_IN_ENDS = "watchbridge: trakt sign-in of profile me ends soon"
+MY_SERIALIZD = "watchbridge: serializd deliveries paused for profile me"
+PROFILE_ALERTS = (  # kind, key, title: the first three about what the config then drops
+    ("credentials", "trakt:kid", KID_SIGNED_OUT),
+    ("account_limit", "trakt:kid:watchlist", KID_FULL),
+    ("credentials", "trakt:me:ending", MY_SIGN_IN_ENDS),
+    ("credentials", "serializd:me", MY_SERIALIZD),
+)
+
+
+def profile_alerts_told(path: Path) -> None:
+    """What a run under the config at `path` left: the alerts of PROFILE_ALERTS, with nothing
+    queued for any of them."""
+
+    async def tell() -> None:
+        runtime = build_runtime(load_config(path))
+        runtime.open()
+        try:
+            for kind, key, title in PROFILE_ALERTS:
+                await runtime.notifier.notify(kind, title, "sign in again", key=key)
+        finally:
+            runtime.close()
+
+    asyncio.run(tell())
+
+
+def test_alerts_of_a_profile_or_account_taken_out_are_resolved_at_the_next_start(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # Profile kid is removed, and me's Trakt account, with nothing queued for them: no
+    # delivery would ever close their alerts. Me's Serializd alert, still configured, stays.
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(profiles_config(tmp_path, port, trakt, receiver, True), "utf-8")
+    profile_alerts_told(path)
+    told = [title for _, _, title in PROFILE_ALERTS]
+    assert receiver.titles() == told
+
+    resolved = [f"Resolved: {title}" for title in told[:3]]
+    for _ in range(2):  # told once
+        service = started(path, port, profiles_config(tmp_path, port, trakt, receiver, False))
+        try:
+            wait_for(lambda: all(title in receiver.titles() for title in resolved))
+            time.sleep(1)
+        finally:
+            service.terminate()
+    assert sorted(receiver.titles()) == sorted(told + resolved)
+    bodies = {m["title"]: m["message"] for m in receiver.messages}
+    assert "profile kid is no longer in the config" in bodies[f"Resolved: {KID_SIGNED_OUT}"]
+    assert "profile kid is no longer in the config" in bodies[f"Resolved: {KID_FULL}"]
+    assert (
+        "profiles.me.accounts.trakt is no longer in the config"
+        in (bodies[f"Resolved: {MY_SIGN_IN_ENDS}"])
+    )
+
+
+def test_an_owed_alert_of_a_profile_taken_out_is_not_sent_after_all(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # Kid's sign-in alert failed to go out, then the user took profile kid out: that alert,
+    # owed still, must not reach them later, and nothing of it stays open.
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    path.write_text(profiles_config(tmp_path, port, trakt, receiver, True), "utf-8")
+    receiver.refuse_next()
+    profile_alerts_told(path)
+    assert receiver.titles() == [title for _, _, title in PROFILE_ALERTS[1:]]  # kid's: owed
+
+    path.write_text(profiles_config(tmp_path, port, trakt, receiver, False), "utf-8")
+    later = time.time() + 3600  # past the wait before an owed alert goes out again
+
+    async def start_then_retry_owed_alerts() -> list[str]:
+        runtime = build_runtime(load_config(path), clock=lambda: later)
+        runtime.open()
+        try:
+            await resolve_removed(runtime)
+            await runtime.notifier.send_unsent()
+            return runtime.notifier.condition_keys("credentials")
+        finally:
+            runtime.close()
+
+    kept = asyncio.run(start_then_retry_owed_alerts())
+    assert KID_SIGNED_OUT not in receiver.titles()
+    assert kept == ["serializd:me"]  # kid's is gone, not kept open for 400 days
+
+
+@pytest.mark.parametrize(
+    ("key", "profile"),
+    [
+        ("trakt:me", "me"),
+        ("trakt:me:ending", "me"),
+        ("trakt:me:watchlist", "me"),
+        ("anilist:me:expired", "me"),
+        ("trakt", None),
+        ("server:jellyfin", None),
+        ("plextv:watchlist", None),
+        ("anime-datasets", None),
+        ("something:else", None),
+    ],
+)
+def test_the_profile_an_alert_is_about_is_read_from_its_key(key: str, profile: str | None) -> None:
+    assert profile_of_alert(key) == profile

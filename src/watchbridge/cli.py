@@ -884,7 +884,7 @@ def sync(
     still sees every other change and removes nothing."""
     from watchbridge.maintenance import housekeeping
     from watchbridge.narrow import narrowing
-    from watchbridge.scheduler import resolve_removed_links, resolve_removed_services
+    from watchbridge.scheduler import resolve_removed
     from watchbridge.sync import (
         LinkBusy,
         failure_of,
@@ -931,12 +931,11 @@ def sync(
                 failed.append(name)
     finally:
         # Pruning and the sign-in checks, which a setup running only this from cron lacks
-        # (a failing link most of all), and the alerts of links and services taken out of the
-        # config.
+        # (a failing link most of all), and the alerts of links, services, profiles and
+        # accounts taken out of the config.
         try:
             asyncio.run(housekeeping(runtime))
-            asyncio.run(resolve_removed_links(runtime))
-            asyncio.run(resolve_removed_services(runtime))
+            asyncio.run(resolve_removed(runtime))
         finally:
             runtime.close()
     if failed:

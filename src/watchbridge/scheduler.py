@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import fields
 
 from watchbridge.app import Runtime
-from watchbridge.config import SYNC_SERVICES, Config
+from watchbridge.config import SYNC_SERVICES, Accounts, Config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
@@ -51,8 +52,7 @@ class SyncScheduler:
                     "link not scheduled: one of its services cannot be synced in this release",
                     extra={"link": name, "services": ",".join(link.services)},
                 )
-        await resolve_removed_links(runtime)
-        await resolve_removed_services(runtime)
+        await resolve_removed(runtime)
         await asyncio.gather(*(self._loop(runtime, stop, name) for name in links))
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event, name: str) -> None:
@@ -156,26 +156,12 @@ def link_of_alert(key: str) -> str:
     return key
 
 
-async def resolve_removed_links(runtime: Runtime) -> None:
-    """A link taken out of the config (often because it kept failing) never runs again to
-    resolve its alert: it is over now. At the service's start, and after each `watchbridge
-    sync` (a setup that only runs that from cron has no service to start)."""
-    notifier = runtime.notifier
-    for key in notifier.condition_keys("sync_failing"):
-        name = link_of_alert(key)
-        if name in runtime.config.links:
-            continue
-        if notifier.alerted("sync_failing", key):
-            over = f"links.{name} is no longer in the config: it is not synced any more"
-            await notifier.resolve("sync_failing", over, key=key)
-        else:  # its alert never got out (owed still): telling it now would be news of nothing
-            await notifier.close_quietly("sync_failing", key)
-
-
 # The kinds of alert about one service (its outage, a sign-in, an account limit), and the
 # keys of those that do not start with the service's name (see service_of_alert).
 SERVICE_ALERT_KINDS = ("service_unreachable", "credentials", "account_limit")
 SERVICE_OF_KEY = {"anime-datasets": "anilist", "plextv:watchlist": "plex"}
+# The services a profile has an account of (profiles.NAME.accounts.SERVICE).
+ACCOUNT_SERVICES = tuple(f.name for f in fields(Accounts))
 
 
 def service_of_alert(key: str) -> str | None:
@@ -188,29 +174,58 @@ def service_of_alert(key: str) -> str | None:
     return name if name in SYNC_SERVICES else None
 
 
-def removed_service(config: Config, key: str) -> str | None:
-    """The service alert `key` is about, when the config no longer has it."""
-    service = service_of_alert(key)
-    if service is None or getattr(config.services, service) is not None:
+def profile_of_alert(key: str) -> str | None:
+    """The profile an alert of SERVICE_ALERT_KINDS is about, by its key: `me` of `trakt:me`
+    (a delivery's sign-in, account limit or rate limit), `trakt:me:ending`,
+    `trakt:me:watchlist` (a list full) and `anilist:me:expired`; None for one about a whole
+    service (`trakt`, `server:jellyfin`, `plextv:watchlist`). Names have no colon (config)."""
+    if key in SERVICE_OF_KEY or key.startswith("server:") or service_of_alert(key) is None:
         return None
-    return service
+    return key.split(":")[1] if ":" in key else None
 
 
-async def resolve_removed_services(runtime: Runtime) -> None:
-    """A service taken out of the config (it kept failing, or is given up) never answers
-    again to resolve its outage, sign-in or account-limit alert: that is over now (the
-    delivery worker resolves them too, but only where deliveries still waited for it). At the
-    service's start and after each `watchbridge sync`, as `resolve_removed_links`."""
+def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
+    """Why alert (`kind`, `key`) is over for good: what it is about is no longer in the
+    config (a link; a service; a profile, or its account of the service), so nothing will
+    ever resolve it. None while it still is."""
+    if kind == "sync_failing":
+        name = link_of_alert(key)
+        if name in config.links:
+            return None
+        return f"links.{name} is no longer in the config: it is not synced any more"
+    if kind not in SERVICE_ALERT_KINDS or (service := service_of_alert(key)) is None:
+        return None
+    if getattr(config.services, service) is None:
+        return f"services.{service} is no longer in the config: it is not used any more"
+    profile = profile_of_alert(key)
+    if profile is None:
+        return None
+    if profile not in config.profiles:
+        return f"profile {profile} is no longer in the config: nothing is synced for it any more"
+    accounts = config.profiles[profile].accounts
+    if service in ACCOUNT_SERVICES and getattr(accounts, service) is None:
+        account = f"profiles.{profile}.accounts.{service}"
+        return f"{account} is no longer in the config: {service} is not used for {profile} any more"
+    return None
+
+
+async def resolve_removed(runtime: Runtime) -> None:
+    """What is taken out of the config never runs or answers again to resolve its alerts: a
+    link (often because it kept failing), a service (given up), a profile or its account of a
+    service (a sign-in, an account limit). Those alerts are over now: "Resolved" when the alert
+    reached the user, closed quietly when it was still owed (telling it now would be news of
+    nothing). The delivery worker resolves some too, but only where deliveries still waited.
+    At the service's start, and after each `watchbridge sync` (a setup that only runs that from
+    cron has no service to start)."""
     notifier = runtime.notifier
-    for kind in SERVICE_ALERT_KINDS:
+    for kind in ("sync_failing", *SERVICE_ALERT_KINDS):
         for key in notifier.condition_keys(kind):
-            service = removed_service(runtime.config, key)
-            if service is None:
+            over = no_longer_configured(runtime.config, kind, key)
+            if over is None:
                 continue
             if notifier.alerted(kind, key):
-                over = f"services.{service} is no longer in the config: it is not used any more"
                 await notifier.resolve(kind, over, key=key)
-            else:  # never got out (owed still): telling it now would be news of nothing
+            else:
                 await notifier.close_quietly(kind, key)
 
 
