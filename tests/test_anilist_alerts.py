@@ -218,3 +218,55 @@ profiles:
     assert "expires on" in said[0] and "expired on" in said[1]
     assert all("watchbridge auth anilist --profile me" in line for line in said)
     assert token not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "alerts_before",
+    [
+        "",  # no alerts.urls
+        'alerts: {{urls: ["{url}"], kinds: [dead_letter]}}\n',  # credentials not wanted
+    ],
+)
+async def test_an_expiry_alert_not_wanted_before_goes_out_once_an_alert_channel_is_added(
+    tmp_path: Path,
+    anilist: FakeAniList,
+    receiver: AlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+    alerts_before: str,
+) -> None:
+    # The log said the sign-in expires soon (nothing to send it to); days later, still before
+    # it expires, the user adds an alert channel (or `credentials` to alerts.kinds) and
+    # restarts: the warning, still true, reaches them once; the log does not repeat it.
+    token = anilist.issue_token(lifetime=10 * DAY)
+    clock = FakeClock(anilist.now())
+    caplog.set_level(logging.INFO, logger="watchbridge.maintenance")
+
+    async def checks(alerts: str) -> None:
+        config = parse_config(
+            f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+{alerts}services:
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+profiles:
+  me: {{accounts: {{anilist: {{token: "{token}"}}}}}}
+""",
+            tmp_path / "watchbridge.yaml",
+            {},
+        )
+        notifier = Notifier(config.alerts, clock=clock, timeout=2.0)
+        runtime = Runtime(config=config, metrics=Metrics(), notifier=notifier, clock=clock)
+        runtime.open()
+        try:
+            for _ in range(3):  # hourly checks
+                await check_anilist_tokens(runtime)
+                clock.advance(3600)
+        finally:
+            runtime.close()
+
+    await checks(alerts_before.format(url=receiver.apprise_url))
+    assert receiver.messages == []
+    clock.advance(3 * DAY)
+    await checks(f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n')
+    assert receiver.titles() == ["watchbridge: the AniList sign-in of me expires soon"]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "expires on" in said[0]

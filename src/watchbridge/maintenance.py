@@ -109,7 +109,9 @@ async def resend_failed_alerts(runtime: Runtime) -> None:
 async def check_anilist_tokens(runtime: Runtime) -> list[str]:
     """Alert (kind `credentials`) once per token when an AniList token is 14 days from expiry,
     and once more when it has expired, and log each: AniList tokens cannot be refreshed.
-    Returns the keys of the alerts dealt with (sent, or not wanted by `alerts.kinds`)."""
+    One not wanted (no `alerts.urls`, or `credentials` not in `alerts.kinds`) is only logged,
+    and sent once it is wanted (a channel added while the token still has days left).
+    Returns the keys of the alerts dealt with (sent, or logged as not wanted)."""
     from watchbridge.services.anilist import (
         EXPIRY_STAGES,
         SERVICE,
@@ -134,7 +136,8 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
                 over = f"the AniList sign-in of {name} lasts again"
                 await runtime.notifier.resolve("credentials", over, expiry_condition(name, stage))
             continue
-        if (await asyncio.to_thread(store.cache_get, ALERTED, alert.once, now))[0]:
+        logged, done = await asyncio.to_thread(store.cache_get, ALERTED, alert.once, now)
+        if logged and done != DISABLED:
             continue
         # A failed send may have gone out since, with another alert: then it is done.
         result = SENT
@@ -143,15 +146,19 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
                 "credentials", alert.title, alert.body, alert.key
             )
         # Failed, or suppressed (held back after a failed send): tried again at the next check.
-        if result in (SENT, DISABLED):
-            await asyncio.to_thread(store.cache_put, ALERTED, alert.once, result, now, ALERTED_TTL)
+        # Not wanted (no alerts.urls, or `credentials` not in alerts.kinds): tried again too (it
+        # costs nothing), so that a channel added before it is moot still hears of it, once.
+        if result not in (SENT, DISABLED) or (logged and result == DISABLED):
+            continue
+        await asyncio.to_thread(store.cache_put, ALERTED, alert.once, result, now, ALERTED_TTL)
+        sent.append(alert.once)
+        if not logged:
             # The log too, once per stage: without an alert channel (or with `credentials` left
             # out of alerts.kinds) it is the only word a webhook-only profile gets of it.
             log.warning(alert.body, extra={"profile": name})
-            sent.append(alert.once)
-            # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
-            for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
-                await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
+        # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
+        for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
+            await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
     return sent
 
 
