@@ -287,6 +287,33 @@ def test_serve_names_the_folder_a_symlinked_database_leads_to_that_the_user_cann
     assert f"chmod o+x {real}" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["check-config", "serve", "status"])
+@pytest.mark.parametrize("loop", ["the file", "a folder"])
+def test_a_storage_path_in_a_symlink_loop_is_one_line_naming_the_link(
+    tmp_path: Path, command: str, loop: str
+) -> None:
+    # A link left pointing at itself (a restore, a mount moved): the database can never be
+    # reached by that path. One line saying where and what to do, exit 2, no traceback.
+    if loop == "the file":  # watchbridge.db -> other.db -> watchbridge.db
+        link = tmp_path / "watchbridge.db"
+        (tmp_path / "other.db").symlink_to(link)
+        link.symlink_to(tmp_path / "other.db")
+        database = link
+    else:  # data -> data
+        link = tmp_path / "data"
+        link.symlink_to(link)
+        database = link / "watchbridge.db"
+    config = tmp_path / "w.yaml"
+    config.write_text(f"storage:\n  path: {database}\n")
+    result = run(command, "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "unexpected error" not in result.stderr
+    assert "config OK" not in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: w.yaml:2 storage.path: {database}: {link} is a symlink")
+    assert "loop" in line and "storage.path" in line and f"ls -l {link}" in line
+
+
 def test_ctrl_c_while_auth_waits_for_the_code_exits_130(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import os
 import re
@@ -269,14 +270,33 @@ def _storage_problem(path: Path) -> str | None:
 def _unreachable_folder(path: Path) -> str | None:
     """The first folder on the way to the database (as named, then as its symlinks lead: the
     lock file and SQLite's journal files go beside the real file) that this user cannot enter,
-    said with what to do; None when every folder that exists can be entered."""
+    or a symlink on the way that leads round in a loop, said with what to do; None when every
+    folder that exists can be entered."""
     named = path.expanduser().absolute()
+    if looping := _symlink_loop(named):
+        return (
+            f"storage.path: {path}: {looping} is a symlink that never reaches a file or folder "
+            f"(a loop of links), so the database cannot be reached: see where it points (ls -l "
+            f"{looping}), then fix or remove the link, or make storage.path name the real "
+            "database file"
+        )
     for way in dict.fromkeys((named, Path(os.path.realpath(named)))):  # never raises (a loop)
         for folder in reversed(way.parents):
             if not os.path.isdir(folder):
                 break  # a missing folder or a file: the checks after this one name it
             if not os.access(folder, os.X_OK):
                 return _cannot_enter(path, folder, folder == way.parent)
+    return None
+
+
+def _symlink_loop(named: Path) -> Path | None:
+    """The first part of absolute path `named` (a folder on the way, or the file) that is a
+    symlink in a loop, where the system gives up following it; None if there is none."""
+    for part in [*reversed(named.parents), named]:
+        try:
+            os.stat(part)
+        except OSError as exc:  # missing, or not to be entered: the other checks say those
+            return part if exc.errno == errno.ELOOP else None
     return None
 
 
