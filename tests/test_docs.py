@@ -87,6 +87,7 @@ def test_every_watchbridge_metric_is_in_the_readme() -> None:
     metrics = Metrics()  # with the collectors the service adds, which read the store
     metrics.watch_queue(dict, lambda: None, time.time)
     metrics.watch_links(dict, [])
+    metrics.watch_sign_ins(lambda: [("trakt", "me", 0.0, True)], time.time)
     names = {
         m.name + ("_total" if m.type == "counter" else "")
         for m in metrics.registry.collect()

@@ -11,6 +11,7 @@ import httpx
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
 from watchbridge.refused import OVER_AFTER, RefusedWebhooks
+from watchbridge.signins import Facts, sign_in_states
 from watchbridge.statuspage import render
 from watchbridge.store import NewOutboxRow, Store
 
@@ -176,10 +177,13 @@ def test_a_link_whose_last_run_went_through_says_no_more_than_that(tmp_path: Pat
 
 def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
     config = config_for(tmp_path)
-    lines = ["me: not signed in: run `watchbridge auth anilist --profile me`"]
+    sign_ins = sign_in_states([Facts("me", "anilist", None)], 10_000.0)
     with Store.open(tmp_path / "watchbridge.db") as store:
-        html = render(config, store.status(), 10_000.0, lines)
-    assert '<li class="bad">me: not signed in: run `watchbridge auth anilist' in html
+        html = render(config, store.status(), 10_000.0, sign_ins)
+    assert (
+        '<td>me</td><td>anilist</td><td><span class="bad">not signed in</span></td><td>-</td>'
+        '<td><span class="bad">not signed in: run `watchbridge auth anilist --profile me`'
+    ) in html
 
 
 def test_a_link_running_its_first_backfill_is_not_shown_as_a_problem(tmp_path: Path) -> None:

@@ -137,6 +137,11 @@ class Runtime:
         store = self._store
         self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
         self.metrics.watch_links(store.last_successes, list(self.config.links))
+        from watchbridge.signins import gauges  # the services' modules import much
+
+        self.metrics.watch_sign_ins(
+            lambda: gauges(self.config, store, lambda: self.clock()), lambda: self.clock()
+        )
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
         # A generated secret is in no config: from now on the log, the alerts and the status
         # page mask it like the configured ones.
@@ -558,15 +563,22 @@ def require_api_token(
 
 @get("/api/status", guards=[require_api_token])
 async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-    """Queue, dead letters, last sync runs and AniList sign-ins (as the page has them)."""
+    """Queue, dead letters, last sync runs and sign-ins (as the page has them)."""
     from watchbridge.services.anilist import sign_ins
+    from watchbridge.signins import current_sign_ins
 
     status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
     anilist = await asyncio.to_thread(sign_ins, runtime.config, runtime.store, now)
+    health = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
+    by_profile: dict[str, list[dict[str, Any]]] = {name: [] for name in runtime.config.profiles}
+    for one in health:
+        by_profile[one.profile].append(one.as_json())
     return {
         "version": __version__,
-        "anilist_sign_ins": anilist,
+        # Each profile's Trakt, AniList and Serializd sign-in: state, expiry, what to run.
+        "sign_ins": by_profile,
+        "anilist_sign_ins": anilist,  # the same AniList lines as before, kept for scripts
         "outbox": status.outbox,
         "dead_letters": status.dead_letters,
         "unmatched": status.unmatched,

@@ -89,6 +89,42 @@ class LinkCollector(Collector):
         yield family
 
 
+class SignInCollector(Collector):
+    """Each profile's Trakt, AniList and Serializd sign-in, read from the store at scrape time
+    (no request to the services): seconds until its access token expires, and whether it works
+    without the user (Trakt's and Serializd's renew themselves: alert on `sign_in_ok`)."""
+
+    def __init__(
+        self,
+        sign_ins: Callable[[], Sequence[tuple[str, str, float | None, bool]]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.sign_ins, self.clock = sign_ins, clock
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            sign_ins = self.sign_ins()
+        except (sqlite3.Error, ValueError):  # as QueueCollector; a damaged entry too
+            return
+        expiry = GaugeMetricFamily(
+            "watchbridge_sign_in_expiry_seconds",
+            "Seconds until the sign-in's access token expires (negative: it has)",
+            labels=["service", "profile"],
+        )
+        ok = GaugeMetricFamily(
+            "watchbridge_sign_in_ok",
+            "1 while the sign-in works without the user, else 0 (see the status page)",
+            labels=["service", "profile"],
+        )
+        now = self.clock() if sign_ins else 0.0
+        for service, profile, expires_at, works in sign_ins:
+            if expires_at is not None:
+                expiry.add_metric([service, profile], round(expires_at - now))
+            ok.add_metric([service, profile], 1.0 if works else 0.0)
+        yield expiry
+        yield ok
+
+
 class Metrics:
     """Every metric watchbridge exports; names prefixed `watchbridge_`."""
 
@@ -175,6 +211,13 @@ class Metrics:
 
     def watch_links(self, last_ok: Callable[[], dict[str, float]], links: Sequence[str]) -> None:
         self.registry.register(LinkCollector(last_ok, links))
+
+    def watch_sign_ins(
+        self,
+        sign_ins: Callable[[], Sequence[tuple[str, str, float | None, bool]]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry.register(SignInCollector(sign_ins, clock))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

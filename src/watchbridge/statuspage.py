@@ -22,7 +22,7 @@ from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import LOST, LOST_EARLIER, Refusal
 from watchbridge.senders import Doubling
-from watchbridge.services.anilist import sign_ins as anilist_sign_ins
+from watchbridge.signins import SignIn, current_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
@@ -32,7 +32,7 @@ from watchbridge.webhooks import SOURCES
 async def status_page(runtime: NamedDependency[Runtime]) -> str:
     status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
-    sign_ins = await asyncio.to_thread(anilist_sign_ins, runtime.config, runtime.store, now)
+    sign_ins = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
     unmapped = runtime.unmapped.recent()
     doublings = runtime.senders.recent(now)
     refused = runtime.refused.recent()
@@ -64,7 +64,7 @@ def render(
     config: Config,
     status: StoreStatus,
     now: float | None = None,
-    sign_ins: Sequence[str] = (),
+    sign_ins: Sequence[SignIn] = (),
     unmapped: Sequence[Sighting] = (),
     downtime: str | None = None,
     doublings: Sequence[Doubling] = (),
@@ -72,8 +72,8 @@ def render(
     alerts: Health | None = None,
     clocks: Mapping[str, float] | None = None,
 ) -> str:
-    """The whole page for one moment (`sign_ins`: each AniList profile's, in words;
-    `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
+    """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
+    sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
     this start told of the time the service was away; `doublings`: Plex servers reported
     twice to a profile; `refused`: webhooks refused since the start, by source and kind;
     `alerts`: whether alerts reach anyone, which they cannot tell themselves; `clocks`: how
@@ -117,7 +117,7 @@ def render(
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
         *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
         "<h2>Links</h2>" + _links(config, status.last_runs, status.last_success_at, now),
-        "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins),
+        "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins, now),
         "<h2>Webhooks</h2>"
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(config.server.webhook_port or config.server.port)
@@ -219,15 +219,36 @@ def _alerts(health: Health, now: float) -> str:
     return "".join(lines)
 
 
-def _sign_ins(lines: Sequence[str]) -> str:
-    """AniList sign-ins cannot be refreshed: one that is gone or ends soon is in red."""
-    if not lines:
+# The states of a sign-in, in words.
+SIGN_IN_WORDS = {
+    "ok": "works",
+    "ends_soon": "ends soon",
+    "expired": "expired",
+    "refused": "refused",
+    "not_signed_in": "not signed in",
+}
+
+
+def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
+    """Each sign-in that ends (Trakt, AniList, Serializd): one that needs the user is in red."""
+    if not sign_ins:
         return ""
-    shown = [
-        f'<li class="bad">{_e(line)}</li>' if "auth anilist" in line else f"<li>{_e(line)}</li>"
-        for line in lines
-    ]
-    return "<p>AniList:</p><ul>" + "".join(shown) + "</ul>"
+    rows = []
+    for one in sign_ins:
+        state = _e(SIGN_IN_WORDS.get(one.state, one.state))
+        expires = "-" if one.expires_at is None else _e(_expires(one.expires_at, now))
+        message = _e(one.message)
+        if not one.ok:
+            state, message = (
+                f'<span class="bad">{state}</span>',
+                f'<span class="bad">{message}</span>',
+            )
+        rows.append((_e(one.profile), _e(one.service), state, expires, message))
+    return "<p>Sign-ins:</p>" + _table(("profile", "service", "state", "expires", ""), rows)
+
+
+def _expires(timestamp: float, now: float) -> str:
+    return f"in {_span(timestamp - now)}" if timestamp > now else f"{_span(now - timestamp)} ago"
 
 
 def _refused(refused: Sequence[Refusal], now: float) -> str:

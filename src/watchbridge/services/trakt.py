@@ -182,6 +182,11 @@ REFRESH_RACE_POLL = 1.0
 # the refresh token pasted into the config that Trakt last answered: once used, it is spent
 # (Trakt's refresh tokens are single-use) and never sent again, in any later process either.
 PASTED_USED = "trakt-pasted-used"
+# The tokens-table entry holding how the profile's last refresh went ("ok", "refused",
+# "unreachable"), when, and the SHA-256 of the refresh token of the pair it was about: the
+# status page, `/api/status` and the metrics read it (a new sign-in makes it another pair's).
+REFRESH_OUTCOME = "trakt-refresh"
+REFRESH_OUTCOMES = ("ok", "refused", "unreachable")
 _THIS_PROCESS = uuid.uuid4().hex
 
 
@@ -1095,7 +1100,7 @@ class TraktClient:
         self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
         refreshing = asyncio.ensure_future(self._refresh_now(profile, refresh_token, replacing))
         try:
-            return await asyncio.shield(refreshing)
+            fresh = await asyncio.shield(refreshing)
         except asyncio.CancelledError:
             # Stopped (Ctrl-C, the service's shutdown) after Trakt may have taken the
             # single-use refresh token: its answer is the only pair left, so let it be kept.
@@ -1103,8 +1108,24 @@ class TraktClient:
             if refreshing.done() and not refreshing.cancelled():
                 refreshing.exception()  # seen: the caller is gone, not its failure
             raise
+        except Unavailable:
+            self._note_refresh(profile, "unreachable", replacing)
+            raise
+        except TraktError:  # refused: the sign-in, the app, the account
+            self._note_refresh(profile, "refused", replacing)
+            raise
         finally:
             self._announce_refresh(profile, 0.0)
+        self._note_refresh(profile, "ok", fresh.refresh_token)
+        return fresh
+
+    def _note_refresh(self, profile: str, outcome: str, refresh_token: str) -> None:
+        """Keep (best effort) how this refresh of the pair holding `refresh_token` went, for the
+        sign-in health the status page, `/api/status` and the metrics show (see REFRESH_OUTCOME):
+        by the token's hash, never the token."""
+        record = {"outcome": outcome, "at": self.clock(), "pair": _digest(refresh_token)}
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self.tokens.put_token(REFRESH_OUTCOME, profile, record, self.clock())
 
     async def _refresh_now(self, profile: str, refresh_token: str, replacing: str) -> TokenSet:
         response = await self._oauth(

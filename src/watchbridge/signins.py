@@ -1,0 +1,283 @@
+"""Sign-in health: for each profile and each service it signs in to with a token that ends
+(Trakt, AniList, Serializd), whether the sign-in works, when its access token expires and what
+to run when it does not. One computation for the status page, `/api/status` and the metrics.
+
+`sign_in_states` is pure (what the store holds and the clock in, states out); `read_facts` reads
+the store, never the network. Nothing here returns a token or any part of one. Plex and
+Jellyfin tokens have no expiry: they are not listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from watchbridge.config import Config
+from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
+from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
+from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
+from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet, TokenStore
+
+State = Literal["ok", "ends_soon", "expired", "refused", "not_signed_in"]
+SERVICES = ("trakt", "anilist", "serializd")  # those whose sign-in ends; in this order
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the store (and the config) hold about one profile's sign-in to one service.
+    `stored` is the stored sign-in, tokens included: read here, never shown."""
+
+    profile: str
+    service: str
+    stored: Mapping[str, Any] | None = None
+    configured: str | None = None  # AniList: the config's token; Trakt: a pasted refresh token
+    pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
+    last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
+    refused: str | None = None  # Serializd: why its last login was refused, if it was
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """One profile's sign-in to one service, as the page, the API and the metrics show it."""
+
+    profile: str
+    service: str
+    state: State
+    expires_at: float | None  # the access token's expiry (Unix time), when known
+    message: str  # in words, with what to run when the user must act
+    refresh_due: bool | None = None  # Trakt: past its refresh point (75 % of its life)
+    last_refresh: str | None = None  # Trakt: "ok", "refused" or "unreachable", if one was tried
+    last_refresh_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "state": self.state,
+            "expires_at": iso(self.expires_at),
+            "refresh_due": self.refresh_due,
+            "last_refresh": self.last_refresh,
+            "last_refresh_at": iso(self.last_refresh_at),
+            "message": self.message,
+        }
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _digest(text: str) -> str:
+    """As the Trakt client keeps a refresh token to know it again: its SHA-256."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sign_in_states(facts: Sequence[Facts], now: float) -> list[SignIn]:
+    """The state of each sign-in (pure)."""
+    states = []
+    for fact in facts:
+        if fact.service == "trakt":
+            states.append(_trakt(fact, now))
+        elif fact.service == "anilist":
+            states.append(_anilist(fact, now))
+        elif fact.service == "serializd":
+            states.append(_serializd(fact, now))
+    return states
+
+
+def _trakt(fact: Facts, now: float) -> SignIn:
+    auth = f"run `watchbridge auth trakt --profile {fact.profile}`"
+    pair = _token_set(fact.stored)
+    if pair is None:
+        pasted = fact.configured
+        if pasted and fact.pasted_used != _digest(pasted):
+            return SignIn(
+                fact.profile,
+                "trakt",
+                "ok",
+                None,
+                "the refresh token in the config signs in at the first request to Trakt",
+            )
+        return SignIn(fact.profile, "trakt", "not_signed_in", None, f"not signed in: {auth}")
+    last = fact.last_refresh
+    if last is not None and last.get("pair") != _digest(pair.refresh_token):
+        last = None  # about an earlier pair: signed in again since
+    outcome = str(last["outcome"]) if last is not None else None
+    at = float(last["at"]) if last is not None and isinstance(last.get("at"), int | float) else None
+    expires = pair.expires_at
+    due = pair.due_for_refresh(now)
+
+    def sign_in(state: State, message: str) -> SignIn:
+        return SignIn(fact.profile, "trakt", state, expires, message, due, outcome, at)
+
+    if outcome == "refused":
+        still = (
+            f"its access token works until {_when(expires)}, then deliveries wait"
+            if now < expires
+            else f"it ended {_when(expires)}: deliveries wait"
+        )
+        return sign_in("refused", f"Trakt refused to renew the sign-in ({still}): {auth}")
+    if now >= expires:
+        reason = (
+            "Trakt's sign-in service could not be reached to renew it"
+            if outcome == "unreachable"
+            else "it was not renewed in time (the service was stopped?)"
+        )
+        return sign_in(
+            "expired",
+            f"the access token ended {_when(expires)}: {reason}; it is renewed at the next "
+            f"request to Trakt; if that is refused, {auth}",
+        )
+    if due and outcome == "unreachable":
+        return sign_in(
+            "ends_soon",
+            f"Trakt's sign-in service could not be reached to renew it; tried again, the "
+            f"access token works until {_when(expires)}",
+        )
+    return sign_in("ok", f"signed in; renews itself (the access token ends {_when(expires)})")
+
+
+def _token_set(stored: Mapping[str, Any] | None) -> TokenSet | None:
+    if not stored:
+        return None
+    try:
+        return TokenSet(
+            str(stored["access_token"]),
+            str(stored.get("refresh_token") or ""),
+            float(stored["created_at"]),
+            float(stored["expires_in"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _anilist(fact: Facts, now: float) -> SignIn:
+    auth = f"run `watchbridge auth anilist --profile {fact.profile}`"
+    token, _ = pick_token(fact.stored, fact.configured, now)
+    if token is None:
+        return SignIn(fact.profile, "anilist", "not_signed_in", None, f"not signed in: {auth}")
+    expires = token.expires_at
+    if expires is None:
+        return SignIn(fact.profile, "anilist", "ok", None, "signed in (no expiry known)")
+    days = (expires - now) / 86400
+    if days <= 0:
+        return SignIn(
+            fact.profile, "anilist", "expired", expires, f"ended {_when(expires)}: {auth}"
+        )
+    if days <= EXPIRY_WARNING_DAYS:
+        return SignIn(
+            fact.profile,
+            "anilist",
+            "ends_soon",
+            expires,
+            f"ends {_when(expires)} (in {math.ceil(days)} days; AniList sign-ins cannot be "
+            f"renewed): {auth}",
+        )
+    return SignIn(
+        fact.profile,
+        "anilist",
+        "ok",
+        expires,
+        f"signed in until {_when(expires)} ({int(days)} more days)",
+    )
+
+
+def _serializd(fact: Facts, now: float) -> SignIn:
+    where = f"profiles.{fact.profile}.accounts.serializd"
+    data = fact.stored or {}
+    expires = data.get("expires_at")
+    expires_at = float(expires) if isinstance(expires, int | float) else None
+    if fact.refused is not None:
+        return SignIn(fact.profile, "serializd", "refused", expires_at, fact.refused)
+    if not data.get("token"):
+        return SignIn(
+            fact.profile,
+            "serializd",
+            "ok",
+            None,
+            "signs in with the configured email and password at the first request",
+        )
+    return SignIn(
+        fact.profile,
+        "serializd",
+        "ok",
+        expires_at,
+        f"signed in; logs in again with the email and password in {where} when it ends",
+    )
+
+
+def read_facts(config: Config, store: TokenStore, now: float) -> list[Facts]:
+    """What the store holds about every configured profile's Trakt, AniList and Serializd
+    sign-in (reads only; no network)."""
+    facts = []
+    for name, profile in config.profiles.items():
+        accounts = profile.accounts
+        if accounts.trakt is not None:
+            pasted = accounts.trakt.refresh_token
+            used = store.get_token(PASTED_USED, name) or {}
+            facts.append(
+                Facts(
+                    name,
+                    "trakt",
+                    store.get_token("trakt", name),
+                    configured=pasted.reveal() if pasted else None,
+                    pasted_used=used.get("sha256"),
+                    last_refresh=store.get_token(REFRESH_OUTCOME, name),
+                )
+            )
+        if accounts.anilist is not None:
+            token = accounts.anilist.token
+            facts.append(
+                Facts(
+                    name,
+                    "anilist",
+                    store.get_token("anilist", name),
+                    configured=token.reveal() if token else None,
+                )
+            )
+        if accounts.serializd is not None:
+            where = f"profiles.{name}.accounts.serializd"
+            refused, fingerprint = store.cache_get(SERIALIZD_REFUSED, name, now)
+            forbidden, _ = store.cache_get(SERIALIZD_FORBIDDEN, name, now)
+            why = None
+            if refused and fingerprint is not None:
+                why = f"Serializd refused the email or password at the last login: check {where}"
+            elif forbidden:
+                why = (
+                    f"Serializd refused the last login (403); it is tried again in a while: "
+                    f"check {where} if this lasts"
+                )
+            facts.append(Facts(name, "serializd", store.get_token("serializd", name), refused=why))
+    return facts
+
+
+def current_sign_ins(config: Config, store: TokenStore, now: float) -> list[SignIn]:
+    """Every profile's sign-ins now, from the store."""
+    return sign_in_states(read_facts(config, store, now), now)
+
+
+def gauges(
+    config: Config, store: TokenStore, clock: Callable[[], float]
+) -> list[tuple[str, str, float | None, bool]]:
+    """(service, profile, expires_at, ok) of each sign-in, for the metrics (nothing read, not
+    even the clock, when no profile signs in to a service whose sign-in ends)."""
+    if not any(
+        p.accounts.trakt or p.accounts.anilist or p.accounts.serializd
+        for p in config.profiles.values()
+    ):
+        return []
+    return [
+        (s.service, s.profile, s.expires_at, s.ok) for s in current_sign_ins(config, store, clock())
+    ]

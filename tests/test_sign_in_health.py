@@ -1,0 +1,271 @@
+"""Sign-in health where the user looks: each profile's Trakt, AniList and Serializd sign-in on
+the status page, in `/api/status` (`sign_ins`) and as metrics, read from the store (no request
+to the services), with what to run, and never a token. Against the fake Trakt and AniList over
+real HTTP; the states themselves are pure (`sign_in_states`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import FakeClock
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt
+from watchbridge import statuspage
+from watchbridge.app import create_app
+from watchbridge.config import Config, parse_config
+from watchbridge.maintenance import housekeeping
+from watchbridge.signins import Facts, iso, sign_in_states
+from watchbridge.wiring import build_runtime
+
+DAY = 86400.0
+HOUR = 3600.0
+TOKEN_LIFE = 7 * DAY  # what FakeTrakt gives
+TRAKT_AUTH = "watchbridge auth trakt --profile me"
+ANILIST_AUTH = "watchbridge auth anilist --profile fan"
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    return fake
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    return fake
+
+
+@pytest.fixture
+def now() -> FakeClock:
+    return FakeClock(time.time())
+
+
+def config_for(
+    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, anilist_token: str
+) -> Config:
+    """`me` signs in to Trakt, `fan` to AniList (the token in the config), `kid` to nothing
+    that ends (Plex)."""
+    return parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+  fan: {{users: {{plex: ["2"]}}, accounts: {{anilist: {{token: "{anilist_token}"}}}}}}
+  kid: {{users: {{plex: ["3"]}}, accounts: {{plex: {{}}}}}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+
+
+@pytest.fixture
+def config(
+    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> Iterator[Config]:
+    token = anilist.issue_token(lifetime=now() + 10 * DAY - anilist.now())  # 10 days left
+    made = config_for(tmp_path, trakt, anilist, token)
+    runtime = build_runtime(made, clock=now)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=now())  # `watchbridge auth trakt`
+    runtime.close()
+    yield made
+
+
+def served(config: Config, clock: FakeClock) -> tuple[dict[str, Any], str, str]:
+    """/api/status's sign-ins, the page and the metrics of a service on this database."""
+    runtime = build_runtime(config, clock=clock)
+    with AppThread(create_app(runtime, extra_routes=statuspage.ROUTES)) as app:
+        api = httpx.get(f"{app.url}/api/status")
+        page = httpx.get(f"{app.url}/").text
+        metrics = httpx.get(f"{app.url}/metrics").text
+    assert api.status_code == 200
+    return api.json()["sign_ins"], page, metrics
+
+
+def secrets_of(trakt: FakeTrakt, anilist: FakeAniList) -> list[str]:
+    """Every token the fakes issued, whole and its first characters."""
+    tokens = [t for pair in trakt.tokens.values() for t in (pair.access_token, pair.refresh_token)]
+    tokens += list(anilist.tokens)
+    assert tokens
+    return tokens + [t[:12] for t in tokens] + [t.split(".")[-1][:12] for t in anilist.tokens]
+
+
+def assert_no_token(trakt: FakeTrakt, anilist: FakeAniList, *texts: str) -> None:
+    for secret in secrets_of(trakt, anilist):
+        for text in texts:
+            assert secret not in text
+
+
+def metric(text: str, name: str, service: str, profile: str) -> float:
+    wanted = f'{name}{{profile="{profile}",service="{service}"}} '
+    (line,) = [line for line in text.splitlines() if line.startswith(wanted)]
+    return float(line.split()[-1])
+
+
+def test_a_fresh_trakt_sign_in_and_an_anilist_one_ending_in_ten_days(
+    config: Config, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    sign_ins, page, metrics = served(config, now)
+    assert sign_ins["kid"] == []  # Plex tokens have no expiry
+    (me,) = sign_ins["me"]
+    assert me == {
+        "service": "trakt",
+        "state": "ok",
+        "expires_at": iso(now() + TOKEN_LIFE),
+        "refresh_due": False,
+        "last_refresh": None,
+        "last_refresh_at": None,
+        "message": me["message"],
+    }
+    assert "renews itself" in me["message"]
+    (fan,) = sign_ins["fan"]
+    assert fan["service"] == "anilist" and fan["state"] == "ends_soon"
+    assert fan["expires_at"] == iso(int(now() + 10 * DAY))
+    assert ANILIST_AUTH in fan["message"] and "in 10 days" in fan["message"]
+
+    assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 1.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "trakt", "me") == pytest.approx(
+        TOKEN_LIFE, abs=5
+    )
+    assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 0.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "anilist", "fan") == pytest.approx(
+        10 * DAY, abs=5
+    )
+    assert 'service="plex"' not in metrics
+
+    assert "<p>Sign-ins:</p>" in page
+    assert "<td>me</td><td>trakt</td><td>works</td>" in page
+    assert '<td>fan</td><td>anilist</td><td><span class="bad">ends soon</span>' in page
+    assert f"{ANILIST_AUTH}`</span>" in page
+    assert_no_token(trakt, anilist, str(sign_ins), page, metrics)
+    assert trakt.requests == []  # read from the store: nothing asked of Trakt
+
+
+@pytest.mark.anyio
+async def test_a_sign_in_past_expiry_whose_renewal_trakt_refused_says_refused_and_what_to_run(
+    config: Config, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    trakt.refuse_refresh_tokens()  # invalid_grant: the app removed on Trakt, an old token
+    now.advance(TOKEN_LIFE + HOUR)  # the service was off; its first round tries the refresh
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    try:
+        await housekeeping(runtime)
+    finally:
+        runtime.close()
+    assert trakt.count("POST", "/oauth/token") == 1
+    asked = len(trakt.requests)
+
+    sign_ins, page, metrics = served(config, now)
+    (me,) = sign_ins["me"]
+    assert me["state"] == "refused" and me["last_refresh"] == "refused"
+    assert me["expires_at"] == iso(now() - HOUR)
+    assert TRAKT_AUTH in me["message"] and "deliveries wait" in me["message"]
+    assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 0.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "trakt", "me") == pytest.approx(
+        -HOUR, abs=5
+    )
+    assert '<td>me</td><td>trakt</td><td><span class="bad">refused</span>' in page
+    assert f"{TRAKT_AUTH}`</span>" in page
+    assert_no_token(trakt, anilist, str(sign_ins), page, metrics)
+    assert len(trakt.requests) == asked  # the page, the API and the metrics asked nothing
+
+    # Signed in again: the refusal was about the old pair.
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=now())
+    runtime.close()
+    sign_ins, _, metrics = served(config, now)
+    assert [s["state"] for s in sign_ins["me"]] == ["ok"]
+    assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 1.0
+
+
+# --------------------------------------------------------------------------- pure states
+
+NOW = 1_800_000_000.0
+
+
+def trakt_pair(created_at: float, refresh: str = "r1") -> dict[str, object]:
+    return {
+        "access_token": "a1",
+        "refresh_token": refresh,
+        "created_at": created_at,
+        "expires_in": TOKEN_LIFE,
+    }
+
+
+def outcome(what: str, refresh: str = "r1") -> dict[str, object]:
+    import hashlib
+
+    return {"outcome": what, "at": NOW - 60, "pair": hashlib.sha256(refresh.encode()).hexdigest()}
+
+
+@pytest.mark.parametrize(
+    ("stored", "last", "state"),
+    [
+        (None, None, "not_signed_in"),
+        (trakt_pair(NOW - DAY), None, "ok"),
+        (trakt_pair(NOW - 6 * DAY), None, "ok"),  # due for its refresh: the next round renews
+        (trakt_pair(NOW - 6 * DAY), outcome("refused"), "refused"),  # still works, for a day
+        (trakt_pair(NOW - 6 * DAY), outcome("unreachable"), "ends_soon"),
+        (trakt_pair(NOW - 8 * DAY), outcome("unreachable"), "expired"),
+        (trakt_pair(NOW - 8 * DAY), None, "expired"),
+        (trakt_pair(NOW - DAY, "r2"), outcome("refused"), "ok"),  # signed in again since
+        (trakt_pair(NOW - DAY), outcome("ok"), "ok"),
+    ],
+)
+def test_the_states_of_a_trakt_sign_in(
+    stored: dict[str, object] | None, last: dict[str, object] | None, state: str
+) -> None:
+    (sign_in,) = sign_in_states([Facts("me", "trakt", stored, last_refresh=last)], NOW)
+    assert sign_in.state == state
+    assert sign_in.ok is (state == "ok")
+    if state in ("not_signed_in", "refused"):
+        assert TRAKT_AUTH in sign_in.message
+    assert "a1" not in sign_in.message and "r1" not in sign_in.message
+
+
+def test_a_refresh_token_pasted_into_the_config_signs_in_until_trakt_answered_it() -> None:
+    import hashlib
+
+    unused = Facts("me", "trakt", None, configured="pasted-refresh-1")
+    used = Facts(
+        "me",
+        "trakt",
+        None,
+        configured="pasted-refresh-1",
+        pasted_used=hashlib.sha256(b"pasted-refresh-1").hexdigest(),
+    )
+    assert [s.state for s in sign_in_states([unused, used], NOW)] == ["ok", "not_signed_in"]
+
+
+def test_a_serializd_login_refused_says_so_and_one_that_works_is_ok() -> None:
+    refused = Facts("me", "serializd", None, refused="Serializd refused the email or password")
+    fine = Facts("me", "serializd", {"token": "jwt", "username": "me", "expires_at": NOW + DAY})
+    first = Facts("me", "serializd", None)
+    states = sign_in_states([refused, fine, first], NOW)
+    assert [s.state for s in states] == ["refused", "ok", "ok"]
+    assert states[1].expires_at == NOW + DAY
+    assert all("jwt" not in s.message for s in states)
+
+
+def test_an_anilist_sign_in_missing_or_ended_says_what_to_run() -> None:
+    ended = {"access_token": "t", "obtained_at": NOW - 400 * DAY, "expires_at": NOW - DAY}
+    states = sign_in_states([Facts("fan", "anilist", None), Facts("fan", "anilist", ended)], NOW)
+    assert [s.state for s in states] == ["not_signed_in", "expired"]
+    assert all(ANILIST_AUTH in s.message for s in states)
