@@ -709,6 +709,8 @@ def test_grafana_dashboard_charts_the_core_metrics_via_a_datasource_variable() -
         "watchbridge_sync_runs_total",
         "watchbridge_outbox_oldest_pending_age_seconds",
         "watchbridge_sync_last_success_timestamp_seconds",
+        "watchbridge_sign_in_expiry_seconds",
+        "watchbridge_sign_in_ok",
         "process_resident_memory_bytes",
     ):
         assert metric in exprs, metric
