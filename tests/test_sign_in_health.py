@@ -5,6 +5,8 @@ real HTTP; the states themselves are pure (`sign_in_states`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,8 +58,7 @@ def config_for(
 ) -> Config:
     """`me` signs in to Trakt, `fan` to AniList (the token in the config), `kid` to nothing
     that ends (Plex)."""
-    return parse_config(
-        f"""
+    text = f"""
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
@@ -67,10 +68,10 @@ profiles:
   me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
   fan: {{users: {{plex: ["2"]}}, accounts: {{anilist: {{token: "{anilist_token}"}}}}}}
   kid: {{users: {{plex: ["3"]}}, accounts: {{plex: {{}}}}}}
-""",
-        tmp_path / "watchbridge.yaml",
-        {},
-    )
+"""
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text)  # for the commands
+    return parse_config(text, path, {})
 
 
 @pytest.fixture
@@ -154,6 +155,27 @@ def test_a_fresh_trakt_sign_in_and_an_anilist_one_ending_in_ten_days(
     assert f"{ANILIST_AUTH}`</span>" in page
     assert_no_token(trakt, anilist, str(sign_ins), page, metrics)
     assert trakt.requests == []  # read from the store: nothing asked of Trakt
+
+
+def test_watchbridge_status_lists_every_sign_in_and_what_to_run(
+    config: Config, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "watchbridge", "status", "--config", str(config.source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = lines.index("sign-ins:")
+    trakt_line, anilist_line = lines[at + 1 : at + 3]
+    assert trakt_line.startswith("  trakt/me: signed in; renews itself")
+    assert anilist_line.startswith("  anilist/fan: ends soon: ends ")
+    assert ANILIST_AUTH in anilist_line
+    assert "kid" not in result.stdout  # Plex tokens have no expiry
+    assert_no_token(trakt, anilist, result.stdout)
 
 
 @pytest.mark.anyio

@@ -379,13 +379,13 @@ def _summary(config: Config) -> str:
 @cli.command()
 @config_option
 def status(config_path: str | None) -> None:
-    """Queue depth, dead letters, cursors and the last run of each link."""
-    from watchbridge.services.anilist import sign_ins as anilist_sign_ins
+    """Queue depth, dead letters, sign-ins, cursors and the last run of each link."""
+    from watchbridge.signins import current_sign_ins
 
     config = _load(config_path)
     with _look_at_store(config) as store:
         state = store.status().shown(redactor(config, store))
-        anilist = anilist_sign_ins(config, store, time.time())
+        sign_ins = current_sign_ins(config, store, time.time())
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
     click.echo(
@@ -409,10 +409,11 @@ def status(config_path: str | None) -> None:
         f"dead letters:  {state.dead_letters}"
         + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")
     )
-    if anilist:
-        click.echo("AniList:")
-    for line in anilist:
-        click.echo(f"  {line}")
+    if sign_ins:
+        click.echo("sign-ins:")
+    for one in sign_ins:
+        problem = "" if one.ok else f"{one.state.replace('_', ' ')}: "
+        click.echo(f"  {one.service}/{one.profile}: {problem}{one.message}")
     _show_links(config, state)
 
 
