@@ -234,3 +234,50 @@ async def test_the_service_housekeeping_renews_an_idle_sign_in_as_it_starts(
         stop.set()
         await asyncio.wait_for(task, timeout=10)
     assert trakt._token_valid(trakt.tokens[stored_access(runtime)])
+
+
+async def test_an_idle_profile_signed_in_again_gets_its_resolved_and_a_later_refusal_is_told(
+    runtime: Runtime,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    client: TraktClient,
+    receiver: AlertReceiver,
+) -> None:
+    # No play comes for the profile: only the housekeeping can end the pause it told of.
+    trakt.revoke_tokens()
+    clock.advance(TOKEN_LIFE + HOUR)
+    await housekeeping(runtime, client)
+    assert receiver.titles() == [PAUSED]
+    sign_in_trakt(runtime.store, trakt, "me", now=clock())  # `watchbridge auth trakt`
+    for _ in range(2):
+        clock.advance(HOUR)
+        await housekeeping(runtime, client)
+    assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}"]
+    # Months on, the app is removed on Trakt again, the profile still idle: told again.
+    trakt.revoke_tokens()
+    clock.advance(60 * 86400.0)
+    await housekeeping(runtime, client)
+    assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}", PAUSED]
+    assert runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+async def test_a_pause_deliveries_hold_plays_for_is_left_to_them(
+    runtime: Runtime,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    client: TraktClient,
+    worker: DeliveryWorker,
+    receiver: AlertReceiver,
+) -> None:
+    # Trakt refuses the sign-in of a pair that is not due for renewal yet (the app removed on
+    # Trakt): the play waits, and the housekeeping, whose check sends nothing for a fresh
+    # pair, does not take the pause for over.
+    trakt.revoke_tokens()
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=2, step=60)
+    assert receiver.titles() == [PAUSED]
+    for _ in range(3):
+        clock.advance(HOUR)
+        await housekeeping(runtime, client)
+    assert receiver.titles() == [PAUSED]
+    assert runtime.store.outbox_counts()["pending"] == 1

@@ -199,6 +199,7 @@ async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = N
                 ending = client.sign_in_ending(name)
                 if ending is None:
                     await _renewed(runtime, client, name, key + ENDING)
+                    await _works_again(runtime, client, name, key)
                     continue
                 key += ENDING
                 title, body, stage = ending_title(SERVICE, name), ending, "ending"
@@ -218,6 +219,21 @@ async def _renewed(runtime: Runtime, client: TraktClient, profile: str, key: str
     if not client.refresh_due(profile):
         renewed = f"the trakt sign-in of profile {profile} is renewed"
         await runtime.notifier.resolve("credentials", renewed, key=key)
+
+
+async def _works_again(runtime: Runtime, client: TraktClient, profile: str, key: str) -> None:
+    """An alert that `profile`'s deliveries are paused for its sign-in is over once its stored
+    pair is fresh (signed in again) and none of its deliveries waits for a sign-in (those end
+    it as they go through): no delivery ends it for a profile no play comes for, and left open
+    it would keep the next refusal of its sign-in from being told (`_tell_once`)."""
+    from watchbridge.services.trakt import SERVICE
+
+    if not runtime.notifier.raised("credentials", key) or client.refresh_due(profile):
+        return
+    if await asyncio.to_thread(runtime.store.waits_for_sign_in, SERVICE, profile):
+        return
+    works = f"the trakt sign-in of profile {profile} works again"
+    await runtime.notifier.resolve("credentials", works, key=key)
 
 
 async def _tell_once(

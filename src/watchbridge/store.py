@@ -2066,6 +2066,15 @@ class Store:
         )
         return [(row["target"], row["profile"]) for row in rows]
 
+    def waits_for_sign_in(self, target: str, profile: str) -> bool:
+        """Whether a row of `profile` for `target` is held for a sign-in (or a key)."""
+        rows = self._query(
+            "SELECT 1 FROM outbox WHERE status = 'pending' AND target = ? AND profile = ?"
+            " AND waits_for_sign_in = 1 LIMIT 1",
+            (target, profile),
+        )
+        return bool(rows)
+
     def waiting_from_links(self) -> list[tuple[str, str, str, str]]:
         """The (target, profile, link, action) of the rows links queued that wait to go out."""
         rows = self._query(
