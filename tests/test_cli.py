@@ -557,6 +557,31 @@ def test_a_damaged_backup_is_not_said_to_be_started_from(tmp_path: Path) -> None
     assert (tmp_path / "watchbridge.db.backup.damaged").is_file() and not copy.exists()
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_a_backup_this_user_cannot_read_is_not_said_to_be_damaged() -> None:
+    # The database lost; its backup copy was taken as root (`docker exec ... backup`), 0600.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o777)
+        database, copy = folder / "watchbridge.db", folder / "watchbridge.db.backup"
+        Store.open(database).close()
+        database.replace(copy)
+        copy.chmod(0o600)
+        result = check_config_as_nobody(folder, "webhook-urls")
+        left = sorted(p.name for p in folder.iterdir())
+    assert result.returncode == 1, result.stderr
+    assert "damaged" not in result.stderr and "starts from its backup" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line == (
+        f"error: the database {database} is missing and its backup {copy} (owner uid 0, mode "
+        "0600) cannot be read by this user (uid 65534): give it to this user (chown "
+        f"65534:65534 {copy}), or run watchbridge as its owner; it is left as it was"
+    )
+    assert left == ["watchbridge.db.backup", "watchbridge.yaml"]  # nothing set aside or begun
+
+
 def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     store = Store.open(tmp_path / "watchbridge.db")

@@ -104,6 +104,8 @@ def _database(config: Config, create: bool) -> Path:
     if path.exists():
         return path
     if backup_path(path).is_file():  # opening the store starts from it (Store.open)
+        if problem := _unreadable_backup(path):  # neither started from nor found damaged
+            raise WatchbridgeError(problem)
         damage = backup_damage(path)
         if damage is None:
             click.echo(
@@ -129,6 +131,20 @@ def _database(config: Config, create: bool) -> Path:
     raise WatchbridgeError(
         f"no database at {path.resolve()}{relative}: is this the config the service runs "
         f"with? ({hint})"
+    )
+
+
+def _unreadable_backup(path: Path) -> str | None:
+    """Why the backup copy a missing database at `path` would start from cannot be read by
+    this user (a copy taken as root, 0600), with what to do; None when it can be read."""
+    copy = backup_path(path)
+    if os.access(copy, os.R_OK):
+        return None
+    uid, gid = os.getuid(), os.getgid()
+    return (
+        f"the database {path} is missing and its backup {copy}{_owner_and_mode(copy)} cannot "
+        f"be read by this user (uid {uid}): give it to this user (chown {uid}:{gid} {copy}), "
+        "or run watchbridge as its owner; it is left as it was"
     )
 
 
@@ -300,14 +316,20 @@ def _symlink_loop(named: Path) -> Path | None:
     return None
 
 
+def _owner_and_mode(path: Path) -> str:
+    """` (owner uid U, mode 0700)` of `path`, as the messages about access name it; "" when it
+    cannot be told."""
+    try:
+        info = path.stat()
+    except OSError:
+        return ""
+    return f" (owner uid {info.st_uid}, mode {info.st_mode & 0o7777:04o})"
+
+
 def _cannot_enter(path: Path, folder: Path, holds_it: bool) -> str:
     """The one line for a folder on the way to the database this user cannot enter."""
     uid, gid = os.getuid(), os.getgid()
-    try:
-        info = folder.stat()
-        found = f" (owner uid {info.st_uid}, mode {info.st_mode & 0o7777:04o})"
-    except OSError:
-        found = ""
+    found = _owner_and_mode(folder)
     if holds_it:
         return (
             f"storage.path: {path}: its folder {folder}{found} cannot be entered by this user "
