@@ -136,30 +136,37 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
                 over = f"the AniList sign-in of {name} lasts again"
                 await runtime.notifier.resolve("credentials", over, expiry_condition(name, stage))
             continue
-        logged, done = await asyncio.to_thread(store.cache_get, ALERTED, alert.once, now)
-        if logged and done != DISABLED:
-            continue
-        # A failed send may have gone out since, with another alert: then it is done.
-        result = SENT
-        if not runtime.notifier.alerted("credentials", alert.key):
-            result = await runtime.notifier.notify(
-                "credentials", alert.title, alert.body, alert.key
-            )
-        # Failed, or suppressed (held back after a failed send): tried again at the next check.
-        # Not wanted (no alerts.urls, or `credentials` not in alerts.kinds): tried again too (it
-        # costs nothing), so that a channel added before it is moot still hears of it, once.
-        if result not in (SENT, DISABLED) or (logged and result == DISABLED):
-            continue
-        await asyncio.to_thread(store.cache_put, ALERTED, alert.once, result, now, ALERTED_TTL)
-        sent.append(alert.once)
-        if not logged:
-            # The log too, once per stage: without an alert channel (or with `credentials` left
-            # out of alerts.kinds) it is the only word a webhook-only profile gets of it.
-            log.warning(alert.body, extra={"profile": name})
-        # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
-        for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
-            await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
+        if await _alert_once(runtime, name, alert.once, alert.key, alert.title, alert.body):
+            sent.append(alert.once)
+            # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
+            for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
+                await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
     return sent
+
+
+async def _alert_once(
+    runtime: Runtime, profile: str, once: str, key: str, title: str, body: str
+) -> bool:
+    """Alert (kind `credentials`, condition `key`) and log (a warning) a problem with
+    `profile`'s sign-in, once per `once` (a stage of one stored sign-in): the log is the only
+    word without an alert channel, or with `credentials` left out of alerts.kinds. True when
+    it was dealt with; a failed or held-back alert is tried again at the next round, and so is
+    one not wanted (no alerts.urls, or `credentials` not in alerts.kinds: it costs nothing), so
+    that a channel added while the problem lasts still hears of it, once."""
+    store, now = runtime.store, runtime.clock()
+    logged, done = await asyncio.to_thread(store.cache_get, ALERTED, once, now)
+    if logged and done != DISABLED:
+        return False
+    # A failed send may have gone out since, with another alert (a delivery's): then it is done.
+    result = SENT
+    if not runtime.notifier.alerted("credentials", key):
+        result = await runtime.notifier.notify("credentials", title, body, key)
+    if result not in (SENT, DISABLED) or (logged and result == DISABLED):
+        return False
+    await asyncio.to_thread(store.cache_put, ALERTED, once, result, now, ALERTED_TTL)
+    if not logged:
+        log.warning(body, extra={"profile": profile})
+    return True
 
 
 async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = None) -> list[str]:
@@ -240,24 +247,14 @@ async def _tell_once(
     runtime: Runtime, profile: str, stage: str, title: str, body: str, key: str
 ) -> bool:
     """Alert and log (a warning) that Trakt refused to renew `profile`'s sign-in, once per
-    stored sign-in and `stage`, as `check_anilist_tokens` does. True when it was dealt with."""
+    stored sign-in and `stage` (`_alert_once`, as for AniList). True when it was dealt with."""
     from watchbridge.services.trakt import SERVICE
 
-    store, now = runtime.store, runtime.clock()
-    stored = await asyncio.to_thread(store.get_token, SERVICE, profile)
+    stored = await asyncio.to_thread(runtime.store.get_token, SERVICE, profile)
     refresh_token = str((stored or {}).get("refresh_token") or "")
     sign_in = hashlib.sha256(refresh_token.encode()).hexdigest()[:32]
     once = f"{SERVICE}:{profile}:{stage}:{sign_in}"
-    if (await asyncio.to_thread(store.cache_get, ALERTED, once, now))[0]:
-        return False
-    result = SENT
-    if not runtime.notifier.alerted("credentials", key):  # a delivery told of it already
-        result = await runtime.notifier.notify("credentials", title, body, key)
-    if result not in (SENT, DISABLED):  # failed, or held back: tried again at the next round
-        return False
-    await asyncio.to_thread(store.cache_put, ALERTED, once, result, now, ALERTED_TTL)
-    log.warning(body, extra={"profile": profile})  # the only word without an alert channel
-    return True
+    return await _alert_once(runtime, profile, once, key, title, body)
 
 
 DATASETS_TITLE = "Anime mapping datasets out of date"
