@@ -8,14 +8,13 @@ episode's own TVDB id (Trakt) or TMDB id (Serializd).
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
@@ -24,6 +23,7 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, write_config
 from tests.test_link_plex_serializd import link_config
+from watchbridge.cli import cli
 from watchbridge.config import Config, Link, parse_config
 from watchbridge.episode_numbers import REFRESH_MISSING_AFTER, EpisodeNumbering, TraktNumbers
 from watchbridge.http import Bucket, Pacer, RetryPolicy, ServiceError
@@ -424,14 +424,10 @@ class LinkRig:
     link: str = "plex-trakt"
 
     def sync(self, *args: str) -> str:
-        argv = [sys.executable, "-m", "watchbridge", "sync", "--link", self.link]
-        result = subprocess.run(
-            [*argv, "--config", str(self.path), "--full", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
+        """`watchbridge sync --full` as cron runs it: the real command, in this process."""
+        argv = ["sync", "--link", self.link, "--config", str(self.path), "--full", *args]
+        result = CliRunner().invoke(cli, argv, catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
         return result.stdout
 
     def set_tvdb_order(self) -> None:
