@@ -62,6 +62,17 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def watchbridge(*args: str) -> subprocess.CompletedProcess[str]:
+    """`watchbridge ARGS` as a user or cron runs it: the real command, in this process (a new
+    Python for each run would spend ~1 s importing). Its exit code, stdout and stderr."""
+    from click.testing import CliRunner
+
+    from watchbridge.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 def wait_ready(base_url: str, timeout: float = 10.0) -> float:
     """Poll /readyz until 200; returns seconds waited."""
     start = time.monotonic()

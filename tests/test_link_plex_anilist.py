@@ -4,8 +4,6 @@ as waiting for one, not as not-anime."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import write_config
+from tests.harness import watchbridge, write_config
 
 DAY = 86400.0
 ONE_PIECE, OP = 37854, 21
@@ -91,12 +89,7 @@ links:
 
 
 def run(path: Path, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "watchbridge", *args, "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    result = watchbridge(*args, "--config", str(path))
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     return out

@@ -4,8 +4,6 @@ movie watched in Plex stays where it is."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import until, write_config
+from tests.harness import until, watchbridge, write_config
 from watchbridge import readers
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -61,10 +59,7 @@ links:
 
 
 def sync(path: Path) -> str:
-    command = [sys.executable, "-m", "watchbridge", "sync", "--link", "plex-serializd"]
-    result = subprocess.run(
-        [*command, "--config", str(path), "--full"], capture_output=True, text=True, timeout=90
-    )
+    result = watchbridge("sync", "--link", "plex-serializd", "--config", str(path), "--full")
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 

@@ -14,16 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
-from tests.harness import sign_in_trakt, write_config
+from tests.harness import sign_in_trakt, watchbridge, write_config
 from tests.test_link_plex_serializd import link_config
-from watchbridge.cli import cli
 from watchbridge.config import Config, Link, parse_config
 from watchbridge.episode_numbers import REFRESH_MISSING_AFTER, EpisodeNumbering, TraktNumbers
 from watchbridge.http import Bucket, Pacer, RetryPolicy, ServiceError
@@ -426,8 +424,8 @@ class LinkRig:
     def sync(self, *args: str) -> str:
         """`watchbridge sync --full` as cron runs it: the real command, in this process."""
         argv = ["sync", "--link", self.link, "--config", str(self.path), "--full", *args]
-        result = CliRunner().invoke(cli, argv, catch_exceptions=False)
-        assert result.exit_code == 0, result.stderr
+        result = watchbridge(*argv)
+        assert result.returncode == 0, result.stderr
         return result.stdout
 
     def set_tvdb_order(self) -> None:

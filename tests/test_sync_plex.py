@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from tests.fakes.plex import TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
-from tests.harness import sign_in_trakt, write_config
+from tests.harness import sign_in_trakt, watchbridge, write_config
 from tests.test_sync_scenarios import TraktApp
 from watchbridge.config import PlexConfig, load_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -84,22 +83,7 @@ links:
 
 
 def sync(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "watchbridge",
-            "sync",
-            "--link",
-            "plex-trakt",
-            "--config",
-            str(path),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = watchbridge("sync", "--link", "plex-trakt", "--config", str(path), *args)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -135,8 +119,7 @@ def test_a_reset_keeps_what_was_written_so_the_next_sync_copies_no_play_back(
 ) -> None:
     path, trakt, _ = setup(tmp_path, start_fake)
     sync(path)  # Trakt's play goes into Plex's history, stamped at the time of the copy
-    command = [sys.executable, "-m", "watchbridge", "reset-state", "--yes", "--config", str(path)]
-    assert subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+    assert watchbridge("reset-state", "--yes", "--config", str(path)).returncode == 0
     sync(path, "--yes")
     assert trakt_plays(trakt) == [
         ("Episode", "2024-02-01T21:00:00.000Z"),
