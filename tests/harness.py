@@ -63,14 +63,24 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def watchbridge(*args: str) -> subprocess.CompletedProcess[str]:
-    """`watchbridge ARGS` as a user or cron runs it: the real command, in this process (a new
-    Python for each run would spend ~1 s importing). Its exit code, stdout and stderr."""
+    """`watchbridge ARGS` as a user or cron runs it (`watchbridge.cli.main`: the command and
+    its turning of errors into a line and an exit code), in this process: a new Python for
+    each run would spend ~1 s importing. Its exit code, stdout and stderr."""
     from click.testing import CliRunner
 
-    from watchbridge.cli import cli
+    from watchbridge.cli import main
 
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        said, told = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(list(args), code, said, told)
 
 
 def wait_ready(base_url: str, timeout: float = 10.0) -> float:

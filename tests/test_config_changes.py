@@ -5,8 +5,6 @@ and tells once of what it will not send."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import ServiceProcess, free_port, sign_in_trakt
+from tests.harness import ServiceProcess, free_port, sign_in_trakt, watchbridge
 from tests.test_webhooks_e2e import seeded
 from watchbridge.config import load_config
 from watchbridge.model import Ids, MediaRef, ref_to_dict
@@ -122,8 +120,7 @@ def test_what_a_link_queued_that_the_config_no_longer_asks_for_is_not_sent(
     assert counts["pending"] == 0  # neither in the queue gauge nor its oldest-age gauge
     assert "deliveries the config no longer allows given up" in service.output()
     # Retried under this config, they would write what the user took out of it.
-    retry = [sys.executable, "-m", "watchbridge", "deadletters", "retry", "--all"]
-    said = subprocess.run([*retry, "--config", str(path)], capture_output=True, text=True)
+    said = watchbridge("deadletters", "retry", "--all", "--config", str(path))
     assert f"{len(dead)} left as dead letter(s): {why}" in said.stdout, said.stdout
 
 
@@ -238,8 +235,7 @@ def test_status_says_which_link_it_shows_the_last_run_of_is_no_longer_configured
         ("", "  plex-trakt (no longer in the config): ok"),
     ):
         path.write_text(config_text(tmp_path, free_port(), trakt, receiver, links), "utf-8")
-        status = [sys.executable, "-m", "watchbridge", "status", "--config", str(path)]
-        said = subprocess.run(status, capture_output=True, text=True, timeout=60).stdout
+        said = watchbridge("status", "--config", str(path)).stdout
         assert label in said, said
 
 
@@ -260,9 +256,8 @@ def link_failed_three_times(
         sign_in_trakt(store, trakt, "me", now=time.time())
     port, path = free_port(), tmp_path / "watchbridge.yaml"
     path.write_text(config_text(tmp_path, port, trakt, receiver, LINK, not_plex), "utf-8")
-    sync = [sys.executable, "-m", "watchbridge", "sync", "--yes", "--config", str(path)]
     for _ in range(3):
-        subprocess.run(sync, capture_output=True, timeout=120)
+        watchbridge("sync", "--yes", "--config", str(path))
     return path, port
 
 
@@ -341,8 +336,7 @@ def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_
     assert "sends its deliveries given up meanwhile" in warning
 
     path.write_text(before, encoding="utf-8")  # its old name back, as the warning says
-    retry = [sys.executable, "-m", "watchbridge", "deadletters", "retry", "--all"]
-    said = subprocess.run([*retry, "--config", str(path)], capture_output=True, text=True)
+    said = watchbridge("deadletters", "retry", "--all", "--config", str(path))
     assert "1 dead letter(s) queued again" in said.stdout, said.stdout
     service = started(path, port, before)
     try:
@@ -358,14 +352,13 @@ def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(
     # No service: `watchbridge sync` runs from cron (README: its alerts are the service's).
     # The user takes the failing link out; cron goes on syncing the link left.
     path, port = link_failed_three_times(tmp_path, trakt, receiver, not_plex)
-    sync = [sys.executable, "-m", "watchbridge", "sync", "--yes", "--config", str(path)]
     failing = FAILING
     assert receiver.titles() == [failing]
 
     left = LINK.replace("plex-trakt", "plex-trakt-films")
     path.write_text(config_text(tmp_path, port, trakt, receiver, left, not_plex), "utf-8")
     for _ in range(2):  # told once
-        subprocess.run(sync, capture_output=True, timeout=120)
+        watchbridge("sync", "--yes", "--config", str(path))
     wait_for(lambda: f"Resolved: {failing}" in receiver.titles())
     time.sleep(0.5)
     assert receiver.titles() == [failing, f"Resolved: {failing}"]
