@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.plextv import FakePlexTv
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import write_config
+from tests.harness import watchbridge, write_config
 from tests.test_plex_reader import sign_in, with_plextv
 from watchbridge.config import (
     Accounts,
@@ -40,12 +39,7 @@ SAM = 1002023  # the Home user's plex.tv id, as Plex's webhooks and the server's
 
 
 def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchbridge", *args, "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    return watchbridge(*args, "--config", str(path))
 
 
 def test_a_home_users_profile_with_plex_but_no_sign_in_never_gets_the_owners_plays(

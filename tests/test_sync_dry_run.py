@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -16,7 +15,7 @@ import pytest
 from tests.fakes.base import running
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, write_config
+from tests.harness import sign_in_trakt, watchbridge, write_config
 from watchbridge.store import Store
 
 
@@ -48,9 +47,7 @@ links:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchbridge", *args], capture_output=True, text=True, timeout=60
-    )
+    return watchbridge(*args)
 
 
 @dataclass
