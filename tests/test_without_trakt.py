@@ -168,7 +168,7 @@ profiles:
         item = {"type": "episode", "season": 5, "number": 14, "show": show}
         play = {"event": "played", "user": "kodi", "item": item}
         assert httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=play).status_code == 202
-        wait_for(lambda: "unmatched" in run("unmatched", "--config", str(path)).stdout)
+        wait_for(lambda: "S05E14" in run("unmatched", "--config", str(path)).stdout)
     finally:
         service.kill()
     said = run("unmatched", "--config", str(path)).stdout
