@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,20 +63,24 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def watchbridge(*args: str) -> subprocess.CompletedProcess[str]:
+def watchbridge(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`watchbridge ARGS` as a user or cron runs it (`watchbridge.cli.main`: the command and
     its turning of errors into a line and an exit code), in this process: a new Python for
-    each run would spend ~1 s importing. Its exit code, stdout and stderr."""
+    each run would spend ~1 s importing. `stdin` is what it reads; its exit code, stdout and
+    stderr."""
     from click.testing import CliRunner
 
     from watchbridge.cli import main
 
-    with CliRunner().isolation() as (out, err, _):
+    with CliRunner().isolation(input=stdin) as (out, err, _):
         try:
             main(list(args))
             code = 0
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        except Exception:  # what Python does with one the command lets out (--debug)
+            traceback.print_exc()
+            code = 1
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

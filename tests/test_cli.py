@@ -26,7 +26,7 @@ import sqlite_utils
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import ServiceProcess, free_port, wait_ready, write_config
+from tests.harness import ServiceProcess, free_port, wait_ready, watchbridge, write_config
 from watchbridge.app import renamed_profiles, webhook_secret
 from watchbridge.cli import webhook_base
 from watchbridge.config import load_config, parse_config
@@ -39,6 +39,10 @@ EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 def run(
     *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`watchbridge ARGS`: in this process, or with its own environment or working directory
+    (what a process takes at its start) as a new one."""
+    if env is None and cwd is None:
+        return watchbridge(*args, stdin=stdin)
     return subprocess.run(
         [sys.executable, "-m", "watchbridge", *args],
         input=stdin,
