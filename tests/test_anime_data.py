@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from tests.fakes.anime_datasets import PATHS, FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import write_config
+from tests.harness import watchbridge, write_config
 from watchbridge.anime import EpisodeRef, Unmatched
 from watchbridge.anime_data import (
     SEEN_REFRESH,
@@ -448,12 +447,7 @@ def test_an_unmatched_entry_is_seen_again_a_day_later_or_when_its_reason_changes
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchbridge", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return watchbridge(*args)
 
 
 def anime_config(tmp_path: Path, fake: FakeDatasets) -> Path:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,19 +10,12 @@ from typing import Any
 import pytest
 
 from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList
-from tests.harness import write_config
+from tests.harness import watchbridge, write_config
 from watchbridge.store import NewOutboxRow, Store
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchbridge", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-    )
+    return watchbridge(*args, stdin=stdin)
 
 
 def config(tmp_path: Path, fake: FakeAniList, secret: bool) -> Path:
