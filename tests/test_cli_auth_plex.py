@@ -9,14 +9,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.plextv import FakePlexTv
-from tests.harness import write_config
+from tests.harness import watchbridge, write_config
 from watchbridge.store import Store
 
 
 def auth_plex(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`watchbridge auth plex --config CONFIG ARGS…` run to the end, output captured."""
-    command = [sys.executable, "-m", "watchbridge", "auth", "plex", "--config", str(config)]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+    return watchbridge("auth", "plex", "--config", str(config), *args)
 
 
 def plex_config(tmp_path: Path, plextv: FakePlexTv) -> Path:
