@@ -114,7 +114,7 @@ def test_status_warns_a_month_before_the_anilist_token_expires(
     Store.open(tmp_path / "watchbridge.db").close()
     result = run("status", "--config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "me: the AniList token of profile me expires on" in result.stdout
+    assert "  anilist/me: ends soon: ends " in result.stdout
     assert "in 20 days" in result.stdout and "auth anilist --profile me" in result.stdout
 
 
