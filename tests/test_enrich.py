@@ -24,6 +24,7 @@ from tests.fakes.jellyfin import (
     sample_server,
 )
 from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plextv import FakePlexTv
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, Show, iso, key_of
@@ -1249,7 +1250,10 @@ async def test_a_play_on_a_friends_plex_server_says_so_where_trakt_is_not_config
     plex = start_fake(FakePlex())
     assert isinstance(plex, FakePlex)
     plex.add_show("50275", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, guid=BAKI_SHOW_GUID)  # own keys
-    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}"}}'
+    plextv = start_fake(FakePlexTv())  # Plex's catalogue, which does not know the show
+    assert isinstance(plextv, FakePlexTv)
+    plextv.owner.token = TOKEN
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}", metadata_url: "{plextv.url}"}}'
     runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
     try:
         post_plex(runtime, "episode_new_agent_friend_media_scrobble.json")
@@ -1257,6 +1261,7 @@ async def test_a_play_on_a_friends_plex_server_says_so_where_trakt_is_not_config
     finally:
         runtime.close()
     assert "was played on another Plex server than services.plex.url" in reason
+    assert "Plex's catalogue does not know its plex:// guid" in reason
     assert "add services.trakt" in reason and "identify it there" not in reason
 
 

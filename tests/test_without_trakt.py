@@ -14,6 +14,9 @@ import pytest
 
 from tests.fakes.anilist import CLIENT_ID as ANILIST_CLIENT
 from tests.fakes.anilist import FakeAniList
+from tests.fakes.plex import TOKEN as PLEX_TOKEN
+from tests.fakes.plex import FakePlex
+from tests.fakes.plextv import FakePlexTv
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
@@ -21,7 +24,7 @@ from tests.harness import ServiceProcess, free_port, write_config
 from tests.test_cli import run
 from tests.test_link_plex_serializd import setup as plex_serializd_setup
 from tests.test_link_plex_serializd import sync as plex_serializd_sync
-from tests.test_webhooks_e2e import SECRET, wait_for
+from tests.test_webhooks_e2e import SECRET, plex_multipart, wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -174,3 +177,74 @@ profiles:
     said = run("unmatched", "--config", str(path)).stdout
     assert "Breaking Bad S05E14" in said and "send it in the webhook's item.show.ids" in said, said
     assert serializd.diary() == []
+
+
+def test_a_play_on_a_friends_plex_server_is_named_by_plexs_catalogue(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A Plex webhook fires for the owner's account on a friend's server too. Its items cannot
+    # be read from services.plex.url (another server), and with no Trakt to search, the
+    # episode used to wait as unmatched with "add services.trakt" (a VIP-only app) as the
+    # only way out, then die. Plex's own catalogue names the show's TMDB id by its plex://
+    # guid, with the owner's token.
+    plex, plextv = start_fake(FakePlex()), start_fake(FakePlexTv())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(plex, FakePlex) and isinstance(plextv, FakePlexTv)
+    assert isinstance(serializd, FakeSerializd)
+    serializd.seed_reference_catalogue()
+    plextv.owner.token = PLEX_TOKEN  # services.plex.token is the owner's plex.tv token
+    show = plextv.add_title("show", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    port = free_port()
+    path = tmp_path / "watchbridge.yaml"
+    email, password, _ = SERIALIZD_USER
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  plex: {{url: "{plex.url}", token: "{PLEX_TOKEN}", account_url: "{plextv.url}",
+          discover_url: "{plextv.url}", metadata_url: "{plextv.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"]}}
+    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
+""",
+        encoding="utf-8",
+    )
+    payload = {
+        "event": "media.scrobble",
+        "user": True,
+        "owner": False,
+        "Account": {"id": 1, "title": "alex"},
+        "Server": {"title": "Friend", "uuid": "f" * 40},
+        "Player": {"local": False, "title": "TV", "uuid": "player-1"},
+        "Metadata": {
+            "librarySectionType": "show",
+            "type": "episode",
+            "ratingKey": "9214",
+            "grandparentRatingKey": "9020",
+            "guid": "plex://episode/5d9c1276e9d5a1001f4ff5c1",
+            "grandparentGuid": f"plex://show/{show.rating_key}",
+            "title": "Ozymandias",
+            "grandparentTitle": "Breaking Bad",
+            "parentIndex": 5,
+            "index": 14,
+            "duration": 2_820_000,
+            "Guid": [{"id": "tmdb://62161"}, {"id": "tvdb://4639442"}],
+        },
+    }
+    service = ServiceProcess(path, port).start()
+    try:
+        body, content_type = plex_multipart(payload)
+        url = f"{service.url}/webhooks/plex/{SECRET}"
+        answer = httpx.post(url, content=body, headers={"Content-Type": content_type})
+        assert answer.status_code == 202
+        wait_for(lambda: bool(serializd.diary()) or "unmatched:" in unmatched(path), timeout=20)
+    finally:
+        service.kill()
+    logged = [(r.show_id, r.episode_number, r.is_log) for r in serializd.diary()]
+    assert logged == [(1396, 14, True)], unmatched(path)
+
+
+def unmatched(path: Path) -> str:
+    return run("unmatched", "--config", str(path)).stdout

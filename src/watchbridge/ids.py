@@ -43,6 +43,8 @@ SERVER_OUTAGE_PAUSE = 60.0
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
 PlexMetadata = Callable[[str], Awaitable[PlexItem | None]]
+# Plex's catalogue (services.plex.metadata_url): a plex:// guid's key -> its external ids.
+PlexCatalogue = Callable[[str], Awaitable[Ids | None]]
 Answers = Callable[[], Awaitable[bool]]  # whether a media server answers at all
 
 
@@ -897,16 +899,18 @@ def agent_hint(item: MediaRef, source: str | None, searched: bool) -> str:
     )
 
 
-def played_elsewhere(item: MediaRef, searched: bool) -> str:
-    """Why a Plex play from another server than services.plex.url has no ids."""
+def played_elsewhere(item: MediaRef, searched: bool, catalogue: str = "") -> str:
+    """Why a Plex play from another server than services.plex.url has no ids (`catalogue`:
+    what Plex's catalogue said of its plex:// guid, when it was asked)."""
     then = ", and Trakt's id search did not find it" if searched else f": {TRAKT_FINDS_IT}"
     return (
         f"{item.describe()} was played on another Plex server than services.plex.url (a "
-        f"friend's?), whose items watchbridge cannot read{then}"
+        f"friend's?), whose items watchbridge cannot read{catalogue}{then}"
     )
 
 
 TRAKT_FINDS_IT = "add services.trakt, whose id search finds it by its other ids"
+CATALOGUE = "plex-catalogue"  # cache namespace: a plex:// guid's ids from Plex's catalogue
 
 
 class Enricher:
@@ -928,10 +932,13 @@ class Enricher:
         emby: MediaServerItems | None = None,
         search: Search | None = None,
         title_search: TitleSearch | None = None,
+        plex_catalogue: PlexCatalogue | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         notifier: Notifier | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        self.plex_catalogue = plex_catalogue
+        self.cache = cache
         self.plex_identity = plex_identity
         self._plex_machine: str | None = None
         self.series = {
@@ -1007,13 +1014,49 @@ class Enricher:
                     problem = Problem(unmatched)
         plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
         if problem is None and plex and await self._elsewhere(from_server):
-            problem = Problem(played_elsewhere(item, self.trakt is not None))
+            found, said = await self._from_catalogue(item)
+            if need.met(found):
+                return Enriched(found)
+            problem = Problem(played_elsewhere(item, self.trakt is not None, said))
         if problem is None:
             problem = not_known(server, item, need)
             searched = self.trakt is not None
             hint = agent_hint(item, source, searched) if server is None else ""
             problem = replace(problem, message=problem.message + hint)
         return Enriched(item, problem)
+
+    async def _from_catalogue(self, item: MediaRef) -> tuple[MediaRef, str]:
+        """A movie, or an episode's show, with the external ids Plex's catalogue gives its
+        plex:// guid (cached): for a play on another server than services.plex.url, whose
+        items cannot be read. With it, what to tell when the catalogue did not name them
+        ("" when it was not asked)."""
+        episode = item.kind == "episode"
+        guid = item.show_ids.plex_guid if episode else item.ids.plex_guid
+        prefix = f"plex://{'show' if episode else 'movie'}/"
+        if self.plex_catalogue is None or not guid or not guid.startswith(prefix):
+            return item, ""
+        hit, cached = self.cache.cache_get(CATALOGUE, guid, self.clock())
+        ids: Ids | None = None
+        if hit and isinstance(cached, dict):
+            with contextlib.suppress(TypeError):
+                ids = Ids(**cached)
+        elif not hit:
+            try:
+                ids = await self.plex_catalogue(guid.removeprefix(prefix))
+            except ServiceError as exc:
+                log.warning(
+                    "plex catalogue lookup failed",
+                    extra={"item": item.describe(), "problem": exc.message},
+                )
+                return item, f", and Plex's catalogue could not be asked ({exc.message})"
+            value = None if ids is None else ids.present()
+            ttl = PLEX_FOUND_TTL if ids is not None else PLEX_MISSING_TTL
+            self.cache.cache_put(CATALOGUE, guid, value, self.clock(), ttl)
+        if ids is None:
+            return item, ", and Plex's catalogue does not know its plex:// guid"
+        if episode:
+            return replace(item, show_ids=item.show_ids.merged(ids)), ""
+        return replace(item, ids=item.ids.merged(ids)), ""
 
     async def _elsewhere(self, from_server: str | None) -> bool:
         """Whether a Plex webhook came from another server than services.plex.url (a

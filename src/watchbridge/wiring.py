@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from litestar import Litestar
@@ -22,14 +22,16 @@ from watchbridge.deliver.plex import PlexTarget
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
-from watchbridge.ids import Enricher
+from watchbridge.ids import Enricher, PlexCatalogue
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
+from watchbridge.model import Ids
 from watchbridge.redaction import secret_values
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
 from watchbridge.services.jellyfin import media_server_client
 from watchbridge.services.plex import PlexClient
+from watchbridge.services.plextv import PlexTvClient
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TokenStore, TraktClient
 
@@ -107,9 +109,11 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
         media_server_client(server, metrics=runtime.metrics, clock=runtime.clock)
         for server in (config.services.jellyfin, config.services.emby)
     )
+    catalogue = plex_catalogue(runtime)
     return Enricher(
         runtime.store,
         runtime.clock,
+        plex_catalogue=catalogue[0] if catalogue else None,
         plex=plex.metadata if plex else None,
         plex_answers=plex.answers if plex else None,
         plex_identity=plex.identity if plex else None,
@@ -117,9 +121,43 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
         emby=emby,
         search=trakt.search if trakt else None,
         title_search=trakt.search_title if trakt else None,
-        closers=[c.aclose for c in (plex, jellyfin, emby) if c is not None],
+        closers=[
+            *(c.aclose for c in (plex, jellyfin, emby) if c is not None),
+            *([catalogue[1]] if catalogue else []),
+        ],
         notifier=runtime.notifier,
     )
+
+
+CATALOGUE_TOKEN = ":owner"  # the catalogue client's one token: the owner's services.plex.token
+
+
+def plex_catalogue(
+    runtime: Runtime,
+) -> tuple[PlexCatalogue, Callable[[], Awaitable[None]]] | None:
+    """Plex's catalogue (services.plex.metadata_url), read with the owner's plex.tv token,
+    and its closer: it names the show of a play on a friend's Plex server, whose items
+    services.plex.url cannot read. None without services.plex.token."""
+    plex = runtime.config.services.plex
+    if plex is None or plex.token is None:
+        return None
+    identifier = runtime.store.setting(
+        "plex_client_identifier", lambda: uuid.uuid4().hex, runtime.clock()
+    )
+    client = PlexTvClient(
+        plex,
+        runtime.store,
+        client_identifier=identifier,
+        account_tokens={CATALOGUE_TOKEN: plex.token},
+        metrics=runtime.metrics,
+        clock=runtime.clock,
+    )
+
+    async def catalogue(key: str) -> Ids | None:
+        found = await client.details(CATALOGUE_TOKEN, key)
+        return found.ids if found is not None else None
+
+    return catalogue, client.aclose
 
 
 def make_targets(runtime: Runtime) -> Sequence[Target]:
