@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from itertools import pairwise
 from pathlib import Path
@@ -284,6 +285,31 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert runtime.store.outbox_counts()["pending"] == 1
     assert runtime.store.dead_letters() == []
     assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
+
+
+async def test_a_write_refused_for_a_changed_password_is_not_said_to_have_maybe_landed(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # The session ran out and the password was changed on serializd.com: a rating's diary add was
+    # answered 401 and the sign-in refused, so nothing was written. The held play must not
+    # read "unknown outcome" on the status page (as if it might have been logged already).
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    assert len(fake.diary()) == 1
+    fake.expire_tokens()
+    fake.user.password = "changed on serializd.com"
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=8)
+    await drain(worker, runtime, clock, passes=1)
+    assert len(fake.diary()) == 1
+    (held,) = [r for r in waiting(runtime) if r["status"] == "pending"]
+    assert "Serializd refused the email or password" in held["last_error"]
+    assert not held["last_error"].startswith("unknown outcome"), held["last_error"]
+
+
+def waiting(runtime: Runtime) -> list[dict[str, Any]]:
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT status, last_error FROM outbox")]
 
 
 async def test_a_login_answered_403_is_tried_again_at_the_next_credentials_hold(

@@ -520,6 +520,14 @@ class SerializdTarget:
             # Past the inline retries: a dropped connection or a gateway error may hide an
             # entry that landed. A 4xx answer (other errors) proves nothing was written.
             raise AddUncertain(exc) from exc
+        except SerializdError:
+            # Answered with a refusal (a sign-in refused, an unknown show): nothing was
+            # written, so the row is not marked as maybe logged (unless an earlier send was).
+            if not row.may_have_landed:
+                await asyncio.to_thread(
+                    self.store.note, [row.id], row.last_error or "", self.clock()
+                )
+            raise
         collection, key = into
         value = {"ticked": False} if rating is None else {"rating": rating}
         try:
