@@ -721,6 +721,56 @@ def test_unmatched_rows_are_counted(store: Store) -> None:
     assert store.status().unmatched == 1
 
 
+def plans_of(store: Store, read: Callable[[], object]) -> list[str]:
+    """The query plan lines of every statement `read` runs on the store's connections."""
+    statements: list[str] = []
+    store._overview("SELECT 1")  # the overview's own connection exists from here
+    connections = [c for c in (store._conn, store._reader) if c is not None]
+    for conn in connections:
+        conn.set_trace_callback(statements.append)
+    try:
+        read()
+    finally:
+        for conn in connections:
+            conn.set_trace_callback(None)
+    return [
+        str(line[3])
+        for sql in statements
+        for line in store.db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+    ]
+
+
+def held_backlog(store: Store, rows: int) -> None:
+    """`rows` rows held for a sign-in, one waiting for ids, one marked possibly sent and
+    waiting for ids, one dead waiting for ids."""
+    store.enqueue([row(f"k{n}", ordering=f"o{n}") for n in range(rows + 3)], 1.0)
+    items = store.claim("w", 2.0, limit=rows + 3)
+    store.settle(
+        2.0,
+        [
+            Settlement(i.id, "pending", 9e9, "run `watchbridge auth trakt`", False, True)
+            for i in items[3:]
+        ]
+        + [
+            Settlement(items[0].id, "pending", 9e9, "unmatched: no TMDB id"),
+            Settlement(items[1].id, "pending", 9e9, f"{UNKNOWN_OUTCOME}: unmatched: no id"),
+            Settlement(items[2].id, "dead", None, "unmatched: no TMDB id"),
+        ],
+    )
+
+
+def test_rows_waiting_for_ids_are_counted_without_reading_every_waiting_row(
+    store: Store,
+) -> None:
+    # Each scrape and status read counts the rows waiting for ids: among thousands held for
+    # a sign-in (kept for weeks), that read each one of them, every 15 s.
+    held_backlog(store, 50)
+    assert store.unmatched_count() == 2
+    assert store.status().unmatched == 2
+    plan = plans_of(store, store.unmatched_count)
+    assert any("outbox_unmatched" in line for line in plan), plan
+
+
 def _job(key: str, fail: bool = False) -> IngestJob:
     def decide(
         session: Session | None, marks: Session | None
