@@ -14,7 +14,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
-from watchbridge.config import parse_config
+from watchbridge.config import Config, parse_config
 from watchbridge.deliver.worker import TARGET_PROBE_MAX, DeliveryWorker
 from watchbridge.http import RetryPolicy
 from watchbridge.ingest import plex as plex_ingest
@@ -31,11 +31,11 @@ YUMA_GUIDS = ["imdb://tt0050086", "tmdb://14168"]
 YUMA_GUID = "plex://movie/5d7768a696b655001fdc0e5c"
 
 
-async def test_plex_down_is_one_alert_for_its_lookups_and_its_deliveries(
-    tmp_path: Path,
-    start_fake: Callable[[FakeServer], FakeServer],
-    receiver: AlertReceiver,
-) -> None:
+def yuma_world(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> tuple[FakePlex, FakeTrakt, Config]:
+    """A Plex server and a Trakt account that both hold 3:10 to Yuma, one profile `me`
+    signing in to both, a plex-trakt link and alerts to `receiver`."""
     plex = start_fake(FakePlex())
     trakt = start_fake(FakeTrakt())
     assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
@@ -56,6 +56,15 @@ links:
         Path("watchbridge.yaml"),
         {},
     )
+    return plex, trakt, config
+
+
+async def test_plex_down_is_one_alert_for_its_lookups_and_its_deliveries(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+) -> None:
+    plex, trakt, config = yuma_world(tmp_path, start_fake, receiver)
     clock = FakeClock(1_750_000_000.0)
     runtime = build_runtime(config, clock=clock)
     runtime.open()
@@ -105,26 +114,7 @@ async def test_a_plex_alert_an_earlier_release_raised_under_its_old_key_is_resol
     # Guards the old key in ids' `_reachable`: a release before one Plex outage was one alert
     # raised the lookups' alert under "server:plex" (now `outage_key("plex")` is "plex"). Open
     # when the new release starts, it gets its Resolved once Plex answers a lookup again.
-    plex = start_fake(FakePlex())
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
-    plex.add_movie("8372", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)
-    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
-    config = parse_config(
-        f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-alerts: {{urls: ["{receiver.apprise_url}"]}}
-services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-profiles:
-  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
-links:
-  plex-trakt: {{services: [plex, trakt]}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
+    _, trakt, config = yuma_world(tmp_path, start_fake, receiver)
     clock = FakeClock(1_750_000_000.0)
     before = build_runtime(config, clock=clock)  # the earlier release, Plex off
     before.open()
