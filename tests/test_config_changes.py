@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -385,21 +385,54 @@ SERIALIZD_DOWN = "watchbridge: serializd deliveries paused"
 TRAKT_DOWN = "watchbridge: trakt deliveries paused"
 
 
-def outages_told(path: Path) -> None:
-    """What a run under the config at `path` left: Serializd's and Trakt's outage alerts
-    (deliveries held), with nothing queued for either any more."""
+def alerts_told(path: Path, alerts: Sequence[tuple[str, str, str, str]]) -> None:
+    """What a run under the config at `path` left: `alerts` (kind, key, title, body) told,
+    with nothing queued for any of them."""
 
     async def tell() -> None:
         runtime = build_runtime(load_config(path))
         runtime.open()
         try:
-            for name, title in (("serializd", SERIALIZD_DOWN), ("trakt", TRAKT_DOWN)):
-                body = f"{name} has not taken deliveries for 20 minutes: HTTP 503."
-                await runtime.notifier.notify("service_unreachable", title, body, key=name)
+            for kind, key, title, body in alerts:
+                await runtime.notifier.notify(kind, title, body, key=key)
         finally:
             runtime.close()
 
     asyncio.run(tell())
+
+
+def kept_after_a_start(path: Path, kind: str) -> list[str]:
+    """The alert conditions of `kind` still open after a start under the config at `path`,
+    an hour on: past the wait before an owed alert goes out again, which it tried."""
+    later = time.time() + 3600
+
+    async def start_then_retry_owed_alerts() -> list[str]:
+        runtime = build_runtime(load_config(path), clock=lambda: later)
+        runtime.open()
+        try:
+            await resolve_removed(runtime)
+            await runtime.notifier.send_unsent()
+            return runtime.notifier.condition_keys(kind)
+        finally:
+            runtime.close()
+
+    return asyncio.run(start_then_retry_owed_alerts())
+
+
+def outages_told(path: Path) -> None:
+    """Serializd's and Trakt's outage alerts (deliveries held) told (`alerts_told`)."""
+    alerts_told(
+        path,
+        [
+            (
+                "service_unreachable",
+                name,
+                title,
+                f"{name} has not taken deliveries for 20 minutes: HTTP 503.",
+            )
+            for name, title in (("serializd", SERIALIZD_DOWN), ("trakt", TRAKT_DOWN))
+        ],
+    )
 
 
 def test_an_outage_alert_of_a_service_taken_out_is_resolved_at_the_next_start(
@@ -434,19 +467,7 @@ def test_an_owed_outage_alert_of_a_service_taken_out_is_not_sent_after_all(
     assert receiver.titles() == [TRAKT_DOWN]  # Serializd's refused: owed
 
     path.write_text(serializd_config(tmp_path, port, trakt, receiver, False), "utf-8")
-    later = time.time() + 3600  # past the wait before an owed alert goes out again
-
-    async def start_then_retry_owed_alerts() -> list[str]:
-        runtime = build_runtime(load_config(path), clock=lambda: later)
-        runtime.open()
-        try:
-            await resolve_removed(runtime)
-            await runtime.notifier.send_unsent()
-            return runtime.notifier.condition_keys("service_unreachable")
-        finally:
-            runtime.close()
-
-    kept = asyncio.run(start_then_retry_owed_alerts())
+    kept = kept_after_a_start(path, "service_unreachable")
     assert receiver.titles() == [TRAKT_DOWN]
     assert kept == ["trakt"]  # Serializd's is gone, not kept open for 400 days
 
@@ -500,19 +521,8 @@ PROFILE_ALERTS = (  # kind, key, title: the first three about what the config th
 
 
 def profile_alerts_told(path: Path) -> None:
-    """What a run under the config at `path` left: the alerts of PROFILE_ALERTS, with nothing
-    queued for any of them."""
-
-    async def tell() -> None:
-        runtime = build_runtime(load_config(path))
-        runtime.open()
-        try:
-            for kind, key, title in PROFILE_ALERTS:
-                await runtime.notifier.notify(kind, title, "sign in again", key=key)
-        finally:
-            runtime.close()
-
-    asyncio.run(tell())
+    """The alerts of PROFILE_ALERTS told (`alerts_told`)."""
+    alerts_told(path, [(kind, key, title, "sign in again") for kind, key, title in PROFILE_ALERTS])
 
 
 def test_alerts_of_a_profile_or_account_taken_out_are_resolved_at_the_next_start(
@@ -556,19 +566,7 @@ def test_an_owed_alert_of_a_profile_taken_out_is_not_sent_after_all(
     assert receiver.titles() == [title for _, _, title in PROFILE_ALERTS[1:]]  # kid's: owed
 
     path.write_text(profiles_config(tmp_path, port, trakt, receiver, False), "utf-8")
-    later = time.time() + 3600  # past the wait before an owed alert goes out again
-
-    async def start_then_retry_owed_alerts() -> list[str]:
-        runtime = build_runtime(load_config(path), clock=lambda: later)
-        runtime.open()
-        try:
-            await resolve_removed(runtime)
-            await runtime.notifier.send_unsent()
-            return runtime.notifier.condition_keys("credentials")
-        finally:
-            runtime.close()
-
-    kept = asyncio.run(start_then_retry_owed_alerts())
+    kept = kept_after_a_start(path, "credentials")
     assert KID_SIGNED_OUT not in receiver.titles()
     assert kept == ["serializd:me"]  # kid's is gone, not kept open for 400 days
 
