@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
+import logging
 import os
 import select
 import signal
@@ -13,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,16 +66,101 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+@dataclass
+class _LoggerState:
+    level: int
+    handlers: list[logging.Handler]
+    filters: list[Any]
+    propagate: bool
+    disabled: bool
+
+
+# The loggers setup_logging sets besides the root: known before a command, so that it is
+# put back too when a command is the first to make one.
+_SET_UP = (
+    *("uvicorn", "uvicorn.error", "uvicorn.access", "litestar"),
+    *("httpx", "httpcore", "apprise", "urllib3"),
+)
+
+
+def _loggers() -> dict[str, logging.Logger]:
+    for name in _SET_UP:
+        logging.getLogger(name)
+    known = logging.Logger.manager.loggerDict.items()
+    return {"": logging.getLogger()} | {
+        name: logger for name, logger in known if isinstance(logger, logging.Logger)
+    }
+
+
+@contextlib.contextmanager
+def _as_a_process_of_its_own() -> Iterator[None]:
+    """Run a command as if in a new process, and leave this one as it was: what a command
+    sets for its process (setup_logging's handler on the captured stderr and its levels,
+    environment, working directory, signal handlers, serve's gc.freeze and switch interval)
+    and what it keeps for the rest of its process (the Trakt pairs not stored yet, the built
+    anime index) would otherwise reach the tests run after it in this worker, and let a
+    second command see what the first one left in memory, which a new process never does."""
+    from watchbridge import anime_data
+    from watchbridge.services import trakt
+
+    loggers = {
+        name: _LoggerState(
+            logger.level,
+            list(logger.handlers),
+            list(logger.filters),
+            logger.propagate,
+            logger.disabled,
+        )
+        for name, logger in _loggers().items()
+    }
+    environment, folder = dict(os.environ), os.getcwd()
+    main_thread = threading.current_thread() is threading.main_thread()
+    signals = {
+        number: signal.getsignal(number)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    switch, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    caches: tuple[dict[Any, Any], ...] = (trakt._UNSAVED, anime_data._BUILT)
+    kept = [dict(cache) for cache in caches]
+    for cache in caches:
+        cache.clear()  # a new process starts with none
+    try:
+        yield
+    finally:
+        for cache, before in zip(caches, kept, strict=True):
+            cache.clear()  # the command's process ends with them
+            cache.update(before)
+        for name, logger in _loggers().items():
+            state = loggers.get(name)
+            if state is None:  # made by a module the command imported first: as it is
+                continue
+            logger.setLevel(state.level)
+            logger.handlers, logger.filters = state.handlers, state.filters
+            logger.propagate, logger.disabled = state.propagate, state.disabled
+        if dict(os.environ) != environment:
+            os.environ.clear()
+            os.environ.update(environment)
+        if os.getcwd() != folder:
+            os.chdir(folder)
+        if main_thread:
+            for number, handler in signals.items():
+                if signal.getsignal(number) is not handler and handler is not None:
+                    signal.signal(number, handler)
+        sys.setswitchinterval(switch)
+        if gc.get_freeze_count() and not frozen:
+            gc.unfreeze()
+
+
 def watchbridge(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`watchbridge ARGS` as a user or cron runs it (`watchbridge.cli.main`: the command and
     its turning of errors into a line and an exit code), in this process: a new Python for
     each run would spend ~1 s importing. `stdin` is what it reads; its exit code, stdout and
-    stderr."""
+    stderr. What the command leaves in the process is undone (`_as_a_process_of_its_own`)."""
     from click.testing import CliRunner
 
     from watchbridge.cli import main
 
-    with CliRunner().isolation(input=stdin) as (out, err, _):
+    with _as_a_process_of_its_own(), CliRunner().isolation(input=stdin) as (out, err, _):
         try:
             main(list(args))
             code = 0

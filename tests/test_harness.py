@@ -1,0 +1,53 @@
+"""tests.harness.watchbridge runs a command in this process: it must leave the process as a
+command in a process of its own would (nothing), or the tests after it test something else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.anime_datasets import FakeDatasets
+from tests.fakes.base import FakeServer
+from tests.harness import watchbridge, write_config
+from watchbridge import anime_data
+
+
+def test_a_command_leaves_the_logging_of_the_test_as_it_found_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # serve sets up logging at its config's level (info) on the stderr it was given, then
+    # stops at the storage.path it cannot write: without the harness putting it back, the
+    # root logger kept that handler (pytest's own gone) and level for every later test.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    httpx_level = logging.getLogger("httpx").level
+    (tmp_path / "blocker").write_text("x")
+    path = write_config(tmp_path)
+    text = path.read_text().replace(
+        str(tmp_path / "watchbridge.db"), str(tmp_path / "blocker" / "db.sqlite")
+    )
+    path.write_text(text)
+    result = watchbridge("serve", "--config", str(path))
+    assert result.returncode != 0 and "error: storage.path" in result.stderr, result.stderr
+    assert (root.handlers, root.level) == (handlers, level)
+    assert logging.getLogger("httpx").level == httpx_level
+    logging.getLogger("watchbridge.tests").warning("logged after the command")
+    assert "logged after the command" in caplog.text
+
+
+def test_a_command_keeps_nothing_in_memory_for_the_next_one(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # A new process builds the anime index from the files again: one kept from the command
+    # before would hide a refresh that never reached the disk.
+    fake = start_fake(FakeDatasets())
+    assert isinstance(fake, FakeDatasets)
+    urls = "".join(f"      {name}: {url}\n" for name, url in fake.urls().items())
+    path = write_config(tmp_path, f"services:\n  anilist:\n    mapping_urls:\n{urls}")
+    result = watchbridge("anime", "explain", "119661", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "AniList 119661" in result.stdout
+    assert anime_data._BUILT == {}
