@@ -1265,6 +1265,35 @@ async def test_a_play_on_a_friends_plex_server_says_so_where_trakt_is_not_config
     assert "add services.trakt" in reason and "identify it there" not in reason
 
 
+async def test_a_catalogue_refusing_the_owners_token_names_the_setting_to_fix(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # The catalogue is read with services.plex.token: a refusal is that setting's, not a
+    # profile's sign-in (there is no profile ":owner" to run `auth plex --profile` for).
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show("50275", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, guid=BAKI_SHOW_GUID)
+    plextv = start_fake(FakePlexTv())
+    assert isinstance(plextv, FakePlexTv)
+    plextv.owner.token = "the-owners-current-token"  # services.plex.token is an old one
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}", metadata_url: "{plextv.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
+    try:
+        post_plex(runtime, "episode_new_agent_friend_media_scrobble.json")
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert "Plex's catalogue could not be asked" in reason
+    assert "plex.tv does not accept services.plex.token" in reason, reason
+    assert ":owner" not in reason and "accounts.plex.token" not in reason, reason
+    assert TOKEN not in reason
+
+
 async def test_a_legacy_agent_episode_without_trakt_is_told_to_switch_the_agent(
     tmp_path: Path,
     serializd: FakeSerializd,

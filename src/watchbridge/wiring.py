@@ -31,7 +31,8 @@ from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
 from watchbridge.services.jellyfin import media_server_client
 from watchbridge.services.plex import PlexClient
-from watchbridge.services.plextv import PlexTvClient
+from watchbridge.services.plextv import SERVICE as PLEXTV
+from watchbridge.services.plextv import PlexTvAuthError, PlexTvClient
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TokenStore, TraktClient
 
@@ -154,7 +155,14 @@ def plex_catalogue(
     )
 
     async def catalogue(key: str) -> Ids | None:
-        found = await client.details(CATALOGUE_TOKEN, key)
+        try:
+            found = await client.details(CATALOGUE_TOKEN, key)
+        except PlexTvAuthError:  # its words are a profile's sign-in: this is the config's
+            raise PlexTvAuthError(
+                PLEXTV,
+                "plex.tv does not accept services.plex.token (reading a title answered 401): "
+                "set the server owner's current token there",
+            ) from None
         return found.ids if found is not None else None
 
     return catalogue, client.aclose
