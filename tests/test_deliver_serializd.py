@@ -756,3 +756,52 @@ async def test_a_rating_queued_while_serializd_is_paused_does_not_undo_a_newer_o
     await drain(worker, runtime, clock, passes=40, step=60)
     assert runtime.store.outbox_counts()["pending"] == 0
     assert [e.rating for e in fake.diary() if e.episode_number == 4] == [9]
+
+
+# --------------------------------------------------------------------------- absolute numbers
+
+
+def absolute_episode(absolute: int, season: int | None = None) -> MediaRef:
+    """An episode known by its absolute number (a generic webhook's `item.absolute`; with a
+    season, HAMA's tvdb3/tvdb4 modes, whose season is TheTVDB's)."""
+    return MediaRef(
+        "episode",
+        show_ids=Ids(tmdb=str(SHOW)),
+        show_title="Breaking Bad",
+        season=season,
+        absolute=absolute,
+    )
+
+
+@pytest.mark.parametrize("season", [None, 9], ids=["absolute-only", "hama-tvdb-season"])
+async def test_an_episode_known_by_its_absolute_number_goes_where_serializds_seasons_count_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, season: Any
+) -> None:
+    # Breaking Bad's regular seasons hold 7, 13, 13, 13 and 16 episodes (its 11 specials are
+    # not counted): absolute episode 20 is S2E13.
+    enqueue(runtime, "play", absolute_episode(20, season), clock() - 600)
+    await drain(worker, runtime, clock)
+    logged = [(r.show_id, r.season_id, r.episode_number, r.is_log) for r in fake.diary()]
+    assert logged == [(SHOW, 3573, 13, True)], runtime.store.unmatched()
+    assert fake.ticks() == {(SHOW, 3573, 13)}
+    assert fake.count("GET", "/api/show/{id}") == 1
+
+
+async def test_an_absolute_number_past_serializds_seasons_says_so_and_lands_once_listed(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "play", absolute_episode(63), clock() - 600)
+    await drain(worker, runtime, clock, passes=1)
+    (waiting,) = runtime.store.unmatched()
+    said = waiting.item.last_error or ""
+    assert said.startswith("unmatched: Breaking Bad absolute episode 63"), said
+    assert "past the last one" in said and "(62)" in said, said
+    assert "item.season and item.number" in said, said
+    assert fake.count("GET", "/api/show/{id}") == 1
+    # TMDB lists a 17th episode of season 5: the next try, an hour on, reads the show again.
+    fake.shows[SHOW].seasons[5].episode_count = 17
+    clock.advance(3601)
+    await drain(worker, runtime, clock, passes=1)
+    assert fake.ticks() == {(SHOW, 3578, 17)}, runtime.store.unmatched()
+    assert len(fake.diary()) == 1
+    assert fake.count("GET", "/api/show/{id}") == 2

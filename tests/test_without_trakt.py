@@ -5,6 +5,7 @@ silently missing, and what is wrong is said in words that do not assume Trakt ex
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -246,5 +247,56 @@ profiles:
     assert logged == [(1396, 14, True)], unmatched(path)
 
 
+def settled(tmp_path: Path) -> bool:
+    """Something was queued, and every row was tried (delivered, or waiting to try again)."""
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        (queued,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        untried = "status = 'inflight' OR (status = 'pending' AND attempts = 0)"
+        (waiting,) = db.execute(f"SELECT COUNT(*) FROM outbox WHERE {untried}").fetchone()
+    return bool(queued) and not waiting
+
+
 def unmatched(path: Path) -> str:
     return run("unmatched", "--config", str(path)).stdout
+
+
+def test_a_script_play_by_absolute_number_lands_where_serializds_seasons_count_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # An anime script (or a library in absolute order) knows an episode by its absolute
+    # number alone. It used to wait as unmatched ("no TMDB season and episode number"): only
+    # Trakt's season list placed it. Serializd's show answer lists each season's episode
+    # count: Breaking Bad's regular seasons hold 7, 13, 13, 13 and 16 episodes (the specials
+    # are not counted), so absolute episode 20 is S2E13.
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    serializd.seed_reference_catalogue()
+    port = free_port()
+    path = tmp_path / "watchbridge.yaml"
+    email, password, _ = SERIALIZD_USER
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{generic: [kodi]}}
+    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
+""",
+        encoding="utf-8",
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        show = {"title": "Breaking Bad", "ids": {"tmdb": 1396}}
+        item = {"type": "episode", "absolute": 20, "show": show}
+        play = {"event": "played", "user": "kodi", "item": item}
+        for _ in range(2):  # the script sends it again: still one entry
+            answer = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=play)
+            assert answer.status_code == 202
+        wait_for(lambda: settled(tmp_path), timeout=20)
+    finally:
+        service.kill()
+    logged = [(r.show_id, r.season_id, r.episode_number, r.is_log) for r in serializd.diary()]
+    assert logged == [(1396, 3573, 13, True)], unmatched(path)
+    assert serializd.ticks() == {(1396, 3573, 13)}

@@ -67,6 +67,13 @@ def trakt_table(seasons: Iterable[ListedSeason]) -> SeasonTable:
     return SeasonTable(tuple(counts), tuple(numbered), "Trakt's season list")
 
 
+def serializd_table(counts: Mapping[int, int | None]) -> SeasonTable:
+    """Serializd's (TMDB) seasons as a table: episode counts of the regular seasons by number
+    (None: no count known); specials have no absolute number and are left out."""
+    regular = tuple((number, counts[number]) for number in sorted(counts) if number > 0)
+    return SeasonTable(regular, (), "Serializd's (TMDB) seasons")
+
+
 def table_to_dict(table: SeasonTable | Unmatched) -> dict[str, Any]:
     if isinstance(table, Unmatched):
         return {"unmatched": [table.reason, table.code]}
@@ -151,17 +158,17 @@ class SerializdSeasons:
     async def fetch(self, show: int) -> SeasonTable | Unmatched:
         try:
             listed = await self.client.show_seasons(show)
-            counts: list[tuple[int, int | None]] = []
+            counts: dict[int, int | None] = {}
             for number in sorted(n for n in listed.ids if n > 0):
                 count = listed.episodes.get(number)
                 if count is None:
                     count = max(await self.client.season_episodes(show, number), default=0)
-                counts.append((number, count))
+                counts[number] = count
         except SerializdItemError as exc:
             return Unmatched(
                 f"Serializd does not know TMDB show {show}: {exc.message}", "no-target"
             )
-        return SeasonTable(tuple(counts), (), "Serializd's (TMDB) seasons")
+        return serializd_table(counts)
 
     async def aclose(self) -> None:
         await self.client.aclose()

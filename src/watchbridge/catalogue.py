@@ -1,6 +1,7 @@
 """Serializd's catalogue, which is TMDB's: season ids, episode counts, episode ids and air
 dates per show, cached in the store; and episodes numbered as TMDB numbers them, found by
-their own TMDB id, else by their air date (a media server may number them in TVDB's order).
+their own TMDB id, else by their air date (a media server may number them in TVDB's order),
+or counted from their absolute number through the show's regular seasons.
 
 Used by the Serializd target (seasons to write to, episode placement), its watchlist and the
 AniList target (TMDB numbering before the anime mapping).
@@ -16,6 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from watchbridge.air_dates import another_numbering, by_air_date
+from watchbridge.anime import Unmatched
+from watchbridge.anime_seasons import serializd_table
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.ids import Enricher
 from watchbridge.model import MediaRef
@@ -61,14 +64,16 @@ async def show_seasons(
     clock: Callable[[], float],
     need: int | None = None,
     counts: bool = False,
+    fresh: bool = False,
 ) -> ShowSeasons:
     """A show's season ids (and, with `counts`, episode counts), cached like `season_map`.
-    Entries cached before counts were kept hold ids only: one read fills them in."""
+    Entries cached before counts were kept hold ids only: one read fills them in. `fresh`:
+    read again whatever is cached (a known show)."""
     lookup = str(show_id)
     hit, cached = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, lookup, clock())
     if hit and isinstance(cached, dict) and isinstance(cached.get(UNKNOWN), str):
         raise SerializdItemError(SERVICE, cached[UNKNOWN])  # asked within the day
-    known, with_counts = _cached_seasons(cached) if hit else (None, False)
+    known, with_counts = _cached_seasons(cached) if hit and not fresh else (None, False)
     if known is not None and (need is None or need in known.ids) and (with_counts or not counts):
         return known
     try:
@@ -85,6 +90,51 @@ async def show_seasons(
     }
     await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
     return seasons
+
+
+async def absolute_episode(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    absolute: int,
+    clock: Callable[[], float],
+) -> tuple[int, int] | Unmatched:
+    """(season, number) of a show's absolute episode `absolute` on its Serializd (TMDB)
+    seasons: the episodes of the regular seasons before it counted (`anime.SeasonTable`, the
+    rule the anime mapping places absolute numbers by; specials have none). The show answer is
+    cached like `season_map`; a season it gives no count for is counted from its listing
+    (cached for a day). A number past the last listed episode (a new one) reads the show
+    again, at most hourly."""
+    refreshed = f"{show_id}:absolute-refreshed"
+
+    async def read_lately() -> bool:
+        """Whether the show answer was read within the hour (noted now if not)."""
+        hit, _ = await asyncio.to_thread(store.cache_get, EPISODES_CACHE, refreshed, clock())
+        if not hit:
+            await asyncio.to_thread(
+                store.cache_put, EPISODES_CACHE, refreshed, True, clock(), REFRESH_EVERY
+            )
+        return hit
+
+    held, _ = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, str(show_id), clock())
+    if not held:
+        await read_lately()  # the read below is a fresh one
+    found: tuple[int, int] | Unmatched = Unmatched("not counted yet")
+    for fresh in (False, True):
+        if fresh and await read_lately():
+            break
+        seasons = await show_seasons(client, store, show_id, clock, counts=True, fresh=fresh)
+        counts: dict[int, int | None] = {}
+        for number in sorted(n for n in seasons.ids if n > 0):
+            count = seasons.episodes.get(number)
+            if count is None:  # no count in the answer: the season's listing says
+                listing, _ = await season_listing(client, store, show_id, number, clock)
+                count = max(listing.ids, default=None)  # none read: not counted past it
+            counts[number] = count
+        found = serializd_table(counts).season_of(absolute)
+        if not isinstance(found, Unmatched) or found.code != "outside":
+            break
+    return found
 
 
 async def tmdb_numbered(

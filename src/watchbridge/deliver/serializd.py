@@ -21,7 +21,8 @@ from typing import Any
 
 from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, user_named
-from watchbridge.catalogue import SEASONS_CACHE, season_map, tmdb_numbered
+from watchbridge.anime import Unmatched
+from watchbridge.catalogue import SEASONS_CACHE, absolute_episode, season_map, tmdb_numbered
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import (
@@ -622,18 +623,50 @@ class SerializdTarget:
                 return season_id
             # Seasons are keyed by their TMDB season id: a season ref has no key of its own.
             return Place(MediaRef("season", ids=Ids(tmdb=str(season_id))), show_id, season_id)
-        if item.season is None or item.number is None:
-            return Retry(
-                f"unmatched: {item.describe()} has no TMDB season and episode number",
-                after=UNMATCHED_RETRY,
-            )
-        season_id = await self._season_or_retry(show_id, item.season)
+        if item.season is not None and item.number is not None:
+            placed: tuple[int, int] | Retry = item.season, item.number
+        else:
+            placed = await self._by_absolute(show_id, item)
+        if isinstance(placed, Retry):
+            return placed
+        season, number = placed
+        season_id = await self._season_or_retry(show_id, season)
         if isinstance(season_id, Retry):
             return season_id
-        ref = MediaRef(
-            "episode", show_ids=Ids(tmdb=str(show_id)), season=item.season, number=item.number
+        ref = MediaRef("episode", show_ids=Ids(tmdb=str(show_id)), season=season, number=number)
+        return Place(ref, show_id, season_id, number)
+
+    async def _by_absolute(self, show_id: int, item: MediaRef) -> tuple[int, int] | Retry:
+        """An episode known by its absolute number only (a generic webhook's `item.absolute`,
+        HAMA's tvdb3/tvdb4 modes, whose season is TheTVDB's) placed on Serializd's seasons."""
+        label = item.show_title or f"TMDB show {show_id}"
+        hint = (
+            "a play naming TMDB's season and episode number (a generic webhook's item.season "
+            "and item.number) is placed as sent"
         )
-        return Place(ref, show_id, season_id, item.number)
+        if item.absolute is None or item.season == 0:
+            return Retry(
+                f"unmatched: {item.describe()} has no TMDB season and episode number ({hint})",
+                after=UNMATCHED_RETRY,
+            )
+        try:
+            found = await absolute_episode(
+                self.client, self.store, show_id, item.absolute, self.clock
+            )
+        except SerializdItemError as exc:
+            return Retry(f"unmatched: {exc.message}", after=UNMATCHED_RETRY)
+        if isinstance(found, Unmatched):
+            return Retry(
+                f"unmatched: {label} absolute episode {item.absolute} cannot be placed on "
+                f"Serializd: {found.reason} ({hint})",
+                after=UNMATCHED_RETRY,
+            )
+        season, number = found
+        log.info(
+            "absolute episode placed on Serializd's seasons",
+            extra={"item": label, "absolute": item.absolute, "season": season, "number": number},
+        )
+        return season, number
 
     async def _season_or_retry(self, show_id: int, number: int) -> int | Retry:
         try:
