@@ -805,3 +805,14 @@ async def test_an_absolute_number_past_serializds_seasons_says_so_and_lands_once
     assert fake.ticks() == {(SHOW, 3578, 17)}, runtime.store.unmatched()
     assert len(fake.diary()) == 1
     assert fake.count("GET", "/api/show/{id}") == 2
+
+
+async def test_a_waiting_play_known_by_its_absolute_number_is_listed_by_that_number(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    # `watchbridge unmatched` and the status page name a row by its item: an episode known by
+    # its absolute number alone was listed as "Breaking Bad S00E00", a special it is not.
+    enqueue(runtime, "play", absolute_episode(63), clock() - 600)
+    await drain(worker, runtime, clock, passes=1)
+    (waiting,) = runtime.store.unmatched()
+    assert waiting.item.describe() == "Breaking Bad absolute episode 63"

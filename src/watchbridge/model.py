@@ -126,6 +126,8 @@ class MediaRef:
     def describe(self) -> str:
         """A short human label for logs and the UI; without a title, the ids name it."""
         show = self.show_title or _named(self.show_ids)
+        if self.kind == "episode" and self.number is None and self.absolute is not None:
+            return f"{show} absolute episode {self.absolute}"  # a season with it is TVDB's
         if self.kind == "episode":
             return f"{show} S{self.season or 0:02d}E{self.number or 0:02d}"
         if self.kind == "season":

@@ -639,7 +639,6 @@ class SerializdTarget:
     async def _by_absolute(self, show_id: int, item: MediaRef) -> tuple[int, int] | Retry:
         """An episode known by its absolute number only (a generic webhook's `item.absolute`,
         HAMA's tvdb3/tvdb4 modes, whose season is TheTVDB's) placed on Serializd's seasons."""
-        label = item.show_title or f"TMDB show {show_id}"
         hint = (
             "a play naming TMDB's season and episode number (a generic webhook's item.season "
             "and item.number) is placed as sent"
@@ -657,14 +656,14 @@ class SerializdTarget:
             return Retry(f"unmatched: {exc.message}", after=UNMATCHED_RETRY)
         if isinstance(found, Unmatched):
             return Retry(
-                f"unmatched: {label} absolute episode {item.absolute} cannot be placed on "
-                f"Serializd: {found.reason} ({hint})",
+                f"unmatched: {item.describe()} cannot be placed on Serializd: {found.reason} "
+                f"({hint})",
                 after=UNMATCHED_RETRY,
             )
         season, number = found
         log.info(
             "absolute episode placed on Serializd's seasons",
-            extra={"item": label, "absolute": item.absolute, "season": season, "number": number},
+            extra={"item": item.describe(), "season": season, "number": number},
         )
         return season, number
 
