@@ -19,9 +19,13 @@ from watchbridge.anime import EpisodeRef, Unmatched
 from watchbridge.anime_data import (
     SEEN_REFRESH,
     AnimeData,
+    UnmatchedRecord,
     clear_unmatched,
     from_config,
+    link_source,
     note_unmatched,
+    note_unmatched_entries,
+    note_unmatched_plays,
     unmatched_records,
 )
 from watchbridge.config import load_config
@@ -441,6 +445,64 @@ def test_an_unmatched_entry_is_seen_again_a_day_later_or_when_its_reason_changes
     note_unmatched(store, "me", "anilist:189046", pending, later + 60, title="Re:Zero")
     (record,) = unmatched_records(store, ["me"])
     assert (record.code, record.seen_at) == ("new-season", later + 60)
+
+
+def test_what_a_link_no_longer_reports_is_forgotten_and_what_others_recorded_stays(
+    store: Store,
+) -> None:
+    why = Unmatched("in none of the mapping datasets", "unknown")
+    later = Unmatched("not this season yet", "new-season")
+    trakt, serializd = link_source("trakt", "plays"), link_source("serializd", "plays")
+    found = {"episode:tmdb:1:s5e1": later, "movie:tmdb:9": why}
+    note_unmatched_plays(store, "me", found, 1.0, trakt)
+    note_unmatched_plays(store, "me", {"episode:tmdb:2:s2e1": later}, 1.0, serializd)
+    note_unmatched(store, "me", "episode:tmdb:3:s1e1", later, 1.0)  # a webhook play's delivery
+    note_unmatched_plays(store, "you", {"episode:tmdb:1:s5e1": later}, 1.0, trakt)
+
+    note_unmatched_plays(store, "me", {"movie:tmdb:9": why}, 2.0, trakt)  # s5e1 went
+    left = {(r.profile, r.key) for r in unmatched_records(store, ["me", "you"])}
+    assert left == {
+        ("me", "movie:tmdb:9"),
+        ("me", "episode:tmdb:2:s2e1"),  # the other link's
+        ("me", "episode:tmdb:3:s1e1"),  # a delivery's, cleared when it delivers
+        ("you", "episode:tmdb:1:s5e1"),
+    }
+
+
+def test_a_whole_read_forgets_the_entries_it_no_longer_reports_and_a_delta_read_does_not(
+    store: Store,
+) -> None:
+    source = link_source("trakt", "list")
+
+    def entries(*media: int) -> list[UnmatchedRecord]:
+        why = Unmatched("in none of the mapping datasets", "unknown")
+        return [
+            UnmatchedRecord("me", f"anilist:{m}", why.reason, why.code, None, m, 1.0, source)
+            for m in media
+        ]
+
+    note_unmatched_entries(store, "me", entries(998, 999), 1.0, source, whole=True)
+    note_unmatched_entries(store, "me", entries(), 2.0, source, whole=False)  # nothing moved
+    assert len(unmatched_records(store, ["me"])) == 2
+    note_unmatched_entries(store, "me", entries(998), 3.0, source, whole=True)
+    assert [r.key for r in unmatched_records(store, ["me"])] == ["anilist:998"]
+
+
+def test_records_of_an_older_release_are_taken_over_by_the_link_that_reports_them(
+    store: Store,
+) -> None:
+    old = {"reason": "in none of the mapping datasets", "code": "unknown", "seen_at": 1.0}
+    stored = {key: old for key in ("anilist:998", "anilist:999", "episode:tmdb:1:s5e1")}
+    store.mirror_put("anime", "me", "unmatched", stored, 1.0)
+    source = link_source("trakt", "list")
+    still = UnmatchedRecord("me", "anilist:998", old["reason"], "unknown", None, None, 2.0, source)
+    note_unmatched_entries(store, "me", [still], 2.0, source, whole=True)
+    records = unmatched_records(store, ["me"])
+    # The other side's play is left for the plays the link reports next.
+    assert [(r.key, r.source) for r in records] == [
+        ("anilist:998", source),
+        ("episode:tmdb:1:s5e1", ""),
+    ]
 
 
 # --------------------------------------------------------------------------- the commands

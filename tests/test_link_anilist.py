@@ -466,6 +466,51 @@ async def test_plays_of_a_season_the_datasets_do_not_know_yet_are_listed_and_not
     assert [(r.key, r.code) for r in records] == [(f"episode:tmdb:{AOT}:s5e1", "new-season")]
 
 
+async def anime_unmatched(rig: Rig) -> str:
+    """What `watchbridge anime unmatched` prints now."""
+    args = ["anime", "unmatched", "--config", str(rig.config_path)]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+async def test_an_entry_deleted_from_anilist_leaves_the_unmatched_list_at_the_next_full_read(
+    rig: Rig, anilist: FakeAniList
+) -> None:
+    gone = anilist.add_entry(999, status="CURRENT", progress=2)  # in no mapping dataset
+    anilist.add_entry(998, status="CURRENT", progress=1)
+    await rig.sync_and_deliver()
+    listed = await anime_unmatched(rig)
+    assert "anilist:999" in listed and "anilist:998" in listed
+    with anilist.lock:  # the user deletes the entry on AniList
+        del anilist.viewer.entries[gone.id]
+    await rig.sync_and_deliver(full=True)  # the daily full read: deletions show up there
+    listed = await anime_unmatched(rig)
+    assert "anilist:999" not in listed
+    assert "anilist:998" in listed  # still on the list and still unmatched
+
+
+async def test_a_play_removed_from_trakt_leaves_the_unmatched_list_at_the_next_run(
+    rig: Rig, trakt: FakeTrakt
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    trakt.add_season(show, 5)
+    trakt.add_episode(show, 5, 1)
+    trakt.add_episode(show, 5, 2)
+    played = trakt.add_history(show.seasons[5].episodes[1], iso(time.time() - DAY))
+    trakt.add_history(show.seasons[5].episodes[2], iso(time.time() - DAY))
+    await rig.sync_and_deliver()
+    listed = await anime_unmatched(rig)
+    assert f"episode:tmdb:{AOT}:s5e1" in listed and f"episode:tmdb:{AOT}:s5e2" in listed
+    with trakt.lock:  # the user removes the play on Trakt
+        trakt.user.history = [e for e in trakt.user.history if e.id != played.id]
+        trakt._touch(trakt.user, "episodes.watched_at")
+    await rig.sync_and_deliver()
+    listed = await anime_unmatched(rig)
+    assert f"episode:tmdb:{AOT}:s5e1" not in listed
+    assert f"episode:tmdb:{AOT}:s5e2" in listed
+
+
 # --------------------------------------------------------------------------- narrowed runs
 
 

@@ -432,6 +432,16 @@ class UnmatchedRecord:
     title: str | None
     anilist_id: int | None
     seen_at: float
+    source: str = ""  # who reports it (see `replace_unmatched`); "" in older releases' records
+
+
+DELIVERY = "delivery"  # the source of what a delivery could not map (cleared once it maps)
+
+
+def link_source(other: str, what: str) -> str:
+    """The source of what an AniList link with `other` reports on each run: its AniList list
+    (`what` "list") or the other side's plays ("plays")."""
+    return f"{other} link {what}"
 
 
 SEEN_REFRESH = 86400.0  # "seen" moves daily, not with every run: unchanged records stay put
@@ -447,20 +457,78 @@ def note_unmatched(
     title: str | None = None,
     anilist_id: int | None = None,
 ) -> None:
-    """Record (or refresh) why `key` could not be mapped; the run goes on without it."""
-    record = UnmatchedRecord(profile, key, unmatched.reason, unmatched.code, title, anilist_id, now)
+    """Record (or refresh) why the delivery of `key` could not be mapped; the run goes on
+    without it."""
+    record = UnmatchedRecord(
+        profile, key, unmatched.reason, unmatched.code, title, anilist_id, now, DELIVERY
+    )
     note_unmatched_records(store, profile, [record], now)
 
 
 def note_unmatched_plays(
-    store: Any, profile: str, found: Mapping[str, Unmatched], now: float
+    store: Any, profile: str, found: Mapping[str, Unmatched], now: float, source: str
 ) -> None:
-    """Record several plays (by item key) at once: a link run reports all of them each run."""
+    """The other side's plays (by item key) a link run found unmatched: all of them, each
+    run, so those `source` recorded before and no longer reports are forgotten."""
     records = [
-        UnmatchedRecord(profile, key, why.reason, why.code, None, None, now)
+        UnmatchedRecord(profile, key, why.reason, why.code, None, None, now, source)
         for key, why in found.items()
     ]
+    replace_unmatched(store, profile, source, records, now, lambda key: not _entry(key))
+
+
+def note_unmatched_entries(
+    store: Any,
+    profile: str,
+    records: Iterable[UnmatchedRecord],
+    now: float,
+    source: str,
+    whole: bool,
+) -> None:
+    """The AniList entries a link's read found unmatched. A whole read (daily, at least)
+    saw the whole list: the entries `source` recorded before and no longer reports (deleted,
+    or mapped now) are forgotten. A delta read sees only the entries updated since."""
+    if whole:
+        replace_unmatched(store, profile, source, records, now, _entry)
+    else:
+        note_unmatched_records(store, profile, records, now)
+
+
+def _entry(key: str) -> bool:
+    return key.startswith("anilist:")
+
+
+def replace_unmatched(
+    store: Any,
+    profile: str,
+    source: str,
+    records: Iterable[UnmatchedRecord],
+    now: float,
+    legacy: Callable[[str], bool],
+) -> int:
+    """`records` are everything `source` finds unmatched now (a whole AniList list, every
+    play of a link's other side): record them, and forget what `source` recorded before and
+    no longer reports (an entry deleted on AniList, one an override or a dataset refresh maps
+    now). What other sources (another link, a delivery) and other profiles recorded stays;
+    so do records older releases made without a source, unless `legacy` claims their key.
+    How many were forgotten."""
+    records = list(records)
+    reported = {record.key for record in records}
+    stored = store.mirror_get(_SERVICE, profile, _COLLECTION)
+    gone = sorted(
+        key
+        for key, data in stored.items()
+        if key not in reported and _owned(data, source, legacy(key))
+    )
+    if gone:
+        store.mirror_remove(_SERVICE, profile, _COLLECTION, gone)
     note_unmatched_records(store, profile, records, now)
+    return len(gone)
+
+
+def _owned(data: object, source: str, legacy: bool) -> bool:
+    recorded_by = data.get("source") if isinstance(data, dict) else None
+    return recorded_by == source or (not recorded_by and legacy)
 
 
 def note_unmatched_records(
@@ -489,7 +557,8 @@ def _needs_writing(stored: object, record: UnmatchedRecord, now: float) -> bool:
     )
     seen_at = stored.get("seen_at")
     recent = isinstance(seen_at, int | float) and now - seen_at < SEEN_REFRESH
-    return not (same and recent)
+    adopted = bool(stored.get("source")) or not record.source  # an older release's record
+    return not (same and recent and adopted)
 
 
 def clear_unmatched(store: Any, profile: str, keys: Iterable[str]) -> None:
@@ -509,5 +578,6 @@ def unmatched_records(store: Any, profiles: Iterable[str]) -> list[UnmatchedReco
             fields["reason"] = str(fields.get("reason") or "")
             fields["code"] = str(fields.get("code") or "unknown")
             fields["seen_at"] = float(fields.get("seen_at") or 0)
+            fields["source"] = str(fields.get("source") or "")
             records.append(UnmatchedRecord(**fields))
     return sorted(records, key=lambda r: -r.seen_at)

@@ -683,7 +683,7 @@ class AniListReader:
         self._states[profile] = states
         newest = max([e.updated_at for e in entries], default=0.0)
         newest = max(newest, float(cursors.get("updated_at") or 0), self._newest.get(profile, 0.0))
-        self._report(profile, converted)
+        self._report(profile, converted, whole)
         saved = {"updated_at": str(newest), "entries": states_json(states)}
         # Each webhook time dates one step, once: a later rewatch is dated by AniList.
         saved[DATED_BY] = json.dumps(sorted((spent & kept) | converted.dated_by))
@@ -787,12 +787,19 @@ class AniListReader:
                 await self.seasons.prepare(wants)
         return reverse
 
-    def _report(self, profile: str, converted: Converted) -> None:
+    def _report(self, profile: str, converted: Converted, whole: bool) -> None:
+        """The entries that could not be mapped, for `watchbridge anime unmatched` (after a
+        whole read, only those: what is no longer on the list or maps now is forgotten)."""
         if self.store is None:
             return
-        from watchbridge.anime_data import UnmatchedRecord, clear_unmatched, note_unmatched_records
+        from watchbridge.anime_data import (
+            UnmatchedRecord,
+            clear_unmatched,
+            link_source,
+            note_unmatched_entries,
+        )
 
-        now = self.clock()
+        now, source = self.clock(), link_source(self.other, "list")
         records = [
             UnmatchedRecord(
                 profile,
@@ -802,10 +809,11 @@ class AniListReader:
                 entry.title or None,
                 media_id,
                 now,
+                source,
             )
             for media_id, (entry, why) in converted.unmatched.items()
         ]
-        note_unmatched_records(self.store, profile, records, now)
+        note_unmatched_entries(self.store, profile, records, now, source, whole)
         if converted.mapped:
             clear_unmatched(self.store, profile, [f"anilist:{m}" for m in converted.mapped])
 
@@ -844,12 +852,14 @@ class AniListReader:
 
     def _report_plays(self, profile: str, catalog: Catalog) -> None:
         """The other side's anime plays AniList cannot take, for `watchbridge anime
-        unmatched`; those that map now are cleared."""
+        unmatched` (the whole side: those no longer reported are forgotten); those that map
+        now are cleared."""
         if self.store is None:
             return
-        from watchbridge.anime_data import clear_unmatched, note_unmatched_plays
+        from watchbridge.anime_data import clear_unmatched, link_source, note_unmatched_plays
 
-        note_unmatched_plays(self.store, profile, catalog.unmatched, self.clock())
+        source = link_source(self.other, "plays")
+        note_unmatched_plays(self.store, profile, catalog.unmatched, self.clock(), source)
         clear_unmatched(self.store, profile, catalog.items)  # only what was recorded
 
     async def selection(self, profile: str, wanted: Narrowing, own: Side) -> Keep:
