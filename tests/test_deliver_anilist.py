@@ -1138,11 +1138,35 @@ async def test_a_play_its_server_knows_no_id_for_is_skipped_as_not_anime_a_day_l
     enqueue(runtime, "play", video, clock() - 60, live=True, source="jellyfin")
     await worker.pass_once(runtime)
     assert runtime.store.outbox_counts()["pending"] == 1  # the server may be identifying it
+    clock.now += 3600 + 60
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["pending"] == 1  # tried again: still too soon to tell
     clock.now += DAY + 60
     await worker.pass_once(runtime)
     counts = runtime.store.outbox_counts()
     assert (counts["done"], counts["dead"]) == (1, 0)  # not a dead letter (and its alert)
     assert fake.snapshot() == {}
+
+
+async def test_a_play_waiting_for_its_series_to_be_identified_is_tried_again_within_the_hour(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(server, FakeJellyfin)
+    series = server.add_series(JELLYFIN_SERIES, "Re:Zero")  # still being identified
+    with_enricher(target, runtime, clock, server)
+    enqueue(runtime, "play", jellyfin_episode(40), clock() - 60, live=True, source="jellyfin")
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["pending"] == 1
+    series["ProviderIds"] = {"Tmdb": str(REZERO)}  # the server has identified it
+    clock.now += 3600 + 60  # "retried, hourly at first", as `watchbridge status` says
+    await worker.pass_once(runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 3
 
 
 async def test_a_play_waiting_for_its_server_to_be_configured_is_not_skipped_a_day_later(

@@ -42,6 +42,9 @@ Items that are not anime (in no mapping dataset) from a webhook are done at once
 but the row is kept aside for a month (`SKIPPED`): fresh anime often reach the datasets only
 days or weeks after they air (reference anime-mapping.md), so at most hourly the kept rows are
 resolved again and those the mapping (or an override) now places are queued again.
+A play waiting for show ids its media server (or Trakt) may know soon is tried again hourly
+at first, like any unmatched row; one its server still names nothing for hours after
+(`NOTHING_NAMED_AFTER`) is not anime either.
 Anime that cannot be mapped are recorded for `watchbridge anime unmatched`; where a dataset
 refresh may map them (a new season, an episode past every range, two entries claiming it) the
 row is tried again a day later, and gives up (a dead letter) after `delivery.max_age`. A row
@@ -121,6 +124,12 @@ FULL_CURSOR = "entries_read_whole_at"
 AUTH_HOLD = 1800.0
 MAPPING_HOLD = 3600.0
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
+# A play waiting for ids its media server (or Trakt) may know soon: hourly at first, as for
+# every target (the enricher asks again after its misses expire, ids.SERIES_MISSING_TTL).
+IDS_RETRY = 3600.0
+# A webhook play its media server still names nothing for this long after it was queued is no
+# item being identified (a home video, an archived YouTube channel): not anime.
+NOTHING_NAMED_AFTER = 6 * 3600.0
 NOT_ANIME = "not anime (in no mapping dataset): skipped, checked again later"
 # Unmatched codes a dataset refresh (or an override) may turn into a mapping.
 REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
@@ -559,14 +568,15 @@ def imdb_will_do(item: MediaRef, waiting: Outcome | None) -> bool:
     )
 
 
-def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem) -> bool:
+def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem, now: float) -> bool:
     """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) that its media
-    server was asked about has none at all on its second try, a day after the first (a server
-    identifying a new item is done by then)."""
+    server was asked about has none at all when tried again NOTHING_NAMED_AFTER or more after
+    it was queued (a server identifying a new item is done by then)."""
     named = (getattr(ids, n) for ids in (item.ids, item.show_ids) for n in _MAPPABLE)
     return (
         isinstance(waiting, Retry)
         and row.attempts > 0
+        and now - row.created_at >= NOTHING_NAMED_AFTER
         and "link" not in row.payload
         and not any(named)
     )
@@ -720,7 +730,7 @@ class AniListTarget:
                     ANIME,
                     source,
                     credentials_hold=AUTH_HOLD,
-                    unmatched_retry=MAPPING_RETRY,
+                    unmatched_retry=IDS_RETRY,
                     why="AniList entries are found by the show's TMDB, TVDB, AniList or AniDB"
                     " id, a movie's by its TMDB or IMDb id",
                     from_server=row.payload.get("server"),
@@ -729,12 +739,12 @@ class AniListTarget:
                     waiting = None  # the datasets know films by IMDb id too: ask them
                 if (
                     waiting is not None
-                    and nothing_names(decoded, waiting, row)
+                    and nothing_names(decoded, waiting, row, self.clock())
                     and self.enricher is not None
                     and self.enricher.asks(decoded, source)
                 ):
-                    # A home video, a YouTube archive: its server still knows no id for it a
-                    # day later, so no dataset can map it. Not anime, like any such play.
+                    # A home video, a YouTube archive: its server still knows no id for it
+                    # hours later, so no dataset can map it. Not anime, like any such play.
                     await self._keep_skipped(profile, row, decoded)
                     waiting = Skipped(NOT_ANIME)
                 if waiting is not None:
