@@ -287,6 +287,22 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
 
 
+async def test_deliveries_held_by_a_refused_password_say_their_next_try_when_it_is_made(
+    runtime: Runtime, worker: DeliveryWorker, target: SerializdTarget, clock: FakeClock
+) -> None:
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    refused_at = clock()
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    enqueue(runtime, "play", episode(5), clock() - 60)  # held by the refusal on record
+    await worker.pass_once(runtime)
+    held = runtime.store.status().waiting
+    assert held and all("every 6 hours" in w.reason for w in held)
+    # `watchbridge status` shows the next try: when the sign-in is tried again, not sooner.
+    assert {w.next_at for w in held} == {refused_at + 6 * 3600}
+
+
 async def test_a_write_refused_for_a_changed_password_is_not_said_to_have_maybe_landed(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

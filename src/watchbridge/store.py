@@ -2225,6 +2225,14 @@ class Store:
         result = rows[0]["result"]
         return True, None if result is None else json.loads(result)
 
+    def cache_expires(self, namespace: str, lookup: str, now: float) -> float | None:
+        """When an entry that has not expired at `now` expires (None: there is none)."""
+        rows = self._query(
+            "SELECT expires_at FROM id_cache WHERE namespace = ? AND lookup = ? AND expires_at > ?",
+            (namespace, lookup, now),
+        )
+        return float(rows[0]["expires_at"]) if rows else None
+
     def cache_put(self, namespace: str, lookup: str, value: Any, now: float, ttl: float) -> None:
         with self.transaction() as conn:
             conn.execute(

@@ -150,8 +150,9 @@ class SerializdTarget:
         return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
 
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
-        if isinstance(exc, SerializdAuthError):
-            return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
+        if isinstance(exc, SerializdAuthError):  # a refused password: until it is tried again
+            wait = exc.retry_after or AUTH_HOLD
+            return Hold(exc.message, wait, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # SerializdUnavailable (bot checkpoint) included
             return service_hold(exc, self.config.retry_after)
         if isinstance(exc, SerializdError):

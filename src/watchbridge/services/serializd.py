@@ -727,10 +727,12 @@ class SerializdClient:
         # The fingerprint is slow on purpose: worked out only when a refusal is on record.
         refused, fingerprint = self.tokens.cache_get(REFUSED, profile, now)
         if refused and fingerprint is not None and fingerprint == _fingerprint(account):
+            until = self.tokens.cache_expires(REFUSED, profile, now)
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile}: "
                 f"check {where} ({RETRIED})",
+                retry_after=REFUSAL_KEPT if until is None else max(until - now, 1.0),
             )
         if self.tokens.cache_get(FORBIDDEN, profile, now)[0]:
             raise SerializdAuthError(
@@ -748,6 +750,7 @@ class SerializdClient:
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
                 f"({_message(response)}): check {where} ({RETRIED})",
+                retry_after=REFUSAL_KEPT,  # the deliveries waiting for it too
             )
         if response.status_code in (401, 403):
             # Not how Serializd answers a wrong password (a proxy, "You must be logged in"):

@@ -110,6 +110,8 @@ class TokenStore(Protocol):
         self, namespace: str, lookup: str, value: Any, now: float, ttl: float
     ) -> None: ...
 
+    def cache_expires(self, namespace: str, lookup: str, now: float) -> float | None: ...
+
 
 @dataclass(frozen=True)
 class TokenSet:
