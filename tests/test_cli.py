@@ -450,18 +450,21 @@ def test_serve_refuses_a_listen_address_with_a_port_as_check_config_does(tmp_pat
     assert "Traceback" not in served.stderr
 
 
-def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path) -> None:
-    (tmp_path / "blocker").write_text("x")
+@pytest.mark.parametrize("under", ["db.sqlite", "data/db.sqlite"])
+def test_serve_with_unwritable_storage_path_fails_with_one_line(tmp_path: Path, under: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
     path = write_config(tmp_path)
     path.write_text(
-        path.read_text().replace(
-            str(tmp_path / "watchbridge.db"), str(tmp_path / "blocker" / "db.sqlite")
-        )
+        path.read_text().replace(str(tmp_path / "watchbridge.db"), str(blocker / under))
     )
     result = run("serve", "--config", str(path))
-    assert result.returncode != 0
-    assert "error: storage.path" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    # Says what is wrong on the way (not "cannot open its lock file ... (File exists)").
+    assert line.startswith("error: watchbridge.yaml:")
+    assert f"storage.path: {blocker / under}: {blocker} is a file, not a directory" in line
+    assert "lock file" not in line
 
 
 @contextlib.contextmanager

@@ -285,9 +285,9 @@ def _storage_problem(path: Path) -> str | None:
 
 def _unreachable_folder(path: Path) -> str | None:
     """The first folder on the way to the database (as named, then as its symlinks lead: the
-    lock file and SQLite's journal files go beside the real file) that this user cannot enter,
-    or a symlink on the way that leads round in a loop, said with what to do; None when every
-    folder that exists can be entered."""
+    lock file and SQLite's journal files go beside the real file) that this user cannot enter
+    or that is a file, or a symlink on the way that leads round in a loop, said with what to
+    do; None when every folder that exists can be entered."""
     named = path.expanduser().absolute()
     if looping := _symlink_loop(named):
         return (
@@ -298,8 +298,10 @@ def _unreachable_folder(path: Path) -> str | None:
         )
     for way in dict.fromkeys((named, Path(os.path.realpath(named)))):  # never raises (a loop)
         for folder in reversed(way.parents):
+            if os.path.lexists(folder) and not os.path.isdir(folder):
+                return f"storage.path: {path}: {folder} is a file, not a directory"
             if not os.path.isdir(folder):
-                break  # a missing folder or a file: the checks after this one name it
+                break  # a missing folder (made at the first start)
             if not os.access(folder, os.X_OK):
                 return _cannot_enter(path, folder, folder == way.parent)
     return None
