@@ -31,7 +31,7 @@ def test_a_command_leaves_the_logging_of_the_test_as_it_found_it(
     )
     path.write_text(text)
     result = watchbridge("serve", "--config", str(path))
-    assert result.returncode != 0 and "error: storage.path" in result.stderr, result.stderr
+    assert result.returncode != 0 and "storage.path:" in result.stderr, result.stderr
     assert (root.handlers, root.level) == (handlers, level)
     assert logging.getLogger("httpx").level == httpx_level
     logging.getLogger("watchbridge.tests").warning("logged after the command")
