@@ -626,6 +626,18 @@ def test_reset_state_with_yes_clears_the_queue(tmp_path: Path) -> None:
     store.close()
 
 
+def test_reset_state_refuses_while_a_sync_runs(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.start_run("trakt-serializd", time.time())
+        store.enqueue([NewOutboxRow("trakt", "me", "a", {}, "k1", "i1")], 1.0)
+    result = run("reset-state", "--yes", "--config", str(path))
+    assert result.returncode != 0
+    assert "a sync of trakt-serializd is running now" in result.stderr
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.outbox_counts()["pending"] == 1
+
+
 def test_reset_state_keeps_the_records_of_what_watchbridge_wrote_to_serializd(
     tmp_path: Path,
 ) -> None:

@@ -595,7 +595,7 @@ def test_reset_forgets_sync_state_but_keeps_sign_ins(store: Store) -> None:
     store.put_token("trakt", "me", {"a": 1}, 1.0)
     store.enqueue([row("a")], 1.0)
     store.set_cursor("trakt", "me", "h", "v", 1.0)
-    store.reset()
+    assert store.reset(2.0) == []
     assert store.outbox_counts()["pending"] == 0
     assert store.get_cursor("trakt", "me", "h") is None
     assert store.get_token("trakt", "me") == {"a": 1}
@@ -606,11 +606,29 @@ def test_reset_keeps_the_records_it_is_told_to(store: Store) -> None:
     store.mirror_put("plex", "me", "plays", {"p": {"at": 1}}, 1.0)
     store.cache_put("kept", "k", 1, 1.0, 3600)
     store.cache_put("search", "s", 1, 1.0, 3600)
-    store.reset(keep_mirror=[("plex", "written")], keep_cache=["kept"])
+    store.reset(2.0, keep_mirror=[("plex", "written")], keep_cache=["kept"])
     assert store.mirror_get("plex", "me", "written") == {"r": {"at": 1}}
     assert store.mirror_get("plex", "me", "plays") == {}
     assert store.cache_get("kept", "k", 2.0) == (True, 1)
     assert store.cache_get("search", "s", 2.0)[0] is False
+
+
+def test_reset_forgets_nothing_while_a_sync_run_is_alive(store: Store) -> None:
+    # Its later writes would bring part of the state back; its end could land on a new run.
+    run_id = store.start_run("trakt-serializd", 100.0)
+    store.set_cursor("trakt", "me", "h", "v", 100.0)
+    assert store.reset(150.0) == ["trakt-serializd"]
+    assert store.get_cursor("trakt", "me", "h") == "v"
+    assert run_id is not None
+    store.finish_run(run_id, 160.0, "ok", {}, 1)
+    assert store.reset(170.0) == []
+    assert store.get_cursor("trakt", "me", "h") is None
+
+
+def test_reset_goes_ahead_past_a_run_whose_process_died(store: Store) -> None:
+    store.start_run("trakt-serializd", 100.0, lease=300.0)
+    assert store.reset(100.0 + 301.0, lease=300.0) == []
+    assert store.last_runs() == []
 
 
 def test_a_failed_write_is_remembered_until_a_write_works(tmp_path: Path) -> None:

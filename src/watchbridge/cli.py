@@ -530,7 +530,13 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     # What alerts told (an open one's "Resolved" is owed; a once-per-token warning is sent).
     told = [alerts.NAMESPACE, maintenance.ALERTED]
     with _open_store(config) as store:
-        store.reset(keep_mirror=written, keep_cache=[anilist.FINISHED, *told])
+        running = store.reset(time.time(), written, [anilist.FINISHED, *told])
+    if running:
+        raise WatchbridgeError(
+            f"nothing was forgotten: a sync of {', '.join(running)} is running now, and what it "
+            "writes afterwards would bring part of the old state back; run reset-state again "
+            "once it has finished (`watchbridge status` shows the links' runs)"
+        )
     click.echo(
         "sync state cleared (the records of what watchbridge wrote are kept); "
         "the next sync starts from a full comparison"

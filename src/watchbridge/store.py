@@ -2620,12 +2620,30 @@ class Store:
         )
 
     def reset(
-        self, keep_mirror: Sequence[tuple[str, str]] = (), keep_cache: Sequence[str] = ()
-    ) -> None:
+        self,
+        now: float,
+        keep_mirror: Sequence[tuple[str, str]] = (),
+        keep_cache: Sequence[str] = (),
+        lease: float = RUN_LEASE,
+    ) -> list[str]:
         """Forget all sync state (mirrors, cursors, cache, runs, queue); keep sign-ins, and
         the mirror collections `keep_mirror` ((service, collection)) and cache namespaces
-        `keep_cache` name: records of what watchbridge wrote, which no service tells again."""
+        `keep_cache` name: records of what watchbridge wrote, which no service tells again.
+
+        Forgets nothing while a sync run is alive and returns its links instead (empty: done):
+        what it writes after the reset would bring part of the forgotten state back, and its
+        end could be recorded on a new run's record."""
         with self.transaction() as conn:
+            running = [
+                str(link)
+                for (link,) in conn.execute(
+                    "SELECT DISTINCT link FROM sync_runs WHERE outcome = 'running'"
+                    " AND COALESCE(heartbeat_at, started_at) > ? ORDER BY link",
+                    (now - lease,),
+                )
+            ]
+            if running:
+                return running
             for table in ("outbox", "events", "cursors", "sync_runs", "playback_sessions"):
                 # Table names come from this literal tuple, never from input.
                 conn.execute(f"DELETE FROM {table}")
@@ -2636,3 +2654,4 @@ class Store:
             )
             namespaces = ",".join("?" * len(keep_cache))
             conn.execute(f"DELETE FROM id_cache WHERE namespace NOT IN ({namespaces})", keep_cache)
+        return []
