@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from watchbridge.senders import (
+    DOUBLINGS_KEPT,
     KEPT,
     LOG_AGAIN_AFTER,
+    REPORTS_KEPT,
     SHOWN_FOR,
     TOGETHER_WITHIN,
+    TOLD_AT_MOST,
     Senders,
     Viewing,
 )
@@ -101,3 +104,46 @@ def test_only_the_most_recently_reported_items_are_kept() -> None:
         senders.saw("plex", replace(FELINA, item=str(n)), float(n))
     assert len(senders.last_seen) == KEPT
     assert ("me", str(KEPT + 4)) in senders.last_seen
+
+
+def test_a_sender_naming_a_new_player_in_every_webhook_keeps_a_few_reports_of_the_item() -> None:
+    # Plex Web gets a new player id with each browser it runs in; a sender may make them up.
+    senders = Senders()
+    for n in range(REPORTS_KEPT * 10):
+        senders.saw("plex", replace(FELINA, player=f"browser-{n}"), float(n))
+    assert len(senders.last_seen[("me", FELINA.item)]) == REPORTS_KEPT
+    latest = replace(FELINA, player=f"browser-{REPORTS_KEPT * 10 - 1}")
+    assert senders.saw("tautulli", latest, REPORTS_KEPT * 10.0) is not None
+
+
+def test_reports_too_old_to_pair_with_any_are_let_go() -> None:
+    senders = Senders()
+    senders.saw("plex", FELINA, 0.0)
+    senders.saw("plex", replace(FELINA, player="tv"), TOGETHER_WITHIN + 1)
+    assert list(senders.last_seen[("me", FELINA.item)]) == [("plex", SERVER, "tv")]
+
+
+def test_a_sender_naming_a_new_server_in_every_webhook_keeps_a_few_doublings() -> None:
+    senders = Senders()
+    told = []
+    for n in range(DOUBLINGS_KEPT * 10):
+        server = replace(FELINA, server=f"server-{n}")
+        senders.saw("tautulli", server, float(n))
+        doubling = senders.saw("plex", server, float(n))
+        assert doubling is not None
+        told.append(senders.log_due(doubling, float(n)))
+    assert len(senders.doublings) == DOUBLINGS_KEPT
+    assert told.count(True) == TOLD_AT_MOST  # the log tells of a few, not of each
+    shown = senders.recent(DOUBLINGS_KEPT * 10.0)
+    assert shown[0].server == f"server-{DOUBLINGS_KEPT * 10 - 1}"
+    assert senders.log_due(shown[0], DOUBLINGS_KEPT * 10.0 + LOG_AGAIN_AFTER)
+
+
+def test_a_doubling_over_for_a_day_is_let_go() -> None:
+    senders = Senders()
+    senders.saw("plex", FELINA, 0.0)
+    senders.saw("tautulli", FELINA, 60.0)
+    other = replace(FELINA, server="another-server", item="81234")
+    senders.saw("plex", other, 60.0 + SHOWN_FOR)
+    senders.saw("tautulli", other, 60.0 + SHOWN_FOR)
+    assert list(senders.doublings) == [("me", "another-server")]

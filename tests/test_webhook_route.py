@@ -22,7 +22,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes, sample_json
-from watchbridge import webhooks
+from watchbridge import senders, webhooks
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted, ref_to_dict
@@ -363,6 +363,35 @@ def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
     assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
     assert receiver.titles() == [DOUBLING_TITLE]
     assert "each viewing counts twice" in str(receiver.messages[0]["message"])
+
+
+def test_servers_and_players_made_up_in_every_webhook_fill_neither_memory_nor_the_status(
+    tmp_path: Path,
+) -> None:
+    # A sender with the secret naming a new Plex server and player in each webhook (a broken
+    # template, a script): the service remembers a few, as it does unmapped accounts.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {default: true, users: {plex: ['1']}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    servers = senders.DOUBLINGS_KEPT + 10
+    with AppThread(build_app(runtime)) as app, httpx.Client(base_url=app.url) as client:
+        for n in range(servers):
+            tautulli = sample_json("tautulli", "watched_episode.json")
+            tautulli |= {"server_machine_id": f"server-{n}", "machine_id": f"player-{n}"}
+            assert client.post(f"/webhooks/tautulli/{SECRET}", json=tautulli).status_code == 202
+            plex = sample_json("plex", "episode_legacy_media_scrobble.json")
+            plex["Server"]["uuid"], plex["Player"]["uuid"] = f"server-{n}", f"player-{n}"
+            posted = client.post(f"/webhooks/plex/{SECRET}", files={"payload": json.dumps(plex)})
+            assert posted.status_code == 202
+        shown = client.get("/api/status").json()["reported_twice"]
+    (reports,) = runtime.senders.last_seen.values()  # one item, reported from every server
+    assert len(reports) == senders.REPORTS_KEPT
+    assert len(runtime.senders.doublings) == len(shown) == senders.DOUBLINGS_KEPT
+    assert shown[0]["server"] == f"server-{servers - 1}"  # the latest is shown
 
 
 def test_two_people_on_one_profile_one_through_each_sender_are_not_told(tmp_path: Path) -> None:

@@ -5,11 +5,15 @@ Each of the two reports a viewing at its own completion point (Plex at 90 %, Tau
 so one viewing counts twice. Both reporting the same Plex item (its rating key) on the same
 player for one profile within TOGETHER_WITHIN is that mistake; two people on one profile, one
 through each sender, watch other items or on other players, and a switch from one sender to the
-other leaves a longer gap. Pure bookkeeping: the caller passes the time.
+other leaves a longer gap. Bounded whatever the webhooks name (KEPT items, REPORTS_KEPT
+reports of each, DOUBLINGS_KEPT doublings, TOLD_AT_MOST log lines per LOG_AGAIN_AFTER): a
+sender naming a new server or player in every webhook fills neither memory nor the log.
+Pure bookkeeping: the caller passes the time.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 PAIR = ("plex", "tautulli")  # two senders of one Plex server's plays
@@ -17,6 +21,9 @@ TOGETHER_WITHIN = 15 * 60.0
 SHOWN_FOR = 24 * 3600.0  # a doubling not seen again for this long is over
 LOG_AGAIN_AFTER = 6 * 3600.0
 KEPT = 50  # (profile, item) pairs remembered; the least recently reported goes first
+REPORTS_KEPT = 8  # (sender, server, player) reports of one item remembered, the latest
+DOUBLINGS_KEPT = 20  # doublings remembered; the least recently seen goes first
+TOLD_AT_MOST = 20  # doublings the log tells of within LOG_AGAIN_AFTER
 
 FIX = (
     "keep one of them for this server: remove Tautulli's webhook, or Plex's "
@@ -61,7 +68,9 @@ class Senders:
     last_seen: dict[tuple[str, str], dict[tuple[str, str, str], float]] = field(
         default_factory=dict
     )
+    # (profile, server) -> its doubling; the most recently seen last
     doublings: dict[tuple[str, str], Doubling] = field(default_factory=dict)
+    told_at: deque[float] = field(default_factory=deque)  # log lines within LOG_AGAIN_AFTER
 
     def saw(self, source: str, viewing: Viewing, now: float) -> Doubling | None:
         """Note a webhook of `source` about `viewing`; the doubling when the other sender
@@ -73,7 +82,13 @@ class Senders:
         self.last_seen[item] = reports
         while len(self.last_seen) > KEPT:
             del self.last_seen[next(iter(self.last_seen))]
-        reports[(source, viewing.server, viewing.player)] = now
+        where = (source, viewing.server, viewing.player)
+        reports.pop(where, None)
+        reports[where] = now  # last in the dict: the latest report
+        for old in [w for w, at in reports.items() if now - at > TOGETHER_WITHIN]:
+            del reports[old]  # too old to pair with any report
+        while len(reports) > REPORTS_KEPT:
+            del reports[next(iter(reports))]
         other = PAIR[1] if source == PAIR[0] else PAIR[0]
         partner = next(
             (
@@ -89,17 +104,26 @@ class Senders:
         if partner is None:
             return None
         server = viewing.server or partner  # the one that names it
-        doubling = self.doublings.get((viewing.profile, server))
-        if doubling is None:
-            doubling = Doubling(viewing.profile, server, now, now)
-            self.doublings[(viewing.profile, server)] = doubling
+        key = (viewing.profile, server)
+        doubling = self.doublings.pop(key, None) or Doubling(viewing.profile, server, now, now)
+        self.doublings[key] = doubling  # last in the dict: the most recently seen
         doubling.last_at = now
+        while len(self.doublings) > DOUBLINGS_KEPT:
+            del self.doublings[next(iter(self.doublings))]
+        while (oldest := next(iter(self.doublings.values()))).last_at <= now - SHOWN_FOR:
+            del self.doublings[(oldest.profile, oldest.server)]  # over: never shown again
         return doubling
 
     def log_due(self, doubling: Doubling, now: float) -> bool:
-        """Whether the log should tell of `doubling` now (once per LOG_AGAIN_AFTER)."""
+        """Whether the log should tell of `doubling` now (once per LOG_AGAIN_AFTER, and of
+        at most TOLD_AT_MOST doublings in that while)."""
         if doubling.logged_at is not None and now - doubling.logged_at < LOG_AGAIN_AFTER:
             return False
+        while self.told_at and now - self.told_at[0] >= LOG_AGAIN_AFTER:
+            self.told_at.popleft()
+        if len(self.told_at) >= TOLD_AT_MOST:
+            return False
+        self.told_at.append(now)
         doubling.logged_at = now
         return True
 
