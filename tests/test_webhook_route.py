@@ -394,6 +394,37 @@ def test_servers_and_players_made_up_in_every_webhook_fill_neither_memory_nor_th
     assert shown[0]["server"] == f"server-{servers - 1}"  # the latest is shown
 
 
+def test_a_profile_doubled_on_many_servers_gets_one_alert_naming_the_latest(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # One condition per profile, not per server the webhooks name: made-up servers would each
+    # raise an alert of their own, kept open (it has no "Resolved") for over a year.
+    receiver = start_fake(AlertReceiver())
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+        "profiles: {me: {default: true, users: {plex: ['1']}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    app = AppThread(build_app(build_runtime(config)))
+    with app, httpx.Client(base_url=app.url) as client:
+        for n in range(5):
+            tautulli = sample_json("tautulli", "watched_episode.json")
+            tautulli["server_machine_id"] = f"server-{n}"
+            assert client.post(f"/webhooks/tautulli/{SECRET}", json=tautulli).status_code == 202
+            plex = sample_json("plex", "episode_legacy_media_scrobble.json")
+            plex["Server"]["uuid"] = f"server-{n}"
+            posted = client.post(f"/webhooks/plex/{SECRET}", files={"payload": json.dumps(plex)})
+            assert posted.status_code == 202
+        assert len(client.get("/api/status").json()["reported_twice"]) == 5
+        deadline = time.monotonic() + 10
+        while (webhooks._alerting or not receiver.messages) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert receiver.titles() == [DOUBLING_TITLE]
+    assert "Plex server server-0" in str(receiver.messages[0]["message"])
+
+
 def test_two_people_on_one_profile_one_through_each_sender_are_not_told(tmp_path: Path) -> None:
     # The owner (Plex's webhook) and a friend (Tautulli) share a profile and watch other
     # titles on the same server: nothing counts twice.

@@ -509,7 +509,9 @@ def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
     if runtime.senders.log_due(doubling, runtime.clock()):
         extra = {"profile": doubling.profile, "server": doubling.server, "fix": doubling.fix}
         log.warning(doubling.message, extra=extra)
-    key = f"{doubling.profile}|{doubling.server}"
+    # One condition per profile: a key per server the webhooks name would let a sender naming
+    # a new one each time raise an alert apiece, each kept open (none is resolved) for a year.
+    key = doubling.profile
     body = f"{doubling.message}. What to do: {doubling.fix}."
     _after_answering(runtime.notifier.notify("reported_twice", DOUBLING_TITLE, body, key=key))
 
