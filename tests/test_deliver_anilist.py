@@ -1148,6 +1148,41 @@ async def test_a_play_its_server_knows_no_id_for_is_skipped_as_not_anime_a_day_l
     assert fake.snapshot() == {}
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_attempts": 2}, {"max_age": 3600.0}],
+    ids=["max_attempts-2", "max_age-1h"],
+)
+async def test_a_play_its_server_knows_no_id_for_is_skipped_not_dead_at_its_last_try(
+    runtime: Runtime,
+    target: AniListTarget,
+    fake: FakeAniList,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+    limits: dict[str, Any],
+) -> None:
+    # Small limits (allowed by the config) end the row before NOTHING_NAMED_AFTER: a home
+    # video must still never become a dead letter, and its alert, for AniList.
+    delivery = replace(runtime.config.delivery, **limits)
+    target.config = delivery
+    worker = DeliveryWorker(lambda _: [target], delivery)
+    worker.targets = {target.name: target}
+    server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(server, FakeJellyfin)
+    server.add_series(JELLYFIN_SERIES, "A YouTube Channel")  # archived: no provider ids
+    with_enricher(target, runtime, clock, server)
+    video = replace(jellyfin_episode(3), ids=Ids(), show_title="A YouTube Channel")
+    enqueue(runtime, "play", video, clock() - 60, live=True, source="jellyfin")
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["pending"] == 1  # the server may be identifying it
+    clock.now += 3600 + 60  # its last try: a failure now would be a dead letter
+    await worker.pass_once(runtime)
+    counts = runtime.store.outbox_counts()
+    assert (counts["done"], counts["dead"]) == (1, 0)
+    assert skipped(runtime) == [("A YouTube Channel", "", 1)]  # "skipped as not anime"
+    assert fake.snapshot() == {}
+
+
 async def test_a_play_waiting_for_its_series_to_be_identified_is_tried_again_within_the_hour(
     runtime: Runtime,
     target: AniListTarget,

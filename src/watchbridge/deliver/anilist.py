@@ -44,7 +44,8 @@ days or weeks after they air (reference anime-mapping.md), so at most hourly the
 resolved again and those the mapping (or an override) now places are queued again.
 A play waiting for show ids its media server (or Trakt) may know soon is tried again hourly
 at first, like any unmatched row; one its server still names nothing for hours after
-(`NOTHING_NAMED_AFTER`) is not anime either.
+(`NOTHING_NAMED_AFTER`), or at its last try before that (small delivery limits), is not anime
+either: never a dead letter.
 Anime that cannot be mapped are recorded for `watchbridge anime unmatched`; where a dataset
 refresh may map them (a new season, an episode past every range, two entries claiming it) the
 row is tried again a day later, and gives up (a dead letter) after `delivery.max_age`. A row
@@ -75,6 +76,7 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     Skipped,
+    at_last_try,
     enriched,
     for_the_account,
     per_profile,
@@ -568,15 +570,18 @@ def imdb_will_do(item: MediaRef, waiting: Outcome | None) -> bool:
     )
 
 
-def nothing_names(item: MediaRef, waiting: Outcome, row: OutboxItem, now: float) -> bool:
+def nothing_names(
+    item: MediaRef, waiting: Outcome, row: OutboxItem, now: float, last_try: bool = False
+) -> bool:
     """Whether a webhook play waiting for ids (`waiting`: a retry, not a hold) that its media
     server was asked about has none at all when tried again NOTHING_NAMED_AFTER or more after
-    it was queued (a server identifying a new item is done by then)."""
+    it was queued (a server identifying a new item is done by then), or at its `last_try`
+    (small delivery limits): waiting longer would make a home video a dead letter."""
     named = (getattr(ids, n) for ids in (item.ids, item.show_ids) for n in _MAPPABLE)
+    old_enough = row.attempts > 0 and now - row.created_at >= NOTHING_NAMED_AFTER
     return (
         isinstance(waiting, Retry)
-        and row.attempts > 0
-        and now - row.created_at >= NOTHING_NAMED_AFTER
+        and (old_enough or last_try)
         and "link" not in row.payload
         and not any(named)
     )
@@ -737,9 +742,12 @@ class AniListTarget:
                 )
                 if imdb_will_do(decoded, waiting):
                     waiting = None  # the datasets know films by IMDb id too: ask them
+                now = self.clock()
                 if (
                     waiting is not None
-                    and nothing_names(decoded, waiting, row, self.clock())
+                    and nothing_names(
+                        decoded, waiting, row, now, at_last_try(row, self.config, now)
+                    )
                     and self.enricher is not None
                     and self.enricher.asks(decoded, source)
                 ):

@@ -367,6 +367,15 @@ def _log_given_up(target: str, profile: str, rows: int, why: str) -> None:
     )
 
 
+def at_last_try(item: OutboxItem, config: DeliveryConfig, now: float) -> bool:
+    """Whether a failure of this try makes the row a dead letter: its last attempt
+    (`delivery.max_attempts`), or it has kept failing past `delivery.max_age`."""
+    if item.attempts + 1 >= config.max_attempts:
+        return True
+    since = item.failing_since
+    return since is not None and now - since > config.max_age
+
+
 def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
     """Seconds until the next try: exponential from `retry_after`, jittered, capped at
     `max_backoff` (the service's own Retry-After may ask for longer)."""
@@ -839,8 +848,7 @@ class DeliveryWorker:
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
-        last_try = item.attempts + 1 >= self.config.max_attempts
-        return last_try or self._failing_too_long(item, now) is not None
+        return at_last_try(item, self.config, now)
 
     def _failing_too_long(self, item: OutboxItem, now: float) -> float | None:
         """How long the row has kept failing, when that is past delivery.max_age (while its
