@@ -498,11 +498,29 @@ def test_records_of_an_older_release_are_taken_over_by_the_link_that_reports_the
     still = UnmatchedRecord("me", "anilist:998", old["reason"], "unknown", None, None, 2.0, source)
     note_unmatched_entries(store, "me", [still], 2.0, source, whole=True)
     records = unmatched_records(store, ["me"])
-    # The other side's play is left for the plays the link reports next.
+    # The other side's play is not the list read's to forget.
     assert [(r.key, r.source) for r in records] == [
         ("anilist:998", source),
         ("episode:tmdb:1:s5e1", ""),
     ]
+
+
+def test_a_webhook_plays_record_of_an_older_release_stays_when_a_link_does_not_report_it(
+    store: Store,
+) -> None:
+    # Records as releases before sources wrote them (asdict of the record then: no `source`).
+    # A delivery's (a webhook play) carries the play's title; the link's plays report never did.
+    def older(key: str, title: str | None) -> dict[str, object]:
+        fields = {"profile": "me", "key": key, "reason": "not this season yet"}
+        return fields | {"code": "new-season", "title": title, "anilist_id": None, "seen_at": 1.0}
+
+    webhook, linked = "episode:tmdb:3:s1e1", "episode:tmdb:1:s5e1"
+    unknown = "episode:tmdb:4:s1e1"  # lacking the title field: who wrote it cannot be told
+    stored = {webhook: older(webhook, "Frieren"), linked: older(linked, None)}
+    stored[unknown] = {"reason": "not this season yet", "code": "new-season", "seen_at": 1.0}
+    store.mirror_put("anime", "me", "unmatched", stored, 1.0)
+    note_unmatched_plays(store, "me", {}, 2.0, link_source("trakt", "plays"))
+    assert {r.key for r in unmatched_records(store, ["me"])} == {webhook, unknown}
 
 
 # --------------------------------------------------------------------------- the commands

@@ -474,7 +474,7 @@ def note_unmatched_plays(
         UnmatchedRecord(profile, key, why.reason, why.code, None, None, now, source)
         for key, why in found.items()
     ]
-    replace_unmatched(store, profile, source, records, now, lambda key: not _entry(key))
+    replace_unmatched(store, profile, source, records, now, _a_links_older_play)
 
 
 def note_unmatched_entries(
@@ -489,7 +489,7 @@ def note_unmatched_entries(
     saw the whole list: the entries `source` recorded before and no longer reports (deleted,
     or mapped now) are forgotten. A delta read sees only the entries updated since."""
     if whole:
-        replace_unmatched(store, profile, source, records, now, _entry)
+        replace_unmatched(store, profile, source, records, now, lambda key, _: _entry(key))
     else:
         note_unmatched_records(store, profile, records, now)
 
@@ -498,19 +498,27 @@ def _entry(key: str) -> bool:
     return key.startswith("anilist:")
 
 
+def _a_links_older_play(key: str, data: object) -> bool:
+    """Whether an older release's record (no source) of a play is one a link's plays report
+    wrote: those had a null title, a delivery's (a webhook play) the play's. A record without
+    the field is kept: who wrote it cannot be told."""
+    return not _entry(key) and isinstance(data, dict) and "title" in data and data["title"] is None
+
+
 def replace_unmatched(
     store: Any,
     profile: str,
     source: str,
     records: Iterable[UnmatchedRecord],
     now: float,
-    legacy: Callable[[str], bool],
+    legacy: Callable[[str, object], bool],
 ) -> int:
     """`records` are everything `source` finds unmatched now (a whole AniList list, every
     play of a link's other side): record them, and forget what `source` recorded before and
     no longer reports (an entry deleted on AniList, one an override or a dataset refresh maps
     now). What other sources (another link, a delivery) and other profiles recorded stays;
-    so do records older releases made without a source, unless `legacy` claims their key.
+    so do records older releases made without a source, unless `legacy` claims one (by its
+    key and fields) as `source`'s.
     How many were forgotten."""
     records = list(records)
     reported = {record.key for record in records}
@@ -518,7 +526,7 @@ def replace_unmatched(
     gone = sorted(
         key
         for key, data in stored.items()
-        if key not in reported and _owned(data, source, legacy(key))
+        if key not in reported and _owned(data, source, legacy(key, data))
     )
     if gone:
         store.mirror_remove(_SERVICE, profile, _COLLECTION, gone)
