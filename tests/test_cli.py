@@ -291,6 +291,24 @@ def test_serve_names_the_folder_a_symlinked_database_leads_to_that_the_user_cann
     assert f"chmod o+x {real}" in result.stderr
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_a_folder_symlink_this_user_cannot_follow_names_the_folder_in_its_way() -> None:
+    # Not a link to nothing (nor a file): where it leads is behind a folder closed to the user.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o755)
+        disk = folder / "disk"  # root's
+        (disk / "data").mkdir(parents=True)
+        disk.chmod(0o700)
+        (folder / "data").symlink_to(disk / "data")
+        result = check_config_as_nobody(folder, database=folder / "data" / "watchbridge.db")
+    assert result.returncode == 2, result.stderr
+    assert f"the folder {disk} (owner uid 0, mode 0700) on its way cannot be" in result.stderr
+    assert "does not exist" not in result.stderr and "is a file" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["check-config", "serve", "status"])
 @pytest.mark.parametrize("loop", ["the file", "a folder"])
 def test_a_storage_path_in_a_symlink_loop_is_one_line_naming_the_link(
@@ -316,6 +334,30 @@ def test_a_storage_path_in_a_symlink_loop_is_one_line_naming_the_link(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: w.yaml:2 storage.path: {database}: {link} is a symlink")
     assert "loop" in line and "storage.path" in line and f"ls -l {link}" in line
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve", "status"])
+@pytest.mark.parametrize("where", ["its folder", "a folder on the way"])
+def test_a_storage_path_through_a_dangling_symlink_is_one_line_naming_the_link(
+    tmp_path: Path, command: str, where: str
+) -> None:
+    # A link to a disk not mounted, or a folder moved: it is no file, and nothing can be made
+    # through it. One line saying which link, where it points, and what to do; exit 2.
+    link, gone = tmp_path / "data", tmp_path / "disk" / "watchbridge"
+    link.symlink_to(gone)
+    database = link / "watchbridge.db" if where == "its folder" else link / "db" / "w.db"
+    config = tmp_path / "w.yaml"
+    config.write_text(f"storage:\n  path: {database}\n")
+    result = run(command, "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "unexpected error" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: w.yaml:2 storage.path: {database}: {link} is a symlink to {gone}, which does"
+        " not exist"
+    )
+    assert f"ls -l {link}" in line and "is a file" not in line
+    assert not gone.exists()  # nothing made where the link leads (a disk not mounted yet)
 
 
 def test_ctrl_c_while_auth_waits_for_the_code_exits_130(

@@ -286,8 +286,8 @@ def _storage_problem(path: Path) -> str | None:
 def _unreachable_folder(path: Path) -> str | None:
     """The first folder on the way to the database (as named, then as its symlinks lead: the
     lock file and SQLite's journal files go beside the real file) that this user cannot enter
-    or that is a file, or a symlink on the way that leads round in a loop, said with what to
-    do; None when every folder that exists can be entered."""
+    or that is a file, or a symlink on the way that leads round in a loop or to nothing, said
+    with what to do; None when every folder that exists can be entered."""
     named = path.expanduser().absolute()
     if looping := _symlink_loop(named):
         return (
@@ -298,6 +298,10 @@ def _unreachable_folder(path: Path) -> str | None:
         )
     for way in dict.fromkeys((named, Path(os.path.realpath(named)))):  # never raises (a loop)
         for folder in reversed(way.parents):
+            if os.path.islink(folder) and not os.path.exists(folder):
+                if _leads_nowhere(folder):
+                    return _dangling(path, folder)
+                break  # it cannot be followed: the real way (next) names the folder in the way
             if os.path.lexists(folder) and not os.path.isdir(folder):
                 return f"storage.path: {path}: {folder} is a file, not a directory"
             if not os.path.isdir(folder):
@@ -316,6 +320,27 @@ def _symlink_loop(named: Path) -> Path | None:
         except OSError as exc:  # missing, or not to be entered: the other checks say those
             return part if exc.errno == errno.ELOOP else None
     return None
+
+
+def _leads_nowhere(link: Path) -> bool:
+    """Whether following `link` ends at nothing (not at a folder this user cannot enter)."""
+    try:
+        os.stat(link)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _dangling(path: Path, link: Path) -> str:
+    """The one line for a folder on the way to the database that is a symlink to nothing."""
+    return (
+        f"storage.path: {path}: {link} is a symlink to {os.path.realpath(link)}, which does not "
+        f"exist (a disk not mounted, a folder moved or renamed), so the database cannot be "
+        f"reached: see where it points (ls -l {link}), then mount the disk or fix the link, or "
+        "make storage.path name the real folder"
+    )
 
 
 def _owner_and_mode(path: Path) -> str:
