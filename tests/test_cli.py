@@ -556,6 +556,23 @@ def test_status_on_a_fresh_database(tmp_path: Path) -> None:
     assert "dead letters:  0" in result.stdout
 
 
+def test_status_says_once_that_a_profile_is_not_signed_in_and_what_to_run(
+    tmp_path: Path,
+) -> None:
+    # A household without Trakt, right after `check-config`: AniList is set up, nobody ran
+    # `watchbridge auth anilist` yet. The line said "not signed in: not signed in: run ...".
+    path = write_config(
+        tmp_path,
+        "services: {anilist: {client_id: '1'}}\nprofiles: {me: {accounts: {anilist: {}}}}\n",
+    )
+    Store.open(tmp_path / "watchbridge.db").close()
+    result = run("status", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "  anilist/me: not signed in: run `watchbridge auth anilist --profile me`\n" in (
+        result.stdout
+    )
+
+
 def test_status_never_makes_a_database(tmp_path: Path) -> None:
     result = run("status", "--config", str(write_config(tmp_path)))
     assert result.returncode == 1

@@ -461,8 +461,9 @@ def status(config_path: str | None) -> None:
     if sign_ins:
         click.echo("sign-ins:")
     for one in sign_ins:
-        problem = "" if one.ok else f"{one.state.replace('_', ' ')}: "
-        click.echo(f"  {one.service}/{one.profile}: {problem}{one.message}")
+        words = one.state.replace("_", " ")
+        said = one.ok or one.message.startswith(words)  # "not signed in: run ..." says it
+        click.echo(f"  {one.service}/{one.profile}: {'' if said else f'{words}: '}{one.message}")
     _show_links(config, state)
 
 
