@@ -195,7 +195,10 @@ def test_link_to_an_unconfigured_service_is_an_error() -> None:
     message = error_of(
         "services:\n  serializd: {}\nlinks:\n  a:\n    services: [trakt, serializd]\n"
     )
-    assert message == "watchbridge.yaml:5 links.a.services: services.trakt is not configured"
+    assert message == (
+        "watchbridge.yaml:5 links.a.services: services.trakt is not configured: configure it,"
+        " or remove this link"
+    )
 
 
 def test_a_link_with_a_service_that_only_sends_webhooks_is_an_error() -> None:
@@ -269,6 +272,19 @@ def test_profile_account_needs_its_service() -> None:
         "profiles:\n  me:\n    accounts:\n      serializd: {email: a@b.c, password: pw}\n"
     )
     assert "profiles.me.accounts.serializd: services.serializd must be configured too" in message
+
+
+def test_a_trakt_account_without_trakt_says_it_can_be_removed() -> None:
+    # A household without Trakt that uncommented the example profile's `trakt: {}` line is
+    # told it may take that line out, not only that Trakt must be configured.
+    message = error_of(
+        "services:\n  serializd: {}\nprofiles:\n  me:\n    accounts:\n      trakt: {}\n"
+        "      serializd: {email: a@b.c, password: pw}\n"
+    )
+    assert message == (
+        "watchbridge.yaml:6 profiles.me.accounts.trakt: services.trakt must be configured too"
+        " (or, if this profile does not use Trakt, remove accounts.trakt)"
+    )
 
 
 def test_a_section_written_without_a_value_is_configured_with_its_defaults() -> None:

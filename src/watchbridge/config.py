@@ -573,7 +573,8 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                 problems.append(
                     (
                         f"profiles.{name}.accounts.{service}",
-                        f"services.{service} must be configured too",
+                        f"services.{service} must be configured too (or, if this profile does"
+                        f" not use {SERVICE_TITLES[service]}, remove accounts.{service})",
                     )
                 )
     for name, link in config.links.items():
@@ -593,7 +594,12 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                     )
                 )
             elif getattr(config.services, service) is None:
-                problems.append((f"{where}.services", f"services.{service} is not configured"))
+                problems.append(
+                    (
+                        f"{where}.services",
+                        f"services.{service} is not configured: configure it, or remove this link",
+                    )
+                )
         if link.prefer not in ("newest-wins", *link.services):
             problems.append(
                 (
@@ -656,6 +662,10 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
     if config.alerts.throttle < 0:
         problems.append(("alerts.throttle", "expected a duration such as 1h"))
     return problems
+
+
+# The services a profile can have an account on, by the names users know them by.
+SERVICE_TITLES = {"trakt": "Trakt", "serializd": "Serializd", "anilist": "AniList", "plex": "Plex"}
 
 
 # The links that sync each list kind, by the names the README uses for them.
