@@ -74,6 +74,30 @@ def test_uncommenting_the_example_config_for_a_household_without_trakt_loads() -
     assert config.profiles["me"].accounts.anilist is not None
 
 
+def test_uncommenting_the_example_config_for_a_plex_household_without_trakt_loads() -> None:
+    # Plex, Serializd and AniList with the links the README's "Without Trakt" names; the
+    # profile's `trakt: {}` line is marked as only for services.trakt, so it is left out.
+    lines = EXAMPLE.read_text(encoding="utf-8").split("\n")
+    start = next(n for n, line in enumerate(lines) if line.startswith("#  plex:"))
+    blocks = ("#  plex:", "#  serializd:", "#  anilist:", "#  me:", "#  plex-serializd:")
+    blocks += ("#  plex-anilist:",)
+    keep = False
+    for n, line in enumerate(lines[start:], start):
+        if line.startswith("#  ") and not line.startswith("#   "):
+            keep = line.startswith(blocks)
+        if keep and line.startswith("#") and not line.startswith(("#      trakt:", "#    # ")):
+            lines[n] = line[1:]
+    trakt_line = next(line for line in lines if line.startswith("#      trakt:"))
+    assert "only with services.trakt" in trakt_line
+    environ = {"PLEX_TOKEN": "t", "SERIALIZD_EMAIL": "a@b.c", "SERIALIZD_PASSWORD": "pw"}
+    config = parse_config("\n".join(lines), FILE, environ | {"ANILIST_CLIENT_ID": "123"})
+    assert config.services.trakt is None
+    assert {name: list(link.services) for name, link in config.links.items()} == {
+        "plex-serializd": ["plex", "serializd"],
+        "plex-anilist": ["plex", "anilist"],
+    }
+
+
 def test_a_storage_path_under_home_written_with_a_tilde_is_in_the_home_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
