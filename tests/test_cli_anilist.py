@@ -83,6 +83,20 @@ def test_auth_anilist_shows_the_link_to_open(tmp_path: Path, start_fake: Any) ->
     assert stored(tmp_path) is None
 
 
+def test_auth_anilist_refusing_a_token_says_what_to_do(tmp_path: Path, start_fake: Any) -> None:
+    # A token cut short when copied (or from another client): AniList answers "Invalid token",
+    # which alone leaves the user guessing.
+    fake = start_fake(FakeAniList())
+    path = config(tmp_path, fake, secret=False)
+    result = run("auth", "anilist", "--config", str(path), "--token", fake.issue_token()[:-8])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.endswith(
+        "error: anilist: the token is not accepted (Invalid token): copy it again, whole, from "
+        "the page AniList shows once you approve, or open the link again for a new one\n"
+    )
+    assert stored(tmp_path) is None
+
+
 def test_auth_anilist_without_the_service_configured_says_so(tmp_path: Path) -> None:
     result = run("auth", "anilist", "--config", str(write_config(tmp_path)))
     assert result.returncode != 0

@@ -830,7 +830,7 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
     With services.anilist.client_secret set the page shows a code (authorization-code grant);
     without it the page shows the token itself (implicit grant). Tokens last a year and cannot
     be refreshed: run this again when watchbridge warns that the token expires soon."""
-    from watchbridge.services.anilist import AniListClient, Viewer, sign_in_page
+    from watchbridge.services.anilist import AniListAuthError, AniListClient, Viewer, sign_in_page
 
     config = _load(config_path)
     anilist = config.services.anilist
@@ -853,7 +853,18 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
             try:
                 if code_flow and text.strip().count(".") != 2:  # a code, not a JWT
                     return await client.exchange_code(name, text)
-                return await client.use_token(name, text)
+                try:
+                    return await client.use_token(name, text)
+                except AniListAuthError as exc:
+                    if "copy it again" in exc.message:
+                        raise
+                    # Mostly a token cut short when copied: "Invalid token" alone says nothing.
+                    raise AniListAuthError(
+                        f"{exc.message.removeprefix('anilist: ')}: copy it again, whole, from "
+                        "the page AniList shows once you approve, or open the link again for a "
+                        "new one",
+                        exc.status,
+                    ) from None
             finally:
                 await client.aclose()
 
