@@ -573,6 +573,20 @@ def test_status_says_once_that_a_profile_is_not_signed_in_and_what_to_run(
     )
 
 
+def test_check_config_lists_a_profiles_media_users_as_written(tmp_path: Path) -> None:
+    # It printed Python's {'plex': ['1']}.
+    path = write_config(
+        tmp_path,
+        "services: {serializd: {}}\nprofiles:\n  me:\n    users: {plex: ['1', alex], "
+        "jellyfin: [alice]}\n    accounts: {serializd: {email: a@b.c, password: pw}}\n",
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "  me: accounts serializd; media users plex: 1, alex; jellyfin: alice\n" in (
+        result.stdout
+    )
+
+
 def test_status_never_makes_a_database(tmp_path: Path) -> None:
     result = run("status", "--config", str(write_config(tmp_path)))
     assert result.returncode == 1

@@ -405,7 +405,7 @@ def _summary(config: Config) -> str:
         accounts = [
             s for s in ("trakt", "plex", "serializd", "anilist") if getattr(profile.accounts, s)
         ]
-        users = {k: v for k, v in vars(profile.users).items() if v}
+        users = "; ".join(f"{k}: {', '.join(v)}" for k, v in vars(profile.users).items() if v)
         lines.append(
             f"  {name}{' (default)' if profile.default else ''}: accounts "
             f"{', '.join(accounts) or 'none'}; media users {users or 'none'}"
