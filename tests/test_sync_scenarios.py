@@ -338,8 +338,9 @@ async def test_two_trakt_plays_at_one_time_are_a_viewing_and_a_rewatch_on_serial
     app.watch(1, 1, day)
     app.watch(1, 1, day)
     await rig.sync_and_deliver()
-    logs = sorted((r.watched_at, r.is_rewatch) for r in serializd.diary() if r.is_log)
-    assert [rewatch for _, rewatch in logs] == [False, True]
+    # Not ordered by time: the copy set minutes apart goes earlier near midnight (to keep its
+    # day), and is still the rewatch (reconcile.apart_from).
+    assert sorted(r.is_rewatch for r in serializd.diary() if r.is_log) == [False, True]
 
 
 async def test_two_trakt_plays_at_one_time_stay_two_plays_on_both_sides(
