@@ -51,4 +51,4 @@ def test_a_command_keeps_nothing_in_memory_for_the_next_one(
     result = watchbridge("anime", "explain", "119661", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "AniList 119661" in result.stdout
-    assert anime_data._BUILT == before
+    assert before == anime_data._BUILT
