@@ -18,14 +18,16 @@ import pytest
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import FakeClock
+from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt
 from watchbridge import statuspage
 from watchbridge.app import create_app
 from watchbridge.config import Config, parse_config
 from watchbridge.maintenance import housekeeping
+from watchbridge.services.serializd import SerializdAuthError
 from watchbridge.signins import Facts, iso, sign_in_states
-from watchbridge.wiring import build_runtime
+from watchbridge.wiring import build_runtime, serializd_client
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -85,6 +87,13 @@ def config(
     sign_in_trakt(runtime.store, trakt, "me", now=now())  # `watchbridge auth trakt`
     runtime.close()
     yield made
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    fake = start_fake(FakeSerializd())
+    assert isinstance(fake, FakeSerializd)
+    return fake
 
 
 def served(config: Config, clock: FakeClock) -> tuple[dict[str, Any], str, str]:
@@ -217,6 +226,83 @@ async def test_a_sign_in_past_expiry_whose_renewal_trakt_refused_says_refused_an
     assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 1.0
 
 
+def status_command(config: Config) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "watchbridge", "status", "--config", str(config.source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.anyio
+async def test_a_serializd_password_not_used_yet_reads_not_tried_then_what_the_login_said(
+    tmp_path: Path, serializd: FakeSerializd, now: FakeClock
+) -> None:
+    # A household without Trakt, just set up: nothing was delivered yet, so no login was
+    # tried. The page said "works" for both, and the wrong password showed only after the
+    # first delivery.
+    user = serializd.user
+    text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  tv: {{users: {{plex: ["1"]}}, accounts: {{serializd: {{email: {user.email}, password: {user.password}}}}}}}
+  typo: {{users: {{plex: ["2"]}}, accounts: {{serializd: {{email: {user.email}, password: wrong}}}}}}
+"""  # noqa: E501
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text)
+    config = parse_config(text, path, {})
+    fresh = build_runtime(config, clock=now)
+    fresh.open()  # as the service's first start leaves the database
+    fresh.close()
+
+    sign_ins, page, metrics = served(config, now)
+    for profile in ("tv", "typo"):
+        (one,) = sign_ins[profile]
+        assert one["state"] == "not_tried" and one["expires_at"] is None
+        assert one["message"] == (
+            f"the email and password in profiles.{profile}.accounts.serializd are first used "
+            "when watchbridge first delivers to Serializd or a link syncs it; a wrong one "
+            "shows here then"
+        )
+        assert f"<td>{profile}</td><td>serializd</td><td>not tried yet</td>" in page
+        # Not a failure either: no alert rule on `watchbridge_sign_in_ok == 0` fires.
+        assert metric(metrics, "watchbridge_sign_in_ok", "serializd", profile) == 1.0
+    assert '<span class="bad">' not in page.split("<p>Sign-ins:</p>")[1].split("</table>")[0]
+    assert "  serializd/typo: not tried yet: the email and password in profiles.typo." in (
+        status_command(config)
+    )
+    assert serializd.requests == []  # the page, the API and the metrics asked nothing
+
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    client = serializd_client(config, runtime)
+    assert client is not None
+    try:
+        assert await client.login("tv") == user.username
+        with pytest.raises(SerializdAuthError):
+            await client.login("typo")
+    finally:
+        await client.aclose()
+        runtime.close()
+
+    sign_ins, page, metrics = served(config, now)
+    assert [s["state"] for s in sign_ins["tv"]] == ["ok"]
+    assert [s["state"] for s in sign_ins["typo"]] == ["refused"]
+    assert "<td>tv</td><td>serializd</td><td>works</td>" in page
+    assert '<td>typo</td><td>serializd</td><td><span class="bad">refused</span>' in page
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "tv") == 1.0
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "typo") == 0.0
+    shown = status_command(config)
+    assert "  serializd/tv: signed in; logs in again with the email and password in " in shown
+    assert "  serializd/typo: refused: Serializd refused the email or password at the " in shown
+
+
 # --------------------------------------------------------------------------- pure states
 
 NOW = 1_800_000_000.0
@@ -262,7 +348,7 @@ def test_the_states_of_a_trakt_sign_in(
     assert "a1" not in sign_in.message and "r1" not in sign_in.message
 
 
-def test_a_refresh_token_pasted_into_the_config_signs_in_until_trakt_answered_it() -> None:
+def test_a_refresh_token_pasted_into_the_config_is_not_tried_until_trakt_answered_it() -> None:
     import hashlib
 
     unused = Facts("me", "trakt", None, configured="pasted-refresh-1")
@@ -273,17 +359,38 @@ def test_a_refresh_token_pasted_into_the_config_signs_in_until_trakt_answered_it
         configured="pasted-refresh-1",
         pasted_used=hashlib.sha256(b"pasted-refresh-1").hexdigest(),
     )
-    assert [s.state for s in sign_in_states([unused, used], NOW)] == ["ok", "not_signed_in"]
+    states = sign_in_states([unused, used], NOW)
+    assert [s.state for s in states] == ["not_tried", "not_signed_in"]
+    assert "first used when watchbridge first delivers to Trakt" in states[0].message
+    assert TRAKT_AUTH in states[0].message
+    assert not states[0].needs_you and states[1].needs_you
 
 
 def test_a_serializd_login_refused_says_so_and_one_that_works_is_ok() -> None:
     refused = Facts("me", "serializd", None, refused="Serializd refused the email or password")
     fine = Facts("me", "serializd", {"token": "jwt", "username": "me", "expires_at": NOW + DAY})
     first = Facts("me", "serializd", None)
-    states = sign_in_states([refused, fine, first], NOW)
-    assert [s.state for s in states] == ["refused", "ok", "ok"]
+    stored = {"token": "jwt", "username": "me", "expires_at": NOW + DAY, "email": "Me@x.org"}
+    same = Facts("me", "serializd", stored, configured="me@x.org")
+    moved = Facts("me", "serializd", stored, configured="other@x.org")
+    states = sign_in_states([refused, fine, first, same, moved], NOW)
+    assert [s.state for s in states] == ["refused", "ok", "not_tried", "ok", "not_tried"]
     assert states[1].expires_at == NOW + DAY
+    assert "changed since the last login" in states[4].message
     assert all("jwt" not in s.message for s in states)
+
+
+def test_an_anilist_token_in_the_config_is_not_tried_until_it_was_used(
+    anilist: FakeAniList,
+) -> None:
+    token = anilist.issue_token(lifetime=300 * DAY)
+    unused = Facts("fan", "anilist", None, configured=token)
+    stored = {"access_token": token, "obtained_at": NOW, "expires_at": NOW + 300 * DAY}
+    used = Facts("fan", "anilist", stored, configured=token)
+    states = sign_in_states([unused, used], NOW)
+    assert [s.state for s in states] == ["not_tried", "ok"]
+    assert "first used when watchbridge first delivers to AniList" in states[0].message
+    assert ANILIST_AUTH in states[0].message and token not in states[0].message
 
 
 def test_an_anilist_sign_in_missing_or_ended_says_what_to_run() -> None:

@@ -429,7 +429,7 @@ def _summary(config: Config) -> str:
 @config_option
 def status(config_path: str | None) -> None:
     """Queue depth, dead letters, sign-ins, cursors and the last run of each link."""
-    from watchbridge.signins import current_sign_ins
+    from watchbridge.signins import STATE_WORDS, current_sign_ins
 
     config = _load(config_path)
     with _look_at_store(config) as store:
@@ -461,7 +461,7 @@ def status(config_path: str | None) -> None:
     if sign_ins:
         click.echo("sign-ins:")
     for one in sign_ins:
-        words = one.state.replace("_", " ")
+        words = STATE_WORDS.get(one.state, one.state)
         said = one.ok or one.message.startswith(words)  # "not signed in: run ..." says it
         click.echo(f"  {one.service}/{one.profile}: {'' if said else f'{words}: '}{one.message}")
     _show_links(config, state)

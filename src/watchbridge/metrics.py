@@ -113,7 +113,7 @@ class SignInCollector(Collector):
         )
         ok = GaugeMetricFamily(
             "watchbridge_sign_in_ok",
-            "1 while the sign-in works without the user, else 0 (see the status page)",
+            "1 while the sign-in works without the user (or was not tried yet), else 0",
             labels=["service", "profile"],
         )
         now = self.clock() if sign_ins else 0.0

@@ -5,6 +5,10 @@ to run when it does not. One computation for the status page, `/api/status` and 
 `sign_in_states` is pure (what the store holds and the clock in, states out); `read_facts` reads
 the store, never the network. Nothing here returns a token or any part of one. Plex and
 Jellyfin tokens have no expiry: they are not listed.
+
+A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
+or refresh token pasted into the config before its first request) is `not_tried`: whether
+the service takes it is not known until then, so it reads neither as working nor as failed.
 """
 
 from __future__ import annotations
@@ -22,8 +26,19 @@ from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
 from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet, TokenStore
 
-State = Literal["ok", "ends_soon", "expired", "refused", "not_signed_in"]
+State = Literal["ok", "not_tried", "ends_soon", "expired", "refused", "not_signed_in"]
 SERVICES = ("trakt", "anilist", "serializd")  # those whose sign-in ends; in this order
+
+# Each state in words, as the status page and `watchbridge status` show it.
+STATE_WORDS: dict[str, str] = {
+    "ok": "works",
+    "not_tried": "not tried yet",
+    "ends_soon": "ends soon",
+    "expired": "expired",
+    "refused": "refused",
+    "not_signed_in": "not signed in",
+}
+FIRST_USED = "when watchbridge first delivers to {service} or a link syncs it"
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,8 @@ class Facts:
     profile: str
     service: str
     stored: Mapping[str, Any] | None = None
-    configured: str | None = None  # AniList: the config's token; Trakt: a pasted refresh token
+    configured: str | None = None  # AniList: the config's token; Trakt: a pasted refresh token;
+    # Serializd: the configured email
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
@@ -56,6 +72,12 @@ class SignIn:
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def needs_you(self) -> bool:
+        """Whether the user must act (or soon will): not while it works, nor before it was
+        first tried (nothing says yet that it will not work)."""
+        return self.state not in ("ok", "not_tried")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,9 +128,10 @@ def _trakt(fact: Facts, now: float) -> SignIn:
             return SignIn(
                 fact.profile,
                 "trakt",
-                "ok",
+                "not_tried",
                 None,
-                "the refresh token in the config signs in at the first request to Trakt",
+                f"the refresh token in profiles.{fact.profile}.accounts.trakt is first used "
+                f"{FIRST_USED.format(service='Trakt')}; if Trakt refuses it, {auth}",
             )
         return SignIn(fact.profile, "trakt", "not_signed_in", None, f"not signed in: {auth}")
     last = fact.last_refresh
@@ -165,11 +188,18 @@ def _token_set(stored: Mapping[str, Any] | None) -> TokenSet | None:
 
 def _anilist(fact: Facts, now: float) -> SignIn:
     auth = f"run `watchbridge auth anilist --profile {fact.profile}`"
-    token, _ = pick_token(fact.stored, fact.configured, now)
+    token, unused = pick_token(fact.stored, fact.configured, now)
     if token is None:
         return SignIn(fact.profile, "anilist", "not_signed_in", None, f"not signed in: {auth}")
     expires = token.expires_at
+    # `unused`: the config's token, not yet stored, so never sent to AniList.
+    untried = (
+        f"the token in profiles.{fact.profile}.accounts.anilist is first used "
+        f"{FIRST_USED.format(service='AniList')}; if AniList refuses it, {auth}"
+    )
     if expires is None:
+        if unused:
+            return SignIn(fact.profile, "anilist", "not_tried", None, untried)
         return SignIn(fact.profile, "anilist", "ok", None, "signed in (no expiry known)")
     days = (expires - now) / 86400
     if days <= 0:
@@ -185,6 +215,8 @@ def _anilist(fact: Facts, now: float) -> SignIn:
             f"ends {_when(expires)} (in {math.ceil(days)} days; AniList sign-ins cannot be "
             f"renewed): {auth}",
         )
+    if unused:
+        return SignIn(fact.profile, "anilist", "not_tried", expires, untried)
     return SignIn(
         fact.profile,
         "anilist",
@@ -201,13 +233,28 @@ def _serializd(fact: Facts, now: float) -> SignIn:
     expires_at = float(expires) if isinstance(expires, int | float) else None
     if fact.refused is not None:
         return SignIn(fact.profile, "serializd", "refused", expires_at, fact.refused)
+    first_used = f"first used {FIRST_USED.format(service='Serializd')}"
     if not data.get("token"):
         return SignIn(
             fact.profile,
             "serializd",
-            "ok",
+            "not_tried",
             None,
-            "signs in with the configured email and password at the first request",
+            f"the email and password in {where} are {first_used}; a wrong one shows here then",
+        )
+    signed_in_as = data.get("email")
+    if (
+        fact.configured
+        and isinstance(signed_in_as, str)
+        and signed_in_as.casefold() != fact.configured.casefold()
+    ):
+        return SignIn(
+            fact.profile,
+            "serializd",
+            "not_tried",
+            None,
+            f"the email in {where} changed since the last login; it and its password are "
+            f"{first_used}",
         )
     return SignIn(
         fact.profile,
@@ -259,7 +306,15 @@ def read_facts(config: Config, store: TokenStore, now: float) -> list[Facts]:
                     f"Serializd refused the last login (403); it is tried again in a while: "
                     f"check {where} if this lasts"
                 )
-            facts.append(Facts(name, "serializd", store.get_token("serializd", name), refused=why))
+            facts.append(
+                Facts(
+                    name,
+                    "serializd",
+                    store.get_token("serializd", name),
+                    configured=accounts.serializd.email,
+                    refused=why,
+                )
+            )
     return facts
 
 
@@ -272,12 +327,14 @@ def gauges(
     config: Config, store: TokenStore, clock: Callable[[], float]
 ) -> list[tuple[str, str, float | None, bool]]:
     """(service, profile, expires_at, ok) of each sign-in, for the metrics (nothing read, not
-    even the clock, when no profile signs in to a service whose sign-in ends)."""
+    even the clock, when no profile signs in to a service whose sign-in ends). `ok` is False
+    only for one that needs the user: one not tried yet is no failure."""
     if not any(
         p.accounts.trakt or p.accounts.anilist or p.accounts.serializd
         for p in config.profiles.values()
     ):
         return []
     return [
-        (s.service, s.profile, s.expires_at, s.ok) for s in current_sign_ins(config, store, clock())
+        (s.service, s.profile, s.expires_at, not s.needs_you)
+        for s in current_sign_ins(config, store, clock())
     ]

@@ -22,7 +22,7 @@ from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import LOST, LOST_EARLIER, Refusal
 from watchbridge.senders import Doubling
-from watchbridge.signins import SignIn, current_sign_ins
+from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
 from watchbridge.store import StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
@@ -219,26 +219,17 @@ def _alerts(health: Health, now: float) -> str:
     return "".join(lines)
 
 
-# The states of a sign-in, in words.
-SIGN_IN_WORDS = {
-    "ok": "works",
-    "ends_soon": "ends soon",
-    "expired": "expired",
-    "refused": "refused",
-    "not_signed_in": "not signed in",
-}
-
-
 def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
-    """Each sign-in that ends (Trakt, AniList, Serializd): one that needs the user is in red."""
+    """Each sign-in that ends (Trakt, AniList, Serializd): one that needs the user is in red
+    (not one that was not tried yet)."""
     if not sign_ins:
         return ""
     rows = []
     for one in sign_ins:
-        state = _e(SIGN_IN_WORDS.get(one.state, one.state))
+        state = _e(STATE_WORDS.get(one.state, one.state))
         expires = "-" if one.expires_at is None else _e(_expires(one.expires_at, now))
         message = _e(one.message)
-        if not one.ok:
+        if one.needs_you:
             state, message = (
                 f'<span class="bad">{state}</span>',
                 f'<span class="bad">{message}</span>',
