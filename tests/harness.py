@@ -321,3 +321,39 @@ def sign_in_trakt(
         },
         token.created_at if now is None else now,
     )
+
+
+def three_unmatched_plays_and_a_rating_behind_one(directory: Path) -> Path:
+    """A household without Trakt: three episodes played on a Plex library whose items carry
+    no TMDB id (Serializd needs one), then one of them rated; the rating queues behind its
+    episode's play, which waits for ids. Built with the store's own calls."""
+    from watchbridge.store import NewOutboxRow, Store, ordering_key
+
+    path = write_config(
+        directory,
+        "services: {serializd: {}}\n"
+        "profiles: {me: {accounts: {serializd: {email: a@b.c, password: pw}}}}\n",
+    )
+    with Store.open(directory / "watchbridge.db") as store:
+        store.enqueue(
+            [
+                NewOutboxRow(
+                    "serializd", "me", "play", {}, ordering_key("me", "serializd", item, "play"),
+                    f"play-{item}",
+                )
+                for item in ("ep1", "ep2", "ep3")
+            ],
+            1.0,
+        )  # fmt: skip
+        for play in store.claim("w", 1.0, 10, ["serializd"]):
+            store.retry_later(play.id, 2.0, 3600.0, "unmatched: no TMDB show id for ep")
+        store.enqueue(
+            [
+                NewOutboxRow(
+                    "serializd", "me", "rating", {"rating": 8},
+                    ordering_key("me", "serializd", "ep1", "rating"), "rating-ep1",
+                )
+            ],
+            3.0,
+        )  # fmt: skip
+    return path

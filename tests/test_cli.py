@@ -26,7 +26,14 @@ import sqlite_utils
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import ServiceProcess, free_port, wait_ready, watchbridge, write_config
+from tests.harness import (
+    ServiceProcess,
+    free_port,
+    three_unmatched_plays_and_a_rating_behind_one,
+    wait_ready,
+    watchbridge,
+    write_config,
+)
 from watchbridge.app import renamed_profiles, webhook_secret
 from watchbridge.cli import webhook_base
 from watchbridge.config import load_config, parse_config
@@ -680,6 +687,38 @@ def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
     assert "1 pending" in result.stdout
     assert "dead letters:  1" in result.stdout
     assert "trakt/me history = 2026-11-01T00:00:00Z" in result.stdout
+
+
+def test_status_says_what_pending_deliveries_wait_behind_an_unmatched_one(
+    tmp_path: Path,
+) -> None:
+    # Status said "4 pending" and `watchbridge unmatched` listed 3; nothing said where the
+    # 4th was.
+    path = three_unmatched_plays_and_a_rating_behind_one(tmp_path)
+    shown = run("status", "--config", str(path)).stdout
+    assert "queue:         4 pending, 0 in flight" in shown
+    assert "unmatched:     3 waiting for ids a service can use" in shown
+    assert (
+        "behind:        1 waiting for an earlier delivery of the same item to the same service "
+        "(they go out in order: each follows once the one before it is delivered or given up)\n"
+    ) in shown
+    listed = run("unmatched", "--config", str(path)).stdout
+    assert listed.count("no TMDB show id") == 3
+    assert listed.endswith(
+        "and 1 more waiting behind these: later deliveries of the same items, which go out "
+        "in order once these are delivered or given up\n"
+    )
+
+
+def test_status_says_nothing_waits_behind_when_each_item_has_one_delivery(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "me:trakt:a", "i1")], 1.0)
+        store.enqueue([NewOutboxRow("trakt", "me", "rating", {}, "me:trakt:a:ratings", "i2")], 1.0)
+    shown = run("status", "--config", str(path)).stdout
+    assert "2 pending" in shown and "behind:" not in shown
 
 
 def test_reset_state_without_yes_refuses_when_not_interactive(tmp_path: Path) -> None:

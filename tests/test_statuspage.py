@@ -8,11 +8,20 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import ServiceProcess, free_port, write_config
+from tests.harness import (
+    AppThread,
+    ServiceProcess,
+    free_port,
+    three_unmatched_plays_and_a_rating_behind_one,
+    write_config,
+)
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, load_config
+from watchbridge.metrics import Metrics
 from watchbridge.refused import OVER_AFTER, RefusedWebhooks
 from watchbridge.signins import Facts, sign_in_states
-from watchbridge.statuspage import render
+from watchbridge.statuspage import ROUTES, render
 from watchbridge.store import NewOutboxRow, Store
 
 SECRETS = ("hook-secret-9137", "api-token-5521", "trakt-secret-7731")
@@ -110,6 +119,35 @@ def test_the_page_says_why_queued_deliveries_wait_and_what_to_do(tmp_path: Path)
         '<td>held: trakt/me</td><td><span class="bad">1 waiting</span>, next try in 15 min: '
         "Trakt no longer accepts the sign-in: run `watchbridge auth trakt --profile me`</td>"
     ) in html
+
+
+def test_the_page_and_api_count_deliveries_waiting_behind_an_earlier_one_of_their_item(
+    tmp_path: Path,
+) -> None:
+    # 4 pending, 3 waiting for ids: the 4th waits behind one of them, and the page says so.
+    config = load_config(three_unmatched_plays_and_a_rating_behind_one(tmp_path), {})
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        html = httpx.get(f"{app.url}/").text
+        status = httpx.get(f"{app.url}/api/status").json()
+    assert (status["outbox"]["pending"], status["unmatched"], status["behind"]) == (4, 3, 1)
+    assert "<td>queued</td><td>4 pending, 0 in flight</td>" in html
+    assert (
+        "<td>waiting behind</td><td>1 waiting for an earlier delivery of the same item to the "
+        "same service (they go out in order: each follows once the one before it is delivered "
+        "or given up)</td>"
+    ) in html
+
+
+def test_nothing_waits_behind_on_the_page_when_no_item_has_two_deliveries(
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        html = page(config, store)
+        assert store.status().behind == 0
+    assert "waiting behind" not in html
 
 
 def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) -> None:

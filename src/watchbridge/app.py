@@ -582,6 +582,8 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "outbox": status.outbox,
         "dead_letters": status.dead_letters,
         "unmatched": status.unmatched,
+        # Rows with no reason of their own, behind an earlier one of their item (in order).
+        "behind": status.behind,
         "held": [
             {
                 "target": w.target,

@@ -35,6 +35,7 @@ from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import redactor, secret_values
 from watchbridge.store import (
+    BEHIND,
     OutboxItem,
     Store,
     StoreStatus,
@@ -447,6 +448,8 @@ def status(config_path: str | None) -> None:
             f"unmatched:     {state.unmatched} waiting for ids a service can use "
             "(retried, hourly at first; `watchbridge unmatched` lists them)"
         )
+    if state.behind:
+        click.echo(f"behind:        {state.behind} {BEHIND}")
     for held in state.waiting:
         click.echo(
             f"held:          {held.target}/{held.profile}: {held.rows} waiting, next try "
@@ -1253,6 +1256,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     config = _load(config_path)
     with _look_at_store(config) as store:
         waiting = store.unmatched()
+        behind = store.waiting_behind(unmatched_only=True)
         redact = redactor(config, store)
     if not waiting:
         click.echo("nothing unmatched")
@@ -1268,6 +1272,11 @@ def unmatched(config_path: str | None, payload: bool) -> None:
             click.echo(f"    event: {entry.event}")
         if payload and entry.raw is not None:
             click.echo(f"    sent:  {entry.raw}")
+    if behind:
+        click.echo(
+            f"and {behind} more waiting behind these: later deliveries of the same items, "
+            "which go out in order once these are delivered or given up"
+        )
 
 
 class _RowId(click.ParamType[int]):

@@ -23,7 +23,7 @@ from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import LOST, LOST_EARLIER, Refusal
 from watchbridge.senders import Doubling
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
-from watchbridge.store import StoreStatus, SyncRun
+from watchbridge.store import BEHIND, StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
@@ -91,6 +91,7 @@ def render(
                 "retried, hourly at first; <code>watchbridge unmatched</code> lists them",
             ),
         ),
+        *([("waiting behind", f"{status.behind} {_e(BEHIND)}")] if status.behind else []),
         *[
             (
                 _e(f"held: {held.target}/{held.profile}"),

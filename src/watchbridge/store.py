@@ -551,6 +551,11 @@ _HEAD_OF_ITEM = (
     " AND h.status IN ('pending', 'inflight'))"
 )
 RATING_ACTIONS = ("rating", "remove_rating")
+# The rows `Store.waiting_behind` counts, in words (after their number).
+BEHIND = (
+    "waiting for an earlier delivery of the same item to the same service (they go out in "
+    "order: each follows once the one before it is delivered or given up)"
+)
 
 
 def ordering_key(profile: str, target: str, item_key: str, action: str) -> str:
@@ -913,6 +918,7 @@ class StoreStatus:
     last_runs: list[SyncRun]
     waiting: list[Waiting] = field(default_factory=list)  # held or retrying, not unmatched
     waiting_left_out: int = 0  # reasons rows wait for beyond the WAITING_SHOWN listed
+    behind: int = 0  # rows waiting for an earlier one of their item (waiting_behind)
     last_success_at: dict[str, float] = field(default_factory=dict)  # per link (last_successes)
 
     def shown(self, redact: Callable[[str], str]) -> StoreStatus:
@@ -1652,6 +1658,20 @@ class Store:
             if any(key.startswith(f"{start}{item}:") for item in expected.get(where, ())):
                 kept.append(int(row["id"]))
         return kept
+
+    def waiting_behind(self, unmatched_only: bool = False) -> int:
+        """Pending rows of no reason of their own that wait for an earlier unfinished row of
+        their item (one item's rows to one target go out in order, see `claim`): counted apart,
+        so that the queue adds up to what `unmatched` and the held rows show. With
+        `unmatched_only`, those whose earlier row waits for ids."""
+        sql = (
+            "SELECT COUNT(*) AS n FROM outbox o WHERE o.status = 'pending'"
+            f" AND o.last_error IS NULL AND o.id != {_HEAD_OF_ITEM}"
+        )
+        if unmatched_only:
+            # Unqualified, _UNMATCHED's columns are the head row's (`first`).
+            sql += f" AND (SELECT {_UNMATCHED} FROM outbox first WHERE first.id = {_HEAD_OF_ITEM})"
+        return int(self._overview(sql)[0]["n"])
 
     def unmatched_count(self) -> int:
         """Rows waiting for ids a target can use (read from their own index)."""
@@ -2617,6 +2637,7 @@ class Store:
                 Waiting(r["target"], r["profile"], r["last_error"], r["n"], r["t"]) for r in waiting
             ],
             waiting_left_out=len(reasons) - len(waiting),
+            behind=self.waiting_behind(),
         )
 
     def reset(
