@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -681,12 +682,43 @@ def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
     )
     item = store.claim("w", 2.0, limit=1)[0]
     store.mark_dead(item.id, 3.0, "gave up")
-    store.set_cursor("trakt", "me", "history", "2026-11-01T00:00:00Z", 3.0)
     store.close()
     result = run("status", "--config", str(path))
     assert "1 pending" in result.stdout
     assert "dead letters:  1" in result.stdout
-    assert "trakt/me history = 2026-11-01T00:00:00Z" in result.stdout
+
+
+def test_status_shows_whose_account_each_service_is_and_leaves_bookkeeping_out(
+    tmp_path: Path,
+) -> None:
+    # It showed `serializd/me account_check:tv = owed  (1970-01-01 ...)` and the like.
+    from watchbridge.accounts import AccountNotes, restarted_cursor, user_named
+
+    path = write_config(
+        tmp_path,
+        "services: {serializd: {}, plex: {url: 'http://127.0.0.1:9', token: t}}\n"
+        "profiles: {me: {users: {plex: ['1']}, accounts: {plex: {}, serializd: "
+        "{email: a@b.c, password: pw}}}}\n"
+        "links: {tv: {services: [plex, serializd]}}\n",
+    )
+    config = load_config(path, {})
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        # As the Serializd target notes the username of its first login (a clock at 0).
+        notes = AccountNotes(store, config, lambda: 0.0)
+        assert asyncio.run(notes.note("serializd", "me", user_named("alice_tv"))) is None
+        store.set_cursor("plex", "me", "keys_from", "machine-1234", 5.0)
+        store.set_cursor("watchbridge", "me", restarted_cursor("tv"), "the first sync of "
+                         "links.tv went one way only (--direction)", 6.0)  # fmt: skip
+        assert store.get_cursor("serializd", "me", "account_check:tv") == "owed"
+    shown = run("status", "--config", str(path)).stdout
+    assert "account:       serializd/me is user alice_tv\n" in shown
+    assert (
+        "starts over:   links.tv for me: the first sync of links.tv went one way only "
+        "(--direction)\n"
+    ) in shown
+    assert "cursors:" not in shown
+    for bookkeeping in ("account_check", "owed", "keys_from", "machine-1234", "1970"):
+        assert bookkeeping not in shown
 
 
 def test_status_says_what_pending_deliveries_wait_behind_an_unmatched_one(

@@ -429,7 +429,8 @@ def _summary(config: Config) -> str:
 @cli.command()
 @config_option
 def status(config_path: str | None) -> None:
-    """Queue depth, dead letters, sign-ins, cursors and the last run of each link."""
+    """Queue depth, dead letters, sign-ins, whose account each service is, and the last run
+    of each link with its cursors."""
     from watchbridge.signins import STATE_WORDS, current_sign_ins
 
     config = _load(config_path)
@@ -470,16 +471,30 @@ def status(config_path: str | None) -> None:
     _show_links(config, state)
 
 
+def _noted(cursors: Sequence[tuple[str, str, str, str, float]]) -> list[str]:
+    """What the cursors other than the links' say that a user can act on, in words: whose
+    account each service is, and why a link starts over. The rest is bookkeeping (checks
+    owed, fingerprints, read positions, where keys came from): left out."""
+    from watchbridge.accounts import ENGINE, restarted_cursor, shown
+    from watchbridge.store import ACCOUNT_CURSOR
+
+    lines = []
+    for service, profile, name, value, _ in cursors:
+        if name == ACCOUNT_CURSOR and value:
+            lines.append(f"account:       {service}/{profile} is {shown(value)}")
+        link = name.removeprefix(restarted_cursor(""))
+        if service == ENGINE and link != name and value:
+            lines.append(f"starts over:   links.{link} for {profile}: {value}")
+    return lines
+
+
 def _show_links(config: Config, state: StoreStatus) -> None:
     """Each link's last run with its cursors (JSON per service and profile, shown short)."""
     from watchbridge.progress import short_cursor
 
     link_cursors = [c for c in state.cursors if c[2].startswith("link:")]
-    other = [c for c in state.cursors if not c[2].startswith("link:")]
-    if other:
-        click.echo("cursors:")
-    for service, profile, name, value, updated in other:
-        click.echo(f"  {service}/{profile} {name} = {short_cursor(value)}  ({_when(updated)})")
+    for line in _noted([c for c in state.cursors if not c[2].startswith("link:")]):
+        click.echo(line)
     runs = {run.link: run.as_seen(time.time()) for run in state.last_runs}
     names = list(config.links) + [n for n in runs if n not in config.links]
     click.echo("last runs:" + ("" if names else "     none yet (no links configured)"))
