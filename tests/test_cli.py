@@ -368,6 +368,35 @@ def test_a_storage_path_through_a_dangling_symlink_is_one_line_naming_the_link(
     assert not gone.exists()  # nothing made where the link leads (a disk not mounted yet)
 
 
+@pytest.mark.parametrize("command", ["check-config", "serve", "status"])
+@pytest.mark.parametrize("mount_point", ["empty", "missing"])
+def test_a_database_file_that_is_a_dangling_symlink_is_one_line_and_nothing_is_made(
+    tmp_path: Path, command: str, mount_point: str
+) -> None:
+    # watchbridge.db -> /mnt/usb/watchbridge.db while the disk is not mounted: followed, serve
+    # made an empty database on the mount point (no sign-ins, a new webhook secret), and
+    # status said there was no database at the target.
+    usb = tmp_path / "mnt" / "usb"
+    if mount_point == "empty":
+        usb.mkdir(parents=True)
+    database, gone = tmp_path / "watchbridge.db", usb / "watchbridge.db"
+    database.symlink_to(gone)
+    config = tmp_path / "w.yaml"
+    config.write_text(f"storage:\n  path: {database}\n")
+    result = run(command, "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "config OK" not in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: w.yaml:2 storage.path: {database} is a symlink to {gone}, which does not exist"
+    )
+    assert f"ls -l {database}" in line and "mount the disk" in line
+    assert not gone.exists() and usb.exists() == (mount_point == "empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["w.yaml", "watchbridge.db", *(["mnt"] if mount_point == "empty" else [])]
+    )  # no lock file, no backup, no journal beside the link
+
+
 def test_ctrl_c_while_auth_waits_for_the_code_exits_130(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

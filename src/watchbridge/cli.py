@@ -287,8 +287,9 @@ def _storage_problem(path: Path) -> str | None:
 def _unreachable_folder(path: Path) -> str | None:
     """The first folder on the way to the database (as named, then as its symlinks lead: the
     lock file and SQLite's journal files go beside the real file) that this user cannot enter
-    or that is a file, or a symlink on the way that leads round in a loop or to nothing, said
-    with what to do; None when every folder that exists can be entered."""
+    or that is a file, or a symlink on the way (the database file's own too) that leads round
+    in a loop or to nothing, said with what to do; None when every folder that exists can be
+    entered."""
     named = path.expanduser().absolute()
     if looping := _symlink_loop(named):
         return (
@@ -309,6 +310,10 @@ def _unreachable_folder(path: Path) -> str | None:
                 break  # a missing folder (made at the first start)
             if not os.access(folder, os.X_OK):
                 return _cannot_enter(path, folder, folder == way.parent)
+    if os.path.islink(named) and _leads_nowhere(named):
+        # Followed, it would make the file where the link leads: an empty database on the
+        # unmounted mount point (no sign-ins, a new webhook secret), hidden once it is mounted.
+        return _dangling(path, named)
     return None
 
 
@@ -335,12 +340,15 @@ def _leads_nowhere(link: Path) -> bool:
 
 
 def _dangling(path: Path, link: Path) -> str:
-    """The one line for a folder on the way to the database that is a symlink to nothing."""
+    """The one line for the database file, or a folder on the way to it, that is a symlink to
+    nothing."""
+    folder = link != path.expanduser().absolute()
     return (
-        f"storage.path: {path}: {link} is a symlink to {os.path.realpath(link)}, which does not "
-        f"exist (a disk not mounted, a folder moved or renamed), so the database cannot be "
+        f"storage.path: {f'{path}: {link}' if folder else path} is a symlink to "
+        f"{os.path.realpath(link)}, which does not exist (a disk not mounted, a "
+        f"{'folder' if folder else 'file'} moved or renamed), so the database cannot be "
         f"reached: see where it points (ls -l {link}), then mount the disk or fix the link, or "
-        "make storage.path name the real folder"
+        f"make storage.path name the real {'folder' if folder else 'database file'}"
     )
 
 
