@@ -151,6 +151,38 @@ def test_check_config_warns_of_two_profiles_on_one_serializd_login(tmp_path: Pat
     assert "bob's plays would land on alice's Serializd" in warning
 
 
+@pytest.mark.parametrize(
+    ("anilist", "profiles", "warned"),
+    [
+        ("{}", "me: {accounts: {anilist: {}}}", "profile me"),
+        ("{}", "me: {accounts: {anilist: {}}}\n  bo: {accounts: {anilist: {}}}", "profiles me, bo"),
+        ("{client_id: '123'}", "me: {accounts: {anilist: {}}}", None),
+        ("{}", "me: {accounts: {anilist: {token: t0k}}}", None),
+    ],
+    ids=["no-client-id", "two-profiles", "client-id-set", "token-in-config"],
+)
+def test_check_config_warns_of_anilist_accounts_auth_anilist_cannot_sign_in(
+    tmp_path: Path, anilist: str, profiles: str, warned: str | None
+) -> None:
+    # Said only by `auth anilist` before: the service would run, its AniList plays waiting
+    # for a sign-in the command cannot give without a client id.
+    path = write_config(tmp_path, f"services:\n  anilist: {anilist}\nprofiles:\n  {profiles}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+    said = [line for line in result.stdout.splitlines() if "client_id is not set" in line]
+    if warned is None:
+        assert said == []
+        return
+    key = "profiles.me" if warned == "profile me" else "profiles.NAME"
+    assert said == [
+        "warning: services.anilist.client_id is not set, and `watchbridge auth anilist` needs it"
+        f" to sign in {warned}: create a client at https://anilist.co/settings/developer with"
+        " the redirect URL https://anilist.co/api/v2/oauth/pin and put its id in"
+        f" services.anilist.client_id, or paste a token into {key}.accounts.anilist.token"
+    ]
+
+
 def test_check_config_says_what_plays_of_a_profile_go_to_no_account(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

@@ -323,6 +323,8 @@ def start_warnings(
                 f"links.{name}.collection_removals does nothing: it works only with collection"
                 " in the link's kinds (plex-trakt links); add it there, or remove the line"
             )
+    if problem := _anilist_sign_in_problem(config):
+        warnings.append(problem)
     logins: dict[str, str] = {}  # Serializd email -> the first profile signing in with it
     for name, profile in config.profiles.items():
         serializd = profile.accounts.serializd
@@ -356,6 +358,34 @@ def start_warnings(
                 "account id; list the owner's user name or that id instead (docs/webhooks.md)"
             )
     return warnings
+
+
+def _anilist_sign_in_problem(config: Config) -> str | None:
+    """The profiles with an AniList account that `watchbridge auth anilist` cannot sign in:
+    its page needs services.anilist.client_id. A warning, not a refusal: a token pasted into
+    the config (or `auth anilist --token`) needs none."""
+    from watchbridge.services.anilist import CREATE_CLIENT
+
+    anilist = config.services.anilist
+    if anilist is None or anilist.client_id:
+        return None
+    names = [
+        name
+        for name, profile in config.profiles.items()
+        if profile.accounts.anilist is not None and profile.accounts.anilist.token is None
+    ]
+    if not names:
+        return None
+    whom, key = (
+        (f"profile {names[0]}", f"profiles.{names[0]}")
+        if len(names) == 1
+        else (f"profiles {', '.join(names)}", "profiles.NAME")
+    )
+    return (
+        f"services.anilist.client_id is not set, and `watchbridge auth anilist` needs it to "
+        f"sign in {whom}: {CREATE_CLIENT} and put its id in services.anilist.client_id, or "
+        f"paste a token into {key}.accounts.anilist.token"
+    )
 
 
 def _unreadable_servers(config: Config, name: str, profile: Profile) -> list[str]:

@@ -44,6 +44,9 @@ from watchbridge.services.trakt import TokenStore
 
 SERVICE = "anilist"
 PIN_REDIRECT = "https://anilist.co/api/v2/oauth/pin"
+CREATE_CLIENT = (
+    f"create a client at https://anilist.co/settings/developer with the redirect URL {PIN_REDIRECT}"
+)
 SERVED_PER_MINUTE = 30  # §3: "currently degraded: 30 per minute" (nominal 90)
 BURST = 3  # requests at once; the burst limiter trips at ~10/s or ~30 quick calls (§3)
 # Kept back from the served limit per minute, so a burst plus a minute of pacing stays under it.
@@ -451,9 +454,7 @@ def sign_in_page(config: AniListConfig, response_type: Literal["code", "token"])
     """The page a user opens to sign in, or why the config cannot give one."""
     if not config.client_id:
         raise AniListAuthError(
-            "services.anilist.client_id is not set: create a client at "
-            "https://anilist.co/settings/developer with the redirect URL "
-            f"{PIN_REDIRECT} and put its id there"
+            f"services.anilist.client_id is not set: {CREATE_CLIENT} and put its id there"
         )
     return authorize_url(config.auth_url, config.client_id, response_type, PIN_REDIRECT)
 
