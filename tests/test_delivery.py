@@ -3379,3 +3379,57 @@ async def test_a_backlog_of_good_plays_goes_in_a_few_requests(
     await drain(worker, runtime, clock, passes=6)
     assert len(trakt.history()) == 1000
     assert trakt.count("POST", "/sync/history") <= 10
+
+
+async def test_a_target_down_for_days_logs_its_outage_hourly_not_at_every_probe(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(10_000, 503)  # Trakt (or the home's internet) down for 3 days
+    started, probes = clock(), 0
+    with caplog.at_level(logging.DEBUG, logger="watchbridge"):
+        while clock() < started + 3 * 86400:  # over 850 probes, each a line before
+            await worker.pass_once(runtime)
+            probes += 1
+            clock.advance(max(0.0, worker.holds["trakt"].until - clock()))
+        trakt.clear_knobs()  # Trakt is back
+        await worker.pass_once(runtime)
+    told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # A line as it begins, as it becomes a long one, then one reminder an hour (of the
+    # probe and of its request), and one as it ends.
+    assert told.count("deliveries held") <= 3 * 24 + 1
+    assert told.count("request failed") <= 3 * 24 + 1
+    assert len(told) < 3 * 24 * 2 + 20
+    reminder = next(r for r in caplog.records if hasattr(r, "more_since_last_line"))
+    assert reminder.more_since_last_line >= 10  # how many probes it did not tell
+    ended = [r for r in caplog.records if r.getMessage() == "deliveries flowing again"]
+    assert len(ended) == 1 and ended[0].times == probes  # type: ignore[attr-defined]
+    # Every probe is still there at DEBUG.
+    held = [r for r in caplog.records if r.getMessage() == "deliveries held"]
+    assert len(held) == probes
+
+
+async def test_a_sign_in_lost_for_days_is_logged_hourly_not_each_time_its_plays_come_back(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt.revoke_tokens()  # the user removed the app on Trakt, then left for a while
+    webhook(runtime, "movie_media_scrobble.json")
+    with caplog.at_level(logging.INFO, logger="watchbridge"):
+        await drain(worker, runtime, clock, passes=3 * 24 * 4, step=900)  # its rows every 15 min
+        sign_in(runtime, trakt, clock)
+        await drain(worker, runtime, clock, passes=2, step=900)
+    told = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    paused = [r for r in told if r.getMessage() == "deliveries paused"]
+    assert 1 <= len(paused) <= 3 * 24 + 1
+    assert any(getattr(r, "more_since_last_line", 0) >= 3 for r in paused)
+    assert len(told) <= 2 * (3 * 24 + 1)
+    ended = [r for r in caplog.records if r.getMessage() == "deliveries flowing again"]
+    assert [r.key for r in ended] == ["trakt:me"]  # type: ignore[attr-defined]

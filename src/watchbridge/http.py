@@ -28,7 +28,7 @@ import httpx
 from watchbridge import __version__
 from watchbridge.backoff import doubled
 from watchbridge.errors import WatchbridgeError
-from watchbridge.logs import Redactor
+from watchbridge.logs import Redactor, Repeating
 from watchbridge.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,9 @@ class HttpClient:
         # what happens there (a scrobble, a play) by its own clock.
         self.clock_skew = 0.0
         self._skew_told = False
+        # Each request failing through an outage (each probe, each queued row's lookup) is a
+        # line once, then hourly, per host: the service's own, a sign-in host.
+        self._failing = Repeating(log)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -396,6 +399,7 @@ class HttpClient:
                 if inspect is not None:
                     inspect(response)
                 if response.status_code in passthrough:
+                    self._answered(base_url)
                     return response
                 if response.status_code == 429:
                     wait = retry_after_seconds(response.headers, self.clock())
@@ -415,6 +419,7 @@ class HttpClient:
                         self._waited(wait)
                     continue
                 if response.status_code not in TRANSIENT_STATUS:
+                    self._answered(base_url)
                     return response
                 last_problem = f"answered {response.status_code}"
                 unknown = response.status_code in AMBIGUOUS_STATUS
@@ -434,14 +439,14 @@ class HttpClient:
             if attempt < self.retry.attempts:
                 pause = jittered(doubled(self.retry.backoff, attempt - 1))
                 await asyncio.sleep(max(pause, retry_after or 0.0))
-        log.warning(
+        self._failing.warning(
+            base_url or "",
             "request failed",
-            extra={
-                "service": self.service,
-                "method": method,
-                "path": self.redact(path),
-                "problem": last_problem,
-            },
+            self.clock(),
+            service=self.service,
+            method=method,
+            path=self.redact(path),
+            problem=last_problem,
         )
         raise Unavailable(
             self.service,
@@ -450,6 +455,11 @@ class HttpClient:
             answered=answered and write,
             status=status,
         )
+
+    def _answered(self, base_url: str | None) -> None:
+        """The host answered: requests failing to reach it, if they were, are over."""
+        host = base_url or ""
+        self._failing.over(host, "requests answered again", self.clock(), service=self.service)
 
     def _note_clock(self, headers: Mapping[str, str]) -> None:
         said = date_header_time(headers)

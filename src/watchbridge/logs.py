@@ -7,7 +7,8 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 REDACTED = "********"
@@ -111,6 +112,84 @@ def _quote(value: object) -> str:
 
 # How often each of uvicorn's warnings about a request it cannot take passes (see Throttled).
 UVICORN_WARNINGS_EVERY = 600.0
+# How often a problem that goes on (a service down for weeks) is told again (see Repeating).
+REMINDER_EVERY = 3600.0
+# The field of a line told again: how many times it came since the last line (not told).
+UNTOLD_FIELD = "more_since_last_line"
+
+
+@dataclass
+class _Spell:
+    """A problem told: when it began and was last told, how often it came, how many untold."""
+
+    began: float
+    told_at: float
+    times: int = 1
+    untold: int = 0
+
+
+class Reminders:
+    """When to tell each problem that keeps coming (by key): its first time, then at most once
+    per `every`. Bounded: the least recently told goes first past `kept`. Pure bookkeeping:
+    the caller passes the time."""
+
+    def __init__(self, every: float, kept: int = 64) -> None:
+        self.every, self.kept = every, kept
+        self._spells: dict[Hashable, _Spell] = {}
+
+    def came(self, key: Hashable, now: float) -> int | None:
+        """Count one more time of `key`; when it should be told now, how many times it came
+        untold since its last line (else None)."""
+        spell = self._spells.pop(key, None)
+        if spell is None:
+            spell = _Spell(began=now, told_at=now, times=0)
+        elif 0 <= now - spell.told_at < self.every:
+            spell.times, spell.untold = spell.times + 1, spell.untold + 1
+            self._spells[key] = spell
+            return None
+        untold = spell.untold
+        spell.times, spell.untold, spell.told_at = spell.times + 1, 0, now
+        self._spells[key] = spell
+        while len(self._spells) > self.kept:
+            del self._spells[next(iter(self._spells))]
+        return untold
+
+    def ended(self, key: Hashable) -> _Spell | None:
+        """Forget `key`; the spell it ends, if it was told."""
+        return self._spells.pop(key, None)
+
+
+class Repeating:
+    """A problem that may come again and again for weeks (a service down: a line per probe, per
+    request, per queued row) in a log someone reads (a Home Assistant app's, `docker logs`):
+    a warning its first time, then at most one per `every` with how many came since
+    (UNTOLD_FIELD), and, once `over`, one line saying so; every time in between is a DEBUG
+    line with all its detail (`logging.level: debug`)."""
+
+    def __init__(self, logger: logging.Logger, every: float = REMINDER_EVERY) -> None:
+        self.logger = logger
+        self.reminders = Reminders(every)
+
+    def warning(self, key: Hashable, msg: str, now: float, /, **extra: object) -> bool:
+        """Log `msg` (a warning when due, else DEBUG); True if it was a warning."""
+        untold = self.reminders.came(key, now)
+        if untold is None:
+            self.logger.debug(msg, extra=extra)
+            return False
+        self.logger.warning(msg, extra=extra | ({UNTOLD_FIELD: untold} if untold else {}))
+        return True
+
+    def over(self, key: Hashable, msg: str, now: float, /, **extra: object) -> None:
+        """The problem `key` is over: `msg` once, when it came more than once (a blip's one
+        warning says all), with how many times and for how long."""
+        spell = self.reminders.ended(key)
+        if spell is not None and spell.times > 1:
+            lasted = {"times": spell.times, "seconds": round(max(0.0, now - spell.began))}
+            self.logger.info(msg, extra=extra | lasted)
+
+    def forget(self, key: Hashable) -> None:
+        """`key` ended unseen (long ago): its next time is a first time again."""
+        self.reminders.ended(key)
 
 
 class Throttled(logging.Filter):
@@ -118,29 +197,22 @@ class Throttled(logging.Filter):
     many it held back since. uvicorn warns once per request it cannot take (a TLS handshake on
     the plain port: a webhook URL pasted with https://; a websocket upgrade; a scanner), from
     anyone who reaches the port, for as long as they send: without this, a line per request.
-    Bounded by uvicorn's messages; the least recently told goes first past `kept`."""
+    Bounded by uvicorn's messages (see Reminders)."""
 
     def __init__(
         self, every: float = UVICORN_WARNINGS_EVERY, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        self.every, self.clock, self.kept = every, clock, 32
-        self._told: dict[str, tuple[float, int]] = {}  # message: when told, how many held since
+        self.clock = clock
+        self.reminders = Reminders(every, kept=32)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.WARNING:
             return True
-        key, now = str(record.msg), self.clock()
-        told_at, held = self._told.pop(key, (None, 0))
-        if told_at is not None and 0 <= now - told_at < self.every:
-            self._told[key] = (told_at, held + 1)
-            return False
-        if held:
-            record.more_since_last_line = held
-        self._told[key] = (now, 0)
-        while len(self._told) > self.kept:
-            del self._told[next(iter(self._told))]
-        return True
+        untold = self.reminders.came(str(record.msg), self.clock())
+        if untold:
+            setattr(record, UNTOLD_FIELD, untold)
+        return untold is not None
 
 
 def mask_also(secrets: Iterable[str]) -> None:

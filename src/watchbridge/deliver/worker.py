@@ -26,6 +26,7 @@ from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.http import Unavailable
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
+from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store, Untold
 
@@ -203,6 +204,8 @@ SERVICE_ROLE = "service"
 
 
 ENDING = ":ending"  # the `credentials` key of a sign-in that works but cannot be renewed
+# The alerts a profile's held deliveries raise (see Hold.alert).
+PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
 
 
 def _told(reason: str) -> str:
@@ -415,6 +418,9 @@ class DeliveryWorker:
         # "target:profile" -> (since, until) of a rate limit in holds back to back: told once
         # it has lasted as long as an outage would before its alert.
         self._limited: dict[str, tuple[float, float]] = {}
+        # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
+        # every 15: the log tells each once, then hourly, and when it is over.
+        self._held_log = Repeating(log)
         self._latest_now = 0.0  # the latest time the clock said: a step back is seen
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
@@ -687,32 +693,43 @@ class DeliveryWorker:
                 # None held, or the last hold ran out long ago and passes went on since: a new
                 # outage.
                 held = self.holds[target.name] = TargetHold(now, hold.reason, now)
+                self._held_log.forget(target.name)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             held.streak += 1
             first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
             pause = max(first, min(TARGET_PROBE_MAX, doubled(first, held.streak - 1)))
             held.until, held.reason = now + pause, hold.reason
-            log.warning(
+            self._held_log.warning(
+                target.name,
                 "deliveries held",
-                extra={"target": target.name, "reason": hold.reason, "seconds": round(pause)},
+                now,
+                target=target.name,
+                reason=hold.reason,
+                seconds=round(pause),
             )
             told = _told(hold.reason)
             text = unreachable_alert(target.name, told, held.since, now, now + hold.after)
             if text is not None:
                 alerts[("service_unreachable", target.name, None)] = text
-                held.told = True  # logged below
         for (kind, key, profile), reason in alerts.items():
-            log.warning(
-                "deliveries paused", extra={"target": target.name, "key": key, "reason": reason}
-            )
-            await runtime.notifier.notify(kind, paused_title(target.name, profile), reason, key=key)
+            title = paused_title(target.name, profile)
+            sent = await runtime.notifier.notify(kind, title, reason, key=key) == SENT
+            extra = {"target": target.name, "key": key, "reason": reason}
+            outage = self.holds.get(target.name) if profile is None else None
+            if outage is None:
+                self._held_log.warning((kind, key), "deliveries paused", now, **extra)
+            elif sent or not outage.told:  # the target's: once a long one, and with each alert
+                log.warning("deliveries paused", extra=extra)
+                outage.told = True
         for profile, reason in ending.items():  # flowing, but not for long: tell it now
-            log.warning("sign-in ends soon", extra={"target": target.name, "reason": reason})
+            key = f"{target.name}:{profile}"
+            self._held_log.warning(
+                (ENDING, key), "sign-in ends soon", now, target=target.name, reason=reason
+            )
             title = ending_title(target.name, profile)
             # Its own condition: the pause when the sign-in does end is a new alert, not a
             # reminder of this one held back by its throttle.
-            key = f"{target.name}:{profile}{ENDING}"
-            await runtime.notifier.notify("credentials", title, reason, key=key)
+            await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
@@ -748,7 +765,7 @@ class DeliveryWorker:
             # about them is over (no delivery of that profile would ever close it), and so is
             # an outage of a service no target delivers to any more.
             over = f"{why}: its waiting deliveries are dead letters now"
-            for kind in ("credentials", "account_limit", "service_unreachable"):
+            for kind in PROFILE_ALERTS:
                 await runtime.notifier.resolve(kind, over, key=f"{target}:{profile}")
             if target not in self.targets:
                 await runtime.notifier.resolve("service_unreachable", over, key=target)
@@ -821,6 +838,9 @@ class DeliveryWorker:
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
         self.holds.pop(target.name, None)
+        self._held_log.over(
+            target.name, "deliveries flowing again", runtime.clock(), target=target.name
+        )
         message = f"{target.name} deliveries are flowing again"
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
@@ -830,10 +850,17 @@ class DeliveryWorker:
         """These profiles' deliveries went through and none was held: their sign-in problems
         are over (unless it is `ending`: it cannot be renewed), and an account limit once the
         rows it held are no longer waiting."""
+        now = runtime.clock()
         for profile in profiles:
             message = f"{target.name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
             self._limited.pop(key, None)
+            for kind in PROFILE_ALERTS:
+                extra = {"target": target.name, "key": key, "alert": kind}
+                self._held_log.over((kind, key), "deliveries flowing again", now, **extra)
+            if profile not in ending:
+                over = "sign-in renewed"
+                self._held_log.over((ENDING, key), over, now, target=target.name, key=key)
             if profile not in ending:
                 await runtime.notifier.resolve("credentials", message, key=key)
                 if runtime.notifier.raised("credentials", key + ENDING):
