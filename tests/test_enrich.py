@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -1405,3 +1406,65 @@ async def test_a_play_on_another_jellyfin_server_is_not_told_to_identify_the_sho
         await drain(worker, runtime)
         (row,) = runtime.store.unmatched()
         assert "identify it there" not in (row.item.last_error or "")
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING and r.getMessage() == message]
+
+
+async def test_trakts_id_search_down_for_a_backlog_is_logged_hourly_not_per_row(
+    start_fake: Callable[[FakeServer], FakeServer],
+    store: Store,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt, show = trakt_with_the_show(start_fake)
+    trakt.add_episode(show, 5, 14, tvdb=4637661, imdb="tt2301451")
+    trakt.fail_next(10_000, 503)  # Trakt down while Serializd works through a backlog
+    config = TraktConfig(CLIENT_ID, api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(config, store, clock=clock)
+    client.http.retry = FAST
+    client.http.pacers[""] = Pacer()  # Trakt's read pacing runs on the real clock
+    enricher = Enricher(store, clock, search=client.search)
+    try:
+        with caplog.at_level(logging.INFO, logger="watchbridge"):
+            for _ in range(100):  # a row every 2 minutes for over 3 hours
+                await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+                clock.advance(120)
+            trakt.clear_knobs()
+            back = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    finally:
+        await client.aclose()
+    assert back.problem is None
+    # The first, then one an hour (of the search, and of its request).
+    assert 1 <= len(warnings_of(caplog, "trakt id search failed")) <= 4
+    assert 1 <= len(warnings_of(caplog, "request failed")) <= 4
+    (over,) = [r for r in caplog.records if r.getMessage() == "trakt id search works again"]
+    assert over.times == 100  # type: ignore[attr-defined]
+
+
+async def test_a_media_server_down_for_hours_logs_its_lookups_hourly_not_each_minute(
+    store: Store,
+    jellyfin_server: FakeJellyfin,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = JellyfinConfig(url=jellyfin_server.url, api_key=Secret(API_KEY))
+    client = MediaServerClient(config, clock=clock)
+    client.http.retry = FAST
+    enricher = Enricher(store, clock, jellyfin=client)
+    jellyfin_server.fail_next(10_000, 503)
+    try:
+        with caplog.at_level(logging.INFO, logger="watchbridge"):
+            for _ in range(3 * 60):  # plays waiting for it, asked every minute for 3 hours
+                await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+                clock.advance(SERVER_OUTAGE_PAUSE)
+            jellyfin_server.clear_knobs()
+            back = await enricher.enrich(jellyfin_episode(), SHOW_TMDB, "jellyfin")
+    finally:
+        await client.aclose()
+    assert back.problem is None
+    # The first, then one an hour (of the lookup, and of its requests).
+    assert 1 <= len(warnings_of(caplog, "series lookup failed")) <= 3
+    assert 1 <= len(warnings_of(caplog, "request failed")) <= 3
+    assert [r.getMessage() for r in caplog.records].count("series lookups work again") == 1

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
+from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
 from watchbridge.services.plex import PlexAuthError, PlexItem
@@ -321,6 +322,10 @@ def _first(rows: Sequence[Sequence[Any]], wanted: Callable[[ListedRow], bool]) -
     return next((row for row in listed if wanted(row)), None)
 
 
+SEARCH_FAILED = "trakt id search failed"
+LOOKUP = "lookup"  # the one problem a media server's lookups log (see logs.Repeating)
+
+
 class TraktResolver:
     """Finds Trakt ids for items by searching their other ids, or (where no id names them) their
     title; remembers answers."""
@@ -338,13 +343,23 @@ class TraktResolver:
         self.title_search = title_search
         self.cache = cache
         self.clock = clock
+        # Searched for each queued row: through an outage, a line once, then hourly.
+        self._failing = Repeating(log)
 
     async def resolve(self, item: MediaRef, source: str | None = None) -> MediaRef | None:
         """The item with the Trakt ids its other ids find, or (for a row of a webhook source
         in TITLE_SEARCH_SOURCES) its title."""
         if found := await self._search(item):
-            return apply_match(item, found)
-        return await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
+            resolved: MediaRef | None = apply_match(item, found)
+        else:
+            resolved = await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
+        self._failing.over(SEARCH_FAILED, "trakt id search works again", self.clock())
+        return resolved
+
+    def failed(self, item: MediaRef, exc: ServiceError) -> None:
+        """Log that a search for `item` failed (the caller decides what its row does)."""
+        extra = {"item": item.describe(), "problem": exc.message}
+        self._failing.warning(SEARCH_FAILED, SEARCH_FAILED, self.clock(), **extra)
 
     async def first_of_file(
         self, item: MediaRef, first: Ids, first_number: int | None = None
@@ -578,6 +593,7 @@ class PlexEnricher:
         self.cache = cache
         self.clock = clock
         self.answered = 0  # reads PMS answered (found or not): its token works
+        self._failing = Repeating(log)  # a server down: a line once, then hourly
 
     async def enrich(self, item: MediaRef, need: Need = TRAKT) -> MediaRef:
         return (await self.lookup(item, need))[0]
@@ -600,11 +616,10 @@ class PlexEnricher:
                 if show is not None:
                     item = merge_plex_show(item, show)
         except ServiceError as exc:
-            log.warning(
-                "plex lookup failed",
-                extra={"item": item.describe(), "problem": exc.message},
-            )
+            extra = {"item": item.describe(), "problem": exc.message}
+            self._failing.warning(LOOKUP, "plex lookup failed", self.clock(), **extra)
             return item, exc
+        self._failing.over(LOOKUP, "plex lookups work again", self.clock())
         return item, None
 
     async def _read(self, rating_key: str, guid: str | None) -> PlexItem | None:
@@ -707,6 +722,7 @@ class SeriesEnricher:
         self.cache = cache
         self.clock = clock
         self.answered = 0  # reads the server answered (found or not): its key works
+        self._failing = Repeating(log)  # a server down: a line once, then hourly
         self.answers_as: str | None = None  # the configured server's ServerId, once it said
 
     async def lookup(
@@ -724,11 +740,10 @@ class SeriesEnricher:
         try:
             found = await self._read(key, movie, from_server)
         except ServiceError as exc:
-            log.warning(
-                "series lookup failed",
-                extra={"server": self.server, "item": item.describe(), "problem": exc.message},
-            )
+            extra = {"server": self.server, "item": item.describe(), "problem": exc.message}
+            self._failing.warning(LOOKUP, "series lookup failed", self.clock(), **extra)
             return item, exc
+        self._failing.over(LOOKUP, "series lookups work again", self.clock(), server=self.server)
         if found is None or not same_server(found.server, from_server):
             return item, None
         if movie:  # played before the server identified it, perhaps: its ids now
@@ -958,6 +973,7 @@ class Enricher:
             self._answers["plex"] = plex_answers
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
+        self._failing = Repeating(log)  # Plex's catalogue down: a line once, then hourly
 
     def asks(self, item: MediaRef, source: str | None) -> bool:
         """Whether the media server `item` came from can be asked about it (configured)."""
@@ -999,10 +1015,7 @@ class Enricher:
             try:
                 found = await self.trakt.resolve(item, source)
             except ServiceError as exc:
-                log.warning(
-                    "trakt id search failed",
-                    extra={"item": item.describe(), "problem": exc.message},
-                )
+                self.trakt.failed(item, exc)
                 if problem is None and isinstance(exc, Unavailable):
                     message = f"Trakt's id search failed: {exc.message}"
                     problem = Problem(message, transient=True, retry_after=exc.retry_after)
@@ -1035,7 +1048,8 @@ class Enricher:
         prefix = f"plex://{'show' if episode else 'movie'}/"
         if self.plex_catalogue is None or not guid or not guid.startswith(prefix):
             return item, ""
-        hit, cached = self.cache.cache_get(CATALOGUE, guid, self.clock())
+        now = self.clock()
+        hit, cached = self.cache.cache_get(CATALOGUE, guid, now)
         ids: Ids | None = None
         if hit and isinstance(cached, dict):
             with contextlib.suppress(TypeError):
@@ -1044,11 +1058,10 @@ class Enricher:
             try:
                 ids = await self.plex_catalogue(guid.removeprefix(prefix))
             except ServiceError as exc:
-                log.warning(
-                    "plex catalogue lookup failed",
-                    extra={"item": item.describe(), "problem": exc.message},
-                )
+                extra = {"item": item.describe(), "problem": exc.message}
+                self._failing.warning(CATALOGUE, "plex catalogue lookup failed", now, **extra)
                 return item, f", and Plex's catalogue could not be asked ({exc.message})"
+            self._failing.over(CATALOGUE, "plex catalogue lookups work again", now)
             value = None if ids is None else ids.present()
             ttl = PLEX_FOUND_TTL if ids is not None else PLEX_MISSING_TTL
             self.cache.cache_put(CATALOGUE, guid, value, self.clock(), ttl)
@@ -1086,9 +1099,7 @@ class Enricher:
         try:
             found = await self.trakt.resolve(item)
         except ServiceError as exc:
-            log.warning(
-                "trakt id search failed", extra={"item": item.describe(), "problem": exc.message}
-            )
+            self.trakt.failed(item, exc)
             return None
         tmdb = found.ids.tmdb if found is not None else None
         return int(tmdb) if tmdb is not None and _digits(tmdb) else None

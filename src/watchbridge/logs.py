@@ -174,9 +174,10 @@ class Repeating:
         """Log `msg` (a warning when due, else DEBUG); True if it was a warning."""
         untold = self.reminders.came(key, now)
         if untold is None:
-            self.logger.debug(msg, extra=extra)
+            self.logger.debug(msg, extra=extra, stacklevel=2)
             return False
-        self.logger.warning(msg, extra=extra | ({UNTOLD_FIELD: untold} if untold else {}))
+        untold_field = {UNTOLD_FIELD: untold} if untold else {}
+        self.logger.warning(msg, extra=extra | untold_field, stacklevel=2)
         return True
 
     def over(self, key: Hashable, msg: str, now: float, /, **extra: object) -> None:
@@ -185,7 +186,7 @@ class Repeating:
         spell = self.reminders.ended(key)
         if spell is not None and spell.times > 1:
             lasted = {"times": spell.times, "seconds": round(max(0.0, now - spell.began))}
-            self.logger.info(msg, extra=extra | lasted)
+            self.logger.info(msg, extra=extra | lasted, stacklevel=2)
 
     def forget(self, key: Hashable) -> None:
         """`key` ended unseen (long ago): its next time is a first time again."""

@@ -698,7 +698,7 @@ class TraktTarget:
                     found = await self._by_own_ids(item)
                 except Unavailable as exc:
                     # After a write, whose outcomes stand: the row is tried again as unmatched.
-                    _search_failed(item, exc)
+                    self.resolver.failed(item, exc)
             if found is not None:
                 placed.append(replace(row, item=found))
                 unplaced.pop(row.outbox.id, None)
@@ -714,7 +714,7 @@ class TraktTarget:
         except Unavailable:
             raise
         except ServiceError as exc:
-            _search_failed(item, exc)
+            self.resolver.failed(item, exc)
             return None
         return found if found is not None and found.ids.trakt else None
 
@@ -1004,10 +1004,6 @@ class TraktTarget:
             )
         ]
         await self._remember(profile, seen)
-
-
-def _search_failed(item: MediaRef, exc: ServiceError) -> None:
-    log.warning("trakt id search failed", extra={"item": item.describe(), "problem": exc.message})
 
 
 def readings(watched_at: float, skew: float) -> tuple[float, float]:
