@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -315,3 +317,25 @@ def test_a_date_header_without_a_zone_is_gmt_whatever_the_local_zone(
     assert date_header_time({"date": "Thu, 26 Nov 2026 10:00:00 -0000"}) == 1795687200.0
     assert date_header_time({"date": "Thu, 26 Nov 2026 10:00:00 GMT"}) == 1795687200.0
     assert date_header_time({"date": "not a date"}) is None
+
+
+async def test_a_service_down_is_one_warning_for_every_client_a_scheduled_run_makes(
+    echo: EchoFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo.fail_next(1000, 503)  # down for the day; each link run makes its own client
+    now = [0.0]
+    with caplog.at_level(logging.INFO, logger="watchbridge.http"):
+        for _ in range(50):  # a run every 10 minutes for 8 hours
+            http = HttpClient("echo", echo.url, clock=lambda: now[0], retry=RetryPolicy(attempts=1))
+            with contextlib.suppress(Unavailable):
+                await http.request("GET", "/items")
+            await http.aclose()
+            now[0] += 600
+        echo.clear_knobs()
+        http = HttpClient("echo", echo.url, clock=lambda: now[0])
+        await http.request("GET", "/items")
+        await http.aclose()
+    told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert told.count("request failed") == 9  # the first, then one an hour
+    (over,) = [r for r in caplog.records if r.getMessage() == "requests answered again"]
+    assert over.times == 50  # type: ignore[attr-defined]

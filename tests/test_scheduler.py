@@ -490,7 +490,7 @@ async def test_an_unforeseen_failure_logs_its_traceback_once_per_streak(
     trakt, serializd, receiver = fakes
     runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
     runtime.store.set_cursor("trakt", "me", "link:ts", "{damaged", time.time())  # not JSON
-    with caplog.at_level("WARNING", logger="watchbridge.scheduler"):
+    with caplog.at_level("DEBUG", logger="watchbridge.scheduler"):  # each run's line
         async with scheduled(runtime):
             await until(lambda: failed_runs(runtime) >= 3)
     failed = [r for r in caplog.records if r.getMessage() == "sync run failed"]
@@ -563,3 +563,24 @@ async def test_a_hold_is_logged_as_a_warning_once_while_it_lasts(
             await until(lambda: len(runtime.store.recent_runs("ts", 100)) >= runs + 2)
     logged = [r for r in caplog.records if r.getMessage().startswith("sync holds removals")]
     assert len(logged) == 1 and "--link ts --confirm-removals" in logged[0].held  # type: ignore[attr-defined]
+
+
+async def test_a_link_failing_run_after_run_logs_a_line_as_it_begins_and_one_as_it_ends(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    serializd.fail_next(100_000, 400)  # Serializd refusing for weeks; the link runs on
+    with caplog.at_level("INFO", logger="watchbridge.scheduler"):
+        async with scheduled(runtime):
+            await until(lambda: failed_runs(runtime) >= 5)
+            told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert told.count("sync run failed") == 1  # then once an hour
+            serializd.clear_knobs()  # Serializd is back
+            await until(
+                lambda: any(r.getMessage() == "sync runs work again" for r in caplog.records)
+            )
+    (over,) = [r for r in caplog.records if r.getMessage() == "sync runs work again"]
+    assert over.times >= 5  # type: ignore[attr-defined]

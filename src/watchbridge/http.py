@@ -260,6 +260,11 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# Requests failing through an outage (each probe, each queued row's lookup, each scheduled
+# run's new client) are a line once, then hourly, per service and host (a sign-in host apart).
+_FAILING = Repeating(log)
+
+
 class HttpClient:
     """An httpx client for one service with the shared policy applied to every request."""
 
@@ -277,6 +282,7 @@ class HttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.service = service
+        self.base_url = base_url.rstrip("/")
         self.metrics = metrics
         self.retry = retry
         self.clock = clock
@@ -287,9 +293,6 @@ class HttpClient:
         # what happens there (a scrobble, a play) by its own clock.
         self.clock_skew = 0.0
         self._skew_told = False
-        # Each request failing through an outage (each probe, each queued row's lookup) is a
-        # line once, then hourly, per host: the service's own, a sign-in host.
-        self._failing = Repeating(log)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -439,8 +442,8 @@ class HttpClient:
             if attempt < self.retry.attempts:
                 pause = jittered(doubled(self.retry.backoff, attempt - 1))
                 await asyncio.sleep(max(pause, retry_after or 0.0))
-        self._failing.warning(
-            base_url or "",
+        _FAILING.warning(
+            (self.service, base_url or self.base_url),
             "request failed",
             self.clock(),
             service=self.service,
@@ -458,8 +461,8 @@ class HttpClient:
 
     def _answered(self, base_url: str | None) -> None:
         """The host answered: requests failing to reach it, if they were, are over."""
-        host = base_url or ""
-        self._failing.over(host, "requests answered again", self.clock(), service=self.service)
+        host = (self.service, base_url or self.base_url)
+        _FAILING.over(host, "requests answered again", self.clock(), service=self.service)
 
     def _note_clock(self, headers: Mapping[str, str]) -> None:
         said = date_header_time(headers)

@@ -358,8 +358,10 @@ class TraktResolver:
 
     def failed(self, item: MediaRef, exc: ServiceError) -> None:
         """Log that a search for `item` failed (the caller decides what its row does)."""
-        extra = {"item": item.describe(), "problem": exc.message}
-        self._failing.warning(SEARCH_FAILED, SEARCH_FAILED, self.clock(), **extra)
+        problem, described = exc.message, item.describe()
+        self._failing.warning(
+            SEARCH_FAILED, SEARCH_FAILED, self.clock(), item=described, problem=problem
+        )
 
     async def first_of_file(
         self, item: MediaRef, first: Ids, first_number: int | None = None
@@ -616,8 +618,10 @@ class PlexEnricher:
                 if show is not None:
                     item = merge_plex_show(item, show)
         except ServiceError as exc:
-            extra = {"item": item.describe(), "problem": exc.message}
-            self._failing.warning(LOOKUP, "plex lookup failed", self.clock(), **extra)
+            problem, described = exc.message, item.describe()
+            self._failing.warning(
+                LOOKUP, "plex lookup failed", self.clock(), item=described, problem=problem
+            )
             return item, exc
         self._failing.over(LOOKUP, "plex lookups work again", self.clock())
         return item, None
@@ -740,8 +744,15 @@ class SeriesEnricher:
         try:
             found = await self._read(key, movie, from_server)
         except ServiceError as exc:
-            extra = {"server": self.server, "item": item.describe(), "problem": exc.message}
-            self._failing.warning(LOOKUP, "series lookup failed", self.clock(), **extra)
+            problem, described = exc.message, item.describe()
+            self._failing.warning(
+                LOOKUP,
+                "series lookup failed",
+                self.clock(),
+                server=self.server,
+                item=described,
+                problem=problem,
+            )
             return item, exc
         self._failing.over(LOOKUP, "series lookups work again", self.clock(), server=self.server)
         if found is None or not same_server(found.server, from_server):
@@ -1058,8 +1069,10 @@ class Enricher:
             try:
                 ids = await self.plex_catalogue(guid.removeprefix(prefix))
             except ServiceError as exc:
-                extra = {"item": item.describe(), "problem": exc.message}
-                self._failing.warning(CATALOGUE, "plex catalogue lookup failed", now, **extra)
+                problem, described = exc.message, item.describe()
+                self._failing.warning(
+                    CATALOGUE, "plex catalogue lookup failed", now, item=described, problem=problem
+                )
                 return item, f", and Plex's catalogue could not be asked ({exc.message})"
             self._failing.over(CATALOGUE, "plex catalogue lookups work again", now)
             value = None if ids is None else ids.present()

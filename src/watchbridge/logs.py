@@ -170,14 +170,23 @@ class Repeating:
         self.logger = logger
         self.reminders = Reminders(every)
 
-    def warning(self, key: Hashable, msg: str, now: float, /, **extra: object) -> bool:
+    def warning(
+        self,
+        key: Hashable,
+        msg: str,
+        now: float,
+        /,
+        *,
+        exc_info: BaseException | None = None,
+        **extra: object,
+    ) -> bool:
         """Log `msg` (a warning when due, else DEBUG); True if it was a warning."""
         untold = self.reminders.came(key, now)
         if untold is None:
-            self.logger.debug(msg, extra=extra, stacklevel=2)
+            self.logger.debug(msg, extra=extra, exc_info=exc_info, stacklevel=2)
             return False
         untold_field = {UNTOLD_FIELD: untold} if untold else {}
-        self.logger.warning(msg, extra=extra | untold_field, stacklevel=2)
+        self.logger.warning(msg, extra=extra | untold_field, exc_info=exc_info, stacklevel=2)
         return True
 
     def over(self, key: Hashable, msg: str, now: float, /, **extra: object) -> None:

@@ -16,6 +16,7 @@ from dataclasses import fields
 from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config
 from watchbridge.errors import WatchbridgeError
+from watchbridge.logs import Repeating
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
     LinkBusy,
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
 UNRESOLVED_LOGGED = 20  # list titles a run could not sync, named in the log
+# The problems of a link that its log tells once in a while (see logs.Repeating).
+FAILED, REVIEW = "failed", "review"
 BUSY_MARGIN = 5.0  # after a busy link's lease could have ended, before trying again
 
 
@@ -60,6 +63,9 @@ class SyncScheduler:
         delay = jittered(self.first_delay)
         told_unresolved: tuple[str, ...] = ()  # logged again only once they change
         told_held = False  # a hold is logged once, when it begins: it may wait for weeks
+        # A link failing (a service down) or waiting for a review for weeks, run every
+        # `interval` (a minute, maybe): a line as it begins, then hourly, and as it ends.
+        failing = Repeating(log)
         runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
@@ -91,8 +97,12 @@ class SyncScheduler:
             except NeedsReview as exc:
                 # As the run history says: a profile that failed beside the review is a failure.
                 runs.labels(name, "failed" if failure_of(exc) else "needs-review").inc()
-                log.warning(
-                    "sync waits for a first-run review", extra={"link": name, "hint": exc.message}
+                failing.warning(
+                    REVIEW,
+                    "sync waits for a first-run review",
+                    runtime.clock(),
+                    link=name,
+                    hint=exc.message,
                 )
                 for wake in runtime.on_enqueued:  # the link's other profiles may have queued
                     wake()
@@ -114,14 +124,20 @@ class SyncScheduler:
                 failures = await report_run(runtime.store, runtime.notifier, name, message)
                 # A failure we did not foresee (a bug) keeps its traceback, once per streak.
                 unforeseen = not isinstance(exc, WatchbridgeError) and not locked and failures == 1
-                log.warning(
+                failing.warning(
+                    FAILED,
                     "sync run failed",
-                    extra={"link": name, "failures": failures, "reason": message},
+                    runtime.clock(),
                     exc_info=exc if unforeseen else None,
+                    link=name,
+                    failures=failures,
+                    reason=message,
                 )
                 continue
             # Also when the failures came before a restart: the notifier remembers the alert.
             await report_run(runtime.store, runtime.notifier, name, None)
+            failing.over(FAILED, "sync runs work again", runtime.clock(), link=name)
+            failing.over(REVIEW, "sync no longer waits for a review", runtime.clock(), link=name)
             message = f"link {name} syncs every profile again"
             await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             runs.labels(name, result.outcome).inc()

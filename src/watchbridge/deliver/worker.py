@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
@@ -714,7 +714,7 @@ class DeliveryWorker:
         for (kind, key, profile), reason in alerts.items():
             title = paused_title(target.name, profile)
             sent = await runtime.notifier.notify(kind, title, reason, key=key) == SENT
-            extra = {"target": target.name, "key": key, "reason": reason}
+            extra: dict[str, Any] = {"target": target.name, "key": key, "reason": reason}
             outage = self.holds.get(target.name) if profile is None else None
             if outage is None:
                 self._held_log.warning((kind, key), "deliveries paused", now, **extra)
