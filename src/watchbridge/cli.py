@@ -292,8 +292,9 @@ def _unreachable_folder(path: Path) -> str | None:
     entered."""
     named = path.expanduser().absolute()
     if looping := _symlink_loop(named):
+        where = path if looping == named else f"{path}: {looping}"
         return (
-            f"storage.path: {path}: {looping} is a symlink that never reaches a file or folder "
+            f"storage.path: {where} is a symlink that never reaches a file or folder "
             f"(a loop of links), so the database cannot be reached: see where it points (ls -l "
             f"{looping}), then fix or remove the link, or make storage.path name the real "
             "database file"
