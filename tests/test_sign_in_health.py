@@ -398,3 +398,80 @@ def test_an_anilist_sign_in_missing_or_ended_says_what_to_run() -> None:
     states = sign_in_states([Facts("fan", "anilist", None), Facts("fan", "anilist", ended)], NOW)
     assert [s.state for s in states] == ["not_signed_in", "expired"]
     assert all(ANILIST_AUTH in s.message for s in states)
+
+
+# --------------------------------------------------------------------------- refused in use
+
+ANIME = 101
+
+
+@pytest.mark.anyio
+async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_in_again(
+    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    # AniList stops taking the token (revoked, the app removed) while its expiry is months
+    # away: the rows were held as "refused" but the sign-in read "signed in until ..." and
+    # `watchbridge_sign_in_ok` stayed 1, so no alert rule on it fired.
+    from watchbridge.deliver.anilist import AniListTarget
+    from watchbridge.deliver.worker import DeliveryWorker
+    from watchbridge.model import Ids, MediaRef, ref_to_dict
+    from watchbridge.store import NewOutboxRow
+    from watchbridge.wiring import anilist_client
+
+    anilist.limit = anilist.burst_limit = 100_000
+    anilist.add_media(ANIME, episodes=12)
+    config = config_for(tmp_path, trakt, anilist, anilist.issue_token(lifetime=300 * DAY))
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+
+    async def reverse() -> Callable[[MediaRef], tuple[int, int]]:
+        return lambda item: (ANIME, item.number or 1)
+
+    target = AniListTarget(
+        anilist_client(config, runtime.store, now), runtime.store, config.delivery, now, reverse
+    )
+    worker = DeliveryWorker(lambda _: [target], config.delivery)
+    worker.targets = {target.name: target}
+
+    async def deliver_play(number: int) -> None:
+        item = MediaRef("episode", show_ids=Ids(tmdb="5"), season=1, number=number)
+        payload = {"item": ref_to_dict(item), "at": now() - 60}
+        key = f"fan:anilist:{item.key()}"
+        row = NewOutboxRow("anilist", "fan", "play", payload, key, f"{key}:{now()}")
+        assert runtime.store.enqueue([row], now()) == 1
+        for _ in range(3):
+            await worker.pass_once(runtime)
+
+    try:
+        await deliver_play(1)
+        assert runtime.store.outbox_counts()["done"] == 1
+        (fan,) = served(config, now)[0]["fan"]
+        assert fan["state"] == "ok"
+
+        anilist.expire_tokens()  # AniList no longer takes it; its own expiry says 300 days
+        await deliver_play(2)
+        assert runtime.store.waits_for_sign_in("anilist", "fan")
+        sign_ins, page, metrics = served(config, now)
+        (fan,) = sign_ins["fan"]
+        assert fan["state"] == "refused"
+        assert fan["message"].startswith("AniList refused the token ")
+        assert ANILIST_AUTH in fan["message"] and "deliveries wait" in fan["message"]
+        assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 0.0
+        assert '<td>fan</td><td>anilist</td><td><span class="bad">refused</span>' in page
+        shown = status_command(config)
+        assert "  anilist/fan: refused: AniList refused the token " in shown
+        assert "held:          anilist/fan: 1 waiting" in shown
+        assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
+
+        # `watchbridge auth anilist` again: the held row is still flagged until it is tried,
+        # but the refusal was of the old token.
+        await anilist_client(config, runtime.store, now).use_token(
+            "fan", anilist.issue_token(lifetime=300 * DAY)
+        )
+        assert runtime.store.waits_for_sign_in("anilist", "fan")
+        sign_ins, _, metrics = served(config, now)
+        assert [s["state"] for s in sign_ins["fan"]] == ["ok"]
+        assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 1.0
+    finally:
+        await target.aclose()
+        runtime.close()

@@ -6,6 +6,10 @@ to run when it does not. One computation for the status page, `/api/status` and 
 the store, never the network. Nothing here returns a token or any part of one. Plex and
 Jellyfin tokens have no expiry: they are not listed.
 
+An AniList token refused when it was used (`services.refusals`: revoked, the app removed)
+is `refused` while the profile's deliveries to it wait for a sign-in and it is still the token
+in use: a new sign-in, or a delivery that goes through, ends it.
+
 A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
 or refresh token pasted into the config before its first request) is `not_tried`: whether
 the service takes it is not known until then, so it reads neither as working nor as failed.
@@ -22,9 +26,11 @@ from typing import Any, Literal
 
 from watchbridge.config import Config
 from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
+from watchbridge.services.refusals import entry, refusal_of
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
 from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
-from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet, TokenStore
+from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
+from watchbridge.store import Store
 
 State = Literal["ok", "not_tried", "ends_soon", "expired", "refused", "not_signed_in"]
 SERVICES = ("trakt", "anilist", "serializd")  # those whose sign-in ends; in this order
@@ -54,6 +60,9 @@ class Facts:
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
+    # The service's last refused token (`services.refusals`), while deliveries wait for the
+    # sign-in; a refusal of the token in use, of an earlier one, or of a token stored since.
+    refused_token: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,15 @@ def _anilist(fact: Facts, now: float) -> SignIn:
     if token is None:
         return SignIn(fact.profile, "anilist", "not_signed_in", None, f"not signed in: {auth}")
     expires = token.expires_at
+    if (refused := refusal_of(fact.refused_token, token.access_token)) is not None:
+        # Its expiry may be months away: AniList no longer takes it (revoked, the app removed).
+        return SignIn(
+            fact.profile,
+            "anilist",
+            "refused",
+            expires,
+            f"AniList refused the token {_when(refused[0])}; deliveries wait: {auth}",
+        )
     # `unused`: the config's token, not yet stored, so never sent to AniList.
     untried = (
         f"the token in profiles.{fact.profile}.accounts.anilist is first used "
@@ -265,7 +283,14 @@ def _serializd(fact: Facts, now: float) -> SignIn:
     )
 
 
-def read_facts(config: Config, store: TokenStore, now: float) -> list[Facts]:
+def _refused_token(store: Store, service: str, profile: str) -> Mapping[str, Any] | None:
+    """`service`'s last refused token of `profile`, while deliveries wait for its sign-in."""
+    if not store.waits_for_sign_in(service, profile):
+        return None
+    return store.get_token(entry(service), profile)
+
+
+def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
     """What the store holds about every configured profile's Trakt, AniList and Serializd
     sign-in (reads only; no network)."""
     facts = []
@@ -292,6 +317,7 @@ def read_facts(config: Config, store: TokenStore, now: float) -> list[Facts]:
                     "anilist",
                     store.get_token("anilist", name),
                     configured=token.reveal() if token else None,
+                    refused_token=_refused_token(store, "anilist", name),
                 )
             )
         if accounts.serializd is not None:
@@ -318,13 +344,13 @@ def read_facts(config: Config, store: TokenStore, now: float) -> list[Facts]:
     return facts
 
 
-def current_sign_ins(config: Config, store: TokenStore, now: float) -> list[SignIn]:
+def current_sign_ins(config: Config, store: Store, now: float) -> list[SignIn]:
     """Every profile's sign-ins now, from the store."""
     return sign_in_states(read_facts(config, store, now), now)
 
 
 def gauges(
-    config: Config, store: TokenStore, clock: Callable[[], float]
+    config: Config, store: Store, clock: Callable[[], float]
 ) -> list[tuple[str, str, float | None, bool]]:
     """(service, profile, expires_at, ok) of each sign-in, for the metrics (nothing read, not
     even the clock, when no profile signs in to a service whose sign-in ends). `ok` is False

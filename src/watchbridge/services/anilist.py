@@ -40,6 +40,7 @@ from watchbridge.http import (
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import viewing_year
+from watchbridge.services.refusals import note_refused
 from watchbridge.services.trakt import TokenStore
 
 SERVICE = "anilist"
@@ -794,17 +795,19 @@ class AniListClient:
 
     async def graphql(self, profile: str, query: str, variables: Mapping[str, Any]) -> Any:
         """One GraphQL request with the profile's token; returns `data` or raises."""
+        token = self.token(profile).access_token
         try:
-            return await self._send(self.token(profile).access_token, query, variables)
+            return await self._send(token, query, variables)
         except AniListAuthError as exc:
-            if "auth anilist" in exc.message:
-                raise
-            raise AniListAuthError(
+            refused = AniListAuthError(
                 f"AniList no longer accepts the token of profile {profile} "
                 f"({exc.message.removeprefix(f'{SERVICE}: ')}): run "
                 f"`watchbridge auth anilist --profile {profile}`",
                 exc.status,
-            ) from None
+            )
+            # For the sign-in health: the token still looks good for months by its expiry.
+            note_refused(self.tokens, SERVICE, profile, token, refused.message, self.clock())
+            raise refused from None
 
     async def _send(self, token: str, query: str, variables: Mapping[str, Any]) -> Any:
         response = await self.http.request(

@@ -1,0 +1,60 @@
+"""A token a service refused when it was used (AniList's 401: revoked, the app removed),
+kept so the sign-in health (the status page, `/api/status`, `watchbridge status`, the metrics)
+says so instead of "works".
+
+Kept in the tokens table beside the sign-in, by the refused token's SHA-256, never the token:
+a token stored since (a new `watchbridge auth`, a token pasted into the config) is another, so
+the refusal no longer reads as current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from watchbridge.errors import StoreError
+
+
+class RefusalStore(Protocol):
+    def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
+
+    def put_token(
+        self,
+        service: str,
+        profile: str,
+        data: dict[str, Any],
+        now: float,
+        *,
+        replacing: str | None = None,
+    ) -> bool: ...
+
+
+def entry(service: str) -> str:
+    """The tokens-table entry holding `service`'s last refused token (per profile)."""
+    return f"{service}-refused"
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def note_refused(
+    store: RefusalStore, service: str, profile: str, token: str, reason: str, now: float
+) -> None:
+    """Keep (best effort: the refusal itself is what the caller deals with) that `service`
+    refused `token` of `profile`, and why (`reason`: the error's message, which says what
+    to run and holds no token)."""
+    record = {"sha256": digest(token), "at": now, "reason": reason}
+    with contextlib.suppress(sqlite3.Error, StoreError):
+        store.put_token(entry(service), profile, record, now)
+
+
+def refusal_of(record: Mapping[str, Any] | None, token: str | None) -> tuple[float, str] | None:
+    """(when, why) `token` was refused, when `record` is about it; None for another token."""
+    if record is None or token is None or record.get("sha256") != digest(token):
+        return None
+    at = record.get("at")
+    return (float(at) if isinstance(at, int | float) else 0.0), str(record.get("reason") or "")
