@@ -323,5 +323,5 @@ def test_refused_webhooks_taken_again_still_say_their_plays_were_not_recorded(
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = render(config, store.status(), 30 * 86400.0, refused=refused.recent())
     _, _, over = html.partition("taken again since")
-    assert "were not recorded" in over and "only a link&#x27;s sync may find them" in over
+    assert "were not recorded" in over and "only a Plex link&#x27;s sync" in over
     assert '"bad"' not in over  # told, not in red: the refusals are over

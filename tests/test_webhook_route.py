@@ -302,7 +302,7 @@ def test_refused_webhooks_show_on_the_status_with_what_to_do_and_never_the_secre
         "fix": "",
         "taken_again_at": None,  # refused moments ago: still going on
         "warning": "media servers do not send these again, so each is a play lost unless a "
-        "link's sync finds it",
+        "Plex link's sync (plex-serializd, plex-anilist, plex-trakt) finds it",
     }
     assert abs(unauthorized["last_at"] - time.time()) < 60
     assert "watchbridge webhook-urls" in unauthorized["fix"]

@@ -300,3 +300,38 @@ profiles:
     logged = [(r.show_id, r.season_id, r.episode_number, r.is_log) for r in serializd.diary()]
     assert logged == [(1396, 3573, 13, True)], unmatched(path)
     assert serializd.ticks() == {(1396, 3573, 13)}
+
+
+@pytest.mark.parametrize(("source", "name"), [("jellyfin", "Jellyfin"), ("emby", "Emby")])
+def test_a_refused_jellyfin_or_emby_webhook_says_how_to_get_its_play_back_no_link_can(
+    tmp_path: Path, source: str, name: str
+) -> None:
+    # Jellyfin and Emby never send a refused webhook again, and no link reads them back: the
+    # status used to comfort with "lost unless a link's sync finds it". What brings the play
+    # back is marking it watched again in the server, which sends it.
+    port = free_port()
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        + without_trakt(
+            f"{source}: [alex]", f"  {source}: {{url: 'http://127.0.0.1:9', api_key: k}}\n"
+        ),
+        encoding="utf-8",
+    )
+    body = (
+        ROOT / "tests" / "fixtures" / source / "playback_stop_episode_completed.json"
+    ).read_bytes()
+    service = ServiceProcess(path, port).start()
+    try:
+        url = f"{service.url}/webhooks/{source}/{SECRET}-old"
+        answer = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        refused = httpx.get(f"{service.url}/api/status").json()["refused_webhooks"]
+        page = httpx.get(service.url).text
+    finally:
+        service.kill()
+    assert answer.status_code == 401
+    (refusal,) = refused
+    told = f"mark what was watched meanwhile watched again in {name} (that sends it)"
+    assert told in refusal["warning"] and "link's sync" not in refusal["warning"], refusal
+    assert told in page.replace("&#x27;", "'") and "link&#x27;s sync" not in page

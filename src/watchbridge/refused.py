@@ -1,12 +1,12 @@
 """Webhooks this process refused (401, 400, 408, 413, 503, 500), per source and kind of refusal.
 
 Media servers never send a refused webhook again and never show what watchbridge answered: each
-is a play lost unless a link's sync finds it. The status page and `/api/status` show each
-source's refusals of each kind since the start (how many, when last, the last reason, what to
-do, whether its webhooks are taken again since), and the log tells them once per LOG_EVERY
-with how many it did not tell (a server left with an old secret sends progress webhooks every
-few seconds, for months). Bounded by its keys: the webhook sources times the kinds of
-REFUSALS. Pure bookkeeping: the caller passes the time.
+is a play lost unless a Plex link's sync finds it, or the user marks it watched again. The
+status page and `/api/status` show each source's refusals of each kind since the start (how
+many, when last, the last reason, what to do, whether its webhooks are taken again since), and
+the log tells them once per LOG_EVERY with how many it did not tell (a server left with an old
+secret sends progress webhooks every few seconds, for months). Bounded by its keys: the webhook
+sources times the kinds of REFUSALS. Pure bookkeeping: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -33,12 +33,51 @@ OVER_AFTER = 600.0
 REASON_CHARS = 200  # reasons are our own one-line messages; a parser's may quote the body
 # What refused webhooks cost, while they go on and once their source is taken again: the plays
 # they carried stay unrecorded either way, which someone who looks weeks later must still learn.
-LOST = "media servers do not send these again, so each is a play lost unless a link's sync finds it"
-LOST_EARLIER = (
+# Only Plex is read back by links (Tautulli reports a Plex server): for the others, "a link's
+# sync finds it" would be false comfort, so each source says what does bring the plays back.
+_NAMES = {"jellyfin": "Jellyfin", "emby": "Emby"}
+_PLEX_LINK = "a Plex link's sync (plex-serializd, plex-anilist, plex-trakt)"
+_NOT_RECORDED = (
     "the plays in the webhooks refused before were not recorded, and media servers do not send"
-    " them again: only a link's sync may find them (check what was watched until the last"
-    " refusal)"
+    " them again"
 )
+
+
+def lost(source: str) -> str:
+    """What the webhooks of `source` being refused now cost, and what brings their plays back."""
+    if source in _NAMES:
+        name = _NAMES[source]
+        return (
+            f"{name} does not send these again and no link reads {name}, so each is a play lost:"
+            f" mark what was watched meanwhile watched again in {name} (that sends it)"
+        )
+    if source == "generic":
+        return "each is a play lost unless its sender sends it again"
+    return (
+        "media servers do not send these again, so each is a play lost unless"
+        f" {_PLEX_LINK} finds it"
+    )
+
+
+def sentence(text: str) -> str:
+    """`lost` or `lost_earlier` as a sentence of its own, after another."""
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+def lost_earlier(source: str) -> str:
+    """What the webhooks of `source` refused before cost, once its webhooks are taken again."""
+    if source in _NAMES:
+        name = _NAMES[source]
+        return (
+            f"{_NOT_RECORDED} and no link reads {name}: mark what was watched until the last"
+            f" refusal watched again in {name} (that sends it)"
+        )
+    if source == "generic":
+        return "the plays in the webhooks refused before were not recorded: send them again"
+    return (
+        f"{_NOT_RECORDED}: only {_PLEX_LINK} may find them (check what was watched until the"
+        " last refusal)"
+    )
 
 
 @dataclass
@@ -58,8 +97,8 @@ class Refusal:
         return REFUSALS[self.outcome]
 
     def warning(self, now: float) -> str:
-        """What its refused webhooks cost (LOST while it goes on, LOST_EARLIER once over)."""
-        return LOST_EARLIER if self.over(now) else LOST
+        """What its refused webhooks cost (`lost` while it goes on, `lost_earlier` once over)."""
+        return lost_earlier(self.source) if self.over(now) else lost(self.source)
 
     def over(self, now: float) -> bool:
         """Whether its source's webhooks are taken again (see OVER_AFTER)."""

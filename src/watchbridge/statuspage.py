@@ -20,7 +20,7 @@ from watchbridge.alerts import Health
 from watchbridge.app import Runtime, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
-from watchbridge.refused import LOST, LOST_EARLIER, Refusal
+from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
 from watchbridge.store import BEHIND, StoreStatus, SyncRun
@@ -255,15 +255,15 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
                 str(r.webhooks),
                 _age(r.last_at, now),
                 _e(r.reason),
-                _e(r.fix),
+                _e(f"{r.fix} {sentence(r.warning(now))}"),
             )
             for r in going_on
         ]
-        page += f'<p class="bad">Refused since the start; {_e(LOST)}:</p>' + _table(
+        page += '<p class="bad">Refused since the start:</p>' + _table(
             ("source", "answer", "webhooks", "last", "last reason", "what to do"), rows
         )
     if over:
-        rows = [
+        taken_rows = [
             (
                 _e(r.source),
                 f"{r.status} {_e(r.outcome)}",
@@ -271,15 +271,22 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
                 _age(r.last_at, now),
                 _age(r.taken_at, now),
                 _e(r.reason),
+                _e(r.warning(now)),
             )
             for r in over
         ]
         # Over, not in red; but the plays those webhooks carried are still missing.
-        page += (
-            f"<p>Refused earlier since the start, taken again since; {_e(LOST_EARLIER)}:</p>"
-            + _table(
-                ("source", "answer", "webhooks", "last refused", "last taken", "last reason"), rows
-            )
+        page += "<p>Refused earlier since the start, taken again since:</p>" + _table(
+            (
+                "source",
+                "answer",
+                "webhooks",
+                "last refused",
+                "last taken",
+                "last reason",
+                "the plays they carried",
+            ),
+            taken_rows,
         )
     return page
 

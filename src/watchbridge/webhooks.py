@@ -37,7 +37,7 @@ from watchbridge.playback import (
     remembers_rating,
     session_key,
 )
-from watchbridge.refused import LOST_EARLIER, OVER_AFTER, REFUSALS
+from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
@@ -293,10 +293,7 @@ _alerting: set[asyncio.Task[str]] = set()  # alerts being sent, referenced until
 def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> None:
     """Raise a `webhook_rejects` alert (throttled per source and outcome) after answering."""
     title = f"watchbridge is refusing {source} webhooks"
-    body = (
-        f"A {source} webhook was refused: {reason}. {source.capitalize()} does not send it "
-        f"again, so a play it carried is lost unless a link's sync finds it. {REFUSALS[outcome]}"
-    )
+    body = f"A {source} webhook was refused: {reason}. {REFUSALS[outcome]} {sentence(lost(source))}"
     key = f"{source}:{outcome}"
     _refused_at[key] = time.monotonic()  # not runtime.clock: this path must survive its bugs
     _after_answering(runtime.notifier.notify("webhook_rejects", title, body, key=key))
@@ -332,7 +329,7 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
             continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
             continue  # already on its way
-        body = f"watchbridge takes {source} webhooks again; {LOST_EARLIER}."
+        body = f"watchbridge takes {source} webhooks again; {lost_earlier(source)}."
         task = asyncio.get_running_loop().create_task(
             notifier.resolve("webhook_rejects", body, key=key)
         )
