@@ -25,6 +25,7 @@ from watchbridge import statuspage
 from watchbridge.app import create_app
 from watchbridge.config import Config, parse_config
 from watchbridge.maintenance import housekeeping
+from watchbridge.services.anilist import AniListAuthError
 from watchbridge.services.serializd import SerializdAuthError
 from watchbridge.signins import Facts, iso, sign_in_states
 from watchbridge.wiring import build_runtime, serializd_client
@@ -474,4 +475,32 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
         assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 1.0
     finally:
         await target.aclose()
+        runtime.close()
+
+
+@pytest.mark.anyio
+async def test_an_anilist_refusal_of_a_token_that_works_again_is_forgotten(
+    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    # AniList answered 401 once for a token it then took again: the refusal stayed on record,
+    # so the day AniList deliveries waited for another sign-in (a media server's key refused,
+    # which holds them "for a sign-in" too) the AniList sign-in read "refused" weeks late.
+    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.wiring import anilist_client
+
+    anilist.limit = anilist.burst_limit = 100_000
+    token = anilist.issue_token(lifetime=300 * DAY)
+    config = config_for(tmp_path, trakt, anilist, token)
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    client = anilist_client(config, runtime.store, now)
+    try:
+        anilist.fail_next(1, 401, body={"errors": [{"message": "Invalid token", "status": 401}]})
+        with pytest.raises(AniListAuthError):
+            await client.viewer("fan")
+        assert refusal_of(runtime.store.get_token(entry("anilist"), "fan"), token) is not None
+        await client.viewer("fan", refresh=True)  # the same token, taken
+        assert refusal_of(runtime.store.get_token(entry("anilist"), "fan"), token) is None
+    finally:
+        await client.aclose()
         runtime.close()

@@ -8,7 +8,8 @@ Jellyfin tokens have no expiry: they are not listed.
 
 An AniList token refused when it was used (`services.refusals`: revoked, the app removed)
 is `refused` while the profile's deliveries to it wait for a sign-in and it is still the token
-in use: a new sign-in, or a delivery that goes through, ends it.
+in use: a new sign-in, or a request with it that goes through (a delivery, a link's
+read), ends it.
 
 A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
 or refresh token pasted into the config before its first request) is `not_tried`: whether

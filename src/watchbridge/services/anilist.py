@@ -40,7 +40,7 @@ from watchbridge.http import (
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import viewing_year
-from watchbridge.services.refusals import note_refused
+from watchbridge.services.refusals import note_refused, note_taken
 from watchbridge.services.trakt import TokenStore
 
 SERVICE = "anilist"
@@ -797,7 +797,7 @@ class AniListClient:
         """One GraphQL request with the profile's token; returns `data` or raises."""
         token = self.token(profile).access_token
         try:
-            return await self._send(token, query, variables)
+            data = await self._send(token, query, variables)
         except AniListAuthError as exc:
             refused = AniListAuthError(
                 f"AniList no longer accepts the token of profile {profile} "
@@ -808,6 +808,8 @@ class AniListClient:
             # For the sign-in health: the token still looks good for months by its expiry.
             note_refused(self.tokens, SERVICE, profile, token, refused.message, self.clock())
             raise refused from None
+        note_taken(self.tokens, SERVICE, profile, token, self.clock())
+        return data
 
     async def _send(self, token: str, query: str, variables: Mapping[str, Any]) -> Any:
         response = await self.http.request(

@@ -52,6 +52,15 @@ def note_refused(
         store.put_token(entry(service), profile, record, now)
 
 
+def note_taken(store: RefusalStore, service: str, profile: str, token: str, now: float) -> None:
+    """`service` took `token` of `profile` again: a refusal of it on record is over (best
+    effort, as `note_refused`). Without this a one-off refusal would read as current again
+    whenever deliveries wait for a sign-in for another reason (a media server's key)."""
+    with contextlib.suppress(sqlite3.Error, StoreError):
+        if refusal_of(store.get_token(entry(service), profile), token) is not None:
+            store.put_token(entry(service), profile, {}, now)
+
+
 def refusal_of(record: Mapping[str, Any] | None, token: str | None) -> tuple[float, str] | None:
     """(when, why) `token` was refused, when `record` is about it; None for another token."""
     if record is None or token is None or record.get("sha256") != digest(token):
