@@ -28,6 +28,16 @@ def utc_unless_a_test_says_otherwise() -> Iterator[None]:
     time.tzset()
 
 
+@pytest.fixture(autouse=True)
+def failing_requests_told_afresh() -> None:
+    """Which hosts' requests fail is the process's record (`watchbridge.http._FAILING`): each
+    test starts with none, as a new process does, whatever a fake an earlier test ran on the
+    same port left there (else its first "request failed" is a DEBUG line, by test order)."""
+    from watchbridge import http
+
+    http._FAILING.forget_all()
+
+
 @pytest.fixture
 def time_zone() -> Iterator[Callable[[str], None]]:
     """Run the test in a time zone of its choice: `time_zone("America/Los_Angeles")`."""

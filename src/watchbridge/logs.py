@@ -201,6 +201,10 @@ class Repeating:
         """`key` ended unseen (long ago): its next time is a first time again."""
         self.reminders.ended(key)
 
+    def forget_all(self) -> None:
+        """Every problem's next time is a first time again (as in a new process)."""
+        self.reminders = Reminders(self.reminders.every, self.reminders.kept)
+
 
 class Throttled(logging.Filter):
     """Lets each warning (by its message, before arguments) through once per `every`, with how
