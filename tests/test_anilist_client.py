@@ -527,12 +527,3 @@ async def test_missing_rate_limit_headers_are_tolerated(
     fake.send_rate_headers = False
     fake.generate_list(10, 40)
     assert len(await client.entries("alice")) == 10
-
-
-def test_token_status_reads_well_for_each_state() -> None:
-    from watchbridge.services.anilist import token_status
-
-    fresh = AniListToken("t", 0.0, expires_at=200 * DAY).to_dict()
-    assert token_status(fresh, None, 0.0, "me") == "signed in, the token is good for 200 more days"
-    assert "auth anilist --profile me" in token_status(None, None, 0.0, "me")
-    assert "expired" in token_status(fresh, None, 201 * DAY, "me")

@@ -105,7 +105,15 @@ def served(config: Config, clock: FakeClock) -> tuple[dict[str, Any], str, str]:
         page = httpx.get(f"{app.url}/").text
         metrics = httpx.get(f"{app.url}/metrics").text
     assert api.status_code == 200
-    return api.json()["sign_ins"], page, metrics
+    sign_ins = api.json()["sign_ins"]
+    # The AniList lines kept for scripts say what `sign_ins` says (a refused token included).
+    assert api.json()["anilist_sign_ins"] == [
+        f"{profile}: {one['message']}"
+        for profile, ones in sign_ins.items()
+        for one in ones
+        if one["service"] == "anilist"
+    ]
+    return sign_ins, page, metrics
 
 
 def secrets_of(trakt: FakeTrakt, anilist: FakeAniList) -> list[str]:

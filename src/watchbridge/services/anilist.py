@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from watchbridge.config import AniListConfig, Config, Secret
+from watchbridge.config import AniListConfig, Secret
 from watchbridge.http import (
     Bucket,
     HttpClient,
@@ -413,32 +413,6 @@ def pick_token(
         if token is None or (candidate.expires_at or 0) > (token.expires_at or 0):
             return candidate, True
     return token, False
-
-
-def sign_ins(config: Config, tokens: TokenStore, now: float) -> list[str]:
-    """Each AniList profile's sign-in, with the expiry warning 30 days ahead (no refresh)."""
-    lines = []
-    for name, profile in config.profiles.items():
-        account = profile.accounts.anilist
-        if account is not None:
-            configured = account.token.reveal() if account.token else None
-            stored = tokens.get_token(SERVICE, name)
-            lines.append(f"{name}: {token_status(stored, configured, now, name)}")
-    return lines
-
-
-def token_status(
-    stored: Mapping[str, Any] | None, configured: str | None, now: float, profile: str
-) -> str:
-    """One line about a profile's AniList sign-in, for `watchbridge status`."""
-    token, _ = pick_token(stored, configured, now)
-    if token is None:
-        return f"not signed in: run `watchbridge auth anilist --profile {profile}`"
-    warning = expiry_warning(token, now, profile)
-    if warning is not None:
-        return warning
-    days = token.expires_in_days(now)
-    return "signed in" + (f", the token is good for {int(days)} more days" if days else "")
 
 
 def authorize_url(
