@@ -4,6 +4,7 @@ stateful fake, driven through the delivery worker."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -576,6 +577,36 @@ async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
     enqueue(runtime, "play", tvdb_s2e16(serializd), clock() - 60, live=True)
     await drain(renumbering, runtime)
     assert fake.snapshot()[PART_2]["progress"] == 4
+
+
+async def test_serializds_catalogue_broken_for_hours_is_told_hourly_not_per_play(
+    runtime: Runtime,
+    renumbering: DeliveryWorker,
+    serializd: FakeSerializd,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The show endpoint renamed (an HTML 404): every play asks again, and fails.
+    serializd.fail_next(1000, 404, body="<html>Not Found</html>", route="/api/show/{id}")
+    with caplog.at_level(logging.DEBUG, logger="watchbridge.catalogue"):
+        for number in range(1, 17):  # a play every 15 minutes for 4 hours
+            enqueue(runtime, "play", tvdb_s2e16(serializd, number), clock() - 60, live=True)
+            await drain(renumbering, runtime, passes=1)
+            clock.advance(900)
+        serializd.clear_knobs()
+        enqueue(runtime, "play", tvdb_s2e16(serializd, 17), clock() - 60, live=True)  # it answers
+        await drain(renumbering, runtime, passes=1)
+    lines = [
+        r for r in caplog.records if r.getMessage() == "could not number an episode as TMDB does"
+    ]
+    warned = [r for r in lines if r.levelno == logging.WARNING]
+    assert len({r.item for r in lines}) == 16  # type: ignore[attr-defined]  # a line per play
+    assert len(warned) == 4  # the first, then one an hour
+    assert [getattr(r, "more_since_last_line", 0) for r in warned] == [0, 3, 3, 3]
+    (over,) = [
+        r for r in caplog.records if r.getMessage() == "episodes numbered as TMDB does again"
+    ]
+    assert over.times == 16  # type: ignore[attr-defined]
 
 
 async def test_an_episode_of_a_show_mapped_by_tvdb_only_keeps_the_numbers_sent(

@@ -21,6 +21,7 @@ from watchbridge.anime import Unmatched
 from watchbridge.anime_seasons import serializd_table
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.ids import Enricher
+from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
 from watchbridge.services.serializd import (
     SERVICE,
@@ -43,6 +44,7 @@ EPISODES_CACHE = "serializd-episodes"  # id cache: "show:season" -> {"ids", "air
 EPISODES_TTL = 86400.0
 REFRESH_EVERY = 3600.0  # a show's cached season listings are read again at most this often
 CATALOGUE_PAUSE = 300.0  # after Serializd failed to answer, other targets leave it alone
+NOT_NUMBERED = "could not number an episode as TMDB does"
 
 
 async def season_map(
@@ -190,21 +192,26 @@ class CatalogueNumbering:
     ) -> None:
         self.client, self.store, self.enricher, self.clock = client, store, enricher, clock
         self.paused_until = 0.0  # monotonic
+        # Serializd down for days fails a play every CATALOGUE_PAUSE, a broken answer each
+        # play: a line once, then hourly, and when it works again.
+        self._failing = Repeating(log)
 
     async def __call__(self, item: MediaRef) -> MediaRef:
         now = time.monotonic()
         if now < max(self.paused_until, self.client.lane("").pacer.blocked_until):
             return item
         try:
-            return await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
+            numbered = await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
         except ServiceError as exc:
-            log.warning(
-                "could not number an episode as TMDB does",
-                extra={"item": item.describe(), "problem": exc.message},
+            problem, described = exc.message, item.describe()
+            self._failing.warning(
+                NOT_NUMBERED, NOT_NUMBERED, self.clock(), item=described, problem=problem
             )
             if isinstance(exc, Unavailable):
                 self.paused_until = now + (exc.retry_after or CATALOGUE_PAUSE)
             return item
+        self._failing.over(NOT_NUMBERED, "episodes numbered as TMDB does again", self.clock())
+        return numbered
 
 
 async def find_episode(
