@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from itertools import pairwise
@@ -668,6 +669,33 @@ async def test_a_season_page_that_cannot_be_read_does_not_stop_the_play_being_lo
     enqueue(runtime, "play", episode(4), clock() - 60)
     await drain(worker, runtime, clock, passes=3, step=7200)
     assert [e.is_rewatch for e in fake.diary()] == [False]
+
+
+async def test_a_season_page_broken_for_hours_is_told_hourly_not_per_play(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.fail_next(1000, 404, body='{"detail": "x"}', route=SEASON_TICKS.split(" ")[1])
+    plays = [episode(number, season) for season in (2, 3) for number in range(1, 13)]
+    with caplog.at_level(logging.DEBUG, logger="watchbridge.deliver.serializd"):
+        for play in plays:  # a play every 10 minutes for 4 hours
+            enqueue(runtime, "play", play, clock() - 60)
+            await drain(worker, runtime, clock, passes=2)
+            clock.advance(600)
+        fake.clear_knobs()
+        enqueue(runtime, "play", episode(13, 3), clock() - 60)  # the page reads again
+        await drain(worker, runtime, clock, passes=2)
+    lines = [r for r in caplog.records if r.getMessage().startswith("serializd season ticks un")]
+    warned = [r for r in lines if r.levelno == logging.WARNING]
+    assert len(fake.diary()) == 25  # every play logged, as a first viewing
+    assert len(warned) == 4  # the first, then one an hour
+    assert len({r.item for r in lines}) == 24  # type: ignore[attr-defined]  # a line per play
+    assert [getattr(r, "more_since_last_line", 0) for r in warned] == [0, 5, 5, 5]
+    (over,) = [r for r in caplog.records if r.getMessage() == "serializd season ticks read again"]
+    assert over.times == 24  # type: ignore[attr-defined]
 
 
 async def test_a_sync_says_whether_serializd_held_the_episode_and_nothing_is_read(

@@ -40,6 +40,7 @@ from watchbridge.deliver.worker import (
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
+from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import EXPECTED, UNDATED
 from watchbridge.services.serializd import (
@@ -55,6 +56,7 @@ from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 log = logging.getLogger(__name__)
 
 NAME = "serializd"
+TICKS_UNREADABLE = "serializd season ticks unreadable; the play is logged as a first viewing"
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
@@ -140,6 +142,9 @@ class SerializdTarget:
         self.clock = clock
         self.enricher = enricher  # finds the show's TMDB id webhooks leave out
         self.accounts = accounts
+        # A season page broken for weeks fails each webhook play: per profile, a line once,
+        # then hourly, and when it reads again.
+        self._ticks_log = Repeating(log)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -350,11 +355,18 @@ class SerializdTarget:
         except SerializdError as exc:
             # Only the rewatch flag hangs on this page (a mobile one, renamed now and then):
             # the play is logged without it rather than not at all.
-            log.warning(
-                "serializd season ticks unreadable; the play is logged as a first viewing",
-                extra={"profile": row.profile, "error": exc.message},
+            self._ticks_log.warning(
+                row.profile,
+                TICKS_UNREADABLE,
+                self.clock(),
+                profile=row.profile,
+                item=place.ref.describe(),
+                error=exc.message,
             )
             return False
+        self._ticks_log.over(
+            row.profile, "serializd season ticks read again", self.clock(), profile=row.profile
+        )
         return place.episode_number in ticked
 
     async def _remove_play(self, ledger: Ledger, row: OutboxItem, place: Place) -> Outcome:
