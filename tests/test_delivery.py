@@ -3390,6 +3390,7 @@ async def test_a_target_down_for_days_logs_its_outage_hourly_not_at_every_probe(
 ) -> None:
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.fail_next(10_000, 503)  # Trakt (or the home's internet) down for 3 days
+    trakt.date_clock = clock  # type: ignore[method-assign]  # the clocks agree: not told here
     started, probes = clock(), 0
     with caplog.at_level(logging.DEBUG, logger="watchbridge"):
         while clock() < started + 3 * 86400:  # over 850 probes, each a line before

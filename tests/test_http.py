@@ -290,6 +290,55 @@ async def test_a_clock_far_off_the_services_is_warned_of_once_with_what_to_do(
     assert "NTP" in warned[0].fix  # type: ignore[attr-defined]
 
 
+async def test_a_clock_off_for_days_is_told_hourly_for_the_clients_each_run_makes(
+    echo: EchoFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    echo.date_clock = lambda: now[0] - 20 * 60  # type: ignore[method-assign]
+    with caplog.at_level(logging.DEBUG, logger="watchbridge.http"):
+        for _ in range(50):  # a sync run every 10 minutes for 8 hours, each its own client
+            http = HttpClient("echo", echo.url, clock=lambda: now[0])
+            for _ in range(3):
+                await http.request("GET", "/items")
+            await http.aclose()
+            now[0] += 600
+        echo.date_clock = lambda: now[0]  # type: ignore[method-assign]  # NTP turned on
+        http = HttpClient("echo", echo.url, clock=lambda: now[0])
+        await http.request("GET", "/items")
+        await http.aclose()
+    lines = [
+        r
+        for r in caplog.records
+        if "clocks of this machine and of the service differ" in r.getMessage()
+    ]
+    warned = [r for r in lines if r.levelno == logging.WARNING]
+    assert len(warned) == 9  # the first, then one an hour
+    assert len(lines) == 50  # each run's client still says so at DEBUG
+    assert [getattr(r, "more_since_last_line", 0) for r in warned[1:]] == [5] * 8
+    agree = "the clocks of this machine and of the service agree again"
+    (over,) = [r for r in caplog.records if r.getMessage() == agree]
+    assert over.levelno == logging.INFO and over.times == 50  # type: ignore[attr-defined]
+
+
+async def test_a_clock_off_is_told_again_hourly_by_a_client_kept_for_days(
+    echo: EchoFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    echo.date_clock = lambda: now[0] + 10 * 60  # type: ignore[method-assign]
+    http = HttpClient("echo", echo.url, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="watchbridge.http"):
+        for _ in range(24 * 12):  # the delivery worker's client, a request every 5 minutes
+            await http.request("GET", "/items")
+            now[0] += 300
+    await http.aclose()
+    warned = [
+        r
+        for r in caplog.records
+        if "clocks of this machine and of the service differ" in r.getMessage()
+    ]
+    assert len(warned) == 24  # a day: the first and one an hour, not just the first
+
+
 async def test_a_clock_near_the_services_is_not_warned_of(
     client: HttpClient, echo: EchoFake, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -28,7 +28,7 @@ import httpx
 from watchbridge import __version__
 from watchbridge.backoff import doubled
 from watchbridge.errors import WatchbridgeError
-from watchbridge.logs import Redactor, Repeating
+from watchbridge.logs import REMINDER_EVERY, Redactor, Repeating
 from watchbridge.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -263,6 +263,13 @@ def tls_context() -> ssl.SSLContext:
 # Requests failing through an outage (each probe, each queued row's lookup, each scheduled
 # run's new client) are a line once, then hourly, per service and host (a sign-in host apart).
 _FAILING = Repeating(log)
+# The clocks off for days (the client of each run, each answer of a kept client): a line
+# once, then hourly, per service and host, and when they agree again.
+_CLOCKS = Repeating(log)
+CLOCKS_DIFFER = (
+    "the clocks of this machine and of the service differ: plays may be dated or matched wrong"
+)
+CLOCKS_AGREE = "the clocks of this machine and of the service agree again"
 
 
 class HttpClient:
@@ -292,7 +299,7 @@ class HttpClient:
         # How far the service's clock is ahead of ours, from its last Date header: it stamps
         # what happens there (a scrobble, a play) by its own clock.
         self.clock_skew = 0.0
-        self._skew_told = False
+        self._skew_noted_at: float | None = None  # when this client last told _CLOCKS
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -468,22 +475,30 @@ class HttpClient:
         said = date_header_time(headers)
         if said is None:
             return  # the last skew stands
-        self.clock_skew = said - self.clock()
+        now = self.clock()
+        self.clock_skew = said - now
         if self.metrics is not None:
             self.metrics.note_clock(self.service, self.clock_skew)
-        off = abs(self.clock_skew) > CLOCK_WARNING
-        if off and not self._skew_told:
-            log.warning(
-                "the clocks of this machine and of the service differ: plays may be dated "
-                "or matched wrong",
-                extra={
-                    "service": self.service,
-                    "service_ahead_by_seconds": round(self.clock_skew),
-                    "fix": "set the time right on this machine (or on the service's, if it "
-                    "is a server of yours): turn on NTP time sync",
-                },
+        key, ahead = (self.service, self.base_url), round(self.clock_skew)
+        if abs(self.clock_skew) <= CLOCK_WARNING:
+            self._skew_noted_at = None
+            _CLOCKS.over(
+                key, CLOCKS_AGREE, now, service=self.service, service_ahead_by_seconds=ahead
             )
-        self._skew_told = off
+            return
+        # Each answer carries the Date: a client says so once an hour, not a line per answer.
+        if self._skew_noted_at is not None and 0 <= now - self._skew_noted_at < REMINDER_EVERY:
+            return
+        self._skew_noted_at = now
+        _CLOCKS.warning(
+            key,
+            CLOCKS_DIFFER,
+            now,
+            service=self.service,
+            service_ahead_by_seconds=ahead,
+            fix="set the time right on this machine (or on the service's, if it is a server "
+            "of yours): turn on NTP time sync",
+        )
 
     def _waited(self, seconds: float) -> None:
         """Time spent waiting for the rate limit, apart from the requests' own latency."""
