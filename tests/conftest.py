@@ -30,12 +30,14 @@ def utc_unless_a_test_says_otherwise() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def failing_requests_told_afresh() -> None:
-    """Which hosts' requests fail is the process's record (`watchbridge.http._FAILING`): each
-    test starts with none, as a new process does, whatever a fake an earlier test ran on the
-    same port left there (else its first "request failed" is a DEBUG line, by test order)."""
+    """Which hosts' requests fail, and whose clocks differ, is the process's record
+    (`watchbridge.http._FAILING`, `_CLOCKS`): each test starts with none, as a new process
+    does, whatever a fake an earlier test ran on the same port left there (else its first
+    warning is a DEBUG line, by test order)."""
     from watchbridge import http
 
     http._FAILING.forget_all()
+    http._CLOCKS.forget_all()
 
 
 @pytest.fixture
