@@ -13,23 +13,10 @@ import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from watchbridge.errors import StoreError
-
-
-class RefusalStore(Protocol):
-    def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
-
-    def put_token(
-        self,
-        service: str,
-        profile: str,
-        data: dict[str, Any],
-        now: float,
-        *,
-        replacing: str | None = None,
-    ) -> bool: ...
+from watchbridge.services.trakt import TokenStore
 
 
 def entry(service: str) -> str:
@@ -42,7 +29,7 @@ def digest(token: str) -> str:
 
 
 def note_refused(
-    store: RefusalStore, service: str, profile: str, token: str, reason: str, now: float
+    store: TokenStore, service: str, profile: str, token: str, reason: str, now: float
 ) -> None:
     """Keep (best effort: the refusal itself is what the caller deals with) that `service`
     refused `token` of `profile`, and why (`reason`: the error's message, which says what
@@ -52,7 +39,7 @@ def note_refused(
         store.put_token(entry(service), profile, record, now)
 
 
-def note_taken(store: RefusalStore, service: str, profile: str, token: str, now: float) -> None:
+def note_taken(store: TokenStore, service: str, profile: str, token: str, now: float) -> None:
     """`service` took `token` of `profile` again: a refusal of it on record is over (best
     effort, as `note_refused`). Without this a one-off refusal would read as current again
     whenever deliveries wait for a sign-in for another reason (a media server's key)."""
