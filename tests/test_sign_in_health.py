@@ -512,3 +512,101 @@ async def test_an_anilist_refusal_of_a_token_that_works_again_is_forgotten(
     finally:
         await client.aclose()
         runtime.close()
+
+
+@pytest.mark.anyio
+async def test_a_trakt_sign_in_refused_even_after_a_refresh_reads_refused_until_signed_in_again(
+    config: Config, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    # Trakt renews the sign-in but refuses the new access token too: the rows were held as
+    # "rejects the sign-in ... even after a refresh" while the sign-in read "signed in; renews
+    # itself" (its refresh went through) and `watchbridge_sign_in_ok` stayed 1.
+    from watchbridge.deliver.trakt import TraktTarget
+    from watchbridge.deliver.worker import DeliveryWorker
+    from watchbridge.model import Ids, MediaRef, ref_to_dict
+    from watchbridge.store import NewOutboxRow
+    from watchbridge.wiring import trakt_client
+
+    trakt.add_movie("The Matrix", 1999, tmdb=603)
+    trakt.add_movie("Heat", 1995, tmdb=949)
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    client = trakt_client(config, runtime)
+    assert client is not None
+    target = TraktTarget(client, runtime.store, config.delivery, now)
+    worker = DeliveryWorker(lambda _: [target], config.delivery)
+    worker.targets = {target.name: target}
+
+    async def deliver_play(tmdb: str) -> None:
+        item = MediaRef("movie", ids=Ids(tmdb=tmdb))
+        payload = {"item": ref_to_dict(item), "at": now() - 60}
+        key = f"me:trakt:{item.key()}"
+        row = NewOutboxRow("trakt", "me", "play", payload, key, f"{key}:{now()}")
+        assert runtime.store.enqueue([row], now()) == 1
+        for _ in range(3):
+            await worker.pass_once(runtime)
+
+    try:
+        await deliver_play("603")
+        assert runtime.store.outbox_counts()["done"] == 1
+        (me,) = served(config, now)[0]["me"]
+        assert me["state"] == "ok"
+
+        trakt.refuse_access_tokens = True  # refreshes still give new pairs
+        await deliver_play("949")
+        assert runtime.store.waits_for_sign_in("trakt", "me")
+        sign_ins, page, metrics = served(config, now)
+        (me,) = sign_ins["me"]
+        assert me["state"] == "refused"
+        assert me["message"].startswith("Trakt refused the sign-in ")
+        assert "even after renewing it" in me["message"] and "deliveries wait" in me["message"]
+        assert TRAKT_AUTH in me["message"]
+        assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 0.0
+        assert '<td>me</td><td>trakt</td><td><span class="bad">refused</span>' in page
+        shown = status_command(config)
+        assert "  trakt/me: refused: Trakt refused the sign-in " in shown
+        assert "held:          trakt/me: 1 waiting" in shown
+        assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
+
+        # `watchbridge auth trakt` again: another pair, so the refusal no longer reads current.
+        trakt.refuse_access_tokens = False
+        sign_in_trakt(runtime.store, trakt, "me", now=now())
+        assert runtime.store.waits_for_sign_in("trakt", "me")
+        sign_ins, _, metrics = served(config, now)
+        assert [s["state"] for s in sign_ins["me"]] == ["ok"]
+        assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 1.0
+    finally:
+        await target.aclose()
+        runtime.close()
+
+
+@pytest.mark.anyio
+async def test_a_trakt_refusal_of_an_access_token_that_works_again_is_forgotten(
+    config: Config, trakt: FakeTrakt, now: FakeClock
+) -> None:
+    # As AniList's: a refusal on record of the token in use would read "refused" weeks late
+    # the day Trakt deliveries waited for a sign-in for another reason.
+    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.services.trakt import TraktAuthError
+    from watchbridge.wiring import trakt_client
+
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    client = trakt_client(config, runtime)
+    assert client is not None
+
+    def refused_in_use() -> bool:
+        in_use = (runtime.store.get_token("trakt", "me") or {}).get("access_token")
+        return refusal_of(runtime.store.get_token(entry("trakt"), "me"), in_use) is not None
+
+    try:
+        trakt.refuse_access_tokens = True
+        with pytest.raises(TraktAuthError, match="even after a refresh"):
+            await client.last_activities("me")
+        assert refused_in_use()
+        trakt.refuse_access_tokens = False
+        await client.last_activities("me")  # the same (renewed) pair, taken
+        assert not refused_in_use()
+    finally:
+        await client.aclose()
+        runtime.close()

@@ -6,10 +6,10 @@ to run when it does not. One computation for the status page, `/api/status` and 
 the store, never the network. Nothing here returns a token or any part of one. Plex and
 Jellyfin tokens have no expiry: they are not listed.
 
-An AniList token refused when it was used (`services.refusals`: revoked, the app removed)
-is `refused` while the profile's deliveries to it wait for a sign-in and it is still the token
-in use: a new sign-in, or a request with it that goes through (a delivery, a link's
-read), ends it.
+An AniList token refused when it was used, or a Trakt access token refused even after a
+refresh went through (`services.refusals`: revoked, the app removed), is `refused` while the
+profile's deliveries to it wait for a sign-in and it is still the token in use: a new sign-in,
+or a request with it that goes through (a delivery, a link's read), ends it.
 
 A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
 or refresh token pasted into the config before its first request) is `not_tried`: whether
@@ -61,8 +61,9 @@ class Facts:
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
-    # The service's last refused token (`services.refusals`), while deliveries wait for the
-    # sign-in; a refusal of the token in use, of an earlier one, or of a token stored since.
+    # AniList, Trakt: the service's last refused token (`services.refusals`), while deliveries
+    # wait for the sign-in; a refusal of the token in use, of an earlier one, or of one stored
+    # since.
     refused_token: Mapping[str, Any] | None = None
 
 
@@ -162,6 +163,13 @@ def _trakt(fact: Facts, now: float) -> SignIn:
             else f"it ended {_when(expires)}: deliveries wait"
         )
         return sign_in("refused", f"Trakt refused to renew the sign-in ({still}): {auth}")
+    if (refused := refusal_of(fact.refused_token, pair.access_token)) is not None:
+        # Renewed, yet Trakt refuses the new access token too (the account's access cut).
+        return sign_in(
+            "refused",
+            f"Trakt refused the sign-in {_when(refused[0])}, even after renewing it; "
+            f"deliveries wait: {auth}",
+        )
     if now >= expires:
         reason = (
             "Trakt's sign-in service could not be reached to renew it"
@@ -308,6 +316,7 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
                     configured=pasted.reveal() if pasted else None,
                     pasted_used=used.get("sha256"),
                     last_refresh=store.get_token(REFRESH_OUTCOME, name),
+                    refused_token=_refused_token(store, "trakt", name),
                 )
             )
         if accounts.anilist is not None:

@@ -564,8 +564,8 @@ class FakeTrakt(FakeServer):
     ``last_activities`` (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``vip``, ``enforce_rate_limits``/``rate_limits``/``trip_block_seconds``,
     ``throttle_next``, ``lock_account``, ``account_limit``, ``cloudflare_next``,
-    ``refuse_entries`` (plus the base's ``fail_next``/``delay_next``/``drop_next``). Clock:
-    ``now``, ``advance``.
+    ``refuse_entries``, ``refuse_access_tokens`` (plus the base's
+    ``fail_next``/``delay_next``/``drop_next``). Clock: ``now``, ``advance``.
     """
 
     def __init__(
@@ -588,6 +588,9 @@ class FakeTrakt(FakeServer):
         self.require_client_secret = False  # §6: secret optional since 2026-10
         self.refresh_error_status = 400  # §6: 400 (2026 docs); older docs/clients saw 401
         self.refresh_revokes_old_access = True
+        # True: every access token answers 401 while refreshes still work and give new pairs
+        # (Trakt's "rejects the sign-in even after a refresh": the account's API access cut)
+        self.refuse_access_tokens = False
         self.reject_title_case_headers = True  # §1, trakt-api#687
         # "real", or what X-Pagination-Page-Count says instead (None: left out; trakt-api#896)
         self.page_count_header: str | None = "real"
@@ -1134,7 +1137,7 @@ class FakeTrakt(FakeServer):
             # SILENT: a bad token on an optional-OAuth route is a 401 too; body invented.
             scheme, _, value = (header or "").partition(" ")
             tok = self.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-            if tok is None or not self._token_valid(tok):
+            if tok is None or not self._token_valid(tok) or self.refuse_access_tokens:
                 raise _fail(401, {"error": "invalid_token", "error_description": "unauthorized"})
             user = tok.user
         if user is not None and user.locked:

@@ -1,10 +1,11 @@
-"""A token a service refused when it was used (AniList's 401: revoked, the app removed),
-kept so the sign-in health (the status page, `/api/status`, `watchbridge status`, the metrics)
-says so instead of "works".
+"""A token a service refused when it was used (AniList's 401; Trakt's 401 even after a refresh
+went through: revoked, the app removed), kept so the sign-in health (the status page,
+`/api/status`, `watchbridge status`, the metrics) says so instead of "works".
 
 Kept in the tokens table beside the sign-in, by the refused token's SHA-256, never the token:
 a token stored since (a new `watchbridge auth`, a token pasted into the config) is another, so
-the refusal no longer reads as current.
+the refusal no longer reads as current. (Each later Trakt try refreshes once more and keeps
+the refusal of the new access token.)
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchbridge.errors import StoreError
-from watchbridge.services.trakt import TokenStore
+
+if TYPE_CHECKING:  # the Trakt client keeps its refusals here too
+    from watchbridge.services.trakt import TokenStore
 
 
 def entry(service: str) -> str:

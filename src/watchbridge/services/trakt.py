@@ -29,6 +29,7 @@ from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, par
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
+from watchbridge.services.refusals import note_refused, note_taken
 
 SERVICE = "trakt"
 HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what works (§9)
@@ -1219,12 +1220,17 @@ class TraktClient:
             if response.status_code != 401:
                 break
         _raise_for_account(response)
+        assert token is not None  # `_access_token` gives one or raises
         if response.status_code == 401:
-            raise TraktAuthError(
+            refused = TraktAuthError(
                 SERVICE,
                 f"Trakt rejects the sign-in of profile {profile} even after a refresh: "
                 f"run `watchbridge auth trakt --profile {profile}`",
             )
+            # For the sign-in health: the refresh went through, so the pair looks good.
+            note_refused(self.tokens, SERVICE, profile, token, refused.message, self.clock())
+            raise refused
+        note_taken(self.tokens, SERVICE, profile, token, self.clock())
         return response
 
     async def scrobble(
