@@ -610,3 +610,183 @@ async def test_a_trakt_refusal_of_an_access_token_that_works_again_is_forgotten(
     finally:
         await client.aclose()
         runtime.close()
+
+
+KID_TOKEN = "kid-plex-token-7f6e5d4c"
+
+
+def plex_config(tmp_path: Path, plex: Any, kid_token: str = KID_TOKEN) -> Config:
+    """`alex` is read as the Plex server's owner (its token in services.plex), `kid` with a
+    token pasted into the config; neither signs in to a service whose sign-in ends."""
+    from tests.fakes.plex import TOKEN
+
+    text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  plex: {{url: "{plex.url}", token: {TOKEN}}}
+profiles:
+  alex: {{accounts: {{plex: {{}}}}}}
+  kid: {{users: {{plex: ["kid"]}}, accounts: {{plex: {{token: {kid_token}}}}}}}
+"""
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text)
+    return parse_config(text, path, {})
+
+
+@pytest.mark.anyio
+async def test_a_plex_token_refused_at_delivery_is_listed_as_refused_until_another_is_given(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], now: FakeClock
+) -> None:
+    # The server stops taking the token pasted for `kid`: the rows were held ("the Plex server
+    # refuses accounts.plex.token") but Plex was in no sign-in list and no
+    # `watchbridge_sign_in_ok` series went to 0, so an alert rule on it never fired.
+    from tests.fakes.plex import TOKEN, FakePlex
+    from watchbridge.config import Link
+    from watchbridge.deliver.plex import PlexTarget
+    from watchbridge.deliver.worker import DeliveryWorker
+    from watchbridge.model import Ids, MediaRef, ref_to_dict
+    from watchbridge.readers.plex import make_reader, plex_client
+    from watchbridge.store import NewOutboxRow
+
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show("200", "Breaking Bad", 2008, ["tmdb://1396"])
+    for number in (1, 2):
+        plex.add_episode(f"20{number}", "200", 1, number)
+    plex.add_user(KID_TOKEN, 7, "kid")
+    config = plex_config(tmp_path, plex)
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    reader = make_reader(config, runtime.store, Link(["plex", "trakt"]), ["kid"], now)
+    await reader.read("kid", {}, None, True)  # the library map deliveries write by
+    await reader.aclose()
+    target = PlexTarget(plex_client(config, runtime.store, now), config, runtime.store, now)
+    worker = DeliveryWorker(lambda _: [target], config.delivery)
+    worker.targets = {target.name: target}
+
+    async def deliver_play(number: int) -> None:
+        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=number)
+        payload = {"item": ref_to_dict(item), "at": now() - 60}
+        key = f"kid:plex:{item.key()}"
+        row = NewOutboxRow("plex", "kid", "play", payload, key, f"{key}:{now()}")
+        assert runtime.store.enqueue([row], now()) == 1
+        for _ in range(3):
+            await worker.pass_once(runtime)
+
+    def assert_no_plex_token(*texts: str) -> None:
+        for text in texts:
+            assert KID_TOKEN not in text and TOKEN not in text and KID_TOKEN[:12] not in text
+
+    try:
+        await deliver_play(1)
+        assert runtime.store.outbox_counts()["done"] == 1
+        sign_ins, _, metrics = served(config, now)
+        assert sign_ins.get("kid", []) == [] and "watchbridge_sign_in_ok{" not in metrics
+
+        del plex.users[KID_TOKEN]  # revoked on the server
+        await deliver_play(2)
+        assert runtime.store.waits_for_sign_in("plex", "kid")
+        sign_ins, page, metrics = served(config, now)
+        assert sign_ins.get("alex", []) == []
+        (kid,) = sign_ins["kid"]
+        assert (kid["service"], kid["state"], kid["expires_at"]) == ("plex", "refused", None)
+        assert kid["message"].startswith(
+            "the Plex server refused profiles.kid.accounts.plex.token "
+        )
+        assert (
+            "deliveries wait: paste a current token for this server there, or run "
+            in (kid["message"])
+        )
+        assert "`watchbridge auth plex --profile kid`" in kid["message"]
+        assert metric(metrics, "watchbridge_sign_in_ok", "plex", "kid") == 0.0
+        assert '<td>kid</td><td>plex</td><td><span class="bad">refused</span>' in page
+        shown = status_command(config)
+        assert "  plex/kid: refused: the Plex server refused profiles.kid.accounts.plex.token" in (
+            shown
+        )
+        assert "held:          plex/kid: 1 waiting" in shown
+        assert_no_plex_token(str(sign_ins), page, metrics, shown)
+
+        # A new token pasted into the config: another token, so the refusal is no longer
+        # current, though the held row stays flagged until it is tried.
+        plex.add_user("kid-new-token-0a1b2c", 7, "kid")
+        pasted = plex_config(tmp_path, plex, kid_token="kid-new-token-0a1b2c")
+        assert runtime.store.waits_for_sign_in("plex", "kid")
+        sign_ins, _, metrics = served(pasted, now)
+        assert sign_ins.get("kid", []) == []
+        assert "watchbridge_sign_in_ok{" not in metrics
+    finally:
+        await target.aclose()
+        runtime.close()
+
+
+@pytest.mark.anyio
+async def test_a_plex_refusal_of_a_token_the_server_takes_again_is_forgotten(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], now: FakeClock
+) -> None:
+    # `watchbridge auth plex` may hand back the very server token refused once (a share
+    # restored): only a delivery that goes through with it says it works again, else the
+    # refusal would read as current whenever Plex deliveries waited for a sign-in later.
+    from tests.fakes.plex import FakePlex
+    from watchbridge.config import Link
+    from watchbridge.deliver.plex import PlexTarget
+    from watchbridge.model import Ids, MediaRef, ref_to_dict
+    from watchbridge.readers.plex import make_reader, plex_client
+    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.store import NewOutboxRow
+
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show("200", "Breaking Bad", 2008, ["tmdb://1396"])
+    plex.add_episode("201", "200", 1, 1)
+    plex.add_user(KID_TOKEN, 7, "kid")
+    config = plex_config(tmp_path, plex)
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    reader = make_reader(config, runtime.store, Link(["plex", "trakt"]), ["kid"], now)
+    await reader.read("kid", {}, None, True)
+    await reader.aclose()
+    target = PlexTarget(plex_client(config, runtime.store, now), config, runtime.store, now)
+
+    async def deliver_play(at: float) -> None:
+        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=1)
+        payload = {"item": ref_to_dict(item), "at": at}
+        key = f"kid:plex:{item.key()}:{at}"
+        runtime.store.enqueue([NewOutboxRow("plex", "kid", "play", payload, key, key)], now())
+        (claimed,) = runtime.store.claim("test", now(), 1, ["plex"])
+        await target.deliver([claimed], now())
+
+    def refused() -> bool:
+        return refusal_of(runtime.store.get_token(entry("plex"), "kid"), KID_TOKEN) is not None
+
+    try:
+        del plex.users[KID_TOKEN]
+        await deliver_play(now() - 120)
+        assert refused()
+        plex.add_user(KID_TOKEN, 7, "kid")  # the server takes the same token again
+        await deliver_play(now() - 60)
+        assert not refused()
+    finally:
+        await target.aclose()
+        runtime.close()
+
+
+def test_a_refused_plex_token_says_what_to_do_by_whose_it_is() -> None:
+    from watchbridge.services.refusals import digest
+
+    record = {"sha256": digest("t"), "at": NOW, "reason": "r"}
+
+    def plex(whose: str, token: str = "t") -> Facts:
+        return Facts("kid", "plex", {"token": token}, configured=whose, refused_token=record)
+
+    states = sign_in_states(
+        [plex("owner"), plex("pasted"), plex("signed_in"), plex("signed_in", "another")], NOW
+    )
+    # A refusal of another token than the one in use is not listed.
+    assert [s.state for s in states] == ["refused"] * 3
+    owner, pasted, signed_in = states
+    assert "refused services.plex.token" in owner.message
+    assert "set the server owner's current token there" in owner.message
+    assert "paste a current token for this server there" in pasted.message
+    assert "run `watchbridge auth plex --profile kid`" in signed_in.message
+    assert all(not s.ok and s.needs_you for s in states)

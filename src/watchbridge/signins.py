@@ -4,7 +4,10 @@ to run when it does not. One computation for the status page, `/api/status` and 
 
 `sign_in_states` is pure (what the store holds and the clock in, states out); `read_facts` reads
 the store, never the network. Nothing here returns a token or any part of one. Plex and
-Jellyfin tokens have no expiry: they are not listed.
+Jellyfin tokens have no expiry: they are not listed, save a Plex token the server refused at a
+delivery, while that profile's Plex deliveries wait for it and it is still the token in use
+(a new token in the config, a new `watchbridge auth plex`, or a delivery that goes through
+with it, ends it).
 
 An AniList token refused when it was used, or a Trakt access token refused even after a
 refresh went through (`services.refusals`: revoked, the app removed), is `refused` while the
@@ -26,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from watchbridge.config import Config
+from watchbridge.readers.plex import identity, token_in_use
 from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
 from watchbridge.services.refusals import entry, refusal_of
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
@@ -57,11 +61,11 @@ class Facts:
     service: str
     stored: Mapping[str, Any] | None = None
     configured: str | None = None  # AniList: the config's token; Trakt: a pasted refresh token;
-    # Serializd: the configured email
+    # Serializd: the configured email; Plex: whose token it is ("owner", "pasted", "signed_in")
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
-    # AniList, Trakt: the service's last refused token (`services.refusals`), while deliveries
+    # AniList, Trakt, Plex: the service's last refused token (`services.refusals`), while deliveries
     # wait for the sign-in; a refusal of the token in use, of an earlier one, or of one stored
     # since.
     refused_token: Mapping[str, Any] | None = None
@@ -127,6 +131,8 @@ def sign_in_states(facts: Sequence[Facts], now: float) -> list[SignIn]:
             states.append(_anilist(fact, now))
         elif fact.service == "serializd":
             states.append(_serializd(fact, now))
+        elif fact.service == "plex" and (plex := _plex(fact)) is not None:
+            states.append(plex)
     return states
 
 
@@ -292,6 +298,41 @@ def _serializd(fact: Facts, now: float) -> SignIn:
     )
 
 
+def _plex(fact: Facts) -> SignIn | None:
+    """A Plex sign-in, listed only while the server refuses the token in use (none ends)."""
+    refused = refusal_of(fact.refused_token, (fact.stored or {}).get("token"))
+    if refused is None:
+        return None
+    auth = f"`watchbridge auth plex --profile {fact.profile}`"
+    if fact.configured == "owner":
+        whose, todo = "services.plex.token", "set the server owner's current token there"
+    elif fact.configured == "pasted":
+        whose = f"profiles.{fact.profile}.accounts.plex.token"
+        todo = f"paste a current token for this server there, or run {auth}"
+    else:
+        whose = "the token plex.tv gave for them"
+        todo = f"run {auth} (and check the server is still shared with them)"
+    return SignIn(
+        fact.profile,
+        "plex",
+        "refused",
+        None,
+        f"the Plex server refused {whose} {_when(refused[0])}; deliveries wait: {todo}",
+    )
+
+
+def _plex_facts(config: Config, store: Store, profile: str) -> Facts | None:
+    """A refused Plex token of `profile`, while its Plex deliveries wait for a sign-in."""
+    refused = _refused_token(store, "plex", profile) if config.services.plex else None
+    if refused is None:
+        return None
+    person = identity(config, store, profile)
+    whose = "owner" if person.owner else "pasted" if person.signed_in is None else "signed_in"
+    in_use = token_in_use(config, store, profile)
+    stored = {"token": in_use} if in_use is not None else None
+    return Facts(profile, "plex", stored, configured=whose, refused_token=refused)
+
+
 def _refused_token(store: Store, service: str, profile: str) -> Mapping[str, Any] | None:
     """`service`'s last refused token of `profile`, while deliveries wait for its sign-in."""
     if not store.waits_for_sign_in(service, profile):
@@ -301,7 +342,7 @@ def _refused_token(store: Store, service: str, profile: str) -> Mapping[str, Any
 
 def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
     """What the store holds about every configured profile's Trakt, AniList and Serializd
-    sign-in (reads only; no network)."""
+    sign-in, and a Plex token the server refused (reads only; no network)."""
     facts = []
     for name, profile in config.profiles.items():
         accounts = profile.accounts
@@ -351,6 +392,8 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
                     refused=why,
                 )
             )
+        if accounts.plex is not None and (plex := _plex_facts(config, store, name)) is not None:
+            facts.append(plex)
     return facts
 
 
@@ -363,10 +406,10 @@ def gauges(
     config: Config, store: Store, clock: Callable[[], float]
 ) -> list[tuple[str, str, float | None, bool]]:
     """(service, profile, expires_at, ok) of each sign-in, for the metrics (nothing read, not
-    even the clock, when no profile signs in to a service whose sign-in ends). `ok` is False
-    only for one that needs the user: one not tried yet is no failure."""
+    even the clock, when no profile signs in to a service whose sign-in ends, nor to Plex). `ok`
+    is False only for one that needs the user: one not tried yet is no failure."""
     if not any(
-        p.accounts.trakt or p.accounts.anilist or p.accounts.serializd
+        p.accounts.trakt or p.accounts.anilist or p.accounts.serializd or p.accounts.plex
         for p in config.profiles.values()
     ):
         return []

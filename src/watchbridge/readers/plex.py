@@ -878,6 +878,20 @@ def owner_conflict(
     )
 
 
+def token_in_use(config: Config, store: Store, profile: str) -> str | None:
+    """The token `profile`'s requests to the server go with now, as the config and the store
+    know it (no request made): the owner's `services.plex.token`, the server token plex.tv
+    gave for this person, or their `accounts.plex.token`; None while one is yet to be found."""
+    person = identity(config, store, profile)
+    if person.owner:
+        plex = config.services.plex
+        return plex.token.reveal() if plex is not None and plex.token else None
+    found = store.get_token(SERVER_TOKEN, profile) or {}
+    if found.get("token") and found.get("source") == person.source():
+        return str(found["token"])
+    return person.pasted
+
+
 class ServerTokens:
     """Each person's token for this server (None: the owner's, the client's own token).
 
