@@ -498,6 +498,29 @@ async def test_an_unforeseen_failure_logs_its_traceback_once_per_streak(
     assert [r.exc_info is not None for r in failed[:3]] == [True, False, False]
 
 
+async def test_a_bug_in_a_streak_of_failures_keeps_its_traceback(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A service failing (foreseen, told), then a bug: the streak did not start with the bug,
+    # and "sync run failed" was told lately, but the bug's traceback is what a fix needs.
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 0.05)
+    trakt.fail_next(1000, 400, body={"error": "bad request"})
+    with caplog.at_level("INFO", logger="watchbridge.scheduler"):
+        async with scheduled(runtime):
+            await until(lambda: failed_runs(runtime) >= 1)
+            runtime.store.set_cursor("trakt", "me", "link:ts", "{damaged", time.time())
+            trakt.clear_knobs()
+            await until(lambda: failed_runs(runtime) >= 4)
+    failed = [r for r in caplog.records if r.getMessage() == "sync run failed"]
+    assert failed[0].exc_info is None  # the foreseen failure: no traceback
+    bugs = [r for r in failed if r.exc_info]
+    assert len(bugs) == 1 and bugs[0].levelname == "WARNING"  # once in the streak
+    assert "JSONDecodeError" in bugs[0].reason  # type: ignore[attr-defined]
+
+
 def me_and_bob(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> tuple[Runtime, User]:

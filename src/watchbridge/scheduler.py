@@ -66,6 +66,7 @@ class SyncScheduler:
         # A link failing (a service down) or waiting for a review for weeks, run every
         # `interval` (a minute, maybe): a line as it begins, then hourly, and as it ends.
         failing = Repeating(log)
+        bug_told = False  # a bug's traceback was logged in this streak of failures
         runs = runtime.metrics.sync_runs
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
@@ -122,8 +123,12 @@ class SyncScheduler:
                 if locked := locked_by_another(exc):
                     message = LOCKED_BY_ANOTHER
                 failures = await report_run(runtime.store, runtime.notifier, name, message)
-                # A failure we did not foresee (a bug) keeps its traceback, once per streak.
-                unforeseen = not isinstance(exc, WatchbridgeError) and not locked and failures == 1
+                # A failure we did not foresee (a bug) keeps its traceback, once per streak,
+                # also when the streak began with a foreseen one (a service down) told lately.
+                unforeseen = not isinstance(exc, WatchbridgeError) and not locked and not bug_told
+                if unforeseen:
+                    bug_told = True
+                    failing.forget(FAILED)
                 failing.warning(
                     FAILED,
                     "sync run failed",
@@ -137,6 +142,7 @@ class SyncScheduler:
             # Also when the failures came before a restart: the notifier remembers the alert.
             await report_run(runtime.store, runtime.notifier, name, None)
             failing.over(FAILED, "sync runs work again", runtime.clock(), link=name)
+            bug_told = False
             failing.over(REVIEW, "sync no longer waits for a review", runtime.clock(), link=name)
             message = f"link {name} syncs every profile again"
             await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
