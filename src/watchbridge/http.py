@@ -301,7 +301,7 @@ class HttpClient:
         self.clock_skew = 0.0
         self._skew_noted_at: float | None = None  # when this client last told _CLOCKS
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+            base_url=self.base_url,
             headers={"user-agent": USER_AGENT, **(headers or {})},
             timeout=httpx.Timeout(timeout, connect=10.0),
             transport=transport,

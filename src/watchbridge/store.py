@@ -94,6 +94,8 @@ RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long
 # SQL: a sync run that went through (ok, or held for a confirmation); each link's last one
 # outlives KEEP_RUNS (see Store.prune), so its time is known however long the link fails.
 _WENT_THROUGH = "outcome IN ('ok', 'held')"
+# SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
+_ALIVE = "outcome = 'running' AND COALESCE(heartbeat_at, started_at) > ?"
 
 
 @migrations()
@@ -2531,9 +2533,7 @@ class Store:
         every time (out of memory on a big first read), the link would never sync again."""
         with self.transaction() as conn:
             alive = conn.execute(
-                "SELECT 1 FROM sync_runs WHERE link = ? AND outcome = 'running'"
-                " AND COALESCE(heartbeat_at, started_at) > ?",
-                (link, now - lease),
+                f"SELECT 1 FROM sync_runs WHERE link = ? AND {_ALIVE}", (link, now - lease)
             ).fetchone()
             if alive:
                 return None
@@ -2658,8 +2658,7 @@ class Store:
             running = [
                 str(link)
                 for (link,) in conn.execute(
-                    "SELECT DISTINCT link FROM sync_runs WHERE outcome = 'running'"
-                    " AND COALESCE(heartbeat_at, started_at) > ? ORDER BY link",
+                    f"SELECT DISTINCT link FROM sync_runs WHERE {_ALIVE} ORDER BY link",
                     (now - lease,),
                 )
             ]

@@ -165,17 +165,19 @@ class PlexTarget:
     async def _note_refused(self, profile: str, token: str | None, exc: PlexAuthError) -> None:
         """Keep that the server refused `token` (None: the owner's `services.plex.token`), for
         the sign-in health: a Plex token has no expiry to tell it by."""
-        sent = token or await asyncio.to_thread(token_in_use, self.config, self.store, profile)
-        if sent is not None:
+        if (sent := await self._sent(profile, token)) is not None:
             reason = f"profile {profile}: {exc.message}"
             await asyncio.to_thread(
                 note_refused, self.store, SERVICE, profile, sent, reason, self.clock()
             )
 
     async def _note_taken(self, profile: str, token: str | None) -> None:
-        sent = token or await asyncio.to_thread(token_in_use, self.config, self.store, profile)
-        if sent is not None:
+        if (sent := await self._sent(profile, token)) is not None:
             await asyncio.to_thread(note_taken, self.store, SERVICE, profile, sent, self.clock())
+
+    async def _sent(self, profile: str, token: str | None) -> str | None:
+        """The token a request went with (None: the owner's, which the config holds)."""
+        return token or await asyncio.to_thread(token_in_use, self.config, self.store, profile)
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):

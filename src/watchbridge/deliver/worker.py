@@ -861,7 +861,6 @@ class DeliveryWorker:
             if profile not in ending:
                 over = "sign-in renewed"
                 self._held_log.over((ENDING, key), over, now, target=target.name, key=key)
-            if profile not in ending:
                 await runtime.notifier.resolve("credentials", message, key=key)
                 if runtime.notifier.raised("credentials", key + ENDING):
                     renewed = f"{target.name} sign-in of profile {profile} is renewed"

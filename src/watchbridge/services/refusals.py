@@ -28,6 +28,7 @@ def entry(service: str) -> str:
 
 
 def digest(token: str) -> str:
+    """What the database keeps of a token to know it again: its SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

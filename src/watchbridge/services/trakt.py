@@ -29,7 +29,7 @@ from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, par
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
-from watchbridge.services.refusals import note_refused, note_taken
+from watchbridge.services.refusals import digest, note_refused, note_taken
 
 SERVICE = "trakt"
 HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what works (§9)
@@ -1033,7 +1033,7 @@ class TraktClient:
             used = self.tokens.get_token(PASTED_USED, profile)
         except (sqlite3.Error, StoreError):
             used = None  # this process's own record (_refresh_spent) still holds
-        return "" if used is not None and used.get("sha256") == _digest(pasted) else pasted
+        return "" if used is not None and used.get("sha256") == digest(pasted) else pasted
 
     def _note_pasted_used(self, profile: str, refresh_token: str) -> None:
         """Trakt answered `refresh_token` (a new pair, or refused): when it is the pasted one,
@@ -1042,7 +1042,7 @@ class TraktClient:
         if not pasted or refresh_token != pasted:
             return
         with contextlib.suppress(sqlite3.Error, StoreError):  # best effort, as the lease
-            self.tokens.put_token(PASTED_USED, profile, {"sha256": _digest(pasted)}, self.clock())
+            self.tokens.put_token(PASTED_USED, profile, {"sha256": digest(pasted)}, self.clock())
 
     async def _pasted_sign_in(
         self, profile: str, current: TokenSet | None, still_works: bool
@@ -1126,7 +1126,7 @@ class TraktClient:
         """Keep (best effort) how this refresh of the pair holding `refresh_token` went, for the
         sign-in health the status page, `/api/status` and the metrics show (see REFRESH_OUTCOME):
         by the token's hash, never the token."""
-        record = {"outcome": outcome, "at": self.clock(), "pair": _digest(refresh_token)}
+        record = {"outcome": outcome, "at": self.clock(), "pair": digest(refresh_token)}
         with contextlib.suppress(sqlite3.Error, StoreError):
             self.tokens.put_token(REFRESH_OUTCOME, profile, record, self.clock())
 
@@ -1576,11 +1576,6 @@ def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[s
         group = "shows" if item.kind == "show" else "movies"
         body.setdefault(group, []).append({"ids": trakt_ids(item.ids), **extra})
     return body
-
-
-def _digest(token: str) -> str:
-    """What the database keeps of a refresh token to know it again: its SHA-256."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _client_refused(response: httpx.Response) -> str:
