@@ -528,3 +528,21 @@ def test_a_body_that_stops_coming_midway_is_given_up_and_shown_refused(
         (refused,) = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
     assert (refused["source"], refused["outcome"], refused["status"]) == ("generic", "stalled", 408)
     assert "network" in refused["fix"] and SECRET not in str(refused)
+
+
+def test_a_movie_queues_no_row_for_a_service_that_holds_tv_only(tmp_path: Path) -> None:
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "services: {serializd: {}, anilist: {client_id: '1'}}\n"
+        "profiles: {me: {default: true, accounts: "
+        "{serializd: {email: a@example.com, password: pw}, anilist: {}}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    play = generic_play() | {"event": "played"}
+    with AppThread(build_app(build_runtime(config))) as thread:
+        response = httpx.post(f"{thread.url}/webhooks/generic/{SECRET}", json=play)
+    assert (response.status_code, response.json().get("queued")) == (202, 1), response.text
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        targets = [target for (target,) in db.execute("SELECT target FROM outbox")]
+    assert targets == ["anilist"]  # anime films are AniList's; Serializd would only skip it

@@ -438,8 +438,8 @@ def targets_for(config: Config, profile: Profile) -> list[str]:
     targets = []
     if profile.accounts.trakt is not None and config.services.trakt is not None:
         targets.append("trakt")
-    # A household without Trakt still gets its plays logged on Serializd (episodes only;
-    # the target skips movies).
+    # A household without Trakt still gets its plays logged on Serializd (episodes only: a
+    # movie's webhook queues it no row, webhooks.rows_for).
     if profile.accounts.serializd is not None and config.services.serializd is not None:
         targets.append("serializd")
     # AniList takes anime only; its target maps each play and skips the rest without a request.

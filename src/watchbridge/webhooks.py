@@ -23,7 +23,7 @@ from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
 from watchbridge.app import BEFORE_ROUTER, Runtime
-from watchbridge.config import Config, same_account, targets_for
+from watchbridge.config import TV_ONLY, Config, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import generic, parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
@@ -121,6 +121,8 @@ def rows_for(
     rows = []
     item = ref_to_dict(event.item) if item is None else item
     item_key = event.item.key()
+    if event.item.kind == "movie":  # no row that could only be skipped: the answer's count is true
+        targets = [target for target in targets if target not in TV_ONLY]
     for intent in intents:
         # `source`: which media server to ask for ids the webhook left out (ids.Enricher).
         payload: dict[str, Any] = {"item": item, "at": intent.at, "source": event.source}
