@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from watchbridge.servelock import (
     lock_path,
     parse_record,
     refusal,
+    serving,
 )
 from watchbridge.store import NewOutboxRow, Store
 
@@ -172,6 +175,21 @@ def test_a_database_named_through_a_symlink_shares_the_lock_of_its_file(tmp_path
     with hold(database, time.time()), pytest.raises(AlreadyServing):
         hold(named_otherwise, time.time())
     assert not (tmp_path / "watchbridge.db.lock").exists()
+
+
+def test_a_sync_looking_whether_a_service_runs_never_turns_one_away(tmp_path: Path) -> None:
+    # `watchbridge sync` looks (a shared lock, let go at once) whether a service runs: a
+    # service starting in that moment waits it out instead of stopping as a second one.
+    database = tmp_path / "watchbridge.db"
+    assert not serving(database)  # no service ever ran here
+    with hold(database, time.time()):
+        assert serving(database)
+    assert not serving(database)
+    lock = os.open(lock_path(database), os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_SH)  # a sync's look, caught in its moment
+    threading.Timer(0.1, os.close, (lock,)).start()
+    with hold(database, time.time()):
+        assert serving(database)
 
 
 def test_a_lock_file_with_a_record_cut_short_still_gives_the_whole_advice() -> None:

@@ -23,13 +23,15 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
 from tests.linkrig import use_fast_readers
 from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
+from watchbridge import servelock
 from watchbridge.alerts import RELOAD_EVERY, Notifier
 from watchbridge.cli import cli
 from watchbridge.config import load_config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.progress import LiveProgress
+from watchbridge.reconcile import Action
 from watchbridge.store import Store
-from watchbridge.sync import FAILURES_BEFORE_ALERT, report_held, run_link
+from watchbridge.sync import FAILURES_BEFORE_ALERT, outbox_rows, report_held, run_link
 
 LINK = "ts"
 
@@ -134,6 +136,51 @@ def test_a_sync_from_cron_alerts_when_the_link_keeps_failing(
     world.serializd.clear_knobs()
     world.sync("--link", LINK)
     assert receiver.titles()[-1] == f"Resolved: watchbridge: link {LINK} keeps failing"
+
+
+ARRIVAL = "movie:tmdb:329865"
+
+
+def queued_by_a_removed_link(world: World, tmp_path: Path) -> None:
+    """A play of Arrival and its rating that link plex-trakt queued for Trakt (Trakt was
+    down), before the user took the link out of the config (it is not in `world`'s)."""
+    world.trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    at = time.time() - 3600
+    actions = (
+        Action("add_play", "trakt", ARRIVAL, "new on plex", at, source="plex:1"),
+        Action("set_rating", "trakt", ARRIVAL, "rated on plex", at, value=8),
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue(outbox_rows("plex-trakt", "me", actions)[0], time.time())
+
+
+def test_a_sync_from_cron_does_not_send_what_the_config_no_longer_asks_for(
+    world: World, tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # No service runs (cron only): no start of one judges the queue under the edited config,
+    # so the sync's own delivery sent what the user had taken out of it.
+    queued_by_a_removed_link(world, tmp_path)
+    world.sync("--link", LINK)
+    assert world.trakt.history() == [] and world.trakt.ratings() == []
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        dead = store.dead_letters()
+        assert store.outbox_counts()["pending"] == 0
+    assert sorted(row.action for row in dead) == ["play", "rating"]
+    assert all((row.last_error or "").startswith("links.plex-trakt is no longer") for row in dead)
+    assert receiver.titles() == ["watchbridge: 2 trakt deliveries gave up"]
+
+
+def test_a_sync_beside_the_service_leaves_judging_the_queue_to_it(
+    world: World, tmp_path: Path
+) -> None:
+    # The service judged the queue under its own config as it started; a sync run beside it
+    # may have been given another config file: what it delivers, the service's config allows.
+    queued_by_a_removed_link(world, tmp_path)
+    with servelock.hold(tmp_path / "watchbridge.db", time.time()):
+        world.sync("--link", LINK)
+    assert [h.item.title for h in world.trakt.history()] == ["Arrival"]
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.dead_letters() == []
 
 
 # --------------------------------------------------------------------------- sync output

@@ -1240,10 +1240,14 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
     """Deliver what is due right away, as the running service would (claims are atomic, so
     both can work side by side); returns how many rows were settled. `on_pass` hears how many
     so far after each pass (a progress bar)."""
+    from watchbridge import servelock
     from watchbridge.deliver.worker import DeliveryWorker
     from watchbridge.wiring import make_targets
 
-    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
+    # With no service running, no start of one gives up what the edited config no longer
+    # allows (a link or service taken out): this run does, or it would send it.
+    alone = not servelock.serving(Path(runtime.config.storage.path))
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli", judge_config=alone)
     worker.targets = {t.name: t for t in make_targets(runtime)}
     before = runtime.store.outbox_counts()["done"]
     try:

@@ -5,8 +5,9 @@ claimed rows) and both run the scheduled links: plays sent twice, alerts told tw
 is `flock` on `<database>.lock`, so the kernel lets it go whenever the process ends, however
 it ends (kill -9, a power cut, a container restarted with the same pid): a restart never finds
 a stale lock. The file itself stays: removing it on exit would let a starting service lock a
-file that is no longer there. Only `serve` takes it; the commands meant to run beside the
-service (status, sync, auth, ...) never look at it.
+file that is no longer there. Only `serve` takes it; of the commands meant to run beside the
+service (status, sync, auth, ...) only `sync` looks at it, for a moment (`serving`): with no
+service running, its config is the one that says what the queue may still send.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +28,9 @@ from watchbridge.errors import StoreError, WatchbridgeError
 
 LOCK_SUFFIX = ".lock"
 _RECORD_BYTES = 4096
+# A starting service finding the lock taken tries again this long: `serving` holds it for a
+# moment only, and must never turn a service away.
+_CONTENDED_FOR = 0.5
 
 
 class AlreadyServing(WatchbridgeError):
@@ -134,7 +139,7 @@ def hold(database: Path, now: float) -> ServeLock:
     lock = lock_path(database)
     fd = _open(database, lock)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(fd, fcntl.LOCK_EX, time.monotonic() + _CONTENDED_FOR)
     except OSError as exc:
         holder = _read_holder(fd) if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
         os.close(fd)
@@ -151,6 +156,38 @@ def hold(database: Path, now: float) -> ServeLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, record(Holder(os.getpid(), socket.gethostname(), now)).encode(), 0)
     return ServeLock(lock, fd)
+
+
+def serving(database: Path) -> bool:
+    """Whether a `watchbridge serve` holds the database's lock now. Looked at with a shared
+    lock taken and let go at once (`hold` waits that moment out); a lock file that cannot be
+    opened or locked counts as held: unsure, the running service's config rules."""
+    lock = lock_path(database)
+    if not lock.exists():  # every start makes it: no service ever ran on this database
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # lets the shared lock go, if taken
+    return False
+
+
+def _lock(fd: int, how: int, until: float) -> None:
+    """flock without waiting, tried again until `until` while another holds it."""
+    while True:
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= until:
+                raise
+        time.sleep(0.05)
 
 
 def _open(database: Path, lock: Path) -> int:

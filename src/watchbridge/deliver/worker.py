@@ -400,6 +400,7 @@ class DeliveryWorker:
         config: DeliveryConfig,
         role: str = SERVICE_ROLE,
         idle_wake: float = IDLE_WAKE_SECONDS,
+        judge_config: bool | None = None,
     ) -> None:
         self.make_targets = make_targets
         self.idle_wake = idle_wake
@@ -411,9 +412,10 @@ class DeliveryWorker:
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
         # The service's config, as it starts, says what the rows queued so far may still go
-        # to. Not a CLI run's (it may use another config file), nor later: a sync run may queue
-        # rows under a config the service has not loaded yet.
-        self._judge_config = role == SERVICE_ROLE
+        # to. Not a CLI run's while a service runs (it may use another config file), nor
+        # later: a sync run may queue rows under a config the service has not loaded yet.
+        # With no service running (syncs from cron only), the CLI run's config is the one.
+        self._judge_config = role == SERVICE_ROLE if judge_config is None else judge_config
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
         # "target:profile" -> (since, until) of a rate limit in holds back to back: told once
         # it has lasted as long as an outage would before its alert.
