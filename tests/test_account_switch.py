@@ -37,12 +37,21 @@ from tests.test_sync_scenarios import (
     trakt_plays,
     unlog,
 )
-from watchbridge.accounts import NOT_SENT, merged, note_account, same_account
+from watchbridge.accounts import (
+    NOT_SENT,
+    READ_EMPTY,
+    check_owed,
+    merged,
+    note_account,
+    read_empty,
+    same_account,
+    unrecognised,
+)
 from watchbridge.config import Config, parse_config
 from watchbridge.deliver.plex import PlexTarget
 from watchbridge.errors import WatchbridgeError
 from watchbridge.readers.plex import plex_client
-from watchbridge.reconcile import Action
+from watchbridge.reconcile import UNDATED, Action, Play, Side
 from watchbridge.store import UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem, Store
 from watchbridge.sync import NeedsReview, outbox_rows, run_link
 
@@ -61,6 +70,25 @@ def test_an_identity_part_not_known_yet_matches_any() -> None:
     assert not same_account("server a|account 1", "server b|account 1")
     assert not same_account("server a|account 1", "server a|account 2")
     assert merged("server a|account 1", "server a|") == "server a|account 1"
+
+
+def plays(*records: str, at: float = 1.7e9) -> Side:
+    return Side(tuple(Play(f"episode:tmdb:1:s1e{n}", at, r) for n, r in enumerate(records)))
+
+
+def test_a_read_holding_no_play_says_nothing_of_whose_account_it_is() -> None:
+    kept = plays(*(f"diary {n}" for n in range(400)))
+
+    # An empty history (a library being rebuilt, a glitch) or marks only (undated ticks,
+    # named by their item whoever the account): the check waits.
+    for read in (Side(), plays("tick", at=UNDATED)):
+        assert read_empty(kept, read) and not unrecognised(kept, read)
+    # One play of its own, none of the 400: another account's (a record id is one account's).
+    assert unrecognised(kept, plays("diary 9001")) and not read_empty(kept, plays("diary 9001"))
+    # One of the 400 still there: the account is the one kept; the rest are removals.
+    assert not unrecognised(kept, plays("diary 7")) and not read_empty(kept, plays("diary 7"))
+    # Too few kept to tell anything by.
+    assert not read_empty(plays("a", "b"), Side()) and not unrecognised(plays("a"), plays("c"))
 
 
 def test_starting_over_forgets_the_profiles_side_and_its_links_only(tmp_path: Path) -> None:
@@ -375,12 +403,12 @@ async def test_another_serializd_account_since_an_older_release_is_recognised_by
     rig = make_rig()
     await rig.sync_and_deliver()
     forget_the_accounts(rig)
-    bob = serializd.add_user(*BOB)
+    bob = bob_with_a_play_of_his_own(serializd)
 
     result = await make_rig(account=BOB[:2]).sync_and_deliver()
 
-    assert len(trakt_plays(trakt)) == 5
-    assert len(diary_plays_of(serializd, bob)) == 5
+    assert len(trakt_plays(trakt)) == 6
+    assert len(diary_plays_of(serializd, bob)) == 6
     assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
 
 
@@ -394,12 +422,13 @@ async def test_another_trakt_account_over_an_older_releases_revoked_sign_in_is_r
     forget_the_accounts(rig)
     trakt.revoke_tokens()
     robin = trakt.add_user("robin")
+    trakt.log_play(episode_of(trakt, 2, 1), "2024-02-01T20:00:00.000Z", user=robin)
 
     sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
     await make_rig(signed_in=True).sync_and_deliver()
 
-    assert len(diary_plays(serializd)) == 5
-    assert len(trakt.history(robin)) == 5
+    assert len(diary_plays(serializd)) == 6
+    assert len(trakt.history(robin)) == 6
 
 
 async def test_a_delivery_before_the_first_run_after_upgrading_leaves_the_check_owed(
@@ -430,7 +459,7 @@ async def test_a_first_run_after_upgrading_that_fails_leaves_the_check_owed(
     log_five(serializd)
     await make_rig().sync_and_deliver()
     forget_the_accounts(make_rig())
-    bob = serializd.add_user(*BOB)
+    bob = bob_with_a_play_of_his_own(serializd)
     rig = make_rig(account=BOB[:2], max_removal_share=1.0)
     trakt.fail_next(100, 503, route="GET /sync/history/{type}")
     with pytest.raises(WatchbridgeError):
@@ -440,8 +469,8 @@ async def test_a_first_run_after_upgrading_that_fails_leaves_the_check_owed(
     await rig.sync_and_deliver()
     await rig.sync_and_deliver(full=True)
 
-    assert len(trakt_plays(trakt)) == 5
-    assert len(diary_plays_of(serializd, bob)) == 5
+    assert len(trakt_plays(trakt)) == 6
+    assert len(diary_plays_of(serializd, bob)) == 6
 
 
 async def test_a_season_marked_watched_by_the_old_account_does_not_hide_the_switch(
@@ -456,12 +485,93 @@ async def test_a_season_marked_watched_by_the_old_account_does_not_hide_the_swit
     await rig.sync_and_deliver(full=True)
     before = len(trakt.history())
     forget_the_accounts(rig)
-    serializd.add_user(*BOB)
+    bob_with_a_play_of_his_own(serializd)
 
     result = await make_rig(account=BOB[:2], max_removal_share=1.0).sync_and_deliver()
 
     assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
-    assert len(trakt.history()) == before
+    assert len(trakt.history()) == before + 1  # bob's own play, and nothing removed
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0])
+async def test_an_empty_read_of_an_account_first_seen_starts_nothing_over(
+    make_rig: RigFactory,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    caplog: pytest.LogCaptureFixture,
+    share: float,
+) -> None:
+    """Upgraded from a release that kept no account, and Serializd answers an empty diary on
+    the first run (a glitch): it must not start over and copy Trakt's plays back to it (they
+    would stand twice there once the diary reads again), nor remove them from Trakt, even
+    with the mass-removal guard turned off (`share` 1.0)."""
+    log_five(serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    rig = make_rig(max_removal_share=share)
+    with serializd.lock:
+        diary, serializd.user.reviews = serializd.user.reviews, []
+
+    empty = await rig.sync_and_deliver()
+    again = await rig.sync_and_deliver()
+
+    for result in (empty, again):
+        assert not result.plans[0].restarted and not result.plans[0].plan.writes()
+        [held] = result.held
+        assert "5 of 5 plays on trakt would be removed (serializd read empty" in held
+    assert len(trakt_plays(trakt)) == 5 and not diary_plays(serializd)
+    assert rig.store.get_cursor("serializd", PROFILE, check_owed(LINK)) == READ_EMPTY
+    said = [r.getMessage() for r in caplog.records if "read empty" in r.getMessage()]
+    assert said == [
+        f"links.{LINK}: serializd read empty for profile {PROFILE}, and its account is not "
+        "checked yet (5 plays kept for it): not taken as another account, nothing copied "
+        "again; the check waits for a read holding plays, and removals wait for confirmation "
+        "meanwhile"
+    ]
+
+    with serializd.lock:
+        serializd.user.reviews = diary
+    back = await rig.sync_and_deliver()
+
+    assert not back.plans[0].restarted and not back.plans[0].plan.actions and not back.held
+    assert len(trakt_plays(trakt)) == 5 and len(diary_plays(serializd)) == 5
+    assert rig.store.get_cursor("serializd", PROFILE, check_owed(LINK)) is None
+
+
+async def test_a_new_account_first_seen_empty_starts_over_once_it_holds_a_play(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """The email changed to a new, empty Serializd account in the upgrade: an empty read
+    cannot tell it from an outage, so nothing is copied or removed until it holds a play of
+    its own; then it is another account's, and starts over."""
+    log_five(serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2])
+
+    empty = await rig.sync_and_deliver()
+
+    assert not empty.plans[0].restarted and "serializd read empty" in empty.held[0]
+    assert len(trakt_plays(trakt)) == 5 and not diary_plays_of(serializd, bob)
+    status = [sys.executable, "-m", "watchbridge", "status", "--config"]
+    shown = subprocess.run(
+        [*status, str(cli_config(tmp_path, trakt, serializd))], capture_output=True, text=True
+    ).stdout
+    assert (
+        "5 of 5 plays on trakt would be removed (serializd read empty, and its account is not "
+        "checked yet: an outage or another account; held until serializd reads plays again)"
+    ) in shown
+
+    log_as(serializd, bob, 1, 7, "2024-02-07T20:00:00.000Z")
+    started = await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert "holds none of the plays watchbridge kept for it" in started.plans[0].restarted
+    assert not started.held
+    assert len(trakt_plays(trakt)) == 6 and len(diary_plays_of(serializd, bob)) == 6
 
 
 async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
@@ -477,7 +587,7 @@ async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
     await rig.sync_and_deliver()
     forget_the_accounts(rig)
     await rig.aclose()
-    bob = serializd.add_user(*BOB)
+    bob = bob_with_a_play_of_his_own(serializd)
     text = rig_config(tmp_path, trakt, serializd, options, BOB[:2])
     text += f"  other: {{services: [serializd, trakt], direction: one-way{options}}}\n"
     rig = rig_for(parse_config(text, PATH, {}), trakt, serializd, {})
@@ -487,12 +597,25 @@ async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
     finally:
         await rig.aclose()
 
-    assert len(trakt_plays(trakt)) == 5
+    assert len(trakt_plays(trakt)) == 6  # bob's play, copied once
     assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
-    assert len(diary_plays_of(serializd, bob)) == 5
+    assert len(diary_plays_of(serializd, bob)) == 6
 
 
 PATH = Path("watchbridge.yaml")
+
+
+def bob_with_a_play_of_his_own(serializd: FakeSerializd) -> Any:
+    """Another Serializd account, as one used before reads: with a play logged there (one
+    holding none says nothing of whose it is: `test_an_empty_read_...`)."""
+    bob = serializd.add_user(*BOB)
+    log_as(serializd, bob, 1, 7, "2024-02-07T20:00:00.000Z")
+    return bob
+
+
+def episode_of(trakt: FakeTrakt, season: int, number: int) -> Any:
+    show = next(s for s in trakt.shows if s.tmdb == BB)
+    return show.seasons[season].episodes[number]
 
 
 def log_five(serializd: FakeSerializd) -> None:

@@ -13,7 +13,9 @@ when the link's `first_run` is `dry-run`).
 The first account seen is only remembered (a new profile, or a database of a release that
 kept none). Each link's next full read then checks that the side still holds the plays the
 link kept for it: one holding none of them was another account's, and starts over the same
-way (`unrecognised`).
+way (`unrecognised`). A read holding no play of the service's at all tells nothing of whose
+the account is (a server rebuilding its library, an empty answer, a new account alike): the
+check waits for a read that holds some (`read_empty`), and the usual guards act meanwhile.
 
 An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
 profile's account on it); an empty part is one not known yet, and matches any.
@@ -43,8 +45,13 @@ NOT_SENT = "not sent: a removal meant for an account used before"  # starts such
 def check_owed(link: str) -> str:
     """The cursor (service, profile, this) saying that `link`'s next full read must still
     find the plays it kept for an account first seen (see `unrecognised`); set when the
-    account is first seen, cleared by that read."""
+    account is first seen, cleared by the first full read holding plays (`OWED`, or
+    `READ_EMPTY` once a full read held none and the log said so)."""
     return f"account_check:{link}"
+
+
+OWED = "owed"
+READ_EMPTY = "read empty"
 
 
 def restarted_cursor(link: str) -> str:
@@ -154,7 +161,7 @@ def note_account(
     before = store.get_cursor(service, profile, ACCOUNT_CURSOR)
     if before is None:  # whose each link's state was is not known: its next full read tells
         for link in links_using(config, service, profile):
-            store.set_cursor(service, profile, check_owed(link), "owed", now)
+            store.set_cursor(service, profile, check_owed(link), OWED, now)
     if before is None or same_account(before, seen):
         kept = seen if before is None else merged(before, seen)
         if kept != before:
@@ -175,11 +182,37 @@ def start_over_unrecognised(
 
 
 def unrecognised(kept: Side, read: Side) -> bool:
-    """Whether a side's full read shares none of the plays the link kept for it (at least
-    MIN_KEPT): records the account's service gave (dated plays; not those a reader makes
-    from an item, like an undated tick, or carries over from the baseline). Pure."""
-    kept_records = _own_records(kept)
-    return len(kept_records) >= MIN_KEPT and kept_records.isdisjoint(_own_records(read))
+    """Whether a side's full read holds plays, but none of those the link kept for it (at
+    least MIN_KEPT): records the account's service gave (dated plays; not those a reader makes
+    from an item, like an undated tick, or carries over from the baseline). Pure.
+
+    However few it holds (one of 400 kept): a service gives its record ids to one account's
+    plays only, so another account never shares one, and the same account does only while it
+    still holds them. A read answering with plays of its own, but none of the 400, is not an
+    outage; whether another account or the same one emptied, what was kept says nothing
+    true of it, and starting over removes nothing. A read holding one kept play is
+    recognised: the account is the one kept, and the plays it lost are removals, for the
+    mass-removal guard to weigh."""
+    kept_records, read_records = _own_records(kept), _own_records(read)
+    return (
+        len(kept_records) >= MIN_KEPT
+        and bool(read_records)
+        and kept_records.isdisjoint(read_records)
+    )
+
+
+def read_empty(kept: Side, read: Side) -> bool:
+    """Whether a side's full read holds no play its service gave while the link kept enough
+    (MIN_KEPT) to check whose the account is: it tells nothing (a server rebuilding its
+    library, an empty history answered, a new account alike), and starting over on it would
+    copy everything again to a side that may still hold it. The check waits for a read that
+    holds plays. Pure."""
+    return len(_own_records(kept)) >= MIN_KEPT and not _own_records(read)
+
+
+def kept_plays(side: Side) -> int:
+    """How many plays of its service's a link kept for a side (what the check weighs)."""
+    return len(_own_records(side))
 
 
 def _own_records(side: Side) -> set[str]:

@@ -20,15 +20,22 @@ LIST_MIN_HELD = 3
 
 
 def removals_held(
-    removals: int, size: int, what: str, share: float, minimum: int = 1, holding: bool = False
+    removals: int,
+    size: int,
+    what: str,
+    share: float,
+    minimum: int = 1,
+    holding: bool = False,
+    hold: str = "",
 ) -> str:
     """Why `removals` of the `size` entries `what` describes (e.g. "plays on trakt") must wait
     for confirmation; empty when they may go. Fewer than `minimum` removals always may; while
-    `holding` (an earlier run held removals), any other may not."""
+    `holding` (an earlier run held removals), or given a reason every removal waits (`hold`),
+    any other may not."""
     if removals < max(minimum, 1) or not size:
         return ""
-    if holding:
-        why = "held since an earlier run found too many removed, until confirmed or undone"
+    if hold or holding:
+        why = hold or "held since an earlier run found too many removed, until confirmed or undone"
         return f"{removals} of {size} {what} would be removed ({why}); {CONFIRM}"
     if removals / size <= share:
         return ""

@@ -226,13 +226,15 @@ def plan(
     tombstones: frozenset[tuple[str, str]] = frozenset(),
     done_at: Mapping[tuple[str, str], float] = MappingProxyType({}),
     holding: bool = False,
+    hold: str = "",
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
     saw done (its record absent from its side), and when. A record read again after that is a
     new play (a Serializd tick ticked again: its record names the episode), unless it is an id
     given to one play only (`given_once`). `holding`: an earlier run held removals for
-    confirmation; every removal waits until one is confirmed or none is left."""
+    confirmation; every removal waits until one is confirmed or none is left. `hold`: a
+    reason every removal of this run waits, whatever its share (see `guard.removals_held`)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -246,7 +248,7 @@ def plan(
         actions += _plan_ratings(link, current, baseline, allowed)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
-    held = _mass_removal(link, current, actions, holding)
+    held = _mass_removal(link, current, actions, holding, hold)
     return Plan(tuple(actions), frozenset(new_tombstones), held, left_out, frozenset(spent))
 
 
@@ -783,11 +785,11 @@ def _winner(link: Link, ra: Rated, rb: Rated) -> str:
 
 
 def _mass_removal(
-    link: Link, current: Mapping[str, Side], actions: list[Action], holding: bool
+    link: Link, current: Mapping[str, Side], actions: list[Action], holding: bool, hold: str
 ) -> str:
     """Why this plan's removals must wait for confirmation, if they would empty a side, or
     (`holding`) an earlier run held removals: they wait until confirmed or undone, however
-    small a share of the side they become as it grows.
+    small a share of the side they become as it grows; or for `hold`, whatever their share.
 
     Plays and ratings are weighed apart: a side whose ratings read empty (an expired session,
     an endpoint that moved) must not take every rating on the other side with it."""
@@ -801,7 +803,7 @@ def _mass_removal(
         if (removals := sum(1 for x in actions if x.target == side and x.kind == kind))
     ]
     share = link.max_removal_share
-    held = [removals_held(n, size, what, share, 1, holding) for n, size, what in groups]
+    held = [removals_held(n, size, what, share, 1, holding, hold) for n, size, what in groups]
     if not any(held):
         return ""
     # Every removal waits, and is named: confirming applies them all.

@@ -20,9 +20,12 @@ from typing import Any
 
 from watchbridge.accounts import (
     ENGINE,
+    READ_EMPTY,
     carried_cursor,
     check_owed,
+    kept_plays,
     note_account,
+    read_empty,
     restarted_cursor,
     start_over_unrecognised,
     unrecognised,
@@ -401,7 +404,7 @@ async def _plan_profile(
     await _note_accounts(config, store, profile, readers, clock, reading=False)
     saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
-    # Nor while an account first seen is to be checked (see `_unrecognised`).
+    # Nor while an account first seen is to be checked (see `_check_accounts`).
     full_at = float(saved[ENGINE].get("full_at", 0))
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     # Removals held for confirmation may have been found by a full read only: while they
@@ -430,7 +433,8 @@ async def _plan_profile(
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
     }
-    if await _unrecognised(config, store, name, profile, owed, baseline, reads, clock):
+    checked = await _check_accounts(config, store, name, profile, owed, baseline, reads, clock)
+    if checked.started:
         baseline, holding = {}, False  # started over: as on a first run
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
@@ -454,7 +458,7 @@ async def _plan_profile(
     stones = await asyncio.to_thread(load_tombstones, store, name, profile)
     done_at = {stone: done for stone, done in stones.items() if done is not None}
     planned = await asyncio.to_thread(
-        plan, link, current, baseline, frozenset(stones), done_at, holding
+        plan, link, current, baseline, frozenset(stones), done_at, holding, checked.hold()
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
@@ -529,7 +533,25 @@ def _checks_owed(store: Store, link: str, profile: str, services: list[str]) -> 
     return {s for s in services if store.get_cursor(s, profile, check_owed(link)) is not None}
 
 
-async def _unrecognised(
+@dataclass(frozen=True)
+class AccountChecks:
+    """What a run's checks of the accounts first seen found (`_check_accounts`)."""
+
+    started: bool = False  # a side held none of the plays kept for it: the link started over
+    read_empty: tuple[str, ...] = ()  # sides that read no play while their check is owed
+
+    def hold(self) -> str:
+        """Why this run's removals wait whatever their share: a side that read empty may be
+        another account (a new one) as well as an outage, and removing the other side's
+        plays because of it would take them from the user's account."""
+        return "; ".join(
+            f"{service} read empty, and its account is not checked yet: an outage or another "
+            f"account; held until {service} reads plays again"
+            for service in self.read_empty
+        )
+
+
+async def _check_accounts(
     config: Config,
     store: Store,
     link: str,
@@ -538,20 +560,44 @@ async def _unrecognised(
     baseline: Mapping[str, Side],
     reads: Mapping[str, SideRead],
     clock: Callable[[], float],
-) -> bool:
+) -> AccountChecks:
     """Check the sides whose account was first seen (`owed`) on their full read: one that
     holds none of the plays the link kept for it starts over (a database of an older release,
-    which kept no account, and another account since: `accounts.unrecognised`). Whether any
-    did. Each link checks what it kept itself (one without a baseline has nothing to lose)."""
-    started = False
+    which kept no account, and another account since: `accounts.unrecognised`). One that
+    holds no play at all tells nothing: its check stays owed, said once in the log, and the
+    run's removals wait (`accounts.read_empty`). Each link checks what it kept itself (one
+    without a baseline has nothing to lose)."""
+    started, empty = False, []
     for service in sorted(owed):
-        kept = baseline.get(service)
-        if kept is not None and unrecognised(kept, reads[service].side):
+        kept, read = baseline.get(service), reads[service].side
+        if kept is not None and read_empty(kept, read):
+            empty.append(service)
+            await asyncio.to_thread(_note_read_empty, store, link, profile, service, kept, clock())
+            continue
+        if kept is not None and unrecognised(kept, read):
             now = clock()
             await asyncio.to_thread(start_over_unrecognised, store, config, service, profile, now)
             started = True
         await asyncio.to_thread(store.forget_cursor, service, profile, check_owed(link))
-    return started
+    return AccountChecks(started, tuple(empty))
+
+
+def _note_read_empty(
+    store: Store, link: str, profile: str, service: str, kept: Side, now: float
+) -> None:
+    """Say once (per check owed) that `service` read empty, and that this is not taken as
+    another account."""
+    owed = check_owed(link)
+    if store.get_cursor(service, profile, owed) == READ_EMPTY:
+        return
+    store.set_cursor(service, profile, owed, READ_EMPTY, now)
+    message = (
+        f"links.{link}: {service} read empty for profile {profile}, and its account is not "
+        f"checked yet ({kept_plays(kept)} plays kept for it): not taken as another account, "
+        "nothing copied again; the check waits for a read holding plays, and removals wait "
+        "for confirmation meanwhile"
+    )
+    log.warning(message, extra={"profile": profile, "link": link, "service": service})
 
 
 async def _note_accounts(
