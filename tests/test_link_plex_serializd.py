@@ -179,3 +179,36 @@ async def test_a_webhook_play_landing_between_the_diary_and_the_ticks_read_is_on
     assert await race == [0, 0]
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]
     assert plex.user_state("111")["viewCount"] == 1
+
+
+# --------------------------------------------------------------------------- a first run: one
+# viewing logged on Serializd days after Plex recorded it
+
+
+def test_a_first_run_takes_a_viewing_logged_days_later_on_serializd_for_one(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
+    plex.watch("111", time.time() - 4 * 24 * HOUR)  # S2E1 four days ago...
+    serializd.log_entry(None, 1396, 2, 1)  # ...logged on Serializd today, not backdated
+    serializd.tick(None, 1396, 2, 1)
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text().replace("first_run: apply", "first_run: dry-run"))
+    config = str(path)
+
+    review = watchbridge("sync", "--link", "plex-serializd", "--config", config, "--dry-run")
+    applied = watchbridge("sync", "--link", "plex-serializd", "--config", config, "--yes")
+    again = watchbridge("sync", "--link", "plex-serializd", "--config", config, "--full")
+
+    assert review.returncode == applied.returncode == again.returncode == 0, applied.stderr
+    said = "taken as the same viewing: episode:tmdb:1396:s2e1 plex "
+    assert said in review.stdout and said in applied.stdout, review.stdout
+    assert "add_play serializd episode:tmdb:1396:s1e1" in applied.stdout  # the other, copied
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3573, 1), (3572, 1)]
+    assert plex.user_state("111")["viewCount"] == 1
+    assert "plan: nothing to do" in again.stdout and "same viewing" not in again.stdout
+    assert len(serializd.diary()) == 2 and plex.user_state("111")["viewCount"] == 1
+    store = Store.open(tmp_path / "watchbridge.db")  # the run history (status page, API)
+    counts = [run.counts for run in reversed(store.recent_runs("plex-serializd", 3))]
+    store.close()
+    assert [c.get("same_viewing") for c in counts] == [1, 1, None]

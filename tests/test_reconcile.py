@@ -586,3 +586,86 @@ def test_a_confirmed_line_of_plays_and_ratings_says_both_are_removed() -> None:
     held = for_link(f"{plays}; {ratings}; {CONFIRM}", "plex-trakt")
     confirmed = as_confirmed(held)
     assert "would be removed" not in confirmed, confirmed
+
+
+# --------------------------------------------------------------------------- a first run: one
+# viewing logged days apart on each side (a catch-up log on Serializd) is taken for one
+
+
+WATCHED = 1_700_000_000.0
+
+
+def test_a_first_run_takes_plays_logged_days_apart_for_one_viewing() -> None:
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1")),
+        "serializd": side(Play(EP1, WATCHED + 4 * DAY, "s1")),
+    }
+    result = plan(TWO_WAY, current, {}, first_run=True)
+    assert result.actions == ()
+    (pair,) = result.same_viewing
+    assert pair.item == EP1 and {s: p.record for s, p in pair.plays.items()} == {
+        "trakt": "t1",
+        "serializd": "s1",
+    }
+    assert pair.describe() == f"{EP1} trakt 2023-11-14 22:13 UTC ~ serializd 2023-11-18 22:13 UTC"
+    assert result.paired == (pair,)
+
+
+def test_a_later_run_takes_plays_days_apart_for_two_viewings() -> None:
+    # A rewatch weeks or years later must not be taken for the old viewing.
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1")),
+        "serializd": side(Play(EP1, WATCHED + 4 * DAY, "s1")),
+    }
+    result = plan(TWO_WAY, current, {}, first_run=False)
+    assert kinds(result) == [("add_play", "serializd", EP1), ("add_play", "trakt", EP1)]
+    assert result.same_viewing == () and result.paired == ()
+
+
+def test_a_first_run_pairs_one_for_one_the_nearest() -> None:
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 10 * DAY, "t2")),
+        "serializd": side(Play(EP1, WATCHED + 12 * DAY, "s1")),
+    }
+    result = plan(TWO_WAY, current, {}, first_run=True)
+    (pair,) = result.same_viewing
+    assert (pair.plays["trakt"].record, pair.plays["serializd"].record) == ("t2", "s1")
+    (add,) = result.actions
+    assert (add.kind, add.target, add.at) == ("add_play", "serializd", WATCHED)
+
+
+def test_a_first_run_takes_plays_more_than_30_days_apart_for_two_viewings() -> None:
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1")),
+        "serializd": side(Play(EP1, WATCHED + 31 * DAY, "s1")),
+    }
+    result = plan(TWO_WAY, current, {}, first_run=True)
+    assert kinds(result) == [("add_play", "serializd", EP1), ("add_play", "trakt", EP1)]
+    assert result.same_viewing == ()
+
+
+def test_plays_a_first_run_took_for_one_viewing_stay_one_on_later_runs() -> None:
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1")),
+        "serializd": side(Play(EP1, WATCHED + 4 * DAY, "s1")),
+    }
+    first = plan(TWO_WAY, current, {}, first_run=True)
+    later = plan(TWO_WAY, current, current, paired=first.paired)
+    assert later.actions == () and later.same_viewing == ()
+    assert later.paired == first.paired  # still remembered
+
+
+def test_a_play_removed_after_a_first_run_took_it_for_one_viewing_takes_its_partner() -> None:
+    before = {
+        "trakt": side(Play(EP1, WATCHED, "t1")),
+        "serializd": side(Play(EP1, WATCHED + 4 * DAY, "s1")),
+    }
+    paired = plan(TWO_WAY, before, {}, first_run=True).paired
+    current = {"trakt": side(), "serializd": before["serializd"]}
+    result = plan(TWO_WAY, current, before, paired=paired)
+    assert kinds(result) == [("remove_play", "serializd", EP1)]
+    assert result.actions[0].record == "s1"
+    # Kept while its removal is on its way; forgotten once neither side held its plays.
+    assert result.paired == paired
+    gone = {"trakt": side(), "serializd": side()}
+    assert plan(TWO_WAY, gone, gone, paired=paired).paired == ()

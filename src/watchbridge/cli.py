@@ -1234,6 +1234,24 @@ def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False
             )
         if len(result.plan.actions) > limit:
             click.echo(f"  ... and {len(result.plan.actions) - limit} more")
+        _show_same_viewing(result.plan.same_viewing, limit)
+
+
+def _show_same_viewing(pairs: Sequence[Any], limit: int) -> None:
+    """A first run's plays days apart taken for one viewing: nothing is written for them, so
+    someone who did watch twice must see them to add the play by hand."""
+    from watchbridge.reconcile import FIRST_RUN_WINDOW
+
+    for pair in pairs[:limit]:
+        click.echo(f"  taken as the same viewing: {pair.describe()}")
+    if len(pairs) > limit:
+        click.echo(f"  ... and {len(pairs) - limit} more taken as the same viewing")
+    if pairs:
+        days = round(FIRST_RUN_WINDOW / 86400)
+        click.echo(
+            f"  (a first sync takes an item's plays up to {days} days apart, one on each side, "
+            "for one viewing and writes nothing for them; watched twice? add the play by hand)"
+        )
 
 
 async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = None) -> int:

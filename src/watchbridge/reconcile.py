@@ -11,6 +11,14 @@ of the same item on the other side whatever its time, but only after every dated
 found its dated partner, so it never takes the place of a real viewing. It counts as removed
 only when its side holds no play of the item any more (it is a watched flag, not an event),
 and then takes every play of the item on the other side with it.
+
+A link's first run (the two sides meet for the first time, no baseline): a viewing logged on
+one side days after the other (a catch-up log on Serializd) is further apart than
+MATCH_WINDOW. After the usual matching, the plays of an item still without a partner on each
+side are paired one for one, nearest first, within FIRST_RUN_WINDOW: taken as the same
+viewing, they make no write, are listed (`Plan.same_viewing`) and are remembered
+(`Plan.paired`), so later runs pair them again by their records. Only on a first run: later,
+a rewatch weeks after a viewing must not be taken for it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal
 
@@ -28,6 +37,9 @@ from watchbridge.guard import CONFIRM, removals_held
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
 SAME_VIEWING = 60.0  # ...and this close, certainly so (one viewing, dated by two clocks)
+# On a link's first run only: plays of an item left without a partner on each side are taken
+# for one viewing this far apart (one side logged it days later, by hand).
+FIRST_RUN_WINDOW = 30 * 86400.0
 EXPECTED = "expect:"  # record prefix of a play we queued but have not read back yet
 ABSORBED = "held:"  # record prefix of a play AniList already counted (readers/anilist.py)
 UNDATED = 0.0  # `Play.at` of a play whose date is unknown
@@ -77,6 +89,31 @@ class Side:
 
 
 @dataclass(frozen=True)
+class SameViewing:
+    """Two plays of one item, one on each side, that a link's first run took for one viewing
+    although logged further apart than MATCH_WINDOW: nothing is written for them."""
+
+    item: str
+    plays: Mapping[str, Play]  # service -> its play
+
+    def partner(self, service: str, record: str) -> str | None:
+        """The other side's record paired with `service`'s `record`, if this pair holds it."""
+        mine = self.plays.get(service)
+        if mine is None or mine.record != record:
+            return None
+        return next(p.record for s, p in self.plays.items() if s != service)
+
+    def describe(self) -> str:
+        """ "ITEM SIDE DATE ~ SIDE DATE", the dates in UTC."""
+        dates = " ~ ".join(f"{s} {_utc(p.at)}" for s, p in self.plays.items())
+        return f"{self.item} {dates}"
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
 class Action:
     kind: ActionKind
     target: str  # the service to write to
@@ -110,6 +147,11 @@ class Plan:
     # Tombstones whose record a side holds again after its removal was done: its play was
     # planned as a new one; they are to be forgotten.
     spent: frozenset[tuple[str, str]] = frozenset()
+    # Plays this (first) run took for one viewing although days apart: no write, but listed.
+    same_viewing: tuple[SameViewing, ...] = ()
+    # Every such pair to remember after this run (those of earlier first runs whose plays a
+    # side still holds, or held last time, and this run's): later runs pair them again.
+    paired: tuple[SameViewing, ...] = ()
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -148,13 +190,16 @@ def flows(link: Link) -> list[tuple[str, str]]:
 
 
 def match_plays(
-    ours: Iterable[Play], theirs: Iterable[Play]
+    ours: Iterable[Play],
+    theirs: Iterable[Play],
+    known: Mapping[str, str] = MappingProxyType({}),
 ) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
-    """Pair plays of the same item: first those within SAME_VIEWING (one viewing, copied),
-    then the rest within MATCH_WINDOW, nearest first in time order; then undated plays with
-    what is left of the same item (earliest first). Without the first step, a viewing added
-    later a few hours before one already on both sides would take that one's partner, and
-    look copied while the other looked new.
+    """Pair plays of the same item: first those `known` to be one viewing (our record ->
+    theirs: a first run took them for one, `SameViewing`), then those within SAME_VIEWING (one
+    viewing, copied), then the rest within MATCH_WINDOW, nearest first in time order; then
+    undated plays with what is left of the same item (earliest first). Without the
+    SAME_VIEWING step, a viewing added later a few hours before one already on both sides
+    would take that one's partner, and look copied while the other looked new.
 
     Returns (pairs, ours without a partner, theirs without a partner).
     """
@@ -167,6 +212,11 @@ def match_plays(
     used: set[int] = set()
     near: list[Play] = []
     for play in sorted(ours, key=lambda p: (p.item, p.at)):
+        partner = _known_partner(play, known.get(play.record), by_item, used)
+        if partner is not None:
+            used.add(id(partner))
+            pairs.append((play, partner))
+            continue
         if play.at == UNDATED:
             undated_ours.append(play)
             continue
@@ -209,6 +259,51 @@ def match_plays(
     return pairs, still_lonely, lonely_theirs
 
 
+def _known_partner(
+    play: Play, record: str | None, by_item: Mapping[str, list[Play]], used: set[int]
+) -> Play | None:
+    """The play of `play`'s item with the other side's `record`, if still there and free."""
+    if record is None:
+        return None
+    return next(
+        (p for p in by_item.get(play.item, ()) if p.record == record and id(p) not in used),
+        None,
+    )
+
+
+def first_run_pairs(
+    ours: Iterable[Play], theirs: Iterable[Play]
+) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
+    """On a link's first run, the plays left without a partner on each side (`match_plays`)
+    paired one for one, nearest first, when they are of one item and within FIRST_RUN_WINDOW
+    (dated ones only): one viewing, logged on one side days after the other.
+
+    Returns (pairs, ours still without a partner, theirs still without a partner)."""
+    ours, theirs = list(ours), list(theirs)
+    by_item: dict[str, list[int]] = defaultdict(list)
+    for m, other in enumerate(theirs):
+        if other.at != UNDATED:
+            by_item[other.item].append(m)
+    close = sorted(
+        (abs(mine.at - theirs[m].at), n, m)
+        for n, mine in enumerate(ours)
+        if mine.at != UNDATED
+        for m in by_item.get(mine.item, ())
+        if abs(mine.at - theirs[m].at) <= FIRST_RUN_WINDOW
+    )
+    pairs: list[tuple[Play, Play]] = []
+    taken_ours: set[int] = set()
+    taken_theirs: set[int] = set()
+    for _, n, m in close:
+        if n not in taken_ours and m not in taken_theirs:
+            taken_ours.add(n)
+            taken_theirs.add(m)
+            pairs.append((ours[n], theirs[m]))
+    rest_ours = [p for n, p in enumerate(ours) if n not in taken_ours]
+    rest_theirs = [p for m, p in enumerate(theirs) if m not in taken_theirs]
+    return pairs, rest_ours, rest_theirs
+
+
 def _same_viewing(play: Play, others: Iterable[Play], used: set[int]) -> Play | None:
     """The closest of `others` within SAME_VIEWING of `play` (undated ones never)."""
     close = [
@@ -227,6 +322,8 @@ def plan(
     done_at: Mapping[tuple[str, str], float] = MappingProxyType({}),
     holding: bool = False,
     hold: str = "",
+    first_run: bool = False,
+    paired: Sequence[SameViewing] = (),
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
@@ -234,22 +331,75 @@ def plan(
     new play (a Serializd tick ticked again: its record names the episode), unless it is an id
     given to one play only (`given_once`). `holding`: an earlier run held removals for
     confirmation; every removal waits until one is confirmed or none is left. `hold`: a
-    reason every removal of this run waits, whatever its share (see `guard.removals_held`)."""
+    reason every removal of this run waits, whatever its share (see `guard.removals_held`).
+    `first_run`: the two sides meet for the first time (see FIRST_RUN_WINDOW); `paired`: the
+    plays earlier first runs took for one viewing (`Plan.paired` as saved)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
     spent: set[tuple[str, str]] = set()
+    same_viewing: list[SameViewing] = []
     allowed = set(flows(link))
     if "history" in link.kinds:
+        history = _History(paired, first_run, same_viewing)
         actions += _plan_history(
-            link, current, baseline, tombstones, allowed, new_tombstones, renumbered, done_at, spent
+            link,
+            current,
+            baseline,
+            tombstones,
+            allowed,
+            new_tombstones,
+            renumbered,
+            done_at,
+            spent,
+            history,
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions, holding, hold)
-    return Plan(tuple(actions), frozenset(new_tombstones), held, left_out, frozenset(spent))
+    kept = tuple(pair for pair in paired if _still_known(pair, current, baseline))
+    return Plan(
+        tuple(actions),
+        frozenset(new_tombstones),
+        held,
+        left_out,
+        frozenset(spent),
+        tuple(same_viewing),
+        kept + tuple(same_viewing),
+    )
+
+
+@dataclass(frozen=True)
+class _History:
+    """What `_plan_history` knows of first runs, and where it puts the pairs it takes."""
+
+    paired: Sequence[SameViewing]
+    first_run: bool
+    taken: list[SameViewing]
+
+    def known(self, source: str, target: str) -> dict[str, str]:
+        """Source record -> target record of the remembered pairs."""
+        known: dict[str, str] = {}
+        for pair in self.paired:
+            mine, theirs = pair.plays.get(source), pair.plays.get(target)
+            if mine is not None and theirs is not None:
+                known[mine.record] = theirs.record
+        return known
+
+
+def _still_known(
+    pair: SameViewing, current: Mapping[str, Side], baseline: Mapping[str, Side]
+) -> bool:
+    """Whether a side holds one of the pair's plays, or held it last time (its removal is
+    still to be carried across, or waits for confirmation)."""
+    for service, play in pair.plays.items():
+        for sides in (current, baseline):
+            side = sides.get(service)
+            if side is not None and any(p.record == play.record for p in side.plays):
+                return True
+    return False
 
 
 def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float]]) -> Plan:
@@ -349,6 +499,7 @@ def _plan_history(
     renumbered: set[tuple[str, str]],
     done_at: Mapping[tuple[str, str], float],
     spent: set[tuple[str, str]],
+    history: _History,
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -367,7 +518,7 @@ def _plan_history(
     for source, target in ((a, b), (b, a)):
         renumbered_now = current[source].renumbered
         gone_plays = [p for p in removed[source] if p.record not in renumbered_now]
-        pairs, _, _ = match_plays(gone_plays, current[target].plays)
+        pairs, _, _ = match_plays(gone_plays, current[target].plays, history.known(source, target))
         pairs += _unwatched_partners(gone_plays, current[target].plays, pairs)
         copies = _copies_of_renumbered(
             [p for p in removed[source] if p.record in renumbered_now],
@@ -412,7 +563,23 @@ def _plan_history(
             if gone.record not in renumbered_now:
                 new_tombstones.add((source, gone.record))
 
-    _, only_a, only_b = match_plays(current[a].plays, current[b].plays)
+    def gone_or_removed(source: str, play: Play) -> bool:
+        """A play going with a removal, or one we removed: no new play to copy."""
+        stone = (source, play.record)
+        return play.record in partners_of_removed[source] or (
+            stone in tombstones and (stone not in done_at or given_once(play.record))
+        )
+
+    _, only_a, only_b = match_plays(current[a].plays, current[b].plays, history.known(a, b))
+    if history.first_run:
+        days_apart, _, _ = first_run_pairs(
+            [p for p in only_a if not gone_or_removed(a, p)],
+            [p for p in only_b if not gone_or_removed(b, p)],
+        )
+        history.taken.extend(SameViewing(p.item, {a: p, b: other}) for p, other in days_apart)
+        taken = {id(play) for pair in days_apart for play in pair}
+        only_a = [p for p in only_a if id(p) not in taken]
+        only_b = [p for p in only_b if id(p) not in taken]
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
         if (source, target) not in allowed:
             continue
@@ -424,9 +591,7 @@ def _plan_history(
                 dates[play.item].append(play.at)
         for play in lonely:
             stone = (source, play.record)
-            if play.record in partners_of_removed[source] or (
-                stone in tombstones and (stone not in done_at or given_once(play.record))
-            ):
+            if gone_or_removed(source, play):
                 continue
             held[play.item] += 1
             at = apart_from(play.at, dates[play.item])

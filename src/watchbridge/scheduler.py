@@ -152,6 +152,17 @@ class SyncScheduler:
                 "sync run",
                 extra={"link": name, "queued": result.queued, "api_calls": result.api_calls},
             )
+            for applied in result.plans:  # what `watchbridge sync` lists: nothing else tells
+                if applied.plan.same_viewing:
+                    log.info(
+                        "first sync took plays days apart for one viewing (nothing written; "
+                        "watched twice? add the play by hand)",
+                        extra={
+                            "link": name,
+                            "profile": applied.profile,
+                            "plays": "; ".join(p.describe() for p in applied.plan.same_viewing),
+                        },
+                    )
             unresolved = tuple(sorted(t for r in result.lists.results for t in r.unresolved))
             if unresolved and unresolved != told_unresolved:  # what `watchbridge sync` prints
                 log.warning(

@@ -48,6 +48,7 @@ from watchbridge.reconcile import (
     Plan,
     Play,
     Rated,
+    SameViewing,
     Side,
     carry_expected,
     expect,
@@ -145,6 +146,39 @@ def save_baseline(
             {k: {"value": r.value, "at": r.at} for k, r in side.ratings.items()},
             now,
         )
+
+
+def load_same_viewing(store: Store, link: str, profile: str) -> list[SameViewing]:
+    """The plays first runs of `link` took for one viewing (`reconcile.SameViewing`)."""
+    kept = store.mirror_get("watchbridge", profile, _collection(link, "same_viewing"))
+    return [
+        SameViewing(
+            str(v["item"]),
+            {
+                str(service): Play(str(v["item"]), float(play["at"]), str(play["record"]))
+                for service, play in v["plays"].items()
+            },
+        )
+        for v in kept.values()
+    ]
+
+
+def save_same_viewing(
+    store: Store, link: str, profile: str, pairs: Sequence[SameViewing], now: float
+) -> None:
+    store.mirror_replace(
+        "watchbridge",
+        profile,
+        _collection(link, "same_viewing"),
+        {
+            "|".join(f"{s}:{p.record}" for s, p in sorted(pair.plays.items())): {
+                "item": pair.item,
+                "plays": {s: {"record": p.record, "at": p.at} for s, p in pair.plays.items()},
+            }
+            for pair in pairs
+        },
+        now,
+    )
 
 
 # (service, record) of a removal made -> when a run saw it done (its record absent from its
@@ -457,8 +491,18 @@ async def _plan_profile(
         current, baseline = narrow_sides(current, keep), narrow_sides(baseline, keep)
     stones = await asyncio.to_thread(load_tombstones, store, name, profile)
     done_at = {stone: done for stone, done in stones.items() if done is not None}
+    paired = await asyncio.to_thread(load_same_viewing, store, name, profile)
     planned = await asyncio.to_thread(
-        plan, link, current, baseline, frozenset(stones), done_at, holding, checked.hold()
+        plan,
+        link,
+        current,
+        baseline,
+        frozenset(stones),
+        done_at,
+        holding,
+        checked.hold(),
+        first_run,
+        paired,
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
@@ -731,6 +775,7 @@ def _apply(
         made = replace(made, tombstones=frozenset())
     saved = _with_expected(moved, actions)
     save_baseline(store, name, result.profile, saved, now)
+    save_same_viewing(store, name, result.profile, made.paired, now)
     stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
     # A hold is told again without a read only once a run left all as it found it (the next
     # run, with nothing changed on either side, would plan the same); else "1": read in full.
@@ -858,9 +903,13 @@ class RunResult:
         return "failed" if self.failures else "held" if self.held else "ok"
 
 
+SAME_VIEWING = "same_viewing"  # a run record's count of plays taken for one viewing
+
+
 def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dict[str, int]:
     """What a run's record counts: the writes it queued (or, dry, would queue) per target and
-    kind, and those a hold keeps back as `held`."""
+    kind, those a hold keeps back as `held`, and the pairs of plays a first run took for one
+    viewing although days apart (no write) as `same_viewing`."""
     counts: dict[str, int] = {}
     for result in plans:
         plan = result.plan
@@ -870,6 +919,8 @@ def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dic
         held = len(plan.held_back(confirm_removals)) + sum(result.held_counts.values())
         if held:
             counts["held"] = counts.get("held", 0) + held
+        if plan.same_viewing:  # a first run's plays days apart taken for one viewing
+            counts[SAME_VIEWING] = counts.get(SAME_VIEWING, 0) + len(plan.same_viewing)
     return counts
 
 
