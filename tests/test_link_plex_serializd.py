@@ -212,3 +212,23 @@ def test_a_first_run_takes_a_viewing_logged_days_later_on_serializd_for_one(
     counts = [run.counts for run in reversed(store.recent_runs("plex-serializd", 3))]
     store.close()
     assert [c.get("same_viewing") for c in counts] == [1, 1, None]
+
+
+def test_a_first_run_that_only_takes_plays_days_apart_for_one_viewing_waits_for_review(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Nothing to write, but a decision about the person's history all the same.
+    plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
+    serializd.seed_reference_catalogue()
+    plex.add_show("20", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    plex.add_episode("111", "20", 2, 1)
+    plex.watch("111", time.time() - 4 * 24 * HOUR)
+    serializd.log_entry(None, 1396, 2, 1)
+    serializd.tick(None, 1396, 2, 1)
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text().replace("first_run: apply", "first_run: dry-run"))
+
+    result = watchbridge("sync", "--link", "plex-serializd", "--config", str(path))
+
+    assert result.returncode != 0 and "this is the first sync" in result.stderr, result.stdout
+    assert len(serializd.diary()) == 1 and plex.user_state("111")["viewCount"] == 1

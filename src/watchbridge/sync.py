@@ -1172,10 +1172,11 @@ async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: b
 
 
 def awaiting_review(link: Link, plans: Sequence[ProfilePlan], yes: bool) -> set[str]:
-    """Profiles whose first run would write on a link whose `first_run` is `dry-run`."""
+    """Profiles whose first run would write, or take plays days apart for one viewing (a
+    decision about their history all the same), on a link whose `first_run` is `dry-run`."""
     if link.first_run != "dry-run" or yes:
         return set()
-    return {p.profile for p in plans if p.first_run and p.plan.actions}
+    return {p.profile for p in plans if p.first_run and (p.plan.actions or p.plan.same_viewing)}
 
 
 def review_message(name: str, profiles: set[str], everyone: bool, others_fail: bool = False) -> str:
