@@ -292,6 +292,28 @@ async def test_list_titles_a_scheduled_run_cannot_sync_are_logged_once(
     assert len(logged) == 1 and "Unknown To Trakt" in logged[0].titles  # type: ignore[attr-defined]
 
 
+async def test_a_scheduled_first_run_logs_the_plays_it_takes_for_one_viewing(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No `watchbridge sync` output to list them (`first_run: apply`): the log names them.
+    trakt, serializd, receiver = fakes
+    (show,) = trakt.shows
+    episode = show.episode(1, 4)
+    assert episode is not None
+    trakt.add_history(episode, "2024-01-01T20:00:00.000Z")  # logged on Serializd 3 days on
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+    told = "first sync took plays days apart for one viewing"
+    with caplog.at_level(logging.INFO, logger="watchbridge.scheduler"):
+        async with scheduled(runtime):
+            await until(lambda: any(r.getMessage().startswith(told) for r in caplog.records))
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith(told)]
+    assert logged.plays == (  # type: ignore[attr-defined]
+        "episode:tmdb:1396:s1e4 trakt 2024-01-01 20:00 UTC ~ serializd 2024-01-04 20:00 UTC"
+    )
+
+
 async def test_held_removals_are_told_even_when_the_runs_watchlist_part_fails(
     tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
 ) -> None:
