@@ -1071,3 +1071,45 @@ async def test_an_entry_deleted_and_added_again_on_anilist_keeps_its_plays_once_
         result = await rig.sync_and_deliver(full=full)
         assert [p.plan.actions for p in result.plans if not p.unchanged] in ([], [()])
     assert trakt_plays(trakt, AOT) == before
+
+
+async def test_an_anilist_token_refused_during_the_links_sync_reads_refused_until_signed_in_again(
+    rig: Rig, anilist: FakeAniList
+) -> None:
+    # AniList stopped taking the token (revoked, the app removed) while its own expiry is a year
+    # off: the link's sync failed on it, nothing was queued to wait for a sign-in, and the
+    # sign-in kept reading "signed in until ..." (the status page, /api/status, the metric).
+    from watchbridge.errors import WatchbridgeError
+    from watchbridge.signins import current_sign_ins
+    from watchbridge.wiring import anilist_client
+
+    config, store = rig.runtime.config, rig.runtime.store
+
+    def anilist_sign_in() -> tuple[str, str]:
+        (found,) = [
+            s for s in current_sign_ins(config, store, time.time()) if s.service == "anilist"
+        ]
+        return found.state, found.message
+
+    await rig.sync_and_deliver()
+    assert anilist_sign_in()[0] == "ok"
+
+    anilist.expire_tokens()
+    with pytest.raises(WatchbridgeError, match="AniList no longer accepts the token"):
+        await rig.sync_and_deliver(full=True)
+    assert not store.waits_for_sign_in("anilist", "me")
+    state, message = anilist_sign_in()
+    assert state == "refused"
+    assert message.startswith("AniList refused the token ")
+    assert message.endswith(
+        "; reads and writes with it fail: run `watchbridge auth anilist --profile me`"
+    )
+
+    client = anilist_client(config, store, time.time)
+    try:
+        await client.use_token("me", anilist.issue_token())  # `watchbridge auth anilist`
+    finally:
+        await client.aclose()
+    assert anilist_sign_in()[0] == "ok"
+    await rig.sync_and_deliver()
+    assert anilist_sign_in()[0] == "ok"

@@ -790,3 +790,98 @@ def test_a_refused_plex_token_says_what_to_do_by_whose_it_is() -> None:
     assert "paste a current token for this server there" in pasted.message
     assert "run `watchbridge auth plex --profile kid`" in signed_in.message
     assert all(not s.ok and s.needs_you for s in states)
+
+
+# --------------------------------------------------------------------------- refused at a sync
+
+
+@pytest.mark.anyio
+async def test_tokens_refused_during_a_links_sync_read_refused_until_taken_or_signed_in_again(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # A link's sync met the refusal (nothing queued that could wait for a sign-in): the status
+    # page, /api/status, `watchbridge status` and the metrics kept saying the sign-in works.
+    from tests.test_sync_plex import JAMIE, JAMIE_TOKEN, setup
+    from watchbridge.config import load_config
+    from watchbridge.errors import WatchbridgeError
+    from watchbridge.store import Store
+    from watchbridge.sync import run_link
+
+    path, trakt, plex = setup(tmp_path, start_fake, jamie=True)
+    config = load_config(path, {})
+    clock = FakeClock(time.time())
+
+    async def sync() -> tuple[str, ...]:
+        store = Store.open(config.storage.path)
+        try:
+            # In full: the cheap check reads Plex's history with the owner's token alone.
+            try:
+                result = await run_link(config, store, "plex-trakt", yes=True, full=True)
+            except WatchbridgeError as exc:  # no profile could be read: the run failed
+                return (exc.message,)
+            for service in ("plex", "trakt"):
+                for profile in ("alex", "jamie"):
+                    assert not store.waits_for_sign_in(service, profile)
+            return result.errors
+        finally:
+            store.close()
+
+    def states(sign_ins: dict[str, Any], profile: str) -> dict[str, str]:
+        return {s["service"]: s["state"] for s in sign_ins.get(profile, [])}
+
+    assert await sync() == ()
+    sign_ins, _, metrics = served(config, clock)
+    assert states(sign_ins, "alex") == states(sign_ins, "jamie") == {"trakt": "ok"}
+
+    del plex.users[JAMIE_TOKEN]  # the server no longer takes the token pasted for jamie
+    (error,) = await sync()
+    assert "jamie: the Plex server refuses accounts.plex.token" in error
+    sign_ins, page, metrics = served(config, clock)
+    assert states(sign_ins, "jamie") == {"trakt": "ok", "plex": "refused"}
+    (jamie,) = [s for s in sign_ins["jamie"] if s["service"] == "plex"]
+    assert jamie["message"].startswith(
+        "the Plex server refused profiles.jamie.accounts.plex.token "
+    )
+    assert jamie["message"].endswith(
+        "; reads and writes with it fail: paste a current token for this server there, or run "
+        "`watchbridge auth plex --profile jamie`"
+    )
+    assert metric(metrics, "watchbridge_sign_in_ok", "plex", "jamie") == 0.0
+    assert '<td>jamie</td><td>plex</td><td><span class="bad">refused</span>' in page
+    assert JAMIE_TOKEN not in str(sign_ins) + page + metrics
+
+    plex.add_user(JAMIE_TOKEN, JAMIE, "jamie")  # taken again: the next read ends the refusal
+    assert await sync() == ()
+    sign_ins, _, metrics = served(config, clock)
+    assert states(sign_ins, "jamie") == {"trakt": "ok"}
+    assert 'service="plex"' not in metrics
+
+    trakt.refuse_access_tokens = True  # Trakt cut the accounts' API access; refreshes work
+    (error,) = await sync()  # every profile failed: the run did, with the first's error
+    assert "Trakt rejects the sign-in of profile alex even after a refresh" in error
+    sign_ins, page, metrics = served(config, clock)
+    assert states(sign_ins, "alex") == states(sign_ins, "jamie") == {"trakt": "refused"}
+    (alex,) = sign_ins["alex"]
+    assert alex["message"].startswith("Trakt refused the sign-in ")
+    assert alex["message"].endswith(
+        ", even after renewing it; reads and writes with it fail: "
+        "run `watchbridge auth trakt --profile alex`"
+    )
+    assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "alex") == 0.0
+    shown = status_command(config)
+    assert "  trakt/alex: refused: Trakt refused the sign-in " in shown
+    assert "`watchbridge auth trakt --profile jamie`" in shown
+
+    # `watchbridge auth trakt` for alex: another pair, which reads as working at once.
+    trakt.refuse_access_tokens = False
+    store = Store.open(config.storage.path)
+    try:
+        sign_in_trakt(store, trakt, "alex", now=time.time())
+    finally:
+        store.close()
+    sign_ins, _, metrics = served(config, clock)
+    assert states(sign_ins, "alex") == {"trakt": "ok"}
+    assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "alex") == 1.0
+    assert states(sign_ins, "jamie") == {"trakt": "refused"}  # until a request gets through
+    assert await sync() == ()
+    assert states(served(config, clock)[0], "jamie") == {"trakt": "ok"}

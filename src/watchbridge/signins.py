@@ -4,15 +4,15 @@ to run when it does not. One computation for the status page, `/api/status` and 
 
 `sign_in_states` is pure (what the store holds and the clock in, states out); `read_facts` reads
 the store, never the network. Nothing here returns a token or any part of one. Plex and
-Jellyfin tokens have no expiry: they are not listed, save a Plex token the server refused at a
-delivery, while that profile's Plex deliveries wait for it and it is still the token in use
-(a new token in the config, a new `watchbridge auth plex`, or a delivery that goes through
-with it, ends it).
+Jellyfin tokens have no expiry: they are not listed, save a Plex token the server refused (at
+a delivery or a link's read) while it is still the token in use (a new token in the config, a
+new `watchbridge auth plex`, or a delivery or a link's read that goes through with it, ends it).
 
 An AniList token refused when it was used, or a Trakt access token refused even after a
-refresh went through (`services.refusals`: revoked, the app removed), is `refused` while the
-profile's deliveries to it wait for a sign-in and it is still the token in use: a new sign-in,
-or a request with it that goes through (a delivery, a link's read), ends it.
+refresh went through (`services.refusals`: revoked, the app removed), is `refused` while it is
+still the token in use, whether a delivery or a link's sync met the refusal (a link's own
+reads and writes queue nothing that could wait): a new sign-in, or a request with it that goes
+through (a delivery, a link's read), ends it.
 
 A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
 or refresh token pasted into the config before its first request) is `not_tried`: whether
@@ -65,10 +65,10 @@ class Facts:
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
-    # AniList, Trakt, Plex: the service's last refused token (`services.refusals`), while deliveries
-    # wait for the sign-in; a refusal of the token in use, of an earlier one, or of one stored
-    # since.
+    # AniList, Trakt, Plex: the service's last refused token (`services.refusals`); a refusal
+    # of the token in use, of an earlier one, or of one stored since.
     refused_token: Mapping[str, Any] | None = None
+    waiting: bool = False  # whether the profile's deliveries to the service wait for a sign-in
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,11 @@ def iso(timestamp: float | None) -> str | None:
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _held(fact: Facts) -> str:
+    """What a refused token stops, said after the refusal."""
+    return "deliveries wait" if fact.waiting else "reads and writes with it fail"
 
 
 def _digest(text: str) -> str:
@@ -174,7 +179,7 @@ def _trakt(fact: Facts, now: float) -> SignIn:
         return sign_in(
             "refused",
             f"Trakt refused the sign-in {_when(refused[0])}, even after renewing it; "
-            f"deliveries wait: {auth}",
+            f"{_held(fact)}: {auth}",
         )
     if now >= expires:
         reason = (
@@ -223,7 +228,7 @@ def _anilist(fact: Facts, now: float) -> SignIn:
             "anilist",
             "refused",
             expires,
-            f"AniList refused the token {_when(refused[0])}; deliveries wait: {auth}",
+            f"AniList refused the token {_when(refused[0])}; {_held(fact)}: {auth}",
         )
     # `unused`: the config's token, not yet stored, so never sent to AniList.
     untried = (
@@ -317,12 +322,12 @@ def _plex(fact: Facts) -> SignIn | None:
         "plex",
         "refused",
         None,
-        f"the Plex server refused {whose} {_when(refused[0])}; deliveries wait: {todo}",
+        f"the Plex server refused {whose} {_when(refused[0])}; {_held(fact)}: {todo}",
     )
 
 
 def _plex_facts(config: Config, store: Store, profile: str) -> Facts | None:
-    """A refused Plex token of `profile`, while its Plex deliveries wait for a sign-in."""
+    """A refused Plex token of `profile` (a refusal on record, of whichever token)."""
     refused = _refused_token(store, "plex", profile) if config.services.plex else None
     if refused is None:
         return None
@@ -330,14 +335,21 @@ def _plex_facts(config: Config, store: Store, profile: str) -> Facts | None:
     whose = "owner" if person.owner else "pasted" if person.signed_in is None else "signed_in"
     in_use = token_in_use(config, store, profile)
     stored = {"token": in_use} if in_use is not None else None
-    return Facts(profile, "plex", stored, configured=whose, refused_token=refused)
+    waiting = _waiting(store, "plex", profile, refused)
+    return Facts(profile, "plex", stored, configured=whose, refused_token=refused, waiting=waiting)
 
 
 def _refused_token(store: Store, service: str, profile: str) -> Mapping[str, Any] | None:
-    """`service`'s last refused token of `profile`, while deliveries wait for its sign-in."""
-    if not store.waits_for_sign_in(service, profile):
-        return None
-    return store.get_token(entry(service), profile)
+    """`service`'s last refused token of `profile`, if one is on record. Whether deliveries
+    wait is no part of it: a link's sync refused queues nothing, and a request the token gets
+    through (or another token) is what ends a refusal."""
+    return store.get_token(entry(service), profile) or None
+
+
+def _waiting(store: Store, service: str, profile: str, refused: Mapping[str, Any] | None) -> bool:
+    """Whether `profile`'s deliveries to `service` wait for a sign-in (asked only when a
+    refusal is on record: the words of a refused sign-in depend on it)."""
+    return refused is not None and store.waits_for_sign_in(service, profile)
 
 
 def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
@@ -349,6 +361,7 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
         if accounts.trakt is not None:
             pasted = accounts.trakt.refresh_token
             used = store.get_token(PASTED_USED, name) or {}
+            refused_trakt = _refused_token(store, "trakt", name)
             facts.append(
                 Facts(
                     name,
@@ -357,18 +370,21 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
                     configured=pasted.reveal() if pasted else None,
                     pasted_used=used.get("sha256"),
                     last_refresh=store.get_token(REFRESH_OUTCOME, name),
-                    refused_token=_refused_token(store, "trakt", name),
+                    refused_token=refused_trakt,
+                    waiting=_waiting(store, "trakt", name, refused_trakt),
                 )
             )
         if accounts.anilist is not None:
             token = accounts.anilist.token
+            refused_anilist = _refused_token(store, "anilist", name)
             facts.append(
                 Facts(
                     name,
                     "anilist",
                     store.get_token("anilist", name),
                     configured=token.reveal() if token else None,
-                    refused_token=_refused_token(store, "anilist", name),
+                    refused_token=refused_anilist,
+                    waiting=_waiting(store, "anilist", name, refused_anilist),
                 )
             )
         if accounts.serializd is not None:

@@ -61,12 +61,10 @@ from watchbridge.readers.plex import (
     ServerTokens,
     Written,
     key_for_ref,
-    token_in_use,
     written_record,
 )
 from watchbridge.reconcile import EXPECTED
 from watchbridge.services.plex import PlexAuthError, PlexClient, PlexError, PlexItemError
-from watchbridge.services.refusals import note_refused, note_taken
 from watchbridge.store import OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -148,36 +146,17 @@ class PlexTarget:
                 raise
             except PlexAuthError as refused:
                 if person.token is None:
-                    await self._note_refused(profile, None, refused)
+                    await self.tokens.refused(profile, None, refused)
                     raise
                 # Nothing was written with a refused token: retry the row with a new one.
                 try:
                     person.token = await self.tokens.renew(profile, person.token)
                     outcomes[row.id] = await self._row(person, row)
                 except PlexAuthError as again:
-                    await self._note_refused(profile, person.token, again)
+                    await self.tokens.refused(profile, person.token, again)
                     raise
         if any(isinstance(outcomes.get(row.id), Delivered) for row in rows):
-            # The server took the token: a refusal of it on record is over (`auth plex` may
-            # hand back the very server token it refused once).
-            await self._note_taken(profile, person.token)
-
-    async def _note_refused(self, profile: str, token: str | None, exc: PlexAuthError) -> None:
-        """Keep that the server refused `token` (None: the owner's `services.plex.token`), for
-        the sign-in health: a Plex token has no expiry to tell it by."""
-        if (sent := await self._sent(profile, token)) is not None:
-            reason = f"profile {profile}: {exc.message}"
-            await asyncio.to_thread(
-                note_refused, self.store, SERVICE, profile, sent, reason, self.clock()
-            )
-
-    async def _note_taken(self, profile: str, token: str | None) -> None:
-        if (sent := await self._sent(profile, token)) is not None:
-            await asyncio.to_thread(note_taken, self.store, SERVICE, profile, sent, self.clock())
-
-    async def _sent(self, profile: str, token: str | None) -> str | None:
-        """The token a request went with (None: the owner's, which the config holds)."""
-        return token or await asyncio.to_thread(token_in_use, self.config, self.store, profile)
+            await self.tokens.taken(profile, person.token)  # a refusal of it on record is over
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):

@@ -70,6 +70,7 @@ from watchbridge.services.plex import (
 )
 from watchbridge.services.plextv import TOKEN_SERVICE as SIGN_IN
 from watchbridge.services.plextv import PlexTvError
+from watchbridge.services.refusals import note_refused, note_taken
 from watchbridge.store import Store
 
 if TYPE_CHECKING:
@@ -966,6 +967,26 @@ class ServerTokens:
         """Allow each profile one more renewal (a long-lived deliverer, per batch)."""
         self._renewed.clear()
 
+    async def refused(self, profile: str, token: str | None, exc: PlexAuthError) -> None:
+        """Keep that the server refused `token` of `profile` (None: the owner's
+        `services.plex.token`) for the sign-in health, whether a delivery or a link's read
+        met it: a Plex token has no expiry to tell it by."""
+        if (sent := await self._sent(profile, token)) is not None:
+            reason = f"profile {profile}: {exc.message}"
+            await asyncio.to_thread(
+                note_refused, self.store, SERVICE, profile, sent, reason, self.clock()
+            )
+
+    async def taken(self, profile: str, token: str | None) -> None:
+        """The server took `token` of `profile`: a refusal of it on record is over (`auth
+        plex` may hand back the very server token it refused once)."""
+        if (sent := await self._sent(profile, token)) is not None:
+            await asyncio.to_thread(note_taken, self.store, SERVICE, profile, sent, self.clock())
+
+    async def _sent(self, profile: str, token: str | None) -> str | None:
+        """The token a request went with (None: the owner's, which the config holds)."""
+        return token or await asyncio.to_thread(token_in_use, self.config, self.store, profile)
+
     async def _find(self, profile: str, person: Identity) -> str:
         """The person's token for this server, through plex.tv; stored for the next runs."""
         plex = self.config.services.plex
@@ -1193,10 +1214,14 @@ class PlexReader:
         token = self._history_token(access)
         try:
             total, newest = await self.client.history_head(access.account_id, token)
-        except PlexAuthError:
+        except PlexAuthError as refused:
             if token is None:
+                if access.token is None:  # the profile is read as the owner: their token
+                    await self.tokens.refused(profile, None, refused)
                 raise
             return False  # only the owner may read the history: read the listings instead
+        if token is None and access.token is None:
+            await self.tokens.taken(profile, None)
         return _history_cursor(total, newest) == cursors["history"]
 
     async def read(
@@ -1209,14 +1234,22 @@ class PlexReader:
         listed_at = self.clock()
         try:
             library, listings = await self._library(profile, access.token)
-        except PlexAuthError:
+        except PlexAuthError as refused:
             if access.token is None:
+                await self.tokens.refused(profile, None, refused)
                 raise
             # Revoked or rotated: find the person's token again (once), then read with it.
-            await self.tokens.renew(profile, access.token)
-            del self._access[profile]
-            access = await self.access(profile)
-            library, listings = await self._library(profile, access.token)
+            tried: str | None = access.token
+            try:
+                await self.tokens.renew(profile, tried)
+                del self._access[profile]
+                access = await self.access(profile)
+                tried = access.token
+                library, listings = await self._library(profile, tried)
+            except PlexAuthError as again:
+                await self.tokens.refused(profile, tried, again)
+                raise
+        await self.tokens.taken(profile, access.token)
         numbered = await self._renumbered(profile, library, full)
         legacy = legacy_titles(library)
         if full and legacy:
