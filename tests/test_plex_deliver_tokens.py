@@ -94,3 +94,25 @@ async def test_a_person_no_longer_shared_with_is_held_with_a_credentials_alert(
     assert isinstance(outcome, Hold) and outcome.alert == "credentials"
     assert "profile sam: plex.tv gives no token of theirs for this Plex server" in outcome.reason
     assert len(plex.calls("GET", "/:/scrobble")) == 1  # one refused try, no loop
+
+
+async def test_a_token_refused_even_after_plex_tv_gave_a_new_one_names_the_profiles_command(
+    config: Config, store: Store, plex: FakePlex, plextv: FakePlexTv, friend: Account
+) -> None:
+    # plex.tv hands out a new token for sam, yet the server refuses it too: the held row and
+    # the sign-in said `watchbridge auth plex --profile NAME`, literally.
+    await read_sam(config, store)
+    new_token = plextv.share_on(plex, friend)
+    del plex.users[new_token]  # refused as well
+    outcome = await deliver_play(config, store)
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    assert outcome.reason.endswith(
+        ": the Plex server does not accept the token plex.tv gave for them (401): run "
+        "`watchbridge auth plex --profile sam` (and check the server is still shared with them)"
+    )
+    assert "NAME" not in outcome.reason and new_token not in outcome.reason
+    # The sign-in says the same of the profile's token now in use.
+    from watchbridge.services.refusals import entry
+
+    kept = store.get_token(entry("plex"), "sam") or {}
+    assert "--profile sam" in str(kept.get("reason")) and "NAME" not in str(kept.get("reason"))

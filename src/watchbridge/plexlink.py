@@ -51,7 +51,7 @@ from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
-from watchbridge.services.plex import PlexClient
+from watchbridge.services.plex import PlexAuthError, PlexClient
 from watchbridge.services.plextv import (
     DiscoverItem,
     PlexTvAuthError,
@@ -309,7 +309,12 @@ async def run_lists(
         # Item details are the same for everyone: the server token reads them all.
         token = None if plex.token else await tokens.token(profile)
         items = [*rows.get("movie", ()), *rows.get("episode", ())]
-        details = await media_details(plex, store, profile, items, token, clock())
+        try:
+            details = await media_details(plex, store, profile, items, token, clock())
+        except PlexAuthError as refused:
+            if token is None:  # the server's own token, read for everyone: not theirs
+                raise
+            raise await tokens.refused(profile, token, refused) from None
         return await sync_collection(
             trakt,
             store,

@@ -146,15 +146,13 @@ class PlexTarget:
                 raise
             except PlexAuthError as refused:
                 if person.token is None:
-                    await self.tokens.refused(profile, None, refused)
-                    raise
+                    raise await self.tokens.refused(profile, None, refused) from None
                 # Nothing was written with a refused token: retry the row with a new one.
                 try:
                     person.token = await self.tokens.renew(profile, person.token)
                     outcomes[row.id] = await self._row(person, row)
                 except PlexAuthError as again:
-                    await self.tokens.refused(profile, person.token, again)
-                    raise
+                    raise await self.tokens.refused(profile, person.token, again) from None
         if any(isinstance(outcomes.get(row.id), Delivered) for row in rows):
             await self.tokens.taken(profile, person.token)  # a refusal of it on record is over
 

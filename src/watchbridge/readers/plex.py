@@ -63,6 +63,7 @@ from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.plex import (
     HistoryEntry,
     LibraryItem,
+    PersonTokenRefused,
     PlexAuthError,
     PlexClient,
     Section,
@@ -967,15 +968,30 @@ class ServerTokens:
         """Allow each profile one more renewal (a long-lived deliverer, per batch)."""
         self._renewed.clear()
 
-    async def refused(self, profile: str, token: str | None, exc: PlexAuthError) -> None:
+    async def refused(self, profile: str, token: str | None, exc: PlexAuthError) -> PlexAuthError:
         """Keep that the server refused `token` of `profile` (None: the owner's
         `services.plex.token`) for the sign-in health, whether a delivery or a link's read
-        met it: a Plex token has no expiry to tell it by."""
+        met it: a Plex token has no expiry to tell it by. Returns the error to raise: the
+        client's refusal of a person's token, with what this profile is to do."""
+        if isinstance(exc, PersonTokenRefused):
+            exc = PlexAuthError(SERVICE, await self._person_refused(profile, exc.what))
         if (sent := await self._sent(profile, token)) is not None:
             reason = f"profile {profile}: {exc.message}"
             await asyncio.to_thread(
                 note_refused, self.store, SERVICE, profile, sent, reason, self.clock()
             )
+        return exc
+
+    async def _person_refused(self, profile: str, what: str) -> str:
+        person = await asyncio.to_thread(identity, self.config, self.store, profile)
+        auth = f"`watchbridge auth plex --profile {profile}`"
+        if person.signed_in is None:
+            whose = f"profiles.{profile}.accounts.plex.token"
+            todo = f"paste a current token for this server there, or run {auth}"
+        else:
+            whose = "the token plex.tv gave for them"
+            todo = f"run {auth} (and check the server is still shared with them)"
+        return f"{what}: the Plex server does not accept {whose} (401): {todo}"
 
     async def taken(self, profile: str, token: str | None) -> None:
         """The server took `token` of `profile`: a refusal of it on record is over (`auth
@@ -1217,7 +1233,7 @@ class PlexReader:
         except PlexAuthError as refused:
             if token is None:
                 if access.token is None:  # the profile is read as the owner: their token
-                    await self.tokens.refused(profile, None, refused)
+                    raise await self.tokens.refused(profile, None, refused) from None
                 raise
             return False  # only the owner may read the history: read the listings instead
         if token is None and access.token is None:
@@ -1236,8 +1252,7 @@ class PlexReader:
             library, listings = await self._library(profile, access.token)
         except PlexAuthError as refused:
             if access.token is None:
-                await self.tokens.refused(profile, None, refused)
-                raise
+                raise await self.tokens.refused(profile, None, refused) from None
             # Revoked or rotated: find the person's token again (once), then read with it.
             tried: str | None = access.token
             try:
@@ -1247,8 +1262,7 @@ class PlexReader:
                 tried = access.token
                 library, listings = await self._library(profile, tried)
             except PlexAuthError as again:
-                await self.tokens.refused(profile, tried, again)
-                raise
+                raise await self.tokens.refused(profile, tried, again) from None
         await self.tokens.taken(profile, access.token)
         numbered = await self._renumbered(profile, library, full)
         legacy = legacy_titles(library)

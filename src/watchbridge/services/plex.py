@@ -54,6 +54,17 @@ class PlexAuthError(PlexError):
     """The server does not accept the token (401): a new token is needed."""
 
 
+class PersonTokenRefused(PlexAuthError):
+    """The server does not accept a person's token (401). The client does not know whose it
+    is: `readers.plex.ServerTokens.refused` words it with what that profile is to do."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            SERVICE, f"{what}: the Plex server does not accept the person's token (401)"
+        )
+        self.what = what
+
+
 class PlexItemError(PlexError):
     """The server has no such item (404 on a write): it left the library."""
 
@@ -565,7 +576,8 @@ class PlexClient:
 
 
 def _refused(what: str, token: str | None) -> PlexAuthError:
-    """The error for a 401: the server owner's fix is the config, a person's a new sign-in."""
+    """The error for a 401: the server owner's fix is the config; a person's depends on whose
+    token it is (see PersonTokenRefused)."""
     if token is None:
         return PlexAuthError(
             SERVICE,
@@ -574,11 +586,7 @@ def _refused(what: str, token: str | None) -> PlexAuthError:
             'is changed with "sign out of all devices"; short-lived plex.tv JWTs expire '
             "after 7 days)",
         )
-    return PlexAuthError(
-        SERVICE,
-        f"{what}: the Plex server does not accept the person's token (401); sign them in "
-        "again (`watchbridge auth plex --profile NAME`)",
-    )
+    return PersonTokenRefused(what)
 
 
 def _history_params(account_id: str, since: float | None) -> dict[str, object]:
