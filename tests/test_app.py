@@ -684,6 +684,25 @@ def test_debug_logging_shows_every_webhook_with_its_outcome(tmp_path: Path) -> N
     assert "s3cret-hook" not in output and "wrong-secret" not in output
 
 
+def test_a_start_tells_a_missing_anilist_client_id_at_info_while_the_stored_sign_in_works(
+    tmp_path: Path,
+) -> None:
+    # Each start warned of it for a profile signed in with a token good for months, so a
+    # warning that cannot be acted on today came back with every restart.
+    port = free_port()
+    body = "services:\n  anilist: {}\nprofiles:\n  me: {accounts: {anilist: {}}}\n"
+    path = write_config(tmp_path, body, port=port)
+    store = Store.open(tmp_path / "watchbridge.db")
+    now = time.time()
+    store.put_token("anilist", "me", {"access_token": "t", "expires_at": now + 300 * 86400}, now)
+    store.close()
+    service = ServiceProcess(path, port).start()
+    service.terminate()
+    said = [line for line in service.output().splitlines() if "client_id is not set" in line]
+    assert len(said) == 1, said
+    assert "level=info" in said[0] and "profile me is signed in to AniList for now" in said[0]
+
+
 def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> None:
     path = write_config(tmp_path, "profiles:\n  kids:\n    users: {plex: [kid]}\n")
     (warning,) = start_warnings(load_config(path, {}), [])

@@ -183,6 +183,41 @@ def test_check_config_warns_of_anilist_accounts_auth_anilist_cannot_sign_in(
     ]
 
 
+@pytest.mark.parametrize(
+    ("days_left", "said_as"),
+    [(300, "note"), (10, "warning"), (None, "warning")],
+    ids=["signed-in", "ends-in-10-days", "not-signed-in"],
+)
+def test_a_profile_signed_in_to_anilist_without_a_client_id_is_told_as_a_note(
+    tmp_path: Path, days_left: int | None, said_as: str
+) -> None:
+    # Every start warned of `me`, signed in with a token good for months: true (no sign-in
+    # again without a client id once it ends), but nothing to do today. A warning only while
+    # the sign-in is missing, ends within 30 days, ended or was refused; else a note (info).
+    path = write_config(
+        tmp_path, "services:\n  anilist: {}\nprofiles:\n  me: {accounts: {anilist: {}}}\n"
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    if days_left is not None:
+        now = time.time()
+        token = {"access_token": "stored-t0k", "expires_at": now + days_left * 86400.0}
+        store.put_token("anilist", "me", token, now)
+    store.close()
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stdout.splitlines() if "client_id is not set" in line]
+    assert len(said) == 1 and said[0].startswith(f"{said_as}: services.anilist.client_id")
+    if said_as == "note":
+        assert said == [
+            "note: services.anilist.client_id is not set: profile me is signed in to AniList for"
+            " now, but `watchbridge auth anilist` needs it to sign in again once that token ends"
+            " (`watchbridge status` says so 30 days ahead): create a client at"
+            " https://anilist.co/settings/developer with the redirect URL"
+            " https://anilist.co/api/v2/oauth/pin and put its id in services.anilist.client_id"
+        ]
+    assert "stored-t0k" not in result.stdout
+
+
 def test_check_config_says_what_plays_of_a_profile_go_to_no_account(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

@@ -323,8 +323,6 @@ def start_warnings(
                 f"links.{name}.collection_removals does nothing: it works only with collection"
                 " in the link's kinds (plex-trakt links); add it there, or remove the line"
             )
-    if problem := _anilist_sign_in_problem(config):
-        warnings.append(problem)
     logins: dict[str, str] = {}  # Serializd email -> the first profile signing in with it
     for name, profile in config.profiles.items():
         serializd = profile.accounts.serializd
@@ -360,32 +358,70 @@ def start_warnings(
     return warnings
 
 
-def _anilist_sign_in_problem(config: Config) -> str | None:
-    """The profiles with an AniList account that `watchbridge auth anilist` cannot sign in:
-    its page needs services.anilist.client_id. A warning, not a refusal: a token pasted into
-    the config (or `auth anilist --token`) needs none."""
+@dataclass(frozen=True)
+class ClientIdNotice:
+    """What a start (and `check-config`) says of the profiles with an AniList account and no
+    token in the config while services.anilist.client_id is not set, without which `watchbridge
+    auth anilist` cannot sign them in."""
+
+    warning: str | None = None  # those not signed in, or whose sign-in ended, ends within 30
+    # days or was refused: they need a client id (or a pasted token) now
+    info: str | None = None  # those signed in for now: they will once that token ends
+
+
+def anilist_client_id_notice(config: Config, store: Store | None, now: float) -> ClientIdNotice:
+    """Said once per start: a warning for the profiles that need a sign-in now or soon, an
+    info line for those whose stored token works for more than 30 days yet (still true: they
+    cannot sign in again once it ends, but nothing is wrong today; `watchbridge status` and the
+    expiry alerts warn 30 and 14 days ahead). `store`: None when there is no database yet."""
     from watchbridge.services.anilist import CREATE_CLIENT
 
     anilist = config.services.anilist
     if anilist is None or anilist.client_id:
-        return None
+        return ClientIdNotice()
     names = [
         name
         for name, profile in config.profiles.items()
         if profile.accounts.anilist is not None and profile.accounts.anilist.token is None
     ]
     if not names:
-        return None
-    whom, key = (
-        (f"profile {names[0]}", f"profiles.{names[0]}")
-        if len(names) == 1
-        else (f"profiles {', '.join(names)}", "profiles.NAME")
-    )
-    return (
-        f"services.anilist.client_id is not set, and `watchbridge auth anilist` needs it to "
-        f"sign in {whom}: {CREATE_CLIENT} and put its id in services.anilist.client_id, or "
-        f"paste a token into {key}.accounts.anilist.token"
-    )
+        return ClientIdNotice()
+    working: set[str] = set()
+    if store is not None:
+        from watchbridge.signins import current_sign_ins
+
+        working = {
+            s.profile
+            for s in current_sign_ins(config, store, now)
+            if s.service == "anilist" and s.ok
+        }
+    needing = [name for name in names if name not in working]
+    signed_in = [name for name in names if name in working]
+    warning = info = None
+    if needing:
+        whom, key = (
+            (f"profile {needing[0]}", f"profiles.{needing[0]}")
+            if len(needing) == 1
+            else (f"profiles {', '.join(needing)}", "profiles.NAME")
+        )
+        warning = (
+            f"services.anilist.client_id is not set, and `watchbridge auth anilist` needs it to "
+            f"sign in {whom}: {CREATE_CLIENT} and put its id in services.anilist.client_id, or "
+            f"paste a token into {key}.accounts.anilist.token"
+        )
+    if signed_in:
+        whom = (
+            f"profile {signed_in[0]} is"
+            if len(signed_in) == 1
+            else f"profiles {', '.join(signed_in)} are"
+        )
+        info = (
+            f"services.anilist.client_id is not set: {whom} signed in to AniList for now, but "
+            f"`watchbridge auth anilist` needs it to sign in again once that token ends "
+            f"(`watchbridge status` says so 30 days ahead): {CREATE_CLIENT} and put its id in "
+            f"services.anilist.client_id"
+        )
+    return ClientIdNotice(warning, info)
 
 
 def _unreadable_servers(config: Config, name: str, profile: Profile) -> list[str]:
@@ -480,6 +516,13 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         )
         for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
             log.warning(problem)
+        notice = await asyncio.to_thread(
+            anilist_client_id_notice, runtime.config, runtime.store, runtime.clock()
+        )
+        if notice.warning:
+            log.warning(notice.warning)
+        if notice.info:
+            log.info(notice.info)
         from watchbridge.anime_data import overrides_problem
 
         if overrides := await asyncio.to_thread(overrides_problem, runtime.config):

@@ -231,20 +231,32 @@ def check_config(config_path: str | None) -> None:
     click.echo(_summary(config))
     if problems:
         raise ConfigError("\n".join(_located(config, problem) for problem in problems))
-    from watchbridge.app import renamed_profiles, start_warnings
+    from watchbridge.app import (
+        ClientIdNotice,
+        anilist_client_id_notice,
+        renamed_profiles,
+        start_warnings,
+    )
 
     warnings = start_warnings(config, [])
+    notice: ClientIdNotice | None = None
     if Path(config.storage.path).exists():
         # Best effort: a database an older release made, or a busy one, is checked at start.
         try:
             with contextlib.closing(_look_at_store(config)) as store:
                 warnings += renamed_profiles(config, store.profiles_with_state())
+                notice = anilist_client_id_notice(config, store, time.time())
         except StoreError as exc:  # one a newer release made: the service will not start
             warnings.append(exc.message)
         except (WatchbridgeError, sqlite3.Error):
             pass
+    if notice is None:  # no database (yet): no profile is signed in
+        notice = anilist_client_id_notice(config, None, time.time())
+    warnings += [notice.warning] if notice.warning else []
     for warning in warnings:
         click.echo(f"warning: {warning}")
+    if notice.info:
+        click.echo(f"note: {notice.info}")
     click.echo("config OK")
 
 
