@@ -298,6 +298,45 @@ async def test_unreachable_receiver_is_failed_and_logged_without_url(
     assert_no_secrets_logged(caplog)
 
 
+async def test_a_notifier_down_is_logged_once_then_hourly_then_when_it_works_again(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # During an outage of the notifier every alert tried logged its own warning: many alerts
+    # (each link, profile and service that failed meanwhile) flooded the log.
+    caplog.set_level(logging.DEBUG, logger="watchbridge.alerts")
+    clock = FakeClock()
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+
+    def lines(level: int, text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
+    receiver.fail_next(1000, 500)  # down until it is cleared
+    for number in range(5):  # each alert tried, and those owed sent again, fail
+        result = await notifier.notify("service_unreachable", "down", "body", key=f"s{number}")
+        assert result == "failed"
+        await notifier.resent()
+        clock.advance(60)
+    (first,) = lines(logging.WARNING, "not delivered to alerts.urls[0]")
+    assert first.getMessage() == (
+        "alert service_unreachable not delivered to alerts.urls[0] (JSON: failure)"
+    )
+    assert len(lines(logging.DEBUG, "not delivered to alerts.urls[0]")) >= 4
+
+    clock.advance(HOUR)
+    assert await notifier.notify("credentials", "refused", "body", key="c") == "failed"
+    await notifier.resent()
+    first, reminder = lines(logging.WARNING, "not delivered")
+    assert reminder.__dict__["more_since_last_line"] >= 4
+
+    receiver.clear_knobs()  # the notifier works again
+    assert await notifier.notify("credentials", "refused again", "body", key="d") == "sent"
+    (again,) = lines(logging.INFO, "alerts delivered again")
+    assert again.__dict__["times"] >= 6
+    await notifier.resent()
+    assert len(lines(logging.WARNING, "not delivered")) == 2
+    assert_no_secrets_logged(caplog)
+
+
 def test_a_failed_alert_never_logs_its_ntfy_topic(receiver: Receiver, tmp_path: Path) -> None:
     # The topic is the whole secret of an ntfy.sh URL (anyone knowing it reads the alerts); the
     # log masks the URL as configured, not the parts Apprise quotes when a send fails.

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import apprise
 
 from watchbridge.config import AlertsConfig, Secret
-from watchbridge.logs import Redactor
+from watchbridge.logs import Redactor, Repeating
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -477,6 +477,9 @@ class Health:
     failing: Failing | None
 
 
+_NOT_DELIVERED = "alerts not delivered"  # the log's one problem for every failed send
+
+
 class Notifier:
     """Sends alerts, recoveries and test messages to every configured Apprise URL."""
 
@@ -503,6 +506,9 @@ class Notifier:
         self._resending: asyncio.Task[None] | None = None  # see _send_unsent_soon
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
         self._failing: Failing | None = None
+        # A notifier down for hours fails every alert tried (and each owed one again): the log
+        # tells it once, then hourly with how many since, and once it works again.
+        self._failed_log = Repeating(log)
 
     def health(self) -> Health:
         """How the alerts fare: destinations loaded, entries that are not, failed sends."""
@@ -753,9 +759,13 @@ class Notifier:
                     timeout=self._timeout,
                 )
         except Exception as exc:  # Apprise reports failures in its result; this is a backstop
-            log.warning("alert %s not delivered: %s", kind, type(exc).__name__)
+            self._failed_log.warning(
+                _NOT_DELIVERED, f"alert {kind} not delivered: {type(exc).__name__}", self._clock()
+            )
             return self._failed("alerts.urls")
         if result:
+            if self._failing is not None:
+                self._failed_log.over(_NOT_DELIVERED, "alerts delivered again", self._clock())
             self._failing = None
             return SENT
         failures = [
@@ -764,8 +774,9 @@ class Notifier:
             if not service
         ]
         # Never the URL, even masked: generic webhook paths carry tokens unmasked.
-        log.warning(
-            "alert %s not delivered to %s", kind, ", ".join(failures) or result.status.name.lower()
+        to = ", ".join(failures) or result.status.name.lower()
+        self._failed_log.warning(
+            _NOT_DELIVERED, f"alert {kind} not delivered to {to}", self._clock()
         )
         return self._failed(", ".join(failures) or "alerts.urls")
 
