@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 
@@ -25,12 +26,24 @@ def main() -> None:
     # again to this process).
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        from watchbridge.cli import main as run
-
+        run = _cli()
         run()
     except KeyboardInterrupt:  # before the CLI's own handling (its imports), or after it
         print("aborted", file=sys.stderr, flush=True)
         sys.exit(130)
+
+
+def _cli() -> Callable[[], object]:
+    """The CLI's entry, imported. A signal's exception raised while a class is being made (in a
+    dataclass field's `__set_name__`) comes out wrapped in a RuntimeError: unwrapped here, it
+    stops the command as it would anywhere else, without a traceback."""
+    try:
+        from watchbridge.cli import main as run
+    except RuntimeError as exc:
+        if isinstance(exc.__cause__, (SystemExit, KeyboardInterrupt)):
+            raise exc.__cause__ from None
+        raise
+    return run
 
 
 if __name__ == "__main__":
