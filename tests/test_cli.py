@@ -109,12 +109,35 @@ def test_check_config_warns_of_a_time_zone_this_machine_does_not_know(tmp_path: 
     path = write_config(tmp_path, "profiles:\n  me: {default: true}\n")
     result = run("check-config", "--config", str(path), env={"TZ": "Europe/Berlim"})
     assert result.returncode == 0, result.stderr
-    (warning,) = [line for line in result.stdout.splitlines() if "TZ" in line]
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning: TZ")]
     assert warning.startswith("warning: TZ=Europe/Berlim is no time zone this machine knows")
     assert "UTC" in warning and "Europe/Berlin" in warning
     for known in ("Europe/Berlin", ":America/New_York", "Etc/UTC", "EST5EDT", ""):
         result = run("check-config", "--config", str(path), env={"TZ": known})
-        assert "TZ" not in result.stdout, known
+        assert "warning: TZ" not in result.stdout, known
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        ("Pacific/Honolulu", "time zone:     Pacific/Honolulu (UTC-10:00 now)"),
+        ("Pacific/Apia", "time zone:     Pacific/Apia (UTC+13:00 now)"),
+        ("", "time zone:     UTC (TZ not set): AniList's start and finish dates"),
+        ("Etc/UTC", "time zone:     UTC (TZ=Etc/UTC): AniList's start and finish dates"),
+    ],
+)
+def test_check_config_names_the_time_zone_whose_days_anilists_dates_are(
+    tmp_path: Path, time_zone: Callable[[str], None], zone: str, shown: str
+) -> None:
+    # A household in Hawaii that left TZ at the compose default would see every evening's
+    # finish a day late on AniList, and nothing said so.
+    time_zone(zone)
+    path = write_config(tmp_path, "profiles:\n  me: {default: true}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("time zone:")]
+    assert line.startswith(shown)
+    assert ("set TZ to your time zone" in line) is (zone in ("", "Etc/UTC"))
 
 
 def test_check_config_warns_that_tautulli_never_sends_the_owner_as_user_1(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ from watchbridge.store import (
     storage_fault,
 )
 from watchbridge.unmapped import UnmappedAccounts
-from watchbridge.zone import zone_warning
+from watchbridge.zone import zone_in_use, zone_warning
 
 log = logging.getLogger(__name__)
 
@@ -512,6 +512,7 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                 "version": __version__,
                 "config": str(runtime.config.source),
                 "tasks": ",".join(t.name for t in tasks) or "none",
+                "time_zone": zone_in_use(),
             },
         )
         for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):

@@ -45,6 +45,7 @@ from watchbridge.store import (
     locked_by_another,
     storage_fault,
 )
+from watchbridge.zone import zone_in_use
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -411,6 +412,7 @@ def _summary(config: Config) -> str:
         f"API token:     {'set' if server.api_token else 'none (API and UI open on this port)'}",
         f"database:      {config.storage.path} (durability {config.storage.durability})",
         f"logging:       {config.logging.level}, {config.logging.format}",
+        f"time zone:     {zone_in_use()}",
         f"alerts:        {len(config.alerts.urls)} destination(s), "
         f"kinds {', '.join(config.alerts.kinds)}, throttle {int(config.alerts.throttle)}s",
     ]

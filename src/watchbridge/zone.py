@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping
+from datetime import datetime
 
 # Names of UTC itself: set so, TZ may only mean "not set" (London is UTC+0 in winter too).
 UTC_NAMES = frozenset({"", "utc", "etc/utc", "gmt", "etc/gmt", "utc0", "gmt0", "z"})
@@ -44,4 +46,27 @@ def zone_warning(environ: Mapping[str, str] = os.environ) -> str | None:
         f"TZ={name} is no time zone this machine knows, so it keeps UTC: AniList's start and "
         "finish dates (and a webhook's watched_at sent as a day alone) are UTC days; set an "
         "IANA name such as Europe/Berlin or America/New_York"
+    )
+
+
+def zone_in_use(environ: Mapping[str, str] = os.environ, at: float | None = None) -> str:
+    """The zone whose days AniList's dates are, as `check-config` and the start's log show it:
+    its name and offset (at `at`, default now), or UTC with what that means. UTC is also what
+    a `TZ` left unset (or the image's default) gives, and nothing else would tell the user."""
+    offset = datetime.fromtimestamp(time.time() if at is None else at).astimezone().utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    shift = f"UTC{sign}{hours:02d}:{rest:02d}"
+    name = environ.get("TZ", "").strip()
+    if (unknown := unknown_zone(environ)) is not None:
+        return f"UTC (TZ={unknown} is no zone this machine knows)"
+    if zone_named(environ):
+        return f"{name.lstrip(':')} ({shift} now)"
+    if minutes:  # TZ unset: the machine's own zone (/etc/localtime)
+        return f"this machine's, {shift} now (TZ not set)"
+    return (
+        f"UTC ({f'TZ={name}' if name else 'TZ not set'}): AniList's start and finish dates and "
+        "a webhook's watched_at sent as a day are UTC days; if you live elsewhere, set TZ to "
+        "your time zone (e.g. Europe/Berlin, Pacific/Honolulu)"
     )
