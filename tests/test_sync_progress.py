@@ -100,9 +100,10 @@ def test_cursors_are_shown_short() -> None:
         '"diary_ids": "[1, 2, 3]"}'
     )
     assert short_cursor(value) == (
-        "all 2026-11-22 05:45, diary_ids 3 ids, history_at 2026-11-22 05:45, rated 2026-11-22 05:46"
+        "all 2026-11-22 05:45 UTC, diary_ids 3 ids, history_at 2026-11-22 05:45 UTC, "
+        "rated 2026-11-22 05:46 UTC"
     )
-    assert short_cursor("x" * 300).endswith("…") and len(short_cursor("x" * 300)) == 100
+    assert short_cursor("x" * 300).endswith("…") and len(short_cursor("x" * 300)) == 120
 
 
 def test_a_terminal_sees_the_delivery_bar_fill() -> None:

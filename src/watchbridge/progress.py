@@ -362,11 +362,11 @@ def _short_value(key: str, value: str) -> str:
     stamps = [v for v in value.split(",") if v]
     if key.endswith("_at"):
         try:
-            return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M")
+            return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M UTC")
         except ValueError:
             pass
-    if stamps and all(_looks_iso(v) for v in stamps):
-        return max(stamps)[:16].replace("T", " ")
+    if stamps and all(_looks_iso(v) for v in stamps):  # the services' own: UTC (Z) all
+        return max(stamps)[:16].replace("T", " ") + " UTC"
     return value if len(value) <= 24 else value[:23] + "…"
 
 
@@ -374,9 +374,10 @@ def _looks_iso(value: str) -> bool:
     return len(value) >= 16 and value[4] == "-" and value[10] == "T"
 
 
-def short_cursor(value: str, width: int = 100) -> str:
+def short_cursor(value: str, width: int = 120) -> str:
     """A cursor value for `watchbridge status`: JSON cursors as `key value` pairs with id
-    lists counted and timestamps to the minute, clipped to `width`."""
+    lists counted and timestamps to the minute in UTC (as the run times beside them), clipped
+    to `width`."""
     try:
         parsed = json.loads(value)
     except ValueError:
