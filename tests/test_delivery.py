@@ -2100,6 +2100,55 @@ async def test_a_dead_letter_of_tries_cut_short_counts_only_those_tries(
     assert f"gave up after {tries} attempts" in (dead.last_error or "")
 
 
+def _failed_already(runtime: Runtime, attempts: int) -> None:
+    """The row queued has failed `attempts` times, due now: as many as a config allowed
+    before `delivery.max_attempts` was lowered to the tests' 3."""
+    with runtime.store.transaction() as conn:
+        conn.execute("UPDATE outbox SET attempts = ?, next_attempt_at = 0", (attempts,))
+
+
+async def test_a_row_past_a_lowered_max_attempts_is_tried_once_more_and_gives_up_with_its_error(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)  # unmatched; then max_attempts goes from 12 down to 3
+    _failed_already(runtime, 5)
+    searched = len(trakt.requests)
+    await worker.pass_once(runtime)
+    assert len(trakt.requests) > searched  # tried once more
+    (dead,) = runtime.store.dead_letters()
+    assert (dead.last_error or "").startswith("gave up after 6 attempts: unmatched:")
+    assert "cut short" not in (dead.last_error or "")
+
+
+async def test_a_row_past_a_lowered_max_attempts_is_delivered_if_its_next_try_works(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    _heat_an_hour_ago(runtime, trakt, clock)
+    with runtime.store.transaction() as conn:
+        conn.execute("UPDATE outbox SET last_error = 'Trakt answered 502'")
+    _failed_already(runtime, 3)
+    await worker.pass_once(runtime)
+    assert runtime.store.dead_letters() == []
+    assert len(trakt.history()) == 1
+
+
+async def test_a_row_a_crash_cut_short_keeps_its_earlier_error_until_it_is_tried_again(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)  # attempt 1: unmatched
+    clock.advance(7200)
+    runtime.store.claim("service-1", clock(), 10, ["trakt"])
+    runtime.store.release_claims(clock(), "service-")  # attempt 2: the process died
+    (waiting,) = runtime.store.unmatched()  # still listed as waiting for ids
+    assert (waiting.item.last_error or "").startswith("unmatched:")
+    assert waiting.item.cut_short
+    await worker.pass_once(runtime)  # attempt 3, the last: tried, and it fails
+    (dead,) = runtime.store.dead_letters()
+    assert (dead.last_error or "").startswith("gave up after 3 attempts: unmatched:")
+
+
 async def test_a_dead_letter_whose_last_send_may_have_landed_is_checked_when_retried(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

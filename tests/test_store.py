@@ -24,6 +24,7 @@ from watchbridge.errors import StoreError
 from watchbridge.playback import Session
 from watchbridge.store import (
     CLAIM_LEASE,
+    CUT_SHORT,
     UNKNOWN_OUTCOME,
     WAL_SIZE_LIMIT,
     IngestJob,
@@ -383,6 +384,31 @@ def test_released_claims_return_to_pending_with_the_interrupted_try_counted(
     assert store.release_claims(3.0) == 1
     (again,) = store.claim("w", 3.0)
     assert again.idempotency_key == "a" and again.attempts == 1
+
+
+def test_a_try_a_crash_cut_short_is_noted_after_the_rows_earlier_error(store: Store) -> None:
+    store.enqueue([row("a"), row("b", ordering="k2"), row("c", ordering="k3")], 1.0)
+    first, second, _ = store.claim("w", 2.0)
+    store.note([first.id], "unmatched: no Trakt id", 2.0)
+    store.note([second.id], "unknown outcome: sent", 2.0)
+    store.release_claims(3.0)  # the process died
+    store.claim("cli-1", 4.0)
+    store.release_stale_claims(4.0 + CLAIM_LEASE + 1)  # and died again
+    by_key = {i.idempotency_key: i for i in store.claim("w", 4.0 + CLAIM_LEASE + 1)}
+    assert by_key["a"].last_error == f"unmatched: no Trakt id; then {CUT_SHORT}"
+    assert by_key["b"].may_have_landed and by_key["b"].cut_short
+    assert by_key["c"].last_error == CUT_SHORT
+    assert all(i.attempts == 2 for i in by_key.values())
+
+
+def test_a_stop_asked_for_notes_no_try_cut_short(store: Store) -> None:
+    store.enqueue([row("a")], 1.0)
+    (item,) = store.claim("w", 2.0)
+    store.note([item.id], "unmatched: no Trakt id", 2.0)
+    store.release_claims(3.0, spend=False)
+    (again,) = store.claim("w", 4.0)
+    assert (again.attempts, again.last_error) == (0, "unmatched: no Trakt id")
+    assert not again.cut_short
 
 
 def test_a_restart_takes_back_only_the_claims_of_its_own_kind(store: Store) -> None:

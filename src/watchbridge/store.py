@@ -70,6 +70,16 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
 QUEUED_AGAIN = "queued again by `watchbridge deadletters retry`"  # a retried dead letter's reason
+# A row whose try a crash cut short (its attempt spent) ends its `last_error` with this, the
+# earlier error kept in front: only such a row at its last attempt gives up untried (one
+# past a lowered `delivery.max_attempts` is tried once more).
+CUT_SHORT = "a try cut short by the process stopping"
+# SQL: `last_error` with CUT_SHORT at its end, once.
+_CUT_SHORT_NOTED = (
+    f"CASE WHEN last_error IS NULL OR last_error = '' THEN '{CUT_SHORT}'"
+    f" WHEN substr(last_error, -{len(CUT_SHORT)}) = '{CUT_SHORT}' THEN last_error"
+    f" ELSE last_error || '; then {CUT_SHORT}' END"
+)
 # SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
@@ -476,6 +486,11 @@ class OutboxItem:
     def may_have_landed(self) -> bool:
         """Whether an earlier send of this row may have landed (it carries UNKNOWN_OUTCOME)."""
         return (self.last_error or "").startswith(UNKNOWN_OUTCOME)
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether its latest try was cut short by a crash, its attempt spent (CUT_SHORT)."""
+        return (self.last_error or "").endswith(CUT_SHORT)
 
     def waited(self, now: float) -> bool:
         """Whether this row waited: tried before, or a webhook's row queued over WAITED_AFTER
@@ -1962,15 +1977,16 @@ class Store:
         dead letter; a stop asked for is no fault of the rows'. A row whose send may have
         landed is due `settle` seconds after it was sent, as after a lost answer: the write
         may still be under way at the service (a container restarted at once), and the check
-        before the next send would not see it yet."""
+        before the next send would not see it yet. A spent try is noted (CUT_SHORT)."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
                 " attempts = attempts + ?, next_attempt_at = CASE"
                 f" WHEN ? > 0 AND {_MARKED} THEN MAX(next_attempt_at, updated_at + ?)"
-                " ELSE next_attempt_at END"
+                " ELSE next_attempt_at END,"
+                f" last_error = CASE WHEN ? THEN {_CUT_SHORT_NOTED} ELSE last_error END"
                 " WHERE status = 'inflight' AND substr(COALESCE(claimed_by, ''), 1, ?) = ?",
-                (now, int(spend), settle, settle, len(claimed_by), claimed_by),
+                (now, int(spend), settle, settle, int(spend), len(claimed_by), claimed_by),
             ).rowcount
 
     def release_stale_claims(
@@ -1979,11 +1995,13 @@ class Store:
         """Return rows claimed more than `lease` seconds ago (by a process that was killed
         while it delivered, e.g. a `watchbridge sync`) to pending, except those whose
         claimer's id starts with `spare` (the caller's own kind, which it releases itself).
-        A worker renews its claims while it delivers (`renew_claims`, and `note`)."""
+        A worker renews its claims while it delivers (`renew_claims`, and `note`). The try
+        counts as an attempt, noted as cut short (CUT_SHORT)."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                " attempts = attempts + 1 WHERE status = 'inflight' AND updated_at < ?"
+                f" attempts = attempts + 1, last_error = {_CUT_SHORT_NOTED}"
+                " WHERE status = 'inflight' AND updated_at < ?"
                 " AND substr(COALESCE(claimed_by, ''), 1, ?) != ?",
                 (now, now - lease, len(spare), spare),
             ).rowcount

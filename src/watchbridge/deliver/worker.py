@@ -561,13 +561,13 @@ class DeliveryWorker:
             if not items:
                 continue
             claimed_any = True
-            # Only interrupted tries (the process stopped mid-delivery) leave a pending row at
-            # its last attempt: one that keeps taking the process down gives up here. If its
-            # last send may have landed, the dead letter says so (a retry checks first).
+            # A row a crash cut short at its last attempt keeps taking the process down: it
+            # gives up here, untried. If its last send may have landed, the dead letter says
+            # so (a retry checks first). One past a lowered max_attempts is tried once more.
             interrupted = {
                 i.id: _gave_up_interrupted(i)
                 for i in items
-                if i.attempts >= self.config.max_attempts
+                if i.attempts >= self.config.max_attempts and i.cut_short
             }
             todo = [i for i in items if i.id not in interrupted]
             try:
