@@ -450,6 +450,22 @@ def test_a_failing_service_is_logged_with_its_fields_and_no_secret(world: World)
     assert ALICE[1] not in result.output + result.stderr
 
 
+def test_a_run_with_no_service_running_says_the_next_run_sends_the_rest(world: World) -> None:
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    last = world.sync("--link", LINK).splitlines()[-1]
+    assert "no service is running: the rest go out with the next `watchbridge sync`" in last
+    assert "running service" not in last
+
+
+def test_a_run_beside_the_service_says_the_service_sends_the_rest(
+    world: World, tmp_path: Path
+) -> None:
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    with servelock.hold(tmp_path / "watchbridge.db", time.time()):
+        last = world.sync("--link", LINK).splitlines()[-1]
+    assert "the rest follow from the running service" in last
+
+
 def test_a_profile_waiting_for_its_review_does_not_hold_back_the_others_deliveries(
     world: World,
 ) -> None:

@@ -1168,11 +1168,25 @@ def _sync_link(
             delivered = asyncio.run(_deliver_now(runtime, bar.update))
     else:
         delivered = asyncio.run(_deliver_now(runtime))
+    rest = _where_the_rest_go(Path(config.storage.path))
     click.echo(
-        f"{result.queued} change(s) queued, {delivered} delivered now; the rest "
-        "follow from the running service (see `watchbridge status`)"
+        f"{result.queued} change(s) queued, {delivered} delivered now; {rest}"
+        " (see `watchbridge status`)"
     )
     _parts_failed(name, result)
+
+
+def _where_the_rest_go(database: Path) -> str:
+    """Who delivers what a sync run leaves queued (not due yet, or held): the running
+    service, or with none (syncs from cron only) the next run."""
+    from watchbridge import servelock
+
+    if servelock.serving(database):
+        return "the rest follow from the running service"
+    return (
+        "no service is running: the rest go out with the next `watchbridge sync`"
+        " (those due by then) or `watchbridge serve`"
+    )
 
 
 def _whole(direction: str | None, narrowed: Any, held_unread: bool) -> bool:
