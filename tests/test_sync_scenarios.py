@@ -905,6 +905,31 @@ async def test_plays_logged_again_while_their_removals_are_held_end_the_hold(
     assert len(trakt_plays(trakt)) == 4 and len(diary_plays(serializd)) == 4
 
 
+async def test_a_first_runs_pair_removed_while_held_and_logged_again_is_not_doubled(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    # The first run takes Trakt's play and the entry logged on Serializd four days later for
+    # one viewing; a rewatch a day after that entry is copied to Serializd. The rewatch's
+    # copy, read back, is no re-log of the paired entry: that entry's partner is the paired
+    # play, not the rewatch nearest to it.
+    app.watch(1, 1, ago(10))
+    paired = log(serializd, 1, 1, ago(6))
+    rig = await make_rig(max_removal_share=0.1)
+    assert (await rig.sync_and_deliver()).plans[0].plan.same_viewing
+    app.watch(1, 1, ago(5))
+    await rig.sync_and_deliver(full=True)
+    unlog(serializd, paired)  # Trakt's play goes with it: 1 of 2, held
+    assert (await rig.sync_and_deliver(full=True)).held
+    log(serializd, 1, 1, ago(5.9))  # logged again, a few hours off: days from its partner
+    for _ in range(2):
+        assert (await rig.sync_and_deliver(full=True)).held
+    assert len(trakt_plays(trakt)) == len(diary_plays(serializd)) == 2
+    await rig.sync_and_deliver(confirm_removals=True)
+    await rig.sync_and_deliver(full=True)
+    days = sorted([(1, 1, ago(5.9)[:10]), (1, 1, ago(5)[:10])])
+    assert trakt_plays(trakt) == diary_plays(serializd) == days
+
+
 async def test_a_play_removed_while_held_stays_removed_when_its_episode_is_watched_again(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -718,15 +718,16 @@ def removals_kept(
     current: Mapping[str, Side],
     service: str,
     tombstones: Collection[tuple[str, str]],
+    paired: Sequence[SameViewing] = (),
 ) -> Side:
     """The side `service` as read, with the plays and ratings its `baseline` held that are
     gone from it: the next run's baseline while removals wait for confirmation, so that each
     run finds them gone again while all else moves on (a play copied meanwhile and then
     removed is a removal, not a new play to copy back). Not kept: plays we removed ourselves
     (their tombstones), records read under another item (renumbered), a play logged again
-    (`_logged_again`), and a rating the other side changed or no longer holds either (no
-    removal of it waits: the rating there is the newer one; a copy of it made since is no
-    change). Pure."""
+    (`_logged_again`; `paired`: the plays first runs took for one viewing), and a rating the
+    other side changed or no longer holds either (no removal of it waits: the rating there is
+    the newer one; a copy of it made since is no change). Pure."""
     before, now = baseline.get(service, Side()), current[service]
     other = next((s for s in current if s != service), "")
     other_before, other_now = baseline.get(other, Side()), current.get(other, Side())
@@ -736,7 +737,8 @@ def removals_kept(
         for p in _removed(before.plays, now)
         if p.record not in records and (service, p.record) not in tombstones
     ]
-    again = _logged_again(gone, now, {p.record for p in before.plays}, other_now)
+    partners = _History(paired, False, []).known(service, other)
+    again = _logged_again(gone, now, {p.record for p in before.plays}, other_now, partners)
     ratings = {
         item: rated
         for item, rated in before.ratings.items()
@@ -753,15 +755,25 @@ def removals_kept(
     return replace(now, plays=now.plays + kept, ratings={**ratings, **now.ratings})
 
 
-def _logged_again(gone: Sequence[Play], now: Side, before: set[str], other: Side) -> set[str]:
+def _logged_again(
+    gone: Sequence[Play],
+    now: Side,
+    before: set[str],
+    other: Side,
+    partners: Mapping[str, str] = MappingProxyType({}),
+) -> set[str]:
     """Records of `gone` plays logged again on their side: a new record of the item (not in
     the baseline, `before`) that stands for the same viewing on the other side, the play
-    there nearest to it being the one nearest to the gone play (a rewatch has its own)."""
+    there nearest to it being the gone play's partner (a rewatch has its own). The partner is
+    the play a first run took for the same viewing (`partners`: record -> the other side's,
+    while that side holds it), else the one nearest to the gone play, as in `match_plays`."""
     new = [p for p in now.plays if p.record not in before and p.at != UNDATED]
+    held = {p.record: p for p in other.plays}
     again: set[str] = set()
     taken: set[str] = set()
     for play in gone:
-        partner = _nearest(play, other.plays)
+        remembered = partners.get(play.record)
+        partner = (held.get(remembered) if remembered else None) or _nearest(play, other.plays)
         for candidate in sorted(new, key=lambda p: abs(p.at - play.at)):
             if (
                 candidate.item == play.item

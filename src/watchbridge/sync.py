@@ -771,7 +771,8 @@ def _apply(
         # Held removals were not made: their plays stay in the baseline (and the next runs
         # read in full) so that they are found again, and their tombstones are not kept.
         known = frozenset(result.tombstones)
-        moved = {s: removals_kept(result.baseline, result.current, s, known) for s in moved}
+        paired = made.paired
+        moved = {s: removals_kept(result.baseline, result.current, s, known, paired) for s in moved}
         made = replace(made, tombstones=frozenset())
     saved = _with_expected(moved, actions)
     save_baseline(store, name, result.profile, saved, now)
