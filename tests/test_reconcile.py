@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 
 import pytest
@@ -551,6 +551,27 @@ def test_a_second_play_at_one_time_is_copied_three_minutes_later(utc: None) -> N
 def test_a_second_play_just_before_midnight_is_copied_earlier_on_its_own_day(utc: None) -> None:
     midnight = 1_700_006_400.0  # 00:00 UTC
     assert apart_from(midnight - 60, [midnight - 60]) == midnight - 60 - 180
+
+
+def honolulu_midnight(time_zone: Callable[[str], None]) -> float:
+    """Midnight starting 5 March 2024 where watchbridge runs, in Honolulu (10:00 UTC: a
+    UTC day would not end there)."""
+    time_zone("Pacific/Honolulu")
+    return time.mktime((2024, 3, 5, 0, 0, 0, 0, 0, -1))
+
+
+def test_plays_logged_at_one_time_near_local_midnight_are_all_copied_on_its_day(
+    time_zone: Callable[[str], None],
+) -> None:
+    # Checks a review's "at worst the second copy lands 3 minutes into the next day": with
+    # TZ set none does, however many viewings share the minute.
+    midnight = honolulu_midnight(time_zone)
+    for at in (midnight - 60, midnight, midnight + 60):  # 23:59, 00:00, 00:01
+        copies: list[float] = []
+        for _ in range(5):
+            copies.append(apart_from(at, copies))
+        assert {time.localtime(c)[:3] for c in copies} == {time.localtime(at)[:3]}, at
+        assert len({int(c // 60) for c in copies}) == 5
 
 
 def test_a_play_apart_from_the_others_and_an_undated_one_keeps_its_time() -> None:
