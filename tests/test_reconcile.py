@@ -574,6 +574,18 @@ def test_plays_logged_at_one_time_near_local_midnight_are_all_copied_on_its_day(
         assert len({int(c // 60) for c in copies}) == 5
 
 
+def test_a_copy_among_plays_minutes_apart_near_local_midnight_stays_on_its_day(
+    time_zone: Callable[[str], None],
+) -> None:
+    # The target holds the item at 23:43, 23:49 and 23:55 (a player that reported it over
+    # and over): the copy of 23:54 goes to the first free minute before them, not past
+    # midnight (Serializd would show it on the next day).
+    midnight = honolulu_midnight(time_zone)
+    at = midnight - 6 * 60
+    held = [at - 11 * 60, at - 5 * 60, at + 60]
+    assert apart_from(at, held) == at - 15 * 60
+
+
 def test_a_play_apart_from_the_others_and_an_undated_one_keeps_its_time() -> None:
     assert apart_from(1_700_000_000.0, [1_700_000_000.0 + 180, UNDATED]) == 1_700_000_000.0
     assert apart_from(UNDATED, [UNDATED]) == UNDATED

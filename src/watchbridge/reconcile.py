@@ -623,7 +623,8 @@ def apart_from(at: float, taken: Sequence[float]) -> float:
     """`at`, or the nearest time a few minutes away (later first, on the same day where
     there is one) at which the target does not take the play for one of the item's plays at
     `taken`: two viewings logged with one date are both copied, the second after the first.
-    Days are the machine's local ones (Serializd shows a diary entry's date)."""
+    Days are the machine's local ones (`TZ`; Serializd shows a diary entry's date), and the
+    time chosen is always on `at`'s day."""
     if at == UNDATED:
         return at
     minutes = [int(when // 60) for when in taken if when != UNDATED]
@@ -634,10 +635,18 @@ def apart_from(at: float, taken: Sequence[float]) -> float:
     if free(at):
         return at
     step = (DUPLICATE_WINDOW_MINUTES + 1) * 60
-    near = [at + sign * n * step for n in range(1, len(minutes) + 2) for sign in (1, -1)]
-    candidates = [when for when in near if free(when)]
-    same_day = [when for when in candidates if _local_day(when) == _local_day(at)]
-    return (same_day or candidates)[0]
+    # A play held rules out at most two steps each way: this far, one is free on each side of
+    # `at`, so one on its day (nearest first: the same pick as a shorter search that finds it).
+    steps = 2 * len(minutes) + 2
+    near = (at + sign * n * step for n in range(1, steps) for sign in (1, -1))
+    day, first_free = _local_day(at), None
+    for when in near:
+        if free(when):
+            if _local_day(when) == day:
+                return when
+            first_free = when if first_free is None else first_free
+    assert first_free is not None  # each way, one of the steps is free
+    return first_free
 
 
 def _local_day(at: float) -> tuple[int, int, int]:
