@@ -3,7 +3,10 @@
 Synthetic history: 100,000 episode plays over 2,000 shows and 5,000 ratings on one side, half
 of it already on the other side (times shifted by up to an hour, as Serializd backdates are).
 
-    .venv/bin/python bench/plan.py [--plays 100000] [--shows 2000] [--ratings 5000]
+    .venv/bin/python bench/plan.py [--plays 100000] [--shows 2000] [--ratings 5000] [--first-run]
+
+`--first-run`: as a link's first run plans it (no baseline, the sides meet for the first time:
+leftover plays are also paired within reconcile.FIRST_RUN_WINDOW).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def main() -> None:
     parser.add_argument("--plays", type=int, default=100_000)
     parser.add_argument("--shows", type=int, default=2_000)
     parser.add_argument("--ratings", type=int, default=5_000)
+    parser.add_argument("--first-run", action="store_true", help="plan as a link's first run")
     args = parser.parse_args()
     trakt, serializd = synthetic(args.plays, args.shows, args.ratings)
     link = Link(services=["trakt", "serializd"])
@@ -50,12 +54,16 @@ def main() -> None:
     timings = []
     for _ in range(3):
         started = time.perf_counter()
-        result = plan(link, current, current)
+        if args.first_run:
+            result = plan(link, current, {}, first_run=True)
+        else:
+            result = plan(link, current, current)
         timings.append(time.perf_counter() - started)
     counts = result.counts()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"planning {args.plays} plays / {args.shows} shows / {args.ratings} ratings: "
+        f"{'first run: ' if args.first_run else ''}planning {args.plays} plays / "
+        f"{args.shows} shows / {args.ratings} ratings: "
         f"best {min(timings):.2f} s, worst {max(timings):.2f} s of 3 (target <= 2 s)"
     )
     print(f"plan: {counts}; peak RSS {rss:.0f} MB")
