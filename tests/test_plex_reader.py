@@ -354,6 +354,52 @@ async def test_a_refused_profile_token_is_an_auth_error(reader: PlexReader, plex
         await reader.read("jamie", {}, None, True)
 
 
+@pytest.mark.parametrize("refused_at", ["accounts", "libraries", "history"])
+async def test_the_servers_own_token_refused_while_reading_a_person_is_the_owners_to_renew(
+    plex: FakePlex, store: Store, clock: FakeClock, refused_at: str
+) -> None:
+    # jamie's read also goes with the server's own token: the server's accounts (jamie's id by
+    # name), which libraries exist (one is not shared with jamie), jamie's history. Its
+    # refusal was taken for jamie's: jamie's token was kept as refused, with jamie's fix
+    # (paste a new one), or kept as nobody's; the owner's fix was said nowhere.
+    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.signins import current_sign_ins
+
+    shared = {"1"} if refused_at == "libraries" else None
+    plex.add_user(JAMIE_TOKEN, JAMIE, "jamie", shared)
+    plex.token = "the-owners-new-token"  # services.plex.token (TOKEN) is refused from now on
+    config = make_config(plex, ["Movies", "TV Shows"])
+    if refused_at != "accounts":  # jamie's id is in the config: no need to ask the server
+        jamie = replace(config.profiles["jamie"], users=MediaUsers(plex=[str(JAMIE)]))
+        config = replace(config, profiles={**config.profiles, "jamie": jamie})
+    reader = make_reader(config, store, LINK, ["jamie"], clock)
+    try:
+        with pytest.raises(PlexAuthError) as refused:
+            await reader.read("jamie", {}, None, True)
+    finally:
+        await reader.aclose()
+    refused_requests = [r for r in plex.requests if r.status == 401]
+    assert {r.headers["x-plex-token"] for r in refused_requests} == {TOKEN}
+    assert "does not accept services.plex.token (401): set the server owner's current token" in (
+        refused.value.message
+    )
+    assert "accounts.plex.token" not in refused.value.message
+    assert store.get_token(entry("plex"), "jamie") is None
+    assert refusal_of(store.get_token(entry("plex"), "alex"), TOKEN) is not None
+    (owner,) = current_sign_ins(config, store, clock())
+    assert (owner.profile, owner.state) == ("alex", "refused")
+    assert owner.message.startswith("the Plex server refused services.plex.token ")
+    assert owner.message.endswith(": set the server owner's current token there")
+
+    plex.token = TOKEN  # taken again: jamie's next read ends the refusal
+    reader = make_reader(config, store, LINK, ["jamie"], clock)
+    try:
+        await reader.read("jamie", {}, None, True)
+    finally:
+        await reader.aclose()
+    assert current_sign_ins(config, store, clock()) == []
+
+
 # --------------------------------------------------------------------------- requests
 
 

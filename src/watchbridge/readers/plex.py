@@ -67,6 +67,7 @@ from watchbridge.services.plex import (
     PlexAuthError,
     PlexClient,
     Section,
+    ServerTokenRefused,
     library_item,
 )
 from watchbridge.services.plextv import TOKEN_SERVICE as SIGN_IN
@@ -972,7 +973,14 @@ class ServerTokens:
         """Keep that the server refused `token` of `profile` (None: the owner's
         `services.plex.token`) for the sign-in health, whether a delivery or a link's read
         met it: a Plex token has no expiry to tell it by. Returns the error to raise: the
-        client's refusal of a person's token, with what this profile is to do."""
+        client's refusal of a person's token, with what this profile is to do.
+
+        A refusal of the server's own token (it also reads a person's history, and which
+        libraries exist) is kept for the profiles read with it, the owner's: never as the
+        person's, whose token the server may well take."""
+        if isinstance(exc, ServerTokenRefused):
+            await asyncio.to_thread(self._note_server_token, exc.message)
+            return exc
         if isinstance(exc, PersonTokenRefused):
             exc = PlexAuthError(SERVICE, await self._person_refused(profile, exc.what))
         if (sent := await self._sent(profile, token)) is not None:
@@ -998,6 +1006,26 @@ class ServerTokens:
         plex` may hand back the very server token it refused once)."""
         if (sent := await self._sent(profile, token)) is not None:
             await asyncio.to_thread(note_taken, self.store, SERVICE, profile, sent, self.clock())
+
+    async def server_taken(self) -> None:
+        """The server took its own token: a refusal of it on record is over."""
+        await asyncio.to_thread(self._note_server_token, None)
+
+    def _note_server_token(self, refusal: str | None) -> None:
+        """Keep (`refusal`: why) or end (None) a refusal of the server's own token for each
+        profile whose requests go with it."""
+        server, now = self.client.token, self.clock()
+        if server is None:
+            return
+        for name, person in self.config.profiles.items():
+            if person.accounts.plex is None:
+                continue
+            if token_in_use(self.config, self.store, name) != server:
+                continue
+            if refusal is None:
+                note_taken(self.store, SERVICE, name, server, now)
+            else:
+                note_refused(self.store, SERVICE, name, server, refusal, now)
 
     async def _sent(self, profile: str, token: str | None) -> str | None:
         """The token a request went with (None: the owner's, which the config holds)."""
@@ -1214,7 +1242,10 @@ class PlexReader:
         if hit:
             return str(cached) if cached is not None else None
         if self._server_accounts is None:
-            self._server_accounts = await self.client.accounts()
+            try:
+                self._server_accounts = await self.client.accounts()
+            except PlexAuthError as refused:  # the server's own token, not the profile's
+                raise await self.tokens.refused(profile, None, refused) from None
         found = next(
             (n for n, name in self._server_accounts.items() if name.casefold() in names), None
         )
@@ -1231,13 +1262,11 @@ class PlexReader:
         try:
             total, newest = await self.client.history_head(access.account_id, token)
         except PlexAuthError as refused:
-            if token is None:
-                if access.token is None:  # the profile is read as the owner: their token
-                    raise await self.tokens.refused(profile, None, refused) from None
-                raise
+            if token is None:  # the server's own token
+                raise await self.tokens.refused(profile, None, refused) from None
             return False  # only the owner may read the history: read the listings instead
-        if token is None and access.token is None:
-            await self.tokens.taken(profile, None)
+        if token is None:
+            await self.tokens.server_taken()
         return _history_cursor(total, newest) == cursors["history"]
 
     async def read(
@@ -1251,7 +1280,8 @@ class PlexReader:
         try:
             library, listings = await self._library(profile, access.token)
         except PlexAuthError as refused:
-            if access.token is None:
+            # The server's own token (which libraries exist) is no fault of the person's.
+            if access.token is None or isinstance(refused, ServerTokenRefused):
                 raise await self.tokens.refused(profile, None, refused) from None
             # Revoked or rotated: find the person's token again (once), then read with it.
             tried: str | None = access.token
@@ -1404,9 +1434,9 @@ class PlexReader:
             fresh = await self.client.history(
                 account, None if since is None else since - HISTORY_OVERLAP, token
             )
-        except PlexAuthError:
-            if token is None:
-                raise
+        except PlexAuthError as refused:
+            if token is None:  # the server's own token
+                raise await self.tokens.refused(profile, None, refused) from None
             # The listings just took this token: the server keeps its history for the owner.
             log.warning(
                 "the Plex server serves its watch history to the owner only; set "
@@ -1414,6 +1444,8 @@ class PlexReader:
                 extra={"profile": profile},
             )
             return [], ""
+        if token is None:
+            await self.tokens.server_taken()
         replaced = since is None
         if replaced:
             rows = {h.id: h for h in fresh}

@@ -54,6 +54,11 @@ class PlexAuthError(PlexError):
     """The server does not accept the token (401): a new token is needed."""
 
 
+class ServerTokenRefused(PlexAuthError):
+    """The server does not accept its own token, services.plex.token (the owner's; 401),
+    whoever's library the request was for: the owner's fix, never the person's."""
+
+
 class PersonTokenRefused(PlexAuthError):
     """The server does not accept a person's token (401). The client does not know whose it
     is: `readers.plex.ServerTokens.refused` words it with what that profile is to do."""
@@ -576,10 +581,11 @@ class PlexClient:
 
 
 def _refused(what: str, token: str | None) -> PlexAuthError:
-    """The error for a 401: the server owner's fix is the config; a person's depends on whose
-    token it is (see PersonTokenRefused)."""
+    """The error for a 401, telling which token the request went with: the server's own
+    (`token` None; its fix is the config) or a person's (whose it is decides the fix, see
+    PersonTokenRefused)."""
     if token is None:
-        return PlexAuthError(
+        return ServerTokenRefused(
             SERVICE,
             f"{what}: the Plex server does not accept services.plex.token (401): set the "
             "server owner's current token there (it changes when the owner's plex.tv password "
