@@ -116,3 +116,28 @@ async def test_a_token_refused_even_after_plex_tv_gave_a_new_one_names_the_profi
 
     kept = store.get_token(entry("plex"), "sam") or {}
     assert "--profile sam" in str(kept.get("reason")) and "NAME" not in str(kept.get("reason"))
+
+
+@pytest.mark.parametrize("error_names_sam", [False, True])
+async def test_a_held_rows_message_names_the_profile_once(
+    config: Config,
+    store: Store,
+    plex: FakePlex,
+    plextv: FakePlexTv,
+    friend: Account,
+    error_names_sam: bool,
+) -> None:
+    # It read "profile sam: plex: profile sam: plex.tv gives no token ..." when the error
+    # named the profile already, and "profile sam: plex: reading ..." otherwise.
+    await read_sam(config, store)
+    if error_names_sam:  # no longer shared
+        plextv.servers[plex.machine_id].shares.clear()
+        plex.users.clear()
+        said = "plex.tv gives no token of theirs for this Plex server"
+    else:  # refused even after plex.tv gave a new one
+        del plex.users[plextv.share_on(plex, friend)]
+        said = "reading the details of 1 item(s): the Plex server does not accept the token"
+    outcome = await deliver_play(config, store)
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    assert outcome.reason.startswith(f"plex: profile sam: {said}")
+    assert outcome.reason.count("profile sam:") == 1
