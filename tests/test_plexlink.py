@@ -665,3 +665,54 @@ def test_the_plextv_client_takes_each_persons_token_and_the_installs_identifier(
     assert client.account_token("signed") == "pin-token"
     assert client.client_identifier == store.setting("plex_client_identifier", str, 0.0)
     asyncio.run(client.aclose())
+
+
+async def test_the_servers_own_token_refused_at_the_collections_details_is_the_owners(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, tmp_path: Path
+) -> None:
+    # The collection reads every person's item details with services.plex.token. Its refusal
+    # there was kept for nobody: the owner's sign-in went on reading "works".
+    from tests.fakes.plex import TOKEN, FakePlex
+    from watchbridge.config import parse_config
+    from watchbridge.plexlink import run_lists
+    from watchbridge.services.plex import PlexClient
+    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.signins import current_sign_ins
+
+    plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
+    assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
+    plex.add_movie("100", "Arrival", 2016, ARRIVAL)
+    plex.add_user("jamies-token", 7, "jamie")
+    config = parse_config(
+        f"""
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
+  jamie: {{users: {{plex: ["7"]}}, accounts: {{trakt: {{}}, plex: {{token: jamies-token}}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt], kinds: [history, collection]}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+    sign_in_trakt(store, trakt, "jamie", user=trakt.add_user("jamie"))
+    assert config.services.plex is not None
+    client = PlexClient(config.services.plex)
+    try:
+        movies = await client.listing_rows("1", "movie", "jamies-token")
+    finally:
+        await client.aclose()
+    plex.token = "the-owners-new-token"  # services.plex.token is refused from now on
+    link = config.links["plex-trakt"]
+    run = await run_lists(config, store, "plex-trakt", link, {"jamie": {"movie": movies}})
+    (error,) = run.errors
+    assert error.startswith("jamie: plex: reading the details of 1 item(s): ")
+    assert "does not accept services.plex.token (401)" in error
+    assert store.get_token(entry("plex"), "jamie") is None
+    assert refusal_of(store.get_token(entry("plex"), "alex"), TOKEN) is not None
+    sign_ins = current_sign_ins(config, store, 1_800_000_000.0)
+    (owner,) = [s for s in sign_ins if s.service == "plex"]
+    assert (owner.profile, owner.state) == ("alex", "refused")
+    assert owner.message.endswith(": set the server owner's current token there")

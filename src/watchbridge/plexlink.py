@@ -312,8 +312,7 @@ async def run_lists(
         try:
             details = await media_details(plex, store, profile, items, token, clock())
         except PlexAuthError as refused:
-            if token is None:  # the server's own token, read for everyone: not theirs
-                raise
+            # The server's own token, read for everyone, is kept as the owner's, not theirs.
             raise await tokens.refused(profile, token, refused) from None
         return await sync_collection(
             trakt,
