@@ -418,3 +418,27 @@ async def test_a_links_rating_that_waited_still_rates_over_the_rating_its_plan_r
     waited = replace(row(store, "rating", ARRIVAL, NOW - 30 * DAY, rating=90), attempts=1)
     assert (await target.deliver([waited], NOW + 600))[waited.id] == Delivered("rated")
     assert plex.user_state("100")["userRating"] == 9.0
+
+
+async def test_the_servers_own_token_refused_at_a_persons_removal_is_the_owners_to_renew(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # A play is taken out of Plex's history with the server's own token, for jamie too. Its
+    # refusal was taken for jamie's: jamie's token was "renewed" and then kept as refused,
+    # with jamie's fix (paste a new accounts.plex.token) instead of the owner's.
+    from watchbridge.services.refusals import entry, refusal_of
+
+    only = plex.watch("201", T0, account=JAMIE)
+    await plays(reader, "jamie")
+    plex.token = "the-owners-new-token"  # services.plex.token (TOKEN) is refused from now on
+    record = f"history:{only}"
+    outcome = await deliver(
+        target, store, "remove_play", BB_S1E1, T0, record=record, profile="jamie"
+    )
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    assert outcome.reason.startswith(f"plex: profile jamie: deleting history row {only}: ")
+    assert "does not accept services.plex.token (401)" in outcome.reason
+    assert "accounts.plex.token" not in outcome.reason
+    assert store.get_token(entry("plex"), "jamie") is None
+    assert refusal_of(store.get_token(entry("plex"), "alex"), TOKEN) is not None
+    assert plex.history_of("201", JAMIE) == [T0]

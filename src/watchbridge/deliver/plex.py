@@ -64,7 +64,13 @@ from watchbridge.readers.plex import (
     written_record,
 )
 from watchbridge.reconcile import EXPECTED
-from watchbridge.services.plex import PlexAuthError, PlexClient, PlexError, PlexItemError
+from watchbridge.services.plex import (
+    PlexAuthError,
+    PlexClient,
+    PlexError,
+    PlexItemError,
+    ServerTokenRefused,
+)
 from watchbridge.store import OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -145,7 +151,8 @@ class PlexTarget:
                     outcomes[row.id] = Retry(exc.message)
                 raise
             except PlexAuthError as refused:
-                if person.token is None:
+                # The server's own token (a history row goes with it) is no fault of theirs.
+                if person.token is None or isinstance(refused, ServerTokenRefused):
                     raise await self.tokens.refused(profile, None, refused) from None
                 # Nothing was written with a refused token: retry the row with a new one.
                 try:
