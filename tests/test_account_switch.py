@@ -574,6 +574,59 @@ async def test_a_new_account_first_seen_empty_starts_over_once_it_holds_a_play(
     assert len(trakt_plays(trakt)) == 6 and len(diary_plays_of(serializd, bob)) == 6
 
 
+async def test_a_new_account_that_stays_empty_is_not_read_in_full_every_run(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """The new, empty account may get no play for months while its check waits: a run every
+    30 minutes asks each side its one cheap question, and reads both in full only as often as
+    held removals are (every 3 hours), not every run. A play logged there between those full
+    reads is still seen by the next run, which reads in full and starts over (a delta merged
+    onto the plays kept would have taken it for the same account)."""
+    log_five(serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2])
+    now = [time.time() - 8 * 3600]  # (in the past: the deliveries go at the real time)
+
+    async def every_half_hour(full: bool = False) -> tuple[Any, list[str], list[str]]:
+        """One run, half an hour after the last; the paths it asked of Trakt and Serializd."""
+        asked = len(trakt.requests), len(serializd.requests)
+        config, clock = rig.runtime.config, lambda: now[0]
+        result = await run_link(config, rig.store, LINK, yes=True, full=full, clock=clock)
+        await rig.deliver()
+        now[0] += 1800
+        return (
+            result,
+            [r.path for r in trakt.requests[asked[0] :]],
+            [r.path for r in serializd.requests[asked[1] :]],
+        )
+
+    runs = [await every_half_hour() for _ in range(12)]  # six hours
+
+    full_reads = [n for n, (_, to_trakt, _) in enumerate(runs) if HISTORY in to_trakt]
+    assert full_reads == [0, 1, 7]  # the first, the hold's own, then three hours on
+    for n, (result, to_trakt, to_serializd) in enumerate(runs):
+        assert "serializd read empty" in result.held[0]
+        if n not in full_reads:
+            assert (to_trakt, to_serializd) == (["/sync/last_activities"], [DIARY])
+    assert len(trakt_plays(trakt)) == 5 and not diary_plays_of(serializd, bob)
+
+    log_as(serializd, bob, 1, 7, "2024-02-07T20:00:00.000Z")  # no full read due next run
+    started, to_trakt, _ = await every_half_hour()
+    await every_half_hour(full=True)
+
+    assert HISTORY in to_trakt
+    assert "holds none of the plays watchbridge kept for it" in started.plans[0].restarted
+    assert len(trakt_plays(trakt)) == 6 and len(diary_plays_of(serializd, bob)) == 6
+    assert rig.store.get_cursor("serializd", PROFILE, check_owed(LINK)) is None
+
+
+HISTORY = "/sync/history/episodes"  # Trakt's, read by a full read (or a delta after a play)
+DIARY = f"/api/user/{BOB[2]}/diary"  # Serializd's first diary page: its cheap question
+
+
 async def test_a_links_first_run_leaves_the_account_check_another_link_owes(
     tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
 ) -> None:

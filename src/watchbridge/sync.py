@@ -87,7 +87,9 @@ class ProfilePlan:
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
 FULL_READ_EVERY = 86400.0  # removals and back-dated plays leave no trace in delta reads
 # While removals are held, a run reads in full at least this often: a cheap check sees no
-# removal (a hold the user settled by hand on the other side).
+# removal (a hold the user settled by hand on the other side). So does one while a side's
+# account check waits for a read holding plays (`_check_accounts`), and no more often while
+# the cheap checks see nothing change.
 HOLD_FULL_READ_EVERY = 3 * 3600.0
 # Engine cursor: why the last applied run held removals for confirmation ("0": it held none;
 # "1": it did, why not kept, as releases before the reason was kept wrote it).
@@ -438,7 +440,9 @@ async def _plan_profile(
     await _note_accounts(config, store, profile, readers, clock, reading=False)
     saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
     # No engine cursor: no run of this link was applied yet (or it started over): read all.
-    # Nor while an account first seen is to be checked (see `_check_accounts`).
+    # Nor while an account first seen is to be checked (see `_check_accounts`); but one whose
+    # full read held no play (a new account may stay empty for months) is read in full again
+    # only as often as held removals are, or once a cheap check sees anything change (below).
     full_at = float(saved[ENGINE].get("full_at", 0))
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
     # Removals held for confirmation may have been found by a full read only: while they
@@ -446,7 +450,8 @@ async def _plan_profile(
     holding = await asyncio.to_thread(is_holding, store, name, profile, saved[ENGINE])
     told = held_reason(saved[ENGINE], link) if holding else ""
     recent = clock() - full_at < HOLD_FULL_READ_EVERY
-    full = full or clock() - full_at >= FULL_READ_EVERY or bool(owed)
+    unread = any(state != READ_EMPTY for state in owed.values())  # no full read held none yet
+    full = full or clock() - full_at >= FULL_READ_EVERY or unread or (bool(owed) and not recent)
     full = full or (holding and not (told and recent))
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
@@ -460,6 +465,8 @@ async def _plan_profile(
         saved = await asyncio.to_thread(_all_cursors, store, name, profile, services)
         full, holding = True, False
     owed = await asyncio.to_thread(_checks_owed, store, name, profile, services)
+    # A check is decided on a full read only: a delta merged onto the baseline holds the
+    # plays kept (the same account, wrongly), and a delta alone none of them (another's).
     full = full or bool(owed)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     full = full or not baseline
@@ -573,8 +580,11 @@ def _all_cursors(
     return {s: load_cursors(store, link, s, profile) for s in [*services, ENGINE]}
 
 
-def _checks_owed(store: Store, link: str, profile: str, services: list[str]) -> set[str]:
-    return {s for s in services if store.get_cursor(s, profile, check_owed(link)) is not None}
+def _checks_owed(store: Store, link: str, profile: str, services: list[str]) -> dict[str, str]:
+    """The sides whose account check `link` still owes, each with its state (`OWED`, or
+    `READ_EMPTY` once a full read held no play)."""
+    states = {s: store.get_cursor(s, profile, check_owed(link)) for s in services}
+    return {s: state for s, state in states.items() if state is not None}
 
 
 @dataclass(frozen=True)
@@ -600,7 +610,7 @@ async def _check_accounts(
     store: Store,
     link: str,
     profile: str,
-    owed: set[str],
+    owed: Mapping[str, str],
     baseline: Mapping[str, Side],
     reads: Mapping[str, SideRead],
     clock: Callable[[], float],
