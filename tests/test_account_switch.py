@@ -623,6 +623,35 @@ async def test_a_new_account_that_stays_empty_is_not_read_in_full_every_run(
     assert rig.store.get_cursor("serializd", PROFILE, check_owed(LINK)) is None
 
 
+async def test_a_side_read_empty_with_nothing_held_keeps_its_check_for_a_read_holding_plays(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """One-way to Serializd, upgraded, now signed in to a new, empty account: its empty read
+    plans no removal (a one-way link carries none from its target), so nothing is held. The
+    next full read must not find the check with nothing to check by, let it go, and copy
+    Trakt's plays to a side that may still hold them (doubled once an outage ends): the
+    check waits for a read holding plays, and the account starts over once a play is logged
+    there (Trakt's plays copied to it then)."""
+    log_five(serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()  # (two-way then: Trakt holds the five too)
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2], direction="one-way")
+
+    for _ in range(2):
+        result = await rig.sync_and_deliver(full=True)
+        assert not result.held and not result.plans[0].plan.writes()
+        assert rig.store.get_cursor("serializd", PROFILE, check_owed(LINK)) == READ_EMPTY
+
+    log_as(serializd, bob, 1, 7, "2024-02-07T20:00:00.000Z")
+    started = await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert "holds none of the plays watchbridge kept for it" in started.plans[0].restarted
+    assert len(diary_plays_of(serializd, bob)) == 6 and len(trakt_plays(trakt)) == 5
+
+
 HISTORY = "/sync/history/episodes"  # Trakt's, read by a full read (or a delta after a play)
 DIARY = f"/api/user/{BOB[2]}/diary"  # Serializd's first diary page: its cheap question
 

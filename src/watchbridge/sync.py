@@ -82,6 +82,8 @@ class ProfilePlan:
     baseline: dict[str, Side] = field(default_factory=dict)  # as planned against
     # An unchanged plan's hold, told again: the writes it keeps back per side.
     held_counts: Mapping[str, int] = field(default_factory=dict)
+    # Sides that read no play while their account is not checked yet (`_check_accounts`).
+    read_empty: tuple[str, ...] = ()
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -535,6 +537,7 @@ async def _plan_profile(
         restarted=restarted,
         tombstones=stones,
         baseline=baseline,
+        read_empty=checked.read_empty,
     )
 
 
@@ -750,7 +753,7 @@ def apply_plan(
     # One transaction: killed between the queue and the tombstones, a removal's tombstone
     # would be lost while its baseline moved on, and the next run would copy the play back.
     with store.transaction():
-        queued = _apply(store, link, name, result, actions, rows, held, now)
+        queued = _apply(store, link, name, result, actions, rows, held, now, confirm_removals)
     return Applied(queued, skipped, held)
 
 
@@ -763,6 +766,7 @@ def _apply(
     rows: list[NewOutboxRow],
     held: str,
     now: float,
+    confirming: bool = False,
 ) -> int:
     queued = store.enqueue(rows, now)
     if result.narrowed:
@@ -777,13 +781,18 @@ def _apply(
         return queued
     moved = {s: v for s, v in result.current.items() if s not in result.frozen}
     made = result.plan
+    known, paired = frozenset(result.tombstones), made.paired
     if held:
         # Held removals were not made: their plays stay in the baseline (and the next runs
         # read in full) so that they are found again, and their tombstones are not kept.
-        known = frozenset(result.tombstones)
-        paired = made.paired
         moved = {s: removals_kept(result.baseline, result.current, s, known, paired) for s in moved}
         made = replace(made, tombstones=frozenset())
+    elif not confirming:
+        # Nothing held (a one-way link plans no removal from its target), yet a side read
+        # empty keeps the plays kept for its account's check: without them, the next full
+        # read would find nothing to check by, let the check go, and copy everything to it.
+        for s in set(result.read_empty) & set(moved):
+            moved[s] = removals_kept(result.baseline, result.current, s, known, paired)
     saved = _with_expected(moved, actions)
     save_baseline(store, name, result.profile, saved, now)
     save_same_viewing(store, name, result.profile, made.paired, now)
