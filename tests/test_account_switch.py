@@ -652,6 +652,46 @@ async def test_a_side_read_empty_with_nothing_held_keeps_its_check_for_a_read_ho
     assert len(diary_plays_of(serializd, bob)) == 6 and len(trakt_plays(trakt)) == 5
 
 
+@pytest.mark.parametrize(("share", "shows"), [(0.1, 2), (1.0, 4)])
+async def test_an_empty_watchlist_of_an_account_first_seen_removes_nothing_from_trakt(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, share: float, shows: int
+) -> None:
+    """Upgraded, and signed in to a new, empty Serializd account: its empty watchlist is no
+    more the user's removals than its empty diary. The titles synced to Trakt stay, however
+    few (the guard lets two go by themselves) and whatever `max_removal_share`, until a play
+    there tells whose the account is."""
+    log_five(serializd)
+    for name, tmdb in list(WATCHLISTED.items())[:shows]:
+        trakt.add_show(name, tmdb=tmdb, seasons={1: 8})
+        serializd.add_show(tmdb, name, seasons={1: 8})
+        serializd.add_to_watchlist(None, tmdb)
+    lists = {"kinds": "[history, watchlist]", "max_removal_share": share}
+    rig = make_rig(**lists)
+    await rig.sync_and_deliver()
+    assert len(trakt.watchlist()) == shows
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+    rig = make_rig(account=BOB[:2], **lists)
+
+    for _ in range(2):  # read in full, then the cheap checks: held all the same
+        result = await rig.sync_and_deliver()
+        assert len(trakt.watchlist()) == shows
+        assert (
+            f"me: watchlist: {shows} of {shows} watchlist titles on Trakt would be removed "
+            "(serializd read empty, and its account is not checked yet: an outage or another "
+            "account; held until serializd reads plays again); confirm with `watchbridge sync "
+            f"--link {LINK} --confirm-removals`"
+        ) in result.held
+
+    log_as(serializd, bob, 1, 7, "2024-02-07T20:00:00.000Z")
+    started = await rig.sync_and_deliver()
+
+    assert "holds none of the plays watchbridge kept for it" in started.plans[0].restarted
+    assert len(trakt.watchlist()) == shows and not started.lists.held
+
+
+WATCHLISTED = {"Severance": 95396, "The Bear": 136315, "Andor": 83867, "Shogun": 126308}
+
 HISTORY = "/sync/history/episodes"  # Trakt's, read by a full read (or a delta after a play)
 DIARY = f"/api/user/{BOB[2]}/diary"  # Serializd's first diary page: its cheap question
 

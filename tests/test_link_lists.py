@@ -306,3 +306,48 @@ async def test_held_collection_removals_end_with_a_link_that_no_longer_removes_t
     finally:
         house.store.close()
     assert quiet.held == ()
+
+
+@pytest.mark.parametrize(("share", "films"), [(0.1, 1), (1.0, 4)])
+async def test_an_empty_plex_of_an_account_first_seen_removes_nothing_from_trakts_lists(
+    tmp_path: Path, start_fake: Any, share: float, films: int
+) -> None:
+    """Upgraded from a release that kept no account, and the server answers empty (its
+    library being rebuilt, its history and plex.tv's watchlist with it): the check of whose
+    account it is waits, and so does every removal from Trakt's collection and watchlist,
+    however few (the guard lets two go by themselves) and whatever `max_removal_share`."""
+    options = f"{REMOVALS}, max_removal_share: {share}"
+    house = Household(tmp_path, start_fake, "history, watchlist, collection", options)
+    for n in range(films):
+        house.trakt.add_movie(f"Film {n}", 2000 + n, tmdb=1000 + n)
+        house.plex.add_movie(str(200 + n), f"Film {n}", 2000 + n, [f"tmdb://{1000 + n}"])
+    for day in range(5):  # five plays kept: enough to check the account by (accounts.MIN_KEPT)
+        house.plex.watch("100", 1_700_000_000 + day * 86400)
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    try:
+        await house.run()
+        await house.run()  # (our own writes moved Trakt's stamps)
+        assert len(house.trakt_collection()) == films + 1 and house.trakt_watchlist() == {"Heat"}
+        with house.store.transaction() as conn:  # what an older release's database lacks
+            conn.execute("DELETE FROM cursors WHERE name = 'account'")
+        house.plex.empty_section("1")
+        with house.plex.lock:
+            house.plex.history.clear()
+        house.plextv.owner.watchlist.clear()
+
+        runs = [await house.run(), await house.run(full=True)]
+    finally:
+        house.store.close()
+
+    assert len(house.trakt_collection()) == films + 1 and house.trakt_watchlist() == {"Heat"}
+    why = (
+        "(plex read empty, and its account is not checked yet: an outage or another account; "
+        f"held until plex reads plays again); confirm with `watchbridge sync --link {LINK} "
+        "--confirm-removals`"
+    )
+    for run in runs:
+        assert f"alex: watchlist: 1 of 1 watchlist titles on Trakt would be removed {why}" in (
+            run.held
+        )
+        collection = f"{films + 1} of {films + 1} movies in the Trakt collection would be removed"
+        assert f"alex: collection: {collection} {why}" in run.held

@@ -15,7 +15,8 @@ kept none). Each link's next full read then checks that the side still holds the
 link kept for it: one holding none of them was another account's, and starts over the same
 way (`unrecognised`). A read holding no play of the service's at all tells nothing of whose
 the account is (a server rebuilding its library, an empty answer, a new account alike): the
-check waits for a read that holds some (`read_empty`), and the usual guards act meanwhile.
+check waits for a read that holds some (`read_empty`), and meanwhile every removal of the
+link's runs waits for confirmation, its watchlist's and collection's too (`read_empty_hold`).
 
 An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
 profile's account on it); an empty part is one not known yet, and matches any.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
@@ -208,6 +209,25 @@ def read_empty(kept: Side, read: Side) -> bool:
     copy everything again to a side that may still hold it. The check waits for a read that
     holds plays. Pure."""
     return len(_own_records(kept)) >= MIN_KEPT and not _own_records(read)
+
+
+def read_empty_hold(services: Iterable[str]) -> str:
+    """Why every removal of a link's run waits, whatever its share, while `services` read
+    empty and their accounts are not checked yet (`read_empty`): an empty read of a new
+    account looks like an outage, and removing the other side's plays, ratings, watchlist or
+    collection because of it would take them from the user's own account."""
+    return "; ".join(
+        f"{service} read empty, and its account is not checked yet: an outage or another "
+        f"account; held until {service} reads plays again"
+        for service in services
+    )
+
+
+def reading_empty(store: Store, link: str, profile: str, services: Iterable[str]) -> list[str]:
+    """The `services` of `link` whose last full read for `profile` held no play while their
+    account check waits (`READ_EMPTY`): what `read_empty_hold` names."""
+    owed = check_owed(link)
+    return [s for s in sorted(services) if store.get_cursor(s, profile, owed) == READ_EMPTY]
 
 
 def kept_plays(side: Side) -> int:

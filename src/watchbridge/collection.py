@@ -488,13 +488,15 @@ def plan_collection(
     remove_missing: bool = False,
     max_removal_share: float = 1.0,
     holding: bool = False,
+    hold: str = "",
 ) -> CollectionPlan:
     """Add what Trakt lacks, update what it describes differently, and (when asked) remove
     what we once added that is no longer on the server. Items others added to the Trakt
     collection are never removed: only `baseline` keys (ours) are candidates. Removing more
     than `max_removal_share` of the Trakt collection (a library that reads empty while its
     share is unmounted) is held instead, and while `holding` (the last run held removals) so
-    is any removal, until confirmed."""
+    is any removal, until confirmed; given a `hold` (a side whose account is not checked yet
+    read empty: `accounts.read_empty_hold`), every removal, however few."""
     plex = best_copies(plex)
     index: dict[str, Collected] = {}
     for entry in trakt:
@@ -524,9 +526,9 @@ def plan_collection(
     for kind in ("movie", "episode"):
         removals = sum(1 for e in remove if e.ref.kind == kind)
         size = sum(1 for e in trakt if e.ref.kind == kind)
-        what = f"{kind}s in the Trakt collection"
+        what, minimum = f"{kind}s in the Trakt collection", 1 if hold else LIST_MIN_HELD
         held = held or removals_held(
-            removals, size, what, max_removal_share, LIST_MIN_HELD, holding
+            removals, size, what, max_removal_share, minimum, holding, hold
         )
     return CollectionPlan(
         add=tuple(add),

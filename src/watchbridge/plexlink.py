@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from watchbridge import limits
+from watchbridge.accounts import read_empty_hold, reading_empty
 from watchbridge.collection import (
     Collected,
     CollectionMetadata,
@@ -330,6 +331,7 @@ async def run_lists(
             dry_run=dry_run,
             alerts=alerts,
             activities=activities,
+            hold=lists_hold(store, name, link, profile, confirm_removals),
         )
 
     try:
@@ -353,6 +355,7 @@ async def run_lists(
                     only_to=only_to,
                     alerts=alerts,
                     activities=activities,
+                    hold=lists_hold(store, name, link, profile, confirm_removals),
                 )
                 await attempt(profile, watchlist)
             if collecting and rows is not None:
@@ -660,6 +663,7 @@ async def sync_watchlist(
     only_to: Literal["plex", "trakt"] | None = None,
     alerts: Alerts | None = None,
     activities: Mapping[str, Any] | None = None,
+    hold: str = "",
 ) -> WatchlistResult:
     """One watchlist run for one person; see the module docstring. Two-way unless `only_to`
     names the one side to write (a one-way link).
@@ -670,6 +674,8 @@ async def sync_watchlist(
     `activities`: Trakt's `/sync/last_activities` as the run already read it. With it, a run
     whose Plex watchlist and Trakt watchlist stamps are as the last run left them stops after
     reading the Plex watchlist (Plex has no cheaper change check).
+
+    `hold`: why every removal waits (`lists_hold`).
     """
     now = clock()
     plex_before, trakt_before = plextv.requests_sent, trakt.http.requests_sent
@@ -704,6 +710,7 @@ async def sync_watchlist(
         confirm_removals=confirm_removals,
         only_to=only_to,
         holding=watchlist_holding(store, link, profile),
+        hold=hold,
     )
     room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
@@ -792,6 +799,7 @@ async def sync_collection(
     dry_run: bool = False,
     alerts: Alerts | None = None,
     activities: Mapping[str, Any] | None = None,
+    hold: str = "",
 ) -> CollectionResult:
     """Plex -> Trakt collection for one person, from PMS listing items.
 
@@ -805,6 +813,8 @@ async def sync_collection(
     `activities`: Trakt's `/sync/last_activities` as the run already read it. With it, a run
     whose Plex items (ids and details) and Trakt stamps (collected, account settings) are as
     the last run left them makes no request at all.
+
+    `hold`: why every removal waits (`lists_hold`).
     """
     now = clock()
     trakt_before = trakt.http.requests_sent
@@ -832,6 +842,7 @@ async def sync_collection(
         remove_missing=remove_missing,
         max_removal_share=share,
         holding=holding,
+        hold=hold,
     )
     # The library's order: the oldest in it go first when not all fit.
     room = await room_on_trakt(
@@ -892,6 +903,15 @@ async def sync_collection(
         limit=limit,
         requests={"trakt": trakt.http.requests_sent - trakt_before},
     )
+
+
+def lists_hold(store: Store, name: str, link: Link, profile: str, confirming: bool) -> str:
+    """Why every watchlist and collection removal of `link` for `profile` waits this run,
+    however few: a side read empty while its account is not checked yet (the same hold as its
+    plays', `accounts.read_empty_hold`); "" when none does, or the run confirms removals."""
+    if confirming:
+        return ""
+    return read_empty_hold(reading_empty(store, name, profile, link.services))
 
 
 def _held_name(link: str) -> str:

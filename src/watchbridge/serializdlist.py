@@ -39,6 +39,7 @@ from watchbridge.plexlink import (
     add_to_trakt_watchlist,
     baseline_before_writes,
     hold_watchlist,
+    lists_hold,
     lists_still_held,
     remove_from_trakt_watchlist,
     trakt_watch_items,
@@ -188,9 +189,11 @@ async def sync_serializd_watchlist(
     max_removal_share: float = 0.10,
     only_to: Literal["serializd", "trakt"] | None = None,
     alerts: Alerts | None = None,
+    hold: str = "",
 ) -> SerializdWatchlistResult:
     """One watchlist run for one person; see the module docstring. Two-way unless `only_to`
-    names the one side to write (a one-way link).
+    names the one side to write (a one-way link). `hold`: why every removal waits
+    (`watchlist.plan_watchlist`).
 
     Raises a `ServiceError` (Serializd or Trakt) when a side cannot be read, before anything is
     written; also when Serializd stops taking writes (sign-in, checkpoint). Single titles a
@@ -214,6 +217,7 @@ async def sync_serializd_watchlist(
         only_to=only_to,
         peer=PEER,
         holding=watchlist_holding(store, link, profile),
+        hold=hold,
     )
     additions, kept_off, unresolved = await _serializd_additions(
         serializd, store, profile, plan.add_to_peer, clock
@@ -349,6 +353,7 @@ async def run_serializd_lists(
                     max_removal_share=link.max_removal_share,
                     only_to=only_to_for(link),
                     alerts=alerts,
+                    hold=lists_hold(store, name, link, profile, confirm_removals),
                 )
             except ServiceError as exc:
                 errors.append(f"{profile}: watchlist: {exc.message}")

@@ -26,6 +26,7 @@ from watchbridge.accounts import (
     kept_plays,
     note_account,
     read_empty,
+    read_empty_hold,
     restarted_cursor,
     start_over_unrecognised,
     unrecognised,
@@ -598,14 +599,8 @@ class AccountChecks:
     read_empty: tuple[str, ...] = ()  # sides that read no play while their check is owed
 
     def hold(self) -> str:
-        """Why this run's removals wait whatever their share: a side that read empty may be
-        another account (a new one) as well as an outage, and removing the other side's
-        plays because of it would take them from the user's account."""
-        return "; ".join(
-            f"{service} read empty, and its account is not checked yet: an outage or another "
-            f"account; held until {service} reads plays again"
-            for service in self.read_empty
-        )
+        """Why this run's removals wait whatever their share (`accounts.read_empty_hold`)."""
+        return read_empty_hold(self.read_empty)
 
 
 async def _check_accounts(

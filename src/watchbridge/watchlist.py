@@ -114,6 +114,7 @@ def plan_watchlist(
     only_to: str | None = None,
     peer: str = "plex",
     holding: bool = False,
+    hold: str = "",
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
     named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
@@ -122,7 +123,8 @@ def plan_watchlist(
     source and is never written; a title the target lost is put back, one the source lost is
     removed from the target, and titles only the target has (never synced) are left alone.
     `holding`: the last run held removals: they wait until confirmed, however small a share
-    of the list they become as it grows.
+    of the list they become as it grows. `hold`: a reason every removal waits, however few
+    (a side whose account is not checked yet read empty: `accounts.read_empty_hold`).
     """
     if only_to not in (None, "trakt", peer):
         raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
@@ -161,8 +163,8 @@ def plan_watchlist(
             (PEER_NAMES.get(peer, peer), len(remove_from_plex), len(plex)),
             ("Trakt", len(remove_from_trakt), len(trakt)),
         ):
-            what = f"watchlist titles on {side}"
-            held = removals_held(removals, size, what, max_removal_share, LIST_MIN_HELD, holding)
+            what, minimum = f"watchlist titles on {side}", 1 if hold else LIST_MIN_HELD
+            held = removals_held(removals, size, what, max_removal_share, minimum, holding, hold)
             if held:
                 break
     return WatchlistPlan(
