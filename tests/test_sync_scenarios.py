@@ -21,10 +21,11 @@ import pytest
 from tests.fakes.serializd import FakeSerializd, Review, iso
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
 from tests.linkrig import LINK, PROFILE, Rig, open_rig, use_fast_readers
+from watchbridge.accounts import ENGINE
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import NewOutboxRow, ordering_key
-from watchbridge.sync import HOLD_FULL_READ_EVERY, run_link
+from watchbridge.sync import HOLD_FULL_READ_EVERY, SYNCED_KINDS, NeedsReview, run_link
 
 pytestmark = pytest.mark.anyio
 
@@ -1142,3 +1143,107 @@ async def test_a_viewing_added_later_hours_before_one_on_both_sides_is_copied(
     app.watch(1, 1, saturday)
     await rig.sync_and_deliver()
     assert diary_plays(serializd) == [(1, 1, saturday[:10]), (1, 1, sunday[:10])]
+
+
+# --------------------------------------------------------------------------- kinds taken in
+
+
+async def ratings_given_while_the_link_synced_plays_only(
+    make_rig: RigFactory, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Both plays synced by a `kinds: [history]` link; then s1e1 rated 9 on Trakt, s1e2 4 on
+    Serializd, and a run of that link (which reads the ratings and copies none)."""
+    app.watch(1, 1, ago(30))
+    log(serializd, 1, 2, ago(29))
+    plays_only = await make_rig(kinds="[history]")
+    await plays_only.sync_and_deliver()
+    app.rate(1, 1, 9, ago(2))
+    log(serializd, 1, 2, ago(2), rating=4, is_log=False)
+    await plays_only.sync_and_deliver(full=True)
+
+
+async def test_ratings_taken_into_a_links_kinds_wait_for_a_review_as_a_first_run_does(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Before, the link was past its first run: every rating went out at once, unreviewed."""
+    await ratings_given_while_the_link_synced_plays_only(make_rig, serializd, app)
+    rig = await make_rig(kinds="[history, ratings]", first_run="dry-run")
+    config = rig.runtime.config
+
+    with pytest.raises(NeedsReview) as review:
+        await run_link(config, rig.store, LINK, clock=time.time)
+    assert rig.store.outbox_counts().get("pending", 0) == 0
+    assert f"first sync of ratings since links.{LINK}.kinds took it in" in review.value.message
+    assert f"`watchbridge sync --link {LINK} --yes`" in review.value.message
+    planned = await run_link(config, rig.store, LINK, dry_run=True, clock=time.time)
+    assert sorted((a.kind, a.target) for a in planned.plans[0].plan.actions) == [
+        ("set_rating", "serializd"),
+        ("set_rating", "trakt"),
+    ]
+
+    await run_link(config, rig.store, LINK, yes=True, clock=time.time)
+    await rig.deliver()
+    assert (diary_rating(serializd, 1, 1), trakt_rating(trakt, 1, 2)) == (9, 4)
+    app.rate(1, 1, 7, ago(0))  # from now on ratings sync as usual: no review asked
+    await run_link(config, rig.store, LINK, clock=time.time)
+    await rig.deliver()
+    assert diary_rating(serializd, 1, 1) == 7
+
+
+async def test_a_rating_cleared_while_the_link_synced_plays_only_is_no_removal_once_taken_in(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The link read Serializd's 4 but never synced it; its first ratings sync copies Trakt's
+    9 as a first run does, rather than removing it for a Serializd rating that went away."""
+    app.watch(1, 1, ago(30))
+    plays_only = await make_rig(kinds="[history]")
+    await plays_only.sync_and_deliver()
+    app.rate(1, 1, 9, ago(3))
+    rated = log(serializd, 1, 1, ago(3), rating=4, is_log=False)
+    await plays_only.sync_and_deliver(full=True)
+    with serializd.lock:
+        serializd.user.reviews.remove(rated)  # the user clears it on serializd.com
+
+    rig = await make_rig(kinds="[history, ratings]")
+    result = await rig.sync_and_deliver(full=True)  # as the daily read would find it
+
+    assert [(a.kind, a.target) for a in result.plans[0].plan.actions] == [
+        ("set_rating", "serializd")
+    ]
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
+
+
+async def test_plays_taken_into_a_ratings_only_links_kinds_wait_for_a_review(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    ratings_only = await make_rig(kinds="[ratings]")
+    app.rate(1, 1, 8, ago(5))
+    await ratings_only.sync_and_deliver()
+    app.watch(1, 1, ago(5))
+    rig = await make_rig(kinds="[history, ratings]", first_run="dry-run")
+
+    with pytest.raises(NeedsReview) as review:
+        await run_link(rig.runtime.config, rig.store, LINK, clock=time.time)
+
+    assert "first sync of history since" in review.value.message
+    assert diary_plays(serializd) == []
+
+
+async def test_a_link_that_synced_ratings_before_the_kinds_were_kept_asks_no_review_after(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """A database of a release that kept no record of the kinds a link synced: its baseline
+    holding ratings says it synced them."""
+    app.watch(1, 1, ago(30))
+    app.rate(1, 1, 8, ago(30))
+    rig = await make_rig(first_run="dry-run")
+    await rig.sync_and_deliver()  # yes: the first run, reviewed
+    engine = json.loads(rig.store.get_cursor(ENGINE, PROFILE, f"link:{LINK}") or "{}")
+    assert engine.pop(SYNCED_KINDS) == "history,ratings"
+    rig.store.set_cursor(ENGINE, PROFILE, f"link:{LINK}", json.dumps(engine), time.time())
+    app.rate(1, 1, 6, ago(0))
+
+    await run_link(rig.runtime.config, rig.store, LINK, clock=time.time)  # no NeedsReview
+    await rig.deliver()
+
+    assert diary_rating(serializd, 1, 1) == 6

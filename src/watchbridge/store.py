@@ -2446,6 +2446,14 @@ class Store:
         )
         return {r["item_key"]: json.loads(r["data"]) for r in rows}
 
+    def mirror_any(self, service: str, profile: str, collection: str) -> bool:
+        """Whether the mirror holds anything in a collection (one index lookup)."""
+        rows = self._query(
+            "SELECT 1 FROM mirror WHERE service = ? AND profile = ? AND collection = ? LIMIT 1",
+            (service, profile, collection),
+        )
+        return bool(rows)
+
     def mirror_get_prefixed(
         self, service: str, profile: str, collection: str, prefix: str
     ) -> dict[str, Any]:

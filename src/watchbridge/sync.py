@@ -85,6 +85,9 @@ class ProfilePlan:
     held_counts: Mapping[str, int] = field(default_factory=dict)
     # Sides that read no play while their account is not checked yet (`_check_accounts`).
     read_empty: tuple[str, ...] = ()
+    # Kinds taken into the link's `kinds` since its last applied run for this profile: their
+    # first sync, planned as a first run plans them and reviewed like one (`awaiting_review`).
+    new_kinds: frozenset[str] = frozenset()
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -99,6 +102,15 @@ HOLD_FULL_READ_EVERY = 3 * 3600.0
 HOLDING = "holding"
 HELD_FOR = "held_for"  # the link's settings the hold was found under (`_settings`)
 HELD_COUNTS = "held_counts"  # JSON: per side, the writes the hold keeps back
+# Engine cursor: the kinds of PLANNED_KINDS the last applied run synced (comma-separated).
+SYNCED_KINDS = "kinds"
+PLANNED_KINDS = frozenset({"history", "ratings"})  # the kinds `reconcile.plan` plans
+KIND_OF_ACTION = {
+    "add_play": "history",
+    "remove_play": "history",
+    "set_rating": "ratings",
+    "remove_rating": "ratings",
+}
 STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on from there"
 
 
@@ -454,7 +466,11 @@ async def _plan_profile(
     told = held_reason(saved[ENGINE], link) if holding else ""
     recent = clock() - full_at < HOLD_FULL_READ_EVERY
     unread = any(state != READ_EMPTY for state in owed.values())  # no full read held none yet
+    synced = await asyncio.to_thread(synced_kinds, store, name, profile, services, saved[ENGINE])
+    # A kind taken into the link since: nothing may have changed, but it has all to sync.
+    adding = frozenset(link.kinds) & PLANNED_KINDS - synced
     full = full or clock() - full_at >= FULL_READ_EVERY or unread or (bool(owed) and not recent)
+    full = full or bool(adding)
     full = full or (holding and not (told and recent))
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
@@ -483,6 +499,7 @@ async def _plan_profile(
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
     first_run = bool(restarted) or not any(_holds_state(side) for side in baseline.values())
+    adding = frozenset() if first_run else adding  # a first run is new in every kind
     a, b = readers
     reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
     if full:
@@ -502,6 +519,9 @@ async def _plan_profile(
     stones = await asyncio.to_thread(load_tombstones, store, name, profile)
     done_at = {stone: done for stone, done in stones.items() if done is not None}
     paired = await asyncio.to_thread(load_same_viewing, store, name, profile)
+    # A kind new to the link meets the other side for the first time: what its baseline holds
+    # was read, never synced (a rating cleared on one side meanwhile is no removal to copy).
+    baseline = without_kinds(baseline, adding)
     planned = await asyncio.to_thread(
         plan,
         link,
@@ -511,7 +531,7 @@ async def _plan_profile(
         done_at,
         holding,
         checked.hold(),
-        first_run,
+        first_run or "history" in adding,
         paired,
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
@@ -521,6 +541,9 @@ async def _plan_profile(
     planned = without_copies_back(planned, removing)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
+    # A run one way only (`--direction`) leaves a new kind's other way to review.
+    kinds = frozenset(link.kinds) & PLANNED_KINDS - (adding if frozen else frozenset())
+    cursors[ENGINE][SYNCED_KINDS] = ",".join(sorted(kinds))
     if frozen:  # a run one way only may not have carried the held removals
         carried = {k: saved[ENGINE][k] for k in (HELD_FOR, HELD_COUNTS) if k in saved[ENGINE]}
         cursors[ENGINE] |= carried if holding else {}
@@ -539,7 +562,39 @@ async def _plan_profile(
         tombstones=stones,
         baseline=baseline,
         read_empty=checked.read_empty,
+        new_kinds=adding,
     )
+
+
+def synced_kinds(
+    store: Store, link: str, profile: str, services: list[str], engine: Mapping[str, str]
+) -> frozenset[str]:
+    """The kinds of PLANNED_KINDS the link's last applied run for `profile` synced, as its
+    `engine` cursors keep them. A database of a release that kept no such record: the kinds
+    its baseline holds state of (a link whose baseline holds ratings has synced them, most
+    likely for months, and is not asked to review them again)."""
+    recorded = engine.get(SYNCED_KINDS)
+    if recorded is not None:
+        return frozenset(recorded.split(",")) - {""}
+    held = {
+        kind
+        for kind, what in (("history", "plays"), ("ratings", "ratings"))
+        if any(store.mirror_any(s, profile, _collection(link, what)) for s in services)
+    }
+    return frozenset(held)
+
+
+def without_kinds(baseline: Mapping[str, Side], kinds: frozenset[str]) -> dict[str, Side]:
+    """`baseline` without what it holds of `kinds` (a kind's first sync plans against none,
+    as a first run does). Pure."""
+    return {
+        service: replace(
+            side,
+            plays=() if "history" in kinds else side.plays,
+            ratings={} if "ratings" in kinds else side.ratings,
+        )
+        for service, side in baseline.items()
+    }
 
 
 def is_holding(
@@ -990,7 +1045,7 @@ async def run_link(
         unread = tuple(f"{profile}: {why}" for profile, why in failures.items())
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
-        waiting = set() if dry_run else awaiting_review(link, plans, yes)
+        waiting = {} if dry_run else awaiting_review(link, plans, yes)
         held_unread = any(  # not read, or waiting for a review: not applied either way
             [
                 await asyncio.to_thread(is_holding, store, name, profile)
@@ -1186,21 +1241,51 @@ async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: b
         await alerts.resolve("sync_failing", f"link {name} holds no removals any more", key=key)
 
 
-def awaiting_review(link: Link, plans: Sequence[ProfilePlan], yes: bool) -> set[str]:
+def awaiting_review(
+    link: Link, plans: Sequence[ProfilePlan], yes: bool
+) -> dict[str, frozenset[str]]:
     """Profiles whose first run would write, or take plays days apart for one viewing (a
-    decision about their history all the same), on a link whose `first_run` is `dry-run`."""
+    decision about their history all the same), on a link whose `first_run` is `dry-run`;
+    likewise the first sync of a kind taken into the link's `kinds` since its last run. Each
+    with the kinds new to it (none: its first run)."""
     if link.first_run != "dry-run" or yes:
-        return set()
-    return {p.profile for p in plans if p.first_run and (p.plan.actions or p.plan.same_viewing)}
+        return {}
+    return {p.profile: p.new_kinds for p in plans if _to_review(p)}
 
 
-def review_message(name: str, profiles: set[str], everyone: bool, others_fail: bool = False) -> str:
-    whose = "" if everyone else f" for {', '.join(sorted(profiles))}"
+def _to_review(result: ProfilePlan) -> bool:
+    if result.first_run:
+        return bool(result.plan.actions or result.plan.same_viewing)
+    if "history" in result.new_kinds and result.plan.same_viewing:
+        return True
+    return any(KIND_OF_ACTION[a.kind] in result.new_kinds for a in result.plan.actions)
+
+
+def review_message(
+    name: str,
+    profiles: Mapping[str, frozenset[str]],
+    everyone: bool,
+    others_fail: bool = False,
+) -> str:
+    """What the profiles waiting for a review wait for (each with the kinds new to it; none:
+    its first run), and the commands; `everyone`: all the link's profiles wait."""
+    groups: dict[frozenset[str], list[str]] = {}
+    for profile in sorted(profiles):
+        groups.setdefault(profiles[profile], []).append(profile)
+    leads = []
+    for kinds, whom in sorted(groups.items(), key=lambda group: sorted(group[0])):
+        whose = "" if everyone and len(groups) == 1 else f" for {', '.join(whom)}"
+        if not kinds:
+            leads.append(f"the first sync of links.{name}{whose}")
+            continue
+        its = " and ".join(sorted(kinds))
+        them = "them" if len(kinds) > 1 else "it"
+        leads.append(f"the first sync of {its} since links.{name}.kinds took {them} in{whose}")
     others = (
         "" if everyone or others_fail else "; the link's other profiles sync as usual meanwhile"
     )
     return (
-        f"this is the first sync of links.{name}{whose}: review the plan "
+        f"this is {'; and '.join(leads)}: review the plan "
         f"(`watchbridge sync --link {name} --dry-run`), then run "
         f"`watchbridge sync --link {name} --yes` (or set links.{name}.first_run: apply){others}"
     )
