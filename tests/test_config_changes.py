@@ -587,3 +587,59 @@ def test_an_owed_alert_of_a_profile_taken_out_is_not_sent_after_all(
 )
 def test_the_profile_an_alert_is_about_is_read_from_its_key(key: str, profile: str | None) -> None:
     assert profile_of_alert(key) == profile
+
+
+def test_status_says_what_a_renamed_profile_left_under_its_old_name_for_as_long_as_it_is_kept(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    """`me` renamed `myself`, which has signed in since: the start's warning is gone (the new
+    name has state), while me's dead letter, sign-in and link state wait under the old name."""
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        store.enqueue([a_play_of_arrival()], time.time())
+        (row,) = store.claim("test", time.time(), 1, ["trakt"])
+        store.mark_dead(row.id, time.time(), "profile me is no longer in the config")
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
+        sign_in_trakt(store, trakt, "myself", now=time.time())
+    path = tmp_path / "watchbridge.yaml"
+    before = config_text(tmp_path, free_port(), trakt, receiver, LINK)
+    path.write_text(before.replace("  me: {", "  myself: {"), encoding="utf-8")
+
+    said = watchbridge("status", "--config", str(path)).stdout
+
+    assert (
+        "kept:          profile me is no longer in the config, and the database keeps 1 dead "
+        "letter(s), its sign-in to trakt, the sync state of links.plex-trakt: if a profile of "
+        "the config is this one renamed, give it its old name back (profiles.me: "
+    ) in said, said
+    assert "`watchbridge deadletters retry` its dead letters" in said
+    path.write_text(before, encoding="utf-8")  # its old name back
+    assert "profile me is no longer" not in watchbridge("status", "--config", str(path)).stdout
+
+
+def test_a_renamed_link_is_warned_of_and_status_says_what_waits_under_its_old_name(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    queued_by_the_link(tmp_path, trakt)
+    with Store.open(tmp_path / "wb.db") as store:
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
+    path = tmp_path / "watchbridge.yaml"
+    renamed = LINK.replace("plex-trakt:", "pt:")
+    path.write_text(config_text(tmp_path, free_port(), trakt, receiver, renamed), "utf-8")
+
+    checked = watchbridge("check-config", "--config", str(path)).stdout
+    assert (
+        "warning: links.pt is new to the database, which keeps the sync state of "
+        "links.plex-trakt, no longer in the config: if you renamed a link, give it its old "
+        "name back"
+    ) in checked, checked
+    with Store.open(tmp_path / "wb.db") as store:  # the new name's first run is applied
+        store.set_cursor("trakt", "me", "link:pt", "{}", time.time())
+    assert "links.pt is new" not in watchbridge("check-config", "--config", str(path)).stdout
+    said = watchbridge("status", "--config", str(path)).stdout
+    assert (
+        "kept:          links.plex-trakt is no longer in the config, and the database keeps "
+        "2 queued write(s) (not sent), its sync state for me: if a link of the config is this "
+        "one renamed, give it its old name back (links.plex-trakt: under another name it "
+        "starts over as on a first run"
+    ) in said, said

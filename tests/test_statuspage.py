@@ -325,3 +325,31 @@ def test_refused_webhooks_taken_again_still_say_their_plays_were_not_recorded(
     _, _, over = html.partition("taken again since")
     assert "were not recorded" in over and "only a Plex link&#x27;s sync" in over
     assert '"bad"' not in over  # told, not in red: the refusals are over
+
+
+def test_the_page_and_api_say_what_is_kept_for_a_profile_and_a_link_no_longer_configured(
+    tmp_path: Path,
+) -> None:
+    """Renamed (or taken out): their state waits under the old names, which the config and
+    so the page's tables no longer list."""
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.set_cursor("trakt", "old", "link:gone", "{}", 9_000.0)
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+    bearer = {"Authorization": "Bearer api-token-5521"}
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        html = httpx.get(f"{app.url}/", headers=bearer).text
+        status = httpx.get(f"{app.url}/api/status", headers=bearer).json()
+    kept = status["no_longer_in_the_config"]
+    assert [(k["kind"], k["name"], k["kept"]) for k in kept] == [
+        ("profile", "old", "the sync state of links.gone"),
+        ("link", "gone", "its sync state for old"),
+    ]
+    assert "give it its old name back" in kept[0]["fix"]
+    profiles = html[html.index("<h2>Profiles</h2>") : html.index("<h2>Webhooks</h2>")]
+    assert (
+        "<p>profile old is no longer in the config, and the database keeps the sync state of "
+        "links.gone: if a profile of the config is this one renamed, give it its old name back"
+    ) in profiles
+    links = html[html.index("<h2>Links</h2>") : html.index("<h2>Profiles</h2>")]
+    assert "<p>links.gone is no longer in the config, and the database keeps its sync" in links

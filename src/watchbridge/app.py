@@ -64,6 +64,7 @@ from watchbridge.senders import Senders
 from watchbridge.store import (
     LOCKED_BY_ANOTHER,
     IngestWriter,
+    KeptState,
     Store,
     StoreStatus,
     backup_path,
@@ -482,6 +483,97 @@ def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
     ]
 
 
+def renamed_links(config: Config, with_state: set[str]) -> list[str]:
+    """Warnings for links that look renamed: new in the config (no run of theirs applied yet)
+    while the database keeps the state of others the config no longer has. Pure."""
+    gone = sorted(with_state - set(config.links))
+    new = sorted(set(config.links) - with_state)
+    if not gone or not new:
+        return []
+    return [
+        f"links.{', links.'.join(new)} is new to the database, which keeps the sync state of "
+        f"links.{', links.'.join(gone)}, no longer in the config: if you renamed a link, give "
+        "it its old name back, then `watchbridge deadletters retry` (the ids `deadletters "
+        "list` shows, or --all) sends the writes it had queued (the service's start gives up "
+        "those of a link the config lacks). Under a new name it starts over as on a first "
+        "run: a full read of both sides, reviewed again when its first_run is dry-run"
+    ]
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """State the database keeps for a profile or a link the config no longer has (renamed,
+    or taken out), and what to do about it."""
+
+    kind: str  # "profile" or "link"
+    name: str
+    kept: str  # what the database keeps for it, in words
+    fix: str
+
+    @property
+    def message(self) -> str:
+        what = f"profile {self.name}" if self.kind == "profile" else f"links.{self.name}"
+        return f"{what} is no longer in the config, and the database keeps {self.kept}: {self.fix}"
+
+
+def leftovers(config: Config, store: Store) -> list[Leftover]:
+    """What the database keeps for profiles and links the config no longer has, for as long
+    as it keeps it (`watchbridge status`, the status page, `/api/status`)."""
+    found = []
+    for profile in sorted(store.profiles_with_state() - set(config.profiles)):
+        kept = store.kept_for_profile(profile)
+        what = _queue_kept(kept)
+        what += [f"its sign-in to {', '.join(kept.sign_ins)}"] if kept.sign_ins else []
+        what += [f"the sync state of links.{', links.'.join(kept.links)}"] if kept.links else []
+        found.append(
+            Leftover(
+                "profile",
+                profile,
+                ", ".join(what) or "the records of what watchbridge wrote for it",
+                f"if a profile of the config is this one renamed, give it its old name back "
+                f"(profiles.{profile}: under another name it starts over without them, and its "
+                f"links copy its plays again){_retry(kept)}; if it is gone for good, nothing "
+                f"is sent for it{_discard(kept)}",
+            )
+        )
+    for link in sorted(store.links_with_state() - set(config.links)):
+        kept = store.kept_for_link(link)
+        what = [*_queue_kept(kept), f"its sync state for {', '.join(kept.profiles)}"]
+        found.append(
+            Leftover(
+                "link",
+                link,
+                ", ".join(what),
+                f"if a link of the config is this one renamed, give it its old name back "
+                f"(links.{link}: under another name it starts over as on a first run, and the "
+                "writes it had queued become dead letters at the service's start)"
+                f"{_retry(kept)}; if it is gone for good, nothing is synced for it"
+                f"{_discard(kept)}",
+            )
+        )
+    return found
+
+
+def _retry(kept: KeptState) -> str:
+    """Queued writes of a profile or link the config lacks become dead letters at the start."""
+    if not (kept.queued or kept.dead_letters):
+        return ""
+    return ", then `watchbridge deadletters retry` its dead letters (ids in `deadletters list`)"
+
+
+def _discard(kept: KeptState) -> str:
+    if not (kept.queued or kept.dead_letters):
+        return ": nothing to do"
+    return ": `watchbridge deadletters discard` its dead letters, and nothing else is to do"
+
+
+def _queue_kept(kept: KeptState) -> list[str]:
+    return [
+        *([f"{kept.queued} queued write(s) (not sent)"] if kept.queued else []),
+        *([f"{kept.dead_letters} dead letter(s)"] if kept.dead_letters else []),
+    ]
+
+
 def _backup_at_stop(store: Store) -> None:
     """Copy the database to its .backup file: a Home Assistant backup taken while the app is
     stopped holds that copy (its `backup_pre` copy is made only while the app runs)."""
@@ -541,7 +633,9 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                 runtime.notifier.notify("downtime", DOWNTIME_TITLE, runtime.downtime, absence)
             )
         with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
-        for problem in renamed_profiles(runtime.config, with_state):
+        links_kept = await asyncio.to_thread(runtime.store.links_with_state)
+        renamed = renamed_profiles(runtime.config, with_state)
+        for problem in renamed + renamed_links(runtime.config, links_kept):
             log.warning(problem)
         try:
             yield
@@ -643,6 +737,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
     health = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
+    kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
     # The AniList lines of `sign_ins`, in the shape kept for scripts (PROFILE: in words).
     anilist = [f"{one.profile}: {one.message}" for one in health if one.service == "anilist"]
     by_profile: dict[str, list[dict[str, Any]]] = {name: [] for name in runtime.config.profiles}
@@ -723,6 +818,10 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "last_success_at": status.last_success_at.get(r.link),
             }
             for r in (run.as_seen(now) for run in status.last_runs)
+        ],
+        # Profiles and links the config no longer has (renamed?), whose state is kept.
+        "no_longer_in_the_config": [
+            {"kind": k.kind, "name": k.name, "kept": k.kept, "fix": k.fix} for k in kept
         ],
     }
 

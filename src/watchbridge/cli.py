@@ -235,6 +235,7 @@ def check_config(config_path: str | None) -> None:
     from watchbridge.app import (
         ClientIdNotice,
         anilist_client_id_notice,
+        renamed_links,
         renamed_profiles,
         start_warnings,
     )
@@ -246,6 +247,7 @@ def check_config(config_path: str | None) -> None:
         try:
             with contextlib.closing(_look_at_store(config)) as store:
                 warnings += renamed_profiles(config, store.profiles_with_state())
+                warnings += renamed_links(config, store.links_with_state())
                 notice = anilist_client_id_notice(config, store, time.time())
         except StoreError as exc:  # one a newer release made: the service will not start
             warnings.append(exc.message)
@@ -454,12 +456,14 @@ def _summary(config: Config) -> str:
 def status(config_path: str | None) -> None:
     """Queue depth, dead letters, sign-ins, whose account each service is, and the last run
     of each link with its cursors."""
+    from watchbridge.app import leftovers
     from watchbridge.signins import STATE_WORDS, current_sign_ins
 
     config = _load(config_path)
     with _look_at_store(config) as store:
         state = store.status().shown(redactor(config, store))
         sign_ins = current_sign_ins(config, store, time.time())
+        kept = leftovers(config, store)
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
     click.echo(
@@ -491,6 +495,8 @@ def status(config_path: str | None) -> None:
         words = STATE_WORDS.get(one.state, one.state)
         said = one.ok or one.message.startswith(words)  # "not signed in: run ..." says it
         click.echo(f"  {one.service}/{one.profile}: {'' if said else f'{words}: '}{one.message}")
+    for leftover in kept:  # a renamed profile or link: its state waits under the old name
+        click.echo(f"kept:          {leftover.message}")
     _show_links(config, state)
 
 

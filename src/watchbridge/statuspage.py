@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 
 from watchbridge import __version__
 from watchbridge.alerts import Health
-from watchbridge.app import Runtime, require_api_token
+from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import Refusal, sentence
@@ -36,6 +36,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     unmapped = runtime.unmapped.recent()
     doublings = runtime.senders.recent(now)
     refused = runtime.refused.recent()
+    kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
     return render(
         runtime.config,
         status,
@@ -47,6 +48,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         refused,
         runtime.notifier.health(),
         runtime.metrics.clocks,
+        kept,
     )
 
 
@@ -71,13 +73,15 @@ def render(
     refused: Sequence[Refusal] = (),
     alerts: Health | None = None,
     clocks: Mapping[str, float] | None = None,
+    kept: Sequence[Leftover] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
     this start told of the time the service was away; `doublings`: Plex servers reported
     twice to a profile; `refused`: webhooks refused since the start, by source and kind;
     `alerts`: whether alerts reach anyone, which they cannot tell themselves; `clocks`: how
-    far each service's clock is ahead of ours)."""
+    far each service's clock is ahead of ours; `kept`: state kept for profiles and links the
+    config no longer has)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -117,8 +121,10 @@ def render(
     sections = [
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
         *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
-        "<h2>Links</h2>" + _links(config, status.last_runs, status.last_success_at, now),
-        "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins, now),
+        "<h2>Links</h2>"
+        + _links(config, status.last_runs, status.last_success_at, now)
+        + _kept(kept, "link"),
+        "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins, now) + _kept(kept, "profile"),
         "<h2>Webhooks</h2>"
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(config.server.webhook_port or config.server.port)
@@ -181,6 +187,12 @@ def _links(
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, f"{outcome} ({when})", counts or quiet))
     return _table(("link", "services", "last run", "changes"), rows)
+
+
+def _kept(kept: Sequence[Leftover], kind: str) -> str:
+    """State kept for profiles or links the config no longer has: not red (one taken out on
+    purpose needs nothing), but a renamed one's state waits under its old name."""
+    return "".join(f"<p>{_e(k.message)}.</p>" for k in kept if k.kind == kind)
 
 
 def _clocks(clocks: Mapping[str, float]) -> str:

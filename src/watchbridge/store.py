@@ -924,6 +924,18 @@ class Waiting:
 
 
 @dataclass(frozen=True)
+class KeptState:
+    """What the database keeps for one profile or link (`Store.kept_for_profile`,
+    `Store.kept_for_link`)."""
+
+    queued: int = 0  # writes pending or in flight
+    dead_letters: int = 0
+    sign_ins: tuple[str, ...] = ()  # a profile's: the services it is signed in to
+    links: tuple[str, ...] = ()  # a profile's: the links keeping sync state for it
+    profiles: tuple[str, ...] = ()  # a link's: the profiles it keeps sync state for
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """What `watchbridge status` and `/readyz` need at a glance."""
 
@@ -2437,6 +2449,46 @@ class Store:
                 (pair[0]["service"], pair[0]["profile"]),
             )
         return found
+
+    def links_with_state(self) -> set[str]:
+        """The links whose sync state (cursors of an applied run) the database keeps."""
+        rows = self._query("SELECT DISTINCT name FROM cursors WHERE name LIKE 'link:%'")
+        return {str(row["name"]).removeprefix("link:") for row in rows}
+
+    def kept_for_profile(self, profile: str) -> KeptState:
+        """What the database keeps for `profile`: its queue, dead letters, sign-ins and the
+        links keeping sync state for it."""
+        queued, dead = self._outbox_of("profile = ?", (profile,))
+        tokens = self._query("SELECT service FROM tokens WHERE profile = ? ORDER BY 1", (profile,))
+        links = self._query(
+            "SELECT DISTINCT name FROM cursors WHERE profile = ? AND name LIKE 'link:%' ORDER BY 1",
+            (profile,),
+        )
+        return KeptState(
+            queued,
+            dead,
+            sign_ins=tuple(str(r["service"]) for r in tokens),
+            links=tuple(str(r["name"]).removeprefix("link:") for r in links),
+        )
+
+    def kept_for_link(self, link: str) -> KeptState:
+        """What the database keeps for `link`: the writes it queued, its dead letters and the
+        profiles it keeps sync state for."""
+        queued, dead = self._outbox_of("json_extract(payload, '$.link') = ?", (link,))
+        profiles = self._query(
+            "SELECT DISTINCT profile FROM cursors WHERE name = ? ORDER BY 1", (f"link:{link}",)
+        )
+        return KeptState(queued, dead, profiles=tuple(str(r["profile"]) for r in profiles))
+
+    def _outbox_of(self, where: str, params: tuple[str, ...]) -> tuple[int, int]:
+        """(queued: pending or in flight, dead letters) of the outbox rows `where` picks."""
+        rows = self._query(
+            "SELECT status, COUNT(*) AS n FROM outbox WHERE status IN"
+            f" ('pending', 'inflight', 'dead') AND {where} GROUP BY status",
+            params,
+        )
+        counts = {str(r["status"]): int(r["n"]) for r in rows}
+        return counts.get("pending", 0) + counts.get("inflight", 0), counts.get("dead", 0)
 
     def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
         rows = self._query(
