@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from watchbridge.config import Config
-from watchbridge.readers.plex import identity, token_in_use
+from watchbridge.readers.plex import identity, refusal_fix, token_in_use
 from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
 from watchbridge.services.refusals import entry, refusal_of
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
@@ -308,15 +308,7 @@ def _plex(fact: Facts) -> SignIn | None:
     refused = refusal_of(fact.refused_token, (fact.stored or {}).get("token"))
     if refused is None:
         return None
-    auth = f"`watchbridge auth plex --profile {fact.profile}`"
-    if fact.configured == "owner":
-        whose, todo = "services.plex.token", "set the server owner's current token there"
-    elif fact.configured == "pasted":
-        whose = f"profiles.{fact.profile}.accounts.plex.token"
-        todo = f"paste a current token for this server there, or run {auth}"
-    else:
-        whose = "the token plex.tv gave for them"
-        todo = f"run {auth} (and check the server is still shared with them)"
+    whose, todo = refusal_fix(fact.profile, fact.configured or "")
     return SignIn(
         fact.profile,
         "plex",
@@ -332,11 +324,12 @@ def _plex_facts(config: Config, store: Store, profile: str) -> Facts | None:
     if refused is None:
         return None
     person = identity(config, store, profile)
-    whose = "owner" if person.owner else "pasted" if person.signed_in is None else "signed_in"
     in_use = token_in_use(config, store, profile)
     stored = {"token": in_use} if in_use is not None else None
     waiting = _waiting(store, "plex", profile, refused)
-    return Facts(profile, "plex", stored, configured=whose, refused_token=refused, waiting=waiting)
+    return Facts(
+        profile, "plex", stored, configured=person.kind, refused_token=refused, waiting=waiting
+    )
 
 
 def _refused_token(store: Store, service: str, profile: str) -> Mapping[str, Any] | None:

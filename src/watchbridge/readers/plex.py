@@ -44,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from watchbridge import ratings
 from watchbridge.accounts import identity_of
@@ -753,6 +753,9 @@ class Access:
     account_id: str | None  # server-local id for the history; None: unknown
 
 
+TokenKind = Literal["owner", "pasted", "signed_in"]  # whose token a profile's requests go with
+
+
 @dataclass(frozen=True)
 class Identity:
     """What config and sign-in say about a profile's Plex tokens (no request made).
@@ -770,10 +773,33 @@ class Identity:
     def owner(self) -> bool:
         return not self.pasted and not self.signed_in
 
+    @property
+    def kind(self) -> TokenKind:
+        """Whose token the server gets: the owner's, one pasted, or one plex.tv gave."""
+        return "owner" if self.owner else "pasted" if self.signed_in is None else "signed_in"
+
     def source(self) -> str:
         """What a found server token belongs to: a new paste or a sign-in as someone else
         makes the stored one stale."""
         return hashlib.sha256(f"{self.pasted or ''}\0{self.plextv_id or ''}".encode()).hexdigest()
+
+
+def refusal_fix(profile: str, kind: str) -> tuple[str, str]:
+    """(whose token, what to do) when the Plex server refuses the token `profile`'s requests
+    go with, by its kind (`Identity.kind`: "owner", "pasted", else one plex.tv gave): one
+    wording for the held rows, a link's error and the sign-in health."""
+    auth = f"`watchbridge auth plex --profile {profile}`"
+    if kind == "owner":
+        return "services.plex.token", "set the server owner's current token there"
+    if kind == "pasted":
+        return (
+            f"profiles.{profile}.accounts.plex.token",
+            f"paste a current token for this server there, or run {auth}",
+        )
+    return (
+        "the token plex.tv gave for them",
+        f"run {auth} (and check the server is still shared with them)",
+    )
 
 
 def identity(config: Config, store: Store, profile: str) -> Identity:
@@ -992,13 +1018,7 @@ class ServerTokens:
 
     async def _person_refused(self, profile: str, what: str) -> str:
         person = await asyncio.to_thread(identity, self.config, self.store, profile)
-        auth = f"`watchbridge auth plex --profile {profile}`"
-        if person.signed_in is None:
-            whose = f"profiles.{profile}.accounts.plex.token"
-            todo = f"paste a current token for this server there, or run {auth}"
-        else:
-            whose = "the token plex.tv gave for them"
-            todo = f"run {auth} (and check the server is still shared with them)"
+        whose, todo = refusal_fix(profile, person.kind)
         return f"{what}: the Plex server does not accept {whose} (401): {todo}"
 
     async def taken(self, profile: str, token: str | None) -> None:
