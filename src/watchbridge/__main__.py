@@ -34,9 +34,10 @@ def main() -> None:
 
 
 def _cli() -> Callable[[], object]:
-    """The CLI's entry, imported. A signal's exception raised while a class is being made (in a
-    dataclass field's `__set_name__`) comes out wrapped in a RuntimeError: unwrapped here, it
-    stops the command as it would anywhere else, without a traceback."""
+    """The CLI's entry, imported. On Python 3.11 a signal's exception raised while a class is
+    being made (in a dataclass field's `__set_name__`) comes out wrapped in a RuntimeError:
+    unwrapped here, it stops the command as it would anywhere else, without a traceback.
+    (3.12, the image's, no longer wraps it: this matters to installs from PyPI on 3.11.)"""
     try:
         from watchbridge.cli import main as run
     except RuntimeError as exc:
