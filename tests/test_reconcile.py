@@ -702,3 +702,14 @@ def test_a_play_removed_after_a_first_run_took_it_for_one_viewing_takes_its_part
     assert result.paired == paired
     gone = {"trakt": side(), "serializd": side()}
     assert plan(TWO_WAY, gone, gone, paired=paired).paired == ()
+
+
+def test_a_remembered_pair_keeps_its_partner_from_an_earlier_play_logged_beside_it() -> None:
+    # A first run took Serializd's catch-up log (day 4) for Trakt's viewing (day 0); a later
+    # Serializd entry logged within a minute of Trakt's play must not take Trakt's play away.
+    trakt = Play("episode:tmdb:1:s1e1", 1_700_000_000.0, "t1")
+    logged_later = Play("episode:tmdb:1:s1e1", 1_700_000_000.0 + 4 * 86400, "s-catch-up")
+    beside = Play("episode:tmdb:1:s1e1", 1_700_000_000.0 + 30, "s-beside")
+    pairs, ours, theirs = match_plays([logged_later, beside], [trakt], known={"s-catch-up": "t1"})
+    assert pairs == [(logged_later, trakt)]
+    assert (ours, theirs) == ([beside], [])

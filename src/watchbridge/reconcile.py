@@ -211,12 +211,15 @@ def match_plays(
     undated_ours: list[Play] = []
     used: set[int] = set()
     near: list[Play] = []
+    unknown: list[Play] = []
     for play in sorted(ours, key=lambda p: (p.item, p.at)):
         partner = _known_partner(play, known.get(play.record), by_item, used)
-        if partner is not None:
+        if partner is None:
+            unknown.append(play)
+        else:
             used.add(id(partner))
             pairs.append((play, partner))
-            continue
+    for play in unknown:
         if play.at == UNDATED:
             undated_ours.append(play)
             continue
@@ -624,7 +627,8 @@ def apart_from(at: float, taken: Sequence[float]) -> float:
     there is one) at which the target does not take the play for one of the item's plays at
     `taken`: two viewings logged with one date are both copied, the second after the first.
     Days are the machine's local ones (`TZ`; Serializd shows a diary entry's date), and the
-    time chosen is always on `at`'s day."""
+    time chosen is on `at`'s day (one way or the other a free minute is there, short of
+    hundreds of the item's plays within hours of midnight)."""
     if at == UNDATED:
         return at
     minutes = [int(when // 60) for when in taken if when != UNDATED]
