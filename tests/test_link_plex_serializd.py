@@ -232,3 +232,83 @@ def test_a_first_run_that_only_takes_plays_days_apart_for_one_viewing_waits_for_
 
     assert result.returncode != 0 and "this is the first sync" in result.stderr, result.stdout
     assert len(serializd.diary()) == 1 and plex.user_state("111")["viewCount"] == 1
+
+
+# --------------------------------------------------------------------------- a dead letter of
+# the link's add discarded: "do not send this row", not "never sync this play"
+
+REVIEWS_ADD = "POST /api/show/reviews/add"
+
+
+def without_links(path: Path) -> str:
+    """The config as it was, and as it is with its links taken out."""
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.partition("links:\n")[0], encoding="utf-8")
+    return text
+
+
+async def give_up_unconfigured(path: Path) -> None:
+    """What the service's start (or a cron `watchbridge sync`) does with the rows the config
+    no longer asks for: dead letters."""
+    config = load_config(path, {})
+    runtime = build_runtime(config)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, config.delivery, judge_config=True)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        await worker.pass_once(runtime)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
+def dead_letters(tmp_path: Path) -> list[str]:
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        return [row.last_error or "" for row in store.dead_letters()]
+
+
+def test_a_link_taken_out_and_back_copies_the_plays_whose_dead_letters_were_discarded(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
+    path = link_config(tmp_path, plex, serializd)
+    serializd.fail_next(100, 503, route=REVIEWS_ADD)  # Serializd down for the link's first run
+    sync(path)
+    assert serializd.diary() == []
+    serializd.clear_knobs()
+    configured = without_links(path)  # the link taken out meanwhile
+    asyncio.run(give_up_unconfigured(path))
+    (why,) = dead_letters(tmp_path)
+    assert "links.plex-serializd is no longer in the config" in why
+    discarded = watchbridge("deadletters", "discard", "--all", "--config", str(path))
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+    path.write_text(configured, encoding="utf-8")  # and put back
+
+    said = sync(path)
+
+    assert "add_play serializd episode:tmdb:1396:s1e1" in said, said
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
+    assert dead_letters(tmp_path) == []
+
+
+def test_a_play_whose_dead_letter_was_discarded_is_copied_again_by_the_link(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The link stays configured: the discarded row was not the play given up.
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    serializd.fail_next(100, 400, route=REVIEWS_ADD)  # refused, once for good
+    sync(path)
+    (why,) = dead_letters(tmp_path)
+    assert "HTTP 400" in why
+    serializd.clear_knobs()
+    assert "plan: nothing to do" in sync(path)  # the dead letter is the play's: none beside it
+    discarded = watchbridge("deadletters", "discard", "--all", "--config", str(path))
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+
+    said = sync(path)
+
+    assert "add_play serializd episode:tmdb:1396:s1e1" in said, said
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]

@@ -96,18 +96,27 @@ QUEUED = Play(E2, 500.0, f"{EXPECTED}{E2}@500")
 
 
 def test_a_full_read_without_a_delivered_expected_play_makes_it_a_removal() -> None:
-    baseline, read = carry_expected(Side((QUEUED,)), Side(), delivered=lambda play: True)
+    baseline, read = carry_expected(Side((QUEUED,)), Side(), row_of=lambda play: "delivered")
     assert baseline.plays == (Play(E2, 500.0, f"{E2}@500"),) and read == Side()
 
 
 def test_a_full_read_keeps_an_expected_play_that_waits_for_delivery_on_both() -> None:
-    baseline, read = carry_expected(Side((QUEUED,)), Side(), delivered=lambda play: False)
+    baseline, read = carry_expected(Side((QUEUED,)), Side(), row_of=lambda play: "waiting")
     assert baseline.plays == read.plays == (QUEUED,)
+
+
+def test_a_full_read_without_an_expected_play_whose_row_is_gone_expects_it_no_more() -> None:
+    # Its dead letter discarded (or its row pruned): never written, so no removal there, and
+    # not expected either, on the baseline or on the read a reader carried it on (AniList).
+    kept = Play(E1, 10.0, "1")
+    carried = Side((QUEUED,))
+    baseline, read = carry_expected(Side((kept, QUEUED)), carried, row_of=lambda play: "gone")
+    assert baseline.plays == (kept,) and read == Side()
 
 
 def test_a_full_read_showing_the_expected_play_changes_nothing() -> None:
     shown = Side((Play(E2, 530.0, "99"),))
-    assert carry_expected(Side((QUEUED,)), shown, delivered=lambda play: True) == (
+    assert carry_expected(Side((QUEUED,)), shown, row_of=lambda play: "gone") == (
         Side((QUEUED,)),
         shown,
     )

@@ -19,6 +19,7 @@ from watchbridge.reconcile import (
     Rated,
     Side,
     apart_from,
+    carry_expected,
     expect,
     match_plays,
     plan,
@@ -713,3 +714,25 @@ def test_a_remembered_pair_keeps_its_partner_from_an_earlier_play_logged_beside_
     pairs, ours, theirs = match_plays([logged_later, beside], [trakt], known={"s-catch-up": "t1"})
     assert pairs == [(logged_later, trakt)]
     assert (ours, theirs) == ([beside], [])
+
+
+@pytest.mark.parametrize(
+    ("stones", "planned"),
+    [
+        (frozenset(), [("add_play", "serializd", EP1)]),
+        # The link is taking the play off Trakt itself (a removal on Serializd carried back):
+        # that its copy's row is gone does not bring it back.
+        (frozenset({("trakt", "t1")}), []),
+    ],
+)
+def test_a_play_whose_queued_copy_was_discarded_is_copied_again_unless_we_remove_it(
+    stones: frozenset[tuple[str, str]], planned: list[tuple[str, str, str]]
+) -> None:
+    play = Play(EP1, 1000, "t1")
+    queued = expect(side(), [Action("add_play", "serializd", EP1, "new on trakt", 1000)])
+    baseline = {"trakt": side(play), "serializd": queued}
+    current = {"trakt": side(play), "serializd": side()}  # read in full: not there
+    baseline["serializd"], current["serializd"] = carry_expected(
+        baseline["serializd"], current["serializd"], row_of=lambda p: "gone"
+    )
+    assert kinds(plan(TWO_WAY, current, baseline, tombstones=stones)) == planned

@@ -862,29 +862,41 @@ def settle_expected(side: Side) -> Side:
     return side if len(kept) == len(side.plays) else replace(side, plays=kept)
 
 
+AddRow = Literal["delivered", "waiting", "gone"]  # what became of the outbox row of our add
+
+
 def carry_expected(
-    baseline: Side, read: Side, delivered: Callable[[Play], bool]
+    baseline: Side, read: Side, row_of: Callable[[Play], AddRow]
 ) -> tuple[Side, Side]:
     """The baseline and the read of a side that was just read in full, with the expected
-    plays of the baseline that the read does not show accounted for. One that was delivered
-    reached the side and was removed there since: it becomes an ordinary play of the
-    baseline, so the plan carries that removal across. One still waiting (or dead, or
-    discarded) stays expected, on both: its original on the other side must stay. One the
-    side forgot (`Side.forgotten`) is settled: it is added again."""
+    plays of the baseline that the read does not show accounted for, by what became of the
+    row that adds each (`row_of`). One delivered reached the side and was removed there
+    since: it becomes an ordinary play of the baseline, so the plan carries that removal
+    across. One still waiting (or a dead letter) stays expected, on both: its original on the
+    other side must stay. One whose row is gone (its dead letter discarded, or pruned) was
+    never written: it is expected no more, so the plan copies its original again, unless a
+    removal of ours keeps that from coming back (its tombstone); discarding says "not this
+    row", not "never this play". One the side forgot (`Side.forgotten`) is settled: it is
+    added again."""
     expected = [p for p in baseline.plays if p.record.startswith(EXPECTED)]
     settled = _stood_for(expected, (*read.plays, *read.forgotten))
-    missing = [p for p in expected if p.record not in settled]
+    missing = {p.record: row_of(p) for p in expected if p.record not in settled}
     if not missing:
         return baseline, read
-    gone = {p.record for p in missing if delivered(p)}
     plays = tuple(
-        Play(p.item, p.at, p.record.removeprefix(EXPECTED)) if p.record in gone else p
+        Play(p.item, p.at, p.record.removeprefix(EXPECTED))
+        if missing.get(p.record) == "delivered"
+        else p
         for p in baseline.plays
+        if missing.get(p.record) != "gone"
     )
     # A reader may carry the waiting ones itself (AniList's claims): once each, not twice.
-    carried = {p.record for p in read.plays}
-    waiting = tuple(p for p in missing if p.record not in gone and p.record not in carried)
-    return replace(baseline, plays=plays), replace(read, plays=read.plays + waiting)
+    carried = {p.record for p in read.plays if missing.get(p.record) != "gone"}
+    waiting = tuple(
+        p for p in expected if missing.get(p.record) == "waiting" and p.record not in carried
+    )
+    kept = tuple(p for p in read.plays if missing.get(p.record) != "gone")
+    return replace(baseline, plays=plays), replace(read, plays=kept + waiting)
 
 
 def _stood_for(expected: Iterable[Play], plays: Iterable[Play]) -> set[str]:

@@ -2079,8 +2079,16 @@ class Store:
         """Sorted idempotency keys of the rows delivered to `target` for `profile` that start
         with `prefix` (delivered rows are kept a week, see maintenance; a link's add of a play
         it still expects, until the play is settled: see `prune`)."""
+        return self._keys("status = 'done'", profile, target, prefix)
+
+    def undelivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
+        """Sorted idempotency keys of the rows to `target` for `profile` that start with
+        `prefix` and are not delivered: waiting, being delivered, or dead letters."""
+        return self._keys("status != 'done'", profile, target, prefix)
+
+    def _keys(self, status: str, profile: str, target: str, prefix: str) -> list[str]:
         rows = self._query(
-            "SELECT idempotency_key AS k FROM outbox WHERE status = 'done' AND profile = ?"
+            f"SELECT idempotency_key AS k FROM outbox WHERE {status} AND profile = ?"
             " AND target = ? AND substr(idempotency_key, 1, ?) = ? ORDER BY idempotency_key",
             (profile, target, len(prefix), prefix),
         )

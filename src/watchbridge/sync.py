@@ -46,6 +46,7 @@ from watchbridge.reconcile import (
     EXPECTED,
     UNDATED,
     Action,
+    AddRow,
     Plan,
     Play,
     Rated,
@@ -504,7 +505,7 @@ async def _plan_profile(
     reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
     if full:
         for s, side in baseline.items():
-            baseline[s], read = carry_expected(side, reads[s].side, _delivered(store, profile, s))
+            baseline[s], read = carry_expected(side, reads[s].side, _add_rows(store, profile, s))
             reads[s] = replace(reads[s], side=read)
     current = {
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
@@ -897,16 +898,26 @@ def _first_run_applied(
         store.set_cursor(ENGINE, result.profile, why, message, now)
 
 
-def _delivered(store: Store, profile: str, service: str) -> Callable[[Play], bool]:
-    """Whether the sync's add of an (expected) play to `service` was delivered."""
-    keys = store.delivered_keys(profile, service, sync_key(profile, service))
+def _add_rows(store: Store, profile: str, service: str) -> Callable[[Play], AddRow]:
+    """What became of the sync's row adding an (expected) play to `service`: delivered,
+    waiting (or a dead letter), or gone (discarded, pruned)."""
+    start = sync_key(profile, service)
+    delivered = store.delivered_keys(profile, service, start)
+    undelivered = store.undelivered_keys(profile, service, start)
 
-    def delivered(play: Play) -> bool:
+    def row_of(play: Play) -> AddRow:
         prefix = sync_key(profile, service, "add_play", play.item, play.at)
-        at = bisect_left(keys, prefix)
-        return at < len(keys) and keys[at].startswith(prefix)
+        if _any_starts(delivered, prefix):
+            return "delivered"
+        return "waiting" if _any_starts(undelivered, prefix) else "gone"
 
-    return delivered
+    return row_of
+
+
+def _any_starts(keys: list[str], prefix: str) -> bool:
+    """Whether one of the sorted `keys` starts with `prefix`."""
+    at = bisect_left(keys, prefix)
+    return at < len(keys) and keys[at].startswith(prefix)
 
 
 def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dict[str, Side]:
