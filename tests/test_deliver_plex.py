@@ -426,7 +426,7 @@ async def test_the_servers_own_token_refused_at_a_persons_removal_is_the_owners_
     # A play is taken out of Plex's history with the server's own token, for jamie too. Its
     # refusal was taken for jamie's: jamie's token was "renewed" and then kept as refused,
     # with jamie's fix (paste a new accounts.plex.token) instead of the owner's.
-    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
 
     only = plex.watch("201", T0, account=JAMIE)
     await plays(reader, "jamie")
@@ -440,5 +440,5 @@ async def test_the_servers_own_token_refused_at_a_persons_removal_is_the_owners_
     assert "does not accept services.plex.token (401)" in outcome.reason
     assert "accounts.plex.token" not in outcome.reason
     assert store.get_token(entry("plex"), "jamie") is None
-    assert refusal_of(store.get_token(entry("plex"), "alex"), TOKEN) is not None
+    assert refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
     assert plex.history_of("201", JAMIE) == [T0]

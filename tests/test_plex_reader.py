@@ -362,7 +362,7 @@ async def test_the_servers_own_token_refused_while_reading_a_person_is_the_owner
     # name), which libraries exist (one is not shared with jamie), jamie's history. Its
     # refusal was taken for jamie's: jamie's token was kept as refused, with jamie's fix
     # (paste a new one), or kept as nobody's; the owner's fix was said nowhere.
-    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
     from watchbridge.signins import current_sign_ins
 
     shared = {"1"} if refused_at == "libraries" else None
@@ -385,11 +385,12 @@ async def test_the_servers_own_token_refused_while_reading_a_person_is_the_owner
     )
     assert "accounts.plex.token" not in refused.value.message
     assert store.get_token(entry("plex"), "jamie") is None
-    assert refusal_of(store.get_token(entry("plex"), "alex"), TOKEN) is not None
-    (owner,) = current_sign_ins(config, store, clock())
-    assert (owner.profile, owner.state) == ("alex", "refused")
-    assert owner.message.startswith("the Plex server refused services.plex.token ")
-    assert owner.message.endswith(": set the server owner's current token there")
+    assert store.get_token(entry("plex"), "alex") is None  # the household's, not alex's
+    assert refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
+    (server,) = current_sign_ins(config, store, clock())
+    assert (server.service_wide, server.service, server.state) == (True, "plex", "refused")
+    assert server.message.startswith("the Plex server refuses services.plex.token since ")
+    assert server.message.endswith(": set the server owner's current token there")
 
     plex.token = TOKEN  # taken again: jamie's next read ends the refusal
     reader = make_reader(config, store, LINK, ["jamie"], clock)

@@ -676,7 +676,7 @@ async def test_the_servers_own_token_refused_at_the_collections_details_is_the_o
     from watchbridge.config import parse_config
     from watchbridge.plexlink import run_lists
     from watchbridge.services.plex import PlexClient
-    from watchbridge.services.refusals import entry, refusal_of
+    from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
     from watchbridge.signins import current_sign_ins
 
     plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
@@ -711,8 +711,8 @@ links:
     assert error.startswith("jamie: plex: reading the details of 1 item(s): ")
     assert "does not accept services.plex.token (401)" in error
     assert store.get_token(entry("plex"), "jamie") is None
-    assert refusal_of(store.get_token(entry("plex"), "alex"), TOKEN) is not None
+    assert refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
     sign_ins = current_sign_ins(config, store, 1_800_000_000.0)
-    (owner,) = [s for s in sign_ins if s.service == "plex"]
-    assert (owner.profile, owner.state) == ("alex", "refused")
-    assert owner.message.endswith(": set the server owner's current token there")
+    (server,) = [s for s in sign_ins if s.service == "plex"]
+    assert (server.service_wide, server.state) == (True, "refused")
+    assert server.message.endswith(": set the server owner's current token there")

@@ -5,6 +5,7 @@ real HTTP; the states themselves are pure (`sign_in_states`)."""
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 import time
@@ -99,6 +100,12 @@ def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
 
 def served(config: Config, clock: FakeClock) -> tuple[dict[str, Any], str, str]:
     """/api/status's sign-ins, the page and the metrics of a service on this database."""
+    api, page, metrics = served_whole(config, clock)
+    return api["sign_ins"], page, metrics
+
+
+def served_whole(config: Config, clock: FakeClock) -> tuple[dict[str, Any], str, str]:
+    """/api/status, the page and the metrics of a service on this database."""
     runtime = build_runtime(config, clock=clock)
     with AppThread(create_app(runtime, extra_routes=statuspage.ROUTES)) as app:
         api = httpx.get(f"{app.url}/api/status")
@@ -113,7 +120,7 @@ def served(config: Config, clock: FakeClock) -> tuple[dict[str, Any], str, str]:
         for one in ones
         if one["service"] == "anilist"
     ]
-    return sign_ins, page, metrics
+    return api.json(), page, metrics
 
 
 def secrets_of(trakt: FakeTrakt, anilist: FakeAniList) -> list[str]:
@@ -769,6 +776,106 @@ async def test_a_plex_refusal_of_a_token_the_server_takes_again_is_forgotten(
     finally:
         await target.aclose()
         runtime.close()
+
+
+def kid_only_config(tmp_path: Path, plex: Any, server_token: str) -> Config:
+    """A household whose only profile, `kid`, is read with their own token: the server's
+    owner is no profile."""
+    text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  plex: {{url: "{plex.url}", token: {server_token}}}
+profiles:
+  kid: {{users: {{plex: ["kid"]}}, accounts: {{plex: {{token: {KID_TOKEN}}}}}}}
+"""
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text)
+    return parse_config(text, path, {})
+
+
+@pytest.mark.anyio
+async def test_the_plex_servers_own_token_refused_is_one_line_though_no_profile_is_the_owner(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], now: FakeClock
+) -> None:
+    # The server's token was kept as refused only for the profiles read with it, the owner's:
+    # with the owner no profile, the status page, /api/status, `watchbridge status` and the
+    # metric said nothing; only the link's error did.
+    from tests.fakes.plex import TOKEN, FakePlex
+    from watchbridge.config import Link
+    from watchbridge.readers.plex import make_reader
+    from watchbridge.services.plex import PlexAuthError
+    from watchbridge.signins import current_sign_ins
+    from watchbridge.store import Store
+
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show("200", "Breaking Bad", 2008, ["tmdb://1396"])
+    plex.add_episode("201", "200", 1, 1)
+    plex.add_user(KID_TOKEN, 7, "kid")
+    config = kid_only_config(tmp_path, plex, TOKEN)
+    store = Store.open(config.storage.path)
+
+    async def read() -> None:
+        reader = make_reader(config, store, Link(["plex", "trakt"]), ["kid"], now)
+        try:
+            await reader.read("kid", {}, None, True)
+        finally:
+            await reader.aclose()
+
+    try:
+        await read()
+        assert current_sign_ins(config, store, now()) == []
+
+        plex.token = "the-owners-new-token"  # services.plex.token is refused from now on
+        refused_at = now()
+        with pytest.raises(PlexAuthError, match=r"does not accept services\.plex\.token"):
+            await read()
+        now.advance(HOUR)
+        with pytest.raises(PlexAuthError):
+            await read()  # refused again: still since the first refusal
+        line = (
+            f"the Plex server refuses services.plex.token since "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(refused_at))}: "
+            "set the server owner's current token there"
+        )
+        assert [(s.profile, s.message) for s in current_sign_ins(config, store, now())] == [
+            ("", line)
+        ]
+        api, page, metrics = served_whole(config, now)
+        assert api["sign_ins"] == {"kid": []}
+        (server,) = api["service_sign_ins"]
+        assert (server["service"], server["state"], server["message"]) == (
+            "plex",
+            "refused",
+            line,
+        )
+        assert metric(metrics, "watchbridge_sign_in_ok", "plex", "") == 0.0
+        assert '<td>(server)</td><td>plex</td><td><span class="bad">refused</span>' in page
+        assert f'<span class="bad">{html.escape(line)}</span>' in page
+        shown = status_command(config)
+        assert f"  plex (server): refused: {line}\n" in shown
+        assert "kept:" not in shown  # the service-wide record is no profile's leftover
+        for text in (str(api), page, metrics, shown):
+            assert TOKEN not in text and KID_TOKEN not in text
+
+        # The owner's current token in the config: another token, the refusal is not current.
+        changed = kid_only_config(tmp_path, plex, "the-owners-new-token")
+        api, _, metrics = served_whole(changed, now)
+        assert api["service_sign_ins"] == []
+        assert 'service="plex"' not in metrics
+        assert "sign-ins:" not in status_command(changed)
+
+        # The same token taken again: the next read that goes through with it ends it.
+        kid_only_config(tmp_path, plex, TOKEN)
+        assert current_sign_ins(config, store, now()) != []
+        plex.token = TOKEN
+        await read()
+        assert current_sign_ins(config, store, now()) == []
+        api, _, metrics = served_whole(config, now)
+        assert api["service_sign_ins"] == []
+        assert 'service="plex"' not in metrics
+    finally:
+        store.close()
 
 
 def test_a_refused_plex_token_says_what_to_do_by_whose_it_is() -> None:

@@ -742,11 +742,14 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     anilist = [f"{one.profile}: {one.message}" for one in health if one.service == "anilist"]
     by_profile: dict[str, list[dict[str, Any]]] = {name: [] for name in runtime.config.profiles}
     for one in health:
-        by_profile[one.profile].append(one.as_json())
+        if not one.service_wide:
+            by_profile[one.profile].append(one.as_json())
     return {
         "version": __version__,
         # Each profile's Trakt, AniList and Serializd sign-in: state, expiry, what to run.
         "sign_ins": by_profile,
+        # No profile's: a refused Plex server token (services.plex.token).
+        "service_sign_ins": [one.as_json() for one in health if one.service_wide],
         "anilist_sign_ins": anilist,  # the same AniList lines as before, kept for scripts
         "outbox": status.outbox,
         "dead_letters": status.dead_letters,

@@ -494,7 +494,8 @@ def status(config_path: str | None) -> None:
     for one in sign_ins:
         words = STATE_WORDS.get(one.state, one.state)
         said = one.ok or one.message.startswith(words)  # "not signed in: run ..." says it
-        click.echo(f"  {one.service}/{one.profile}: {'' if said else f'{words}: '}{one.message}")
+        whose = f"{one.service} (server)" if one.service_wide else f"{one.service}/{one.profile}"
+        click.echo(f"  {whose}: {'' if said else f'{words}: '}{one.message}")
     for leftover in kept:  # a renamed profile or link: its state waits under the old name
         click.echo(f"kept:          {leftover.message}")
     _show_links(config, state)

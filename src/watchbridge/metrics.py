@@ -91,7 +91,8 @@ class LinkCollector(Collector):
 
 class SignInCollector(Collector):
     """Each profile's Trakt, AniList and Serializd sign-in (and its Plex one while the server
-    refuses its token: 0, no expiry), read from the store at scrape time
+    refuses its token: 0, no expiry; the server's own token, no profile's: `profile=""`),
+    read from the store at scrape time
     (no request to the services): seconds until its access token expires, and whether it works
     without the user (Trakt's and Serializd's renew themselves: alert on `sign_in_ok`)."""
 

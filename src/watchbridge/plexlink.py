@@ -313,7 +313,7 @@ async def run_lists(
         try:
             details = await media_details(plex, store, profile, items, token, clock())
         except PlexAuthError as refused:
-            # The server's own token, read for everyone, is kept as the owner's, not theirs.
+            # The server's own token, read for everyone, is kept service-wide, not as theirs.
             raise await tokens.refused(profile, token, refused) from None
         return await sync_collection(
             trakt,

@@ -7,6 +7,8 @@ the store, never the network. Nothing here returns a token or any part of one. P
 Jellyfin tokens have no expiry: they are not listed, save a Plex token the server refused (at
 a delivery or a link's read) while it is still the token in use (a new token in the config, a
 new `watchbridge auth plex`, or a delivery or a link's read that goes through with it, ends it).
+The server's own `services.plex.token` is the household's, no profile's: its refusal is one
+service-wide sign-in (`SignIn.service_wide`), whether or not the owner is a profile.
 
 An AniList token refused when it was used, or a Trakt access token refused even after a
 refresh went through (`services.refusals`: revoked, the app removed), is `refused` while it is
@@ -31,7 +33,7 @@ from typing import Any, Literal
 from watchbridge.config import Config
 from watchbridge.readers.plex import identity, refusal_fix, token_in_use
 from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
-from watchbridge.services.refusals import entry, refusal_of
+from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
 from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
@@ -87,6 +89,11 @@ class SignIn:
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def service_wide(self) -> bool:
+        """Whether it is the service's own sign-in, no profile's (the Plex server's token)."""
+        return self.profile == SERVICE_WIDE
 
     @property
     def needs_you(self) -> bool:
@@ -309,6 +316,15 @@ def _plex(fact: Facts) -> SignIn | None:
     if refused is None:
         return None
     whose, todo = refusal_fix(fact.profile, fact.configured or "")
+    if fact.profile == SERVICE_WIDE:
+        # Every read goes with it (which libraries exist, the history), whoever's it is for.
+        return SignIn(
+            fact.profile,
+            "plex",
+            "refused",
+            None,
+            f"the Plex server refuses {whose} since {_when(refused[0])}: {todo}",
+        )
     return SignIn(
         fact.profile,
         "plex",
@@ -318,12 +334,25 @@ def _plex(fact: Facts) -> SignIn | None:
     )
 
 
+def _plex_server_facts(config: Config, store: Store) -> Facts | None:
+    """A refusal of the Plex server's own token (`services.plex.token`), service-wide."""
+    plex = config.services.plex
+    server = plex.token.reveal() if plex is not None and plex.token else None
+    refused = _refused_token(store, "plex", SERVICE_WIDE) if server is not None else None
+    if refused is None:
+        return None
+    return Facts(SERVICE_WIDE, "plex", {"token": server}, configured="owner", refused_token=refused)
+
+
 def _plex_facts(config: Config, store: Store, profile: str) -> Facts | None:
-    """A refused Plex token of `profile` (a refusal on record, of whichever token)."""
+    """A refused Plex token of `profile` (a refusal on record, of whichever token). Not the
+    owner's: read with the server's own token, whose refusal is service-wide."""
     refused = _refused_token(store, "plex", profile) if config.services.plex else None
     if refused is None:
         return None
     person = identity(config, store, profile)
+    if person.owner:
+        return None
     in_use = token_in_use(config, store, profile)
     stored = {"token": in_use} if in_use is not None else None
     waiting = _waiting(store, "plex", profile, refused)
@@ -347,8 +376,9 @@ def _waiting(store: Store, service: str, profile: str, refused: Mapping[str, Any
 
 def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
     """What the store holds about every configured profile's Trakt, AniList and Serializd
-    sign-in, and a Plex token the server refused (reads only; no network)."""
-    facts = []
+    sign-in, and a Plex token the server refused, the server's own first (reads only; no
+    network)."""
+    facts = [server] if (server := _plex_server_facts(config, store)) is not None else []
     for name, profile in config.profiles.items():
         accounts = profile.accounts
         if accounts.trakt is not None:
@@ -415,9 +445,11 @@ def gauges(
     config: Config, store: Store, clock: Callable[[], float]
 ) -> list[tuple[str, str, float | None, bool]]:
     """(service, profile, expires_at, ok) of each sign-in, for the metrics (nothing read, not
-    even the clock, when no profile signs in to a service whose sign-in ends, nor to Plex). `ok`
-    is False only for one that needs the user: one not tried yet is no failure."""
-    if not any(
+    even the clock, when no profile signs in to a service whose sign-in ends, nor to Plex, and
+    there is no Plex server token). `ok` is False only for one that needs the user: one not
+    tried yet is no failure. A service-wide one has the profile "" (Prometheus: no profile)."""
+    plex = config.services.plex
+    if not (plex is not None and plex.token) and not any(
         p.accounts.trakt or p.accounts.anilist or p.accounts.serializd or p.accounts.plex
         for p in config.profiles.values()
     ):

@@ -233,8 +233,9 @@ def _alerts(health: Health, now: float) -> str:
 
 
 def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
-    """Each sign-in that ends (Trakt, AniList, Serializd): one that needs the user is in red
-    (not one that was not tried yet)."""
+    """Each sign-in that ends (Trakt, AniList, Serializd), and a refused Plex token (the
+    server's own on a "(server)" row): one that needs the user is in red (not one that was
+    not tried yet)."""
     if not sign_ins:
         return ""
     rows = []
@@ -247,7 +248,8 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
                 f'<span class="bad">{state}</span>',
                 f'<span class="bad">{message}</span>',
             )
-        rows.append((_e(one.profile), _e(one.service), state, expires, message))
+        whose = "(server)" if one.service_wide else _e(one.profile)
+        rows.append((whose, _e(one.service), state, expires, message))
     return "<p>Sign-ins:</p>" + _table(("profile", "service", "state", "expires", ""), rows)
 
 

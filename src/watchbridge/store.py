@@ -2445,7 +2445,8 @@ class Store:
     def profiles_with_state(self) -> set[str]:
         """The profiles the database keeps sign-ins, sync state or records of writes for."""
         rows = self._query("SELECT profile FROM cursors UNION SELECT profile FROM tokens")
-        found = {row["profile"] for row in rows}
+        # "": no profile's (a refusal of the Plex server's own token, `refusals.SERVICE_WIDE`).
+        found = {row["profile"] for row in rows} - {""}
         # The mirror can hold millions of rows: hop from one (service, profile) pair of its
         # key to the next instead of reading them all (at every start).
         pair = self._query("SELECT service, profile FROM mirror ORDER BY service, profile LIMIT 1")

@@ -72,7 +72,7 @@ from watchbridge.services.plex import (
 )
 from watchbridge.services.plextv import TOKEN_SERVICE as SIGN_IN
 from watchbridge.services.plextv import PlexTvError
-from watchbridge.services.refusals import note_refused, note_taken
+from watchbridge.services.refusals import SERVICE_WIDE, note_refused, note_taken
 from watchbridge.store import Store
 
 if TYPE_CHECKING:
@@ -1002,8 +1002,8 @@ class ServerTokens:
         client's refusal of a person's token, with what this profile is to do.
 
         A refusal of the server's own token (it also reads a person's history, and which
-        libraries exist) is kept for the profiles read with it, the owner's: never as the
-        person's, whose token the server may well take."""
+        libraries exist) is kept once, for the whole service: never as the person's, whose
+        token the server may well take, and whether or not the owner is a profile."""
         if isinstance(exc, ServerTokenRefused):
             await asyncio.to_thread(self._note_server_token, exc.message)
             return exc
@@ -1032,20 +1032,17 @@ class ServerTokens:
         await asyncio.to_thread(self._note_server_token, None)
 
     def _note_server_token(self, refusal: str | None) -> None:
-        """Keep (`refusal`: why) or end (None) a refusal of the server's own token for each
-        profile whose requests go with it."""
+        """Keep (`refusal`: why) or end (None) a refusal of the server's own token, service-wide
+        (`SERVICE_WIDE`): it is the owner's to fix, and the owner may be no profile at all. A
+        refusal already on record for this token keeps its time: the sign-in health says
+        since when."""
         server, now = self.client.token, self.clock()
         if server is None:
             return
-        for name, person in self.config.profiles.items():
-            if person.accounts.plex is None:
-                continue
-            if token_in_use(self.config, self.store, name) != server:
-                continue
-            if refusal is None:
-                note_taken(self.store, SERVICE, name, server, now)
-            else:
-                note_refused(self.store, SERVICE, name, server, refusal, now)
+        if refusal is None:
+            note_taken(self.store, SERVICE, SERVICE_WIDE, server, now)
+        else:
+            note_refused(self.store, SERVICE, SERVICE_WIDE, server, refusal, now, since_first=True)
 
     async def _sent(self, profile: str, token: str | None) -> str | None:
         """The token a request went with (None: the owner's, which the config holds)."""

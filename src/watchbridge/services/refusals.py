@@ -5,7 +5,8 @@ went through: revoked, the app removed), kept so the sign-in health (the status 
 Kept in the tokens table beside the sign-in, by the refused token's SHA-256, never the token:
 a token stored since (a new `watchbridge auth`, a token pasted into the config) is another, so
 the refusal no longer reads as current. (Each later Trakt try refreshes once more and keeps
-the refusal of the new access token.)
+the refusal of the new access token.) A refusal of a service's own token, no profile's (the
+Plex server's `services.plex.token`), is kept once under `SERVICE_WIDE`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ if TYPE_CHECKING:  # the Trakt client keeps its refusals here too
     from watchbridge.services.trakt import TokenStore
 
 
+# The profile a service-wide refusal is kept under: no profile is named "" (config names
+# start with a letter or a digit), so it is nobody's and nobody's leftover.
+SERVICE_WIDE = ""
+
+
 def entry(service: str) -> str:
     """The tokens-table entry holding `service`'s last refused token (per profile)."""
     return f"{service}-refused"
@@ -33,13 +39,23 @@ def digest(token: str) -> str:
 
 
 def note_refused(
-    store: TokenStore, service: str, profile: str, token: str, reason: str, now: float
+    store: TokenStore,
+    service: str,
+    profile: str,
+    token: str,
+    reason: str,
+    now: float,
+    *,
+    since_first: bool = False,
 ) -> None:
     """Keep (best effort: the refusal itself is what the caller deals with) that `service`
     refused `token` of `profile`, and why (`reason`: the error's message, which says what
-    to run and holds no token)."""
+    to run and holds no token). With `since_first`, a refusal of the same token already on
+    record is kept as it is: its time says since when the token is refused."""
     record = {"sha256": digest(token), "at": now, "reason": reason}
     with contextlib.suppress(sqlite3.Error, StoreError):
+        if since_first and refusal_of(store.get_token(entry(service), profile), token) is not None:
+            return
         store.put_token(entry(service), profile, record, now)
 
 
