@@ -442,3 +442,22 @@ async def test_the_servers_own_token_refused_at_a_persons_removal_is_the_owners_
     assert store.get_token(entry("plex"), "jamie") is None
     assert refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
     assert plex.history_of("201", JAMIE) == [T0]
+
+
+async def test_the_owners_delivery_the_server_takes_ends_the_refusal_of_its_own_token(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # The owner's rows go with services.plex.token: one the server takes again ends its
+    # refusal, as a link's read does; else it read as refused until a link's next read.
+    from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
+
+    def refused() -> bool:
+        return refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
+
+    await plays(reader)
+    plex.token = "the-owners-new-token"  # services.plex.token (TOKEN) is refused from now on
+    assert isinstance(await deliver(target, store, "play", ARRIVAL, T0), Hold)
+    assert refused()
+    plex.token = TOKEN  # taken again
+    assert isinstance(await deliver(target, store, "play", ARRIVAL, T0 + 60), Delivered)
+    assert not refused()

@@ -1022,9 +1022,11 @@ class ServerTokens:
         return f"{what}: the Plex server does not accept {whose} (401): {todo}"
 
     async def taken(self, profile: str, token: str | None) -> None:
-        """The server took `token` of `profile`: a refusal of it on record is over (`auth
-        plex` may hand back the very server token it refused once)."""
-        if (sent := await self._sent(profile, token)) is not None:
+        """The server took `token` of `profile` (None: its own): a refusal of it on record is
+        over (`auth plex` may hand back the very server token it refused once)."""
+        if token is None:
+            await self.server_taken()
+        elif (sent := await self._sent(profile, token)) is not None:
             await asyncio.to_thread(note_taken, self.store, SERVICE, profile, sent, self.clock())
 
     async def server_taken(self) -> None:
