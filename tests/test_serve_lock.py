@@ -20,6 +20,7 @@ from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.servelock import (
     AlreadyServing,
     Holder,
+    ServiceSeen,
     hold,
     lock_path,
     parse_record,
@@ -181,15 +182,34 @@ def test_a_sync_looking_whether_a_service_runs_never_turns_one_away(tmp_path: Pa
     # `watchbridge sync` looks (a shared lock, let go at once) whether a service runs: a
     # service starting in that moment waits it out instead of stopping as a second one.
     database = tmp_path / "watchbridge.db"
-    assert not serving(database)  # no service ever ran here
+    assert serving(database) == ServiceSeen(running=False)  # no service ever ran here
     with hold(database, time.time()):
-        assert serving(database)
-    assert not serving(database)
+        assert serving(database) == ServiceSeen(running=True)
+    assert serving(database) == ServiceSeen(running=False)
     lock = os.open(lock_path(database), os.O_RDONLY)
     fcntl.flock(lock, fcntl.LOCK_SH)  # a sync's look, caught in its moment
     threading.Timer(0.1, os.close, (lock,)).start()
     with hold(database, time.time()):
-        assert serving(database)
+        assert serving(database) == ServiceSeen(running=True)
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_it_unsure_whether_a_service_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a 0600 lock file of root's is to a sync run as another user. The tests may run as
+    # root, whom no mode stops: a socket in its place cannot be opened by anyone.
+    monkeypatch.chdir(tmp_path)  # a socket's path is short, the test's folder may not be
+    in_place = socket.socket(socket.AF_UNIX)
+    in_place.bind("watchbridge.db.lock")
+    try:
+        seen = serving(tmp_path / "watchbridge.db")
+    finally:
+        in_place.close()
+    assert seen.running is None
+    lock = tmp_path / "watchbridge.db.lock"
+    assert seen.doubt == (
+        f"cannot open {lock} (No such device or address); run sync as the service's user"
+    )
 
 
 def test_a_lock_file_with_a_record_cut_short_still_gives_the_whole_advice() -> None:

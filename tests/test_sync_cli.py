@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from watchbridge.store import Store
 from watchbridge.sync import FAILURES_BEFORE_ALERT, outbox_rows, report_held, run_link
 
 LINK = "ts"
+EPISODE_ADD = "POST /api/episode_log/add"  # a play sent to Serializd
 
 
 class World:
@@ -464,6 +466,29 @@ def test_a_run_beside_the_service_says_the_service_sends_the_rest(
     with servelock.hold(tmp_path / "watchbridge.db", time.time()):
         last = world.sync("--link", LINK).splitlines()[-1]
     assert "the rest follow from the running service" in last
+
+
+def test_a_run_that_cannot_look_at_the_lock_file_says_it_could_not_tell(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a 0600 lock file of root's is to a sync run as another user (the tests may run as
+    # root, whom no mode stops: a socket in its place cannot be opened by anyone).
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    world.serializd.fail_next(1000, 500, body="Server Error (500)", route=EPISODE_ADD)
+    monkeypatch.chdir(tmp_path)  # a socket's path is short, the test's folder may not be
+    in_place = socket.socket(socket.AF_UNIX)
+    in_place.bind("watchbridge.db.lock")
+    try:
+        last = world.sync("--link", LINK).splitlines()[-1]
+    finally:
+        in_place.close()
+    lock = tmp_path / "watchbridge.db.lock"
+    assert (
+        f"could not tell whether a service is running (cannot open {lock} (No such device or "
+        "address); run sync as the service's user): the rest follow from the service if one "
+        "runs, else from the next `watchbridge sync`"
+    ) in last
+    assert "the rest follow from the running service" not in last
 
 
 def test_a_profile_waiting_for_its_review_does_not_hold_back_the_others_deliveries(

@@ -1185,11 +1185,19 @@ def _sync_link(
 
 def _where_the_rest_go(database: Path) -> str:
     """Who delivers what a sync run leaves queued (not due yet, or held): the running
-    service, or with none (syncs from cron only) the next run."""
+    service, or with none (syncs from cron only) the next run; unsure when the lock file
+    cannot be looked at."""
     from watchbridge import servelock
 
-    if servelock.serving(database):
+    seen = servelock.serving(database)
+    if seen.running:
         return "the rest follow from the running service"
+    if seen.running is None:
+        return (
+            f"could not tell whether a service is running ({seen.doubt}): the rest follow "
+            "from the service if one runs, else from the next `watchbridge sync` (those due "
+            "by then) or `watchbridge serve`"
+        )
     return (
         "no service is running: the rest go out with the next `watchbridge sync`"
         " (those due by then) or `watchbridge serve`"
@@ -1299,7 +1307,7 @@ async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = Non
 
     # With no service running, no start of one gives up what the edited config no longer
     # allows (a link or service taken out): this run does, or it would send it.
-    alone = not servelock.serving(Path(runtime.config.storage.path))
+    alone = servelock.serving(Path(runtime.config.storage.path)).running is False
     worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli", judge_config=alone)
     worker.targets = {t.name: t for t in make_targets(runtime)}
     before = runtime.store.outbox_counts()["done"]

@@ -158,24 +158,43 @@ def hold(database: Path, now: float) -> ServeLock:
     return ServeLock(lock, fd)
 
 
-def serving(database: Path) -> bool:
+@dataclass(frozen=True)
+class ServiceSeen:
+    """What `serving` saw of the database's lock: `running` True (a service holds it), False
+    (none does), or None when it could not tell, `doubt` saying why (the lock file named) and
+    what to do."""
+
+    running: bool | None
+    doubt: str = ""
+
+
+def serving(database: Path) -> ServiceSeen:
     """Whether a `watchbridge serve` holds the database's lock now. Looked at with a shared
-    lock taken and let go at once (`hold` waits that moment out); a lock file that cannot be
-    opened or locked counts as held: unsure, the running service's config rules."""
+    lock taken and let go at once (`hold` waits that moment out). A lock file that cannot be
+    opened (another user's, mode 0600) or locked leaves it unsure: never taken for "alone"."""
     lock = lock_path(database)
-    if not lock.exists():  # every start makes it: no service ever ran on this database
-        return False
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return True
+    # Every start makes it: none there, no service ever ran on this database.
+    except (FileNotFoundError, NotADirectoryError):
+        return ServiceSeen(running=False)
+    except OSError as exc:
+        return ServiceSeen(
+            running=None,
+            doubt=f"cannot open {lock} ({exc.strerror}); run sync as the service's user",
+        )
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return ServiceSeen(running=True)
+        return ServiceSeen(
+            running=None,
+            doubt=f"cannot lock {lock} ({exc.strerror}); keep the database on a local disk",
+        )
     finally:
         os.close(fd)  # lets the shared lock go, if taken
-    return False
+    return ServiceSeen(running=False)
 
 
 def _lock(fd: int, how: int, until: float) -> None:
