@@ -452,8 +452,15 @@ def test_a_failing_service_is_logged_with_its_fields_and_no_secret(world: World)
     assert ALICE[1] not in result.output + result.stderr
 
 
+def test_a_run_that_delivered_everything_says_nothing_of_the_rest(world: World) -> None:
+    world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    last = world.sync("--link", LINK).splitlines()[-1]
+    assert last == "1 change(s) queued, 1 delivered now (see `watchbridge status`)"
+
+
 def test_a_run_with_no_service_running_says_the_next_run_sends_the_rest(world: World) -> None:
     world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    world.serializd.fail_next(1000, 500, body="Server Error (500)", route=EPISODE_ADD)
     last = world.sync("--link", LINK).splitlines()[-1]
     assert "no service is running: the rest go out with the next `watchbridge sync`" in last
     assert "running service" not in last
@@ -463,6 +470,7 @@ def test_a_run_beside_the_service_says_the_service_sends_the_rest(
     world: World, tmp_path: Path
 ) -> None:
     world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
+    world.serializd.fail_next(1000, 500, body="Server Error (500)", route=EPISODE_ADD)
     with servelock.hold(tmp_path / "watchbridge.db", time.time()):
         last = world.sync("--link", LINK).splitlines()[-1]
     assert "the rest follow from the running service" in last

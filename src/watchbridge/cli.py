@@ -1175,9 +1175,11 @@ def _sync_link(
             delivered = asyncio.run(_deliver_now(runtime, bar.update))
     else:
         delivered = asyncio.run(_deliver_now(runtime))
-    rest = _where_the_rest_go(Path(config.storage.path))
+    counts = runtime.store.outbox_counts()
+    left = counts["pending"] + counts["inflight"]
+    rest = f"; {_where_the_rest_go(Path(config.storage.path))}" if left else ""
     click.echo(
-        f"{result.queued} change(s) queued, {delivered} delivered now; {rest}"
+        f"{result.queued} change(s) queued, {delivered} delivered now{rest}"
         " (see `watchbridge status`)"
     )
     _parts_failed(name, result)
