@@ -32,6 +32,7 @@ from watchbridge.sync import (
     failures_in_a_row,
     report_held,
     report_run,
+    review_wait,
     run_link,
 )
 from watchbridge.wiring import build_runtime, make_targets
@@ -412,6 +413,36 @@ async def test_a_first_run_waiting_for_review_alerts_with_the_review_command(
     (alert,) = receiver.messages  # throttled: once
     assert alert["title"] == "watchbridge: link ts waits for your review"
     assert "`watchbridge sync --link ts --dry-run`" in str(alert["message"])
+
+
+async def test_a_run_waiting_for_the_review_of_a_kind_new_to_the_link_logs_what_it_waits_for(
+    tmp_path: Path,
+    fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 3600, kinds="[history]")
+    async with scheduled(runtime, deliver=True):  # plays only, long synced
+        await until(lambda: len(trakt.history()) == 1)
+    serializd.log_entry(None, 1396, 1, 4, backdate="2024-01-04T20:00:00.000Z", rating=8)
+    runtime = runtime_for(
+        tmp_path, trakt, serializd, receiver, 0.1, first_run="dry-run", kinds="[history, ratings]"
+    )
+    with caplog.at_level(logging.WARNING, logger="watchbridge.scheduler"):
+        async with scheduled(runtime):
+            await until(lambda: any("waits for" in r.getMessage() for r in caplog.records))
+    (waits, *_) = [r.getMessage() for r in caplog.records if "waits for" in r.getMessage()]
+    assert waits == (
+        "sync waits for a review of the first sync of ratings, new in the link's kinds"
+    )
+
+
+def test_what_a_run_waits_for_names_a_first_run_and_new_kinds_apart() -> None:
+    assert review_wait({"me": frozenset()}) == "a first-run review"
+    assert review_wait({"me": frozenset(), "bob": frozenset({"watchlist", "ratings"})}) == (
+        "a first-run review and a review of the first sync of ratings and watchlist, new in "
+        "the link's kinds"
+    )
 
 
 BOB = ("bob@example.com", "bobs password", "bob_tv")

@@ -24,6 +24,7 @@ from watchbridge.sync import (
     failure_of,
     report_held,
     report_run,
+    review_wait,
     run_link,
     syncable,
 )
@@ -100,7 +101,7 @@ class SyncScheduler:
                 runs.labels(name, "failed" if failure_of(exc) else "needs-review").inc()
                 failing.warning(
                     REVIEW,
-                    "sync waits for a first-run review",
+                    f"sync waits for {review_wait(exc.waiting)}",
                     runtime.clock(),
                     link=name,
                     hint=exc.message,

@@ -928,8 +928,9 @@ def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dic
 
 
 class NeedsReview(WatchbridgeError):
-    """A first run that would write, on a link whose `first_run` is `dry-run`; `held`: the
-    removals the run's other profiles hold for confirmation meanwhile."""
+    """A first run that would write, on a link whose `first_run` is `dry-run` (or the first
+    sync of kinds new to it); `held`: the removals the run's other profiles hold for
+    confirmation meanwhile; `waiting`: as `awaiting_review` answers."""
 
     def __init__(
         self,
@@ -937,8 +938,10 @@ class NeedsReview(WatchbridgeError):
         held: tuple[str, ...] = (),
         failures: tuple[str, ...] = (),
         held_unread: bool = False,
+        waiting: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         super().__init__(message)
+        self.waiting = dict(waiting or {})
         self.held = held
         self.failures = failures  # "profile: why" of profiles whose sides could not be read
         self.held_unread = held_unread  # as RunResult's
@@ -1118,7 +1121,7 @@ async def run_link(
                 calls,
                 "; ".join([message, *unread]),
             )
-            raise NeedsReview(message, tuple(held), unread, held_unread)
+            raise NeedsReview(message, tuple(held), unread, held_unread, waiting)
         outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed, unread, held_unread)
         # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*outcome.failures, *held]) or None
@@ -1270,6 +1273,18 @@ def _to_review(result: ProfilePlan) -> bool:
     if "history" in result.new_kinds and result.plan.same_viewing:
         return True
     return any(KIND_OF_ACTION[a.kind] in result.new_kinds for a in result.plan.actions)
+
+
+def review_wait(waiting: Mapping[str, frozenset[str]]) -> str:
+    """What a link's run waits for, in short (the log line): a first run's review, the review
+    of the first sync of kinds newly taken into the link's `kinds`, or both."""
+    new_kinds = sorted(set().union(*waiting.values()))
+    reviews = ["a first-run review"] if any(not kinds for kinds in waiting.values()) else []
+    if new_kinds:
+        reviews.append(
+            f"a review of the first sync of {' and '.join(new_kinds)}, new in the link's kinds"
+        )
+    return " and ".join(reviews) or "a review"
 
 
 def review_message(
