@@ -716,3 +716,44 @@ links:
     (server,) = [s for s in sign_ins if s.service == "plex"]
     assert (server.service_wide, server.state) == (True, "refused")
     assert server.message.endswith(": set the server owner's current token there")
+
+
+@pytest.mark.parametrize("part", ["trakt sign-in", "plex account"])
+async def test_a_link_runs_error_names_the_profile_once(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, tmp_path: Path, part: str
+) -> None:
+    # It read "jamie: trakt: profile jamie is not signed in ..." (a part's Trakt check) and
+    # "jamie: plex: profile jamie: users.plex names other accounts ..." (the collection's).
+    from tests.fakes.plex import TOKEN, FakePlex
+    from watchbridge.config import parse_config
+    from watchbridge.plexlink import run_lists
+
+    plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
+    assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
+    plex.add_user("jamies-token", 7, "jamie")
+    owner_token, jamies_plex = f', token: "{TOKEN}"', "{token: jamies-token}"
+    if part == "plex account":  # no token of jamie's to read the collection with
+        owner_token, jamies_plex = "", "{}"
+        sign_in_trakt(store, trakt, "jamie", user=trakt.add_user("jamie"))
+    config = parse_config(
+        f"""
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}"{owner_token}}}
+profiles:
+  alex: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
+  jamie: {{users: {{plex: ["7"]}}, accounts: {{trakt: {{}}, plex: {jamies_plex}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt], kinds: [history, collection]}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+    link = config.links["plex-trakt"]
+    run = await run_lists(config, store, "plex-trakt", link, {"jamie": {"movie": []}})
+    (error,) = run.errors
+    said = {
+        "trakt sign-in": "trakt: profile jamie is not signed in to Trakt: run ",
+        "plex account": "plex: profile jamie: users.plex names other accounts than the ",
+    }[part]
+    assert error.startswith(said)  # not "jamie: " before it

@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -185,7 +186,9 @@ class ListsRun:
     watchlist of a trakt-serializd link: `serializdlist.py`)."""
 
     results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
-    errors: tuple[str, ...] = ()  # "profile: what went wrong"; nothing was written for those
+    # "profile: what went wrong" (or the error as it is, when it names the profile already);
+    # nothing was written for those.
+    errors: tuple[str, ...] = ()
     # "profile: collection: why" (or watchlist) of removals an earlier run held, for profiles
     # whose list this run did not plan (no listing read, or that part failed): still held.
     still_held: tuple[str, ...] = ()
@@ -303,7 +306,7 @@ async def run_lists(
             results.append(await part)
         # Nothing of that part was written (a service down included: the rest goes on).
         except ServiceError as exc:
-            errors.append(f"{profile}: {exc.message}")
+            errors.append(_naming_profile_once(profile, exc))
 
     async def collect(profile: str, rows: Listings) -> CollectionResult:
         assert plex is not None and tokens is not None
@@ -339,7 +342,7 @@ async def run_lists(
             try:
                 activities = await trakt.last_activities(profile)
             except ServiceError as exc:
-                errors.append(f"{profile}: {exc.message}")
+                errors.append(_naming_profile_once(profile, exc))
                 continue
             if "watchlist" in link.kinds and plextv is not None:
                 watchlist = sync_watchlist(
@@ -1073,3 +1076,12 @@ def collection_stamps(activities: Mapping[str, Any]) -> str:
 def _write(item: Collected) -> CollectionWrite:
     metadata = item.metadata.to_trakt() if item.metadata is not None else {}
     return CollectionWrite(item.ref, metadata, item.added_at)
+
+
+def _naming_profile_once(profile: str, exc: ServiceError) -> str:
+    """A part's error for the link's errors, naming `profile` once: "jamie: ..." before one
+    that does not name it, as it is when it does ("plex: profile jamie: ...", "trakt: profile
+    jamie is not signed in ...")."""
+    if re.search(rf"\bprofile {re.escape(profile)}(?![\w-])", exc.message):
+        return exc.message
+    return f"{profile}: {exc.message}"
