@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from watchbridge.cli import webhook_base
 from watchbridge.config import load_config, parse_config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.store import NewOutboxRow, Settlement, Store, migrations
+from watchbridge.zone import zone_in_use
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 
@@ -138,6 +140,25 @@ def test_check_config_names_the_time_zone_whose_days_anilists_dates_are(
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("time zone:")]
     assert line.startswith(shown)
     assert ("set TZ to your time zone" in line) is (zone in ("", "Etc/UTC"))
+
+
+@pytest.mark.parametrize(
+    ("machine", "shown"),
+    [
+        ("Europe/London", "this machine's, UTC+00:00 now, UTC+01:00 part of the year (TZ not set)"),
+        ("GMT0BST,M3.5.0/1,M10.5.0", "this machine's, UTC+00:00 now, UTC+01:00 part of the year"),
+        ("Etc/UTC", "UTC (TZ not set): AniList's start and finish dates and a webhook's"),
+    ],
+)
+def test_a_machine_at_utc_in_winter_only_is_not_shown_as_utc(
+    time_zone: Callable[[str], None], machine: str, shown: str
+) -> None:
+    # With TZ unset and the machine in London, a January check-config said "UTC ... AniList's
+    # dates are UTC days", which stops being true at the end of March. The machine's own zone
+    # is this process's (/etc/localtime unchanged); the environment it is told of has no TZ.
+    time_zone(machine)
+    january = datetime(2026, 1, 15, tzinfo=UTC).timestamp()
+    assert zone_in_use({}, at=january).startswith(shown)
 
 
 def test_check_config_warns_that_tautulli_never_sends_the_owner_as_user_1(tmp_path: Path) -> None:

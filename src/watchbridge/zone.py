@@ -52,21 +52,41 @@ def zone_warning(environ: Mapping[str, str] = os.environ) -> str | None:
 def zone_in_use(environ: Mapping[str, str] = os.environ, at: float | None = None) -> str:
     """The zone whose days AniList's dates are, as `check-config` and the start's log show it:
     its name and offset (at `at`, default now), or UTC with what that means. UTC is also what
-    a `TZ` left unset (or the image's default) gives, and nothing else would tell the user."""
-    offset = datetime.fromtimestamp(time.time() if at is None else at).astimezone().utcoffset()
-    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
-    sign = "-" if minutes < 0 else "+"
-    hours, rest = divmod(abs(minutes), 60)
-    shift = f"UTC{sign}{hours:02d}:{rest:02d}"
+    a `TZ` left unset (or the image's default) gives, and nothing else would tell the user.
+    With `TZ` unset the machine's own zone (/etc/localtime) is in use: UTC only when its
+    offset is 0 the whole year, not a zone at UTC+0 in winter only (Europe/London)."""
+    now = time.time() if at is None else at
+    minutes = _offset_minutes(now)
+    shift = _shift(minutes)
     name = environ.get("TZ", "").strip()
     if (unknown := unknown_zone(environ)) is not None:
         return f"UTC (TZ={unknown} is no zone this machine knows)"
     if zone_named(environ):
         return f"{name.lstrip(':')} ({shift} now)"
-    if minutes:  # TZ unset: the machine's own zone (/etc/localtime)
-        return f"this machine's, {shift} now (TZ not set)"
+    others = sorted(_offsets_in_the_year(now) - {minutes})
+    if minutes or others:  # TZ unset: the machine's own zone (/etc/localtime)
+        rest = "".join(f", {_shift(other)} part of the year" for other in others)
+        return f"this machine's, {shift} now{rest} (TZ not set)"
     return (
         f"UTC ({f'TZ={name}' if name else 'TZ not set'}): AniList's start and finish dates and "
         "a webhook's watched_at sent as a day are UTC days; if you live elsewhere, set TZ to "
         "your time zone (e.g. Europe/Berlin, Pacific/Honolulu)"
     )
+
+
+def _offset_minutes(at: float) -> int:
+    """The offset from UTC of the zone this process runs in, at `at`, in minutes."""
+    offset = datetime.fromtimestamp(at).astimezone().utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
+def _offsets_in_the_year(at: float) -> set[int]:
+    """The zone's offsets over the year from `at`, looked at every 30 days: summer time lasts
+    months, so none is missed."""
+    return {_offset_minutes(at + day * 86400) for day in range(0, 366, 30)}
+
+
+def _shift(minutes: int) -> str:
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}"
