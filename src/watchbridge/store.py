@@ -2079,20 +2079,23 @@ class Store:
         """Sorted idempotency keys of the rows delivered to `target` for `profile` that start
         with `prefix` (delivered rows are kept a week, see maintenance; a link's add of a play
         it still expects, until the play is settled: see `prune`)."""
-        return self._keys("status = 'done'", profile, target, prefix)
+        return self.keys_by_delivery(profile, target, prefix)[0]
 
-    def undelivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:
+    def keys_by_delivery(
+        self, profile: str, target: str, prefix: str
+    ) -> tuple[list[str], list[str]]:
         """Sorted idempotency keys of the rows to `target` for `profile` that start with
-        `prefix` and are not delivered: waiting, being delivered, or dead letters."""
-        return self._keys("status != 'done'", profile, target, prefix)
-
-    def _keys(self, status: str, profile: str, target: str, prefix: str) -> list[str]:
+        `prefix`: those delivered, and those not (waiting, being delivered, dead letters)."""
         rows = self._query(
-            f"SELECT idempotency_key AS k FROM outbox WHERE {status} AND profile = ?"
+            "SELECT idempotency_key AS k, status = 'done' AS done FROM outbox WHERE profile = ?"
             " AND target = ? AND substr(idempotency_key, 1, ?) = ? ORDER BY idempotency_key",
             (profile, target, len(prefix), prefix),
         )
-        return [row["k"] for row in rows]
+        delivered: list[str] = []
+        undelivered: list[str] = []
+        for row in rows:
+            (delivered if row["done"] else undelivered).append(row["k"])
+        return delivered, undelivered
 
     def unmatched(self) -> list[Unmatched]:
         """Queued rows waiting for ids a target can use, each with the webhook event it came

@@ -902,8 +902,7 @@ def _add_rows(store: Store, profile: str, service: str) -> Callable[[Play], AddR
     """What became of the sync's row adding an (expected) play to `service`: delivered,
     waiting (or a dead letter), or gone (discarded, pruned)."""
     start = sync_key(profile, service)
-    delivered = store.delivered_keys(profile, service, start)
-    undelivered = store.undelivered_keys(profile, service, start)
+    delivered, undelivered = store.keys_by_delivery(profile, service, start)
 
     def row_of(play: Play) -> AddRow:
         prefix = sync_key(profile, service, "add_play", play.item, play.at)
