@@ -55,6 +55,7 @@ from watchbridge.config import (
 )
 from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
+from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import Redactor, mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -280,11 +281,18 @@ SHORT_SECRET = (
 
 
 def start_warnings(
-    config: Config, invalid_alert_urls: Sequence[str], environ: Mapping[str, str] = os.environ
+    config: Config,
+    invalid_alert_urls: Sequence[str],
+    environ: Mapping[str, str] = os.environ,
+    mountinfo: str = "",
 ) -> list[str]:
     """What a user must hear about at start-up though the service can run (`environ`: the
-    process's, which says whether it runs in our image)."""
+    process's, which says whether it runs in our image; `mountinfo`: its mount table, which
+    says what filesystem holds the database, empty when unknown)."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
+    database = os.path.realpath(config.storage.path)  # where a symlink leads: the files go there
+    if problem := shared_filesystem_warning("storage.path", database, mountinfo):
+        warnings.append(problem)
     if problem := _healthcheck_problem(config, environ):
         warnings.append(problem)
     if problem := zone_warning(environ):
@@ -607,7 +615,10 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                 "time_zone": zone_in_use(),
             },
         )
-        for problem in start_warnings(runtime.config, runtime.notifier.invalid_urls):
+        mountinfo = read_mountinfo()
+        for problem in start_warnings(
+            runtime.config, runtime.notifier.invalid_urls, mountinfo=mountinfo
+        ):
             log.warning(problem)
         notice = await asyncio.to_thread(
             anilist_client_id_notice, runtime.config, runtime.store, runtime.clock()

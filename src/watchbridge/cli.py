@@ -239,8 +239,9 @@ def check_config(config_path: str | None) -> None:
         renamed_profiles,
         start_warnings,
     )
+    from watchbridge.filesystems import read_mountinfo
 
-    warnings = start_warnings(config, [])
+    warnings = start_warnings(config, [], mountinfo=read_mountinfo())
     notice: ClientIdNotice | None = None
     if Path(config.storage.path).exists():
         # Best effort: a database an older release made, or a busy one, is checked at start.
