@@ -2370,21 +2370,29 @@ class Store:
 
         Synced to disk whatever storage.durability says: after a power cut the old, spent
         refresh token would need a new sign-in."""
+        with self._synchronous("FULL"), self.transaction() as conn:
+            if replacing is not None:
+                stored = self.get_token(service, profile)  # in this transaction
+                if stored is not None and stored.get("refresh_token") != replacing:
+                    return False
+            conn.execute(
+                "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                (service, profile, json.dumps(data), now),
+            )
+            return True
+
+    @contextmanager
+    def _synchronous(self, level: Literal["FULL", "NORMAL"]) -> Iterator[None]:
+        """Commits made inside wait for the disk (FULL) or not (NORMAL: in WAL mode a power
+        cut may lose them, never a crash, and a later FULL commit makes them durable too, the
+        log being written in order), whatever storage.durability says; the store's lock is
+        held throughout, so no other thread's commit runs at this level."""
         with self._locked():
             synchronous = self._conn.execute("PRAGMA synchronous").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={level}")
             try:
-                with self.transaction() as conn:
-                    if replacing is not None:
-                        stored = self.get_token(service, profile)  # in this transaction
-                        if stored is not None and stored.get("refresh_token") != replacing:
-                            return False
-                    conn.execute(
-                        "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        (service, profile, json.dumps(data), now),
-                    )
-                    return True
+                yield
             finally:
                 self._conn.execute(f"PRAGMA synchronous={int(synchronous)}")
 
@@ -2433,9 +2441,21 @@ class Store:
     # ------------------------------------------------------------------ mirrors
 
     def mirror_put(
-        self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
+        self,
+        service: str,
+        profile: str,
+        collection: str,
+        items: dict[str, Any],
+        now: float,
+        *,
+        synced: bool = True,
     ) -> None:
-        with self.transaction() as conn:
+        """Write `items` into the mirror, synced to disk as storage.durability says;
+        `synced=False` does not wait for the disk (on an SD card a sync takes 10-50 ms): only
+        for a record whose loss in a power cut costs a check on the service, never a second
+        write there (a synced note written before the write says to check)."""
+        relaxed = self._synchronous("NORMAL") if not synced else contextlib.nullcontext()
+        with relaxed, self.transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -259,7 +259,7 @@ class PlexTarget:
                 notes.add("already written")
                 continue
             if known is not None and known.pending and await self._landed(person, known):
-                await self._remember(person, record, replace(known, pending=False))
+                await self._remember(person, record, replace(known, pending=False), synced=False)
                 notes.add("already written (its answer was lost)")
                 continue
             skew = self.client.clock_skew  # Plex dates by its clock
@@ -273,7 +273,10 @@ class PlexTarget:
             written = Written(rk, key, at, attempts, pending=True, skew=skew)
             await self._remember(person, record, written)
             await self.client.scrobble(rk, person.token)
-            await self._remember(person, record, replace(written, pending=False))
+            # Not waiting for the disk (one sync per play instead of two: a first sync of
+            # thousands on an SD card): lost in a power cut, the write stays pending, and the
+            # next try asks Plex whether it landed (`_landed`) instead of scrobbling again.
+            await self._remember(person, record, replace(written, pending=False), synced=False)
             notes.add("marked watched")
         return Delivered(", ".join(sorted(notes)))
 
@@ -327,13 +330,17 @@ class PlexTarget:
             return Delivered("play removed; the item has left the library")
         return Delivered("marked unwatched (its last play was removed)")
 
-    async def _remember(self, person: Person, record: str, written: Written) -> None:
+    async def _remember(
+        self, person: Person, record: str, written: Written, synced: bool = True
+    ) -> None:
         person.written[record] = written
-        await self._put(person.profile, WRITTEN, {record: written.to_dict()})
+        await self._put(person.profile, WRITTEN, {record: written.to_dict()}, synced)
 
-    async def _put(self, profile: str, collection: str, values: dict[str, Any]) -> None:
+    async def _put(
+        self, profile: str, collection: str, values: dict[str, Any], synced: bool = True
+    ) -> None:
         await asyncio.to_thread(
-            self.store.mirror_put, SERVICE, profile, collection, values, self.clock()
+            self.store.mirror_put, SERVICE, profile, collection, values, self.clock(), synced=synced
         )
 
 

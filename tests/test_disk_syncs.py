@@ -1,0 +1,192 @@
+"""How many commits that wait for the disk common jobs make. On an SD card one takes 10-50 ms:
+a job that commits per row where a batch would do makes a 10,000-row job take minutes.
+
+`DiskSyncs` watches the SQL the store's connection runs (sqlite3's trace callback) and counts
+the commits that changed something while `PRAGMA synchronous` was FULL (a commit that wrote
+nothing writes no log, and in WAL mode a NORMAL commit does not sync)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plex import FakePlex
+from tests.fakes.receiver import FakeClock
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import iso as trakt_iso
+from tests.harness import sign_in_trakt
+from tests.linkrig import open_rig, use_fast_readers
+from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
+from watchbridge.config import Link, parse_config
+from watchbridge.deliver.plex import PlexTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.http import Pacer, RetryPolicy
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.readers.plex import make_reader, plex_client
+from watchbridge.store import NewOutboxRow, Settlement, Store
+from watchbridge.wiring import build_runtime, make_targets
+
+pytestmark = pytest.mark.anyio
+
+_SYNCED = {"FULL": True, "EXTRA": True, "2": True, "3": True, "NORMAL": False, "OFF": False}
+
+
+class DiskSyncs:
+    """Counts the commits on `conn` that wait for the disk, from now on."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.synced = int(conn.execute("PRAGMA synchronous").fetchone()[0]) >= 2
+        self.count = 0
+        self._changes_at_begin = conn.total_changes
+        conn.set_trace_callback(self._ran)
+
+    def _ran(self, sql: str) -> None:
+        statement = " ".join(sql.split()).upper()
+        if statement.startswith("PRAGMA SYNCHRONOUS="):
+            self.synced = _SYNCED.get(statement.partition("=")[2].strip(), True)
+        elif statement.startswith("BEGIN"):
+            self._changes_at_begin = self.conn.total_changes
+        elif statement.startswith("COMMIT"):
+            if self.synced and self.conn.total_changes != self._changes_at_begin:
+                self.count += 1
+        elif self.synced and not self.conn.in_transaction:  # a statement of its own
+            self.count += statement.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE"))
+
+    def stop(self) -> int:
+        self.conn.set_trace_callback(None)
+        return self.count
+
+
+async def test_a_backlog_to_trakt_is_a_few_disk_syncs_per_batch_not_per_play(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], clock: FakeClock
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    plays = 300
+    rows = []
+    for n in range(plays):
+        trakt.add_movie(f"Movie {n}", 2000, imdb=f"tt{1_000_000 + n}", tmdb=10_000 + n)
+        item = MediaRef("movie", Ids(imdb=f"tt{1_000_000 + n}"), title=f"Movie {n}", year=2000)
+        payload = {"item": ref_to_dict(item), "at": clock() - 86400 + n, "progress": 95.0}
+        rows.append(NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{n}", f"k{n}"))
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        runtime.store.enqueue(rows, clock())
+        worker.targets = {t.name: t for t in make_targets(runtime)}
+        worker.targets["trakt"].client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
+        syncs = DiskSyncs(runtime.store._conn)
+        while await worker.pass_once(runtime):
+            clock.advance(1)
+        assert runtime.store.outbox_counts()["done"] == plays
+        # Two batches of up to 250: claim, a note before the send, what landed, the outcomes.
+        assert syncs.stop() <= 10
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
+async def test_a_links_first_sync_queues_thousands_of_plays_in_a_few_disk_syncs(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_fast_readers(monkeypatch)
+    trakt = start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    shows, seasons = 20, {1: 50, 2: 50}
+    start = time.time() - 400 * 86400
+    for n in range(shows):
+        show = trakt.add_show(f"Show {n}", 2000, tmdb=100_000 + n, seasons=seasons)
+        serializd.add_show(100_000 + n, f"Show {n}", seasons)
+        for e in range(100):
+            episode = show.seasons[e // 50 + 1].episodes[e % 50 + 1]
+            trakt.add_history(episode, trakt_iso(start + (n * 100 + e) * 3600))
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply")
+    try:
+        syncs = DiskSyncs(rig.store._conn)
+        result = await rig.sync()
+        assert result.queued == shows * 100
+        # The run's record, cursors, one id lookup per show, the plan queued in one commit.
+        assert syncs.stop() <= shows + 15
+    finally:
+        await rig.aclose()
+
+
+T0 = 1_700_000_000
+NOW = T0 + 30 * 86400
+
+
+async def test_plays_written_to_plex_wait_for_the_disk_once_each(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> None:
+    # A Trakt -> Plex first sync marks thousands of items watched on a server that answers
+    # in milliseconds: the disk sets the pace. Before each scrobble a synced record says it
+    # was sent (a crash then asks Plex instead of scrobbling twice); the record that it went
+    # through need not wait for the disk.
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plays = 100
+    for n in range(plays):
+        plex.add_movie(str(1000 + n), f"Movie {n}", 2000, [f"tmdb://{5000 + n}"])
+    plex.add_user(JAMIE_TOKEN, JAMIE, "jamie")
+    plex.clock = lambda: NOW
+    clock = FakeClock(NOW)
+    config = make_config(plex)
+    reader = make_reader(config, store, Link(["plex", "trakt"]), ["alex", "jamie"], clock)
+    await reader.read("alex", {}, None, True)  # the libraries the rows are looked up in
+    await reader.aclose()
+    rows = []
+    for n in range(plays):
+        item = MediaRef("movie", Ids(tmdb=str(5000 + n)))
+        payload = {"item": ref_to_dict(item), "at": T0 + n, "link": "plex-trakt"}
+        rows.append(NewOutboxRow("plex", "alex", "play", payload, f"alex:plex:{n}", f"k{n}"))
+    store.enqueue(rows, NOW)
+    client = plex_client(config, store, clock)
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    target = PlexTarget(client, config, store, clock)
+    try:
+        syncs = DiskSyncs(store._conn)
+        while claimed := store.claim("worker", NOW, target.batch_size, ["plex"]):
+            outcomes = await target.deliver(claimed, NOW)
+            store.settle(NOW, [Settlement(row, "done") for row in outcomes], "worker")
+        assert syncs.stop() <= plays + 5  # was two per play
+    finally:
+        await target.aclose()
+    assert all(plex.user_state(str(1000 + n))["viewCount"] == 1 for n in range(plays))
+
+
+def test_a_record_not_waiting_for_the_disk_leaves_the_durability_setting_as_it_was(
+    tmp_path: Path,
+) -> None:
+    for durability, level in (("full", 2), ("normal", 1)):
+        store = Store.open(tmp_path / f"{durability}.db", durability=durability)
+        try:
+            store.mirror_put("plex", "alex", "written", {"a": 1}, 0.0, synced=False)
+            store.mirror_put("plex", "alex", "written", {"b": 1}, 0.0)
+            assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+            assert store.mirror_get("plex", "alex", "written") == {"a": 1, "b": 1}
+        finally:
+            store.close()
