@@ -98,7 +98,9 @@ async def test_one_persons_revoked_trakt_sign_in_does_not_stop_the_others_sync(
     result = await household.sync_and_deliver()
     assert plays_of(trakt, "alice") == [(1, 1)]
     (failure,) = result.errors
-    assert failure.startswith("bob: ") and "auth trakt --profile bob" in failure
+    # Named once: it read "bob: trakt: Trakt no longer accepts the sign-in of profile bob".
+    assert failure.startswith("trakt: Trakt no longer accepts the sign-in of profile bob ")
+    assert failure.endswith("run `watchbridge auth trakt --profile bob`")
     assert result.outcome == "failed"  # counted: after three runs, the link alerts
 
 
@@ -109,7 +111,8 @@ async def test_one_persons_changed_serializd_password_does_not_stop_the_others_s
     serializd.log_entry(None, BB, 1, 2, backdate=ago(1))  # alice's play
     result = await household.sync_and_deliver()
     assert plays_of(trakt, "alice") == [(1, 2)]
-    assert [failure.split(":")[0] for failure in result.errors] == ["bob"]
+    (failure,) = result.errors  # "bob: serializd: ... of profile bob" named him twice
+    assert failure.startswith("serializd: Serializd refused the email or password of profile bob ")
 
 
 async def test_a_link_nobody_can_read_fails_as_before(
@@ -136,9 +139,10 @@ async def test_a_persons_failure_beside_anothers_first_run_review_is_recorded_an
         (run,) = rig.store.recent_runs(LINK, 1)
     finally:
         await rig.aclose()
-    assert [failure.split(":")[0] for failure in raised.value.failures] == ["alice"]
+    (failure,) = raised.value.failures
+    assert failure.startswith("trakt: Trakt no longer accepts the sign-in of profile alice ")
     assert "for bob" in raised.value.message  # not "the first sync" of everyone
-    assert run.outcome == "failed" and "alice: " in (run.error or "")  # counted, said
+    assert run.outcome == "failed" and failure in (run.error or "")  # counted, said
 
 
 def test_sync_from_cron_says_who_failed_beside_anothers_review(
@@ -153,7 +157,9 @@ def test_sync_from_cron_says_who_failed_beside_anothers_review(
     config.write_text(household_yaml(tmp_path, trakt, serializd, "dry-run"), encoding="utf-8")
     result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
     assert result.exit_code == 1
-    assert "error: alice: " in result.stderr  # not only "the first sync ... for bob"
+    # Not only "the first sync ... for bob"; and alice named once (not "alice: serializd: ...").
+    said = "error: serializd: Serializd refused the email or password of profile alice ("
+    assert said in result.stderr
     assert "other profiles sync as usual" not in result.stderr
     with Store.open(tmp_path / "wb.db") as store:
         (run,) = store.recent_runs(LINK, 1)

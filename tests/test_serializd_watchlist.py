@@ -318,3 +318,14 @@ async def test_a_failing_serializd_watchlist_read_fails_the_run(rig: Any) -> Non
     assert result.outcome == "failed" and result.lists.errors[0].startswith("me: watchlist:")
     assert rig.trakt.watchlist() == []
     assert rig.store.last_runs()[0].outcome == "failed"
+
+
+async def test_a_watchlist_error_naming_the_profile_names_it_once(rig: Any) -> None:
+    # It read "me: watchlist: serializd: Serializd rejects profile me even right after ...".
+    rig.serializd.add_to_watchlist(None, 95396)
+    rig.serializd.fail_next(2, 401, body={"message": "Nope"}, route=WATCHLIST_PAGE)
+    result = await rig.sync()
+    (error,) = result.lists.errors
+    said = "watchlist: serializd: Serializd rejects profile me even right after logging in ("
+    assert error.startswith(said)
+    assert said in (rig.store.last_runs()[0].error or "")  # the status page's line

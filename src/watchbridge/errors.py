@@ -1,5 +1,7 @@
 """The one exception base: every error a user can act on carries a message meant for them."""
 
+import re
+
 
 class WatchbridgeError(Exception):
     """An expected failure with a one-line (or few-line) message for the user; no traceback."""
@@ -19,3 +21,18 @@ class ConfigError(WatchbridgeError):
 
 class StoreError(WatchbridgeError):
     """The database cannot be opened or written."""
+
+
+def naming_profile(profile: str, message: str, *, service: str | None = None) -> str:
+    """`message`, about `profile`, for a line that names the profile once. A message naming it
+    already ("... the sign-in of profile bob", "plex: profile sam: ...") stands as it is (a
+    command's `--profile bob` does not count: it says what to run, not whose line it is).
+    Another gets the profile in front: "bob: ..." (a run's errors, "PROFILE: why"), or with
+    `service`, after the service its message starts with ("plex: profile sam: ...", as a
+    held delivery's reason names it)."""
+    if re.search(rf"(?<![\w-])profile {re.escape(profile)}(?![\w-])", message):
+        return message
+    head = f"{service}: "
+    if service is not None and message.startswith(head):
+        return f"{head}profile {profile}: {message.removeprefix(head)}"
+    return f"{profile}: {message}"

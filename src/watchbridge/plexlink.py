@@ -28,7 +28,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -48,6 +47,7 @@ from watchbridge.collection import (
 )
 from watchbridge.collection import trakt_collected as trakt_collection_items
 from watchbridge.config import Config, Link, Secret
+from watchbridge.errors import naming_profile
 from watchbridge.http import ServiceError
 from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
@@ -306,7 +306,7 @@ async def run_lists(
             results.append(await part)
         # Nothing of that part was written (a service down included: the rest goes on).
         except ServiceError as exc:
-            errors.append(_naming_profile_once(profile, exc))
+            errors.append(naming_profile(profile, exc.message))
 
     async def collect(profile: str, rows: Listings) -> CollectionResult:
         assert plex is not None and tokens is not None
@@ -342,7 +342,7 @@ async def run_lists(
             try:
                 activities = await trakt.last_activities(profile)
             except ServiceError as exc:
-                errors.append(_naming_profile_once(profile, exc))
+                errors.append(naming_profile(profile, exc.message))
                 continue
             if "watchlist" in link.kinds and plextv is not None:
                 watchlist = sync_watchlist(
@@ -1076,12 +1076,3 @@ def collection_stamps(activities: Mapping[str, Any]) -> str:
 def _write(item: Collected) -> CollectionWrite:
     metadata = item.metadata.to_trakt() if item.metadata is not None else {}
     return CollectionWrite(item.ref, metadata, item.added_at)
-
-
-def _naming_profile_once(profile: str, exc: ServiceError) -> str:
-    """A part's error for the link's errors, naming `profile` once: "jamie: ..." before one
-    that does not name it, as it is when it does ("plex: profile jamie: ...", "trakt: profile
-    jamie is not signed in ...")."""
-    if re.search(rf"\bprofile {re.escape(profile)}(?![\w-])", exc.message):
-        return exc.message
-    return f"{profile}: {exc.message}"

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from watchbridge.catalogue import season_map
 from watchbridge.config import Config, Link
+from watchbridge.errors import naming_profile
 from watchbridge.http import ServiceError
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
@@ -356,7 +357,7 @@ async def run_serializd_lists(
                     hold=lists_hold(store, name, link, profile, confirm_removals),
                 )
             except ServiceError as exc:
-                errors.append(f"{profile}: watchlist: {exc.message}")
+                errors.append(naming_profile(profile, f"watchlist: {exc.message}"))
                 unplanned.append(profile)
                 continue
             results.append(result)

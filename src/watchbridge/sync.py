@@ -32,7 +32,7 @@ from watchbridge.accounts import (
     unrecognised,
 )
 from watchbridge.config import Config, Link, link_profiles
-from watchbridge.errors import WatchbridgeError
+from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
@@ -1055,7 +1055,7 @@ async def run_link(
             metrics=metrics,
             failures=failures,
         )
-        unread = tuple(f"{profile}: {why}" for profile, why in failures.items())
+        unread = tuple(naming_profile(profile, why) for profile, why in failures.items())
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = {} if dry_run else awaiting_review(link, plans, yes)

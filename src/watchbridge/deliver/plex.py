@@ -43,6 +43,7 @@ from watchbridge.deliver.worker import (
     Skipped,
     per_profile,
 )
+from watchbridge.errors import naming_profile
 from watchbridge.http import Unavailable
 from watchbridge.ingest.common import number
 from watchbridge.model import ref_from_dict
@@ -165,7 +166,7 @@ class PlexTarget:
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):
-            message = naming_profile(exc, profile)
+            message = naming_profile(profile, exc.message, service=SERVICE)
             return Hold(message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):
             return Hold(exc.message, exc.retry_after or self.config.delivery.retry_after)
@@ -342,14 +343,6 @@ class PlexTarget:
         await asyncio.to_thread(
             self.store.mirror_put, SERVICE, profile, collection, values, self.clock(), synced=synced
         )
-
-
-def naming_profile(exc: PlexError, profile: str) -> str:
-    """`exc`'s message naming `profile` once, after the service ("plex: profile sam: ..."):
-    the errors that know whose token it is name the profile already."""
-    head, named = f"{SERVICE}: ", f"profile {profile}: "
-    said = exc.message.removeprefix(head)
-    return head + (said if said.startswith(named) else named + said)
 
 
 def _written_for(person: Person, expected: str) -> str | None:
