@@ -29,7 +29,9 @@ from watchbridge.ingest import emby, jellyfin
 from watchbridge.ingest import plex as plex_ingest
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.services.plex import PlexClient, PlexItem
+from watchbridge.services.refusals import SERVICE_WIDE
 from watchbridge.services.trakt import can_send, media_body
+from watchbridge.signins import current_sign_ins
 from watchbridge.store import Store
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
@@ -443,6 +445,61 @@ profiles:
             await worker.pass_once(runtime)
         assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
         assert plex.count("GET", METADATA) == 1
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
+@pytest.mark.anyio
+async def test_a_refused_server_token_met_by_a_webhooks_lookup_is_the_services_sign_in_line(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    plex: FakePlex,
+    clock: Clock,
+) -> None:
+    # The play was held for it, but the sign-in health (`watchbridge status`, the page,
+    # /api/status's service_sign_ins, the metric) did not say: no link reads this server.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+
+    def plex_sign_ins() -> list[tuple[str, str, str]]:
+        found = current_sign_ins(runtime.config, runtime.store, clock())
+        return [(s.profile, s.state, s.message) for s in found if s.service == "plex"]
+
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        plex.token = "the-owners-new-token"  # services.plex.token is refused from now on
+        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        await worker.pass_once(runtime)
+        assert trakt.history() == []  # held for it
+        ((profile, state, message),) = plex_sign_ins()
+        assert (profile, state) == (SERVICE_WIDE, "refused")
+        assert message.startswith("the Plex server refuses services.plex.token since ")
+        plex.token = TOKEN  # the server takes it again: the next lookup with it ends it
+        clock.now += 3 * 3600
+        for _ in range(3):
+            await worker.pass_once(runtime)
+        assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
+        assert plex_sign_ins() == []
     finally:
         for target in worker.targets.values():
             await target.aclose()

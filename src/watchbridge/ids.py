@@ -23,7 +23,7 @@ from watchbridge.ingest.common import server_guid
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.jellyfin import MediaServerAuthError, Series
-from watchbridge.services.plex import PlexAuthError, PlexItem
+from watchbridge.services.plex import PlexAuthError, PlexItem, ServerTokenRefused
 from watchbridge.services.trakt import can_send
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ class MediaServerItems(Protocol):
 
 
 TRAKT_ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "slug")  # what Trakt matches items by
+
+
+class ServerTokenHealth(Protocol):
+    """Keeps whether the Plex server takes its own token, services.plex.token, for the
+    sign-in health (`readers.plex.ServerTokens`, as a link's read and a delivery keep it)."""
+
+    async def server_refused(self, reason: str) -> None: ...
+
+    async def server_taken(self) -> None: ...
 
 
 class IdCache(Protocol):
@@ -836,6 +845,9 @@ class Problem:
     retry_after: float | None = None
     outage: bool = False
     rate_limited: bool = False
+    # The Plex server refused its own token (services.plex.token): the enricher keeps that
+    # refusal service-wide for the sign-in health, as a link's read or a delivery does.
+    server_token_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -866,7 +878,8 @@ def origin(item: MediaRef, source: str | None) -> str | None:
 def problem_from(server: str, exc: ServiceError) -> Problem:
     name = SERVER_NAMES.get(server, server)
     if isinstance(exc, MediaServerAuthError | PlexAuthError):
-        return Problem(exc.message, credentials=True)
+        server_token = isinstance(exc, ServerTokenRefused)
+        return Problem(exc.message, credentials=True, server_token_refused=server_token)
     if isinstance(exc, Unavailable):
         rate_limited = exc.status == 429
         return Problem(
@@ -961,8 +974,10 @@ class Enricher:
         plex_catalogue: PlexCatalogue | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         notifier: Notifier | None = None,
+        plex_token_health: ServerTokenHealth | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        self.plex_token_health = plex_token_health
         self.plex_catalogue = plex_catalogue
         self.cache = cache
         self.plex_identity = plex_identity
@@ -1137,9 +1152,13 @@ class Enricher:
             await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
+            if problem.server_token_refused and self.plex_token_health is not None:
+                await self.plex_token_health.server_refused(problem.message)
         elif lookup is not None and lookup.answered > answered:
             if self._was_refused(server):
                 await self._key_accepted(server)
+            if server == "plex" and self.plex_token_health is not None:
+                await self.plex_token_health.server_taken()  # its lookups go with that token
             await self._reachable(server)
         return item, problem
 

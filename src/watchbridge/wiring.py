@@ -26,6 +26,7 @@ from watchbridge.ids import Enricher, PlexCatalogue
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
+from watchbridge.readers.plex import ServerTokens
 from watchbridge.redaction import secret_values
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.services.anilist import AniListClient
@@ -127,6 +128,10 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
             *([catalogue[1]] if catalogue else []),
         ],
         notifier=runtime.notifier,
+        # A webhook's lookup that meets a refused services.plex.token tells the sign-in health.
+        plex_token_health=(
+            ServerTokens(config, runtime.store, plex, runtime.clock) if plex else None
+        ),
     )
 
 

@@ -1005,7 +1005,7 @@ class ServerTokens:
         libraries exist) is kept once, for the whole service: never as the person's, whose
         token the server may well take, and whether or not the owner is a profile."""
         if isinstance(exc, ServerTokenRefused):
-            await asyncio.to_thread(self._note_server_token, exc.message)
+            await self.server_refused(exc.message)
             return exc
         if isinstance(exc, PersonTokenRefused):
             exc = PlexAuthError(SERVICE, await self._person_refused(profile, exc.what))
@@ -1028,6 +1028,11 @@ class ServerTokens:
             await self.server_taken()
         elif (sent := await self._sent(profile, token)) is not None:
             await asyncio.to_thread(note_taken, self.store, SERVICE, profile, sent, self.clock())
+
+    async def server_refused(self, reason: str) -> None:
+        """The server refused its own token (`reason`: the error's message, which holds no
+        token): kept once, service-wide (see `refused`)."""
+        await asyncio.to_thread(self._note_server_token, reason)
 
     async def server_taken(self) -> None:
         """The server took its own token: a refusal of it on record is over."""
