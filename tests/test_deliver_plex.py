@@ -461,3 +461,26 @@ async def test_the_owners_delivery_the_server_takes_ends_the_refusal_of_its_own_
     plex.token = TOKEN  # taken again
     assert isinstance(await deliver(target, store, "play", ARRIVAL, T0 + 60), Delivered)
     assert not refused()
+
+
+async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_token(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # jamie's play leaves Plex's history with services.plex.token: the server taking it ends
+    # the token's refusal, as the owner's rows and a link's read do. It read as refused still.
+    from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
+
+    def refused() -> bool:
+        return refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
+
+    first = plex.watch("201", T0, account=JAMIE)
+    plex.watch("201", T0 + DAY, account=JAMIE)  # the play that stays
+    await plays(reader, "jamie")
+    plex.token = "the-owners-new-token"  # services.plex.token (TOKEN) is refused from now on
+    removal = row(store, "remove_play", BB_S1E1, T0, record=f"history:{first}", profile="jamie")
+    assert isinstance((await target.deliver([removal], NOW))[removal.id], Hold)
+    assert refused()
+    plex.token = TOKEN  # taken again
+    outcome = (await target.deliver([replace(removal, attempts=1)], NOW + 600))[removal.id]
+    assert isinstance(outcome, Delivered) and plex.history_of("201", JAMIE) == [T0 + DAY]
+    assert not refused()

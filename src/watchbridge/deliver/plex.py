@@ -303,6 +303,10 @@ class PlexTarget:
             number = record.removeprefix(HISTORY_PREFIX)
             history_token = None if self.client.token else person.token
             await self.client.delete_history(number, history_token)
+            if history_token is None and person.token is not None:
+                # The server took its own token for a person's row: its refusal is over (the
+                # batch's end clears only the person's token).
+                await self.tokens.server_taken()
             await self._put(person.profile, RETIRED, {number: {}})
             # The reader's copy of the server's history must lose it too: its row count is
             # what the cheap "anything new?" check compares with the server's.
