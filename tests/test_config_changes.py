@@ -177,6 +177,12 @@ GIVEN_UP = {  # how Trakt held the play; the config after; the title of its paus
         "trakt is no longer configured",
     ),
 }
+# How the dead-letter alert lists the row: naming profile me once (it read "#1 play of
+# Arrival (2016) for profile me: profile me no longer has ...").
+GAVE_UP_LINE = {
+    "account removed": "play of Arrival (2016): profile me no longer has ",
+    "service removed": "play of Arrival (2016) for profile me: trakt is no longer configured",
+}
 
 
 @pytest.mark.parametrize("change", sorted(GIVEN_UP))
@@ -214,6 +220,8 @@ def test_what_waits_for_a_removed_account_is_told_once_and_retired(
         (dead,) = store.dead_letters()
         assert store.outbox_counts()["pending"] == 0
     assert (dead.last_error or "").startswith(why)
+    (told,) = [m["message"] for m in receiver.messages if m["title"] == GAVE_UP]
+    assert str(told).startswith(f"#{dead.id} {GAVE_UP_LINE[change]}"), told
 
 
 GAVE_UP = "watchbridge: a trakt delivery gave up"

@@ -30,9 +30,14 @@ def naming_profile(profile: str, message: str, *, service: str | None = None) ->
     Another gets the profile in front: "bob: ..." (a run's errors, "PROFILE: why"), or with
     `service`, after the service its message starts with ("plex: profile sam: ...", as a
     held delivery's reason names it)."""
-    if re.search(rf"(?<![\w-])profile {re.escape(profile)}(?![\w-])", message):
+    if names_profile(profile, message):
         return message
     head = f"{service}: "
     if service is not None and message.startswith(head):
         return f"{head}profile {profile}: {message.removeprefix(head)}"
     return f"{profile}: {message}"
+
+
+def names_profile(profile: str, message: str) -> bool:
+    """Whether `message` names `profile` ("profile bob", not a command's `--profile bob`)."""
+    return re.search(rf"(?<![\w-])profile {re.escape(profile)}(?![\w-])", message) is not None

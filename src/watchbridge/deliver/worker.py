@@ -24,6 +24,7 @@ from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
+from watchbridge.errors import names_profile
 from watchbridge.http import Unavailable
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
@@ -208,6 +209,14 @@ ENDING = ":ending"  # the `credentials` key of a sign-in that works but cannot b
 PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
 
 
+def _dead_letter_line(row: OutboxItem) -> str:
+    """A dead letter as its alert lists it, naming the profile once (a reason may name it:
+    "profile kid is no longer in the config")."""
+    told = _told(row.last_error or "gave up")
+    whose = "" if names_profile(row.profile, told) else f" for profile {row.profile}"
+    return f"#{row.id} {row.action} of {row.describe()}{whose}: {told}"
+
+
 def _told(reason: str) -> str:
     """A row's reason as an alert tells it: without our mark of a send that may have landed."""
     return reason.removeprefix(UNKNOWN_OUTCOME).removeprefix(": ")
@@ -308,11 +317,7 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     """The title and text of the alert telling of `target`'s dead letters `untold`."""
     count, rows = untold.count, untold.latest[-DEAD_LETTERS_LISTED:]
     what = f"a {target} delivery" if count == 1 else f"{count} {target} deliveries"
-    lines = [
-        f"#{row.id} {row.action} of {row.describe()} for profile {row.profile}: "
-        f"{_told(row.last_error or 'gave up')}"
-        for row in rows
-    ]
+    lines = [_dead_letter_line(row) for row in rows]
     if count > len(rows):
         lines.insert(0, f"... and {count - len(rows)} more, the latest:")
     lines.append("See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.")
