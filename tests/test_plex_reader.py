@@ -624,6 +624,68 @@ async def test_without_the_owners_token_a_person_falls_back_to_watched_state(
     assert len(refused) == 2 and all(r.status == 401 for r in refused)
 
 
+def read_without_history(plex: FakePlex, token: str | None) -> tuple[Config, str]:
+    """A person whose plays come from the watched state: jamie's pasted token with no server
+    token (the server serves its history to the owner only), or, with `token` (the server's),
+    sam, whose account id is not known (no `users.plex`, no sign-in)."""
+    if token is None:
+        person = Profile(
+            users=MediaUsers(plex=[str(JAMIE)]),
+            accounts=Accounts(plex=PlexAccount(Secret(JAMIE_TOKEN))),
+        )
+        plex_config = PlexConfig(url=plex.url)
+    else:
+        person = Profile(accounts=Accounts(plex=PlexAccount(Secret(JAMIE_TOKEN))))
+        plex_config = PlexConfig(url=plex.url, token=Secret(token))
+    config = Config(services=ServicesConfig(plex=plex_config), profiles={"sam": person})
+    return config, "sam"
+
+
+@pytest.mark.parametrize("server_token", [None, TOKEN], ids=["no server token", "no account id"])
+async def test_a_person_read_without_history_asks_one_question_per_library_when_idle(
+    plex: FakePlex, store: Store, clock: FakeClock, server_token: str | None
+) -> None:
+    """Their cheap check cannot ask the history: it asks how many of their movies and episodes
+    were viewed since the newest view read (the server's identity, then a count per library),
+    so a run with nothing new reads no listing; a play, or a mark without a history row, is
+    a change; another account's play is none."""
+    config, person = read_without_history(plex, server_token)
+    plex.watch("100", T0, account=JAMIE)
+    reader = make_reader(config, store, LINK, [person], clock)
+    try:
+        cursors = (await reader.read(person, {}, None, True)).cursors
+        plex.requests.clear()
+        assert await reader.unchanged(person, cursors) is True
+        assert [r.path for r in plex.requests] == [
+            "/identity",
+            "/library/sections/1/all",
+            "/library/sections/2/all",
+        ]
+        plex.watch("201", T0 + DAY)  # the owner's
+        assert await reader.unchanged(person, cursors) is True
+        plex.watch("202", T0 + DAY, account=JAMIE, history=False)  # marked watched
+        assert await reader.unchanged(person, cursors) is False
+        cursors = (await reader.read(person, cursors, None, False)).cursors
+        assert await reader.unchanged(person, cursors) is True
+        plex.watch("100", T0 + 2 * DAY, account=JAMIE)  # watched again
+        assert await reader.unchanged(person, cursors) is False
+    finally:
+        await reader.aclose()
+
+
+async def test_a_person_read_without_history_on_another_server_is_a_change(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    config, person = read_without_history(plex, None)
+    reader = make_reader(config, store, LINK, [person], clock)
+    try:
+        cursors = (await reader.read(person, {}, None, True)).cursors
+        plex.machine_id = "ab" * 20  # a new server answering at the same address
+        assert await reader.unchanged(person, cursors) is False
+    finally:
+        await reader.aclose()
+
+
 SECTIONS = [Section("1", "Movies", "movie"), Section("2", "TV Shows", "show")]
 
 

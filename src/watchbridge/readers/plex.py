@@ -31,7 +31,10 @@ The cheap check (`unchanged`) is one history request of size 1 (total and newest
 covers new plays, our own scrobbles and deleted history, in every library at once. Ratings and
 mark-watched without history do not show there; they arrive with the engine's daily full read
 (or live through Plex's `media.rate` webhook). Section `updatedAt` was not used: it moves with
-library scans, not with a person's watching.
+library scans, not with a person's watching. A person read without history (no account id,
+or no server token) is asked the server's identity and, per library read, how many of their
+movies or episodes were viewed after the newest view read (`watched_cursor`): a run with
+nothing new reads no listing for them either.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ SYNTHETIC = "synthetic"  # record -> {"rating_key", "at", "removed"}: plays with
 RENUMBERED = "renumbered"
 RETIRED = "retired"  # history id -> {"rating_key"}: rows of items since unwatched
 HISTORY = "history"  # history id -> {"rating_key", "at"}: the server's history, cached
+WATCHED = "watched"  # link cursor of a person read without history: see `watched_cursor`
 ECHO_WINDOW = 900.0  # a history row this close to one of our scrobbles is that scrobble
 DUPLICATE_WINDOW = 120.0  # two copies of one item (4K + HD libraries) watched together
 HISTORY_OVERLAP = 86400.0  # delta history reads look back this far past the newest row
@@ -157,6 +161,8 @@ class Library:
     shows: Sequence[LibraryItem] = ()
     seasons: Sequence[LibraryItem] = ()
     episodes: Sequence[LibraryItem] = ()
+    # (section key, "movie" or "episode"): the listings its movies and episodes came from
+    listed: tuple[tuple[str, str], ...] = ()
 
 
 def item_keys(
@@ -1280,8 +1286,14 @@ class PlexReader:
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         access = await self.access(profile)
-        if access.account_id is None or "history" not in cursors:
+        if "history" not in cursors:
             return False
+        if access.account_id is None or not cursors["history"]:
+            # The last read had no history (no account id, or the server serves it to the
+            # owner only): ask the watched state, unless the history can be read now.
+            if access.account_id is not None and self.client.token:
+                return False
+            return await self._watched_unchanged(profile, access, cursors.get(WATCHED, ""))
         token = self._history_token(access)
         try:
             total, newest = await self.client.history_head(access.account_id, token)
@@ -1292,6 +1304,31 @@ class PlexReader:
         if token is None:
             await self.tokens.server_taken()
         return _history_cursor(total, newest) == cursors["history"]
+
+    async def _watched_unchanged(self, profile: str, access: Access, cursor: str) -> bool:
+        """The cheap check of a person read without history: whether the server is the one
+        read last (`/identity`) and none of the listings their plays came from holds an item
+        they viewed after the newest view read then (one request each, counting, no rows).
+        Like the history's, it sees new plays and marks, not unwatching or ratings."""
+        watched = parse_watched_cursor(cursor)
+        if watched is None:
+            return False
+        machine, since, listed = watched
+        if await self.client.identity() != machine:
+            return False  # another server at this address: the read notes it
+        token = access.token
+        for section, kind in listed:
+            try:
+                viewed = await self.client.viewed_since(section, kind, since, token)
+            except PlexAuthError as refused:
+                if token is None:  # the server's own token
+                    raise await self.tokens.refused(profile, None, refused) from None
+                return False  # the read asks plex.tv for the person's token again, or says
+            if viewed != 0:
+                return False
+        if token is None:
+            await self.tokens.server_taken()
+        return True
 
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
@@ -1342,7 +1379,11 @@ class PlexReader:
         )
         await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
-        return SideRead(built.side, {"history": cursor}, listed, built.aliases)
+        cursors = {"history": cursor}
+        if not cursor:  # no history to ask what changed: the watched state tells
+            machine = self._machine or await self._machine_id()
+            cursors[WATCHED] = watched_cursor(machine, library)
+        return SideRead(built.side, cursors, listed, built.aliases)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
         return own
@@ -1433,7 +1474,16 @@ class PlexReader:
             kind: [item for row in listed if (item := library_item(row)) is not None]
             for kind, listed in rows.items()
         }
-        library = Library(*(found.get(k, []) for k in ("movie", "show", "season", "episode")))
+        listed = tuple(
+            (section.key, "movie" if section.type == "movie" else "episode") for section in chosen
+        )
+        library = Library(
+            found.get("movie", []),
+            found.get("show", []),
+            found.get("season", []),
+            found.get("episode", []),
+            listed,
+        )
         return library, rows
 
     def _history_token(self, access: Access) -> str | None:
@@ -1528,6 +1578,30 @@ class PlexReader:
 
 def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
     return f"{total}:{newest.id if newest else ''}"
+
+
+def watched_cursor(machine: str, library: Library) -> str:
+    """What the cheap check of a person read without history asks about: the server, the
+    newest view of their movies and episodes (the server's `lastViewedAt`; 0: none), and
+    the listings they came from ("MACHINE SINCE 1/movie 2/episode"). Pure."""
+    viewed = [
+        int(item.last_viewed_at)
+        for item in (*library.movies, *library.episodes)
+        if item.view_count > 0 and item.last_viewed_at
+    ]
+    listed = " ".join(f"{section}/{kind}" for section, kind in library.listed)
+    return f"{machine} {max(viewed, default=0)} {listed}".strip()
+
+
+def parse_watched_cursor(cursor: str) -> tuple[str, int, list[tuple[str, str]]] | None:
+    """`watched_cursor`'s parts; None when it names no listing to ask (or is not one). Pure."""
+    machine, since, *listed = cursor.split(" ")
+    parts = [entry.partition("/") for entry in listed]
+    if not machine or not since.isdigit() or not parts:
+        return None
+    if any(kind not in ("movie", "episode") or not section for section, _, kind in parts):
+        return None
+    return machine, int(since), [(section, kind) for section, _, kind in parts]
 
 
 def make_reader(

@@ -423,6 +423,29 @@ class PlexClient:
         params = {"type": LISTING_TYPES[kind], "includeGuids": 1}
         return await self._pages(path, params, f"listing library {section}", token, page_size)
 
+    async def viewed_since(
+        self, section: str, kind: str, since: float, token: str | None = None
+    ) -> int | None:
+        """How many movies or episodes (`kind`) of one section the token's account viewed
+        after `since` (epoch seconds, the server's `lastViewedAt`): one request answering a
+        count and no rows (`lastViewedAt>>=`, container size 0, as plexapi's `totalViewSize`
+        asks). None when it cannot tell: the section is gone (404), or no count came."""
+        path = f"/library/sections/{quote(section, safe='')}/all"
+        # plexapi sends `lastViewedAt>>=<epoch>` ("after"): the field name carries the operator.
+        params = {"type": LISTING_TYPES[kind], "lastViewedAt>>": int(since)}
+        paging = {"x-plex-container-start": "0", "x-plex-container-size": "0"}
+        headers = {**(self._headers(token) or {}), **paging}
+        response = await self.http.request("GET", path, params=params, headers=headers)
+        if response.status_code == 404:
+            return None
+        what = f"asking library {section} what was watched"
+        self._check(response, what, token)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise PlexError(SERVICE, f"{what} gave no JSON") from None
+        return integer(obj(obj(answer).get("MediaContainer")).get("totalSize"))
+
     async def history(
         self,
         account_id: str,
