@@ -690,6 +690,50 @@ async def test_an_empty_watchlist_of_an_account_first_seen_removes_nothing_from_
     assert len(trakt.watchlist()) == shows and not started.lists.held
 
 
+async def test_another_accounts_watchlist_waits_with_the_removals_while_its_account_is_unchecked(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """Upgraded, and the profile's Serializd email is now bob's, whose diary is empty: whose
+    account it is waits for a play. His own watchlist titles are no more the user's additions
+    than his empty watchlist is the user's removals: they wait with the removals, said with
+    them, and go once confirmed (`--confirm-removals`), as the removals do."""
+    log_five(serializd)
+    names = list(WATCHLISTED.items())
+    for name, tmdb in names:
+        trakt.add_show(name, tmdb=tmdb, seasons={1: 8})
+        serializd.add_show(tmdb, name, seasons={1: 8})
+    for _, tmdb in names[:2]:
+        serializd.add_to_watchlist(None, tmdb)
+    lists = {"kinds": "[history, watchlist]"}
+    rig = make_rig(**lists)
+    await rig.sync_and_deliver()
+    assert len(trakt.watchlist()) == 2
+    forget_the_accounts(rig)
+    bob = serializd.add_user(*BOB)
+    for _, tmdb in names[2:]:
+        serializd.add_to_watchlist(bob, tmdb)
+    rig = make_rig(account=BOB[:2], **lists)
+
+    for _ in range(2):  # read in full, then the cheap checks: held all the same
+        result = await rig.sync_and_deliver()
+        assert sorted(i.title for i in trakt_watchlist(trakt)) == ["Severance", "The Bear"]
+        assert (
+            "me: watchlist: 2 of 2 watchlist titles on Trakt would be removed, and 2 watchlist "
+            "titles only on Serializd would be added to Trakt (serializd read empty, and its "
+            "account is not checked yet: an outage or another account; held until serializd "
+            "reads plays again); confirm with `watchbridge sync --link "
+            f"{LINK} --confirm-removals`"
+        ) in result.held
+
+    await rig.sync_and_deliver(confirm_removals=True)
+
+    assert sorted(i.title for i in trakt_watchlist(trakt)) == ["Andor", "Shogun"]
+
+
+def trakt_watchlist(trakt: FakeTrakt) -> list[Any]:
+    return [row.item for row in trakt.watchlist()]
+
+
 WATCHLISTED = {"Severance": 95396, "The Bear": 136315, "Andor": 83867, "Shogun": 126308}
 
 HISTORY = "/sync/history/episodes"  # Trakt's, read by a full read (or a delta after a play)

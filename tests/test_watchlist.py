@@ -124,3 +124,25 @@ def test_one_way_to_the_peer_never_writes_trakt() -> None:
 def test_only_to_must_name_one_of_the_two_sides() -> None:
     with pytest.raises(ValueError, match="only_to"):
         plan_watchlist([], [], {}, only_to="plex", peer="serializd")
+
+
+def test_the_titles_of_a_side_whose_account_is_unchecked_wait_with_its_removals() -> None:
+    """Trakt read empty and its account is not checked yet (`hold`, `unchecked`): the titles
+    only on Trakt would go to Plex, and may be another person's; they wait for the same
+    reason as removals would, and go once removals are confirmed. Plex's own titles still go
+    to Trakt (the side checked)."""
+    on_trakt = [WatchItem("movie", Ids(tmdb=str(n)), f"Trakt {n}") for n in (1, 2)]
+    on_plex = [WatchItem("show", Ids(tmdb="9"), "Plex's")]
+    why = "trakt read empty, and its account is not checked yet"
+
+    plan = plan_watchlist(on_plex, on_trakt, {}, hold=why, unchecked=("trakt",))
+    confirmed = plan_watchlist(
+        on_plex, on_trakt, {}, hold=why, unchecked=("trakt",), confirm_removals=True
+    )
+
+    assert not plan.add_to_plex and [i.title for i in plan.add_to_trakt] == ["Plex's"]
+    assert plan.held == (
+        f"2 watchlist titles only on Trakt would be added to Plex ({why}); "
+        "confirm with `watchbridge sync --confirm-removals`"
+    )
+    assert len(confirmed.add_to_plex) == 2 and not confirmed.held

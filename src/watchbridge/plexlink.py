@@ -359,6 +359,7 @@ async def run_lists(
                     alerts=alerts,
                     activities=activities,
                     hold=lists_hold(store, name, link, profile, confirm_removals),
+                    unchecked=unchecked_sides(store, name, link, profile, confirm_removals),
                 )
                 await attempt(profile, watchlist)
             if collecting and rows is not None:
@@ -667,6 +668,7 @@ async def sync_watchlist(
     alerts: Alerts | None = None,
     activities: Mapping[str, Any] | None = None,
     hold: str = "",
+    unchecked: tuple[str, ...] = (),
 ) -> WatchlistResult:
     """One watchlist run for one person; see the module docstring. Two-way unless `only_to`
     names the one side to write (a one-way link).
@@ -678,7 +680,8 @@ async def sync_watchlist(
     whose Plex watchlist and Trakt watchlist stamps are as the last run left them stops after
     reading the Plex watchlist (Plex has no cheaper change check).
 
-    `hold`: why every removal waits (`lists_hold`).
+    `hold`: why every removal waits (`lists_hold`), and the titles only on the `unchecked`
+    sides (`unchecked_sides`) with them.
     """
     now = clock()
     plex_before, trakt_before = plextv.requests_sent, trakt.http.requests_sent
@@ -714,6 +717,7 @@ async def sync_watchlist(
         only_to=only_to,
         holding=watchlist_holding(store, link, profile),
         hold=hold,
+        unchecked=unchecked,
     )
     room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
@@ -912,9 +916,16 @@ def lists_hold(store: Store, name: str, link: Link, profile: str, confirming: bo
     """Why every watchlist and collection removal of `link` for `profile` waits this run,
     however few: a side read empty while its account is not checked yet (the same hold as its
     plays', `accounts.read_empty_hold`); "" when none does, or the run confirms removals."""
-    if confirming:
-        return ""
-    return read_empty_hold(reading_empty(store, name, profile, link.services))
+    return read_empty_hold(unchecked_sides(store, name, link, profile, confirming))
+
+
+def unchecked_sides(
+    store: Store, name: str, link: Link, profile: str, confirming: bool
+) -> tuple[str, ...]:
+    """The sides of `link` that read empty for `profile` while their account is not checked
+    yet (`lists_hold` says why): their watchlist titles wait with the removals; none when the
+    run confirms removals."""
+    return () if confirming else tuple(reading_empty(store, name, profile, link.services))
 
 
 def _held_name(link: str) -> str:

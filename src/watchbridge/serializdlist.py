@@ -44,6 +44,7 @@ from watchbridge.plexlink import (
     lists_still_held,
     remove_from_trakt_watchlist,
     trakt_watch_items,
+    unchecked_sides,
     watchlist_holding,
     watchlist_room,
 )
@@ -191,10 +192,11 @@ async def sync_serializd_watchlist(
     only_to: Literal["serializd", "trakt"] | None = None,
     alerts: Alerts | None = None,
     hold: str = "",
+    unchecked: tuple[str, ...] = (),
 ) -> SerializdWatchlistResult:
     """One watchlist run for one person; see the module docstring. Two-way unless `only_to`
-    names the one side to write (a one-way link). `hold`: why every removal waits
-    (`watchlist.plan_watchlist`).
+    names the one side to write (a one-way link). `hold`: why every removal waits, and the
+    titles only on the `unchecked` sides with them (`watchlist.plan_watchlist`).
 
     Raises a `ServiceError` (Serializd or Trakt) when a side cannot be read, before anything is
     written; also when Serializd stops taking writes (sign-in, checkpoint). Single titles a
@@ -219,6 +221,7 @@ async def sync_serializd_watchlist(
         peer=PEER,
         holding=watchlist_holding(store, link, profile),
         hold=hold,
+        unchecked=unchecked,
     )
     additions, kept_off, unresolved = await _serializd_additions(
         serializd, store, profile, plan.add_to_peer, clock
@@ -355,6 +358,7 @@ async def run_serializd_lists(
                     only_to=only_to_for(link),
                     alerts=alerts,
                     hold=lists_hold(store, name, link, profile, confirm_removals),
+                    unchecked=unchecked_sides(store, name, link, profile, confirm_removals),
                 )
             except ServiceError as exc:
                 errors.append(naming_profile(profile, f"watchlist: {exc.message}"))

@@ -15,11 +15,11 @@ emptying it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from watchbridge.guard import LIST_MIN_HELD, removals_held
+from watchbridge.guard import CONFIRM, LIST_MIN_HELD, removals_held
 from watchbridge.model import Ids
 
 WatchKind = Literal["movie", "show"]
@@ -75,7 +75,7 @@ class WatchlistPlan:
     remove_from_trakt: tuple[WatchItem, ...] = ()  # Trakt's items
     on_both: tuple[tuple[WatchItem, WatchItem], ...] = ()  # (peer, trakt) already in step
     forgotten: tuple[str, ...] = ()  # baseline keys gone from both sides
-    held: str = ""  # why removals wait (mass-removal guard); empty when they do not
+    held: str = ""  # why removals (and adds, see `unchecked`) wait; empty when none do
     counts: dict[str, int] = field(default_factory=dict)
     peer: str = "plex"
 
@@ -115,6 +115,7 @@ def plan_watchlist(
     peer: str = "plex",
     holding: bool = False,
     hold: str = "",
+    unchecked: Collection[str] = (),
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
     named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
@@ -124,7 +125,10 @@ def plan_watchlist(
     removed from the target, and titles only the target has (never synced) are left alone.
     `holding`: the last run held removals: they wait until confirmed, however small a share
     of the list they become as it grows. `hold`: a reason every removal waits, however few
-    (a side whose account is not checked yet read empty: `accounts.read_empty_hold`).
+    (a side whose account is not checked yet read empty: `accounts.read_empty_hold`); the
+    titles only on the sides it names (`unchecked`: "trakt" or the peer's name) wait with
+    them, for the same reason: that account may be another person's, and its watchlist is no
+    more the user's additions than its empty history is the user's removals.
     """
     if only_to not in (None, "trakt", peer):
         raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
@@ -167,6 +171,17 @@ def plan_watchlist(
             held = removals_held(removals, size, what, max_removal_share, minimum, holding, hold)
             if held:
                 break
+    waiting = []  # (how many, from, to) of the adds an unchecked account's titles make
+    if hold and not confirm_removals:
+        peer_name = PEER_NAMES.get(peer, peer)
+        if peer in unchecked and add_to_trakt:
+            waiting.append((len(add_to_trakt), peer_name, "Trakt"))
+            add_to_trakt = []
+        if "trakt" in unchecked and add_to_plex:
+            waiting.append((len(add_to_plex), "Trakt", peer_name))
+            add_to_plex = []
+    if waiting:
+        held = _with_adds_held(held, waiting, hold)
     return WatchlistPlan(
         add_to_peer=tuple(add_to_plex),
         add_to_trakt=tuple(add_to_trakt),
@@ -178,6 +193,18 @@ def plan_watchlist(
         counts={peer: len(plex), "trakt": len(trakt), "baseline": len(baseline)},
         peer=peer,
     )
+
+
+def _with_adds_held(held: str, waiting: Sequence[tuple[int, str, str]], hold: str) -> str:
+    """`held` (the removals held for `hold`, or "") saying the adds that wait with them."""
+    adds = " and ".join(
+        f"{count} watchlist title{'s' if count > 1 else ''} only on {source} would be added "
+        f"to {target}"
+        for count, source, target in waiting
+    )
+    why = f" ({hold}); {CONFIRM}"
+    removals = held.removesuffix(why)  # with `hold` given, every held removal says it
+    return f"{removals}, and {adds}{why}" if removals else f"{adds}{why}"
 
 
 def baseline_entry(*items: WatchItem) -> tuple[str, list[str]]:
