@@ -129,3 +129,24 @@ async def test_a_dead_letter_queued_again_is_not_shown_as_still_given_up(
     (held,) = [line for line in status.splitlines() if line.startswith("held:")]
     assert "gave up" not in held
     assert "queued again by `watchbridge deadletters retry`" in held
+
+
+async def test_discard_for_good_keeps_off_only_a_links_copy_of_a_play(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, config_path: Path
+) -> None:
+    # A webhook's play is no link's to keep off: it stays a dead letter, and the command
+    # says how to discard it.
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    result = CliRunner().invoke(
+        cli, ["deadletters", "discard", str(dead.id), "--for-good", "--config", str(config_path)]
+    )
+    assert result.exit_code != 0
+    assert f"no link's copy of a play: #{dead.id} (discard them without --for-good)" in (
+        result.output
+    )
+    assert [row.id for row in runtime.store.dead_letters()] == [dead.id]
+    assert "no plays kept off" in deadletters(config_path, "list", "--for-good")

@@ -312,3 +312,80 @@ def test_a_play_whose_dead_letter_was_discarded_is_copied_again_by_the_link(
 
     assert "add_play serializd episode:tmdb:1396:s1e1" in said, said
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
+
+
+# --------------------------------------------------------------------------- an add the target
+# always refuses: plain discard is "not this row", and it comes back at each full read;
+# `discard --for-good` keeps that play off the link's target until `deadletters allow`
+
+
+def always_refused(tmp_path: Path, start_fake: Any) -> tuple[Path, FakeSerializd]:
+    """S1E1 and S1E2 watched in Plex; Serializd refuses S1E1's diary entry every time (a
+    delivery gives up at its first failure)."""
+    plex, serializd = plex_and_serializd(start_fake)
+    plex.add_episode("102", "20", 1, 2)
+    plex.watch("102", time.time() - 39 * HOUR)
+    serializd.episodes_refused.add(1)
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    return path, serializd
+
+
+def deadletters(path: Path, *args: str) -> str:
+    result = watchbridge("deadletters", *args, "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_an_add_the_target_always_refuses_comes_back_after_a_plain_discard(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, serializd = always_refused(tmp_path, start_fake)
+    sync(path)
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 2)]
+    (why,) = dead_letters(tmp_path)
+    assert "HTTP 400" in why, why
+    said = deadletters(path, "discard", "--all")
+    assert "1 of them a link's copy of a play: the link copies it again" in said, said
+
+    said = sync(path)  # the next full read (daily)
+
+    assert "add_play serializd episode:tmdb:1396:s1e1" in said, said
+    assert len(dead_letters(tmp_path)) == 1  # given up again: and alerted again
+
+
+def test_an_add_discarded_for_good_is_not_copied_again_until_allowed(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, serializd = always_refused(tmp_path, start_fake)
+    sync(path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        (row,) = [item.id for item in store.dead_letters()]
+
+    said = deadletters(path, "discard", f"#{row}", "--for-good")
+
+    assert "1 play(s) kept off" in said, said
+    assert "plan: nothing to do" in sync(path)  # the next full read: not copied again
+    assert dead_letters(tmp_path) == []
+    listed = deadletters(path, "list", "--for-good")
+    assert f"#{row}  " in listed, listed
+    assert "serializd/alex  play tmdb 1396 S01E01 watched " in listed, listed
+    assert "links.plex-serializd does not copy it there" in listed, listed
+    assert "deadletters list --for-good" in deadletters(path, "list")
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 2)]
+    # The user's choice, which no service tells again: `reset-state` keeps it.
+    reset = watchbridge("reset-state", "--yes", "--config", str(path))
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert "add_play" not in sync(path)
+    assert f"#{row}  " in deadletters(path, "list", "--for-good")
+
+    serializd.episodes_refused.clear()  # Serializd takes it now
+    assert "1 play(s) allowed again" in deadletters(path, "allow", str(row))
+    said = sync(path)
+
+    assert "add_play serializd episode:tmdb:1396:s1e1" in said, said
+    assert sorted((r.season_id, r.episode_number) for r in serializd.diary()) == [
+        (3572, 1),
+        (3572, 2),
+    ]
+    assert deadletters(path, "list", "--for-good").strip() == "no plays kept off"

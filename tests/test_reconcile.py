@@ -736,3 +736,16 @@ def test_a_play_whose_queued_copy_was_discarded_is_copied_again_unless_we_remove
         baseline["serializd"], current["serializd"], row_of=lambda p: "gone"
     )
     assert kinds(plan(TWO_WAY, current, baseline, tombstones=stones)) == planned
+
+
+def test_a_play_kept_off_its_target_is_not_added_there_and_others_are() -> None:
+    # `deadletters discard --for-good`: that play, by its record on the other side, only.
+    kept, other = Play(EP1, 1000, "t1"), Play(EP2, 2000, "t2")
+    current = {"trakt": side(kept, other), "serializd": side()}
+    planned = plan(TWO_WAY, current, {}, kept_off={("serializd", "t1")})
+    assert kinds(planned) == [("add_play", "serializd", EP2)]
+    # Kept off Serializd is not kept off Trakt: a play of that record there is no concern.
+    assert kinds(plan(TWO_WAY, current, {}, kept_off={("trakt", "t1")})) == [
+        ("add_play", "serializd", EP1),
+        ("add_play", "serializd", EP2),
+    ]

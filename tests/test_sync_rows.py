@@ -127,3 +127,29 @@ def test_an_older_releases_recent_held_run_says_which_profiles_it_held() -> None
         [ran("ok"), ran("held", "me: 1 of 4 plays on trakt would be removed")], "me"
     )
     assert not held_by_an_older_release([ran("ok"), ran("held", "me: 3 of 4 plays")], "me")
+
+
+def test_a_dead_add_names_the_play_its_link_would_copy_again() -> None:
+    # What `deadletters discard --for-good` keeps off: the play by its record on the other
+    # side, as the plan names it, also for a record with colons in it and a play added again.
+    from watchbridge.reconcile import Action
+    from watchbridge.store import OutboxItem
+    from watchbridge.sync import kept_off_of
+
+    def dead(action: Action) -> OutboxItem:
+        (row,) = outbox_rows("ts", "me", (action,))[0]
+        return OutboxItem(
+            7, row.target, row.profile, row.action, row.payload, row.ordering_key,
+            row.idempotency_key, "dead", 1, 0.0, "gave up", 1.0, 2.0,
+        )  # fmt: skip
+
+    for source in ("t1", "plex:123:4", "tick:1396:1:1:again", "t1:again:again:1700000000000"):
+        add = Action("add_play", "serializd", EP1, "new on trakt", 1000.0, source=source)
+        kept = kept_off_of(dead(add), now=5.0)
+        assert kept is not None
+        assert (kept.row, kept.link, kept.target, kept.at, kept.since) == (
+            7, "ts", "serializd", 1000.0, 5.0,
+        )  # fmt: skip
+        assert kept.record == source.removesuffix(":again:1700000000000").removesuffix(":again")
+    rating = Action("set_rating", "serializd", EP1, "rated on trakt", 1000.0, value=80)
+    assert kept_off_of(dead(rating), now=5.0) is None

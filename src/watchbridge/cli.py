@@ -36,6 +36,9 @@ from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import redactor, secret_values
 from watchbridge.store import (
     BEHIND,
+    KEPT_OFF,
+    KEPT_OFF_SERVICE,
+    KeptOff,
     OutboxItem,
     Store,
     StoreStatus,
@@ -604,6 +607,8 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     ]
     # What alerts told (an open one's "Resolved" is owed; a once-per-token warning is sent).
     told = [alerts.NAMESPACE, maintenance.ALERTED]
+    # What the user chose: `deadletters discard --for-good`.
+    written.append((KEPT_OFF_SERVICE, KEPT_OFF))
     with _open_store(config) as store:
         running = store.reset(time.time(), written, [anilist.FINISHED, *told])
     if running:
@@ -613,7 +618,8 @@ def reset_state(config_path: str | None, yes: bool) -> None:
             "once it has finished (`watchbridge status` shows the links' runs)"
         )
     click.echo(
-        "sync state cleared (the records of what watchbridge wrote are kept); "
+        "sync state cleared (the records of what watchbridge wrote are kept, and so are the "
+        "plays you kept off with `deadletters discard --for-good`); "
         "the next sync starts from a full comparison"
     )
 
@@ -1390,19 +1396,44 @@ ROW_ID = _RowId()
 
 @deadletters.command("list")
 @config_option
-def deadletters_list(config_path: str | None) -> None:
+@click.option(
+    "--for-good",
+    is_flag=True,
+    help="Show instead the plays kept off with `discard --for-good` (undo: `allow`).",
+)
+def deadletters_list(config_path: str | None, for_good: bool) -> None:
     """Show every dead letter with its reason."""
     config = _load(config_path)
     with _look_at_store(config) as store:
-        dead = store.dead_letters()
+        dead = [] if for_good else store.dead_letters()
+        kept = store.kept_off()
         redact = redactor(config, store)
+    if for_good:
+        _list_kept_off(kept)
+        return
     if not dead:
         click.echo("no dead letters")
-        return
     for item in dead:
         click.echo(
             f"{_delivery(item, item.updated_at, item.describe())}  {redact(item.last_error or '')}"
         )
+    if kept:
+        click.echo(
+            f"and {len(kept)} play(s) kept off a link's target for good: "
+            "see `watchbridge deadletters list --for-good`"
+        )
+
+
+def _list_kept_off(kept: list[KeptOff]) -> None:
+    if not kept:
+        click.echo("no plays kept off")
+        return
+    for entry in kept:
+        click.echo(
+            f"#{entry.row}  {_when(entry.since)}  {entry.target}/{entry.profile}  play "
+            f"{entry.item} watched {_when(entry.at)}: links.{entry.link} does not copy it there"
+        )
+    click.echo("to let a link copy one again: `watchbridge deadletters allow ID`")
 
 
 @deadletters.command("retry")
@@ -1460,15 +1491,83 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
 @config_option
 @click.argument("ids", nargs=-1, type=ROW_ID)
 @click.option("--all", "every", is_flag=True, help="Discard every dead letter.")
-def deadletters_discard(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
-    """Delete dead letters for good (by id, or --all)."""
+@click.option(
+    "--for-good",
+    is_flag=True,
+    help="Plays a link copied: also keep the link from copying them there again "
+    "(`list --for-good` shows them, `allow` undoes it).",
+)
+def deadletters_discard(
+    config_path: str | None, ids: tuple[int, ...], every: bool, for_good: bool
+) -> None:
+    """Delete dead letters (by id, or --all). A play a link copied is copied again at the
+    link's next full read while the other side lacks it, unless discarded --for-good."""
+    from watchbridge.sync import kept_off_of
+
     config = _load(config_path)
     _require_selection(ids, every)
+    now = time.time()
     with _open_store(config) as store:
-        unknown = _not_dead_letters(store.dead_letters(), ids)
-        count = store.discard_dead(None if every else list(ids))
+        dead = store.dead_letters()
+        unknown = _not_dead_letters(dead, ids)
+        chosen = dead if every else [item for item in dead if item.id in ids]
+        plays = [k for item in chosen if (k := kept_off_of(item, now)) is not None]
+        if for_good:
+            count = store.keep_off(plays)
+        else:
+            count = store.discard_dead(None if every else list(ids))
     click.echo(f"{count} dead letter(s) discarded")
+    if for_good:
+        copied = {entry.row for entry in plays}
+        others = [item.id for item in chosen if item.id not in copied]
+        if count:
+            click.echo(
+                f"{count} play(s) kept off: their links do not copy them there again "
+                "(`watchbridge deadletters list --for-good`; undo: `watchbridge deadletters "
+                "allow ID`)"
+            )
+        if others:
+            listed = ", ".join(f"#{i}" for i in others[:10]) + (", ..." if others[10:] else "")
+            click.echo(
+                f"{len(others)} left as dead letter(s), no link's copy of a play: {listed} "
+                "(discard them without --for-good)"
+            )
+        if others and not every:
+            raise WatchbridgeError("--for-good keeps off only the plays a link copied")
+    elif plays:
+        click.echo(
+            f"{len(plays)} of them a link's copy of a play: the link copies it again at its "
+            "next full read while the other side lacks it (to keep one off, discard it with "
+            "--for-good)"
+        )
     _refuse_unknown(unknown)
+
+
+@deadletters.command("allow")
+@config_option
+@click.argument("ids", nargs=-1, type=ROW_ID)
+@click.option("--all", "every", is_flag=True, help="Allow every play kept off.")
+def deadletters_allow(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
+    """Let links copy again plays kept off with `discard --for-good` (by id, as
+    `list --for-good` shows them, or --all): at their next full read."""
+    config = _load(config_path)
+    if not ids and not every:
+        raise WatchbridgeError(
+            "name ids of plays kept off (see `watchbridge deadletters list --for-good`) or --all"
+        )
+    with _open_store(config) as store:
+        known = {entry.row for entry in store.kept_off()}
+        count = store.allow_kept_off(None if every else list(ids))
+    click.echo(
+        f"{count} play(s) allowed again: their links copy them at their next full read "
+        "(daily, or `watchbridge sync --full`) while the other side lacks them"
+    )
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        listed = ", ".join(str(i) for i in unknown)
+        raise WatchbridgeError(
+            f"not a play kept off: {listed} (see `watchbridge deadletters list --for-good`)"
+        )
 
 
 def _not_dead_letters(dead: list[OutboxItem], ids: tuple[int, ...]) -> list[int]:

@@ -327,6 +327,7 @@ def plan(
     hold: str = "",
     first_run: bool = False,
     paired: Sequence[SameViewing] = (),
+    kept_off: Collection[tuple[str, str]] = frozenset(),
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
@@ -336,7 +337,9 @@ def plan(
     confirmation; every removal waits until one is confirmed or none is left. `hold`: a
     reason every removal of this run waits, whatever its share (see `guard.removals_held`).
     `first_run`: the two sides meet for the first time (see FIRST_RUN_WINDOW); `paired`: the
-    plays earlier first runs took for one viewing (`Plan.paired` as saved)."""
+    plays earlier first runs took for one viewing (`Plan.paired` as saved). `kept_off`:
+    (target, record) of plays the user keeps off that target (`deadletters discard
+    --for-good`, whose record is the play's on the other side): never added there."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -356,6 +359,7 @@ def plan(
             done_at,
             spent,
             history,
+            kept_off,
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed)
@@ -503,6 +507,7 @@ def _plan_history(
     done_at: Mapping[tuple[str, str], float],
     spent: set[tuple[str, str]],
     history: _History,
+    kept_off: Collection[tuple[str, str]],
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -594,7 +599,7 @@ def _plan_history(
                 dates[play.item].append(play.at)
         for play in lonely:
             stone = (source, play.record)
-            if gone_or_removed(source, play):
+            if gone_or_removed(source, play) or (target, play.record) in kept_off:
                 continue
             held[play.item] += 1
             at = apart_from(play.at, dates[play.item])

@@ -562,6 +562,50 @@ class Retried:
     superseded: int
 
 
+# Where the plays a user keeps off a link's target are remembered (`Store.keep_off`): one
+# mirror collection for every link and profile, so that neither an account's start-over nor
+# `reset-state` forgets a choice no service tells again.
+KEPT_OFF_SERVICE, KEPT_OFF = "watchbridge", "kept_off"
+
+
+@dataclass(frozen=True)
+class KeptOff:
+    """A play a link must not copy to `target` again: its dead letter was discarded with
+    `watchbridge deadletters discard --for-good`."""
+
+    row: int  # the id of the dead letter discarded, as `deadletters list` showed it
+    link: str
+    profile: str
+    target: str
+    record: str  # the play's record on the link's other side (`reconcile.Play.record`)
+    item: str  # as people name it ("Breaking Bad S01E01")
+    at: float  # when it was watched
+    since: float  # when it was kept off
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "link": self.link,
+            "target": self.target,
+            "record": self.record,
+            "item": self.item,
+            "at": self.at,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_mirror(cls, row: int, profile: str, data: Mapping[str, Any]) -> KeptOff:
+        return cls(
+            row,
+            str(data["link"]),
+            profile,
+            str(data["target"]),
+            str(data["record"]),
+            str(data["item"]),
+            float(data["at"]),
+            float(data["since"]),
+        )
+
+
 # The row of an item (ordering key) that goes next: its oldest unfinished one. `o` is the row.
 _HEAD_OF_ITEM = (
     "(SELECT MIN(h.id) FROM outbox h WHERE h.ordering_key = o.ordering_key"
@@ -2222,6 +2266,57 @@ class Store:
         where, params = self._dead_filter(item_ids)
         with self.transaction() as conn:
             return conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
+
+    def keep_off(self, kept: Sequence[KeptOff]) -> int:
+        """Discard the dead letters `kept` names (by row id) and remember each as a play its
+        link keeps off its target (`KEPT_OFF`), in one transaction; returns how many. A row no
+        longer a dead letter (retried or discarded meanwhile) is left, and not remembered."""
+        done = 0
+        with self.transaction() as conn:
+            for entry in kept:
+                gone = conn.execute(
+                    "DELETE FROM outbox WHERE id = ? AND status = 'dead'", (entry.row,)
+                ).rowcount
+                if not gone:
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        KEPT_OFF_SERVICE,
+                        entry.profile,
+                        KEPT_OFF,
+                        str(entry.row),
+                        json.dumps(entry.to_json()),
+                        entry.since,
+                    ),
+                )
+                done += 1
+        return done
+
+    def kept_off(self, profile: str | None = None, link: str | None = None) -> list[KeptOff]:
+        """The plays kept off their link's target (those of `profile` and `link`, when given),
+        by the id of the dead letter discarded."""
+        where, params = "service = ? AND collection = ?", [KEPT_OFF_SERVICE, KEPT_OFF]
+        if profile is not None:
+            where += " AND profile = ?"
+            params.append(profile)
+        rows = self._query(f"SELECT profile, item_key, data FROM mirror WHERE {where}", params)
+        kept = [
+            KeptOff.from_mirror(int(r["item_key"]), r["profile"], json.loads(r["data"]))
+            for r in rows
+        ]
+        return sorted((k for k in kept if link is None or k.link == link), key=lambda k: k.row)
+
+    def allow_kept_off(self, row_ids: Sequence[int] | None) -> int:
+        """Forget that these plays (all when `row_ids` is None) are kept off: their links copy
+        them again while the other side lacks them. Returns how many."""
+        where, params = "service = ? AND collection = ?", [KEPT_OFF_SERVICE, KEPT_OFF]
+        if row_ids is not None:
+            where += " AND item_key IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([str(i) for i in row_ids]))
+        with self.transaction() as conn:
+            return conn.execute(f"DELETE FROM mirror WHERE {where}", params).rowcount
 
     @staticmethod
     def _dead_filter(item_ids: Sequence[int] | None) -> tuple[str, tuple[str, ...]]:

@@ -61,7 +61,15 @@ from watchbridge.reconcile import (
     without_waiting,
 )
 from watchbridge.sides import ref_for_key
-from watchbridge.store import DIED, NewOutboxRow, Store, SyncRun, ordering_key
+from watchbridge.store import (
+    DIED,
+    KeptOff,
+    NewOutboxRow,
+    OutboxItem,
+    Store,
+    SyncRun,
+    ordering_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +315,30 @@ def outbox_rows(
     return rows, skipped
 
 
+# The rest of a sync add's idempotency key, after `sync_key(profile, target)` and the kind:
+# ITEM:MINUTE, then the value and record (empty for an add), then the source's record of the
+# play with the suffix of a play added again (`reconcile._plan_history`).
+_ADD_KEY = re.compile(r"(?P<item>.+?):(?P<minute>-?\d+):::(?P<source>.+)", re.DOTALL)
+_ADDED_AGAIN = re.compile(r"(?::again)?(?::again:\d+)?$")
+
+
+def kept_off_of(item: OutboxItem, now: float) -> KeptOff | None:
+    """What `deadletters discard --for-good` keeps off for the dead letter `item`: the play
+    its link copies to the item's target, by the play's record on the other side (as the
+    plan names it). None for any other row (a webhook's play, a rating, a removal)."""
+    link = item.payload.get("link")
+    start = f"{sync_key(item.profile, item.target)}add_play:"
+    key = item.idempotency_key
+    if item.action != "play" or not isinstance(link, str) or not key.startswith(start):
+        return None
+    parts = _ADD_KEY.fullmatch(key.removeprefix(start))
+    record = _ADDED_AGAIN.sub("", parts["source"], count=1) if parts else ""
+    if not record:
+        return None
+    at = float(item.payload.get("at") or 0)
+    return KeptOff(item.id, link, item.profile, item.target, record, item.describe(), at, now)
+
+
 @dataclass(frozen=True)
 class Applied:
     queued: int
@@ -520,6 +552,7 @@ async def _plan_profile(
     stones = await asyncio.to_thread(load_tombstones, store, name, profile)
     done_at = {stone: done for stone, done in stones.items() if done is not None}
     paired = await asyncio.to_thread(load_same_viewing, store, name, profile)
+    kept_off = await asyncio.to_thread(store.kept_off, profile, name)
     # A kind new to the link meets the other side for the first time: what its baseline holds
     # was read, never synced (a rating cleared on one side meanwhile is no removal to copy).
     baseline = without_kinds(baseline, adding)
@@ -534,6 +567,7 @@ async def _plan_profile(
         checked.hold(),
         first_run or "history" in adding,
         paired,
+        {(k.target, k.record) for k in kept_off},
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())

@@ -279,6 +279,9 @@ class FakeSerializd(FakeServer):
         # Episode numbers a diary add answers with a plain-text 500 every time (§1: Django's
         # bare 500s, e.g. an episode TMDB renumbered away).
         self.episodes_that_crash: set[int] = set()
+        # Episode numbers a diary add refuses with a 400 every time (an item the target never
+        # takes; SILENT: status and text).
+        self.episodes_refused: set[int] = set()
         # §5.1: order is not guaranteed. "jittered": newest first, each row displaced by up to
         # ``diary_jitter`` places (deterministic per ``diary_seed``); "shuffled": any order;
         # "newest": strictly newest first by dateAdded (for tests that need exact pages).
@@ -936,6 +939,8 @@ class FakeSerializd(FakeServer):
             raise _crash(req.path, "KeyError: 'rating'")
         if episode in self.episodes_that_crash:
             raise _crash(req.path, "Episode.DoesNotExist")
+        if episode in self.episodes_refused:
+            raise _fail(400, "Invalid episode")  # SILENT
         rating = body["rating"] or 0
         if isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 10:
             raise _fail(400, "Invalid rating")  # SILENT: status and text
