@@ -15,7 +15,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import until, watchbridge, write_config
 from watchbridge import readers
 from watchbridge.config import load_config
-from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.deliver.worker import DeliveryWorker, dead_letter_alert
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.store import Store
 from watchbridge.sync import run_link
@@ -348,10 +348,20 @@ def test_an_add_the_target_always_refuses_comes_back_after_a_plain_discard(
     said = deadletters(path, "discard", "--all")
     assert "1 of them a link's copy of a play: the link copies it again" in said, said
 
+    assert "copied it again" not in deadletters(path, "list")  # none discarded before
+
     said = sync(path)  # the next full read (daily)
 
     assert "add_play serializd episode:tmdb:1396:s1e1" in said, said
-    assert len(dead_letters(tmp_path)) == 1  # given up again: and alerted again
+    with Store.open(tmp_path / "watchbridge.db") as store:  # given up again: alerted again
+        (again,) = store.dead_letters()
+        _, alert = dead_letter_alert("serializd", store.untold_dead("serializd", time.time()))
+    stop = (
+        "links.plex-serializd copied it again after an earlier dead letter of it was discarded;"
+        f" to keep it off for good: `watchbridge deadletters discard {again.id} --for-good`"
+    )
+    assert stop in alert, alert
+    assert stop in deadletters(path, "list")
 
 
 def test_an_add_discarded_for_good_is_not_copied_again_until_allowed(

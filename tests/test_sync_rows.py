@@ -153,3 +153,12 @@ def test_a_dead_add_names_the_play_its_link_would_copy_again() -> None:
         assert kept.record == source.removesuffix(":again:1700000000000").removesuffix(":again")
     rating = Action("set_rating", "serializd", EP1, "rated on trakt", 1000.0, value=80)
     assert kept_off_of(dead(rating), now=5.0) is None
+
+
+def test_an_add_whose_earlier_row_was_discarded_says_so_in_its_row() -> None:
+    from watchbridge.reconcile import Action, expected_record
+
+    again = Action("add_play", "serializd", EP1, "new on trakt", 1000.0, source="t1")
+    other = Action("add_play", "serializd", EP1, "new on trakt", 9000.0, source="t2")
+    rows, _ = outbox_rows("ts", "me", (again, other), {("serializd", expected_record(again))})
+    assert [row.payload.get("discarded_before") for row in rows] == [True, None]

@@ -1414,8 +1414,10 @@ def deadletters_list(config_path: str | None, for_good: bool) -> None:
     if not dead:
         click.echo("no dead letters")
     for item in dead:
+        again = f" ({item.discarded_before()})" if item.discarded_before() else ""
         click.echo(
-            f"{_delivery(item, item.updated_at, item.describe())}  {redact(item.last_error or '')}"
+            f"{_delivery(item, item.updated_at, item.describe())}  "
+            f"{redact(item.last_error or '')}{again}"
         )
     if kept:
         click.echo(

@@ -846,12 +846,14 @@ def expect(side: Side, adds: Iterable[Action]) -> Side:
 
     A delta read may not reach back to a back-dated play we wrote, so without this the next
     run would find it missing and plan it again."""
-    # `#source` keeps two expected plays of one item and time apart (an undated rewatch).
-    expected = tuple(
-        Play(a.item, a.at, f"{EXPECTED}{a.item}@{a.at:.0f}" + (f"#{a.source}" if a.source else ""))
-        for a in adds
-    )
+    expected = tuple(Play(a.item, a.at, expected_record(a)) for a in adds)
     return replace(side, plays=side.plays + expected)
+
+
+def expected_record(add: Action) -> str:
+    """The record of the play `add` queued, until a read shows it (see `expect`)."""
+    # `#source` keeps two expected plays of one item and time apart (an undated rewatch).
+    return f"{EXPECTED}{add.item}@{add.at:.0f}" + (f"#{add.source}" if add.source else "")
 
 
 def settle_expected(side: Side) -> Side:

@@ -501,6 +501,17 @@ class OutboxItem:
             return True
         return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
+    def discarded_before(self) -> str:
+        """For a dead letter of a link's copy of a play that the link queued again after an
+        earlier dead letter of it was discarded: that, and how to stop it ("" otherwise)."""
+        if self.status != "dead" or not self.payload.get(DISCARDED_BEFORE):
+            return ""
+        return (
+            f"links.{self.payload.get('link')} copied it again after an earlier dead letter of"
+            f" it was discarded; to keep it off for good: `watchbridge deadletters discard"
+            f" {self.id} --for-good`"
+        )
+
     def describe(self) -> str:
         """The item, as people name it: "Breaking Bad S05E16", "Heat (1995)"."""
         item = self.payload.get("item")
@@ -562,6 +573,9 @@ class Retried:
     superseded: int
 
 
+# In the payload of a link's add queued again after its earlier row, a dead letter, was
+# discarded (`OutboxItem.discarded_before`).
+DISCARDED_BEFORE = "discarded_before"
 # Where the plays a user keeps off a link's target are remembered (`Store.keep_off`): one
 # mirror collection for every link and profile, so that neither an account's start-over nor
 # `reset-state` forgets a choice no service tells again.

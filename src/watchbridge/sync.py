@@ -13,7 +13,7 @@ import sqlite3
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,7 @@ from watchbridge.reconcile import (
     Side,
     carry_expected,
     expect,
+    expected_record,
     plan,
     removals_kept,
     settle_expected,
@@ -63,6 +64,7 @@ from watchbridge.reconcile import (
 from watchbridge.sides import ref_for_key
 from watchbridge.store import (
     DIED,
+    DISCARDED_BEFORE,
     KeptOff,
     NewOutboxRow,
     OutboxItem,
@@ -97,6 +99,9 @@ class ProfilePlan:
     # Kinds taken into the link's `kinds` since its last applied run for this profile: their
     # first sync, planned as a first run plans them and reviewed like one (`awaiting_review`).
     new_kinds: frozenset[str] = frozenset()
+    # (side, expected record) of the plays queued for a side whose row is gone (its dead
+    # letter discarded): copied again, their rows say so (`outbox_rows`).
+    discarded: frozenset[tuple[str, str]] = frozenset()
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -280,10 +285,15 @@ def sync_key(profile: str, target: str, kind: str = "", item: str = "", at: floa
 
 
 def outbox_rows(
-    link: str, profile: str, actions: tuple[Action, ...]
+    link: str,
+    profile: str,
+    actions: tuple[Action, ...],
+    discarded: Collection[tuple[str, str]] = (),
 ) -> tuple[list[NewOutboxRow], int]:
     """The outbox rows for a plan's actions (episodes, movies, and ratings of whole shows and
-    seasons), and how many actions name an item no row can carry (an unreadable key)."""
+    seasons), and how many actions name an item no row can carry (an unreadable key).
+    `discarded`: (target, expected record) of the adds whose earlier row was discarded: their
+    rows say so (`OutboxItem.discarded_before`)."""
     rows, skipped = [], 0
     for action in actions:
         item = ref_for_key(action.item)
@@ -300,6 +310,8 @@ def outbox_rows(
             payload["earlier_plays"] = action.earlier_plays  # a rewatch there when any
             if action.at == UNDATED:  # how to know that it landed
                 payload["target_plays"] = action.target_plays
+            if (action.target, expected_record(action)) in discarded:
+                payload[DISCARDED_BEFORE] = True
         outbox_action = _OUTBOX_ACTION[action.kind]
         rows.append(
             NewOutboxRow(
@@ -535,9 +547,11 @@ async def _plan_profile(
     adding = frozenset() if first_run else adding  # a first run is new in every kind
     a, b = readers
     reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
+    discarded: set[tuple[str, str]] = set()
     if full:
         for s, side in baseline.items():
-            baseline[s], read = carry_expected(side, reads[s].side, _add_rows(store, profile, s))
+            rows = _add_rows(store, profile, s, discarded)
+            baseline[s], read = carry_expected(side, reads[s].side, rows)
             reads[s] = replace(reads[s], side=read)
     current = {
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
@@ -598,6 +612,7 @@ async def _plan_profile(
         baseline=baseline,
         read_empty=checked.read_empty,
         new_kinds=adding,
+        discarded=frozenset(discarded),
     )
 
 
@@ -834,7 +849,7 @@ def apply_plan(
         return Applied(0, 0, "" if confirm_removals else result.plan.held)
     held = "" if confirm_removals else result.plan.held
     actions = result.plan.writes(confirm_removals)
-    rows, skipped = outbox_rows(name, result.profile, actions)
+    rows, skipped = outbox_rows(name, result.profile, actions, result.discarded)
     # One transaction: killed between the queue and the tombstones, a removal's tombstone
     # would be lost while its baseline moved on, and the next run would copy the play back.
     with store.transaction():
@@ -932,9 +947,12 @@ def _first_run_applied(
         store.set_cursor(ENGINE, result.profile, why, message, now)
 
 
-def _add_rows(store: Store, profile: str, service: str) -> Callable[[Play], AddRow]:
+def _add_rows(
+    store: Store, profile: str, service: str, gone: set[tuple[str, str]]
+) -> Callable[[Play], AddRow]:
     """What became of the sync's row adding an (expected) play to `service`: delivered,
-    waiting (or a dead letter), or gone (discarded, pruned)."""
+    waiting (or a dead letter), or gone (discarded, pruned: added to `gone`, as (`service`,
+    its record))."""
     start = sync_key(profile, service)
     delivered, undelivered = store.keys_by_delivery(profile, service, start)
 
@@ -942,7 +960,10 @@ def _add_rows(store: Store, profile: str, service: str) -> Callable[[Play], AddR
         prefix = sync_key(profile, service, "add_play", play.item, play.at)
         if _any_starts(delivered, prefix):
             return "delivered"
-        return "waiting" if _any_starts(undelivered, prefix) else "gone"
+        if _any_starts(undelivered, prefix):
+            return "waiting"
+        gone.add((service, play.record))
+        return "gone"
 
     return row_of
 

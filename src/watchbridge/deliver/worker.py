@@ -214,7 +214,8 @@ def _dead_letter_line(row: OutboxItem) -> str:
     "profile kid is no longer in the config")."""
     told = _told(row.last_error or "gave up")
     whose = "" if names_profile(row.profile, told) else f" for profile {row.profile}"
-    return f"#{row.id} {row.action} of {row.describe()}{whose}: {told}"
+    again = f" ({row.discarded_before()})" if row.discarded_before() else ""
+    return f"#{row.id} {row.action} of {row.describe()}{whose}: {told}{again}"
 
 
 def _told(reason: str) -> str:
