@@ -162,3 +162,17 @@ def test_an_add_whose_earlier_row_was_discarded_says_so_in_its_row() -> None:
     other = Action("add_play", "serializd", EP1, "new on trakt", 9000.0, source="t2")
     rows, _ = outbox_rows("ts", "me", (again, other), {("serializd", expected_record(again))})
     assert [row.payload.get("discarded_before") for row in rows] == [True, None]
+
+
+def test_a_run_record_counts_a_write_no_row_can_carry_as_skipped_not_queued() -> None:
+    # Such an add is planned again at each full read: the run record must not say, daily,
+    # that it was queued.
+    from watchbridge.sync import ProfilePlan, plan_counts
+
+    odd = "episode:tmdb:1396:s-1e2"  # a key no row can name (ref_for_key: None)
+    current = {"trakt": Side(plays=(Play(odd, 1000.0, "t1"), Play(EP1, 2000.0, "t2"))),
+               "serializd": Side()}  # fmt: skip
+    planned = plan(TWO_WAY, current, {})
+    assert outbox_rows("ts", "me", planned.actions)[1] == 1
+    counts = plan_counts([ProfilePlan("me", planned, {}, current, first_run=False)])
+    assert counts == {"serializd:add_play": 1, "skipped": 1}

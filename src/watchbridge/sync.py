@@ -1042,18 +1042,25 @@ class RunResult:
 
 
 SAME_VIEWING = "same_viewing"  # a run record's count of plays taken for one viewing
+SKIPPED = "skipped"  # a run record's count of planned writes no outbox row can carry
 
 
 def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dict[str, int]:
     """What a run's record counts: the writes it queued (or, dry, would queue) per target and
-    kind, those a hold keeps back as `held`, and the pairs of plays a first run took for one
-    viewing although days apart (no write) as `same_viewing`."""
+    kind, those a hold keeps back as `held`, the pairs of plays a first run took for one
+    viewing although days apart (no write) as `same_viewing`, and the writes planned for an
+    item no row can carry (`outbox_rows`) as `skipped`."""
     counts: dict[str, int] = {}
     for result in plans:
         plan = result.plan
         writes = plan.writes(confirm_removals)
-        for key, value in replace(plan, actions=writes).counts().items():
+        # Queued: those a row can carry; the others are planned again at each full read, and
+        # counted apart (a run that queued nothing does not read as one that queued them).
+        carried = tuple(a for a in writes if ref_for_key(a.item) is not None)
+        for key, value in replace(plan, actions=carried).counts().items():
             counts[key] = counts.get(key, 0) + value
+        if len(carried) < len(writes):
+            counts[SKIPPED] = counts.get(SKIPPED, 0) + len(writes) - len(carried)
         held = len(plan.held_back(confirm_removals)) + sum(result.held_counts.values())
         if held:
             counts["held"] = counts.get("held", 0) + held
