@@ -1113,3 +1113,39 @@ async def test_an_anilist_token_refused_during_the_links_sync_reads_refused_unti
     assert anilist_sign_in()[0] == "ok"
     await rig.sync_and_deliver()
     assert anilist_sign_in()[0] == "ok"
+
+
+# --------------------------------------------------------------------------- score format changes
+
+
+async def test_switching_the_score_format_back_and_forth_changes_no_rating_anywhere(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    anilist.viewer.score_format = "POINT_100"
+    anilist.add_entry(
+        AOT_P2, status="COMPLETED", progress=12, score=75, updated_at=int(time.time() - 3 * DAY)
+    )
+    await rig.sync_and_deliver()
+    assert [r.rating for r in trakt.ratings()] == [8]
+    for score_format in ("POINT_10_DECIMAL", "POINT_5", "POINT_3", "POINT_10", "POINT_100"):
+        anilist.viewer.score_format = score_format  # the raw score stays 75 (§8)
+        result = await rig.sync_and_deliver()
+        assert [a for p in result.plans for a in p.plan.actions] == [], score_format
+        assert [r.rating for r in trakt.ratings()] == [8], score_format
+        assert anilist.snapshot()[AOT_P2]["score"] == 75, score_format
+
+
+async def test_a_trakt_rating_after_a_switch_to_point_100_is_written_though_4_stars_showed_same(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await rated_both_ways(trakt, anilist, rig)  # a POINT_5 user; the target reads the format
+    await rig.sync_and_deliver()
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    rate_on_trakt(trakt, show.seasons[4], 8, ago=-1)
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[AOT_P2]["score"] == 80  # 4 stars
+    anilist.viewer.score_format = "POINT_100"  # within the hour the target keeps the format
+    rate_on_trakt(trakt, show.seasons[4], 7, ago=-2)  # 70: 4 stars too, but not 80 any more
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[AOT_P2]["score"] == 70
+    assert [r.rating for r in trakt.ratings()] == [7]

@@ -920,6 +920,12 @@ class AniListTarget:
             value = int(row.payload["rating"]) if row.action == "rating" else None
             viewer = await self.client.viewer(profile)
             write = rating_write(current, value, viewer.score_format)
+            if write is None and (current.score or None) != value:
+                # The format is cached for an hour and the user may have switched since: a
+                # skip must hold in the format they have now (raw 80 and 70 are both 4 stars,
+                # but not in POINT_100), or the rating is taken as delivered and never sent.
+                viewer = await self.client.viewer(profile, refresh=True)
+                write = rating_write(current, value, viewer.score_format)
             if write is None:
                 return Delivered("AniList already shows this score")
             await self._save(profile, write, current, entries)
