@@ -233,6 +233,18 @@ async def test_pasted_token_is_adopted(client: SerializdClient, fake: FakeSerial
     assert fake.count("POST", LOGIN) == 0
 
 
+async def test_a_username_changed_on_serializd_is_followed_without_signing_in_again(
+    client: SerializdClient, fake: FakeSerializd, store: Store
+) -> None:
+    fake.log_entry(None, 1396, 1, 1)
+    assert len(await client.diary(PROFILE)) == 1
+    fake.user.username = "alice_renamed"  # changed in the app's settings; the token still works
+    assert len(await client.diary(PROFILE)) == 1
+    stored = store.get_token("serializd", PROFILE)
+    assert stored is not None and stored["username"] == "alice_renamed"
+    assert fake.count("POST", LOGIN) == 1  # the token was asked whose it is, not replaced
+
+
 async def test_token_expiry_claim_is_read() -> None:
     token = load("login-response.json")["token"]
     assert token_expiry(token) == parse_iso("2027-07-01T12:00:00Z")

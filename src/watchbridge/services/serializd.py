@@ -818,6 +818,30 @@ class SerializdClient:
                 )
             return await self._login(profile, account)
 
+    async def _renamed(self, profile: str, session: Session) -> Session | None:
+        """The session under the username its token now has, when a user path answered 404
+        (no such user): a username changed in Serializd's settings keeps the token working,
+        but the paths name the user (§5). None when the name is the same (or unknown)."""
+        response = await self._send(
+            profile, "POST", "/api/validateauthtoken", json={"token": session.token}, write=False
+        )
+        if response.status_code >= 400 or _is_html(response):
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("isValid") is not True:
+            return None
+        username = data.get("username")
+        if not isinstance(username, str) or not username or username == session.username:
+            return None
+        log.info(
+            "the Serializd username changed: reading as the new one",
+            extra={"profile": profile, "was": session.username, "username": username},
+        )
+        return self._save(profile, session.token, username, session.email)
+
     async def username(self, profile: str) -> str:
         return (await self._session(profile)).username
 
@@ -839,6 +863,14 @@ class SerializdClient:
             response = await self._send(
                 profile, method, target, json=json, params=params, token=session.token
             )
+            if callable(path) and response.status_code == 404 and not _is_html(response):
+                renamed = await self._renamed(profile, session)
+                if renamed is not None:  # the user changed their username on Serializd
+                    session = renamed
+                    response = await self._send(
+                        profile, method, path(session), json=json, params=params,
+                        token=session.token,
+                    )  # fmt: skip
             if response.status_code != 401:
                 return response
             if attempt == 1:
