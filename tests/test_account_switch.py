@@ -889,6 +889,38 @@ def test_a_new_plex_server_removes_nothing_from_trakt(tmp_path: Path, start_fake
     assert new.user_state("201")["viewCount"] == 1
 
 
+def test_a_plex_server_moved_with_its_history_adds_no_play_for_the_ones_copied_into_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """Plex moved to new hardware with its database: new machine id, every ratingKey and
+    history id renumbered, the same viewing times. Trakt's Arrival, copied into the old server
+    (Plex dated it the day of the copy), is in the new server's history at that time: it is
+    the copy, not a second viewing to give Trakt, nor does Trakt's play go to Plex again."""
+    path, trakt, old = setup_plex_link(tmp_path, start_fake)
+    sync_plex(path)  # Trakt's Arrival scrobbled into the old server, dated now
+    new = start_fake(FakePlex(machine_id="ab" * 20))
+    new.add_movie("1100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    new.add_show("1200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    new.add_episode("1201", "1200", 1, 1)
+    new.add_episode("1202", "1200", 1, 2)
+    new._next_history = 500  # the migrated rows get other ids
+    renumbered = {"100": "1100", "201": "1201", "202": "1202"}
+    for row in sorted(old.history.values(), key=lambda r: r["viewedAt"]):
+        new.watch(renumbered[row["ratingKey"]], row["viewedAt"])
+    path.write_text(path.read_text(encoding="utf-8").replace(old.url, new.url), encoding="utf-8")
+
+    moved = sync_plex(path)
+    sync_plex(path, "--full")
+
+    assert "plex is now server abab" in moved.stdout
+    assert plex_trakt_plays(trakt) == [
+        ("Episode", "2024-02-01T21:00:00.000Z"),
+        ("Movie", "2024-01-01T20:00:00.000Z"),
+    ]
+    assert new.count("GET", "/:/scrobble") == 0
+    assert new.user_state("1100")["viewCount"] == 1
+
+
 def test_a_play_queued_for_plex_waits_while_the_server_is_another_than_its_items_came_from(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -494,6 +494,34 @@ def test_an_echo_of_a_retried_scrobble_is_recognised_too() -> None:
     assert built.side.plays == (Play(ARRIVAL, 10.0, written_record("100", 10.0)),)
 
 
+def test_writes_to_a_server_replaced_since_are_its_copies_where_it_shows_them() -> None:
+    """A new server with the old one's history: our scrobbles of two copies of Arrival (4K and
+    HD, written apart on the old server as its 100 and 101) are there under 7 and 8."""
+    copies = [LibraryItem(rk, "movie", ids=Ids(tmdb="329865"), view_count=1) for rk in ("7", "8")]
+    rows = [HistoryEntry("51", "7", 5000.0, "1"), HistoryEntry("52", "8", 5001.0, "1")]
+    before = {
+        written_record(rk, 10.0): Written(rk, ARRIVAL, 10.0, (at,), skew=0.0)
+        for rk, at in (("100", 5000.0), ("101", 5001.0))
+    }
+    built = build_side(Library(movies=copies), rows, Memory(before=before), with_ratings=False)
+    assert built.side.plays == (Play(ARRIVAL, 10.0, written_record("7", 10.0)),)
+    assert {w.rating_key for w in built.memory.written.values()} == {"7", "8"}
+    assert built.memory.before == {}
+
+
+def test_a_write_to_a_replaced_server_waits_until_the_new_one_shows_it() -> None:
+    movie = LibraryItem("7", "movie", ids=Ids(tmdb="329865"))
+    before = {written_record("100", 10.0): Written("100", ARRIVAL, 10.0, (5000.0,), skew=0.0)}
+    empty = build_side(Library(movies=[movie]), [], Memory(before=before), with_ratings=False)
+    assert empty.side.plays == ()
+    assert empty.memory.before == before  # its history not imported yet
+
+    imported = replace(movie, view_count=1, last_viewed_at=5000.0)
+    row = HistoryEntry("51", "7", 5000.0, "1")
+    built = build_side(Library(movies=[imported]), [row], empty.memory, with_ratings=False)
+    assert built.side.plays == (Play(ARRIVAL, 10.0, written_record("7", 10.0)),)
+
+
 async def test_without_an_account_id_plays_come_from_watched_state_alone(
     plex: FakePlex, store: Store, clock: FakeClock
 ) -> None:

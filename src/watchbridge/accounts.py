@@ -5,10 +5,12 @@ its target wrote, the records of delivered writes, the link baselines. Read agai
 account (the profile's Serializd email changed, Trakt signed in as someone else,
 `services.plex.url` pointing at a new server), the old account's plays would read as the user's
 removals on the new one, and ids kept for the old one would name other things on the new one.
-So when a side names another account than the one on record, all of that is forgotten, and
-every link using the service starts over for the profile as on its first run: nothing is
-removed because of the change, and what only one side holds is copied across (after a review
-when the link's `first_run` is `dry-run`).
+So when a side names another account than the one on record, all of that is forgotten (but
+the records of the plays copied into a Plex server: one moved with its history still shows
+them, dated the day of the copy, see `readers.plex.CARRIED_OVER`), and every link using the
+service starts over for the profile as on its first run: nothing is removed because of the
+change, and what only one side holds is copied across (after a review when the link's
+`first_run` is `dry-run`).
 
 The first account seen is only remembered (a new profile, or a database of a release that
 kept none). Each link's next full read then checks that the side still holds the plays the
@@ -251,13 +253,17 @@ def _start_over(
     unrecognised: bool = False,
 ) -> AccountChange:
     from watchbridge.plexlink import list_cursors  # heavy; readers import this module
+    from watchbridge.readers import plex
 
     links = links_using(config, service, profile)
     cursors: Sequence[str] = [
         c for link in links for c in (f"link:{link}", carried_cursor(link), *list_cursors(link))
     ]
     change = AccountChange(service, profile, before, after, links, tuple(cursors), unrecognised)
-    dead = store.start_over(change, now)
+    # Plex stamps our copies "now": moved to a new server with its history, they would read
+    # as new plays; its reader keeps the records of them to tell (`readers.plex`).
+    carried = plex.CARRIED_OVER if service == plex.SERVICE else None
+    dead = store.start_over(change, now, carried)
     if dead >= 0:  # else another run saw the change first and started over
         log.warning(change.message(), extra={"profile": profile, "removals_not_sent": dead})
     return change

@@ -601,7 +601,8 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     # Plex stamps a play we copied with the time of the copy, and Serializd and AniList cannot
     # say which entries we made: without these records the full comparison takes our own
     # writes for the user's and copies them back (a second play, dated today).
-    written = [(plex.SERVICE, c) for c in (plex.WRITTEN, plex.SYNTHETIC, plex.RETIRED)]
+    kept = (plex.WRITTEN, plex.WRITTEN_BEFORE, plex.SYNTHETIC, plex.RETIRED)
+    written = [(plex.SERVICE, c) for c in kept]
     written += [
         (serializd.NAME, c) for c in (serializd.PLAYS, serializd.RATINGS, serializd.RATED_ROWS)
     ]

@@ -2698,14 +2698,19 @@ class Store:
                 [(service, profile, collection, key) for key in keys],
             )
 
-    def start_over(self, change: AccountChange, now: float) -> int:
+    def start_over(
+        self, change: AccountChange, now: float, carried: Mapping[str, str] | None = None
+    ) -> int:
         """Forget what was kept for `change.profile`'s old account on `change.service`, and
         the state of the links using it, then remember the new account: all in one
         transaction, and only while the old account is still the one on record (two runs that
-        both saw the change start over once). Returns the removals still to be sent to the
-        old account (meant for its plays and ratings) now made dead letters, or -1 when
-        another run already started over."""
+        both saw the change start over once). `carried`: mirror collections of the service
+        kept under another name (old -> new) for its reader to judge against the new account,
+        rows already there kept too. Returns the removals still to be sent to the old account
+        (meant for its plays and ratings) now made dead letters, or -1 when another run
+        already started over."""
         service, profile = change.service, change.profile
+        carried = carried or {}
         with self.transaction() as conn:
             on_record = conn.execute(
                 "SELECT value FROM cursors WHERE service = ? AND profile = ? AND name = ?",
@@ -2713,7 +2718,18 @@ class Store:
             ).fetchone()
             if on_record is None or on_record[0] != change.before:
                 return -1
-            conn.execute("DELETE FROM mirror WHERE service = ? AND profile = ?", (service, profile))
+            for old, new in carried.items():
+                conn.execute(
+                    "UPDATE OR REPLACE mirror SET collection = ?"
+                    " WHERE service = ? AND profile = ? AND collection = ?",
+                    (new, service, profile, old),
+                )
+            kept = tuple(carried.values())
+            conn.execute(
+                "DELETE FROM mirror WHERE service = ? AND profile = ?"
+                f" AND collection NOT IN ({','.join('?' * len(kept))})",
+                (service, profile, *kept),
+            )
             conn.execute(
                 "DELETE FROM cursors WHERE service = ? AND profile = ?", (service, profile)
             )

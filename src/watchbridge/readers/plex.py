@@ -89,6 +89,10 @@ KEYS = "keys"  # item key -> {"rating_keys": [...], "watched_at": lastViewedAt o
 KEYS_FROM = "keys_from"  # cursor: the machine id of the server `keys` was read from
 PLAYS = "plays"  # record -> {"item", "at", "rating_key"}: the plays of the last read
 WRITTEN = "written"  # record -> Written, see below
+# record -> Written: our writes to the server read before this one (replaced: a new machine id),
+# kept through the start over until this server shows their scrobbles (`_carried_over`)
+WRITTEN_BEFORE = "written_before"
+CARRIED_OVER = {WRITTEN: WRITTEN_BEFORE}  # what a start over keeps of a profile's Plex side
 SYNTHETIC = "synthetic"  # record -> {"rating_key", "at", "removed"}: plays with no history row
 # ratingKey -> {"season", "number"}: episodes found in the other side's numbering, per source
 RENUMBERED = "renumbered"
@@ -343,6 +347,7 @@ class Memory:
     written: Mapping[str, Written] = field(default_factory=dict)
     synthetic: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     retired: frozenset[str] = frozenset()
+    before: Mapping[str, Written] = field(default_factory=dict)  # WRITTEN_BEFORE
 
 
 @dataclass(frozen=True)
@@ -410,6 +415,7 @@ def build_side(
     if moved:
         history = [replace(h, rating_key=moved.get(h.rating_key, h.rating_key)) for h in history]
         memory = _rekeyed(memory, moved)
+    memory = _carried_over(memory, keyed, history, skew)
     # A copy of a title gone while another is listed (a 4K edition deleted): the plays its
     # history rows hold are still the title's (the count and unwatches of the copy left are
     # its own).
@@ -495,7 +501,7 @@ def build_side(
     )
     return Built(
         side,
-        Memory(written, synthetic, frozenset(retired)),
+        Memory(written, synthetic, frozenset(retired), memory.before),
         {  # `row_key`: the ratingKey the play's history row still names, if another
             p.record: {"item": p.item, "at": p.at, "rating_key": rk}
             | ({"row_key": row_keys[p.record]} if p.record in row_keys else {})
@@ -616,7 +622,57 @@ def _rekeyed(memory: Memory, moved: Mapping[str, str]) -> Memory:
         {r: replace(w, rating_key=new(w.rating_key)) for r, w in memory.written.items()},
         {r: {**s, "rating_key": new(str(s["rating_key"]))} for r, s in memory.synthetic.items()},
         memory.retired,
+        memory.before,
     )
+
+
+def _carried_over(
+    memory: Memory,
+    keyed: Mapping[str, tuple[str, LibraryItem]],
+    history: Iterable[HistoryEntry],
+    skew: float,
+) -> Memory:
+    """Our writes to the server read before (`memory.before`), taken as writes to this one
+    where it shows their scrobble: a copy of the same title viewed within ECHO_WINDOW of one
+    (a history row, else `lastViewedAt`; dated by the old server's clock, as a migration keeps
+    them). A server moved to new hardware keeps its history under new ratingKeys and ids, and
+    the plays we copied into it would read as new plays dated the day we copied them (a
+    second play on the other side): they read back at the time they came from, as before.
+    Each write takes one copy (a 4K and an HD copy were written apart). Writes it does not
+    show wait for a read that does (a history imported later); only a scrobble is ever
+    shown, so a write that made none is dropped."""
+    if not memory.before:
+        return memory
+    copies: dict[str, list[str]] = defaultdict(list)
+    viewed: dict[str, set[float]] = defaultdict(set)
+    for rk, (key, item) in sorted(keyed.items()):
+        copies[key].append(rk)
+        if item.last_viewed_at is not None:
+            viewed[rk].add(item.last_viewed_at)
+    for h in history:
+        viewed[h.rating_key].add(h.viewed_at)
+    written, waiting = dict(memory.written), {}
+    taken: dict[tuple[str, float], set[str]] = defaultdict(set)  # the copies each play took
+    for w in written.values():
+        taken[w.item, w.at].add(w.rating_key)
+    for record, w in sorted(memory.before.items()):
+        at_write = skew if w.skew is None else w.skew
+        made = [t + at_write for t in w.attempts]
+        shown = next(
+            (
+                rk
+                for rk in copies.get(w.item, ())
+                if rk not in taken[w.item, w.at]
+                and any(abs(v - t) <= ECHO_WINDOW for v in viewed[rk] for t in made)
+            ),
+            None,
+        )
+        if shown is not None:
+            written[written_record(shown, w.at)] = replace(w, rating_key=shown, pending=False)
+            taken[w.item, w.at].add(shown)
+        elif made:
+            waiting[record] = w
+    return replace(memory, written=written, before=waiting)
 
 
 def _before_the_count(
@@ -1547,10 +1603,12 @@ class PlexReader:
 
     def _memory(self, profile: str) -> Memory:
         written = self.store.mirror_get(SERVICE, profile, WRITTEN)
+        before = self.store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
         return Memory(
             {record: Written.from_dict(v) for record, v in written.items()},
             self.store.mirror_get(SERVICE, profile, SYNTHETIC),
             frozenset(self.store.mirror_get(SERVICE, profile, RETIRED)),
+            {record: Written.from_dict(v) for record, v in before.items()},
         )
 
     def _last_read(self, profile: str) -> LastRead:
@@ -1574,6 +1632,8 @@ class PlexReader:
         store.mirror_put(
             SERVICE, profile, WRITTEN, {r: w.to_dict() for r, w in memory.written.items()}, now
         )
+        before = {r: w.to_dict() for r, w in memory.before.items()}
+        store.mirror_replace(SERVICE, profile, WRITTEN_BEFORE, before, now)
 
 
 def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
