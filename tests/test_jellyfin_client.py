@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
@@ -129,6 +130,20 @@ async def test_a_failing_server_is_unavailable_after_the_inline_retries(
         await jellyfin_client.series(JELLYFIN_SERIES)
     assert len(jellyfin.requests) == 2
     assert await jellyfin_client.series(JELLYFIN_SERIES) is not None  # back: nothing stuck
+
+
+async def test_nothing_listening_at_the_url_names_the_setting_to_check() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = MediaServerClient(EmbyConfig(url=f"http://127.0.0.1:{port}", api_key=Secret("k")))
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    try:
+        with pytest.raises(Unavailable) as raised:
+            await client.series(EMBY_SERIES)
+    finally:
+        await client.aclose()
+    assert f"nothing answers at http://127.0.0.1:{port} (services.emby.url)" in raised.value.message
 
 
 def test_a_server_without_url_or_key_has_no_client() -> None:

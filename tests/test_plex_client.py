@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -170,6 +171,37 @@ async def test_persistent_outage_is_unavailable(client: PlexClient, plex: FakePl
     with pytest.raises(Unavailable):
         await client.metadata("48213")
     assert plex.count("GET", "/library/metadata/{key}") == 3
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (a server moved to another port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_nothing_listening_at_the_url_names_the_setting_to_check() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    client = PlexClient(PlexConfig(url=url, token=Secret(TOKEN)), client_identifier=CLIENT_ID)
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+    try:
+        with pytest.raises(Unavailable) as raised:
+            await client.identity()
+    finally:
+        await client.aclose()
+    assert raised.value.message.endswith(
+        f"nothing answers at {url} (services.plex.url); is the server running, or did its "
+        "address or port change?"
+    )
+
+
+async def test_a_server_that_answers_errors_is_not_told_to_check_its_address(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    plex.fail_next(3, 500)
+    with pytest.raises(Unavailable) as raised:
+        await client.metadata("48213")
+    assert "services.plex.url" not in raised.value.message
 
 
 async def test_other_refusals_are_plex_errors(client: PlexClient, plex: FakePlex) -> None:

@@ -287,9 +287,13 @@ class HttpClient:
         redactor: Redactor | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        setting: str | None = None,
     ) -> None:
         self.service = service
         self.base_url = base_url.rstrip("/")
+        # The config key of `base_url` (a server on the user's network): when nothing answers
+        # there, a failure names it, as a server moved to another address or port looks so.
+        self.setting = setting
         self.metrics = metrics
         self.retry = retry
         self.clock = clock
@@ -362,6 +366,7 @@ class HttpClient:
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
         unknown = False
+        unreached = False  # the last try found nothing listening at the address
         maybe_written = False  # some try may have reached the service, whatever came after
         for attempt in range(1, self.retry.attempts + 1):
             maybe_written = maybe_written or unknown
@@ -378,7 +383,7 @@ class HttpClient:
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None
-            answered, status = False, None
+            answered, status, unreached = False, None, False
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
@@ -393,10 +398,12 @@ class HttpClient:
                 self._count(method, "timeout", started)
                 last_problem = "timed out"
                 unknown = not isinstance(exc, httpx.ConnectTimeout)
+                unreached = isinstance(exc, httpx.ConnectTimeout)
             except httpx.TransportError as exc:
                 self._count(method, "error", started)
                 last_problem = f"connection failed ({type(exc).__name__})"
                 unknown = not isinstance(exc, httpx.ConnectError)
+                unreached = isinstance(exc, httpx.ConnectError)
             except httpx.RequestError as exc:  # e.g. an answer whose body cannot be decoded
                 self._count(method, "error", started)
                 last_problem = f"unreadable answer ({type(exc).__name__})"
@@ -460,10 +467,21 @@ class HttpClient:
         )
         raise Unavailable(
             self.service,
-            f"{last_problem} after {attempt} attempt(s)",
+            f"{last_problem} after {attempt} attempt(s){self._unreached(base_url, unreached)}",
             outcome_unknown=unknown or maybe_written,
             answered=answered and write,
             status=status,
+        )
+
+    def _unreached(self, base_url: str | None, unreached: bool) -> str:
+        """What to check when nothing listened at the configured address ("" otherwise)."""
+        if not unreached or self.setting is None or base_url is not None:
+            return ""
+        where = httpx.URL(self.base_url)
+        port = f":{where.port}" if where.port else ""
+        return (
+            f": nothing answers at {where.scheme}://{where.host}{port} ({self.setting}); "
+            f"is the server running, or did its address or port change?"
         )
 
     def _answered(self, base_url: str | None) -> None:

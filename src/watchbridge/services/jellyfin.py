@@ -116,6 +116,7 @@ class MediaServerClient:
             retry=RETRY,
             redactor=Redactor([key]),
             transport=transport,
+            setting=f"services.{self.server}.url",
         )
 
     async def aclose(self) -> None:

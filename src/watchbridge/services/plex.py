@@ -314,6 +314,7 @@ class PlexClient:
             headers=headers,
             redactor=Redactor([token] if token else []),
             transport=transport,
+            setting="services.plex.url",
         )
 
     async def aclose(self) -> None:
