@@ -280,6 +280,19 @@ SHORT_SECRET = (
 )
 
 
+def storage_warnings(config: Config, store: Store | None, mountinfo: str) -> list[str]:
+    """What a user must hear of where the database is kept: on a filesystem SQLite cannot
+    trust (`mountinfo`: this process's mount table, empty when unknown), and, the database
+    open (`store`), kept by SQLite out of WAL mode."""
+    warnings = []
+    database = os.path.realpath(config.storage.path)  # where a symlink leads: the files go there
+    if problem := shared_filesystem_warning("storage.path", database, mountinfo):
+        warnings.append(problem)
+    if store is not None and (problem := store.journal_problem):
+        warnings.append(problem)
+    return warnings
+
+
 def start_warnings(
     config: Config,
     invalid_alert_urls: Sequence[str],
@@ -290,9 +303,7 @@ def start_warnings(
     process's, which says whether it runs in our image; `mountinfo`: its mount table, which
     says what filesystem holds the database, empty when unknown)."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
-    database = os.path.realpath(config.storage.path)  # where a symlink leads: the files go there
-    if problem := shared_filesystem_warning("storage.path", database, mountinfo):
-        warnings.append(problem)
+    warnings += storage_warnings(config, None, mountinfo)
     if problem := _healthcheck_problem(config, environ):
         warnings.append(problem)
     if problem := zone_warning(environ):
@@ -620,6 +631,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
             runtime.config, runtime.notifier.invalid_urls, mountinfo=mountinfo
         ):
             log.warning(problem)
+        if journal := runtime.store.journal_problem:
+            log.warning(journal)
         notice = await asyncio.to_thread(
             anilist_client_id_notice, runtime.config, runtime.store, runtime.clock()
         )

@@ -250,6 +250,7 @@ def check_config(config_path: str | None) -> None:
         # Best effort: a database an older release made, or a busy one, is checked at start.
         try:
             with contextlib.closing(_look_at_store(config)) as store:
+                warnings += [problem] if (problem := store.journal_problem) else []
                 warnings += renamed_profiles(config, store.profiles_with_state())
                 warnings += renamed_links(config, store.links_with_state())
                 notice = anilist_client_id_notice(config, store, time.time())

@@ -89,6 +89,7 @@ _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCO
 RECLAIM_MIN_PAGES = 4096
 RECLAIM_DISK_MARGIN = 64 * 2**20  # bytes left free beyond the rewrite's two copies
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log kept on disk once it starts over
+WAL = "wal"  # the journal mode the store asks SQLite for (`PRAGMA journal_mode`'s answer)
 KEEP_RUNS = 30 * 86400.0  # finished sync runs stay a month
 DIED = (
     "the process running it stopped before its end (killed: out of memory, a power cut, or "
@@ -1244,6 +1245,23 @@ LOCKED_BY_ANOTHER = (
 )
 
 
+def journal_warning(path: Path, journal_mode: str) -> str | None:
+    """What to tell a user whose database SQLite keeps in `journal_mode` instead of its
+    write-ahead log (WAL mode), or None for one in WAL mode or not on disk."""
+    if journal_mode in (WAL, "memory"):
+        return None
+    return (
+        f"storage.path: {path}: SQLite could not put the database in WAL mode (its write-ahead "
+        f"log) and keeps its '{journal_mode}' journal, as it does where the files beside it "
+        "cannot share memory (some network, FUSE and shared-folder filesystems): every write "
+        "now waits for the disk, storage.durability: normal included (a commit to this "
+        "journal that did not wait may leave the file damaged after a power cut), so writes "
+        "are slower and reads (status, /metrics) hold them up; stop watchbridge and move the "
+        "database, with the files beside it, to a local disk of this machine (ext4, xfs, "
+        "btrfs, zfs), then point storage.path (or the container's data folder) there"
+    )
+
+
 def locked_by_another(exc: BaseException) -> bool:
     """Another process (a `watchbridge sync`, a sqlite3 shell) held the write lock for longer
     than storage.busy_timeout: nothing is wrong with the database, try again later."""
@@ -1277,6 +1295,8 @@ class Store:
         self._reader: sqlite3.Connection | None = None  # see `_overview`
         self._reader_lock = threading.Lock()
         self._closed = False
+        # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
+        self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
     @classmethod
     def open(
@@ -1311,11 +1331,18 @@ class Store:
             )
             conn.row_factory = sqlite3.Row
             # Another process opening a new database at the same moment may hold it a moment.
-            _when_free(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            answers: list[str] = []
+            _when_free(
+                lambda: answers.append(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            )
             # The log grows while a reader pins it (a long sync read); once it starts over,
             # give the disk space back down to this size.
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            # Where SQLite answers with another journal (no shared memory there), it stays in
+            # it silently; a commit of a rollback journal that did not wait for the disk may
+            # leave the file damaged after a power cut, so each waits (journal_warning).
+            relaxed = durability != "full" and str(answers[-1]).lower() == WAL
+            conn.execute(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(conn, file, busy_timeout)
@@ -2491,12 +2518,20 @@ class Store:
             )
             return True
 
+    @property
+    def journal_problem(self) -> str | None:
+        """What to tell the user when SQLite keeps this database out of WAL mode, or None."""
+        return None if self.path is None else journal_warning(self.path, self.journal_mode)
+
     @contextmanager
     def _synchronous(self, level: Literal["FULL", "NORMAL"]) -> Iterator[None]:
         """Commits made inside wait for the disk (FULL) or not (NORMAL: in WAL mode a power
         cut may lose them, never a crash, and a later FULL commit makes them durable too, the
         log being written in order), whatever storage.durability says; the store's lock is
-        held throughout, so no other thread's commit runs at this level."""
+        held throughout, so no other thread's commit runs at this level. Out of WAL mode
+        NORMAL stays FULL: a rollback journal's unsynced commit may damage the file."""
+        if level == "NORMAL" and self.journal_mode != WAL:
+            level = "FULL"
         with self._locked():
             synchronous = self._conn.execute("PRAGMA synchronous").fetchone()[0]
             self._conn.execute(f"PRAGMA synchronous={level}")
