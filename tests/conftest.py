@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import _sqlite3
+import ctypes
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +88,25 @@ def config_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def config(config_file: Path) -> Config:
     return load_config(config_file, {})
+
+
+@pytest.fixture
+def no_shared_memory() -> Iterator[None]:
+    """SQLite's default VFS made `unix-none` for the test, in the very library Python's sqlite3
+    module calls: it has no shared memory, so `PRAGMA journal_mode=WAL` answers with the
+    rollback journal SQLite keeps, as where the files of a database cannot share memory.
+    Ask for it before any fixture that opens a database (a WAL database would not open)."""
+    library = ctypes.CDLL(_sqlite3.__file__)  # its sqlite3, linked in or loaded beside it
+    find, register = library.sqlite3_vfs_find, library.sqlite3_vfs_register
+    find.restype, find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    register.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    default, without = find(None), find(b"unix-none")
+    assert default and without
+    assert register(without, 1) == 0  # the default from now on
+    try:
+        yield
+    finally:
+        register(default, 1)
 
 
 @pytest.fixture

@@ -1,16 +1,12 @@
 """A database SQLite keeps out of WAL mode: every commit waits for the disk, and the user is told.
 
 `PRAGMA journal_mode=WAL` only asks: where the files cannot share memory, SQLite answers with
-the rollback journal it keeps. The `no_shared_memory` fixture makes SQLite's default VFS, for
-the test, `unix-none` (no shared memory, as SQLite gives no WAL mode there), in the very library
-Python's sqlite3 module calls, so the store meets it as it would on such a filesystem."""
+the rollback journal it keeps. The `no_shared_memory` fixture (conftest) makes the store meet
+that answer as it would on such a filesystem."""
 
 from __future__ import annotations
 
-import _sqlite3
-import ctypes
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +16,6 @@ from tests.test_app import runtime_for
 from tests.test_disk_syncs import DiskSyncs
 from watchbridge.app import create_app
 from watchbridge.store import Store
-
-
-@pytest.fixture
-def no_shared_memory() -> Iterator[None]:
-    library = ctypes.CDLL(_sqlite3.__file__)  # its sqlite3, linked in or loaded beside it
-    find, register = library.sqlite3_vfs_find, library.sqlite3_vfs_register
-    find.restype, find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-    register.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    default, without = find(None), find(b"unix-none")
-    assert default and without
-    assert register(without, 1) == 0  # the default from now on
-    try:
-        yield
-    finally:
-        register(default, 1)
 
 
 def test_a_database_kept_out_of_wal_waits_for_the_disk_at_every_commit(
@@ -91,3 +72,12 @@ def test_the_start_log_tells_of_a_database_kept_out_of_wal(
     told = [r.getMessage() for r in caplog.records if "WAL mode" in r.getMessage()]
     assert len(told) == 1
     assert told[0].startswith(f"storage.path: {tmp_path / 'watchbridge.db'}: SQLite could not")
+
+
+def test_what_was_told_is_told_again_only_once_it_changes_or_comes_back(store: Store) -> None:
+    assert store.newly_told("storage", "on nfs4", 1.0)
+    assert not store.newly_told("storage", "on nfs4", 2.0)
+    assert store.newly_told("storage", "on cifs", 3.0)  # another place: said again
+    assert not store.newly_told("storage", "", 4.0)  # moved to a local disk: nothing to say
+    assert not store.newly_told("storage", "", 5.0)
+    assert store.newly_told("storage", "on cifs", 6.0)  # and back: said again

@@ -570,3 +570,32 @@ def test_a_dry_run_with_nothing_changed_still_names_the_removals_held(world: Wor
     out = world.sync("--link", LINK, "--dry-run")
     assert "nothing changed on either side" in out
     assert "  held: 1 of 2 plays on serializd would be removed" in out
+
+
+# --------------------------------------------------------------------------- the database's place
+
+
+@pytest.fixture
+def world_without_wal(no_shared_memory: None, world: World) -> World:
+    """The world, its database made where SQLite gives no WAL mode (see no_shared_memory)."""
+    return world
+
+
+def test_a_sync_from_cron_tells_of_the_databases_place_once_and_status_every_time(
+    world_without_wal: World,
+) -> None:
+    world = world_without_wal
+    first = world.run("sync", "--link", LINK)
+    assert first.exit_code == 0, first.output
+    (told,) = [line for line in first.stderr.splitlines() if "WAL mode" in line]
+    assert told.startswith("warning: storage.path: ")
+    assert "WAL mode" not in first.stdout  # cron jobs mailing stderr only get it too
+    # Every half hour from cron: said once, not in every mail.
+    again = world.run("sync", "--link", LINK)
+    assert again.exit_code == 0, again.output
+    assert "WAL mode" not in again.output
+    for _ in range(2):  # `status` says it each time it is asked
+        status = world.run("status")
+        assert status.exit_code == 0, status.output
+        said = [line for line in status.stdout.splitlines() if "WAL mode" in line]
+        assert said == [told.replace("warning: ", "warning:       ", 1)]

@@ -461,7 +461,8 @@ def _summary(config: Config) -> str:
 def status(config_path: str | None) -> None:
     """Queue depth, dead letters, sign-ins, whose account each service is, and the last run
     of each link with its cursors."""
-    from watchbridge.app import leftovers
+    from watchbridge.app import leftovers, storage_warnings
+    from watchbridge.filesystems import read_mountinfo
     from watchbridge.signins import STATE_WORDS, current_sign_ins
 
     config = _load(config_path)
@@ -469,8 +470,11 @@ def status(config_path: str | None) -> None:
         state = store.status().shown(redactor(config, store))
         sign_ins = current_sign_ins(config, store, time.time())
         kept = leftovers(config, store)
+        storage = storage_warnings(config, store, read_mountinfo())
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
+    for warning in storage:  # a sync from cron says them once: here every time
+        click.echo(f"warning:       {warning}")
     click.echo(
         f"queue:         {outbox['pending']} pending, {outbox['inflight']} in flight, "
         f"{outbox['done']} done (delivered or settled)"
@@ -1054,6 +1058,7 @@ def sync(
     _database(config, create=True)  # says so when the database is new
     runtime = build_runtime(config)
     runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)
+    _storage_warnings_once(runtime)
     failed = []
     try:
         for name in names:
@@ -1085,6 +1090,23 @@ def sync(
             runtime.close()
     if failed:
         raise WatchbridgeError(f"{len(failed)} of {len(names)} links failed: {', '.join(failed)}")
+
+
+STORAGE_TOLD = "storage_warnings_told"  # setting: what `sync` last said of the database's place
+
+
+def _storage_warnings_once(runtime: Any) -> None:
+    """What the service's start says of where the database is kept (a network or FUSE
+    filesystem, no WAL mode), said by a sync once, and again when it changes: from cron a
+    sync's output is mailed, and the same lines every half hour would be noise that hides
+    real errors. `watchbridge status` says them every time."""
+    from watchbridge.app import storage_warnings
+    from watchbridge.filesystems import read_mountinfo
+
+    warnings = storage_warnings(runtime.config, runtime.store, read_mountinfo())
+    if runtime.store.newly_told(STORAGE_TOLD, "\n".join(warnings), runtime.clock()):
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
 
 
 def _sync_link(

@@ -2556,6 +2556,22 @@ class Store:
             )
             return value
 
+    def newly_told(self, topic: str, message: str, now: float) -> bool:
+        """Whether `message` differs from what was last told under `topic` (a setting); it is
+        noted as told. So a message is said once, and again once it changes; "" (nothing to
+        tell) forgets it, so that it is said again should it come back. Writes only then."""
+        if self.known_setting(topic) == (message or None):
+            return False
+        with self.transaction() as conn:
+            if message:
+                conn.execute(
+                    "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
+                    (topic, message, now),
+                )
+            else:
+                conn.execute("DELETE FROM settings WHERE name = ?", (topic,))
+        return bool(message)
+
     def known_setting(self, name: str) -> str | None:
         """The stored value of a generated setting, or None if none was made (never writes)."""
         known = self._query("SELECT value FROM settings WHERE name = ?", (name,))
