@@ -15,6 +15,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
+from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from watchbridge import serializdlist
 from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
@@ -258,6 +259,68 @@ async def test_a_row_left_by_a_crash_during_the_add_finds_its_entry_in_the_diary
     assert fake.count("POST", REVIEWS_ADD) == 0
     assert len(fake.diary()) == 1
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+
+
+async def test_plays_delivered_to_serializd_wait_for_the_disk_once_each(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Before each diary entry a synced note says it was sent; the ledger record of the
+    # entry need not wait (see the power cut below), the season's tick record does.
+    for number in range(1, 8):
+        enqueue(runtime, "play", episode(number), clock() - 3600 + number * 1800)
+    rows = claim(runtime)
+    await target.deliver([rows[0]], clock())  # the sign-in, the season map
+    syncs = DiskSyncs(runtime.store._conn)
+    outcomes = await target.deliver(rows[1:], clock())
+    assert [type(o).__name__ for o in outcomes.values()] == ["Delivered"] * 6
+    assert syncs.stop() == 6 + 1  # a note per play, the tick record; was 13 (a record each)
+
+
+async def test_a_power_cut_losing_a_plays_ledger_record_costs_a_diary_read_not_a_second_entry(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at)
+    rows = claim(runtime)
+    cut = UnsyncedWrites(runtime.store._conn)
+    fake.delay_next(1, 2.0, route=f"POST {EPISODE_LOG_ADD}")
+    with pytest.raises(TimeoutError):  # the power goes while the tick is being sent
+        await asyncio.wait_for(target.deliver(rows, clock()), 0.5)
+    lost = cut.stop()
+    assert fake.count("POST", REVIEWS_ADD) == 1
+    # What the cut takes: the entry's ledger record, and nothing before it (the note on the
+    # row that the entry was sent was synced before the send).
+    assert len(lost) == 1 and lost[0].startswith("INSERT OR REPLACE INTO mirror")
+    assert "'serializd', 'me', 'plays'" in lost[0]
+    runtime.store._conn.execute("DELETE FROM mirror WHERE collection = 'plays'")
+    runtime.store.release_claims(clock())  # the start after the power came back
+    (row,) = claim(runtime)
+    assert row.may_have_landed
+    outcomes = await target.deliver([row], clock())
+    assert [type(o).__name__ for o in outcomes.values()] == ["Delivered"]
+    assert fake.count("POST", REVIEWS_ADD) == 1  # found in the diary, not sent again
+    assert len(fake.diary()) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+
+
+async def test_a_power_cut_losing_a_ratings_ledger_record_costs_a_diary_read_not_a_second_row(
+    runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=80)
+    rows = claim(runtime)
+    cut = UnsyncedWrites(runtime.store._conn)
+    await target.deliver(rows, clock())
+    # The rating's record does not wait for the disk; the record of its diary row after it
+    # does, and makes it durable too: a cut between the two loses both.
+    assert cut.stop() == []
+    runtime.store._conn.execute("DELETE FROM mirror WHERE collection IN ('ratings', 'rated-rows')")
+    runtime.store.release_claims(clock())
+    (row,) = claim(runtime)
+    assert row.may_have_landed
+    outcomes = await target.deliver([row], clock())
+    assert [type(o).__name__ for o in outcomes.values()] == ["Delivered"]
+    assert fake.count("POST", REVIEWS_ADD) == 1
+    assert [entry.rating for entry in fake.diary()] == [8]
 
 
 async def test_a_wrong_password_holds_the_profile_with_a_credentials_alert(

@@ -64,6 +64,44 @@ class DiskSyncs:
         return self.count
 
 
+class UnsyncedWrites:
+    """The writes a power cut now would lose, from now on: those committed on `conn` while
+    `PRAGMA synchronous` was NORMAL since its last commit that waited for the disk (in WAL
+    mode that commit made every earlier one durable too, the log being written in order and
+    read back only up to its first torn frame)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.synced = int(conn.execute("PRAGMA synchronous").fetchone()[0]) >= 2
+        self.writes: list[str] = []
+        self._in_transaction: list[str] = []
+        conn.set_trace_callback(self._ran)
+
+    def _ran(self, sql: str) -> None:
+        statement = " ".join(sql.split())
+        upper = statement.upper()
+        if upper.startswith("PRAGMA SYNCHRONOUS="):
+            self.synced = _SYNCED.get(upper.partition("=")[2].strip(), True)
+        elif upper.startswith("BEGIN"):
+            self._in_transaction = []
+        elif upper.startswith("COMMIT"):
+            self._committed(self._in_transaction)
+        elif upper.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")):
+            if self.conn.in_transaction:
+                self._in_transaction.append(statement)
+            else:
+                self._committed([statement])
+
+    def _committed(self, writes: list[str]) -> None:
+        if not writes:  # wrote no log: waited for nothing, made nothing durable
+            return
+        self.writes = [] if self.synced else [*self.writes, *writes]
+
+    def stop(self) -> list[str]:
+        self.conn.set_trace_callback(None)
+        return self.writes
+
+
 async def test_a_backlog_to_trakt_is_a_few_disk_syncs_per_batch_not_per_play(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], clock: FakeClock
 ) -> None:

@@ -545,7 +545,14 @@ class SerializdTarget:
         collection, key = into
         value = {"ticked": False} if rating is None else {"rating": rating}
         try:
-            await self._record(ledger, collection, {key: value | {"review_id": review}})
+            # Not waiting for the disk (one sync per entry instead of two): lost in a power
+            # cut, with all after it, the row keeps its synced `unknown outcome` note, and
+            # the next try finds the entry in the diary (`_find_in_diary`) instead of adding
+            # it again. A later synced commit (the rating's row record just below, the
+            # season's tick record, the next entry's note, the batch's outcomes) keeps it.
+            await self._record(
+                ledger, collection, {key: value | {"review_id": review}}, synced=False
+            )
             if rating is not None:  # the reader dates every copy of ours by what it copied
                 await asyncio.to_thread(
                     self.store.mirror_put,
@@ -572,9 +579,17 @@ class SerializdTarget:
             (ledger.plays if collection == PLAYS else ledger.rated).setdefault(key, value)
         ledger.loaded.add((collection, prefix))
 
-    async def _record(self, ledger: Ledger, collection: str, values: dict[str, Any]) -> None:
+    async def _record(
+        self, ledger: Ledger, collection: str, values: dict[str, Any], synced: bool = True
+    ) -> None:
         await asyncio.to_thread(
-            self.store.mirror_put, NAME, ledger.profile, collection, values, self.clock()
+            self.store.mirror_put,
+            NAME,
+            ledger.profile,
+            collection,
+            values,
+            self.clock(),
+            synced=synced,
         )
         (ledger.plays if collection == PLAYS else ledger.rated).update(values)
 
