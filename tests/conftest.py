@@ -96,12 +96,16 @@ def no_shared_memory() -> Iterator[None]:
     module calls: it has no shared memory, so `PRAGMA journal_mode=WAL` answers with the
     rollback journal SQLite keeps, as where the files of a database cannot share memory.
     Ask for it before any fixture that opens a database (a WAL database would not open)."""
-    library = ctypes.CDLL(_sqlite3.__file__)  # its sqlite3, linked in or loaded beside it
-    find, register = library.sqlite3_vfs_find, library.sqlite3_vfs_register
+    try:
+        library = ctypes.CDLL(_sqlite3.__file__)  # its sqlite3, linked in or loaded beside it
+        find, register = library.sqlite3_vfs_find, library.sqlite3_vfs_register
+    except (OSError, AttributeError) as exc:  # a Python whose sqlite3 hides its symbols
+        pytest.skip(f"SQLite's VFS cannot be switched from here: {exc}")
     find.restype, find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
     register.argtypes = [ctypes.c_void_p, ctypes.c_int]
     default, without = find(None), find(b"unix-none")
-    assert default and without
+    if not (default and without):
+        pytest.skip("this SQLite build has no `unix-none` VFS")
     assert register(without, 1) == 0  # the default from now on
     try:
         yield
