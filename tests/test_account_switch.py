@@ -19,7 +19,7 @@ import pytest
 
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import FakeTrakt
+from tests.fakes.trakt import FakeTrakt, Rating, key_of
 from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
 from tests.test_sync_plex import setup as setup_plex_link
 from tests.test_sync_plex import sync as sync_plex
@@ -30,11 +30,13 @@ from tests.test_sync_scenarios import (
     breaking_bad_on_serializd,
     breaking_bad_on_trakt,
     diary_plays,
+    diary_rating,
     entry,
     four_plays_on_both_sides,
     log,
     review,
     trakt_plays,
+    trakt_rating,
     unlog,
 )
 from watchbridge.accounts import (
@@ -429,6 +431,47 @@ async def test_another_trakt_account_over_an_older_releases_revoked_sign_in_is_r
 
     assert len(diary_plays(serializd)) == 6
     assert len(trakt.history(robin)) == 6
+
+
+async def test_another_trakt_accounts_ratings_wait_with_the_removals_while_its_account_is_unchecked(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """Upgraded, and Trakt signed in again as robin (the old sign-in revoked: whose it was
+    Trakt no longer says). Robin's history is empty, so whose account it is waits for a play;
+    but he rated episodes. His ratings are no more the user's than his empty history is the
+    user's removals: copied, his newer rating would overwrite the user's own on Serializd
+    (newest-wins). They wait with the removals, said with them, and go once confirmed."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z", rating=8, date_added="2024-01-02T20:00:00Z")
+    for number in range(2, 6):
+        log(serializd, 1, number, f"2024-01-0{number}T20:00:00.000Z")
+    kinds = {"kinds": "[history, ratings]"}
+    rig = make_rig(**kinds)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # reads the copies back: their Trakt ids kept
+    assert trakt_rating(trakt, 1, 1) == 8
+    forget_the_accounts(rig)
+    trakt.revoke_tokens()
+    robin = trakt.add_user("robin")
+    for number, rating in ((1, 3), (2, 10)):
+        episode = episode_of(trakt, 1, number)
+        robin.ratings[key_of(episode)] = Rating(episode, rating, "2024-06-01T20:00:00.000Z")
+    sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
+    rig = make_rig(signed_in=True, **kinds)
+
+    for _ in range(2):  # read in full, then the cheap checks: held all the same
+        result = await rig.sync_and_deliver()
+        assert (diary_rating(serializd, 1, 1), diary_rating(serializd, 1, 2)) == (8, None)
+        assert len(diary_plays(serializd)) == 5
+        assert (
+            "me: 5 of 5 plays on serializd would be removed (trakt read empty, and its account "
+            "is not checked yet: an outage or another account; held until trakt reads plays "
+            "again); 2 ratings from trakt would be set on serializd with them, 1 of them over "
+            f"serializd's own; confirm with `watchbridge sync --link {LINK} --confirm-removals`"
+        ) in result.held
+
+    await rig.sync_and_deliver(confirm_removals=True)
+
+    assert (diary_rating(serializd, 1, 1), diary_rating(serializd, 1, 2)) == (3, 10)
 
 
 async def test_a_delivery_before_the_first_run_after_upgrading_leaves_the_check_owed(

@@ -622,6 +622,32 @@ def test_a_confirmed_line_of_plays_and_ratings_says_both_are_removed() -> None:
     assert "would be removed" not in confirmed, confirmed
 
 
+def test_an_unchecked_accounts_ratings_wait_and_the_checked_sides_still_go() -> None:
+    # Trakt read no play while its account is not checked yet (maybe another person's since
+    # an upgrade): what it rated is not copied to Serializd, even with no removal to hold it
+    # with, and not over the user's own rating (newest-wins); Serializd's own rating still
+    # goes to Trakt, as its new plays would. Confirming lets them all go.
+    from watchbridge.accounts import read_empty_hold
+    from watchbridge.guard import as_confirmed
+
+    EP3 = "episode:tmdb:1396:s1e3"
+    why = read_empty_hold(["trakt"])
+    current = {
+        "trakt": side(ratings={EP1: Rated(30, 5000), EP2: Rated(100, 5000)}),
+        "serializd": side(ratings={EP1: Rated(80, 1000), EP3: Rated(60, 1000)}),
+    }
+    result = plan(TWO_WAY, current, {}, hold=why, unchecked=("trakt",))
+    assert [(a.target, a.item) for a in result.writes()] == [("trakt", EP3)]
+    assert sorted(a.item for a in result.held_back()) == [EP1, EP2]
+    assert result.held == (
+        f"2 ratings from trakt would be set on serializd, 1 of them over serializd's own ({why}); "
+        "confirm with `watchbridge sync --confirm-removals`"
+    )
+    assert len(result.writes(confirmed=True)) == 3
+    assert as_confirmed(result.held).startswith("2 ratings from trakt are set on serializd")
+    assert plan(TWO_WAY, current, {}, unchecked=("trakt",)).held == ""  # no hold: no wait
+
+
 # --------------------------------------------------------------------------- a first run: one
 # viewing logged days apart on each side (a catch-up log on Serializd) is taken for one
 

@@ -18,7 +18,8 @@ link kept for it: one holding none of them was another account's, and starts ove
 way (`unrecognised`). A read holding no play of the service's at all tells nothing of whose
 the account is (a server rebuilding its library, an empty answer, a new account alike): the
 check waits for a read that holds some (`read_empty`), and meanwhile every removal of the
-link's runs waits for confirmation, its watchlist's and collection's too (`read_empty_hold`).
+link's runs waits for confirmation, its watchlist's and collection's too (`read_empty_hold`),
+and so do the watchlist titles and ratings that side would copy to the other.
 
 An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
 profile's account on it); an empty part is one not known yet, and matches any.

@@ -152,6 +152,9 @@ class Plan:
     # Every such pair to remember after this run (those of earlier first runs whose plays a
     # side still holds, or held last time, and this run's): later runs pair them again.
     paired: tuple[SameViewing, ...] = ()
+    # Sides the ratings of an account not checked yet would be set on (`plan`'s `unchecked`):
+    # those writes wait with the removals.
+    ratings_wait_on: frozenset[str] = frozenset()
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -166,11 +169,18 @@ class Plan:
         return tuple(a for a in self.actions if id(a) not in kept)
 
     def held_back(self, confirmed: bool = False) -> tuple[Action, ...]:
-        """What a hold keeps back: the removals and the adds that wait with them."""
+        """What a hold keeps back: the removals, the adds that wait with them, and the
+        ratings an account not checked yet would set (`ratings_wait_on`)."""
         if not self.held or confirmed:
             return ()
         waiting = {id(a) for a in waiting_with_removals(self.actions)}
-        return tuple(a for a in self.actions if a.kind.startswith("remove") or id(a) in waiting)
+        return tuple(
+            a
+            for a in self.actions
+            if a.kind.startswith("remove")
+            or id(a) in waiting
+            or (a.kind == "set_rating" and a.target in self.ratings_wait_on)
+        )
 
 
 def waiting_with_removals(actions: Sequence[Action]) -> list[Action]:
@@ -328,6 +338,7 @@ def plan(
     first_run: bool = False,
     paired: Sequence[SameViewing] = (),
     kept_off: Collection[tuple[str, str]] = frozenset(),
+    unchecked: Collection[str] = (),
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
@@ -339,7 +350,12 @@ def plan(
     `first_run`: the two sides meet for the first time (see FIRST_RUN_WINDOW); `paired`: the
     plays earlier first runs took for one viewing (`Plan.paired` as saved). `kept_off`:
     (target, record) of plays the user keeps off that target (`deadletters discard
-    --for-good`, whose record is the play's on the other side): never added there."""
+    --for-good`, whose record is the play's on the other side): never added there.
+    `unchecked`: the sides `hold` is for (read no play while their account is not checked
+    yet): with `hold`, the ratings they would set on the other side wait with the removals,
+    for the same reason (that account may be another person's, and its ratings are no more
+    the user's than its empty history is the user's removals; newest-wins, they would
+    overwrite the user's own)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -366,6 +382,8 @@ def plan(
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     held = _mass_removal(link, current, actions, holding, hold)
+    wait_on = frozenset(_other(link, side) for side in unchecked) if hold else frozenset()
+    held = _with_ratings_held(held, actions, link, wait_on, hold)
     kept = tuple(pair for pair in paired if _still_known(pair, current, baseline))
     return Plan(
         tuple(actions),
@@ -375,7 +393,38 @@ def plan(
         frozenset(spent),
         tuple(same_viewing),
         kept + tuple(same_viewing),
+        wait_on,
     )
+
+
+def _other(link: Link, side: str) -> str:
+    a, b = link.services[0], link.services[1]
+    return b if side == a else a
+
+
+def _with_ratings_held(
+    held: str, actions: Sequence[Action], link: Link, wait_on: Collection[str], hold: str
+) -> str:
+    """`held` (why removals wait, or "") saying the ratings that wait with them because they
+    come from an account not checked yet (set on the sides `wait_on`, for `hold`)."""
+    said = []
+    for target in sorted(wait_on):
+        sets = [a for a in actions if a.kind == "set_rating" and a.target == target]
+        if not sets:
+            continue
+        count, source = len(sets), _other(link, target)
+        text = f"{count} rating{'s' if count > 1 else ''} from {source} would be set on {target}"
+        text += " with them" if held else ""
+        over = sum(1 for a in sets if a.source.startswith("over:"))  # the target rated it too
+        if over:
+            text += f", {over} of them" if count > 1 else ","
+            text += f" over {target}'s own"
+        said.append(text)
+    if not said:
+        return held
+    if held:
+        return f"{held.removesuffix(f'; {CONFIRM}')}; {'; '.join(said)}; {CONFIRM}"
+    return f"{'; '.join(said)} ({hold}); {CONFIRM}"
 
 
 @dataclass(frozen=True)

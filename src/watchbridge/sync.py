@@ -581,7 +581,8 @@ async def _plan_profile(
         checked.hold(),
         first_run or "history" in adding,
         paired,
-        {(k.target, k.record) for k in kept_off},
+        kept_off={(k.target, k.record) for k in kept_off},
+        unchecked=checked.read_empty,
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
