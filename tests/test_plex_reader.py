@@ -669,6 +669,42 @@ def read_without_history(plex: FakePlex, token: str | None) -> tuple[Config, str
     return config, "sam"
 
 
+async def test_a_history_served_to_the_owner_only_is_said_once_and_again_once_it_changed(
+    plex: FakePlex, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No server token: every run reads jamie's plays from the watched state, for as long as
+    the config stays so (months). One line says it, not one per run; once the history is read
+    (a server token set) and refused again (taken out), it is said again."""
+    config, person = read_without_history(plex, None)
+    with_token = replace(
+        config, services=replace(config.services, plex=make_config(plex).services.plex)
+    )
+    plex.watch("100", T0, account=JAMIE)
+
+    async def one_run(config: Config) -> None:  # a reader per run, as a link's runs make
+        reader = make_reader(config, store, LINK, [person], clock)
+        try:
+            await reader.read(person, {}, None, True)
+        finally:
+            await reader.aclose()
+        clock.advance(1800)
+
+    with caplog.at_level(logging.INFO, logger="watchbridge.readers.plex"):
+        for settings in [config] * 3 + [with_token] + [config] * 2:
+            await one_run(settings)
+
+    said = [
+        (r.levelname, r.getMessage().split(";")[0])
+        for r in caplog.records
+        if "owner only" in r.getMessage() or "read again" in r.getMessage()
+    ]
+    assert said == [
+        ("WARNING", "the Plex server serves its watch history to the owner only"),
+        ("INFO", "the Plex watch history is read again"),
+        ("WARNING", "the Plex server serves its watch history to the owner only"),
+    ]
+
+
 @pytest.mark.parametrize("server_token", [None, TOKEN], ids=["no server token", "no account id"])
 async def test_a_person_read_without_history_asks_one_question_per_library_when_idle(
     plex: FakePlex, store: Store, clock: FakeClock, server_token: str | None

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +60,7 @@ from watchbridge.episode_numbers import (
     numbers_for,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
 from watchbridge.readers import Clock, SideRead
@@ -82,6 +84,10 @@ if TYPE_CHECKING:
     from watchbridge.services.plextv import PlexTvClient
 
 log = logging.getLogger(__name__)
+# A server serving its history to the owner only stays so for as long as it is set up so
+# (every run, for months): said once per person and server, and again only once it was read
+# (a server token set) and is refused again. Readers last one run: this lasts the process.
+_OWNER_ONLY = Repeating(log, every=math.inf)
 
 SERVICE = "plex"
 OWNER_ACCOUNT = "1"  # the server owner's server-local account id
@@ -1560,6 +1566,7 @@ class PlexReader:
             for number, v in cached.items()
         }
         since = None if full or not rows else max(h.viewed_at for h in rows.values())
+        owner_only = (self.client.config.url, account, profile)
         try:
             fresh = await self.client.history(
                 account, None if since is None else since - HISTORY_OVERLAP, token
@@ -1568,12 +1575,17 @@ class PlexReader:
             if token is None:  # the server's own token
                 raise await self.tokens.refused(profile, None, refused) from None
             # The listings just took this token: the server keeps its history for the owner.
-            log.warning(
+            _OWNER_ONLY.warning(
+                owner_only,
                 "the Plex server serves its watch history to the owner only; set "
                 "services.plex.token for dated plays (until then: one play per watched item)",
-                extra={"profile": profile},
+                self.clock(),
+                profile=profile,
             )
             return [], ""
+        _OWNER_ONLY.over(
+            owner_only, "the Plex watch history is read again", self.clock(), profile=profile
+        )
         if token is None:
             await self.tokens.server_taken()
         replaced = since is None
