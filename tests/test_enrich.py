@@ -482,6 +482,44 @@ async def test_a_plex_new_agent_episode_reads_only_its_show_for_the_show_tmdb_id
     assert [r.path for r in plex.requests] == ["/library/metadata/40275"]
 
 
+async def test_a_plex_server_replaced_while_watchbridge_runs_is_not_taken_for_a_friends(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    """Plex reinstalled at the same address answers with a new machine id: a play from it
+    whose show is not found is not said to come from "another Plex server (a friend's?)". The
+    identity is asked again for a server named anew, then at most hourly for each."""
+    old, new, friends = "a1" * 20, "b2" * 20, "c3" * 20
+    plex = start_fake(FakePlex(machine_id=old))  # no Baki Hanma: its show is not found
+    assert isinstance(plex, FakePlex)
+    item = only_event(
+        plex_ingest.parse(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+    ).item
+    client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))
+    enricher = Enricher(store, clock, plex=client.metadata, plex_identity=client.identity)
+
+    async def reason(server: str) -> str:
+        enriched = await enricher.enrich(item, SHOW_TMDB, "plex", from_server=server)
+        assert enriched.problem is not None
+        return enriched.problem.message
+
+    elsewhere = "was played on another Plex server than services.plex.url"
+    try:
+        assert elsewhere not in await reason(old)
+        plex.machine_id = new  # reinstalled while watchbridge runs
+        assert elsewhere not in await reason(new.upper())
+        assert "Plex does not know" in await reason(new)
+        assert elsewhere in await reason(friends)
+        asked = plex.count("GET", "/identity")
+        clock.advance(3599)
+        assert elsewhere in await reason(friends)
+        assert plex.count("GET", "/identity") == asked  # a friend's plays: not every time
+        clock.advance(1)
+        assert elsewhere in await reason(friends)
+    finally:
+        await client.aclose()
+    assert plex.count("GET", "/identity") == asked + 1 == 4
+
+
 # --------------------------------------------------------------------------- which server
 
 

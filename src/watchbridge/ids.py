@@ -949,6 +949,10 @@ def played_elsewhere(item: MediaRef, searched: bool, catalogue: str = "") -> str
 
 
 TRAKT_FINDS_IT = "add services.trakt, whose id search finds it by its other ids"
+# A webhook of another Plex server than the one services.plex.url answered as has that server's
+# identity asked again (it may have been replaced) at most this often per server named.
+PLEX_IDENTITY_AGAIN = 3600.0
+PLEX_SERVERS_REMEMBERED = 64  # servers named lately, each with when it had the identity asked
 CATALOGUE = "plex-catalogue"  # cache namespace: a plex:// guid's ids from Plex's catalogue
 
 
@@ -982,6 +986,9 @@ class Enricher:
         self.cache = cache
         self.plex_identity = plex_identity
         self._plex_machine: str | None = None
+        # When each server a webhook named, other than `_plex_machine`, last had it asked again
+        # (see `_elsewhere`).
+        self._plex_machine_asked: dict[str, float] = {}
         self.series = {
             server: SeriesEnricher(server, client, cache, clock)
             for server, client in (("jellyfin", jellyfin), ("emby", emby))
@@ -1101,14 +1108,25 @@ class Enricher:
 
     async def _elsewhere(self, from_server: str | None) -> bool:
         """Whether a Plex webhook came from another server than services.plex.url (a
-        friend's): its ratingKeys name other items here, or none."""
+        friend's): its ratingKeys name other items here, or none. The server may have been
+        replaced since its identity was asked (a reinstall at the same address has a new
+        machine id): a webhook naming another server has it asked again, at most every
+        PLEX_IDENTITY_AGAIN per server named (a friend's plays ask hourly at most)."""
         if from_server is None or self.plex_identity is None:
             return False
-        if self._plex_machine is None:
-            with contextlib.suppress(ServiceError):
-                self._plex_machine = await self.plex_identity()
+        named, now = from_server.casefold(), self.clock()
         mine = self._plex_machine
-        return mine is not None and mine.casefold() != from_server.casefold()
+        if mine is not None and mine.casefold() != named:
+            asked = self._plex_machine_asked.get(named)
+            if asked is not None and 0 <= now - asked < PLEX_IDENTITY_AGAIN:
+                return True
+            if len(self._plex_machine_asked) >= PLEX_SERVERS_REMEMBERED:
+                self._plex_machine_asked.clear()
+            self._plex_machine_asked[named] = now
+        with contextlib.suppress(ServiceError):
+            if mine is None or mine.casefold() != named:
+                self._plex_machine = mine = await self.plex_identity()
+        return mine is not None and mine.casefold() != named
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:
         """An episode's own TMDB id: from the item, else (best effort, cached) from the Plex
