@@ -570,6 +570,34 @@ async def test_a_server_account_entry_names_the_account_on_its_own_server_only(
     assert access.account_id == (str(JAMIE) if server.lower() == MACHINE_ID else None)
 
 
+OLD_MACHINE = "0ld5e7e7" * 5  # the server's machine id before Plex was reinstalled
+
+
+async def test_a_server_account_entry_of_the_server_before_a_reinstall_says_what_to_change(
+    plex: FakePlex, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a reinstall the server has a new machine id: the account IS named in users.plex,
+    only for the old server. The warning names both ids and the change, not "name the
+    account in users.plex"."""
+    config = make_config(plex)
+    config.profiles["jamie"] = replace(
+        config.profiles["jamie"], users=MediaUsers(plex=[f"{OLD_MACHINE}:{JAMIE}"])
+    )
+    reader = make_reader(config, store, LINK, ["jamie"], clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+            assert (await reader.access("jamie")).account_id is None
+    finally:
+        await reader.aclose()
+    (warning,) = [r.getMessage() for r in caplog.records if "no Plex account id" in r.getMessage()]
+    assert (
+        f"users.plex of profile jamie names server {OLD_MACHINE}; services.plex.url answers as "
+        f"server {MACHINE_ID}: replace {OLD_MACHINE} with {MACHINE_ID} (or drop the SERVER: "
+        "part)"
+    ) in warning
+    assert "name the account (id or username)" not in warning
+
+
 def test_a_row_newer_than_the_listing_is_not_retired_with_an_unwatched_item() -> None:
     """The listing may have been taken just before the play: the next read counts it."""
     unwatched = LibraryItem("100", "movie", ids=Ids(tmdb="329865"))

@@ -1218,6 +1218,29 @@ def this_servers(person: Profile | None, machine: str | None) -> list[str]:
     return kept
 
 
+def servers_named_instead(profile: str, person: Profile | None, machine: str | None) -> str:
+    """What to change when `users.plex` names the profile's account only as `SERVER:ACCOUNT`
+    of other servers than this one (machine id `machine`): a Plex reinstalled or moved to new
+    hardware has a new machine id, and the entry still names the old one. "" when that is not
+    why (an entry for this server, or a plain one, or the server not asked). Pure."""
+    if person is None or machine is None or this_servers(person, machine):
+        return ""
+    named = (user.strip().rpartition(":")[0].strip() for user in person.users.plex)
+    others = list(dict.fromkeys(server for server in named if server))
+    if not others:
+        return ""
+    where = f"users.plex of profile {profile}"
+    if len(others) == 1:
+        return (
+            f"{where} names server {others[0]}; services.plex.url answers as server {machine}: "
+            f"replace {others[0]} with {machine} (or drop the SERVER: part)"
+        )
+    return (
+        f"{where} names servers {', '.join(others)}; services.plex.url answers as server "
+        f"{machine}: replace the one this server was with {machine}, or add {machine}:ACCOUNT"
+    )
+
+
 def plex_client(
     config: Config, store: Store, clock: Clock, metrics: Metrics | None = None
 ) -> PlexClient:
@@ -1283,7 +1306,10 @@ class PlexReader:
             if account is None:
                 log.warning(
                     "no Plex account id for this profile: plays come from watched state only; "
-                    "name the account (id or username) in profiles.<name>.users.plex",
+                    + (
+                        servers_named_instead(profile, person, machine)
+                        or "name the account (id or username) in profiles.<name>.users.plex"
+                    ),
                     extra={"profile": profile},
                 )
             self._access[profile] = Access(token, account)
