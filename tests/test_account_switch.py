@@ -7,6 +7,7 @@ because of the change, and what only one side holds is copied to the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.plex import FakePlex
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import FakeTrakt, Rating, key_of
 from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
@@ -47,11 +49,14 @@ from watchbridge.accounts import (
     note_account,
     read_empty,
     same_account,
+    send_account_alerts,
     unrecognised,
 )
-from watchbridge.config import Config, parse_config
+from watchbridge.alerts import Notifier
+from watchbridge.config import AlertsConfig, Config, Secret, parse_config
 from watchbridge.deliver.plex import PlexTarget
 from watchbridge.errors import WatchbridgeError
+from watchbridge.maintenance import housekeeping
 from watchbridge.readers.plex import plex_client
 from watchbridge.reconcile import UNDATED, Action, Play, Side
 from watchbridge.store import UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem, Store
@@ -212,6 +217,129 @@ async def test_another_serializd_account_waits_for_review_saying_why(
     assert "serializd is now user bob_tv (was user alice_tv)" in review.value.message
     assert "nothing is removed because of the change" in review.value.message
     assert rig.store.outbox_counts().get("pending", 0) == 0
+
+
+def rig_with_alerts(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    account: tuple[str, str] = ALICE[:2],
+    first_run: str = "apply",
+) -> Rig:
+    """The link's rig (`make_rig`'s) with alerts going to `receiver`."""
+    text = rig_config(tmp_path, trakt, serializd, f", first_run: {first_run}", account)
+    text += f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+    return rig_for(
+        parse_config(text, Path("watchbridge.yaml"), {}), trakt, serializd, {PROFILE: None}
+    )
+
+
+def account_alerts(receiver: AlertReceiver) -> list[dict[str, Any]]:
+    return [m for m in receiver.messages if "is another account" in str(m.get("title"))]
+
+
+@pytest.mark.parametrize("first_run", ["apply", "dry-run"])
+async def test_another_serializd_account_is_told_in_one_alert(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    first_run: str,
+) -> None:
+    """With `first_run: apply` the start over copies everything one side holds, with no
+    review to say so: an alert names both accounts, what starts over and how, and what to
+    change if the account is not the one meant; once, however many runs follow."""
+    use_fast_readers(monkeypatch)
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    first = rig_with_alerts(tmp_path, trakt, serializd, receiver)
+    await first.sync_and_deliver(alerts=first.runtime.notifier)
+    await first.aclose()
+    serializd.add_user(*BOB)
+    rig = rig_with_alerts(tmp_path, trakt, serializd, receiver, BOB[:2], first_run)
+    try:
+        for _ in range(2):
+            with contextlib.suppress(NeedsReview):
+                await run_link(
+                    rig.runtime.config,
+                    rig.store,
+                    LINK,
+                    clock=time.time,
+                    alerts=rig.runtime.notifier,
+                )
+            await rig.deliver()
+    finally:
+        await rig.aclose()
+
+    (alert,) = account_alerts(receiver)
+    assert alert["title"] == "watchbridge: profile me's serializd is another account"
+    body = alert["message"]
+    assert "profile me: serializd is now user bob_tv (was user alice_tv)" in body
+    if first_run == "apply":
+        assert f"links.{LINK} start(s) over for this profile as on a first run" in body
+        assert "what only one side holds is copied to the other now" in body
+    else:
+        assert f"`watchbridge sync --link {LINK} --dry-run`, then" in body
+    assert "nothing is removed because of the change" in body
+    assert "put me's own email and password back in profiles.me.accounts.serializd" in body
+    assert "--confirm-removals is not involved" in body
+    assert BOB[1] not in body
+
+
+async def test_a_trakt_sign_in_as_someone_else_is_told_by_the_next_housekeeping(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`watchbridge auth trakt` has no alerts of its own: the change waits in the database
+    for the service (or the next `watchbridge sync`), which sends it once."""
+    use_fast_readers(monkeypatch)
+    rig = rig_with_alerts(tmp_path, trakt, serializd, receiver)
+    try:
+        config, store = rig.runtime.config, rig.store
+        assert note_account(store, config, "trakt", PROFILE, "account alice", time.time()) is None
+        change = note_account(store, config, "trakt", PROFILE, "account bob", time.time())
+        assert change is not None
+        assert account_alerts(receiver) == []
+        await housekeeping(rig.runtime)
+        await housekeeping(rig.runtime)
+    finally:
+        await rig.aclose()
+    (alert,) = account_alerts(receiver)
+    assert "profile me: trakt is now account bob (was account alice)" in alert["message"]
+    assert "run `watchbridge auth trakt --profile me`" in alert["message"]
+
+
+async def test_a_side_changed_again_within_the_throttle_window_is_told_after_it(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, receiver: AlertReceiver
+) -> None:
+    """One alert per service and profile per `alerts.throttle`: a change back within the
+    window is held, not lost, and told once the window has passed (not counted as
+    suppressed at every try meanwhile)."""
+    config = parse_config(rig_config(tmp_path, trakt, serializd), Path("watchbridge.yaml"), {})
+    clock = FakeClock()
+    notifier = Notifier(AlertsConfig(urls=[Secret(receiver.apprise_url)]), clock=clock)
+    with Store.open(tmp_path / "alerts.db") as store:
+        notifier.remember_in(store)
+        for seen in ("account alice", "account bob"):
+            note_account(store, config, "trakt", PROFILE, seen, clock())
+        await send_account_alerts(store, notifier)
+        note_account(store, config, "trakt", PROFILE, "account alice", clock())  # fixed
+        clock.advance(600)
+        await send_account_alerts(store, notifier)
+        await send_account_alerts(store, notifier)
+        assert len(account_alerts(receiver)) == 1
+        clock.advance(3000)
+        await send_account_alerts(store, notifier)
+        await send_account_alerts(store, notifier)
+        notifier.forget_store()
+    first, second = account_alerts(receiver)
+    assert "trakt is now account bob (was account alice)" in first["message"]
+    assert "trakt is now account alice (was account bob)" in second["message"]
+    assert "suppressed" not in second["message"]
 
 
 async def one_way_then_both_ways(rig: Rig) -> NeedsReview:

@@ -12,6 +12,12 @@ service starts over for the profile as on its first run: nothing is removed beca
 change, and what only one side holds is copied across (after a review when the link's
 `first_run` is `dry-run`).
 
+Each change is told once in an `account_changed` alert (per service and profile, throttled
+like every alert): which account was on record, which one answers now, which links start
+over and how, and what to change if that account is not the one meant. The start over notes
+it in the same transaction (`alert_cursor`); whichever process with the alerts comes next
+sends it (`send_account_alerts`: a link's run, a delivery that noticed, the housekeeping).
+
 The first account seen is only remembered (a new profile, or a database of a release that
 kept none). Each link's next full read then checks that the side still holds the plays the
 link kept for it: one holding none of them was another account's, and starts over the same
@@ -28,10 +34,12 @@ profile's account on it); an empty part is one not known yet, and matches any.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
+from typing import Protocol
 
 from watchbridge.config import Config, link_profiles
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Side
@@ -44,6 +52,19 @@ REMOVALS = ("remove_play", "remove_rating")
 ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
 MIN_KEPT = 5  # fewer records kept say too little of whose they were
 NOT_SENT = "not sent: a removal meant for an account used before"  # starts such dead letters
+ALERT_KIND = "account_changed"
+ALERT_OWED = "account_alert:"  # ENGINE cursors (per profile) + service: an alert to send
+
+
+def alert_cursor(service: str) -> str:
+    """The cursor (ENGINE, profile, this): the alert owed for the last change of `service`'s
+    account for the profile, as JSON (title, body), until it is sent."""
+    return f"{ALERT_OWED}{service}"
+
+
+def alert_key(service: str, profile: str) -> str:
+    """The alert's condition key: one per service and profile (throttled as such)."""
+    return f"{service}:{profile}"
 
 
 def check_owed(link: str) -> str:
@@ -81,6 +102,7 @@ class AccountChange:
     # The account is the one on record, but the side holds none of the plays kept for it:
     # they were another account's (kept by a release that did not record whose).
     unrecognised: bool = False
+    reviewed: tuple[str, ...] = ()  # of `links`, those whose first run waits for a review
 
     def describe(self) -> str:
         if self.unrecognised:
@@ -101,9 +123,87 @@ class AccountChange:
             "because of the change, and what only one side holds is copied to the other"
         )
 
-    def notes(self) -> tuple[tuple[str, str, str], ...]:
-        """(service, name, value) of the cursors saying why each link starts over."""
-        return tuple((ENGINE, restarted_cursor(link), self.message()) for link in self.links)
+    def notes(self, dead: int = 0) -> tuple[tuple[str, str, str], ...]:
+        """(service, name, value) of the cursors the start over leaves: why each link starts
+        over, and the alert owed (`dead`: the removals for the old account not sent)."""
+        owed = json.dumps({"title": self.alert_title(), "body": self.alert_body(dead)})
+        return (
+            *((ENGINE, restarted_cursor(link), self.message()) for link in self.links),
+            (ENGINE, alert_cursor(self.service), owed),
+        )
+
+    def alert_title(self) -> str:
+        return f"watchbridge: profile {self.profile}'s {self.service} is another account"
+
+    def alert_body(self, dead: int = 0) -> str:
+        """What the `account_changed` alert tells: the accounts, what starts over and how,
+        what was not sent, and what to change if the account is not the one meant."""
+        parts = [f"{self.describe()}; what watchbridge kept of the old one is forgotten."]
+        copied = [link for link in self.links if link not in self.reviewed]
+        if copied:
+            parts.append(
+                f"{_links(copied)} start(s) over for this profile as on a first run "
+                "(first_run: apply): what only one side holds is copied to the other now; "
+                "nothing is removed because of the change."
+            )
+        for link in self.reviewed:
+            parts.append(
+                f"links.{link} starts over for this profile as on a first run, and waits for "
+                f"your review: `watchbridge sync --link {link} --dry-run`, then "
+                f"`watchbridge sync --link {link} --yes`; nothing is removed because of the "
+                "change."
+            )
+        if not self.links:
+            parts.append(f"No link syncs {self.service} for this profile: deliveries go to it.")
+        if dead > 0:
+            parts.append(
+                f"{dead} removal(s) queued for the old account were not sent (dead letters): "
+                "discard them (`watchbridge deadletters discard`)."
+            )
+        again = ""
+        if self.links:
+            kept = " (what was copied to this one meanwhile stays there)" if copied else ""
+            again = f" The links then start over once more, removing nothing{kept}."
+        parts.append(
+            f"If that is not the account meant: {self.fix()}.{again} No removal waits for "
+            "you: --confirm-removals is not involved."
+        )
+        return "\n\n".join(parts)
+
+    def fix(self) -> str:
+        """What to change if the account answering now is not the profile's."""
+        profile = self.profile
+        if self.service == "trakt":
+            return (
+                f"sign in on trakt.tv as {profile}'s own account and run "
+                f"`watchbridge auth trakt --profile {profile}`"
+            )
+        if self.service == "serializd":
+            return (
+                f"put {profile}'s own email and password back in "
+                f"profiles.{profile}.accounts.serializd and restart (a username changed in "
+                "Serializd's settings counts as another account too: then nothing is wrong)"
+            )
+        if self.service == "anilist":
+            return (
+                f"sign in as {profile}'s own AniList user (`watchbridge auth anilist --profile "
+                f"{profile}`, or the token in profiles.{profile}.accounts.anilist)"
+            )
+        if self.service == "plex":
+            server_before, server_after = (
+                account.split(SEP)[0] for account in (self.before, self.after)
+            )
+            if server_before and server_after and server_before != server_after:
+                return (
+                    "point services.plex.url back at the server used before and restart (a "
+                    "Plex reinstalled or moved to new hardware is a new server: then nothing "
+                    "is wrong)"
+                )
+            return (
+                f"fix whose account {profile} is on the server: profiles.{profile}.users.plex, "
+                f"or its sign-in (`watchbridge auth plex --profile {profile}`)"
+            )
+        return f"fix profiles.{profile}.accounts.{self.service} (or services.{self.service})"
 
     def not_sent(self) -> str:
         return (
@@ -260,7 +360,10 @@ def _start_over(
     cursors: Sequence[str] = [
         c for link in links for c in (f"link:{link}", carried_cursor(link), *list_cursors(link))
     ]
-    change = AccountChange(service, profile, before, after, links, tuple(cursors), unrecognised)
+    reviewed = tuple(link for link in links if config.links[link].first_run == "dry-run")
+    change = AccountChange(
+        service, profile, before, after, links, tuple(cursors), unrecognised, reviewed
+    )
     # Plex stamps our copies "now": moved to a new server with its history, they would read
     # as new plays; its reader keeps the records of them to tell (`readers.plex`).
     carried = plex.CARRIED_OVER if service == plex.SERVICE else None
@@ -275,16 +378,62 @@ class AccountNotes:
     target that learns whose account it writes to (a Serializd sign-in's username, an AniList
     token's user) notes it before it writes, so a setup with webhooks only notices too."""
 
-    def __init__(self, store: Store, config: Config, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        clock: Callable[[], float],
+        alerts: ChangeAlerts | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        self.alerts = alerts
 
     async def note(self, service: str, profile: str, seen: str) -> AccountChange | None:
         now = self.clock()
-        return await asyncio.to_thread(
+        change = await asyncio.to_thread(
             note_account, self.store, self.config, service, profile, seen, now
         )
+        if change is not None and self.alerts is not None:
+            await send_account_alerts(self.store, self.alerts)
+        return change
+
+
+class ChangeAlerts(Protocol):
+    """What `send_account_alerts` needs of `alerts.Notifier`."""
+
+    def sends(self, kind: str) -> bool: ...
+
+    def would_send(self, kind: str, key: str = "") -> bool: ...
+
+    async def notify(self, kind: str, title: str, body: str, key: str = "") -> str: ...
+
+
+async def send_account_alerts(store: Store, alerts: ChangeAlerts) -> None:
+    """Send the `account_changed` alerts owed (see `alert_cursor`), each forgotten once it
+    went out (a failed one the notifier keeps and sends again) or alerts of the kind go
+    nowhere. One the throttle holds back (the same side changed again within
+    `alerts.throttle`, or keeps changing: the condition stays open, so its alerts go ever
+    further apart, as reminders do) waits for a call after that, not counted as suppressed
+    at each."""
+    owed = await asyncio.to_thread(store.cursors_named, ENGINE, ALERT_OWED)
+    for profile, name, value in owed:
+        key = alert_key(name.removeprefix(ALERT_OWED), profile)
+        if alerts.sends(ALERT_KIND) and not alerts.would_send(ALERT_KIND, key):
+            continue
+        try:
+            alert = json.loads(value)
+            title, body = str(alert["title"]), str(alert["body"])
+        except (ValueError, TypeError, KeyError):  # not one this release wrote: as if sent
+            pass
+        else:
+            await alerts.notify(ALERT_KIND, title, body, key=key)
+        await asyncio.to_thread(store.forget_cursor, ENGINE, profile, name, value)
+
+
+def _links(links: Sequence[str]) -> str:
+    return ", ".join(f"links.{link}" for link in links)
 
 
 def for_the_old_account(rows: Sequence[OutboxItem]) -> list[OutboxItem]:

@@ -556,6 +556,10 @@ class Notifier:
         self._send_unsent_soon(skip=(kind, key))
         return await self._notify(kind, title, body, key, retry_failed)
 
+    def sends(self, kind: str) -> bool:
+        """True when alerts of `kind` go somewhere (a URL loaded, the kind in alerts.kinds)."""
+        return self.enabled and self.config.wants(kind)
+
     def would_send(self, kind: str, key: str = "") -> bool:
         """True when a report of condition (kind, key) now would be sent, not held back by the
         throttle or a failed send's back-off (as this process last knew it; cheap)."""

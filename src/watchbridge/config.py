@@ -45,6 +45,7 @@ AlertKind = Literal[
     "internal_error",
     "downtime",
     "reported_twice",
+    "account_changed",
 ]
 
 

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title, paused_title
@@ -82,6 +83,7 @@ async def housekeeping(runtime: Runtime, trakt: TraktClient | None = None) -> No
     for check, name in (
         (reclaim_space, "reclaim-space"),
         (resend_failed_alerts, "alerts-resend"),
+        (send_account_alerts_owed, "account-alerts"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_anime_datasets, "anime-datasets-check"),
@@ -104,6 +106,12 @@ async def resend_failed_alerts(runtime: Runtime) -> None:
     """Alerts that failed to go out (the channel was down) are sent again even when no other
     alert comes along to take them: one about refused webhooks must reach the human."""
     await runtime.notifier.send_unsent()
+
+
+async def send_account_alerts_owed(runtime: Runtime) -> None:
+    """The `account_changed` alerts no process with the alerts sent yet: a change
+    `watchbridge auth trakt` noticed, or one the throttle held back (`accounts`)."""
+    await send_account_alerts(runtime.store, runtime.notifier)
 
 
 async def check_anilist_tokens(runtime: Runtime) -> list[str]:

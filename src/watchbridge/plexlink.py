@@ -91,6 +91,10 @@ class Alerts(Protocol):
 
     async def resolve(self, kind: str, body: str, key: str = "") -> str: ...
 
+    def sends(self, kind: str) -> bool: ...
+
+    def would_send(self, kind: str, key: str = "") -> bool: ...
+
 
 @dataclass(frozen=True)
 class LimitState:

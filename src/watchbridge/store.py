@@ -2406,12 +2406,26 @@ class Store:
                 (service, profile, name, value, now),
             )
 
-    def forget_cursor(self, service: str, profile: str, name: str) -> None:
+    def forget_cursor(
+        self, service: str, profile: str, name: str, value: str | None = None
+    ) -> None:
+        """Forget a cursor; with `value`, only while it still holds that value (not one
+        another process wrote since)."""
+        where = "service = ? AND profile = ? AND name = ?"
+        params: tuple[str, ...] = (service, profile, name)
+        if value is not None:
+            where, params = f"{where} AND value = ?", (*params, value)
         with self.transaction() as conn:
-            conn.execute(
-                "DELETE FROM cursors WHERE service = ? AND profile = ? AND name = ?",
-                (service, profile, name),
-            )
+            conn.execute(f"DELETE FROM cursors WHERE {where}", params)
+
+    def cursors_named(self, service: str, prefix: str) -> list[tuple[str, str, str]]:
+        """(profile, name, value) of `service`'s cursors whose name starts with `prefix`."""
+        rows = self._query(
+            "SELECT profile, name, value FROM cursors WHERE service = ?"
+            " AND substr(name, 1, ?) = ? ORDER BY profile, name",
+            (service, len(prefix), prefix),
+        )
+        return [(str(row["profile"]), str(row["name"]), str(row["value"])) for row in rows]
 
     def cache_get(self, namespace: str, lookup: str, now: float) -> tuple[bool, Any]:
         """(hit, value). A cached "not found" is a hit whose value is None."""
@@ -2759,7 +2773,8 @@ class Store:
         kept under another name (old -> new) for its reader to judge against the new account,
         rows already there kept too. Returns the removals still to be sent to the old account
         (meant for its plays and ratings) now made dead letters, or -1 when another run
-        already started over."""
+        already started over. The alert owed for the change is noted in the same
+        transaction (`accounts.send_account_alerts` sends it), so each change is told once."""
         service, profile = change.service, change.profile
         carried = carried or {}
         with self.transaction() as conn:
@@ -2802,7 +2817,7 @@ class Store:
                 " AND action IN ('remove_play', 'remove_rating')",
                 (now, change.not_sent(), service, profile),
             ).rowcount
-            notes = [(service, ACCOUNT_CURSOR, change.after), *change.notes()]
+            notes = [(service, ACCOUNT_CURSOR, change.after), *change.notes(int(dead))]
             conn.executemany(
                 "INSERT OR REPLACE INTO cursors (service, profile, name, value, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",

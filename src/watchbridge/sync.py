@@ -28,6 +28,7 @@ from watchbridge.accounts import (
     read_empty,
     read_empty_hold,
     restarted_cursor,
+    send_account_alerts,
     start_over_unrecognised,
     unrecognised,
 )
@@ -1118,6 +1119,8 @@ async def run_link(
             metrics=metrics,
             failures=failures,
         )
+        if alerts is not None:  # a side that answered as another account started over
+            await send_account_alerts(store, alerts)
         unread = tuple(naming_profile(profile, why) for profile, why in failures.items())
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.

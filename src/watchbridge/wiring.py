@@ -181,7 +181,7 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
     anilist_wanted = runtime.config.services.anilist is not None
     wanted = client is not None or serializd is not None or anilist_wanted
     ids = enricher(runtime, client) if wanted else None
-    accounts = AccountNotes(runtime.store, runtime.config, runtime.clock)
+    accounts = AccountNotes(runtime.store, runtime.config, runtime.clock, runtime.notifier)
     if client is not None:
         targets.append(
             TraktTarget(
