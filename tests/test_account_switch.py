@@ -133,6 +133,24 @@ def test_starting_over_forgets_the_profiles_side_and_its_links_only(tmp_path: Pa
     store.close()
 
 
+def test_a_name_the_sign_in_had_before_its_rename_is_the_same_account(tmp_path: Path) -> None:
+    """The token answered to alice, then (renamed) to alice2: a run that read alice before the
+    rename was learnt, noted after, changes nothing; another sign-in forgets the names."""
+    store = Store.open(tmp_path / "wb.db")
+    now, config = time.time(), link_config("ts")
+    store.put_token("serializd", "me", {"username": "alice2", "formerly": ["alice"]}, now)
+    store.set_cursor("serializd", "me", "account", "user alice", now)
+
+    assert note_account(store, config, "serializd", "me", "user alice2", now) is None
+    assert note_account(store, config, "serializd", "me", "user alice", now) is None
+    assert store.get_cursor("serializd", "me", "account") == "user alice2"
+
+    store.put_token("serializd", "me", {"username": "alice"}, now)  # someone took the name
+    change = note_account(store, config, "serializd", "me", "user alice", now)
+    assert change is not None and change.before == "user alice2"
+    store.close()
+
+
 def link_config(name: str) -> Config:
     return parse_config(
         f"""services: {{trakt: {{client_id: c}}, serializd: {{}}}}
@@ -435,6 +453,31 @@ async def test_a_removal_queued_for_the_old_account_is_not_sent_to_the_new_one(
     [dead] = rig.store.dead_letters()
     assert dead.action == "remove_play"
     assert (dead.last_error or "").startswith("not sent: a removal meant for an account used")
+
+
+async def test_a_username_changed_on_serializd_is_the_same_account(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Renamed in Serializd's settings: the same sign-in token answers to the new name, which
+    proves the account the same. The link goes on (no start-over, no review): nothing is
+    copied again and nothing removed, and a play logged after the rename is copied once."""
+    rig = make_rig(first_run="dry-run")
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    before = trakt_plays(trakt)
+    serializd.user.username = "alice_renamed"  # the token still works
+    log(serializd, 2, 1, "2024-03-01T20:00:00.000Z")
+    config = rig.runtime.config
+
+    results = []
+    for full in (False, True, False):  # the rename is learnt by a read, then noted
+        results.append(await run_link(config, rig.store, LINK, clock=time.time, full=full))
+        await rig.deliver()
+
+    assert all(not p.restarted and not p.first_run for r in results for p in r.plans)
+    assert trakt_plays(trakt) == [*before, (2, 1, "2024-03-01")]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1)]
+    assert rig.store.get_cursor("serializd", PROFILE, "account") == "user alice_renamed"
+    assert rig.store.dead_letters() == []
 
 
 def diary_plays_of(serializd: FakeSerializd, user: Any) -> list[tuple[int, int, str]]:

@@ -242,6 +242,7 @@ async def test_a_username_changed_on_serializd_is_followed_without_signing_in_ag
     assert len(await client.diary(PROFILE)) == 1
     stored = store.get_token("serializd", PROFILE)
     assert stored is not None and stored["username"] == "alice_renamed"
+    assert stored["formerly"] == ["alice_tv"]  # one account under both (accounts.sign_in_names)
     assert fake.count("POST", LOGIN) == 1  # the token was asked whose it is, not replaced
 
 

@@ -27,6 +27,10 @@ check waits for a read that holds some (`read_empty`), and meanwhile every remov
 link's runs waits for confirmation, its watchlist's and collection's too (`read_empty_hold`),
 and so do the watchlist titles and ratings that side would copy to the other.
 
+A user renamed on the service is the same account when the same sign-in answers to the new
+name (Serializd's token after a rename in its settings: `sign_in_names`): the identity on
+record follows it, and nothing starts over.
+
 An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
 profile's account on it); an empty part is one not known yet, and matches any.
 """
@@ -271,7 +275,32 @@ def note_account(
         if kept != before:
             store.set_cursor(service, profile, ACCOUNT_CURSOR, kept, now)
         return None
+    names = sign_in_names(store, service, profile)
+    if before in names and seen in names:
+        if seen == names[0]:  # not a name read before the rename was learnt
+            store.set_cursor(service, profile, ACCOUNT_CURSOR, seen, now)
+            log.info(
+                f"profile {profile}: {service} is now {shown(seen)} (was {shown(before)}), "
+                "renamed on the service: the same sign-in answers to it, so it is the same "
+                "account, and its links carry on",
+                extra={"profile": profile, "service": service},
+            )
+        return None
     return _start_over(store, config, service, profile, before, seen, now)
+
+
+def sign_in_names(store: Store, service: str, profile: str) -> tuple[str, ...]:
+    """The identities the profile's sign-in to `service` answers to now (first) and answered
+    to before, when it was renamed: Serializd's token keeps working after a rename in its
+    settings and says the new username, and the token's `formerly` keeps the old ones, all
+    one account. Empty when never renamed; a new sign-in (another email, a pasted token)
+    forgets them."""
+    stored = store.get_token(service, profile)
+    formerly = stored.get("formerly") if isinstance(stored, dict) else None
+    if not isinstance(stored, dict) or not isinstance(formerly, list) or not formerly:
+        return ()
+    names = [stored.get("username"), *formerly]
+    return tuple(user_named(n) for n in names if isinstance(n, str) and n)
 
 
 def start_over_unrecognised(

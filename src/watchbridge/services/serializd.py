@@ -93,6 +93,9 @@ class Session:
     obtained_at: float
     expires_at: float | None = None  # from the JWT's own claim, when it has one
     email: str | None = None  # whose email signed in (None: a pasted token, or stored before)
+    # Usernames this token had before, oldest first: Serializd answered the token with a new
+    # one (renamed in its settings), which proves them one account (`accounts.renamed`).
+    formerly: tuple[str, ...] = ()
 
     def usable(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
@@ -111,6 +114,7 @@ class Session:
             "obtained_at": self.obtained_at,
             "expires_at": self.expires_at,
             "email": self.email,
+            "formerly": list(self.formerly),
         }
 
     @classmethod
@@ -119,13 +123,14 @@ class Session:
         if not isinstance(token, str) or not token or not isinstance(username, str):
             return None
         obtained, expires = data.get("obtained_at"), data.get("expires_at")
-        email = data.get("email")
+        email, formerly = data.get("email"), data.get("formerly")
         return cls(
             token,
             username,
             float(obtained) if isinstance(obtained, int | float) else 0.0,
             float(expires) if isinstance(expires, int | float) else None,
             email if isinstance(email, str) else None,
+            tuple(n for n in formerly if isinstance(n, str)) if isinstance(formerly, list) else (),
         )
 
 
@@ -700,9 +705,16 @@ class SerializdClient:
         data = self.tokens.get_token(SERVICE, profile)
         return Session.from_dict(data) if isinstance(data, dict) else None
 
-    def _save(self, profile: str, token: str, username: str, email: str | None = None) -> Session:
+    def _save(
+        self,
+        profile: str,
+        token: str,
+        username: str,
+        email: str | None = None,
+        formerly: tuple[str, ...] = (),
+    ) -> Session:
         now = self.clock()
-        session = Session(token, username, now, token_expiry(token), email)
+        session = Session(token, username, now, token_expiry(token), email, formerly)
         self.tokens.put_token(SERVICE, profile, session.to_dict(), now)
         return session
 
@@ -837,10 +849,12 @@ class SerializdClient:
         if not isinstance(username, str) or not username or username == session.username:
             return None
         log.info(
-            "the Serializd username changed: reading as the new one",
+            "the Serializd username changed: reading as the new one (the same account: "
+            "the same sign-in answers to it)",
             extra={"profile": profile, "was": session.username, "username": username},
         )
-        return self._save(profile, session.token, username, session.email)
+        formerly = tuple(n for n in (*session.formerly, session.username) if n != username)
+        return self._save(profile, session.token, username, session.email, formerly)
 
     async def username(self, profile: str) -> str:
         return (await self._session(profile)).username
