@@ -142,3 +142,46 @@ def test_two_plex_servers_each_owners_plays_reach_their_own_trakt(
         assert len(trakt.history("bob")) == 1 and len(trakt.history()) == 1
     finally:
         service.kill()
+
+
+def test_a_home_user_listed_by_name_and_renamed_in_plex_keeps_their_own_plays(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    """Bob is listed by name beside a default profile. Renamed "Robert" in Plex (after a
+    restart, too), his plays still reach his own Trakt, not the default person's, and the log
+    and the status say what to write in the config."""
+    profiles = """
+  alice:
+    default: true
+    users: {plex: ["1"]}
+    accounts: {trakt: {}}
+  bob:
+    users: {plex: [bob]}
+    accounts: {trakt: {}}
+"""
+    service = household(tmp_path, trakt, profiles).start()
+    try:
+        assert post_plex(service, plex("media.scrobble", BOB_ID, "Bob", "tv")).status_code == 202
+        wait_for(lambda: len(trakt.history("bob")) == 1)
+        service.terminate()
+        service.start()
+
+        renamed = plex("media.scrobble", BOB_ID, "Robert", "tablet")
+        renamed["Metadata"] |= {"index": 15, "ratingKey": "73154", "key": "/library/metadata/73154"}
+        renamed["Metadata"]["guid"] = "com.plexapp.agents.thetvdb://81189/5/15?lang=en"
+        assert post_plex(service, renamed).status_code == 202
+        wait_for(lambda: len(trakt.history("bob")) == 2)
+        time.sleep(1.0)
+        assert trakt.history() == []  # nothing on the default profile's Trakt
+
+        told = (
+            f"Plex account 'Robert' (id {BOB_ID}) was 'Bob', listed in profiles.bob.users.plex:"
+            " write its id or its new name there"
+        )
+        service.wait_for_output(told)
+        status = httpx.get(f"{service.url}/api/status").json()
+        [shown] = status["renamed_accounts"]
+        assert shown["profile"] == "bob" and shown["message"] == told
+        assert "write its id or its new name there" in httpx.get(f"{service.url}/").text
+    finally:
+        service.kill()

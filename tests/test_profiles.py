@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from watchbridge.account_ids import Key, Learnt
 from watchbridge.config import Config, parse_config
 from watchbridge.model import Account, MediaEvent, MediaRef
-from watchbridge.webhooks import profile_for
+from watchbridge.webhooks import profile_for, route_for
 
 SERVER_A = "a1b2c3d4e5f6"
 SERVER_B = "0f9e8d7c6b5a"
@@ -163,3 +164,67 @@ profiles:
 def test_a_tautulli_account_another_profile_lists_on_one_plex_server_is_not_the_defaults() -> None:
     mapped = config(f'{{plex: ["{SERVER_B}:alice"]}}', default=", default: true")
     assert profile_for(mapped, from_tautulli("5123891", "Alice")) is None
+
+
+# --------------------------------------------------------------------------- renamed accounts
+
+
+def learnt_from(mapped: Config, *events: MediaEvent) -> dict[Key, Learnt]:
+    """The ids the route learns from `events`, in order (as the webhook route keeps them)."""
+    known: dict[Key, Learnt] = {}
+    for event in events:
+        if (learn := route_for(mapped, event, known).learn) is not None:
+            known[learn[0]] = learn[1]
+    return known
+
+
+def test_a_renamed_account_goes_by_the_id_its_listed_name_came_with() -> None:
+    mapped = config('{plex: ["bob"]}', default=", default: true")
+    known = learnt_from(mapped, from_plex("5", name="Bob"))
+
+    route = route_for(mapped, from_plex("5", name="Robert"), known)
+
+    assert route.profile == "alice"  # bob's profile here; not the default (guest)
+    assert route.renamed is not None and route.learn is None
+    assert route.renamed.message == (
+        "Plex account 'Robert' (id 5) was 'Bob', listed in profiles.alice.users.plex: "
+        "write its id or its new name there"
+    )
+    assert profile_for(mapped, from_plex("6", name="Robert"), known) == "guest"  # another id
+
+
+def test_only_a_name_match_is_learnt_and_only_once() -> None:
+    mapped = config('{plex: ["bob", "7"]}')
+    assert route_for(mapped, from_plex("7", name="carol")).learn is None  # the id is listed
+    known = learnt_from(mapped, from_plex("5", name="Bob"))
+    assert known == {Key("plex", SERVER_A, "5"): Learnt("alice", "bob", "Bob")}
+    assert route_for(mapped, from_plex("5", name="BOB"), known).learn is None
+
+
+def test_a_plex_owner_is_remembered_per_server() -> None:
+    """Every server's owner is account 1: the one named alice on server A is not server B's."""
+    mapped = config('{plex: ["alice"]}', default=", default: true")
+    known = learnt_from(mapped, from_plex("1", SERVER_A, name="alice"))
+    assert profile_for(mapped, from_plex("1", SERVER_A, name="ally"), known) == "alice"
+    assert profile_for(mapped, from_plex("1", SERVER_B, name="bob"), known) == "guest"
+    assert learnt_from(mapped, from_plex("1", "", name="alice")) == {}  # no server: no key
+
+
+def test_a_listed_entry_that_matches_wins_over_a_remembered_id() -> None:
+    mapped = parse_config(
+        """
+profiles:
+  alice: {users: {plex: [bob]}}
+  robert: {users: {plex: [Robert]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    known = learnt_from(mapped, from_plex("5", name="Bob"))
+    assert profile_for(mapped, from_plex("5", name="Robert"), known) == "robert"
+
+
+def test_a_name_taken_out_of_the_config_takes_its_remembered_id_with_it() -> None:
+    known = learnt_from(config('{plex: ["bob"]}'), from_plex("5", name="Bob"))
+    taken_out = config('{plex: ["carol"]}', default=", default: true")
+    assert profile_for(taken_out, from_plex("5", name="Robert"), known) == "guest"

@@ -41,6 +41,7 @@ from litestar.types import (
 from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
+from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.alerts import FAILED, SUPPRESSED, Notifier
 from watchbridge.backoff import doubled
 from watchbridge.config import (
@@ -109,6 +110,7 @@ class Runtime:
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
     unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
+    account_ids: AccountIds = field(default_factory=AccountIds)  # loaded by open()
     refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
     senders: Senders = field(default_factory=Senders)
     downtime: str | None = None  # what this start told of the time the service was away
@@ -137,6 +139,8 @@ class Runtime:
         self.notifier.remember_in(self._store)
         self._store.checkpoint_apart()
         store = self._store
+        for source, server, account_id, profile, entry, name in store.webhook_account_ids():
+            self.account_ids.learn(Key(source, server, account_id), Learnt(profile, entry, name))
         self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
         self.metrics.watch_links(store.last_successes, list(self.config.links))
         from watchbridge.signins import gauges  # the services' modules import much
@@ -807,6 +811,22 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "fix": s.fix,
             }
             for s in runtime.unmapped.recent()
+        ],
+        # Accounts whose webhooks went to a profile by an id remembered for a name it lists:
+        # renamed on the media server (account_ids.py), since the start.
+        "renamed_accounts": [
+            {
+                "source": r.renamed.key.source,
+                "server": r.renamed.key.server,
+                "account_id": r.renamed.key.account_id,
+                "name": r.renamed.name,
+                "was": r.renamed.learnt.name,
+                "profile": r.renamed.learnt.profile,
+                "webhooks": r.webhooks,
+                "last_at": r.last_at,
+                "message": r.renamed.message,
+            }
+            for r in runtime.account_ids.recent()
         ],
         "refused_webhooks": [
             {

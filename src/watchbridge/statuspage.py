@@ -16,6 +16,7 @@ from litestar import MediaType, get
 from litestar.di import NamedDependency
 
 from watchbridge import __version__
+from watchbridge.account_ids import RenameSighting
 from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
@@ -34,6 +35,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     now = runtime.clock()
     sign_ins = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
     unmapped = runtime.unmapped.recent()
+    renamed = runtime.account_ids.recent()
     doublings = runtime.senders.recent(now)
     refused = runtime.refused.recent()
     kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
@@ -49,6 +51,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         runtime.notifier.health(),
         runtime.metrics.clocks,
         kept,
+        renamed,
     )
 
 
@@ -74,6 +77,7 @@ def render(
     alerts: Health | None = None,
     clocks: Mapping[str, float] | None = None,
     kept: Sequence[Leftover] = (),
+    renamed: Sequence[RenameSighting] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -81,7 +85,8 @@ def render(
     twice to a profile; `refused`: webhooks refused since the start, by source and kind;
     `alerts`: whether alerts reach anyone, which they cannot tell themselves; `clocks`: how
     far each service's clock is ahead of ours; `kept`: state kept for profiles and links the
-    config no longer has)."""
+    config no longer has; `renamed`: accounts renamed on a media server whose webhooks went
+    by the id remembered for the name a profile lists, since the start)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -133,6 +138,7 @@ def render(
         + (f'<p class="bad">{_e(downtime)}</p>' if downtime else "")
         + "".join(f'<p class="bad">{_e(d.message)}: {_e(d.fix)}.</p>' for d in doublings)
         + _refused(refused, now)
+        + _renamed(renamed, now)
         + _unmapped(unmapped, now),
     ]
     return (
@@ -303,6 +309,20 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
             taken_rows,
         )
     return page
+
+
+def _renamed(renamed: Sequence[RenameSighting], now: float) -> str:
+    if not renamed:
+        return ""
+    rows = [
+        (_e(r.renamed.learnt.profile), str(r.webhooks), _age(r.last_at, now), _e(r.renamed.message))
+        for r in renamed
+    ]
+    return (
+        "<p>Renamed on the media server since the start, taken by the id watchbridge "
+        "remembered for the name the profile lists:</p>"
+        + _table(("profile", "webhooks", "last", "what to do"), rows)
+    )
 
 
 def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:

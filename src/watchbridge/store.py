@@ -447,6 +447,24 @@ def m016_unmatched_rows_indexed(db: sqlite_utils.Database) -> None:
     db.execute(f"CREATE INDEX outbox_unmatched ON outbox(status) WHERE {_UNMATCHED}")
 
 
+@migrations()
+def m017_webhook_account_ids(db: sqlite_utils.Database) -> None:
+    # The media-server account ids seen with the names profiles list (account_ids.py): a
+    # renamed account keeps reaching its own profile. A few rows (KEPT at most).
+    db.execute(
+        """CREATE TABLE webhook_account_ids (
+            source TEXT NOT NULL,
+            server TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            name TEXT NOT NULL,
+            learnt_at REAL NOT NULL,
+            PRIMARY KEY (source, server, account_id)
+        )"""
+    )
+
+
 def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
     """Per profile, the watchlist hold (why, when) the newest of `runs` (newest first:
     outcome, error, time) that planned its watchlist names. A run that went through (ok,
@@ -2590,6 +2608,42 @@ class Store:
         """The stored value of a generated setting, or None if none was made (never writes)."""
         known = self._query("SELECT value FROM settings WHERE name = ?", (name,))
         return str(known[0]["value"]) if known else None
+
+    def webhook_account_ids(self) -> list[tuple[str, str, str, str, str, str]]:
+        """(source, server, account id, profile, entry, name) of each media-server account id
+        remembered for a name a profile listed (account_ids.py), the least recently learnt
+        first."""
+        rows = self._query(
+            "SELECT source, server, account_id, profile, entry, name FROM webhook_account_ids"
+            " ORDER BY learnt_at"
+        )
+        return [
+            (row["source"], row["server"], row["account_id"], row["profile"], row["entry"],
+             row["name"])
+            for row in rows
+        ]  # fmt: skip
+
+    def remember_webhook_account_id(
+        self,
+        account: tuple[str, str, str],
+        learnt: tuple[str, str, str],
+        now: float,
+        kept: int,
+    ) -> None:
+        """Remember `account` (source, server, id) as `learnt` (profile, entry, name); only
+        the `kept` most recently learnt stay."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO webhook_account_ids"
+                " (source, server, account_id, profile, entry, name, learnt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*account, *learnt, now),
+            )
+            conn.execute(
+                "DELETE FROM webhook_account_ids WHERE rowid NOT IN (SELECT rowid FROM"
+                " webhook_account_ids ORDER BY learnt_at DESC LIMIT ?)",
+                (kept,),
+            )
 
     def recent_sources(self, last: int = 1000) -> set[str]:
         """The webhook sources of the `last` events recorded (a week's at most, see prune)."""

@@ -13,7 +13,7 @@ import hmac
 import logging
 import sqlite3
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +22,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
+from watchbridge.account_ids import KEPT, Key, Learnt, Renamed
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.config import TV_ONLY, Config, same_account, targets_for
 from watchbridge.errors import StoreError
@@ -67,8 +68,30 @@ BODY_IDLE_TIMEOUT = 30.0
 PLEX_OWNER = "1"  # the Account.id of a Plex server's owner, on each server
 
 
-def profile_for(config: Config, event: MediaEvent) -> str | None:
-    """The profile an event belongs to: explicit mapping first, else the default profile.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """Where an event goes (`profile`: None when no profile takes it), and what the route
+    learnt on the way: an account id to remember for the name an entry matched (`learn`),
+    or that the event went by a remembered id (`renamed`: the user is told)."""
+
+    profile: str | None
+    learn: tuple[Key, Learnt] | None = None
+    renamed: Renamed | None = None
+
+
+NO_IDS: Mapping[Key, Learnt] = {}
+
+
+def profile_for(
+    config: Config, event: MediaEvent, known: Mapping[Key, Learnt] = NO_IDS
+) -> str | None:
+    """The profile an event belongs to (see `route_for`)."""
+    return route_for(config, event, known).profile
+
+
+def route_for(config: Config, event: MediaEvent, known: Mapping[Key, Learnt] = NO_IDS) -> Route:
+    """The profile an event belongs to: explicit mapping first, then an account id remembered
+    for a name a profile lists (`known`, see account_ids.py), else the default profile. Pure.
 
     Plex calls each server's owner account 1, so with two servers posting here a plain "1"
     names both owners: an entry naming the event's server ("SERVER:ACCOUNT") wins over one
@@ -81,15 +104,54 @@ def profile_for(config: Config, event: MediaEvent) -> str | None:
     owner = {PLEX_OWNER} if event.source == "plex" and account.id == PLEX_OWNER else set()
     for candidates in (here, anywhere - owner, owner):
         for name, profile in config.profiles.items():
-            configured = getattr(profile.users, event.source, [])
-            if any(same_account(entry) in candidates for entry in configured):
-                return name
+            for entry in getattr(profile.users, event.source, ()):
+                if same_account(entry) in candidates:
+                    return _matched(event, name, entry, known)
+    key = _key(event) if known else None
+    learnt = known.get(key) if key is not None else None
+    if key is not None and learnt is not None and _still_listed(config, event.source, learnt):
+        return Route(learnt.profile, renamed=Renamed(key, account.name or "", learnt))
     default = next((name for name, p in config.profiles.items() if p.default), None)
     if event.source == "tautulli" and _listed_for_plex(config, anywhere - {PLEX_OWNER}, default):
         # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
         # that person's (whose plays Plex's webhook sends), never the default profile's.
+        return Route(None)
+    return Route(default)
+
+
+def _matched(event: MediaEvent, profile: str, entry: str, known: Mapping[Key, Learnt]) -> Route:
+    """The route of an event `entry` of `profile` matched: with the account's id to learn
+    when the entry is its name and the id is not remembered for it yet."""
+    account = event.account
+    if not account.id or not account.name:
+        return Route(profile)
+    listed = same_account(entry).rpartition(":")[2]
+    if listed != same_account(account.name) or listed == same_account(account.id):
+        return Route(profile)  # the config names the id: nothing to learn
+    key = _key(event)
+    if key is None:
+        return Route(profile)
+    learnt = known.get(key)
+    if learnt is not None and learnt.profile == profile and learnt.entry == entry:
+        return Route(profile)
+    return Route(profile, learn=(key, Learnt(profile, entry, account.name)))
+
+
+def _key(event: MediaEvent) -> Key | None:
+    """The event's account as ids are remembered by: per server, since Plex calls every
+    server's owner 1 (without a server, the owner's id names no one account)."""
+    account_id = event.account.id
+    if not account_id or (event.source == "plex" and account_id == PLEX_OWNER and not event.server):
         return None
-    return default
+    server = same_account(event.server) if event.server else ""
+    return Key(event.source, server, same_account(account_id))
+
+
+def _still_listed(config: Config, source: str, learnt: Learnt) -> bool:
+    """Whether the profile that listed a name still lists it (taken out: the id goes no more)."""
+    profile = config.profiles.get(learnt.profile)
+    listed = getattr(profile.users, source, ()) if profile is not None else ()
+    return any(same_account(entry) == same_account(learnt.entry) for entry in listed)
 
 
 def _listed_for_plex(config: Config, candidates: set[str], but: str | None) -> bool:
@@ -289,7 +351,7 @@ def _refused(runtime: Runtime, source: str, outcome: str, status: int, reason: s
     _alert_refused(runtime, source, outcome, reason)
 
 
-_alerting: set[asyncio.Task[str]] = set()  # alerts being sent, referenced until they finish
+_alerting: set[asyncio.Task[object]] = set()  # alerts being sent (and more), referenced until done
 
 
 def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> None:
@@ -303,7 +365,12 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
 
 def _after_answering(alert: Coroutine[Any, Any, str]) -> None:
     """Send an alert in the background, kept referenced until it is sent."""
-    task = asyncio.get_running_loop().create_task(alert)
+    _in_background(alert)
+
+
+def _in_background(work: Coroutine[Any, Any, object]) -> None:
+    """Run `work` in the background, kept referenced until it is done."""
+    task = asyncio.get_running_loop().create_task(work)
     _alerting.add(task)
     task.add_done_callback(_alerting.discard)
 
@@ -444,9 +511,13 @@ async def _webhook(
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
     queued, unmapped = 0, 0
+    known = runtime.account_ids.known
     try:
         for event in result.events:
-            name = profile_for(runtime.config, event)
+            route = route_for(runtime.config, event, known)
+            if route.learn is not None or route.renamed is not None:
+                _account_noted(runtime, route)
+            name = route.profile
             if name is None:
                 unmapped += 1
                 continue
@@ -482,6 +553,35 @@ async def _webhook(
     if runtime.refused.seen:
         runtime.refused.taken(source, time.time())
     _resolve_refused(runtime, source)
+
+
+def _account_noted(runtime: Runtime, route: Route) -> None:
+    """Remember an account id learnt (in memory now, in the store in the background), and
+    tell of an event that went by a remembered id (the log once per start; the status)."""
+    now = runtime.clock()
+    if route.learn is not None:
+        key, learnt = route.learn
+        runtime.account_ids.learn(key, learnt)
+        store = runtime.store
+        _in_background(_remember(store.remember_webhook_account_id, key, learnt, now))
+    renamed = route.renamed
+    if renamed is not None and runtime.account_ids.saw(renamed, now):
+        log.warning(
+            renamed.message,
+            extra={"source": renamed.key.source, "profile": renamed.learnt.profile},
+        )
+
+
+async def _remember(
+    remember: Callable[[tuple[str, str, str], tuple[str, str, str], float, int], None],
+    key: Key,
+    learnt: Learnt,
+    now: float,
+) -> None:
+    try:
+        await asyncio.to_thread(remember, key, learnt, now, KEPT)
+    except (sqlite3.Error, StoreError) as exc:  # kept in memory; learnt again after a restart
+        log.warning("could not store an account id learnt", extra={"error": _one_line(exc)})
 
 
 def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
