@@ -106,6 +106,14 @@ def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> No
     assert "warning: profile kids has no account to deliver to" in result.stdout
 
 
+def test_check_config_notes_a_name_listed_beside_a_default_profile(tmp_path: Path) -> None:
+    profiles = "profiles:\n  me: {default: true}\n  kid: {users: {plex: [kid, '5551234']}}\n"
+    result = run("check-config", "--config", str(write_config(tmp_path, profiles)))
+    assert result.returncode == 0, result.stderr
+    [note] = [line for line in result.stdout.splitlines() if "by name beside" in line]
+    assert note.startswith("note: profiles.kid.users.plex lists kid by name beside the default")
+
+
 def test_check_config_warns_of_a_time_zone_this_machine_does_not_know(tmp_path: Path) -> None:
     # glibc takes a misspelt TZ for UTC without a word: AniList's dates would be UTC days.
     path = write_config(tmp_path, "profiles:\n  me: {default: true}\n")

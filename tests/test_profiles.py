@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from watchbridge.account_ids import Key, Learnt
+from watchbridge.account_ids import Key, Learnt, names_beside_default
 from watchbridge.config import Config, parse_config
 from watchbridge.model import Account, MediaEvent, MediaRef
 from watchbridge.webhooks import profile_for, route_for
@@ -228,3 +228,11 @@ def test_a_name_taken_out_of_the_config_takes_its_remembered_id_with_it() -> Non
     known = learnt_from(config('{plex: ["bob"]}'), from_plex("5", name="Bob"))
     taken_out = config('{plex: ["carol"]}', default=", default: true")
     assert profile_for(taken_out, from_plex("5", name="Robert"), known) == "guest"
+
+
+def test_check_config_hints_at_ids_for_names_listed_beside_a_default_profile() -> None:
+    ids = '{plex: ["1", "5551234"], jellyfin: ["0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"]}'
+    assert names_beside_default(config(ids, default=", default: true")) == []
+    assert names_beside_default(config('{plex: ["bob"]}')) == []  # no default profile
+    [hint] = names_beside_default(config('{plex: ["1", bob]}', default=", default: true"))
+    assert hint.startswith("profiles.alice.users.plex lists bob by name beside the default")

@@ -14,8 +14,11 @@ Bookkeeping only: the webhook route decides (`webhooks.route_for`), the caller p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from watchbridge.config import Config, same_account
 
 KEPT = 200  # ids remembered; the least recently learnt goes first
 RENAMES_KEPT = 20  # renamed accounts the status lists
@@ -96,3 +99,32 @@ class AccountIds:
     def recent(self) -> list[RenameSighting]:
         """The renamed accounts seen since the start, the most recently seen first."""
         return sorted(self.renames.values(), key=lambda s: -s.last_at)
+
+
+# Sources whose accounts have ids a user can list instead of a name: Plex and Tautulli
+# number them, Jellyfin and Emby give 32 hex digits.
+_ID = re.compile(r"\d+|[0-9a-f]{32}")
+
+
+def names_beside_default(config: Config) -> list[str]:
+    """A hint per `users` list naming media-server accounts by name while a default profile
+    takes the webhooks no entry matches: a renamed account is followed by the id remembered
+    with its name, but one never seen under it goes to the default profile's services. Pure."""
+    default = next((name for name, p in config.profiles.items() if p.default), None)
+    if default is None:
+        return []
+    hints = []
+    for name, profile in config.profiles.items():
+        if name == default:
+            continue
+        for source in SOURCE_NAMES:
+            entries = getattr(profile.users, source, ())
+            names = [e for e in entries if not _ID.fullmatch(same_account(e).rpartition(":")[2])]
+            if names:
+                hints.append(
+                    f"profiles.{name}.users.{source} lists {', '.join(names)} by name beside "
+                    f"the default profile {default}: watchbridge follows a renamed account by "
+                    "the id it saw with the name, but one renamed before watchbridge saw it "
+                    f"would go to {default}'s services; an id never changes: list it instead"
+                )
+    return hints

@@ -265,6 +265,10 @@ def check_config(config_path: str | None) -> None:
         click.echo(f"warning: {warning}")
     if notice.info:
         click.echo(f"note: {notice.info}")
+    from watchbridge.account_ids import names_beside_default
+
+    for hint in names_beside_default(config):
+        click.echo(f"note: {hint}")
     click.echo("config OK")
 
 
