@@ -186,7 +186,8 @@ class AccountChange:
             return (
                 f"put {profile}'s own email and password back in "
                 f"profiles.{profile}.accounts.serializd and restart (a username changed in "
-                "Serializd's settings counts as another account too: then nothing is wrong)"
+                "Serializd's settings that watchbridge first saw at a new sign-in counts as "
+                "another account too: then nothing is wrong)"
             )
         if self.service == "anilist":
             return (
