@@ -645,6 +645,50 @@ async def test_another_trakt_accounts_ratings_wait_with_the_removals_while_its_a
     assert (diary_rating(serializd, 1, 1), diary_rating(serializd, 1, 2)) == (3, 10)
 
 
+async def test_another_trakt_accounts_undated_plays_wait_with_the_removals_while_it_is_unchecked(
+    tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """Upgraded, and Trakt signed in again as robin, whose history holds undated plays only
+    (added with "unknown" dates). An undated play is made from its episode, whoever's account
+    it is in: it tells nothing of whose the account is, so the check still waits. Nor is it
+    the user's play: his undated plays of episodes the user never logged wait with the
+    removals, said with them, over runs that plan the same, and go once confirmed."""
+    log_five(serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # reads the copies back: their Trakt ids kept
+    forget_the_accounts(rig)
+    trakt.revoke_tokens()
+    robin = trakt.add_user("robin")
+    for season, number in ((1, 1), (2, 1), (2, 2)):
+        trakt.log_play(episode_of(trakt, season, number), None, user=robin)
+    sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
+    rig = make_rig(signed_in=True)
+    second_season = serializd.shows[BB].seasons[2].id
+
+    # Read in full, again (the baseline moved: robin's plays kept in it), then the cheap
+    # checks: held all the same, the same plan each time.
+    for _ in range(3):
+        result = await rig.sync_and_deliver()
+        assert len(diary_plays(serializd)) == 5
+        assert not any(season == second_season for _, season, _ in serializd.ticks())
+        assert (
+            "me: 5 of 5 plays on serializd would be removed (trakt read empty, and its account "
+            "is not checked yet: an outage or another account; held until trakt reads plays "
+            "again); 2 undated plays from trakt would be added to serializd with them; confirm "
+            f"with `watchbridge sync --link {LINK} --confirm-removals`"
+        ) in result.held
+    assert len(trakt.history(robin)) == 3  # nothing of the user's copied to robin either
+
+    await rig.sync_and_deliver(confirm_removals=True)
+
+    assert diary_plays(serializd) == []
+    assert {(season, number) for _, season, number in serializd.ticks()} >= {
+        (second_season, 1),
+        (second_season, 2),
+    }
+
+
 async def test_a_delivery_before_the_first_run_after_upgrading_leaves_the_check_owed(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

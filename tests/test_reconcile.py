@@ -648,6 +648,49 @@ def test_an_unchecked_accounts_ratings_wait_and_the_checked_sides_still_go() -> 
     assert plan(TWO_WAY, current, {}, unchecked=("trakt",)).held == ""  # no hold: no wait
 
 
+def test_an_unchecked_accounts_undated_plays_wait_and_the_checked_sides_still_go() -> None:
+    # Serializd read ticks only (no diary entry: no dated play) while its account is not
+    # checked yet (maybe another person's since an upgrade): its removals wait, and so do its
+    # ticks of episodes Trakt never had, with the same reason, even with no removal to hold
+    # them with; Trakt's new play still goes to Serializd. Confirming lets them all go.
+    from watchbridge.accounts import read_empty_hold
+    from watchbridge.guard import as_confirmed
+
+    ep3, ep4, ep5 = (f"episode:tmdb:1396:s1e{n}" for n in (3, 4, 5))
+    why = read_empty_hold(["serializd"])
+    baseline = {
+        "trakt": side(Play(EP1, 1000, "t1"), Play(EP2, 2000, "t2")),
+        "serializd": side(Play(EP1, 1000, "s1"), Play(EP2, 2000, "s2")),
+    }
+    ticks = (Play(item, UNDATED, f"tick:{item}") for item in (EP1, ep3, ep5))
+    current = {
+        "trakt": side(Play(EP1, 1000, "t1"), Play(EP2, 2000, "t2"), Play(ep4, 9000, "t4")),
+        "serializd": side(*ticks),
+    }
+    result = plan(TWO_WAY, current, baseline, hold=why, unchecked=("serializd",))
+    assert [(a.kind, a.target, a.item) for a in result.writes()] == [("add_play", "serializd", ep4)]
+    assert sorted((a.kind, a.item) for a in result.held_back()) == [
+        ("add_play", ep3),
+        ("add_play", ep5),
+        ("remove_play", EP1),
+        ("remove_play", EP2),
+    ]
+    assert result.held == (
+        f"2 of 3 plays on trakt would be removed ({why}); 2 undated plays from serializd "
+        "would be added to trakt with them; confirm with `watchbridge sync --confirm-removals`"
+    )
+    assert len(result.writes(confirmed=True)) == 5
+    assert "; 2 undated plays from serializd are added to trakt" in as_confirmed(result.held)
+
+    nothing_to_remove = plan(TWO_WAY, current, current, hold=why, unchecked=("serializd",))
+    assert sorted(a.item for a in nothing_to_remove.held_back()) == [ep3, ep5]
+    assert nothing_to_remove.held == (
+        f"2 undated plays from serializd would be added to trakt ({why}); "
+        "confirm with `watchbridge sync --confirm-removals`"
+    )
+    assert plan(TWO_WAY, current, current, unchecked=("serializd",)).held == ""  # no hold
+
+
 # --------------------------------------------------------------------------- a first run: one
 # viewing logged days apart on each side (a catch-up log on Serializd) is taken for one
 

@@ -25,7 +25,8 @@ way (`unrecognised`). A read holding no play of the service's at all tells nothi
 the account is (a server rebuilding its library, an empty answer, a new account alike): the
 check waits for a read that holds some (`read_empty`), and meanwhile every removal of the
 link's runs waits for confirmation, its watchlist's and collection's too (`read_empty_hold`),
-and so do the watchlist titles and ratings that side would copy to the other.
+and so do the plays (undated ones: they tell nothing of whose the account is either),
+watchlist titles and ratings that side would copy to the other.
 
 A user renamed on the service is the same account when the same sign-in answers to the new
 name (Serializd's token after a rename in its settings: `sign_in_names`): the identity on
@@ -340,7 +341,9 @@ def read_empty(kept: Side, read: Side) -> bool:
     (MIN_KEPT) to check whose the account is: it tells nothing (a server rebuilding its
     library, an empty history answered, a new account alike), and starting over on it would
     copy everything again to a side that may still hold it. The check waits for a read that
-    holds plays. Pure."""
+    holds plays. Undated plays it holds do not count (see `unrecognised`): a tick of an
+    episode reads the same in any account; those it would copy wait with the removals
+    (`reconcile.plan`'s `unchecked`). Pure."""
     return len(_own_records(kept)) >= MIN_KEPT and not _own_records(read)
 
 

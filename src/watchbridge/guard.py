@@ -45,7 +45,9 @@ def removals_held(
 def as_confirmed(held: str) -> str:
     """`held`, said of a run that confirmed it: what goes, without the command to confirm."""
     text = held.split("; confirm with ", 1)[0]
-    return text.replace(" would be removed", " are removed").replace(" would be set", " are set")
+    for verb in ("removed", "set", "added"):
+        text = text.replace(f" would be {verb}", f" are {verb}")
+    return text
 
 
 def for_link(held: str, link: str) -> str:

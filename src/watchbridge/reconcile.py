@@ -47,6 +47,7 @@ UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 # (a webhook's and a link's copy of one viewing): two viewings copied are set further apart.
 DUPLICATE_WINDOW_MINUTES = 2
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
+COPIES = ("add_play", "set_rating")  # what one side's plays and ratings make on the other
 
 # What else reads as a play gone from a side: an AniList entry's episodes reach the other side
 # through the anime mapping, which a dataset refresh (or a release reading it better) changes.
@@ -152,9 +153,9 @@ class Plan:
     # Every such pair to remember after this run (those of earlier first runs whose plays a
     # side still holds, or held last time, and this run's): later runs pair them again.
     paired: tuple[SameViewing, ...] = ()
-    # Sides the ratings of an account not checked yet would be set on (`plan`'s `unchecked`):
-    # those writes wait with the removals.
-    ratings_wait_on: frozenset[str] = frozenset()
+    # Sides the plays and ratings of an account not checked yet would be copied to (`plan`'s
+    # `unchecked`): those writes wait with the removals.
+    copies_wait_on: frozenset[str] = frozenset()
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -169,8 +170,8 @@ class Plan:
         return tuple(a for a in self.actions if id(a) not in kept)
 
     def held_back(self, confirmed: bool = False) -> tuple[Action, ...]:
-        """What a hold keeps back: the removals, the adds that wait with them, and the
-        ratings an account not checked yet would set (`ratings_wait_on`)."""
+        """What a hold keeps back: the removals, the adds that wait with them, and the plays
+        and ratings an account not checked yet would copy (`copies_wait_on`)."""
         if not self.held or confirmed:
             return ()
         waiting = {id(a) for a in waiting_with_removals(self.actions)}
@@ -179,7 +180,7 @@ class Plan:
             for a in self.actions
             if a.kind.startswith("remove")
             or id(a) in waiting
-            or (a.kind == "set_rating" and a.target in self.ratings_wait_on)
+            or (a.kind in COPIES and a.target in self.copies_wait_on)
         )
 
 
@@ -351,11 +352,12 @@ def plan(
     plays earlier first runs took for one viewing (`Plan.paired` as saved). `kept_off`:
     (target, record) of plays the user keeps off that target (`deadletters discard
     --for-good`, whose record is the play's on the other side): never added there.
-    `unchecked`: the sides `hold` is for (read no play while their account is not checked
-    yet): with `hold`, the ratings they would set on the other side wait with the removals,
-    for the same reason (that account may be another person's, and its ratings are no more
-    the user's than its empty history is the user's removals; newest-wins, they would
-    overwrite the user's own)."""
+    `unchecked`: the sides `hold` is for (read no dated play while their account is not
+    checked yet): with `hold`, the plays they would add to the other side (undated ones: those
+    tell nothing of whose the account is, `accounts.read_empty`) and the ratings they would
+    set there wait with the removals, for the same reason (that account may be another
+    person's, and what it holds is no more the user's than its empty history is the user's
+    removals; newest-wins, its ratings would overwrite the user's own)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -381,9 +383,9 @@ def plan(
         actions += _plan_ratings(link, current, baseline, allowed)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
-    held = _mass_removal(link, current, actions, holding, hold)
     wait_on = frozenset(_other(link, side) for side in unchecked) if hold else frozenset()
-    held = _with_ratings_held(held, actions, link, wait_on, hold)
+    held = _mass_removal(link, current, actions, holding, hold, wait_on)
+    held = _with_copies_held(held, actions, link, wait_on, hold)
     kept = tuple(pair for pair in paired if _still_known(pair, current, baseline))
     return Plan(
         tuple(actions),
@@ -402,19 +404,30 @@ def _other(link: Link, side: str) -> str:
     return b if side == a else a
 
 
-def _with_ratings_held(
+def _with_copies_held(
     held: str, actions: Sequence[Action], link: Link, wait_on: Collection[str], hold: str
 ) -> str:
-    """`held` (why removals wait, or "") saying the ratings that wait with them because they
-    come from an account not checked yet (set on the sides `wait_on`, for `hold`)."""
+    """`held` (why removals wait, or "") saying the plays and ratings that wait with them
+    because they come from an account not checked yet (copied to the sides `wait_on`, for
+    `hold`)."""
     said = []
+    with_them = " with them" if held else ""
     for target in sorted(wait_on):
+        source = _other(link, target)
+        adds = [a for a in actions if a.kind == "add_play" and a.target == target]
+        if adds:
+            count = len(adds)
+            undated = "undated " if all(a.at == UNDATED for a in adds) else ""
+            said.append(
+                f"{count} {undated}play{'s' if count > 1 else ''} from {source} would be added "
+                f"to {target}{with_them}"
+            )
         sets = [a for a in actions if a.kind == "set_rating" and a.target == target]
         if not sets:
             continue
-        count, source = len(sets), _other(link, target)
+        count = len(sets)
         text = f"{count} rating{'s' if count > 1 else ''} from {source} would be set on {target}"
-        text += " with them" if held else ""
+        text += with_them
         over = sum(1 for a in sets if a.source.startswith("over:"))  # the target rated it too
         if over:
             text += f", {over} of them" if count > 1 else ","
@@ -1043,11 +1056,18 @@ def _winner(link: Link, ra: Rated, rb: Rated) -> str:
 
 
 def _mass_removal(
-    link: Link, current: Mapping[str, Side], actions: list[Action], holding: bool, hold: str
+    link: Link,
+    current: Mapping[str, Side],
+    actions: list[Action],
+    holding: bool,
+    hold: str,
+    wait_on: Collection[str] = (),
 ) -> str:
     """Why this plan's removals must wait for confirmation, if they would empty a side, or
     (`holding`) an earlier run held removals: they wait until confirmed or undone, however
     small a share of the side they become as it grows; or for `hold`, whatever their share.
+    The plays added to the sides `wait_on` come from an account not checked yet: said apart
+    (`_with_copies_held`), not as plays marked watched again.
 
     Plays and ratings are weighed apart: a side whose ratings read empty (an expired session,
     an endpoint that moved) must not take every rating on the other side with it."""
@@ -1070,6 +1090,8 @@ def _mass_removal(
         for why, (n, size, what) in zip(held, groups, strict=True)
     ]
     for side in link.services:
+        if side in wait_on:
+            continue
         adds = sum(1 for a in waiting_with_removals(actions) if a.target == side)
         if adds:
             reasons.append(
