@@ -622,6 +622,19 @@ def test_a_confirmed_line_of_plays_and_ratings_says_both_are_removed() -> None:
     assert "would be removed" not in confirmed, confirmed
 
 
+def test_a_confirmed_line_says_is_of_one_and_are_of_several() -> None:
+    from watchbridge.guard import CONFIRM, as_confirmed
+
+    held = (
+        "3 of 4 plays on serializd would be removed (trakt read empty); 1 rating from trakt "
+        f"would be set on serializd with them; 1 undated play from trakt would be added; {CONFIRM}"
+    )
+    assert as_confirmed(held) == (
+        "3 of 4 plays on serializd are removed (trakt read empty); 1 rating from trakt "
+        "is set on serializd with them; 1 undated play from trakt is added"
+    )
+
+
 def test_an_unchecked_accounts_ratings_wait_and_the_checked_sides_still_go() -> None:
     # Trakt read no play while its account is not checked yet (maybe another person's since
     # an upgrade): what it rated is not copied to Serializd, even with no removal to hold it

@@ -382,7 +382,7 @@ def test_confirming_removals_applies_what_was_held(world: World) -> None:
     world.sync("--link", LINK)
     out = world.sync("--link", LINK, "--confirm-removals")
     assert "held:" not in out
-    assert "confirmed: 1 of 2 plays on serializd are removed" in out
+    assert "confirmed: 1 of 2 plays on serializd is removed" in out
     assert "confirm with" not in out  # what was just done
     assert len(diary_plays(world.serializd)) == 1
 

@@ -7,6 +7,8 @@ link's `max_removal_share` of a side waits for `watchbridge sync --confirm-remov
 
 from __future__ import annotations
 
+import re
+
 CONFIRM = "confirm with `watchbridge sync --confirm-removals`"
 # Said with every held removal: confirming a side that only reads empty wipes the other.
 BEFORE_CONFIRMING = (
@@ -42,12 +44,19 @@ def removals_held(
     return f"{removals} of {size} {what} would be removed (more than {share:.0%}); {CONFIRM}"
 
 
+_WOULD_BE = re.compile(r"(?P<count>\d+)(?P<what>[^;]*?) would be (?P<verb>removed|set|added)")
+
+
 def as_confirmed(held: str) -> str:
-    """`held`, said of a run that confirmed it: what goes, without the command to confirm."""
+    """`held`, said of a run that confirmed it: what goes, without the command to confirm
+    ("2 ratings ... are set", "1 rating ... is set")."""
     text = held.split("; confirm with ", 1)[0]
-    for verb in ("removed", "set", "added"):
-        text = text.replace(f" would be {verb}", f" are {verb}")
-    return text
+
+    def confirmed(said: re.Match[str]) -> str:
+        verb = "is" if said["count"] == "1" else "are"
+        return f"{said['count']}{said['what']} {verb} {said['verb']}"
+
+    return _WOULD_BE.sub(confirmed, text)
 
 
 def for_link(held: str, link: str) -> str:
