@@ -34,7 +34,9 @@ from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
 
-_SYNCED = {"FULL": True, "EXTRA": True, "2": True, "3": True, "NORMAL": False, "OFF": False}
+# `PRAGMA synchronous=N`: by name, or by number as the store sets back the level it read.
+_SYNCED = {"FULL": True, "EXTRA": True, "NORMAL": False, "OFF": False}
+_SYNCED |= {"3": True, "2": True, "1": False, "0": False}
 
 
 class DiskSyncs:
