@@ -7,6 +7,7 @@ nothing writes no log, and in WAL mode a NORMAL commit does not sync)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
@@ -230,3 +231,83 @@ def test_a_record_not_waiting_for_the_disk_leaves_the_durability_setting_as_it_w
             assert store.mirror_get("plex", "alex", "written") == {"a": 1, "b": 1}
         finally:
             store.close()
+
+
+# storage.durability: normal may lose the last moments in a power cut, never the note written
+# before a send the service cannot tell from a repeat: the next try looks there instead.
+
+
+async def test_under_normal_durability_the_note_before_a_plex_scrobble_waits_for_the_disk(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_movie("1000", "Movie", 2000, ["tmdb://5000"])
+    plex.add_user(JAMIE_TOKEN, JAMIE, "jamie")
+    plex.clock = lambda: NOW
+    clock = FakeClock(NOW)
+    config = make_config(plex)
+    store = Store.open(tmp_path / "wb.db", durability="normal")
+    reader = make_reader(config, store, Link(["plex", "trakt"]), ["alex", "jamie"], clock)
+    await reader.read("alex", {}, None, True)  # the libraries the row is looked up in
+    await reader.aclose()
+    item = MediaRef("movie", Ids(tmdb="5000"))
+    payload = {"item": ref_to_dict(item), "at": T0, "link": "plex-trakt"}
+    store.enqueue([NewOutboxRow("plex", "alex", "play", payload, "alex:plex:1", "k1")], NOW)
+    client = plex_client(config, store, clock)
+    target = PlexTarget(client, config, store, clock)
+    try:
+        rows = store.claim("worker", NOW, target.batch_size, ["plex"])
+        cut = UnsyncedWrites(store._conn)
+        plex.delay_next(1, 2.0, route="GET /:/scrobble")  # Plex took it; the answer is slow
+        with pytest.raises(TimeoutError):  # the power goes while the scrobble is answered
+            await asyncio.wait_for(target.deliver(rows, NOW), 0.5)
+        assert plex.user_state("1000")["viewCount"] == 1
+        # Nothing a cut now takes: the pending record of the scrobble went to the disk first.
+        assert cut.stop() == []
+        (record,) = store.mirror_get("plex", "alex", "written").values()
+        assert record["pending"]
+    finally:
+        await target.aclose()
+        store.close()
+
+
+async def test_under_normal_durability_the_note_before_a_trakt_history_add_waits_for_the_disk(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], clock: FakeClock
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_movie("Movie", 2000, imdb="tt1000000", tmdb=10_000)
+    item = MediaRef("movie", Ids(imdb="tt1000000"), title="Movie", year=2000)
+    payload = {"item": ref_to_dict(item), "at": clock() - 86400, "progress": 95.0}
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}, durability: normal}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        runtime.store.enqueue(
+            [NewOutboxRow("trakt", "me", "play", payload, "me:t:1", "k1")], clock()
+        )
+        worker.targets = {t.name: t for t in make_targets(runtime)}
+        cut = UnsyncedWrites(runtime.store._conn)
+        trakt.delay_next(1, 2.0, route="POST /sync/history")  # Trakt took it; the answer is slow
+        with pytest.raises(TimeoutError):  # the power goes while the play is answered
+            await asyncio.wait_for(worker.pass_once(runtime), 0.5)
+        assert len(trakt.history()) == 1
+        # Nothing a cut now takes: the note that the play was sent went to the disk first.
+        assert cut.stop() == []
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()

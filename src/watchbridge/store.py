@@ -1994,8 +1994,11 @@ class Store:
         return found
 
     def note(self, item_ids: Sequence[int], message: str, now: float) -> None:
-        """Write down what is about to happen to these rows, so a crash leaves a trace."""
-        with self.transaction() as conn:
+        """Write down what is about to happen to these rows, so a crash leaves a trace.
+
+        Synced to disk whatever storage.durability says: lost in a power cut after a send
+        that landed, the next try would send again instead of looking (a second play)."""
+        with self._synchronous("FULL"), self.transaction() as conn:
             conn.executemany(
                 "UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
                 [(message, now, item_id) for item_id in item_ids],
@@ -2006,8 +2009,8 @@ class Store:
     ) -> None:
         """`note`, and in the same write add to each row's payload what this attempt resolved
         (`resolved`: outbox id -> keys), so that every later try of the row sends the same
-        thing, however a crash or a lost answer left it."""
-        with self.transaction() as conn:
+        thing, however a crash or a lost answer left it. Synced to disk, as `note` is."""
+        with self._synchronous("FULL"), self.transaction() as conn:
             conn.executemany(
                 "UPDATE outbox SET payload = json_patch(payload, ?), last_error = ?,"
                 " updated_at = ? WHERE id = ?",
@@ -2676,14 +2679,20 @@ class Store:
         items: dict[str, Any],
         now: float,
         *,
-        synced: bool = True,
+        synced: bool | Literal["always"] = True,
     ) -> None:
         """Write `items` into the mirror, synced to disk as storage.durability says;
         `synced=False` does not wait for the disk (on an SD card a sync takes 10-50 ms): only
         for a record whose loss in a power cut costs a check on the service, never a second
-        write there (a synced note written before the write says to check)."""
-        relaxed = self._synchronous("NORMAL") if not synced else contextlib.nullcontext()
-        with relaxed, self.transaction() as conn:
+        write there (a synced note written before the write says to check). That note is
+        `synced="always"`: it waits for the disk whatever storage.durability says."""
+        if synced == "always":
+            level: contextlib.AbstractContextManager[None] = self._synchronous("FULL")
+        elif not synced:
+            level = self._synchronous("NORMAL")
+        else:
+            level = contextlib.nullcontext()
+        with level, self.transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -30,7 +30,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from watchbridge import ratings
 from watchbridge.config import Config, link_profiles, undeliverable
@@ -269,10 +269,11 @@ class PlexTarget:
                 await self._remember(person, record, Written(rk, key, at, earlier, skew=skew))
                 notes.add("already watched in Plex")
                 continue
-            # Written down before the scrobble: a crash after it still knows its echo.
+            # Written down before the scrobble, synced whatever storage.durability says: a
+            # crash or a power cut after it still knows its echo, and asks Plex (`_landed`).
             attempts = (*earlier, self.clock())
             written = Written(rk, key, at, attempts, pending=True, skew=skew)
-            await self._remember(person, record, written)
+            await self._remember(person, record, written, synced="always")
             await self.client.scrobble(rk, person.token)
             # Not waiting for the disk (one sync per play instead of two: a first sync of
             # thousands on an SD card): lost in a power cut, the write stays pending, and the
@@ -336,13 +337,21 @@ class PlexTarget:
         return Delivered("marked unwatched (its last play was removed)")
 
     async def _remember(
-        self, person: Person, record: str, written: Written, synced: bool = True
+        self,
+        person: Person,
+        record: str,
+        written: Written,
+        synced: bool | Literal["always"] = True,
     ) -> None:
         person.written[record] = written
         await self._put(person.profile, WRITTEN, {record: written.to_dict()}, synced)
 
     async def _put(
-        self, profile: str, collection: str, values: dict[str, Any], synced: bool = True
+        self,
+        profile: str,
+        collection: str,
+        values: dict[str, Any],
+        synced: bool | Literal["always"] = True,
     ) -> None:
         await asyncio.to_thread(
             self.store.mirror_put, SERVICE, profile, collection, values, self.clock(), synced=synced
