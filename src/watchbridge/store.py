@@ -2467,8 +2467,18 @@ class Store:
         )
         return float(rows[0]["expires_at"]) if rows else None
 
-    def cache_put(self, namespace: str, lookup: str, value: Any, now: float, ttl: float) -> None:
-        with self.transaction() as conn:
+    def cache_put(
+        self,
+        namespace: str,
+        lookup: str,
+        value: Any,
+        now: float,
+        ttl: float,
+        *,
+        synced: bool | Literal["always"] = True,
+    ) -> None:
+        """Keep `value` for `ttl` seconds, synced to disk as `mirror_put`'s `synced` says."""
+        with self._sync_level(synced), self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO id_cache"
                 " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",
@@ -2574,6 +2584,15 @@ class Store:
                 yield
             finally:
                 self._conn.execute(f"PRAGMA synchronous={int(synchronous)}")
+
+    def _sync_level(
+        self, synced: bool | Literal["always"]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Commits made inside wait for the disk as `synced` says: True as storage.durability
+        says, False not (see `_synchronous`), "always" whatever storage.durability says."""
+        if synced == "always":
+            return self._synchronous("FULL")
+        return contextlib.nullcontext() if synced else self._synchronous("NORMAL")
 
     def setting(self, name: str, make: Callable[[], str], now: float) -> str:
         """The stored value of a generated setting, created with `make()` on first use. Only
@@ -2686,13 +2705,7 @@ class Store:
         for a record whose loss in a power cut costs a check on the service, never a second
         write there (a synced note written before the write says to check). That note is
         `synced="always"`: it waits for the disk whatever storage.durability says."""
-        if synced == "always":
-            level: contextlib.AbstractContextManager[None] = self._synchronous("FULL")
-        elif not synced:
-            level = self._synchronous("NORMAL")
-        else:
-            level = contextlib.nullcontext()
-        with level, self.transaction() as conn:
+        with self._sync_level(synced), self.transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -1037,8 +1037,16 @@ class AniListTarget:
             "repeat": write.repeat,
         }
         keep = max(SENT_KEEP, 2 * self.config.max_age)
+        # Synced whatever storage.durability says: lost in a power cut after the save landed,
+        # the next try would count the play again (a second rewatch).
         await asyncio.to_thread(
-            self.store.cache_put, SENT, row.idempotency_key, noted, self.clock(), keep
+            self.store.cache_put,
+            SENT,
+            row.idempotency_key,
+            noted,
+            self.clock(),
+            keep,
+            synced="always",
         )
 
     async def _clear_unmatched(self, profile: str, row: OutboxItem) -> None:
