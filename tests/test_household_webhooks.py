@@ -185,3 +185,53 @@ def test_a_home_user_listed_by_name_and_renamed_in_plex_keeps_their_own_plays(
         assert "write its id or its new name there" in httpx.get(f"{service.url}/").text
     finally:
         service.kill()
+
+
+def post_jellyfin(service: ServiceProcess, user_id: str, name: str, episode: int) -> int:
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    payload |= {"UserId": user_id, "NotificationUsername": name, "EpisodeNumber": episode}
+    payload |= {"Provider_tvdb": str(4000000 + episode), "Provider_imdb": "", "Provider_tmdb": ""}
+    payload |= {"ItemId": f"{episode:032x}"}
+    return httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload).status_code
+
+
+def test_a_jellyfin_user_listed_by_id_whose_id_changed_keeps_their_own_plays(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    """Bob is listed by his Jellyfin id beside a default profile. His user made again on the
+    server (a new id, the same name; after a restart, too), his plays still reach his own
+    Trakt, not the default person's, and the log and the status say what to write."""
+    old, new = "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "f9e8d7c6b5a4938271605f4e3d2c1b0a"
+    profiles = f"""
+  alice:
+    default: true
+    users: {{jellyfin: [alice]}}
+    accounts: {{trakt: {{}}}}
+  bob:
+    users: {{jellyfin: ["{old}"]}}
+    accounts: {{trakt: {{}}}}
+"""
+    service = household(tmp_path, trakt, profiles).start()
+    try:
+        assert post_jellyfin(service, old, "bob", 14) == 202
+        wait_for(lambda: len(trakt.history("bob")) == 1)
+        service.terminate()
+        service.start()
+
+        assert post_jellyfin(service, new, "bob", 15) == 202
+        wait_for(lambda: len(trakt.history("bob")) == 2)
+        time.sleep(1.0)
+        assert trakt.history() == []  # nothing on the default profile's Trakt
+
+        told = (
+            f"Jellyfin account 'bob' now has id {new}; profiles.bob.users.jellyfin lists"
+            f" {old}, its id before: replace it with {new}"
+        )
+        service.wait_for_output(told)
+        status = httpx.get(f"{service.url}/api/status").json()
+        [shown] = status["new_account_ids"]
+        assert shown["profile"] == "bob" and shown["message"] == told
+        assert shown["account_id"] == new and shown["was"] == old and shown["name"] == "bob"
+        assert f"replace it with {new}" in httpx.get(f"{service.url}/").text
+    finally:
+        service.kill()

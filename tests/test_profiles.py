@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from watchbridge.account_ids import Key, Learnt, names_beside_default
+from watchbridge.account_ids import AccountIds, Key, Learnt, names_beside_default
 from watchbridge.config import Config, parse_config
 from watchbridge.model import Account, MediaEvent, MediaRef
 from watchbridge.webhooks import profile_for, route_for
@@ -193,9 +193,8 @@ def test_a_renamed_account_goes_by_the_id_its_listed_name_came_with() -> None:
     assert profile_for(mapped, from_plex("6", name="Robert"), known) == "guest"  # another id
 
 
-def test_only_a_name_match_is_learnt_and_only_once() -> None:
+def test_a_name_match_is_learnt_once() -> None:
     mapped = config('{plex: ["bob", "7"]}')
-    assert route_for(mapped, from_plex("7", name="carol")).learn is None  # the id is listed
     known = learnt_from(mapped, from_plex("5", name="Bob"))
     assert known == {Key("plex", SERVER_A, "5"): Learnt("alice", "bob", "Bob")}
     assert route_for(mapped, from_plex("5", name="BOB"), known).learn is None
@@ -236,3 +235,98 @@ def test_check_config_hints_at_ids_for_names_listed_beside_a_default_profile() -
     assert names_beside_default(config('{plex: ["bob"]}')) == []  # no default profile
     [hint] = names_beside_default(config('{plex: ["1", bob]}', default=", default: true"))
     assert hint.startswith("profiles.alice.users.plex lists bob by name beside the default")
+
+
+# --------------------------------------------------------------------------- new account ids
+
+
+def remembered_from(mapped: Config, *events: MediaEvent) -> AccountIds:
+    """What the webhook route remembers from `events`, in order."""
+    remembered = AccountIds()
+    for event in events:
+        route = route_for(mapped, event, remembered.known, remembered.names)
+        if route.learn is not None:
+            remembered.learn(*route.learn)
+    return remembered
+
+
+def test_an_id_match_learns_the_accounts_name_once_and_again_when_it_changes() -> None:
+    mapped = config('{plex: ["7"]}')
+    remembered = remembered_from(mapped, from_plex("7", name="carol"))
+    assert remembered.known == {Key("plex", SERVER_A, "7"): Learnt("alice", "7", "carol")}
+    assert route_for(mapped, from_plex("7", name="carol"), remembered.known).learn is None
+    renamed = route_for(mapped, from_plex("7", name="caz"), remembered.known).learn
+    assert renamed == (Key("plex", SERVER_A, "7"), Learnt("alice", "7", "caz"))
+
+
+def test_a_new_id_goes_by_the_name_its_listed_id_came_with() -> None:
+    mapped = config('{plex: ["5"]}', default=", default: true")
+    remembered = remembered_from(mapped, from_plex("5", name="Bob"))
+
+    route = route_for(mapped, from_plex("6", name="bob"), remembered.known, remembered.names)
+
+    assert route.profile == "alice"  # bob's profile here; not the default (guest)
+    assert route.new_id is not None and route.learn is None and route.renamed is None
+    assert route.new_id.message == (
+        "Plex account 'bob' now has id 6; profiles.alice.users.plex lists 5, its id before: "
+        "replace it with 6"
+    )
+    known, names = remembered.known, remembered.names
+    assert profile_for(mapped, from_plex("6", name="carol"), known, names) == "guest"
+    assert profile_for(mapped, from_plex("6", SERVER_B, name="bob"), known, names) == "guest"
+    assert profile_for(mapped, from_plex("6", name=""), known, names) == "guest"  # no name
+
+
+def test_a_name_is_remembered_only_where_the_server_names_its_accounts_uniquely() -> None:
+    """Tautulli may give a friendly name, a generic sender any; a Plex owner is 1 for good."""
+    mapped = parse_config(
+        """
+profiles:
+  alice:
+    users: {plex: ["1", "5"], tautulli: ["5"], jellyfin: ["0a1b2c3d4e5f60718293a4b5c6d7e8f9"]}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    owner = from_plex("1", name="alice")
+    tautulli = MediaEvent(
+        source="tautulli", action="stop", item=owner.item, server=SERVER_A,
+        account=Account("5", "bob"),
+    )  # fmt: skip
+    no_server = MediaEvent(
+        source="jellyfin", action="stop", item=owner.item, server="",
+        account=Account("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "carol"),
+    )  # fmt: skip
+    assert remembered_from(mapped, owner, tautulli, no_server).names == {}
+    assert remembered_from(mapped, from_plex("5", name="bob")).names != {}
+
+
+def test_a_listed_entry_that_matches_wins_over_a_remembered_name() -> None:
+    mapped = config('{plex: ["5"]}', default=", default: true")
+    remembered = remembered_from(mapped, from_plex("5", name="bob"))
+    listed = parse_config(
+        """
+profiles:
+  alice: {users: {plex: ["5"]}}
+  robert: {users: {plex: ["6"]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    event = from_plex("6", name="bob")
+    assert profile_for(listed, event, remembered.known, remembered.names) == "robert"
+
+
+def test_an_id_taken_out_of_the_config_takes_its_remembered_name_with_it() -> None:
+    remembered = remembered_from(config('{plex: ["5"]}'), from_plex("5", name="bob"))
+    taken_out = config('{plex: ["carol"]}', default=", default: true")
+    event = from_plex("6", name="bob")
+    assert profile_for(taken_out, event, remembered.known, remembered.names) == "guest"
+
+
+def test_a_listed_ids_old_name_goes_no_more_once_it_has_another() -> None:
+    mapped = config('{plex: ["5"]}', default=", default: true")
+    remembered = remembered_from(mapped, from_plex("5", name="bob"), from_plex("5", name="rob"))
+    known, names = remembered.known, remembered.names
+    assert profile_for(mapped, from_plex("6", name="bob"), known, names) == "guest"
+    assert profile_for(mapped, from_plex("6", name="rob"), known, names) == "alice"

@@ -9,6 +9,15 @@ no entry matches, whose account id was remembered, goes to the profile that list
 for as long as it still lists it, and the log and the status tell the user to write the id or
 the new name there. An entry that matches always wins over a remembered id.
 
+The other way round, a profile may list an account by its id, which changes when the account
+is made again on the server (deleted and added back, the server's users reset): its webhooks
+would go, under the new id, to the default profile or nowhere. So when an entry matches a
+webhook by the account's id, the account's name is remembered with it, in the same table. A
+webhook no entry matches, with a new id but the name remembered for a listed id on the same
+server, goes to the profile listing the id, and the user is told to write the new id there.
+Only where a server's account names are its own and unique (Plex, Jellyfin, Emby), and never
+for a webhook that names no one.
+
 Bookkeeping only: the webhook route decides (`webhooks.route_for`), the caller passes the time.
 """
 
@@ -37,8 +46,33 @@ class Key(NamedTuple):
 
 class Learnt(NamedTuple):
     profile: str
-    entry: str  # the `users` entry that matched the account's name, as written
+    entry: str  # the `users` entry that matched the account's name or id, as written
     name: str  # the account's name then
+
+    def by_id(self, key: Key) -> bool:
+        """Whether the entry names the account by its id (else by its name)."""
+        return same_account(self.entry).rpartition(":")[2] == key.account_id
+
+
+class NameKey(NamedTuple):
+    """A media-server account by its name on its server (all folded as `Key`)."""
+
+    source: str
+    server: str
+    name: str
+
+
+# Sources whose account names are unique on a server, the server's own: Tautulli may give a
+# friendly name Tautulli's user set, and a generic sender names accounts as it likes.
+NAMED_UNIQUELY = frozenset({"plex", "jellyfin", "emby"})
+
+
+def name_key(key: Key, name: str) -> NameKey | None:
+    """How an account's name is remembered for its listed id (None: not for this source, or
+    no server named: a name is unique on its server only)."""
+    if key.source not in NAMED_UNIQUELY or not name or not key.server:
+        return None
+    return NameKey(key.source, key.server, same_account(name))
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,27 @@ class Renamed:
         )
 
 
+@dataclass(frozen=True)
+class NewId:
+    """A webhook routed by its account's name, remembered for the id a profile lists: no
+    entry lists its id now."""
+
+    key: Key  # the account as the webhook names it, with its new id
+    name: str  # the account's name (the one remembered, as the webhook gives it)
+    was: Key  # the account as it was remembered, with the id the profile lists
+    learnt: Learnt
+
+    @property
+    def message(self) -> str:
+        source, account_id = self.key.source, self.key.account_id
+        shown = SOURCE_NAMES.get(source, source)
+        return (
+            f"{shown} account '{self.name}' now has id {account_id}; "
+            f"profiles.{self.learnt.profile}.users.{source} lists {self.learnt.entry}, its id "
+            f"before: replace it with {account_id}"
+        )
+
+
 @dataclass
 class RenameSighting:
     renamed: Renamed
@@ -69,17 +124,36 @@ class RenameSighting:
 
 
 @dataclass
+class NewIdSighting:
+    new_id: NewId
+    webhooks: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+
+@dataclass
 class AccountIds:
-    """The ids remembered (loaded at start, `known`), and the renamed accounts seen since."""
+    """The ids remembered (loaded at start, `known`; `names`: the names remembered for the ids
+    profiles list, by name), and the renamed accounts and new ids seen since."""
 
     known: dict[Key, Learnt] = field(default_factory=dict)  # the least recently learnt first
+    names: dict[NameKey, tuple[Key, Learnt]] = field(default_factory=dict)
     renames: dict[tuple[Key, str], RenameSighting] = field(default_factory=dict)
+    new_ids: dict[tuple[Key, str], NewIdSighting] = field(default_factory=dict)
 
     def learn(self, key: Key, learnt: Learnt) -> None:
-        self.known.pop(key, None)
+        self._forget(key)
         self.known[key] = learnt
+        if learnt.by_id(key) and (by_name := name_key(key, learnt.name)) is not None:
+            self.names[by_name] = (key, learnt)  # the most recently learnt wins a name
         while len(self.known) > KEPT:
-            del self.known[next(iter(self.known))]
+            self._forget(next(iter(self.known)))
+
+    def _forget(self, key: Key) -> None:
+        learnt = self.known.pop(key, None)
+        by_name = name_key(key, learnt.name) if learnt is not None else None
+        if by_name is not None and self.names.get(by_name, (None,))[0] == key:
+            del self.names[by_name]
 
     def saw(self, renamed: Renamed, now: float) -> bool:
         """Count one webhook routed by a remembered id; True the first time since the start
@@ -96,9 +170,28 @@ class AccountIds:
             del self.renames[next(iter(self.renames))]
         return first
 
+    def saw_new_id(self, new_id: NewId, now: float) -> bool:
+        """Count one webhook routed by a remembered name; True the first time since the start
+        for this account and name (the log tells it then)."""
+        key = (new_id.key, new_id.name)
+        sighting = self.new_ids.pop(key, None)
+        first = sighting is None
+        sighting = sighting or NewIdSighting(new_id, first_at=now)
+        self.new_ids[key] = sighting  # last in the dict: the most recently seen
+        sighting.new_id = new_id  # what the profile listed may have changed
+        sighting.webhooks += 1
+        sighting.last_at = now
+        while len(self.new_ids) > RENAMES_KEPT:
+            del self.new_ids[next(iter(self.new_ids))]
+        return first
+
     def recent(self) -> list[RenameSighting]:
         """The renamed accounts seen since the start, the most recently seen first."""
         return sorted(self.renames.values(), key=lambda s: -s.last_at)
+
+    def recent_new_ids(self) -> list[NewIdSighting]:
+        """The accounts seen with a new id since the start, the most recently seen first."""
+        return sorted(self.new_ids.values(), key=lambda s: -s.last_at)
 
 
 # Sources whose accounts have ids a user can list instead of a name: Plex and Tautulli

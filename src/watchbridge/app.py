@@ -828,6 +828,22 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for r in runtime.account_ids.recent()
         ],
+        # Accounts whose webhooks went to a profile by a name remembered for an id it lists:
+        # made again on the media server with a new id (account_ids.py), since the start.
+        "new_account_ids": [
+            {
+                "source": n.new_id.key.source,
+                "server": n.new_id.key.server,
+                "account_id": n.new_id.key.account_id,
+                "name": n.new_id.name,
+                "was": n.new_id.was.account_id,
+                "profile": n.new_id.learnt.profile,
+                "webhooks": n.webhooks,
+                "last_at": n.last_at,
+                "message": n.new_id.message,
+            }
+            for n in runtime.account_ids.recent_new_ids()
+        ],
         "refused_webhooks": [
             {
                 "source": r.source,

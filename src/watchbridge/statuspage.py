@@ -16,7 +16,7 @@ from litestar import MediaType, get
 from litestar.di import NamedDependency
 
 from watchbridge import __version__
-from watchbridge.account_ids import RenameSighting
+from watchbridge.account_ids import NewIdSighting, RenameSighting
 from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
@@ -36,6 +36,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     sign_ins = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
     unmapped = runtime.unmapped.recent()
     renamed = runtime.account_ids.recent()
+    new_ids = runtime.account_ids.recent_new_ids()
     doublings = runtime.senders.recent(now)
     refused = runtime.refused.recent()
     kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
@@ -52,6 +53,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         runtime.metrics.clocks,
         kept,
         renamed,
+        new_ids,
     )
 
 
@@ -78,6 +80,7 @@ def render(
     clocks: Mapping[str, float] | None = None,
     kept: Sequence[Leftover] = (),
     renamed: Sequence[RenameSighting] = (),
+    new_ids: Sequence[NewIdSighting] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -86,7 +89,9 @@ def render(
     `alerts`: whether alerts reach anyone, which they cannot tell themselves; `clocks`: how
     far each service's clock is ahead of ours; `kept`: state kept for profiles and links the
     config no longer has; `renamed`: accounts renamed on a media server whose webhooks went
-    by the id remembered for the name a profile lists, since the start)."""
+    by the id remembered for the name a profile lists, since the start; `new_ids`: accounts
+    made again with a new id, whose webhooks went by the name remembered for the id a profile
+    lists, since the start)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -139,6 +144,7 @@ def render(
         + "".join(f'<p class="bad">{_e(d.message)}: {_e(d.fix)}.</p>' for d in doublings)
         + _refused(refused, now)
         + _renamed(renamed, now)
+        + _new_ids(new_ids, now)
         + _unmapped(unmapped, now),
     ]
     return (
@@ -321,6 +327,20 @@ def _renamed(renamed: Sequence[RenameSighting], now: float) -> str:
     return (
         "<p>Renamed on the media server since the start, taken by the id watchbridge "
         "remembered for the name the profile lists:</p>"
+        + _table(("profile", "webhooks", "last", "what to do"), rows)
+    )
+
+
+def _new_ids(new_ids: Sequence[NewIdSighting], now: float) -> str:
+    if not new_ids:
+        return ""
+    rows = [
+        (_e(n.new_id.learnt.profile), str(n.webhooks), _age(n.last_at, now), _e(n.new_id.message))
+        for n in new_ids
+    ]
+    return (
+        "<p>A new id on the media server since the start, taken by the name watchbridge "
+        "remembered for the id the profile lists:</p>"
         + _table(("profile", "webhooks", "last", "what to do"), rows)
     )
 

@@ -2633,8 +2633,8 @@ class Store:
 
     def webhook_account_ids(self) -> list[tuple[str, str, str, str, str, str]]:
         """(source, server, account id, profile, entry, name) of each media-server account id
-        remembered for a name a profile listed (account_ids.py), the least recently learnt
-        first."""
+        remembered for a name a profile listed, or name for an id it listed (account_ids.py:
+        the entry tells which), the least recently learnt first."""
         rows = self._query(
             "SELECT source, server, account_id, profile, entry, name FROM webhook_account_ids"
             " ORDER BY learnt_at"

@@ -22,7 +22,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from watchbridge.account_ids import KEPT, Key, Learnt, Renamed
+from watchbridge.account_ids import KEPT, Key, Learnt, NameKey, NewId, Renamed, name_key
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.config import TV_ONLY, Config, same_account, targets_for
 from watchbridge.errors import StoreError
@@ -71,27 +71,39 @@ PLEX_OWNER = "1"  # the Account.id of a Plex server's owner, on each server
 @dataclasses.dataclass(frozen=True, slots=True)
 class Route:
     """Where an event goes (`profile`: None when no profile takes it), and what the route
-    learnt on the way: an account id to remember for the name an entry matched (`learn`),
-    or that the event went by a remembered id (`renamed`: the user is told)."""
+    learnt on the way: an account id to remember for the name an entry matched, or a name
+    for the id (`learn`), or that the event went by a remembered id (`renamed`) or name
+    (`new_id`): the user is told."""
 
     profile: str | None
     learn: tuple[Key, Learnt] | None = None
     renamed: Renamed | None = None
+    new_id: NewId | None = None
 
 
 NO_IDS: Mapping[Key, Learnt] = {}
+NO_NAMES: Mapping[NameKey, tuple[Key, Learnt]] = {}
 
 
 def profile_for(
-    config: Config, event: MediaEvent, known: Mapping[Key, Learnt] = NO_IDS
+    config: Config,
+    event: MediaEvent,
+    known: Mapping[Key, Learnt] = NO_IDS,
+    names: Mapping[NameKey, tuple[Key, Learnt]] = NO_NAMES,
 ) -> str | None:
     """The profile an event belongs to (see `route_for`)."""
-    return route_for(config, event, known).profile
+    return route_for(config, event, known, names).profile
 
 
-def route_for(config: Config, event: MediaEvent, known: Mapping[Key, Learnt] = NO_IDS) -> Route:
+def route_for(
+    config: Config,
+    event: MediaEvent,
+    known: Mapping[Key, Learnt] = NO_IDS,
+    names: Mapping[NameKey, tuple[Key, Learnt]] = NO_NAMES,
+) -> Route:
     """The profile an event belongs to: explicit mapping first, then an account id remembered
-    for a name a profile lists (`known`, see account_ids.py), else the default profile. Pure.
+    for a name a profile lists (`known`), then an account name remembered for an id a profile
+    lists (`names`; see account_ids.py), else the default profile. Pure.
 
     Plex calls each server's owner account 1, so with two servers posting here a plain "1"
     names both owners: an entry naming the event's server ("SERVER:ACCOUNT") wins over one
@@ -109,8 +121,15 @@ def route_for(config: Config, event: MediaEvent, known: Mapping[Key, Learnt] = N
                     return _matched(event, name, entry, known)
     key = _key(event) if known else None
     learnt = known.get(key) if key is not None else None
-    if key is not None and learnt is not None and _still_listed(config, event.source, learnt):
+    if (
+        key is not None
+        and learnt is not None
+        and not learnt.by_id(key)
+        and _still_listed(config, event.source, learnt)
+    ):
         return Route(learnt.profile, renamed=Renamed(key, account.name or "", learnt))
+    if names and (new_id := _new_id(config, event, names)) is not None:
+        return Route(new_id.learnt.profile, new_id=new_id)
     default = next((name for name, p in config.profiles.items() if p.default), None)
     if event.source == "tautulli" and _listed_for_plex(config, anywhere - {PLEX_OWNER}, default):
         # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
@@ -120,21 +139,44 @@ def route_for(config: Config, event: MediaEvent, known: Mapping[Key, Learnt] = N
 
 
 def _matched(event: MediaEvent, profile: str, entry: str, known: Mapping[Key, Learnt]) -> Route:
-    """The route of an event `entry` of `profile` matched: with the account's id to learn
-    when the entry is its name and the id is not remembered for it yet."""
+    """The route of an event `entry` of `profile` matched: with what to learn when it is new,
+    the account's id when the entry is its name, or its name when the entry is its id."""
     account = event.account
     if not account.id or not account.name:
         return Route(profile)
-    listed = same_account(entry).rpartition(":")[2]
-    if listed != same_account(account.name) or listed == same_account(account.id):
-        return Route(profile)  # the config names the id: nothing to learn
     key = _key(event)
     if key is None:
         return Route(profile)
     learnt = known.get(key)
-    if learnt is not None and learnt.profile == profile and learnt.entry == entry:
+    listed = same_account(entry).rpartition(":")[2]
+    if listed == key.account_id:
+        # Its name, so that a new id with the same name still finds the profile (`_new_id`);
+        # a Plex owner is 1 on its server for good.
+        owner = event.source == "plex" and account.id == PLEX_OWNER
+        new = not owner and name_key(key, account.name) is not None
+        new = new and learnt != (profile, entry, account.name)
+    else:  # its id, when the entry is its name
+        new = listed == same_account(account.name)
+        new = new and (learnt is None or learnt.profile != profile or learnt.entry != entry)
+    if not new:
         return Route(profile)
     return Route(profile, learn=(key, Learnt(profile, entry, account.name)))
+
+
+def _new_id(
+    config: Config, event: MediaEvent, names: Mapping[NameKey, tuple[Key, Learnt]]
+) -> NewId | None:
+    """The account an event no entry matches was, by its name remembered for an id a profile
+    still lists on the same server: the account has a new id (made again on the server)."""
+    key = _key(event)
+    by_name = name_key(key, event.account.name or "") if key is not None else None
+    remembered = names.get(by_name) if by_name is not None else None
+    if key is None or remembered is None:
+        return None
+    was, learnt = remembered
+    if was == key or not _still_listed(config, event.source, learnt):
+        return None
+    return NewId(key, event.account.name or "", was, learnt)
 
 
 def _key(event: MediaEvent) -> Key | None:
@@ -511,11 +553,11 @@ async def _webhook(
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
     queued, unmapped = 0, 0
-    known = runtime.account_ids.known
+    known, names = runtime.account_ids.known, runtime.account_ids.names
     try:
         for event in result.events:
-            route = route_for(runtime.config, event, known)
-            if route.learn is not None or route.renamed is not None:
+            route = route_for(runtime.config, event, known, names)
+            if route.learn is not None or route.renamed is not None or route.new_id is not None:
                 _account_noted(runtime, route)
             name = route.profile
             if name is None:
@@ -556,8 +598,9 @@ async def _webhook(
 
 
 def _account_noted(runtime: Runtime, route: Route) -> None:
-    """Remember an account id learnt (in memory now, in the store in the background), and
-    tell of an event that went by a remembered id (the log once per start; the status)."""
+    """Remember an account id or name learnt (in memory now, in the store in the background),
+    and tell of an event that went by a remembered id or name (the log once per start; the
+    status)."""
     now = runtime.clock()
     if route.learn is not None:
         key, learnt = route.learn
@@ -569,6 +612,12 @@ def _account_noted(runtime: Runtime, route: Route) -> None:
         log.warning(
             renamed.message,
             extra={"source": renamed.key.source, "profile": renamed.learnt.profile},
+        )
+    new_id = route.new_id
+    if new_id is not None and runtime.account_ids.saw_new_id(new_id, now):
+        log.warning(
+            new_id.message,
+            extra={"source": new_id.key.source, "profile": new_id.learnt.profile},
         )
 
 
