@@ -218,6 +218,7 @@ def names_beside_default(config: Config) -> list[str]:
                     f"profiles.{name}.users.{source} lists {', '.join(names)} by name beside "
                     f"the default profile {default}: watchbridge follows a renamed account by "
                     "the id it saw with the name, but one renamed before watchbridge saw it "
-                    f"would go to {default}'s services; an id never changes: list it instead"
+                    f"would go to {default}'s services; an id stays while the account lives (a "
+                    "rename keeps it): list it instead"
                 )
     return hints
