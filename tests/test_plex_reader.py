@@ -324,6 +324,30 @@ async def test_a_found_server_token_is_kept_for_the_next_runs(
     assert len(plextv.requests) == asked
 
 
+async def test_a_token_plex_tv_gave_for_the_server_before_a_reinstall_is_not_sent_to_the_new(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    """Plex reinstalled at the same address (a new machine id), and plex.tv gives sam a new
+    token for it. Even a new server that would take the old token is not sent it: a token is
+    kept for the server it was found for, and asked of plex.tv again for another."""
+    friend = plextv.add_account("sam.k")
+    plextv.share_on(plex, friend)
+    sign_in(store, "sam", friend)
+    config = with_plextv(plex, plextv, sam=Profile(accounts=Accounts(plex=PlexAccount())))
+    await read_as(config, store, clock, "sam")
+    plex.machine_id = "ab" * 20
+    new_token = plextv.share_on(plex, friend)  # the old one is still known to the fake PMS
+    plex.requests.clear()
+    reader = make_reader(config, store, LINK, ["sam"], clock)
+    try:
+        await reader.account("sam", True)  # as a link run asks before its read
+        await read(reader, "sam")
+    finally:
+        await reader.aclose()
+    assert {r.headers.get("x-plex-token") for r in plex.requests} - {TOKEN, None} == {new_token}
+    assert (store.get_token("plex-server", "sam") or {})["machine_id"] == "ab" * 20
+
+
 async def test_a_pasted_server_token_is_used_as_is_without_asking_plex_tv(
     plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
 ) -> None:

@@ -424,6 +424,77 @@ def test_a_rotated_server_token_is_found_again_once(tmp_path: Path, start_fake: 
     assert new_token in sam.server_tokens()
 
 
+NEW_MACHINE = "ab" * 20
+
+
+def reinstall_plex(sam: Sam, shared: bool = True) -> tuple[str, str | None]:
+    """Plex reinstalled at the same address: a new machine id, and a database that knows none
+    of the old server's tokens. plex.tv lists the new server beside the old one, and sam on it
+    with a new token when `shared` (the owner gave the new server to them). Returns sam's
+    token for the old server and the one for the new server."""
+    plex, plextv, account = sam.plex, sam.plextv, sam.account
+    old = plextv.servers[plex.machine_id].token_of(account)
+    assert old is not None
+    plex.users.pop(old)
+    plex.machine_id = NEW_MACHINE
+    plextv.add_server(NEW_MACHINE)
+    new = plextv.share_on(plex, account) if shared else None
+    plex.requests.clear()
+    plextv.requests.clear()
+    return old, new
+
+
+def sent_tokens(plex: FakePlex) -> set[str | None]:
+    return {r.headers.get("x-plex-token") for r in plex.requests}
+
+
+def test_a_home_users_token_is_found_again_for_a_plex_server_reinstalled_at_its_address(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """The token plex.tv gave for sam was for the old server: the new one at the same address
+    is never sent it; sam's token for the new server is asked of plex.tv once, and sam's
+    plays there stay sam's."""
+    sam = setup_sam(tmp_path, start_fake, managed=True)
+    sync(sam.path)
+    old_token, new_token = reinstall_plex(sam)
+    sam.plex.watch("202", FELINA_SEEN + 3600, account=sam.account.id)  # on the new server
+
+    sync(sam.path)
+
+    assert old_token not in sent_tokens(sam.plex)
+    assert 401 not in [r.status for r in sam.plex.requests]
+    assert sam.server_tokens() == {new_token}
+    assert ("Episode", "2024-02-01T22:00:00.000Z") in trakt_plays(sam.trakt, "sam")
+    assert ("Episode", "2024-02-01T22:00:00.000Z") not in trakt_plays(sam.trakt)  # not alex's
+    asked = len(sam.plextv.requests)
+    sync(sam.path, "--full")  # the new token is kept, for the new server
+    assert len(sam.plextv.requests) == asked
+    assert sam.server_tokens() == {new_token}
+
+
+def test_a_home_user_not_on_the_reinstalled_plex_server_yet_is_told_and_found_once_on_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    sam = setup_sam(tmp_path, start_fake, managed=True)
+    sync(sam.path)
+    old_token, _ = reinstall_plex(sam, shared=False)
+    sam.plex.watch("202", FELINA_SEEN + 3600, account=sam.account.id)
+
+    waiting = watchbridge("sync", "--link", "plex-trakt", "--config", str(sam.path))
+
+    assert old_token not in sent_tokens(sam.plex)
+    said = waiting.stdout + waiting.stderr
+    assert (
+        f"profile sam: the Plex server is now {NEW_MACHINE}, and plex.tv gives no token of "
+        "theirs for it"
+    ) in said
+    assert "share the server with them or add them to your Plex Home" in said
+    new_token = sam.plextv.share_on(sam.plex, sam.account)  # the owner gives it to them
+    sync(sam.path)
+    assert sam.server_tokens() == {new_token}
+    assert ("Episode", "2024-02-01T22:00:00.000Z") in trakt_plays(sam.trakt, "sam")
+
+
 def test_a_legacy_imdb_movie_seen_on_both_sides_is_neither_duplicated_nor_unwatched(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -142,7 +142,7 @@ class PlexTarget:
             wait = Hold(replaced, NOT_READ_RETRY, target_wide=False)
             outcomes.update((row.id, wait) for row in rows)
             return
-        token = await self.tokens.token(profile)
+        token = await self.tokens.token(profile, self._machine)
         person = await asyncio.to_thread(self._person, profile, token)
         for row in rows:
             try:

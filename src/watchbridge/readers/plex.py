@@ -997,6 +997,10 @@ class ServerTokens:
     the owner's `services.plex.token` (`server_token_for`), or failing that with the person's
     own plex.tv sign-in (their resources). When the server refuses a token (401: revoked,
     rotated), `renew` finds it again, once per profile for the life of this object.
+
+    A token plex.tv gave is for one server, kept with its machine id: once another server
+    answers at services.plex.url (Plex reinstalled or moved), it is not sent there; the
+    person's token for that server is asked of plex.tv instead.
     """
 
     def __init__(
@@ -1014,8 +1018,11 @@ class ServerTokens:
         self._plextv = plextv
         self._own_plextv = plextv is None
         self._renewed: set[str] = set()
+        self._machine: str | None = None  # the server's machine id, asked once per round
 
-    async def token(self, profile: str) -> str | None:
+    async def token(self, profile: str, machine: str | None = None) -> str | None:
+        """`machine`: the server's machine id when the caller asked it (else it is asked
+        here, once per round, if a token plex.tv gave is to be checked against it)."""
         person = await asyncio.to_thread(identity, self.config, self.store, profile)
         if person.owner:
             problem = await asyncio.to_thread(owner_problem, self.config, self.store, profile)
@@ -1023,11 +1030,22 @@ class ServerTokens:
                 raise PlexAuthError(SERVICE, problem)
             return None
         found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
+        found_for = str(found.get("machine_id") or "")
+        other_server = ""
         if found.get("token") and found.get("source") == person.source():
-            return str(found["token"])
+            here = (machine or await self._server_machine()) if found_for else ""
+            if found_for.casefold() == here.casefold():
+                return str(found["token"])
+            other_server = found_for  # not sent to another server than it was found for
+            log.info(
+                "services.plex.url answers as another server than the one plex.tv gave this "
+                "person's token for (Plex reinstalled or moved?): asking plex.tv for their "
+                "token for it",
+                extra={"profile": profile, "server": here, "token_for": found_for},
+            )
         if person.pasted:
             return person.pasted
-        return await self._find(profile, person)
+        return await self._find(profile, person, machine, other_server)
 
     async def renew(self, profile: str, refused: str | None) -> str:
         """A new token after the server refused `refused`; PlexAuthError when there is none."""
@@ -1060,8 +1078,15 @@ class ServerTokens:
         return await self._find(profile, person)
 
     def new_round(self) -> None:
-        """Allow each profile one more renewal (a long-lived deliverer, per batch)."""
+        """Allow each profile one more renewal, and ask the server's machine id again (a
+        long-lived deliverer, per batch)."""
         self._renewed.clear()
+        self._machine = None
+
+    async def _server_machine(self) -> str:
+        if self._machine is None:
+            self._machine = await self.client.identity()
+        return self._machine
 
     async def refused(self, profile: str, token: str | None, exc: PlexAuthError) -> PlexAuthError:
         """Keep that the server refused `token` of `profile` (None: the owner's
@@ -1123,11 +1148,15 @@ class ServerTokens:
         """The token a request went with (None: the owner's, which the config holds)."""
         return token or await asyncio.to_thread(token_in_use, self.config, self.store, profile)
 
-    async def _find(self, profile: str, person: Identity) -> str:
-        """The person's token for this server, through plex.tv; stored for the next runs."""
+    async def _find(
+        self, profile: str, person: Identity, machine: str | None = None, replaced: str = ""
+    ) -> str:
+        """The person's token for this server (machine id `machine`, else asked now), through
+        plex.tv; stored for the next runs. `replaced`: the server their stored token was for,
+        when another answers now."""
         plex = self.config.services.plex
         owner = plex.token.reveal() if plex is not None and plex.token else None
-        machine = await self.client.identity()
+        machine = self._machine = machine or await self.client.identity()
         plextv = self._client()
         who, own = person.plextv_id, person.signed_in
         reasons: list[str] = []
@@ -1149,12 +1178,20 @@ class ServerTokens:
             if token is None and not reasons:
                 reasons.append("their plex.tv resources do not list this server")
         if not token:
+            why = "; ".join(reasons) or "no plex.tv sign-in"
+            if replaced:  # signed in: the next run asks plex.tv again
+                raise PlexAuthError(
+                    SERVICE,
+                    f"profile {profile}: the Plex server is now {machine}, and plex.tv gives "
+                    f"no token of theirs for it (the one kept was for server {replaced}; "
+                    f"{why}): share the server with them or add them to your Plex Home; the "
+                    "next run asks plex.tv again",
+                )
             raise PlexAuthError(
                 SERVICE,
                 f"profile {profile}: plex.tv gives no token of theirs for this Plex server "
-                f"({'; '.join(reasons) or 'no plex.tv sign-in'}): share the server with them "
-                "or add them to your Plex Home, then sign them in with `watchbridge auth plex "
-                f"--profile {profile}`",
+                f"({why}): share the server with them or add them to your Plex Home, then "
+                f"sign them in with `watchbridge auth plex --profile {profile}`",
             )
         data = {
             "token": token,
@@ -1286,10 +1323,14 @@ class PlexReader:
 
     async def access(self, profile: str) -> Access:
         if profile not in self._access:
-            token = await self.tokens.token(profile)
             found = await asyncio.to_thread(self.store.get_token, SERVER_TOKEN, profile) or {}
+            # A token plex.tv gave is for one server: checked against the one asked this run,
+            # else the one remembered (`account` asks before a read, and forgets this).
+            machine = self._machine
+            if machine is None and found.get("machine_id"):
+                machine = await self._machine_id()
+            token = await self.tokens.token(profile, machine)
             person = self.config.profiles.get(profile)
-            machine = found.get("machine_id")
             if token is not None and machine is None and person and _by_server(person):
                 machine = await self._machine_id()
             account = await asyncio.to_thread(
