@@ -784,8 +784,9 @@ async def test_an_empty_read_of_an_account_first_seen_starts_nothing_over(
     assert said == [
         f"links.{LINK}: serializd read empty for profile {PROFILE}, and its account is not "
         "checked yet (5 plays kept for it): not taken as another account, nothing copied "
-        "again; the check waits for a read holding plays, and removals wait for confirmation "
-        "meanwhile"
+        "again; the check waits for a read holding dated plays, and meanwhile the removals, "
+        "and what only serializd holds (undated plays, ratings, watchlist titles), wait for "
+        "confirmation"
     ]
 
     with serializd.lock:

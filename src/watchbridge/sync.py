@@ -753,8 +753,9 @@ def _note_read_empty(
     message = (
         f"links.{link}: {service} read empty for profile {profile}, and its account is not "
         f"checked yet ({kept_plays(kept)} plays kept for it): not taken as another account, "
-        "nothing copied again; the check waits for a read holding plays, and removals wait "
-        "for confirmation meanwhile"
+        "nothing copied again; the check waits for a read holding dated plays, and meanwhile "
+        f"the removals, and what only {service} holds (undated plays, ratings, watchlist "
+        "titles), wait for confirmation"
     )
     log.warning(message, extra={"profile": profile, "link": link, "service": service})
 
