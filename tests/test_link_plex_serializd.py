@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.plex import TOKEN, FakePlex
-from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.serializd import ALICE, FakeSerializd, iso
 from tests.harness import until, watchbridge, write_config
 from watchbridge import readers
 from watchbridge.config import load_config
@@ -399,3 +399,39 @@ def test_an_add_discarded_for_good_is_not_copied_again_until_allowed(
         (3572, 2),
     ]
     assert deadletters(path, "list", "--for-good").strip() == "no plays kept off"
+
+
+# --------------------------------------------------------------------------- the user edits
+# the diary in the Serializd app: the daily full read (`--full`) sees it
+
+
+def entry_of(serializd: FakeSerializd, season_number: int, number: int) -> Any:
+    season_id = serializd.shows[1396].seasons[season_number].id
+    return next(
+        r for r in serializd.diary() if (r.season_id, r.episode_number) == (season_id, number)
+    )
+
+
+@pytest.mark.parametrize("origin", ["plex", "serializd"])
+def test_a_diary_entry_backdated_on_serializd_moves_its_play_in_plex(
+    tmp_path: Path, start_fake: Any, origin: str
+) -> None:
+    """S2E3 watched in Plex and copied, or S2E11 logged in the app and copied to Plex; then
+    backdated in the app: the Plex play is removed and one at the new date added."""
+    path, plex, serializd = setup(tmp_path, start_fake)
+    plex.add_episode("111", "20", 2, 11)
+    if origin == "serializd":
+        serializd.log_entry(None, 1396, 2, 11, backdate=iso(time.time() - 5 * HOUR))
+    number, key = (3, "103") if origin == "plex" else (11, "111")
+    sync(path)
+    moved_to = time.time() - 20 * 24 * HOUR
+    serializd.edit_entry(entry_of(serializd, 2, number), backdate=iso(moved_to))
+
+    said = [sync(path) for _ in range(3)]
+
+    # (Plex's history keeps the row of our first scrobble; unscrobbled, it is no play)
+    assert plex.user_state(key)["viewCount"] == 1
+    assert len(serializd.diary()) == (10 if origin == "plex" else 11)
+    assert entry_of(serializd, 2, number).backdate == iso(moved_to)
+    assert "(removed on serializd)" in said[0]
+    assert "removed on" not in "".join(said[1:])

@@ -1247,3 +1247,48 @@ async def test_a_link_that_synced_ratings_before_the_kinds_were_kept_asks_no_rev
     await rig.deliver()
 
     assert diary_rating(serializd, 1, 1) == 6
+
+
+# --------------------------------------------------------------------------- diary edits in
+# the Serializd app: a delta read sees only new entry ids, the daily full read sees the edits
+
+
+def trakt_play_days(trakt: FakeTrakt, number: int) -> list[str]:
+    return [day for season, n, day in trakt_plays(trakt) if (season, n) == (1, number)]
+
+
+def diary_days(serializd: FakeSerializd, number: int) -> list[str]:
+    return [day for season, n, day in diary_plays(serializd) if (season, n) == (1, number)]
+
+
+@pytest.mark.parametrize("origin", ["trakt", "serializd"])
+@pytest.mark.parametrize("new_id", [False, True])
+async def test_a_diary_entry_backdated_on_serializd_moves_its_play_on_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, origin: str, new_id: bool
+) -> None:
+    """Whether the app keeps the entry's id (read as the same play, moved: its Trakt play is
+    removed and one at the new date added, by the full read) or gives the edit a new one (a
+    new play the delta read copies, and a removal the full read carries)."""
+    await four_plays_on_both_sides(rig, app, serializd, origin=origin)
+    moved_to = ago(20)
+    serializd.edit_entry(review(serializd, 2), backdate=moved_to, new_id=new_id)
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert trakt_play_days(trakt, 2) == [moved_to[:10]]
+    assert diary_days(serializd, 2) == [moved_to[:10]]
+    assert len(trakt_plays(trakt)) == len(diary_plays(serializd)) == 4
+
+
+async def test_diary_entries_backdated_past_the_removal_share_wait_without_doubling(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    moved_to = ago(20)
+    for number in (1, 2, 3):
+        serializd.edit_entry(review(serializd, number), backdate=moved_to)
+    result = await rig.sync_and_deliver(full=True)
+    assert result.held and "3 of 4 plays on trakt" in result.held[0]
+    assert len(trakt_plays(trakt)) == 4  # neither removed nor added while held
+    await rig.sync_and_deliver(confirm_removals=True)
+    assert [day for _, _, day in trakt_plays(trakt)].count(moved_to[:10]) == 3
+    assert len(trakt_plays(trakt)) == 4

@@ -587,6 +587,7 @@ def _plan_history(
     partners_of_removed: dict[str, set[str]] = {a: set(), b: set()}
     for source, target in ((a, b), (b, a)):
         renumbered_now = current[source].renumbered
+        moved_now = redated(baseline.get(source, Side()).plays, current[source])
         gone_plays = [p for p in removed[source] if p.record not in renumbered_now]
         pairs, _, _ = match_plays(gone_plays, current[target].plays, history.known(source, target))
         pairs += _unwatched_partners(gone_plays, current[target].plays, pairs)
@@ -630,7 +631,9 @@ def _plan_history(
                 # Not carried by this run (one way the other way): no tombstone, so that a
                 # later run still finds the removal, and does not take it for a new play.
                 continue
-            if gone.record not in renumbered_now:
+            if gone.record not in renumbered_now and gone.record not in moved_now:
+                # (A play moved to another day is still there: its new date is copied as a
+                # new play, and a later removal of it must still be carried.)
                 new_tombstones.add((source, gone.record))
 
     def gone_or_removed(source: str, play: Play) -> bool:
@@ -760,11 +763,13 @@ def _read_plays_per_item(plays: Iterable[Play]) -> defaultdict[str, int]:
 
 def _removed(before: Iterable[Play], now: Side) -> list[Play]:
     """Plays of the baseline that are gone: their record, or, for a play now renumbered, their
-    record under that item. An undated play is a watched flag: it is gone only when no play of
-    its item is left (a diary entry replacing a tick is no removal)."""
+    record under that item, or the play as it was dated before its side moved it to another
+    day (`redated`). An undated play is a watched flag: it is gone only when no play of its
+    item is left (a diary entry replacing a tick is no removal)."""
     before = list(before)
     present = {p.record for p in now.plays} | {p.record for p in now.forgotten}
     renumbered = {(p.record, p.item) for p in now.plays if p.record in now.renumbered}
+    moved = redated(before, now)
     items_now = {p.item for p in now.plays}
     gone = [
         p
@@ -772,6 +777,7 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
         if (
             p.record not in present
             or (p.record in now.renumbered and (p.record, p.item) not in renumbered)
+            or p.record in moved
         )
         and not p.record.startswith(EXPECTED)
         and not (p.at == UNDATED and p.item in items_now)
@@ -793,6 +799,22 @@ def _removed(before: Iterable[Play], now: Side) -> list[Play]:
     return removed
 
 
+def redated(before: Iterable[Play], now: Side) -> set[str]:
+    """Records of dated plays that `now` holds dated more than MATCH_WINDOW away from the
+    baseline's time (a Serializd diary entry whose date the user changed keeps its id): the
+    play moved, so its partner on the other side is no longer that viewing. Moved less far,
+    the partner still matches it and nothing is written."""
+    dated = {p.record: p.at for p in now.plays if p.at != UNDATED}
+    return {
+        p.record
+        for p in before
+        if p.at != UNDATED
+        and p.record in dated
+        and abs(dated[p.record] - p.at) > MATCH_WINDOW
+        and not p.record.startswith(EXPECTED)
+    }
+
+
 def removals_kept(
     baseline: Mapping[str, Side],
     current: Mapping[str, Side],
@@ -807,7 +829,8 @@ def removals_kept(
     (their tombstones), records read under another item (renumbered), a play logged again
     (`_logged_again`; `paired`: the plays first runs took for one viewing), and a rating the
     other side changed or no longer holds either (no removal of it waits: the rating there is
-    the newer one; a copy of it made since is no change). Pure."""
+    the newer one; a copy of it made since is no change). A play moved to another day
+    (`redated`) is kept at its old time until its move is applied. Pure."""
     before, now = baseline.get(service, Side()), current[service]
     other = next((s for s in current if s != service), "")
     other_before, other_now = baseline.get(other, Side()), current.get(other, Side())
@@ -832,7 +855,15 @@ def removals_kept(
         )
     }
     kept = tuple(p for p in gone if p.record not in again)
-    return replace(now, plays=now.plays + kept, ratings={**ratings, **now.ratings})
+    # A play moved to another day stays where it was until its move (a removal) is applied.
+    redated_now = redated(before.plays, now)
+    moved = {
+        p.record: p
+        for p in before.plays
+        if p.record in redated_now and (service, p.record) not in tombstones
+    }
+    plays = tuple(moved.get(p.record, p) for p in now.plays)
+    return replace(now, plays=plays + kept, ratings={**ratings, **now.ratings})
 
 
 def _logged_again(

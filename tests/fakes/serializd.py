@@ -252,6 +252,7 @@ class FakeSerializd(FakeServer):
     catalogue()`` (Breaking Bad as in show-1396.json), ``add_user``, ``log_entry`` (a diary
     row), ``tick`` / ``mark`` (watched state), ``add_to_watchlist``, ``start_watching`` (the
     "currently watching" list), ``issue_token``.
+    The user in the app: ``edit_entry`` (a diary row's watch date or rating), ``delete_entry``.
     Inspect: ``diary(user)``, ``ticks(user)``, ``season_marks(user)``, ``watchlisted(user)``
     (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``expire_tokens``, ``checkpoint_next``, ``require_origin_referer``,
@@ -455,6 +456,43 @@ class FakeSerializd(FakeServer):
         with self.lock:
             for show_id in show_ids:
                 (user or self.user).watching[show_id] = iso(self.now())
+
+    def edit_entry(
+        self,
+        review: Review,
+        *,
+        backdate: str | None = None,
+        rating: int | None = None,
+        new_id: bool = False,
+    ) -> Review:
+        """The user edits a diary entry in the app: a new watch date and/or rating.
+
+        SILENT: the reference does not say what an edit does to the row. By default it keeps
+        its id and `dateAdded`; ``new_id`` makes the edit a new row (a new id, `dateAdded`
+        now) in place of the old one, as an app that deletes and adds again would."""
+        with self.lock:
+            user = next(u for u in self.users.values() if u.username == review.author)
+            if new_id:
+                user.reviews.remove(review)
+                self._next_review_id += 1
+                review = Review(
+                    **{**review.__dict__, "id": self._next_review_id, "date_added": iso(self.now())}
+                )
+                user.reviews.append(review)
+            if backdate is not None:
+                review.backdate = backdate
+            if rating is not None:
+                review.rating = rating
+            return review
+
+    def delete_entry(self, review: Review, *, untick: bool = False) -> None:
+        """The user deletes a diary entry in the app. SILENT: whether that unticks the
+        episode too (the two systems are separate, §6); ``untick`` does both."""
+        with self.lock:
+            user = next(u for u in self.users.values() if u.username == review.author)
+            user.reviews.remove(review)
+            if untick:
+                user.ticks.pop((review.show_id, review.season_id, review.episode_number), None)
 
     def watchlisted(self, user: User | None = None) -> dict[int, set[int]]:
         """Show id -> the season ids on the watchlist."""

@@ -334,6 +334,12 @@ class PlexTarget:
                 await self.client.unscrobble(copy, person.token)
         except PlexItemError:
             return Delivered("play removed; the item has left the library")
+        entry = person.keys.get(item)
+        if entry is not None and entry.get("watched_at") is not None:
+            # Unwatched now: a play of it queued after this removal (a diary entry moved to
+            # another day on Serializd) is scrobbled, not taken as "already watched in Plex".
+            person.keys[item] = {**entry, "watched_at": None}
+            await self._put(person.profile, KEYS, {item: person.keys[item]})
         return Delivered("marked unwatched (its last play was removed)")
 
     async def _remember(
