@@ -435,3 +435,18 @@ def test_a_diary_entry_backdated_on_serializd_moves_its_play_in_plex(
     assert entry_of(serializd, 2, number).backdate == iso(moved_to)
     assert "(removed on serializd)" in said[0]
     assert "removed on" not in "".join(said[1:])
+
+
+@pytest.mark.parametrize("untick", [False, True])
+def test_a_diary_entry_we_wrote_deleted_on_serializd_is_removed_in_plex_for_good(
+    tmp_path: Path, start_fake: Any, untick: bool
+) -> None:
+    path, plex, serializd = setup(tmp_path, start_fake)
+    sync(path)
+    serializd.delete_entry(entry_of(serializd, 2, 3), untick=untick)
+
+    for _ in range(3):
+        sync(path)
+
+    assert plex.history_of("103") == [] and not plex.user_state("103").get("viewCount")
+    assert len(serializd.diary()) == 9

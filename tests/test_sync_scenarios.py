@@ -1292,3 +1292,17 @@ async def test_diary_entries_backdated_past_the_removal_share_wait_without_doubl
     await rig.sync_and_deliver(confirm_removals=True)
     assert [day for _, _, day in trakt_plays(trakt)].count(moved_to[:10]) == 3
     assert len(trakt_plays(trakt)) == 4
+
+
+@pytest.mark.parametrize("untick", [False, True])
+async def test_a_diary_entry_we_wrote_deleted_on_serializd_is_removed_on_trakt_for_good(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, untick: bool
+) -> None:
+    """The entry copied from Trakt deleted in the app, its tick (ours too) left or cleared."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    serializd.delete_entry(review(serializd, 3), untick=untick)
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 4)]
+    assert trakt_episodes(trakt) == [(1, 1), (1, 2), (1, 4)]  # nor copied back undated

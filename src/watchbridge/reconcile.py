@@ -635,6 +635,10 @@ def _plan_history(
                 # (A play moved to another day is still there: its new date is copied as a
                 # new play, and a later removal of it must still be carried.)
                 new_tombstones.add((source, gone.record))
+        if (source, target) in allowed:
+            for flag in _left_behind(gone_plays, baseline.get(source, Side()), current[source]):
+                partners_of_removed[source].add(flag.record)
+                new_tombstones.add((source, flag.record))
 
     def gone_or_removed(source: str, play: Play) -> bool:
         """A play going with a removal, or one we removed: no new play to copy."""
@@ -750,6 +754,27 @@ def _copies_of_renumbered(
             taken.add(copy.record)
             copies.append((play, copy))
     return copies
+
+
+def _left_behind(gone: Iterable[Play], before: Side, now: Side) -> list[Play]:
+    """Undated plays new on a side whose dated plays of the item are all removed, in the same
+    read: the watched flag their viewing left (the tick a Serializd diary entry came with,
+    still there once the entry is deleted in the app), not a new "watched, date unknown" to
+    copy back in place of the removal just carried. A flag named by its item (not an id
+    given to one play) is set again only by unsetting it first (a removal, then a new play)."""
+    items = {p.item for p in gone if p.at != UNDATED}
+    known = {p.record for p in before.plays}
+    dated = {p.item for p in now.plays if p.at != UNDATED}
+    return [
+        p
+        for p in now.plays
+        if p.at == UNDATED
+        and p.item in items
+        and p.item not in dated
+        and p.record not in known
+        and not given_once(p.record)
+        and not p.record.startswith(EXPECTED)
+    ]
 
 
 def _read_plays_per_item(plays: Iterable[Play]) -> defaultdict[str, int]:
