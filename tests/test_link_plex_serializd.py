@@ -450,3 +450,21 @@ def test_a_diary_entry_we_wrote_deleted_on_serializd_is_removed_in_plex_for_good
 
     assert plex.history_of("103") == [] and not plex.user_state("103").get("viewCount")
     assert len(serializd.diary()) == 9
+
+
+def test_a_rating_changed_on_a_diary_entry_reaches_plex_at_the_full_read(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, plex, serializd = setup(tmp_path, start_fake)
+    plex.rate("103", 6.0, time.time() - HOUR)
+    sync(path)
+    sync(path)  # the copy read back
+    rated = next(r for r in serializd.diary() if r.rating)
+    assert rated.rating == 6
+    serializd.edit_entry(rated, rating=9)
+
+    for _ in range(2):
+        sync(path)
+
+    assert plex.user_state("103")["userRating"] == 9.0
+    assert next(r for r in serializd.diary() if r.rating).rating == 9

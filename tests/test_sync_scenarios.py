@@ -1306,3 +1306,26 @@ async def test_a_diary_entry_we_wrote_deleted_on_serializd_is_removed_on_trakt_f
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 4)]
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 4)]
     assert trakt_episodes(trakt) == [(1, 1), (1, 2), (1, 4)]  # nor copied back undated
+
+
+@pytest.mark.parametrize("origin", ["trakt", "serializd"])
+async def test_a_rating_changed_on_a_diary_entry_reaches_trakt_at_the_full_read(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, origin: str
+) -> None:
+    """The stars of an entry edited in the app: the row keeps its `dateAdded`, older than the
+    copy on Trakt, yet the edit is the newer rating."""
+    app.watch(1, 1, ago(3))
+    if origin == "trakt":
+        app.rate(1, 1, 6, ago(3))
+    else:
+        log(serializd, 1, 1, ago(3), rating=6, is_log=False)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+    rated = next(r for r in serializd.diary() if r.rating)
+    serializd.edit_entry(rated, rating=9)
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 6  # the delta read does not see edits
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)

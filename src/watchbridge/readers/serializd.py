@@ -120,6 +120,25 @@ def with_written(side: Side, written: Mapping[str, int], accounted: set[int]) ->
     return Side(tuple(plays), side.ratings)
 
 
+def edited_since(
+    ratings: Mapping[str, Rated], baseline: Side | None, now: float
+) -> dict[str, Rated]:
+    """`ratings` as a full read found them, dated by when an edit was seen: stars changed on
+    a diary row in the app keep the row's `dateAdded`, so a value other than the baseline's,
+    dated no later than it, was changed since the last read: it is dated `now`, or the other
+    side's older copy would win it back. The same value keeps the baseline's date (an edit
+    seen by an earlier read). Pure."""
+    if baseline is None:
+        return dict(ratings)
+    dated: dict[str, Rated] = {}
+    for item, rated in ratings.items():
+        before = baseline.ratings.get(item)
+        if before is not None and rated.at <= before.at:
+            rated = replace(rated, at=now if rated.value != before.value else before.at)
+        dated[item] = rated
+    return dated
+
+
 def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
     """Item -> ids of the rating-only diary rows holding its rating (comma-separated): the
     rows known before plus those a read found."""
@@ -417,7 +436,7 @@ class SerializdReader:
                     "their plays and ratings are kept as they were read before",
                     extra={"profile": profile, "entries": len(kept) + len(kept_ratings)},
                 )
-            ratings = {**kept_ratings, **read.ratings}
+            ratings = edited_since({**kept_ratings, **read.ratings}, baseline, self.clock())
             ticked = ticked_by_us(baseline, await self._ticked(profile))
             side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)
             rows = rating_rows({}, side)
