@@ -1329,3 +1329,25 @@ async def test_a_rating_changed_on_a_diary_entry_reaches_trakt_at_the_full_read(
     for full in (True, False, True):
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
+
+
+async def test_a_rating_copy_found_after_a_lost_answer_stays_ours_once_a_newer_one_replaces_it(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The copy of the 8 lands an hour late and its answer is lost: the retry finds it in the
+    diary (it is ours). Dated by when it landed, it would read as a rating given after the 6
+    the user set on Trakt meanwhile, and take Trakt back to 8."""
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync()
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # landed, answer lost
+    assert [r.rating for r in serializd.diary() if not r.is_log] == [8]
+    # the retry, an hour on (its wait lifted)
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 0
+    app.rate(1, 1, 6, ago(0))
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)

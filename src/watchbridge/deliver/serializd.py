@@ -450,6 +450,7 @@ class SerializdTarget:
             )
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
+                await self._rated_row(ledger.profile, entry.id, key)
                 return Delivered("already rated on Serializd")
         # Our own send that landed unanswered is found above, not taken for a newer rating.
         since = ratings.overtaken_after(at, row.created_at)
@@ -553,18 +554,19 @@ class SerializdTarget:
             await self._record(
                 ledger, collection, {key: value | {"review_id": review}}, synced=False
             )
-            if rating is not None:  # the reader dates every copy of ours by what it copied
-                await asyncio.to_thread(
-                    self.store.mirror_put,
-                    NAME,
-                    ledger.profile,
-                    RATED_ROWS,
-                    {str(review): key},
-                    self.clock(),
-                )
+            if rating is not None and review is not None:
+                await self._rated_row(ledger.profile, review, key)
         except Exception as exc:
             raise AddUncertain(exc) from exc  # the entry exists; only the diary can tell
         return review
+
+    async def _rated_row(self, profile: str, review: int, key: str) -> None:
+        """Remember a rating row as ours for good: the reader dates every copy of ours by what
+        it copied (its backdate), also once a newer rating replaces it in `ratings`. Dated by
+        when it landed, a copy that landed late would read as the user's newer rating."""
+        await asyncio.to_thread(
+            self.store.mirror_put, NAME, profile, RATED_ROWS, {str(review): key}, self.clock()
+        )
 
     async def _load(self, ledger: Ledger, collection: str, prefix: str) -> None:
         """Bring the ledger entries under `prefix` (one item's) into `ledger`, once."""
