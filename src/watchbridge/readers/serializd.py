@@ -121,20 +121,25 @@ def with_written(side: Side, written: Mapping[str, int], accounted: set[int]) ->
 
 
 def edited_since(
-    ratings: Mapping[str, Rated], baseline: Side | None, now: float
+    ratings: Mapping[str, Rated], baseline: Side | None, rows_before: Mapping[str, str], now: float
 ) -> dict[str, Rated]:
     """`ratings` as a full read found them, dated by when an edit was seen: stars changed on
     a diary row in the app keep the row's `dateAdded`, so a value other than the baseline's,
-    dated no later than it, was changed since the last read: it is dated `now`, or the other
-    side's older copy would win it back. The same value keeps the baseline's date (an edit
-    seen by an earlier read). Pure."""
+    dated no later than it, held by the same rows as at the last read (`rows_before`, the
+    cursors' `rating_rows`: no row deleted, none added), was changed in place since: it is
+    dated `now`, or the other side's older copy would win it back. (Rows changed, an older
+    row's value showing again once a newer one is deleted, keep their date.) The same value
+    keeps the baseline's date (an edit seen by an earlier read). Pure."""
     if baseline is None:
         return dict(ratings)
     dated: dict[str, Rated] = {}
     for item, rated in ratings.items():
         before = baseline.ratings.get(item)
         if before is not None and rated.at <= before.at:
-            rated = replace(rated, at=now if rated.value != before.value else before.at)
+            if rated.value == before.value:
+                rated = replace(rated, at=before.at)
+            elif rated.record and rows_before.get(item) == rated.record:
+                rated = replace(rated, at=now)
         dated[item] = rated
     return dated
 
@@ -436,7 +441,8 @@ class SerializdReader:
                     "their plays and ratings are kept as they were read before",
                     extra={"profile": profile, "entries": len(kept) + len(kept_ratings)},
                 )
-            ratings = edited_since({**kept_ratings, **read.ratings}, baseline, self.clock())
+            before = json.loads(cursors.get("rating_rows") or "{}")
+            ratings = edited_since({**kept_ratings, **read.ratings}, baseline, before, self.clock())
             ticked = ticked_by_us(baseline, await self._ticked(profile))
             side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)
             rows = rating_rows({}, side)
