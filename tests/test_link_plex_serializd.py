@@ -8,14 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
-from tests.harness import until, watchbridge, write_config
-from watchbridge import readers
+from tests.harness import AppThread, until, watchbridge, write_config
+from watchbridge import readers, statuspage
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime, create_app
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker, dead_letter_alert
+from watchbridge.metrics import Metrics
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.store import Store
 from watchbridge.sync import run_link
@@ -468,3 +472,63 @@ def test_a_rating_changed_on_a_diary_entry_reaches_plex_at_the_full_read(
 
     assert plex.user_state("103")["userRating"] == 9.0
     assert next(r for r in serializd.diary() if r.rating).rating == 9
+
+
+def test_plays_kept_off_for_good_are_told_by_status_the_page_and_the_api(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, _ = always_refused(tmp_path, start_fake)
+    sync(path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        (row,) = [item.id for item in store.dead_letters()]
+    assert "kept off:" not in watchbridge("status", "--config", str(path)).stdout  # none yet
+    deadletters(path, "discard", f"#{row}", "--for-good")
+
+    said = watchbridge("status", "--config", str(path)).stdout
+    config = load_config(path, {})
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+    with AppThread(create_app(runtime, extra_routes=statuspage.ROUTES)) as app:
+        api = httpx.get(f"{app.url}/api/status").json()
+        page = httpx.get(f"{app.url}/").text
+
+    fix = (
+        "`watchbridge deadletters list --for-good` lists them; "
+        "`watchbridge deadletters allow ID` lets the link copy one again"
+    )
+    assert f"kept off:      1 play(s) kept off a link's target for good ({fix})" in said, said
+    assert api["kept_off"] == [
+        {"link": "plex-serializd", "profile": "alex", "target": "serializd", "plays": 1,
+         "fix": fix}
+    ]  # fmt: skip
+    assert "kept off for good: links.plex-serializd, serializd/alex</td><td>1 play(s) (" in page
+    assert "<code>watchbridge deadletters allow ID</code>" in page, page
+
+
+def test_a_renamed_link_s_kept_line_counts_the_plays_kept_off_under_its_old_name(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, _ = always_refused(tmp_path, start_fake)
+    sync(path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        (row,) = [item.id for item in store.dead_letters()]
+    deadletters(path, "discard", f"#{row}", "--for-good")
+    path.write_text(path.read_text().replace("  plex-serializd:", "  ps:"), encoding="utf-8")
+
+    said = watchbridge("status", "--config", str(path)).stdout
+
+    assert (
+        "kept:          links.plex-serializd is no longer in the config, and the database "
+        "keeps 1 play(s) kept off its target for good, its sync state for alex: if a link of "
+        "the config is this one renamed, give it its old name back (links.plex-serializd: "
+        "under another name it starts over as on a first run, and the writes it had queued "
+        "become dead letters at the service's start, and it copies again the plays kept off)"
+    ) in said, said
+    assert (
+        "if it is gone for good, nothing is synced for it: to forget the plays it keeps off, "
+        "`watchbridge deadletters allow` their ids"
+    ) in said, said
+    # Its sync state forgotten, the plays kept off under the old name are still told.
+    reset = watchbridge("reset-state", "--yes", "--config", str(path))
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    said = watchbridge("status", "--config", str(path)).stdout
+    assert "database keeps 1 play(s) kept off its target for good: if a link" in said, said

@@ -64,6 +64,7 @@ from watchbridge.redaction import WEBHOOK_SECRET, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
 from watchbridge.store import (
+    KEPT_OFF_FIX,
     LOCKED_BY_ANOTHER,
     IngestWriter,
     KeptState,
@@ -559,9 +560,15 @@ def leftovers(config: Config, store: Store) -> list[Leftover]:
                 f"is sent for it{_discard(kept)}",
             )
         )
-    for link in sorted(store.links_with_state() - set(config.links)):
+    # A link's plays kept off its target outlast its sync state (`reset-state` keeps them).
+    kept_off_links = {entry.link for entry in store.kept_off_counts()}
+    for link in sorted((store.links_with_state() | kept_off_links) - set(config.links)):
         kept = store.kept_for_link(link)
-        what = [*_queue_kept(kept), f"its sync state for {', '.join(kept.profiles)}"]
+        what = [
+            *_queue_kept(kept),
+            *([f"{kept.kept_off} play(s) kept off its target for good"] if kept.kept_off else []),
+            *([f"its sync state for {', '.join(kept.profiles)}"] if kept.profiles else []),
+        ]
         found.append(
             Leftover(
                 "link",
@@ -569,9 +576,10 @@ def leftovers(config: Config, store: Store) -> list[Leftover]:
                 ", ".join(what),
                 f"if a link of the config is this one renamed, give it its old name back "
                 f"(links.{link}: under another name it starts over as on a first run, and the "
-                "writes it had queued become dead letters at the service's start)"
-                f"{_retry(kept)}; if it is gone for good, nothing is synced for it"
-                f"{_discard(kept)}",
+                "writes it had queued become dead letters at the service's start"
+                + (", and it copies again the plays kept off" if kept.kept_off else "")
+                + f"){_retry(kept)}; if it is gone for good, nothing is synced for it"
+                f"{_discard(kept)}{_allow(kept)}",
             )
         )
     return found
@@ -586,8 +594,19 @@ def _retry(kept: KeptState) -> str:
 
 def _discard(kept: KeptState) -> str:
     if not (kept.queued or kept.dead_letters):
-        return ": nothing to do"
+        return "" if kept.kept_off else ": nothing to do"
     return ": `watchbridge deadletters discard` its dead letters, and nothing else is to do"
+
+
+def _allow(kept: KeptState) -> str:
+    """A link gone for good: its plays kept off are remembered (and told) until allowed."""
+    if not kept.kept_off:
+        return ""
+    then = ";" if kept.queued or kept.dead_letters else ":"
+    return (
+        f"{then} to forget the plays it keeps off, `watchbridge deadletters allow` their ids "
+        "(`watchbridge deadletters list --for-good` lists them)"
+    )
 
 
 def _queue_kept(kept: KeptState) -> list[str]:
@@ -795,6 +814,17 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             for w in status.waiting
         ],
         "held_left_out": status.waiting_left_out,
+        # Plays `deadletters discard --for-good` keeps off a link's target, per link and profile.
+        "kept_off": [
+            {
+                "link": k.link,
+                "profile": k.profile,
+                "target": k.target,
+                "plays": k.plays,
+                "fix": KEPT_OFF_FIX,
+            }
+            for k in status.kept_off
+        ],
         "oldest_pending_at": status.oldest_pending_at,
         # Whether alerts reach anyone (the page's Alerts): entries not loaded, failed sends.
         "alerts": asdict(runtime.notifier.health()),

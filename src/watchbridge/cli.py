@@ -37,6 +37,7 @@ from watchbridge.redaction import redactor, secret_values
 from watchbridge.store import (
     BEHIND,
     KEPT_OFF,
+    KEPT_OFF_FIX,
     KEPT_OFF_SERVICE,
     KeptOff,
     OutboxItem,
@@ -502,6 +503,11 @@ def status(config_path: str | None) -> None:
         f"dead letters:  {state.dead_letters}"
         + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")
     )
+    if state.kept_off:
+        plays = sum(entry.plays for entry in state.kept_off)
+        click.echo(
+            f"kept off:      {plays} play(s) kept off a link's target for good ({KEPT_OFF_FIX})"
+        )
     if sign_ins:
         click.echo("sign-ins:")
     for one in sign_ins:

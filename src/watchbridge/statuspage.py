@@ -24,7 +24,7 @@ from watchbridge.http import CLOCK_WARNING
 from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
-from watchbridge.store import BEHIND, StoreStatus, SyncRun
+from watchbridge.store import BEHIND, KEPT_OFF_FIX, KeptOffCount, StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
@@ -127,6 +127,7 @@ def render(
                 "<code>discard</code>",
             ),
         ),
+        *_kept_off(status.kept_off),
     ]
     sections = [
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
@@ -199,6 +200,25 @@ def _links(
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, f"{outcome} ({when})", counts or quiet))
     return _table(("link", "services", "last run", "changes"), rows)
+
+
+def _kept_off(kept_off: Sequence[KeptOffCount]) -> list[tuple[str, str]]:
+    """The plays `deadletters discard --for-good` keeps off a link's target, per link and
+    profile: the user's choice (not red), told where they look so it is not forgotten."""
+    fix = _e(KEPT_OFF_FIX)
+    return [
+        (
+            _e(f"kept off for good: links.{k.link}, {k.target}/{k.profile}"),
+            f"{k.plays} play(s) ({_code(fix)})",
+        )
+        for k in kept_off
+    ]
+
+
+def _code(text: str) -> str:
+    """`backquoted` parts of an escaped text as <code>."""
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def _kept(kept: Sequence[Leftover], kind: str) -> str:

@@ -639,6 +639,23 @@ class KeptOff:
         )
 
 
+@dataclass(frozen=True)
+class KeptOffCount:
+    """How many plays one link keeps off its target for one profile (`Store.kept_off_counts`)."""
+
+    link: str
+    profile: str
+    target: str
+    plays: int
+
+
+# What lists the plays kept off, and what lets a link copy one again (status, page, API).
+KEPT_OFF_FIX = (
+    "`watchbridge deadletters list --for-good` lists them; "
+    "`watchbridge deadletters allow ID` lets the link copy one again"
+)
+
+
 # The row of an item (ordering key) that goes next: its oldest unfinished one. `o` is the row.
 _HEAD_OF_ITEM = (
     "(SELECT MIN(h.id) FROM outbox h WHERE h.ordering_key = o.ordering_key"
@@ -1007,6 +1024,7 @@ class KeptState:
 
     queued: int = 0  # writes pending or in flight
     dead_letters: int = 0
+    kept_off: int = 0  # a link's: plays kept off its target (`deadletters discard --for-good`)
     sign_ins: tuple[str, ...] = ()  # a profile's: the services it is signed in to
     links: tuple[str, ...] = ()  # a profile's: the links keeping sync state for it
     profiles: tuple[str, ...] = ()  # a link's: the profiles it keeps sync state for
@@ -1026,6 +1044,7 @@ class StoreStatus:
     waiting_left_out: int = 0  # reasons rows wait for beyond the WAITING_SHOWN listed
     behind: int = 0  # rows waiting for an earlier one of their item (waiting_behind)
     last_success_at: dict[str, float] = field(default_factory=dict)  # per link (last_successes)
+    kept_off: list[KeptOffCount] = field(default_factory=list)  # `discard --for-good`'s plays
 
     def shown(self, redact: Callable[[str], str]) -> StoreStatus:
         """This status with its stored error texts (held rows' reasons, runs' errors) passed
@@ -2370,6 +2389,19 @@ class Store:
         ]
         return sorted((k for k in kept if link is None or k.link == link), key=lambda k: k.row)
 
+    def kept_off_counts(self) -> list[KeptOffCount]:
+        """How many plays each link keeps off its target, per profile (the overview's read)."""
+        rows = self._overview(
+            "SELECT json_extract(data, '$.link') AS link, profile,"
+            " json_extract(data, '$.target') AS target, COUNT(*) AS n FROM mirror"
+            " WHERE service = ? AND collection = ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            (KEPT_OFF_SERVICE, KEPT_OFF),
+        )
+        return [
+            KeptOffCount(str(r["link"]), str(r["profile"]), str(r["target"]), int(r["n"]))
+            for r in rows
+        ]
+
     def allow_kept_off(self, row_ids: Sequence[int] | None) -> int:
         """Forget that these plays (all when `row_ids` is None) are kept off: their links copy
         them again while the other side lacks them. Returns how many."""
@@ -2760,7 +2792,12 @@ class Store:
         profiles = self._query(
             "SELECT DISTINCT profile FROM cursors WHERE name = ? ORDER BY 1", (f"link:{link}",)
         )
-        return KeptState(queued, dead, profiles=tuple(str(r["profile"]) for r in profiles))
+        return KeptState(
+            queued,
+            dead,
+            kept_off=len(self.kept_off(link=link)),
+            profiles=tuple(str(r["profile"]) for r in profiles),
+        )
 
     def _outbox_of(self, where: str, params: tuple[str, ...]) -> tuple[int, int]:
         """(queued: pending or in flight, dead letters) of the outbox rows `where` picks."""
@@ -3015,6 +3052,7 @@ class Store:
             ],
             waiting_left_out=len(reasons) - len(waiting),
             behind=self.waiting_behind(),
+            kept_off=self.kept_off_counts(),
         )
 
     def reset(
