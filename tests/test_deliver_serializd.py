@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from watchbridge.readers.serializd import SerializdReader, make_reader
 from watchbridge.reconcile import Play, Side, plan
 from watchbridge.services.serializd import SerializdClient, SerializdUnavailable
 from watchbridge.store import NewOutboxRow, OutboxItem
-from watchbridge.wiring import build_runtime, serializd_client
+from watchbridge.wiring import build_runtime, make_targets, serializd_client
 
 pytestmark = pytest.mark.anyio
 
@@ -937,3 +938,38 @@ async def test_a_waiting_play_known_by_its_absolute_number_is_listed_by_that_num
     await drain(worker, runtime, clock, passes=1)
     (waiting,) = runtime.store.unmatched()
     assert waiting.item.describe() == "Breaking Bad absolute episode 63"
+
+
+async def deliver_as_the_service(runtime: Runtime, clock: FakeClock) -> None:
+    """Two delivery passes with the targets the service builds (wiring.make_targets)."""
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}  # as `DeliveryWorker.run`
+    try:
+        await drain(worker, runtime, clock, passes=2)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+
+
+async def test_another_serializd_account_a_delivery_notices_is_alerted_at_once(
+    runtime: Runtime, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    """Webhooks only for a while: the profile's Serializd email changed to another person's.
+    The delivery's sign-in names the other username before it writes (wiring's AccountNotes),
+    and the account_changed alert goes out then, not at the next link run or housekeeping."""
+    enqueue(runtime, "play", episode(4), clock() - 600)
+    await deliver_as_the_service(runtime, clock)
+    assert len(fake.diary()) == 1  # alice_tv's: the account first seen, only remembered
+    bob = fake.add_user("bob@example.com", "another long passphrase", "bob_tv")
+    me = runtime.config.profiles["me"]
+    accounts = replace(me.accounts, serializd=SerializdAccount(bob.email, Secret(bob.password)))
+    profiles = {**runtime.config.profiles, "me": replace(me, accounts=accounts)}
+    runtime.config = replace(runtime.config, profiles=profiles)  # and the service restarted
+    enqueue(runtime, "play", episode(5), clock() - 300)
+
+    await deliver_as_the_service(runtime, clock)
+
+    (alert,) = [m for m in receiver.messages if "is another account" in str(m.get("title"))]
+    assert alert["title"] == "watchbridge: profile me's serializd is another account"
+    assert "profile me: serializd is now user bob_tv (was user alice_tv)" in alert["message"]
+    assert bob.password not in alert["message"]
