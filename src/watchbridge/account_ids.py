@@ -24,8 +24,9 @@ Bookkeeping only: the webhook route decides (`webhooks.route_for`), the caller p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from watchbridge.config import Config, same_account
 
@@ -131,6 +132,26 @@ class NewIdSighting:
     last_at: float = 0.0
 
 
+_Sighting = TypeVar("_Sighting", RenameSighting, NewIdSighting)
+
+
+def _seen(
+    seen: dict[tuple[Key, str], _Sighting],
+    key: tuple[Key, str],
+    first: Callable[[], _Sighting],
+) -> tuple[_Sighting, bool]:
+    """The sighting of `key` (made by `first` if new), counted and moved last (the most
+    recently seen); the oldest go beyond RENAMES_KEPT. True when it is new."""
+    sighting = seen.pop(key, None)
+    new = sighting is None
+    sighting = first() if sighting is None else sighting
+    seen[key] = sighting
+    sighting.webhooks += 1
+    while len(seen) > RENAMES_KEPT:
+        del seen[next(iter(seen))]
+    return sighting, new
+
+
 @dataclass
 class AccountIds:
     """The ids remembered (loaded at start, `known`; `names`: the names remembered for the ids
@@ -159,30 +180,18 @@ class AccountIds:
         """Count one webhook routed by a remembered id; True the first time since the start
         for this account and name (the log tells it then)."""
         key = (renamed.key, renamed.name)
-        sighting = self.renames.pop(key, None)
-        first = sighting is None
-        sighting = sighting or RenameSighting(renamed, first_at=now)
-        self.renames[key] = sighting  # last in the dict: the most recently seen
+        sighting, first = _seen(self.renames, key, lambda: RenameSighting(renamed, first_at=now))
         sighting.renamed = renamed  # what the profile listed may have changed
-        sighting.webhooks += 1
         sighting.last_at = now
-        while len(self.renames) > RENAMES_KEPT:
-            del self.renames[next(iter(self.renames))]
         return first
 
     def saw_new_id(self, new_id: NewId, now: float) -> bool:
         """Count one webhook routed by a remembered name; True the first time since the start
         for this account and name (the log tells it then)."""
         key = (new_id.key, new_id.name)
-        sighting = self.new_ids.pop(key, None)
-        first = sighting is None
-        sighting = sighting or NewIdSighting(new_id, first_at=now)
-        self.new_ids[key] = sighting  # last in the dict: the most recently seen
+        sighting, first = _seen(self.new_ids, key, lambda: NewIdSighting(new_id, first_at=now))
         sighting.new_id = new_id  # what the profile listed may have changed
-        sighting.webhooks += 1
         sighting.last_at = now
-        while len(self.new_ids) > RENAMES_KEPT:
-            del self.new_ids[next(iter(self.new_ids))]
         return first
 
     def recent(self) -> list[RenameSighting]:
