@@ -16,7 +16,7 @@ from litestar import MediaType, get
 from litestar.di import NamedDependency
 
 from watchbridge import __version__
-from watchbridge.account_ids import NewIdSighting, RenameSighting
+from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
 from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
@@ -338,31 +338,32 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
 
 
 def _renamed(renamed: Sequence[RenameSighting], now: float) -> str:
-    if not renamed:
-        return ""
-    rows = [
-        (_e(r.renamed.learnt.profile), str(r.webhooks), _age(r.last_at, now), _e(r.renamed.message))
-        for r in renamed
-    ]
-    return (
-        "<p>Renamed on the media server since the start, taken by the id watchbridge "
-        "remembered for the name the profile lists:</p>"
-        + _table(("profile", "webhooks", "last", "what to do"), rows)
+    intro = (
+        "Renamed on the media server since the start, taken by the id watchbridge remembered "
+        "for the name the profile lists:"
     )
+    return _routed_by_memory(intro, [(r.renamed, r.webhooks, r.last_at) for r in renamed], now)
 
 
 def _new_ids(new_ids: Sequence[NewIdSighting], now: float) -> str:
-    if not new_ids:
+    intro = (
+        "A new id on the media server since the start, taken by the name watchbridge "
+        "remembered for the id the profile lists:"
+    )
+    return _routed_by_memory(intro, [(n.new_id, n.webhooks, n.last_at) for n in new_ids], now)
+
+
+def _routed_by_memory(
+    intro: str, seen: Sequence[tuple[Renamed | NewId, int, float]], now: float
+) -> str:
+    """Accounts whose webhooks went to a profile by what watchbridge remembered of them."""
+    if not seen:
         return ""
     rows = [
-        (_e(n.new_id.learnt.profile), str(n.webhooks), _age(n.last_at, now), _e(n.new_id.message))
-        for n in new_ids
+        (_e(what.learnt.profile), str(webhooks), _age(last_at, now), _e(what.message))
+        for what, webhooks, last_at in seen
     ]
-    return (
-        "<p>A new id on the media server since the start, taken by the name watchbridge "
-        "remembered for the id the profile lists:</p>"
-        + _table(("profile", "webhooks", "last", "what to do"), rows)
-    )
+    return f"<p>{intro}</p>" + _table(("profile", "webhooks", "last", "what to do"), rows)
 
 
 def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:
