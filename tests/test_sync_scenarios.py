@@ -1351,3 +1351,23 @@ async def test_a_rating_copy_found_after_a_lost_answer_stays_ours_once_a_newer_o
     for full in (False, True, True):
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+
+
+async def test_diary_entries_deleted_past_the_removal_share_are_not_copied_back_from_their_ticks(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Three of four entries copied from Trakt deleted in the app, their ticks left: the hold
+    waits, the confirming run removes them on Trakt, and no later run copies the ticks back
+    as undated plays (the flags are what those viewings left, as without a hold)."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    for number in (1, 2, 3):
+        serializd.delete_entry(review(serializd, number), untick=False)
+    result = await rig.sync_and_deliver(full=True)
+    assert result.held and "3 of 4 plays on trakt" in result.held[0]
+    assert len(trakt_plays(trakt)) == 4
+    await rig.sync_and_deliver(full=True)  # still held: nothing changed
+    await rig.sync_and_deliver(confirm_removals=True)
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
+    assert trakt_episodes(trakt) == [(1, 4)]  # nor copied back undated

@@ -855,7 +855,8 @@ def removals_kept(
     (`_logged_again`; `paired`: the plays first runs took for one viewing), and a rating the
     other side changed or no longer holds either (no removal of it waits: the rating there is
     the newer one; a copy of it made since is no change). A play moved to another day
-    (`redated`) is kept at its old time until its move is applied. Pure."""
+    (`redated`) is kept at its old time until its move is applied, and a flag the removed
+    plays left (`_left_behind`) is left out until their removal is. Pure."""
     before, now = baseline.get(service, Side()), current[service]
     other = next((s for s in current if s != service), "")
     other_before, other_now = baseline.get(other, Side()), current.get(other, Side())
@@ -887,7 +888,11 @@ def removals_kept(
         for p in before.plays
         if p.record in redated_now and (service, p.record) not in tombstones
     }
-    plays = tuple(moved.get(p.record, p) for p in now.plays)
+    # A flag their viewing left (`_left_behind`) stays out while their removal waits: kept,
+    # the run that applies the removal would not find it new, tombstone nothing, and the run
+    # after would copy it back as an undated play in place of the one just removed.
+    left = {p.record for p in _left_behind(gone, before, now)}
+    plays = tuple(moved.get(p.record, p) for p in now.plays if p.record not in left)
     return replace(now, plays=plays + kept, ratings={**ratings, **now.ratings})
 
 
