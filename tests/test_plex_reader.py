@@ -789,6 +789,26 @@ async def test_a_person_read_without_history_asks_one_question_per_library_when_
         await reader.aclose()
 
 
+@pytest.mark.parametrize("server_token", [None, TOKEN], ids=["no server token", "no account id"])
+@pytest.mark.parametrize("saved", ["", "ab" * 20, "ab 12"], ids=["older version", "bare", "cut"])
+async def test_a_person_read_without_history_by_an_older_version_is_read_again(
+    plex: FakePlex, store: Store, clock: FakeClock, server_token: str | None, saved: str
+) -> None:
+    """A link run by a version before the watched-state check kept `history: ""` and no
+    `watched` cursor for this person (or one it cannot parse): the cheap check says "changed"
+    (the read writes the cursor), rather than failing every run after the upgrade."""
+    config, person = read_without_history(plex, server_token)
+    plex.watch("100", T0, account=JAMIE)
+    reader = make_reader(config, store, LINK, [person], clock)
+    try:
+        cursors = {"history": ""} | ({"watched": saved} if saved else {})
+        assert await reader.unchanged(person, cursors) is False
+        cursors = (await reader.read(person, cursors, None, True)).cursors
+        assert await reader.unchanged(person, cursors) is True
+    finally:
+        await reader.aclose()
+
+
 async def test_a_person_read_without_history_on_another_server_is_a_change(
     plex: FakePlex, store: Store, clock: FakeClock
 ) -> None:

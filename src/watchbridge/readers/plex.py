@@ -1733,9 +1733,10 @@ def watched_cursor(machine: str, library: Library) -> str:
 
 
 def parse_watched_cursor(cursor: str) -> tuple[str, int, list[tuple[str, str]]] | None:
-    """`watched_cursor`'s parts; None when it names no listing to ask (or is not one). Pure."""
-    machine, since, *listed = cursor.split(" ")
-    parts = [entry.partition("/") for entry in listed]
+    """`watched_cursor`'s parts; None when it names no listing to ask (or is not one: "",
+    as a link run by a version before this check left it). Pure."""
+    machine, since, *listed = [*cursor.split(" "), ""]
+    parts = [entry.partition("/") for entry in listed if entry]
     if not machine or not since.isdigit() or not parts:
         return None
     if any(kind not in ("movie", "episode") or not section for section, _, kind in parts):
