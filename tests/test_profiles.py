@@ -229,6 +229,19 @@ def test_a_name_taken_out_of_the_config_takes_its_remembered_id_with_it() -> Non
     assert profile_for(taken_out, from_plex("5", name="Robert"), known) == "guest"
 
 
+def test_a_plex_account_renamed_reported_by_tautulli_is_still_not_the_defaults() -> None:
+    # Alice is listed by name for Plex's own webhook only; Tautulli reports her plays too.
+    # Renamed in Plex, Plex's webhook follows her by the id remembered: Tautulli's report of
+    # the same account (the same plex.tv id) must not go to the default profile meanwhile.
+    mapped = config('{plex: ["alice"]}', default=", default: true")
+    known = learnt_from(mapped, from_plex("5123891", name="alice"))
+    assert profile_for(mapped, from_plex("5123891", name="Ally"), known) == "alice"
+    assert profile_for(mapped, from_tautulli("5123891", "Ally"), known) is None
+    assert profile_for(mapped, from_tautulli("77", "friend"), known) == "guest"
+    taken_out = config('{plex: ["carol"]}', default=", default: true")
+    assert profile_for(taken_out, from_tautulli("5123891", "Ally"), known) == "guest"
+
+
 def test_check_config_hints_at_ids_for_names_listed_beside_a_default_profile() -> None:
     ids = '{plex: ["1", "5551234"], jellyfin: ["0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"]}'
     assert names_beside_default(config(ids, default=", default: true")) == []

@@ -131,9 +131,13 @@ def route_for(
     if names and (new_id := _new_id(config, event, names)) is not None:
         return Route(new_id.learnt.profile, new_id=new_id)
     default = next((name for name, p in config.profiles.items() if p.default), None)
-    if event.source == "tautulli" and _listed_for_plex(config, anywhere - {PLEX_OWNER}, default):
+    if event.source == "tautulli" and (
+        _listed_for_plex(config, anywhere - {PLEX_OWNER}, default)
+        or _followed_for_plex(config, known, account.id, default)
+    ):
         # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
-        # that person's (whose plays Plex's webhook sends), never the default profile's.
+        # that person's (whose plays Plex's webhook sends), never the default profile's; so
+        # is one renamed in Plex, which Plex's webhook follows by its id.
         return Route(None)
     return Route(default)
 
@@ -194,6 +198,23 @@ def _still_listed(config: Config, source: str, learnt: Learnt) -> bool:
     profile = config.profiles.get(learnt.profile)
     listed = getattr(profile.users, source, ()) if profile is not None else ()
     return any(same_account(entry) == same_account(learnt.entry) for entry in listed)
+
+
+def _followed_for_plex(
+    config: Config, known: Mapping[Key, Learnt], account_id: str | None, but: str | None
+) -> bool:
+    """Whether Plex's webhook takes the plex.tv account `account_id` (on any server) to a
+    profile other than `but` by the id remembered for a name it still lists (a rename)."""
+    if not account_id or not known:
+        return False
+    wanted = same_account(account_id)
+    return wanted != PLEX_OWNER and any(
+        key.source == "plex"
+        and key.account_id == wanted
+        and learnt.profile != but
+        and _still_listed(config, "plex", learnt)
+        for key, learnt in known.items()
+    )
 
 
 def _listed_for_plex(config: Config, candidates: set[str], but: str | None) -> bool:
