@@ -293,6 +293,9 @@ def test_check_config_warns_of_a_profile_that_looks_renamed(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert "profile alexander is new to the database" in result.stdout
     assert "state of profile alex, no longer in the config" in result.stdout
+    assert "if you renamed a profile, run `watchbridge rename-profile alex alexander`" in (
+        result.stdout
+    )
 
 
 def test_renamed_profiles_warns_only_of_one_gone_beside_one_new() -> None:

@@ -20,7 +20,7 @@ from watchbridge.config import load_config
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
 from watchbridge.scheduler import profile_of_alert, resolve_removed, service_of_alert
-from watchbridge.store import NewOutboxRow, Store, ordering_key
+from watchbridge.store import KeptOff, NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
 from watchbridge.wiring import build_runtime
 
@@ -352,6 +352,83 @@ def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_
     finally:
         service.terminate()
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+def test_rename_profile_keeps_the_old_names_sign_in_state_and_given_up_plays_under_the_new(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    """`me` renamed `myself` in the config; the start gives up me's queued play. After
+    `watchbridge rename-profile me myself` the new name has me's Trakt sign-in, link state and
+    kept-off play, nothing is left over under the old name, and the play goes out."""
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        kept_off_a_play_of_the_link(store)
+        store.enqueue([a_play_of_arrival()], time.time())
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    renamed = config_text(tmp_path, port, trakt, receiver, "").replace("  me: {", "  myself: {")
+    service = started(path, port, renamed)
+    try:
+        wait_for(lambda: GAVE_UP in receiver.titles())
+    finally:
+        service.terminate()
+
+    said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+
+    assert said.returncode == 0, said.stderr
+    assert (
+        "profile myself keeps what the database held for profile me: its sign-in to trakt, "
+        "the sync state of links.plex-trakt, 1 play(s) kept off for good, 1 dead letter(s)"
+    ) in said.stdout, said.stdout
+    assert (
+        "1 of those dead letters were given up because the config lacked profile me: they "
+        "are queued again"
+    ) in said.stdout
+    status = watchbridge("status", "--config", str(path)).stdout
+    assert "profile me is no longer" not in status, status
+    assert "is new to the database" not in watchbridge("check-config", "--config", str(path)).stdout
+    with Store.open(tmp_path / "wb.db") as store:
+        assert [k.profile for k in store.kept_off()] == ["myself"]
+        assert store.get_token("trakt", "myself") is not None
+        (moved,) = [r for r in store.dead_letters() + store.claim("t", time.time(), 10)]
+        assert moved.profile == "myself"
+        assert moved.ordering_key == ordering_key("myself", "trakt", ARRIVAL_REF.key(), "play")
+        store.release_claims(time.time(), "t", spend=False)
+    service = started(path, port, renamed)
+    try:
+        wait_for(lambda: len(trakt.history()) == 1)
+    finally:
+        service.terminate()
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+
+
+def test_rename_profile_moves_nothing_once_the_new_name_has_a_sign_in_of_its_own(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        sign_in_trakt(store, trakt, "myself", now=time.time())
+    path = tmp_path / "watchbridge.yaml"
+    renamed = config_text(tmp_path, free_port(), trakt, receiver, "")
+    path.write_text(renamed.replace("  me: {", "  myself: {"), encoding="utf-8")
+
+    said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+
+    assert said.returncode == 1, said
+    assert "profile myself already has sign-ins or sync state of its own" in said.stderr
+    assert "give the profile its old name me back in the config instead" in said.stderr
+    with Store.open(tmp_path / "wb.db") as store:
+        assert store.get_token("trakt", "me") is not None  # nothing moved
+
+
+def kept_off_a_play_of_the_link(store: Store) -> None:
+    """A play plex-trakt copied to Trakt for me, discarded with `--for-good`."""
+    at = time.time() - 86400
+    action = Action("add_play", "trakt", ARRIVAL, "new on plex", at, record="h:1", source="plex")
+    store.enqueue(outbox_rows("plex-trakt", "me", [action])[0], time.time())
+    (row,) = store.claim("test", time.time(), 10, ["trakt"])
+    store.mark_dead(row.id, time.time(), "refused")
+    store.keep_off([KeptOff(row.id, "plex-trakt", "me", "trakt", "h:1", "Arrival", at, 0.0)])
 
 
 def test_a_failing_links_alert_is_resolved_by_the_next_cron_sync_without_it(

@@ -496,14 +496,20 @@ def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:
     new = sorted(accounts - with_state)
     if not gone or not new:
         return []
+    command = (
+        f"`watchbridge rename-profile {gone[0]} {new[0]}`"
+        if len(gone) == len(new) == 1
+        else "`watchbridge rename-profile OLD NEW`"
+    )
     return [
         f"profile {', '.join(new)} is new to the database, which keeps the sign-ins and sync "
         f"state of profile {', '.join(gone)}, no longer in the config: if you renamed a "
-        "profile, give it its old name back, then `watchbridge deadletters retry` (the ids "
-        "`deadletters list` shows, or --all) sends its deliveries given up meanwhile (the "
-        "service's start gives up those queued for a profile the config lacks). Under a new "
-        "name it starts over without the records of what watchbridge wrote for it, and its "
-        "links would copy those plays again"
+        f"profile, run {command} before the new name is used (it keeps all of it under the "
+        "new name, and sends the deliveries the service's start gave up for the old one "
+        "meanwhile), or give it its old name back, then `watchbridge deadletters retry` "
+        "(the ids `deadletters list` shows, or --all) sends its deliveries given up "
+        "meanwhile. Under a new name otherwise it starts over without the records of what "
+        "watchbridge wrote for it, and its links would copy those plays again"
     ]
 
 

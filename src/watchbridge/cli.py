@@ -640,6 +640,54 @@ def reset_state(config_path: str | None, yes: bool) -> None:
     )
 
 
+@cli.command("rename-profile")
+@config_option
+@click.argument("old")
+@click.argument("new")
+def rename_profile(config_path: str | None, old: str, new: str) -> None:
+    """Keep what the database holds for profile OLD under NEW: rename it in the config first."""
+    from watchbridge.config import profile_gone
+
+    config = _load(config_path)
+    if old in config.profiles:
+        raise WatchbridgeError(
+            f"profile {old} is still in the config: rename it there to {new} first, then run "
+            "this again"
+        )
+    if new not in config.profiles:
+        raise WatchbridgeError(
+            f"profile {new} is not in the config: rename profiles.{old} there to {new} "
+            "first, then run this again"
+        )
+    with _open_store(config) as store:
+        queue = store.kept_for_profile(old)
+        if old not in store.profiles_with_state() and not (queue.queued or queue.dead_letters):
+            raise WatchbridgeError(f"the database keeps nothing for profile {old}: nothing to move")
+        moved = store.move_profile(old, new, profile_gone(old), time.time())
+        if moved.refused:
+            raise WatchbridgeError(moved.refused)
+        for target in moved.kept.sign_ins:
+            store.resume_after_sign_in(target, new, time.time())
+    kept = moved.kept
+    what = [
+        *([f"its sign-in to {', '.join(kept.sign_ins)}"] if kept.sign_ins else []),
+        *([f"the sync state of links.{', links.'.join(kept.links)}"] if kept.links else []),
+        *([f"{kept.kept_off} play(s) kept off for good"] if kept.kept_off else []),
+        *([f"{kept.queued} queued write(s)"] if kept.queued else []),
+        *([f"{kept.dead_letters} dead letter(s)"] if kept.dead_letters else []),
+    ]
+    click.echo(
+        f"profile {new} keeps what the database held for profile {old}: "
+        f"{', '.join(what) or 'the records of what watchbridge wrote for it'}"
+        " (its links carry on where they were, copying nothing again)"
+    )
+    if moved.requeued:
+        click.echo(
+            f"{moved.requeued} of those dead letters were given up because the config lacked "
+            f"profile {old}: they are queued again, and the service sends them"
+        )
+
+
 @cli.command("test-alert")
 @config_option
 def test_alert(config_path: str | None) -> None:

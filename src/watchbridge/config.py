@@ -467,6 +467,11 @@ def copied_nowhere(config: Config, profile: Profile) -> list[str]:
     return [*gaps, f"movies{but_anime}"]
 
 
+def profile_gone(name: str) -> str:
+    """Why rows of a profile the config lacks are not sent: their dead letters' reason."""
+    return f"profile {name} is no longer in the config"
+
+
 def undeliverable(
     config: Config, target: str, profile_name: str, link: str | None = None, action: str = ""
 ) -> str | None:
@@ -487,7 +492,7 @@ def undeliverable(
         return f"{target} is no longer configured"
     profile = config.profiles.get(profile_name)
     if profile is None:
-        return f"profile {profile_name} is no longer in the config"
+        return profile_gone(profile_name)
     held = (
         profile.accounts.plex is not None
         if target == "plex"

@@ -1031,6 +1031,15 @@ class KeptState:
 
 
 @dataclass(frozen=True)
+class ProfileMoved:
+    """What `Store.move_profile` did, or why it did nothing (`refused`, a message)."""
+
+    kept: KeptState = field(default_factory=KeptState)  # what moved, as it was kept
+    requeued: int = 0  # dead letters given up for the old name's absence, queued again
+    refused: str = ""
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """What `watchbridge status` and `/readyz` need at a glance."""
 
@@ -2798,6 +2807,73 @@ class Store:
             kept_off=len(self.kept_off(link=link)),
             profiles=tuple(str(r["profile"]) for r in profiles),
         )
+
+    def move_profile(
+        self, old: str, new: str, gave_up: str, now: float, lease: float = RUN_LEASE
+    ) -> ProfileMoved:
+        """Keep everything the database holds for profile `old` under `new` instead (a
+        profile renamed in the config): sign-ins, accounts on record, link state, records of
+        what watchbridge wrote, plays kept off, the queue and dead letters (their ordering and
+        idempotency keys, which start with the profile's name, too). The dead letters given up
+        because the config lacked `old` (their reason holds `gave_up`) are queued again.
+
+        Refuses (nothing moved) while a sync run is alive, or once `new` has sign-ins or sync
+        state of its own: two people's state, or two starts of one link, cannot be merged."""
+        with self.transaction() as conn:
+            running = [
+                str(link)
+                for (link,) in conn.execute(
+                    f"SELECT DISTINCT link FROM sync_runs WHERE {_ALIVE} ORDER BY link",
+                    (now - lease,),
+                )
+            ]
+            if running:
+                return ProfileMoved(
+                    refused=f"a sync of {', '.join(running)} is running now: run this again "
+                    "once it has finished (`watchbridge status` shows the links' runs)"
+                )
+            own = [
+                table
+                for table in ("tokens", "cursors", "mirror")  # a literal tuple, never input
+                if conn.execute(
+                    f"SELECT 1 FROM {table} WHERE profile = ? LIMIT 1", (new,)
+                ).fetchone()
+            ]
+            if own:
+                return ProfileMoved(
+                    refused=f"profile {new} already has sign-ins or sync state of its own "
+                    f"(watchbridge used it since the rename): nothing was moved; give the "
+                    f"profile its old name {old} back in the config instead"
+                )
+            # In this transaction: what moves, as `watchbridge status` counted it.
+            kept = replace(self.kept_for_profile(old), kept_off=len(self.kept_off(profile=old)))
+            for table in ("tokens", "cursors", "mirror", "events", "playback_sessions"):
+                conn.execute(f"UPDATE {table} SET profile = ? WHERE profile = ?", (new, old))
+            conn.execute("UPDATE webhook_account_ids SET profile = ? WHERE profile = ?", (new, old))
+            prefix, start = f"{old}:", len(old) + 2
+            conn.execute(
+                "UPDATE outbox SET profile = ?, ordering_key = CASE"
+                " WHEN substr(ordering_key, 1, ?) = ? THEN ? || substr(ordering_key, ?)"
+                " ELSE ordering_key END WHERE profile = ?",
+                (new, len(prefix), prefix, f"{new}:", start, old),
+            )
+            # A key already taken under the new name stays as it was (the same write queued
+            # twice: the unique key keeps one of each).
+            conn.execute(
+                "UPDATE OR IGNORE outbox SET idempotency_key = ? || substr(idempotency_key, ?)"
+                " WHERE profile = ? AND substr(idempotency_key, 1, ?) = ?",
+                (f"{new}:", start, new, len(prefix), prefix),
+            )
+            given_up = [
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT id FROM outbox WHERE status = 'dead' AND profile = ?"
+                    " AND instr(COALESCE(last_error, ''), ?) > 0",
+                    (new, gave_up),
+                )
+            ]
+        requeued = self.retry_dead(given_up, now).queued if given_up else 0
+        return ProfileMoved(kept, requeued)
 
     def _outbox_of(self, where: str, params: tuple[str, ...]) -> tuple[int, int]:
         """(queued: pending or in flight, dead letters) of the outbox rows `where` picks."""
