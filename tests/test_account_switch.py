@@ -57,10 +57,11 @@ from watchbridge.config import AlertsConfig, Config, Secret, parse_config
 from watchbridge.deliver.plex import PlexTarget
 from watchbridge.errors import WatchbridgeError
 from watchbridge.maintenance import housekeeping
-from watchbridge.readers.plex import plex_client
+from watchbridge.readers.plex import KEEP_WRITTEN_BEFORE, WRITTEN_BEFORE, plex_client
 from watchbridge.reconcile import UNDATED, Action, Play, Side
 from watchbridge.store import UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem, Store
 from watchbridge.sync import NeedsReview, outbox_rows, run_link
+from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -1178,6 +1179,41 @@ def test_a_plex_server_moved_with_its_history_adds_no_play_for_the_ones_copied_i
     ]
     assert new.count("GET", "/:/scrobble") == 0
     assert new.user_state("1100")["viewCount"] == 1
+
+
+def test_writes_a_new_plex_server_never_shows_are_forgotten_half_a_year_after_the_switch(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """The new server has no Arrival, so Trakt's Arrival written into the old one never shows
+    there: its record waits (a history imported later would show it), until the housekeeping
+    half a year after the switch."""
+    path, _, old = setup_plex_link(tmp_path, start_fake)
+    sync_plex(path)  # Trakt's Arrival scrobbled into the old server
+    new = start_fake(FakePlex(machine_id="ab" * 20))
+    new.add_show("1200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+    new.add_episode("1201", "1200", 1, 1)
+    path.write_text(path.read_text(encoding="utf-8").replace(old.url, new.url), encoding="utf-8")
+    switched = time.time()
+    sync_plex(path)
+    sync_plex(path, "--full")  # a run after the switch keeps the record's date
+
+    assert waiting_writes(path, switched + KEEP_WRITTEN_BEFORE - 86400) == 1
+    assert waiting_writes(path, switched + KEEP_WRITTEN_BEFORE + 86400) == 0
+
+
+def waiting_writes(path: Path, at: float) -> int:
+    """After a housekeeping round at `at`: the old server's writes waiting to be shown."""
+
+    async def housekeeping_at() -> int:
+        runtime = build_runtime(parse_config(path.read_text("utf-8"), path, {}), clock=lambda: at)
+        runtime.open()
+        try:
+            await housekeeping(runtime)
+            return len(runtime.store.mirror_get("plex", "alex", WRITTEN_BEFORE))
+        finally:
+            runtime.close()
+
+    return asyncio.run(housekeeping_at())
 
 
 def test_a_play_queued_for_plex_waits_while_the_server_is_another_than_its_items_came_from(

@@ -65,7 +65,16 @@ async def housekeeping(runtime: Runtime, trakt: TraktClient | None = None) -> No
     renewed (with `trakt`, else a client of its own), the AniList sign-ins and the anime
     datasets checked. The service runs it hourly, `watchbridge sync` after its runs (a setup
     that only runs that from cron has no service to do it)."""
-    pruned = await asyncio.to_thread(runtime.store.prune, runtime.clock(), KEEP_DONE, KEEP_SESSIONS)
+    from watchbridge.readers import plex
+
+    carried = {(plex.SERVICE, plex.WRITTEN_BEFORE): plex.KEEP_WRITTEN_BEFORE}
+    pruned = await asyncio.to_thread(
+        runtime.store.prune,
+        runtime.clock(),
+        KEEP_DONE,
+        KEEP_SESSIONS,
+        keep_carried=carried,
+    )
     if any(pruned.values()):
         log.info("pruned old rows", extra=pruned)
     # Not this service's own claims: its worker may be mid-pass (or the clock jumped).

@@ -1711,12 +1711,15 @@ class Store:
         keep_sessions: float,
         keep_runs: float = KEEP_RUNS,
         keep_marks: float = KEEP_MARKS,
+        keep_carried: Mapping[tuple[str, str], float] | None = None,
     ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
         after `keep_marks`), finished sync runs after `keep_runs` (each link's last one stays
         for `status`, and its last one that went through for `last_successes`: a link failing
-        for longer still says since when), and expired id lookups. Pending and dead rows are never
+        for longer still says since when), expired id lookups, and the rows of the mirror
+        collections `keep_carried` names ((service, collection) -> seconds) a start over
+        carried (`start_over`) once they waited that long since. Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
@@ -1744,12 +1747,20 @@ class Store:
                 (now - keep_runs,),
             ).rowcount
             lookups = conn.execute("DELETE FROM id_cache WHERE expires_at < ?", (now,)).rowcount
+            carried = sum(
+                conn.execute(
+                    "DELETE FROM mirror WHERE service = ? AND collection = ? AND updated_at < ?",
+                    (service, collection, now - keep),
+                ).rowcount
+                for (service, collection), keep in (keep_carried or {}).items()
+            )
         return {
             "outbox": done,
             "events": events,
             "sessions": sessions,
             "sync_runs": runs,
             "id_cache": lookups,
+            "carried": carried,
         }
 
     def reclaim_space(
@@ -2974,10 +2985,11 @@ class Store:
             if on_record is None or on_record[0] != change.before:
                 return -1
             for old, new in carried.items():
+                # Dated by the start over: `prune` drops what waits there too long.
                 conn.execute(
-                    "UPDATE OR REPLACE mirror SET collection = ?"
+                    "UPDATE OR REPLACE mirror SET collection = ?, updated_at = ?"
                     " WHERE service = ? AND profile = ? AND collection = ?",
-                    (new, service, profile, old),
+                    (new, now, service, profile, old),
                 )
             kept = tuple(carried.values())
             conn.execute(

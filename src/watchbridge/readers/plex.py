@@ -99,6 +99,9 @@ WRITTEN = "written"  # record -> Written, see below
 # kept through the start over until this server shows their scrobbles (`_carried_over`)
 WRITTEN_BEFORE = "written_before"
 CARRIED_OVER = {WRITTEN: WRITTEN_BEFORE}  # what a start over keeps of a profile's Plex side
+# A server that has not shown those writes half a year after the start over never will (a
+# moved server's history is there at once, one imported later within weeks): then they go.
+KEEP_WRITTEN_BEFORE = 180 * 86400.0
 SYNTHETIC = "synthetic"  # record -> {"rating_key", "at", "removed"}: plays with no history row
 # ratingKey -> {"season", "number"}: episodes found in the other side's numbering, per source
 RENUMBERED = "renumbered"
@@ -1711,8 +1714,11 @@ class PlexReader:
         store.mirror_put(
             SERVICE, profile, WRITTEN, {r: w.to_dict() for r, w in memory.written.items()}, now
         )
-        before = {r: w.to_dict() for r, w in memory.before.items()}
-        store.mirror_replace(SERVICE, profile, WRITTEN_BEFORE, before, now)
+        # Only ever taken from (`_carried_over`): the rows left keep the start over's date,
+        # which `Store.prune` goes by (KEEP_WRITTEN_BEFORE).
+        stored = store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
+        taken = [record for record in stored if record not in memory.before]
+        store.mirror_remove(SERVICE, profile, WRITTEN_BEFORE, taken)
 
 
 def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
