@@ -511,6 +511,29 @@ async def test_a_rating_whose_send_landed_unanswered_is_not_taken_for_a_newer_on
     assert [e.rating for e in fake.diary()] == [8]
 
 
+async def test_a_rating_set_back_before_a_lost_answers_retry_reaches_serializd(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """7, then 9 (it lands, its answer is lost), then 7 again before the 9's retry. Serializd
+    shows its newest row: the 9 settled as superseded without being looked for, the ledger
+    still said 7 was sent last, and the new 7 was taken for one already there."""
+    clock.now = fake.now()
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
+    await drain(worker, runtime, clock, passes=1)
+    enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
+    await drain(worker, runtime, clock, passes=1)
+    assert sorted(e.rating for e in fake.diary()) == [7, 9]
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=70)  # set back to 7
+    clock.advance(3600)
+    fake.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=600)
+    shown = max(fake.diary(), key=lambda e: (e.date_added, e.id))
+    assert shown.rating == 7
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
 async def test_the_same_rating_twice_is_sent_once(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

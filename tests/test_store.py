@@ -543,6 +543,23 @@ def test_a_waiting_rating_a_newer_one_of_its_item_follows_is_settled_as_supersed
     assert store.claim("w", 62.0) == []
 
 
+@pytest.mark.parametrize(
+    ("target", "kept"), [("serializd", True), ("trakt", False), ("plex", False)]
+)
+def test_a_waiting_rating_whose_send_may_have_landed_goes_first_on_serializd_only(
+    store: Store, target: str, kept: bool
+) -> None:
+    """On Serializd each rating is a diary row that stays: the retry looks for it and records
+    it as ours. Elsewhere the newer rating replaces it, and it is settled as any waiting one."""
+    ordering = f"me:{target}:episode1"
+    store.enqueue([replace(row("old", ordering, "rating"), target=target)], 1.0)
+    (old,) = store.claim("w", 2.0)
+    store.retry_later(old.id, 3.0, 60.0, "unknown outcome: connection dropped")  # answer lost
+    store.enqueue([replace(row("new", ordering, "rating"), target=target)], 4.0)
+    (next_up,) = store.claim("w", 63.0)
+    assert next_up.idempotency_key == ("old" if kept else "new")
+
+
 def test_a_rating_in_flight_is_not_superseded_by_a_newer_one(store: Store) -> None:
     store.enqueue([row("old", action="rating")], 1.0)
     (old,) = store.claim("w", 2.0)

@@ -1371,3 +1371,70 @@ async def test_diary_entries_deleted_past_the_removal_share_are_not_copied_back_
         await rig.sync_and_deliver(full=full)
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 4)]
     assert trakt_episodes(trakt) == [(1, 4)]  # nor copied back undated
+
+
+def a_webhooks_rating(rig: Rig, rating: int, at: float) -> None:
+    """What the webhook route queues when s1e1 is rated `rating` (0-100) at `at` in a media
+    server (webhooks.rows_for): one row for each of the link's services."""
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=1)
+    payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "rating": rating}
+    rig.store.enqueue(
+        [
+            NewOutboxRow(
+                target,
+                PROFILE,
+                "rating",
+                payload,
+                ordering_key(PROFILE, target, item.key(), "rating"),
+                f"{PROFILE}:{target}:rate:{item.key()}:{rating}:{int(at)}",
+            )
+            for target in ("trakt", "serializd")
+        ],
+        time.time(),
+    )
+
+
+async def test_a_rating_copy_whose_answer_was_lost_stays_ours_when_a_newer_rating_follows_first(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The copy of the 8 lands an hour late and its answer is lost; before its retry the user
+    rates 6 in the media server, which queues the 6 for both sides. Settled as superseded
+    without being looked for, the 8's diary row was never known as ours: dated by when it
+    landed, it outranked the 6 (shown on Serializd, its row being newer) and took Trakt back
+    to 8."""
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync()
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # landed, answer lost
+    assert [r.rating for r in serializd.diary() if not r.is_log] == [8]
+    a_webhooks_rating(rig, 60, time.time())  # rated 6 in the media server before the retry
+    # the retry's wait lifted
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 0
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+
+
+async def test_a_rating_copy_to_trakt_whose_answer_was_lost_is_replaced_by_a_newer_rating(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The other way round, settled as superseded as before: Trakt keeps one rating per item,
+    dated as sent, which the newer one replaces, so the lost answer leaves nothing behind."""
+    log(serializd, 1, 1, ago(30), rating=8, is_log=False)
+    await rig.sync()
+    trakt.drop_next(2, route="POST /sync/ratings", after_handler=True)  # landed, answers lost
+    await rig.deliver()
+    assert trakt_rating(trakt, 1, 1) == 8
+    assert rig.store.outbox_counts()["pending"] == 1
+    a_webhooks_rating(rig, 60, time.time())  # rated 6 in the media server before the retry
+    query = "SELECT last_error FROM outbox WHERE target = 'trakt' ORDER BY id LIMIT 1"
+    assert rig.store._conn.execute(query).fetchone()[0] == "superseded"
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 0
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)

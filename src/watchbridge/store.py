@@ -691,10 +691,17 @@ _SUPERSEDE_DEAD_RATINGS = (
 
 # A waiting rating (or removal) that a newer one of the same item follows is settled at once:
 # sent later, a target would stamp it "now", and the newer one would look older than it and
-# be skipped as undoing the user's latest choice. One in flight ('inflight') finishes.
+# be skipped as undoing the user's latest choice. One in flight ('inflight') finishes, and so
+# does a Serializd one whose send may have landed (marked): there every rating is a diary row
+# of its own that stays behind a newer one, and only its retry finds it and records it as
+# ours. Left unknown, it reads as a rating the user gave when it landed (a link copies it
+# back over the newer one), and the ledger misses that it was the last one sent (the newer
+# one, back to the value before it, is taken as already there). Elsewhere a rating is one
+# value that the newer write replaces.
 _SUPERSEDE_WAITING_RATINGS = (
     "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
     f" WHERE status = 'pending' AND action IN {_RATINGS_SQL} AND ordering_key = ? AND id < ?"
+    f" AND NOT (target = 'serializd' AND {_MARKED})"
 )
 
 
