@@ -586,6 +586,20 @@ async def test_a_cleared_rating_given_with_a_diary_log_is_a_dead_letter_saying_w
     assert [e.rating for e in fake.diary()] == [8]
 
 
+@pytest.mark.parametrize("log_named", [True, False])  # (False: queued by an older release)
+async def test_a_cleared_rating_a_link_read_on_a_row_and_a_log_deletes_the_row_and_says_what_to_do(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, log_named: bool
+) -> None:
+    logged = fake.log_entry(None, SHOW, 1, 4, backdate=iso(clock() - DAY), rating=8)
+    row = fake.log_entry(None, SHOW, 1, 4, rating=6, is_log=False)
+    record = f"{row.id},log:{logged.id}" if log_named else f"{row.id},log"
+    enqueue(runtime, "remove_rating", episode(4), clock() - 60, record=record)
+    await drain(worker, runtime, clock, passes=2)
+    (dead,) = runtime.store.dead_letters()
+    assert "is on a diary log on Serializd" in (dead.last_error or "")
+    assert [(e.id, e.rating) for e in fake.diary()] == [(logged.id, 8)]
+
+
 async def test_a_cleared_rating_serializd_never_had_is_done_without_a_write(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

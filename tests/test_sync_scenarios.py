@@ -1331,6 +1331,52 @@ async def test_a_rating_changed_on_a_diary_entry_reaches_trakt_at_the_full_read(
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
 
 
+async def test_a_logs_stars_showing_again_once_a_rewatch_is_deleted_keep_their_date(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Logged with 3 stars (6), rewatched with 4 (8, a second log): Trakt got the 8. The user
+    rates it 9 on Trakt and deletes the rewatch in the app, so the first log's 6 shows again:
+    that is no edit (its row keeps its date), and the 9 the user set since stays on both sides."""
+    rig = await make_rig(max_removal_share=1)
+    log(serializd, 1, 1, ago(10), rating=6, date_added=ago(10))
+    rewatch = log(serializd, 1, 1, ago(5), rating=8, is_rewatch=True, date_added=ago(5))
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 8
+    app.rate(1, 1, 9, ago(1))
+    serializd.delete_entry(rewatch)
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
+
+
+@pytest.mark.parametrize("edited", [False, True])
+async def test_log_stars_read_by_a_release_that_named_no_log_are_neither_taken_as_edits_nor_missed(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, edited: bool
+) -> None:
+    """A rating held by a diary log, last read by a release whose cursors kept a bare `log`
+    for it (now `log:<id>`): the first full read after the upgrade writes nothing for stars
+    left alone, and still carries stars edited in place on that log."""
+    logged = log(serializd, 1, 1, ago(10), rating=6, date_added=ago(10))
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 6
+    name = f"link:{LINK}"
+    cursors = json.loads(rig.store.get_cursor("serializd", PROFILE, name) or "{}")
+    assert json.loads(cursors["rating_rows"]) == {f"episode:tmdb:{BB}:s1e1": f"log:{logged.id}"}
+    cursors["rating_rows"] = json.dumps({f"episode:tmdb:{BB}:s1e1": "log"})
+    rig.store.set_cursor("serializd", PROFILE, name, json.dumps(cursors), time.time())
+    if edited:
+        serializd.edit_entry(logged, rating=9)
+    since = (len(trakt.requests), len(serializd.requests))
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    want = 9 if edited else 6
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (want, want)
+    if not edited:
+        assert trakt_writes(trakt, since[0]) == serializd_writes(serializd, since[1]) == []
+
+
 async def test_a_rating_copy_found_after_a_lost_answer_stays_ours_once_a_newer_one_replaces_it(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -76,7 +76,9 @@ def serializd_side(diary: Iterable[DiaryEntry], ours: Collection[int] = ()) -> S
     """Diary entries as plays (episode entries) and ratings (episode, season and show).
 
     A rating's record lists the rating-only rows (not diary logs) holding a rating for the
-    item, oldest first: what removing the rating deletes (a log is a play; it stays). A rating
+    item, oldest first: what removing the rating deletes (a log is a play; it stays), then
+    each diary log holding stars for it as `log:<id>`, so a read can tell a log deleted (an
+    older log's stars showing again) from stars edited on the same rows. A rating
     is dated when it was added, except one of the rows `ours` (ids of ratings watchbridge
     copied there): those carry the copied rating's own time (their backdate), not when the
     copy landed, which may be after the user changed the original (it would win back)."""
@@ -105,12 +107,18 @@ def serializd_side(diary: Iterable[DiaryEntry], ours: Collection[int] = ()) -> S
         ordered = sorted(held, key=lambda e: (e.date_added, e.id))
         ids = [str(e.id) for e in ordered if not e.is_log]
         # A log's stars are the log's (a play), never deleted: a removal must know of them.
-        logged = [RATED_LOG] if any(e.is_log for e in held) else []
+        logged = [f"{RATED_LOG}:{e.id}" for e in ordered if e.is_log]
         scores[key] = replace(scores[key], record=",".join(ids + logged))
     return Side(tuple(plays), scores)
 
 
 RATED_LOG = "log"  # in a Serializd rating's record: a diary log of the item holds stars too
+
+
+def holds_logged_stars(record: str) -> bool:
+    """Whether a Serializd rating's record names a diary log holding stars: `log:<id>`, or
+    the bare `log` of records kept before logs were named (cursors, queued removals)."""
+    return any(part.partition(":")[0] == RATED_LOG for part in record.split(","))
 
 
 def ref_for_key(key: str) -> MediaRef | None:

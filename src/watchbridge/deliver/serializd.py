@@ -50,7 +50,7 @@ from watchbridge.services.serializd import (
     SerializdError,
     SerializdItemError,
 )
-from watchbridge.sides import RATED_LOG
+from watchbridge.sides import holds_logged_stars
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -466,7 +466,8 @@ class SerializdTarget:
         newest left), and those we wrote."""
         key = place.ref.key()
         await self._load(ledger, RATINGS, key)
-        record = str(row.payload.get("record") or "").split(",")
+        recorded = str(row.payload.get("record") or "")
+        record = recorded.split(",")
         ids = {int(i) for i in record if i.isdigit()}
         ours = (ledger.rated.get(key) or {}).get("review_id")
         if isinstance(ours, int):
@@ -478,7 +479,7 @@ class SerializdTarget:
         logged = False
         # Stars on a diary log: a link's read saw them (the record says), or nothing else
         # holds the rating. Read now: the user may have cleared them since (a retry).
-        if RATED_LOG in record or not ids:
+        if holds_logged_stars(recorded) or not ids:
             if ledger.diary is None:
                 ledger.diary = await self.client.diary(ledger.profile)
             logged = any(place.holds(e) and e.is_log and e.rating for e in ledger.diary)

@@ -51,7 +51,7 @@ from watchbridge.services.serializd import (
     SerializdItemError,
     ShowSeasons,
 )
-from watchbridge.sides import episode_key, ref_for_key, serializd_side
+from watchbridge.sides import RATED_LOG, episode_key, ref_for_key, serializd_side
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ def edited_since(
     dated no later than it, held by the same rows as at the last read (`rows_before`, the
     cursors' `rating_rows`: no row deleted, none added), was changed in place since: it is
     dated `now`, or the other side's older copy would win it back. (Rows changed, an older
-    row's value showing again once a newer one is deleted, keep their date.) The same value
-    keeps the baseline's date (an edit seen by an earlier read). Pure."""
+    row's value showing again once a newer one is deleted, a diary log's as well, keep their
+    date.) The same value keeps the baseline's date (an edit seen by an earlier read). Pure."""
     if baseline is None:
         return dict(ratings)
     dated: dict[str, Rated] = {}
@@ -138,10 +138,24 @@ def edited_since(
         if before is not None and rated.at <= before.at:
             if rated.value == before.value:
                 rated = replace(rated, at=before.at)
-            elif rated.record and rows_before.get(item) == rated.record:
+            elif rated.record and same_rows(rows_before.get(item, ""), rated.record):
                 rated = replace(rated, at=now)
         dated[item] = rated
     return dated
+
+
+def same_rows(before: str, now: str) -> bool:
+    """Whether two records of a rating name the same diary rows. A record kept before logs
+    were named (a bare `log`) is compared as it was then, logs unnamed: the first read after
+    an upgrade still tells an edit in place, and takes no rating for one it is not."""
+    named_before, named_now = set(before.split(",")) - {""}, set(now.split(",")) - {""}
+    if RATED_LOG in named_before:
+        named_before, named_now = _logs_unnamed(named_before), _logs_unnamed(named_now)
+    return named_before == named_now
+
+
+def _logs_unnamed(rows: set[str]) -> set[str]:
+    return {RATED_LOG if row.startswith(f"{RATED_LOG}:") else row for row in rows}
 
 
 def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
