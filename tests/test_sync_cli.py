@@ -557,9 +557,22 @@ def test_the_summary_counts_a_play_waiting_with_held_removals_as_held_not_queued
     world.sync("--link", LINK)
     world.app.watch(1, first.item.number, ago(0.01))  # type: ignore[attr-defined]
     out = world.sync("--link", LINK, "--full")
-    assert "wait to be added to serializd with them" in out
+    assert "1 play of those items new on the other side (marked watched again?) would be " in out
+    assert "added to serializd with them" in out
     line = next(x for x in out.splitlines() if x.startswith("summary me serializd:"))
     assert "queued=0" in line and "held=2" in line
+
+
+def test_a_confirmed_run_says_the_plays_waiting_with_the_removals_are_added(world: World) -> None:
+    world.same_plays_on_both_sides(2)
+    first = world.trakt.history()[0]
+    world.app.unwatch(first)
+    world.sync("--link", LINK)  # its removal from Serializd is held
+    world.app.watch(1, first.item.number, ago(0.01))  # type: ignore[attr-defined]
+    out = world.sync("--link", LINK, "--full", "--confirm-removals")
+    confirmed = next(x for x in out.splitlines() if x.startswith("  confirmed: "))
+    assert "(marked watched again?) is added to serializd with them" in confirmed, confirmed
+    assert "wait" not in confirmed and "would be" not in confirmed, confirmed
 
 
 def test_a_dry_run_with_nothing_changed_still_names_the_removals_held(world: World) -> None:

@@ -1155,8 +1155,9 @@ def _mass_removal(
             continue
         adds = sum(1 for a in waiting_with_removals(actions) if a.target == side)
         if adds:
+            # Worded as the other held lines, so a confirmed run says they are added.
             reasons.append(
-                f"{adds} plays of those items new on the other side (marked watched "
-                f"again?) wait to be added to {side} with them"
+                f"{adds} play{'s' if adds > 1 else ''} of those items new on the other side "
+                f"(marked watched again?) would be added to {side} with them"
             )
     return f"{'; '.join(reasons)}; {CONFIRM}"
