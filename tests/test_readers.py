@@ -11,8 +11,8 @@ import pytest
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from watchbridge.config import Link, TraktConfig
-from watchbridge.model import Ids, MediaRef
-from watchbridge.readers.serializd import merge_diary, with_written
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.readers.serializd import merge_diary, unanswered_copies, with_written
 from watchbridge.readers.trakt import (
     RECONCILE_WINDOW,
     TraktReader,
@@ -31,6 +31,7 @@ from watchbridge.reconcile import (
     expect,
     settle_expected,
 )
+from watchbridge.services.serializd import DiaryEntry
 from watchbridge.services.trakt import HistoryPlay, TraktClient
 from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
@@ -249,3 +250,27 @@ def test_a_delta_read_takes_the_diary_entries_our_deliveries_wrote_since_the_las
 def test_an_entry_already_on_the_side_is_not_taken_twice() -> None:
     held = Side((Play("episode:tmdb:1396:s1e2", 12030.0, "8"),))
     assert with_written(held, {"episode:tmdb:1396:s1e2@200": 8}, accounted=set()) == held
+
+
+def test_a_rating_sent_without_an_answer_is_known_in_the_diary_by_item_value_and_backdate() -> None:
+    """Until its retry records it, the row our lost send made is taken for ours; the user's
+    own rows are not: another value, another backdate, another item, or a log (a play)."""
+    sent_at = 1_700_000_000.0
+    landed = sent_at + 3600
+
+    def row(review: int, number: int, stars: int, at: float, is_log: bool = False) -> DiaryEntry:
+        return DiaryEntry(review, 1396, 3901, 1, number, at, stars, False, "", landed, is_log)
+
+    diary = [
+        row(1, 1, 8, sent_at + 60),  # ours: backdated to the rating it copied
+        row(2, 1, 9, sent_at),  # another value
+        row(3, 1, 8, landed),  # another backdate
+        row(4, 2, 8, sent_at),  # another episode
+        row(5, 1, 8, sent_at, is_log=True),  # a play with stars
+    ]
+    item = ref_to_dict(MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=1))
+    assert unanswered_copies(diary, [(item, sent_at, 80)]) == {1}
+    named_otherwise = ref_to_dict(
+        MediaRef("episode", show_ids=Ids(tvdb="81189"), season=1, number=1)
+    )
+    assert unanswered_copies(diary, [(named_otherwise, sent_at, 80)]) == set()

@@ -1484,3 +1484,51 @@ async def test_a_rating_copy_to_trakt_whose_answer_was_lost_is_replaced_by_a_new
     for full in (False, True, True):
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+
+
+async def test_a_rating_copy_whose_answer_was_lost_is_not_copied_back_before_its_retry(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The copy of the 8 lands an hour late and its answer is lost; meanwhile the user rated 6
+    on Trakt. Until the copy's retry found its row and recorded it as ours, the reader dated
+    it by when it landed: a run in that gap took it for a rating newer than the 6 and set
+    Trakt back to 8 (and the date a read gave the rating stayed with it)."""
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync()
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # landed, answer lost; its retry waits
+    assert rig.store.outbox_counts()["pending"] == 1
+    app.rate(1, 1, 6, ago(0))  # rated 6 on Trakt, before the copy landed on Serializd's clock
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)  # the retry still waiting
+    assert trakt_rating(trakt, 1, 1) == 6
+    # the retry's wait lifted
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 0
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+
+
+async def test_a_rating_given_on_serializd_before_a_lost_answers_retry_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The lost copy's row is taken for ours before its retry, not the user's own rating of
+    the item given meanwhile: that one is the newest, and reaches Trakt at once."""
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync()
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # landed, answer lost; its retry waits
+    serializd.advance(60)
+    serializd.log_entry(None, BB, 1, 1, rating=9, is_log=False)  # rated 9 in the app
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)  # the retry still waiting
+    assert trakt_rating(trakt, 1, 1) == 9
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    await rig.deliver()
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)

@@ -86,16 +86,12 @@ def serializd_side(diary: Iterable[DiaryEntry], ours: Collection[int] = ()) -> S
     scores: dict[str, Rated] = {}
     rows: dict[str, list[DiaryEntry]] = {}
     for entry in diary:
-        if entry.season_number is not None and entry.episode_number is not None:
-            key = episode_key(entry.show_id, entry.season_number, entry.episode_number)
-            if entry.is_log or entry.internal_rating is None:
-                plays.append(Play(key, entry.watched_at, str(entry.id)))
-        elif entry.season_id is None:
-            key = show_key(entry.show_id)
-        elif entry.season_number is not None:
-            key = show_key(entry.show_id, entry.season_number)
-        else:
+        key = diary_key(entry)
+        if key is None:
             continue  # a season this row does not name: nothing to key it by
+        episode = entry.season_number is not None and entry.episode_number is not None
+        if episode and (entry.is_log or entry.internal_rating is None):
+            plays.append(Play(key, entry.watched_at, str(entry.id)))
         value = entry.internal_rating
         if value is None:
             continue
@@ -110,6 +106,18 @@ def serializd_side(diary: Iterable[DiaryEntry], ours: Collection[int] = ()) -> S
         logged = [f"{RATED_LOG}:{e.id}" for e in ordered if e.is_log]
         scores[key] = replace(scores[key], record=",".join(ids + logged))
     return Side(tuple(plays), scores)
+
+
+def diary_key(entry: DiaryEntry) -> str | None:
+    """The item a diary row is of: an episode, a season or a whole show (None: a season the
+    row does not name)."""
+    if entry.season_number is not None and entry.episode_number is not None:
+        return episode_key(entry.show_id, entry.season_number, entry.episode_number)
+    if entry.season_id is None:
+        return show_key(entry.show_id)
+    if entry.season_number is not None:
+        return show_key(entry.show_id, entry.season_number)
+    return None
 
 
 RATED_LOG = "log"  # in a Serializd rating's record: a diary log of the item holds stars too

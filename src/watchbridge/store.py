@@ -2180,6 +2180,26 @@ class Store:
             "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
         )
 
+    def unanswered_ratings(
+        self, profile: str, target: str
+    ) -> list[tuple[dict[str, Any], float, int]]:
+        """(item, rated at, rating 0-100) of the ratings queued for `profile` on `target` whose
+        send may have landed unanswered (marked; waiting for the retry that looks for it, or
+        a dead letter of it)."""
+        rows = self._query(
+            "SELECT payload FROM outbox WHERE profile = ? AND target = ? AND action = 'rating'"
+            f" AND status IN ('pending', 'inflight', 'dead') AND {_MARKED}",
+            (profile, target),
+        )
+        found = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            try:
+                found.append((payload["item"], float(payload["at"]), int(payload["rating"])))
+            except (KeyError, TypeError, ValueError):
+                continue  # its delivery makes a dead letter of it, saying why
+        return found
+
     def pending_rating_removals(
         self, profile: str
     ) -> list[tuple[str, dict[str, Any], float | None]]:

@@ -35,6 +35,7 @@ from watchbridge.accounts import user_named
 from watchbridge.catalogue import show_seasons
 from watchbridge.config import Config, Link
 from watchbridge.deliver.serializd import (
+    DIARY_WINDOW,
     MARK_RECORD,
     NAME,
     PLAYS,
@@ -43,6 +44,8 @@ from watchbridge.deliver.serializd import (
     TICK_RECORD,
 )
 from watchbridge.metrics import Metrics
+from watchbridge.model import MediaRef, ref_from_dict
+from watchbridge.ratings import to_serializd
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
 from watchbridge.services.serializd import (
@@ -51,7 +54,14 @@ from watchbridge.services.serializd import (
     SerializdItemError,
     ShowSeasons,
 )
-from watchbridge.sides import RATED_LOG, episode_key, ref_for_key, serializd_side
+from watchbridge.sides import (
+    RATED_LOG,
+    diary_key,
+    episode_key,
+    ref_for_key,
+    serializd_side,
+    show_key,
+)
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -156,6 +166,43 @@ def same_rows(before: str, now: str) -> bool:
 
 def _logs_unnamed(rows: set[str]) -> set[str]:
     return {RATED_LOG if row.startswith(f"{RATED_LOG}:") else row for row in rows}
+
+
+def unanswered_copies(
+    diary: Iterable[DiaryEntry], sends: Iterable[tuple[dict[str, Any], float, int]]
+) -> set[int]:
+    """Ids of the rating-only rows that are `sends` (item, rated at, rating 0-100: our rating
+    copies whose answer was lost) landed: of that item and value, backdated to that time, as
+    the retry looks for them. Taken for ours until the retry records them: dated by when they
+    landed, a copy that landed late reads as a rating given after the user's newer one, and a
+    link copies it back over it (the date a read gives a rating stays with it). Pure."""
+    wanted: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for item, at, rating in sends:
+        key = _tmdb_key(ref_from_dict(item))
+        if key is not None:
+            wanted[key].append((at, to_serializd(rating)))
+    return {
+        entry.id
+        for entry in diary
+        if not entry.is_log
+        and any(
+            entry.rating == stars and abs(entry.watched_at - at) <= DIARY_WINDOW
+            for at, stars in wanted.get(diary_key(entry) or "", ())
+        )
+    }
+
+
+def _tmdb_key(ref: MediaRef) -> str | None:
+    """The key a diary row of the item has (`diary_key`), when the item names its show's TMDB
+    id (a row named otherwise is looked up by its delivery, and stays unknown until then)."""
+    show = ref.ids.tmdb if ref.kind == "show" else ref.show_ids.tmdb
+    if not show:
+        return None
+    if ref.kind == "episode" and ref.season is not None and ref.number is not None:
+        return episode_key(show, ref.season, ref.number)
+    if ref.kind == "season" and ref.season is not None:
+        return show_key(show, ref.season)
+    return show_key(show) if ref.kind == "show" else None
 
 
 def rating_rows(known: Mapping[str, str], fresh: Side) -> dict[str, str]:
@@ -428,6 +475,12 @@ class SerializdReader:
             if isinstance(v, dict) and isinstance(v.get("review_id"), int)
         }
 
+    async def _unanswered(self, profile: str, diary: Iterable[DiaryEntry]) -> set[int]:
+        """The diary rows that are our rating sends whose answer was lost, before their retry
+        finds them and records them as ours (see `unanswered_copies`)."""
+        sends = await asyncio.to_thread(self.store.unanswered_ratings, profile, NAME)
+        return unanswered_copies(diary, sends) if sends else set()
+
     async def account(self, profile: str, reading: bool) -> str | None:
         return user_named(await self.client.username(profile))
 
@@ -447,7 +500,7 @@ class SerializdReader:
         if full:
             diary = await self.client.diary(profile)
             ids = {e.id for e in diary}
-            read = serializd_side(diary, ours)
+            read = serializd_side(diary, ours | await self._unanswered(profile, diary))
             kept, kept_ratings = unplaced(diary, baseline, read)
             if kept or kept_ratings:
                 log.warning(
@@ -463,7 +516,7 @@ class SerializdReader:
         else:
             fresh = await self._new_entries(profile, cursors)
             ids = known_ids(cursors) | {e.id for e in fresh}  # ours stay out: see _written
-            read = serializd_side(fresh, ours)
+            read = serializd_side(fresh, ours | await self._unanswered(profile, fresh))
             merged = merge_diary(baseline or Side(), read)
             side = resolve_expected(merged, written)
             if "ledger_ids" in cursors:  # (a cursor of an older version: none are new)
