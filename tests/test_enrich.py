@@ -520,6 +520,75 @@ async def test_a_plex_server_replaced_while_watchbridge_runs_is_not_taken_for_a_
     assert plex.count("GET", "/identity") == asked + 1 == 4
 
 
+async def test_a_replaced_plex_server_whose_identity_could_not_be_asked_is_asked_again_soon(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    """Plex reinstalled at the same address fails its first identity ask (still starting, a
+    timeout): the plays meanwhile are taken for a friend's server's ("another Plex server
+    than services.plex.url", told to add Trakt instead of to identify the show in Plex), and
+    wait as unmatched with that reason until their next try. The ask is made again after a
+    minute, not an hour, and not once per webhook meanwhile."""
+    old, new = "a1" * 20, "b2" * 20
+    plex = start_fake(FakePlex(machine_id=old))  # no Baki Hanma: its show is not found
+    assert isinstance(plex, FakePlex)
+    item = only_event(
+        plex_ingest.parse(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+    ).item
+    client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))
+    enricher = Enricher(store, clock, plex=client.metadata, plex_identity=client.identity)
+
+    async def reason(server: str) -> str:
+        enriched = await enricher.enrich(item, SHOW_TMDB, "plex", from_server=server)
+        assert enriched.problem is not None
+        return enriched.problem.message
+
+    elsewhere = "was played on another Plex server than services.plex.url"
+    try:
+        assert elsewhere not in await reason(old)
+        plex.machine_id = new  # reinstalled while watchbridge runs
+        plex.fail_next(10, 503, route="/identity")
+        assert elsewhere in await reason(new)  # the old id is all watchbridge knows
+        asked = plex.count("GET", "/identity")
+        clock.advance(59)
+        assert elsewhere in await reason(new)
+        assert plex.count("GET", "/identity") == asked  # a storm of webhooks: no ask each
+        plex.clear_knobs()
+        clock.advance(1)
+        assert "Plex does not know" in await reason(new)
+        assert plex.count("GET", "/identity") == asked + 1
+        clock.advance(1)
+        assert "Plex does not know" in await reason(new)
+    finally:
+        await client.aclose()
+    assert plex.count("GET", "/identity") == asked + 1
+
+
+async def test_plex_webhooks_while_the_servers_identity_was_never_answered_ask_it_once_a_minute(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    """Watchbridge started while Plex's /identity fails: a storm of webhooks whose shows are
+    not found asks it once, then once a minute, not once per webhook."""
+    plex = start_fake(FakePlex(machine_id="a1" * 20))
+    assert isinstance(plex, FakePlex)
+    item = only_event(
+        plex_ingest.parse(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+    ).item
+    client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))
+    enricher = Enricher(store, clock, plex=client.metadata, plex_identity=client.identity)
+    plex.fail_next(100, 503, route="/identity")
+    try:
+        await enricher.enrich(item, SHOW_TMDB, "plex", from_server="a1" * 20)
+        asked = plex.count("GET", "/identity")
+        for _ in range(5):
+            await enricher.enrich(item, SHOW_TMDB, "plex", from_server="a1" * 20)
+        assert plex.count("GET", "/identity") == asked
+        clock.advance(60)
+        await enricher.enrich(item, SHOW_TMDB, "plex", from_server="a1" * 20)
+    finally:
+        await client.aclose()
+    assert plex.count("GET", "/identity") == 2 * asked
+
+
 # --------------------------------------------------------------------------- which server
 
 

@@ -950,8 +950,11 @@ def played_elsewhere(item: MediaRef, searched: bool, catalogue: str = "") -> str
 
 TRAKT_FINDS_IT = "add services.trakt, whose id search finds it by its other ids"
 # A webhook of another Plex server than the one services.plex.url answered as has that server's
-# identity asked again (it may have been replaced) at most this often per server named.
+# identity asked again (it may have been replaced) at most this often per server named...
 PLEX_IDENTITY_AGAIN = 3600.0
+# ...or this often while the ask fails (a reinstalled Plex still starting, a timeout): its new
+# machine id is learnt within a minute, not an hour, without an ask per webhook meanwhile.
+PLEX_IDENTITY_RETRY = 60.0
 PLEX_SERVERS_REMEMBERED = 64  # servers named lately, each with when it had the identity asked
 CATALOGUE = "plex-catalogue"  # cache namespace: a plex:// guid's ids from Plex's catalogue
 
@@ -986,9 +989,9 @@ class Enricher:
         self.cache = cache
         self.plex_identity = plex_identity
         self._plex_machine: str | None = None
-        # When each server a webhook named, other than `_plex_machine`, last had it asked again
-        # (see `_elsewhere`).
-        self._plex_machine_asked: dict[str, float] = {}
+        # Each server a webhook named, other than `_plex_machine`: when it last had the identity
+        # asked, and how long that ask stands (see `_elsewhere`).
+        self._plex_machine_asked: dict[str, tuple[float, float]] = {}
         self.series = {
             server: SeriesEnricher(server, client, cache, clock)
             for server, client in (("jellyfin", jellyfin), ("emby", emby))
@@ -1111,22 +1114,39 @@ class Enricher:
         friend's): its ratingKeys name other items here, or none. The server may have been
         replaced since its identity was asked (a reinstall at the same address has a new
         machine id): a webhook naming another server has it asked again, at most every
-        PLEX_IDENTITY_AGAIN per server named (a friend's plays ask hourly at most)."""
+        PLEX_IDENTITY_AGAIN per server named (a friend's plays ask hourly at most), or every
+        PLEX_IDENTITY_RETRY while the ask fails."""
         if from_server is None or self.plex_identity is None:
             return False
-        named, now = from_server.casefold(), self.clock()
+        named = from_server.casefold()
         mine = self._plex_machine
-        if mine is not None and mine.casefold() != named:
-            asked = self._plex_machine_asked.get(named)
-            if asked is not None and 0 <= now - asked < PLEX_IDENTITY_AGAIN:
-                return True
-            if len(self._plex_machine_asked) >= PLEX_SERVERS_REMEMBERED:
-                self._plex_machine_asked.clear()
-            self._plex_machine_asked[named] = now
-        with contextlib.suppress(ServiceError):
-            if mine is None or mine.casefold() != named:
-                self._plex_machine = mine = await self.plex_identity()
+        if mine is None or mine.casefold() != named:
+            mine = await self._plex_machine_for(named, self.plex_identity)
         return mine is not None and mine.casefold() != named
+
+    async def _plex_machine_for(
+        self, named: str, identity: Callable[[], Awaitable[str]]
+    ) -> str | None:
+        """services.plex.url's machine id, asked again for a webhook naming server `named`
+        unless that was done lately: an answer naming another server stands for
+        PLEX_IDENTITY_AGAIN, a failed ask for PLEX_IDENTITY_RETRY (the id known before, if
+        any, is used meanwhile)."""
+        now = self.clock()
+        asked = self._plex_machine_asked.get(named)
+        if asked is not None and 0 <= now - asked[0] < asked[1]:
+            return self._plex_machine
+        if len(self._plex_machine_asked) >= PLEX_SERVERS_REMEMBERED:
+            self._plex_machine_asked.clear()
+        try:
+            self._plex_machine = mine = await identity()
+        except ServiceError:
+            self._plex_machine_asked[named] = (now, PLEX_IDENTITY_RETRY)
+            return self._plex_machine
+        if mine.casefold() == named:
+            self._plex_machine_asked.pop(named, None)
+        else:
+            self._plex_machine_asked[named] = (now, PLEX_IDENTITY_AGAIN)
+        return mine
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:
         """An episode's own TMDB id: from the item, else (best effort, cached) from the Plex
