@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -721,6 +721,30 @@ def read_without_history(plex: FakePlex, token: str | None) -> tuple[Config, str
     return config, "sam"
 
 
+@dataclass
+class Runs:
+    """A link's runs of one person's Plex side: a reader each, as `sync` makes them."""
+
+    config: Config
+    store: Store
+    clock: FakeClock
+    person: str
+
+    async def read(self, cursors: Mapping[str, str], full: bool) -> Mapping[str, str]:
+        reader = make_reader(self.config, self.store, LINK, [self.person], self.clock)
+        try:
+            return (await reader.read(self.person, cursors, None, full)).cursors
+        finally:
+            await reader.aclose()
+
+    async def unchanged(self, cursors: Mapping[str, str]) -> bool:
+        reader = make_reader(self.config, self.store, LINK, [self.person], self.clock)
+        try:
+            return await reader.unchanged(self.person, cursors)
+        finally:
+            await reader.aclose()
+
+
 async def test_a_history_served_to_the_owner_only_is_said_once_and_again_once_it_changed(
     plex: FakePlex, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -767,26 +791,23 @@ async def test_a_person_read_without_history_asks_one_question_per_library_when_
     a change; another account's play is none."""
     config, person = read_without_history(plex, server_token)
     plex.watch("100", T0, account=JAMIE)
-    reader = make_reader(config, store, LINK, [person], clock)
-    try:
-        cursors = (await reader.read(person, {}, None, True)).cursors
-        plex.requests.clear()
-        assert await reader.unchanged(person, cursors) is True
-        assert [r.path for r in plex.requests] == [
-            "/identity",
-            "/library/sections/1/all",
-            "/library/sections/2/all",
-        ]
-        plex.watch("201", T0 + DAY)  # the owner's
-        assert await reader.unchanged(person, cursors) is True
-        plex.watch("202", T0 + DAY, account=JAMIE, history=False)  # marked watched
-        assert await reader.unchanged(person, cursors) is False
-        cursors = (await reader.read(person, cursors, None, False)).cursors
-        assert await reader.unchanged(person, cursors) is True
-        plex.watch("100", T0 + 2 * DAY, account=JAMIE)  # watched again
-        assert await reader.unchanged(person, cursors) is False
-    finally:
-        await reader.aclose()
+    runs = Runs(config, store, clock, person)
+    cursors = await runs.read({}, True)
+    plex.requests.clear()
+    assert await runs.unchanged(cursors) is True
+    assert [r.path for r in plex.requests] == [
+        "/identity",
+        "/library/sections/1/all",
+        "/library/sections/2/all",
+    ]
+    plex.watch("201", T0 + DAY)  # the owner's
+    assert await runs.unchanged(cursors) is True
+    plex.watch("202", T0 + DAY, account=JAMIE, history=False)  # marked watched
+    assert await runs.unchanged(cursors) is False
+    cursors = await runs.read(cursors, False)
+    assert await runs.unchanged(cursors) is True
+    plex.watch("100", T0 + 2 * DAY, account=JAMIE)  # watched again
+    assert await runs.unchanged(cursors) is False
 
 
 @pytest.mark.parametrize("server_token", [None, TOKEN], ids=["no server token", "no account id"])
@@ -809,17 +830,51 @@ async def test_a_person_read_without_history_by_an_older_version_is_read_again(
         await reader.aclose()
 
 
+async def test_a_person_with_a_token_from_plex_tv_read_without_history_asks_the_identity_once(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    """sam signed in to plex.tv, no services.plex.token: the server serves its history to the
+    owner only, so the cheap check asks the server's identity, and sam's token (from plex.tv,
+    for one server) is checked against it too. Idle daily runs (a reader each) ask it once
+    each, also the run after the server's remembered machine id has expired (a week)."""
+    friend = plextv.add_account("sam.k")
+    plextv.share_on(plex, friend)
+    sign_in(store, "sam", friend)
+    plex.watch("202", T0, account=friend.id)
+    plex_config = PlexConfig(url=plex.url, account_url=plextv.url)
+    config = Config(
+        services=ServicesConfig(plex=plex_config),
+        profiles={"sam": Profile(accounts=Accounts(plex=PlexAccount()))},
+    )
+    reader = make_reader(config, store, LINK, ["sam"], clock)
+    try:
+        await reader.account("sam", True)
+        cursors = (await reader.read("sam", {}, None, True)).cursors
+    finally:
+        await reader.aclose()
+    assert cursors["history"] == "" and cursors["watched"]
+    asked = []
+    for _ in range(8):
+        clock.advance(DAY)
+        plex.requests.clear()
+        reader = make_reader(config, store, LINK, ["sam"], clock)
+        try:
+            assert await reader.account("sam", False) is None
+            assert await reader.unchanged("sam", cursors) is True
+        finally:
+            await reader.aclose()
+        asked.append(plex.count("GET", "/identity"))
+    assert asked == [1] * 8
+
+
 async def test_a_person_read_without_history_on_another_server_is_a_change(
     plex: FakePlex, store: Store, clock: FakeClock
 ) -> None:
     config, person = read_without_history(plex, None)
-    reader = make_reader(config, store, LINK, [person], clock)
-    try:
-        cursors = (await reader.read(person, {}, None, True)).cursors
-        plex.machine_id = "ab" * 20  # a new server answering at the same address
-        assert await reader.unchanged(person, cursors) is False
-    finally:
-        await reader.aclose()
+    runs = Runs(config, store, clock, person)
+    cursors = await runs.read({}, True)
+    plex.machine_id = "ab" * 20  # a new server answering at the same address
+    assert await runs.unchanged(cursors) is False
 
 
 SECTIONS = [Section("1", "Movies", "movie"), Section("2", "TV Shows", "show")]

@@ -1319,6 +1319,8 @@ class PlexReader:
         self._access: dict[str, Access] = {}
         self._server_accounts: dict[str, str] | None = None
         self._machine: str | None = None  # asked this run (`account`)
+        # The server's machine id as asked this run by anyone (`_identity`): asked once.
+        self._machine_asked: str | None = None
 
     @property
     def requests_sent(self) -> int:
@@ -1365,7 +1367,7 @@ class PlexReader:
         old one's, so the cheap check reads it as a change."""
         if not reading:
             return None
-        machine = self._machine = await self.client.identity()
+        machine = self._machine = self._machine_asked = await self.client.identity()
         _, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, MACHINE, self.clock())
         if machine != cached:
             if cached is not None:  # the accounts found by name were the old server's
@@ -1379,15 +1381,26 @@ class PlexReader:
         return identity_of(f"server {machine}", f"account {account}" if account else "")
 
     async def _machine_id(self) -> str:
-        """This server's machine id (remembered for a week, like its accounts)."""
+        """This server's machine id: as asked this run, else remembered (for a week, like
+        its accounts), else asked now."""
+        if self._machine_asked is not None:
+            return self._machine_asked
         hit, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, MACHINE, self.clock())
         if hit and isinstance(cached, str):
             return cached
-        machine = await self.client.identity()
+        machine = await self._identity()
         await asyncio.to_thread(
             self.store.cache_put, ACCOUNTS, MACHINE, machine, self.clock(), ACCOUNTS_TTL
         )
         return machine
+
+    async def _identity(self) -> str:
+        """This server's machine id, asked of it once per run (a run's reader): the cheap
+        check of a person whose token plex.tv gave checks that token against it too, and an
+        idle run is one request per question. `account` asks afresh before a read."""
+        if self._machine_asked is None:
+            self._machine_asked = await self.client.identity()
+        return self._machine_asked
 
     async def _account_by_name(
         self, profile: str, signed_in_as: object = None, machine: str | None = None
@@ -1446,7 +1459,7 @@ class PlexReader:
         if watched is None:
             return False
         machine, since, listed = watched
-        if await self.client.identity() != machine:
+        if await self._identity() != machine:
             return False  # another server at this address: the read notes it
         token = access.token
         for section, kind in listed:
