@@ -11,7 +11,8 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes, sample_json
+from tests.test_webhooks_e2e import plex_multipart
 from watchbridge import senders, webhooks
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
@@ -566,3 +568,57 @@ def test_a_movie_queues_no_row_for_a_service_that_holds_tv_only(tmp_path: Path) 
     with sqlite3.connect(tmp_path / "wb.db") as db:
         targets = [target for (target,) in db.execute("SELECT target FROM outbox")]
     assert targets == ["anilist"]  # anime films are AniList's; Serializd would only skip it
+
+
+class StoppedBeforeThreadsRun(ThreadPoolExecutor):
+    """The event loop's threads for blocking work, in a process that stops before any work
+    handed to them runs (killed, or the container stopped, right after answering)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return Future()  # never run
+
+
+def test_an_account_id_learnt_from_an_accepted_webhook_survives_the_process_stopping(
+    tmp_path: Path,
+) -> None:
+    """Bob is listed by name; his webhook teaches watchbridge his Plex id, and is answered
+    202. The process stops before anything else runs; after the restart Bob, renamed
+    "Robert" in Plex, still gets his own plays, not the default profile's."""
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "services: {trakt: {client_id: abc}}\n"
+        "profiles:\n"
+        "  alice: {default: true, users: {plex: ['1']}, accounts: {trakt: {}}}\n"
+        "  bob: {users: {plex: [bob]}, accounts: {trakt: {}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+    def scrobble(name: str, episode: int) -> tuple[bytes, str]:
+        payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+        payload |= {"event": "media.scrobble", "Account": {"id": 5551234, "title": name}}
+        payload["Server"] = {"title": "x", "uuid": PLEX_SERVER}
+        payload["Metadata"] |= {"index": episode, "ratingKey": f"7{episode}"}
+        return plex_multipart(payload)
+
+    async def post(name: str, episode: int, stops: bool) -> int:
+        if stops:
+            asyncio.get_running_loop().set_default_executor(StoppedBeforeThreadsRun())
+        runtime = build_runtime(config)
+        runtime.open()
+        try:
+            body, content_type = scrobble(name, episode)
+            transport = httpx.ASGITransport(app=build_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://wb") as client:
+                answer = await client.post(
+                    f"/webhooks/plex/{SECRET}", content=body, headers={"content-type": content_type}
+                )
+            return answer.status_code
+        finally:
+            runtime.close()
+
+    assert asyncio.run(post("Bob", 14, stops=True)) == 202
+    assert asyncio.run(post("Robert", 15, stops=False)) == 202
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        profiles = sorted({p for (p,) in db.execute("SELECT profile FROM outbox")})
+    assert profiles == ["bob"]

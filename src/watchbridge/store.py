@@ -706,6 +706,17 @@ _SUPERSEDE_WAITING_RATINGS = (
 
 
 @dataclass(frozen=True)
+class AccountLearnt:
+    """A media-server account id (or name) a webhook's route learnt (account_ids.py):
+    `account` (source, server, id) as `learnt` (profile, entry, name). Only the `kept` most
+    recently learnt stay."""
+
+    account: tuple[str, str, str]
+    learnt: tuple[str, str, str]
+    kept: int
+
+
+@dataclass(frozen=True)
 class IngestJob:
     """One webhook event to record with its playback session and outbox rows."""
 
@@ -728,6 +739,9 @@ class IngestJob:
     marks: bool = False
     # Where an earlier release kept these sessions, by key (playback.earlier_keys).
     earlier_keys: Mapping[str, str] = field(default_factory=dict)
+    # Written with the event, so that a webhook answered has its account id kept (a process
+    # that stopped after answering would otherwise forget it, and a rename meanwhile).
+    learnt: AccountLearnt | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -872,6 +886,20 @@ class IngestWriter:
             group.error = exc
         finally:
             group.inserted.set()
+
+
+def _remember_account(conn: sqlite3.Connection, learnt: AccountLearnt, now: float) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO webhook_account_ids"
+        " (source, server, account_id, profile, entry, name, learnt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (*learnt.account, *learnt.learnt, now),
+    )
+    conn.execute(
+        "DELETE FROM webhook_account_ids WHERE rowid NOT IN (SELECT rowid FROM"
+        " webhook_account_ids ORDER BY learnt_at DESC LIMIT ?)",
+        (learnt.kept,),
+    )
 
 
 def _session(conn: sqlite3.Connection, key: str, earlier: str | None = None) -> Session | None:
@@ -1699,6 +1727,8 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (job.now, job.source, job.kind, job.profile, _json_text(job.payload), raw),
         )
+        if job.learnt is not None:
+            _remember_account(conn, job.learnt, job.now)
         for row in rows:
             if row.supersedes:
                 conn.execute(
@@ -2723,28 +2753,6 @@ class Store:
              row["name"])
             for row in rows
         ]  # fmt: skip
-
-    def remember_webhook_account_id(
-        self,
-        account: tuple[str, str, str],
-        learnt: tuple[str, str, str],
-        now: float,
-        kept: int,
-    ) -> None:
-        """Remember `account` (source, server, id) as `learnt` (profile, entry, name); only
-        the `kept` most recently learnt stay."""
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO webhook_account_ids"
-                " (source, server, account_id, profile, entry, name, learnt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*account, *learnt, now),
-            )
-            conn.execute(
-                "DELETE FROM webhook_account_ids WHERE rowid NOT IN (SELECT rowid FROM"
-                " webhook_account_ids ORDER BY learnt_at DESC LIMIT ?)",
-                (kept,),
-            )
 
     def recent_sources(self, last: int = 1000) -> set[str]:
         """The webhook sources of the `last` events recorded (a week's at most, see prune)."""

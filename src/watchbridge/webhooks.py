@@ -13,7 +13,7 @@ import hmac
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,7 +40,7 @@ from watchbridge.playback import (
 )
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
 from watchbridge.senders import Doubling, Viewing
-from watchbridge.store import IngestJob, NewOutboxRow, ordering_key
+from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
 
 log = logging.getLogger(__name__)
@@ -578,14 +578,16 @@ async def _webhook(
     try:
         for event in result.events:
             route = route_for(runtime.config, event, known, names)
-            if route.learn is not None or route.renamed is not None or route.new_id is not None:
-                _account_noted(runtime, route)
+            if route.renamed is not None or route.new_id is not None:
+                _account_seen(runtime, route)
             name = route.profile
             if name is None:
                 unmapped += 1
                 continue
-            job = ingest_job(runtime, name, event, result.document)
+            job = ingest_job(runtime, name, event, result.document, route.learn)
             queued += await runtime.writer.write(job)
+            if route.learn is not None:  # stored with the event (a 503: learnt when sent again)
+                runtime.account_ids.learn(*route.learn)
             viewing = Viewing(name, event.server, event.player, event.item.source_key or "")
             doubling = runtime.senders.saw(event.source, viewing, runtime.clock())
             if doubling is not None:
@@ -618,16 +620,10 @@ async def _webhook(
     _resolve_refused(runtime, source)
 
 
-def _account_noted(runtime: Runtime, route: Route) -> None:
-    """Remember an account id or name learnt (in memory now, in the store in the background),
-    and tell of an event that went by a remembered id or name (the log once per start; the
+def _account_seen(runtime: Runtime, route: Route) -> None:
+    """Tell of an event that went by a remembered id or name (the log once per start; the
     status)."""
     now = runtime.clock()
-    if route.learn is not None:
-        key, learnt = route.learn
-        runtime.account_ids.learn(key, learnt)
-        store = runtime.store
-        _in_background(_remember(store.remember_webhook_account_id, key, learnt, now))
     renamed = route.renamed
     if renamed is not None and runtime.account_ids.saw(renamed, now):
         log.warning(
@@ -640,18 +636,6 @@ def _account_noted(runtime: Runtime, route: Route) -> None:
             new_id.message,
             extra={"source": new_id.key.source, "profile": new_id.learnt.profile},
         )
-
-
-async def _remember(
-    remember: Callable[[tuple[str, str, str], tuple[str, str, str], float, int], None],
-    key: Key,
-    learnt: Learnt,
-    now: float,
-) -> None:
-    try:
-        await asyncio.to_thread(remember, key, learnt, now, KEPT)
-    except (sqlite3.Error, StoreError) as exc:  # kept in memory; learnt again after a restart
-        log.warning("could not store an account id learnt", extra={"error": _one_line(exc)})
 
 
 def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
@@ -690,9 +674,10 @@ def ingest_job(
     profile_name: str,
     event: MediaEvent,
     document: Mapping[str, object] | None = None,
+    learnt: tuple[Key, Learnt] | None = None,
 ) -> IngestJob:
-    """What to record for one event (and the JSON it came in): the event, and a pure
-    decision over its session."""
+    """What to record for one event (and the JSON it came in): the event, a pure decision
+    over its session, and the account id its route learnt (`learnt`, kept with it)."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
     if event.source != "generic" and event.occurred_at is not None:
@@ -724,6 +709,7 @@ def ingest_job(
         earlier_keys=earlier_keys(event),
         decide=plan,
         document=document,
+        learnt=None if learnt is None else AccountLearnt(learnt[0], learnt[1], KEPT),
     )
 
 
