@@ -5,6 +5,7 @@ and tells once of what it will not send."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -419,6 +420,44 @@ def test_rename_profile_moves_nothing_once_the_new_name_has_a_sign_in_of_its_own
     assert "give the profile its old name me back in the config instead" in said.stderr
     with Store.open(tmp_path / "wb.db") as store:
         assert store.get_token("trakt", "me") is not None  # nothing moved
+
+
+def test_rename_profile_moves_nothing_while_the_service_runs_with_the_config_it_read(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    """The config is edited (me renamed myself) while the service runs: it still has me, and
+    would go on writing me's state under that name. The command refuses until it is stopped."""
+    with Store.open(tmp_path / "wb.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    text = config_text(tmp_path, port, trakt, receiver, "")
+    service = started(path, port, text)
+    try:
+        path.write_text(text.replace("  me: {", "  myself: {"), encoding="utf-8")
+        said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+    finally:
+        service.terminate()
+
+    assert said.returncode == 1, said
+    assert said.stdout == ""
+    assert said.stderr.count("\n") == 1 and "Traceback" not in said.stderr
+    assert said.stderr.startswith(
+        "error: stop the service first: it still runs with the config it read at its start "
+        f"(pid {service.proc.pid if service.proc else 0} on host {socket.gethostname()}, started "
+    ), said.stderr
+    assert "nothing was moved. Stop it, run `watchbridge rename-profile me myself` again" in (
+        said.stderr
+    )
+    with Store.open(tmp_path / "wb.db") as store:
+        assert store.get_token("trakt", "me") is not None
+        assert store.get_token("trakt", "myself") is None
+        assert store.profiles_with_state() >= {"me"}
+    # Stopped, the same command moves it.
+    again = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+    assert again.returncode == 0, again.stderr
+    with Store.open(tmp_path / "wb.db") as store:
+        assert store.get_token("trakt", "myself") is not None
 
 
 def kept_off_a_play_of_the_link(store: Store) -> None:

@@ -645,7 +645,11 @@ def reset_state(config_path: str | None, yes: bool) -> None:
 @click.argument("old")
 @click.argument("new")
 def rename_profile(config_path: str | None, old: str, new: str) -> None:
-    """Keep what the database holds for profile OLD under NEW: rename it in the config first."""
+    """Keep what the database holds for profile OLD under NEW: rename it in the config first.
+
+    Stop the service first: while it runs, this refuses (nothing moved).
+    """
+    from watchbridge import servelock
     from watchbridge.config import profile_gone
 
     config = _load(config_path)
@@ -659,7 +663,22 @@ def rename_profile(config_path: str | None, old: str, new: str) -> None:
             f"profile {new} is not in the config: rename profiles.{old} there to {new} "
             "first, then run this again"
         )
-    with _open_store(config) as store:
+    # Held as the service holds it, so that none starts while the state moves: one running
+    # goes on with the config it read at its start, under the old name.
+    database = _database(config, create=False)
+    try:
+        held = servelock.hold(database, time.time())
+    except servelock.AlreadyServing as serving:
+        raise WatchbridgeError(
+            "stop the service first: it still runs with the config it read at its start"
+            f"{servelock.described(serving.holder)} and would go on keeping state under the "
+            f"name it knows; nothing was moved. Stop it, run `watchbridge rename-profile {old} "
+            f"{new}` again, then start it"
+        ) from None
+    with (
+        held,
+        Store.open(database, config.storage.durability, config.storage.busy_timeout) as store,
+    ):
         queue = store.kept_for_profile(old)
         if old not in store.profiles_with_state() and not (queue.queued or queue.dead_letters):
             raise WatchbridgeError(f"the database keeps nothing for profile {old}: nothing to move")

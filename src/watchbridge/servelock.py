@@ -5,9 +5,11 @@ claimed rows) and both run the scheduled links: plays sent twice, alerts told tw
 is `flock` on `<database>.lock`, so the kernel lets it go whenever the process ends, however
 it ends (kill -9, a power cut, a container restarted with the same pid): a restart never finds
 a stale lock. The file itself stays: removing it on exit would let a starting service lock a
-file that is no longer there. Only `serve` takes it; of the commands meant to run beside the
-service (status, sync, auth, ...) only `sync` looks at it, for a moment (`serving`): with no
-service running, its config is the one that says what the queue may still send.
+file that is no longer there. `serve` takes it, and `rename-profile` for the moment it moves a
+profile's state (a service running meanwhile would go on under the name it knows); of the
+commands meant to run beside the service (status, sync, auth, ...) only `sync` looks at it, for
+a moment (`serving`): with no service running, its config is the one that says what the queue
+may still send.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class AlreadyServing(WatchbridgeError):
     exits as a config error does (the systemd unit does not loop on it)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, holder: Holder) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,8 @@ def parse_record(text: str) -> Holder:
     )
 
 
-def refusal(database: Path, lock: Path, holder: Holder) -> str:
-    """The one line a second `serve` stops with."""
+def described(holder: Holder) -> str:
+    """The holder as a refusal names it: " (pid N on host H, started ...)", or "" unknown."""
     where = " ".join(
         part
         for part in (
@@ -95,7 +101,12 @@ def refusal(database: Path, lock: Path, holder: Holder) -> str:
         else ""
     )
     parts = ", ".join(part for part in (where, when) if part)
-    who = f" ({parts})" if parts else ""
+    return f" ({parts})" if parts else ""
+
+
+def refusal(database: Path, lock: Path, holder: Holder) -> str:
+    """The one line a second `serve` stops with."""
+    who = described(holder)
     return (
         f"storage.path {database}: another watchbridge service is running on this "
         f"database{who} and holds its lock file {lock}: stop that one first (two would send "
@@ -144,7 +155,7 @@ def hold(database: Path, now: float) -> ServeLock:
         holder = _read_holder(fd) if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
         os.close(fd)
         if holder is not None:
-            raise AlreadyServing(refusal(database, lock, holder)) from None
+            raise AlreadyServing(refusal(database, lock, holder), holder) from None
         raise StoreError(
             f"storage.path {database}: cannot lock {lock} ({exc.strerror}): the file system "
             "holding the database does not support file locks; keep it on a local disk"
