@@ -18,11 +18,14 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, sign_in_trakt, watchbridge
 from tests.test_webhooks_e2e import seeded
 from watchbridge.config import load_config
+from watchbridge.deliver.worker import LIMITED_ROWS
+from watchbridge.maintenance import ALERTED
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
 from watchbridge.scheduler import profile_of_alert, resolve_removed, service_of_alert
 from watchbridge.store import KeptOff, NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
+from watchbridge.webhooks import DOUBLING_TITLE
 from watchbridge.wiring import build_runtime
 
 ARRIVAL = "movie:tmdb:329865"
@@ -693,6 +696,44 @@ def test_an_owed_alert_of_a_profile_taken_out_is_not_sent_after_all(
     kept = kept_after_a_start(path, "credentials")
     assert KID_SIGNED_OUT not in receiver.titles()
     assert kept == ["serializd:me"]  # kid's is gone, not kept open for 400 days
+
+
+MY_TRAKT_PAUSED = "watchbridge: trakt deliveries paused for profile me"
+
+
+def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    """me's Trakt deliveries wait for a sign-in (told), and its plays were told counted twice;
+    then me is renamed myself. The same account is as signed out as before: a start must not
+    resolve those alerts as of a profile taken out, and they stay open under the new name,
+    for its deliveries to resolve (and its throttle to hold reminders back)."""
+    port, path = free_port(), tmp_path / "watchbridge.yaml"
+    text = config_text(tmp_path, port, trakt, receiver, "")
+    path.write_text(text, encoding="utf-8")
+    with Store.open(tmp_path / "wb.db") as store:
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
+        store.cache_put(ALERTED, "trakt:me:stopped:0123abcd", "sent", time.time(), 86400.0)
+        store.cache_put(LIMITED_ROWS, "trakt:me", [7], time.time(), 86400.0)
+    alerts_told(
+        path,
+        [
+            ("credentials", "trakt:me", MY_TRAKT_PAUSED, "sign in again"),
+            ("reported_twice", "me", DOUBLING_TITLE, "both webhooks report me's plays"),
+        ],
+    )
+    path.write_text(text.replace("  me: {", "  myself: {"), encoding="utf-8")
+
+    said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+
+    assert said.returncode == 0, said.stderr
+    assert kept_after_a_start(path, "credentials") == ["trakt:myself"]
+    assert kept_after_a_start(path, "reported_twice") == ["myself"]
+    assert receiver.titles() == [MY_TRAKT_PAUSED, DOUBLING_TITLE]  # nothing "Resolved"
+    with Store.open(tmp_path / "wb.db") as store:
+        # Told once (a sign-in Trakt refused to renew), and the rows a full list holds.
+        assert store.cache_get(ALERTED, "trakt:myself:stopped:0123abcd", time.time())[0]
+        assert store.cache_get(LIMITED_ROWS, "trakt:myself", time.time()) == (True, [7])
 
 
 @pytest.mark.parametrize(

@@ -2855,13 +2855,21 @@ class Store:
         )
 
     def move_profile(
-        self, old: str, new: str, gave_up: str, now: float, lease: float = RUN_LEASE
+        self,
+        old: str,
+        new: str,
+        gave_up: str,
+        now: float,
+        lease: float = RUN_LEASE,
+        cache: Mapping[str, Callable[[str], str | None]] | None = None,
     ) -> ProfileMoved:
         """Keep everything the database holds for profile `old` under `new` instead (a
         profile renamed in the config): sign-ins, accounts on record, link state, records of
         what watchbridge wrote, plays kept off, the queue and dead letters (their ordering and
-        idempotency keys, which start with the profile's name, too). The dead letters given up
-        because the config lacked `old` (their reason holds `gave_up`) are queued again.
+        idempotency keys, which start with the profile's name, too), and the cache rows
+        `cache` renames (by namespace: a row's new lookup, None for one not of `old`; one the
+        new name has already stays as it was). The dead letters given up because the config
+        lacked `old` (their reason holds `gave_up`) are queued again.
 
         Refuses (nothing moved) while a sync run is alive, or once `new` has sign-ins or sync
         state of its own: two people's state, or two starts of one link, cannot be merged."""
@@ -2910,6 +2918,18 @@ class Store:
                 " WHERE profile = ? AND substr(idempotency_key, 1, ?) = ?",
                 (f"{new}:", start, new, len(prefix), prefix),
             )
+            for namespace, renamed in (cache or {}).items():
+                named = conn.execute(
+                    "SELECT lookup FROM id_cache WHERE namespace = ? AND instr(lookup, ?) > 0",
+                    (namespace, old),
+                ).fetchall()
+                for (lookup,) in named:
+                    if (moved := renamed(str(lookup))) is not None:
+                        conn.execute(
+                            "UPDATE OR IGNORE id_cache SET lookup = ?"
+                            " WHERE namespace = ? AND lookup = ?",
+                            (moved, namespace, lookup),
+                        )
             given_up = [
                 int(row[0])
                 for row in conn.execute(

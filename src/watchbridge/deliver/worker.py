@@ -283,12 +283,15 @@ class TargetHold:
     told: bool = False
 
 
+LIMITED_ROWS = "account-limit"  # cache namespace: _LimitedRows, by alert key `target:profile`
+
+
 class _LimitedRows:
     """The rows an account limit holds, kept in the store (across restarts): the limit is over
     when they have gone out, not when any other row did (a play does not empty a full ratings
     list)."""
 
-    NAMESPACE, KEEP = "account-limit", 30 * 86400.0
+    NAMESPACE, KEEP = LIMITED_ROWS, 30 * 86400.0
 
     def __init__(self, store: Store, key: str) -> None:
         self.store, self.key = store, key
