@@ -18,11 +18,14 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, sign_in_trakt, watchbridge
 from tests.test_webhooks_e2e import seeded
 from watchbridge.config import load_config
+from watchbridge.deliver.anilist import FINISHED, SENT, SKIPPED, recheck_skipped
+from watchbridge.deliver.anilist import NAME as ANILIST
 from watchbridge.deliver.worker import LIMITED_ROWS
 from watchbridge.maintenance import ALERTED
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
 from watchbridge.scheduler import profile_of_alert, resolve_removed, service_of_alert
+from watchbridge.services.serializd import REFUSED
 from watchbridge.store import KeptOff, NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
 from watchbridge.webhooks import DOUBLING_TITLE
@@ -461,6 +464,52 @@ def test_rename_profile_moves_nothing_while_the_service_runs_with_the_config_it_
     assert again.returncode == 0, again.stderr
     with Store.open(tmp_path / "wb.db") as store:
         assert store.get_token("trakt", "myself") is not None
+
+
+def test_rename_profile_renames_what_the_anilist_target_keeps_by_the_profiles_name(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    """What AniList deliveries keep under keys and in rows that start with the profile's
+    name: a play skipped as not anime, to queue again once the datasets map it (queued as
+    me's, the start would give it up: profile me is no longer in the config), the save a
+    play was about to make (its row's key is renamed: without it, a retry after a save that
+    landed unconfirmed counts a second viewing), the entry a play finished, and a Serializd
+    sign-in refused (its password would be tried again)."""
+    now = time.time()
+    kept = {
+        "profile": "me",
+        "action": "play",
+        "payload": {"item": ref_to_dict(ARRIVAL_REF), "at": now - 60, "skipped_at": now},
+        "ordering_key": f"me:anilist:{ARRIVAL}",
+    }
+    with Store.open(tmp_path / "wb.db") as store:
+        store.set_cursor("trakt", "me", "link:plex-trakt", "{}", now)
+        store.mirror_put(ANILIST, "me", SKIPPED, {f"me:anilist:play:{ARRIVAL}:1": kept}, now)
+        store.cache_put(SENT, f"me:anilist:play:{ARRIVAL}:2", {"media_id": 5555}, now, 3600.0)
+        store.cache_put(FINISHED, "me:5555", now - 60, now, 3600.0)
+        store.cache_put(REFUSED, "me", "fingerprint", now, 3600.0)
+    path = tmp_path / "watchbridge.yaml"
+    renamed = config_text(tmp_path, free_port(), trakt, receiver, "")
+    path.write_text(renamed.replace("  me: {", "  myself: {"), encoding="utf-8")
+
+    said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+
+    assert said.returncode == 0, said.stderr
+    with Store.open(tmp_path / "wb.db") as store:
+        skipped = store.mirror_get(ANILIST, "myself", SKIPPED)
+        # The datasets map it now: queued again as the new name's.
+        (again,), _ = recheck_skipped(skipped, lambda _: (5555, 1), time.time())
+        assert (again.profile, again.ordering_key, again.idempotency_key) == (
+            "myself",
+            f"myself:anilist:{ARRIVAL}",
+            f"myself:anilist:play:{ARRIVAL}:1:mapped",
+        )
+        assert store.cache_get(SENT, f"myself:anilist:play:{ARRIVAL}:2", now) == (
+            True,
+            {"media_id": 5555},
+        )
+        assert store.cache_get(FINISHED, "myself:5555", now) == (True, now - 60)
+        assert store.cache_get(REFUSED, "myself", now) == (True, "fingerprint")
 
 
 def kept_off_a_play_of_the_link(store: Store) -> None:

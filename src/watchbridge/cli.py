@@ -651,7 +651,7 @@ def rename_profile(config_path: str | None, old: str, new: str) -> None:
     """
     from watchbridge import servelock
     from watchbridge.config import profile_gone
-    from watchbridge.scheduler import profile_keyed_cache
+    from watchbridge.scheduler import profile_keyed_cache, queued_later
 
     config = _load(config_path)
     if old in config.profiles:
@@ -683,8 +683,14 @@ def rename_profile(config_path: str | None, old: str, new: str) -> None:
         queue = store.kept_for_profile(old)
         if old not in store.profiles_with_state() and not (queue.queued or queue.dead_letters):
             raise WatchbridgeError(f"the database keeps nothing for profile {old}: nothing to move")
-        cache = profile_keyed_cache(old, new)
-        moved = store.move_profile(old, new, profile_gone(old), time.time(), cache=cache)
+        moved = store.move_profile(
+            old,
+            new,
+            profile_gone(old),
+            time.time(),
+            cache=profile_keyed_cache(old, new),
+            queued_later=queued_later(),
+        )
         if moved.refused:
             raise WatchbridgeError(moved.refused)
         for target in moved.kept.sign_ins:

@@ -238,13 +238,18 @@ def profile_keyed_cache(old: str, new: str) -> dict[str, Callable[[str], str | N
     """How `watchbridge rename-profile` renames the cache rows that name profile `old` in
     their lookup, by namespace (None: a row not about `old`): the alert conditions (their
     throttles, alerts still open or owed), the alerts about a sign-in told once
-    (maintenance.ALERTED: `trakt:me:stopped:...`) and the rows an account limit holds
-    (`trakt:me`). Left under the old name, a start would resolve the open alerts as of a
-    profile taken out (while the sign-in is as broken as it was), and tell again what was
-    told."""
+    (maintenance.ALERTED: `trakt:me:stopped:...`), the rows an account limit holds
+    (`trakt:me`), the AniList saves a play was about to make (by its row's idempotency key,
+    which the move renames: `me:anilist:...`) and the entries a play finished (`me:ID`), and
+    a Serializd sign-in refused or forbidden for a while (`me`). Left under the old name, a
+    start would resolve the open alerts as of a profile taken out (while the sign-in is as
+    broken as it was) and tell again what was told, a play whose save landed unconfirmed
+    would count a second viewing, and a refused password would be tried again."""
     from watchbridge.alerts import NAMESPACE as ALERTS
+    from watchbridge.deliver.anilist import FINISHED, SENT
     from watchbridge.deliver.worker import LIMITED_ROWS
     from watchbridge.maintenance import ALERTED
+    from watchbridge.services.serializd import FORBIDDEN, REFUSED
 
     def alert(lookup: str) -> str | None:
         kind, separator, key = lookup.partition("\x1f")
@@ -258,7 +263,30 @@ def profile_keyed_cache(old: str, new: str) -> dict[str, Callable[[str], str | N
             return None
         return f"{service}:{new}{colon}{tail}"
 
-    return {ALERTS: alert, ALERTED: service_then_profile, LIMITED_ROWS: service_then_profile}
+    def profile_first(lookup: str) -> str | None:
+        return new + lookup.removeprefix(old) if lookup.startswith(f"{old}:") else None
+
+    def profile_alone(lookup: str) -> str | None:
+        return new if lookup == old else None
+
+    return {
+        ALERTS: alert,
+        ALERTED: service_then_profile,
+        LIMITED_ROWS: service_then_profile,
+        SENT: profile_first,
+        FINISHED: profile_first,
+        REFUSED: profile_alone,
+        FORBIDDEN: profile_alone,
+    }
+
+
+def queued_later() -> tuple[tuple[str, str], ...]:
+    """The mirror collections (service, collection) keeping outbox rows to queue again later,
+    by idempotency key, that `watchbridge rename-profile` must rename inside too (see
+    `Store.move_profile`): the AniList target's plays skipped as not anime."""
+    from watchbridge.deliver.anilist import NAME, SKIPPED
+
+    return ((NAME, SKIPPED),)
 
 
 def no_longer_configured(config: Config, kind: str, key: str) -> str | None:

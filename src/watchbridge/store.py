@@ -465,6 +465,39 @@ def m017_webhook_account_ids(db: sqlite_utils.Database) -> None:
     )
 
 
+def _rename_kept_rows(
+    conn: sqlite3.Connection, service: str, collection: str, old: str, new: str
+) -> None:
+    """The outbox rows a mirror collection keeps to queue later (by idempotency key; each a
+    row's profile, action, payload and ordering key), moved to `new` already, renamed inside:
+    queued as they were, they would be rows of `old`, given up as no longer in the config."""
+
+    def renamed(key: object) -> object:
+        text = str(key)
+        return new + text.removeprefix(old) if text.startswith(f"{old}:") else key
+
+    kept = conn.execute(
+        "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ? AND collection = ?",
+        (service, new, collection),
+    ).fetchall()
+    for item_key, data in kept:
+        try:
+            row = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        if row.get("profile") == old:
+            row["profile"] = new
+        if "ordering_key" in row:
+            row["ordering_key"] = renamed(row["ordering_key"])
+        conn.execute(
+            "UPDATE OR IGNORE mirror SET item_key = ?, data = ?"
+            " WHERE service = ? AND profile = ? AND collection = ? AND item_key = ?",
+            (renamed(item_key), json.dumps(row), service, new, collection, item_key),
+        )
+
+
 def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
     """Per profile, the watchlist hold (why, when) the newest of `runs` (newest first:
     outcome, error, time) that planned its watchlist names. A run that went through (ok,
@@ -2862,14 +2895,18 @@ class Store:
         now: float,
         lease: float = RUN_LEASE,
         cache: Mapping[str, Callable[[str], str | None]] | None = None,
+        queued_later: Sequence[tuple[str, str]] = (),
     ) -> ProfileMoved:
         """Keep everything the database holds for profile `old` under `new` instead (a
         profile renamed in the config): sign-ins, accounts on record, link state, records of
         what watchbridge wrote, plays kept off, the queue and dead letters (their ordering and
         idempotency keys, which start with the profile's name, too), and the cache rows
         `cache` renames (by namespace: a row's new lookup, None for one not of `old`; one the
-        new name has already stays as it was). The dead letters given up because the config
-        lacked `old` (their reason holds `gave_up`) are queued again.
+        new name has already stays as it was), and the outbox rows kept to be queued again
+        later in the mirror collections `queued_later` (service, collection; by idempotency
+        key): their keys, profile and ordering key, or they would be queued for `old`. The
+        dead letters given up because the config lacked `old` (their reason holds `gave_up`)
+        are queued again.
 
         Refuses (nothing moved) while a sync run is alive, or once `new` has sign-ins or sync
         state of its own: two people's state, or two starts of one link, cannot be merged."""
@@ -2918,6 +2955,8 @@ class Store:
                 " WHERE profile = ? AND substr(idempotency_key, 1, ?) = ?",
                 (f"{new}:", start, new, len(prefix), prefix),
             )
+            for service, collection in queued_later:
+                _rename_kept_rows(conn, service, collection, old, new)
             for namespace, renamed in (cache or {}).items():
                 named = conn.execute(
                     "SELECT lookup FROM id_cache WHERE namespace = ? AND instr(lookup, ?) > 0",
