@@ -651,7 +651,7 @@ def rename_profile(config_path: str | None, old: str, new: str) -> None:
     """
     from watchbridge import servelock
     from watchbridge.config import profile_gone
-    from watchbridge.scheduler import profile_keyed_cache, queued_later
+    from watchbridge.renames import profile_keyed_cache, queued_later
 
     config = _load(config_path)
     if old in config.profiles:
