@@ -315,6 +315,80 @@ def test_conflicting_ratings_newest_wins() -> None:
     assert "serializd wins (newer)" in action.reason
 
 
+def ratings_of(trakt: Rated | None, serializd: Rated | None) -> dict[str, Side]:
+    return {
+        "trakt": side(ratings={EP1: trakt} if trakt else None),
+        "serializd": side(ratings={EP1: serializd} if serializd else None),
+    }
+
+
+def rating_writes(result: Plan) -> list[tuple[str, int | None, str]]:
+    return [(a.target, a.value, a.reason) for a in result.actions]
+
+
+def test_the_one_side_whose_rating_changed_since_the_last_run_wins_whatever_the_dates() -> None:
+    # Serializd's 8 (a rewatch's log) deleted: the older log's 6 shows again, dated before
+    # Trakt's copy of the 8. It is the one change since the last run: it goes to Trakt.
+    baseline = ratings_of(Rated(80, 5 * DAY), Rated(80, 5 * DAY))
+    current = ratings_of(Rated(80, 5 * DAY), Rated(60, 1 * DAY))
+    assert rating_writes(plan(TWO_WAY, current, baseline)) == [
+        ("trakt", 60, "ratings differ: serializd wins (changed since the last run)")
+    ]
+    # ...and the other way round: a change on Trakt dated before Serializd's rating still wins.
+    current = ratings_of(Rated(60, 1 * DAY), Rated(80, 5 * DAY))
+    assert rating_writes(plan(TWO_WAY, current, baseline)) == [
+        ("serializd", 60, "ratings differ: trakt wins (changed since the last run)")
+    ]
+
+
+def test_a_rating_read_with_a_new_date_but_the_same_value_is_no_change() -> None:
+    # AniList dates a score by the read that saw it: by value, that side did not change.
+    baseline = ratings_of(Rated(80, 5 * DAY), Rated(80, 5 * DAY))
+    current = ratings_of(Rated(80, 9 * DAY), Rated(60, 1 * DAY))
+    assert [w[:2] for w in rating_writes(plan(TWO_WAY, current, baseline))] == [("trakt", 60)]
+
+
+@pytest.mark.parametrize(
+    "baseline",
+    [
+        ratings_of(Rated(70, DAY), Rated(50, DAY)),  # both changed since the last run
+        {},  # a first run (or a kind new to the link)
+        ratings_of(Rated(80, DAY), None),  # Serializd had no rating of it at the last run
+        ratings_of(Rated(80, DAY), Rated(60, DAY)),  # neither changed, no copy waits
+    ],
+)
+def test_without_one_side_alone_changed_the_newer_date_wins(baseline: dict[str, Side]) -> None:
+    current = ratings_of(Rated(80, 2 * DAY), Rated(60, 3 * DAY))
+    assert rating_writes(plan(TWO_WAY, current, baseline)) == [
+        ("trakt", 60, "ratings differ: serializd wins (newer)")
+    ]
+
+
+def test_a_copy_still_waiting_keeps_winning_while_neither_side_changes() -> None:
+    # The last run copied Serializd's changed 6 to Trakt; it has not landed. Nothing changed
+    # since: the choice stands (the dates would set Serializd back to Trakt's newer 8).
+    baseline = current = ratings_of(Rated(80, 5 * DAY), Rated(60, 1 * DAY))
+    result = plan(TWO_WAY, current, baseline, copying={("trakt", EP1, 60)})
+    assert rating_writes(result) == [
+        ("trakt", 60, "ratings differ: serializd wins (its copy still waits)")
+    ]
+    # A copy of another value (the user changed the rating since) says nothing.
+    result = plan(TWO_WAY, current, baseline, copying={("trakt", EP1, 70)})
+    assert [w[:2] for w in rating_writes(result)] == [("serializd", 80)]
+    # Either side changed: the change wins, not the copy.
+    changed = ratings_of(Rated(90, 6 * DAY), Rated(60, 1 * DAY))
+    result = plan(TWO_WAY, changed, baseline, copying={("trakt", EP1, 60)})
+    assert [w[:2] for w in rating_writes(result)] == [("serializd", 90)]
+
+
+def test_a_preferred_side_or_a_one_way_source_wins_whatever_changed() -> None:
+    baseline = ratings_of(Rated(80, 5 * DAY), Rated(80, 5 * DAY))
+    current = ratings_of(Rated(80, 5 * DAY), Rated(60, 9 * DAY))  # changed, and newer
+    preferred = Link(services=["trakt", "serializd"], prefer="trakt")
+    for link in (preferred, ONE_WAY):
+        assert [w[:2] for w in rating_writes(plan(link, current, baseline))] == [("serializd", 80)]
+
+
 def test_a_half_star_on_plex_and_the_whole_point_trakt_keeps_of_it_are_one_rating() -> None:
     # 7.5 in Plex went to Trakt as 8: writing 8 back would overwrite what the user gave.
     current = {

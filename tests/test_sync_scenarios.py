@@ -1350,6 +1350,33 @@ async def test_a_logs_stars_showing_again_once_a_rewatch_is_deleted_keep_their_d
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
 
 
+@pytest.mark.parametrize("runs_before_delivery", [0, 2])
+async def test_a_rewatchs_log_deleted_leaves_the_older_logs_stars_on_both_sides(
+    make_rig: RigFactory,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    runs_before_delivery: int,
+) -> None:
+    """Logged with 3 stars (6), rewatched with 4 (8): Trakt got the 8. The user deletes the
+    rewatch's log and rates nothing new: the first log's 6, older than Trakt's copy of the 8,
+    is the one change since the last run, and reaches Trakt (newest-wins is a three-way merge).
+    Runs while the copy waits (an outage, a backlog) see nothing change on either side: the
+    copy waiting says who won, and the dates never overturn it (Serializd set back to 8)."""
+    rig = await make_rig(max_removal_share=1)
+    log(serializd, 1, 1, ago(10), rating=6, date_added=ago(10))
+    rewatch = log(serializd, 1, 1, ago(5), rating=8, is_rewatch=True, date_added=ago(5))
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (8, 8)
+    serializd.delete_entry(rewatch)
+    for full in (True, False, True)[:runs_before_delivery]:
+        await rig.sync(full=full)
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+    assert [e.rating for e in serializd.diary()] == [6]
+
+
 @pytest.mark.parametrize("edited", [False, True])
 async def test_log_stars_read_by_a_release_that_named_no_log_are_neither_taken_as_edits_nor_missed(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, edited: bool

@@ -340,6 +340,7 @@ def plan(
     paired: Sequence[SameViewing] = (),
     kept_off: Collection[tuple[str, str]] = frozenset(),
     unchecked: Collection[str] = (),
+    copying: Collection[tuple[str, str, int]] = frozenset(),
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
@@ -357,7 +358,8 @@ def plan(
     tell nothing of whose the account is, `accounts.read_empty`) and the ratings they would
     set there wait with the removals, for the same reason (that account may be another
     person's, and what it holds is no more the user's than its empty history is the user's
-    removals; newest-wins, its ratings would overwrite the user's own)."""
+    removals; newest-wins, its ratings would overwrite the user's own). `copying`: (target,
+    item, value) of the link's rating copies queued and not delivered (see `_winner`)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -380,7 +382,7 @@ def plan(
             kept_off,
         )
     if "ratings" in link.kinds:
-        actions += _plan_ratings(link, current, baseline, allowed)
+        actions += _plan_ratings(link, current, baseline, allowed, copying)
     actions, left_out, void = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     wait_on = frozenset(_other(link, side) for side in unchecked) if hold else frozenset()
@@ -1059,12 +1061,13 @@ def _plan_ratings(
     current: Mapping[str, Side],
     baseline: Mapping[str, Side],
     allowed: set[tuple[str, str]],
+    copying: Collection[tuple[str, str, int]] = frozenset(),
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
     items = set(current[a].ratings) | set(current[b].ratings)
     for item in sorted(items):
-        decision = _rating_decision(link, item, current, baseline)
+        decision = _rating_decision(link, item, current, baseline, copying)
         if decision is None:
             continue
         source, target, kind, reason = decision
@@ -1088,17 +1091,20 @@ def _plan_ratings(
 
 
 def _rating_decision(
-    link: Link, item: str, current: Mapping[str, Side], baseline: Mapping[str, Side]
+    link: Link,
+    item: str,
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+    copying: Collection[tuple[str, str, int]] = frozenset(),
 ) -> tuple[str, str, ActionKind, str] | None:
     a, b = link.services[0], link.services[1]
     ra, rb = current[a].ratings.get(item), current[b].ratings.get(item)
     if ra is not None and rb is not None:
         if ratings.same_on_both(a, ra.value, b, rb.value):
             return None
-        winner = _winner(link, ra, rb)
+        winner, why = _winner(link, item, current, baseline, copying)
         loser = b if winner == a else a
-        why = f"{winner} wins ({'newer' if link.prefer == 'newest-wins' else 'preferred'})"
-        return winner, loser, "set_rating", f"ratings differ: {why}"
+        return winner, loser, "set_rating", f"ratings differ: {winner} wins ({why})"
     present, missing = (a, b) if ra is not None else (b, a)
     if item in baseline.get(missing, Side()).ratings:
         if item in current[missing].renumbered_ratings:
@@ -1107,13 +1113,40 @@ def _rating_decision(
     return present, missing, "set_rating", f"rated on {present}"
 
 
-def _winner(link: Link, ra: Rated, rb: Rated) -> str:
+def _winner(
+    link: Link,
+    item: str,
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+    copying: Collection[tuple[str, str, int]],
+) -> tuple[str, str]:
+    """The side whose rating of `item` wins (both hold one, and they differ), and why.
+
+    `prefer: newest-wins` is a three-way merge with the baseline: the side whose rating
+    changed since the last run (each compared with its own baseline, by value) wins, whatever
+    the dates: its change is the newest event. Dates alone mislead (an older rating showing
+    again once a newer one is deleted is a change dated long ago). Both changed, or either
+    side's baseline lacks the item (a first run, a kind new to the link): the newer date.
+    Neither changed: the copy one side won and still waits for (`copying`: target, item,
+    value of the link's rating copies not delivered yet, dead letters too) keeps winning, or
+    the next run would undo the last one's choice by the dates; else the newer date."""
     a, b = link.services[0], link.services[1]
     if link.direction == "one-way":
-        return a
+        return a, "newer" if link.prefer == "newest-wins" else "preferred"
     if link.prefer in (a, b):
-        return link.prefer
-    return a if ra.at >= rb.at else b
+        return link.prefer, "preferred"
+    ra, rb = current[a].ratings[item], current[b].ratings[item]
+    before_a = baseline.get(a, Side()).ratings.get(item)
+    before_b = baseline.get(b, Side()).ratings.get(item)
+    if before_a is not None and before_b is not None:
+        changed_a, changed_b = not _same_rating(ra, before_a), not _same_rating(rb, before_b)
+        if changed_a != changed_b:
+            return (a if changed_a else b), "changed since the last run"
+        if not changed_a:
+            won_a, won_b = (b, item, ra.value) in copying, (a, item, rb.value) in copying
+            if won_a != won_b:
+                return (a if won_a else b), "its copy still waits"
+    return (a if ra.at >= rb.at else b), "newer"
 
 
 def _mass_removal(

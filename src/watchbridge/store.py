@@ -2283,6 +2283,24 @@ class Store:
             for row in rows
         ]
 
+    def waiting_rating_copies(
+        self, profile: str, link: str
+    ) -> list[tuple[str, dict[str, Any], int]]:
+        """(target, item, value) of the ratings `link` queued for `profile` not delivered yet,
+        dead letters too (the choice they carry still stands until one is discarded)."""
+        rows = self._query(
+            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
+            " AND status IN ('pending', 'inflight', 'dead')"
+            " AND json_extract(payload, '$.link') = ?",
+            (profile, link),
+        )
+        copies = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            if isinstance(payload.get("rating"), int):
+                copies.append((row["target"], payload["item"], payload["rating"]))
+        return copies
+
     def delivered_webhook_plays(
         self, profile: str, target: str
     ) -> list[tuple[str, dict[str, Any], float, str | None]]:

@@ -568,6 +568,7 @@ async def _plan_profile(
     done_at = {stone: done for stone, done in stones.items() if done is not None}
     paired = await asyncio.to_thread(load_same_viewing, store, name, profile)
     kept_off = await asyncio.to_thread(store.kept_off, profile, name)
+    copying = await asyncio.to_thread(_copying_ratings, store, profile, name)
     # A kind new to the link meets the other side for the first time: what its baseline holds
     # was read, never synced (a rating cleared on one side meanwhile is no removal to copy).
     baseline = without_kinds(baseline, adding)
@@ -584,6 +585,7 @@ async def _plan_profile(
         paired,
         kept_off={(k.target, k.record) for k in kept_off},
         unchecked=checked.read_empty,
+        copying=copying,
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
@@ -814,6 +816,17 @@ def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float |
         if key is not None:
             removing.add((target, key, queued_at))
     return removing
+
+
+def _copying_ratings(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
+    """(target, item key, value) of the ratings `link` queued and not delivered yet (see
+    `reconcile._winner`)."""
+    copying = set()
+    for target, item, value in store.waiting_rating_copies(profile, link):
+        key = key_for_ref(ref_from_dict(item))
+        if key is not None:
+            copying.add((target, key, value))
+    return copying
 
 
 def _holds_state(side: Side) -> bool:
