@@ -1149,3 +1149,26 @@ async def test_a_trakt_rating_after_a_switch_to_point_100_is_written_though_4_st
     await rig.sync_and_deliver()
     assert anilist.snapshot()[AOT_P2]["score"] == 70
     assert [r.rating for r in trakt.ratings()] == [7]
+
+
+async def test_a_trakt_rating_hidden_by_a_coarser_format_wins_once_the_format_shows_it(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    """7/10 on AniList reached Trakt as 7. In POINT_5 (4 stars for both 70 and 80) the user
+    rates it 8 on Trakt: nothing to write. Back in POINT_10, AniList shows 7 again: its score
+    did not change (the last run held it as Trakt's 80, the value it looked the same as), so
+    Trakt's newer 8 wins, as the dates say, and is not set back to the older 7."""
+    anilist.viewer.score_format = "POINT_10"
+    anilist.add_entry(
+        AOT_P2, status="COMPLETED", progress=12, score=70, updated_at=int(time.time() - 3 * DAY)
+    )
+    await rig.sync_and_deliver()
+    assert [r.rating for r in trakt.ratings()] == [7]
+    anilist.viewer.score_format = "POINT_5"
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    rate_on_trakt(trakt, show.seasons[4], 8)
+    await rig.sync_and_deliver()
+    assert (anilist.snapshot()[AOT_P2]["score"], [r.rating for r in trakt.ratings()]) == (70, [8])
+    anilist.viewer.score_format = "POINT_10"
+    await rig.sync_and_deliver(full=True)  # (AniList says nothing changed: the daily full read)
+    assert (anilist.snapshot()[AOT_P2]["score"], [r.rating for r in trakt.ratings()]) == (80, [8])

@@ -348,6 +348,23 @@ def test_a_rating_read_with_a_new_date_but_the_same_value_is_no_change() -> None
     assert [w[:2] for w in rating_writes(plan(TWO_WAY, current, baseline))] == [("trakt", 60)]
 
 
+def test_a_value_that_moved_without_its_date_is_no_change() -> None:
+    # AniList's 70 was held as Trakt's 80 (both 4 stars in POINT_5): the baseline keeps 80, at
+    # the score's own date. In POINT_10 it is 70 again, at that date: Trakt's newer 8 wins.
+    anilist = Link(services=["anilist", "trakt"])
+    baseline = {
+        "anilist": side(ratings={EP1: Rated(80, DAY)}),
+        "trakt": side(ratings={EP1: Rated(80, 5 * DAY)}),
+    }
+    current = {
+        "anilist": side(ratings={EP1: Rated(70, DAY)}),
+        "trakt": side(ratings={EP1: Rated(80, 5 * DAY)}),
+    }
+    assert rating_writes(plan(anilist, current, baseline)) == [
+        ("anilist", 80, "ratings differ: trakt wins (newer)")
+    ]
+
+
 @pytest.mark.parametrize(
     "baseline",
     [

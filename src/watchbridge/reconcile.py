@@ -954,6 +954,15 @@ def _same_rating(now: Rated | None, before: Rated | None) -> bool:
     return now is not None and before is not None and now.value == before.value
 
 
+def _changed(now: Rated, before: Rated) -> bool:
+    """Whether a side's rating changed since its baseline: another value (by value, as
+    `_same_rating`), dated otherwise. Every change a side reads moves the date too; a value
+    alone moves where AniList's score stood as the other side's value the user's format
+    showed alike (`readers.anilist.same_in_format`, kept in the baseline) and a format that
+    tells them apart shows the score's own again, at its own date: no change of the user's."""
+    return not _same_rating(now, before) and now.at != before.at
+
+
 def _unwatched_partners(
     removed: Iterable[Play], target: Iterable[Play], pairs: list[tuple[Play, Play]]
 ) -> list[tuple[Play, Play]]:
@@ -1123,7 +1132,7 @@ def _winner(
     """The side whose rating of `item` wins (both hold one, and they differ), and why.
 
     `prefer: newest-wins` is a three-way merge with the baseline: the side whose rating
-    changed since the last run (each compared with its own baseline, by value) wins, whatever
+    changed since the last run (each compared with its own baseline, `_changed`) wins, whatever
     the dates: its change is the newest event. Dates alone mislead (an older rating showing
     again once a newer one is deleted is a change dated long ago). Both changed, or either
     side's baseline lacks the item (a first run, a kind new to the link): the newer date.
@@ -1139,7 +1148,7 @@ def _winner(
     before_a = baseline.get(a, Side()).ratings.get(item)
     before_b = baseline.get(b, Side()).ratings.get(item)
     if before_a is not None and before_b is not None:
-        changed_a, changed_b = not _same_rating(ra, before_a), not _same_rating(rb, before_b)
+        changed_a, changed_b = _changed(ra, before_a), _changed(rb, before_b)
         if changed_a != changed_b:
             return (a if changed_a else b), "changed since the last run"
         if not changed_a:
