@@ -44,3 +44,39 @@ def test_zero_or_missing_means_unrated(unrated: float | None) -> None:
 @pytest.mark.parametrize(("internal", "trakt"), [(75, 8), (74, 7), (5, 1), (100, 10), (1, 1)])
 def test_trakt_rounds_halves_up_and_never_leaves_1_to_10(internal: int, trakt: int) -> None:
     assert ratings.to_trakt(internal) == trakt
+
+
+def test_a_rating_above_ten_reads_as_the_top_of_the_scale() -> None:
+    assert ratings.from_ten(12) == 100
+
+
+def test_the_smallest_rating_stays_a_rating_on_every_scale() -> None:
+    # Never 0: every service reads 0 as "not rated".
+    assert ratings.from_ten(0.01) == 1
+    assert ratings.to_ten_halves(1) == 0.5
+    assert ratings.to_serializd(1) == 1
+
+
+def test_a_rating_given_after_its_change_was_queued_is_overtaken_only_after_it() -> None:
+    assert ratings.overtaken_after(given_at=200.0, queued_at=100.0) == 200.0
+    assert ratings.overtaken_after(given_at=100.0, queued_at=200.0) == 200.0
+
+
+@pytest.mark.parametrize(
+    ("service", "internal", "kept"),
+    [
+        ("trakt", 75, 80),
+        ("serializd", 75, 80),
+        ("plex", 75, 75),
+        ("plex", 73, 75),
+        ("anilist", 73, 73),
+    ],
+)
+def test_each_service_keeps_what_its_scale_can_hold(service: str, internal: int, kept: int) -> None:
+    assert ratings.kept_by(service, internal) == kept
+
+
+def test_a_rating_and_what_it_became_on_a_coarser_side_are_one_rating() -> None:
+    assert ratings.same_on_both("plex", 75, "trakt", 80)  # Plex's 7.5 is 8 on Trakt
+    assert ratings.same_on_both("trakt", 80, "plex", 75)
+    assert not ratings.same_on_both("plex", 85, "trakt", 80)

@@ -60,7 +60,13 @@ def test_visible_values_follow_the_reference_table(
 
 @pytest.mark.parametrize(
     ("score_format", "score", "internal"),
-    [("POINT_5", 3, 60), ("POINT_3", 1, 30), ("POINT_3", 3, 90), ("POINT_10", 7, 70)],
+    [
+        ("POINT_5", 3, 60),
+        ("POINT_3", 1, 30),
+        ("POINT_3", 2, 60),
+        ("POINT_3", 3, 90),
+        ("POINT_10", 7, 70),
+    ],
 )
 def test_format_scores_read_as_the_reference_table_says(
     score_format: str, score: float, internal: int
