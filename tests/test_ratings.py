@@ -29,13 +29,6 @@ def test_serializd_round_trips(serializd: int) -> None:
     assert ratings.to_serializd(internal) == serializd
 
 
-@pytest.mark.parametrize("point", range(1, 101))
-def test_anilist_point_100_round_trips(point: int) -> None:
-    internal = ratings.from_point_100(point)
-    assert internal is not None
-    assert ratings.to_point_100(internal) == point
-
-
 @pytest.mark.parametrize("unrated", [0, -1, None])
 def test_zero_or_missing_means_unrated(unrated: float | None) -> None:
     assert ratings.from_ten(unrated) is None

@@ -39,15 +39,6 @@ def to_serializd(internal: int) -> int:
     return _clamp(_round_half_up(internal / 10), 1, 10)
 
 
-def from_point_100(value: int) -> int | None:
-    """AniList POINT_100 to internal; 0 means unrated."""
-    return None if value <= 0 else _clamp(value, 1, 100)
-
-
-def to_point_100(internal: int) -> int:
-    return _clamp(internal, 1, 100)
-
-
 # AniList: every score format, as the user sees it (reference anilist.md §8). Reading should
 # ask for `score(format: POINT_100)` (the raw value, lossless) and writing should use
 # `scoreRaw`; these conversions exist to compare in the user's visible format (no flapping:
