@@ -484,3 +484,29 @@ def test_a_mark_completing_a_viewing_in_progress_does_not_move_its_time_back() -
         (DAY_LATER + 6060, replace(event("stop", played=True), position_ms=None)),
     )
     assert kinds(intents) == ["watching:start", "watching:pause", "play"]
+
+
+def test_a_stop_exactly_at_the_threshold_is_a_play() -> None:
+    _, intents = run(event("start", 0), event("stop", 90))
+    assert kinds(intents) == ["watching:start", "play"]
+
+
+def test_a_start_just_past_the_first_moments_after_completion_is_no_rewatch() -> None:
+    # Only a start at <= 5 % begins the item again.
+    _, intents = run(event("stop", 95), event("start", 5.5), event("stop", 97))
+    assert kinds(intents) == ["play"]
+
+
+def test_a_position_just_past_half_way_after_a_position_less_start_is_the_same_viewing() -> None:
+    # Three minutes cannot have played to 55 %: a return into that viewing, not a restart.
+    intents = at_times(
+        (0.0, event("stop", 95)), (120.0, event("start")), (300.0, event("pause", 55))
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_progress_report_twenty_seconds_after_a_stop_was_sent_before_it() -> None:
+    intents = at_times(
+        (0.0, event("start", 0)), (1140.0, event("stop", 40)), (1160.0, event("progress", 39.9))
+    )
+    assert kinds(intents) == ["watching:start", "watching:pause"]
