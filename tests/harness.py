@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import itertools
@@ -32,19 +33,50 @@ PORT_BAND = 2500
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _FIRST_PORT = 20000 + _WORKER * PORT_BAND
 _PORTS = itertools.cycle(range(_FIRST_PORT, _FIRST_PORT + PORT_BAND))
+# Each port picked stays bound here (not listening) until this many more are picked: long past
+# its server's bind, and past a stop and a restart on the same port within a test.
+RESERVED_PORTS = 200
+_RESERVED: collections.deque[socket.socket] = collections.deque()
 
 
 def free_port() -> int:
-    """A port of this worker's band that nothing listens on now."""
+    """A port of this worker's band that nothing is bound to now, kept bound by this process
+    for a while. Other test runs on the machine (another checkout's suite, with the same bands)
+    then cannot pick it before our server binds it, nor take it while a test restarts its
+    service: a server of theirs on it would answer our readiness wait and our requests. Our
+    servers bind it all the same: they set SO_REUSEADDR, and the reservation does not listen."""
     for _ in range(PORT_BAND):
         port = next(_PORTS)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))  # without SO_REUSEADDR: fails if anyone holds it
+        except OSError:
+            sock.close()
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # now ours may bind it too
+        _RESERVED.append(sock)
+        while len(_RESERVED) > RESERVED_PORTS:
+            _RESERVED.popleft().close()
+        return port
     raise RuntimeError("no free port in this worker's band")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds a socket listening on `port` (Linux /proc)."""
+    listening: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(f"socket:[{fields[9]}]")
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(FileNotFoundError):  # it has exited
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):  # closed meanwhile
+                if os.readlink(fd) in listening:
+                    return True
+    return False
 
 
 def write_config(directory: Path, body: str = "", port: int | None = None) -> Path:
@@ -176,15 +208,20 @@ def watchbridge(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]
     return subprocess.CompletedProcess(list(args), code, said, told)
 
 
-def wait_ready(base_url: str, timeout: float = 10.0) -> float:
-    """Poll /readyz until 200; returns seconds waited."""
+def wait_ready(
+    base_url: str, timeout: float = 10.0, serving: Callable[[], bool] | None = None
+) -> float:
+    """Poll /readyz until 200, asked once `serving()` (if given) says the server that would
+    answer is the one the test started (it may raise to say that server is gone); returns
+    seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=0.5).status_code == 200:
-                return time.monotonic() - start
-        except httpx.TransportError:
-            pass
+        if serving is None or serving():
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=0.5).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.TransportError:
+                pass
         time.sleep(0.02)
     raise TimeoutError(f"{base_url} not ready after {timeout}s")
 
@@ -207,6 +244,11 @@ def start_logged(
         time.sleep(0.02)
     proc.kill()
     raise SystemExit(f"the server was not ready after {timeout:.0f} s:\n{log.read_text()}")
+
+
+# Starting takes ~1 s, and much longer on a machine busy with other work: a wait that only ends
+# early when the service has exited or is not ours.
+START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -242,11 +284,19 @@ class ServiceProcess:
         )
         if wait:
             try:
-                wait_ready(self.url)
+                wait_ready(self.url, START_TIMEOUT, serving=self._listening)
             except TimeoutError:
                 self.kill()
                 raise AssertionError(f"service did not start:\n{self.output()}") from None
         return self
+
+    def _listening(self) -> bool:
+        """Whether this process listens on its port: an answer from a server another test run
+        started there must not pass for ours; raises if it has exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"service exited during start-up:\n{self.output()}")
+        return listens(self.proc.pid, self.port)
 
     def terminate(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -296,8 +346,14 @@ class AppThread:
 
     def __enter__(self) -> AppThread:
         self.thread.start()
-        wait_ready(self.url)
+        wait_ready(self.url, START_TIMEOUT, serving=self._serving)
         return self
+
+    def _serving(self) -> bool:
+        """Whether our server has bound its port (not another test run's answering there)."""
+        if not self.thread.is_alive():
+            raise AssertionError(f"the app's server on port {self.port} stopped while starting")
+        return self.server.started
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
