@@ -112,7 +112,8 @@ def test_one_persons_lost_trakt_sign_in_holds_only_their_plays(
     wait_for(lambda: len(trakt.history()) == 1)
     for account, name, player in ((BOB_ID, "bob", "tablet2"), (1, "alice", "tv2")):
         assert post_plex(two, plex("media.play", account, name, player)).status_code == 202
-    time.sleep(2)
+    two.wait_for_output("deliveries paused")
+    time.sleep(2)  # a play of Bob's let through would have reached his Trakt by now
     assert trakt.history("bob") == []
     output = two.output()
     assert "deliveries paused" in output and "key=trakt:bob" in output
