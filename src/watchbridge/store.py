@@ -935,6 +935,12 @@ def _remember_account(conn: sqlite3.Connection, learnt: AccountLearnt, now: floa
     )
 
 
+def _links_running(conn: sqlite3.Connection, alive_since: float) -> list[str]:
+    """The links with a sync run alive (its lease renewed since `alive_since`), by name."""
+    query = f"SELECT DISTINCT link FROM sync_runs WHERE {_ALIVE} ORDER BY link"
+    return [str(link) for (link,) in conn.execute(query, (alive_since,))]
+
+
 def _session(conn: sqlite3.Connection, key: str, earlier: str | None = None) -> Session | None:
     """The session `key`, or the one an earlier release kept under `earlier` (as `key`)."""
     found = conn.execute("SELECT * FROM playback_sessions WHERE key = ?", (key,)).fetchone()
@@ -2929,13 +2935,7 @@ class Store:
         Refuses (nothing moved) while a sync run is alive, or once `new` has sign-ins or sync
         state of its own: two people's state, or two starts of one link, cannot be merged."""
         with self.transaction() as conn:
-            running = [
-                str(link)
-                for (link,) in conn.execute(
-                    f"SELECT DISTINCT link FROM sync_runs WHERE {_ALIVE} ORDER BY link",
-                    (now - lease,),
-                )
-            ]
+            running = _links_running(conn, now - lease)
             if running:
                 return ProfileMoved(
                     refused=f"a sync of {', '.join(running)} is running now: run this again "
@@ -3270,13 +3270,7 @@ class Store:
         what it writes after the reset would bring part of the forgotten state back, and its
         end could be recorded on a new run's record."""
         with self.transaction() as conn:
-            running = [
-                str(link)
-                for (link,) in conn.execute(
-                    f"SELECT DISTINCT link FROM sync_runs WHERE {_ALIVE} ORDER BY link",
-                    (now - lease,),
-                )
-            ]
+            running = _links_running(conn, now - lease)
             if running:
                 return running
             for table in ("outbox", "events", "cursors", "sync_runs", "playback_sessions"):
