@@ -116,6 +116,28 @@ def test_fail_next_after_handler_does_the_work_then_fails(
     assert fake.items == [{"a": 1}]
 
 
+def test_reshape_next_does_the_work_then_answers_in_another_shape(
+    fake: EchoFake, client: httpx.Client
+) -> None:
+    fake.reshape_next(1, lambda body: {"result": body}, route="POST /items")
+    answer = client.post("/items", json={"a": 1})
+    assert answer.status_code == 201 and answer.headers["x-request-id"] == "echo"
+    assert answer.json() == {"result": {"added": 1, "total": 1}}
+    assert fake.items == [{"a": 1}]
+    assert client.post("/items", json={"b": 2}).json() == {"added": 1, "total": 2}
+
+
+def test_reshape_always_may_change_the_answer_in_place(
+    fake: EchoFake, client: httpx.Client
+) -> None:
+    def without_added(body: dict[str, int]) -> None:
+        del body["added"]
+
+    fake.reshape_always(without_added, route="POST /items")
+    for n in (1, 2):
+        assert client.post("/items", json={"n": n}).json() == {"total": n}
+
+
 def test_fail_next_html_body_is_sent_as_html_without_app_headers(
     fake: EchoFake, client: httpx.Client
 ) -> None:

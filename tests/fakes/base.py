@@ -9,7 +9,9 @@ Knob rules: each request consumes at most one knob, the oldest queued one that a
 (route-scoped or global). ``fail_next`` and ``drop_next`` act *before* the handler, so a failed
 request never changes the fake's state (``after_handler=True`` is the exception: the work is
 done, then the connection is dropped or the failure answered). ``delay_next`` runs the handler
-at once and holds the answer back, like a slow server that did the work.
+at once and holds the answer back, like a slow server that did the work. ``reshape_next`` runs
+the handler and changes its JSON answer (a field renamed or removed, a number sent as text, a
+list wrapped in an object): a service that changed the shape of its answers.
 """
 
 from __future__ import annotations
@@ -173,12 +175,13 @@ class _Route:
 
 @dataclass
 class _Knob:
-    kind: str  # "fail" | "delay" | "drop"
+    kind: str  # "fail" | "delay" | "drop" | "reshape"
     remaining: int
     route: str | None
     response: Response | None = None
     seconds: float = 0.0
     after_handler: bool = False
+    change: Callable[[Any], Any] | None = None
 
     def applies(self, req: Request) -> bool:
         if self.route is None:
@@ -309,6 +312,16 @@ class FakeServer:
         """Close the connection of the next ``n`` requests without answering."""
         self._queue(_Knob("drop", n, route, after_handler=after_handler))
 
+    def reshape_next(self, n: int, change: Callable[[Any], Any], route: str | None = None) -> None:
+        """Run the handler of the next ``n`` requests, then answer ``change(its JSON)`` instead
+        (same status and headers): the service did the work and answered in another shape.
+        ``change`` may alter the decoded JSON in place and return None, or return a new value."""
+        self._queue(_Knob("reshape", n, route, change=change))
+
+    def reshape_always(self, change: Callable[[Any], Any], route: str | None = None) -> None:
+        """``reshape_next`` for every request from now on (a service that changed for good)."""
+        self.reshape_next(10**9, change, route)
+
     def clear_knobs(self) -> None:
         """Forget the misbehaviour still queued (the outage is over)."""
         with self.lock:
@@ -366,7 +379,17 @@ class FakeServer:
         resp.headers = {**self.default_headers, **resp.headers}
         if knob is not None and knob.response is not None:
             return knob.response  # fail_next(after_handler=True)
+        if knob is not None and knob.change is not None:
+            return _reshaped(resp, knob.change)
         return None if kind == "drop" else resp
+
+
+def _reshaped(resp: Response, change: Callable[[Any], Any]) -> Response:
+    """``resp`` with its JSON body passed through ``change`` (see ``reshape_next``)."""
+    data = json.loads(resp.body) if resp.body else None
+    changed = change(data)
+    body = json.dumps(data if changed is None else changed).encode()
+    return Response(resp.status, body, {**resp.headers, "Content-Type": JSON_TYPE})
 
 
 def _to_response(result: Response | dict[str, Any] | list[Any] | None) -> Response:
