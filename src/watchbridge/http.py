@@ -58,6 +58,20 @@ class ServiceError(WatchbridgeError):
         self.retry_after = retry_after
 
 
+NOTHING_TAKEN = "nothing is synced from it until it reads again"
+
+
+def changed_answer(name: str, what: str, then: str = NOTHING_TAKEN) -> str:
+    """The one way every client says that `name` (the service as a user knows it) answered
+    `what` in a shape watchbridge does not know (a field renamed or gone, a number sent as
+    text, a list wrapped in an object), and `then`, what watchbridge does meanwhile. What
+    could not be read is never taken as gone: that would remove it from the other side."""
+    return (
+        f"{what}: {name} may have changed its answers, and watchbridge may need an update "
+        f"(see Troubleshooting in the README); {then}"
+    )
+
+
 class Unavailable(ServiceError):
     """Down, overloaded, timing out or unreachable: try again later.
 

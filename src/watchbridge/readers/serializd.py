@@ -43,6 +43,7 @@ from watchbridge.deliver.serializd import (
     RATINGS,
     TICK_RECORD,
 )
+from watchbridge.http import changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.ratings import to_serializd
@@ -233,6 +234,25 @@ def unplaced(
         key: rated
         for key, rated in baseline.ratings.items()
         if key not in read.ratings and _tmdb_show_of(key) in shows
+    }
+    return plays, ratings
+
+
+def unread_kept(
+    unreadable: Collection[int], baseline: Side | None, read: Side, rows: Mapping[str, str]
+) -> tuple[tuple[Play, ...], dict[str, Rated]]:
+    """The plays and ratings of diary entries a read could not parse (`unreadable`, their
+    ids), as the baseline had them: still in the diary, they are no removals. A rating is
+    kept when one of its rows (`rows`: item -> the ids holding its rating, `rating_rows`) is
+    unreadable. Pure."""
+    if not unreadable or baseline is None:
+        return (), {}
+    records = {str(i) for i in unreadable}
+    plays = tuple(p for p in baseline.plays if p.record in records)
+    ratings = {
+        key: rated
+        for key, rated in baseline.ratings.items()
+        if key not in read.ratings and records & set(rows.get(key, "").split(","))
     }
     return plays, ratings
 
@@ -498,8 +518,9 @@ class SerializdReader:
         written = await self._written(profile)
         ours = await self._rated(profile)
         if full:
-            diary = await self.client.diary(profile)
-            ids = {e.id for e in diary}
+            whole_diary = await self.client.diary_read(profile)
+            diary = whole_diary.entries
+            ids = {e.id for e in diary} | whole_diary.unreadable
             read = serializd_side(diary, ours | await self._unanswered(profile, diary))
             kept, kept_ratings = unplaced(diary, baseline, read)
             if kept or kept_ratings:
@@ -509,6 +530,19 @@ class SerializdReader:
                     extra={"profile": profile, "entries": len(kept) + len(kept_ratings)},
                 )
             before = json.loads(cursors.get("rating_rows") or "{}")
+            unread, unread_ratings = unread_kept(whole_diary.unreadable, baseline, read, before)
+            if whole_diary.unreadable:
+                count = len(whole_diary.unreadable)
+                log.warning(
+                    changed_answer(
+                        "Serializd",
+                        f"{count} of {count + len(diary)} diary entries have no show or date "
+                        "watchbridge can read",
+                        "the plays and ratings read from them before are kept, new ones wait",
+                    ),
+                    extra={"profile": profile, "unreadable_ids": sorted(whole_diary.unreadable)},
+                )
+            kept, kept_ratings = kept + unread, {**kept_ratings, **unread_ratings}
             ratings = edited_since({**kept_ratings, **read.ratings}, baseline, before, self.clock())
             ticked = ticked_by_us(baseline, await self._ticked(profile))
             side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)

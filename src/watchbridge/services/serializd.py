@@ -38,6 +38,7 @@ from watchbridge.http import (
     PerLoop,
     ServiceError,
     Unavailable,
+    changed_answer,
     shown_url,
 )
 from watchbridge.loose import whole
@@ -48,6 +49,7 @@ from watchbridge.services.trakt import TokenStore
 log = logging.getLogger(__name__)
 
 SERVICE = "serializd"
+NAME = "Serializd"  # as a user knows it, in messages
 APP_ID = "serializd_vercel"  # X-Requested-With: the header that matters (§1)
 SITE = "https://www.serializd.com"  # Origin / Referer (§1: sent by most clients, cheap)
 DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls §4.3)
@@ -361,7 +363,7 @@ def _day(value: object) -> str | None:
 
 
 def parse_diary_entry(row: Any) -> DiaryEntry | None:
-    """One diary row, read loosely; None (logged) when it lacks an id, a show or any date."""
+    """One diary row, read loosely; None when it lacks an id, a show or any date."""
     if not isinstance(row, dict):
         return None
     entry_id, show_id = whole(row.get("id")), whole(row.get("showId"))
@@ -369,7 +371,6 @@ def parse_diary_entry(row: Any) -> DiaryEntry | None:
     watched_at = parse_iso(row.get("backdate"))
     watched_at = watched_at if watched_at is not None else date_added
     if entry_id is None or show_id is None or watched_at is None:
-        log.warning("skipping an unreadable Serializd diary row", extra={"row_id": row.get("id")})
         return None
     season_id = whole(row.get("seasonId"))
     rating = whole(row.get("rating")) or 0
@@ -395,11 +396,38 @@ def parse_diary_entry(row: Any) -> DiaryEntry | None:
 
 
 def parse_diary_page(data: Any) -> tuple[list[DiaryEntry], int | None]:
-    """`{reviews, totalPages, totalReviews}` -> (entries, total pages or None if missing)."""
+    """`{reviews, totalPages, totalReviews}` -> (entries, total pages or None if missing).
+    Rows that cannot be read are left out (`unreadable_diary_ids` names them)."""
     if not isinstance(data, dict) or not isinstance(data.get("reviews"), list):
-        raise SerializdError(SERVICE, "the diary answer has no `reviews` list")
+        raise SerializdError(
+            SERVICE, changed_answer(NAME, "the diary answer has no `reviews` list")
+        )
     entries = [e for row in data["reviews"] if (e := parse_diary_entry(row)) is not None]
     return entries, whole(data.get("totalPages"))
+
+
+def unreadable_diary_ids(data: Any) -> set[int]:
+    """The ids of a diary page's rows that `parse_diary_entry` cannot read (no show or date
+    in a form known). A row without even an id cannot be told from any other, nor its play
+    kept: SerializdError."""
+    rows = data.get("reviews") if isinstance(data, dict) else None
+    unread = [row for row in rows or [] if parse_diary_entry(row) is None]
+    found = (whole(row.get("id")) if isinstance(row, dict) else None for row in unread)
+    ids = {i for i in found if i is not None}
+    if len(ids) < len(unread):
+        raise SerializdError(
+            SERVICE,
+            changed_answer(NAME, f"{len(unread) - len(ids)} diary entries on a page have no id"),
+        )
+    return ids
+
+
+@dataclass(frozen=True)
+class DiaryRead:
+    """A whole diary as read: its entries, and the ids of the rows it could not read."""
+
+    entries: list[DiaryEntry]
+    unreadable: frozenset[int] = frozenset()
 
 
 def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | None]:
@@ -954,7 +982,13 @@ class SerializdClient:
     async def diary(self, profile: str) -> list[DiaryEntry]:
         """Every diary entry (all pages; the server's order is not reliable, §5.1), newest
         watch first, each id once."""
-        return await self._diary_pages(profile, known_ids=None)
+        return (await self.diary_read(profile)).entries
+
+    async def diary_read(self, profile: str) -> DiaryRead:
+        """`diary`, with the ids of the rows that could not be read."""
+        unreadable: set[int] = set()
+        entries = await self._diary_pages(profile, known_ids=None, unreadable=unreadable)
+        return DiaryRead(entries, frozenset(unreadable))
 
     async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
         """The entries whose ids are not in `known_ids`, reading pages from the first and
@@ -962,7 +996,9 @@ class SerializdClient:
         so an old entry on a page never ends the scan by itself)."""
         return await self._diary_pages(profile, known_ids=known_ids)
 
-    async def _diary_pages(self, profile: str, known_ids: set[int] | None) -> list[DiaryEntry]:
+    async def _diary_pages(
+        self, profile: str, known_ids: set[int] | None, unreadable: set[int] | None = None
+    ) -> list[DiaryEntry]:
         found: dict[int, DiaryEntry] = {}
         page, previous = 1, list[Any]()
         totals: list[int | None] = []  # each page's `totalReviews` (int or null, §5.1)
@@ -970,6 +1006,8 @@ class SerializdClient:
             what = f"diary page {page}"
             data = await self._read(profile, self._user_path("diary"), what, {"page": page})
             entries, total_pages = parse_diary_page(data)
+            if unreadable is not None:
+                unreadable |= unreadable_diary_ids(data)
             totals.append(whole(data.get("totalReviews")))
             if known_ids is None:
                 whole_read(page, total_pages, [e.id for e in entries], previous, what)

@@ -1,0 +1,96 @@
+"""Services that change the shape of their answers while the household runs watchbridge
+unattended: a field renamed or gone, a number sent as text, a date in another form, a list
+wrapped in an object. Driven against the fakes (`reshape_next`/`reshape_always`), each must
+fail visibly, naming the service and that watchbridge may need an update, and never remove
+what could not be read nor take a write it could not understand for done."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.test_sync_scenarios import (
+    breaking_bad_on_serializd,
+    breaking_bad_on_trakt,
+    log,
+    trakt_plays,
+)
+from watchbridge.services.serializd import SerializdError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    return breaking_bad_on_trakt(start_fake)
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
+    return breaking_bad_on_serializd(start_fake)
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    """The Trakt <-> Serializd link, applying its first run, removals held above half."""
+    use_fast_readers(monkeypatch)
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 0.5")
+    yield rig
+    await rig.aclose()
+
+
+DIARY = "GET /api/user/{username}/diary"
+UPDATE = "Serializd may have changed its answers, and watchbridge may need an update"
+
+
+def dates_in_milliseconds(first: int) -> Any:
+    """The diary's first `first` rows dated in epoch milliseconds instead of ISO text."""
+
+    def change(body: dict[str, Any]) -> None:
+        for row in body["reviews"][:first]:
+            row["dateAdded"] = row["backdate"] = 1_700_000_000_000
+
+    return change
+
+
+async def test_diary_rows_serializd_dates_another_way_keep_their_plays_and_say_so(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n in range(1, 8):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    assert len(trakt_plays(trakt)) == 7
+    serializd.reshape_always(dates_in_milliseconds(2), route=DIARY)
+    caplog.clear()
+    await rig.sync_and_deliver(full=True)
+    assert len(trakt_plays(trakt)) == 7  # the two unread plays were not removed from Trakt
+    told = [r for r in caplog.records if UPDATE in r.getMessage()]
+    assert len(told) == 1 and "2 of 7 diary entries" in told[0].getMessage()
+    assert told[0].levelname == "WARNING" and told[0].exc_info is None
+
+
+async def test_diary_rows_without_an_id_fail_the_read_whole(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    for n in range(1, 4):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+
+    def renamed_id(body: dict[str, Any]) -> None:
+        for row in body["reviews"]:
+            row["reviewId"] = row.pop("id")
+
+    serializd.reshape_always(renamed_id, route=DIARY)
+    with pytest.raises(SerializdError) as failed:
+        await rig.sync_and_deliver(full=True)
+    assert "3 diary entries on a page have no id" in failed.value.message
+    assert UPDATE in failed.value.message
+    assert len(trakt_plays(trakt)) == 3
