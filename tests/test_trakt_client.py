@@ -782,6 +782,23 @@ async def test_history_add_reports_unknown_items(
     assert len(trakt.history()) == 1
 
 
+async def test_a_history_add_answered_in_another_shape_is_not_taken_as_done(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Counts wrapped in an object: read as they were, `not_found` is empty and the unknown
+    # movie's play would be marked delivered and lost without a word.
+    signed_in(trakt, store)
+    known, unknown = a_movie(trakt), MediaRef("movie", Ids(imdb="tt9999999"))
+    trakt.reshape_next(1, lambda body: {"result": body}, route="POST /sync/history")
+    with pytest.raises(Unavailable) as failed:
+        await client.add_history(
+            PROFILE, [HistoryPlay(known, 1_700_000_000), HistoryPlay(unknown, 1_700_000_000)]
+        )
+    assert failed.value.outcome_unknown and not failed.value.answered  # looked for, not resent
+    assert "Trakt may have changed its answers" in failed.value.message
+    assert "without its `added` counts" in failed.value.message
+
+
 async def test_history_add_reports_an_episode_missing_under_its_show(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

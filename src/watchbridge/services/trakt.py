@@ -24,7 +24,14 @@ import httpx
 
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.errors import StoreError
-from watchbridge.http import Bucket, HttpClient, Pacer, ServiceError, Unavailable
+from watchbridge.http import (
+    Bucket,
+    HttpClient,
+    Pacer,
+    ServiceError,
+    Unavailable,
+    changed_answer,
+)
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
@@ -1326,6 +1333,18 @@ class TraktClient:
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
             answer = _decoded(response, dict, wrote=True)
+            if not isinstance(answer.get("added"), dict):
+                # Its `not_found` cannot be trusted either: an item Trakt did not find would
+                # be taken as written, and its play lost.
+                raise Unavailable(
+                    SERVICE,
+                    changed_answer(
+                        "Trakt",
+                        f"{path} answered {response.status_code} without its `added` counts",
+                        "the write is looked for on Trakt before it is sent again",
+                    ),
+                    outcome_unknown=True,
+                )
             added += added_count(answer)
             missing += not_found_refs(answer, [item for item, _ in batch])
         return WriteResult(added=added, not_found=missing)
