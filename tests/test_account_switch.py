@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ from watchbridge.maintenance import housekeeping
 from watchbridge.readers.plex import KEEP_WRITTEN_BEFORE, WRITTEN_BEFORE, plex_client
 from watchbridge.reconcile import UNDATED, Action, Play, Side
 from watchbridge.store import UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem, Store
-from watchbridge.sync import NeedsReview, outbox_rows, run_link
+from watchbridge.sync import NeedsReview, RunResult, outbox_rows, run_link
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -479,6 +480,99 @@ async def test_a_username_changed_on_serializd_is_the_same_account(
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1)]
     assert rig.store.get_cursor("serializd", PROFILE, "account") == "user alice_renamed"
     assert rig.store.dead_letters() == []
+
+
+async def renamed_while_the_token_expired(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    app: TraktApp,
+    account: tuple[str, str],
+) -> tuple[list[RunResult], list[tuple[int, int, str]]]:
+    """alice's four plays synced; then she renames herself on Serializd and the token expires
+    (yearly) before any read met the rename; the link runs three times signed in as `account`
+    (alerts to `receiver`). The runs' results, and Trakt's plays before the rename."""
+    first = rig_with_alerts(tmp_path, trakt, serializd, receiver)
+    try:
+        await four_plays_on_both_sides(first, app, serializd, origin="serializd")
+    finally:
+        await first.aclose()
+    before = trakt_plays(trakt)
+    serializd.user.username = "alice_renamed"
+    serializd.expire_tokens()  # the next request signs in again, with the config's email
+    log(serializd, 2, 1, "2024-03-01T20:00:00.000Z")
+    rig = rig_with_alerts(tmp_path, trakt, serializd, receiver, account)
+    results = []
+    try:
+        for full in (False, True, False):
+            with contextlib.suppress(NeedsReview):
+                results.append(await rig.sync(full=full, alerts=rig.runtime.notifier))
+            await rig.deliver()
+    finally:
+        await rig.aclose()
+    return results, before
+
+
+async def test_a_username_changed_on_serializd_met_first_at_a_new_sign_in_is_the_same_account(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    app: TraktApp,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The token expired before any read met the rename: the sign-in with the same email (the
+    login Serializd knows the account by) answers to the new name, which proves the account
+    the same. The link goes on: no start over, no alert, nothing copied again or removed."""
+    use_fast_readers(monkeypatch)
+    caplog.set_level(logging.INFO, logger="watchbridge.accounts")
+
+    results, before = await renamed_while_the_token_expired(
+        tmp_path, trakt, serializd, receiver, app, ALICE[:2]
+    )
+
+    assert len(results) == 3
+    assert all(not p.restarted and not p.first_run for r in results for p in r.plans)
+    assert account_alerts(receiver) == []
+    assert trakt_plays(trakt) == [*before, (2, 1, "2024-03-01")]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1)]
+    store = Store.open(tmp_path / "wb.db")
+    try:
+        assert store.get_cursor("serializd", PROFILE, "account") == "user alice_renamed"
+        assert store.dead_letters() == []
+    finally:
+        store.close()
+    said = [r.getMessage() for r in caplog.records if "renamed on the service" in r.getMessage()]
+    assert said == [
+        f"profile {PROFILE}: serializd is now user alice_renamed (was user alice_tv), renamed "
+        "on the service: the same sign-in answers to it, so it is the same account, and its "
+        "links carry on"
+    ]
+
+
+async def test_a_new_sign_in_with_another_email_after_a_rename_is_another_account(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    app: TraktApp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same rename and expiry, but the config now signs in with bob's email: another
+    Serializd account, whatever alice's old sign-in was called. It is told in an alert and
+    the link starts over."""
+    use_fast_readers(monkeypatch)
+    serializd.add_user(*BOB)
+
+    results, _ = await renamed_while_the_token_expired(
+        tmp_path, trakt, serializd, receiver, app, BOB[:2]
+    )
+
+    assert results[0].plans[0].restarted
+    (alert,) = account_alerts(receiver)
+    assert "profile me: serializd is now user bob_tv (was user alice_tv)" in alert["message"]
 
 
 def diary_plays_of(serializd: FakeSerializd, user: Any) -> list[tuple[int, int, str]]:

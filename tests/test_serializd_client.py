@@ -246,6 +246,36 @@ async def test_a_username_changed_on_serializd_is_followed_without_signing_in_ag
     assert fake.count("POST", LOGIN) == 1  # the token was asked whose it is, not replaced
 
 
+@pytest.mark.parametrize(
+    ("stored_email", "formerly"),
+    [
+        (EMAIL.upper(), ["alice_tv"]),  # the same login (emails are not case-sensitive)
+        (None, []),  # an older release kept no email: a rename cannot be told, as before
+    ],
+)
+async def test_a_username_changed_on_serializd_and_met_at_a_new_login_is_known_by_its_email(
+    client: SerializdClient,
+    fake: FakeSerializd,
+    store: Store,
+    stored_email: str | None,
+    formerly: list[str],
+) -> None:
+    fake.log_entry(None, 1396, 1, 1)
+    await client.login(PROFILE)
+    signed_in = store.get_token("serializd", PROFILE)
+    assert signed_in is not None
+    store.put_token("serializd", PROFILE, {**signed_in, "email": stored_email}, time.time())
+    fake.user.username = "alice_renamed"
+    fake.expire_tokens()  # before any read met the rename: the next one logs in again
+
+    assert len(await client.diary(PROFILE)) == 1
+    stored = store.get_token("serializd", PROFILE)
+    assert stored is not None and stored["username"] == "alice_renamed"
+    assert stored["formerly"] == formerly  # one account under both (accounts.sign_in_names)
+    assert stored["email"] == EMAIL
+    assert fake.count("POST", LOGIN) == 2
+
+
 async def test_token_expiry_claim_is_read() -> None:
     token = load("login-response.json")["token"]
     assert token_expiry(token) == parse_iso("2027-07-01T12:00:00Z")

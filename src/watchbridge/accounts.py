@@ -29,8 +29,8 @@ and so do the plays (undated ones: they tell nothing of whose the account is eit
 watchlist titles and ratings that side would copy to the other.
 
 A user renamed on the service is the same account when the same sign-in answers to the new
-name (Serializd's token after a rename in its settings: `sign_in_names`): the identity on
-record follows it, and nothing starts over.
+name (Serializd's token after a rename in its settings, or a new login with the same email:
+`sign_in_names`): the identity on record follows it, and nothing starts over.
 
 An identity is `|`-separated parts, each with its label (a Plex server's machine id, then the
 profile's account on it); an empty part is one not known yet, and matches any.
@@ -187,8 +187,9 @@ class AccountChange:
             return (
                 f"put {profile}'s own email and password back in "
                 f"profiles.{profile}.accounts.serializd and restart (a username changed in "
-                "Serializd's settings that watchbridge first saw at a new sign-in counts as "
-                "another account too: then nothing is wrong)"
+                "Serializd's settings that watchbridge first saw at a sign-in with another "
+                "email, or with a pasted token, counts as another account too: then nothing is "
+                "wrong)"
             )
         if self.service == "anilist":
             return (
@@ -294,9 +295,10 @@ def note_account(
 def sign_in_names(store: Store, service: str, profile: str) -> tuple[str, ...]:
     """The identities the profile's sign-in to `service` answers to now (first) and answered
     to before, when it was renamed: Serializd's token keeps working after a rename in its
-    settings and says the new username, and the token's `formerly` keeps the old ones, all
-    one account. Empty when never renamed; a new sign-in (another email, a pasted token)
-    forgets them."""
+    settings and says the new username, and so does a new login with the same email (one
+    email is one account); the sign-in's `formerly` keeps the old ones, all one account.
+    Empty when never renamed; a new sign-in with another email, or a pasted token, forgets
+    them."""
     stored = store.get_token(service, profile)
     formerly = stored.get("formerly") if isinstance(stored, dict) else None
     if not isinstance(stored, dict) or not isinstance(formerly, list) or not formerly:

@@ -94,9 +94,12 @@ class Session:
     username: str
     obtained_at: float
     expires_at: float | None = None  # from the JWT's own claim, when it has one
-    email: str | None = None  # whose email signed in (None: a pasted token, or stored before)
-    # Usernames this token had before, oldest first: Serializd answered the token with a new
-    # one (renamed in its settings), which proves them one account (`accounts.renamed`).
+    # The login (email) that signed in, as the config has it: not hashed, since the row holds
+    # the bearer token itself, far more to guard. None: a pasted token, or stored before.
+    email: str | None = None
+    # Usernames this sign-in had before, oldest first: Serializd answered the token, or a new
+    # login with the same email, with a new one (renamed in its settings), which proves them
+    # one account (`accounts.sign_in_names`).
     formerly: tuple[str, ...] = ()
 
     def usable(self, now: float) -> bool:
@@ -108,6 +111,12 @@ class Session:
         if account is None or self.email is None:
             return True
         return self.email.casefold() == account.email.casefold()
+
+    def same_login(self, account: SerializdAccount) -> bool:
+        """Whether this sign-in was made with `account`'s email: Serializd's login, which stays
+        with the account when its username changes. False when not known (a pasted token, or
+        a sign-in an older release stored without its email)."""
+        return self.email is not None and self.email.casefold() == account.email.casefold()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -809,7 +818,27 @@ class SerializdClient:
             raise SerializdError(SERVICE, "login answered without a token and username")
         self.tokens.cache_put(REFUSED, profile, None, self.clock(), 0.0)
         log.info("signed in to Serializd", extra={"profile": profile, "username": username})
-        return self._save(profile, token, username, account.email)
+        return self._save(
+            profile, token, username, account.email, self._formerly(profile, account, username)
+        )
+
+    def _formerly(self, profile: str, account: SerializdAccount, username: str) -> tuple[str, ...]:
+        """The usernames the profile's sign-in with `account`'s email answered to before, now
+        that it answers to `username`: one email is one Serializd account, so another name
+        at a new sign-in with it (the token expired before any read met the rename) is that
+        account renamed in Serializd's settings, as `_renamed` learns it from a token. Empty
+        when the sign-in before was with another email, a pasted token, or stored without its
+        email (an older release): those cannot tell a rename from another account."""
+        before = self._load(profile)
+        if before is None or not before.same_login(account):
+            return ()
+        if before.username != username:
+            log.info(
+                "the Serializd username changed: the same email signed in as the new one (the "
+                "same account)",
+                extra={"profile": profile, "was": before.username, "username": username},
+            )
+        return tuple(n for n in (*before.formerly, before.username) if n != username)
 
     async def use_token(self, profile: str, token: str) -> str:
         """Adopt a pasted token (or `tvproject_credentials` cookie value) after checking it
