@@ -126,3 +126,97 @@ def test_a_second_420_while_paused_sends_no_second_alert() -> None:
 def test_pause_state_survives_a_round_trip_through_storage() -> None:
     pause = paused_at(250)
     assert Pause.from_dict(json.loads(json.dumps(pause.to_dict()))) == pause
+
+
+# ---------------------------------------------------------- edges found by mutating limits.py
+
+
+def test_an_executive_producer_or_original_vip_counts_as_vip() -> None:
+    assert parse_settings({"user": {"vip": False, "vip_ep": True}}).vip is True
+    assert parse_settings({"user": {"vip": False, "vip_og": True}}).vip is True
+    assert parse_settings({"user": {"vip": False, "vip_ep": False, "vip_og": False}}).vip is False
+
+
+def test_420_headers_are_read_whatever_their_case() -> None:
+    headers = {"X-Account-Limit": "250", "X-VIP-User": "true", "X-Upgrade-URL": "https://u/vip"}
+    assert LimitHit.from_headers(headers) == LimitHit(
+        limit=250, vip=True, upgrade_url="https://u/vip"
+    )
+
+
+def test_a_free_accounts_alert_says_to_upgrade_to_vip() -> None:
+    alert = paused_at(250).alert_text()
+    assert "upgrade to Trakt VIP at https://trakt.tv/vip" in alert
+    assert "even with VIP" not in alert
+
+
+def test_a_vip_accounts_alert_says_the_limit_is_reached_even_with_vip() -> None:
+    alert = paused_at(5000, vip=True).alert_text()
+    assert "reached even with VIP (see https://trakt.tv/vip)" in alert
+    assert "upgrade to Trakt VIP" not in alert
+
+
+def test_the_alert_names_the_limit_only_when_it_is_known() -> None:
+    assert "at its account limit (250 items):" in paused_at(250).alert_text()
+    assert "at its account limit:" in paused_at(None).alert_text()
+
+
+def test_a_stored_pause_without_an_upgrade_url_reads_with_the_default_one() -> None:
+    stored = {"kind": "watchlist", "profile": "me", "limit": 250, "vip": False, "since": NOW}
+    assert Pause.from_dict(stored).upgrade_url == DEFAULT_UPGRADE_URL
+    assert Pause.from_dict({**stored, "upgrade_url": ""}).upgrade_url == DEFAULT_UPGRADE_URL
+
+
+def test_a_420_saying_vip_user_makes_the_alert_a_vip_one_whatever_the_settings_said() -> None:
+    hit = LimitHit(limit=5000, vip=True)
+    decision = decide("watchlist", "me", paused=None, limits=FREE, hit=hit, now=NOW)
+    assert decision.pause is not None and decision.pause.vip is True
+    assert decision.alert is not None and "even with VIP" in decision.alert
+
+
+def test_a_420_without_the_vip_header_takes_vip_from_the_settings() -> None:
+    decision = decide("watchlist", "me", paused=None, limits=VIP, hit=LimitHit(), now=NOW)
+    assert decision.pause is not None and decision.pause.vip is True
+
+
+def test_a_pause_records_how_many_items_the_kind_held() -> None:
+    full = decide("watchlist", "me", paused=None, limits=FREE, count=250, wanted=1, now=NOW)
+    assert full.pause is not None and full.pause.count == 250
+    hit = decide("watchlist", "me", paused=None, limits=FREE, count=249, hit=LimitHit(), now=NOW)
+    assert hit.pause is not None and hit.pause.count == 249
+
+
+def test_a_list_over_a_lowered_limit_pauses_instead_of_running_with_negative_room() -> None:
+    decision = decide("watchlist", "me", paused=None, limits=FREE, count=300, wanted=1, now=NOW)
+    assert decision.action == "pause" and decision.pause is not None
+
+
+def test_a_list_over_a_lowered_limit_with_nothing_to_add_has_no_room() -> None:
+    decision = decide("watchlist", "me", paused=None, limits=FREE, count=300, now=NOW)
+    assert decision.action == "run" and decision.capacity == 0
+
+
+def test_a_vip_change_alone_ends_a_pause() -> None:
+    same_limit = AccountLimits(vip=True, item_limits={"watchlist": 250})
+    decision = decide(
+        "watchlist", "me", paused=paused_at(250), limits=same_limit, count=10, wanted=1, now=NOW
+    )
+    assert decision.action == "resume" and decision.resolved is not None
+
+
+def test_a_pause_from_a_bare_420_ended_by_vip_tells_the_limit_was_unknown() -> None:
+    decision = decide(
+        "watchlist", "me", paused=paused_at(None), limits=VIP, count=10, wanted=1, now=NOW
+    )
+    assert decision.action == "resume"
+    assert decision.resolved == (
+        "Trakt watchlist limit of profile me changed (unknown -> 5000): "
+        "syncing the watchlist to Trakt resumes"
+    )
+
+
+def test_a_420_while_paused_keeps_the_first_pause_even_when_the_limits_changed() -> None:
+    pause = paused_at(250)
+    decision = decide("watchlist", "me", paused=pause, limits=VIP, hit=LimitHit(), now=NOW)
+    assert decision.action == "stay_paused" and decision.pause == pause
+    assert decision.alert is None and decision.resolved is None
