@@ -112,6 +112,14 @@ def test_a_raised_limit_that_is_still_too_small_pauses_again_at_the_new_limit() 
     assert decision.pause is not None and decision.pause.limit == 260
 
 
+def test_a_limit_that_changes_while_the_kind_stays_full_is_no_recovery() -> None:
+    bigger = AccountLimits(vip=False, item_limits={"watchlist": 260})
+    decision = decide(
+        "watchlist", "me", paused=paused_at(250), limits=bigger, count=260, wanted=3, now=NOW
+    )
+    assert decision.action == "pause" and decision.resolved is None
+
+
 def test_a_pause_from_a_bare_420_adopts_the_first_limit_read_afterwards() -> None:
     decision = decide("watchlist", "me", paused=paused_at(None), limits=FREE, wanted=1, now=NOW)
     assert decision.action == "stay_paused"

@@ -382,6 +382,29 @@ async def test_a_free_watchlist_at_its_limit_pauses_with_one_alert_until_the_lim
     assert receiver.titles()[-1].startswith("Resolved")
 
 
+async def test_a_limit_raised_while_the_watchlist_is_full_again_sends_no_resolved_notice(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(link, "Heat")
+    plex_add(link, "Arrival", "Batman Begins")
+    await link.watchlist(alerts=notifier)
+    assert receiver.titles() == ["Trakt watchlist full for me"]
+
+    link.trakt.set_limits(limits={"watchlist": {"item_count": 2}})  # Trakt raised it ...
+    trakt_add(link, "Arrival")  # ... and the person filled it on Trakt's site meanwhile
+    second = await link.watchlist(alerts=notifier)
+    assert second.limit is not None and second.limit.paused and not second.limit.resolved
+    assert not any(title.startswith("Resolved") for title in receiver.titles())
+    pause = load_pause(link.store, PROFILE, "watchlist")
+    assert pause is not None and pause.limit == 2  # the limit a later change is seen against
+
+    link.trakt.set_limits(limits={"watchlist": {"item_count": 10}})
+    third = await link.watchlist(alerts=notifier)
+    assert third.limit is not None and not third.limit.paused and third.limit.resolved
+    assert receiver.titles()[-1] == "Resolved: Trakt watchlist full for me"
+
+
 async def test_a_watchlist_404_alerts_at_once_and_recovers(
     link: Link, notifier: Notifier, receiver: AlertReceiver
 ) -> None:

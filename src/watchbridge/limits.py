@@ -184,7 +184,9 @@ def decide(
             since=now,
             count=count,
         )
-        return Decision("pause", pause, alert=pause.alert_text(), resolved=resolved)
+        # Full again at the changed limit: no recovery to tell (it would close the alert
+        # that is still true); the new pause holds the limit a later change is seen against.
+        return Decision("pause", pause, alert=pause.alert_text())
     return Decision("resume" if resolved else "run", None, resolved=resolved, capacity=capacity)
 
 
