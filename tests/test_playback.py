@@ -510,3 +510,50 @@ def test_a_progress_report_twenty_seconds_after_a_stop_was_sent_before_it() -> N
         (0.0, event("start", 0)), (1140.0, event("stop", 40)), (1160.0, event("progress", 39.9))
     )
     assert kinds(intents) == ["watching:start", "watching:pause"]
+
+
+def test_a_second_scrobble_minutes_after_a_position_less_start_is_the_same_viewing() -> None:
+    # Seven minutes cannot hold a viewing of a 100-minute film: back to the credits.
+    intents = at_times(
+        (0.0, event("stop", played=True)),
+        (60.0, event("start")),
+        (60.0 + 420, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_short_episodes_second_scrobble_sooner_than_most_of_its_length_is_the_same_viewing() -> (
+    None
+):
+    seven = MediaRef("episode", show_ids=Ids(tmdb="82728"), season=1, number=3)
+
+    def short(action: str, played: bool = False) -> MediaEvent:
+        return replace(event(action, played=played, item=seven), duration_ms=7 * MINUTE)
+
+    # 250 s after the start: under 80 % of the episode's 420 s.
+    intents = at_times(
+        (0.0, short("stop", played=True)), (60.0, short("start")), (310.0, short("stop", True))
+    )
+    assert kinds(intents) == ["play"]
+
+
+def test_a_position_less_completion_hours_after_a_resumed_playback_is_a_new_viewing() -> None:
+    # The rest watched in the afternoon; the evening's rewatch lost its start.
+    intents = at_times(
+        (0.0, event("stop", 92, played=True)),
+        (4 * 3600.0, event("start", 92)),
+        (4 * 3600.0 + DAY_LATER, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_position_less_completion_a_viewing_after_a_resumed_playback_stopped_is_new() -> None:
+    # Resumed at 60 %, stopped at 70 %: that playback ended; a scrobble 20 minutes later
+    # comes from another one, whose start was lost.
+    intents = at_times(
+        (0.0, event("stop", 95, played=True)),
+        (3600.0, event("start", 60)),
+        (3700.0, event("stop", 70)),
+        (4900.0, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
