@@ -338,6 +338,72 @@ async def test_a_power_cut_losing_a_ratings_ledger_record_costs_a_diary_read_not
     assert [entry.rating for entry in fake.diary()] == [8]
 
 
+DIARY = "GET /api/user/{username}/diary"
+CHANGED = "Serializd may have changed its answers, and watchbridge may need an update"
+
+
+def dates_in_milliseconds(body: dict[str, Any]) -> None:
+    """Every diary row dated in epoch milliseconds instead of ISO text (a changed answer)."""
+    for row in body["reviews"]:
+        row["dateAdded"] = row["backdate"] = 1_700_000_000_000
+
+
+async def test_a_play_whose_answer_was_lost_is_not_logged_again_while_the_diary_reads_otherwise(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # The entry landed; its retry finds the diary in a form it cannot read. Not seen there is
+    # not absent: sent again, the play would be logged twice.
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1, step=120)
+    fake.reshape_always(dates_in_milliseconds, route=DIARY)
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert len(fake.diary()) == 1 and fake.count("POST", REVIEWS_ADD) == 1
+    (row,) = waiting(runtime)
+    assert row["status"] == "pending" and row["last_error"].startswith("unknown outcome")
+    assert CHANGED in row["last_error"] and "the play sent before" in row["last_error"]
+    fake.clear_knobs()  # the diary reads again (Serializd went back, or an update reads it)
+    await drain(worker, runtime, clock, passes=3, step=3600)
+    assert len(fake.diary()) == 1 and fake.count("POST", REVIEWS_ADD) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_cleared_rating_waits_while_the_diary_rows_that_may_hold_it_cannot_be_read(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Taken for "no rating there", the removal was done and Serializd kept showing the stars.
+    fake.log_entry(None, SHOW, 1, 4, rating=6, is_log=False)
+    fake.reshape_always(dates_in_milliseconds, route=DIARY)
+    enqueue(runtime, "remove_rating", episode(4), clock() - 60)  # from a webhook: no record
+    await drain(worker, runtime, clock, passes=2, step=600)
+    (row,) = waiting(runtime)
+    assert row["status"] == "pending" and CHANGED in row["last_error"]
+    assert "its removal waits" in row["last_error"]
+    fake.clear_knobs()
+    await drain(worker, runtime, clock, passes=3, step=3600)
+    assert [e for e in fake.diary() if e.rating] == []
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_rating_that_waited_does_not_undo_a_newer_one_the_diary_cannot_read(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=60)
+    fake.fail_next(2, 503, route=f"POST {REVIEWS_ADD}")  # both inline attempts: it waits
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(3600)
+    fake.advance(3600)
+    fake.log_entry(None, SHOW, 1, 4, rating=9, is_log=False)  # rated on serializd.com since
+    fake.reshape_always(dates_in_milliseconds, route=DIARY)
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert [e.rating for e in fake.diary()] == [9]
+    fake.clear_knobs()
+    await drain(worker, runtime, clock, passes=3, step=3600)
+    assert [e.rating for e in fake.diary()] == [9]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_a_wrong_password_holds_the_profile_with_a_credentials_alert(
     runtime: Runtime, target: SerializdTarget, fake: FakeSerializd, clock: FakeClock
 ) -> None:

@@ -38,12 +38,16 @@ from watchbridge.deliver.worker import (
     service_hold,
     unsure,
 )
-from watchbridge.http import Unavailable
+from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import EXPECTED, UNDATED
 from watchbridge.services.serializd import (
+    NAME as SERVICE_NAME,
+)
+from watchbridge.services.serializd import (
+    SERVICE,
     DiaryEntry,
     SerializdAuthError,
     SerializdClient,
@@ -99,6 +103,7 @@ class Ledger:
     rated: dict[str, Any] = field(default_factory=dict)
     loaded: set[tuple[str, str]] = field(default_factory=set)  # (collection, key prefix)
     diary: list[DiaryEntry] | None = None  # read only when a row's outcome is unknown
+    unreadable: frozenset[int] = frozenset()  # ids of the diary's rows it could not read
 
 
 class AddUncertain(Exception):
@@ -473,16 +478,16 @@ class SerializdTarget:
         if isinstance(ours, int):
             ids.add(ours)
         if record == [""]:
-            if ledger.diary is None:
-                ledger.diary = await self.client.diary(ledger.profile)
-            ids |= {e.id for e in ledger.diary if place.holds(e) and not e.is_log and e.rating}
+            diary = await self._diary(ledger)
+            _unread_may_hold(ledger.unreadable, "a rating of the item", "its removal waits")
+            ids |= {e.id for e in diary if place.holds(e) and not e.is_log and e.rating}
         logged = False
         # Stars on a diary log: a link's read saw them (the record says), or nothing else
         # holds the rating. Read now: the user may have cleared them since (a retry).
         if holds_logged_stars(recorded) or not ids:
-            if ledger.diary is None:
-                ledger.diary = await self.client.diary(ledger.profile)
-            logged = any(place.holds(e) and e.is_log and e.rating for e in ledger.diary)
+            diary = await self._diary(ledger)
+            _unread_may_hold(ledger.unreadable, "a rating of the item", "its removal waits")
+            logged = any(place.holds(e) and e.is_log and e.rating for e in diary)
         for review in sorted(ids):
             if not await self._delete_review(ledger.profile, review):
                 return Dead(CANNOT_DELETE)
@@ -599,16 +604,20 @@ class SerializdTarget:
     async def _rated_since(self, ledger: Ledger, place: Place, at: float, key: str) -> bool:
         """Whether the user rated the item on Serializd after `at` (a rating that waited, an
         outage or a dead letter retried, would undo that: Serializd shows the newest row)."""
-        if ledger.diary is None:
-            ledger.diary = await self.client.diary(ledger.profile)
+        diary = await self._diary(ledger)
         own = (ledger.rated.get(key) or {}).get("review_id")
-        return any(
+        if any(
             place.holds(entry)
             and entry.rating
             and entry.id != own
             and entry.date_added > at + ratings.RATED_SLACK
-            for entry in ledger.diary
+            for entry in diary
+        ):
+            return True
+        _unread_may_hold(
+            ledger.unreadable - {own}, "a newer rating given on Serializd", "this rating waits"
         )
+        return False
 
     async def _find_in_diary(
         self,
@@ -620,13 +629,12 @@ class SerializdTarget:
         rating: int | None = None,
         own: object = None,
     ) -> DiaryEntry | None:
-        if ledger.diary is None:
-            ledger.diary = await self.client.diary(ledger.profile)
+        diary = await self._diary(ledger)
         # An entry already accounted for is another play of the same item (whose ledger
         # entries the caller loaded).
         taken = {v.get("review_id") for v in (*ledger.plays.values(), *ledger.rated.values())}
         taken.discard(own)
-        for entry in ledger.diary:
+        for entry in diary:
             if (
                 place.holds(entry)
                 and entry.is_log == is_log
@@ -635,7 +643,18 @@ class SerializdTarget:
                 and entry.id not in taken
             ):
                 return entry
+        # Not seen is not absent: sent again, an entry that landed unread would be doubled.
+        what = "the play" if is_log else "the rating"
+        _unread_may_hold(ledger.unreadable - taken, f"{what} sent before", "it is not sent again")
         return None
+
+    async def _diary(self, ledger: Ledger) -> list[DiaryEntry]:
+        """The account's diary, read once per batch (with the ids of the rows it could not
+        read, in `ledger.unreadable`)."""
+        if ledger.diary is None:
+            read = await self.client.diary_read(ledger.profile)
+            ledger.diary, ledger.unreadable = read.entries, read.unreadable
+        return ledger.diary
 
     async def _place(self, item: MediaRef) -> Place | Retry:
         """The item's Serializd coordinates, or a Retry when they cannot be known yet."""
@@ -720,6 +739,21 @@ class SerializdTarget:
             await asyncio.to_thread(
                 self.store.cache_put, SEASONS_CACHE, tmdb, None, self.clock(), 0.0
             )
+
+
+def _unread_may_hold(unread: frozenset[int], what: str, then: str) -> None:
+    """SerializdError (the row retries, keeping its marks) when diary rows watchbridge could
+    not read (`unread`, their ids) may hold `what`, which the step deciding `then` must see."""
+    if unread:
+        raise SerializdError(
+            SERVICE,
+            changed_answer(
+                SERVICE_NAME,
+                f"{len(unread)} diary entries have no show or date watchbridge can read, "
+                f"and {what} may be one of them",
+                f"{then} until the diary reads again",
+            ),
+        )
 
 
 def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[str, Any]] | None:
