@@ -2273,6 +2273,37 @@ async def test_a_live_stop_whose_first_try_landed_meets_a_409_and_is_done(
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+def _conflict_undated(body: dict[str, Any]) -> dict[str, Any]:
+    """A scrobble 409 whose `watched_at` comes renamed (Trakt changed its answer)."""
+    return {"watchedAt": body.pop("watched_at"), **body}
+
+
+@pytest.mark.parametrize("rewatch", [True, False], ids=["a rewatch", "its own first try"])
+async def test_a_409_without_a_readable_watched_at_is_looked_for_not_taken_for_done(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, rewatch: bool
+) -> None:
+    # Taken for this viewing sent before, the rewatch was lost without a word.
+    trakt.advance(clock() - trakt.now())
+    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    if rewatch:
+        runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+        await drain(worker, runtime, clock, passes=1)
+        clock.advance(50 * 60)  # watched again straight after: Trakt answers with a 409
+        trakt.advance(50 * 60)
+    else:
+        trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # answer lost
+    trakt.reshape_next(1, _conflict_undated, route="POST /scrobble/stop")
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p2", live=True)], clock())
+    await drain(worker, runtime, clock, passes=1)
+    ((error,),) = runtime.store.db.execute(
+        "SELECT last_error FROM outbox WHERE status = 'pending'"
+    ).fetchall()
+    assert error.startswith("unknown outcome") and "Trakt may have changed its answers" in error
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert len(trakt.history()) == (2 if rewatch else 1)
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
 async def test_a_sync_stopped_while_delivering_hands_its_rows_back_at_once(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

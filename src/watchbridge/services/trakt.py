@@ -1256,6 +1256,17 @@ class TraktClient:
         )
         if response.status_code == 409:
             stamped = _conflict_at(response)
+            if stamped is None and action == "stop":
+                # Taken for this viewing sent before, a rewatch inside Trakt's window would be
+                # lost; taken for an earlier one, this play could be doubled: look first.
+                raise TraktError(
+                    SERVICE,
+                    changed_answer(
+                        "Trakt",
+                        "scrobble stop answered 409 without a `watched_at` watchbridge can read",
+                        "the play is looked for in Trakt's history before it is sent again",
+                    ),
+                )
             recorded_at = None if stamped is None else stamped - self.clock_skew
             return ScrobbleResult(action="scrobble", duplicate=True, recorded_at=recorded_at)
         if response.status_code in (404, 422):
