@@ -16,9 +16,11 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
 from tests.linkrig import Rig, open_rig, use_fast_readers
 from tests.test_sync_scenarios import (
+    BB,
     breaking_bad_on_serializd,
     breaking_bad_on_trakt,
     log,
+    trakt_episodes,
     trakt_plays,
 )
 from watchbridge.services.serializd import SerializdError
@@ -94,3 +96,51 @@ async def test_diary_rows_without_an_id_fail_the_read_whole(
     assert "3 diary entries on a page have no id" in failed.value.message
     assert UPDATE in failed.value.message
     assert len(trakt_plays(trakt)) == 3
+
+
+WATCHED = "GET /api/user/{username}/watchedpage_v2/{page}"
+
+
+def seasons_as_objects(body: dict[str, Any]) -> None:
+    """The watched page's `seasonIds` become `seasons`, a list of objects."""
+    for item in body["items"]:
+        item["seasons"] = [{"id": i} for i in item.pop("seasonIds")]
+
+
+async def test_seasons_marked_in_a_shape_watchbridge_cannot_read_stay_marked_and_say_so(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, caplog: pytest.LogCaptureFixture
+) -> None:
+    serializd.mark(None, BB, 1)  # 7 plays from the mark
+    for n in range(1, 11):  # and 10 diary plays: losing the 7 stays under the removal guard
+        log(serializd, 2, n, f"2024-02-{n:02d}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    assert len(trakt_episodes(trakt)) == 17
+    serializd.reshape_always(seasons_as_objects, route=WATCHED)
+    caplog.clear()
+    await rig.sync_and_deliver(full=True)
+    assert len(trakt_episodes(trakt)) == 17  # the season still marked was not removed
+    told = [r for r in caplog.records if UPDATE in r.getMessage()]
+    assert len(told) == 1 and "1 of 1 shows on the watched pages" in told[0].getMessage()
+    assert told[0].levelname == "WARNING"
+    await rig.sync_and_deliver(full=True)  # the kept marks are kept again, not only once
+    assert len(trakt_episodes(trakt)) == 17
+
+
+async def test_watched_rows_without_a_show_id_fail_the_read_whole(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    serializd.mark(None, BB, 1)
+    for n in range(1, 11):
+        log(serializd, 2, n, f"2024-02-{n:02d}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+
+    def renamed_show_id(body: dict[str, Any]) -> None:
+        for item in body["items"]:
+            item["tmdbId"] = item.pop("showId")
+
+    serializd.reshape_always(renamed_show_id, route=WATCHED)
+    with pytest.raises(SerializdError) as failed:
+        await rig.sync_and_deliver(full=True)
+    assert "1 of 1 rows of watched page 1 have no show id" in failed.value.message
+    assert UPDATE in failed.value.message
+    assert len(trakt_episodes(trakt)) == 17

@@ -641,3 +641,22 @@ async def test_sample_diary_page_parses() -> None:
     assert no_backdate.season_number == 1 and no_backdate.review_text == "That episode."
     assert show_level.season_id is None and not show_level.is_log
     assert parse_diary_page(load("diary-page-empty.json")) == ([], 3)
+
+
+async def test_currently_watching_rows_without_a_show_id_fail_the_read(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    for tmdb in range(1, 4):
+        fake.add_show(tmdb, f"Show {tmdb}", {1: 3})
+        fake.start_watching(None, tmdb)
+
+    def one_show_id_gone(body: dict[str, Any]) -> None:
+        del body["items"][1]["showId"]
+
+    fake.reshape_always(
+        one_show_id_gone, route="GET /api/user/{username}/currently_watching_page/{page}"
+    )
+    with pytest.raises(SerializdError) as failed:
+        await client.currently_watching(PROFILE)
+    assert "1 of 3 rows of currently watching page 1 have no show id" in failed.value.message
+    assert "Serializd may have changed its answers" in failed.value.message

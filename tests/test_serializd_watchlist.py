@@ -329,3 +329,21 @@ async def test_a_watchlist_error_naming_the_profile_names_it_once(rig: Any) -> N
     said = "watchlist: serializd: Serializd rejects profile me even right after logging in ("
     assert error.startswith(said)
     assert said in (rig.store.last_runs()[0].error or "")  # the status page's line
+
+
+async def test_watchlist_rows_without_a_show_id_fail_the_read_and_remove_nothing(
+    link: Link,
+) -> None:
+    link.serializd_add("Severance", "Andor", "The Bear")
+    await link.watchlist(max_removal_share=0.5)
+    assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}
+
+    def first_show_id_renamed(body: dict[str, Any]) -> None:
+        body["items"][0]["tmdbId"] = body["items"][0].pop("showId")
+
+    link.serializd.reshape_always(first_show_id_renamed, route=f"GET {WATCHLIST_PAGE}")
+    with pytest.raises(ServiceError) as failed:
+        await link.watchlist(max_removal_share=0.5)
+    assert "1 of 3 rows of watchlist page 1 have no show id" in failed.value.message
+    assert "Serializd may have changed its answers" in failed.value.message
+    assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}  # nothing removed

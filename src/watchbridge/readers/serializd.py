@@ -657,8 +657,22 @@ class SerializdReader:
         marked show), else taken from the cursors."""
         cursors = self._cursors.setdefault(profile, {})
         if self._full.get(profile, True) or "marks" not in cursors:
-            shows = await self.client.watched_seasons(profile)
-            cursors["marks"] = json.dumps({str(s): ids for s, ids in shows}, sort_keys=True)
+            watched = await self.client.watched_read(profile)
+            marks = {str(s): ids for s, ids in watched.shows}
+            if watched.unreadable:
+                before = json.loads(cursors.get("marks") or "{}")
+                marks |= {str(s): before[str(s)] for s in watched.unreadable if str(s) in before}
+                count = len(watched.unreadable)
+                log.warning(
+                    changed_answer(
+                        "Serializd",
+                        f"{count} of {count + len(watched.shows)} shows on the watched pages "
+                        "have no seasons watchbridge can read",
+                        "the seasons marked watched read from them before are kept, new ones wait",
+                    ),
+                    extra={"profile": profile, "unreadable_shows": sorted(watched.unreadable)},
+                )
+            cursors["marks"] = json.dumps(marks, sort_keys=True)
         return {int(s): set(ids) for s, ids in json.loads(cursors["marks"]).items()}
 
     async def aclose(self) -> None:

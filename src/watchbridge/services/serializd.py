@@ -439,41 +439,86 @@ class DiaryRead:
     unreadable: frozenset[int] = frozenset()
 
 
-def parse_watched_page(data: Any) -> tuple[list[tuple[int, list[int]]], int | None]:
-    """`watchedpage_v2` -> ([(show id, season ids)], total pages or None if missing)."""
+def _rows_by_show(rows: list[Any], what: str) -> list[tuple[int, dict[str, Any]]]:
+    """(show id, row) of each row of a page. A row without a show id watchbridge can read
+    fails the page (SerializdError): it cannot be told from any other, nor what it held
+    kept, and leaving it out would read as removed."""
+    found = [(whole(r.get("showId")) if isinstance(r, dict) else None, r) for r in rows]
+    readable = [(show_id, row) for show_id, row in found if show_id is not None]
+    if len(readable) < len(rows):
+        missing = f"{len(rows) - len(readable)} of {len(rows)} rows of {what} have no show id"
+        raise SerializdError(SERVICE, changed_answer(NAME, missing))
+    return readable
+
+
+def _season_ids(raw: object) -> list[int] | None:
+    """A row's `seasonIds`, or None unless it is a list of whole numbers (a list of objects,
+    or a renamed field, would read as seasons unmarked)."""
+    if not isinstance(raw, list):
+        return None
+    ids = [whole(v) for v in raw]
+    return None if None in ids else [i for i in ids if i is not None]
+
+
+@dataclass(frozen=True)
+class WatchedPage:
+    """One `watchedpage_v2` page: its shows with their marked season ids, the shows whose
+    season ids could not be read, and the total pages (None if missing)."""
+
+    shows: list[tuple[int, list[int]]]
+    unreadable: frozenset[int]
+    total_pages: int | None
+
+
+@dataclass(frozen=True)
+class WatchedRead:
+    """Every show with seasons marked watched, and the shows whose seasons could not be read."""
+
+    shows: list[tuple[int, list[int]]]
+    unreadable: frozenset[int] = frozenset()
+
+
+def parse_watched_page(data: Any, what: str = "a watched page") -> WatchedPage:
+    """`watchedpage_v2` -> its shows (TMDB show id, season ids). A row without a show id fails
+    the page (SerializdError); one without season ids in a form known is named unreadable."""
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise SerializdError(SERVICE, "the watched page answer has no `items` list")
+        raise SerializdError(
+            SERVICE, changed_answer(NAME, "the watched page answer has no `items` list")
+        )
     shows: list[tuple[int, list[int]]] = []
-    for item in data["items"]:
-        show_id = whole(item.get("showId")) if isinstance(item, dict) else None
-        if show_id is None:
-            continue
-        raw = item.get("seasonIds")
-        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := whole(v)) is not None]
-        shows.append((show_id, ids))
-    return shows, whole(data.get("totalPages"))
+    unreadable: set[int] = set()
+    for show_id, item in _rows_by_show(data["items"], what):
+        ids = _season_ids(item.get("seasonIds"))
+        if ids is None:
+            unreadable.add(show_id)
+        else:
+            shows.append((show_id, ids))
+    return WatchedPage(shows, frozenset(unreadable), whole(data.get("totalPages")))
 
 
 def parse_show_page(data: Any, what: str) -> tuple[list[int], int | None]:
     """`currently_watching_page` (and its paused/dropped siblings, §5.2) -> (TMDB show ids,
-    total pages or None if missing). No `items` list is an error, never "no shows"."""
+    total pages or None if missing). No `items` list is an error, never "no shows"; so is a
+    row without a show id."""
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise SerializdError(SERVICE, f"the {what} answer has no `items` list")
-    shows = [whole(item.get("showId")) for item in data["items"] if isinstance(item, dict)]
-    return [s for s in shows if s is not None], whole(data.get("totalPages"))
+        no_list = f"the {what} answer has no `items` list"
+        raise SerializdError(SERVICE, changed_answer(NAME, no_list))
+    shows = [show_id for show_id, _ in _rows_by_show(data["items"], what)]
+    return shows, whole(data.get("totalPages"))
 
 
-def parse_watchlist_page(data: Any) -> tuple[list[WatchlistShow], int | None]:
+def parse_watchlist_page(
+    data: Any, what: str = "a watchlist page"
+) -> tuple[list[WatchlistShow], int | None]:
     """`watchlistpage_v2` -> (shows, total pages or None if missing). An answer without an
-    `items` list is an error: a broken read must never look like an empty watchlist."""
+    `items` list, or with rows without a show id, is an error: a broken read must never look
+    like a shorter watchlist (its missing shows would be removed from the other side)."""
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise SerializdError(SERVICE, "the watchlist page answer has no `items` list")
+        raise SerializdError(
+            SERVICE, changed_answer(NAME, "the watchlist page answer has no `items` list")
+        )
     shows: list[WatchlistShow] = []
-    for item in data["items"]:
-        show_id = whole(item.get("showId")) if isinstance(item, dict) else None
-        if show_id is None:
-            log.warning("skipping an unreadable Serializd watchlist row")
-            continue
+    for show_id, item in _rows_by_show(data["items"], what):
         raw = item.get("seasonIds")
         ids = [i for v in (raw if isinstance(raw, list) else []) if (i := whole(v)) is not None]
         name = item.get("showName")
@@ -1061,27 +1106,39 @@ class SerializdClient:
         return sorted(found.values(), key=lambda e: (e.watched_at, e.id), reverse=True)
 
     async def watched_seasons(self, profile: str) -> list[tuple[int, list[int]]]:
-        """Every show with seasons marked watched: (TMDB show id, TMDB season ids)."""
+        """Every show with seasons marked watched: (TMDB show id, TMDB season ids); the shows
+        whose season ids could not be read are left out (`watched_read` names them)."""
+        return (await self.watched_read(profile)).shows
+
+    async def watched_read(self, profile: str) -> WatchedRead:
+        """`watched_seasons`, with the shows whose season ids could not be read."""
         shows: dict[int, set[int]] = {}
+        unreadable: set[int] = set()
         page, previous = 1, list[Any]()
         while True:
+            what = f"watched page {page}"
             data = await self._read(
                 profile,
                 self._user_path(f"watchedpage_v2/{page}"),
-                f"watched page {page}",
+                what,
                 {"sort_by": "date_added_desc"},  # required on its sibling pages (§5.2)
             )
-            items, total_pages = parse_watched_page(data)
-            whole_read(page, total_pages, items, previous, f"watched page {page}")
+            read = parse_watched_page(data, what)
+            items = [*read.shows, *sorted(read.unreadable)]
+            whole_read(page, read.total_pages, items, previous, what)
             previous = items
-            before = sum(len(ids) for ids in shows.values())
-            for show_id, season_ids in items:
+            before = sum(len(ids) for ids in shows.values()) + len(unreadable)
+            for show_id, season_ids in read.shows:
                 shows.setdefault(show_id, set()).update(season_ids)
-            grew = sum(len(ids) for ids in shows.values()) > before
-            if not items or last_page(page, total_pages, grew):
+            unreadable |= read.unreadable
+            grew = sum(len(ids) for ids in shows.values()) + len(unreadable) > before
+            if not items or last_page(page, read.total_pages, grew):
                 break
             page += 1
-        return [(show_id, sorted(ids)) for show_id, ids in shows.items()]
+        return WatchedRead(
+            [(show_id, sorted(ids)) for show_id, ids in shows.items() if show_id not in unreadable],
+            frozenset(unreadable),
+        )
 
     async def currently_watching(self, profile: str) -> list[int]:
         """The TMDB ids of the shows on the "currently watching" list, all pages (§5.2)."""
@@ -1119,7 +1176,7 @@ class SerializdClient:
                 f"watchlist page {page}",
                 {"sort_by": "date_added_desc"},  # required: a bare-text 500 without it (§5.2)
             )
-            items, total_pages = parse_watchlist_page(data)
+            items, total_pages = parse_watchlist_page(data, f"watchlist page {page}")
             whole_read(page, total_pages, items, previous, f"watchlist page {page}")
             previous = items
             before = len(shows)
