@@ -314,17 +314,18 @@ def test_two_absolute_numbered_episodes_marked_played_minutes_apart_are_two_play
 
 
 def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
-    """Like `at_times`, with each event given the session the store keeps under its key (and
-    each completion recorded where the store records it too)."""
+    """Like `at_times`, with each event given the session the store keeps under its key and
+    the item's marks (each completion, or viewing that got going, recorded there as the store
+    records it)."""
     sessions: dict[str, Session] = {}
     intents: list[Intent] = []
     for now, e in timed:
         key, completions = session_key(e), completion_key(e)
         before = sessions.get(key)
-        after, produced = decide(before, e, threshold=90, now=now)
+        marks = sessions.get(completions) if completions is not None else None
+        after, produced = decide(before, e, threshold=90, now=now, marks=marks)
         if after is not None:
             sessions[key] = after
-            marks = sessions.get(completions) if completions is not None else None
             if completions is not None and ends_a_viewing(before, after):
                 sessions[completions] = recorded_completion(after, marks, completions)
             elif completions is not None and marks and got_into_a_viewing(before, after):
@@ -555,5 +556,37 @@ def test_a_position_less_completion_a_viewing_after_a_resumed_playback_stopped_i
         (3600.0, event("start", 60)),
         (3700.0, event("stop", 70)),
         (4900.0, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def on(player: str, e: MediaEvent) -> MediaEvent:
+    return replace(e, player=player)
+
+
+def test_a_mark_soon_after_a_completion_is_that_play_though_another_viewing_got_going() -> None:
+    # Finished on the TV; the tablet starts it again; Jellyfin's mark 20 minutes after the end.
+    intents = by_session(
+        (0.0, jellyfin("start", 0)),
+        (6000.0, jellyfin("stop", 98, played=True)),
+        (6300.0, on("tablet", jellyfin("start", 0))),
+        (6900.0, on("tablet", jellyfin("progress", 10))),
+        (7200.0, on("", jellyfin("played", played=True))),
+    )
+    assert kinds(intents) == ["watching:start", "play", "watching:start"]
+
+
+def test_a_viewing_dated_before_the_last_one_that_got_going_leaves_its_time_alone() -> None:
+    # A generic source's event dated earlier (sent late) gets going after a later one did.
+    marks = Session("marks", "completed", 95.0, 1, 3000.0, began_at=5000.0)
+    assert recorded_start(marks, 4000.0).began_at == 5000.0
+
+
+def test_a_mark_soon_after_a_rewatch_completed_by_one_signal_is_that_rewatchs_play() -> None:
+    # Tautulli-like: the rewatch's start was lost; its completion alone ends it.
+    intents = by_session(
+        (0.0, event("stop", 95, played=True)),
+        (DAY_LATER, event("stop", played=True)),
+        (DAY_LATER + 600, on("", event("played", played=True))),
     )
     assert kinds(intents) == ["play", "play"]
