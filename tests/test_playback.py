@@ -590,3 +590,42 @@ def test_a_mark_soon_after_a_rewatch_completed_by_one_signal_is_that_rewatchs_pl
         (DAY_LATER + 600, on("", event("played", played=True))),
     )
     assert kinds(intents) == ["play", "play"]
+
+
+def test_a_player_resuming_where_it_left_off_hours_later_plays_a_viewing_of_its_own() -> None:
+    # The TV paused at 60 % last night; the tablet watched it all; the TV goes on at 63 %.
+    intents = by_session(
+        (0.0, jellyfin("start", 0)),
+        (3600.0, jellyfin("pause", 60)),
+        (4000.0, on("tablet", jellyfin("start", 0))),
+        (10000.0, on("tablet", jellyfin("stop", 97))),
+        (15000.0, jellyfin("resume", 63)),
+        (17000.0, jellyfin("stop", 96)),
+    )
+    assert kinds(intents).count("play") == 2
+
+
+def dated(e: MediaEvent, at: float) -> MediaEvent:
+    return replace(e, occurred_at=at)
+
+
+def test_an_unseen_players_stop_dated_before_another_players_completion_is_its_own_play() -> None:
+    # Two rooms: the TV's start was lost, its stop is timed just before the tablet's end.
+    intents = by_session(
+        (0.0, on("tablet", jellyfin("start", 0))),
+        (6000.0, on("tablet", jellyfin("stop", 96))),
+        (6001.0, dated(jellyfin("stop", 97), 5990.0)),
+    )
+    assert kinds(intents) == ["watching:start", "play", "play"]
+
+
+def test_a_start_past_half_way_dated_before_another_players_completion_is_not_finishing_it() -> (
+    None
+):
+    intents = by_session(
+        (0.0, on("tablet", jellyfin("start", 0))),
+        (6000.0, on("tablet", jellyfin("stop", 96))),
+        (6001.0, dated(jellyfin("start", 60), 5990.0)),
+        (8000.0, jellyfin("stop", 97)),
+    )
+    assert kinds(intents) == ["watching:start", "play", "watching:start", "play"]
