@@ -629,3 +629,39 @@ def test_a_start_past_half_way_dated_before_another_players_completion_is_not_fi
         (8000.0, jellyfin("stop", 97)),
     )
     assert kinds(intents) == ["watching:start", "play", "watching:start", "play"]
+
+
+def generic(action: str, position_min: float | None = None, played: bool = False) -> MediaEvent:
+    return replace(event(action, position_min, played), source="generic")
+
+
+def test_a_position_less_start_dated_hours_before_a_completion_begins_a_viewing() -> None:
+    # Sent late: an earlier viewing, not a return to the credits of the completed one.
+    hours_before = DAY_LATER - 4 * 3600
+    intents = at_times(
+        (DAY_LATER, generic("stop", played=True)),
+        (DAY_LATER + 10, dated(generic("start"), hours_before)),
+        (DAY_LATER + 20, dated(generic("stop", played=True), hours_before + 5400)),
+    )
+    assert kinds(intents) == ["play", "watching:start", "play"]
+
+
+def test_a_jellyfin_completion_a_viewing_after_a_position_less_start_is_a_rewatch() -> None:
+    intents = at_times(
+        (0.0, jellyfin("stop", played=True)),
+        (1800.0, jellyfin("start")),
+        (1800.0 + 5400, jellyfin("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_second_position_less_start_hours_after_the_first_is_a_rewatch() -> None:
+    # The first (minutes after the end) went nowhere; the evening's starts from the beginning.
+    evening = 1800.0 + REWATCH_AFTER_IDLE
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (1800.0, event("start")),
+        (evening, event("start")),
+        (evening + 5400, event("stop", 97)),
+    )
+    assert kinds(intents) == ["play", "watching:start", "play"]
