@@ -347,3 +347,25 @@ async def test_watchlist_rows_without_a_show_id_fail_the_read_and_remove_nothing
     assert "1 of 3 rows of watchlist page 1 have no show id" in failed.value.message
     assert "Serializd may have changed its answers" in failed.value.message
     assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}  # nothing removed
+
+
+async def test_a_show_whose_watched_seasons_cannot_be_read_is_not_watchlisted(
+    link: Link,
+) -> None:
+    link.serializd.mark(None, 1396, 1, 2)  # Breaking Bad half watched
+
+    def breaking_bad_seasons_as_objects(body: dict[str, Any]) -> None:
+        for item in body["items"]:
+            if item["showId"] == 1396:
+                item["seasons"] = [{"id": i} for i in item.pop("seasonIds")]
+
+    link.serializd.reshape_always(
+        breaking_bad_seasons_as_objects, route="GET /api/user/{username}/watchedpage_v2/{page}"
+    )
+    link.trakt_add("Breaking Bad", "The Bear")
+    result = await link.watchlist()
+    assert set(link.serializd.watchlisted()) == {136315}  # The Bear only
+    assert {(1396, 3572), (1396, 3573)} <= link.serializd.season_marks()  # still watched
+    said = [line for line in result.unresolved if line.startswith("Breaking Bad")]
+    assert len(said) == 1 and "cannot read" in said[0], result.unresolved
+    assert link.trakt_watchlist() == {"Breaking Bad", "The Bear"}  # kept on Trakt

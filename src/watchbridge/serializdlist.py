@@ -8,7 +8,8 @@ Planning is `watchlist.plan_watchlist` with Serializd as the peer; this module j
 - Adding a show to Serializd watchlists its regular seasons (specials left out) that are not
   marked watched there: a season cannot be both watched and watchlisted on Serializd, so a
   watchlist write could clear its watched state (`serializd.md` §6.1). A show with every such
-  season watched is not added at all and is named in the run's summary (`kept_off`).
+  season watched is not added at all and is named in the run's summary (`kept_off`); so is a
+  show whose watched seasons Serializd lists in a shape watchbridge cannot read (`unresolved`).
 - Removing a show from Serializd takes off the seasons its watchlist row lists.
 - Both sides are read before anything is written: a failed read raises (a `ServiceError`)
   and nothing is written for that person. Removals go through the mass-removal guard.
@@ -66,6 +67,11 @@ from watchbridge.watchlist import (
 )
 
 PEER = "serializd"
+UNREADABLE_MARKS = (
+    "not put on Serializd's watchlist: its seasons marked watched there come in a shape "
+    "watchbridge cannot read, and watchlisting a watched season could unmark it; "
+    "see Troubleshooting in the README"
+)
 
 
 @dataclass(frozen=True)
@@ -153,12 +159,17 @@ async def _serializd_additions(
     """What each Trakt show adds to Serializd: (additions, kept off, unresolved). Reads only."""
     if not items:
         return [], [], []
-    watched = {show: set(ids) for show, ids in await serializd.watched_seasons(profile)}
+    read = await serializd.watched_read(profile)
+    watched = {show: set(ids) for show, ids in read.shows}
     additions: list[_Addition] = []
     kept_off: list[str] = []
     unresolved: list[str] = []
     for item in items:
         show_id = int(str(item.ids.tmdb))
+        if show_id in read.unreadable:
+            # Its watched seasons are unknown, and watchlisting a watched one may unmark it.
+            unresolved.append(f"{item.describe()} ({UNREADABLE_MARKS})")
+            continue
         try:
             seasons = await season_map(serializd, store, show_id, clock)
         except SerializdItemError as exc:
