@@ -453,6 +453,32 @@ async def test_diary_until_finds_new_rows_in_unsorted_pages(
     assert fake.count("GET", DIARY) < 5
 
 
+async def test_diary_until_leaves_out_rows_it_cannot_read_and_says_so_once(
+    client: SerializdClient, fake: FakeSerializd, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.diary_order = "newest"  # exact pages: 24 rows each, newest first
+    seed_diary(fake, 30)
+    rows = sorted(fake.diary(), key=lambda r: r.date_added, reverse=True)
+    known = {r.id for r in rows[4:]}
+    dated_otherwise, id_renamed = {rows[0].id, rows[5].id}, rows[1].id  # rows[5] is known
+
+    def change(body: dict[str, Any]) -> None:
+        for row in body["reviews"]:
+            if row["id"] in dated_otherwise:
+                row["dateAdded"] = row["backdate"] = 1_700_000_000_000
+            elif row["id"] == id_renamed:
+                row["reviewId"] = row.pop("id")
+
+    fake.reshape_always(change, route=DIARY)
+    caplog.clear()
+    found = await client.diary_until(PROFILE, known)
+    assert {e.id for e in found} == {rows[2].id, rows[3].id}
+    told = [r for r in caplog.records if "may have changed its answers" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING"
+    assert "3 diary entries (1 without an id) on the pages read" in told[0].getMessage()
+    assert told[0].__dict__["unreadable_ids"] == sorted(dated_otherwise)
+
+
 async def test_season_map_reads_id_then_season_id(
     client: SerializdClient, fake: FakeSerializd
 ) -> None:

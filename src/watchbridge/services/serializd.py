@@ -415,14 +415,20 @@ def parse_diary_page(data: Any) -> tuple[list[DiaryEntry], int | None]:
     return entries, whole(data.get("totalPages"))
 
 
+def unread_diary_rows(data: Any) -> list[int | None]:
+    """The ids of a diary page's rows that `parse_diary_entry` cannot read (no show or date
+    in a form known); None for each such row without an id either."""
+    rows = data.get("reviews") if isinstance(data, dict) else None
+    unread = [row for row in rows or [] if parse_diary_entry(row) is None]
+    return [whole(row.get("id")) if isinstance(row, dict) else None for row in unread]
+
+
 def unreadable_diary_ids(data: Any) -> set[int]:
     """The ids of a diary page's rows that `parse_diary_entry` cannot read (no show or date
     in a form known). A row without even an id cannot be told from any other, nor its play
     kept: SerializdError."""
-    rows = data.get("reviews") if isinstance(data, dict) else None
-    unread = [row for row in rows or [] if parse_diary_entry(row) is None]
-    found = (whole(row.get("id")) if isinstance(row, dict) else None for row in unread)
-    ids = {i for i in found if i is not None}
+    unread = unread_diary_rows(data)
+    ids = {i for i in unread if i is not None}
     if len(ids) < len(unread):
         raise SerializdError(
             SERVICE,
@@ -1067,11 +1073,34 @@ class SerializdClient:
     async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
         """The entries whose ids are not in `known_ids`, reading pages from the first and
         stopping after the first page that holds nothing new (pages are not reliably sorted,
-        so an old entry on a page never ends the scan by itself)."""
-        return await self._diary_pages(profile, known_ids=known_ids)
+        so an old entry on a page never ends the scan by itself). Rows that cannot be read
+        are left out, with one warning for the read: a delta read only adds to what the last
+        full read found, so leaving them out removes nothing."""
+        unread: list[int | None] = []
+        entries = await self._diary_pages(profile, known_ids=known_ids, unread=unread)
+        if unread:
+            ids = {i for i in unread if i is not None}
+            without_id = unread.count(None)
+            no_id = f" ({without_id} without an id)" if without_id else ""
+            count = len(ids) + without_id
+            log.warning(
+                changed_answer(
+                    NAME,
+                    f"{count} diary entries{no_id} on the pages read for new entries have no "
+                    "show or date watchbridge can read",
+                    "they are left out of this read until they can be read; nothing read "
+                    "before is removed for them",
+                ),
+                extra={"profile": profile, "unreadable_ids": sorted(ids)},
+            )
+        return entries
 
     async def _diary_pages(
-        self, profile: str, known_ids: set[int] | None, unreadable: set[int] | None = None
+        self,
+        profile: str,
+        known_ids: set[int] | None,
+        unreadable: set[int] | None = None,
+        unread: list[int | None] | None = None,
     ) -> list[DiaryEntry]:
         found: dict[int, DiaryEntry] = {}
         page, previous = 1, list[Any]()
@@ -1082,6 +1111,8 @@ class SerializdClient:
             entries, total_pages = parse_diary_page(data)
             if unreadable is not None:
                 unreadable |= unreadable_diary_ids(data)
+            if unread is not None:  # pages may repeat rows (§5.1): each id counted once
+                unread += [i for i in unread_diary_rows(data) if i is None or i not in unread]
             totals.append(whole(data.get("totalReviews")))
             if known_ids is None:
                 whole_read(page, total_pages, [e.id for e in entries], previous, what)
