@@ -479,6 +479,33 @@ async def test_diary_until_leaves_out_rows_it_cannot_read_and_says_so_once(
     assert told[0].__dict__["unreadable_ids"] == sorted(dated_otherwise)
 
 
+async def test_unreadable_diary_rows_met_at_every_delta_read_are_told_hourly(
+    client: SerializdClient, fake: FakeSerializd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runs read new entries every 30 minutes: until watchbridge is updated, the same rows
+    would give a warning each time; the first read warns, the next within the hour says it
+    at DEBUG, and one an hour on warns again."""
+    seed_diary(fake, 5)
+    known = {r.id for r in fake.diary()}
+
+    def dated_otherwise(body: dict[str, Any]) -> None:
+        for row in body["reviews"][:1]:
+            row["dateAdded"] = row["backdate"] = 1_700_000_000_000
+
+    fake.reshape_always(dated_otherwise, route=DIARY)
+    caplog.set_level("DEBUG", logger="watchbridge.services.serializd")
+    levels = []
+    now = client.clock()
+    client.clock = lambda: now
+    for wait in (0.0, 1800.0, 1800.0):
+        now += wait
+        caplog.clear()
+        await client.diary_until(PROFILE, known)
+        told = [r for r in caplog.records if "may have changed its answers" in r.getMessage()]
+        levels.append([r.levelname for r in told])
+    assert levels == [["WARNING"], ["DEBUG"], ["WARNING"]]
+
+
 async def test_season_map_reads_id_then_season_id(
     client: SerializdClient, fake: FakeSerializd
 ) -> None:

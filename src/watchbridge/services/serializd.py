@@ -41,12 +41,16 @@ from watchbridge.http import (
     changed_answer,
     shown_url,
 )
+from watchbridge.logs import Repeating
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.ratings import from_ten
 from watchbridge.services.trakt import TokenStore
 
 log = logging.getLogger(__name__)
+# Rows a delta read cannot read come back at every run (every 30 minutes) until watchbridge is
+# updated: a warning at first, then hourly with the count since (the full read says it daily).
+_UNREAD_ROWS = Repeating(log)
 
 SERVICE = "serializd"
 NAME = "Serializd"  # as a user knows it, in messages
@@ -1083,7 +1087,8 @@ class SerializdClient:
             without_id = unread.count(None)
             no_id = f" ({without_id} without an id)" if without_id else ""
             count = len(ids) + without_id
-            log.warning(
+            _UNREAD_ROWS.warning(
+                ("diary", profile),
                 changed_answer(
                     NAME,
                     f"{count} diary entries{no_id} on the pages read for new entries have no "
@@ -1091,7 +1096,9 @@ class SerializdClient:
                     "they are left out of this read until they can be read; nothing read "
                     "before is removed for them",
                 ),
-                extra={"profile": profile, "unreadable_ids": sorted(ids)},
+                self.clock(),
+                profile=profile,
+                unreadable_ids=sorted(ids),
             )
         return entries
 
