@@ -349,6 +349,28 @@ async def test_watchlist_rows_without_a_show_id_fail_the_read_and_remove_nothing
     assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}  # nothing removed
 
 
+async def test_watchlist_rows_whose_season_ids_cannot_be_read_fail_the_read(link: Link) -> None:
+    """Read as no seasons, the show's removal (taken off Trakt's list) would send Serializd no
+    season ids: nothing taken off its list, yet done."""
+    link.serializd_add("Severance", "Andor", "The Bear")
+    await link.watchlist(max_removal_share=0.5)
+    link.trakt.user.watchlist = {
+        k: e for k, e in link.trakt.user.watchlist.items() if e.item.title != "Andor"
+    }
+
+    def seasons_as_objects(body: dict[str, Any]) -> None:
+        for item in body["items"]:
+            item["seasonIds"] = [{"id": i} for i in item["seasonIds"]]
+
+    link.serializd.reshape_always(seasons_as_objects, route=f"GET {WATCHLIST_PAGE}")
+    with pytest.raises(ServiceError) as failed:
+        await link.watchlist(max_removal_share=0.5)
+    assert "3 of 3 rows of watchlist page 1 have no season ids" in failed.value.message
+    assert "Serializd may have changed its answers" in failed.value.message
+    assert link.serializd_watchlist() == {"Severance", "Andor", "The Bear"}
+    assert link.serializd.count("POST", "/api/watchlist/remove_v2") == 0
+
+
 async def test_a_show_whose_watched_seasons_cannot_be_read_is_not_watchlisted(
     link: Link,
 ) -> None:

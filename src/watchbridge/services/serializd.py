@@ -522,15 +522,21 @@ def parse_watchlist_page(
 ) -> tuple[list[WatchlistShow], int | None]:
     """`watchlistpage_v2` -> (shows, total pages or None if missing). An answer without an
     `items` list, or with rows without a show id, is an error: a broken read must never look
-    like a shorter watchlist (its missing shows would be removed from the other side)."""
+    like a shorter watchlist (its missing shows would be removed from the other side). So is
+    a row whose season ids cannot be read: removing that show would send no seasons, which
+    takes nothing off the list yet reads as done."""
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise SerializdError(
             SERVICE, changed_answer(NAME, "the watchlist page answer has no `items` list")
         )
+    rows = _rows_by_show(data["items"], what)
+    unreadable = sum(_season_ids(item.get("seasonIds")) is None for _, item in rows)
+    if unreadable:
+        missing = f"{unreadable} of {len(rows)} rows of {what} have no season ids"
+        raise SerializdError(SERVICE, changed_answer(NAME, f"{missing} watchbridge can read"))
     shows: list[WatchlistShow] = []
-    for show_id, item in _rows_by_show(data["items"], what):
-        raw = item.get("seasonIds")
-        ids = [i for v in (raw if isinstance(raw, list) else []) if (i := whole(v)) is not None]
+    for show_id, item in rows:
+        ids = _season_ids(item.get("seasonIds")) or []
         name = item.get("showName")
         shows.append(
             WatchlistShow(
