@@ -410,7 +410,7 @@ def parse_diary_entry(row: Any) -> DiaryEntry | None:
 
 def parse_diary_page(data: Any) -> tuple[list[DiaryEntry], int | None]:
     """`{reviews, totalPages, totalReviews}` -> (entries, total pages or None if missing).
-    Rows that cannot be read are left out (`unreadable_diary_ids` names them)."""
+    Rows that cannot be read are left out (`unread_diary_rows` names them)."""
     if not isinstance(data, dict) or not isinstance(data.get("reviews"), list):
         raise SerializdError(
             SERVICE, changed_answer(NAME, "the diary answer has no `reviews` list")
@@ -425,20 +425,6 @@ def unread_diary_rows(data: Any) -> list[int | None]:
     rows = data.get("reviews") if isinstance(data, dict) else None
     unread = [row for row in rows or [] if parse_diary_entry(row) is None]
     return [whole(row.get("id")) if isinstance(row, dict) else None for row in unread]
-
-
-def unreadable_diary_ids(data: Any) -> set[int]:
-    """The ids of a diary page's rows that `parse_diary_entry` cannot read (no show or date
-    in a form known). A row without even an id cannot be told from any other, nor its play
-    kept: SerializdError."""
-    unread = unread_diary_rows(data)
-    ids = {i for i in unread if i is not None}
-    if len(ids) < len(unread):
-        raise SerializdError(
-            SERVICE,
-            changed_answer(NAME, f"{len(unread) - len(ids)} diary entries on a page have no id"),
-        )
-    return ids
 
 
 @dataclass(frozen=True)
@@ -1076,9 +1062,9 @@ class SerializdClient:
 
     async def diary_read(self, profile: str) -> DiaryRead:
         """`diary`, with the ids of the rows that could not be read."""
-        unreadable: set[int] = set()
-        entries = await self._diary_pages(profile, known_ids=None, unreadable=unreadable)
-        return DiaryRead(entries, frozenset(unreadable))
+        unread: list[int | None] = []
+        entries = await self._diary_pages(profile, known_ids=None, unread=unread)
+        return DiaryRead(entries, frozenset(i for i in unread if i is not None))
 
     async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
         """The entries whose ids are not in `known_ids`, reading pages from the first and
@@ -1112,9 +1098,11 @@ class SerializdClient:
         self,
         profile: str,
         known_ids: set[int] | None,
-        unreadable: set[int] | None = None,
-        unread: list[int | None] | None = None,
+        unread: list[int | None],
     ) -> list[DiaryEntry]:
+        """The entries read (`known_ids`: see `diary_until`; None: the whole diary), and the
+        ids of the rows that could not be read added to `unread` (None: a row without an id,
+        which fails a whole read: it cannot be told from any other, nor its play kept)."""
         found: dict[int, DiaryEntry] = {}
         page, previous = 1, list[Any]()
         totals: list[int | None] = []  # each page's `totalReviews` (int or null, §5.1)
@@ -1122,10 +1110,12 @@ class SerializdClient:
             what = f"diary page {page}"
             data = await self._read(profile, self._user_path("diary"), what, {"page": page})
             entries, total_pages = parse_diary_page(data)
-            if unreadable is not None:
-                unreadable |= unreadable_diary_ids(data)
-            if unread is not None:  # pages may repeat rows (§5.1): each id counted once
-                unread += [i for i in unread_diary_rows(data) if i is None or i not in unread]
+            unread_here = unread_diary_rows(data)
+            if known_ids is None and None in unread_here:
+                no_id = f"{unread_here.count(None)} diary entries on a page have no id"
+                raise SerializdError(SERVICE, changed_answer(NAME, no_id))
+            # Pages may repeat rows (§5.1): each id counted once.
+            unread += [i for i in unread_here if i is None or i not in unread]
             totals.append(whole(data.get("totalReviews")))
             if known_ids is None:
                 whole_read(page, total_pages, [e.id for e in entries], previous, what)
