@@ -49,6 +49,7 @@ from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
+from watchbridge.services.serializd import NAME as SERVICE_NAME
 from watchbridge.services.serializd import (
     DiaryEntry,
     SerializdClient,
@@ -535,7 +536,7 @@ class SerializdReader:
                 count = len(whole_diary.unreadable)
                 log.warning(
                     changed_answer(
-                        "Serializd",
+                        SERVICE_NAME,
                         f"{count} of {count + len(diary)} diary entries have no show or date "
                         "watchbridge can read",
                         "the plays and ratings read from them before are kept, new ones wait",
@@ -665,7 +666,7 @@ class SerializdReader:
                 count = len(watched.unreadable)
                 log.warning(
                     changed_answer(
-                        "Serializd",
+                        SERVICE_NAME,
                         f"{count} of {count + len(watched.shows)} shows on the watched pages "
                         "have no seasons watchbridge can read",
                         "the seasons marked watched read from them before are kept, new ones wait",
