@@ -935,6 +935,17 @@ def _remember_account(conn: sqlite3.Connection, learnt: AccountLearnt, now: floa
     )
 
 
+# The tables whose rows a profile keeps by its name in a `profile` column (`move_profile`).
+_KEPT_BY_PROFILE = (
+    "tokens",
+    "cursors",
+    "mirror",
+    "events",
+    "playback_sessions",
+    "webhook_account_ids",
+)
+
+
 def _links_running(conn: sqlite3.Connection, alive_since: float) -> list[str]:
     """The links with a sync run alive (its lease renewed since `alive_since`), by name."""
     query = f"SELECT DISTINCT link FROM sync_runs WHERE {_ALIVE} ORDER BY link"
@@ -2956,9 +2967,8 @@ class Store:
                 )
             # In this transaction: what moves, as `watchbridge status` counted it.
             kept = replace(self.kept_for_profile(old), kept_off=len(self.kept_off(profile=old)))
-            for table in ("tokens", "cursors", "mirror", "events", "playback_sessions"):
+            for table in _KEPT_BY_PROFILE:
                 conn.execute(f"UPDATE {table} SET profile = ? WHERE profile = ?", (new, old))
-            conn.execute("UPDATE webhook_account_ids SET profile = ? WHERE profile = ?", (new, old))
             prefix, start = f"{old}:", len(old) + 2
             conn.execute(
                 "UPDATE outbox SET profile = ?, ordering_key = CASE"
