@@ -365,6 +365,23 @@ def test_a_value_that_moved_without_its_date_is_no_change() -> None:
     ]
 
 
+def test_a_value_that_moved_on_a_side_that_gives_no_date_is_a_change() -> None:
+    # Plex's listings may leave `lastRatedAt` out (the reader dates such a rating 0): its value
+    # is all that tells the user's change, and the dates would set it back to Trakt's 8.
+    plex = Link(services=["plex", "trakt"])
+    baseline = {
+        "plex": side(ratings={EP1: Rated(80, 0.0)}),
+        "trakt": side(ratings={EP1: Rated(80, 5 * DAY)}),
+    }
+    current = {
+        "plex": side(ratings={EP1: Rated(60, 0.0)}),
+        "trakt": side(ratings={EP1: Rated(80, 5 * DAY)}),
+    }
+    assert rating_writes(plan(plex, current, baseline)) == [
+        ("trakt", 60, "ratings differ: plex wins (changed since the last run)")
+    ]
+
+
 @pytest.mark.parametrize(
     "baseline",
     [

@@ -959,8 +959,10 @@ def _changed(now: Rated, before: Rated) -> bool:
     `_same_rating`), dated otherwise. Every change a side reads moves the date too; a value
     alone moves where AniList's score stood as the other side's value the user's format
     showed alike (`readers.anilist.same_in_format`, kept in the baseline) and a format that
-    tells them apart shows the score's own again, at its own date: no change of the user's."""
-    return not _same_rating(now, before) and now.at != before.at
+    tells them apart shows the score's own again, at its own date: no change of the user's.
+    A rating the side gives no date (0: Plex's `lastRatedAt` may be left out) has only its
+    value to tell a change by."""
+    return not _same_rating(now, before) and (now.at != before.at or now.at == UNDATED)
 
 
 def _unwatched_partners(
