@@ -419,8 +419,13 @@ def test_a_preferred_side_or_a_one_way_source_wins_whatever_changed() -> None:
     baseline = ratings_of(Rated(80, 5 * DAY), Rated(80, 5 * DAY))
     current = ratings_of(Rated(80, 5 * DAY), Rated(60, 9 * DAY))  # changed, and newer
     preferred = Link(services=["trakt", "serializd"], prefer="trakt")
-    for link in (preferred, ONE_WAY):
-        assert [w[:2] for w in rating_writes(plan(link, current, baseline))] == [("serializd", 80)]
+    assert rating_writes(plan(preferred, current, baseline)) == [
+        ("serializd", 80, "ratings differ: trakt wins (preferred)")
+    ]
+    # The dry run's reason says why: the source of a one-way link, not the newer rating.
+    assert rating_writes(plan(ONE_WAY, current, baseline)) == [
+        ("serializd", 80, "ratings differ: trakt wins (the link's source)")
+    ]
 
 
 def test_a_half_star_on_plex_and_the_whole_point_trakt_keeps_of_it_are_one_rating() -> None:

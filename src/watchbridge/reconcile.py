@@ -1143,7 +1143,7 @@ def _winner(
     the next run would undo the last one's choice by the dates; else the newer date."""
     a, b = link.services[0], link.services[1]
     if link.direction == "one-way":
-        return a, "newer" if link.prefer == "newest-wins" else "preferred"
+        return a, "the link's source"
     if link.prefer in (a, b):
         return link.prefer, "preferred"
     ra, rb = current[a].ratings[item], current[b].ratings[item]
