@@ -23,6 +23,7 @@ from tests.test_sync_scenarios import (
     trakt_episodes,
     trakt_plays,
 )
+from watchbridge.guard import UNREAD
 from watchbridge.services.serializd import SerializdError
 
 pytestmark = pytest.mark.anyio
@@ -144,3 +145,25 @@ async def test_watched_rows_without_a_show_id_fail_the_read_whole(
     assert "1 of 1 rows of watched page 1 have no show id" in failed.value.message
     assert UPDATE in failed.value.message
     assert len(trakt_episodes(trakt)) == 17
+
+
+async def test_removals_held_because_trakt_history_changed_say_its_answer_could_not_be_read(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    for n in range(1, 8):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+
+    def watched_at_renamed(body: list[dict[str, Any]]) -> None:
+        for row in body:
+            row["watchedAt"] = row.pop("watched_at")
+
+    trakt.reshape_always(watched_at_renamed, route="GET /sync/history/{type}")
+    result = await rig.sync_and_deliver(full=True)
+    (planned,) = result.plans
+    held = planned.plan.held
+    assert held.startswith("7 of 7 plays on serializd would be removed (more than 50%); ")
+    assert UNREAD in held and "7 of 7 history entries have no `watched_at`" in held
+    assert "Trakt may have changed its answers" in held
+    assert held.endswith("; confirm with `watchbridge sync --confirm-removals`")
+    assert len(serializd.user.reviews) == 7  # what is held is held as before

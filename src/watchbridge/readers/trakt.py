@@ -9,12 +9,13 @@ Ratings are re-read whole (one short listing) only when their activity stamp mov
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from watchbridge.accounts import account_named
 from watchbridge.config import Config, Link
 from watchbridge.deliver.trakt import forget_plays
+from watchbridge.http import changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, SideRead
@@ -59,6 +60,20 @@ def plays_gone(baseline: Side, read: Side) -> tuple[list[Played], list[Played]]:
         if p.at != UNDATED and (ref := ref_for_key(p.item)) and ref.key() in items
     ]
     return gone, kept
+
+
+def unread_history(history: Sequence[Mapping[str, Any]]) -> str:
+    """What of a history answer has no `watched_at` field at all, said with `changed_answer`
+    ("" when none): Trakt sends `null` for a play without a date, so a field gone is a changed
+    answer, and its plays read as undated. Pure."""
+    missing = sum(1 for entry in history if "watched_at" not in entry)
+    if not missing:
+        return ""
+    return changed_answer(
+        "Trakt",
+        f"{missing} of {len(history)} history entries have no `watched_at`",
+        "their plays are read without a date",
+    )
 
 
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
@@ -129,9 +144,10 @@ class TraktReader:
         moved = await self._stamps(profile)
         saved = {**moved, "history_at": str(now)}
         if full or baseline is None or "history_at" not in cursors:
-            side = await self._read_all(profile)
+            history = await self._history(profile, None)
+            side = trakt_side(history, await self.client.ratings(profile))
             await self._forget_gone(profile, baseline, side)
-            return SideRead(side, saved)
+            return SideRead(side, saved, unread=unread_history(history))
         plays = baseline.plays
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
@@ -149,9 +165,6 @@ class TraktReader:
             return
         gone, kept = plays_gone(baseline, read)
         await asyncio.to_thread(forget_plays, self.store, profile, gone, SCROBBLE_LAG, kept)
-
-    async def _read_all(self, profile: str) -> Side:
-        return trakt_side(await self._history(profile, None), await self.client.ratings(profile))
 
     async def _history(self, profile: str, since: float | None) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
