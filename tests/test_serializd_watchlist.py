@@ -11,11 +11,19 @@ from typing import Any
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Movie, Show, WatchlistEntry, key_of
 from tests.harness import sign_in_trakt
 from tests.linkrig import PROFILE, open_rig, use_fast_readers
-from watchbridge.config import Secret, SerializdAccount, SerializdConfig, TraktConfig
+from watchbridge.alerts import Notifier
+from watchbridge.config import (
+    AlertsConfig,
+    Secret,
+    SerializdAccount,
+    SerializdConfig,
+    TraktConfig,
+)
 from watchbridge.http import Pacer, RetryPolicy, ServiceError
 from watchbridge.plexlink import lists_summary
 from watchbridge.serializdlist import SerializdWatchlistResult, sync_serializd_watchlist
@@ -371,19 +379,20 @@ async def test_watchlist_rows_whose_season_ids_cannot_be_read_fail_the_read(link
     assert link.serializd.count("POST", "/api/watchlist/remove_v2") == 0
 
 
+WATCHED_PAGE = "GET /api/user/{username}/watchedpage_v2/{page}"
+
+
+def breaking_bad_seasons_as_objects(body: dict[str, Any]) -> None:
+    for item in body["items"]:
+        if item["showId"] == 1396:
+            item["seasons"] = [{"id": i} for i in item.pop("seasonIds")]
+
+
 async def test_a_show_whose_watched_seasons_cannot_be_read_is_not_watchlisted(
     link: Link,
 ) -> None:
     link.serializd.mark(None, 1396, 1, 2)  # Breaking Bad half watched
-
-    def breaking_bad_seasons_as_objects(body: dict[str, Any]) -> None:
-        for item in body["items"]:
-            if item["showId"] == 1396:
-                item["seasons"] = [{"id": i} for i in item.pop("seasonIds")]
-
-    link.serializd.reshape_always(
-        breaking_bad_seasons_as_objects, route="GET /api/user/{username}/watchedpage_v2/{page}"
-    )
+    link.serializd.reshape_always(breaking_bad_seasons_as_objects, route=WATCHED_PAGE)
     link.trakt_add("Breaking Bad", "The Bear")
     result = await link.watchlist()
     assert set(link.serializd.watchlisted()) == {136315}  # The Bear only
@@ -391,3 +400,34 @@ async def test_a_show_whose_watched_seasons_cannot_be_read_is_not_watchlisted(
     said = [line for line in result.unresolved if line.startswith("Breaking Bad")]
     assert len(said) == 1 and "cannot read" in said[0], result.unresolved
     assert link.trakt_watchlist() == {"Breaking Bad", "The Bear"}  # kept on Trakt
+
+
+async def test_a_show_kept_off_for_seasons_it_cannot_read_is_alerted_once_until_it_reads(
+    link: Link, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    """A user who reads only alerts learns why Breaking Bad never reaches Serializd."""
+    alerts = AlertsConfig(urls=[Secret(receiver.apprise_url)])
+    notifier = Notifier(alerts, clock=clock, timeout=2.0)
+    link.serializd.mark(None, 1396, 1, 2)
+    link.serializd.reshape_always(breaking_bad_seasons_as_objects, route=WATCHED_PAGE)
+    link.trakt_add("Breaking Bad", "The Bear")
+    await link.watchlist(alerts=notifier)
+    clock.advance(600)
+    await link.watchlist(alerts=notifier)  # still kept off: the same condition, not told again
+    (alert,) = receiver.messages
+    assert (
+        alert["title"] == "watchbridge: Breaking Bad not put on Serializd's watchlist (profile me)"
+    )
+    assert alert["message"].startswith("link trakt-serializd, profile me: the seasons of ")
+    assert "Serializd may have changed its answers" in alert["message"]
+    assert "stays on Trakt's watchlist and is not put on Serializd's" in alert["message"]
+
+    link.serializd.clear_knobs()  # Serializd answers as before (or watchbridge was updated)
+    clock.advance(600)
+    await link.watchlist(alerts=notifier)
+    assert link.serializd_watchlist() == {"Breaking Bad", "The Bear"}
+    assert {(1396, 3572), (1396, 3573)} <= link.serializd.season_marks()  # still watched
+    resolved = receiver.messages[-1]
+    assert len(receiver.messages) == 2
+    assert resolved["title"] == f"Resolved: {alert['title']}"
+    assert "Breaking Bad is no longer kept off Serializd's watchlist" in resolved["message"]

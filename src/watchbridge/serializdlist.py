@@ -23,6 +23,7 @@ profile, `limit_pause:watchlist`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any, Literal
 from watchbridge.catalogue import season_map
 from watchbridge.config import Config, Link
 from watchbridge.errors import naming_profile
-from watchbridge.http import ServiceError
+from watchbridge.http import ServiceError, changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 from watchbridge.plexlink import (
@@ -72,6 +73,10 @@ UNREADABLE_MARKS = (
     "watchbridge cannot read, and watchlisting a watched season could unmark it; "
     "see Troubleshooting in the README"
 )
+# Shows alerted as not put on Serializd's watchlist for UNREADABLE_MARKS: cursor (serializd,
+# profile, this + link), JSON show id -> title, so each is resolved once it is not any more.
+UNREADABLE_ALERTED = "unreadable_marks:"
+ALERT_KIND = "sync_failing"
 
 
 @dataclass(frozen=True)
@@ -149,26 +154,36 @@ class _Addition:
     season_ids: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class _Additions:
+    """What the Trakt shows add to Serializd, and which they cannot, and why."""
+
+    additions: list[_Addition] = field(default_factory=list)
+    kept_off: list[str] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+    unreadable: dict[int, str] = field(default_factory=dict)  # show id -> title: UNREADABLE_MARKS
+
+
 async def _serializd_additions(
     serializd: SerializdClient,
     store: Store,
     profile: str,
     items: Sequence[WatchItem],
     clock: Callable[[], float],
-) -> tuple[list[_Addition], list[str], list[str]]:
-    """What each Trakt show adds to Serializd: (additions, kept off, unresolved). Reads only."""
+) -> _Additions:
+    """What each Trakt show adds to Serializd. Reads only."""
     if not items:
-        return [], [], []
+        return _Additions()
     read = await serializd.watched_read(profile)
     watched = {show: set(ids) for show, ids in read.shows}
-    additions: list[_Addition] = []
-    kept_off: list[str] = []
-    unresolved: list[str] = []
+    found = _Additions()
+    additions, kept_off, unresolved = found.additions, found.kept_off, found.unresolved
     for item in items:
         show_id = int(str(item.ids.tmdb))
         if show_id in read.unreadable:
             # Its watched seasons are unknown, and watchlisting a watched one may unmark it.
             unresolved.append(f"{item.describe()} ({UNREADABLE_MARKS})")
+            found.unreadable[show_id] = item.describe()
             continue
         try:
             seasons = await season_map(serializd, store, show_id, clock)
@@ -182,7 +197,54 @@ async def _serializd_additions(
             kept_off.append(item.describe())
         else:
             unresolved.append(f"{item.describe()} (Serializd lists no seasons for it)")
-    return additions, kept_off, unresolved
+    return found
+
+
+def unreadable_marks_alert(link: str, profile: str, title: str) -> str:
+    """The alert body for a show kept off Serializd's watchlist for UNREADABLE_MARKS."""
+    return f"link {link}, profile {profile}: " + changed_answer(
+        "Serializd",
+        f"the seasons of {title} marked watched on Serializd come in a shape watchbridge "
+        "cannot read",
+        f"{title} stays on Trakt's watchlist and is not put on Serializd's (watchlisting a "
+        "watched season could unmark it) until they read again",
+    )
+
+
+async def tell_unreadable_marks(
+    store: Store,
+    alerts: Alerts | None,
+    link: str,
+    profile: str,
+    unreadable: Mapping[int, str],
+    now: float,
+) -> None:
+    """Alert of each show (`unreadable`: show id -> title) a run kept off Serializd's
+    watchlist because its watched seasons cannot be read (one condition per link, profile and
+    show: throttled like every alert), and resolve those alerted before that are not any more
+    (they read again and went on the watchlist, or left Trakt's). Without `alerts` nothing is
+    told, nor noted: the next run with them tells."""
+    if alerts is None:
+        return
+    cursor = f"{UNREADABLE_ALERTED}{link}"
+    before: dict[str, str] = json.loads(store.get_cursor(PEER, profile, cursor) or "{}")
+    for show, title in sorted(unreadable.items()):
+        body = unreadable_marks_alert(link, profile, title)
+        title_line = f"watchbridge: {title} not put on Serializd's watchlist (profile {profile})"
+        await alerts.notify(ALERT_KIND, title_line, body, key=_unreadable_key(link, profile, show))
+    for alerted, title in sorted(before.items()):
+        if int(alerted) not in unreadable:
+            over = (
+                f"link {link}, profile {profile}: {title} is no longer kept off Serializd's "
+                "watchlist (its watched seasons read again, or it left Trakt's watchlist)"
+            )
+            await alerts.resolve(ALERT_KIND, over, key=_unreadable_key(link, profile, int(alerted)))
+    now_alerted = json.dumps({str(show): t for show, t in unreadable.items()}, sort_keys=True)
+    store.set_cursor(PEER, profile, cursor, now_alerted, now)
+
+
+def _unreadable_key(link: str, profile: str, show: int) -> str:
+    return f"{link}:{profile}:serializd-watched-seasons:{show}"
 
 
 def _baseline_store(link: str) -> str:
@@ -234,10 +296,10 @@ async def sync_serializd_watchlist(
         hold=hold,
         unchecked=unchecked,
     )
-    additions, kept_off, unresolved = await _serializd_additions(
-        serializd, store, profile, plan.add_to_peer, clock
-    )
-    unresolved = [f"{name} (Trakt has no TMDB id for it)" for name in unidentified] + unresolved
+    found = await _serializd_additions(serializd, store, profile, plan.add_to_peer, clock)
+    additions, kept_off = found.additions, found.kept_off
+    unresolved = [f"{name} (Trakt has no TMDB id for it)" for name in unidentified]
+    unresolved += found.unresolved
 
     room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
@@ -288,6 +350,7 @@ async def sync_serializd_watchlist(
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
     limit = await added.room.settle(store, alerts, now, dry_run=False)
+    await tell_unreadable_marks(store, alerts, link, profile, found.unreadable, now)
     return SerializdWatchlistResult(
         profile,
         plan,
