@@ -42,10 +42,12 @@ from watchbridge.config import (
     parse_config,
 )
 from watchbridge.deliver.serializd import AUTH_HOLD, SerializdTarget
-from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.deliver.worker import DeliveryWorker, Retry
+from watchbridge.deliver.worker import enriched as waiting_for_ids
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ids import (
     ANIME,
+    PLEX_IDENTITY_RETRY,
     SERIES_MISSING_TTL,
     SERVER_OUTAGE_PAUSE,
     SHOW_TMDB,
@@ -524,10 +526,9 @@ async def test_a_replaced_plex_server_whose_identity_could_not_be_asked_is_asked
     start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
 ) -> None:
     """Plex reinstalled at the same address fails its first identity ask (still starting, a
-    timeout): the plays meanwhile are taken for a friend's server's ("another Plex server
-    than services.plex.url", told to add Trakt instead of to identify the show in Plex), and
-    wait as unmatched with that reason until their next try. The ask is made again after a
-    minute, not an hour, and not once per webhook meanwhile."""
+    timeout): the plays meanwhile are not taken for a friend's server's (the old id is all
+    watchbridge knows): the reason says the server could not be asked. The ask is made again
+    after a minute, not an hour, and not once per webhook meanwhile."""
     old, new = "a1" * 20, "b2" * 20
     plex = start_fake(FakePlex(machine_id=old))  # no Baki Hanma: its show is not found
     assert isinstance(plex, FakePlex)
@@ -547,10 +548,12 @@ async def test_a_replaced_plex_server_whose_identity_could_not_be_asked_is_asked
         assert elsewhere not in await reason(old)
         plex.machine_id = new  # reinstalled while watchbridge runs
         plex.fail_next(10, 503, route="/identity")
-        assert elsewhere in await reason(new)  # the old id is all watchbridge knows
+        not_asked = "the Plex server at services.plex.url could not be asked which server it is"
+        said = await reason(new)
+        assert not_asked in said and elsewhere not in said  # the old id is all it knows
         asked = plex.count("GET", "/identity")
         clock.advance(59)
-        assert elsewhere in await reason(new)
+        assert not_asked in await reason(new)
         assert plex.count("GET", "/identity") == asked  # a storm of webhooks: no ask each
         plex.clear_knobs()
         clock.advance(1)
@@ -561,6 +564,42 @@ async def test_a_replaced_plex_server_whose_identity_could_not_be_asked_is_asked
     finally:
         await client.aclose()
     assert plex.count("GET", "/identity") == asked + 1
+
+
+async def test_a_plex_play_while_the_servers_identity_fails_waits_a_minute_saying_so(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    """Watchbridge started while Plex's /identity fails: a play whose show the server does
+    not give is not "unmatched" for an hour with a reason about ids (identify the show in
+    Plex): the server could not be asked which it is, and it is tried again on the identity's
+    schedule (a minute)."""
+    plex = start_fake(FakePlex(machine_id="a1" * 20))  # no Baki Hanma: its show is not found
+    assert isinstance(plex, FakePlex)
+    item = only_event(
+        plex_ingest.parse(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+    ).item
+    client = PlexClient(PlexConfig(url=plex.url, token=Secret(TOKEN)))
+    enricher = Enricher(store, clock, plex=client.metadata, plex_identity=client.identity)
+    plex.fail_next(100, 503, route="/identity")
+    try:
+        _, outcome = await waiting_for_ids(
+            enricher,
+            item,
+            SHOW_TMDB,
+            "plex",
+            credentials_hold=AUTH_HOLD,
+            unmatched_retry=3600.0,
+            why="",
+            from_server="a1" * 20,
+        )
+    finally:
+        await client.aclose()
+    assert isinstance(outcome, Retry) and outcome.after == PLEX_IDENTITY_RETRY == 60.0
+    assert not outcome.reason.startswith("unmatched")
+    assert outcome.reason.startswith(
+        "the Plex server at services.plex.url could not be asked which server it is ("
+    )
+    assert "so whether Baki Hanma" in outcome.reason and "does not know" not in outcome.reason
 
 
 async def test_plex_webhooks_while_the_servers_identity_was_never_answered_ask_it_once_a_minute(

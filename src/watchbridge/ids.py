@@ -948,6 +948,19 @@ def played_elsewhere(item: MediaRef, searched: bool, catalogue: str = "") -> str
     )
 
 
+def identity_unknown(item: MediaRef, failed: str) -> Problem:
+    """Why a Plex play waits while services.plex.url cannot be asked which server it is
+    (`failed`: why): whether the play is from it or another server is not known, and the
+    ids it lacks say nothing yet. Tried again on the identity's schedule, not as unmatched."""
+    return Problem(
+        f"the Plex server at services.plex.url could not be asked which server it is "
+        f"({failed}), so whether {item.describe()} was played on it or on another Plex server "
+        "is not known yet; tried again shortly",
+        transient=True,
+        retry_after=PLEX_IDENTITY_RETRY,
+    )
+
+
 TRAKT_FINDS_IT = "add services.trakt, whose id search finds it by its other ids"
 # A webhook of another Plex server than the one services.plex.url answered as has that server's
 # identity asked again (it may have been replaced) at most this often per server named...
@@ -990,8 +1003,8 @@ class Enricher:
         self.plex_identity = plex_identity
         self._plex_machine: str | None = None
         # Each server a webhook named, other than `_plex_machine`: when it last had the identity
-        # asked, and how long that ask stands (see `_elsewhere`).
-        self._plex_machine_asked: dict[str, tuple[float, float]] = {}
+        # asked, how long that ask stands, and why it failed ("": answered; see `_elsewhere`).
+        self._plex_machine_asked: dict[str, tuple[float, float, str]] = {}
         self.series = {
             server: SeriesEnricher(server, client, cache, clock)
             for server, client in (("jellyfin", jellyfin), ("emby", emby))
@@ -1062,7 +1075,10 @@ class Enricher:
                 if problem is None and unmatched is not None:
                     problem = Problem(unmatched)
         plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
-        if problem is None and plex and await self._elsewhere(from_server):
+        elsewhere = await self._elsewhere(from_server) if problem is None and plex else False
+        if isinstance(elsewhere, str):
+            problem = identity_unknown(item, elsewhere)
+        elif elsewhere:
             found, said = await self._from_catalogue(item)
             if need.met(found):
                 return Enriched(found)
@@ -1109,20 +1125,24 @@ class Enricher:
             return replace(item, show_ids=item.show_ids.merged(ids)), ""
         return replace(item, ids=item.ids.merged(ids)), ""
 
-    async def _elsewhere(self, from_server: str | None) -> bool:
+    async def _elsewhere(self, from_server: str | None) -> bool | str:
         """Whether a Plex webhook came from another server than services.plex.url (a
         friend's): its ratingKeys name other items here, or none. The server may have been
         replaced since its identity was asked (a reinstall at the same address has a new
         machine id): a webhook naming another server has it asked again, at most every
         PLEX_IDENTITY_AGAIN per server named (a friend's plays ask hourly at most), or every
-        PLEX_IDENTITY_RETRY while the ask fails."""
+        PLEX_IDENTITY_RETRY while the ask fails. While it fails (and no id known before names
+        the server the webhook names), it is not known: why the ask failed."""
         if from_server is None or self.plex_identity is None:
             return False
         named = from_server.casefold()
         mine = self._plex_machine
         if mine is None or mine.casefold() != named:
             mine = await self._plex_machine_for(named, self.plex_identity)
-        return mine is not None and mine.casefold() != named
+        if mine is not None and mine.casefold() == named:
+            return False
+        failed = self._plex_machine_asked.get(named, (0.0, 0.0, ""))[2]
+        return failed or mine is not None
 
     async def _plex_machine_for(
         self, named: str, identity: Callable[[], Awaitable[str]]
@@ -1139,13 +1159,13 @@ class Enricher:
             self._plex_machine_asked.clear()
         try:
             self._plex_machine = mine = await identity()
-        except ServiceError:
-            self._plex_machine_asked[named] = (now, PLEX_IDENTITY_RETRY)
+        except ServiceError as exc:
+            self._plex_machine_asked[named] = (now, PLEX_IDENTITY_RETRY, exc.message)
             return self._plex_machine
         if mine.casefold() == named:
             self._plex_machine_asked.pop(named, None)
         else:
-            self._plex_machine_asked[named] = (now, PLEX_IDENTITY_AGAIN)
+            self._plex_machine_asked[named] = (now, PLEX_IDENTITY_AGAIN, "")
         return mine
 
     async def episode_tmdb(self, item: MediaRef) -> int | None:
