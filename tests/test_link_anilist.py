@@ -29,7 +29,7 @@ from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import Delivered, DeliveryWorker, Outcome
 from watchbridge.narrow import Narrowing
 from watchbridge.reconcile import Action
-from watchbridge.services.anilist import FuzzyDate
+from watchbridge.services.anilist import AniListError, FuzzyDate
 from watchbridge.services.trakt import parse_iso
 from watchbridge.store import OutboxItem
 from watchbridge.sync import RunResult, apply_plan, plan_link
@@ -1172,3 +1172,97 @@ async def test_a_trakt_rating_hidden_by_a_coarser_format_wins_once_the_format_sh
     anilist.viewer.score_format = "POINT_10"
     await rig.sync_and_deliver(full=True)  # (AniList says nothing changed: the daily full read)
     assert (anilist.snapshot()[AOT_P2]["score"], [r.rating for r in trakt.ratings()]) == (80, [8])
+
+
+# --------------------------------------------------------------------------- changed answers
+# AniList changing the shape of its answers (see `tests.test_answer_shapes`): a list entry
+# watchbridge cannot read whole is never read as one that is gone or has no progress, which
+# would remove its plays from the other side; the run fails naming AniList and what changed.
+
+GRAPHQL = "POST /"
+UPDATE = "AniList may have changed its answers, and watchbridge may need an update"
+
+
+# Removals unguarded: one entry of a long list is far below any share the guard holds.
+UNGUARDED = pytest.mark.parametrize("link_options", ["max_removal_share: 1.0"])
+
+
+def list_entries(body: Any) -> list[dict[str, Any]]:
+    """The list entries of a MediaListCollection or Page answer (none in other answers)."""
+    data = body.get("data") or {}
+    groups = (data.get("MediaListCollection") or {}).get("lists") or []
+    return [e for g in groups for e in g["entries"]] + (data.get("Page") or {}).get("mediaList", [])
+
+
+def first_entry(change: Callable[[dict[str, Any]], object]) -> Callable[[Any], None]:
+    def reshape(body: Any) -> None:
+        for entry in list_entries(body)[:1]:
+            change(entry)
+
+    return reshape
+
+
+ENTRY_CHANGES = {
+    "have no `id`": lambda e: e.pop("id"),
+    "have no `mediaId` nor `media.id`": lambda e: (e.pop("mediaId"), e["media"].pop("id")),
+    "have no `progress` as a whole number": lambda e: e.update(progress=None),
+    "have no `repeat` as a whole number": lambda e: e.pop("repeat"),
+    "have a `status` watchbridge does not know": lambda e: e.update(status="completed"),
+    "have no `score` as a number": lambda e: e.update(score=None),
+}
+
+
+async def two_completed_on_trakt(rig: Rig, trakt: FakeTrakt, anilist: FakeAniList) -> None:
+    completed_entry(anilist, REZERO_P2, 12, time.time() - 20 * DAY)
+    completed_entry(anilist, AOT_P2, 12, time.time() - 10 * DAY)
+    await rig.sync_and_deliver()
+    assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
+
+
+@UNGUARDED
+@pytest.mark.parametrize("said", list(ENTRY_CHANGES))
+async def test_a_list_entry_anilist_answers_in_another_shape_fails_the_read_and_removes_nothing(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, said: str
+) -> None:
+    await two_completed_on_trakt(rig, trakt, anilist)
+    anilist.reshape_always(first_entry(ENTRY_CHANGES[said]), route=GRAPHQL)
+    with pytest.raises(AniListError) as failed:
+        await rig.sync_and_deliver(full=True)
+    assert f"1 of 2 entries {said}" in failed.value.message
+    assert UPDATE in failed.value.message
+    assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
+
+
+@UNGUARDED
+async def test_a_changed_entry_in_a_read_of_the_latest_changes_is_not_skipped(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await two_completed_on_trakt(rig, trakt, anilist)
+    entry = anilist.user().by_media(AOT_P2)
+    assert entry is not None
+    entry.status, entry.progress, entry.updated_at = "REPEATING", 1, int(anilist.now()) + 5
+    anilist.reshape_always(first_entry(lambda e: e.update(progress=None)), route=GRAPHQL)
+    with pytest.raises(AniListError) as failed:
+        await rig.sync_and_deliver()
+    assert "a page of the anime list's changes: 1 of 2 entries have no `progress`" in (
+        failed.value.message
+    )
+
+
+@UNGUARDED
+async def test_an_anime_list_without_its_groups_is_not_read_as_an_empty_list(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await two_completed_on_trakt(rig, trakt, anilist)
+
+    def groups_renamed(body: Any) -> None:
+        collection = (body.get("data") or {}).get("MediaListCollection")
+        if collection is not None:
+            collection["groups"] = collection.pop("lists")
+
+    anilist.reshape_always(groups_renamed, route=GRAPHQL)
+    with pytest.raises(AniListError) as failed:
+        await rig.sync_and_deliver(full=True)
+    assert "the anime list has no `lists` of groups" in failed.value.message
+    assert UPDATE in failed.value.message
+    assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)

@@ -36,6 +36,7 @@ from watchbridge.http import (
     RetryPolicy,
     ServiceError,
     Unavailable,
+    changed_answer,
 )
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
@@ -44,6 +45,7 @@ from watchbridge.services.refusals import note_refused, note_taken
 from watchbridge.services.trakt import TokenStore
 
 SERVICE = "anilist"
+NAME = "AniList"  # as a user knows it, in messages
 PIN_REDIRECT = "https://anilist.co/api/v2/oauth/pin"
 CREATE_CLIENT = (
     f"create a client at https://anilist.co/settings/developer with the redirect URL {PIN_REDIRECT}"
@@ -487,28 +489,72 @@ def parse_entry(raw: Any) -> ListEntry | None:
     )
 
 
+def entry_problem(raw: Any) -> str | None:
+    """What in one MediaList object watchbridge cannot read, or None when every field a sync
+    relies on is there: an entry read without its progress, repeats or score would be read as
+    one with none, and its plays and rating removed from the other side."""
+    if not isinstance(raw, Mapping):
+        return "are no objects"
+    if whole(raw.get("id")) is None:
+        return "have no `id`"
+    if whole(raw.get("mediaId")) is None and whole(_map(raw.get("media")).get("id")) is None:
+        return "have no `mediaId` nor `media.id`"
+    if raw.get("status") not in STATUSES:
+        return "have a `status` watchbridge does not know"
+    for name in ("progress", "repeat"):
+        if whole(raw.get(name)) is None:
+            return f"have no `{name}` as a whole number"
+    if _number(raw.get("score")) is None:
+        return "have no `score` as a number"
+    return None
+
+
+def _entries_of(raws: Any, what: str) -> list[ListEntry]:
+    """The entries of one answer's list `raws`; AniListError naming what changed when the
+    list is not one or any entry cannot be read whole: what is dropped would read as gone."""
+    if not isinstance(raws, list):
+        raise AniListError(changed_answer(NAME, f"{what} has no list of entries"))
+    problems: dict[str, int] = {}
+    for raw in raws:
+        if (problem := entry_problem(raw)) is not None:
+            problems[problem] = problems.get(problem, 0) + 1
+    if problems:
+        said = "; ".join(f"{n} of {len(raws)} entries {p}" for p, n in problems.items())
+        raise AniListError(changed_answer(NAME, f"{what}: {said}"))
+    return [entry for raw in raws if (entry := parse_entry(raw)) is not None]
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise AniListError(changed_answer(NAME, f"{what} is not true or false"))
+    return value
+
+
 def parse_collection(data: Any) -> tuple[list[ListEntry], bool]:
     """One MediaListCollection chunk: entries of every group (custom lists too, §5.2), and
-    whether another chunk follows. Duplicates across groups are left to `dedupe`."""
+    whether another chunk follows. Duplicates across groups are left to `dedupe`. A chunk in
+    a shape watchbridge cannot read whole raises AniListError: never read as fewer entries."""
     collection = (data or {}).get("MediaListCollection") if isinstance(data, Mapping) else None
     if not isinstance(collection, Mapping):
         raise AniListError("the MediaListCollection answer is missing")
+    groups = collection.get("lists")
+    if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
+        raise AniListError(changed_answer(NAME, "the anime list has no `lists` of groups"))
     entries = [
         entry
-        for group in collection.get("lists") or []
-        if isinstance(group, Mapping)
-        for raw in group.get("entries") or []
-        if (entry := parse_entry(raw)) is not None
+        for group in groups
+        for entry in _entries_of(group.get("entries"), "a group of the anime list")
     ]
-    return entries, bool(collection.get("hasNextChunk"))
+    return entries, _flag(collection.get("hasNextChunk"), "the anime list's `hasNextChunk`")
 
 
 def parse_page(data: Any) -> tuple[list[ListEntry], bool]:
     page = (data or {}).get("Page") if isinstance(data, Mapping) else None
     if not isinstance(page, Mapping):
         raise AniListError("the Page answer is missing")
-    entries = [e for raw in page.get("mediaList") or [] if (e := parse_entry(raw)) is not None]
-    return entries, bool((page.get("pageInfo") or {}).get("hasNextPage"))
+    entries = _entries_of(page.get("mediaList"), "a page of the anime list's changes")
+    more = _map(page.get("pageInfo")).get("hasNextPage")
+    return entries, _flag(more, "the anime list page's `hasNextPage`")
 
 
 def dedupe(entries: Iterable[ListEntry]) -> list[ListEntry]:
