@@ -1266,3 +1266,29 @@ async def test_an_anime_list_without_its_groups_is_not_read_as_an_empty_list(
     assert "the anime list has no `lists` of groups" in failed.value.message
     assert UPDATE in failed.value.message
     assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
+
+
+async def test_a_save_anilist_answers_in_another_shape_is_sent_again_and_says_so(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == REZERO)
+    trakt.add_history(show.seasons[1].episodes[39], iso(time.time() - DAY))  # Part 2 ep 1
+
+    renamed: list[int] = []
+
+    def first_save_without_id(body: Any) -> None:
+        saved = (body.get("data") or {}).get("SaveMediaListEntry")
+        if saved is not None and not renamed:
+            renamed.append(saved["id"])
+            saved["entryId"] = saved.pop("id")
+
+    anilist.reshape_always(first_save_without_id, route=GRAPHQL)
+    await rig.sync_and_deliver()
+    assert renamed
+    (status, error) = rig.runtime.store.db.execute(
+        "SELECT status, last_error FROM outbox WHERE target = 'anilist'"
+    ).fetchone()
+    assert status == "pending"
+    assert "SaveMediaListEntry answered with an entry with no `id`" in error
+    assert UPDATE in error and "sent again later" in error
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 1

@@ -489,23 +489,26 @@ def parse_entry(raw: Any) -> ListEntry | None:
     )
 
 
+SAVE_AGAIN = "the write is sent again later, as it sets the same values again"
+
+
 def entry_problem(raw: Any) -> str | None:
-    """What in one MediaList object watchbridge cannot read, or None when every field a sync
-    relies on is there: an entry read without its progress, repeats or score would be read as
-    one with none, and its plays and rating removed from the other side."""
+    """What watchbridge cannot read in one MediaList object ("no `id`"), or None when every
+    field a sync relies on is there: an entry read without its progress, repeats or score
+    would be read as one with none, and its plays and rating removed from the other side."""
     if not isinstance(raw, Mapping):
-        return "are no objects"
+        return "no fields"
     if whole(raw.get("id")) is None:
-        return "have no `id`"
+        return "no `id`"
     if whole(raw.get("mediaId")) is None and whole(_map(raw.get("media")).get("id")) is None:
-        return "have no `mediaId` nor `media.id`"
+        return "no `mediaId` nor `media.id`"
     if raw.get("status") not in STATUSES:
-        return "have a `status` watchbridge does not know"
+        return "a `status` watchbridge does not know"
     for name in ("progress", "repeat"):
         if whole(raw.get(name)) is None:
-            return f"have no `{name}` as a whole number"
+            return f"no `{name}` as a whole number"
     if _number(raw.get("score")) is None:
-        return "have no `score` as a number"
+        return "no `score` as a number"
     return None
 
 
@@ -519,7 +522,7 @@ def _entries_of(raws: Any, what: str) -> list[ListEntry]:
         if (problem := entry_problem(raw)) is not None:
             problems[problem] = problems.get(problem, 0) + 1
     if problems:
-        said = "; ".join(f"{n} of {len(raws)} entries {p}" for p, n in problems.items())
+        said = "; ".join(f"{n} of {len(raws)} entries have {p}" for p, n in problems.items())
         raise AniListError(changed_answer(NAME, f"{what}: {said}"))
     return [entry for raw in raws if (entry := parse_entry(raw)) is not None]
 
@@ -954,9 +957,13 @@ class AniListClient:
             return current
         variables = changes.variables(current.id if current else None)
         data = await self.graphql(profile, SAVE_MUTATION, variables)
-        saved = parse_entry((data or {}).get("SaveMediaListEntry"))
+        answer = _map(data).get("SaveMediaListEntry")
+        problem = entry_problem(answer)
+        saved = parse_entry(answer) if problem is None else None
         if saved is None:
-            raise AniListError("SaveMediaListEntry answered without the entry")
+            # The write went through (no `errors`); sent again it sets the same values.
+            said = f"SaveMediaListEntry answered with an entry with {problem or 'no fields'}"
+            raise AniListError(changed_answer(NAME, said, SAVE_AGAIN))
         return saved
 
     async def delete_entry(self, profile: str, entry_id: int) -> bool:
