@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes.plex import TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
@@ -752,3 +754,49 @@ def test_a_play_of_one_copy_removed_on_trakt_stays_removed_while_another_holds_i
     sync(path, "--full")
     assert trakt_plays(trakt) == [BOTH[0]]
     assert "plan: nothing to do" in sync(path, "--full").stdout
+
+
+PLEX_UPDATE = "Plex may have changed its answers, and watchbridge may need an update"
+LISTING = "GET /library/sections/{key}/all"
+HISTORY = "GET /status/sessions/history/all"
+
+
+def rows_of(body: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = body["MediaContainer"].get("Metadata", [])
+    return rows
+
+
+RESHAPED = {
+    "the listing of library 1: 1 of 1 rows have a `viewCount` that is no whole number": (
+        LISTING,
+        lambda body: [r.update(viewCount="once") for r in rows_of(body) if "viewCount" in r],
+    ),
+    "the listing of library 1: 1 of 1 rows have no `ratingKey`": (
+        LISTING,
+        lambda body: [r.update(key=r.pop("ratingKey")) for r in rows_of(body)],
+    ),
+    "listing library 1 says it holds 1 entries but has no `Metadata` list": (
+        LISTING,
+        lambda body: body["MediaContainer"].update(Items=body["MediaContainer"].pop("Metadata")),
+    ),
+    "the watch history: 2 of 2 rows have no `viewedAt` in epoch seconds": (
+        HISTORY,
+        lambda body: [r.update(viewedAt="2024-02-01T21:00:00Z") for r in rows_of(body)],
+    ),
+}
+
+
+@pytest.mark.parametrize("said", list(RESHAPED))
+def test_a_plex_answer_in_another_shape_fails_the_run_and_removes_nothing(
+    tmp_path: Path, start_fake: Any, said: str
+) -> None:
+    path, trakt, plex = setup(tmp_path, start_fake, link=", max_removal_share: 1.0")
+    sync(path)
+    before = trakt_plays(trakt)
+    route, change = RESHAPED[said]
+    plex.reshape_always(lambda body: [change(body), None][1], route=route)
+    result = watchbridge("sync", "--link", "plex-trakt", "--config", str(path), "--full")
+    assert result.returncode != 0
+    told = result.stdout + result.stderr
+    assert said in told and PLEX_UPDATE in told and "Traceback" not in told
+    assert trakt_plays(trakt) == before

@@ -31,7 +31,7 @@ import httpx
 from watchbridge import __version__
 from watchbridge.config import PlexConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import HttpClient, ServiceError
+from watchbridge.http import HttpClient, ServiceError, changed_answer
 from watchbridge.ingest.common import epoch, integer, number, obj, text
 from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
 from watchbridge.logs import Redactor
@@ -39,6 +39,7 @@ from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 
 SERVICE = "plex"
+NAME = "Plex"  # as a user knows it, in messages
 PRODUCT = "watchbridge"
 LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
 PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfortably
@@ -170,17 +171,63 @@ def history_entry(row: Mapping[str, object]) -> HistoryEntry | None:
     )
 
 
-def entries(answer: object, name: str = "Metadata") -> tuple[list[Mapping[str, object]], int]:
-    """A container's entries (`Metadata`, or `Video`/`Directory`) and its `totalSize`."""
-    container = obj(obj(answer).get("MediaContainer"))
-    found: list[Mapping[str, object]] = []
+def entries(
+    answer: object, name: str = "Metadata", what: str = "an answer of the server"
+) -> tuple[list[Mapping[str, object]], int]:
+    """A container's entries (`Metadata`, or `Video`/`Directory`) and its `totalSize`. PMS
+    leaves the list out of an empty container; one that says it holds entries but has no
+    list watchbridge knows (or no `MediaContainer`) raises PlexError: never read as empty."""
+    container = obj(answer).get("MediaContainer")
+    if not isinstance(container, Mapping):
+        raise PlexError(SERVICE, changed_answer(NAME, f"{what} has no `MediaContainer`"))
+    found: list[Mapping[str, object]] | None = None
     for candidate in (name, "Metadata", "Video", "Directory"):
         value = container.get(candidate)
         if isinstance(value, list):
             found = [obj(entry) for entry in value]
             break
+    said = max(integer(container.get("size")) or 0, integer(container.get("totalSize")) or 0)
+    if found is None and said:
+        missing = f"{what} says it holds {said} entries but has no `{name}` list"
+        raise PlexError(SERVICE, changed_answer(NAME, missing))
+    found = found or []
     total = integer(container.get("totalSize"))
     return found, total if total is not None else len(found)
+
+
+def unreadable_rows(
+    rows: Sequence[Mapping[str, object]],
+    problem: Callable[[Mapping[str, object]], str | None],
+    what: str,
+) -> None:
+    """Raise PlexError naming how many of `rows` have a `problem`: a row left out would read
+    as a play or an item that is gone, and be removed from the other side."""
+    problems: dict[str, int] = {}
+    for row in rows:
+        if (found := problem(row)) is not None:
+            problems[found] = problems.get(found, 0) + 1
+    if problems:
+        said = "; ".join(f"{n} of {len(rows)} rows have {p}" for p, n in problems.items())
+        raise PlexError(SERVICE, changed_answer(NAME, f"{what}: {said}"))
+
+
+def listing_problem(row: Mapping[str, object]) -> str | None:
+    """What watchbridge cannot read in one row of a library listing, or None."""
+    if text(row.get("ratingKey")) is None:
+        return "no `ratingKey`"
+    if row.get("viewCount") is not None and integer(row.get("viewCount")) is None:
+        return "a `viewCount` that is no whole number"  # read as 0, it would unwatch
+    return None
+
+
+def history_problem(row: Mapping[str, object]) -> str | None:
+    """What watchbridge cannot read in one row of the watch history, or None."""
+    for name in ("historyKey", "ratingKey"):
+        if text(row.get(name)) is None:
+            return f"no `{name}`"
+    if epoch(row.get("viewedAt")) is None:
+        return "no `viewedAt` in epoch seconds"
+    return None
 
 
 @dataclass(frozen=True)
@@ -422,7 +469,9 @@ class PlexClient:
         """`listing` as PMS's Metadata objects (with `Media`, for the collection)."""
         path = f"/library/sections/{quote(section, safe='')}/all"
         params = {"type": LISTING_TYPES[kind], "includeGuids": 1}
-        return await self._pages(path, params, f"listing library {section}", token, page_size)
+        rows = await self._pages(path, params, f"listing library {section}", token, page_size)
+        unreadable_rows(rows, listing_problem, f"the listing of library {section}")
+        return rows
 
     async def viewed_since(
         self, section: str, kind: str, since: float, token: str | None = None
@@ -462,6 +511,7 @@ class PlexClient:
             token,
             page_size,
         )
+        unreadable_rows(rows, history_problem, "the watch history")
         return [entry for row in rows if (entry := history_entry(row)) is not None]
 
     async def history_head(
@@ -573,7 +623,7 @@ class PlexClient:
                 "x-plex-container-size": str(page_size),
             }
             answer = await self._get(path, what, token, params=params, headers=paging)
-            rows, total = entries(answer)
+            rows, total = entries(answer, what=what)
             found += rows
             start += len(rows)
             if not rows or start >= total:
