@@ -17,6 +17,7 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, sign_in_trakt, watchbridge
 from tests.test_webhooks_e2e import seeded
+from watchbridge.alerts import NAMESPACE as ALERT_CONDITIONS
 from watchbridge.config import load_config
 from watchbridge.deliver.anilist import FINISHED, SENT, SKIPPED, recheck_skipped
 from watchbridge.deliver.anilist import NAME as ANILIST
@@ -24,7 +25,13 @@ from watchbridge.deliver.worker import LIMITED_ROWS
 from watchbridge.maintenance import ALERTED
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
-from watchbridge.scheduler import profile_of_alert, resolve_removed, service_of_alert
+from watchbridge.renames import profile_keyed_cache
+from watchbridge.scheduler import (
+    link_of_alert,
+    profile_of_alert,
+    resolve_removed,
+    service_of_alert,
+)
 from watchbridge.services.serializd import REFUSED
 from watchbridge.store import KeptOff, NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
@@ -801,6 +808,29 @@ def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
 )
 def test_the_profile_an_alert_is_about_is_read_from_its_key(key: str, profile: str | None) -> None:
     assert profile_of_alert(key) == profile
+
+
+@pytest.mark.parametrize(
+    ("key", "link"),
+    [
+        ("plex-trakt", "plex-trakt"),
+        ("plex-trakt:review", "plex-trakt"),
+        ("plex-trakt:removals", "plex-trakt"),
+        # A show kept off Serializd's watchlist (serializdlist): read as a link of that whole
+        # name, it was resolved as no longer in the config after every `watchbridge sync`.
+        ("trakt-serializd:me:serializd-watched-seasons:1396", "trakt-serializd"),
+    ],
+)
+def test_the_link_a_failing_sync_alert_is_about_is_read_from_its_key(key: str, link: str) -> None:
+    assert link_of_alert(key) == link
+
+
+def test_rename_profile_keeps_a_kept_off_shows_alert_open_under_the_new_name() -> None:
+    # Left under `me`, no run would ever resolve it: the runs are of `myself`.
+    renamed = profile_keyed_cache("me", "myself")[ALERT_CONDITIONS]
+    old, new = (f"trakt-serializd:{p}:serializd-watched-seasons:1396" for p in ("me", "myself"))
+    assert renamed(f"sync_failing\x1f{old}") == f"sync_failing\x1f{new}"
+    assert renamed(f"sync_failing\x1f{new}") is None  # another profile's: left alone
 
 
 def test_status_says_what_a_renamed_profile_left_under_its_old_name_for_as_long_as_it_is_kept(

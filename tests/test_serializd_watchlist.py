@@ -16,6 +16,8 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Movie, Show, WatchlistEntry, key_of
 from tests.harness import sign_in_trakt
 from tests.linkrig import PROFILE, open_rig, use_fast_readers
+from watchbridge.accounts import AccountChange
+from watchbridge.alerts import NAMESPACE as ALERT_CONDITIONS
 from watchbridge.alerts import Notifier
 from watchbridge.config import (
     AlertsConfig,
@@ -29,7 +31,7 @@ from watchbridge.plexlink import lists_summary
 from watchbridge.serializdlist import SerializdWatchlistResult, sync_serializd_watchlist
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TraktClient
-from watchbridge.store import Store
+from watchbridge.store import ACCOUNT_CURSOR, Store
 
 pytestmark = pytest.mark.anyio
 WATCHLIST_PAGE = "/api/user/{username}/watchlistpage_v2/{page}"
@@ -430,4 +432,43 @@ async def test_a_show_kept_off_for_seasons_it_cannot_read_is_alerted_once_until_
     resolved = receiver.messages[-1]
     assert len(receiver.messages) == 2
     assert resolved["title"] == f"Resolved: {alert['title']}"
-    assert "Breaking Bad is no longer kept off Serializd's watchlist" in resolved["message"]
+    assert "profile me: no longer kept off Serializd's watchlist" in resolved["message"]
+
+
+RUN_AT = 1_800_000_000.0  # Link.watchlist's clock
+
+
+def reset_state(store: Store) -> None:
+    """What `watchbridge reset-state` forgets: every cursor, not the alerts told."""
+    assert store.reset(RUN_AT, keep_cache=[ALERT_CONDITIONS]) == []
+
+
+def serializd_account_changed(store: Store) -> None:
+    """Another Serializd account signed in for the profile (accounts.note_account): the
+    profile's Serializd cursors and the link's state are forgotten, not the alerts told."""
+    store.set_cursor("serializd", PROFILE, ACCOUNT_CURSOR, "alice", RUN_AT)
+    change = AccountChange("serializd", PROFILE, "alice", "bob", ("trakt-serializd",), ())
+    assert store.start_over(change, RUN_AT) == 0
+
+
+@pytest.mark.parametrize("forget", [reset_state, serializd_account_changed])
+async def test_a_kept_off_shows_alert_is_resolved_after_the_links_state_is_forgotten(
+    link: Link, receiver: AlertReceiver, clock: FakeClock, forget: Callable[[Store], None]
+) -> None:
+    """The alerts outlive the link's state: once Breaking Bad reads again and goes on
+    Serializd's watchlist, its alert is resolved, not left open for 400 days."""
+    notifier = Notifier(AlertsConfig(urls=[Secret(receiver.apprise_url)]), clock=clock)
+    notifier.remember_in(link.store)  # as the service and `watchbridge sync` keep them
+    link.serializd.mark(None, 1396, 1, 2)
+    link.serializd.reshape_always(breaking_bad_seasons_as_objects, route=WATCHED_PAGE)
+    link.trakt_add("Breaking Bad")
+    await link.watchlist(alerts=notifier)
+    (alert,) = receiver.titles()
+
+    forget(link.store)
+    link.serializd.clear_knobs()
+    clock.advance(600)
+    await link.watchlist(alerts=notifier)
+
+    assert link.serializd_watchlist() == {"Breaking Bad"}
+    assert receiver.titles() == [alert, f"Resolved: {alert}"]

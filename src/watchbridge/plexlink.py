@@ -95,6 +95,8 @@ class Alerts(Protocol):
 
     def would_send(self, kind: str, key: str = "") -> bool: ...
 
+    def condition_keys(self, kind: str) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class LimitState:

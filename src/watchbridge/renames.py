@@ -4,10 +4,13 @@ kept by a key that names the profile (alert conditions, sign-in notes, AniList s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from watchbridge.accounts import ALERT_KIND as ACCOUNT_CHANGED
 from watchbridge.config import SYNC_SERVICES
 from watchbridge.scheduler import SERVICE_ALERT_KINDS, profile_of_alert
+from watchbridge.serializdlist import ALERT_KIND as KEPT_OFF_KIND
+from watchbridge.serializdlist import UnreadableAlert
 
 # The alert kinds keyed `service:profile...` when about one profile (see profile_of_alert).
 PROFILE_ALERT_KINDS = (*SERVICE_ALERT_KINDS, ACCOUNT_CHANGED)
@@ -15,10 +18,14 @@ PROFILE_ALERT_KINDS = (*SERVICE_ALERT_KINDS, ACCOUNT_CHANGED)
 
 def alert_key_renamed(kind: str, key: str, old: str, new: str) -> str | None:
     """The key of alert (`kind`, `key`) once profile `old` is renamed `new` (`watchbridge
-    rename-profile`): `trakt:me:ending` becomes `trakt:myself:ending`. None for an alert
+    rename-profile`): `trakt:me:ending` becomes `trakt:myself:ending`, and
+    `LINK:me:serializd-watched-seasons:SHOW` `LINK:myself:...`. None for an alert
     about no profile, or another one."""
     if kind == "reported_twice":  # one condition per profile, keyed by its name alone
         return new if key == old else None
+    kept_off = UnreadableAlert.of(key) if kind == KEPT_OFF_KIND else None
+    if kept_off is not None:  # a show kept off Serializd's watchlist: LINK:PROFILE:...
+        return replace(kept_off, profile=new).key if kept_off.profile == old else None
     if kind not in PROFILE_ALERT_KINDS or profile_of_alert(key) != old:
         return None
     service, _, rest = key.partition(":")

@@ -17,6 +17,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.logs import Repeating
+from watchbridge.serializdlist import UnreadableAlert
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
     LinkBusy,
@@ -183,7 +184,10 @@ LINK_ALERT_SUFFIXES = (":review", ":removals")  # the keys of a link's alerts: n
 
 
 def link_of_alert(key: str) -> str:
-    """The link a `sync_failing` alert's key names (see sync.report_run, report_held)."""
+    """The link a `sync_failing` alert's key names (see sync.report_run, report_held, and
+    serializdlist.UnreadableAlert: `LINK:PROFILE:serializd-watched-seasons:SHOW`)."""
+    if (kept_off := UnreadableAlert.of(key)) is not None:
+        return kept_off.link
     for suffix in LINK_ALERT_SUFFIXES:
         if key.endswith(suffix):
             return key.removesuffix(suffix)

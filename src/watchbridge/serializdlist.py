@@ -23,7 +23,6 @@ profile, `limit_pause:watchlist`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,9 +72,10 @@ UNREADABLE_MARKS = (
     "watchbridge cannot read, and watchlisting a watched season could unmark it; "
     "see Troubleshooting in the README"
 )
-# Shows alerted as not put on Serializd's watchlist for UNREADABLE_MARKS: cursor (serializd,
-# profile, this + link), JSON show id -> title, so each is resolved once it is not any more.
-UNREADABLE_ALERTED = "unreadable_marks:"
+# The alerts of a show kept off for UNREADABLE_MARKS are keyed LINK:PROFILE:this:SHOW (show:
+# its TMDB id); they are their own record of what was told, not a cursor, which
+# `reset-state` and another account signing in forget while the alerts stay open.
+UNREADABLE_KEY = "serializd-watched-seasons"
 ALERT_KIND = "sync_failing"
 
 
@@ -211,40 +211,52 @@ def unreadable_marks_alert(link: str, profile: str, title: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class UnreadableAlert:
+    """What the alert of a show kept off for UNREADABLE_MARKS is about, by its key."""
+
+    link: str
+    profile: str
+    show: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.link}:{self.profile}:{UNREADABLE_KEY}:{self.show}"
+
+    @classmethod
+    def of(cls, key: str) -> UnreadableAlert | None:
+        """The alert `key` names, None for a key of another alert (names have no colon)."""
+        parts = key.split(":")
+        if len(parts) != 4 or parts[2] != UNREADABLE_KEY or not parts[3].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[3]))
+
+
 async def tell_unreadable_marks(
-    store: Store,
-    alerts: Alerts | None,
-    link: str,
-    profile: str,
-    unreadable: Mapping[int, str],
-    now: float,
+    alerts: Alerts | None, link: str, profile: str, unreadable: Mapping[int, str]
 ) -> None:
     """Alert of each show (`unreadable`: show id -> title) a run kept off Serializd's
     watchlist because its watched seasons cannot be read (one condition per link, profile and
     show: throttled like every alert), and resolve those alerted before that are not any more
     (they read again and went on the watchlist, or left Trakt's). Without `alerts` nothing is
-    told, nor noted: the next run with them tells."""
+    told: the next run with them tells, and resolves."""
     if alerts is None:
         return
-    cursor = f"{UNREADABLE_ALERTED}{link}"
-    before: dict[str, str] = json.loads(store.get_cursor(PEER, profile, cursor) or "{}")
     for show, title in sorted(unreadable.items()):
         body = unreadable_marks_alert(link, profile, title)
         title_line = f"watchbridge: {title} not put on Serializd's watchlist (profile {profile})"
-        await alerts.notify(ALERT_KIND, title_line, body, key=_unreadable_key(link, profile, show))
-    for alerted, title in sorted(before.items()):
-        if int(alerted) not in unreadable:
+        key = UnreadableAlert(link, profile, show).key
+        await alerts.notify(ALERT_KIND, title_line, body, key=key)
+    for key in sorted(alerts.condition_keys(ALERT_KIND)):
+        alerted = UnreadableAlert.of(key)
+        if alerted is None or (alerted.link, alerted.profile) != (link, profile):
+            continue
+        if alerted.show not in unreadable:
             over = (
-                f"link {link}, profile {profile}: {title} is no longer kept off Serializd's "
-                "watchlist (its watched seasons read again, or it left Trakt's watchlist)"
+                f"link {link}, profile {profile}: no longer kept off Serializd's watchlist "
+                "(its watched seasons read again, or it left Trakt's watchlist)"
             )
-            await alerts.resolve(ALERT_KIND, over, key=_unreadable_key(link, profile, int(alerted)))
-    now_alerted = json.dumps({str(show): t for show, t in unreadable.items()}, sort_keys=True)
-    store.set_cursor(PEER, profile, cursor, now_alerted, now)
-
-
-def _unreadable_key(link: str, profile: str, show: int) -> str:
-    return f"{link}:{profile}:serializd-watched-seasons:{show}"
+            await alerts.resolve(ALERT_KIND, over, key=key)
 
 
 def _baseline_store(link: str) -> str:
@@ -350,7 +362,7 @@ async def sync_serializd_watchlist(
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
     limit = await added.room.settle(store, alerts, now, dry_run=False)
-    await tell_unreadable_marks(store, alerts, link, profile, found.unreadable, now)
+    await tell_unreadable_marks(alerts, link, profile, found.unreadable)
     return SerializdWatchlistResult(
         profile,
         plan,
