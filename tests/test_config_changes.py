@@ -28,6 +28,7 @@ from watchbridge.reconcile import Action
 from watchbridge.renames import profile_keyed_cache
 from watchbridge.scheduler import (
     link_of_alert,
+    no_longer_configured,
     profile_of_alert,
     resolve_removed,
     service_of_alert,
@@ -823,6 +824,24 @@ def test_the_profile_an_alert_is_about_is_read_from_its_key(key: str, profile: s
 )
 def test_the_link_a_failing_sync_alert_is_about_is_read_from_its_key(key: str, link: str) -> None:
     assert link_of_alert(key) == link
+
+
+@pytest.mark.parametrize(
+    ("profiles", "over"),
+    [
+        ("", None),
+        ("profiles: [kid], ", "links.plex-trakt no longer syncs profile me"),
+    ],
+)
+def test_a_kept_off_shows_alert_is_over_once_its_profile_is_no_longer_synced_by_the_link(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, profiles: str, over: str | None
+) -> None:
+    # No run of the link is about `me` any more to resolve it.
+    link = f"  plex-trakt: {{services: [plex, trakt], {profiles}interval: 7d}}\n"
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(config_text(tmp_path, free_port(), trakt, receiver, link), encoding="utf-8")
+    key = "plex-trakt:me:serializd-watched-seasons:1396"
+    assert no_longer_configured(load_config(path), "sync_failing", key) == over
 
 
 def test_rename_profile_keeps_a_kept_off_shows_alert_open_under_the_new_name() -> None:

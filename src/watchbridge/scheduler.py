@@ -14,7 +14,7 @@ import random
 from dataclasses import fields
 
 from watchbridge.app import Runtime
-from watchbridge.config import SYNC_SERVICES, Accounts, Config
+from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles
 from watchbridge.errors import WatchbridgeError
 from watchbridge.logs import Repeating
 from watchbridge.serializdlist import UnreadableAlert
@@ -228,9 +228,12 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
     ever resolve it. None while it still is."""
     if kind == "sync_failing":
         name = link_of_alert(key)
-        if name in config.links:
+        if name not in config.links:
+            return f"links.{name} is no longer in the config: it is not synced any more"
+        kept_off = UnreadableAlert.of(key)  # about one profile of the link
+        if kept_off is None or kept_off.profile in link_profiles(config, config.links[name]):
             return None
-        return f"links.{name} is no longer in the config: it is not synced any more"
+        return f"links.{name} no longer syncs profile {kept_off.profile}"
     if kind not in SERVICE_ALERT_KINDS or (service := service_of_alert(key)) is None:
         return None
     if getattr(config.services, service) is None:
