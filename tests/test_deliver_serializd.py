@@ -1076,3 +1076,48 @@ async def test_another_serializd_account_a_delivery_notices_is_alerted_at_once(
     assert alert["title"] == "watchbridge: profile me's serializd is another account"
     assert "profile me: serializd is now user bob_tv (was user alice_tv)" in alert["message"]
     assert bob.password not in alert["message"]
+
+
+async def test_a_rating_set_back_after_a_lost_answer_gave_up_reaches_serializd(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """7, then 9 (it lands, its answer is lost, and it gives up: a dead letter marked as
+    possibly sent), then 7 again. Serializd shows its newest row: the 9 was settled as
+    superseded when the 7 was queued, the ledger still said 7 was sent last, and the new 7
+    was taken for one already there."""
+    clock.now = fake.now()
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
+    await drain(worker, runtime, clock, passes=1)
+    enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
+    await drain(worker, runtime, clock, passes=1)
+    assert runtime.store.give_up_waiting("serializd", "me", clock(), "the link was removed") == 1
+    clock.advance(3600)
+    fake.advance(3600)
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=70)  # set back to 7
+    await drain(worker, runtime, clock, passes=3, step=600)
+    shown = max(fake.diary(), key=lambda e: (e.date_added, e.id))
+    assert shown.rating == 7
+    assert sorted(e.rating for e in fake.diary()) == [7, 7, 9]  # the 9 not sent again
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
+async def test_a_links_rating_removal_after_a_lost_answer_gave_up_deletes_that_copy_too(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """7, then 9 (it lands, its answer is lost, and it gives up), then the link removes the
+    rating, naming the row it read (the 7's). The 9's row, never recorded as ours, stayed:
+    Serializd went on showing 9."""
+    clock.now = fake.now()
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
+    await drain(worker, runtime, clock, passes=1)
+    (seven,) = fake.diary()
+    enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
+    await drain(worker, runtime, clock, passes=1)
+    assert runtime.store.give_up_waiting("serializd", "me", clock(), "the link was removed") == 1
+    enqueue(runtime, "remove_rating", episode(4), clock() - 60, record=str(seven.id), link="ts")
+    await drain(worker, runtime, clock, passes=3, step=600)
+    assert [e.rating for e in fake.diary() if e.rating] == []

@@ -20,8 +20,9 @@ import pytest
 
 from tests.fakes.serializd import FakeSerializd, Review, iso
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
-from tests.linkrig import LINK, PROFILE, Rig, open_rig, use_fast_readers
+from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
 from watchbridge.accounts import ENGINE
+from watchbridge.config import parse_config
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import NewOutboxRow, ordering_key
@@ -1559,3 +1560,43 @@ async def test_a_rating_given_on_serializd_before_a_lost_answers_retry_reaches_t
     for full in (False, True, True):
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
+
+
+@pytest.fixture
+async def giving_up_at_once(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    """The link's rig with `delivery.max_attempts: 1`: a row that fails once is a dead letter."""
+    use_fast_readers(monkeypatch)
+    options = ", first_run: apply, max_removal_share: 0.5"
+    text = rig_config(tmp_path, trakt, serializd, options) + "delivery: {max_attempts: 1}\n"
+    config = parse_config(text, Path("watchbridge.yaml"), {})
+    rig = rig_for(config, trakt, serializd, {PROFILE: None})
+    yield rig
+    await rig.aclose()
+
+
+async def test_a_rating_copy_whose_answer_was_lost_and_that_gave_up_stays_ours_behind_a_newer_one(
+    giving_up_at_once: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The copy of the 8 lands an hour late, its answer is lost, and it gives up (a dead
+    letter, marked as possibly sent); then the user rates 6 on Trakt. Settled as superseded
+    when the 6 was queued, the 8's diary row was never known as ours: dated by when it
+    landed, it outranked the 6 and took Trakt back to 8. Neither is sent twice, and the 8
+    stays known as a copy once the delivered rows are pruned (a week on)."""
+    rig = giving_up_at_once
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync()
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # landed, answer lost: its one attempt spent
+    assert rig.store.outbox_counts()["dead"] == 1
+    app.rate(1, 1, 6, ago(0))
+    for full in (False, True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+    rig.store.prune(time.time() + 8 * DAY, 7 * DAY, 7 * DAY)
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+    assert [r.rating for r in serializd.diary() if not r.is_log] == [8, 6]

@@ -710,13 +710,21 @@ def ordering_key(profile: str, target: str, item_key: str, action: str) -> str:
     return f"{key}:ratings" if target == "trakt" and action in RATING_ACTIONS else key
 
 
+# A Serializd rating whose send may have landed (marked), settled by a newer one of its item
+# before a retry found it: its diary row, if it landed, is a copy of ours that nothing has
+# recorded yet. The reader takes it for ours (`unanswered_ratings`), and the newer one's
+# delivery looks for it first (`unfound_ratings`), then settles it as plainly superseded.
+UNFOUND = f"{UNKNOWN_OUTCOME}: superseded before it was looked for"
 # A dead rating (or removal) that a newer one of the same item followed never goes out again:
 # retried, even after the newer row is pruned, it would overwrite what the user chose since.
-# Applied when a rating is queued, when one dies, and when dead letters are retried; callers
-# add `AND <their filter>`.
+# A Serializd one that may have landed stays known as that (UNFOUND; see
+# _SUPERSEDE_WAITING_RATINGS for why). Applied when a rating is queued, when one dies, and
+# when dead letters are retried; callers add `AND <their filter>`.
 _RATINGS_SQL = "(" + ", ".join(f"'{action}'" for action in RATING_ACTIONS) + ")"
 _SUPERSEDE_DEAD_RATINGS = (
-    "UPDATE outbox SET status = 'done', last_error = 'superseded', updated_at = ?"
+    "UPDATE outbox SET status = 'done', updated_at = ?, last_error = CASE"
+    f" WHEN target = 'serializd' AND action = 'rating' AND {_MARKED} THEN '{UNFOUND}'"
+    " ELSE 'superseded' END"
     f" WHERE status = 'dead' AND action IN {_RATINGS_SQL} AND EXISTS (SELECT 1"
     " FROM outbox AS newer WHERE newer.ordering_key = outbox.ordering_key"
     f" AND newer.id > outbox.id AND newer.action IN {_RATINGS_SQL})"
@@ -2264,12 +2272,13 @@ class Store:
         self, profile: str, target: str
     ) -> list[tuple[dict[str, Any], float, int]]:
         """(item, rated at, rating 0-100) of the ratings queued for `profile` on `target` whose
-        send may have landed unanswered (marked; waiting for the retry that looks for it, or
-        a dead letter of it)."""
+        send may have landed unanswered (marked; waiting for the retry that looks for it, a
+        dead letter of it, or settled by a newer rating before it was looked for: UNFOUND)."""
         rows = self._query(
             "SELECT payload FROM outbox WHERE profile = ? AND target = ? AND action = 'rating'"
-            f" AND status IN ('pending', 'inflight', 'dead') AND {_MARKED}",
-            (profile, target),
+            f" AND (status IN ('pending', 'inflight', 'dead') AND {_MARKED}"
+            " OR status = 'done' AND last_error = ?)",
+            (profile, target, UNFOUND),
         )
         found = []
         for row in rows:
@@ -2279,6 +2288,27 @@ class Store:
             except (KeyError, TypeError, ValueError):
                 continue  # its delivery makes a dead letter of it, saying why
         return found
+
+    def unfound_ratings(self, row: OutboxItem) -> list[tuple[int, dict[str, Any]]]:
+        """(id, payload) of the ratings of `row`'s item (its ordering key) queued before it
+        whose send may have landed and that a newer rating settled before they were looked
+        for (UNFOUND), oldest first: `row`'s delivery looks for them (see `looked_for`)."""
+        rows = self._query(
+            "SELECT id, payload FROM outbox WHERE ordering_key = ? AND id < ?"
+            " AND status = 'done' AND action = 'rating' AND last_error = ? ORDER BY id",
+            (row.ordering_key, row.id, UNFOUND),
+        )
+        return [(int(r["id"]), json.loads(r["payload"])) for r in rows]
+
+    def looked_for(self, item_ids: Sequence[int], now: float) -> None:
+        """Settle these UNFOUND ratings as plainly superseded: a newer rating's delivery
+        looked for them in the diary (and recorded those it found as copies of ours)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET last_error = 'superseded', updated_at = ?"
+                " WHERE id = ? AND last_error = ?",
+                [(now, item_id, UNFOUND) for item_id in item_ids],
+            )
 
     def pending_rating_removals(
         self, profile: str

@@ -441,6 +441,7 @@ class SerializdTarget:
     ) -> Outcome:
         key = place.ref.key()
         await self._load(ledger, RATINGS, key)
+        await self._look_for_unfound(ledger, row, place, key)
         # Keyed by item, not by (item, value): rating 7, then 8, then 7 again must send the
         # last 7, and only a repeat of the rating we sent last is skipped. A link's row was
         # planned from what Serializd shows now, which the user may have changed since.
@@ -474,6 +475,7 @@ class SerializdTarget:
         recorded = str(row.payload.get("record") or "")
         record = recorded.split(",")
         ids = {int(i) for i in record if i.isdigit()}
+        ids |= await self._look_for_unfound(ledger, row, place, key)
         ours = (ledger.rated.get(key) or {}).get("review_id")
         if isinstance(ours, int):
             ids.add(ours)
@@ -504,6 +506,31 @@ class SerializdTarget:
         if not ids:
             return Delivered("no rating on Serializd to remove")
         return Delivered(f"rating removed ({len(ids)} diary row(s) deleted)")
+
+    async def _look_for_unfound(
+        self, ledger: Ledger, row: OutboxItem, place: Place, key: str
+    ) -> set[int]:
+        """Find the item's earlier ratings whose send may have landed and that this newer row
+        settled before their retry looked for them (store.UNFOUND), as that retry would: each
+        found is recorded as ours and as the last rating sent (what Serializd shows until this
+        row's lands). Unknown, a landed one reads as a rating the user gave when it landed (a
+        link copies it back over this one), and a rating equal to the one sent before it is
+        taken as already there. Returns the ids of their diary rows."""
+        unfound = await asyncio.to_thread(self.store.unfound_ratings, row)
+        found: set[int] = set()
+        for _, payload in unfound:
+            try:
+                value, at = ratings.to_serializd(int(payload["rating"])), float(payload["at"])
+            except (KeyError, TypeError, ValueError):
+                continue  # never sent: its delivery made a dead letter of it
+            entry = await self._find_in_diary(ledger, place, at, is_log=False, rating=value)
+            if entry is not None:
+                await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
+                await self._rated_row(ledger.profile, entry.id, key)
+                found.add(entry.id)
+        if unfound:
+            await asyncio.to_thread(self.store.looked_for, [i for i, _ in unfound], self.clock())
+        return found
 
     # ------------------------------------------------------------------ shared steps
 
