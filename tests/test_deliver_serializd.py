@@ -27,7 +27,7 @@ from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
-from watchbridge.readers.serializd import SerializdReader, make_reader
+from watchbridge.readers.serializd import SerializdReader, make_reader, unanswered_copies
 from watchbridge.reconcile import Play, Side, plan
 from watchbridge.services.serializd import SerializdClient, SerializdUnavailable
 from watchbridge.store import NewOutboxRow, OutboxItem
@@ -1121,3 +1121,33 @@ async def test_a_links_rating_removal_after_a_lost_answer_gave_up_deletes_that_c
     enqueue(runtime, "remove_rating", episode(4), clock() - 60, record=str(seven.id), link="ts")
     await drain(worker, runtime, clock, passes=3, step=600)
     assert [e.rating for e in fake.diary() if e.rating] == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        episode(4),
+        MediaRef("season", show_ids=Ids(tmdb=str(SHOW)), season=1),
+        MediaRef("show", ids=Ids(tmdb=str(SHOW))),
+    ],
+    ids=["episode", "season", "show"],
+)
+async def test_a_rating_whose_answer_was_lost_is_known_to_a_links_read_before_its_retry(
+    runtime: Runtime,
+    target: SerializdTarget,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    item: MediaRef,
+) -> None:
+    """Whatever its scope, the row a lost send made is the one a link's read takes for ours
+    (by item, value and backdate) until the retry records it."""
+    clock.now = fake.now()
+    enqueue(runtime, "rating", item, clock() - 600, rating=80)
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
+    await drain(worker, runtime, clock, passes=1)
+    (landed,) = fake.diary()
+    diary = (await target.client.diary_read("me")).entries
+    sends = runtime.store.unanswered_ratings("me", "serializd")
+    assert unanswered_copies(diary, sends) == {landed.id}

@@ -20,9 +20,19 @@ import pytest
 
 from tests.fakes.serializd import FakeSerializd, Review, iso
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
-from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
+from tests.linkrig import (
+    LINK,
+    PROFILE,
+    Rig,
+    fast_trakt,
+    open_rig,
+    rig_config,
+    rig_for,
+    use_fast_readers,
+)
 from watchbridge.accounts import ENGINE
 from watchbridge.config import parse_config
+from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import NewOutboxRow, ordering_key
@@ -1596,6 +1606,72 @@ async def test_a_rating_copy_whose_answer_was_lost_and_that_gave_up_stays_ours_b
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
     rig.store.prune(time.time() + 8 * DAY, 7 * DAY, 7 * DAY)
+    for full in (False, True, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+    assert [r.rating for r in serializd.diary() if not r.is_log] == [8, 6]
+
+
+@pytest.fixture
+async def finding_ids(rig: Rig) -> Rig:
+    """The link's rig whose deliveries find the ids a webhook left out through Trakt's
+    search, as the service's do (wiring.enricher)."""
+    search = fast_trakt(rig.runtime.config, rig.store)
+    enricher = Enricher(
+        rig.store,
+        time.time,
+        search=search.search,
+        title_search=search.search_title,
+        closers=[search.aclose],
+    )
+    for target in rig.targets.values():
+        target.enricher = enricher
+    return rig
+
+
+def a_webhooks_rating_by_title(rig: Rig, rating: int, at: float) -> None:
+    """`a_webhooks_rating`, the episode named by its show's title only, as a generic webhook
+    may: the deliveries look the show's ids up before they send."""
+    item = MediaRef("episode", show_title="Breaking Bad", season=1, number=1)
+    payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "rating": rating}
+    rig.store.enqueue(
+        [
+            NewOutboxRow(
+                target,
+                PROFILE,
+                "rating",
+                payload,
+                ordering_key(PROFILE, target, item.key(), "rating"),
+                f"{PROFILE}:{target}:rate:{item.key()}:{rating}:{int(at)}",
+            )
+            for target in ("trakt", "serializd")
+        ],
+        time.time(),
+    )
+
+
+async def test_a_rating_copy_named_by_title_whose_answer_was_lost_is_not_copied_back(
+    finding_ids: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """A webhook's 8, its show named by title only, lands on Serializd an hour late
+    and its answer is lost; meanwhile the user rated 6 on Trakt. Before the copy's retry
+    recorded its row as ours, a run took it for a rating given when it landed (the queued
+    row names no TMDB id to know it by) and set Trakt back to 8, where both then stayed."""
+    rig = finding_ids
+    a_webhooks_rating_by_title(rig, 80, time.time() - 120)
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # Trakt has the 8; on Serializd it landed, answer lost
+    assert trakt_rating(trakt, 1, 1) == 8
+    assert [r.rating for r in serializd.diary() if not r.is_log] == [8]
+    assert rig.store.outbox_counts()["pending"] == 1  # its retry waits
+    app.rate(1, 1, 6, ago(0))
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)  # the retry still waiting
+    assert trakt_rating(trakt, 1, 1) == 6
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 0
     for full in (False, True, True):
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)

@@ -70,6 +70,9 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
 QUEUED_AGAIN = "queued again by `watchbridge deadletters retry`"  # a retried dead letter's reason
+# In a rating's payload: the item as its send named it (a Serializd send: by the show's TMDB
+# id, which the queued item may lack), added when the send goes (`Store.note_resolved`).
+PLACED = "placed"
 # A row whose try a crash cut short (its attempt spent) ends its `last_error` with this, the
 # earlier error kept in front: only such a row at its last attempt gives up untried (one
 # past a lowered `delivery.max_attempts` is tried once more).
@@ -2273,7 +2276,8 @@ class Store:
     ) -> list[tuple[dict[str, Any], float, int]]:
         """(item, rated at, rating 0-100) of the ratings queued for `profile` on `target` whose
         send may have landed unanswered (marked; waiting for the retry that looks for it, a
-        dead letter of it, or settled by a newer rating before it was looked for: UNFOUND)."""
+        dead letter of it, or settled by a newer rating before it was looked for: UNFOUND).
+        The item is the one the send named (PLACED), when the row holds it."""
         rows = self._query(
             "SELECT payload FROM outbox WHERE profile = ? AND target = ? AND action = 'rating'"
             f" AND (status IN ('pending', 'inflight', 'dead') AND {_MARKED}"
@@ -2284,7 +2288,8 @@ class Store:
         for row in rows:
             payload = json.loads(row["payload"])
             try:
-                found.append((payload["item"], float(payload["at"]), int(payload["rating"])))
+                item = payload.get(PLACED) or payload["item"]
+                found.append((item, float(payload["at"]), int(payload["rating"])))
             except (KeyError, TypeError, ValueError):
                 continue  # its delivery makes a dead letter of it, saying why
         return found

@@ -41,7 +41,7 @@ from watchbridge.deliver.worker import (
 from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
-from watchbridge.model import Ids, MediaRef, ref_from_dict
+from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import EXPECTED, UNDATED
 from watchbridge.services.serializd import (
     NAME as SERVICE_NAME,
@@ -55,7 +55,7 @@ from watchbridge.services.serializd import (
     SerializdItemError,
 )
 from watchbridge.sides import holds_logged_stars
-from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
+from watchbridge.store import PLACED, UNKNOWN_OUTCOME, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Place:
     show_id: int
     season_id: int | None = None
     episode_number: int | None = None
+    season: int | None = None  # a season's number (its ref names its TMDB season id only)
 
     def holds(self, entry: DiaryEntry) -> bool:
         return (entry.show_id, entry.season_id, entry.episode_number) == (
@@ -91,6 +92,13 @@ class Place:
             self.season_id,
             self.episode_number,
         )
+
+    def named(self) -> MediaRef:
+        """The item as a link's read keys its diary rows (`sides.diary_key`): an episode, a
+        season by its number or the whole show, by the show's TMDB id."""
+        if self.ref.kind == "season":
+            return MediaRef("season", show_ids=Ids(tmdb=str(self.show_id)), season=self.season)
+        return self.ref
 
 
 @dataclass
@@ -549,9 +557,14 @@ class SerializdTarget:
         `into` (collection, key) as one step: a failure anywhere in it raises AddUncertain.
         """
         # If we crash before the ledger has this entry, the row comes back marked like this
-        # and the diary is read before the entry is sent again.
+        # and the diary is read before the entry is sent again. A rating keeps the item as
+        # sent (by TMDB ids): a link's read knows its row by it until then (PLACED).
+        placed = {} if rating is None else {PLACED: ref_to_dict(place.named())}
         await asyncio.to_thread(
-            self.store.note, [row.id], f"{UNKNOWN_OUTCOME}: diary entry sent", self.clock()
+            self.store.note_resolved,
+            {row.id: placed},
+            f"{UNKNOWN_OUTCOME}: diary entry sent",
+            self.clock(),
         )
         try:
             review = await self.client.add_diary_entry(
@@ -699,7 +712,8 @@ class SerializdTarget:
             if isinstance(season_id, Retry):
                 return season_id
             # Seasons are keyed by their TMDB season id: a season ref has no key of its own.
-            return Place(MediaRef("season", ids=Ids(tmdb=str(season_id))), show_id, season_id)
+            ref = MediaRef("season", ids=Ids(tmdb=str(season_id)))
+            return Place(ref, show_id, season_id, season=item.season)
         if item.season is not None and item.number is not None:
             placed: tuple[int, int] | Retry = item.season, item.number
         else:
