@@ -250,6 +250,7 @@ async def test_a_username_changed_on_serializd_is_followed_without_signing_in_ag
     ("stored_email", "formerly"),
     [
         (EMAIL.upper(), ["alice_tv"]),  # the same login (emails are not case-sensitive)
+        (f"{EMAIL} ", ["alice_tv"]),  # signed in with a space pasted after it, removed since
         (None, []),  # an older release kept no email: a rename cannot be told, as before
     ],
 )
@@ -274,6 +275,21 @@ async def test_a_username_changed_on_serializd_and_met_at_a_new_login_is_known_b
     assert stored["formerly"] == formerly  # one account under both (accounts.sign_in_names)
     assert stored["email"] == EMAIL
     assert fake.count("POST", LOGIN) == 2
+
+
+async def test_an_email_pasted_with_a_space_around_it_keeps_the_sign_in(
+    client: SerializdClient, fake: FakeSerializd, store: Store
+) -> None:
+    """The same email quoted with a space after it (pasted) is the same login: the sign-in
+    stands, rather than being replaced by a login with that text (which Serializd may
+    refuse as an unknown user)."""
+    await client.login(PROFILE)
+    pasted = make_client(fake, store, email=f" {EMAIL.upper()} ")
+    try:
+        assert await pasted.diary(PROFILE) == []
+    finally:
+        await pasted.aclose()
+    assert fake.count("POST", LOGIN) == 1
 
 
 async def test_token_expiry_claim_is_read() -> None:

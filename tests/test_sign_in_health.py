@@ -389,8 +389,9 @@ def test_a_serializd_login_refused_says_so_and_one_that_works_is_ok() -> None:
     stored = {"token": "jwt", "username": "me", "expires_at": NOW + DAY, "email": "Me@x.org"}
     same = Facts("me", "serializd", stored, configured="me@x.org")
     moved = Facts("me", "serializd", stored, configured="other@x.org")
-    states = sign_in_states([refused, fine, first, same, moved], NOW)
-    assert [s.state for s in states] == ["refused", "ok", "not_tried", "ok", "not_tried"]
+    pasted = Facts("me", "serializd", stored, configured="me@x.org ")  # a space pasted after it
+    states = sign_in_states([refused, fine, first, same, moved, pasted], NOW)
+    assert [s.state for s in states] == ["refused", "ok", "not_tried", "ok", "not_tried", "ok"]
     assert states[1].expires_at == NOW + DAY
     assert "changed since the last login" in states[4].message
     assert all("jwt" not in s.message for s in states)

@@ -36,6 +36,7 @@ from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
 from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
 from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
+from watchbridge.services.serializd import same_email
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
 from watchbridge.store import Store
 
@@ -291,7 +292,7 @@ def _serializd(fact: Facts, now: float) -> SignIn:
     if (
         fact.configured
         and isinstance(signed_in_as, str)
-        and signed_in_as.casefold() != fact.configured.casefold()
+        and not same_email(signed_in_as, fact.configured)
     ):
         return SignIn(
             fact.profile,

@@ -90,6 +90,12 @@ class SerializdUnavailable(Unavailable, SerializdError):
     """
 
 
+def same_email(one: str, other: str) -> bool:
+    """Whether two emails are one Serializd login: compared without case, and without the
+    spaces around a value pasted into the config (`email: "alice@example.com "`)."""
+    return one.strip().casefold() == other.strip().casefold()
+
+
 @dataclass(frozen=True)
 class Session:
     """A profile's stored sign-in (kept as JSON in the token store)."""
@@ -114,13 +120,13 @@ class Session:
         must not go on writing to the old account's diary)."""
         if account is None or self.email is None:
             return True
-        return self.email.casefold() == account.email.casefold()
+        return same_email(self.email, account.email)
 
     def same_login(self, account: SerializdAccount) -> bool:
         """Whether this sign-in was made with `account`'s email: Serializd's login, which stays
         with the account when its username changes. False when not known (a pasted token, or
         a sign-in an older release stored without its email)."""
-        return self.email is not None and self.email.casefold() == account.email.casefold()
+        return self.email is not None and same_email(self.email, account.email)
 
     def to_dict(self) -> dict[str, Any]:
         return {
