@@ -292,6 +292,18 @@ async def test_an_email_pasted_with_a_space_around_it_keeps_the_sign_in(
     assert fake.count("POST", LOGIN) == 1
 
 
+async def test_an_email_pasted_with_a_space_around_it_signs_in_as_the_email(
+    fake: FakeSerializd, store: Store
+) -> None:
+    """The first login sends the email without the spaces a paste left around it."""
+    pasted = make_client(fake, store, email=f" {EMAIL} ")
+    try:
+        assert await pasted.diary(PROFILE) == []
+    finally:
+        await pasted.aclose()
+    assert fake.count("POST", LOGIN) == 1
+
+
 async def test_token_expiry_claim_is_read() -> None:
     token = load("login-response.json")["token"]
     assert token_expiry(token) == parse_iso("2027-07-01T12:00:00Z")

@@ -352,7 +352,7 @@ def start_warnings(
     for name, profile in config.profiles.items():
         serializd = profile.accounts.serializd
         if serializd is not None:
-            first = logins.setdefault(serializd.email.strip().casefold(), name)
+            first = logins.setdefault(serializd.email.casefold(), name)
             if first != name:
                 warnings.append(
                     f"profiles.{name}.accounts.serializd.email is the Serializd login of "

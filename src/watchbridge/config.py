@@ -243,6 +243,11 @@ class SerializdAccount:
     email: str
     password: Secret
 
+    def __post_init__(self) -> None:
+        # A value pasted with a space around it (`email: "alice@example.com "`) is the login
+        # without it: signing in with the space, Serializd would not know the user.
+        object.__setattr__(self, "email", self.email.strip())
+
 
 @dataclass(frozen=True)
 class AniListAccount:
