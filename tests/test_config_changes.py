@@ -5,7 +5,9 @@ and tells once of what it will not send."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -472,6 +474,60 @@ def test_rename_profile_moves_nothing_while_the_service_runs_with_the_config_it_
     assert again.returncode == 0, again.stderr
     with Store.open(tmp_path / "wb.db") as store:
         assert store.get_token("trakt", "myself") is not None
+
+
+def a_webhook_event_of(store: Store, profile: str) -> None:
+    store.record_event(source="plex", kind="play", payload={}, now=time.time(), profile=profile)
+
+
+def webhook_events_of(store: Store, profile: str) -> bool:
+    assert store.path is not None
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        found = conn.execute("SELECT 1 FROM events WHERE profile = ?", (profile,)).fetchone()
+    return found is not None
+
+
+def a_serializd_sign_in_refused_of(store: Store, profile: str) -> None:
+    store.cache_put(REFUSED, profile, "fingerprint", time.time(), 3600.0)
+
+
+def a_serializd_sign_in_refused_for(store: Store, profile: str) -> bool:
+    hit, _ = store.cache_get(REFUSED, profile, time.time())
+    return hit
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept_for"),
+    [
+        (a_webhook_event_of, webhook_events_of),
+        (a_serializd_sign_in_refused_of, a_serializd_sign_in_refused_for),
+    ],
+)
+def test_rename_profile_moves_a_profile_keeping_neither_sign_ins_nor_sync_state(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    receiver: AlertReceiver,
+    keep: Callable[[Store, str], None],
+    kept_for: Callable[[Store, str], bool],
+) -> None:
+    """A profile never signed in nor synced keeps only what a webhook or a delivery left: it
+    is moved too, not refused as keeping nothing (its events or refused password left under
+    the old name)."""
+    with Store.open(tmp_path / "wb.db") as store:
+        keep(store, "me")
+    path = tmp_path / "watchbridge.yaml"
+    renamed = config_text(tmp_path, free_port(), trakt, receiver, "")
+    path.write_text(renamed.replace("  me: {", "  myself: {"), encoding="utf-8")
+
+    said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+
+    assert said.returncode == 0, said.stderr
+    assert "profile myself keeps what the database held for profile me" in said.stdout
+    with Store.open(tmp_path / "wb.db") as store:
+        assert (kept_for(store, "me"), kept_for(store, "myself")) == (False, True)
+    again = watchbridge("rename-profile", "me", "myself", "--config", str(path))
+    assert again.returncode == 1
+    assert "the database keeps nothing for profile me: nothing to move" in again.stderr
 
 
 def test_rename_profile_renames_what_the_anilist_target_keeps_by_the_profiles_name(

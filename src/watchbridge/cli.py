@@ -680,9 +680,6 @@ def rename_profile(config_path: str | None, old: str, new: str) -> None:
         held,
         Store.open(database, config.storage.durability, config.storage.busy_timeout) as store,
     ):
-        queue = store.kept_for_profile(old)
-        if old not in store.profiles_with_state() and not (queue.queued or queue.dead_letters):
-            raise WatchbridgeError(f"the database keeps nothing for profile {old}: nothing to move")
         moved = store.move_profile(
             old,
             new,

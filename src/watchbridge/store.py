@@ -955,6 +955,33 @@ _KEPT_BY_PROFILE = (
     "playback_sessions",
     "webhook_account_ids",
 )
+# Everything `move_profile` moves by a `profile` column: those, and the outbox (whose keys
+# it renames too). Its "nothing to move" looks at the same list, or a profile keeping only
+# events or a playback session would be refused and they would stay under the old name.
+_MOVED_BY_PROFILE = (*_KEPT_BY_PROFILE, "outbox")
+
+
+def _keeps_rows_of(conn: sqlite3.Connection, table: str, profile: str) -> bool:
+    """Whether `table` (a name from a literal tuple, never input) has a row of `profile`."""
+    query = f"SELECT 1 FROM {table} WHERE profile = ? LIMIT 1"
+    return conn.execute(query, (profile,)).fetchone() is not None
+
+
+def _cache_renamed(
+    conn: sqlite3.Connection, old: str, cache: Mapping[str, Callable[[str], str | None]]
+) -> list[tuple[str, str, str]]:
+    """The cache rows `cache` renames for profile `old` (see `Store.move_profile`), each as
+    (namespace, lookup, its lookup under the new name)."""
+    found: list[tuple[str, str, str]] = []
+    for namespace, renamed in cache.items():
+        named = conn.execute(
+            "SELECT lookup FROM id_cache WHERE namespace = ? AND instr(lookup, ?) > 0",
+            (namespace, old),
+        ).fetchall()
+        for (lookup,) in named:
+            if (moved := renamed(str(lookup))) is not None:
+                found.append((namespace, str(lookup), moved))
+    return found
 
 
 def _links_running(conn: sqlite3.Connection, alive_since: float) -> list[str]:
@@ -2978,22 +3005,24 @@ class Store:
         dead letters given up because the config lacked `old` (their reason holds `gave_up`)
         are queued again.
 
-        Refuses (nothing moved) while a sync run is alive, or once `new` has sign-ins or sync
-        state of its own: two people's state, or two starts of one link, cannot be merged."""
+        Refuses (nothing moved) when the database keeps none of that for `old`, while a sync
+        run is alive, or once `new` has sign-ins or sync state of its own: two people's state,
+        or two starts of one link, cannot be merged."""
         with self.transaction() as conn:
+            cache_moves = _cache_renamed(conn, old, cache or {})
+            if not cache_moves and not any(
+                _keeps_rows_of(conn, table, old) for table in _MOVED_BY_PROFILE
+            ):
+                return ProfileMoved(
+                    refused=f"the database keeps nothing for profile {old}: nothing to move"
+                )
             running = _links_running(conn, now - lease)
             if running:
                 return ProfileMoved(
                     refused=f"a sync of {', '.join(running)} is running now: run this again "
                     "once it has finished (`watchbridge status` shows the links' runs)"
                 )
-            own = [
-                table
-                for table in ("tokens", "cursors", "mirror")  # a literal tuple, never input
-                if conn.execute(
-                    f"SELECT 1 FROM {table} WHERE profile = ? LIMIT 1", (new,)
-                ).fetchone()
-            ]
+            own = [t for t in ("tokens", "cursors", "mirror") if _keeps_rows_of(conn, t, new)]
             if own:
                 return ProfileMoved(
                     refused=f"profile {new} already has sign-ins or sync state of its own "
@@ -3020,18 +3049,10 @@ class Store:
             )
             for service, collection in queued_later:
                 _rename_kept_rows(conn, service, collection, old, new)
-            for namespace, renamed in (cache or {}).items():
-                named = conn.execute(
-                    "SELECT lookup FROM id_cache WHERE namespace = ? AND instr(lookup, ?) > 0",
-                    (namespace, old),
-                ).fetchall()
-                for (lookup,) in named:
-                    if (moved := renamed(str(lookup))) is not None:
-                        conn.execute(
-                            "UPDATE OR IGNORE id_cache SET lookup = ?"
-                            " WHERE namespace = ? AND lookup = ?",
-                            (moved, namespace, lookup),
-                        )
+            conn.executemany(
+                "UPDATE OR IGNORE id_cache SET lookup = ? WHERE namespace = ? AND lookup = ?",
+                [(moved, namespace, lookup) for namespace, lookup, moved in cache_moves],
+            )
             given_up = [
                 int(row[0])
                 for row in conn.execute(
