@@ -1073,6 +1073,33 @@ def test_a_row_given_up_waiting_keeps_its_may_have_landed_mark(store: Store) -> 
     assert store.marked([item.id]) == {item.id}
 
 
+def test_a_rename_that_fails_queueing_the_given_up_rows_again_moves_nothing(
+    store: Store,
+) -> None:
+    """`rename-profile` queues again, in the move's transaction, the dead letters a start
+    gave up for the old name's absence: a failure there (a trigger stands in for a crash or
+    a full disk) leaves everything under the old name, and running it again moves it and
+    queues them. Queued after the move, they stayed dead and the rerun found nothing."""
+    gone = "profile me is no longer in the config"
+    store.enqueue([row("a")], 1.0)
+    store.give_up_waiting("trakt", "me", 2.0, gone)
+    store.db.execute(
+        "CREATE TRIGGER queueing_again_fails BEFORE UPDATE OF status ON outbox"
+        " WHEN OLD.status = 'dead' AND NEW.status = 'pending'"
+        " BEGIN SELECT RAISE(ABORT, 'stands in for a crash'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError, match="stands in for a crash"):
+        store.move_profile("me", "myself", gone, 3.0)
+    assert [(item.profile, item.status) for item in store.dead_letters()] == [("me", "dead")]
+
+    store.db.execute("DROP TRIGGER queueing_again_fails")
+    moved = store.move_profile("me", "myself", gone, 4.0)
+
+    assert (moved.refused, moved.requeued) == ("", 1)
+    (item,) = store.claim("w", 5.0)
+    assert (item.profile, item.idempotency_key) == ("myself", "a")
+
+
 def test_a_backup_is_a_consistent_private_copy_taken_while_the_service_writes(
     tmp_path: Path,
 ) -> None:

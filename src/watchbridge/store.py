@@ -3003,7 +3003,7 @@ class Store:
         later in the mirror collections `queued_later` (service, collection; by idempotency
         key): their keys, profile and ordering key, or they would be queued for `old`. The
         dead letters given up because the config lacked `old` (their reason holds `gave_up`)
-        are queued again.
+        are queued again, in the same transaction: all of it happens, or none.
 
         Refuses (nothing moved) when the database keeps none of that for `old`, while a sync
         run is alive, or once `new` has sign-ins or sync state of its own: two people's state,
@@ -3061,7 +3061,9 @@ class Store:
                     (new, gave_up),
                 )
             ]
-        requeued = self.retry_dead(given_up, now).queued if given_up else 0
+            # In the move's transaction: queued again after it, a crash in between would
+            # leave them dead under the new name, and a rerun would find nothing to move.
+            requeued = self.retry_dead(given_up, now).queued if given_up else 0
         return ProfileMoved(kept, requeued)
 
     def _outbox_of(self, where: str, params: tuple[str, ...]) -> tuple[int, int]:
