@@ -342,7 +342,8 @@ def test_the_one_side_whose_rating_changed_since_the_last_run_wins_whatever_the_
 
 
 def test_a_rating_read_with_a_new_date_but_the_same_value_is_no_change() -> None:
-    # AniList dates a score by the read that saw it: by value, that side did not change.
+    # The same 80 with a new date (an AniList score first read since an older release saved
+    # its state, which kept no `score_at`): by value, that side did not change.
     baseline = ratings_of(Rated(80, 5 * DAY), Rated(80, 5 * DAY))
     current = ratings_of(Rated(80, 9 * DAY), Rated(60, 1 * DAY))
     assert [w[:2] for w in rating_writes(plan(TWO_WAY, current, baseline))] == [("trakt", 60)]

@@ -950,7 +950,9 @@ def _copied_from(rated: Rated, service: str, other: Rated | None, other_service:
 
 
 def _same_rating(now: Rated | None, before: Rated | None) -> bool:
-    # By value: some sides date a rating by when it was read (AniList's score).
+    # By value: a date that moved alone is no change of the user's. AniList's score keeps its
+    # own `score_at` across reads, but a state an older release saved has none: its first
+    # read since dates the same score anew, by the entry's days (`score_date`).
     return now is not None and before is not None and now.value == before.value
 
 
