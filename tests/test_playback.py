@@ -12,8 +12,10 @@ from watchbridge.playback import (
     completion_key,
     decide,
     ends_a_viewing,
+    finished_its_rest,
     got_into_a_viewing,
     recorded_completion,
+    recorded_rest_end,
     recorded_start,
     session_key,
 )
@@ -315,8 +317,8 @@ def test_two_absolute_numbered_episodes_marked_played_minutes_apart_are_two_play
 
 def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
     """Like `at_times`, with each event given the session the store keeps under its key and
-    the item's marks (each completion, or viewing that got going, recorded there as the store
-    records it)."""
+    the item's marks (each completion, end of a playback of a viewing's rest, or viewing that
+    got going, recorded there as the store records it)."""
     sessions: dict[str, Session] = {}
     intents: list[Intent] = []
     for now, e in timed:
@@ -328,6 +330,8 @@ def by_session(*timed: tuple[float, MediaEvent]) -> list[Intent]:
             sessions[key] = after
             if completions is not None and ends_a_viewing(before, after):
                 sessions[completions] = recorded_completion(after, marks, completions)
+            elif completions is not None and marks and finished_its_rest(before, after):
+                sessions[completions] = recorded_rest_end(marks, after.updated_at)
             elif completions is not None and marks and got_into_a_viewing(before, after):
                 sessions[completions] = recorded_start(marks, after.updated_at)
         intents += produced

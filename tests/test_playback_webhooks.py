@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -954,3 +955,146 @@ def test_a_jellyfin_resume_the_day_after_a_lost_stop_shows_as_watching_again(
         rig.advance(20 * HOUR)  # the server restarted at 40 %: its stop never came
         rig.post("jellyfin", resumed)
         assert rig.live() == ["start", "start"]
+
+
+# --------------------------------------------------------------------------- the rest of a viewing
+# A viewing stopped past the threshold and its rest (the credits) watched hours later ends with
+# that rest: marks are timed from there. An earlier viewing's date and another player's pause
+# are still timed from its completion.
+
+
+def counted_then_its_rest(rig: Rig, player: str = KODI) -> None:
+    """A generic player stops at 92 % (counted), then four hours later plays the rest."""
+    rig.post("generic", generic("start", 0, player=player))
+    rig.advance(110 * 60)
+    rig.post("generic", generic("stop", 92, player=player))
+    rig.advance(4 * HOUR)
+    rig.post("generic", generic("start", 92, player=player))
+    rig.advance(10 * 60)
+    rig.post("generic", generic("stop", 100, player=player, played=True))
+
+
+@pytest.mark.parametrize(("after", "plays"), [(5 * 60, 1), (3 * HOUR, 2)])
+def test_home_assistants_played_after_the_rest_of_a_viewing_is_timed_from_its_end(
+    tmp_path: Path, after: float, plays: int
+) -> None:
+    # Home Assistant's automation sends `played` naming no player: minutes after the rest
+    # ended it is that viewing's; three hours or more after, marked again.
+    with running_rig(tmp_path) as rig:
+        counted_then_its_rest(rig)
+        rig.advance(after)
+        rig.post("generic", generic("played"))
+        assert len(rig.plays()) == plays, rig.live()
+
+
+@pytest.mark.parametrize(("old", "plays"), [(False, 1), (True, 2)])
+def test_a_history_scripts_mark_after_the_rest_of_a_viewing_is_dated_by_its_completion(
+    tmp_path: Path, old: bool, plays: int
+) -> None:
+    # The script dates the viewing when it was counted (hours before its rest ended): the same
+    # play. Dated years before, it is an old viewing: a play of its own.
+    with running_rig(tmp_path) as rig:
+        counted_then_its_rest(rig)
+        counted_at = datetime.fromtimestamp(rig.plays()[0]["payload"]["at"], UTC)
+        rig.advance(10 * 60)
+        dated = IN_2020 if old else {"watched_at": counted_at.isoformat()}
+        rig.post("generic", generic("played") | dated)
+        assert len(rig.plays()) == plays, rig.live()
+
+
+def test_home_assistants_played_after_the_rest_of_a_viewing_and_a_brief_restart_is_one_play(
+    tmp_path: Path,
+) -> None:
+    # Started again from the beginning 20 minutes after the rest ended, stopped at 10 %.
+    with running_rig(tmp_path) as rig:
+        counted_then_its_rest(rig)
+        rig.advance(20 * 60)
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(10 * 60)
+        rig.post("generic", generic("stop", 10, player=KODI))
+        rig.advance(60)
+        rig.post("generic", generic("played"))
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def jellyfin_started_at(percent: float, **fields: Any) -> dict[str, Any]:
+    ticks = int(JELLYFIN_TICKS * percent / 100)
+    return jellyfin("playback_start_episode.json", PlaybackPositionTicks=ticks, **fields)
+
+
+def jellyfin_completed_at(percent: float) -> dict[str, Any]:
+    ticks = int(JELLYFIN_TICKS * percent / 100)
+    return jellyfin("playback_stop_episode_completed.json", PlaybackPositionTicks=ticks)
+
+
+@pytest.mark.parametrize(("restarted", "plays"), [(20 * 60, 1), (3 * HOUR, 2)])
+def test_a_season_remark_after_the_rest_of_an_episode_and_a_restart_is_timed_from_its_end(
+    tmp_path: Path, restarted: float, plays: int
+) -> None:
+    # Counted at 92 %, the credits watched four hours later, then started again from the
+    # beginning and stopped at 10 %; then the season is marked played (Jellyfin counts the
+    # episode once more). Started again soon after the rest, it is the same play; hours
+    # after, a viewing stopped before the end, then marked played.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(44 * 60)
+        rig.post("jellyfin", jellyfin_completed_at(92))
+        rig.advance(4 * HOUR)
+        rig.post("jellyfin", jellyfin_started_at(92))
+        rig.advance(4 * 60)
+        rig.post("jellyfin", jellyfin_completed_at(100))
+        rig.advance(restarted)
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(5 * 60)
+        rig.post("jellyfin", jellyfin_progress(10))
+        rig.post("jellyfin", jellyfin_stop(10))
+        rig.advance(60)
+        marked_played(rig, play_count=4)
+        assert len(rig.plays()) == plays, rig.live()
+
+
+def test_home_assistants_played_after_the_rest_of_a_viewing_another_player_began_is_one_play(
+    tmp_path: Path,
+) -> None:
+    # The bedroom started the film from the beginning three and a half hours after the living
+    # room counted it; the living room then played its rest. The `played` after it may be
+    # the bedroom's (stopped before the end) or the living room's: taken as one play, not two
+    # (the bedroom's own completion, if it comes, is a play of its own).
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 92, player=KODI))
+        rig.advance(3.5 * HOUR)
+        rig.post("generic", generic("start", 0, player="kodi-bedroom"))
+        rig.advance(10 * 60)
+        rig.post("generic", generic("pause", 10, player="kodi-bedroom"))
+        rig.advance(10 * 60)
+        rig.post("generic", generic("start", 92, player=KODI))
+        rig.advance(10 * 60)
+        rig.post("generic", generic("stop", 100, player=KODI, played=True))
+        rig.advance(5 * 60)
+        rig.post("generic", generic("played"))
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_the_tvs_paused_session_ending_after_the_tablet_played_its_rest_hours_later_is_one_play(
+    tmp_path: Path,
+) -> None:
+    # The TV paused at the credits; the tablet finished the viewing (92 %) and played its
+    # last minutes the next morning; the TV's paused session then ends as played.
+    with running_rig(tmp_path) as rig:
+        tablet = {"DeviceId": "tablet-id", "DeviceName": "Tablet"}
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        rig.advance(40 * 60)
+        rig.post("jellyfin", jellyfin_progress(85, paused=True))
+        rig.advance(10 * 60)
+        rig.post("jellyfin", jellyfin_started_at(85, **tablet))
+        rig.advance(4 * 60)
+        rig.post("jellyfin", jellyfin_completed_at(92) | tablet)
+        rig.advance(10 * HOUR)
+        rig.post("jellyfin", jellyfin_started_at(92, **tablet))
+        rig.advance(4 * 60)
+        rig.post("jellyfin", jellyfin_completed_at(100) | tablet)
+        rig.advance(30 * 60)
+        rig.post("jellyfin", jellyfin_completed_at(85))
+        assert len(rig.plays()) == 1, rig.live()

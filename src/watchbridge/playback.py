@@ -2,23 +2,25 @@
 
 One session per (source, server, account, player, item). A viewing's completion is recorded in
 the item's marks session too, which manual marks naming no player read: such a mark soon after
-it is the same play. Repeated stops, scrobble + stop pairs, progress storms and auto-play-next
-never make a second play: only the first move into `completed` does. A completed session
-followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex leaves it out
-when playback begins at the start) that hours pass before, or that the next position or a
+it is the same play. So is the end of a playback of its rest (resumed past half way, the credits
+hours later): the viewing ended then. Repeated stops, scrobble + stop pairs, progress storms and
+auto-play-next never make a second play: only the first move into `completed` does. A completed
+session followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex leaves
+it out when playback begins at the start) that hours pass before, or that the next position or a
 second Plex scrobble a viewing later confirms, a position below half way hours later, a
-once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark
-hours after the last one. A mark dated hours before a session's last event is an earlier
-viewing of its own; a re-mark (Jellyfin's "mark season played") of an item completed before is
-no new play. One viewing finished on another player is one play: a player first seen past half
-way soon after the item's completion elsewhere plays its rest, and a player left paused shortly
-before that completion, not played since, ends as part of it.
+once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark hours
+after the viewing's end. A mark dated hours before a session's last event (for the item's marks:
+its last completion) is an earlier viewing of its own; a re-mark (Jellyfin's "mark season
+played") of an item completed before is no new play. One viewing finished on another player is
+one play: a player first seen past half way soon after the item's completion elsewhere plays its
+rest, and a player left paused shortly before that completion, not played since, ends as part
+of it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from watchbridge.model import MediaEvent
@@ -60,6 +62,11 @@ class Session:
     # viewing of the item last got going (past its first moments) after a completion. 0: not
     # known (kept by an older release).
     began_at: float = 0.0
+    # An item's marks: when a playback of the rest of its last completed viewing ended (resumed
+    # past half way: the credits watched hours later); 0: none. A mark is timed from the later
+    # of this and `updated_at` (the viewing's end); an earlier viewing's date and another
+    # player's pause from `updated_at` alone (its completion).
+    rest_ended_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,17 @@ def ends_a_viewing(before: Session | None, after: Session) -> bool:
     )
 
 
+def finished_its_rest(before: Session | None, after: Session) -> bool:
+    """Whether an event that moved a session from `before` to `after` ended a playback of the
+    rest of a viewing it completed before (resumed past half way): that viewing's end."""
+    return (
+        before is not None
+        and before.state == "resumed"
+        and after.state == "completed"
+        and before.generation == after.generation
+    )
+
+
 def got_into_a_viewing(before: Session | None, after: Session) -> bool:
     """Whether an event that moved a session from `before` to `after` took a viewing past its
     first moments (5 %): a start left after seconds (auto-play-next) is no viewing begun."""
@@ -180,12 +198,31 @@ def recorded_start(marks: Session, began_at: float) -> Session:
     played); sooner, a mark is still the same play as the completion. After "mark unplayed",
     any viewing that gets going is a new one. The time is kept: a player first seen past half
     way after it plays that viewing, not the completed one's credits."""
-    hours_later = began_at - marks.updated_at >= REWATCH_AFTER_IDLE
+    hours_later = began_at - _viewing_end(marks) >= REWATCH_AFTER_IDLE
     state = marks.state
     if state == "unmarked" or (state == "completed" and hours_later):
         state = "stopped"
-    began = max(began_at, marks.began_at)
-    return Session(marks.key, state, marks.progress, marks.generation, marks.updated_at, began)
+    return replace(marks, state=state, began_at=max(began_at, marks.began_at))
+
+
+def recorded_rest_end(marks: Session, ended: float) -> Session:
+    """The item's marks session after a playback of the rest of its last completed viewing
+    ended at `ended`: the viewing ended then, so a mark (or a viewing that gets going) is timed
+    from there. Its completion's time stays: a history script dates the viewing then. Another
+    player's viewing that got going hours after the completion (a mark was then its play) no
+    longer makes a mark a play: the mark may be that one's or this one's, and one play is
+    better than two (that viewing's own completion still counts). After "mark unplayed", the
+    unmark stands."""
+    if marks.state == "unmarked":
+        return marks
+    rest_ended = max(ended, marks.rest_ended_at)
+    return replace(marks, state="completed", rest_ended_at=rest_ended)
+
+
+def _viewing_end(session: Session) -> float:
+    """When the session's last completed viewing ended: its last event, or for an item's marks
+    the end of a playback of its rest after its completion."""
+    return max(session.updated_at, session.rest_ended_at)
 
 
 def recorded_completion(completed: Session, marks: Session | None, key: str) -> Session:
@@ -195,7 +232,9 @@ def recorded_completion(completed: Session, marks: Session | None, key: str) -> 
         return Session(key, "completed", completed.progress, int(ended), ended)
     # An old viewing (a history script's) must not move the item's last completion back.
     latest = max(ended, marks.updated_at)
-    return Session(key, "completed", completed.progress, marks.generation, latest, marks.began_at)
+    return replace(
+        marks, key=key, state="completed", progress=completed.progress, updated_at=latest
+    )
 
 
 def decide(
@@ -384,12 +423,14 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # before is no new play at all.
         if event.remark:
             return session
-        if idle:
+        # For the item's marks, hours after the end of a playback of the viewing's rest (the
+        # credits hours later). Dated hours before, it was an earlier viewing (_earlier_viewing).
+        if at - _viewing_end(session) >= REWATCH_AFTER_IDLE:
             return None  # marked watched again hours later
         if at < session.updated_at:
             return session  # dated a little before the viewing's end: its time stays
         progress = event.progress if event.progress is not None else session.progress
-        return Session(key, "completed", progress, generation, at, session.began_at)
+        return replace(session, state="completed", progress=progress, updated_at=at)
     if session.state == "restarting":
         # A position-less start came after the viewing (`updated_at` is its time): the next
         # position tells a restart from the start (a rewatch) from a return to the credits.

@@ -31,8 +31,10 @@ from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
     Session,
     ends_a_viewing,
+    finished_its_rest,
     got_into_a_viewing,
     recorded_completion,
+    recorded_rest_end,
     recorded_start,
 )
 
@@ -466,6 +468,13 @@ def m017_webhook_account_ids(db: sqlite_utils.Database) -> None:
             PRIMARY KEY (source, server, account_id)
         )"""
     )
+
+
+@migrations()
+def m018_playback_session_rest_ended(db: sqlite_utils.Database) -> None:
+    # When a playback of the rest of an item's last completed viewing ended: see
+    # playback.Session.rest_ended_at (NULL: none).
+    db.execute("ALTER TABLE playback_sessions ADD COLUMN rest_ended_at REAL")
 
 
 def _rename_kept_rows(
@@ -1004,6 +1013,7 @@ def _session(conn: sqlite3.Connection, key: str, earlier: str | None = None) -> 
         found["generation"],
         found["updated_at"],
         found["began_at"] or 0.0,
+        found["rest_ended_at"] or 0.0,
     )
 
 
@@ -1015,11 +1025,15 @@ def _record_in_marks(
     after: Session,
     marks: Session | None,
 ) -> None:
-    """A viewing that ended, or got going again, is noted in the item's marks session `key`
-    (`marks`: as it is)."""
+    """A viewing that ended (or a playback of its rest), or got going again, is noted in the
+    item's marks session `key` (`marks`: as it is)."""
     if ends_a_viewing(before, after):
         completion = recorded_completion(after, marks, key)
         _save_session(conn, completion, profile, lasting=True)
+    elif finished_its_rest(before, after) and marks is not None:
+        ended = recorded_rest_end(marks, after.updated_at)
+        if ended != marks:
+            _save_session(conn, ended, profile, lasting=True)
     elif got_into_a_viewing(before, after) and marks is not None:
         began = recorded_start(marks, after.updated_at)
         if began != marks:
@@ -1033,11 +1047,12 @@ def _save_session(
     # page too, once per progress webhook.
     conn.execute(
         "INSERT INTO playback_sessions"
-        " (key, profile, state, progress, generation, updated_at, lasting, began_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+        " (key, profile, state, progress, generation, updated_at, lasting, began_at,"
+        " rest_ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
         " profile = excluded.profile, state = excluded.state, progress = excluded.progress,"
         " generation = excluded.generation, updated_at = excluded.updated_at,"
-        " lasting = excluded.lasting, began_at = excluded.began_at",
+        " lasting = excluded.lasting, began_at = excluded.began_at,"
+        " rest_ended_at = excluded.rest_ended_at",
         (
             session.key,
             profile,
@@ -1047,6 +1062,7 @@ def _save_session(
             session.updated_at,
             int(lasting),
             session.began_at or None,
+            session.rest_ended_at or None,
         ),
     )
 
