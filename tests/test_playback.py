@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.playback import (
     REWATCH_AFTER_IDLE,
@@ -669,3 +671,161 @@ def test_a_second_position_less_start_hours_after_the_first_is_a_rewatch() -> No
         (evening + 5400, event("stop", 97)),
     )
     assert kinds(intents) == ["play", "watching:start", "play"]
+
+
+# --------------------------------------------------------------------------- exact boundaries
+# Each rule's limit, met exactly, falls on the side README.md and docs/webhooks.md describe.
+
+IDLE = REWATCH_AFTER_IDLE
+
+
+def test_a_start_at_exactly_5_percent_after_completion_is_a_rewatch() -> None:
+    _, intents = run(event("stop", 95), event("start", 5), event("stop", 97))
+    assert kinds(intents) == ["play", "watching:start", "play"]
+
+
+def test_a_viewing_at_exactly_5_percent_has_not_got_going() -> None:
+    marks = Session("marks", "completed", 95.0, 1, 0.0)
+    at_five = Session("tv", "playing", 5.0, 2, IDLE)
+    assert not got_into_a_viewing(None, at_five)
+    assert got_into_a_viewing(None, replace(at_five, progress=5.1))
+    assert recorded_start(marks, IDLE).state == "stopped"  # got going exactly 3 hours later
+
+
+def test_a_progress_report_exactly_30_seconds_after_a_stop_starts_playback_again() -> None:
+    intents = at_times(
+        (0.0, event("start", 0)), (1140.0, event("stop", 40)), (1170.0, event("progress", 41))
+    )
+    assert kinds(intents) == ["watching:start", "watching:pause", "watching:start"]
+
+
+def test_a_player_silent_for_exactly_three_hours_while_playing_starts_again() -> None:
+    intents = at_times((0.0, event("start", 0)), (IDLE, event("progress", 10)))
+    assert kinds(intents) == ["watching:start", "watching:start"]
+
+
+def test_a_position_of_exactly_half_after_a_position_less_start_is_a_rewatch() -> None:
+    # At most half way: playing it again, not back at the credits.
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (120.0, event("start")),
+        (300.0, event("pause", 50)),
+        (360.0, event("resume", 50)),
+        (3300.0, event("stop", 97)),
+    )
+    assert kinds(intents).count("play") == 2
+
+
+def test_a_position_of_exactly_half_three_hours_after_a_viewing_is_a_rewatch() -> None:
+    intents = at_times(
+        (0.0, event("stop", 95)), (IDLE, event("pause", 50)), (IDLE + 3000, event("stop", 97))
+    )
+    assert kinds(intents).count("play") == 2
+
+
+def test_another_player_first_seen_at_exactly_half_way_after_a_completion_plays_its_own() -> None:
+    # Only past half way is it the rest of the viewing the TV completed.
+    intents = by_session(
+        (0.0, jellyfin("start", 0)),
+        (6000.0, jellyfin("stop", 96)),
+        (6600.0, on("tablet", jellyfin("start", 50))),
+        (9000.0, on("tablet", jellyfin("stop", 97))),
+    )
+    assert kinds(intents).count("play") == 2
+
+
+def test_another_player_first_seen_past_half_way_exactly_three_hours_after_plays_its_own() -> None:
+    intents = by_session(
+        (0.0, jellyfin("start", 0)),
+        (6000.0, jellyfin("stop", 96)),
+        (6000.0 + IDLE, on("tablet", jellyfin("start", 60))),
+        (6000.0 + IDLE + 2400, on("tablet", jellyfin("stop", 97))),
+    )
+    assert kinds(intents).count("play") == 2
+
+
+@pytest.mark.parametrize(("paused_before", "plays"), [(0.0, 1), (IDLE - 1, 1), (IDLE, 2)])
+def test_a_player_left_paused_less_than_three_hours_before_a_completion_is_part_of_it(
+    paused_before: float, plays: int
+) -> None:
+    # The TV paused at the credits; the tablet completed the item `paused_before` later; the
+    # TV then ends as played. Paused three hours or more before, it is a viewing of its own.
+    completed = 20000.0
+    intents = by_session(
+        (completed - paused_before - 5400, jellyfin("start", 0)),
+        (completed - paused_before, jellyfin("pause", 97)),
+        (completed - 5400, on("tablet", jellyfin("start", 0))),
+        (completed, on("tablet", jellyfin("stop", 96))),
+        (completed + 600, jellyfin("stop", 97, played=True)),
+    )
+    assert kinds(intents).count("play") == plays
+
+
+def test_a_mark_dated_exactly_three_hours_before_the_last_event_is_an_earlier_viewing() -> None:
+    intents = at_times(
+        (DAY_LATER, event("stop", 95)), (DAY_LATER + 10, dated_mark(DAY_LATER - IDLE))
+    )
+    assert [(i.kind, i.at) for i in intents] == [("play", DAY_LATER), ("play", DAY_LATER - IDLE)]
+
+
+def test_a_position_reached_in_exactly_80_percent_of_its_time_was_played_to() -> None:
+    # After a position-less start, a stop at 60 % exactly 48 minutes later (80 % of the 60
+    # minutes it takes): played from the start, a rewatch; Plex's "watched" says so.
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (600.0, event("start")),
+        (600.0 + 0.8 * 3600, event("stop", 60, played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_second_scrobble_exactly_ten_minutes_after_a_position_less_start_is_a_rewatch() -> None:
+    intents = at_times(
+        (0.0, event("stop", played=True)),
+        (60.0, event("start")),
+        (660.0, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_completion_signal_exactly_ten_minutes_after_the_last_event_is_a_rewatch() -> None:
+    # Plex, Tautulli and generic stops say "watched" once a playback: a viewing's time later
+    # (ten minutes for a longer item) it is a new one whose start was lost.
+    intents = at_times(
+        (0.0, event("stop", played=True)),
+        (600.0, replace(event("stop", played=True), position_ms=None)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+def test_a_start_at_exactly_half_way_after_a_viewing_is_no_playback_of_its_rest() -> None:
+    # Only past half way does a start play the counted viewing's rest, whose own "watched" is
+    # that viewing's; from half way, Plex's "watched" a viewing later is a new one.
+    intents = at_times(
+        (0.0, event("stop", 95)),
+        (1800.0, event("start", 50)),
+        (4800.0, event("stop", played=True)),
+    )
+    assert kinds(intents) == ["play", "play"]
+
+
+@pytest.mark.parametrize(
+    ("idle", "resumed_at", "plays"),
+    [
+        (IDLE, 90.5, 1),  # idle three hours, well past where it left it: the tablet's credits
+        (IDLE - 1, 90.5, 2),  # sooner: the TV's own viewing goes on
+        (IDLE, 90.0, 2),  # exactly 5 % past where it left it: where it left off
+    ],
+)
+def test_a_player_idle_for_hours_seen_well_past_where_it_left_plays_the_rest_of_another(
+    idle: float, resumed_at: float, plays: int
+) -> None:
+    # The TV paused at 85 %; the tablet watched the whole film; then the TV is at the credits.
+    intents = by_session(
+        (0.0, jellyfin("pause", 85)),
+        (1000.0, on("tablet", jellyfin("start", 0))),
+        (7000.0, on("tablet", jellyfin("stop", 96))),
+        (idle, jellyfin("resume", resumed_at)),
+        (idle + 300, jellyfin("stop", 98, played=True)),
+    )
+    assert kinds(intents).count("play") == plays

@@ -7,7 +7,7 @@ hours later): the viewing ended then. Repeated stops, scrobble + stop pairs, pro
 auto-play-next never make a second play: only the first move into `completed` does. A completed
 session followed by a start at <= 5 % is a rewatch; so is a start with no position (Plex leaves
 it out when playback begins at the start) that hours pass before, or that the next position or a
-second Plex scrobble a viewing later confirms, a position below half way hours later, a
+second Plex scrobble a viewing later confirms, a position at most half way hours later, a
 once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark hours
 after the viewing's end. A mark dated hours before a session's last event (for the item's marks:
 its last completion) is an earlier viewing of its own; a re-mark (Jellyfin's "mark season
@@ -36,7 +36,7 @@ State = Literal[
 AFTER_COMPLETION = ("completed", "restarting", "resumed", "unmarked")
 REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
-RESTART_MAX_PROGRESS = 50.0  # after a position-less start: below this, a new viewing
+RESTART_MAX_PROGRESS = 50.0  # after a position-less start: at most this, a new viewing
 SHORTEST_VIEWING = 10 * 60.0  # no two viewings of one item are closer (shorter items: 80 %)
 PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
