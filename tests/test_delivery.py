@@ -1323,8 +1323,11 @@ REMOVE = "POST /sync/history/remove"
         lambda trakt: trakt.drop_next(1, route=REMOVE),
         # Trakt refuses it outright (nothing removed).
         lambda trakt: trakt.fail_next(1, 503, route=REMOVE),
+        # Trakt answers in a shape watchbridge does not know, with (or without) removing it.
+        lambda trakt: trakt.reshape_next(1, lambda body: {"result": body}, route=REMOVE),
+        lambda trakt: trakt.fail_next(1, 200, body={"removed": {"movies": 1}}, route=REMOVE),
     ],
-    ids=["answer-lost", "connection-lost", "refused"],
+    ids=["answer-lost", "connection-lost", "refused", "reshaped", "reshaped-not-removed"],
 )
 async def test_a_retried_removal_of_an_expected_play_removes_that_play_and_no_other(
     runtime: Runtime,
@@ -1344,6 +1347,38 @@ async def test_a_retried_removal_of_an_expected_play_removes_that_play_and_no_ot
     failure(trakt)
     await drain(worker, runtime, clock, passes=4, step=600)
     assert [h.id for h in trakt.history()] == [rewatch.id]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+UNRATE = "POST /sync/ratings/remove"
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["not-removed", "removed"])
+async def test_a_rating_removal_answered_in_another_shape_is_sent_again_not_taken_as_done(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, removed: bool
+) -> None:
+    # Trakt answers 200 with its counts renamed: read as before, the rating was taken as
+    # removed whether Trakt removed it or not.
+    trakt.advance(clock() - trakt.now())
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    trakt.user.ratings[key_of(heat)] = Rating(heat, 8, iso(clock() - 86400))
+    if removed:
+        renamed = {"removed": {"movies": 1}, "missing": {}}
+        trakt.reshape_next(1, lambda body: renamed, route=UNRATE)
+    else:
+        trakt.fail_next(1, 200, body={"removed": {"movies": 1}}, route=UNRATE)
+    removal = Action("remove_rating", "trakt", HEAT_BY_TMDB.key(), "rating removed on plex")
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (removal,))[0], clock())
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["done"] == 0
+    held = worker.holds["trakt"].reason
+    assert "/sync/ratings/remove answered 200 without its `deleted` counts" in held
+    assert "Trakt may have changed its answers" in held
+    if removed:  # the user rates it again on Trakt meanwhile: sent again, it would undo that
+        clock.advance(600)
+        trakt.user.ratings[key_of(heat)] = Rating(heat, 9, iso(clock()))
+    await drain(worker, runtime, clock, passes=4, step=600)
+    assert [r.rating for r in trakt.ratings()] == ([9] if removed else [])
     assert runtime.store.outbox_counts()["done"] == 1
 
 

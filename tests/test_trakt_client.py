@@ -799,6 +799,20 @@ async def test_a_history_add_answered_in_another_shape_is_not_taken_as_done(
     assert "without its `added` counts" in failed.value.message
 
 
+async def test_a_rating_removal_answered_with_its_not_found_in_another_shape_is_not_taken_as_done(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # `not_found` sent as a list: read as before, it said every item found and removed.
+    signed_in(trakt, store)
+    movie = a_movie(trakt)
+    trakt.reshape_next(1, lambda body: body | {"not_found": []}, route="POST /sync/ratings/remove")
+    with pytest.raises(Unavailable) as failed:
+        await client.remove_ratings(PROFILE, [movie])
+    assert failed.value.outcome_unknown and not failed.value.answered
+    assert "without a `not_found` watchbridge can read" in failed.value.message
+    assert "Trakt may have changed its answers" in failed.value.message
+
+
 async def test_history_add_reports_an_episode_missing_under_its_show(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

@@ -555,6 +555,30 @@ def _echoed_places(show: dict[str, Any]) -> set[tuple[object, object]] | None:
     return places
 
 
+def _deleted_count(answer: dict[str, Any], path: str, status: int, then: str) -> int:
+    """How many of a removal's items Trakt says it deleted. An answer without its `deleted`
+    counts, or with a `not_found` in another shape, is not taken as done (read as it was, it
+    said every item removed, the ones Trakt did not find too): Unavailable with an unknown
+    outcome, and `then`, what happens to the removal meanwhile."""
+    deleted, not_found = answer.get("deleted"), answer.get("not_found")
+    if isinstance(deleted, dict) and isinstance(not_found, dict | None):
+        return sum(int(v) for v in deleted.values() if isinstance(v, int))
+    unread = (
+        "its `deleted` counts"
+        if not isinstance(deleted, dict)
+        else "a `not_found` watchbridge can read"
+    )
+    raise Unavailable(
+        SERVICE,
+        changed_answer(
+            "Trakt",
+            f"{path} answered {status} without {unread}",
+            then,
+        ),
+        outcome_unknown=True,
+    )
+
+
 def added_count(answer: dict[str, Any]) -> int:
     added = answer.get("added") or {}
     return sum(int(v) for v in added.values() if isinstance(v, int))
@@ -1308,8 +1332,13 @@ class TraktClient:
         )
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/sync/history/remove answered {response.status_code}")
-        deleted = _decoded(response, dict, wrote=True).get("deleted") or {}
-        return sum(int(v) for v in deleted.values() if isinstance(v, int))
+        answer = _decoded(response, dict, wrote=True)
+        return _deleted_count(
+            answer,
+            "/sync/history/remove",
+            response.status_code,
+            "it is sent again by the same history ids, which remove no play twice",
+        )
 
     async def remove_ratings(self, profile: str, items: Sequence[MediaRef]) -> WriteResult:
         """Remove ratings (a rating written twice is the same rating: safe to resend); `added`
@@ -1325,8 +1354,12 @@ class TraktClient:
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/sync/ratings/remove answered {response.status_code}")
         answer = _decoded(response, dict, wrote=True)
-        deleted = answer.get("deleted") or {}
-        count = sum(int(v) for v in deleted.values() if isinstance(v, int))
+        count = _deleted_count(
+            answer,
+            "/sync/ratings/remove",
+            response.status_code,
+            "it is sent again, unless the item is rated on Trakt again meanwhile",
+        )
         return WriteResult(added=count, not_found=not_found_refs(answer, items))
 
     async def _sync_write(
