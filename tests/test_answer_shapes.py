@@ -23,7 +23,6 @@ from tests.test_sync_scenarios import (
     trakt_episodes,
     trakt_plays,
 )
-from watchbridge.guard import UNREAD
 from watchbridge.services.serializd import SerializdError
 
 pytestmark = pytest.mark.anyio
@@ -147,23 +146,48 @@ async def test_watched_rows_without_a_show_id_fail_the_read_whole(
     assert len(trakt_episodes(trakt)) == 17
 
 
-async def test_removals_held_because_trakt_history_changed_say_its_answer_could_not_be_read(
-    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+TRAKT_HISTORY = "GET /sync/history/{type}"
+TRAKT_UPDATE = "Trakt may have changed its answers, and watchbridge may need an update"
+
+
+def without_watched_at(first: int) -> Any:
+    """Trakt's history answer with the first `first` entries' `watched_at` gone (not null)."""
+
+    def change(body: list[dict[str, Any]]) -> None:
+        for row in body[:first]:
+            del row["watched_at"]
+
+    return change
+
+
+@pytest.mark.parametrize("read_back", [False, True], ids=["just-copied", "read-back"])
+async def test_trakt_history_entries_without_watched_at_keep_their_plays_and_say_so(
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    caplog: pytest.LogCaptureFixture,
+    read_back: bool,
 ) -> None:
     for n in range(1, 8):
         log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
     await rig.sync_and_deliver()
-
-    def watched_at_renamed(body: list[dict[str, Any]]) -> None:
-        for row in body:
-            row["watchedAt"] = row.pop("watched_at")
-
-    trakt.reshape_always(watched_at_renamed, route="GET /sync/history/{type}")
+    if read_back:  # else the plays copied to Trakt are not read back yet
+        await rig.sync_and_deliver(full=True)
+    assert len(trakt_plays(trakt)) == 7
+    # Under the removal share: read as undated, their dated plays on Serializd were removed.
+    trakt.reshape_always(without_watched_at(3), route=TRAKT_HISTORY)
+    caplog.clear()
     result = await rig.sync_and_deliver(full=True)
     (planned,) = result.plans
-    held = planned.plan.held
-    assert held.startswith("7 of 7 plays on serializd would be removed (more than 50%); ")
-    assert UNREAD in held and "7 of 7 history entries have no `watched_at`" in held
-    assert "Trakt may have changed its answers" in held
-    assert held.endswith("; confirm with `watchbridge sync --confirm-removals`")
-    assert len(serializd.user.reviews) == 7  # what is held is held as before
+    assert planned.plan.held == ""
+    assert len(serializd.user.reviews) == 7  # nothing removed on the other side
+    assert len(trakt_plays(trakt)) == 7 and trakt.count("POST", "/sync/history/remove") == 0
+    told = [r for r in caplog.records if TRAKT_UPDATE in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING"
+    assert "3 of 7 history entries have no `watched_at`" in told[0].getMessage()
+    assert "the plays read before of their items are kept" in told[0].getMessage()
+    # A new play on Serializd still reaches Trakt, and nothing read before was forgotten.
+    trakt.clear_knobs()
+    log(serializd, 2, 1, "2024-02-01T20:00:00.000Z")
+    await rig.sync_and_deliver(full=True)
+    assert len(serializd.user.reviews) == 8 and len(trakt_plays(trakt)) == 8

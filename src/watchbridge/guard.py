@@ -8,7 +8,6 @@ link's `max_removal_share` of a side waits for `watchbridge sync --confirm-remov
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 CONFIRM = "confirm with `watchbridge sync --confirm-removals`"
 # Said with every held removal: confirming a side that only reads empty wipes the other.
@@ -17,8 +16,6 @@ BEFORE_CONFIRMING = (
     "an unmounted library, another account or a changed anime mapping reads as them gone, "
     "and confirming would remove them for good."
 )
-# Said with held removals when a side's answer could not be read in full (`naming_unread`).
-UNREAD = "these may come from an answer watchbridge could not read, not from your data"
 # Removing one or two titles from a short watchlist or collection is ordinary; the guard is
 # for mass removals.
 LIST_MIN_HELD = 3
@@ -45,17 +42,6 @@ def removals_held(
     if removals / size <= share:
         return ""
     return f"{removals} of {size} {what} would be removed (more than {share:.0%}); {CONFIRM}"
-
-
-def naming_unread(held: str, unread: Sequence[str]) -> str:
-    """`held` (why removals wait, or "") naming what of this run's answers could not be read
-    (`unread`: each said with `http.changed_answer`): what a service answers in a shape
-    watchbridge does not know may read as gone, so the removals may be the service's change,
-    not the user's. What is held is not changed, only said."""
-    if not held or not unread:
-        return held
-    before, confirm, after = held.partition(f"; {CONFIRM}")
-    return f"{before}; {UNREAD}: {'; '.join(unread)}{confirm}{after}"
 
 
 _WOULD_BE = re.compile(r"(?P<count>\d+)(?P<what>[^;]*?) would be (?P<verb>removed|set|added)")

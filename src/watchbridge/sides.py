@@ -28,11 +28,12 @@ def show_key(show_tmdb: int | str, season: int | None = None) -> str:
 def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]]) -> Side:
     """Trakt episode history and ratings; entries whose show has no TMDB id cannot be linked.
     A play with `watched_at` null (added as `unknown`, or `released` without an air date) is
-    undated."""
+    undated; an entry without the field at all is a changed answer, left out (see
+    `trakt_unread_entries`)."""
     plays = []
     for entry in history:
         key = _trakt_key(entry)
-        if key:
+        if key and "watched_at" in entry:
             stamp = entry.get("watched_at")
             at = parse_iso(stamp) if stamp else UNDATED
             plays.append(Play(key, at, str(entry.get("id", ""))))
@@ -43,6 +44,17 @@ def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]
         if key and value is not None:
             scores[key] = Rated(value, parse_iso(entry.get("rated_at") or "1970-01-01T00:00:00Z"))
     return Side(tuple(plays), scores)
+
+
+def trakt_unread_entries(history: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The item and record (history id) of each history entry that has no `watched_at` field
+    (Trakt sends `null` for a play without a date, so the field gone is an answer in another
+    shape)."""
+    return [
+        (key, str(entry.get("id", "")))
+        for entry in history
+        if "watched_at" not in entry and (key := _trakt_key(entry))
+    ]
 
 
 def movie_key(ids: dict[str, Any]) -> str | None:

@@ -34,7 +34,7 @@ from watchbridge.accounts import (
 )
 from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError, naming_profile
-from watchbridge.guard import BEFORE_CONFIRMING, for_link, naming_unread
+from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
@@ -592,8 +592,6 @@ async def _plan_profile(
     planned = without_waiting(planned, waiting)
     removing = await asyncio.to_thread(_removing_ratings, store, profile)
     planned = without_copies_back(planned, removing)
-    misread = [read.unread for read in reads.values() if read.unread]
-    planned = replace(planned, held=naming_unread(planned.held, misread))
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     # A run one way only (`--direction`) leaves a new kind's other way to review.

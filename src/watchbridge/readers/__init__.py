@@ -35,9 +35,6 @@ class SideRead:
     # waiting to be delivered carry the server's numbers, and its key as `source_key`. Also
     # each item's plex:// guid -> its key: such a play may name the episode by nothing else.
     aliases: Mapping[str, str] = field(default_factory=dict)
-    # What of the answer could not be read (said with `http.changed_answer`), "" when all was:
-    # the removals a run holds are said to may come from it (`guard.naming_unread`).
-    unread: str = ""
 
 
 class SideReader(Protocol):

@@ -9,20 +9,28 @@ Ratings are re-read whole (one short listing) only when their activity stamp mov
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from watchbridge.accounts import account_named
 from watchbridge.config import Config, Link
 from watchbridge.deliver.trakt import forget_plays
 from watchbridge.http import changed_answer
+from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
-from watchbridge.sides import ref_for_key, trakt_side
+from watchbridge.sides import ref_for_key, trakt_side, trakt_unread_entries
 from watchbridge.store import Store
+
+log = logging.getLogger(__name__)
+# A delta read meets entries it cannot read at every run until watchbridge is updated: a
+# warning at first, then hourly with the count since (the full read says it daily).
+_UNREAD_HISTORY = Repeating(log)
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
@@ -65,15 +73,45 @@ def plays_gone(baseline: Side, read: Side) -> tuple[list[Played], list[Played]]:
 def unread_history(history: Sequence[Mapping[str, Any]]) -> str:
     """What of a history answer has no `watched_at` field at all, said with `changed_answer`
     ("" when none): Trakt sends `null` for a play without a date, so a field gone is a changed
-    answer, and its plays read as undated. Pure."""
+    answer, and such entries are left out of the read (see `unread_kept`). Pure."""
     missing = sum(1 for entry in history if "watched_at" not in entry)
     if not missing:
         return ""
     return changed_answer(
         "Trakt",
         f"{missing} of {len(history)} history entries have no `watched_at`",
-        "their plays are read without a date",
+        "the plays read before of their items are kept, new ones wait",
     )
+
+
+def unread_kept(
+    history: Sequence[dict[str, Any]], baseline: Side | None, read: Side
+) -> tuple[Play, ...]:
+    """The plays the baseline held of the items of history entries without a `watched_at`
+    field (`trakt_unread_entries`) that `read` lacks: Trakt still holds plays of those items,
+    so none of them is a removal to carry to the other side, nor forgotten. A play we wrote
+    and have not read back yet (expected) is kept under the id of one of the item's entries
+    the baseline does not know, at its own time, so the engine takes it as read back; a new
+    play of such an item waits until it reads again. Pure."""
+    unread = trakt_unread_entries(history)
+    if not unread or baseline is None:
+        return ()
+    known = {p.record for p in baseline.plays}
+    fresh: dict[str, list[str]] = {}  # item -> ids of its unread entries new to the baseline
+    for item, record in unread:
+        fresh.setdefault(item, [])
+        if record and record not in known:
+            fresh[item].append(record)
+    held = {p.record for p in read.plays}
+    kept: list[Play] = []
+    for play in sorted(baseline.plays, key=lambda p: p.at):
+        if play.item not in fresh or play.record in held:
+            continue
+        if not play.record.startswith(EXPECTED):
+            kept.append(play)
+        elif fresh[play.item]:
+            kept.append(Play(play.item, play.at, fresh[play.item].pop(0)))
+    return tuple(kept)
 
 
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
@@ -146,13 +184,19 @@ class TraktReader:
         if full or baseline is None or "history_at" not in cursors:
             history = await self._history(profile, None)
             side = trakt_side(history, await self.client.ratings(profile))
+            side = replace(side, plays=side.plays + unread_kept(history, baseline, side))
+            if unread := unread_history(history):
+                log.warning(unread, extra={"profile": profile})
             await self._forget_gone(profile, baseline, side)
-            return SideRead(side, saved, unread=unread_history(history))
+            return SideRead(side, saved)
         plays = baseline.plays
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
-            recent = trakt_side(await self._history(profile, since), ())
-            plays = merge_history(baseline, recent, since)
+            history = await self._history(profile, since)
+            plays = merge_history(baseline, trakt_side(history, ()), since)
+            plays += unread_kept(history, baseline, Side(plays))
+            if unread := unread_history(history):
+                _UNREAD_HISTORY.warning(("history", profile), unread, now, profile=profile)
             await self._forget_gone(profile, baseline, Side(plays))
         scores = baseline.ratings
         if moved["rated"] != cursors.get("rated"):
