@@ -522,7 +522,10 @@ def test_rename_profile_moves_a_profile_keeping_neither_sign_ins_nor_sync_state(
     said = watchbridge("rename-profile", "me", "myself", "--config", str(path))
 
     assert said.returncode == 0, said.stderr
-    assert "profile myself keeps what the database held for profile me" in said.stdout
+    assert (
+        "profile myself keeps what the database held for profile me: its records (of what "
+        "watchbridge wrote, webhooks, playbacks)"
+    ) in said.stdout
     with Store.open(tmp_path / "wb.db") as store:
         assert (kept_for(store, "me"), kept_for(store, "myself")) == (False, True)
     again = watchbridge("rename-profile", "me", "myself", "--config", str(path))

@@ -702,7 +702,7 @@ def rename_profile(config_path: str | None, old: str, new: str) -> None:
     ]
     click.echo(
         f"profile {new} keeps what the database held for profile {old}: "
-        f"{', '.join(what) or 'the records of what watchbridge wrote for it'}"
+        f"{', '.join(what) or 'its records (of what watchbridge wrote, webhooks, playbacks)'}"
         " (its links carry on where they were, copying nothing again)"
     )
     if moved.requeued:
