@@ -1151,3 +1151,30 @@ async def test_a_rating_whose_answer_was_lost_is_known_to_a_links_read_before_it
     diary = (await target.client.diary_read("me")).entries
     sends = runtime.store.unanswered_ratings("me", "serializd")
     assert unanswered_copies(diary, sends) == {landed.id}
+
+
+async def test_a_lost_rating_that_gave_up_is_looked_for_also_after_its_newer_one_waited_a_week(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """As test_a_rating_set_back_after_a_lost_answer_gave_up_reaches_serializd, but the 7 set
+    back waits longer than delivered rows are kept (Serializd down, a password to renew)
+    before it goes out. The 9 settled behind it is not forgotten with the delivered rows:
+    pruned, nothing looked for it, the 7 was taken for one already there, and Serializd went
+    on showing 9."""
+    clock.now = fake.now()
+    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
+    await drain(worker, runtime, clock, passes=1)
+    enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
+    await drain(worker, runtime, clock, passes=1)
+    assert runtime.store.give_up_waiting("serializd", "me", clock(), "the link was removed") == 1
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=70)  # set back to 7
+    clock.advance(8 * DAY)  # it waited: the hourly housekeeping prunes a week's delivered rows
+    fake.advance(8 * DAY)
+    runtime.store.prune(clock(), keep_done=7 * DAY, keep_sessions=7 * DAY)
+    await drain(worker, runtime, clock, passes=3, step=600)
+    shown = max(fake.diary(), key=lambda e: (e.date_added, e.id))
+    assert shown.rating == 7
+    assert sorted(e.rating for e in fake.diary()) == [7, 7, 9]  # the 9 not sent again
+    assert runtime.store.outbox_counts()["pending"] == 0

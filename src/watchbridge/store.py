@@ -1862,14 +1862,16 @@ class Store:
         collections `keep_carried` names ((service, collection) -> seconds) a start over
         carried (`start_over`) once they waited that long since. Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
-        that row is how the next full read tells a play removed there from one on its way."""
+        that row is how the next full read tells a play removed there from one on its way,
+        nor a Serializd rating settled before it was looked for (UNFOUND) until its newer
+        rating's delivery looks (that newer one may wait longer than a week)."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
         kept = self._expected_link_adds(now - keep_done)
         with self.transaction() as conn:
             done = conn.execute(
                 "DELETE FROM outbox WHERE status = 'done' AND updated_at < ?"
-                " AND id NOT IN (SELECT value FROM json_each(?))",
-                (now - keep_done, json.dumps(kept)),
+                " AND last_error IS NOT ? AND id NOT IN (SELECT value FROM json_each(?))",
+                (now - keep_done, UNFOUND, json.dumps(kept)),
             ).rowcount
             events = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND id NOT IN"
