@@ -886,20 +886,37 @@ def test_the_link_a_failing_sync_alert_is_about_is_read_from_its_key(key: str, l
 
 
 @pytest.mark.parametrize(
-    ("profiles", "over"),
+    ("link", "over"),
     [
-        ("", None),
-        ("profiles: [kid], ", "links.plex-trakt no longer syncs profile me"),
+        ("{services: [trakt, serializd], kinds: [history, watchlist]}", None),
+        # No run of the link is about `me` any more to resolve it.
+        (
+            "{services: [trakt, serializd], kinds: [watchlist], profiles: [kid]}",
+            "links.ts no longer syncs profile me",
+        ),
+        # Taking the watchlist out of the link's kinds (what such an alert may lead a user to
+        # do) leaves no run to put the show on Serializd's watchlist, nor to resolve it.
+        (
+            "{services: [trakt, serializd], kinds: [history, ratings]}",
+            "links.ts no longer syncs the watchlist",
+        ),
     ],
 )
-def test_a_kept_off_shows_alert_is_over_once_its_profile_is_no_longer_synced_by_the_link(
-    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, profiles: str, over: str | None
+def test_a_kept_off_shows_alert_is_over_once_the_link_no_longer_syncs_its_watchlist(
+    tmp_path: Path, link: str, over: str | None
 ) -> None:
-    # No run of the link is about `me` any more to resolve it.
-    link = f"  plex-trakt: {{services: [plex, trakt], {profiles}interval: 7d}}\n"
     path = tmp_path / "watchbridge.yaml"
-    path.write_text(config_text(tmp_path, free_port(), trakt, receiver, link), encoding="utf-8")
-    key = "plex-trakt:me:serializd-watched-seasons:1396"
+    profiles = ", ".join(
+        f"{p}: {{accounts: {{trakt: {{}}, serializd: {{email: {p}@b.c, password: pw}}}}}}"
+        for p in ("me", "kid")
+    )
+    path.write_text(
+        "services: {trakt: {client_id: c}, serializd: {}}\n"
+        f"profiles: {{{profiles}}}\n"
+        f"links: {{ts: {link}}}\n",
+        encoding="utf-8",
+    )
+    key = "ts:me:serializd-watched-seasons:1396"
     assert no_longer_configured(load_config(path), "sync_failing", key) == over
 
 

@@ -17,6 +17,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles
 from watchbridge.errors import WatchbridgeError
 from watchbridge.logs import Repeating
+from watchbridge.plexlink import wants_lists
 from watchbridge.serializdlist import UnreadableAlert
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
@@ -230,10 +231,15 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
         name = link_of_alert(key)
         if name not in config.links:
             return f"links.{name} is no longer in the config: it is not synced any more"
-        kept_off = UnreadableAlert.of(key)  # about one profile of the link
-        if kept_off is None or kept_off.profile in link_profiles(config, config.links[name]):
+        kept_off = UnreadableAlert.of(key)  # about one profile of the link's watchlist
+        if kept_off is None:
             return None
-        return f"links.{name} no longer syncs profile {kept_off.profile}"
+        link = config.links[name]
+        if kept_off.profile not in link_profiles(config, link):
+            return f"links.{name} no longer syncs profile {kept_off.profile}"
+        if "serializd" not in link.services or not wants_lists(link):
+            return f"links.{name} no longer syncs the watchlist"
+        return None
     if kind not in SERVICE_ALERT_KINDS or (service := service_of_alert(key)) is None:
         return None
     if getattr(config.services, service) is None:
