@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.serializd import ALICE, FakeSerializd, iso
+from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from watchbridge import serializdlist
 from watchbridge.accounts import AccountNotes
@@ -1078,24 +1078,37 @@ async def test_another_serializd_account_a_delivery_notices_is_alerted_at_once(
     assert bob.password not in alert["message"]
 
 
-async def test_a_rating_set_back_after_a_lost_answer_gave_up_reaches_serializd(
+async def seven_then_a_lost_nine_that_gave_up(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
-) -> None:
-    """7, then 9 (it lands, its answer is lost, and it gives up: a dead letter marked as
-    possibly sent), then 7 again. Serializd shows its newest row: the 9 was settled as
-    superseded when the 7 was queued, the ledger still said 7 was sent last, and the new 7
-    was taken for one already there."""
+) -> Review:
+    """The rating 7 sent, then 9: it lands, its answer is lost, and it gives up (a dead letter
+    marked as possibly sent). The 7's diary row."""
     clock.now = fake.now()
     enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
     await drain(worker, runtime, clock, passes=1)
+    (seven,) = fake.diary()
     enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
     fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
     fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
     await drain(worker, runtime, clock, passes=1)
     assert runtime.store.give_up_waiting("serializd", "me", clock(), "the link was removed") == 1
-    clock.advance(3600)
-    fake.advance(3600)
+    return seven
+
+
+@pytest.mark.parametrize("waits", [3600.0, 8 * DAY], ids=["an-hour", "past-the-pruning"])
+async def test_a_rating_set_back_after_a_lost_answer_gave_up_reaches_serializd(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, waits: float
+) -> None:
+    """7, then 9 (lost, given up), then 7 again. Serializd shows its newest row: the 9 was
+    settled as superseded when the 7 was queued, the ledger still said 7 was sent last, and
+    the new 7 was taken for one already there. The same when the new 7 waits longer than
+    delivered rows are kept (Serializd down, a password to renew): pruned with them, the 9
+    was forgotten before anything looked for it."""
+    await seven_then_a_lost_nine_that_gave_up(runtime, worker, fake, clock)
     enqueue(runtime, "rating", episode(4), clock() - 60, rating=70)  # set back to 7
+    clock.advance(waits)
+    fake.advance(waits)
+    runtime.store.prune(clock(), keep_done=7 * DAY, keep_sessions=7 * DAY)  # the housekeeping
     await drain(worker, runtime, clock, passes=3, step=600)
     shown = max(fake.diary(), key=lambda e: (e.date_added, e.id))
     assert shown.rating == 7
@@ -1106,18 +1119,9 @@ async def test_a_rating_set_back_after_a_lost_answer_gave_up_reaches_serializd(
 async def test_a_links_rating_removal_after_a_lost_answer_gave_up_deletes_that_copy_too(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:
-    """7, then 9 (it lands, its answer is lost, and it gives up), then the link removes the
-    rating, naming the row it read (the 7's). The 9's row, never recorded as ours, stayed:
-    Serializd went on showing 9."""
-    clock.now = fake.now()
-    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
-    await drain(worker, runtime, clock, passes=1)
-    (seven,) = fake.diary()
-    enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
-    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
-    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
-    await drain(worker, runtime, clock, passes=1)
-    assert runtime.store.give_up_waiting("serializd", "me", clock(), "the link was removed") == 1
+    """7, then 9 (lost, given up), then the link removes the rating, naming the row it read
+    (the 7's). The 9's row, never recorded as ours, stayed: Serializd went on showing 9."""
+    seven = await seven_then_a_lost_nine_that_gave_up(runtime, worker, fake, clock)
     enqueue(runtime, "remove_rating", episode(4), clock() - 60, record=str(seven.id), link="ts")
     await drain(worker, runtime, clock, passes=3, step=600)
     assert [e.rating for e in fake.diary() if e.rating] == []
@@ -1151,30 +1155,3 @@ async def test_a_rating_whose_answer_was_lost_is_known_to_a_links_read_before_it
     diary = (await target.client.diary_read("me")).entries
     sends = runtime.store.unanswered_ratings("me", "serializd")
     assert unanswered_copies(diary, sends) == {landed.id}
-
-
-async def test_a_lost_rating_that_gave_up_is_looked_for_also_after_its_newer_one_waited_a_week(
-    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
-) -> None:
-    """As test_a_rating_set_back_after_a_lost_answer_gave_up_reaches_serializd, but the 7 set
-    back waits longer than delivered rows are kept (Serializd down, a password to renew)
-    before it goes out. The 9 settled behind it is not forgotten with the delivered rows:
-    pruned, nothing looked for it, the 7 was taken for one already there, and Serializd went
-    on showing 9."""
-    clock.now = fake.now()
-    enqueue(runtime, "rating", episode(4), clock() - 600, rating=70)
-    await drain(worker, runtime, clock, passes=1)
-    enqueue(runtime, "rating", episode(4), clock() - 300, rating=90)
-    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)  # landed, answer lost
-    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}")  # and the inline retry refused
-    await drain(worker, runtime, clock, passes=1)
-    assert runtime.store.give_up_waiting("serializd", "me", clock(), "the link was removed") == 1
-    enqueue(runtime, "rating", episode(4), clock() - 60, rating=70)  # set back to 7
-    clock.advance(8 * DAY)  # it waited: the hourly housekeeping prunes a week's delivered rows
-    fake.advance(8 * DAY)
-    runtime.store.prune(clock(), keep_done=7 * DAY, keep_sessions=7 * DAY)
-    await drain(worker, runtime, clock, passes=3, step=600)
-    shown = max(fake.diary(), key=lambda e: (e.date_added, e.id))
-    assert shown.rating == 7
-    assert sorted(e.rating for e in fake.diary()) == [7, 7, 9]  # the 9 not sent again
-    assert runtime.store.outbox_counts()["pending"] == 0
