@@ -756,6 +756,21 @@ def test_a_play_of_one_copy_removed_on_trakt_stays_removed_while_another_holds_i
     assert "plan: nothing to do" in sync(path, "--full").stdout
 
 
+def test_the_history_of_an_item_deleted_from_the_library_does_not_stop_the_link(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Plex keeps a deleted item's history rows, without its keys: users delete what they
+    # watched all the time, and every run would fail on them.
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.watch("202", FELINA_SEEN + 3600)
+    sync(path)
+    before = trakt_plays(trakt)
+    plex.delete_item("202")
+    result = watchbridge("sync", "--link", "plex-trakt", "--config", str(path), "--full")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert trakt_plays(trakt) == before  # a file deleted is no play undone
+
+
 PLEX_UPDATE = "Plex may have changed its answers, and watchbridge may need an update"
 LISTING = "GET /library/sections/{key}/all"
 HISTORY = "GET /status/sessions/history/all"
@@ -770,6 +785,10 @@ RESHAPED = {
     "the listing of library 1: 1 of 1 rows have a `viewCount` that is no whole number": (
         LISTING,
         lambda body: [r.update(viewCount="once") for r in rows_of(body) if "viewCount" in r],
+    ),
+    "the watch history: 2 of 2 rows have no `ratingKey`": (
+        HISTORY,
+        lambda body: [r.update(metadataItemID=r.pop("ratingKey")) for r in rows_of(body)],
     ),
     "the listing of library 1: 1 of 1 rows have no `ratingKey`": (
         LISTING,

@@ -239,6 +239,19 @@ class FakePlex(FakeServer):
                         self.items.pop(rating_key, None)
                     keys.clear()
 
+    def delete_item(self, rating_key: str) -> None:
+        """The item's file is deleted and a scan emptied the trash: it lists nothing, and its
+        history rows stay without `key` and `ratingKey` (python-plexapi#1267 skips history
+        rows without `key` for this; that `ratingKey` goes too is assumed)."""
+        with self.lock:
+            self.items.pop(rating_key, None)
+            for keys in self._listing.values():
+                if rating_key in keys:
+                    keys.remove(rating_key)
+            for row in self.history.values():
+                if row.get("ratingKey") == rating_key:
+                    del row["key"], row["ratingKey"]
+
     def rescan_as(self, old: str, new: str, *, history_follows: bool = True) -> None:
         """A rescan re-adds the item (a replaced file) under a new ratingKey: every account's
         state goes with it, and its history rows too unless `history_follows` is False."""

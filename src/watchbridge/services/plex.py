@@ -221,10 +221,13 @@ def listing_problem(row: Mapping[str, object]) -> str | None:
 
 
 def history_problem(row: Mapping[str, object]) -> str | None:
-    """What watchbridge cannot read in one row of the watch history, or None."""
-    for name in ("historyKey", "ratingKey"):
-        if text(row.get(name)) is None:
-            return f"no `{name}`"
+    """What watchbridge cannot read in one row of the watch history, or None. A row of an
+    item deleted from the library has neither `key` nor `ratingKey`, and is skipped: only a
+    row that still names its item (`key`) without `ratingKey` is in another shape."""
+    if text(row.get("historyKey")) is None:
+        return "no `historyKey`"
+    if text(row.get("ratingKey")) is None and text(row.get("key")) is not None:
+        return "no `ratingKey`"
     if epoch(row.get("viewedAt")) is None:
         return "no `viewedAt` in epoch seconds"
     return None
