@@ -69,6 +69,7 @@ from watchbridge.store import IngestJob, NewOutboxRow, OutboxItem, Store, orderi
 from watchbridge.sync import _waiting as sync_waiting
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
+from watchbridge.wiring import enricher as runtime_enricher
 
 pytestmark = pytest.mark.anyio
 
@@ -600,6 +601,37 @@ async def test_a_plex_play_while_the_servers_identity_fails_waits_a_minute_sayin
         "the Plex server at services.plex.url could not be asked which server it is ("
     )
     assert "so whether Baki Hanma" in outcome.reason and "does not know" not in outcome.reason
+
+
+async def test_a_friends_play_while_the_servers_identity_fails_is_named_by_plexs_catalogue(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # The catalogue names a plex:// guid's ids whichever server played it: the play need not
+    # wait for services.plex.url to say which server it is.
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.fail_next(100, 503, route="/identity")
+    plextv = start_fake(FakePlexTv())
+    assert isinstance(plextv, FakePlexTv)
+    plextv.owner.token = TOKEN
+    baki = BAKI_SHOW_GUID.rpartition("/")[2]
+    plextv.add_title("show", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, rating_key=baki)
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}", metadata_url: "{plextv.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
+    item = only_event(
+        plex_ingest.parse(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+    ).item
+    ids = runtime_enricher(runtime, None)
+    try:
+        found = await ids.enrich(item, SHOW_TMDB, "plex", from_server="f" * 40)
+    finally:
+        await ids.aclose()
+        runtime.close()
+    assert found.problem is None and found.item.show_ids.tmdb == "131041"
 
 
 async def test_plex_webhooks_while_the_servers_identity_was_never_answered_ask_it_once_a_minute(

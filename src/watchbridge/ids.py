@@ -1076,13 +1076,16 @@ class Enricher:
                     problem = Problem(unmatched)
         plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
         elsewhere = await self._elsewhere(from_server) if problem is None and plex else False
-        if isinstance(elsewhere, str):
-            problem = identity_unknown(item, elsewhere)
-        elif elsewhere:
+        if elsewhere:
+            # Plex's catalogue names the ids whichever server played it: asked first even
+            # while services.plex.url cannot say whether it was this one.
             found, said = await self._from_catalogue(item)
             if need.met(found):
                 return Enriched(found)
-            problem = Problem(played_elsewhere(item, self.trakt is not None, said))
+            if isinstance(elsewhere, str):
+                problem = identity_unknown(item, elsewhere)
+            else:
+                problem = Problem(played_elsewhere(item, self.trakt is not None, said))
         if problem is None:
             problem = not_known(server, item, need)
             searched = self.trakt is not None

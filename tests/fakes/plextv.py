@@ -152,10 +152,16 @@ class FakePlexTv(FakeServer):
             return account
 
     def add_title(
-        self, kind: str, title: str, year: int | None = None, guids: list[str] | None = None
+        self,
+        kind: str,
+        title: str,
+        year: int | None = None,
+        guids: list[str] | None = None,
+        rating_key: str | None = None,  # as in plex://show/<rating_key>
     ) -> Title:
         with self.lock:
-            item = Title(secrets.token_hex(12), kind, title, year, list(guids or []))
+            key = rating_key or secrets.token_hex(12)
+            item = Title(key, kind, title, year, list(guids or []))
             self.titles[item.rating_key] = item
             return item
 
