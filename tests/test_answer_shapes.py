@@ -6,7 +6,7 @@ what could not be read nor take a write it could not understand for done."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,14 @@ from tests.fakes.trakt import FakeTrakt
 from tests.linkrig import Rig, open_rig, use_fast_readers
 from tests.test_sync_scenarios import (
     BB,
+    TraktApp,
     breaking_bad_on_serializd,
     breaking_bad_on_trakt,
+    diary_rating,
     log,
     trakt_episodes,
     trakt_plays,
+    trakt_rating,
 )
 from watchbridge.services.serializd import SerializdError
 
@@ -36,6 +39,13 @@ def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
 @pytest.fixture
 def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
     return breaking_bad_on_serializd(start_fake)
+
+
+@pytest.fixture
+def app(trakt: FakeTrakt) -> Iterator[TraktApp]:
+    app = TraktApp(trakt)
+    yield app
+    app.http.close()
 
 
 @pytest.fixture
@@ -191,3 +201,83 @@ async def test_trakt_history_entries_without_watched_at_keep_their_plays_and_say
     log(serializd, 2, 1, "2024-02-01T20:00:00.000Z")
     await rig.sync_and_deliver(full=True)
     assert len(serializd.user.reviews) == 8 and len(trakt_plays(trakt)) == 8
+
+
+TRAKT_RATINGS = "GET /sync/ratings/{type}"
+
+
+def renamed_show_ids(row: dict[str, Any]) -> None:
+    row["show"]["identifiers"] = row["show"].pop("ids")
+
+
+def rating_gone(row: dict[str, Any]) -> None:
+    del row["rating"]
+
+
+def first_rating_reshaped(change: Callable[[dict[str, Any]], None]) -> Any:
+    def reshape(body: list[dict[str, Any]]) -> None:
+        change(next(row for row in body if row["episode"]["number"] == 1))
+
+    return reshape
+
+
+@pytest.mark.parametrize(
+    "change", [renamed_show_ids, rating_gone], ids=["ids-renamed", "rating-gone"]
+)
+async def test_trakt_ratings_it_cannot_read_keep_the_ratings_read_before_and_say_so(
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    caplog: pytest.LogCaptureFixture,
+    change: Callable[[dict[str, Any]], None],
+) -> None:
+    for n in range(1, 4):
+        serializd.log_entry(None, BB, 1, n, rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # the copies read back from Trakt
+    assert [trakt_rating(trakt, 1, n) for n in range(1, 4)] == [8, 8, 8]
+    trakt.reshape_always(first_rating_reshaped(change), route=TRAKT_RATINGS)
+    caplog.clear()
+    result = await rig.sync_and_deliver(full=True)
+    (planned,) = result.plans
+    assert planned.plan.held == ""
+    # Before, read as the rating removed on Trakt: 1 of 3, under the share, removed.
+    assert [diary_rating(serializd, 1, n) for n in range(1, 4)] == [8, 8, 8]
+    assert [trakt_rating(trakt, 1, n) for n in range(1, 4)] == [8, 8, 8]
+    told = [r for r in caplog.records if TRAKT_UPDATE in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING"
+    assert "1 of 3 ratings have no item or `rating` watchbridge can read" in told[0].getMessage()
+    assert "the ratings read before of their items are kept" in told[0].getMessage()
+    # A rating the other side changes meanwhile still reaches Trakt.
+    serializd.log_entry(None, BB, 1, 2, rating=4, is_log=False)
+    await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 2), diary_rating(serializd, 1, 2)) == (4, 4)
+
+
+def without_rated_at(body: list[dict[str, Any]]) -> None:
+    for row in body:
+        del row["rated_at"]
+
+
+async def test_a_trakt_rating_without_rated_at_is_not_overwritten_by_an_older_one(
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    app: TraktApp,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rated 9 on Trakt in June, 4 on Serializd in January: with its date unread, Trakt's
+    rating read as dated 1970 and lost to the older one, which was written over it."""
+    old, new = "2024-01-01T20:00:00.000Z", "2024-06-01T20:00:00.000Z"
+    app.rate(1, 1, 9, new)
+    log(serializd, 1, 1, old, rating=4, date_added=old)
+    trakt.reshape_always(without_rated_at, route=TRAKT_RATINGS)
+    await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 4)  # it waits
+    told = [r.getMessage() for r in caplog.records if TRAKT_UPDATE in r.getMessage()]
+    assert told and "1 of 1 ratings have no `rated_at`" in told[0]
+    await rig.sync_and_deliver()  # a run reading no ratings still knows it waits
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 4)
+    trakt.clear_knobs()  # the update reads the date: the newer rating wins
+    await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)

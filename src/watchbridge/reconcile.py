@@ -87,6 +87,10 @@ class Side:
     # Items whose rating this side leaves out on purpose (episodes renumbered since they were
     # rated): no removal of the rating is read from them (the other side's is still copied).
     renumbered_ratings: frozenset[str] = frozenset()
+    # Items whose rating this side read in a shape it does not know (a changed answer: its
+    # value or date unreadable, the rating read before kept): nothing is written over it
+    # that only its date or its absence would decide; a change of the other side's still is.
+    unread_ratings: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -1112,18 +1116,26 @@ def _rating_decision(
 ) -> tuple[str, str, ActionKind, str] | None:
     a, b = link.services[0], link.services[1]
     ra, rb = current[a].ratings.get(item), current[b].ratings.get(item)
+    unread = item in current[a].unread_ratings or item in current[b].unread_ratings
     if ra is not None and rb is not None:
         if ratings.same_on_both(a, ra.value, b, rb.value):
             return None
         winner, why = _winner(link, item, current, baseline, copying)
+        if unread and why == NEWER:
+            return None  # a date unread cannot tell which is newer: it waits
         loser = b if winner == a else a
         return winner, loser, "set_rating", f"ratings differ: {winner} wins ({why})"
     present, missing = (a, b) if ra is not None else (b, a)
+    if item in current[missing].unread_ratings:
+        return None  # a rating there that could not be read, not none: it waits
     if item in baseline.get(missing, Side()).ratings:
         if item in current[missing].renumbered_ratings:
             return None  # left out on purpose, not removed
         return missing, present, "remove_rating", f"rating removed on {missing}"
     return present, missing, "set_rating", f"rated on {present}"
+
+
+NEWER = "newer"  # why a rating wins by its date alone
 
 
 def _winner(
@@ -1159,7 +1171,7 @@ def _winner(
             won_a, won_b = (b, item, ra.value) in copying, (a, item, rb.value) in copying
             if won_a != won_b:
                 return (a if won_a else b), "its copy still waits"
-    return (a if ra.at >= rb.at else b), "newer"
+    return (a if ra.at >= rb.at else b), NEWER
 
 
 def _mass_removal(

@@ -40,10 +40,63 @@ def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]
     scores: dict[str, Rated] = {}
     for entry in rated:
         key = _trakt_key(entry)
-        value = ratings.from_ten(entry.get("rating"))
+        value = _trakt_rating(entry)
         if key and value is not None:
-            scores[key] = Rated(value, parse_iso(entry.get("rated_at") or "1970-01-01T00:00:00Z"))
+            scores[key] = Rated(value, _rated_at(entry))
     return Side(tuple(plays), scores)
+
+
+def trakt_unread_ratings(rated: Iterable[dict[str, Any]]) -> list[str | None]:
+    """The item of each rating entry in a shape watchbridge does not know (None when it
+    names no item watchbridge can read: its `type`, media object or `ids` renamed or gone;
+    else its `rating` gone or no whole number 1-10). Trakt sends every rating with these, so
+    such an entry is a changed answer, not a rating removed. An item whose ids lack a TMDB
+    id is no changed answer: it cannot be linked, as in the history."""
+    unread: list[str | None] = []
+    for entry in rated:
+        if not _names_item(entry):
+            unread.append(None)
+        elif _trakt_rating(entry) is None and (key := _trakt_key(entry)):
+            unread.append(key)
+    return unread
+
+
+def _trakt_rating(entry: dict[str, Any]) -> int | None:
+    value = entry.get("rating")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
+        return None
+    return ratings.from_ten(value)
+
+
+def _rated_at(entry: dict[str, Any]) -> float:
+    """A rating's `rated_at`, UNDATED when gone or unreadable (a changed answer: Trakt dates
+    every rating)."""
+    stamp = entry.get("rated_at")
+    try:
+        return parse_iso(stamp) if isinstance(stamp, str) else UNDATED
+    except ValueError:
+        return UNDATED
+
+
+_TRAKT_MEDIA = {"movie": "movie", "show": "show", "season": "show", "episode": "show"}
+
+
+def _names_item(entry: dict[str, Any]) -> bool:
+    """Whether a rating entry has the fields that name its item (`_trakt_key` may still find
+    no TMDB id in them)."""
+    kind = entry.get("type")
+    media = entry.get(_TRAKT_MEDIA.get(str(kind), ""))
+    if not isinstance(media, dict) or not isinstance(media.get("ids"), dict):
+        return False
+    if kind == "episode":
+        episode = entry.get("episode")
+        return isinstance(episode, dict) and all(
+            isinstance(episode.get(f), int) for f in ("season", "number")
+        )
+    if kind == "season":
+        season = entry.get("season")
+        return isinstance(season, dict) and isinstance(season.get("number"), int)
+    return True
 
 
 def trakt_unread_entries(history: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -24,12 +24,18 @@ from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, SideRead
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
-from watchbridge.sides import ref_for_key, trakt_side, trakt_unread_entries
+from watchbridge.sides import (
+    ref_for_key,
+    trakt_side,
+    trakt_unread_entries,
+    trakt_unread_ratings,
+)
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
-# A delta read meets entries it cannot read at every run until watchbridge is updated: a
-# warning at first, then hourly with the count since (the full read says it daily).
+# A delta read meets history entries or ratings it cannot read at every run until watchbridge
+# is updated: a warning at first, then hourly with the count since (the full read says it
+# daily).
 _UNREAD_HISTORY = Repeating(log)
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
@@ -114,6 +120,64 @@ def unread_kept(
     return tuple(kept)
 
 
+def unread_ratings(
+    rated: Sequence[dict[str, Any]], baseline: Side | None, read: Side
+) -> tuple[Side, str]:
+    """`read` with the ratings of entries in a shape watchbridge does not know taken care of,
+    and what to say of them with `changed_answer` ("" when none). Pure.
+
+    An entry whose item is known but not its `rating` keeps the baseline's rating of the
+    item; one that names no item watchbridge can read keeps every rating of the baseline
+    the read lacks (any may be its). A rating without its `rated_at` is read with its value:
+    the same as the baseline's, dated, it keeps the baseline's date (nothing changed); else it is
+    undated, a change told by its value (`reconcile._changed`). Those items are the side's
+    `unread_ratings`: what only a date or an absence would decide there waits
+    (`_rating_decision`), so a Trakt rating unread is neither taken as removed nor written
+    over by a rating that is not a change since the last run."""
+    unread = trakt_unread_ratings(rated)
+    before = baseline.ratings if baseline else {}
+    scores = dict(read.ratings)
+    waiting: set[str] = set()
+    undated = [item for item, rating in scores.items() if rating.at == UNDATED]
+    for item in undated:
+        was = before.get(item)
+        if was is not None and was.value == scores[item].value and was.at != UNDATED:
+            scores[item] = was
+        else:
+            waiting.add(item)
+    named = {item for item in unread if item is not None}
+    if None in unread:
+        named |= set(before) - set(scores)
+    for item in named:
+        waiting.add(item)
+        if item in before and item not in scores:
+            scores[item] = before[item]
+    parts = []
+    if unread:
+        parts.append(
+            f"{len(unread)} of {len(rated)} ratings have no item or `rating` watchbridge can read"
+        )
+    if undated:
+        parts.append(f"{len(undated)} of {len(rated)} ratings have no `rated_at`")
+    if not parts:
+        return read, ""
+    told = changed_answer(
+        "Trakt",
+        "; ".join(parts),
+        "the ratings read before of their items are kept, new ones and changes only a date "
+        "could decide wait",
+    )
+    return replace(read, ratings=scores, unread_ratings=frozenset(waiting)), told
+
+
+def _again_if_unread(saved: dict[str, str], side: Side) -> dict[str, str]:
+    """The cursors to save: with ratings unread, none that would let the next run skip
+    reading them (a run that reads no ratings would not know which wait)."""
+    if not side.unread_ratings:
+        return saved
+    return {**saved, "all": "", "rated": ""}
+
+
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
     """The activity stamps a read depends on: watched per type, rated for every level."""
 
@@ -183,12 +247,15 @@ class TraktReader:
         saved = {**moved, "history_at": str(now)}
         if full or baseline is None or "history_at" not in cursors:
             history = await self._history(profile, None)
-            side = trakt_side(history, await self.client.ratings(profile))
+            rated = await self.client.ratings(profile)
+            side = trakt_side(history, rated)
             side = replace(side, plays=side.plays + unread_kept(history, baseline, side))
-            if unread := unread_history(history):
-                log.warning(unread, extra={"profile": profile})
+            side, rated_unread = unread_ratings(rated, baseline, side)
+            for unread in (unread_history(history), rated_unread):
+                if unread:
+                    log.warning(unread, extra={"profile": profile})
             await self._forget_gone(profile, baseline, side)
-            return SideRead(side, saved)
+            return SideRead(side, _again_if_unread(saved, side))
         plays = baseline.plays
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
@@ -198,10 +265,15 @@ class TraktReader:
             if unread := unread_history(history):
                 _UNREAD_HISTORY.warning(("history", profile), unread, now, profile=profile)
             await self._forget_gone(profile, baseline, Side(plays))
-        scores = baseline.ratings
+        side = Side(plays, baseline.ratings)
         if moved["rated"] != cursors.get("rated"):
-            scores = trakt_side((), await self.client.ratings(profile)).ratings
-        return SideRead(Side(plays, scores), saved)
+            rated = await self.client.ratings(profile)
+            side, unread = unread_ratings(
+                rated, baseline, Side(plays, trakt_side((), rated).ratings)
+            )
+            if unread:
+                _UNREAD_HISTORY.warning(("ratings", profile), unread, now, profile=profile)
+        return SideRead(side, _again_if_unread(saved, side))
 
     async def _forget_gone(self, profile: str, baseline: Side | None, read: Side) -> None:
         """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`)."""
