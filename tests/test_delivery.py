@@ -3133,6 +3133,40 @@ async def test_a_rating_that_waited_through_an_outage_does_not_undo_a_newer_one_
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
+def without_rated_at(body: list[dict[str, Any]]) -> None:
+    for entry in body:
+        del entry["rated_at"]
+
+
+async def test_a_rating_that_waited_does_not_undo_one_on_trakt_whose_date_it_cannot_read(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    """Before, a rating without `rated_at` read as given in 1970, older than the 8 that
+    waited, which was sent over the user's 5."""
+    arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
+    payload = {"item": ref_to_dict(arrival), "at": clock(), "rating": 80}  # 8, from Plex
+    order = ordering_key("me", "trakt", arrival.key(), "rating")
+    runtime.store.enqueue([NewOutboxRow("trakt", "me", "rating", payload, order, "r1")], clock())
+    trakt.fail_next(1, 503, route="POST /sync/ratings")
+    await worker.pass_once(runtime)
+    clock.advance(3600)  # meanwhile the user settles on 5 on Trakt's website
+    movie = next(m for m in trakt.movies if m.title == "Arrival")
+    rated = datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    trakt.user.ratings[key_of(movie)] = Rating(movie, 5, rated)
+    trakt.reshape_always(without_rated_at, route="GET /sync/ratings/{type}")
+    await drain(worker, runtime, clock, passes=1, step=400)
+    assert [r.rating for r in trakt.ratings()] == [5]
+    with runtime.store.transaction() as conn:
+        ((status, said),) = conn.execute("SELECT status, last_error FROM outbox").fetchall()
+    assert status == "pending"
+    assert "a rating of the item on Trakt has no `rated_at`" in said
+    assert "Trakt may have changed its answers" in said and "this rating waits" in said
+    trakt.clear_knobs()  # the update reads the date: the newer rating stays
+    await drain(worker, runtime, clock, passes=3, step=3600)
+    assert [r.rating for r in trakt.ratings()] == [5]
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
 def rating_row(clock: FakeClock, title: str, imdb: str, key: str, value: int) -> NewOutboxRow:
     movie = MediaRef("movie", Ids(imdb=imdb), title=title)
     payload = {"item": ref_to_dict(movie), "at": clock(), "rating": value}

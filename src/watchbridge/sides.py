@@ -54,7 +54,7 @@ def trakt_unread_ratings(rated: Iterable[dict[str, Any]]) -> list[str | None]:
     id is no changed answer: it cannot be linked, as in the history."""
     unread: list[str | None] = []
     for entry in rated:
-        if not _names_item(entry):
+        if not trakt_names_item(entry):
             unread.append(None)
         elif _trakt_rating(entry) is None and (key := _trakt_key(entry)):
             unread.append(key)
@@ -81,9 +81,10 @@ def _rated_at(entry: dict[str, Any]) -> float:
 _TRAKT_MEDIA = {"movie": "movie", "show": "show", "season": "show", "episode": "show"}
 
 
-def _names_item(entry: dict[str, Any]) -> bool:
+def trakt_names_item(entry: dict[str, Any]) -> bool:
     """Whether a rating entry has the fields that name its item (`_trakt_key` may still find
-    no TMDB id in them)."""
+    no TMDB id in them): its `type`, its media object with `ids`, and its season and
+    episode numbers where it rates those."""
     kind = entry.get("type")
     media = entry.get(_TRAKT_MEDIA.get(str(kind), ""))
     if not isinstance(media, dict) or not isinstance(media.get("ids"), dict):

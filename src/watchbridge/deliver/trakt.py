@@ -32,7 +32,7 @@ from watchbridge.deliver.worker import (
     waiting_on,
 )
 from watchbridge.episode_numbers import trakt_listing
-from watchbridge.http import RateLimited, ServiceError, Unavailable
+from watchbridge.http import RateLimited, ServiceError, Unavailable, changed_answer
 from watchbridge.ids import (
     TRAKT,
     Enricher,
@@ -64,6 +64,7 @@ from watchbridge.services.trakt import (
     parse_iso,
     trakt_ids,
 )
+from watchbridge.sides import trakt_names_item
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -531,11 +532,14 @@ class TraktTarget:
             outcomes[older] = Skipped(
                 f"superseded by the newer rating change of outbox row {newer}"
             )
-        since = await self._rated_since(profile, [*rated, *removed_ratings])
+        since, unread = await self._rated_since(profile, [*rated, *removed_ratings])
         for row in since:
             outcomes[row.outbox.id] = Skipped(
                 "Trakt holds a newer rating of it, given while this one waited"
             )
+        for row, why in unread:
+            outcomes[row.outbox.id] = Retry(why)
+            since.append(row)
         rated = [r for r in rated if r not in since]
         removed_ratings = [r for r in removed_ratings if r not in since]
         outcomes.update(await self._ratings(profile, rated))
@@ -776,22 +780,39 @@ class TraktTarget:
 
         return await self._rating_writes(rows, rate, "rated")
 
-    async def _rated_since(self, profile: str, rows: Sequence[Row]) -> list[Row]:
+    async def _rated_since(
+        self, profile: str, rows: Sequence[Row]
+    ) -> tuple[list[Row], list[tuple[Row, str]]]:
         """The rating changes among `rows` that waited (an outage, a pause, a sign-in) whose
         item the user rated on Trakt after them: sent, they would undo that (Trakt keeps the
-        last rating written, whatever its date). One read per kind of item, for those only."""
+        last rating written, whatever its date). One read per kind of item, for those only.
+        Also those Trakt may hold a newer rating of, in an answer in a shape watchbridge does
+        not know (a rating of the item without a readable `rated_at`, or one naming no item
+        it can read), with what to say: they wait until it reads again."""
         now = self.clock()
         waited = [r for r in rows if r.outbox.waited(now)]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
         tried = max((r.outbox.updated_at for r in waited), default=0.0)
         entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
-        newer = []
+        unnamed = sum(1 for e in entries if not trakt_names_item(e))
+        newer: list[Row] = []
+        unread: list[tuple[Row, str]] = []
         for row in waited:
             at = ratings.overtaken_after(row.at, row.outbox.created_at)
             times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
-            if any(t > at + ratings.RATED_SLACK for t in times):
+            if any(t is not None and t > at + ratings.RATED_SLACK for t in times):
                 newer.append(row)
-        return newer
+            elif None in times or unnamed:
+                what = (
+                    "a rating of the item on Trakt has no `rated_at` watchbridge can read"
+                    if None in times
+                    else f"{unnamed} of {len(entries)} ratings name no item watchbridge can read"
+                )
+                why = changed_answer(
+                    "Trakt", what, "this rating waits, as Trakt may hold a newer one"
+                )
+                unread.append((row, why))
+        return newer, unread
 
     async def _trakt_ratings(self, profile: str, kind: str, tried: float) -> list[dict[str, Any]]:
         """Trakt's ratings of one kind, as read within RATINGS_READ_KEEP and after the rows'
@@ -1086,12 +1107,14 @@ def rating_is(entry: dict[str, Any], item: MediaRef) -> bool:
     return _shares_id(show, item.show_ids) and season.get("number") == item.season
 
 
-def _rated_at(entry: dict[str, Any]) -> float:
-    """A rating entry's `rated_at` (0 when missing or unreadable)."""
+def _rated_at(entry: dict[str, Any]) -> float | None:
+    """A rating entry's `rated_at` (None when missing or unreadable: a changed answer, as
+    Trakt dates every rating, and it may be newer than anything)."""
+    stamp = entry.get("rated_at")
     try:
-        return parse_iso(str(entry["rated_at"]))
-    except (KeyError, ValueError):
-        return 0.0
+        return parse_iso(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        return None
 
 
 def history_entry_is(entry: dict[str, Any], item: MediaRef) -> bool:
