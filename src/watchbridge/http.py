@@ -18,7 +18,7 @@ import random
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -43,6 +43,7 @@ AMBIGUOUS_STATUS = frozenset({500, 502, 504, 520, 522, 523, 524, 530})
 # Answers that say the service is down (its gateway speaks for it), not that this request
 # failed: a 500 is the service failing on the request itself.
 DOWN_STATUS = TRANSIENT_STATUS - {500}
+R = TypeVar("R")  # a row of an answer (`rows_unread`)
 UNSENDABLE = (
     "the request could not be sent: a token or key it carries holds a character HTTP does "
     "not allow (pasted with a space or an invisible character?): set it, or sign in, again"
@@ -70,6 +71,17 @@ def changed_answer(name: str, what: str, then: str = NOTHING_TAKEN) -> str:
         f"{what}: {name} may have changed its answers, and watchbridge may need an update "
         f"(see Troubleshooting in the README); {then}"
     )
+
+
+def rows_unread(rows: Sequence[R], problem: Callable[[R], str | None], noun: str = "rows") -> str:
+    """How many of an answer's `rows` have each `problem` watchbridge cannot read them for,
+    "N of M rows have P; K of M rows have Q" ("" when none): the one way clients count
+    them, for `changed_answer`. Such a row left out would read as an item gone."""
+    problems: dict[str, int] = {}
+    for row in rows:
+        if (found := problem(row)) is not None:
+            problems[found] = problems.get(found, 0) + 1
+    return "; ".join(f"{n} of {len(rows)} {noun} have {p}" for p, n in problems.items())
 
 
 class Unavailable(ServiceError):

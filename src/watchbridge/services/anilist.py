@@ -37,6 +37,7 @@ from watchbridge.http import (
     ServiceError,
     Unavailable,
     changed_answer,
+    rows_unread,
 )
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
@@ -517,12 +518,7 @@ def _entries_of(raws: Any, what: str) -> list[ListEntry]:
     list is not one or any entry cannot be read whole: what is dropped would read as gone."""
     if not isinstance(raws, list):
         raise AniListError(changed_answer(NAME, f"{what} has no list of entries"))
-    problems: dict[str, int] = {}
-    for raw in raws:
-        if (problem := entry_problem(raw)) is not None:
-            problems[problem] = problems.get(problem, 0) + 1
-    if problems:
-        said = "; ".join(f"{n} of {len(raws)} entries have {p}" for p, n in problems.items())
+    if said := rows_unread(raws, entry_problem, "entries"):
         raise AniListError(changed_answer(NAME, f"{what}: {said}"))
     return [entry for raw in raws if (entry := parse_entry(raw)) is not None]
 

@@ -31,7 +31,7 @@ import httpx
 from watchbridge import __version__
 from watchbridge.config import PlexConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import HttpClient, ServiceError, changed_answer
+from watchbridge.http import HttpClient, ServiceError, changed_answer, rows_unread
 from watchbridge.ingest.common import epoch, integer, number, obj, text
 from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
 from watchbridge.logs import Redactor
@@ -202,12 +202,7 @@ def unreadable_rows(
 ) -> None:
     """Raise PlexError naming how many of `rows` have a `problem`: a row left out would read
     as a play or an item that is gone, and be removed from the other side."""
-    problems: dict[str, int] = {}
-    for row in rows:
-        if (found := problem(row)) is not None:
-            problems[found] = problems.get(found, 0) + 1
-    if problems:
-        said = "; ".join(f"{n} of {len(rows)} rows have {p}" for p, n in problems.items())
+    if said := rows_unread(rows, problem):
         raise PlexError(SERVICE, changed_answer(NAME, f"{what}: {said}"))
 
 
