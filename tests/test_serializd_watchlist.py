@@ -359,6 +359,49 @@ async def test_watchlist_rows_without_a_show_id_fail_the_read_and_remove_nothing
     assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}  # nothing removed
 
 
+def type_renamed(row: dict[str, Any]) -> None:
+    row["kind"] = row.pop("type")
+
+
+def show_renamed(row: dict[str, Any]) -> None:
+    row["series"] = row.pop("show")
+
+
+def ids_gone(row: dict[str, Any]) -> None:
+    del row["show"]["ids"]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (type_renamed, "no `type` watchbridge knows"),
+        (show_renamed, "no `show`"),
+        (ids_gone, "a `show` without ids"),
+    ],
+    ids=["type-renamed", "show-renamed", "ids-gone"],
+)
+async def test_trakt_watchlist_rows_it_cannot_read_fail_the_read_and_remove_nothing(
+    link: Link, change: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """Before, such a row was left out (or known by its title alone): the show read as gone
+    from Trakt's watchlist, and was removed from Serializd's."""
+    link.trakt_add("Severance", "Andor", "The Bear")
+    await link.watchlist(max_removal_share=0.5)
+    assert link.serializd_watchlist() == {"Severance", "Andor", "The Bear"}
+
+    def first_row(body: list[dict[str, Any]]) -> None:
+        change(body[0])
+
+    link.trakt.reshape_always(first_row, route="GET /sync/watchlist")
+    with pytest.raises(ServiceError) as failed:
+        await link.watchlist(max_removal_share=0.5)
+    assert f"the watchlist: 1 of 3 rows have {said}" in failed.value.message
+    assert "Trakt may have changed its answers" in failed.value.message
+    assert "nothing is synced from it until it reads again" in failed.value.message
+    assert link.serializd_watchlist() == {"Severance", "Andor", "The Bear"}  # nothing removed
+    assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}
+
+
 async def test_watchlist_rows_whose_season_ids_cannot_be_read_fail_the_read(link: Link) -> None:
     """Read as no seasons, the show's removal (taken off Trakt's list) would send Serializd no
     season ids: nothing taken off its list, yet done."""

@@ -48,7 +48,7 @@ from watchbridge.collection import (
 from watchbridge.collection import trakt_collected as trakt_collection_items
 from watchbridge.config import Config, Link, Secret
 from watchbridge.errors import naming_profile
-from watchbridge.http import ServiceError
+from watchbridge.http import ServiceError, changed_answer, rows_unread
 from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
@@ -60,7 +60,8 @@ from watchbridge.services.plextv import (
     PlexTvClient,
     WatchlistUnavailable,
 )
-from watchbridge.services.trakt import CollectionWrite, TraktClient, parse_iso
+from watchbridge.services.trakt import SERVICE as TRAKT
+from watchbridge.services.trakt import CollectionWrite, TraktClient, TraktError, parse_iso
 from watchbridge.store import Store
 from watchbridge.watchlist import (
     WatchItem,
@@ -404,8 +405,35 @@ def plex_watch_items(items: Iterable[DiscoverItem]) -> list[WatchItem]:
     ]
 
 
-def trakt_watch_items(rows: Iterable[Mapping[str, Any]]) -> list[WatchItem]:
-    """Trakt watchlist rows: movies and shows (seasons and episodes have no Plex counterpart)."""
+_WATCHLIST_TYPES = ("movie", "show", "season", "episode")
+_WATCHLIST_IDS = ("trakt", "imdb", "tmdb", "tvdb", "slug")
+
+
+def trakt_watchlist_problem(row: Mapping[str, Any]) -> str | None:
+    """What watchbridge cannot read in one row of Trakt's watchlist, or None. Trakt sends
+    every row with its `type`, and a movie or show with its ids: such a row left out, or
+    known by its title, would read as gone from the watchlist, and be removed on the other
+    side."""
+    kind = text(row.get("type"))
+    if kind not in _WATCHLIST_TYPES:
+        return "no `type` watchbridge knows"
+    if kind not in ("movie", "show"):
+        return None  # not read: seasons and episodes have no counterpart
+    media = row.get(kind)
+    if not isinstance(media, Mapping):
+        return f"no `{kind}`"
+    ids = media.get("ids")
+    if not isinstance(ids, Mapping) or not any(text(ids.get(n)) for n in _WATCHLIST_IDS):
+        return f"a `{kind}` without ids"
+    return None
+
+
+def trakt_watch_items(rows: Sequence[Mapping[str, Any]]) -> list[WatchItem]:
+    """Trakt watchlist rows: movies and shows (seasons and episodes have no Plex counterpart).
+    TraktError when a row cannot be read (`trakt_watchlist_problem`): the read fails, as
+    Serializd's does, and nothing is synced from it until it reads again."""
+    if said := rows_unread(rows, trakt_watchlist_problem):
+        raise TraktError(TRAKT, changed_answer("Trakt", f"the watchlist: {said}"))
     found = []
     for row in rows:
         kind = text(row.get("type"))

@@ -123,7 +123,7 @@ def serializd_watch_items(shows: Iterable[WatchlistShow]) -> list[WatchItem]:
     ]
 
 
-def trakt_show_items(rows: Iterable[Mapping[str, Any]]) -> tuple[list[WatchItem], list[str]]:
+def trakt_show_items(rows: Sequence[Mapping[str, Any]]) -> tuple[list[WatchItem], list[str]]:
     """Trakt's watchlist shows that Serializd can know (a TMDB id), and the names of those
     without one. Movies, seasons and episodes are not returned: this link leaves them alone."""
     shows = [item for item in trakt_watch_items(rows) if item.kind == "show"]
