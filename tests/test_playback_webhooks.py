@@ -1002,6 +1002,39 @@ def test_a_history_scripts_mark_after_the_rest_of_a_viewing_is_dated_by_its_comp
         assert len(rig.plays()) == plays, rig.live()
 
 
+@pytest.mark.parametrize(("old", "plays"), [(False, 1), (True, 2)])
+def test_a_history_scripts_mark_naming_the_player_that_played_the_rest_is_dated_by_its_completion(
+    tmp_path: Path, old: bool, plays: int
+) -> None:
+    # The same, the script naming the player: its viewing ended with the rest, hours after it
+    # was counted. Dated at the completion, the same play; dated years before, an old viewing.
+    with running_rig(tmp_path) as rig:
+        counted_then_its_rest(rig)
+        counted_at = datetime.fromtimestamp(rig.plays()[0]["payload"]["at"], UTC)
+        rig.advance(10 * 60)
+        dated = IN_2020 if old else {"watched_at": counted_at.isoformat()}
+        rig.post("generic", generic("played", player=KODI) | dated)
+        assert len(rig.plays()) == plays, rig.live()
+
+
+def test_a_history_scripts_mark_naming_the_player_while_it_plays_the_rest_is_one_play(
+    tmp_path: Path,
+) -> None:
+    # Sent while the player plays the rest, four hours after it counted the viewing, dated then.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 92, player=KODI))
+        counted_at = datetime.fromtimestamp(rig.plays()[0]["payload"]["at"], UTC)
+        rig.advance(4 * HOUR)
+        rig.post("generic", generic("start", 92, player=KODI))
+        rig.advance(5 * 60)
+        rig.post("generic", generic("played", player=KODI, watched_at=counted_at.isoformat()))
+        rig.advance(5 * 60)
+        rig.post("generic", generic("stop", 100, player=KODI, played=True))
+        assert len(rig.plays()) == 1, rig.live()
+
+
 def test_home_assistants_played_after_the_rest_of_a_viewing_and_a_brief_restart_is_one_play(
     tmp_path: Path,
 ) -> None:

@@ -9,8 +9,8 @@ session followed by a start at <= 5 % is a rewatch; so is a start with no positi
 it out when playback begins at the start) that hours pass before, or that the next position or a
 second Plex scrobble a viewing later confirms, a position at most half way hours later, a
 once-per-playback completion signal (Plex, Tautulli, generic) a viewing later, and a mark hours
-after the viewing's end. A mark dated hours before a session's last event (for the item's marks:
-its last completion) is an earlier viewing of its own; a re-mark (Jellyfin's "mark season
+after the viewing's end. A mark dated hours before a session's last event (after a completed
+viewing: its completion) is an earlier viewing of its own; a re-mark (Jellyfin's "mark season
 played") of an item completed before is no new play. One viewing finished on another player is
 one play: a player first seen past half way soon after the item's completion elsewhere plays its
 rest, and a player left paused shortly before that completion, not played since, ends as part
@@ -67,6 +67,9 @@ class Session:
     # of this and `updated_at` (the viewing's end); an earlier viewing's date and another
     # player's pause from `updated_at` alone (its completion).
     rest_ended_at: float = 0.0
+    # A player's session after a viewing it completed: when it did (a playback of the rest,
+    # hours later, moves `updated_at` only). 0: none, or not known (kept by an older release).
+    completed_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,7 @@ def _decide(
     generation, began = session.generation, session.began_at
     if unseen and _finishing_a_counted_viewing(marks, event, at):
         # Finishing elsewhere (the tablet) a viewing another player already completed.
-        return Session(key, "completed", progress, generation, at, began), []
+        return Session(key, "completed", progress, generation, at, began, completed_at=at), []
 
     reached = progress is not None and progress >= threshold
     # Only a stop (or the server's own completion signal) ends a viewing: someone paused at
@@ -317,11 +320,15 @@ def _decide(
             # Dated before the viewing's last event, it must not move its time back.
             ended = max(at, session.updated_at)
             play = Intent("play", _mark_key(key, at), at, progress=progress)
-            return Session(key, "completed", progress, generation, ended, began), [play]
+            completed = Session(
+                key, "completed", progress, generation, ended, began, completed_at=ended
+            )
+            return completed, [play]
+        completed = Session(key, "completed", progress, generation, at, began, completed_at=at)
         if not fresh and _counted_elsewhere(marks, session, event):
-            return Session(key, "completed", progress, generation, at, began), []
+            return completed, []
         play = Intent("play", f"play:{key}:{generation}", at, progress=progress, live=True)
-        return Session(key, "completed", progress, generation, at, began), [play]
+        return completed, [play]
 
     state = session.state
     late = state == "stopped" and not fresh and at - session.updated_at < LATE_REPORT
@@ -393,10 +400,12 @@ def _mark_key(key: str, at: float) -> str:
 
 
 def _earlier_viewing(session: Session | None, event: MediaEvent, at: float) -> bool:
-    """A mark dated hours before the session's last event."""
+    """A mark dated hours before the session's last event, or before the completion of the
+    viewing it completed: a playback of that viewing's rest hours later is no later viewing."""
     if session is None or event.action != "played":
         return False
-    return at <= session.updated_at - REWATCH_AFTER_IDLE
+    completed = session.completed_at or session.updated_at
+    return at <= min(session.updated_at, completed) - REWATCH_AFTER_IDLE
 
 
 def shortest_viewing(duration: float | None) -> float:
@@ -412,7 +421,6 @@ def _played_to(event: MediaEvent, since: float) -> bool:
 def _after_completion(session: Session, event: MediaEvent, at: float) -> Session | None:
     """An event after a completed viewing: the session it leaves when it still belongs to that
     viewing, or None when it begins a new one (a rewatch)."""
-    key, generation = session.key, session.generation
     since = at - session.updated_at
     idle = abs(since) >= REWATCH_AFTER_IDLE
     duration = event.duration_ms / 1000 if event.duration_ms else None
@@ -448,7 +456,7 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
                 # generic sources only their "watched" says it was (a stop at the credits the
                 # next morning is that viewing's).
                 return session if once and not event.played else None
-            return Session(key, "completed", event.progress, generation, at, session.began_at)
+            return replace(session, state="completed", progress=event.progress, updated_at=at)
         # Plex scrobbles once a viewing: a second scrobble a viewing's length after the
         # restart is a new one.
         if (event.played and long_enough) or (event.action == "start" and idle):
@@ -457,11 +465,7 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if event.action == "start" and event.progress is None:
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
-        return (
-            None
-            if idle
-            else Session(key, "restarting", session.progress, generation, at, session.began_at)
-        )
+        return None if idle else replace(session, state="restarting", updated_at=at)
     if event.played:
         # The server's own completion signal again. Plex, Tautulli and generic stops send one
         # per playback: a viewing's time after the last event, reaching the signal's position,
@@ -495,6 +499,6 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     elif session.state == "resumed" and not event.played and event.action != "stop":
         state = "resumed"  # that playback goes on (paused, resumed, reporting its position)
     if event.action in ("start", "resume"):
-        return Session(key, state, session.progress, generation, at, session.began_at)
+        return replace(session, state=state, updated_at=at)
     progress = event.progress if event.progress is not None else session.progress
-    return Session(key, state, progress, generation, at, session.began_at)
+    return replace(session, state=state, progress=progress, updated_at=at)

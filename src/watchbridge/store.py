@@ -477,6 +477,13 @@ def m018_playback_session_rest_ended(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE playback_sessions ADD COLUMN rest_ended_at REAL")
 
 
+@migrations()
+def m019_playback_session_completed(db: sqlite_utils.Database) -> None:
+    # When a player's session completed its viewing: see playback.Session.completed_at (NULL:
+    # none, or not known).
+    db.execute("ALTER TABLE playback_sessions ADD COLUMN completed_at REAL")
+
+
 def _rename_kept_rows(
     conn: sqlite3.Connection, service: str, collection: str, old: str, new: str
 ) -> None:
@@ -1014,6 +1021,7 @@ def _session(conn: sqlite3.Connection, key: str, earlier: str | None = None) -> 
         found["updated_at"],
         found["began_at"] or 0.0,
         found["rest_ended_at"] or 0.0,
+        found["completed_at"] or 0.0,
     )
 
 
@@ -1048,11 +1056,12 @@ def _save_session(
     conn.execute(
         "INSERT INTO playback_sessions"
         " (key, profile, state, progress, generation, updated_at, lasting, began_at,"
-        " rest_ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+        " rest_ended_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET"
         " profile = excluded.profile, state = excluded.state, progress = excluded.progress,"
         " generation = excluded.generation, updated_at = excluded.updated_at,"
         " lasting = excluded.lasting, began_at = excluded.began_at,"
-        " rest_ended_at = excluded.rest_ended_at",
+        " rest_ended_at = excluded.rest_ended_at, completed_at = excluded.completed_at",
         (
             session.key,
             profile,
@@ -1063,6 +1072,7 @@ def _save_session(
             int(lasting),
             session.began_at or None,
             session.rest_ended_at or None,
+            session.completed_at or None,
         ),
     )
 
