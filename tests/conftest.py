@@ -34,17 +34,19 @@ def utc_unless_a_test_says_otherwise() -> Iterator[None]:
 def failing_requests_told_afresh() -> None:
     """Which hosts' requests fail, and whose clocks differ, is the process's record
     (`watchbridge.http._FAILING`, `_CLOCKS`; Serializd's unreadable diary rows,
-    `_UNREAD_ROWS`, and Trakt's history entries, `_UNREAD_HISTORY`): each test starts with
-    none, as a new process does, whatever a fake an earlier test ran on the same port left
-    there (else its first warning is a DEBUG line, by test order)."""
+    `_UNREAD_ROWS`; Trakt's history entries and ratings, `_UNREAD_HISTORY`; AniList's
+    unreadable list entries, `_UNREAD_ENTRIES`): each test starts with none, as a new process
+    does, whatever a fake an earlier test ran on the same port left there (else its first
+    warning is a DEBUG line, by test order)."""
     from watchbridge import http
     from watchbridge.readers import trakt
-    from watchbridge.services import serializd
+    from watchbridge.services import anilist, serializd
 
     http._FAILING.forget_all()
     http._CLOCKS.forget_all()
     serializd._UNREAD_ROWS.forget_all()
     trakt._UNREAD_HISTORY.forget_all()
+    anilist._UNREAD_ENTRIES.forget_all()
 
 
 @pytest.fixture

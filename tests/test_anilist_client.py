@@ -97,14 +97,15 @@ def test_sample_collection_chunks_parse_into_five_unique_entries() -> None:
     first, more = parse_collection(fixture("medialistcollection-response-chunk1.json")["data"])
     second, last = parse_collection(fixture("medialistcollection-response-chunk2.json")["data"])
     assert more is True and last is False
-    entries = dedupe(first + second)
+    entries = dedupe(first.entries + second.entries)
     assert [e.media_id for e in entries] == [119661, 131681, 164, 21, 172463]
     one_piece = next(e for e in entries if e.media_id == 21)
     assert one_piece.hidden and one_piece.episodes is None and one_piece.progress == 1085
 
 
 def test_sample_scores_are_raw_and_unset_dates_are_empty() -> None:
-    entries, _ = parse_collection(fixture("medialistcollection-response-chunk1.json")["data"])
+    read, _ = parse_collection(fixture("medialistcollection-response-chunk1.json")["data"])
+    entries = read.entries
     aot = next(e for e in entries if e.media_id == 131681)
     assert aot.score == 90
     assert aot.completed_at == FuzzyDate(2022, 4, 4)
@@ -120,8 +121,8 @@ def test_sample_viewer_reads_the_score_format() -> None:
 
 
 def test_sample_updated_since_page_parses_newest_first() -> None:
-    entries, more = parse_page(fixture("medialist-updated-since-response.json")["data"])
-    assert more and [e.updated_at for e in entries] == [1782640802, 1750000000]
+    read, more = parse_page(fixture("medialist-updated-since-response.json")["data"])
+    assert more and [e.updated_at for e in read.entries] == [1782640802, 1750000000]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ the pinned dataset samples, plans, queues, and the real targets deliver. Pacing 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -1177,10 +1178,12 @@ async def test_a_trakt_rating_hidden_by_a_coarser_format_wins_once_the_format_sh
 # --------------------------------------------------------------------------- changed answers
 # AniList changing the shape of its answers (see `tests.test_answer_shapes`): a list entry
 # watchbridge cannot read whole is never read as one that is gone or has no progress, which
-# would remove its plays from the other side; the run fails naming AniList and what changed.
+# would remove its plays from the other side. Still known by one of its ids, it keeps what
+# was read of it before and the rest of the list syncs; with neither, the read fails.
 
 GRAPHQL = "POST /"
 UPDATE = "AniList may have changed its answers, and watchbridge may need an update"
+KEPT = "what was read of them before is kept (their plays, their score)"
 
 
 # Removals unguarded: one entry of a long list is far below any share the guard holds.
@@ -1194,10 +1197,13 @@ def list_entries(body: Any) -> list[dict[str, Any]]:
     return [e for g in groups for e in g["entries"]] + (data.get("Page") or {}).get("mediaList", [])
 
 
-def first_entry(change: Callable[[dict[str, Any]], object]) -> Callable[[Any], None]:
+def entry_of_media(media: int, change: Callable[[dict[str, Any]], object]) -> Callable[[Any], None]:
+    """A reshape of the list entries of AniList title `media`, wherever an answer has them."""
+
     def reshape(body: Any) -> None:
-        for entry in list_entries(body)[:1]:
-            change(entry)
+        for entry in list_entries(body):
+            if media in (entry.get("mediaId"), (entry.get("media") or {}).get("id")):
+                change(entry)
 
     return reshape
 
@@ -1212,41 +1218,76 @@ ENTRY_CHANGES = {
 }
 
 
+def warned(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and words in r.getMessage()
+    ]
+
+
 async def two_completed_on_trakt(rig: Rig, trakt: FakeTrakt, anilist: FakeAniList) -> None:
     completed_entry(anilist, REZERO_P2, 12, time.time() - 20 * DAY)
-    completed_entry(anilist, AOT_P2, 12, time.time() - 10 * DAY)
+    completed_entry(anilist, AOT_P2, 12, time.time() - 10 * DAY).score = 80
     await rig.sync_and_deliver()
     assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
+    assert [r.rating for r in trakt.ratings()] == [8]
 
 
 @UNGUARDED
 @pytest.mark.parametrize("said", list(ENTRY_CHANGES))
-async def test_a_list_entry_anilist_answers_in_another_shape_fails_the_read_and_removes_nothing(
-    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, said: str
+async def test_a_list_entry_anilist_answers_in_another_shape_keeps_its_plays_and_the_rest_syncs(
+    rig: Rig,
+    trakt: FakeTrakt,
+    anilist: FakeAniList,
+    caplog: pytest.LogCaptureFixture,
+    said: str,
 ) -> None:
     await two_completed_on_trakt(rig, trakt, anilist)
-    anilist.reshape_always(first_entry(ENTRY_CHANGES[said]), route=GRAPHQL)
+    anilist.reshape_always(entry_of_media(AOT_P2, ENTRY_CHANGES[said]), route=GRAPHQL)
+    rezero = anilist.user().by_media(REZERO_P2)
+    assert rezero is not None
+    rezero.score, rezero.updated_at = 70, int(anilist.now())
+    await rig.sync_and_deliver(full=True)
+    # The entry read: its new score reached Trakt. The one not read: its plays and score stay.
+    assert sorted(r.rating for r in trakt.ratings()) == [7, 8]
+    assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
+    (told,) = warned(caplog, f"1 of 2 entries of the anime list {said}")
+    assert UPDATE in told and KEPT in told
+
+
+@UNGUARDED
+async def test_a_list_entry_without_any_id_still_fails_the_read_and_removes_nothing(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await two_completed_on_trakt(rig, trakt, anilist)
+
+    def no_ids(entry: dict[str, Any]) -> None:
+        entry.pop("id"), entry.pop("mediaId"), entry["media"].pop("id")
+
+    anilist.reshape_always(entry_of_media(AOT_P2, no_ids), route=GRAPHQL)
     with pytest.raises(AniListError) as failed:
         await rig.sync_and_deliver(full=True)
-    assert f"1 of 2 entries {said}" in failed.value.message
+    assert "1 of 2 entries have no `id` nor `mediaId`" in failed.value.message
     assert UPDATE in failed.value.message
     assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
 
 
 @UNGUARDED
-async def test_a_changed_entry_in_a_read_of_the_latest_changes_is_not_skipped(
-    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+async def test_a_changed_entry_in_a_read_of_the_latest_changes_waits_and_is_not_skipped(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, caplog: pytest.LogCaptureFixture
 ) -> None:
     await two_completed_on_trakt(rig, trakt, anilist)
     entry = anilist.user().by_media(AOT_P2)
     assert entry is not None
     entry.status, entry.progress, entry.updated_at = "REPEATING", 1, int(anilist.now()) + 5
-    anilist.reshape_always(first_entry(lambda e: e.update(progress=None)), route=GRAPHQL)
-    with pytest.raises(AniListError) as failed:
-        await rig.sync_and_deliver()
-    assert "a page of the anime list's changes: 1 of 2 entries have no `progress`" in (
-        failed.value.message
-    )
+    anilist.reshape_always(entry_of_media(AOT_P2, lambda e: e.update(progress=None)), GRAPHQL)
+    await rig.sync_and_deliver()
+    assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 12)
+    assert warned(caplog, "1 of 2 entries on the first page of the anime list's latest changes")
+    anilist.clear_knobs()  # AniList answers as before (or watchbridge was updated)
+    await rig.sync_and_deliver()
+    assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 13)
 
 
 @UNGUARDED

@@ -82,10 +82,11 @@ from watchbridge.deliver.worker import (
     per_profile,
     service_hold,
 )
-from watchbridge.http import Unavailable
+from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
+from watchbridge.services.anilist import NAME as SERVICE_NAME
 from watchbridge.services.anilist import (
     AniListAuthError,
     AniListClient,
@@ -1099,14 +1100,18 @@ class AniListTarget:
         """The list as AniList has it now: the mirror refreshed with what changed since, or
         read whole when the last whole read is older than `whole_within`."""
         mirror, since, whole_at = await asyncio.to_thread(self._load_mirror, profile)
-        if since is None or self.clock() - whole_at >= whole_within:
-            fresh = await self.client.entries(profile)
-            entries = {e.media_id: e for e in fresh}
-            replace_all = True
+        replace_all = since is None or self.clock() - whole_at >= whole_within
+        if replace_all:
+            read = await self.client.read_list(profile)
+            what = "of the anime list"
         else:
-            fresh = await self.client.updated_since(profile, since)
-            entries = {**mirror, **{e.media_id: e for e in fresh}}
-            replace_all = False
+            read = await self.client.read_changes(profile, since or 0.0)
+            what = "on the pages read for the anime list's latest changes"
+        if read.unread:
+            raise AniListError(changed_answer(SERVICE_NAME, read.said(what)))
+        fresh = read.entries
+        entries = {} if replace_all else dict(mirror)
+        entries.update((e.media_id, e) for e in fresh)
         newest = max([e.updated_at for e in fresh], default=since or 0.0)
         await asyncio.to_thread(self._save_mirror, profile, entries, fresh, replace_all, newest)
         return entries

@@ -83,7 +83,7 @@ from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Play, Rated, Side
-from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry
+from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry, UnreadEntry
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
@@ -405,6 +405,30 @@ def replaced_entries(
     }
 
 
+def unread_kept(
+    unread: Iterable[UnreadEntry],
+    entries: Iterable[ListEntry],
+    before: Mapping[int, EntryState],
+    baseline: Side | None,
+) -> tuple[dict[int, EntryState], tuple[Play, ...]]:
+    """The states and plays the last read had of the entries a whole read could not read
+    whole (`unread`): still on the list, they are no removals (their plays and score stay),
+    and their changes wait until they read. An entry known by its title's id only is the one
+    the last read saw holding that title. Pure."""
+    read = {entry.id for entry in entries}
+    by_media = {state.media: entry_id for entry_id, state in before.items() if state.media}
+    ids = set()
+    for entry in unread:
+        entry_id = entry.entry_id if entry.entry_id in before else None
+        if entry_id is None and entry.media_id is not None:
+            entry_id = by_media.get(entry.media_id, entry.entry_id)
+        if entry_id is not None and entry_id not in read:
+            ids.add(entry_id)
+    states = {entry_id: before[entry_id] for entry_id in ids if entry_id in before}
+    plays = tuple(p for p in baseline.plays if entry_of(p.record) in ids) if baseline else ()
+    return states, plays
+
+
 def absorb(
     side: Side, baseline: Side | None, delivered: Callable[[Play], bool] = lambda _: True
 ) -> Side:
@@ -659,10 +683,13 @@ class AniListReader:
         # brings them back.
         whole = full or WAITING in cursors or baseline is None or "updated_at" not in cursors
         if whole:
-            entries = await self.client.entries(profile)
-            self._listed[profile] = entries
+            listed = await self.client.read_list(profile)
+            self._listed[profile] = listed.entries
         else:
-            entries = await self.client.updated_since(profile, float(cursors["updated_at"]))
+            listed = await self.client.read_changes(profile, float(cursors["updated_at"]))
+        # Entries that do not read whole: a delta read keeps them as the last read saw them
+        # (they are not among those it changes), a whole read takes them from it (`unread_kept`).
+        entries = listed.entries
         await self._adopt(entries)
         await self._prepare(raw, entries, before.values())
         spent = set(json.loads(cursors.get(DATED_BY) or "[]"))
@@ -671,8 +698,13 @@ class AniListReader:
             lambda: anilist_side(entries, before, baseline, mapper, dated)
         )
         if whole or baseline is None:
-            states = converted.states
-            side = absorb(converted.side, baseline, delivered)
+            kept_states, kept_plays = unread_kept(listed.unread, entries, before, baseline)
+            states = {**kept_states, **converted.states}
+            plays = converted.side.plays + kept_plays
+            ratings = season_ratings(states.values(), mapper)
+            side = absorb(
+                replace(converted.side, plays=plays, ratings=ratings), baseline, delivered
+            )
         else:
             renewed = replaced_entries(entries, before)
             states = {i: s for i, s in {**before, **converted.states}.items() if i not in renewed}

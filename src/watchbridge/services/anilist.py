@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,11 +40,17 @@ from watchbridge.http import (
     changed_answer,
     rows_unread,
 )
+from watchbridge.logs import Repeating
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import viewing_year
 from watchbridge.services.refusals import note_refused, note_taken
 from watchbridge.services.trakt import TokenStore
+
+log = logging.getLogger(__name__)
+# Entries a read cannot read whole come back at every read (a delta read every few minutes, a
+# delivery's) until watchbridge is updated: a warning at first, then hourly with the count since.
+_UNREAD_ENTRIES = Repeating(log)
 
 SERVICE = "anilist"
 NAME = "AniList"  # as a user knows it, in messages
@@ -513,14 +520,75 @@ def entry_problem(raw: Any) -> str | None:
     return None
 
 
-def _entries_of(raws: Any, what: str) -> list[ListEntry]:
-    """The entries of one answer's list `raws`; AniListError naming what changed when the
-    list is not one or any entry cannot be read whole: what is dropped would read as gone."""
+def entry_ids(raw: Any) -> tuple[int | None, int | None]:
+    """The list entry id and the media id of one MediaList object, each None when unreadable."""
+    if not isinstance(raw, Mapping):
+        return None, None
+    media_id = whole(raw.get("mediaId")) or whole(_map(raw.get("media")).get("id"))
+    return whole(raw.get("id")), media_id
+
+
+@dataclass(frozen=True)
+class UnreadEntry:
+    """A list entry watchbridge could not read whole (`problem`, as `entry_problem` says it),
+    by the ids it still has: one of them at least (see `_entries_of`)."""
+
+    entry_id: int | None
+    media_id: int | None
+    problem: str
+
+
+@dataclass(frozen=True)
+class ListRead:
+    """What one read of the list (whole, or its latest changes) found: the entries read, and
+    those it could not read whole. These are still on the list: whoever reads keeps what it
+    had of them, never takes them as gone."""
+
+    entries: list[ListEntry]
+    unread: tuple[UnreadEntry, ...] = ()
+
+    def said(self, what: str) -> str:
+        """What could not be read, for a message: `1 of 40 entries of WHAT have no `id``."""
+        rows: list[ListEntry | UnreadEntry] = [*self.entries, *self.unread]
+        return rows_unread(rows, _problem_of, f"entries {what}")
+
+
+def _problem_of(row: ListEntry | UnreadEntry) -> str | None:
+    return row.problem if isinstance(row, UnreadEntry) else None
+
+
+UNREAD_KEPT = (
+    "what was read of them before is kept (their plays, their score), and their changes wait "
+    "until they read again"
+)
+
+
+def _entries_of(raws: Any, what: str) -> tuple[list[ListEntry], list[UnreadEntry]]:
+    """The entries of one answer's list `raws` that read whole, and those that do not.
+    AniListError naming what changed when the list is not one, or an entry has neither id."""
     if not isinstance(raws, list):
         raise AniListError(changed_answer(NAME, f"{what} has no list of entries"))
-    if said := rows_unread(raws, entry_problem, "entries"):
+    entries: list[ListEntry] = []
+    unread: list[UnreadEntry] = []
+    keyless = 0
+    for raw in raws:
+        problem = entry_problem(raw)
+        entry = parse_entry(raw) if problem is None else None
+        if entry is not None:
+            entries.append(entry)
+            continue
+        entry_id, media_id = entry_ids(raw)
+        if entry_id is None and media_id is None:
+            keyless += 1
+        else:
+            unread.append(UnreadEntry(entry_id, media_id, problem or "no fields"))
+    if keyless:
+        # Without its entry id or its title's id an entry matches nothing read before: what
+        # it held cannot be kept, and left out it would read as deleted, its plays removed
+        # from the other side. Only failing the read keeps them.
+        said = f"{keyless} of {len(raws)} entries have no `id` nor `mediaId`"
         raise AniListError(changed_answer(NAME, f"{what}: {said}"))
-    return [entry for raw in raws if (entry := parse_entry(raw)) is not None]
+    return entries, unread
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -529,31 +597,47 @@ def _flag(value: Any, what: str) -> bool:
     return value
 
 
-def parse_collection(data: Any) -> tuple[list[ListEntry], bool]:
+def parse_collection(data: Any) -> tuple[ListRead, bool]:
     """One MediaListCollection chunk: entries of every group (custom lists too, §5.2), and
-    whether another chunk follows. Duplicates across groups are left to `dedupe`. A chunk in
-    a shape watchbridge cannot read whole raises AniListError: never read as fewer entries."""
+    whether another chunk follows. Duplicates across groups are left to `dedupe`. Entries
+    that do not read whole are in the read's `unread`; a chunk watchbridge cannot read at all
+    raises AniListError: never read as fewer entries."""
     collection = (data or {}).get("MediaListCollection") if isinstance(data, Mapping) else None
     if not isinstance(collection, Mapping):
         raise AniListError("the MediaListCollection answer is missing")
     groups = collection.get("lists")
     if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
         raise AniListError(changed_answer(NAME, "the anime list has no `lists` of groups"))
-    entries = [
-        entry
-        for group in groups
-        for entry in _entries_of(group.get("entries"), "a group of the anime list")
-    ]
-    return entries, _flag(collection.get("hasNextChunk"), "the anime list's `hasNextChunk`")
+    entries: list[ListEntry] = []
+    unread: list[UnreadEntry] = []
+    for group in groups:
+        read, not_read = _entries_of(group.get("entries"), "a group of the anime list")
+        entries += read
+        unread += not_read
+    more = _flag(collection.get("hasNextChunk"), "the anime list's `hasNextChunk`")
+    return ListRead(entries, tuple(unread)), more
 
 
-def parse_page(data: Any) -> tuple[list[ListEntry], bool]:
+def parse_page(data: Any) -> tuple[ListRead, bool]:
     page = (data or {}).get("Page") if isinstance(data, Mapping) else None
     if not isinstance(page, Mapping):
         raise AniListError("the Page answer is missing")
-    entries = _entries_of(page.get("mediaList"), "a page of the anime list's changes")
+    entries, unread = _entries_of(page.get("mediaList"), "a page of the anime list's changes")
     more = _map(page.get("pageInfo")).get("hasNextPage")
-    return entries, _flag(more, "the anime list page's `hasNextPage`")
+    return ListRead(entries, tuple(unread)), _flag(more, "the anime list page's `hasNextPage`")
+
+
+def deduped(entries: Iterable[ListEntry], unread: Iterable[UnreadEntry]) -> ListRead:
+    """One entry per list-entry id; an entry that could not be read in one group but was in
+    another counts as read."""
+    read = dedupe(entries)
+    ids = {e.id for e in read}
+    media = {e.media_id for e in read}
+    left: dict[tuple[int | None, int | None], UnreadEntry] = {}
+    for entry in unread:
+        if entry.entry_id not in ids and entry.media_id not in media:
+            left.setdefault((entry.entry_id, entry.media_id), entry)
+    return ListRead(read, tuple(left.values()))
 
 
 def dedupe(entries: Iterable[ListEntry]) -> list[ListEntry]:
@@ -877,10 +961,12 @@ class AniListClient:
         """The profile's AniList user id: the token's `sub` claim, else asked (`Viewer`)."""
         return self.token(profile).user_id or (await self.viewer(profile)).id
 
-    async def entries(self, profile: str) -> list[ListEntry]:
-        """The whole anime list: one request per 500 entries (§5.2), deduplicated."""
+    async def read_list(self, profile: str) -> ListRead:
+        """The whole anime list: one request per 500 entries (§5.2), deduplicated, with the
+        entries it could not read whole (one warning for the read, hourly at most)."""
         user_id = await self.user_id(profile)
         found: list[ListEntry] = []
+        unread: list[UnreadEntry] = []
         chunk = 1
         while True:
             data = await self.graphql(
@@ -888,36 +974,66 @@ class AniListClient:
                 COLLECTION_QUERY,
                 {"userId": user_id, "chunk": chunk, "perChunk": PER_CHUNK},
             )
-            entries, more = parse_collection(data)
-            found += entries
-            if not more or not entries:
-                return dedupe(found)
+            read, more = parse_collection(data)
+            found += read.entries
+            unread += read.unread
+            if not more or not (read.entries or read.unread):
+                return self._told(profile, deduped(found, unread), "of the anime list")
             chunk += 1
 
-    async def updated_since(self, profile: str, since: float) -> list[ListEntry]:
-        """Entries updated after `since` (newest first): usually one request (§5.4).
+    async def entries(self, profile: str) -> list[ListEntry]:
+        """The entries of the whole list that read whole (see `read_list`, which says which
+        did not: where leaving one out would read as its removal, use that)."""
+        return (await self.read_list(profile)).entries
+
+    async def read_changes(self, profile: str, since: float) -> ListRead:
+        """Entries updated after `since` (newest first): usually one request (§5.4), with the
+        entries on the pages read that could not be read whole (their updates are unknown).
 
         Shows current state, not history, and no deletions (the full read finds those)."""
         user_id = await self.user_id(profile)
         found: list[ListEntry] = []
+        unread: list[UnreadEntry] = []
         page = 1
         while True:
             data = await self.graphql(
                 profile, UPDATED_SINCE_QUERY, {"userId": user_id, "page": page}
             )
-            entries, more = parse_page(data)
-            fresh = [e for e in entries if e.updated_at > since - OVERLAP]
+            read, more = parse_page(data)
+            fresh = [e for e in read.entries if e.updated_at > since - OVERLAP]
             found += fresh
-            if not more or len(fresh) < len(entries) or not entries:
-                return dedupe(found)
+            unread += read.unread
+            # A page without an entry that reads gives no time to stop at: the rest waits
+            # for the full read rather than every page being read now.
+            if not more or len(fresh) < len(read.entries) or not read.entries:
+                what = "on the pages read for the anime list's latest changes"
+                return self._told(profile, deduped(found, unread), what)
             page += 1
+
+    async def updated_since(self, profile: str, since: float) -> list[ListEntry]:
+        """The entries of `read_changes` that read whole."""
+        return (await self.read_changes(profile, since)).entries
+
+    def _told(self, profile: str, read: ListRead, what: str) -> ListRead:
+        if read.unread:
+            _UNREAD_ENTRIES.warning(
+                ("list", profile),
+                changed_answer(NAME, read.said(what), UNREAD_KEPT),
+                self.clock(),
+                profile=profile,
+                unreadable_entries=sorted(
+                    str(e.entry_id or f"media {e.media_id}") for e in read.unread
+                ),
+            )
+        return read
 
     async def newest_update(self, profile: str) -> float:
         """The newest `updatedAt` on the list (one request; 0 for an empty list)."""
         user_id = await self.user_id(profile)
         data = await self.graphql(profile, UPDATED_SINCE_QUERY, {"userId": user_id, "page": 1})
-        entries, _ = parse_page(data)
-        return max((e.updated_at for e in entries), default=0.0)
+        read, _ = parse_page(data)
+        self._told(profile, read, "on the first page of the anime list's latest changes")
+        return max((e.updated_at for e in read.entries), default=0.0)
 
     async def episode_counts(self, profile: str, media_ids: Iterable[int]) -> dict[int, int | None]:
         """AniList's episode count of each title (None while unknown, e.g. still airing); one
