@@ -123,7 +123,18 @@ class Rig:
         full: bool = False,
         confirm_removals: bool = False,
     ) -> RunResult:
-        result = await run_link(
+        result = await self.sync(narrowing, full, confirm_removals)
+        await self.deliver()
+        return result
+
+    async def sync(
+        self,
+        narrowing: Narrowing | None = None,
+        full: bool = False,
+        confirm_removals: bool = False,
+    ) -> RunResult:
+        """One run of the link, queueing what it plans (nothing delivered)."""
+        return await run_link(
             self.runtime.config,
             self.runtime.store,
             self.link,
@@ -133,12 +144,14 @@ class Rig:
             full=full,
             confirm_removals=confirm_removals,
         )
+
+    async def deliver(self) -> None:
+        """Drain the outbox through the real targets (rows that wait stay queued)."""
         worker = DeliveryWorker(lambda _: list(self.targets.values()), self.runtime.config.delivery)
         worker.targets = dict(self.targets)
         for _ in range(20):
             if not await worker.pass_once(self.runtime):
                 break
-        return result
 
     async def aclose(self) -> None:
         for target in self.targets.values():

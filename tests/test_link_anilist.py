@@ -1290,17 +1290,17 @@ async def test_a_changed_entry_in_a_read_of_the_latest_changes_waits_and_is_not_
     assert (len(trakt_plays(trakt, REZERO)), len(trakt_plays(trakt, AOT))) == (12, 13)
 
 
+def groups_renamed(body: Any) -> None:
+    collection = (body.get("data") or {}).get("MediaListCollection")
+    if collection is not None:
+        collection["groups"] = collection.pop("lists")
+
+
 @UNGUARDED
 async def test_an_anime_list_without_its_groups_is_not_read_as_an_empty_list(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:
     await two_completed_on_trakt(rig, trakt, anilist)
-
-    def groups_renamed(body: Any) -> None:
-        collection = (body.get("data") or {}).get("MediaListCollection")
-        if collection is not None:
-            collection["groups"] = collection.pop("lists")
-
     anilist.reshape_always(groups_renamed, route=GRAPHQL)
     with pytest.raises(AniListError) as failed:
         await rig.sync_and_deliver(full=True)
@@ -1332,4 +1332,31 @@ async def test_a_save_anilist_answers_in_another_shape_is_sent_again_and_says_so
     assert status == "pending"
     assert "SaveMediaListEntry answered with an entry with no `id`" in error
     assert UPDATE in error and "sent again later" in error
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 1
+
+
+def anilist_row(rig: Rig) -> tuple[str, int, str | None]:
+    (row,) = rig.runtime.store.db.execute(
+        "SELECT status, attempts, last_error FROM outbox WHERE target = 'anilist'"
+    ).fetchall()
+    return row[0], row[1], row[2]
+
+
+async def test_a_delivery_that_cannot_read_the_anime_list_waits_without_spending_its_tries(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == REZERO)
+    trakt.add_history(show.seasons[1].episodes[39], iso(time.time() - DAY))  # Part 2 ep 1
+    await rig.sync()
+    anilist.reshape_always(groups_renamed, route=GRAPHQL)
+    await rig.deliver()
+    # Held, not retried: a change that lasts would end it as a dead letter to send by hand.
+    status, attempts, error = anilist_row(rig)
+    assert (status, attempts) == ("pending", 0)
+    assert error is not None and "the anime list has no `lists` of groups" in error
+    assert UPDATE in error and "deliveries to it wait, without giving up" in error
+    anilist.clear_knobs()  # AniList answers as before (or watchbridge was updated)
+    rig.runtime.store.db.execute("UPDATE outbox SET next_attempt_at = 0")  # the hour is over
+    await rig.deliver()
+    assert anilist_row(rig)[0] == "done"
     assert anilist.snapshot()[REZERO_P2]["progress"] == 1

@@ -52,7 +52,9 @@ row is tried again a day later, and gives up (a dead letter) after `delivery.max
 a link queued is never settled as done without its write: the link would count the play as
 delivered and, not finding it on AniList, remove it from the other side.
 Every batch starts from a fresh view of the list: the entries updated since the last batch
-(one request), or the whole list the first time (a few requests).
+(one request), or the whole list the first time (a few requests). A list AniList answers in a
+shape this release cannot read holds the profile's rows without spending their tries (an alert
+if it lasts), looked at again hourly: no fault of theirs, they go once it reads.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ from watchbridge.services.anilist import (
     EntryWrite,
     FuzzyDate,
     ListEntry,
+    ListUnreadable,
     entry_from_dict,
     entry_to_dict,
 )
@@ -125,6 +128,9 @@ ENTRIES_FULL_READ = 86400.0
 ENTRIES_RECHECK = 600.0
 FULL_CURSOR = "entries_read_whole_at"
 AUTH_HOLD = 1800.0
+# A list AniList answers in a shape this release cannot read: looked at again hourly.
+CHANGED_HOLD = 3600.0
+CHANGED_WAITS = "deliveries to it wait, without giving up, until it reads again"
 MAPPING_HOLD = 3600.0
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
 # A play waiting for ids its media server (or Trakt) may know soon: hourly at first, as for
@@ -708,6 +714,12 @@ class AniListTarget:
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
             return Hold(exc.message, exc.retry_after or self.config.retry_after)
+        if isinstance(exc, ListUnreadable):
+            # No fault of these rows: spending their tries would turn a lasting change into
+            # dead letters, each to be sent again by hand after the update. They wait (one
+            # alert if it lasts) and go by themselves once the list reads again.
+            reason = changed_answer(SERVICE_NAME, exc.what, CHANGED_WAITS)
+            return Hold(reason, CHANGED_HOLD, "service_unreachable", target_wide=False)
         if isinstance(exc, AniListError):
             return Retry(exc.message)
         log.error("unexpected error delivering to AniList", exc_info=exc)
@@ -1108,7 +1120,7 @@ class AniListTarget:
             read = await self.client.read_changes(profile, since or 0.0)
             what = "on the pages read for the anime list's latest changes"
         if read.unread:
-            raise AniListError(changed_answer(SERVICE_NAME, read.said(what)))
+            raise ListUnreadable(read.said(what))
         fresh = read.entries
         entries = {} if replace_all else dict(mirror)
         entries.update((e.media_id, e) for e in fresh)

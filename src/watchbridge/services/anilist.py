@@ -135,6 +135,15 @@ class AniListError(ServiceError):
         self.status = status
 
 
+class ListUnreadable(AniListError):
+    """The list (or a page of its latest changes) came in a shape watchbridge cannot read:
+    `what` names what changed (`the anime list has no `lists` of groups`)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(changed_answer(NAME, what))
+        self.what = what
+
+
 class AniListAuthError(AniListError):
     """No usable token for a profile (missing, expired, revoked): a human must sign in again."""
 
@@ -567,7 +576,7 @@ def _entries_of(raws: Any, what: str) -> tuple[list[ListEntry], list[UnreadEntry
     """The entries of one answer's list `raws` that read whole, and those that do not.
     AniListError naming what changed when the list is not one, or an entry has neither id."""
     if not isinstance(raws, list):
-        raise AniListError(changed_answer(NAME, f"{what} has no list of entries"))
+        raise ListUnreadable(f"{what} has no list of entries")
     entries: list[ListEntry] = []
     unread: list[UnreadEntry] = []
     keyless = 0
@@ -587,13 +596,13 @@ def _entries_of(raws: Any, what: str) -> tuple[list[ListEntry], list[UnreadEntry
         # it held cannot be kept, and left out it would read as deleted, its plays removed
         # from the other side. Only failing the read keeps them.
         said = f"{keyless} of {len(raws)} entries have no `id` nor `mediaId`"
-        raise AniListError(changed_answer(NAME, f"{what}: {said}"))
+        raise ListUnreadable(f"{what}: {said}")
     return entries, unread
 
 
 def _flag(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
-        raise AniListError(changed_answer(NAME, f"{what} is not true or false"))
+        raise ListUnreadable(f"{what} is not true or false")
     return value
 
 
@@ -607,7 +616,7 @@ def parse_collection(data: Any) -> tuple[ListRead, bool]:
         raise AniListError("the MediaListCollection answer is missing")
     groups = collection.get("lists")
     if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
-        raise AniListError(changed_answer(NAME, "the anime list has no `lists` of groups"))
+        raise ListUnreadable("the anime list has no `lists` of groups")
     entries: list[ListEntry] = []
     unread: list[UnreadEntry] = []
     for group in groups:
