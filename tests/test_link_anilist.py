@@ -1360,3 +1360,32 @@ async def test_a_delivery_that_cannot_read_the_anime_list_waits_without_spending
     await rig.deliver()
     assert anilist_row(rig)[0] == "done"
     assert anilist.snapshot()[REZERO_P2]["progress"] == 1
+
+
+@UNGUARDED
+async def test_a_delivery_to_an_entry_anilist_answers_in_another_shape_waits_and_the_rest_goes(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    anilist.add_media(REZERO_P1, episodes=13)
+    anilist.add_entry(REZERO_P2, status="CURRENT", progress=1, updated_at=int(time.time() - DAY))
+    await rig.sync_and_deliver()
+    rezero = next(s for s in trakt.shows if s.tmdb == REZERO)
+    assert [e for _, e, _ in trakt_plays(trakt, REZERO)] == [39]
+    anilist.reshape_always(entry_of_media(REZERO_P2, lambda e: e.update(progress=None)), GRAPHQL)
+    trakt.add_history(rezero.seasons[1].episodes[40], iso(time.time() - 600))  # Part 2 ep 2
+    trakt.add_history(rezero.seasons[1].episodes[26], iso(time.time() - 600))  # Part 1 ep 1
+    await rig.sync_and_deliver()
+    # Part 1 reads: its play goes. Part 2 does not: written blind, its progress could drop.
+    assert status_of(anilist, REZERO_P1) == ("CURRENT", 1, 0)
+    assert status_of(anilist, REZERO_P2) == ("CURRENT", 1, 0)
+    (status, attempts, error), *_ = rig.runtime.store.db.execute(
+        "SELECT status, attempts, last_error FROM outbox WHERE target = 'anilist' "
+        "AND status = 'pending'"
+    ).fetchall()
+    assert (status, attempts) == ("pending", 0)
+    assert f"the entry of AniList {REZERO_P2} on the anime list has no `progress`" in error
+    assert UPDATE in error and "deliveries to that entry wait, without giving up" in error
+    anilist.clear_knobs()  # AniList answers as before (or watchbridge was updated)
+    rig.runtime.store.db.execute("UPDATE outbox SET next_attempt_at = 0")  # the hour is over
+    await rig.deliver()
+    assert status_of(anilist, REZERO_P2) == ("CURRENT", 2, 0)

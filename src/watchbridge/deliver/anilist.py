@@ -54,7 +54,10 @@ delivered and, not finding it on AniList, remove it from the other side.
 Every batch starts from a fresh view of the list: the entries updated since the last batch
 (one request), or the whole list the first time (a few requests). A list AniList answers in a
 shape this release cannot read holds the profile's rows without spending their tries (an alert
-if it lasts), looked at again hourly: no fault of theirs, they go once it reads.
+if it lasts), looked at again hourly: no fault of theirs, they go once it reads. So does a row
+for an entry that does not read whole (what it holds now is unknown: a play could lower its
+progress), while the rows for the entries that read go on; the mirror keeps such an entry as
+last seen.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ import asyncio
 import logging
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
@@ -99,6 +103,7 @@ from watchbridge.services.anilist import (
     FuzzyDate,
     ListEntry,
     ListUnreadable,
+    UnreadEntry,
     entry_from_dict,
     entry_to_dict,
 )
@@ -131,6 +136,7 @@ AUTH_HOLD = 1800.0
 # A list AniList answers in a shape this release cannot read: looked at again hourly.
 CHANGED_HOLD = 3600.0
 CHANGED_WAITS = "deliveries to it wait, without giving up, until it reads again"
+ENTRY_WAITS = "deliveries to that entry wait, without giving up, until it reads again"
 MAPPING_HOLD = 3600.0
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
 # A play waiting for ids its media server (or Trakt) may know soon: hourly at first, as for
@@ -646,6 +652,33 @@ def skipped_titles(skipped: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, 
 # --------------------------------------------------------------------------- the target
 
 
+@dataclass(frozen=True)
+class Unread:
+    """The list entries the batch's read of the list could not read whole: their problem by
+    title (AniList media id), and whether one is known by its entry id only, of a title the
+    mirror never saw (it may be any title not on the list as read)."""
+
+    media: Mapping[int, str] = field(default_factory=dict)
+    untitled: str | None = None
+
+    def why(self, media_ids: Iterable[int], listed: bool) -> str | None:
+        """What keeps a write to these titles' entries (a season's, for a rating) waiting, or
+        None: the entry did not read, so what it holds now is unknown (a play would lower its
+        progress, a rating go to the wrong one); one of a title not `listed` may be the
+        untitled entry (a play would write over it, a rating would read as not on the list)."""
+        for media_id in media_ids:
+            if media_id in self.media:
+                return (
+                    f"the entry of AniList {media_id} on the anime list has {self.media[media_id]}"
+                )
+        if self.untitled is not None and not listed:
+            return (
+                f"an entry on the anime list, known by its id only, has {self.untitled} "
+                "and may be this title's"
+            )
+        return None
+
+
 class AniListTarget:
     name = NAME
     # A row costs one paced write (~2.3 s at the served 30/min); small batches keep a pass short.
@@ -675,6 +708,7 @@ class AniListTarget:
         # TMDB-numbered catalogue can be read: the media server's may be TVDB's order.
         self.renumber = renumber
         self._rechecked_at: dict[str, float] = {}  # profile -> last look at its skipped rows
+        self._unread: dict[str, Unread] = {}  # profile -> entries its last list read could not
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -818,6 +852,7 @@ class AniListTarget:
             if row.id not in targets:
                 continue
             decoded, (media_id, episode) = targets[row.id]
+            candidates: tuple[int, ...] = ()
             if row.action in ("rating", "remove_rating") and decoded.kind == "season":
                 candidates = (
                     shared.season_entries(decoded) if isinstance(shared, IndexReverse) else ()
@@ -832,6 +867,16 @@ class AniListTarget:
                 if beyond is not None:
                     outcomes[row.id] = await self._unmatched(profile, row, decoded, beyond)
                     continue
+            seasonal = row.action in ("rating", "remove_rating") and decoded.kind == "season"
+            touched = {media_id, *candidates} if seasonal else {media_id}
+            unread = self._unread.get(profile, Unread()).why(touched, media_id in entries)
+            if unread is not None:
+                # No fault of the row (see CHANGED_HOLD): it waits, the rest of the batch goes.
+                reason = changed_answer(SERVICE_NAME, unread, ENTRY_WAITS)
+                outcomes[row.id] = Hold(
+                    reason, CHANGED_HOLD, "service_unreachable", target_wide=False
+                )
+                continue
             try:
                 outcomes[row.id] = await self._row(
                     profile, row, (media_id, episode), entries, whole=decoded.kind == "movie"
@@ -1115,18 +1160,35 @@ class AniListTarget:
         replace_all = since is None or self.clock() - whole_at >= whole_within
         if replace_all:
             read = await self.client.read_list(profile)
-            what = "of the anime list"
         else:
             read = await self.client.read_changes(profile, since or 0.0)
-            what = "on the pages read for the anime list's latest changes"
-        if read.unread:
-            raise ListUnreadable(read.said(what))
         fresh = read.entries
         entries = {} if replace_all else dict(mirror)
         entries.update((e.media_id, e) for e in fresh)
+        self._unread[profile] = unread = self._unread_of(read.unread, mirror)
+        for media_id in unread.media:  # still on the list: kept as last seen, never as gone
+            if media_id in mirror and media_id not in entries:
+                entries[media_id] = mirror[media_id]
         newest = max([e.updated_at for e in fresh], default=since or 0.0)
         await asyncio.to_thread(self._save_mirror, profile, entries, fresh, replace_all, newest)
         return entries
+
+    @staticmethod
+    def _unread_of(unread: Iterable[UnreadEntry], mirror: Mapping[int, ListEntry]) -> Unread:
+        """The entries a read could not read whole, by title: the one it gave, else the
+        title the mirror last saw under that entry id."""
+        titles = {entry.id: media_id for media_id, entry in mirror.items()}
+        media: dict[int, str] = {}
+        untitled: str | None = None
+        for entry in unread:
+            media_id = entry.media_id
+            if media_id is None and entry.entry_id is not None:
+                media_id = titles.get(entry.entry_id)
+            if media_id is None:
+                untitled = entry.problem
+            else:
+                media[media_id] = entry.problem
+        return Unread(media, untitled)
 
     async def _recheck(self, profile: str, entries: dict[int, ListEntry]) -> bool:
         """Read the list whole again unless that happened lately; True when it did (`entries`
