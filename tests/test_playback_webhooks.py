@@ -1131,3 +1131,74 @@ def test_the_tvs_paused_session_ending_after_the_tablet_played_its_rest_hours_la
         rig.advance(30 * 60)
         rig.post("jellyfin", jellyfin_completed_at(85))
         assert len(rig.plays()) == 1, rig.live()
+
+
+# ------------------------------------------------------------------- a mark after a completion
+# A mark naming no player soon after a completion is that viewing's: it leaves the viewing's
+# completion where it was. A history script's mark is dated by that completion; a player
+# paused before it ends as part of it. The mark still keeps the viewing open for what is timed
+# from its end: another mark, a player first seen past half way.
+
+
+@pytest.mark.parametrize(
+    ("marked_after", "dated_before"),
+    [
+        (2 * HOUR + 50 * 60, 15 * 60),  # dated a little before the completion
+        (90 * 60, 110 * 60),  # dated at the viewing's start
+    ],
+)
+def test_a_history_scripts_mark_after_home_assistants_played_is_the_same_play(
+    tmp_path: Path, marked_after: float, dated_before: float
+) -> None:
+    # Kodi counts the film; Home Assistant's `played` (naming no player) follows within three
+    # hours; then a history script sends the viewing, dated by when it ended or began.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 96, player=KODI, played=True))
+        counted_at = rig.plays()[0]["payload"]["at"]
+        rig.advance(marked_after)
+        rig.post("generic", generic("played"))
+        rig.advance(10 * 60)
+        dated = datetime.fromtimestamp(counted_at - dated_before, UTC).isoformat()
+        rig.post("generic", generic("played", watched_at=dated))
+        rig.post("generic", generic("played") | IN_2020)  # an old viewing: a play of its own
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_the_tv_paused_before_the_tablet_finished_ends_as_part_of_it_after_a_later_mark(
+    tmp_path: Path,
+) -> None:
+    # The TV paused at the credits, the tablet finished the film, Home Assistant's `played`
+    # followed near three hours later; the TV, switched off after, ends its paused session.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(100 * 60)
+        rig.post("generic", generic("pause", 88, player=KODI))
+        rig.advance(5 * 60)
+        rig.post("generic", generic("start", 88, player="kodi-tablet"))
+        rig.advance(10 * 60)
+        rig.post("generic", generic("stop", 97, player="kodi-tablet", played=True))
+        rig.advance(2 * HOUR + 55 * 60)
+        rig.post("generic", generic("played"))
+        rig.advance(HOUR)
+        rig.post("generic", generic("stop", 88, player=KODI, played=True))
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_a_player_first_seen_past_half_way_soon_after_a_mark_of_a_viewing_plays_its_rest(
+    tmp_path: Path,
+) -> None:
+    # Counted in the living room, marked played two hours later; the tablet, never seen
+    # playing the film, plays its last part four hours after the completion: no second play.
+    with running_rig(tmp_path) as rig:
+        rig.post("generic", generic("start", 0, player=KODI))
+        rig.advance(110 * 60)
+        rig.post("generic", generic("stop", 96, player=KODI, played=True))
+        rig.advance(2 * HOUR)
+        rig.post("generic", generic("played"))
+        rig.advance(2 * HOUR)
+        rig.post("generic", generic("start", 60, player="kodi-tablet"))
+        rig.advance(40 * 60)
+        rig.post("generic", generic("stop", 100, player="kodi-tablet"))
+        assert len(rig.plays()) == 1, rig.live()

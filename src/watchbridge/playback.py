@@ -56,7 +56,8 @@ class Session:
     # session starts at the current second, not 0: a forgotten session (idle for over a year,
     # or one that never was) must not reuse a finished play's key.
     generation: int
-    # The last event's time. While `completed`: the last event of that viewing.
+    # The last event's time. While `completed`: the last event of that viewing (an item's
+    # marks: its completion, or a mark naming no player soon after it).
     updated_at: float
     # When this session's current viewing began (its first event). An item's marks: when a
     # viewing of the item last got going (past its first moments) after a completion. 0: not
@@ -65,10 +66,11 @@ class Session:
     # An item's marks: when a playback of the rest of its last completed viewing ended (resumed
     # past half way: the credits watched hours later); 0: none. A mark is timed from the later
     # of this and `updated_at` (the viewing's end); an earlier viewing's date and another
-    # player's pause from `updated_at` alone (its completion).
+    # player's pause from `completed_at` (its completion).
     rest_ended_at: float = 0.0
-    # A player's session after a viewing it completed: when it did (a playback of the rest,
-    # hours later, moves `updated_at` only). 0: none, or not known (kept by an older release).
+    # After a viewing it completed: when it did (a playback of the rest hours later, or for an
+    # item's marks a mark soon after, moves `updated_at` only). 0: none, or not known (kept by
+    # an older release: `updated_at` stands for it).
     completed_at: float = 0.0
 
 
@@ -232,12 +234,22 @@ def recorded_completion(completed: Session, marks: Session | None, key: str) -> 
     """The item's marks session `key` (`marks`: as it is) after `completed` ended a viewing."""
     ended = completed.updated_at
     if marks is None:
-        return Session(key, "completed", completed.progress, int(ended), ended)
+        return Session(key, "completed", completed.progress, int(ended), ended, completed_at=ended)
     # An old viewing (a history script's) must not move the item's last completion back.
-    latest = max(ended, marks.updated_at)
     return replace(
-        marks, key=key, state="completed", progress=completed.progress, updated_at=latest
+        marks,
+        key=key,
+        state="completed",
+        progress=completed.progress,
+        updated_at=max(ended, marks.updated_at),
+        completed_at=max(ended, _completion(marks)),
     )
+
+
+def _completion(session: Session) -> float:
+    """When the session's last completed viewing was completed (`updated_at` in a session an
+    older release kept)."""
+    return session.completed_at or session.updated_at
 
 
 def decide(
@@ -380,12 +392,14 @@ def _counted_elsewhere(marks: Session | None, session: Session, event: MediaEven
         return False
     if session.state == "stopped" and event.source in ONE_COMPLETION_PER_PLAYBACK:
         return False
-    left, completed = session.updated_at, marks.updated_at
+    # From the completion: a mark after it (Home Assistant's `played`) ended no playback.
+    left, completed = session.updated_at, _completion(marks)
     return session.began_at > 0 and left <= completed < left + REWATCH_AFTER_IDLE
 
 
 def _completed_before(marks: Session | None, at: float) -> bool:
-    """Whether the item's last completion is less than a rewatch's idle time before `at`."""
+    """Whether the item's last completion (or a mark naming no player soon after it: the
+    viewing's last sign) is less than a rewatch's idle time before `at`."""
     return (
         marks is not None
         and marks.state == "completed"
@@ -404,8 +418,7 @@ def _earlier_viewing(session: Session | None, event: MediaEvent, at: float) -> b
     viewing it completed: a playback of that viewing's rest hours later is no later viewing."""
     if session is None or event.action != "played":
         return False
-    completed = session.completed_at or session.updated_at
-    return at <= min(session.updated_at, completed) - REWATCH_AFTER_IDLE
+    return at <= min(session.updated_at, _completion(session)) - REWATCH_AFTER_IDLE
 
 
 def shortest_viewing(duration: float | None) -> float:
@@ -438,7 +451,12 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         if at < session.updated_at:
             return session  # dated a little before the viewing's end: its time stays
         progress = event.progress if event.progress is not None else session.progress
-        return replace(session, state="completed", progress=progress, updated_at=at)
+        # The same play: its completion stays (an earlier viewing and a player paused before
+        # it are timed from there); after "mark unplayed", this mark is the completion.
+        completed = at if session.state == "unmarked" else _completion(session)
+        return replace(
+            session, state="completed", progress=progress, updated_at=at, completed_at=completed
+        )
     if session.state == "restarting":
         # A position-less start came after the viewing (`updated_at` is its time): the next
         # position tells a restart from the start (a rewatch) from a return to the credits.
