@@ -1590,6 +1590,103 @@ async def test_a_history_add_that_may_have_landed_stays_marked_through_a_hold(
     assert len(trakt.history()) == 1
 
 
+def _history_reshaped(change: str) -> Callable[[list[dict[str, Any]]], None]:
+    """Trakt's history entries in another shape: `change` names what changed."""
+
+    def reshape(body: list[dict[str, Any]]) -> None:
+        for entry in body:
+            media = "movie" if "movie" in entry else "episode"
+            named = [entry[part] for part in ("movie", "show", "episode") if part in entry]
+            if change == "ids renamed":
+                for part in named:
+                    part["identifiers"] = part.pop("ids")
+            elif change == "id names renamed":
+                for part in named:
+                    part["ids"] = {f"{name}_id": value for name, value in part["ids"].items()}
+            elif change == "watched_at gone":
+                del entry["watched_at"]
+            elif change == "watched_at in epoch seconds":
+                entry["watched_at"] = int(parse_iso(entry["watched_at"]))
+            else:  # the movie or episode object renamed
+                entry["item"] = entry.pop(media)
+
+    return reshape
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "ids renamed",
+        "id names renamed",
+        "watched_at gone",
+        "watched_at in epoch seconds",
+        "object renamed",
+    ],
+)
+@pytest.mark.parametrize("kind", ["movie", "episode"])
+async def test_a_lost_history_add_waits_when_trakts_history_cannot_be_read(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    change: str,
+    kind: str,
+) -> None:
+    """Before, the look for the play found nothing in entries it could not read, and sent
+    the play again: a second play on Trakt."""
+    trakt.advance(clock() - trakt.now())
+    trakt.add_show("Severance", 2022, imdb="tt11280740", tmdb=95396, seasons={1: 9})
+    episode = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=5)
+    item = HEAT if kind == "movie" else episode
+    runtime.store.enqueue([_late_play(item, clock() - 3600, "p1")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    trakt.reshape_always(_history_reshaped(change), route="GET /sync/history/{type}")
+    clock.advance(3600)
+    await worker.pass_once(runtime)  # the look for the play before it goes again
+    assert len(trakt.history()) == 1
+    ((status, said),) = runtime.store.db.execute("SELECT status, last_error FROM outbox").fetchall()
+    assert status == "pending" and said.startswith("unknown outcome")
+    assert "Trakt may have changed its answers" in said and "not sent again" in said
+    await drain(worker, runtime, clock, passes=4, step=4 * 3600)  # it lasts: a dead letter
+    assert len(trakt.history()) == 1
+    (dead,) = runtime.store.dead_letters()
+    assert "Trakt may have changed its answers" in (dead.last_error or "")
+    assert any("gave up" in t for t in receiver.titles())
+    trakt.clear_knobs()  # the update reads the new shape: the play is found there
+    runtime.store.retry_dead(None, clock())  # `watchbridge deadletters retry`
+    await drain(worker, runtime, clock, passes=2)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_row_of_a_play_that_waits_on_an_unread_history_waits_with_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The link's row was sent, its answer lost; the webhook's row of the same play (not sent,
+    # so not marked) came after. It went out while the link's row waited: a second play.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 3600
+    runtime.store.enqueue([_late_play(HEAT_BY_TMDB, at, "link")], clock())
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    runtime.store.enqueue([_late_play(HEAT_FROM_PLEX, at, "webhook")], clock())
+    trakt.reshape_always(_history_reshaped("ids renamed"), route="GET /sync/history/{type}")
+    clock.advance(3600)
+    await worker.pass_once(runtime)
+    assert len(trakt.history()) == 1
+    said = dict(
+        runtime.store.db.execute("SELECT idempotency_key, last_error FROM outbox").fetchall()
+    )
+    assert "Trakt may have changed its answers" in said["link"]
+    assert said["webhook"].startswith("the same play as outbox row")
+    trakt.clear_knobs()  # the update reads the new shape
+    await drain(worker, runtime, clock, passes=3, step=4 * 3600)
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_a_history_add_answered_500_after_trakt_wrote_it_lands_once(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -32,9 +32,10 @@ from watchbridge.deliver.worker import (
     waiting_on,
 )
 from watchbridge.episode_numbers import trakt_listing
-from watchbridge.http import RateLimited, ServiceError, Unavailable, changed_answer
+from watchbridge.http import RateLimited, ServiceError, Unavailable, changed_answer, rows_unread
 from watchbridge.ids import (
     TRAKT,
+    TRAKT_ID_NAMES,
     Enricher,
     Problem,
     TraktEpisodes,
@@ -632,8 +633,7 @@ class TraktTarget:
             # never sent (a rewatch minutes later) for its own. Every row marks itself before
             # it goes (`_note_sending`, taken back only for a refusal: `_sent_nothing`).
             unsure_dated = [r for r in dated if r.outbox.may_have_landed]
-            if unsure_dated:
-                await self._learn_history(profile, unsure_dated)
+            unread = await self._learn_history(profile, unsure_dated) if unsure_dated else {}
             # All of them against the mirror: a row whose play went out with its twin (the
             # same play within the duplicate window, `one_per_play`) is not marked itself.
             confirmed_ids = await self._known_on_trakt(profile, dated)
@@ -644,7 +644,21 @@ class TraktTarget:
             # Trakt's counts did not tell whether it landed: not sent blindly (a second play),
             # checked again at the next try; the mark stays.
             outcomes.update({r.outbox.id: _untold(r) for r in fresh if r.outbox.id in untold})
-            fresh = [r for r in fresh if r not in confirmed and r.outbox.id not in untold]
+            # History entries it cannot read may hold the play: it waits, the mark stays, and
+            # so does a twin of it (a row of the same play queued after the lost answer).
+            unread = {i: why for i, why in unread.items() if i not in confirmed_ids}
+            waits = [r for r in fresh if r.outbox.id in unread]
+            outcomes.update({r.outbox.id: unsure(Retry(unread[r.outbox.id])) for r in waits})
+            twins_waiting = same_play_as([r for r in fresh if r not in waits], waits)
+            outcomes.update({i: Retry(why) for i, why in twins_waiting.items()})
+            fresh = [
+                r
+                for r in fresh
+                if r not in confirmed
+                and r.outbox.id not in untold
+                and r.outbox.id not in unread
+                and r.outbox.id not in twins_waiting
+            ]
         by_id = {r.outbox.id: r for r in fresh}
         unfound: set[int] = set()
         fresh, twins = one_per_play(fresh)
@@ -1005,26 +1019,130 @@ class TraktTarget:
         snapshot = [entry for kind in kinds for entry in await self.client.watched(profile, kind)]
         return undated_landed(undated, snapshot), undated_untold(undated, snapshot)
 
-    async def _learn_history(self, profile: str, rows: Sequence[Row]) -> None:
-        """Read Trakt's history around these plays into the mirror (after an unknown outcome)."""
+    async def _learn_history(self, profile: str, rows: Sequence[Row]) -> dict[int, str]:
+        """Read Trakt's history around these plays into the mirror (after an unknown outcome).
+        Returns the rows whose play may be in history entries watchbridge cannot read (outbox
+        id -> what to say): taken as absent, it would be sent again, a second play."""
         # A live stop is stamped when it was sent, up to delivery.late_after after the play.
         span = {r.outbox.id: self._written_span(r) for r in rows}
         start = min(r.at - span[r.outbox.id][0] for r in rows)
         end = max(r.at + span[r.outbox.id][1] for r in rows)
-        entries: list[dict[str, Any]] = []
-        for kind in sorted({"movies" if r.item.kind == "movie" else "episodes" for r in rows}):
-            entries += await self._history_around(profile, kind, start, end)
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for kind in sorted({_history_kind(r.item) for r in rows}):
+            entries[kind] = await self._history_around(profile, kind, start, end)
         skew = self.client.clock_skew
-        seen = [
-            row
-            for row in rows
-            if any(
-                history_entry_is(entry, row.item)
-                and _near(parse_iso(entry["watched_at"]), row.at, span[row.outbox.id], skew)
-                for entry in entries
-            )
-        ]
+        seen: list[Row] = []
+        unread: dict[int, str] = {}
+        for row in rows:
+            kind = _history_kind(row.item)
+            near = span[row.outbox.id]
+            if any(_play_near(e, kind, row, near, skew) for e in entries[kind]):
+                seen.append(row)
+            elif any(_may_be_play(e, kind, row, near, skew) for e in entries[kind]):
+                said = unread_history(entries[kind], kind)
+                unread[row.outbox.id] = changed_answer(
+                    "Trakt",
+                    f"{said}, and the play sent before may be one of them",
+                    "it is not sent again until the history reads again",
+                )
         await self._remember(profile, seen)
+        return unread
+
+
+def _history_kind(item: MediaRef) -> str:
+    return "movies" if item.kind == "movie" else "episodes"
+
+
+def same_play_as(rows: Sequence[Row], waiting: Sequence[Row]) -> dict[int, str]:
+    """Of the dated `rows`, those of the play of a row among `waiting` (an alias within the
+    duplicate window), with what to say. Pure."""
+    keys = {key: row for row in waiting for key in remembered_keys(row.item, row.at)}
+    found: dict[int, str] = {}
+    for row in rows:
+        twin = next((keys[k] for k in keys_near(row.item, row.at) if k in keys), None)
+        if row.at != UNDATED and twin is not None:
+            found[row.outbox.id] = f"the same play as outbox row {twin.outbox.id}, which waits"
+    return found
+
+
+def _ids_readable(media: Any) -> bool:
+    """Whether a movie, show or episode object of Trakt's answer has `ids` with an id Trakt
+    matches items by."""
+    ids = media.get("ids") if isinstance(media, dict) else None
+    return isinstance(ids, dict) and any(ids.get(name) is not None for name in TRAKT_ID_NAMES)
+
+
+def _item_problem(entry: dict[str, Any], kind: str) -> str | None:
+    """What of a history entry of `kind` (movies, episodes) naming its item watchbridge
+    cannot read: a movie with ids; an episode with ids and its numbers, and its show with
+    ids (a row may name the episode by either). None: nothing."""
+    if kind == "movies":
+        return None if _ids_readable(entry.get("movie")) else "no `movie` with ids"
+    episode = entry.get("episode")
+    numbered = isinstance(episode, dict) and all(
+        isinstance(episode.get(field), int) for field in ("season", "number")
+    )
+    if not _ids_readable(episode) or not numbered:
+        return "no `episode` with ids and numbers"
+    return None if _ids_readable(entry.get("show")) else "no `show` with ids"
+
+
+def _time_problem(entry: dict[str, Any]) -> str | None:
+    """What of a history entry's `watched_at` watchbridge cannot read: Trakt sends an ISO
+    time, or null for a play without a date. None: nothing."""
+    if "watched_at" not in entry:
+        return "no `watched_at`"
+    stamp = entry["watched_at"]
+    if stamp is None or (isinstance(stamp, str) and _is_iso(stamp)):
+        return None
+    return "a `watched_at` that is no ISO time"
+
+
+def _is_iso(stamp: str) -> bool:
+    try:
+        parse_iso(stamp)
+    except ValueError:
+        return False
+    return True
+
+
+def history_entry_problem(entry: Any, kind: str) -> str | None:
+    """What of one `/sync/history/{kind}` entry watchbridge cannot read to look for a play in
+    it (None: nothing). Pure."""
+    if not isinstance(entry, dict):
+        return "no fields"
+    return _item_problem(entry, kind) or _time_problem(entry)
+
+
+def unread_history(entries: Sequence[Any], kind: str) -> str:
+    """How many of the `/sync/history/{kind}` `entries` have each problem watchbridge cannot
+    read them for (`http.rows_unread`). Pure."""
+    return rows_unread(entries, lambda entry: history_entry_problem(entry, kind), "history entries")
+
+
+def _play_near(entry: Any, kind: str, row: Row, span: tuple[float, float], skew: float) -> bool:
+    """Whether a history entry is a play of `row` (see `_near`) by what it says: its item
+    named by an id or numbers it shares with the row's, at a time it can read (the rest of
+    it may be unreadable)."""
+    if not isinstance(entry, dict) or _time_problem(entry) or entry["watched_at"] is None:
+        return False
+    at = parse_iso(entry["watched_at"])
+    return history_entry_is(entry, row.item) and bool(_near(at, row.at, span, skew))
+
+
+def _may_be_play(entry: Any, kind: str, row: Row, span: tuple[float, float], skew: float) -> bool:
+    """Whether a history entry watchbridge cannot read all of may be a play of `row`: what it
+    can read (its item, its time) does not tell it is another play."""
+    if history_entry_problem(entry, kind) is None:
+        return False
+    if not isinstance(entry, dict):
+        return True
+    if _item_problem(entry, kind) is None and not history_entry_is(entry, row.item):
+        return False  # another item's
+    if _time_problem(entry) is not None:
+        return True
+    stamp = entry["watched_at"]
+    return stamp is not None and bool(_near(parse_iso(stamp), row.at, span, skew))
 
 
 def readings(watched_at: float, skew: float) -> tuple[float, float]:
