@@ -402,6 +402,38 @@ async def test_trakt_watchlist_rows_it_cannot_read_fail_the_read_and_remove_noth
     assert link.trakt_watchlist() == {"Severance", "Andor", "The Bear"}
 
 
+@pytest.mark.parametrize(
+    "listed_at",
+    ["gone", None, 1788249600, "2026/09/01 08:00"],
+    ids=["gone", "null", "epoch", "not-iso"],
+)
+async def test_trakt_watchlist_rows_whose_listed_at_cannot_be_read_still_sync(
+    link: Link, listed_at: Any
+) -> None:
+    """The watchlist plan never uses the date a Trakt row was listed (only the other side's,
+    to choose the adds to Trakt that fit): a row without it, or with one in another form, is
+    read all the same, as is the rest of the list. Before, a date in another form failed the
+    read with a ValueError, and nothing was synced."""
+    link.trakt_add("Severance", "Andor")
+    link.serializd_add("The Bear")
+    await link.watchlist(max_removal_share=0.5)
+
+    def listed_reshaped(body: list[dict[str, Any]]) -> None:
+        for row in body:
+            if listed_at == "gone":
+                del row["listed_at"]
+            else:
+                row["listed_at"] = listed_at
+
+    link.trakt.reshape_always(listed_reshaped, route="GET /sync/watchlist")
+    link.trakt_add("Breaking Bad")
+    link.trakt.user.watchlist.pop(key_of(link.shows["Andor"]))
+    result = await link.watchlist(max_removal_share=0.5)
+    assert result.removed_from_serializd == 1
+    assert link.serializd_watchlist() == {"Severance", "The Bear", "Breaking Bad"}
+    assert link.trakt_watchlist() == {"Severance", "The Bear", "Breaking Bad"}
+
+
 async def test_watchlist_rows_whose_season_ids_cannot_be_read_fail_the_read(link: Link) -> None:
     """Read as no seasons, the show's removal (taken off Trakt's list) would send Serializd no
     season ids: nothing taken off its list, yet done."""

@@ -448,17 +448,27 @@ def trakt_watch_items(rows: Sequence[Mapping[str, Any]]) -> list[WatchItem]:
             tvdb=text(raw.get("tvdb")) if kind == "show" else None,
             slug=text(raw.get("slug")),
         )
-        listed = text(row.get("listed_at"))
         found.append(
             WatchItem(
                 kind="movie" if kind == "movie" else "show",
                 ids=ids,
                 title=text(media.get("title")),
                 year=integer(media.get("year")),
-                listed_at=parse_iso(listed) if listed else None,
+                listed_at=_trakt_listed_at(row),
             )
         )
     return found
+
+
+def _trakt_listed_at(row: Mapping[str, Any]) -> float | None:
+    """When a Trakt watchlist row was listed; None when missing or unreadable. No decision
+    reads it (the adds that fit on Trakt's list are chosen by the other side's dates), so a
+    date in another form fails no read."""
+    listed = row.get("listed_at")
+    try:
+        return parse_iso(listed) if isinstance(listed, str) else None
+    except ValueError:
+        return None
 
 
 def watch_ref(item: WatchItem) -> MediaRef:
