@@ -987,33 +987,20 @@ def test_home_assistants_played_after_the_rest_of_a_viewing_is_timed_from_its_en
         assert len(rig.plays()) == plays, rig.live()
 
 
+@pytest.mark.parametrize("player", [None, KODI], ids=["no player", "the player of the rest"])
 @pytest.mark.parametrize(("old", "plays"), [(False, 1), (True, 2)])
 def test_a_history_scripts_mark_after_the_rest_of_a_viewing_is_dated_by_its_completion(
-    tmp_path: Path, old: bool, plays: int
+    tmp_path: Path, player: str | None, old: bool, plays: int
 ) -> None:
     # The script dates the viewing when it was counted (hours before its rest ended): the same
-    # play. Dated years before, it is an old viewing: a play of its own.
+    # play, whether it names no player or the one that played the rest (its viewing ended with
+    # the rest). Dated years before, it is an old viewing: a play of its own.
     with running_rig(tmp_path) as rig:
         counted_then_its_rest(rig)
         counted_at = datetime.fromtimestamp(rig.plays()[0]["payload"]["at"], UTC)
         rig.advance(10 * 60)
         dated = IN_2020 if old else {"watched_at": counted_at.isoformat()}
-        rig.post("generic", generic("played") | dated)
-        assert len(rig.plays()) == plays, rig.live()
-
-
-@pytest.mark.parametrize(("old", "plays"), [(False, 1), (True, 2)])
-def test_a_history_scripts_mark_naming_the_player_that_played_the_rest_is_dated_by_its_completion(
-    tmp_path: Path, old: bool, plays: int
-) -> None:
-    # The same, the script naming the player: its viewing ended with the rest, hours after it
-    # was counted. Dated at the completion, the same play; dated years before, an old viewing.
-    with running_rig(tmp_path) as rig:
-        counted_then_its_rest(rig)
-        counted_at = datetime.fromtimestamp(rig.plays()[0]["payload"]["at"], UTC)
-        rig.advance(10 * 60)
-        dated = IN_2020 if old else {"watched_at": counted_at.isoformat()}
-        rig.post("generic", generic("played", player=KODI) | dated)
+        rig.post("generic", generic("played", player=player) | dated)
         assert len(rig.plays()) == plays, rig.live()
 
 
