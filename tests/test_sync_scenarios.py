@@ -1457,10 +1457,10 @@ async def test_diary_entries_deleted_past_the_removal_share_are_not_copied_back_
     assert trakt_episodes(trakt) == [(1, 4)]  # nor copied back undated
 
 
-def a_webhooks_rating(rig: Rig, rating: int, at: float) -> None:
-    """What the webhook route queues when s1e1 is rated `rating` (0-100) at `at` in a media
-    server (webhooks.rows_for): one row for each of the link's services."""
-    item = MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=1)
+def a_webhooks_rating(rig: Rig, rating: int, at: float, item: MediaRef | None = None) -> None:
+    """What the webhook route queues when s1e1 (or `item`) is rated `rating` (0-100) at `at`
+    in a media server (webhooks.rows_for): one row for each of the link's services."""
+    item = item or MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=1)
     payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "rating": rating}
     rig.store.enqueue(
         [
@@ -1633,21 +1633,7 @@ def a_webhooks_rating_by_title(rig: Rig, rating: int, at: float) -> None:
     """`a_webhooks_rating`, the episode named by its show's title only, as a generic webhook
     may: the deliveries look the show's ids up before they send."""
     item = MediaRef("episode", show_title="Breaking Bad", season=1, number=1)
-    payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "rating": rating}
-    rig.store.enqueue(
-        [
-            NewOutboxRow(
-                target,
-                PROFILE,
-                "rating",
-                payload,
-                ordering_key(PROFILE, target, item.key(), "rating"),
-                f"{PROFILE}:{target}:rate:{item.key()}:{rating}:{int(at)}",
-            )
-            for target in ("trakt", "serializd")
-        ],
-        time.time(),
-    )
+    a_webhooks_rating(rig, rating, at, item)
 
 
 async def test_a_rating_copy_named_by_title_whose_answer_was_lost_is_not_copied_back(
