@@ -1397,6 +1397,39 @@ async def test_the_removal_of_an_expected_play_that_never_landed_leaves_a_rewatc
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "ids renamed",
+        "id names renamed",
+        "watched_at gone",
+        "watched_at in epoch seconds",
+        "object renamed",
+    ],
+)
+async def test_the_removal_of_an_expected_play_waits_when_trakts_history_cannot_be_read(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, change: str
+) -> None:
+    """Before, the look for the play's history id found none in entries it could not read
+    and took the play for gone: the removal was done, the play stayed on Trakt (or, for a
+    time in epoch seconds, an internal error)."""
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 30 * 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    trakt.add_history(heat, iso(at))  # the play the link wrote, not read back yet
+    _removal_of_an_expected_play(runtime, at)
+    trakt.reshape_always(_history_reshaped(change), route="GET /sync/history/{type}")
+    await worker.pass_once(runtime)
+    assert len(trakt.history()) == 1
+    ((status, said),) = runtime.store.db.execute("SELECT status, last_error FROM outbox").fetchall()
+    assert status == "pending" and "the play to remove may be one of them" in said
+    assert "Trakt may have changed its answers" in said and "not taken as gone" in said
+    trakt.clear_knobs()  # the update reads the new shape: the play is found and removed
+    await drain(worker, runtime, clock, passes=3, step=4 * 3600)
+    assert trakt.history() == []
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_the_removal_of_an_expected_play_finds_it_scrobbled_minutes_after_its_time(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

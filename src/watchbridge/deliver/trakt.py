@@ -892,6 +892,8 @@ class TraktTarget:
                 history_id = await self._history_id(profile, row)
                 if history_id is None:
                     outcomes[row.outbox.id] = Delivered("no such play on Trakt (already gone)")
+                elif isinstance(history_id, Retry):
+                    outcomes[row.outbox.id] = history_id
                 else:
                     ids[row.outbox.id] = found[row.outbox.id] = history_id
             else:
@@ -918,23 +920,38 @@ class TraktTarget:
             outcomes |= await self._rating_writes(rated, unrate, "rating removed")
         return outcomes
 
-    async def _history_id(self, profile: str, row: Row) -> int | None:
+    async def _history_id(self, profile: str, row: Row) -> int | Retry | None:
         """The id of the play of `row.item` we wrote for `row.at`: the nearest one where our
         write may have put it (see `_written_span`). A play further off is not ours: the
-        user's rewatch, with ours never landed or already gone."""
+        user's rewatch, with ours never landed or already gone (None). None readable, but
+        history entries there watchbridge cannot read may be it (`_may_be_play`): a Retry
+        saying so, as taken for gone the removal would be dropped and the play stay."""
         span = self._written_span(row)
-        kind = "movies" if row.item.kind == "movie" else "episodes"
+        kind = _history_kind(row.item)
         entries = await self._history_around(profile, kind, row.at - span[0], row.at + span[1])
         skew = self.client.clock_skew
         plays = [
             (min(abs(at - row.at) for at in near), int(e["id"]))
             for e in entries
-            if history_entry_is(e, row.item)
+            if isinstance(e, dict)
+            and history_entry_is(e, row.item)
             and str(e.get("id", "")).isdigit()
-            and e.get("watched_at")
+            and _time_problem(e) is None
+            and e["watched_at"]
             and (near := _near(parse_iso(str(e["watched_at"])), row.at, span, skew))
         ]
-        return min(plays)[1] if plays else None
+        if plays:
+            return min(plays)[1]
+        if any(_may_be_play(e, kind, row, span, skew) for e in entries):
+            said = unread_history(entries, kind)
+            return Retry(
+                changed_answer(
+                    "Trakt",
+                    f"{said}, and the play to remove may be one of them",
+                    "it is not taken as gone until the history reads again",
+                )
+            )
+        return None
 
     def _written_span(self, row: Row) -> tuple[float, float]:
         """How long before and after `row.at` a play we wrote for it can be on Trakt: a
