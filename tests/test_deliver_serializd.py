@@ -369,6 +369,40 @@ async def test_a_play_whose_answer_was_lost_is_not_logged_again_while_the_diary_
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_lasting_change_of_the_diary_holds_the_play_without_spending_its_tries(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Retried, the row spent its tries on a diary no try could read and died: sent again by
+    # hand (`deadletters retry`) after the update. Held, it waits and goes by itself.
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1, step=120)
+    (lost,) = attempts(runtime)
+    fake.reshape_always(dates_in_milliseconds, route=DIARY)
+    await drain(worker, runtime, clock, passes=12, step=4 * 3600)  # two days of it
+    assert attempts(runtime) == [lost]
+    (row,) = waiting(runtime)
+    assert row["status"] == "pending" and CHANGED in row["last_error"]
+    assert "without giving up" in row["last_error"]
+    paused = "watchbridge: serializd deliveries paused for profile me"
+    told = receiver.titles()
+    assert told and set(told) == {paused}  # the alert, and its reminders while it lasts
+    fake.clear_knobs()  # the diary reads again (Serializd went back, or an update reads it)
+    await drain(worker, runtime, clock, passes=2, step=3600)
+    assert len(fake.diary()) == 1 and fake.count("POST", REVIEWS_ADD) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert receiver.titles()[len(told) :] == [f"Resolved: {paused}"]
+
+
+def attempts(runtime: Runtime) -> list[int]:
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        return [n for (n,) in conn.execute("SELECT attempts FROM outbox")]
+
+
 async def test_a_cleared_rating_waits_while_the_diary_rows_that_may_hold_it_cannot_be_read(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

@@ -83,12 +83,13 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     at_last_try,
+    changed_hold,
     enriched,
     for_the_account,
     per_profile,
     service_hold,
 )
-from watchbridge.http import Unavailable, changed_answer
+from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
@@ -133,8 +134,6 @@ ENTRIES_FULL_READ = 86400.0
 ENTRIES_RECHECK = 600.0
 FULL_CURSOR = "entries_read_whole_at"
 AUTH_HOLD = 1800.0
-# A list AniList answers in a shape this release cannot read: looked at again hourly.
-CHANGED_HOLD = 3600.0
 CHANGED_WAITS = "deliveries to it wait, without giving up, until it reads again"
 ENTRY_WAITS = "deliveries to that entry wait, without giving up, until it reads again"
 MAPPING_HOLD = 3600.0
@@ -749,11 +748,7 @@ class AniListTarget:
         if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
             return Hold(exc.message, exc.retry_after or self.config.retry_after)
         if isinstance(exc, ListUnreadable):
-            # No fault of these rows: spending their tries would turn a lasting change into
-            # dead letters, each to be sent again by hand after the update. They wait (one
-            # alert if it lasts) and go by themselves once the list reads again.
-            reason = changed_answer(SERVICE_NAME, exc.what, CHANGED_WAITS)
-            return Hold(reason, CHANGED_HOLD, "service_unreachable", target_wide=False)
+            return changed_hold(SERVICE_NAME, exc.what, CHANGED_WAITS)
         if isinstance(exc, AniListError):
             return Retry(exc.message)
         log.error("unexpected error delivering to AniList", exc_info=exc)
@@ -871,11 +866,8 @@ class AniListTarget:
             touched = {media_id, *candidates} if seasonal else {media_id}
             unread = self._unread.get(profile, Unread()).why(touched, media_id in entries)
             if unread is not None:
-                # No fault of the row (see CHANGED_HOLD): it waits, the rest of the batch goes.
-                reason = changed_answer(SERVICE_NAME, unread, ENTRY_WAITS)
-                outcomes[row.id] = Hold(
-                    reason, CHANGED_HOLD, "service_unreachable", target_wide=False
-                )
+                # No fault of the row (see changed_hold): it waits, the rest of the batch goes.
+                outcomes[row.id] = changed_hold(SERVICE_NAME, unread, ENTRY_WAITS)
                 continue
             try:
                 outcomes[row.id] = await self._row(

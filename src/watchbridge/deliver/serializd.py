@@ -7,7 +7,9 @@ Exactly-once rules: every entry we create is written to a ledger (the `serializd
 add. The ledger also remembers whether the tick went through, so a failure between the two
 steps is finished with a tick only. A row whose add may have landed without us knowing (a
 dropped connection, a gateway error, a crash) comes back marked `unknown outcome` and is looked
-for in the diary before it is added again.
+for in the diary before it is added again. While diary rows it cannot read (Serializd changed
+its answers) may hold what that look must see, the row is held without spending its tries (an
+alert if it lasts), looked at again hourly, and goes by itself once the diary reads.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     Skipped,
+    changed_hold,
     enriched,
     for_the_account,
     per_profile,
     service_hold,
     unsure,
 )
-from watchbridge.http import Unavailable, changed_answer
+from watchbridge.http import Unavailable
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
@@ -47,7 +50,6 @@ from watchbridge.services.serializd import (
     NAME as SERVICE_NAME,
 )
 from watchbridge.services.serializd import (
-    SERVICE,
     DiaryEntry,
     SerializdAuthError,
     SerializdClient,
@@ -112,6 +114,15 @@ class Ledger:
     loaded: set[tuple[str, str]] = field(default_factory=set)  # (collection, key prefix)
     diary: list[DiaryEntry] | None = None  # read only when a row's outcome is unknown
     unreadable: frozenset[int] = frozenset()  # ids of the diary's rows it could not read
+
+
+class DiaryUnread(Exception):
+    """Diary rows watchbridge cannot read (Serializd changed its answers) may hold what a row's
+    step must see: the row waits as `hold` says, its tries unspent (`changed_hold`)."""
+
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(hold.reason)
+        self.hold = hold
 
 
 class AddUncertain(Exception):
@@ -314,6 +325,8 @@ class SerializdTarget:
             # map; the worker turns a lasting refusal into a dead letter with an alert.
             await self._forget_seasons(item)
             return Retry(exc.message, after=UNMATCHED_RETRY)
+        except DiaryUnread as exc:
+            return exc.hold
         except (SerializdAuthError, Unavailable, AddUncertain):
             raise
         except SerializdError as exc:
@@ -783,17 +796,16 @@ class SerializdTarget:
 
 
 def _unread_may_hold(unread: frozenset[int], what: str, then: str) -> None:
-    """SerializdError (the row retries, keeping its marks) when diary rows watchbridge could
-    not read (`unread`, their ids) may hold `what`, which the step deciding `then` must see."""
+    """DiaryUnread (the row is held, keeping its marks) when diary rows watchbridge could not
+    read (`unread`, their ids) may hold `what`, which the step deciding `then` must see."""
     if unread:
-        raise SerializdError(
-            SERVICE,
-            changed_answer(
+        raise DiaryUnread(
+            changed_hold(
                 SERVICE_NAME,
                 f"{len(unread)} diary entries have no show or date watchbridge can read, "
                 f"and {what} may be one of them",
-                f"{then} until the diary reads again",
-            ),
+                f"{then}, without giving up, until the diary reads again",
+            )
         )
 
 

@@ -25,7 +25,7 @@ from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.errors import names_profile
-from watchbridge.http import Unavailable
+from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
@@ -237,6 +237,20 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
     return Hold(
         exc.message, exc.retry_after or retry_after, spends=exc.answered and exc.outcome_unknown
     )
+
+
+# A service answering in a shape this release cannot read: its rows are looked at again hourly.
+CHANGED_HOLD = 3600.0
+
+
+def changed_hold(service: str, what: str, then: str) -> Hold:
+    """The hold of one profile's rows while `service` (as a user knows it) answers `what` in a
+    shape this release cannot read, and `then` is what waits. No fault of the rows: spending
+    their tries would turn a lasting change into dead letters, each to be sent again by hand
+    after the update. They wait without spending (a `service_unreachable` alert if it lasts)
+    and go by themselves once it reads again."""
+    reason = changed_answer(service, what, then)
+    return Hold(reason, CHANGED_HOLD, "service_unreachable", target_wide=False)
 
 
 def rate_limit_hold(wait: float, now: float) -> Hold:
