@@ -1408,11 +1408,17 @@ async def test_the_removal_of_an_expected_play_that_never_landed_leaves_a_rewatc
     ],
 )
 async def test_the_removal_of_an_expected_play_waits_when_trakts_history_cannot_be_read(
-    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, change: str
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    change: str,
 ) -> None:
     """Before, the look for the play's history id found none in entries it could not read
     and took the play for gone: the removal was done, the play stayed on Trakt (or, for a
-    time in epoch seconds, an internal error)."""
+    time in epoch seconds, an internal error). Then it was retried: a lasting change spent
+    its tries and ended it as a dead letter."""
     trakt.advance(clock() - trakt.now())
     at = clock() - 30 * 3600
     heat = next(m for m in trakt.movies if m.title == "Heat")
@@ -1424,10 +1430,17 @@ async def test_the_removal_of_an_expected_play_waits_when_trakts_history_cannot_
     ((status, said),) = runtime.store.db.execute("SELECT status, last_error FROM outbox").fetchall()
     assert status == "pending" and "the play to remove may be one of them" in said
     assert "Trakt may have changed its answers" in said and "not taken as gone" in said
+    assert "without giving up" in said
+    await drain(worker, runtime, clock, passes=12, step=4 * 3600)  # two days of it
+    assert len(trakt.history()) == 1
+    assert outbox_attempts(runtime) == [0]
+    told = receiver.titles()
+    assert told and set(told) == {PAUSED_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the new shape: the play is found and removed
-    await drain(worker, runtime, clock, passes=3, step=4 * 3600)
+    await drain(worker, runtime, clock, passes=2, step=3600)
     assert trakt.history() == []
     assert runtime.store.outbox_counts()["done"] == 1
+    assert receiver.titles()[len(told) :] == [f"Resolved: {PAUSED_FOR_ME}"]
 
 
 async def test_the_removal_of_an_expected_play_finds_it_scrobbled_minutes_after_its_time(
@@ -1667,7 +1680,8 @@ async def test_a_lost_history_add_waits_when_trakts_history_cannot_be_read(
     kind: str,
 ) -> None:
     """Before, the look for the play found nothing in entries it could not read, and sent
-    the play again: a second play on Trakt."""
+    the play again: a second play on Trakt. Then it was retried: a lasting change spent its
+    tries and ended it as a dead letter, sent again by hand after the update."""
     trakt.advance(clock() - trakt.now())
     trakt.add_show("Severance", 2022, imdb="tt11280740", tmdb=95396, seasons={1: 9})
     episode = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=5)
@@ -1682,16 +1696,21 @@ async def test_a_lost_history_add_waits_when_trakts_history_cannot_be_read(
     ((status, said),) = runtime.store.db.execute("SELECT status, last_error FROM outbox").fetchall()
     assert status == "pending" and said.startswith("unknown outcome")
     assert "Trakt may have changed its answers" in said and "not sent again" in said
-    await drain(worker, runtime, clock, passes=4, step=4 * 3600)  # it lasts: a dead letter
+    assert "without giving up" in said
+    await drain(worker, runtime, clock, passes=12, step=4 * 3600)  # two days of it
     assert len(trakt.history()) == 1
-    (dead,) = runtime.store.dead_letters()
-    assert "Trakt may have changed its answers" in (dead.last_error or "")
-    assert any("gave up" in t for t in receiver.titles())
+    assert outbox_attempts(runtime) == [1]  # only the send whose answer was lost
+    told = receiver.titles()
+    assert told and set(told) == {PAUSED_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the new shape: the play is found there
-    runtime.store.retry_dead(None, clock())  # `watchbridge deadletters retry`
-    await drain(worker, runtime, clock, passes=2)
+    await drain(worker, runtime, clock, passes=2, step=3600)
     assert len(trakt.history()) == 1
     assert runtime.store.outbox_counts()["done"] == 1
+    assert receiver.titles()[len(told) :] == [f"Resolved: {PAUSED_FOR_ME}"]
+
+
+def outbox_attempts(runtime: Runtime) -> list[int]:
+    return [n for (n,) in runtime.store.db.execute("SELECT attempts FROM outbox ORDER BY id")]
 
 
 async def test_a_row_of_a_play_that_waits_on_an_unread_history_waits_with_it(
@@ -1714,6 +1733,8 @@ async def test_a_row_of_a_play_that_waits_on_an_unread_history_waits_with_it(
     )
     assert "Trakt may have changed its answers" in said["link"]
     assert said["webhook"].startswith("the same play as outbox row")
+    await drain(worker, runtime, clock, passes=12, step=4 * 3600)  # two days of it
+    assert outbox_attempts(runtime) == [1, 0]  # neither waits on a try of its own
     trakt.clear_knobs()  # the update reads the new shape
     await drain(worker, runtime, clock, passes=3, step=4 * 3600)
     assert len(trakt.history()) == 1
@@ -3269,10 +3290,15 @@ def without_rated_at(body: list[dict[str, Any]]) -> None:
 
 
 async def test_a_rating_that_waited_does_not_undo_one_on_trakt_whose_date_it_cannot_read(
-    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
 ) -> None:
     """Before, a rating without `rated_at` read as given in 1970, older than the 8 that
-    waited, which was sent over the user's 5."""
+    waited, which was sent over the user's 5. Then it was retried: a lasting change spent its
+    tries and ended it as a dead letter."""
     arrival = MediaRef("movie", Ids(imdb="tt2543164"), title="Arrival", year=2016)
     payload = {"item": ref_to_dict(arrival), "at": clock(), "rating": 80}  # 8, from Plex
     order = ordering_key("me", "trakt", arrival.key(), "rating")
@@ -3291,6 +3317,12 @@ async def test_a_rating_that_waited_does_not_undo_one_on_trakt_whose_date_it_can
     assert status == "pending"
     assert "a rating of the item on Trakt has no `rated_at`" in said
     assert "Trakt may have changed its answers" in said and "this rating waits" in said
+    assert "without giving up" in said
+    await drain(worker, runtime, clock, passes=12, step=4 * 3600)  # two days of it
+    assert [r.rating for r in trakt.ratings()] == [5]
+    assert outbox_attempts(runtime) == [0]  # the outage held it too, spending nothing
+    told = receiver.titles()
+    assert told and set(told) == {PAUSED_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the date: the newer rating stays
     await drain(worker, runtime, clock, passes=3, step=3600)
     assert [r.rating for r in trakt.ratings()] == [5]

@@ -24,6 +24,7 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     Skipped,
+    changed_hold,
     for_the_account,
     per_profile,
     rate_limit_hold,
@@ -32,7 +33,7 @@ from watchbridge.deliver.worker import (
     waiting_on,
 )
 from watchbridge.episode_numbers import trakt_listing
-from watchbridge.http import RateLimited, ServiceError, Unavailable, changed_answer, rows_unread
+from watchbridge.http import RateLimited, ServiceError, Unavailable, rows_unread
 from watchbridge.ids import (
     TRAKT,
     TRAKT_ID_NAMES,
@@ -538,8 +539,8 @@ class TraktTarget:
             outcomes[row.outbox.id] = Skipped(
                 "Trakt holds a newer rating of it, given while this one waited"
             )
-        for row, why in unread:
-            outcomes[row.outbox.id] = Retry(why)
+        for row, hold in unread:
+            outcomes[row.outbox.id] = hold
             since.append(row)
         rated = [r for r in rated if r not in since]
         removed_ratings = [r for r in removed_ratings if r not in since]
@@ -648,9 +649,11 @@ class TraktTarget:
             # so does a twin of it (a row of the same play queued after the lost answer).
             unread = {i: why for i, why in unread.items() if i not in confirmed_ids}
             waits = [r for r in fresh if r.outbox.id in unread]
-            outcomes.update({r.outbox.id: unsure(Retry(unread[r.outbox.id])) for r in waits})
+            outcomes.update({r.outbox.id: unsure(unread[r.outbox.id]) for r in waits})
             twins_waiting = same_play_as([r for r in fresh if r not in waits], waits)
-            outcomes.update({i: Retry(why) for i, why in twins_waiting.items()})
+            # Held as the row it waits on: retried, it would die while that row waits on.
+            for twin, why in twins_waiting.items():
+                outcomes[twin] = replace(next(iter(unread.values())), reason=why)
             fresh = [
                 r
                 for r in fresh
@@ -796,13 +799,13 @@ class TraktTarget:
 
     async def _rated_since(
         self, profile: str, rows: Sequence[Row]
-    ) -> tuple[list[Row], list[tuple[Row, str]]]:
+    ) -> tuple[list[Row], list[tuple[Row, Hold]]]:
         """The rating changes among `rows` that waited (an outage, a pause, a sign-in) whose
         item the user rated on Trakt after them: sent, they would undo that (Trakt keeps the
         last rating written, whatever its date). One read per kind of item, for those only.
         Also those Trakt may hold a newer rating of, in an answer in a shape watchbridge does
         not know (a rating of the item without a readable `rated_at`, or one naming no item
-        it can read), with what to say: they wait until it reads again."""
+        it can read), each with its hold: they wait until it reads again (`changed_hold`)."""
         now = self.clock()
         waited = [r for r in rows if r.outbox.waited(now)]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
@@ -810,7 +813,7 @@ class TraktTarget:
         entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
         unnamed = sum(1 for e in entries if not trakt_names_item(e))
         newer: list[Row] = []
-        unread: list[tuple[Row, str]] = []
+        unread: list[tuple[Row, Hold]] = []
         for row in waited:
             at = ratings.overtaken_after(row.at, row.outbox.created_at)
             times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
@@ -822,10 +825,8 @@ class TraktTarget:
                     if None in times
                     else f"{unnamed} of {len(entries)} ratings name no item watchbridge can read"
                 )
-                why = changed_answer(
-                    "Trakt", what, "this rating waits, as Trakt may hold a newer one"
-                )
-                unread.append((row, why))
+                then = "this rating waits, without giving up, as Trakt may hold a newer one"
+                unread.append((row, changed_hold("Trakt", what, then)))
         return newer, unread
 
     async def _trakt_ratings(self, profile: str, kind: str, tried: float) -> list[dict[str, Any]]:
@@ -892,7 +893,7 @@ class TraktTarget:
                 history_id = await self._history_id(profile, row)
                 if history_id is None:
                     outcomes[row.outbox.id] = Delivered("no such play on Trakt (already gone)")
-                elif isinstance(history_id, Retry):
+                elif isinstance(history_id, Hold):
                     outcomes[row.outbox.id] = history_id
                 else:
                     ids[row.outbox.id] = found[row.outbox.id] = history_id
@@ -920,12 +921,12 @@ class TraktTarget:
             outcomes |= await self._rating_writes(rated, unrate, "rating removed")
         return outcomes
 
-    async def _history_id(self, profile: str, row: Row) -> int | Retry | None:
+    async def _history_id(self, profile: str, row: Row) -> int | Hold | None:
         """The id of the play of `row.item` we wrote for `row.at`: the nearest one where our
         write may have put it (see `_written_span`). A play further off is not ours: the
         user's rewatch, with ours never landed or already gone (None). None readable, but
-        history entries there watchbridge cannot read may be it (`_may_be_play`): a Retry
-        saying so, as taken for gone the removal would be dropped and the play stay."""
+        history entries there watchbridge cannot read may be it (`_may_be_play`): held
+        (`changed_hold`), as taken for gone the removal would be dropped and the play stay."""
         span = self._written_span(row)
         kind = _history_kind(row.item)
         entries = await self._history_around(profile, kind, row.at - span[0], row.at + span[1])
@@ -944,12 +945,10 @@ class TraktTarget:
             return min(plays)[1]
         if any(_may_be_play(e, kind, row, span, skew) for e in entries):
             said = unread_history(entries, kind)
-            return Retry(
-                changed_answer(
-                    "Trakt",
-                    f"{said}, and the play to remove may be one of them",
-                    "it is not taken as gone until the history reads again",
-                )
+            return changed_hold(
+                "Trakt",
+                f"{said}, and the play to remove may be one of them",
+                "it is not taken as gone, without giving up, until the history reads again",
             )
         return None
 
@@ -1036,10 +1035,10 @@ class TraktTarget:
         snapshot = [entry for kind in kinds for entry in await self.client.watched(profile, kind)]
         return undated_landed(undated, snapshot), undated_untold(undated, snapshot)
 
-    async def _learn_history(self, profile: str, rows: Sequence[Row]) -> dict[int, str]:
+    async def _learn_history(self, profile: str, rows: Sequence[Row]) -> dict[int, Hold]:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome).
         Returns the rows whose play may be in history entries watchbridge cannot read (outbox
-        id -> what to say): taken as absent, it would be sent again, a second play."""
+        id -> its hold, `changed_hold`): taken as absent, it would be sent again, a second play."""
         # A live stop is stamped when it was sent, up to delivery.late_after after the play.
         span = {r.outbox.id: self._written_span(r) for r in rows}
         start = min(r.at - span[r.outbox.id][0] for r in rows)
@@ -1049,7 +1048,7 @@ class TraktTarget:
             entries[kind] = await self._history_around(profile, kind, start, end)
         skew = self.client.clock_skew
         seen: list[Row] = []
-        unread: dict[int, str] = {}
+        unread: dict[int, Hold] = {}
         for row in rows:
             kind = _history_kind(row.item)
             near = span[row.outbox.id]
@@ -1057,10 +1056,10 @@ class TraktTarget:
                 seen.append(row)
             elif any(_may_be_play(e, kind, row, near, skew) for e in entries[kind]):
                 said = unread_history(entries[kind], kind)
-                unread[row.outbox.id] = changed_answer(
+                unread[row.outbox.id] = changed_hold(
                     "Trakt",
                     f"{said}, and the play sent before may be one of them",
-                    "it is not sent again until the history reads again",
+                    "it is not sent again, without giving up, until the history reads again",
                 )
         await self._remember(profile, seen)
         return unread
