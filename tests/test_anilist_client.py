@@ -257,7 +257,7 @@ async def test_changes_since_a_time_take_one_request(
     now = fake.now()
     fake.generate_list(300, 3000)  # updated hours ago
     fake.add_entry(99, progress=4, updated_at=now + 10)
-    changed = await client.updated_since("alice", now)
+    changed = (await client.read_changes("alice", now)).entries
     assert [e.media_id for e in changed] == [99]
     assert client.requests_sent == 1
 
@@ -269,7 +269,7 @@ async def test_changes_since_page_on_until_an_older_entry_appears(
     fake.generate_list(100, 500)
     for n in range(60):
         fake.add_entry(500 + n, progress=1, updated_at=now + n + 10)
-    changed = await client.updated_since("alice", now)
+    changed = (await client.read_changes("alice", now)).entries
     assert len(changed) == 60
     assert fake.operations.count("Page.mediaList") == 2
 

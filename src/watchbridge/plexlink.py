@@ -49,6 +49,7 @@ from watchbridge.collection import trakt_collected as trakt_collection_items
 from watchbridge.config import Config, Link, Secret
 from watchbridge.errors import naming_profile
 from watchbridge.http import ServiceError, changed_answer, rows_unread
+from watchbridge.ids import TRAKT_ID_NAMES
 from watchbridge.ingest.common import integer, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
@@ -406,7 +407,6 @@ def plex_watch_items(items: Iterable[DiscoverItem]) -> list[WatchItem]:
 
 
 _WATCHLIST_TYPES = ("movie", "show", "season", "episode")
-_WATCHLIST_IDS = ("trakt", "imdb", "tmdb", "tvdb", "slug")
 
 
 def trakt_watchlist_problem(row: Mapping[str, Any]) -> str | None:
@@ -423,7 +423,7 @@ def trakt_watchlist_problem(row: Mapping[str, Any]) -> str | None:
     if not isinstance(media, Mapping):
         return f"no `{kind}`"
     ids = media.get("ids")
-    if not isinstance(ids, Mapping) or not any(text(ids.get(n)) for n in _WATCHLIST_IDS):
+    if not isinstance(ids, Mapping) or not any(text(ids.get(n)) for n in TRAKT_ID_NAMES):
         return f"a `{kind}` without ids"
     return None
 

@@ -1019,10 +1019,6 @@ class AniListClient:
                 return self._told(profile, deduped(found, unread), what)
             page += 1
 
-    async def updated_since(self, profile: str, since: float) -> list[ListEntry]:
-        """The entries of `read_changes` that read whole."""
-        return (await self.read_changes(profile, since)).entries
-
     def _told(self, profile: str, read: ListRead, what: str) -> ListRead:
         if read.unread:
             _UNREAD_ENTRIES.warning(
