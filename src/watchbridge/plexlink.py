@@ -50,7 +50,7 @@ from watchbridge.config import Config, Link, Secret
 from watchbridge.errors import naming_profile
 from watchbridge.http import ServiceError, changed_answer, rows_unread
 from watchbridge.ids import TRAKT_ID_NAMES
-from watchbridge.ingest.common import integer, obj, text
+from watchbridge.ingest.common import integer, iso_time, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
@@ -62,7 +62,7 @@ from watchbridge.services.plextv import (
     WatchlistUnavailable,
 )
 from watchbridge.services.trakt import SERVICE as TRAKT
-from watchbridge.services.trakt import CollectionWrite, TraktClient, TraktError, parse_iso
+from watchbridge.services.trakt import CollectionWrite, TraktClient, TraktError
 from watchbridge.store import Store
 from watchbridge.watchlist import (
     WatchItem,
@@ -464,11 +464,7 @@ def _trakt_listed_at(row: Mapping[str, Any]) -> float | None:
     """When a Trakt watchlist row was listed; None when missing or unreadable. No decision
     reads it (the adds that fit on Trakt's list are chosen by the other side's dates), so a
     date in another form fails no read."""
-    listed = row.get("listed_at")
-    try:
-        return parse_iso(listed) if isinstance(listed, str) else None
-    except ValueError:
-        return None
+    return iso_time(row.get("listed_at"))
 
 
 def watch_ref(item: WatchItem) -> MediaRef:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from watchbridge import ratings
+from watchbridge.ingest.common import iso_time
 from watchbridge.model import ID_ORDER, Ids, MediaRef
 from watchbridge.reconcile import UNDATED, Play, Rated, Side
 from watchbridge.services.serializd import DiaryEntry
@@ -71,11 +72,8 @@ def _trakt_rating(entry: dict[str, Any]) -> int | None:
 def _rated_at(entry: dict[str, Any]) -> float:
     """A rating's `rated_at`, UNDATED when gone or unreadable (a changed answer: Trakt dates
     every rating)."""
-    stamp = entry.get("rated_at")
-    try:
-        return parse_iso(stamp) if isinstance(stamp, str) else UNDATED
-    except ValueError:
-        return UNDATED
+    at = iso_time(entry.get("rated_at"))
+    return UNDATED if at is None else at
 
 
 _TRAKT_MEDIA = {"movie": "movie", "show": "show", "season": "show", "episode": "show"}

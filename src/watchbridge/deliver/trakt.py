@@ -46,6 +46,7 @@ from watchbridge.ids import (
     lookups,
     title_unmatched,
 )
+from watchbridge.ingest.common import iso_time
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.playback import shortest_viewing
 from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED
@@ -1244,11 +1245,7 @@ def rating_is(entry: dict[str, Any], item: MediaRef) -> bool:
 def _rated_at(entry: dict[str, Any]) -> float | None:
     """A rating entry's `rated_at` (None when missing or unreadable: a changed answer, as
     Trakt dates every rating, and it may be newer than anything)."""
-    stamp = entry.get("rated_at")
-    try:
-        return parse_iso(stamp) if isinstance(stamp, str) else None
-    except ValueError:
-        return None
+    return iso_time(entry.get("rated_at"))
 
 
 def history_entry_is(entry: dict[str, Any], item: MediaRef) -> bool:
