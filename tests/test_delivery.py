@@ -1653,6 +1653,8 @@ def _history_reshaped(change: str) -> Callable[[list[dict[str, Any]]], None]:
                 del entry["watched_at"]
             elif change == "watched_at in epoch seconds":
                 entry["watched_at"] = int(parse_iso(entry["watched_at"]))
+            elif change == "object a string":
+                entry[media] = str(entry[media]["ids"])
             else:  # the movie or episode object renamed
                 entry["item"] = entry.pop(media)
 
@@ -1666,6 +1668,7 @@ def _history_reshaped(change: str) -> Callable[[list[dict[str, Any]]], None]:
         "id names renamed",
         "watched_at gone",
         "watched_at in epoch seconds",
+        "object a string",
         "object renamed",
     ],
 )

@@ -21,3 +21,9 @@ def whole(value: Any) -> int | None:
     if isinstance(value, str) and _WHOLE.fullmatch(value):
         return int(value)
     return None
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """An answer's object (a `movie`, `show`, `ids`...) as a dict; empty when it is missing
+    or not an object, so a changed answer names nothing there instead of failing the read."""
+    return value if isinstance(value, dict) else {}

@@ -47,6 +47,7 @@ from watchbridge.ids import (
     title_unmatched,
 )
 from watchbridge.ingest.common import iso_time
+from watchbridge.loose import obj
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.playback import shortest_viewing
 from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED
@@ -1203,10 +1204,10 @@ def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int | None:
     plays = 0
     for entry in watched:
         if item.kind == "movie":
-            if _shares_id((entry.get("movie") or {}).get("ids") or {}, item.ids):
+            if _shares_id(obj(entry.get("movie")).get("ids"), item.ids):
                 plays += int(entry.get("plays") or 0)
             continue
-        if not _shares_id((entry.get("show") or {}).get("ids") or {}, item.show_ids):
+        if not _shares_id(obj(entry.get("show")).get("ids"), item.show_ids):
             continue
         seasons = entry.get("seasons")
         if not isinstance(seasons, list):
@@ -1220,8 +1221,8 @@ def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int | None:
     return plays
 
 
-def _shares_id(raw: dict[str, Any], ids: Ids) -> bool:
-    return any(
+def _shares_id(raw: Any, ids: Ids) -> bool:
+    return isinstance(raw, dict) and any(
         raw.get(name) is not None and str(raw[name]) == value
         for name, value in ids.present().items()
     )
@@ -1235,11 +1236,10 @@ def rating_is(entry: dict[str, Any], item: MediaRef) -> bool:
     """Whether one `/sync/ratings` entry rates `item`."""
     if item.kind in ("movie", "episode"):
         return history_entry_is(entry, item)
-    show = (entry.get("show") or {}).get("ids") or {}
+    show = obj(obj(entry.get("show")).get("ids"))
     if item.kind == "show":
         return _shares_id(show, item.ids)
-    season = entry.get("season") or {}
-    return _shares_id(show, item.show_ids) and season.get("number") == item.season
+    return _shares_id(show, item.show_ids) and obj(entry.get("season")).get("number") == item.season
 
 
 def _rated_at(entry: dict[str, Any]) -> float | None:
@@ -1251,13 +1251,12 @@ def _rated_at(entry: dict[str, Any]) -> float | None:
 def history_entry_is(entry: dict[str, Any], item: MediaRef) -> bool:
     """Whether one Trakt history entry is a play of `item`."""
     if item.kind == "movie":
-        return _shares_id((entry.get("movie") or {}).get("ids") or {}, item.ids)
-    episode = entry.get("episode") or {}
-    if _shares_id(episode.get("ids") or {}, item.ids):
+        return _shares_id(obj(entry.get("movie")).get("ids"), item.ids)
+    episode = obj(entry.get("episode"))
+    if _shares_id(episode.get("ids"), item.ids):
         return True
-    show = entry.get("show") or {}
     return (
-        _shares_id(show.get("ids") or {}, item.show_ids)
+        _shares_id(obj(entry.get("show")).get("ids"), item.show_ids)
         and episode.get("season") == item.season
         and episode.get("number") == item.number
     )
