@@ -203,6 +203,57 @@ async def test_trakt_history_entries_without_watched_at_keep_their_plays_and_say
     assert len(serializd.user.reviews) == 8 and len(trakt_plays(trakt)) == 8
 
 
+def naming_no_item(first: int, how: str) -> Any:
+    """Trakt's history answer with its first `first` entries naming no item watchbridge can
+    read: the show's `ids` renamed, the show a string, or the entry itself a string."""
+
+    def change(body: list[Any]) -> None:
+        for n, row in enumerate(body[:first]):
+            if how == "ids renamed":
+                row["show"]["identifiers"] = row["show"].pop("ids")
+            elif how == "show a string":
+                row["show"] = row["show"]["title"]
+            else:
+                body[n] = row["show"]["title"]
+
+    return change
+
+
+@pytest.mark.parametrize("how", ["ids renamed", "show a string", "entry a string"])
+async def test_trakt_history_entries_naming_no_item_keep_every_play_and_say_so(
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Before, their plays read as removed on Trakt, and the removals (3 of 7, under the
+    share) were carried out on Serializd; a string where an object was crashed the run."""
+    for n in range(1, 8):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # the copies read back from Trakt
+    assert len(trakt_plays(trakt)) == 7
+    trakt.reshape_always(naming_no_item(3, how), route=TRAKT_HISTORY)
+    caplog.clear()
+    result = await rig.sync_and_deliver(full=True)
+    (planned,) = result.plans
+    assert planned.plan.held == ""
+    assert len(serializd.user.reviews) == 7  # nothing removed on the other side
+    assert len(trakt_plays(trakt)) == 7 and trakt.count("POST", "/sync/history/remove") == 0
+    told = [r for r in caplog.records if TRAKT_UPDATE in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING"
+    assert "3 of 7 history entries name no item watchbridge can read" in told[0].getMessage()
+    assert "every play read before is kept" in told[0].getMessage()
+    # A new play on Serializd still reaches Trakt, and nothing read before was forgotten.
+    log(serializd, 2, 1, "2024-02-01T20:00:00.000Z")
+    await rig.sync_and_deliver(full=True)
+    assert len(serializd.user.reviews) == 8 and len(trakt_plays(trakt)) == 8
+    trakt.clear_knobs()
+    await rig.sync_and_deliver(full=True)
+    assert len(serializd.user.reviews) == 8 and len(trakt_plays(trakt)) == 8
+
+
 TRAKT_RATINGS = "GET /sync/ratings/{type}"
 
 
@@ -212,6 +263,10 @@ def renamed_show_ids(row: dict[str, Any]) -> None:
 
 def rating_gone(row: dict[str, Any]) -> None:
     del row["rating"]
+
+
+def show_a_string(row: dict[str, Any]) -> None:
+    row["show"] = row["show"]["title"]
 
 
 def first_rating_reshaped(change: Callable[[dict[str, Any]], None]) -> Any:
@@ -225,7 +280,9 @@ RATED, RATED_AGAIN = "2024-05-01T20:00:00Z", "2024-05-02T20:00:00Z"
 
 
 @pytest.mark.parametrize(
-    "change", [renamed_show_ids, rating_gone], ids=["ids-renamed", "rating-gone"]
+    "change",
+    [renamed_show_ids, show_a_string, rating_gone],
+    ids=["ids-renamed", "show-a-string", "rating-gone"],
 )
 async def test_trakt_ratings_it_cannot_read_keep_the_ratings_read_before_and_say_so(
     rig: Rig,

@@ -12,6 +12,7 @@ from typing import Any
 
 from watchbridge import ratings
 from watchbridge.ingest.common import iso_time
+from watchbridge.loose import obj
 from watchbridge.model import ID_ORDER, Ids, MediaRef
 from watchbridge.reconcile import UNDATED, Play, Rated, Side
 from watchbridge.services.serializd import DiaryEntry
@@ -26,13 +27,15 @@ def show_key(show_tmdb: int | str, season: int | None = None) -> str:
     return f"show:tmdb:{show_tmdb}" + (f":s{season}" if season is not None else "")
 
 
-def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]]) -> Side:
+def trakt_side(history: Iterable[Any], rated: Iterable[Any]) -> Side:
     """Trakt episode history and ratings; entries whose show has no TMDB id cannot be linked.
     A play with `watched_at` null (added as `unknown`, or `released` without an air date) is
     undated; an entry without the field at all is a changed answer, left out (see
     `trakt_unread_entries`)."""
     plays = []
     for entry in history:
+        if not isinstance(entry, dict):  # names nothing (see `trakt_unnamed_entries`)
+            continue
         key = _trakt_key(entry)
         if key and "watched_at" in entry:
             stamp = entry.get("watched_at")
@@ -40,6 +43,8 @@ def trakt_side(history: Iterable[dict[str, Any]], rated: Iterable[dict[str, Any]
             plays.append(Play(key, at, str(entry.get("id", ""))))
     scores: dict[str, Rated] = {}
     for entry in rated:
+        if not isinstance(entry, dict):
+            continue
         key = _trakt_key(entry)
         value = _trakt_rating(entry)
         if key and value is not None:
@@ -79,10 +84,12 @@ def _rated_at(entry: dict[str, Any]) -> float:
 _TRAKT_MEDIA = {"movie": "movie", "show": "show", "season": "show", "episode": "show"}
 
 
-def trakt_names_item(entry: dict[str, Any]) -> bool:
+def trakt_names_item(entry: Any) -> bool:
     """Whether a rating entry has the fields that name its item (`_trakt_key` may still find
     no TMDB id in them): its `type`, its media object with `ids`, and its season and
-    episode numbers where it rates those."""
+    episode numbers where it rates those. History entries name their item the same way."""
+    if not isinstance(entry, dict):
+        return False
     kind = entry.get("type")
     media = entry.get(_TRAKT_MEDIA.get(str(kind), ""))
     if not isinstance(media, dict) or not isinstance(media.get("ids"), dict):
@@ -105,8 +112,15 @@ def trakt_unread_entries(history: Iterable[dict[str, Any]]) -> list[tuple[str, s
     return [
         (key, str(entry.get("id", "")))
         for entry in history
-        if "watched_at" not in entry and (key := _trakt_key(entry))
+        if isinstance(entry, dict) and "watched_at" not in entry and (key := _trakt_key(entry))
     ]
+
+
+def trakt_unnamed_entries(history: Iterable[Any]) -> int:
+    """How many history entries name no item watchbridge can read (`trakt_names_item`):
+    Trakt names every play's item, so such an entry is an answer in another shape, and any
+    play missing from the read may be its."""
+    return sum(1 for entry in history if not trakt_names_item(entry))
 
 
 def movie_key(ids: dict[str, Any]) -> str | None:
@@ -120,17 +134,17 @@ def movie_key(ids: dict[str, Any]) -> str | None:
 def _trakt_key(entry: dict[str, Any]) -> str | None:
     kind = entry.get("type")
     if kind == "movie":
-        return movie_key((entry.get("movie") or {}).get("ids") or {})
-    show_tmdb = ((entry.get("show") or {}).get("ids") or {}).get("tmdb")
+        return movie_key(obj(obj(entry.get("movie")).get("ids")))
+    show_tmdb = obj(obj(entry.get("show")).get("ids")).get("tmdb")
     if not show_tmdb:
         return None
     if kind == "episode":
-        episode = entry.get("episode") or {}
+        episode = obj(entry.get("episode"))
         if episode.get("season") is None or episode.get("number") is None:
             return None
         return episode_key(show_tmdb, episode["season"], episode["number"])
     if kind == "season":
-        return show_key(show_tmdb, (entry.get("season") or {}).get("number"))
+        return show_key(show_tmdb, obj(entry.get("season")).get("number"))
     if kind == "show":
         return show_key(show_tmdb)
     return None

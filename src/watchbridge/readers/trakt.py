@@ -26,7 +26,9 @@ from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import (
     ref_for_key,
+    trakt_names_item,
     trakt_side,
+    trakt_unnamed_entries,
     trakt_unread_entries,
     trakt_unread_ratings,
 )
@@ -76,18 +78,29 @@ def plays_gone(baseline: Side, read: Side) -> tuple[list[Played], list[Played]]:
     return gone, kept
 
 
-def unread_history(history: Sequence[Mapping[str, Any]]) -> str:
-    """What of a history answer has no `watched_at` field at all, said with `changed_answer`
-    ("" when none): Trakt sends `null` for a play without a date, so a field gone is a changed
-    answer, and such entries are left out of the read (see `unread_kept`). Pure."""
-    missing = sum(1 for entry in history if "watched_at" not in entry)
-    if not missing:
+def unread_history(history: Sequence[Any]) -> str:
+    """What of a history answer watchbridge cannot read, said with `changed_answer` ("" when
+    nothing): entries naming no item (`trakt_unnamed_entries`), and entries without a
+    `watched_at` field at all (Trakt sends `null` for a play without a date, so a field gone
+    is a changed answer). Both are left out of the read (see `unread_kept`). Pure."""
+    unnamed = trakt_unnamed_entries(history)
+    missing = sum(1 for e in history if trakt_names_item(e) and "watched_at" not in e)
+    parts = [
+        f"{count} of {len(history)} history entries {what}"
+        for count, what in (
+            (unnamed, "name no item watchbridge can read"),
+            (missing, "have no `watched_at`"),
+        )
+        if count
+    ]
+    if not parts:
         return ""
-    return changed_answer(
-        "Trakt",
-        f"{missing} of {len(history)} history entries have no `watched_at`",
-        "the plays read before of their items are kept, new ones wait",
+    kept = (
+        "every play read before is kept (a removal made meanwhile waits), new ones wait"
+        if unnamed
+        else "the plays read before of their items are kept, new ones wait"
     )
+    return changed_answer("Trakt", "; ".join(parts), kept)
 
 
 def unread_kept(
@@ -98,9 +111,12 @@ def unread_kept(
     so none of them is a removal to carry to the other side, nor forgotten. A play we wrote
     and have not read back yet (expected) is kept under the id of one of the item's entries
     the baseline does not know, at its own time, so the engine takes it as read back; a new
-    play of such an item waits until it reads again. Pure."""
+    play of such an item waits until it reads again. An entry naming no item watchbridge can
+    read (`trakt_unnamed_entries`) may be any of them: then every play of the baseline that
+    `read` lacks is kept, and a removal made meanwhile waits until it reads again. Pure."""
     unread = trakt_unread_entries(history)
-    if not unread or baseline is None:
+    unnamed = trakt_unnamed_entries(history)
+    if not (unread or unnamed) or baseline is None:
         return ()
     known = {p.record for p in baseline.plays}
     fresh: dict[str, list[str]] = {}  # item -> ids of its unread entries new to the baseline
@@ -117,6 +133,13 @@ def unread_kept(
             kept.append(play)
         elif fresh[play.item]:
             kept.append(Play(play.item, play.at, fresh[play.item].pop(0)))
+    if unnamed:
+        held |= {p.record for p in kept}
+        kept += [
+            play
+            for play in baseline.plays
+            if play.record not in held and not play.record.startswith(EXPECTED)
+        ]
     return tuple(kept)
 
 
