@@ -558,6 +558,45 @@ def test_addon_translations_name_every_option_and_the_port() -> None:
     assert set(translations["network"]) == set(manifest["ports"])
 
 
+def _docs_table(heading: str) -> list[str]:
+    """The first column of the table under `heading` in addon/DOCS.md, each `name` in it."""
+    section = (ADDON / "DOCS.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([^|]+) \|", section, flags=re.M)
+    return [name for row in rows[1:] for name in re.findall(r"`([^`]+)`", row)]
+
+
+def test_addon_docs_describe_every_option_of_the_form_and_no_other() -> None:
+    schema = _yaml(ADDON / "config.yaml")["schema"]
+    assert sorted(_docs_table("Options")) == sorted(schema)
+
+
+def test_addon_docs_name_the_variables_the_options_give_a_users_own_yaml() -> None:
+    # `_1` stands for every alert URL in order (`WATCHBRIDGE_ALERT_URL_1`, `_2`, ...).
+    given = set(options_env(FULL_OPTIONS | {"alert_urls": ["ntfys://a/b"]}, TOKEN))
+    documented = {n for n in _docs_table("Your own YAML") if not n.startswith("_")}
+    assert documented == given
+
+
+def test_addon_docs_starting_yaml_runs_as_the_options_form_does(tmp_path: Path) -> None:
+    # "A starting point that behaves like the options form (uncomment the parts whose options
+    # you set)": all of it uncommented, with the options that fill it, it loads as the form's
+    # own config does and starts without a warning (such as a viewing counted twice).
+    docs = (ADDON / "DOCS.md").read_text()
+    sample = docs.split("point that behaves like the options form", 1)[1]
+    sample = sample.split("```yaml\n", 1)[1].split("```", 1)[0]
+    own = tmp_path / "watchbridge.yaml"
+    own.write_text(re.sub(r"^# ", "", sample, flags=re.M))
+    options = FULL_OPTIONS | {"alert_urls": [], "webhook_secret": "a-long-webhook-secret-1234"}
+    config = load_config(own, options_env(options, TOKEN))
+    form = tmp_path / GENERATED_CONFIG
+    form.write_text(render_config(translate_options(options, TOKEN)))
+    expected = load_config(form, {})
+    for section in ("server", "storage", "logging", "alerts", "services"):
+        assert getattr(config, section) == getattr(expected, section), section
+    assert list(config.profiles) == list(expected.profiles)
+    assert start_warnings(config, [], environ={}) == []
+
+
 def test_addon_folder_has_docs_and_no_build_files() -> None:
     for name in ("DOCS.md", "README.md", "CHANGELOG.md"):
         assert (ADDON / name).is_file(), name
