@@ -1,5 +1,6 @@
 """The docs are checked against the code: every config key, metric, command and flag, and kind
-of refused webhook is documented where a user looks for it."""
+of refused webhook is documented where a user looks for it, and what the docs name (a key, its
+default, a flag, a metric) is what the code has."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import click
 import pytest
 
 from watchbridge.cli import cli
-from watchbridge.config import NOT_A_KEY, AlertKind, Config, parse_config
+from watchbridge.config import NOT_A_KEY, AlertKind, Config, Duration, load_config, parse_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
 from watchbridge.refused import REFUSALS
@@ -48,6 +49,87 @@ def config_keys(cls: Any, prefix: str = "") -> list[str]:
 def test_every_config_key_is_in_the_readme_reference() -> None:
     missing = [key for key in config_keys(Config) if f"`{key}`" not in README]
     assert missing == []
+
+
+def readme_reference() -> dict[str, str]:
+    """Each key of the README's configuration tables, with its default column."""
+    rows = re.findall(r"^\| `([a-zA-Z_.]+)`(?: 🔒)? \| ([^|]*) \|", README, flags=re.M)
+    return {key: default for key, default in rows if "." in key}
+
+
+def test_every_key_in_the_readme_reference_is_one_the_config_reads() -> None:
+    keys = config_keys(Config)
+    sections = {key.rsplit(".", 1)[0] for key in keys}  # `accounts.trakt: {}` is a key too
+    assert [k for k in readme_reference() if k not in keys and k not in sections] == []
+
+
+def config_default(key: str) -> Any:
+    """The default of `key` (`links.NAME.interval`) as the config classes set it."""
+    cls: Any = Config
+    *path, name = [part for part in key.split(".") if part != "NAME"]
+    for part in path:
+        hint = get_type_hints(cls)[part]
+        if get_origin(hint) in (Union, types.UnionType):
+            hint = next(a for a in get_args(hint) if a is not type(None))
+        cls = get_args(hint)[1] if get_origin(hint) is dict else hint
+    found = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return "required"
+
+
+def as_written(value: Any) -> str:
+    """A default as the README writes it: `30m`, `[history, ratings]`, `true`, required."""
+    if isinstance(value, Duration):
+        unit, size = next(
+            (u, s) for u, s in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)) if value % s == 0
+        )
+        return f"`{int(value // size)}{unit}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return f"`[{', '.join(value)}]`"
+    return "required" if value == "required" else f"`{value}`"
+
+
+# Defaults the README words instead of quoting: what an unset key means.
+WORDED_DEFAULTS = {
+    "none": lambda value: value is None,
+    "all": lambda value: value == [],  # every library, every profile
+    "generated": lambda value: value is None,  # the webhook secret, kept in the database
+}
+
+
+def test_every_default_in_the_readme_reference_is_the_one_the_config_takes() -> None:
+    wrong = []
+    for key, written in readme_reference().items():
+        if key not in config_keys(Config):
+            continue  # a section (`accounts.trakt`): its keys have their own rows
+        value = config_default(key)
+        if key.startswith("services.anilist.mapping_urls."):
+            assert value is None, key  # the dataset's own address, named in words
+        elif written in WORDED_DEFAULTS:
+            if not WORDED_DEFAULTS[written](value):
+                wrong.append(f"{key}: README {written}, code {value!r}")
+        elif written != as_written(value):
+            wrong.append(f"{key}: README {written}, code {as_written(value)}")
+    assert wrong == []
+
+
+def test_the_example_config_writes_the_defaults_the_readme_gives() -> None:
+    # The sections the example writes out (server, storage, logging, alerts) say what an
+    # unset key does; only where the database goes and the generated secret differ.
+    example = load_config(ROOT / "config" / "watchbridge.example.yaml", {})
+    defaults = Config()
+    differ = [
+        f"{section}.{f.name}"
+        for section in ("server", "storage", "logging", "delivery", "alerts")
+        for f in dataclasses.fields(getattr(defaults, section))
+        if getattr(getattr(example, section), f.name) != getattr(getattr(defaults, section), f.name)
+    ]
+    assert differ == ["server.webhook_secret", "storage.path"]
 
 
 def readme_row(key: str) -> str:
@@ -175,6 +257,31 @@ def test_every_command_and_flag_is_in_the_readme_commands_table() -> None:
     for param in cli.params:
         missing += [flag for flag in param.opts if f"`watchbridge {flag}" not in table]
     assert missing == []
+
+
+def test_every_command_and_flag_in_the_readme_commands_table_exists() -> None:
+    table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    known = dict(commands(cli))
+    top = {flag for param in cli.params for flag in param.opts}
+    unknown = []
+    for row in re.findall(r"^\| `(watchbridge [^`]+)` \|", table, flags=re.M):
+        name = max((n for n in known if row == n or row.startswith(f"{n} ")), key=len, default="")
+        flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", row))
+        opts = {flag for param in known[name].params for flag in param.opts} if name else top
+        unknown += [f"{row}: {flag}" for flag in sorted(flags - opts)]
+        if not name and not flags:
+            unknown.append(row)
+    assert unknown == []
+
+
+def test_every_watchbridge_metric_the_readme_names_exists() -> None:
+    metrics = Metrics()
+    metrics.watch_queue(dict, lambda: None, time.time)
+    metrics.watch_links(dict, [])
+    metrics.watch_sign_ins(lambda: [("trakt", "me", 0.0, True)], time.time)
+    names = {m.name + ("_total" if m.type == "counter" else "") for m in metrics.registry.collect()}
+    table = README.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"^\| `(watchbridge_[a-z_]+)`", table, flags=re.M)) - names == set()
 
 
 def test_every_exit_code_of_the_commands_is_in_the_readme() -> None:
