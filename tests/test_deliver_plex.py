@@ -4,23 +4,33 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
-from tests.fakes.receiver import FakeClock
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
-from watchbridge.config import Config, Link
-from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.worker import Dead, Delivered, Hold, Outcome, Retry, Skipped
+from watchbridge.config import AlertsConfig, Config, Link, Secret, StorageConfig
+from watchbridge.deliver.plex import AUTH_HOLD, PlexTarget
+from watchbridge.deliver.worker import (
+    Dead,
+    Delivered,
+    DeliveryWorker,
+    Hold,
+    Outcome,
+    Retry,
+    Skipped,
+)
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers.plex import PlexReader, make_reader, plex_client, written_record
 from watchbridge.reconcile import Play
 from watchbridge.sides import ref_for_key
 from watchbridge.store import NewOutboxRow, OutboxItem, Store
+from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -369,6 +379,51 @@ async def test_a_rating_that_waited_does_not_undo_a_newer_one_given_in_plex(
     outcome = (await target.deliver([waited], NOW + 600))[waited.id]
     assert isinstance(outcome, Skipped) and "newer rating" in outcome.note
     assert plex.user_state("100")["userRating"] == 6.0
+
+
+async def test_a_rating_held_by_a_refused_token_then_skipped_for_plexs_newer_one_ends_the_alert(
+    config: Config,
+    reader: PlexReader,
+    plex: FakePlex,
+    store: Store,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    tmp_path: Path,
+) -> None:
+    # jamie's rating waited on a token the server refused; meanwhile jamie rated the movie
+    # in Plex. Read with the token that works again, the server's newer rating skips it: the
+    # token works, so the alert ends with it, not at jamie's next play, weeks away.
+    await plays(reader, "jamie")
+    assert store.path == tmp_path / "state.db"  # the reader's database is the service's
+    alerting = replace(
+        config,
+        storage=StorageConfig(path=str(store.path)),
+        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
+    )
+    runtime = build_runtime(alerting, clock=clock)
+    runtime.open()
+    target = PlexTarget(plex_client(alerting, runtime.store, clock), alerting, runtime.store, clock)
+    worker = DeliveryWorker(lambda _: [target], alerting.delivery, judge_config=False)
+    worker.targets = {target.name: target}
+    paused = "watchbridge: plex deliveries paused for profile jamie"
+    try:
+        del plex.users[JAMIE_TOKEN]
+        item = ref_for_key(ARRIVAL)
+        assert item is not None
+        payload = {"item": ref_to_dict(item), "at": T0, "rating": 90}
+        runtime.store.enqueue([NewOutboxRow("plex", "jamie", "rating", payload, "o", "r")], NOW)
+        await worker.pass_once(runtime)
+        assert receiver.titles() == [paused]
+        plex.rate("100", 6.0, NOW + 300, account=JAMIE)
+        plex.add_user(JAMIE_TOKEN, JAMIE, "jamie")  # the token works again
+        clock.advance(AUTH_HOLD + 1)
+        await worker.pass_once(runtime)
+        assert plex.user_state("100", JAMIE)["userRating"] == 6.0
+        assert runtime.store.outbox_counts()["done"] == 1
+        assert receiver.titles() == [paused, f"Resolved: {paused}"]
+    finally:
+        await target.aclose()
+        runtime.close()
 
 
 async def test_a_rating_on_its_first_try_is_written_without_a_look(

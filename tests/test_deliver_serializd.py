@@ -466,6 +466,31 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
 
 
+async def test_a_rating_held_by_a_refused_password_then_skipped_for_a_newer_one_ends_the_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    target: SerializdTarget,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Serializd's diary, read with the password put right, holds a rating the user gave there
+    # meanwhile: the waiting rating is skipped, and the sign-in it waited for works.
+    paused = "watchbridge: serializd deliveries paused for profile me"
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    enqueue(runtime, "rating", episode(4), clock() - 60, rating=60)
+    await drain(worker, runtime, clock, passes=1)
+    assert receiver.titles() == [paused]
+    clock.advance(3600)
+    fake.advance(3600)
+    fake.log_entry(None, SHOW, 1, 4, rating=9, is_log=False)  # rated on serializd.com since
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret(PASSWORD))
+    await drain(worker, runtime, clock, passes=2, step=6 * 3600)  # past the password's hold
+    assert [e.rating for e in fake.diary()] == [9]
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert receiver.titles() == [paused, f"Resolved: {paused}"]
+
+
 async def test_deliveries_held_by_a_refused_password_say_their_next_try_when_it_is_made(
     runtime: Runtime, worker: DeliveryWorker, target: SerializdTarget, clock: FakeClock
 ) -> None:

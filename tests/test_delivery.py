@@ -485,6 +485,30 @@ async def test_a_live_status_skipped_as_too_late_does_not_end_a_lost_sign_in(
     assert receiver.titles() == [PAUSED_FOR_ME]
 
 
+async def test_a_rating_held_by_a_lost_sign_in_then_skipped_for_trakts_newer_one_ends_its_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The rating waited for the sign-in; meanwhile the user rated the movie on Trakt. Signed
+    # in again, Trakt's answer (its newer rating) skips the rating: the sign-in works, yet the
+    # alert stayed open until some other delivery of the profile, weeks away for a quiet one.
+    trakt.revoke_tokens()
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 60, "r1", 80)], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    clock.advance(600)
+    movie = next(m for m in trakt.movies if m.title == "Arrival")
+    trakt.user.ratings[key_of(movie)] = Rating(movie, 5, iso(clock()))
+    sign_in(runtime, trakt, clock)
+    await drain(worker, runtime, clock, passes=2, step=1000)  # past the sign-in's hold
+    assert [r.rating for r in trakt.ratings()] == [5]
+    assert runtime.store.outbox_counts()["pending"] == 0
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
 async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_limit(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -3330,6 +3354,8 @@ async def test_a_rating_that_waited_does_not_undo_one_on_trakt_whose_date_it_can
     await drain(worker, runtime, clock, passes=3, step=3600)
     assert [r.rating for r in trakt.ratings()] == [5]
     assert runtime.store.outbox_counts()["pending"] == 0
+    # Trakt's ratings read again, and the one held on them is over: so is its alert.
+    assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
 
 
 def rating_row(clock: FakeClock, title: str, imdb: str, key: str, value: int) -> NewOutboxRow:

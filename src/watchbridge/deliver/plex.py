@@ -236,7 +236,10 @@ class PlexTarget:
             if row.waited(self.clock()):  # the user may have rated it since
                 found = await self.client.details(rating_keys, person.token)
                 if _rated_since(found, stars, since + self.client.clock_skew):
-                    return Skipped("Plex holds a newer rating of it, given while this one waited")
+                    return Skipped(  # read just now, with the person's token
+                        "Plex holds a newer rating of it, given while this one waited",
+                        answered=True,
+                    )
                 # An earlier try may have rated some copies: the others still need it.
                 rating_keys = [rk for rk in rating_keys if _rating(found.get(rk, {})) != stars]
             for rk in rating_keys:

@@ -482,7 +482,8 @@ class SerializdTarget:
         # Our own send that landed unanswered is found above, not taken for a newer rating.
         since = ratings.overtaken_after(at, row.created_at)
         if row.waited(self.clock()) and await self._rated_since(ledger, place, since, key):
-            return Skipped("a newer rating was given on Serializd since")
+            # The diary was read just now, through this profile's sign-in.
+            return Skipped("a newer rating was given on Serializd since", answered=True)
         await self._add(ledger, row, place, at, rating=value, rewatch=False, into=(RATINGS, key))
         return Delivered("rated")
 

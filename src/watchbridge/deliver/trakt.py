@@ -29,6 +29,7 @@ from watchbridge.deliver.worker import (
     per_profile,
     rate_limit_hold,
     service_hold,
+    shows_an_answer,
     unsure,
     waiting_on,
 )
@@ -383,13 +384,14 @@ class TraktTarget:
     def _told_of_ending_sign_ins(
         self, items: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> dict[int, Outcome]:
-        """The deliveries made on a sign-in Trakt refused to renew carry why (an alert)."""
+        """The deliveries made on a sign-in Trakt refused to renew, and the skips decided on
+        its answers, carry why (an alert)."""
         ending = {
             p: why for p in {i.profile for i in items} if (why := self.client.sign_in_ending(p))
         }
         for item in items:
             outcome = outcomes.get(item.id)
-            if isinstance(outcome, Delivered) and item.profile in ending:
+            if shows_an_answer(outcome) and item.profile in ending:
                 outcomes[item.id] = replace(outcome, sign_in_ending=ending[item.profile])
         return outcomes
 
@@ -536,10 +538,11 @@ class TraktTarget:
             outcomes[older] = Skipped(
                 f"superseded by the newer rating change of outbox row {newer}"
             )
-        since, unread = await self._rated_since(profile, [*rated, *removed_ratings])
+        since, unread, asked = await self._rated_since(profile, [*rated, *removed_ratings])
         for row in since:
             outcomes[row.outbox.id] = Skipped(
-                "Trakt holds a newer rating of it, given while this one waited"
+                "Trakt holds a newer rating of it, given while this one waited",
+                answered=row in asked,
             )
         for row, hold in unread:
             outcomes[row.outbox.id] = hold
@@ -801,18 +804,27 @@ class TraktTarget:
 
     async def _rated_since(
         self, profile: str, rows: Sequence[Row]
-    ) -> tuple[list[Row], list[tuple[Row, Hold]]]:
+    ) -> tuple[list[Row], list[tuple[Row, Hold]], list[Row]]:
         """The rating changes among `rows` that waited (an outage, a pause, a sign-in) whose
         item the user rated on Trakt after them: sent, they would undo that (Trakt keeps the
         last rating written, whatever its date). One read per kind of item, for those only.
         Also those Trakt may hold a newer rating of, in an answer in a shape watchbridge does
         not know (a rating of the item without a readable `rated_at`, or one naming no item
-        it can read), each with its hold: they wait until it reads again (`changed_hold`)."""
+        it can read), each with its hold: they wait until it reads again (`changed_hold`).
+        And the rows whose kind Trakt was asked for now, not served from an earlier read: a
+        skip of theirs rests on Trakt answering this sign-in now (Skipped.answered)."""
         now = self.clock()
         waited = [r for r in rows if r.outbox.waited(now)]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
         tried = max((r.outbox.updated_at for r in waited), default=0.0)
-        entries = [e for kind in kinds for e in await self._trakt_ratings(profile, kind, tried)]
+        entries: list[dict[str, Any]] = []
+        asked_kinds: set[str] = set()
+        for kind in kinds:
+            read, asked = await self._trakt_ratings(profile, kind, tried)
+            entries += read
+            if asked:
+                asked_kinds.add(kind)
+        asked_rows = [r for r in waited if _RATING_KINDS.get(r.item.kind) in asked_kinds]
         unnamed = sum(1 for e in entries if not trakt_names_item(e))
         newer: list[Row] = []
         unread: list[tuple[Row, Hold]] = []
@@ -829,16 +841,20 @@ class TraktTarget:
                 )
                 then = "this rating waits, without giving up, as Trakt may hold a newer one"
                 unread.append((row, changed_hold("Trakt", what, then)))
-        return newer, unread
+        return newer, unread, asked_rows
 
-    async def _trakt_ratings(self, profile: str, kind: str, tried: float) -> list[dict[str, Any]]:
+    async def _trakt_ratings(
+        self, profile: str, kind: str, tried: float
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Trakt's ratings of one kind, as read within RATINGS_READ_KEEP and after the rows'
-        last try (`tried`): a read before a try that failed may miss a rating given since."""
+        last try (`tried`): a read before a try that failed may miss a rating given since;
+        and whether Trakt was asked now (False: an earlier read served them)."""
         read_at, entries = self._ratings_read.get((profile, kind), (0.0, []))
-        if self.clock() - read_at > RATINGS_READ_KEEP or read_at <= tried:
-            entries = await self.client.ratings(profile, kind)
-            self._ratings_read[profile, kind] = (self.clock(), entries)
-        return entries
+        if self.clock() - read_at <= RATINGS_READ_KEEP and read_at > tried:
+            return entries, False
+        entries = await self.client.ratings(profile, kind)
+        self._ratings_read[profile, kind] = (self.clock(), entries)
+        return entries, True
 
     async def _rating_writes(
         self,

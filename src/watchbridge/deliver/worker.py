@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
@@ -55,9 +55,21 @@ class Delivered:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Done without a request (nothing to send): says nothing about the service or sign-in."""
+    """Done with nothing sent. Decided here without asking the service (a live status too
+    late, not anime), it says nothing about the service or sign-in. `answered`: decided on
+    what the service answered just now through the profile's sign-in (it holds a newer
+    rating), which proves as a delivery does that the sign-in works and the service answers
+    it, so it ends the profile's pause alerts as one does (`sign_in_ending`: as Delivered's)."""
 
     note: str = ""
+    answered: bool = False
+    sign_in_ending: str = ""
+
+
+def shows_an_answer(outcome: Outcome | None) -> TypeGuard[Delivered | Skipped]:
+    """Whether `outcome` shows the service answering the row's profile just now: delivered,
+    or skipped on its answer (Skipped.answered)."""
+    return isinstance(outcome, Delivered) or (isinstance(outcome, Skipped) and outcome.answered)
 
 
 @dataclass(frozen=True)
@@ -651,7 +663,8 @@ class DeliveryWorker:
         dead: list[tuple[OutboxItem, str]] = []
         holds: dict[str, Hold] = {}
         alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
-        delivered_for: set[str] = set()  # profiles with a row through
+        # Profiles with a row through, or done on what the service answered (Skipped.answered)
+        delivered_for: set[str] = set()
         held_for: set[str] = set()  # profiles with a row held
         ending: dict[str, str] = {}  # profile: why its sign-in stops working soon
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
@@ -664,12 +677,11 @@ class DeliveryWorker:
             # outage would die at its first error after it.
             last_try = item.attempts + 1 >= self.config.max_attempts
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
-            if isinstance(outcome, Delivered):
-                delivered_for.add(item.profile)
-                if outcome.sign_in_ending:
-                    ending[item.profile] = outcome.sign_in_ending
-                settled.append(Settlement(item.id, "done"))
-            elif isinstance(outcome, Skipped):
+            if isinstance(outcome, Delivered | Skipped):
+                if shows_an_answer(outcome):
+                    delivered_for.add(item.profile)
+                    if outcome.sign_in_ending:
+                        ending[item.profile] = outcome.sign_in_ending
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Hold) and not spent_hold:
                 key = f"{target.name}:{item.profile}"  # its alert's (one profile's)
