@@ -2078,6 +2078,36 @@ async def test_short_rate_limits_back_to_back_alert_once_known_to_last_15_minute
     assert receiver.titles() == [PAUSED_FOR_ME]
 
 
+async def test_a_rating_rate_limited_for_long_is_told_while_the_profiles_plays_go_through(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Trakt keeps refusing the ratings read a rating that waited needs (5 minutes at a time);
+    # plays of the profile go through between those holds. Each play ended the hold's time,
+    # so the rating's wait never reached the alert's 15 minutes, however long it lasted.
+    trakt.throttle_next(10**6, retry_after=300, route="GET /sync/ratings/{type}")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+    for n in range(6):  # half an hour
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # the rating, held again
+        clock.advance(150)
+        runtime.store.enqueue([_late_play(HEAT, clock() - (n + 1) * 86400, f"p{n}")], clock())
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # a play goes through
+        clock.advance(151)
+    assert len(trakt.history()) == 6 and trakt.ratings() == []
+    assert receiver.titles() == [PAUSED_FOR_ME]  # and no Resolved while the rating waits
+    assert "rate limited until" in receiver.messages[0]["message"]
+    trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert [r.rating for r in trakt.ratings()] == [8]
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
 async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

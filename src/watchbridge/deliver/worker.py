@@ -309,6 +309,16 @@ class TargetHold:
     told: bool = False
 
 
+@dataclass
+class ProfileHold:
+    """A profile's rows a `service_unreachable` hold keeps (a rate limit, its sign-in host
+    down, answers watchbridge cannot read): since when, and which rows it held. It lasts while
+    any of them still waits, whatever other rows of the profile go through meanwhile."""
+
+    since: float
+    rows: set[int]
+
+
 LIMITED_ROWS = "account-limit"  # cache namespace: _LimitedRows, by alert key `target:profile`
 
 
@@ -452,9 +462,9 @@ class DeliveryWorker:
         # With no service running (syncs from cron only), the CLI run's config is the one.
         self._judge_config = role == SERVICE_ROLE if judge_config is None else judge_config
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
-        # "target:profile" -> (since, until) of a rate limit in holds back to back: told once
-        # it has lasted as long as an outage would before its alert.
-        self._limited: dict[str, tuple[float, float]] = {}
+        # "target:profile" -> the rows its rate limit (or the like) holds, and since when: told
+        # once it has lasted as long as an outage would before its alert.
+        self._paused: dict[str, ProfileHold] = {}
         # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
         # every 15: the log tells each once, then hourly, and when it is over.
         self._held_log = Repeating(log)
@@ -668,6 +678,9 @@ class DeliveryWorker:
         held_for: set[str] = set()  # profiles with a row held
         ending: dict[str, str] = {}  # profile: why its sign-in stops working soon
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
+        # A profile's `service_unreachable` holds, by alert key: the first, its rows, the profile
+        paused: dict[str, tuple[Hold, set[int], str]] = {}
+        unpaused: dict[str, set[int]] = {}  # rows of a ProfileHold that are held no more
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
@@ -677,6 +690,11 @@ class DeliveryWorker:
             # outage would die at its first error after it.
             last_try = item.attempts + 1 >= self.config.max_attempts
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
+            key = f"{target.name}:{item.profile}"  # its profile's alerts'
+            if isinstance(outcome, Hold) and outcome.alert == "service_unreachable":
+                paused.setdefault(key, (outcome, set(), item.profile))[1].add(item.id)
+            elif key in self._paused:
+                unpaused.setdefault(key, set()).add(item.id)
             if isinstance(outcome, Delivered | Skipped):
                 if shows_an_answer(outcome):
                     delivered_for.add(item.profile)
@@ -684,7 +702,6 @@ class DeliveryWorker:
                         ending[item.profile] = outcome.sign_in_ending
                 settled.append(Settlement(item.id, "done"))
             elif isinstance(outcome, Hold) and not spent_hold:
-                key = f"{target.name}:{item.profile}"  # its alert's (one profile's)
                 held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
                 after = outcome.after
@@ -700,10 +717,7 @@ class DeliveryWorker:
                         outcome.sign_in,
                     )
                 )
-                if outcome.alert == "service_unreachable":  # one profile's (a rate limit)
-                    if text := self._profile_hold_told(target.name, key, outcome, now):
-                        alerts[(outcome.alert, key, item.profile)] = text
-                elif outcome.alert:
+                if outcome.alert not in ("", "service_unreachable"):  # that one: see `paused`
                     alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
                 if outcome.alert == "account_limit":
                     limited.setdefault(key, set()).add(item.id)
@@ -721,6 +735,11 @@ class DeliveryWorker:
         superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
         for key, ids in limited.items():
             await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
+        for key, ids in unpaused.items():
+            self._paused[key].rows -= ids
+        for key, (hold, ids, whose) in paused.items():  # told once they are settled
+            if text := await self._profile_hold_told(store, target.name, key, hold, ids, now):
+                alerts[("service_unreachable", key, whose)] = text
         dead = [(item, reason) for item, reason in dead if item.id not in superseded]
         wide = [h for h in holds.values() if h.target_wide]
         if wide:
@@ -862,15 +881,19 @@ class DeliveryWorker:
                 log.warning("deliveries paused", extra={"target": name, "reason": text})
                 held.told = True
 
-    def _profile_hold_told(self, target: str, key: str, hold: Hold, now: float) -> str | None:
-        """The alert text for a profile's hold (`key`: a rate limit, its sign-in host down),
-        once the holds in a row (each retried at its end) have lasted UNREACHABLE_ALERT_AFTER
-        or are known to."""
-        since, until = self._limited.get(key, (now, now))
-        if now > until + TARGET_PROBE_MAX:  # the last one ended long ago: a new one
-            since = now
-        self._limited[key] = (since, now + hold.after)
-        return unreachable_alert(target, _told(hold.reason), since, now, now + hold.after)
+    async def _profile_hold_told(
+        self, store: Store, target: str, key: str, hold: Hold, rows: set[int], now: float
+    ) -> str | None:
+        """The alert text for a profile's hold of `rows` (`key`: a rate limit, its sign-in
+        host down, answers it cannot read), once it has lasted UNREACHABLE_ALERT_AFTER or is
+        known to. It lasts from the first of its rows held while any of them still waits, also
+        while other rows of the profile go through; once none does, it is over and a hold
+        after it is a new one."""
+        held = self._paused.get(key)
+        if held is None or not await asyncio.to_thread(store.pending_among, sorted(held.rows)):
+            held = self._paused[key] = ProfileHold(now, set())
+        held.rows |= rows
+        return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
@@ -891,7 +914,6 @@ class DeliveryWorker:
         for profile in profiles:
             message = f"{target.name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
-            self._limited.pop(key, None)
             for kind in PROFILE_ALERTS:
                 extra = {"target": target.name, "key": key, "alert": kind}
                 self._held_log.over((kind, key), "deliveries flowing again", now, **extra)
@@ -902,13 +924,26 @@ class DeliveryWorker:
                 if runtime.notifier.raised("credentials", key + ENDING):
                     renewed = f"{target.name} sign-in of profile {profile} is renewed"
                     await runtime.notifier.resolve("credentials", renewed, key=key + ENDING)
-            if runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
+            if await self._still_paused(runtime.store, key):
+                pass  # a rate limit, or answers it cannot read, still hold some of its rows
+            elif runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
                 await runtime.notifier.resolve("service_unreachable", message, key=key)
             if not runtime.notifier.raised("account_limit", key):
                 continue
             held = _LimitedRows(runtime.store, key)
             if not await asyncio.to_thread(held.still_waiting, runtime.clock()):
                 await runtime.notifier.resolve("account_limit", message, key=key)
+
+    async def _still_paused(self, store: Store, key: str) -> bool:
+        """Whether rows the profile's `service_unreachable` hold kept still wait; forgets the
+        hold once none does."""
+        held = self._paused.get(key)
+        if held is None:
+            return False
+        if await asyncio.to_thread(store.pending_among, sorted(held.rows)):
+            return True
+        del self._paused[key]
+        return False
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
         return at_last_try(item, self.config, now)
