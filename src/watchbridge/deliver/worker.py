@@ -924,9 +924,9 @@ class DeliveryWorker:
                 if runtime.notifier.raised("credentials", key + ENDING):
                     renewed = f"{target.name} sign-in of profile {profile} is renewed"
                     await runtime.notifier.resolve("credentials", renewed, key=key + ENDING)
-            if await self._still_paused(runtime.store, key):
-                pass  # a rate limit, or answers it cannot read, still hold some of its rows
-            elif runtime.notifier.raised("service_unreachable", key):  # its rate limit is over
+            # Its rate limit (or answers it cannot read) is over once none of its rows waits.
+            paused = runtime.notifier.raised("service_unreachable", key)
+            if paused and not await self._still_paused(runtime.store, key):
                 await runtime.notifier.resolve("service_unreachable", message, key=key)
             if not runtime.notifier.raised("account_limit", key):
                 continue
