@@ -10,12 +10,22 @@ ratings of it removed: that would delete them on the other side. Each test does 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.linkrig import Rig, open_rig, use_fast_readers
 from tests.test_link_plex_serializd import link_config, sync
+from tests.test_sync_scenarios import (
+    breaking_bad_on_serializd,
+    breaking_bad_on_trakt,
+    log,
+)
 
 HOUR = 3600.0
 BCS = 60059  # Better Call Saul's TMDB id
@@ -79,3 +89,92 @@ def test_a_show_unmatched_in_plex_keeps_its_plays_and_rating_on_serializd(
     sync(path)
     assert bcs_on_serializd(serializd) == before and len(serializd.diary()) == 13
     assert len(plex.history_of("301")) == 1 and len(plex.history_of("302")) == 1
+
+
+# --------------------------------------------------------------------------- Trakt
+
+
+@pytest.fixture
+def trakt(start_fake: Any) -> FakeTrakt:
+    fake = breaking_bad_on_trakt(start_fake)
+    fake.add_show("Better Call Saul", 2015, tmdb=BCS, tvdb=273181, seasons={1: 10})
+    return fake
+
+
+@pytest.fixture
+def serializd(start_fake: Any) -> FakeSerializd:
+    fake = breaking_bad_on_serializd(start_fake)
+    fake.add_show(BCS, "Better Call Saul", seasons={1: 10})
+    return fake
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    """The Trakt <-> Serializd link, applying its first run, removals held above half."""
+    use_fast_readers(monkeypatch)
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 0.5")
+    yield rig
+    await rig.aclose()
+
+
+def trakt_show(trakt: FakeTrakt, tmdb: int) -> Any:
+    return next(show for show in trakt.shows if show.tmdb == tmdb)
+
+
+@pytest.mark.anyio
+async def test_a_trakt_show_that_loses_its_tmdb_id_keeps_its_plays_and_rating_on_serializd(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TMDB merges or deletes a show's entry, and Trakt answers the show without `tmdb` for
+    a while: its plays and rating are still on Trakt, only watchbridge cannot key them."""
+    for n in range(1, 8):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z", rating=6 + (n < 4))
+    for n in range(1, 4):
+        serializd.log_entry(None, BCS, 1, n, backdate=f"2024-02-0{n}T20:00:00.000Z")
+    serializd.log_entry(None, BCS, 1, 1, rating=8, is_log=False, date_added="2024-05-01T20:00:00Z")
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)  # the copies read back from Trakt
+    assert len(trakt.history()) == 10 and trakt_bcs_rating(trakt) == 8
+    assert len(bcs_diary(serializd)) == 4
+    show = trakt_show(trakt, BCS)
+    show.tmdb = None
+    caplog.clear()
+
+    for full in (True, False):
+        result = await rig.sync_and_deliver(full=full)
+        (planned,) = result.plans
+        assert planned.plan.held == ""
+
+    assert len(bcs_diary(serializd)) == 4  # nothing of it removed
+    assert diary_rating_of(serializd, BCS, 1, 1) == 8
+    assert len(trakt.history()) == 10 and trakt_bcs_rating(trakt) == 8
+    assert trakt.count("POST", "/sync/history/remove") == 0
+    told = [r for r in caplog.records if "Trakt no longer gives the TMDB id" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING"  # once, not at every run
+    assert "it gave before for Better Call Saul: their plays and ratings" in told[0].getMessage()
+    # Trakt gives the id again: nothing was forgotten, nothing is written twice.
+    show.tmdb = BCS
+    await rig.sync_and_deliver(full=True)
+    assert len(bcs_diary(serializd)) == 4 and len(trakt.history()) == 10
+    assert diary_rating_of(serializd, BCS, 1, 1) == 8 and trakt_bcs_rating(trakt) == 8
+
+
+def bcs_diary(serializd: FakeSerializd) -> list[Any]:
+    return [r for r in serializd.diary() if r.show_id == BCS]
+
+
+def diary_rating_of(serializd: FakeSerializd, show: int, season: int, number: int) -> int | None:
+    rows = [
+        r
+        for r in serializd.diary()
+        if r.show_id == show and r.episode_number == number and r.rating
+    ]
+    return max(rows, key=lambda r: (r.date_added, r.id)).rating if rows else None
+
+
+def trakt_bcs_rating(trakt: FakeTrakt) -> int | None:
+    show = next(show for show in trakt.shows if show.title == "Better Call Saul")
+    found = [r.rating for r in trakt.ratings() if getattr(r.item, "show", None) is show]
+    return found[0] if found else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 # is updated: a warning at first, then hourly with the count since (the full read says it
 # daily).
 _UNREAD_HISTORY = Repeating(log)
+# A show or movie Trakt answers without the TMDB id it gave before stays so for days or weeks:
+# a warning at first, then hourly with the count since.
+_TMDB_GONE = Repeating(log)
+# Mirror collection: "show:<Trakt id>" or "movie:<Trakt id>" -> the TMDB id Trakt last gave it.
+TMDB_IDS = "tmdb_ids"
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
@@ -76,6 +81,66 @@ def plays_gone(baseline: Side, read: Side) -> tuple[list[Played], list[Played]]:
         if p.at != UNDATED and (ref := ref_for_key(p.item)) and ref.key() in items
     ]
     return gone, kept
+
+
+def _named_media(entry: Any) -> tuple[str, dict[str, Any]] | None:
+    """The Trakt object an entry's item is keyed by ("show" for a show, season or episode,
+    "movie" for a movie), with its `ids`; None when the entry names none."""
+    if not isinstance(entry, dict):
+        return None
+    name = "movie" if entry.get("type") == "movie" else "show"
+    media = entry.get(name)
+    if not isinstance(media, dict) or not isinstance(media.get("ids"), dict):
+        return None
+    return name, media
+
+
+def tmdb_ids(entries: Iterable[Any]) -> dict[str, Any]:
+    """ "show:<Trakt id>" or "movie:<Trakt id>" -> the TMDB id Trakt gives it, for every show
+    and movie the entries name with both ids. Pure."""
+    found: dict[str, Any] = {}
+    for entry in entries:
+        named = _named_media(entry)
+        if named is not None:
+            ids = named[1]["ids"]
+            if ids.get("trakt") and ids.get("tmdb"):
+                found[f"{named[0]}:{ids['trakt']}"] = ids["tmdb"]
+    return found
+
+
+def with_tmdb_read_before(
+    entries: Sequence[Any], known: Mapping[str, Any]
+) -> tuple[list[Any], set[str]]:
+    """`entries` with the TMDB id Trakt gave before (`known`, see `tmdb_ids`) put back where
+    Trakt now names the same show or movie (its Trakt id) without one, and the titles of
+    those. Trakt drops a show's TMDB id while TMDB merges or deletes its entry: read without
+    it, every play and rating of the show would read as removed on Trakt, and be removed on
+    the other side. Pure (the entries changed are copies)."""
+    kept: list[Any] = []
+    titles: set[str] = set()
+    for entry in entries:
+        named = _named_media(entry)
+        if named is not None:
+            name, media = named
+            ids = media["ids"]
+            before = known.get(f"{name}:{ids.get('trakt')}")
+            if not ids.get("tmdb") and before:
+                entry = {**entry, name: {**media, "ids": {**ids, "tmdb": before}}}
+                titles.add(str(media.get("title") or f"{name} {ids.get('trakt')}"))
+        kept.append(entry)
+    return kept, titles
+
+
+def tmdb_gone(titles: Iterable[str]) -> str:
+    """What to say of the shows and movies Trakt names without the TMDB id it gave before."""
+    named = sorted(titles)
+    shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+    return (
+        f"Trakt no longer gives the TMDB id it gave before for {shown}: their plays and "
+        "ratings on Trakt are linked by that id as before, so none is taken as removed (TMDB "
+        "may be merging or deleting its entry; if this lasts for weeks, check the show's or "
+        "movie's TMDB id on trakt.tv)"
+    )
 
 
 def unread_history(history: Sequence[Any]) -> str:
@@ -271,6 +336,7 @@ class TraktReader:
         if full or baseline is None or "history_at" not in cursors:
             history = await self._history(profile, None)
             rated = await self.client.ratings(profile)
+            history, rated = await self._keyed_as_before(profile, now, history, rated, True)
             side = trakt_side(history, rated)
             side = replace(side, plays=side.plays + unread_kept(history, baseline, side))
             side, rated_unread = unread_ratings(rated, baseline, side)
@@ -283,6 +349,7 @@ class TraktReader:
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
             history = await self._history(profile, since)
+            history, _ = await self._keyed_as_before(profile, now, history, [])
             plays = merge_history(baseline, trakt_side(history, ()), since)
             plays += unread_kept(history, baseline, Side(plays))
             if unread := unread_history(history):
@@ -291,12 +358,45 @@ class TraktReader:
         side = Side(plays, baseline.ratings)
         if moved["rated"] != cursors.get("rated"):
             rated = await self.client.ratings(profile)
+            _, rated = await self._keyed_as_before(profile, now, [], rated)
             side, unread = unread_ratings(
                 rated, baseline, Side(plays, trakt_side((), rated).ratings)
             )
             if unread:
                 _UNREAD_HISTORY.warning(("ratings", profile), unread, now, profile=profile)
         return SideRead(side, _again_if_unread(saved, side))
+
+    async def _keyed_as_before(
+        self,
+        profile: str,
+        now: float,
+        history: list[Any],
+        rated: list[Any],
+        whole: bool = False,
+    ) -> tuple[list[Any], list[Any]]:
+        """`history` and `rated` (`whole`: all of both) with the TMDB ids Trakt gave before
+        put back where it names the same show or movie without one now
+        (`with_tmdb_read_before`, said once), and the ids it gives remembered for that."""
+        if self.store is None:
+            return history, rated
+        known = await asyncio.to_thread(self.store.mirror_get, self.service, profile, TMDB_IDS)
+        new = {
+            key: tmdb
+            for key, tmdb in tmdb_ids([*history, *rated]).items()
+            if known.get(key) != tmdb
+        }
+        if new:
+            await asyncio.to_thread(
+                self.store.mirror_put, self.service, profile, TMDB_IDS, new, now
+            )
+        known |= new
+        history, gone = with_tmdb_read_before(history, known)
+        rated, gone_too = with_tmdb_read_before(rated, known)
+        if gone or gone_too:
+            _TMDB_GONE.warning(("tmdb", profile), tmdb_gone(gone | gone_too), now, profile=profile)
+        elif whole:
+            _TMDB_GONE.over(("tmdb", profile), "Trakt gives those TMDB ids again", now)
+        return history, rated
 
     async def _forget_gone(self, profile: str, baseline: Side | None, read: Side) -> None:
         """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`)."""
