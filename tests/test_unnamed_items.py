@@ -178,3 +178,105 @@ def trakt_bcs_rating(trakt: FakeTrakt) -> int | None:
     show = next(show for show in trakt.shows if show.title == "Better Call Saul")
     found = [r.rating for r in trakt.ratings() if getattr(r.item, "show", None) is show]
     return found[0] if found else None
+
+
+# --------------------------------------------------------------------------- AniList
+
+
+REZERO, AOT = 65942, 1429  # TMDB shows = Serializd show ids
+REZERO_P2, AOT_P2 = 119661, 131681  # AniList entries mapped to TMDB S1E39-50 and S4E17-28
+
+
+def a_refresh_without(
+    monkeypatch: pytest.MonkeyPatch, dropped: int, to: tuple[int, int, int] | None = None
+) -> None:
+    """A mapping dataset refresh no longer maps AniList `dropped` (either way), or (`to`:
+    TMDB show, season, first episode) maps it elsewhere."""
+    from tests import linkrig_anilist
+    from watchbridge.anime import EpisodeRef, Forward, Unmatched
+    from watchbridge.model import MediaRef
+
+    mapper, reverse = linkrig_anilist.sample_mapper, linkrig_anilist.sample_reverse
+
+    async def refreshed_mapper() -> Any:
+        forward = await mapper()
+
+        def mapped(anilist: int, episode: int, total: int | None) -> Forward:
+            if anilist != dropped:
+                return forward(anilist, episode, total)
+            if to is None:
+                return Unmatched(f"AniList {anilist} is in no dataset", "unknown")
+            return EpisodeRef("tmdb", to[0], to[1], to[2] + episode - 1, False, "override")
+
+        return mapped
+
+    async def refreshed_reverse() -> Any:
+        back = await reverse()
+
+        def mapped(ref: MediaRef) -> Any:
+            hit = back(ref)
+            if isinstance(hit, tuple) and hit[0] == dropped:
+                return Unmatched("in no dataset", "unknown")
+            return hit
+
+        return mapped
+
+    monkeypatch.setattr(linkrig_anilist, "sample_mapper", refreshed_mapper)
+    monkeypatch.setattr(linkrig_anilist, "sample_reverse", refreshed_reverse)
+
+
+@pytest.fixture
+def anime_serializd(start_fake: Any) -> FakeSerializd:
+    fake: FakeSerializd = start_fake(FakeSerializd())
+    fake.add_show(REZERO, "Re:ZERO", {1: 66, 2: 25})
+    fake.add_show(AOT, "Attack on Titan", {1: 25, 2: 12, 3: 22, 4: 30})
+    return fake
+
+
+@pytest.fixture
+def anilist(start_fake: Any) -> Any:
+    from tests.test_link_anilist_serializd import started_anilist
+
+    fake = started_anilist(start_fake)
+    fake.add_media(AOT_P2, episodes=12)
+    return fake
+
+
+def anime_held(serializd: FakeSerializd, show: int) -> tuple[int, int]:
+    """How many diary logs and ticked episodes Serializd holds of `show` (AniList dates an
+    entry's last episode only: the others are ticked, watched without a date)."""
+    logs = sum(1 for r in serializd.diary() if r.show_id == show and r.is_log)
+    return logs, sum(1 for tick in serializd.ticks() if tick[0] == show)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("to", [None, (REZERO, 2, 1)], ids=["dropped", "mapped-elsewhere"])
+async def test_an_anime_entry_a_mapping_refresh_no_longer_places_keeps_its_plays_on_serializd(
+    tmp_path: Path,
+    anime_serializd: FakeSerializd,
+    anilist: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    to: tuple[int, int, int] | None,
+) -> None:
+    from tests.linkrig_anilist import completed_entry
+    from tests.test_link_anilist_serializd import link_rig
+
+    serializd = anime_serializd
+    rig = link_rig(
+        tmp_path, serializd, anilist, monkeypatch, link_options=", max_removal_share: 0.6"
+    )
+    try:
+        completed_entry(anilist, REZERO_P2, 12, time.time() - 20 * 86400)
+        completed_entry(anilist, AOT_P2, 12, time.time() - 10 * 86400)
+        await rig.sync_and_deliver()
+        await rig.sync_and_deliver(full=True)
+        held = anime_held(serializd, REZERO), anime_held(serializd, AOT)
+        assert held[1][1] == 12, held
+        a_refresh_without(monkeypatch, AOT_P2, to)
+        for _ in range(2):
+            result = await rig.sync_and_deliver(full=True)
+            (planned,) = result.plans
+            assert planned.plan.held == ""
+        assert anime_held(serializd, AOT) == held[1]  # nothing of it removed
+    finally:
+        await rig.aclose()
