@@ -535,6 +535,14 @@ async def _plan_profile(
     full = full or bool(owed)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     full = full or not baseline
+    # What became of the rows adding the plays the baseline expects, taken before either side
+    # is read: a row delivered during the reads may have landed after its side was read, and
+    # taken as delivered, its play missing from that read would count as removed there.
+    discarded: set[tuple[str, str]] = set()
+    add_rows = {
+        s: await asyncio.to_thread(_add_rows, store, profile, s, discarded)
+        for s in (baseline if full else ())
+    }
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
@@ -548,11 +556,9 @@ async def _plan_profile(
     adding = frozenset() if first_run else adding  # a first run is new in every kind
     a, b = readers
     reads = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
-    discarded: set[tuple[str, str]] = set()
     if full:
         for s, side in baseline.items():
-            rows = _add_rows(store, profile, s, discarded)
-            baseline[s], read = carry_expected(side, reads[s].side, rows)
+            baseline[s], read = carry_expected(side, reads[s].side, add_rows[s])
             reads[s] = replace(reads[s], side=read)
     current = {
         a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
@@ -966,9 +972,9 @@ def _first_run_applied(
 def _add_rows(
     store: Store, profile: str, service: str, gone: set[tuple[str, str]]
 ) -> Callable[[Play], AddRow]:
-    """What became of the sync's row adding an (expected) play to `service`: delivered,
-    waiting (or a dead letter), or gone (discarded, pruned: added to `gone`, as (`service`,
-    its record))."""
+    """What became of the sync's row adding an (expected) play to `service`, as the outbox
+    says now: delivered, waiting (or a dead letter), or gone (discarded, pruned: added to
+    `gone`, as (`service`, its record))."""
     start = sync_key(profile, service)
     delivered, undelivered = store.keys_by_delivery(profile, service, start)
 
