@@ -6,6 +6,7 @@ play exactly once, none lost."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import until
 from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.test_link_plex_serializd import link_config, plex_and_serializd
 from tests.test_sync_scenarios import (
     breaking_bad_on_serializd,
     breaking_bad_on_trakt,
@@ -23,6 +25,14 @@ from tests.test_sync_scenarios import (
     log,
     trakt_plays,
 )
+from watchbridge import readers
+from watchbridge.app import Runtime
+from watchbridge.config import load_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.model import Account, Ids, MediaEvent, MediaRef
+from watchbridge.sync import run_link
+from watchbridge.webhooks import ingest_job
+from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +85,63 @@ async def test_a_copy_delivered_while_a_full_read_reads_the_other_side_is_no_rem
     assert trakt_plays(trakt) == expected
     assert diary_plays(serializd) == expected
     assert entry in serializd.diary()  # the user's entry, not a copy of ours in its place
+
+
+REVIEWS_ADD = "/api/show/reviews/add"
+
+
+def worker(runtime: Runtime, role: str) -> DeliveryWorker:
+    """A process's delivery worker: the service's, or a `watchbridge sync`'s."""
+    delivery = DeliveryWorker(make_targets, runtime.config.delivery, role=role)
+    delivery.targets = {t.name: t for t in make_targets(runtime)}
+    return delivery
+
+
+async def drain(runtime: Runtime, delivery: DeliveryWorker) -> None:
+    while await delivery.pass_once(runtime):
+        pass
+
+
+async def test_a_webhook_play_and_a_link_copy_of_it_sent_by_two_processes_are_one_entry(
+    tmp_path: Path, start_fake: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `watchbridge sync` (a process of its own, with its own worker) queued the copy of S2E1
+    # that Plex shows, and sends it; the webhook of that viewing reaches the service meanwhile.
+    # While Serializd's answer to the sync's entry is on its way, the service's worker must
+    # not log the same viewing beside it.
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    plex, serializd = plex_and_serializd(start_fake)
+    config = load_config(link_config(tmp_path, plex, serializd), {})
+    service, cli = build_runtime(config), build_runtime(config)
+    service.open()
+    cli.open()
+    serving, syncing = worker(service, "service"), worker(cli, "cli")
+    try:
+        await run_link(config, cli.store, "plex-serializd", yes=True)  # S1E1: the baseline
+        await drain(cli, syncing)
+        watched = time.time() // 60 * 60
+        plex.watch("111", watched)
+        assert (await run_link(config, cli.store, "plex-serializd", yes=True)).queued == 1
+        serializd.delay_next(1, 2.0, route=f"POST {REVIEWS_ADD}")
+        sending = asyncio.create_task(drain(cli, syncing))  # the link's copy
+        await until(lambda: serializd.count("POST", REVIEWS_ADD) > 1)
+        item = MediaRef("episode", show_ids=Ids(imdb="tt0903747", tmdb="1396"), season=2, number=1)
+        event = MediaEvent(
+            "generic", "played", item, account=Account("alex"), played=True, occurred_at=watched
+        )
+        assert service.store.ingest(ingest_job(service, "alex", event))
+        await drain(service, serving)  # the webhook's entry, while that answer is held back
+        await sending
+        await drain(service, serving)  # the webhook's play: the sync's entry is that play
+
+        assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [
+            (3572, 1),
+            (3573, 1),
+        ]
+        assert service.store.outbox_counts() == {"pending": 0, "inflight": 0, "done": 3, "dead": 0}
+    finally:
+        for delivery in (serving, syncing):
+            for target in delivery.targets.values():
+                await target.aclose()
+        cli.close()
+        service.close()

@@ -23,6 +23,8 @@ import sqlite_utils
 from watchbridge.errors import StoreError
 from watchbridge.playback import Session
 from watchbridge.store import (
+    BESIDE_LOOK,
+    CLAIM_ALIVE,
     CLAIM_LEASE,
     CUT_SHORT,
     UNKNOWN_OUTCOME,
@@ -30,6 +32,7 @@ from watchbridge.store import (
     IngestJob,
     IngestWriter,
     NewOutboxRow,
+    OutboxItem,
     Retried,
     Settlement,
     Store,
@@ -346,7 +349,11 @@ def test_a_retrying_row_holds_back_later_rows_of_its_key(store: Store) -> None:
 def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     seed = Store.open(path)
-    seed.enqueue([row(f"r{n}", ordering=f"k{n}") for n in range(400)], 1.0)
+    # A profile each: a worker leaves a profile another one delivers for to it (next test).
+    seed.enqueue(
+        [NewOutboxRow("trakt", f"p{n}", "scrobble", {}, f"k{n}", f"r{n}") for n in range(400)],
+        1.0,
+    )
     seed.close()
     claimed: dict[str, list[int]] = {"a": [], "b": []}
     both_ready = threading.Barrier(2)
@@ -374,6 +381,43 @@ def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
     assert len(every) == 400
     assert len(set(every)) == 400
     assert claimed["a"] and claimed["b"]
+
+
+def keys(items: list[OutboxItem]) -> list[str]:
+    return [item.idempotency_key for item in items]
+
+
+def test_a_worker_leaves_a_target_and_profile_another_worker_delivers_to_alone(
+    store: Store,
+) -> None:
+    # Each target checks what it wrote for a profile before it writes: two workers at once
+    # (`watchbridge sync` beside the service) could both find nothing and send one play twice.
+    store.enqueue(
+        [
+            row("a", ordering="me:trakt:1"),
+            row("b", ordering="me:trakt:2"),
+            NewOutboxRow("trakt", "you", "scrobble", {}, "you:trakt:1", "c"),
+            NewOutboxRow("serializd", "me", "play", {}, "me:serializd:1", "d"),
+        ],
+        1.0,
+    )
+    assert keys(store.claim("cli-1", 2.0, limit=1)) == ["a"]
+    assert keys(store.claim("service-1", 2.0)) == ["c", "d"]  # not "b"
+    # Not due before the other is done, nor so late that it waits long after: looked at soon.
+    assert store.next_due(["trakt"], "service-1", 2.0) == 2.0 + BESIDE_LOOK
+    assert store.next_due(["trakt"]) == 1.0
+    assert keys(store.claim("cli-1", 2.0)) == ["b"]  # its own worker goes on
+
+
+def test_a_worker_killed_mid_delivery_holds_the_others_up_for_a_while_only(
+    store: Store,
+) -> None:
+    store.enqueue([row("a", ordering="me:trakt:1"), row("b", ordering="me:trakt:2")], 1.0)
+    store.claim("cli-1", 2.0, limit=1)
+    store.renew_claims("cli-1", 100.0)  # still delivering
+    assert store.claim("service-1", 100.0 + CLAIM_ALIVE - 1) == []
+    # Killed since: it renews no more, and its claim no longer holds the others up.
+    assert keys(store.claim("service-1", 100.0 + CLAIM_ALIVE + 1)) == ["b"]
 
 
 def test_released_claims_return_to_pending_with_the_interrupted_try_counted(
@@ -412,7 +456,7 @@ def test_a_stop_asked_for_notes_no_try_cut_short(store: Store) -> None:
 
 
 def test_a_restart_takes_back_only_the_claims_of_its_own_kind(store: Store) -> None:
-    store.enqueue([row("a"), row("b", ordering="k2")], 1.0)
+    store.enqueue([row("a"), NewOutboxRow("trakt", "you", "scrobble", {}, "k2", "b")], 1.0)
     store.claim("service-0a1b", 2.0, limit=1)
     store.claim("cli-9f8e", 2.0, limit=1)  # a `watchbridge sync` still delivering
     assert store.release_claims(3.0, "service-") == 1

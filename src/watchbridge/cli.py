@@ -1414,8 +1414,9 @@ def _show_same_viewing(pairs: Sequence[Any], limit: int) -> None:
 
 async def _deliver_now(runtime: Any, on_pass: Callable[[int], None] | None = None) -> int:
     """Deliver what is due right away, as the running service would (claims are atomic, so
-    both can work side by side); returns how many rows were settled. `on_pass` hears how many
-    so far after each pass (a progress bar)."""
+    both can work side by side, each leaving the targets and profiles the other one is
+    delivering to alone: `Store.claim`); returns how many rows were settled. `on_pass`
+    hears how many so far after each pass (a progress bar)."""
     from watchbridge import servelock
     from watchbridge.deliver.worker import DeliveryWorker
     from watchbridge.wiring import make_targets

@@ -105,6 +105,20 @@ WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
 _HELD_BY = "status = 'inflight' AND claimed_by = ?"  # rows a worker has claimed and holds
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
+# Seconds a claim stays the sign of a worker still delivering (renewed every 5 minutes while it
+# does, deliver.worker.CLAIM_RENEW_EVERY): meanwhile no other worker (a `watchbridge sync`
+# beside the service) claims rows of that target and profile. Each target checks what it
+# wrote for the profile (its ledger) before it writes: two workers at once could both find
+# nothing and log one viewing twice (a webhook's play and a link's copy of it). A worker
+# killed mid-delivery holds them up this long at most, not the whole lease.
+CLAIM_ALIVE = 10 * 60.0
+BESIDE_LOOK = 10.0  # seconds between looks at rows held up by another worker (`next_due`)
+# SQL (parameters: the claiming worker, now - CLAIM_ALIVE): whether another worker is
+# delivering to row o's target for o's profile.
+_ANOTHER_DELIVERING = (
+    "EXISTS (SELECT 1 FROM outbox x WHERE x.status = 'inflight' AND x.target = o.target"
+    " AND x.profile = o.profile AND x.claimed_by IS NOT ? AND x.updated_at > ?)"
+)
 LOCK_POLL = 0.002  # seconds between a blocked thread's calls to Store.before_waiting
 RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long is dead
 # SQL: a sync run that went through (ok, or held for a confirmation); each link's last one
@@ -2051,7 +2065,8 @@ class Store:
         wait behind a link's backlog (a first sync's thousands of plays).
 
         Only the oldest unfinished row of each ordering key is claimable, so per
-        (profile, target, item) order holds: a `stop` never overtakes its `start`.
+        (profile, target, item) order holds: a `stop` never overtakes its `start`. Nor is a
+        row of a target and profile another worker is delivering to (`CLAIM_ALIVE`).
         """
         target_filter = ""
         params: list[Any] = [worker, now, now]
@@ -2060,6 +2075,7 @@ class Store:
                 return []
             target_filter = f"AND o.target IN ({', '.join('?' for _ in targets)})"
             params += list(targets)
+        params += [worker, now - CLAIM_ALIVE]
         rows: list[sqlite3.Row] = []
         with self.transaction() as conn:
             for only in ("AND o.event_id IS NOT NULL", ""):
@@ -2070,7 +2086,7 @@ class Store:
                        WHERE id IN (
                            SELECT o.id FROM outbox o
                            WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
-                             {only} AND o.id = {_HEAD_OF_ITEM}
+                             {only} AND o.id = {_HEAD_OF_ITEM} AND NOT {_ANOTHER_DELIVERING}
                            ORDER BY o.next_attempt_at, o.id
                            LIMIT ?)
                        RETURNING *""",
@@ -2264,17 +2280,26 @@ class Store:
             )
             return cursor.rowcount
 
-    def next_due(self, targets: Sequence[str] | None = None) -> float | None:
+    def next_due(
+        self, targets: Sequence[str] | None = None, worker: str | None = None, now: float = 0.0
+    ) -> float | None:
         """When the earliest row `claim` could take becomes due (None when nothing is
-        pending): a row behind an older unfinished one of its item waits for that one."""
+        pending): a row behind an older unfinished one of its item waits for that one. With
+        `worker` (claiming at `now`), a row another worker is delivering beside (`claim`)
+        is due BESIDE_LOOK seconds after `now` at the earliest: when that one is done is not
+        known, and it may be soon."""
+        due = "o.next_attempt_at"
+        params: tuple[Any, ...] = ()
+        if worker is not None:
+            due = f"CASE WHEN {_ANOTHER_DELIVERING} THEN MAX(o.next_attempt_at, ?) ELSE {due} END"
+            params = (worker, now - CLAIM_ALIVE, now + BESIDE_LOOK)
         sql = (
-            "SELECT MIN(o.next_attempt_at) AS t FROM outbox o WHERE o.status = 'pending'"
+            f"SELECT MIN({due}) AS t FROM outbox o WHERE o.status = 'pending'"
             f" AND o.id = {_HEAD_OF_ITEM}"
         )
-        params: tuple[Any, ...] = ()
         if targets is not None:
             sql += f" AND o.target IN ({', '.join('?' for _ in targets)})"
-            params = tuple(targets)
+            params += tuple(targets)
         rows = self._query(sql, params)
         return rows[0]["t"] if rows else None
 

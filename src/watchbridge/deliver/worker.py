@@ -541,7 +541,9 @@ class DeliveryWorker:
             held = self.holds.get(name)
             held_until = held.until if held is not None and held.until > now else None
             # While held, a webhook's wake-up has nothing to look up.
-            due = await asyncio.to_thread(store.next_due, [name]) if held_until is None else None
+            due = None
+            if held_until is None:
+                due = await asyncio.to_thread(store.next_due, [name], self.worker_id, now)
             # Even with rows due far ahead (an unmatched play, an AniList hold), look again
             # within idle_wake: the CLI queues rows this process is not told about.
             wait_until = min(
