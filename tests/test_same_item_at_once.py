@@ -19,11 +19,15 @@ from tests.harness import until
 from tests.linkrig import Rig, open_rig, use_fast_readers
 from tests.test_link_plex_serializd import link_config, plex_and_serializd
 from tests.test_sync_scenarios import (
+    TraktApp,
+    ago,
     breaking_bad_on_serializd,
     breaking_bad_on_trakt,
     diary_plays,
+    diary_rating,
     log,
     trakt_plays,
+    trakt_rating,
 )
 from watchbridge import readers
 from watchbridge.app import Runtime
@@ -145,3 +149,71 @@ async def test_a_webhook_play_and_a_link_copy_of_it_sent_by_two_processes_are_on
                 await target.aclose()
         cli.close()
         service.close()
+
+
+async def test_a_rating_copy_delivered_while_a_run_reads_the_other_side_keeps_winning(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Logged with 3 stars (6), rewatched with 4 (8): Trakt got the 8. The user deletes the
+    # rewatch's log, so the first log's 6 shows again and is copied to Trakt. The next run
+    # read Trakt's 8 before that copy landed, and looked at the copies waiting after it
+    # landed: the copy still wins, not Trakt's 8 by its newer date (sent back to Serializd).
+    use_fast_readers(monkeypatch)
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 1")
+    try:
+        log(serializd, 1, 1, ago(10), rating=6, date_added=ago(10))
+        rewatch = log(serializd, 1, 1, ago(5), rating=8, is_rewatch=True, date_added=ago(5))
+        await rig.sync_and_deliver()
+        await rig.sync_and_deliver()
+        assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (8, 8)
+        serializd.delete_entry(rewatch)
+        # The 6 to Trakt (and the rewatch's removal), not delivered yet.
+        assert (await rig.sync(full=True)).queued == 2
+        asked = serializd.count("GET", DIARY)
+        serializd.delay_next(1, 2.0, route=f"GET {DIARY}")
+        run = asyncio.create_task(rig.sync(full=True))
+        await until(lambda: serializd.count("GET", DIARY) > asked)
+        await rig.deliver()  # the copy lands on Trakt while the run waits for the diary
+        assert not run.done()
+
+        assert (await run).queued == 0
+        for full in (True, False, True):
+            await rig.sync_and_deliver(full=full)
+
+        assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
+        assert [e.rating for e in serializd.diary()] == [6]
+    finally:
+        await rig.aclose()
+
+
+async def test_a_rating_removal_delivered_while_a_run_reads_it_is_not_copied_back(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user clears S1E1's rating on Trakt; the link removes it from Serializd. The next run
+    # read Serializd's answer from before that removal landed, and looked at the removals on
+    # their way after it landed: the rating it still read is not copied back to Trakt.
+    use_fast_readers(monkeypatch)
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 1")
+    app = TraktApp(trakt)
+    try:
+        app.watch(1, 1, ago(10))
+        app.rate(1, 1, 8, ago(10))
+        await rig.sync_and_deliver()
+        assert diary_rating(serializd, 1, 1) == 8
+        app.post("/sync/ratings/remove", {"episodes": [app.episode(1, 1)]})
+        assert (await rig.sync(full=True)).queued == 1  # the removal, not delivered yet
+        asked = serializd.count("GET", DIARY)
+        serializd.delay_next(1, 2.0, route=f"GET {DIARY}")  # answered as it was asked
+        run = asyncio.create_task(rig.sync(full=True))
+        await until(lambda: serializd.count("GET", DIARY) > asked)
+        await rig.deliver()  # the removal lands on Serializd while that answer is held
+        assert not run.done()
+
+        assert (await run).queued == 0
+        for full in (True, False, True):
+            await rig.sync_and_deliver(full=full)
+
+        assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (None, None)
+    finally:
+        app.http.close()
+        await rig.aclose()

@@ -543,6 +543,10 @@ async def _plan_profile(
         s: await asyncio.to_thread(_add_rows, store, profile, s, discarded)
         for s in (baseline if full else ())
     }
+    # So for the rating copies and removals on their way (and again after the reads, for
+    # those queued meanwhile): one landing after its side was read is still on its way there.
+    copying = await asyncio.to_thread(_copying_ratings, store, profile, name)
+    removing = await asyncio.to_thread(_removing_ratings, store, profile)
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
@@ -574,7 +578,7 @@ async def _plan_profile(
     done_at = {stone: done for stone, done in stones.items() if done is not None}
     paired = await asyncio.to_thread(load_same_viewing, store, name, profile)
     kept_off = await asyncio.to_thread(store.kept_off, profile, name)
-    copying = await asyncio.to_thread(_copying_ratings, store, profile, name)
+    copying |= await asyncio.to_thread(_copying_ratings, store, profile, name)
     # A kind new to the link meets the other side for the first time: what its baseline holds
     # was read, never synced (a rating cleared on one side meanwhile is no removal to copy).
     baseline = without_kinds(baseline, adding)
@@ -596,7 +600,7 @@ async def _plan_profile(
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
     planned = without_waiting(planned, waiting)
-    removing = await asyncio.to_thread(_removing_ratings, store, profile)
+    removing |= await asyncio.to_thread(_removing_ratings, store, profile)
     planned = without_copies_back(planned, removing)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
