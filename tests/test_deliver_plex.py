@@ -426,6 +426,32 @@ async def test_a_rating_held_by_a_refused_token_then_skipped_for_plexs_newer_one
         runtime.close()
 
 
+async def test_a_rating_skipped_for_plexs_newer_one_ends_the_refusal_of_the_persons_token(
+    config: Config, target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # jamie's rating was held on a token the server refused, and the status page listed
+    # jamie's Plex sign-in as refused. The token works again: read with it, the server's newer
+    # rating skips the row. The page kept "refused" until some row of jamie's was written.
+    from watchbridge.signins import current_sign_ins
+
+    def jamie_refused() -> bool:
+        shown = current_sign_ins(config, store, NOW)
+        return any(s.profile == "jamie" and s.state == "refused" for s in shown)
+
+    await plays(reader, "jamie")
+    del plex.users[JAMIE_TOKEN]
+    held = row(store, "rating", ARRIVAL, T0, profile="jamie", rating=90)
+    outcome = (await target.deliver([held], NOW))[held.id]
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    assert jamie_refused()
+    plex.add_user(JAMIE_TOKEN, JAMIE, "jamie")  # the token works again
+    plex.rate("100", 6.0, NOW + 300, account=JAMIE)
+    waited = replace(held, last_error=outcome.reason)
+    outcome = (await target.deliver([waited], NOW + 600))[held.id]
+    assert isinstance(outcome, Skipped) and outcome.answered
+    assert not jamie_refused()
+
+
 async def test_a_rating_on_its_first_try_is_written_without_a_look(
     target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
 ) -> None:

@@ -42,6 +42,7 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     per_profile,
+    shows_an_answer,
 )
 from watchbridge.errors import naming_profile
 from watchbridge.http import Unavailable
@@ -161,8 +162,10 @@ class PlexTarget:
                     outcomes[row.id] = await self._row(person, row)
                 except PlexAuthError as again:
                     raise await self.tokens.refused(profile, person.token, again) from None
-        if any(isinstance(outcomes.get(row.id), Delivered) for row in rows):
-            await self.tokens.taken(profile, person.token)  # a refusal of it on record is over
+        # Delivered, or skipped on what the server answered with this token: it works, so a
+        # refusal of it on record (the status page's "refused") is over.
+        if any(shows_an_answer(outcomes.get(row.id)) for row in rows):
+            await self.tokens.taken(profile, person.token)
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):
