@@ -509,6 +509,44 @@ async def test_a_rating_held_by_a_lost_sign_in_then_skipped_for_trakts_newer_one
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+def severance_episode(own: Ids, show: Ids) -> MediaRef:
+    """Severance 1x5 as a media server names it: by its own id, which Trakt does not hold."""
+    return MediaRef("episode", own, season=1, number=5, show_ids=show, show_title="Severance",
+                    title="The Grim Barbarity of Optics and Design")  # fmt: skip
+
+
+async def test_a_play_held_by_a_lost_sign_in_found_on_trakt_by_its_numbers_ends_its_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Jellyfin's row of the play went out, placed by its numbers (Trakt lacks the episode's
+    # TVDB id). Emby's row of the same play names it by ids that share nothing with
+    # Jellyfin's (another TVDB id, TheTVDB's record of it replaced between their scans) and
+    # waited for the sign-in. Signed in again, it is sent, Trakt answers "not found", and
+    # placed by its numbers it is the play already on Trakt: Trakt answered this sign-in,
+    # yet the alert stayed open until some other delivery of the profile.
+    show = trakt.add_show("Severance", 2022, imdb="tt11280740", tmdb=95396, tvdb=371980)
+    trakt.add_episode(show, 1, 5, title="The Grim Barbarity of Optics and Design")
+    at = clock() - 3600
+    jellyfin = severance_episode(Ids(tvdb="99999998"), Ids(tvdb="371980"))
+    runtime.store.enqueue([_late_play(jellyfin, at, "jellyfin")], clock())
+    await worker.pass_once(runtime)
+    assert len(trakt.history()) == 1
+    trakt.revoke_tokens()
+    emby = severance_episode(Ids(tvdb="99999997"), Ids(imdb="tt11280740"))
+    runtime.store.enqueue([_late_play(emby, at, "emby")], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    sign_in(runtime, trakt, clock)
+    await drain(worker, runtime, clock, passes=2, step=1000)  # past the sign-in's hold
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 2
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
 async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_limit(
     runtime: Runtime,
     worker: DeliveryWorker,

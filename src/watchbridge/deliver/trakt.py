@@ -685,9 +685,10 @@ class TraktTarget:
         placed, unplaced = await self._by_numbers([by_id[row] for row in sorted(unfound)])
         outcomes |= unplaced
         known = await self._known_on_trakt(profile, placed)
-        outcomes |= _all(
-            [r.outbox for r in placed if r.outbox.id in known], Skipped("already on Trakt")
-        )
+        # Each placed row was sent in this try and Trakt answered it ("not found"): a skip of
+        # it shows this sign-in works (Skipped.answered), as a delivery would.
+        on_trakt = Skipped("already on Trakt", answered=True)
+        outcomes |= _all([r.outbox for r in placed if r.outbox.id in known], on_trakt)
         fresh, twins = one_per_play([r for r in placed if r.outbox.id not in known])
         if fresh:
             outcomes |= (await self._send_history(profile, fresh))[0]
