@@ -23,7 +23,7 @@ from watchbridge.alerts import NAMESPACE as ALERT_CONDITIONS
 from watchbridge.config import load_config
 from watchbridge.deliver.anilist import FINISHED, SENT, SKIPPED, recheck_skipped
 from watchbridge.deliver.anilist import NAME as ANILIST
-from watchbridge.deliver.worker import LIMITED_ROWS
+from watchbridge.deliver.worker import LIMITED_ROWS, PROFILE_HOLDS
 from watchbridge.maintenance import ALERTED
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import Action
@@ -831,6 +831,8 @@ def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
         store.set_cursor("trakt", "me", "link:plex-trakt", "{}", time.time())
         store.cache_put(ALERTED, "trakt:me:stopped:0123abcd", "sent", time.time(), 86400.0)
         store.cache_put(LIMITED_ROWS, "trakt:me", [7], time.time(), 86400.0)
+        held = {"since": time.time() - 3600, "rows": [8]}
+        store.cache_put(PROFILE_HOLDS, "trakt:me", held, time.time(), 86400.0)
     alerts_told(
         path,
         [
@@ -847,9 +849,11 @@ def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
     assert kept_after_a_start(path, "reported_twice") == ["myself"]
     assert receiver.titles() == [MY_TRAKT_PAUSED, DOUBLING_TITLE]  # nothing "Resolved"
     with Store.open(tmp_path / "wb.db") as store:
-        # Told once (a sign-in Trakt refused to renew), and the rows a full list holds.
+        # Told once (a sign-in Trakt refused to renew), the rows a full list holds, and those
+        # a rate limit holds.
         assert store.cache_get(ALERTED, "trakt:myself:stopped:0123abcd", time.time())[0]
         assert store.cache_get(LIMITED_ROWS, "trakt:myself", time.time()) == (True, [7])
+        assert store.cache_get(PROFILE_HOLDS, "trakt:myself", time.time()) == (True, held)
 
 
 @pytest.mark.parametrize(

@@ -2146,6 +2146,37 @@ async def test_a_rating_rate_limited_for_long_is_told_while_the_profiles_plays_g
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+async def test_a_rate_limit_alert_still_holding_a_rating_outlasts_a_restart(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The rating waits on Trakt's rate limit, told after 15 minutes. The service restarts (an
+    # update) while it still waits: the first play of the profile through after the start
+    # sent "Resolved", the held rating forgotten with the worker's memory.
+    trakt.throttle_next(10**6, retry_after=300, route="GET /sync/ratings/{type}")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+    for _ in range(4):
+        clock.advance(301)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # the rating, held again
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    clock.advance(150)  # the rating waits out its limit
+    async with restarted(runtime, worker, clock) as (again, restarted_worker):
+        again.store.enqueue([_late_play(HEAT, clock() - 86400, "p1")], clock())
+        await restarted_worker.pass_once(again)  # the play goes through
+        assert len(trakt.history()) == 1 and trakt.ratings() == []
+        assert receiver.titles() == [PAUSED_FOR_ME]
+        trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
+        clock.advance(151)
+        _lift_the_pacer(restarted_worker)
+        await restarted_worker.pass_once(again)
+        assert [r.rating for r in trakt.ratings()] == [8]
+        assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
 async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

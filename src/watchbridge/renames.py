@@ -37,15 +37,16 @@ def profile_keyed_cache(old: str, new: str) -> dict[str, Callable[[str], str | N
     their lookup, by namespace (None: a row not about `old`): the alert conditions (their
     throttles, alerts still open or owed), the alerts about a sign-in told once
     (maintenance.ALERTED: `trakt:me:stopped:...`), the rows an account limit holds
-    (`trakt:me`), the AniList saves a play was about to make (by its row's idempotency key,
-    which the move renames: `me:anilist:...`) and the entries a play finished (`me:ID`), and
+    (`trakt:me`) and those a rate limit holds (deliver.worker.ProfileHold), the AniList
+    saves a play was about to make (by its row's idempotency key, which the move renames:
+    `me:anilist:...`) and the entries a play finished (`me:ID`), and
     a Serializd sign-in refused or forbidden for a while (`me`). Left under the old name, a
     start would resolve the open alerts as of a profile taken out (while the sign-in is as
     broken as it was) and tell again what was told, a play whose save landed unconfirmed
     would count a second viewing, and a refused password would be tried again."""
     from watchbridge.alerts import NAMESPACE as ALERTS
     from watchbridge.deliver.anilist import FINISHED, SENT
-    from watchbridge.deliver.worker import LIMITED_ROWS
+    from watchbridge.deliver.worker import LIMITED_ROWS, PROFILE_HOLDS
     from watchbridge.maintenance import ALERTED
     from watchbridge.services.serializd import FORBIDDEN, REFUSED
 
@@ -71,6 +72,7 @@ def profile_keyed_cache(old: str, new: str) -> dict[str, Callable[[str], str | N
         ALERTS: alert,
         ALERTED: service_then_profile,
         LIMITED_ROWS: service_then_profile,
+        PROFILE_HOLDS: service_then_profile,
         SENT: profile_first,
         FINISHED: profile_first,
         REFUSED: profile_alone,

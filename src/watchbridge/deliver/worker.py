@@ -309,14 +309,35 @@ class TargetHold:
     told: bool = False
 
 
+PROFILE_HOLDS = "profile-hold"  # cache namespace: ProfileHold, by alert key `target:profile`
+# How long a ProfileHold is kept in the store after it was last written: each new hold of its
+# rows (hourly at least, while they wait) writes it again.
+PROFILE_HOLD_KEEP = 30 * 86400.0
+
+
 @dataclass
 class ProfileHold:
     """A profile's rows a `service_unreachable` hold keeps (a rate limit, its sign-in host
     down, answers watchbridge cannot read): since when, and which rows it held. It lasts while
-    any of them still waits, whatever other rows of the profile go through meanwhile."""
+    any of them still waits, whatever other rows of the profile go through meanwhile. Kept in
+    the store (PROFILE_HOLDS): a restart while it lasts neither ends its alert at the
+    profile's next delivery nor counts its time anew."""
 
     since: float
     rows: set[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"since": self.since, "rows": sorted(self.rows)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> ProfileHold | None:
+        """The hold as kept; None for a value this release cannot read (it is forgotten)."""
+        if not isinstance(value, dict):
+            return None
+        since, rows = value.get("since"), value.get("rows")
+        if not isinstance(since, int | float) or not isinstance(rows, list):
+            return None
+        return cls(float(since), {row for row in rows if isinstance(row, int)})
 
 
 LIMITED_ROWS = "account-limit"  # cache namespace: _LimitedRows, by alert key `target:profile`
@@ -348,6 +369,11 @@ class _LimitedRows:
     def _known(self, now: float) -> list[int]:
         _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
         return list(known or [])
+
+
+def _forgotten(_: Any) -> tuple[None, float, None]:
+    """A `Store.cache_update` change that deletes the entry."""
+    return None, 0.0, None
 
 
 DEAD_LETTERS_LISTED = 5  # the most an alert names; it counts the rest
@@ -465,6 +491,7 @@ class DeliveryWorker:
         # "target:profile" -> the rows its rate limit (or the like) holds, and since when: told
         # once it has lasted as long as an outage would before its alert.
         self._paused: dict[str, ProfileHold] = {}
+        self._paused_restored = False  # read back from the store once, before any pass
         # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
         # every 15: the log tells each once, then hourly, and when it is over.
         self._held_log = Repeating(log)
@@ -509,6 +536,7 @@ class DeliveryWorker:
         if moved:
             log.info("the config changed: waiting deliveries are tried now", extra={"rows": moved})
         await self._judge_queued(runtime)
+        await self._restore_profile_holds(runtime)
         self._wakes = {name: asyncio.Event() for name in self.targets}
         # One loop crashing (a locked database) stops the others before `run` closes the
         # targets they use: the supervisor starts them all again, told what went wrong.
@@ -587,7 +615,19 @@ class DeliveryWorker:
         """Claim and deliver one batch per open target, one target after the other (the
         service runs a loop per target instead); True if anything was claimed."""
         await self._judge_queued(runtime)
+        await self._restore_profile_holds(runtime)
         return await self._pass(runtime, list(self.targets))
+
+    async def _restore_profile_holds(self, runtime: Runtime) -> None:
+        """The profiles' `service_unreachable` holds as the store keeps them (ProfileHold), once,
+        before this worker settles anything."""
+        if self._paused_restored:
+            return
+        self._paused_restored = True
+        kept = await asyncio.to_thread(runtime.store.cache_items, PROFILE_HOLDS, runtime.clock())
+        for key, value in kept:
+            if (hold := ProfileHold.from_json(value)) is not None:
+                self._paused.setdefault(key, hold)
 
     async def _judge_queued(self, runtime: Runtime) -> None:
         if self._judge_config:  # once, before anything is claimed
@@ -738,7 +778,9 @@ class DeliveryWorker:
         for key, ids in limited.items():
             await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
         for key, ids in unpaused.items():
-            self._paused[key].rows -= ids
+            if ids & self._paused[key].rows:  # written only when the hold loses a row
+                self._paused[key].rows -= ids
+                await self._keep_hold(store, key, now)
         for key, (hold, ids, whose) in paused.items():  # told once they are settled
             if text := await self._profile_hold_told(store, target.name, key, hold, ids, now):
                 alerts[("service_unreachable", key, whose)] = text
@@ -895,6 +937,7 @@ class DeliveryWorker:
         if held is None or not await asyncio.to_thread(store.pending_among, sorted(held.rows)):
             held = self._paused[key] = ProfileHold(now, set())
         held.rows |= rows
+        await self._keep_hold(store, key, now)
         return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
@@ -928,7 +971,7 @@ class DeliveryWorker:
                     await runtime.notifier.resolve("credentials", renewed, key=key + ENDING)
             # Its rate limit (or answers it cannot read) is over once none of its rows waits.
             paused = runtime.notifier.raised("service_unreachable", key)
-            if paused and not await self._still_paused(runtime.store, key):
+            if paused and not await self._still_paused(runtime.store, key, now):
                 await runtime.notifier.resolve("service_unreachable", message, key=key)
             if not runtime.notifier.raised("account_limit", key):
                 continue
@@ -936,7 +979,7 @@ class DeliveryWorker:
             if not await asyncio.to_thread(held.still_waiting, runtime.clock()):
                 await runtime.notifier.resolve("account_limit", message, key=key)
 
-    async def _still_paused(self, store: Store, key: str) -> bool:
+    async def _still_paused(self, store: Store, key: str, now: float) -> bool:
         """Whether rows the profile's `service_unreachable` hold kept still wait; forgets the
         hold once none does."""
         held = self._paused.get(key)
@@ -945,7 +988,13 @@ class DeliveryWorker:
         if await asyncio.to_thread(store.pending_among, sorted(held.rows)):
             return True
         del self._paused[key]
+        await asyncio.to_thread(store.cache_update, PROFILE_HOLDS, key, now, _forgotten)
         return False
+
+    async def _keep_hold(self, store: Store, key: str, now: float) -> None:
+        """Write the profile hold `key` to the store as it is now (see ProfileHold)."""
+        kept = self._paused[key].to_json()
+        await asyncio.to_thread(store.cache_put, PROFILE_HOLDS, key, kept, now, PROFILE_HOLD_KEEP)
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
         return at_last_try(item, self.config, now)
