@@ -914,3 +914,23 @@ def test_a_write_the_listing_predates_is_not_read_as_unwatched_whatever_the_serv
         skew=skew,
     )
     assert not built.memory.written[record].removed
+
+
+def test_only_unwatching_its_item_undoes_a_write_of_ours_however_long_ago() -> None:
+    # Days after our write, its item is unmatched in Plex (listed, watched, no TMDB id) or its
+    # library is left out for a while: when it is linked again, the play is there again.
+    # Unwatched while unmatched, it is gone.
+    now = 1_700_000_000.0
+    written = Written("100", ARRIVAL, now - 400 * DAY, (now - 5 * DAY,))
+    memory = Memory(written={written_record("100", written.at): written})
+    matched = LibraryItem("100", "movie", ids=Ids(tmdb="329865"), view_count=1)
+    unmatched = replace(matched, ids=Ids())
+    for library in (Library(movies=[unmatched]), Library()):
+        away = build_side(library, [], memory, False, listed_at=now)
+        assert away.side.plays == ()
+        back = build_side(Library(movies=[matched]), [], away.memory, False, listed_at=now)
+        assert back.side.plays == (Play(ARRIVAL, written.at, written_record("100", written.at)),)
+    unwatched = replace(unmatched, view_count=0)
+    away = build_side(Library(movies=[unwatched]), [], memory, False, listed_at=now)
+    back = build_side(Library(movies=[matched]), [], away.memory, False, listed_at=now)
+    assert back.side.plays == ()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ from tests.test_sync_scenarios import (
     breaking_bad_on_trakt,
     log,
 )
+from watchbridge import readers
+from watchbridge.config import load_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.sync import run_link
+from watchbridge.wiring import build_runtime, make_targets
 
 HOUR = 3600.0
 BCS = 60059  # Better Call Saul's TMDB id
@@ -89,6 +95,70 @@ def test_a_show_unmatched_in_plex_keeps_its_plays_and_rating_on_serializd(
     sync(path)
     assert bcs_on_serializd(serializd) == before and len(serializd.diary()) == 13
     assert len(plex.history_of("301")) == 1 and len(plex.history_of("302")) == 1
+
+
+@dataclass
+class Days:
+    """Every party's clock (the link's, the deliveries', the fake Plex's), `days` ahead."""
+
+    days: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.days * 24 * HOUR
+
+
+@pytest.mark.anyio
+async def test_a_show_unmatched_days_after_a_play_was_written_to_it_keeps_that_play(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Days after the link played S1E2 in Plex (from Serializd), the show is unmatched, then
+    # matched again. While unmatched it is no TMDB item, but still listed and watched: the
+    # play written to it is still there. Read as unwatched, it was gone for good once matched
+    # again, and the link deleted the user's own Serializd entry of it.
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    plex, serializd = plex_with_two_shows(start_fake)
+    clock = Days()
+    plex.clock = clock
+    monkeypatch.setattr(serializd, "date_clock", clock)
+    config = load_config(link_config(tmp_path, plex, serializd), {})
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+
+    async def run() -> int:
+        # In full, as the daily read does: the days between hold one each.
+        result = await run_link(
+            config, runtime.store, "plex-serializd", yes=True, full=True, clock=clock
+        )
+        while await worker.pass_once(runtime):
+            pass
+        return result.queued
+
+    try:
+        await run()
+        serializd.log_entry(None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z")
+        await run()
+        assert len(plex.history_of("302")) == 1  # the play the link wrote to Plex
+        clock.days = 1
+        assert await run() == 0  # the next day's read: read back as that play
+        before = bcs_on_serializd(serializd)
+        clock.days = 2
+        had = unmatch(plex, "30")
+        assert [await run(), await run()] == [0, 0]
+        plex.items["30"].update(had)
+        clock.days = 3
+
+        queued = [await run(), await run(), await run()]
+
+        assert bcs_on_serializd(serializd) == before and len(serializd.diary()) == 13
+        assert queued == [0, 0, 0]
+        assert len(plex.history_of("302")) == 1
+        assert plex.user_state("302")["viewCount"] == 1
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
 
 
 # --------------------------------------------------------------------------- Trakt

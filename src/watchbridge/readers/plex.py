@@ -439,6 +439,9 @@ def build_side(
     renumbered = {*renumbering.numbers, *renumbering.withheld} & set(keyed)
     plex_numbered = _plex_numbered(library, renumbered)
     watched = {rk for rk, (_, item) in keyed.items() if item.view_count > 0}
+    # Only unwatching undoes a write of ours: an item unmatched in Plex (listed, no TMDB id)
+    # is still watched, and one not listed (a library left out for a while) tells nothing.
+    unwatched = {i.rating_key for i in (*library.movies, *library.episodes) if i.view_count == 0}
     rows = [h for h in history if h.rating_key in keyed]
     plays: list[tuple[Play, str]] = []
 
@@ -450,7 +453,9 @@ def build_side(
     }
     written = {
         record: _forget(
-            replace(w, removed=True) if _unwatched(w, watched, settled) else w, keyed, renumbering
+            replace(w, removed=True) if _unwatched(w, unwatched, settled) else w,
+            keyed,
+            renumbering,
         )
         for record, w in memory.written.items()
     }
@@ -592,10 +597,11 @@ def _forget(
     return written
 
 
-def _unwatched(written: Written, watched: set[str], settled: float) -> bool:
-    """A write of ours whose item is no longer watched (not one the listing may predate)."""
+def _unwatched(written: Written, unwatched: AbstractSet[str], settled: float) -> bool:
+    """A write of ours whose item the listing shows unwatched (`unwatched`: ratingKeys), keyed
+    or not, and not one the listing may predate."""
     recent = bool(written.attempts) and written.attempts[-1] >= settled
-    return written.rating_key not in watched and not written.removed and not recent
+    return written.rating_key in unwatched and not written.removed and not recent
 
 
 def _written_items(memory: Memory) -> dict[str, str]:
