@@ -51,10 +51,10 @@ async def client(plex: FakePlex) -> AsyncIterator[PlexClient]:
     await client.aclose()
 
 
-async def test_sections_are_listed_with_their_type(client: PlexClient) -> None:
+async def test_sections_are_listed_with_their_type_and_agent(client: PlexClient) -> None:
     assert await client.sections() == [
-        Section("1", "Movies", "movie"),
-        Section("2", "TV Shows", "show"),
+        Section("1", "Movies", "movie", "tv.plex.agents.movie"),
+        Section("2", "TV Shows", "show", "tv.plex.agents.series"),
     ]
 
 

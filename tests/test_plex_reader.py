@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.plex import MACHINE_ID, TOKEN, FakePlex
+from tests.fakes.plex import MACHINE_ID, TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.receiver import FakeClock
 from watchbridge.config import (
@@ -116,6 +116,54 @@ async def test_movies_are_keyed_by_tmdb_and_a_legacy_imdb_only_one_is_not_linked
     with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
         assert {p.item for p in await read(reader)} == {ARRIVAL}
     assert "legacy agents) are not linked" in caplog.text
+
+
+def unmatched_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if "(unmatched) are not synced" in r.getMessage()
+    ]
+
+
+async def test_a_full_read_names_the_titles_unmatched_in_plex_and_how_many_more(
+    reader: PlexReader, plex: FakePlex, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A show unmatched by mistake (Plex's Unmatch: a `local://` guid, no Guid list), and
+    # movies of a library whose agent gives no ids: their plays are synced nowhere.
+    plex.items["200"]["guid"] = "local://200"
+    del plex.items["200"]["Guid"]
+    for n in range(6):
+        plex.add_movie(f"90{n}", f"Clip {n}", None, guid=f"com.plexapp.agents.none://90{n}")
+    with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+        await read(reader, full=False)
+        assert unmatched_warnings(caplog) == []  # hourly reads say nothing
+        await read(reader)
+    (warning,) = unmatched_warnings(caplog)
+    assert "not synced: Clip 0, Clip 1, Clip 2, Clip 3, Clip 4 and 2 more." in warning
+    assert "Fix Match" in warning
+    plex.items["200"]["Guid"] = guid_list(["tmdb://1396"])
+    for n in range(6):
+        plex.items[f"90{n}"]["Guid"] = guid_list([f"tmdb://{9000 + n}"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+        await read(reader)
+    assert unmatched_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("agent", ["tv.plex.agents.none", "com.plexapp.agents.none"])
+async def test_a_library_of_home_videos_is_not_warned_about_an_unmatched_movie_is(
+    reader: PlexReader, plex: FakePlex, caplog: pytest.LogCaptureFixture, agent: str
+) -> None:
+    # An "Other Videos" library (Personal Media agent): a movie library as Plex lists it,
+    # whose items never get an id.
+    plex.add_section("3", "Home Videos", "movie", agent=agent)
+    plex.add_movie("900", "Birthday 2019", 2019, guid="local://900", section="3")
+    plex.add_movie("901", "Holiday", None, guid=f"{agent}://901?lang=xn", section="3")
+    plex.watch("900", T0)
+    plex.add_movie("902", "Stray", 2020, guid="local://902")  # in Movies: unmatched
+    with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+        assert await read(reader) == []
+    (warning,) = unmatched_warnings(caplog)
+    assert "are not synced: Stray." in warning
 
 
 async def test_episodes_are_keyed_by_their_shows_tmdb_id_from_the_show_listing(

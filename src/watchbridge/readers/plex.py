@@ -60,6 +60,7 @@ from watchbridge.episode_numbers import (
     numbers_for,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
@@ -155,6 +156,27 @@ def legacy_titles(library: Library) -> list[str]:
     ]
 
 
+UNMATCHED_NAMED = 5  # titles a warning names; it counts the others
+
+
+def unmatched_titles(library: Library) -> list[str]:
+    """Movies and shows with no TMDB, IMDb or TheTVDB id (unmatched in Plex, a `local://`
+    guid, or an agent that gives none of them), outside libraries of personal media, whose
+    items never have one: not linked."""
+    return [
+        item.title or item.rating_key
+        for item in [*library.movies, *library.shows]
+        if not (item.ids.tmdb or item.ids.imdb or item.ids.tvdb)
+        and item.rating_key not in library.personal
+    ]
+
+
+def named(titles: Sequence[str], most: int = UNMATCHED_NAMED) -> str:
+    """The first `most` of `titles` and how many others ("A, B and 3 more"). Pure."""
+    shown = ", ".join(titles[:most])
+    return f"{shown} and {len(titles) - most} more" if len(titles) > most else shown
+
+
 def key_for_ref(ref: MediaRef) -> str | None:
     """The canonical key of an outbox row's item (as `sides.ref_for_key` built it)."""
     if ref.kind == "movie":
@@ -176,6 +198,8 @@ class Library:
     episodes: Sequence[LibraryItem] = ()
     # (section key, "movie" or "episode"): the listings its movies and episodes came from
     listed: tuple[tuple[str, str], ...] = ()
+    # ratingKeys listed from libraries of personal media (`Section.matches_nothing`)
+    personal: frozenset[str] = frozenset()
 
 
 def item_keys(
@@ -1515,6 +1539,16 @@ class PlexReader:
                 "refresh their metadata (their plays still go out by webhook)",
                 extra={"profile": profile, "titles": len(legacy), "first": ", ".join(legacy[:5])},
             )
+        unmatched = unmatched_titles(library)
+        if full and unmatched:
+            log.warning(
+                "plex titles without a TMDB, IMDb or TheTVDB id (unmatched) are not synced: "
+                "%s. Match them in Plex (Fix Match, or Refresh Metadata once their agent finds "
+                "them); home videos belong in a library of the Other Videos type, which is not "
+                "warned about",
+                named(unmatched),
+                extra={"profile": profile, "titles": len(unmatched)},
+            )
         history, cursor = await self._history(profile, access, full)
         kinds = self.link.kinds
         last = await asyncio.to_thread(self._last_read, profile)
@@ -1615,12 +1649,16 @@ class PlexReader:
         on_server = await self.client.sections(None) if ask else None
         chosen = choose_sections(sections, names, profile, on_server, owner=owner)
         rows: dict[str, list[Mapping[str, object]]] = defaultdict(list)
+        personal: set[str] = set()
         for section in chosen:
             kinds = ["movie"] if section.type == "movie" else ["show", "episode"]
             if section.type == "show" and "ratings" in self.link.kinds:
                 kinds.append("season")
             for kind in kinds:
-                rows[kind] += await self.client.listing_rows(section.key, kind, token)
+                listed_rows = await self.client.listing_rows(section.key, kind, token)
+                rows[kind] += listed_rows
+                if section.matches_nothing:
+                    personal |= {key for row in listed_rows if (key := text(row.get("ratingKey")))}
         found = {
             kind: [item for row in listed if (item := library_item(row)) is not None]
             for kind, listed in rows.items()
@@ -1634,6 +1672,7 @@ class PlexReader:
             found.get("season", []),
             found.get("episode", []),
             listed,
+            frozenset(personal),
         )
         return library, rows
 

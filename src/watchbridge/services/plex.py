@@ -77,11 +77,19 @@ class PlexItemError(PlexError):
 
 @dataclass(frozen=True)
 class Section:
-    """One library section (`type`: movie, show, artist, photo)."""
+    """One library section (`type`: movie, show, artist, photo; `agent`: the metadata agent
+    that matches its items, e.g. `tv.plex.agents.movie`, "" when the answer names none)."""
 
     key: str
     title: str
     type: str
+    agent: str = ""
+
+    @property
+    def matches_nothing(self) -> bool:
+        """A library of personal media ("Other Videos", `tv.plex.agents.none` or the legacy
+        `com.plexapp.agents.none`): its items never get an external id."""
+        return self.agent.rpartition(".")[2] == "none"
 
 
 @dataclass(frozen=True)
@@ -449,7 +457,12 @@ class PlexClient:
         answer = await self._get("/library/sections", "listing the libraries", token)
         found, _ = entries(answer, "Directory")
         return [
-            Section(key, text(d.get("title")) or key, text(d.get("type")) or "")
+            Section(
+                key,
+                text(d.get("title")) or key,
+                text(d.get("type")) or "",
+                text(d.get("agent")) or "",
+            )
             for d in found
             if (key := text(d.get("key")))
         ]
