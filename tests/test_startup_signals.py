@@ -26,6 +26,11 @@ MOMENTS = [
     ("starting the background work", 'msg="Waiting for application startup."'),
 ]
 
+# A signal the process lost never ends it: this only bounds that failure. One it took ends it in
+# under a second on an idle machine (docker stop waits 10 s), but that second is CPU work (the
+# interpreter's exit with the whole app imported) that a loaded test machine stretches to 9 s.
+STOP_DEADLINE = 60
+
 
 def signalled_at(
     tmp_path: Path, line: str, sig: signal.Signals, prefix: tuple[str, ...] = ()
@@ -53,7 +58,11 @@ def signalled_at(
                 break
         else:
             pytest.fail(f"never printed {line!r}:\n{''.join(printed)}")
-        rest, _ = proc.communicate(timeout=8)  # docker stop waits 10 s
+        watchdog.cancel()
+        try:
+            rest, _ = proc.communicate(timeout=STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{sig.name} did not stop it (lost?):\n{''.join(printed)}")
     finally:
         watchdog.cancel()
         if proc.poll() is None:
