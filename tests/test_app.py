@@ -361,7 +361,7 @@ def test_a_task_that_keeps_crashing_is_alerted_and_resolved_once_it_runs_again(
     runtime = runtime_for(jellyfin_config(tmp_path, receiver))
     runtime.task_restart_delay = 0.0
     with AppThread(create_app(runtime, tasks=[task])):
-        wait_until(lambda: len(receiver.titles()) == 2, 10)
+        wait_until(lambda: len(receiver.titles()) == 2)
     title = "watchbridge: its delivery keeps failing"
     assert receiver.titles() == [title, f"Resolved: {title}"]
     body = receiver.messages[0]["message"]
@@ -379,11 +379,11 @@ def test_a_crash_alert_raised_before_the_service_restarted_is_resolved_once_the_
     runtime = runtime_for(config)
     runtime.task_restart_delay = 0.0
     with AppThread(create_app(runtime, tasks=[crashing])):
-        wait_until(lambda: receiver.titles() == [title], 10)
+        wait_until(lambda: receiver.titles() == [title])
     healthy = CrashesForDays(crashes=0)  # ...until the user frees it and restarts the service
     healthy.name = "delivery"
     with AppThread(create_app(runtime_for(config), tasks=[healthy])):
-        wait_until(lambda: len(receiver.titles()) == 2, 5)
+        wait_until(lambda: len(receiver.titles()) == 2)
     assert receiver.titles() == [title, f"Resolved: {title}"]
 
 
@@ -401,7 +401,7 @@ def test_a_task_that_goes_on_crashing_is_reminded_of(
     runtime.task_restart_delay = 0.01  # crash 3 at ~0.03 s, crash 9 at ~2.5 s
     title = "watchbridge: its delivery keeps failing"
     with AppThread(create_app(runtime, tasks=[task])):
-        wait_until(lambda: receiver.titles() == [title, title], 8)
+        wait_until(lambda: receiver.titles() == [title, title])
     assert receiver.titles() == [title, title]
     first, reminder = (m["message"] for m in receiver.messages)
     assert "failed 3 times in a row" in first and "failed 3 times" not in reminder
@@ -417,9 +417,9 @@ def test_a_crash_alerts_resolved_notice_that_did_not_get_through_is_sent_again(
     runtime.task_restart_delay = 0.0
     title = "watchbridge: its delivery keeps failing"
     with AppThread(create_app(runtime, tasks=[task])):
-        wait_until(lambda: receiver.titles() == [title], 5)
+        wait_until(lambda: receiver.titles() == [title])
         receiver.refuse_next()  # the notification service fails the "Resolved" once
-        wait_until(lambda: len(receiver.titles()) == 2, 8)
+        wait_until(lambda: len(receiver.titles()) == 2)
     assert receiver.titles() == [title, f"Resolved: {title}"]
 
 
@@ -448,7 +448,7 @@ def jellyfin_config(tmp_path: Path, receiver: AlertReceiver) -> Path:
     return path
 
 
-def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not check() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -776,7 +776,7 @@ async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_w
         await until(lambda: bool(store.unmatched()))
         await asyncio.sleep(0.2)  # the worker sleeps until the unmatched play is due
         assert store.retry_dead(None, clock()).queued == 1  # `watchbridge deadletters retry`
-        await until(lambda: bool(trakt.history()), timeout=5)
+        await until(lambda: bool(trakt.history()))
         assert [h.item.title for h in trakt.history()] == ["Arrival"]
     finally:
         stop.set()
@@ -839,7 +839,7 @@ async def test_a_live_scrobble_is_not_held_up_by_another_targets_slow_batch(
         await until(lambda: len(serializd.requests) >= 2)  # mid-batch
         webhook(runtime, "movie_media_play.json")
         worker.notify()
-        await until(lambda: trakt.count("POST", "/scrobble/start") == 1, timeout=2)
+        await until(lambda: trakt.count("POST", "/scrobble/start") == 1)
     finally:
         task.cancel()  # as a shutdown does to a pass that outlasts it
         with contextlib.suppress(asyncio.CancelledError):

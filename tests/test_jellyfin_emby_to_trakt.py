@@ -79,7 +79,7 @@ def unmatched_reason(db: Path) -> str:
     return reason
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -112,7 +112,7 @@ def post_plex(app: AppThread, body: dict[str, Any]) -> httpx.Response:
     )
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -87,7 +87,7 @@ SAMPLES = [
 ]
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> bool:
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
