@@ -26,6 +26,7 @@ from tests.test_sync_scenarios import (
     diary_plays,
     diary_rating,
     log,
+    trakt_episodes,
     trakt_plays,
     trakt_rating,
 )
@@ -217,3 +218,45 @@ async def test_a_rating_removal_delivered_while_a_run_reads_it_is_not_copied_bac
     finally:
         app.http.close()
         await rig.aclose()
+
+
+async def test_a_webhook_play_landing_while_a_run_reads_is_not_copied_to_its_target_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    # A player's stop of S1E5 queued for both targets. Trakt got it first, dated by Trakt's
+    # clock, three minutes ahead of ours; Serializd's row, waiting when the run began, landed
+    # after the run read the diary. The run looked at what waits only after the reads: Trakt's
+    # play, missing from that read, was copied to Serializd at Trakt's time, too far from the
+    # webhook's entry for the target to take it as the same: a second diary entry (and at
+    # times a second, undated play on Trakt, copied back from it).
+    for n in range(1, 5):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    trakt.advance(180)
+    item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=5)
+    stop = MediaEvent("generic", "stop", item, position_ms=57 * 60_000, duration_ms=60 * 60_000)
+    assert rig.store.ingest(ingest_job(rig.runtime, "me", stop))
+    await deliver_to(rig, "trakt")  # scrobbled live: Trakt dates it by its own clock
+    assert [e.item.number for e in trakt.history() if e.item.season == 1] == [5, 4, 3, 2, 1]
+    asked = serializd.count("GET", DIARY)
+    serializd.delay_next(1, 2.0, route=f"GET {DIARY}")  # answered as it was asked
+    run = asyncio.create_task(rig.sync(full=True))
+    await until(lambda: serializd.count("GET", DIARY) > asked)
+    await deliver_to(rig, "serializd")  # the webhook's entry, while that answer is held
+    assert not run.done()
+
+    result = await run
+    await rig.deliver()
+    await rig.sync_and_deliver(full=True)
+
+    assert [number for _, number in trakt_episodes(trakt)].count(5) == 1
+    assert [number for _, number, _ in diary_plays(serializd)].count(5) == 1
+    assert result.queued == 0
+
+
+async def deliver_to(rig: Rig, target: str) -> None:
+    """Drain one target's rows only (the other's wait)."""
+    delivery = DeliveryWorker(lambda _: [rig.targets[target]], rig.runtime.config.delivery)
+    delivery.targets = {target: rig.targets[target]}
+    while await delivery.pass_once(rig.runtime):
+        pass

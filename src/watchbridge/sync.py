@@ -547,6 +547,9 @@ async def _plan_profile(
     # those queued meanwhile): one landing after its side was read is still on its way there.
     copying = await asyncio.to_thread(_copying_ratings, store, profile, name)
     removing = await asyncio.to_thread(_removing_ratings, store, profile)
+    # And for the plays webhooks queued: one landing after its target was read, missing from
+    # that read, is still on its way there (not a play to copy to it again).
+    webhook_plays = await asyncio.to_thread(store.waiting_webhook_plays, profile)
     reads = {
         r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
         for r in readers
@@ -598,7 +601,7 @@ async def _plan_profile(
         copying=copying,
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
-    waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock())
+    waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
     planned = without_waiting(planned, waiting)
     removing |= await asyncio.to_thread(_removing_ratings, store, profile)
     planned = without_copies_back(planned, removing)
@@ -795,13 +798,21 @@ async def _note_accounts(
 
 
 def _waiting(
-    store: Store, profile: str, aliases: Mapping[str, str], now: float
+    store: Store,
+    profile: str,
+    aliases: Mapping[str, str],
+    now: float,
+    before: Sequence[tuple[str, dict[str, Any], float, str | None]] = (),
 ) -> dict[tuple[str, str], list[float]]:
     """Plays webhooks queued that have not landed, by (target, item key): a side's read does
     not show them yet, and the link must not add them a second time. `aliases`: see
-    SideRead.aliases."""
+    SideRead.aliases. `before`: those waiting before the reads (Store.waiting_webhook_plays),
+    waiting as well: one that landed meanwhile may have landed after its target was read (a
+    play waiting both times counts once)."""
     waiting: dict[tuple[str, str], list[float]] = {}
-    for target, item, at, source in store.waiting_webhook_plays(profile):
+    plays = [*before, *store.waiting_webhook_plays(profile)]
+    unique = {json.dumps(play, sort_keys=True): play for play in plays}
+    for target, item, at, source in unique.values():
         # Jellyfin and Emby name an episode's show by their own id: its ids were looked up
         # when the play went to another target, if it did.
         ref = webhook_ref(store, item, source, now)
