@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
@@ -1905,14 +1906,20 @@ async def test_a_rating_trakt_answers_500_to_for_good_ends_as_a_dead_letter(
 async def test_an_add_trakt_refused_outright_goes_again_without_a_check(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    # A 503 says nothing was written: after the outage no history read is spent on it.
+    # A 503 says nothing was written: after the outage no check of its own send is spent on
+    # it (each try reads the history around it once, for a play another app scrobbled).
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.fail_next(1, 503, route="POST /sync/history")
     await worker.pass_once(runtime)
+    assert (
+        not runtime.store.db.execute("SELECT last_error FROM outbox")
+        .fetchone()[0]
+        .startswith(UNKNOWN_OUTCOME)
+    )
     clock.advance(3600)
     await drain(worker, runtime, clock, passes=2, step=400)
     assert len(trakt.history()) == 1
-    assert trakt.count("GET", "/sync/history/movies") == 0
+    assert trakt.count("GET", "/sync/history/movies") == 2
 
 
 async def test_a_history_add_that_may_have_landed_stays_marked_when_the_check_fails(
@@ -2533,7 +2540,7 @@ async def test_a_live_stop_refused_after_a_try_that_landed_is_checked_later(
         trakt.fail_next(1, 423, route="POST /scrobble/stop")
     else:
         trakt.fail_next(1, 401, route="POST /scrobble/stop")
-        trakt.fail_next(3, 503, route="POST /scrobble/stop")
+        trakt.fail_next(1, 503, route="POST /scrobble/stop")
     await worker.pass_once(runtime)
     clock.advance(7 * 3600)
     trakt.advance(7 * 3600)
@@ -3559,7 +3566,7 @@ async def test_a_start_with_a_changed_config_keeps_to_trakts_retry_after(
     store = runtime.store
     store.due_after_config_change(runtime.config.delivery_fingerprint(), clock())  # a start
     store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
-    trakt.throttle_next(1, retry_after=2850)
+    trakt.throttle_next(1, retry_after=2850, route="POST /sync/history")
     await worker.pass_once(runtime)
     assert trakt.count("POST", "/sync/history") == 1  # the one Trakt refused
     text = (
@@ -3873,3 +3880,102 @@ async def test_a_sign_in_lost_for_days_is_logged_hourly_not_each_time_its_plays_
     assert len(told) <= 2 * (3 * 24 + 1)
     ended = [r for r in caplog.records if r.getMessage() == "deliveries flowing again"]
     assert [r.key for r in ended] == ["trakt:me"]  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- another app that
+# scrobbles to the same Trakt account (Trakt's own Plex scrobbler, Kodi's Trakt add-on)
+
+
+class OtherScrobbler:
+    """Another app signed in to the same Trakt account: its own token, its own requests."""
+
+    def __init__(self, trakt: FakeTrakt) -> None:
+        token = trakt.issue_token().access_token
+        self.http = httpx.Client(
+            base_url=trakt.url,
+            headers={
+                "content-type": "application/json",
+                "trakt-api-key": CLIENT_ID,
+                "trakt-api-version": "2",
+                "authorization": f"Bearer {token}",
+                "user-agent": "Kodi-script.trakt/3.6",
+            },
+        )
+
+    def stop(self, tmdb: int) -> httpx.Response:
+        body = {"movie": {"ids": {"tmdb": tmdb}}, "progress": 96.0}
+        return self.http.post("/scrobble/stop", json=body)
+
+
+async def test_a_live_stop_another_app_scrobbled_first_is_one_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt's scrobble window is the account's, whichever app scrobbled: our stop meets a 409.
+    trakt.advance(clock() - trakt.now())
+    other = OtherScrobbler(trakt)
+    try:
+        assert other.stop(949).status_code == 201
+        runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+        await drain(worker, runtime, clock, passes=2)
+        assert trakt.count("POST", "/scrobble/stop") == 2
+        assert len(trakt.history()) == 1
+        ((status, said),) = runtime.store.db.execute(
+            "SELECT status, last_error FROM outbox"
+        ).fetchall()
+        assert (status, said) == ("done", None) or "409" in (said or "")
+    finally:
+        other.http.close()
+
+
+@pytest.mark.parametrize("minutes_apart", [0, 2, -2])
+async def test_a_late_play_another_app_scrobbled_at_its_minute_is_not_added_again(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    minutes_apart: int,
+) -> None:
+    # The play was queued as the service stopped for an update (or could not reach Trakt);
+    # the other app scrobbled the same viewing meanwhile, up to 2 minutes from our time of it.
+    # An hour later the play goes as a history add with its real time: Trakt holds it
+    # already, and does not de-duplicate.
+    trakt.advance(clock() - trakt.now())
+    other = OtherScrobbler(trakt)
+    try:
+        runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+        trakt.advance(minutes_apart * 60)
+        assert other.stop(949).status_code == 201
+        clock.advance(3600)
+        trakt.advance(3600 - minutes_apart * 60)
+        await drain(worker, runtime, clock, passes=3, step=60)
+    finally:
+        other.http.close()
+
+    assert len(trakt.history()) == 1
+    assert trakt.count("POST", "/sync/history") == 0
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # 450 plays queued while Trakt was out of reach go in three history adds; Trakt's history
+    # around them is read once, not once a batch (the backlog bench's request budget).
+    trakt.advance(clock() - trakt.now())
+    movies = [trakt.add_movie(f"Film {n}", 2000, tmdb=500_000 + n) for n in range(450)]
+    other = OtherScrobbler(trakt)
+    try:
+        for n, movie in enumerate(movies):
+            item = MediaRef("movie", Ids(tmdb=str(movie.tmdb)))
+            runtime.store.enqueue([_late_play(item, clock() + n, f"p{n}")], clock())
+        trakt.advance(449)
+        assert other.stop(movies[-1].tmdb or 0).status_code == 201  # the last, also elsewhere
+    finally:
+        other.http.close()
+    clock.advance(3600)
+    trakt.advance(3600 - 449)
+    await drain(worker, runtime, clock, passes=4)
+
+    assert len(trakt.history()) == 450
+    assert trakt.count("POST", "/sync/history") == 3
+    assert trakt.count("GET", "/sync/history/movies") == 1

@@ -302,8 +302,10 @@ async def test_one_profiles_held_backlog_does_not_keep_anothers_plays_waiting(
         runtime.store.enqueue([late_episode(1, clock() - 3600, "me1")], clock())
         await drain(worker, runtime, clock, passes=6, step=5)
         assert len(trakt.history()) == 1
-        # One refused try per claim of 200 of Bob's rows (540: three), then mine.
-        assert trakt.count("POST", "/sync/history") == 4
+        # One refused try per claim of 200 of Bob's rows (540: three, each refused at its look
+        # in Trakt's history for plays another app scrobbled), then mine (its look, its add).
+        assert trakt.count("GET", "/sync/history/episodes") == 4
+        assert trakt.count("POST", "/sync/history") == 1
 
 
 async def test_a_service_killed_mid_drain_sends_each_play_of_the_backlog_once(

@@ -1,7 +1,8 @@
 """Delivering outbox rows to Trakt: live scrobbles when fresh, batched history when late.
 
 Exactly-once rules: a completed play is checked against what we know Trakt holds (the
-`trakt/plays` mirror, keyed by item and minute) before any history add; a 409 on a scrobble
+`trakt/plays` mirror, keyed by item and minute) before any history add, and a webhook's play
+against Trakt's history too (another app may have scrobbled it); a 409 on a scrobble
 means Trakt already has it; a history add whose outcome is unknown (timeout, dropped
 connection) is verified against Trakt's history before it is sent again.
 """
@@ -365,6 +366,8 @@ class TraktTarget:
         self.episodes = TraktEpisodes(trakt_listing(client), store, clock)
         # (profile, kind) -> (read at, Trakt's ratings): one read serves a backlog's batches.
         self._ratings_read: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+        # (profile, kind) -> Trakt's history around a backlog's plays (`_added_elsewhere`).
+        self._history_reads: dict[tuple[str, str], HistoryRead] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -632,6 +635,11 @@ class TraktTarget:
             _all([r.outbox for r in rows if r.outbox.id in known], Skipped("already on Trakt"))
         )
         fresh = [r for r in rows if r.outbox.id not in known]
+        # A play another app scrobbled to the same account (Trakt's own Plex scrobbler, Kodi's
+        # add-on) while this one waited is on Trakt already, and Trakt takes it again.
+        elsewhere = await self._added_elsewhere(profile, [r for r in fresh if _look_first(r)])
+        outcomes.update(_all([r.outbox for r in fresh if r.outbox.id in elsewhere], ELSEWHERE))
+        fresh = [r for r in fresh if r.outbox.id not in elsewhere]
         if any(r.outbox.may_have_landed for r in fresh):
             dated = [r for r in fresh if r.at != UNDATED]
             # Only a row that may have landed is looked for in Trakt's history: the span read
@@ -695,6 +703,49 @@ class TraktTarget:
             for twin, row in twins.items():
                 outcomes[twin] = _as_twin(outcomes[row], row)
         return outcomes
+
+    async def _added_elsewhere(self, profile: str, rows: Sequence[Row]) -> set[int]:
+        """Outbox ids of the dated `rows` whose play Trakt's history holds within the duplicate
+        window, written by another app (or by hand). One read per kind of item, from the
+        oldest play of `rows` to the newest play webhooks queued for the profile: it serves
+        the next batches of a backlog (HISTORY_READ_KEEP), as our own writes are in the
+        mirror. Entries it cannot read are not taken for the play (sent, as before)."""
+        if not rows:
+            return set()
+        window = (DUPLICATE_WINDOW_MINUTES + 1) * 60
+        start = min(r.at for r in rows) - window
+        end = max(r.at for r in rows) + window
+        skew = self.client.clock_skew
+        found: list[Row] = []
+        for kind in sorted({_history_kind(r.item) for r in rows}):
+            entries = await self._history_read(profile, kind, start, end)
+            of_kind = [r for r in rows if _history_kind(r.item) == kind]
+            found += [r for r in of_kind if any(_same_play(e, r, skew) for e in entries)]
+        await self._remember(profile, found)
+        return {r.outbox.id for r in found}
+
+    async def _history_read(
+        self, profile: str, kind: str, start: float, end: float
+    ) -> list[dict[str, Any]]:
+        """Trakt's history of `kind` from `start` to `end`: an earlier read spanning them made
+        within HISTORY_READ_KEEP, else a read on to the newest play webhooks queued for the
+        profile (a backlog's later batches). Another app writes its plays as they happen: a
+        read minutes old still holds those of the backlog's past minutes."""
+        read = self._history_reads.get((profile, kind))
+        now = self.clock()
+        if (
+            read is not None
+            and read.start <= start
+            and end <= read.end
+            and now - read.read_at <= HISTORY_READ_KEEP
+        ):
+            return read.entries
+        newest = await asyncio.to_thread(self.store.newest_waiting_play, NAME, profile)
+        if newest is not None and newest <= now:
+            end = max(end, newest + (DUPLICATE_WINDOW_MINUTES + 1) * 60)
+        entries = await self._history_around(profile, kind, start, end)
+        self._history_reads[profile, kind] = HistoryRead(now, start, end, entries)
+        return entries
 
     async def _by_numbers(self, rows: Sequence[Row]) -> tuple[list[Row], dict[int, Outcome]]:
         """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
@@ -1082,6 +1133,44 @@ class TraktTarget:
                 )
         await self._remember(profile, seen)
         return unread
+
+
+ELSEWHERE = Skipped(
+    "already on Trakt: its history holds a play of this item within 2 minutes of it that "
+    "watchbridge did not write (another app scrobbling to the account, or marked by hand)"
+)
+HISTORY_READ_KEEP = 300.0  # seconds a history read serves the batches of a backlog's drain
+
+
+@dataclass(frozen=True)
+class HistoryRead:
+    """Trakt's history of one kind from `start` to `end` (our clock), as read at `read_at`."""
+
+    read_at: float
+    start: float
+    end: float
+    entries: list[dict[str, Any]]
+
+
+def _look_first(row: Row) -> bool:
+    """Whether a history add is looked for in Trakt's history before it goes (`_added_elsewhere`):
+    a dated webhook's play never sent. A link's copy was planned on a read of Trakt; one that
+    may have landed is looked for wider (`_learn_history`)."""
+    return row.at != UNDATED and "link" not in row.payload and not row.outbox.may_have_landed
+
+
+def _same_play(entry: Any, row: Row, skew: float) -> bool:
+    """Whether a history entry is a play of `row`'s item within the duplicate window of its
+    minute, its time read either way it may have been written (`readings`)."""
+    if not isinstance(entry, dict) or _time_problem(entry) or entry["watched_at"] is None:
+        return False
+    if not history_entry_is(entry, row.item):
+        return False
+    minute = int(row.at // 60)
+    return any(
+        abs(int(reading // 60) - minute) <= DUPLICATE_WINDOW_MINUTES
+        for reading in readings(parse_iso(entry["watched_at"]), skew)
+    )
 
 
 def _history_kind(item: MediaRef) -> str:
