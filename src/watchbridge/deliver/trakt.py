@@ -638,7 +638,7 @@ class TraktTarget:
         # A play another app scrobbled to the same account (Trakt's own Plex scrobbler, Kodi's
         # add-on) while this one waited is on Trakt already, and Trakt takes it again.
         elsewhere = await self._added_elsewhere(profile, [r for r in fresh if _look_first(r)])
-        outcomes.update(_all([r.outbox for r in fresh if r.outbox.id in elsewhere], ELSEWHERE))
+        outcomes |= {id: replace(ELSEWHERE, answered=asked) for id, asked in elsewhere.items()}
         fresh = [r for r in fresh if r.outbox.id not in elsewhere]
         if any(r.outbox.may_have_landed for r in fresh):
             dated = [r for r in fresh if r.at != UNDATED]
@@ -704,33 +704,39 @@ class TraktTarget:
                 outcomes[twin] = _as_twin(outcomes[row], row)
         return outcomes
 
-    async def _added_elsewhere(self, profile: str, rows: Sequence[Row]) -> set[int]:
+    async def _added_elsewhere(self, profile: str, rows: Sequence[Row]) -> dict[int, bool]:
         """Outbox ids of the dated `rows` whose play Trakt's history holds within the duplicate
-        window, written by another app (or by hand). One read per kind of item, from the
-        oldest play of `rows` to the newest play webhooks queued for the profile: it serves
-        the next batches of a backlog (HISTORY_READ_KEEP), as our own writes are in the
-        mirror. Entries it cannot read are not taken for the play (sent, as before)."""
+        window, written by another app (or by hand), each with whether that history was read
+        just now through the profile's sign-in (a skip of it then shows the sign-in works:
+        Skipped.answered). One read per kind of item, from the oldest play of `rows` to the
+        newest play webhooks queued for the profile: it serves the next batches of a backlog
+        (HISTORY_READ_KEEP), as our own writes are in the mirror. Entries it cannot read are
+        not taken for the play (sent, as before)."""
         if not rows:
-            return set()
+            return {}
         window = (DUPLICATE_WINDOW_MINUTES + 1) * 60
         start = min(r.at for r in rows) - window
         end = max(r.at for r in rows) + window
         skew = self.client.clock_skew
-        found: list[Row] = []
+        found: dict[int, bool] = {}
+        rows_found: list[Row] = []
         for kind in sorted({_history_kind(r.item) for r in rows}):
-            entries = await self._history_read(profile, kind, start, end)
+            entries, asked = await self._history_read(profile, kind, start, end)
             of_kind = [r for r in rows if _history_kind(r.item) == kind]
-            found += [r for r in of_kind if any(_same_play(e, r, skew) for e in entries)]
-        await self._remember(profile, found)
-        return {r.outbox.id for r in found}
+            here = [r for r in of_kind if any(_same_play(e, r, skew) for e in entries)]
+            found |= {r.outbox.id: asked for r in here}
+            rows_found += here
+        await self._remember(profile, rows_found)
+        return found
 
     async def _history_read(
         self, profile: str, kind: str, start: float, end: float
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Trakt's history of `kind` from `start` to `end`: an earlier read spanning them made
         within HISTORY_READ_KEEP, else a read on to the newest play webhooks queued for the
-        profile (a backlog's later batches). Another app writes its plays as they happen: a
-        read minutes old still holds those of the backlog's past minutes."""
+        profile (a backlog's later batches); and whether Trakt was asked now. Another app
+        writes its plays as they happen: a read minutes old still holds those of the
+        backlog's past minutes."""
         read = self._history_reads.get((profile, kind))
         now = self.clock()
         if (
@@ -739,13 +745,13 @@ class TraktTarget:
             and end <= read.end
             and now - read.read_at <= HISTORY_READ_KEEP
         ):
-            return read.entries
+            return read.entries, False
         newest = await asyncio.to_thread(self.store.newest_waiting_play, NAME, profile)
         if newest is not None and newest <= now:
             end = max(end, newest + (DUPLICATE_WINDOW_MINUTES + 1) * 60)
         entries = await self._history_around(profile, kind, start, end)
         self._history_reads[profile, kind] = HistoryRead(now, start, end, entries)
-        return entries
+        return entries, True
 
     async def _by_numbers(self, rows: Sequence[Row]) -> tuple[list[Row], dict[int, Outcome]]:
         """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
