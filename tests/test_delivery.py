@@ -3979,3 +3979,22 @@ async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
     assert len(trakt.history()) == 450
     assert trakt.count("POST", "/sync/history") == 3
     assert trakt.count("GET", "/sync/history/movies") == 1
+
+
+async def test_a_backlog_of_ratings_that_waited_reads_trakts_ratings_once_for_its_drain(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # More ratings than one claim takes (200): the drain goes in three batches.
+    rows = []
+    for n in range(401):
+        imdb = f"tt9{n:06d}"
+        trakt.add_movie(f"Film {n}", 2000, imdb=imdb)
+        rows.append(rating_row(clock, f"Film {n}", imdb, f"r{n}", 70))
+    runtime.store.enqueue(rows, clock())
+    trakt.fail_next(1, 503, route="POST /sync/ratings")  # an outage: the backlog waits
+    await worker.pass_once(runtime)
+    assert trakt.ratings() == []
+    await drain(worker, runtime, clock, passes=8, step=60)
+    assert len(trakt.ratings()) == 401
+    assert runtime.store.outbox_counts()["pending"] == 0
+    assert trakt.count("GET", "/sync/ratings/movies") == 1

@@ -874,7 +874,10 @@ class TraktTarget:
         now = self.clock()
         waited = [r for r in rows if r.outbox.waited(now)]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
-        tried = max((r.outbox.updated_at for r in waited), default=0.0)
+        # Not `updated_at`: the claim sets it, so each batch of a drain would read again. A
+        # row falls due no sooner than its last try ended (each try sets its next one then or
+        # later), and its claim only after that.
+        tried = max((r.outbox.next_attempt_at for r in waited), default=0.0)
         entries: list[dict[str, Any]] = []
         asked_kinds: set[str] = set()
         for kind in kinds:
@@ -905,8 +908,9 @@ class TraktTarget:
         self, profile: str, kind: str, tried: float
     ) -> tuple[list[dict[str, Any]], bool]:
         """Trakt's ratings of one kind, as read within RATINGS_READ_KEEP and after the rows'
-        last try (`tried`): a read before a try that failed may miss a rating given since;
-        and whether Trakt was asked now (False: an earlier read served them)."""
+        last try (`tried`: when they fell due, no sooner than it): a read before a try that
+        failed may miss a rating given since; and whether Trakt was asked now (False: an
+        earlier read served them)."""
         read_at, entries = self._ratings_read.get((profile, kind), (0.0, []))
         if self.clock() - read_at <= RATINGS_READ_KEEP and read_at > tried:
             return entries, False
