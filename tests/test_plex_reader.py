@@ -982,3 +982,23 @@ def test_only_unwatching_its_item_undoes_a_write_of_ours_however_long_ago() -> N
     away = build_side(Library(movies=[unwatched]), [], memory, False, listed_at=now)
     back = build_side(Library(movies=[matched]), [], away.memory, False, listed_at=now)
     assert back.side.plays == ()
+
+
+def test_a_write_whose_answer_was_lost_is_no_unwatch_while_its_outcome_is_unknown() -> None:
+    # Its scrobble's answer lost and its row waiting to be tried again, the write is listed
+    # unwatched an hour later: it did not land, and the retry writes it. Once it landed
+    # (its outcome known), the item unwatched is the user's unwatch.
+    now = 1_700_000_000.0
+    lost = Written("100", ARRIVAL, now - 5 * DAY, (now - 3600.0,), pending=True)
+    record = written_record("100", lost.at)
+    unwatched = LibraryItem("100", "movie", ids=Ids(tmdb="329865"))
+    waiting = build_side(
+        Library(movies=[unwatched]), [], Memory(written={record: lost}), False, listed_at=now
+    )
+    assert not waiting.memory.written[record].removed
+    assert waiting.side.plays == (Play(ARRIVAL, lost.at, record),)
+    landed = replace(lost, pending=False)
+    gone = build_side(
+        Library(movies=[unwatched]), [], Memory(written={record: landed}), False, listed_at=now
+    )
+    assert gone.memory.written[record].removed and gone.side.plays == ()

@@ -25,7 +25,9 @@ What counts as a play:
   `lastViewedAt`, remembered so it keeps its record when history appears later;
 - a play we wrote ourselves: Plex stamps a scrobble *now* and cannot back-date, so the
   deliverer records every write (`written`); the history row our scrobble made is recognised
-  and the play is read back at the time it came from, never as a new play "today".
+  and the play is read back at the time it came from, never as a new play "today". A write
+  whose outcome is unknown (its answer lost, its row waiting) is not undone by the item
+  listed unwatched: it did not land, and its retry writes it.
 
 The cheap check (`unchanged`) is one history request of size 1 (total and newest row): it
 covers new plays, our own scrobbles and deleted history, in every library at once. Ratings and
@@ -623,9 +625,12 @@ def _forget(
 
 def _unwatched(written: Written, unwatched: AbstractSet[str], settled: float) -> bool:
     """A write of ours whose item the listing shows unwatched (`unwatched`: ratingKeys), keyed
-    or not, and not one the listing may predate."""
+    or not, and not one the listing may predate. A write whose last scrobble's outcome is
+    unknown (`pending`: its answer lost, its row waiting to be tried again) is no unwatch,
+    however long ago it was tried: unwatched, it did not land, and its retry writes it (read
+    as removed, the link would remove the play it copied from the other side first)."""
     recent = bool(written.attempts) and written.attempts[-1] >= settled
-    return written.rating_key in unwatched and not written.removed and not recent
+    return written.rating_key in unwatched and not (written.removed or written.pending or recent)
 
 
 def _written_items(memory: Memory) -> dict[str, str]:
