@@ -3,7 +3,9 @@ person's Trakt, once."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +87,18 @@ def plex(event: str, account: int, title: str, player: str, server: str = SERVER
     return payload
 
 
+def latest_delivery(service: ServiceProcess, profile: str) -> tuple[str, str | None]:
+    """The status of the delivery last queued for `profile`, and what it ran into (None if
+    it was never tried: a try refused for a lost sign-in spends no attempt, but says why)."""
+    database = service.config.parent / "wb.db"
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        status, error = conn.execute(
+            "SELECT status, last_error FROM outbox WHERE profile = ? ORDER BY id DESC LIMIT 1",
+            (profile,),
+        ).fetchone()
+    return str(status), None if error is None else str(error)
+
+
 def plays(trakt: FakeTrakt, user: str | None = None) -> list[tuple[str, int | None]]:
     return [(h.item.title, getattr(h.item, "number", None)) for h in trakt.history(user)]
 
@@ -113,8 +127,13 @@ def test_one_persons_lost_trakt_sign_in_holds_only_their_plays(
     for account, name, player in ((BOB_ID, "bob", "tablet2"), (1, "alice", "tv2")):
         assert post_plex(two, plex("media.play", account, name, player)).status_code == 202
     two.wait_for_output("deliveries paused")
-    time.sleep(2)  # a play of Bob's let through would have reached his Trakt by now
+    # Alice's start on tv2 was queued after Bob's on tablet2: once it is delivered, Bob's had
+    # its turn too.
+    wait_for(lambda: latest_delivery(two, "alice")[0] == "done")
     assert trakt.history("bob") == []
+    # His revoked sign-in refuses whatever would be sent (the fake answers 401): what shows
+    # his deliveries held is that his later start was never tried.
+    assert latest_delivery(two, "bob") == ("pending", None)
     output = two.output()
     assert "deliveries paused" in output and "key=trakt:bob" in output
 
