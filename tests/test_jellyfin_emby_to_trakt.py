@@ -79,6 +79,15 @@ def unmatched_reason(db: Path) -> str:
     return reason
 
 
+def nothing_waits(db: Path) -> bool:
+    """Whether the worker has settled every row queued (none pending or in flight)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (waiting,) = conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
+        ).fetchone()
+    return waiting == 0
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check() and time.monotonic() < deadline:
@@ -110,7 +119,7 @@ def test_part_two_of_a_two_part_episode_sharing_an_imdb_id_is_scrobbled_as_itsel
 
 
 def test_a_favourite_in_jellyfin_does_not_set_back_a_rating_changed_on_trakt(
-    webhook_url: str, trakt: FakeTrakt
+    webhook_url: str, trakt: FakeTrakt, tmp_path: Path
 ) -> None:
     arrival = trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
     rated = sample_json("jellyfin", "user_data_saved_update_rating_movie.json") | {"Rating": 8}
@@ -120,7 +129,8 @@ def test_a_favourite_in_jellyfin_does_not_set_back_a_rating_changed_on_trakt(
     time.sleep(1.1)  # a later second: not the same change sent twice
     favourite = rated | {"Favorite": True}  # Jellyfin sends the stored 8 with it
     assert httpx.post(webhook_url, json=favourite).status_code == 202
-    time.sleep(1.5)  # what the worker would have sent by now
+    # What it queued (stored before the answer), if anything, has been sent or refused.
+    wait_for(lambda: nothing_waits(tmp_path / "wb.db"))
     assert [r.rating for r in trakt.ratings()] == [6]
 
 
