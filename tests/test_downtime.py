@@ -80,9 +80,14 @@ def away_for(tmp_path: Path, seconds: float) -> None:
         )
 
 
-def wait_for_alerts(receiver: AlertReceiver, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(receiver.titles()) < count and time.monotonic() < deadline:
+def wait_for_alerts(receiver: AlertReceiver, count: int, timeout: float = 30.0) -> None:
+    """Wait until the receiver holds `count` alerts; fail, saying which came, if it does not."""
+    deadline = time.monotonic() + timeout
+    while len(receiver.titles()) < count:
+        assert time.monotonic() < deadline, (
+            f"{count} alert(s) awaited, {len(receiver.titles())} came in {timeout:.0f} s: "
+            f"{receiver.titles()}"
+        )
         time.sleep(0.05)
 
 
