@@ -548,6 +548,55 @@ async def test_a_play_held_by_a_lost_sign_in_found_on_trakt_by_its_numbers_ends_
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+def tautulli_then_emby(runtime: Runtime, trakt: FakeTrakt, at: float) -> Any:
+    """One viewing of Severance 1x5, as two rows sharing no id: Tautulli's names the episode
+    by its show's TVDB id and its numbers alone; Emby's by a TVDB id Trakt lost, its show by
+    its IMDb id. Queues Tautulli's; returns Trakt's episode and Emby's row, to queue."""
+    show = trakt.add_show("Severance", 2022, imdb="tt11280740", tmdb=95396, tvdb=371980)
+    episode = trakt.add_episode(show, 1, 5, title="The Grim Barbarity of Optics and Design")
+    tautulli = severance_episode(Ids(), Ids(tvdb="371980"))
+    runtime.store.enqueue([_late_play(tautulli, at, "tautulli")], at)
+    emby = severance_episode(Ids(tvdb="99999997"), Ids(imdb="tt11280740"))
+    return episode, _late_play(emby, at + 30, "emby")
+
+
+async def test_a_play_placed_by_its_numbers_is_not_a_second_play_of_one_sent_by_other_show_ids(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Tautulli's row goes out by the show's ids and numbers (remembered without Trakt's
+    # episode id). Trakt answers "not found" to Emby's, and placed by its numbers it shared no
+    # key with the first: it was sent again, a second play of one viewing.
+    episode, emby = tautulli_then_emby(runtime, trakt, clock() - 3600)
+    await worker.pass_once(runtime)
+    runtime.store.enqueue([emby], clock())
+    await drain(worker, runtime, clock, passes=2, step=1000)
+    assert [entry.item for entry in trakt.history()] == [episode]
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
+async def test_a_play_placed_by_its_numbers_waits_while_its_episodes_history_cannot_be_read(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt's history of the episode in a shape watchbridge cannot read may hold the play
+    # Tautulli's row sent: Emby's waits, without spending its tries, and is one play once the
+    # history reads again.
+    episode, emby = tautulli_then_emby(runtime, trakt, clock() - 3600)
+    await worker.pass_once(runtime)
+    runtime.store.enqueue([emby], clock())
+    trakt.reshape_always(_history_reshaped("watched_at gone"), "GET /sync/history/{type}/{id}")
+    await drain(worker, runtime, clock, passes=3, step=3600)
+    assert [entry.item for entry in trakt.history()] == [episode]
+    said = runtime.store.db.execute("SELECT last_error FROM outbox WHERE status = 'pending'")
+    ((reason,),) = said.fetchall()
+    assert "a play of this viewing sent before may be one of them" in reason
+    assert "without giving up" in reason
+    assert outbox_attempts(runtime)[1] == 0  # Emby's waits without spending its tries
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=2, step=3600)
+    assert [entry.item for entry in trakt.history()] == [episode]
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_limit(
     runtime: Runtime,
     worker: DeliveryWorker,

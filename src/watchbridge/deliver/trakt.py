@@ -1,8 +1,9 @@
 """Delivering outbox rows to Trakt: live scrobbles when fresh, batched history when late.
 
 Exactly-once rules: a completed play is checked against what we know Trakt holds (the
-`trakt/plays` mirror, keyed by item and minute) before any history add, and a webhook's play
-against Trakt's history too (another app may have scrobbled it); a 409 on a scrobble
+`trakt/plays` mirror, keyed by item and minute) before any history add, a webhook's play
+against Trakt's history too (another app may have scrobbled it), and an episode placed by its
+numbers against Trakt's history of that episode (`_placed_on_trakt`); a 409 on a scrobble
 means Trakt already has it; a history add whose outcome is unknown (timeout, dropped
 connection) is verified against Trakt's history before it is sent again.
 """
@@ -337,6 +338,9 @@ class Row:
     outbox: OutboxItem
     item: MediaRef
     at: float
+    # Its Trakt episode id was found by its numbers (now or before): another row of its
+    # viewing may have gone by ids it shares no key with (see `_placed_on_trakt`).
+    placed: bool = False
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -485,7 +489,8 @@ class TraktTarget:
                     from_server=outbox.payload.get("server"),
                 )
                 item, problem = enriched.item, enriched.problem
-            item = self.episodes.placed(item)  # a Trakt id found by its numbers before
+            numbered = self.episodes.placed(item)  # a Trakt id found by its numbers before
+            placed, item = numbered is not item, numbered
             if not can_send(item):
                 item = await self.episodes.place(item)  # known by its absolute number only
             if not can_send(item):
@@ -495,7 +500,7 @@ class TraktTarget:
                     outcomes[outbox.id] = _unmatched(item, source, problem)
                     continue
                 item = found
-            resolved.append(Row(outbox, item, float(outbox.payload["at"])))
+            resolved.append(Row(outbox, item, float(outbox.payload["at"]), placed))
 
         history: list[Row] = []
         rated: list[Row] = []
@@ -675,6 +680,7 @@ class TraktTarget:
                 and r.outbox.id not in unread
                 and r.outbox.id not in twins_waiting
             ]
+        fresh = await self._unless_placed_on_trakt(profile, fresh, outcomes)
         by_id = {r.outbox.id: r for r in fresh}
         unfound: set[int] = set()
         fresh, twins = one_per_play(fresh)
@@ -697,7 +703,8 @@ class TraktTarget:
         # it shows this sign-in works (Skipped.answered), as a delivery would.
         on_trakt = Skipped("already on Trakt", answered=True)
         outcomes |= _all([r.outbox for r in placed if r.outbox.id in known], on_trakt)
-        fresh, twins = one_per_play([r for r in placed if r.outbox.id not in known])
+        placed = [r for r in placed if r.outbox.id not in known]
+        fresh, twins = one_per_play(await self._unless_placed_on_trakt(profile, placed, outcomes))
         if fresh:
             outcomes |= (await self._send_history(profile, fresh))[0]
             for twin, row in twins.items():
@@ -784,7 +791,7 @@ class TraktTarget:
                     # After a write, whose outcomes stand: the row is tried again as unmatched.
                     self.resolver.failed(item, exc)
             if found is not None:
-                placed.append(replace(row, item=found))
+                placed.append(replace(row, item=found, placed=True))
                 unplaced.pop(row.outbox.id, None)
         return placed, unplaced
 
@@ -1040,14 +1047,15 @@ class TraktTarget:
         return max(120.0, _viewing_margin(row)), self.config.late_after + 120.0
 
     async def _history_around(
-        self, profile: str, kind: str, start: float, end: float
+        self, profile: str, kind: str, start: float, end: float, trakt_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Trakt's history of `kind` from `start` to `end` (our clock), read wide enough for
-        the plays Trakt dated by its own clock (see `readings`)."""
+        """Trakt's history of `kind` (of the one item `trakt_id` names, if given) from `start`
+        to `end` (our clock), read wide enough for the plays Trakt dated by its own clock (see
+        `readings`)."""
         # The skew is known by now: a delivery asks whose account it is first.
         skew = self.client.clock_skew
         return await self.client.history(
-            profile, kind, start_at=start + min(0.0, skew), end_at=end + max(0.0, skew)
+            profile, kind, trakt_id, start_at=start + min(0.0, skew), end_at=end + max(0.0, skew)
         )
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
@@ -1131,10 +1139,9 @@ class TraktTarget:
         unread: dict[int, Hold] = {}
         for row in rows:
             kind = _history_kind(row.item)
-            near = span[row.outbox.id]
-            if any(_play_near(e, kind, row, near, skew) for e in entries[kind]):
-                seen.append(row)
-            elif any(_may_be_play(e, kind, row, near, skew) for e in entries[kind]):
+            found, maybe = plays_in(entries[kind], kind, [row], span, skew)
+            seen += found
+            if maybe:
                 said = unread_history(entries[kind], kind)
                 unread[row.outbox.id] = changed_hold(
                     "Trakt",
@@ -1143,6 +1150,89 @@ class TraktTarget:
                 )
         await self._remember(profile, seen)
         return unread
+
+    async def _unless_placed_on_trakt(
+        self, profile: str, rows: Sequence[Row], outcomes: dict[int, Outcome]
+    ) -> list[Row]:
+        """`rows` to send, but those placed by their numbers whose play Trakt's history of the
+        episode already holds (skipped), or may hold in entries it cannot read (held, and so
+        is a twin of one). `rows` are not known to be on Trakt (the mirror)."""
+        placed = [r for r in rows if r.placed and r.at != UNDATED]
+        if not placed:
+            return list(rows)
+        seen, unread = await self._placed_on_trakt(profile, placed)
+        # Trakt's history, read now through this sign-in, settles them (Skipped.answered).
+        outcomes |= _all([r.outbox for r in seen], Skipped("already on Trakt", answered=True))
+        waits = [r for r in rows if r.outbox.id in unread]
+        # One whose own earlier send may have landed keeps that mark (Trakt answering "not
+        # found" to this try's send landed nothing: no mark).
+        outcomes |= {
+            r.outbox.id: unsure(unread[r.outbox.id])
+            if r.outbox.may_have_landed
+            else unread[r.outbox.id]
+            for r in waits
+        }
+        rest = [r for r in rows if r not in seen and r not in waits]
+        twins_waiting = same_play_as(rest, waits)
+        for twin, why in twins_waiting.items():
+            outcomes[twin] = replace(next(iter(unread.values())), reason=why)
+        return [r for r in rest if r.outbox.id not in twins_waiting]
+
+    async def _placed_on_trakt(
+        self, profile: str, rows: Sequence[Row]
+    ) -> tuple[list[Row], dict[int, Hold]]:
+        """Of the dated `rows`, placed by their numbers and not known to be on Trakt, those
+        whose episode Trakt's history holds a play of within the duplicate window, and those
+        held as history entries watchbridge cannot read may be that play (`changed_hold`).
+        Another row of the viewing may have gone out by its show's other ids and numbers,
+        remembered without Trakt's episode id: the two share no key. One read per episode,
+        by the Trakt id the placing found (its plays only, near theirs)."""
+        window = DUPLICATE_WINDOW_MINUTES * 60.0
+        span = {r.outbox.id: (window, window) for r in rows}
+        skew = self.client.clock_skew
+        by_episode: dict[str, list[Row]] = {}
+        for row in rows:
+            by_episode.setdefault(str(row.item.ids.trakt), []).append(row)
+        seen: list[Row] = []
+        unread: dict[int, Hold] = {}
+        for trakt_id, plays in by_episode.items():
+            start = min(r.at for r in plays) - window
+            end = max(r.at for r in plays) + window
+            entries = await self._history_around(profile, "episodes", start, end, trakt_id)
+            found, maybe = plays_in(entries, "episodes", plays, span, skew)
+            seen += found
+            said = unread_history(entries, "episodes")
+            unread |= {
+                row.outbox.id: changed_hold(
+                    "Trakt",
+                    f"{said}, and a play of this viewing sent before may be one of them",
+                    "it is not sent, without giving up, until the history reads again",
+                )
+                for row in maybe
+            }
+        await self._remember(profile, seen)
+        return seen, unread
+
+
+def plays_in(
+    entries: Sequence[Any],
+    kind: str,
+    rows: Sequence[Row],
+    span: dict[int, tuple[float, float]],
+    skew: float,
+) -> tuple[list[Row], list[Row]]:
+    """Of `rows`, those whose play Trakt's history `entries` of `kind` hold within their
+    `span` (outbox id -> seconds before and after; see `_near`), and those whose play may be
+    among entries watchbridge cannot read (`_may_be_play`). Pure."""
+    seen: list[Row] = []
+    maybe: list[Row] = []
+    for row in rows:
+        near = span[row.outbox.id]
+        if any(_play_near(e, kind, row, near, skew) for e in entries):
+            seen.append(row)
+        elif any(_may_be_play(e, kind, row, near, skew) for e in entries):
+            maybe.append(row)
+    return seen, maybe
 
 
 ELSEWHERE = Skipped(
