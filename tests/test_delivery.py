@@ -2259,6 +2259,26 @@ async def test_an_outage_across_a_clock_set_back_hours_is_alerted_within_the_hou
     assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
 
 
+async def test_a_profiles_rate_limit_across_a_clock_set_back_hours_is_alerted_within_the_hour(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Before, the target-wide hold's start moved back with the clock, a profile's did not:
+    # its alert came only once the clock caught up with the time it began (two hours).
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.throttle_next(10**6, retry_after=60, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    clock.advance(-2 * 3600)  # NTP sets a clock that ran two hours fast right
+    for _ in range(60):
+        clock.advance(60)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+
+
 async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanwhile(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -593,7 +593,8 @@ class DeliveryWorker:
 
     async def _after_a_step_back(self, runtime: Runtime) -> None:
         """Move the waits the clock set back by more than CLOCK_STEP_BACK has made longer (the
-        holds here, the rows' next tries in the store) back as much."""
+        holds here, the rows' next tries in the store) back as much, and the starts of the
+        target-wide and profile holds (their alerts count from them)."""
         now = runtime.clock()
         step = self._latest_now - now
         if step <= CLOCK_STEP_BACK:
@@ -602,6 +603,9 @@ class DeliveryWorker:
         self._latest_now = now
         for held in self.holds.values():
             held.until, held.since = held.until - step, held.since - step
+        for key, paused in self._paused.items():
+            paused.since -= step
+            await self._keep_hold(runtime.store, key, now)
         moved = await asyncio.to_thread(runtime.store.bring_forward, step, now)
         log.warning(
             "the clock went back: deliveries waiting keep their waits",
