@@ -2236,6 +2236,39 @@ async def test_a_rate_limit_alert_still_holding_a_rating_outlasts_a_restart(
         assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+async def test_a_rate_limit_alert_a_sync_beside_the_service_raised_is_not_resolved_by_the_service(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The service's worker started (and read the kept holds) before a `watchbridge sync`
+    # beside it had a rating held by a long rate limit, told at once. The service's next play
+    # of the profile sent "Resolved" while the rating still waited: the hold was only in the
+    # sync's memory and the store, and the service looked in its own memory alone.
+    await worker.pass_once(runtime)  # the service, running before the sync
+    beside = worker_for(runtime, "cli")
+    try:
+        trakt.throttle_next(10**6, retry_after=2850, route="GET /sync/ratings/{type}")
+        runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+        await beside.pass_once(runtime)
+        assert receiver.titles() == [PAUSED_FOR_ME]
+    finally:
+        await close_targets(beside)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 86400, "p1")], clock())
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)  # the play goes through, the rating still waits
+    assert len(trakt.history()) == 1 and trakt.ratings() == []
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
+    clock.advance(2851)
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert [r.rating for r in trakt.ratings()] == [8]
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
 async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

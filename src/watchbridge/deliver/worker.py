@@ -937,7 +937,7 @@ class DeliveryWorker:
         known to. It lasts from the first of its rows held while any of them still waits, also
         while other rows of the profile go through; once none does, it is over and a hold
         after it is a new one."""
-        held = self._paused.get(key)
+        held = await self._with_kept_rows(store, key, now)
         if held is None or not await asyncio.to_thread(store.pending_among, sorted(held.rows)):
             held = self._paused[key] = ProfileHold(now, set())
         held.rows |= rows
@@ -986,7 +986,7 @@ class DeliveryWorker:
     async def _still_paused(self, store: Store, key: str, now: float) -> bool:
         """Whether rows the profile's `service_unreachable` hold kept still wait; forgets the
         hold once none does."""
-        held = self._paused.get(key)
+        held = await self._with_kept_rows(store, key, now)
         if held is None:
             return False
         if await asyncio.to_thread(store.pending_among, sorted(held.rows)):
@@ -994,6 +994,22 @@ class DeliveryWorker:
         del self._paused[key]
         await asyncio.to_thread(store.cache_update, PROFILE_HOLDS, key, now, _forgotten)
         return False
+
+    async def _with_kept_rows(self, store: Store, key: str, now: float) -> ProfileHold | None:
+        """This worker's hold `key` with the rows the store keeps for it added: a `watchbridge
+        sync` beside the service keeps the holds it meets there, not in the service's memory
+        (read once, at its start). Without them the service would resolve the sync's alert
+        at the profile's next delivery while the row it held still waits."""
+        hit, value = await asyncio.to_thread(store.cache_get, PROFILE_HOLDS, key, now)
+        kept = ProfileHold.from_json(value) if hit else None
+        held = self._paused.get(key)
+        if kept is None:
+            return held
+        if held is None:
+            held = self._paused[key] = kept
+        else:
+            held.rows |= kept.rows
+        return held
 
     async def _keep_hold(self, store: Store, key: str, now: float) -> None:
         """Write the profile hold `key` to the store as it is now (see ProfileHold)."""
