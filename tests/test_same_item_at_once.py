@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import until
-from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.linkrig import Rig, open_rig, rig_for, use_fast_readers
 from tests.test_link_plex_serializd import link_config, plex_and_serializd
 from tests.test_sync_scenarios import (
     TraktApp,
@@ -220,15 +220,26 @@ async def test_a_rating_removal_delivered_while_a_run_reads_it_is_not_copied_bac
         await rig.aclose()
 
 
+# The Serializd answers a full run reads in this order; the webhook's entry lands while one is
+# held: after the diary read; after the run checked the delivery ledger for entries written
+# since (before the ticks read); after the ticks read (only the rows waiting tell).
+RUN_READS = {
+    "diary": f"GET {DIARY}",
+    "ledger check": "GET /api/user/{username}/watchedpage_v2/{page}",
+    "ticks": "GET /mobile/page/show/{id}/season_v2_part_3/{number}",
+}
+
+
+@pytest.mark.parametrize("held", list(RUN_READS))
 async def test_a_webhook_play_landing_while_a_run_reads_is_not_copied_to_its_target_again(
-    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, held: str
 ) -> None:
     # A player's stop of S1E5 queued for both targets. Trakt got it first, dated by Trakt's
     # clock, three minutes ahead of ours; Serializd's row, waiting when the run began, landed
-    # after the run read the diary. The run looked at what waits only after the reads: Trakt's
-    # play, missing from that read, was copied to Serializd at Trakt's time, too far from the
-    # webhook's entry for the target to take it as the same: a second diary entry (and at
-    # times a second, undated play on Trakt, copied back from it).
+    # while the run read Serializd. Missing from the diary read, it is neither a play to copy
+    # there from Trakt (too far from the webhook's entry for the target to take it as the
+    # same: a second diary entry), nor is its tick a play of its own beside the entry (the
+    # next run copied it to Trakt as a second, undated play).
     for n in range(1, 5):
         log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
     await rig.sync_and_deliver()
@@ -238,20 +249,42 @@ async def test_a_webhook_play_landing_while_a_run_reads_is_not_copied_to_its_tar
     assert rig.store.ingest(ingest_job(rig.runtime, "me", stop))
     await deliver_to(rig, "trakt")  # scrobbled live: Trakt dates it by its own clock
     assert [e.item.number for e in trakt.history() if e.item.season == 1] == [5, 4, 3, 2, 1]
-    asked = serializd.count("GET", DIARY)
-    serializd.delay_next(1, 2.0, route=f"GET {DIARY}")  # answered as it was asked
+    route = RUN_READS[held]
+    method, _, path = route.partition(" ")
+    asked = len(serializd.calls(method, path))
+    released = serializd.hold_next(route)
     run = asyncio.create_task(rig.sync(full=True))
-    await until(lambda: serializd.count("GET", DIARY) > asked)
-    await deliver_to(rig, "serializd")  # the webhook's entry, while that answer is held
-    assert not run.done()
+    try:
+        await until(lambda: len(serializd.calls(method, path)) > asked)
+        # The service's worker (another process: Serializd's one-request-at-a-time lane is
+        # its own) delivers the webhook's entry while that answer is held.
+        await asyncio.to_thread(deliver_elsewhere, rig, "serializd")
+        assert [number for _, number, _ in diary_plays(serializd)].count(5) == 1
+        assert not run.done()
+    finally:
+        released.set()
 
     result = await run
     await rig.deliver()
-    await rig.sync_and_deliver(full=True)
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
 
     assert [number for _, number in trakt_episodes(trakt)].count(5) == 1
     assert [number for _, number, _ in diary_plays(serializd)].count(5) == 1
     assert result.queued == 0
+
+
+def deliver_elsewhere(rig: Rig, target: str) -> None:
+    """Drain one target's rows from another process: its own runtime and event loop."""
+
+    async def drain_there() -> None:
+        there = rig_for(rig.runtime.config, rig.trakt, rig.serializd, {})
+        try:
+            await deliver_to(there, target)
+        finally:
+            await there.aclose()
+
+    asyncio.run(drain_there())
 
 
 async def deliver_to(rig: Rig, target: str) -> None:

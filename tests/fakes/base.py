@@ -9,7 +9,8 @@ Knob rules: each request consumes at most one knob, the oldest queued one that a
 (route-scoped or global). ``fail_next`` and ``drop_next`` act *before* the handler, so a failed
 request never changes the fake's state (``after_handler=True`` is the exception: the work is
 done, then the connection is dropped or the failure answered). ``delay_next`` runs the handler
-at once and holds the answer back, like a slow server that did the work. ``reshape_next`` runs
+at once and holds the answer back, like a slow server that did the work; ``hold_next`` too, until
+the test releases it (an interleaving that does not hang on a clock). ``reshape_next`` runs
 the handler and changes its JSON answer (a field renamed or removed, a number sent as text, a
 list wrapped in an object): a service that changed the shape of its answers.
 """
@@ -175,13 +176,14 @@ class _Route:
 
 @dataclass
 class _Knob:
-    kind: str  # "fail" | "delay" | "drop" | "reshape"
+    kind: str  # "fail" | "delay" | "hold" | "drop" | "reshape"
     remaining: int
     route: str | None
     response: Response | None = None
     seconds: float = 0.0
     after_handler: bool = False
     change: Callable[[Any], Any] | None = None
+    released: threading.Event | None = None
 
     def applies(self, req: Request) -> bool:
         if self.route is None:
@@ -307,6 +309,13 @@ class FakeServer:
     def delay_next(self, n: int, seconds: float, route: str | None = None) -> None:
         """Hold back the answer of the next ``n`` requests (the handler already ran)."""
         self._queue(_Knob("delay", n, route, seconds=seconds))
+
+    def hold_next(self, route: str | None = None) -> threading.Event:
+        """Hold back the answer of the next request (the handler already ran) until the
+        returned event is set: an interleaving forced by the test, not by a clock."""
+        released = threading.Event()
+        self._queue(_Knob("hold", 1, route, released=released))
+        return released
 
     def drop_next(self, n: int, route: str | None = None, *, after_handler: bool = False) -> None:
         """Close the connection of the next ``n`` requests without answering."""
@@ -456,12 +465,22 @@ class _Handler(BaseHTTPRequestHandler):
         if knob is not None and knob.kind == "delay" and self.server.stopping.wait(knob.seconds):
             self.close_connection = True
             return
+        if knob is not None and knob.released is not None and not self._released(knob.released):
+            self.close_connection = True
+            return
         self.send_response(resp.status, _REASONS.get(resp.status))
         for name, value in resp.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(resp.body)))
         self.end_headers()
         self.wfile.write(resp.body)
+
+    def _released(self, released: threading.Event) -> bool:
+        """Wait for the test to release a held answer; False when the fake stops first."""
+        while not released.wait(0.05):
+            if self.server.stopping.is_set():
+                return False
+        return True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 

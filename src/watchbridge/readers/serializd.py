@@ -585,8 +585,9 @@ class SerializdReader:
         episode is still missing on both sides (`worth_reading`): Serializd lists ticks one
         season per request and has no listing of the seasons holding any.
 
-        First, the diary entries our deliveries wrote since `read` took the ledger are added
-        (`_written_since_read`): the ticks read next would show their ticks.
+        The diary entries our deliveries wrote since `read` took the ledger are added
+        (`_written_since_read`) before the ticks are read and again after: the ticks read show
+        their ticks, which are not plays of their own.
         """
         own = await self._written_since_read(profile, own)
         asked, other_undated = unexplained(own, other)
@@ -602,8 +603,7 @@ class SerializdReader:
             watching = set(await self.client.currently_watching(profile))
         held = episodes_held(own, other)
         was_marked = marked_before(own)
-        fresh: list[Play] = []
-        replaced: set[str] = set()
+        read_seasons: list[tuple[int, int, set[int] | None, set[int]]] = []
         shows = {*asked, *marks, *touched, *watching} if discover else {*asked}
         for show in sorted(shows):
             try:
@@ -635,9 +635,17 @@ class SerializdReader:
                     self.seasons_read += 1
                 else:
                     continue
-                plays, gone = season_state(show, season, watched, episodes, own, other_undated)
-                fresh += plays
-                replaced |= gone
+                read_seasons.append((show, season, watched, episodes))
+        # An entry landing after the ledger was taken above and before its season's ticks were
+        # read is in neither, but its tick is: the ledger is taken again (a delivery records the
+        # entry before it ticks the episode).
+        own = await self._written_since_read(profile, own)
+        fresh: list[Play] = []
+        replaced: set[str] = set()
+        for show, season, watched, episodes in read_seasons:
+            plays, gone = season_state(show, season, watched, episodes, own, other_undated)
+            fresh += plays
+            replaced |= gone
         kept = tuple(p for p in own.plays if p.record not in replaced)
         known = {p.record for p in kept}
         return Side(kept + tuple(p for p in fresh if p.record not in known), own.ratings)
