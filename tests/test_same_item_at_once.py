@@ -274,6 +274,42 @@ async def test_a_webhook_play_landing_while_a_run_reads_is_not_copied_to_its_tar
     assert result.queued == 0
 
 
+async def test_a_webhook_play_landing_on_the_side_read_first_is_not_copied_there_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    # The same stop of S1E5, Serializd's row delivered first: the run read Trakt, then the
+    # Trakt row (waiting when the run began) landed while the run read the diary. Only the
+    # rows waiting before the reads tell that Trakt's play is on its way, not missing there.
+    for n in range(1, 5):
+        log(serializd, 1, n, f"2024-01-0{n}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    trakt.advance(180)
+    item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=5)
+    stop = MediaEvent("generic", "stop", item, position_ms=57 * 60_000, duration_ms=60 * 60_000)
+    assert rig.store.ingest(ingest_job(rig.runtime, "me", stop))
+    await deliver_to(rig, "serializd")
+    assert [number for _, number, _ in diary_plays(serializd)].count(5) == 1
+    asked = serializd.count("GET", DIARY)
+    released = serializd.hold_next(f"GET {DIARY}")
+    run = asyncio.create_task(rig.sync(full=True))
+    try:
+        await until(lambda: serializd.count("GET", DIARY) > asked)
+        await asyncio.to_thread(deliver_elsewhere, rig, "trakt")  # scrobbled live, meanwhile
+        assert [number for _, number in trakt_episodes(trakt)].count(5) == 1
+        assert not run.done()
+    finally:
+        released.set()
+
+    result = await run
+    await rig.deliver()
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+
+    assert result.queued == 0
+    assert [number for _, number in trakt_episodes(trakt)].count(5) == 1
+    assert [number for _, number, _ in diary_plays(serializd)].count(5) == 1
+
+
 def deliver_elsewhere(rig: Rig, target: str) -> None:
     """Drain one target's rows from another process: its own runtime and event loop."""
 
