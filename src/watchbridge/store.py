@@ -2443,17 +2443,20 @@ class Store:
             "idempotency_key", "profile = ? AND target = ? AND status = 'done'", (profile, target)
         )
 
-    def newest_waiting_play(self, target: str, profile: str) -> float | None:
-        """The latest time of the plays queued for `profile` on `target` by anything but a link
-        (a webhook) that are not delivered yet (pending or in flight); None: there is none."""
+    def waiting_plays_span(self, target: str, profile: str) -> tuple[float, float] | None:
+        """The earliest and latest times of the plays queued for `profile` on `target` by
+        anything but a link (a webhook) that are not delivered yet (pending or in flight);
+        None: there is none."""
         rows = self._query(
-            "SELECT MAX(CAST(json_extract(payload, '$.at') AS REAL)) AS newest FROM outbox"
+            "SELECT MIN(CAST(json_extract(payload, '$.at') AS REAL)) AS oldest,"
+            " MAX(CAST(json_extract(payload, '$.at') AS REAL)) AS newest FROM outbox"
             " WHERE target = ? AND profile = ? AND action = 'play'"
             " AND status IN ('pending', 'inflight') AND json_extract(payload, '$.link') IS NULL",
             (target, profile),
         )
-        newest = rows[0]["newest"] if rows else None
-        return None if newest is None else float(newest)
+        if not rows or rows[0]["newest"] is None:
+            return None
+        return float(rows[0]["oldest"]), float(rows[0]["newest"])
 
     def _webhook_plays(
         self, first: str, where: str, params: Sequence[Any]

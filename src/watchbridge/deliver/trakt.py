@@ -740,10 +740,10 @@ class TraktTarget:
         self, profile: str, kind: str, start: float, end: float
     ) -> tuple[list[dict[str, Any]], bool]:
         """Trakt's history of `kind` from `start` to `end`: an earlier read spanning them made
-        within HISTORY_READ_KEEP, else a read on to the newest play webhooks queued for the
-        profile (a backlog's later batches); and whether Trakt was asked now. Another app
-        writes its plays as they happen: a read minutes old still holds those of the
-        backlog's past minutes."""
+        within HISTORY_READ_KEEP, else a read over every play webhooks queued for the profile
+        that waits (a backlog's later batches, claimed in the order their tries came due, not
+        their plays'); and whether Trakt was asked now. Another app writes its plays as they
+        happen: a read minutes old still holds those of the backlog's past minutes."""
         read = self._history_reads.get((profile, kind))
         now = self.clock()
         if (
@@ -753,9 +753,12 @@ class TraktTarget:
             and now - read.read_at <= HISTORY_READ_KEEP
         ):
             return read.entries, False
-        newest = await asyncio.to_thread(self.store.newest_waiting_play, NAME, profile)
-        if newest is not None and newest <= now:
-            end = max(end, newest + (DUPLICATE_WINDOW_MINUTES + 1) * 60)
+        waiting = await asyncio.to_thread(self.store.waiting_plays_span, NAME, profile)
+        if waiting is not None:
+            window = (DUPLICATE_WINDOW_MINUTES + 1) * 60
+            start = min(start, waiting[0] - window)
+            if waiting[1] <= now:
+                end = max(end, waiting[1] + window)
         entries = await self._history_around(profile, kind, start, end)
         self._history_reads[profile, kind] = HistoryRead(now, start, end, entries)
         return entries, True
