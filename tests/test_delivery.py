@@ -4090,6 +4090,25 @@ async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
     assert trakt.count("GET", "/sync/history/movies") == 1
 
 
+async def test_the_look_for_another_apps_play_does_not_read_back_to_a_play_waiting_for_months(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A play of the profile waits for ids since half a year (unmatched): the look before a
+    # late play's add read Trakt's history from then, all of the account's history, at each
+    # late play.
+    trakt.advance(clock() - trakt.now())
+    stuck = MediaRef("movie", Ids(tmdb="999999999"))  # Trakt knows no such movie
+    runtime.store.enqueue([_late_play(stuck, clock() - 180 * 86400, "stuck")], clock())
+    runtime.store.db.execute(  # tried again for its ids later, not in this batch
+        "UPDATE outbox SET next_attempt_at = ? WHERE idempotency_key = 'stuck'", (clock() + 86400,)
+    )
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await drain(worker, runtime, clock, passes=2, step=60)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    (look,) = [r for r in trakt.requests if r.path == "/sync/history/movies" and r.method == "GET"]
+    assert parse_iso(look.query["start_at"]) > clock() - 3 * 86400
+
+
 async def test_a_backlog_of_ratings_that_waited_reads_trakts_ratings_once_for_its_drain(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -756,7 +756,9 @@ class TraktTarget:
         waiting = await asyncio.to_thread(self.store.waiting_plays_span, NAME, profile)
         if waiting is not None:
             window = (DUPLICATE_WINDOW_MINUTES + 1) * 60
-            start = min(start, waiting[0] - window)
+            # Not back to a play that has waited for months (unmatched): a read that long
+            # would page through all of the account's history at each late play.
+            start = min(start, max(waiting[0] - window, start - HISTORY_LOOK_BACK))
             if waiting[1] <= now:
                 end = max(end, waiting[1] + window)
         entries = await self._history_around(profile, kind, start, end)
@@ -1243,6 +1245,7 @@ ELSEWHERE = Skipped(
     "watchbridge did not write (another app scrobbling to the account, or marked by hand)"
 )
 HISTORY_READ_KEEP = 300.0  # seconds a history read serves the batches of a backlog's drain
+HISTORY_LOOK_BACK = 2 * 86400.0  # how far before its batch such a read goes for waiting plays
 
 
 @dataclass(frozen=True)
