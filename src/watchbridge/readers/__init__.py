@@ -21,6 +21,13 @@ from watchbridge.reconcile import Side
 from watchbridge.store import Store
 
 Clock = Callable[[], float]
+TITLES_NAMED = 5  # titles a warning names; it counts the others
+
+
+def some_titles(titles: Sequence[str], most: int = TITLES_NAMED) -> str:
+    """The first `most` of `titles` and how many others ("A, B and 3 more"). Pure."""
+    shown = ", ".join(titles[:most])
+    return f"{shown} and {len(titles) - most} more" if len(titles) > most else shown
 
 
 @dataclass(frozen=True)

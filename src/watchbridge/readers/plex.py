@@ -66,7 +66,7 @@ from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
-from watchbridge.readers import Clock, SideRead
+from watchbridge.readers import Clock, SideRead, some_titles
 from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.plex import (
     HistoryEntry,
@@ -158,9 +158,6 @@ def legacy_titles(library: Library) -> list[str]:
     ]
 
 
-UNMATCHED_NAMED = 5  # titles a warning names; it counts the others
-
-
 def unmatched_titles(library: Library) -> list[str]:
     """Movies and shows with no TMDB, IMDb or TheTVDB id (unmatched in Plex, a `local://`
     guid, or an agent that gives none of them), outside libraries of personal media, whose
@@ -171,12 +168,6 @@ def unmatched_titles(library: Library) -> list[str]:
         if not (item.ids.tmdb or item.ids.imdb or item.ids.tvdb)
         and item.rating_key not in library.personal
     ]
-
-
-def named(titles: Sequence[str], most: int = UNMATCHED_NAMED) -> str:
-    """The first `most` of `titles` and how many others ("A, B and 3 more"). Pure."""
-    shown = ", ".join(titles[:most])
-    return f"{shown} and {len(titles) - most} more" if len(titles) > most else shown
 
 
 def key_for_ref(ref: MediaRef) -> str | None:
@@ -1551,7 +1542,7 @@ class PlexReader:
                 "%s. Match them in Plex (Fix Match, or Refresh Metadata once their agent finds "
                 "them); home videos belong in a library of the Other Videos type, which is not "
                 "warned about",
-                named(unmatched),
+                some_titles(unmatched),
                 extra={"profile": profile, "titles": len(unmatched)},
             )
         history, cursor = await self._history(profile, access, full)

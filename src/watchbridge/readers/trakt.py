@@ -21,7 +21,7 @@ from watchbridge.http import changed_answer
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
-from watchbridge.readers import Clock, SideRead
+from watchbridge.readers import Clock, SideRead, some_titles
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import (
@@ -133,8 +133,7 @@ def with_tmdb_read_before(
 
 def tmdb_gone(titles: Iterable[str]) -> str:
     """What to say of the shows and movies Trakt names without the TMDB id it gave before."""
-    named = sorted(titles)
-    shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+    shown = some_titles(sorted(titles))
     return (
         f"Trakt no longer gives the TMDB id it gave before for {shown}: their plays and "
         "ratings on Trakt are linked by that id as before, so none is taken as removed (TMDB "
