@@ -4090,6 +4090,54 @@ async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
     assert trakt.count("GET", "/sync/history/movies") == 1
 
 
+async def test_a_backlog_of_plays_made_while_trakt_said_it_was_down_goes_without_a_look(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt answered 503 from the first play's try to a try after the last: no app could
+    # scrobble them meanwhile (Trakt's own scrobbler failed alike), so the drain is the
+    # history add alone (the backlog bench's request budget).
+    trakt.advance(clock() - trakt.now())
+    trakt.fail_next(1000, 503)
+    for n, item in enumerate([HEAT, ARRIVAL]):
+        runtime.store.enqueue([_late_play(item, clock(), f"p{n}", live=True)], clock())
+        await drain(worker, runtime, clock, passes=2, step=600)
+    trakt.clear_knobs()
+    clock.advance(3600)
+    trakt.advance(clock() - trakt.now())
+    await drain(worker, runtime, clock, passes=3, step=60)
+
+    assert sorted(h.item.title for h in trakt.history()) == ["Arrival", "Heat"]
+    assert trakt.count("GET", "/sync/history/movies") == 0
+    assert trakt.count("POST", "/sync/history") == 1
+
+
+async def test_a_play_made_after_trakts_last_down_answer_is_looked_for_all_the_same(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt came back unnoticed between the service's tries (they grow up to 5 minutes
+    # apart): another app scrobbled a play of that while, which Trakt would take again.
+    trakt.advance(clock() - trakt.now())
+    trakt.fail_next(1000, 503)
+    runtime.store.enqueue([_late_play(ARRIVAL, clock(), "p0", live=True)], clock())
+    await worker.pass_once(runtime)
+    assert trakt.history() == []
+    trakt.clear_knobs()
+    clock.advance(120)
+    trakt.advance(120)
+    other = OtherScrobbler(trakt)
+    try:
+        assert other.stop(949).status_code == 201
+    finally:
+        other.http.close()
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    clock.advance(3600)
+    trakt.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=60)
+
+    assert sorted(h.item.title for h in trakt.history()) == ["Arrival", "Heat"]
+    assert trakt.count("GET", "/sync/history/movies") == 1
+
+
 async def test_the_look_for_another_apps_play_does_not_read_back_to_a_play_waiting_for_months(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -36,7 +36,7 @@ from watchbridge.deliver.worker import (
     waiting_on,
 )
 from watchbridge.episode_numbers import trakt_listing
-from watchbridge.http import RateLimited, ServiceError, Unavailable, rows_unread
+from watchbridge.http import Outages, RateLimited, ServiceError, Unavailable, rows_unread
 from watchbridge.ids import (
     TRAKT,
     TRAKT_ID_NAMES,
@@ -610,13 +610,17 @@ class TraktTarget:
         await self._note_sending([row])
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
-        # The mark stays whatever Trakt answers: the client tries a scrobble again by itself
-        # (and once more after a token refresh), so a refusal may follow a try that landed.
-        # It costs one history read before the next send.
+        # The mark stays for a refusal: the client tries a scrobble again by itself (and once
+        # more after a token refresh), so a refusal may follow a try that landed. It costs one
+        # history read before the next send.
         except TraktItemError:
             return None
         except Unavailable as exc:
-            if not exc.outcome_unknown or exc.answered:
+            if not exc.outcome_unknown:
+                # No try reached Trakt's writes (it said it is down): nothing to look for.
+                await self._sent_nothing([row], exc.message)
+                raise
+            if exc.answered:
                 raise  # Trakt is failing: the target is held (the mark stays)
             # A dropped connection; it may have landed: a later live stop meets Trakt's 409, a
             # later history add reads Trakt's history first.
@@ -642,7 +646,9 @@ class TraktTarget:
         fresh = [r for r in rows if r.outbox.id not in known]
         # A play another app scrobbled to the same account (Trakt's own Plex scrobbler, Kodi's
         # add-on) while this one waited is on Trakt already, and Trakt takes it again.
-        elsewhere = await self._added_elsewhere(profile, [r for r in fresh if _look_first(r)])
+        outages = self.client.outages
+        looked_for = [r for r in fresh if _look_first(r, outages)]
+        elsewhere = await self._added_elsewhere(profile, looked_for)
         outcomes |= {id: replace(ELSEWHERE, answered=asked) for id, asked in elsewhere.items()}
         fresh = [r for r in fresh if r.outbox.id not in elsewhere]
         if any(r.outbox.may_have_landed for r in fresh):
@@ -1246,6 +1252,9 @@ ELSEWHERE = Skipped(
 )
 HISTORY_READ_KEEP = 300.0  # seconds a history read serves the batches of a backlog's drain
 HISTORY_LOOK_BACK = 2 * 86400.0  # how far before its batch such a read goes for waiting plays
+# A webhook's play is tried within moments of it: one made this long before Trakt's first
+# "down" answer was made as it went down (that answer is often its own try's).
+TRIED_WITHIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -1258,11 +1267,18 @@ class HistoryRead:
     entries: list[dict[str, Any]]
 
 
-def _look_first(row: Row) -> bool:
+def _look_first(row: Row, outages: Outages) -> bool:
     """Whether a history add is looked for in Trakt's history before it goes (`_added_elsewhere`):
-    a dated webhook's play never sent. A link's copy was planned on a read of Trakt; one that
-    may have landed is looked for wider (`_learn_history`)."""
-    return row.at != UNDATED and "link" not in row.payload and not row.outbox.may_have_landed
+    a dated webhook's play never sent, made while Trakt was not saying it was down (then no
+    app could scrobble it: a backlog's drain after a Trakt outage reads nothing). A link's
+    copy was planned on a read of Trakt; one that may have landed is looked for wider
+    (`_learn_history`)."""
+    return (
+        row.at != UNDATED
+        and "link" not in row.payload
+        and not row.outbox.may_have_landed
+        and not outages.covers(row.at, lead=TRIED_WITHIN)
+    )
 
 
 def _same_play(entry: Any, row: Row, skew: float) -> bool:
