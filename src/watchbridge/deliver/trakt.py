@@ -752,11 +752,13 @@ class TraktTarget:
         happen: a read minutes old still holds those of the backlog's past minutes."""
         read = self._history_reads.get((profile, kind))
         now = self.clock()
+        # Not for plays whose window runs past the read: another app writes a play as it
+        # ends, and one of those minutes may have been written after it.
         if (
             read is not None
             and read.start <= start
-            and end <= read.end
-            and now - read.read_at <= HISTORY_READ_KEEP
+            and end <= min(read.end, read.read_at)
+            and still_fresh(read.read_at, now, HISTORY_READ_KEEP)
         ):
             return read.entries, False
         waiting = await asyncio.to_thread(self.store.waiting_plays_span, NAME, profile)
@@ -930,7 +932,7 @@ class TraktTarget:
         failed may miss a rating given since; and whether Trakt was asked now (False: an
         earlier read served them)."""
         read_at, entries = self._ratings_read.get((profile, kind), (0.0, []))
-        if self.clock() - read_at <= RATINGS_READ_KEEP and read_at > tried:
+        if still_fresh(read_at, self.clock(), RATINGS_READ_KEEP) and read_at > tried:
             return entries, False
         entries = await self.client.ratings(profile, kind)
         self._ratings_read[profile, kind] = (self.clock(), entries)
@@ -1255,6 +1257,12 @@ HISTORY_LOOK_BACK = 2 * 86400.0  # how far before its batch such a read goes for
 # A webhook's play is tried within moments of it: one made this long before Trakt's first
 # "down" answer was made as it went down (that answer is often its own try's).
 TRIED_WITHIN = 10.0
+
+
+def still_fresh(read_at: float, now: float, keep: float) -> bool:
+    """Whether a read made at `read_at` may serve at `now`: at most `keep` seconds old, and
+    not made after `now` (the clock was set back since: its age is unknown)."""
+    return 0.0 <= now - read_at <= keep
 
 
 @dataclass(frozen=True)
