@@ -99,6 +99,16 @@ def latest_delivery(service: ServiceProcess, profile: str) -> tuple[str, str | N
     return str(status), None if error is None else str(error)
 
 
+def settled(service: ServiceProcess) -> bool:
+    """Whether every delivery queued so far is done or dead: nothing more is on its way."""
+    database = service.config.parent / "wb.db"
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        (waiting,) = conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
+        ).fetchone()
+    return int(waiting) == 0
+
+
 def plays(trakt: FakeTrakt, user: str | None = None) -> list[tuple[str, int | None]]:
     return [(h.item.title, getattr(h.item, "number", None)) for h in trakt.history(user)]
 
@@ -112,7 +122,7 @@ def test_two_people_watching_one_episode_at_once_get_a_play_each(
         assert post_plex(two, plex("media.scrobble", account, name, player)).status_code == 202
         assert post_plex(two, plex("media.stop", account, name, player)).status_code == 202
     wait_for(lambda: len(trakt.history()) == 1 and len(trakt.history("bob")) == 1)
-    time.sleep(1.0)
+    wait_for(lambda: settled(two))
     assert len(trakt.history()) == 1 and len(trakt.history("bob")) == 1
 
 
@@ -158,7 +168,7 @@ def test_two_plex_servers_each_owners_plays_reach_their_own_trakt(
         alices = plex("media.scrobble", 1, "alice", "alices-tv")
         assert post_plex(service, alices).status_code == 202
         wait_for(lambda: len(trakt.history()) == 1)
-        time.sleep(1.0)
+        wait_for(lambda: settled(service))
         assert len(trakt.history("bob")) == 1 and len(trakt.history()) == 1
     finally:
         service.kill()
@@ -191,7 +201,7 @@ def test_a_home_user_listed_by_name_and_renamed_in_plex_keeps_their_own_plays(
         renamed["Metadata"]["guid"] = "com.plexapp.agents.thetvdb://81189/5/15?lang=en"
         assert post_plex(service, renamed).status_code == 202
         wait_for(lambda: len(trakt.history("bob")) == 2)
-        time.sleep(1.0)
+        wait_for(lambda: settled(service))
         assert trakt.history() == []  # nothing on the default profile's Trakt
 
         told = (
@@ -240,7 +250,7 @@ def test_a_jellyfin_user_listed_by_id_whose_id_changed_keeps_their_own_plays(
 
         assert post_jellyfin(service, new, "bob", 15) == 202
         wait_for(lambda: len(trakt.history("bob")) == 2)
-        time.sleep(1.0)
+        wait_for(lambda: settled(service))
         assert trakt.history() == []  # nothing on the default profile's Trakt
 
         told = (
