@@ -29,6 +29,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
 from watchbridge.deliver.trakt import (
     SPLIT_REQUESTS,
+    TraktTarget,
     nearby_keys,
     play_key,
     plays_in_snapshot,
@@ -4212,6 +4213,27 @@ async def test_a_history_read_serves_no_later_batch_once_the_clock_was_set_back(
     await drain(worker, runtime, clock, passes=2, step=1)
 
     assert trakt.count("GET", "/sync/history/movies") == 2
+
+
+async def test_reads_kept_for_a_drain_are_let_go_once_they_can_serve_no_more(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # An account's ratings and days of its history, held for a months-long idle otherwise.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "late")], clock())
+    trakt.add_movie("Film", 2000, imdb="tt9000001")
+    runtime.store.enqueue([rating_row(clock, "Film", "tt9000001", "r", 70)], clock())
+    runtime.store.db.execute("UPDATE outbox SET created_at = created_at - 86400")  # waited
+    await worker.pass_once(runtime)
+    target = worker.targets["trakt"]
+    assert isinstance(target, TraktTarget)
+    assert target._history_reads and target._ratings_read
+    clock.advance(301)
+    runtime.store.enqueue([_late_play(ARRIVAL, clock(), "live", live=True)], clock())
+    await drain(worker, runtime, clock, passes=2)
+
+    assert sorted(h.item.title for h in trakt.history()) == ["Arrival", "Heat"]
+    assert not target._history_reads and not target._ratings_read
 
 
 async def test_a_backlog_of_ratings_that_waited_reads_trakts_ratings_once_for_its_drain(

@@ -384,9 +384,25 @@ class TraktTarget:
         ) -> None:
             await self._deliver_profile(profile, rows, now, outcomes)
 
+        self._forget_stale_reads()
         # A hold keeps the mark of a row whose send may have landed (per_profile's `undecided`).
         outcomes = await per_profile(items, deliver_profile, self._hold_for, self.store)
         return self._told_of_ending_sign_ins(items, outcomes)
+
+    def _forget_stale_reads(self) -> None:
+        """Let go of the reads kept for a drain that can serve no more: an account's ratings
+        or two days of its history are megabytes a service idle for months would hold."""
+        now = self.clock()
+        self._history_reads = {
+            key: read
+            for key, read in self._history_reads.items()
+            if still_fresh(read.read_at, now, HISTORY_READ_KEEP)
+        }
+        self._ratings_read = {
+            key: (read_at, entries)
+            for key, (read_at, entries) in self._ratings_read.items()
+            if still_fresh(read_at, now, RATINGS_READ_KEEP)
+        }
 
     def _told_of_ending_sign_ins(
         self, items: Sequence[OutboxItem], outcomes: dict[int, Outcome]
