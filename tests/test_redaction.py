@@ -105,3 +105,89 @@ def test_an_account_secret_is_masked_in_an_alert(tmp_path: Path, receiver: Alert
         runtime.close()
     [message] = receiver.messages
     assert shows_none(str(message["title"])) and shows_none(str(message["message"]))
+
+
+# Tokens a sign-in keeps in the database, in no config: Trakt's pair (`auth trakt`), a
+# Serializd login's, a Plex server token found through plex.tv. A service's message may quote
+# one in words no secret-shaped pattern knows.
+TRAKT_ACCESS = "tr-acc-5550123456"
+TRAKT_REFRESH = "tr-ref-5550654321"
+SERIALIZD_TOKEN = "sz-jwt-8675309000"
+PLEX_SERVER_TOKEN = "px-srv-1123581321"
+KEPT_TOKENS = (TRAKT_ACCESS, TRAKT_REFRESH, SERIALIZD_TOKEN, PLEX_SERVER_TOKEN)
+QUOTING_TOKENS = "refused: " + " and ".join(KEPT_TOKENS)
+
+
+def shows_no_token(text: str) -> bool:
+    return "********" in text and not [t for t in KEPT_TOKENS if t in text]
+
+
+def trakt_pair(access: str, refresh: str) -> dict[str, object]:
+    return {"access_token": access, "refresh_token": refresh, "created_at": 1.0, "expires_in": 9e9}
+
+
+def sign_ins_kept_and_quoted(path: Path) -> None:
+    with Store.open(path.parent / "watchbridge.db") as store:
+        store.put_token("trakt", "me", trakt_pair(TRAKT_ACCESS, TRAKT_REFRESH), 1.0)
+        store.put_token("serializd", "me", {"token": SERIALIZD_TOKEN, "username": "me"}, 1.0)
+        store.put_token("plex-server", "me", {"token": PLEX_SERVER_TOKEN, "machine_id": "m"}, 1.0)
+        rows = [NewOutboxRow("serializd", "me", "play", {}, f"k{n}", f"i{n}") for n in range(3)]
+        store.enqueue(rows, 1.0)
+        dead, held, waiting = store.claim("w", 2.0)
+        store.mark_dead(dead.id, 3.0, f"gave up: {QUOTING_TOKENS}")
+        store.hold(held.id, 3.0, 4.0, f"held: {QUOTING_TOKENS}")
+        store.retry_later(waiting.id, 3.0, 9.0, f"unmatched: {QUOTING_TOKENS}")
+        link_run = store.start_run("a", 1.0)
+        assert link_run is not None
+        store.finish_run(link_run, 2.0, "failed", {}, 3, f"run: {QUOTING_TOKENS}")
+
+
+def test_a_token_kept_in_the_database_is_masked_in_the_commands_output(tmp_path: Path) -> None:
+    path = config_with_account_secrets(tmp_path)
+    sign_ins_kept_and_quoted(path)
+    for command in (("deadletters", "list"), ("status",), ("unmatched",)):
+        result = subprocess.run(
+            [sys.executable, "-m", "watchbridge", *command, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        assert "refused: " in result.stdout, (command, result.stdout, result.stderr)
+        assert shows_no_token(result.stdout + result.stderr), command
+
+
+def test_a_token_kept_in_the_database_is_masked_on_the_status_page_and_api(
+    tmp_path: Path,
+) -> None:
+    path = config_with_account_secrets(tmp_path)
+    sign_ins_kept_and_quoted(path)
+    runtime = build_runtime(load_config(path, {}))
+    with AppThread(create_app(runtime, extra_routes=statuspage.ROUTES)) as app:
+        api = httpx.get(f"{app.url}/api/status").text
+        page = httpx.get(f"{app.url}/").text
+    assert shows_no_token(api) and shows_no_token(page)
+
+
+def test_a_token_kept_before_or_after_the_start_is_masked_in_the_log_and_alerts(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    path = config_with_account_secrets(tmp_path, receiver.apprise_url)
+    sign_ins_kept_and_quoted(path)
+    config = load_config(path, {})
+    stream = io.StringIO()
+    setup_logging("info", "text", secret_values(config), stream=stream)  # as `serve` does
+    runtime = build_runtime(config)
+    runtime.open()
+    renewed = trakt_pair("tr-acc-renewed-777", "tr-ref-renewed-777")
+    try:
+        runtime.store.put_token("trakt", "me", renewed, 5.0)  # as a Trakt refresh does
+        said = f"{QUOTING_TOKENS} and {renewed['access_token']} and {renewed['refresh_token']}"
+        logging.getLogger("t").warning(f"sync failed: {said}", extra={"reason": said})
+        asyncio.run(runtime.notifier.notify("credentials", f"Trakt {said}", f"body {said}"))
+    finally:
+        runtime.close()
+        logging.getLogger().handlers.clear()
+    [message] = receiver.messages
+    for text in (stream.getvalue(), str(message["title"]), str(message["message"])):
+        assert shows_no_token(text) and "renewed" not in text, text

@@ -60,7 +60,7 @@ from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import Redactor, mask_also
 from watchbridge.metrics import CONTENT_TYPE, Metrics
-from watchbridge.redaction import WEBHOOK_SECRET, secret_values
+from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
 from watchbridge.store import (
@@ -150,12 +150,16 @@ class Runtime:
             lambda: gauges(self.config, store, lambda: self.clock()), lambda: self.clock()
         )
         self.webhook_secret = webhook_secret(self.config, self._store, self.clock())
-        # A generated secret is in no config: from now on the log, the alerts and the status
-        # page mask it like the configured ones.
-        masked = secret_values(self.config, self._store)
-        mask_also(masked)
-        self.notifier.mask_also(masked)
-        self.redact.add(masked)
+        # A generated secret and the sign-ins' tokens are in no config: from now on the log,
+        # the alerts and the status page mask them like the configured ones, and so each token
+        # a sign-in keeps from now on (a new sign-in, a renewed token).
+        self._mask(secret_values(self.config, self._store))
+        mask_tokens_stored(self._store, self._mask)
+
+    def _mask(self, values: list[str]) -> None:
+        mask_also(values)
+        self.notifier.mask_also(values)
+        self.redact.add(values)
 
     def store_status(self) -> StoreStatus:
         """The store's status as the page and the API show it (error texts redacted)."""

@@ -33,7 +33,7 @@ from watchbridge.config import (
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
-from watchbridge.redaction import redactor, secret_values
+from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
 from watchbridge.store import (
     BEHIND,
     KEPT_OFF,
@@ -79,7 +79,19 @@ def _load(config_path: str | None) -> Config:
 def _open_store(config: Config, create: bool = False) -> Store:
     """The service's database (see `_database`)."""
     path = _database(config, create)
-    return Store.open(path, config.storage.durability, config.storage.busy_timeout)
+    return _masking(
+        config, Store.open(path, config.storage.durability, config.storage.busy_timeout)
+    )
+
+
+def _masking(config: Config, store: Store) -> Store:
+    """`store`, with what the command logs masking the secrets it keeps (a generated webhook
+    secret, the sign-ins' tokens), also those a sign-in keeps from now on."""
+    from watchbridge.logs import mask_also
+
+    mask_also(secret_values(config, store))
+    mask_tokens_stored(store, mask_also)
+    return store
 
 
 def _look_at_store(config: Config) -> Store:
@@ -97,7 +109,7 @@ def _look_at_store(config: Config) -> Store:
     except Exception:
         store.close()
         raise
-    return store
+    return _masking(config, store)
 
 
 def _database(config: Config, create: bool) -> Path:

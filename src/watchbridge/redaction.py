@@ -4,12 +4,15 @@
 bearer tokens, `apikey=...`, the password in a URL).
 
 A value is secret when the config holds it as a `Secret`, wherever it is written (a service's
-key, a profile's token or password, an alert URL, the webhook secret), or when it is the webhook
-secret the service generated and keeps in the database."""
+key, a profile's token or password, an alert URL, the webhook secret), when it is the webhook
+secret the service generated and keeps in the database, or when it is a token a sign-in keeps
+in the database (Trakt's access and refresh tokens, AniList's, Serializd's, the plex.tv and
+Plex server tokens): a service's message may quote one in words no pattern knows."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from watchbridge.logs import Redactor
 
@@ -18,13 +21,33 @@ if TYPE_CHECKING:
     from watchbridge.store import Store
 
 WEBHOOK_SECRET = "webhook_secret"  # the setting a generated webhook secret is kept under
+# The fields of a sign-in kept in the tokens table that hold a token (see `Store.put_token`).
+TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "token"})
 
 
 def secret_values(config: Config, store: Store | None = None) -> list[str]:
     """Every value to mask: the config's secrets and, given the database, the webhook secret
-    the service generated (none until the service first started without one configured)."""
-    generated = store.known_setting(WEBHOOK_SECRET) if store is not None else None
-    return [*config.secrets(), *([generated] if generated else [])]
+    the service generated (none until the service first started without one configured) and
+    every sign-in's tokens kept there."""
+    if store is None:
+        return config.secrets()
+    generated = store.known_setting(WEBHOOK_SECRET)
+    return [
+        *config.secrets(),
+        *([generated] if generated else []),
+        *store.token_texts(TOKEN_FIELDS),
+    ]
+
+
+def stored_tokens(data: Mapping[str, Any]) -> list[str]:
+    """The tokens of one sign-in as the database keeps it (`Store.put_token`'s `data`)."""
+    return [v for k, v in data.items() if k in TOKEN_FIELDS and isinstance(v, str) and v]
+
+
+def mask_tokens_stored(store: Store, mask: Callable[[list[str]], None]) -> None:
+    """From now on, `mask` the tokens of every sign-in `store` keeps (a new sign-in, a
+    renewed token) as it is kept, as `secret_values` gives those kept before."""
+    store.on_token_stored.append(lambda data: mask(stored_tokens(data)))
 
 
 def redactor(config: Config, store: Store | None = None) -> Redactor:

@@ -16,7 +16,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1500,6 +1500,8 @@ class Store:
         self.checkpointer: Checkpointer | None = None
         # Why the last write failed (a full disk, a read-only file system), until one works.
         self.write_error: str | None = None
+        # Told of each token set `put_token` stores (redaction masks its tokens from then on).
+        self.on_token_stored: list[Callable[[Mapping[str, Any]], None]] = []
         self.db = sqlite_utils.Database(conn)
         self._reader: sqlite3.Connection | None = None  # see `_overview`
         self._reader_lock = threading.Lock()
@@ -2868,7 +2870,19 @@ class Store:
                 " VALUES (?, ?, ?, ?)",
                 (service, profile, json.dumps(data), now),
             )
-            return True
+        for told in self.on_token_stored:
+            told(data)
+        return True
+
+    def token_texts(self, fields: Collection[str]) -> list[str]:
+        """Every text the tokens table keeps under one of `fields`, of any service and profile."""
+        found = []
+        for row in self._query("SELECT data FROM tokens"):
+            with contextlib.suppress(ValueError):
+                data = json.loads(row["data"])
+                if isinstance(data, dict):
+                    found += [v for k, v in data.items() if k in fields and isinstance(v, str)]
+        return found
 
     @property
     def journal_problem(self) -> str | None:
