@@ -146,8 +146,21 @@ def test_options_listen_for_plex_plays_to_one_of_plex_and_tautulli(
 
 
 def test_options_with_media_users_but_no_trakt_say_plays_have_nowhere_to_go() -> None:
-    (warning,) = option_warnings({"media_users": ["1"], "plex_plays_from": "webhooks"})
+    options = {"media_users": ["1"], "plex_plays_from": "webhooks", "webhook_secret": "s" * 24}
+    (warning,) = option_warnings(options)
     assert "plays have nowhere to go" in warning
+
+
+def test_options_without_a_webhook_secret_say_where_the_made_up_one_is_shown() -> None:
+    # The app then makes one up and keeps it in its database; the status page and the log never
+    # show it, and the command that does needs a terminal with Docker: the user is told.
+    options = {k: v for k, v in FULL_OPTIONS.items() if k != "webhook_secret"}
+    (warning,) = option_warnings(options)
+    assert warning.startswith("webhook_secret is empty: ")
+    assert "webhook-urls" in warning and "set webhook_secret" in warning
+    assert option_warnings(options | {"webhook_secret": "  "}) == [warning]
+    # Nobody's plays are taken yet (the media_users warning says so): nothing to add.
+    assert option_warnings({}) == ["media_users is empty: every webhook is answered and ignored"]
 
 
 def test_options_without_media_users_map_nobody_and_say_so() -> None:

@@ -191,7 +191,7 @@ def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
 
 
 def option_warnings(options: Mapping[str, Any]) -> list[str]:
-    """Options that are set but cannot take effect."""
+    """Options that are set but cannot take effect, or left empty where the user needs one."""
     warnings = []
     if _text(options, "trakt_client_secret") and not _text(options, "trakt_client_id"):
         warnings.append("trakt_client_secret is set without trakt_client_id; Trakt is left out")
@@ -207,6 +207,15 @@ def option_warnings(options: Mapping[str, Any]) -> list[str]:
             "plex_plays_from is not set: both Plex's and Tautulli's webhooks are listened to; "
             "set it to the one that reports your Plex plays (webhooks, or tautulli without "
             "Plex Pass), or a viewing both report counts twice"
+        )
+    if _texts(options, "media_users") and not _text(options, "webhook_secret"):
+        # The made-up secret is never shown on the status page or in the log, and the one
+        # command that shows it needs a terminal with Docker, which most users do not have.
+        warnings.append(
+            "webhook_secret is empty: the webhook URLs hold a secret the app made up, which "
+            "only the webhook-urls command shows (in a terminal, see the Documentation tab); "
+            "set webhook_secret to a long random string and put it in your media servers' "
+            "webhook URLs"
         )
     return warnings
 
