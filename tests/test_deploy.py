@@ -652,6 +652,20 @@ def test_unraid_template_masks_every_secret() -> None:
     assert configs["TRAKT_CLIENT_ID"].get("Type") == "Variable"
 
 
+RAW_MAIN = "https://raw.githubusercontent.com/watchbridge/watchbridge/main/"
+
+
+def test_unraid_template_links_only_files_this_repository_has() -> None:
+    # Unraid shows the Icon in the Docker tab and the app store, and reads TemplateURL for
+    # updates: a link to a file that is not here is a broken image, or no updates.
+    root = _unraid()
+    links = [root.findtext(tag) or "" for tag in ("Icon", "TemplateURL")]
+    assert all(link.startswith(RAW_MAIN) for link in links), links
+    files = [REPO / link.removeprefix(RAW_MAIN) for link in links]
+    assert [f for f in files if not f.is_file()] == []
+    assert files[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
 def _example_variables() -> set[str]:
     """The variables the example config takes a value from (`key: ${NAME}`, with no default)."""
     return set(re.findall(r"^[ #]*\w+: \$\{([A-Z_]+)\}", EXAMPLE.read_text(), flags=re.M))
