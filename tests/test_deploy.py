@@ -666,6 +666,21 @@ def test_unraid_template_links_only_files_this_repository_has() -> None:
     assert files[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_the_readmes_unraid_commands_fetch_the_template_and_prepare_its_folders() -> None:
+    # Unraid's Add Container lists only templates in templates-user (or from Community
+    # Applications), and the container (--user 99:100) cannot write folders Unraid makes as root.
+    root = _unraid()
+    section = (REPO / "README.md").read_text().split("### Unraid\n", 1)[1].split("\n### ", 1)[0]
+    command = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    user = root.findtext("ExtraParams", "").split("--user ", 1)[1].split()[0]
+    folders = [c.text or "" for c in root.findall("Config") if c.get("Type") == "Path"]
+    appdata = os.path.commonpath(folders)
+    assert root.findtext("TemplateURL", "") in command
+    assert "/boot/config/plugins/dockerMan/templates-user/my-watchbridge.xml" in command
+    assert f"mkdir -p {' '.join(folders)}" in command
+    assert f"chown -R {user} {appdata}" in command
+
+
 def _example_variables() -> set[str]:
     """The variables the example config takes a value from (`key: ${NAME}`, with no default)."""
     return set(re.findall(r"^[ #]*\w+: \$\{([A-Z_]+)\}", EXAMPLE.read_text(), flags=re.M))
