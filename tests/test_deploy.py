@@ -474,6 +474,35 @@ def test_container_with_unwritable_config_dir_exits_with_one_line(tmp_path: Path
     assert result.stderr.startswith("watchbridge: cannot write")
 
 
+def _mount_read_only(folder: Path) -> bool:
+    """An empty read-only tmpfs on `folder`, as a `:ro` volume gives a container; False where
+    this machine does not let the test mount (not root, no CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)])
+    return mounted.returncode == 0
+
+
+def test_container_with_a_read_only_config_folder_and_no_config_says_to_put_one_there(
+    tmp_path: Path,
+) -> None:
+    # `-v ./config:/config:ro` before watchbridge.yaml exists: no owner can write there, so
+    # the advice is the file, or a writable mount for the first start, not a chown.
+    folder = tmp_path / "config"
+    if not _mount_read_only(folder):
+        pytest.skip("cannot mount a read-only filesystem here")
+    try:
+        result = _entrypoint(tmp_path, "check-config")
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    config = folder / "watchbridge.yaml"
+    assert line.startswith(f"watchbridge: cannot write {config}: {folder} is mounted read-only")
+    assert "chown" not in line and "watchbridge.example.yaml" in line
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
 )

@@ -12,6 +12,7 @@ service directly.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,6 +31,7 @@ HA_INGRESS_PROXY = "172.30.32.2"
 GENERATED_CONFIG = "watchbridge.options.yaml"
 TOKEN_FILE = "watchbridge.api_token"
 SERVICE_USER = (1000, 1000)
+IMAGE_EXAMPLE_CONFIG = "/app/watchbridge.example.yaml"
 # Asking for these must work even when no config can be prepared (e.g. read-only mounts).
 NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
 # Environment variables a user's own YAML can reference to pick up the app options.
@@ -66,9 +68,7 @@ class Paths:
             config=Path(environ.get("WATCHBRIDGE_CONFIG") or "/config/watchbridge.yaml"),
             data=data,
             ha_options=Path(environ.get("WATCHBRIDGE_HA_OPTIONS") or data / "options.json"),
-            example=Path(
-                environ.get("WATCHBRIDGE_EXAMPLE_CONFIG") or "/app/watchbridge.example.yaml"
-            ),
+            example=Path(environ.get("WATCHBRIDGE_EXAMPLE_CONFIG") or IMAGE_EXAMPLE_CONFIG),
         )
 
 
@@ -401,7 +401,15 @@ def apply_plan(plan: StartPlan, paths: Paths) -> None:
             )
 
         # The user adds passwords and tokens to this file: owner-only from the start.
-        _write(lambda: write_private(target, paths.example.read_text(encoding="utf-8")), target)
+        _write(
+            lambda: write_private(target, paths.example.read_text(encoding="utf-8")),
+            target,
+            when_read_only=(
+                f"put your watchbridge.yaml there (start from the repository's "
+                f"config/watchbridge.example.yaml, or {IMAGE_EXAMPLE_CONFIG} in the image), or "
+                "mount the folder writable once so that the first start writes the example"
+            ),
+        )
     if plan.generated_config is not None:
         path, text = plan.generated_config
         _write(lambda: write_private(path, text), path)
@@ -422,10 +430,16 @@ def become(run_as: tuple[int, int], data_dir: Path) -> None:
         raise StartError(f"cannot switch to UID {uid} GID {gid} ({exc.strerror})") from None
 
 
-def _write(action: Callable[[], None], target: Path) -> None:
+def _write(action: Callable[[], None], target: Path, when_read_only: str = "") -> None:
     try:
         action()
     except OSError as exc:
+        if exc.errno == errno.EROFS:
+            # A `:ro` volume: no owner can write it, so a chown is no advice.
+            raise StartError(
+                f"cannot write {target}: {target.parent} is mounted read-only"
+                + (f"; {when_read_only}" if when_read_only else "")
+            ) from None
         uid, gid = os.getuid(), os.getgid()
         raise StartError(
             f"cannot write {exc.filename or target} ({exc.strerror}): this container runs as "
