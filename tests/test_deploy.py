@@ -438,8 +438,12 @@ def test_read_only_config_dir_is_one_clear_line(tmp_path: Path) -> None:
         paths.config.parent.chmod(0o700)
 
 
-def _entrypoint(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _entrypoint(
+    tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+    env = {k: v for k, v in env.items() if k not in ("PUID", "PGID")}
+    env.update(extra_env or {})
     env.update(
         WATCHBRIDGE_CONFIG=str(tmp_path / "config" / "watchbridge.yaml"),
         WATCHBRIDGE_DATA_DIR=str(tmp_path / "data"),
@@ -463,6 +467,22 @@ def test_container_first_start_copies_the_example_and_runs_the_real_cli(tmp_path
     assert (tmp_path / "config" / "watchbridge.yaml").read_text() == EXAMPLE.read_text()
     assert "wrote the example config" in result.stderr
     assert "config OK" in result.stdout
+
+
+def test_puid_and_pgid_other_than_the_containers_user_are_said_to_do_nothing(
+    tmp_path: Path,
+) -> None:
+    # Images of linuxserver.io switch to PUID/PGID; this one runs as the user Docker starts it
+    # as (`--user`, compose's `user:`), so files would belong to another user than asked.
+    uid, gid = os.getuid(), os.getgid()
+    asked = {"PUID": str(uid + 1), "PGID": str(gid)}
+    result = _entrypoint(tmp_path, "check-config", extra_env=asked)
+    assert result.returncode == 0, result.stderr
+    (note,) = [line for line in result.stderr.splitlines() if "PUID" in line]
+    assert note.startswith(f"watchbridge: PUID={uid + 1} PGID={gid} are set, but this image")
+    assert f"runs as UID {uid} GID {gid}" in note and "--user" in note and "user:" in note
+    same = _entrypoint(tmp_path, "check-config", extra_env={"PUID": str(uid), "PGID": str(gid)})
+    assert same.returncode == 0 and "PUID" not in same.stderr
 
 
 def test_container_with_unwritable_config_dir_exits_with_one_line(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import re
 import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -454,13 +454,32 @@ def _cli_program() -> str:
     return str(sibling) if sibling.is_file() else "watchbridge"
 
 
-def prepare(args: Sequence[str], paths: Paths) -> StartPlan:
+def user_id_notes(environ: Mapping[str, str], uid: int, gid: int) -> list[str]:
+    """PUID/PGID asking for another user than the container runs as: linuxserver.io images
+    switch to them, this one does not (it never starts as root outside Home Assistant)."""
+    asked = {name: environ.get(name, "").strip() for name in ("PUID", "PGID")}
+    if (asked["PUID"] or str(uid), asked["PGID"] or str(gid)) == (str(uid), str(gid)):
+        return []
+    given = " ".join(f"{name}={value}" for name, value in asked.items() if value)
+    return [
+        f"{given} are set, but this image does not switch users: it runs as UID {uid} GID "
+        f"{gid}, the user Docker starts it as; set that instead (docker run --user UID:GID, "
+        "user: in docker-compose.yml, --user 99:100 in Unraid's Extra Parameters) and give "
+        "the config and data folders to it"
+    ]
+
+
+def prepare(
+    args: Sequence[str], paths: Paths, environ: Mapping[str, str] = os.environ
+) -> StartPlan:
     """Read the inputs, plan and carry out everything before exec."""
     if args and args[0] in NO_CONFIG_ARGS:
         return plan_start(args, paths)
     options = read_options(paths.ha_options)
     token = load_or_create_token(paths.data / TOKEN_FILE) if options is not None else ""
     plan = plan_start(args, paths, options, token)
+    if options is None:
+        plan = replace(plan, notes=[*plan.notes, *user_id_notes(environ, os.getuid(), os.getgid())])
     apply_plan(plan, paths)
     if plan.run_as is not None:
         become(plan.run_as, paths.data)
@@ -472,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     program = _cli_program()
     try:
-        plan = prepare(args, Paths.from_env(os.environ))
+        plan = prepare(args, Paths.from_env(os.environ), os.environ)
         for note in plan.notes:
             print(f"watchbridge: {note}", file=sys.stderr, flush=True)
         os.execvpe(program, plan.argv, {**os.environ, **plan.env})
