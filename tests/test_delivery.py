@@ -740,7 +740,9 @@ async def test_the_rows_an_account_limit_remembers_stay_bounded_with_alerts_off(
             trakt.advance(7 * 3600)
             await worker.pass_once(quiet)  # goes out
         _, remembered = quiet.store.cache_get("account-limit", "trakt:me", clock())
-        assert len(remembered) == 1  # the last one held; those before it are forgotten
+        # At most the last one held: those before it are forgotten (and it too, as it goes
+        # out, once the log has told of the limit it waited on).
+        assert len(remembered) <= 1
     finally:
         await close_targets(worker)
         quiet.close()
@@ -2204,6 +2206,72 @@ async def test_a_rating_rate_limited_for_long_is_told_while_the_profiles_plays_g
     await worker.pass_once(runtime)
     assert [r.rating for r in trakt.ratings()] == [8]
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
+def _flowing_again(caplog: pytest.LogCaptureFixture, alert: str) -> list[logging.LogRecord]:
+    """The log's lines saying a profile's pause of kind `alert` is over."""
+    return [
+        r
+        for r in caplog.records
+        if r.getMessage() == "deliveries flowing again" and getattr(r, "alert", "") == alert
+    ]
+
+
+async def test_a_play_through_beside_a_rate_limited_rating_does_not_log_the_limit_over(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The rating waits on a long rate limit, told at once, and is held again. A play of the
+    # profile went through meanwhile: the log said "deliveries flowing again" for the rate
+    # limit while its alert, rightly, stayed open for the rating still waiting.
+    trakt.throttle_next(10**6, retry_after=2850, route="GET /sync/ratings/{type}")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+    with caplog.at_level(logging.INFO, logger="watchbridge.deliver.worker"):
+        for wait in (2851, 60):
+            _lift_the_pacer(worker)
+            await worker.pass_once(runtime)  # the rating, held
+            clock.advance(wait)
+        runtime.store.enqueue([_late_play(HEAT, clock() - 86400, "p1")], clock())
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # the play goes through, the rating still waits
+        assert len(trakt.history()) == 1 and trakt.ratings() == []
+        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert _flowing_again(caplog, "service_unreachable") == []
+        trakt.clear_knobs()  # the limit is over: the rating goes out, the alert and log end
+        clock.advance(2851)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)
+    assert [r.rating for r in trakt.ratings()] == [8]
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert len(_flowing_again(caplog, "service_unreachable")) == 1
+
+
+async def test_a_play_through_beside_a_rating_an_account_limit_holds_does_not_log_it_over(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    trakt.account_limit(100, route="POST /sync/ratings")  # the ratings list is full
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 60, "r1", 80)], clock())
+    with caplog.at_level(logging.INFO, logger="watchbridge.deliver.worker"):
+        for wait in (7 * 3600, 60):
+            await worker.pass_once(runtime)  # the rating, held
+            clock.advance(wait)
+            trakt.advance(wait)
+        runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+        await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert runtime.store.outbox_counts()["pending"] == 1  # the rating, still held
+    assert f"Resolved: {PAUSED_FOR_ME}" not in receiver.titles()
+    assert _flowing_again(caplog, "account_limit") == []
 
 
 async def test_a_rate_limit_alert_still_holding_a_rating_outlasts_a_restart(

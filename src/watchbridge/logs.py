@@ -158,6 +158,10 @@ class Reminders:
         """Forget `key`; the spell it ends, if it was told."""
         return self._spells.pop(key, None)
 
+    def going_on(self, key: Hashable) -> bool:
+        """Whether `key` came and is not over (as far as these reminders still know)."""
+        return key in self._spells
+
 
 class Repeating:
     """A problem that may come again and again for weeks (a service down: a line per probe, per
@@ -196,6 +200,10 @@ class Repeating:
         if spell is not None and spell.times > 1:
             lasted = {"times": spell.times, "seconds": round(max(0.0, now - spell.began))}
             self.logger.info(msg, extra=extra | lasted, stacklevel=2)
+
+    def going_on(self, key: Hashable) -> bool:
+        """Whether the problem `key` was logged and is not `over` yet."""
+        return self.reminders.going_on(key)
 
     def forget(self, key: Hashable) -> None:
         """`key` ended unseen (long ago): its next time is a first time again."""

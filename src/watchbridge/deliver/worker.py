@@ -957,15 +957,14 @@ class DeliveryWorker:
         self, runtime: Runtime, target: Target, profiles: set[str], ending: set[str]
     ) -> None:
         """These profiles' deliveries went through and none was held: their sign-in problems
-        are over (unless it is `ending`: it cannot be renewed), and an account limit once the
-        rows it held are no longer waiting."""
+        are over (unless it is `ending`: it cannot be renewed), and a rate limit (or the like)
+        or an account limit once the rows it held are no longer waiting. The log says a pause
+        is over when its alert is: not while rows it holds still wait."""
         now = runtime.clock()
         for profile in profiles:
             message = f"{target.name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
-            for kind in PROFILE_ALERTS:
-                extra = {"target": target.name, "key": key, "alert": kind}
-                self._held_log.over((kind, key), "deliveries flowing again", now, **extra)
+            self._flowing_again(target, "credentials", key, now)
             if profile not in ending:
                 over = "sign-in renewed"
                 self._held_log.over((ENDING, key), over, now, target=target.name, key=key)
@@ -975,13 +974,24 @@ class DeliveryWorker:
                     await runtime.notifier.resolve("credentials", renewed, key=key + ENDING)
             # Its rate limit (or answers it cannot read) is over once none of its rows waits.
             paused = runtime.notifier.raised("service_unreachable", key)
-            if paused and not await self._still_paused(runtime.store, key, now):
-                await runtime.notifier.resolve("service_unreachable", message, key=key)
-            if not runtime.notifier.raised("account_limit", key):
-                continue
-            held = _LimitedRows(runtime.store, key)
-            if not await asyncio.to_thread(held.still_waiting, runtime.clock()):
-                await runtime.notifier.resolve("account_limit", message, key=key)
+            known = paused or key in self._paused  # else no hold of its rows is known here
+            if not (known and await self._still_paused(runtime.store, key, now)):
+                self._flowing_again(target, "service_unreachable", key, now)
+                if paused:
+                    await runtime.notifier.resolve("service_unreachable", message, key=key)
+            # Its account limit is over once the rows it held are no longer waiting.
+            limited = runtime.notifier.raised("account_limit", key)
+            known = limited or self._held_log.going_on(("account_limit", key))
+            waiting = _LimitedRows(runtime.store, key).still_waiting
+            if not (known and await asyncio.to_thread(waiting, now)):
+                self._flowing_again(target, "account_limit", key, now)
+                if limited:
+                    await runtime.notifier.resolve("account_limit", message, key=key)
+
+    def _flowing_again(self, target: Target, kind: str, key: str, now: float) -> None:
+        """The log's line that the profile's pause of `kind` (its alert's) is over."""
+        extra = {"target": target.name, "key": key, "alert": kind}
+        self._held_log.over((kind, key), "deliveries flowing again", now, **extra)
 
     async def _still_paused(self, store: Store, key: str, now: float) -> bool:
         """Whether rows the profile's `service_unreachable` hold kept still wait; forgets the
