@@ -2338,6 +2338,41 @@ async def test_a_rate_limit_alert_a_sync_beside_the_service_raised_is_not_resolv
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+async def test_a_rate_limit_hold_a_sync_beside_the_service_added_to_is_not_erased_by_it(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The service holds a rating on a long rate limit (told at once); a `watchbridge sync`
+    # beside it holds another rating of the profile on it, and keeps that in the store. The
+    # service's first rating went out: it wrote back its own view of the hold, without the
+    # sync's rating, and resolved the alert while that rating still waited.
+    trakt.throttle_next(10**6, retry_after=2850, route="GET /sync/ratings/{type}")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    clock.advance(60)
+    beside = worker_for(runtime, "cli")
+    try:
+        runtime.store.enqueue([_rating(HEAT, clock() - 7200, "r2", 70)], clock() - 3600)
+        await beside.pass_once(runtime)  # held too, until 2850 seconds from now
+    finally:
+        await close_targets(beside)
+    trakt.clear_knobs()  # the limit is over
+    clock.advance(2791)
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)  # the first rating goes out; the sync's is not due yet
+    assert [r.rating for r in trakt.ratings()] == [8]
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    clock.advance(60)
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert sorted(r.rating for r in trakt.ratings()) == [7, 8]
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+
+
 async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -2815,10 +2815,13 @@ class Store:
         lookup: str,
         now: float,
         change: Callable[[Any], tuple[Any, float, Any]],
+        *,
+        renew: bool = False,
     ) -> Any:
         """Change one entry atomically, also against other processes (BEGIN IMMEDIATE): `change`
         gets its value (None when there is none or it expired) and returns the new value, its
-        ttl (0 or less deletes it) and the result to return. An unchanged value is not written."""
+        ttl (0 or less deletes it) and the result to return. An unchanged value is not written,
+        unless `renew`: then its ttl starts again."""
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT result FROM id_cache WHERE namespace = ? AND lookup = ? AND expires_at > ?",
@@ -2831,7 +2834,7 @@ class Store:
                 conn.execute(
                     "DELETE FROM id_cache WHERE namespace = ? AND lookup = ?", (namespace, lookup)
                 )
-            elif row is None or text != old:
+            elif row is None or text != old or renew:
                 conn.execute(
                     "INSERT OR REPLACE INTO id_cache"
                     " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",

@@ -321,7 +321,9 @@ class ProfileHold:
     down, answers watchbridge cannot read): since when, and which rows it held. It lasts while
     any of them still waits, whatever other rows of the profile go through meanwhile. Kept in
     the store (PROFILE_HOLDS): a restart while it lasts neither ends its alert at the
-    profile's next delivery nor counts its time anew."""
+    profile's next delivery nor counts its time anew. The store's is the hold: the service
+    and a `watchbridge sync` beside it each add and take out their rows there in one
+    transaction (`held_in_store`, `released_in_store`), never writing over the other's."""
 
     since: float
     rows: set[int]
@@ -338,6 +340,80 @@ class ProfileHold:
         if not isinstance(since, int | float) or not isinstance(rows, list):
             return None
         return cls(float(since), {row for row in rows if isinstance(row, int)})
+
+
+def _waiting(store: Store, value: Any) -> ProfileHold | None:
+    """The hold kept as `value` while any of its rows still waits; None once none does."""
+    hold = ProfileHold.from_json(value)
+    if hold is None or not store.pending_among(sorted(hold.rows)):
+        return None
+    return hold
+
+
+def held_in_store(store: Store, key: str, rows: set[int], now: float) -> ProfileHold:
+    """The profile hold `key` with `rows` added, in the store and in one transaction: to the
+    hold kept there while any of its rows still waits (whichever process held them), else to
+    a new hold from `now`."""
+
+    def change(value: Any) -> tuple[Any, float, ProfileHold]:
+        hold = _waiting(store, value) or ProfileHold(now, set())
+        hold.rows |= rows
+        return hold.to_json(), PROFILE_HOLD_KEEP, hold
+
+    held: ProfileHold = store.cache_update(PROFILE_HOLDS, key, now, change, renew=True)
+    return held
+
+
+def released_in_store(store: Store, key: str, rows: set[int], now: float) -> ProfileHold | None:
+    """The profile hold `key` without `rows` (held no more), in the store and in one
+    transaction; None, and forgotten, once none of its rows waits."""
+
+    def change(value: Any) -> tuple[Any, float, ProfileHold | None]:
+        hold = _waiting(store, value)
+        if hold is not None:
+            hold.rows -= rows
+        if hold is None or not store.pending_among(sorted(hold.rows)):
+            return None, 0.0, None
+        return hold.to_json(), PROFILE_HOLD_KEEP, hold
+
+    released: ProfileHold | None = store.cache_update(PROFILE_HOLDS, key, now, change)
+    return released
+
+
+def kept_in_store(store: Store, key: str, now: float) -> ProfileHold | None:
+    """The profile hold `key` while any of its rows still waits; None, and forgotten, once
+    none does. A hold going on is only read: no write at each delivery of the profile."""
+    hit, value = store.cache_get(PROFILE_HOLDS, key, now)
+    if not hit:
+        return None
+    if (hold := _waiting(store, value)) is not None:
+        return hold
+
+    def change(value: Any) -> tuple[Any, float, ProfileHold | None]:
+        hold = _waiting(store, value)  # another process may have held rows since the read
+        return (None, 0.0, None) if hold is None else (hold.to_json(), PROFILE_HOLD_KEEP, hold)
+
+    kept: ProfileHold | None = store.cache_update(PROFILE_HOLDS, key, now, change)
+    return kept
+
+
+def moved_back_in_store(
+    store: Store, key: str, since: float, step: float, now: float
+) -> ProfileHold | None:
+    """The profile hold `key` begun `step` seconds earlier (the clock was set back that far),
+    if it still begins at `since`, as this process knew it: else another process moved it
+    already (both saw the clock step), or a new hold began."""
+
+    def change(value: Any) -> tuple[Any, float, ProfileHold | None]:
+        hold = ProfileHold.from_json(value)
+        if hold is None:
+            return None, 0.0, None
+        if hold.since == since:
+            hold.since -= step
+        return hold.to_json(), PROFILE_HOLD_KEEP, hold
+
+    moved: ProfileHold | None = store.cache_update(PROFILE_HOLDS, key, now, change)
+    return moved
 
 
 LIMITED_ROWS = "account-limit"  # cache namespace: _LimitedRows, by alert key `target:profile`
@@ -369,11 +445,6 @@ class _LimitedRows:
     def _known(self, now: float) -> list[int]:
         _, known = self.store.cache_get(self.NAMESPACE, self.key, now)
         return list(known or [])
-
-
-def _forgotten(_: Any) -> tuple[None, float, None]:
-    """A `Store.cache_update` change that deletes the entry."""
-    return None, 0.0, None
 
 
 DEAD_LETTERS_LISTED = 5  # the most an alert names; it counts the rest
@@ -489,7 +560,8 @@ class DeliveryWorker:
         self._judge_config = role == SERVICE_ROLE if judge_config is None else judge_config
         self.holds: dict[str, TargetHold] = {}  # kept after `until` to the next delivery
         # "target:profile" -> the rows its rate limit (or the like) holds, and since when: told
-        # once it has lasted as long as an outage would before its alert.
+        # once it has lasted as long as an outage would before its alert. As the store kept it
+        # when this worker last wrote or read it there (the store's is the hold).
         self._paused: dict[str, ProfileHold] = {}
         self._paused_restored = False  # read back from the store once, before any pass
         # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
@@ -603,9 +675,13 @@ class DeliveryWorker:
         self._latest_now = now
         for held in self.holds.values():
             held.until, held.since = held.until - step, held.since - step
-        for key, paused in self._paused.items():
-            paused.since -= step
-            await self._keep_hold(runtime.store, key, now)
+        for key, paused in list(self._paused.items()):
+            self._mirror(
+                key,
+                await asyncio.to_thread(
+                    moved_back_in_store, runtime.store, key, paused.since, step, now
+                ),
+            )
         moved = await asyncio.to_thread(runtime.store.bring_forward, step, now)
         log.warning(
             "the clock went back: deliveries waiting keep their waits",
@@ -782,9 +858,9 @@ class DeliveryWorker:
         for key, ids in limited.items():
             await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
         for key, ids in unpaused.items():
-            if ids & self._paused[key].rows:  # written only when the hold loses a row
-                self._paused[key].rows -= ids
-                await self._keep_hold(store, key, now)
+            kept = self._paused.get(key)
+            if kept is not None and ids & kept.rows:  # written only when the hold loses a row
+                self._mirror(key, await asyncio.to_thread(released_in_store, store, key, ids, now))
         for key, (hold, ids, whose) in paused.items():  # told once they are settled
             if text := await self._profile_hold_told(store, target.name, key, hold, ids, now):
                 alerts[("service_unreachable", key, whose)] = text
@@ -937,11 +1013,7 @@ class DeliveryWorker:
         known to. It lasts from the first of its rows held while any of them still waits, also
         while other rows of the profile go through; once none does, it is over and a hold
         after it is a new one."""
-        held = await self._with_kept_rows(store, key, now)
-        if held is None or not await asyncio.to_thread(store.pending_among, sorted(held.rows)):
-            held = self._paused[key] = ProfileHold(now, set())
-        held.rows |= rows
-        await self._keep_hold(store, key, now)
+        held = self._paused[key] = await asyncio.to_thread(held_in_store, store, key, rows, now)
         return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
@@ -994,37 +1066,19 @@ class DeliveryWorker:
         self._held_log.over((kind, key), "deliveries flowing again", now, **extra)
 
     async def _still_paused(self, store: Store, key: str, now: float) -> bool:
-        """Whether rows the profile's `service_unreachable` hold kept still wait; forgets the
-        hold once none does."""
-        held = await self._with_kept_rows(store, key, now)
-        if held is None:
-            return False
-        if await asyncio.to_thread(store.pending_among, sorted(held.rows)):
-            return True
-        del self._paused[key]
-        await asyncio.to_thread(store.cache_update, PROFILE_HOLDS, key, now, _forgotten)
-        return False
+        """Whether rows the profile's `service_unreachable` hold kept still wait (also rows a
+        `watchbridge sync` beside the service held: the store keeps them); forgets the hold
+        once none does."""
+        kept = await asyncio.to_thread(kept_in_store, store, key, now)
+        self._mirror(key, kept)
+        return kept is not None
 
-    async def _with_kept_rows(self, store: Store, key: str, now: float) -> ProfileHold | None:
-        """This worker's hold `key` with the rows the store keeps for it added: a `watchbridge
-        sync` beside the service keeps the holds it meets there, not in the service's memory
-        (read once, at its start). Without them the service would resolve the sync's alert
-        at the profile's next delivery while the row it held still waits."""
-        hit, value = await asyncio.to_thread(store.cache_get, PROFILE_HOLDS, key, now)
-        kept = ProfileHold.from_json(value) if hit else None
-        held = self._paused.get(key)
-        if kept is None:
-            return held
-        if held is None:
-            held = self._paused[key] = kept
+    def _mirror(self, key: str, hold: ProfileHold | None) -> None:
+        """Note the profile hold `key` as the store keeps it now (None: there is none)."""
+        if hold is None:
+            self._paused.pop(key, None)
         else:
-            held.rows |= kept.rows
-        return held
-
-    async def _keep_hold(self, store: Store, key: str, now: float) -> None:
-        """Write the profile hold `key` to the store as it is now (see ProfileHold)."""
-        kept = self._paused[key].to_json()
-        await asyncio.to_thread(store.cache_put, PROFILE_HOLDS, key, kept, now, PROFILE_HOLD_KEEP)
+            self._paused[key] = hold
 
     def _exhausted(self, item: OutboxItem, now: float) -> bool:
         return at_last_try(item, self.config, now)
