@@ -2338,6 +2338,32 @@ async def test_a_rate_limit_alert_a_sync_beside_the_service_raised_is_not_resolv
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    # The rating waited on a long rate limit (told at once), then failed otherwise until it
+    # gave up. Nothing else of the profile went out after: its "paused" alert stayed open for
+    # good, about a rating that was a dead letter.
+    worker = DeliveryWorker(make_targets, replace(runtime.config.delivery, max_attempts=2))
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        trakt.throttle_next(1, retry_after=2850, route="GET /sync/ratings/{type}")
+        runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+        await worker.pass_once(runtime)
+        assert receiver.titles() == [PAUSED_FOR_ME]
+        trakt.fail_next(10, 400, route="POST /sync/ratings")
+        for _ in range(2):  # both its tries
+            clock.advance(7 * 3600)
+            _lift_the_pacer(worker)
+            await worker.pass_once(runtime)
+        assert len(runtime.store.dead_letters()) == 1
+        titles = receiver.titles()
+        assert f"Resolved: {PAUSED_FOR_ME}" in titles
+        assert any("gave up" in t for t in titles)
+    finally:
+        await close_targets(worker)
+
+
 async def test_a_rate_limit_hold_a_sync_beside_the_service_added_to_is_not_erased_by_it(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -3395,6 +3421,32 @@ class FindsNoIds(ScriptedTrakt):
 
     async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
         return {item.id: Retry("unmatched: Trakt has no id for Heat yet") for item in items}
+
+
+class SignInHostFailingLastTry(ScriptedTrakt):
+    """A target whose row fails as a retry, then meets, on its last try, a hold of its
+    profile that spends that try (its sign-in host answering 500s for an hour)."""
+
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
+
+    async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
+        spent = Hold("trakt's sign-in host answered 500", 3600, "service_unreachable", False, True)
+        blip = Retry("400 Bad Request")
+        return {i.id: spent if i.attempts + 1 >= self.max_attempts else blip for i in items}
+
+
+async def test_a_hold_met_on_a_rows_last_try_alerts_its_dead_letter_not_a_pause(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    # The row died on that try, and a "deliveries paused" alert was raised for it (the hold
+    # being known to last an hour) beside its dead-letter alert.
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    worker.targets = {"trakt": SignInHostFailingLastTry(worker.config.max_attempts)}
+    await drain(worker, runtime, clock, passes=worker.config.max_attempts, step=7 * 3600)
+    assert len(runtime.store.dead_letters()) == 1
+    assert [t for t in receiver.titles() if "paused" in t] == []
+    assert any("gave up" in t for t in receiver.titles())
 
 
 async def test_a_row_whose_send_may_have_landed_stays_marked_through_a_later_retry(

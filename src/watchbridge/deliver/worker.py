@@ -813,7 +813,13 @@ class DeliveryWorker:
             last_try = item.attempts + 1 >= self.config.max_attempts
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
             key = f"{target.name}:{item.profile}"  # its profile's alerts'
-            if isinstance(outcome, Hold) and outcome.alert == "service_unreachable":
+            # A hold spent on the row's last try makes it a dead letter, not a paused row: its
+            # dead-letter alert tells of it.
+            if (
+                isinstance(outcome, Hold)
+                and outcome.alert == "service_unreachable"
+                and not spent_hold
+            ):
                 paused.setdefault(key, (outcome, set(), item.profile))[1].add(item.id)
             elif key in self._paused:
                 unpaused.setdefault(key, set()).add(item.id)
@@ -913,6 +919,8 @@ class DeliveryWorker:
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
+        for profile in {item.profile for item, _ in dead}:
+            await self._gave_up(runtime, target, profile, now)
         for item, reason in dead:
             log.error(
                 "delivery gave up",
@@ -1059,6 +1067,23 @@ class DeliveryWorker:
                 self._flowing_again(target, "account_limit", key, now)
                 if limited:
                     await runtime.notifier.resolve("account_limit", message, key=key)
+
+    async def _gave_up(self, runtime: Runtime, target: Target, profile: str, now: float) -> None:
+        """Rows of the profile became dead letters: its pause by a rate limit (or the like)
+        is over once none of the rows it held waits any more, whether they went out or gave
+        up. With no delivery of the profile to follow, its alert would stay open, for rows the
+        dead-letter alert tells of."""
+        key = f"{target.name}:{profile}"
+        paused = runtime.notifier.raised("service_unreachable", key)
+        if not (paused or key in self._paused) or await self._still_paused(runtime.store, key, now):
+            return
+        self._held_log.forget(("service_unreachable", key))  # "delivery gave up" tells
+        if paused:
+            over = (
+                f"no {target.name} delivery of profile {profile} waits on this any more: those"
+                " it held went out or gave up (dead letters, told of in their own alert)"
+            )
+            await runtime.notifier.resolve("service_unreachable", over, key=key)
 
     def _flowing_again(self, target: Target, kind: str, key: str, now: float) -> None:
         """The log's line that the profile's pause of `kind` (its alert's) is over."""
