@@ -1540,6 +1540,27 @@ def test_backup_of_a_named_database_reads_no_config(tmp_path: Path) -> None:
     assert (tmp_path / "wb.db.backup").is_file()
 
 
+def test_backup_of_a_database_not_made_yet_is_nothing_to_copy_for_a_backup_hook(
+    tmp_path: Path,
+) -> None:
+    # Home Assistant's backup runs it as the app starts for the first time: failing, the hook
+    # fails the backup.
+    result = run("backup", "--database", str(tmp_path / "wb.db"), "--missing-ok", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to copy" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_backup_of_a_named_database_that_is_not_there_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    result = run("backup", "--database", str(tmp_path / "wb.db"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: --database {tmp_path / 'wb.db'}: no such file"
+    ]
+
+
 def test_status_says_what_holds_deliveries_back(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     with Store.open(tmp_path / "watchbridge.db") as store:

@@ -586,7 +586,7 @@ def _show_links(config: Config, state: StoreStatus) -> None:
 @config_option
 @click.option(
     "--database",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="The database to copy, instead of the config's storage.path (no config is read).",
 )
 @click.option(
@@ -595,9 +595,27 @@ def _show_links(config: Config, state: StoreStatus) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the copy (default: the database's path with .backup added).",
 )
-def backup(config_path: str | None, database: Path | None, target: Path | None) -> None:
+@click.option(
+    "--missing-ok",
+    is_flag=True,
+    help="A --database not made yet (the service never started) is nothing to copy: say so "
+    "and succeed (a backup hook must not fail the whole backup).",
+)
+def backup(
+    config_path: str | None, database: Path | None, target: Path | None, missing_ok: bool
+) -> None:
     """Copy the database consistently while the service runs (for your backups); a missing
     database is started from this copy."""
+    if database is not None and not database.is_file():
+        if missing_ok and not database.exists():
+            click.echo(
+                f"no database at {database} yet (the service has not made it): nothing to copy"
+            )
+            return
+        raise WatchbridgeError(
+            f"--database {database}: no such file"
+            + ("" if not database.exists() else " (it is a folder)")
+        )
     if database is None:
         config = _load(config_path)
         database = _database(config, create=False)
