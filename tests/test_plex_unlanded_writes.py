@@ -6,14 +6,18 @@ once, when the row gets through."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from tests.fakes.plex import OWNER_ID
 from tests.test_link_plex_serializd import link_config
 from tests.test_unnamed_items import BCS, plex_with_two_shows
 from watchbridge import readers
+from watchbridge.cli import cli
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.sync import run_link
@@ -100,3 +104,184 @@ async def test_a_play_written_to_plex_that_did_not_land_is_no_unwatch_while_its_
         for target in worker.targets.values():
             await target.aclose()
         runtime.close()
+
+
+# --------------------------------------------------------------------------- its row given up
+# A write whose answer was lost stays pending only while its row may still be sent: waiting,
+# in flight, or a dead letter the user may retry. Discarded, it was never written (unless Plex
+# shows it landed) and the link copies its play again; landed, it is an ordinary write of ours.
+
+
+@dataclass
+class Rig:
+    """The plex-serializd link with one try per delivery (`delivery.max_attempts: 1`): a row
+    Plex answers with an error dies at once. Its clock moves by hand (`at`)."""
+
+    plex: Any
+    serializd: Any
+    clock: Minutes
+    path: Any
+    runtime: Any
+    worker: DeliveryWorker
+
+    async def run(self, deliver: bool = True) -> int:
+        config = self.runtime.config
+        result = await run_link(
+            config, self.runtime.store, "plex-serializd", yes=True, full=True, clock=self.clock
+        )
+        if deliver:
+            await self.drain()
+        return result.queued
+
+    async def drain(self) -> None:
+        while await self.worker.pass_once(self.runtime):
+            pass
+
+    def at(self, minutes: float) -> None:
+        self.clock.minutes = minutes
+
+    def dead_letters(self) -> list[int]:
+        return [row.id for row in self.runtime.store.dead_letters()]
+
+    def deadletters(self, *args: str) -> str:
+        result = CliRunner().invoke(cli, ["deadletters", *args, "--config", str(self.path)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def unwatch_in_plex(self, rating_key: str) -> None:
+        state = self.plex.state.setdefault((OWNER_ID, rating_key), {})
+        for name in ("viewCount", "lastViewedAt", "viewOffset"):
+            state.pop(name, None)
+
+    def s1e2_entries(self) -> list[tuple[int, str | None]]:
+        return [
+            (r.id, r.review_text)
+            for r in self.serializd.diary()
+            if (r.show_id, r.episode_number) == (BCS, 2)
+        ]
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    plex, serializd = plex_with_two_shows(start_fake)
+    clock = Minutes()
+    plex.clock = clock
+    monkeypatch.setattr(serializd, "date_clock", clock)
+    path = link_config(tmp_path, plex, serializd)
+    with path.open("a", encoding="utf-8") as config_file:
+        config_file.write("delivery: {max_attempts: 1}\n")
+    config = load_config(path, {})
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        yield Rig(plex, serializd, clock, path, runtime, worker)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
+async def lost_then_given_up(rig: Rig, *, landed: bool) -> int:
+    """S1E2 logged on Serializd; the link's scrobble of it in Plex loses its answer (it did
+    not land), and its retry's is answered with a 500, after Plex marked it watched (`landed`)
+    or before: with one try allowed, the row gives up. The dead letter's id."""
+    await rig.run()
+    rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+    )
+    rig.plex.drop_next(1, "/:/scrobble")
+    assert await rig.run() == 1
+    assert rig.dead_letters() == []  # an answer lost spends no try: the row waits
+    rig.at(25)
+    rig.plex.fail_next(1, 500, route="/:/scrobble", after_handler=landed)
+    await rig.drain()
+    assert rig.plex.knobs_pending == 0
+    assert rig.plex.user_state("302").get("viewCount") == (1 if landed else None)
+    (dead,) = rig.dead_letters()
+    return dead
+
+
+async def test_a_discarded_write_that_did_not_land_is_copied_again(rig: Rig) -> None:
+    dead = await lost_then_given_up(rig, landed=False)
+    rig.at(60)
+    assert await rig.run() == 0  # a dead letter still counts as on its way
+    assert rig.plex.user_state("302") == {}
+
+    rig.deadletters("discard", str(dead))
+    rig.at(90)
+    queued = [await rig.run()]  # never written: the play is copied again
+    rig.at(120)
+    queued.append(await rig.run())
+    rig.at(24 * 60)
+    queued.append(await rig.run())
+
+    assert queued == [1, 0, 0]
+    assert rig.plex.user_state("302")["viewCount"] == 1  # written once
+    assert len(rig.plex.history_of("302")) == 1
+    user_entry = rig.s1e2_entries()
+    assert [text for _, text in user_entry] == ["the user's own"]
+    assert len(rig.serializd.diary()) == 13
+
+    # The play in Plex is an ordinary write of ours: unwatching it there removes it.
+    rig.unwatch_in_plex("302")
+    rig.at(25 * 60)
+    await rig.run()
+    assert rig.s1e2_entries() == []
+
+
+async def test_a_dead_write_that_landed_is_an_ordinary_play_and_its_retry_writes_nothing(
+    rig: Rig,
+) -> None:
+    dead = await lost_then_given_up(rig, landed=True)
+    assert rig.plex.user_state("302")["viewCount"] == 1
+    rig.at(60)
+    assert await rig.run() == 0
+
+    rig.deadletters("retry", str(dead))
+    rig.at(90)
+    await rig.drain()
+    assert rig.dead_letters() == []
+    rig.at(120)
+    assert await rig.run() == 0
+    assert rig.plex.user_state("302")["viewCount"] == 1  # no second view
+    assert len(rig.plex.history_of("302")) == 1
+    assert [text for _, text in rig.s1e2_entries()] == ["the user's own"]
+
+    rig.unwatch_in_plex("302")
+    rig.at(24 * 60)
+    await rig.run()
+    assert rig.s1e2_entries() == []
+
+
+async def test_a_dead_write_that_landed_can_be_unwatched_before_any_retry(rig: Rig) -> None:
+    await lost_then_given_up(rig, landed=True)
+    rig.at(60)
+    assert await rig.run() == 0  # reads that it landed
+    rig.unwatch_in_plex("302")
+    rig.at(24 * 60)
+    await rig.run()
+    assert rig.s1e2_entries() == []
+
+
+async def test_a_dead_write_that_did_not_land_is_written_once_by_its_retry(rig: Rig) -> None:
+    dead = await lost_then_given_up(rig, landed=False)
+    rig.at(60)
+    assert await rig.run() == 0  # still counts as on its way (its dead letter says why not)
+    assert rig.plex.user_state("302") == {}
+
+    rig.deadletters("retry", str(dead))
+    rig.at(90)
+    await rig.drain()
+    rig.at(120)
+    assert await rig.run() == 0
+    rig.at(24 * 60)
+    assert await rig.run() == 0
+    assert rig.dead_letters() == []
+    assert rig.plex.user_state("302")["viewCount"] == 1
+    assert len(rig.plex.history_of("302")) == 1
+    assert [text for _, text in rig.s1e2_entries()] == ["the user's own"]

@@ -2445,6 +2445,26 @@ class Store:
             "idempotency_key", "profile = ? AND target = ? AND status = 'done'", (profile, target)
         )
 
+    def plays_not_given_up(
+        self, target: str, profile: str
+    ) -> list[tuple[dict[str, Any], float, bool]]:
+        """(item, watched at, whether a dead letter) of the plays queued for `profile` on
+        `target` that may still be sent: pending, in flight, or dead letters (which
+        `deadletters retry` sends)."""
+        rows = self._query(
+            "SELECT payload, status FROM outbox WHERE target = ? AND profile = ?"
+            " AND action = 'play' AND status IN ('pending', 'inflight', 'dead')",
+            (target, profile),
+        )
+        found = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            try:
+                found.append((payload["item"], float(payload["at"]), row["status"] == "dead"))
+            except (KeyError, TypeError, ValueError):
+                continue  # its delivery makes a dead letter of it, saying why
+        return found
+
     def waiting_plays_span(self, target: str, profile: str) -> tuple[float, float] | None:
         """The earliest and latest times of the plays queued for `profile` on `target` by
         anything but a link (a webhook) that are not delivered yet (pending or in flight);

@@ -53,6 +53,7 @@ from watchbridge.readers.plex import (
     HISTORY_PREFIX,
     KEYS,
     KEYS_FROM,
+    LANDED_SLACK,
     PLAYS,
     RETIRED,
     SERVICE,
@@ -81,7 +82,6 @@ NAME = SERVICE
 AUTH_HOLD = 1800.0
 NOT_READ_RETRY = 1800.0
 GONE_RETRY = 3600.0
-LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
 
 
@@ -262,6 +262,8 @@ class PlexTarget:
             earlier = known.attempts if known is not None else ()
             if known is not None and known.item != key:
                 known = None  # another item's write (renumbered since): this one is written
+            if known is not None and known.unlanded:
+                known = None  # its row was given up before it landed: never written
             if known is not None and not known.pending and not known.removed:
                 notes.add("already written")
                 continue
@@ -382,7 +384,7 @@ def _written_for(person: Person, expected: str) -> str | None:
         (
             record
             for record, w in person.written.items()
-            if w.item == item and abs(w.at - when) < 60 and not w.removed
+            if w.item == item and abs(w.at - when) < 60 and not (w.removed or w.unlanded)
         ),
         None,
     )

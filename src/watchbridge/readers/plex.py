@@ -27,7 +27,10 @@ What counts as a play:
   deliverer records every write (`written`); the history row our scrobble made is recognised
   and the play is read back at the time it came from, never as a new play "today". A write
   whose outcome is unknown (its answer lost, its row waiting) is not undone by the item
-  listed unwatched: it did not land, and its retry writes it.
+  listed unwatched: it did not land, and its retry writes it. Its row given up, the listing
+  settles it (`settle_pending`): landed, it is a write like any other; not landed, a dead
+  letter still counts as on its way (a retry looks before it writes), and a row discarded
+  or pruned never wrote it: no play (`Written.unlanded`), the link copies it again.
 
 The cheap check (`unchanged`) is one history request of size 1 (total and newest row): it
 covers new plays, our own scrobbles and deleted history, in every library at once. Ratings and
@@ -65,7 +68,7 @@ from watchbridge.errors import ConfigError
 from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
-from watchbridge.model import Ids, MediaRef
+from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.readers import Clock, SideRead, some_titles
 from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.plex import (
@@ -119,6 +122,7 @@ ACCOUNTS_TTL = 7 * 86400.0
 MACHINE = ":machine"  # in ACCOUNTS: this server's machine id (no profile key starts with ":")
 SERVER_TOKEN = "plex-server"  # store tokens: a person's token for this server, from plex.tv
 CLOCK_MARGIN = 600.0  # the server's clock may differ from ours by this much
+LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
 WATCHED_PREFIX = "watched:"
 WRITTEN_PREFIX = "written:"
 HISTORY_PREFIX = "history:"
@@ -324,8 +328,9 @@ class Written:
     """A play we put into Plex: the time it came from, when we scrobbled (every attempt, by
     our clock; empty when Plex already showed it watched after that time), how far the
     server's clock was ahead of ours then (`skew`: it dates the scrobble's history row),
-    whether the last scrobble's outcome is still unknown (`pending`) and whether the play was
-    removed since."""
+    whether the last scrobble's outcome is still unknown (`pending`), whether the play was
+    removed since, and whether its row was given up before it landed (`unlanded`: never
+    written, no play of the item; a later row of the play writes it)."""
 
     rating_key: str
     item: str
@@ -335,6 +340,7 @@ class Written:
     removed: bool = False
     forgotten: bool = False  # copied to an episode since renumbered: no play of it (build_side)
     skew: float | None = None  # None: written by a release that kept none
+    unlanded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -346,6 +352,7 @@ class Written:
             "removed": self.removed,
             "forgotten": self.forgotten,
             "skew": self.skew,
+            "unlanded": self.unlanded,
         }
 
     @classmethod
@@ -359,11 +366,50 @@ class Written:
             bool(data.get("removed")),
             bool(data.get("forgotten")),
             None if data.get("skew") is None else float(data["skew"]),
+            bool(data.get("unlanded")),
         )
+
+    def landed(self, viewed_at: float | None, skew: float) -> bool:
+        """Whether a scrobble of this write took, by the item's `lastViewedAt` (the server's
+        clock, `skew` ahead of ours now): viewed since its last try."""
+        at_write = skew if self.skew is None else self.skew
+        last_try = self.attempts[-1] if self.attempts else self.at
+        return viewed_at is not None and viewed_at - at_write >= last_try - LANDED_SLACK
 
 
 def written_record(rating_key: str, at: float) -> str:
     return f"{WRITTEN_PREFIX}{rating_key}:{int(at // 60)}"
+
+
+@dataclass(frozen=True)
+class PlayRows:
+    """The plays (item key, time to the second) whose rows to Plex may still be sent: waiting
+    (pending or in flight) or dead letters, which `deadletters retry` may send."""
+
+    waiting: frozenset[tuple[str, int]] = frozenset()
+    dead: frozenset[tuple[str, int]] = frozenset()
+
+    @staticmethod
+    def play(item: str, at: float) -> tuple[str, int]:
+        return item, round(at)
+
+
+def settle_pending(
+    written: Written, rows: PlayRows, keyed: Mapping[str, tuple[str, LibraryItem]], skew: float
+) -> Written:
+    """A write whose outcome is unknown, settled by the listing once its row is no longer
+    waiting: the item viewed since its last try, it landed (a write like any other, which an
+    unwatch undoes); not, a dead letter still counts as on its way (its retry looks before
+    it writes), and a row gone (discarded, pruned) never wrote it: `unlanded`. A write of an
+    item not listed (its library left out for a while) tells nothing, and waits."""
+    play = PlayRows.play(written.item, written.at)
+    if not written.pending or play in rows.waiting or written.rating_key not in keyed:
+        return written
+    if written.landed(keyed[written.rating_key][1].last_viewed_at, skew):
+        return replace(written, pending=False)
+    if play in rows.dead:
+        return written
+    return replace(written, pending=False, unlanded=True)
 
 
 @dataclass(frozen=True)
@@ -420,6 +466,7 @@ def build_side(
     renumbering: Renumbering | None = None,
     last: LastRead | None = None,
     skew: float = 0.0,
+    on_their_way: PlayRows | None = None,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
@@ -429,7 +476,10 @@ def build_side(
     the last read kept; a play of a record now of another item (Fix Match in Plex: same
     ratingKey and history, new guid) moves like a renumbered one. `skew`: how far the
     server's clock (which dates its rows) is ahead of ours (which dates our writes and
-    `listed_at`); the plays of its rows are dated on ours (`on_our_clock`)."""
+    `listed_at`); the plays of its rows are dated on ours (`on_our_clock`). `on_their_way`:
+    the plays whose rows may still be sent, read before `memory` (None: not known, as if
+    all were waiting): a write whose outcome is unknown is settled once its row is not
+    (`settle_pending`)."""
     renumbering, last = renumbering or Renumbering(), last or LastRead()
     keyed = item_keys(library, renumbering.numbers)
     keys_before, record_items = last.items_by_key(), last.items()
@@ -468,6 +518,11 @@ def build_side(
     retired = set(memory.retired) | {
         h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled + skew
     }
+    if on_their_way is not None:
+        settled_writes = {
+            r: settle_pending(w, on_their_way, keyed, skew) for r, w in memory.written.items()
+        }
+        memory = replace(memory, written=settled_writes)
     written = {
         record: _forget(
             replace(w, removed=True) if _unwatched(w, unwatched, settled) else w,
@@ -484,7 +539,7 @@ def build_side(
     retired |= old_rows
     written = {r: replace(w, removed=True) if r in old_writes else w for r, w in written.items()}
     for record, w in written.items():
-        if not w.removed and not w.forgotten and w.rating_key in keyed:
+        if not w.removed and not w.forgotten and not w.unlanded and w.rating_key in keyed:
             plays.append((Play(keyed[w.rating_key][0], w.at, record), w.rating_key))
     ahead = on_our_clock(skew)
     for h in rows:
@@ -499,7 +554,9 @@ def build_side(
     synthetic: dict[str, Mapping[str, Any]] = {
         record: s for record, s in memory.synthetic.items() if s["rating_key"] in watched
     }
-    accounted = {rk for _, rk in plays} | {w.rating_key for w in written.values()}
+    # (A write that never landed accounts for nothing: the item's views are the user's own.)
+    accounted = {rk for _, rk in plays}
+    accounted |= {w.rating_key for w in written.values() if not w.unlanded}
     accounted |= {s["rating_key"] for s in synthetic.values()}
     for rk in sorted(watched - accounted):
         at = keyed[rk][1].last_viewed_at
@@ -525,7 +582,12 @@ def build_side(
             for p, rk in plays
             if rk in renumbered or record_items.get(p.record, p.item) != p.item
         ),
-        forgotten=tuple(Play(w.item, w.at, r) for r, w in written.items() if w.forgotten),
+        # Not removals: the play each copied is copied again.
+        forgotten=tuple(
+            Play(w.item, w.at, r)
+            for r, w in written.items()
+            if w.forgotten or (w.unlanded and not w.removed)
+        ),
         renumbered_ratings=frozenset(
             key for rk in unsure for key in (plex_numbered.get(rk, ""), keyed[rk][0]) if key
         ),
@@ -621,7 +683,8 @@ def _unwatched(written: Written, unwatched: AbstractSet[str], settled: float) ->
     however long ago it was tried: unwatched, it did not land, and its retry writes it (read
     as removed, the link would remove the play it copied from the other side first)."""
     recent = bool(written.attempts) and written.attempts[-1] >= settled
-    return written.rating_key in unwatched and not (written.removed or written.pending or recent)
+    unknown = written.pending or written.unlanded  # no write of ours that the user undid
+    return written.rating_key in unwatched and not (written.removed or unknown or recent)
 
 
 def _written_items(memory: Memory) -> dict[str, str]:
@@ -728,7 +791,7 @@ def _before_the_count(
             plays[h.rating_key].append((h.viewed_at, "row", h.id))
     for record, w in written.items():
         counted = w.attempts and w.attempts[-1] < settled and not w.pending
-        if counted and not w.removed and not w.forgotten:
+        if counted and not w.removed and not w.forgotten and not w.unlanded:
             at_write = skew if w.skew is None else w.skew
             plays[w.rating_key].append((w.attempts[-1] + at_write, "write", record))
     old_rows: set[str] = set()
@@ -1505,6 +1568,9 @@ class PlexReader:
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
         access = await self.access(profile)
+        # The rows that may still send a write, before what we wrote: a row given up by then
+        # cannot land after the listing (see `settle_pending`).
+        rows = await asyncio.to_thread(self._play_rows, profile)
         # What we wrote is loaded before the listings: a write delivered while we read must
         # not look unwatched in a listing taken before it.
         memory = await asyncio.to_thread(self._memory, profile)
@@ -1557,6 +1623,7 @@ class PlexReader:
             numbered,
             last,
             skew=self.client.clock_skew,
+            on_their_way=rows,
         )
         await asyncio.to_thread(self._remember, profile, built, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
@@ -1746,6 +1813,18 @@ class PlexReader:
             frozenset(self.store.mirror_get(SERVICE, profile, RETIRED)),
             {record: Written.from_dict(v) for record, v in before.items()},
         )
+
+    def _play_rows(self, profile: str) -> PlayRows:
+        waiting: set[tuple[str, int]] = set()
+        dead: set[tuple[str, int]] = set()
+        for item, at, given_up in self.store.plays_not_given_up(SERVICE, profile):
+            try:
+                key = key_for_ref(ref_from_dict(item))
+            except (KeyError, TypeError, ValueError):
+                continue  # its delivery makes a dead letter of it, saying why
+            if key is not None:
+                (dead if given_up else waiting).add(PlayRows.play(key, at))
+        return PlayRows(frozenset(waiting), frozenset(dead))
 
     def _last_read(self, profile: str) -> LastRead:
         listings = self.store.mirror_get(SERVICE, profile, KEYS)
