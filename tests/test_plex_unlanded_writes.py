@@ -285,3 +285,66 @@ async def test_a_dead_write_that_did_not_land_is_written_once_by_its_retry(rig: 
     assert rig.plex.user_state("302")["viewCount"] == 1
     assert len(rig.plex.history_of("302")) == 1
     assert [text for _, text in rig.s1e2_entries()] == ["the user's own"]
+
+
+# ------------------------------------------------------------------ a retry after a removal
+# A write an earlier try of its row made (or may have made) and that was removed since is not
+# made again by that row: the retry would undo the user's unwatch.
+
+
+async def test_the_retry_of_a_dead_write_removed_since_writes_nothing(rig: Rig) -> None:
+    dead = await lost_then_given_up(rig, landed=False)
+    rig.at(60)
+    assert await rig.run() == 0
+    # The user takes the entry back on Serializd: the link removes its play from Plex.
+    (entry,) = [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 2)]
+    rig.serializd.delete_entry(entry)
+    rig.at(90)
+    assert await rig.run() == 1  # the removal
+
+    rig.deadletters("retry", str(dead))
+    rig.at(120)
+    await rig.drain()
+    rig.at(24 * 60)
+    assert await rig.run() == 0
+
+    assert rig.dead_letters() == []
+    assert rig.plex.user_state("302") == {}  # not written
+    assert rig.plex.history_of("302") == []
+    assert rig.s1e2_entries() == []
+
+
+async def test_a_copy_unwatched_in_plex_is_not_written_again_by_the_retry_for_the_other(
+    rig: Rig,
+) -> None:
+    # S1E2 in two libraries (an HD and a 4K copy). The link's write of it lands in the first
+    # copy; the second's answer is lost (it did not land). Before the retry, the user unwatches
+    # the first copy in Plex and the link reads that.
+    rig.plex.add_section("3", "TV 4K", "show")
+    rig.plex.add_show(
+        "40", "Better Call Saul", 2015, ["tmdb://60059", "tvdb://273181"], section="3"
+    )
+    rig.plex.add_episode("402", "40", 1, 2)
+    await rig.run()
+    rig.serializd.log_entry(None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z")
+    rig.plex.delay_next(1, 0.0, "/:/scrobble")  # the first copy's scrobble goes through
+    rig.plex.drop_next(1, "/:/scrobble")
+    assert await rig.run() == 1
+    copies = {rk: rig.plex.user_state(rk).get("viewCount") for rk in ("302", "402")}
+    (landed,) = [rk for rk, views in copies.items() if views == 1]
+    (lost,) = [rk for rk, views in copies.items() if views is None]
+    rig.unwatch_in_plex(landed)
+    rig.at(60)
+    assert await rig.run(deliver=False) == 0
+
+    await rig.drain()  # the retry
+    rig.at(90)
+    assert await rig.run() == 0
+    rig.at(24 * 60)
+    assert await rig.run() == 0
+
+    assert rig.plex.user_state(landed) == {}  # the user's unwatch stands
+    assert len(rig.plex.history_of(landed)) == 1
+    assert rig.plex.user_state(lost)["viewCount"] == 1  # written once
+    assert len(rig.plex.history_of(lost)) == 1
+    assert len(rig.s1e2_entries()) == 1  # still watched (the other copy)

@@ -13,7 +13,9 @@ written down first (`plex/written`, keyed by ratingKey and minute) so the reader
 history row the scrobble makes and reads the play back at its real time, never as a new play
 "today". A scrobble is never resent after an ambiguous failure by the HTTP policy; the row is
 retried, and sent again only when Plex does not show the item viewed since its last try (each
-scrobble adds a view); every attempt is recorded, so an echo of either is recognised. A write
+scrobble adds a view), and never to a copy an earlier try of the row wrote that was removed
+since (`Written.row`: its retry must not undo an unwatch); every attempt is recorded, so an
+echo of either is recognised. A write
 Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
 the profile's other rows wait without spending.
 
@@ -233,7 +235,8 @@ class PlexTarget:
         rating_keys = [str(rk) for rk in entry["rating_keys"]]
         try:
             if row.action == "play":
-                return await self._play(person, str(key), rating_keys, entry.get("watched_at"), at)
+                watched_at = entry.get("watched_at")
+                return await self._play(person, row.id, str(key), rating_keys, watched_at, at)
             stars = None if value is None else ratings.to_ten_halves(value)
             since = ratings.overtaken_after(at, row.created_at)
             if row.waited(self.clock()):  # the user may have rated it since
@@ -252,7 +255,13 @@ class PlexTarget:
         return Delivered("rated" if value is not None else "rating cleared")
 
     async def _play(
-        self, person: Person, key: str, rating_keys: list[str], watched_at: Any, at: float
+        self,
+        person: Person,
+        row: int,
+        key: str,
+        rating_keys: list[str],
+        watched_at: Any,
+        at: float,
     ) -> Outcome:
         notes: set[str] = set()
         for rk in rating_keys:
@@ -264,6 +273,11 @@ class PlexTarget:
                 known = None  # another item's write (renumbered since): this one is written
             if known is not None and known.unlanded:
                 known = None  # its row was given up before it landed: never written
+            if known is not None and known.removed and known.row == row:
+                # An earlier try of this row wrote it (or may have), and it was removed since:
+                # unwatched in Plex, or the play it copied removed. Its retry must not undo that.
+                notes.add("removed since an earlier try: not written again")
+                continue
             if known is not None and not known.pending and not known.removed:
                 notes.add("already written")
                 continue
@@ -274,13 +288,14 @@ class PlexTarget:
             skew = self.client.clock_skew  # Plex dates by its clock
             if known is None and watched_at is not None and float(watched_at) - skew >= at:
                 # Watched at or after this play: a scrobble would only add a view "today".
-                await self._remember(person, record, Written(rk, key, at, earlier, skew=skew))
+                written = Written(rk, key, at, earlier, skew=skew, row=row)
+                await self._remember(person, record, written)
                 notes.add("already watched in Plex")
                 continue
             # Written down before the scrobble, synced whatever storage.durability says: a
             # crash or a power cut after it still knows its echo, and asks Plex (`_landed`).
             attempts = (*earlier, self.clock())
-            written = Written(rk, key, at, attempts, pending=True, skew=skew)
+            written = Written(rk, key, at, attempts, pending=True, skew=skew, row=row)
             await self._remember(person, record, written, synced="always")
             await self.client.scrobble(rk, person.token)
             # Not waiting for the disk (one sync per play instead of two: a first sync of

@@ -329,8 +329,9 @@ class Written:
     our clock; empty when Plex already showed it watched after that time), how far the
     server's clock was ahead of ours then (`skew`: it dates the scrobble's history row),
     whether the last scrobble's outcome is still unknown (`pending`), whether the play was
-    removed since, and whether its row was given up before it landed (`unlanded`: never
-    written, no play of the item; a later row of the play writes it)."""
+    removed since, whether its row was given up before it landed (`unlanded`: never
+    written, no play of the item; a later row of the play writes it), and the outbox row
+    that wrote it (`row`; None: written by a release that kept none)."""
 
     rating_key: str
     item: str
@@ -341,6 +342,7 @@ class Written:
     forgotten: bool = False  # copied to an episode since renumbered: no play of it (build_side)
     skew: float | None = None  # None: written by a release that kept none
     unlanded: bool = False
+    row: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -353,6 +355,7 @@ class Written:
             "forgotten": self.forgotten,
             "skew": self.skew,
             "unlanded": self.unlanded,
+            "row": self.row,
         }
 
     @classmethod
@@ -367,6 +370,7 @@ class Written:
             bool(data.get("forgotten")),
             None if data.get("skew") is None else float(data["skew"]),
             bool(data.get("unlanded")),
+            None if data.get("row") is None else int(data["row"]),
         )
 
     def landed(self, viewed_at: float | None, skew: float) -> bool:
