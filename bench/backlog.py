@@ -16,9 +16,9 @@
    per-row retry times and target holds are real-time and bound the drain time (see below).
    The fake also stays down until the service has tried Trakt once after the newest play,
    as in a real outage: the service tries a held Trakt at least every 5 minutes, so a play
-   older than late_after (10 min) at recovery was made before a try Trakt answered 503, and
-   no other app could scrobble it meanwhile (the target then adds it without reading Trakt's
-   history first; a play made after Trakt's last 503 is looked for).
+   older than late_after (10 min) at recovery was made before a try Trakt answered 503.
+   Every late play is still looked for in Trakt's history before it is added (another app
+   may have written it since), so the drain reads Trakt's history besides the adds.
 4. The fake turns healthy; the bench counts every request it receives until `history()` has
    10,000 plays, then checks each movie is there exactly once.
 

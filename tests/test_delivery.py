@@ -4167,6 +4167,11 @@ class OtherScrobbler:
         body = {"movie": {"ids": {"tmdb": tmdb}}, "progress": 96.0}
         return self.http.post("/scrobble/stop", json=body)
 
+    def add(self, tmdb: int, watched_at: float) -> httpx.Response:
+        """A sync's history add of a play at its own time (not a scrobble)."""
+        body = {"movies": [{"ids": {"tmdb": tmdb}, "watched_at": iso(watched_at)}]}
+        return self.http.post("/sync/history", json=body)
+
 
 async def test_a_live_stop_another_app_scrobbled_first_is_one_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
@@ -4246,25 +4251,56 @@ async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
     assert trakt.count("GET", "/sync/history/movies") == 1
 
 
-async def test_a_backlog_of_plays_made_while_trakt_said_it_was_down_goes_without_a_look(
+async def test_a_play_made_while_trakt_was_down_that_another_app_added_since_is_one_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    # Trakt answered 503 from the first play's try to a try after the last: no app could
-    # scrobble them meanwhile (Trakt's own scrobbler failed alike), so the drain is the
-    # history add alone (the backlog bench's request budget).
+    # Trakt answered 503 to every try through the play: no app could scrobble it then. Trakt
+    # came back, and before the service's next try (they grow up to 5 minutes apart) another
+    # app caught up: Jellyfin's Trakt plugin exporting watched states, Kodi's add-on syncing,
+    # the user by hand. Trakt holds the play at its time, and does not de-duplicate.
     trakt.advance(clock() - trakt.now())
     trakt.fail_next(1000, 503)
-    for n, item in enumerate([HEAT, ARRIVAL]):
-        runtime.store.enqueue([_late_play(item, clock(), f"p{n}", live=True)], clock())
-        await drain(worker, runtime, clock, passes=2, step=600)
+    played_at = clock()
+    runtime.store.enqueue([_late_play(HEAT, played_at, "p0", live=True)], clock())
+    await drain(worker, runtime, clock, passes=2, step=600)
+    assert trakt.history() == []
     trakt.clear_knobs()
-    clock.advance(3600)
     trakt.advance(clock() - trakt.now())
+    other = OtherScrobbler(trakt)
+    try:
+        assert other.add(949, played_at).status_code == 201
+    finally:
+        other.http.close()
+    clock.advance(300)
+    trakt.advance(300)
     await drain(worker, runtime, clock, passes=3, step=60)
 
-    assert sorted(h.item.title for h in trakt.history()) == ["Arrival", "Heat"]
-    assert trakt.count("GET", "/sync/history/movies") == 0
-    assert trakt.count("POST", "/sync/history") == 1
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_play_another_app_scrobbled_as_trakt_answered_us_503_is_one_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # One 503 (a Trakt node going down for maintenance, asking for 15 minutes) answers our
+    # stop, while the other app's stop of the same viewing, a moment before, reached a node
+    # that took it. Ours goes as a late add after the wait: Trakt holds the play already.
+    trakt.advance(clock() - trakt.now())
+    other = OtherScrobbler(trakt)
+    try:
+        assert other.stop(949).status_code == 201
+    finally:
+        other.http.close()
+    trakt.fail_next(1, 503, headers={"Retry-After": "900"}, route="POST /scrobble/stop")
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p0", live=True)], clock())
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/scrobble/stop") == 2
+    clock.advance(960)
+    trakt.advance(960)
+    await drain(worker, runtime, clock, passes=3, step=60)
+
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 async def test_a_play_made_after_trakts_last_down_answer_is_looked_for_all_the_same(

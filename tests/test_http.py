@@ -17,7 +17,6 @@ from tests.fakes.echo import EchoFake
 from watchbridge.http import (
     Bucket,
     HttpClient,
-    Outages,
     Pacer,
     RateLimited,
     RetryPolicy,
@@ -389,61 +388,3 @@ async def test_a_service_down_is_one_warning_for_every_client_a_scheduled_run_ma
     assert told.count("request failed") == 9  # the first, then one an hour
     (over,) = [r for r in caplog.records if r.getMessage() == "requests answered again"]
     assert over.times == 50  # type: ignore[attr-defined]
-
-
-# --------------------------------------------------------------------------- when the service
-# said it was down (a backlog's plays made then need no look for another app's scrobble)
-
-
-async def test_answers_that_the_service_is_down_make_one_outage_until_another_answer(
-    echo: EchoFake,
-) -> None:
-    now = [100.0]
-    http = HttpClient("echo", echo.url, clock=lambda: now[0], retry=RetryPolicy(attempts=1))
-    try:
-        for status, at in [(503, 100.0), (502, 160.0), (None, 200.0), (522, 300.0)]:
-            now[0] = at
-            if status is None:
-                await http.request("GET", "/items")  # answered: the outage is over
-                continue
-            echo.fail_next(1, status)
-            with pytest.raises(Unavailable):
-                await http.request("GET", "/items")
-    finally:
-        await http.aclose()
-    assert list(http.outages.spans) == [(100.0, 160.0), (300.0, 300.0)]
-    assert http.outages.covers(130.0) and http.outages.covers(300.0)
-    assert not http.outages.covers(180.0)
-
-
-def test_an_outage_covers_a_moment_before_its_first_answer_only_when_asked() -> None:
-    outages = Outages()
-    outages.down(100.0)
-    assert not outages.covers(95.0)
-    assert outages.covers(95.0, lead=10.0)
-    assert not outages.covers(89.0, lead=10.0)
-
-
-@pytest.mark.parametrize(
-    "failure", ["dropped connection", "500 on this request", "another host's 503"]
-)
-async def test_a_failure_that_does_not_say_the_service_is_down_is_no_outage(
-    echo: EchoFake, failure: str
-) -> None:
-    # Nothing reached (maybe this machine's network alone), a request that makes the service
-    # fail, a sign-in host's trouble: another app may have reached the service meanwhile.
-    http = HttpClient("echo", echo.url, retry=RetryPolicy(attempts=1, backoff=0.01))
-    try:
-        with pytest.raises(Unavailable):
-            if failure == "dropped connection":
-                echo.drop_next(1)
-                await http.request("GET", "/items")
-            elif failure == "500 on this request":
-                echo.fail_next(1, 500)
-                await http.request("GET", "/items")
-            else:
-                echo.fail_next(1, 503)
-                await http.request("GET", "/items", base_url=echo.url)
-    finally:
-        await http.aclose()
-    assert not http.outages.spans

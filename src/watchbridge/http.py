@@ -18,7 +18,6 @@ import random
 import ssl
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -299,34 +298,6 @@ CLOCKS_DIFFER = (
 CLOCKS_AGREE = "the clocks of this machine and of the service agree again"
 
 
-OUTAGES_KEPT = 16  # spans an `Outages` remembers: the last ones are those a backlog is of
-
-
-@dataclass
-class Outages:
-    """When a service said it is down (DOWN_STATUS: it, or its gateway for it), by our clock:
-    spans of such answers with no other answer between them. Whoever asked it then failed,
-    not only we: a request that reached nothing (a timeout, a refused connection) may be this
-    machine's network alone, and is not counted."""
-
-    spans: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=OUTAGES_KEPT))
-    ongoing: bool = False
-
-    def down(self, at: float) -> None:
-        if self.ongoing and self.spans:
-            self.spans[-1] = (self.spans[-1][0], max(self.spans[-1][1], at))
-        else:
-            self.spans.append((at, at))
-        self.ongoing = True
-
-    def up(self) -> None:
-        self.ongoing = False
-
-    def covers(self, at: float, lead: float = 0.0) -> bool:
-        """Whether `at` falls in a span, or up to `lead` seconds before one began."""
-        return any(start - lead <= at <= end for start, end in self.spans)
-
-
 class HttpClient:
     """An httpx client for one service with the shared policy applied to every request."""
 
@@ -359,7 +330,6 @@ class HttpClient:
         # what happens there (a scrobble, a play) by its own clock.
         self.clock_skew = 0.0
         self._skew_noted_at: float | None = None  # when this client last told _CLOCKS
-        self.outages = Outages()
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -469,7 +439,6 @@ class HttpClient:
                 self._count(method, str(response.status_code), started)
                 if base_url is None:  # another host (a sign-in service) keeps its own clock
                     self._note_clock(response.headers)
-                    self._note_outage(response.status_code)
                 if inspect is not None:
                     inspect(response)
                 if response.status_code in passthrough:
@@ -545,12 +514,6 @@ class HttpClient:
         """The host answered: requests failing to reach it, if they were, are over."""
         host = (self.service, base_url or self.base_url)
         _FAILING.over(host, "requests answered again", self.clock(), service=self.service)
-
-    def _note_outage(self, status: int) -> None:
-        if status in DOWN_STATUS:
-            self.outages.down(self.clock())
-        elif status not in TRANSIENT_STATUS:  # a 500 is this request's own failure
-            self.outages.up()
 
     def _note_clock(self, headers: Mapping[str, str]) -> None:
         said = date_header_time(headers)

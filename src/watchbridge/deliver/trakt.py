@@ -36,7 +36,7 @@ from watchbridge.deliver.worker import (
     waiting_on,
 )
 from watchbridge.episode_numbers import trakt_listing
-from watchbridge.http import Outages, RateLimited, ServiceError, Unavailable, rows_unread
+from watchbridge.http import RateLimited, ServiceError, Unavailable, rows_unread
 from watchbridge.ids import (
     TRAKT,
     TRAKT_ID_NAMES,
@@ -662,9 +662,9 @@ class TraktTarget:
         fresh = [r for r in rows if r.outbox.id not in known]
         # A play another app scrobbled to the same account (Trakt's own Plex scrobbler, Kodi's
         # add-on) while this one waited is on Trakt already, and Trakt takes it again.
-        outages = self.client.outages
-        looked_for = [r for r in fresh if _look_first(r, outages)]
-        elsewhere = await self._added_elsewhere(profile, looked_for)
+        # Also one made while Trakt answered us 503: that says nothing of another app's try
+        # (another node may have taken it) nor of a sync or a hand that added it since.
+        elsewhere = await self._added_elsewhere(profile, [r for r in fresh if _look_first(r)])
         outcomes |= {id: replace(ELSEWHERE, answered=asked) for id, asked in elsewhere.items()}
         fresh = [r for r in fresh if r.outbox.id not in elsewhere]
         if any(r.outbox.may_have_landed for r in fresh):
@@ -1270,9 +1270,6 @@ ELSEWHERE = Skipped(
 )
 HISTORY_READ_KEEP = 300.0  # seconds a history read serves the batches of a backlog's drain
 HISTORY_LOOK_BACK = 2 * 86400.0  # how far before its batch such a read goes for waiting plays
-# A webhook's play is tried within moments of it: one made this long before Trakt's first
-# "down" answer was made as it went down (that answer is often its own try's).
-TRIED_WITHIN = 10.0
 
 
 def still_fresh(read_at: float, now: float, keep: float) -> bool:
@@ -1291,18 +1288,11 @@ class HistoryRead:
     entries: list[dict[str, Any]]
 
 
-def _look_first(row: Row, outages: Outages) -> bool:
+def _look_first(row: Row) -> bool:
     """Whether a history add is looked for in Trakt's history before it goes (`_added_elsewhere`):
-    a dated webhook's play never sent, made while Trakt was not saying it was down (then no
-    app could scrobble it: a backlog's drain after a Trakt outage reads nothing). A link's
-    copy was planned on a read of Trakt; one that may have landed is looked for wider
-    (`_learn_history`)."""
-    return (
-        row.at != UNDATED
-        and "link" not in row.payload
-        and not row.outbox.may_have_landed
-        and not outages.covers(row.at, lead=TRIED_WITHIN)
-    )
+    a dated webhook's play never sent. A link's copy was planned on a read of Trakt; one that
+    may have landed is looked for wider (`_learn_history`)."""
+    return row.at != UNDATED and "link" not in row.payload and not row.outbox.may_have_landed
 
 
 def _same_play(entry: Any, row: Row, skew: float) -> bool:

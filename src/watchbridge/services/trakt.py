@@ -27,7 +27,6 @@ from watchbridge.errors import StoreError
 from watchbridge.http import (
     Bucket,
     HttpClient,
-    Outages,
     Pacer,
     ServiceError,
     Unavailable,
@@ -666,11 +665,6 @@ class TraktClient:
     def clock_skew(self) -> float:
         """How far Trakt's clock is ahead of ours: it stamps a scrobbled play by its own."""
         return self.http.clock_skew
-
-    @property
-    def outages(self) -> Outages:
-        """When Trakt said it was down (5xx, Cloudflare's 52x): no app could scrobble to it."""
-        return self.http.outages
 
     async def aclose(self) -> None:
         storing = list(self._storing.values())
