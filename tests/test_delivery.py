@@ -1314,6 +1314,32 @@ HEAT_BY_TMDB = MediaRef("movie", Ids(tmdb="949"), title="Heat", year=1995)  # as
 HEAT_FROM_PLEX = MediaRef("movie", Ids(imdb="tt0113277", tmdb="949"), title="Heat", year=1995)
 
 
+async def test_a_live_stop_that_may_have_landed_before_a_token_refresh_keeps_its_mark(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The stop's first try lands but its answer is lost; the client's own retry meets a 401
+    # (the sign-in was renewed elsewhere meanwhile), and the try after the refresh a 503.
+    # The 503 says nothing of the first try: the row keeps its mark, and its late add reads
+    # Trakt's history around the try (Trakt dated the landed stop 5 minutes after the play).
+    worker.targets["trakt"].client.http.retry = RetryPolicy(backoff=0.01)  # type: ignore[attr-defined]
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 300, "p0", live=True)], clock())
+    route = "POST /scrobble/stop"
+    trakt.drop_next(1, route=route, after_handler=True)
+    trakt.fail_next(1, 401, route=route)
+    trakt.fail_next(20, 503, route=route)
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    (said,) = runtime.store.db.execute("SELECT last_error FROM outbox").fetchone()
+    assert said.startswith(UNKNOWN_OUTCOME)
+    trakt.clear_knobs()
+    clock.advance(3600)
+    trakt.advance(3600)
+    await drain(worker, runtime, clock, passes=3, step=60)
+
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+
+
 async def test_a_lost_live_stop_is_not_played_twice_when_our_clock_runs_ahead_of_trakts(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

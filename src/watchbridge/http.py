@@ -298,6 +298,16 @@ CLOCKS_DIFFER = (
 CLOCKS_AGREE = "the clocks of this machine and of the service agree again"
 
 
+EARLIER_TRY_MAY_HAVE_LANDED = "watchbridge.earlier_try_may_have_landed"
+
+
+def earlier_try_may_have_landed(response: httpx.Response) -> bool:
+    """Whether a try `HttpClient.request` made before this answer may have reached the
+    service (a timeout, a dropped connection): a write it then sent again may have landed
+    whatever this answer says."""
+    return bool(response.extensions.get(EARLIER_TRY_MAY_HAVE_LANDED))
+
+
 class HttpClient:
     """An httpx client for one service with the shared policy applied to every request."""
 
@@ -436,6 +446,8 @@ class HttpClient:
                 unknown = True  # the service answered: a write may have happened
             else:
                 unknown, answered, status = False, True, response.status_code
+                if maybe_written:  # the caller may try again (a refresh): it must know
+                    response.extensions[EARLIER_TRY_MAY_HAVE_LANDED] = True
                 self._count(method, str(response.status_code), started)
                 if base_url is None:  # another host (a sign-in service) keeps its own clock
                     self._note_clock(response.headers)

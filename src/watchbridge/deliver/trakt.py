@@ -633,7 +633,8 @@ class TraktTarget:
             return None
         except Unavailable as exc:
             if not exc.outcome_unknown:
-                # No try reached Trakt's writes (it said it is down): nothing to look for.
+                # No try reached Trakt's writes (it said it is down), nor did one before a
+                # token refresh (the client counts those in): nothing to look for.
                 await self._sent_nothing([row], exc.message)
                 raise
             if exc.answered:

@@ -31,6 +31,7 @@ from watchbridge.http import (
     ServiceError,
     Unavailable,
     changed_answer,
+    earlier_try_may_have_landed,
 )
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
 from watchbridge.loose import whole
@@ -1236,20 +1237,28 @@ class TraktClient:
         pacer = self._pacer_of(profile)
         bucket = "read" if method == "GET" else "write"
         token: str | None = None
+        landed_before_refresh = False
         for attempt in (1, 2):
-            token = await self._access_token(profile, rejected=token if attempt == 2 else None)
-            response = await self.http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                pacer=pacer,
-                bucket=bucket,
-                headers={"authorization": f"Bearer {token}"},
-                idempotent=idempotent,
-            )
+            try:
+                token = await self._access_token(profile, rejected=token if attempt == 2 else None)
+                response = await self.http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    pacer=pacer,
+                    bucket=bucket,
+                    headers={"authorization": f"Bearer {token}"},
+                    idempotent=idempotent,
+                )
+            except Unavailable as exc:
+                # A try before the 401 may have written (its answer lost, then sent again):
+                # the failure after the refresh does not say it did not.
+                exc.outcome_unknown = exc.outcome_unknown or landed_before_refresh
+                raise
             if response.status_code != 401:
                 break
+            landed_before_refresh = earlier_try_may_have_landed(response)
         _raise_for_account(response)
         assert token is not None  # `_access_token` gives one or raises
         if response.status_code == 401:
