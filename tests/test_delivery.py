@@ -4383,38 +4383,6 @@ def _due_later(runtime: Runtime, keys: list[str], at: float) -> None:
         )
 
 
-async def test_a_history_read_serves_no_play_another_app_may_have_written_after_it(
-    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
-) -> None:
-    # A late play's look reads Trakt's history up to the newest play waiting (a burst queued
-    # just before). The other app scrobbles one of the burst after that read; the burst goes
-    # a minute later as a history add, and its look must not take the old read for current.
-    trakt.advance(clock() - trakt.now())
-    movies = [trakt.add_movie(f"Film {n}", 2000, tmdb=600_000 + n) for n in range(5)]
-    burst = [MediaRef("movie", Ids(tmdb=str(m.tmdb))) for m in movies]
-    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "late")], clock())
-    runtime.store.enqueue(
-        [_late_play(item, clock() - 5, f"b{n}", live=True) for n, item in enumerate(burst)],
-        clock(),
-    )
-    _due_later(runtime, [f"b{n}" for n in range(5)], clock() + 60)
-    await worker.pass_once(runtime)  # the late play alone, after one read
-    assert [h.item.title for h in trakt.history()] == ["Heat"]
-    clock.advance(30)
-    trakt.advance(30)
-    other = OtherScrobbler(trakt)
-    try:
-        assert other.stop(movies[0].tmdb or 0).status_code == 201
-    finally:
-        other.http.close()
-    clock.advance(30)
-    await drain(worker, runtime, clock, passes=2, step=1)
-
-    assert sorted(h.item.title for h in trakt.history()) == sorted(
-        ["Heat"] + [f"Film {n}" for n in range(5)]
-    )
-
-
 async def test_a_history_read_serves_no_later_batch_once_the_clock_was_set_back(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -769,12 +769,10 @@ class TraktTarget:
         happen: a read minutes old still holds those of the backlog's past minutes."""
         read = self._history_reads.get((profile, kind))
         now = self.clock()
-        # Not for plays whose window runs past the read: another app writes a play as it
-        # ends, and one of those minutes may have been written after it.
         if (
             read is not None
             and read.start <= start
-            and end <= min(read.end, read.read_at)
+            and end <= read.end
             and still_fresh(read.read_at, now, HISTORY_READ_KEEP)
         ):
             return read.entries, False
