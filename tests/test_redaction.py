@@ -191,3 +191,38 @@ def test_a_token_kept_before_or_after_the_start_is_masked_in_the_log_and_alerts(
     [message] = receiver.messages
     for text in (stream.getvalue(), str(message["title"]), str(message["message"])):
         assert shows_no_token(text) and "renewed" not in text, text
+
+
+def test_a_sign_in_renewed_for_months_masks_its_latest_tokens_and_no_more_every_line(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # Trakt's tokens last a day: the service renews a profile's pair every day or so for as
+    # long as it runs. Each log line, alert and status text goes through every masked value.
+    path = config_with_account_secrets(tmp_path, receiver.apprise_url)
+    sign_ins_kept_and_quoted(path)
+    config = load_config(path, {})
+    stream = io.StringIO()
+    logged = setup_logging("info", "text", secret_values(config), stream=stream)
+    runtime = build_runtime(config)
+    runtime.open()
+    redactors = {"log": logged, "alerts": runtime.notifier._redact, "status": runtime.redact}
+    at_start = {name: len(redact.secrets) for name, redact in redactors.items()}
+    pairs = [trakt_pair(f"tr-acc-day-{day:04d}", f"tr-ref-day-{day:04d}") for day in range(400)]
+    try:
+        for day, pair in enumerate(pairs):
+            runtime.store.put_token("trakt", "me", pair, 86400.0 * day)  # as a refresh does
+        latest = [
+            str(pair[field]) for pair in pairs[-2:] for field in ("access_token", "refresh_token")
+        ]
+        said = f"{QUOTING_TOKENS} and {' and '.join(latest)}"
+        logging.getLogger("t").warning(f"sync failed: {said}", extra={"reason": said})
+        asyncio.run(runtime.notifier.notify("credentials", f"Trakt {said}", f"body {said}"))
+    finally:
+        runtime.close()
+        logging.getLogger().handlers.clear()
+    # The pair in use and the one it replaced, beside those kept at the start: no more.
+    grown = {name: len(redact.secrets) - at_start[name] for name, redact in redactors.items()}
+    assert grown == {"log": 4, "alerts": 4, "status": 4}
+    [message] = receiver.messages
+    for text in (stream.getvalue(), str(message["title"]), str(message["message"])):
+        assert shows_no_token(text) and "tr-acc-day" not in text and "tr-ref-day" not in text, text

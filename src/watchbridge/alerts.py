@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
@@ -517,6 +517,11 @@ class Notifier:
     def mask_also(self, secrets: Iterable[str]) -> None:
         """Mask these values too in every alert from now on (see logs.mask_also)."""
         self._redact.add(secrets)
+
+    def mask_renewed(self, sign_in: Hashable, secrets: Iterable[str]) -> None:
+        """A sign-in's tokens as it keeps them, in every alert from now on (see
+        logs.mask_renewed)."""
+        self._redact.renew(sign_in, secrets)
 
     def remember_in(self, store: Store) -> None:
         """Keep the conditions in `store`, shared with every process using its database (the

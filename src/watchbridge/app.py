@@ -10,7 +10,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, cast
@@ -58,7 +58,7 @@ from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
-from watchbridge.logs import Redactor, mask_also
+from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
@@ -154,12 +154,17 @@ class Runtime:
         # the alerts and the status page mask them like the configured ones, and so each token
         # a sign-in keeps from now on (a new sign-in, a renewed token).
         self._mask(secret_values(self.config, self._store))
-        mask_tokens_stored(self._store, self._mask)
+        mask_tokens_stored(self._store, self._mask_renewed)
 
     def _mask(self, values: list[str]) -> None:
         mask_also(values)
         self.notifier.mask_also(values)
         self.redact.add(values)
+
+    def _mask_renewed(self, sign_in: Hashable, tokens: list[str]) -> None:
+        mask_renewed(sign_in, tokens)
+        self.notifier.mask_renewed(sign_in, tokens)
+        self.redact.renew(sign_in, tokens)
 
     def store_status(self) -> StoreStatus:
         """The store's status as the page and the API show it (error texts redacted)."""

@@ -87,10 +87,10 @@ def _open_store(config: Config, create: bool = False) -> Store:
 def _masking(config: Config, store: Store) -> Store:
     """`store`, with what the command logs masking the secrets it keeps (a generated webhook
     secret, the sign-ins' tokens), also those a sign-in keeps from now on."""
-    from watchbridge.logs import mask_also
+    from watchbridge.logs import mask_also, mask_renewed
 
     mask_also(secret_values(config, store))
-    mask_tokens_stored(store, mask_also)
+    mask_tokens_stored(store, mask_renewed)
     return store
 
 

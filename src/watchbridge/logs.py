@@ -29,16 +29,40 @@ _PATTERNS = [
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
+# The generations of a sign-in's tokens masked after it was renewed: the current ones and
+# those they replaced (a line about the request the renewal answered may quote them).
+RENEWALS_MASKED = 2
+
+
 class Redactor:
     """Masks known secret values and secret-shaped fragments in any text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets: list[str] = []
+        self._kept: set[str] = set()  # masked for as long as the process runs
+        # A sign-in's tokens as it renews them (every day, for Trakt's), by sign-in: only the
+        # latest RENEWALS_MASKED generations, or every line would check a token more per day.
+        self._renewed: dict[Hashable, list[frozenset[str]]] = {}
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        # Very short values would mask ordinary words; config secrets are never that short.
-        known = set(self.secrets) | {s for s in secrets if s and len(s) >= 4}
+        """Mask these values from now on, for as long as the process runs."""
+        self._kept |= _maskable(secrets)
+        self._sort()
+
+    def renew(self, sign_in: Hashable, secrets: Iterable[str]) -> None:
+        """`sign_in`'s tokens are these now: mask them, and of those they replace only the
+        generation before (see RENEWALS_MASKED). No tokens: nothing changes."""
+        current = frozenset(_maskable(secrets))
+        generations = self._renewed.setdefault(sign_in, [])
+        if not current or (generations and generations[-1] == current):
+            return
+        generations.append(current)
+        del generations[:-RENEWALS_MASKED]
+        self._sort()
+
+    def _sort(self) -> None:
+        known = self._kept.union(*(s for kept in self._renewed.values() for s in kept))
         self.secrets = sorted(known, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
@@ -47,6 +71,11 @@ class Redactor:
         for pattern in _PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return text
+
+
+def _maskable(secrets: Iterable[str]) -> set[str]:
+    # Very short values would mask ordinary words; config secrets are never that short.
+    return {s for s in secrets if s and len(s) >= 4}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -240,10 +269,19 @@ class Throttled(logging.Filter):
 def mask_also(secrets: Iterable[str]) -> None:
     """Mask these values too in every log line from now on: secrets known only once the
     service runs (a webhook secret it generated and keeps in the database)."""
-    for handler in logging.getLogger().handlers:
-        formatter = handler.formatter
-        if isinstance(formatter, KeyValueFormatter | JsonFormatter):
-            formatter.redact.add(secrets)
+    for redact in _log_redactors():
+        redact.add(secrets)
+
+
+def mask_renewed(sign_in: Hashable, secrets: Iterable[str]) -> None:
+    """`Redactor.renew` for every log line from now on: a sign-in's tokens as it keeps them."""
+    for redact in _log_redactors():
+        redact.renew(sign_in, secrets)
+
+
+def _log_redactors() -> list[Redactor]:
+    formatters = [handler.formatter for handler in logging.getLogger().handlers]
+    return [f.redact for f in formatters if isinstance(f, KeyValueFormatter | JsonFormatter)]
 
 
 def setup_logging(

@@ -11,7 +11,7 @@ Plex server tokens): a service's message may quote one in words no pattern knows
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from watchbridge.logs import Redactor
@@ -44,10 +44,13 @@ def stored_tokens(data: Mapping[str, Any]) -> list[str]:
     return [v for k, v in data.items() if k in TOKEN_FIELDS and isinstance(v, str) and v]
 
 
-def mask_tokens_stored(store: Store, mask: Callable[[list[str]], None]) -> None:
+def mask_tokens_stored(store: Store, mask: Callable[[Hashable, list[str]], None]) -> None:
     """From now on, `mask` the tokens of every sign-in `store` keeps (a new sign-in, a
-    renewed token) as it is kept, as `secret_values` gives those kept before."""
-    store.on_token_stored.append(lambda data: mask(stored_tokens(data)))
+    renewed token) as it is kept, as `secret_values` gives those kept before: with the sign-in
+    (service, profile) they are of, whose earlier tokens they replace (`Redactor.renew`)."""
+    store.on_token_stored.append(
+        lambda service, profile, data: mask((service, profile), stored_tokens(data))
+    )
 
 
 def redactor(config: Config, store: Store | None = None) -> Redactor:

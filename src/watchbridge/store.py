@@ -1501,7 +1501,7 @@ class Store:
         # Why the last write failed (a full disk, a read-only file system), until one works.
         self.write_error: str | None = None
         # Told of each token set `put_token` stores (redaction masks its tokens from then on).
-        self.on_token_stored: list[Callable[[Mapping[str, Any]], None]] = []
+        self.on_token_stored: list[Callable[[str, str, Mapping[str, Any]], None]] = []
         self.db = sqlite_utils.Database(conn)
         self._reader: sqlite3.Connection | None = None  # see `_overview`
         self._reader_lock = threading.Lock()
@@ -2894,7 +2894,7 @@ class Store:
                 (service, profile, json.dumps(data), now),
             )
         for told in self.on_token_stored:
-            told(data)
+            told(service, profile, data)
         return True
 
     def token_texts(self, fields: Collection[str]) -> list[str]:
