@@ -385,6 +385,23 @@ def written_record(rating_key: str, at: float) -> str:
     return f"{WRITTEN_PREFIX}{rating_key}:{int(at // 60)}"
 
 
+def written_back(
+    loaded: Mapping[str, Written], learnt: Mapping[str, Written], stored: Mapping[str, Written]
+) -> dict[str, Written]:
+    """The records of our writes a read writes back (pure): those it changed or added
+    (`learnt`, from what it `loaded`), each only while the store still holds it as loaded.
+    The deliverer writes a record down before and after each scrobble, also while a link run
+    reads (the service runs both; a `watchbridge sync` beside it is another process): one
+    `stored` since the read loaded it is newer than the read's and stands (the next read
+    judges it). Put back, the read's would take away a try (its history row read as a new
+    play "today") or the answer (a write left pending)."""
+    return {
+        record: written
+        for record, written in learnt.items()
+        if written != loaded.get(record) and stored.get(record) == loaded.get(record)
+    }
+
+
 @dataclass(frozen=True)
 class PlayRows:
     """The plays (item key, time to the second) whose rows to Plex may still be sent: waiting
@@ -1629,7 +1646,7 @@ class PlexReader:
             skew=self.client.clock_skew,
             on_their_way=rows,
         )
-        await asyncio.to_thread(self._remember, profile, built, self._machine)
+        await asyncio.to_thread(self._remember, profile, built, memory.written, self._machine)
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         cursors = {"history": cursor}
         if not cursor:  # no history to ask what changed: the watched state tells
@@ -1837,8 +1854,11 @@ class PlexReader:
             {str(rk) for v in listings.values() for rk in v.get("rating_keys", [])},
         )
 
-    def _remember(self, profile: str, built: Built, machine: str | None) -> None:
-        """`machine`: the server read, when this run asked (`account`)."""
+    def _remember(
+        self, profile: str, built: Built, loaded: Mapping[str, Written], machine: str | None
+    ) -> None:
+        """`loaded`: our writes as the read loaded them; `machine`: the server read, when this
+        run asked (`account`)."""
         now, store, memory = self.clock(), self.store, built.memory
         store.mirror_replace(SERVICE, profile, KEYS, built.keys, now)
         if machine is None:
@@ -1848,9 +1868,16 @@ class PlexReader:
         store.mirror_replace(SERVICE, profile, PLAYS, built.plays, now)
         store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
         store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
-        store.mirror_put(
-            SERVICE, profile, WRITTEN, {r: w.to_dict() for r, w in memory.written.items()}, now
-        )
+        # The deliverer writes down every scrobble as it goes, also while a run reads: what the
+        # store holds now decides, in the same transaction.
+        with store.transaction():
+            stored = store.mirror_get(SERVICE, profile, WRITTEN)
+            back = written_back(
+                loaded, memory.written, {r: Written.from_dict(v) for r, v in stored.items()}
+            )
+            store.mirror_put(
+                SERVICE, profile, WRITTEN, {r: w.to_dict() for r, w in back.items()}, now
+            )
         # Only ever taken from (`_carried_over`): the rows left keep the start over's date,
         # which `Store.prune` goes by (KEEP_WRITTEN_BEFORE).
         stored = store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
