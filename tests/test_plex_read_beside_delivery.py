@@ -49,6 +49,7 @@ async def rig(
         runtime.close()
 
 
+LISTING = "GET /library/sections/{key}/all"
 HISTORY = "GET /status/sessions/history/all"
 
 
@@ -106,6 +107,13 @@ async def test_a_retry_scrobbled_while_a_run_reads_plex_history_is_kept_as_writt
     # user watching S1E2 today (a second diary entry), and the first try as a play beyond
     # Plex's view count (an unwatch: the user's own entry removed from Serializd).
     queued = [await retried_while_a_run_reads(rig, HISTORY)]
+    await played_once_in_plex_and_the_users_entry_kept(rig, queued)
+
+
+async def test_a_retry_scrobbled_while_a_run_lists_plex_is_read_as_our_echo(rig: Rig) -> None:
+    # The retry lands between the listing and the history read: that run read its history
+    # row as the user watching S1E2 today, and copied it to Serializd as a second entry.
+    queued = [await retried_while_a_run_reads(rig, LISTING)]
     await played_once_in_plex_and_the_users_entry_kept(rig, queued)
 
 

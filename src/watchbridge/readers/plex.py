@@ -1589,12 +1589,9 @@ class PlexReader:
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
         access = await self.access(profile)
-        # The rows that may still send a write, before what we wrote: a row given up by then
-        # cannot land after the listing (see `settle_pending`).
+        # The rows that may still send a write, before the listing: a row given up by then
+        # cannot land after it (see `settle_pending`).
         rows = await asyncio.to_thread(self._play_rows, profile)
-        # What we wrote is loaded before the listings: a write delivered while we read must
-        # not look unwatched in a listing taken before it.
-        memory = await asyncio.to_thread(self._memory, profile)
         listed_at = self.clock()
         try:
             library, listings = await self._library(profile, access.token)
@@ -1633,6 +1630,11 @@ class PlexReader:
                 extra={"profile": profile, "titles": len(unmatched)},
             )
         history, cursor = await self._history(profile, access, full)
+        # What we wrote is loaded after the history: a scrobble delivered while we read (the
+        # service delivers beside its link runs) is known with its try, so its history row is
+        # our echo, not a play "today". The listing may predate that write: a write tried
+        # since `listed_at` (less CLOCK_MARGIN) is never read as unwatched (`_unwatched`).
+        memory = await asyncio.to_thread(self._memory, profile)
         kinds = self.link.kinds
         last = await asyncio.to_thread(self._last_read, profile)
         built = build_side(
