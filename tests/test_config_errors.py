@@ -1,0 +1,199 @@
+"""Mistakes a user makes editing the YAML file by hand (nano on a NAS), each met through the
+real commands, `watchbridge check-config` and `watchbridge serve`: exit code 2 and one line
+naming the file, the line, the key and what is expected; never a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness import watchbridge
+from watchbridge.config import load_config
+
+FILE = "watchbridge.yaml"
+STORAGE = "storage:\n  path: {db}\n"  # lines 1-2 of most files: the test's own database
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A file as a user saved it, and the line its error must be."""
+
+    name: str
+    text: str  # `{db}` is the test's database path
+    line: int
+    key: str
+    expected: str  # words of what is expected, in the line
+    encoding: str = "utf-8"
+
+    def write(self, folder: Path) -> Path:
+        path = folder / FILE
+        text = self.text.replace("{db}", str(folder / "watchbridge.db"))
+        path.write_bytes(text.encode(self.encoding))
+        return path
+
+
+MISTAKES = [
+    Mistake(
+        "a port in quotes is still a port: a misspelt key next to it",
+        STORAGE + 'server:\n  port: "8765"\n  prot: 8766\n',
+        5,
+        "server.prot",
+        "unknown key; did you mean 'port'?",
+    ),
+    Mistake(
+        "yes/no where a word is wanted",
+        STORAGE + "  durability: yes\n",
+        3,
+        "storage.durability",
+        "expected one of full, normal, got 'yes'",
+    ),
+    Mistake(
+        "on/off where a number is wanted",
+        STORAGE + "server:\n  port: on\n",
+        4,
+        "server.port",
+        "expected a whole number, got 'on'",
+    ),
+    Mistake(
+        "a number where true/false is wanted",
+        STORAGE + "alerts:\n  recovery: 1\n",
+        4,
+        "alerts.recovery",
+        "expected true or false, got '1'",
+    ),
+    Mistake(
+        "a duration of two units",
+        STORAGE + "delivery:\n  late_after: 1h30m\n",
+        4,
+        "delivery.late_after",
+        "expected a duration such as 90s, 15m, 2h or 1d, got '1h30m'",
+    ),
+    Mistake(
+        "a list written as one value with commas",
+        STORAGE + "alerts:\n  kinds: credentials, dead_letter\n",
+        4,
+        "alerts.kinds",
+        "for several, write a list: [credentials, dead_letter]",
+    ),
+    Mistake(
+        "a list written as one value with spaces",
+        STORAGE + "alerts:\n  kinds: credentials dead_letter\n",
+        4,
+        "alerts.kinds[0]",
+        "expected one of all, credentials,",
+    ),
+    Mistake(
+        "a mapping where a list is wanted",
+        STORAGE + "alerts:\n  kinds: {credentials: true}\n",
+        4,
+        "alerts.kinds",
+        "expected a list",
+    ),
+    Mistake(
+        "a list where text is wanted",
+        STORAGE + "services:\n  trakt:\n    client_id: [abc]\n",
+        5,
+        "services.trakt.client_id",
+        "expected text, got a list",
+    ),
+    Mistake(
+        "a variable that is not set",
+        STORAGE + "services:\n  trakt:\n    client_id: ${WATCHBRIDGE_TEST_UNSET}\n",
+        5,
+        "services.trakt.client_id",
+        "environment variable WATCHBRIDGE_TEST_UNSET is not set (set it, or write",
+    ),
+    Mistake(
+        "a key written twice (YAML would keep the last)",
+        STORAGE + "server:\n  port: 8001\n  port: 8002\n",
+        5,
+        "server.port",
+        "key given twice",
+    ),
+    Mistake(
+        "a section written twice",
+        STORAGE + "server:\n  port: 8001\nserver:\n  host: 127.0.0.1\n",
+        5,
+        "server",
+        "key given twice",
+    ),
+    Mistake(
+        "a required key left without a value",
+        STORAGE + "services:\n  trakt:\n    client_id:\n",
+        5,
+        "services.trakt.client_id",
+        "required: expected text",
+    ),
+    Mistake(
+        "a saved BOM",
+        "\ufeff" + STORAGE + "server:\n  port: eighty\n",
+        4,
+        "server.port",
+        "expected a whole number, got 'eighty'",
+    ),
+    Mistake(
+        "Windows line endings",
+        (STORAGE + "server:\n  host: 127.0.0.1\n  port: eighty\n").replace("\n", "\r\n"),
+        5,
+        "server.port",
+        "expected a whole number, got 'eighty'",
+    ),
+    Mistake(
+        "a list for the whole file",
+        "- server\n- storage\n",
+        1,
+        "(top)",
+        "expected a mapping of keys",
+    ),
+]
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.name)
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_a_mistake_in_the_file_is_one_line_naming_file_line_key_and_what_is_expected(
+    tmp_path: Path, command: str, mistake: Mistake
+) -> None:
+    path = mistake.write(tmp_path)
+    result = watchbridge(command, "--config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {FILE}:{mistake.line} {mistake.key}: "), lines[0]
+    assert mistake.expected in lines[0]
+    assert not (tmp_path / "watchbridge.db").exists()  # stopped before anything was made
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'server:\n  port: "8765"\n',  # quoted or not: the same number
+        "alerts:\n  recovery: yes\n  kinds: [credentials]\n",  # YAML 1.1 booleans
+        "alerts:\n  recovery: off\n  kinds: credentials\n",  # one value for a list of one
+        "delivery:\n  late_after: 600\n  retry_after: 10m\n",
+        "services:\n  trakt:\n    client_id: 0x1f\n"  # text that looks like a number
+        "  jellyfin:\n    url: http://jellyfin:8096\n    api_key: 1e10\n"
+        "profiles:\n  me:\n    users:\n      plex: [1]\n      jellyfin: [0123]\n"
+        "    accounts:\n      trakt: {}\n",
+    ],
+)
+def test_values_yaml_would_read_otherwise_are_read_as_written(tmp_path: Path, text: str) -> None:
+    path = tmp_path / FILE
+    path.write_text(STORAGE.format(db=tmp_path / "watchbridge.db") + text, encoding="utf-8")
+    result = watchbridge("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_id_or_token_of_digits_is_kept_as_written(tmp_path: Path) -> None:
+    path = tmp_path / FILE
+    path.write_text(
+        "services:\n  trakt:\n    client_id: 0x1f\n"
+        "profiles:\n  me:\n    users:\n      plex: [1]\n      jellyfin: [0123, 1e3]\n",
+        encoding="utf-8",
+    )
+    config = load_config(path, {})
+    assert config.services.trakt is not None and config.services.trakt.client_id == "0x1f"
+    assert config.profiles["me"].users.jellyfin == ["0123", "1e3"]
+    assert config.profiles["me"].users.plex == ["1"]
