@@ -115,9 +115,10 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
         load_config(tmp_path / "nothere.yaml", {})
 
 
-def test_invalid_yaml_names_file_and_line() -> None:
+def test_invalid_yaml_names_file_line_and_key() -> None:
+    # The line the bracket opened on (PyYAML's own mark is the file's end).
     assert error_of("server:\n  port: 1\n  host: [a\n").startswith(
-        "watchbridge.yaml:4: invalid YAML"
+        "watchbridge.yaml:3 server.host: invalid YAML"
     )
 
 
@@ -722,46 +723,48 @@ def test_a_link_that_no_profile_can_run_is_refused() -> None:
 )
 def test_a_tab_is_named_with_its_fix(text: str) -> None:
     assert error_of(text) == (
-        "watchbridge.yaml:2: invalid YAML: a tab character: indent and separate with spaces"
-        " (YAML does not take tabs)"
+        "watchbridge.yaml:2 server.port: invalid YAML: a tab character: indent and separate"
+        " with spaces (YAML does not take tabs)"
     )
 
 
 def test_a_password_read_as_a_yaml_alias_is_not_printed() -> None:
     message = error_of("profiles:\n  me:\n    password: *Hunter2SecretPw\n")
     assert message == (
-        "watchbridge.yaml:3: invalid YAML: a value starting with * or & must be quoted"
+        "watchbridge.yaml:3 profiles.me.password: invalid YAML: a value starting with * or &"
+        " must be quoted"
         ' (e.g. password: "*secret")'
     )
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "key"),
     [
-        "services:\n  trakt: {client_id: ${TRAKT_CLIENT_ID}}\n",
-        "alerts:\n  urls: [${DISCORD_URL}]\n",
-        "alerts:\n  urls: [ntfy://x, ${DISCORD_URL:-}]\n",
+        ("services:\n  trakt: {client_id: ${TRAKT_CLIENT_ID}}\n", "services.trakt"),
+        ("alerts:\n  urls: [${DISCORD_URL}]\n", "alerts.urls"),
+        ("alerts:\n  urls: [ntfy://x, ${DISCORD_URL:-}]\n", "alerts.urls"),
     ],
 )
-def test_a_variable_inside_brackets_or_braces_is_told_to_be_quoted(text: str) -> None:
+def test_a_variable_inside_brackets_or_braces_is_told_to_be_quoted(text: str, key: str) -> None:
     # In [...] and {...} YAML reads `${` as a `$` and a new mapping: the variable needs quotes.
     environ = {"TRAKT_CLIENT_ID": "c", "DISCORD_URL": "ntfy://y"}
     assert error_of(text, environ) == (
-        "watchbridge.yaml:2: invalid YAML: a ${NAME} inside [...] or {...} must be quoted"
+        f"watchbridge.yaml:2 {key}: invalid YAML:"
+        " a ${NAME} inside [...] or {...} must be quoted"
         ' (e.g. urls: ["${DISCORD_URL}"])'
     )
 
 
 def test_a_control_character_is_named_on_its_line_without_the_value() -> None:
     assert error_of("server:\n  port: 1\nservices:\n  x: abc\x01def\n") == (
-        "watchbridge.yaml:4: invalid YAML: a control character (#x0001) YAML does not allow,"
-        " perhaps pasted with a password or token: delete it"
+        "watchbridge.yaml:4 services.x: invalid YAML: a control character (#x0001) YAML does"
+        " not allow, perhaps pasted with a password or token: delete it"
     )
 
 
 def test_yaml_punctuation_stays_in_the_message() -> None:
     assert error_of("a: [b\n") == (
-        "watchbridge.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"
+        "watchbridge.yaml:1 a: invalid YAML: expected ',' or ']', but got '<stream end>'"
     )
 
 

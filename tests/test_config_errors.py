@@ -36,6 +36,41 @@ class Mistake:
 
 MISTAKES = [
     Mistake(
+        "a tab for indentation",
+        STORAGE + "server:\n\tport: 8765\n",
+        4,
+        "server.port",
+        "invalid YAML: a tab character: indent and separate with spaces",
+    ),
+    Mistake(
+        "no space after a colon, among other keys",
+        STORAGE + "server:\n  host: 127.0.0.1\n  port:8765\n",
+        5,  # PyYAML's own mark is the line after it
+        "server.port",
+        "invalid YAML: write a space after the key's colon (`port: 8765`, not `port:8765`)",
+    ),
+    Mistake(
+        "a value holding ': ' without quotes",
+        STORAGE + "services:\n  plex:\n    url: http://nas:32400\n    token: ab: cd\n",
+        6,
+        "services.plex.token",
+        "invalid YAML: a second `: ` on one line: quote a value that holds `: `",
+    ),
+    Mistake(
+        "a key indented deeper than the one above it",
+        STORAGE + "services:\n  trakt:\n    client_id: abc\n      client_secret: xyz\n",
+        6,
+        "services.trakt.client_id.client_secret",
+        "line a key up with the keys of its section",
+    ),
+    Mistake(
+        "a quote never closed",
+        STORAGE + 'services:\n  trakt:\n    client_id: "abc\nserver:\n  port: 8765\n',
+        5,  # PyYAML's own mark is the end of the file
+        "services.trakt.client_id",
+        "invalid YAML: a quote opened and never closed",
+    ),
+    Mistake(
         "a port in quotes is still a port: a misspelt key next to it",
         STORAGE + 'server:\n  port: "8765"\n  prot: 8766\n',
         5,

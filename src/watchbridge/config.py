@@ -387,8 +387,50 @@ def _yaml_problem(problem: str, context: str, line: str = "") -> str:
         return 'a value starting with * or & must be quoted (e.g. password: "*secret")'
     if "escape character" in said:
         return "a backslash in a double-quoted value: use single quotes, or write \\\\"
+    if "could not find expected ':'" in problem and "simple key" in context:
+        return (
+            "write a space after the key's colon (`port: 8765`, not `port:8765`), or make the"
+            " line a list item (`- value`)"
+        )
+    if "mapping values are not allowed" in problem:
+        return (
+            'a second `: ` on one line: quote a value that holds `: ` (token: "ab: cd"), and'
+            " line a key up with the keys of its section (not indented deeper than the one"
+            " above it)"
+        )
+    if "quoted scalar" in context and "end of stream" in problem:
+        return "a quote opened and never closed: close the value's quote on its own line"
     # Keep what names no value: a single character (',') or a token ('<stream end>').
     return _QUOTED.sub(lambda m: m[0] if len(m[0]) <= 3 or m[0][1] == "<" else "'...'", problem)
+
+
+def _yaml_error_mark(exc: yaml.YAMLError, context: str) -> yaml.Mark | None:
+    """The place to name for a YAML error: where the token or bracket that could not end
+    began (PyYAML's own mark is where it gave up, often the next line or the file's end)."""
+    context_mark = getattr(exc, "context_mark", None)
+    if context_mark is not None and context.startswith(("while scanning", "while parsing a flow")):
+        return context_mark  # type: ignore[no-any-return]
+    return getattr(exc, "problem_mark", None)
+
+
+_KEY_LINE = re.compile(r"([ \t]*)([A-Za-z0-9_][A-Za-z0-9_-]*) *:")
+
+
+def key_path_at(lines: Sequence[str], index: int) -> str:
+    """The key path of line `index` as its indentation places it, for an error YAML could not
+    parse (it names no key): the line's own key, and those of the lines above it indented
+    less. Keys only, never a value (it may be a password). Pure."""
+    own = lines[index] if index < len(lines) else ""
+    indent = len(own) - len(own.lstrip(" \t"))
+    names = []
+    if (match := _KEY_LINE.match(own)) is not None:
+        names.append(match[2])
+    for line in reversed(lines[:index]):
+        match = _KEY_LINE.match(line)
+        if match is not None and len(match[1]) < indent:
+            names.append(match[2])
+            indent = len(match[1])
+    return ".".join(reversed(names))
 
 
 def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
@@ -408,22 +450,28 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.reader.ReaderError as exc:  # no mark: its line is counted here
-        line = text.count("\n", 0, exc.position) + 1
+        index = text.count("\n", 0, exc.position)
+        key = key_path_at(text.splitlines(), index) or "(top)"
         character = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise ConfigError(
-            f"{path.name}:{line}: invalid YAML: a control character (#x{character:04x}) YAML "
-            "does not allow, perhaps pasted with a password or token: delete it"
+            f"{path.name}:{index + 1} {key}: invalid YAML: a control character "
+            f"(#x{character:04x}) YAML does not allow, perhaps pasted with a password or token:"
+            " delete it"
         ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path.name}:{mark.line + 1}" if mark else path.name
         lines = text.splitlines()
+        problem_mark = getattr(exc, "problem_mark", None)
+        context = getattr(exc, "context", None) or ""
         problem = _yaml_problem(
             getattr(exc, "problem", None) or str(exc),
-            getattr(exc, "context", None) or "",
-            lines[mark.line] if mark and mark.line < len(lines) else "",
+            context,
+            lines[problem_mark.line] if problem_mark and problem_mark.line < len(lines) else "",
         )
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        mark = _yaml_error_mark(exc, context)
+        if mark is None:
+            raise ConfigError(f"{path.name}: invalid YAML: {problem}") from None
+        key = key_path_at(lines, mark.line) or "(top)"
+        raise ConfigError(f"{path.name}:{mark.line + 1} {key}: invalid YAML: {problem}") from None
     validator = _Validator(path.name, environ)
     if root is None:
         root = yaml.MappingNode("tag:yaml.org,2002:map", [], yaml.Mark(path.name, 0, 0, 0, "", 0))
