@@ -134,6 +134,27 @@ MISTAKES = [
         "expected text, got a list",
     ),
     Mistake(
+        "a key of services.trakt indented as one of services",
+        STORAGE + "services:\n  trakt:\n  client_id: abc\n",
+        5,
+        "services.client_id",
+        "not a key of services but of services.trakt: indent it under `trakt:`",
+    ),
+    Mistake(
+        "a user list indented as a key of the profile",
+        STORAGE + "profiles:\n  alice:\n    users:\n    plex: [1]\n",
+        6,
+        "profiles.alice.plex",
+        "not a key of profiles.alice but of profiles.alice.users: indent it under `users:`",
+    ),
+    Mistake(
+        "a key of server written at the top",
+        STORAGE + "port: 8765\n",
+        3,
+        "port",
+        "not a top-level key but of server: indent it under `server:`",
+    ),
+    Mistake(
         "a variable that is not set",
         STORAGE + "services:\n  trakt:\n    client_id: ${WATCHBRIDGE_TEST_UNSET}\n",
         5,

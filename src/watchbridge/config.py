@@ -1017,6 +1017,7 @@ class _Validator:
         self.environ = environ
         self.errors: list[str] = []
         self.lines: dict[str, int] = {}
+        self.misplaced: set[str] = set()  # keys written one level too far out
 
     def fail(self, node: yaml.Node, key: str, message: str) -> None:
         self.errors.append(
@@ -1055,11 +1056,32 @@ class _Validator:
         hints = get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata != NOT_A_KEY}
         values: dict[str, Any] = {}
+        homes: dict[str, list[str]] = {}
+        above = ""
+        for key_node, _ in node.value:
+            name = str(key_node.value)
+            if name not in fields:
+                sections = _sections_holding(hints, name)
+                # The section just above is the one it fell out of, when it is one of them.
+                homes[name] = [above] if above in sections else sections
+            above = name
+        for name, sections in homes.items():
+            # Named where it was written, not again as missing from the section it belongs in.
+            self.misplaced.update(f"{key}.{s}.{name}" if key else f"{s}.{name}" for s in sections)
         for key_node, value_node in node.value:
             name = str(key_node.value)
             path = f"{key}.{name}" if key else name
             if name == "<<":
                 self.fail(key_node, key, MERGE_KEYS)
+                continue
+            if homes.get(name):
+                where = " or ".join(f"{key}.{s}" if key else s for s in homes[name])
+                under = " or ".join(f"`{s}:`" for s in homes[name])
+                self.fail(
+                    key_node,
+                    path,
+                    f"{_not_a_key_of(key)} but of {where}: indent it under {under}",
+                )
                 continue
             if name not in fields:
                 close = difflib.get_close_matches(name, list(fields), n=1)
@@ -1086,7 +1108,8 @@ class _Validator:
                 continue
             if _required(f):
                 path = f"{key}.{name}" if key else name
-                self.fail(node, path, "required")
+                if path not in self.misplaced:
+                    self.fail(node, path, "required")
                 values[name] = _Invalid
         if any(v is _Invalid for v in values.values()):
             return _Invalid
@@ -1176,6 +1199,23 @@ class _Validator:
             shown = "********" if hint is Secret else repr(text)
             self.fail(node, key, f"expected {_describe(hint)}, got {shown}")
         return converted
+
+
+def _not_a_key_of(section: str) -> str:
+    return f"not a key of {section}" if section else "not a top-level key"
+
+
+def _sections_holding(hints: Mapping[str, Any], name: str) -> list[str]:
+    """The sections among `hints` (a dataclass's fields) that have a key `name`: where a key
+    written one level too far out (its indentation lost) belongs."""
+    sections = []
+    for section, hint in hints.items():
+        options = [a for a in get_args(hint) if a is not type(None)] or [hint]
+        if dataclasses.is_dataclass(options[0]) and name in {
+            f.name for f in dataclasses.fields(options[0]) if f.metadata != NOT_A_KEY
+        }:
+            sections.append(section)
+    return sections
 
 
 def _sent_in_headers(hint: Any, key: str) -> bool:
