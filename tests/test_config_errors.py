@@ -197,6 +197,23 @@ MISTAKES = [
         "expected a whole number, got 'eighty'",
     ),
     Mistake(
+        "a file saved as UTF-16 (an editor's Unicode)",
+        STORAGE + "server:\n  port: 8765\n",
+        1,
+        "(top)",
+        'the file is saved as UTF-16 (an editor\'s "Unicode"): save it as UTF-8',
+        encoding="utf-16",
+    ),
+    Mistake(
+        "an accented name saved as Windows-1252",
+        STORAGE + "profiles:\n  zoe:\n    users:\n      plex: [Zoë]\n",
+        6,
+        "profiles.zoe.users.plex",
+        "a character that is not UTF-8 (the file was saved in another encoding, such as"
+        " Windows-1252): save the file as UTF-8",
+        encoding="cp1252",
+    ),
+    Mistake(
         "a list for the whole file",
         "- server\n- storage\n",
         1,

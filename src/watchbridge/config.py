@@ -7,6 +7,7 @@ the line, the key path and what was expected, e.g.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import functools
@@ -438,12 +439,31 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     of its values, or (once those are right) every broken rule spanning them (ports, URLs,
     links): the rules need the values built."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    return parse_config(text, path, environ)
+    return parse_config(_utf8_text(data, path), path, environ)
+
+
+def _utf8_text(data: bytes, path: Path) -> str:
+    """The file's text; a file saved in another encoding (an editor's "Unicode", which is
+    UTF-16, or Windows-1252 for an accented name) is named by the line to save again."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError(
+            f'{path.name}:1 (top): the file is saved as UTF-16 (an editor\'s "Unicode"):'
+            " save it as UTF-8"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        index = data.count(b"\n", 0, exc.start)
+        key = key_path_at(data.decode("utf-8", errors="replace").split("\n"), index) or "(top)"
+        raise ConfigError(
+            f"{path.name}:{index + 1} {key}: a character that is not UTF-8 (the file was saved"
+            " in another encoding, such as Windows-1252): save the file as UTF-8"
+        ) from None
 
 
 def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ) -> Config:
