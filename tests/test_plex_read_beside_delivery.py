@@ -20,7 +20,7 @@ from tests.test_unnamed_items import BCS, plex_with_two_shows
 from watchbridge import readers
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.readers.plex import SERVICE, WRITTEN, Written, written_back
+from watchbridge.readers.plex import SERVICE, WRITTEN, ReadBack, Written, read_back, written_back
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +136,81 @@ def test_a_read_writes_back_the_records_it_changed_and_never_over_a_newer_one() 
     stored = {"302": retried, "402": lost, "301": untouched, "602": scrobbled}
 
     assert written_back(loaded, learnt, stored) == {"402": learnt["402"], "502": carried}
+
+
+async def test_a_play_unwatched_in_plex_while_a_run_reads_it_is_written_when_logged_again(
+    rig: Rig,
+) -> None:
+    # S1E2 logged on Serializd and played in Plex by the link; the user deletes the entry and
+    # its removal waits (Plex down). They log S1E2 again, on the day they watched it. The next
+    # run reads Plex while the removal's retry unwatches S1E2 there, and queues the new play.
+    # That run wrote back its listing, S1E2 watched: the play was skipped as "already watched
+    # in Plex", and the run after read S1E2 unwatched and removed the user's entry.
+    await rig.run()
+    first = rig.serializd.log_entry(None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z")
+    assert await rig.run() == 1
+    assert rig.plex.user_state("302")["viewCount"] == 1
+    rig.serializd.delete_entry(first)
+    rig.at(30)
+    rig.plex.fail_next(5, 503, route="/:/unscrobble")
+    assert await rig.run() == 1  # the removal, which waits
+    rig.plex.clear_knobs()
+    assert rig.plex.user_state("302")["viewCount"] == 1
+    rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-02-10T20:00:00.000Z", review_text="the user's own"
+    )
+
+    rig.at(60)
+    method, _, path = HISTORY.partition(" ")
+    asked = rig.plex.count(method, path)
+    released = rig.plex.hold_next(HISTORY)
+    run = asyncio.create_task(rig.run(deliver=False))
+    try:
+        await until(lambda: rig.plex.count(method, path) > asked)
+        await rig.drain()  # the removal's retry (the service's worker, beside the run)
+        assert "viewCount" not in rig.plex.user_state("302")
+        assert not run.done()
+    finally:
+        released.set()
+    queued = [await run]
+    await rig.drain()
+    for minutes in (90, 120, 24 * 60):
+        rig.at(minutes)
+        queued.append(await rig.run())
+
+    assert [text for _, text in rig.s1e2_entries()] == ["the user's own"]
+    assert rig.plex.user_state("302")["viewCount"] == 1
+    assert queued == [1, 0, 0, 0]
+
+
+def test_a_read_writes_back_the_keys_and_plays_it_changed_and_leaves_the_deliverers() -> None:
+    watched = {"rating_keys": ["302"], "watched_at": 1709323200.0}
+    unwatched = {**watched, "watched_at": None}  # the deliverer's unscrobble, while we read
+    seen = {"rating_keys": ["301"], "watched_at": 1709000000.0}
+    loaded = {
+        "s1e1": seen,
+        "s1e2": watched,
+        "s1e3": {"rating_keys": ["303"], "watched_at": None},
+        "s1e4": {"rating_keys": ["304"], "watched_at": None},
+        "s1e5": watched,
+    }
+    read = {
+        "s1e1": seen,  # as it was: not written
+        "s1e2": watched,  # the listing predates the unscrobble
+        "s1e3": {"rating_keys": ["303"], "watched_at": 1709400000.0},  # watched since
+        "s1e6": {"rating_keys": ["306"], "watched_at": None},  # new in the library
+        # s1e4 and s1e5 left the library
+    }
+    stored = {**loaded, "s1e2": unwatched, "s1e5": unwatched}
+
+    assert read_back(loaded, read, stored) == ReadBack(
+        {"s1e3": read["s1e3"], "s1e6": read["s1e6"]}, ["s1e4"]
+    )
+
+    play = {"item": "episode:tmdb:60059:s1e2", "at": 1709323200.0, "rating_key": "302"}
+    other = {**play, "item": "episode:tmdb:60059:s1e1", "rating_key": "301"}
+    loaded_plays = {"history:7": play, "history:8": other}
+    stored_plays = {"history:8": other}  # the deliverer removed history:7
+    read_plays = {**loaded_plays, "history:9": other}
+
+    assert read_back(loaded_plays, read_plays, stored_plays) == ReadBack({"history:9": other}, [])

@@ -403,6 +403,38 @@ def written_back(
 
 
 @dataclass(frozen=True)
+class ReadBack:
+    """The entries of a mirror collection a read writes (`put`) and takes out (`taken`)."""
+
+    put: dict[str, Any]
+    taken: list[str]
+
+
+def read_back(
+    loaded: Mapping[str, Any], read: Mapping[str, Any], stored: Mapping[str, Any]
+) -> ReadBack:
+    """What a read writes back of a map the deliverer writes too (`plex/keys`, `plex/plays`)
+    (pure): the entries its read (`read`) changed, added or left out, from what it `loaded`
+    before it listed, each only while the store still holds it as loaded. The deliverer
+    unwatches an item (its `watched_at` cleared) and takes out the play it removed, also
+    while a link run reads (the service runs both; a `watchbridge sync` beside it is another
+    process): what it `stored` since is newer than a listing that may predate it, and stands
+    until the next read. Put back, an item shown watched made a later play of it skip as
+    "already watched in Plex" (the next read finds it unwatched and removes that play on the
+    other side); a removed play put back kept its item watched when the last other play of
+    it was removed."""
+    as_loaded = {key for key in {*loaded, *read} if stored.get(key) == loaded.get(key)}
+    return ReadBack(
+        {
+            key: entry
+            for key, entry in read.items()
+            if entry != loaded.get(key) and key in as_loaded
+        },
+        [key for key in loaded if key not in read and key in as_loaded],
+    )
+
+
+@dataclass(frozen=True)
 class PlayRows:
     """The plays (item key, time to the second) whose rows to Plex may still be sent: waiting
     (pending or in flight) or dead letters, which `deadletters retry` may send."""
@@ -467,6 +499,20 @@ class LastRead:
         return {
             str(v["row_key"]): str(v["rating_key"]) for v in self.plays.values() if "row_key" in v
         }
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """`plex/keys` and `plex/plays` as a read loads them, before it lists the libraries: what
+    the last read kept, and what the deliverer changes in them while this one reads
+    (`read_back`)."""
+
+    keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    plays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def last_read(self) -> LastRead:
+        listed = {str(rk) for v in self.keys.values() for rk in v.get("rating_keys", [])}
+        return LastRead(self.plays, listed)
 
 
 @dataclass(frozen=True)
@@ -1592,6 +1638,9 @@ class PlexReader:
         # The rows that may still send a write, before the listing: a row given up by then
         # cannot land after it (see `settle_pending`).
         rows = await asyncio.to_thread(self._play_rows, profile)
+        # The maps the deliverer writes too, before the listing: an item it unwatches while we
+        # read, or a play it removes, is newer than our listing and stands (`read_back`).
+        mirrored = await asyncio.to_thread(self._mirrored, profile)
         listed_at = self.clock()
         try:
             library, listings = await self._library(profile, access.token)
@@ -1636,7 +1685,6 @@ class PlexReader:
         # since `listed_at` (less CLOCK_MARGIN) is never read as unwatched (`_unwatched`).
         memory = await asyncio.to_thread(self._memory, profile)
         kinds = self.link.kinds
-        last = await asyncio.to_thread(self._last_read, profile)
         built = build_side(
             library,
             history,
@@ -1644,11 +1692,13 @@ class PlexReader:
             "ratings" in kinds,
             listed_at,
             numbered,
-            last,
+            mirrored.last_read(),
             skew=self.client.clock_skew,
             on_their_way=rows,
         )
-        await asyncio.to_thread(self._remember, profile, built, memory.written, self._machine)
+        await asyncio.to_thread(
+            self._remember, profile, built, mirrored, memory.written, self._machine
+        )
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         cursors = {"history": cursor}
         if not cursor:  # no history to ask what changed: the watched state tells
@@ -1849,30 +1899,40 @@ class PlexReader:
                 (dead if given_up else waiting).add(PlayRows.play(key, at))
         return PlayRows(frozenset(waiting), frozenset(dead))
 
-    def _last_read(self, profile: str) -> LastRead:
-        listings = self.store.mirror_get(SERVICE, profile, KEYS)
-        return LastRead(
-            self.store.mirror_get(SERVICE, profile, PLAYS),
-            {str(rk) for v in listings.values() for rk in v.get("rating_keys", [])},
-        )
+    def _mirrored(self, profile: str) -> Mirrored:
+        get = self.store.mirror_get
+        return Mirrored(get(SERVICE, profile, KEYS), get(SERVICE, profile, PLAYS))
 
     def _remember(
-        self, profile: str, built: Built, loaded: Mapping[str, Written], machine: str | None
+        self,
+        profile: str,
+        built: Built,
+        mirrored: Mirrored,
+        loaded: Mapping[str, Written],
+        machine: str | None,
     ) -> None:
-        """`loaded`: our writes as the read loaded them; `machine`: the server read, when this
+        """`mirrored`: the maps the deliverer writes too, as the read loaded them before it
+        listed; `loaded`: our writes as it loaded them; `machine`: the server read, when this
         run asked (`account`)."""
         now, store, memory = self.clock(), self.store, built.memory
-        store.mirror_replace(SERVICE, profile, KEYS, built.keys, now)
         if machine is None:
             store.forget_cursor(SERVICE, profile, KEYS_FROM)
         else:
             store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
-        store.mirror_replace(SERVICE, profile, PLAYS, built.plays, now)
         store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
         store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
-        # The deliverer writes down every scrobble as it goes, also while a run reads: what the
-        # store holds now decides, in the same transaction.
+        # The deliverer writes as it goes, also while a run reads: what the store holds now
+        # decides, in the same transaction.
         with store.transaction():
+            for collection, loaded_map, read in (
+                (KEYS, mirrored.keys, built.keys),
+                (PLAYS, mirrored.plays, built.plays),
+            ):
+                changes = read_back(
+                    loaded_map, read, store.mirror_get(SERVICE, profile, collection)
+                )
+                store.mirror_put(SERVICE, profile, collection, changes.put, now)
+                store.mirror_remove(SERVICE, profile, collection, changes.taken)
             stored = store.mirror_get(SERVICE, profile, WRITTEN)
             back = written_back(
                 loaded, memory.written, {r: Written.from_dict(v) for r, v in stored.items()}
