@@ -36,6 +36,13 @@ class Mistake:
 
 MISTAKES = [
     Mistake(
+        "a key that has a default left without a value",
+        STORAGE + "server:\n  port:\n",
+        4,
+        "server.port",
+        "no value: expected a whole number, or take the line out to keep the default",
+    ),
+    Mistake(
         "a tab for indentation",
         STORAGE + "server:\n\tport: 8765\n",
         4,

@@ -1115,6 +1115,17 @@ class _Validator:
             if name in values:
                 self.fail(key_node, path, "key given twice")
                 continue
+            if _is_null(value_node) and not _required(fields[name]) and _one_kind(hints[name]):
+                # `port:` with nothing after it: not the default (that is the line left out).
+                self.lines.setdefault(path, value_node.start_mark.line + 1)
+                expected = _describe(hints[name])
+                self.fail(
+                    value_node,
+                    path,
+                    f"no value: expected {expected}, or take the line out to keep the default",
+                )
+                values[name] = _Invalid
+                continue
             value = self.build(hints[name], value_node, path)
             if _required(fields[name]) and _is_empty(value):
                 self.fail(value_node, path, f"required, {_emptied_by(value_node)}")
@@ -1275,6 +1286,14 @@ class _InvalidType:
 
 
 _Invalid: Any = _InvalidType()
+
+
+def _one_kind(hint: Any) -> bool:
+    """Whether a key of this type takes one plain value (not a section, list, map or a value
+    that may be left empty)."""
+    if get_origin(hint) in (Union, types.UnionType, list, dict):
+        return False
+    return not dataclasses.is_dataclass(hint)
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:
