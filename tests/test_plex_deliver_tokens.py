@@ -141,3 +141,26 @@ async def test_a_held_rows_message_names_the_profile_once(
     assert isinstance(outcome, Hold) and outcome.alert == "credentials"
     assert outcome.reason.startswith(f"plex: profile sam: {said}")
     assert outcome.reason.count("profile sam:") == 1
+
+
+async def test_a_removal_refused_for_a_rotated_token_is_finished_with_the_new_one(
+    config: Config, store: Store, plex: FakePlex, plextv: FakePlexTv, friend: Account
+) -> None:
+    # sam's only play of S1E1 leaves Plex (its row goes with the server's token, its unwatch
+    # with sam's). The retry with the renewed token found the play taken out by the refused
+    # try: "already gone", and S1E1 stayed watched in sam's Plex, with no play accounted.
+    only = plex.watch("201", NOW - 3600, account=friend.id)
+    await read_sam(config, store)
+    plextv.share_on(plex, friend)  # the kept token is refused from now on
+    target = PlexTarget(plex_client(config, store, FakeClock(NOW)), config, store, FakeClock(NOW))
+    try:
+        removal = row(
+            store, "remove_play", BB_S1E1, NOW - 3600, record=f"history:{only}", profile="sam"
+        )
+        outcome = (await target.deliver([removal], NOW))[removal.id]
+    finally:
+        await target.aclose()
+
+    assert outcome == Delivered("marked unwatched (its last play was removed)")
+    assert "viewCount" not in plex.user_state("201", friend.id)
+    assert plex.history_of("201", friend.id) == []

@@ -23,7 +23,10 @@ Removals: the row names the Plex play (`record`). A history play's row is delete
 server's history; a play we wrote or one read from the watched flag is marked removed in our
 memory. The item is unscrobbled only when no other play of it remains on the plan's Plex side
 (the reader's `plex/plays`): removing one of several viewings must not unwatch the item, and
-removing the last one must.
+removing the last one must. Plex is written before our memory, the unwatch before the history
+row (a row gone from an item still watched reads back as a play with no row), and the play
+stays in `plays` until the last step: a retry after a failure (or a crash) at any step finds
+it and does every step again, each harmless twice.
 """
 
 from __future__ import annotations
@@ -320,23 +323,41 @@ class PlexTarget:
         if play is None and record in person.written:  # written after the last read
             w = person.written[record]
             play = {"item": w.item, "at": w.at, "rating_key": w.rating_key}
+        if play is None and await self._retired_row(person, record):
+            # Unwatched by an earlier try, whose deletion of the row failed, and read since
+            # (the reader took the row out): the row is deleted still, as the removal asked.
+            await self._delete_history(person, record.removeprefix(HISTORY_PREFIX))
+            return Delivered("play removed (the item was unwatched already)")
         if play is None:
             return Delivered("no such play on Plex (already gone)")
         rk, item = str(play["rating_key"]), str(play["item"])
+        # Plex first, our memory after, the play kept in `plays` until the last step: a retry
+        # (Plex failed a write, a refused token renewed, a crash) finds the play and does each
+        # step again, all of which repeat harmlessly. The unwatch goes before the history row:
+        # a row deleted from an item left watched is read back as a play with no row (the
+        # user's "watched"), which would stay in Plex for good; a row left on an item already
+        # unwatched is read as removed, as the link means it.
+        copies = [str(c) for c in (person.keys.get(item) or {"rating_keys": [rk]})["rating_keys"]]
+        # Each copy of the title (a 4K edition beside the HD one) keeps its own plays and view
+        # count: one left watched with no play would read back as this one, dated its last
+        # view. Never unwatch a copy that holds another play (renumbered: under another key).
+        held = {str(p["rating_key"]) for r, p in person.plays.items() if r != record}
+        copies = [c for c in copies if c not in held]
+        left_the_library = False
+        try:
+            for copy in copies:
+                await self.client.unscrobble(copy, person.token)
+        except PlexItemError:
+            left_the_library = True
+        entry = person.keys.get(item)
+        unwatched = bool(copies) and not left_the_library
+        if unwatched and entry is not None and entry.get("watched_at") is not None:
+            # Unwatched now: a play of it queued after this removal (a diary entry moved to
+            # another day on Serializd) is scrobbled, not taken as "already watched in Plex".
+            person.keys[item] = {**entry, "watched_at": None}
+            await self._put(person.profile, KEYS, {item: person.keys[item]})
         if record.startswith(HISTORY_PREFIX):
-            number = record.removeprefix(HISTORY_PREFIX)
-            history_token = None if self.client.token else person.token
-            await self.client.delete_history(number, history_token)
-            if history_token is None and person.token is not None:
-                # The server took its own token for a person's row: its refusal is over (the
-                # batch's end clears only the person's token).
-                await self.tokens.server_taken()
-            await self._put(person.profile, RETIRED, {number: {}})
-            # The reader's copy of the server's history must lose it too: its row count is
-            # what the cheap "anything new?" check compares with the server's.
-            await asyncio.to_thread(
-                self.store.mirror_remove, SERVICE, person.profile, HISTORY, [number]
-            )
+            await self._delete_history(person, record.removeprefix(HISTORY_PREFIX))
         elif record.startswith(WRITTEN_PREFIX) and record in person.written:
             await self._remember(person, record, replace(person.written[record], removed=True))
         elif record.startswith(WATCHED_PREFIX) and record in person.synthetic:
@@ -344,26 +365,38 @@ class PlexTarget:
             await self._put(person.profile, SYNTHETIC, {record: person.synthetic[record]})
         person.plays.pop(record, None)
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
-        copies = [str(c) for c in (person.keys.get(item) or {"rating_keys": [rk]})["rating_keys"]]
-        # Each copy of the title (a 4K edition beside the HD one) keeps its own plays and view
-        # count: one left watched with no play would read back as this one, dated its last
-        # view. Never unwatch a copy that holds another play (renumbered: under another key).
-        held = {str(p["rating_key"]) for p in person.plays.values()}
-        copies = [c for c in copies if c not in held]
         if not copies:
             return Delivered("play removed; other plays of the item remain, it stays watched")
-        try:
-            for copy in copies:
-                await self.client.unscrobble(copy, person.token)
-        except PlexItemError:
+        if left_the_library:
             return Delivered("play removed; the item has left the library")
-        entry = person.keys.get(item)
-        if entry is not None and entry.get("watched_at") is not None:
-            # Unwatched now: a play of it queued after this removal (a diary entry moved to
-            # another day on Serializd) is scrobbled, not taken as "already watched in Plex".
-            person.keys[item] = {**entry, "watched_at": None}
-            await self._put(person.profile, KEYS, {item: person.keys[item]})
         return Delivered("marked unwatched (its last play was removed)")
+
+    async def _retired_row(self, person: Person, record: str) -> bool:
+        """Whether `record` is a history row the reader retired (its item unwatched) that the
+        server may still hold."""
+        number, profile = record.removeprefix(HISTORY_PREFIX), person.profile
+
+        def held() -> bool:
+            has = self.store.mirror_has
+            return bool(has(SERVICE, profile, RETIRED, [number])) and bool(
+                has(SERVICE, profile, HISTORY, [number])
+            )
+
+        return record.startswith(HISTORY_PREFIX) and await asyncio.to_thread(held)
+
+    async def _delete_history(self, person: Person, number: str) -> None:
+        history_token = None if self.client.token else person.token
+        await self.client.delete_history(number, history_token)  # gone already: fine
+        if history_token is None and person.token is not None:
+            # The server took its own token for a person's row: its refusal is over (the
+            # batch's end clears only the person's token).
+            await self.tokens.server_taken()
+        await self._put(person.profile, RETIRED, {number: {}})
+        # The reader's copy of the server's history must lose it too: its row count is what
+        # the cheap "anything new?" check compares with the server's.
+        await asyncio.to_thread(
+            self.store.mirror_remove, SERVICE, person.profile, HISTORY, [number]
+        )
 
     async def _remember(
         self,

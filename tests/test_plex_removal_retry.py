@@ -1,0 +1,140 @@
+"""A play the user made in Plex, removed by the link because the user took it back on the other
+side, when Plex fails the unwatch (a 503: the row waits for its retry). The retry finishes the
+removal: Plex ends unwatched (the item's last play gone), its history row deleted once, and the
+play is never read back from Plex and copied to the other side again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.test_link_plex_serializd import link_config
+from tests.test_plex_unlanded_writes import Minutes, Rig
+from tests.test_unnamed_items import BCS, plex_with_two_shows
+from watchbridge import readers
+from watchbridge.config import load_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.wiring import build_runtime, make_targets
+
+pytestmark = pytest.mark.anyio
+
+HOUR = 3600.0
+S1E1 = "301"  # Better Call Saul S1E1 in Plex, watched by the user 50 hours ago
+DELETE_HISTORY = ("DELETE", "/status/sessions/history/{id}")
+UNWATCH = "/:/unscrobble"
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    plex, serializd = plex_with_two_shows(start_fake)
+    clock = Minutes()
+    plex.clock = clock
+    monkeypatch.setattr(serializd, "date_clock", clock)
+    # Two plays of twelve removed at once are above the default share the guard holds.
+    path = link_config(tmp_path, plex, serializd, ", max_removal_share: 0.5")
+    config = load_config(path, {})
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        yield Rig(plex, serializd, clock, path, runtime, worker)
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
+def s1e1_entries(rig: Rig) -> list[int]:
+    return [r.id for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 1)]
+
+
+async def removed_on_serializd_while_plex_fails(rig: Rig, route: str = UNWATCH) -> int:
+    """The link's first run copies the user's plays in Plex to Serializd; the user deletes
+    S1E1's entries there. The link removes its plays from Plex, and Plex answers `route` with
+    a 503 (every try the HTTP policy makes): the removal waits. What that run queued."""
+    await rig.run()
+    entries = [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 1)]
+    assert entries
+    for entry in entries:
+        rig.serializd.delete_entry(entry)
+    rig.at(30)
+    rig.plex.fail_next(10, 503, route=route)
+    queued = await rig.run()
+    rig.plex.clear_knobs()  # Plex is back
+    return queued
+
+
+async def later_runs(rig: Rig, queued: list[int]) -> None:
+    await rig.drain()
+    for minutes in (90, 120, 24 * 60):
+        rig.at(minutes)
+        queued.append(await rig.run())
+
+
+@pytest.mark.parametrize("history", [True, False], ids=["history-row", "marked-watched"])
+@pytest.mark.parametrize("read_first", [False, True], ids=["retried", "read-before-retry"])
+async def test_a_users_play_whose_unwatch_failed_is_removed_from_plex_by_the_retry(
+    rig: Rig, history: bool, read_first: bool
+) -> None:
+    # `history`: S1E1's play in Plex is a history row; or the user marked it watched, which
+    # leaves none. `read_first`: a link run reads Plex before the removal's retry.
+    if not history:
+        del rig.plex.history[max(rig.plex.history)]  # S1E1's row (the last one made)
+        assert rig.plex.history_of(S1E1) == []
+    assert await removed_on_serializd_while_plex_fails(rig) == 1
+    assert rig.plex.user_state(S1E1).get("viewCount") == 1  # not unwatched yet
+    rig.at(60)
+    queued = [await rig.run(deliver=False)] if read_first else []
+    await rig.drain()  # the removal's retry
+    assert "viewCount" not in rig.plex.user_state(S1E1)
+    await later_runs(rig, queued)
+
+    assert "viewCount" not in rig.plex.user_state(S1E1)
+    assert rig.plex.history_of(S1E1) == []
+    assert s1e1_entries(rig) == []  # not copied back
+    assert len(rig.serializd.diary()) == 10  # Breaking Bad's, untouched
+    assert rig.plex.count(*DELETE_HISTORY) == (1 if history else 0)
+    assert set(queued) == {0}
+
+
+async def test_the_last_of_two_plays_removed_unwatches_plex_after_a_failed_try(rig: Rig) -> None:
+    # S1E1 watched twice in Plex: two entries on Serializd, both deleted. The first removal
+    # leaves S1E1 watched (the other play remains); the second unwatches it, and fails.
+    rig.plex.watch(S1E1, rig.clock() - 30 * HOUR)
+    assert await removed_on_serializd_while_plex_fails(rig) == 2
+    assert rig.plex.user_state(S1E1).get("viewCount") == 2  # not unwatched yet
+    rig.at(60)
+    await rig.drain()
+    queued: list[int] = []
+    await later_runs(rig, queued)
+
+    assert "viewCount" not in rig.plex.user_state(S1E1)
+    assert rig.plex.history_of(S1E1) == []
+    assert s1e1_entries(rig) == []
+    assert rig.plex.count(*DELETE_HISTORY) == 2  # each row deleted once
+    assert set(queued) == {0}
+
+
+@pytest.mark.parametrize("read_first", [False, True], ids=["retried", "read-before-retry"])
+async def test_a_users_play_whose_history_row_plex_failed_to_delete_is_removed_by_the_retry(
+    rig: Rig, read_first: bool
+) -> None:
+    # Plex unwatches S1E1, then fails the deletion of its history row.
+    assert await removed_on_serializd_while_plex_fails(rig, " ".join(DELETE_HISTORY)) == 1
+    assert "viewCount" not in rig.plex.user_state(S1E1)
+    rig.at(60)
+    queued = [await rig.run(deliver=False)] if read_first else []
+    await rig.drain()
+    await later_runs(rig, queued)
+
+    assert "viewCount" not in rig.plex.user_state(S1E1)
+    assert rig.plex.history_of(S1E1) == []  # deleted, as the removal asked
+    assert s1e1_entries(rig) == []
+    assert len(rig.serializd.diary()) == 10
+    assert set(queued) == {0}
