@@ -14,14 +14,9 @@ from typing import Any
 import pytest
 
 from tests.harness import until
-from tests.test_link_plex_serializd import link_config
-from tests.test_plex_unlanded_writes import Minutes, Rig
-from tests.test_unnamed_items import BCS, plex_with_two_shows
-from watchbridge import readers
-from watchbridge.config import load_config
-from watchbridge.deliver.worker import DeliveryWorker
+from tests.test_plex_unlanded_writes import Rig, plex_serializd_rig
+from tests.test_unnamed_items import BCS
 from watchbridge.readers.plex import SERVICE, WRITTEN, ReadBack, Written, read_back, written_back
-from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
 
@@ -30,23 +25,8 @@ pytestmark = pytest.mark.anyio
 async def rig(
     tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Rig]:
-    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
-    plex, serializd = plex_with_two_shows(start_fake)
-    clock = Minutes()
-    plex.clock = clock
-    monkeypatch.setattr(serializd, "date_clock", clock)
-    path = link_config(tmp_path, plex, serializd)
-    config = load_config(path, {})
-    runtime = build_runtime(config, clock=clock)
-    runtime.open()
-    worker = DeliveryWorker(make_targets, config.delivery)
-    worker.targets = {t.name: t for t in make_targets(runtime)}
-    try:
-        yield Rig(plex, serializd, clock, path, runtime, worker)
-    finally:
-        for target in worker.targets.values():
-            await target.aclose()
-        runtime.close()
+    async with plex_serializd_rig(tmp_path, start_fake, monkeypatch) as made:
+        yield made
 
 
 LISTING = "GET /library/sections/{key}/all"

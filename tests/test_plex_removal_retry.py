@@ -10,13 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_link_plex_serializd import link_config
-from tests.test_plex_unlanded_writes import Minutes, Rig
-from tests.test_unnamed_items import BCS, plex_with_two_shows
-from watchbridge import readers
-from watchbridge.config import load_config
-from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.wiring import build_runtime, make_targets
+from tests.test_plex_unlanded_writes import Rig, plex_serializd_rig
+from tests.test_unnamed_items import BCS
 
 pytestmark = pytest.mark.anyio
 
@@ -30,24 +25,11 @@ UNWATCH = "/:/unscrobble"
 async def rig(
     tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Rig]:
-    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
-    plex, serializd = plex_with_two_shows(start_fake)
-    clock = Minutes()
-    plex.clock = clock
-    monkeypatch.setattr(serializd, "date_clock", clock)
     # Two plays of twelve removed at once are above the default share the guard holds.
-    path = link_config(tmp_path, plex, serializd, ", max_removal_share: 0.5")
-    config = load_config(path, {})
-    runtime = build_runtime(config, clock=clock)
-    runtime.open()
-    worker = DeliveryWorker(make_targets, config.delivery)
-    worker.targets = {t.name: t for t in make_targets(runtime)}
-    try:
-        yield Rig(plex, serializd, clock, path, runtime, worker)
-    finally:
-        for target in worker.targets.values():
-            await target.aclose()
-        runtime.close()
+    async with plex_serializd_rig(
+        tmp_path, start_fake, monkeypatch, ", max_removal_share: 0.5"
+    ) as made:
+        yield made
 
 
 def s1e1_entries(rig: Rig) -> list[int]:

@@ -5,6 +5,7 @@ once, when the row gets through."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -161,18 +162,25 @@ class Rig:
         ]
 
 
-@pytest.fixture
-async def rig(
-    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+@contextlib.asynccontextmanager
+async def plex_serializd_rig(
+    tmp_path: Any,
+    start_fake: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    link_extra: str = "",
+    config_extra: str = "",
 ) -> AsyncIterator[Rig]:
+    """The fake PMS (two shows) linked to the fake Serializd on a clock of minutes, with the
+    service's delivery worker: `link_extra` goes into the link's line, `config_extra` at the
+    end of the file."""
     monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
     plex, serializd = plex_with_two_shows(start_fake)
     clock = Minutes()
     plex.clock = clock
     monkeypatch.setattr(serializd, "date_clock", clock)
-    path = link_config(tmp_path, plex, serializd)
+    path = link_config(tmp_path, plex, serializd, link_extra)
     with path.open("a", encoding="utf-8") as config_file:
-        config_file.write("delivery: {max_attempts: 1}\n")
+        config_file.write(config_extra)
     config = load_config(path, {})
     runtime = build_runtime(config, clock=clock)
     runtime.open()
@@ -184,6 +192,15 @@ async def rig(
         for target in worker.targets.values():
             await target.aclose()
         runtime.close()
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    extra = "delivery: {max_attempts: 1}\n"
+    async with plex_serializd_rig(tmp_path, start_fake, monkeypatch, config_extra=extra) as made:
+        yield made
 
 
 async def lost_then_given_up(rig: Rig, *, landed: bool) -> int:
