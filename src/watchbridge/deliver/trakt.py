@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -691,10 +691,8 @@ class TraktTarget:
             unread = {i: why for i, why in unread.items() if i not in confirmed_ids}
             waits = [r for r in fresh if r.outbox.id in unread]
             outcomes.update({r.outbox.id: unsure(unread[r.outbox.id]) for r in waits})
-            twins_waiting = same_play_as([r for r in fresh if r not in waits], waits)
-            # Held as the row it waits on: retried, it would die while that row waits on.
-            for twin, why in twins_waiting.items():
-                outcomes[twin] = replace(next(iter(unread.values())), reason=why)
+            twins_waiting = _twins_held([r for r in fresh if r not in waits], waits, unread)
+            outcomes |= twins_waiting
             fresh = [
                 r
                 for r in fresh
@@ -744,9 +742,8 @@ class TraktTarget:
         not taken for the play (sent, as before)."""
         if not rows:
             return {}
-        window = (DUPLICATE_WINDOW_MINUTES + 1) * 60
-        start = min(r.at for r in rows) - window
-        end = max(r.at for r in rows) + window
+        start = min(r.at for r in rows) - LOOK_MARGIN
+        end = max(r.at for r in rows) + LOOK_MARGIN
         skew = self.client.clock_skew
         found: dict[int, bool] = {}
         rows_found: list[Row] = []
@@ -778,12 +775,11 @@ class TraktTarget:
             return read.entries, False
         waiting = await asyncio.to_thread(self.store.waiting_plays_span, NAME, profile)
         if waiting is not None:
-            window = (DUPLICATE_WINDOW_MINUTES + 1) * 60
             # Not back to a play that has waited for months (unmatched): a read that long
             # would page through all of the account's history at each late play.
-            start = min(start, max(waiting[0] - window, start - HISTORY_LOOK_BACK))
+            start = min(start, max(waiting[0] - LOOK_MARGIN, start - HISTORY_LOOK_BACK))
             if waiting[1] <= now:
-                end = max(end, waiting[1] + window)
+                end = max(end, waiting[1] + LOOK_MARGIN)
         entries = await self._history_around(profile, kind, start, end)
         self._history_reads[profile, kind] = HistoryRead(now, start, end, entries)
         return entries, True
@@ -1201,9 +1197,8 @@ class TraktTarget:
             for r in waits
         }
         rest = [r for r in rows if r not in seen and r not in waits]
-        twins_waiting = same_play_as(rest, waits)
-        for twin, why in twins_waiting.items():
-            outcomes[twin] = replace(next(iter(unread.values())), reason=why)
+        twins_waiting = _twins_held(rest, waits, unread)
+        outcomes |= twins_waiting
         return [r for r in rest if r.outbox.id not in twins_waiting]
 
     async def _placed_on_trakt(
@@ -1269,6 +1264,8 @@ ELSEWHERE = Skipped(
 )
 HISTORY_READ_KEEP = 300.0  # seconds a history read serves the batches of a backlog's drain
 HISTORY_LOOK_BACK = 2 * 86400.0  # how far before its batch such a read goes for waiting plays
+# Seconds a look reads around its plays: the duplicate window and a minute for its edges.
+LOOK_MARGIN = (DUPLICATE_WINDOW_MINUTES + 1) * 60.0
 
 
 def still_fresh(read_at: float, now: float, keep: float) -> bool:
@@ -1310,6 +1307,18 @@ def _same_play(entry: Any, row: Row, skew: float) -> bool:
 
 def _history_kind(item: MediaRef) -> str:
     return "movies" if item.kind == "movie" else "episodes"
+
+
+def _twins_held(
+    rows: Sequence[Row], waits: Sequence[Row], unread: Mapping[int, Hold]
+) -> dict[int, Outcome]:
+    """The holds of those of `rows` that are the play of a row among `waits` (held for
+    `unread` history), each as the row it waits on: retried, it would die while that row
+    waits on. Pure."""
+    held = next(iter(unread.values()), None)
+    if held is None:
+        return {}
+    return {twin: replace(held, reason=why) for twin, why in same_play_as(rows, waits).items()}
 
 
 def same_play_as(rows: Sequence[Row], waiting: Sequence[Row]) -> dict[int, str]:
