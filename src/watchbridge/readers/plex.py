@@ -395,11 +395,9 @@ def written_back(
     `stored` since the read loaded it is newer than the read's and stands (the next read
     judges it). Put back, the read's would take away a try (its history row read as a new
     play "today") or the answer (a write left pending)."""
-    return {
-        record: written
-        for record, written in learnt.items()
-        if written != loaded.get(record) and stored.get(record) == loaded.get(record)
-    }
+    # The rule of `read_back`; a record left out of `learnt` is not taken out here.
+    back: dict[str, Written] = read_back(loaded, learnt, stored).put
+    return back
 
 
 @dataclass(frozen=True)
