@@ -2390,6 +2390,63 @@ async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
         await close_targets(worker)
 
 
+@pytest.mark.parametrize("status", [404, 502])
+async def test_a_rate_limit_alert_ends_once_the_rating_it_held_fails_otherwise(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    # The rating waited on a long rate limit (told at once). Once the limit lifted, Trakt
+    # answered its write with another failure ("not found", or a server error): the rating
+    # waits on that now, retried as any failure. With nothing else of the profile going out,
+    # the "paused" alert stayed open, and the log never said the pause was over.
+    trakt.throttle_next(2, retry_after=2850, route="GET /sync/ratings/{type}")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+    with caplog.at_level(logging.INFO, logger="watchbridge.deliver.worker"):
+        for _ in range(2):  # held, and held again
+            _lift_the_pacer(worker)
+            await worker.pass_once(runtime)
+            clock.advance(2851)
+        assert receiver.titles() == [PAUSED_FOR_ME]
+        trakt.fail_next(1, status, route="POST /sync/ratings")
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)
+    assert trakt.ratings() == [] and runtime.store.outbox_counts()["pending"] == 1
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert "failed otherwise since" in receiver.messages[-1]["message"]
+    over = [r for r in caplog.records if r.getMessage() == "deliveries no longer paused"]
+    assert [getattr(r, "key", "") for r in over] == ["trakt:me"]
+    assert _flowing_again(caplog, "service_unreachable") == []  # nothing went out
+
+
+async def test_a_rate_limit_alert_ends_once_its_play_went_out_beside_a_rating_held_by_an_outage(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The play the rate limit held went out in the pass where Trakt failed the profile's
+    # rating with a server error: with a row of the profile held, that delivery did not end
+    # the pause, and its alert stayed open until the next one.
+    trakt.throttle_next(1, retry_after=2850, route="POST /sync/history")
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    clock.advance(2851)
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock())
+    trakt.fail_next(1, 502, route="POST /sync/ratings")
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Heat"] and trakt.ratings() == []
+    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert "flowing again" in receiver.messages[-1]["message"]
+
+
 async def test_a_rate_limit_hold_a_sync_beside_the_service_added_to_is_not_erased_by_it(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -802,7 +802,8 @@ class DeliveryWorker:
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
         # A profile's `service_unreachable` holds, by alert key: the first, its rows, the profile
         paused: dict[str, tuple[Hold, set[int], str]] = {}
-        unpaused: dict[str, set[int]] = {}  # rows of a ProfileHold that are held no more
+        # Rows of a ProfileHold that are held no more, by alert key: its rows, the profile
+        unpaused: dict[str, tuple[set[int], str]] = {}
         settled: list[Settlement] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
@@ -822,7 +823,7 @@ class DeliveryWorker:
             ):
                 paused.setdefault(key, (outcome, set(), item.profile))[1].add(item.id)
             elif key in self._paused:
-                unpaused.setdefault(key, set()).add(item.id)
+                unpaused.setdefault(key, (set(), item.profile))[0].add(item.id)
             if isinstance(outcome, Delivered | Skipped):
                 if shows_an_answer(outcome):
                     delivered_for.add(item.profile)
@@ -863,10 +864,16 @@ class DeliveryWorker:
         superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
         for key, ids in limited.items():
             await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
-        for key, ids in unpaused.items():
+        done = {s.item_id for s in settled if s.status == "done"}
+        # Profile holds whose last waiting row left them here: the profile, whether all went out
+        over: dict[str, tuple[str, bool]] = {}
+        for key, (ids, whose) in unpaused.items():
             kept = self._paused.get(key)
             if kept is not None and ids & kept.rows:  # written only when the hold loses a row
-                self._mirror(key, await asyncio.to_thread(released_in_store, store, key, ids, now))
+                released = await asyncio.to_thread(released_in_store, store, key, ids, now)
+                self._mirror(key, released)
+                if released is None and key not in paused:
+                    over[key] = (whose, (ids & kept.rows) <= done)
         for key, (hold, ids, whose) in paused.items():  # told once they are settled
             if text := await self._profile_hold_told(store, target.name, key, hold, ids, now):
                 alerts[("service_unreachable", key, whose)] = text
@@ -921,6 +928,8 @@ class DeliveryWorker:
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
         for profile in {item.profile for item, _ in dead}:
             await self._gave_up(runtime, target, profile, now)
+        for key, (profile, went_out) in over.items():  # unless a delivery or dead letter did
+            await self._pause_over(runtime, target, key, profile, went_out, now)
         for item, reason in dead:
             log.error(
                 "delivery gave up",
@@ -1084,6 +1093,30 @@ class DeliveryWorker:
                 " it held went out or gave up (dead letters, told of in their own alert)"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=key)
+
+    async def _pause_over(
+        self, runtime: Runtime, target: Target, key: str, profile: str, went_out: bool, now: float
+    ) -> None:
+        """The profile's pause by a rate limit (or the like) is over: the last of the rows it
+        held left it in this pass. Gone out (beside another row of the profile held, so
+        `_accepted` did not end it), or failed otherwise (Trakt answered "not found", a server
+        error once the limit lifted) and waits on that, retried as any failure is. Without
+        a delivery of the profile to follow, its alert would stay open for a hold that is gone.
+        Nothing to do when `_accepted` or `_gave_up` ended it already."""
+        extra = {"target": target.name, "key": key, "alert": "service_unreachable"}
+        if went_out:
+            self._flowing_again(target, "service_unreachable", key, now)
+            over = f"{target.name} deliveries of profile {profile} are flowing again"
+        else:
+            self._held_log.over(
+                ("service_unreachable", key), "deliveries no longer paused", now, **extra
+            )
+            over = (
+                f"no {target.name} delivery of profile {profile} waits on this any more: those"
+                " it held failed otherwise since, and are tried again as any failed delivery is"
+                " (a dead letter, told of in its own alert, if they keep failing)"
+            )
+        await runtime.notifier.resolve("service_unreachable", over, key=key)
 
     def _flowing_again(self, target: Target, kind: str, key: str, now: float) -> None:
         """The log's line that the profile's pause of `kind` (its alert's) is over."""
