@@ -57,6 +57,20 @@ MISTAKES = [
         "invalid YAML: write a space after the key's colon (`port: 8765`, not `port:8765`)",
     ),
     Mistake(
+        "no space after a colon, the only key of its section",
+        STORAGE + "server:\n  port:8765\n",
+        4,  # YAML reads `port:8765` as the section's value: text, not a key
+        "server",
+        "`port:8765` needs a space after the colon: `port: 8765`",
+    ),
+    Mistake(
+        "no space after a colon, the only key of its section, a URL that may hold a token",
+        STORAGE + "services:\n  plex:\n    url:http://nas:32400/?X-Plex-Token=abc\n",
+        5,
+        "services.plex",
+        "`url:...` needs a space after the colon: `url: ...`",
+    ),
+    Mistake(
         "a value holding ': ' without quotes",
         STORAGE + "services:\n  plex:\n    url: http://nas:32400\n    token: ab: cd\n",
         6,

@@ -1071,7 +1071,7 @@ class _Validator:
         if _is_null(node):
             node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark)
         if not isinstance(node, yaml.MappingNode):
-            self.fail(node, key, "expected a mapping of keys")
+            self.fail(node, key, _no_space_after_colon(cls, node) or "expected a mapping of keys")
             return _Invalid
         hints = get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata != NOT_A_KEY}
@@ -1234,6 +1234,30 @@ class _Validator:
 
 def _not_a_key_of(section: str) -> str:
     return f"not a key of {section}" if section else "not a top-level key"
+
+
+_GLUED_KEY = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_-]*):(\S+)")
+# Values shown as written when a key is glued to them: never text, which may be a secret or
+# a URL holding one (`url:http://nas?X-Plex-Token=...`).
+_SHOWN_GLUED = (int, float, bool, Duration)
+
+
+def _no_space_after_colon(cls: Any, node: yaml.Node) -> str | None:
+    """The section `cls` written as one key without a space after its colon (`port:8765`,
+    which YAML reads as the text "port:8765", not a key): what to write instead."""
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return None  # a quoted value is meant as text
+    glued = _GLUED_KEY.fullmatch((str(node.value).split() or [""])[0])
+    if glued is None:
+        return None
+    name, value = glued[1], glued[2]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata != NOT_A_KEY}
+    if name not in fields:
+        return None
+    hint = get_type_hints(cls)[name]
+    if not (hint in _SHOWN_GLUED or get_origin(hint) is Literal):
+        value = "..."
+    return f"`{name}:{value}` needs a space after the colon: `{name}: {value}`"
 
 
 def _sections_holding(hints: Mapping[str, Any], name: str) -> list[str]:
