@@ -169,6 +169,22 @@ MISTAKES = [
         "not a key of profiles.alice but of profiles.alice.users: indent it under `users:`",
     ),
     Mistake(
+        "a key of a profile that lost its indentation",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  trakt: true\n",
+        7,
+        "profiles.trakt",
+        "looks like a key of profile alice (line 4) that lost its indentation: indent it under"
+        " `alice:` then `accounts:`",
+    ),
+    Mistake(
+        "a misspelt key of a profile that lost its indentation",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  completion_treshold: 80\n",
+        7,
+        "profiles.completion_treshold",
+        "looks like a key of profile alice (line 4) that lost its indentation"
+        " (`completion_threshold`?): indent it under `alice:`",
+    ),
+    Mistake(
         "a key of server written at the top",
         STORAGE + "port: 8765\n",
         3,

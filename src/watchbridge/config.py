@@ -1181,9 +1181,17 @@ class _Validator:
             self.fail(node, key, "expected a mapping of names")
             return _Invalid
         result: dict[str, Any] = {}
+        above: yaml.Node | None = None  # the nearest entry above that is one (not a lost key)
         for key_node, value_node in node.value:
             name = str(key_node.value)
             path = f"{key}.{name}"
+            if above is not None and (
+                lost := _lost_indentation(value_hint, key, name, value_node, above)
+            ):
+                self.fail(key_node, path, lost)
+                result[name] = _Invalid
+                continue
+            above = key_node
             if name == "<<":
                 self.fail(key_node, key, MERGE_KEYS)
                 continue
@@ -1258,6 +1266,42 @@ def _no_space_after_colon(cls: Any, node: yaml.Node) -> str | None:
     if not (hint in _SHOWN_GLUED or get_origin(hint) is Literal):
         value = "..."
     return f"`{name}:{value}` needs a space after the colon: `{name}: {value}`"
+
+
+def _lost_indentation(
+    hint: Any, section: str, name: str, value: yaml.Node, above: yaml.Node
+) -> str | None:
+    """Why the entry `name` of `section` (profiles, links), whose `value` is not a mapping, looks
+    like a key of the entry `above` it that lost its indentation: its name is a key written in
+    such an entry (`trakt:` of `accounts`) or a near miss of one. None otherwise: a mapping, or
+    a null (an entry with its defaults) is an entry of its own, whatever its name."""
+    if not dataclasses.is_dataclass(hint) or isinstance(value, yaml.MappingNode) or _is_null(value):
+        return None
+    hints = get_type_hints(hint)
+    own = [f.name for f in dataclasses.fields(hint) if f.metadata != NOT_A_KEY]
+    inner = [n for s in own for n in _keys_of(hints[s]) if n not in own]
+    meant = difflib.get_close_matches(name, [*own, *dict.fromkeys(inner)], n=1, cutoff=0.8)
+    if not meant:
+        return None
+    key, entry = meant[0], str(above.value)
+    under = [f"`{entry}:`"]
+    if key not in own:
+        sections = _sections_holding(hints, key)
+        under.append(" or ".join(f"`{s}:`" for s in sections))
+    spelt = "" if key == name else f" (`{key}`?)"
+    return (
+        f"looks like a key of {section.removesuffix('s')} {entry} (line"
+        f" {above.start_mark.line + 1}) that lost its indentation{spelt}: indent it under"
+        f" {' then '.join(under)}"
+    )
+
+
+def _keys_of(hint: Any) -> list[str]:
+    """The keys of a section of type `hint` (None for a value that is not a section)."""
+    options = [a for a in get_args(hint) if a is not type(None)] or [hint]
+    if not dataclasses.is_dataclass(options[0]):
+        return []
+    return [f.name for f in dataclasses.fields(options[0]) if f.metadata != NOT_A_KEY]
 
 
 def _sections_holding(hints: Mapping[str, Any], name: str) -> list[str]:
