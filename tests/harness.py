@@ -413,3 +413,14 @@ def three_unmatched_plays_and_a_rating_behind_one(directory: Path) -> Path:
             3.0,
         )  # fmt: skip
     return path
+
+
+def put_back(copy: Path, database: Path) -> None:
+    """What a restore by hand does: the copy (`watchbridge backup`'s) copied over the database
+    file, the old one's journal files deleted; nothing else beside it changes."""
+    for journal in (
+        database.with_name(database.name + "-wal"),
+        database.with_name(database.name + "-shm"),
+    ):
+        journal.unlink(missing_ok=True)
+    database.write_bytes(copy.read_bytes())

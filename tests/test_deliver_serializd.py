@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
+from tests.harness import put_back
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from watchbridge import serializdlist
 from watchbridge.accounts import AccountNotes
@@ -266,6 +267,36 @@ async def test_a_row_left_by_a_crash_during_the_add_finds_its_entry_in_the_diary
     assert fake.count("POST", REVIEWS_ADD) == 0
     assert len(fake.diary()) == 1
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+
+
+async def test_a_play_logged_after_the_backup_is_not_logged_again_from_the_copy_put_back(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock, tmp_path: Path
+) -> None:
+    # The nightly copy holds the play waiting; it is logged; the copy is later copied back
+    # over watchbridge.db. Its ledger does not know the entry: it was logged a second time.
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    runtime.store.backup_to(tmp_path / "nightly.db")
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    await drain(worker, runtime, clock)
+    assert len(fake.diary()) == 1
+    for target in worker.targets.values():
+        await target.aclose()
+    runtime.close()
+    clock.advance(14 * DAY)
+    put_back(tmp_path / "nightly.db", tmp_path / "wb.db")
+    again = build_runtime(runtime.config, clock=clock)
+    again.open()
+    worker.targets = {t.name: t for t in make_targets(again)}
+    try:
+        await drain(worker, again, clock, step=600)
+        assert again.store.outbox_counts()["done"] == 1
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        again.close()
+    assert len(fake.diary()) == 1
+    assert fake.count("POST", REVIEWS_ADD) == 1
 
 
 @pytest.mark.parametrize(("durability", "tick_syncs"), [("full", 1), ("normal", 0)])

@@ -21,7 +21,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, iso, key_of
-from tests.harness import sign_in_trakt, until
+from tests.harness import put_back, sign_in_trakt, until
 from tests.ingest_samples import only_event, sample_json
 from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
@@ -1634,6 +1634,36 @@ async def test_a_restored_removal_finds_its_play_stamped_by_trakts_clock_far_fro
     async with restarted(runtime, worker, clock) as (again, restarted_worker):
         await drain(restarted_worker, again, clock, passes=4, step=600)
     assert [h.id for h in trakt.history() if h.item == heat] == [rewatch.id]
+
+
+def _links_play(item: MediaRef, at: float, key: str) -> NewOutboxRow:
+    """A link's copy of a dated play (planned on a read of Trakt: not looked for first)."""
+    payload = {"item": ref_to_dict(item), "at": at, "link": "plex-trakt"}
+    return NewOutboxRow("trakt", "me", "play", payload, f"me:trakt:{item.key()}", key)
+
+
+async def test_a_links_play_sent_after_the_backup_is_not_sent_again_from_the_copy_put_back(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, tmp_path: Path
+) -> None:
+    # The nightly copy is taken while the link's play waits; the play goes out; weeks later
+    # the disk dies and the copy is copied back over watchbridge.db (not restored by the
+    # start from a missing database). The play waits in it again: it went out a second time.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 30 * 3600
+    runtime.store.enqueue([_links_play(HEAT_BY_TMDB, at, "link")], clock())
+    copy = tmp_path / "nightly.db"
+    runtime.store.backup_to(copy)
+    await drain(worker, runtime, clock, passes=2)
+    assert len(trakt.history()) == 1
+    await close_targets(worker)
+    runtime.close()
+    clock.advance(14 * 86400)
+    trakt.advance(14 * 86400)
+    put_back(copy, tmp_path / "wb.db")
+    async with restarted(runtime, worker, clock) as (again, restarted_worker):
+        await drain(restarted_worker, again, clock, passes=4, step=600)
+        assert again.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
 
 
 def doctor_who_part(number: int, tvdb: str) -> MediaRef:

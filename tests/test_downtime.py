@@ -11,9 +11,15 @@ from typing import Any
 import httpx
 
 from tests.fakes.receiver import AlertReceiver
-from tests.harness import ServiceProcess, free_port, write_config
+from tests.harness import ServiceProcess, free_port, put_back, write_config
 from watchbridge.config import parse_config
-from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
+from watchbridge.downtime import (
+    DOWNTIME_TITLE,
+    RESTORED_TITLE,
+    downtime_notice,
+    unread_sources,
+)
+from watchbridge.store import Store
 
 SECRET = "downtime-secret-1234"
 JELLYFIN_AND_PLEX = """
@@ -121,3 +127,36 @@ def test_each_absence_sends_its_own_alert(tmp_path: Path, start_fake: Any) -> No
         wait_for_alerts(receiver, told)
         service.terminate()
     assert receiver.titles() == [DOWNTIME_TITLE, DOWNTIME_TITLE]
+
+
+def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The copy's alive note is as old as the copy: "was not running ... mark those items
+    # watched again" would have the user send twice what went out after it was taken.
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
+    database = tmp_path / "watchbridge.db"
+    with Store.open(database) as store:
+        store.backup_to(tmp_path / "nightly.db")
+    away_for(tmp_path, 3 * 86400)
+    copy = sqlite3.connect(tmp_path / "nightly.db")
+    with copy:
+        copy.execute("UPDATE settings SET value = 1700000000 WHERE name = 'copied_at'")
+    copy.close()  # its log into the file
+    put_back(tmp_path / "nightly.db", database)
+    service.start()
+    try:
+        status = httpx.get(f"{service.url}/api/status").json()
+        wait_for_alerts(receiver, 1)
+    finally:
+        service.terminate()
+    assert receiver.titles() == [RESTORED_TITLE]
+    told = "the database is a backup copy taken 2023-11-14 22:13 UTC, put back in its place"
+    output = service.output()
+    assert told in output and "was not running" not in output
+    assert status["downtime"].startswith(told)
+    service.start()  # told once
+    service.terminate()
+    assert told not in service.output()
+    assert receiver.titles() == [RESTORED_TITLE]

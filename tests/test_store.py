@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import sqlite_utils
 
+from tests.harness import put_back
 from watchbridge.errors import StoreError
 from watchbridge.playback import Session
 from watchbridge.store import (
@@ -1200,6 +1201,28 @@ def test_rows_waiting_in_a_restored_copy_are_marked_as_possibly_sent(tmp_path: P
         f"{UNKNOWN_OUTCOME}: restored from a backup copy",
         f"{UNKNOWN_OUTCOME}: unmatched: Trakt has no id for X yet",
     ]
+
+
+def test_a_copy_put_back_over_the_database_is_known_and_its_waiting_rows_marked(
+    tmp_path: Path,
+) -> None:
+    # A docker user's restore: the copy copied over watchbridge.db, not started from as a
+    # missing database's. Its rows may have gone out after it was taken: each is looked up.
+    database = tmp_path / "wb.db"
+    with Store.open(database) as store:
+        store.enqueue([row("waiting", ordering="a")], 1.0)
+        store.backup_to(tmp_path / "nightly.db")
+        assert store.restore_untold() is None  # the database itself is no copy
+    put_back(tmp_path / "nightly.db", database)
+    with Store.open(database, upgrade=False) as looked:  # `status`: only looks, marks nothing
+        assert looked.marked([1]) == set() and looked.restore_untold() is None
+    with Store.open(database) as restored:
+        assert restored.marked([1]) == {1}
+        copied = restored.restore_untold()
+        assert copied is not None and abs(float(copied) - time.time()) < 60
+        restored.restore_told()
+    with Store.open(database) as again:  # told once; the rows stay marked until sent
+        assert again.restore_untold() is None and again.marked([1]) == {1}
 
 
 def fill_and_prune(store: Store, rows: int = 3000) -> int:

@@ -54,7 +54,13 @@ from watchbridge.config import (
     targets_for,
     trusted_gateways,
 )
-from watchbridge.downtime import DOWNTIME_TITLE, downtime_notice, unread_sources
+from watchbridge.downtime import (
+    DOWNTIME_TITLE,
+    RESTORED_TITLE,
+    downtime_notice,
+    restore_notice,
+    unread_sources,
+)
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
@@ -653,6 +659,13 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         sources = unread_sources(runtime.config, runtime.store.recent_sources())
         alive_at = runtime.store.alive_at()
         runtime.downtime = downtime_notice(alive_at, runtime.clock(), sources)
+        absence = f"{alive_at or 0:.0f}"
+        # A backup copy put back: the copy's alive note is as old as the copy, but the
+        # service ran after it, so "was not running" would be untrue (and marking plays
+        # watched again would send them twice); the restore is told instead, once.
+        if (copied := await asyncio.to_thread(runtime.store.restore_untold)) is not None:
+            runtime.downtime = restore_notice(copied)
+            absence = f"restored:{copied}"
         stop = asyncio.Event()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
         log.info(
@@ -690,10 +703,12 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
             log.warning(runtime.downtime)
             # Sent beside the start, not before it: Apprise may take its timeout. Each
             # absence is its own condition (by when it began), told once, never "resolved".
-            absence = f"{alive_at or 0:.0f}"
+            title = DOWNTIME_TITLE if copied is None else RESTORED_TITLE
             told = asyncio.create_task(
-                runtime.notifier.notify("downtime", DOWNTIME_TITLE, runtime.downtime, absence)
+                runtime.notifier.notify("downtime", title, runtime.downtime, absence)
             )
+            if copied is not None:  # logged: told (an alert failing now is retried)
+                await asyncio.to_thread(runtime.store.restore_told)
         with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
         links_kept = await asyncio.to_thread(runtime.store.links_with_state)
         renamed = renamed_profiles(runtime.config, with_state)

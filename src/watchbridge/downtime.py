@@ -10,6 +10,7 @@ Pure, but for the caller's reading of the note.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from watchbridge.config import Config
@@ -20,6 +21,7 @@ WORTH_TELLING = 120.0
 # Sources whose plays a link reads back (a play their webhook missed is found there).
 READ_BY_LINKS = {"plex": "plex", "tautulli": "plex"}
 DOWNTIME_TITLE = "watchbridge was not running: plays finished meanwhile reached no service"
+RESTORED_TITLE = "watchbridge started on a backup copy put back: nothing is sent twice"
 
 
 def unread_sources(config: Config, seen: set[str]) -> list[str]:
@@ -39,6 +41,22 @@ def downtime_notice(alive_at: float | None, now: float, sources: list[str]) -> s
         f"servers do not send a webhook again, so what finished meanwhile on "
         f"{', '.join(sources)} reached no service (no link reads it back); mark those items "
         "watched again there to send them"
+    )
+
+
+def restore_notice(copied: str) -> str:
+    """What a start on a backup copy put back tells once (`copied`: when the copy was taken,
+    in epoch seconds, "" unknown: an older release's copy)."""
+    when = ""
+    with contextlib.suppress(ValueError):
+        when = time.strftime(" taken %Y-%m-%d %H:%M UTC", time.gmtime(float(copied)))
+    return (
+        f"the database is a backup copy{when}, put back in its place: what watchbridge did "
+        "after it was taken is not in it. Deliveries the copy still had waiting are looked up "
+        "on each service before they go (any that went out since are not sent again). A "
+        "sign-in refreshed since the copy was taken fails (Trakt takes each refresh token "
+        "once): its deliveries wait, and `watchbridge status` says which to do again with "
+        "`watchbridge auth`"
     )
 
 

@@ -85,6 +85,12 @@ _CUT_SHORT_NOTED = (
     f" WHEN substr(last_error, -{len(CUT_SHORT)}) = '{CUT_SHORT}' THEN last_error"
     f" ELSE last_error || '; then {CUT_SHORT}' END"
 )
+# Settings. Only a `backup_to` copy holds COPIED_AT (when it was taken): a database that has it
+# is a copy put back (a restore, whichever way it came back), found and cleared as it opens.
+# RESTORED_COPY holds that time ("" when unknown: an older release's copy) until the service
+# has told the user of the restore (`Store.restore_untold`).
+COPIED_AT = "copied_at"
+RESTORED_COPY = "restored_copy"
 # SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
@@ -1257,6 +1263,19 @@ def backup_damage(database: Path) -> str | None:
         look.close()
 
 
+def _stamp_copy(copy: sqlite3.Connection, now: float) -> None:
+    """Write into a backup copy (never the database) when it was taken: put back in the
+    database's place however it comes back, it is known for a copy (`Store.open`)."""
+    tables = copy.execute("SELECT 1 FROM sqlite_master WHERE name = 'settings'").fetchall()
+    if not tables:  # a database no release has set up yet: nothing to put back
+        return
+    with copy:
+        copy.execute(
+            "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
+            (COPIED_AT, repr(now), now),
+        )
+
+
 def _restore_missing(database: Path) -> bool:
     """Put the backup copy in place of a missing database; whether it did."""
     copy = backup_path(database)
@@ -1559,8 +1578,12 @@ class Store:
             store = cls(conn, file, busy_timeout)
             if upgrade or new:
                 store.migrate()
-            if restored:
-                store._mark_restored_rows()
+            # A copy put back over the database by hand (or a whole folder restored) is
+            # known by the stamp `backup_to` left in it; one started from as the missing
+            # database's may be an older release's, without one.
+            copied = store._copy_taken_at()
+            if restored or (copied is not None and (upgrade or new)):
+                store._mark_restored_rows(copied)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
                 raise StoreError(_cannot_open(file, exc)) from None
@@ -1574,12 +1597,24 @@ class Store:
             raise StoreError(_cannot_open(file, exc)) from None
         return store
 
-    def _mark_restored_rows(self) -> None:
+    def _copy_taken_at(self) -> str | None:
+        """When the `backup_to` copy this database is was taken ("" unknown), or None when it
+        is no copy (COPIED_AT)."""
+        found = self._query("SELECT value FROM settings WHERE name = ?", (COPIED_AT,))
+        return str(found[0]["value"]) if found else None
+
+    def _mark_restored_rows(self, copied: str | None = None) -> None:
         """A backup copy's undelivered rows may have gone out after it was taken, and what
         records their sends (mirrors, ledgers) is as old as the copy: mark them as possibly
         sent, so each target looks before sending again (Trakt history and the Serializd
-        diary would record a second play)."""
+        diary would record a second play). The copy's stamp goes in the same transaction
+        (each row is marked once), and the restore is kept for the service to tell."""
         with self.transaction() as conn:
+            conn.execute("DELETE FROM settings WHERE name = ?", (COPIED_AT,))
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
+                (RESTORED_COPY, copied or "", time.time()),
+            )
             conn.execute(
                 "UPDATE outbox SET last_error = ? || ': ' || CASE"
                 " WHEN last_error IS NULL OR last_error = '' THEN 'restored from a backup copy'"
@@ -1605,6 +1640,8 @@ class Store:
                 with self._locked():
                     self._conn.backup(copy)
                 damage = _damage(copy)  # the copy is page for page what the database holds
+                if damage is None:
+                    _stamp_copy(copy, time.time())
             finally:
                 copy.close()
             if damage is None:
@@ -2996,6 +3033,16 @@ class Store:
             (last,),
         )
         return {str(row["source"]) for row in rows}
+
+    def restore_untold(self) -> str | None:
+        """When the backup copy this database was put back from was taken ("" unknown), until
+        the service has told of it (`restore_told`); None when there is nothing to tell."""
+        found = self._query("SELECT value FROM settings WHERE name = ?", (RESTORED_COPY,))
+        return str(found[0]["value"]) if found else None
+
+    def restore_told(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM settings WHERE name = ?", (RESTORED_COPY,))
 
     def alive_at(self) -> float | None:
         """When the service last noted it was running (`note_alive`), if ever."""
