@@ -1666,6 +1666,39 @@ async def test_a_links_play_sent_after_the_backup_is_not_sent_again_from_the_cop
     assert len(trakt.history()) == 1
 
 
+async def test_a_sign_in_refreshed_after_the_backup_holds_the_copys_rows_until_signed_in_again(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    tmp_path: Path,
+) -> None:
+    # The copy's refresh token was spent by a refresh after it was taken (Trakt takes each
+    # once): its deliveries wait, saying what to do, and none is sent twice once signed in.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT_FROM_PLEX, clock() - 3600, "heat")], clock())
+    runtime.store.backup_to(tmp_path / "nightly.db")
+    trakt.expire_tokens()
+    await drain(worker, runtime, clock, passes=2)
+    assert len(trakt.history()) == 1 and trakt.count("POST", "/oauth/token") == 1
+    await close_targets(worker)
+    runtime.close()
+    put_back(tmp_path / "nightly.db", tmp_path / "wb.db")
+    async with restarted(runtime, worker, clock) as (again, restarted_worker):
+        again.store.enqueue([_late_play(ARRIVAL, clock() - 600, "arrival")], clock())
+        await drain(restarted_worker, again, clock, passes=3, step=600)
+        assert again.store.outbox_counts()["pending"] == 2  # held, not given up
+        assert again.store.dead_letters() == []
+        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert "watchbridge auth trakt --profile me" in receiver.messages[0]["message"]
+        sign_in(again, trakt, clock)
+        clock.advance(3600)
+        await drain(restarted_worker, again, clock, passes=3, step=600)
+        assert again.store.outbox_counts()["done"] == 2
+    assert sorted(h.item.title for h in trakt.history()) == ["Arrival", "Heat"]
+
+
 def doctor_who_part(number: int, tvdb: str) -> MediaRef:
     """One part of a two-part episode: both parts share one IMDb id."""
     return MediaRef("episode", Ids(tvdb=tvdb, imdb="tt1205438"), season=4, number=number,
