@@ -11,11 +11,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from tests.fakes.anilist import CLIENT_ID as ANILIST_CLIENT_ID
+from tests.fakes.anilist import CLIENT_SECRET as ANILIST_CLIENT_SECRET
+from tests.fakes.anilist import FakeAniList
 from tests.fakes.receiver import AlertReceiver
-from tests.harness import AppThread, write_config
+from tests.fakes.serializd import ALICE as SERIALIZD_USER
+from tests.fakes.serializd import FakeSerializd
+from tests.harness import AppThread, ServiceProcess, free_port, watchbridge, write_config
+from tests.ingest_samples import sample_json
+from tests.test_webhooks_e2e import SECRET as HOOK_SECRET
+from tests.test_webhooks_e2e import plex_multipart, wait_for
 from watchbridge import statuspage
 from watchbridge.app import create_app
 from watchbridge.config import load_config
@@ -226,3 +235,75 @@ def test_a_sign_in_renewed_for_months_masks_its_latest_tokens_and_no_more_every_
     [message] = receiver.messages
     for text in (stream.getvalue(), str(message["title"]), str(message["message"])):
         assert shows_no_token(text) and "tr-acc-day" not in text and "tr-ref-day" not in text, text
+
+
+# A secret of the config (Jellyfin's API key, in a household with both servers), and a token
+# in no config but in a URL (`X-Plex-Token=`, `access_token=`).
+CONFIG_SECRET = "jf-key-3141592653"
+URL_TOKEN = "px-url-2718281828"
+
+
+def test_a_webhook_payload_shown_by_unmatched_masks_its_tokens(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A Plex scrobble whose show carries only a TheTVDB id: with no Trakt and no Plex server
+    # to ask, Serializd (which needs TMDB's) waits as unmatched. The payload Plex sent holds a
+    # thumbnail URL with a token, and a secret of the config in a key no pattern knows;
+    # `unmatched --payload` prints that payload as Plex sent it.
+    serializd = start_fake(FakeSerializd())
+    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+    thumb = f"https://nas.local:32400/library/metadata/73155/thumb/1?X-Plex-Token={URL_TOKEN}"
+    payload["Metadata"]["thumb"] = thumb
+    payload["Server"]["accessKey"] = CONFIG_SECRET
+    port = free_port()
+    email, password, _ = SERIALIZD_USER
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"server: {{host: 127.0.0.1, port: {port}, webhook_secret: {HOOK_SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
+        f"services:\n  serializd: {{api_url: '{serializd.url}'}}\n"
+        f"  jellyfin: {{url: 'http://127.0.0.1:9', api_key: {CONFIG_SECRET}}}\n"
+        "profiles:\n  me:\n    users: {plex: ['1']}\n"
+        f"    accounts: {{serializd: {{email: '{email}', password: '{password}'}}}}\n",
+        encoding="utf-8",
+    )
+    service = ServiceProcess(path, port).start()
+    try:
+        body, content_type = plex_multipart(payload)
+        url = f"{service.url}/webhooks/plex/{HOOK_SECRET}"
+        answer = httpx.post(url, content=body, headers={"Content-Type": content_type})
+        assert answer.status_code == 202, answer.text
+        wait_for(lambda: "S05E16" in watchbridge("unmatched", "--config", str(path)).stdout)
+    finally:
+        service.kill()
+    result = watchbridge("unmatched", "--payload", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "sent:" in result.stdout and "/thumb/1?X-Plex-Token=********" in result.stdout
+    assert '"accessKey":"********"' in result.stdout.replace(" ", ""), result.stdout
+    for token in (URL_TOKEN, CONFIG_SECRET):
+        assert token not in result.stdout + result.stderr
+
+
+def test_a_commands_error_line_masks_what_it_quotes(tmp_path: Path, start_fake: Any) -> None:
+    # AniList's answer to a sign-in, quoted in the error, names the app's client secret (the
+    # config's) and a URL with a token in it.
+    anilist = start_fake(FakeAniList())
+    assert isinstance(anilist, FakeAniList)
+    path = write_config(
+        tmp_path,
+        f"services:\n  anilist:\n    api_url: {anilist.url}\n    auth_url: {anilist.auth_url}\n"
+        f"    client_id: '{ANILIST_CLIENT_ID}'\n    client_secret: {ANILIST_CLIENT_SECRET}\n"
+        "profiles:\n  me:\n    accounts:\n      anilist: {}\n",
+    )
+    quoted = (
+        f"Invalid token for client {ANILIST_CLIENT_SECRET}, "
+        f"see https://anilist.co/help?access_token={URL_TOKEN}"
+    )
+    anilist.fail_graphql_next(quoted, 401)
+    token = anilist.issue_token()
+    result = watchbridge("auth", "anilist", "--config", str(path), "--token", token)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "Invalid token for client ********" in line, line
+    assert "access_token=********" in line, line
+    assert ANILIST_CLIENT_SECRET not in result.stderr and URL_TOKEN not in result.stderr

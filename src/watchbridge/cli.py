@@ -32,6 +32,7 @@ from watchbridge.config import (
     undeliverable,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
+from watchbridge.logs import redact_as_logged
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
 from watchbridge.store import (
@@ -1189,7 +1190,8 @@ def sync(
                 if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
                     click.echo(f"skipped: {exc.message}", err=True)
                     continue
-                click.echo(f"error: {exc.message}", err=True)  # the other links still run
+                # The other links still run.
+                click.echo(redact_as_logged(f"error: {exc.message}"), err=True)
                 failed.append(name)
     finally:
         # Pruning and the sign-in checks, which a setup running only this from cron lacks
@@ -1273,7 +1275,7 @@ def _sync_link(
             )
     except NeedsReview as exc:  # the link's other profiles were queued: deliver them
         for failure in exc.failures:
-            click.echo(f"error: {failure}", err=True)
+            click.echo(redact_as_logged(f"error: {failure}"), err=True)
         _held_removals(runtime, name, exc.held, _whole(direction, narrowed, exc.held_unread))
         delivered = asyncio.run(_deliver_now(runtime))
         if delivered:
@@ -1504,9 +1506,9 @@ def unmatched(config_path: str | None, payload: bool) -> None:
             f"{redact(item.last_error or '')}"
         )
         if payload and entry.event is not None:
-            click.echo(f"    event: {entry.event}")
-        if payload and entry.raw is not None:
-            click.echo(f"    sent:  {entry.raw}")
+            click.echo(f"    event: {redact(entry.event)}")
+        if payload and entry.raw is not None:  # a Plex URL in it may hold X-Plex-Token
+            click.echo(f"    sent:  {redact(entry.raw)}")
     if behind:
         click.echo(
             f"and {behind} more waiting behind these: later deliveries of the same items, "
@@ -1847,7 +1849,7 @@ def main(argv: list[str] | None = None) -> None:
     except (WatchbridgeError, StoreError) as exc:
         if debug:
             raise
-        click.echo(f"error: {exc.message}", err=True)
+        _say_error(f"error: {exc.message}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -1863,17 +1865,19 @@ def main(argv: list[str] | None = None) -> None:
             )
             sys.exit(1)
         if isinstance(exc, sqlite3.DatabaseError) and storage_fault(exc):
-            click.echo(
+            _say_error(
                 f"error: the database (storage.path) could not be written or read ({exc}): "
-                "the command stopped; check the disk that holds it (full? read-only? failing?)",
-                err=True,
+                "the command stopped; check the disk that holds it (full? read-only? failing?)"
             )
             sys.exit(1)
-        click.echo(
-            f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
-            err=True,
-        )
+        _say_error(f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)")
         sys.exit(70)
+
+
+def _say_error(line: str) -> None:
+    """A command's last word, masked as its log is: an error may quote a service's answer or
+    a URL, and either may hold a token."""
+    click.echo(redact_as_logged(line), err=True)
 
 
 if __name__ == "__main__":

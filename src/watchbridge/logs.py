@@ -279,6 +279,15 @@ def mask_renewed(sign_in: Hashable, secrets: Iterable[str]) -> None:
         redact.renew(sign_in, secrets)
 
 
+def redact_as_logged(text: str) -> str:
+    """`text` masked as a log line would be: for what a command prints beside its log (its
+    `error:` line). Its log's redactor knows the config's secrets once the command read the
+    config, and the database's once it opened it; before then, secret-shaped text alone."""
+    for redact in _log_redactors() or [Redactor()]:
+        text = redact(text)
+    return text
+
+
 def _log_redactors() -> list[Redactor]:
     formatters = [handler.formatter for handler in logging.getLogger().handlers]
     return [f.redact for f in formatters if isinstance(f, KeyValueFormatter | JsonFormatter)]
