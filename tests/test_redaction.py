@@ -202,6 +202,35 @@ def test_a_token_kept_before_or_after_the_start_is_masked_in_the_log_and_alerts(
         assert shows_no_token(text) and "renewed" not in text, text
 
 
+def test_a_token_another_process_kept_is_masked_once_the_service_reads_it(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # `watchbridge auth trakt` run while the service runs keeps the new pair through its own
+    # Store on the same file; the service reads it from the database before its first use.
+    path = config_with_account_secrets(tmp_path, receiver.apprise_url)
+    sign_ins_kept_and_quoted(path)
+    config = load_config(path, {})
+    stream = io.StringIO()
+    setup_logging("info", "text", secret_values(config), stream=stream)  # as `serve` does
+    runtime = build_runtime(config)
+    runtime.open()
+    signed_in = trakt_pair("tr-acc-elsewhere-42", "tr-ref-elsewhere-42")
+    try:
+        with Store.open(path.parent / "watchbridge.db") as other:  # the `auth` command's
+            other.put_token("trakt", "me", signed_in, 5.0)
+        assert runtime.store.get_token("trakt", "me") == signed_in  # as the Trakt client does
+        said = f"refused: {signed_in['access_token']} and {signed_in['refresh_token']}"
+        logging.getLogger("t").warning(f"sync failed: {said}", extra={"reason": said})
+        asyncio.run(runtime.notifier.notify("credentials", f"Trakt {said}", f"body {said}"))
+        shown = runtime.redact(said)
+    finally:
+        runtime.close()
+        logging.getLogger().handlers.clear()
+    [message] = receiver.messages
+    for text in (stream.getvalue(), str(message["title"]), str(message["message"]), shown):
+        assert "refused: ********" in text and "elsewhere" not in text, text
+
+
 def test_a_sign_in_renewed_for_months_masks_its_latest_tokens_and_no_more_every_line(
     tmp_path: Path, receiver: AlertReceiver
 ) -> None:

@@ -46,8 +46,9 @@ def stored_tokens(data: Mapping[str, Any]) -> list[str]:
 
 def mask_tokens_stored(store: Store, mask: Callable[[Hashable, list[str]], None]) -> None:
     """From now on, `mask` the tokens of every sign-in `store` keeps (a new sign-in, a
-    renewed token) as it is kept, as `secret_values` gives those kept before: with the sign-in
-    (service, profile) they are of, whose earlier tokens they replace (`Redactor.renew`)."""
+    renewed token) as it is kept, and of one another process kept as `store` first reads it
+    (before its use), as `secret_values` gives those kept before: with the sign-in (service,
+    profile) they are of, whose earlier tokens they replace (`Redactor.renew`)."""
     store.on_token_stored.append(
         lambda service, profile, data: mask((service, profile), stored_tokens(data))
     )

@@ -1519,8 +1519,11 @@ class Store:
         self.checkpointer: Checkpointer | None = None
         # Why the last write failed (a full disk, a read-only file system), until one works.
         self.write_error: str | None = None
-        # Told of each token set `put_token` stores (redaction masks its tokens from then on).
+        # Told of each token set `put_token` stores, and of one `get_token` reads that
+        # another process stored (`auth` run beside the service): redaction masks its tokens
+        # from then on.
         self.on_token_stored: list[Callable[[str, str, Mapping[str, Any]], None]] = []
+        self._told_tokens: dict[tuple[str, str], str] = {}  # the set last told, as stored
         self.db = sqlite_utils.Database(conn)
         self._reader: sqlite3.Connection | None = None  # see `_overview`
         self._reader_lock = threading.Lock()
@@ -2900,10 +2903,18 @@ class Store:
             return result
 
     def get_token(self, service: str, profile: str) -> dict[str, Any] | None:
+        """A sign-in's token set; read before every use of its token, so a set another
+        process stored since is told to `on_token_stored` here, before any use could quote it."""
         rows = self._query(
             "SELECT data FROM tokens WHERE service = ? AND profile = ?", (service, profile)
         )
-        return json.loads(rows[0]["data"]) if rows else None
+        if not rows:
+            return None
+        text = rows[0]["data"]
+        data: dict[str, Any] = json.loads(text)
+        if self.on_token_stored and self._told_tokens.get((service, profile)) != text:
+            self._tell_token_stored(service, profile, text, data)
+        return data
 
     def put_token(
         self,
@@ -2928,11 +2939,17 @@ class Store:
             conn.execute(
                 "INSERT OR REPLACE INTO tokens (service, profile, data, updated_at)"
                 " VALUES (?, ?, ?, ?)",
-                (service, profile, json.dumps(data), now),
+                (service, profile, text := json.dumps(data), now),
             )
+        self._tell_token_stored(service, profile, text, data)
+        return True
+
+    def _tell_token_stored(
+        self, service: str, profile: str, text: str, data: Mapping[str, Any]
+    ) -> None:
+        self._told_tokens[(service, profile)] = text
         for told in self.on_token_stored:
             told(service, profile, data)
-        return True
 
     def token_texts(self, fields: Collection[str]) -> list[str]:
         """Every text the tokens table keeps under one of `fields`, of any service and profile."""
