@@ -562,6 +562,81 @@ def test_container_whose_user_cannot_enter_the_data_folder_hands_over_to_the_com
     assert result.stdout.strip() == str(["watchbridge", "serve"])
 
 
+def _prepare_as_root(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The Home Assistant entrypoint's preparing (started as root, it becomes the service's
+    user) in a process of its own: the config it runs, or its one line when it stops. Not
+    exec'd: the service's user could not run this machine's test interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+    env.update(
+        HOME=str(folder),
+        WATCHBRIDGE_CONFIG=str(folder / "config" / "watchbridge.yaml"),
+        WATCHBRIDGE_DATA_DIR=str(folder / "data"),
+        WATCHBRIDGE_EXAMPLE_CONFIG=str(EXAMPLE),
+    )
+    prepare_serve = (
+        "import os, sys; from watchbridge.entrypoint import Paths, StartError, prepare\n"
+        "try:\n"
+        f"    plan = prepare({list(args)!r}, Paths.from_env(os.environ))\n"
+        "    print(plan.env['WATCHBRIDGE_CONFIG'])\n"
+        "except StartError as exc:\n"
+        "    sys.exit(f'watchbridge: {exc}')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prepare_serve],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts as root, as Home Assistant does")
+def test_an_own_yaml_only_root_can_read_names_the_file_the_user_and_the_chown() -> None:
+    # A watchbridge.yaml written in a root shell (the Terminal & SSH app) with mode 0600: the
+    # service, UID 1000, used to stop on a bare "Permission denied".
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the service's user can reach
+        folder = Path(name)
+        folder.chmod(0o755)
+        (folder / "config").mkdir(mode=0o755)
+        own = folder / "config" / "watchbridge.yaml"
+        own.write_text(EXAMPLE.read_text())
+        own.chmod(0o600)
+        (folder / "data").mkdir(mode=0o755)
+        (folder / "data" / "options.json").write_text(json.dumps({"config_file": own.name}))
+        refused = _prepare_as_root(folder, "serve")
+        own.chmod(0o644)  # readable by all, as an editor may leave it
+        served = _prepare_as_root(folder, "serve")
+    assert refused.returncode == 1 and refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"watchbridge: cannot read your config_file {own} (Permission denied)")
+    assert "the app runs as UID 1000 GID 1000" in line, line
+    assert "belongs to UID 0 GID 0 with mode 0600" in line, line
+    assert line.endswith(
+        "chown 1000:1000 /addon_configs/<repository id>_watchbridge/watchbridge.yaml"
+    ), line
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.strip() == str(own)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts as root, as Home Assistant does")
+def test_an_own_yaml_in_a_folder_the_service_cannot_enter_says_to_give_it_the_folder() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        (folder / "config").mkdir(mode=0o700)
+        own = folder / "config" / "watchbridge.yaml"
+        own.write_text(EXAMPLE.read_text())
+        (folder / "data").mkdir(mode=0o755)
+        (folder / "data" / "options.json").write_text(json.dumps({"config_file": own.name}))
+        refused = _prepare_as_root(folder, "serve")
+    assert refused.returncode == 1, refused.stdout
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"watchbridge: cannot read your config_file {own} (Permission denied)")
+    assert "UID 1000 GID 1000, which cannot enter the folder holding it" in line, line
+    assert line.endswith("chown -R 1000:1000 /addon_configs/<repository id>_watchbridge"), line
+
+
 # --------------------------------------------------------------------------- Home Assistant app
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -81,6 +82,7 @@ class StartPlan:
     copy_example_to: Path | None = None
     generated_config: tuple[Path, str] | None = None  # written with mode 0600: holds secrets
     run_as: tuple[int, int] | None = None  # (uid, gid) to become when started as root
+    own_config: Path | None = None  # the user's own YAML (config_file): checked as `run_as`
     notes: list[str] = field(default_factory=list)
 
 
@@ -276,6 +278,7 @@ def _plan_home_assistant(
             argv=_command(args, user_config, home_assistant=True),
             env={**options_env(options, api_token), **_config_env(user_config)},
             run_as=SERVICE_USER,
+            own_config=user_config,
             notes=[f"Home Assistant: using {user_config} as written"],
         )
     notes = option_warnings(options)
@@ -430,6 +433,36 @@ def become(run_as: tuple[int, int], data_dir: Path) -> None:
         raise StartError(f"cannot switch to UID {uid} GID {gid} ({exc.strerror})") from None
 
 
+def check_readable(own_config: Path, config_dir: Path) -> None:
+    """The user's own YAML can be read by the user the app runs as (checked as that user):
+    one written as root (a root shell, an editor app running as root) with mode 0600 cannot,
+    and `watchbridge` would only say "Permission denied"."""
+    try:
+        with own_config.open("rb"):
+            return
+    except PermissionError as exc:
+        reason = exc.strerror
+    except OSError:
+        return  # not a matter of owners: `watchbridge` names it (missing, a directory, ...)
+    uid, gid = os.getuid(), os.getgid()
+    on_host = f"/addon_configs/<repository id>_watchbridge/{own_config.relative_to(config_dir)}"
+    try:
+        found = own_config.stat()
+    except PermissionError:  # its folder cannot be entered
+        raise StartError(
+            f"cannot read your config_file {own_config} ({reason}): the app runs as UID {uid} "
+            f"GID {gid}, which cannot enter the folder holding it; give the app's config folder "
+            f"to it, e.g. in the Terminal & SSH app: chown -R {uid}:{gid} "
+            "/addon_configs/<repository id>_watchbridge"
+        ) from None
+    raise StartError(
+        f"cannot read your config_file {own_config} ({reason}): the app runs as UID {uid} GID "
+        f"{gid}, and the file belongs to UID {found.st_uid} GID {found.st_gid} with mode "
+        f"{stat.S_IMODE(found.st_mode):04o}; give it to the app's user (it stays private to "
+        f"it), e.g. in the Terminal & SSH app: chown {uid}:{gid} {on_host}"
+    ) from None
+
+
 def _write(action: Callable[[], None], target: Path, when_read_only: str = "") -> None:
     try:
         action()
@@ -483,6 +516,8 @@ def prepare(
     apply_plan(plan, paths)
     if plan.run_as is not None:
         become(plan.run_as, paths.data)
+    if plan.own_config is not None:
+        check_readable(plan.own_config, paths.config.parent)
     return plan
 
 
