@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
+from watchbridge.anime_data import from_config
 from watchbridge.app import start_warnings
 from watchbridge.config import ServerConfig, load_config
 from watchbridge.entrypoint import (
     GENERATED_CONFIG,
+    SERVICE_FOLDERS,
     Paths,
     StartError,
     apply_plan,
@@ -230,6 +232,57 @@ def test_start_as_root_hands_the_data_dir_to_uid_1000_then_drops_root(
         ("setgid", 1000),
         ("setuid", 1000),
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts as root, as Home Assistant does")
+def test_start_as_root_hands_over_the_files_of_the_services_own_folders_and_no_others() -> None:
+    # `docker exec` runs as root: `watchbridge anime refresh` killed halfway leaves its
+    # dataset's .tmp root-owned in anime-datasets/, and the service (UID 1000) could never
+    # write that dataset again. A folder of anyone else's in /data keeps what it holds.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        data = Path(name)
+        data.chmod(0o755)
+        datasets = data / SERVICE_FOLDERS[0]
+        datasets.mkdir()
+        (datasets / "datasets.json").write_text("{}")
+        stale = datasets / "datasets.json.tmp"
+        stale.write_text("{")
+        (data / "elsewhere").mkdir()
+        (data / "elsewhere" / "kept.txt").write_text("")
+        outside = data / "elsewhere" / "outside.txt"
+        outside.write_text("")
+        (datasets / "link").symlink_to(outside)
+        become_then_write = (
+            "import sys; from pathlib import Path; from watchbridge.entrypoint import become\n"
+            f"become((1000, 1000), Path({str(data)!r}))\n"
+            f"Path({str(stale)!r}).write_text('{{}}')  # as anime_data writes a dataset\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", become_then_write], capture_output=True, text=True, timeout=60
+        )
+        owners = {
+            path.relative_to(data).as_posix(): path.lstat().st_uid
+            for path in [data, *data.rglob("*")]
+        }
+    assert result.returncode == 0, result.stderr
+    assert owners == {
+        ".": 1000,
+        "anime-datasets": 1000,
+        "anime-datasets/datasets.json": 1000,
+        "anime-datasets/datasets.json.tmp": 1000,
+        "anime-datasets/link": 1000,  # the link itself, not the file it leads to
+        "elsewhere": 1000,
+        "elsewhere/kept.txt": 0,
+        "elsewhere/outside.txt": 0,
+    }
+
+
+def test_the_services_own_folders_are_those_it_writes_beside_the_database(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    plan = plan_start([], paths, FULL_OPTIONS, TOKEN)
+    apply_plan(plan, paths)
+    config = load_config(paths.data / GENERATED_CONFIG, environ={})
+    assert from_config(config).directory == paths.data / SERVICE_FOLDERS[0]
 
 
 def test_api_token_is_created_once_private_and_reused(tmp_path: Path) -> None:

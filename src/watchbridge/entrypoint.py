@@ -32,6 +32,9 @@ HA_INGRESS_PROXY = "172.30.32.2"
 GENERATED_CONFIG = "watchbridge.options.yaml"
 TOKEN_FILE = "watchbridge.api_token"
 SERVICE_USER = (1000, 1000)
+# The folders the service makes in its data folder and writes into (anime_data.from_config:
+# the anime datasets beside the database): `become` hands over their files too, no deeper.
+SERVICE_FOLDERS = ("anime-datasets",)
 IMAGE_EXAMPLE_CONFIG = "/app/watchbridge.example.yaml"
 # Asking for these must work even when no config can be prepared (e.g. read-only mounts).
 NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
@@ -419,12 +422,14 @@ def apply_plan(plan: StartPlan, paths: Paths) -> None:
 
 
 def become(run_as: tuple[int, int], data_dir: Path) -> None:
-    """Started as root (the Home Assistant image): hand the data folder over, then drop root."""
+    """Started as root (the Home Assistant image): hand the data folder over, then drop root.
+    Files a command run as root made (`docker exec`: a backup, `anime refresh`) become the
+    service's again."""
     if os.geteuid() != 0:
         return
     uid, gid = run_as
     try:
-        for path in [data_dir, *data_dir.iterdir()]:
+        for path in _service_files(data_dir):
             os.chown(path, uid, gid, follow_symlinks=False)
         os.setgroups([])
         os.setgid(gid)
@@ -461,6 +466,17 @@ def check_readable(own_config: Path, config_dir: Path) -> None:
         f"{stat.S_IMODE(found.st_mode):04o}; give it to the app's user (it stays private to "
         f"it), e.g. in the Terminal & SSH app: chown {uid}:{gid} {on_host}"
     ) from None
+
+
+def _service_files(data_dir: Path) -> list[Path]:
+    """The data folder, what it holds, and what the service's own folders in it hold: any
+    other folder (or a link) there is handed over itself, never what it holds."""
+    found = [data_dir, *data_dir.iterdir()]
+    for name in SERVICE_FOLDERS:
+        folder = data_dir / name
+        if folder.is_dir() and not folder.is_symlink():
+            found += folder.iterdir()
+    return found
 
 
 def _write(action: Callable[[], None], target: Path, when_read_only: str = "") -> None:
