@@ -457,14 +457,14 @@ def check_readable(own_config: Path, config_dir: Path) -> None:
         raise StartError(
             f"cannot read your config_file {own_config} ({reason}): the app runs as UID {uid} "
             f"GID {gid}, which cannot enter the folder holding it; give the app's config folder "
-            f"to it, e.g. in the Terminal & SSH app: chown -R {uid}:{gid} "
+            f"to it, e.g. in the Advanced SSH & Web Terminal app: chown -R {uid}:{gid} "
             "/addon_configs/<repository id>_watchbridge"
         ) from None
     raise StartError(
         f"cannot read your config_file {own_config} ({reason}): the app runs as UID {uid} GID "
         f"{gid}, and the file belongs to UID {found.st_uid} GID {found.st_gid} with mode "
         f"{stat.S_IMODE(found.st_mode):04o}; give it to the app's user (it stays private to "
-        f"it), e.g. in the Terminal & SSH app: chown {uid}:{gid} {on_host}"
+        f"it), e.g. in the Advanced SSH & Web Terminal app: chown {uid}:{gid} {on_host}"
     ) from None
 
 
