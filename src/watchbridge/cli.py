@@ -32,7 +32,7 @@ from watchbridge.config import (
     undeliverable,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
-from watchbridge.logs import redact_as_logged
+from watchbridge.logs import redact_error_line
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
 from watchbridge.store import (
@@ -1191,7 +1191,7 @@ def sync(
                     click.echo(f"skipped: {exc.message}", err=True)
                     continue
                 # The other links still run.
-                click.echo(redact_as_logged(f"error: {exc.message}"), err=True)
+                click.echo(redact_error_line(f"error: {exc.message}"), err=True)
                 failed.append(name)
     finally:
         # Pruning and the sign-in checks, which a setup running only this from cron lacks
@@ -1275,7 +1275,7 @@ def _sync_link(
             )
     except NeedsReview as exc:  # the link's other profiles were queued: deliver them
         for failure in exc.failures:
-            click.echo(redact_as_logged(f"error: {failure}"), err=True)
+            click.echo(redact_error_line(f"error: {failure}"), err=True)
         _held_removals(runtime, name, exc.held, _whole(direction, narrowed, exc.held_unread))
         delivered = asyncio.run(_deliver_now(runtime))
         if delivered:
@@ -1875,9 +1875,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _say_error(line: str) -> None:
-    """A command's last word, masked as its log is: an error may quote a service's answer or
-    a URL, and either may hold a token."""
-    click.echo(redact_as_logged(line), err=True)
+    """A command's last word, with the secrets its log masks: an error may quote a service's
+    answer or a URL, and either may hold a token."""
+    click.echo(redact_error_line(line), err=True)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,16 @@ REDACTED = "********"
 
 # Secrets that may show up without being in the config: bearer tokens, tokens in URLs, and
 # password/secret/token fields written as key=value or JSON.
-_PATTERNS = [
+_CREDENTIAL_PATTERNS = [
     re.compile(r"(?i)((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"(//[^/\s:@]+:)[^@\s/]+(?=@)"),  # the password in https://user:password@host
     re.compile(r"(?i)([?&](?:x-plex-token|token|api_key|apikey|access_token)=)[^&\s]+"),
-    re.compile(
-        r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
-        r"[^\"'\s,&}]+"
-    ),
 ]
+_FIELD_PATTERN = re.compile(
+    r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
+    r"[^\"'\s,&}]+"
+)
+_PATTERNS = [*_CREDENTIAL_PATTERNS, _FIELD_PATTERN]
 
 # uvicorn adds `color_message`, a copy of msg with terminal colours.
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
@@ -66,11 +67,21 @@ class Redactor:
         self.secrets = sorted(known, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
-        return text
+        return _masked(self.secrets, _PATTERNS, text)
+
+    def in_our_words(self, text: str) -> str:
+        """`text` masked for a message we wrote, which names config keys as `key: problem`
+        (`services.plex.token: required`): known secrets and credentials (in URLs, bearer)
+        only, not what follows a secret-sounding key."""
+        return _masked(self.secrets, _CREDENTIAL_PATTERNS, text)
+
+
+def _masked(secrets: Iterable[str], patterns: Iterable[re.Pattern[str]], text: str) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    for pattern in patterns:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
 
 
 def _maskable(secrets: Iterable[str]) -> set[str]:
@@ -279,12 +290,12 @@ def mask_renewed(sign_in: Hashable, secrets: Iterable[str]) -> None:
         redact.renew(sign_in, secrets)
 
 
-def redact_as_logged(text: str) -> str:
-    """`text` masked as a log line would be: for what a command prints beside its log (its
-    `error:` line). Its log's redactor knows the config's secrets once the command read the
-    config, and the database's once it opened it; before then, secret-shaped text alone."""
+def redact_error_line(text: str) -> str:
+    """A command's `error:` line, with the secrets its log masks (`Redactor.in_our_words`):
+    the config's once the command read the config, the database's once it opened it; before
+    then, credentials in URLs alone."""
     for redact in _log_redactors() or [Redactor()]:
-        text = redact(text)
+        text = redact.in_our_words(text)
     return text
 
 
