@@ -5,6 +5,7 @@ play is never read back from Plex and copied to the other side again."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -119,4 +120,44 @@ async def test_a_users_play_whose_history_row_plex_failed_to_delete_is_removed_b
     assert rig.plex.history_of(S1E1) == []  # deleted, as the removal asked
     assert s1e1_entries(rig) == []
     assert len(rig.serializd.diary()) == 10
+    assert set(queued) == {0}
+
+
+# --------------------------------------------------------------------------- copies of a title
+# A title in two libraries (an HD and a 4K copy) has two ratingKeys; a removal unwatches each.
+
+S1E2_HD, S1E2_4K = "302", "402"
+
+
+async def test_a_removal_unwatches_the_copies_left_when_one_has_left_the_library(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The user watched the 4K copy of S1E2 in Plex; the link copies the play to Serializd.
+    rig.plex.add_section("3", "TV 4K", "show")
+    rig.plex.add_show(
+        "40", "Better Call Saul", 2015, ["tmdb://60059", "tvdb://273181"], section="3"
+    )
+    rig.plex.add_episode(S1E2_4K, "40", 1, 2)
+    rig.plex.watch(S1E2_4K, rig.clock() - 20 * HOUR)
+    await rig.run()
+    (entry,) = [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 2)]
+    keys = rig.runtime.store.mirror_get("plex", "alex", "keys")
+    (copies,) = [v["rating_keys"] for v in keys.values() if S1E2_4K in v["rating_keys"]]
+    assert copies == [S1E2_HD, S1E2_4K]  # the HD copy is unwatched first
+    # The user deletes the entry on Serializd; the HD copy is deleted from Plex after the
+    # link read the libraries, before the removal reaches Plex.
+    rig.serializd.delete_entry(entry)
+    rig.at(30)
+    assert await rig.run(deliver=False) == 1
+    rig.plex.delete_item(S1E2_HD)
+    with caplog.at_level(logging.INFO, "watchbridge.deliver.plex"):
+        await rig.drain()
+    assert "viewCount" not in rig.plex.user_state(S1E2_4K)
+    assert f"Plex has no copy {S1E2_HD} any more (it left the library)" in caplog.text
+    queued: list[int] = []
+    await later_runs(rig, queued)
+
+    assert "viewCount" not in rig.plex.user_state(S1E2_4K)
+    assert rig.plex.history_of(S1E2_4K) == []
+    assert [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 2)] == []
     assert set(queued) == {0}

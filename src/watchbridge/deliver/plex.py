@@ -26,7 +26,8 @@ memory. The item is unscrobbled only when no other play of it remains on the pla
 removing the last one must. Plex is written before our memory, the unwatch before the history
 row (a row gone from an item still watched reads back as a play with no row), and the play
 stays in `plays` until the last step: a retry after a failure (or a crash) at any step finds
-it and does every step again, each harmless twice.
+it and does every step again, each harmless twice. A copy Plex answers 404 for has left the
+library: it is skipped (and logged), and the other copies are unwatched still.
 """
 
 from __future__ import annotations
@@ -343,14 +344,24 @@ class PlexTarget:
         # view. Never unwatch a copy that holds another play (renumbered: under another key).
         held = {str(p["rating_key"]) for r, p in person.plays.items() if r != record}
         copies = [c for c in copies if c not in held]
-        left_the_library = False
-        try:
-            for copy in copies:
+        gone: list[str] = []
+        unwatched: list[str] = []
+        for copy in copies:
+            try:
                 await self.client.unscrobble(copy, person.token)
-        except PlexItemError:
-            left_the_library = True
+            except PlexItemError:
+                gone.append(copy)  # deleted from Plex since the read: no view left to take
+            else:
+                unwatched.append(copy)
+        if gone:
+            log.info(
+                "removing a play of %s: Plex has no copy %s any more (it left the library), "
+                "skipped; %d other copies unwatched",
+                item,
+                ", ".join(gone),
+                len(unwatched),
+            )
         entry = person.keys.get(item)
-        unwatched = bool(copies) and not left_the_library
         if unwatched and entry is not None and entry.get("watched_at") is not None:
             # Unwatched now: a play of it queued after this removal (a diary entry moved to
             # another day on Serializd) is scrobbled, not taken as "already watched in Plex".
@@ -365,11 +376,7 @@ class PlexTarget:
             await self._put(person.profile, SYNTHETIC, {record: person.synthetic[record]})
         person.plays.pop(record, None)
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
-        if not copies:
-            return Delivered("play removed; other plays of the item remain, it stays watched")
-        if left_the_library:
-            return Delivered("play removed; the item has left the library")
-        return Delivered("marked unwatched (its last play was removed)")
+        return Delivered(_removal_note(bool(copies), unwatched, gone))
 
     async def _retired_row(self, person: Person, record: str) -> bool:
         """Whether `record` is a history row the reader retired (its item unwatched) that the
@@ -436,6 +443,18 @@ def _written_for(person: Person, expected: str) -> str | None:
         ),
         None,
     )
+
+
+def _removal_note(had_copies: bool, unwatched: list[str], gone: list[str]) -> str:
+    """What a removal of a play did in Plex, for its outcome."""
+    if not had_copies:
+        return "play removed; other plays of the item remain, it stays watched"
+    if not unwatched:
+        return "play removed; the item has left the library"
+    note = "marked unwatched (its last play was removed)"
+    if gone:
+        note += f"; {len(gone)} of its copies had left the library (skipped)"
+    return note
 
 
 def _rating(details: Mapping[str, object]) -> float | None:
