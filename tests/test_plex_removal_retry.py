@@ -123,6 +123,30 @@ async def test_a_users_play_whose_history_row_plex_failed_to_delete_is_removed_b
     assert set(queued) == {0}
 
 
+@pytest.mark.parametrize("read_first", [False, True], ids=["retried", "read-before-retry"])
+async def test_a_retry_of_a_removal_leaves_alone_a_view_the_user_made_since_its_first_try(
+    rig: Rig, read_first: bool
+) -> None:
+    # Plex unwatches S1E1, then fails the deletion of its history row. Before the retry, the
+    # user watches S1E1 again in Plex: that view is theirs, and the retry must not unwatch it.
+    assert await removed_on_serializd_while_plex_fails(rig, " ".join(DELETE_HISTORY)) == 1
+    assert "viewCount" not in rig.plex.user_state(S1E1)
+    rig.at(45)
+    rig.plex.watch(S1E1, rig.clock())
+    rig.at(60)
+    queued = [await rig.run(deliver=False)] if read_first else []
+    await rig.drain()
+    assert rig.plex.user_state(S1E1)["viewCount"] == 1  # the user's view stands
+    await later_runs(rig, queued)
+
+    assert rig.plex.user_state(S1E1)["viewCount"] == 1
+    assert len(rig.plex.history_of(S1E1)) == 1  # the removed play's row deleted, theirs kept
+    # Serializd still shows S1E1 watched (its tick, undated): the new view is that one.
+    assert s1e1_entries(rig) == []
+    assert len(rig.serializd.diary()) == 10
+    assert set(queued) == {0}
+
+
 # --------------------------------------------------------------------------- copies of a title
 # A title in two libraries (an HD and a 4K copy) has two ratingKeys; a removal unwatches each.
 

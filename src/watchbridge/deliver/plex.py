@@ -26,8 +26,11 @@ memory. The item is unscrobbled only when no other play of it remains on the pla
 removing the last one must. Plex is written before our memory, the unwatch before the history
 row (a row gone from an item still watched reads back as a play with no row), and the play
 stays in `plays` until the last step: a retry after a failure (or a crash) at any step finds
-it and does every step again, each harmless twice. A copy Plex answers 404 for has left the
-library: it is skipped (and logged), and the other copies are unwatched still.
+it and does every step again, each harmless twice. All but the unwatch: the time of the first
+try is kept (`unwatching`), and a retry leaves alone a copy Plex shows viewed since then (the
+user watched it again: unwatching it would take that view away); it only finishes our
+records. A copy Plex answers 404 for has left the library: it is skipped (and logged), and
+the other copies are unwatched still.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ AUTH_HOLD = 1800.0
 NOT_READ_RETRY = 1800.0
 GONE_RETRY = 3600.0
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
+# record -> {"at"}: when a removal first unwatched its item (our clock), kept for its retries
+UNWATCHING = "unwatching"
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Person:
     plays: dict[str, Any]
     written: dict[str, Written]
     synthetic: dict[str, Any]
+    unwatching: dict[str, Any]
 
 
 class PlexTarget:
@@ -215,6 +221,7 @@ class PlexTarget:
             get(SERVICE, profile, PLAYS),
             {r: Written.from_dict(v) for r, v in get(SERVICE, profile, WRITTEN).items()},
             get(SERVICE, profile, SYNTHETIC),
+            get(SERVICE, profile, UNWATCHING),
         )
 
     async def _row(self, person: Person, row: OutboxItem) -> Outcome:
@@ -328,8 +335,10 @@ class PlexTarget:
             # Unwatched by an earlier try, whose deletion of the row failed, and read since
             # (the reader took the row out): the row is deleted still, as the removal asked.
             await self._delete_history(person, record.removeprefix(HISTORY_PREFIX))
+            await self._unwatching_done(person, record)
             return Delivered("play removed (the item was unwatched already)")
         if play is None:
+            await self._unwatching_done(person, record)
             return Delivered("no such play on Plex (already gone)")
         rk, item = str(play["rating_key"]), str(play["item"])
         # Plex first, our memory after, the play kept in `plays` until the last step: a retry
@@ -344,9 +353,12 @@ class PlexTarget:
         # view. Never unwatch a copy that holds another play (renumbered: under another key).
         held = {str(p["rating_key"]) for r, p in person.plays.items() if r != record}
         copies = [c for c in copies if c not in held]
+        rewatched = await self._rewatched(person, record, copies)
         gone: list[str] = []
         unwatched: list[str] = []
         for copy in copies:
+            if copy in rewatched:
+                continue
             try:
                 await self.client.unscrobble(copy, person.token)
             except PlexItemError:
@@ -362,7 +374,12 @@ class PlexTarget:
                 len(unwatched),
             )
         entry = person.keys.get(item)
-        if unwatched and entry is not None and entry.get("watched_at") is not None:
+        if (
+            unwatched
+            and not rewatched
+            and entry is not None
+            and entry.get("watched_at") is not None
+        ):
             # Unwatched now: a play of it queued after this removal (a diary entry moved to
             # another day on Serializd) is scrobbled, not taken as "already watched in Plex".
             person.keys[item] = {**entry, "watched_at": None}
@@ -376,7 +393,29 @@ class PlexTarget:
             await self._put(person.profile, SYNTHETIC, {record: person.synthetic[record]})
         person.plays.pop(record, None)
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
-        return Delivered(_removal_note(bool(copies), unwatched, gone))
+        await self._unwatching_done(person, record)
+        return Delivered(_removal_note(bool(copies), unwatched, gone, rewatched))
+
+    async def _rewatched(self, person: Person, record: str, copies: list[str]) -> set[str]:
+        """The copies a retry of this removal must leave watched: viewed in Plex since its
+        first try, by the user (an unwatch of ours only clears the view). A first try notes
+        its time first, and has none."""
+        if not copies:
+            return set()
+        first_try = number((person.unwatching.get(record) or {}).get("at"))
+        if first_try is None:
+            person.unwatching[record] = {"at": self.clock()}
+            await self._put(person.profile, UNWATCHING, {record: person.unwatching[record]})
+            return set()
+        found = await self.client.details(copies, person.token)
+        skew = self.client.clock_skew
+        return {c for c in copies if _viewed_since(found.get(c, {}), first_try, skew)}
+
+    async def _unwatching_done(self, person: Person, record: str) -> None:
+        if person.unwatching.pop(record, None) is not None:
+            await asyncio.to_thread(
+                self.store.mirror_remove, SERVICE, person.profile, UNWATCHING, [record]
+            )
 
     async def _retired_row(self, person: Person, record: str) -> bool:
         """Whether `record` is a history row the reader retired (its item unwatched) that the
@@ -445,15 +484,28 @@ def _written_for(person: Person, expected: str) -> str | None:
     )
 
 
-def _removal_note(had_copies: bool, unwatched: list[str], gone: list[str]) -> str:
+def _viewed_since(details: Mapping[str, object], since: float, skew: float) -> bool:
+    """Whether Plex shows the item viewed at or after `since` (our clock; `skew`: how far the
+    server's is ahead of ours)."""
+    viewed = number(details.get("lastViewedAt"))
+    return viewed is not None and viewed - skew >= since - LANDED_SLACK
+
+
+def _removal_note(
+    had_copies: bool, unwatched: list[str], gone: list[str], rewatched: set[str]
+) -> str:
     """What a removal of a play did in Plex, for its outcome."""
     if not had_copies:
         return "play removed; other plays of the item remain, it stays watched"
+    if rewatched and not unwatched:
+        return "play removed; left watched in Plex: watched again there since the first try"
     if not unwatched:
         return "play removed; the item has left the library"
     note = "marked unwatched (its last play was removed)"
     if gone:
         note += f"; {len(gone)} of its copies had left the library (skipped)"
+    if rewatched:
+        note += f"; {len(rewatched)} left watched (watched again since the first try)"
     return note
 
 
