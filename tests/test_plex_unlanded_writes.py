@@ -365,3 +365,34 @@ async def test_a_copy_unwatched_in_plex_is_not_written_again_by_the_retry_for_th
     assert rig.plex.user_state(lost)["viewCount"] == 1  # written once
     assert len(rig.plex.history_of(lost)) == 1
     assert len(rig.s1e2_entries()) == 1  # still watched (the other copy)
+
+
+# ------------------------------------------------------------ a clock corrected between tries
+# Plex dates the view a scrobble adds by its own clock: whether it landed is judged with how
+# far that clock was off when the scrobble was sent, kept with the write.
+
+
+async def test_a_write_that_landed_while_plex_was_slow_is_not_written_again_once_corrected(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Plex's clock is five minutes slow. The link scrobbles S1E2 (logged on Serializd): Plex
+    # marks it watched, then answers 500. Before the retry, Plex's clock is set right (NTP).
+    async with plex_serializd_rig(tmp_path, start_fake, monkeypatch) as rig:
+        rig.plex.clock = lambda: rig.clock() - 5 * MINUTE
+        await rig.run()
+        rig.serializd.log_entry(None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z")
+        rig.plex.fail_next(1, 500, route="/:/scrobble", after_handler=True)
+        assert await rig.run() == 1
+        assert rig.plex.user_state("302")["viewCount"] == 1
+        rig.plex.clock = rig.clock
+        rig.at(25)
+        await rig.drain()  # the retry: it landed, nothing is written
+        rig.at(60)
+        queued = [await rig.run()]
+        rig.at(24 * 60)
+        queued.append(await rig.run())
+
+        assert rig.plex.user_state("302")["viewCount"] == 1  # one view, not two
+        assert len(rig.plex.history_of("302")) == 1
+        assert len(rig.s1e2_entries()) == 1
+        assert queued == [0, 0]

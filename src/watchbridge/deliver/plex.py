@@ -318,11 +318,11 @@ class PlexTarget:
 
     async def _landed(self, person: Person, written: Written) -> bool:
         """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its
-        last try. Scrobbled again, it would add another view."""
+        last try. Scrobbled again, it would add another view. The reader's rule
+        (`Written.landed`): the view is dated by Plex's clock as it was at that try."""
         found = await self.client.details([written.rating_key], person.token)
         viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
-        last_try = written.attempts[-1] if written.attempts else written.at
-        return viewed is not None and viewed - self.client.clock_skew >= last_try - LANDED_SLACK
+        return written.landed(viewed, self.client.clock_skew)
 
     async def _remove_play(self, person: Person, record: str) -> Outcome:
         if record.startswith(EXPECTED):
