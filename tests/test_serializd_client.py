@@ -22,6 +22,7 @@ from watchbridge.ratings import to_serializd
 from watchbridge.services.serializd import (
     LOGIN_FORBIDDEN_WAIT,
     REFUSAL_KEPT,
+    REQUESTS_PER_SECOND,
     SerializdAuthError,
     SerializdClient,
     SerializdError,
@@ -71,13 +72,14 @@ def make_client(
     url: str | None = None,
     email: str = EMAIL,
     clock: Callable[[], float] = time.time,
+    requests_per_second: float = 1000,
 ) -> SerializdClient:
     account = SerializdAccount(email, Secret(password))
     client = SerializdClient(
         SerializdConfig(api_url=url or fake.url),
         store,
         accounts={PROFILE: account},
-        requests_per_second=1000,
+        requests_per_second=requests_per_second,
         clock=clock,
     )
     client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
@@ -393,6 +395,52 @@ def test_a_finished_event_loop_is_not_kept_alive_by_its_lanes() -> None:
     asyncio.run(contend())
     gc.collect()
     assert loops[0]() is None
+
+
+async def test_a_run_reading_the_catalogue_keeps_to_the_accounts_pace(
+    fake: FakeSerializd, store: Store
+) -> None:
+    """§8: about 2 requests a second per account. A run reads the account's diary, then for
+    each season the catalogue's listing and the account's ticks of it (as the reader's
+    refine does): the host sees the account's pace, not a catalogue lane's pace beside it."""
+    seed_diary(fake, 60)  # 3 diary pages
+    client = make_client(fake, store, requests_per_second=REQUESTS_PER_SECOND)
+    try:
+        await client.diary(PROFILE)
+        seasons = await client.show_seasons(1396)
+        for number in (1, 2, 3):
+            await client.season_listing(1396, number)
+            await client.episode_logs(PROFILE, 1396, number, seasons.ids[number])
+    finally:
+        await client.aclose()
+    stamps = sorted(request.time for request in fake.requests)
+    assert len(stamps) == 11  # sign-in, 3 diary pages, 1 show, 3 listings, 3 seasons' ticks
+    busiest = max(sum(start <= t < start + 1 for t in stamps) for start in stamps)
+    assert busiest <= REQUESTS_PER_SECOND + 1  # one request every 1/rate s, the ends counted
+    took = stamps[-1] - stamps[0]
+    assert (len(stamps) - 1) / took <= REQUESTS_PER_SECOND * 1.1
+
+
+async def test_catalogue_reads_take_no_lane_of_their_own_beside_an_account(
+    fake: FakeSerializd, store: Store
+) -> None:
+    """Before any account sent anything (an AniList link numbering episodes), catalogue reads
+    have a lane of their own; afterwards the lane of the account that sent last, whichever
+    client reads the catalogue. Each account keeps its own lane."""
+    reader = make_client(fake, store)
+    catalogue = SerializdClient(
+        SerializdConfig(api_url=fake.url), store, requests_per_second=1000
+    )  # no accounts: a numbering client
+    try:
+        await catalogue.season_map(1396)
+        alone = catalogue.catalogue_lane()
+        assert alone is reader.lane("")
+        await reader.diary(PROFILE)
+        assert catalogue.catalogue_lane() is reader.lane(PROFILE) is not alone
+        assert reader.lane("someone else") is not reader.lane(PROFILE)
+    finally:
+        await reader.aclose()
+        await catalogue.aclose()
 
 
 async def test_diary_collects_every_page_despite_the_order(

@@ -198,7 +198,7 @@ class CatalogueNumbering:
 
     async def __call__(self, item: MediaRef) -> MediaRef:
         now = time.monotonic()
-        if now < max(self.paused_until, self.client.lane("").pacer.blocked_until):
+        if now < max(self.paused_until, self.client.catalogue_lane().pacer.blocked_until):
             return item
         try:
             numbered = await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)

@@ -9,7 +9,9 @@ lock); request bodies are snake_case, answers camelCase; shows are TMDB tv ids, 
 Tokens come and go through an injected `TokenStore` (service "serializd", per profile, as
 JSON); the clock is injected too. Every request goes through the shared HTTP policy
 (`watchbridge.http`), one at a time per account with a small delay between requests, whichever
-client sends it (`lane`: the clients of one event loop share each account's lane). Answers
+client sends it (`lane`: the clients of one event loop share each account's lane); catalogue
+reads, which no account signs, take the lane of the account that sent last (`catalogue_lane`),
+so they count against an account's pace instead of adding one of their own. Answers
 are never assumed to be JSON: an HTML answer (the www host's "Vercel Security Checkpoint") is
 `SerializdUnavailable`, any other non-JSON answer a `SerializdError`.
 """
@@ -23,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
@@ -640,22 +642,47 @@ class Lane:
     auth: asyncio.Lock
 
 
+@dataclass
+class Host:
+    """The lanes of one Serializd host in one event loop, and the account that sent last."""
+
+    lanes: dict[str, Lane] = field(default_factory=dict)
+    latest: str | None = None
+
+
 # Pacing is per account, not per client: every client of one event loop (in the service: the
 # scheduled reads, the watchlist runs and the deliveries) takes the same lane per account.
 # Keyed by rate too, so that a client paced differently (tests, benchmarks) never slows down or
 # speeds up the others.
-_LANES: PerLoop[Lane] = PerLoop()
+_HOSTS: PerLoop[Host] = PerLoop()
+# The lane catalogue reads take while no account has sent anything (an AniList link numbering
+# episodes as TMDB does, with no Serializd account at work).
+CATALOGUE_ONLY = ""
+
+
+def host(api_url: str, requests_per_second: float) -> Host:
+    """The lanes of `api_url` in the running event loop."""
+    return _HOSTS.get((api_url.rstrip("/"), requests_per_second), Host)
 
 
 def lane(api_url: str, account: str, requests_per_second: float) -> Lane:
     """The lane of `account` on `api_url` in the running event loop."""
-    # One request at a time (no burst), a small gap between requests.
-    return _LANES.get(
-        (api_url.rstrip("/"), account, requests_per_second),
-        lambda: Lane(
-            asyncio.Lock(), Pacer({"calls": Bucket(1, requests_per_second)}), asyncio.Lock()
-        ),
-    )
+    lanes = host(api_url, requests_per_second).lanes
+    if account not in lanes:
+        # One request at a time (no burst), a small gap between requests.
+        pacer = Pacer({"calls": Bucket(1, requests_per_second)})
+        lanes[account] = Lane(asyncio.Lock(), pacer, asyncio.Lock())
+    return lanes[account]
+
+
+def catalogue_lane(api_url: str, requests_per_second: float) -> Lane:
+    """The lane a catalogue read (a show's seasons, a season's episodes) takes: the lane of the
+    account that sent last, so the host sees one account's pace (§8), not that pace plus a
+    catalogue lane's beside it; catalogue reads come with an account's run or delivery, and
+    with several accounts at work, each still has its own lane. Before any account sent
+    anything, a lane of their own."""
+    latest = host(api_url, requests_per_second).latest
+    return lane(api_url, CATALOGUE_ONLY if latest is None else latest, requests_per_second)
 
 
 class SerializdClient:
@@ -706,9 +733,13 @@ class SerializdClient:
         """The account's lane, shared with every other client of this loop (see `lane`)."""
         return lane(self.config.api_url, account, self.requests_per_second)
 
+    def catalogue_lane(self) -> Lane:
+        """The lane catalogue reads take now (see `catalogue_lane`)."""
+        return catalogue_lane(self.config.api_url, self.requests_per_second)
+
     async def _send(
         self,
-        account: str,
+        account: str | None,
         method: str,
         path: str,
         *,
@@ -718,14 +749,19 @@ class SerializdClient:
         idempotent: bool | None = None,
         write: bool | None = None,
     ) -> httpx.Response:
-        """One request through the shared policy, one at a time for `account`.
+        """One request through the shared policy, one at a time for `account` (None: a
+        catalogue read, in `catalogue_lane`).
 
         An HTML 429 is the www host's bot checkpoint and fails at once; a JSON 429 is a rate
         limit, handled by the shared policy.
         """
         if json is not None:
             snake_case_only(json)
-        way = self.lane(account)
+        if account is None:
+            way = self.catalogue_lane()
+        else:
+            way = self.lane(account)
+            host(self.config.api_url, self.requests_per_second).latest = account
         headers = {"authorization": f"Bearer {token}"} if token else None
         async with way.gate:
             return await self.http.request(
@@ -1038,7 +1074,7 @@ class SerializdClient:
     async def show_seasons(self, show_id: int) -> ShowSeasons:
         """A TMDB show's season ids and episode counts (one catalogue read; cache it, §4)."""
         what = f"show {show_id}"
-        response = await self._send("", "GET", f"/api/show/{show_id}")
+        response = await self._send(None, "GET", f"/api/show/{show_id}")
         self._check(response, what)
         return parse_show_seasons(self._json(response, what))
 
@@ -1051,7 +1087,7 @@ class SerializdClient:
         """One season's episodes with their ids and air dates (`GET
         /api/show/{id}/season/{n}`, §4)."""
         what = f"show {show_id} season {season_number}"
-        response = await self._send("", "GET", f"/api/show/{show_id}/season/{season_number}")
+        response = await self._send(None, "GET", f"/api/show/{show_id}/season/{season_number}")
         self._check(response, what)
         return parse_season_listing(self._json(response, what))
 
