@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Coroutine
 from dataclasses import fields
+from typing import Any, TypeVar
 
 from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles
@@ -32,6 +34,7 @@ from watchbridge.sync import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
 UNRESOLVED_LOGGED = 20  # list titles a run could not sync, named in the log
@@ -74,7 +77,7 @@ class SyncScheduler:
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
             try:
-                result = await run_link(
+                running = run_link(
                     runtime.config,
                     runtime.store,
                     name,
@@ -82,6 +85,11 @@ class SyncScheduler:
                     alerts=runtime.notifier,
                     metrics=runtime.metrics,
                 )
+                result = await unless_stopped(running, stop)
+                if result is None:
+                    # Recorded as interrupted: the next start's run picks the link up again.
+                    log.info("sync run stopped: the service is stopping", extra={"link": name})
+                    return
                 if result.queued:
                     for wake in runtime.on_enqueued:
                         wake()
@@ -274,6 +282,29 @@ async def resolve_removed(runtime: Runtime) -> None:
                 await notifier.resolve(kind, over, key=key)
             else:
                 await notifier.close_quietly(kind, key)
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """What `work` returns (or raises); None once `stop` is set first, `work` then cancelled
+    and waited for. A link run waits for Serializd's pacing or a 429's Retry-After for
+    seconds at a time, and a first run goes on for hours: left running, it would hold a stop
+    (`docker stop`, an update) until server.shutdown_timeout ran out, and then be cancelled
+    all the same. Cancelled, it records itself as interrupted (`run_link`)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # cancelled ourselves: the run goes with us
+        task.cancel()
+        await asyncio.wait({task})
+        raise
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task})
+    return None if task.cancelled() else task.result()  # or it ended before the cancel
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
