@@ -231,7 +231,7 @@ def test_a_link_running_its_first_backfill_is_not_shown_as_a_problem(tmp_path: P
         assert run is not None
         store.heartbeat_run(run, 9_990.0)  # and beating
         html = page(config, store)
-    assert "<td>running (" in html and '<span class="bad">running' not in html
+    assert "<td>running since 16 min ago</td>" in html and '<span class="bad">running' not in html
 
 
 def test_a_run_whose_process_died_hours_ago_is_shown_failed_not_running(tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ from watchbridge.store import (
     LOCKED_BY_ANOTHER,
     IngestWriter,
     KeptState,
+    RunProgress,
     Store,
     StoreStatus,
     backup_path,
@@ -937,8 +938,10 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
                 "counts": r.counts,
-                "api_calls": r.api_calls,
+                # While it runs: its requests so far, as its last heartbeat recorded them.
+                "api_calls": r.progress.requests if r.progress else r.api_calls,
                 "last_success_at": status.last_success_at.get(r.link),
+                "progress": _run_progress(r.progress),
             }
             for r in (run.as_seen(now) for run in status.last_runs)
         ],
@@ -946,6 +949,23 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "no_longer_in_the_config": [
             {"kind": k.kind, "name": k.name, "kept": k.kept, "fix": k.fix} for k in kept
         ],
+    }
+
+
+def _run_progress(progress: RunProgress | None) -> dict[str, Any] | None:
+    """How far a running run has got, for `/api/status` (None: not running, or nothing
+    recorded yet: a run records it at each heartbeat, every minute)."""
+    if progress is None:
+        return None
+    return {
+        "step": progress.step,
+        "profile": progress.profile,
+        "requests": progress.requests,
+        "done": progress.done,
+        "total": progress.total,
+        "unit": progress.unit,
+        "at": progress.at,
+        "text": progress.words(),
     }
 
 

@@ -552,6 +552,7 @@ def _noted(cursors: Sequence[tuple[str, str, str, str, float]]) -> list[str]:
 
 def _show_links(config: Config, state: StoreStatus) -> None:
     """Each link's last run with its cursors (JSON per service and profile, shown short)."""
+    from watchbridge.alerts import format_span
     from watchbridge.progress import short_cursor
 
     link_cursors = [c for c in state.cursors if c[2].startswith("link:")]
@@ -567,6 +568,14 @@ def _show_links(config: Config, state: StoreStatus) -> None:
         label = link if link in config.links else f"{link} (no longer in the config)"
         if run is None:
             click.echo(f"  {label}: not run yet")
+        elif run.outcome == "running":  # no counts yet: how far it has got instead
+            ran = format_span(time.time() - run.started_at)
+            where = (
+                f"{run.progress.words()} (as of {_when(run.progress.at)[11:]})"
+                if run.progress is not None
+                else "how far it has got is recorded every minute"
+            )
+            click.echo(f"  {label}: running since {_when(run.started_at)}, for {ran}; {where}")
         else:
             counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
             took = (

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from watchbridge.readers import SideRead, SideReader
+from watchbridge.readers import SideRead, SideReader, Tally
 from watchbridge.reconcile import Action, Side
+from watchbridge.store import RunProgress
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -97,6 +98,74 @@ class ObservedReader:
 
     async def aclose(self) -> None:
         await self.reader.aclose()
+
+
+class Both:
+    """Tells two `SyncProgress`es (the second may be None: then it is the first alone)."""
+
+    def __init__(self, first: SyncProgress, second: SyncProgress | None) -> None:
+        self.told = [first] if second is None else [first, second]
+
+    def started(self, profile: str, reader: SideReader, step: str) -> None:
+        for one in self.told:
+            one.started(profile, reader, step)
+
+    def finished(
+        self, profile: str, reader: SideReader, step: str, requests: int, seconds: float
+    ) -> None:
+        for one in self.told:
+            one.finished(profile, reader, step, requests, seconds)
+
+
+class RunRecorder:
+    """Where a run has got (its step, its requests so far, done/total where the reader counts
+    them), for the run's heartbeat to record in the store: `watchbridge status`, the status
+    page and `/api/status` show it while the run goes. Asked only at each beat, so a run
+    writes no more than its heartbeat does."""
+
+    def __init__(self) -> None:
+        self.step = "starting"
+        self.profile: str | None = None
+        self._done_requests = 0
+        self._reader: SideReader | None = None
+        self._reader_start = 0
+        self._tally: Tally | None = None  # the run's own (writing), when no reader's
+        self._before: object = None  # the reader's tally as its step began: an earlier step's
+
+    def started(self, profile: str, reader: SideReader, step: str) -> None:
+        self.profile, self.step = profile, f"{STEP_WORDS.get(step, step)} {reader.service}"
+        self._reader, self._reader_start, self._tally = reader, reader.requests_sent, None
+        self._before = getattr(reader, "tally", None)
+
+    def finished(
+        self, profile: str, reader: SideReader, step: str, requests: int, seconds: float
+    ) -> None:
+        self._done_requests += requests
+        self._reader = None
+
+    def doing(self, step: str, profile: str | None = None, tally: Tally | None = None) -> None:
+        """The run's own step between reader steps ("writing"), counted by `tally`."""
+        self.step, self.profile, self._reader, self._tally = step, profile, None, tally
+
+    def requests(self) -> int:
+        live = self._reader.requests_sent - self._reader_start if self._reader else 0
+        return self._done_requests + live
+
+    def snapshot(self, now: float) -> RunProgress:
+        tally = self._tally
+        if self._reader is not None:
+            counted = getattr(self._reader, "tally", None)  # a reader that counts its step
+            fresh = isinstance(counted, Tally) and counted is not self._before
+            tally = counted if fresh and isinstance(counted, Tally) else None
+        return RunProgress(
+            step=self.step,
+            profile=self.profile,
+            requests=self.requests(),
+            at=now,
+            done=tally.done if tally else None,
+            total=tally.total if tally else None,
+            unit=tally.unit if tally else None,
+        )
 
 
 def observed(readers: list[SideReader], progress: SyncProgress | None) -> list[SideReader]:

@@ -185,6 +185,14 @@ def _links(
         )
         if run.outcome != "ok" and run.error:  # what to do: the review command, the fix
             outcome += f": {_e(run.error)}"
+        if run.outcome == "running":  # an hour of reads: say how far it has got
+            outcome += f" since {_age(run.started_at, now)}" + (
+                f": {_e(run.progress.words())} ({_age(run.progress.at, now)})"
+                if run.progress is not None
+                else ""
+            )
+            rows.append((_e(name), services, outcome, "-"))
+            continue
         if run.outcome == "failed":  # once, or for days?
             went = last_success_at.get(name)
             outcome += (

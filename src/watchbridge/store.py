@@ -504,6 +504,12 @@ def m019_playback_session_completed(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE playback_sessions ADD COLUMN completed_at REAL")
 
 
+@migrations()
+def m020_sync_run_progress(db: sqlite_utils.Database) -> None:
+    # How far a running link run has got (see RunProgress), stamped with its heartbeat.
+    db.execute("ALTER TABLE sync_runs ADD COLUMN progress TEXT")
+
+
 def _rename_kept_rows(
     conn: sqlite3.Connection, service: str, collection: str, old: str, new: str
 ) -> None:
@@ -1141,6 +1147,55 @@ class Settlement:
 
 
 @dataclass(frozen=True)
+class RunProgress:
+    """How far a running link run had got when its heartbeat last recorded it."""
+
+    step: str  # "reading plex", "comparing serializd", "writing", ... ("starting": none yet)
+    profile: str | None
+    requests: int  # API requests its reads made so far
+    at: float  # when it was recorded
+    done: int | None = None  # of `total` `unit`s (None: the step counts nothing)
+    total: int | None = None
+    unit: str | None = None  # what `done` and `total` count ("shows")
+
+    def words(self) -> str:
+        """`comparing serializd for alex: 1,200 of 2,000 shows, 2,431 API requests so far`."""
+        whose = f" for {self.profile}" if self.profile else ""
+        counted = ""
+        if self.done is not None and self.total is not None:
+            counted = f"{self.done:,} of {self.total:,} {self.unit or 'done'}, "
+        return f"{self.step}{whose}: {counted}{self.requests:,} API requests so far"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "step": self.step,
+                "profile": self.profile,
+                "requests": self.requests,
+                "at": self.at,
+                "done": self.done,
+                "total": self.total,
+                "unit": self.unit,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RunProgress | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(
+            step=str(data["step"]),
+            profile=data.get("profile"),
+            requests=int(data["requests"]),
+            at=float(data["at"]),
+            done=data.get("done"),
+            total=data.get("total"),
+            unit=data.get("unit"),
+        )
+
+
+@dataclass(frozen=True)
 class SyncRun:
     id: int
     link: str
@@ -1151,6 +1206,7 @@ class SyncRun:
     api_calls: int
     error: str | None
     heartbeat_at: float | None = None
+    progress: RunProgress | None = None  # while running, from its last heartbeat
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SyncRun:
@@ -1164,6 +1220,9 @@ class SyncRun:
             api_calls=row["api_calls"],
             error=row["error"],
             heartbeat_at=row["heartbeat_at"],
+            progress=(
+                RunProgress.from_json(row["progress"]) if row["outcome"] == "running" else None
+            ),
         )
 
     def as_seen(self, now: float, lease: float = RUN_LEASE) -> SyncRun:
@@ -3409,13 +3468,14 @@ class Store:
         )
         return float(row[0]) + lease if row[0] is not None else 0.0
 
-    def heartbeat_run(self, run_id: int, now: float) -> None:
-        """Renew a running run's lease; a beat racing the run's end leaves its record as it
-        finished."""
+    def heartbeat_run(self, run_id: int, now: float, progress: RunProgress | None = None) -> None:
+        """Renew a running run's lease, and record how far it has got (`progress`, if given;
+        the same write); a beat racing the run's end leaves its record as it finished."""
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE sync_runs SET heartbeat_at = ? WHERE id = ? AND outcome = 'running'",
-                (now, run_id),
+                "UPDATE sync_runs SET heartbeat_at = ?, progress = COALESCE(?, progress)"
+                " WHERE id = ? AND outcome = 'running'",
+                (now, progress.to_json() if progress is not None else None, run_id),
             )
 
     def finish_run(
@@ -3430,7 +3490,7 @@ class Store:
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, outcome = ?, counts = ?, api_calls = ?,"
-                " error = ? WHERE id = ?",
+                " error = ?, progress = NULL WHERE id = ?",
                 (now, outcome, json.dumps(counts), api_calls, error, run_id),
             )
 

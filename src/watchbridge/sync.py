@@ -40,7 +40,7 @@ from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
-from watchbridge.progress import SyncProgress, observed
+from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
 from watchbridge.readers import READERS, SideRead, SideReader, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
@@ -1136,7 +1136,8 @@ async def run_link(
             f"mid-run, it counts as over at {ends})",
             until,
         )
-    heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock))
+    recorder = RunRecorder()
+    heartbeat = asyncio.create_task(_heartbeat(store, run_id, clock, recorder))
     try:
         await report_deaths(store, alerts, name)  # no end of theirs can tell them
         # Removals held by an earlier run may have been found by a full read only.
@@ -1149,7 +1150,7 @@ async def run_link(
             clock,
             full=full,
             direction=direction,
-            progress=progress,
+            progress=Both(recorder, progress),
             narrowing=narrowing,
             metrics=metrics,
             failures=failures,
@@ -1197,6 +1198,7 @@ async def run_link(
             return RunResult(plans, calls, lists=await lists(), errors=unread)
         queued, skipped, held = 0, 0, []
         for result in applying:
+            recorder.doing("writing", result.profile)  # queueing the plan's writes
             applied = await asyncio.to_thread(
                 apply_plan, store, link, name, result, confirm_removals, clock()
             )
@@ -1204,6 +1206,8 @@ async def run_link(
             skipped += applied.skipped
             if applied.held:
                 held.append(for_link(f"{result.profile}: {applied.held}", name))
+        if narrowing is None and wants_lists(link):
+            recorder.doing("writing watchlists")
         listed = await lists()
         held += [for_link(why, name) for why in listed.held]  # a scheduled run alerts too
         if waiting:
@@ -1417,13 +1421,18 @@ def review_message(
     )
 
 
-async def _heartbeat(store: Store, run_id: int, clock: Callable[[], float]) -> None:
-    """Keep the run's lease while it works (a first backfill can take an hour of reads). A
-    stamp that fails (the database locked by another process, a full disk) is tried again at
-    the next beat: were the loop to end, a second run could start beside this one."""
+async def _heartbeat(
+    store: Store, run_id: int, clock: Callable[[], float], recorder: RunRecorder | None = None
+) -> None:
+    """Keep the run's lease while it works (a first backfill can take an hour of reads), and
+    record how far it has got (`recorder`) in the same write: the status shows it. A stamp
+    that fails (the database locked by another process, a full disk) is tried again at the
+    next beat: were the loop to end, a second run could start beside this one."""
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY)
+        now = clock()
+        progress = recorder.snapshot(now) if recorder is not None else None
         try:
-            await asyncio.to_thread(store.heartbeat_run, run_id, clock())
+            await asyncio.to_thread(store.heartbeat_run, run_id, now, progress)
         except sqlite3.Error as exc:
             log.warning("could not renew the sync run's lease", extra={"error": str(exc)})

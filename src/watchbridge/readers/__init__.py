@@ -44,6 +44,16 @@ class SideRead:
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class Tally:
+    """How far a reader's long step has got: `done` of `total` `unit`s. A reader that has
+    one sets it as `tally` (a run's status shows it; see `progress.RunRecorder`)."""
+
+    unit: str  # what is counted ("shows")
+    total: int
+    done: int = 0
+
+
 class SideReader(Protocol):
     service: str
 

@@ -47,7 +47,7 @@ from watchbridge.http import changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.ratings import to_serializd
-from watchbridge.readers import Clock, SideRead
+from watchbridge.readers import Clock, SideRead, Tally
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
 from watchbridge.services.serializd import NAME as SERVICE_NAME
 from watchbridge.services.serializd import (
@@ -419,6 +419,7 @@ class SerializdReader:
         self._cursors: dict[str, dict[str, str]] = {}  # what read() returned, per profile
         self._full: dict[str, bool] = {}
         self.seasons_read = 0  # watched-state reads of single seasons (reported by the bench)
+        self.tally: Tally | None = None  # the shows `refine` has looked at (the long part)
 
     @property
     def requests_sent(self) -> int:
@@ -589,6 +590,7 @@ class SerializdReader:
         (`_written_since_read`) before the ticks are read and again after: the ticks read show
         their ticks, which are not plays of their own.
         """
+        self.tally = None
         own = await self._written_since_read(profile, own)
         asked, other_undated = unexplained(own, other)
         discover = self.discover and self._full.get(profile, False)
@@ -605,7 +607,9 @@ class SerializdReader:
         was_marked = marked_before(own)
         read_seasons: list[tuple[int, int, set[int] | None, set[int]]] = []
         shows = {*asked, *marks, *touched, *watching} if discover else {*asked}
-        for show in sorted(shows):
+        self.tally = tally = Tally("shows", len(shows))
+        for done, show in enumerate(sorted(shows)):
+            tally.done = done
             try:
                 seasons = await show_seasons(self.client, self.store, show, self.clock, counts=True)
             except SerializdItemError:
@@ -636,6 +640,7 @@ class SerializdReader:
                 else:
                     continue
                 read_seasons.append((show, season, watched, episodes))
+        tally.done = len(shows)
         # An entry landing after the ledger was taken above and before its season's ticks were
         # read is in neither, but its tick is: the ledger is taken again (a delivery records the
         # entry before it ticks the episode).
