@@ -5,7 +5,10 @@ through plex.tv once, and the row retried with it; only then are the person's ro
 
 Rows (from `sync.outbox_rows`): `play`, `remove_play`, `rating`, `remove_rating`. Items are
 found through the reader's map (`plex/keys`: canonical key -> ratingKeys, several when one
-title sits in more than one library; all copies are written).
+title sits in more than one library; all copies are written). A copy Plex answers 404 for has
+left the library since the read: it is skipped (the log says so once, as the row is done with
+it), and the other copies are written still; with none left, the row is retried an hour later
+(the title gone from Plex, or back under a new ratingKey once the libraries are read again).
 
 Plays: Plex keeps one watched flag per item and stamps a scrobble *now*. A play is scrobbled
 unless Plex already shows the item watched at or after the play's time; either way it is
@@ -29,15 +32,14 @@ stays in `plays` until the last step: a retry after a failure (or a crash) at an
 it and does every step again, each harmless twice. All but the unwatch: the time of the first
 try is kept (`unwatching`), and a retry leaves alone a copy Plex shows viewed since then (the
 user watched it again: unwatching it would take that view away); it only finishes our
-records. A copy Plex answers 404 for has left the library: it is skipped (and logged), and
-the other copies are unwatched still.
+records. A copy that left the library is skipped, as for every row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -244,26 +246,30 @@ class PlexTarget:
         if entry is None:
             return Skipped(f"{item.describe()} is in none of the synced Plex libraries: skipped")
         rating_keys = [str(rk) for rk in entry["rating_keys"]]
-        try:
-            if row.action == "play":
-                watched_at = entry.get("watched_at")
-                return await self._play(person, row.id, str(key), rating_keys, watched_at, at)
-            stars = None if value is None else ratings.to_ten_halves(value)
-            since = ratings.overtaken_after(at, row.created_at)
-            if row.waited(self.clock()):  # the user may have rated it since
-                found = await self.client.details(rating_keys, person.token)
-                if _rated_since(found, stars, since + self.client.clock_skew):
-                    return Skipped(  # read just now, with the person's token
-                        "Plex holds a newer rating of it, given while this one waited",
-                        answered=True,
-                    )
-                # An earlier try may have rated some copies: the others still need it.
-                rating_keys = [rk for rk in rating_keys if _rating(found.get(rk, {})) != stars]
-            for rk in rating_keys:
-                await self.client.rate(rk, stars, person.token)
-        except PlexItemError as exc:
-            return Retry(f"{exc.message} (it left the library?)", GONE_RETRY)
-        return Delivered("rated" if value is not None else "rating cleared")
+        if row.action == "play":
+            watched_at = entry.get("watched_at")
+            return await self._play(person, row.id, str(key), rating_keys, watched_at, at)
+        stars = None if value is None else ratings.to_ten_halves(value)
+        since = ratings.overtaken_after(at, row.created_at)
+        unrated = rating_keys
+        if row.waited(self.clock()):  # the user may have rated it since
+            found = await self.client.details(rating_keys, person.token)
+            if _rated_since(found, stars, since + self.client.clock_skew):
+                return Skipped(  # read just now, with the person's token
+                    "Plex holds a newer rating of it, given while this one waited",
+                    answered=True,
+                )
+            # An earlier try may have rated some copies: the others still need it.
+            unrated = [rk for rk in rating_keys if _rating(found.get(rk, {})) != stars]
+
+        async def rate(rk: str) -> None:
+            await self.client.rate(rk, stars, person.token)
+
+        writes = await _each_copy(unrated, rate)
+        if writes.none_left(rating_keys):
+            return writes.retry()
+        writes.log_skipped(f"rating {key}", "rated")
+        return Delivered(writes.noted("rated" if value is not None else "rating cleared"))
 
     async def _play(
         self,
@@ -275,46 +281,68 @@ class PlexTarget:
         at: float,
     ) -> Outcome:
         notes: set[str] = set()
-        for rk in rating_keys:
-            record = written_record(rk, at)
-            known = person.written.get(record)
-            # Our scrobbles so far, whose history rows are echoes of ours.
-            earlier = known.attempts if known is not None else ()
-            if known is not None and known.item != key:
-                known = None  # another item's write (renumbered since): this one is written
-            if known is not None and known.unlanded:
-                known = None  # its row was given up before it landed: never written
-            if known is not None and known.removed and known.row == row:
-                # An earlier try of this row wrote it (or may have), and it was removed since:
-                # unwatched in Plex, or the play it copied removed. Its retry must not undo that.
-                notes.add("removed since an earlier try: not written again")
-                continue
-            if known is not None and not known.pending and not known.removed:
-                notes.add("already written")
-                continue
-            if known is not None and known.pending and await self._landed(person, known):
-                await self._remember(person, record, replace(known, pending=False), synced=False)
-                notes.add("already written (its answer was lost)")
-                continue
-            skew = self.client.clock_skew  # Plex dates by its clock
-            if known is None and watched_at is not None and float(watched_at) - skew >= at:
-                # Watched at or after this play: a scrobble would only add a view "today".
-                written = Written(rk, key, at, earlier, skew=skew, row=row)
-                await self._remember(person, record, written)
-                notes.add("already watched in Plex")
-                continue
-            # Written down before the scrobble, synced whatever storage.durability says: a
-            # crash or a power cut after it still knows its echo, and asks Plex (`_landed`).
-            attempts = (*earlier, self.clock())
-            written = Written(rk, key, at, attempts, pending=True, skew=skew, row=row)
-            await self._remember(person, record, written, synced="always")
+
+        async def write(rk: str) -> None:
+            notes.add(await self._play_copy(person, row, key, rk, watched_at, at))
+
+        writes = await _each_copy(rating_keys, write)
+        if writes.none_left(rating_keys):
+            return writes.retry()
+        writes.log_skipped(f"writing a play of {key}", "written")
+        return Delivered(writes.noted(", ".join(sorted(notes))))
+
+    async def _play_copy(
+        self, person: Person, row: int, key: str, rk: str, watched_at: Any, at: float
+    ) -> str:
+        """Writes the play to one copy of the title; what it did, for the outcome."""
+        record = written_record(rk, at)
+        before = known = person.written.get(record)
+        # Our scrobbles so far, whose history rows are echoes of ours.
+        earlier = known.attempts if known is not None else ()
+        if known is not None and known.item != key:
+            known = None  # another item's write (renumbered since): this one is written
+        if known is not None and known.unlanded:
+            known = None  # its row was given up before it landed: never written
+        if known is not None and known.removed and known.row == row:
+            # An earlier try of this row wrote it (or may have), and it was removed since:
+            # unwatched in Plex, or the play it copied removed. Its retry must not undo that.
+            return "removed since an earlier try: not written again"
+        if known is not None and not known.pending and not known.removed:
+            return "already written"
+        if known is not None and known.pending and await self._landed(person, known):
+            await self._remember(person, record, replace(known, pending=False), synced=False)
+            return "already written (its answer was lost)"
+        skew = self.client.clock_skew  # Plex dates by its clock
+        if known is None and watched_at is not None and float(watched_at) - skew >= at:
+            # Watched at or after this play: a scrobble would only add a view "today".
+            await self._remember(person, record, Written(rk, key, at, earlier, skew=skew, row=row))
+            return "already watched in Plex"
+        # Written down before the scrobble, synced whatever storage.durability says: a
+        # crash or a power cut after it still knows its echo, and asks Plex (`_landed`).
+        attempts = (*earlier, self.clock())
+        written = Written(rk, key, at, attempts, pending=True, skew=skew, row=row)
+        await self._remember(person, record, written, synced="always")
+        try:
             await self.client.scrobble(rk, person.token)
-            # Not waiting for the disk (one sync per play instead of two: a first sync of
-            # thousands on an SD card): lost in a power cut, the write stays pending, and the
-            # next try asks Plex whether it landed (`_landed`) instead of scrobbling again.
-            await self._remember(person, record, replace(written, pending=False), synced=False)
-            notes.add("marked watched")
-        return Delivered(", ".join(sorted(notes)))
+        except PlexItemError:
+            # No such item (a 404): nothing was written, and nothing is left pending.
+            await self._put_back(person, record, before)
+            raise
+        # Not waiting for the disk (one sync per play instead of two: a first sync of
+        # thousands on an SD card): lost in a power cut, the write stays pending, and the
+        # next try asks Plex whether it landed (`_landed`) instead of scrobbling again.
+        await self._remember(person, record, replace(written, pending=False), synced=False)
+        return "marked watched"
+
+    async def _put_back(self, person: Person, record: str, before: Written | None) -> None:
+        """Our record of a write as it was before a try Plex answered with "no such item"."""
+        if before is not None:
+            await self._remember(person, record, before)
+            return
+        person.written.pop(record, None)
+        await asyncio.to_thread(
+            self.store.mirror_remove, SERVICE, person.profile, WRITTEN, [record]
+        )
 
     async def _landed(self, person: Person, written: Written) -> bool:
         """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its
@@ -354,25 +382,14 @@ class PlexTarget:
         held = {str(p["rating_key"]) for r, p in person.plays.items() if r != record}
         copies = [c for c in copies if c not in held]
         rewatched = await self._rewatched(person, record, copies)
-        gone: list[str] = []
-        unwatched: list[str] = []
-        for copy in copies:
-            if copy in rewatched:
-                continue
-            try:
-                await self.client.unscrobble(copy, person.token)
-            except PlexItemError:
-                gone.append(copy)  # deleted from Plex since the read: no view left to take
-            else:
-                unwatched.append(copy)
-        if gone:
-            log.info(
-                "removing a play of %s: Plex has no copy %s any more (it left the library), "
-                "skipped; %d other copies unwatched",
-                item,
-                ", ".join(gone),
-                len(unwatched),
-            )
+
+        async def unwatch(copy: str) -> None:
+            await self.client.unscrobble(copy, person.token)
+
+        # A copy deleted from Plex since the read has no view left to take.
+        writes = await _each_copy([c for c in copies if c not in rewatched], unwatch)
+        writes.log_skipped(f"removing a play of {item}", "unwatched")
+        unwatched = writes.written
         entry = person.keys.get(item)
         if (
             unwatched
@@ -394,7 +411,7 @@ class PlexTarget:
         person.plays.pop(record, None)
         await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
         await self._unwatching_done(person, record)
-        return Delivered(_removal_note(bool(copies), unwatched, gone, rewatched))
+        return Delivered(_removal_note(bool(copies), writes, rewatched))
 
     async def _rewatched(self, person: Person, record: str, copies: list[str]) -> set[str]:
         """The copies a retry of this removal must leave watched: viewed in Plex since its
@@ -491,19 +508,66 @@ def _viewed_since(details: Mapping[str, object], since: float, skew: float) -> b
     return viewed is not None and viewed - skew >= since - LANDED_SLACK
 
 
-def _removal_note(
-    had_copies: bool, unwatched: list[str], gone: list[str], rewatched: set[str]
-) -> str:
+@dataclass(frozen=True)
+class CopyWrites:
+    """A write to each copy of a title (a 4K edition beside the HD one): the copies written,
+    and those Plex answered "no such item" (404) for, with its answer: deleted from Plex since
+    the link read the libraries."""
+
+    written: list[str]
+    gone: dict[str, str]
+
+    def none_left(self, copies: Sequence[str]) -> bool:
+        """Whether every copy of the title has left the library: the row waits for the next
+        read of the libraries (the title gone from Plex, or in it under another ratingKey)."""
+        return bool(copies) and set(copies) <= set(self.gone)
+
+    def retry(self) -> Retry:
+        return Retry(f"{next(iter(self.gone.values()))} (it left the library?)", GONE_RETRY)
+
+    def noted(self, note: str) -> str:
+        """The outcome's `note`, with the copies skipped."""
+        if not self.gone:
+            return note
+        return f"{note}; {len(self.gone)} of its copies had left the library (skipped)"
+
+    def log_skipped(self, doing: str, done: str) -> None:
+        """Says once which copies were skipped, as the row is done with them."""
+        if self.gone:
+            log.info(
+                "%s: Plex has no copy %s any more (it left the library), skipped; "
+                "%d other copies %s",
+                doing,
+                ", ".join(self.gone),
+                len(self.written),
+                done,
+            )
+
+
+async def _each_copy(copies: Sequence[str], write: Callable[[str], Awaitable[None]]) -> CopyWrites:
+    """`write` to each copy in turn. A copy Plex has no item for any more is skipped: the
+    others are written still (one deleted must not keep the title from the copies left)."""
+    written: list[str] = []
+    gone: dict[str, str] = {}
+    for copy in copies:
+        try:
+            await write(copy)
+        except PlexItemError as exc:
+            gone[copy] = exc.message
+        else:
+            written.append(copy)
+    return CopyWrites(written, gone)
+
+
+def _removal_note(had_copies: bool, writes: CopyWrites, rewatched: set[str]) -> str:
     """What a removal of a play did in Plex, for its outcome."""
     if not had_copies:
         return "play removed; other plays of the item remain, it stays watched"
-    if rewatched and not unwatched:
+    if rewatched and not writes.written:
         return "play removed; left watched in Plex: watched again there since the first try"
-    if not unwatched:
+    if not writes.written:
         return "play removed; the item has left the library"
-    note = "marked unwatched (its last play was removed)"
-    if gone:
-        note += f"; {len(gone)} of its copies had left the library (skipped)"
+    note = writes.noted("marked unwatched (its last play was removed)")
     if rewatched:
         note += f"; {len(rewatched)} left watched (watched again since the first try)"
     return note
