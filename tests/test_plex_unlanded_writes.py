@@ -186,12 +186,13 @@ async def plex_serializd_rig(
     runtime.open()
     worker = DeliveryWorker(make_targets, config.delivery)
     worker.targets = {t.name: t for t in make_targets(runtime)}
+    made = Rig(plex, serializd, clock, path, runtime, worker)
     try:
-        yield Rig(plex, serializd, clock, path, runtime, worker)
-    finally:
-        for target in worker.targets.values():
+        yield made
+    finally:  # the service the rig runs at the end (a test may start it again)
+        for target in made.worker.targets.values():
             await target.aclose()
-        runtime.close()
+        made.runtime.close()
 
 
 @pytest.fixture
