@@ -143,6 +143,11 @@ def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
     copy = sqlite3.connect(tmp_path / "nightly.db")
     with copy:
         copy.execute("UPDATE settings SET value = 1700000000 WHERE name = 'copied_at'")
+        # As in any copy, the service noted itself alive before the copy was taken.
+        copy.execute(
+            "INSERT OR REPLACE INTO settings (name, value, updated_at)"
+            " VALUES ('alive_at', '1699999000.0', 1699999000)"
+        )
     copy.close()  # its log into the file
     put_back(tmp_path / "nightly.db", database)
     service.start()

@@ -1721,11 +1721,6 @@ def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
             store.db.execute("DELETE FROM events WHERE id = 7")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: the stamp an older release leaves in place is taken for a fresh"
-    " restore at the next upgrade (see the commit that added this test)",
-)
 def test_a_copy_an_older_release_went_back_to_and_ran_on_is_not_taken_for_a_copy_on_upgrade(
     tmp_path: Path,
 ) -> None:
@@ -1745,3 +1740,27 @@ def test_a_copy_an_older_release_went_back_to_and_ran_on_is_not_taken_for_a_copy
     with Store.open(database) as upgraded:
         assert upgraded.restore_untold() is None  # no "a backup copy put back" at this start
         assert upgraded.marked([1]) == set()  # nor its own webhook's row looked up first
+
+
+def test_a_copy_another_process_marked_as_both_opened_it_is_not_marked_again(
+    tmp_path: Path,
+) -> None:
+    # The service and a `watchbridge sync` open the copy put back at once: both read its
+    # stamp before either marks. The one that marks second would mark the rows taken in since
+    # (each looked up before it goes) and have the restore told a second time.
+    database = tmp_path / "wb.db"
+    with Store.open(database) as store:
+        store.backup_to(tmp_path / "copy.db")
+    put_back(tmp_path / "copy.db", database)
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    with Store(conn, database) as second:
+        copied = second._copy_taken_at()
+        assert copied is not None
+        with Store.open(database) as first:
+            first.restore_told()
+            first.enqueue([row("taken in since", ordering="a")], time.time())
+        second._mark_restored_rows(copied)
+    with Store.open(database) as store:
+        assert store.restore_untold() is None
+        assert store.marked([1]) == set()

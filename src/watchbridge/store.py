@@ -1335,6 +1335,17 @@ def _stamp_copy(copy: sqlite3.Connection, now: float) -> None:
         )
 
 
+def _ran_since(conn: sqlite3.Connection, copied: str) -> bool:
+    """Whether a service noted itself alive on this database after its copy was taken (a
+    minute's margin for the clock): the stamp outlived the copy, which has been the live
+    database since (a release that knew no stamp ran on it), not a copy just put back."""
+    found = conn.execute("SELECT value FROM settings WHERE name = 'alive_at'").fetchone()
+    try:
+        return found is not None and float(found[0]) > float(copied) + 60.0
+    except ValueError:  # an older release's copy, its time unknown
+        return False
+
+
 def _restore_missing(database: Path) -> bool:
     """Put the backup copy in place of a missing database; whether it did."""
     copy = backup_path(database)
@@ -1645,7 +1656,7 @@ class Store:
             # database's may be an older release's, without one.
             copied = store._copy_taken_at()
             if restored or (copied is not None and (upgrade or new)):
-                store._mark_restored_rows(copied)
+                store._mark_restored_rows(copied, restored)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
                 raise StoreError(_cannot_open(file, exc)) from None
@@ -1665,14 +1676,18 @@ class Store:
         found = self._query("SELECT value FROM settings WHERE name = ?", (COPIED_AT,))
         return str(found[0]["value"]) if found else None
 
-    def _mark_restored_rows(self, copied: str | None = None) -> None:
+    def _mark_restored_rows(self, copied: str | None = None, restored: bool = False) -> None:
         """A backup copy's undelivered rows may have gone out after it was taken, and what
         records their sends (mirrors, ledgers) is as old as the copy: mark them as possibly
         sent, so each target looks before sending again (Trakt history and the Serializd
         diary would record a second play). The copy's stamp goes in the same transaction
-        (each row is marked once), and the restore is kept for the service to tell."""
+        (each row is marked once), and the restore is kept for the service to tell. Nothing
+        is marked for a stamp (`copied`) put back by hand that another process opening the
+        copy has cleared since it was read, or that a service ran with after it was taken."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM settings WHERE name = ?", (COPIED_AT,))
+            cleared = conn.execute("DELETE FROM settings WHERE name = ?", (COPIED_AT,)).rowcount
+            if copied is not None and not restored and (not cleared or _ran_since(conn, copied)):
+                return
             conn.execute(
                 "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
                 (RESTORED_COPY, copied or "", time.time()),
