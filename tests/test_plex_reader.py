@@ -1037,3 +1037,23 @@ def test_a_write_whose_answer_was_lost_is_no_unwatch_while_its_outcome_is_unknow
         Library(movies=[unwatched]), [], Memory(written={record: landed}), False, listed_at=now
     )
     assert gone.memory.written[record].removed and gone.side.plays == ()
+
+
+async def test_a_read_whose_write_back_fails_midway_leaves_nothing_of_it(
+    reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # A stop during a link run no longer waits for it, and the store closes meanwhile; a disk
+    # that fails does the same. Half written (some of this read's maps without the rest), the
+    # next run would read against a memory of two different reads.
+    plex.watch("100", T0, history=False)  # marked watched, no history row: a synthetic play
+    plex.watch("202", T0)
+    store.db.execute(
+        "CREATE TRIGGER cut BEFORE INSERT ON mirror WHEN NEW.collection = 'plays'"
+        " BEGIN SELECT RAISE(ABORT, 'the store closed'); END"
+    )
+    with pytest.raises(Exception, match="the store closed"):
+        await read(reader)
+    # The server's history is cached as it is read: true of the server whatever the run makes
+    # of it.
+    kept = store.db.execute("SELECT collection FROM mirror WHERE collection != 'history'")
+    assert [tuple(r) for r in kept] == []

@@ -1927,15 +1927,18 @@ class PlexReader:
         listed; `loaded`: our writes as it loaded them; `machine`: the server read, when this
         run asked (`account`)."""
         now, store, memory = self.clock(), self.store, built.memory
-        if machine is None:
-            store.forget_cursor(SERVICE, profile, KEYS_FROM)
-        else:
-            store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
-        store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
-        store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
-        # The deliverer writes as it goes, also while a run reads: what the store holds now
-        # decides, in the same transaction.
+        # One transaction: a write cut halfway (a stop no longer waits for a run, and the
+        # store closes; a failing disk) would leave this read's server id and maps beside
+        # the last read's plays, which the next run reads against.
         with store.transaction():
+            if machine is None:
+                store.forget_cursor(SERVICE, profile, KEYS_FROM)
+            else:
+                store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
+            store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
+            store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
+            # The deliverer writes as it goes, also while a run reads: what the store holds now
+            # decides, in this transaction.
             for collection, loaded_map, read in (
                 (KEYS, mirrored.keys, built.keys),
                 (PLAYS, mirrored.plays, built.plays),
@@ -1952,11 +1955,11 @@ class PlexReader:
             store.mirror_put(
                 SERVICE, profile, WRITTEN, {r: w.to_dict() for r, w in back.items()}, now
             )
-        # Only ever taken from (`_carried_over`): the rows left keep the start over's date,
-        # which `Store.prune` goes by (KEEP_WRITTEN_BEFORE).
-        stored = store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
-        taken = [record for record in stored if record not in memory.before]
-        store.mirror_remove(SERVICE, profile, WRITTEN_BEFORE, taken)
+            # Only ever taken from (`_carried_over`): the rows left keep the start over's date,
+            # which `Store.prune` goes by (KEEP_WRITTEN_BEFORE).
+            stored = store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
+            taken = [record for record in stored if record not in memory.before]
+            store.mirror_remove(SERVICE, profile, WRITTEN_BEFORE, taken)
 
 
 def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
