@@ -957,16 +957,7 @@ def _run_progress(progress: RunProgress | None) -> dict[str, Any] | None:
     recorded yet: a run records it at each heartbeat, every minute)."""
     if progress is None:
         return None
-    return {
-        "step": progress.step,
-        "profile": progress.profile,
-        "requests": progress.requests,
-        "done": progress.done,
-        "total": progress.total,
-        "unit": progress.unit,
-        "at": progress.at,
-        "text": progress.words(),
-    }
+    return {**asdict(progress), "text": progress.words()}
 
 
 # --------------------------------------------------------------------------- middleware

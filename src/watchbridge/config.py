@@ -1259,8 +1259,7 @@ def _no_space_after_colon(cls: Any, node: yaml.Node) -> str | None:
     if glued is None:
         return None
     name, value = glued[1], glued[2]
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata != NOT_A_KEY}
-    if name not in fields:
+    if name not in _config_keys(cls):
         return None
     hint = get_type_hints(cls)[name]
     if not (hint in _SHOWN_GLUED or get_origin(hint) is Literal):
@@ -1278,7 +1277,7 @@ def _lost_indentation(
     if not dataclasses.is_dataclass(hint) or isinstance(value, yaml.MappingNode) or _is_null(value):
         return None
     hints = get_type_hints(hint)
-    own = [f.name for f in dataclasses.fields(hint) if f.metadata != NOT_A_KEY]
+    own = _config_keys(hint)
     inner = [n for s in own for n in _keys_of(hints[s]) if n not in own]
     meant = difflib.get_close_matches(name, [*own, *dict.fromkeys(inner)], n=1, cutoff=0.8)
     if not meant:
@@ -1301,20 +1300,18 @@ def _keys_of(hint: Any) -> list[str]:
     options = [a for a in get_args(hint) if a is not type(None)] or [hint]
     if not dataclasses.is_dataclass(options[0]):
         return []
-    return [f.name for f in dataclasses.fields(options[0]) if f.metadata != NOT_A_KEY]
+    return _config_keys(options[0])
 
 
 def _sections_holding(hints: Mapping[str, Any], name: str) -> list[str]:
     """The sections among `hints` (a dataclass's fields) that have a key `name`: where a key
     written one level too far out (its indentation lost) belongs."""
-    sections = []
-    for section, hint in hints.items():
-        options = [a for a in get_args(hint) if a is not type(None)] or [hint]
-        if dataclasses.is_dataclass(options[0]) and name in {
-            f.name for f in dataclasses.fields(options[0]) if f.metadata != NOT_A_KEY
-        }:
-            sections.append(section)
-    return sections
+    return [section for section, hint in hints.items() if name in _keys_of(hint)]
+
+
+def _config_keys(cls: Any) -> list[str]:
+    """The keys a config file may write in a section of dataclass `cls`."""
+    return [f.name for f in dataclasses.fields(cls) if f.metadata != NOT_A_KEY]
 
 
 def _sent_in_headers(hint: Any, key: str) -> bool:

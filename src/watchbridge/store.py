@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -1167,17 +1167,7 @@ class RunProgress:
         return f"{self.step}{whose}: {counted}{self.requests:,} API requests so far"
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "step": self.step,
-                "profile": self.profile,
-                "requests": self.requests,
-                "at": self.at,
-                "done": self.done,
-                "total": self.total,
-                "unit": self.unit,
-            }
-        )
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str | None) -> RunProgress | None:
@@ -1673,8 +1663,7 @@ class Store:
     def _copy_taken_at(self) -> str | None:
         """When the `backup_to` copy this database is was taken ("" unknown), or None when it
         is no copy (COPIED_AT)."""
-        found = self._query("SELECT value FROM settings WHERE name = ?", (COPIED_AT,))
-        return str(found[0]["value"]) if found else None
+        return self.known_setting(COPIED_AT)
 
     def _mark_restored_rows(self, copied: str | None = None, restored: bool = False) -> None:
         """A backup copy's undelivered rows may have gone out after it was taken, and what
@@ -3128,8 +3117,7 @@ class Store:
     def restore_untold(self) -> str | None:
         """When the backup copy this database was put back from was taken ("" unknown), until
         the service has told of it (`restore_told`); None when there is nothing to tell."""
-        found = self._query("SELECT value FROM settings WHERE name = ?", (RESTORED_COPY,))
-        return str(found[0]["value"]) if found else None
+        return self.known_setting(RESTORED_COPY)
 
     def restore_told(self) -> None:
         with self.transaction() as conn:

@@ -64,7 +64,6 @@ from watchbridge.readers.plex import (
     HISTORY_PREFIX,
     KEYS,
     KEYS_FROM,
-    LANDED_SLACK,
     PLAYS,
     RETIRED,
     SERVICE,
@@ -75,6 +74,7 @@ from watchbridge.readers.plex import (
     ServerTokens,
     Written,
     key_for_ref,
+    viewed_since,
     written_record,
 )
 from watchbridge.reconcile import EXPECTED
@@ -504,8 +504,7 @@ def _written_for(person: Person, expected: str) -> str | None:
 def _viewed_since(details: Mapping[str, object], since: float, skew: float) -> bool:
     """Whether Plex shows the item viewed at or after `since` (our clock; `skew`: how far the
     server's is ahead of ours)."""
-    viewed = number(details.get("lastViewedAt"))
-    return viewed is not None and viewed - skew >= since - LANDED_SLACK
+    return viewed_since(number(details.get("lastViewedAt")), since, skew)
 
 
 @dataclass(frozen=True)

@@ -378,7 +378,13 @@ class Written:
         clock, `skew` ahead of ours now): viewed since its last try."""
         at_write = skew if self.skew is None else self.skew
         last_try = self.attempts[-1] if self.attempts else self.at
-        return viewed_at is not None and viewed_at - at_write >= last_try - LANDED_SLACK
+        return viewed_since(viewed_at, last_try, at_write)
+
+
+def viewed_since(viewed_at: float | None, since: float, skew: float) -> bool:
+    """Whether an item's `lastViewedAt` (the server's clock, `skew` ahead of ours) is at or
+    after `since` (our clock), within the second Plex dates a view to. Pure."""
+    return viewed_at is not None and viewed_at - skew >= since - LANDED_SLACK
 
 
 def written_record(rating_key: str, at: float) -> str:
