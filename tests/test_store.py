@@ -1721,19 +1721,30 @@ def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
             store.db.execute("DELETE FROM events WHERE id = 7")
 
 
+def copy_put_back(tmp_path: Path) -> Path:
+    """A database with a `backup` copy of it put back in its place."""
+    database = tmp_path / "wb.db"
+    with Store.open(database) as store:
+        store.backup_to(tmp_path / "copy.db")
+    put_back(tmp_path / "copy.db", database)
+    return database
+
+
+def unchecked(database: Path) -> Store:
+    """The database as a Store that has not opened it (no migration, no stamp read)."""
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return Store(conn, database)
+
+
 def test_a_copy_an_older_release_went_back_to_and_ran_on_is_not_taken_for_a_copy_on_upgrade(
     tmp_path: Path,
 ) -> None:
     # README's "Upgrading": to go back, a copy taken before the upgrade is started from by the
     # older release. That release knows no stamp and leaves it in the file; it runs for weeks
     # (notes it is alive, takes in webhooks). Upgraded again, the database is the live one.
-    database = tmp_path / "wb.db"
-    with Store.open(database) as store:
-        store.backup_to(tmp_path / "before-upgrade.db")
-    put_back(tmp_path / "before-upgrade.db", database)
-    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    with Store(conn, database) as older:  # what an older release's open makes: no stamp check
+    database = copy_put_back(tmp_path)
+    with unchecked(database) as older:  # what an older release's open makes: no stamp check
         weeks_later = time.time() + 14 * 86400
         older.note_alive(weeks_later)
         older.enqueue([row("taken in by the older release", ordering="a")], weeks_later)
@@ -1748,13 +1759,8 @@ def test_a_copy_another_process_marked_as_both_opened_it_is_not_marked_again(
     # The service and a `watchbridge sync` open the copy put back at once: both read its
     # stamp before either marks. The one that marks second would mark the rows taken in since
     # (each looked up before it goes) and have the restore told a second time.
-    database = tmp_path / "wb.db"
-    with Store.open(database) as store:
-        store.backup_to(tmp_path / "copy.db")
-    put_back(tmp_path / "copy.db", database)
-    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    with Store(conn, database) as second:
+    database = copy_put_back(tmp_path)
+    with unchecked(database) as second:
         copied = second._copy_taken_at()
         assert copied is not None
         with Store.open(database) as first:
