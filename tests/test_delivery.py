@@ -4309,6 +4309,12 @@ class OtherScrobbler:
             },
         )
 
+    def __enter__(self) -> OtherScrobbler:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
     def stop(self, tmdb: int) -> httpx.Response:
         body = {"movie": {"ids": {"tmdb": tmdb}}, "progress": 96.0}
         return self.http.post("/scrobble/stop", json=body)
@@ -4324,8 +4330,7 @@ async def test_a_live_stop_another_app_scrobbled_first_is_one_play(
 ) -> None:
     # Trakt's scrobble window is the account's, whichever app scrobbled: our stop meets a 409.
     trakt.advance(clock() - trakt.now())
-    other = OtherScrobbler(trakt)
-    try:
+    with OtherScrobbler(trakt) as other:
         assert other.stop(949).status_code == 201
         runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
         await drain(worker, runtime, clock, passes=2)
@@ -4335,8 +4340,6 @@ async def test_a_live_stop_another_app_scrobbled_first_is_one_play(
             "SELECT status, last_error FROM outbox"
         ).fetchall()
         assert (status, said) == ("done", None) or "409" in (said or "")
-    finally:
-        other.http.close()
 
 
 @pytest.mark.parametrize("minutes_apart", [0, 2, -2])
@@ -4352,16 +4355,13 @@ async def test_a_late_play_another_app_scrobbled_at_its_minute_is_not_added_agai
     # An hour later the play goes as a history add with its real time: Trakt holds it
     # already, and does not de-duplicate.
     trakt.advance(clock() - trakt.now())
-    other = OtherScrobbler(trakt)
-    try:
+    with OtherScrobbler(trakt) as other:
         runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
         trakt.advance(minutes_apart * 60)
         assert other.stop(949).status_code == 201
         clock.advance(3600)
         trakt.advance(3600 - minutes_apart * 60)
         await drain(worker, runtime, clock, passes=3, step=60)
-    finally:
-        other.http.close()
 
     assert len(trakt.history()) == 1
     assert trakt.count("POST", "/sync/history") == 0
@@ -4378,16 +4378,13 @@ async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
     # (the bench's backlog read it 41 times).
     trakt.advance(clock() - trakt.now())
     movies = [trakt.add_movie(f"Film {n}", 2000, tmdb=500_000 + n) for n in range(450)]
-    other = OtherScrobbler(trakt)
-    try:
+    with OtherScrobbler(trakt) as other:
         order = list(enumerate(movies))
         for n, movie in order if queued == "in play order" else reversed(order):
             item = MediaRef("movie", Ids(tmdb=str(movie.tmdb)))
             runtime.store.enqueue([_late_play(item, clock() + n, f"p{n}")], clock())
         trakt.advance(449)
         assert other.stop(movies[-1].tmdb or 0).status_code == 201  # the last, also elsewhere
-    finally:
-        other.http.close()
     clock.advance(3600)
     trakt.advance(3600 - 449)
     await drain(worker, runtime, clock, passes=4)
@@ -4412,11 +4409,8 @@ async def test_a_play_made_while_trakt_was_down_that_another_app_added_since_is_
     assert trakt.history() == []
     trakt.clear_knobs()
     trakt.advance(clock() - trakt.now())
-    other = OtherScrobbler(trakt)
-    try:
+    with OtherScrobbler(trakt) as other:
         assert other.add(949, played_at).status_code == 201
-    finally:
-        other.http.close()
     clock.advance(300)
     trakt.advance(300)
     await drain(worker, runtime, clock, passes=3, step=60)
@@ -4432,11 +4426,8 @@ async def test_a_play_another_app_scrobbled_as_trakt_answered_us_503_is_one_play
     # stop, while the other app's stop of the same viewing, a moment before, reached a node
     # that took it. Ours goes as a late add after the wait: Trakt holds the play already.
     trakt.advance(clock() - trakt.now())
-    other = OtherScrobbler(trakt)
-    try:
+    with OtherScrobbler(trakt) as other:
         assert other.stop(949).status_code == 201
-    finally:
-        other.http.close()
     trakt.fail_next(1, 503, headers={"Retry-After": "900"}, route="POST /scrobble/stop")
     runtime.store.enqueue([_late_play(HEAT, clock(), "p0", live=True)], clock())
     await worker.pass_once(runtime)
@@ -4462,11 +4453,8 @@ async def test_a_play_made_after_trakts_last_down_answer_is_looked_for_all_the_s
     trakt.clear_knobs()
     clock.advance(120)
     trakt.advance(120)
-    other = OtherScrobbler(trakt)
-    try:
+    with OtherScrobbler(trakt) as other:
         assert other.stop(949).status_code == 201
-    finally:
-        other.http.close()
     runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
     clock.advance(3600)
     trakt.advance(3600)
