@@ -5,11 +5,13 @@ commands' stored error texts and the status page and API all take it from one pl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,9 @@ from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import SECRET as HOOK_SECRET
 from tests.test_webhooks_e2e import plex_multipart, wait_for
 from watchbridge import statuspage
-from watchbridge.app import create_app
+from watchbridge.app import Runtime, create_app
 from watchbridge.config import load_config
-from watchbridge.logs import setup_logging
+from watchbridge.logs import Redactor, setup_logging
 from watchbridge.redaction import secret_values
 from watchbridge.store import NewOutboxRow, Store
 from watchbridge.wiring import build_runtime
@@ -178,25 +180,35 @@ def test_a_token_kept_in_the_database_is_masked_on_the_status_page_and_api(
     assert shows_no_token(api) and shows_no_token(page)
 
 
-def test_a_token_kept_before_or_after_the_start_is_masked_in_the_log_and_alerts(
+@contextlib.contextmanager
+def served(
     tmp_path: Path, receiver: AlertReceiver
-) -> None:
+) -> Iterator[tuple[Runtime, io.StringIO, Redactor]]:
+    """The service's runtime on a config with account secrets and kept sign-ins, opened and
+    logging as `serve` does: the runtime, its log's text and the log's redactor."""
     path = config_with_account_secrets(tmp_path, receiver.apprise_url)
     sign_ins_kept_and_quoted(path)
     config = load_config(path, {})
     stream = io.StringIO()
-    setup_logging("info", "text", secret_values(config), stream=stream)  # as `serve` does
+    logged = setup_logging("info", "text", secret_values(config), stream=stream)
     runtime = build_runtime(config)
     runtime.open()
-    renewed = trakt_pair("tr-acc-renewed-777", "tr-ref-renewed-777")
     try:
+        yield runtime, stream, logged
+    finally:
+        runtime.close()
+        logging.getLogger().handlers.clear()
+
+
+def test_a_token_kept_before_or_after_the_start_is_masked_in_the_log_and_alerts(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    renewed = trakt_pair("tr-acc-renewed-777", "tr-ref-renewed-777")
+    with served(tmp_path, receiver) as (runtime, stream, _):
         runtime.store.put_token("trakt", "me", renewed, 5.0)  # as a Trakt refresh does
         said = f"{QUOTING_TOKENS} and {renewed['access_token']} and {renewed['refresh_token']}"
         logging.getLogger("t").warning(f"sync failed: {said}", extra={"reason": said})
         asyncio.run(runtime.notifier.notify("credentials", f"Trakt {said}", f"body {said}"))
-    finally:
-        runtime.close()
-        logging.getLogger().handlers.clear()
     [message] = receiver.messages
     for text in (stream.getvalue(), str(message["title"]), str(message["message"])):
         assert shows_no_token(text) and "renewed" not in text, text
@@ -207,25 +219,15 @@ def test_a_token_another_process_kept_is_masked_once_the_service_reads_it(
 ) -> None:
     # `watchbridge auth trakt` run while the service runs keeps the new pair through its own
     # Store on the same file; the service reads it from the database before its first use.
-    path = config_with_account_secrets(tmp_path, receiver.apprise_url)
-    sign_ins_kept_and_quoted(path)
-    config = load_config(path, {})
-    stream = io.StringIO()
-    setup_logging("info", "text", secret_values(config), stream=stream)  # as `serve` does
-    runtime = build_runtime(config)
-    runtime.open()
     signed_in = trakt_pair("tr-acc-elsewhere-42", "tr-ref-elsewhere-42")
-    try:
-        with Store.open(path.parent / "watchbridge.db") as other:  # the `auth` command's
+    with served(tmp_path, receiver) as (runtime, stream, _):
+        with Store.open(runtime.store.path) as other:  # the `auth` command's
             other.put_token("trakt", "me", signed_in, 5.0)
         assert runtime.store.get_token("trakt", "me") == signed_in  # as the Trakt client does
         said = f"refused: {signed_in['access_token']} and {signed_in['refresh_token']}"
         logging.getLogger("t").warning(f"sync failed: {said}", extra={"reason": said})
         asyncio.run(runtime.notifier.notify("credentials", f"Trakt {said}", f"body {said}"))
         shown = runtime.redact(said)
-    finally:
-        runtime.close()
-        logging.getLogger().handlers.clear()
     [message] = receiver.messages
     for text in (stream.getvalue(), str(message["title"]), str(message["message"]), shown):
         assert "refused: ********" in text and "elsewhere" not in text, text
@@ -236,17 +238,10 @@ def test_a_sign_in_renewed_for_months_masks_its_latest_tokens_and_no_more_every_
 ) -> None:
     # Trakt's tokens last a day: the service renews a profile's pair every day or so for as
     # long as it runs. Each log line, alert and status text goes through every masked value.
-    path = config_with_account_secrets(tmp_path, receiver.apprise_url)
-    sign_ins_kept_and_quoted(path)
-    config = load_config(path, {})
-    stream = io.StringIO()
-    logged = setup_logging("info", "text", secret_values(config), stream=stream)
-    runtime = build_runtime(config)
-    runtime.open()
-    redactors = {"log": logged, "alerts": runtime.notifier._redact, "status": runtime.redact}
-    at_start = {name: len(redact.secrets) for name, redact in redactors.items()}
     pairs = [trakt_pair(f"tr-acc-day-{day:04d}", f"tr-ref-day-{day:04d}") for day in range(400)]
-    try:
+    with served(tmp_path, receiver) as (runtime, stream, logged):
+        redactors = {"log": logged, "alerts": runtime.notifier._redact, "status": runtime.redact}
+        at_start = {name: len(redact.secrets) for name, redact in redactors.items()}
         for day, pair in enumerate(pairs):
             runtime.store.put_token("trakt", "me", pair, 86400.0 * day)  # as a refresh does
         latest = [
@@ -255,9 +250,6 @@ def test_a_sign_in_renewed_for_months_masks_its_latest_tokens_and_no_more_every_
         said = f"{QUOTING_TOKENS} and {' and '.join(latest)}"
         logging.getLogger("t").warning(f"sync failed: {said}", extra={"reason": said})
         asyncio.run(runtime.notifier.notify("credentials", f"Trakt {said}", f"body {said}"))
-    finally:
-        runtime.close()
-        logging.getLogger().handlers.clear()
     # The pair in use and the one it replaced, beside those kept at the start: no more.
     grown = {name: len(redact.secrets) - at_start[name] for name, redact in redactors.items()}
     assert grown == {"log": 4, "alerts": 4, "status": 4}
