@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -145,6 +146,47 @@ async def test_a_retry_of_a_removal_leaves_alone_a_view_the_user_made_since_its_
     assert s1e1_entries(rig) == []
     assert len(rig.serializd.diary()) == 10
     assert set(queued) == {0}
+
+
+@pytest.mark.parametrize("read_first", [False, True], ids=["delivered", "read-before-delivery"])
+async def test_a_removal_leaves_alone_a_view_the_user_made_after_the_run_that_planned_it(
+    rig: Rig, caplog: pytest.LogCaptureFixture, read_first: bool
+) -> None:
+    # The user deletes S1E1's entries on Serializd; the link plans the removal of its play
+    # from Plex. Before the removal's first try, the user watches S1E1 again in Plex: that
+    # view is theirs, and the removal must not unwatch it. `read_first`: a link run reads
+    # Plex before the removal goes (it finds the new view: one of two plays is removed).
+    await rig.run()
+    for entry in [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 1)]:
+        rig.serializd.delete_entry(entry)
+    rig.at(30)
+    assert await rig.run(deliver=False) == 1
+    rig.at(45)
+    rewatched_at = rig.clock()
+    rig.plex.watch(S1E1, rewatched_at)
+    rig.at(60)
+    queued = [await rig.run(deliver=False)] if read_first else []
+    with caplog.at_level(logging.INFO, "watchbridge.deliver.plex"):
+        await rig.drain()
+    assert rig.plex.user_state(S1E1)["viewCount"] == 2  # the user's view stands
+    assert rig.plex.count("GET", UNWATCH) == 0
+    # Delivered first, the removal is dropped (one log line) and the play left in Plex;
+    # after a read, the play removed is one of two, its history row deleted.
+    assert rig.plex.count(*DELETE_HISTORY) == (1 if read_first else 0)
+    dropped = [r for r in caplog.records if "watched there again" in r.getMessage()]
+    assert len(dropped) == (0 if read_first else 1)
+    await later_runs(rig, queued)
+
+    # The next runs see S1E1 watched in Plex: they neither remove the play again nor copy it
+    # back; the new view is copied to Serializd, at its own time.
+    assert rig.plex.user_state(S1E1)["viewCount"] == 2
+    assert rig.plex.count("GET", UNWATCH) == 0
+    assert rig.plex.count(*DELETE_HISTORY) == (1 if read_first else 0)
+    (entry,) = [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 1)]
+    assert abs(datetime.fromisoformat(entry.watched_at).timestamp() - rewatched_at) < 60
+    assert len(rig.serializd.diary()) == 11
+    assert queued == ([1, 0, 0, 0] if read_first else [1, 0, 0])
+    assert rig.runtime.store.mirror_get("plex", "alex", "unwatching") == {}
 
 
 # --------------------------------------------------------------------------- copies of a title

@@ -29,10 +29,13 @@ memory. The item is unscrobbled only when no other play of it remains on the pla
 removing the last one must. Plex is written before our memory, the unwatch before the history
 row (a row gone from an item still watched reads back as a play with no row), and the play
 stays in `plays` until the last step: a retry after a failure (or a crash) at any step finds
-it and does every step again, each harmless twice. All but the unwatch: the time of the first
-try is kept (`unwatching`), and a retry leaves alone a copy Plex shows viewed since then (the
-user watched it again: unwatching it would take that view away); it only finishes our
-records. A copy that left the library is skipped, as for every row.
+it and does every step again, each harmless twice. All but the unwatch: a view of the user's
+since the removal was planned is never taken. A first try asks Plex first: with a copy viewed
+since the row was queued (the user watched it again), it writes nothing and changes none of
+our records (the removal is dropped, the play stays beside the new view, the link's tombstone
+keeps it from being copied back). Else it notes its time (`unwatching`) before the unwatch,
+and a retry leaves alone a copy Plex shows viewed since then; it only finishes our records.
+A copy that left the library is skipped, as for every row.
 """
 
 from __future__ import annotations
@@ -242,7 +245,7 @@ class PlexTarget:
         key = key_for_ref(item)
         entry = person.keys.get(key or "")
         if row.action == "remove_play":
-            return await self._remove_play(person, str(row.payload.get("record") or ""))
+            return await self._remove_play(person, row, str(row.payload.get("record") or ""))
         if entry is None:
             return Skipped(f"{item.describe()} is in none of the synced Plex libraries: skipped")
         rating_keys = [str(rk) for rk in entry["rating_keys"]]
@@ -352,7 +355,7 @@ class PlexTarget:
         viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
         return written.landed(viewed, self.client.clock_skew)
 
-    async def _remove_play(self, person: Person, record: str) -> Outcome:
+    async def _remove_play(self, person: Person, row: OutboxItem, record: str) -> Outcome:
         if record.startswith(EXPECTED):
             record = _written_for(person, record.removeprefix(EXPECTED)) or record
         play = person.plays.get(record)
@@ -381,7 +384,24 @@ class PlexTarget:
         # view. Never unwatch a copy that holds another play (renumbered: under another key).
         held = {str(p["rating_key"]) for r, p in person.plays.items() if r != record}
         copies = [c for c in copies if c not in held]
-        rewatched = await self._rewatched(person, record, copies)
+        first_try = record not in person.unwatching
+        rewatched = await self._rewatched(person, row, record, copies)
+        if first_try and rewatched:
+            # Nothing written yet: the removal is dropped whole, our records left as read. The
+            # play stays in Plex beside the new view (the item is watched: unwatching would
+            # take that view, and a history row deleted from an item left watched reads back
+            # as a play with no row); the link's tombstone keeps it from being copied back.
+            log.info(
+                "removing a play of %s from Plex: not done, watched there again since the "
+                "removal was planned (copies %s); the new view stands",
+                item,
+                ", ".join(sorted(rewatched)),
+            )
+            return Skipped(
+                "not removed: watched again in Plex since the removal was planned "
+                "(that view stands)",
+                answered=True,
+            )
 
         async def unwatch(copy: str) -> None:
             await self.client.unscrobble(copy, person.token)
@@ -413,20 +433,30 @@ class PlexTarget:
         await self._unwatching_done(person, record)
         return Delivered(_removal_note(bool(copies), writes, rewatched))
 
-    async def _rewatched(self, person: Person, record: str, copies: list[str]) -> set[str]:
-        """The copies a retry of this removal must leave watched: viewed in Plex since its
-        first try, by the user (an unwatch of ours only clears the view). A first try notes
-        its time first, and has none."""
+    async def _rewatched(
+        self, person: Person, row: OutboxItem, record: str, copies: list[str]
+    ) -> set[str]:
+        """The copies this removal must leave watched: viewed in Plex, by the user, since it
+        was planned (a first try) or since its first try (a retry: an unwatch of ours only
+        clears the view). A first try that finds none notes its time before it unwatches."""
         if not copies:
             return set()
-        first_try = number((person.unwatching.get(record) or {}).get("at"))
-        if first_try is None:
-            person.unwatching[record] = {"at": self.clock()}
-            await self._put(person.profile, UNWATCHING, {record: person.unwatching[record]})
-            return set()
+        noted = number((person.unwatching.get(record) or {}).get("at"))
+        # The row carries when it was queued, not when the link read Plex: queued right after
+        # the read that planned it, it bounds the views that read saw (a view in the plan's
+        # few seconds between the two is taken for the user's too, the safe side).
+        since = row.created_at if noted is None else noted
         found = await self.client.details(copies, person.token)
         skew = self.client.clock_skew
-        return {c for c in copies if _viewed_since(found.get(c, {}), first_try, skew)}
+        viewed = {c for c in copies if _viewed_since(found.get(c, {}), since, skew)}
+        if noted is None:
+            # The scrobble of the very play removed, sent after the plan (its row waited
+            # behind a Plex outage), is no view of the user's.
+            viewed -= _written_since(person.written.get(record), since)
+        if noted is None and not viewed:
+            person.unwatching[record] = {"at": self.clock()}
+            await self._put(person.profile, UNWATCHING, {record: person.unwatching[record]})
+        return viewed
 
     async def _unwatching_done(self, person: Person, record: str) -> None:
         if person.unwatching.pop(record, None) is not None:
@@ -499,6 +529,13 @@ def _written_for(person: Person, expected: str) -> str | None:
         ),
         None,
     )
+
+
+def _written_since(written: Written | None, since: float) -> set[str]:
+    """The copy a write of ours scrobbled at or after `since` (our clock), if any."""
+    if written is None or not written.attempts or written.attempts[-1] < since:
+        return set()
+    return {written.rating_key}
 
 
 def _viewed_since(details: Mapping[str, object], since: float, skew: float) -> bool:
