@@ -189,6 +189,28 @@ async def test_a_removal_leaves_alone_a_view_the_user_made_after_the_run_that_pl
     assert rig.runtime.store.mirror_get("plex", "alex", "unwatching") == {}
 
 
+async def test_a_dead_removal_discarded_leaves_no_note_of_its_first_try_behind(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One try per delivery: Plex unwatches S1E1, then fails the deletion of its history row,
+    # and the removal gives up. Its first try's time is kept for a `deadletters retry`; once
+    # the user discards the dead letter, nothing is left of it.
+    async with plex_serializd_rig(
+        tmp_path, start_fake, monkeypatch, config_extra="delivery: {max_attempts: 1}\n"
+    ) as rig:
+        assert await removed_on_serializd_while_plex_fails(rig, " ".join(DELETE_HISTORY)) == 1
+        (dead,) = rig.dead_letters()
+        store = rig.runtime.store
+        assert len(store.mirror_get("plex", "alex", "unwatching")) == 1
+        rig.at(60)
+        await rig.run()  # a link run and housekeeping leave a dead letter's note alone
+        store.prune(rig.clock(), keep_done=0.0, keep_sessions=0.0)
+        assert len(store.mirror_get("plex", "alex", "unwatching")) == 1
+
+        assert "1 dead letter(s) discarded" in rig.deadletters("discard", str(dead))
+        assert store.mirror_get("plex", "alex", "unwatching") == {}
+
+
 # --------------------------------------------------------------------------- copies of a title
 # A title in two libraries (an HD and a 4K copy) has two ratingKeys; a removal unwatches each.
 

@@ -130,6 +130,9 @@ RUN_LEASE = 300.0  # a sync run that has not stamped its heartbeat for this long
 # SQL: a sync run that went through (ok, or held for a confirmation); each link's last one
 # outlives KEEP_RUNS (see Store.prune), so its time is known however long the link fails.
 _WENT_THROUGH = "outcome IN ('ok', 'held')"
+# Mirror collections (service, collection) whose entries belong to one outbox row (their data's
+# "row": its id), forgotten with it (`Store._forget_ended_rows`): a Plex removal's first try.
+ROW_ENTRIES = (("plex", "unwatching"),)  # deliver.plex.UNWATCHING
 # SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
 _ALIVE = "outcome = 'running' AND COALESCE(heartbeat_at, started_at) > ?"
 
@@ -1989,7 +1992,8 @@ class Store:
         for `status`, and its last one that went through for `last_successes`: a link failing
         for longer still says since when), expired id lookups, and the rows of the mirror
         collections `keep_carried` names ((service, collection) -> seconds) a start over
-        carried (`start_over`) once they waited that long since. Pending and dead rows are never
+        carried (`start_over`) once they waited that long since, and the entries of rows ended
+        (`ROW_ENTRIES`). Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way,
         nor a Serializd rating settled before it was looked for (UNFOUND) until its newer
@@ -2019,6 +2023,7 @@ class Store:
                 (now - keep_runs,),
             ).rowcount
             lookups = conn.execute("DELETE FROM id_cache WHERE expires_at < ?", (now,)).rowcount
+            self._forget_ended_rows(conn)
             carried = sum(
                 conn.execute(
                     "DELETE FROM mirror WHERE service = ? AND collection = ? AND updated_at < ?",
@@ -2746,7 +2751,21 @@ class Store:
     def discard_dead(self, item_ids: Sequence[int] | None) -> int:
         where, params = self._dead_filter(item_ids)
         with self.transaction() as conn:
-            return conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
+            discarded = conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
+            self._forget_ended_rows(conn)
+            return discarded
+
+    @staticmethod
+    def _forget_ended_rows(conn: sqlite3.Connection) -> None:
+        """Forget the entries of ROW_ENTRIES whose row has ended: delivered or settled, or
+        gone (discarded, pruned). A dead letter has not: `deadletters retry` goes on with it."""
+        for service, collection in ROW_ENTRIES:
+            conn.execute(
+                "DELETE FROM mirror WHERE service = ? AND collection = ? AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.id = json_extract(mirror.data, '$.row')"
+                " AND o.status != 'done')",
+                (service, collection),
+            )
 
     def keep_off(self, kept: Sequence[KeptOff]) -> int:
         """Discard the dead letters `kept` names (by row id) and remember each as a play its
@@ -2773,6 +2792,7 @@ class Store:
                     ),
                 )
                 done += 1
+            self._forget_ended_rows(conn)
         return done
 
     def kept_off(self, profile: str | None = None, link: str | None = None) -> list[KeptOff]:

@@ -35,7 +35,8 @@ since the row was queued (the user watched it again), it writes nothing and chan
 our records (the removal is dropped, the play stays beside the new view, the link's tombstone
 keeps it from being copied back). Else it notes its time (`unwatching`) before the unwatch,
 and a retry leaves alone a copy Plex shows viewed since then; it only finishes our records.
-A copy that left the library is skipped, as for every row.
+That note goes as the removal ends, and with its row however that ends (a dead letter
+discarded). A copy that left the library is skipped, as for every row.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ AUTH_HOLD = 1800.0
 NOT_READ_RETRY = 1800.0
 GONE_RETRY = 3600.0
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
-# record -> {"at"}: when a removal first unwatched its item (our clock), kept for its retries
+# record -> {"at", "row"}: when a removal first unwatched its item (our clock), kept for its
+# retries; dropped as the removal ends, or once its outbox row is gone (`store.ROW_ENTRIES`)
 UNWATCHING = "unwatching"
 
 
@@ -454,7 +456,7 @@ class PlexTarget:
             # behind a Plex outage), is no view of the user's.
             viewed -= _written_since(person.written.get(record), since)
         if noted is None and not viewed:
-            person.unwatching[record] = {"at": self.clock()}
+            person.unwatching[record] = {"at": self.clock(), "row": row.id}
             await self._put(person.profile, UNWATCHING, {record: person.unwatching[record]})
         return viewed
 
