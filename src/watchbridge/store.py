@@ -560,6 +560,20 @@ def _watchlist_holds(runs: Sequence[tuple[str, str, float]]) -> dict[str, tuple[
     return holds
 
 
+@dataclass(frozen=True)
+class QueuedPlay:
+    """A play queued for a target that may still be sent (`Store.plays_not_given_up`)."""
+
+    row: int
+    item: dict[str, Any]
+    at: float
+    given_up: bool  # a dead letter
+    queued_at: float
+    # An earlier send may have landed (UNKNOWN_OUTCOME, as `OutboxItem.may_have_landed`): a
+    # backup copy put back marks every row it held.
+    may_have_landed: bool
+
+
 WAITED_AFTER = 60.0  # seconds queued that make a webhook's row one that waited (OutboxItem)
 
 
@@ -2553,24 +2567,32 @@ class Store:
             "idempotency_key", "profile = ? AND target = ? AND status = 'done'", (profile, target)
         )
 
-    def plays_not_given_up(
-        self, target: str, profile: str
-    ) -> list[tuple[dict[str, Any], float, bool]]:
-        """(item, watched at, whether a dead letter) of the plays queued for `profile` on
-        `target` that may still be sent: pending, in flight, or dead letters (which
-        `deadletters retry` sends)."""
+    def plays_not_given_up(self, target: str, profile: str) -> list[QueuedPlay]:
+        """The plays queued for `profile` on `target` that may still be sent: pending, in
+        flight, or dead letters (which `deadletters retry` sends)."""
         rows = self._query(
-            "SELECT payload, status FROM outbox WHERE target = ? AND profile = ?"
-            " AND action = 'play' AND status IN ('pending', 'inflight', 'dead')",
+            "SELECT id, payload, status, created_at, last_error FROM outbox"
+            " WHERE target = ? AND profile = ? AND action = 'play'"
+            " AND status IN ('pending', 'inflight', 'dead')",
             (target, profile),
         )
         found = []
         for row in rows:
             payload = json.loads(row["payload"])
             try:
-                found.append((payload["item"], float(payload["at"]), row["status"] == "dead"))
+                item, at = payload["item"], float(payload["at"])
             except (KeyError, TypeError, ValueError):
                 continue  # its delivery makes a dead letter of it, saying why
+            found.append(
+                QueuedPlay(
+                    int(row["id"]),
+                    item,
+                    at,
+                    row["status"] == "dead",
+                    float(row["created_at"]),
+                    (row["last_error"] or "").startswith(UNKNOWN_OUTCOME),
+                )
+            )
         return found
 
     def waiting_plays_span(self, target: str, profile: str) -> tuple[float, float] | None:

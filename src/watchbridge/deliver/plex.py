@@ -18,7 +18,10 @@ history row the scrobble makes and reads the play back at its real time, never a
 retried, and sent again only when Plex does not show the item viewed since its last try (each
 scrobble adds a view), and never to a copy an earlier try of the row wrote that was removed
 since (`Written.row`: its retry must not undo an unwatch); every attempt is recorded, so an
-echo of either is recognised. A write
+echo of either is recognised. A row marked
+possibly sent (a backup copy put back: our record of its write may be newer than the copy) is
+not scrobbled when Plex shows the item viewed since the row was queued: that view is taken for
+its write, as the reader takes it (`sent_after_the_copy`). A write
 Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
 the profile's other rows wait without spending.
 
@@ -253,7 +256,7 @@ class PlexTarget:
         rating_keys = [str(rk) for rk in entry["rating_keys"]]
         if row.action == "play":
             watched_at = entry.get("watched_at")
-            return await self._play(person, row.id, str(key), rating_keys, watched_at, at)
+            return await self._play(person, row, str(key), rating_keys, watched_at, at)
         stars = None if value is None else ratings.to_ten_halves(value)
         since = ratings.overtaken_after(at, row.created_at)
         unrated = rating_keys
@@ -279,7 +282,7 @@ class PlexTarget:
     async def _play(
         self,
         person: Person,
-        row: int,
+        row: OutboxItem,
         key: str,
         rating_keys: list[str],
         watched_at: Any,
@@ -297,10 +300,10 @@ class PlexTarget:
         return Delivered(writes.noted(", ".join(sorted(notes))))
 
     async def _play_copy(
-        self, person: Person, row: int, key: str, rk: str, watched_at: Any, at: float
+        self, person: Person, outbox: OutboxItem, key: str, rk: str, watched_at: Any, at: float
     ) -> str:
         """Writes the play to one copy of the title; what it did, for the outcome."""
-        record = written_record(rk, at)
+        row, record = outbox.id, written_record(rk, at)
         before = known = person.written.get(record)
         # Our scrobbles so far, whose history rows are echoes of ours.
         earlier = known.attempts if known is not None else ()
@@ -318,6 +321,15 @@ class PlexTarget:
             await self._remember(person, record, replace(known, pending=False), synced=False)
             return "already written (its answer was lost)"
         skew = self.client.clock_skew  # Plex dates by its clock
+        if known is None and outbox.may_have_landed:
+            # A backup copy put back (our record of the write is not in it): a view since the
+            # row was queued is its scrobble, made after the copy was taken (the reader's rule,
+            # `sent_after_the_copy`). `watched_at` is as old as the copy.
+            viewed = await self._viewed_since_queued(person, rk, outbox.created_at)
+            if viewed is not None:
+                landed = Written(rk, key, at, (*earlier, viewed - skew), skew=skew, row=row)
+                await self._remember(person, record, landed)
+                return "already written (before the backup copy was put back)"
         if known is None and watched_at is not None and float(watched_at) - skew >= at:
             # Watched at or after this play: a scrobble would only add a view "today".
             await self._remember(person, record, Written(rk, key, at, earlier, skew=skew, row=row))
@@ -348,6 +360,16 @@ class PlexTarget:
         await asyncio.to_thread(
             self.store.mirror_remove, SERVICE, person.profile, WRITTEN, [record]
         )
+
+    async def _viewed_since_queued(
+        self, person: Person, rating_key: str, queued_at: float
+    ) -> float | None:
+        """When Plex shows the copy last viewed (its clock), if at or after `queued_at` (ours)."""
+        found = await self.client.details([rating_key], person.token)
+        viewed = number(found.get(rating_key, {}).get("lastViewedAt"))
+        if viewed is None or not viewed_since(viewed, queued_at, self.client.clock_skew):
+            return None
+        return viewed
 
     async def _landed(self, person: Person, written: Written) -> bool:
         """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its

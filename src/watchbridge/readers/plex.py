@@ -30,7 +30,10 @@ What counts as a play:
   listed unwatched: it did not land, and its retry writes it. Its row given up, the listing
   settles it (`settle_pending`): landed, it is a write like any other; not landed, a dead
   letter still counts as on its way (a retry looks before it writes), and a row discarded
-  or pruned never wrote it: no play (`Written.unlanded`), the link copies it again.
+  or pruned never wrote it: no play (`Written.unlanded`), the link copies it again. A row
+  marked possibly sent (a backup copy put back, which holds no record of a write made after
+  it was taken) is taken as written where Plex shows its item viewed since the row was
+  queued (`sent_after_the_copy`).
 
 The cheap check (`unchanged`) is one history request of size 1 (total and newest row): it
 covers new plays, our own scrobbles and deleted history, in every library at once. Ratings and
@@ -439,12 +442,26 @@ def read_back(
 
 
 @dataclass(frozen=True)
+class MaybeSent:
+    """A play row to Plex marked possibly sent (a backup copy put back: it may have gone out
+    after the copy was taken, and the copy holds no record of the write): its item key, the
+    play's time, the row, and when it was queued (our clock)."""
+
+    item: str
+    at: float
+    row: int
+    queued_at: float
+
+
+@dataclass(frozen=True)
 class PlayRows:
     """The plays (item key, time to the second) whose rows to Plex may still be sent: waiting
-    (pending or in flight) or dead letters, which `deadletters retry` may send."""
+    (pending or in flight) or dead letters, which `deadletters retry` may send; and those of
+    them marked possibly sent (`maybe_sent`)."""
 
     waiting: frozenset[tuple[str, int]] = frozenset()
     dead: frozenset[tuple[str, int]] = frozenset()
+    maybe_sent: tuple[MaybeSent, ...] = ()
 
     @staticmethod
     def play(item: str, at: float) -> tuple[str, int]:
@@ -467,6 +484,52 @@ def settle_pending(
     if play in rows.dead:
         return written
     return replace(written, pending=False, unlanded=True)
+
+
+def sent_after_the_copy(
+    written: Mapping[str, Written],
+    maybe_sent: Iterable[MaybeSent],
+    keyed: Mapping[str, tuple[str, LibraryItem]],
+    history: Iterable[HistoryEntry],
+    skew: float,
+) -> dict[str, Written]:
+    """Our writes with those of rows marked possibly sent that Plex shows landed: a copy of
+    the item watched now, viewed at or after the row was queued (the earliest such view, a
+    history row or else `lastViewedAt`), is taken for the row's scrobble, made after the
+    backup copy was taken (its record is not in the copy). Recorded as a write made at that
+    view, its history row is our echo and the play reads back at the time it came from, never
+    as a new play "today". A view the user made in Plex after the row was queued is taken
+    for ours too (merged into the play, not copied). A record that knows the view already,
+    or that was removed or forgotten since, is left as it is. Pure."""
+    copies: dict[str, list[str]] = defaultdict(list)
+    for rk, (key, item) in keyed.items():
+        if item.view_count > 0:
+            copies[key].append(rk)
+    views: dict[str, list[float]] = defaultdict(list)
+    for h in history:
+        views[h.rating_key].append(h.viewed_at)
+    found = dict(written)
+    for sent in maybe_sent:
+        for rk in copies.get(sent.item, ()):
+            seen = [*views.get(rk, ()), keyed[rk][1].last_viewed_at]
+            since = [v for v in seen if viewed_since(v, sent.queued_at, skew)]
+            if not since:
+                continue
+            view = min(v for v in since if v is not None)
+            record = written_record(rk, sent.at)
+            known = found.get(record)
+            if known is not None and (known.removed or known.forgotten):
+                continue
+            if known is not None and not known.unlanded and known.item == sent.item:
+                at_write = skew if known.skew is None else known.skew
+                if any(abs(view - (t + at_write)) <= ECHO_WINDOW for t in known.attempts):
+                    continue
+                # Dated as its other attempts are (`at_write`): its echo is this view.
+                attempts = tuple(sorted((*known.attempts, view - at_write)))
+                found[record] = replace(known, attempts=attempts, pending=False)
+                continue
+            found[record] = Written(rk, sent.item, sent.at, (view - skew,), skew=skew, row=sent.row)
+    return found
 
 
 @dataclass(frozen=True)
@@ -610,6 +673,9 @@ def build_side(
     retired = set(memory.retired) | {
         h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled + skew
     }
+    if on_their_way is not None and on_their_way.maybe_sent:
+        found = sent_after_the_copy(memory.written, on_their_way.maybe_sent, keyed, history, skew)
+        memory = replace(memory, written=found)
     if on_their_way is not None:
         settled_writes = {
             r: settle_pending(w, on_their_way, keyed, skew) for r, w in memory.written.items()
@@ -1908,14 +1974,18 @@ class PlexReader:
     def _play_rows(self, profile: str) -> PlayRows:
         waiting: set[tuple[str, int]] = set()
         dead: set[tuple[str, int]] = set()
-        for item, at, given_up in self.store.plays_not_given_up(SERVICE, profile):
+        maybe_sent: list[MaybeSent] = []
+        for queued in self.store.plays_not_given_up(SERVICE, profile):
             try:
-                key = key_for_ref(ref_from_dict(item))
+                key = key_for_ref(ref_from_dict(queued.item))
             except (KeyError, TypeError, ValueError):
                 continue  # its delivery makes a dead letter of it, saying why
-            if key is not None:
-                (dead if given_up else waiting).add(PlayRows.play(key, at))
-        return PlayRows(frozenset(waiting), frozenset(dead))
+            if key is None:
+                continue
+            (dead if queued.given_up else waiting).add(PlayRows.play(key, queued.at))
+            if queued.may_have_landed:
+                maybe_sent.append(MaybeSent(key, queued.at, queued.row, queued.queued_at))
+        return PlayRows(frozenset(waiting), frozenset(dead), tuple(maybe_sent))
 
     def _mirrored(self, profile: str) -> Mirrored:
         get = self.store.mirror_get
