@@ -32,7 +32,9 @@ from watchbridge.model import Ids, MediaRef
 from watchbridge.readers.plex import (
     KEYS,
     Library,
+    MaybeSent,
     Memory,
+    PlayRows,
     PlexReader,
     Written,
     build_side,
@@ -627,6 +629,49 @@ def test_a_write_to_a_replaced_server_waits_until_the_new_one_shows_it() -> None
     row = HistoryEntry("51", "7", 5000.0, "1")
     built = build_side(Library(movies=[imported]), [row], empty.memory, with_ratings=False)
     assert built.side.plays == (Play(ARRIVAL, 10.0, written_record("7", 10.0)),)
+
+
+def read_with_a_row_marked_possibly_sent(
+    queued_at: float, views: list[float]
+) -> tuple[tuple[Play, ...], Mapping[str, Written]]:
+    """Arrival's play of time 10 waits for Plex in a backup copy put back (its row 7, marked
+    possibly sent, queued at `queued_at`); Plex shows Arrival viewed at `views`. The plays read
+    and our writes."""
+    movie = LibraryItem(
+        "100", "movie", ids=Ids(tmdb="329865"), view_count=len(views), last_viewed_at=max(views)
+    )
+    rows = [HistoryEntry(str(n), "100", at, "1") for n, at in enumerate(views, 1)]
+    rows_out = PlayRows(
+        waiting=frozenset({PlayRows.play(ARRIVAL, 10.0)}),
+        maybe_sent=(MaybeSent(ARRIVAL, 10.0, 7, queued_at),),
+    )
+    built = build_side(
+        Library(movies=[movie]), rows, Memory(), with_ratings=False, on_their_way=rows_out
+    )
+    return built.side.plays, built.memory.written
+
+
+def test_a_view_since_a_row_marked_possibly_sent_was_queued_is_its_write() -> None:
+    # Sent after the copy was taken: its scrobble's row is our echo, the play its own time.
+    plays, written = read_with_a_row_marked_possibly_sent(4000.0, [5000.0])
+    record = written_record("100", 10.0)
+    assert plays == (Play(ARRIVAL, 10.0, record),)
+    assert written[record].attempts == (5000.0,) and written[record].row == 7
+
+
+def test_a_view_before_a_row_marked_possibly_sent_was_queued_is_a_play_of_its_own() -> None:
+    plays, written = read_with_a_row_marked_possibly_sent(6000.0, [5000.0])
+    assert plays == (Play(ARRIVAL, 5000.0, "history:1"),)
+    assert written == {}
+
+
+def test_only_the_first_view_since_a_row_marked_possibly_sent_was_queued_is_its_write() -> None:
+    # Our scrobble at 5000, the user's rewatch at 9000: that one stays the user's play.
+    plays, _ = read_with_a_row_marked_possibly_sent(4000.0, [5000.0, 9000.0])
+    assert plays == (
+        Play(ARRIVAL, 10.0, written_record("100", 10.0)),
+        Play(ARRIVAL, 9000.0, "history:2"),
+    )
 
 
 async def test_without_an_account_id_plays_come_from_watched_state_alone(
