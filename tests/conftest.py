@@ -70,8 +70,8 @@ def one_tls_context_per_session() -> Iterator[None]:
     Each `httpx.get` or client a test makes would otherwise load the whole CA bundle into a new
     context (~40 ms, many hundreds of times). Clients asking for anything but the default
     (`verify=False`, their own context, `cert=`, no trust_env) still get httpx's own answer.
-    Tests only speak plain HTTP to 127.0.0.1, so nothing ever changes the shared context
-    (httpcore sets ALPN on a context only when it opens a TLS connection)."""
+    The few tests of https (tests/test_http_network.py) only make httpcore set the same ALPN
+    on it, which plain HTTP never reads; one trusting another SSL_CERT_FILE makes its own."""
     original = httpx_transports.create_ssl_context
 
     def create_ssl_context(

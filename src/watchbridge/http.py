@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import ipaddress
 import json
 import logging
 import math
 import random
+import socket
 import ssl
 import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 
@@ -286,6 +288,71 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# OpenSSL's reasons a certificate is refused (X509_V_ERR_*), in words a user can act on.
+_CERTIFICATE_REASONS = {
+    9: "it is not valid yet",
+    10: "it has expired",
+    18: "it is self-signed",
+    19: "it is signed by a certificate authority this machine does not trust",
+    20: "it is signed by a certificate authority this machine does not trust",
+    21: "it is signed by a certificate authority this machine does not trust",
+    62: "it is not made out to {host}",
+    64: "it is not made out to {host}",
+}
+NAME_CODES = frozenset({62, 64})
+CLOCK_CODES = frozenset({9, 10})  # a wrong clock on this machine reads as either
+# What OpenSSL says when the other end answers a TLS hello in plain HTTP (an https:// URL
+# at a server's plain http port), across OpenSSL versions.
+_PLAIN_HTTP_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"}
+)
+
+
+@dataclass(frozen=True)
+class ConnectProblem:
+    """Why no connection was made, when it is not that nothing listens: the name not looked
+    up (`dns`), the server's certificate refused (`certificate`), or a server speaking plain
+    HTTP to an https:// URL (`plain_http`). `what` says it in plain words, `why` what is
+    known of the reason ("" when nothing more)."""
+
+    kind: Literal["dns", "certificate", "plain_http"]
+    what: str
+    why: str = ""
+    verify_code: int = 0
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def connect_problem(error: BaseException, host: str) -> ConnectProblem | None:
+    """What `error` (a failed connection to `host`) was, from its cause chain; None when it
+    is none of ConnectProblem's kinds (nothing listens, a connection dropped)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            if cause.errno == socket.EAI_AGAIN:
+                why = "no DNS server answered"
+            else:
+                why = "the DNS has no address for it"
+            return ConnectProblem("dns", f"the name {host} could not be looked up (DNS)", why)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            code = cause.verify_code
+            reason = _CERTIFICATE_REASONS.get(code, str(cause.verify_message)).format(host=host)
+            what = f"the TLS certificate of {host} was refused"
+            return ConnectProblem("certificate", what, reason, code)
+        if isinstance(cause, ssl.SSLError) and cause.reason in _PLAIN_HTTP_REASONS:
+            return ConnectProblem("plain_http", f"{host} answered https:// in plain HTTP")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 # Requests failing through an outage (each probe, each queued row's lookup, each scheduled
 # run's new client) are a line once, then hourly, per service and host (a sign-in host apart).
 _FAILING = Repeating(log)
@@ -401,6 +468,7 @@ class HttpClient:
             write = method.upper() not in ("GET", "HEAD", "OPTIONS")
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
+        problem: ConnectProblem | None = None  # the last try's, when it was one
         unknown = False
         unreached = False  # the last try found nothing listening at the address
         maybe_written = False  # some try may have reached the service, whatever came after
@@ -419,7 +487,7 @@ class HttpClient:
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None
-            answered, status, unreached = False, None, False
+            answered, status, unreached, problem = False, None, False, None
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
@@ -440,6 +508,12 @@ class HttpClient:
                 last_problem = f"connection failed ({type(exc).__name__})"
                 unknown = not isinstance(exc, httpx.ConnectError)
                 unreached = isinstance(exc, httpx.ConnectError)
+                host = httpx.URL(url).host or httpx.URL(self.base_url).host
+                problem = connect_problem(exc, host) if unreached else None
+                if problem is not None:
+                    last_problem = problem.what
+                    if problem.kind != "dns":  # a certificate does not change in a second
+                        break
             except httpx.RequestError as exc:  # e.g. an answer whose body cannot be decoded
                 self._count(method, "error", started)
                 last_problem = f"unreadable answer ({type(exc).__name__})"
@@ -494,6 +568,7 @@ class HttpClient:
             if attempt < self.retry.attempts:
                 pause = jittered(doubled(self.retry.backoff, attempt - 1))
                 await asyncio.sleep(max(pause, retry_after or 0.0))
+        hint = self._unreached(base_url, unreached, problem)
         _FAILING.warning(
             (self.service, base_url or self.base_url),
             "request failed",
@@ -501,18 +576,24 @@ class HttpClient:
             service=self.service,
             method=method,
             path=self.redact(path),
-            problem=last_problem,
+            problem=f"{last_problem}{hint}",
         )
         raise Unavailable(
             self.service,
-            f"{last_problem} after {attempt} attempt(s){self._unreached(base_url, unreached)}",
+            f"{last_problem} after {attempt} attempt(s){hint}",
             outcome_unknown=unknown or maybe_written,
             answered=answered and write,
             status=status,
         )
 
-    def _unreached(self, base_url: str | None, unreached: bool) -> str:
-        """What to check when nothing listened at the configured address ("" otherwise)."""
+    def _unreached(
+        self, base_url: str | None, unreached: bool, problem: ConnectProblem | None
+    ) -> str:
+        """What to check when no connection was made ("" otherwise): `problem`'s fix, or,
+        when nothing listened at the configured address, that address."""
+        if problem is not None:
+            said = "; ".join(part for part in (problem.why, self._fix(base_url, problem)) if part)
+            return f": {said}" if said else ""
         if not unreached or self.setting is None or base_url is not None:
             return ""
         where = httpx.URL(self.base_url)
@@ -520,6 +601,64 @@ class HttpClient:
         return (
             f": nothing answers at {where.scheme}://{where.host}{port} ({self.setting}); "
             f"is the server running, or did its address or port change?"
+        )
+
+    def _fix(self, base_url: str | None, problem: ConnectProblem) -> str:
+        """What to do about `problem`: a server on the user's network (`setting`) has fixes
+        of its own."""
+        setting = self.setting if base_url is None else None
+        if problem.kind == "dns":
+            if setting:
+                return (
+                    f"is the name in {setting} spelt right, and does the DNS this machine (or "
+                    "its container) uses know it? the server's address (such as 192.168.1.10) "
+                    "needs no DNS"
+                )
+            return (
+                "does the DNS this machine (or its container) uses answer, and does it let "
+                "the name through (a Pi-hole's block list)?"
+            )
+        where = httpx.URL(base_url or self.base_url)
+        port = where.port or (443 if where.scheme == "https" else 80)
+        plain = shown_url(str(where.copy_with(scheme="http", port=port, path="/"))).rstrip("/")
+        if problem.kind == "plain_http":
+            if setting:
+                return f"the server speaks plain http on that port: use {plain} in {setting}"
+            return "the server at that port speaks plain http: check the address and its port"
+        code = problem.verify_code
+        if code in CLOCK_CODES:
+            clock = "is this machine's clock right (turn on NTP time sync)?"
+            if setting:
+                return f"{clock} If so, renew the server's certificate, or use http:// in {setting}"
+            return clock
+        if setting and self.service == "plex":
+            dashed = where.host.replace(".", "-") if _is_ipv4(where.host) else "192-168-1-10"
+            return (
+                f"on your network, use {plain} in {setting}, or the server's own plex.direct "
+                f"address (https://{dashed}.SERVER-HASH.plex.direct:{port}), to which Plex's "
+                "certificates are made out"
+            )
+        if setting and code in NAME_CODES:
+            return (
+                f"use the name its certificate is made out to in {setting}, or http:// and the "
+                "server's plain port (Jellyfin's and Emby's: 8096)"
+            )
+        if setting:
+            return (
+                f"use http:// and the server's plain port in {setting} (Jellyfin's and Emby's: "
+                "8096), or set SSL_CERT_FILE to a file holding the public certificate "
+                "authorities and yours (or that self-signed certificate): see Troubleshooting "
+                "in the README"
+            )
+        if code in NAME_CODES:
+            return (
+                "something else answers for that name (a DNS or a proxy sending it elsewhere, "
+                "such as a blocked name's page): check this machine's DNS and HTTPS_PROXY"
+            )
+        return (
+            "something between this machine and the service answers for it (a proxy or a "
+            "filter that reads https): let it through, or set SSL_CERT_FILE to a file holding "
+            "its certificate authority with the public ones: see Troubleshooting in the README"
         )
 
     def _answered(self, base_url: str | None) -> None:

@@ -21,6 +21,7 @@ import json
 import math
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -209,6 +210,8 @@ class FakeServer:
         self._routes: list[_Route] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Set before `start` to serve https with it (a media server's own certificate).
+        self.tls: ssl.SSLContext | None = None
         for name in dir(type(self)):
             fn = getattr(type(self), name, None)
             for method, pattern in getattr(fn, "_fake_routes", ()):
@@ -224,11 +227,14 @@ class FakeServer:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> Self:
         if self._server is None:
             self._server = _Server(("127.0.0.1", 0), _Handler, self)
+            if self.tls is not None:  # a refused handshake fails that accept alone
+                self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
             self._thread = threading.Thread(
                 target=self._server.serve_forever, args=(0.01,), name=f"{type(self).__name__}"
             )

@@ -1,0 +1,191 @@
+"""What a user reads when the home network misbehaves: a certificate refused, a name the DNS
+does not know, an https:// URL at a plain http port; told apart from a server gone."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, JELLYFIN_SERIES, sample_server
+from tests.fakes.plex import TOKEN, FakePlex
+from watchbridge.config import EmbyConfig, JellyfinConfig, PlexConfig, Secret
+from watchbridge.http import HttpClient, RetryPolicy, Unavailable, tls_context
+from watchbridge.services.jellyfin import MediaServerClient
+from watchbridge.services.plex import PlexClient
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_ID = "0f9e8d7c-watchbridge-test"
+QUICK = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+
+
+def certificate(folder: Path, name: str, alt_names: str) -> ssl.SSLContext:
+    """A server's TLS context with a self-signed certificate for `alt_names` (as openssl's
+    subjectAltName takes them), its certificate kept at `folder/name.pem`."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
+    subprocess.run(
+        [
+            *command.split(),
+            *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}"),
+            *("-addext", f"subjectAltName={alt_names}"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@contextlib.contextmanager
+def trusting(cafile: Path) -> Iterator[None]:
+    """The service's one trust store as `SSL_CERT_FILE=cafile` makes it at start."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSL_CERT_FILE", str(cafile))
+        tls_context.cache_clear()
+        try:
+            yield
+        finally:
+            tls_context.cache_clear()
+
+
+def over_tls(
+    start_fake: Callable[[FakeServer], FakeServer], context: ssl.SSLContext
+) -> Callable[[FakeServer], FakeServer]:
+    def start(fake: FakeServer) -> FakeServer:
+        fake.tls = context
+        return start_fake(fake)
+
+    return start
+
+
+async def failure(client: MediaServerClient | PlexClient) -> str:
+    client.http.retry = QUICK
+    try:
+        with pytest.raises(Unavailable) as raised:
+            if isinstance(client, PlexClient):
+                await client.identity()
+            else:
+                await client.series(JELLYFIN_SERIES)
+    finally:
+        await client.aclose()
+    return raised.value.message
+
+
+async def test_a_self_signed_certificate_is_told_with_its_fixes_not_as_a_server_gone(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    context = certificate(tmp_path, "jellyfin", "IP:127.0.0.1")
+    jellyfin = sample_server(over_tls(start_fake, context), "jellyfin")
+    client = MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
+    message = await failure(client)
+    assert message.startswith(
+        "jellyfin: the TLS certificate of 127.0.0.1 was refused after 1 attempt(s): it is "
+        "self-signed; use http:// and the server's plain port in services.jellyfin.url "
+        "(Jellyfin's and Emby's: 8096), or set SSL_CERT_FILE to a file holding the public "
+        "certificate authorities and yours"
+    )
+    assert "nothing answers" not in message
+    assert client.http.requests_sent == 1  # a certificate does not change in a second
+
+
+async def test_a_certificate_authority_in_ssl_cert_file_is_trusted(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    context = certificate(tmp_path, "jellyfin", "IP:127.0.0.1")
+    jellyfin = sample_server(over_tls(start_fake, context), "jellyfin")
+    with trusting(tmp_path / "jellyfin.pem"):
+        client = MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
+    try:
+        series = await client.series(JELLYFIN_SERIES)
+    finally:
+        await client.aclose()
+    assert series is not None and series.title == "Breaking Bad"
+
+
+async def test_plex_at_its_address_with_its_plex_direct_certificate_is_told_the_urls_that_work(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Plex's certificate, from a public authority, is made out to its plex.direct names.
+    context = certificate(tmp_path, "plex", "DNS:*.0123abcd.plex.direct")
+    plex = over_tls(start_fake, context)(FakePlex())
+    port = plex.url.rsplit(":", 1)[1]
+    with trusting(tmp_path / "plex.pem"):
+        client = PlexClient(
+            PlexConfig(url=plex.url, token=Secret(TOKEN)), client_identifier=CLIENT_ID
+        )
+    message = await failure(client)
+    assert message == (
+        "plex: the TLS certificate of 127.0.0.1 was refused after 1 attempt(s): it is not "
+        f"made out to 127.0.0.1; on your network, use http://127.0.0.1:{port} in "
+        "services.plex.url, or the server's own plex.direct address "
+        f"(https://127-0-0-1.SERVER-HASH.plex.direct:{port}), to which Plex's certificates "
+        "are made out"
+    )
+
+
+async def test_an_https_url_at_a_plain_http_port_says_to_use_http(
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    emby = sample_server(start_fake, "emby")
+    port = emby.url.rsplit(":", 1)[1]
+    url = f"https://127.0.0.1:{port}"
+    message = await failure(MediaServerClient(EmbyConfig(url=url, api_key=Secret(API_KEY))))
+    assert message == (
+        "emby: 127.0.0.1 answered https:// in plain HTTP after 1 attempt(s): the server "
+        f"speaks plain http on that port: use http://127.0.0.1:{port} in services.emby.url"
+    )
+
+
+def resolves(name: str) -> bool:
+    try:
+        socket.getaddrinfo(name, 80)
+    except OSError:
+        return False
+    return True
+
+
+async def test_a_server_name_the_dns_does_not_know_is_told_as_dns_in_the_error_and_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if resolves("plex.nothing.invalid"):  # a DNS answering every name (some ISPs' do)
+        pytest.skip("this machine's DNS answers for names that do not exist")
+    config = PlexConfig(url="http://plex.nothing.invalid:32400", token=Secret(TOKEN))
+    with caplog.at_level(logging.DEBUG, logger="watchbridge.http"):
+        message = await failure(PlexClient(config, client_identifier=CLIENT_ID))
+    assert message.startswith(
+        "plex: the name plex.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
+    )
+    assert "is the name in services.plex.url spelt right" in message
+    assert "nothing answers" not in message
+    (line,) = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert line.problem == message.removeprefix("plex: ").replace(  # type: ignore[attr-defined]
+        " after 2 attempt(s)", ""
+    )
+
+
+async def test_a_service_name_the_dns_does_not_know_asks_about_this_machines_dns() -> None:
+    if resolves("api.nothing.invalid"):
+        pytest.skip("this machine's DNS answers for names that do not exist")
+    http = HttpClient("trakt", "https://api.nothing.invalid", retry=QUICK)
+    try:
+        with pytest.raises(Unavailable) as raised:
+            await http.request("GET", "/users/settings")
+    finally:
+        await http.aclose()
+    assert raised.value.message.startswith(
+        "trakt: the name api.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
+    )
+    assert "does the DNS this machine (or its container) uses answer" in raised.value.message
