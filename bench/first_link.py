@@ -21,8 +21,18 @@ answer times, the status seen, and what the run reached. A first run through Ser
 pacing (2 requests/s, reference §8) takes hours at this size; the bench measures its first
 minutes and projects the rest from the requests made.
 
+With `--trakt-plays N` the household links Trakt too: the fake Trakt (in the same child) knows
+the same shows and movies and holds N plays (every Plex play at its time, as a scrobbler would
+have sent it, then rewatches a year earlier until N), and the service runs the first runs of
+`trakt-plex` and/or `trakt-serializd` (`--trakt-links`, `first_run: apply`) beside
+`plex-serializd`, all three started together. Trakt's read pacing (500 reads per 5 min) is
+lifted in the service (patched in the child's `-c`) unless `--trakt-pacing real`: two links
+page through 60,000 plays (~240 pages each, sharing the account's pacer) in ~5 min at the real
+pace; lifted, the same reads overlap the same way, minutes sooner.
+
     .venv/bin/python bench/first_link.py [--shows 2000 --episodes 20 --movies 3000 --diary 2000]
     .venv/bin/python bench/first_link.py --seconds 150
+    .venv/bin/python bench/first_link.py --trakt-plays 60000 [--trakt-links plex|serializd|both]
 
 Targets: a webhook answered within its usual few ms while the run goes (p99 <= 50 ms, max
 <= 250 ms); the status shows the run as running (and how far it is); RSS within a 512 MB
@@ -55,6 +65,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from latency import free_port, plex_body  # noqa: E402  (bench/latency.py)
 
 LINK, PROFILE, SECRET, API_TOKEN = "plex-serializd", "alex", "bench-secret-123", "bench-api-token"
+TRAKT_LINKS = {"plex": ["trakt-plex"], "serializd": ["trakt-serializd"]}
+TRAKT_LINKS["both"] = TRAKT_LINKS["plex"] + TRAKT_LINKS["serializd"]
 YEAR = 365 * 86400.0
 DAY = 86400.0
 # The service's first scheduled run after 2 s, not 60: the rest is `python -m watchbridge`.
@@ -63,6 +75,11 @@ SERVE = (
     "SyncScheduler.__init__.__defaults__ = (2.0,); "
     "from watchbridge.__main__ import main; sys.argv[0] = 'watchbridge'; main()"
 )
+# With Trakt linked: its read pacing lifted (`--trakt-pacing lifted`), writes kept at 1/s.
+LIFT_TRAKT_READS = (
+    "import watchbridge.services.trakt as trakt; from watchbridge.http import Bucket, Pacer; "
+    "trakt._pacer = lambda: Pacer({'write': Bucket(1, 1 / 1.1), 'read': Bucket(1000, 1000.0)}); "
+)
 WEBHOOK_MOVIE = 7_000_000
 CONFIG = "watchbridge.yaml"
 
@@ -70,21 +87,34 @@ CONFIG = "watchbridge.yaml"
 # =========================================================================== the fakes (child)
 
 
+def movie_watched(n: int, now: float) -> float:
+    return now - (n % 997) / 997 * 3 * YEAR
+
+
+def episode_watched(n: int, now: float) -> float:
+    """When the n-th episode (show by show) was watched."""
+    return now - (n % 9973) / 9973 * 3 * YEAR - DAY
+
+
+def seasons_of(args: argparse.Namespace) -> dict[int, int]:
+    return dict(collections.Counter(1 + e // 10 for e in range(args.episodes)))
+
+
 def seed(plex: Any, serializd: Any, args: argparse.Namespace, now: float) -> dict[str, int]:
-    seasons = collections.Counter(1 + e // 10 for e in range(args.episodes))
+    seasons = seasons_of(args)
     for n in range(args.movies):
         key = str(100_000 + n)
         plex.add_movie(key, f"Movie {n}", 2000 + n % 25, [f"tmdb://{500_000 + n}"])
-        plex.watch(key, now - (n % 997) / 997 * 3 * YEAR)
+        plex.watch(key, movie_watched(n, now))
     diary = 0
     for s in range(args.shows):
         show, tmdb = str(1_000_000 + s), 900_000 + s
         plex.add_show(show, f"Show {s}", 2000 + s % 25, [f"tmdb://{tmdb}"])
-        serializd.add_show(tmdb, f"Show {s}", dict(seasons))
+        serializd.add_show(tmdb, f"Show {s}", seasons)
         for e in range(args.episodes):
             key, season, number = f"{show}{e:04d}", 1 + e // 10, 1 + e % 10
             plex.add_episode(key, show, season, number)
-            at = now - ((s * args.episodes + e) % 9973) / 9973 * 3 * YEAR - DAY
+            at = episode_watched(s * args.episodes + e, now)
             plex.watch(key, at)
             if diary < args.diary:
                 later = 0.0 if diary % 2 == 0 else 60 * DAY  # same viewing / a rewatch
@@ -93,6 +123,27 @@ def seed(plex: Any, serializd: Any, args: argparse.Namespace, now: float) -> dic
                     serializd.log_entry(None, tmdb, season, number, backdate=stamp)
                     diary += 1
     return {"plex_plays": len(plex.history), "serializd_diary": diary}
+
+
+def seed_trakt(trakt: Any, args: argparse.Namespace, now: float) -> dict[str, int]:
+    """The same movies and shows as Plex's (by TMDB id); `--trakt-plays` plays: Plex's, at
+    their times, then rewatches a year before each, until there are that many."""
+    from tests.fakes.trakt import iso
+
+    plays: list[tuple[Any, float]] = []
+    seasons = seasons_of(args)
+    for n in range(args.movies):
+        movie = trakt.add_movie(f"Movie {n}", 2000 + n % 25, tmdb=500_000 + n)
+        plays.append((movie, movie_watched(n, now)))
+    for s in range(args.shows):
+        show = trakt.add_show(f"Show {s}", 2000 + s % 25, tmdb=900_000 + s, seasons=seasons)
+        for e in range(args.episodes):
+            episode = show.seasons[1 + e // 10].episodes[1 + e % 10]
+            plays.append((episode, episode_watched(s * args.episodes + e, now)))
+    for k in range(args.trakt_plays if plays else 0):
+        item, at = plays[k % len(plays)]
+        trakt.add_history(item, iso(at - (k // len(plays)) * YEAR))
+    return {"trakt_plays": len(trakt.user.history)}
 
 
 def endpoints(fake: Any) -> dict[str, int]:
@@ -119,32 +170,47 @@ def child(conn: Connection, args: argparse.Namespace) -> None:
 
     from sync import _bench_fakes  # bench/sync.py: the cached diary order, indexed ticks
 
-    _, bench_serializd = _bench_fakes()
+    bench_trakt, bench_serializd = _bench_fakes()
 
     plex, serializd = FakePlex(), bench_serializd()
+    trakt = bench_trakt() if args.trakt_plays else None
     serializd.diary_order = "jittered"
     plex.clock = time.time
     began = time.monotonic()
-    counts = seed(plex, serializd, args, time.time())
+    now = time.time()
+    counts = seed(plex, serializd, args, now)
     serializd.index_ticks()
-    plex.start()
-    serializd.start()
-    conn.send(
-        {"plex": plex.url, "serializd": serializd.url, "seed_s": time.monotonic() - began, **counts}
-    )
+    fakes = [plex, serializd]
+    if trakt is not None:
+        counts |= seed_trakt(trakt, args, now)
+        fakes.append(trakt)
+    for fake in fakes:
+        fake.start()
+    urls: dict[str, Any] = {"plex": plex.url, "serializd": serializd.url}
+    if trakt is not None:
+        token = trakt.issue_token()
+        urls["trakt"] = trakt.url
+        urls["trakt_token"] = {
+            "access_token": token.access_token,
+            "refresh_token": token.refresh_token,
+            "expires_in": token.expires_in,
+        }
+    conn.send({**urls, "seed_s": time.monotonic() - began, **counts})
     while (command := conn.recv()) != "stop":
         if command == "stats":
             conn.send(
                 {
                     "plex": endpoints(plex),
                     "serializd": endpoints(serializd),
+                    **({"trakt": endpoints(trakt)} if trakt is not None else {}),
                     "serializd_busiest_second": busiest_second(serializd),
                     "serializd_diary": len(serializd.user.reviews),
                     "plex_history": len(plex.history),
+                    "trakt_history": len(trakt.user.history) if trakt is not None else 0,
                 }
             )
-    plex.stop()
-    serializd.stop()
+    for fake in fakes:
+        fake.stop()
 
 
 # =========================================================================== the service (parent)
@@ -165,12 +231,28 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-def start_service(work: Path, fakes: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    work: Path, fakes: dict[str, Any], args: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], str]:
     from tests.fakes.plex import TOKEN
     from tests.fakes.serializd import ALICE
+    from tests.fakes.trakt import CLIENT_ID
+
+    from watchbridge.store import Store
 
     port = free_port()
     config = work / CONFIG
+    trakt = "trakt" in fakes
+    trakt_service = (
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{fakes["trakt"]}", '
+        f'auth_url: "{fakes["trakt"]}"}}\n'
+        if trakt
+        else ""
+    )
+    trakt_links = "".join(
+        f"  {name}: {{services: [trakt, {name.split('-')[1]}], first_run: apply, interval: 6h}}\n"
+        for name in (TRAKT_LINKS[args.trakt_links] if trakt else [])
+    )
     config.write_text(
         f"""
 server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}, api_token: {API_TOKEN}}}
@@ -178,21 +260,27 @@ storage: {{path: {work / "wb.db"}}}
 services:
   plex: {{url: "{fakes["plex"]}", token: "{TOKEN}"}}
   serializd: {{api_url: "{fakes["serializd"]}"}}
-profiles:
+{trakt_service}profiles:
   {PROFILE}:
     users: {{plex: ["1"]}}
     accounts:
       plex: {{}}
       serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}
+{"      trakt: {}" if trakt else ""}
 links:
   {LINK}: {{services: [plex, serializd], first_run: apply, interval: 6h}}
-""",
+{trakt_links}""",
         encoding="utf-8",
     )
+    if trakt:  # signed in, as `watchbridge auth trakt` leaves it
+        with Store.open(work / "wb.db") as store:
+            now = time.time()
+            store.put_token("trakt", PROFILE, {**fakes["trakt_token"], "created_at": now}, now)
     from tests.harness import start_logged
 
     url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-c", SERVE, "serve", "--config", str(config)]
+    serve = LIFT_TRAKT_READS + SERVE if trakt and args.trakt_pacing == "lifted" else SERVE
+    argv = [sys.executable, "-c", serve, "serve", "--config", str(config)]
     return start_logged(argv, url, work / "service.log", timeout=60), url
 
 
@@ -203,7 +291,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 def run(args: argparse.Namespace, conn: Connection, fakes: dict[str, Any]) -> None:
     work = Path(tempfile.mkdtemp(prefix="wb-firstlink-"))
-    proc, url = start_service(work, fakes)
+    proc, url = start_service(work, fakes, args)
     spy = None
     if args.py_spy:  # the loop thread's stacks, to name what holds it
         spy = subprocess.Popen(
@@ -329,7 +417,9 @@ def report(
             print(f"    t={t:5.0f} s ({took * 1000:5.0f} ms) {line[:300]}")
             shown = line
     print(f"    /api/status answer max {max(t for _, t, _ in statuses) * 1000:.0f} ms")
-    for name in ("plex", "serializd"):
+    for name in ("plex", "serializd", "trakt"):
+        if name not in stats:
+            continue
         got = stats[name]
         total = sum(v for k, v in got.items() if not k.startswith("("))
         print(f"{name}: {total} requests ({total / elapsed:.2f}/s over the window)")
@@ -342,6 +432,7 @@ def report(
     print(
         f"after the window: serializd diary {stats['serializd_diary']}, plex history "
         f"{stats['plex_history']}"
+        + (f", trakt history {stats['trakt_history']}" if "trakt" in stats else "")
     )
     print("watchbridge status (at the window's end):")
     for line in cli.splitlines()[:40]:
@@ -354,6 +445,21 @@ def main() -> None:
     parser.add_argument("--shows", type=int, default=2000)
     parser.add_argument("--episodes", type=int, default=20, help="per show, all watched")
     parser.add_argument("--diary", type=int, default=2000, help="Serializd diary entries")
+    parser.add_argument(
+        "--trakt-plays", type=int, default=0, help="link Trakt too, its history this many plays"
+    )
+    parser.add_argument(
+        "--trakt-links",
+        choices=sorted(TRAKT_LINKS),
+        default="both",
+        help="with --trakt-plays: Trakt linked with plex, serializd or both",
+    )
+    parser.add_argument(
+        "--trakt-pacing",
+        choices=("lifted", "real"),
+        default="lifted",
+        help="with --trakt-plays: Trakt's read pacing in the service",
+    )
     parser.add_argument("--seconds", type=float, default=120.0, help="the measured window")
     parser.add_argument("--webhook-every", type=float, default=0.5)
     parser.add_argument("--status-every", type=float, default=5.0)
@@ -373,6 +479,12 @@ def main() -> None:
             f"{args.shows * args.episodes:,} episodes watched ({fakes['plex_plays']:,} plays), "
             f"Serializd {args.shows:,} shows, {fakes['serializd_diary']:,} diary entries "
             "(half the same viewings as Plex's, half rewatches 60 days later)"
+            + (
+                f"; Trakt {fakes['trakt_plays']:,} plays, links {args.trakt_links} "
+                f"(read pacing {args.trakt_pacing})"
+                if args.trakt_plays
+                else ""
+            )
         )
         run(args, parent, fakes)
     finally:
