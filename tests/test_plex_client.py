@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
@@ -327,3 +332,83 @@ async def test_a_server_whose_proxy_says_it_is_down_does_not_answer(
 ) -> None:
     plex.fail_next(10, 502)
     assert not await client.answers()
+
+
+@pytest.fixture
+def big_library(plex: FakePlex) -> FakePlex:
+    """1,500 more watched episodes of Breaking Bad: 30 pages of 50."""
+    for n in range(1500):
+        key = str(800_000 + n)
+        plex.add_episode(key, "72962", 1 + n // 100, 1 + n % 100, [f"tvdb://{900_000 + n}"])
+        plex.watch(key, 1_700_000_000 + n * 60)
+    return plex
+
+
+async def whole_answer_size(plex: FakePlex, path: str, params: dict[str, object]) -> int:
+    """Bytes of Python objects the whole answer's JSON decodes to (traced), unpaged."""
+    headers = {"accept": "application/json", "x-plex-token": TOKEN}
+    async with httpx.AsyncClient(base_url=plex.url, headers=headers) as http:
+        body = (await http.get(path, params=params)).content  # type: ignore[arg-type]
+    before = tracemalloc.get_traced_memory()[0]
+    decoded = json.loads(body)
+    size = tracemalloc.get_traced_memory()[0] - before
+    del decoded
+    return size
+
+
+@pytest.mark.parametrize("read", ["listing", "history"])
+async def test_a_paged_read_never_holds_all_its_rows(
+    client: PlexClient, big_library: FakePlex, read: str
+) -> None:
+    # A first run reads 40,000 episodes: their rows' JSON was held whole (~100 MB) beside
+    # the items made of them.
+    path, params = {
+        "listing": ("/library/sections/2/all", {"type": 4, "includeGuids": 1}),
+        "history": ("/status/sessions/history/all", {"accountID": 1}),
+    }[read]
+
+    async def read_it() -> list[object]:
+        if read == "listing":
+            return list(await client.listing("2", "episode", page_size=50))
+        return list(await client.history("1", page_size=50))
+
+    await read_it()  # the connection and what a first request sets up, not measured
+    tracemalloc.start()
+    try:
+        rows = await whole_answer_size(big_library, path, params)
+        gc.collect()
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        got = await read_it()
+        kept, peak = (traced - before for traced in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+    assert len(got) == {"listing": 1501, "history": 1500}[read]
+    assert peak - kept < rows / 3, (peak, kept, rows)  # beside what it keeps: about a page
+
+
+@pytest.mark.parametrize("read", ["listing", "history"])
+async def test_a_row_it_cannot_read_on_any_page_refuses_the_whole_read_counting_every_row(
+    client: PlexClient, plex: FakePlex, read: str
+) -> None:
+    for n in range(4):
+        plex.add_episode(f"7320{n}", "72962", 1, 1 + n, [])
+        plex.watch(f"7320{n}", 1_700_000_000 + n * 60)
+    plex.watch("73155", 1_700_000_600)
+
+    def unkeyed(body: dict[str, Any]) -> None:  # one row of the last page loses its key
+        for row in body["MediaContainer"].get("Metadata", []):
+            if row.get("ratingKey") == "73155":
+                row["key"] = row.pop("ratingKey")
+
+    route = {"listing": "GET /library/sections/{key}/all", "history": None}[read]
+    if read == "listing":
+        plex.reshape_always(unkeyed, route=route)
+        told = "the listing of library 2: 1 of 5 rows have no `ratingKey`"
+        with pytest.raises(PlexError, match=told):
+            await client.listing("2", "episode", page_size=2)
+    else:
+        plex.reshape_always(unkeyed, route="GET /status/sessions/history/all")
+        told = "the watch history: 1 of 5 rows have no `ratingKey`"
+        with pytest.raises(PlexError, match=told):
+            await client.history("1", page_size=2)

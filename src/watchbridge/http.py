@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -80,10 +80,23 @@ def rows_unread(rows: Sequence[R], problem: Callable[[R], str | None], noun: str
     "N of M rows have P; K of M rows have Q" ("" when none): the one way clients count
     them, for `changed_answer`. Such a row left out would read as an item gone."""
     problems: dict[str, int] = {}
+    count_problems(rows, problem, problems)
+    return problems_said(problems, len(rows), noun)
+
+
+def count_problems(
+    rows: Iterable[R], problem: Callable[[R], str | None], problems: dict[str, int]
+) -> None:
+    """Add each row's `problem` (if any) to `problems` (problem -> rows having it): the count
+    `rows_unread` makes, page by page for an answer read in pages."""
     for row in rows:
         if (found := problem(row)) is not None:
             problems[found] = problems.get(found, 0) + 1
-    return "; ".join(f"{n} of {len(rows)} {noun} have {p}" for p, n in problems.items())
+
+
+def problems_said(problems: Mapping[str, int], total: int, noun: str = "rows") -> str:
+    """`count_problems`' counts of `total` rows as `rows_unread` says them."""
+    return "; ".join(f"{n} of {total} {noun} have {p}" for p, n in problems.items())
 
 
 class Unavailable(ServiceError):

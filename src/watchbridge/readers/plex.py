@@ -68,7 +68,6 @@ from watchbridge.episode_numbers import (
     numbers_for,
 )
 from watchbridge.errors import ConfigError
-from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -82,7 +81,7 @@ from watchbridge.services.plex import (
     PlexClient,
     Section,
     ServerTokenRefused,
-    library_item,
+    library_items,
 )
 from watchbridge.services.plextv import TOKEN_SERVICE as SIGN_IN
 from watchbridge.services.plextv import PlexTvError
@@ -589,27 +588,6 @@ class Built:
     plays: dict[str, dict[str, Any]]  # record -> {"item", "at", "rating_key"}
     keys: dict[str, dict[str, Any]]  # item key -> {"rating_keys", "watched_at"}
     aliases: dict[str, str] = field(default_factory=dict)  # ratingKey -> key: SideRead.aliases
-
-
-def library_of(
-    rows: Mapping[str, Iterable[Mapping[str, object]]],
-    listed: tuple[tuple[str, str], ...],
-    personal: frozenset[str],
-) -> Library:
-    """The library from its listings' rows by kind (`movie`, `show`, `season`, `episode`).
-    Pure."""
-    found = {
-        kind: [item for row in kind_rows if (item := library_item(row)) is not None]
-        for kind, kind_rows in rows.items()
-    }
-    return Library(
-        found.get("movie", []),
-        found.get("show", []),
-        found.get("season", []),
-        found.get("episode", []),
-        listed,
-        personal,
-    )
 
 
 def build_side(
@@ -1866,7 +1844,9 @@ class PlexReader:
     async def _library(
         self, profile: str, token: str | None
     ) -> tuple[Library, dict[str, list[Mapping[str, object]]]]:
-        """The chosen libraries' items, and the raw listings they were read from."""
+        """The chosen libraries' items, and the raw listings they were read from when the
+        link syncs the collection (which sends them on); else none: each page's rows are made
+        items as it comes, and dropped (at 40,000 episodes ~100 MB, the items ~15)."""
         plex = self.config.services.plex
         names = plex.libraries if plex else []
         sections = await self.client.sections(token)
@@ -1879,21 +1859,35 @@ class PlexReader:
         on_server = await self.client.sections(None) if ask else None
         chosen = choose_sections(sections, names, profile, on_server, owner=owner)
         rows: dict[str, list[Mapping[str, object]]] = defaultdict(list)
+        items: dict[str, list[LibraryItem]] = defaultdict(list)
         personal: set[str] = set()
         for section in chosen:
             kinds = ["movie"] if section.type == "movie" else ["show", "episode"]
             if section.type == "show" and "ratings" in self.link.kinds:
                 kinds.append("season")
             for kind in kinds:
-                listed_rows = await self.client.listing_rows(section.key, kind, token)
-                rows[kind] += listed_rows
+                if "collection" in self.link.kinds:
+                    listed_rows = await self.client.listing_rows(section.key, kind, token)
+                    rows[kind] += listed_rows
+                    # Off the event loop, as `build_side`: ~1 s of the loop's thread at
+                    # 43,000 items.
+                    found = await asyncio.to_thread(library_items, listed_rows)
+                else:
+                    found = await self.client.listing(section.key, kind, token)
+                items[kind] += found
                 if section.matches_nothing:
-                    personal |= {key for row in listed_rows if (key := text(row.get("ratingKey")))}
+                    personal |= {item.rating_key for item in found if item.rating_key}
         listed = tuple(
             (section.key, "movie" if section.type == "movie" else "episode") for section in chosen
         )
-        # Off the event loop, as `build_side`: ~1 s of the loop's thread at 43,000 items.
-        library = await asyncio.to_thread(library_of, rows, listed, frozenset(personal))
+        library = Library(
+            items["movie"],
+            items["show"],
+            items["season"],
+            items["episode"],
+            listed,
+            frozenset(personal),
+        )
         return library, rows
 
     def _history_token(self, access: Access) -> str | None:

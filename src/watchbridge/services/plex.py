@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -32,7 +32,14 @@ import httpx
 from watchbridge import __version__
 from watchbridge.config import PlexConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import HttpClient, ServiceError, changed_answer, rows_unread
+from watchbridge.http import (
+    HttpClient,
+    ServiceError,
+    changed_answer,
+    count_problems,
+    problems_said,
+    rows_unread,
+)
 from watchbridge.ingest.common import epoch, integer, number, obj, text
 from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
 from watchbridge.logs import Redactor
@@ -46,6 +53,7 @@ LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
 PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfortably
 DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi joins lists so)
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
+Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
 
 
 class PlexError(ServiceError):
@@ -332,10 +340,14 @@ def default_client_identifier(config: PlexConfig) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"watchbridge:{config.url}"))
 
 
-def _history_entries(rows: Sequence[Mapping[str, object]]) -> list[HistoryEntry]:
-    """The dated plays of a history listing's rows; the unreadable ones told (`unreadable_rows`)."""
-    unreadable_rows(rows, history_problem, "the watch history")
+def history_entries(rows: Iterable[Mapping[str, object]]) -> list[HistoryEntry]:
+    """The dated plays of a history listing's rows (rows of deleted items left out). Pure."""
     return [entry for row in rows if (entry := history_entry(row)) is not None]
+
+
+def library_items(rows: Iterable[Mapping[str, object]]) -> list[LibraryItem]:
+    """A section listing's rows as LibraryItems (rows without a ratingKey left out). Pure."""
+    return [item for row in rows if (item := library_item(row)) is not None]
 
 
 class PlexClient:
@@ -477,9 +489,18 @@ class PlexClient:
     async def listing(
         self, section: str, kind: str, token: str | None = None, page_size: int = PAGE_SIZE
     ) -> list[LibraryItem]:
-        """Every movie, show, season or episode (`kind`) of one section, page by page."""
-        rows = await self.listing_rows(section, kind, token, page_size)
-        return [item for row in rows if (item := library_item(row)) is not None]
+        """Every movie, show, season or episode (`kind`) of one section, page by page, each
+        page's rows made items as it comes (not `listing_rows`: at 40,000 episodes the rows
+        are ~100 MB, their items ~15)."""
+        return await self._kept_pages(
+            f"/library/sections/{quote(section, safe='')}/all",
+            {"type": LISTING_TYPES[kind], "includeGuids": 1},
+            f"listing library {section}",
+            token,
+            page_size,
+            (listing_problem, f"the listing of library {section}"),
+            library_items,
+        )
 
     async def listing_rows(
         self, section: str, kind: str, token: str | None = None, page_size: int = PAGE_SIZE
@@ -522,15 +543,15 @@ class PlexClient:
         page_size: int = PAGE_SIZE,
     ) -> list[HistoryEntry]:
         """One account's dated plays, newest first; only those at or after `since` if given."""
-        rows = await self._pages(
+        return await self._kept_pages(
             "/status/sessions/history/all",
             _history_params(account_id, since),
             "reading the watch history",
             token,
             page_size,
+            (history_problem, "the watch history"),
+            history_entries,
         )
-        # Off the event loop: at 40,000 rows a few hundred ms of the loop's thread.
-        return await asyncio.to_thread(_history_entries, rows)
 
     async def history_head(
         self, account_id: str, token: str | None = None
@@ -646,6 +667,45 @@ class PlexClient:
             start += len(rows)
             if not rows or start >= total:
                 return found
+
+    async def _kept_pages(
+        self,
+        path: str,
+        params: Mapping[str, object],
+        what: str,
+        token: str | None,
+        page_size: int,
+        unread: tuple[Callable[[Mapping[str, object]], str | None], str],
+        keep: Callable[[list[Mapping[str, object]]], list[Kept]],
+    ) -> list[Kept]:
+        """What `keep` makes of every page of a paged listing, page by page as each comes
+        (off the event loop: at 40,000 rows a few hundred ms of the loop's thread), so that
+        the rows are never all held at once: their JSON is several times the size of what is
+        kept. `unread`: the problem a row may have and what to call the listing; any row with
+        one refuses the whole listing once it is read, as `unreadable_rows` would."""
+        problem, told = unread
+        problems: dict[str, int] = {}
+        kept: list[Kept] = []
+
+        def page_kept(rows: list[Mapping[str, object]]) -> list[Kept]:
+            count_problems(rows, problem, problems)
+            return keep(rows)
+
+        start = 0
+        while True:
+            paging = {
+                "x-plex-container-start": str(start),
+                "x-plex-container-size": str(page_size),
+            }
+            answer = await self._get(path, what, token, params=params, headers=paging)
+            rows, total = entries(answer, what=what)
+            kept += await asyncio.to_thread(page_kept, rows)
+            start += len(rows)
+            if not rows or start >= total:
+                break
+        if said := problems_said(problems, start):
+            raise PlexError(SERVICE, changed_answer(NAME, f"{told}: {said}"))
+        return kept
 
     async def _write(
         self,
