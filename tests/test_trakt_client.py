@@ -26,6 +26,7 @@ from watchbridge.services.trakt import (
     TraktClient,
     TraktError,
     TraktSignInUnavailable,
+    share_media,
 )
 from watchbridge.store import Store
 
@@ -1082,3 +1083,26 @@ async def test_a_pasted_refresh_token_tried_again_after_an_outage_keeps_its_pair
     stored = store.get_token("trakt", PROFILE)
     assert stored is not None and dead is not None
     assert stored["refresh_token"] not in (dead["refresh_token"], pasted.refresh_token)
+
+
+async def test_a_history_read_holds_one_object_per_show_and_says_what_trakt_sent(
+    client: TraktClient, long_history: FakeTrakt, store: Store
+) -> None:
+    # At 60,000 plays the show's JSON repeated in every entry was ~40 MB of the read.
+    signed_in(long_history, store)
+    episode = long_history.shows[-1].seasons[1].episodes[1]
+    long_history.add_history(episode, "2024-02-01T20:00:00.000Z")  # a rewatch
+    entries = await client.history(PROFILE, "episodes")
+    assert entries == [h.to_json() for h in long_history.history()]  # across both pages
+    assert len({id(e["show"]) for e in entries}) == 1
+    rewatched = [e["episode"] for e in entries if e["episode"]["ids"]["trakt"] == episode.trakt]
+    assert len(rewatched) == 2 and rewatched[0] is rewatched[1]
+
+
+def test_media_shared_only_when_equal() -> None:
+    before = {"title": "Show", "ids": {"trakt": 1, "tmdb": 10}}
+    renamed = {"title": "Show (2024)", "ids": {"trakt": 1, "tmdb": 10}}
+    entries = [{"show": before}, {"show": dict(before)}, {"show": renamed}, {"show": []}]
+    share_media(entries, {})
+    assert entries[1]["show"] is before and entries[2]["show"] is renamed
+    assert entries == [{"show": before}, {"show": before}, {"show": renamed}, {"show": []}]

@@ -1417,7 +1417,7 @@ class TraktClient:
             params["start_at"] = iso(start_at)
         if end_at is not None:
             params["end_at"] = iso(end_at)
-        return await self._pages(profile, path, params)
+        return await self._pages(profile, path, params, shared={})
 
     async def watched(self, profile: str, item_type: str) -> list[dict[str, Any]]:
         """The watched snapshot (§10): every movie, or every show with its seasons and
@@ -1430,7 +1430,15 @@ class TraktClient:
             params |= {"extended": "progress", "specials": "true"}
         return await self._pages(profile, f"/sync/watched/{item_type}", params)
 
-    async def _pages(self, profile: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _pages(
+        self,
+        profile: str,
+        path: str,
+        params: dict[str, Any],
+        shared: dict[tuple[str, int | str], Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every entry of a paged listing; with `shared`, equal media objects of its entries
+        made one (`share_media`)."""
         entries: list[dict[str, Any]] = []
         page, last = 1, None
         while True:
@@ -1440,6 +1448,8 @@ class TraktClient:
             found: list[dict[str, Any]] = _decoded(response, list)
             if found == last:  # the page asked for was not served: this is all there is
                 return entries
+            if shared is not None:
+                share_media(found, shared)
             entries += found
             if not _more_pages(response, page, len(found)):
                 return entries
@@ -1674,6 +1684,29 @@ def _decoded(response: httpx.Response, kind: type, *, wrote: bool = False) -> An
             outcome_unknown=wrote,
         )
     return answer
+
+
+def share_media(entries: list[Any], shared: dict[tuple[str, int | str], Any]) -> None:
+    """Make each entry's `show`, `movie` and `episode` object the one an earlier entry holds
+    when they are equal (`shared`: by kind and Trakt id, what the entries read so far hold),
+    in place. A history repeats its show in every entry of its episodes: at 60,000 plays
+    those copies are ~40 MB of a ~90 MB listing, held until the read is done. The entries are
+    only read (a change makes a copy, as `with_tmdb_read_before` does), so sharing changes
+    nothing of what they say."""
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for kind in ("show", "movie", "episode"):
+            media = entry.get(kind)
+            ids = media.get("ids") if isinstance(media, dict) else None
+            trakt_id = ids.get("trakt") if isinstance(ids, dict) else None
+            if not isinstance(trakt_id, int | str):
+                continue
+            known = shared.get((kind, trakt_id))
+            if known is not None and known == media:
+                entry[kind] = known
+            else:
+                shared[(kind, trakt_id)] = media
 
 
 def _more_pages(response: httpx.Response, page: int, found: int) -> bool:
