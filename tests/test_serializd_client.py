@@ -443,6 +443,48 @@ async def test_catalogue_reads_take_no_lane_of_their_own_beside_an_account(
         await catalogue.aclose()
 
 
+async def test_a_429_on_a_catalogue_read_holds_every_account_until_its_retry_after_ends(
+    fake: FakeSerializd, store: Store
+) -> None:
+    """Whether Serializd limits per account or per address is not known (§8); a home
+    server's accounts share one address. A 429 on a catalogue read (in the lane of the
+    account that sent last) holds every account's requests, also the other's, which sends
+    next and whose lane catalogue reads then take, until its Retry-After ends."""
+    bob = fake.add_user("bob@example.com", "bob's password", "bob_tv")
+    client = SerializdClient(
+        SerializdConfig(api_url=fake.url),
+        store,
+        accounts={
+            PROFILE: SerializdAccount(EMAIL, Secret(PASSWORD)),
+            "you": SerializdAccount(bob.email, Secret("bob's password")),
+        },
+        requests_per_second=1000,
+    )
+    client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=5)
+    try:
+        await client.diary("you")
+        await client.diary(PROFILE)  # the catalogue read below takes my lane
+        fake.fail_next(1, 429, headers={"Retry-After": "2"}, body={"message": "slow down"})
+        listing = asyncio.create_task(client.season_listing(1396, 1))
+        while not any(request.status == 429 for request in fake.requests):
+            await asyncio.sleep(0.01)
+        others = [client.diary("you"), client.show_seasons(1396), client.diary(PROFILE)]
+        answers = await asyncio.gather(listing, *others)
+    finally:
+        await client.aclose()
+    assert answers[0] and answers[2].ids  # all went on once the wait was over
+    (limited,) = [request for request in fake.requests if request.status == 429]
+    after = [request for request in fake.requests if request.time > limited.time]
+    paths = sorted(request.path for request in after)
+    assert paths == [
+        "/api/show/1396",
+        "/api/show/1396/season/1",
+        f"/api/user/{USERNAME}/diary",
+        "/api/user/bob_tv/diary",
+    ]
+    assert min(request.time for request in after) >= limited.time + 2
+
+
 async def test_diary_collects_every_page_despite_the_order(
     client: SerializdClient, fake: FakeSerializd
 ) -> None:

@@ -177,15 +177,29 @@ class Paused(Exception):
 
 
 @dataclass
+class Pause:
+    """Until when a 429 holds requests (a `time.monotonic()` moment). One per pacer, or one
+    shared by the pacers of a host that may limit by address rather than by account: a 429
+    on any of them then holds them all."""
+
+    until: float = 0.0
+
+
+@dataclass
 class Pacer:
-    """Keeps one account under a service's rate limits; a 429 pauses every bucket.
+    """Keeps one account under a service's rate limits; a 429 pauses every bucket (and every
+    pacer sharing its `pause`).
 
     Requests of one bucket take turns in order; those of another bucket do not wait behind
     them (a live scrobble is not held up by a sync's reads waiting for the read bucket)."""
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
-    blocked_until: float = 0.0
+    pause: Pause = field(default_factory=Pause)
     queues: dict[str | None, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def blocked_until(self) -> float:
+        return self.pause.until
 
     async def acquire(self, bucket: str | None, give_up_after: float = math.inf) -> None:
         """Wait for a request's turn; raises Paused when a 429 (this request's or another's,
@@ -205,7 +219,7 @@ class Pacer:
                 await asyncio.sleep(min(wait, PAUSE_CHECK))
 
     def block(self, seconds: float) -> None:
-        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        self.pause.until = max(self.pause.until, time.monotonic() + seconds)
 
 
 @dataclass(frozen=True)

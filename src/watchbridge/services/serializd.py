@@ -11,8 +11,9 @@ JSON); the clock is injected too. Every request goes through the shared HTTP pol
 (`watchbridge.http`), one at a time per account with a small delay between requests, whichever
 client sends it (`lane`: the clients of one event loop share each account's lane); catalogue
 reads, which no account signs, take the lane of the account that sent last (`catalogue_lane`),
-so they count against an account's pace instead of adding one of their own. Answers
-are never assumed to be JSON: an HTML answer (the www host's "Vercel Security Checkpoint") is
+so they count against an account's pace instead of adding one of their own. A 429's wait
+holds every lane of the host (`Host.pause`), not only the one it came on. Answers are
+never assumed to be JSON: an HTML answer (the www host's "Vercel Security Checkpoint") is
 `SerializdUnavailable`, any other non-JSON answer a `SerializdError`.
 """
 
@@ -37,6 +38,7 @@ from watchbridge.http import (
     Bucket,
     HttpClient,
     Pacer,
+    Pause,
     PerLoop,
     ServiceError,
     Unavailable,
@@ -644,10 +646,13 @@ class Lane:
 
 @dataclass
 class Host:
-    """The lanes of one Serializd host in one event loop, and the account that sent last."""
+    """The lanes of one Serializd host in one event loop, the account that sent last, and
+    the pause a 429 puts on all of them: whether Serializd limits per account or per address
+    is not known (§8), and a home server's accounts all send from one address."""
 
     lanes: dict[str, Lane] = field(default_factory=dict)
     latest: str | None = None
+    pause: Pause = field(default_factory=Pause)
 
 
 # Pacing is per account, not per client: every client of one event loop (in the service: the
@@ -667,12 +672,13 @@ def host(api_url: str, requests_per_second: float) -> Host:
 
 def lane(api_url: str, account: str, requests_per_second: float) -> Lane:
     """The lane of `account` on `api_url` in the running event loop."""
-    lanes = host(api_url, requests_per_second).lanes
-    if account not in lanes:
-        # One request at a time (no burst), a small gap between requests.
-        pacer = Pacer({"calls": Bucket(1, requests_per_second)})
-        lanes[account] = Lane(asyncio.Lock(), pacer, asyncio.Lock())
-    return lanes[account]
+    shared = host(api_url, requests_per_second)
+    if account not in shared.lanes:
+        # One request at a time (no burst), a small gap between requests; a 429's wait holds
+        # every lane of the host until it ends.
+        pacer = Pacer({"calls": Bucket(1, requests_per_second)}, shared.pause)
+        shared.lanes[account] = Lane(asyncio.Lock(), pacer, asyncio.Lock())
+    return shared.lanes[account]
 
 
 def catalogue_lane(api_url: str, requests_per_second: float) -> Lane:
