@@ -2427,6 +2427,37 @@ async def test_a_rate_limit_alert_a_sync_beside_the_service_raised_is_not_resolv
     assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
 
 
+async def test_a_rate_limit_pause_that_goes_on_with_other_rows_counts_from_its_first_start(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The play waits on a rate limit; five minutes in, it goes out in the pass where a
+    # rating of the profile meets the rate limit in turn. Deliveries of the profile never
+    # stopped waiting for a pass: it is one pause, told once it has lasted 15 minutes. The
+    # rows of the first had left the pause before the second's were added: it started anew
+    # in that pass, and its alert came five minutes late, counting from the rating.
+    trakt.throttle_next(1, retry_after=0, route="POST /sync/history")
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    started = clock()
+    await worker.pass_once(runtime)  # the play, held
+    clock.advance(300)
+    trakt.throttle_next(10**6, retry_after=0, route="POST /sync/ratings")
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock())
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)  # the play goes out, the rating is held
+    assert [h.item.title for h in trakt.history()] == ["Heat"] and trakt.ratings() == []
+    while clock() < started + 900:
+        assert receiver.titles() == []
+        clock.advance(60)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # the rating, held again
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
+
+
 async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
 ) -> None:

@@ -350,14 +350,20 @@ def _waiting(store: Store, value: Any) -> ProfileHold | None:
     return hold
 
 
-def held_in_store(store: Store, key: str, rows: set[int], now: float) -> ProfileHold:
-    """The profile hold `key` with `rows` added, in the store and in one transaction: to the
-    hold kept there while any of its rows still waits (whichever process held them), else to
-    a new hold from `now`."""
+def held_in_store(
+    store: Store, key: str, rows: set[int], now: float, left: frozenset[int] = frozenset()
+) -> ProfileHold:
+    """The profile hold `key` with `rows` added and `left` taken out, in the store and in one
+    transaction: to the hold kept there while any of its rows still waits (whichever process
+    held them), else to a new hold from `now`. `left`: rows of the hold that left it in the
+    pass that holds `rows` (gone out, failed otherwise); they waited when the pass began, so
+    the pause never ended for a whole pass and goes on from its first start, not from `now`."""
 
     def change(value: Any) -> tuple[Any, float, ProfileHold]:
-        hold = _waiting(store, value) or ProfileHold(now, set())
-        hold.rows |= rows
+        hold = ProfileHold.from_json(value)
+        if hold is None or not (hold.rows & left or store.pending_among(sorted(hold.rows))):
+            hold = ProfileHold(now, set())
+        hold.rows = (hold.rows - left) | rows
         return hold.to_json(), PROFILE_HOLD_KEEP, hold
 
     held: ProfileHold = store.cache_update(PROFILE_HOLDS, key, now, change, renew=True)
@@ -867,15 +873,21 @@ class DeliveryWorker:
         done = {s.item_id for s in settled if s.status == "done"}
         # Profile holds whose last waiting row left them here: the profile, whether all went out
         over: dict[str, tuple[str, bool]] = {}
+        left: dict[str, frozenset[int]] = {}  # rows leaving a hold that holds others anew
         for key, (ids, whose) in unpaused.items():
             kept = self._paused.get(key)
-            if kept is not None and ids & kept.rows:  # written only when the hold loses a row
-                released = await asyncio.to_thread(released_in_store, store, key, ids, now)
-                self._mirror(key, released)
-                if released is None and key not in paused:
-                    over[key] = (whose, (ids & kept.rows) <= done)
+            if kept is None or not ids & kept.rows:  # written only when the hold loses a row
+                continue
+            if key in paused:  # one pause going on: taken out as its new rows are added
+                left[key] = frozenset(ids)
+                continue
+            released = await asyncio.to_thread(released_in_store, store, key, ids, now)
+            self._mirror(key, released)
+            if released is None:
+                over[key] = (whose, (ids & kept.rows) <= done)
         for key, (hold, ids, whose) in paused.items():  # told once they are settled
-            if text := await self._profile_hold_told(store, target.name, key, hold, ids, now):
+            gone = left.get(key, frozenset())
+            if text := await self._profile_hold_told(store, target.name, key, hold, ids, gone, now):
                 alerts[("service_unreachable", key, whose)] = text
         dead = [(item, reason) for item, reason in dead if item.id not in superseded]
         wide = [h for h in holds.values() if h.target_wide]
@@ -1023,14 +1035,24 @@ class DeliveryWorker:
                 held.told = True
 
     async def _profile_hold_told(
-        self, store: Store, target: str, key: str, hold: Hold, rows: set[int], now: float
+        self,
+        store: Store,
+        target: str,
+        key: str,
+        hold: Hold,
+        rows: set[int],
+        left: frozenset[int],
+        now: float,
     ) -> str | None:
         """The alert text for a profile's hold of `rows` (`key`: a rate limit, its sign-in
         host down, answers it cannot read), once it has lasted UNREACHABLE_ALERT_AFTER or is
         known to. It lasts from the first of its rows held while any of them still waits, also
-        while other rows of the profile go through; once none does, it is over and a hold
-        after it is a new one."""
-        held = self._paused[key] = await asyncio.to_thread(held_in_store, store, key, rows, now)
+        while other rows of the profile go through, and while rows of it that `left` it in
+        this pass give way to `rows` held in the same pass; once none waits for a whole pass,
+        it is over and a hold after it is a new one."""
+        held = self._paused[key] = await asyncio.to_thread(
+            held_in_store, store, key, rows, now, left
+        )
         return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
