@@ -2484,6 +2484,44 @@ async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
         await close_targets(worker)
 
 
+async def test_a_rating_a_rate_limit_held_that_gives_up_as_it_lifts_ends_the_pause_as_a_dead_letter(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    # The rating failed once, then waited on a long rate limit (told at once). Once the limit
+    # lifted, its last try failed: it left the pause as a dead letter in that pass. The pause
+    # ends with it (nothing of the profile waits on the limit any more), saying so, and the
+    # dead letter is told of in its own alert and listed.
+    worker = DeliveryWorker(make_targets, replace(runtime.config.delivery, max_attempts=2))
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
+        trakt.fail_next(1, 400, route="POST /sync/ratings")
+        await worker.pass_once(runtime)  # its first try fails
+        clock.advance(3600)
+        trakt.throttle_next(1, retry_after=2850, route="GET /sync/ratings/{type}")
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # held by the limit, without spending a try
+        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert runtime.store.dead_letters() == []
+        clock.advance(2851)
+        trakt.fail_next(1, 400, route="POST /sync/ratings")
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)  # its last try fails as the limit has lifted
+        (dead,) = runtime.store.dead_letters()
+        assert dead.idempotency_key == "r1" and dead.attempts == 2
+        assert "gave up after 2 attempts" in (dead.last_error or "")
+        assert receiver.titles() == [
+            PAUSED_FOR_ME,
+            f"Resolved: {PAUSED_FOR_ME}",
+            "watchbridge: a trakt delivery gave up",
+        ]
+        resolved = receiver.messages[1]["message"]
+        assert "those it held went out or gave up (dead letters" in resolved
+        assert trakt.ratings() == []
+    finally:
+        await close_targets(worker)
+
+
 @pytest.mark.parametrize("status", [404, 502])
 async def test_a_rate_limit_alert_ends_once_the_rating_it_held_fails_otherwise(
     runtime: Runtime,
