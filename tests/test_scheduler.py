@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from watchbridge.scheduler import SyncScheduler
 from watchbridge.store import RUN_LEASE, Store, SyncRun
 from watchbridge.sync import (
     FAILURES_BEFORE_ALERT,
+    STOPPED,
     LinkBusy,
     failures_in_a_row,
     report_held,
@@ -256,6 +259,50 @@ async def test_a_run_stopped_by_a_shutdown_is_recorded_as_interrupted_not_failed
     assert [run.outcome for run in runs] == ["interrupted"]
     assert "CancelledError" not in (runs[0].error or "")
     assert failures_in_a_row(runs) == 0
+
+
+async def test_a_run_stopped_while_the_database_is_busy_is_recorded_without_holding_the_loop(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    """The stop lands while another process writes (a `watchbridge sync` from cron, a
+    backup): the run's "interrupted" record waits for the database in a thread, not on the
+    event loop (webhooks are answered meanwhile), and is in by the time the run is over, also
+    when the shutdown cancels the run once more while it waits (server.shutdown_timeout ran
+    out): the store closes right after."""
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=3600)
+    trakt.delay_next(100, 5.0)  # mid-read when the service stops
+    task = asyncio.create_task(run_link(runtime.config, runtime.store, "ts", clock=time.time))
+    await until(lambda: runtime.store.recent_runs("ts", 1) != [])
+    await asyncio.sleep(0.3)
+    holder = sqlite3.connect(tmp_path / "wb.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    letting_go = threading.Timer(1.0, holder.execute, ("ROLLBACK",))  # a second later
+    letting_go.start()
+    ticks: list[float] = []
+
+    async def ticking() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(ticking())
+    try:
+        task.cancel()
+        await asyncio.sleep(0.2)
+        task.cancel()  # the shutdown's own cancel, while the record waits for the database
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.closing(sqlite3.connect(tmp_path / "wb.db")) as look:  # as it is over
+            runs = look.execute("SELECT outcome, error FROM sync_runs").fetchall()
+    finally:
+        ticker.cancel()
+        letting_go.join()
+        holder.close()
+        runtime.close()
+    longest = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    assert longest < 0.4, f"the event loop was held {longest:.2f} s"
+    assert runs == [("interrupted", STOPPED)]
 
 
 async def test_a_run_left_alive_by_a_killed_process_delays_the_link_only_until_its_lease_ends(

@@ -6,6 +6,8 @@ webhooks). This is where the store and the adapters meet for reconciliation.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 import re
@@ -16,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from watchbridge.accounts import (
     ENGINE,
@@ -75,6 +77,7 @@ from watchbridge.store import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -1243,11 +1246,14 @@ async def run_link(
         raise  # recorded above, with what the other profiles queued
     except (asyncio.CancelledError, KeyboardInterrupt):
         # A shutdown (a restart, an update) or Ctrl-C: nothing failed; the next run goes on.
-        store.finish_run(run_id, clock(), "interrupted", {}, 0, STOPPED)
+        await _interrupted(store, run_id, clock)
         raise
-    except BaseException as exc:
+    except Exception as exc:
         error = exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__
-        store.finish_run(run_id, clock(), "failed", {}, 0, error)
+        await _to_the_end(_in_thread(store.finish_run, run_id, clock(), "failed", {}, 0, error))
+        raise
+    except BaseException as exc:  # the coroutine closed unfinished (GeneratorExit): no await
+        store.finish_run(run_id, clock(), "failed", {}, 0, type(exc).__name__)
         raise
     finally:
         heartbeat.cancel()
@@ -1256,14 +1262,54 @@ async def run_link(
 async def _started(store: Store, name: str, clock: Callable[[], float]) -> int | None:
     """`store.start_run`; a shutdown landing while it writes closes the record it made as
     interrupted (left running, the next start would count a killed run)."""
-    starting = asyncio.ensure_future(asyncio.to_thread(store.start_run, name, clock()))
+    starting = _in_thread(store.start_run, name, clock())
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
-        made = await starting
+        made = await _to_the_end(starting)
         if made is not None:
-            await asyncio.to_thread(store.finish_run, made, clock(), "interrupted", {}, 0, STOPPED)
+            await _interrupted(store, made, clock)
         raise
+
+
+async def _interrupted(store: Store, run_id: int, clock: Callable[[], float]) -> None:
+    """Record run `run_id` as stopped by a shutdown (or Ctrl-C), the run being cancelled: the
+    write waits for the database in a thread (another process may hold it for seconds), not
+    on the event loop. One that fails leaves the run to count as killed once its lease ends."""
+    try:
+        await _to_the_end(
+            _in_thread(store.finish_run, run_id, clock(), "interrupted", {}, 0, STOPPED)
+        )
+    except sqlite3.Error as exc:
+        log.warning(
+            "the stopped sync run could not be recorded as stopped",
+            extra={"run": run_id, "error": str(exc)},
+        )
+
+
+def _in_thread(work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """`work(*args)` in the default executor, as `asyncio.to_thread` runs it, but as a plain
+    future, not a task: a loop shutting down cancels every task, and would cancel the waiting
+    for a write that goes on all the same."""
+    call = functools.partial(contextvars.copy_context().run, work, *args)
+    return asyncio.get_running_loop().run_in_executor(None, call)
+
+
+async def _to_the_end(writing: asyncio.Future[T]) -> T:
+    """What `writing` (a run's record) returns, waited for to its end even when the caller is
+    cancelled meanwhile: a stop cancels a run, and the shutdown may cancel it once more
+    (server.shutdown_timeout ran out, the loop closing) while its record waits for the
+    database; the store closes as soon as the run is over. Such a cancel is raised after."""
+    cancelled = False
+    while not writing.done():
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            cancelled = True
+    result = writing.result()
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 FAILURES_BEFORE_ALERT = 3
