@@ -462,6 +462,39 @@ async def test_a_first_run_waiting_for_review_alerts_with_the_review_command(
     assert "`watchbridge sync --link ts --dry-run`" in str(alert["message"])
 
 
+# Seconds: the stop above took 4.0 before its fix (Apprise's wait for the hanging host).
+QUICK_STOP = 2.0
+
+
+async def test_a_stop_cuts_short_an_alert_on_its_way_after_a_run_and_the_next_start_sends_it(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    """The notification host hangs (Apprise waits its 10 s) as the run's alert goes out, and
+    the service stops: the stop does not wait for it (server.shutdown_timeout is 8 s), and the
+    alert is kept for the next start, which sends it."""
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 3600, first_run="dry-run")
+    answering = receiver.hold_next()
+    try:
+        async with scheduled(runtime):
+            await until(lambda: bool(receiver.messages))  # on its way, its answer held
+            stopping = time.monotonic()
+        took = time.monotonic() - stopping
+    finally:
+        answering.set()
+    assert took < QUICK_STOP, f"the stop took {took:.1f} s"
+
+    later = build_runtime(runtime.config)
+    later.open()
+    try:
+        assert later.notifier.unsent("sync_failing", "ts:review")
+        await later.notifier.send_unsent()
+    finally:
+        later.close()
+    titles = receiver.titles()
+    assert titles == ["watchbridge: link ts waits for your review"] * 2, titles
+
+
 async def test_a_run_waiting_for_the_review_of_a_kind_new_to_the_link_logs_what_it_waits_for(
     tmp_path: Path,
     fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver],

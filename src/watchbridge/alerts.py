@@ -532,7 +532,10 @@ class Notifier:
             for ident, owed in self._conditions.owed():  # failed before a restart
                 if not self.config.wants(ident[0]):
                     continue  # the kind was switched off since
-                failed_at = owed.failed_at or self._clock()
+                # One cut short by a stop (no failed_at: nothing refused it) is due at once.
+                failed_at = owed.failed_at
+                if failed_at is None:
+                    failed_at = self._clock() - self._book.backoff
                 self._unsent.setdefault(ident, (failed_at, owed.owed_title, owed.owed_body))
 
     def forget_store(self) -> None:
@@ -588,10 +591,12 @@ class Notifier:
                 f"\n\n({_similar(verdict.suppressed)} suppressed"
                 f" in the last {format_span(verdict.since)})"
             )
-        result = await self._deliver(kind, key, verdict, title, text, apprise.NotifyType.WARNING)
-        if result == FAILED and retry_failed:
+        owed = (self._redact(title), self._redact(body)) if retry_failed else None
+        result = await self._deliver(
+            kind, key, verdict, title, text, apprise.NotifyType.WARNING, owed
+        )
+        if result == FAILED and owed is not None:  # kept in the database (`retry_failed`)
             self._unsent[kind, key] = (self._clock(), title, body)
-            owed = self._redact(title), self._redact(body)  # kept in the database
             await self._conditions.update(
                 kind, key, self._clock(), lambda known: (self._book.owe(known, *owed), None)
             )
@@ -717,21 +722,30 @@ class Notifier:
         return self._count(kind, result)
 
     async def _deliver(
-        self, kind: str, key: str, verdict: Verdict, title: str, body: str, notify_type: str
+        self,
+        kind: str,
+        key: str,
+        verdict: Verdict,
+        title: str,
+        body: str,
+        notify_type: str,
+        owed: tuple[str, str] | None = None,
     ) -> str:
         """Send what `verdict` allowed, then confirm it, or take it back if it failed or was
-        interrupted (a shutdown, Ctrl-C), so that it is sent again."""
+        interrupted (a shutdown, Ctrl-C), so that it is sent again. An alert interrupted
+        keeps its `owed` title and body (masked), as a failed one does: the next start sends
+        it (a stop does not wait for a notification host that hangs)."""
         book = self._book
+
+        def taken_back(condition: Condition | None) -> tuple[Condition | None, None]:
+            condition = book.failed(condition, verdict, None)
+            return (condition if owed is None else book.owe(condition, *owed)), None
+
         try:
             result = await self._send(kind, title, body, notify_type)
         except BaseException:
             # Cancelled: there may be no later await, so take it back now, blocking (rare).
-            self._conditions.update_now(
-                kind,
-                key,
-                self._clock(),
-                lambda condition: (book.failed(condition, verdict, None), None),
-            )
+            self._conditions.update_now(kind, key, self._clock(), taken_back)
             raise
         now = self._clock()
         if result == FAILED:

@@ -96,7 +96,9 @@ class SyncScheduler:
                 # Went through, but not for everyone (a sign-in), or not a watchlist/collection.
                 if result.failures:
                     # Told all the same; not over while a profile holding some went unread.
-                    await report_held(runtime.notifier, name, result.held, not result.held_unread)
+                    held = report_held(runtime.notifier, name, result.held, not result.held_unread)
+                    if await reported(stop, held) is None:
+                        return
                     raise WatchbridgeError("; ".join(result.failures))
             except LinkBusy as busy:
                 runs.labels(name, "busy").inc()
@@ -118,22 +120,29 @@ class SyncScheduler:
                 )
                 for wake in runtime.on_enqueued:  # the link's other profiles may have queued
                     wake()
-                await runtime.notifier.notify(
-                    "sync_failing",
-                    f"watchbridge: link {name} waits for your review",
-                    exc.message,
-                    key=f"{name}:review",
+                told = await reported(
+                    stop,
+                    runtime.notifier.notify(
+                        "sync_failing",
+                        f"watchbridge: link {name} waits for your review",
+                        exc.message,
+                        key=f"{name}:review",
+                    ),
+                    report_held(runtime.notifier, name, exc.held, not exc.held_unread),
+                    # Someone else's side could not be read meanwhile, or all went through.
+                    report_run(runtime.store, runtime.notifier, name, failure_of(exc)),
                 )
-                await report_held(runtime.notifier, name, exc.held, not exc.held_unread)
-                # Someone else's side could not be read meanwhile, or all went through.
-                await report_run(runtime.store, runtime.notifier, name, failure_of(exc))
+                if told is None:
+                    return
                 continue
             except Exception as exc:
                 runs.labels(name, "failed").inc()
                 message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
                 if locked := locked_by_another(exc):
                     message = LOCKED_BY_ANOTHER
-                failures = await report_run(runtime.store, runtime.notifier, name, message)
+                told = await reported(
+                    stop, report_run(runtime.store, runtime.notifier, name, message)
+                )
                 # A failure we did not foresee (a bug) keeps its traceback, once per streak,
                 # also when the streak began with a foreseen one (a service down) told lately.
                 unforeseen = not isinstance(exc, WatchbridgeError) and not locked and not bug_told
@@ -146,19 +155,17 @@ class SyncScheduler:
                     runtime.clock(),
                     exc_info=exc if unforeseen else None,
                     link=name,
-                    failures=failures,
+                    # Not counted when a stop cut the counting short.
+                    **({} if told is None else {"failures": told[0]}),
                     reason=message,
                 )
+                if told is None:
+                    return
                 continue
-            # Also when the failures came before a restart: the notifier remembers the alert.
-            await report_run(runtime.store, runtime.notifier, name, None)
             failing.over(FAILED, "sync runs work again", runtime.clock(), link=name)
             bug_told = False
             failing.over(REVIEW, "sync no longer waits for a review", runtime.clock(), link=name)
-            message = f"link {name} syncs every profile again"
-            await runtime.notifier.resolve("sync_failing", message, key=f"{name}:review")
             runs.labels(name, result.outcome).inc()
-            await report_held(runtime.notifier, name, result.held)
             log.info(
                 "sync run",
                 extra={"link": name, "queued": result.queued, "api_calls": result.api_calls},
@@ -187,6 +194,15 @@ class SyncScheduler:
                     extra={"link": name, "held": "; ".join(result.held)},
                 )
             told_held = bool(result.held)
+            await reported(  # cut short by a stop, the loop ends next
+                stop,
+                # Also when the failures came before a restart: the notifier remembers the alert.
+                report_run(runtime.store, runtime.notifier, name, None),
+                runtime.notifier.resolve(
+                    "sync_failing", f"link {name} syncs every profile again", key=f"{name}:review"
+                ),
+                report_held(runtime.notifier, name, result.held),
+            )
 
 
 LINK_ALERT_SUFFIXES = (":review", ":removals")  # the keys of a link's alerts: name, name:...
@@ -305,6 +321,24 @@ async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T
     task.cancel()
     await asyncio.wait({task})
     return None if task.cancelled() else task.result()  # or it ended before the cancel
+
+
+async def reported(stop: asyncio.Event, *reports: Coroutine[Any, Any, Any]) -> list[Any] | None:
+    """What a run's `reports` (its alerts, and the run history they read) return, awaited in
+    turn; None once `stop` is set first: the one going is cut short (see `unless_stopped`),
+    those not begun never run. A stop must not wait for them: a notification host that hangs
+    holds each alert for Apprise's timeout, past server.shutdown_timeout. Nothing is lost: an
+    alert cut short on its way is kept for the next start (`Notifier`), and the next run
+    reports again what the run history holds (a failing streak, removals held, a review)."""
+
+    async def in_turn() -> list[Any]:
+        return [await report for report in reports]
+
+    try:
+        return None if stop.is_set() else await unless_stopped(in_turn(), stop)
+    finally:
+        for report in reports:  # those never begun, or it would be warned about
+            report.close()
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
