@@ -7,8 +7,10 @@ the scenarios themselves are in `test_sync_scenarios.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,13 +23,14 @@ from rich.console import Console
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, write_config
+from tests.harness import put_back, sign_in_trakt, write_config
 from tests.linkrig import use_fast_readers
 from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
 from watchbridge import servelock
 from watchbridge.alerts import RELOAD_EVERY, Notifier
 from watchbridge.cli import cli
 from watchbridge.config import load_config
+from watchbridge.downtime import RESTORED_TITLE, restore_notice
 from watchbridge.errors import WatchbridgeError
 from watchbridge.progress import LiveProgress
 from watchbridge.reconcile import Action
@@ -612,3 +615,29 @@ def test_a_sync_from_cron_tells_of_the_databases_place_once_and_status_every_tim
         assert status.exit_code == 0, status.output
         said = [line for line in status.stdout.splitlines() if "WAL mode" in line]
         assert said == [told.replace("warning: ", "warning:       ", 1)]
+
+
+def test_a_sync_from_cron_on_a_backup_copy_put_back_tells_the_restore_once(
+    world: World, receiver: AlertReceiver, tmp_path: Path
+) -> None:
+    # No service runs (cron only): the sync that finds the copy put back is what tells it.
+    database = tmp_path / "watchbridge.db"
+    with Store.open(database) as store:
+        store.backup_to(tmp_path / "nightly.db")
+    with contextlib.closing(sqlite3.connect(tmp_path / "nightly.db")) as copy:
+        (copied,) = copy.execute("SELECT value FROM settings WHERE name = 'copied_at'").fetchone()
+    put_back(tmp_path / "nightly.db", database)
+    first = world.run("sync", "--link", LINK)
+    assert first.exit_code == 0, first.output
+    told = restore_notice(str(copied))
+    assert [line for line in first.stderr.splitlines() if "backup copy" in line] == [
+        f"warning: {told}"
+    ]
+    assert "backup copy" not in first.stdout  # cron jobs mailing stderr only get it too
+    assert [(m["title"], m["message"]) for m in receiver.messages] == [(RESTORED_TITLE, told)]
+    again = world.run("sync", "--link", LINK)  # told once
+    assert again.exit_code == 0, again.output
+    assert "backup copy" not in again.output
+    assert receiver.titles() == [RESTORED_TITLE]
+    with Store.open(database) as store:  # nor by a service started later
+        assert store.restore_untold() is None

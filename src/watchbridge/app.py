@@ -58,6 +58,7 @@ from watchbridge.downtime import (
     DOWNTIME_TITLE,
     RESTORED_TITLE,
     downtime_notice,
+    restore_key,
     restore_notice,
     unread_sources,
 )
@@ -666,7 +667,7 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         # watched again would send them twice); the restore is told instead, once.
         if (copied := await asyncio.to_thread(runtime.store.restore_untold)) is not None:
             runtime.downtime = restore_notice(copied)
-            absence = f"restored:{copied}"
+            absence = restore_key(copied)
         stop = asyncio.Event()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
         log.info(

@@ -1181,6 +1181,7 @@ def sync(
     runtime = build_runtime(config)
     runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)
     _storage_warnings_once(runtime)
+    _restore_told_once(runtime)
     failed = []
     try:
         for name in names:
@@ -1230,6 +1231,21 @@ def _storage_warnings_once(runtime: Any) -> None:
     if runtime.store.newly_told(STORAGE_TOLD, "\n".join(warnings), runtime.clock()):
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
+
+
+def _restore_told_once(runtime: Any) -> None:
+    """A backup copy put back, as the service's start tells it (a setup running only this
+    from cron has no service to start): one line, on stderr (what cron mails), and the
+    `downtime` alert, in the same words; once, by whichever process forgets it first (an alert
+    that does not get through is kept, and sent again)."""
+    from watchbridge.downtime import RESTORED_TITLE, restore_key, restore_notice
+
+    copied = runtime.store.restore_untold()
+    if copied is None or not runtime.store.restore_told():
+        return
+    notice = restore_notice(copied)
+    click.echo(f"warning: {notice}", err=True)
+    asyncio.run(runtime.notifier.notify("downtime", RESTORED_TITLE, notice, restore_key(copied)))
 
 
 def _sync_link(

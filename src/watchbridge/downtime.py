@@ -60,6 +60,11 @@ def restore_notice(copied: str) -> str:
     )
 
 
+def restore_key(copied: str) -> str:
+    """The `downtime` alert's key for the restore of the copy taken at `copied`: told once."""
+    return f"restored:{copied}"
+
+
 def _span(seconds: float) -> str:
     minutes = int(seconds // 60)
     if minutes < 120:

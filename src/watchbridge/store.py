@@ -3161,9 +3161,13 @@ class Store:
         the service has told of it (`restore_told`); None when there is nothing to tell."""
         return self.known_setting(RESTORED_COPY)
 
-    def restore_told(self) -> None:
+    def restore_told(self) -> bool:
+        """The restore is told (or about to be): forgotten. True for the one process whose call
+        forgot it, when two (the service, a `watchbridge sync`) would tell it at once."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM settings WHERE name = ?", (RESTORED_COPY,))
+            return bool(
+                conn.execute("DELETE FROM settings WHERE name = ?", (RESTORED_COPY,)).rowcount
+            )
 
     def alive_at(self) -> float | None:
         """When the service last noted it was running (`note_alive`), if ever."""
