@@ -26,7 +26,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.guard import BEFORE_CONFIRMING
-from watchbridge.scheduler import SyncScheduler
+from watchbridge.scheduler import REPORT_GRACE, SyncScheduler
 from watchbridge.store import RUN_LEASE, Store, SyncRun
 from watchbridge.sync import (
     FAILURES_BEFORE_ALERT,
@@ -493,6 +493,27 @@ async def test_a_stop_cuts_short_an_alert_on_its_way_after_a_run_and_the_next_st
         later.close()
     titles = receiver.titles()
     assert titles == ["watchbridge: link ts waits for your review"] * 2, titles
+
+
+async def test_a_stop_lets_an_alert_answered_within_a_moment_go_out_once(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    """The notification host answers a little late as the service stops: the alert is sent,
+    not cut short and sent again by the next start."""
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, 3600, first_run="dry-run")
+    answering = receiver.hold_next()
+    async with scheduled(runtime):
+        await until(lambda: bool(receiver.messages))  # on its way, its answer held
+        asyncio.get_running_loop().call_later(REPORT_GRACE / 4, answering.set)
+
+    later = build_runtime(runtime.config)
+    later.open()
+    try:
+        assert not later.notifier.unsent("sync_failing", "ts:review")
+    finally:
+        later.close()
+    assert receiver.titles() == ["watchbridge: link ts waits for your review"]
 
 
 async def test_a_run_waiting_for_the_review_of_a_kind_new_to_the_link_logs_what_it_waits_for(

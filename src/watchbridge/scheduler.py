@@ -300,16 +300,21 @@ async def resolve_removed(runtime: Runtime) -> None:
                 await notifier.close_quietly(kind, key)
 
 
-async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
-    """What `work` returns (or raises); None once `stop` is set first, `work` then cancelled
-    and waited for. A link run waits for Serializd's pacing or a 429's Retry-After for
-    seconds at a time, and a first run goes on for hours: left running, it would hold a stop
-    (`docker stop`, an update) until server.shutdown_timeout ran out, and then be cancelled
-    all the same. Cancelled, it records itself as interrupted (`run_link`)."""
+async def unless_stopped(
+    work: Coroutine[Any, Any, T], stop: asyncio.Event, grace: float = 0.0
+) -> T | None:
+    """What `work` returns (or raises); None once `stop` is set first (and `grace` seconds
+    more have not seen it end), `work` then cancelled and waited for. A link run waits for
+    Serializd's pacing or a 429's Retry-After for seconds at a time, and a first run goes on
+    for hours: left running, it would hold a stop (`docker stop`, an update) until
+    server.shutdown_timeout ran out, and then be cancelled all the same. Cancelled, it
+    records itself as interrupted (`run_link`)."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and grace > 0:
+            await asyncio.wait({task}, timeout=grace)
     except asyncio.CancelledError:  # cancelled ourselves: the run goes with us
         task.cancel()
         await asyncio.wait({task})
@@ -323,19 +328,25 @@ async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T
     return None if task.cancelled() else task.result()  # or it ended before the cancel
 
 
+# A stop lets a run's alerts on their way this long to end: cut short once answered, an alert
+# is kept and sent again at the next start (twice, then).
+REPORT_GRACE = 1.0
+
+
 async def reported(stop: asyncio.Event, *reports: Coroutine[Any, Any, Any]) -> list[Any] | None:
     """What a run's `reports` (its alerts, and the run history they read) return, awaited in
-    turn; None once `stop` is set first: the one going is cut short (see `unless_stopped`),
-    those not begun never run. A stop must not wait for them: a notification host that hangs
-    holds each alert for Apprise's timeout, past server.shutdown_timeout. Nothing is lost: an
-    alert cut short on its way is kept for the next start (`Notifier`), and the next run
-    reports again what the run history holds (a failing streak, removals held, a review)."""
+    turn; None once `stop` is set first and REPORT_GRACE has not seen them end: the one
+    going is cut short (see `unless_stopped`), those not begun never run. A stop must not
+    wait for them: a notification host that hangs holds each alert for Apprise's timeout,
+    past server.shutdown_timeout. Nothing is lost: an alert cut short on its way is kept for
+    the next start (`Notifier`), and the next run reports again what the run history holds
+    (a failing streak, removals held, a review)."""
 
     async def in_turn() -> list[Any]:
         return [await report for report in reports]
 
     try:
-        return None if stop.is_set() else await unless_stopped(in_turn(), stop)
+        return None if stop.is_set() else await unless_stopped(in_turn(), stop, REPORT_GRACE)
     finally:
         for report in reports:  # those never begun, or it would be warned about
             report.close()
