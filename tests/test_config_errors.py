@@ -26,6 +26,7 @@ class Mistake:
     key: str
     expected: str  # words of what is expected, in the line
     encoding: str = "utf-8"
+    last: bool = False  # `expected` ends the line: nothing more is said after it
 
     def write(self, folder: Path) -> Path:
         path = folder / FILE
@@ -185,6 +186,47 @@ MISTAKES = [
         " (`completion_threshold`?): indent it under `alice:`",
     ),
     Mistake(
+        "a key of a profile with no profile above it",
+        STORAGE + "profiles:\n  trakt: true\n  alice:\n    users:\n      plex: [1]\n",
+        4,
+        "profiles.trakt",
+        "looks like a key of a profile, with no profile above it: indent it under a profile's"
+        " name then `accounts:`; there `trakt` takes a mapping of keys (`trakt: {}` for its"
+        " defaults), not one value",
+    ),
+    Mistake(
+        "a key of a profile that lost its indentation, with no value",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  trakt:\n",
+        7,
+        "profiles.trakt",
+        "looks like a key of profile alice (line 4) that lost its indentation: indent it under"
+        " `alice:` then `accounts:`",
+    ),
+    Mistake(
+        "a user list of a profile that lost its indentation",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  plex: [2]\n",
+        7,
+        "profiles.plex",
+        "looks like a key of profile alice (line 4) that lost its indentation: indent it under"
+        " `alice:` then `users:`",
+        last=True,  # not `users:` or `accounts:`: an account is a mapping
+    ),
+    Mistake(
+        "a list for a profile's account that lost its indentation",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  trakt: [2]\n",
+        7,
+        "profiles.trakt",
+        "indent it under `alice:` then `accounts:`; there `trakt` takes a mapping of keys"
+        " (`trakt: {}` for its defaults), not a list",
+    ),
+    Mistake(
+        "a key of a link with no link above it",
+        STORAGE + "links:\n  kinds: [history]\n",
+        4,
+        "links.kinds",
+        "looks like a key of a link, with no link above it: indent it under a link's name",
+    ),
+    Mistake(
         "a key of server written at the top",
         STORAGE + "port: 8765\n",
         3,
@@ -273,6 +315,7 @@ def test_a_mistake_in_the_file_is_one_line_naming_file_line_key_and_what_is_expe
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {FILE}:{mistake.line} {mistake.key}: "), lines[0]
     assert mistake.expected in lines[0]
+    assert lines[0].endswith(mistake.expected) or not mistake.last, lines[0]
     assert not (tmp_path / "watchbridge.db").exists()  # stopped before anything was made
 
 

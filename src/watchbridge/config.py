@@ -1185,9 +1185,7 @@ class _Validator:
         for key_node, value_node in node.value:
             name = str(key_node.value)
             path = f"{key}.{name}"
-            if above is not None and (
-                lost := _lost_indentation(value_hint, key, name, value_node, above)
-            ):
+            if lost := _lost_indentation(value_hint, key, name, value_node, above):
                 self.fail(key_node, path, lost)
                 result[name] = _Invalid
                 continue
@@ -1268,31 +1266,86 @@ def _no_space_after_colon(cls: Any, node: yaml.Node) -> str | None:
 
 
 def _lost_indentation(
-    hint: Any, section: str, name: str, value: yaml.Node, above: yaml.Node
+    hint: Any, section: str, name: str, value: yaml.Node, above: yaml.Node | None
 ) -> str | None:
-    """Why the entry `name` of `section` (profiles, links), whose `value` is not a mapping, looks
-    like a key of the entry `above` it that lost its indentation: its name is a key written in
-    such an entry (`trakt:` of `accounts`) or a near miss of one. None otherwise: a mapping, or
-    a null (an entry with its defaults) is an entry of its own, whatever its name."""
-    if not dataclasses.is_dataclass(hint) or isinstance(value, yaml.MappingNode) or _is_null(value):
+    """Why the entry `name` of `section` (profiles, links) looks like a key of an entry that lost
+    its indentation: of the entry `above` it, or, with none above, of an entry whose name line is
+    missing. Its value is not a mapping, and its name is a key written in such an entry
+    (`trakt:` of `accounts`) or a near miss of one; with no value (`trakt:`), only that key
+    itself, as an entry so named would hold nothing. None otherwise: a mapping, or a null of
+    another name (an entry with its defaults), is an entry of its own, whatever its name."""
+    if not dataclasses.is_dataclass(hint) or isinstance(value, yaml.MappingNode):
         return None
     hints = get_type_hints(hint)
     own = _config_keys(hint)
     inner = [n for s in own for n in _keys_of(hints[s]) if n not in own]
-    meant = difflib.get_close_matches(name, [*own, *dict.fromkeys(inner)], n=1, cutoff=0.8)
+    if _is_null(value):
+        meant = [name] if name in own or name in inner else []
+    else:
+        meant = difflib.get_close_matches(name, [*own, *dict.fromkeys(inner)], n=1, cutoff=0.8)
     if not meant:
         return None
-    key, entry = meant[0], str(above.value)
-    under = [f"`{entry}:`"]
-    if key not in own:
-        sections = _sections_holding(hints, key)
-        under.append(" or ".join(f"`{s}:`" for s in sections))
+    key, noun = meant[0], section.removesuffix("s")
+    if key in own:
+        sections, takes = [], [hints[key]]
+    else:
+        holding = _sections_holding(hints, key)
+        # A list is of `users:`, a mapping of `accounts:`: name only where the value fits.
+        sections = [s for s in holding if _takes(_key_hint(hints[s], key), value)] or holding
+        takes = [_key_hint(hints[s], key) for s in sections]
     spelt = "" if key == name else f" (`{key}`?)"
+    then = f" then {' or '.join(f'`{s}:`' for s in sections)}" if sections else ""
+    fits = "" if any(_takes(t, value) for t in takes) else _what_it_takes(key, takes[0], value)
+    if above is None:
+        return (
+            f"looks like a key of a {noun}, with no {noun} above it{spelt}: indent it under"
+            f" a {noun}'s name{then}{fits}"
+        )
+    entry = str(above.value)
     return (
-        f"looks like a key of {section.removesuffix('s')} {entry} (line"
-        f" {above.start_mark.line + 1}) that lost its indentation{spelt}: indent it under"
-        f" {' then '.join(under)}"
+        f"looks like a key of {noun} {entry} (line {above.start_mark.line + 1}) that lost its"
+        f" indentation{spelt}: indent it under `{entry}:`{then}{fits}"
     )
+
+
+def _key_hint(section_hint: Any, key: str) -> Any:
+    """The type of `key` in a section of type `section_hint` (optional or not)."""
+    return get_type_hints(_unless_none(section_hint))[key]
+
+
+def _unless_none(hint: Any) -> Any:
+    """`hint` without its `| None` (a section or value that may be left out)."""
+    if get_origin(hint) not in (Union, types.UnionType):
+        return hint
+    return next(a for a in get_args(hint) if a is not type(None))
+
+
+def _takes(hint: Any, node: yaml.Node) -> bool:
+    """Whether a key of type `hint` may be written as `node`: its kind of value (a mapping for
+    a section, a list or one value for a list, one value otherwise), or nothing."""
+    if _is_null(node):
+        return True
+    hint = _unless_none(hint)
+    if dataclasses.is_dataclass(hint) or get_origin(hint) is dict:
+        return isinstance(node, yaml.MappingNode)
+    if get_origin(hint) is list:
+        return isinstance(node, yaml.SequenceNode | yaml.ScalarNode)
+    return isinstance(node, yaml.ScalarNode)
+
+
+def _what_it_takes(key: str, hint: Any, node: yaml.Node) -> str:
+    """`; there `key` takes a mapping of keys, not a list`: the kind of value the key wants."""
+    hint = _unless_none(hint)
+    if dataclasses.is_dataclass(hint):
+        wanted = f"a mapping of keys (`{key}: {{}}` for its defaults)"
+    elif get_origin(hint) is dict:
+        wanted = "a mapping of names"
+    elif get_origin(hint) is list:
+        wanted = "a list"
+    else:
+        wanted = _describe(hint)
+    written = "a list" if isinstance(node, yaml.SequenceNode) else "one value"
+    return f"; there `{key}` takes {wanted}, not {written}"
 
 
 def _keys_of(hint: Any) -> list[str]:
