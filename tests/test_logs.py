@@ -43,6 +43,17 @@ def test_tokens_in_a_json_text_are_masked(logged: io.StringIO) -> None:
     assert "RT_HIDE" not in line(logged, "x", reason='{"refresh_token": "RT_HIDE"}')
 
 
+def test_a_token_in_a_url_is_masked_and_what_follows_it_kept(logged: io.StringIO) -> None:
+    written = line(
+        logged,
+        "poster (https://nas:32400/thumb?X-Plex-Token=px-9a_b.c), ok",
+        reason="see https://nas/a?token=t0k3n-9.z, then https://nas/b?api_key=k3y.",
+    )
+    assert "px-9a_b" not in written and "t0k3n" not in written and "k3y" not in written
+    assert "X-Plex-Token=********), ok" in written
+    assert "token=********, then" in written and "api_key=********." in written
+
+
 def test_basic_credentials_are_masked(logged: io.StringIO) -> None:
     assert "dXNlcjpodW50ZXIy" not in line(
         logged, "x", reason="Authorization: Basic dXNlcjpodW50ZXIy"

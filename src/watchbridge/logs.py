@@ -18,11 +18,15 @@ REDACTED = "********"
 _CREDENTIAL_PATTERNS = [
     re.compile(r"(?i)((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"(//[^/\s:@]+:)[^@\s/]+(?=@)"),  # the password in https://user:password@host
-    re.compile(r"(?i)([?&](?:x-plex-token|token|api_key|apikey|access_token)=)[^&\s]+"),
+    # The token's own characters only: not a `)` or `,` after it, nor the `.` ending a sentence.
+    re.compile(
+        r"(?i)([?&](?:x-plex-token|token|api_key|apikey|access_token)=)"
+        r"[\w~%+/=-]+(?:\.[\w~%+/=-]+)*"
+    ),
 ]
 _FIELD_PATTERN = re.compile(
     r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
-    r"[^\"'\s,&}]+"
+    r"(?!\*{8})[^\"'\s,&}]+"  # not a value masked already (with what followed it)
 )
 _PATTERNS = [*_CREDENTIAL_PATTERNS, _FIELD_PATTERN]
 
