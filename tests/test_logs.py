@@ -54,6 +54,20 @@ def test_a_token_in_a_url_is_masked_and_what_follows_it_kept(logged: io.StringIO
     assert "token=********, then" in written and "api_key=********." in written
 
 
+def test_our_own_message_about_a_secret_key_keeps_its_explanation(logged: io.StringIO) -> None:
+    message = (
+        "config not reloaded: w.yaml:5 services.plex.token: expected text, got a list;"
+        " w.yaml:9 profiles.alice.accounts.anilist.token: required;"
+        " w.yaml:2 server.api_token: starts or ends with a space or line break"
+    )
+    written = line(logged, message, reason="services.jellyfin.api_key: required")
+    assert "services.plex.token: expected text, got a list" in written
+    assert "profiles.alice.accounts.anilist.token: required" in written
+    assert "server.api_token: starts or ends with a space" in written
+    assert "services.jellyfin.api_key: required" in written
+    assert "x-token: hide-me" not in line(logged, "x", reason="x-token: hide-me")
+
+
 def test_basic_credentials_are_masked(logged: io.StringIO) -> None:
     assert "dXNlcjpodW50ZXIy" not in line(
         logged, "x", reason="Authorization: Basic dXNlcjpodW50ZXIy"

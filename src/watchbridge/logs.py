@@ -27,6 +27,10 @@ _CREDENTIAL_PATTERNS = [
 _FIELD_PATTERN = re.compile(
     r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
     r"(?!\*{8})[^\"'\s,&}]+"  # not a value masked already (with what followed it)
+    # Our own messages name a config key as `key: problem` (`services.plex.token: expected
+    # text`): what follows is the explanation, kept (a secret it quotes is masked as a value).
+    r"|(?<![\w.])(?:server|storage|logging|delivery|alerts|services|profiles|links)"
+    r"(?:\.[\w-]+|\[\d+\])+: "
 )
 _PATTERNS = [*_CREDENTIAL_PATTERNS, _FIELD_PATTERN]
 
@@ -84,7 +88,8 @@ def _masked(secrets: Iterable[str], patterns: Iterable[re.Pattern[str]], text: s
     for secret in secrets:
         text = text.replace(secret, REDACTED)
     for pattern in patterns:
-        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        # No group 1: a match kept as it is (one of our `key: problem` messages).
+        text = pattern.sub(lambda m: m.group(0) if m[1] is None else m[1] + REDACTED, text)
     return text
 
 
