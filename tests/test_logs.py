@@ -68,6 +68,16 @@ def test_our_own_message_about_a_secret_key_keeps_its_explanation(logged: io.Str
     assert "x-token: hide-me" not in line(logged, "x", reason="x-token: hide-me")
 
 
+@pytest.mark.parametrize("as_ascii", [True, False])
+def test_a_config_secret_escaped_in_a_stored_json_text_is_masked(as_ascii: bool) -> None:
+    # A webhook's payload and a delivery's are kept as JSON (`unmatched --payload` shows one):
+    # there a secret's `"` and `\` are escaped, and a letter outside ASCII may be (\u00e4).
+    stored = json.dumps({"accessKey": SECRETS[1], "title": SECRETS[0]}, ensure_ascii=as_ascii)
+    shown = Redactor(SECRETS)(stored)
+    assert "word9" not in shown and "sswort-123" not in shown, shown
+    assert json.loads(shown) == {"accessKey": "********", "title": "********"}
+
+
 def test_basic_credentials_are_masked(logged: io.StringIO) -> None:
     assert "dXNlcjpodW50ZXIy" not in line(
         logged, "x", reason="Authorization: Basic dXNlcjpodW50ZXIy"

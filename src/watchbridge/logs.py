@@ -95,7 +95,13 @@ def _masked(secrets: Iterable[str], patterns: Iterable[re.Pattern[str]], text: s
 
 def _maskable(secrets: Iterable[str]) -> set[str]:
     # Very short values would mask ordinary words; config secrets are never that short.
-    return {s for s in secrets if s and len(s) >= 4}
+    kept = {s for s in secrets if s and len(s) >= 4}
+    # A JSON text kept in the database (a webhook's payload, a delivery's) holds a secret
+    # with its `"` and `\` escaped, and one outside ASCII perhaps as `\u00e4`.
+    escaped = {
+        json.dumps(s, ensure_ascii=as_ascii)[1:-1] for s in kept for as_ascii in (True, False)
+    }
+    return kept | escaped
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
