@@ -4,6 +4,7 @@ schedule, and still used when a refresh fails."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -17,6 +18,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import watchbridge, write_config
 from watchbridge.anime import EpisodeRef, Unmatched
 from watchbridge.anime_data import (
+    RETRY_FAILED,
     SEEN_REFRESH,
     AnimeData,
     UnmatchedRecord,
@@ -247,6 +249,50 @@ async def test_a_failed_refresh_is_retried_within_the_hour_not_at_once(
     await data.index()
     assert len(fake.requests) > sent
     assert not any(s.error for s in data.status())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+async def test_a_read_only_folder_is_a_failed_refresh_said_and_alerted_not_an_exception(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    data.directory.mkdir()
+    data.directory.chmod(0o500)  # a volume mounted read-only, a folder of another user
+    try:
+        statuses = await data.refresh()
+        index = data.cached_index()
+    finally:
+        data.directory.chmod(0o700)
+    assert len(index) == 0 and all(not s.cached for s in statuses)
+    for status in statuses:
+        assert status.error is not None and "could not write" in status.error, status.error
+        assert "Permission denied" in status.error and "writable by the user" in status.error
+    # The hourly check reads the state afresh: it alerts, with no copy to fall back on.
+    problems = make_data(tmp_path, fake, http, clock).out_of_date(clock())
+    assert problems == [s.error for s in statuses]
+
+
+async def test_a_refresh_whose_state_cannot_be_written_says_so_and_keeps_the_copy(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    # datasets.json cannot be written (as on a full disk): here its temporary file is taken.
+    (data.directory / "datasets.json.tmp").mkdir()
+    clock.advance(DAY)
+    statuses = await data.refresh()  # upstream answers "unchanged" (304)
+    for status in statuses:
+        assert status.cached and status.error is not None, status
+        assert "could not write" in status.error and "datasets.json.tmp" in status.error
+        assert "using the cached copy from" in status.error
+    ref = (await data.index()).episode_for(119661, 3, "tmdb")
+    assert isinstance(ref, EpisodeRef) and ref.number == 41
+    sent = len(fake.requests)
+    await data.refresh()  # what this check found is kept: not asked again at once
+    assert len(fake.requests) == sent
+    (data.directory / "datasets.json.tmp").rmdir()
+    clock.advance(RETRY_FAILED)
+    assert all(s.error is None for s in await data.refresh())  # written again: all well
 
 
 async def test_with_no_cache_a_failing_dataset_leaves_the_others_working(

@@ -56,6 +56,11 @@ _FILES = {
 MIN_SHARE = 0.9  # a refresh must keep at least this share of the last good row count
 RETRY_FAILED = 3600.0  # after a failed download, try again at most hourly
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# What a refresh in this process found and could not write to datasets.json (a read-only
+# folder, a full disk), by that file: read over what the file holds (each dataset's later
+# check wins), so this process's status, `anime refresh` and the hourly check still say what
+# went wrong and do not ask upstream again at once; dropped once the file is written.
+_UNSAVED: dict[Path, dict[str, dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,12 @@ class AnimeData:
         try:
             data = json.loads(self._meta_path().read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+            data = {}
+        meta: dict[str, dict[str, Any]] = data if isinstance(data, dict) else {}
+        for name, entry in _UNSAVED.get(self._meta_path(), {}).items():
+            if _checked_at(entry) >= _checked_at(meta.get(name)):
+                meta[name] = entry
+        return meta
 
     def _write_meta(self, meta: Mapping[str, Any]) -> None:
         _write_atomic(self._meta_path(), json.dumps(meta, indent=1, sort_keys=True).encode())
@@ -147,7 +156,8 @@ class AnimeData:
 
     async def refresh(self, force: bool = False) -> list[DatasetStatus]:
         """Download every dataset that is due (all with `force`); never raises for a
-        download problem: the cached copy stays and the status says what went wrong."""
+        download problem, nor for a folder it cannot write (read-only, a full disk): the
+        cached copy stays and the status says what went wrong."""
         now = self.clock()
         for status in self.status():
             if force or self.due(status, now):
@@ -184,8 +194,16 @@ class AnimeData:
             log.warning(message, extra={"dataset": status.name})
         entry["checked_at"] = now
         meta[status.name] = entry
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._write_meta(meta)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._write_meta(meta)
+        except OSError as exc:
+            if entry["error"] is None:  # the download went well: what it found is lost
+                entry["error"] = _problem(status, exc)
+                log.warning(entry["error"], extra={"dataset": status.name})
+            _UNSAVED.setdefault(self._meta_path(), {})[status.name] = entry
+        else:
+            _UNSAVED.pop(self._meta_path(), None)  # written with the file, as read
 
     def _upstream_shrunk(self, name: str, entry: dict[str, Any], shrunk: Shrunk, now: float) -> int:
         """The rows of a download much smaller than the last good copy, once every download for
@@ -384,6 +402,11 @@ def _day(timestamp: float) -> str:
 
 def _problem(status: DatasetStatus, exc: Exception) -> str:
     detail = exc.message if isinstance(exc, ServiceError) else str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        detail = (
+            f"could not write {exc.filename}: {exc.strerror or exc}; the folder must be"
+            " writable by the user watchbridge runs as, on a disk with space"
+        )
     if status.cached:
         when = time.strftime("%Y-%m-%d", time.gmtime(status.fetched_at or 0))
         fallback = f"using the cached copy from {when}"
@@ -393,6 +416,12 @@ def _problem(status: DatasetStatus, exc: Exception) -> str:
     else:
         fallback = "no cached copy yet: mapping works from the other datasets only"
     return f"anime dataset {status.name}: refresh failed ({detail}); {fallback}"
+
+
+def _checked_at(entry: object) -> float:
+    """When a dataset's state (datasets.json's entry) was last checked; -1 for none."""
+    checked = entry.get("checked_at") if isinstance(entry, dict) else None
+    return float(checked) if isinstance(checked, int | float) else -1.0
 
 
 def _confirmed_at(status: DatasetStatus) -> float | None:
