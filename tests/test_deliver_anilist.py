@@ -168,6 +168,18 @@ TODAY = FuzzyDate.of(AT)
             EntryWrite(PART_2, status="REPEATING", progress=3),
         ),
         (current(status="DROPPED", progress=2, repeat=1), 3, False, None),  # the first pass's
+        (  # dropped on AniList after this viewing: the user's word stands, the episode counts
+            current(status="DROPPED", progress=5, updated_at=AT + 1),
+            6,
+            False,
+            EntryWrite(PART_2, progress=6, started_at=TODAY),
+        ),
+        (
+            current(status="PAUSED", progress=5, updated_at=AT, started_at=FuzzyDate(2026)),
+            12,
+            False,
+            EntryWrite(PART_2, progress=12),
+        ),
         (
             current(status="REPEATING", progress=11, repeat=1),
             12,
@@ -180,6 +192,11 @@ def test_a_play_sets_progress_status_and_dates(
     entry: ListEntry | None, episode: int, rewatch: bool, write: EntryWrite | None
 ) -> None:
     assert play_write(entry, PART_2, episode, AT, rewatch=rewatch) == write
+
+
+def test_an_undated_play_of_a_dropped_entry_keeps_it_dropped() -> None:
+    dropped = current(status="DROPPED", progress=5, updated_at=AT)
+    assert play_write(dropped, PART_2, 7, UNDATED, rewatch=False) == EntryWrite(PART_2, progress=7)
 
 
 def test_a_play_of_a_completed_one_episode_entry_that_is_a_new_viewing_counts_a_rewatch() -> None:
@@ -487,6 +504,23 @@ async def test_a_completed_entry_deleted_on_anilist_comes_back_as_a_first_viewin
     await drain(worker, runtime)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"]) == ("CURRENT", 1)
+
+
+async def test_an_older_play_raises_a_dropped_entrys_progress_but_leaves_it_dropped(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="DROPPED", progress=5, updated_at=int(clock() - 10 * DAY))
+    fake.add_media(PART_2 + 1, episodes=12)
+    fake.add_entry(PART_2 + 1, status="PAUSED", progress=2, updated_at=int(clock() - DAY))
+    LATER[(str(REZERO), 1, 60)] = (PART_2 + 1, 3)
+    # Plex's history from before the user dropped it on AniList, queued by a link's first run
+    enqueue(runtime, "play", episode(43), clock() - 400 * DAY, link="plex-anilist")
+    enqueue(runtime, "play", episode(60), clock() - 60, live=True)  # watched just now: resumed
+    await drain(worker, runtime)
+    dropped, resumed = fake.snapshot()[PART_2], fake.snapshot()[PART_2 + 1]
+    assert (dropped["status"], dropped["progress"]) == ("DROPPED", 6)
+    assert (resumed["status"], resumed["progress"]) == ("CURRENT", 3)
+    assert runtime.store.outbox_counts()["done"] == 2
 
 
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(

@@ -7,7 +7,9 @@ AniList id and episode; an item with only anime ids, a HAMA `anidb-` guid or a w
 order plays arrive in. An episode past the entry's episode count is never written (the
 mapping is off there: it is recorded as unmatched). Reaching the episode count completes the
 entry (a rewatch pass is counted in `repeat`). A play of a movie is the whole entry: it
-completes it (progress = its episode count, usually 1).
+completes it (progress = its episode count, usually 1). An entry paused or dropped on AniList
+after a play was watched (a link's older history, a play held through an outage) keeps that
+status: the play raises its progress only; a later viewing resumes it as watching.
 
 Rewatches: a play that is a new viewing starts a rewatch when it is of episode 1 of a
 completed entry (REPEATING; a one-episode entry or a movie counts one more rewatch at once),
@@ -268,6 +270,11 @@ def play_write(
         resumed = None if current.status == "REPEATING" else "REPEATING"
         return EntryWrite(media_id, status=resumed, progress=episode)
     started = None if current.started_at else day
+    if _stopped_since(current, at):
+        # Paused or dropped on AniList after this viewing (a link's older history, a play held
+        # through an outage): the user's later word stands, and the episode still counts.
+        progress = (total or episode) if ends else episode
+        return EntryWrite(media_id, progress=progress, started_at=started)
     if ends:
         completed = None if current.completed_at else day
         return EntryWrite(
@@ -284,6 +291,12 @@ def _paused_rewatch(entry: ListEntry) -> bool:
     """A paused or dropped entry that was finished before: the rewatch was paused, and its
     next episodes go on with it (counting one more rewatch at its end), not the first pass."""
     return entry.status in ("PAUSED", "DROPPED") and (bool(entry.completed_at) or entry.repeat > 0)
+
+
+def _stopped_since(entry: ListEntry, at: float) -> bool:
+    """A first viewing paused or dropped on AniList after a play watched at `at` (undated:
+    whenever): only a viewing after the entry's last change resumes it as watching."""
+    return entry.status in ("PAUSED", "DROPPED") and at <= entry.updated_at
 
 
 def shows(entry: ListEntry, write: EntryWrite) -> bool:
