@@ -763,6 +763,35 @@ async def test_skipped_ratings_queued_again_end_with_the_last_one_given(
     assert fake.snapshot()[PART_2]["score"] == 70
 
 
+async def test_a_rating_held_through_an_outage_leaves_a_score_given_on_anilist_since(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.viewer.score_format = "POINT_100"
+    other = 5556
+    LATER[("999", 1, None)] = (other, 1)
+    fake.add_entry(PART_2, status="CURRENT", progress=3, score=70)
+    fake.add_entry(other, status="CURRENT", progress=3, score=70)
+    enqueue(runtime, "play", episode(38), clock() - 60, live=True)
+    await drain(worker, runtime)  # the list as it was, before either rating
+    for show in (REZERO, 999):
+        season = MediaRef("season", show_ids=Ids(tmdb=str(show)), season=1)
+        enqueue(runtime, "rating", season, clock(), rating=60)  # rated in Plex
+    fake.disabled = True  # AniList's API is down for hours
+    await drain(worker, runtime, passes=1)
+    assert runtime.store.outbox_counts()["pending"] == 2
+    clock.now += 3 * 3600
+    fake.advance(3 * 3600)
+    fake.user().by_media(PART_2).score = 90  # the user scores it on the website meanwhile
+    fake.user().by_media(PART_2).updated_at = int(fake.now())
+    fake.disabled = False
+    clock.now += 3600
+    fake.advance(3600)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 90  # theirs is newer
+    assert fake.snapshot()[other]["score"] == 60  # nothing newer there: the held one lands
+    assert runtime.store.outbox_counts()["done"] == 3
+
+
 async def test_a_season_rated_in_plex_scores_the_seasons_entry(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList
 ) -> None:

@@ -30,7 +30,10 @@ play tried again completes it. A save AniList keeps failing (a 500) spends the r
 and ends as a dead letter; the rows behind it are held without spending.
 
 Scores go as `scoreRaw` and are skipped when the user would see no
-difference in their format (raw 70 and 80 are both 4 stars: no flapping); a season shared by
+difference in their format (raw 70 and 80 are both 4 stars: no flapping), or when a rating that
+waited (an outage, an expired sign-in) finds the score changed on AniList after it was given
+(AniList dates no score: a read seeing it changed dates it by the entry's `updatedAt`, a
+rating since the last read of the list); a season shared by
 several entries is scored on its first scored entry on the list (else its first entry on the
 list), as the link reader reads it. Removals lower progress only when the removed episode is
 the highest one (AniList cannot unwatch an episode in the middle).
@@ -123,6 +126,10 @@ SENT = "anilist-play-saves"
 # When the play that last finished an entry was watched, by profile and media: a later play
 # is a new viewing, an earlier one (held through an outage) was counted by it.
 FINISHED = "anilist-finished-by"  # kept as long as the item's marks (store.KEEP_MARKS)
+# By profile and media: the `updatedAt` of the entry when a read first saw its score changed
+# (by the user on AniList: our own saves go into the mirror). AniList dates no score, so this
+# is the best "rated at" there is, for a rating that waited (see `_scored_since`).
+SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -991,6 +998,11 @@ class AniListTarget:
                 write = rating_write(current, value, viewer.score_format)
             if write is None:
                 return Delivered("AniList already shows this score")
+            if row.waited(self.clock()) and await self._scored_since(profile, current, row, at):
+                return Skipped(
+                    "AniList holds a newer score, given there while this one waited",
+                    answered=True,
+                )
             await self._save(profile, write, current, entries)
             return Delivered("score removed" if value is None else "scored")
         if row.action == "remove_play":
@@ -1066,6 +1078,28 @@ class AniListTarget:
         key = f"{profile}:{media_id}"
         _, noted = await asyncio.to_thread(self.store.cache_get, FINISHED, key, self.clock())
         return float(noted) if isinstance(noted, int | float) else None
+
+    async def _scored_since(
+        self, profile: str, current: ListEntry, row: OutboxItem, at: float
+    ) -> bool:
+        """Whether the user changed the entry's score on AniList after this rating was given
+        and queued (an outage, an expired sign-in held it): theirs is the newer one."""
+        key = f"{profile}:{current.media_id}"
+        _, noted = await asyncio.to_thread(self.store.cache_get, SCORED, key, self.clock())
+        if not isinstance(noted, int | float):
+            return False
+        return noted > ratings.overtaken_after(at, row.created_at) + ratings.RATED_SLACK
+
+    def _note_scored(
+        self, profile: str, mirror: Mapping[int, ListEntry], fresh: Iterable[ListEntry]
+    ) -> None:
+        """Note when entries read now were seen with another score than the mirror had."""
+        now = self.clock()
+        for entry in fresh:
+            before = mirror.get(entry.media_id)
+            if before is not None and before.score != entry.score:
+                key = f"{profile}:{entry.media_id}"
+                self.store.cache_put(SCORED, key, entry.updated_at, now, KEEP_MARKS)
 
     async def _note_finished(self, profile: str, media_id: int, at: float) -> None:
         key = f"{profile}:{media_id}"
@@ -1168,6 +1202,7 @@ class AniListTarget:
         else:
             read = await self.client.read_changes(profile, since or 0.0)
         fresh = read.entries
+        await asyncio.to_thread(self._note_scored, profile, mirror, fresh)
         entries = {} if replace_all else dict(mirror)
         entries.update((e.media_id, e) for e in fresh)
         self._unread[profile] = unread = self._unread_of(read.unread, mirror)
