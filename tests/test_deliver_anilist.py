@@ -523,6 +523,19 @@ async def test_an_older_play_raises_a_dropped_entrys_progress_but_leaves_it_drop
     assert runtime.store.outbox_counts()["done"] == 2
 
 
+async def test_a_play_after_a_pause_resumes_the_entry_after_an_older_play_raised_its_progress(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="PAUSED", progress=5, updated_at=int(clock() - 10 * DAY))
+    # A link's first run: a play from before the user paused it on AniList, and one after
+    enqueue(runtime, "play", episode(43), clock() - 400 * DAY, link="plex-anilist")
+    enqueue(runtime, "play", episode(44), clock() - 2 * DAY, link="plex-anilist")
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("CURRENT", 7)
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

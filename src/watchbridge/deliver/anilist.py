@@ -130,6 +130,11 @@ FINISHED = "anilist-finished-by"  # kept as long as the item's marks (store.KEEP
 # (by the user on AniList: our own saves go into the mirror). AniList dates no score, so this
 # is the best "rated at" there is, for a rating that waited (see `_scored_since`).
 SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MARKS)
+# By profile and media: {"at": when the user last changed a paused or dropped entry on AniList,
+# "saved": its `updatedAt` after our play raised its progress and left it so}. Our save dates
+# the entry anew; while it still shows "saved", "at" is the time a play must be after to
+# resume it (`play_write`'s `changed_at`).
+STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -240,12 +245,15 @@ def play_write(
     *,
     rewatch: bool,
     whole: bool = False,
+    changed_at: float | None = None,
 ) -> EntryWrite | None:
     """What a play of AniList episode `episode` changes (None: nothing, it is counted).
 
     `rewatch`: the play is a new viewing (see the module doc), so it may start (episode 1),
     advance and finish a rewatch of a finished entry; any other play of an episode a finished
-    or rewatched entry holds is counted. `whole`: the play is of the whole entry (a movie)."""
+    or rewatched entry holds is counted. `whole`: the play is of the whole entry (a movie).
+    `changed_at`: when the user last changed the entry on AniList, when a save of ours since
+    dated it anew (else its `updatedAt`)."""
     day = _day(at)
     if current is None:
         if whole:
@@ -277,7 +285,7 @@ def play_write(
         resumed = None if current.status == "REPEATING" else "REPEATING"
         return EntryWrite(media_id, status=resumed, progress=episode)
     started = None if current.started_at else day
-    if _stopped_since(current, at):
+    if _stopped_since(current, at, changed_at):
         # Paused or dropped on AniList after this viewing (a link's older history, a play held
         # through an outage): the user's later word stands, and the episode still counts.
         progress = (total or episode) if ends else episode
@@ -300,10 +308,12 @@ def _paused_rewatch(entry: ListEntry) -> bool:
     return entry.status in ("PAUSED", "DROPPED") and (bool(entry.completed_at) or entry.repeat > 0)
 
 
-def _stopped_since(entry: ListEntry, at: float) -> bool:
+def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None) -> bool:
     """A first viewing paused or dropped on AniList after a play watched at `at` (undated:
-    whenever): only a viewing after the entry's last change resumes it as watching."""
-    return entry.status in ("PAUSED", "DROPPED") and at <= entry.updated_at
+    whenever): only a viewing after the user's last change of the entry (`changed_at`, else
+    its `updatedAt`) resumes it as watching."""
+    changed = entry.updated_at if changed_at is None else changed_at
+    return entry.status in ("PAUSED", "DROPPED") and at <= changed
 
 
 def shows(entry: ListEntry, write: EntryWrite) -> bool:
@@ -980,6 +990,7 @@ class AniListTarget:
                 assert write is not None  # a play always adds to a missing entry
                 await self._note_sent(row, write)
                 saved = await self._save(profile, write, current, entries)
+            await self._note_stopped(profile, current, saved)
             finish = finish_write(saved, at) if current is None else None
             saved = await self._finished(profile, row, saved, finish, at, entries)
             await self._clear_unmatched(profile, row)
@@ -1124,7 +1135,37 @@ class AniListTarget:
             finished = await self._finished_by(profile, media_id)
             mark = not row.payload.get("live", False)
             rewatch = live_rewatch(current, at, self.clock(), finished, mark)
-        return rewatch, play_write(current, media_id, episode, at, rewatch=rewatch, whole=whole)
+        changed_at = await self._stopped_by_user(profile, current)
+        write = play_write(
+            current, media_id, episode, at, rewatch=rewatch, whole=whole, changed_at=changed_at
+        )
+        return rewatch, write
+
+    async def _stopped_by_user(self, profile: str, current: ListEntry | None) -> float | None:
+        """When the user paused or dropped `current`, if a play of ours raised its progress
+        since (its `updatedAt` is then our save's): None when the entry is not so."""
+        if current is None or current.status not in ("PAUSED", "DROPPED"):
+            return None
+        key = f"{profile}:{current.media_id}"
+        _, noted = await asyncio.to_thread(self.store.cache_get, STOPPED, key, self.clock())
+        if not isinstance(noted, dict) or noted.get("saved") != current.updated_at:
+            return None  # changed on AniList since (or never by us): its updatedAt tells
+        at = noted.get("at")
+        return float(at) if isinstance(at, int | float) else None
+
+    async def _note_stopped(
+        self, profile: str, current: ListEntry | None, saved: ListEntry
+    ) -> None:
+        """A play left a paused or dropped entry so (its progress raised): note when the user
+        stopped it, which our save's `updatedAt` no longer tells."""
+        if current is None or saved.status not in ("PAUSED", "DROPPED"):
+            return
+        if saved.status != current.status:
+            return
+        at = await self._stopped_by_user(profile, current)
+        noted = {"at": current.updated_at if at is None else at, "saved": saved.updated_at}
+        key = f"{profile}:{saved.media_id}"
+        await asyncio.to_thread(self.store.cache_put, STOPPED, key, noted, self.clock(), KEEP_MARKS)
 
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
         noted = {
