@@ -536,6 +536,19 @@ async def test_a_play_after_a_pause_resumes_the_entry_after_an_older_play_raised
     assert runtime.store.outbox_counts()["done"] == 2
 
 
+async def test_a_play_after_a_pause_resumes_the_entry_after_a_rating_was_saved_to_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="PAUSED", progress=5, updated_at=int(clock() - 10 * DAY))
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
+    enqueue(runtime, "rating", season, clock() - 3 * DAY, rating=80, link="plex-anilist")
+    enqueue(runtime, "play", episode(44), clock() - 2 * DAY, link="plex-anilist")
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["score"]) == ("CURRENT", 7, 80)
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -131,9 +131,9 @@ FINISHED = "anilist-finished-by"  # kept as long as the item's marks (store.KEEP
 # is the best "rated at" there is, for a rating that waited (see `_scored_since`).
 SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # By profile and media: {"at": when the user last changed a paused or dropped entry on AniList,
-# "saved": its `updatedAt` after our play raised its progress and left it so}. Our save dates
-# the entry anew; while it still shows "saved", "at" is the time a play must be after to
-# resume it (`play_write`'s `changed_at`).
+# "saved": its `updatedAt` after a save of ours (a play's progress, a score) left it so}.
+# Our save dates the entry anew; while it still shows "saved", "at" is the time a play must
+# be after to resume it (`play_write`'s `changed_at`).
 STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
@@ -990,7 +990,6 @@ class AniListTarget:
                 assert write is not None  # a play always adds to a missing entry
                 await self._note_sent(row, write)
                 saved = await self._save(profile, write, current, entries)
-            await self._note_stopped(profile, current, saved)
             finish = finish_write(saved, at) if current is None else None
             saved = await self._finished(profile, row, saved, finish, at, entries)
             await self._clear_unmatched(profile, row)
@@ -1156,8 +1155,8 @@ class AniListTarget:
     async def _note_stopped(
         self, profile: str, current: ListEntry | None, saved: ListEntry
     ) -> None:
-        """A play left a paused or dropped entry so (its progress raised): note when the user
-        stopped it, which our save's `updatedAt` no longer tells."""
+        """A save of ours (a play's progress, a score) left a paused or dropped entry so: note
+        when the user stopped it, which our save's `updatedAt` no longer tells."""
         if current is None or saved.status not in ("PAUSED", "DROPPED"):
             return
         if saved.status != current.status:
@@ -1220,6 +1219,7 @@ class AniListTarget:
                 raise EntryGone from None
             saved = await self.client.save_entry(profile, write, current=None)
         assert saved is not None
+        await self._note_stopped(profile, current, saved)
         entries[saved.media_id] = saved
         await asyncio.to_thread(
             self.store.mirror_put,
