@@ -71,6 +71,7 @@ from watchbridge.readers.plex import (
     HISTORY_PREFIX,
     KEYS,
     KEYS_FROM,
+    LANDED_SLACK,
     PLAYS,
     RETIRED,
     SERVICE,
@@ -474,9 +475,10 @@ class PlexTarget:
         skew = self.client.clock_skew
         viewed = {c for c in copies if _viewed_since(found.get(c, {}), since, skew)}
         if noted is None:
-            # The scrobble of the very play removed, sent after the plan (its row waited
-            # behind a Plex outage), is no view of the user's.
-            viewed -= _written_since(person.written.get(record), since)
+            # The scrobble of the very play removed is no view of the user's: sent a moment
+            # before the plan (within the second Plex dates a view to), or after it (its row
+            # waited behind a Plex outage).
+            viewed -= _our_scrobble(person.written.get(record), found, skew)
         if noted is None and not viewed:
             person.unwatching[record] = {"at": self.clock(), "row": row.id}
             await self._put(person.profile, UNWATCHING, {record: person.unwatching[record]})
@@ -555,9 +557,18 @@ def _written_for(person: Person, expected: str) -> str | None:
     )
 
 
-def _written_since(written: Written | None, since: float) -> set[str]:
-    """The copy a write of ours scrobbled at or after `since` (our clock), if any."""
-    if written is None or not written.attempts or written.attempts[-1] < since:
+def _our_scrobble(
+    written: Written | None, found: Mapping[str, Mapping[str, object]], skew: float
+) -> set[str]:
+    """The copy whose last view (in `found`, its details) is a scrobble of ours (`written`'s
+    tries, within the second Plex dates a view to), if any."""
+    if written is None:
+        return set()
+    viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
+    at_write = skew if written.skew is None else written.skew
+    if viewed is None or not any(
+        abs(viewed - at_write - tried) <= LANDED_SLACK for tried in written.attempts
+    ):
         return set()
     return {written.rating_key}
 
