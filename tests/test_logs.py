@@ -78,6 +78,12 @@ def test_a_config_secret_escaped_in_a_stored_json_text_is_masked(as_ascii: bool)
     assert json.loads(shown) == {"accessKey": "********", "title": "********"}
 
 
+def test_a_value_that_only_begins_with_a_known_secret_is_masked_whole() -> None:
+    masked = Redactor(["known-part"])("token=known-part-AND-MORE, password: known-part.")
+    assert "AND-MORE" not in masked
+    assert masked == "token=********, password: ********."
+
+
 def test_basic_credentials_are_masked(logged: io.StringIO) -> None:
     assert "dXNlcjpodW50ZXIy" not in line(
         logged, "x", reason="Authorization: Basic dXNlcjpodW50ZXIy"

@@ -26,7 +26,8 @@ _CREDENTIAL_PATTERNS = [
 ]
 _FIELD_PATTERN = re.compile(
     r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
-    r"(?!\*{8})[^\"'\s,&}]+"  # not a value masked already (with what followed it)
+    # Not a value masked already (with what follows it), but what a known secret only began.
+    r"(?!\*{8}(?:[\"'\s,&}).;]|$))[^\"'\s,&}]+"
     # Our own messages name a config key as `key: problem` (`services.plex.token: expected
     # text`): what follows is the explanation, kept (a secret it quotes is masked as a value).
     r"|(?<![\w.])(?:server|storage|logging|delivery|alerts|services|profiles|links)"
