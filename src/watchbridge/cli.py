@@ -1181,9 +1181,9 @@ def sync(
     runtime = build_runtime(config)
     runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)
     _storage_warnings_once(runtime)
-    _restore_told_once(runtime)
     failed = []
     try:
+        _restore_told_once(runtime)
         for name in names:
             try:
                 _sync_link(
