@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import math
 import uuid
@@ -96,6 +97,9 @@ log = logging.getLogger(__name__)
 # (every run, for months): said once per person and server, and again only once it was read
 # (a server token set) and is refused again. Readers last one run: this lasts the process.
 _OWNER_ONLY = Repeating(log, every=math.inf)
+# An account renamed in Plex, still read by the id found for its old name: said at its first
+# read, then as a reminder, until `users.plex` names it again.
+_RENAMED = Repeating(log)
 
 SERVICE = "plex"
 OWNER_ACCOUNT = "1"  # the server owner's server-local account id
@@ -122,6 +126,9 @@ HISTORY_OVERLAP = 86400.0  # delta history reads look back this far past the new
 ACCOUNTS = "plex-accounts"  # id cache: profile + configured names -> server-local account id
 ACCOUNTS_TTL = 7 * 86400.0
 MACHINE = ":machine"  # in ACCOUNTS: this server's machine id (no profile key starts with ":")
+# cursor: {"server", "names", "id"}: the account last found on the server by the names
+# `users.plex` gives (see `_account_by_name`), kept for as long as those names stay configured
+FOUND_BY_NAME = "account_found_by_name"
 SERVER_TOKEN = "plex-server"  # store tokens: a person's token for this server, from plex.tv
 CLOCK_MARGIN = 600.0  # the server's clock may differ from ours by this much
 LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
@@ -1649,8 +1656,53 @@ class PlexReader:
         found = next(
             (n for n, name in self._server_accounts.items() if name.casefold() in names), None
         )
+        if found is not None:
+            await self._remember_found(profile, names, found, machine)
+        elif (renamed := await self._renamed(profile, names, machine)) is not None:
+            return renamed  # not kept in the cache: asked again each read until named again
         await asyncio.to_thread(
             self.store.cache_put, ACCOUNTS, lookup, found, self.clock(), ACCOUNTS_TTL
+        )
+        return found
+
+    async def _remember_found(
+        self, profile: str, names: list[str], found: str, machine: str | None
+    ) -> None:
+        """Keep the account `names` found (beyond the week of the cache): renamed in Plex,
+        it is still the profile's (`_renamed`)."""
+        server = machine or await self._machine_id()
+        value = json.dumps({"server": server, "names": names, "id": found})
+        kept = await asyncio.to_thread(self.store.get_cursor, SERVICE, profile, FOUND_BY_NAME)
+        if kept != value:
+            await asyncio.to_thread(
+                self.store.set_cursor, SERVICE, profile, FOUND_BY_NAME, value, self.clock()
+            )
+
+    async def _renamed(self, profile: str, names: list[str], machine: str | None) -> str | None:
+        """The account the same `names` found on this server before, when none of the server's
+        accounts has those names now: renamed in Plex (a Home user's name is the owner's to
+        change). Read without it, the person's history would be left unread, and their
+        rewatches removed from the other side as if unwatched. None when no account was."""
+        kept = await asyncio.to_thread(self.store.get_cursor, SERVICE, profile, FOUND_BY_NAME)
+        try:
+            before = json.loads(kept) if kept else {}
+        except ValueError:
+            return None
+        server = machine or await self._machine_id()
+        found = str(before.get("id") or "") if isinstance(before, dict) else ""
+        if not found or before.get("server") != server or before.get("names") != names:
+            return None
+        now_named = (self._server_accounts or {}).get(found)
+        shown = ", ".join(names)
+        _RENAMED.warning(
+            (profile, server, found),
+            f"Plex account {found} of profile {profile} is no longer named {shown} on the "
+            f"server{f' (now {now_named!r})' if now_named else ''}: renamed in Plex? Its plays "
+            f"are still read by its id; write {found} (or its new name) in "
+            f"profiles.{profile}.users.plex",
+            self.clock(),
+            profile=profile,
+            account_id=found,
         )
         return found
 
