@@ -69,6 +69,7 @@ from watchbridge.episode_numbers import (
     numbers_for,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef, ref_from_dict
@@ -1472,6 +1473,31 @@ def known_account_id(
     return next((u for u in this_servers(person, machine) if u.isdigit()), None)
 
 
+def signed_in_as_another(
+    profile: str, person: Identity, account: str | None, signed_in: Mapping[str, Any]
+) -> str | None:
+    """Why `profile`'s Plex may not be read: its plex.tv sign-in (`person`; `signed_in`, what
+    the store keeps of it) is another account than the server account `users.plex` names by
+    its id (`account`; a home user's or friend's server-local id is their plex.tv id). Read
+    so, the listings (watched state, ratings) would be the signed-in account's and the history
+    the named one's: one person's plays credited to the other. None when they agree, or when
+    either is not known. The owner's 1 is `owner_conflict`'s to judge. Pure."""
+    if account in (None, OWNER_ACCOUNT) or person.signed_in is None or not person.plextv_id:
+        return None
+    if account == person.plextv_id:
+        return None
+    name = text(signed_in.get("username"))
+    who = f"account {person.plextv_id}" + (f" ({name})" if name else "")
+    return (
+        f"profile {profile}: users.plex names Plex account {account}, but its plex.tv sign-in "
+        f"is {who}: read together, one person's plays would be credited to the other, so "
+        f"{profile}'s Plex is not read. Sign them in as the account users.plex names "
+        f"(`watchbridge auth plex --profile {profile} --home-user NAME` for a member of the "
+        f"Plex Home, `--profile {profile}` for another account), or fix "
+        f"profiles.{profile}.users.plex"
+    )
+
+
 def _by_server(person: Profile) -> bool:
     """Whether `users.plex` names accounts as `SERVER:ACCOUNT`."""
     return any(":" in user for user in person.users.plex)
@@ -1577,6 +1603,13 @@ class PlexReader:
             if account is None:
                 account = await self._account_by_name(profile, stored.get("username"), machine)
             plextv_id = stored.get("plextv_id") or found.get("plextv_id")
+            signed_in = await asyncio.to_thread(identity, self.config, self.store, profile)
+            listed = this_servers(person, machine)
+            if signed_in.plextv_id in listed and account != OWNER_ACCOUNT:
+                account = signed_in.plextv_id  # of the ids listed, the one signed in
+            named = account if account in listed else None  # an id users.plex gives
+            if (problem := signed_in_as_another(profile, signed_in, named, stored)) is not None:
+                raise PlexAuthError(SERVICE, problem)
             if account is None and plextv_id not in (None, ""):
                 # A shared or managed user's server-local id is their plex.tv id (reference
                 # §2); only the owner differs (1), and the owner is found by name above.
