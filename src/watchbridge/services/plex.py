@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -38,7 +38,6 @@ from watchbridge.http import (
     changed_answer,
     count_problems,
     problems_said,
-    rows_unread,
 )
 from watchbridge.ingest.common import epoch, integer, number, obj, text
 from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
@@ -210,17 +209,6 @@ def entries(
     found = found or []
     total = integer(container.get("totalSize"))
     return found, total if total is not None else len(found)
-
-
-def unreadable_rows(
-    rows: Sequence[Mapping[str, object]],
-    problem: Callable[[Mapping[str, object]], str | None],
-    what: str,
-) -> None:
-    """Raise PlexError naming how many of `rows` have a `problem`: a row left out would read
-    as a play or an item that is gone, and be removed from the other side."""
-    if said := rows_unread(rows, problem):
-        raise PlexError(SERVICE, changed_answer(NAME, f"{what}: {said}"))
 
 
 def listing_problem(row: Mapping[str, object]) -> str | None:
@@ -508,9 +496,15 @@ class PlexClient:
         """`listing` as PMS's Metadata objects (with `Media`, for the collection)."""
         path = f"/library/sections/{quote(section, safe='')}/all"
         params = {"type": LISTING_TYPES[kind], "includeGuids": 1}
-        rows = await self._pages(path, params, f"listing library {section}", token, page_size)
-        unreadable_rows(rows, listing_problem, f"the listing of library {section}")
-        return rows
+        return await self._kept_pages(
+            path,
+            params,
+            f"listing library {section}",
+            token,
+            page_size,
+            (listing_problem, f"the listing of library {section}"),
+            list,
+        )
 
     async def viewed_since(
         self, section: str, kind: str, since: float, token: str | None = None
@@ -652,9 +646,8 @@ class PlexClient:
         what: str,
         token: str | None,
         page_size: int,
-    ) -> list[Mapping[str, object]]:
-        """Every entry of a paged listing: pages of `page_size` until `totalSize` is reached."""
-        found: list[Mapping[str, object]] = []
+    ) -> AsyncIterator[list[Mapping[str, object]]]:
+        """The rows of a paged listing, a page at a time, until `totalSize` is reached."""
         start = 0
         while True:
             paging = {
@@ -663,10 +656,10 @@ class PlexClient:
             }
             answer = await self._get(path, what, token, params=params, headers=paging)
             rows, total = entries(answer, what=what)
-            found += rows
+            yield rows
             start += len(rows)
             if not rows or start >= total:
-                return found
+                return
 
     async def _kept_pages(
         self,
@@ -682,7 +675,8 @@ class PlexClient:
         (off the event loop: at 40,000 rows a few hundred ms of the loop's thread), so that
         the rows are never all held at once: their JSON is several times the size of what is
         kept. `unread`: the problem a row may have and what to call the listing; any row with
-        one refuses the whole listing once it is read, as `unreadable_rows` would."""
+        one refuses the whole listing once it is read: a row left out would read as a play or
+        an item that is gone, and be removed from the other side."""
         problem, told = unread
         problems: dict[str, int] = {}
         kept: list[Kept] = []
@@ -691,19 +685,11 @@ class PlexClient:
             count_problems(rows, problem, problems)
             return keep(rows)
 
-        start = 0
-        while True:
-            paging = {
-                "x-plex-container-start": str(start),
-                "x-plex-container-size": str(page_size),
-            }
-            answer = await self._get(path, what, token, params=params, headers=paging)
-            rows, total = entries(answer, what=what)
+        read = 0
+        async for rows in self._pages(path, params, what, token, page_size):
             kept += await asyncio.to_thread(page_kept, rows)
-            start += len(rows)
-            if not rows or start >= total:
-                break
-        if said := problems_said(problems, start):
+            read += len(rows)
+        if said := problems_said(problems, read):
             raise PlexError(SERVICE, changed_answer(NAME, f"{told}: {said}"))
         return kept
 
