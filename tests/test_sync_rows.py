@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+
 from watchbridge.config import Link
 from watchbridge.reconcile import UNDATED, Plan, Play, Rated, Side, plan
 from watchbridge.store import Store, SyncRun
 from watchbridge.sync import (
     held_by_an_older_release,
     kept_tombstones,
+    load_baseline,
     load_tombstones,
     outbox_rows,
 )
@@ -176,3 +181,60 @@ def test_a_run_record_counts_a_write_no_row_can_carry_as_skipped_not_queued() ->
     assert outbox_rows("ts", "me", planned.actions)[1] == 1
     counts = plan_counts([ProfilePlan("me", planned, {}, current, first_run=False)])
     assert counts == {"serializd:add_play": 1, "skipped": 1}
+
+
+def test_a_big_baseline_is_worked_out_before_the_store_is_locked(store: Store) -> None:
+    """Applying a run holds the store's lock, which every webhook's record (and a token read
+    on the event loop) waits for: what the run keeps for the next one (its baseline, encoded,
+    and its tombstones) is worked out before the lock is taken, so that the lock is held for
+    the SQL alone. Measured with another process writing meanwhile: the run does all it can
+    before it waits for the database (CPU of its thread, not wall time: the machine's load
+    does not count)."""
+    from watchbridge.sync import ProfilePlan, apply_plan
+
+    plays = [
+        (f"episode:tmdb:{1000 + k % 500}:s1e{1 + k // 500}", 1e9 + k * 600) for k in range(20_000)
+    ]
+    current = {
+        "trakt": Side(plays=tuple(Play(item, at, f"t{n}") for n, (item, at) in enumerate(plays))),
+        "serializd": Side(
+            plays=tuple(Play(item, at, f"s{n}") for n, (item, at) in enumerate(plays))
+        ),
+    }
+    result = ProfilePlan(
+        "me", plan(TWO_WAY, current, current), {}, current, False, baseline=current
+    )
+    assert store.path is not None
+    writer = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another process writing: the run waits for it
+    spent: list[float] = []
+    failed: list[BaseException] = []
+
+    def apply() -> None:
+        try:
+            apply_plan(store, TWO_WAY, "ts", result, confirm_removals=False, now=2e9)
+            spent.append(time.thread_time())
+        except BaseException as exc:
+            failed.append(exc)
+
+    applying = threading.Thread(target=apply)
+    applying.start()
+    assert applying.ident is not None
+    cpu = time.pthread_getcpuclockid(applying.ident)
+    # Until the run waits: its CPU time stands still for 0.2 s (within the database's busy
+    # timeout of 5 s, after which the run would fail).
+    samples = [time.clock_gettime(cpu)]
+    while len(samples) < 3 or samples[-1] - samples[-3] > 0.001:
+        time.sleep(0.1)
+        samples.append(time.clock_gettime(cpu))
+    waiting = samples[-1]
+    writer.execute("ROLLBACK")
+    applying.join()
+    writer.close()
+    assert not failed and spent, failed
+    locked = spent[0] - waiting
+    assert len(load_baseline(store, "ts", "me", ["trakt", "serializd"])["trakt"].plays) == 20_000
+    # About half of it before the lock now, the SQL after; before, all of it after (the run
+    # took the lock with everything to do: 0.2 s, with 0.5 ms before).
+    share = waiting / (waiting + locked)
+    assert share > 0.25, f"{waiting:.3f} s of CPU before the lock, {locked:.3f} s with it held"

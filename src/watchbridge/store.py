@@ -3399,6 +3399,19 @@ class Store:
         self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
     ) -> None:
         """Make a mirror collection hold exactly `items` (one transaction)."""
+        encoded = [(k, json.dumps(v)) for k, v in items.items()]
+        self.mirror_replace_encoded(service, profile, collection, encoded, now)
+
+    def mirror_replace_encoded(
+        self,
+        service: str,
+        profile: str,
+        collection: str,
+        items: Sequence[tuple[str, str]],
+        now: float,
+    ) -> None:
+        """`mirror_replace` with the items already encoded: (key, its value as JSON text), so
+        that a caller inside a bigger transaction encodes them before it takes the lock."""
         with self.transaction() as conn:
             conn.execute(
                 "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?",
@@ -3407,7 +3420,7 @@ class Store:
             conn.executemany(
                 "INSERT INTO mirror (service, profile, collection, item_key, data, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(service, profile, collection, k, json.dumps(v), now) for k, v in items.items()],
+                [(service, profile, collection, k, data, now) for k, data in items],
             )
 
     def mirror_remove(
