@@ -30,7 +30,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 from urllib.parse import parse_qs, unquote, urlsplit
 
 HeaderMap = Mapping[str, str] | None
@@ -118,6 +118,26 @@ def cloudflare_page(status: int) -> str:
         f"<!DOCTYPE html><html><head><title>{status}: {reason} | Cloudflare</title></head>"
         f"<body><h1>Error {status}</h1><p>{reason}</p></body></html>"
     )
+
+
+class Shaped(Sequence[Any]):
+    """`items`, each answered as `shape` makes it, made only for the page `paginate` serves:
+    made whole for each page, a history of 60,000 entries took minutes to page through."""
+
+    def __init__(self, items: Sequence[Any], shape: Callable[[Any], Any]) -> None:
+        self.items, self.shape = items, shape
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self.shape(item) for item in self.items[index]]
+        return self.shape(self.items[index])
 
 
 def paginate(

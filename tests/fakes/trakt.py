@@ -45,6 +45,7 @@ from .base import (
     FakeServer,
     Request,
     Response,
+    Shaped,
     cloudflare_page,
     html_response,
     json_response,
@@ -1683,7 +1684,7 @@ class FakeTrakt(FakeServer):
                 and (end is None or parse_iso(e.watched_at) <= end)
             ]
         # §4 [obs] history defaults to 100 per page, 250 max, clamped
-        return paginate(req, [e.to_json() for e in entries], default_limit=100)
+        return paginate(req, Shaped(entries, HistoryEntry.to_json), default_limit=100)
 
     @api("POST", "/sync/history/remove")
     def sync_history_remove(self, req: Request, user: User) -> Response:
