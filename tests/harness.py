@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,3 +424,29 @@ def put_back(copy: Path, database: Path) -> None:
     ):
         journal.unlink(missing_ok=True)
     database.write_bytes(copy.read_bytes())
+
+
+@contextlib.asynccontextmanager
+async def loop_held(*, collecting: bool = False) -> AsyncIterator[list[float]]:
+    """The CPU the event loop's thread spends between two of its turns while the block runs
+    (CPU, not wall time: fakes serving in this process's other threads, and the machine's
+    load, do not count). Unless `collecting`, garbage collection is off meanwhile: a
+    collection lands in whichever thread allocates and holds every thread, the
+    interpreter's doing, not the code's under test."""
+    held: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            began = time.thread_time()
+            await asyncio.sleep(0.002)
+            held.append(time.thread_time() - began)
+
+    if not collecting:
+        gc.collect()
+        gc.disable()
+    ticker = asyncio.create_task(tick())
+    try:
+        yield held
+    finally:
+        ticker.cancel()
+        gc.enable()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +13,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.plex import MACHINE_ID, TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.receiver import FakeClock
+from tests.harness import loop_held
 from watchbridge.config import (
     Accounts,
     Config,
@@ -120,21 +119,8 @@ async def test_a_big_library_is_read_without_holding_the_event_loop(
         for e in range(20):
             plex.add_episode(f"9{s:05d}{e:02d}", f"9{s:05d}", 1, e + 1)
             plex.watch(f"9{s:05d}{e:02d}", T0 - (s * 20 + e) * 60)
-    # The CPU the loop's thread spends between two of its turns (CPU, not wall time: the fake
-    # serving the pages in this process's other threads, and the machine's load, do not count).
-    held: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            began = time.thread_time()
-            await asyncio.sleep(0.005)
-            held.append(time.thread_time() - began)
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with loop_held(collecting=True) as held:
         assert len(await read(reader)) >= 20_000
-    finally:
-        ticker.cancel()
     # Before the work moved off the loop it was held 0.70 s at once; a page's JSON is still
     # read on it (tens of ms), and a collection of the garbage a busy machine's run makes
     # may land in either thread.

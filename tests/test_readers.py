@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso
-from tests.harness import sign_in_trakt
+from tests.harness import loop_held, sign_in_trakt
 from watchbridge.config import Link, TraktConfig
 from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
@@ -296,27 +294,9 @@ async def test_a_big_history_is_read_without_holding_the_event_loop(
         trakt.add_history(show.seasons[1].episodes[1 + k // 500], iso(now - k * 600))
     client.http.pacers["me"] = Pacer()  # Trakt's read pacing lifted: the pages back to back
     reading = TraktReader(client, ("episodes",), time.time, store)
-    # The CPU the loop's thread spends between two of its turns (CPU, not wall time: the fake
-    # serving the pages in this process's other threads, and the machine's load, do not count).
-    held: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            began = time.thread_time()
-            await asyncio.sleep(0.002)
-            held.append(time.thread_time() - began)
-
-    # A collection of the garbage the reads make lands in whichever thread allocates, and
-    # holds every thread: it is the interpreter's, not the reader's, and is left out here.
-    gc.collect()
-    gc.disable()
-    ticker = asyncio.create_task(tick())
-    try:
+    async with loop_held() as held:
         first = await reading.read("me", {}, None, full=True)
         daily = await reading.read("me", first.cursors, first.side, full=True)
-    finally:
-        ticker.cancel()
-        gc.enable()
     assert len(first.side.plays) == len(daily.side.plays) == 10_000
     # Before the work moved off the loop it was held ~0.05 s at once for the first read and
     # ~0.15 s for the daily one (10,000 entries); a page's JSON is still read on it (~2 ms).

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt, iso
+from tests.harness import loop_held
 from tests.linkrig import open_rig, use_fast_readers
 
 pytestmark = pytest.mark.anyio
@@ -38,26 +37,10 @@ async def test_a_first_run_on_a_big_history_does_not_hold_the_event_loop(
         trakt.add_history(episode, iso(now - k * 600 - (k // len(episodes)) * YEAR))
     use_fast_readers(monkeypatch)
     rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply")
-    # The CPU the loop's thread spends between two of its turns (CPU, not wall time: the
-    # fakes serving in this process's other threads, and the machine's load, do not count).
-    held: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            began = time.thread_time()
-            await asyncio.sleep(0.002)
-            held.append(time.thread_time() - began)
-
-    # A collection of the garbage the run makes lands in whichever thread allocates, and
-    # holds every thread: it is the interpreter's, not the run's, and is left out here.
-    gc.collect()
-    gc.disable()
-    ticker = asyncio.create_task(tick())
     try:
-        result = await rig.sync()
+        async with loop_held() as held:
+            result = await rig.sync()
     finally:
-        ticker.cancel()
-        gc.enable()
         await rig.aclose()
     assert result.queued == 20_000
     # Before these steps moved off the loop it was held ~0.1 s at once (20,000 plays).
