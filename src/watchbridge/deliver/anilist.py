@@ -135,6 +135,7 @@ SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MAR
 # Our save dates the entry anew; while it still shows "saved", "at" is the time a play must
 # be after to resume it (`play_write`'s `changed_at`).
 STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
+STOPPED_STATUSES = ("PAUSED", "DROPPED")  # an entry the user set aside on AniList
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -305,7 +306,7 @@ def play_write(
 def _paused_rewatch(entry: ListEntry) -> bool:
     """A paused or dropped entry that was finished before: the rewatch was paused, and its
     next episodes go on with it (counting one more rewatch at its end), not the first pass."""
-    return entry.status in ("PAUSED", "DROPPED") and (bool(entry.completed_at) or entry.repeat > 0)
+    return entry.status in STOPPED_STATUSES and (bool(entry.completed_at) or entry.repeat > 0)
 
 
 def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None) -> bool:
@@ -313,7 +314,7 @@ def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None)
     whenever): only a viewing after the user's last change of the entry (`changed_at`, else
     its `updatedAt`) resumes it as watching."""
     changed = entry.updated_at if changed_at is None else changed_at
-    return entry.status in ("PAUSED", "DROPPED") and at <= changed
+    return entry.status in STOPPED_STATUSES and at <= changed
 
 
 def shows(entry: ListEntry, write: EntryWrite) -> bool:
@@ -1085,17 +1086,22 @@ class AniListTarget:
 
     async def _finished_by(self, profile: str, media_id: int) -> float | None:
         """When the play watched that last finished this entry (through us), if known."""
-        key = f"{profile}:{media_id}"
-        _, noted = await asyncio.to_thread(self.store.cache_get, FINISHED, key, self.clock())
+        noted = await self._noted(FINISHED, profile, media_id)
         return float(noted) if isinstance(noted, int | float) else None
+
+    async def _noted(self, kind: str, profile: str, media_id: int) -> Any:
+        """What this target noted of one of `profile`'s entries (`kind`: FINISHED, SCORED,
+        STOPPED), None if nothing."""
+        key = f"{profile}:{media_id}"
+        _, noted = await asyncio.to_thread(self.store.cache_get, kind, key, self.clock())
+        return noted
 
     async def _scored_since(
         self, profile: str, current: ListEntry, row: OutboxItem, at: float
     ) -> bool:
         """Whether the user changed the entry's score on AniList after this rating was given
         and queued (an outage, an expired sign-in held it): theirs is the newer one."""
-        key = f"{profile}:{current.media_id}"
-        _, noted = await asyncio.to_thread(self.store.cache_get, SCORED, key, self.clock())
+        noted = await self._noted(SCORED, profile, current.media_id)
         if not isinstance(noted, int | float):
             return False
         return noted > ratings.overtaken_after(at, row.created_at) + ratings.RATED_SLACK
@@ -1143,10 +1149,9 @@ class AniListTarget:
     async def _stopped_by_user(self, profile: str, current: ListEntry | None) -> float | None:
         """When the user paused or dropped `current`, if a play of ours raised its progress
         since (its `updatedAt` is then our save's): None when the entry is not so."""
-        if current is None or current.status not in ("PAUSED", "DROPPED"):
+        if current is None or current.status not in STOPPED_STATUSES:
             return None
-        key = f"{profile}:{current.media_id}"
-        _, noted = await asyncio.to_thread(self.store.cache_get, STOPPED, key, self.clock())
+        noted = await self._noted(STOPPED, profile, current.media_id)
         if not isinstance(noted, dict) or noted.get("saved") != current.updated_at:
             return None  # changed on AniList since (or never by us): its updatedAt tells
         at = noted.get("at")
@@ -1157,9 +1162,11 @@ class AniListTarget:
     ) -> None:
         """A save of ours (a play's progress, a score) left a paused or dropped entry so: note
         when the user stopped it, which our save's `updatedAt` no longer tells."""
-        if current is None or saved.status not in ("PAUSED", "DROPPED"):
-            return
-        if saved.status != current.status:
+        if (
+            current is None
+            or saved.status not in STOPPED_STATUSES
+            or saved.status != current.status
+        ):
             return
         at = await self._stopped_by_user(profile, current)
         noted = {"at": current.updated_at if at is None else at, "saved": saved.updated_at}
