@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -281,3 +282,38 @@ async def test_a_pause_deliveries_hold_plays_for_is_left_to_them(
         await housekeeping(runtime, client)
     assert receiver.titles() == [PAUSED]
     assert runtime.store.outbox_counts()["pending"] == 1
+
+
+# Seconds: the stop took Apprise's timeout (10 s) before its fix.
+QUICK_STOP = 2.0
+
+
+async def test_a_stop_cuts_short_a_housekeeping_alert_on_its_way_and_the_next_start_sends_it(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    """The notification host hangs as the hourly housekeeping tells of a sign-in Trakt
+    refused, and the service stops: the stop waits for it REPORT_GRACE, not Apprise's
+    timeout, and the alert is kept for the next start, which sends it."""
+    trakt.revoke_tokens()
+    clock.advance(TOKEN_LIFE + HOUR)
+    answering = receiver.hold_next()
+    stop = asyncio.Event()
+    task = asyncio.create_task(Maintenance().run(runtime, stop))
+    try:
+        await until(lambda: bool(receiver.messages))  # on its way, its answer held
+        stopping = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        took = time.monotonic() - stopping
+    finally:
+        answering.set()
+    assert took < QUICK_STOP, f"the stop took {took:.1f} s"
+
+    later = build_runtime(runtime.config, clock=clock)
+    later.open()
+    try:
+        assert later.notifier.unsent("credentials", "trakt:me")
+        await later.notifier.send_unsent()
+    finally:
+        later.close()
+    assert receiver.titles() == [PAUSED, PAUSED]  # maybe twice, never lost

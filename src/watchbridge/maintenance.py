@@ -50,7 +50,7 @@ class Maintenance:
                 await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
                 if kept_at is None or time.monotonic() - kept_at >= EVERY:
                     kept_at = time.monotonic()
-                    await housekeeping(runtime, trakt)
+                    await housekeeping(runtime, trakt, stop)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=ALIVE_EVERY)
                 except TimeoutError:
@@ -60,12 +60,21 @@ class Maintenance:
                 await trakt.aclose()
 
 
-async def housekeeping(runtime: Runtime, trakt: TraktClient | None = None) -> None:
+async def housekeeping(
+    runtime: Runtime, trakt: TraktClient | None = None, stop: asyncio.Event | None = None
+) -> None:
     """One round of it: old rows pruned, stale claims taken back, the Trakt sign-ins due for it
     renewed (with `trakt`, else a client of its own), the AniList sign-ins and the anime
     datasets checked. The service runs it hourly, `watchbridge sync` after its runs (a setup
-    that only runs that from cron has no service to do it)."""
+    that only runs that from cron has no service to do it).
+
+    Once `stop` is set (the service stopping), the checks that alert are let on their way
+    REPORT_GRACE at most, as a link run's alerts are (`scheduler.reported`): a notification
+    host that hangs would hold each for Apprise's timeout, past server.shutdown_timeout. An
+    alert cut short is kept and sent by the next start; a check not begun runs at the next
+    round."""
     from watchbridge.readers import plex
+    from watchbridge.scheduler import reported
 
     carried = {(plex.SERVICE, plex.WRITTEN_BEFORE): plex.KEEP_WRITTEN_BEFORE}
     pruned = await asyncio.to_thread(
@@ -98,7 +107,12 @@ async def housekeeping(runtime: Runtime, trakt: TraktClient | None = None) -> No
         (check_anime_datasets, "anime-datasets-check"),
     ):
         try:
-            await check(runtime)
+            # Giving the disk back runs on a thread, no alert in it: it is waited for.
+            if stop is None or check is reclaim_space:
+                await check(runtime)
+            elif await reported(stop, check(runtime)) is None:
+                log.info("housekeeping stopped: the service is stopping")
+                return
         except Exception as exc:  # the pruning above must go on hourly regardless
             log.warning("%s failed: %s", name, type(exc).__name__)
             runtime.metrics.background_errors.labels(name).inc()
