@@ -884,6 +884,47 @@ async def test_an_alert_sent_while_the_database_was_locked_still_throttles(
     assert titles(receiver) == ["link ts keeps failing"] * 2
 
 
+async def test_an_alert_cancelled_while_another_process_holds_the_database_does_not_hold_the_loop(
+    receiver: Receiver, store: Store, clock: FakeClock
+) -> None:
+    """A stop cuts an alert short while a `watchbridge sync` holds the database: the alert
+    owed is written without the event loop waiting for the database (up to its
+    busy_timeout: webhooks go unanswered meanwhile), and it is in the store once the
+    notifier lets it go, for the next start to send."""
+    assert store.path is not None
+    patient = Store.open(store.path, busy_timeout=2.0)
+    holder = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    try:
+        service = remembering(patient, clock, receiver.apprise_url)
+        holder.execute("BEGIN IMMEDIATE")
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            while True:
+                began = time.monotonic()
+                await asyncio.sleep(0.01)
+                gaps.append(time.monotonic() - began)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await cancelled_while_sending(
+                receiver, service.notify("sync_failing", "link ts keeps failing", "body", "ts")
+            )
+            await asyncio.sleep(0.3)
+        finally:
+            ticker.cancel()
+            holder.execute("COMMIT")
+        assert max(gaps) < 1.0, f"the event loop was held {max(gaps):.1f} s"
+        service.forget_store()  # as the runtime closes: the write under way ends first
+    finally:
+        holder.close()
+        patient.close()
+    restarted = remembering(store, clock, receiver.apprise_url)
+    assert restarted.unsent("sync_failing", "ts")
+    await restarted.send_unsent()
+    assert titles(receiver) == ["link ts keeps failing"] * 2  # maybe twice, never lost
+
+
 async def test_a_failed_alert_whose_take_back_hit_a_locked_database_is_retried(
     receiver: Receiver, lock: WriteLock, clock: FakeClock
 ) -> None:

@@ -272,10 +272,15 @@ class Conditions:
         return await self.update(kind, key, now, lambda known: book.report(known, title, now))
 
     def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
-        """`update`, blocking (where awaiting is not possible: a cancelled send)."""
+        """`update`, blocking (off the event loop, or with nothing to wait for)."""
         condition, result = transition(self._known.get((kind, key)))
         self._keep((kind, key), condition, now)
         return result
+
+    def update_soon(self, kind: str, key: str, now: float, transition: Transition[None]) -> None:
+        """`update` without awaiting it (a cancelled send: there may be no later await) and
+        without holding the event loop; done before `close` returns."""
+        self.update_now(kind, key, now, transition)
 
     async def reload(self, now: float) -> None:
         """Read again what other processes changed, if due."""
@@ -315,6 +320,7 @@ class SharedConditions(Conditions):
         self._closed = False
         self._loaded_at = now
         self._reloading: asyncio.Task[None] | None = None
+        self._writing: set[threading.Thread] = set()  # see update_soon
         try:
             self._upgrade(now)
         except (sqlite3.Error, OSError) as exc:
@@ -353,6 +359,17 @@ class SharedConditions(Conditions):
             self._unsaved.add(ident)
             return super().update_now(kind, key, now, transition)
 
+    def update_soon(self, kind: str, key: str, now: float, transition: Transition[None]) -> None:
+        """On a thread of its own: another process may hold the database for its whole
+        busy_timeout, and the event loop (webhooks, a stop) must not wait for it. `close`
+        waits for it, so that an alert owed is in the store before it closes."""
+        self._writing = {thread for thread in self._writing if thread.is_alive()}
+        writing = threading.Thread(
+            target=self.update_now, args=(kind, key, now, transition), name="alert-state"
+        )
+        self._writing.add(writing)
+        writing.start()
+
     def _change(
         self, ident: Ident, now: float, transition: Transition[T]
     ) -> Callable[[Any], tuple[Any, float, tuple[Condition | None, T]]]:
@@ -389,6 +406,8 @@ class SharedConditions(Conditions):
     def close(self) -> None:
         if self._reloading is not None:
             self._reloading.cancel()
+        for writing in list(self._writing):  # each ends within the database's busy_timeout
+            writing.join()
         with self._lock:  # a reload or update under way ends first; none starts after
             self._closed = True
 
@@ -540,8 +559,9 @@ class Notifier:
 
     def forget_store(self) -> None:
         """Stop using the store, before it closes: waits for an update or reload under way
-        (one database call at most). Later decisions stay in this process's memory. Failed
-        alerts being sent again are left to the next start (the store keeps them)."""
+        (one database call at most), and for the writes of sends cut short (an alert owed).
+        Later decisions stay in this process's memory. Failed alerts being sent again are
+        left to the next start (the store keeps them)."""
         if self._resending is not None:
             self._resending.cancel()
         self._conditions.close()
@@ -744,8 +764,9 @@ class Notifier:
         try:
             result = await self._send(kind, title, body, notify_type)
         except BaseException:
-            # Cancelled: there may be no later await, so take it back now, blocking (rare).
-            self._conditions.update_now(kind, key, self._clock(), taken_back)
+            # Cancelled: there may be no later await, so taken back now, its write left to a
+            # thread (the database may be held by another process: the loop must not wait).
+            self._conditions.update_soon(kind, key, self._clock(), taken_back)
             raise
         now = self._clock()
         if result == FAILED:
