@@ -4,6 +4,8 @@ reads back."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -129,13 +131,9 @@ def test_each_absence_sends_its_own_alert(tmp_path: Path, start_fake: Any) -> No
     assert receiver.titles() == [DOWNTIME_TITLE, DOWNTIME_TITLE]
 
 
-def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
-    tmp_path: Path, start_fake: Any
-) -> None:
-    # The copy's alive note is as old as the copy: "was not running ... mark those items
-    # watched again" would have the user send twice what went out after it was taken.
-    receiver = start_fake(AlertReceiver())
-    service = generic_sender_setup(tmp_path, receiver)
+def copy_put_back_under(service: ServiceProcess, tmp_path: Path) -> None:
+    """A backup copy taken 2023-11-14 22:13 UTC put back in place of the stopped `service`'s
+    database, three days after it stopped."""
     database = tmp_path / "watchbridge.db"
     with Store.open(database) as store:
         store.backup_to(tmp_path / "nightly.db")
@@ -150,6 +148,16 @@ def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
         )
     copy.close()  # its log into the file
     put_back(tmp_path / "nightly.db", database)
+
+
+def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The copy's alive note is as old as the copy: "was not running ... mark those items
+    # watched again" would have the user send twice what went out after it was taken.
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
+    copy_put_back_under(service, tmp_path)
     service.start()
     try:
         status = httpx.get(f"{service.url}/api/status").json()
@@ -164,4 +172,51 @@ def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
     service.start()  # told once
     service.terminate()
     assert told not in service.output()
+    assert receiver.titles() == [RESTORED_TITLE]
+
+
+# What `watchbridge sync` does first on a database: tell a restore, if it is the one to.
+SYNC_TELLS_THE_RESTORE = """
+import sys
+from pathlib import Path
+from watchbridge.cli import _restore_told_once
+from watchbridge.config import load_config
+from watchbridge.wiring import build_runtime
+runtime = build_runtime(load_config(Path(sys.argv[1])))
+runtime.open()
+try:
+    _restore_told_once(runtime)
+finally:
+    runtime.close()
+"""
+
+
+def test_a_start_after_a_sync_told_the_restore_says_nothing_of_it_nor_of_an_absence(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A `watchbridge sync` from cron reached the copy put back a moment before the service
+    # started (or at the same moment, and took it first): the sync told the restore. The
+    # service tells it no second time, nor the copy's old alive note as an absence.
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
+    copy_put_back_under(service, tmp_path)
+    told = subprocess.run(  # in a process of its own, as cron runs it
+        [sys.executable, "-c", SYNC_TELLS_THE_RESTORE, str(service.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert told.returncode == 0, told.stderr
+    assert "the database is a backup copy" in told.stderr
+    assert receiver.titles() == [RESTORED_TITLE]
+    service.start()
+    try:
+        status = httpx.get(f"{service.url}/api/status").json()
+        time.sleep(1.0)  # an alert of the start would be on its way by now
+    finally:
+        service.terminate()
+    output = service.output()
+    assert "the database is a backup copy" not in output
+    assert "was not running" not in output
+    assert status["downtime"] is None
     assert receiver.titles() == [RESTORED_TITLE]

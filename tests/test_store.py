@@ -28,6 +28,7 @@ from watchbridge.store import (
     CLAIM_ALIVE,
     CLAIM_LEASE,
     CUT_SHORT,
+    RESTORED_COPY,
     UNKNOWN_OUTCOME,
     WAL_SIZE_LIMIT,
     Checkpointer,
@@ -1220,7 +1221,7 @@ def test_a_copy_put_back_over_the_database_is_known_and_its_waiting_rows_marked(
         assert restored.marked([1]) == {1}
         copied = restored.restore_untold()
         assert copied is not None and abs(float(copied) - time.time()) < 60
-        restored.restore_told()
+        assert restored.tell_restore(by_service=True) == copied
     with Store.open(database) as again:  # told once; the rows stay marked until sent
         assert again.restore_untold() is None and again.marked([1]) == {1}
 
@@ -1764,9 +1765,46 @@ def test_a_copy_another_process_marked_as_both_opened_it_is_not_marked_again(
         copied = second._copy_taken_at()
         assert copied is not None
         with Store.open(database) as first:
-            first.restore_told()
+            first.tell_restore(by_service=True)
             first.enqueue([row("taken in since", ordering="a")], time.time())
         second._mark_restored_rows(copied)
     with Store.open(database) as store:
         assert store.restore_untold() is None
         assert store.marked([1]) == set()
+
+
+def take_at_once(
+    both: threading.Barrier, took: dict[str, str | None], name: str, store: Store
+) -> None:
+    """The restore taken by `name` (the service's start, or a sync's) as the other does."""
+    both.wait()
+    took[name] = store.tell_restore(by_service=name == "service")
+
+
+def test_a_restore_is_taken_by_one_process_of_two_starting_at_once(tmp_path: Path) -> None:
+    # The service's start and a `watchbridge sync` from cron, each on its own connection,
+    # reach the restore at the same moment: one of them tells it, never both, and a service
+    # that lost it learns the sync told it (its alive note is the copy's: no absence).
+    database = copy_put_back(tmp_path)
+    with Store.open(database) as service, Store.open(database) as sync:
+        for _ in range(20):
+            copied = service.restore_untold()
+            assert copied is not None
+            both = threading.Barrier(2)
+            took: dict[str, str | None] = {}
+            racing = [
+                threading.Thread(target=take_at_once, args=(both, took, "service", service)),
+                threading.Thread(target=take_at_once, args=(both, took, "sync", sync)),
+            ]
+            for thread in racing:
+                thread.start()
+            for thread in racing:
+                thread.join()
+            assert sorted(str(v) for v in took.values()) == sorted([copied, "None"]), took
+            assert service.restore_told_elsewhere() == (took["sync"] is not None)
+            assert not service.restore_told_elsewhere()  # once
+            with sync.transaction() as conn:  # put back again, for the next round
+                conn.execute(
+                    "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, 0)",
+                    (RESTORED_COPY, copied),
+                )

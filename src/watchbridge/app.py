@@ -664,10 +664,14 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         absence = f"{alive_at or 0:.0f}"
         # A backup copy put back: the copy's alive note is as old as the copy, but the
         # service ran after it, so "was not running" would be untrue (and marking plays
-        # watched again would send them twice); the restore is told instead, once.
-        if (copied := await asyncio.to_thread(runtime.store.restore_untold)) is not None:
+        # watched again would send them twice); the restore is told instead, once: by this
+        # start, or by a `watchbridge sync` that took it first (then nothing is told here).
+        store = runtime.store
+        if (copied := await asyncio.to_thread(store.tell_restore, by_service=True)) is not None:
             runtime.downtime = restore_notice(copied)
             absence = restore_key(copied)
+        elif await asyncio.to_thread(runtime.store.restore_told_elsewhere):
+            runtime.downtime = None
         stop = asyncio.Event()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
         log.info(
@@ -709,8 +713,6 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
             told = asyncio.create_task(
                 runtime.notifier.notify("downtime", title, runtime.downtime, absence)
             )
-            if copied is not None:  # logged: told (an alert failing now is retried)
-                await asyncio.to_thread(runtime.store.restore_told)
         with_state = await asyncio.to_thread(runtime.store.profiles_with_state)
         links_kept = await asyncio.to_thread(runtime.store.links_with_state)
         renamed = renamed_profiles(runtime.config, with_state)

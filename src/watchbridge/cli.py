@@ -1240,8 +1240,8 @@ def _restore_told_once(runtime: Any) -> None:
     that does not get through is kept, and sent again)."""
     from watchbridge.downtime import RESTORED_TITLE, restore_key, restore_notice
 
-    copied = runtime.store.restore_untold()
-    if copied is None or not runtime.store.restore_told():
+    copied = runtime.store.tell_restore(by_service=False)
+    if copied is None:
         return
     notice = restore_notice(copied)
     click.echo(f"warning: {notice}", err=True)

@@ -88,9 +88,11 @@ _CUT_SHORT_NOTED = (
 # Settings. Only a `backup_to` copy holds COPIED_AT (when it was taken): a database that has it
 # is a copy put back (a restore, whichever way it came back), found and cleared as it opens.
 # RESTORED_COPY holds that time ("" when unknown: an older release's copy) until the service
-# has told the user of the restore (`Store.restore_untold`).
+# or a `watchbridge sync` has told the user of the restore (`Store.tell_restore`); one told by a
+# sync leaves RESTORE_TOLD for the service's next start (`Store.restore_told_elsewhere`).
 COPIED_AT = "copied_at"
 RESTORED_COPY = "restored_copy"
+RESTORE_TOLD = "restore_told"
 # SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
@@ -3158,15 +3160,37 @@ class Store:
 
     def restore_untold(self) -> str | None:
         """When the backup copy this database was put back from was taken ("" unknown), until
-        the service has told of it (`restore_told`); None when there is nothing to tell."""
+        a process has told of it (`tell_restore`); None when there is nothing to tell."""
         return self.known_setting(RESTORED_COPY)
 
-    def restore_told(self) -> bool:
-        """The restore is told (or about to be): forgotten. True for the one process whose call
-        forgot it, when two (the service, a `watchbridge sync`) would tell it at once."""
+    def tell_restore(self, *, by_service: bool) -> str | None:
+        """The restore to tell, taken by the one process that tells it: when the copy was
+        taken ("" unknown); None when there is none, or another process took it first. One
+        transaction reads and forgets it, so a service starting and a `watchbridge sync`
+        starting at the same moment cannot both have it. One a sync takes is noted for the
+        service's next start (`restore_told_elsewhere`); the service's own forgets that note."""
+        with self.transaction() as conn:
+            found = conn.execute(
+                "SELECT value FROM settings WHERE name = ?", (RESTORED_COPY,)
+            ).fetchone()
+            if found is None:
+                return None
+            conn.execute("DELETE FROM settings WHERE name = ?", (RESTORED_COPY,))
+            if by_service:
+                conn.execute("DELETE FROM settings WHERE name = ?", (RESTORE_TOLD,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
+                    (RESTORE_TOLD, found[0], time.time()),
+                )
+            return str(found[0])
+
+    def restore_told_elsewhere(self) -> bool:
+        """True once, for the service's start, when a `watchbridge sync` told of a restore
+        since the service last started: the alive note is then the copy's, no absence."""
         with self.transaction() as conn:
             return bool(
-                conn.execute("DELETE FROM settings WHERE name = ?", (RESTORED_COPY,)).rowcount
+                conn.execute("DELETE FROM settings WHERE name = ?", (RESTORE_TOLD,)).rowcount
             )
 
     def alive_at(self) -> float | None:
