@@ -144,7 +144,7 @@ def test_options_listen_for_plex_plays_to_one_of_plex_and_tautulli(
     assert users[heard] == ["1", "alex"] and not_heard not in users
     path = tmp_path / "watchbridge.yaml"
     path.write_text(render_config(translate_options(options, TOKEN)))  # as the entrypoint does
-    assert not any("count twice" in w for w in start_warnings(load_config(path, {}), []))
+    assert not any("reported twice" in w for w in start_warnings(load_config(path, {}), []))
 
 
 def test_options_with_media_users_but_no_trakt_say_plays_have_nowhere_to_go() -> None:

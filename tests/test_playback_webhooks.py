@@ -253,6 +253,72 @@ def test_a_rewatch_on_another_player_whose_start_was_lost_is_a_second_play(
         assert len(rig.plays()) == 2, rig.live()
 
 
+# --------------------------------------------------------------------------- two senders of one
+# Plex server (Plex's webhook and Tautulli's, set up from two guides)
+
+
+def plex_on(player: str, event: str, percent: float | None) -> dict[str, Any]:
+    """Plex's webhook for the sample episode (the one Tautulli's samples name) on `player`."""
+    name = {"media.play": "play", "media.scrobble": "scrobble", "media.stop": "stop"}[event]
+    body = plex(f"episode_legacy_media_{name}.json")
+    body["Player"]["uuid"] = player
+    if percent is not None:
+        body["Metadata"]["viewOffset"] = int(3_315_000 * percent / 100)
+    return body
+
+
+def reported_by_both(rig: Rig, player: str) -> None:
+    """One viewing on `player` as both senders report it: each starts it, Tautulli's Watched
+    at 85 %, Plex's scrobble at 90 % (2 3/4 minutes later: beyond Trakt's duplicate window),
+    both stops at the end."""
+    rig.post("plex", plex_on(player, "media.play", None))
+    rig.post("tautulli", tautulli_at(0, "play", player))
+    rig.advance(47 * 60)
+    rig.post("tautulli", tautulli_at(85, "watched", player))
+    rig.advance(166)
+    rig.post("plex", plex_on(player, "media.scrobble", 90))
+    rig.advance(330)
+    rig.post("plex", plex_on(player, "media.stop", 100))
+    rig.post("tautulli", tautulli_at(100, "stop", player))
+
+
+def test_one_viewing_reported_by_both_plex_and_tautulli_is_one_play(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        reported_by_both(rig, "tv")
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_a_rewatch_reported_by_both_senders_is_a_second_play(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        reported_by_both(rig, "tv")
+        rig.advance(4 * HOUR)
+        reported_by_both(rig, "tv")
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_reports_of_the_two_senders_further_apart_than_a_quarter_hour_are_two_plays(
+    tmp_path: Path,
+) -> None:
+    # A household switching from Tautulli to Plex's webhook, a short episode seen again.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(85, "watched", "tv"))
+        rig.advance(20 * 60)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_the_same_episode_on_two_players_one_through_each_sender_is_two_plays(
+    tmp_path: Path,
+) -> None:
+    # Two people sharing a profile: one on the TV (Plex's webhook), one on a tablet that only
+    # Tautulli reports; nothing says they are one viewing.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(85, "watched", "tablet"))
+        rig.advance(60)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        assert len(rig.plays()) == 2, rig.live()
+
+
 # --------------------------------------------------------------------------- live state
 
 

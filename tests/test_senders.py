@@ -27,7 +27,7 @@ def test_both_senders_reporting_one_viewing_within_minutes_are_a_doubling() -> N
     doubling = senders.saw("plex", FELINA, 165.0)
     assert doubling is not None
     assert (doubling.profile, doubling.server) == ("me", SERVER)
-    assert "counts twice" in doubling.message and "remove Tautulli's webhook" in doubling.fix
+    assert "reported twice" in doubling.message and "remove Tautulli's webhook" in doubling.fix
 
 
 def test_one_sender_alone_is_no_doubling() -> None:

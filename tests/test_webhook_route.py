@@ -364,7 +364,7 @@ def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
     assert (doubling["profile"], doubling["server"]) == ("me", PLEX_SERVER)
     assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
     assert receiver.titles() == [DOUBLING_TITLE]
-    assert "each viewing counts twice" in str(receiver.messages[0]["message"])
+    assert "each viewing is reported twice" in str(receiver.messages[0]["message"])
 
 
 def test_servers_and_players_made_up_in_every_webhook_fill_neither_memory_nor_the_status(

@@ -380,8 +380,8 @@ def start_warnings(
         if profile.users.plex and profile.users.tautulli:
             warnings.append(
                 f"profile {name} takes both Plex's and Tautulli's webhooks: if both report the "
-                "same Plex server, a viewing can count twice (they finish it minutes apart); "
-                "use one of them per server (docs/webhooks.md)"
+                "same Plex server, each viewing is reported twice, minutes apart (counted once "
+                "only when both name the player); use one of them per server (docs/webhooks.md)"
             )
         targets = targets_for(config, profile)
         if not targets:

@@ -211,7 +211,8 @@ def option_warnings(options: Mapping[str, Any]) -> list[str]:
         warnings.append(
             "plex_plays_from is not set: both Plex's and Tautulli's webhooks are listened to; "
             "set it to the one that reports your Plex plays (webhooks, or tautulli without "
-            "Plex Pass), or a viewing both report counts twice"
+            "Plex Pass): each viewing is reported twice (counted once only when both name "
+            "the player)"
         )
     if _texts(options, "media_users") and not _text(options, "webhook_secret"):
         # The made-up secret is never shown on the status page or in the log, and the one

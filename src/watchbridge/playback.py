@@ -24,13 +24,25 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from watchbridge.model import MediaEvent
+from watchbridge.senders import PAIR, TOGETHER_WITHIN
 
 # `restarting`: completed, then a start without a position; the next position decides.
 # `resumed`: completed, then a playback of the rest of it (a start past half way): its own
 # once-per-playback completion signal is no new viewing.
 # `unmarked`: an item's marks after "mark unplayed" of its completion (`updated_at`: the unmark).
+# `reported`/`paired`: a Plex sender's last completion of a viewing, not yet / already matched
+# with the other sender's report of it (see `one_of_two_reports`).
 State = Literal[
-    "playing", "paused", "stopped", "completed", "restarting", "resumed", "unmarked", "rated"
+    "playing",
+    "paused",
+    "stopped",
+    "completed",
+    "restarting",
+    "resumed",
+    "unmarked",
+    "rated",
+    "reported",
+    "paired",
 ]
 # A completed viewing's states: events after it go to _after_completion.
 AFTER_COMPLETION = ("completed", "restarting", "resumed", "unmarked")
@@ -129,6 +141,34 @@ def completion_key(event: MediaEvent) -> str | None:
     if marks_itself(event) or event.action == "rate":  # a rating is no viewing
         return None
     return _marks_key(event, event.item.key())
+
+
+def report_keys(event: MediaEvent, profile: str) -> tuple[str, str] | None:
+    """Where the completions of this Plex viewing that the event's sender reports are noted,
+    and where the other sender's are: Plex's own webhook and Tautulli report one Plex server's
+    playback (households follow two guides), each at its own completion point, minutes apart,
+    with ids of their own (Tautulli's are the show's). What both name alike is the server, the
+    player and the Plex item (rating key; an episode of a two-episode file by its numbers) and,
+    once routed, the profile. None for other sources and for an item without a rating key."""
+    item = event.item
+    if event.source not in PAIR or not item.source_key:
+        return None
+    other = PAIR[1] if event.source == PAIR[0] else PAIR[0]
+    where = [profile, event.server, event.player, item.source_key, f"{item.season}:{item.number}"]
+    return _key(["reported", event.source, *where]), _key(["reported", other, *where])
+
+
+def one_of_two_reports(
+    own_key: str, other: Session | None, at: float
+) -> tuple[bool, Session, Session | None]:
+    """Whether a Plex sender's completion at `at` is its report of a viewing the other sender
+    reported within TOGETHER_WITHIN (and no report of this one was matched with yet), and its
+    record and the other's after it. Each report matches one of the other's: a rewatch is
+    reported by both too, and counts once more."""
+    together = other is not None and abs(at - other.updated_at) <= TOGETHER_WITHIN
+    if other is not None and other.state == "reported" and together:
+        return True, Session(own_key, "paired", None, 0, at), replace(other, state="paired")
+    return False, Session(own_key, "reported", None, 0, at), other
 
 
 def earlier_keys(event: MediaEvent) -> dict[str, str]:

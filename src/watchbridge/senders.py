@@ -1,8 +1,10 @@
 """Plex servers whose plays reach a profile through both Plex's and Tautulli's webhooks.
 
 Each of the two reports a viewing at its own completion point (Plex at 90 %, Tautulli at its
-"watched" percent), minutes apart: further apart than Trakt's and Serializd's duplicate windows,
-so one viewing counts twice. Both reporting the same Plex item (its rating key) on the same
+"watched" percent), minutes apart: further apart than Trakt's and Serializd's duplicate windows.
+The ingest counts such a viewing once (playback.one_of_two_reports), but only when both senders
+name the server and the player, and Trakt is told the live state twice: one sender per server
+is still the setup to have. Both reporting the same Plex item (its rating key) on the same
 player for one profile within TOGETHER_WITHIN is that mistake; two people on one profile, one
 through each sender, watch other items or on other players, and a switch from one sender to the
 other leaves a longer gap. Bounded whatever the webhooks name (KEPT items, REPORTS_KEPT
@@ -57,7 +59,8 @@ class Doubling:
         server = f"Plex server {self.server}" if self.server else "a Plex server"
         return (
             f"profile {self.profile} gets the plays of {server} from both Plex's and "
-            "Tautulli's webhooks: each viewing counts twice (they report it minutes apart)"
+            "Tautulli's webhooks: each viewing is reported twice, minutes apart (counted once "
+            "when both name the player, as the recommended setups do)"
         )
 
 

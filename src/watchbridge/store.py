@@ -33,6 +33,7 @@ from watchbridge.playback import (
     ends_a_viewing,
     finished_its_rest,
     got_into_a_viewing,
+    one_of_two_reports,
     recorded_completion,
     recorded_rest_end,
     recorded_start,
@@ -847,6 +848,9 @@ class IngestJob:
     # Written with the event, so that a webhook answered has its account id kept (a process
     # that stopped after answering would otherwise forget it, and a rename meanwhile).
     learnt: AccountLearnt | None = None
+    # A Plex sender's (Plex's webhook, Tautulli's): where its completions of this viewing are
+    # noted, and where the other sender's are (playback.report_keys). None: other sources.
+    report_keys: tuple[str, str] | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -1091,6 +1095,24 @@ def _record_in_marks(
         began = recorded_start(marks, after.updated_at)
         if began != marks:
             _save_session(conn, began, profile, lasting=True)
+
+
+def _one_play_of_two_reports(
+    conn: sqlite3.Connection,
+    job: IngestJob,
+    keys: tuple[str, str],
+    rows: Sequence[NewOutboxRow],
+) -> Sequence[NewOutboxRow]:
+    """`rows` without their play when it is a Plex sender's report of a viewing the other
+    sender reported already (Plex's webhook and Tautulli's both set up for one server): the
+    viewing counts once. Either way the report is noted for the other sender's to match."""
+    own_key, other_key = keys
+    other = _session(conn, other_key)
+    twice, own, other_after = one_of_two_reports(own_key, other, job.now)
+    _save_session(conn, own, job.profile)
+    if other_after is not None and other_after != other:
+        _save_session(conn, other_after, job.profile)
+    return [row for row in rows if row.action != "play"] if twice else rows
 
 
 def _save_session(
@@ -1973,6 +1995,9 @@ class Store:
         if job.completion_key and session is not None:
             # The marks session read above: the session saved since is another (its own key).
             _record_in_marks(conn, job.completion_key, job.profile, current, session, marks)
+        superseding = [row for row in rows if row.supersedes]
+        if job.report_keys is not None and any(row.action == "play" for row in rows):
+            rows = _one_play_of_two_reports(conn, job, job.report_keys, rows)
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
             "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
@@ -1981,14 +2006,13 @@ class Store:
         )
         if job.learnt is not None:
             _remember_account(conn, job.learnt, job.now)
-        for row in rows:
-            if row.supersedes:
-                conn.execute(
-                    "UPDATE outbox SET status = 'done', last_error = 'superseded',"
-                    " updated_at = ? WHERE ordering_key = ? AND status = 'pending'"
-                    f" AND action IN ({', '.join('?' for _ in row.supersedes)})",
-                    (job.now, row.ordering_key, *row.supersedes),
-                )
+        for row in superseding:  # a play left out still ends its sender's live state
+            conn.execute(
+                "UPDATE outbox SET status = 'done', last_error = 'superseded',"
+                " updated_at = ? WHERE ordering_key = ? AND status = 'pending'"
+                f" AND action IN ({', '.join('?' for _ in row.supersedes)})",
+                (job.now, row.ordering_key, *row.supersedes),
+            )
         # Webhook payloads hold only finite numbers (progress is clamped), so the fast
         # encoder writes the same JSON data as json.dumps.
         return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0), _json_text)

@@ -36,6 +36,7 @@ from watchbridge.playback import (
     earlier_keys,
     marks_itself,
     remembers_rating,
+    report_keys,
     session_key,
 )
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
@@ -652,7 +653,7 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
         )
 
 
-DOUBLING_TITLE = "watchbridge counts viewings twice"
+DOUBLING_TITLE = "watchbridge hears viewings twice"
 
 
 def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
@@ -710,6 +711,7 @@ def ingest_job(
         decide=plan,
         document=document,
         learnt=None if learnt is None else AccountLearnt(learnt[0], learnt[1], KEPT),
+        report_keys=report_keys(event, profile_name),
     )
 
 
