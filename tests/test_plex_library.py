@@ -98,10 +98,25 @@ async def test_history_is_one_accounts_newest_first_and_since_a_time(
     plex.watch("100", T0)
     plex.watch("101", T0 + 100)
     plex.watch("101", T0 + 50, account=JAMIE)
-    entries = await client.history("1", since=T0 + 10)
-    assert entries == [HistoryEntry("2", "101", T0 + 100, "1")]
+    history = await client.history("1", since=T0 + 10)
+    assert history.entries == [HistoryEntry("2", "101", T0 + 100, "1")]
+    assert history.foreign == 0
     sent = plex.calls("GET", "/status/sessions/history/all")[0]
     assert sent.query == {"sort": "viewedAt:desc", "accountID": "1", "viewedAt>": str(T0 + 10)}
+
+
+async def test_history_rows_of_other_accounts_a_server_sends_unasked_are_dropped_and_counted(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    # An older server, or a proxy dropping the query string, ignores `accountID`.
+    plex.filters_history_by_account = False
+    plex.watch("100", T0)
+    plex.watch("101", T0 + 50, account=JAMIE)
+    plex.watch("100", T0 + 60, account=JAMIE)
+    history = await client.history("1", page_size=1)  # the two newest pages: JAMIE's alone
+    assert history.entries == [HistoryEntry("1", "100", T0, "1")]
+    assert history.foreign == 2
+    assert plex.count("GET", "/status/sessions/history/all") == 3
 
 
 async def test_history_head_is_one_request_with_the_total(

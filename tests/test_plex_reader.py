@@ -27,6 +27,7 @@ from watchbridge.config import (
     parse_config,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
 from watchbridge.readers.plex import (
     KEYS,
@@ -336,6 +337,33 @@ async def test_a_managed_users_state_stays_theirs(reader: PlexReader, plex: Fake
     assert {r.headers["x-plex-token"] for r in listings} == {TOKEN, JAMIE_TOKEN}
     history = plex.calls("GET", "/status/sessions/history/all")
     assert [r.query["accountID"] for r in history] == ["1", str(JAMIE)]
+
+
+async def test_a_server_ignoring_the_history_account_filter_gives_nobody_anothers_plays(
+    plex: FakePlex, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older server, or a proxy dropping the query string, sends every account's rows:
+    jamie's viewing of Arrival would be an owner's rewatch. Dropped, counted, and told (log,
+    status page): the next read with the filter honoured takes the status back."""
+    plex.filters_history_by_account = False
+    plex.watch("100", T0)
+    plex.watch("100", T0 + 5 * DAY, account=JAMIE)
+    metrics = Metrics()
+    reader = make_reader(make_config(plex), store, LINK, ["alex", "jamie"], clock, metrics)
+    try:
+        with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+            assert [p.at for p in await read(reader)] == [T0]
+            assert [p.at for p in await read(reader, "jamie")] == [T0 + 5 * DAY]
+        told = [r.getMessage() for r in caplog.records if "accountID filter" in r.getMessage()]
+        assert len(told) == 2
+        assert "reading profile alex's (account 1) it also sent 1 row(s) of other" in told[0]
+        assert set(metrics.unfiltered) == {"alex", "jamie"}
+        assert metrics.plex_foreign_rows.labels("alex")._value.get() == 1
+        plex.filters_history_by_account = True
+        await read(reader)
+        assert set(metrics.unfiltered) == {"jamie"}
+    finally:
+        await reader.aclose()
 
 
 @pytest.fixture

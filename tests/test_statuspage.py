@@ -19,6 +19,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, load_config
 from watchbridge.metrics import Metrics
+from watchbridge.readers.plex import unfiltered_history
 from watchbridge.refused import OVER_AFTER, RefusedWebhooks
 from watchbridge.signins import Facts, sign_in_states
 from watchbridge.statuspage import ROUTES, render
@@ -293,6 +294,23 @@ def test_the_page_says_when_this_machines_clock_is_far_off_a_services(tmp_path: 
     assert "The clocks of this machine and of trakt differ by 20 minute(s)" in html
     assert "NTP" in html
     assert "of plex" not in html  # seconds apart: nothing to say
+
+
+def test_the_page_and_api_say_when_the_plex_history_ignored_its_account_filter(
+    tmp_path: Path,
+) -> None:
+    # What a link's read of jamie's Plex history noted (test_plex_reader has the read).
+    config = load_config(write_config(tmp_path), {})
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+    message = unfiltered_history("jamie", "48151623", 3)
+    runtime.metrics.plex_history_unfiltered("jamie", 3, message, time.time())
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        html = httpx.get(f"{app.url}/").text
+        status = httpx.get(f"{app.url}/api/status").json()
+    assert "the Plex server ignored the accountID filter of its watch history" in html
+    assert "reading profile jamie&#x27;s (account 48151623) it also sent 3 row(s)" in html
+    (noted,) = status["plex_history_unfiltered"]
+    assert (noted["profile"], noted["rows"], noted["message"]) == ("jamie", 3, message)
 
 
 def test_refused_webhooks_taken_again_since_are_no_longer_shown_as_a_problem(

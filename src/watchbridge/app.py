@@ -864,6 +864,12 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "alerts": asdict(runtime.notifier.health()),
         # How far each service's clock is ahead of this machine's (seconds, its Date header).
         "clock_skew": {service: round(skew) for service, skew in runtime.metrics.clocks.items()},
+        # Profiles whose last Plex history read got rows of other accounts (dropped): the
+        # server ignores the accountID filter.
+        "plex_history_unfiltered": [
+            {"profile": u.profile, "rows": u.rows, "at": u.at, "message": u.message}
+            for u in runtime.metrics.unfiltered.values()
+        ],
         "downtime": runtime.downtime,
         "unmapped_accounts": [
             {

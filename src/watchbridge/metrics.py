@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -127,6 +128,17 @@ class SignInCollector(Collector):
         yield ok
 
 
+@dataclass(frozen=True)
+class UnfilteredHistory:
+    """A read of one profile's Plex history that got rows of other accounts (`rows`, dropped)
+    at `at`, and what to tell of it."""
+
+    profile: str
+    rows: int
+    message: str
+    at: float
+
+
 class Metrics:
     """Every metric watchbridge exports; names prefixed `watchbridge_`."""
 
@@ -180,6 +192,16 @@ class Metrics:
             registry=self.registry,
         )
         self.clocks: dict[str, float] = {}  # the same, for the status page
+        self.plex_foreign_rows = Counter(
+            "watchbridge_plex_history_foreign_rows",
+            "Plex history rows of other accounts the server sent though asked for one "
+            "account's (it ignored the accountID filter); dropped",
+            ["profile"],
+            registry=self.registry,
+        )
+        # Profiles whose last Plex history read got rows of other accounts, for the status
+        # page and /api/status; a read with none takes the profile out.
+        self.unfiltered: dict[str, UnfilteredHistory] = {}
         self.alerts = Counter(
             "watchbridge_alerts",
             "Alerts by kind and result (sent, failed, suppressed, disabled)",
@@ -198,6 +220,15 @@ class Metrics:
             ["task"],
             registry=self.registry,
         )
+
+    def plex_history_unfiltered(self, profile: str, rows: int, message: str, at: float) -> None:
+        """The Plex server sent `rows` history rows of other accounts reading `profile`'s."""
+        self.plex_foreign_rows.labels(profile).inc(rows)
+        self.unfiltered[profile] = UnfilteredHistory(profile, rows, message, at)
+
+    def plex_history_filtered(self, profile: str) -> None:
+        """A read of `profile`'s Plex history got their rows alone."""
+        self.unfiltered.pop(profile, None)
 
     def note_clock(self, service: str, skew: float) -> None:
         self.clock_skew.labels(service).set(round(skew))

@@ -21,6 +21,7 @@ from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
+from watchbridge.metrics import UnfilteredHistory
 from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
@@ -54,6 +55,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         kept,
         renamed,
         new_ids,
+        list(runtime.metrics.unfiltered.values()),
     )
 
 
@@ -81,6 +83,7 @@ def render(
     kept: Sequence[Leftover] = (),
     renamed: Sequence[RenameSighting] = (),
     new_ids: Sequence[NewIdSighting] = (),
+    unfiltered: Sequence[UnfilteredHistory] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -91,7 +94,8 @@ def render(
     config no longer has; `renamed`: accounts renamed on a media server whose webhooks went
     by the id remembered for the name a profile lists, since the start; `new_ids`: accounts
     made again with a new id, whose webhooks went by the name remembered for the id a profile
-    lists, since the start)."""
+    lists, since the start; `unfiltered`: profiles whose last Plex history read got rows of
+    other accounts)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -134,6 +138,7 @@ def render(
         *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
         "<h2>Links</h2>"
         + _links(config, status.last_runs, status.last_success_at, now)
+        + "".join(f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in unfiltered)
         + _kept(kept, "link"),
         "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins, now) + _kept(kept, "profile"),
         "<h2>Webhooks</h2>"

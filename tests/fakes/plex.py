@@ -17,6 +17,8 @@ Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContaine
 - ``GET /status/sessions/history/all``: history rows (``historyKey``, ``ratingKey``,
   ``viewedAt``, ``accountID``, ``deviceID``, ...), ``sort=viewedAt:desc|asc``, filters
   ``accountID``, ``librarySectionID``, ``metadataItemID`` and ``viewedAt>=<epoch>``; paged.
+  ``fake.filters_history_by_account = False`` ignores ``accountID`` (an older server, or a
+  proxy dropping the query string): every account's rows come back.
   ``DELETE /status/sessions/history/{id}`` removes one row.
 - ``GET /:/scrobble`` / ``GET /:/unscrobble`` (``key``, ``identifier``), ``PUT /:/rate``
   (``rating`` 0-10, ``-1`` clears): they change the calling account's state. A scrobble adds
@@ -92,6 +94,9 @@ class FakePlex(FakeServer):
         self.history: dict[int, dict[str, Any]] = {}  # history id -> row
         self._listing: dict[tuple[str, str], list[str]] = {}  # (section, type) -> ratingKeys
         self._next_history = 1
+        # False: the history ignores `accountID` and sends every account's rows (an older
+        # server, or a proxy dropping the query string).
+        self.filters_history_by_account = True
         for key, title, kind in (SECTION_MOVIES, SECTION_SHOWS):
             self.add_section(str(key), title, kind)
 
@@ -466,6 +471,8 @@ class FakePlex(FakeServer):
             ("librarySectionID", "librarySectionID"),
             ("metadataItemID", "ratingKey"),
         ):
+            if name == "accountID" and not self.filters_history_by_account:
+                continue
             if name in req.query:
                 rows = [r for r in rows if str(r[field]) == req.query[name]]
         if "viewedAt>" in req.query:  # `viewedAt>=<epoch>`, split by the query parser at "="

@@ -101,6 +101,9 @@ _OWNER_ONLY = Repeating(log, every=math.inf)
 # An account renamed in Plex, still read by the id found for its old name: said at its first
 # read, then as a reminder, until `users.plex` names it again.
 _RENAMED = Repeating(log)
+# A server that ignores the history's `accountID` filter does so at every read: said at the
+# first, then as a reminder, until a read gets none but the person's rows.
+_UNFILTERED = Repeating(log)
 
 SERVICE = "plex"
 OWNER_ACCOUNT = "1"  # the server owner's server-local account id
@@ -1570,6 +1573,7 @@ class PlexReader:
         self.link = link
         self.clock = clock
         self.tokens = ServerTokens(config, store, client, clock)
+        self.metrics = metrics
         other = next((name for name in link.services if name != SERVICE), "")
         self.numbering: EpisodeNumbering | None = numbering_for(
             config, store, other, clock, metrics
@@ -2015,17 +2019,20 @@ class PlexReader:
         )
         if token is None:
             await self.tokens.server_taken()
+        foreign = fresh.foreign
         replaced = since is None
         if replaced:
-            rows = {h.id: h for h in fresh}
+            rows = {h.id: h for h in fresh.entries}
         else:
-            rows.update({h.id: h for h in fresh})
+            rows.update({h.id: h for h in fresh.entries})
             total, _ = await self.client.history_head(account, token)
             if total != len(rows):
                 # Rows were deleted on the server ("Remove from history"): a delta read cannot
                 # see which; the cache would keep them, and each poll would read everything.
-                rows = {h.id: h for h in await self.client.history(account, None, token)}
+                whole = await self.client.history(account, None, token)
+                rows, foreign = {h.id: h for h in whole.entries}, foreign + whole.foreign
                 replaced = True
+        self._note_foreign(profile, account, foreign)
         values = {h.id: {"rating_key": h.rating_key, "at": h.viewed_at} for h in rows.values()}
         now = self.clock()
         if replaced:
@@ -2033,10 +2040,31 @@ class PlexReader:
                 self.store.mirror_replace, SERVICE, profile, HISTORY, values, now
             )
         else:
-            new = {h.id: values[h.id] for h in fresh}
+            new = {h.id: values[h.id] for h in fresh.entries}
             await asyncio.to_thread(self.store.mirror_put, SERVICE, profile, HISTORY, new, now)
         ordered = sorted(rows.values(), key=lambda h: (h.viewed_at, h.id), reverse=True)
         return ordered, _history_cursor(len(ordered), ordered[0] if ordered else None)
+
+    def _note_foreign(self, profile: str, account: str, foreign: int) -> None:
+        """Tell (log, status page, `/api/status`, metrics) when the server sent history rows
+        of other accounts though asked for `account`'s alone: they were dropped, but the
+        server ignores the filter (an older one, or a proxy dropping the query), and without
+        this a person would silently depend on every row naming its account."""
+        key = (self.client.config.url, profile)
+        if not foreign:
+            _UNFILTERED.over(
+                key,
+                "the Plex server filters its watch history by account again",
+                self.clock(),
+                profile=profile,
+            )
+            if self.metrics is not None:
+                self.metrics.plex_history_filtered(profile)
+            return
+        message = unfiltered_history(profile, account, foreign)
+        _UNFILTERED.warning(key, message, self.clock(), profile=profile, foreign_rows=foreign)
+        if self.metrics is not None:
+            self.metrics.plex_history_unfiltered(profile, foreign, message, self.clock())
 
     # ------------------------------------------------------------------ memory (store)
 
@@ -2115,6 +2143,18 @@ class PlexReader:
             stored = store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
             taken = [record for record in stored if record not in memory.before]
             store.mirror_remove(SERVICE, profile, WRITTEN_BEFORE, taken)
+
+
+def unfiltered_history(profile: str, account: str, foreign: int) -> str:
+    """What to tell when the server sent `foreign` history rows of other accounts while
+    asked for `account`'s (profile `profile`). Pure."""
+    return (
+        f"the Plex server ignored the accountID filter of its watch history: reading profile "
+        f"{profile}'s (account {account}) it also sent {foreign} row(s) of other accounts, "
+        "which were dropped; an older Plex Media Server, or a proxy in front of it dropping "
+        "the query string, does this: update Plex, or let the proxy pass the query (until "
+        "then every run reads this history whole)"
+    )
 
 
 def _history_cursor(total: int, newest: HistoryEntry | None) -> str:

@@ -333,6 +333,27 @@ def history_entries(rows: Iterable[Mapping[str, object]]) -> list[HistoryEntry]:
     return [entry for row in rows if (entry := history_entry(row)) is not None]
 
 
+@dataclass(frozen=True)
+class History:
+    """One account's dated plays, newest first, and how many rows of other accounts the
+    server sent beside them though asked for this one's alone (`foreign`, dropped): a server
+    that ignores `accountID` (an older one, or a proxy dropping the query) sends everyone's."""
+
+    entries: list[HistoryEntry]
+    foreign: int = 0
+
+
+def own_entries(
+    rows: Iterable[Mapping[str, object]], account_id: str
+) -> tuple[list[HistoryEntry], int]:
+    """The plays of `account_id` among a history page's rows, and how many rows of other
+    accounts it held. A row naming no account is kept: the filter is all there is to go by
+    then. Pure."""
+    entries = history_entries(rows)
+    own = [entry for entry in entries if entry.account_id in ("", account_id)]
+    return own, len(entries) - len(own)
+
+
 def library_items(rows: Iterable[Mapping[str, object]]) -> list[LibraryItem]:
     """A section listing's rows as LibraryItems (rows without a ratingKey left out). Pure."""
     return [item for row in rows if (item := library_item(row)) is not None]
@@ -535,17 +556,27 @@ class PlexClient:
         since: float | None = None,
         token: str | None = None,
         page_size: int = PAGE_SIZE,
-    ) -> list[HistoryEntry]:
-        """One account's dated plays, newest first; only those at or after `since` if given."""
-        return await self._kept_pages(
+    ) -> History:
+        """One account's dated plays, newest first; only those at or after `since` if given.
+        Rows of other accounts are dropped and counted (`History.foreign`)."""
+        foreign = 0
+
+        def own(rows: list[Mapping[str, object]]) -> list[HistoryEntry]:
+            nonlocal foreign  # pages are kept one after another, never two at once
+            kept, others = own_entries(rows, account_id)
+            foreign += others
+            return kept
+
+        entries = await self._kept_pages(
             "/status/sessions/history/all",
             _history_params(account_id, since),
             "reading the watch history",
             token,
             page_size,
             (history_problem, "the watch history"),
-            history_entries,
+            own,
         )
+        return History(entries, foreign)
 
     async def history_head(
         self, account_id: str, token: str | None = None
