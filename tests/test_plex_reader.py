@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -817,6 +818,48 @@ async def test_a_plex_sign_in_is_matched_to_its_server_account_by_username(
     await read_as(config, store, clock, "sam")
     (history,) = plex.calls("GET", "/status/sessions/history/all")
     assert history.query["accountID"] == str(friend.id)
+
+
+async def test_a_home_user_signed_in_for_a_profile_naming_the_owners_account_1_is_refused(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    """`--home-user` given for the owner's profile: its watched state would be the member's
+    and its history the owner's (account 1). plex.tv told, giving the member's server token,
+    that the server is not theirs."""
+    sam = plextv.add_account("sam", home=True)
+    plextv.share_on(plex, sam)
+    sign_in(store, "alex", sam)
+    plex.watch("100", T0)  # the owner's
+    config = with_plextv(plex, plextv)
+    config.profiles["alex"] = replace(config.profiles["alex"], users=MediaUsers(plex=["1"]))
+    told = (
+        f"profile alex: users.plex names Plex account 1, the server owner's, but its plex.tv "
+        f"sign-in is account {sam.id} (sam), not the owner"
+    )
+    with pytest.raises(PlexAuthError, match=re.escape(told)):
+        await read_as(config, store, clock, "alex")
+    assert plex.count("GET", "/status/sessions/history/all") == 0
+
+
+@pytest.mark.parametrize("who", ["owner", "member listed beside 1"])
+async def test_a_sign_in_agreeing_with_users_plex_naming_1_is_read(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock, who: str
+) -> None:
+    """The owner signed in as themselves is account 1; a member signed in for a profile that
+    lists 1 beside their id is read by their id."""
+    sam = plextv.add_account("sam", home=True)
+    plextv.share_on(plex, sam)
+    plex.watch("100", T0)  # the owner's
+    plex.watch("202", T0, account=sam.id)
+    config = with_plextv(plex, plextv)
+    account = plextv.owner if who == "owner" else sam
+    listed = ["1"] if who == "owner" else ["1", str(sam.id)]
+    config.profiles["alex"] = replace(config.profiles["alex"], users=MediaUsers(plex=listed))
+    sign_in(store, "alex", account)
+    plays = [p.item for p in await read_as(config, store, clock, "alex")]
+    assert plays == ([ARRIVAL] if who == "owner" else [BB_S1E2])
+    (history,) = plex.calls("GET", "/status/sessions/history/all")
+    assert history.query["accountID"] == ("1" if who == "owner" else str(sam.id))
 
 
 def test_libraries_are_named_in_the_config_file() -> None:

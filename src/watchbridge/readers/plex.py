@@ -1476,21 +1476,49 @@ def known_account_id(
     return next((u for u in this_servers(person, machine) if u.isdigit()), None)
 
 
+def sign_in_is_owner(store: Store, profile: str, person: Identity) -> bool | None:
+    """Whether `profile`'s plex.tv sign-in is the server owner's account, as plex.tv told
+    when it gave their token for this server (their resources list the server as owned);
+    None when not known: not signed in, no server token found for this sign-in yet (or one
+    pasted is used), or found by a version that did not keep it."""
+    found = store.get_token(SERVER_TOKEN, profile) or {}
+    if person.signed_in is None or found.get("source") != person.source():
+        return None
+    owner = found.get("owner")
+    return owner if isinstance(owner, bool) else None
+
+
 def signed_in_as_another(
-    profile: str, person: Identity, account: str | None, signed_in: Mapping[str, Any]
+    profile: str,
+    person: Identity,
+    account: str | None,
+    signed_in: Mapping[str, Any],
+    owner: bool | None = None,
 ) -> str | None:
     """Why `profile`'s Plex may not be read: its plex.tv sign-in (`person`; `signed_in`, what
-    the store keeps of it) is another account than the server account `users.plex` names by
-    its id (`account`; a home user's or friend's server-local id is their plex.tv id). Read
-    so, the listings (watched state, ratings) would be the signed-in account's and the history
-    the named one's: one person's plays credited to the other. None when they agree, or when
-    either is not known. The owner's 1 is `owner_conflict`'s to judge. Pure."""
-    if account in (None, OWNER_ACCOUNT) or person.signed_in is None or not person.plextv_id:
-        return None
-    if account == person.plextv_id:
+    the store keeps of it; `owner`: whether it is the server owner's, see `sign_in_is_owner`)
+    is another account than the server account `users.plex` names by its id (`account`; a
+    home user's or friend's server-local id is their plex.tv id, the owner's is 1). Read so,
+    the listings (watched state, ratings) would be the signed-in account's and the history the
+    named one's: one person's plays credited to the other. None when they agree, or when
+    either is not known (the owner's 1: whether the sign-in is the owner's). Pure."""
+    if account is None or person.signed_in is None or not person.plextv_id:
         return None
     name = text(signed_in.get("username"))
     who = f"account {person.plextv_id}" + (f" ({name})" if name else "")
+    if account == OWNER_ACCOUNT:
+        if owner is not False:
+            return None
+        return (
+            f"profile {profile}: users.plex names Plex account 1, the server owner's, but its "
+            f"plex.tv sign-in is {who}, not the owner: read together, one person's plays would "
+            f"be credited to the other, so {profile}'s Plex is not read. Sign them in with the "
+            f"owner's own plex.tv login (`watchbridge auth plex --profile {profile}`), or, when "
+            f"the profile is that member's, write their id {person.plextv_id} in place of 1 in "
+            f"profiles.{profile}.users.plex"
+        )
+    if account == person.plextv_id:
+        return None
     return (
         f"profile {profile}: users.plex names Plex account {account}, but its plex.tv sign-in "
         f"is {who}: read together, one person's plays would be credited to the other, so "
@@ -1608,11 +1636,13 @@ class PlexReader:
                 account = await self._account_by_name(profile, stored.get("username"), machine)
             plextv_id = stored.get("plextv_id") or found.get("plextv_id")
             signed_in = await asyncio.to_thread(identity, self.config, self.store, profile)
+            owner = await asyncio.to_thread(sign_in_is_owner, self.store, profile, signed_in)
             listed = this_servers(person, machine)
-            if signed_in.plextv_id in listed and account != OWNER_ACCOUNT:
+            if signed_in.plextv_id in listed and (account != OWNER_ACCOUNT or owner is False):
                 account = signed_in.plextv_id  # of the ids listed, the one signed in
             named = account if account in listed else None  # an id users.plex gives
-            if (problem := signed_in_as_another(profile, signed_in, named, stored)) is not None:
+            problem = signed_in_as_another(profile, signed_in, named, stored, owner)
+            if problem is not None:
                 raise PlexAuthError(SERVICE, problem)
             if account is None and plextv_id not in (None, ""):
                 # A shared or managed user's server-local id is their plex.tv id (reference
