@@ -798,6 +798,30 @@ async def test_an_account_named_by_username_is_looked_up_once(
     assert {r.query["accountID"] for r in history} == {str(JAMIE)}
 
 
+async def test_a_username_the_server_does_not_list_is_told_with_the_names_it_does(
+    plex: FakePlex, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in users.plex: "name the account in users.plex" would send the user to write
+    what they wrote. The server's names are told (never a token), also from the cache."""
+    config = make_config(plex)
+    config.profiles["jamie"] = replace(config.profiles["jamie"], users=MediaUsers(plex=["Jamy"]))
+    told = (
+        "the server lists no account named Jamy; it lists: owner, jamie: write one of those, "
+        "or the account's id, in profiles.jamie.users.plex"
+    )
+    for _ in range(2):  # the second from the week's cache
+        reader = make_reader(config, store, LINK, ["jamie"], clock)
+        try:
+            with caplog.at_level(logging.WARNING, logger="watchbridge.readers.plex"):
+                assert (await reader.access("jamie")).account_id is None
+        finally:
+            await reader.aclose()
+    warnings = [r.getMessage() for r in caplog.records if "no Plex account id" in r.getMessage()]
+    assert len(warnings) == 2 and all(told in w for w in warnings)
+    assert not any(JAMIE_TOKEN in w or TOKEN in w for w in warnings)
+    assert plex.count("GET", "/accounts") == 1
+
+
 async def test_an_episode_numbered_absolutely_is_not_linked(
     reader: PlexReader, plex: FakePlex
 ) -> None:

@@ -129,6 +129,7 @@ DUPLICATE_WINDOW = 120.0  # two copies of one item (4K + HD libraries) watched t
 HISTORY_OVERLAP = 86400.0  # delta history reads look back this far past the newest row
 ACCOUNTS = "plex-accounts"  # id cache: profile + configured names -> server-local account id
 ACCOUNTS_TTL = 7 * 86400.0
+ACCOUNTS_NAMED = 20  # the server's account names a message lists; it counts the others
 MACHINE = ":machine"  # in ACCOUNTS: this server's machine id (no profile key starts with ":")
 # cursor: {"server", "names", "id"}: the account last found on the server by the names
 # `users.plex` gives (see `_account_by_name`), kept for as long as those names stay configured
@@ -1476,6 +1477,28 @@ def known_account_id(
     return next((u for u in this_servers(person, machine) if u.isdigit()), None)
 
 
+@dataclass(frozen=True)
+class ByName:
+    """A profile's account looked up by name in the server's account list: its id, or, when
+    the server lists none by those names, what to tell (`not_listed`)."""
+
+    account: str | None
+    not_listed: str = ""
+
+
+def not_listed(profile: str, names: Sequence[str], listed: Iterable[str]) -> str:
+    """What to tell when the server lists no account by any of `names` (the profile's
+    `users.plex` entries for this server and its sign-in's username): the names it does list,
+    never more (no token, no id). Pure."""
+    wanted = " or ".join(dict.fromkeys(names))
+    shown = list(dict.fromkeys(name for name in listed if name))
+    return (
+        f"the server lists no account named {wanted}; it lists: "
+        f"{some_titles(shown, ACCOUNTS_NAMED) if shown else 'none'}: write one of those, or "
+        f"the account's id, in profiles.{profile}.users.plex"
+    )
+
+
 def sign_in_is_owner(store: Store, profile: str, person: Identity) -> bool | None:
     """Whether `profile`'s plex.tv sign-in is the server owner's account, as plex.tv told
     when it gave their token for this server (their resources list the server as owned);
@@ -1632,9 +1655,11 @@ class PlexReader:
                 known_account_id, self.config, self.store, profile, token, machine
             )
             stored = await asyncio.to_thread(self.store.get_token, SERVICE, profile) or {}
-            if account is None:
-                account = await self._account_by_name(profile, stored.get("username"), machine)
             plextv_id = stored.get("plextv_id") or found.get("plextv_id")
+            by_name = ByName(None)
+            if account is None:
+                by_name = await self._account_by_name(profile, stored.get("username"), machine)
+                account = by_name.account
             signed_in = await asyncio.to_thread(identity, self.config, self.store, profile)
             owner = await asyncio.to_thread(sign_in_is_owner, self.store, profile, signed_in)
             listed = this_servers(person, machine)
@@ -1653,6 +1678,7 @@ class PlexReader:
                     "no Plex account id for this profile: plays come from watched state only; "
                     + (
                         servers_named_instead(profile, person, machine)
+                        or by_name.not_listed
                         or "name the account (id or username) in profiles.<name>.users.plex"
                     ),
                     extra={"profile": profile},
@@ -1702,35 +1728,45 @@ class PlexReader:
         return self._machine_asked
 
     async def _account_by_name(
-        self, profile: str, signed_in_as: object = None, machine: str | None = None
-    ) -> str | None:
+        self,
+        profile: str,
+        signed_in_as: object = None,
+        machine: str | None = None,
+    ) -> ByName:
         """The id of the account named in `users.plex` (or the sign-in's username), from the
-        server's `/accounts` (remembered for a week, so the cheap check stays one request)."""
+        server's `/accounts` (remembered for a week, so the cheap check stays one request);
+        else what to tell."""
         person = self.config.profiles.get(profile)
         configured = [*this_servers(person, machine), str(signed_in_as or "")]
         names = sorted({n.strip().casefold() for n in configured if n.strip()})
         if not names or not self.client.token:
-            return None
+            return ByName(None)
         lookup = f"{profile}:{','.join(names)}"
         hit, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, lookup, self.clock())
-        if hit:
-            return str(cached) if cached is not None else None
+        if hit and isinstance(cached, dict):
+            return ByName(None, str(cached.get("not_listed") or ""))
+        if hit and cached is not None:  # (a miss cached by a version that kept no message)
+            return ByName(str(cached))
         if self._server_accounts is None:
             try:
                 self._server_accounts = await self.client.accounts()
             except PlexAuthError as refused:  # the server's own token, not the profile's
                 raise await self.tokens.refused(profile, None, refused) from None
-        found = next(
-            (n for n, name in self._server_accounts.items() if name.casefold() in names), None
-        )
-        if found is not None:
-            await self._remember_found(profile, names, found, machine)
+        accounts = self._server_accounts
+        matching = [n for n, name in accounts.items() if name.casefold() in names][:1]
+        if matching:
+            await self._remember_found(profile, names, matching[0], machine)
+            result = ByName(matching[0])
         elif (renamed := await self._renamed(profile, names, machine)) is not None:
-            return renamed  # not kept in the cache: asked again each read until named again
+            return ByName(renamed)  # not kept in the cache: asked again each read until named
+        else:
+            shown = [n.strip() for n in configured if n.strip()]
+            result = ByName(None, not_listed(profile, shown, accounts.values()))
+        kept = result.account or {"not_listed": result.not_listed}
         await asyncio.to_thread(
-            self.store.cache_put, ACCOUNTS, lookup, found, self.clock(), ACCOUNTS_TTL
+            self.store.cache_put, ACCOUNTS, lookup, kept, self.clock(), ACCOUNTS_TTL
         )
-        return found
+        return result
 
     async def _remember_found(
         self, profile: str, names: list[str], found: str, machine: str | None
