@@ -822,6 +822,40 @@ async def test_a_username_the_server_does_not_list_is_told_with_the_names_it_doe
     assert plex.count("GET", "/accounts") == 1
 
 
+async def test_two_accounts_by_the_name_users_plex_gives_are_refused_naming_their_ids(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    """A friend "Jamie" beside the managed user "jamie": whichever the server lists first
+    would have been read, maybe the friend's history beside jamie's watched state."""
+    plex.add_user("friend-token-1e2d", 7, "Jamie")
+    reader = make_reader(make_config(plex), store, LINK, ["jamie"], clock)
+    told = (
+        f"profile jamie: the Plex server lists 2 accounts by the name(s) "
+        f"profiles.jamie.users.plex (or its plex.tv sign-in) gives, ignoring case: "
+        f"jamie (id {JAMIE}), Jamie (id 7); whose history to read is not known, so jamie's "
+        f"Plex is not read: write the id of theirs ({JAMIE} or 7) in profiles.jamie.users.plex"
+    )
+    try:
+        with pytest.raises(PlexAuthError, match=re.escape(told)):
+            await reader.read("jamie", {}, None, True)
+    finally:
+        await reader.aclose()
+    assert plex.count("GET", "/status/sessions/history/all") == 0
+
+
+async def test_of_two_accounts_by_one_name_the_signed_in_one_is_read(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    friend = plextv.add_account("Robin")
+    plextv.share_on(plex, friend)
+    plex.add_user("another-robins-token", 7, "robin")
+    sign_in(store, "sam", friend)
+    config = with_plextv(plex, plextv, sam=Profile(users=MediaUsers(plex=["robin"])))
+    await read_as(config, store, clock, "sam")
+    (history,) = plex.calls("GET", "/status/sessions/history/all")
+    assert history.query["accountID"] == str(friend.id)
+
+
 async def test_an_episode_numbered_absolutely_is_not_linked(
     reader: PlexReader, plex: FakePlex
 ) -> None:

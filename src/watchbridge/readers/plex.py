@@ -1499,6 +1499,19 @@ def not_listed(profile: str, names: Sequence[str], listed: Iterable[str]) -> str
     )
 
 
+def same_names(profile: str, accounts: Mapping[str, str], matching: Sequence[str]) -> str:
+    """Why `profile`'s account is not known when the server lists several accounts
+    (`matching`, ids) by the names its `users.plex` (or sign-in) gives, ignoring case. Pure."""
+    found = ", ".join(f"{accounts[n]} (id {n})" for n in matching)
+    return (
+        f"profile {profile}: the Plex server lists {len(matching)} accounts by the name(s) "
+        f"profiles.{profile}.users.plex (or its plex.tv sign-in) gives, ignoring case: {found}; "
+        f"whose history to read is not known, so {profile}'s Plex is not read: write the id "
+        f"of theirs ({' or '.join(matching)}) in profiles.{profile}.users.plex in place of "
+        "the name"
+    )
+
+
 def sign_in_is_owner(store: Store, profile: str, person: Identity) -> bool | None:
     """Whether `profile`'s plex.tv sign-in is the server owner's account, as plex.tv told
     when it gave their token for this server (their resources list the server as owned);
@@ -1658,7 +1671,9 @@ class PlexReader:
             plextv_id = stored.get("plextv_id") or found.get("plextv_id")
             by_name = ByName(None)
             if account is None:
-                by_name = await self._account_by_name(profile, stored.get("username"), machine)
+                by_name = await self._account_by_name(
+                    profile, stored.get("username"), machine, text(plextv_id)
+                )
                 account = by_name.account
             signed_in = await asyncio.to_thread(identity, self.config, self.store, profile)
             owner = await asyncio.to_thread(sign_in_is_owner, self.store, profile, signed_in)
@@ -1732,10 +1747,13 @@ class PlexReader:
         profile: str,
         signed_in_as: object = None,
         machine: str | None = None,
+        signed_in_id: str | None = None,
     ) -> ByName:
         """The id of the account named in `users.plex` (or the sign-in's username), from the
         server's `/accounts` (remembered for a week, so the cheap check stays one request);
-        else what to tell."""
+        else what to tell. Names are compared ignoring case: two accounts they name (but the
+        one signed in, `signed_in_id`) leave whose history it is unknown, and the read is
+        refused (PlexAuthError) saying which ids to write instead."""
         person = self.config.profiles.get(profile)
         configured = [*this_servers(person, machine), str(signed_in_as or "")]
         names = sorted({n.strip().casefold() for n in configured if n.strip()})
@@ -1753,7 +1771,11 @@ class PlexReader:
             except PlexAuthError as refused:  # the server's own token, not the profile's
                 raise await self.tokens.refused(profile, None, refused) from None
         accounts = self._server_accounts
-        matching = [n for n, name in accounts.items() if name.casefold() in names][:1]
+        matching = [n for n, name in accounts.items() if name.casefold() in names]
+        if signed_in_id in matching:
+            matching = [signed_in_id]
+        if len(matching) > 1:
+            raise PlexAuthError(SERVICE, same_names(profile, accounts, matching))
         if matching:
             await self._remember_found(profile, names, matching[0], machine)
             result = ByName(matching[0])
