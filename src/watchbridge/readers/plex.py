@@ -1763,8 +1763,9 @@ class PlexReader:
         hit, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, lookup, self.clock())
         if hit and isinstance(cached, dict):
             return ByName(None, str(cached.get("not_listed") or ""))
-        if hit and cached is not None:  # (a miss cached by a version that kept no message)
+        if hit and cached is not None:
             return ByName(str(cached))
+        # Not a hit, or a miss an earlier version cached without its message: ask again.
         if self._server_accounts is None:
             try:
                 self._server_accounts = await self.client.accounts()
