@@ -5,6 +5,7 @@ to Plex again nor read back from Plex as a second play "today" and copied to the
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -91,3 +92,46 @@ async def test_a_play_written_to_plex_after_the_backup_is_not_doubled_by_the_cop
     # Serializd), and the user's S1E2.
     assert len(rig.serializd.diary()) == 13
     assert set(queued) == {0}
+
+
+def s1e2_dates(rig: Rig) -> list[str]:
+    return sorted(
+        r.watched_at[:10]
+        for r in rig.serializd.diary()
+        if (r.show_id, r.episode_number) == (BCS, 2)
+    )
+
+
+# The copy's row is tried before any read, after the user watched S1E2 again in Plex: Plex's
+# `lastViewedAt` is that rewatch, and the first view since the row was queued is our scrobble.
+async def test_a_rewatch_in_plex_before_the_put_back_row_is_tried_is_the_users_own_play(
+    rig: Rig, tmp_path: Any
+) -> None:
+    await rig.run()
+    users = rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+    )
+    rig.at(30)
+    assert await rig.run(deliver=False) == 1
+    copy = tmp_path / "nightly.db"
+    rig.runtime.store.backup_to(copy)
+    await rig.drain()  # the scrobble, made after the copy was taken
+    rig.at(60)
+    assert await rig.run() == 0
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+    rewatched = rig.clock()
+    rig.plex.watch(S1E2, rewatched)  # the user watches S1E2 again, in Plex
+
+    rig.at(14 * DAY + 5)
+    await rig.drain()  # the copy's row, possibly sent, tried before any read
+    for minutes in (30, 60, DAY):
+        rig.at(14 * DAY + minutes)
+        await rig.run()
+
+    assert rig.plex.user_state(S1E2)["viewCount"] == 2  # our scrobble and the rewatch
+    assert len(rig.plex.history_of(S1E2)) == 2
+    # The user's entry, and the rewatch on its day: our scrobble is not copied back as new.
+    assert (users.id, "the user's own") in s1e2_entries(rig)
+    rewatch_day = time.strftime("%Y-%m-%d", time.gmtime(rewatched))
+    assert s1e2_dates(rig) == sorted(["2024-03-01", rewatch_day])

@@ -20,8 +20,10 @@ scrobble adds a view), and never to a copy an earlier try of the row wrote that 
 since (`Written.row`: its retry must not undo an unwatch); every attempt is recorded, so an
 echo of either is recognised. A row marked
 possibly sent (a backup copy put back: our record of its write may be newer than the copy) is
-not scrobbled when Plex shows the item viewed since the row was queued: that view is taken for
-its write, as the reader takes it (`sent_after_the_copy`). A write
+not scrobbled when Plex shows the item viewed since the row was queued: the first such view
+(one history request for the item, by the account the link's last read read the history by;
+else `lastViewedAt`) is taken for its write, as the reader takes it (`sent_after_the_copy`),
+so a rewatch of the user's after it stays theirs and our scrobble's row is our echo. A write
 Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
 the profile's other rows wait without spending.
 
@@ -68,6 +70,7 @@ from watchbridge.ingest.common import number
 from watchbridge.model import ref_from_dict
 from watchbridge.readers.plex import (
     HISTORY,
+    HISTORY_ACCOUNT,
     HISTORY_PREFIX,
     KEYS,
     KEYS_FROM,
@@ -323,10 +326,10 @@ class PlexTarget:
             return "already written (its answer was lost)"
         skew = self.client.clock_skew  # Plex dates by its clock
         if known is None and outbox.may_have_landed:
-            # A backup copy put back (our record of the write is not in it): a view since the
-            # row was queued is its scrobble, made after the copy was taken (the reader's rule,
-            # `sent_after_the_copy`). `watched_at` is as old as the copy.
-            viewed = await self._viewed_since_queued(person, rk, outbox.created_at)
+            # A backup copy put back (our record of the write is not in it): the first view
+            # since the row was queued is its scrobble, made after the copy was taken (the
+            # reader's rule, `sent_after_the_copy`). `watched_at` is as old as the copy.
+            viewed = await self._first_view_since_queued(person, rk, outbox.created_at)
             if viewed is not None:
                 landed = Written(rk, key, at, (*earlier, viewed - skew), skew=skew, row=row)
                 await self._remember(person, record, landed)
@@ -362,15 +365,42 @@ class PlexTarget:
             self.store.mirror_remove, SERVICE, person.profile, WRITTEN, [record]
         )
 
-    async def _viewed_since_queued(
+    async def _first_view_since_queued(
         self, person: Person, rating_key: str, queued_at: float
     ) -> float | None:
-        """When Plex shows the copy last viewed (its clock), if at or after `queued_at` (ours)."""
+        """When the person first viewed the copy (Plex's clock) at or after `queued_at` (ours),
+        if Plex shows it viewed since then: the earliest history row since then, else (no
+        history to ask) its `lastViewedAt`. The reader takes that view for the row's too
+        (`sent_after_the_copy`): a later one, the user's rewatch, stays the user's play, and
+        our scrobble's history row is our echo, not a new play."""
         found = await self.client.details([rating_key], person.token)
         viewed = number(found.get(rating_key, {}).get("lastViewedAt"))
-        if viewed is None or not viewed_since(viewed, queued_at, self.client.clock_skew):
+        skew = self.client.clock_skew
+        if viewed is None or not viewed_since(viewed, queued_at, skew):
             return None
-        return viewed
+        first = await self._first_in_history(person, rating_key, queued_at + skew - LANDED_SLACK)
+        return viewed if first is None else min(first, viewed)
+
+    async def _first_in_history(
+        self, person: Person, rating_key: str, since: float
+    ) -> float | None:
+        """The person's first history row of the copy at or after `since` (Plex's clock): one
+        request, by the account the link's last read read their history by. None: no such
+        row, or no history to ask (none read: no account id, or served to the owner only)."""
+        profile = person.profile
+        account = await asyncio.to_thread(self.store.get_cursor, SERVICE, profile, HISTORY_ACCOUNT)
+        if not account:
+            return None
+        history_token = None if self.client.token else person.token
+        try:
+            first = await self.client.first_view_since(account, rating_key, since, history_token)
+        except PlexAuthError:
+            if history_token is None:  # the server's own token: the owner's to fix
+                raise
+            return None  # the server serves its history to the owner only
+        if history_token is None and person.token is not None:
+            await self.tokens.server_taken()
+        return first
 
     async def _landed(self, person: Person, written: Written) -> bool:
         """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its

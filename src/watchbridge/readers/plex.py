@@ -109,6 +109,9 @@ SERVICE = "plex"
 OWNER_ACCOUNT = "1"  # the server owner's server-local account id
 KEYS = "keys"  # item key -> {"rating_keys": [...], "watched_at": lastViewedAt or None}
 KEYS_FROM = "keys_from"  # cursor: the machine id of the server `keys` was read from
+# cursor: the server-local account id the last read read the person's history by (none: it
+# read none); the deliverer asks the history by it when a view's date must be the first one
+HISTORY_ACCOUNT = "history_account"
 PLAYS = "plays"  # record -> {"item", "at", "rating_key"}: the plays of the last read
 WRITTEN = "written"  # record -> Written, see below
 # record -> Written: our writes to the server read before this one (replaced: a new machine id),
@@ -1946,8 +1949,9 @@ class PlexReader:
             skew=self.client.clock_skew,
             on_their_way=rows,
         )
+        history_account = access.account_id if cursor else None  # "": history not read
         await asyncio.to_thread(
-            self._remember, profile, built, mirrored, memory.written, self._machine
+            self._remember, profile, built, mirrored, memory.written, self._machine, history_account
         )
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         cursors = {"history": cursor}
@@ -2194,10 +2198,12 @@ class PlexReader:
         mirrored: Mirrored,
         loaded: Mapping[str, Written],
         machine: str | None,
+        history_account: str | None,
     ) -> None:
         """`mirrored`: the maps the deliverer writes too, as the read loaded them before it
         listed; `loaded`: our writes as it loaded them; `machine`: the server read, when this
-        run asked (`account`)."""
+        run asked (`account`); `history_account`: the account whose history was read, if
+        any."""
         now, store, memory = self.clock(), self.store, built.memory
         # One transaction: a write cut halfway (a stop no longer waits for a run, and the
         # store closes; a failing disk) would leave this read's server id and maps beside
@@ -2207,6 +2213,10 @@ class PlexReader:
                 store.forget_cursor(SERVICE, profile, KEYS_FROM)
             else:
                 store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
+            if history_account is None:
+                store.forget_cursor(SERVICE, profile, HISTORY_ACCOUNT)
+            else:
+                store.set_cursor(SERVICE, profile, HISTORY_ACCOUNT, history_account, now)
             store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
             store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
             # The deliverer writes as it goes, also while a run reads: what the store holds now

@@ -593,6 +593,27 @@ class PlexClient:
         newest = history_entry(rows[0]) if rows else None
         return total, newest
 
+    async def first_view_since(
+        self, account_id: str, rating_key: str, since: float, token: str | None = None
+    ) -> float | None:
+        """When the account first viewed one item at or after `since` (epoch seconds, the
+        server's clock), by its history: one request (oldest first, one row). None: no row."""
+        params = {
+            **_history_params(account_id, since),
+            "sort": "viewedAt:asc",
+            "metadataItemID": rating_key,
+        }
+        answer = await self._get(
+            "/status/sessions/history/all",
+            "reading the watch history",
+            token,
+            params=params,
+            headers={"x-plex-container-start": "0", "x-plex-container-size": "1"},
+        )
+        rows, _ = entries(answer)
+        first = history_entry(rows[0]) if rows else None
+        return None if first is None else first.viewed_at
+
     async def accounts(self, token: str | None = None) -> dict[str, str]:
         """The server's accounts: server-local id -> name (owner token only)."""
         answer = await self._get("/accounts", "listing the server's accounts", token)
