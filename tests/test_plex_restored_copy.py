@@ -135,3 +135,40 @@ async def test_a_rewatch_in_plex_before_the_put_back_row_is_tried_is_the_users_o
     assert (users.id, "the user's own") in s1e2_entries(rig)
     rewatch_day = time.strftime("%Y-%m-%d", time.gmtime(rewatched))
     assert s1e2_dates(rig) == sorted(["2024-03-01", rewatch_day])
+
+
+# The user unwatched S1E2 in Plex after the copy's play went out, and the copy is put back:
+# their unwatch is their latest word on it, not undone by the copy's row. Plex keeps the
+# scrobble's history row: S1E2 was viewed since the row was queued, and is not now.
+@pytest.mark.parametrize("read_first", [True, False], ids=["read-first", "delivered-first"])
+async def test_an_unwatch_in_plex_after_the_backup_is_not_undone_by_the_put_back_row(
+    rig: Rig, tmp_path: Any, read_first: bool
+) -> None:
+    await rig.run()
+    rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+    )
+    rig.at(30)
+    assert await rig.run(deliver=False) == 1
+    copy = tmp_path / "nightly.db"
+    rig.runtime.store.backup_to(copy)
+    await rig.drain()  # the scrobble, made after the copy was taken
+    rig.at(60)
+    assert await rig.run() == 0
+    rig.at(DAY)
+    rig.unwatch_in_plex(S1E2)  # the user's word: not watched
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+
+    if read_first:
+        await rig.run(deliver=False)
+    await rig.drain()  # the copy's row of the play, marked as possibly sent
+    for minutes in (30, 60, DAY):
+        rig.at(14 * DAY + minutes)
+        await rig.run()
+
+    assert "viewCount" not in rig.plex.user_state(S1E2)  # left unwatched
+    assert len(rig.plex.history_of(S1E2)) == 1  # no second scrobble
+    # As the unwatch does with no copy put back: its play is removed from Serializd too.
+    assert s1e2_entries(rig) == []
+    assert len(rig.serializd.diary()) == 12

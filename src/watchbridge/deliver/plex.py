@@ -23,7 +23,9 @@ possibly sent (a backup copy put back: our record of its write may be newer than
 not scrobbled when Plex shows the item viewed since the row was queued: the first such view
 (one history request for the item, by the account the link's last read read the history by;
 else `lastViewedAt`) is taken for its write, as the reader takes it (`sent_after_the_copy`),
-so a rewatch of the user's after it stays theirs and our scrobble's row is our echo. A write
+so a rewatch of the user's after it stays theirs and our scrobble's row is our echo. An item
+Plex shows unwatched, whose history holds a view since the row was queued, was unwatched
+since (the user's latest word): not scrobbled, recorded as written and removed. A write
 Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
 the profile's other rows wait without spending.
 
@@ -108,6 +110,15 @@ ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
 # record -> {"at", "row"}: when a removal first unwatched its item (our clock), kept for its
 # retries; dropped as the removal ends, or once its outbox row is gone (`store.ROW_ENTRIES`)
 UNWATCHING = "unwatching"
+
+
+@dataclass(frozen=True)
+class ViewSinceQueued:
+    """A copy's first view (Plex's clock) since a play row was queued, and whether the copy
+    is still watched since then (False: unwatched after it)."""
+
+    first: float
+    watched: bool
 
 
 @dataclass
@@ -329,10 +340,18 @@ class PlexTarget:
             # A backup copy put back (our record of the write is not in it): the first view
             # since the row was queued is its scrobble, made after the copy was taken (the
             # reader's rule, `sent_after_the_copy`). `watched_at` is as old as the copy.
-            viewed = await self._first_view_since_queued(person, rk, outbox.created_at)
-            if viewed is not None:
-                landed = Written(rk, key, at, (*earlier, viewed - skew), skew=skew, row=row)
+            seen = await self._first_view_since_queued(person, rk, outbox.created_at)
+            if seen is not None:
+                tried = (*earlier, seen.first - skew)
+                # Unwatched in Plex since: the user's latest word, which a scrobble would undo.
+                unwatched = not seen.watched
+                landed = Written(rk, key, at, tried, removed=unwatched, skew=skew, row=row)
                 await self._remember(person, record, landed)
+                if unwatched:
+                    return (
+                        "written before the backup copy was put back, and marked unwatched "
+                        "in Plex since: not written again"
+                    )
                 return "already written (before the backup copy was put back)"
         if known is None and watched_at is not None and float(watched_at) - skew >= at:
             # Watched at or after this play: a scrobble would only add a view "today".
@@ -367,19 +386,21 @@ class PlexTarget:
 
     async def _first_view_since_queued(
         self, person: Person, rating_key: str, queued_at: float
-    ) -> float | None:
-        """When the person first viewed the copy (Plex's clock) at or after `queued_at` (ours),
-        if Plex shows it viewed since then: the earliest history row since then, else (no
-        history to ask) its `lastViewedAt`. The reader takes that view for the row's too
-        (`sent_after_the_copy`): a later one, the user's rewatch, stays the user's play, and
-        our scrobble's history row is our echo, not a new play."""
+    ) -> ViewSinceQueued | None:
+        """The person's first view of the copy (Plex's clock) at or after `queued_at` (ours):
+        the earliest history row since then, else (no history to ask) its `lastViewedAt`; and
+        whether the copy is still watched since then. The reader takes that view for the row's
+        too (`sent_after_the_copy`): a later one, the user's rewatch, stays the user's play,
+        and our scrobble's history row is our echo, not a new play. None: no view since."""
         found = await self.client.details([rating_key], person.token)
         viewed = number(found.get(rating_key, {}).get("lastViewedAt"))
         skew = self.client.clock_skew
-        if viewed is None or not viewed_since(viewed, queued_at, skew):
-            return None
+        watched = viewed is not None and viewed_since(viewed, queued_at, skew)
         first = await self._first_in_history(person, rating_key, queued_at + skew - LANDED_SLACK)
-        return viewed if first is None else min(first, viewed)
+        if viewed is not None and watched:
+            return ViewSinceQueued(viewed if first is None else min(first, viewed), True)
+        # Viewed since (the history keeps its row) and no longer: unwatched since.
+        return None if first is None else ViewSinceQueued(first, False)
 
     async def _first_in_history(
         self, person: Person, rating_key: str, since: float
