@@ -249,3 +249,50 @@ async def test_a_removal_unwatches_the_copies_left_when_one_has_left_the_library
     assert rig.plex.history_of(S1E2_4K) == []
     assert [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 2)] == []
     assert set(queued) == {0}
+
+
+# --------------------------------------------------------------------------- the run's read of Plex
+# A link run reads Plex, then Serializd (paced at 2 requests a second: minutes on a first or
+# full read of a big diary), and queues its writes only then.
+
+SERIALIZD_DIARY = "GET /api/user/{username}/diary"
+
+
+async def test_a_removal_leaves_alone_a_view_the_user_made_after_the_run_read_plex(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The user deletes S1E1's entries on Serializd. The next run reads Plex at minute 30; while
+    # it reads Serializd, the user watches S1E1 again in Plex (minute 35), and the run queues
+    # the removal of S1E1's play from Plex at minute 40. That view is theirs: the read that
+    # planned the removal never saw it, and the removal must not unwatch it.
+    await rig.run()
+    for entry in [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 1)]:
+        rig.serializd.delete_entry(entry)
+    rig.at(30)
+    rewatched: list[float] = []
+
+    def rewatch_while_serializd_is_read(answer: Any) -> None:
+        rig.at(35)
+        rewatched.append(rig.clock())
+        rig.plex.watch(S1E1, rewatched[0])
+        rig.at(40)  # Serializd's pace: the run queues its writes minutes after it read Plex
+
+    rig.serializd.reshape_next(1, rewatch_while_serializd_is_read, route=SERIALIZD_DIARY)
+    assert await rig.run(deliver=False) == 1
+    assert rewatched  # the view came between the run's read of Plex and its writes
+    with caplog.at_level(logging.INFO, "watchbridge.deliver.plex"):
+        await rig.drain()
+    assert rig.plex.user_state(S1E1)["viewCount"] == 2  # the user's view stands
+    assert rig.plex.count("GET", UNWATCH) == 0
+    assert rig.plex.count(*DELETE_HISTORY) == 0
+    assert "watched there again" in caplog.text
+    queued: list[int] = []
+    await later_runs(rig, queued)
+
+    # The next runs see S1E1 watched in Plex: the new view is copied to Serializd, at its time.
+    assert rig.plex.user_state(S1E1)["viewCount"] == 2
+    assert rig.plex.count("GET", UNWATCH) == 0
+    (entry,) = [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 1)]
+    assert abs(datetime.fromisoformat(entry.watched_at).timestamp() - rewatched[0]) < 60
+    assert len(rig.serializd.diary()) == 11
+    assert queued == [1, 0, 0]

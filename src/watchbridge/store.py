@@ -618,6 +618,16 @@ class OutboxItem:
             return True
         return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
+    @property
+    def planned_from(self) -> float:
+        """When the target was last seen by what planned this row (our clock): the link's
+        read of it (`READ_AT`), else (a row of an older release, a webhook's) its queuing. A
+        change made on the target since is one the plan did not know of."""
+        read_at = self.payload.get(READ_AT)
+        if isinstance(read_at, (int, float)) and not isinstance(read_at, bool):
+            return min(float(read_at), self.created_at)
+        return self.created_at
+
     def discarded_before(self) -> str:
         """For a dead letter of a link's copy of a play that the link queued again after an
         earlier dead letter of it was discarded: that, and how to stop it ("" otherwise)."""
@@ -693,6 +703,9 @@ class Retried:
 # In the payload of a link's add queued again after its earlier row, a dead letter, was
 # discarded (`OutboxItem.discarded_before`).
 DISCARDED_BEFORE = "discarded_before"
+# In the payload of a link's removal of a play: when the run that planned it began reading
+# the target (our clock; `OutboxItem.planned_from`).
+READ_AT = "read_at"
 # Where the plays a user keeps off a link's target are remembered (`Store.keep_off`): one
 # mirror collection for every link and profile, so that neither an account's start-over nor
 # `reset-state` forgets a choice no service tells again.

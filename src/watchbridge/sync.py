@@ -68,6 +68,7 @@ from watchbridge.sides import ref_for_key
 from watchbridge.store import (
     DIED,
     DISCARDED_BEFORE,
+    READ_AT,
     KeptOff,
     NewOutboxRow,
     OutboxItem,
@@ -106,6 +107,9 @@ class ProfilePlan:
     # (side, expected record) of the plays queued for a side whose row is gone (its dead
     # letter discarded): copied again, their rows say so (`outbox_rows`).
     discarded: frozenset[tuple[str, str]] = frozenset()
+    # Per side, when this run began reading it (our clock): a removal from it says so
+    # (`outbox_rows`), as its delivery must not take a view made after the read saw the side.
+    read_at: Mapping[str, float] = field(default_factory=dict)
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -305,11 +309,14 @@ def outbox_rows(
     profile: str,
     actions: tuple[Action, ...],
     discarded: Collection[tuple[str, str]] = (),
+    read_at: Mapping[str, float] | None = None,
 ) -> tuple[list[NewOutboxRow], int]:
     """The outbox rows for a plan's actions (episodes, movies, and ratings of whole shows and
     seasons), and how many actions name an item no row can carry (an unreadable key).
     `discarded`: (target, expected record) of the adds whose earlier row was discarded: their
-    rows say so (`OutboxItem.discarded_before`)."""
+    rows say so (`OutboxItem.discarded_before`). `read_at`: per side, when the run began
+    reading it; a removal of a play carries its target's (`READ_AT`): a view made there since
+    is one the plan never saw (a run may read the other side for minutes before it queues)."""
     rows, skipped = [], 0
     for action in actions:
         item = ref_for_key(action.item)
@@ -322,6 +329,8 @@ def outbox_rows(
             payload["rating"] = action.value
         if action.record:
             payload["record"] = action.record
+        if action.kind == "remove_play" and read_at and action.target in read_at:
+            payload[READ_AT] = read_at[action.target]
         if action.kind == "add_play":
             payload["earlier_plays"] = action.earlier_plays  # a rewatch there when any
             if action.at == UNDATED:  # how to know that it landed
@@ -565,10 +574,11 @@ async def _plan_profile(
     # And for the plays webhooks queued: one landing after its target was read, missing from
     # that read, is still on its way there (not a play to copy to it again).
     webhook_plays = await asyncio.to_thread(store.waiting_webhook_plays, profile)
-    reads = {
-        r.service: await r.read(profile, saved[r.service], baseline.get(r.service), full)
-        for r in readers
-    }
+    reads: dict[str, SideRead] = {}
+    read_at: dict[str, float] = {}
+    for r in readers:
+        read_at[r.service] = clock()
+        reads[r.service] = await r.read(profile, saved[r.service], baseline.get(r.service), full)
     checked = await _check_accounts(config, store, name, profile, owed, baseline, reads, clock)
     if checked.started:
         baseline, holding = {}, False  # started over: as on a first run
@@ -643,6 +653,7 @@ async def _plan_profile(
         read_empty=checked.read_empty,
         new_kinds=adding,
         discarded=frozenset(discarded),
+        read_at=read_at,
     )
 
 
@@ -899,7 +910,7 @@ def apply_plan(
         return Applied(0, 0, "" if confirm_removals else result.plan.held)
     held = "" if confirm_removals else result.plan.held
     actions = result.plan.writes(confirm_removals)
-    rows, skipped = outbox_rows(name, result.profile, actions, result.discarded)
+    rows, skipped = outbox_rows(name, result.profile, actions, result.discarded, result.read_at)
     # Worked out and encoded before the transaction: it holds the store's lock, which every
     # webhook's record waits for (at 100,000 plays this is ~0.5 s of CPU, the SQL as much).
     kept = None if result.narrowed else kept_state(result, actions, held, confirm_removals, now)

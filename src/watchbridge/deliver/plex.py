@@ -38,10 +38,12 @@ row (a row gone from an item still watched reads back as a play with no row), an
 stays in `plays` until the last step: a retry after a failure (or a crash) at any step finds
 it and does every step again, each harmless twice. All but the unwatch: a view of the user's
 since the removal was planned is never taken. A first try asks Plex first: with a copy viewed
-since the row was queued (the user watched it again), it writes nothing and changes none of
-our records (the removal is dropped, the play stays beside the new view, the link's tombstone
-keeps it from being copied back). Else it notes its time (`unwatching`) before the unwatch,
-and a retry leaves alone a copy Plex shows viewed since then; it only finishes our records.
+since the run that planned it began reading Plex (`OutboxItem.planned_from`: it may have read
+the other side for minutes before it queued), the user watched it again: it writes nothing
+and changes none of our records (the removal is dropped, the play stays beside the new view,
+the link's tombstone keeps it from being copied back). Else it notes its time (`unwatching`)
+before the unwatch, and a retry leaves alone a copy Plex shows viewed since then; it only
+finishes our records.
 That note goes as the removal ends, and with its row however that ends (a dead letter
 discarded). A copy that left the library is skipped, as for every row.
 """
@@ -512,16 +514,17 @@ class PlexTarget:
     async def _rewatched(
         self, person: Person, row: OutboxItem, record: str, copies: list[str]
     ) -> set[str]:
-        """The copies this removal must leave watched: viewed in Plex, by the user, since it
-        was planned (a first try) or since its first try (a retry: an unwatch of ours only
+        """The copies this removal must leave watched: viewed in Plex, by the user, since the
+        read that planned it (a first try) or since its first try (a retry: an unwatch of ours only
         clears the view). A first try that finds none notes its time before it unwatches."""
         if not copies:
             return set()
         noted = number((person.unwatching.get(record) or {}).get("at"))
-        # The row carries when it was queued, not when the link read Plex: queued right after
-        # the read that planned it, it bounds the views that read saw (a view in the plan's
-        # few seconds between the two is taken for the user's too, the safe side).
-        since = row.created_at if noted is None else noted
+        # The row carries when the link's run began reading Plex: a view since is one the
+        # plan never saw, however long the run then read the other side before it queued
+        # (Serializd's pace: minutes). A view during the read is taken for the user's too, the
+        # safe side. A row of an older release goes by its queuing.
+        since = row.planned_from if noted is None else noted
         found = await self.client.details(copies, person.token)
         skew = self.client.clock_skew
         viewed = {c for c in copies if _viewed_since(found.get(c, {}), since, skew)}
