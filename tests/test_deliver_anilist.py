@@ -47,6 +47,7 @@ from watchbridge.deliver.anilist import (
     rating_write,
     removal_write,
     season_owner,
+    set_aside_rewatch,
     shows,
     skipped_titles,
 )
@@ -161,12 +162,6 @@ TODAY = FuzzyDate.of(AT)
         (current(status="COMPLETED", progress=12), 4, True, None),
         (current(status="COMPLETED", progress=10), 11, False, EntryWrite(PART_2, progress=11)),
         (current(status="REPEATING", progress=2), 3, True, EntryWrite(PART_2, progress=3)),
-        (  # a rewatch paused (the entry was finished before): resumed
-            current(status="PAUSED", progress=2, completed_at=FuzzyDate(2025, 5, 1)),
-            3,
-            True,
-            EntryWrite(PART_2, status="REPEATING", progress=3),
-        ),
         (current(status="DROPPED", progress=2, repeat=1), 3, False, None),  # the first pass's
         (  # dropped on AniList after this viewing: the user's word stands, the episode counts
             current(status="DROPPED", progress=5, updated_at=AT + 1),
@@ -192,6 +187,37 @@ def test_a_play_sets_progress_status_and_dates(
     entry: ListEntry | None, episode: int, rewatch: bool, write: EntryWrite | None
 ) -> None:
     assert play_write(entry, PART_2, episode, AT, rewatch=rewatch) == write
+
+
+def test_a_play_of_a_rewatch_set_aside_resumes_it_and_a_finish_date_alone_is_no_rewatch() -> None:
+    paused = current(status="PAUSED", progress=2, completed_at=FuzzyDate(2025, 5, 1))
+    assert play_write(paused, PART_2, 3, AT, rewatch=True, set_aside=True) == EntryWrite(
+        PART_2, status="REPEATING", progress=3
+    )
+    # Dropped with a finish date (a list app's, a MAL import's): a first viewing goes on
+    assert play_write(paused, PART_2, 3, AT, rewatch=True) == EntryWrite(
+        PART_2, status="CURRENT", progress=3, started_at=TODAY
+    )
+    assert removal_write(paused, 2) == EntryWrite(PART_2, progress=1)
+    assert removal_write(paused, 2, set_aside=True) is None
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "told"),
+    [
+        (None, "PAUSED", None),  # a first read: nothing seen before
+        ("COMPLETED", "PAUSED", True),
+        ("REPEATING", "DROPPED", True),
+        ("CURRENT", "PAUSED", None),
+        ("PAUSED", "CURRENT", False),  # taken up again as a first viewing
+        ("PAUSED", "REPEATING", None),
+        ("PAUSED", "PAUSED", None),
+    ],
+)
+def test_a_read_tells_a_rewatch_set_aside_by_what_the_last_read_saw(
+    before: str | None, now: str, told: bool | None
+) -> None:
+    assert set_aside_rewatch(before, current(status=now)) is told
 
 
 def test_an_undated_play_of_a_dropped_entry_keeps_it_dropped() -> None:
@@ -547,6 +573,58 @@ async def test_a_play_after_a_pause_resumes_the_entry_after_a_rating_was_saved_t
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["score"]) == ("CURRENT", 7, 80)
     assert runtime.store.outbox_counts()["done"] == 2
+
+
+def stop_on_anilist(fake: FakeAniList, clock: FakeClock, status: str, progress: int) -> None:
+    """The user pauses or drops the entry on anilist.co, ten minutes ago."""
+    fake.advance(3600)
+    clock.now = fake.now()
+    entry = fake.user().by_media(PART_2)
+    assert entry is not None
+    entry.status, entry.progress, entry.updated_at = status, progress, int(fake.now() - 600)
+
+
+@pytest.mark.parametrize("status", ["PAUSED", "DROPPED"])
+async def test_a_play_of_a_set_aside_first_viewing_with_a_hand_set_finish_date_is_no_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock, status: str
+) -> None:
+    # Set aside at episode 5 with a finish date (list apps and MAL imports date a drop so)
+    dropped_on = FuzzyDate.of(clock() - 10 * DAY).to_input()
+    fake.add_entry(PART_2, status=status, progress=5, completed_at=dropped_on,
+                   updated_at=int(clock() - 10 * DAY))  # fmt: skip
+    enqueue(runtime, "play", episode(43), clock() - 60, live=True)  # episode 6, just now
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("CURRENT", 6, 0)
+
+
+async def test_a_rewatch_begun_here_and_paused_on_anilist_goes_on_as_a_rewatch(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="COMPLETED", progress=12,
+                   updated_at=int(clock() - 30 * DAY))  # fmt: skip
+    enqueue(runtime, "play", episode(38), clock() - 60, live=True)  # episode 1 again: a rewatch
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["status"] == "REPEATING"
+    stop_on_anilist(fake, clock, "PAUSED", 1)
+    enqueue(runtime, "play", episode(39), clock() - 60, live=True)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 2, 0)
+
+
+async def test_a_rewatch_begun_and_paused_on_anilist_after_a_read_saw_it_finished_goes_on(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.add_entry(PART_2, status="COMPLETED", progress=12,
+                   updated_at=int(clock() - 30 * DAY))  # fmt: skip
+    enqueue(runtime, "play", episode(40), UNDATED, link="plex-anilist")  # counted: a read
+    await drain(worker, runtime)
+    stop_on_anilist(fake, clock, "PAUSED", 3)  # a rewatch begun there, paused at episode 3
+    enqueue(runtime, "play", episode(41), clock() - 60, live=True)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 4, 0)
 
 
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(

@@ -13,8 +13,9 @@ status: the play raises its progress only; a later viewing resumes it as watchin
 
 Rewatches: a play that is a new viewing starts a rewatch when it is of episode 1 of a
 completed entry (REPEATING; a one-episode entry or a movie counts one more rewatch at once),
-advances it (a rewatch paused or dropped is resumed), and its last episode completes it
-(`repeat` + 1). A webhook's play is a new
+advances it (a rewatch paused or dropped is resumed: an entry with rewatches counted, or one a
+read saw finished or rewatching before it was set aside; a finish date alone is no sign, as a
+drop is often dated), and its last episode completes it (`repeat` + 1). A webhook's play is a new
 viewing when it is live (a week at most); a link's when it is dated after the entry was
 finished (`new_viewing`: after the end of its finish date in every time zone, and after its
 last update where that is all AniList tells). Any other play of an episode a finished or
@@ -136,6 +137,12 @@ SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MAR
 # be after to resume it (`play_write`'s `changed_at`).
 STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 STOPPED_STATUSES = ("PAUSED", "DROPPED")  # an entry the user set aside on AniList
+FINISHED_STATUSES = ("COMPLETED", "REPEATING")  # the first viewing was finished
+# By profile and media: the entry id of an entry a read saw set aside on AniList (paused or
+# dropped) after the last read saw it finished or rewatching: a rewatch was paused, and the
+# next episodes go on with it. A finish date alone tells nothing: list apps (and imports from
+# MAL) date a drop so.
+REWATCH_SET_ASIDE = "anilist-rewatch-set-aside"  # kept as long as the item's marks
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -247,6 +254,7 @@ def play_write(
     rewatch: bool,
     whole: bool = False,
     changed_at: float | None = None,
+    set_aside: bool = False,
 ) -> EntryWrite | None:
     """What a play of AniList episode `episode` changes (None: nothing, it is counted).
 
@@ -254,7 +262,8 @@ def play_write(
     advance and finish a rewatch of a finished entry; any other play of an episode a finished
     or rewatched entry holds is counted. `whole`: the play is of the whole entry (a movie).
     `changed_at`: when the user last changed the entry on AniList, when a save of ours since
-    dated it anew (else its `updatedAt`)."""
+    dated it anew (else its `updatedAt`). `set_aside`: a read saw the entry paused or dropped
+    after it was finished or rewatching (`set_aside_rewatch`)."""
     day = _day(at)
     if current is None:
         if whole:
@@ -276,7 +285,7 @@ def play_write(
     # episode's play tried again finds it listed with every episode, and completes it.
     if episode <= current.progress and not (ends and current.status == "CURRENT"):
         return None
-    if current.status == "REPEATING" or _paused_rewatch(current):
+    if current.status == "REPEATING" or _paused_rewatch(current, set_aside):
         if not rewatch:
             return None  # an older viewing: the first pass holds it
         if ends:
@@ -303,10 +312,39 @@ def play_write(
     return EntryWrite(media_id, status="CURRENT", progress=episode, started_at=started)
 
 
-def _paused_rewatch(entry: ListEntry) -> bool:
-    """A paused or dropped entry that was finished before: the rewatch was paused, and its
-    next episodes go on with it (counting one more rewatch at its end), not the first pass."""
-    return entry.status in STOPPED_STATUSES and (bool(entry.completed_at) or entry.repeat > 0)
+def _paused_rewatch(entry: ListEntry, set_aside_rewatch: bool = False) -> bool:
+    """A paused or dropped entry that was finished before (a rewatch counted, or a read saw it
+    finished or rewatching before it was set aside: `set_aside_rewatch`): the rewatch was
+    paused, and its next episodes go on with it (counting one more rewatch at its end), not
+    the first pass. A finish date alone is not enough: a drop is often dated so."""
+    return entry.status in STOPPED_STATUSES and (entry.repeat > 0 or set_aside_rewatch)
+
+
+def set_aside_rewatch(before: str | None, entry: ListEntry) -> bool | None:
+    """What a read tells of whether `entry` (as read now; `before`: the status the last read
+    saw the same entry in, if any) is a rewatch set aside: True when it was finished or
+    rewatching and is paused or dropped now, False when it is a first viewing again (watching
+    or planned after being set aside), None when it tells nothing new."""
+    if before is None or before == entry.status:
+        return None
+    if entry.status in STOPPED_STATUSES and before in FINISHED_STATUSES:
+        return True
+    if entry.status in ("CURRENT", "PLANNING") and before in STOPPED_STATUSES:
+        return False
+    return None
+
+
+def note_set_aside(
+    store: Store, profile: str, read: Iterable[tuple[str | None, ListEntry]], now: float
+) -> None:
+    """Note what a read of the list (each entry with the status the last read saw it in)
+    tells of rewatches set aside (REWATCH_SET_ASIDE). The delivery target's reads and a link's
+    reads note alike: either may be the one that saw the entry finished."""
+    for before, entry in read:
+        told = set_aside_rewatch(before, entry)
+        if told is not None:
+            key = f"{profile}:{entry.media_id}"
+            store.cache_put(REWATCH_SET_ASIDE, key, entry.id if told else None, now, KEEP_MARKS)
 
 
 def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None) -> bool:
@@ -373,9 +411,12 @@ def rating_write(current: ListEntry, value: int | None, score_format: str) -> En
     return EntryWrite(current.media_id, score_raw=value or 0)
 
 
-def removal_write(current: ListEntry | None, episode: int) -> EntryWrite | None:
-    """An unwatch propagated on purpose: only the highest episode can go (progress - 1)."""
-    if current is None or current.status == "REPEATING" or _paused_rewatch(current):
+def removal_write(
+    current: ListEntry | None, episode: int, set_aside: bool = False
+) -> EntryWrite | None:
+    """An unwatch propagated on purpose: only the highest episode can go (progress - 1); none
+    of a rewatch (`set_aside`: one paused or dropped, see `play_write`)."""
+    if current is None or current.status == "REPEATING" or _paused_rewatch(current, set_aside):
         return None
     if episode != current.progress:
         return None
@@ -1017,7 +1058,8 @@ class AniListTarget:
             await self._save(profile, write, current, entries)
             return Delivered("score removed" if value is None else "scored")
         if row.action == "remove_play":
-            write = removal_write(current, episode)
+            set_aside = await self._rewatch_set_aside(profile, current)
+            write = removal_write(current, episode, set_aside)
             if write is None:
                 return Delivered("AniList keeps only the highest episode: nothing to remove")
             await self._save(profile, write, current, entries, allow_lower=True)
@@ -1106,16 +1148,21 @@ class AniListTarget:
             return False
         return noted > ratings.overtaken_after(at, row.created_at) + ratings.RATED_SLACK
 
-    def _note_scored(
+    def _note_read(
         self, profile: str, mirror: Mapping[int, ListEntry], fresh: Iterable[ListEntry]
     ) -> None:
-        """Note when entries read now were seen with another score than the mirror had."""
+        """Note what entries read now show changed since the mirror: when a score was seen
+        changed, and a rewatch set aside (or a first viewing again)."""
         now = self.clock()
+        seen: list[tuple[str | None, ListEntry]] = []
         for entry in fresh:
             before = mirror.get(entry.media_id)
             if before is not None and before.score != entry.score:
                 key = f"{profile}:{entry.media_id}"
                 self.store.cache_put(SCORED, key, entry.updated_at, now, KEEP_MARKS)
+            same = before is not None and before.id == entry.id
+            seen.append((before.status if same and before else None, entry))
+        note_set_aside(self.store, profile, seen, now)
 
     async def _note_finished(self, profile: str, media_id: int, at: float) -> None:
         key = f"{profile}:{media_id}"
@@ -1142,9 +1189,24 @@ class AniListTarget:
             rewatch = live_rewatch(current, at, self.clock(), finished, mark)
         changed_at = await self._stopped_by_user(profile, current)
         write = play_write(
-            current, media_id, episode, at, rewatch=rewatch, whole=whole, changed_at=changed_at
+            current,
+            media_id,
+            episode,
+            at,
+            rewatch=rewatch,
+            whole=whole,
+            changed_at=changed_at,
+            set_aside=await self._rewatch_set_aside(profile, current),
         )
         return rewatch, write
+
+    async def _rewatch_set_aside(self, profile: str, current: ListEntry | None) -> bool:
+        """Whether a read saw `current` paused or dropped after it was finished or rewatching
+        (see REWATCH_SET_ASIDE)."""
+        if current is None or current.status not in STOPPED_STATUSES:
+            return False
+        noted = await self._noted(REWATCH_SET_ASIDE, profile, current.media_id)
+        return bool(noted == current.id)
 
     async def _stopped_by_user(self, profile: str, current: ListEntry | None) -> float | None:
         """When the user paused or dropped `current`, if a play of ours raised its progress
@@ -1250,7 +1312,7 @@ class AniListTarget:
         else:
             read = await self.client.read_changes(profile, since or 0.0)
         fresh = read.entries
-        await asyncio.to_thread(self._note_scored, profile, mirror, fresh)
+        await asyncio.to_thread(self._note_read, profile, mirror, fresh)
         entries = {} if replace_all else dict(mirror)
         entries.update((e.media_id, e) for e in fresh)
         self._unread[profile] = unread = self._unread_of(read.unread, mirror)

@@ -697,6 +697,8 @@ class AniListReader:
         converted = await self._settled(
             lambda: anilist_side(entries, before, baseline, mapper, dated)
         )
+        if self.store is not None:
+            await asyncio.to_thread(self._note_set_aside, profile, entries, before)
         if whole or baseline is None:
             kept_states, kept_plays = unread_kept(listed.unread, entries, before, baseline)
             states = {**kept_states, **converted.states}
@@ -724,6 +726,17 @@ class AniListReader:
             saved[WAITING] = json.dumps(waiting)
         self._cursors[profile] = saved
         return SideRead(side, saved)
+
+    def _note_set_aside(
+        self, profile: str, entries: Iterable[ListEntry], before: Mapping[int, EntryState]
+    ) -> None:
+        """Tell the delivery target of rewatches this read saw paused or dropped (a play of
+        the link's other side goes on with them): `deliver.anilist.REWATCH_SET_ASIDE`."""
+        from watchbridge.deliver.anilist import note_set_aside
+
+        assert self.store is not None
+        seen = [(state.status if (state := before.get(e.id)) else None, e) for e in entries]
+        note_set_aside(self.store, profile, seen, self.clock())
 
     async def _prepare(
         self, raw: Mapper, entries: Iterable[ListEntry], states: Iterable[EntryState]
