@@ -669,6 +669,37 @@ async def test_a_played_special_no_dataset_maps_is_settled_as_unmatched_not_retr
     assert record.code == "special" and "an override makes its later plays count" in record.reason
 
 
+async def test_a_season_rated_before_its_title_is_on_the_list_waits_for_it_and_says_so(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1, title="Re:Zero S1")
+    enqueue(runtime, "rating", season, clock() - 60, rating=90)  # rated in Plex, never played
+    await worker.pass_once(runtime)
+    assert PART_2 not in fake.snapshot()  # nothing made up: no entry, no viewing
+    (held,) = runtime.store.status().waiting
+    assert (held.target, held.rows) == ("anilist", 1)
+    assert f"Re:Zero S1 (AniList {PART_2}) is not on your AniList list" in held.reason
+    assert "add it on anilist.co" in held.reason
+    fake.add_entry(PART_2, status="COMPLETED", progress=12)  # the user adds it there
+    clock.now += DAY + 60
+    await worker.pass_once(runtime)
+    assert fake.snapshot()[PART_2]["score"] == 90
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_season_rated_before_its_plays_reach_anilist_is_scored_once_they_add_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    season = MediaRef("season", show_ids=Ids(tmdb=str(REZERO)), season=1)
+    enqueue(runtime, "rating", season, clock() - 7200, rating=80)
+    await worker.pass_once(runtime)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)  # held until now
+    clock.now += 900  # the first wait is short: plays queued behind it add the entry
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["score"]) == ("CURRENT", 3, 80)
+
+
 async def test_a_rating_sets_the_score_and_an_invisible_change_is_skipped(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -1389,3 +1389,16 @@ async def test_a_delivery_to_an_entry_anilist_answers_in_another_shape_waits_and
     rig.runtime.store.db.execute("UPDATE outbox SET next_attempt_at = 0")  # the hour is over
     await rig.deliver()
     assert status_of(anilist, REZERO_P2) == ("CURRENT", 2, 0)
+
+
+async def test_a_season_rated_and_watched_on_trakt_reaches_anilist_with_its_score(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    for number in range(17, 29):  # AoT Final Season Part 2, not on the AniList list
+        trakt.add_history(show.seasons[4].episodes[number], iso(time.time() - DAY + number))
+    rate_on_trakt(trakt, show.seasons[4], 9, ago=DAY + 600)  # rated before the plays' dates
+    await rig.sync_and_deliver()
+    entry = anilist.snapshot()[AOT_P2]
+    assert (entry["status"], entry["progress"], entry["score"]) == ("COMPLETED", 12, 90)
+    assert [r.rating for r in trakt.ratings()] == [9]

@@ -36,7 +36,10 @@ waited (an outage, an expired sign-in) finds the score changed on AniList after 
 (AniList dates no score: a read seeing it changed dates it by the entry's `updatedAt`, a
 rating since the last read of the list); a season shared by
 several entries is scored on its first scored entry on the list (else its first entry on the
-list), as the link reader reads it. Removals lower progress only when the removed episode is
+list), as the link reader reads it. A score needs an entry: a rating of a title not on the
+list waits for it (a play adds it, or the user: no entry is made up for a rating alone, as
+how much was watched is unknown), saying so in the row's reason; a batch's ratings go after
+its plays. Removals lower progress only when the removed episode is
 the highest one (AniList cannot unwatch an episode in the middle).
 
 A play numbered by season of a show some entry maps by absolute number (One Piece, Gintama on
@@ -176,6 +179,8 @@ SKIPPED_KEEP = 30 * 86400.0  # how long a skipped row waits for the datasets to 
 RECHECK_EVERY = 3600.0  # seconds between two looks at the skipped rows of a profile
 LIVE_REWATCH = 7 * 86400.0  # a webhook play this recent of a finished entry is a new viewing
 REWATCH_WAIT = 300.0  # a link's later episode of a rewatch waits this long once for episode 1
+NOT_LISTED_FIRST_WAIT = 600.0  # a rating of a title not on the list: first for plays behind it
+NOT_LISTED_WAIT = 86400.0  # then for the user to add the title
 WESTMOST = 12 * 3600.0  # a day ends this long after midnight UTC in the furthest time zone
 DAY_SLACK = 3600.0  # a local day's end, give or take a daylight-saving hour
 
@@ -400,6 +405,27 @@ def finish_write(saved: ListEntry, at: float) -> EntryWrite | None:
     if saved.status == "CURRENT":
         return EntryWrite(saved.media_id, status="COMPLETED", completed_at=_day(at))
     return None
+
+
+def not_listed(media_id: int, item: MediaRef | Outcome) -> str:
+    """Why a rating of a title not on the list waits, and what the user can do about it."""
+    title = ""
+    if isinstance(item, MediaRef) and (item.title or item.show_title):
+        title = f"{item.title or item.show_title} "
+    return (
+        f"{title}(AniList {media_id}) is not on your AniList list, and a score needs an entry:"
+        " the rating waits for a play of it to add the entry, or for you to add it on"
+        " anilist.co (any status); watchbridge adds no entry by itself, as it cannot tell how"
+        " much of it you watched. Still not listed when its tries run out (a day apart:"
+        " delivery.max_age, delivery.max_attempts), it is a dead letter (`watchbridge"
+        " deadletters retry` once the title is listed)"
+    )
+
+
+def listed_wait(row: OutboxItem) -> float:
+    """How long a rating of a title not on the list waits for it: briefly at first (plays of
+    it queued behind the rating add the entry), then a day at a time."""
+    return NOT_LISTED_FIRST_WAIT if row.attempts == 0 else NOT_LISTED_WAIT
 
 
 def rating_write(current: ListEntry, value: int | None, score_format: str) -> EntryWrite | None:
@@ -914,8 +940,9 @@ class AniListTarget:
         # Episode counts of titles a play would add to the list: one request for the batch.
         new = {t[0] for r in rows if (t := targets.get(r.id, (None, None))[1]) is not None}
         counts = await self._counts(profile, new - set(entries))
-        # In the order they were watched: a rewatch starts with its episode 1.
-        for row in sorted(rows, key=lambda r: float(r.payload.get("at") or UNDATED)):
+        # In the order they were watched: a rewatch starts with its episode 1. Scores after
+        # plays: a play adds the entry a score of the same title needs.
+        for row in sorted(rows, key=_in_order):
             if row.id not in targets:
                 continue
             decoded, (media_id, episode) = targets[row.id]
@@ -1037,8 +1064,10 @@ class AniListTarget:
             await self._clear_unmatched(profile, row)
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
         if row.action in ("rating", "remove_rating"):
+            if current is None and row.action == "remove_rating":
+                return Delivered("not on the AniList list: no score to remove")
             if current is None:
-                return Delivered("not on the AniList list: a score needs an entry; skipped")
+                return Retry(not_listed(media_id, _decode(row)), after=listed_wait(row))
             value = int(row.payload["rating"]) if row.action == "rating" else None
             viewer = await self.client.viewer(profile)
             write = rating_write(current, value, viewer.score_format)
@@ -1379,6 +1408,12 @@ class AniListTarget:
             values = {str(e.media_id): entry_to_dict(e) for e in fresh}
             self.store.mirror_put(NAME, profile, ENTRIES, values, now)
         self.store.set_cursor(NAME, profile, CURSOR, str(newest), now)
+
+
+def _in_order(row: OutboxItem) -> tuple[bool, float]:
+    """A batch's order: plays (and removals) as watched, then ratings as given."""
+    rating = row.action in ("rating", "remove_rating")
+    return rating, float(row.payload.get("at") or UNDATED)
 
 
 def _decode(row: OutboxItem) -> MediaRef | Outcome:
