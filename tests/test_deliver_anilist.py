@@ -927,6 +927,33 @@ async def test_a_rating_held_through_an_outage_leaves_a_score_given_on_anilist_s
     assert runtime.store.outbox_counts()["done"] == 3
 
 
+async def test_a_rating_held_from_before_the_first_read_leaves_a_score_given_on_anilist_since(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    fake.viewer.score_format = "POINT_100"
+    other = 5556
+    LATER[("999", 1, None)] = (other, 1)
+    # Scored long ago on AniList, and listed before the ratings below were given
+    fake.add_entry(other, status="CURRENT", progress=3, score=70,
+                   updated_at=int(clock() - 30 * DAY))  # fmt: skip
+    for show in (REZERO, 999):
+        season = MediaRef("season", show_ids=Ids(tmdb=str(show)), season=1)
+        enqueue(runtime, "rating", season, clock(), rating=60)  # rated in Plex
+    fake.disabled = True  # watchbridge never read the list: AniList is down for hours
+    await drain(worker, runtime, passes=1)
+    clock.now += 3 * 3600
+    fake.advance(3 * 3600)
+    # Meanwhile the user adds and scores Part 2 on the website
+    fake.add_entry(PART_2, status="CURRENT", progress=3, score=90, updated_at=int(fake.now()))
+    fake.disabled = False
+    clock.now += 3600
+    fake.advance(3600)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["score"] == 90  # theirs may be newer: it stands
+    assert fake.snapshot()[other]["score"] == 60  # scored before the rating: the rating lands
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_a_season_rated_in_plex_scores_the_seasons_entry(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList
 ) -> None:

@@ -2998,6 +2998,22 @@ class Store:
                 (namespace, lookup, None if value is None else json.dumps(value), now, now + ttl),
             )
 
+    def cache_put_many(
+        self, namespace: str, values: Mapping[str, Any], now: float, ttl: float
+    ) -> None:
+        """`cache_put` for several lookups at once, in one transaction."""
+        if not values:
+            return
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO id_cache"
+                " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (namespace, lookup, None if v is None else json.dumps(v), now, now + ttl)
+                    for lookup, v in values.items()
+                ],
+            )
+
     def cache_items(self, namespace: str, now: float) -> list[tuple[str, Any]]:
         """(lookup, value) of every entry of `namespace` that has not expired."""
         rows = self._query(

@@ -131,8 +131,9 @@ SENT = "anilist-play-saves"
 # is a new viewing, an earlier one (held through an outage) was counted by it.
 FINISHED = "anilist-finished-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # By profile and media: the `updatedAt` of the entry when a read first saw its score changed
-# (by the user on AniList: our own saves go into the mirror). AniList dates no score, so this
-# is the best "rated at" there is, for a rating that waited (see `_scored_since`).
+# (by the user on AniList: our own saves go into the mirror), or first saw it scored (the
+# first read of the list, a title added since: the score may be that recent). AniList dates no
+# score, so this is the best "rated at" there is, for a rating that waited (`_scored_since`).
 SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # By profile and media: {"at": when the user last changed a paused or dropped entry on AniList,
 # "saved": its `updatedAt` after a save of ours (a play's progress, a score) left it so}.
@@ -405,6 +406,16 @@ def finish_write(saved: ListEntry, at: float) -> EntryWrite | None:
     if saved.status == "CURRENT":
         return EntryWrite(saved.media_id, status="COMPLETED", completed_at=_day(at))
     return None
+
+
+def scored_at(before: ListEntry | None, entry: ListEntry) -> float | None:
+    """The latest an entry read now can have been scored, when the read tells (None: it
+    does not): its `updatedAt`, when its score changed since the last read (`before`), or when
+    it is scored and first seen (the first read of the list, a title added since). A rating
+    that waited since before then is not written over it (`_scored_since`)."""
+    if before is None:
+        return entry.updated_at if entry.score > 0 else None
+    return entry.updated_at if before.score != entry.score else None
 
 
 def not_listed(media_id: int, item: MediaRef | Outcome) -> str:
@@ -1081,7 +1092,8 @@ class AniListTarget:
                 return Delivered("AniList already shows this score")
             if row.waited(self.clock()) and await self._scored_since(profile, current, row, at):
                 return Skipped(
-                    "AniList holds a newer score, given there while this one waited",
+                    "AniList holds a newer score, given there while this one waited (changed,"
+                    " or first read by watchbridge, after this rating was given): it stands",
                     answered=True,
                 )
             await self._save(profile, write, current, entries)
@@ -1181,16 +1193,18 @@ class AniListTarget:
         self, profile: str, mirror: Mapping[int, ListEntry], fresh: Iterable[ListEntry]
     ) -> None:
         """Note what entries read now show changed since the mirror: when a score was seen
-        changed, and a rewatch set aside (or a first viewing again)."""
+        changed (`scored_at`), and a rewatch set aside (or a first viewing again)."""
         now = self.clock()
         seen: list[tuple[str | None, ListEntry]] = []
+        scored: dict[str, float] = {}
         for entry in fresh:
             before = mirror.get(entry.media_id)
-            if before is not None and before.score != entry.score:
-                key = f"{profile}:{entry.media_id}"
-                self.store.cache_put(SCORED, key, entry.updated_at, now, KEEP_MARKS)
+            at = scored_at(before, entry)
+            if at is not None:
+                scored[f"{profile}:{entry.media_id}"] = at
             same = before is not None and before.id == entry.id
             seen.append((before.status if same and before else None, entry))
+        self.store.cache_put_many(SCORED, scored, now, KEEP_MARKS)
         note_set_aside(self.store, profile, seen, now)
 
     async def _note_finished(self, profile: str, media_id: int, at: float) -> None:
