@@ -1854,3 +1854,53 @@ async def test_a_webhook_episode_with_an_absolute_number_and_no_season_counts_by
     await drain(worker, runtime)
     assert fake.snapshot().get(21, {}).get("progress") == 164
     assert unmatched_records(runtime.store, ["me"]) == []
+
+
+ONE_PIECE = 37854  # TMDB; AniList 21 numbers its episodes 1.. absolutely (AniDB)
+
+
+@pytest.mark.parametrize(
+    ("ids", "season", "number", "found"),
+    [
+        (Ids(tmdb=str(ONE_PIECE)), 21, 1071, (21, 1071)),  # absolute, inside TMDB S21
+        (Ids(tmdb=str(ONE_PIECE)), 2, 70, (21, 70)),  # TMDB S2 holds absolute 62-77
+        (Ids(tmdb=str(ONE_PIECE)), 2, 5, (21, 66)),  # numbered within the season: as before
+        (Ids(tvdb="81797"), 21, 1071, (21, 1071)),  # TVDB S21 holds absolute 892-1085
+        (Ids(tvdb="81797"), 21, 180, (21, 1071)),
+        (Ids(tvdb="79895"), 3, 120, (918, 120)),  # Gintama: TVDB S3 holds 100-150
+    ],
+)
+def test_an_episode_numbered_absolutely_inside_its_season_is_placed_by_that_number(
+    ids: Ids, season: int, number: int, found: tuple[int, int]
+) -> None:
+    item = MediaRef("episode", show_ids=ids, show_title="One Piece", season=season, number=number)
+    assert sample_reverse()(item) == found
+
+
+def test_an_episode_of_an_absolutely_numbered_show_without_a_season_list_says_what_to_do() -> None:
+    item = MediaRef(
+        "episode", show_ids=Ids(tmdb=str(ONE_PIECE)), show_title="One Piece", season=21, number=180
+    )
+    why = sample_reverse()(item)
+    assert isinstance(why, Unmatched) and why.code == "absolute"
+    for fix in ("services.trakt or services.serializd", "number the show's episodes absolutely",
+                "mapping_overrides"):  # fmt: skip
+        assert fix in why.reason
+
+
+async def test_one_piece_numbered_absolutely_in_its_season_counts_without_trakt_or_serializd(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    with_real_datasets(target)  # and no season list: the profile has AniList only
+    fake.add_media(21, episodes=None)
+    played = MediaRef("episode", show_ids=Ids(tmdb=str(ONE_PIECE)), show_title="One Piece",
+                      season=21, number=1071)  # fmt: skip
+    enqueue(runtime, "play", played, clock() - 60, live=True, source="plex")
+    await drain(worker, runtime)
+    assert fake.snapshot().get(21, {}).get("progress") == 1071
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert unmatched_records(runtime.store, ["me"]) == []

@@ -330,17 +330,22 @@ class _Entry:
     movies: list[MovieMap] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skip: str | None = None  # override says: never map
+    seasons: list[ShowMap] = field(default_factory=list)  # see _AniDbRow.seasons
 
 
 @dataclass
 class _AniDbRow:
-    """One Anime-Lists `<anime>`: what it says for regular episodes, per scheme."""
+    """One Anime-Lists `<anime>`: what it says for regular episodes, per scheme.
+
+    `seasons`: season ranges not used to map (TMDB's of an absolutely numbered show), kept to
+    tell which absolute numbers each season holds (`AnimeIndex.absolute_in_season`)."""
 
     anidb: int
     name: str
     shows: list[ShowMap]
     movies: list[MovieMap]
     notes: list[str]
+    seasons: list[ShowMap] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -684,6 +689,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
             dst_last = None if end is None else end + offset
             ranged[scheme].append((season, _span(first, end, ((first + offset, dst_last),))))
     shows: list[ShowMap] = []
+    seasons: list[ShowMap] = []
     tvdb_text = (node.get("tvdbid") or "").strip()
     tvdb = whole(tvdb_text)
     if tvdb is None and tvdb_text:
@@ -706,6 +712,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
             notes.append(
                 f"Anime-Lists {via}: TMDB season ranges not used (tmdbseason 'a': absolute numbers)"
             )
+            seasons.append(ShowMap(scheme, show, tuple(listed), "animelists-seasons", via))
             listed = []
         if listed:
             shows.append(ShowMap(scheme, show, tuple(listed), "animelists-list", via))
@@ -723,7 +730,7 @@ def _animelists_row(anidb: int, node: ET.Element) -> _AniDbRow:
     if not movies and imdb and tvdb_text.lower() == "movie":
         movies.append(MovieMap(None, imdb, None, "animelists", via))
     name = (node.findtext("name") or "").strip()
-    return _AniDbRow(anidb, name, shows, movies, notes)
+    return _AniDbRow(anidb, name, shows, movies, notes, seasons)
 
 
 # --------------------------------------------------------------------------- overrides
@@ -977,6 +984,7 @@ def _merge_animelists(index: AnimeIndex, lists: Mapping[int, _AniDbRow]) -> None
                 entry.shows.extend(row.shows)
                 entry.movies.extend(row.movies)
                 entry.notes.extend(row.notes)
+                entry.seasons.extend(row.seasons)
     index._names = {anidb: row.name for anidb, row in lists.items()}
 
 
@@ -1022,6 +1030,8 @@ class AnimeIndex:
         self._reverse: dict[tuple[str, int, int | None], list[_Interval]] | None = None
         self._movies: dict[str, list[tuple[int, int, MovieMap]]] | None = None  # by movie_key
         self._shows: set[tuple[str, int]] = set()  # (scheme, show) with any reverse row
+        # (scheme, show, season) -> (AniList id, span) of the season ranges not used to map
+        self._season_hints: dict[tuple[str, int, int | None], list[tuple[int, Span]]] = {}
         self._orphans: dict[int, _Entry] = {}  # by MAL id: dataset rows without an AniList id
         self._by_ids: dict[tuple[str, int], list[int]] | None = None  # ("anidb"|"mal", id)
         self._counts: dict[int, int | None] = {}
@@ -1291,9 +1301,14 @@ class AnimeIndex:
         reverse: dict[tuple[str, int, int | None], list[_Interval]] = {}
         movies: dict[str, list[tuple[int, int, MovieMap]]] = {}
         self._shows = set()
+        hints: dict[tuple[str, int, int | None], list[tuple[int, Span]]] = {}
         for entry in self._entries.values():
             self._add_reverse(entry, reverse, movies)
-        self._reverse, self._movies = reverse, movies
+            for hint in entry.seasons:
+                for season, span in hint.spans:
+                    key = (hint.scheme, hint.show, season)
+                    hints.setdefault(key, []).append((entry.anilist_id, span))
+        self._reverse, self._movies, self._season_hints = reverse, movies, hints
 
     def _add_reverse(
         self,
@@ -1342,6 +1357,7 @@ class AnimeIndex:
             list(orphan.shows),
             list(orphan.movies),
             [*orphan.notes, f"found by MAL id {mal_id} (the datasets have no AniList id yet)"],
+            seasons=list(orphan.seasons),
         )
         self._entries[anilist_id] = entry
         self._counts.pop(anilist_id, None)
@@ -1581,6 +1597,27 @@ class AnimeIndex:
 
     def anilist_ids(self) -> Iterator[int]:
         return iter(self._entries)
+
+    def absolute_in_season(
+        self, show: int, season: int, number: int, scheme: Scheme = "tmdb"
+    ) -> tuple[int, int] | None:
+        """(AniList id, AniList episode) when `number` of a play of `season` can only be an
+        absolute number (One Piece's "S21E1071" in a media server, HAMA or TMDB numbering
+        episodes on from the show's start): a number past what the season holds, among the
+        AniList (AniDB, absolute) episodes the datasets place in that season, of an entry
+        that spans several seasons. None when it is not so, or two entries would claim it."""
+        if self._reverse is None:
+            self._build_reverse()
+        assert self._reverse is not None
+        key = (scheme, show, season)
+        spans = [(anilist, span) for _, _, anilist, span, _ in self._reverse.get(key, [])]
+        found: set[tuple[int, int]] = set()
+        for anilist, span in [*spans, *self._season_hints.get(key, [])]:
+            held = sum((last - first + 1) if last is not None else 0 for first, last in span.dst)
+            past_the_season = held > 0 and number > held and span.src_first > 1
+            if past_the_season and span.covers(number):
+                found.add((anilist, number))
+        return found.pop() if len(found) == 1 else None
 
     def has_absolute(self, show: int, scheme: Scheme = "tmdb") -> bool:
         """Whether some entry maps onto `show` by absolute numbers (a play numbered by season

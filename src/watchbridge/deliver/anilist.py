@@ -45,7 +45,11 @@ the highest one (AniList cannot unwatch an episode in the middle).
 A play numbered by season of a show some entry maps by absolute number (One Piece, Gintama on
 TMDB), where no seasonal range holds it, is counted to its absolute number on a season list
 (`watchbridge.anime_seasons`): the list of the other side of the row's link, for a webhook's
-row Trakt's, else Serializd's. While no list can be read the row is tried again hourly.
+row Trakt's, else Serializd's. While no list can be read the row is tried again hourly; with
+no list to read at all (neither service configured) daily, its reason saying how to have it
+placed. A number past what its season holds that is among the absolute episodes the datasets
+place in that season (One Piece's S21E1071 from a media server numbering it so) is that
+absolute number, placed without a list (`AnimeIndex.absolute_in_season`).
 
 Items that are not anime (in no mapping dataset) from a webhook are done at once with a note,
 but the row is kept aside for a month (`SKIPPED`): fresh anime often reach the datasets only
@@ -521,11 +525,7 @@ class IndexReverse:
         if item.absolute is not None and item.kind == "episode":
             absolute = item.absolute
         elif self.seasons is None:
-            return Unmatched(
-                f"{item.describe()}: TMDB {show} is mapped by absolute number and no season "
-                "list is at hand to count it (links with Trakt or Serializd read one)",
-                "absolute",
-            )
+            return Unmatched(no_season_list(item, show), "absolute")
         else:
             absolute = self.seasons.absolute_of(show, *place)
         if isinstance(absolute, Unmatched):
@@ -559,6 +559,12 @@ class IndexReverse:
                     continue
                 else:
                     found = self.index.anilist_for(int(show), item.season, item.number, scheme)
+                    if isinstance(found, Unmatched) and found.code != "ambiguous":
+                        # One Piece's "S21E1071": the number is the absolute one
+                        within = self.index.absolute_in_season(
+                            int(show), item.season, item.number, scheme
+                        )
+                        found = within or found
             else:
                 found = self.index.anilist_for(int(show), item.season or 1, 1, scheme)
             if (
@@ -629,6 +635,20 @@ class IndexReverse:
         """Titles the datasets know by MAL id only, mapped for the list's entries."""
         for entry in entries:
             self.index.adopt(entry.media_id, entry.mal_id)
+
+
+def no_season_list(item: MediaRef, show: int) -> str:
+    """Why an episode numbered by season of an absolutely numbered show (One Piece) is not
+    placed without a season list, and every way the user can have it placed."""
+    season = f"season {item.season}" if item.season is not None else "its season"
+    return (
+        f"{item.describe()}: AniList numbers TMDB show {show} by absolute episode, and nothing"
+        f" here counts the episodes of {season} before this one. Any of these places it:"
+        " set services.trakt or services.serializd (their season lists count them; no link"
+        " needed), have your media server number the show's episodes absolutely (a play"
+        " such as S21E1071 carries the absolute number), or add an override for the title"
+        " (services.anilist.mapping_overrides); it is tried again daily meanwhile"
+    )
 
 
 def _absolute_show(index: AnimeIndex, item: MediaRef) -> int | None:
