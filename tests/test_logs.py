@@ -84,6 +84,22 @@ def test_a_value_that_only_begins_with_a_known_secret_is_masked_whole() -> None:
     assert masked == "token=********, password: ********."
 
 
+def test_a_password_or_token_field_is_masked_and_what_closes_it_kept(logged: io.StringIO) -> None:
+    written = line(
+        logged,
+        "sign-in refused (password: hunt3r.2), try again",
+        reason='[token=t0k-9] failed; see token: abc123. Then {"secret": "s p)c"}',
+    )
+    assert "hunt3r" not in written and "t0k-9" not in written and "abc123" not in written
+    assert "s p)c" not in written and " p)c" not in written
+    assert "(password: ********), try again" in written
+    assert "[token=********] failed" in written and "token: ********. Then" in written
+
+
+def test_a_bracket_or_dot_within_a_password_is_masked_with_it() -> None:
+    assert Redactor([])("password: pa)ss.w0rd next") == "password: ******** next"
+
+
 def test_basic_credentials_are_masked(logged: io.StringIO) -> None:
     assert "dXNlcjpodW50ZXIy" not in line(
         logged, "x", reason="Authorization: Basic dXNlcjpodW50ZXIy"

@@ -25,9 +25,13 @@ _CREDENTIAL_PATTERNS = [
     ),
 ]
 _FIELD_PATTERN = re.compile(
-    r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*[\"']?)"
+    r"(?i)((?:password|passwd|secret|token|api_key|apikey|authorization)[\"']?\s*[:=]\s*([\"'])?)"
     # Not a value masked already (with what follows it), but what a known secret only began.
-    r"(?!\*{8}(?:[\"'\s,&}).;]|$))[^\"'\s,&}]+"
+    r"(?!\*{8}(?:[\"'\s,&}).;\]]|$))"
+    # A quoted value up to its quote; one written bare, without the `)`, `]`, `.` or `;` that
+    # closes what it stands in (`(password: x), then`, a sentence's end): within it they are
+    # its own (`pa)ss`).
+    r"(?(2)[^\"'\n]+|[^\"'\s,&}]+?(?=[).;\]]*(?:[\"'\s,&}]|$)))"
     # Our own messages name a config key as `key: problem` (`services.plex.token: expected
     # text`): what follows is the explanation, kept (a secret it quotes is masked as a value).
     r"|(?<![\w.])(?:server|storage|logging|delivery|alerts|services|profiles|links)"
