@@ -220,6 +220,25 @@ MISTAKES = [
         " (`trakt: {}` for its defaults), not a list",
     ),
     Mistake(
+        "a profile's accounts that lost their indentation, with keys under them",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  accounts:\n    trakt: {}\n",
+        7,
+        "profiles.accounts",
+        "looks like a key of profile alice (line 4) that lost its indentation: indent it under"
+        " `alice:`",
+        last=True,
+    ),
+    Mistake(
+        "a profile's account that lost its indentation, with keys under it",
+        STORAGE + "profiles:\n  alice:\n    users:\n      plex: [1]\n  trakt:\n"
+        "    refresh_token: abc\n",
+        7,
+        "profiles.trakt",
+        "looks like a key of profile alice (line 4) that lost its indentation: indent it under"
+        " `alice:` then `accounts:`",
+        last=True,
+    ),
+    Mistake(
         "a key of a link with no link above it",
         STORAGE + "links:\n  kinds: [history]\n",
         4,
@@ -350,3 +369,14 @@ def test_an_id_or_token_of_digits_is_kept_as_written(tmp_path: Path) -> None:
     assert config.services.trakt is not None and config.services.trakt.client_id == "0x1f"
     assert config.profiles["me"].users.jellyfin == ["0123", "1e3"]
     assert config.profiles["me"].users.plex == ["1"]
+
+
+def test_a_profile_named_like_a_key_that_holds_a_profiles_keys_is_a_profile(
+    tmp_path: Path,
+) -> None:
+    # Only a mapping of what the key holds (`accounts:` with `trakt:` under it) is taken as a
+    # key that lost its indentation: a person may well be called `plex` in the household.
+    text = "profiles:\n  alice:\n    default: true\n  plex:\n    users:\n      plex: [2]\n"
+    path = tmp_path / FILE
+    path.write_text(STORAGE.format(db=tmp_path / "watchbridge.db") + text, encoding="utf-8")
+    assert list(load_config(path).profiles) == ["alice", "plex"]

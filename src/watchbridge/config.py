@@ -1270,16 +1270,20 @@ def _lost_indentation(
 ) -> str | None:
     """Why the entry `name` of `section` (profiles, links) looks like a key of an entry that lost
     its indentation: of the entry `above` it, or, with none above, of an entry whose name line is
-    missing. Its value is not a mapping, and its name is a key written in such an entry
-    (`trakt:` of `accounts`) or a near miss of one; with no value (`trakt:`), only that key
-    itself, as an entry so named would hold nothing. None otherwise: a mapping, or a null of
-    another name (an entry with its defaults), is an entry of its own, whatever its name."""
-    if not dataclasses.is_dataclass(hint) or isinstance(value, yaml.MappingNode):
+    missing. Its name is a key written in such an entry (`trakt:` of `accounts`) or, its value
+    not a mapping, a near miss of one; with no value (`trakt:`), only that key itself, as an
+    entry so named would hold nothing; with a mapping (`accounts:` and keys under it), only that
+    key itself holding keys of its own and none an entry holds. None otherwise: a mapping of an
+    entry's keys, or a null of another name (an entry with its defaults), is an entry of its
+    own, whatever its name."""
+    if not dataclasses.is_dataclass(hint):
         return None
     hints = get_type_hints(hint)
     own = _config_keys(hint)
     inner = [n for s in own for n in _keys_of(hints[s]) if n not in own]
-    if _is_null(value):
+    if isinstance(value, yaml.MappingNode):
+        meant = [name] if _holds_keys_of(hints, name, value, own) else []
+    elif _is_null(value):
         meant = [name] if name in own or name in inner else []
     else:
         meant = difflib.get_close_matches(name, [*own, *dict.fromkeys(inner)], n=1, cutoff=0.8)
@@ -1306,6 +1310,20 @@ def _lost_indentation(
         f"looks like a key of {noun} {entry} (line {above.start_mark.line + 1}) that lost its"
         f" indentation{spelt}: indent it under `{entry}:`{then}{fits}"
     )
+
+
+def _holds_keys_of(
+    hints: Mapping[str, Any], name: str, value: yaml.MappingNode, own: list[str]
+) -> bool:
+    """Whether `value`, a mapping written as an entry named `name`, holds what the key `name`
+    of an entry (whose fields are `hints`, its keys `own`) holds, rather than an entry's keys:
+    `accounts:` with `trakt:` under it, `trakt:` with `refresh_token:`."""
+    written = {str(key.value) for key, _ in value.value}
+    if not written or written & set(own):
+        return False
+    sections = [name] if name in own else _sections_holding(hints, name)
+    holds = [_keys_of(_key_hint(hints[s], name) if s != name else hints[s]) for s in sections]
+    return any(keys and written <= set(keys) for keys in holds)
 
 
 def _key_hint(section_hint: Any, key: str) -> Any:
