@@ -295,6 +295,26 @@ async def test_a_refresh_whose_state_cannot_be_written_says_so_and_keeps_the_cop
     assert all(s.error is None for s in await data.refresh())  # written again: all well
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full to fill a disk")
+async def test_a_full_disk_leaves_no_part_of_a_new_copy_and_keeps_the_old(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    fake.bodies["kometa"] = fake.bodies["kometa"].replace(b"42203", b"42204")
+    # Writes of the new copy's temporary file go to /dev/full: a real "No space left on device".
+    tmp = data.directory / "kometa.json.tmp"
+    tmp.symlink_to("/dev/full")
+    clock.advance(DAY)
+    statuses = {s.name: s for s in await data.refresh()}
+    error = statuses["kometa"].error
+    assert error is not None and f"could not write {tmp}: No space left on device" in error
+    assert "using the cached copy from" in error
+    assert not tmp.exists() and not tmp.is_symlink()  # nothing left behind for good
+    assert not list(data.directory.glob("*.tmp"))
+    assert b"42203" in (data.directory / "kometa.json").read_bytes()
+
+
 async def test_with_no_cache_a_failing_dataset_leaves_the_others_working(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:

@@ -13,6 +13,7 @@ so (the service's maintenance alerts through `alerts.urls`, and resolves once it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -432,8 +433,16 @@ def _confirmed_at(status: DatasetStatus) -> float | None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # A full disk leaves part of a copy behind: tens of MB no one would ever read.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:  # a write's error names no file
+            raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
+        raise
 
 
 def _mtime(path: Path | None) -> tuple[int, int] | None:
