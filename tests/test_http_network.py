@@ -149,6 +149,33 @@ async def test_an_https_url_at_a_plain_http_port_says_to_use_http(
     )
 
 
+async def test_an_http_url_at_an_https_port_says_to_use_https(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    context = certificate(tmp_path, "jellyfin", "IP:127.0.0.1")
+    jellyfin = sample_server(over_tls(start_fake, context), "jellyfin")
+    port = jellyfin.url.rsplit(":", 1)[1]
+    url = f"http://127.0.0.1:{port}"  # the server resets a plain request: a ReadError
+    client = MediaServerClient(JellyfinConfig(url=url, api_key=Secret(API_KEY)))
+    message = await failure(client)
+    assert message == (
+        "jellyfin: 127.0.0.1 answered http:// in https (TLS) after 1 attempt(s): the server "
+        f"speaks https on that port: use https://127.0.0.1:{port} in services.jellyfin.url"
+    )
+    assert client.http.requests_sent == 1  # a port's scheme does not change in a second
+
+
+async def test_a_plain_server_dropping_a_request_is_not_told_as_an_https_port(
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    jellyfin = sample_server(start_fake, "jellyfin")
+    jellyfin.drop_next(2)
+    message = await failure(
+        MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
+    )
+    assert "https" not in message and "after 2 attempt(s)" in message, message
+
+
 def resolves(name: str) -> bool:
     try:
         socket.getaddrinfo(name, 80)

@@ -9,6 +9,7 @@ for the adapter and the delivery worker to decide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import ipaddress
@@ -338,11 +339,11 @@ _PLAIN_HTTP_REASONS = frozenset(
 @dataclass(frozen=True)
 class ConnectProblem:
     """Why no connection was made, when it is not that nothing listens: the name not looked
-    up (`dns`), the server's certificate refused (`certificate`), or a server speaking plain
-    HTTP to an https:// URL (`plain_http`). `what` says it in plain words, `why` what is
-    known of the reason ("" when nothing more)."""
+    up (`dns`), the server's certificate refused (`certificate`), a server speaking plain
+    HTTP to an https:// URL (`plain_http`), or https to an http:// URL (`https_port`).
+    `what` says it in plain words, `why` what is known of the reason ("" when nothing more)."""
 
-    kind: Literal["dns", "certificate", "plain_http"]
+    kind: Literal["dns", "certificate", "plain_http", "https_port"]
     what: str
     why: str = ""
     verify_code: int = 0
@@ -378,6 +379,30 @@ def connect_problem(error: BaseException, host: str) -> ConnectProblem | None:
             return ConnectProblem("plain_http", f"{host} answered https:// in plain HTTP")
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+# How long the check of whether a port speaks https may take: a server that reset a plain
+# request answers a TLS hello at once.
+TLS_PROBE_TIMEOUT = 5.0
+
+
+async def speaks_tls(host: str, port: int) -> bool:
+    """Whether the server at `host`:`port` completes a TLS handshake: a plain http request it
+    dropped (a ReadError) came to a port that speaks https. Its certificate is not checked
+    (only whether it speaks TLS: nothing is sent after the handshake)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(TLS_PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(host, port, ssl=context)
+    except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(TLS_PROBE_TIMEOUT):
+            await writer.wait_closed()
+    return True
 
 
 # Requests failing through an outage (each probe, each queued row's lookup, each scheduled
@@ -499,6 +524,7 @@ class HttpClient:
         unknown = False
         unreached = False  # the last try found nothing listening at the address
         maybe_written = False  # some try may have reached the service, whatever came after
+        probed = False  # whether a dropped plain request's port was checked for https
         for attempt in range(1, self.retry.attempts + 1):
             maybe_written = maybe_written or unknown
             if pacer is not None:
@@ -537,6 +563,11 @@ class HttpClient:
                 unreached = isinstance(exc, httpx.ConnectError)
                 host = httpx.URL(url).host or httpx.URL(self.base_url).host
                 problem = connect_problem(exc, host) if unreached else None
+                if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError) and not probed:
+                    probed = True
+                    problem = await self._https_port(url)
+                    # The server took the request for a TLS hello it could not read.
+                    unknown = unknown and problem is None
                 if problem is not None:
                     last_problem = problem.what
                     if problem.kind != "dns":  # a certificate does not change in a second
@@ -613,6 +644,14 @@ class HttpClient:
             status=status,
         )
 
+    async def _https_port(self, url: str) -> ConnectProblem | None:
+        """`https_port` when `url` is http:// and its port speaks https (a server that drops
+        a plain request, as Jellyfin's and Emby's https port does): None otherwise."""
+        where = httpx.URL(url) if httpx.URL(url).host else httpx.URL(self.base_url)
+        if where.scheme != "http" or not await speaks_tls(where.host, where.port or 80):
+            return None
+        return ConnectProblem("https_port", f"{where.host} answered http:// in https (TLS)")
+
     def _unreached(
         self, base_url: str | None, unreached: bool, problem: ConnectProblem | None
     ) -> str:
@@ -652,6 +691,13 @@ class HttpClient:
             if setting:
                 return f"the server speaks plain http on that port: use {plain} in {setting}"
             return "the server at that port speaks plain http: check the address and its port"
+        if problem.kind == "https_port":
+            secure = shown_url(str(where.copy_with(scheme="https", port=port, path="/")))
+            if setting:
+                return (
+                    f"the server speaks https on that port: use {secure.rstrip('/')} in {setting}"
+                )
+            return "the server at that port speaks https: check the address and its scheme"
         code = problem.verify_code
         if code in CLOCK_CODES:
             clock = "is this machine's clock right (turn on NTP time sync)?"
