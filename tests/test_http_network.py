@@ -3,13 +3,14 @@ does not know, an https:// URL at a plain http port; told apart from a server go
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, JELLYFIN_SERIES, sample_server
 from tests.fakes.plex import TOKEN, FakePlex
+from tests.harness import free_port
 from watchbridge.config import EmbyConfig, JellyfinConfig, PlexConfig, Secret
 from watchbridge.http import HttpClient, RetryPolicy, Unavailable, tls_context
 from watchbridge.services.jellyfin import MediaServerClient
@@ -216,3 +218,87 @@ async def test_a_service_name_the_dns_does_not_know_asks_about_this_machines_dns
         "trakt: the name api.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
     )
     assert "does the DNS this machine (or its container) uses answer" in raised.value.message
+
+
+@contextlib.contextmanager
+def proxied(proxy: str, no_proxy: str = "") -> Iterator[None]:
+    """The environment of a container with `HTTP_PROXY=proxy` (and `NO_PROXY=no_proxy`), as
+    clients made meanwhile read it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            patch.delenv(name, raising=False)
+            patch.delenv(name.lower(), raising=False)
+        patch.delenv("http_proxy", raising=False)
+        patch.setenv("HTTP_PROXY", proxy)
+        if no_proxy:
+            patch.setenv("NO_PROXY", no_proxy)
+        yield
+
+
+@contextlib.asynccontextmanager
+async def gateway_failing() -> AsyncIterator[str]:
+    """A proxy that cannot reach the home network: every request answers 502 (its URL)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_server_on_the_network_behind_a_proxy_that_does_not_answer_points_to_no_proxy(
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    plex = start_fake(FakePlex())
+    port = free_port()  # the proxy is down: nothing listens there
+    with proxied(f"http://squid:s3cret@127.0.0.1:{port}"):
+        client = PlexClient(
+            PlexConfig(url=plex.url, token=Secret(TOKEN)), client_identifier=CLIENT_ID
+        )
+    message = await failure(client)
+    assert message == (
+        "plex: connection failed (ConnectError) after 2 attempt(s): the request went through "
+        f"the proxy http://127.0.0.1:{port} (HTTP_PROXY), which may not reach 127.0.0.1 on "
+        "your network: add 127.0.0.1 to NO_PROXY"
+    )
+    assert "s3cret" not in message
+
+
+async def test_a_server_on_the_network_a_proxy_cannot_reach_points_to_no_proxy() -> None:
+    async with gateway_failing() as proxy:
+        with proxied(proxy):
+            config = JellyfinConfig(url="http://192.168.1.10:8096", api_key=Secret(API_KEY))
+            client = MediaServerClient(config)
+        message = await failure(client)
+    assert message == (
+        f"jellyfin: answered 502 after 2 attempt(s): the request went through the proxy {proxy} "
+        "(HTTP_PROXY), which may not reach 192.168.1.10 on your network: add 192.168.1.10 to "
+        "NO_PROXY"
+    )
+
+
+async def test_a_server_in_no_proxy_is_reached_directly_and_a_service_out_there_is_not_told_of(
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    jellyfin = sample_server(start_fake, "jellyfin")
+    async with gateway_failing() as proxy:
+        with proxied(proxy, no_proxy="127.0.0.1"):
+            client = MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
+            online = HttpClient("trakt", "http://api.trakt.example", retry=QUICK)
+        try:
+            series = await client.series(JELLYFIN_SERIES)
+            with pytest.raises(Unavailable) as raised:
+                await online.request("GET", "/users/settings")
+        finally:
+            await client.aclose()
+            await online.aclose()
+    assert series is not None and series.title == "Breaking Bad"
+    # Not on the home network: a proxy is how it is reached, not a mistake.
+    assert raised.value.message == "trakt: answered 502 after 2 attempt(s)"

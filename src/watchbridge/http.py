@@ -25,8 +25,12 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
+from urllib.request import getproxies
 
 import httpx
+
+# The proxies httpx takes from the environment, read its own way (NO_PROXY included).
+from httpx._utils import URLPattern, get_environment_proxies
 
 from watchbridge import __version__
 from watchbridge.backoff import doubled
@@ -381,6 +385,29 @@ def connect_problem(error: BaseException, host: str) -> ConnectProblem | None:
     return None
 
 
+# Names only a home network knows (a dotless one is another container's, or `localhost`).
+LAN_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal")
+
+
+def on_home_network(host: str) -> bool:
+    """Whether `host` is on the user's own network: a private, link-local or loopback
+    address, a name without a dot, or a name ending in a suffix only home networks use."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host or host.lower().endswith(LAN_SUFFIXES)
+    return address.is_private or address.is_link_local or address.is_loopback
+
+
+def environment_proxies() -> list[tuple[URLPattern, str | None]]:
+    """The proxies from HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (None: sent
+    directly), the most specific first, as an httpx client made now takes them."""
+    return sorted(
+        ((URLPattern(pattern), proxy) for pattern, proxy in get_environment_proxies().items()),
+        key=lambda mount: mount[0],
+    )
+
+
 # How long the check of whether a port speaks https may take: a server that reset a plain
 # request answers a TLS hello at once.
 TLS_PROBE_TIMEOUT = 5.0
@@ -459,6 +486,9 @@ class HttpClient:
         # what happens there (a scrobble, a play) by its own clock.
         self.clock_skew = 0.0
         self._skew_noted_at: float | None = None  # when this client last told _CLOCKS
+        # Read when the client below reads them: which proxy a request takes, and from where.
+        self._proxies = environment_proxies()
+        self._proxy_schemes = {scheme for scheme, proxy in getproxies().items() if proxy}
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"user-agent": USER_AGENT, **(headers or {})},
@@ -525,6 +555,8 @@ class HttpClient:
         unreached = False  # the last try found nothing listening at the address
         maybe_written = False  # some try may have reached the service, whatever came after
         probed = False  # whether a dropped plain request's port was checked for https
+        # A server on the user's network reached through a proxy: a failure is the proxy's.
+        proxy = self._home_proxy(url)
         for attempt in range(1, self.retry.attempts + 1):
             maybe_written = maybe_written or unknown
             if pacer is not None:
@@ -562,8 +594,9 @@ class HttpClient:
                 unknown = not isinstance(exc, httpx.ConnectError)
                 unreached = isinstance(exc, httpx.ConnectError)
                 host = httpx.URL(url).host or httpx.URL(self.base_url).host
-                problem = connect_problem(exc, host) if unreached else None
-                if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError) and not probed:
+                problem = connect_problem(exc, host) if unreached and not proxy else None
+                dropped = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+                if dropped and not probed and not proxy:
                     probed = True
                     problem = await self._https_port(url)
                     # The server took the request for a TLS hello it could not read.
@@ -627,6 +660,8 @@ class HttpClient:
                 pause = jittered(doubled(self.retry.backoff, attempt - 1))
                 await asyncio.sleep(max(pause, retry_after or 0.0))
         hint = self._unreached(base_url, unreached, problem)
+        if proxy and (status is None or status in DOWN_STATUS):  # a gateway's answer
+            hint = f": {proxy}"
         _FAILING.warning(
             (self.service, base_url or self.base_url),
             "request failed",
@@ -644,10 +679,31 @@ class HttpClient:
             status=status,
         )
 
+    def _target(self, url: str) -> httpx.URL:
+        """Where a request for `url` (a path under `base_url`, or a whole URL) goes."""
+        return httpx.URL(url) if httpx.URL(url).host else httpx.URL(self.base_url)
+
+    def _home_proxy(self, url: str) -> str | None:
+        """What to say when `url` is on the user's network and its requests go through a
+        proxy the environment sets (one out on the internet seldom reaches it); None when
+        it is not, or they go directly."""
+        target = self._target(url)
+        if not target.host or not on_home_network(target.host):
+            return None
+        proxy = next((p for pattern, p in self._proxies if pattern.matches(target)), None)
+        if proxy is None:
+            return None
+        scheme = target.scheme if target.scheme in self._proxy_schemes else "all"
+        return (
+            f"the request went through the proxy {shown_url(proxy).rstrip('/')} "
+            f"({scheme.upper()}_PROXY), which may not reach {target.host} on your network: "
+            f"add {target.host} to NO_PROXY"
+        )
+
     async def _https_port(self, url: str) -> ConnectProblem | None:
         """`https_port` when `url` is http:// and its port speaks https (a server that drops
         a plain request, as Jellyfin's and Emby's https port does): None otherwise."""
-        where = httpx.URL(url) if httpx.URL(url).host else httpx.URL(self.base_url)
+        where = self._target(url)
         if where.scheme != "http" or not await speaks_tls(where.host, where.port or 80):
             return None
         return ConnectProblem("https_port", f"{where.host} answered http:// in https (TLS)")
