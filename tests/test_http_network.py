@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import shutil
 import socket
@@ -176,6 +177,30 @@ async def test_a_plain_server_dropping_a_request_is_not_told_as_an_https_port(
         MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
     )
     assert "https" not in message and "after 2 attempt(s)" in message, message
+
+
+def unreachable_over_ipv6(address: str) -> bool:
+    """Whether connecting to `address` fails as on a machine without IPv6 ("Network is
+    unreachable"): Linux refuses a TCP connection to a multicast address with that error."""
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect((address, 32400))
+        except OSError as error:
+            return error.errno == errno.ENETUNREACH
+    return False
+
+
+async def test_an_ipv6_address_without_an_ipv6_route_is_told_as_such_not_as_a_server_gone() -> None:
+    if not unreachable_over_ipv6("ff02::1"):
+        pytest.skip("this machine does not answer a connection to ff02::1 with ENETUNREACH")
+    config = PlexConfig(url="http://[ff02::1]:32400", token=Secret(TOKEN))
+    message = await failure(PlexClient(config, client_identifier=CLIENT_ID))
+    assert message == (
+        "plex: no route to ff02::1 over IPv6 after 1 attempt(s): this machine (or its "
+        "container) has no IPv6 route; use the server's IPv4 address in services.plex.url, or "
+        "turn on IPv6 for its network (Docker: `enable_ipv6: true` on the network)"
+    )
 
 
 def resolves(name: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import functools
 import ipaddress
 import json
@@ -344,10 +345,11 @@ _PLAIN_HTTP_REASONS = frozenset(
 class ConnectProblem:
     """Why no connection was made, when it is not that nothing listens: the name not looked
     up (`dns`), the server's certificate refused (`certificate`), a server speaking plain
-    HTTP to an https:// URL (`plain_http`), or https to an http:// URL (`https_port`).
-    `what` says it in plain words, `why` what is known of the reason ("" when nothing more)."""
+    HTTP to an https:// URL (`plain_http`) or https to an http:// URL (`https_port`), or an
+    address only IPv6 reaches from a machine without IPv6 (`no_ipv6`). `what` says it in
+    plain words, `why` what is known of the reason ("" when nothing more)."""
 
-    kind: Literal["dns", "certificate", "plain_http", "https_port"]
+    kind: Literal["dns", "certificate", "plain_http", "https_port", "no_ipv6"]
     what: str
     why: str = ""
     verify_code: int = 0
@@ -383,6 +385,48 @@ def connect_problem(error: BaseException, host: str) -> ConnectProblem | None:
             return ConnectProblem("plain_http", f"{host} answered https:// in plain HTTP")
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+# What connecting to an IPv6 address gives on a machine (or in a container) without IPv6:
+# no route at all, no IPv6 address to send from, no IPv6 in the kernel.
+NO_IPV6_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+
+def no_route(error: BaseException) -> bool:
+    """Whether every connection `error` holds (its causes, the tries of each address) failed
+    for want of a route or an address to send from, as a machine without IPv6 fails."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        cause = pending.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, BaseExceptionGroup):
+            pending.extend(cause.exceptions)
+        elif isinstance(cause, OSError) and cause.errno is not None:
+            found.add(cause.errno)
+        pending.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
+    return bool(found) and found <= NO_IPV6_ERRNOS
+
+
+async def ipv6_only(host: str, port: int) -> list[str] | None:
+    """The addresses of `host` when all are IPv6 (an IPv6 address itself: that one); None
+    when it has an IPv4 address, or cannot be looked up now."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [host] if address.version == 6 else None
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    if not found or any(family != socket.AF_INET6 for family, *_ in found):
+        return None
+    return list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
 
 
 # Names only a home network knows (a dotless one is another container's, or `localhost`).
@@ -595,6 +639,8 @@ class HttpClient:
                 unreached = isinstance(exc, httpx.ConnectError)
                 host = httpx.URL(url).host or httpx.URL(self.base_url).host
                 problem = connect_problem(exc, host) if unreached and not proxy else None
+                if unreached and not proxy and problem is None and no_route(exc):
+                    problem = await self._without_ipv6(url)
                 dropped = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
                 if dropped and not probed and not proxy:
                     probed = True
@@ -700,6 +746,22 @@ class HttpClient:
             f"add {target.host} to NO_PROXY"
         )
 
+    async def _without_ipv6(self, url: str) -> ConnectProblem | None:
+        """`no_ipv6` when `url`'s host has only IPv6 addresses (a connection to it found no
+        route): None when it has an IPv4 one too."""
+        where = self._target(url)
+        addresses = await ipv6_only(where.host, where.port or 80)
+        if addresses is None:
+            return None
+        what = f"no route to {where.host} over IPv6"
+        without = "this machine (or its container) has no IPv6 route"
+        if addresses == [where.host]:
+            return ConnectProblem("no_ipv6", what, without)
+        shown = ", ".join(addresses[:2]) + (", ..." if len(addresses) > 2 else "")
+        return ConnectProblem(
+            "no_ipv6", what, f"the name has only IPv6 addresses ({shown}), and {without}"
+        )
+
     async def _https_port(self, url: str) -> ConnectProblem | None:
         """`https_port` when `url` is http:// and its port speaks https (a server that drops
         a plain request, as Jellyfin's and Emby's https port does): None otherwise."""
@@ -747,6 +809,11 @@ class HttpClient:
             if setting:
                 return f"the server speaks plain http on that port: use {plain} in {setting}"
             return "the server at that port speaks plain http: check the address and its port"
+        if problem.kind == "no_ipv6":
+            ipv6 = "turn on IPv6 for its network (Docker: `enable_ipv6: true` on the network)"
+            if setting:
+                return f"use the server's IPv4 address in {setting}, or {ipv6}"
+            return f"{ipv6}, or have the DNS it uses answer with IPv4 addresses too"
         if problem.kind == "https_port":
             secure = shown_url(str(where.copy_with(scheme="https", port=port, path="/")))
             if setting:
