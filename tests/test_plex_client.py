@@ -200,6 +200,23 @@ async def test_nothing_listening_at_the_url_names_the_setting_to_check() -> None
     )
 
 
+async def test_nothing_listening_at_an_ipv6_address_names_it_as_a_url_would() -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        url = f"http://[::1]:{probe.getsockname()[1]}"  # bound, not listening: refused
+        client = PlexClient(PlexConfig(url=url, token=Secret(TOKEN)), client_identifier=CLIENT_ID)
+        client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
+        try:
+            with pytest.raises(Unavailable) as raised:
+                await client.identity()
+        finally:
+            await client.aclose()
+    assert f"nothing answers at {url} (services.plex.url)" in raised.value.message
+
+
 async def test_a_server_that_answers_errors_is_not_told_to_check_its_address(
     client: PlexClient, plex: FakePlex
 ) -> None:

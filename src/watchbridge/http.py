@@ -782,8 +782,9 @@ class HttpClient:
             return ""
         where = httpx.URL(self.base_url)
         port = f":{where.port}" if where.port else ""
+        host = f"[{where.host}]" if ":" in where.host else where.host  # an IPv6 address
         return (
-            f": nothing answers at {where.scheme}://{where.host}{port} ({self.setting}); "
+            f": nothing answers at {where.scheme}://{host}{port} ({self.setting}); "
             f"is the server running, or did its address or port change?"
         )
 
