@@ -152,7 +152,7 @@ def _as_a_process_of_its_own() -> Iterator[None]:
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
     switch, frozen = sys.getswitchinterval(), gc.get_freeze_count()
-    caches: tuple[dict[Any, Any], ...] = (trakt._UNSAVED, anime_data._BUILT)
+    caches: tuple[dict[Any, Any], ...] = (trakt._UNSAVED, anime_data._BUILT, anime_data._UNSAVED)
     kept = [dict(cache) for cache in caches]
     for cache in caches:
         cache.clear()  # a new process starts with none

@@ -234,6 +234,30 @@ async def test_the_hourly_check_alerts_once_per_throttle_window_and_resolves_whe
         runtime.close()
 
 
+async def test_the_hourly_check_keeps_what_a_link_runs_refresh_could_not_write_for_status(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient
+) -> None:
+    path = anime_config(tmp_path, fake)
+    clock = FakeClock()
+    runtime = build_runtime(load_config(path, {}), clock=clock)
+    runtime.open()
+    try:
+        # A link run's refresh (made without the database) whose datasets.json write fails.
+        await from_config(runtime.config, http=http, clock=clock).index()
+        blocked = tmp_path / "anime-datasets" / "datasets.json.tmp"
+        blocked.mkdir()
+        clock.advance(8 * DAY)
+        await from_config(runtime.config, http=http, clock=clock).refresh()
+        await check_anime_datasets(runtime)
+    finally:
+        runtime.close()
+    status = run_cli("status", "--config", str(path))  # another process: not in its memory
+    assert status.returncode == 0, status.stderr
+    assert f"anime:         anime dataset kometa: refresh failed (could not write {blocked}" in (
+        status.stdout
+    )
+
+
 async def test_a_failed_refresh_is_retried_within_the_hour_not_at_once(
     tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
 ) -> None:
@@ -626,6 +650,31 @@ def test_anime_refresh_reports_a_failed_download(tmp_path: Path, fake: FakeDatas
     assert "kometa: 19 rows, fetched" in result.stdout
     assert "fribb: anime dataset fribb: refresh failed" in result.stdout
     assert "error: could not refresh fribb; the cached copies stay in use" in result.stderr
+
+
+def test_a_refresh_whose_state_cannot_be_written_is_in_the_next_commands_status(
+    tmp_path: Path, fake: FakeDatasets
+) -> None:
+    path = anime_config(tmp_path, fake)
+    Store.open(tmp_path / "watchbridge.db").close()  # the service has run
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 0
+    assert "anime:" not in run_cli("status", "--config", str(path)).stdout
+    # datasets.json cannot be written (as in a folder mounted read-only): its temporary file
+    # is taken. What the refresh found is known to its own process only, unless kept.
+    blocked = tmp_path / "anime-datasets" / "datasets.json.tmp"
+    blocked.mkdir()
+    fake.bodies["kometa"] = fake.bodies["kometa"].replace(b"42203", b"42204")
+    refreshed = run_cli("anime", "refresh", "--config", str(path))
+    assert refreshed.returncode == 1 and "could not write" in refreshed.stdout
+    status = run_cli("status", "--config", str(path))
+    assert status.returncode == 0, status.stderr
+    assert (
+        "anime:         anime dataset kometa: refresh failed (could not write "
+        f"{blocked}: Is a directory; the folder must be writable"
+    ) in status.stdout
+    blocked.rmdir()
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 0
+    assert "anime:" not in run_cli("status", "--config", str(path)).stdout
 
 
 def test_anime_unmatched_lists_what_could_not_be_mapped(tmp_path: Path) -> None:

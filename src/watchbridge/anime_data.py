@@ -17,11 +17,12 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from watchbridge.anime import (
@@ -33,8 +34,11 @@ from watchbridge.anime import (
     parse_overrides,
 )
 from watchbridge.anime import load_index as build_index
-from watchbridge.errors import ConfigError
+from watchbridge.errors import ConfigError, StoreError
 from watchbridge.http import HttpClient, ServiceError, shown_url
+
+if TYPE_CHECKING:
+    from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # check wins), so this process's status, `anime refresh` and the hourly check still say what
 # went wrong and do not ask upstream again at once; dropped once the file is written.
 _UNSAVED: dict[Path, dict[str, dict[str, Any]]] = {}
+# The same kept in the database (a cursor of no profile), for the other processes:
+# `watchbridge status`, the service after an `anime refresh` or a restart. Written when the
+# database can be (a folder of its own unwritable, not a full disk), read like _UNSAVED.
+UNSAVED_CURSOR = ("anime-datasets", "", "unsaved")
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,10 @@ class AnimeData:
         overrides_path: Path | None = None,
         clock: Callable[[], float] = time.time,
         http: HttpClient | None = None,
+        store: Store | None = None,
     ) -> None:
         self.directory = directory
+        self.store = store  # where what datasets.json could not take is kept (UNSAVED_CURSOR)
         merged = {**DEFAULT_URLS, **(urls or {})}
         # An empty URL switches a dataset off.
         self.urls = {name: url for name, url in merged.items() if name in DATASETS and url}
@@ -111,15 +121,57 @@ class AnimeData:
         return self.directory / "datasets.json"
 
     def _read_meta(self) -> dict[str, dict[str, Any]]:
+        meta = self._saved_meta()
+        for name, entry in self._unsaved().items():
+            if _checked_at(entry) >= _checked_at(meta.get(name)):
+                meta[name] = entry
+        return meta
+
+    def _saved_meta(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self._meta_path().read_text(encoding="utf-8"))
         except (OSError, ValueError):
             data = {}
-        meta: dict[str, dict[str, Any]] = data if isinstance(data, dict) else {}
-        for name, entry in _UNSAVED.get(self._meta_path(), {}).items():
-            if _checked_at(entry) >= _checked_at(meta.get(name)):
-                meta[name] = entry
-        return meta
+        return data if isinstance(data, dict) else {}
+
+    def _unsaved(self) -> dict[str, dict[str, Any]]:
+        """What refreshes found and datasets.json could not take: kept in the database and
+        in this process (each dataset's later check wins)."""
+        found: dict[str, dict[str, Any]] = {}
+        kept = self.store.get_cursor(*UNSAVED_CURSOR) if self.store is not None else None
+        try:
+            stored = json.loads(kept) if kept else {}
+        except ValueError:
+            stored = {}
+        ours = _UNSAVED.get(self._meta_path(), {})
+        for source in (stored if isinstance(stored, dict) else {}, ours):
+            for name, entry in source.items():
+                if isinstance(entry, dict) and _checked_at(entry) >= _checked_at(found.get(name)):
+                    found[name] = entry
+        return found
+
+    def keep_unsaved(self) -> None:
+        """Keep in the database what datasets.json could not take and still lacks (a
+        refresh made without the database, by a link run or a delivery), or forget it once
+        the file has it; one write at most, none when nothing changed."""
+        if self.store is None:
+            return
+        saved = self._saved_meta()
+        lacking = {
+            name: entry
+            for name, entry in self._unsaved().items()
+            if _checked_at(entry) > _checked_at(saved.get(name))
+        }
+        kept = self.store.get_cursor(*UNSAVED_CURSOR)
+        try:
+            if lacking:
+                text = json.dumps(lacking, sort_keys=True)
+                if text != kept:
+                    self.store.set_cursor(*UNSAVED_CURSOR, text, self.clock())
+            elif kept is not None:
+                self.store.forget_cursor(*UNSAVED_CURSOR)
+        except (StoreError, sqlite3.Error) as exc:  # a full disk takes the database too
+            log.warning("anime datasets: what datasets.json lacks is not kept either: %s", exc)
 
     def _write_meta(self, meta: Mapping[str, Any]) -> None:
         _write_atomic(self._meta_path(), json.dumps(meta, indent=1, sort_keys=True).encode())
@@ -205,6 +257,7 @@ class AnimeData:
             _UNSAVED.setdefault(self._meta_path(), {})[status.name] = entry
         else:
             _UNSAVED.pop(self._meta_path(), None)  # written with the file, as read
+        self.keep_unsaved()
 
     def _upstream_shrunk(self, name: str, entry: dict[str, Any], shrunk: Shrunk, now: float) -> int:
         """The rows of a download much smaller than the last good copy, once every download for

@@ -489,6 +489,7 @@ def status(config_path: str | None) -> None:
         sign_ins = current_sign_ins(config, store, time.time())
         kept = leftovers(config, store)
         storage = storage_warnings(config, store, read_mountinfo())
+        datasets = _datasets_failing(config, store)
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
     for warning in storage:  # a sync from cron says them once: here every time
@@ -530,7 +531,19 @@ def status(config_path: str | None) -> None:
         click.echo(f"  {whose}: {'' if said else f'{words}: '}{one.message}")
     for leftover in kept:  # a renamed profile or link: its state waits under the old name
         click.echo(f"kept:          {leftover.message}")
+    for problem in datasets:
+        click.echo(f"anime:         {problem}")
     _show_links(config, state)
+
+
+def _datasets_failing(config: Config, store: Store) -> list[str]:
+    """Why each anime mapping dataset's last refresh failed (of those whose did), also one
+    whose state datasets.json could not take."""
+    if config.services.anilist is None:
+        return []
+    from watchbridge.anime_data import from_config
+
+    return [s.error for s in from_config(config, store=store).status() if s.error]
 
 
 def _noted(cursors: Sequence[tuple[str, str, str, str, float]]) -> list[str]:
@@ -1838,13 +1851,18 @@ def anime_refresh(config_path: str | None) -> None:
     from watchbridge.anime_data import from_config
 
     config = _load(config_path)
-    data = from_config(config)
+    # The database keeps what datasets.json cannot (a folder mounted read-only): the service
+    # and `watchbridge status` read it there. None made for this: a first run has none.
+    store = _open_store(config) if Path(config.storage.path).exists() else None
+    data = from_config(config, store=store)
 
     async def run() -> list[Any]:
         try:
             return await data.refresh(force=True)
         finally:
             await data.aclose()
+            if store is not None:
+                store.close()
 
     statuses = asyncio.run(run())
     for status in statuses:

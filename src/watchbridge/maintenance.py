@@ -295,12 +295,14 @@ async def check_anime_datasets(runtime: Runtime) -> None:
     """Alert (kind `service_unreachable`, throttled like any other) while the anime mapping
     datasets cannot be refreshed and have no copy or one two refresh periods old; send the
     recovery once they are current again. Reads their state on disk only: refreshing is the
-    deliveries' and link runs' business."""
+    deliveries' and link runs' business. Keeps in the database what their refreshes found
+    and datasets.json could not take, for `watchbridge status` and the next start."""
     if runtime.config.services.anilist is None:
         return
     from watchbridge import anime_data
 
-    data = anime_data.from_config(runtime.config)
+    data = anime_data.from_config(runtime.config, store=runtime.store)
+    await asyncio.to_thread(data.keep_unsaved)
     problems = await asyncio.to_thread(data.out_of_date, runtime.clock())
     if problems:
         body = "\n".join(problems)
