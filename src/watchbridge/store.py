@@ -3221,7 +3221,11 @@ class Store:
         taken ("" unknown); None when there is none, or another process took it first. One
         transaction reads and forgets it, so a service starting and a `watchbridge sync`
         starting at the same moment cannot both have it. One a sync takes is noted for the
-        service's next start (`restore_told_elsewhere`); the service's own forgets that note."""
+        service's next start (`restore_told_elsewhere`); the service's own forgets that note.
+        Nothing is written when there is nothing to take: a start must not wait for another
+        process's write lock (a sync, a backup) to learn that."""
+        if self.known_setting(RESTORED_COPY) is None:
+            return None
         with self.transaction() as conn:
             found = conn.execute(
                 "SELECT value FROM settings WHERE name = ?", (RESTORED_COPY,)
@@ -3241,6 +3245,8 @@ class Store:
     def restore_told_elsewhere(self) -> bool:
         """True once, for the service's start, when a `watchbridge sync` told of a restore
         since the service last started: the alive note is then the copy's, no absence."""
+        if self.known_setting(RESTORE_TOLD) is None:
+            return False
         with self.transaction() as conn:
             return bool(
                 conn.execute("DELETE FROM settings WHERE name = ?", (RESTORE_TOLD,)).rowcount
