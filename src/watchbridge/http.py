@@ -30,7 +30,9 @@ from urllib.request import getproxies
 
 import httpx
 
-# The proxies httpx takes from the environment, read its own way (NO_PROXY included).
+# The proxies httpx takes from the environment, read its own way (NO_PROXY included). A
+# private module: httpx is pinned exactly in pyproject.toml, and tests/test_http_network.py
+# fails if an upgrade moves it.
 from httpx._utils import URLPattern, get_environment_proxies
 
 from watchbridge import __version__
