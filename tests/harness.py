@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -450,3 +451,58 @@ async def loop_held(*, collecting: bool = False) -> AsyncIterator[list[float]]:
     finally:
         ticker.cancel()
         gc.enable()
+
+
+class PausedRead:
+    """Stops the first statement of this process that reads `what` (a piece of its SQL, with
+    its values in) until `release` is set, on whichever SQLite connection runs it: the
+    store's own (opened before, given to `paused_read`) or one opened since. The thread
+    running it waits there, holding whatever it holds: a read under the store's lock holds
+    up every other use of that lock. SQLite's progress handler, not our code's, does it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def watch(self, conn: sqlite3.Connection) -> None:
+        running = [""]  # the connection's statement now (its trace names it as it starts)
+
+        def started(sql: str) -> None:
+            running[0] = sql
+
+        def step() -> int:
+            if self.what in running[0] and not self.reached.is_set():
+                self.reached.set()
+                self.release.wait(PAUSE_BOUND)
+            return 0  # go on
+
+        conn.set_trace_callback(started)
+        conn.set_progress_handler(step, 1)
+
+
+PAUSE_BOUND = 10.0  # seconds: only bounds a test that fails (nothing releases the read)
+
+
+@contextlib.contextmanager
+def paused_read(what: str, *opened: sqlite3.Connection) -> Iterator[PausedRead]:
+    """A `PausedRead` of `what` on the connections `opened` and on every one opened in the
+    block; released at its end, if not before."""
+    paused = PausedRead(what)
+    for conn in opened:
+        paused.watch(conn)
+    connect = sqlite3.connect
+
+    def connect_watched(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        paused.watch(conn)
+        return conn
+
+    sqlite3.connect = connect_watched  # type: ignore[assignment]
+    try:
+        yield paused
+    finally:
+        sqlite3.connect = connect
+        # The hooks stay (they pause once only): taking one off a connection waits for its
+        # statement, which may be the paused one, waiting for the GIL this thread holds.
+        paused.release.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import paused_read
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.config import AlertsConfig, Config, Link, Secret, StorageConfig
 from watchbridge.deliver.plex import AUTH_HOLD, PlexTarget
@@ -29,7 +31,7 @@ from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers.plex import PlexReader, make_reader, plex_client, written_record
 from watchbridge.reconcile import Play
 from watchbridge.sides import ref_for_key
-from watchbridge.store import NewOutboxRow, OutboxItem, Store
+from watchbridge.store import IngestJob, IngestWriter, NewOutboxRow, OutboxItem, Store
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -565,3 +567,31 @@ async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_to
     outcome = (await target.deliver([replace(removal, attempts=1)], NOW + 600))[removal.id]
     assert isinstance(outcome, Delivered) and plex.history_of("201", JAMIE) == [T0 + DAY]
     assert not refused()
+
+
+# --------------------------------------------------------------------------- beside webhooks
+
+
+async def test_a_webhook_is_recorded_while_the_deliverer_loads_a_persons_plays(
+    target: PlexTarget, reader: PlexReader, store: Store
+) -> None:
+    # Each batch loads the person's maps whole (~100,000 rows at a big library): a webhook
+    # answered meanwhile must not wait for that read. Here it stops halfway through, and the
+    # webhook's record (the service's writer) goes through all the same; before, the read
+    # held the store's lock, and the record waited until the read ended.
+    await plays(reader)
+    play = row(store, "play", ARRIVAL, T0)
+    writer = IngestWriter(store)
+    webhook = IngestJob("plex", "progress", "alex", {}, NOW, "s", lambda s, _marks: (s, []))
+    plays_read = "FROM mirror WHERE service = 'plex' AND profile = 'alex' AND collection = 'plays'"
+    try:
+        with paused_read(plays_read, store.db.conn) as paused:
+            delivery = asyncio.create_task(target.deliver([play], NOW))
+            assert await asyncio.to_thread(paused.reached.wait, 10)
+            recorded = asyncio.ensure_future(writer.write(webhook))
+            finished, _ = await asyncio.wait([recorded], timeout=5)
+            assert finished == {recorded}, "the webhook waited for the deliverer's read"
+        assert (await delivery)[play.id] == Delivered("marked watched")
+    finally:
+        writer.close()
+    assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1

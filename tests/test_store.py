@@ -832,8 +832,8 @@ def test_unmatched_rows_are_counted(store: Store) -> None:
 def plans_of(store: Store, read: Callable[[], object]) -> list[str]:
     """The query plan lines of every statement `read` runs on the store's connections."""
     statements: list[str] = []
-    store._overview("SELECT 1")  # the overview's own connection exists from here
-    connections = [c for c in (store._conn, store._reader) if c is not None]
+    with store._overview_reads.connection() as overview:  # opened here, kept open
+        connections = [store._conn, overview]
     for conn in connections:
         conn.set_trace_callback(statements.append)
     try:

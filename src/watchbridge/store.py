@@ -1618,6 +1618,42 @@ def storage_fault(exc: sqlite3.DatabaseError) -> bool:
     return not isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError)
 
 
+class ReadConnection:
+    """A connection of the store's own for reads that need not wait for its lock: in WAL a
+    reader and the writer do not wait for each other, so a long read here holds up no
+    webhook's record. Opened at its first use, used by one thread at a time; it never sees
+    a transaction the store's connection has not committed."""
+
+    def __init__(self, path: Path | None, busy_timeout: float) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed or self._path is None:  # a read racing the shutdown: none opened
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            if self._conn is None:
+                # mode=rw: never a new (world-readable) file where the database went missing.
+                uri = f"{self._path.resolve().as_uri()}?mode=rw"
+                self._conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+                self._conn.row_factory = sqlite3.Row
+                self._conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            yield self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class Store:
     """The SQLite store. Thread-safe: one connection, one lock; writes are short transactions."""
 
@@ -1639,9 +1675,10 @@ class Store:
         self.on_token_stored: list[Callable[[str, str, Mapping[str, Any]], None]] = []
         self._told_tokens: dict[tuple[str, str], str] = {}  # the set last told, as stored
         self.db = sqlite_utils.Database(conn)
-        self._reader: sqlite3.Connection | None = None  # see `_overview`
-        self._reader_lock = threading.Lock()
-        self._closed = False
+        # Reads on connections of their own, without the store's lock (see `ReadConnection`):
+        # the overview's counts, and the whole mirror collections a deliverer loads.
+        self._overview_reads = ReadConnection(path, busy_timeout)
+        self._mirror_reads = ReadConnection(path, busy_timeout)
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
@@ -1839,11 +1876,8 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        with self._reader_lock:
-            self._closed = True
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self._overview_reads.close()
+        self._mirror_reads.close()
         with self._locked():
             if self.checkpointer is not None:
                 self.checkpointer.close()
@@ -1899,16 +1933,8 @@ class Store:
         behind the store's lock (in WAL, readers and the writer do not wait for each other)."""
         if self.path is None:
             return self._query(sql, params)
-        with self._reader_lock:
-            if self._closed:  # a scrape racing the shutdown: no new connection
-                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-            if self._reader is None:
-                # mode=rw: never a new (world-readable) file where the database went missing.
-                uri = f"{self.path.resolve().as_uri()}?mode=rw"
-                self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
-                self._reader.row_factory = sqlite3.Row
-                self._reader.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            return list(self._reader.execute(sql, params))
+        with self._overview_reads.connection() as reader:
+            return list(reader.execute(sql, params))
 
     # ------------------------------------------------------------------ health
 
@@ -3443,6 +3469,32 @@ class Store:
             (service, profile, collection),
         )
         return {r["item_key"]: json.loads(r["data"]) for r in rows}
+
+    def mirror_snapshot(
+        self, service: str, profile: str, collections: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Whole mirror collections (each as `mirror_get` gives it), as one moment saw them
+        all, read on a connection of their own: at a big library they are ~100,000 rows, a
+        tenth of a second and more to fetch, which every webhook's record would wait for
+        behind the store's lock. Only what is committed: never for a caller inside a
+        transaction that wrote to them."""
+        if self.path is None:
+            return {c: self.mirror_get(service, profile, c) for c in collections}
+        kept: dict[str, dict[str, Any]] = {}
+        with self._mirror_reads.connection() as reader:
+            reader.execute("BEGIN")  # one snapshot for all of them
+            try:
+                for collection in collections:
+                    # Decoded row by row: the rows fetched are never all held at once.
+                    rows = reader.execute(
+                        "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
+                        " AND collection = ?",
+                        (service, profile, collection),
+                    )
+                    kept[collection] = {key: json.loads(data) for key, data in rows}
+            finally:
+                reader.execute("COMMIT")
+        return kept
 
     def mirror_any(self, service: str, profile: str, collection: str) -> bool:
         """Whether the mirror holds anything in a collection (one index lookup)."""

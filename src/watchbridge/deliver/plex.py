@@ -240,15 +240,19 @@ class PlexTarget:
         )
 
     def _person(self, profile: str, token: str | None) -> Person:
-        get = self.store.mirror_get
+        # Read beside the store's lock: at a big library these are ~100,000 rows per batch,
+        # which webhooks recorded meanwhile would wait for.
+        kept = self.store.mirror_snapshot(
+            SERVICE, profile, (KEYS, PLAYS, WRITTEN, SYNTHETIC, UNWATCHING)
+        )
         return Person(
             profile,
             token,
-            get(SERVICE, profile, KEYS),
-            get(SERVICE, profile, PLAYS),
-            {r: Written.from_dict(v) for r, v in get(SERVICE, profile, WRITTEN).items()},
-            get(SERVICE, profile, SYNTHETIC),
-            get(SERVICE, profile, UNWATCHING),
+            kept[KEYS],
+            kept[PLAYS],
+            {r: Written.from_dict(v) for r, v in kept[WRITTEN].items()},
+            kept[SYNTHETIC],
+            kept[UNWATCHING],
         )
 
     async def _row(self, person: Person, row: OutboxItem) -> Outcome:
