@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -506,3 +506,33 @@ def paused_read(what: str, *opened: sqlite3.Connection) -> Iterator[PausedRead]:
         # The hooks stay (they pause once only): taking one off a connection waits for its
         # statement, which may be the paused one, waiting for the GIL this thread holds.
         paused.release.set()
+
+
+async def loop_free_while_the_store_is_locked(store: Any, work: Awaitable[object]) -> bool:
+    """Whether the event loop stays free while `work` waits for the store's lock, which
+    another thread holds meanwhile (as a link run's apply does, for most of a second at a
+    big account). That thread lets go when the loop tells it to, once `work` waits for the
+    lock (the store's `before_waiting`); a loop blocked inside `work` cannot tell it, and
+    the thread lets go by itself after PAUSE_BOUND seconds."""
+    taken, waiting, let_go = threading.Event(), threading.Event(), threading.Event()
+    told: list[bool] = []
+
+    def hold() -> None:
+        with store.transaction():
+            taken.set()
+            told.append(let_go.wait(PAUSE_BOUND))
+
+    holder = threading.Thread(target=hold, name="holds-the-store", daemon=True)
+    before, store.before_waiting = store.before_waiting, waiting.set
+    holder.start()
+    try:
+        assert await asyncio.to_thread(taken.wait, PAUSE_BOUND)
+        working = asyncio.ensure_future(work)
+        await asyncio.to_thread(waiting.wait, PAUSE_BOUND)
+        let_go.set()
+        await working
+    finally:
+        let_go.set()
+        store.before_waiting = before
+        await asyncio.to_thread(holder.join)
+    return told == [True]

@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, parse_iso
+from tests.harness import loop_free_while_the_store_is_locked
 from watchbridge.config import Secret, SerializdAccount, SerializdConfig
 from watchbridge.http import RateLimited, RetryPolicy, Unavailable
 from watchbridge.ratings import to_serializd
@@ -112,6 +113,16 @@ async def test_login_stores_the_token(
     assert stored is not None and stored["token"] in fake.tokens
     assert stored["username"] == USERNAME
     assert stored["expires_at"] == pytest.approx(fake.now() + fake.token_lifetime, abs=5)
+
+
+async def test_a_request_reading_its_sign_in_leaves_the_event_loop_free(
+    client: SerializdClient, store: Store
+) -> None:
+    # Each request reads the sign-in from the store, whose lock a link run's apply holds for
+    # most of a second at a big account: waited for on the event loop, every webhook waited.
+    await client.login(PROFILE)
+    working = client.diary(PROFILE)
+    assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
 
 
 async def test_wrong_password_is_one_clear_error(fake: FakeSerializd, store: Store) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.base import FakeServer, cloudflare_page
 from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt, RateLimit
-from tests.harness import sign_in_trakt
+from tests.harness import loop_free_while_the_store_is_locked, sign_in_trakt
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
@@ -177,6 +177,16 @@ async def test_a_proxys_page_with_a_200_is_an_outage_naming_the_request(
     read = client.last_activities if path == "/sync/last_activities" else client.settings
     with pytest.raises(Unavailable, match=f"trakt: GET {path} answered 200 with an unreadable"):
         await read(PROFILE)
+
+
+async def test_a_request_reading_its_sign_in_leaves_the_event_loop_free(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Each request reads the sign-in from the store, whose lock a link run's apply holds for
+    # most of a second at a big account: waited for on the event loop, every webhook waited.
+    signed_in(trakt, store)
+    working = client.last_activities(PROFILE)
+    assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
 
 
 async def test_not_signed_in_says_how_to_sign_in(client: TraktClient) -> None:

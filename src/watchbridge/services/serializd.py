@@ -837,6 +837,11 @@ class SerializdClient:
         data = self.tokens.get_token(SERVICE, profile)
         return Session.from_dict(data) if isinstance(data, dict) else None
 
+    async def _loaded(self, profile: str) -> Session | None:
+        """`_load` on a thread: it waits for the store's lock, which a link run's apply holds
+        for most of a second at a big account; on the event loop every webhook would wait."""
+        return await asyncio.to_thread(self._load, profile)
+
     def _save(
         self,
         profile: str,
@@ -952,7 +957,7 @@ class SerializdClient:
         return str(username)
 
     async def _session(self, profile: str) -> Session:
-        current = self._load(profile)
+        current = await self._loaded(profile)
         account = self.accounts.get(profile)
         if current is not None and current.usable(self.clock()):
             if current.signed_in_as(account):
@@ -964,7 +969,7 @@ class SerializdClient:
     async def _relogin(self, profile: str, stale: str | None) -> Session:
         """Log in again, once for any number of callers holding the same stale token."""
         async with self.lane(profile).auth:
-            current = self._load(profile)
+            current = await self._loaded(profile)
             account = self.accounts.get(profile)
             if (
                 current is not None

@@ -946,9 +946,14 @@ class TraktClient:
         tokens = self._load(profile)
         return tokens is not None and tokens.due_for_refresh(self.clock())
 
+    async def _loaded(self, profile: str) -> TokenSet | None:
+        """`_load` on a thread: it waits for the store's lock, which a link run's apply holds
+        for most of a second at a big account; on the event loop every webhook would wait."""
+        return await asyncio.to_thread(self._load, profile)
+
     async def _access_token(self, profile: str, rejected: str | None = None) -> str:
         """A usable access token; `rejected` is one Trakt just answered 401 to."""
-        tokens = self._load(profile)
+        tokens = await self._loaded(profile)
         if (
             tokens is not None
             and tokens.access_token != rejected
@@ -956,7 +961,7 @@ class TraktClient:
         ):
             return tokens.access_token  # fresh, or another process refreshed after the 401
         async with _refresh_lock(self._sign_in_key(profile)):
-            current = self._load(profile)
+            current = await self._loaded(profile)
             if (
                 current is not None
                 and current != tokens
@@ -1212,7 +1217,7 @@ class TraktClient:
         else looked for a moment only."""
         waited = 0.0
         while True:
-            current = self._load(profile)
+            current = await self._loaded(profile)
             if current is not None and current.refresh_token != used:
                 return current
             if waited >= REFRESH_LEASE_SECONDS or (
