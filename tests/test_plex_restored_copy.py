@@ -172,3 +172,32 @@ async def test_an_unwatch_in_plex_after_the_backup_is_not_undone_by_the_put_back
     # As the unwatch does with no copy put back: its play is removed from Serializd too.
     assert s1e2_entries(rig) == []
     assert len(rig.serializd.diary()) == 12
+
+
+# A server that ignores the history's `accountID` filter (an older Plex, a proxy dropping the
+# query string) answers the delivery's one-row question with another account's view: a Home
+# user's viewing of S1E2 since the row was queued is no unwatch of the profile's.
+async def test_another_accounts_view_on_a_server_ignoring_account_id_is_no_unwatch_of_the_users(
+    rig: Rig, tmp_path: Any
+) -> None:
+    await rig.run()
+    users = rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+    )
+    rig.at(30)
+    assert await rig.run(deliver=False) == 1
+    copy = tmp_path / "nightly.db"
+    rig.runtime.store.backup_to(copy)  # the play's row waits in the copy, not sent yet
+    rig.plex.filters_history_by_account = False
+    rig.at(DAY)
+    rig.plex.watch(S1E2, rig.clock(), account=2)  # a Home user watches S1E2
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+
+    await rig.drain()  # the copy's row of the play, marked as possibly sent
+    for minutes in (30, 60, DAY):
+        rig.at(14 * DAY + minutes)
+        await rig.run()
+
+    assert rig.plex.user_state(S1E2)["viewCount"] == 1  # the user's play, written
+    assert (users.id, "the user's own") in s1e2_entries(rig)  # not removed from Serializd

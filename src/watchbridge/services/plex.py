@@ -597,7 +597,9 @@ class PlexClient:
         self, account_id: str, rating_key: str, since: float, token: str | None = None
     ) -> float | None:
         """When the account first viewed one item at or after `since` (epoch seconds, the
-        server's clock), by its history: one request (oldest first, one row). None: no row."""
+        server's clock), by its history: one request (oldest first, one row). None: no row,
+        or one the filters did not make (another account's, another item's, an older view: a
+        server ignoring `accountID`, a proxy dropping the query), which says nothing of it."""
         params = {
             **_history_params(account_id, since),
             "sort": "viewedAt:asc",
@@ -612,7 +614,11 @@ class PlexClient:
         )
         rows, _ = entries(answer)
         first = history_entry(rows[0]) if rows else None
-        return None if first is None else first.viewed_at
+        if first is None or first.account_id not in ("", account_id):
+            return None
+        if first.rating_key != rating_key or first.viewed_at < int(since):
+            return None
+        return first.viewed_at
 
     async def accounts(self, token: str | None = None) -> dict[str, str]:
         """The server's accounts: server-local id -> name (owner token only)."""
