@@ -843,6 +843,24 @@ async def test_two_accounts_by_the_name_users_plex_gives_are_refused_naming_thei
     assert plex.count("GET", "/status/sessions/history/all") == 0
 
 
+async def test_two_names_each_finding_their_own_account_are_no_clash(
+    plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    """One person's two accounts in users.plex (as their webhooks take both): each name finds
+    one account, so nothing is unknown; the first the server lists is read, as before."""
+    plex.add_user("second-account-token-9f8e", 7, "jamie-tv")
+    config = make_config(plex)
+    plex_names = MediaUsers(plex=["jamie", "jamie-tv"])
+    config.profiles["jamie"] = replace(config.profiles["jamie"], users=plex_names)
+    reader = make_reader(config, store, LINK, ["jamie"], clock)
+    try:
+        await reader.read("jamie", {}, None, True)
+    finally:
+        await reader.aclose()
+    (history,) = plex.calls("GET", "/status/sessions/history/all")
+    assert history.query["accountID"] == str(JAMIE)
+
+
 async def test_of_two_accounts_by_one_name_the_signed_in_one_is_read(
     plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
 ) -> None:

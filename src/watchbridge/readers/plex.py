@@ -1502,6 +1502,13 @@ def not_listed(profile: str, names: Sequence[str], listed: Iterable[str]) -> str
     )
 
 
+def same_named(accounts: Mapping[str, str], matching: Sequence[str]) -> list[str]:
+    """The accounts of `matching` (ids) whose name, ignoring case, another of them has too.
+    Pure."""
+    names = [accounts[n].casefold() for n in matching]
+    return [n for n, name in zip(matching, names, strict=True) if names.count(name) > 1]
+
+
 def same_names(profile: str, accounts: Mapping[str, str], matching: Sequence[str]) -> str:
     """Why `profile`'s account is not known when the server lists several accounts
     (`matching`, ids) by the names its `users.plex` (or sign-in) gives, ignoring case. Pure."""
@@ -1778,8 +1785,11 @@ class PlexReader:
         matching = [n for n, name in accounts.items() if name.casefold() in names]
         if signed_in_id in matching:
             matching = [signed_in_id]
-        if len(matching) > 1:
-            raise PlexAuthError(SERVICE, same_names(profile, accounts, matching))
+        # Several names may each find their own account (one person's two accounts, as a
+        # profile's webhooks take them): the first found is read, as always. Only one name
+        # that finds two accounts leaves whose history it is unknown.
+        if clashing := same_named(accounts, matching):
+            raise PlexAuthError(SERVICE, same_names(profile, accounts, clashing))
         if matching:
             await self._remember_found(profile, names, matching[0], machine)
             result = ByName(matching[0])
