@@ -309,6 +309,28 @@ async def test_the_rewatch_after_a_paused_one_finished_on_trakt_reaches_trakt(
     assert len(trakt_plays(trakt, AOT)) == 27
 
 
+@pytest.mark.parametrize("progress", [3, 0])
+async def test_a_rewatch_begun_and_paused_on_anilist_between_two_reads_unwatches_nothing(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, progress: int
+) -> None:
+    entry = completed_entry(anilist, AOT_P2, 12, time.time() - 30 * DAY)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert len(trakt_plays(trakt, AOT)) == 12
+    # Between two reads the user starts a rewatch (REPEATING), watches `progress` episodes of
+    # it, and pauses it: the reader never sees it rewatching, only PAUSED with less progress.
+    anilist.advance(3600)
+    entry.status, entry.progress, entry.updated_at = "PAUSED", progress, int(anilist.now())
+    for full in (False, True, False, True):  # confirmed: no guard would stop a removal
+        result = await rig.sync_and_deliver(full=full, confirm_removals=True)
+        assert [k for k, _ in actions_for(result, "trakt") if k.startswith("remove")] == []
+        assert result.held == ()
+    played = [(s, n) for s, n, _ in trakt_plays(trakt, AOT)]
+    assert sorted(set(played)) == [(4, n) for n in range(17, 29)]  # the first viewing stays
+    assert len(played) == 12 + progress  # and the rewatch's episodes are watched again
+    assert status_of(anilist, AOT_P2) == ("PAUSED", progress, 0)  # nothing written back
+
+
 async def test_episodes_watched_again_after_progress_was_lowered_reach_trakt(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

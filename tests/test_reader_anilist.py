@@ -201,6 +201,13 @@ def test_entry_states_survive_the_cursor_round_trip() -> None:
     }
 
 
+def test_a_rewatch_set_aside_survives_the_cursor_round_trip() -> None:
+    from watchbridge.readers.anilist import states_json
+
+    states = {1: EntryState(3, 0, "PAUSED", REZERO_P2, 12, set_aside=True)}
+    assert states_from({"entries": states_json(states)}) == states
+
+
 def test_states_saved_by_an_earlier_release_still_read() -> None:
     assert states_from({"entries": '{"126661":[3,1,"REPEATING"]}'}) == {
         126661: EntryState(3, 1, "REPEATING")
@@ -415,6 +422,36 @@ def test_a_play_only_queued_for_anilist_does_not_make_its_item_holdable() -> Non
     queued = Play("episode:tmdb:1396:s1e1", UPDATED, f"{EXPECTED}episode:tmdb:1396:s1e1@1")
     catalog = catalog_for(Side((queued,)), Side(), reverse, {}, table)
     assert catalog.items == frozenset()
+
+
+@pytest.mark.parametrize("status", ["PAUSED", "DROPPED"])
+@pytest.mark.parametrize("progress", [3, 0])
+def test_a_rewatch_begun_and_set_aside_between_two_reads_keeps_the_first_viewing(
+    status: str, progress: int
+) -> None:
+    # Between the reads the user set REPEATING, watched `progress` episodes, then paused it.
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    aside = entry(status=status, progress=progress, updated_at=UPDATED + 100)
+    read = anilist_side([aside], done.states, done.side, table)
+    first = [p for p in plays_of(read.side) if ":r" not in p[2]]
+    assert first == plays_of(done.side)  # kept, with their dates
+    again = sorted((p.item, p.at) for p in read.side.plays if ":r1:" in p.record)
+    assert again == [(key(n), UPDATED + 100) for n in range(1, progress + 1)]
+    later = anilist_side([aside], read.states, read.side, table)  # and on every read after
+    assert plays_of(later.side) == plays_of(read.side)
+    assert later.states == read.states
+
+
+def test_a_completed_entry_paused_at_its_full_progress_is_no_rewatch() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    paused = anilist_side([entry(status="PAUSED", progress=12)], done.states, done.side, table)
+    assert plays_of(paused.side) == plays_of(done.side)
+
+
+def test_lowered_progress_of_a_paused_first_viewing_still_drops_the_plays_past_it() -> None:
+    watching = anilist_side([entry(status="PAUSED", progress=8)], {}, None, table)
+    lower = anilist_side([entry(status="PAUSED", progress=5)], watching.states, None, table)
+    assert sorted(p.record for p in lower.side.plays) == [f"126661:{n}" for n in range(1, 6)]
 
 
 # --------------------------------------------------------------------------- against the fake

@@ -106,8 +106,9 @@ from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
-from watchbridge.services.anilist import NAME as SERVICE_NAME
 from watchbridge.services.anilist import (
+    FINISHED_STATUSES,
+    STOPPED_STATUSES,
     AniListAuthError,
     AniListClient,
     AniListError,
@@ -121,6 +122,7 @@ from watchbridge.services.anilist import (
     entry_from_dict,
     entry_to_dict,
 )
+from watchbridge.services.anilist import NAME as SERVICE_NAME
 from watchbridge.store import KEEP_MARKS, NewOutboxRow, OutboxItem, Store
 from watchbridge.zone import zone_named
 
@@ -144,8 +146,6 @@ SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MAR
 # Our save dates the entry anew; while it still shows "saved", "at" is the time a play must
 # be after to resume it (`play_write`'s `changed_at`).
 STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
-STOPPED_STATUSES = ("PAUSED", "DROPPED")  # an entry the user set aside on AniList
-FINISHED_STATUSES = ("COMPLETED", "REPEATING")  # the first viewing was finished
 # By profile and media: the entry id of an entry a read saw set aside on AniList (paused or
 # dropped) after the last read saw it finished or rewatching: a rewatch was paused, and the
 # next episodes go on with it. A finish date alone tells nothing: list apps (and imports from

@@ -9,7 +9,9 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   `updatedAt`) and the earlier ones are *undated* ("watched, date unknown"): the planner pairs
   them with any play of the same episode on the other side instead of inventing a date.
 - A rewatch (REPEATING) adds a second pass of plays; passes completed before the first sync
-  are not invented (AniList keeps a count, not dates).
+  are not invented (AniList keeps a count, not dates). A rewatch begun and paused or dropped
+  between two reads (last read completed, now paused or dropped with a lower progress:
+  `rewatch_set_aside`) is one too: the first viewing stays, the progress is the rewatch's.
 - A movie (an entry the mapping gives a TMDB movie) is one movie play once the entry is
   watched to its end (progress short of its episode count is nothing: anime-mapping.md §6 F),
   and one more per rewatch; its score is the movie's rating. Only on a link with Trakt: the
@@ -83,7 +85,14 @@ from watchbridge.narrow import Keep, Narrowing
 from watchbridge.readers import Clock, SideRead
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Play, Rated, Side
-from watchbridge.services.anilist import AniListClient, FuzzyDate, ListEntry, UnreadEntry
+from watchbridge.services.anilist import (
+    FINISHED_STATUSES,
+    STOPPED_STATUSES,
+    AniListClient,
+    FuzzyDate,
+    ListEntry,
+    UnreadEntry,
+)
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
@@ -104,7 +113,8 @@ ReverseMapper = Callable[[MediaRef], tuple[int, int] | Unmatched]
 class EntryState:
     """What the last read saw of one entry (kept in the cursors to spot steps, rewatches and
     score changes). `media`/`episodes`/`score`/`score_at` are 0/None in states saved by
-    older releases: their score then counts as first seen."""
+    older releases: their score then counts as first seen. `set_aside`: a rewatch paused or
+    dropped (`rewatch_set_aside`): its progress is the rewatch's, the first viewing finished."""
 
     progress: int
     repeat: int
@@ -113,6 +123,7 @@ class EntryState:
     episodes: int | None = None
     score: int = 0
     score_at: float = 0.0
+    set_aside: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,13 +144,15 @@ def entry_of(record: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def first_pass_count(entry: ListEntry, known: Iterable[str]) -> int:
+def first_pass_count(entry: ListEntry, known: Iterable[str], set_aside: bool = False) -> int:
     """How many episodes the first viewing covers. Any status counts its progress: moving an
     entry to Planning, Paused or Dropped keeps its progress on AniList, and unwatches nothing.
-    A rewatch (one going on, finished, or one read before and paused or dropped since: its
-    progress is then the rewatch's) means the first viewing was finished."""
+    A rewatch (one going on, finished, or one paused or dropped: read before, or `set_aside`,
+    see `rewatch_set_aside`; its progress is then the rewatch's) means the first viewing was
+    finished."""
     known = list(known)
-    if entry.status == "REPEATING" or entry.repeat > 0 or any(":r" in r for r in known):
+    rewatched = entry.status == "REPEATING" or entry.repeat > 0 or set_aside
+    if rewatched or any(":r" in r for r in known):
         # A rewatch means the first viewing was finished.
         seen = [int(r.rsplit(":", 1)[1].split(".")[0]) for r in known if ":r" not in r]
         return entry.episodes or max([entry.progress, *seen])
@@ -150,9 +163,25 @@ def _counted(before: EntryState | None, episodes: int | None) -> int | None:
     """Episodes of the first viewing the last read counted (None: never read)."""
     if before is None:
         return None
-    if before.status == "REPEATING" or before.repeat > 0:
+    if before.status == "REPEATING" or before.repeat > 0 or before.set_aside:
         return episodes or before.progress
     return before.progress
+
+
+def rewatch_set_aside(entry: ListEntry, before: EntryState | None) -> bool:
+    """Whether `entry`, paused or dropped, is a rewatch set aside (`before`: what the last read
+    saw of the same entry id). So when the last read saw its first viewing finished (completed
+    or rewatching) and its progress is lower now: the user began a rewatch (AniList counts its
+    own progress) and paused it between two reads, so this read never saw it rewatching. Or
+    when the last read found it so already. A completed title's episodes stay watched: the
+    lower progress is the rewatch's, not an unwatch (the delivery target reads it the same way,
+    `deliver.anilist.set_aside_rewatch`). Pure."""
+    if entry.status not in STOPPED_STATUSES or before is None or entry.repeat != before.repeat:
+        return False
+    if before.set_aside:
+        return True
+    counted = _counted(before, entry.episodes) or 0
+    return before.status in FINISHED_STATUSES and entry.progress < counted
 
 
 def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
@@ -225,7 +254,7 @@ def score_date(entry: ListEntry, before: EntryState | None) -> float:
     return entry.updated_at
 
 
-def entry_state(entry: ListEntry, before: EntryState | None) -> EntryState:
+def entry_state(entry: ListEntry, before: EntryState | None, set_aside: bool = False) -> EntryState:
     return EntryState(
         entry.progress,
         entry.repeat,
@@ -234,6 +263,7 @@ def entry_state(entry: ListEntry, before: EntryState | None) -> EntryState:
         entry.episodes,
         entry.score,
         score_date(entry, before) if entry.score > 0 else 0.0,
+        set_aside,
     )
 
 
@@ -245,8 +275,10 @@ def entry_plays(
     claims: dict[str, list[Play]] | None = None,
     dated: dict[str, list[tuple[float, str]]] | None = None,
     used: set[str] | None = None,
+    set_aside: bool = False,
 ) -> tuple[list[Play], Unmatched | None]:
-    """One entry's plays: `known` are its plays from the last read, by record.
+    """One entry's plays: `known` are its plays from the last read, by record. `set_aside`:
+    the entry is a rewatch paused or dropped (`rewatch_set_aside`).
 
     `claims` are plays we queued for AniList (by item, oldest first): a new play of such an
     item is that write read back, so it takes the queued play's date (and uses the claim up);
@@ -281,7 +313,7 @@ def entry_plays(
                     used.add(row)
             plays.append(Play(key, when, full))
 
-    first = first_pass_count(entry, known)
+    first = first_pass_count(entry, known, set_aside)
     # What the last read had already counted: episodes past it are a step seen happening.
     counted = _counted(before, entry.episodes)
     for episode in range(1, first + 1):
@@ -301,7 +333,7 @@ def entry_plays(
         for episode in range(1, entry.progress + 1):
             step = before is not None and episode > again
             add(f"{entry.id}:r{n}:{episode}", episode, _date(entry, episode, entry.progress, step))
-    elif any(r.startswith(f"{entry.id}:r{entry.repeat + 1}:") for r in known):
+    elif set_aside or any(r.startswith(f"{entry.id}:r{entry.repeat + 1}:") for r in known):
         # A rewatch paused or dropped: AniList keeps its progress, and what it watched stays.
         for episode in range(1, entry.progress + 1):
             add(f"{entry.id}:r{entry.repeat + 1}:{episode}", episode, entry.updated_at or UNDATED)
@@ -374,9 +406,10 @@ def anilist_side(
     mapped: set[int] = set()
     for entry in entries:
         prior = before.get(entry.id) or before.get(was.get(entry.id, 0))
-        states[entry.id] = entry_state(entry, prior)
+        set_aside = rewatch_set_aside(entry, before.get(entry.id))
+        states[entry.id] = entry_state(entry, prior, set_aside)
         made, problem = entry_plays(
-            entry, prior, known.get(entry.id, {}), mapper, claims, times, used
+            entry, prior, known.get(entry.id, {}), mapper, claims, times, used, set_aside
         )
         plays += made
         if problem is not None:
@@ -472,9 +505,11 @@ def merge(
 
 
 def states_json(states: Mapping[int, EntryState]) -> str:
+    # `set_aside` only where it holds: the other entries read the same in earlier releases.
     return json.dumps(
         {
             str(k): [s.progress, s.repeat, s.status, s.media, s.episodes, s.score, s.score_at]
+            + ([True] if s.set_aside else [])
             for k, s in sorted(states.items())
         },
         separators=(",", ":"),
@@ -488,11 +523,11 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
         return {}
     states = {}
     for key, value in raw.items() if isinstance(raw, dict) else ():
-        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7):
+        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7, 8):
             continue
         try:
             head = EntryState(int(value[0]), int(value[1]), str(value[2]))
-            if len(value) == 7:
+            if len(value) >= 7:
                 episodes = None if value[4] is None else int(value[4])
                 head = replace(
                     head,
@@ -500,6 +535,7 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
                     episodes=episodes,
                     score=int(value[5]),
                     score_at=float(value[6]),
+                    set_aside=len(value) == 8 and value[7] is True,
                 )
         except (TypeError, ValueError):
             continue
@@ -691,7 +727,7 @@ class AniListReader:
         # (they are not among those it changes), a whole read takes them from it (`unread_kept`).
         entries = listed.entries
         await self._adopt(entries)
-        await self._prepare(raw, entries, before.values())
+        await self._prepare(raw, entries, before)
         spent = set(json.loads(cursors.get(DATED_BY) or "[]"))
         dated, kept = await asyncio.to_thread(self._webhook_times, profile, spent)
         converted = await self._settled(
@@ -739,7 +775,7 @@ class AniListReader:
         note_set_aside(self.store, profile, seen, self.clock())
 
     async def _prepare(
-        self, raw: Mapper, entries: Iterable[ListEntry], states: Iterable[EntryState]
+        self, raw: Mapper, entries: Iterable[ListEntry], before: Mapping[int, EntryState]
     ) -> None:
         """Read the season lists the entries' absolute answers need: each entry's last
         episode, and the first (where its score lands) of every entry on the list."""
@@ -748,9 +784,10 @@ class AniListReader:
         episodes: list[tuple[int, int, int | None]] = []
         for entry in entries:
             again = entry.status == "REPEATING" or entry.repeat > 0
+            again = again or rewatch_set_aside(entry, before.get(entry.id))
             top = max(entry.progress, entry.episodes or 0) if again else entry.progress
             episodes += [(entry.media_id, top, entry.episodes), (entry.media_id, 1, entry.episodes)]
-        episodes += [(state.media, 1, state.episodes) for state in states if state.media]
+        episodes += [(state.media, 1, state.episodes) for state in before.values() if state.media]
         wants = forward_wants(raw, episodes)
         if wants:
             await self.seasons.prepare(wants)

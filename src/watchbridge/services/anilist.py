@@ -73,6 +73,8 @@ PER_PAGE = 50  # §1: perPage max 50
 OVERLAP = 5.0  # seconds of overlap when polling by updatedAt (§5.4)
 
 STATUSES: tuple[str, ...] = ("CURRENT", "PLANNING", "COMPLETED", "DROPPED", "PAUSED", "REPEATING")
+STOPPED_STATUSES = ("PAUSED", "DROPPED")  # an entry the user set aside on AniList
+FINISHED_STATUSES = ("COMPLETED", "REPEATING")  # the first viewing was finished
 
 VIEWER_QUERY = """query Viewer {
   Viewer {
