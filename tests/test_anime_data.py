@@ -24,6 +24,7 @@ from watchbridge.anime_data import (
     UnmatchedRecord,
     clear_unmatched,
     from_config,
+    group_unmatched,
     link_source,
     note_unmatched,
     note_unmatched_entries,
@@ -689,6 +690,61 @@ def test_anime_unmatched_lists_what_could_not_be_mapped(tmp_path: Path) -> None:
         "me  anilist:189046 'Re:Zero S3'  [unknown]  AniList 189046 is in none of the mapping"
         in result.stdout
     )
+
+
+def one_piece_unplaced(tmp_path: Path) -> Path:
+    """100 One Piece plays (S21E1071-1170) a link could not place, and one of them a webhook
+    play (titled) could not either: the config's path."""
+    path = write_config(tmp_path, "profiles:\n  me:\n    default: true\n")
+    store = Store.open(tmp_path / "watchbridge.db")
+    why = "only an absolute TMDB number is known and no season list to place it on"
+    found = {
+        f"episode:tmdb:37854:s21e{n}": Unmatched(f"episode {n}: {why}", "absolute")
+        for n in range(1071, 1171)
+    }
+    note_unmatched_plays(store, "me", found, 100.0, "plex link plays")
+    webhook = Unmatched(f"episode 1100: {why}", "absolute")
+    note_unmatched(store, "me", "episode:tmdb:37854:s21e1100", webhook, 200.0, title="One Piece")
+    store.close()
+    return path
+
+
+def test_anime_unmatched_lists_a_shows_episodes_as_one_line_with_the_fix(tmp_path: Path) -> None:
+    result = run_cli("anime", "unmatched", "--config", str(one_piece_unplaced(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "me  episode:tmdb:37854 'One Piece'  [absolute]  100 episodes: S21E1071-1170  (seen "
+    )
+    assert lines[1] == (
+        "    why (first): episode 1071: only an absolute TMDB number is known and no season "
+        "list to place it on"
+    )
+    assert lines[2].startswith("    fix: set services.trakt or services.serializd")
+    assert lines[3:] == ["`watchbridge anime unmatched --all` lists every episode on its own line"]
+
+
+def test_anime_unmatched_all_lists_every_episode(tmp_path: Path) -> None:
+    path = one_piece_unplaced(tmp_path)
+    result = run_cli("anime", "unmatched", "--all", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    listed = [line for line in result.stdout.splitlines() if "[absolute]" in line]
+    assert len(listed) == 100
+    assert "me  episode:tmdb:37854:s21e1100 'One Piece'  [absolute]  episode 1100" in listed[0]
+
+
+def test_unmatched_episodes_group_by_show_and_reason_with_runs_per_season() -> None:
+    def record(key: str, code: str = "new-season") -> UnmatchedRecord:
+        return UnmatchedRecord("me", key, "why", code, None, None, 1.0)
+
+    keys = ["s5e3", "s5e1", "s5e2", "s5e7", "s6e1", "sNoneeNonea1071"]
+    records = [record(f"episode:tmdb:1429:{k}") for k in keys]
+    records += [record("episode:tmdb:1429:s5e9", "outside"), record("anilist:999", "unknown")]
+    groups = {(g.key, g.code): g for g in group_unmatched(records)}
+    assert groups["episode:tmdb:1429", "new-season"].episodes == "S5E1-3, S5E7, S6E1, absolute 1071"
+    assert groups["episode:tmdb:1429", "outside"].episodes == "S5E9"
+    assert groups["anilist:999", "unknown"].episodes == ""
+    assert len(groups) == 3
 
 
 async def unmatched_listing(

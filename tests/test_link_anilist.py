@@ -490,8 +490,8 @@ async def test_plays_of_a_season_the_datasets_do_not_know_yet_are_listed_and_not
 
 
 async def anime_unmatched(rig: Rig) -> str:
-    """What `watchbridge anime unmatched` prints now."""
-    args = ["anime", "unmatched", "--config", str(rig.config_path)]
+    """What `watchbridge anime unmatched --all` prints now (every episode on its own line)."""
+    args = ["anime", "unmatched", "--all", "--config", str(rig.config_path)]
     result = await asyncio.to_thread(CliRunner().invoke, cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout

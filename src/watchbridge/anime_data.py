@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -665,6 +666,111 @@ def clear_unmatched(store: Any, profile: str, keys: Iterable[str]) -> None:
     recorded = store.mirror_get(_SERVICE, profile, _COLLECTION).keys() & set(keys)
     if recorded:
         store.mirror_remove(_SERVICE, profile, _COLLECTION, sorted(recorded))
+
+
+_EPISODE_KEY = re.compile(r"^(episode:.+):s(\d+|None)e(\d+|None)(?:a(\d+))?$")
+# What the user can do about each kind of unmatched item (README "Anime mapping").
+_OVERRIDE = "add an override (services.anilist.mapping_overrides)"
+_FIXES = {
+    "seasons": "nothing: it waits for the season list, and the next run tries again",
+    "absolute": (
+        "set services.trakt or services.serializd (a season list to place it on), or add an "
+        "override with seasonal ranges (services.anilist.mapping_overrides)"
+    ),
+    "unknown": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
+    "new-season": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
+    "outside": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
+}
+
+
+@dataclass(frozen=True)
+class UnmatchedGroup:
+    """The unmatched items of one title for one profile and reason (`code`): an AniList entry
+    on its own, or every episode of one show (`records`, in episode order)."""
+
+    profile: str
+    key: str  # the entry's key, or the show's part of its episodes' keys
+    code: str
+    title: str | None
+    records: tuple[UnmatchedRecord, ...]
+
+    @property
+    def seen_at(self) -> float:
+        return max(record.seen_at for record in self.records)
+
+    @property
+    def episodes(self) -> str:
+        """Which episodes, as runs per season ("S21E1071-1170, S22E1-3"); "" for an entry."""
+        by_season: dict[int | None, list[int]] = {}
+        for record in self.records:  # in episode order
+            if (found := _episode_numbers(record.key)) is not None:
+                by_season.setdefault(found[0], []).append(found[1])
+        return ", ".join(
+            (f"S{season}E{run}" if season is not None else f"absolute {run}")
+            for season, numbers in by_season.items()
+            for run in _runs(numbers)
+        )
+
+    @property
+    def fix(self) -> str:
+        """What the user can do to have it mapped."""
+        fix = _FIXES.get(self.code, _OVERRIDE)
+        anilist_id = self.records[0].anilist_id
+        if self.code != "seasons" and anilist_id is not None:
+            fix += f"; `watchbridge anime explain {anilist_id}` shows every dataset's answer"
+        return fix
+
+
+def _episode_numbers(key: str) -> tuple[int | None, int] | None:
+    """(season, number) of an episode's key: (21, 1071); (None, 1071) for an absolute number
+    without a season number; None for any other key."""
+    found = _EPISODE_KEY.match(key)
+    if found is None:
+        return None
+    _, season, number, absolute = found.groups()
+    if number != "None" and season != "None":
+        return (int(season), int(number))
+    return (None, int(absolute)) if absolute else None
+
+
+def _episode_order(record: UnmatchedRecord) -> tuple[int, int, int]:
+    found = _episode_numbers(record.key)
+    if found is None:
+        return (0, 0, 0)
+    season, number = found
+    return (season is None, season or 0, number)
+
+
+def _runs(numbers: Iterable[int]) -> list[str]:
+    """Consecutive numbers as ranges: [1, 2, 3, 7] -> ["1-3", "7"]."""
+    runs: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return [f"{a}-{b}" if a != b else f"{a}" for a, b in runs]
+
+
+def group_unmatched(records: Iterable[UnmatchedRecord]) -> list[UnmatchedGroup]:
+    """`records` grouped by title: each AniList entry on its own, a show's episodes together
+    (per profile and code: a different reason has a different fix), newest group first."""
+    groups: dict[tuple[str, str, str], list[UnmatchedRecord]] = {}
+    for record in records:
+        found = _EPISODE_KEY.match(record.key)
+        key = found.group(1) if found else record.key
+        groups.setdefault((record.profile, key, record.code), []).append(record)
+    made = [
+        UnmatchedGroup(
+            profile,
+            key,
+            code,
+            next((r.title for r in found if r.title), None),
+            tuple(sorted(found, key=_episode_order)),
+        )
+        for (profile, key, code), found in groups.items()
+    ]
+    return sorted(made, key=lambda group: -group.seen_at)
 
 
 def unmatched_records(store: Any, profiles: Iterable[str]) -> list[UnmatchedRecord]:

@@ -1800,9 +1800,15 @@ def anime_explain(config_path: str | None, anilist_id: int, offline: bool) -> No
 
 @anime.command("unmatched")
 @config_option
-def anime_unmatched(config_path: str | None) -> None:
-    """List AniList entries and plays that could not be mapped, and why."""
-    from watchbridge.anime_data import unmatched_records
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="One line per episode, as recorded (by default, a show's episodes are one line).",
+)
+def anime_unmatched(config_path: str | None, every: bool) -> None:
+    """List AniList entries and plays that could not be mapped, by title, why, and the fix."""
+    from watchbridge.anime_data import group_unmatched, unmatched_records
     from watchbridge.deliver.anilist import NAME, SKIPPED, skipped_titles
 
     config = _load(config_path)
@@ -1825,23 +1831,44 @@ def anime_unmatched(config_path: str | None) -> None:
     from watchbridge.anime_data import from_config
 
     index = from_config(config).cached_index()  # datasets may have caught up since
-    for record in records:
-        label = f" {record.title!r}" if record.title else ""
+
+    def maps_now(record: Any) -> str:
         # Only what the datasets decide: an entry waiting on a season list resolves all along.
-        now = (
-            ""
-            if record.anilist_id is None or record.code not in DATASET_CODES
-            else index.resolve(record.anilist_id)
-        )
-        hint = "" if isinstance(now, Unmatched | str) else "  -> maps now; the next sync uses it"
-        click.echo(
+        if record.anilist_id is None or record.code not in DATASET_CODES:
+            return ""
+        now = index.resolve(record.anilist_id)
+        return "" if isinstance(now, Unmatched | str) else "  -> maps now; the next sync uses it"
+
+    def line(record: Any) -> str:
+        label = f" {record.title!r}" if record.title else ""
+        return (
             f"{record.profile}  {record.key}{label}  [{record.code}]  {record.reason}"
-            f"  (seen {_when(record.seen_at)}){hint}"
+            f"  (seen {_when(record.seen_at)}){maps_now(record)}"
         )
-    click.echo(
-        "fix with an override (services.anilist.mapping_overrides), then check it with "
-        "`watchbridge anime explain ANILIST_ID`"
-    )
+
+    if every:
+        for record in records:
+            click.echo(line(record))
+        click.echo(
+            "fix with an override (services.anilist.mapping_overrides), then check it with "
+            "`watchbridge anime explain ANILIST_ID`"
+        )
+        return
+    groups = group_unmatched(records)
+    for group in groups:
+        if len(group.records) == 1:
+            click.echo(line(group.records[0]))
+        else:
+            label = f" {group.title!r}" if group.title else ""
+            count = len(group.records)
+            click.echo(
+                f"{group.profile}  {group.key}{label}  [{group.code}]  {count} episodes: "
+                f"{group.episodes}  (seen {_when(group.seen_at)})"
+            )
+            click.echo(f"    why (first): {group.records[0].reason}")
+        click.echo(f"    fix: {group.fix}")
+    if any(len(group.records) > 1 for group in groups):
+        click.echo("`watchbridge anime unmatched --all` lists every episode on its own line")
 
 
 @anime.command("refresh")
