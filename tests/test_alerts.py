@@ -18,7 +18,14 @@ import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import ServiceProcess, free_port, write_config
-from watchbridge.alerts import RELOAD_EVERY, AlertBook, Condition, Notifier, format_span
+from watchbridge.alerts import (
+    LEASE_MARGIN,
+    RELOAD_EVERY,
+    AlertBook,
+    Condition,
+    Notifier,
+    format_span,
+)
 from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
 from watchbridge.store import Store
 
@@ -923,6 +930,35 @@ async def test_an_alert_cancelled_while_another_process_holds_the_database_does_
     assert restarted.unsent("sync_failing", "ts")
     await restarted.send_unsent()
     assert titles(receiver) == ["link ts keeps failing"] * 2  # maybe twice, never lost
+
+
+async def test_an_alert_a_killed_sync_was_sending_goes_out_once_its_lease_has_lapsed(
+    receiver: Receiver, store: Store, clock: FakeClock
+) -> None:
+    """A `watchbridge sync` from cron is sending an alert when it is killed, and the service
+    starts. The service cannot tell that sync from one still sending (its own previous run's
+    sends it takes back at once: test_downtime), so it waits for the send's lease (Apprise's
+    timeout and a margin), then the back-off, and sends it: maybe twice, never lost."""
+    sync = remembering(store, clock, receiver.apprise_url)
+    answer = receiver.hold_next()
+    sending = asyncio.ensure_future(
+        sync.notify("sync_failing", "link ts keeps failing", "3 runs failed", "ts")
+    )
+    try:
+        while not receiver.messages:  # on its way, its answer held: as if its sync were killed
+            await asyncio.sleep(0.01)
+        service = notifier_for(receiver.apprise_url, clock=clock)
+        service.remember_in(store, service=True)
+        assert service.unsent("sync_failing", "ts")
+        await service.send_unsent()
+        assert titles(receiver) == ["link ts keeps failing"]  # its sync may be sending still
+        clock.advance(2.0 + LEASE_MARGIN + service.retry_wait)
+        await service.send_unsent()
+        assert titles(receiver) == ["link ts keeps failing"] * 2
+        assert [m["message"] for m in receiver.messages] == ["3 runs failed"] * 2
+    finally:
+        answer.set()
+        await sending
 
 
 async def test_a_failed_alert_whose_take_back_hit_a_locked_database_is_retried(

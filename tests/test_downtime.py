@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,7 @@ def test_a_start_on_a_copy_put_back_says_so_once_not_that_it_was_away(
 # What `watchbridge sync` does first on a database: tell a restore, if it is the one to.
 SYNC_TELLS_THE_RESTORE = """
 import sys
+import threading
 from pathlib import Path
 from watchbridge.cli import _restore_told_once
 from watchbridge.config import load_config
@@ -220,3 +222,31 @@ def test_a_start_after_a_sync_told_the_restore_says_nothing_of_it_nor_of_an_abse
     assert "was not running" not in output
     assert status["downtime"] is None
     assert receiver.titles() == [RESTORED_TITLE]
+
+
+def test_the_absence_alert_a_kill_cut_off_mid_send_is_sent_by_the_next_start(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The start tells an absence, once (the next start finds the service alive moments ago);
+    # the notification host hangs before it takes the message, and the container is killed
+    # (docker's SIGKILL after a stop's 10 s). The next start sends it: maybe twice, never lost.
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
+    away_for(tmp_path, 7200)
+    on_its_way, let_go = threading.Event(), threading.Event()
+    receiver.refuse_next(lambda: (on_its_way.set(), let_go.wait(60)))
+    service.start()
+    try:
+        assert on_its_way.wait(30), "the absence alert was not sent"
+        service.kill()  # SIGKILL, mid-send
+    finally:
+        let_go.set()  # its refusal goes to no one
+    assert "was not running for about 2 h" in service.output()
+    assert receiver.titles() == []
+    service.start()
+    try:
+        wait_for_alerts(receiver, 1, timeout=20)
+    finally:
+        service.terminate()
+    assert receiver.titles() == [DOWNTIME_TITLE]
+    assert "was not running" not in service.output()  # the kill was moments ago

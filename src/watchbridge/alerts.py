@@ -76,11 +76,14 @@ class Condition:
     unsent: bool = False  # the last alert failed: the next report after the back-off sends
     sending: str = ""  # ALERT or RECOVERY while a send is unconfirmed, until `until`
     until: float = 0.0
-    # An alert owed (its send failed): its title and body, kept until it is sent or the
-    # condition is over, so that a restart meanwhile does not lose it.
+    # An alert owed (its send failed, or runs): its title and body, kept until it is sent or
+    # the condition is over, so that a restart meanwhile (even a kill) does not lose it.
     owed_title: str = ""
     owed_body: str = ""
     opened_at: float | None = None  # the first alert of this open spell (None: as sent_at)
+    # The send under way is the service's: the service's next start knows it was cut off
+    # (one service runs per database) and takes it back at once, rather than after its lease.
+    by_service: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,16 @@ class AlertBook:
         return last + self.window - now
 
     def report(
-        self, condition: Condition | None, title: str, now: float
+        self,
+        condition: Condition | None,
+        title: str,
+        now: float,
+        owed: tuple[str, str] | None = None,
+        by_service: bool = False,
     ) -> tuple[Condition, Verdict]:
-        """The condition is happening at `now`: send an alert (under a lease) or suppress it?"""
+        """The condition is happening at `now`: send an alert (under a lease) or suppress it?
+        An alert sent keeps its `owed` title and body until it is confirmed: a process killed
+        mid-send leaves them for the next start to send."""
         current = self.current(condition, now)
         if current is None:
             current, held = Condition(sent_at=now, open=False, unsent=True), False
@@ -151,10 +161,13 @@ class AlertBook:
             return replace(current, suppressed=current.suppressed + 1), Verdict(send=False)
         until = now + self.lease
         verdict = Verdict(True, current.suppressed, now - current.sent_at, title, until)
-        return replace(current, sending=ALERT, until=until), verdict
+        sending = replace(current, sending=ALERT, until=until, by_service=by_service)
+        if owed is not None:
+            sending = replace(sending, owed_title=owed[0], owed_body=owed[1])
+        return sending, verdict
 
     def clear(
-        self, condition: Condition | None, now: float, notice: bool = True
+        self, condition: Condition | None, now: float, notice: bool = True, by_service: bool = False
     ) -> tuple[Condition | None, Verdict]:
         """The condition is over: is a recovery notice due (an alert is open, and no send of it
         runs or failed within the back-off)? Without `notice`, the alert closes at once."""
@@ -169,7 +182,7 @@ class AlertBook:
         if not notice:
             return replace(closed, open=False), Verdict(send=True, title=current.title)
         until = now + self.lease
-        return replace(closed, sending=RECOVERY, until=until), Verdict(
+        return replace(closed, sending=RECOVERY, until=until, by_service=by_service), Verdict(
             send=True, title=current.title, until=until
         )
 
@@ -204,13 +217,22 @@ class AlertBook:
             return condition  # sent meanwhile (another process)
         return replace(condition, owed_title=title, owed_body=body)
 
+    def cut_off(self, condition: Condition | None) -> Condition | None:
+        """A send the service's previous run had under way (it was killed mid-send): taken
+        back as interrupted, so that it goes out again at once (maybe twice, never lost)."""
+        if condition is None or not condition.sending or not condition.by_service:
+            return condition
+        return self._taken_back(condition, None)
+
     def owes_recovery(self, condition: Condition | None, now: float) -> bool:
         """True when `clear` would send a recovery notice now (and change nothing)."""
         return self.clear(condition, now)[1].send
 
     def _taken_back(self, condition: Condition, failed_at: float | None) -> Condition:
         unsent = condition.unsent or condition.sending == ALERT
-        return replace(condition, sending="", until=0.0, failed_at=failed_at, unsent=unsent)
+        return replace(
+            condition, sending="", until=0.0, failed_at=failed_at, unsent=unsent, by_service=False
+        )
 
     def _reminder_gap(self, condition: Condition) -> float:
         """How long after its last alert a condition still going on is told again."""
@@ -259,17 +281,28 @@ class Conditions:
         return [key for known_kind, key in self._known if known_kind == kind]
 
     def owed(self) -> list[tuple[Ident, Condition]]:
-        """The conditions whose alert failed to go out and is owed still."""
+        """The conditions whose alert is owed still: it failed to go out, or its send is under
+        way (or was, in a process that died)."""
         return [(ident, known) for ident, known in self._known.items() if known.owed_body]
 
     async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
         """Apply `transition` to condition (kind, key) and keep its outcome; its result."""
         return self.update_now(kind, key, now, transition)
 
-    async def report(self, kind: str, key: str, title: str, now: float) -> Verdict:
+    async def report(
+        self,
+        kind: str,
+        key: str,
+        title: str,
+        now: float,
+        owed: tuple[str, str] | None = None,
+        by_service: bool = False,
+    ) -> Verdict:
         """`AlertBook.report` applied to condition (kind, key)."""
         book = self.book
-        return await self.update(kind, key, now, lambda known: book.report(known, title, now))
+        return await self.update(
+            kind, key, now, lambda known: book.report(known, title, now, owed, by_service)
+        )
 
     def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
         """`update`, blocking (off the event loop, or with nothing to wait for)."""
@@ -330,7 +363,15 @@ class SharedConditions(Conditions):
     async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
         return await asyncio.to_thread(self.update_now, kind, key, now, transition)
 
-    async def report(self, kind: str, key: str, title: str, now: float) -> Verdict:
+    async def report(
+        self,
+        kind: str,
+        key: str,
+        title: str,
+        now: float,
+        owed: tuple[str, str] | None = None,
+        by_service: bool = False,
+    ) -> Verdict:
         """As `Conditions.report`; a report the snapshot already throttles writes nothing (a
         condition may be reported for every webhook refused): it is counted here and added to
         the condition's count at its next write."""
@@ -340,7 +381,9 @@ class SharedConditions(Conditions):
             self._known[ident] = quick
             self._held_back[ident] = self._held_back.get(ident, 0) + 1
             return verdict
-        return await self.update(kind, key, now, lambda known: book.report(known, title, now))
+        return await self.update(
+            kind, key, now, lambda known: book.report(known, title, now, owed, by_service)
+        )
 
     def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
         ident = (kind, key)
@@ -358,6 +401,10 @@ class SharedConditions(Conditions):
                     return outcome[1]
             self._unsaved.add(ident)
             return super().update_now(kind, key, now, transition)
+
+    def sending_by_service(self) -> list[Ident]:
+        """The conditions whose send the service had under way, as last read."""
+        return [ident for ident, known in self._known.items() if known.sending and known.by_service]
 
     def update_soon(self, kind: str, key: str, now: float, transition: Transition[None]) -> None:
         """On a thread of its own: another process may hold the database for its whole
@@ -520,6 +567,7 @@ class Notifier:
         self._timeout = timeout
         self._book = AlertBook(config.throttle, timeout + LEASE_MARGIN)
         self._conditions = Conditions(self._book)
+        self._by_service = False  # this process is the service (see remember_in)
         # Failed alerts by condition: when they failed, their title and body (see notify).
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._resending: asyncio.Task[None] | None = None  # see _send_unsent_soon
@@ -542,20 +590,35 @@ class Notifier:
         logs.mask_renewed)."""
         self._redact.renew(sign_in, secrets)
 
-    def remember_in(self, store: Store) -> None:
+    def remember_in(self, store: Store, *, service: bool = False) -> None:
         """Keep the conditions in `store`, shared with every process using its database (the
         service, `watchbridge sync` runs): one process sends each alert and each recovery,
-        also across restarts. Reads them now, synchronously (one quick query)."""
-        if self.enabled:  # else no alert or recovery can go out: leave them be
-            self._conditions = SharedConditions(store, self._book, self._clock())
-            for ident, owed in self._conditions.owed():  # failed before a restart
-                if not self.config.wants(ident[0]):
-                    continue  # the kind was switched off since
-                # One cut short by a stop (no failed_at: nothing refused it) is due at once.
+        also across restarts. Reads them now, synchronously (one quick query).
+
+        The alerts owed are sent again: those that failed, those a stop cut short, and those
+        a process was sending when it was killed. The `service`'s start takes back at once
+        the sends its previous run had under way (one service runs per database: that one is
+        gone; a write, only when there are some); another process's are left to their lease,
+        then go out after the back-off, as a failed send does."""
+        if not self.enabled:  # no alert or recovery can go out: leave them be
+            return
+        now, book = self._clock(), self._book
+        conditions = SharedConditions(store, book, now)
+        self._conditions, self._by_service = conditions, service
+        if service:
+            for ident in conditions.sending_by_service():
+                conditions.update_now(*ident, now, lambda known: (book.cut_off(known), None))
+        for ident, known in conditions.owed():
+            owed = book.current(known, now)
+            if owed is None or not self.config.wants(ident[0]):
+                continue  # the kind was switched off since
+            if owed.sending:  # another process sends it: due once its lease has lapsed
+                failed_at = owed.until
+            elif owed.failed_at is None:  # cut short (a stop, a kill): nothing refused it
+                failed_at = now - book.backoff
+            else:
                 failed_at = owed.failed_at
-                if failed_at is None:
-                    failed_at = self._clock() - self._book.backoff
-                self._unsent.setdefault(ident, (failed_at, owed.owed_title, owed.owed_body))
+            self._unsent.setdefault(ident, (failed_at, owed.owed_title, owed.owed_body))
 
     def forget_store(self) -> None:
         """Stop using the store, before it closes: waits for an update or reload under way
@@ -601,7 +664,9 @@ class Notifier:
         self, kind: str, title: str, body: str, key: str, retry_failed: bool = True
     ) -> str:
         now = self._clock()
-        verdict = await self._conditions.report(kind, key, title, now)
+        # Kept with the send's mark: a process killed mid-send leaves it for the next start.
+        owed = (self._redact(title), self._redact(body)) if retry_failed else None
+        verdict = await self._conditions.report(kind, key, title, now, owed, self._by_service)
         if not verdict.send:
             log.debug("alert %s [%s] suppressed by throttle", kind, key)
             return self._count(kind, SUPPRESSED)
@@ -611,7 +676,6 @@ class Notifier:
                 f"\n\n({_similar(verdict.suppressed)} suppressed"
                 f" in the last {format_span(verdict.since)})"
             )
-        owed = (self._redact(title), self._redact(body)) if retry_failed else None
         result = await self._deliver(
             kind, key, verdict, title, text, apprise.NotifyType.WARNING, owed
         )
@@ -726,9 +790,9 @@ class Notifier:
         known = self._conditions.known(kind, key)
         if known is None or not (known.open or known.owed_body):  # no write per batch
             return NOT_RAISED
-        book, notice = self._book, self.config.recovery
+        book, notice, by_service = self._book, self.config.recovery, self._by_service
         verdict = await self._conditions.update(
-            kind, key, now, lambda condition: book.clear(condition, now, notice)
+            kind, key, now, lambda condition: book.clear(condition, now, notice, by_service)
         )
         if not verdict.send:
             if verdict.held:  # its last send failed moments ago, or one is running

@@ -141,11 +141,12 @@ class Runtime:
             self._writer = IngestWriter(self.store)
         return self._writer
 
-    def open(self) -> None:
+    def open(self, *, service: bool = False) -> None:
         """Open the store. The notifier keeps its alert conditions there, shared with every
-        process using the database (a quick synchronous read of them, at start)."""
+        process using the database (a quick synchronous read of them, at start); the
+        `service`'s start also takes back the alerts its previous run was sending."""
         self._store = self.store_factory(self.config)
-        self.notifier.remember_in(self._store)
+        self.notifier.remember_in(self._store, service=service)
         self._store.checkpoint_apart()
         store = self._store
         for source, server, account_id, profile, entry, name in store.webhook_account_ids():
@@ -656,7 +657,7 @@ def _backup_at_stop(store: Store) -> None:
 def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        runtime.open()
+        runtime.open(service=True)
         # Read before the maintenance task notes this start as alive (a quick read).
         sources = unread_sources(runtime.config, runtime.store.recent_sources())
         alive_at = runtime.store.alive_at()
