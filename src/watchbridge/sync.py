@@ -6,8 +6,6 @@ webhooks). This is where the store and the adapters meet for reconciliation.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import json
 import logging
 import re
@@ -18,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from watchbridge.accounts import (
     ENGINE,
@@ -41,6 +39,7 @@ from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
+from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
 from watchbridge.readers import READERS, SideRead, SideReader, reader_for
@@ -78,7 +77,6 @@ from watchbridge.store import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -1302,7 +1300,7 @@ async def run_link(
         raise
     except Exception as exc:
         error = exc.message if isinstance(exc, WatchbridgeError) else type(exc).__name__
-        await _to_the_end(_in_thread(store.finish_run, run_id, clock(), "failed", {}, 0, error))
+        await to_the_end(in_thread(store.finish_run, run_id, clock(), "failed", {}, 0, error))
         raise
     except BaseException as exc:  # the coroutine closed unfinished (GeneratorExit): no await
         store.finish_run(run_id, clock(), "failed", {}, 0, type(exc).__name__)
@@ -1314,11 +1312,11 @@ async def run_link(
 async def _started(store: Store, name: str, clock: Callable[[], float]) -> int | None:
     """`store.start_run`; a shutdown landing while it writes closes the record it made as
     interrupted (left running, the next start would count a killed run)."""
-    starting = _in_thread(store.start_run, name, clock())
+    starting = in_thread(store.start_run, name, clock())
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
-        made = await _to_the_end(starting)
+        made = await to_the_end(starting)
         if made is not None:
             await _interrupted(store, made, clock)
         raise
@@ -1329,39 +1327,14 @@ async def _interrupted(store: Store, run_id: int, clock: Callable[[], float]) ->
     write waits for the database in a thread (another process may hold it for seconds), not
     on the event loop. One that fails leaves the run to count as killed once its lease ends."""
     try:
-        await _to_the_end(
-            _in_thread(store.finish_run, run_id, clock(), "interrupted", {}, 0, STOPPED)
+        await to_the_end(
+            in_thread(store.finish_run, run_id, clock(), "interrupted", {}, 0, STOPPED)
         )
     except sqlite3.Error as exc:
         log.warning(
             "the stopped sync run could not be recorded as stopped",
             extra={"run": run_id, "error": str(exc)},
         )
-
-
-def _in_thread(work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """`work(*args)` in the default executor, as `asyncio.to_thread` runs it, but as a plain
-    future, not a task: a loop shutting down cancels every task, and would cancel the waiting
-    for a write that goes on all the same."""
-    call = functools.partial(contextvars.copy_context().run, work, *args)
-    return asyncio.get_running_loop().run_in_executor(None, call)
-
-
-async def _to_the_end(writing: asyncio.Future[T]) -> T:
-    """What `writing` (a run's record) returns, waited for to its end even when the caller is
-    cancelled meanwhile: a stop cancels a run, and the shutdown may cancel it once more
-    (server.shutdown_timeout ran out, the loop closing) while its record waits for the
-    database; the store closes as soon as the run is over. Such a cancel is raised after."""
-    cancelled = False
-    while not writing.done():
-        try:
-            await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            cancelled = True
-    result = writing.result()
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 FAILURES_BEFORE_ALERT = 3
