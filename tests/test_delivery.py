@@ -1375,6 +1375,48 @@ async def test_a_stop_while_a_write_is_in_flight_spends_no_attempt_of_its_rows(
     assert len(trakt.history()) == 1
 
 
+async def test_a_stop_mid_delivery_while_another_process_holds_the_database_does_not_hold_the_loop(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    """A stop cuts a delivery short while a `watchbridge sync` from cron holds the database:
+    its rows go back (no attempt spent) without the event loop waiting for the database (up
+    to busy_timeout: the stop itself, and every webhook, wait meanwhile), and they are back
+    when the worker's run has ended, before the store closes."""
+    assert runtime.store.path is not None
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "late")], clock())
+    trakt.delay_next(1, 3.0, route="POST /sync/history")  # Trakt takes it, slowly
+    service = worker_for(runtime)
+    running = asyncio.create_task(service.run(runtime, asyncio.Event()))
+    await until(lambda: trakt.count("POST", "/sync/history") == 1)
+    holder = sqlite3.connect(runtime.store.path, isolation_level=None, check_same_thread=False)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            began = time.monotonic()
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - began)
+
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        threading.Timer(2.0, lambda: holder.execute("COMMIT")).start()  # the sync's write ends
+        ticker = asyncio.create_task(tick())
+        running.cancel()  # the container is stopped
+        await asyncio.gather(running, return_exceptions=True)
+        ticker.cancel()
+    finally:
+        await asyncio.to_thread(until_committed, holder)
+        holder.close()
+    assert max(gaps) < 1.0, f"the event loop was held {max(gaps):.1f} s"
+    (row,) = runtime.store._query("SELECT status, attempts FROM outbox")
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+
+
+def until_committed(connection: sqlite3.Connection) -> None:
+    while connection.in_transaction:
+        time.sleep(0.05)
+
+
 async def test_a_play_sent_under_one_id_is_known_under_its_others(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -29,6 +29,7 @@ from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
+from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store, Untold
 
 log = logging.getLogger(__name__)
@@ -589,11 +590,18 @@ class DeliveryWorker:
             await self._loop(runtime, stop)
         except asyncio.CancelledError:
             # Stopped (a shutdown) mid-delivery: the rows go back as they were, their marks
-            # of a send that may have landed kept, no attempt spent. Blocking: one quick write.
+            # of a send that may have landed kept, no attempt spent. In a thread, waited for
+            # to its end (the store closes after this run): another process may hold the
+            # database for seconds, and the loop (the stop, webhooks) must not wait for it.
+            releasing = in_thread(
+                runtime.store.release_claims,
+                runtime.clock(),
+                self.worker_id,
+                False,
+                self.config.retry_after,
+            )
             with contextlib.suppress(sqlite3.Error, OSError):
-                runtime.store.release_claims(
-                    runtime.clock(), self.worker_id, spend=False, settle=self.config.retry_after
-                )
+                await to_the_end(releasing)
             raise
         finally:
             for target in self.targets.values():
