@@ -3,6 +3,8 @@ reads back."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -250,3 +252,39 @@ def test_the_absence_alert_a_kill_cut_off_mid_send_is_sent_by_the_next_start(
         service.terminate()
     assert receiver.titles() == [DOWNTIME_TITLE]
     assert "was not running" not in service.output()  # the kill was moments ago
+
+
+def test_a_kill_while_a_stop_drains_its_connections_is_no_absence(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # docker stop: SIGTERM, then SIGKILL 10 s later, which may land while open connections
+    # drain (2 s) or background work ends (server.shutdown_timeout). The service noted itself
+    # alive up to ALIVE_EVERY (5 min) before; a restart at once must not say it was away.
+    receiver = start_fake(AlertReceiver())
+    service = generic_sender_setup(tmp_path, receiver)
+    service.start()
+    away_for(tmp_path, 240)  # its last note of being alive, 4 minutes ago
+    uploading = socket.create_connection(("127.0.0.1", service.port))  # a webhook's body
+    try:
+        uploading.sendall(
+            b"POST /webhooks/generic HTTP/1.1\r\nHost: watchbridge\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n"
+            b"X-Webhook-Secret: " + SECRET.encode() + b"\r\n\r\n{"
+        )
+        time.sleep(0.5)  # its head read: the drain waits for it
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGTERM)
+        service.wait_for_output("Waiting for connections to close")
+        time.sleep(0.5)
+        service.kill()  # SIGKILL, mid-drain
+    finally:
+        uploading.close()
+    assert "watchbridge stopped" not in "".join(service.seen)
+    service.start()
+    try:
+        status = httpx.get(f"{service.url}/api/status").json()
+    finally:
+        service.terminate()
+    assert "was not running" not in service.output()
+    assert status["downtime"] is None
+    assert receiver.titles() == []

@@ -67,6 +67,7 @@ from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
+from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import Senders
@@ -127,6 +128,7 @@ class Runtime:
     # What the log masks (redaction.secret_values, secret-shaped text): every display of
     # stored error text goes through it, as log lines do.
     redact: Redactor = field(default_factory=Redactor)
+    _stop_noted: asyncio.Future[None] | None = None  # see note_stopping
 
     @property
     def store(self) -> Store:
@@ -174,6 +176,26 @@ class Runtime:
         mask_renewed(sign_in, tokens)
         self.notifier.mask_renewed(sign_in, tokens)
         self.redact.renew(sign_in, tokens)
+
+    def note_stopping(self) -> None:
+        """The service is asked to stop (SIGTERM): note it alive now, before open connections
+        drain and background work ends, which may take docker's whole 10 s before its SIGKILL;
+        a kill then would leave the last periodic note (up to ALIVE_EVERY old) for the next
+        start to tell as an absence. On a thread, not waited for: the stop goes on meanwhile
+        (`stop_noted` waits for it, before the store closes)."""
+        if self._store is not None and self._stop_noted is None:
+            self._stop_noted = in_thread(self.note_alive)
+
+    async def stop_noted(self) -> None:
+        """Wait for the note `note_stopping` began, if any."""
+        if self._stop_noted is not None:
+            await to_the_end(self._stop_noted)
+
+    def note_alive(self) -> None:
+        """Note the service alive now (downtime.py); a database that fails it only makes the
+        next start tell less."""
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self.store.note_alive(self.clock())
 
     def store_status(self) -> StoreStatus:
         """The store's status as the page and the API show it (error texts redacted)."""
@@ -735,8 +757,8 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                     )
                     pending.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
-            with contextlib.suppress(sqlite3.Error, StoreError):  # a start then tells less
-                runtime.store.note_alive(runtime.clock())
+            await runtime.stop_noted()
+            runtime.note_alive()  # alive to the stop's end: noted again, later
             if runtime.backup_on_stop:
                 _backup_at_stop(runtime.store)
             runtime.close()

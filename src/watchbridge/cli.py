@@ -228,7 +228,9 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
         # take no generated webhook secret: one line, no traceback. Later starts only read it.
         with _open_store(config, create=True) as store:
             webhook_secret(config, store, time.time())
-        run_server(build_app(build_runtime(config, backup_on_stop=backup_on_stop)), config)
+        runtime = build_runtime(config, backup_on_stop=backup_on_stop)
+        # Noted alive as the stop begins: a kill before it ends is no absence at the next start.
+        run_server(build_app(runtime), config, on_stopping=runtime.note_stopping)
 
 
 @cli.command("check-config")

@@ -8,6 +8,7 @@ import gc
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -97,8 +98,13 @@ def head_deadline(
 class QuietServer(uvicorn.Server):
     """uvicorn wakes ten times a second to check for shutdown; once a second is plenty here.
 
-    Idle means idle on a small home server: this halves the service's idle CPU.
+    Idle means idle on a small home server: this halves the service's idle CPU. Once asked to
+    stop, it calls `on_stopping` first, before connections drain (see `serve`).
     """
+
+    def __init__(self, config: uvicorn.Config, on_stopping: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_stopping = on_stopping
 
     async def main_loop(self) -> None:
         ticks = 0
@@ -106,6 +112,7 @@ class QuietServer(uvicorn.Server):
             # on_tick refreshes the Date header when the counter is a multiple of 10.
             ticks = (ticks + 10) % 864000
             await asyncio.sleep(1.0)
+        self.on_stopping()
 
 
 def bind(host: str, port: int, key: str) -> socket.socket:
@@ -130,8 +137,9 @@ def bind(host: str, port: int, key: str) -> socket.socket:
     return sock
 
 
-def serve(app: Litestar, config: Config) -> None:
-    """Serve until SIGTERM/SIGINT; uvicorn drains connections, then the lifespan drains tasks."""
+def serve(app: Litestar, config: Config, on_stopping: Callable[[], None] = lambda: None) -> None:
+    """Serve until SIGTERM/SIGINT; `on_stopping` is called then (it must not block: a quick
+    note of the stop), uvicorn drains connections, then the lifespan drains tasks."""
     server_config = config.server
     sockets = [bind(server_config.host, server_config.port, "server.port")]
     if server_config.webhook_port is not None:
@@ -149,7 +157,7 @@ def serve(app: Litestar, config: Config) -> None:
         timeout_graceful_shutdown=CONNECTION_DRAIN_SECONDS,
         proxy_headers=False,
     )
-    server = QuietServer(uv_config)
+    server = QuietServer(uv_config, on_stopping)
     log.info(
         "listening",
         extra={
