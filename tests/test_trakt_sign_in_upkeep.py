@@ -308,6 +308,7 @@ async def test_a_stop_cuts_short_a_housekeeping_alert_on_its_way_and_the_next_st
     finally:
         answering.set()
     assert took < QUICK_STOP, f"the stop took {took:.1f} s"
+    runtime.close()  # as the stop ends: the alert cut short is written (a thread) first
 
     later = build_runtime(runtime.config, clock=clock)
     later.open()
