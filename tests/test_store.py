@@ -1773,6 +1773,24 @@ def test_a_copy_another_process_marked_as_both_opened_it_is_not_marked_again(
         assert store.marked([1]) == set()
 
 
+def test_a_start_with_no_restore_to_tell_writes_nothing_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    # A service starting while a `watchbridge sync` from cron holds the database for longer
+    # than busy_timeout: with no restore to tell, its start must not need the write lock (the
+    # start failed, "database is locked", and the service exited).
+    database = tmp_path / "watchbridge.db"
+    with Store.open(database, busy_timeout=0.2) as service:
+        holder = sqlite3.connect(database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            assert service.tell_restore(by_service=True) is None
+            assert not service.restore_told_elsewhere()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+
 def take_at_once(
     both: threading.Barrier, took: dict[str, str | None], name: str, store: Store
 ) -> None:
