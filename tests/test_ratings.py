@@ -51,8 +51,8 @@ def test_the_smallest_rating_stays_a_rating_on_every_scale() -> None:
 
 
 def test_a_rating_given_after_its_change_was_queued_is_overtaken_only_after_it() -> None:
-    assert ratings.overtaken_after(given_at=200.0, queued_at=100.0) == 200.0
-    assert ratings.overtaken_after(given_at=100.0, queued_at=200.0) == 200.0
+    assert ratings.overtaken_after(given_at=200.0, planned_from=100.0) == 200.0
+    assert ratings.overtaken_after(given_at=100.0, planned_from=200.0) == 200.0
 
 
 @pytest.mark.parametrize(

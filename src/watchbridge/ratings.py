@@ -47,15 +47,17 @@ def to_serializd(internal: int) -> int:
 RATED_SLACK = 60.0
 
 
-def overtaken_after(given_at: float, queued_at: float) -> float:
-    """When a rating change that waited (an outage, a retry) is overtaken by a rating the
-    target holds: one given after this time (and RATED_SLACK) is the user's newer one.
+def overtaken_after(given_at: float, planned_from: float) -> float:
+    """When a rating change is overtaken by a rating the target holds: one given after this
+    time (and RATED_SLACK) is the user's newer one. `planned_from`: when what planned the
+    change last saw the target (`OutboxItem.planned_from`: a link's read of it, else the
+    row's queuing).
 
     A link's row rates over the target's rating its plan read (`prefer`, one-way), which is
-    older than the row's queueing even where it is newer than the source's rating: only a
-    rating given after the row was queued overtakes it. (A removal has no time of its own.)
+    older than that read even where it is newer than the source's rating: only a rating given
+    after the read overtakes it. (A removal has no time of its own.)
     """
-    return max(given_at, queued_at)
+    return max(given_at, planned_from)
 
 
 ANILIST_SCORE_FORMATS = ("POINT_100", "POINT_10_DECIMAL", "POINT_10", "POINT_5", "POINT_3")

@@ -619,6 +619,14 @@ class OutboxItem:
         return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
     @property
+    def planned_on_a_read(self) -> bool:
+        """Whether a link's run planned this row from its read of the target (`READ_AT`):
+        what it sets may have been changed there between that read and its delivery (the run
+        may read the other side for minutes before it queues, and the row may wait behind
+        others), which `waited` does not count."""
+        return self.planned_from < self.created_at
+
+    @property
     def planned_from(self) -> float:
         """When the target was last seen by what planned this row (our clock): the link's
         read of it (`READ_AT`), else (a row of an older release, a webhook's) its queuing. A
@@ -703,8 +711,9 @@ class Retried:
 # In the payload of a link's add queued again after its earlier row, a dead letter, was
 # discarded (`OutboxItem.discarded_before`).
 DISCARDED_BEFORE = "discarded_before"
-# In the payload of a link's removal of a play: when the run that planned it began reading
-# the target (our clock; `OutboxItem.planned_from`).
+# In the payload of a link's row: when the run that planned it began reading the target (our
+# clock; `OutboxItem.planned_from`). Removals of plays and ratings look at what changed there
+# since.
 READ_AT = "read_at"
 # Where the plays a user keeps off a link's target are remembered (`Store.keep_off`): one
 # mirror collection for every link and profile, so that neither an account's start-over nor
@@ -2583,6 +2592,25 @@ class Store:
                 " WHERE id = ? AND last_error = ?",
                 [(now, item_id, UNFOUND) for item_id in item_ids],
             )
+
+    def ratings_sent_since(self, row: OutboxItem, since: float) -> list[int | None]:
+        """The values (0-100; None: a removal) of the ratings of `row`'s item on its target
+        (its ordering key) queued before it and done at or after `since` (our clock): a
+        rating the target shows given since may be one of those writes, not the user's."""
+        rows = self._query(
+            "SELECT action, payload FROM outbox WHERE ordering_key = ? AND id < ?"
+            f" AND status = 'done' AND last_error IS NULL AND action IN {_RATINGS_SQL}"
+            " AND updated_at >= ?",
+            (row.ordering_key, row.id, since),
+        )
+        values: list[int | None] = []
+        for found in rows:
+            value = json.loads(found["payload"]).get("rating")
+            if found["action"] == "remove_rating":
+                values.append(None)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                values.append(value)
+        return values
 
     def pending_rating_removals(
         self, profile: str

@@ -105,8 +105,8 @@ class ProfilePlan:
     # (side, expected record) of the plays queued for a side whose row is gone (its dead
     # letter discarded): copied again, their rows say so (`outbox_rows`).
     discarded: frozenset[tuple[str, str]] = frozenset()
-    # Per side, when this run began reading it (our clock): a removal from it says so
-    # (`outbox_rows`), as its delivery must not take a view made after the read saw the side.
+    # Per side, when this run began reading it (our clock): each write to it says so
+    # (`outbox_rows`), as its delivery must not undo a view or a rating made there since.
     read_at: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -313,7 +313,7 @@ def outbox_rows(
     seasons), and how many actions name an item no row can carry (an unreadable key).
     `discarded`: (target, expected record) of the adds whose earlier row was discarded: their
     rows say so (`OutboxItem.discarded_before`). `read_at`: per side, when the run began
-    reading it; a removal of a play carries its target's (`READ_AT`): a view made there since
+    reading it; each row carries its target's (`READ_AT`): a view or a rating made there since
     is one the plan never saw (a run may read the other side for minutes before it queues)."""
     rows, skipped = [], 0
     for action in actions:
@@ -327,7 +327,7 @@ def outbox_rows(
             payload["rating"] = action.value
         if action.record:
             payload["record"] = action.record
-        if action.kind == "remove_play" and read_at and action.target in read_at:
+        if read_at and action.target in read_at:
             payload[READ_AT] = read_at[action.target]
         if action.kind == "add_play":
             payload["earlier_plays"] = action.earlier_plays  # a rewatch there when any

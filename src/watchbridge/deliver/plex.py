@@ -29,6 +29,13 @@ since (the user's latest word): not scrobbled, recorded as written and removed. 
 Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
 the profile's other rows wait without spending.
 
+Ratings: a rating row that waited, or a link's (planned on a read of Plex that may be
+minutes old: the run reads the other side before it queues), asks Plex first, and is skipped
+when a copy holds another rating given since what planned it last saw Plex
+(`OutboxItem.planned_from`) and after the rating it sets: the user's newer word. A rating an
+earlier row of ours for the item set since is not taken for the user's. The batch's rating
+rows ask together (`details`, a hundred copies a request), not one request each.
+
 Removals: the row names the Plex play (`record`). A history play's row is deleted from the
 server's history; a play we wrote or one read from the watched flag is marked removed in our
 memory. The item is unscrobbled only when no other play of it remains on the plan's Plex side
@@ -53,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from watchbridge import ratings
@@ -134,6 +141,11 @@ class Person:
     written: dict[str, Written]
     synthetic: dict[str, Any]
     unwatching: dict[str, Any]
+    # The copies the batch's checked rating rows name (`_rating_checked`), and their details
+    # once asked (`PlexTarget._rated_now`).
+    to_check: list[str] = field(default_factory=list)
+    asked: set[str] = field(default_factory=set)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class PlexTarget:
@@ -184,6 +196,7 @@ class PlexTarget:
             return
         token = await self.tokens.token(profile, self._machine)
         person = await asyncio.to_thread(self._person, profile, token)
+        person.to_check = _copies_to_check(person, rows, self.clock())
         for row in rows:
             try:
                 outcomes[row.id] = await self._row(person, row)
@@ -279,13 +292,12 @@ class PlexTarget:
             watched_at = entry.get("watched_at")
             return await self._play(person, row, str(key), rating_keys, watched_at, at)
         stars = None if value is None else ratings.to_ten_halves(value)
-        since = ratings.overtaken_after(at, row.created_at)
         unrated = rating_keys
-        if row.waited(self.clock()):  # the user may have rated it since
-            found = await self.client.details(rating_keys, person.token)
-            if _rated_since(found, stars, since + self.client.clock_skew):
+        if _rating_checked(row, self.clock()):  # the user may have rated it since
+            found = await self._rated_now(person, rating_keys)
+            if await self._rated_by_the_user(row, found, stars, at):
                 return Skipped(  # read just now, with the person's token
-                    "Plex holds a newer rating of it, given while this one waited",
+                    "Plex holds a newer rating of it, given there since this one was planned",
                     answered=True,
                 )
             # An earlier try may have rated some copies: the others still need it.
@@ -299,6 +311,35 @@ class PlexTarget:
             return writes.retry()
         writes.log_skipped(f"rating {key}", "rated")
         return Delivered(writes.noted("rated" if value is not None else "rating cleared"))
+
+    async def _rated_now(self, person: Person, rating_keys: list[str]) -> dict[str, Any]:
+        """The details of these copies, as Plex shows them now. The first rating row of a
+        batch to ask asks for every copy its checked rating rows name (`Person.to_check`), a
+        hundred a request: a link's first run may queue thousands of ratings."""
+        if any(rk not in person.asked for rk in rating_keys):
+            ask = [*rating_keys, *(rk for rk in person.to_check if rk not in person.asked)]
+            person.details.update(await self.client.details(ask, person.token))
+            person.asked.update(ask)
+        return {rk: person.details[rk] for rk in rating_keys if rk in person.details}
+
+    async def _rated_by_the_user(
+        self,
+        row: OutboxItem,
+        found: Mapping[str, Mapping[str, object]],
+        stars: float | None,
+        at: float,
+    ) -> bool:
+        """Whether a copy holds another rating than `stars` that the user gave since what
+        planned the row last saw Plex (a link's read of it, else the row's queuing), unless
+        it came after `at` (the rating this row sets: the newer). A rating an earlier row of
+        ours for the item set since is no rating of the user's."""
+        since = ratings.overtaken_after(at, row.planned_from)
+        rated = _rated_since(found, stars, since + self.client.clock_skew)
+        if not rated:
+            return False
+        sent = await asyncio.to_thread(self.store.ratings_sent_since, row, since)
+        ours = {None if v is None else ratings.to_ten_halves(v) for v in sent}
+        return any(value not in ours for value in rated.values())
 
     async def _play(
         self,
@@ -597,6 +638,22 @@ class PlexTarget:
         )
 
 
+def _copies_to_check(person: Person, rows: Sequence[OutboxItem], now: float) -> list[str]:
+    """The copies named by the rating rows among `rows` that ask Plex first."""
+    copies: list[str] = []
+    for row in rows:
+        if not _rating_checked(row, now):
+            continue
+        try:
+            key = key_for_ref(ref_from_dict(row.payload["item"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # its own delivery says why
+        entry = person.keys.get(key or "")
+        if entry is not None:
+            copies.extend(str(rk) for rk in entry["rating_keys"])
+    return copies
+
+
 def _written_for(person: Person, expected: str) -> str | None:
     """The play we wrote for an expected play (`ITEM@AT[#SOURCE]`) the engine has not seen
     read back."""
@@ -707,11 +764,20 @@ def _rating(details: Mapping[str, object]) -> float | None:
     return number(details.get("userRating"))
 
 
-def _rated_since(found: Mapping[str, Mapping[str, object]], stars: float | None, at: float) -> bool:
-    """Whether any copy holds another rating than `stars`, given after `at` (on Plex's clock):
-    the user's, since the change that waited. A copy an earlier try rated holds `stars`."""
-    for details in found.values():
-        rated = number(details.get("lastRatedAt"))
-        if rated is not None and rated > at + ratings.RATED_SLACK and _rating(details) != stars:
-            return True
-    return False
+def _rated_since(
+    found: Mapping[str, Mapping[str, object]], stars: float | None, at: float
+) -> dict[str, float | None]:
+    """The copies that hold another rating than `stars`, given after `at` (on Plex's clock),
+    with that rating. A copy an earlier try rated holds `stars`."""
+    rated: dict[str, float | None] = {}
+    for copy, details in found.items():
+        given = number(details.get("lastRatedAt"))
+        if given is not None and given > at + ratings.RATED_SLACK and _rating(details) != stars:
+            rated[copy] = _rating(details)
+    return rated
+
+
+def _rating_checked(row: OutboxItem, now: float) -> bool:
+    """Whether a rating row asks Plex first for a rating given since it was planned: one that
+    waited, or a link's (planned on a read of Plex that may be minutes old)."""
+    return row.action in ("rating", "remove_rating") and (row.waited(now) or row.planned_on_a_read)
