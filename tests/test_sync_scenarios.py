@@ -399,6 +399,40 @@ async def test_a_rating_changed_on_trakt_while_its_old_copy_waits_keeps_the_new_
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
 
 
+async def test_a_rating_given_on_trakt_while_the_run_reads_serializd_is_not_overwritten(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    # S1E1 rated 8 on Trakt, copied to Serializd; the user then rates it 6 on Serializd. The
+    # next run reads Trakt (8 there), plans to set Trakt to Serializd's 6, and while it reads
+    # Serializd (paced: minutes on a big diary) the user rates S1E1 9 on Trakt. That 9 is the
+    # user's latest word: the 6, planned from the older read, must not overwrite it.
+    app.watch(1, 1, ago(30))
+    app.rate(1, 1, 8, ago(30))
+    await rig.sync_and_deliver()
+    assert diary_rating(serializd, 1, 1) == 8
+    serializd.log_entry(None, BB, 1, 1, rating=6, is_log=False)
+    rated: list[str] = []
+
+    def rate_on_trakt_while_serializd_is_read(answer: Any) -> None:
+        rated.append(iso(time.time() + 180))  # three minutes into the read
+        app.rate(1, 1, 9, rated[0])
+
+    serializd.reshape_next(
+        1, rate_on_trakt_while_serializd_is_read, "GET /api/user/{username}/diary"
+    )
+    result = await rig.sync()
+    assert rated and result.queued == 1
+    posted = len(trakt.requests)
+    await rig.deliver()
+    assert trakt_rating(trakt, 1, 1) == 9  # the user's rating stands
+    assert trakt_writes(trakt, posted) == []  # not rated over
+
+    # The next runs copy the 9 to Serializd, the newer one.
+    for _ in range(2):
+        await rig.sync_and_deliver()
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
+
+
 @pytest.mark.parametrize(
     ("prefer", "newer", "winner"),
     [

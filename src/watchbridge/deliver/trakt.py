@@ -565,7 +565,7 @@ class TraktTarget:
         since, unread, asked = await self._rated_since(profile, [*rated, *removed_ratings])
         for row in since:
             outcomes[row.outbox.id] = Skipped(
-                "Trakt holds a newer rating of it, given while this one waited",
+                "Trakt holds a newer rating of it, given there since this one was planned",
                 answered=row in asked,
             )
         for row, hold in unread:
@@ -894,16 +894,19 @@ class TraktTarget:
     async def _rated_since(
         self, profile: str, rows: Sequence[Row]
     ) -> tuple[list[Row], list[tuple[Row, Hold]], list[Row]]:
-        """The rating changes among `rows` that waited (an outage, a pause, a sign-in) whose
-        item the user rated on Trakt after them: sent, they would undo that (Trakt keeps the
-        last rating written, whatever its date). One read per kind of item, for those only.
+        """The rating changes among `rows` that waited (an outage, a pause, a sign-in), or
+        that a link's run planned on its read of Trakt (it may then read the other side for
+        minutes before it queues), whose item the user rated on Trakt after them: sent, they
+        would undo that (Trakt keeps the last rating written, whatever its date). A rating an
+        earlier row of ours for the item set since is not the user's. One read per kind of
+        item, for those only, serving the batches of a drain (RATINGS_READ_KEEP).
         Also those Trakt may hold a newer rating of, in an answer in a shape watchbridge does
         not know (a rating of the item without a readable `rated_at`, or one naming no item
         it can read), each with its hold: they wait until it reads again (`changed_hold`).
         And the rows whose kind Trakt was asked for now, not served from an earlier read: a
         skip of theirs rests on Trakt answering this sign-in now (Skipped.answered)."""
         now = self.clock()
-        waited = [r for r in rows if r.outbox.waited(now)]
+        waited = [r for r in rows if r.outbox.waited(now) or r.outbox.planned_on_a_read]
         kinds = sorted({_RATING_KINDS.get(r.item.kind, "") for r in waited} - {""})
         # Not `updated_at`: the claim sets it, so each batch of a drain would read again. A
         # row falls due no sooner than its last try ended (each try sets its next one then or
@@ -921,9 +924,11 @@ class TraktTarget:
         newer: list[Row] = []
         unread: list[tuple[Row, Hold]] = []
         for row in waited:
-            at = ratings.overtaken_after(row.at, row.outbox.created_at)
-            times = [_rated_at(e) for e in entries if rating_is(e, row.item)]
-            if any(t is not None and t > at + ratings.RATED_SLACK for t in times):
+            at = ratings.overtaken_after(row.at, row.outbox.planned_from)
+            given = [(_rated_at(e), e.get("rating")) for e in entries if rating_is(e, row.item)]
+            times = [t for t, _ in given]
+            since = [value for t, value in given if t is not None and t > at + ratings.RATED_SLACK]
+            if since and not await self._ours(row.outbox, at, since):
                 newer.append(row)
             elif None in times or unnamed:
                 what = (
@@ -934,6 +939,14 @@ class TraktTarget:
                 then = "this rating waits, without giving up, as Trakt may hold a newer one"
                 unread.append((row, changed_hold("Trakt", what, then)))
         return newer, unread, asked_rows
+
+    async def _ours(self, row: OutboxItem, since: float, values: list[Any]) -> bool:
+        """Whether every rating Trakt shows given since `since` (`values`) is one an earlier
+        row of ours for the item set then (a retry landing while a link's run read the other
+        side), not the user's."""
+        sent = await asyncio.to_thread(self.store.ratings_sent_since, row, since)
+        ours = {ratings.to_trakt(v) for v in sent if v is not None}
+        return all(value in ours for value in values)
 
     async def _trakt_ratings(
         self, profile: str, kind: str, tried: float
