@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList, Token
 from tests.fakes.base import FakeServer
+from tests.harness import loop_free_while_the_store_is_locked
 from watchbridge.config import AniListConfig, Secret
 from watchbridge.http import RateLimited
 from watchbridge.services.anilist import (
@@ -213,6 +214,16 @@ async def test_the_whole_list_of_1200_entries_takes_three_requests(
     assert sum(e.progress for e in entries) == 15_000
     assert fake.operations == ["MediaListCollection"] * 3  # the user id is in the token
     assert client.requests_sent == 3
+
+
+async def test_a_request_reading_its_sign_in_leaves_the_event_loop_free(
+    client: AniListClient, store: Store
+) -> None:
+    # Each request reads the sign-in from the store, whose lock a link run's apply holds for
+    # most of a second at a big account: waited for on the event loop, every webhook waited.
+    await client.viewer("alice")
+    working = client.viewer("alice", refresh=True)
+    assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
 
 
 async def test_a_token_without_a_user_id_asks_viewer_once(fake: FakeAniList, store: Store) -> None:

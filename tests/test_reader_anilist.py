@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
+from tests.harness import loop_free_while_the_store_is_locked
 from watchbridge.anime import EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.anime_data import unmatched_records
 from watchbridge.config import AniListConfig, Secret
@@ -498,6 +499,17 @@ async def test_reads_full_then_checks_cheaply_then_reads_only_what_moved(
     new = [p for p in second.side.plays if p.record in (f"{watching.id}:4", f"{watching.id}:5")]
     assert [p.at for p in new] == [UPDATED + 3600, UPDATED + 3600]
     assert len(second.side.plays) == 5
+
+
+@pytest.mark.anyio
+async def test_a_read_checking_the_sign_ins_expiry_leaves_the_event_loop_free(
+    fake: FakeAniList, reader: AniListReader, store: Store
+) -> None:
+    # A read first looks whether the sign-in expires soon, in the store, whose lock a link
+    # run's apply holds for most of a second at a big account.
+    fake.add_entry(REZERO_P2, status="CURRENT", progress=3, updated_at=UPDATED)
+    working = reader.read("alice", {}, None, full=True)
+    assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
 
 
 @pytest.mark.anyio

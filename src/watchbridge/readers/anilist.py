@@ -708,7 +708,7 @@ class AniListReader:
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
-        warning = self.client.expiry_warning(profile)
+        warning = await asyncio.to_thread(self.client.expiry_warning, profile)
         if warning is not None:
             log.warning("AniList sign-in expires soon", extra={"profile": profile, "why": warning})
         raw = await self.mapper()

@@ -15,6 +15,7 @@ clock is injected too. Every request goes through the shared HTTP policy (`watch
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -834,6 +835,11 @@ class AniListClient:
             raise AniListAuthError(expiry_warning(stored, self.clock(), profile) or "expired")
         return stored
 
+    async def _loaded(self, profile: str) -> AniListToken:
+        """`token` on a thread: it waits for the store's lock, which a link run's apply holds
+        for most of a second at a big account; on the event loop every webhook would wait."""
+        return await asyncio.to_thread(self.token, profile)
+
     def expires_in_days(self, profile: str) -> float | None:
         """Days until the profile's token expires (None: unknown or no token)."""
         try:
@@ -909,7 +915,7 @@ class AniListClient:
 
     async def graphql(self, profile: str, query: str, variables: Mapping[str, Any]) -> Any:
         """One GraphQL request with the profile's token; returns `data` or raises."""
-        token = self.token(profile).access_token
+        token = (await self._loaded(profile)).access_token
         try:
             data = await self._send(token, query, variables)
         except AniListAuthError as exc:
@@ -970,7 +976,7 @@ class AniListClient:
 
     async def user_id(self, profile: str) -> int:
         """The profile's AniList user id: the token's `sub` claim, else asked (`Viewer`)."""
-        return self.token(profile).user_id or (await self.viewer(profile)).id
+        return (await self._loaded(profile)).user_id or (await self.viewer(profile)).id
 
     async def read_list(self, profile: str) -> ListRead:
         """The whole anime list: one request per 500 entries (§5.2), deduplicated, with the
