@@ -189,6 +189,47 @@ async def test_a_request_reading_its_sign_in_leaves_the_event_loop_free(
     assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
 
 
+async def test_whether_a_refresh_is_due_is_read_leaving_the_event_loop_free(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # Housekeeping asks it of every profile each hour, while a link run's apply may hold the
+    # store's lock for most of a second at a big account.
+    signed_in(trakt, store)
+    client = TraktClient(
+        TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url),
+        store,
+        clock=lambda: time.time() + 0.8 * 7 * 86400,
+    )
+    try:
+        due = asyncio.ensure_future(client.refresh_due(PROFILE))
+        assert await loop_free_while_the_store_is_locked(store, due), "the loop waited for it"
+        assert due.result() is True
+    finally:
+        await client.aclose()
+
+
+async def test_whether_a_sign_in_ends_soon_is_read_leaving_the_event_loop_free(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # After Trakt refused to renew a sign-in, each delivery batch asks it, while a link
+    # run's apply may hold the store's lock for most of a second at a big account.
+    signed_in(trakt, store)
+    trakt.refuse_refresh_tokens()
+    client = TraktClient(
+        TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url),
+        store,
+        clock=lambda: time.time() + 0.8 * 7 * 86400,
+        sleep=no_wait,
+    )
+    try:
+        assert await client.refresh_if_due(PROFILE)  # refused; its access token still works
+        ending = asyncio.ensure_future(client.sign_in_ending(PROFILE))
+        assert await loop_free_while_the_store_is_locked(store, ending), "the loop waited"
+        assert "keeps working until" in (ending.result() or "")
+    finally:
+        await client.aclose()
+
+
 async def test_not_signed_in_says_how_to_sign_in(client: TraktClient) -> None:
     with pytest.raises(TraktAuthError, match="watchbridge auth trakt --profile me"):
         await client.last_activities(PROFILE)

@@ -234,7 +234,7 @@ async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = N
                 )
                 continue
             else:
-                ending = client.sign_in_ending(name)
+                ending = await client.sign_in_ending(name)
                 if ending is None:
                     await _renewed(runtime, client, name, key + ENDING)
                     await _works_again(runtime, client, name, key)
@@ -254,7 +254,7 @@ async def _renewed(runtime: Runtime, client: TraktClient, profile: str, key: str
     was refreshed, or signed in again)."""
     if not runtime.notifier.raised("credentials", key):
         return
-    if not client.refresh_due(profile):
+    if not await client.refresh_due(profile):
         renewed = f"the trakt sign-in of profile {profile} is renewed"
         await runtime.notifier.resolve("credentials", renewed, key=key)
 
@@ -266,7 +266,7 @@ async def _works_again(runtime: Runtime, client: TraktClient, profile: str, key:
     it would keep the next refusal of its sign-in from being told (`_tell_once`)."""
     from watchbridge.services.trakt import SERVICE
 
-    if not runtime.notifier.raised("credentials", key) or client.refresh_due(profile):
+    if not runtime.notifier.raised("credentials", key) or await client.refresh_due(profile):
         return
     if await asyncio.to_thread(runtime.store.waits_for_sign_in, SERVICE, profile):
         return

@@ -387,7 +387,7 @@ class TraktTarget:
         self._forget_stale_reads()
         # A hold keeps the mark of a row whose send may have landed (per_profile's `undecided`).
         outcomes = await per_profile(items, deliver_profile, self._hold_for, self.store)
-        return self._told_of_ending_sign_ins(items, outcomes)
+        return await self._told_of_ending_sign_ins(items, outcomes)
 
     def _forget_stale_reads(self) -> None:
         """Let go of the reads kept for a drain that can serve no more: an account's ratings
@@ -404,14 +404,13 @@ class TraktTarget:
             if still_fresh(read_at, now, RATINGS_READ_KEEP)
         }
 
-    def _told_of_ending_sign_ins(
+    async def _told_of_ending_sign_ins(
         self, items: Sequence[OutboxItem], outcomes: dict[int, Outcome]
     ) -> dict[int, Outcome]:
         """The deliveries made on a sign-in Trakt refused to renew, and the skips decided on
         its answers, carry why (an alert)."""
-        ending = {
-            p: why for p in {i.profile for i in items} if (why := self.client.sign_in_ending(p))
-        }
+        profiles = {i.profile for i in items}
+        ending = {p: why for p in profiles if (why := await self.client.sign_in_ending(p))}
         for item in items:
             outcome = outcomes.get(item.id)
             if shows_an_answer(outcome) and item.profile in ending:

@@ -936,14 +936,14 @@ class TraktClient:
         Trakt no longer renews it. Nothing is sent while the pair is fresh, nor for a profile
         with no stored sign-in. True when a refresh was due (its outcome: `sign_in_ending`, or
         the TraktAuthError raised, as for a request)."""
-        if not self.refresh_due(profile):
+        if not await self.refresh_due(profile):
             return False
         await self._access_token(profile)
         return True
 
-    def refresh_due(self, profile: str) -> bool:
+    async def refresh_due(self, profile: str) -> bool:
         """True when `profile` has a stored sign-in past its refresh point (75 % of its life)."""
-        tokens = self._load(profile)
+        tokens = await self._loaded(profile)
         return tokens is not None and tokens.due_for_refresh(self.clock())
 
     async def _loaded(self, profile: str) -> TokenSet | None:
@@ -1120,13 +1120,13 @@ class TraktClient:
         for key in [key for key in self._refresh_spent if key[0] == profile]:
             del self._refresh_spent[key]
 
-    def sign_in_ending(self, profile: str) -> str | None:
+    async def sign_in_ending(self, profile: str) -> str | None:
         """Why `profile`'s sign-in stops working soon (Trakt refused to renew it while its
         access token still works), with what to do; None when it renews as it should."""
         refused = self._refresh_refused.get(profile)
         if refused is None:
             return None
-        tokens = self._load(profile)
+        tokens = await self._loaded(profile)
         if tokens is None or tokens.refresh_token != refused[0]:
             return None  # signed in again since (here or by another process)
         until = datetime.fromtimestamp(refused[2], UTC).strftime("%Y-%m-%d %H:%M UTC")
