@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +13,7 @@ import pytest
 
 from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList, Token
 from tests.fakes.base import FakeServer
-from tests.harness import loop_free_while_the_store_is_locked
+from tests.harness import loop_free_while_the_store_is_locked, until
 from watchbridge.config import AniListConfig, Secret
 from watchbridge.http import RateLimited
 from watchbridge.services.anilist import (
@@ -224,6 +225,23 @@ async def test_a_request_reading_its_sign_in_leaves_the_event_loop_free(
     await client.viewer("alice")
     working = client.viewer("alice", refresh=True)
     assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
+
+
+async def test_noting_that_anilist_took_the_sign_in_leaves_the_event_loop_free(
+    fake: FakeAniList, client: AniListClient, store: Store
+) -> None:
+    # After each answer the sign-in's refusal on record is looked up (`note_taken`), in the
+    # store, whose lock a link run's apply may have taken while the request was under way.
+    await client.viewer("alice")
+    released = fake.hold_next(route="POST /")
+    request = asyncio.ensure_future(client.viewer("alice", refresh=True))
+    await until(lambda: fake.count("POST", "/") == 2)
+
+    async def answered() -> object:
+        released.set()
+        return await request
+
+    assert await loop_free_while_the_store_is_locked(store, answered()), "the loop waited"
 
 
 async def test_a_token_without_a_user_id_asks_viewer_once(fake: FakeAniList, store: Store) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.base import FakeServer, cloudflare_page
 from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt, RateLimit
-from tests.harness import loop_free_while_the_store_is_locked, sign_in_trakt
+from tests.harness import loop_free_while_the_store_is_locked, sign_in_trakt, until
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
@@ -187,6 +187,23 @@ async def test_a_request_reading_its_sign_in_leaves_the_event_loop_free(
     signed_in(trakt, store)
     working = client.last_activities(PROFILE)
     assert await loop_free_while_the_store_is_locked(store, working), "the loop waited for it"
+
+
+async def test_noting_that_trakt_took_the_sign_in_leaves_the_event_loop_free(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # After each answer the sign-in's refusal on record is looked up (`note_taken`), in the
+    # store, whose lock a link run's apply may have taken while the request was under way.
+    signed_in(trakt, store)
+    released = trakt.hold_next(route="GET /sync/last_activities")
+    request = asyncio.ensure_future(client.last_activities(PROFILE))
+    await until(lambda: trakt.count("GET", "/sync/last_activities") == 1)
+
+    async def answered() -> object:
+        released.set()
+        return await request
+
+    assert await loop_free_while_the_store_is_locked(store, answered()), "the loop waited"
 
 
 async def test_whether_a_refresh_is_due_is_read_leaving_the_event_loop_free(

@@ -926,9 +926,11 @@ class AniListClient:
                 exc.status,
             )
             # For the sign-in health: the token still looks good for months by its expiry.
-            note_refused(self.tokens, SERVICE, profile, token, refused.message, self.clock())
+            await asyncio.to_thread(
+                note_refused, self.tokens, SERVICE, profile, token, refused.message, self.clock()
+            )
             raise refused from None
-        note_taken(self.tokens, SERVICE, profile, token, self.clock())
+        await asyncio.to_thread(note_taken, self.tokens, SERVICE, profile, token, self.clock())
         return data
 
     async def _send(self, token: str, query: str, variables: Mapping[str, Any]) -> Any:

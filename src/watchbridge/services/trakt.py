@@ -1273,9 +1273,11 @@ class TraktClient:
                 f"run `watchbridge auth trakt --profile {profile}`",
             )
             # For the sign-in health: the refresh went through, so the pair looks good.
-            note_refused(self.tokens, SERVICE, profile, token, refused.message, self.clock())
+            await asyncio.to_thread(
+                note_refused, self.tokens, SERVICE, profile, token, refused.message, self.clock()
+            )
             raise refused
-        note_taken(self.tokens, SERVICE, profile, token, self.clock())
+        await asyncio.to_thread(note_taken, self.tokens, SERVICE, profile, token, self.clock())
         return response
 
     async def scrobble(
