@@ -259,7 +259,7 @@ def test_a_rewatch_on_another_player_whose_start_was_lost_is_a_second_play(
 
 def plex_on(player: str, event: str, percent: float | None) -> dict[str, Any]:
     """Plex's webhook for the sample episode (the one Tautulli's samples name) on `player`."""
-    name = {"media.play": "play", "media.scrobble": "scrobble", "media.stop": "stop"}[event]
+    name = event.removeprefix("media.")
     body = plex(f"episode_legacy_media_{name}.json")
     body["Player"]["uuid"] = player
     if percent is not None:
@@ -317,6 +317,20 @@ def test_the_same_episode_on_two_players_one_through_each_sender_is_two_plays(
         rig.advance(60)
         rig.post("plex", plex_on("tv", "media.scrobble", 90))
         assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_rewatch_begun_on_plex_soon_after_tautullis_watched_shows_as_playing(
+    tmp_path: Path,
+) -> None:
+    # Only the credits after the other sender's report are left out of Trakt's live state
+    # (tests/test_plex_and_tautulli_to_trakt.py): a start from the beginning is a rewatch's.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(85, "watched", "tv"))
+        rig.advance(5 * 60)
+        rig.post("plex", plex_on("tv", "media.play", None))
+        rig.advance(60)
+        rig.post("plex", plex_on("tv", "media.pause", 2))
+        assert rig.live() == ["play", "start", "pause"]
 
 
 # --------------------------------------------------------------------------- live state

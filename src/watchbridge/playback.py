@@ -171,6 +171,18 @@ def one_of_two_reports(
     return False, Session(own_key, "reported", None, 0, at), other
 
 
+def after_the_others_report(other: Session | None, at: float, progress: float | None) -> bool:
+    """Whether a Plex sender's live state at `at` (at `progress` %) is of a viewing the other
+    sender reported complete within TOGETHER_WITHIN, and this one has not reported yet: the
+    credits, whose play ended the viewing on Trakt. Sent, a resume would show it as watching
+    again and a pause leave a resume point for months, and this sender's report of it, left
+    out (`one_of_two_reports`), would end neither. A position at most half way (or none:
+    Plex's start from the beginning) begins a rewatch."""
+    if other is None or other.state != "reported" or progress is None:
+        return False
+    return 0 <= at - other.updated_at <= TOGETHER_WITHIN and progress > RESTART_MAX_PROGRESS
+
+
 def earlier_keys(event: MediaEvent) -> dict[str, str]:
     """This event's session keys (`session_key`, `completion_key`) as a release before an
     item's key changed made them (MediaRef.earlier_key), where they differ: the sessions it

@@ -3,13 +3,14 @@
 Each of the two reports a viewing at its own completion point (Plex at 90 %, Tautulli at its
 "watched" percent), minutes apart: further apart than Trakt's and Serializd's duplicate windows.
 The ingest counts such a viewing once (playback.one_of_two_reports), but only when both senders
-name the server and the player, and Trakt is told the live state twice: one sender per server
-is still the setup to have. Both reporting the same Plex item (its rating key) on the same
-player for one profile within TOGETHER_WITHIN is that mistake; two people on one profile, one
-through each sender, watch other items or on other players, and a switch from one sender to the
-other leaves a longer gap. Bounded whatever the webhooks name (KEPT items, REPORTS_KEPT
-reports of each, DOUBLINGS_KEPT doublings, TOLD_AT_MOST log lines per LOG_AGAIN_AFTER): a
-sender naming a new server or player in every webhook fills neither memory nor the log.
+name the server and the player, and Trakt is told the live state by both until the first report
+(playback.after_the_others_report): one sender per server is still the setup to have. Both
+reporting the same Plex item (its rating key) on the same player for one profile within
+TOGETHER_WITHIN is that mistake; two people on one profile, one through each sender, watch other
+items or on other players, and a switch from one sender to the other leaves a longer gap.
+Bounded whatever the webhooks name (KEPT items, REPORTS_KEPT reports of each, DOUBLINGS_KEPT
+doublings, TOLD_AT_MOST log lines per LOG_AGAIN_AFTER): a sender naming a new server or player
+in every webhook fills neither memory nor the log.
 Pure bookkeeping: the caller passes the time.
 """
 

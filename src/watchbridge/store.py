@@ -30,6 +30,7 @@ from watchbridge.errors import StoreError
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
     Session,
+    after_the_others_report,
     ends_a_viewing,
     finished_its_rest,
     got_into_a_viewing,
@@ -1137,6 +1138,24 @@ def _one_play_of_two_reports(
     return [row for row in rows if row.action != "play"] if twice else rows
 
 
+def _live_states_of_its_own_viewing(
+    conn: sqlite3.Connection,
+    job: IngestJob,
+    keys: tuple[str, str],
+    rows: Sequence[NewOutboxRow],
+) -> Sequence[NewOutboxRow]:
+    """`rows` without their live states when they are a Plex sender's of a viewing the other
+    sender reported complete already (playback.after_the_others_report): Trakt's live state
+    of it ended with that play."""
+    watching = [row for row in rows if row.action == "watching"]
+    if not watching:
+        return rows
+    progress = watching[0].payload.get("progress")
+    if not after_the_others_report(_session(conn, keys[1]), job.now, progress):
+        return rows
+    return [row for row in rows if row.action != "watching"]
+
+
 def _save_session(
     conn: sqlite3.Connection, session: Session, profile: str, lasting: bool = False
 ) -> None:
@@ -2046,6 +2065,8 @@ class Store:
         superseding = [row for row in rows if row.supersedes]
         if job.report_keys is not None and any(row.action == "play" for row in rows):
             rows = _one_play_of_two_reports(conn, job, job.report_keys, rows)
+        elif job.report_keys is not None:
+            rows = _live_states_of_its_own_viewing(conn, job, job.report_keys, rows)
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
             "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
@@ -2054,7 +2075,8 @@ class Store:
         )
         if job.learnt is not None:
             _remember_account(conn, job.learnt, job.now)
-        for row in superseding:  # a play left out still ends its sender's live state
+        # A play or live state left out still ends its sender's pending live states.
+        for row in superseding:
             conn.execute(
                 "UPDATE outbox SET status = 'done', last_error = 'superseded',"
                 " updated_at = ? WHERE ordering_key = ? AND status = 'pending'"
