@@ -77,6 +77,27 @@ def test_a_sender_naming_no_server_or_player_matches_and_the_named_server_is_kep
     senders.saw("plex", FELINA, 0.0)
     doubling = senders.saw("tautulli", replace(FELINA, server="", player=""), 60.0)
     assert doubling is not None and doubling.server == SERVER
+    # The ingest cannot match such reports: each viewing counts twice.
+    assert doubling.counted_twice and "counts twice" in doubling.message
+    assert "server_machine_id" in doubling.fix
+
+
+def test_both_senders_naming_the_server_and_player_count_a_viewing_once() -> None:
+    senders = Senders()
+    senders.saw("tautulli", FELINA, 0.0)
+    doubling = senders.saw("plex", FELINA, 165.0)
+    assert doubling is not None and not doubling.counted_twice
+    assert "counted once" in doubling.message and "server_machine_id" not in doubling.fix
+
+
+def test_a_doubling_that_comes_to_count_twice_is_logged_again_at_once() -> None:
+    senders = Senders()
+    senders.saw("plex", FELINA, 0.0)
+    matched = senders.saw("tautulli", FELINA, 60.0)
+    assert matched is not None and senders.log_due(matched, 60.0)
+    unmatched = senders.saw("tautulli", replace(FELINA, player=""), 120.0)
+    assert unmatched is matched and unmatched.counted_twice
+    assert senders.log_due(unmatched, 120.0)
 
 
 def test_each_doubled_viewing_is_reported_and_logged_once_in_a_while() -> None:

@@ -335,11 +335,18 @@ def test_an_emby_webhook_naming_no_user_says_which_emby_setting_sends_one(tmp_pa
     assert "Limit user events to" in seen["fix"] and "Limit user events to" in page
 
 
-def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
-    tmp_path: Path, start_fake: Any
+# A Tautulli template without them names neither (its `player`, a name, stands in for
+# `machine_id` when there).
+NAMING_THE_SERVER_AND_PLAYER = ("server_machine_id", "machine_id", "player")
+
+
+def test_plex_and_tautulli_reporting_one_server_alert_only_once_a_viewing_counts_twice(
+    tmp_path: Path, start_fake: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The example config's single-person set-up (a default profile) plus Tautulli's webhook
-    # for the same Plex server: each viewing is reported minutes apart by both.
+    # for the same Plex server: each viewing is reported minutes apart by both. Both naming
+    # the server and player (Plex's webhook, the docs' Tautulli template), it counts once: a
+    # note, no alert. A Tautulli template naming neither: it counts twice, an alert.
     receiver = start_fake(AlertReceiver())
     config = parse_config(
         f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
@@ -348,6 +355,7 @@ def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
         Path("watchbridge.yaml"),
         {},
     )
+    caplog.set_level("INFO", logger="watchbridge.webhooks")
     with AppThread(build_app(build_runtime(config))) as app:
         tautulli = sample_json("tautulli", "watched_episode.json")
         answer = httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli)
@@ -356,15 +364,26 @@ def test_plex_and_tautulli_reporting_one_server_to_a_profile_is_told(
         body = sample_bytes("plex", "episode_legacy_media_scrobble.json")
         plex = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": body})
         assert plex.status_code == 202
-        (doubling,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
+        (matched,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
         page = html.unescape(httpx.get(app.url).text)
+        unnamed = {k: v for k, v in tautulli.items() if k not in NAMING_THE_SERVER_AND_PLAYER}
+        answer = httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=unnamed)
+        assert answer.status_code == 202
+        (unmatched,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
         deadline = time.monotonic() + 10
-        while not receiver.messages and time.monotonic() < deadline:
+        while (webhooks._alerting or not receiver.messages) and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert (doubling["profile"], doubling["server"]) == ("me", PLEX_SERVER)
-    assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
+    # One alert, of the viewing that counts twice (the notifier would hold back a second).
     assert receiver.titles() == [DOUBLING_TITLE]
-    assert "each viewing is reported twice" in str(receiver.messages[0]["message"])
+    said = str(receiver.messages[0]["message"])
+    assert "each viewing counts twice" in said and "server_machine_id" in said
+    assert (matched["profile"], matched["server"]) == ("me", PLEX_SERVER)
+    assert matched["counted_twice"] is False and "counted once" in matched["message"]
+    assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
+    assert "counted once" in page and 'class="bad">profile me' not in page
+    assert (unmatched["server"], unmatched["counted_twice"]) == (PLEX_SERVER, True)
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if "from both" in r.getMessage()]
+    assert [level for level, _ in told] == ["INFO", "WARNING"]
 
 
 def test_servers_and_players_made_up_in_every_webhook_fill_neither_memory_nor_the_status(
@@ -414,6 +433,7 @@ def test_a_profile_doubled_on_many_servers_gets_one_alert_naming_the_latest(
         for n in range(5):
             tautulli = sample_json("tautulli", "watched_episode.json")
             tautulli["server_machine_id"] = f"server-{n}"
+            del tautulli["machine_id"], tautulli["player"]  # no player: each counts twice
             assert client.post(f"/webhooks/tautulli/{SECRET}", json=tautulli).status_code == 202
             plex = sample_json("plex", "episode_legacy_media_scrobble.json")
             plex["Server"]["uuid"] = f"server-{n}"

@@ -957,6 +957,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "server": d.server,
                 "first_at": d.first_at,
                 "last_at": d.last_at,
+                "counted_twice": d.counted_twice,
                 "message": d.message,
                 "fix": d.fix,
             }

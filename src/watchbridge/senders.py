@@ -32,6 +32,11 @@ FIX = (
     "keep one of them for this server: remove Tautulli's webhook, or Plex's "
     "(docs/webhooks.md, one sender per server)"
 )
+NAME_THEM = (
+    "; or, to keep both, paste the Tautulli template of docs/webhooks.md, which names them "
+    "(server_machine_id, machine_id). The plays counted twice meanwhile can be removed on "
+    "Trakt and Serializd"
+)
 
 
 @dataclass(frozen=True)
@@ -46,23 +51,35 @@ class Viewing:
 
 @dataclass
 class Doubling:
-    """A profile getting one Plex server's plays from both Plex's and Tautulli's webhooks."""
+    """A profile getting one Plex server's plays from both Plex's and Tautulli's webhooks.
+    `counted_twice`: as its latest pair of reports showed, one sender names no server or
+    player, so the ingest cannot match their reports (playback.report_keys) and each viewing
+    counts twice: an alert. Otherwise each counts once, and it is a note (log, status)."""
 
     profile: str
     server: str
     first_at: float
     last_at: float
     logged_at: float | None = None
-    fix: str = FIX
+    counted_twice: bool = True
 
     @property
     def message(self) -> str:
         server = f"Plex server {self.server}" if self.server else "a Plex server"
+        both = f"profile {self.profile} gets the plays of {server} from both Plex's and Tautulli's"
+        if self.counted_twice:
+            return (
+                f"{both} webhooks, and one of them names no server or player: each viewing "
+                "counts twice (Trakt and Serializd get two plays of it, minutes apart)"
+            )
         return (
-            f"profile {self.profile} gets the plays of {server} from both Plex's and "
-            "Tautulli's webhooks: each viewing is reported twice, minutes apart (counted once "
-            "when both name the player, as the recommended setups do)"
+            f"{both} webhooks: each viewing is reported twice, minutes apart, and counted once "
+            "(both name the server and the player)"
         )
+
+    @property
+    def fix(self) -> str:
+        return FIX + NAME_THEM if self.counted_twice else FIX
 
 
 @dataclass
@@ -78,7 +95,7 @@ class Senders:
 
     def saw(self, source: str, viewing: Viewing, now: float) -> Doubling | None:
         """Note a webhook of `source` about `viewing`; the doubling when the other sender
-        reported the same viewing lately (to alert of: the notifier throttles the reports)."""
+        reported the same viewing lately (to tell of; the notifier throttles the alerts)."""
         if source not in PAIR or not viewing.item:
             return None
         item = (viewing.profile, viewing.item)
@@ -94,24 +111,25 @@ class Senders:
         while len(reports) > REPORTS_KEPT:
             del reports[next(iter(reports))]
         other = PAIR[1] if source == PAIR[0] else PAIR[0]
-        partner = next(
-            (
-                server
-                for (seen_source, server, player), at in reports.items()
-                if seen_source == other
-                and now - at <= TOGETHER_WITHIN
-                and _same(server, viewing.server)
-                and _same(player, viewing.player)
-            ),
-            None,
-        )
-        if partner is None:
+        partners = [
+            (server, player)
+            for (seen_source, server, player), at in reports.items()
+            if seen_source == other
+            and now - at <= TOGETHER_WITHIN
+            and _same(server, viewing.server)
+            and _same(player, viewing.player)
+        ]
+        if not partners:
             return None
-        server = viewing.server or partner  # the one that names it
+        server = viewing.server or partners[0][0]  # the one that names it
+        # Named alike by both, their reports of one viewing are matched and it counts once.
+        counted_twice = (viewing.server, viewing.player) not in partners
         key = (viewing.profile, server)
         doubling = self.doublings.pop(key, None) or Doubling(viewing.profile, server, now, now)
         self.doublings[key] = doubling  # last in the dict: the most recently seen
         doubling.last_at = now
+        if doubling.counted_twice != counted_twice:
+            doubling.counted_twice, doubling.logged_at = counted_twice, None  # told anew
         while len(self.doublings) > DOUBLINGS_KEPT:
             del self.doublings[next(iter(self.doublings))]
         while (oldest := next(iter(self.doublings.values()))).last_at <= now - SHOWN_FOR:

@@ -147,7 +147,7 @@ def render(
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
         "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
         + (f'<p class="bad">{_e(downtime)}</p>' if downtime else "")
-        + "".join(f'<p class="bad">{_e(d.message)}: {_e(d.fix)}.</p>' for d in doublings)
+        + "".join(_doubling(d) for d in doublings)
         + _refused(refused, now)
         + _renamed(renamed, now)
         + _new_ids(new_ids, now)
@@ -300,6 +300,12 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
 
 def _expires(timestamp: float, now: float) -> str:
     return f"in {_span(timestamp - now)}" if timestamp > now else f"{_span(now - timestamp)} ago"
+
+
+def _doubling(doubling: Doubling) -> str:
+    """A Plex server both senders report: a problem only when each viewing counts twice."""
+    marked = ' class="bad"' if doubling.counted_twice else ""
+    return f"<p{marked}>{_e(doubling.message)}: {_e(doubling.fix)}.</p>"
 
 
 def _refused(refused: Sequence[Refusal], now: float) -> str:

@@ -657,12 +657,19 @@ DOUBLING_TITLE = "watchbridge hears viewings twice"
 
 
 def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
-    """Alert (`reported_twice`, after answering; throttled by the notifier) and log (once
-    in a while) that both Plex's and Tautulli's webhooks report one server's plays to a
-    profile."""
+    """Log (once in a while; the status shows it too) that both Plex's and Tautulli's
+    webhooks report one server's plays to a profile, and alert (`reported_twice`, after
+    answering; throttled by the notifier) when their reports cannot be matched, so that each
+    viewing counts twice. Matched, each counts once: nothing needs a hand, an alert would be
+    noise every household with both senders gets."""
     if runtime.senders.log_due(doubling, runtime.clock()):
         extra = {"profile": doubling.profile, "server": doubling.server, "fix": doubling.fix}
-        log.warning(doubling.message, extra=extra)
+        if doubling.counted_twice:
+            log.warning(doubling.message, extra=extra)
+        else:
+            log.info(doubling.message, extra=extra)
+    if not doubling.counted_twice:
+        return
     # One condition per profile: a key per server the webhooks name would let a sender naming
     # a new one each time raise an alert apiece, each kept open (none is resolved) for a year.
     key = doubling.profile
