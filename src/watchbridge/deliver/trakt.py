@@ -929,7 +929,10 @@ class TraktTarget:
             since = [value for t, value in given if t is not None and t > at + ratings.RATED_SLACK]
             if since and not await self._ours(row.outbox, at, since):
                 newer.append(row)
-            elif None in times or unnamed:
+            # An unreadable row naming no item holds only rows that waited: a link's fresh
+            # rows would all wait on one odd row for as long as Trakt sends it (the link's own
+            # read keeps the ratings read before for it, answer shapes in README).
+            elif None in times or (unnamed and row.outbox.waited(now)):
                 what = (
                     "a rating of the item on Trakt has no `rated_at` watchbridge can read"
                     if None in times
