@@ -3067,12 +3067,8 @@ class Store:
         synced: bool | Literal["always"] = True,
     ) -> None:
         """Keep `value` for `ttl` seconds, synced to disk as `mirror_put`'s `synced` says."""
-        with self._sync_level(synced), self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO id_cache"
-                " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (namespace, lookup, None if value is None else json.dumps(value), now, now + ttl),
-            )
+        with self._sync_level(synced):
+            self.cache_put_many(namespace, {lookup: value}, now, ttl)
 
     def cache_put_many(
         self, namespace: str, values: Mapping[str, Any], now: float, ttl: float
