@@ -38,6 +38,7 @@ from watchbridge.readers.plex import (
     PlayRows,
     PlexReader,
     Written,
+    arrivals,
     build_side,
     choose_sections,
     key_for_ref,
@@ -45,7 +46,14 @@ from watchbridge.readers.plex import (
     written_record,
 )
 from watchbridge.reconcile import Play, Rated
-from watchbridge.services.plex import HistoryEntry, LibraryItem, PlexAuthError, Section
+from watchbridge.services.plex import (
+    HistoryEntry,
+    HistoryPage,
+    HistoryRow,
+    LibraryItem,
+    PlexAuthError,
+    Section,
+)
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -365,6 +373,69 @@ async def test_a_server_ignoring_the_history_account_filter_gives_nobody_another
         assert set(metrics.unfiltered) == {"jamie"}
     finally:
         await reader.aclose()
+
+
+async def test_a_server_ignoring_the_history_account_filter_is_checked_cheaply(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    """Such a server answered the check with everyone's total: never the person's count, so
+    every run read the whole history. The check reads the newest page of everyone's rows
+    (one request) and says "changed" only when the person's rows are among those that
+    arrived, or the count does not add up: a row deleted, or one arriving late (dated before
+    the newest seen, it sorts below it). A read then takes the page alone."""
+    plex.filters_history_by_account = False
+    history = "/status/sessions/history/all"
+    plex.watch("100", T0)
+    plex.watch("201", T0 + DAY, account=JAMIE)
+    found = (await reader.read("alex", {}, None, True)).cursors
+    # Found ignoring the filter only now: the next read takes the page the check goes by.
+    assert await reader.unchanged("alex", found) is False
+    cursors = (await reader.read("alex", found, None, False)).cursors
+
+    async def check() -> tuple[bool, int]:
+        plex.requests.clear()
+        return await reader.unchanged("alex", cursors), len(plex.requests)
+
+    assert await check() == (True, 1)
+    for day in (2, 3, 4):
+        plex.watch("202", T0 + day * DAY, account=JAMIE)
+    assert await check() == (True, 1)  # only others watched
+
+    rewatch = plex.watch("100", T0 + 5 * DAY)
+    assert await check() == (False, 1)
+    plex.requests.clear()
+    result = await reader.read("alex", cursors, None, False)
+    assert len(plex.calls("GET", history)) == 1  # the page held every new row
+    assert sorted(p.at for p in result.side.plays) == [T0, T0 + 5 * DAY]
+    cursors = result.cursors
+    assert await check() == (True, 1)
+
+    plex.watch("201", T0 - DAY)  # a client that was offline reports a view
+    assert await check() == (False, 1)
+    result = await reader.read("alex", cursors, None, False)
+    assert sorted(p.at for p in result.side.plays) == [T0 - DAY, T0, T0 + 5 * DAY]
+    cursors = result.cursors
+    assert await check() == (True, 1)
+
+    del plex.history[rewatch]  # "Remove from history" in Plex
+    assert await check() == (False, 1)
+    result = await reader.read("alex", cursors, None, False)
+    assert sorted(p.at for p in result.side.plays) == [T0 - DAY, T0]
+    cursors = result.cursors
+    assert await check() == (True, 1)
+
+
+def test_arrivals_are_told_only_when_the_page_accounts_for_every_row() -> None:
+    def page(total: int, *ids: str) -> HistoryPage:
+        return HistoryPage(total, tuple(HistoryRow(i, "7", None) for i in ids))
+
+    assert arrivals(page(5, "9", "8", "3"), "all:3:3") == [HistoryRow(i, "7", None) for i in "98"]
+    assert arrivals(page(2, "9", "8"), "all:0:") == [HistoryRow(i, "7", None) for i in "98"]
+    assert arrivals(page(5, "3", "2"), "all:5:3") == []
+    assert arrivals(page(7, "9", "8"), "all:3:3") is None  # the newest seen is beyond the page
+    assert arrivals(page(4, "9", "3"), "all:4:3") is None  # one arrived, one was deleted
+    assert arrivals(page(5, "9", "3"), "all:3:3") is None  # and one arrived late, below it
+    assert arrivals(page(4, "9", "3"), "all:") is None  # the read could not take a page
 
 
 @pytest.fixture

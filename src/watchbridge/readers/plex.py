@@ -36,7 +36,9 @@ What counts as a play:
   queued (`sent_after_the_copy`).
 
 The cheap check (`unchanged`) is one history request of size 1 (total and newest row): it
-covers new plays, our own scrobbles and deleted history, in every library at once. Ratings and
+covers new plays, our own scrobbles and deleted history, in every library at once. On a server
+that ignores `accountID` (everyone's rows come back) it is one page of the newest rows instead,
+compared by `arrivals`; a read then takes that page alone when it holds every new row. Ratings and
 mark-watched without history do not show there; they arrive with the engine's daily full read
 (or live through Plex's `media.rate` webhook). Section `updatedAt` was not used: it moves with
 library scans, not with a person's watching. A person read without history (no account id,
@@ -77,6 +79,8 @@ from watchbridge.readers import Clock, SideRead, some_titles
 from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.plex import (
     HistoryEntry,
+    HistoryPage,
+    HistoryRow,
     LibraryItem,
     PersonTokenRefused,
     PlexAuthError,
@@ -140,6 +144,8 @@ FOUND_BY_NAME = "account_found_by_name"
 SERVER_TOKEN = "plex-server"  # store tokens: a person's token for this server, from plex.tv
 CLOCK_MARGIN = 600.0  # the server's clock may differ from ours by this much
 LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
+# history cursor of a server ignoring `accountID`: "all:TOTAL:NEWEST" of everyone's rows
+UNFILTERED = "all:"
 WATCHED_PREFIX = "watched:"
 WRITTEN_PREFIX = "written:"
 HISTORY_PREFIX = "history:"
@@ -1856,14 +1862,21 @@ class PlexReader:
                 return False
             return await self._watched_unchanged(profile, access, cursors.get(WATCHED, ""))
         token = self._history_token(access)
+        unfiltered = cursors["history"].startswith(UNFILTERED)
         try:
-            total, newest = await self.client.history_head(access.account_id, token)
+            if unfiltered:
+                page = await self.client.history_page(access.account_id, token)
+            else:
+                total, newest = await self.client.history_head(access.account_id, token)
         except PlexAuthError as refused:
             if token is None:  # the server's own token
                 raise await self.tokens.refused(profile, None, refused) from None
             return False  # only the owner may read the history: read the listings instead
         if token is None:
             await self.tokens.server_taken()
+        if unfiltered:
+            new = arrivals(page, cursors["history"])
+            return new is not None and not any(r.owned_by(access.account_id) for r in new)
         return _history_cursor(total, newest) == cursors["history"]
 
     async def _watched_unchanged(self, profile: str, access: Access, cursor: str) -> bool:
@@ -1938,7 +1951,7 @@ class PlexReader:
                 some_titles(unmatched),
                 extra={"profile": profile, "titles": len(unmatched)},
             )
-        history, cursor = await self._history(profile, access, full)
+        history, cursor = await self._history(profile, access, full, cursors.get("history", ""))
         # What we wrote is loaded after the history: a scrobble delivered while we read (the
         # service delivers beside its link runs) is known with its try, so its history row is
         # our echo, not a play "today". The listing may predate that write: a write tried
@@ -2087,10 +2100,13 @@ class PlexReader:
         return None if self.client.token else access.token
 
     async def _history(
-        self, profile: str, access: Access, full: bool
+        self, profile: str, access: Access, full: bool, previous: str = ""
     ) -> tuple[list[HistoryEntry], str]:
         """The account's whole history: read whole on a full read (or the first), else the rows
-        since the newest cached one merged onto the cache."""
+        since the newest cached one merged onto the cache. From a server known to ignore
+        `accountID` (`previous`, the last read's cursor, says so), the newest page of everyone's
+        rows first: when it accounts for every row since the last read (`arrivals`), its rows
+        of the account are all that is new, and nothing more is read."""
         account, token = access.account_id, self._history_token(access)
         if account is None:
             return [], ""
@@ -2101,10 +2117,20 @@ class PlexReader:
         }
         since = None if full or not rows else max(h.viewed_at for h in rows.values())
         owner_only = (self.client.config.url, account, profile)
+        page: HistoryPage | None = None
+        arrived: list[HistoryRow] | None = None
         try:
-            fresh = await self.client.history(
-                account, None if since is None else since - HISTORY_OVERLAP, token
-            )
+            if previous.startswith(UNFILTERED):
+                # Taken before the rows are read: a row arriving meanwhile is new to the next
+                # check, never taken as seen.
+                page = await self.client.history_page(account, token)
+                arrived = arrivals(page, previous) if since is not None else None
+                if arrived is None:
+                    since = None  # rows deleted, or arrived late: only a whole read can tell
+            if arrived is None:
+                fresh = await self.client.history(
+                    account, None if since is None else since - HISTORY_OVERLAP, token
+                )
         except PlexAuthError as refused:
             if token is None:  # the server's own token
                 raise await self.tokens.refused(profile, None, refused) from None
@@ -2122,6 +2148,8 @@ class PlexReader:
         )
         if token is None:
             await self.tokens.server_taken()
+        if arrived is not None and page is not None:
+            return await self._arrived(profile, account, rows, page, arrived)
         foreign = fresh.foreign
         replaced = since is None
         if replaced:
@@ -2146,7 +2174,35 @@ class PlexReader:
             new = {h.id: values[h.id] for h in fresh.entries}
             await asyncio.to_thread(self.store.mirror_put, SERVICE, profile, HISTORY, new, now)
         ordered = sorted(rows.values(), key=lambda h: (h.viewed_at, h.id), reverse=True)
+        if foreign:
+            # Compared against the newest page of everyone's rows from now on; a server found
+            # ignoring the filter only now is compared from the next read's page.
+            return ordered, unfiltered_cursor(page)
         return ordered, _history_cursor(len(ordered), ordered[0] if ordered else None)
+
+    async def _arrived(
+        self,
+        profile: str,
+        account: str,
+        rows: dict[str, HistoryEntry],
+        page: HistoryPage,
+        new: Sequence[HistoryRow],
+    ) -> tuple[list[HistoryEntry], str]:
+        """The cached history with the account's rows of `new` (every row that arrived since
+        the last read, on a server ignoring `accountID`) merged on: nothing else changed."""
+        fresh = [r.entry for r in new if r.entry is not None and r.owned_by(account)]
+        if foreign := sum(not r.owned_by(account) for r in page.rows):
+            # A page of the account's rows alone tells nothing: its newest rows may all be
+            # theirs. Only a whole read says the server filters again.
+            self._note_foreign(profile, account, foreign)
+        rows.update({h.id: h for h in fresh})
+        if fresh:
+            values = {h.id: {"rating_key": h.rating_key, "at": h.viewed_at} for h in fresh}
+            await asyncio.to_thread(
+                self.store.mirror_put, SERVICE, profile, HISTORY, values, self.clock()
+            )
+        ordered = sorted(rows.values(), key=lambda h: (h.viewed_at, h.id), reverse=True)
+        return ordered, unfiltered_cursor(page)
 
     def _note_foreign(self, profile: str, account: str, foreign: int) -> None:
         """Tell (log, status page, `/api/status`, metrics) when the server sent history rows
@@ -2262,12 +2318,47 @@ def unfiltered_history(profile: str, account: str, foreign: int) -> str:
         f"{profile}'s (account {account}) it also sent {foreign} row(s) of other accounts, "
         "which were dropped; an older Plex Media Server, or a proxy in front of it dropping "
         "the query string, does this: update Plex, or let the proxy pass the query (until "
-        "then every run reads this history whole)"
+        "then the check for news reads the newest 100 rows of everyone's, and a read the "
+        "whole history when rows were deleted or arrived late)"
     )
 
 
 def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
     return f"{total}:{newest.id if newest else ''}"
+
+
+def unfiltered_cursor(page: HistoryPage | None) -> str:
+    """The history cursor of a read from a server that ignores `accountID`: how many rows of
+    everyone's the page taken before the read counted, and the newest's id ("all:TOTAL:ID");
+    without such a page, one that matches nothing ("all:"): the next check reads. Pure."""
+    if page is None:
+        return UNFILTERED
+    return f"{UNFILTERED}{page.total}:{page.rows[0].id if page.rows else ''}"
+
+
+def arrivals(page: HistoryPage, cursor: str) -> list[HistoryRow] | None:
+    """The rows (everyone's) that arrived since the read that left `cursor`
+    (`unfiltered_cursor`): those above the row that was newest then, when they make up the
+    whole difference in the total. None when the page cannot tell: that row is gone or
+    beyond the page (deleted, or more arrived than the page holds), or the total moved by
+    more or less than those rows (a row deleted; one arriving late, dated before that row,
+    sorts below it). A deletion and a late row between two reads cancel out, as in the
+    filtered check's count; the daily full read makes up for it. Pure."""
+    total, _, newest = cursor.removeprefix(UNFILTERED).partition(":")
+    if not cursor.startswith(UNFILTERED) or not total.isdigit():
+        return None
+    ids = [row.id for row in page.rows]
+    if newest:
+        if newest not in ids:
+            return None
+        count = ids.index(newest)
+    elif int(total) == 0:
+        count = len(ids)
+    else:
+        return None
+    if page.total - int(total) != count:
+        return None
+    return list(page.rows[:count])
 
 
 def watched_cursor(machine: str, library: Library) -> str:

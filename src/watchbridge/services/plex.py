@@ -50,6 +50,9 @@ NAME = "Plex"  # as a user knows it, in messages
 PRODUCT = "watchbridge"
 LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
 PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfortably
+# The newest history rows the cheap check reads from a server that ignores `accountID`: the
+# row it saw newest last time must still be among them (readers.plex `arrivals`).
+HISTORY_PAGE = 100
 DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi joins lists so)
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
 Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
@@ -343,6 +346,39 @@ class History:
     foreign: int = 0
 
 
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of a history page as sent, whoever's it is (`entry` None: a row of an item
+    deleted from the library)."""
+
+    id: str
+    account_id: str
+    entry: HistoryEntry | None
+
+    def owned_by(self, account_id: str) -> bool:
+        """Whether the row is the account's (one naming no account is, as in `own_entries`)."""
+        return self.account_id in ("", account_id)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """The newest rows of the history as the server sends them when asked for one account
+    (every account's, on a server ignoring `accountID`), and how many rows it holds in all."""
+
+    total: int
+    rows: tuple[HistoryRow, ...]
+
+
+def history_page(rows: Iterable[Mapping[str, object]], total: int) -> HistoryPage:
+    """A history answer's rows, kept in the order sent. Pure."""
+    kept = []
+    for row in rows:
+        key = text(row.get("historyKey")) or ""
+        account = text(row.get("accountID")) or ""
+        kept.append(HistoryRow(key.rstrip("/").rpartition("/")[2], account, history_entry(row)))
+    return HistoryPage(total, tuple(kept))
+
+
 def own_entries(
     rows: Iterable[Mapping[str, object]], account_id: str
 ) -> tuple[list[HistoryEntry], int]:
@@ -592,6 +628,21 @@ class PlexClient:
         rows, total = entries(answer)
         newest = history_entry(rows[0]) if rows else None
         return total, newest
+
+    async def history_page(
+        self, account_id: str, token: str | None = None, size: int = HISTORY_PAGE
+    ) -> HistoryPage:
+        """The newest `size` rows of the account's history as the server sends them (on a
+        server ignoring `accountID`, everyone's), and the total: one request."""
+        answer = await self._get(
+            "/status/sessions/history/all",
+            "reading the watch history",
+            token,
+            params=_history_params(account_id, None),
+            headers={"x-plex-container-start": "0", "x-plex-container-size": str(size)},
+        )
+        rows, total = entries(answer)
+        return history_page(rows, total)
 
     async def first_view_since(
         self, account_id: str, rating_key: str, since: float, token: str | None = None
