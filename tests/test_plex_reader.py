@@ -468,6 +468,33 @@ async def read_as(config: Config, store: Store, clock: FakeClock, profile: str) 
         await reader.aclose()
 
 
+async def test_a_home_members_token_pasted_for_the_owner_is_refused_once_asked(
+    plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
+) -> None:
+    """users.plex names account 1 (the owner) and accounts.plex.token is a Home member's:
+    the member's watched state would be read beside the owner's history. plex.tv says whose
+    the token is (once per token: later runs ask nothing), and the read is refused saying
+    which key, whose token it is and what to write; the owner's own token pasted reads."""
+    kid = plextv.add_account("kid", home=True)
+    plex.add_user(kid.token, kid.id, "kid")  # the server takes it: read, it would mix the two
+    plex.watch("100", T0)
+
+    def config(token: str) -> Config:
+        sam = Profile(
+            users=MediaUsers(plex=["1"]), accounts=Accounts(plex=PlexAccount(token=Secret(token)))
+        )
+        return with_plextv(plex, plextv, sam=sam)
+
+    told = rf"profiles\.sam\.accounts\.plex\.token belongs to Plex account {kid.id} \(kid\)"
+    for _next_run in range(2):
+        with pytest.raises(PlexAuthError, match=told) as refused:
+            await read_as(config(kid.token), store, clock, "sam")
+        assert f"write their id {kid.id} in profiles.sam.users.plex" in refused.value.message
+        assert plextv.count("GET", "/api/v2/user") == 2  # the token's account, the owner's
+        assert kid.token not in refused.value.message and TOKEN not in refused.value.message
+    assert [p.at for p in await read_as(config(TOKEN), store, clock, "sam")] == [T0]
+
+
 async def test_a_signed_in_friend_is_read_with_their_server_token_from_plex_tv(
     plex: FakePlex, plextv: FakePlexTv, store: Store, clock: FakeClock
 ) -> None:

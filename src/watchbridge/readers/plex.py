@@ -71,6 +71,7 @@ from watchbridge.episode_numbers import (
     numbers_for,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.http import ServiceError
 from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
@@ -142,6 +143,11 @@ MACHINE = ":machine"  # in ACCOUNTS: this server's machine id (no profile key st
 # `users.plex` gives (see `_account_by_name`), kept for as long as those names stay configured
 FOUND_BY_NAME = "account_found_by_name"
 SERVER_TOKEN = "plex-server"  # store tokens: a person's token for this server, from plex.tv
+# id cache: a pasted token's account on plex.tv and whether it is the server owner's, by the
+# hash of that token and the server's (`ServerTokens.whose_pasted`)
+PASTED = "plex-pasted"
+PASTED_TTL = 365 * 86400.0  # a token's account never changes: a new token is a new lookup
+UNANSWERED_TTL = 86400.0  # plex.tv did not say (a token for the server only; down): tomorrow
 CLOCK_MARGIN = 600.0  # the server's clock may differ from ours by this much
 LANDED_SLACK = 2.0  # Plex dates a view to the second, its clock read off a Date header
 # history cursor of a server ignoring `accountID`: "all:TOTAL:NEWEST" of everyone's rows
@@ -1454,6 +1460,36 @@ class ServerTokens:
         log.info("found the Plex server token through plex.tv", extra={"profile": profile})
         return token
 
+    async def whose_pasted(self, pasted: str) -> PastedAccount | None:
+        """The plex.tv account of a pasted token, and whether it is the server owner's (the
+        one of services.plex.token): asked once per pair of tokens, kept by their hash. None
+        when that is not known: no server token, or plex.tv does not say (a token for the
+        server alone, which plex.tv does not take; plex.tv down: asked again a day later)."""
+        server = self.client.token
+        if not server:
+            return None
+        lookup = hashlib.sha256(f"{pasted}\0{server}".encode()).hexdigest()[:32]
+        hit, cached = await asyncio.to_thread(self.store.cache_get, PASTED, lookup, self.clock())
+        if hit:
+            return PastedAccount(**cached) if isinstance(cached, dict) and cached else None
+        try:
+            plextv = self._client()
+            person = await plextv.account(pasted)
+            owner = await plextv.account(server)
+        except ServiceError as unanswered:
+            log.info("whose accounts.plex.token is, plex.tv did not say: %s", unanswered.message)
+            await asyncio.to_thread(
+                self.store.cache_put, PASTED, lookup, {}, self.clock(), UNANSWERED_TTL
+            )
+            return None
+        name = person.username or person.title
+        found = PastedAccount(str(person.id), name, person.id == owner.id)
+        kept = {"id": found.id, "name": found.name, "owner": found.owner}
+        await asyncio.to_thread(
+            self.store.cache_put, PASTED, lookup, kept, self.clock(), PASTED_TTL
+        )
+        return found
+
     def _client(self) -> PlexTvClient:
         if self._plextv is None:
             from watchbridge.plexlink import plextv_client
@@ -1469,6 +1505,30 @@ class ServerTokens:
         if self._own_plextv and self._plextv is not None:
             await self._plextv.aclose()
             self._plextv = None
+
+
+@dataclass(frozen=True)
+class PastedAccount:
+    """Whose a pasted `accounts.plex.token` is, as plex.tv tells (`/api/v2/user`)."""
+
+    id: str
+    name: str
+    owner: bool  # the account of services.plex.token, the server owner's
+
+
+def pasted_not_owner(profile: str, found: PastedAccount) -> str:
+    """Why `profile`, read as the server owner (account 1), is not read with the token pasted
+    in its `accounts.plex.token`, which is another account's (`found`). Pure."""
+    who = f"Plex account {found.id}" + (f" ({found.name})" if found.name else "")
+    return (
+        f"profile {profile}: profiles.{profile}.accounts.plex.token belongs to {who}, not the "
+        f"server owner, but {profile}'s Plex history is read as account 1, the owner's: read "
+        f"together, one person's watched state would go with the other's plays, so "
+        f"{profile}'s Plex is not read. Paste the owner's token there (or leave "
+        f"accounts.plex without a token: the owner is read with services.plex.token), or, "
+        f"when the profile is that member's, write their id {found.id} in "
+        f"profiles.{profile}.users.plex in place of the owner's 1 (or name)"
+    )
 
 
 def known_account_id(
@@ -1700,6 +1760,12 @@ class PlexReader:
             problem = signed_in_as_another(profile, signed_in, named, stored, owner)
             if problem is not None:
                 raise PlexAuthError(SERVICE, problem)
+            if account == OWNER_ACCOUNT and signed_in.kind == "pasted" and signed_in.pasted:
+                # A Home member's token pasted for the owner: their watched state and the
+                # owner's history would be read together.
+                pasted = await self.tokens.whose_pasted(signed_in.pasted)
+                if pasted is not None and not pasted.owner:
+                    raise PlexAuthError(SERVICE, pasted_not_owner(profile, pasted))
             if account is None and plextv_id not in (None, ""):
                 # A shared or managed user's server-local id is their plex.tv id (reference
                 # §2); only the owner differs (1), and the owner is found by name above.
