@@ -331,6 +331,41 @@ async def test_a_rewatch_begun_and_paused_on_anilist_between_two_reads_unwatches
     assert status_of(anilist, AOT_P2) == ("PAUSED", progress, 0)  # nothing written back
 
 
+@pytest.mark.parametrize("progress", [3, 0])
+async def test_a_completed_entry_set_back_to_watching_is_a_rewatch_not_an_unwatch(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, progress: int
+) -> None:
+    show = await completed_on_both(rig, trakt, anilist)
+    # The user starts a rewatch (or resets the entry) the usual AniList way: back to
+    # Watching, at a lower progress. That watched nothing again, and unwatched nothing.
+    anilist.advance(3600)
+    entry = anilist.user().by_media(AOT_P2)
+    assert entry is not None
+    entry.status, entry.progress, entry.updated_at = "CURRENT", progress, int(anilist.now())
+    for full in (False, True, False):  # confirmed: no guard would stop a removal
+        result = await rig.sync_and_deliver(full=full, confirm_removals=True)
+        assert [p.plan.actions for p in result.plans] == [()]
+    assert len(trakt_plays(trakt, AOT)) == 12
+    # Episodes logged on AniList since are the rewatch's: watched again on Trakt
+    anilist.advance(3600)
+    entry.progress, entry.updated_at = progress + 2, int(anilist.now())
+    await rig.sync_and_deliver()
+    assert len(trakt_plays(trakt, AOT)) == 14
+    # One watched and logged on Trakt goes to AniList once, and does not come back
+    rewatch_on_trakt(trakt, show, range(17 + progress + 2, 18 + progress + 2), time.time() - 600)
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert status_of(anilist, AOT_P2) == ("CURRENT", progress + 3, 0)
+    assert len(trakt_plays(trakt, AOT)) == 15
+    # Finished on AniList: the rest of the rewatch reaches Trakt, nothing twice
+    anilist.advance(3600)
+    entry.status, entry.progress, entry.updated_at = "COMPLETED", 12, int(anilist.now())
+    for full in (False, True, False):
+        await rig.sync_and_deliver(full=full, confirm_removals=True)
+    assert len(trakt_plays(trakt, AOT)) == 12 + 12 - progress
+    assert status_of(anilist, AOT_P2) == ("COMPLETED", 12, 0)
+
+
 async def test_episodes_watched_again_after_progress_was_lowered_reach_trakt(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

@@ -449,6 +449,74 @@ def test_a_completed_entry_paused_at_its_full_progress_is_no_rewatch() -> None:
     assert plays_of(paused.side) == plays_of(done.side)
 
 
+def read_on(entries: list[ListEntry], last: Any) -> Any:
+    return anilist_side(entries, last.states, last.side, table)
+
+
+@pytest.mark.parametrize("progress", [3, 0])
+def test_a_completed_entry_set_back_to_watching_lower_keeps_the_first_viewing(
+    progress: int,
+) -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    reset = read_on([entry(progress=progress, updated_at=UPDATED + 100)], done)
+    assert plays_of(reset.side) == plays_of(done.side)  # nothing unwatched, nothing invented
+    later = read_on([entry(progress=progress, updated_at=UPDATED + 100)], reset)
+    assert plays_of(later.side) == plays_of(done.side)  # and on every read after
+
+
+def test_episodes_logged_after_a_reset_are_the_rewatchs_plays_up_to_its_end() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    reset = read_on([entry(progress=3, updated_at=UPDATED + 100)], done)
+    logged = read_on([entry(progress=5, updated_at=UPDATED + 200)], reset)
+    again = sorted((p.item, p.at, p.record) for p in logged.side.plays if ":w1:" in p.record)
+    assert again == [
+        (key(4), UPDATED + 200, "126661:w1:4"),
+        (key(5), UPDATED + 200, "126661:w1:5"),
+    ]
+    # AniList completes it (no rewatch counted: it was never set rewatching)
+    end = read_on([entry(status="COMPLETED", progress=12, updated_at=UPDATED + 300)], logged)
+    rewatch = {p.record: p.at for p in end.side.plays if ":w1:" in p.record}
+    assert sorted(rewatch) == sorted(f"126661:w1:{n}" for n in range(4, 13))
+    assert rewatch["126661:w1:4"] == UPDATED + 200 and rewatch["126661:w1:12"] == UPDATED + 300
+    assert len(end.side.plays) == 12 + 9
+    after = read_on([entry(status="COMPLETED", progress=12, updated_at=UPDATED + 300)], end)
+    assert plays_of(after.side) == plays_of(end.side)
+    # A second reset starts a second such rewatch, the first one's plays staying
+    second = read_on([entry(progress=0, updated_at=UPDATED + 400)], after)
+    assert plays_of(second.side) == plays_of(end.side)
+    one = read_on([entry(progress=1, updated_at=UPDATED + 500)], second)
+    assert [p.record for p in one.side.plays if ":w2:" in p.record] == ["126661:w2:1"]
+
+
+def test_a_reset_rewatch_set_rewatching_and_finished_counts_its_plays_once() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    reset = read_on([entry(progress=10, updated_at=UPDATED + 100)], done)
+    switched = read_on([entry(status="REPEATING", progress=11, updated_at=UPDATED + 200)], reset)
+    assert [p.record for p in switched.side.plays if not p.record[7:].isdigit()] == ["126661:w1:11"]
+    end = entry(status="COMPLETED", progress=12, repeat=1, updated_at=UPDATED + 300)
+    finished = read_on([end], switched)
+    again = sorted(p.record for p in finished.side.plays if not p.record[7:].isdigit())
+    assert again == ["126661:w1:11", "126661:w1:12"]
+    assert plays_of(read_on([end], finished).side) == plays_of(finished.side)
+
+
+def test_lowering_a_reset_rewatch_takes_only_its_own_plays_past_the_new_progress() -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    reset = read_on([entry(progress=3, updated_at=UPDATED + 100)], done)
+    logged = read_on([entry(progress=6, updated_at=UPDATED + 200)], reset)
+    lower = read_on([entry(progress=1, updated_at=UPDATED + 300)], logged)
+    assert plays_of(lower.side) == plays_of(done.side)
+    relog = read_on([entry(progress=2, updated_at=UPDATED + 400)], lower)
+    assert [p.record for p in relog.side.plays if ":w1:" in p.record] == ["126661:w1:2"]
+
+
+def test_a_reset_rewatch_survives_the_cursor_round_trip() -> None:
+    from watchbridge.readers.anilist import states_json
+
+    states = {1: EntryState(5, 0, "CURRENT", REZERO_P2, 12, again_from=(12, 3), relogging=True)}
+    assert states_from({"entries": states_json(states)}) == states
+
+
 def test_lowered_progress_of_a_paused_first_viewing_still_drops_the_plays_past_it() -> None:
     watching = anilist_side([entry(status="PAUSED", progress=8)], {}, None, table)
     lower = anilist_side([entry(status="PAUSED", progress=5)], watching.states, None, table)

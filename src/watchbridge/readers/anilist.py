@@ -12,6 +12,9 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   are not invented (AniList keeps a count, not dates). A rewatch begun and paused or dropped
   between two reads (last read completed, now paused or dropped with a lower progress:
   `rewatch_set_aside`) is one too: the first viewing stays, the progress is the rewatch's.
+  So is a finished entry set back to watching at a lower progress (`relogged`: how AniList
+  users begin a rewatch or reset an entry), except that the lowering itself watched nothing:
+  only the episodes logged after it are the rewatch's plays (`<entry id>:w<pass>:<episode>`).
 - A movie (an entry the mapping gives a TMDB movie) is one movie play once the entry is
   watched to its end (progress short of its episode count is nothing: anime-mapping.md §6 F),
   and one more per rewatch; its score is the movie's rating. Only on a link with Trakt: the
@@ -114,7 +117,9 @@ class EntryState:
     """What the last read saw of one entry (kept in the cursors to spot steps, rewatches and
     score changes). `media`/`episodes`/`score`/`score_at` are 0/None in states saved by
     older releases: their score then counts as first seen. `set_aside`: a rewatch paused or
-    dropped (`rewatch_set_aside`): its progress is the rewatch's, the first viewing finished."""
+    dropped (`rewatch_set_aside`): its progress is the rewatch's, the first viewing finished.
+    `again_from`/`relogging`: rewatches begun by setting the entry back to watching
+    (`relogged`)."""
 
     progress: int
     repeat: int
@@ -124,6 +129,11 @@ class EntryState:
     score: int = 0
     score_at: float = 0.0
     set_aside: bool = False
+    # Rewatches begun by setting a finished entry back to watching at a lower progress
+    # (`relogged`): for each, the progress it was set back to (its episodes up to there were
+    # not logged again, so they are no plays); the last one goes on while `relogging`.
+    again_from: tuple[int, ...] = ()
+    relogging: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,16 +164,21 @@ def first_pass_count(entry: ListEntry, known: Iterable[str], set_aside: bool = F
     rewatched = entry.status == "REPEATING" or entry.repeat > 0 or set_aside
     if rewatched or any(":r" in r for r in known):
         # A rewatch means the first viewing was finished.
-        seen = [int(r.rsplit(":", 1)[1].split(".")[0]) for r in known if ":r" not in r]
+        seen = [int(r.rsplit(":", 1)[1].split(".")[0]) for r in known if _first_pass(r)]
         return entry.episodes or max([entry.progress, *seen])
     return entry.progress
+
+
+def _first_pass(record: str) -> bool:
+    """Whether a play record is of the first viewing (not `:r<pass>:` nor `:w<pass>:`)."""
+    return ":r" not in record and ":w" not in record
 
 
 def _counted(before: EntryState | None, episodes: int | None) -> int | None:
     """Episodes of the first viewing the last read counted (None: never read)."""
     if before is None:
         return None
-    if before.status == "REPEATING" or before.repeat > 0 or before.set_aside:
+    if before.status == "REPEATING" or before.repeat > 0 or before.set_aside or before.again_from:
         return episodes or before.progress
     return before.progress
 
@@ -182,6 +197,32 @@ def rewatch_set_aside(entry: ListEntry, before: EntryState | None) -> bool:
         return True
     counted = _counted(before, entry.episodes) or 0
     return before.status in FINISHED_STATUSES and entry.progress < counted
+
+
+def relogged(entry: ListEntry, before: EntryState | None) -> tuple[tuple[int, ...], bool]:
+    """The rewatches `entry` (as read now; `before`: what the last read saw of the same entry
+    id) was set back to watching for, each by the progress it was set back to, and whether the
+    last one goes on. A finished entry (completed, or rewatching with nothing of the rewatch
+    logged) set back to watching (CURRENT) at a lower progress, with no rewatch counted since,
+    is how AniList users begin a rewatch (or reset an entry): its first viewing stays watched,
+    and the progress is the rewatch's. Only the episodes logged after that are its plays: the
+    lowering itself watched nothing. It goes on, whatever the status (progress lowered further
+    lowers where it starts), until the entry is completed again. An entry never finished,
+    lowered, is an unwatch as before. Pure."""
+    if before is None:
+        return (), False
+    bases = before.again_from
+    if before.relogging:
+        if entry.status == "COMPLETED":
+            return bases, False
+        return (*bases[:-1], min(bases[-1], entry.progress)), True
+    finished = before.status == "COMPLETED" or (
+        before.status == "REPEATING" and before.progress == 0
+    )
+    lower = entry.progress < (_counted(before, entry.episodes) or 0)
+    if entry.status == "CURRENT" and entry.repeat == before.repeat and finished and lower:
+        return (*bases, entry.progress), True
+    return bases, False
 
 
 def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
@@ -254,7 +295,12 @@ def score_date(entry: ListEntry, before: EntryState | None) -> float:
     return entry.updated_at
 
 
-def entry_state(entry: ListEntry, before: EntryState | None, set_aside: bool = False) -> EntryState:
+def entry_state(
+    entry: ListEntry,
+    before: EntryState | None,
+    set_aside: bool = False,
+    again: tuple[tuple[int, ...], bool] = ((), False),
+) -> EntryState:
     return EntryState(
         entry.progress,
         entry.repeat,
@@ -264,6 +310,7 @@ def entry_state(entry: ListEntry, before: EntryState | None, set_aside: bool = F
         entry.score,
         score_date(entry, before) if entry.score > 0 else 0.0,
         set_aside,
+        *again,
     )
 
 
@@ -276,9 +323,11 @@ def entry_plays(
     dated: dict[str, list[tuple[float, str]]] | None = None,
     used: set[str] | None = None,
     set_aside: bool = False,
+    relog: tuple[tuple[int, ...], bool] = ((), False),
 ) -> tuple[list[Play], Unmatched | None]:
     """One entry's plays: `known` are its plays from the last read, by record. `set_aside`:
-    the entry is a rewatch paused or dropped (`rewatch_set_aside`).
+    the entry is a rewatch paused or dropped (`rewatch_set_aside`). `relog`: the rewatches it
+    was set back to watching for (`relogged`), whose plays are `<entry id>:w<pass>:<episode>`.
 
     `claims` are plays we queued for AniList (by item, oldest first): a new play of such an
     item is that write read back, so it takes the queued play's date (and uses the claim up);
@@ -304,7 +353,7 @@ def entry_plays(
             old = known.get(full)
             when = old.at if old is not None else at
             # A rewatch is the newest viewing queued; the first pass the oldest.
-            newest = -1 if ":r" in full else 0
+            newest = 0 if _first_pass(full) else -1
             if old is None and claims and claims.get(key):
                 when = claims[key].pop(newest).at
             elif old is None and dated and dated.get(key):
@@ -313,19 +362,32 @@ def entry_plays(
                     used.add(row)
             plays.append(Play(key, when, full))
 
-    first = first_pass_count(entry, known, set_aside)
+    bases, relogging = relog
+    first = first_pass_count(entry, known, set_aside or bool(bases))
     # What the last read had already counted: episodes past it are a step seen happening.
     counted = _counted(before, entry.episodes)
     for episode in range(1, first + 1):
         step = counted is not None and episode > counted
         add(f"{entry.id}:{episode}", episode, _date(entry, episode, first, step))
+    for k, base in enumerate(bases, 1):  # rewatches begun by setting it back to watching
+        going = relogging and k == len(bases)
+        top = entry.progress if going else (entry.episodes or entry.progress)
+        for episode in range(base + 1, top + 1):
+            add(f"{entry.id}:w{k}:{episode}", episode, entry.updated_at or UNDATED)
+    # Such a rewatch finished as a counted one (set rewatching, then completed): its plays
+    # are the ones above, not a pass of its own.
+    ended = before is not None and before.relogging and not relogging
     for n in range(1, entry.repeat + 1):  # finished rewatches
         seen = any(r.startswith(f"{entry.id}:r{n}:") for r in known)
         if not seen and (before is None or n <= before.repeat):
             continue  # finished before we were watching: no dates to give
+        if not seen and ended and before is not None and n == before.repeat + 1:
+            continue
         for episode in range(1, (entry.episodes or entry.progress) + 1):
             add(f"{entry.id}:r{n}:{episode}", episode, entry.updated_at or UNDATED)
-    if entry.status == "REPEATING":
+    if relogging:
+        pass  # the rewatch goes on as set back to watching (above), whatever the status
+    elif entry.status == "REPEATING":
         n = entry.repeat + 1
         again = 0
         if before is not None and before.status == "REPEATING" and before.repeat == entry.repeat:
@@ -407,9 +469,10 @@ def anilist_side(
     for entry in entries:
         prior = before.get(entry.id) or before.get(was.get(entry.id, 0))
         set_aside = rewatch_set_aside(entry, before.get(entry.id))
-        states[entry.id] = entry_state(entry, prior, set_aside)
+        relog = relogged(entry, before.get(entry.id))
+        states[entry.id] = entry_state(entry, prior, set_aside, relog)
         made, problem = entry_plays(
-            entry, prior, known.get(entry.id, {}), mapper, claims, times, used, set_aside
+            entry, prior, known.get(entry.id, {}), mapper, claims, times, used, set_aside, relog
         )
         plays += made
         if problem is not None:
@@ -504,15 +567,19 @@ def merge(
     return Side(kept + fresh.side.plays, season_ratings(states.values(), mapper))
 
 
+def _state_json(s: EntryState) -> list[object]:
+    # `set_aside` and the rewatches set back to watching only where they hold: the other
+    # entries read the same in earlier releases.
+    head: list[object] = [s.progress, s.repeat, s.status, s.media, s.episodes, s.score]
+    head.append(s.score_at)
+    if s.again_from:
+        return [*head, s.set_aside, list(s.again_from), s.relogging]
+    return head + ([True] if s.set_aside else [])
+
+
 def states_json(states: Mapping[int, EntryState]) -> str:
-    # `set_aside` only where it holds: the other entries read the same in earlier releases.
     return json.dumps(
-        {
-            str(k): [s.progress, s.repeat, s.status, s.media, s.episodes, s.score, s.score_at]
-            + ([True] if s.set_aside else [])
-            for k, s in sorted(states.items())
-        },
-        separators=(",", ":"),
+        {str(k): _state_json(s) for k, s in sorted(states.items())}, separators=(",", ":")
     )
 
 
@@ -523,7 +590,7 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
         return {}
     states = {}
     for key, value in raw.items() if isinstance(raw, dict) else ():
-        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7, 8):
+        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7, 8, 10):
             continue
         try:
             head = EntryState(int(value[0]), int(value[1]), str(value[2]))
@@ -535,8 +602,12 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
                     episodes=episodes,
                     score=int(value[5]),
                     score_at=float(value[6]),
-                    set_aside=len(value) == 8 and value[7] is True,
+                    set_aside=len(value) >= 8 and value[7] is True,
                 )
+            if len(value) == 10:
+                bases = value[8] if isinstance(value[8], list) else []
+                again = tuple(int(b) for b in bases)
+                head = replace(head, again_from=again, relogging=value[9] is True and bool(again))
         except (TypeError, ValueError):
             continue
         states[int(key)] = head
@@ -785,6 +856,7 @@ class AniListReader:
         for entry in entries:
             again = entry.status == "REPEATING" or entry.repeat > 0
             again = again or rewatch_set_aside(entry, before.get(entry.id))
+            again = again or bool(relogged(entry, before.get(entry.id))[0])
             top = max(entry.progress, entry.episodes or 0) if again else entry.progress
             episodes += [(entry.media_id, top, entry.episodes), (entry.media_id, 1, entry.episodes)]
         episodes += [(state.media, 1, state.episodes) for state in before.values() if state.media]
