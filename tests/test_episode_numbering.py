@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,9 +186,12 @@ async def test_unlisted_episodes_read_a_shows_seasons_again_at_most_hourly(rig: 
     assert rig.serializd.count("GET", "/api/show/{id}/season/{number}") == 2 * 30
 
 
-def two_episode_file(rig: Rig, season: int, first: int, **provider_ids: str) -> None:
+def two_episode_file(
+    rig: Rig, season: int, first: int, targets: Sequence[str] = ("trakt",), **provider_ids: str
+) -> None:
     """Jellyfin's PlaybackStop of a file holding episodes `first` and `first + 1` of `season`
-    (EpisodeNumberEnd), the first named by `provider_ids`, queued for Trakt as the route would."""
+    (EpisodeNumberEnd), the first named by `provider_ids`, queued for `targets` as the route
+    would."""
     payload = copy.deepcopy(sample_json("jellyfin", "playback_stop_episode_completed.json"))
     for key in ("Provider_imdb", "Provider_tmdb", "Provider_tvdb"):
         payload.pop(key, None)
@@ -206,7 +209,7 @@ def two_episode_file(rig: Rig, season: int, first: int, **provider_ids: str) -> 
     assert isinstance(parsed, Accepted), parsed
     for event in parsed.events:
         _, intents = decide(None, event, 90.0, time.time())
-        assert rig.store.enqueue(rows_for(PROFILE, ["trakt"], event, intents), time.time())
+        assert rig.store.enqueue(rows_for(PROFILE, targets, event, intents), time.time())
 
 
 async def test_a_two_episode_file_across_the_end_of_a_trakt_season_records_the_next_seasons_first(
@@ -249,3 +252,27 @@ async def test_a_show_trakt_knows_under_another_tvdb_id_still_gets_the_episodes_
     tvdb_ordered_play(rig, tvdb=str(s1e41(rig).tvdb))
     await rig.deliver()
     assert serializd_episodes(rig.serializd) == [(1, 41)]
+
+
+async def test_a_two_episode_files_second_episode_is_logged_on_serializd_after_the_first(
+    rig: Rig,
+) -> None:
+    # A Jellyfin library in TVDB's order plays a file holding TVDB's S2E10-E11, which TMDB
+    # numbers S1E35-E36. The first is placed by its own TMDB id; the second has no ids of its
+    # own, and its numbers as sent, S2E11, name an episode TMDB has too (one never watched):
+    # it is the episode after the first on TMDB's list, as on Trakt.
+    first = rig.trakt.shows[0].seasons[1].episodes[35]
+    two_episode_file(rig, 2, 10, targets=("trakt", "serializd"), tmdb=str(first.tmdb))
+    await rig.deliver()
+    assert trakt_episodes(rig.trakt) == [(1, 35), (1, 36)]
+    assert serializd_episodes(rig.serializd) == [(1, 35), (1, 36)]
+
+
+async def test_a_two_episode_file_across_the_end_of_a_tmdb_season_is_logged_into_the_next(
+    rig: Rig,
+) -> None:
+    last_of_season = rig.trakt.shows[0].seasons[1].episodes[50]
+    two_episode_file(rig, 1, 50, targets=("serializd",), tmdb=str(last_of_season.tmdb))
+    # As sent, S1E51: no such episode on TMDB; the next one after S1E50 is S2E01.
+    await rig.deliver()
+    assert serializd_episodes(rig.serializd) == [(1, 50), (2, 1)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +20,7 @@ from watchbridge.air_dates import another_numbering, by_air_date
 from watchbridge.anime import Unmatched
 from watchbridge.anime_seasons import serializd_table
 from watchbridge.http import ServiceError, Unavailable
-from watchbridge.ids import Enricher
+from watchbridge.ids import Enricher, ids_from
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
 from watchbridge.services.serializd import (
@@ -139,22 +139,40 @@ async def absolute_episode(
     return found
 
 
+def file_first(item: MediaRef, payload: Mapping[str, Any]) -> MediaRef | None:
+    """The first episode of the file a further episode came in (a row's `companion_of`: a
+    Jellyfin or Emby file holding E10-E11), as sent: its own ids and number, its show's and
+    season's; None for any other row."""
+    first = payload.get("companion_of")
+    if item.kind != "episode" or not isinstance(first, dict):
+        return None
+    number, ids = first.get("number"), first.get("ids")
+    if not isinstance(number, int) or not isinstance(ids, dict):
+        return None
+    return replace(item, ids=ids_from(ids), number=number)
+
+
 async def tmdb_numbered(
     client: SerializdClient,
     store: Store,
     enricher: Enricher | None,
     item: MediaRef,
     clock: Callable[[], float],
+    first: MediaRef | None = None,
 ) -> MediaRef:
     """A webhook's episode with TMDB's season and number (Serializd's, and the anime
     mapping's first numbering). A media server numbers episodes in its library's order
     (TVDB's aired, DVD or absolute order, or TMDB's), so the episode's own TMDB id, where the
     webhook, the Plex server or Trakt's id search gives one, is looked up in the show's
     Serializd seasons; without one, its air date (Jellyfin, Emby: `by_air_date`). Else, or
-    when no season holds it, the numbers stay as sent."""
+    when no season holds it, the numbers stay as sent. A further episode of a file holding
+    several (`first`: the file's first, see `file_first`) has no ids of its own: it is as many
+    places after where the first is found (`counted_on`)."""
     show = item.show_ids.tmdb
     if not (show and show.isdigit()) or item.season is None or item.number is None:
         return item
+    if first is not None and first.number is not None:
+        return await _after_first(client, store, enricher, item, first, int(show), clock)
     if enricher is not None:
         episode_id = await enricher.episode_tmdb(item)
     else:
@@ -178,6 +196,70 @@ async def tmdb_numbered(
     return replace(item, season=found[0], number=found[1])
 
 
+async def _after_first(
+    client: SerializdClient,
+    store: Store,
+    enricher: Enricher | None,
+    item: MediaRef,
+    first: MediaRef,
+    show: int,
+    clock: Callable[[], float],
+) -> MediaRef:
+    """A file's further episode, counted on from where TMDB has the file's first: in a
+    library in TVDB's order the server's numbers would name another episode (TVDB's S2E11
+    of Re:ZERO is TMDB's S1E36, and TMDB's S2E11 is one the user never watched). As sent when
+    the first has no TMDB id, or TMDB's seasons do not hold it."""
+    if item.number is None or first.number is None or item.season is None:
+        return item
+    episode_id = await enricher.episode_tmdb(first) if enricher is not None else None
+    if episode_id is None and first.ids.tmdb and first.ids.tmdb.isdigit():
+        episode_id = int(first.ids.tmdb)
+    if episode_id is None:
+        return item
+    try:
+        found = await find_episode(client, store, show, episode_id, item.season, clock)
+        if found is None:
+            return item
+        placed = await counted_on(client, store, show, found, item.number - first.number, clock)
+    except SerializdItemError:
+        return item
+    if placed is None or placed == (item.season, item.number):
+        return item
+    log.info(
+        "episode renumbered as TMDB numbers it, after its file's first",
+        extra={"item": item.describe(), "season": placed[0], "number": placed[1]},
+    )
+    return replace(item, season=placed[0], number=placed[1])
+
+
+async def counted_on(
+    client: SerializdClient,
+    store: Store,
+    show: int,
+    start: tuple[int, int],
+    steps: int,
+    clock: Callable[[], float],
+) -> tuple[int, int] | None:
+    """The episode `steps` after `start` in TMDB's numbering: on in its season, past its
+    last episode into the next season's first ones (specials count among themselves); None
+    when TMDB lists no such episode."""
+    season, number = start
+    if steps < 0:
+        return None
+    listing, _ = await season_listing(client, store, show, season, clock)
+    if number + steps in listing.ids:
+        return season, number + steps
+    last = max(listing.ids, default=None)
+    if season == 0 or last is None or number + steps <= last:
+        return None
+    later = sorted(n for n in await season_map(client, store, show, clock) if n > season)
+    if not later:
+        return None
+    following, _ = await season_listing(client, store, show, later[0], clock)
+    into = number + steps - last
+    return (later[0], into) if into in following.ids else None
+
+
 class CatalogueNumbering:
     """`tmdb_numbered` for a target other than Serializd (AniList): best effort, and never
     waiting for Serializd. While its catalogue is rate-limited, or for a while after it failed
@@ -196,12 +278,14 @@ class CatalogueNumbering:
         # play: a line once, then hourly, and when it works again.
         self._failing = Repeating(log)
 
-    async def __call__(self, item: MediaRef) -> MediaRef:
+    async def __call__(self, item: MediaRef, first: MediaRef | None = None) -> MediaRef:
         now = time.monotonic()
         if now < max(self.paused_until, self.client.catalogue_lane().pacer.blocked_until):
             return item
         try:
-            numbered = await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
+            numbered = await tmdb_numbered(
+                self.client, self.store, self.enricher, item, self.clock, first
+            )
         except ServiceError as exc:
             problem, described = exc.message, item.describe()
             self._failing.warning(

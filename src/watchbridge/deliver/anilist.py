@@ -87,6 +87,7 @@ from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
+from watchbridge.catalogue import file_first
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import (
     Dead,
@@ -191,7 +192,8 @@ DAY_SLACK = 3600.0  # a local day's end, give or take a daylight-saving hour
 
 # MediaRef -> (AniList id, AniList episode), or why not
 Reverse = Callable[[MediaRef], "tuple[int, int] | Unmatched"]
-Renumber = Callable[[MediaRef], Awaitable[MediaRef]]
+# An episode (and its file's first, for a further episode of a file) -> as TMDB numbers it.
+Renumber = Callable[[MediaRef, MediaRef | None], Awaitable[MediaRef]]
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -930,7 +932,9 @@ class AniListTarget:
                     outcomes[row.id] = waiting
                     continue
                 if self.renumber is not None and renumbers(row, decoded, shared):
-                    decoded = better_numbered(await self.renumber(decoded), decoded, shared)
+                    first = file_first(decoded, row.payload)
+                    renumbered = await self.renumber(decoded, first)
+                    decoded = better_numbered(renumbered, decoded, shared)
             decoded_rows.append((row, decoded))
         placing = await self._placing(
             shared,

@@ -24,7 +24,13 @@ from typing import Any
 from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.anime import Unmatched
-from watchbridge.catalogue import SEASONS_CACHE, absolute_episode, season_map, tmdb_numbered
+from watchbridge.catalogue import (
+    SEASONS_CACHE,
+    absolute_episode,
+    file_first,
+    season_map,
+    tmdb_numbered,
+)
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key
 from watchbridge.deliver.worker import (
@@ -308,7 +314,10 @@ class SerializdTarget:
             return waiting
         try:
             if item.kind == "episode" and "link" not in row.payload:
-                item = await tmdb_numbered(self.client, self.store, self.enricher, item, self.clock)
+                first = file_first(item, row.payload)
+                item = await tmdb_numbered(
+                    self.client, self.store, self.enricher, item, self.clock, first
+                )
             place = await self._place(item)
             if isinstance(place, Retry):
                 return place
