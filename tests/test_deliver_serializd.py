@@ -1133,6 +1133,37 @@ async def test_a_waiting_play_known_by_its_absolute_number_is_listed_by_that_num
     assert waiting.item.describe() == "Breaking Bad absolute episode 63"
 
 
+async def test_a_daily_shows_episode_without_a_number_goes_where_its_own_tmdb_id_is(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Plex numbers a daily show's episodes by air date: its season the year (2010), no `index`
+    # at all; its agent still gives the episode's own TMDB id. It waited as unmatched ("has no
+    # TMDB season and episode number") for as long as it was retried.
+    own_id = fake.shows[SHOW].seasons[2].first_episode_id + 5
+    dated = MediaRef(
+        "episode",
+        ids=Ids(tmdb=str(own_id)),
+        show_ids=Ids(tmdb=str(SHOW)),
+        show_title="Breaking Bad",
+        season=2010,
+    )
+    enqueue(runtime, "play", dated, clock() - 600)
+    await drain(worker, runtime, clock)
+    assert fake.ticks() == {(SHOW, 3573, 5)}, runtime.store.unmatched()
+
+
+async def test_an_episode_without_a_number_nor_ids_of_its_own_waits_named_as_such(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Plex left a daily show's file unmatched (a `local://` guid, no numbers): nothing places
+    # it, so it waits, named for what it is, not as "Breaking Bad S00E00", a special.
+    enqueue(runtime, "play", replace(absolute_episode(1), absolute=None), clock() - 600)
+    await drain(worker, runtime, clock, passes=1)
+    (waiting,) = runtime.store.unmatched()
+    assert waiting.item.describe() == "Breaking Bad an episode without a number"
+    assert fake.diary() == []
+
+
 async def deliver_as_the_service(runtime: Runtime, clock: FakeClock) -> None:
     """Two delivery passes with the targets the service builds (wiring.make_targets)."""
     worker = DeliveryWorker(make_targets, runtime.config.delivery)

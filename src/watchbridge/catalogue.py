@@ -169,14 +169,13 @@ async def tmdb_numbered(
     several (`first`: the file's first, see `file_first`) has no ids of its own: it is as many
     places after where the first is found (`counted_on`)."""
     show = item.show_ids.tmdb
-    if not (show and show.isdigit()) or item.season is None or item.number is None:
+    if not (show and show.isdigit()) or item.kind != "episode":
         return item
+    if item.season is None or item.number is None:
+        return await _unnumbered(client, store, enricher, item, int(show), clock)
     if first is not None and first.number is not None:
         return await _after_first(client, store, enricher, item, first, int(show), clock)
-    if enricher is not None:
-        episode_id = await enricher.episode_tmdb(item)
-    else:
-        episode_id = int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
+    episode_id = await _own_tmdb(enricher, item)
     sent = (item.season, item.number)
     try:
         if episode_id is not None:
@@ -191,6 +190,43 @@ async def tmdb_numbered(
         return item
     log.info(
         "episode renumbered as TMDB numbers it",
+        extra={"item": item.describe(), "season": found[0], "number": found[1]},
+    )
+    return replace(item, season=found[0], number=found[1])
+
+
+async def _own_tmdb(enricher: Enricher | None, item: MediaRef) -> int | None:
+    """The episode's own TMDB id: the item's, else what the enricher finds (see
+    `Enricher.episode_tmdb`)."""
+    if enricher is not None:
+        return await enricher.episode_tmdb(item)
+    return int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
+
+
+async def _unnumbered(
+    client: SerializdClient,
+    store: Store,
+    enricher: Enricher | None,
+    item: MediaRef,
+    show: int,
+    clock: Callable[[], float],
+) -> MediaRef:
+    """An episode the server gave no episode number (a daily show in Plex, numbered by its air
+    date: its season the year, no `index`), or no season: where its own TMDB id is in the
+    show's seasons. As sent when it has none, or no season lists it (an absolute number may
+    still place it)."""
+    episode_id = await _own_tmdb(enricher, item)
+    if episode_id is None:
+        return item
+    hint = item.season if item.season is not None else -1
+    try:
+        found = await find_episode(client, store, show, episode_id, hint, clock)
+    except SerializdItemError:
+        return item
+    if found is None:
+        return item
+    log.info(
+        "episode without a number placed by its TMDB id",
         extra={"item": item.describe(), "season": found[0], "number": found[1]},
     )
     return replace(item, season=found[0], number=found[1])
@@ -211,9 +247,7 @@ async def _after_first(
     the first has no TMDB id, or TMDB's seasons do not hold it."""
     if item.number is None or first.number is None or item.season is None:
         return item
-    episode_id = await enricher.episode_tmdb(first) if enricher is not None else None
-    if episode_id is None and first.ids.tmdb and first.ids.tmdb.isdigit():
-        episode_id = int(first.ids.tmdb)
+    episode_id = await _own_tmdb(enricher, first)
     if episode_id is None:
         return item
     try:

@@ -128,8 +128,12 @@ class MediaRef:
         show = self.show_title or _named(self.show_ids)
         if self.kind == "episode" and self.number is None and self.absolute is not None:
             return f"{show} absolute episode {self.absolute}"  # a season with it is TVDB's
+        if self.kind == "episode" and self.number is None:
+            # Not "S00E00", a special's name: a daily show's episode in Plex has no number.
+            season = f" season {self.season}," if self.season is not None else ""
+            return f"{show}{season} an episode without a number"
         if self.kind == "episode":
-            return f"{show} S{self.season or 0:02d}E{self.number or 0:02d}"
+            return f"{show} S{self.season or 0:02d}E{self.number:02d}"
         if self.kind == "season":
             return f"{show} season {self.season}"
         title = self.title or _named(
