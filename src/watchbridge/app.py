@@ -129,6 +129,8 @@ class Runtime:
     # stored error text goes through it, as log lines do.
     redact: Redactor = field(default_factory=Redactor)
     _stop_noted: asyncio.Future[None] | None = None  # see note_stopping
+    _background_stop: asyncio.Event | None = None  # see background_stop
+    _stop_began: float | None = None  # time.monotonic() when it was set
 
     @property
     def store(self) -> Store:
@@ -178,13 +180,28 @@ class Runtime:
         self.redact.renew(sign_in, tokens)
 
     def note_stopping(self) -> None:
-        """The service is asked to stop (SIGTERM): note it alive now, before open connections
-        drain and background work ends, which may take docker's whole 10 s before its SIGKILL;
-        a kill then would leave the last periodic note (up to ALIVE_EVERY old) for the next
-        start to tell as an absence. On a thread, not waited for: the stop goes on meanwhile
-        (`stop_noted` waits for it, before the store closes)."""
+        """The service is asked to stop (SIGTERM): background work is told at once, to end
+        while open connections drain rather than after; and the service is noted alive now,
+        before both, which may take docker's whole 10 s before its SIGKILL: a kill then would
+        leave the last periodic note (up to ALIVE_EVERY old) for the next start to tell as an
+        absence. On a thread, not waited for: the stop goes on meanwhile (`stop_noted` waits
+        for it, before the store closes)."""
+        self.stop_background()
         if self._store is not None and self._stop_noted is None:
             self._stop_noted = in_thread(self.note_alive)
+
+    def background_stop(self) -> asyncio.Event:
+        """A new stop for the background tasks of the lifespan starting now."""
+        self._background_stop, self._stop_began = asyncio.Event(), None
+        return self._background_stop
+
+    def stop_background(self) -> float:
+        """Set the background tasks' stop (the first call); the seconds since it was set."""
+        if self._stop_began is None:
+            self._stop_began = time.monotonic()
+            if self._background_stop is not None:
+                self._background_stop.set()
+        return time.monotonic() - self._stop_began
 
     async def stop_noted(self) -> None:
         """Wait for the note `note_stopping` began, if any."""
@@ -695,7 +712,7 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
             absence = restore_key(copied)
         elif await asyncio.to_thread(runtime.store.restore_told_elsewhere):
             runtime.downtime = None
-        stop = asyncio.Event()
+        stop = runtime.background_stop()
         running = [asyncio.create_task(_supervise(t, runtime, stop), name=t.name) for t in tasks]
         log.info(
             "watchbridge started",
@@ -744,13 +761,13 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         try:
             yield
         finally:
-            stop.set()
+            # Set when the stop began (`note_stopping`), its time counted from then.
+            stopping_for = runtime.stop_background()
             if told is not None and not told.done():
                 told.cancel()
             if running:
-                _finished, late = await asyncio.wait(
-                    running, timeout=runtime.config.server.shutdown_timeout
-                )
+                left = max(runtime.config.server.shutdown_timeout - stopping_for, 0.0)
+                _finished, late = await asyncio.wait(running, timeout=left)
                 for pending in late:
                     log.warning(
                         "background task did not stop in time", extra={"task": pending.get_name()}

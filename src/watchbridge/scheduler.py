@@ -21,6 +21,7 @@ from watchbridge.errors import WatchbridgeError
 from watchbridge.logs import Repeating
 from watchbridge.plexlink import wants_lists
 from watchbridge.serializdlist import UnreadableAlert
+from watchbridge.stopping import unless_stopped
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
     LinkBusy,
@@ -298,34 +299,6 @@ async def resolve_removed(runtime: Runtime) -> None:
                 await notifier.resolve(kind, over, key=key)
             else:
                 await notifier.close_quietly(kind, key)
-
-
-async def unless_stopped(
-    work: Coroutine[Any, Any, T], stop: asyncio.Event, grace: float = 0.0
-) -> T | None:
-    """What `work` returns (or raises); None once `stop` is set first (and `grace` seconds
-    more have not seen it end), `work` then cancelled and waited for. A link run waits for
-    Serializd's pacing or a 429's Retry-After for seconds at a time, and a first run goes on
-    for hours: left running, it would hold a stop (`docker stop`, an update) until
-    server.shutdown_timeout ran out, and then be cancelled all the same. Cancelled, it
-    records itself as interrupted (`run_link`)."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and grace > 0:
-            await asyncio.wait({task}, timeout=grace)
-    except asyncio.CancelledError:  # cancelled ourselves: the run goes with us
-        task.cancel()
-        await asyncio.wait({task})
-        raise
-    finally:
-        stopping.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.wait({task})
-    return None if task.cancelled() else task.result()  # or it ended before the cancel
 
 
 # A stop lets a run's alerts on their way this long to end: cut short once answered, an alert

@@ -30,6 +30,7 @@ from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, P
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
 from watchbridge.offloop import in_thread, to_the_end
+from watchbridge.stopping import unless_stopped
 from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store, Untold
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,15 @@ UNTOLD_LOOK_EVERY = 60.0
 # While a target delivers, its claims are renewed this often (seconds), so that only a worker
 # that stopped running (killed, suspended) loses them to the claim lease (store.CLAIM_LEASE).
 CLAIM_RENEW_EVERY = 300.0
+# A delivery under way as the service stops gets this long for its answer; then its rows go
+# back to the queue as they were (no attempt spent; one whose send may have landed is looked
+# for before it is sent again). A slow service, or a 429 waited out inline (up to 15 s), would
+# hold the stop until server.shutdown_timeout ran out.
+STOP_GRACE = 2.0
+
+
+class _CutShort(Exception):
+    """The service's stop ended a delivery under way (see STOP_GRACE)."""
 
 
 @dataclass(frozen=True)
@@ -556,6 +566,7 @@ class DeliveryWorker:
         self.targets: dict[str, Target] = {}
         self.config = config
         self._wakes: dict[str, asyncio.Event] = {}  # per target loop (see `_target_loop`)
+        self._stop: asyncio.Event | None = None  # the service's (see `run`); none for a CLI run
         self._telling = asyncio.Lock()  # dead-letter alerts, whichever loop finds them
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
@@ -586,26 +597,32 @@ class DeliveryWorker:
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
         self.targets = {t.name: t for t in self.make_targets(runtime)}
+        self._stop = stop
         try:
             await self._loop(runtime, stop)
+            if stop.is_set():  # deliveries it cut short (STOP_GRACE) left their claims
+                await self._release_claims(runtime)
         except asyncio.CancelledError:
-            # Stopped (a shutdown) mid-delivery: the rows go back as they were, their marks
-            # of a send that may have landed kept, no attempt spent. In a thread, waited for
-            # to its end (the store closes after this run): another process may hold the
-            # database for seconds, and the loop (the stop, webhooks) must not wait for it.
-            releasing = in_thread(
-                runtime.store.release_claims,
-                runtime.clock(),
-                self.worker_id,
-                False,
-                self.config.retry_after,
-            )
-            with contextlib.suppress(sqlite3.Error, OSError):
-                await to_the_end(releasing)
+            await self._release_claims(runtime)
             raise
         finally:
             for target in self.targets.values():
                 await target.aclose()
+
+    async def _release_claims(self, runtime: Runtime) -> None:
+        """Stopped (a shutdown) mid-delivery: the rows go back as they were, their marks of a
+        send that may have landed kept, no attempt spent. In a thread, waited for to its end
+        (the store closes after this run): another process may hold the database for
+        seconds, and the loop (the stop, webhooks) must not wait for it."""
+        releasing = in_thread(
+            runtime.store.release_claims,
+            runtime.clock(),
+            self.worker_id,
+            False,
+            self.config.retry_after,
+        )
+        with contextlib.suppress(sqlite3.Error, OSError):
+            await to_the_end(releasing)
 
     async def _loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
         store = runtime.store
@@ -649,8 +666,11 @@ class DeliveryWorker:
         store, wake = runtime.store, self._wakes[name]
         while not stop.is_set():
             wake.clear()
-            if await self._pass(runtime, [name]):
-                continue
+            try:
+                if await self._pass(runtime, [name]):
+                    continue
+            except _CutShort:  # its claims are released once every target loop has ended
+                return
             now = runtime.clock()
             held = self.holds.get(name)
             held_until = held.until if held is not None and held.until > now else None
@@ -753,6 +773,8 @@ class DeliveryWorker:
             todo = [i for i in items if i.id not in interrupted]
             try:
                 outcomes = await self._deliver(runtime, target, todo, now) if todo else {}
+            except _CutShort:
+                raise
             except Exception as exc:  # a target bug must not lose rows: retry them
                 log.exception("target crashed", extra={"target": name})
                 crashed = Retry(f"internal error: {type(exc).__name__}")
@@ -783,7 +805,12 @@ class DeliveryWorker:
 
         renewing = asyncio.create_task(renew())
         try:
-            return await target.deliver(items, now)
+            if self._stop is None:
+                return await target.deliver(items, now)
+            outcomes = await unless_stopped(target.deliver(items, now), self._stop, STOP_GRACE)
+            if outcomes is None:
+                raise _CutShort
+            return outcomes
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
