@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.https_port import PlainAtHttpsPort
 from tests.fakes.jellyfin import API_KEY, JELLYFIN_SERIES, sample_server
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.harness import free_port
@@ -166,6 +167,30 @@ async def test_an_http_url_at_an_https_port_says_to_use_https(
         f"speaks https on that port: use https://127.0.0.1:{port} in services.jellyfin.url"
     )
     assert client.http.requests_sent == 1  # a port's scheme does not change in a second
+
+
+@pytest.mark.parametrize(
+    ("server", "said"),
+    [
+        ("nginx", "The plain HTTP request was sent to HTTPS port"),
+        ("caddy", "Client sent an HTTP request to an HTTPS server"),  # Traefik's too (Go's)
+        ("apache", "You're speaking plain HTTP to an SSL-enabled server port"),
+    ],
+)
+async def test_an_http_url_at_a_reverse_proxys_https_port_says_to_use_https(
+    server: str, said: str
+) -> None:
+    # A reverse proxy answers the plain request with a 400 of its own rather than dropping it:
+    # it read as Jellyfin refusing the request ("answered 400").
+    with PlainAtHttpsPort(server) as proxy:
+        port = proxy.url.rsplit(":", 1)[1]
+        client = MediaServerClient(JellyfinConfig(url=proxy.url, api_key=Secret(API_KEY)))
+        message = await failure(client)
+    assert message == (
+        f'jellyfin: 127.0.0.1 answered http:// with "{said}" after 1 attempt(s): the server '
+        f"speaks https on that port: use https://127.0.0.1:{port} in services.jellyfin.url"
+    )
+    assert proxy.requests == 1  # a port's scheme does not change in a second
 
 
 async def test_a_plain_server_dropping_a_request_is_not_told_as_an_https_port(

@@ -343,6 +343,25 @@ _PLAIN_HTTP_REASONS = frozenset(
 )
 
 
+# What a web server answers (a 400) to a plain http request at its https port, as a reverse
+# proxy in front of a media server does: nginx's page, Go's net/http (Caddy, Traefik), and
+# Apache's mod_ssl.
+PLAIN_AT_HTTPS_PORT = (
+    "The plain HTTP request was sent to HTTPS port",
+    "Client sent an HTTP request to an HTTPS server",
+    "You're speaking plain HTTP to an SSL-enabled server port",
+)
+
+
+def plain_at_https_port(response: httpx.Response) -> str | None:
+    """What the server said, of those above, when `response` is its refusal of a plain http
+    request at a port that speaks https; None for any other answer."""
+    if response.status_code != 400 or response.request.url.scheme != "http":
+        return None
+    body = response.text.lower()
+    return next((said for said in PLAIN_AT_HTTPS_PORT if said.lower() in body), None)
+
+
 @dataclass(frozen=True)
 class ConnectProblem:
     """Why no connection was made, when it is not that nothing listens: the name not looked
@@ -662,6 +681,13 @@ class HttpClient:
                 if maybe_written:  # the caller may try again (a refresh): it must know
                     response.extensions[EARLIER_TRY_MAY_HAVE_LANDED] = True
                 self._count(method, str(response.status_code), started)
+                if (said := plain_at_https_port(response)) is not None:
+                    # A reverse proxy's https port, not the service: as a server that drops
+                    # the plain request (see `_https_port`), and it will not change in a second.
+                    host = self._target(url).host
+                    problem = ConnectProblem("https_port", f'{host} answered http:// with "{said}"')
+                    last_problem, answered = problem.what, False
+                    break
                 if base_url is None:  # another host (a sign-in service) keeps its own clock
                     self._note_clock(response.headers)
                 if inspect is not None:
