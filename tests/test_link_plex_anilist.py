@@ -8,11 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import watchbridge, write_config
+from tests.harness import AppThread, watchbridge, write_config
+from tests.test_app import runtime_for
+from watchbridge.app import create_app
 
 DAY = 86400.0
 ONE_PIECE, OP = 37854, 21
@@ -140,3 +144,45 @@ def test_an_anime_movie_watched_in_plex_stays_watched_there(
     run(path, "sync", "--link", "plex-anilist", "--full")
 
     assert plex.user_state("10").get("viewCount") == 1
+
+
+BLEACH, TYBW = 30984, 116674  # Bleach TYBW Part 1: TMDB S2E1-13 (TheTVDB: S17, absolute 367-)
+
+
+def test_anilist_episodes_plex_numbers_in_a_tvdb_order_are_listed_with_the_fix(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """With no Trakt or Serializd nothing renumbers a show Plex numbers in TheTVDB's absolute
+    order: AniList's TMDB S2E1-5 are not among its episodes, so the link cannot write them.
+    `anime unmatched`, `status` and `/api/status` say so per title, until the show is set to
+    TMDB's order."""
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(TYBW, episodes=13)
+    anilist.add_entry(
+        TYBW, episodes=13, status="CURRENT", progress=5, updated_at=int(time.time() - DAY)
+    )
+    show = plex.add_show("500", "Bleach", 2004, [f"tmdb://{BLEACH}"], ordering="absolute")
+    for n in range(1, 21):  # Bleach's first 20, numbered on in one season
+        plex.add_episode(str(5000 + n), "500", 1, n)
+    path = link_config(tmp_path, plex, anilist, datasets)
+    run(path, "sync", "--link", "plex-anilist")
+
+    listed = run(path, "anime", "unmatched")
+    assert f"episode:tmdb:{BLEACH} 'Bleach'  [server-order]  5 episodes: S2E1-5" in listed
+    assert "fix: set the show to The Movie Database ordering in Plex" in listed
+    said = [x for x in run(path, "status").splitlines() if x.startswith("anime:")]
+    assert len(said) == 1 and "alex: Plex numbers 'Bleach'" in said[0], said
+    assert "(TMDB S2E1-5)" in said[0] and "services.serializd" in said[0]
+    with AppThread(create_app(runtime_for(path))) as app:
+        status = httpx.get(f"{app.url}/api/status").json()
+    assert [(t["title"], t["episodes"]) for t in status["anime_numbered_apart"]] == [
+        ("Bleach", "S2E1-5")
+    ]
+
+    del show["showOrdering"]  # TMDB's order: the next read numbers Bleach as AniList does
+    for n in range(1, 14):
+        plex.add_episode(str(6000 + n), "500", 2, n)
+    run(path, "sync", "--link", "plex-anilist", "--full")
+    assert plex.user_state("6005").get("viewCount") == 1
+    assert "server-order" not in run(path, "anime", "unmatched")
+    assert not [x for x in run(path, "status").splitlines() if x.startswith("anime:")]

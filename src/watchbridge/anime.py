@@ -129,7 +129,9 @@ class Unmatched:
     counterpart"), partial (part of a movie: counted once the last part is watched),
     ambiguous (two entries claim the same target episode), special (a season 0 episode of a
     known show no range maps: settled, not retried), seasons (`PENDING`: an absolute
-    number needs the show's season list, which could not be read yet: tried again next run).
+    number needs the show's season list, which could not be read yet: tried again next run),
+    server-order (`SERVER_ORDER`: the media server numbers the show its own way, and the
+    episode is not among its numbers).
     """
 
     reason: str
@@ -140,6 +142,9 @@ Resolution = AnimeTarget | Unmatched
 Forward = EpisodeRef | MovieRef | Unmatched
 PENDING = "seasons"  # Unmatched code: the season list an absolute number needs is not read yet
 PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
+# Unmatched code: an episode of a show the media server numbers its own way (a TheTVDB
+# ordering), which nothing renumbers; reported by the media server's side of the link
+SERVER_ORDER = "server-order"
 
 
 class DatasetError(ValueError):

@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 
 from watchbridge.anime import (
     DATASETS,
+    SERVER_ORDER,
     AnimeIndex,
     DatasetError,
     Unmatched,
@@ -662,8 +663,16 @@ def _needs_writing(stored: object, record: UnmatchedRecord, now: float) -> bool:
 
 
 def clear_unmatched(store: Any, profile: str, keys: Iterable[str]) -> None:
-    """Forget entries that map now (no write when none of them was recorded)."""
-    recorded = store.mirror_get(_SERVICE, profile, _COLLECTION).keys() & set(keys)
+    """Forget entries that map now (no write when none of them was recorded). An episode the
+    media server numbers apart (`SERVER_ORDER`) maps fine: only the server's side, which
+    reports them all each run, knows when it is settled."""
+    stored = store.mirror_get(_SERVICE, profile, _COLLECTION)
+    wanted = set(keys)
+    recorded = {
+        key
+        for key, data in stored.items()
+        if key in wanted and not (isinstance(data, dict) and data.get("code") == SERVER_ORDER)
+    }
     if recorded:
         store.mirror_remove(_SERVICE, profile, _COLLECTION, sorted(recorded))
 
@@ -680,6 +689,11 @@ _FIXES = {
     "unknown": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "new-season": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "outside": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
+    SERVER_ORDER: (
+        "set the show to The Movie Database ordering in Plex (Edit > Advanced > Episode "
+        "ordering), or set services.trakt or services.serializd (no link with it is needed): the "
+        "link then finds each episode's Plex number by its ids"
+    ),
 }
 
 
@@ -786,3 +800,18 @@ def unmatched_records(store: Any, profiles: Iterable[str]) -> list[UnmatchedReco
             fields["source"] = str(fields.get("source") or "")
             records.append(UnmatchedRecord(**fields))
     return sorted(records, key=lambda r: -r.seen_at)
+
+
+def numbered_apart_titles(store: Any, profiles: Iterable[str]) -> list[UnmatchedGroup]:
+    """The titles whose AniList episodes a media server numbers its own way, one group per
+    profile and show (`SERVER_ORDER`), newest first: `watchbridge status` and `/api/status`."""
+    return group_unmatched(r for r in unmatched_records(store, profiles) if r.code == SERVER_ORDER)
+
+
+def numbered_apart_message(group: UnmatchedGroup) -> str:
+    """One title of `numbered_apart_titles` in words, with what to do."""
+    count = len(group.records)
+    return (
+        f"{group.profile}: Plex numbers {group.title or group.key!r} in a TheTVDB ordering, so "
+        f"{count} AniList episode(s) (TMDB {group.episodes}) are not written to it; {group.fix}"
+    )

@@ -603,6 +603,26 @@ class Leftover:
         return f"{what} is no longer in the config, and the database keeps {self.kept}: {self.fix}"
 
 
+def numbered_apart(config: Config, store: Store) -> list[dict[str, Any]]:
+    """`/api/status`'s `anime_numbered_apart`: per profile and show, the AniList episodes the
+    media server numbers its own way, with what to do."""
+    if config.services.anilist is None:
+        return []
+    from watchbridge.anime_data import numbered_apart_message, numbered_apart_titles
+
+    return [
+        {
+            "profile": group.profile,
+            "show": group.key,
+            "title": group.title,
+            "episodes": group.episodes,
+            "message": numbered_apart_message(group),
+            "fix": group.fix,
+        }
+        for group in numbered_apart_titles(store, list(config.profiles) or ["default"])
+    ]
+
+
 def leftovers(config: Config, store: Store) -> list[Leftover]:
     """What the database keeps for profiles and links the config no longer has, for as long
     as it keeps it (`watchbridge status`, the status page, `/api/status`)."""
@@ -859,6 +879,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     now = runtime.clock()
     health = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
     kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
+    apart = await asyncio.to_thread(numbered_apart, runtime.config, runtime.store)
     # The AniList lines of `sign_ins`, in the shape kept for scripts (PROFILE: in words).
     anilist = [f"{one.profile}: {one.message}" for one in health if one.service == "anilist"]
     by_profile: dict[str, list[dict[str, Any]]] = {name: [] for name in runtime.config.profiles}
@@ -900,6 +921,9 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             for k in status.kept_off
         ],
         "oldest_pending_at": status.oldest_pending_at,
+        # Titles whose AniList episodes the media server numbers its own way (a TheTVDB
+        # ordering nothing renumbers): never written there until the fix is made.
+        "anime_numbered_apart": apart,
         # Whether alerts reach anyone (the page's Alerts): entries not loaded, failed sends.
         "alerts": asdict(runtime.notifier.health()),
         # How far each service's clock is ahead of this machine's (seconds, its Date header).

@@ -492,6 +492,7 @@ def status(config_path: str | None) -> None:
         kept = leftovers(config, store)
         storage = storage_warnings(config, store, read_mountinfo())
         datasets = _datasets_failing(config, store)
+        apart = _numbered_apart(config, store)
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
     for warning in storage:  # a sync from cron says them once: here every time
@@ -535,7 +536,19 @@ def status(config_path: str | None) -> None:
         click.echo(f"kept:          {leftover.message}")
     for problem in datasets:
         click.echo(f"anime:         {problem}")
+    for title in apart:
+        click.echo(f"anime:         {title}")
     _show_links(config, state)
+
+
+def _numbered_apart(config: Config, store: Store) -> list[str]:
+    """Each title whose AniList episodes the media server numbers its own way, in words."""
+    if config.services.anilist is None:
+        return []
+    from watchbridge.anime_data import numbered_apart_message, numbered_apart_titles
+
+    titles = numbered_apart_titles(store, list(config.profiles) or ["default"])
+    return [numbered_apart_message(group) for group in titles]
 
 
 def _datasets_failing(config: Config, store: Store) -> list[str]:

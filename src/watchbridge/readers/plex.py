@@ -54,6 +54,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from watchbridge import ratings
 from watchbridge.accounts import identity_of
+from watchbridge.anime import SERVER_ORDER, Unmatched
 from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles
 from watchbridge.episode_numbers import (
     EpisodeNumbering,
@@ -285,6 +287,49 @@ class Renumbering:
     numbers: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     since: Mapping[str, float] = field(default_factory=dict)
     withheld: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class OwnOrder:
+    """A show in a TheTVDB ordering that nothing renumbers: its title and Plex's ordering."""
+
+    title: str
+    ordering: str  # "aired" | "dvd" | "absolute"
+
+
+_ORDERING_WORDS = {"aired": "aired", "dvd": "DVD", "absolute": "absolute"}
+_EPISODE = re.compile(r"episode:tmdb:([^:]+):s(\d+)e(\d+)")
+
+
+def own_orders(library: Library) -> dict[str, OwnOrder]:
+    """The shows in a TheTVDB ordering, by TMDB id (those without one are not linked)."""
+    return {
+        show.ids.tmdb: OwnOrder(show.title or show.rating_key, show.ordering or "")
+        for show in tvdb_ordered(library)
+        if show.ids.tmdb
+    }
+
+
+def numbered_apart(
+    other: Side, catalog: AbstractSet[str], shows: Mapping[str, OwnOrder]
+) -> dict[str, Unmatched]:
+    """The other side's plays of episodes of `shows` (Plex numbers them in a TheTVDB ordering,
+    and nothing renumbers them) that Plex has no episode at: the link can never write them.
+    By item key. Pure."""
+    found: dict[str, Unmatched] = {}
+    for item in {play.item for play in other.plays} - catalog:
+        match = _EPISODE.fullmatch(item)
+        show = shows.get(match.group(1)) if match else None
+        if match is None or show is None:
+            continue
+        ordering = _ORDERING_WORDS.get(show.ordering, show.ordering)
+        found[item] = Unmatched(
+            f"Plex numbers {show.title!r} in TheTVDB's {ordering} order, which has no "
+            f"S{match.group(2)}E{match.group(3)}: that is TMDB's number of the episode, and "
+            "with no Trakt or Serializd to look its number up in, it is not written to Plex",
+            SERVER_ORDER,
+        )
+    return found
 
 
 def renumbering(
@@ -1723,6 +1768,9 @@ class PlexReader:
         self._machine: str | None = None  # asked this run (`account`)
         # The server's machine id as asked this run by anyone (`_identity`): asked once.
         self._machine_asked: str | None = None
+        # Per profile, as the last read found them: shows in a TheTVDB ordering that nothing
+        # renumbers (no Trakt or Serializd for an AniList link), by TMDB id.
+        self._own_orders: dict[str, dict[str, OwnOrder]] = {}
 
     @property
     def requests_sent(self) -> int:
@@ -2050,7 +2098,32 @@ class PlexReader:
         return SideRead(built.side, cursors, listed, built.aliases)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
+        if "anilist" in self.link.services and profile in self._own_orders:
+            found = numbered_apart(other, own.catalog or frozenset(), self._own_orders[profile])
+            await asyncio.to_thread(self._report_apart, profile, found)
         return own
+
+    def _report_apart(self, profile: str, found: Mapping[str, Unmatched]) -> None:
+        """AniList's episodes Plex numbers apart, for `watchbridge anime unmatched` and
+        `watchbridge status`: all of them, each run (those settled since are forgotten)."""
+        from watchbridge.anime_data import UnmatchedRecord, link_source, replace_unmatched
+
+        now, source = self.clock(), link_source(SERVICE, "numbering")
+        shows = self._own_orders[profile]
+        records = [
+            UnmatchedRecord(
+                profile,
+                item,
+                why.reason,
+                why.code,
+                shows[item.split(":")[2]].title,
+                None,
+                now,
+                source,
+            )
+            for item, why in sorted(found.items())
+        ]
+        replace_unmatched(self.store, profile, source, records, now, lambda *_: False)
 
     async def aclose(self) -> None:
         await self.tokens.aclose()
@@ -2061,6 +2134,7 @@ class PlexReader:
     async def _renumbered(self, profile: str, library: Library, full: bool) -> Renumbering:
         """The episodes of shows in a TheTVDB ordering, numbered as the other side does."""
         shows = tvdb_ordered(library)
+        self._own_orders[profile] = own_orders(library) if self.numbering is None else {}
         if not shows:
             return Renumbering()
         titles = ", ".join(sorted(s.title or s.rating_key for s in shows))
