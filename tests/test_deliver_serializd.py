@@ -1276,3 +1276,150 @@ async def test_a_rating_whose_answer_was_lost_is_known_to_a_links_read_before_it
     diary = (await target.client.diary_read("me")).entries
     sends = runtime.store.unanswered_ratings("me", "serializd")
     assert unanswered_copies(diary, sends) == {landed.id}
+
+
+# --------------------------------------------------------------------------- a link's plan vs now
+
+DIARY_PAGE = "/api/user/{username}/diary"
+
+
+def skipped_total(runtime: Runtime) -> float:
+    value = runtime.metrics.registry.get_sample_value(
+        "watchbridge_deliveries_skipped_total", {"target": "serializd"}
+    )
+    return value or 0.0
+
+
+def old_history(fake: FakeSerializd, entries: int) -> None:
+    """A diary of `entries` logs of other shows' episodes, added a year ago (pages of 24,
+    newest first: what a look at the newest entries reads is exact)."""
+    fake.diary_order = "newest"
+    fake.add_show(1399, "Game of Thrones", {1: 10, 2: 10, 3: 10})
+    for n in range(entries):
+        fake.log_entry(
+            None, 1399, 1 + n // 10 % 3, 1 + n % 10, date_added=iso(fake.now() - 365 * DAY + n)
+        )
+
+
+@pytest.mark.parametrize("logged_again", [True, False], ids=["rewatched-since", "not-since"])
+async def test_a_links_removal_of_a_play_leaves_an_episode_logged_again_since_its_read(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    logged_again: bool,
+) -> None:
+    """Trakt's play removed: the link's run read Serializd, then queued the removal of the
+    diary entry it found. The user logged a rewatch on Serializd in between: that viewing
+    stands (entry and tick kept), the row settles as skipped, saying so, and is counted. The
+    look costs the diary's newest pages (one when nothing is new), not the whole diary."""
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages
+    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
+    fake.tick(None, SHOW, 1, 4)
+    clock.advance(600)
+    fake.advance(600)
+    read_at = clock()  # the run reads Serializd, then Trakt for a while
+    clock.advance(300)
+    fake.advance(300)
+    if logged_again:
+        fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)  # in the app, meanwhile
+    clock.advance(60)
+    fake.advance(60)
+    enqueue(runtime, "remove_play", episode(4), clock() - 30 * DAY,
+            record=str(first.id), link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    (row,) = waiting(runtime)
+    assert row["status"] == "done"
+    if logged_again:
+        assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+        assert first in fake.diary()
+        assert row["last_error"].startswith("skipped: not removed: the episode was logged")
+        assert skipped_total(runtime) == 1
+    else:
+        assert fake.ticks() == set() and first not in fake.diary()
+        assert row["last_error"] is None and skipped_total(runtime) == 0
+    # Pages until one holds nothing new: the rewatch is on the first.
+    assert fake.count("GET", DIARY_PAGE) == (2 if logged_again else 1)
+
+
+async def test_a_links_removal_of_a_tick_leaves_an_episode_logged_since_its_read_ticked(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    clock.now = fake.now()
+    fake.tick(None, SHOW, 1, 6)  # watched, date unknown: the link read a `tick:` play
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    fake.log_entry(None, SHOW, 1, 6)  # logged in the app before the removal went out
+    enqueue(runtime, "remove_play", episode(6), clock() - 7200, record="tick:1396:1:6",
+            link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 6)}
+    (row,) = waiting(runtime)
+    assert row["status"] == "done" and row["last_error"].startswith("skipped: not removed")
+
+
+async def test_a_links_removal_made_with_a_rewatch_of_ours_since_still_deletes_its_entry(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """A play Trakt moved to another day: the link queues the new one and the removal of the
+    old. Our log of the new one, landed first, is no rewatch of the user's."""
+    clock.now = fake.now()
+    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
+    fake.tick(None, SHOW, 1, 4)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    enqueue(runtime, "play", episode(4), clock() - 3 * DAY, link="ts", read_at=read_at)
+    enqueue(runtime, "remove_play", episode(4), clock() - 30 * DAY, record=str(first.id),
+            link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=3)
+    assert first not in fake.diary() and len(fake.diary()) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}  # the new play's
+    assert skipped_total(runtime) == 0
+
+
+@pytest.mark.parametrize("given", ["after-the-read", "before-the-read"])
+async def test_a_links_rating_is_not_written_over_one_given_on_serializd_after_its_read(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, given: str
+) -> None:
+    """Trakt's 9 (given a month ago) planned for Serializd, whose own rating the run read and
+    rates over (`prefer: trakt`); a rating given on Serializd after the read is newer than
+    the plan knew: it stands, at the cost of the diary's newest pages."""
+    clock.now = fake.now()
+    old_history(fake, 100)
+    if given == "before-the-read":
+        fake.log_entry(None, SHOW, 1, 4, rating=4, is_log=False)
+    clock.advance(120)
+    fake.advance(120)
+    read_at = clock()
+    clock.advance(300)
+    fake.advance(300)
+    if given == "after-the-read":
+        fake.log_entry(None, SHOW, 1, 4, rating=4, is_log=False)
+    enqueue(runtime, "rating", episode(4), clock() - 30 * DAY, rating=90, link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    rated = [e.rating for e in fake.diary() if e.show_id == SHOW]
+    (row,) = waiting(runtime)
+    if given == "after-the-read":
+        assert rated == [4]
+        assert row["last_error"] == "skipped: a newer rating was given on Serializd since"
+    else:
+        assert rated == [4, 9] and row["last_error"] is None
+    assert fake.count("GET", DIARY_PAGE) == (2 if given == "after-the-read" else 1)
+
+
+async def test_a_links_ratings_share_one_look_at_the_diary(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    clock.now = fake.now()
+    read_at = clock()
+    clock.advance(60)
+    for number in range(1, 7):
+        enqueue(runtime, "rating", episode(number), clock() - DAY, rating=80, link="ts",
+                read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert len(fake.diary()) == 6
+    assert fake.count("GET", DIARY_PAGE) == 1

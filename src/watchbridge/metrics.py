@@ -208,6 +208,12 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.deliveries_skipped = Counter(
+            "watchbridge_deliveries_skipped",
+            "Deliveries settled without a write, by target (the reason is kept on the row)",
+            ["target"],
+            registry=self.registry,
+        )
         self.sync_runs = Counter(
             "watchbridge_sync_runs",
             "Scheduled link runs by result (ok, held, failed, needs-review, busy)",

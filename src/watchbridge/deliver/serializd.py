@@ -32,7 +32,7 @@ from watchbridge.catalogue import (
     tmdb_numbered,
 )
 from watchbridge.config import DeliveryConfig
-from watchbridge.deliver.trakt import nearby_keys, play_key
+from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -53,14 +53,16 @@ from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import EXPECTED, UNDATED
 from watchbridge.services.serializd import (
-    NAME as SERVICE_NAME,
-)
-from watchbridge.services.serializd import (
+    DEFAULT_TAG,
     DiaryEntry,
+    DiaryRead,
     SerializdAuthError,
     SerializdClient,
     SerializdError,
     SerializdItemError,
+)
+from watchbridge.services.serializd import (
+    NAME as SERVICE_NAME,
 )
 from watchbridge.sides import holds_logged_stars
 from watchbridge.store import PLACED, UNKNOWN_OUTCOME, OutboxItem, Store
@@ -78,6 +80,13 @@ AUTH_HOLD = 1800.0
 TV_ONLY = "Serializd is TV-only; skipped"
 TICK_RECORD = "tick:"  # a play the reader made of a ticked episode (readers/serializd.py)
 MARK_RECORD = "mark:"  # ... of an episode in a season marked watched
+# Seconds a look at the diary's newest entries (`diary_added_since`) serves the batches of a
+# drain: a link's removals and ratings each ask what changed since its run read Serializd.
+ADDED_READ_KEEP = 300.0
+LOGGED_SINCE = (
+    "not removed: the episode was logged on Serializd since the link read it (a rewatch): "
+    "that viewing stands and the episode stays ticked"
+)
 CANNOT_DELETE = (
     "Serializd answered that it has no endpoint for deleting diary entries (reviews/delete "
     "is unconfirmed): delete the entry on serializd.com"
@@ -175,6 +184,9 @@ class SerializdTarget:
         # A season page broken for weeks fails each webhook play: per profile, a line once,
         # then hourly, and when it reads again.
         self._ticks_log = Repeating(log)
+        # Per profile: (since, read at) of the last look at the diary's newest entries, and
+        # what it found (`_added_since`).
+        self._added: dict[str, tuple[float, float, DiaryRead]] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -419,6 +431,13 @@ class SerializdTarget:
             record = await self._written_for(ledger, place, record)
             if not record:
                 return Delivered("it never reached Serializd: nothing to remove")
+        if await self._logged_since(ledger, row, place, record):
+            log.info(
+                "removing a play from Serializd: not done, logged there again since the link "
+                "read it; the new log stands and the episode stays ticked",
+                extra={"profile": row.profile, "item": place.ref.describe(), "row": row.id},
+            )
+            return Skipped(LOGGED_SINCE, answered=True)
         if not record.startswith(TICK_RECORD):
             if not record.isdigit():
                 return Dead(f"no Serializd diary entry id in the removal of {place.ref.key()}")
@@ -437,6 +456,57 @@ class SerializdTarget:
             ledger.profile, place.show_id, place.season_id, [place.episode_number]
         )
         return Delivered("unticked" if record.startswith(TICK_RECORD) else "deleted, unticked")
+
+    async def _logged_since(
+        self, ledger: Ledger, row: OutboxItem, place: Place, record: str
+    ) -> bool:
+        """Whether the episode was logged on Serializd since the run that planned its removal
+        read it (`OutboxItem.planned_from`), in a diary entry watchbridge did not write (the
+        user's rewatch): unticked, that viewing would read as unwatched. Our own logs of it
+        are the ledger's (a removal keeps the tick while another of them remains)."""
+        entries = await self._added_since(ledger.profile, row)
+        prefix = f"{place.ref.key()}@"
+        await self._load(ledger, PLAYS, prefix)
+        ours = {v.get("review_id") for k, v in ledger.plays.items() if k.startswith(prefix)}
+        if record.isdigit():
+            ours.add(int(record))
+        since = row.planned_from - ratings.RATED_SLACK  # two clocks: a log near the read stands
+        if any(
+            place.holds(entry)
+            and entry.is_log
+            and entry.id not in ours
+            and DEFAULT_TAG not in entry.tags  # ours, its answer lost: not a rewatch
+            and entry.date_added > since
+            for entry in entries.entries
+        ):
+            return True
+        _unread_may_hold(
+            entries.unreadable - ours,
+            "a log of the episode given since the link read Serializd",
+            "its removal waits",
+        )
+        return False
+
+    async def _added_since(self, profile: str, row: OutboxItem) -> DiaryRead:
+        """The diary entries added since the run that planned `row` read Serializd, from one
+        look at the diary's newest pages (`diary_added_since`, about a request), made after
+        that read and the row's last try, and within ADDED_READ_KEEP: the batches of a
+        drain share it. Never a read of the whole diary."""
+        since = row.planned_from - ratings.RATED_SLACK  # two clocks
+        after = max(row.planned_from, row.next_attempt_at)
+        now = self.clock()
+        kept = self._added.get(profile)
+        if kept is not None:
+            read_since, read_at, read = kept
+            if (
+                read_since <= since
+                and read_at >= after
+                and still_fresh(read_at, now, ADDED_READ_KEEP)
+            ):
+                return read
+        read = await self.client.diary_added_since(profile, since)
+        self._added[profile] = (since, now, read)
+        return read
 
     async def _written_for(self, ledger: Ledger, place: Place, expected: str) -> str:
         """What our delivery of the play a link expected (`expect:item@time#source`) left on
@@ -489,8 +559,14 @@ class SerializdTarget:
                 await self._rated_row(ledger.profile, entry.id, key)
                 return Delivered("already rated on Serializd")
         # Our own send that landed unanswered is found above, not taken for a newer rating.
-        since = ratings.overtaken_after(at, row.created_at)
-        if row.waited(self.clock()) and await self._rated_since(ledger, place, since, key):
+        since = ratings.overtaken_after(at, row.planned_from)
+        if row.waited(self.clock()):
+            diary = DiaryRead(await self._diary(ledger), ledger.unreadable)
+        elif row.planned_on_a_read:  # a link's row: the user may have rated it since the read
+            diary = await self._added_since(ledger.profile, row)
+        else:
+            diary = None
+        if diary is not None and await self._rated_since(ledger, diary, place, since, key):
             # The diary was read just now, through this profile's sign-in.
             return Skipped("a newer rating was given on Serializd since", answered=True)
         await self._add(ledger, row, place, at, rating=value, rewatch=False, into=(RATINGS, key))
@@ -664,23 +740,66 @@ class SerializdTarget:
         )
         (ledger.plays if collection == PLAYS else ledger.rated).update(values)
 
-    async def _rated_since(self, ledger: Ledger, place: Place, at: float, key: str) -> bool:
+    async def _rated_since(
+        self, ledger: Ledger, diary: DiaryRead, place: Place, at: float, key: str
+    ) -> bool:
         """Whether the user rated the item on Serializd after `at` (a rating that waited, an
-        outage or a dead letter retried, would undo that: Serializd shows the newest row)."""
-        diary = await self._diary(ledger)
+        outage or a dead letter retried, or a link's, planned on a read the user rated after,
+        would undo that: Serializd shows the newest row). `diary`: the whole diary, or its
+        entries added since the link's read. A rating row of ours is not the user's."""
         own = (ledger.rated.get(key) or {}).get("review_id")
-        if any(
-            place.holds(entry)
+        newer = {
+            entry.id
+            for entry in diary.entries
+            if place.holds(entry)
             and entry.rating
             and entry.id != own
             and entry.date_added > at + ratings.RATED_SLACK
-            for entry in diary
-        ):
-            return True
+        }
+        if newer:
+            ours = await asyncio.to_thread(
+                self.store.mirror_has,
+                NAME,
+                ledger.profile,
+                RATED_ROWS,
+                [str(review) for review in sorted(newer)],
+            )
+            newer -= {int(review) for review in ours}
+        if newer:
+            newer -= await self._unanswered_copies(ledger.profile, diary, place, newer)
+            if newer:
+                return True
         _unread_may_hold(
-            ledger.unreadable - {own}, "a newer rating given on Serializd", "this rating waits"
+            diary.unreadable - {own}, "a newer rating given on Serializd", "this rating waits"
         )
         return False
+
+    async def _unanswered_copies(
+        self, profile: str, diary: DiaryRead, place: Place, ids: set[int]
+    ) -> set[int]:
+        """Which of the diary rows `ids` are ratings of ours whose answer was lost (backdated
+        to a rating queued for the item whose send may have landed, of its value), before
+        their retry records them: dated by when they landed, they are no rating of the
+        user's (as a link's read takes them, `unanswered_ratings`)."""
+        key = place.named().key()
+        sends = []
+        for item, at, value in await asyncio.to_thread(
+            self.store.unanswered_ratings, profile, NAME
+        ):
+            try:
+                if ref_from_dict(item).key() == key:
+                    sends.append((at, ratings.to_serializd(value)))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return {
+            entry.id
+            for entry in diary.entries
+            if entry.id in ids
+            and any(
+                entry.rating == stars and abs(entry.watched_at - at) <= DIARY_WINDOW
+                for at, stars in sends
+            )
+        }
 
     async def _find_in_diary(
         self,

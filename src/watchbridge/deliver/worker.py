@@ -77,6 +77,17 @@ class Skipped:
     sign_in_ending: str = ""
 
 
+# How a skipped row's reason starts on the row (`last_error` of a row settled done): one
+# settled without a write says why, where `watchbridge` and the database show it.
+SKIPPED = "skipped: "
+
+
+def skipped_note(outcome: Delivered | Skipped) -> str | None:
+    """What a row settled done keeps as its `last_error`: a skip's reason (None: delivered,
+    or a skip that gives none)."""
+    return f"{SKIPPED}{outcome.note}" if isinstance(outcome, Skipped) and outcome.note else None
+
+
 def shows_an_answer(outcome: Outcome | None) -> TypeGuard[Delivered | Skipped]:
     """Whether `outcome` shows the service answering the row's profile just now: delivered,
     or skipped on its answer (Skipped.answered)."""
@@ -840,6 +851,7 @@ class DeliveryWorker:
         delivered_for: set[str] = set()
         held_for: set[str] = set()  # profiles with a row held
         ending: dict[str, str] = {}  # profile: why its sign-in stops working soon
+        skipped = 0  # rows settled without a write (`Skipped`)
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
         # A profile's `service_unreachable` holds, by alert key: the first, its rows, the profile
         paused: dict[str, tuple[Hold, set[int], str]] = {}
@@ -870,7 +882,9 @@ class DeliveryWorker:
                     delivered_for.add(item.profile)
                     if outcome.sign_in_ending:
                         ending[item.profile] = outcome.sign_in_ending
-                settled.append(Settlement(item.id, "done"))
+                settled.append(Settlement(item.id, "done", error=skipped_note(outcome)))
+                if isinstance(outcome, Skipped):
+                    skipped += 1
             elif isinstance(outcome, Hold) and not spent_hold:
                 held_for.add(item.profile)
                 holds[f"{item.profile}:{outcome.reason}"] = outcome
@@ -903,6 +917,8 @@ class DeliveryWorker:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
         superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
+        if skipped:
+            runtime.metrics.deliveries_skipped.labels(target.name).inc(skipped)
         for key, ids in limited.items():
             await asyncio.to_thread(_LimitedRows(store, key).add, ids, now)
         done = {s.item_id for s in settled if s.status == "done"}

@@ -1116,7 +1116,22 @@ class SerializdClient:
     async def diary_read(self, profile: str) -> DiaryRead:
         """`diary`, with the ids of the rows that could not be read."""
         unread: list[int | None] = []
-        entries = await self._diary_pages(profile, known_ids=None, unread=unread)
+        entries = await self._diary_pages(profile, unread)
+        return DiaryRead(entries, frozenset(i for i in unread if i is not None))
+
+    async def diary_added_since(self, profile: str, since: float) -> DiaryRead:
+        """The entries added after `since` (`dateAdded`, Serializd's clock), ours included,
+        reading pages from the first and stopping after the first page that holds none but
+        ours (tagged DEFAULT_TAG): as `diary_until`, the cheap look at what changed, without
+        paging through the entries a backlog of our deliveries added meanwhile. With the ids
+        of the rows that could not be read on the pages read (they may be any entry)."""
+        unread: list[int | None] = []
+        entries = await self._diary_pages(
+            profile,
+            unread,
+            new=lambda entry: entry.date_added > since and DEFAULT_TAG not in entry.tags,
+            kept=lambda entry: entry.date_added > since,
+        )
         return DiaryRead(entries, frozenset(i for i in unread if i is not None))
 
     async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
@@ -1126,7 +1141,9 @@ class SerializdClient:
         are left out, with one warning for the read: a delta read only adds to what the last
         full read found, so leaving them out removes nothing."""
         unread: list[int | None] = []
-        entries = await self._diary_pages(profile, known_ids=known_ids, unread=unread)
+        entries = await self._diary_pages(
+            profile, unread, new=lambda entry: entry.id not in known_ids
+        )
         if unread:
             ids = {i for i in unread if i is not None}
             without_id = unread.count(None)
@@ -1150,12 +1167,16 @@ class SerializdClient:
     async def _diary_pages(
         self,
         profile: str,
-        known_ids: set[int] | None,
         unread: list[int | None],
+        new: Callable[[DiaryEntry], bool] | None = None,
+        kept: Callable[[DiaryEntry], bool] | None = None,
     ) -> list[DiaryEntry]:
-        """The entries read (`known_ids`: see `diary_until`; None: the whole diary), and the
-        ids of the rows that could not be read added to `unread` (None: a row without an id,
-        which fails a whole read: it cannot be told from any other, nor its play kept)."""
+        """The entries read, and the ids of the rows that could not be read added to `unread`
+        (None: a row without an id, which fails a whole read: it cannot be told from any
+        other, nor its play kept). None `new`: the whole diary. Else the entries `kept` (by
+        default those `new`), reading until a page holds none `new` (see `diary_until`)."""
+        all_of_it = new is None
+        keep = kept or new
         found: dict[int, DiaryEntry] = {}
         page, previous = 1, list[Any]()
         totals: list[int | None] = []  # each page's `totalReviews` (int or null, §5.1)
@@ -1164,24 +1185,24 @@ class SerializdClient:
             data = await self._read(profile, self._user_path("diary"), what, {"page": page})
             entries, total_pages = parse_diary_page(data)
             unread_here = unread_diary_rows(data)
-            if known_ids is None and None in unread_here:
+            if all_of_it and None in unread_here:
                 no_id = f"{unread_here.count(None)} diary entries on a page have no id"
                 raise SerializdError(SERVICE, changed_answer(NAME, no_id))
             # Pages may repeat rows (§5.1): each id counted once.
             unread += [i for i in unread_here if i is None or i not in unread]
             totals.append(whole(data.get("totalReviews")))
-            if known_ids is None:
+            if all_of_it:
                 whole_read(page, total_pages, [e.id for e in entries], previous, what)
-            fresh = [e for e in entries if known_ids is None or e.id not in known_ids]
+            fresh = [e for e in entries if keep is None or keep(e)]
             before = len(found)
             for entry in fresh:
                 found.setdefault(entry.id, entry)
             if not entries or last_page(page, total_pages, len(found) > before):
                 break
-            if known_ids is not None and not fresh:
+            if new is not None and not any(new(e) for e in entries):
                 break
             page, previous = page + 1, [e.id for e in entries]
-        if known_ids is None and _changed_while_read(totals):
+        if all_of_it and _changed_while_read(totals):
             # An entry deleted (or added) while the pages were read shifts the rows after it
             # onto a page already read: one row is never seen, and would count as removed.
             raise SerializdUnavailable(
