@@ -425,6 +425,47 @@ async def test_a_server_ignoring_the_history_account_filter_is_checked_cheaply(
     assert await check() == (True, 1)
 
 
+async def test_history_rows_of_items_deleted_from_the_library_do_not_make_every_check_read(
+    reader: PlexReader, plex: FakePlex
+) -> None:
+    """The server counts the rows of a deleted item (no `ratingKey`) in its total; the reader
+    left them out of its own count, so every check said "changed" and every delta read fell
+    back to a whole read. It counts what the server counts."""
+    history = "/status/sessions/history/all"
+    plex.watch("100", T0)
+    plex.watch("101", T0 + DAY)
+    plex.watch("101", T0 + 2 * DAY, account=JAMIE)
+    plex.delete_item("101")  # its rows stay in the history, without a ratingKey
+    cursors = (await reader.read("alex", {}, None, True)).cursors
+
+    async def check() -> tuple[bool, int]:
+        plex.requests.clear()
+        return await reader.unchanged("alex", cursors), len(plex.requests)
+
+    assert await check() == (True, 1)
+    plex.watch("201", T0 + 3 * DAY)
+    assert await check() == (False, 1)
+    plex.requests.clear()
+    result = await reader.read("alex", cursors, None, False)
+    # the rows since the newest, then the count: no whole read
+    assert len(plex.calls("GET", history)) == 2
+    assert sorted(p.at for p in result.side.plays) == [T0, T0 + 3 * DAY]
+    cursors = result.cursors
+    assert await check() == (True, 1)
+
+    plex.add_movie("102", "Heat", 1995, ["imdb://tt0113277"])
+    plex.watch("102", T0 + 4 * DAY)
+    plex.delete_item("102")  # the newest row is now one of a deleted item
+    assert await check() == (False, 1)
+    result = await reader.read("alex", cursors, None, False)
+    cursors = result.cursors
+    assert await check() == (True, 1)
+    plex.requests.clear()
+    result = await reader.read("alex", cursors, None, False)
+    assert len(plex.calls("GET", history)) == 2
+    assert result.cursors == cursors
+
+
 def test_arrivals_are_told_only_when_the_page_accounts_for_every_row() -> None:
     def page(total: int, *ids: str) -> HistoryPage:
         return HistoryPage(total, tuple(HistoryRow(i, "7", None) for i in ids))

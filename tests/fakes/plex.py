@@ -474,7 +474,7 @@ class FakePlex(FakeServer):
             if name == "accountID" and not self.filters_history_by_account:
                 continue
             if name in req.query:
-                rows = [r for r in rows if str(r[field]) == req.query[name]]
+                rows = [r for r in rows if str(r.get(field)) == req.query[name]]
         if "viewedAt>" in req.query:  # `viewedAt>=<epoch>`, split by the query parser at "="
             since = int(req.query["viewedAt>"])
             rows = [r for r in rows if r["viewedAt"] >= since]

@@ -132,7 +132,9 @@ SYNTHETIC = "synthetic"  # record -> {"rating_key", "at", "removed"}: plays with
 # ratingKey -> {"season", "number"}: episodes found in the other side's numbering, per source
 RENUMBERED = "renumbered"
 RETIRED = "retired"  # history id -> {"rating_key"}: rows of items since unwatched
-HISTORY = "history"  # history id -> {"rating_key", "at"}: the server's history, cached
+# history id -> {"rating_key", "at"}: the server's history, cached; rating_key "": a row of an
+# item deleted from the library, no play but counted (the server's total counts it)
+HISTORY = "history"
 WATCHED = "watched"  # link cursor of a person read without history: see `watched_cursor`
 ECHO_WINDOW = 900.0  # a history row this close to one of our scrobbles is that scrobble
 DUPLICATE_WINDOW = 120.0  # two copies of one item (4K + HD libraries) watched together
@@ -2254,8 +2256,11 @@ class PlexReader:
         rows = {
             number: HistoryEntry(number, str(v["rating_key"]), float(v["at"]), account)
             for number, v in cached.items()
+            if v["rating_key"]
         }
-        since = None if full or not rows else max(h.viewed_at for h in rows.values())
+        gone = {number: float(v["at"]) for number, v in cached.items() if not v["rating_key"]}
+        dates = [*(h.viewed_at for h in rows.values()), *gone.values()]
+        since = None if full or not dates else max(dates)
         owner_only = (self.client.config.url, account, profile)
         page: HistoryPage | None = None
         arrived: list[HistoryRow] | None = None
@@ -2293,32 +2298,40 @@ class PlexReader:
         foreign = fresh.foreign
         replaced = since is None
         if replaced:
-            rows = {h.id: h for h in fresh.entries}
+            rows, gone = {h.id: h for h in fresh.entries}, dict(fresh.gone)
         else:
+            # A row read before may have lost its item since (within the overlap), or not.
+            for h in fresh.entries:
+                gone.pop(h.id, None)
+            for number in fresh.gone:
+                rows.pop(number, None)
             rows.update({h.id: h for h in fresh.entries})
+            gone.update(fresh.gone)
             total, _ = await self.client.history_head(account, token)
-            if total != len(rows):
+            if total != len(rows) + len(gone):
                 # Rows were deleted on the server ("Remove from history"): a delta read cannot
                 # see which; the cache would keep them, and each poll would read everything.
                 whole = await self.client.history(account, None, token)
                 rows, foreign = {h.id: h for h in whole.entries}, foreign + whole.foreign
-                replaced = True
+                gone, replaced = dict(whole.gone), True
         self._note_foreign(profile, account, foreign)
         values = {h.id: {"rating_key": h.rating_key, "at": h.viewed_at} for h in rows.values()}
+        values |= {number: {"rating_key": "", "at": at} for number, at in gone.items()}
         now = self.clock()
         if replaced:
             await asyncio.to_thread(
                 self.store.mirror_replace, SERVICE, profile, HISTORY, values, now
             )
         else:
-            new = {h.id: values[h.id] for h in fresh.entries}
+            fresh_ids = [*(h.id for h in fresh.entries), *fresh.gone]
+            new = {number: values[number] for number in fresh_ids}
             await asyncio.to_thread(self.store.mirror_put, SERVICE, profile, HISTORY, new, now)
         ordered = sorted(rows.values(), key=lambda h: (h.viewed_at, h.id), reverse=True)
         if foreign:
             # Compared against the newest page of everyone's rows from now on; a server found
             # ignoring the filter only now is compared from the next read's page.
             return ordered, unfiltered_cursor(page)
-        return ordered, _history_cursor(len(ordered), ordered[0] if ordered else None)
+        return ordered, counted_cursor(rows.values(), gone)
 
     async def _arrived(
         self,
@@ -2463,8 +2476,16 @@ def unfiltered_history(profile: str, account: str, foreign: int) -> str:
     )
 
 
-def _history_cursor(total: int, newest: HistoryEntry | None) -> str:
-    return f"{total}:{newest.id if newest else ''}"
+def _history_cursor(total: int, newest: str) -> str:
+    return f"{total}:{newest}"
+
+
+def counted_cursor(entries: Iterable[HistoryEntry], gone: Mapping[str, float]) -> str:
+    """The history cursor of a read (see `PlexClient.history_head`): how many rows the server
+    counts, the rows of items deleted from the library (`gone`, id -> viewedAt) with them, and
+    the newest's id. Pure."""
+    dated = [(h.viewed_at, h.id) for h in entries] + [(at, n) for n, at in gone.items()]
+    return _history_cursor(len(dated), max(dated)[1] if dated else "")
 
 
 def unfiltered_cursor(page: HistoryPage | None) -> str:

@@ -183,7 +183,7 @@ def history_entry(row: Mapping[str, object]) -> HistoryEntry | None:
     if not key or rating_key is None or viewed_at is None:
         return None
     return HistoryEntry(
-        id=key.rstrip("/").rpartition("/")[2],
+        id=history_id(key),
         rating_key=rating_key,
         viewed_at=viewed_at,
         account_id=text(row.get("accountID")) or "",
@@ -344,6 +344,9 @@ class History:
 
     entries: list[HistoryEntry]
     foreign: int = 0
+    # history id -> viewedAt of the account's rows of items deleted from the library (no
+    # `ratingKey`): no play to read, but the server counts them in the history's total
+    gone: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -375,7 +378,7 @@ def history_page(rows: Iterable[Mapping[str, object]], total: int) -> HistoryPag
     for row in rows:
         key = text(row.get("historyKey")) or ""
         account = text(row.get("accountID")) or ""
-        kept.append(HistoryRow(key.rstrip("/").rpartition("/")[2], account, history_entry(row)))
+        kept.append(HistoryRow(history_id(key), account, history_entry(row)))
     return HistoryPage(total, tuple(kept))
 
 
@@ -388,6 +391,24 @@ def own_entries(
     entries = history_entries(rows)
     own = [entry for entry in entries if entry.account_id in ("", account_id)]
     return own, len(entries) - len(own)
+
+
+def gone_rows(rows: Iterable[Mapping[str, object]], account_id: str) -> dict[str, float]:
+    """History id -> viewedAt of the rows of `account_id` (or naming no account, as in
+    `own_entries`) whose item was deleted from the library: they have no `ratingKey`. Pure."""
+    gone = {}
+    for row in rows:
+        key = text(row.get("historyKey")) or ""
+        viewed_at = epoch(row.get("viewedAt"))
+        owned = (text(row.get("accountID")) or "") in ("", account_id)
+        if key and viewed_at is not None and text(row.get("ratingKey")) is None and owned:
+            gone[history_id(key)] = viewed_at
+    return gone
+
+
+def history_id(history_key: str) -> str:
+    """A history row's id: the last part of its `historyKey`. Pure."""
+    return history_key.rstrip("/").rpartition("/")[2]
 
 
 def library_items(rows: Iterable[Mapping[str, object]]) -> list[LibraryItem]:
@@ -596,11 +617,13 @@ class PlexClient:
         """One account's dated plays, newest first; only those at or after `since` if given.
         Rows of other accounts are dropped and counted (`History.foreign`)."""
         foreign = 0
+        gone: dict[str, float] = {}
 
         def own(rows: list[Mapping[str, object]]) -> list[HistoryEntry]:
             nonlocal foreign  # pages are kept one after another, never two at once
             kept, others = own_entries(rows, account_id)
             foreign += others
+            gone.update(gone_rows(rows, account_id))
             return kept
 
         entries = await self._kept_pages(
@@ -612,12 +635,11 @@ class PlexClient:
             (history_problem, "the watch history"),
             own,
         )
-        return History(entries, foreign)
+        return History(entries, foreign, gone)
 
-    async def history_head(
-        self, account_id: str, token: str | None = None
-    ) -> tuple[int, HistoryEntry | None]:
-        """(how many history rows the account has, its newest): one request."""
+    async def history_head(self, account_id: str, token: str | None = None) -> tuple[int, str]:
+        """(how many history rows the account has, the newest's id; "": none): one request.
+        The rows of items deleted from the library count: the server counts them."""
         answer = await self._get(
             "/status/sessions/history/all",
             "reading the watch history",
@@ -626,8 +648,7 @@ class PlexClient:
             headers={"x-plex-container-start": "0", "x-plex-container-size": "1"},
         )
         rows, total = entries(answer)
-        newest = history_entry(rows[0]) if rows else None
-        return total, newest
+        return total, history_id(text(rows[0].get("historyKey")) or "") if rows else ""
 
     async def history_page(
         self, account_id: str, token: str | None = None, size: int = HISTORY_PAGE
