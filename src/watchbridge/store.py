@@ -838,11 +838,14 @@ _SUPERSEDE_WAITING_RATINGS = (
 class AccountLearnt:
     """A media-server account id (or name) a webhook's route learnt (account_ids.py):
     `account` (source, server, id) as `learnt` (profile, entry, name). Only the `kept` most
-    recently learnt stay."""
+    recently learnt stay. `clash_forgets`: the id cache entries (namespace, lookup prefix) to
+    forget when the same profile's entry was learnt with another id on the same server (two
+    accounts answer to its name: the Plex reader asks the server's accounts again and tells)."""
 
     account: tuple[str, str, str]
     learnt: tuple[str, str, str]
     kept: int
+    clash_forgets: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -1021,6 +1024,19 @@ class IngestWriter:
 
 
 def _remember_account(conn: sqlite3.Connection, learnt: AccountLearnt, now: float) -> None:
+    if learnt.clash_forgets is not None:
+        (source, server, account_id), (profile, entry, _) = learnt.account, learnt.learnt
+        clash = conn.execute(
+            "SELECT 1 FROM webhook_account_ids WHERE source = ? AND server = ?"
+            " AND account_id != ? AND profile = ? AND entry = ? LIMIT 1",
+            (source, server, account_id, profile, entry),
+        ).fetchone()
+        if clash is not None:
+            namespace, prefix = learnt.clash_forgets
+            conn.execute(
+                "DELETE FROM id_cache WHERE namespace = ? AND substr(lookup, 1, ?) = ?",
+                (namespace, len(prefix), prefix),
+            )
     conn.execute(
         "INSERT OR REPLACE INTO webhook_account_ids"
         " (source, server, account_id, profile, entry, name, learnt_at)"

@@ -39,6 +39,7 @@ from watchbridge.playback import (
     report_keys,
     session_key,
 )
+from watchbridge.readers.plex import found_by_name
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
@@ -166,6 +167,16 @@ def _matched(event: MediaEvent, profile: str, entry: str, known: Mapping[Key, Le
     if not new:
         return Route(profile)
     return Route(profile, learn=(key, Learnt(profile, entry, account.name)))
+
+
+def _clash_forgets(key: Key, learnt: Learnt) -> tuple[str, str] | None:
+    """What the store forgets when a Plex account is learnt for an entry that names it while
+    the entry was learnt with another id on the same server (`AccountLearnt.clash_forgets`):
+    the accounts the reader found by the profile's names, remembered a week. Its next run asks
+    the server's accounts once and refuses two by one name (`same_named`)."""
+    if key.source != "plex" or learnt.by_id(key):
+        return None
+    return found_by_name(learnt.profile)
 
 
 def _new_id(
@@ -717,7 +728,7 @@ def ingest_job(
         earlier_keys=earlier_keys(event),
         decide=plan,
         document=document,
-        learnt=None if learnt is None else AccountLearnt(learnt[0], learnt[1], KEPT),
+        learnt=None if learnt is None else AccountLearnt(*learnt, KEPT, _clash_forgets(*learnt)),
         report_keys=report_keys(event, profile_name),
     )
 

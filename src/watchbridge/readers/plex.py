@@ -1615,6 +1615,12 @@ def not_listed(profile: str, names: Sequence[str], listed: Iterable[str]) -> str
     )
 
 
+def found_by_name(profile: str) -> tuple[str, str]:
+    """Where the accounts found for `profile` by name are remembered: the id cache namespace
+    and the prefix of their lookups (profile, then the names). Pure."""
+    return ACCOUNTS, f"{profile}:"
+
+
 def same_named(accounts: Mapping[str, str], matching: Sequence[str]) -> list[str]:
     """The accounts of `matching` (ids) whose name, ignoring case, another of them has too.
     Pure."""
@@ -1891,7 +1897,7 @@ class PlexReader:
         names = sorted({n.strip().casefold() for n in configured if n.strip()})
         if not names or not self.client.token:
             return ByName(None)
-        lookup = f"{profile}:{','.join(names)}"
+        lookup = f"{found_by_name(profile)[1]}{','.join(names)}"
         hit, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, lookup, self.clock())
         if hit and isinstance(cached, dict):
             return ByName(None, str(cached.get("not_listed") or ""))
