@@ -12,10 +12,11 @@ from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.receiver import FakeClock
 from tests.test_deliver_plex import BB_S1E1, LINK, NOW, T0, row
 from tests.test_plex_reader import sign_in, with_plextv
-from watchbridge.config import Accounts, Config, PlexAccount, Profile
+from watchbridge.config import Accounts, Config, MediaUsers, PlexAccount, Profile, Secret
 from watchbridge.deliver.plex import PlexTarget
 from watchbridge.deliver.worker import Delivered, Hold
 from watchbridge.readers.plex import make_reader, plex_client
+from watchbridge.services.plex import PlexAuthError
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -164,3 +165,37 @@ async def test_a_removal_refused_for_a_rotated_token_is_finished_with_the_new_on
     assert outcome == Delivered("marked unwatched (its last play was removed)")
     assert "viewCount" not in plex.user_state("201", friend.id)
     assert plex.history_of("201", friend.id) == []
+
+
+async def test_a_home_members_token_pasted_for_the_owner_holds_the_writes_too(
+    store: Store, plex: FakePlex, plextv: FakePlexTv
+) -> None:
+    """The read refuses it (plex.tv said whose the token is); the writes would otherwise go on
+    with it, into the member's Plex, with the owner's plays. They are held with the read's
+    message and a credentials alert, on the answer plex.tv gave the read: not asked again."""
+    kid = plextv.add_account("kid", home=True)
+    plex.add_user(kid.token, kid.id, "kid")
+
+    def config(token: str) -> Config:
+        owner = PlexAccount(token=Secret(token))
+        sam = Profile(users=MediaUsers(plex=["1"]), accounts=Accounts(plex=owner))
+        return with_plextv(plex, plextv, sam=sam)
+
+    await read_sam(config(TOKEN), store)  # the owner's own token: read, the items known
+    pasted = config(kid.token)
+    with pytest.raises(PlexAuthError, match="belongs to Plex account"):
+        await read_sam(pasted, store)
+    asked = plextv.count("GET", "/api/v2/user")
+    outcome = await deliver_play(pasted, store)
+    assert isinstance(outcome, Hold) and outcome.alert == "credentials"
+    told = f"profiles.sam.accounts.plex.token belongs to Plex account {kid.id} (kid), not the"
+    assert told in outcome.reason and kid.token not in outcome.reason
+    assert plex.calls("GET", "/:/scrobble") == []
+    assert plextv.count("GET", "/api/v2/user") == asked
+    owner = config(TOKEN)
+    target = PlexTarget(plex_client(owner, store, FakeClock(NOW)), owner, store, FakeClock(NOW))
+    try:  # the owner's own token pasted back: written
+        item = row(store, "play", BB_S1E1, T0 + 60, profile="sam")
+        assert isinstance((await target.deliver([item], NOW))[item.id], Delivered)
+    finally:
+        await target.aclose()

@@ -95,7 +95,9 @@ from watchbridge.readers.plex import (
     WRITTEN_PREFIX,
     ServerTokens,
     Written,
+    identity,
     key_for_ref,
+    known_account_id,
     viewed_since,
     written_record,
 )
@@ -195,6 +197,7 @@ class PlexTarget:
             outcomes.update((row.id, wait) for row in rows)
             return
         token = await self.tokens.token(profile, self._machine)
+        await self._refuse_pasted(profile, token)
         person = await asyncio.to_thread(self._person, profile, token)
         person.to_check = _copies_to_check(person, rows, self.clock())
         for row in rows:
@@ -218,6 +221,21 @@ class PlexTarget:
         # refusal of it on record (the status page's "refused") is over.
         if any(shows_an_answer(outcomes.get(row.id)) for row in rows):
             await self.tokens.taken(profile, person.token)
+
+    async def _refuse_pasted(self, profile: str, token: str | None) -> None:
+        """The read's refusal of a Home member's token pasted for the owner
+        (`ServerTokens.refuse_pasted`), for the writes: the account the profile is read as is
+        the one its config names by id, else the one the last read read the history by."""
+        person = await asyncio.to_thread(identity, self.config, self.store, profile)
+        if person.kind != "pasted":
+            return
+
+        def read_as() -> str | None:
+            named = known_account_id(self.config, self.store, profile, token, self._machine)
+            return named or self.store.get_cursor(SERVICE, profile, HISTORY_ACCOUNT)
+
+        account = await asyncio.to_thread(read_as)
+        await self.tokens.refuse_pasted(profile, person, account)
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):

@@ -1537,6 +1537,17 @@ class ServerTokens:
         )
         return found
 
+    async def refuse_pasted(self, profile: str, person: Identity, account: str | None) -> None:
+        """PlexAuthError (`pasted_not_owner`) when `profile` is read as the owner (`account`
+        1) with a pasted token plex.tv says is another account's: a Home member's watched
+        state would be read with the owner's history, and the owner's plays written into the
+        member's Plex. Asks plex.tv only when `whose_pasted` has no answer kept."""
+        if account != OWNER_ACCOUNT or person.kind != "pasted" or not person.pasted:
+            return
+        pasted = await self.whose_pasted(person.pasted)
+        if pasted is not None and not pasted.owner:
+            raise PlexAuthError(SERVICE, pasted_not_owner(profile, pasted))
+
     def _client(self) -> PlexTvClient:
         if self._plextv is None:
             from watchbridge.plexlink import plextv_client
@@ -1816,12 +1827,7 @@ class PlexReader:
             problem = signed_in_as_another(profile, signed_in, named, stored, owner)
             if problem is not None:
                 raise PlexAuthError(SERVICE, problem)
-            if account == OWNER_ACCOUNT and signed_in.kind == "pasted" and signed_in.pasted:
-                # A Home member's token pasted for the owner: their watched state and the
-                # owner's history would be read together.
-                pasted = await self.tokens.whose_pasted(signed_in.pasted)
-                if pasted is not None and not pasted.owner:
-                    raise PlexAuthError(SERVICE, pasted_not_owner(profile, pasted))
+            await self.tokens.refuse_pasted(profile, signed_in, account)
             if account is None and plextv_id not in (None, ""):
                 # A shared or managed user's server-local id is their plex.tv id (reference
                 # §2); only the owner differs (1), and the owner is found by name above.
