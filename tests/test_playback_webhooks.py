@@ -333,6 +333,92 @@ def test_a_rewatch_begun_on_plex_soon_after_tautullis_watched_shows_as_playing(
         assert rig.live() == ["play", "start", "pause"]
 
 
+def report_notes(rig: Rig) -> list[str]:
+    """The states of the notes of Plex senders' reports (playback.report_keys) in the store."""
+    with sqlite3.connect(rig.db) as conn:
+        found = conn.execute(
+            "SELECT state FROM playback_sessions WHERE state IN ('reported', 'paired')"
+        ).fetchall()
+    return [state for (state,) in found]
+
+
+def test_plex_webhooks_of_a_server_tautulli_never_reported_note_no_reports(
+    tmp_path: Path,
+) -> None:
+    # Most households have no Tautulli: their Plex completions need no note for its reports
+    # to pair with (one write less a viewing).
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex_on("tv", "media.play", None))
+        rig.advance(50 * 60)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        rig.post("plex", plex_on("tv", "media.stop", 100))
+        assert len(rig.plays()) == 1
+        assert report_notes(rig) == []
+
+
+def test_plex_reporting_first_on_the_day_tautulli_is_set_up_still_counts_once(
+    tmp_path: Path,
+) -> None:
+    # Tautulli's first report of the server comes after Plex's (set up midway through the
+    # viewing): Plex's webhook noted nothing, so Tautulli's looks for Plex's among the events.
+    with running_rig(tmp_path) as rig:
+        rig.post("plex", plex_on("tv", "media.play", None))
+        rig.advance(50 * 60)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        rig.advance(120)
+        rig.post("tautulli", tautulli_at(93, "watched", "tv"))
+        assert len(rig.plays()) == 1, rig.live()
+        # From then on Plex's webhook notes its reports of that server.
+        rig.advance(4 * HOUR)
+        reported_by_both(rig, "tv")
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_server_tautulli_reported_is_remembered_across_a_restart(tmp_path: Path) -> None:
+    # After a restart Plex's webhook reports a viewing's end before Tautulli says anything:
+    # its report is noted, so Tautulli's pause in the credits after it stays off Trakt.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "tv"))
+    with running_rig(tmp_path) as rig:
+        rig.advance(HOUR)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        assert report_notes(rig) == ["reported"]
+        rig.advance(60)
+        rig.post("tautulli", tautulli_at(95, "pause", "tv"))
+        assert rig.live() == ["start", "play"]
+
+
+def without_machine_id(body: dict[str, object], name: str) -> dict[str, object]:
+    """Tautulli's body from a template naming the player by {player} only."""
+    return {k: v for k, v in body.items() if k != "machine_id"} | {"player": name}
+
+
+def test_a_tautulli_template_without_machine_id_pairs_reports_by_the_players_name(
+    tmp_path: Path,
+) -> None:
+    # Tautulli's {player} is the name Plex's webhook gives as Player.title.
+    with running_rig(tmp_path) as rig:
+        name = plex_on("tv", "media.play", None)["Player"]["title"]
+        rig.post("plex", plex_on("tv", "media.play", None))
+        rig.post("tautulli", without_machine_id(tautulli_at(0, "play", "tv"), name))
+        rig.advance(47 * 60)
+        rig.post("tautulli", without_machine_id(tautulli_at(85, "watched", "tv"), name))
+        rig.advance(166)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_a_tautulli_template_without_machine_id_naming_another_player_pairs_nothing(
+    tmp_path: Path,
+) -> None:
+    # Two people on one profile: the tablet only Tautulli names (by name), the TV Plex's.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", without_machine_id(tautulli_at(85, "watched", "x"), "Tablet"))
+        rig.advance(60)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        assert len(rig.plays()) == 2, rig.live()
+
+
 # --------------------------------------------------------------------------- live state
 
 

@@ -168,3 +168,23 @@ def test_a_doubling_over_for_a_day_is_let_go() -> None:
     senders.saw("plex", other, 60.0 + SHOWN_FOR)
     senders.saw("tautulli", other, 60.0 + SHOWN_FOR)
     assert list(senders.doublings) == [("me", "another-server")]
+
+
+def test_a_tautulli_template_without_machine_id_pairs_by_the_players_name() -> None:
+    # Its {player} is the name Plex's webhook gives as Player.title: counted once.
+    senders = Senders()
+    senders.saw("tautulli", replace(FELINA, player="", player_name="Living Room"), 0.0)
+    doubling = senders.saw("plex", replace(FELINA, player_name="Living Room"), 165.0)
+    assert doubling is not None and not doubling.counted_twice
+
+
+def test_a_tautulli_template_without_machine_id_naming_the_player_otherwise_says_to_add_it() -> (
+    None
+):
+    senders = Senders()
+    senders.saw("plex", replace(FELINA, player_name="Living Room"), 0.0)
+    doubling = senders.saw("tautulli", replace(FELINA, player="", player_name="TV"), 165.0)
+    assert doubling is not None and doubling.counted_twice
+    assert '"machine_id": "{machine_id}"' in doubling.message
+    assert "server_machine_id" not in doubling.message
+    assert '"machine_id": "{machine_id}"' in doubling.fix and "JSON Data" in doubling.fix

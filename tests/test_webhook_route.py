@@ -386,6 +386,40 @@ def test_plex_and_tautulli_reporting_one_server_alert_only_once_a_viewing_counts
     assert [level for level, _ in told] == ["INFO", "WARNING"]
 
 
+def test_a_tautulli_template_without_machine_id_pairs_by_name_or_the_alert_asks_for_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Its {player} (the player's name) is Plex's Player.title: counted once, a note. Naming a
+    # player Plex's webhook does not name so, its reports cannot be paired: the alert names
+    # the line its JSON Data lacks.
+    receiver = start_fake(AlertReceiver())
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+        "profiles: {me: {default: true, users: {plex: ['1']}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as app:
+        tautulli = sample_json("tautulli", "watched_episode.json")
+        del tautulli["machine_id"]
+        assert httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli).is_success
+        body = sample_bytes("plex", "episode_legacy_media_scrobble.json")
+        assert httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": body}).is_success
+        (paired,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
+        tautulli["player"] = "Bedroom TV"
+        assert httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli).is_success
+        (unpaired,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
+        deadline = time.monotonic() + 10
+        while (webhooks._alerting or not receiver.messages) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert paired["counted_twice"] is False
+    assert unpaired["counted_twice"] is True
+    assert '"machine_id": "{machine_id}"' in unpaired["message"]
+    assert receiver.titles() == [DOUBLING_TITLE]
+    assert '"machine_id": "{machine_id}"' in str(receiver.messages[0]["message"])
+
+
 def test_servers_and_players_made_up_in_every_webhook_fill_neither_memory_nor_the_status(
     tmp_path: Path,
 ) -> None:

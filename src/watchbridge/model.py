@@ -184,6 +184,10 @@ class MediaEvent:
     # A mark that may re-mark what was watched before (Jellyfin's "mark season played" marks
     # every episode, counting each again): no new play of an item completed before.
     remark: bool = False
+    # The player's name as the Plex server shows it (Plex's Player.title, Tautulli's {player}),
+    # beside `player`, its id ("" when a Tautulli template names no {machine_id}): the two
+    # senders' reports of one viewing are paired by name when one names no id.
+    player_name: str = ""
 
     @property
     def progress(self) -> float | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from watchbridge.model import MediaEvent
 from watchbridge.senders import PAIR, TOGETHER_WITHIN
@@ -117,7 +117,13 @@ def _session_key(event: MediaEvent, item_key: str) -> str:
     account = event.account.id or event.account.name or ""
     if remembers_rating(event):
         return _key(["rating", event.source, event.server, account, item_key])
-    return _key([event.source, event.server, account, event.player, item_key])
+    return _key([event.source, event.server, account, _player(event), item_key])
+
+
+def _player(event: MediaEvent) -> str:
+    """The player as a session knows it: its id, or its name when the sender names no id (a
+    Tautulli template without {machine_id})."""
+    return event.player or event.player_name
 
 
 # Servers that send an item's stored rating again with any later change of its user data (a
@@ -143,19 +149,71 @@ def completion_key(event: MediaEvent) -> str | None:
     return _marks_key(event, event.item.key())
 
 
-def report_keys(event: MediaEvent, profile: str) -> tuple[str, str] | None:
-    """Where the completions of this Plex viewing that the event's sender reports are noted,
-    and where the other sender's are: Plex's own webhook and Tautulli report one Plex server's
-    playback (households follow two guides), each at its own completion point, minutes apart,
-    with ids of their own (Tautulli's are the show's). What both name alike is the server, the
-    player and the Plex item (rating key; an episode of a two-episode file by its numbers) and,
-    once routed, the profile. None for other sources and for an item without a rating key."""
+class Report(NamedTuple):
+    """A Plex sender's event (Plex's own webhook, Tautulli's) as both senders name it: they
+    report one Plex server's playback (households follow two guides), each at its own
+    completion point, minutes apart, with ids of their own (Tautulli's are the show's). What
+    both name alike is the server, the player (its id; Tautulli's template may leave out
+    {machine_id}, then its name) and the Plex item (rating key; an episode of a two-episode
+    file by its numbers) and, once routed, the profile."""
+
+    source: str
+    profile: str
+    server: str
+    player: str  # the player's id ("": the sender names none)
+    player_name: str
+    item: str
+
+
+# How a Tautulli template names players: by id ({machine_id}) or by name alone ({player}).
+Naming = Literal["id", "name"]
+
+
+def report_of(event: MediaEvent, profile: str) -> Report | None:
+    """The event as a report of one of PAIR; None for other sources, and for an event naming
+    no server or no item (rating key): no report of the other sender can match it."""
     item = event.item
-    if event.source not in PAIR or not item.source_key:
+    if event.source not in PAIR or not item.source_key or not event.server:
         return None
-    other = PAIR[1] if event.source == PAIR[0] else PAIR[0]
-    where = [profile, event.server, event.player, item.source_key, f"{item.season}:{item.number}"]
-    return _key(["reported", event.source, *where]), _key(["reported", other, *where])
+    where = f"{item.source_key}|{item.season}:{item.number}"
+    return Report(event.source, profile, event.server, event.player, event.player_name, where)
+
+
+def report_from_record(record: Any, profile: str) -> Report | None:
+    """The report of an event as the store keeps it (webhooks.event_record); None when it is
+    none (see `report_of`) or not that shape."""
+    if not isinstance(record, dict) or not isinstance(item := record.get("item"), dict):
+        return None
+    source, server, key = record.get("source"), record.get("server"), item.get("source_key")
+    player, name = record.get("player") or "", record.get("player_name") or ""
+    if source not in PAIR or not server or not key:
+        return None
+    if not all(isinstance(value, str) for value in (source, server, key, player, name)):
+        return None
+    where = f"{key}|{item.get('season')}:{item.get('number')}"
+    return Report(source, profile, server, player, name, where)
+
+
+def players_named(report: Report) -> Naming | None:
+    """How a Tautulli report names its player: by id, by name alone, or not at all."""
+    if report.player:
+        return "id"
+    return "name" if report.player_name else None
+
+
+def report_keys(report: Report, naming: Naming) -> tuple[str, str] | None:
+    """Where the completions of this viewing that the report's sender reports are noted, and
+    where the other sender's are, with the player named as Tautulli's template names it
+    (`naming`); None when the report names no such player. A name stands for a player only
+    when the template names no id: two players may share one (two phones called "iPhone")."""
+    player = report.player if naming == "id" else report.player_name
+    if not player:
+        return None
+    if naming == "name":
+        player = f"name:{player}"  # never taken for an id
+    other = PAIR[1] if report.source == PAIR[0] else PAIR[0]
+    where = [report.profile, report.server, player, report.item]
+    return _key(["reported", report.source, *where]), _key(["reported", other, *where])
 
 
 def one_of_two_reports(
@@ -198,7 +256,7 @@ def earlier_keys(event: MediaEvent) -> dict[str, str]:
 
 def marks_itself(event: MediaEvent) -> bool:
     """A manual mark (or unmark) naming no player: it belongs to the item's marks session."""
-    return event.action in ("played", "unplayed") and not event.player
+    return event.action in ("played", "unplayed") and not _player(event)
 
 
 def _marks_key(event: MediaEvent, item_key: str) -> str:

@@ -3,11 +3,12 @@
 Each of the two reports a viewing at its own completion point (Plex at 90 %, Tautulli at its
 "watched" percent), minutes apart: further apart than Trakt's and Serializd's duplicate windows.
 The ingest counts such a viewing once (playback.one_of_two_reports), but only when both senders
-name the server and the player, and Trakt is told the live state by both until the first report
-(playback.after_the_others_report): one sender per server is still the setup to have. Both
-reporting the same Plex item (its rating key) on the same player for one profile within
-TOGETHER_WITHIN is that mistake; two people on one profile, one through each sender, watch other
-items or on other players, and a switch from one sender to the other leaves a longer gap.
+name the server and the player (by id, or by name when Tautulli's template names no id), and
+Trakt is told the live state by both until the first report (playback.after_the_others_report):
+one sender per server is still the setup to have. Both reporting the same Plex item (its rating
+key) on the same player for one profile within TOGETHER_WITHIN is that mistake; two people on
+one profile, one through each sender, watch other items or on other players, and a switch from
+one sender to the other leaves a longer gap.
 Bounded whatever the webhooks name (KEPT items, REPORTS_KEPT reports of each, DOUBLINGS_KEPT
 doublings, TOLD_AT_MOST log lines per LOG_AGAIN_AFTER): a sender naming a new server or player
 in every webhook fills neither memory nor the log.
@@ -37,6 +38,10 @@ NAME_THEM = (
     "(server_machine_id, machine_id). The plays counted twice meanwhile can be removed on "
     "Trakt and Serializd"
 )
+# What Tautulli's JSON Data must name for its reports to pair with Plex's: the server, and the
+# player by id (by name it pairs only when the names are the same).
+SERVER_FIELD = '"server_machine_id": "{server_machine_id}"'
+PLAYER_FIELD = '"machine_id": "{machine_id}"'
 
 
 @dataclass(frozen=True)
@@ -47,14 +52,16 @@ class Viewing:
     server: str  # Plex's machine id ("" when the sender names none: it matches any)
     player: str  # the player's machine id, the same in both senders ("": any)
     item: str  # the Plex item's rating key, the same in both senders
+    player_name: str = ""  # pairs the reports when one names no player id
 
 
 @dataclass
 class Doubling:
     """A profile getting one Plex server's plays from both Plex's and Tautulli's webhooks.
-    `counted_twice`: as its latest pair of reports showed, one sender names no server or
-    player, so the ingest cannot match their reports (playback.report_keys) and each viewing
-    counts twice: an alert. Otherwise each counts once, and it is a note (log, status)."""
+    `counted_twice`: as its latest pair of reports showed, one sender names no server, or no
+    player the other names alike (by id; by name when Tautulli's names no id), so the ingest
+    cannot match their reports (playback.report_keys) and each viewing counts twice: an
+    alert. Otherwise each counts once, and it is a note (log, status)."""
 
     profile: str
     server: str
@@ -62,11 +69,20 @@ class Doubling:
     last_at: float
     logged_at: float | None = None
     counted_twice: bool = True
+    # Counted twice: what Tautulli's JSON Data lacks for its reports to pair with Plex's (its
+    # lines to add), "" when it names both (then Plex's webhook names neither).
+    lacks: str = ""
 
     @property
     def message(self) -> str:
         server = f"Plex server {self.server}" if self.server else "a Plex server"
         both = f"profile {self.profile} gets the plays of {server} from both Plex's and Tautulli's"
+        if self.counted_twice and self.lacks:
+            return (
+                f"{both} webhooks, and Tautulli's JSON Data lacks {self.lacks}, so their "
+                "reports of a viewing cannot be paired: each viewing counts twice (Trakt and "
+                "Serializd get two plays of it, minutes apart)"
+            )
         if self.counted_twice:
             return (
                 f"{both} webhooks, and one of them names no server or player: each viewing "
@@ -79,14 +95,22 @@ class Doubling:
 
     @property
     def fix(self) -> str:
-        return FIX + NAME_THEM if self.counted_twice else FIX
+        if not self.counted_twice:
+            return FIX
+        if self.lacks:
+            return (
+                f"{FIX}; or, to keep both, add {self.lacks} to Tautulli's JSON Data box of each "
+                "trigger (the template of docs/webhooks.md has it). The plays counted twice "
+                "meanwhile can be removed on Trakt and Serializd"
+            )
+        return FIX + NAME_THEM
 
 
 @dataclass
 class Senders:
-    # (profile, item) -> {(source, server, player): when last reported}; the most recently
-    # reported item last
-    last_seen: dict[tuple[str, str], dict[tuple[str, str, str], float]] = field(
+    # (profile, item) -> {(source, server, player): (when last reported, the player's name)};
+    # the most recently reported item last. Players a sender names by name alone share "".
+    last_seen: dict[tuple[str, str], dict[tuple[str, str, str], tuple[float, str]]] = field(
         default_factory=dict
     )
     # (profile, server) -> its doubling; the most recently seen last
@@ -105,15 +129,15 @@ class Senders:
             del self.last_seen[next(iter(self.last_seen))]
         where = (source, viewing.server, viewing.player)
         reports.pop(where, None)
-        reports[where] = now  # last in the dict: the latest report
-        for old in [w for w, at in reports.items() if now - at > TOGETHER_WITHIN]:
+        reports[where] = (now, viewing.player_name)  # last in the dict: the latest report
+        for old in [w for w, (at, _) in reports.items() if now - at > TOGETHER_WITHIN]:
             del reports[old]  # too old to pair with any report
         while len(reports) > REPORTS_KEPT:
             del reports[next(iter(reports))]
         other = PAIR[1] if source == PAIR[0] else PAIR[0]
         partners = [
-            (server, player)
-            for (seen_source, server, player), at in reports.items()
+            Viewing(viewing.profile, server, player, viewing.item, name)
+            for (seen_source, server, player), (at, name) in reports.items()
             if seen_source == other
             and now - at <= TOGETHER_WITHIN
             and _same(server, viewing.server)
@@ -121,15 +145,18 @@ class Senders:
         ]
         if not partners:
             return None
-        server = viewing.server or partners[0][0]  # the one that names it
+        server = viewing.server or partners[0].server  # the one that names it
         # Named alike by both, their reports of one viewing are matched and it counts once.
-        counted_twice = (viewing.server, viewing.player) not in partners
+        counted_twice = not any(_paired(viewing, partner) for partner in partners)
+        tautulli = viewing if source == PAIR[1] else partners[0]
+        lacks = _lacks(tautulli) if counted_twice else ""
         key = (viewing.profile, server)
         doubling = self.doublings.pop(key, None) or Doubling(viewing.profile, server, now, now)
         self.doublings[key] = doubling  # last in the dict: the most recently seen
         doubling.last_at = now
         if doubling.counted_twice != counted_twice:
             doubling.counted_twice, doubling.logged_at = counted_twice, None  # told anew
+        doubling.lacks = lacks
         while len(self.doublings) > DOUBLINGS_KEPT:
             del self.doublings[next(iter(self.doublings))]
         while (oldest := next(iter(self.doublings.values()))).last_at <= now - SHOWN_FOR:
@@ -158,3 +185,20 @@ class Senders:
 def _same(one: str, other: str) -> bool:
     """An unnamed server or player (a sender that leaves it out) matches any."""
     return one == other or not one or not other
+
+
+def _paired(one: Viewing, other: Viewing) -> bool:
+    """Whether the ingest pairs the two senders' reports (playback.report_keys): both name the
+    server, and the player by the same id, or by the same name where one names no id."""
+    if not one.server or one.server != other.server:
+        return False
+    if one.player and other.player:
+        return one.player == other.player
+    return bool(one.player_name) and one.player_name == other.player_name
+
+
+def _lacks(tautulli: Viewing) -> str:
+    """The lines Tautulli's JSON Data lacks to pair its reports with Plex's: the server's, and
+    the player's id (by name alone, its name was not the one Plex's webhook gives)."""
+    lacking = [SERVER_FIELD] * (not tautulli.server) + [PLAYER_FIELD] * (not tautulli.player)
+    return " and ".join(lacking)

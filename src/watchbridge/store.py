@@ -29,16 +29,22 @@ from sqlite_utils.migrations import Migrations
 from watchbridge.errors import StoreError
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
+    Naming,
+    Report,
     Session,
     after_the_others_report,
     ends_a_viewing,
     finished_its_rest,
     got_into_a_viewing,
     one_of_two_reports,
+    players_named,
     recorded_completion,
     recorded_rest_end,
     recorded_start,
+    report_from_record,
+    report_keys,
 )
+from watchbridge.senders import TOGETHER_WITHIN
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -517,6 +523,22 @@ def m020_sync_run_progress(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE sync_runs ADD COLUMN progress TEXT")
 
 
+@migrations()
+def m021_tautulli_servers(db: sqlite_utils.Database) -> None:
+    # The Plex servers Tautulli's webhook reported to a profile, and how its template names
+    # players (playback.Naming): only their Plex webhooks note their completions for the
+    # other sender's to pair with (see Store._pair_reports). A few rows.
+    db.execute(
+        """CREATE TABLE tautulli_servers (
+            profile TEXT NOT NULL,
+            server TEXT NOT NULL,
+            naming TEXT NOT NULL,
+            seen_at REAL NOT NULL,
+            PRIMARY KEY (profile, server)
+        )"""
+    )
+
+
 def _rename_kept_rows(
     conn: sqlite3.Connection, service: str, collection: str, old: str, new: str
 ) -> None:
@@ -874,9 +896,9 @@ class IngestJob:
     # Written with the event, so that a webhook answered has its account id kept (a process
     # that stopped after answering would otherwise forget it, and a rename meanwhile).
     learnt: AccountLearnt | None = None
-    # A Plex sender's (Plex's webhook, Tautulli's): where its completions of this viewing are
-    # noted, and where the other sender's are (playback.report_keys). None: other sources.
-    report_keys: tuple[str, str] | None = None
+    # A Plex sender's event (Plex's webhook, Tautulli's) as both name it, to pair the two
+    # senders' reports of one viewing (playback.report_of). None: other sources.
+    report: Report | None = None
 
 
 Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
@@ -1136,17 +1158,71 @@ def _record_in_marks(
             _save_session(conn, began, profile, lasting=True)
 
 
+def _remember_tautulli_server(
+    conn: sqlite3.Connection, report: Report, naming: Naming, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO tautulli_servers (profile, server, naming, seen_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (profile, server) DO UPDATE SET naming = excluded.naming,"
+        " seen_at = excluded.seen_at",
+        (report.profile, report.server, naming, now),
+    )
+
+
+LOOKED_BACK_AT_MOST = 2000  # events Tautulli's first report looks through for Plex's
+
+
+def _plex_report_at(
+    conn: sqlite3.Connection, job: IngestJob, other_key: str, naming: Naming
+) -> float | None:
+    """When Plex's webhook reported, within TOGETHER_WITHIN and with a play queued, the
+    viewing whose Plex report would be noted at `other_key`: what Tautulli's first report of a
+    server (or first since its template named players otherwise) pairs with, Plex's webhook
+    not having noted its reports of that server before. Once per server: it reads back."""
+    since = job.now - TOGETHER_WITHIN
+    recent = conn.execute(
+        "SELECT id, received_at, source, profile FROM events ORDER BY id DESC LIMIT ?",
+        (LOOKED_BACK_AT_MOST,),
+    ).fetchall()
+    for event_id, received_at, source, profile in recent:
+        if received_at < since:
+            break
+        if source != "plex" or profile != job.profile:
+            continue
+        queued = conn.execute(
+            "SELECT 1 FROM outbox WHERE event_id = ? AND action = 'play' LIMIT 1", (event_id,)
+        ).fetchone()
+        if queued is None:
+            continue
+        (payload,) = conn.execute("SELECT payload FROM events WHERE id = ?", (event_id,)).fetchone()
+        try:
+            report = report_from_record(json.loads(payload), job.profile)
+        except ValueError:
+            continue
+        keys = None if report is None else report_keys(report, naming)
+        if keys is not None and keys[0] == other_key:
+            return float(received_at)
+    return None
+
+
 def _one_play_of_two_reports(
     conn: sqlite3.Connection,
     job: IngestJob,
     keys: tuple[str, str],
     rows: Sequence[NewOutboxRow],
+    look_back: Naming | None,
 ) -> Sequence[NewOutboxRow]:
     """`rows` without their play when it is a Plex sender's report of a viewing the other
     sender reported already (Plex's webhook and Tautulli's both set up for one server): the
-    viewing counts once. Either way the report is noted for the other sender's to match."""
+    viewing counts once. Either way the report is noted for the other sender's to match.
+    `look_back`: Tautulli's first report of the server, named so; Plex's was not noted, so it
+    is looked for among the events (`_plex_report_at`)."""
     own_key, other_key = keys
     other = _session(conn, other_key)
+    if other is None and look_back is not None:
+        at = _plex_report_at(conn, job, other_key, look_back)
+        if at is not None:
+            other = Session(other_key, "reported", None, 0, at)
     twice, own, other_after = one_of_two_reports(own_key, other, job.now)
     _save_session(conn, own, job.profile)
     if other_after is not None and other_after != other:
@@ -1725,6 +1801,9 @@ class Store:
         self._mirror_reads = ReadConnection(path, busy_timeout)
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        # (profile, Plex server) -> how Tautulli's template names players, for each server
+        # Tautulli reported to a profile (table tautulli_servers); read at the first webhook.
+        self._tautulli_servers: dict[tuple[str, str], Naming] | None = None
 
     @classmethod
     def open(
@@ -2079,10 +2158,8 @@ class Store:
             # The marks session read above: the session saved since is another (its own key).
             _record_in_marks(conn, job.completion_key, job.profile, current, session, marks)
         superseding = [row for row in rows if row.supersedes]
-        if job.report_keys is not None and any(row.action == "play" for row in rows):
-            rows = _one_play_of_two_reports(conn, job, job.report_keys, rows)
-        elif job.report_keys is not None:
-            rows = _live_states_of_its_own_viewing(conn, job, job.report_keys, rows)
+        if job.report is not None:
+            rows = self._pair_reports(conn, job, job.report, rows)
         raw = _json_text(job.document) if rows and job.document is not None else None
         cursor = conn.execute(
             "INSERT INTO events (received_at, source, kind, profile, payload, raw)"
@@ -2102,6 +2179,38 @@ class Store:
         # Webhook payloads hold only finite numbers (progress is clamped), so the fast
         # encoder writes the same JSON data as json.dumps.
         return self._insert_outbox(conn, rows, job.now, int(cursor.lastrowid or 0), _json_text)
+
+    def _pair_reports(
+        self,
+        conn: sqlite3.Connection,
+        job: IngestJob,
+        report: Report,
+        rows: Sequence[NewOutboxRow],
+    ) -> Sequence[NewOutboxRow]:
+        """`rows` as the other sender's report of the viewing leaves them (the play of a
+        viewing it reported counted once, the credits after it not shown as watching).
+        Tautulli's reports are always noted; Plex's webhook notes (and looks up) its own only
+        for servers Tautulli reported to the profile: most households have no Tautulli, and
+        their Plex webhooks pay a lookup in memory."""
+        named = self._tautulli_servers
+        if named is None:
+            found = conn.execute("SELECT profile, server, naming FROM tautulli_servers")
+            named = self._tautulli_servers = {(p, s): n for p, s, n in found}
+        where = (report.profile, report.server)
+        look_back: Naming | None = None
+        if report.source == "plex":
+            naming = named.get(where)
+        elif (naming := players_named(report)) is not None and named.get(where) != naming:
+            # Written with the event: the next start knows it. In memory at once (a rollback
+            # leaves it there: Plex's webhook then notes its reports needlessly until then).
+            _remember_tautulli_server(conn, report, naming, job.now)
+            named[where] = look_back = naming
+        keys = None if naming is None else report_keys(report, naming)
+        if keys is None:
+            return rows
+        if any(row.action == "play" for row in rows):
+            return _one_play_of_two_reports(conn, job, keys, rows, look_back)
+        return _live_states_of_its_own_viewing(conn, job, keys, rows)
 
     def prune(
         self,
@@ -3481,6 +3590,10 @@ class Store:
             kept = replace(self.kept_for_profile(old), kept_off=len(self.kept_off(profile=old)))
             for table in _KEPT_BY_PROFILE:
                 conn.execute(f"UPDATE {table} SET profile = ? WHERE profile = ?", (new, old))
+            conn.execute(
+                "UPDATE OR IGNORE tautulli_servers SET profile = ? WHERE profile = ?", (new, old)
+            )
+            self._tautulli_servers = None  # read again
             prefix, start = f"{old}:", len(old) + 2
             conn.execute(
                 "UPDATE outbox SET profile = ?, ordering_key = CASE"

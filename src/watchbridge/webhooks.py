@@ -36,7 +36,7 @@ from watchbridge.playback import (
     earlier_keys,
     marks_itself,
     remembers_rating,
-    report_keys,
+    report_of,
     session_key,
 )
 from watchbridge.readers.plex import found_by_name
@@ -600,7 +600,8 @@ async def _webhook(
             queued += await runtime.writer.write(job)
             if route.learn is not None:  # stored with the event (a 503: learnt when sent again)
                 runtime.account_ids.learn(*route.learn)
-            viewing = Viewing(name, event.server, event.player, event.item.source_key or "")
+            item = event.item.source_key or ""
+            viewing = Viewing(name, event.server, event.player, item, event.player_name)
             doubling = runtime.senders.saw(event.source, viewing, runtime.clock())
             if doubling is not None:
                 _tell_doubling(runtime, doubling)
@@ -729,7 +730,7 @@ def ingest_job(
         decide=plan,
         document=document,
         learnt=None if learnt is None else AccountLearnt(*learnt, KEPT, _clash_forgets(*learnt)),
-        report_keys=report_keys(event, profile_name),
+        report=report_of(event, profile_name),
     )
 
 

@@ -172,13 +172,15 @@ def _is_extra(metadata: Payload, guid: Guid | None) -> bool:
 
 
 def _event(data: Payload, metadata: Payload, event: str, item: MediaRef) -> MediaEvent:
+    player = obj(data.get("Player"))
     return MediaEvent(
         source="plex",
         action=ACTIONS[event],
         item=item,
         server=text(obj(data.get("Server")).get("uuid")) or "",
         account=_account(obj(data.get("Account"))),
-        player=text(obj(data.get("Player")).get("uuid")) or "",
+        player=text(player.get("uuid")) or "",
+        player_name=text(player.get("title")) or "",
         position_ms=non_negative(metadata.get("viewOffset")),
         duration_ms=non_negative(metadata.get("duration")) or None,
         played=event == "media.scrobble",

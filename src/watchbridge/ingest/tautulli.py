@@ -14,6 +14,9 @@ episode's own ids from the Plex server (services.plex), as for Plex's webhooks. 
 they are the movie's. `user_id` is the plex.tv account id, for the owner too, so it differs
 from the owner's Account.id 1 in Plex's own webhooks. `user_rating` (0-10) is carried as the
 user's current rating on every event that has it; Tautulli has no rating trigger.
+`machine_id` is the player's id (Plex's webhook: Player.uuid), `player` its name (Player.title);
+a template without `machine_id` names the player by name alone (player_name), by which its
+reports pair with Plex's own webhook's (playback.report_keys).
 """
 
 from __future__ import annotations
@@ -118,7 +121,8 @@ def _event(fields: Payload, action: str, item: MediaRef, warnings: list[str]) ->
             id=text(fields.get("user_id")),
             name=text(fields.get("username")) or text(fields.get("user")),
         ),
-        player=text(fields.get("machine_id")) or text(fields.get("player")) or "",
+        player=text(fields.get("machine_id")) or "",
+        player_name=text(fields.get("player")) or "",
         position_ms=position_ms,
         duration_ms=duration_ms,
         played=action == "watched",
