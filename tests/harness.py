@@ -508,6 +508,52 @@ def paused_read(what: str, *opened: sqlite3.Connection) -> Iterator[PausedRead]:
         paused.release.set()
 
 
+async def loop_free_at_every_wait_for_the_store(store: Any, work: Awaitable[object]) -> bool:
+    """`loop_free_while_the_store_is_locked` for every use of the store `work` makes, not only
+    its first: another thread holds the store's lock from before `work` starts to its end,
+    letting go only when the loop tells it to (once something waits for the lock), and
+    taking it again as soon as that waiter has it. A use made on the event loop blocks it:
+    nothing tells the thread, which lets go by itself after PAUSE_BOUND seconds."""
+    asking, let_go, over = threading.Event(), threading.Event(), threading.Event()
+    taken = threading.Event()
+    told: list[bool] = []
+
+    def hold() -> None:
+        while not over.is_set():
+            with store.transaction():
+                asking.clear()  # a round's waiters and the loop's answer are its own
+                let_go.clear()
+                taken.set()
+                while not asking.wait(0.005):
+                    if over.is_set():
+                        return
+                told.append(let_go.wait(PAUSE_BOUND))
+            # The waiter polls the lock every LOCK_POLL: long enough for it to get it first.
+            time.sleep(0.02)
+
+    def waited() -> None:
+        asking.set()
+
+    holder = threading.Thread(target=hold, name="holds-the-store", daemon=True)
+    before, store.before_waiting = store.before_waiting, waited
+    holder.start()
+    try:
+        assert await asyncio.to_thread(taken.wait, PAUSE_BOUND)
+        working = asyncio.ensure_future(work)
+        while not working.done():
+            if asking.is_set():
+                asking.clear()
+                let_go.set()
+            await asyncio.sleep(0.002)
+        await working
+    finally:
+        over.set()
+        let_go.set()
+        store.before_waiting = before
+        await asyncio.to_thread(holder.join)
+    return bool(told) and all(told)
+
+
 async def loop_free_while_the_store_is_locked(store: Any, work: Awaitable[object]) -> bool:
     """Whether the event loop stays free while `work` waits for the store's lock, which
     another thread holds meanwhile (as a link run's apply does, for most of a second at a

@@ -13,7 +13,12 @@ import pytest
 
 from tests.fakes.base import FakeServer, cloudflare_page
 from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt, RateLimit
-from tests.harness import loop_free_while_the_store_is_locked, sign_in_trakt, until
+from tests.harness import (
+    loop_free_at_every_wait_for_the_store,
+    loop_free_while_the_store_is_locked,
+    sign_in_trakt,
+    until,
+)
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
@@ -204,6 +209,41 @@ async def test_noting_that_trakt_took_the_sign_in_leaves_the_event_loop_free(
         return await request
 
     assert await loop_free_while_the_store_is_locked(store, answered()), "the loop waited"
+
+
+async def test_asking_whose_account_the_sign_in_is_leaves_the_event_loop_free(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Each link run asks it before its reads, beside another link's apply, which holds the
+    # store's lock for most of a second at a big account: the cache is read and written.
+    signed_in(trakt, store)
+    asked = asyncio.ensure_future(client.account(PROFILE))
+    assert await loop_free_at_every_wait_for_the_store(store, asked), "the loop waited"
+    assert asked.result() == trakt.user.uuid
+    cached = asyncio.ensure_future(client.account(PROFILE))
+    assert await loop_free_at_every_wait_for_the_store(store, cached), "the loop waited"
+    assert cached.result() == trakt.user.uuid
+    assert trakt.count("GET", "/users/settings") == 1
+
+
+async def test_a_token_refresh_leaves_the_event_loop_free(trakt: FakeTrakt, store: Store) -> None:
+    # A refresh reads and writes the store several times (who else refreshes, the new pair,
+    # how it went), any of them while a link run's apply may hold its lock.
+    signed_in(trakt, store)
+    client = TraktClient(
+        TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url),
+        store,
+        clock=lambda: time.time() + 0.8 * 7 * 86400,
+        sleep=no_wait,
+    )
+    spent = store.get_token("trakt", PROFILE)["refresh_token"]
+    try:
+        request = asyncio.ensure_future(client.last_activities(PROFILE))
+        assert await loop_free_at_every_wait_for_the_store(store, request), "the loop waited"
+    finally:
+        await client.aclose()
+    assert store.get_token("trakt", PROFILE)["refresh_token"] != spent
+    assert trakt.count("POST", "/oauth/token") == 1
 
 
 async def test_whether_a_refresh_is_due_is_read_leaving_the_event_loop_free(

@@ -37,6 +37,7 @@ from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, par
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
+from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.services.refusals import digest, note_refused, note_taken
 
 SERVICE = "trakt"
@@ -813,16 +814,21 @@ class TraktClient:
 
     async def account(self, profile: str) -> str | None:
         """The account `profile` is signed in to (its uuid, else its slug): asked of Trakt
-        (`/users/settings`) once per access token."""
-        cached = self._account_cached(profile)
+        (`/users/settings`) once per access token. The store is read and written on a
+        thread: a link run's apply may hold its lock for most of a second."""
+        cached = await asyncio.to_thread(self._account_cached, profile)
         if cached is not None:
             return cached
         await self.check_vip(profile)
         account = self.signed_in_as.get(profile)
-        lookup = self._token_hash(profile)  # after a refresh the call may have made
-        if account is not None and lookup is not None:
-            self.tokens.cache_put(ACCOUNT_CACHE, lookup, account, self.clock(), ACCOUNT_TTL)
+        if account is not None:
+            await asyncio.to_thread(self._cache_account, profile, account)
         return account
+
+    def _cache_account(self, profile: str, account: str) -> None:
+        lookup = self._token_hash(profile)  # after a refresh the call may have made
+        if lookup is not None:
+            self.tokens.cache_put(ACCOUNT_CACHE, lookup, account, self.clock(), ACCOUNT_TTL)
 
     def _account_cached(self, profile: str) -> str | None:
         lookup = self._token_hash(profile)
@@ -912,17 +918,19 @@ class TraktClient:
             return stored
         return self._keep(profile, tokens, spent)
 
-    def _announce_refresh(self, profile: str, seconds: float) -> None:
-        """Say (best effort) that this process is refreshing the sign-in, for `seconds`."""
+    def _announce_refresh(self, profile: str, seconds: float, refresher: str) -> None:
+        """Say (best effort) that `refresher` (`_refresher()`, as the loop names it) is
+        refreshing the sign-in, for `seconds`."""
         with contextlib.suppress(sqlite3.Error, StoreError):
-            self.tokens.cache_put(REFRESHING, profile, _refresher(), self.clock(), seconds)
+            self.tokens.cache_put(REFRESHING, profile, refresher, self.clock(), seconds)
 
-    def _refreshing_elsewhere(self, profile: str) -> bool:
+    def _refreshing_elsewhere(self, profile: str, refresher: str) -> bool:
+        """Whether another than `refresher` (`_refresher()`) says it is refreshing."""
         try:
             hit, holder = self.tokens.cache_get(REFRESHING, profile, self.clock())
         except (sqlite3.Error, StoreError):
             return False
-        return hit and holder != _refresher()
+        return hit and holder != refresher
 
     async def ensure_signed_in(self, profile: str) -> None:
         """Raise TraktAuthError now, before a write is marked as sent, when `profile` has no
@@ -969,7 +977,7 @@ class TraktClient:
                 and not current.due_for_refresh(self.clock())
             ):
                 return current.access_token  # another task refreshed while we waited
-            refresh_token = self._refresh_token(profile, current)
+            refresh_token = await asyncio.to_thread(self._refresh_token, profile, current)
             if not refresh_token:
                 raise TraktAuthError(
                     SERVICE,
@@ -998,7 +1006,9 @@ class TraktClient:
             # The pair the new one replaces: the stored one, also when the config's token
             # is sent in place of its refused refresh token.
             replacing = current.refresh_token if current is not None else refresh_token
-            if self._refreshing_elsewhere(profile):  # its pair, once stored, is ours too
+            if await asyncio.to_thread(
+                self._refreshing_elsewhere, profile, _refresher()
+            ):  # its pair is ours too
                 elsewhere = await self._refreshed_elsewhere(profile, replacing)
                 if elsewhere is not None:
                     return elsewhere.access_token
@@ -1088,7 +1098,7 @@ class TraktClient:
         issued, once Trakt refused the stored pair's. None without one, when Trakt refuses it
         too, or when it cannot be tried now while the old access token `still_works` (the
         next request tries it again); without that token, why it cannot be tried is raised."""
-        pasted = self._refresh_token(profile, current)
+        pasted = await asyncio.to_thread(self._refresh_token, profile, current)
         if not pasted or (profile, pasted) in self._refresh_spent:
             return None
         replacing = current.refresh_token if current is not None else pasted  # the dead pair
@@ -1136,8 +1146,10 @@ class TraktClient:
 
     async def _refresh(self, profile: str, refresh_token: str, replacing: str) -> TokenSet:
         """A new pair for `refresh_token`, stored over the pair holding `replacing` (the same
-        refresh token, or the stored pair's for one pasted into the config)."""
-        self._announce_refresh(profile, REFRESH_LEASE_SECONDS)
+        refresh token, or the stored pair's for one pasted into the config). The store's
+        records of it are written on threads, as in `_refresh_now`."""
+        me = _refresher()
+        await to_the_end(in_thread(self._announce_refresh, profile, REFRESH_LEASE_SECONDS, me))
         refreshing = asyncio.ensure_future(self._refresh_now(profile, refresh_token, replacing))
         try:
             fresh = await asyncio.shield(refreshing)
@@ -1149,14 +1161,14 @@ class TraktClient:
                 refreshing.exception()  # seen: the caller is gone, not its failure
             raise
         except Unavailable:
-            self._note_refresh(profile, "unreachable", replacing)
+            await to_the_end(in_thread(self._note_refresh, profile, "unreachable", replacing))
             raise
         except TraktError:  # refused: the sign-in, the app, the account
-            self._note_refresh(profile, "refused", replacing)
+            await to_the_end(in_thread(self._note_refresh, profile, "refused", replacing))
             raise
         finally:
-            self._announce_refresh(profile, 0.0)
-        self._note_refresh(profile, "ok", fresh.refresh_token)
+            await to_the_end(in_thread(self._announce_refresh, profile, 0.0, me))
+        await to_the_end(in_thread(self._note_refresh, profile, "ok", fresh.refresh_token))
         return fresh
 
     def _note_refresh(self, profile: str, outcome: str, refresh_token: str) -> None:
@@ -1180,7 +1192,7 @@ class TraktClient:
         if _oauth_error(response) == "invalid_client":  # signing in again would fail the same way
             raise TraktSignInRefused(SERVICE, _client_refused(response))
         if response.status_code in (400, 401):
-            self._note_pasted_used(profile, refresh_token)
+            await to_the_end(in_thread(self._note_pasted_used, profile, refresh_token))
             elsewhere = await self._refreshed_elsewhere(profile, replacing)
             if elsewhere is not None:
                 return elsewhere
@@ -1206,9 +1218,13 @@ class TraktClient:
             raise Unavailable(
                 SERVICE, "the token refresh got an answer that is not Trakt's"
             ) from None
-        # Refresh tokens are single-use: keep the new pair before anything else can fail.
-        kept = self._keep(profile, tokens, replacing)
-        self._note_pasted_used(profile, refresh_token)
+        # Refresh tokens are single-use: keep the new pair before anything else can fail. On
+        # a thread, waited for to its end: the store's lock may be held for most of a second
+        # (a link run's apply), which the event loop, every webhook, must not wait for.
+        kept = await to_the_end(in_thread(self._keep, profile, tokens, replacing))
+        if self._sign_in_key(profile) in _UNSAVED:
+            self._store_soon(profile)  # the thread has no loop to retry on
+        await to_the_end(in_thread(self._note_pasted_used, profile, refresh_token))
         return kept
 
     async def _refreshed_elsewhere(self, profile: str, used: str) -> TokenSet | None:
@@ -1221,7 +1237,8 @@ class TraktClient:
             if current is not None and current.refresh_token != used:
                 return current
             if waited >= REFRESH_LEASE_SECONDS or (
-                waited >= REFRESH_RACE_SECONDS and not self._refreshing_elsewhere(profile)
+                waited >= REFRESH_RACE_SECONDS
+                and not await asyncio.to_thread(self._refreshing_elsewhere, profile, _refresher())
             ):
                 return None
             await self.sleep(REFRESH_RACE_POLL)
