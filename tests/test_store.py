@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlite_utils
 
-from tests.harness import put_back
+from tests.harness import paused_read, put_back
 from watchbridge.errors import StoreError
 from watchbridge.playback import Session
 from watchbridge.store import (
@@ -961,6 +961,42 @@ def test_the_loop_reading_the_store_while_the_writer_waits_for_it_does_not_stall
         writer.close()
     assert added == 1
     assert read_seconds < 1.0
+
+
+def test_a_webhook_is_recorded_while_a_whole_mirror_collection_is_read(store: Store) -> None:
+    # A link run's reader loads whole collections (the Plex history, its listings: ~50,000
+    # rows at a big library, seconds on a busy machine): a webhook answered meanwhile must not
+    # wait for that read. Here it stops halfway, and the webhook's record goes through all
+    # the same; before, the read held the store's lock, and the record waited for its end.
+    store.mirror_put("plex", "me", "history", {str(n): {"at": n} for n in range(500)}, 1.0)
+    writer = IngestWriter(store)
+    read = "FROM mirror WHERE service = 'plex' AND profile = 'me' AND collection = 'history'"
+
+    async def record_while_the_read_is_paused() -> dict[str, Any]:
+        with paused_read(read, store.db.conn) as paused:
+            reading = asyncio.ensure_future(
+                asyncio.to_thread(store.mirror_get, "plex", "me", "history")
+            )
+            assert await asyncio.to_thread(paused.reached.wait, 10)
+            recorded = asyncio.ensure_future(writer.write(_job("during")))
+            finished, _ = await asyncio.wait([recorded], timeout=5)
+            assert finished == {recorded}, "the webhook waited for the read"
+        return await reading
+
+    try:
+        got = asyncio.run(record_while_the_read_is_paused())
+    finally:
+        writer.close()
+    assert got == {str(n): {"at": n} for n in range(500)}
+    assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+def test_a_mirror_collection_read_inside_a_transaction_sees_its_own_writes(store: Store) -> None:
+    store.mirror_put("plex", "me", "keys", {"a": 1}, 1.0)
+    with store.transaction():
+        store.mirror_put("plex", "me", "keys", {"b": 2}, 1.0)
+        assert store.mirror_get("plex", "me", "keys") == {"a": 1, "b": 2}
+    assert store.mirror_get("plex", "me", "keys") == {"a": 1, "b": 2}
 
 
 def wait_for_runs(checkpointer: Checkpointer, runs: int, timeout: float = 30.0) -> None:

@@ -1799,6 +1799,9 @@ class Store:
         # the overview's counts, and the whole mirror collections a deliverer loads.
         self._overview_reads = ReadConnection(path, busy_timeout)
         self._mirror_reads = ReadConnection(path, busy_timeout)
+        # `mirror_get`'s, apart from the deliverer's long snapshots (`mirror_snapshot`).
+        self._collection_reads = ReadConnection(path, busy_timeout)
+        self._holding = threading.local()  # how deep this thread is in `_locked`
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         # (profile, Plex server) -> how Tautulli's template names players, for each server
@@ -1949,10 +1952,17 @@ class Store:
             self.before_waiting()
             while not self._lock.acquire(timeout=LOCK_POLL):
                 self.before_waiting()
+        depth = getattr(self._holding, "depth", 0)
+        self._holding.depth = depth + 1
         try:
             yield
         finally:
+            self._holding.depth = depth
             self._lock.release()
+
+    def _held_here(self) -> bool:
+        """Whether this thread holds the store's lock (is inside a transaction of its own)."""
+        return getattr(self._holding, "depth", 0) > 0
 
     def checkpoint_apart(
         self, every: int = CHECKPOINT_EVERY, restart_frames: int = WAL_RESTART_FRAMES
@@ -2001,6 +2011,7 @@ class Store:
     def close(self) -> None:
         self._overview_reads.close()
         self._mirror_reads.close()
+        self._collection_reads.close()
         with self._locked():
             if self.checkpointer is not None:
                 self.checkpointer.close()
@@ -3638,12 +3649,21 @@ class Store:
         return counts.get("pending", 0) + counts.get("inflight", 0), counts.get("dead", 0)
 
     def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
-        rows = self._query(
-            "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
-            " AND collection = ?",
-            (service, profile, collection),
+        """A whole mirror collection. Outside a transaction of the caller's own it is read on
+        a connection of its own, as `mirror_snapshot` reads: a reader's Plex history or
+        listings are ~50,000 rows, a second and more to fetch on a busy machine, which every
+        webhook's record waited for behind the store's lock. Inside one, the transaction's
+        own view (what it wrote included) is read."""
+        sql = (
+            "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
         )
-        return {r["item_key"]: json.loads(r["data"]) for r in rows}
+        if self.path is None or self._held_here():
+            rows = self._query(sql, (service, profile, collection))
+            return {r["item_key"]: json.loads(r["data"]) for r in rows}
+        with self._collection_reads.connection() as reader:
+            # Decoded row by row: the rows fetched are never all held at once.
+            fetched = reader.execute(sql, (service, profile, collection))
+            return {key: json.loads(data) for key, data in fetched}
 
     def mirror_snapshot(
         self, service: str, profile: str, collections: Sequence[str]
