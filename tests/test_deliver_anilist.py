@@ -56,7 +56,7 @@ from watchbridge.http import RetryPolicy
 from watchbridge.ids import Enricher
 from watchbridge.ingest import jellyfin, plex
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
-from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
+from watchbridge.model import Accepted, Ids, MediaEvent, MediaRef, ref_to_dict
 from watchbridge.playback import decide
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import AniListClient, EntryWrite, FuzzyDate, ListEntry
@@ -755,6 +755,45 @@ async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
     enqueue(runtime, "play", tvdb_s2e16(serializd), clock() - 60, live=True)
     await drain(renumbering, runtime)
     assert fake.snapshot()[PART_2]["progress"] == 4
+
+
+async def test_a_two_episode_jellyfin_file_in_tvdb_order_sets_the_progress_of_its_second(
+    runtime: Runtime,
+    renumbering: DeliveryWorker,
+    target: AniListTarget,
+    serializd: FakeSerializd,
+    fake: FakeAniList,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # A Jellyfin library in TVDB's order plays one file holding TVDB's S2E14-E15, TMDB's
+    # S1E39-E40: AniList Part 2 episodes 2 and 3. The second has no ids of its own; as sent,
+    # S2E15, it is no episode of Part 2 (a4e2d3d: it is the one after the first on TMDB's list).
+    server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(server, FakeJellyfin)
+    server.add_series(JELLYFIN_SERIES, "Re:Zero", Tmdb=str(REZERO))
+    with_enricher(target, runtime, clock, server)
+    payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    for key in ("Provider_imdb", "Provider_tmdb", "Provider_tvdb"):
+        payload.pop(key, None)
+    payload |= {
+        "SeriesName": "Re:Zero",
+        "SeriesId": JELLYFIN_SERIES,
+        "SeasonNumber": 2,
+        "EpisodeNumber": 14,
+        "EpisodeNumberEnd": 15,
+        "Provider_tmdb": tvdb_s2e16(serializd, 14).ids.tmdb,
+        "UtcTimestamp": datetime.fromtimestamp(clock() - 600, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.0000000Z"
+        ),
+    }
+    parsed = jellyfin.parse(payload)
+    assert isinstance(parsed, Accepted) and len(parsed.events) == 2, parsed
+    for event in parsed.events:
+        from_webhook(runtime, event)
+    await drain(renumbering, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 3
+    assert unmatched_records(runtime.store, ["me"]) == []
 
 
 async def test_serializds_catalogue_broken_for_hours_is_told_hourly_not_per_play(
