@@ -4,9 +4,10 @@ logs another episode on Serializd."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,11 +18,20 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from tests.fakes.plex import TOKEN as PLEX_TOKEN
+from tests.fakes.plex import FakePlex
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import ServiceProcess, free_port
 from tests.ingest_samples import sample_json
-from watchbridge.air_dates import by_air_date
+from tests.test_enrich import drain, serializd_runtime, worker_for
+from watchbridge.air_dates import aired_on, by_air_date
+from watchbridge.app import Runtime
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted
 from watchbridge.services.serializd import SeasonListing
+from watchbridge.webhooks import ingest_job
 
 SECRET = "hook-secret-1234567890"
 REZERO_TMDB, REZERO_TVDB = 65942, 305089
@@ -201,3 +211,115 @@ def test_a_folded_season_must_start_after_a_break_in_airing() -> None:
     # TMDB runs on without a pause where TVDB's season 2 would have to start: not a fold.
     unbroken = {1: listing(weekly("2016-04-04", 50)), 2: listing(TMDB_SEASONS[2])}
     assert by_air_date(unbroken, 2, 14, unbroken[1].aired[39]) is None
+
+
+# --------------------------------------------------------------------------- Plex
+
+PLEX_SHOW, PLEX_EPISODE = "300", "3214"
+NIGHTLY_TMDB, NIGHTLY_SHOW, NIGHTLY_EPISODE = 5001, "400", "4001"
+NIGHTLY = {n: f"2010-05-{n + 2:02}" for n in range(1, 6)}  # TMDB S1E1-E5, Monday to Friday
+
+
+@dataclass
+class PlexHome:
+    runtime: Runtime
+    plex: FakePlex
+    serializd: FakeSerializd
+    worker: DeliveryWorker
+
+    def post(self, key: str, aired: str, **changes: Any) -> None:
+        """Plex's scrobble of item `key` of the fake Plex server, first aired on `aired`, as
+        the webhook route queues it."""
+        payload = sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+        payload["Server"]["uuid"] = self.plex.machine_id
+        item = self.plex.items[key]
+        payload["Metadata"] = {
+            **payload["Metadata"],
+            **{k: item[k] for k in PLEX_FIELDS if k in item},
+            "originallyAvailableAt": aired,
+            **changes,
+        }
+        if "index" not in item:  # a daily show's: Plex numbers it by its air date alone
+            del payload["Metadata"]["index"]
+        result = parse("plex", json.dumps(payload).encode(), "application/json")
+        assert isinstance(result, Accepted), result
+        for event in result.events:
+            self.runtime.store.ingest(ingest_job(self.runtime, "me", event))
+
+    def logged(self, show_id: int) -> list[tuple[int, int]]:
+        show = self.serializd.shows[show_id]
+        seasons = {season.id: number for number, season in show.seasons.items()}
+        return sorted(
+            (seasons[entry.season_id or 0], entry.episode_number or 0)
+            for entry in self.serializd.diary()
+        )
+
+
+PLEX_FIELDS = ("ratingKey", "guid", "Guid", "grandparentGuid", "grandparentRatingKey")
+PLEX_FIELDS += ("grandparentTitle", "parentIndex", "index", "title")
+
+
+@pytest.fixture
+async def plex_home(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> AsyncIterator[PlexHome]:
+    """A Plex library in TheTVDB's order (no Trakt): Re:ZERO's TVDB S2E14, named by its own
+    TVDB id only, and a daily show's episode of 2010-05-05 with no episode number (Plex
+    numbers it by its air date). Serializd's catalogue holds both shows with air dates."""
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    show = serializd.add_show(REZERO_TMDB, "Re:ZERO", {n: len(d) for n, d in TMDB_SEASONS.items()})
+    for number, days in TMDB_SEASONS.items():
+        show.seasons[number].aired = days
+    nightly = serializd.add_show(NIGHTLY_TMDB, "Nightly", {0: 1, 1: len(NIGHTLY)})
+    nightly.seasons[1].aired = NIGHTLY
+    nightly.seasons[0].aired = {1: NIGHTLY[3]}  # a special of the same day: never taken
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plex.add_show(PLEX_SHOW, "Re:ZERO", 2016, [f"tmdb://{REZERO_TMDB}"], ordering="aired")
+    plex.add_episode(PLEX_EPISODE, PLEX_SHOW, 2, 14, ["tvdb://8214"])
+    plex.add_show(NIGHTLY_SHOW, "Nightly", 2010, [f"tmdb://{NIGHTLY_TMDB}"])
+    plex.add_episode(NIGHTLY_EPISODE, NIGHTLY_SHOW, 2010, 1, ["imdb://tt9100503"])
+    del plex.items[NIGHTLY_EPISODE]["index"]
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{PLEX_TOKEN}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
+    worker = await worker_for(runtime)
+    yield PlexHome(runtime, plex, serializd, worker)
+    for target in worker.targets.values():
+        await target.aclose()
+    runtime.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("aired", "logged"),
+    [
+        (S1E39_AIRED, [(1, 39)]),
+        (TMDB_SEASONS[2][14], [(2, 14)]),  # TMDB's S2E14 aired that day: the numbers agree
+        ("2016-02-30", [(2, 14)]),  # no day: nothing to place it by
+    ],
+)
+async def test_a_tvdb_ordered_plex_episode_is_logged_as_the_tmdb_episode_of_its_air_date(
+    plex_home: PlexHome, aired: str, logged: list[tuple[int, int]]
+) -> None:
+    plex_home.post(PLEX_EPISODE, aired)
+    await drain(plex_home.worker, plex_home.runtime)
+    assert plex_home.logged(REZERO_TMDB) == logged, plex_home.runtime.store.unmatched()
+
+
+@pytest.mark.anyio
+async def test_a_plex_daily_shows_episode_without_a_number_is_the_one_tmdb_aired_that_day(
+    plex_home: PlexHome,
+) -> None:
+    plex_home.post(NIGHTLY_EPISODE, NIGHTLY[3])
+    await drain(plex_home.worker, plex_home.runtime)
+    assert plex_home.logged(NIGHTLY_TMDB) == [(1, 3)], plex_home.runtime.store.unmatched()
+
+
+def test_a_day_with_two_regular_episodes_places_neither() -> None:
+    nightly = {1: "2010-05-03", 2: "2010-05-04", 3: "2010-05-04"}  # a two-episode night
+    assert aired_on({1: listing(nightly)}, "2010-05-04") is None
+    assert aired_on({1: listing(nightly)}, "2010-05-03") == (1, 1)

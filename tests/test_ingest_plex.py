@@ -197,6 +197,32 @@ def test_missing_rating_keys_leave_the_source_keys_empty() -> None:
     assert (item.source_key, item.show_source_key) == (None, None)
 
 
+@pytest.mark.parametrize(
+    ("sent", "aired"),
+    [
+        ("2021-09-30", "2021-09-30"),
+        (None, None),
+        ("", None),
+        ("2021-09-30T00:00:00Z", None),  # not what Plex sends for an episode: not guessed at
+        ("Sep 30, 2021", None),
+        (20210930, None),
+    ],
+)
+def test_an_episodes_air_date_is_its_originally_available_at(sent: Any, aired: str | None) -> None:
+    # What places an episode without a TMDB id of its own in TMDB's numbering (Serializd's,
+    # AniList's), as Jellyfin's and Emby's PremiereDate do.
+    payload = with_metadata("episode_new_agent_friend_media_scrobble.json")
+    if sent is not None:
+        payload["Metadata"]["originallyAvailableAt"] = sent
+    else:
+        del payload["Metadata"]["originallyAvailableAt"]
+    assert only_event(parse(payload)).item.aired == aired
+
+
+def test_a_movie_has_no_air_date() -> None:
+    assert only_event(parse(sample("movie_media_scrobble.json"))).item.aired is None
+
+
 # --------------------------------------------------------------------------- raw requests
 
 

@@ -41,6 +41,32 @@ def by_air_date(
     return found if _starts_after_a_break(landed, found[1] - number + 1) else None
 
 
+def aired_on(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | None:
+    """The one regular episode of `listings` that aired on `aired`, for an episode known by
+    that day alone (Plex numbers a daily show's by its air date: no episode number). None when
+    none did (not listed yet) or several did (two that night: either could be it); only that
+    very day, as the sender's date is the databases' own. Specials never: they share their
+    days with regular episodes. Pure."""
+    found = [
+        (s, e)
+        for s, listing in listings.items()
+        if s != 0
+        for e, day in listing.aired.items()
+        if day == aired
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def is_day(value: str) -> bool:
+    """Whether a sender's air date is a day of the calendar (Plex's is checked for its shape
+    only, on the webhook's path)."""
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
+
+
 def _aired(listings: dict[int, SeasonListing], aired: str) -> tuple[int, int] | None:
     """The one episode of `listings` that aired on `aired`, else the one that aired a day
     apart (a time zone away), unless its season has episodes a day apart or fewer (a daily

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from watchbridge.air_dates import another_numbering, by_air_date
+from watchbridge.air_dates import aired_on, another_numbering, by_air_date, is_day
 from watchbridge.anime import Unmatched
 from watchbridge.anime_seasons import serializd_table
 from watchbridge.http import ServiceError, Unavailable
@@ -164,10 +164,11 @@ async def tmdb_numbered(
     mapping's first numbering). A media server numbers episodes in its library's order
     (TVDB's aired, DVD or absolute order, or TMDB's), so the episode's own TMDB id, where the
     webhook, the Plex server or Trakt's id search gives one, is looked up in the show's
-    Serializd seasons; without one, its air date (Jellyfin, Emby: `by_air_date`). Else, or
-    when no season holds it, the numbers stay as sent. A further episode of a file holding
-    several (`first`: the file's first, see `file_first`) has no ids of its own: it is as many
-    places after where the first is found (`counted_on`)."""
+    Serializd seasons; without one, its air date (Jellyfin's and Emby's PremiereDate, Plex's
+    originallyAvailableAt: `by_air_date`). Else, or when no season holds it, the numbers stay
+    as sent. A further episode of a file holding several (`first`: the file's first, see
+    `file_first`) has no ids of its own: it is as many places after where the first is found
+    (`counted_on`)."""
     show = item.show_ids.tmdb
     if not (show and show.isdigit()) or item.kind != "episode":
         return item
@@ -213,20 +214,25 @@ async def _unnumbered(
 ) -> MediaRef:
     """An episode the server gave no episode number (a daily show in Plex, numbered by its air
     date: its season the year, no `index`), or no season: where its own TMDB id is in the
-    show's seasons. As sent when it has none, or no season lists it (an absolute number may
-    still place it)."""
+    show's seasons; without one, the episode TMDB lists as aired on its air date
+    (`find_dated`). As sent when neither places it (an absolute number may still)."""
     episode_id = await _own_tmdb(enricher, item)
-    if episode_id is None:
+    if episode_id is None and item.aired is None:
         return item
     hint = item.season if item.season is not None else -1
     try:
-        found = await find_episode(client, store, show, episode_id, hint, clock)
+        if episode_id is not None:
+            found = await find_episode(client, store, show, episode_id, hint, clock)
+        else:
+            found = await find_dated(client, store, show, item.aired or "", clock)
     except SerializdItemError:
         return item
     if found is None:
         return item
     log.info(
-        "episode without a number placed by its TMDB id",
+        "episode without a number placed by its TMDB id"
+        if episode_id is not None
+        else "episode without a number placed by its air date",
         extra={"item": item.describe(), "season": found[0], "number": found[1]},
     )
     return replace(item, season=found[0], number=found[1])
@@ -389,6 +395,8 @@ async def find_aired(
     season, number = sent
     if season == 0:
         return None  # specials: TVDB and TMDB number them apart, and share air days
+    if not is_day(aired):
+        return None  # Plex's is checked for its shape only, on the webhook's path
     named, _ = await season_listing(client, store, show_id, season, clock)
     if not another_numbering(named, number, aired):
         return None
@@ -400,6 +408,33 @@ async def find_aired(
         if other not in listings:
             listings[other], _ = await season_listing(client, store, show_id, other, clock)
     found = by_air_date(listings, season, number, aired)
+    if found is None:
+        await asyncio.to_thread(
+            store.cache_put, EPISODES_CACHE, missed, True, clock(), EPISODES_TTL
+        )
+    return found
+
+
+async def find_dated(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    aired: str,
+    clock: Callable[[], float],
+) -> tuple[int, int] | None:
+    """(season, number) of an episode known by its air date alone, no number (`aired_on`),
+    in a show's Serializd seasons, each listing read once a day; a day that found nothing
+    is remembered for a day."""
+    if not is_day(aired):
+        return None
+    missed = f"{show_id}:dated:{aired}"
+    if (await asyncio.to_thread(store.cache_get, EPISODES_CACHE, missed, clock()))[0]:
+        return None
+    listings: dict[int, SeasonListing] = {}
+    for season in await season_map(client, store, show_id, clock):
+        if season != 0:
+            listings[season], _ = await season_listing(client, store, show_id, season, clock)
+    found = aired_on(listings, aired)
     if found is None:
         await asyncio.to_thread(
             store.cache_put, EPISODES_CACHE, missed, True, clock(), EPISODES_TTL

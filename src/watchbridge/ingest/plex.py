@@ -18,6 +18,9 @@ episode, `grandparentRatingKey` (for a rated season, `parentRatingKey`) → show
 enrichment asks PMS about (`GET /library/metadata/{ratingKey}` answers with the same Metadata
 shape, read by `metadata_ref`, so Plex guids are parsed here and nowhere else).
 
+An episode's `originallyAvailableAt` ("2013-09-29") → `aired`, its shape checked only: what
+places it in TMDB's numbering when no TMDB id of its own does (catalogue.tmdb_numbered).
+
 Plex sends no session id and no event time; occurred_at comes from `lastViewedAt` on a scrobble
 and `lastRatedAt` on a rating, else it is None.
 """
@@ -83,6 +86,7 @@ _ID_PROVIDERS = frozenset({"imdb", "tmdb", "tvdb", "anidb"})
 _BARE_IMDB = re.compile(r"tt[0-9]{5,10}")
 _HAMA = re.compile(r"(?:(anidb|tvdb|tmdb|imdb)([2-5]?)-)?([^/]+)(?:/([0-9]+))?(?:/([0-9]+))?")
 _CATALOGUE_KEY = re.compile(r"[0-9a-f]{24}")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,15 @@ def _episode_ref(
         absolute=absolute,
         source_key=text(metadata.get("ratingKey")),
         show_source_key=text(metadata.get("grandparentRatingKey")),
+        aired=_air_day(metadata.get("originallyAvailableAt")),
     )
+
+
+def _air_day(value: object) -> str | None:
+    """An episode's `originallyAvailableAt`, the day it first aired as Plex sends it
+    ("2013-09-29"): its shape only. What places the episode by it (catalogue.find_aired)
+    reads the date, off the webhook's path, and drops one that is no day."""
+    return value if isinstance(value, str) and _DAY.fullmatch(value) else None
 
 
 def episode_numbers(
