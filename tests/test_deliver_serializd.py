@@ -1423,3 +1423,34 @@ async def test_a_links_ratings_share_one_look_at_the_diary(
     await drain(worker, runtime, clock, passes=2)
     assert len(fake.diary()) == 6
     assert fake.count("GET", DIARY_PAGE) == 1
+
+
+async def test_a_links_removal_sees_a_rewatch_logged_since_its_read_behind_a_page_of_ours(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """The same run queued the removal and more than a page of new logs (a backfill); the user
+    logged a rewatch of the removed episode in the app after the read, before those logs
+    landed. The look at what the diary gained since the read must not stop at a first page
+    that holds only our logs: the rewatch is on the next, and that viewing stands."""
+    clock.now = fake.now()
+    old_history(fake, 100)
+    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
+    fake.tick(None, SHOW, 1, 4)
+    clock.advance(600)
+    fake.advance(600)
+    read_at = clock()
+    clock.advance(60)
+    fake.advance(60)
+    fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)  # in the app, meanwhile
+    clock.advance(60)
+    fake.advance(60)
+    for season, number in [(2, n) for n in range(1, 14)] + [(3, n) for n in range(1, 14)]:
+        enqueue(runtime, "play", episode(number, season), clock() - 3 * DAY,
+                link="ts", read_at=read_at)  # fmt: skip
+    enqueue(runtime, "remove_play", episode(4), clock() - 30 * DAY,
+            record=str(first.id), link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=6)
+    ours = [e for e in fake.diary() if e.show_id == SHOW and e.season_id != SEASON_1]
+    assert len(ours) == 26  # more than a page (24) of our logs, newer than the rewatch
+    assert (SHOW, SEASON_1, 4) in fake.ticks()
+    assert first in fake.diary()

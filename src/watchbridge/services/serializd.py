@@ -1121,16 +1121,14 @@ class SerializdClient:
 
     async def diary_added_since(self, profile: str, since: float) -> DiaryRead:
         """The entries added after `since` (`dateAdded`, Serializd's clock), ours included,
-        reading pages from the first and stopping after the first page that holds none but
-        ours (tagged DEFAULT_TAG): as `diary_until`, the cheap look at what changed, without
-        paging through the entries a backlog of our deliveries added meanwhile. With the ids
-        of the rows that could not be read on the pages read (they may be any entry)."""
+        reading pages from the first and stopping after the first page that holds none added
+        since. Our own logs added since count as new too: a backlog of our deliveries (more
+        than a page) would otherwise hide the user's log or rating behind a first page of
+        ours, and a removal would untick a rewatch. With the ids of the rows that could not
+        be read on the pages read (they may be any entry)."""
         unread: list[int | None] = []
         entries = await self._diary_pages(
-            profile,
-            unread,
-            new=lambda entry: entry.date_added > since and DEFAULT_TAG not in entry.tags,
-            kept=lambda entry: entry.date_added > since,
+            profile, unread, new=lambda entry: entry.date_added > since
         )
         return DiaryRead(entries, frozenset(i for i in unread if i is not None))
 
