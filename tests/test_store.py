@@ -991,6 +991,46 @@ def test_a_webhook_is_recorded_while_a_whole_mirror_collection_is_read(store: St
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
 
 
+def test_a_webhook_waits_for_a_collection_read_on_a_database_kept_out_of_wal(
+    tmp_path: Path,
+) -> None:
+    # Without WAL (a network share: see journal_warning) a reader's shared lock keeps a
+    # writer from committing: a read beside the store's lock had the webhook's record fail
+    # after busy_timeout (here 0.2 s) as "database is locked". Read under the lock, the
+    # record waits for the read, then goes. (The `no_shared_memory` fixture's VFS takes no
+    # locks at all, so the rollback journal is asked for here as that share leaves it.)
+    store = Store.open(tmp_path / "state.db", busy_timeout=0.2)
+    store.db.execute("PRAGMA journal_mode=DELETE")
+    store.journal_mode = "delete"
+    store.mirror_put("plex", "me", "history", {str(n): {"at": n} for n in range(500)}, 1.0)
+    writer = IngestWriter(store)
+    read = "FROM mirror WHERE service = 'plex' AND profile = 'me' AND collection = 'history'"
+
+    async def record_while_the_read_is_paused() -> dict[str, Any]:
+        with paused_read(read, store.db.conn, after=200) as paused:
+            reading = asyncio.ensure_future(
+                asyncio.to_thread(store.mirror_get, "plex", "me", "history")
+            )
+            assert await asyncio.to_thread(paused.reached.wait, 10)
+            recorded = asyncio.ensure_future(writer.write(_job("during")))
+            await asyncio.sleep(0.5)  # past busy_timeout
+            paused.release.set()
+            await recorded
+        return await reading
+
+    try:
+        got = asyncio.run(record_while_the_read_is_paused())
+    finally:
+        writer.close()
+        store.close()
+    assert len(got) == 500
+    check = Store.open(tmp_path / "state.db")
+    try:
+        assert check.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    finally:
+        check.close()
+
+
 def test_a_mirror_collection_read_inside_a_transaction_sees_its_own_writes(store: Store) -> None:
     store.mirror_put("plex", "me", "keys", {"a": 1}, 1.0)
     with store.transaction():

@@ -2065,7 +2065,7 @@ class Store:
         """A read of the overview (status, /metrics) on a connection of its own: counting a
         backlog of 100,000 rows takes a tenth of a second, which would hold up every webhook
         behind the store's lock (in WAL, readers and the writer do not wait for each other)."""
-        if self.path is None:
+        if not self._reads_beside_the_lock():
             return self._query(sql, params)
         with self._overview_reads.connection() as reader:
             return list(reader.execute(sql, params))
@@ -3648,6 +3648,13 @@ class Store:
         counts = {str(r["status"]): int(r["n"]) for r in rows}
         return counts.get("pending", 0) + counts.get("inflight", 0), counts.get("dead", 0)
 
+    def _reads_beside_the_lock(self) -> bool:
+        """Whether a long read may go on a connection of its own (`ReadConnection`): only in
+        WAL. In a rollback journal (a network share, see `journal_warning`) a reader's shared
+        lock keeps the writer from committing, and a webhook's record would fail as "database
+        is locked" after busy_timeout instead of waiting for the read under the store's lock."""
+        return self.path is not None and self.journal_mode == WAL
+
     def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
         """A whole mirror collection. Outside a transaction of the caller's own it is read on
         a connection of its own, as `mirror_snapshot` reads: a reader's Plex history or
@@ -3657,7 +3664,7 @@ class Store:
         sql = (
             "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
         )
-        if self.path is None or self._held_here():
+        if not self._reads_beside_the_lock() or self._held_here():
             rows = self._query(sql, (service, profile, collection))
             return {r["item_key"]: json.loads(r["data"]) for r in rows}
         with self._collection_reads.connection() as reader:
@@ -3673,8 +3680,9 @@ class Store:
         tenth of a second and more to fetch, which every webhook's record would wait for
         behind the store's lock. Only what is committed: never for a caller inside a
         transaction that wrote to them."""
-        if self.path is None:
-            return {c: self.mirror_get(service, profile, c) for c in collections}
+        if not self._reads_beside_the_lock():
+            with self._locked():  # one moment for all of them
+                return {c: self.mirror_get(service, profile, c) for c in collections}
         kept: dict[str, dict[str, Any]] = {}
         with self._mirror_reads.connection() as reader:
             reader.execute("BEGIN")  # one snapshot for all of them
