@@ -29,7 +29,7 @@ from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers.serializd import SerializdReader, make_reader, unanswered_copies
-from watchbridge.reconcile import Play, Side, plan
+from watchbridge.reconcile import UNDATED, Play, Side, plan
 from watchbridge.services.serializd import SerializdClient, SerializdUnavailable
 from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, make_targets, serializd_client
@@ -1454,3 +1454,47 @@ async def test_a_links_removal_sees_a_rewatch_logged_since_its_read_behind_a_pag
     assert len(ours) == 26  # more than a page (24) of our logs, newer than the rewatch
     assert (SHOW, SEASON_1, 4) in fake.ticks()
     assert first in fake.diary()
+
+
+async def test_a_links_removal_of_a_tick_keeps_it_for_a_webhook_play_of_ours_logged_since(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """s1e6 ticked only; the link's run read that tick, then queued its removal (removed on
+    Trakt). Meanwhile a webhook play of s1e6 was logged there by us: unticking would leave
+    our diary entry of it unwatched (a play lost). The tick stays, skipped, saying why."""
+    clock.now = fake.now()
+    fake.tick(None, SHOW, 1, 6)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    enqueue(runtime, "play", episode(6), clock() - 60, progress=98.0)  # the webhook's
+    await drain(worker, runtime, clock, passes=2)
+    (ours,) = fake.diary()
+    enqueue(runtime, "remove_play", episode(6), clock() - 7200, record="tick:1396:1:6",
+            link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 6)} and fake.diary() == [ours]
+    removal = waiting(runtime)[-1]
+    assert removal["status"] == "done"
+    assert removal["last_error"].startswith("skipped: not unticked: a play of the episode")
+    assert skipped_total(runtime) == 1
+
+
+async def test_an_undated_play_queued_again_after_a_links_untick_ticks_again(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """Trakt's play without a date ticked s1e6; removed there, the link unticked it; the
+    user marks it watched on Trakt again: ticked again, not taken as already on Serializd."""
+    clock.now = fake.now()
+    enqueue(runtime, "play", episode(6), UNDATED, link="ts", read_at=clock())
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 6)}
+    clock.advance(60)
+    enqueue(runtime, "remove_play", episode(6), UNDATED, record="tick:1396:1:6",
+            link="ts", read_at=clock())  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == set()
+    clock.advance(60)
+    enqueue(runtime, "play", episode(6), UNDATED, link="ts", read_at=clock(), source="again")
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 6)} and fake.diary() == []

@@ -87,6 +87,10 @@ LOGGED_SINCE = (
     "not removed: the episode was logged on Serializd since the link read it (a rewatch): "
     "that viewing stands and the episode stays ticked"
 )
+OURS_KEEP_TICK = (
+    "not unticked: a play of the episode that watchbridge logged on Serializd (a diary entry) "
+    "keeps it ticked"
+)
 CANNOT_DELETE = (
     "Serializd answered that it has no endpoint for deleting diary entries (reviews/delete "
     "is unconfirmed): delete the entry on serializd.com"
@@ -438,24 +442,52 @@ class SerializdTarget:
                 extra={"profile": row.profile, "item": place.ref.describe(), "row": row.id},
             )
             return Skipped(LOGGED_SINCE, answered=True)
-        if not record.startswith(TICK_RECORD):
-            if not record.isdigit():
-                return Dead(f"no Serializd diary entry id in the removal of {place.ref.key()}")
-            if not await self._delete_review(ledger.profile, int(record)):
-                return Dead(CANNOT_DELETE)
-            prefix = f"{place.ref.key()}@"
-            await self._load(ledger, PLAYS, prefix)
-            plays = {k: v for k, v in ledger.plays.items() if k.startswith(prefix)}
-            mine = [k for k, v in plays.items() if v.get("review_id") == int(record)]
-            gone = {k: {"review_id": None, "removed": True} for k in mine}
-            await self._record(ledger, PLAYS, gone)
-            others = [k for k, v in plays.items() if k not in gone and not v.get("removed")]
-            if others:
-                return Delivered("diary entry deleted; other plays keep the episode ticked")
+        if record.startswith(TICK_RECORD):
+            return await self._untick(ledger, row, place, place.season_id, place.episode_number)
+        if not record.isdigit():
+            return Dead(f"no Serializd diary entry id in the removal of {place.ref.key()}")
+        if not await self._delete_review(ledger.profile, int(record)):
+            return Dead(CANNOT_DELETE)
+        prefix = f"{place.ref.key()}@"
+        await self._load(ledger, PLAYS, prefix)
+        plays = {k: v for k, v in ledger.plays.items() if k.startswith(prefix)}
+        mine = [k for k, v in plays.items() if v.get("review_id") == int(record)]
+        gone = {k: {"review_id": None, "removed": True} for k in mine}
+        await self._record(ledger, PLAYS, gone)
+        others = [k for k, v in plays.items() if k not in gone and not v.get("removed")]
+        if others:
+            return Delivered("diary entry deleted; other plays keep the episode ticked")
         await self.client.unlog_episodes(
             ledger.profile, place.show_id, place.season_id, [place.episode_number]
         )
-        return Delivered("unticked" if record.startswith(TICK_RECORD) else "deleted, unticked")
+        return Delivered("deleted, unticked")
+
+    async def _untick(
+        self, ledger: Ledger, row: OutboxItem, place: Place, season_id: int, number: int
+    ) -> Outcome:
+        """A play read as the episode's tick removed: the tick goes, unless a diary entry of
+        ours of the episode stands (the tick is the episode's, not that play's alone: a
+        webhook play we logged after the link read Serializd would read as unwatched)."""
+        prefix = f"{place.ref.key()}@"
+        await self._load(ledger, PLAYS, prefix)
+        if _logged_by_us(ledger.plays, place.ref):
+            log.info(
+                "removing a play from Serializd: not unticked, a play watchbridge logged of "
+                "the episode keeps it ticked",
+                extra={"profile": row.profile, "item": place.ref.describe(), "row": row.id},
+            )
+            return Skipped(OURS_KEEP_TICK, answered=True)
+        await self.client.unlog_episodes(ledger.profile, place.show_id, season_id, [number])
+        # Undated plays of ours were that tick: gone with it, so that one queued again ticks
+        # again instead of reading as already on Serializd.
+        undated = {
+            key: {"review_id": None, "removed": True}
+            for key, value in ledger.plays.items()
+            if key.startswith(prefix) and isinstance(value, dict) and not value.get("removed")
+        }
+        if undated:
+            await self._record(ledger, PLAYS, undated)
+        return Delivered("unticked")
 
     async def _logged_since(
         self, ledger: Ledger, row: OutboxItem, place: Place, record: str
@@ -945,6 +977,19 @@ def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[st
         if isinstance(value, dict):
             return key, value
     return None
+
+
+def _logged_by_us(plays: dict[str, Any], ref: MediaRef) -> bool:
+    """Whether the ledger holds a diary entry of ours of this episode not removed since (an
+    undated play of ours is the tick itself, no entry of its own)."""
+    prefix = f"{ref.key()}@"
+    return any(
+        isinstance(value, dict)
+        and isinstance(value.get("review_id"), int)
+        and not value.get("removed")
+        for key, value in plays.items()
+        if key.startswith(prefix)
+    )
 
 
 def _watched_before(plays: dict[str, Any], ref: MediaRef, at: float) -> bool:
