@@ -559,6 +559,54 @@ async def test_a_removal_carried_one_way_is_not_copied_back_while_on_its_way(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 3), (1, 4)]
 
 
+@pytest.mark.parametrize("origin", ["serializd", "trakt"])
+async def test_a_removal_left_alone_for_a_rewatch_logged_meanwhile_settles_on_both_sides(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, origin: str
+) -> None:
+    """Removed on Trakt; the run reads Serializd and queues the removal of its diary entry;
+    the user logs a rewatch of the episode on Serializd before the removal goes out. The old
+    entry stays (skipped), its tombstone keeps it from being copied back to Trakt, and the
+    rewatch reaches Trakt once, over the next runs, delta and full."""
+    await four_plays_on_both_sides(rig, app, serializd, origin=origin)
+    old = review(serializd, 2)
+    app.unwatch(entry(trakt, 2))
+    await rig.sync()  # the removal of `old` queued
+    rewatch = log(serializd, 1, 2, ago(0), is_rewatch=True)  # in the app, meanwhile
+    await rig.deliver()
+    assert old in serializd.diary() and rewatch in serializd.diary()
+    for full in (False, True, False):
+        await rig.sync_and_deliver(full=full)
+        assert trakt_plays(trakt) == sorted(
+            [p for p in diary_plays(serializd) if p != (1, 2, old.backdate[:10])]
+        )
+    result = await rig.sync_and_deliver(full=True)
+    assert [a for p in result.plans for a in p.plan.actions] == []
+    assert sorted(p[:2] for p in trakt_plays(trakt)) == [(1, 1), (1, 2), (1, 3), (1, 4)]
+    assert sorted(p[:2] for p in diary_plays(serializd)) == [(1, 1), (1, 2), (1, 2), (1, 3), (1, 4)]
+
+
+async def test_an_untick_left_alone_for_a_log_made_meanwhile_reaches_trakt_once(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e2 ticked only on Serializd (copied to Trakt without a date), removed on Trakt; the
+    user logs it on Serializd before the run's untick goes out: the tick stays, and the log
+    reaches Trakt once; the undated play is not copied back."""
+    log(serializd, 1, 1, ago(3))
+    serializd.tick(None, BB, 1, 1, 2)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert trakt_episodes(trakt) == [(1, 1), (1, 2)]
+    app.unwatch(entry(trakt, 2))
+    await rig.sync(full=True)  # the untick of s1e2 queued
+    log(serializd, 1, 2, ago(0))  # in the app, meanwhile
+    await rig.deliver()
+    assert (BB, serializd.shows[BB].seasons[1].id, 2) in serializd.user.ticks
+    for full in (False, True, False, True):
+        result = await rig.sync_and_deliver(full=full)
+        assert trakt_plays(trakt) == [(1, 1, ago(3)[:10]), (1, 2, ago(0)[:10])]
+    assert [a for p in result.plans for a in p.plan.actions] == []
+
+
 @pytest.mark.parametrize("days_ago", [3, 30])  # 30: copied, not read back under its Trakt id
 async def test_a_play_removed_on_trakt_then_logged_again_on_serializd_reaches_trakt(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, days_ago: float
