@@ -172,7 +172,7 @@ def test_anilist_episodes_plex_numbers_in_a_tvdb_order_are_listed_with_the_fix(
     assert "fix: set the show to The Movie Database ordering in Plex" in listed
     said = [x for x in run(path, "status").splitlines() if x.startswith("anime:")]
     assert len(said) == 1 and "alex: Plex numbers 'Bleach'" in said[0], said
-    assert "(TMDB S2E1-5)" in said[0] and "services.serializd" in said[0]
+    assert "numbered S2E1-5 are not linked" in said[0] and "services.serializd" in said[0]
     with AppThread(create_app(runtime_for(path))) as app:
         status = httpx.get(f"{app.url}/api/status").json()
     assert [(t["title"], t["episodes"]) for t in status["anime_numbered_apart"]] == [
@@ -186,3 +186,49 @@ def test_anilist_episodes_plex_numbers_in_a_tvdb_order_are_listed_with_the_fix(
     assert plex.user_state("6005").get("viewCount") == 1
     assert "server-order" not in run(path, "anime", "unmatched")
     assert not [x for x in run(path, "status").splitlines() if x.startswith("anime:")]
+
+
+AOT, AOT_PART_2 = 1429, 131681  # AoT Final Season Part 2: TMDB and TheTVDB alike S4E17-28
+
+
+def test_episodes_plex_numbers_in_tvdb_aired_order_are_linked_only_where_tmdb_numbers_alike(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """In TheTVDB's aired order Plex's Bleach S2 is the first series' second season, while
+    AniList's TYBW is TMDB's S2: by numbers, AniList's episodes would be written to the old
+    ones, and Plex's plays of those counted for TYBW. Neither happens: they are listed. AoT's
+    S4 is numbered alike on both (the mapping places the same AniList episodes there), and
+    is linked as before."""
+    plex, anilist, datasets = fakes(start_fake)
+    week_ago = int(time.time() - 7 * DAY)
+    for media, count, progress in ((TYBW, 13, 5), (AOT_PART_2, 12, 4)):
+        anilist.add_media(media, episodes=count)
+        anilist.add_entry(
+            media, episodes=count, status="CURRENT", progress=progress, updated_at=week_ago
+        )
+    plex.add_show("500", "Bleach", 2004, [f"tmdb://{BLEACH}", "tvdb://74796"], ordering="aired")
+    for season, count in ((1, 20), (2, 21), (17, 13)):  # TheTVDB's aired seasons
+        for n in range(1, count + 1):
+            plex.add_episode(f"5{season:02}{n:02}", "500", season, n)
+    plex.watch("50208", time.time() - DAY)  # the old S2E8, not TYBW's 8th
+    plex.add_show(
+        "700", "Attack on Titan", 2013, [f"tmdb://{AOT}", "tvdb://267440"], ordering="aired"
+    )
+    for n in range(1, 29):
+        plex.add_episode(f"704{n:02}", "700", 4, n)
+    path = link_config(tmp_path, plex, anilist, datasets)
+
+    run(path, "sync", "--link", "plex-anilist")
+
+    assert [n for n in range(1, 22) if plex.user_state(f"502{n:02}").get("viewCount")] == [8]
+    assert anilist.snapshot()[TYBW]["progress"] == 5
+    assert [n for n in range(1, 29) if plex.user_state(f"704{n:02}").get("viewCount")] == [
+        17,
+        18,
+        19,
+        20,
+    ]
+    listed = run(path, "anime", "unmatched")
+    assert f"episode:tmdb:{BLEACH} 'Bleach'  [server-order]  6 episodes: S2E1-5, S2E8" in listed
+    assert "whose S2E1 may be another episode than TMDB's S2E1" in listed, listed
+    assert "Attack on Titan" not in listed

@@ -34,6 +34,7 @@ from watchbridge.readers.plex import (
     Written,
     build_side,
     make_reader,
+    numbered_apart_items,
     renumbering,
 )
 from watchbridge.reconcile import Play, Side, plan, without_waiting
@@ -748,3 +749,42 @@ async def test_an_imdb_id_trakt_gives_two_episodes_names_neither(
     plex.add_episode("402", "400", 1, 2, ["imdb://tt0636289", "tvdb://127132"])
     plex.watch("401", T0)
     assert await items(reader) == ["episode:tmdb:4607:s1e1"]
+
+
+def test_with_nothing_to_renumber_by_only_numbers_known_alike_are_linked() -> None:
+    """An AniList link with no Trakt or Serializd: absolute order's season 1 counts episodes
+    as TMDB's season 1 does; aired order where the mapping says both numbers are one
+    episode (and the show has both ids); DVD order, and seasons other than aired ones whose
+    every episode is alike, never."""
+    alike = {(TMDB, 305089, 1, 1)}  # the mapping: TMDB S1E1 is TheTVDB's aired S1E1
+
+    def same(tmdb: int, tvdb: int, season: int, number: int) -> bool:
+        return (tmdb, tvdb, season, number) in alike
+
+    def show(rk: str, ordering: str, tvdb: str | None = "305089") -> LibraryItem:
+        return LibraryItem(rk, "show", rk, ids=Ids(tmdb=str(TMDB), tvdb=tvdb), ordering=ordering)
+
+    shows = [show("1", "absolute"), show("2", "aired"), show("3", "dvd"), show("4", "aired", None)]
+    episodes = [
+        LibraryItem(
+            f"{s.rating_key}{n}",
+            "episode",
+            season=season,
+            number=number,
+            parent_rating_key=f"{s.rating_key}s{season}",
+            grandparent_rating_key=s.rating_key,
+        )
+        for s in shows
+        for n, (season, number) in enumerate(((1, 1), (1, 2), (2, 1)))
+    ]
+    seasons = [
+        LibraryItem(f"{s.rating_key}s{n}", "season", season=n, parent_rating_key=s.rating_key)
+        for s in shows
+        for n in (1, 2)
+    ]
+    library = Library(shows=shows, seasons=seasons, episodes=episodes)
+
+    apart = numbered_apart_items(library, same)
+
+    linked = {e.rating_key for e in episodes + seasons} - apart
+    assert linked == {"10", "11", "20"}

@@ -1632,6 +1632,21 @@ class AnimeIndex:
         assert self._reverse is not None
         return (scheme, show, None) in self._reverse
 
+    def same_numbers(self, tmdb_show: int, tvdb_show: int, season: int, number: int) -> bool:
+        """Whether TMDB's and TheTVDB's (aired order) `season` and `number` are one episode:
+        the datasets place the same AniList entry's same episode at both. Unknown (either
+        unmapped, or ambiguous) is not the same."""
+        there = self.anilist_for(tmdb_show, season, number, "tmdb", parts=True)
+        return isinstance(there, tuple) and there == self.anilist_for(
+            tvdb_show, season, number, "tvdb", parts=True
+        )
+
+    def knows_show(self, show: int, scheme: Scheme = "tmdb") -> bool:
+        """Whether some entry maps onto `show` (an anime, as far as the datasets tell)."""
+        if self._reverse is None:
+            self._build_reverse()
+        return (scheme, show) in self._shows
+
 
 # --------------------------------------------------------------------------- absolute numbers
 

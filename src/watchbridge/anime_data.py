@@ -803,7 +803,7 @@ def unmatched_records(store: Any, profiles: Iterable[str]) -> list[UnmatchedReco
 
 
 def numbered_apart_titles(store: Any, profiles: Iterable[str]) -> list[UnmatchedGroup]:
-    """The titles whose AniList episodes a media server numbers its own way, one group per
+    """The titles whose episodes a media server numbers its own way, one group per
     profile and show (`SERVER_ORDER`), newest first: `watchbridge status` and `/api/status`."""
     return group_unmatched(r for r in unmatched_records(store, profiles) if r.code == SERVER_ORDER)
 
@@ -813,5 +813,6 @@ def numbered_apart_message(group: UnmatchedGroup) -> str:
     count = len(group.records)
     return (
         f"{group.profile}: Plex numbers {group.title or group.key!r} in a TheTVDB ordering, so "
-        f"{count} AniList episode(s) (TMDB {group.episodes}) are not written to it; {group.fix}"
+        f"the plays of {count} episode(s) numbered {group.episodes} are not linked between "
+        f"AniList and Plex; {group.fix}"
     )

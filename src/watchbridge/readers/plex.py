@@ -57,7 +57,7 @@ import math
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -76,6 +76,7 @@ from watchbridge.errors import ConfigError
 from watchbridge.http import ServiceError
 from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
+from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.readers import Clock, SideRead, some_titles
@@ -299,6 +300,21 @@ class OwnOrder:
     ordering: str  # "aired" | "dvd" | "absolute"
 
 
+@dataclass(frozen=True)
+class Apart:
+    """What a read found of the shows in a TheTVDB ordering that nothing renumbers (an
+    AniList link with no Trakt or Serializd): the shows by TMDB id; the item keys of the
+    episodes Plex lists at numbers that may name another episode on TMDB (`withheld`: not
+    linked); of those, the ones watched in Plex, of shows the anime mapping knows."""
+
+    shows: Mapping[str, OwnOrder] = field(default_factory=dict)
+    withheld: frozenset[str] = frozenset()
+    watched: frozenset[str] = frozenset()
+
+
+# (TMDB show, TheTVDB show, season, number) -> whether both numberings name one episode there
+SameNumbers = Callable[[int, int, int, int], bool]
+
 _ORDERING_WORDS = {"aired": "aired", "dvd": "DVD", "absolute": "absolute"}
 _EPISODE = re.compile(r"episode:tmdb:([^:]+):s(\d+)e(\d+)")
 
@@ -312,25 +328,78 @@ def own_orders(library: Library) -> dict[str, OwnOrder]:
     }
 
 
-def numbered_apart(
-    other: Side, catalog: AbstractSet[str], shows: Mapping[str, OwnOrder]
-) -> dict[str, Unmatched]:
-    """The other side's plays of episodes of `shows` (Plex numbers them in a TheTVDB ordering,
-    and nothing renumbers them) that Plex has no episode at: the link can never write them.
-    By item key. Pure."""
+def numbered_alike(show: LibraryItem, season: int, number: int, same: SameNumbers) -> bool:
+    """Whether Plex's `season` and `number` of an episode of `show` (in a TheTVDB ordering)
+    are TMDB's for the same episode. Absolute: season 1 is the show's episodes counted from
+    its first, as TMDB's season 1 counts them. Aired: where the anime mapping places one
+    AniList episode at both. DVD: nothing tells where TheTVDB's DVD order puts an episode."""
+    if show.ordering == "absolute":
+        return season == 1
+    tmdb, tvdb = whole(show.ids.tmdb), whole(show.ids.tvdb)
+    if show.ordering != "aired" or tmdb is None or tvdb is None:
+        return False
+    return same(tmdb, tvdb, season, number)
+
+
+def numbered_apart_items(library: Library, same: SameNumbers) -> frozenset[str]:
+    """The ratingKeys of the episodes and seasons of shows in a TheTVDB ordering whose Plex
+    numbers may name another episode or season on TMDB (`numbered_alike`): linked by those
+    numbers, AniList's episode would be written to another one, and Plex's play would be
+    counted for another AniList episode. A season is alike only in an aired order, where its
+    every episode is. Pure."""
+    shows = {show.rating_key: show for show in tvdb_ordered(library)}
+    apart: set[str] = set()
+    seasons: dict[tuple[str, int], bool] = {}
+    for episode in library.episodes:
+        show = shows.get(episode.grandparent_rating_key or "")
+        if show is None or episode.season is None or episode.number is None:
+            continue
+        alike = numbered_alike(show, episode.season, episode.number, same)
+        if not alike:
+            apart.add(episode.rating_key)
+        where = (show.rating_key, episode.season)
+        seasons[where] = seasons.get(where, True) and alike
+    for season in library.seasons:
+        show = shows.get(season.parent_rating_key or "")
+        if show is None or season.season is None:
+            continue
+        alike = show.ordering == "aired" and seasons.get((show.rating_key, season.season), False)
+        if not alike:
+            apart.add(season.rating_key)
+    return frozenset(apart)
+
+
+def numbered_apart(other: Side, catalog: AbstractSet[str], apart: Apart) -> dict[str, Unmatched]:
+    """The episodes of `apart.shows` (Plex numbers them in a TheTVDB ordering, and nothing
+    renumbers them) the link cannot link: the other side's plays of those Plex has no episode
+    at, or one that may be another episode (`apart.withheld`), and Plex's plays of the
+    latter. By item key. Pure."""
     found: dict[str, Unmatched] = {}
-    for item in {play.item for play in other.plays} - catalog:
+    items = ({play.item for play in other.plays} - catalog) | apart.watched
+    for item in items:
         match = _EPISODE.fullmatch(item)
-        show = shows.get(match.group(1)) if match else None
+        show = apart.shows.get(match.group(1)) if match else None
         if match is None or show is None:
             continue
         ordering = _ORDERING_WORDS.get(show.ordering, show.ordering)
-        found[item] = Unmatched(
-            f"Plex numbers {show.title!r} in TheTVDB's {ordering} order, which has no "
-            f"S{match.group(2)}E{match.group(3)}: that is TMDB's number of the episode, and "
-            "with no Trakt or Serializd to look its number up in, it is not written to Plex",
-            SERVER_ORDER,
-        )
+        numbers = f"S{match.group(2)}E{match.group(3)}"
+        if item in apart.withheld:
+            why = {
+                "dvd": "nothing places TMDB's episodes in TheTVDB's DVD order",
+                "absolute": "only its season 1 counts episodes as TMDB's does",
+            }.get(show.ordering, "the anime mapping does not place one AniList episode at both")
+            reason = (
+                f"Plex numbers {show.title!r} in TheTVDB's {ordering} order, whose {numbers} "
+                f"may be another episode than TMDB's {numbers} ({why}): with no Trakt or "
+                "Serializd to look it up in, its plays are not linked between AniList and Plex"
+            )
+        else:
+            reason = (
+                f"Plex numbers {show.title!r} in TheTVDB's {ordering} order, which has no "
+                f"{numbers}: that is TMDB's number of the episode, and with no Trakt or "
+                "Serializd to look its number up in, it is not written to Plex"
+            )
+        found[item] = Unmatched(reason, SERVER_ORDER)
     return found
 
 
@@ -1788,8 +1857,8 @@ class PlexReader:
         # The server's machine id as asked this run by anyone (`_identity`): asked once.
         self._machine_asked: str | None = None
         # Per profile, as the last read found them: shows in a TheTVDB ordering that nothing
-        # renumbers (no Trakt or Serializd for an AniList link), by TMDB id.
-        self._own_orders: dict[str, dict[str, OwnOrder]] = {}
+        # renumbers (no Trakt or Serializd for an AniList link), and their episodes held apart.
+        self._apart: dict[str, Apart] = {}
 
     @property
     def requests_sent(self) -> int:
@@ -2112,8 +2181,8 @@ class PlexReader:
         return SideRead(built.side, cursors, listed, built.aliases)
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
-        if "anilist" in self.link.services and profile in self._own_orders:
-            found = numbered_apart(other, own.catalog or frozenset(), self._own_orders[profile])
+        if "anilist" in self.link.services and profile in self._apart:
+            found = numbered_apart(other, own.catalog or frozenset(), self._apart[profile])
             await asyncio.to_thread(self._report_apart, profile, found)
         return own
 
@@ -2123,7 +2192,7 @@ class PlexReader:
         from watchbridge.anime_data import UnmatchedRecord, link_source, replace_unmatched
 
         now, source = self.clock(), link_source(SERVICE, "numbering")
-        shows = self._own_orders[profile]
+        shows = self._apart[profile].shows
         records = [
             UnmatchedRecord(
                 profile,
@@ -2148,19 +2217,20 @@ class PlexReader:
     async def _renumbered(self, profile: str, library: Library, full: bool) -> Renumbering:
         """The episodes of shows in a TheTVDB ordering, numbered as the other side does."""
         shows = tvdb_ordered(library)
-        self._own_orders[profile] = own_orders(library) if self.numbering is None else {}
+        self._apart[profile] = Apart()
         if not shows:
             return Renumbering()
         titles = ", ".join(sorted(s.title or s.rating_key for s in shows))
         if self.numbering is None:
             if full:
                 log.warning(
-                    "plex shows in a TheTVDB episode ordering are linked by Plex's numbers, "
-                    "which may name other episodes on the other side: set them to The Movie "
-                    "Database ordering in Plex (Edit > Advanced)",
+                    "plex shows in a TheTVDB episode ordering are linked only where Plex's "
+                    "numbers are known to be the other side's (see `watchbridge anime "
+                    "unmatched`): set them to The Movie Database ordering in Plex (Edit > "
+                    "Advanced)",
                     extra={"profile": profile, "shows": titles},
                 )
-            return Renumbering()
+            return await self._held_apart(profile, library)
         watched: dict[str, list[Ids]] = defaultdict(list)
         for episode in library.episodes:
             if episode.view_count > 0:
@@ -2197,6 +2267,42 @@ class PlexReader:
                 },
             )
         return found
+
+    async def _held_apart(self, profile: str, library: Library) -> Renumbering:
+        """With nothing to renumber them by, the episodes (and seasons) of shows in a TheTVDB
+        ordering whose Plex numbers may name others on TMDB are withheld: a wrong write is
+        worse than none. Which ones the anime mapping tells (refreshed when due, as the
+        AniList side's read would: that read then finds it current); with no dataset yet,
+        every episode but an absolute order's season 1."""
+        from watchbridge import anime_data
+
+        data = anime_data.from_config(self.config)
+        try:
+            index = await data.index()
+        finally:
+            await data.aclose()
+        withheld = numbered_apart_items(library, index.same_numbers)
+        shows = {s.rating_key: s for s in tvdb_ordered(library)}
+        withheld_keys: set[str] = set()
+        watched: set[str] = set()
+        for episode in library.episodes:
+            show = shows.get(episode.grandparent_rating_key or "")
+            if episode.rating_key not in withheld or show is None:
+                continue
+            key = episode_key(_show_ids(episode, shows), episode.season, episode.number)
+            if key is None:
+                continue
+            withheld_keys.add(key)
+            tmdb, tvdb = whole(show.ids.tmdb), whole(show.ids.tvdb)
+            anime = (tmdb is not None and index.knows_show(tmdb, "tmdb")) or (
+                tvdb is not None and index.knows_show(tvdb, "tvdb")
+            )
+            if anime and episode.view_count > 0:
+                watched.add(key)
+        self._apart[profile] = Apart(
+            own_orders(library), frozenset(withheld_keys), frozenset(watched)
+        )
+        return Renumbering(withheld=withheld)
 
     # ------------------------------------------------------------------ reads
 
