@@ -443,6 +443,30 @@ def test_a_rewatch_begun_and_set_aside_between_two_reads_keeps_the_first_viewing
     assert later.states == read.states
 
 
+@pytest.mark.parametrize("aside", [3, 0])
+def test_a_rewatch_set_aside_then_set_to_watching_at_0_is_the_rewatch_restarted(
+    aside: int,
+) -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    paused = read_on([entry(status="PAUSED", progress=aside, updated_at=UPDATED + 100)], done)
+    # Set to Watching at 0: the rewatch begins again, the first viewing stays watched.
+    restart = entry(progress=0, updated_at=UPDATED + 200)
+    again = read_on([restart], paused)
+    assert plays_of(again.side) == plays_of(done.side)
+    later = read_on([restart], again)  # and on every read after
+    assert plays_of(later.side) == plays_of(done.side)
+    # The episodes logged since are the rewatch's, and its end brings the rest of it.
+    logged = read_on([entry(progress=2, updated_at=UPDATED + 300)], later)
+    rewatch = sorted((p.item, p.at) for p in logged.side.plays if ":r1:" in p.record)
+    assert rewatch == [(key(1), UPDATED + 300), (key(2), UPDATED + 300)]
+    assert len(logged.side.plays) == 12 + 2
+    end = read_on([entry(status="COMPLETED", progress=12, updated_at=UPDATED + 400)], logged)
+    assert len(end.side.plays) == 12 + 12
+    assert plays_of(read_on([entry(status="COMPLETED", progress=12)], end).side) == plays_of(
+        end.side
+    )
+
+
 def test_a_completed_entry_paused_at_its_full_progress_is_no_rewatch() -> None:
     done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
     paused = anilist_side([entry(status="PAUSED", progress=12)], done.states, done.side, table)

@@ -11,7 +11,8 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
 - A rewatch (REPEATING) adds a second pass of plays; passes completed before the first sync
   are not invented (AniList keeps a count, not dates). A rewatch begun and paused or dropped
   between two reads (last read completed, now paused or dropped with a lower progress:
-  `rewatch_set_aside`) is one too: the first viewing stays, the progress is the rewatch's.
+  `rewatch_set_aside`) is one too: the first viewing stays, the progress is the rewatch's,
+  also once it is set to watching again (at a lower progress, 0 included: restarted).
   So is a finished entry set back to watching at a lower progress (`relogged`: how AniList
   users begin a rewatch or reset an entry), except that the lowering itself watched nothing:
   only the episodes logged after it are the rewatch's plays (`<entry id>:w<pass>:<episode>`).
@@ -117,7 +118,8 @@ class EntryState:
     """What the last read saw of one entry (kept in the cursors to spot steps, rewatches and
     score changes). `media`/`episodes`/`score`/`score_at` are 0/None in states saved by
     older releases: their score then counts as first seen. `set_aside`: a rewatch paused or
-    dropped (`rewatch_set_aside`): its progress is the rewatch's, the first viewing finished.
+    dropped, or set to watching since (`rewatch_set_aside`): its progress is the rewatch's,
+    the first viewing finished.
     `again_from`/`relogging`: rewatches begun by setting the entry back to watching
     (`relogged`)."""
 
@@ -190,8 +192,15 @@ def rewatch_set_aside(entry: ListEntry, before: EntryState | None) -> bool:
     own progress) and paused it between two reads, so this read never saw it rewatching. Or
     when the last read found it so already. A completed title's episodes stay watched: the
     lower progress is the rewatch's, not an unwatch (the delivery target reads it the same way,
-    `deliver.anilist.set_aside_rewatch`). Pure."""
-    if entry.status not in STOPPED_STATUSES or before is None or entry.repeat != before.repeat:
+    `deliver.anilist.set_aside_rewatch`). A rewatch set aside and then set to watching (at
+    any progress, 0 included) goes on, as a rewatch set back to watching does (`relogged`): the
+    first viewing stays, the progress is the rewatch's, lowered it takes only the rewatch's
+    own plays past it, and the episodes logged since are the rewatch's. Pure."""
+    if before is None or entry.repeat != before.repeat:
+        return False
+    if entry.status == "CURRENT":
+        return before.set_aside
+    if entry.status not in STOPPED_STATUSES:
         return False
     if before.set_aside:
         return True
