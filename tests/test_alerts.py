@@ -7,6 +7,8 @@ import contextlib
 import logging
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -19,6 +21,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.alerts import (
+    DEFAULT_TIMEOUT,
     LEASE_MARGIN,
     RELOAD_EVERY,
     AlertBook,
@@ -959,6 +962,59 @@ async def test_an_alert_a_killed_sync_was_sending_goes_out_once_its_lease_has_la
     finally:
         answer.set()
         await sending
+
+
+# A `watchbridge sync` from cron sending an alert: its clock set back by its first argument,
+# as if its send had begun that long ago (the lease of a send runs Apprise's timeout and a
+# margin: a test must not wait it out).
+A_SYNC_SENDING = """
+import asyncio
+import sys
+import time
+from pathlib import Path
+from watchbridge.alerts import Notifier
+from watchbridge.config import load_config
+from watchbridge.store import Store
+config = load_config(Path(sys.argv[1]))
+notifier = Notifier(config.alerts, clock=lambda: time.time() - float(sys.argv[2]))
+notifier.remember_in(Store.open(config.storage.path))
+asyncio.run(notifier.notify("service_unreachable", "Serializd unreachable", "15m", "serializd"))
+"""
+
+
+def test_the_service_sends_an_alert_a_killed_sync_was_sending_as_soon_as_it_is_due(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The sync is killed mid-send; the service, started meanwhile, sends the alert once the
+    send's lease and the back-off are over: not at the next hourly housekeeping (as before:
+    nothing else sent it in a setup where no other alert comes along)."""
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        f"alerts: {{urls: ['{receiver.apprise_url}'], throttle: 2s}}\n"
+        "services: {serializd: {}}\n",
+        port,
+    )
+    on_its_way, let_go = threading.Event(), threading.Event()
+    receiver.refuse_next(lambda: (on_its_way.set(), let_go.wait(30)))
+    sync = subprocess.Popen(
+        [sys.executable, "-c", A_SYNC_SENDING, str(config), str(DEFAULT_TIMEOUT + LEASE_MARGIN - 2)]
+    )
+    try:
+        assert on_its_way.wait(30), "the sync sent nothing"
+        sync.kill()  # mid-send: its lease ends in 2 s
+        sync.wait()
+    finally:
+        let_go.set()  # its refusal goes to no one
+    service = ServiceProcess(config, port).start()  # before the lease ends: not due yet
+    try:
+        deadline = time.monotonic() + 15  # 2 s of lease, 2 s of back-off, and a busy machine
+        while not receiver.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        service.terminate()
+    assert titles(receiver) == ["Serializd unreachable"], service.output()
+    assert receiver.messages[0]["message"] == "15m"
 
 
 async def test_a_failed_alert_whose_take_back_hit_a_locked_database_is_retried(

@@ -571,6 +571,7 @@ class Notifier:
         # Failed alerts by condition: when they failed, their title and body (see notify).
         self._unsent: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._resending: asyncio.Task[None] | None = None  # see _send_unsent_soon
+        self._on_owed: Callable[[], None] | None = None  # see call_when_owed
         self._apprise, self.invalid_urls = _build_apprise(config.urls, timeout)
         self._failing: Failing | None = None
         # A notifier down for hours fails every alert tried (and each owed one again): the log
@@ -681,6 +682,8 @@ class Notifier:
         )
         if result == FAILED and owed is not None:  # kept in the database (`retry_failed`)
             self._unsent[kind, key] = (self._clock(), title, body)
+            if self._on_owed is not None:
+                self._on_owed()
             await self._conditions.update(
                 kind, key, self._clock(), lambda known: (self._book.owe(known, *owed), None)
             )
@@ -690,8 +693,8 @@ class Notifier:
 
     async def send_unsent(self, skip: tuple[str, str] | None = None) -> None:
         """Send again the failed alerts whose back-off has passed (but `skip`: its own call
-        is about to report it). Every report and resolve does; housekeeping too, hourly, for
-        a setup where nothing else comes along."""
+        is about to report it). Every report and resolve does; the service's maintenance too,
+        as each comes due (`owed_due_in`), for a setup where nothing else comes along."""
         now = self._clock()
         due = [
             ident
@@ -702,6 +705,19 @@ class Notifier:
             entry = self._unsent.pop((kind, key), None)
             if entry is not None:  # not sent meanwhile by a concurrent call
                 await self._notify(kind, entry[1], entry[2], key)
+
+    def owed_due_in(self) -> float | None:
+        """Seconds until the first failed alert is due to be sent again (0: it is); None when
+        none is owed."""
+        if not self._unsent:
+            return None
+        first = min(failed_at for failed_at, _, _ in self._unsent.values())
+        return max(first + self._book.backoff - self._clock(), 0.0)
+
+    def call_when_owed(self, wake: Callable[[], None] | None) -> None:
+        """Have `wake` called each time an alert fails to go out (None: no longer): the
+        service's maintenance then sets its timer by `owed_due_in`."""
+        self._on_owed = wake
 
     def _send_unsent_soon(self, skip: tuple[str, str] | None = None) -> None:
         """`send_unsent` in the background, one at a time: a notification host that hangs

@@ -30,6 +30,9 @@ KEEP_DONE = 7 * 86400.0  # delivered rows and their events stay a week, for diag
 # paused on the credits reports that viewing again when it wakes up, weeks later maybe, and
 # without its session that report would be a second play.
 KEEP_SESSIONS = KEEP_MARKS
+# Alerts owed are sent as they come due, at most this often: alerts.throttle 0 (no back-off
+# after a failed send) must not make a channel that is down be tried in a tight loop.
+OWED_AT_MOST_EVERY = 5.0
 ALERTED = "alerted"  # cache namespace: alerts already sent, by key
 ALERTED_TTL = 400 * 86400.0  # longer than a token lives
 
@@ -38,26 +41,54 @@ class Maintenance:
     name = "maintenance"
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        from watchbridge.scheduler import reported
         from watchbridge.wiring import trakt_client
 
         # One Trakt client for every round: what Trakt said to a refresh (refused for good, or
         # its sign-in host down) is remembered, so an idle sign-in is not asked about hourly.
         trakt = trakt_client(runtime.config, runtime)
+        notifier = runtime.notifier
+        # An alert that failed to go out, or that a stopped or killed process was sending, is
+        # sent again as it comes due: not an hour later at the next housekeeping, when no
+        # other alert comes along to take it. Woken by a new one; else no wake-up for it.
+        owed = asyncio.Event()
+        notifier.call_when_owed(owed.set)
         kept_at: float | None = None
+        noted_at: float | None = None
+        resent_at = -OWED_AT_MOST_EVERY
         try:
             while not stop.is_set():
-                # What the next start compares with (downtime.py): a write every few minutes.
-                await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
+                if noted_at is None or time.monotonic() - noted_at >= ALIVE_EVERY:
+                    # What the next start compares with (downtime.py): a write every few minutes.
+                    noted_at = time.monotonic()
+                    await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
                 if kept_at is None or time.monotonic() - kept_at >= EVERY:
                     kept_at = time.monotonic()
-                    await housekeeping(runtime, trakt, stop)
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=ALIVE_EVERY)
-                except TimeoutError:
-                    continue
+                    await housekeeping(runtime, trakt, stop)  # sends the alerts owed too
+                elif notifier.owed_due_in() == 0.0:
+                    resent_at = time.monotonic()
+                    await reported(stop, notifier.send_unsent())
+                owed.clear()
+                due_in = notifier.owed_due_in()
+                wait = ALIVE_EVERY - (time.monotonic() - noted_at)
+                if due_in is not None:
+                    since = time.monotonic() - resent_at
+                    wait = min(wait, max(due_in, OWED_AT_MOST_EVERY - since))
+                await _woken(stop, owed, wait)
         finally:
+            notifier.call_when_owed(None)
             if trakt is not None:
                 await trakt.aclose()
+
+
+async def _woken(stop: asyncio.Event, owed: asyncio.Event, timeout: float) -> None:
+    """Wait until the stop, an alert newly owed, or `timeout` seconds."""
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(owed.wait())}
+    try:
+        await asyncio.wait(waits, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 async def housekeeping(
