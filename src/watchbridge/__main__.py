@@ -9,6 +9,8 @@ lost, and the container was killed 10 s later.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -26,11 +28,41 @@ def main() -> None:
     # again to this process).
     signal.signal(signal.SIGTERM, _terminated)
     try:
+        _run()
+    except SystemExit as exit:
+        _not_waiting_for_alert_sends(exit.code)
+        raise
+    _not_waiting_for_alert_sends(0)
+
+
+def _run() -> None:
+    try:
         run = _cli()
         run()
     except KeyboardInterrupt:  # before the CLI's own handling (its imports), or after it
         print("aborted", file=sys.stderr, flush=True)
         sys.exit(130)
+
+
+def _not_waiting_for_alert_sends(code: str | int | None) -> None:
+    """End the process now if an alert send Apprise gave up on still runs on its thread: a
+    stop cut it short, or it outlasted its timeout. Python waits at exit for such threads,
+    for as long as the notification host takes (the URL's read timeout, `rto`, at the least:
+    a stop as a container's first process or by Ctrl-C waited 30 s with `rto=30`). Nothing
+    is lost: the alert is owed in the database (sent by the next start, maybe a second
+    time). The log and output are flushed first: they are all the exit skips."""
+    if "apprise" not in sys.modules:  # no alert was sent: nothing to wait for
+        return
+    from watchbridge.alerts import sends_left_running
+
+    if not sends_left_running():
+        return
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def _cli() -> Callable[[], object]:

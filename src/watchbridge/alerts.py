@@ -916,6 +916,14 @@ class Notifier:
         return result
 
 
+def sends_left_running() -> bool:
+    """True while an alert send Apprise gave up on (cut short by a stop, or past its timeout)
+    still runs on Apprise's worker thread, which the process's exit would wait for. Apprise's
+    own CLI asks so before its exit; a release without the question: as if none ran."""
+    still_running = getattr(apprise.apprise, "any_abandoned_calls_still_running", None)
+    return still_running is not None and bool(still_running())
+
+
 def _build_apprise(urls: list[Secret], timeout: float) -> tuple[apprise.Apprise, list[str]]:
     """An Apprise loaded with every valid URL, and a message per invalid one (never its text)."""
     asset = apprise.AppriseAsset(
