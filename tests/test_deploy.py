@@ -919,7 +919,11 @@ def test_compose_runs_watchbridge_with_volumes_port_and_optional_env_file() -> N
 )
 def test_every_package_gives_a_stop_the_time_the_shutdown_takes(grace: str) -> None:
     seconds = int(grace.removesuffix("s"))
-    assert seconds >= ServerConfig().shutdown_timeout + 2 + 1  # the drain, the loop
+    # A stop ends its work within server.shutdown_timeout of the signal (open connections'
+    # 2 s drain and background work inside it; an alert send left running not waited for),
+    # then makes its final writes (the alive note, closing the database): well under a
+    # second. A kill in them loses nothing (noted alive at the signal; queues in SQLite).
+    assert seconds >= ServerConfig().shutdown_timeout + 1
 
 
 def test_compose_bounds_the_containers_log() -> None:

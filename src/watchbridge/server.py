@@ -21,7 +21,8 @@ from watchbridge.errors import WatchbridgeError
 
 log = logging.getLogger(__name__)
 
-# Open connections get this long after SIGTERM; background work then gets shutdown_timeout.
+# Open connections get this long after SIGTERM; background work, told at once, gets
+# shutdown_timeout from the signal (the drain is inside it).
 CONNECTION_DRAIN_SECONDS = 2
 GIL_SWITCH_SECONDS = 0.0005
 # A request's line and headers must have come in full this long after its connection opened or
