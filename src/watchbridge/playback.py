@@ -105,10 +105,11 @@ class Intent:
     earlier: bool = False  # a play of an earlier viewing: the current one's live state stands
 
 
-def session_key(event: MediaEvent) -> str:
+def session_key(event: MediaEvent, item_key: str | None = None) -> str:
     """The session an event belongs to: its playback on its player, or for a manual mark that
-    names no player the item's marks, where completed viewings are recorded too."""
-    return _session_key(event, event.item.key())
+    names no player the item's marks, where completed viewings are recorded too. `item_key`:
+    `event.item.key()`, when the caller has it already."""
+    return _session_key(event, event.item.key() if item_key is None else item_key)
 
 
 def _session_key(event: MediaEvent, item_key: str) -> str:
@@ -138,15 +139,15 @@ def remembers_rating(event: MediaEvent) -> bool:
     return event.action == "rate" and event.source in RATINGS_SENT_AGAIN
 
 
-def completion_key(event: MediaEvent) -> str | None:
+def completion_key(event: MediaEvent, item_key: str | None = None) -> str | None:
     """Where a viewing this event completes or begins is recorded too: the item's marks, so
     that a mark soon after it ends is the same play (Jellyfin's "mark played" after watching to
     the end), a re-mark after it began again is not taken for one of a viewing counted
     already, and another player finishing the viewing counts it once. None for marks of the
-    marks session itself, and for ratings."""
+    marks session itself, and for ratings. `item_key` as in `session_key`."""
     if marks_itself(event) or event.action == "rate":  # a rating is no viewing
         return None
-    return _marks_key(event, event.item.key())
+    return _marks_key(event, event.item.key() if item_key is None else item_key)
 
 
 class Report(NamedTuple):
@@ -368,29 +369,40 @@ def decide(
     threshold: float,
     now: float,
     marks: Session | None = None,
+    *,
+    at: float | None = None,
+    key: str | None = None,
 ) -> tuple[Session | None, list[Intent]]:
     """The next session state and the intents this event produces (`marks`: the item's marks
-    session, with its last completion on any player). Pure."""
-    new_session, intents = _decide(session, event, threshold, now, marks)
+    session, with its last completion on any player). Pure. `at`: when the event happened, if
+    not at the time it names (`occurred_at`), else `now`; `key`: its `session_key`, when the
+    caller has it already."""
+    at = (event.occurred_at or now) if at is None else at
+    key = session_key(event) if key is None else key
+    new_session, intents = _decide(session, event, threshold, at, key, marks)
     if event.companion:  # what is playing now is the file's first episode
         intents = [i for i in intents if i.kind != "watching"]
     return new_session, intents
 
 
 def _decide(
-    session: Session | None, event: MediaEvent, threshold: float, now: float, marks: Session | None
+    session: Session | None,
+    event: MediaEvent,
+    threshold: float,
+    at: float,
+    key: str,
+    marks: Session | None,
 ) -> tuple[Session | None, list[Intent]]:
-    at = event.occurred_at or now
     if event.action == "rate":
         # To the second: rate 8, clear, rate 8 within a minute are three changes, not two.
         second = int(at)
         if event.rating is None:  # Plex's media.rate without stars, our generic rating 0
             return session, [Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)]
-        key = f"rate:{event.item.key()}:{event.rating}:{second}"
-        intent = Intent("rating", key, at, rating=event.rating)
+        rating_key = f"rate:{event.item.key()}:{event.rating}:{second}"
+        intent = Intent("rating", rating_key, at, rating=event.rating)
         if not remembers_rating(event):
             return session, [intent]
-        rated = Session(session_key(event), "rated", float(event.rating), 0, at, at)
+        rated = Session(key, "rated", float(event.rating), 0, at, at)
         if session is not None and session.state == "rated" and session.progress == event.rating:
             return rated, []  # the rating it sent before, sent again with a favourite or like
         return rated, [intent]
@@ -402,7 +414,6 @@ def _decide(
         unmarked = Session(session.key, "unmarked", session.progress, session.generation, at)
         return unmarked, []
 
-    key = session_key(event)
     if _earlier_viewing(session, event, at):
         # A history script sending old viewings: a play of its own; the session's viewing
         # goes on.

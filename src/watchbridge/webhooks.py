@@ -250,14 +250,16 @@ def rows_for(
     event: MediaEvent,
     intents: Sequence[Intent],
     item: dict[str, object] | None = None,
+    item_key: str | None = None,
 ) -> list[NewOutboxRow]:
     """One outbox row per (intent, target) that takes it; a newer live state supersedes older
     pending ones.
 
-    `item` is `ref_to_dict(event.item)` when the caller has it already."""
+    `item` is `ref_to_dict(event.item)` and `item_key` `event.item.key()` when the caller has
+    them already."""
     rows = []
     item = ref_to_dict(event.item) if item is None else item
-    item_key = event.item.key()
+    item_key = event.item.key() if item_key is None else item_key
     if event.item.kind == "movie":  # no row that could only be skipped: the answer's count is true
         targets = [target for target in targets if target not in TV_ONLY]
     for intent in intents:
@@ -700,22 +702,26 @@ def ingest_job(
     over its session, and the account id its route learnt (`learnt`, kept with it)."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
-    if event.source != "generic" and event.occurred_at is not None:
-        # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
-        # an earlier viewing. Only our generic schema may carry an explicit time.
-        # (Rebuilt from the record's fields: dataclasses.replace costs several times more.)
-        record["occurred_at"] = None
-        event = MediaEvent(**{name: getattr(event, name) for name in _EVENT_FIELDS} | _NO_TIME)
     profile = runtime.config.profiles[profile_name]
     targets = targets_for(runtime.config, profile)
     now = runtime.clock()
+    at = now
+    if event.source == "generic":
+        at = event.occurred_at or now
+    else:
+        # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
+        # an earlier viewing. Only our generic schema may carry an explicit time.
+        record["occurred_at"] = None
     threshold = float(profile.completion_threshold)
+    # Each worked out once: the decision and the rows would otherwise again.
+    item_key = event.item.key()
+    own_key = session_key(event, item_key)
 
     def plan(
         session: Session | None, marks: Session | None
     ) -> tuple[Session | None, list[NewOutboxRow]]:
-        new_session, intents = decide(session, event, threshold, now, marks)
-        return new_session, rows_for(profile_name, targets, event, intents, item)
+        new_session, intents = decide(session, event, threshold, now, marks, at=at, key=own_key)
+        return new_session, rows_for(profile_name, targets, event, intents, item, item_key)
 
     return IngestJob(
         source=event.source,
@@ -723,8 +729,8 @@ def ingest_job(
         profile=profile_name,
         payload=record,
         now=now,
-        session_key=session_key(event),
-        completion_key=completion_key(event),
+        session_key=own_key,
+        completion_key=completion_key(event, item_key),
         marks=marks_itself(event) or remembers_rating(event),
         earlier_keys=earlier_keys(event),
         decide=plan,
@@ -736,7 +742,6 @@ def ingest_job(
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(MediaEvent))
 _ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Account))
-_NO_TIME: dict[str, Any] = {"occurred_at": None}
 
 
 def event_record(event: MediaEvent, item: dict[str, object] | None = None) -> dict[str, Any]:
