@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import _sqlite3
 import ctypes
+import os
+import shutil
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,26 @@ from tests.harness import ServiceProcess, free_port, write_config
 from watchbridge.config import Config, load_config
 from watchbridge.http import tls_context
 from watchbridge.store import Store
+
+# Room enough in a RAM filesystem for a whole run's temporary folders (a few tens of MB).
+RAM_FOLDER, RAM_ROOM_NEEDED = Path("/dev/shm"), 1 << 30
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`tmp_path`s in RAM where the machine has room there: every fresh database's migrations
+    and every commit at `synchronous=FULL` wait for the disk otherwise (~100 ms a new database
+    on a busy disk against ~10 ms), thousands of times a run; SQLite, its WAL and its locks
+    behave the same on tmpfs (a local filesystem to `watchbridge.filesystems` too). A root
+    the caller chose (PYTEST_DEBUG_TEMPROOT, --basetemp) wins; xdist's workers get theirs
+    from this process."""
+    if os.environ.get("PYTEST_DEBUG_TEMPROOT") or config.option.basetemp:
+        return
+    try:
+        room = shutil.disk_usage(RAM_FOLDER).free
+    except OSError:  # no /dev/shm on this machine
+        return
+    if room >= RAM_ROOM_NEEDED and os.access(RAM_FOLDER, os.W_OK):
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(RAM_FOLDER)
 
 
 @pytest.fixture(scope="session", autouse=True)
