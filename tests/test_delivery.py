@@ -56,7 +56,7 @@ from watchbridge.ingest.plex import parse as parse_plex
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 from watchbridge.model import Accepted, Ids, MediaRef, ref_to_dict
 from watchbridge.reconcile import EXPECTED, Action
-from watchbridge.services.trakt import parse_iso
+from watchbridge.services.trakt import TraktClient, parse_iso
 from watchbridge.store import (
     CLAIM_LEASE,
     UNKNOWN_OUTCOME,
@@ -126,7 +126,20 @@ def worker_for(runtime: Runtime, role: str = SERVICE_ROLE) -> DeliveryWorker:
         # Trakt's 1 write/s pacing (a real 1.1 s wait per write) is http.py's: lifted, as in
         # test_trakt_lists; these tests check what reaches Trakt, timed by the hand-moved clock.
         target.client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
+        if isinstance(target.client, TraktClient):
+            # Its look for a pair another process refreshed counts its polls, not the time
+            # they took: the same looks without REFRESH_RACE_SECONDS of real waiting.
+            target.client.sleep = no_wait
     return worker
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+# The client's own retries of a failed call, as the service makes them, with pauses of
+# hundredths of a second: what they send and how each answer is taken are the same.
+INLINE_RETRIES = RetryPolicy(backoff=0.01)
 
 
 async def close_targets(worker: DeliveryWorker) -> None:
@@ -3025,7 +3038,7 @@ async def test_a_live_stop_refused_after_a_try_that_landed_is_checked_later(
 ) -> None:
     # The client tries a scrobble again by itself: a refusal may follow a try that landed.
     trakt.advance(clock() - trakt.now())
-    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
     trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
     if refusal == "locked account":
@@ -3075,7 +3088,7 @@ async def test_a_live_stop_whose_first_try_landed_meets_a_409_and_is_done(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     trakt.advance(clock() - trakt.now())
-    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
     trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
     await drain(worker, runtime, clock, passes=2)
@@ -3095,7 +3108,7 @@ async def test_a_409_without_a_readable_watched_at_is_looked_for_not_taken_for_d
 ) -> None:
     # Taken for this viewing sent before, the rewatch was lost without a word.
     trakt.advance(clock() - trakt.now())
-    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     if rewatch:
         runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
         await drain(worker, runtime, clock, passes=1)
@@ -3157,7 +3170,7 @@ async def test_a_409_for_a_stop_that_landed_is_this_viewing_with_our_clock_far_a
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     trakt.advance(clock() - trakt.now() - 20 * 60)  # our clock 20 minutes fast
-    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
     trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # lands, answer lost
     await drain(worker, runtime, clock, passes=2)
@@ -3176,7 +3189,7 @@ async def _lose_a_live_stop_in_an_outage(
     """A live stop Trakt takes but whose answer is lost, then Trakt down past
     delivery.late_after, then back: the play has gone out as a history add by the end."""
     trakt.advance(clock() - trakt.now() + trakt_ahead)  # one clock on both sides, or not
-    worker.targets["trakt"].client.http.retry = RetryPolicy()  # type: ignore[attr-defined]
+    worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     runtime.store.enqueue([_late_play(HEAT, played_at, "p1", live=True)], clock())
     trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # taken, answer lost
     trakt.fail_next(40, 503)
