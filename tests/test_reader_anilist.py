@@ -467,6 +467,25 @@ def test_a_rewatch_set_aside_then_set_to_watching_at_0_is_the_rewatch_restarted(
     )
 
 
+@pytest.mark.parametrize("lowered", [0, 2])
+def test_a_rewatch_set_to_watching_at_a_lower_progress_is_the_rewatch_restarted(
+    lowered: int,
+) -> None:
+    done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    rewatching = read_on([entry(status="REPEATING", progress=5, updated_at=UPDATED + 100)], done)
+    # Set to Watching (not paused first) lower, 0 included: the rewatch begins again there.
+    restart = entry(progress=lowered, updated_at=UPDATED + 200)
+    again = read_on([restart], rewatching)
+    first_viewing = plays_of(done.side)
+    assert [p for p in plays_of(again.side) if ":r" not in p[2]] == first_viewing
+    assert len(again.side.plays) == 12 + lowered  # the rewatch's own plays past it go
+    later = read_on([restart], again)  # and so it reads on every read after
+    assert plays_of(later.side) == plays_of(again.side)
+    logged = read_on([entry(progress=lowered + 1, updated_at=UPDATED + 300)], later)
+    assert len(logged.side.plays) == 12 + lowered + 1
+    assert (key(lowered + 1), UPDATED + 300) in [(p.item, p.at) for p in logged.side.plays]
+
+
 def test_a_completed_entry_paused_at_its_full_progress_is_no_rewatch() -> None:
     done = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
     paused = anilist_side([entry(status="PAUSED", progress=12)], done.states, done.side, table)

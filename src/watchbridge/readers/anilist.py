@@ -12,7 +12,8 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   are not invented (AniList keeps a count, not dates). A rewatch begun and paused or dropped
   between two reads (last read completed, now paused or dropped with a lower progress:
   `rewatch_set_aside`) is one too: the first viewing stays, the progress is the rewatch's,
-  also once it is set to watching again (at a lower progress, 0 included: restarted).
+  also once it is set to watching again (at a lower progress, 0 included: restarted), as is
+  a rewatch set from rewatching straight to watching.
   So is a finished entry set back to watching at a lower progress (`relogged`: how AniList
   users begin a rewatch or reset an entry), except that the lowering itself watched nothing:
   only the episodes logged after it are the rewatch's plays (`<entry id>:w<pass>:<episode>`).
@@ -118,7 +119,7 @@ class EntryState:
     """What the last read saw of one entry (kept in the cursors to spot steps, rewatches and
     score changes). `media`/`episodes`/`score`/`score_at` are 0/None in states saved by
     older releases: their score then counts as first seen. `set_aside`: a rewatch paused or
-    dropped, or set to watching since (`rewatch_set_aside`): its progress is the rewatch's,
+    dropped, or set to watching (`rewatch_set_aside`): its progress is the rewatch's,
     the first viewing finished.
     `again_from`/`relogging`: rewatches begun by setting the entry back to watching
     (`relogged`)."""
@@ -192,14 +193,18 @@ def rewatch_set_aside(entry: ListEntry, before: EntryState | None) -> bool:
     own progress) and paused it between two reads, so this read never saw it rewatching. Or
     when the last read found it so already. A completed title's episodes stay watched: the
     lower progress is the rewatch's, not an unwatch (the delivery target reads it the same way,
-    `deliver.anilist.set_aside_rewatch`). A rewatch set aside and then set to watching (at
-    any progress, 0 included) goes on, as a rewatch set back to watching does (`relogged`): the
-    first viewing stays, the progress is the rewatch's, lowered it takes only the rewatch's
-    own plays past it, and the episodes logged since are the rewatch's. Pure."""
+    `deliver.anilist.set_aside_rewatch`). A rewatch set aside, or one the last read saw
+    rewatching, then set to watching (at any progress, 0 included) goes on, as a rewatch set
+    back to watching does (`relogged`): the first viewing stays, the progress is the
+    rewatch's, lowered it takes only the rewatch's own plays past it, and the episodes logged
+    since are the rewatch's. Pure."""
     if before is None or entry.repeat != before.repeat:
         return False
     if entry.status == "CURRENT":
-        return before.set_aside
+        # Rewatching at some progress, now watching: the rewatch goes on (at 0 `relogged`
+        # holds it, as a finished entry set back to watching).
+        rewatching = before.status == "REPEATING" and before.progress > 0
+        return before.set_aside or rewatching
     if entry.status not in STOPPED_STATUSES:
         return False
     if before.set_aside:
