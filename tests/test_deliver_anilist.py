@@ -209,7 +209,9 @@ def test_a_play_of_a_rewatch_set_aside_resumes_it_and_a_finish_date_alone_is_no_
         ("COMPLETED", "PAUSED", True),
         ("REPEATING", "DROPPED", True),
         ("CURRENT", "PAUSED", None),
-        ("PAUSED", "CURRENT", False),  # taken up again as a first viewing
+        ("PAUSED", "CURRENT", None),  # a rewatch set aside goes on; a first viewing is none
+        ("REPEATING", "CURRENT", True),  # the rewatch goes on, labelled Watching
+        ("PAUSED", "PLANNING", False),
         ("PAUSED", "REPEATING", None),
         ("PAUSED", "PAUSED", None),
     ],
@@ -625,6 +627,36 @@ async def test_a_rewatch_begun_and_paused_on_anilist_after_a_read_saw_it_finishe
     await drain(worker, runtime)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 4, 0)
+
+
+@pytest.mark.parametrize("aside", ["REPEATING", "PAUSED"])
+async def test_a_rewatch_set_to_watching_on_anilist_takes_no_older_play_nor_a_removal(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock, aside: str
+) -> None:
+    finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
+    fake.add_entry(PART_2, status="COMPLETED", progress=12, completed_at=finished,
+                   updated_at=int(clock() - 30 * DAY))  # fmt: skip
+    enqueue(runtime, "play", episode(40), UNDATED, link="plex-anilist")  # counted: a read
+    await drain(worker, runtime)
+    stop_on_anilist(fake, clock, aside, 5)  # a rewatch at episode 5 (paused, or not)
+    enqueue(runtime, "play", episode(41), UNDATED, link="plex-anilist")  # counted: a read
+    await drain(worker, runtime)
+    stop_on_anilist(fake, clock, "CURRENT", 0)  # set to Watching at 0: the rewatch restarted
+    # A link's play from the first viewing (before its finish date): the first pass holds it.
+    enqueue(runtime, "play", episode(40), clock() - 400 * DAY, link="plex-anilist")
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("CURRENT", 0, 0)
+    enqueue(runtime, "play", episode(38), clock() - 60, live=True)  # watched again just now
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 1
+    # Unwatched on the other side: AniList cannot tell the rewatch's episode 1 from the first
+    # viewing's, and lowers no rewatch (as for one labelled Rewatching).
+    enqueue(runtime, "remove_play", episode(38), clock(), link="plex-anilist")
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("CURRENT", 1, 0)
+    assert runtime.store.outbox_counts()["done"] == 5
 
 
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(

@@ -15,7 +15,9 @@ Rewatches: a play that is a new viewing starts a rewatch when it is of episode 1
 completed entry (REPEATING; a one-episode entry or a movie counts one more rewatch at once),
 advances it (a rewatch paused or dropped is resumed: an entry with rewatches counted, or one a
 read saw finished or rewatching before it was set aside; a finish date alone is no sign, as a
-drop is often dated), and its last episode completes it (`repeat` + 1). A webhook's play is a new
+drop is often dated), and its last episode completes it (`repeat` + 1). A rewatch a read saw
+set to watching (from rewatching, or set aside) is advanced by new viewings only, and keeps
+its label: its end completes it as a watching entry's does. A webhook's play is a new
 viewing when it is live (a week at most); a link's when it is dated after the entry was
 finished (`new_viewing`: after the end of its finish date in every time zone, and after its
 last update where that is all AniList tells). Any other play of an episode a finished or
@@ -148,9 +150,9 @@ SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MAR
 # be after to resume it (`play_write`'s `changed_at`).
 STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # By profile and media: the entry id of an entry a read saw set aside on AniList (paused or
-# dropped) after the last read saw it finished or rewatching: a rewatch was paused, and the
-# next episodes go on with it. A finish date alone tells nothing: list apps (and imports from
-# MAL) date a drop so.
+# dropped) after the last read saw it finished or rewatching, or set to watching after it saw
+# it rewatching: a rewatch was paused (or relabelled), and the next episodes go on with it.
+# A finish date alone tells nothing: list apps (and imports from MAL) date a drop so.
 REWATCH_SET_ASIDE = "anilist-rewatch-set-aside"  # kept as long as the item's marks
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
@@ -275,7 +277,8 @@ def play_write(
     or rewatched entry holds is counted. `whole`: the play is of the whole entry (a movie).
     `changed_at`: when the user last changed the entry on AniList, when a save of ours since
     dated it anew (else its `updatedAt`). `set_aside`: a read saw the entry paused or dropped
-    after it was finished or rewatching (`set_aside_rewatch`)."""
+    after it was finished or rewatching, or set from rewatching to watching
+    (`set_aside_rewatch`)."""
     day = _day(at)
     if current is None:
         if whole:
@@ -297,6 +300,8 @@ def play_write(
     # episode's play tried again finds it listed with every episode, and completes it.
     if episode <= current.progress and not (ends and current.status == "CURRENT"):
         return None
+    if not rewatch and _watching_rewatch(current, set_aside):
+        return None  # an older viewing: the first pass holds it
     if current.status == "REPEATING" or _paused_rewatch(current, set_aside):
         if not rewatch:
             return None  # an older viewing: the first pass holds it
@@ -332,16 +337,30 @@ def _paused_rewatch(entry: ListEntry, set_aside_rewatch: bool = False) -> bool:
     return entry.status in STOPPED_STATUSES and (entry.repeat > 0 or set_aside_rewatch)
 
 
+def _watching_rewatch(entry: ListEntry, set_aside_rewatch: bool) -> bool:
+    """A watching entry a read saw go on from a rewatch (`set_aside_rewatch`): set from
+    rewatching to watching, or a rewatch set aside then set to watching. Its progress is the
+    rewatch's (as the link reader reads it): a play of an older viewing does not raise it, a
+    removal does not lower it (as for one labelled rewatching). A new viewing raises it, and
+    its end completes the entry as a watching entry's does (no rewatch counted: the user
+    chose Watching)."""
+    return entry.status == "CURRENT" and set_aside_rewatch
+
+
 def set_aside_rewatch(before: str | None, entry: ListEntry) -> bool | None:
     """What a read tells of whether `entry` (as read now; `before`: the status the last read
     saw the same entry in, if any) is a rewatch set aside: True when it was finished or
-    rewatching and is paused or dropped now, False when it is a first viewing again (watching
-    or planned after being set aside), None when it tells nothing new."""
+    rewatching and is paused or dropped now, or was rewatching and is watching now (the
+    rewatch goes on under that label), False when it is planned after being set aside, None
+    when it tells nothing new (a rewatch set aside and then set to watching goes on, as the
+    link reader reads it: `readers.anilist.rewatch_set_aside`)."""
     if before is None or before == entry.status:
         return None
     if entry.status in STOPPED_STATUSES and before in FINISHED_STATUSES:
         return True
-    if entry.status in ("CURRENT", "PLANNING") and before in STOPPED_STATUSES:
+    if entry.status == "CURRENT" and before == "REPEATING":
+        return True
+    if entry.status == "PLANNING" and before in STOPPED_STATUSES:
         return False
     return None
 
@@ -458,8 +477,10 @@ def removal_write(
     current: ListEntry | None, episode: int, set_aside: bool = False
 ) -> EntryWrite | None:
     """An unwatch propagated on purpose: only the highest episode can go (progress - 1); none
-    of a rewatch (`set_aside`: one paused or dropped, see `play_write`)."""
+    of a rewatch (`set_aside`: one paused, dropped or set to watching, see `play_write`)."""
     if current is None or current.status == "REPEATING" or _paused_rewatch(current, set_aside):
+        return None
+    if _watching_rewatch(current, set_aside):
         return None
     if episode != current.progress:
         return None
@@ -1268,9 +1289,9 @@ class AniListTarget:
         return rewatch, write
 
     async def _rewatch_set_aside(self, profile: str, current: ListEntry | None) -> bool:
-        """Whether a read saw `current` paused or dropped after it was finished or rewatching
-        (see REWATCH_SET_ASIDE)."""
-        if current is None or current.status not in STOPPED_STATUSES:
+        """Whether a read saw `current` paused or dropped after it was finished or rewatching,
+        or set to watching from rewatching (see REWATCH_SET_ASIDE)."""
+        if current is None or current.status not in (*STOPPED_STATUSES, "CURRENT"):
             return False
         noted = await self._noted(REWATCH_SET_ASIDE, profile, current.media_id)
         return bool(noted == current.id)
