@@ -205,21 +205,31 @@ def test_a_play_of_a_rewatch_set_aside_resumes_it_and_a_finish_date_alone_is_no_
 @pytest.mark.parametrize(
     ("before", "now", "told"),
     [
-        (None, "PAUSED", None),  # a first read: nothing seen before
-        ("COMPLETED", "PAUSED", True),
-        ("REPEATING", "DROPPED", True),
-        ("CURRENT", "PAUSED", None),
-        ("PAUSED", "CURRENT", None),  # a rewatch set aside goes on; a first viewing is none
-        ("REPEATING", "CURRENT", True),  # the rewatch goes on, labelled Watching
-        ("PAUSED", "PLANNING", False),
-        ("PAUSED", "REPEATING", None),
-        ("PAUSED", "PAUSED", None),
+        (None, ("PAUSED", 3), None),  # a first read: nothing seen before
+        (("COMPLETED", 12), ("PAUSED", 3), True),
+        (("REPEATING", 4), ("DROPPED", 4), True),
+        (("CURRENT", 3), ("PAUSED", 3), None),
+        (("PAUSED", 3), ("CURRENT", 3), None),  # a rewatch set aside goes on; a first viewing too
+        (("REPEATING", 4), ("CURRENT", 4), True),  # the rewatch goes on, labelled Watching
+        (("COMPLETED", 12), ("CURRENT", 3), True),  # set back to watching: a rewatch begun
+        (("COMPLETED", 12), ("CURRENT", 0), True),
+        (("COMPLETED", 8), ("CURRENT", 8), None),  # relabelled only: nothing set back
+        (("CURRENT", 3), ("COMPLETED", 12), False),  # finished again: the rewatch is over
+        (("PAUSED", 3), ("PLANNING", 3), False),
+        (("PAUSED", 3), ("REPEATING", 3), None),
+        (("PAUSED", 3), ("PAUSED", 3), None),
     ],
 )
 def test_a_read_tells_a_rewatch_set_aside_by_what_the_last_read_saw(
-    before: str | None, now: str, told: bool | None
+    before: tuple[str, int] | None, now: tuple[str, int], told: bool | None
 ) -> None:
-    assert set_aside_rewatch(before, current(status=now)) is told
+    last = None if before is None else current(status=before[0], progress=before[1])
+    assert set_aside_rewatch(last, current(status=now[0], progress=now[1])) is told
+
+
+def test_a_completed_entry_lowered_with_a_rewatch_counted_since_is_no_set_back() -> None:
+    done = current(status="COMPLETED", progress=12)
+    assert set_aside_rewatch(done, current(status="CURRENT", progress=3, repeat=1)) is None
 
 
 def test_an_undated_play_of_a_dropped_entry_keeps_it_dropped() -> None:
@@ -656,6 +666,39 @@ async def test_a_rewatch_set_to_watching_on_anilist_takes_no_older_play_nor_a_re
     await drain(worker, runtime)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("CURRENT", 1, 0)
+    assert runtime.store.outbox_counts()["done"] == 5
+
+
+async def test_a_completed_entry_set_back_to_watching_on_anilist_takes_no_older_play_nor_a_removal(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
+    fake.add_entry(PART_2, status="COMPLETED", progress=12, completed_at=finished,
+                   updated_at=int(clock() - 30 * DAY))  # fmt: skip
+    enqueue(runtime, "play", episode(40), UNDATED, link="plex-anilist")  # counted: a read
+    await drain(worker, runtime)
+    # Set back to Watching at episode 3 (how AniList users begin a rewatch, or reset an entry):
+    # the link reader reads episodes 1-12 as still watched, and only later steps as the rewatch's.
+    stop_on_anilist(fake, clock, "CURRENT", 3)
+    # A link's play from the first viewing (before its finish date): the first pass holds it.
+    enqueue(runtime, "play", episode(42), clock() - 400 * DAY, link="plex-anilist")
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("CURRENT", 3, 0)
+    enqueue(runtime, "play", episode(41), clock() - 60, live=True)  # episode 4, watched just now
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 4
+    # Unwatched on the other side: AniList cannot tell the rewatch's episode 4 from the first
+    # viewing's, and lowers no rewatch.
+    enqueue(runtime, "remove_play", episode(41), clock(), link="plex-anilist")
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("CURRENT", 4, 0)
+    # Its last episode completes it, as for any Watching entry (no rewatch counted).
+    enqueue(runtime, "play", episode(49), clock() - 30, live=True)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
     assert runtime.store.outbox_counts()["done"] == 5
 
 

@@ -331,6 +331,25 @@ async def test_a_rewatch_begun_and_paused_on_anilist_between_two_reads_unwatches
     assert status_of(anilist, AOT_P2) == ("PAUSED", progress, 0)  # nothing written back
 
 
+async def test_the_last_two_episodes_unwatched_on_trakt_lower_a_completed_entry_twice(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await completed_on_both(rig, trakt, anilist)
+    # The first removal sets the entry back to Watching at 11: that is ours, not the user
+    # beginning a rewatch there, so the second removal still lowers it.
+    for number, progress in ((28, 11), (27, 10)):
+        app = TraktApp(trakt)
+        for played in trakt.history():
+            item = played.item
+            if isinstance(item, Episode) and item.show.tmdb == AOT and item.number == number:
+                app.unwatch(played)
+        app.http.close()
+        for full in (False, True):
+            await rig.sync_and_deliver(full=full, confirm_removals=True)
+        assert status_of(anilist, AOT_P2) == ("CURRENT", progress, 0)
+    assert len(trakt_plays(trakt, AOT)) == 10
+
+
 @pytest.mark.parametrize("progress", [3, 0])
 async def test_a_completed_entry_set_back_to_watching_is_a_rewatch_not_an_unwatch(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, progress: int

@@ -13,6 +13,7 @@ from tests.harness import loop_free_while_the_store_is_locked
 from watchbridge.anime import EpisodeRef, Forward, MovieRef, Unmatched
 from watchbridge.anime_data import unmatched_records
 from watchbridge.config import AniListConfig, Secret
+from watchbridge.deliver.anilist import REWATCH_SET_ASIDE
 from watchbridge.model import MediaRef
 from watchbridge.readers.anilist import (
     ABSORBED,
@@ -610,6 +611,21 @@ async def test_reads_full_then_checks_cheaply_then_reads_only_what_moved(
     new = [p for p in second.side.plays if p.record in (f"{watching.id}:4", f"{watching.id}:5")]
     assert [p.at for p in new] == [UPDATED + 3600, UPDATED + 3600]
     assert len(second.side.plays) == 5
+
+
+@pytest.mark.anyio
+async def test_a_completed_entry_set_back_to_watching_is_told_to_the_delivery_target(
+    fake: FakeAniList, reader: AniListReader, store: Store
+) -> None:
+    # Only the link's read may have seen the entry completed (the delivery target's first read
+    # comes after the change): it tells the target the lower progress is a rewatch's, which
+    # older plays do not raise and removals do not lower (`deliver.anilist`).
+    done = fake.add_entry(REZERO_P2, status="COMPLETED", progress=12, updated_at=UPDATED)
+    first = await reader.read("alice", {}, None, full=True)
+    done.status, done.progress, done.updated_at = "CURRENT", 3, int(UPDATED + 3600)
+    await reader.read("alice", first.cursors, first.side, full=False)
+    _, noted = store.cache_get(REWATCH_SET_ASIDE, f"alice:{REZERO_P2}", fake.now())
+    assert noted == done.id
 
 
 @pytest.mark.anyio

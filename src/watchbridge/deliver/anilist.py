@@ -16,8 +16,10 @@ completed entry (REPEATING; a one-episode entry or a movie counts one more rewat
 advances it (a rewatch paused or dropped is resumed: an entry with rewatches counted, or one a
 read saw finished or rewatching before it was set aside; a finish date alone is no sign, as a
 drop is often dated), and its last episode completes it (`repeat` + 1). A rewatch a read saw
-set to watching (from rewatching, or set aside) is advanced by new viewings only, and keeps
-its label: its end completes it as a watching entry's does. A webhook's play is a new
+set to watching (from rewatching, or set aside), or a completed entry a read saw set back to
+watching at a lower progress (how AniList users begin a rewatch; not one a removal of ours
+set back, `LOWERED`), is advanced by new viewings only, lowered by no removal, and keeps its
+label: its end completes it as a watching entry's does. A webhook's play is a new
 viewing when it is live (a week at most); a link's when it is dated after the entry was
 finished (`new_viewing`: after the end of its finish date in every time zone, and after its
 last update where that is all AniList tells). Any other play of an episode a finished or
@@ -83,7 +85,7 @@ from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, user_named
@@ -151,9 +153,15 @@ SCORED = "anilist-scored-by"  # kept as long as the item's marks (store.KEEP_MAR
 STOPPED = "anilist-stopped-by"  # kept as long as the item's marks (store.KEEP_MARKS)
 # By profile and media: the entry id of an entry a read saw set aside on AniList (paused or
 # dropped) after the last read saw it finished or rewatching, or set to watching after it saw
-# it rewatching: a rewatch was paused (or relabelled), and the next episodes go on with it.
-# A finish date alone tells nothing: list apps (and imports from MAL) date a drop so.
+# it rewatching (or completed, at a lower progress): a rewatch was paused, relabelled or
+# begun by hand, and the next episodes go on with it. Cleared when a read sees the entry
+# finished again. A finish date alone tells nothing: list apps (and imports from MAL) date a
+# drop so.
 REWATCH_SET_ASIDE = "anilist-rewatch-set-aside"  # kept as long as the item's marks
+# By profile and media: {"id": entry id, "at": its `updatedAt`} after a removal of ours set a
+# completed entry back to watching (the other side unwatched its last episode). A read seeing
+# it so is no rewatch begun by the user (`note_set_aside`): further removals still lower it.
+LOWERED = "anilist-lowered-by-us"  # kept as long as the item's marks
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -277,8 +285,8 @@ def play_write(
     or rewatched entry holds is counted. `whole`: the play is of the whole entry (a movie).
     `changed_at`: when the user last changed the entry on AniList, when a save of ours since
     dated it anew (else its `updatedAt`). `set_aside`: a read saw the entry paused or dropped
-    after it was finished or rewatching, or set from rewatching to watching
-    (`set_aside_rewatch`)."""
+    after it was finished or rewatching, or set to watching from rewatching, or from completed
+    at a lower progress (`set_aside_rewatch`)."""
     day = _day(at)
     if current is None:
         if whole:
@@ -339,7 +347,8 @@ def _paused_rewatch(entry: ListEntry, set_aside_rewatch: bool = False) -> bool:
 
 def _watching_rewatch(entry: ListEntry, set_aside_rewatch: bool) -> bool:
     """A watching entry a read saw go on from a rewatch (`set_aside_rewatch`): set from
-    rewatching to watching, or a rewatch set aside then set to watching. Its progress is the
+    rewatching to watching, a rewatch set aside then set to watching, or a completed entry set
+    back to watching at a lower progress (a rewatch begun so). Its progress is the
     rewatch's (as the link reader reads it): a play of an older viewing does not raise it, a
     removal does not lower it (as for one labelled rewatching). A new viewing raises it, and
     its end completes the entry as a watching entry's does (no rewatch counted: the user
@@ -347,35 +356,60 @@ def _watching_rewatch(entry: ListEntry, set_aside_rewatch: bool) -> bool:
     return entry.status == "CURRENT" and set_aside_rewatch
 
 
-def set_aside_rewatch(before: str | None, entry: ListEntry) -> bool | None:
-    """What a read tells of whether `entry` (as read now; `before`: the status the last read
-    saw the same entry in, if any) is a rewatch set aside: True when it was finished or
+class LastRead(Protocol):
+    """What the last read saw of an entry: the delivery target's mirror (a `ListEntry`) or the
+    link reader's cursors (`readers.anilist.EntryState`)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def repeat(self) -> int: ...
+
+
+def set_aside_rewatch(before: LastRead | None, entry: ListEntry) -> bool | None:
+    """What a read tells of whether `entry` (as read now; `before`: what the last read saw of
+    the same entry, if anything) is a rewatch set aside: True when it was finished or
     rewatching and is paused or dropped now, or was rewatching and is watching now (the
-    rewatch goes on under that label), False when it is planned after being set aside, None
-    when it tells nothing new (a rewatch set aside and then set to watching goes on, as the
-    link reader reads it: `readers.anilist.rewatch_set_aside`)."""
-    if before is None or before == entry.status:
+    rewatch goes on under that label), or was completed and is watching at a lower progress
+    with no rewatch counted since (set back to watching: how AniList users begin a rewatch,
+    the link reader's `readers.anilist.relogged`); False when it is planned after being set
+    aside, or finished again (the rewatch is over); None when it tells nothing new (a rewatch
+    set aside and then set to watching goes on, as the link reader reads it:
+    `readers.anilist.rewatch_set_aside`)."""
+    if before is None or before.status == entry.status:
         return None
-    if entry.status in STOPPED_STATUSES and before in FINISHED_STATUSES:
+    if entry.status in STOPPED_STATUSES and before.status in FINISHED_STATUSES:
         return True
-    if entry.status == "CURRENT" and before == "REPEATING":
+    if entry.status == "CURRENT" and before.status == "REPEATING":
         return True
-    if entry.status == "PLANNING" and before in STOPPED_STATUSES:
+    if entry.status == "CURRENT" and before.status == "COMPLETED":
+        set_back = entry.repeat == before.repeat and entry.progress < before.progress
+        return True if set_back else None
+    if entry.status == "PLANNING" and before.status in STOPPED_STATUSES:
+        return False
+    if entry.status == "COMPLETED":
         return False
     return None
 
 
 def note_set_aside(
-    store: Store, profile: str, read: Iterable[tuple[str | None, ListEntry]], now: float
+    store: Store, profile: str, read: Iterable[tuple[LastRead | None, ListEntry]], now: float
 ) -> None:
-    """Note what a read of the list (each entry with the status the last read saw it in)
+    """Note what a read of the list (each entry with what the last read saw of it)
     tells of rewatches set aside (REWATCH_SET_ASIDE). The delivery target's reads and a link's
     reads note alike: either may be the one that saw the entry finished."""
     for before, entry in read:
         told = set_aside_rewatch(before, entry)
-        if told is not None:
-            key = f"{profile}:{entry.media_id}"
-            store.cache_put(REWATCH_SET_ASIDE, key, entry.id if told else None, now, KEEP_MARKS)
+        if told is None:
+            continue
+        key = f"{profile}:{entry.media_id}"
+        if told and before is not None and before.status == "COMPLETED":
+            _, ours = store.cache_get(LOWERED, key, now)
+            if ours == {"id": entry.id, "at": entry.updated_at}:
+                continue  # set back to watching by our removal, not by the user
+        store.cache_put(REWATCH_SET_ASIDE, key, entry.id if told else None, now, KEEP_MARKS)
 
 
 def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None) -> bool:
@@ -1148,7 +1182,9 @@ class AniListTarget:
             write = removal_write(current, episode, set_aside)
             if write is None:
                 return Delivered("AniList keeps only the highest episode: nothing to remove")
-            await self._save(profile, write, current, entries, allow_lower=True)
+            saved = await self._save(profile, write, current, entries, allow_lower=True)
+            if write.status == "CURRENT":
+                await self._note_lowered(profile, saved)
             return Delivered(f"progress lowered to {episode - 1}")
         return Dead(f"unknown action {row.action!r} for AniList")
 
@@ -1240,7 +1276,7 @@ class AniListTarget:
         """Note what entries read now show changed since the mirror: when a score was seen
         changed (`scored_at`), and a rewatch set aside (or a first viewing again)."""
         now = self.clock()
-        seen: list[tuple[str | None, ListEntry]] = []
+        seen: list[tuple[LastRead | None, ListEntry]] = []
         scored: dict[str, float] = {}
         for entry in fresh:
             before = mirror.get(entry.media_id)
@@ -1248,9 +1284,15 @@ class AniListTarget:
             if at is not None:
                 scored[f"{profile}:{entry.media_id}"] = at
             same = before is not None and before.id == entry.id
-            seen.append((before.status if same and before else None, entry))
+            seen.append((before if same else None, entry))
         self.store.cache_put_many(SCORED, scored, now, KEEP_MARKS)
         note_set_aside(self.store, profile, seen, now)
+
+    async def _note_lowered(self, profile: str, saved: ListEntry) -> None:
+        """A removal of ours set a completed entry back to watching (see LOWERED)."""
+        key = f"{profile}:{saved.media_id}"
+        noted = {"id": saved.id, "at": saved.updated_at}
+        await asyncio.to_thread(self.store.cache_put, LOWERED, key, noted, self.clock(), KEEP_MARKS)
 
     async def _note_finished(self, profile: str, media_id: int, at: float) -> None:
         key = f"{profile}:{media_id}"
@@ -1290,7 +1332,8 @@ class AniListTarget:
 
     async def _rewatch_set_aside(self, profile: str, current: ListEntry | None) -> bool:
         """Whether a read saw `current` paused or dropped after it was finished or rewatching,
-        or set to watching from rewatching (see REWATCH_SET_ASIDE)."""
+        or set to watching from rewatching, or from completed at a lower progress (see
+        REWATCH_SET_ASIDE)."""
         if current is None or current.status not in (*STOPPED_STATUSES, "CURRENT"):
             return False
         noted = await self._noted(REWATCH_SET_ASIDE, profile, current.media_id)

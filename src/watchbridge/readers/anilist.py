@@ -851,12 +851,13 @@ class AniListReader:
     def _note_set_aside(
         self, profile: str, entries: Iterable[ListEntry], before: Mapping[int, EntryState]
     ) -> None:
-        """Tell the delivery target of rewatches this read saw paused or dropped (a play of
-        the link's other side goes on with them): `deliver.anilist.REWATCH_SET_ASIDE`."""
+        """Tell the delivery target of rewatches this read saw paused or dropped, or set (back)
+        to watching (`relogged` included): a play of the link's other side goes on with them,
+        and no removal lowers them (`deliver.anilist.REWATCH_SET_ASIDE`)."""
         from watchbridge.deliver.anilist import note_set_aside
 
         assert self.store is not None
-        seen = [(state.status if (state := before.get(e.id)) else None, e) for e in entries]
+        seen = [(before.get(e.id), e) for e in entries]
         note_set_aside(self.store, profile, seen, self.clock())
 
     async def _prepare(
