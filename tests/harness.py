@@ -515,6 +515,42 @@ def paused_read(what: str, *opened: sqlite3.Connection, after: int = 0) -> Itera
         paused.release.set()
 
 
+def store_connections(store: Any) -> list[sqlite3.Connection]:
+    """The SQLite connections `store` has open: its own, and those of its reads beside the
+    lock opened so far (`store.ReadConnection`, opened at first use), for `paused_read` and
+    `statements_run` to watch."""
+    from watchbridge.store import ReadConnection
+
+    reads = [r for r in vars(store).values() if isinstance(r, ReadConnection)]
+    return [store.db.conn, *(r._conn for r in reads if r._conn is not None)]
+
+
+@contextlib.contextmanager
+def statements_run(what: str, *opened: sqlite3.Connection) -> Iterator[list[str]]:
+    """The statements run in the block that hold `what` (a piece of their SQL, with their
+    values in), on the connections `opened` and on every one opened in the block: SQLite's
+    trace tells, not our code."""
+    seen: list[str] = []
+
+    def watch(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(lambda sql: seen.append(sql) if what in sql else None)
+
+    for conn in opened:
+        watch(conn)
+    connect = sqlite3.connect
+
+    def connect_watched(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        watch(conn)
+        return conn
+
+    sqlite3.connect = connect_watched  # type: ignore[assignment]
+    try:
+        yield seen
+    finally:
+        sqlite3.connect = connect
+
+
 async def loop_free_at_every_wait_for_the_store(store: Any, work: Awaitable[object]) -> bool:
     """`loop_free_while_the_store_is_locked` for every use of the store `work` makes, not only
     its first: another thread holds the store's lock from before `work` starts to its end,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import paused_read
+from tests.harness import paused_read, statements_run, store_connections
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.config import AlertsConfig, Config, Link, Secret, StorageConfig
 from watchbridge.deliver.plex import AUTH_HOLD, PlexTarget
@@ -585,7 +586,7 @@ async def test_a_webhook_is_recorded_while_the_deliverer_loads_a_persons_plays(
     webhook = IngestJob("plex", "progress", "alex", {}, NOW, "s", lambda s, _marks: (s, []))
     plays_read = "FROM mirror WHERE service = 'plex' AND profile = 'alex' AND collection = 'plays'"
     try:
-        with paused_read(plays_read, store.db.conn) as paused:
+        with paused_read(plays_read, *store_connections(store)) as paused:
             delivery = asyncio.create_task(target.deliver([play], NOW))
             assert await asyncio.to_thread(paused.reached.wait, 10)
             recorded = asyncio.ensure_future(writer.write(webhook))
@@ -595,3 +596,25 @@ async def test_a_webhook_is_recorded_while_the_deliverer_loads_a_persons_plays(
     finally:
         writer.close()
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+async def test_the_next_batch_reads_again_only_the_maps_written_since(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # Each batch of 200 rows decoded the person's maps whole (~100,000 rows at a big
+    # library): most of a CPU through a big link run, the loop and the webhooks' writer
+    # starved of it. They are kept between batches; our own writes are in them already, and
+    # only a map something else wrote since (the reader, here) is read again (or one never
+    # written: `unwatching`, read each time, holds a row or two).
+    await plays(reader)
+    mine = "SELECT item_key, data FROM mirror WHERE service = 'plex' AND profile = 'alex'"
+    with statements_run(mine, *store_connections(store)) as reads:
+        assert await deliver(target, store, "play", ARRIVAL, T0) == Delivered("marked watched")
+        assert await deliver(target, store, "play", BB_S1E1, T0) == Delivered("marked watched")
+        store.mirror_remove("plex", "alex", "keys", [ARRIVAL])  # the reader: gone from Plex
+        outcome = await deliver(target, store, "play", ARRIVAL, T0 + DAY)
+    read = [m.group(1) for sql in reads if (m := re.search(r"collection = '(\w+)'", sql))]
+    assert read.count("keys") == 2, read  # the first batch's, and the third's
+    assert read.count("plays") == 1 and read.count("written") == 1, read
+    assert isinstance(outcome, Skipped) and "none of the synced Plex libraries" in outcome.note
+    assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}

@@ -1902,3 +1902,42 @@ def test_a_restore_is_taken_by_one_process_of_two_starting_at_once(tmp_path: Pat
                     "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, 0)",
                     (RESTORED_COPY, copied),
                 )
+
+
+def test_a_kept_mirror_copy_is_read_again_only_where_written_since(store: Store) -> None:
+    store.mirror_put("plex", "me", "keys", {"a": 1}, 1.0)
+    store.mirror_put("plex", "me", "unwatching", {"h:1": {"at": 1.0, "row": 404}}, 1.0)
+    first = store.mirror_copy("plex", "me", ["keys", "unwatching"])
+    again = store.mirror_copy("plex", "me", ["keys", "unwatching"], first)
+    assert again.collections["keys"] is first.collections["keys"]  # not read again
+    store.mirror_put("plex", "me", "keys", {"b": 2}, 2.0)
+    # Written in SQL of their own, not by mirror_put: a removal's note whose row is gone
+    # (`ROW_ENTRIES`), the whole mirror at a reset.
+    store.prune(10.0, keep_done=1.0, keep_sessions=1.0)
+    pruned = store.mirror_copy("plex", "me", ["keys", "unwatching"], again)
+    assert pruned.collections == {"keys": {"a": 1, "b": 2}, "unwatching": {}}
+    assert store.reset(10.0) == []
+    assert store.mirror_copy("plex", "me", ["keys"], pruned).collections == {"keys": {}}
+
+
+def test_a_copy_following_its_own_write_is_not_read_again(store: Store) -> None:
+    store.mirror_put("plex", "me", "keys", {"a": 1}, 1.0)
+    copy = store.mirror_copy("plex", "me", ["keys"])
+    copy.collections["keys"]["b"] = 2
+    was = copy.following("keys")
+    copy.wrote("keys", was, store.mirror_put("plex", "me", "keys", {"b": 2}, 2.0))
+    assert (
+        store.mirror_copy("plex", "me", ["keys"], copy).collections["keys"]
+        is (copy.collections["keys"])
+    )
+    # Another write between the copy's read and ours: the copy lacks it, and reads again.
+    was = copy.following("keys")
+    store.mirror_put("plex", "me", "keys", {"c": 3}, 3.0)
+    copy.collections["keys"]["d"] = 4
+    copy.wrote("keys", was, store.mirror_put("plex", "me", "keys", {"d": 4}, 3.0))
+    assert store.mirror_copy("plex", "me", ["keys"], copy).collections["keys"] == {
+        "a": 1,
+        "b": 2,
+        "c": 3,
+        "d": 4,
+    }

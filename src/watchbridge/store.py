@@ -539,6 +539,82 @@ def m021_tautulli_servers(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m022_mirror_versions(db: sqlite_utils.Database) -> None:
+    # Each mirror collection's version: a random number every write of it replaces
+    # (`Store.mirror_copy`), so that a reader keeping a collection decoded between reads
+    # (the Plex deliverer's ~100,000 rows per batch) reads again only what was written since.
+    # Random, never counted: a row moved or written anew can never take an older version's
+    # number back. No row: never versioned (read every time).
+    db.execute(
+        """CREATE TABLE mirror_versions (
+            service TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            collection TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (service, profile, collection)
+        ) WITHOUT ROWID"""
+    )
+
+
+@dataclass(frozen=True)
+class MirrorWritten:
+    """A write's mark on a mirror collection: its version before the write (None: never
+    versioned) and the one the write gave it. A reader keeping the collection decoded, whose
+    copy was at `before`, is at `after` once it made the same change to its copy."""
+
+    before: int | None
+    after: int
+
+
+@dataclass
+class MirrorCopy:
+    """Whole mirror collections of one service and profile, decoded, each with the version
+    it was read at (`Store.mirror_copy`); kept between reads, only the collections written
+    since are read again. A collection without a version is read again every time."""
+
+    service: str
+    profile: str
+    collections: dict[str, dict[str, Any]]
+    versions: dict[str, int]
+
+    def following(self, collection: str) -> int | None:
+        """The version of `collection` this copy holds, taken away until a write of ours
+        is known to have ended (`wrote`): a write cut short (an error, a cancelled wait)
+        leaves the collection to be read again, never the copy's change taken for the
+        store's."""
+        return self.versions.pop(collection, None)
+
+    def wrote(self, collection: str, was: int | None, written: MirrorWritten) -> None:
+        """Our write `written` of `collection` ended, the copy changed alike: the copy is at
+        its version when nothing else wrote the collection since the copy's version `was`."""
+        if was is not None and written.before == was:
+            self.versions[collection] = written.after
+
+
+def _mirror_written(
+    conn: sqlite3.Connection, service: str, profile: str, collection: str
+) -> MirrorWritten:
+    """A new version of a mirror collection, for a write to it in this transaction."""
+    where = "service = ? AND profile = ? AND collection = ?"
+    before = conn.execute(
+        f"SELECT version FROM mirror_versions WHERE {where}", (service, profile, collection)
+    ).fetchone()
+    after = conn.execute(
+        "INSERT INTO mirror_versions (service, profile, collection, version)"
+        " VALUES (?, ?, ?, random()) ON CONFLICT DO UPDATE SET version = excluded.version"
+        " RETURNING version",
+        (service, profile, collection),
+    ).fetchone()
+    return MirrorWritten(None if before is None else int(before[0]), int(after[0]))
+
+
+def _mirrors_changed(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> None:
+    """New versions for the mirror collections `where` picks (a literal of ours, never
+    input), for a write to them in SQL of its own (not through `mirror_put` and the like)."""
+    conn.execute(f"UPDATE mirror_versions SET version = random() WHERE {where}", params)
+
+
 def _rename_kept_rows(
     conn: sqlite3.Connection, service: str, collection: str, old: str, new: str
 ) -> None:
@@ -2270,13 +2346,15 @@ class Store:
             ).rowcount
             lookups = conn.execute("DELETE FROM id_cache WHERE expires_at < ?", (now,)).rowcount
             self._forget_ended_rows(conn)
-            carried = sum(
-                conn.execute(
+            carried = 0
+            for (service, collection), keep in (keep_carried or {}).items():
+                gone = conn.execute(
                     "DELETE FROM mirror WHERE service = ? AND collection = ? AND updated_at < ?",
                     (service, collection, now - keep),
                 ).rowcount
-                for (service, collection), keep in (keep_carried or {}).items()
-            )
+                if gone:
+                    _mirrors_changed(conn, "service = ? AND collection = ?", (service, collection))
+                carried += gone
         return {
             "outbox": done,
             "events": events,
@@ -3033,12 +3111,14 @@ class Store:
         """Forget the entries of ROW_ENTRIES whose row has ended: delivered or settled, or
         gone (discarded, pruned). A dead letter has not: `deadletters retry` goes on with it."""
         for service, collection in ROW_ENTRIES:
-            conn.execute(
+            gone = conn.execute(
                 "DELETE FROM mirror WHERE service = ? AND collection = ? AND NOT EXISTS"
                 " (SELECT 1 FROM outbox o WHERE o.id = json_extract(mirror.data, '$.row')"
                 " AND o.status != 'done')",
                 (service, collection),
-            )
+            ).rowcount
+            if gone:
+                _mirrors_changed(conn, "service = ? AND collection = ?", (service, collection))
 
     def keep_off(self, kept: Sequence[KeptOff]) -> int:
         """Discard the dead letters `kept` names (by row id) and remember each as a play its
@@ -3064,6 +3144,7 @@ class Store:
                         entry.since,
                     ),
                 )
+                _mirror_written(conn, KEPT_OFF_SERVICE, entry.profile, KEPT_OFF)
                 done += 1
             self._forget_ended_rows(conn)
         return done
@@ -3103,6 +3184,7 @@ class Store:
             where += " AND item_key IN (SELECT value FROM json_each(?))"
             params.append(json.dumps([str(i) for i in row_ids]))
         with self.transaction() as conn:
+            _mirrors_changed(conn, "service = ? AND collection = ?", (KEPT_OFF_SERVICE, KEPT_OFF))
             return conn.execute(f"DELETE FROM mirror WHERE {where}", params).rowcount
 
     @staticmethod
@@ -3484,21 +3566,34 @@ class Store:
         now: float,
         *,
         synced: bool | Literal["always"] = True,
-    ) -> None:
+    ) -> MirrorWritten:
         """Write `items` into the mirror, synced to disk as storage.durability says;
         `synced=False` does not wait for the disk (on an SD card a sync takes 10-50 ms): only
         for a record whose loss in a power cut costs a check on the service, never a second
         write there (a synced note written before the write says to check). That note is
         `synced="always"`: it waits for the disk whatever storage.durability says."""
+        encoded = [(key, json.dumps(value)) for key, value in items.items()]
+        return self.mirror_put_encoded(service, profile, collection, encoded, now, synced=synced)
+
+    def mirror_put_encoded(
+        self,
+        service: str,
+        profile: str,
+        collection: str,
+        items: Sequence[tuple[str, str]],
+        now: float,
+        *,
+        synced: bool | Literal["always"] = True,
+    ) -> MirrorWritten:
+        """`mirror_put` with the items already encoded: (key, its value as JSON text), so
+        that a caller inside a bigger transaction encodes them before it takes the lock."""
         with self._sync_level(synced), self.transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (service, profile, collection, key, json.dumps(value), now)
-                    for key, value in items.items()
-                ],
+                [(service, profile, collection, key, data, now) for key, data in items],
             )
+            return _mirror_written(conn, service, profile, collection)
 
     def profiles_with_state(self) -> set[str]:
         """The profiles the database keeps sign-ins, sync state or records of writes for."""
@@ -3621,6 +3716,7 @@ class Store:
             )
             for service, collection in queued_later:
                 _rename_kept_rows(conn, service, collection, old, new)
+            _mirrors_changed(conn, "profile IN (?, ?)", (old, new))
             conn.executemany(
                 "UPDATE OR IGNORE id_cache SET lookup = ? WHERE namespace = ? AND lookup = ?",
                 [(moved, namespace, lookup) for namespace, lookup, moved in cache_moves],
@@ -3676,28 +3772,79 @@ class Store:
         self, service: str, profile: str, collections: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
         """Whole mirror collections (each as `mirror_get` gives it), as one moment saw them
-        all, read on a connection of their own: at a big library they are ~100,000 rows, a
-        tenth of a second and more to fetch, which every webhook's record would wait for
-        behind the store's lock. Only what is committed: never for a caller inside a
-        transaction that wrote to them."""
+        all, read on a connection of their own (see `mirror_copy`)."""
+        return self.mirror_copy(service, profile, collections).collections
+
+    def mirror_copy(
+        self,
+        service: str,
+        profile: str,
+        collections: Sequence[str],
+        kept: MirrorCopy | None = None,
+    ) -> MirrorCopy:
+        """Whole mirror collections, decoded, as one moment saw them all, read on a
+        connection of their own: at a big library they are ~100,000 rows, a tenth of a
+        second and more to fetch, which every webhook's record would wait for behind the
+        store's lock. Of `kept` (an earlier copy), the collections still at its version are
+        taken as they are, not read again: decoding them all for each batch of 200 rows kept
+        the Plex deliverer's thread busy for most of a big link run. Only what is committed:
+        never for a caller inside a transaction that wrote to them."""
         if not self._reads_beside_the_lock():
             with self._locked():  # one moment for all of them
-                return {c: self.mirror_get(service, profile, c) for c in collections}
-        kept: dict[str, dict[str, Any]] = {}
+                return self._copy(self._conn, service, profile, collections, kept)
         with self._mirror_reads.connection() as reader:
             reader.execute("BEGIN")  # one snapshot for all of them
             try:
-                for collection in collections:
-                    # Decoded row by row: the rows fetched are never all held at once.
-                    rows = reader.execute(
-                        "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
-                        " AND collection = ?",
-                        (service, profile, collection),
-                    )
-                    kept[collection] = {key: json.loads(data) for key, data in rows}
+                return self._copy(reader, service, profile, collections, kept)
             finally:
                 reader.execute("COMMIT")
-        return kept
+
+    @staticmethod
+    def _copy(
+        conn: sqlite3.Connection,
+        service: str,
+        profile: str,
+        collections: Sequence[str],
+        kept: MirrorCopy | None,
+    ) -> MirrorCopy:
+        versions = {
+            str(collection): int(version)
+            for collection, version in conn.execute(
+                "SELECT collection, version FROM mirror_versions WHERE service = ? AND profile = ?",
+                (service, profile),
+            )
+            if collection in collections
+        }
+        copy = MirrorCopy(service, profile, {}, {})
+        for collection in collections:
+            version = versions.get(collection)
+            if version is not None:
+                copy.versions[collection] = version
+            if (
+                kept is not None
+                and version is not None
+                and kept.versions.get(collection) == version
+                and collection in kept.collections
+            ):
+                copy.collections[collection] = kept.collections[collection]
+                continue
+            # Decoded row by row: the rows fetched are never all held at once.
+            rows = conn.execute(
+                "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
+                " AND collection = ?",
+                (service, profile, collection),
+            )
+            copy.collections[collection] = {key: json.loads(data) for key, data in rows}
+        return copy
+
+    def mirror_versions(self, service: str, profile: str) -> dict[str, int]:
+        """The versions of a service's and profile's mirror collections (those versioned),
+        as this thread's transaction sees them when it holds one."""
+        rows = self._query(
+            "SELECT collection, version FROM mirror_versions WHERE service = ? AND profile = ?",
+            (service, profile),
+        )
+        return {str(r["collection"]): int(r["version"]) for r in rows}
 
     def mirror_any(self, service: str, profile: str, collection: str) -> bool:
         """Whether the mirror holds anything in a collection (one index lookup)."""
@@ -3735,10 +3882,10 @@ class Store:
 
     def mirror_replace(
         self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
-    ) -> None:
+    ) -> MirrorWritten:
         """Make a mirror collection hold exactly `items` (one transaction)."""
         encoded = [(k, json.dumps(v)) for k, v in items.items()]
-        self.mirror_replace_encoded(service, profile, collection, encoded, now)
+        return self.mirror_replace_encoded(service, profile, collection, encoded, now)
 
     def mirror_replace_encoded(
         self,
@@ -3747,7 +3894,7 @@ class Store:
         collection: str,
         items: Sequence[tuple[str, str]],
         now: float,
-    ) -> None:
+    ) -> MirrorWritten:
         """`mirror_replace` with the items already encoded: (key, its value as JSON text), so
         that a caller inside a bigger transaction encodes them before it takes the lock."""
         with self.transaction() as conn:
@@ -3760,16 +3907,18 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(service, profile, collection, k, data, now) for k, data in items],
             )
+            return _mirror_written(conn, service, profile, collection)
 
     def mirror_remove(
         self, service: str, profile: str, collection: str, keys: Sequence[str]
-    ) -> None:
+    ) -> MirrorWritten:
         with self.transaction() as conn:
             conn.executemany(
                 "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
                 " AND item_key = ?",
                 [(service, profile, collection, key) for key in keys],
             )
+            return _mirror_written(conn, service, profile, collection)
 
     def start_over(
         self, change: AccountChange, now: float, carried: Mapping[str, str] | None = None
@@ -3800,6 +3949,7 @@ class Store:
                     (new, now, service, profile, old),
                 )
             kept = tuple(carried.values())
+            _mirrors_changed(conn, "profile = ?", (profile,))
             conn.execute(
                 "DELETE FROM mirror WHERE service = ? AND profile = ?"
                 f" AND collection NOT IN ({','.join('?' * len(kept))})",
@@ -3974,6 +4124,7 @@ class Store:
                 # Table names come from this literal tuple, never from input.
                 conn.execute(f"DELETE FROM {table}")
             kept = " AND ".join(["NOT (service = ? AND collection = ?)"] * len(keep_mirror))
+            _mirrors_changed(conn, "1")
             conn.execute(
                 f"DELETE FROM mirror WHERE {kept or '1'}",
                 [name for pair in keep_mirror for name in pair],

@@ -109,7 +109,7 @@ from watchbridge.services.plex import (
     PlexItemError,
     ServerTokenRefused,
 )
-from watchbridge.store import OutboxItem, Store
+from watchbridge.store import MirrorCopy, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
 # record -> {"at", "row"}: when a removal first unwatched its item (our clock), kept for its
 # retries; dropped as the removal ends, or once its outbox row is gone (`store.ROW_ENTRIES`)
 UNWATCHING = "unwatching"
+KEPT = (KEYS, PLAYS, WRITTEN, SYNTHETIC, UNWATCHING)  # the maps a Person holds
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,16 @@ class ViewSinceQueued:
 
     first: float
     watched: bool
+
+
+@dataclass
+class Kept:
+    """One profile's maps as the last batch left them (`PlexTarget._person`): the store's
+    copy, and its `written` decoded as `Written`s (from the copy's `written` map `decoded`)."""
+
+    copy: MirrorCopy
+    decoded: dict[str, Any]
+    written: dict[str, Written]
 
 
 @dataclass
@@ -163,6 +174,8 @@ class PlexTarget:
         self.clock = clock
         self.tokens = ServerTokens(config, store, client, clock)
         self._machine: str | None = None  # the server's machine id, asked once per round
+        # Per profile: the maps kept between batches, read again only where written since.
+        self._kept: dict[str, Kept] = {}
 
     async def aclose(self) -> None:
         await self.tokens.aclose()
@@ -271,19 +284,26 @@ class PlexTarget:
         )
 
     def _person(self, profile: str, token: str | None) -> Person:
-        # Read beside the store's lock: at a big library these are ~100,000 rows per batch,
-        # which webhooks recorded meanwhile would wait for.
-        kept = self.store.mirror_snapshot(
-            SERVICE, profile, (KEYS, PLAYS, WRITTEN, SYNTHETIC, UNWATCHING)
-        )
+        # Read beside the store's lock: at a big library these are ~100,000 rows, which
+        # webhooks recorded meanwhile would wait for; and read again only where written
+        # since the last batch (by the reader, another process, or a write of ours cut
+        # short): decoding them all for every batch of 200 rows took most of a CPU.
+        kept = self._kept.get(profile)
+        copy = self.store.mirror_copy(SERVICE, profile, KEPT, kept.copy if kept else None)
+        decoded = copy.collections[WRITTEN]
+        if kept is None or kept.decoded is not decoded:
+            written = {r: Written.from_dict(v) for r, v in decoded.items()}
+            kept = Kept(copy, decoded, written)
+        kept.copy = copy
+        self._kept[profile] = kept
         return Person(
             profile,
             token,
-            kept[KEYS],
-            kept[PLAYS],
-            {r: Written.from_dict(v) for r, v in kept[WRITTEN].items()},
-            kept[SYNTHETIC],
-            kept[UNWATCHING],
+            copy.collections[KEYS],
+            copy.collections[PLAYS],
+            kept.written,
+            copy.collections[SYNTHETIC],
+            copy.collections[UNWATCHING],
         )
 
     async def _row(self, person: Person, row: OutboxItem) -> Outcome:
@@ -445,9 +465,7 @@ class PlexTarget:
             await self._remember(person, record, before)
             return
         person.written.pop(record, None)
-        await asyncio.to_thread(
-            self.store.mirror_remove, SERVICE, person.profile, WRITTEN, [record]
-        )
+        await self._remove(person.profile, WRITTEN, [record])
 
     async def _first_view_since_queued(
         self, person: Person, rating_key: str, queued_at: float
@@ -570,7 +588,7 @@ class PlexTarget:
             person.synthetic[record] = {**person.synthetic[record], "removed": True}
             await self._put(person.profile, SYNTHETIC, {record: person.synthetic[record]})
         person.plays.pop(record, None)
-        await asyncio.to_thread(self.store.mirror_remove, SERVICE, person.profile, PLAYS, [record])
+        await self._remove(person.profile, PLAYS, [record])
         await self._unwatching_done(person, record)
         return Delivered(_removal_note(bool(copies), writes, rewatched))
 
@@ -603,9 +621,7 @@ class PlexTarget:
 
     async def _unwatching_done(self, person: Person, record: str) -> None:
         if person.unwatching.pop(record, None) is not None:
-            await asyncio.to_thread(
-                self.store.mirror_remove, SERVICE, person.profile, UNWATCHING, [record]
-            )
+            await self._remove(person.profile, UNWATCHING, [record])
 
     async def _retired_row(self, person: Person, record: str) -> bool:
         """Whether `record` is a history row the reader retired (its item unwatched) that the
@@ -651,9 +667,24 @@ class PlexTarget:
         values: dict[str, Any],
         synced: bool | Literal["always"] = True,
     ) -> None:
-        await asyncio.to_thread(
+        """Write `values` to one of the profile's maps, whose kept copy holds them already."""
+        copy = self._kept[profile].copy if profile in self._kept else None
+        was = copy.following(collection) if copy is not None else None
+        written = await asyncio.to_thread(
             self.store.mirror_put, SERVICE, profile, collection, values, self.clock(), synced=synced
         )
+        if copy is not None:
+            copy.wrote(collection, was, written)
+
+    async def _remove(self, profile: str, collection: str, keys: list[str]) -> None:
+        """Remove `keys` from one of the profile's maps, whose kept copy lacks them already."""
+        copy = self._kept[profile].copy if profile in self._kept else None
+        was = copy.following(collection) if copy is not None else None
+        written = await asyncio.to_thread(
+            self.store.mirror_remove, SERVICE, profile, collection, keys
+        )
+        if copy is not None:
+            copy.wrote(collection, was, written)
 
 
 def _copies_to_check(person: Person, rows: Sequence[OutboxItem], now: float) -> list[str]:
