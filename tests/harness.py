@@ -454,32 +454,36 @@ async def loop_held(*, collecting: bool = False) -> AsyncIterator[list[float]]:
 
 
 class PausedRead:
-    """Stops the first statement of this process that reads `what` (a piece of its SQL, with
-    its values in) until `release` is set, on whichever SQLite connection runs it: the
-    store's own (opened before, given to `paused_read`) or one opened since. The thread
-    running it waits there, holding whatever it holds: a read under the store's lock holds
-    up every other use of that lock. SQLite's progress handler, not our code's, does it.
-    `after`: the statement's steps (virtual machine instructions) let run first, so that it
-    stops with its read begun (its locks taken) rather than at its start."""
+    """Stops a statement of this process that reads `what` (a piece of its SQL, with its
+    values in; the first such, or the one after the first `after`) until `release` is set,
+    on whichever SQLite connection runs it: the store's own (opened before, given to
+    `paused_read`) or one opened since. The thread running it waits there, holding whatever
+    it holds: a read under the store's lock holds up every other use of that lock. SQLite's
+    progress handler, not our code's, does it. `steps`: the statement's steps (virtual
+    machine instructions) let run first, so that it stops with its read begun (its locks
+    taken) rather than at its start."""
 
-    def __init__(self, what: str, after: int = 0) -> None:
+    def __init__(self, what: str, after: int = 0, steps: int = 0) -> None:
         self.what = what
-        self.after = after
+        self.after = after  # statements reading `what` let through before the one stopped
+        self.steps = steps
+        self.started = 0
         self.reached = threading.Event()
         self.release = threading.Event()
 
     def watch(self, conn: sqlite3.Connection) -> None:
-        running = [""]  # the connection's statement now (its trace names it as it starts)
+        running = [False]  # whether the connection's statement now is the one to stop
         steps = [0]
 
         def started(sql: str) -> None:
-            running[0] = sql
+            running[0] = self.what in sql and self.started == self.after
+            self.started += self.what in sql
 
         def step() -> int:
-            if self.what not in running[0] or self.reached.is_set():
+            if not running[0] or self.reached.is_set():
                 return 0
             steps[0] += 1
-            if steps[0] > self.after:
+            if steps[0] > self.steps:
                 self.reached.set()
                 self.release.wait(PAUSE_BOUND)
             return 0  # go on
@@ -492,10 +496,13 @@ PAUSE_BOUND = 10.0  # seconds: only bounds a test that fails (nothing releases t
 
 
 @contextlib.contextmanager
-def paused_read(what: str, *opened: sqlite3.Connection, after: int = 0) -> Iterator[PausedRead]:
-    """A `PausedRead` of `what` on the connections `opened` and on every one opened in the
-    block; released at its end, if not before."""
-    paused = PausedRead(what, after)
+def paused_read(
+    what: str, *opened: sqlite3.Connection, after: int = 0, steps: int = 0
+) -> Iterator[PausedRead]:
+    """A `PausedRead` of `what` (the one after the first `after` such statements, once it
+    ran `steps` steps) on the connections `opened` and on every one opened in the block;
+    released at its end, if not before."""
+    paused = PausedRead(what, after, steps)
     for conn in opened:
         paused.watch(conn)
     connect = sqlite3.connect

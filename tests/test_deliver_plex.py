@@ -618,3 +618,35 @@ async def test_the_next_batch_reads_again_only_the_maps_written_since(
     assert read.count("plays") == 1 and read.count("written") == 1, read
     assert isinstance(outcome, Skipped) and "none of the synced Plex libraries" in outcome.note
     assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
+
+
+async def test_a_webhook_is_recorded_while_a_read_weighs_its_maps_against_the_stored(
+    reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # A read writes its maps back over what the store holds now (the deliverer writes them
+    # as it goes): at 40,000 plays, reading and comparing them took most of a second, under
+    # the store's lock, and every webhook's record waited. Here that read stops halfway and
+    # the record goes through. The deliverer unwatches Arrival meanwhile, after the read
+    # looked: its word stands over the read's listing (rewatched before), as it did when
+    # the read compared under the lock.
+    plex.watch("100", T0)
+    await plays(reader)
+    plex.watch("100", T0 + DAY)
+    unwatched = {**store.mirror_get("plex", "alex", "keys")[ARRIVAL], "watched_at": None}
+    writer = IngestWriter(store)
+    webhook = IngestJob("plex", "progress", "alex", {}, NOW, "s", lambda s, _marks: (s, []))
+    plays_read = "FROM mirror WHERE service = 'plex' AND profile = 'alex' AND collection = 'plays'"
+    try:
+        # The read's first look at its plays, before it lists, is beside the lock already.
+        with paused_read(plays_read, *store_connections(store), after=1) as paused:
+            reading = asyncio.ensure_future(plays(reader))
+            assert await asyncio.to_thread(paused.reached.wait, 10)
+            recorded = asyncio.ensure_future(writer.write(webhook))
+            finished, _ = await asyncio.wait([recorded], timeout=5)
+            assert finished == {recorded}, "the webhook waited for the read's comparison"
+            store.mirror_put("plex", "alex", "keys", {ARRIVAL: unwatched}, NOW)  # the deliverer
+        await reading
+    finally:
+        writer.close()
+    assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    assert store.mirror_get("plex", "alex", "keys")[ARRIVAL] == unwatched

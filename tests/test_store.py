@@ -1007,7 +1007,7 @@ def test_a_webhook_waits_for_a_collection_read_on_a_database_kept_out_of_wal(
     read = "FROM mirror WHERE service = 'plex' AND profile = 'me' AND collection = 'history'"
 
     async def record_while_the_read_is_paused() -> dict[str, Any]:
-        with paused_read(read, store.db.conn, after=200) as paused:
+        with paused_read(read, store.db.conn, steps=200) as paused:
             reading = asyncio.ensure_future(
                 asyncio.to_thread(store.mirror_get, "plex", "me", "history")
             )

@@ -2542,10 +2542,25 @@ class PlexReader:
         run asked (`account`); `history_account`: the account whose history was read, if
         any."""
         now, store, memory = self.clock(), self.store, built.memory
+        # Worked out and encoded beside the store's lock, from its maps as they are now (read
+        # on a connection of their own): at 40,000 plays decoding and comparing them took
+        # most of a second, which every webhook's record waited for behind the lock.
+        stored = store.mirror_copy(SERVICE, profile, _REMEMBERED)
+        writes = _remembered(stored.collections, built, mirrored, loaded)
+        synthetic = [(record, json.dumps(v)) for record, v in memory.synthetic.items()]
         # One transaction: a write cut halfway (a stop no longer waits for a run, and the
         # store closes; a failing disk) would leave this read's server id and maps beside
         # the last read's plays, which the next run reads against.
         with store.transaction():
+            versions = store.mirror_versions(SERVICE, profile)
+            if any(
+                stored.versions.get(c) is None or versions.get(c) != stored.versions[c]
+                for c in _REMEMBERED
+            ):
+                # Written since (the deliverer writes as it goes, also while a run reads):
+                # what the store holds now decides, in this transaction.
+                now_held = {c: store.mirror_get(SERVICE, profile, c) for c in _REMEMBERED}
+                writes = _remembered(now_held, built, mirrored, loaded)
             if machine is None:
                 store.forget_cursor(SERVICE, profile, KEYS_FROM)
             else:
@@ -2554,31 +2569,58 @@ class PlexReader:
                 store.forget_cursor(SERVICE, profile, HISTORY_ACCOUNT)
             else:
                 store.set_cursor(SERVICE, profile, HISTORY_ACCOUNT, history_account, now)
-            store.mirror_replace(SERVICE, profile, SYNTHETIC, dict(memory.synthetic), now)
+            store.mirror_replace_encoded(SERVICE, profile, SYNTHETIC, synthetic, now)
             store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
-            # The deliverer writes as it goes, also while a run reads: what the store holds now
-            # decides, in this transaction.
-            for collection, loaded_map, read in (
-                (KEYS, mirrored.keys, built.keys),
-                (PLAYS, mirrored.plays, built.plays),
-            ):
-                changes = read_back(
-                    loaded_map, read, store.mirror_get(SERVICE, profile, collection)
-                )
-                store.mirror_put(SERVICE, profile, collection, changes.put, now)
+            # Each written, if with nothing (as always): that gives it a version, and the
+            # deliverer's kept copy of one never versioned is read again for every batch.
+            for collection, changes in writes.items():
+                store.mirror_put_encoded(SERVICE, profile, collection, changes.put, now)
                 store.mirror_remove(SERVICE, profile, collection, changes.taken)
-            stored = store.mirror_get(SERVICE, profile, WRITTEN)
-            back = written_back(
-                loaded, memory.written, {r: Written.from_dict(v) for r, v in stored.items()}
-            )
-            store.mirror_put(
-                SERVICE, profile, WRITTEN, {r: w.to_dict() for r, w in back.items()}, now
-            )
-            # Only ever taken from (`_carried_over`): the rows left keep the start over's date,
-            # which `Store.prune` goes by (KEEP_WRITTEN_BEFORE).
-            stored = store.mirror_get(SERVICE, profile, WRITTEN_BEFORE)
-            taken = [record for record in stored if record not in memory.before]
-            store.mirror_remove(SERVICE, profile, WRITTEN_BEFORE, taken)
+
+
+# The maps a read writes back over what the store holds (`PlexReader._remember`).
+_REMEMBERED = (KEYS, PLAYS, WRITTEN, WRITTEN_BEFORE)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The entries a read writes to a mirror collection, encoded (key, JSON text), and
+    those it takes out."""
+
+    put: list[tuple[str, str]]
+    taken: list[str]
+
+
+def _remembered(
+    stored: Mapping[str, Mapping[str, Any]],
+    built: Built,
+    mirrored: Mirrored,
+    loaded: Mapping[str, Written],
+) -> dict[str, Encoded]:
+    """What a read writes to the maps of `_REMEMBERED`, given what the store holds of them
+    (`stored`): `read_back` of the maps the deliverer writes too, as the read `loaded` them
+    (`mirrored`, our writes); the records of written-before the read's memory no longer
+    holds (only ever taken from, by `_carried_over`: the rows left keep the start over's
+    date, which `Store.prune` goes by, KEEP_WRITTEN_BEFORE). Pure."""
+
+    def encoded(items: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return [(key, json.dumps(value)) for key, value in items.items()]
+
+    writes: dict[str, Encoded] = {}
+    for collection, loaded_map, read in (
+        (KEYS, mirrored.keys, built.keys),
+        (PLAYS, mirrored.plays, built.plays),
+    ):
+        changes = read_back(loaded_map, read, stored[collection])
+        writes[collection] = Encoded(encoded(changes.put), changes.taken)
+    held = {r: Written.from_dict(v) for r, v in stored[WRITTEN].items()}
+    back = written_back(loaded, built.memory.written, held)
+    writes[WRITTEN] = Encoded(encoded({r: w.to_dict() for r, w in back.items()}), [])
+    before = built.memory.before
+    writes[WRITTEN_BEFORE] = Encoded(
+        [], [record for record in stored[WRITTEN_BEFORE] if record not in before]
+    )
+    return writes
 
 
 def unfiltered_history(profile: str, account: str, foreign: int) -> str:
