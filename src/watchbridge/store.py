@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import sqlite3
@@ -143,6 +144,8 @@ _WENT_THROUGH = "outcome IN ('ok', 'held')"
 # Mirror collections (service, collection) whose entries belong to one outbox row (their data's
 # "row": its id), forgotten with it (`Store._forget_ended_rows`): a Plex removal's first try.
 ROW_ENTRIES = (("plex", "unwatching"),)  # deliver.plex.UNWATCHING
+# Rows a transaction of `Store.mirror_replace_in_parts` writes: ~40 ms of the store's lock.
+REPLACE_PART = 5_000
 # SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
 _ALIVE = "outcome = 'running' AND COALESCE(heartbeat_at, started_at) > ?"
 
@@ -555,6 +558,14 @@ def m022_mirror_versions(db: sqlite_utils.Database) -> None:
             PRIMARY KEY (service, profile, collection)
         ) WITHOUT ROWID"""
     )
+
+
+@migrations()
+def m023_mirror_replaced_in_parts(db: sqlite_utils.Database) -> None:
+    # The replace in parts (`Store.mirror_replace_in_parts`, a random number of its own)
+    # writing the collection, until its last part: not whole meanwhile, nor after a crash
+    # halfway. NULL: whole.
+    db.execute("ALTER TABLE mirror_versions ADD COLUMN replacing INTEGER")
 
 
 @dataclass(frozen=True)
@@ -1878,6 +1889,9 @@ class Store:
         # `mirror_get`'s, apart from the deliverer's long snapshots (`mirror_snapshot`).
         self._collection_reads = ReadConnection(path, busy_timeout)
         self._holding = threading.local()  # how deep this thread is in `_locked`
+        # (service, profile, collection) -> held by its `mirror_replace_in_parts`
+        self._replaces: dict[tuple[str, str, str], threading.Lock] = {}
+        self._replaces_lock = threading.Lock()
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         # (profile, Plex server) -> how Tautulli's template names players, for each server
@@ -3768,6 +3782,35 @@ class Store:
             fetched = reader.execute(sql, (service, profile, collection))
             return {key: json.loads(data) for key, data in fetched}
 
+    def mirror_get_if_whole(
+        self, service: str, profile: str, collection: str
+    ) -> dict[str, Any] | None:
+        """`mirror_get`, or None while a replace in parts writes the collection, or when one
+        was cut halfway (`mirror_replace_in_parts`): a mix of its rows and those before it,
+        never to be taken for a whole copy of anything. Both read in one snapshot."""
+        whole = (
+            "SELECT 1 FROM mirror_versions WHERE service = ? AND profile = ? AND collection = ?"
+            " AND replacing IS NOT NULL"
+        )
+        if self.path is None or self._held_here():
+            with self._locked():
+                if self._query(whole, (service, profile, collection)):
+                    return None
+                return self.mirror_get(service, profile, collection)
+        with self._collection_reads.connection() as reader:
+            reader.execute("BEGIN")  # one snapshot for the mark and the rows
+            try:
+                if reader.execute(whole, (service, profile, collection)).fetchone():
+                    return None
+                fetched = reader.execute(
+                    "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
+                    " AND collection = ?",
+                    (service, profile, collection),
+                )
+                return {key: json.loads(data) for key, data in fetched}
+            finally:
+                reader.execute("COMMIT")
+
     def mirror_snapshot(
         self, service: str, profile: str, collections: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
@@ -3908,6 +3951,71 @@ class Store:
                 [(service, profile, collection, k, data, now) for k, data in items],
             )
             return _mirror_written(conn, service, profile, collection)
+
+    def mirror_replace_in_parts(
+        self,
+        service: str,
+        profile: str,
+        collection: str,
+        items: Mapping[str, Any],
+        now: float,
+        part: int = REPLACE_PART,
+    ) -> None:
+        """Make a mirror collection hold exactly `items`, in transactions of `part` rows: a
+        webhook's record waits for one of them, not for all (a Plex history of 43,000 rows
+        held the store's lock ~0.4 s in one). Until the last ends, the collection is marked
+        not whole (`mirror_get_if_whole`), for a reader meanwhile and after a crash halfway
+        alike. Each row is meanwhile the old one or the new, never neither: the new rows go
+        over the old first, and only then are those not among them taken out. Two replaces of
+        one collection go one after the other. Inside a transaction: one transaction."""
+        encoded = [(key, json.dumps(value)) for key, value in items.items()]
+        if self._held_here():
+            self.mirror_replace_encoded(service, profile, collection, encoded, now)
+            return
+        where = "service = ? AND profile = ? AND collection = ?"
+        names = (service, profile, collection)
+        # Its own: another process's replace of the collection begun since (a `watchbridge
+        # sync` beside the service) is not marked whole by this one's end.
+        mine = random.getrandbits(62)
+        with self._replace_of(service, profile, collection):
+            with self.transaction() as conn:
+                _mirror_written(conn, *names)
+                conn.execute(
+                    f"UPDATE mirror_versions SET replacing = ? WHERE {where}", (mine, *names)
+                )
+            for start in range(0, len(encoded), part):
+                # Not waiting for the disk: a power cut takes the last commits (WAL), never
+                # one before them, so a part lost leaves the mark in place.
+                chunk = encoded[start : start + part]
+                self.mirror_put_encoded(service, profile, collection, chunk, now, synced=False)
+            wanted = set(items)
+            extra = [
+                key for key in self._keys_of(service, profile, collection) if key not in wanted
+            ]
+            parts = [extra[start : start + part] for start in range(0, len(extra), part)] or [[]]
+            for taken in parts[:-1]:
+                self.mirror_remove(service, profile, collection, taken)
+            with self.transaction() as conn:
+                self.mirror_remove(service, profile, collection, parts[-1])
+                conn.execute(
+                    f"UPDATE mirror_versions SET replacing = NULL WHERE {where} AND replacing = ?",
+                    (*names, mine),
+                )
+
+    @contextmanager
+    def _replace_of(self, service: str, profile: str, collection: str) -> Iterator[None]:
+        with self._replaces_lock:
+            lock = self._replaces.setdefault((service, profile, collection), threading.Lock())
+        with lock:
+            yield
+
+    def _keys_of(self, service: str, profile: str, collection: str) -> list[str]:
+        """The keys a mirror collection holds, read beside the lock."""
+        sql = "SELECT item_key FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+        if self.path is None:
+            return [str(r["item_key"]) for r in self._query(sql, (service, profile, collection))]
+        with self._collection_reads.connection() as reader:
+            return [str(key) for (key,) in reader.execute(sql, (service, profile, collection))]
 
     def mirror_remove(
         self, service: str, profile: str, collection: str, keys: Sequence[str]

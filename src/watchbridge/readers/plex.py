@@ -2370,7 +2370,9 @@ class PlexReader:
         account, token = access.account_id, self._history_token(access)
         if account is None:
             return [], ""
-        cached = await asyncio.to_thread(self.store.mirror_get, SERVICE, profile, HISTORY)
+        # None: a replace of it was cut halfway, or writes it now: no cache to read on from.
+        kept = await asyncio.to_thread(self.store.mirror_get_if_whole, SERVICE, profile, HISTORY)
+        cached = kept or {}
         rows = {
             number: HistoryEntry(number, str(v["rating_key"]), float(v["at"]), account)
             for number, v in cached.items()
@@ -2438,7 +2440,7 @@ class PlexReader:
         now = self.clock()
         if replaced:
             await asyncio.to_thread(
-                self.store.mirror_replace, SERVICE, profile, HISTORY, values, now
+                self.store.mirror_replace_in_parts, SERVICE, profile, HISTORY, values, now
             )
         else:
             fresh_ids = [*(h.id for h in fresh.entries), *fresh.gone]
