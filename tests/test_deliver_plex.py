@@ -603,19 +603,24 @@ async def test_the_next_batch_reads_again_only_the_maps_written_since(
 ) -> None:
     # Each batch of 200 rows decoded the person's maps whole (~100,000 rows at a big
     # library): most of a CPU through a big link run, the loop and the webhooks' writer
-    # starved of it. They are kept between batches; our own writes are in them already, and
-    # only a map something else wrote since (the reader, here) is read again (or one never
-    # written: `unwatching`, read each time, holds a row or two).
+    # starved of it. They are kept between full batches (a backlog); our own writes are in
+    # them already, and only a map something else wrote since (the reader, here) is read
+    # again (or one never written: `unwatching`, read each time, holds a row or two). A
+    # batch less than full ends the backlog: they are let go, and read whole next time.
     await plays(reader)
+    target.batch_size = 1  # each of these batches is full
     mine = "SELECT item_key, data FROM mirror WHERE service = 'plex' AND profile = 'alex'"
     with statements_run(mine, *store_connections(store)) as reads:
         assert await deliver(target, store, "play", ARRIVAL, T0) == Delivered("marked watched")
         assert await deliver(target, store, "play", BB_S1E1, T0) == Delivered("marked watched")
         store.mirror_remove("plex", "alex", "keys", [ARRIVAL])  # the reader: gone from Plex
         outcome = await deliver(target, store, "play", ARRIVAL, T0 + DAY)
+        target.batch_size = 200
+        await deliver(target, store, "play", BB_S1E1, T0 + 2 * DAY)
+        await deliver(target, store, "play", BB_S1E1, T0 + 3 * DAY)
     read = [m.group(1) for sql in reads if (m := re.search(r"collection = '(\w+)'", sql))]
-    assert read.count("keys") == 2, read  # the first batch's, and the third's
-    assert read.count("plays") == 1 and read.count("written") == 1, read
+    assert read.count("keys") == 3, read  # the first batch's, the third's, the last's
+    assert read.count("plays") == 2 and read.count("written") == 2, read
     assert isinstance(outcome, Skipped) and "none of the synced Plex libraries" in outcome.note
     assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
 

@@ -174,7 +174,8 @@ class PlexTarget:
         self.clock = clock
         self.tokens = ServerTokens(config, store, client, clock)
         self._machine: str | None = None  # the server's machine id, asked once per round
-        # Per profile: the maps kept between batches, read again only where written since.
+        # Per profile: the maps kept between full batches (a backlog), read again only where
+        # written since.
         self._kept: dict[str, Kept] = {}
 
     async def aclose(self) -> None:
@@ -184,7 +185,13 @@ class PlexTarget:
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         self.tokens.new_round()  # a token revoked tomorrow is found again tomorrow
         self._machine = None
-        return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
+        try:
+            return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
+        finally:
+            if len(items) < self.batch_size:
+                # A backlog is through: the maps (tens of MB at a big library) are not kept
+                # for a webhook's row that may come hours later; read again then.
+                self._kept.clear()
 
     async def _deliver_profile(
         self, profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]
