@@ -3792,7 +3792,7 @@ class Store:
             "SELECT 1 FROM mirror_versions WHERE service = ? AND profile = ? AND collection = ?"
             " AND replacing IS NOT NULL"
         )
-        if self.path is None or self._held_here():
+        if not self._reads_beside_the_lock() or self._held_here():
             with self._locked():
                 if self._query(whole, (service, profile, collection)):
                     return None
@@ -4012,7 +4012,7 @@ class Store:
     def _keys_of(self, service: str, profile: str, collection: str) -> list[str]:
         """The keys a mirror collection holds, read beside the lock."""
         sql = "SELECT item_key FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
-        if self.path is None:
+        if not self._reads_beside_the_lock():
             return [str(r["item_key"]) for r in self._query(sql, (service, profile, collection))]
         with self._collection_reads.connection() as reader:
             return [str(key) for (key,) in reader.execute(sql, (service, profile, collection))]
