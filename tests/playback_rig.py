@@ -22,10 +22,9 @@ from tests.fakes.trakt import CLIENT_ID
 from tests.harness import AppThread, free_port
 from tests.ingest_samples import sample_json
 from watchbridge import webhooks
-from watchbridge.app import create_app
+from watchbridge.app import Runtime, create_app
 from watchbridge.config import parse_config
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
-from watchbridge.store import Store
 from watchbridge.wiring import build_runtime
 
 SECRET = "playback-secret-123"
@@ -47,10 +46,11 @@ profiles:
 
 
 class Rig:
-    def __init__(self, thread: AppThread, clock: FakeClock, db: Path) -> None:
+    def __init__(self, thread: AppThread, clock: FakeClock, db: Path, runtime: Runtime) -> None:
         self.thread = thread
         self.clock = clock
         self.db = db
+        self.runtime = runtime
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -74,12 +74,9 @@ class Rig:
         assert response.status_code in (200, 202), response.text
 
     def housekeeping(self) -> None:
-        """What the hourly maintenance does to old rows and idle sessions, at the rig's time."""
-        store = Store.open(self.db)
-        try:
-            store.prune(self.clock(), KEEP_DONE, KEEP_SESSIONS)
-        finally:
-            store.close()
+        """What the hourly maintenance does to old rows and idle sessions, at the rig's time:
+        through the service's own store, as the maintenance does."""
+        self.runtime.store.prune(self.clock(), KEEP_DONE, KEEP_SESSIONS)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every outbox row queued so far, oldest first (whatever became of it since)."""
@@ -124,7 +121,7 @@ def running_rig(tmp_path: Path) -> Iterator[Rig]:
     runtime = build_runtime(config, clock=clock)
     app = create_app(runtime, tasks=[], extra_routes=[*webhooks.ROUTES])
     with AppThread(app) as thread:
-        yield Rig(thread, clock, db)
+        yield Rig(thread, clock, db, runtime)
 
 
 def plex(name: str, **metadata: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from tests.playback_rig import (
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
 from watchbridge.playback import earlier_keys
+from watchbridge.store import TAUTULLI_SERVER_LAPSES
 
 # --------------------------------------------------------------------------- rewatches whose
 # start never arrived (no server retries a webhook; watchbridge may be restarting)
@@ -386,6 +387,40 @@ def test_a_server_tautulli_reported_is_remembered_across_a_restart(tmp_path: Pat
         rig.advance(60)
         rig.post("tautulli", tautulli_at(95, "pause", "tv"))
         assert rig.live() == ["start", "play"]
+
+
+def plex_viewing(rig: Rig, player: str) -> None:
+    """One viewing on `player` as only Plex's webhook reports it."""
+    rig.post("plex", plex_on(player, "media.play", None))
+    rig.advance(50 * 60)
+    rig.post("plex", plex_on(player, "media.scrobble", 90))
+    rig.post("plex", plex_on(player, "media.stop", 100))
+
+
+def test_a_server_tautulli_stopped_reporting_lapses_and_plex_notes_no_more(
+    tmp_path: Path,
+) -> None:
+    # A household that removed Tautulli: after the lapse, Plex's completions cost no note.
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", tautulli_at(0, "play", "tv"))
+        rig.advance(TAUTULLI_SERVER_LAPSES + HOUR)
+        rig.housekeeping()
+        plex_viewing(rig, "tv")
+        assert report_notes(rig) == []
+        # Tautulli set up again: its first report remembers the server, nothing is lost.
+        rig.advance(4 * HOUR)
+        reported_by_both(rig, "tv")
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_server_tautulli_keeps_reporting_does_not_lapse(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        for _ in range(4):  # a viewing a month, Tautulli's play first
+            rig.post("tautulli", tautulli_at(0, "play", "tv"))
+            rig.advance(30 * 86400.0)
+        rig.housekeeping()
+        plex_viewing(rig, "tv")
+        assert report_notes(rig) == ["reported"]
 
 
 def without_machine_id(body: dict[str, object], name: str) -> dict[str, object]:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -530,7 +531,8 @@ def m020_sync_run_progress(db: sqlite_utils.Database) -> None:
 def m021_tautulli_servers(db: sqlite_utils.Database) -> None:
     # The Plex servers Tautulli's webhook reported to a profile, and how its template names
     # players (playback.Naming): only their Plex webhooks note their completions for the
-    # other sender's to pair with (see Store._pair_reports). A few rows.
+    # other sender's to pair with (see Store._pair_reports). A few rows. seen_at: when
+    # Tautulli last reported it (noted once a day at most); Store.prune forgets a lapsed one.
     db.execute(
         """CREATE TABLE tautulli_servers (
             profile TEXT NOT NULL,
@@ -1257,6 +1259,15 @@ def _remember_tautulli_server(
 
 
 LOOKED_BACK_AT_MOST = 2000  # events Tautulli's first report looks through for Plex's
+# A server Tautulli has not reported to a profile for this long is forgotten (Store.prune): a
+# household that removed Tautulli stops paying for Plex's notes. Longer than a household goes
+# without watching (a long journey, a summer away); one that still has Tautulli loses nothing
+# when it lapses anyway: Tautulli's next report remembers it again, and its first report of a
+# viewing Plex's webhook reported first looks for Plex's (`_plex_report_at`).
+TAUTULLI_SERVER_LAPSES = 90 * 86400.0
+# How often a server's seen_at is written again while Tautulli keeps reporting it: not on
+# every webhook.
+TAUTULLI_SEEN_NOTED_EVERY = 86400.0
 
 
 def _plex_report_at(
@@ -1894,9 +1905,11 @@ class Store:
         self._replaces_lock = threading.Lock()
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-        # (profile, Plex server) -> how Tautulli's template names players, for each server
-        # Tautulli reported to a profile (table tautulli_servers); read at the first webhook.
-        self._tautulli_servers: dict[tuple[str, str], Naming] | None = None
+        # (profile, Plex server) -> how Tautulli's template names players and when Tautulli
+        # last reported it (as noted: TAUTULLI_SEEN_NOTED_EVERY), for each server Tautulli
+        # reported to a profile (table tautulli_servers); read at the first webhook, and again
+        # after Store.prune forgot a lapsed one.
+        self._tautulli_servers: dict[tuple[str, str], tuple[Naming, float]] | None = None
 
     @classmethod
     def open(
@@ -2295,17 +2308,23 @@ class Store:
         their Plex webhooks pay a lookup in memory."""
         named = self._tautulli_servers
         if named is None:
-            found = conn.execute("SELECT profile, server, naming FROM tautulli_servers")
-            named = self._tautulli_servers = {(p, s): n for p, s, n in found}
+            found = conn.execute("SELECT profile, server, naming, seen_at FROM tautulli_servers")
+            named = self._tautulli_servers = {(p, s): (n, at) for p, s, n, at in found}
         where = (report.profile, report.server)
         look_back: Naming | None = None
         if report.source == "plex":
-            naming = named.get(where)
-        elif (naming := players_named(report)) is not None and named.get(where) != naming:
-            # Written with the event: the next start knows it. In memory at once (a rollback
-            # leaves it there: Plex's webhook then notes its reports needlessly until then).
-            _remember_tautulli_server(conn, report, naming, job.now)
-            named[where] = look_back = naming
+            known = named.get(where)
+            naming = None if known is None else known[0]
+        elif (naming := players_named(report)) is not None:
+            noted, seen_at = named.get(where, (None, -math.inf))
+            if noted != naming:
+                look_back = naming  # new, or its template names players otherwise now
+            if look_back is not None or job.now - seen_at >= TAUTULLI_SEEN_NOTED_EVERY:
+                # Written with the event: the next start knows it. In memory at once (a
+                # rollback leaves it there: Plex's webhook then notes its reports needlessly
+                # until then).
+                _remember_tautulli_server(conn, report, naming, job.now)
+                named[where] = (naming, job.now)
         keys = None if naming is None else report_keys(report, naming)
         if keys is None:
             return rows
@@ -2321,6 +2340,7 @@ class Store:
         keep_runs: float = KEEP_RUNS,
         keep_marks: float = KEEP_MARKS,
         keep_carried: Mapping[tuple[str, str], float] | None = None,
+        keep_tautulli_servers: float = TAUTULLI_SERVER_LAPSES,
     ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
@@ -2333,7 +2353,9 @@ class Store:
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way,
         nor a Serializd rating settled before it was looked for (UNFOUND) until its newer
-        rating's delivery looks (that newer one may wait longer than a week)."""
+        rating's delivery looks (that newer one may wait longer than a week). A Plex server
+        Tautulli has not reported to a profile for `keep_tautulli_servers` is forgotten: Plex's
+        webhook stops noting its reports for Tautulli's to pair with."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
         kept = self._expected_link_adds(now - keep_done)
         with self.transaction() as conn:
@@ -2369,6 +2391,13 @@ class Store:
                 if gone:
                     _mirrors_changed(conn, "service = ? AND collection = ?", (service, collection))
                 carried += gone
+            lapsed = conn.execute(
+                "DELETE FROM tautulli_servers WHERE seen_at < ?", (now - keep_tautulli_servers,)
+            ).rowcount
+            if lapsed:
+                # Read again at the next webhook (under this lock, so none reads it meanwhile;
+                # a rollback of this leaves the table as it was, and that is what is read).
+                self._tautulli_servers = None
         return {
             "outbox": done,
             "events": events,
@@ -2376,6 +2405,7 @@ class Store:
             "sync_runs": runs,
             "id_cache": lookups,
             "carried": carried,
+            "tautulli_servers": lapsed,
         }
 
     def reclaim_space(
