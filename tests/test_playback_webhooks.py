@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ from tests.playback_rig import (
     running_rig,
     tautulli,
 )
+from watchbridge.accounts import SERVER_PART, identity_of
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
 from watchbridge.playback import earlier_keys
-from watchbridge.store import TAUTULLI_SERVER_LAPSES
+from watchbridge.store import ACCOUNT_CURSOR, TAUTULLI_SERVER_LAPSES, Store
 
 # --------------------------------------------------------------------------- rewatches whose
 # start never arrived (no server retries a webhook; watchbridge may be restarting)
@@ -268,19 +270,21 @@ def plex_on(player: str, event: str, percent: float | None) -> dict[str, Any]:
     return body
 
 
-def reported_by_both(rig: Rig, player: str) -> None:
+def reported_by_both(
+    rig: Rig, player: str, template: Callable[[dict[str, object]], dict[str, object]] = dict
+) -> None:
     """One viewing on `player` as both senders report it: each starts it, Tautulli's Watched
     at 85 %, Plex's scrobble at 90 % (2 3/4 minutes later: beyond Trakt's duplicate window),
-    both stops at the end."""
+    both stops at the end. `template`: Tautulli's body as its template fills it in."""
     rig.post("plex", plex_on(player, "media.play", None))
-    rig.post("tautulli", tautulli_at(0, "play", player))
+    rig.post("tautulli", template(tautulli_at(0, "play", player)))
     rig.advance(47 * 60)
-    rig.post("tautulli", tautulli_at(85, "watched", player))
+    rig.post("tautulli", template(tautulli_at(85, "watched", player)))
     rig.advance(166)
     rig.post("plex", plex_on(player, "media.scrobble", 90))
     rig.advance(330)
     rig.post("plex", plex_on(player, "media.stop", 100))
-    rig.post("tautulli", tautulli_at(100, "stop", player))
+    rig.post("tautulli", template(tautulli_at(100, "stop", player)))
 
 
 def test_one_viewing_reported_by_both_plex_and_tautulli_is_one_play(tmp_path: Path) -> None:
@@ -452,6 +456,51 @@ def test_a_tautulli_template_without_machine_id_naming_another_player_pairs_noth
         rig.advance(60)
         rig.post("plex", plex_on("tv", "media.scrobble", 90))
         assert len(rig.plays()) == 2, rig.live()
+
+
+def without_server_machine_id(body: dict[str, object]) -> dict[str, object]:
+    """Tautulli's body from a template that leaves out {server_machine_id}."""
+    return {k: v for k, v in body.items() if k != "server_machine_id"}
+
+
+def test_a_tautulli_template_without_server_machine_id_pairs_with_the_profiles_plex_server(
+    tmp_path: Path,
+) -> None:
+    # A Tautulli watches one server; Plex's webhooks name the profile's one: it is that.
+    with running_rig(tmp_path) as rig:
+        reported_by_both(rig, "tv", without_server_machine_id)
+        assert len(rig.plays()) == 1, rig.live()
+
+
+def test_a_tautulli_template_without_server_machine_id_pairs_nothing_of_two_plex_servers(
+    tmp_path: Path,
+) -> None:
+    # The profile also watches on a friend's server: which one Tautulli watches is not sure.
+    with running_rig(tmp_path) as rig:
+        friends = plex_on("tv", "media.play", None)
+        friends["Server"]["uuid"] = "a-friends-server"
+        friends["Metadata"]["ratingKey"] = "9999"
+        rig.post("plex", friends)
+        rig.advance(HOUR)
+        reported_by_both(rig, "tv", without_server_machine_id)
+        assert len(rig.plays()) == 2, rig.live()
+
+
+def test_a_tautulli_template_without_server_machine_id_pairs_with_services_plex_server(
+    tmp_path: Path,
+) -> None:
+    # After a restart Tautulli reports first: services.plex's server, as the profile's Plex
+    # link recorded it, is the profile's one.
+    server = plex_on("tv", "media.play", None)["Server"]["uuid"]
+    with Store.open(tmp_path / "wb.db") as store:
+        store.set_cursor(
+            "plex", "me", ACCOUNT_CURSOR, identity_of(SERVER_PART + server, "account 1"), 0.0
+        )
+    with running_rig(tmp_path) as rig:
+        rig.post("tautulli", without_server_machine_id(tautulli_at(85, "watched", "tv")))
+        rig.advance(166)
+        rig.post("plex", plex_on("tv", "media.scrobble", 90))
+        assert len(rig.plays()) == 1, rig.live()
 
 
 # --------------------------------------------------------------------------- live state

@@ -376,7 +376,10 @@ def test_plex_and_tautulli_reporting_one_server_alert_only_once_a_viewing_counts
     # One alert, of the viewing that counts twice (the notifier would hold back a second).
     assert receiver.titles() == [DOUBLING_TITLE]
     said = str(receiver.messages[0]["message"])
-    assert "each viewing counts twice" in said and "server_machine_id" in said
+    # The profile's one Plex server (its Plex webhook's) stands in for the server the
+    # template leaves out: only the player's line is lacking for the reports to pair.
+    assert "each viewing counts twice" in said and '"machine_id": "{machine_id}"' in said
+    assert "server_machine_id" not in said
     assert (matched["profile"], matched["server"]) == ("me", PLEX_SERVER)
     assert matched["counted_twice"] is False and "counted once" in matched["message"]
     assert "both Plex's and Tautulli's webhooks" in page and "remove Tautulli's webhook" in page
@@ -418,6 +421,43 @@ def test_a_tautulli_template_without_machine_id_pairs_by_name_or_the_alert_asks_
     assert '"machine_id": "{machine_id}"' in unpaired["message"]
     assert receiver.titles() == [DOUBLING_TITLE]
     assert '"machine_id": "{machine_id}"' in str(receiver.messages[0]["message"])
+
+
+def test_a_tautulli_template_without_server_machine_id_pairs_while_the_plex_server_is_sure(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A Tautulli watches one Plex server: the profile's Plex webhooks naming one, its reports
+    # are that server's, counted once (a note). Once they name a second (a friend's server),
+    # which one is not sure: the alert asks for the server's line, as without a Plex server.
+    receiver = start_fake(AlertReceiver())
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+        "profiles: {me: {default: true, users: {plex: ['1']}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    with AppThread(build_app(build_runtime(config))) as app:
+        plex = sample_bytes("plex", "episode_legacy_media_scrobble.json")
+        assert httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": plex}).is_success
+        tautulli = sample_json("tautulli", "watched_episode.json")
+        del tautulli["server_machine_id"]
+        assert httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli).is_success
+        (paired,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
+        friends = json.loads(sample_bytes("plex", "movie_media_play.json"))
+        friends["Server"]["uuid"] = "a-friends-server"
+        body = json.dumps(friends).encode()
+        assert httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": body}).is_success
+        assert httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli).is_success
+        (unpaired,) = httpx.get(f"{app.url}/api/status").json()["reported_twice"]
+        deadline = time.monotonic() + 10
+        while (webhooks._alerting or not receiver.messages) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert (paired["server"], paired["counted_twice"]) == (PLEX_SERVER, False)
+    assert unpaired["counted_twice"] is True
+    assert '"server_machine_id": "{server_machine_id}"' in unpaired["message"]
+    assert receiver.titles() == [DOUBLING_TITLE]
+    assert "server_machine_id" in str(receiver.messages[0]["message"])
 
 
 def test_servers_and_players_made_up_in_every_webhook_fill_neither_memory_nor_the_status(

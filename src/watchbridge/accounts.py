@@ -224,6 +224,15 @@ def identity_of(*parts: str) -> str:
     return SEP.join(parts)
 
 
+SERVER_PART = "server "  # labels a Plex identity's first part: the server's machine id
+
+
+def plex_server_of(identity: str) -> str:
+    """The Plex server's machine id in a Plex side's identity ("" when it names none)."""
+    first = identity.split(SEP, 1)[0]
+    return first.removeprefix(SERVER_PART) if first.startswith(SERVER_PART) else ""
+
+
 def user_named(name: object) -> str:
     """A service's user (Serializd's username, AniList's user id) as an identity."""
     return identity_of(f"user {name}")

@@ -42,6 +42,7 @@ from litestar.utils.path import normalize_path
 
 from watchbridge import __version__
 from watchbridge.account_ids import AccountIds, Key, Learnt
+from watchbridge.accounts import plex_server_of
 from watchbridge.alerts import FAILED, SUPPRESSED, Notifier
 from watchbridge.backoff import doubled
 from watchbridge.config import (
@@ -70,8 +71,9 @@ from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
-from watchbridge.senders import Senders
+from watchbridge.senders import ProfileServers, Senders
 from watchbridge.store import (
+    ACCOUNT_CURSOR,
     KEPT_OFF_FIX,
     LOCKED_BY_ANOTHER,
     IngestWriter,
@@ -123,6 +125,9 @@ class Runtime:
     account_ids: AccountIds = field(default_factory=AccountIds)  # loaded by open()
     refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
     senders: Senders = field(default_factory=Senders)
+    # Each profile's Plex server where sure: services.plex's as read at start, then its Plex
+    # webhooks' (for Tautulli templates that name none).
+    plex_servers: ProfileServers = field(default_factory=ProfileServers)
     downtime: str | None = None  # what this start told of the time the service was away
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
     # What the log masks (redaction.secret_values, secret-shaped text): every display of
@@ -155,6 +160,9 @@ class Runtime:
         store = self._store
         for source, server, account_id, profile, entry, name in store.webhook_account_ids():
             self.account_ids.learn(Key(source, server, account_id), Learnt(profile, entry, name))
+        for profile, name, identity in store.cursors_named("plex", ACCOUNT_CURSOR):  # its reader
+            if name == ACCOUNT_CURSOR:  # services.plex's server, as the profile's link read it
+                self.plex_servers.knew(profile, plex_server_of(identity))
         self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
         self.metrics.watch_links(store.last_successes, list(self.config.links))
         from watchbridge.signins import gauges  # the services' modules import much

@@ -170,14 +170,17 @@ class Report(NamedTuple):
 Naming = Literal["id", "name"]
 
 
-def report_of(event: MediaEvent, profile: str) -> Report | None:
-    """The event as a report of one of PAIR; None for other sources, and for an event naming
-    no server or no item (rating key): no report of the other sender can match it."""
+def report_of(event: MediaEvent, profile: str, server: str = "") -> Report | None:
+    """The event as a report of one of PAIR, of the server it names, else of `server` (the
+    profile's one Plex server, where sure: senders.ProfileServers); None for other sources,
+    and for an event of no server or naming no item (rating key): no report of the other
+    sender can match it."""
     item = event.item
-    if event.source not in PAIR or not item.source_key or not event.server:
+    server = event.server or server
+    if event.source not in PAIR or not item.source_key or not server:
         return None
     where = f"{item.source_key}|{item.season}:{item.number}"
-    return Report(event.source, profile, event.server, event.player, event.player_name, where)
+    return Report(event.source, profile, server, event.player, event.player_name, where)
 
 
 def report_from_record(record: Any, profile: str) -> Report | None:

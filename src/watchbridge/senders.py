@@ -3,7 +3,8 @@
 Each of the two reports a viewing at its own completion point (Plex at 90 %, Tautulli at its
 "watched" percent), minutes apart: further apart than Trakt's and Serializd's duplicate windows.
 The ingest counts such a viewing once (playback.one_of_two_reports), but only when both senders
-name the server and the player (by id, or by name when Tautulli's template names no id), and
+name the server (Tautulli's template may leave it out where the profile's one Plex server is
+sure: ProfileServers) and the player (by id, or by name when Tautulli's template names no id), and
 Trakt is told the live state by both until the first report (playback.after_the_others_report):
 one sender per server is still the setup to have. Both reporting the same Plex item (its rating
 key) on the same player for one profile within TOGETHER_WITHIN is that mistake; two people on
@@ -180,6 +181,33 @@ class Senders:
         """The doublings seen in the last SHOWN_FOR, the most recently seen first."""
         shown = [d for d in self.doublings.values() if now - d.last_at < SHOWN_FOR]
         return sorted(shown, key=lambda d: -d.last_at)
+
+
+@dataclass
+class ProfileServers:
+    """The Plex server each profile's plays come from, where that is sure: a Tautulli
+    template without {server_machine_id} reports that server's plays (a Tautulli watches one
+    server), so its reports pair with Plex's webhook's of it (playback.report_of). Known from
+    services.plex's machine id as the profile's Plex link recorded it (`knew`, at start), and
+    from the servers the profile's Plex webhooks named since; a profile with two (a friend's
+    server too) has none for sure. At most two kept per profile: a third says nothing more."""
+
+    named: dict[str, set[str]] = field(default_factory=dict)
+
+    def knew(self, profile: str, server: str) -> None:
+        """Note `server` ("": none named, nothing noted) as a Plex server of `profile`'s."""
+        if not server:
+            return
+        servers = self.named.get(profile)
+        if servers is None:
+            self.named[profile] = {server}
+        elif len(servers) < 2:
+            servers.add(server)
+
+    def only(self, profile: str) -> str:
+        """`profile`'s one Plex server, "" when none is known or it has two."""
+        servers = self.named.get(profile)
+        return next(iter(servers)) if servers is not None and len(servers) == 1 else ""
 
 
 def _same(one: str, other: str) -> bool:

@@ -598,12 +598,13 @@ async def _webhook(
             if name is None:
                 unmapped += 1
                 continue
-            job = ingest_job(runtime, name, event, result.document, route.learn)
+            server = _plex_server(runtime, name, event)
+            job = ingest_job(runtime, name, event, result.document, route.learn, server)
             queued += await runtime.writer.write(job)
             if route.learn is not None:  # stored with the event (a 503: learnt when sent again)
                 runtime.account_ids.learn(*route.learn)
             item = event.item.source_key or ""
-            viewing = Viewing(name, event.server, event.player, item, event.player_name)
+            viewing = Viewing(name, server, event.player, item, event.player_name)
             doubling = runtime.senders.saw(event.source, viewing, runtime.clock())
             if doubling is not None:
                 _tell_doubling(runtime, doubling)
@@ -633,6 +634,17 @@ async def _webhook(
     if runtime.refused.seen:
         runtime.refused.taken(source, time.time())
     _resolve_refused(runtime, source)
+
+
+def _plex_server(runtime: Runtime, profile: str, event: MediaEvent) -> str:
+    """The server the event names (a Plex webhook's is noted as one of the profile's); for a
+    Tautulli template that names none, the profile's one Plex server where that is sure
+    (a Tautulli watches one server): its reports then pair with Plex's webhook's."""
+    if event.source == "plex":
+        runtime.plex_servers.knew(profile, event.server)
+    elif event.source == "tautulli" and not event.server:
+        return runtime.plex_servers.only(profile)
+    return event.server
 
 
 def _account_seen(runtime: Runtime, route: Route) -> None:
@@ -697,9 +709,11 @@ def ingest_job(
     event: MediaEvent,
     document: Mapping[str, object] | None = None,
     learnt: tuple[Key, Learnt] | None = None,
+    server: str = "",
 ) -> IngestJob:
     """What to record for one event (and the JSON it came in): the event, a pure decision
-    over its session, and the account id its route learnt (`learnt`, kept with it)."""
+    over its session, and the account id its route learnt (`learnt`, kept with it). `server`:
+    the Plex server of a Tautulli event naming none, where sure (`_plex_server`)."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
     profile = runtime.config.profiles[profile_name]
@@ -736,7 +750,7 @@ def ingest_job(
         decide=plan,
         document=document,
         learnt=None if learnt is None else AccountLearnt(*learnt, KEPT, _clash_forgets(*learnt)),
-        report=report_of(event, profile_name),
+        report=report_of(event, profile_name, server),
     )
 
 

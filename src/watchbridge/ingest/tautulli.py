@@ -16,7 +16,9 @@ from the owner's Account.id 1 in Plex's own webhooks. `user_rating` (0-10) is ca
 user's current rating on every event that has it; Tautulli has no rating trigger.
 `machine_id` is the player's id (Plex's webhook: Player.uuid), `player` its name (Player.title);
 a template without `machine_id` names the player by name alone (player_name), by which its
-reports pair with Plex's own webhook's (playback.report_keys).
+reports pair with Plex's own webhook's (playback.report_keys). A template without
+`server_machine_id` names no server: its reports are paired as the profile's one Plex server's
+where that is sure (senders.ProfileServers).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from watchbridge import ratings
-from watchbridge.accounts import identity_of
+from watchbridge.accounts import SERVER_PART, identity_of
 from watchbridge.anime import SERVER_ORDER, Unmatched
 from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles
 from watchbridge.episode_numbers import (
@@ -1931,7 +1931,7 @@ class PlexReader:
                 self.store.cache_put, ACCOUNTS, MACHINE, machine, self.clock(), ACCOUNTS_TTL
             )
         account = (await self.access(profile)).account_id
-        return identity_of(f"server {machine}", f"account {account}" if account else "")
+        return identity_of(SERVER_PART + machine, f"account {account}" if account else "")
 
     async def _machine_id(self) -> str:
         """This server's machine id: as asked this run, else remembered (for a week, like
