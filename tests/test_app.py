@@ -87,8 +87,8 @@ def test_metrics_are_prometheus_text_with_our_prefix(shared_service: ServiceProc
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert "watchbridge_build_info{python=" in text
-    assert 'watchbridge_outbox_depth{status="pending"} 0.0' in text
-    assert "watchbridge_unmatched 0.0" in text
+    assert "# TYPE watchbridge_outbox_depth gauge" in text  # no target configured: no series
+    assert "# TYPE watchbridge_unmatched gauge" in text
     assert "process_resident_memory_bytes" in text
     assert "_created" not in text
     ours = [
@@ -926,7 +926,7 @@ def test_metrics_count_the_deliveries_waiting_for_ids(tmp_path: Path) -> None:
         store.retry_later(item.id, 1.0, 3601.0, "unmatched: Trakt has no id for Heat yet")
     with AppThread(create_app(runtime_for(path))) as app:
         text = httpx.get(f"{app.url}/metrics").text
-    assert "watchbridge_unmatched 1.0" in text
+    assert 'watchbridge_unmatched{target="trakt"} 1.0' in text
 
 
 def test_a_plex_household_is_not_told_its_plex_plays_of_movies_are_kept_nowhere(
@@ -959,14 +959,61 @@ def test_metrics_say_how_long_the_oldest_queued_delivery_has_waited(tmp_path: Pa
     runtime.clock = lambda: 8_200.0
     with AppThread(create_app(runtime)) as app:
         text = httpx.get(f"{app.url}/metrics").text
-    assert "watchbridge_outbox_oldest_pending_age_seconds 7200.0" in text
+    assert 'watchbridge_outbox_oldest_pending_age_seconds{target="trakt"} 7200.0' in text
 
 
-def test_metrics_say_the_oldest_queued_delivery_waited_nothing_when_none_is_queued(
-    shared_service: ServiceProcess,
-) -> None:
-    text = httpx.get(f"{shared_service.url}/metrics").text
-    assert "watchbridge_outbox_oldest_pending_age_seconds 0.0" in text
+TRAKT_AND_SERIALIZD = (
+    "services:\n  trakt: {client_id: id}\n  serializd: {}\n"
+    "profiles:\n  me:\n    accounts: {trakt: {}, serializd: {email: a@example.com, password: pw}}\n"
+)
+
+
+def test_metrics_show_the_queue_of_each_target_apart(tmp_path: Path) -> None:
+    # Trakt down for a day while Serializd flows: a sum over both cannot say which is stuck,
+    # nor which one's sign-in the waiting rows need.
+    from watchbridge.store import NewOutboxRow, Settlement, Store
+
+    path = write_config(tmp_path, TRAKT_AND_SERIALIZD)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue(
+            [NewOutboxRow("trakt", "me", "play", {}, f"k{n}", f"i{n}") for n in range(3)], 1_000.0
+        )
+        store.enqueue([NewOutboxRow("serializd", "me", "play", {}, "s1", "s1")], 5_000.0)
+        held, dead, _ = store.claim("test", 5_000.0, 3, ["trakt"])
+        store.settle(
+            5_000.0,
+            [
+                Settlement(held.id, "pending", 9e9, "run `watchbridge auth trakt`", False, True),
+                Settlement(dead.id, "dead", None, "gave up"),
+            ],
+        )
+    runtime = runtime_for(path)
+    runtime.clock = lambda: 8_200.0
+    with AppThread(create_app(runtime)) as app:
+        text = httpx.get(f"{app.url}/metrics").text
+    for line in (
+        'watchbridge_outbox_depth{status="pending",target="trakt"} 1.0',
+        'watchbridge_outbox_depth{status="inflight",target="trakt"} 1.0',
+        'watchbridge_outbox_depth{status="pending",target="serializd"} 1.0',
+        'watchbridge_dead_letters{target="trakt"} 1.0',
+        'watchbridge_dead_letters{target="serializd"} 0.0',
+        'watchbridge_outbox_waiting_for_sign_in{target="trakt"} 1.0',
+        'watchbridge_outbox_waiting_for_sign_in{target="serializd"} 0.0',
+        'watchbridge_outbox_oldest_pending_age_seconds{target="trakt"} 7200.0',
+        'watchbridge_outbox_oldest_pending_age_seconds{target="serializd"} 3200.0',
+    ):
+        assert line in text, line
+
+
+def test_metrics_show_each_configured_target_at_zero_when_none_is_queued(tmp_path: Path) -> None:
+    # A sum of no series is no data, not 0, and an alert on a series that is not there cannot
+    # tell "nothing queued" from "not scraped".
+    with AppThread(create_app(runtime_for(write_config(tmp_path, TRAKT_AND_SERIALIZD)))) as app:
+        text = httpx.get(f"{app.url}/metrics").text
+    for target in ("trakt", "serializd"):
+        assert f'watchbridge_outbox_oldest_pending_age_seconds{{target="{target}"}} 0.0' in text
+        assert f'watchbridge_dead_letters{{target="{target}"}} 0.0' in text
+        assert f'watchbridge_outbox_depth{{status="pending",target="{target}"}} 0.0' in text
 
 
 def test_metrics_say_when_each_configured_link_last_went_through(tmp_path: Path) -> None:

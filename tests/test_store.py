@@ -39,6 +39,7 @@ from watchbridge.store import (
     Retried,
     Settlement,
     Store,
+    TargetQueue,
     backup_path,
     migrations,
     ordering_key,
@@ -887,9 +888,20 @@ def test_a_scrape_counts_the_queue_without_walking_the_delivered_rows(store: Sto
     store.settle(3.0, [Settlement(i.id, "done") for i in store.claim("w", 3.0, limit=4)])
     store.enqueue([row("flying", ordering="f")], 3.0)
     store.claim("w", 3.0)
+    store.enqueue([NewOutboxRow("serializd", "me", "play", {}, "s", "s")], 4.0)
     plan = plans_of(store, store.queue_gauges)
     assert not [line for line in plan if line.startswith("SCAN outbox")], plan
-    assert store.queue_gauges() == {"pending": 7, "inflight": 1, "dead": 1, "unmatched": 2}
+    assert store.queue_gauges() == {
+        "trakt": TargetQueue(
+            pending=7,
+            inflight=1,
+            dead=1,
+            unmatched=2,
+            waiting_for_sign_in=5,
+            oldest_pending_at=1.0,
+        ),
+        "serializd": TargetQueue(pending=1, oldest_pending_at=4.0),
+    }
 
 
 def _job(key: str, fail: bool = False) -> IngestJob:
@@ -1398,11 +1410,11 @@ def test_the_overview_is_read_without_waiting_for_writes(tmp_path: Path) -> None
         writer.start()
         writing.wait(10)
         try:
-            counted: list[dict[str, int]] = []
+            counted: list[dict[str, TargetQueue]] = []
             reader = threading.Thread(target=lambda: counted.append(store.queue_gauges()))
             reader.start()
             reader.join(2)
-            assert counted == [{"pending": 1, "inflight": 0, "dead": 0, "unmatched": 0}]
+            assert counted == [{"trakt": TargetQueue(pending=1, oldest_pending_at=1.0)}]
             assert store.status().outbox["pending"] == 1
         finally:
             done.set()

@@ -50,6 +50,7 @@ from watchbridge.config import (
     Accounts,
     Config,
     Profile,
+    delivery_targets,
     fits_in_url,
     is_trusted_proxy,
     targets_for,
@@ -163,7 +164,8 @@ class Runtime:
         for profile, name, identity in store.cursors_named("plex", ACCOUNT_CURSOR):  # its reader
             if name == ACCOUNT_CURSOR:  # services.plex's server, as the profile's link read it
                 self.plex_servers.knew(profile, plex_server_of(identity))
-        self.metrics.watch_queue(store.queue_gauges, store.oldest_pending_at, lambda: self.clock())
+        targets = delivery_targets(self.config)
+        self.metrics.watch_queue(store.queue_gauges, targets, lambda: self.clock())
         self.metrics.watch_links(store.last_successes, list(self.config.links))
         from watchbridge.signins import gauges  # the services' modules import much
 

@@ -545,6 +545,18 @@ def profile_gone(name: str) -> str:
     return f"profile {name} is no longer in the config"
 
 
+def delivery_targets(config: Config) -> list[str]:
+    """The services this config delivers to (each a target of the delivery worker)."""
+    services = config.services
+    configured = {
+        "trakt": services.trakt,
+        "serializd": services.serializd,
+        "anilist": services.anilist,
+        "plex": services.plex if services.plex is not None and services.plex.url else None,
+    }
+    return [name for name, service in configured.items() if service is not None]
+
+
 def undeliverable(
     config: Config, target: str, profile_name: str, link: str | None = None, action: str = ""
 ) -> str | None:
@@ -553,15 +565,7 @@ def undeliverable(
     what it syncs), or None when they can. Plex rows come from links, which take a profile
     with `accounts.plex` only (`{}`: the server's owner): without it, the rows would go to
     the owner's Plex."""
-    services = config.services
-    plex = services.plex if services.plex is not None and services.plex.url else None
-    configured = {
-        "trakt": services.trakt,
-        "serializd": services.serializd,
-        "anilist": services.anilist,
-        "plex": plex,
-    }
-    if configured.get(target) is None:
+    if target not in delivery_targets(config):
         return f"{target} is no longer configured"
     profile = config.profiles.get(profile_name)
     if profile is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -22,6 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from watchbridge import __version__
+from watchbridge.store import TargetQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -30,41 +31,59 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class QueueCollector(Collector):
-    """Outbox depth, dead letters, rows waiting for ids and how long the oldest queued row has
-    waited, read from the store at scrape time."""
+    """Per target: outbox depth, dead letters, rows waiting for ids or for a sign-in and how
+    long the oldest queued row has waited, read from the store at scrape time. Every
+    configured target has its series (at 0), so that a dashboard's sum and an alert's
+    recovery see a zero rather than no data."""
 
     def __init__(
         self,
-        counts: Callable[[], dict[str, int]],
-        oldest: Callable[[], float | None],
+        counts: Callable[[], Mapping[str, TargetQueue]],
+        targets: Sequence[str],
         clock: Callable[[], float],
     ) -> None:
-        self.counts, self.oldest, self.clock = counts, oldest, clock
+        self.counts, self.targets, self.clock = counts, targets, clock
 
     def collect(self) -> Iterator[Metric]:
         try:
-            counts, oldest = self.counts(), self.oldest()
+            counts = self.counts()
         except sqlite3.Error:  # a damaged or locked database: the other metrics still go out
             return
+        now = self.clock() if counts else 0.0
+        per_target = ["target"]
         depth = GaugeMetricFamily(
-            "watchbridge_outbox_depth", "Outbox rows by status", labels=["status"]
+            "watchbridge_outbox_depth",
+            "Outbox rows by target and status",
+            labels=[*per_target, "status"],
         )
-        for status in ("pending", "inflight"):
-            depth.add_metric([status], counts.get(status, 0))
-        yield depth
-        yield GaugeMetricFamily(
-            "watchbridge_dead_letters", "Deliveries that gave up", value=counts.get("dead", 0)
+        dead = GaugeMetricFamily(
+            "watchbridge_dead_letters", "Deliveries that gave up", labels=per_target
         )
-        yield GaugeMetricFamily(
+        unmatched = GaugeMetricFamily(
             "watchbridge_unmatched",
             "Queued deliveries waiting for ids a service can use",
-            value=counts.get("unmatched", 0),
+            labels=per_target,
         )
-        yield GaugeMetricFamily(
+        sign_in = GaugeMetricFamily(
+            "watchbridge_outbox_waiting_for_sign_in",
+            "Queued deliveries held for a sign-in or key that does not work",
+            labels=per_target,
+        )
+        oldest = GaugeMetricFamily(
             "watchbridge_outbox_oldest_pending_age_seconds",
-            "How long the oldest queued delivery has waited (0: none is queued)",
-            value=0.0 if oldest is None else max(0.0, self.clock() - oldest),
+            "How long the target's oldest queued delivery has waited (0: none is queued)",
+            labels=per_target,
         )
+        for target in sorted({*self.targets, *counts}):
+            queue = counts.get(target, TargetQueue())
+            for status in ("pending", "inflight"):
+                depth.add_metric([target, status], getattr(queue, status))
+            dead.add_metric([target], queue.dead)
+            unmatched.add_metric([target], queue.unmatched)
+            sign_in.add_metric([target], queue.waiting_for_sign_in)
+            at = queue.oldest_pending_at
+            oldest.add_metric([target], 0.0 if at is None else max(0.0, now - at))
+        yield from (depth, dead, unmatched, sign_in, oldest)
 
 
 class LinkCollector(Collector):
@@ -242,11 +261,11 @@ class Metrics:
 
     def watch_queue(
         self,
-        counts: Callable[[], dict[str, int]],
-        oldest: Callable[[], float | None],
+        counts: Callable[[], Mapping[str, TargetQueue]],
+        targets: Sequence[str],
         clock: Callable[[], float],
     ) -> None:
-        self.registry.register(QueueCollector(counts, oldest, clock))
+        self.registry.register(QueueCollector(counts, targets, clock))
 
     def watch_links(self, last_ok: Callable[[], dict[str, float]], links: Sequence[str]) -> None:
         self.registry.register(LinkCollector(last_ok, links))

@@ -1530,6 +1530,18 @@ class ProfileMoved:
 
 
 @dataclass(frozen=True)
+class TargetQueue:
+    """One target's outbox rows as /metrics shows them (Store.queue_gauges)."""
+
+    pending: int = 0
+    inflight: int = 0
+    dead: int = 0
+    unmatched: int = 0  # pending, waiting for ids a service can use
+    waiting_for_sign_in: int = 0  # pending, held for a sign-in or key (not unmatched)
+    oldest_pending_at: float | None = None
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """What `watchbridge status` and `/readyz` need at a glance."""
 
@@ -3246,19 +3258,31 @@ class Store:
             counts[row["status"]] = row["n"]
         return counts
 
-    def queue_gauges(self) -> dict[str, int]:
-        """What /metrics shows of the outbox: the rows pending, in flight, dead and waiting
-        for ids (`unmatched`), in one read. Each is counted in its own range of an index: the
-        delivered rows, which no gauge shows and which stay a week (a first sync's 100,000
-        at once), are not walked at every scrape."""
-        (row,) = self._overview(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending') AS pending,"
-            " (SELECT COUNT(*) FROM outbox WHERE status = 'inflight') AS inflight,"
-            " (SELECT COUNT(*) FROM outbox WHERE status = 'dead') AS dead,"
-            f" (SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND {_UNMATCHED})"
-            " AS unmatched"
+    def queue_gauges(self) -> dict[str, TargetQueue]:
+        """What /metrics shows of the outbox, per target: the rows pending, in flight, dead,
+        waiting for ids (`unmatched`) and for a sign-in, and when the oldest pending one was
+        queued, in one read. Only the pending, in-flight and dead ranges of an index are
+        walked: the delivered rows, which no gauge shows and which stay a week (a first
+        sync's 100,000 at once), are not read at every scrape."""
+        rows = self._overview(
+            # Only a pending row's own columns are read (a dead letter's are not needed).
+            "SELECT target, status, COUNT(*) AS n,"
+            " MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest,"
+            f" TOTAL(CASE WHEN status = 'pending' THEN COALESCE({_UNMATCHED}, 0) END) AS unmatched,"
+            " TOTAL(CASE WHEN status = 'pending'"
+            f" THEN waits_for_sign_in = 1 AND NOT COALESCE({_UNMATCHED}, 0) END) AS sign_in"
+            " FROM outbox WHERE status IN ('pending', 'inflight', 'dead')"
+            " GROUP BY status, target"
         )
-        return {name: int(row[name]) for name in ("pending", "inflight", "dead", "unmatched")}
+        counts: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            one = counts.setdefault(row["target"], {})
+            one[row["status"]] = int(row["n"])
+            if row["status"] == "pending":
+                one["unmatched"] = int(row["unmatched"])
+                one["waiting_for_sign_in"] = int(row["sign_in"])
+                one["oldest_pending_at"] = row["oldest"]
+        return {target: TargetQueue(**one) for target, one in counts.items()}
 
     # ------------------------------------------------------------------ cursors, cache, tokens
 
