@@ -558,6 +558,29 @@ def test_a_refusal_alert_that_failed_to_go_out_is_not_dropped_by_a_later_accepte
     assert "were not recorded" in str(receiver.messages[1].get("message"))
 
 
+def test_metrics_count_an_alert_owed_until_it_gets_through(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # Alerts cannot tell that they do not get through: a scrape can.
+    config = load_config(jellyfin_config(tmp_path, receiver), {})
+    clock = FakeClock(time.time())
+    notifier = Notifier(config.alerts, clock=clock)
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=notifier)
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    receiver.refuse_next()  # the alert channel is down a moment
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert "watchbridge_alerts_owed 0.0" in httpx.get(f"{app.url}/metrics").text
+        httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        wait_until(lambda: notifier.unsent("webhook_rejects", "jellyfin:unauthorized"))
+        owed = httpx.get(f"{app.url}/metrics").text
+        clock.advance(3600)  # the next housekeeping round sends it again
+        asyncio.run(maintenance.resend_failed_alerts(runtime))
+        sent = httpx.get(f"{app.url}/metrics").text
+    assert receiver.titles() == [REFUSING]
+    assert "watchbridge_alerts_owed 1.0" in owed
+    assert "watchbridge_alerts_owed 0.0" in sent
+
+
 def test_webhooks_taken_while_a_refusal_is_recent_resolve_nothing(
     tmp_path: Path, receiver: AlertReceiver
 ) -> None:

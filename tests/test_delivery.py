@@ -1127,6 +1127,21 @@ async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
+async def test_metrics_say_a_target_is_held_until_a_delivery_gets_through(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # An outage alert goes out only after UNREACHABLE_ALERT_AFTER, and only with Apprise set
+    # up: a Grafana user alerts on this series instead.
+    trakt.fail_next(3, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    assert 'watchbridge_target_held{target="trakt"} 1.0' in runtime.metrics.render().decode()
+    clock.advance(3600)
+    await drain(worker, runtime, clock, passes=6, step=400)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert 'watchbridge_target_held{target="trakt"} 0.0' in runtime.metrics.render().decode()
+
+
 @pytest.mark.parametrize("restart", [False, True], ids=["", "restarted-on-the-way-back"])
 async def test_a_backlog_older_than_max_age_survives_one_blip_after_a_long_hold(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, restart: bool

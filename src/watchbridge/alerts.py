@@ -756,6 +756,11 @@ class Notifier:
             return True
         return self._book.owes_recovery(self._conditions.known(kind, key), now)
 
+    def owed_count(self) -> int:
+        """How many alerts have not got through yet: their send failed (they go out again
+        after the back-off) or is under way. In memory, as this process last saw them."""
+        return len({ident for ident, _ in self._conditions.owed()} | set(self._unsent))
+
     def unsent(self, kind: str, key: str = "") -> bool:
         """True while the last alert of (kind, key) failed and waits to be sent again."""
         return (kind, key) in self._unsent

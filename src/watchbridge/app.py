@@ -157,6 +157,7 @@ class Runtime:
         `service`'s start also takes back the alerts its previous run was sending."""
         self._store = self.store_factory(self.config)
         self.notifier.remember_in(self._store, service=service)
+        self.metrics.alerts_owed.set_function(self.notifier.owed_count)
         self._store.checkpoint_apart()
         store = self._store
         for source, server, account_id, profile, entry, name in store.webhook_account_ids():

@@ -227,6 +227,11 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.alerts_owed = Gauge(
+            "watchbridge_alerts_owed",
+            "Alerts that have not got through yet (their send failed, or is under way)",
+            registry=self.registry,
+        )
         self.deliveries_skipped = Counter(
             "watchbridge_deliveries_skipped",
             "Deliveries settled without a write, by target (the reason is kept on the row)",
@@ -237,6 +242,13 @@ class Metrics:
             "watchbridge_sync_runs",
             "Scheduled link runs by result (ok, held, failed, needs-review, busy)",
             ["link", "result"],
+            registry=self.registry,
+        )
+        self.target_held = Gauge(
+            "watchbridge_target_held",
+            "1 while deliveries to the target are held as a whole (it is down, rate-limits or "
+            "fails), until one gets through; else 0",
+            ["target"],
             registry=self.registry,
         )
         self.background_errors = Counter(

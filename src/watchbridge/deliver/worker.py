@@ -608,6 +608,8 @@ class DeliveryWorker:
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
         self.targets = {t.name: t for t in self.make_targets(runtime)}
+        for name in self.targets:  # a series from the start: "not held" is a value too
+            runtime.metrics.target_held.labels(name).set(0)
         self._stop = stop
         try:
             await self._loop(runtime, stop)
@@ -950,6 +952,7 @@ class DeliveryWorker:
                 # outage.
                 held = self.holds[target.name] = TargetHold(now, hold.reason, now)
                 self._held_log.forget(target.name)
+                runtime.metrics.target_held.labels(target.name).set(1)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             held.streak += 1
             first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
@@ -1109,6 +1112,7 @@ class DeliveryWorker:
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
         self.holds.pop(target.name, None)
+        runtime.metrics.target_held.labels(target.name).set(0)
         self._held_log.over(
             target.name, "deliveries flowing again", runtime.clock(), target=target.name
         )
