@@ -1991,3 +1991,27 @@ def test_a_collection_replaced_in_parts_is_whole_only_once_its_last_part_is_writ
         writer.close()
     assert store.mirror_get_if_whole("plex", "me", "history") == new
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+def test_a_history_replace_cut_halfway_is_still_no_whole_copy_once_its_profile_is_renamed(
+    store: Store,
+) -> None:
+    # A crash halfway through a replace in parts leaves its collection marked not whole;
+    # `rename-profile` before the next read moved the rows but left the mark under the old
+    # name, and the reader then read on from the mix as though it were the whole history.
+    store.mirror_put("plex", "me", "history", {"1": 1, "2": 2, "3": 3}, 1.0)
+    store.db.execute(
+        "CREATE TRIGGER the_second_part_fails BEFORE INSERT ON mirror WHEN NEW.item_key = '5'"
+        " BEGIN SELECT RAISE(ABORT, 'stands in for a crash'); END"
+    )
+    new = {"2": 20, "3": 30, "4": 40, "5": 50}
+    with pytest.raises(sqlite3.IntegrityError, match="stands in for a crash"):
+        store.mirror_replace_in_parts("plex", "me", "history", new, 2.0, 2)
+    store.db.execute("DROP TRIGGER the_second_part_fails")
+    assert store.mirror_get_if_whole("plex", "me", "history") is None
+
+    moved = store.move_profile("me", "myself", "profile me is no longer in the config", 3.0)
+
+    assert moved.refused == ""
+    assert store.mirror_get("plex", "myself", "history") == {"1": 1, "2": 20, "3": 30}
+    assert store.mirror_get_if_whole("plex", "myself", "history") is None

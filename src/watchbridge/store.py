@@ -3784,7 +3784,12 @@ class Store:
             )
             for service, collection in queued_later:
                 _rename_kept_rows(conn, service, collection, old, new)
-            _mirrors_changed(conn, "profile IN (?, ?)", (old, new))
+            # The collections' versions and not-whole marks go with their rows: a history
+            # replace cut halfway stays no whole copy under the new name.
+            conn.execute(
+                "UPDATE OR REPLACE mirror_versions SET profile = ? WHERE profile = ?", (new, old)
+            )
+            _mirrors_changed(conn, "profile = ?", (new,))
             conn.executemany(
                 "UPDATE OR IGNORE id_cache SET lookup = ? WHERE namespace = ? AND lookup = ?",
                 [(moved, namespace, lookup) for namespace, lookup, moved in cache_moves],
