@@ -625,6 +625,24 @@ async def test_the_next_batch_reads_again_only_the_maps_written_since(
     assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
 
 
+async def test_the_maps_kept_after_a_full_last_batch_are_let_go_once_no_batch_follows(
+    target: PlexTarget, reader: PlexReader, store: Store
+) -> None:
+    # A backlog whose last batch comes full (its rows a multiple of the batch) gets no batch
+    # less than full after it: the worker calls no delivery for an empty claim. The maps
+    # (tens of MB at a big library) were then kept until the next row, hours later maybe.
+    await plays(reader)
+    target.batch_size = 1  # the backlog's last batch, full
+    target.kept_idle = 0.01
+    mine = "SELECT item_key, data FROM mirror WHERE service = 'plex' AND profile = 'alex'"
+    with statements_run(mine, *store_connections(store)) as reads:
+        assert await deliver(target, store, "play", ARRIVAL, T0) == Delivered("marked watched")
+        await asyncio.sleep(0.05)  # nothing more claimed meanwhile
+        await deliver(target, store, "play", BB_S1E1, T0)
+    read = [m.group(1) for sql in reads if (m := re.search(r"collection = '(\w+)'", sql))]
+    assert read.count("keys") == 2, read  # the last batch's maps were let go, read again
+
+
 async def test_a_webhook_is_recorded_while_a_read_weighs_its_maps_against_the_stored(
     reader: PlexReader, plex: FakePlex, store: Store
 ) -> None:

@@ -164,6 +164,10 @@ class Person:
 class PlexTarget:
     name = NAME
     batch_size = 200  # a local server, one or two requests per row; the maps load per batch
+    # Seconds the maps kept after a full batch wait for the next one: a backlog whose last
+    # batch comes full gets no batch less than full to let them go (the worker delivers no
+    # empty claim), and the next row may come hours later.
+    kept_idle = 60.0
 
     def __init__(
         self, client: PlexClient, config: Config, store: Store, clock: Callable[[], float]
@@ -177,14 +181,20 @@ class PlexTarget:
         # Per profile: the maps kept between full batches (a backlog), read again only where
         # written since.
         self._kept: dict[str, Kept] = {}
+        self._letting_go: asyncio.TimerHandle | None = None
 
     async def aclose(self) -> None:
+        if self._letting_go is not None:
+            self._letting_go.cancel()
         await self.tokens.aclose()
         await self.client.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
         self.tokens.new_round()  # a token revoked tomorrow is found again tomorrow
         self._machine = None
+        if self._letting_go is not None:
+            self._letting_go.cancel()
+            self._letting_go = None
         try:
             return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
         finally:
@@ -192,6 +202,9 @@ class PlexTarget:
                 # A backlog is through: the maps (tens of MB at a big library) are not kept
                 # for a webhook's row that may come hours later; read again then.
                 self._kept.clear()
+            elif self._kept:
+                loop = asyncio.get_running_loop()
+                self._letting_go = loop.call_later(self.kept_idle, self._kept.clear)
 
     async def _deliver_profile(
         self, profile: str, rows: list[OutboxItem], outcomes: dict[int, Outcome]
