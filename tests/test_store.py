@@ -2015,3 +2015,51 @@ def test_a_history_replace_cut_halfway_is_still_no_whole_copy_once_its_profile_i
     assert moved.refused == ""
     assert store.mirror_get("plex", "myself", "history") == {"1": 1, "2": 20, "3": 30}
     assert store.mirror_get_if_whole("plex", "myself", "history") is None
+
+
+# Where the first replace stops while the second runs whole: as it looks for the rows to take
+# out (its new rows all written), or between two parts of its new rows (the second part's
+# first statement, outside any transaction: its look at the commit's sync level), with what
+# it wrote by then.
+BETWEEN_PARTS = {
+    "before taking out": (
+        "SELECT item_key FROM mirror WHERE service = 'plex'",
+        0,
+        {"1": 1, "2": 20, "3": 30, "4": 40, "5": 50},
+    ),
+    "between two parts": ("PRAGMA synchronous", 3, {"1": 1, "2": 20, "3": 30}),
+}
+
+
+@pytest.mark.parametrize("stopped_at", BETWEEN_PARTS)
+def test_a_history_replace_another_process_took_over_stops_and_leaves_the_collection_to_it(
+    store: Store, stopped_at: str
+) -> None:
+    # The service and a `watchbridge sync` both replacing one Plex history: the first went
+    # on after the second ended, wrote its rows over the second's or took out rows the
+    # second had written, and the history read as whole was a mix of both.
+    store.mirror_put("plex", "me", "history", {"1": 1, "2": 2, "3": 3}, 1.0)
+    first = {"2": 20, "3": 30, "4": 40, "5": 50}
+    second = {"1": 100, "2": 200, "6": 600}
+    what, after, written = BETWEEN_PARTS[stopped_at]
+    finished: list[bool] = []
+    assert store.path is not None
+    with (
+        Store.open(store.path) as other_process,
+        paused_read(what, *store_connections(store), after=after) as paused,
+    ):
+        replacing = threading.Thread(
+            target=lambda: finished.append(
+                store.mirror_replace_in_parts("plex", "me", "history", first, 2.0, 2)
+            )
+        )
+        replacing.start()
+        assert paused.reached.wait(10)
+        assert other_process.mirror_get("plex", "me", "history") == written
+        finished.append(
+            other_process.mirror_replace_in_parts("plex", "me", "history", second, 3.0, 2)
+        )
+        paused.release.set()
+        replacing.join(10)
+    assert store.mirror_get_if_whole("plex", "me", "history") == second
+    assert finished == [True, False]  # the second replace ended whole; the first stopped

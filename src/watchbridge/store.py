@@ -622,6 +622,19 @@ def _mirror_written(
     return MirrorWritten(None if before is None else int(before[0]), int(after[0]))
 
 
+def _replacing(
+    conn: sqlite3.Connection, service: str, profile: str, collection: str, mine: int
+) -> bool:
+    """Whether the replace in parts marked `mine` still has the collection's mark: another
+    process's replace takes it over, a reset or a profile's move takes it away."""
+    row = conn.execute(
+        "SELECT replacing FROM mirror_versions WHERE service = ? AND profile = ?"
+        " AND collection = ?",
+        (service, profile, collection),
+    ).fetchone()
+    return row is not None and row[0] == mine
+
+
 def _mirrors_changed(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> None:
     """New versions for the mirror collections `where` picks (a literal of ours, never
     input), for a write to them in SQL of its own (not through `mirror_put` and the like)."""
@@ -4019,22 +4032,24 @@ class Store:
         items: Mapping[str, Any],
         now: float,
         part: int = REPLACE_PART,
-    ) -> None:
+    ) -> bool:
         """Make a mirror collection hold exactly `items`, in transactions of `part` rows: a
         webhook's record waits for one of them, not for all (a Plex history of 43,000 rows
         held the store's lock ~0.4 s in one). Until the last ends, the collection is marked
         not whole (`mirror_get_if_whole`), for a reader meanwhile and after a crash halfway
         alike. Each row is meanwhile the old one or the new, never neither: the new rows go
         over the old first, and only then are those not among them taken out. Two replaces of
-        one collection go one after the other. Inside a transaction: one transaction."""
+        one collection in one process go one after the other; one begun by another process
+        (a `watchbridge sync` beside the service) takes the mark over, and this one stops at
+        its next part, leaving the collection to it. Whether this replace ended (False: it
+        stopped, its mark taken over or gone). Inside a transaction: one transaction."""
         encoded = [(key, json.dumps(value)) for key, value in items.items()]
         if self._held_here():
             self.mirror_replace_encoded(service, profile, collection, encoded, now)
-            return
+            return True
         where = "service = ? AND profile = ? AND collection = ?"
         names = (service, profile, collection)
-        # Its own: another process's replace of the collection begun since (a `watchbridge
-        # sync` beside the service) is not marked whole by this one's end.
+        # Its own: each part looks for it, so that two processes' parts never mix.
         mine = random.getrandbits(62)
         with self._replace_of(service, profile, collection):
             with self.transaction() as conn:
@@ -4045,21 +4060,27 @@ class Store:
             for start in range(0, len(encoded), part):
                 # Not waiting for the disk: a power cut takes the last commits (WAL), never
                 # one before them, so a part lost leaves the mark in place.
-                chunk = encoded[start : start + part]
-                self.mirror_put_encoded(service, profile, collection, chunk, now, synced=False)
+                with self._sync_level(False), self.transaction() as conn:
+                    if not _replacing(conn, *names, mine):
+                        return False
+                    chunk = encoded[start : start + part]
+                    self.mirror_put_encoded(service, profile, collection, chunk, now)
             wanted = set(items)
             extra = [
                 key for key in self._keys_of(service, profile, collection) if key not in wanted
             ]
             parts = [extra[start : start + part] for start in range(0, len(extra), part)] or [[]]
             for taken in parts[:-1]:
-                self.mirror_remove(service, profile, collection, taken)
+                with self.transaction() as conn:
+                    if not _replacing(conn, *names, mine):
+                        return False
+                    self.mirror_remove(service, profile, collection, taken)
             with self.transaction() as conn:
+                if not _replacing(conn, *names, mine):
+                    return False
                 self.mirror_remove(service, profile, collection, parts[-1])
-                conn.execute(
-                    f"UPDATE mirror_versions SET replacing = NULL WHERE {where} AND replacing = ?",
-                    (*names, mine),
-                )
+                conn.execute(f"UPDATE mirror_versions SET replacing = NULL WHERE {where}", names)
+            return True
 
     @contextmanager
     def _replace_of(self, service: str, profile: str, collection: str) -> Iterator[None]:
