@@ -15,6 +15,8 @@ import pytest
 
 from tests.fakes.anilist import CLIENT_ID as ANILIST_CLIENT
 from tests.fakes.anilist import FakeAniList
+from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
+from tests.fakes.jellyfin import sample_server
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
 from tests.fakes.plextv import FakePlexTv
@@ -22,6 +24,7 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.harness import ServiceProcess, free_port, write_config
+from tests.ingest_samples import sample_json
 from tests.test_cli import run
 from tests.test_link_plex_serializd import setup as plex_serializd_setup
 from tests.test_link_plex_serializd import sync as plex_serializd_sync
@@ -335,3 +338,56 @@ def test_a_refused_jellyfin_or_emby_webhook_says_how_to_get_its_play_back_no_lin
     told = f"mark what was watched meanwhile watched again in {name} (that sends it)"
     assert told in refusal["warning"] and "link's sync" not in refusal["warning"], refusal
     assert told in page.replace("&#x27;", "'") and "link&#x27;s sync" not in page
+
+
+def test_a_listed_name_taken_by_another_jellyfin_account_after_a_rename_is_told(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Alex is listed by name. Renamed "alexandra" in Jellyfin, her plays are followed by the
+    # id watchbridge saw with "alex"; then a new account (a guest, a child) gets the name
+    # "alex": the entry now matches it too, and both accounts' plays went to alice's
+    # Serializd without a word. Which one is alice's only the user knows: they are told.
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(serializd, FakeSerializd)
+    serializd.seed_reference_catalogue()
+    jellyfin = sample_server(start_fake, "jellyfin")
+    port = free_port()
+    path = tmp_path / "watchbridge.yaml"
+    email, password, _ = SERIALIZD_USER
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  jellyfin: {{url: "{jellyfin.url}", api_key: "{JELLYFIN_KEY}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  alice:
+    users: {{jellyfin: [alex]}}
+    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
+""",
+        encoding="utf-8",
+    )
+    alex, guest = "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6", "d" * 32
+    service = ServiceProcess(path, port).start()
+    try:
+        for user_id, name, episode in (
+            (alex, "alex", 11),
+            (alex, "alexandra", 12),  # renamed: followed by its id
+            (guest, "alex", 13),  # another account now named alex
+            (alex, "alexandra", 14),
+        ):
+            payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+            payload |= {"UserId": user_id, "NotificationUsername": name}
+            payload |= {"EpisodeNumber": episode, "ItemId": f"{episode:032x}"}
+            answer = httpx.post(f"{service.url}/webhooks/jellyfin/{SECRET}", json=payload)
+            assert answer.status_code == 202
+        told = (
+            f"'alex' is now the name of another Jellyfin account (id {guest}), whose webhooks "
+            "go to alice too"
+        )
+        service.wait_for_output(told)
+        renamed = httpx.get(f"{service.url}/api/status").json()["renamed_accounts"]
+        assert [r["account_id"] for r in renamed] == [alex], renamed
+        assert told in renamed[0]["message"]
+    finally:
+        service.kill()

@@ -83,15 +83,27 @@ class Renamed:
     key: Key
     name: str  # the account's name now ("" when the webhook names none)
     learnt: Learnt
+    # Another account on the server the entry has matched by name since: the listed name is
+    # its name now, so two accounts reach the profile, and only the user knows whose it is.
+    name_taken_by: Key | None = None
 
     @property
     def message(self) -> str:
         source, account_id = self.key.source, self.key.account_id
         shown = SOURCE_NAMES.get(source, source)
         now = f"'{self.name}'" if self.name else "(no name in the webhook)"
+        listed = f"profiles.{self.learnt.profile}.users.{source}"
+        told = (
+            f"{shown} account {now} (id {account_id}) was '{self.learnt.name}', listed in {listed}"
+        )
+        other = self.name_taken_by
+        if other is None:
+            return f"{told}: write its id or its new name there"
         return (
-            f"{shown} account {now} (id {account_id}) was '{self.learnt.name}', listed in "
-            f"profiles.{self.learnt.profile}.users.{source}: write its id or its new name there"
+            f"{told}; '{self.learnt.name}' is now the name of another {shown} account (id "
+            f"{other.account_id}), whose webhooks go to {self.learnt.profile} too: list by id "
+            f"the one that is {self.learnt.profile}'s there (and the other under its own "
+            "profile, if any)"
         )
 
 
@@ -133,11 +145,12 @@ class NewIdSighting:
 
 
 _Sighting = TypeVar("_Sighting", RenameSighting, NewIdSighting)
+_SightingKey = TypeVar("_SightingKey", tuple[Key, str], tuple[Key, str, str])
 
 
 def _seen(
-    seen: dict[tuple[Key, str], _Sighting],
-    key: tuple[Key, str],
+    seen: dict[_SightingKey, _Sighting],
+    key: _SightingKey,
     first: Callable[[], _Sighting],
 ) -> tuple[_Sighting, bool]:
     """The sighting of `key` (made by `first` if new), counted and moved last (the most
@@ -159,7 +172,7 @@ class AccountIds:
 
     known: dict[Key, Learnt] = field(default_factory=dict)  # the least recently learnt first
     names: dict[NameKey, tuple[Key, Learnt]] = field(default_factory=dict)
-    renames: dict[tuple[Key, str], RenameSighting] = field(default_factory=dict)
+    renames: dict[tuple[Key, str, str], RenameSighting] = field(default_factory=dict)
     new_ids: dict[tuple[Key, str], NewIdSighting] = field(default_factory=dict)
 
     def learn(self, key: Key, learnt: Learnt) -> None:
@@ -179,7 +192,10 @@ class AccountIds:
     def saw(self, renamed: Renamed, now: float) -> bool:
         """Count one webhook routed by a remembered id; True the first time since the start
         for this account and name (the log tells it then)."""
-        key = (renamed.key, renamed.name)
+        taken_by = renamed.name_taken_by.account_id if renamed.name_taken_by else ""
+        key = (renamed.key, renamed.name, taken_by)  # a name taken since is told anew
+        if taken_by:  # and replaces, in the status, the plain rename it adds to
+            self.renames.pop((renamed.key, renamed.name, ""), None)
         sighting, first = _seen(self.renames, key, lambda: RenameSighting(renamed, first_at=now))
         sighting.renamed = renamed  # what the profile listed may have changed
         sighting.last_at = now

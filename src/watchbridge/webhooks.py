@@ -129,7 +129,8 @@ def route_for(
         and not learnt.by_id(key)
         and _still_listed(config, event.source, learnt)
     ):
-        return Route(learnt.profile, renamed=Renamed(key, account.name or "", learnt))
+        taken_by = _listed_name_taken_by(known, key, learnt)
+        return Route(learnt.profile, renamed=Renamed(key, account.name or "", learnt, taken_by))
     if names and (new_id := _new_id(config, event, names)) is not None:
         return Route(new_id.learnt.profile, new_id=new_id)
     default = next((name for name, p in config.profiles.items() if p.default), None)
@@ -167,6 +168,22 @@ def _matched(event: MediaEvent, profile: str, entry: str, known: Mapping[Key, Le
     if not new:
         return Route(profile)
     return Route(profile, learn=(key, Learnt(profile, entry, account.name)))
+
+
+def _listed_name_taken_by(known: Mapping[Key, Learnt], key: Key, learnt: Learnt) -> Key | None:
+    """Another account of `key`'s server that the name entry `learnt` came from has matched
+    since `key` was renamed: the listed name is that account's now (a guest given the name),
+    while `key` still sends webhooks under its new name."""
+    for other, other_learnt in known.items():
+        if (
+            other != key
+            and other[:2] == key[:2]
+            and other_learnt.profile == learnt.profile
+            and other_learnt.entry == learnt.entry
+            and not other_learnt.by_id(other)
+        ):
+            return other
+    return None
 
 
 def _clash_forgets(key: Key, learnt: Learnt) -> tuple[str, str] | None:
