@@ -57,6 +57,8 @@ def test_an_absence_names_its_length_and_what_to_do() -> None:
     assert "about 3 h (since 1970-01-01 00:00 UTC)" in notice
     assert "on jellyfin, plex reached no service" in notice
     assert "mark those items watched again there" in notice
+    # Jellyfin and Emby marked what finished played already: its checkmark would unmark it.
+    assert "mark it unplayed, then played" in notice
 
 
 def generic_sender_setup(tmp_path: Path, receiver: AlertReceiver) -> ServiceProcess:

@@ -40,7 +40,8 @@ def downtime_notice(alive_at: float | None, now: float, sources: list[str]) -> s
         f"watchbridge was not running for about {_span(now - alive_at)} (since {since}): media "
         f"servers do not send a webhook again, so what finished meanwhile on "
         f"{', '.join(sources)} reached no service (no link reads it back); mark those items "
-        "watched again there to send them"
+        "watched again there to send them (an item the server shows played already: mark it "
+        "unplayed, then played)"
     )
 
 
