@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -784,6 +785,22 @@ def test_the_delivery_fingerprint_changes_with_a_password_from_the_environment()
     assert fingerprint("old") == fingerprint("old")
     assert fingerprint("old") != fingerprint("new")
     assert "old" not in fingerprint("old")
+
+
+def test_the_delivery_fingerprint_is_the_files_not_the_codes_settings() -> None:
+    # A setting the file cannot write (a wait tests shorten) is no config change at a start:
+    # an upgrade that adds one must not make every held delivery due at once.
+    text = "services: {trakt: {client_id: abc}}\nprofiles: {me: {accounts: {trakt: {}}}}\n"
+    config = parse_config(text, FILE, {})
+    assert config.services.trakt is not None
+    shortened = dataclasses.replace(
+        config,
+        services=dataclasses.replace(
+            config.services,
+            trakt=dataclasses.replace(config.services.trakt, refresh_race_seconds=0.01),
+        ),
+    )
+    assert shortened.delivery_fingerprint() == config.delivery_fingerprint()
 
 
 def test_the_delivery_fingerprint_ignores_what_deliveries_do_not_depend_on() -> None:

@@ -128,7 +128,7 @@ def worker_for(runtime: Runtime, role: str = SERVICE_ROLE) -> DeliveryWorker:
         target.client.http.pacers["me"] = Pacer()  # type: ignore[attr-defined]
         if isinstance(target.client, TraktClient):
             # Its look for a pair another process refreshed counts its polls, not the time
-            # they took: the same looks without REFRESH_RACE_SECONDS of real waiting.
+            # they took: the same looks without TraktConfig.refresh_race_seconds of real waiting.
             target.client.sleep = no_wait
     return worker
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -602,6 +603,61 @@ async def test_rejected_refresh_needs_a_new_sign_in(
     trakt.revoke_tokens()
     with pytest.raises(TraktAuthError, match="no longer accepts"):
         await client.last_activities(PROFILE)
+
+
+@pytest.mark.parametrize(("race", "polls"), [(None, [1.0, 1.0]), (0.05, [0.025, 0.025])])
+async def test_a_refused_refresh_looks_for_another_process_pair_over_the_race_it_is_given(
+    trakt: FakeTrakt, store: Store, race: float | None, polls: list[float]
+) -> None:
+    # Three looks (start, middle, end) whatever the race: a short one (the tests') is the
+    # same search, sooner over; none set is the 2 s a `watchbridge sync` beside the service
+    # may take to store the pair it got with the same single-use refresh token.
+    waits: list[float] = []
+
+    async def counted(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    if race is not None:
+        config = dataclasses.replace(config, refresh_race_seconds=race)
+    client = TraktClient(config, store, sleep=counted)
+    signed_in(trakt, store)
+    trakt.revoke_tokens()
+    try:
+        with pytest.raises(TraktAuthError, match="no longer accepts"):
+            await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    assert waits == pytest.approx(polls)
+
+
+async def test_a_pair_stored_by_another_process_within_a_short_race_is_taken(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    waits: list[float] = []
+    config = TraktConfig(
+        CLIENT_ID,
+        Secret(CLIENT_SECRET),
+        api_url=trakt.url,
+        auth_url=trakt.url,
+        refresh_race_seconds=0.05,
+    )
+
+    async def other_process_stores_its_pair(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:  # the last look but one: the other process was just slower
+            signed_in(trakt, store)
+        await asyncio.sleep(0)
+
+    client = TraktClient(config, store, sleep=other_process_stores_its_pair)
+    signed_in(trakt, store)
+    trakt.revoke_tokens()
+    try:
+        await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    assert waits == pytest.approx([0.025, 0.025])
 
 
 @pytest.mark.parametrize(

@@ -145,12 +145,22 @@ class AlertsConfig:
         return "all" in self.kinds or kind in self.kinds or kind == "test"
 
 
+NOT_A_KEY = {"config_key": False}  # metadata of a Config field the file cannot set
+
+
+# How long a Trakt client whose token refresh Trakt refused looks for a pair another process
+# (a `watchbridge sync` beside the service) stored meanwhile: see services/trakt.py.
+TRAKT_REFRESH_RACE_SECONDS = 2.0
+
+
 @dataclass(frozen=True)
 class TraktConfig:
     client_id: str
     client_secret: Secret | None = None  # deprecated by Trakt for sign-in; sent when set
     api_url: str = "https://api.trakt.tv"
     auth_url: str = "https://auth.trakt.tv"
+    # Not a key of the file: what every client built from this config waits (tests shorten it).
+    refresh_race_seconds: float = field(default=TRAKT_REFRESH_RACE_SECONDS, metadata=NOT_A_KEY)
 
 
 @dataclass(frozen=True)
@@ -291,9 +301,6 @@ class Link:
         return not TV_ONLY.intersection(self.services)
 
 
-NOT_A_KEY = {"config_key": False}  # metadata of a Config field the file cannot set
-
-
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -332,7 +339,12 @@ def _plain(value: object) -> object:
     if isinstance(value, Secret):
         return value.reveal()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # What the file sets only: a setting of the code is no change of the config.
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata != NOT_A_KEY
+        }
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     if isinstance(value, dict):

@@ -181,10 +181,9 @@ READ_TIMEOUT_SECONDS = 60.0
 # A process refreshing a sign-in says so in the database (the id cache, as an entry that
 # expires): another one (a `watchbridge sync` beside the service) whose own refresh is then
 # refused waits for its pair, as long as Trakt may take to answer it; with no such entry it
-# looks for a pair stored meanwhile for a moment only.
+# looks for a pair stored meanwhile for a moment only (TraktConfig.refresh_race_seconds).
 REFRESHING = "trakt-refreshing"
 REFRESH_LEASE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
-REFRESH_RACE_SECONDS = 2.0
 UNSAVED_RETRY_SECONDS = 1.0  # between tries to store a refreshed pair kept in memory
 # How long a refresh in flight is waited for when its caller is stopped: about the time a
 # container is given to stop (docker's 10 s) beyond which it is killed anyway.
@@ -1231,18 +1230,21 @@ class TraktClient:
         """The pair another process stored after using this single-use refresh token first
         (a `watchbridge sync` beside the service): waited for while it says it is refreshing,
         else looked for a moment only."""
+        race = self.config.refresh_race_seconds
+        # Looks at the race's start, middle and end, however long it is set to be.
+        poll = min(REFRESH_RACE_POLL, race / 2) or REFRESH_RACE_POLL
         waited = 0.0
         while True:
             current = await self._loaded(profile)
             if current is not None and current.refresh_token != used:
                 return current
             if waited >= REFRESH_LEASE_SECONDS or (
-                waited >= REFRESH_RACE_SECONDS
+                waited >= race
                 and not await asyncio.to_thread(self._refreshing_elsewhere, profile, _refresher())
             ):
                 return None
-            await self.sleep(REFRESH_RACE_POLL)
-            waited += REFRESH_RACE_POLL
+            await self.sleep(poll)
+            waited += poll
 
     # ------------------------------------------------------------------ requests
 
