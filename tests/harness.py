@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import gc
 import itertools
 import logging
@@ -21,11 +22,14 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
 from litestar import Litestar
+
+if TYPE_CHECKING:
+    from watchbridge.config import Config
 
 # Ports for servers the tests start, below Linux's ephemeral range (32768 and up), so that no
 # outgoing connection takes one between its pick and its bind, and a band per xdist worker, so
@@ -359,6 +363,21 @@ class AppThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+# How long the tests' Trakt clients look for a pair another process stored after Trakt refused
+# their refresh: the same three looks as the service's 2 s, over sooner.
+QUICK_REFRESH_RACE = 0.05
+
+
+def quick_refresh_race(config: Config) -> Config:
+    """`config`, the Trakt clients built from it (by the code under test, too) looking for
+    another process's pair over QUICK_REFRESH_RACE seconds."""
+    if config.services.trakt is None:
+        return config
+    trakt = dataclasses.replace(config.services.trakt, refresh_race_seconds=QUICK_REFRESH_RACE)
+    services = dataclasses.replace(config.services, trakt=trakt)
+    return dataclasses.replace(config, services=services)
 
 
 def sign_in_trakt(

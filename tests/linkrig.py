@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt
+from tests.harness import quick_refresh_race, sign_in_trakt
 from watchbridge import readers
 from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
@@ -40,8 +40,9 @@ PROFILE = "me"
 
 
 def fast_trakt(config: Config, store: Store, rate: float = FAST) -> TraktClient:
-    assert config.services.trakt is not None
-    client = TraktClient(config.services.trakt, store)
+    trakt = quick_refresh_race(config).services.trakt
+    assert trakt is not None
+    client = TraktClient(trakt, store)
     client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
     for profile in config.profiles:
         client.http.pacers[profile] = Pacer(
@@ -178,6 +179,7 @@ def rig_for(
 ) -> Rig:
     """The runtime of `config` with the link's targets; each profile of `signed_in` signed in
     to Trakt as that fake user (None: the fake's default one)."""
+    config = quick_refresh_race(config)
     runtime = build_runtime(config)
     runtime.open()
     for profile, user in signed_in.items():

@@ -19,7 +19,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, User
-from tests.harness import sign_in_trakt, until
+from tests.harness import quick_refresh_race, sign_in_trakt, until
 from watchbridge import scheduler
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime
@@ -75,7 +75,7 @@ links:
     )
     link = dataclasses.replace(config.links["ts"], interval=Duration(interval))
     config = dataclasses.replace(config, links={"ts": link})
-    runtime = build_runtime(config)
+    runtime = build_runtime(quick_refresh_race(config))
     runtime.open()
     sign_in_trakt(runtime.store, trakt, "me", now=time.time())
     return runtime

@@ -21,7 +21,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, sign_in_trakt
+from tests.harness import AppThread, quick_refresh_race, sign_in_trakt
 from watchbridge import statuspage
 from watchbridge.app import create_app
 from watchbridge.config import Config, parse_config
@@ -75,7 +75,7 @@ profiles:
 """
     path = tmp_path / "watchbridge.yaml"
     path.write_text(text)  # for the commands
-    return parse_config(text, path, {})
+    return quick_refresh_race(parse_config(text, path, {}))
 
 
 @pytest.fixture

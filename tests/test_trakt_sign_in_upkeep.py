@@ -14,7 +14,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, until
+from tests.harness import quick_refresh_race, sign_in_trakt, until
 from tests.test_delivery import drain, webhook, worker_for
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
@@ -61,7 +61,7 @@ profiles:
         Path("watchbridge.yaml"),
         {},
     )
-    runtime = build_runtime(config, clock=clock)
+    runtime = build_runtime(quick_refresh_race(config), clock=clock)
     runtime.open()
     sign_in_trakt(runtime.store, trakt, "me", now=clock())
     yield runtime
