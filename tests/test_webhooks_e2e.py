@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -42,6 +43,15 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def delivered_all(service: ServiceProcess) -> bool:
+    """Whether every delivery the service's webhooks queued has been made (or given up): a
+    webhook's 202 comes once its outbox rows are committed, so after it, nothing it queued can
+    still reach a service. A wait on this, not a sleep, for "nothing more was sent"."""
+    with contextlib.closing(sqlite3.connect(service.config.parent / "wb.db")) as db:
+        left = "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
+        return bool(db.execute(left).fetchone() == (0,))
 
 
 def plex_multipart(payload: dict[str, Any] | bytes, thumb: bool = True) -> tuple[bytes, str]:
@@ -157,7 +167,7 @@ def test_plex_movie_scrobble_lands_in_history_once(
     wait_for(lambda: titles(trakt) == ["Heat"])
     stop = dict(payload, event="media.stop")
     assert post_plex(service, stop).status_code == 202
-    time.sleep(0.5)
+    wait_for(lambda: delivered_all(service))
     assert titles(trakt) == ["Heat"]
 
 
@@ -290,7 +300,7 @@ def test_not_for_us_is_acknowledged_and_nothing_is_sent(
     response = post_plex(quiet_service, sample_json("plex", sample))
     assert response.status_code == 200
     assert response.json()["status"].startswith("ignored_")
-    time.sleep(0.3)
+    wait_for(lambda: delivered_all(quiet_service))
     assert quiet_trakt.history() == [] and quiet_trakt.count("POST", "/scrobble/start") == 0
 
 
@@ -542,7 +552,7 @@ def test_acknowledged_webhooks_survive_kill_9_and_reach_trakt_exactly_once(
     restarted = ServiceProcess(service.config, service.port).start()
     try:
         wait_for(lambda: set(acknowledged) <= set(titles(trakt)), timeout=30)
-        time.sleep(1.0)  # anything sent twice would show up by now
+        wait_for(lambda: delivered_all(restarted))  # anything sent twice shows by now
         landed = titles(trakt)
         assert set(acknowledged) <= set(landed)
         assert len(landed) == len(set(landed)), "a play reached Trakt twice"
@@ -609,7 +619,7 @@ def test_a_plex_episode_scrobble_is_one_diary_entry_and_one_tick_on_serializd(
     wait_for(lambda: serializd.ticks() == {(1396, 3578, 16)})
     stop = dict(payload, event="media.stop")  # the stop after the scrobble: no second play
     assert post_plex(serializd_only, stop).status_code == 202
-    time.sleep(1.0)  # paced at 2 requests/s: a second entry would show by now
+    wait_for(lambda: delivered_all(serializd_only))  # a second entry would show by now
     assert logged(serializd) == [(1396, 3578, 16, True)]
     assert serializd.ticks() == {(1396, 3578, 16)}
 
@@ -713,7 +723,7 @@ def test_a_jellyfin_or_emby_episode_completion_is_one_diary_entry_and_one_tick_o
     payload = sample_json(with_server.flavour, "playback_stop_episode_completed.json")
     assert with_server.post(payload).status_code == 202
     wait_for(lambda: serializd.ticks() == {(1396, 3578, 14)})
-    time.sleep(0.5)  # paced at 2 requests/s: a second entry would show by now
+    wait_for(lambda: delivered_all(with_server.service))  # a second entry would show by now
     assert logged(serializd) == [(1396, 3578, 14, True)]
     assert len(with_server.server.requests) == 1  # the series, read once
 
@@ -744,7 +754,7 @@ def test_a_plex_new_agent_episode_scrobble_reaches_serializd_through_the_plex_se
         payload["Account"]["id"] = 1  # the owner's play (the sample's friend is not mapped)
         assert post_plex(service, payload).status_code == 202
         wait_for(lambda: serializd.ticks() == {(131041, 197430, 1)})
-        time.sleep(0.5)
+        wait_for(lambda: delivered_all(service))
         assert logged(serializd) == [(131041, 197430, 1, True)]
         assert [r.path for r in plex.requests] == ["/library/metadata/40275"]
     finally:
