@@ -18,9 +18,14 @@ import pytest
 
 from watchbridge.cli import cli
 from watchbridge.config import NOT_A_KEY, AlertKind, Config, Duration, load_config, parse_config
+from watchbridge.deliver.worker import STOP_GRACE
 from watchbridge.errors import ConfigError
+from watchbridge.http import PLAIN_AT_HTTPS_PORT
+from watchbridge.maintenance import OWED_AT_MOST_EVERY
 from watchbridge.metrics import Metrics
 from watchbridge.refused import REFUSALS
+from watchbridge.server import CONNECTION_DRAIN_SECONDS
+from watchbridge.store import TAUTULLI_SERVER_LAPSES
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -297,3 +302,25 @@ def test_every_exit_code_of_the_commands_is_in_the_readme() -> None:
     sentence = re.search(r"^Exit codes: (.+?)\n\n", README, flags=re.M | re.S)
     assert sentence, "the README's exit codes"
     assert {int(code) for code in re.findall(r"`(\d+)`", sentence[1])} == codes | {0}
+
+
+def test_the_readme_quotes_every_answer_of_a_proxy_at_its_https_port() -> None:
+    # The troubleshooting row is how a user finds the error by what their proxy said.
+    for said in PLAIN_AT_HTTPS_PORT:
+        assert f"`{said}`" in README or f'"{said}"' in README, said
+
+
+@pytest.mark.parametrize(
+    ("claim", "doc"),
+    [
+        (f"open connections get their {CONNECTION_DRAIN_SECONDS} s", README),
+        (f"A delivery under way gets {STOP_GRACE:g} s for its answer", README),
+        (f"its own tries at most every {OWED_AT_MOST_EVERY:g} s", README),
+        (
+            f"A server Tautulli has not reported for {TAUTULLI_SERVER_LAPSES / 86400:g} days",
+            WEBHOOKS,
+        ),
+    ],
+)
+def test_the_timings_the_docs_give_are_the_codes(claim: str, doc: str) -> None:
+    assert claim in " ".join(doc.split()), claim
