@@ -4685,3 +4685,28 @@ async def test_a_backlog_of_ratings_that_waited_reads_trakts_ratings_once_for_it
     assert len(trakt.ratings()) == 401
     assert runtime.store.outbox_counts()["pending"] == 0
     assert trakt.count("GET", "/sync/ratings/movies") == 1
+
+
+async def test_metrics_say_a_target_is_no_longer_held_once_nothing_is_left_to_try(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt answers again but refuses this one play (400s until it is a dead letter): nothing
+    # goes through and nothing is left to try. A scrape must not go on saying "held" (the
+    # alert on it would fire until the next play, days later in a quiet household).
+    trakt.fail_next(1, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    assert 'watchbridge_target_held{target="trakt"} 1.0' in runtime.metrics.render().decode()
+    trakt.fail_next(20, 400)
+    # Steps past each retry's longest jittered wait, all within the outage's last hold (30 s)
+    # + TARGET_PROBE_MAX; the last pass finds nothing left.
+    await drain(worker, runtime, clock, passes=4, step=80)
+    await drain(worker, runtime, clock, passes=2)
+    assert len(runtime.store.dead_letters()) == 1
+    assert 'watchbridge_target_held{target="trakt"} 0.0' in runtime.metrics.render().decode()
+    # Down again minutes later (the same outage, as the worker sees it): held again.
+    trakt.clear_knobs()
+    trakt.fail_next(1, 503)
+    webhook(runtime, "episode_legacy_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    assert 'watchbridge_target_held{target="trakt"} 1.0' in runtime.metrics.render().decode()

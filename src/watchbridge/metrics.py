@@ -247,7 +247,7 @@ class Metrics:
         self.target_held = Gauge(
             "watchbridge_target_held",
             "1 while deliveries to the target are held as a whole (it is down, rate-limits or "
-            "fails), until one gets through; else 0",
+            "fails), until one gets through or none is left to try; else 0",
             ["target"],
             registry=self.registry,
         )

@@ -773,6 +773,8 @@ class DeliveryWorker:
                 store.claim, self.worker_id, now, target.batch_size, [name]
             )
             if not items:
+                if name in self.holds:
+                    await self._held_for_nothing(runtime, name)
                 continue
             claimed_any = True
             # A row a crash cut short at its last attempt keeps taking the process down: it
@@ -952,7 +954,8 @@ class DeliveryWorker:
                 # outage.
                 held = self.holds[target.name] = TargetHold(now, hold.reason, now)
                 self._held_log.forget(target.name)
-                runtime.metrics.target_held.labels(target.name).set(1)
+            # Again on each hold of one outage: a scrape may have been told it held nothing.
+            runtime.metrics.target_held.labels(target.name).set(1)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             held.streak += 1
             first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
@@ -1108,6 +1111,14 @@ class DeliveryWorker:
             held_in_store, store, key, rows, now, left
         )
         return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
+
+    async def _held_for_nothing(self, runtime: Runtime, name: str) -> None:
+        """A held target whose hold ran out with no row left to try (its last one became a
+        dead letter on the service's answer, or was discarded) is no longer held for a scrape:
+        else it would say so until the next play, perhaps days later. The hold itself stays,
+        so a failure soon after is the same outage."""
+        if await asyncio.to_thread(runtime.store.next_due, [name]) is None:
+            runtime.metrics.target_held.labels(name).set(0)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
