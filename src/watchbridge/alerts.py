@@ -282,8 +282,11 @@ class Conditions:
 
     def owed(self) -> list[tuple[Ident, Condition]]:
         """The conditions whose alert is owed still: it failed to go out, or its send is under
-        way (or was, in a process that died)."""
-        return [(ident, known) for ident, known in self._known.items() if known.owed_body]
+        way (or was, in a process that died). Also asked from another thread (/metrics is
+        rendered off the loop): the conditions are copied in one step before they are looked
+        through, as the loop may add one meanwhile."""
+        known = list(self._known.items())
+        return [(ident, condition) for ident, condition in known if condition.owed_body]
 
     async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
         """Apply `transition` to condition (kind, key) and keep its outcome; its result."""
