@@ -1342,8 +1342,44 @@ async def test_a_links_removal_of_a_play_leaves_an_episode_logged_again_since_it
     else:
         assert fake.ticks() == set() and first not in fake.diary()
         assert row["last_error"] is None and skipped_total(runtime) == 0
-    # Pages until one holds nothing new: the rewatch is on the first.
-    assert fake.count("GET", DIARY_PAGE) == (2 if logged_again else 1)
+    # Pages until two in a row hold nothing new (§5.1: the order is not guaranteed): the
+    # rewatch is on the first.
+    assert fake.count("GET", DIARY_PAGE) == (3 if logged_again else 2)
+
+
+async def test_a_links_removal_sees_a_rewatch_the_diary_shows_behind_a_page_of_older_entries(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """The diary's order is not guaranteed (reference §5.1): the user's rewatch, the one entry
+    added since the run's read, may come on the second page behind a first of older ones. The
+    look reads on past one such page, and the episode stays ticked."""
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages
+    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
+    fake.tick(None, SHOW, 1, 4)
+    clock.advance(600)
+    fake.advance(600)
+    read_at = clock()
+    clock.advance(300)
+    fake.advance(300)
+    rewatch = fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)  # in the app, meanwhile
+    fake.diary_order = "jittered"
+
+    def page_of_the_rewatch(seed: int) -> int:
+        fake.diary_seed = seed
+        order = [r.id for r in fake._diary_order(fake.diary())]
+        return order.index(rewatch.id) // 24 + 1
+
+    seed = next(s for s in range(500) if page_of_the_rewatch(s) == 2)
+    fake.diary_seed = seed
+    clock.advance(60)
+    fake.advance(60)
+    enqueue(runtime, "remove_play", episode(4), clock() - 30 * DAY,
+            record=str(first.id), link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    (row,) = waiting(runtime)
+    assert row["last_error"].startswith("skipped: not removed: the episode was logged")
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)} and first in fake.diary()
 
 
 async def test_a_links_removal_of_a_tick_leaves_an_episode_logged_since_its_read_ticked(
@@ -1411,7 +1447,8 @@ async def test_a_links_rating_is_not_written_over_one_given_on_serializd_after_i
         assert row["last_error"] == "skipped: a newer rating was given on Serializd since"
     else:
         assert rated == [4, 9] and row["last_error"] is None
-    assert fake.count("GET", DIARY_PAGE) == (2 if given == "after-the-read" else 1)
+    # Pages until two in a row hold nothing new (§5.1).
+    assert fake.count("GET", DIARY_PAGE) == (3 if given == "after-the-read" else 2)
 
 
 async def test_a_links_ratings_share_one_look_at_the_diary(

@@ -1128,7 +1128,7 @@ class SerializdClient:
         be read on the pages read (they may be any entry)."""
         unread: list[int | None] = []
         entries = await self._diary_pages(
-            profile, unread, new=lambda entry: entry.date_added > since
+            profile, unread, new=lambda entry: entry.date_added > since, old_pages=2
         )
         return DiaryRead(entries, frozenset(i for i in unread if i is not None))
 
@@ -1168,15 +1168,18 @@ class SerializdClient:
         unread: list[int | None],
         new: Callable[[DiaryEntry], bool] | None = None,
         kept: Callable[[DiaryEntry], bool] | None = None,
+        old_pages: int = 1,
     ) -> list[DiaryEntry]:
         """The entries read, and the ids of the rows that could not be read added to `unread`
         (None: a row without an id, which fails a whole read: it cannot be told from any
         other, nor its play kept). None `new`: the whole diary. Else the entries `kept` (by
-        default those `new`), reading until a page holds none `new` (see `diary_until`)."""
+        default those `new`), reading until `old_pages` pages in a row hold none `new` (see
+        `diary_until`; the reference, §5.1, advises going on past two such pages, as the
+        pages are not reliably sorted)."""
         all_of_it = new is None
         keep = kept or new
         found: dict[int, DiaryEntry] = {}
-        page, previous = 1, list[Any]()
+        page, previous, old_in_a_row = 1, list[Any](), 0
         totals: list[int | None] = []  # each page's `totalReviews` (int or null, §5.1)
         while True:
             what = f"diary page {page}"
@@ -1197,8 +1200,10 @@ class SerializdClient:
                 found.setdefault(entry.id, entry)
             if not entries or last_page(page, total_pages, len(found) > before):
                 break
-            if new is not None and not any(new(e) for e in entries):
-                break
+            if new is not None:
+                old_in_a_row = 0 if any(new(e) for e in entries) else old_in_a_row + 1
+                if old_in_a_row >= old_pages:
+                    break
             page, previous = page + 1, [e.id for e in entries]
         if all_of_it and _changed_while_read(totals):
             # An entry deleted (or added) while the pages were read shifts the rows after it
