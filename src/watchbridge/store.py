@@ -145,6 +145,21 @@ _WENT_THROUGH = "outcome IN ('ok', 'held')"
 # Mirror collections (service, collection) whose entries belong to one outbox row (their data's
 # "row": its id), forgotten with it (`Store._forget_ended_rows`): a Plex removal's first try.
 ROW_ENTRIES = (("plex", "unwatching"),)  # deliver.plex.UNWATCHING
+# SQL: a whole mirror collection's rows (parameters: service, profile, collection).
+_COLLECTION_ROWS = (
+    "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+)
+
+
+def _collection(
+    conn: sqlite3.Connection, service: str, profile: str, collection: str
+) -> dict[str, Any]:
+    """A whole mirror collection, decoded row by row: the rows fetched are never all held at
+    once."""
+    fetched = conn.execute(_COLLECTION_ROWS, (service, profile, collection))
+    return {key: json.loads(data) for key, data in fetched}
+
+
 # Rows a transaction of `Store.mirror_replace_in_parts` writes: ~40 ms of the store's lock.
 REPLACE_PART = 5_000
 # SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
@@ -1922,7 +1937,7 @@ class Store:
         # the overview's counts, and the whole mirror collections a deliverer loads.
         self._overview_reads = ReadConnection(path, busy_timeout)
         self._mirror_reads = ReadConnection(path, busy_timeout)
-        # `mirror_get`'s, apart from the deliverer's long snapshots (`mirror_snapshot`).
+        # `mirror_get`'s, apart from the deliverer's long snapshots (`mirror_copy`).
         self._collection_reads = ReadConnection(path, busy_timeout)
         self._holding = threading.local()  # how deep this thread is in `_locked`
         # (service, profile, collection) -> held by its `mirror_replace_in_parts`
@@ -3839,20 +3854,15 @@ class Store:
 
     def mirror_get(self, service: str, profile: str, collection: str) -> dict[str, Any]:
         """A whole mirror collection. Outside a transaction of the caller's own it is read on
-        a connection of its own, as `mirror_snapshot` reads: a reader's Plex history or
-        listings are ~50,000 rows, a second and more to fetch on a busy machine, which every
-        webhook's record waited for behind the store's lock. Inside one, the transaction's
-        own view (what it wrote included) is read."""
-        sql = (
-            "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
-        )
+        a connection of its own, as `mirror_copy` reads: a reader's Plex history or listings
+        are ~50,000 rows, a second and more to fetch on a busy machine, which every webhook's
+        record waited for behind the store's lock. Inside one, the transaction's own view
+        (what it wrote included) is read."""
         if not self._reads_beside_the_lock() or self._held_here():
-            rows = self._query(sql, (service, profile, collection))
-            return {r["item_key"]: json.loads(r["data"]) for r in rows}
+            with self._locked():
+                return _collection(self._conn, service, profile, collection)
         with self._collection_reads.connection() as reader:
-            # Decoded row by row: the rows fetched are never all held at once.
-            fetched = reader.execute(sql, (service, profile, collection))
-            return {key: json.loads(data) for key, data in fetched}
+            return _collection(reader, service, profile, collection)
 
     def mirror_get_if_whole(
         self, service: str, profile: str, collection: str
@@ -3868,27 +3878,15 @@ class Store:
             with self._locked():
                 if self._query(whole, (service, profile, collection)):
                     return None
-                return self.mirror_get(service, profile, collection)
+                return _collection(self._conn, service, profile, collection)
         with self._collection_reads.connection() as reader:
             reader.execute("BEGIN")  # one snapshot for the mark and the rows
             try:
                 if reader.execute(whole, (service, profile, collection)).fetchone():
                     return None
-                fetched = reader.execute(
-                    "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
-                    " AND collection = ?",
-                    (service, profile, collection),
-                )
-                return {key: json.loads(data) for key, data in fetched}
+                return _collection(reader, service, profile, collection)
             finally:
                 reader.execute("COMMIT")
-
-    def mirror_snapshot(
-        self, service: str, profile: str, collections: Sequence[str]
-    ) -> dict[str, dict[str, Any]]:
-        """Whole mirror collections (each as `mirror_get` gives it), as one moment saw them
-        all, read on a connection of their own (see `mirror_copy`)."""
-        return self.mirror_copy(service, profile, collections).collections
 
     def mirror_copy(
         self,
@@ -3943,13 +3941,7 @@ class Store:
             ):
                 copy.collections[collection] = kept.collections[collection]
                 continue
-            # Decoded row by row: the rows fetched are never all held at once.
-            rows = conn.execute(
-                "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ?"
-                " AND collection = ?",
-                (service, profile, collection),
-            )
-            copy.collections[collection] = {key: json.loads(data) for key, data in rows}
+            copy.collections[collection] = _collection(conn, service, profile, collection)
         return copy
 
     def mirror_versions(self, service: str, profile: str) -> dict[str, int]:
