@@ -1304,6 +1304,19 @@ def old_history(fake: FakeSerializd, entries: int) -> None:
         )
 
 
+def logged_then_read(fake: FakeSerializd, clock: FakeClock) -> tuple[Review, float]:
+    """Behind 5 pages of old history, episode 4 logged a month ago and ticked; 10 minutes
+    later a link's run reads Serializd (then the other side for a while): that entry, and
+    when the run read."""
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages
+    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
+    fake.tick(None, SHOW, 1, 4)
+    clock.advance(600)
+    fake.advance(600)
+    return first, clock()
+
+
 @pytest.mark.parametrize("logged_again", [True, False], ids=["rewatched-since", "not-since"])
 async def test_a_links_removal_of_a_play_leaves_an_episode_logged_again_since_its_read(
     runtime: Runtime,
@@ -1316,13 +1329,7 @@ async def test_a_links_removal_of_a_play_leaves_an_episode_logged_again_since_it
     diary entry it found. The user logged a rewatch on Serializd in between: that viewing
     stands (entry and tick kept), the row settles as skipped, saying so, and is counted. The
     look costs the diary's newest pages (one when nothing is new), not the whole diary."""
-    clock.now = fake.now()
-    old_history(fake, 100)  # 5 pages
-    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
-    fake.tick(None, SHOW, 1, 4)
-    clock.advance(600)
-    fake.advance(600)
-    read_at = clock()  # the run reads Serializd, then Trakt for a while
+    first, read_at = logged_then_read(fake, clock)
     clock.advance(300)
     fake.advance(300)
     if logged_again:
@@ -1353,13 +1360,7 @@ async def test_a_links_removal_sees_a_rewatch_the_diary_shows_behind_a_page_of_o
     """The diary's order is not guaranteed (reference §5.1): the user's rewatch, the one entry
     added since the run's read, may come on the second page behind a first of older ones. The
     look reads on past one such page, and the episode stays ticked."""
-    clock.now = fake.now()
-    old_history(fake, 100)  # 5 pages
-    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
-    fake.tick(None, SHOW, 1, 4)
-    clock.advance(600)
-    fake.advance(600)
-    read_at = clock()
+    first, read_at = logged_then_read(fake, clock)
     clock.advance(300)
     fake.advance(300)
     rewatch = fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)  # in the app, meanwhile
@@ -1472,13 +1473,7 @@ async def test_a_links_removal_sees_a_rewatch_logged_since_its_read_behind_a_pag
     logged a rewatch of the removed episode in the app after the read, before those logs
     landed. The look at what the diary gained since the read must not stop at a first page
     that holds only our logs: the rewatch is on the next, and that viewing stands."""
-    clock.now = fake.now()
-    old_history(fake, 100)
-    first = fake.log_entry(None, SHOW, 1, 4, backdate=iso(fake.now() - 30 * DAY))
-    fake.tick(None, SHOW, 1, 4)
-    clock.advance(600)
-    fake.advance(600)
-    read_at = clock()
+    first, read_at = logged_then_read(fake, clock)
     clock.advance(60)
     fake.advance(60)
     fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)  # in the app, meanwhile
